@@ -1,0 +1,102 @@
+// The permission catalogue: the single source of truth for permission names, what they
+// mean and how they may be scoped. Which API methods a permission unlocks is declared by
+// each method in its capability family (./families.ts) and derived from there, so the two
+// can never disagree. docs/permissions.md is generated from this file
+// (`node bin/modhost.js docs permissions`) and a test checks it is current.
+
+/**
+ * How a grant of a permission may be narrowed:
+ * - none:   the permission is all or nothing.
+ * - path:   paths inside the module's own data directory ("reports", "cache/tmp").
+ * - host:   network hosts, "host" or "host:port" (names canonicalised, numeric tricks refused).
+ * - module: target module names (for calling other modules).
+ * - event:  event type names (for subscriptions).
+ */
+export type ScopeKind = "none" | "path" | "host" | "module" | "event";
+
+export interface PermissionInfo {
+  readonly description: string;
+  readonly scope: ScopeKind;
+  /** The family of API this permission belongs to, for docs. */
+  readonly area: string;
+}
+
+export const PERMISSIONS = {
+  read_blockchain: { area: "chain", scope: "none", description: "Read blocks, headers and transactions of the active chain." },
+  read_utxo: { area: "chain", scope: "none", description: "Look up unspent transaction outputs (read-only)." },
+  read_chain_state: { area: "chain", scope: "none", description: "Read the chain tip, height and chain information." },
+  subscribe_events: { area: "events", scope: "event", description: "Receive events from the event bus (blocks, mempool, reorgs, module lifecycle, config)." },
+  send_transactions: { area: "mempool", scope: "none", description: "Submit transactions to the node's mempool." },
+  read_mempool: { area: "mempool", scope: "none", description: "Read mempool transactions, sizes and fee estimates." },
+  read_network: { area: "network", scope: "none", description: "Read network statistics and the peer list." },
+  network_access: { area: "network", scope: "host", description: "Open outbound network connections to the granted hosts." },
+  read_lightning: { area: "lightning", scope: "none", description: "Read Lightning node information from the Lightning provider module." },
+  read_payment: { area: "lightning", scope: "none", description: "Read payment state from the payment provider module." },
+  read_storage: { area: "storage", scope: "none", description: "Read the module's own key-value storage trees." },
+  write_storage: { area: "storage", scope: "none", description: "Create trees in and write to the module's own key-value storage." },
+  manage_storage: { area: "storage", scope: "none", description: "Drop whole storage trees of the module's own storage." },
+  read_filesystem: { area: "filesystem", scope: "path", description: "Read files inside the module's own data directory." },
+  write_filesystem: { area: "filesystem", scope: "path", description: "Write files inside the module's own data directory." },
+  manage_filesystem: { area: "filesystem", scope: "path", description: "Delete files and create directories inside the module's own data directory." },
+  register_rpc_endpoint: { area: "rpc", scope: "none", description: "Serve JSON-RPC methods under the module's own name and register CLI commands." },
+  manage_timers: { area: "timers", scope: "none", description: "Register periodic timers and one-shot scheduled tasks." },
+  report_metrics: { area: "metrics", scope: "none", description: "Report metrics and health for this module." },
+  read_metrics: { area: "metrics", scope: "none", description: "Read metrics and health of modules." },
+  discover_modules: { area: "modules", scope: "none", description: "List loaded modules and read their public information." },
+  publish_events: { area: "events", scope: "none", description: "Publish events in the module's own namespace." },
+  call_module: { area: "modules", scope: "module", description: "Call the API of the granted modules." },
+  register_module_api: { area: "modules", scope: "none", description: "Expose an API that other modules may call." },
+  submit_block: { area: "mining", scope: "none", description: "Submit mined blocks to the node." },
+  queue_inbound_block: { area: "mining", scope: "none", description: "Queue a block as if received from a peer." },
+} as const satisfies Record<string, PermissionInfo>;
+
+export type Permission = keyof typeof PERMISSIONS;
+
+export const PERMISSION_NAMES = Object.keys(PERMISSIONS) as Permission[];
+
+export function isPermission(name: string): name is Permission {
+  return Object.hasOwn(PERMISSIONS, name);
+}
+
+/** Levenshtein distance, for "did you mean" hints. */
+export function editDistance(a: string, b: string): number {
+  const prev = Array.from({ length: b.length + 1 }, (_, i) => i);
+  for (let i = 1; i <= a.length; i++) {
+    let diag = prev[0]!;
+    prev[0] = i;
+    for (let j = 1; j <= b.length; j++) {
+      const up = prev[j]!;
+      prev[j] = Math.min(up + 1, prev[j - 1]! + 1, diag + (a[i - 1] === b[j - 1] ? 0 : 1));
+      diag = up;
+    }
+  }
+  return prev[b.length]!;
+}
+
+/** The closest name in `candidates`, or undefined when nothing is reasonably close. */
+export function closest(name: string, candidates: readonly string[]): string | undefined {
+  const norm = (s: string) => s.toLowerCase().replace(/[^a-z0-9]/g, "");
+  let best: string | undefined;
+  let bestScore = Infinity;
+  for (const c of candidates) {
+    const d = editDistance(norm(name), norm(c));
+    if (d < bestScore) {
+      bestScore = d;
+      best = c;
+    }
+  }
+  return best !== undefined && bestScore <= Math.max(3, Math.floor(name.length / 2)) ? best : undefined;
+}
+
+/**
+ * Accepts the snake_case name, and for compatibility with manifests written for the BLVM
+ * node also the PascalCase enum spelling ("ReadUTXO", "ReadBlockchain").
+ */
+export function normalisePermission(name: string): Permission | undefined {
+  if (isPermission(name)) return name;
+  if (/^[A-Z][A-Za-z]+$/.test(name)) {
+    const snake = name.replace(/UTXO/g, "Utxo").replace(/([a-z0-9])([A-Z])/g, "$1_$2").toLowerCase();
+    if (isPermission(snake)) return snake;
+  }
+  return undefined;
+}

@@ -1,0 +1,29 @@
+// Every capability family, and the method index derived from them.
+import type { Family, MethodDef } from "./types.ts";
+import type { Permission } from "./catalogue.ts";
+import { chain } from "./chain.ts";
+import { mempool } from "./mempool.ts";
+import { storage } from "./storage.ts";
+import { events } from "./events.ts";
+import { config } from "./config.ts";
+
+export const FAMILIES: readonly Family[] = [chain, mempool, storage, events, config];
+
+export interface IndexedMethod extends MethodDef {
+  readonly family: string;
+}
+
+export const METHODS: ReadonlyMap<string, IndexedMethod> = new Map(
+  FAMILIES.flatMap((f) => f.methods.map((m) => [m.name, { ...m, family: f.name }] as const)),
+);
+
+/** The methods each permission unlocks (derived; used for docs and `modhost check`). */
+export function methodsByPermission(): Map<Permission | null, string[]> {
+  const out = new Map<Permission | null, string[]>();
+  for (const m of METHODS.values()) {
+    const list = out.get(m.permission) ?? [];
+    list.push(m.name);
+    out.set(m.permission, list);
+  }
+  return out;
+}

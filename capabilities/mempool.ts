@@ -1,0 +1,21 @@
+// Mempool data and fee estimates, read from the chain backend.
+import * as v from "valibot";
+import { method, type Family } from "./types.ts";
+import { hash, none } from "./schemas.ts";
+
+export const mempool: Family = {
+  name: "mempool",
+  summary: "Read mempool transactions, size and fee estimates.",
+  methods: [
+    method({ name: "get_mempool_transactions", js: "getTransactions", permission: "read_mempool", args: [], params: none, summary: "Txids in the mempool.", handler: (c) => c.chain.getMempoolTransactions() }),
+    method({ name: "get_mempool_transaction", js: "getTransaction", permission: "read_mempool", args: ["txid"], params: v.object({ txid: hash }), summary: "Mempool transaction by txid, or null.", handler: (c, p) => c.chain.getMempoolTransaction(p.txid) }),
+    method({ name: "get_mempool_entry", js: "getEntry", permission: "read_mempool", args: ["txid"], params: v.object({ txid: hash }), summary: "Fee, vsize and fee rate of a mempool transaction, or null.", handler: (c, p) => c.chain.getMempoolEntry(p.txid) }),
+    method({ name: "get_mempool_size", js: "getSize", permission: "read_mempool", args: [], params: none, summary: "Transaction count, bytes and total fees.", handler: (c) => c.chain.getMempoolInfo() }),
+    method({ name: "check_transaction_in_mempool", js: "has", permission: "read_mempool", args: ["txid"], params: v.object({ txid: hash }), summary: "Whether a txid is in the mempool.", handler: (c, p) => c.chain.isInMempool(p.txid) }),
+    method({
+      name: "get_fee_estimate", js: "estimateFee", permission: "read_mempool", args: ["target_blocks"],
+      params: v.object({ target_blocks: v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(1008)) }),
+      summary: "Fee rate (sat/vB) to confirm within target_blocks.", handler: (c, p) => c.chain.estimateFee(p.target_blocks),
+    }),
+  ],
+};

@@ -1,0 +1,48 @@
+// Key-value storage: the module's own LevelDB, in named trees. The store handed to these
+// handlers is the calling module's and no other, so no parameter can name another module's data.
+import * as v from "valibot";
+import { CapabilityError, method, type CallContext, type Family } from "./types.ts";
+import type { ModuleStore } from "../storage/store.ts";
+
+const tree = v.string();
+const key = v.string();
+const ops = v.pipe(
+  v.array(v.variant("op", [
+    v.object({ op: v.literal("put"), key, value: v.unknown() }),
+    v.object({ op: v.literal("delete"), key }),
+  ])),
+  v.maxLength(10_000, "at most 10000 operations per transaction"),
+);
+const bound = v.optional(v.string());
+const iterOpts = v.object({
+  tree,
+  gt: bound, gte: bound, lt: bound, lte: bound, prefix: bound,
+  reverse: v.optional(v.boolean()),
+  limit: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(10_000))),
+});
+
+function store(c: CallContext): ModuleStore {
+  if (!c.store) throw new CapabilityError("unavailable", "storage is not open for this module");
+  return c.store;
+}
+
+export const storage: Family = {
+  name: "storage",
+  summary: "The module's own key-value trees (LevelDB), with quotas.",
+  methods: [
+    method({ name: "storage_open_tree", js: "openTree", permission: "write_storage", args: ["tree"], params: v.object({ tree }), summary: "Create a tree if it does not exist.", handler: async (c, p) => { await store(c).openTree(p.tree); return true; } }),
+    method({ name: "storage_list_trees", js: "listTrees", permission: "read_storage", args: [], params: v.object({}), summary: "Names of the module's trees.", handler: (c) => store(c).listTrees() }),
+    method({ name: "storage_drop_tree", js: "dropTree", permission: "manage_storage", args: ["tree"], params: v.object({ tree }), summary: "Delete a tree and all its keys.", handler: async (c, p) => { await store(c).dropTree(p.tree); return true; } }),
+    method({ name: "storage_get", js: "get", permission: "read_storage", args: ["tree", "key"], params: v.object({ tree, key }), summary: "Value of a key, or null.", handler: async (c, p) => (await store(c).get(p.tree, p.key)) ?? null }),
+    method({ name: "storage_contains_key", js: "has", permission: "read_storage", args: ["tree", "key"], params: v.object({ tree, key }), summary: "Whether a key exists.", handler: (c, p) => store(c).has(p.tree, p.key) }),
+    method({ name: "storage_insert", js: "put", permission: "write_storage", args: ["tree", "key", "value"], params: v.object({ tree, key, value: v.unknown() }), summary: "Set a key to a value (any plain data).", handler: async (c, p) => { await store(c).put(p.tree, p.key, p.value); return true; } }),
+    method({ name: "storage_remove", js: "delete", permission: "write_storage", args: ["tree", "key"], params: v.object({ tree, key }), summary: "Delete a key; true if it existed.", handler: (c, p) => store(c).delete(p.tree, p.key) }),
+    method({
+      name: "storage_iter", js: "iterate", permission: "read_storage", args: ["tree", "options"], params: iterOpts,
+      summary: "Entries in key order, within gt/gte/lt/lte/prefix bounds, up to limit (default 1000).",
+      handler: (c, p) => { const { tree: t, ...opts } = p; return store(c).iterate(t, opts); },
+    }),
+    method({ name: "storage_transaction", js: "transaction", permission: "write_storage", args: ["tree", "ops"], params: v.object({ tree, ops }), summary: "Apply put/delete operations atomically: all or none.", handler: async (c, p) => { await store(c).batch(p.tree, p.ops); return true; } }),
+    method({ name: "storage_usage", js: "usage", permission: "read_storage", args: [], params: v.object({}), summary: "Bytes, keys and trees used, and the quota.", handler: (c) => store(c).usage() }),
+  ],
+};

@@ -1,0 +1,69 @@
+// What a capability family is. Each family (chain.ts, storage.ts, ...) is one small file that
+// declares its methods: wire name, name on the module's `ctx`, the permission that unlocks
+// it, its parameters (a valibot schema), and the handler. The host's API hub serves every
+// request from every runtime through these definitions, so there is one implementation per
+// capability whatever the module is written in.
+
+import type * as v from "valibot";
+import type { ChainBackend } from "../host/chain/backend.ts";
+import type { ModuleStore } from "../storage/store.ts";
+import type { Permission } from "./catalogue.ts";
+import type { LogLevel } from "../host/ipc/messages.ts";
+
+/** Per-module event subscription control, bound to the calling module's connection. */
+export interface EventControl {
+  subscribe(types: string[]): string[];
+  unsubscribe(types: string[]): string[];
+  subscribed(): string[];
+}
+
+/** Everything a handler may touch, already bound to the calling module. */
+export interface CallContext {
+  readonly module: string;
+  readonly chain: ChainBackend;
+  /** The module's own store; undefined unless it holds a storage permission. */
+  readonly store: ModuleStore | undefined;
+  readonly events: EventControl;
+  readonly config: Readonly<Record<string, unknown>>;
+  readonly dataDir: string;
+  log(level: LogLevel, message: string, fields?: Record<string, unknown>): void;
+}
+
+export interface MethodDef<S extends v.GenericSchema = v.GenericSchema> {
+  /** Wire name (snake_case, as in the seeds): "get_block". */
+  readonly name: string;
+  /** Name on the family object of `ctx`: ctx.chain.getBlock. */
+  readonly js: string;
+  /** Permission that unlocks it; null for methods every module has (its own config). */
+  readonly permission: Permission | null;
+  /** Positional argument order for the `ctx` form: ctx.chain.getBlock(hash). */
+  readonly args: readonly string[];
+  readonly params: S;
+  readonly summary: string;
+  /** For scoped permissions: the canonical target of this call (path, host, module, event). */
+  readonly targets?: (params: v.InferOutput<S>, call: CallContext) => string[] | Promise<string[]>;
+  readonly handler: (call: CallContext, params: v.InferOutput<S>) => Promise<unknown>;
+}
+
+export interface Family {
+  /** Property name on ctx: "chain", "storage". */
+  readonly name: string;
+  readonly summary: string;
+  readonly methods: readonly MethodDef[];
+}
+
+/** Typed helper so each method's handler sees its own parameter type. */
+export function method<S extends v.GenericSchema>(def: MethodDef<S>): MethodDef {
+  return def as unknown as MethodDef;
+}
+
+/** An error a handler throws on purpose; its message reaches the module as is. */
+export class CapabilityError extends Error {
+  constructor(
+    readonly code: "not_found" | "invalid_params" | "quota_exceeded" | "unavailable" | "backend_error" | "permission_denied",
+    message: string,
+  ) {
+    super(message);
+    this.name = "CapabilityError";
+  }
+}

@@ -1,0 +1,167 @@
+// The chain backend: where every piece of node data a module can read comes from.
+//
+// modhost never lets a module touch consensus state. Modules read chain data through
+// capabilities, and capabilities read it through this interface. The default backend is
+// the embedded regtest chain (./embedded.ts); a Bitcoin Core backend can implement the
+// same interface later.
+//
+// Every value crossing this interface is plain data (strings, numbers, booleans, arrays,
+// plain objects) so that it can be copied into an isolate or encoded onto the wire as is.
+// Hashes and txids are lowercase hex in display (RPC) byte order, as bitcoind prints them.
+// Amounts are integer satoshis.
+
+export type Hex = string;
+
+export interface BlockHeader {
+  hash: Hex;
+  height: number;
+  version: number;
+  prev_hash: Hex;
+  merkle_root: Hex;
+  time: number;
+  bits: number;
+  nonce: number;
+  /** Hex of the 80 serialised header bytes. */
+  hex: Hex;
+}
+
+export interface TxInput {
+  txid: Hex;
+  vout: number;
+  script_sig: Hex;
+  sequence: number;
+  witness: Hex[];
+  /** True for the single input of a coinbase transaction. */
+  coinbase: boolean;
+}
+
+export interface TxOutput {
+  value: number;
+  script_pubkey: Hex;
+  /** The regtest address of the output script, when it has one. */
+  address: string | null;
+}
+
+export interface Transaction {
+  txid: Hex;
+  wtxid: Hex;
+  version: number;
+  locktime: number;
+  inputs: TxInput[];
+  outputs: TxOutput[];
+  size: number;
+  vsize: number;
+  weight: number;
+  /** Full serialisation, witness included. */
+  hex: Hex;
+}
+
+export interface Block {
+  header: BlockHeader;
+  hash: Hex;
+  height: number;
+  size: number;
+  weight: number;
+  transactions: Transaction[];
+  /** Full block serialisation. */
+  hex: Hex;
+}
+
+export interface OutPoint {
+  txid: Hex;
+  vout: number;
+}
+
+export interface Utxo {
+  txid: Hex;
+  vout: number;
+  value: number;
+  script_pubkey: Hex;
+  address: string | null;
+  height: number;
+  coinbase: boolean;
+}
+
+export interface ChainInfo {
+  chain: "regtest" | "testnet" | "signet" | "main";
+  tip_hash: Hex;
+  height: number;
+  bits: number;
+  difficulty: number;
+  /** Total work of the active chain, as a decimal string (it exceeds 2^53). */
+  chain_work: string;
+  median_time: number;
+  is_synced: boolean;
+}
+
+export interface MempoolEntry {
+  txid: Hex;
+  fee: number;
+  vsize: number;
+  /** Fee rate in sat/vB. */
+  fee_rate: number;
+  time: number;
+}
+
+export interface MempoolInfo {
+  transaction_count: number;
+  size_bytes: number;
+  total_fee_sats: number;
+}
+
+export interface NetworkStats {
+  peer_count: number;
+  hash_rate: number;
+  bytes_sent: number;
+  bytes_received: number;
+}
+
+export interface PeerInfo {
+  addr: string;
+  transport_type: string;
+  services: number;
+  version: number;
+  connected_since: number;
+}
+
+/** Events a backend emits. Payloads are plain data. */
+export interface ChainEvents {
+  NewBlock: { hash: Hex; height: number; time: number; tx_count: number };
+  BlockDisconnected: { hash: Hex; height: number };
+  ChainReorg: { old_tip: Hex; new_tip: Hex; fork_height: number; disconnected: Hex[]; connected: Hex[] };
+  MempoolTransactionAdded: { txid: Hex; fee: number; vsize: number; fee_rate: number };
+  MempoolTransactionRemoved: { txid: Hex; reason: "block" | "reorg" | "conflict" | "evicted" | "replaced" };
+}
+
+export type ChainEventName = keyof ChainEvents;
+export type ChainListener = <K extends ChainEventName>(name: K, payload: ChainEvents[K]) => void;
+
+export interface ChainBackend {
+  readonly name: string;
+
+  getBlock(hash: Hex): Promise<Block | null>;
+  getBlockHeader(hash: Hex): Promise<BlockHeader | null>;
+  getBlockByHeight(height: number): Promise<Block | null>;
+  getTransaction(txid: Hex): Promise<Transaction | null>;
+  hasTransaction(txid: Hex): Promise<boolean>;
+  getChainTip(): Promise<Hex>;
+  getBlockHeight(): Promise<number>;
+  getUtxo(outpoint: OutPoint): Promise<Utxo | null>;
+  getChainInfo(): Promise<ChainInfo>;
+
+  getMempoolTransactions(): Promise<Hex[]>;
+  getMempoolTransaction(txid: Hex): Promise<Transaction | null>;
+  getMempoolEntry(txid: Hex): Promise<MempoolEntry | null>;
+  getMempoolInfo(): Promise<MempoolInfo>;
+  isInMempool(txid: Hex): Promise<boolean>;
+  /** Fee rate in sat/vB expected to confirm within `targetBlocks`; at least 1. */
+  estimateFee(targetBlocks: number): Promise<number>;
+
+  getNetworkStats(): Promise<NetworkStats>;
+  getPeers(): Promise<PeerInfo[]>;
+
+  /** Subscribe to backend events; returns an unsubscribe function. */
+  subscribe(listener: ChainListener): () => void;
+
+  close(): Promise<void>;
+}

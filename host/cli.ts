@@ -1,0 +1,168 @@
+// The modhost command line.
+//
+//   modhost run [--config FILE]     the host, with the modules the config enables
+//   modhost check [--config FILE]   what would load, with which grants, and every problem
+//   modhost dev [PATH]              the host on the embedded chain for a module author
+//   modhost version | help
+
+import { existsSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { parseArgs } from "node:util";
+import { defaultConfig, loadConfig, type HostConfig } from "./config.ts";
+import { ConfigError, ModhostError } from "./errors.ts";
+import { Host } from "./host.ts";
+import { ModuleManager } from "./manager.ts";
+import { EventBus } from "./events/bus.ts";
+import { Logger } from "./log.ts";
+import { loadManifest } from "./manifest.ts";
+import { HOST_VERSION } from "./version.ts";
+import { compileForIsolate } from "../runtime/isolate/runtime.ts";
+
+const HELP = `modhost ${HOST_VERSION}: a capability-sandboxed module host for a Bitcoin node
+
+Usage:
+  modhost run [--config FILE]     run the host with the modules enabled in FILE (default ./modhost.toml)
+  modhost check [--config FILE]   show what would load, in which order, with which grants, and every problem
+  modhost dev [PATH]              run the module in PATH (or the modules under PATH) on the embedded
+                                  regtest chain, mining a block every few seconds, every requested
+                                  capability granted (for module authors; never for production)
+  modhost version                 print the version
+
+Docs: docs/operator-guide.md, docs/module-guide.md`;
+
+async function configFrom(file: string | undefined): Promise<HostConfig> {
+  if (file) return loadConfig(file);
+  if (existsSync("modhost.toml")) return loadConfig("modhost.toml");
+  return defaultConfig(process.cwd());
+}
+
+function runUntilSignal(host: Host): void {
+  let signals = 0;
+  const onSignal = (sig: string) => {
+    signals++;
+    if (signals > 1) {
+      host.logger.log("warn", "host", `second ${sig}: exiting now`);
+      process.exit(130);
+    }
+    void host.stop(sig).then(() => process.exit(0));
+  };
+  process.on("SIGINT", () => onSignal("SIGINT"));
+  process.on("SIGTERM", () => onSignal("SIGTERM"));
+}
+
+async function run(argv: string[]): Promise<number> {
+  const { values } = parseArgs({ args: argv, options: { config: { type: "string", short: "c" } }, strict: true });
+  const config = await configFrom(values.config);
+  const host = new Host({ config });
+  runUntilSignal(host);
+  await host.start();
+  return -1; // keep running
+}
+
+async function dev(argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    options: { config: { type: "string", short: "c" }, interval: { type: "string", default: "3" } },
+    allowPositionals: true,
+    strict: true,
+  });
+  const target = path.resolve(positionals[0] ?? ".");
+  const config = values.config ? await loadConfig(values.config) : defaultConfig(process.cwd());
+  if (existsSync(path.join(target, "module.toml"))) {
+    const manifest = await loadManifest(path.join(target, "module.toml"));
+    config.modules.modules_dir = path.dirname(target);
+    config.modules.enabled_modules = [manifest.name];
+  } else {
+    config.modules.modules_dir = target;
+  }
+  const scratch = path.join(os.tmpdir(), `modhost-dev-${path.basename(target)}`);
+  if (!values.config) {
+    config.modules.data_dir = path.join(scratch, "modules");
+    config.storage.dir = path.join(scratch, "storage");
+    config.host.log_level = "debug";
+  }
+  config.chain.block_interval_seconds = Number(values.interval);
+  const host = new Host({ config, grantAll: true });
+  runUntilSignal(host);
+  await host.start();
+  return -1;
+}
+
+async function check(argv: string[]): Promise<number> {
+  const { values } = parseArgs({ args: argv, options: { config: { type: "string", short: "c" } }, strict: true });
+  const config = await configFrom(values.config);
+  const logger = new Logger({ level: "error", write: () => {} });
+  const manager = new ModuleManager({ config, bus: new EventBus(), logger });
+  await manager.prepare();
+  const out: string[] = [];
+  let problems = 0;
+  out.push(`config: ${config.file ?? "(defaults)"}`);
+  out.push(`modules_dir: ${config.modules.modules_dir}`);
+  out.push(`load order: ${manager.order.join(" -> ") || "(none)"}`);
+  out.push("");
+  const byName = new Map((await manager.discover()).manifests.map((m) => [m.name, m]));
+  for (const s of manager.status()) {
+    const ok = s.state === "pending";
+    let problem = s.problem;
+    // Compile TypeScript modules too: an import that cannot work is a problem worth knowing now.
+    const manifest = byName.get(s.name);
+    if (ok && manifest && manifest.runtime === "isolate") {
+      try {
+        await compileForIsolate(manifest);
+      } catch (err) {
+        problem = `does not compile:\n${(err as Error).message}`;
+      }
+    }
+    const mark = problem ? "✗" : "✓";
+    if (problem) problems++;
+    out.push(`${mark} ${s.name} ${s.version ?? ""} (${s.runtime ?? "?"})`);
+    if (s.grants.length) out.push(`    granted: ${s.grants.join(", ")}`);
+    if (s.missing.length) out.push(`    missing: ${s.missing.join(", ")}`);
+    if (problem) out.push(...problem.split("\n").map((l) => `    ${l}`));
+  }
+  out.push("", problems ? `${problems} problem(s) found` : "no problems found");
+  console.log(out.join("\n"));
+  return problems ? 1 : 0;
+}
+
+async function main(): Promise<number> {
+  const [command, ...rest] = process.argv.slice(2);
+  switch (command) {
+    case "run":
+      return run(rest);
+    case "check":
+      return check(rest);
+    case "dev":
+      return dev(rest);
+    case "version":
+    case "--version":
+      console.log(HOST_VERSION);
+      return 0;
+    case undefined:
+    case "help":
+    case "--help":
+    case "-h":
+      console.log(HELP);
+      return 0;
+    default:
+      console.error(`modhost: unknown command "${command}"\n\n${HELP}`);
+      return 2;
+  }
+}
+
+try {
+  const code = await main();
+  if (code >= 0) process.exit(code);
+} catch (err) {
+  if (err instanceof ConfigError) {
+    console.error(`modhost: configuration error\n${err.message}`);
+  } else if (err instanceof ModhostError) {
+    console.error(`modhost: ${err.message}${err.hint ? `\n  fix: ${err.hint}` : ""}`);
+  } else if ((err as { code?: string }).code === "ERR_PARSE_ARGS_UNKNOWN_OPTION") {
+    console.error(`modhost: ${(err as Error).message}\n\n${HELP}`);
+  } else {
+    console.error(`modhost: ${(err as Error)?.stack ?? String(err)}`);
+  }
+  process.exit(1);
+}

@@ -1,0 +1,282 @@
+// modhost.toml: the operator's configuration. Every section and key is optional and has a
+// default; unknown keys are errors (with "did you mean"), since a typo in a grant or a limit
+// must not silently fall back to a default. Relative paths are resolved against the
+// directory of the config file.
+
+import path from "node:path";
+import type { Descriptor } from "../capabilities/grants.ts";
+import { MODULE_NAME_HINT, MODULE_NAME_RE, readDescriptors } from "./manifest.ts";
+import { Checker, readToml, type IntegerRule, type TomlPath } from "./toml.ts";
+
+export type RestartPolicy = "never" | "on-failure" | "always";
+export type MissingGrantPolicy = "refuse" | "reduce";
+export type LogLevel = "debug" | "info" | "warn" | "error";
+
+export interface Limits {
+  /** Isolate heap limit (min 8). */
+  memory_mb: number;
+  /** Max time of one synchronous run inside the module (start, one event handler, ...). */
+  cpu_time_ms: number;
+  start_timeout_ms: number;
+  stop_timeout_ms: number;
+  storage_max_bytes: number;
+  storage_max_keys: number;
+  storage_max_trees: number;
+  restart: RestartPolicy;
+  /** Within restart_window_ms. */
+  max_restarts: number;
+  restart_window_ms: number;
+  /** Max queued events per subscriber before the oldest are dropped (and counted). */
+  event_queue: number;
+}
+
+export const DEFAULT_LIMITS: Limits = Object.freeze({
+  memory_mb: 128,
+  cpu_time_ms: 1000,
+  start_timeout_ms: 10_000,
+  stop_timeout_ms: 5000,
+  storage_max_bytes: 64 * 1024 * 1024,
+  storage_max_keys: 1_000_000,
+  storage_max_trees: 64,
+  restart: "on-failure",
+  max_restarts: 5,
+  restart_window_ms: 60_000,
+  event_queue: 1024,
+});
+
+/** Bounds of the numeric limits; anything not listed is "0 or more". */
+const LIMIT_RULES: Partial<Record<keyof Limits, IntegerRule>> = {
+  memory_mb: { min: 8 },
+  cpu_time_ms: { min: 1 },
+  start_timeout_ms: { min: 1 },
+  restart_window_ms: { min: 1 },
+  event_queue: { min: 1 },
+};
+
+const RESTART_POLICIES: readonly RestartPolicy[] = ["never", "on-failure", "always"];
+const MISSING_GRANT_POLICIES: readonly MissingGrantPolicy[] = ["refuse", "reduce"];
+
+export interface ModuleGrants {
+  allow: Descriptor[];
+  deny: Descriptor[];
+  on_missing_grant?: MissingGrantPolicy;
+}
+
+export interface HostConfig {
+  /** Absolute path; null when built from defaults. */
+  file: string | null;
+  /** Base directory for relative paths: the config file's directory, or the cwd. */
+  dir: string;
+  host: { log_level: LogLevel; log_format: "pretty" | "json" };
+  chain: {
+    backend: "embedded";
+    /** 0 = never mine automatically. */
+    block_interval_seconds: number;
+    /** Random mempool transactions created between blocks. */
+    transactions_per_block: number;
+    mature_blocks: number;
+  };
+  modules: {
+    enabled: boolean;
+    /** Absolute. */
+    modules_dir: string;
+    /** Absolute. */
+    data_dir: string;
+    /** [] = all discovered. */
+    enabled_modules: string[];
+    disabled_modules: string[];
+    on_missing_grant: MissingGrantPolicy;
+    module_configs: Record<string, Record<string, unknown>>;
+    /** [modules.default_limits] merged over DEFAULT_LIMITS. */
+    default_limits: Limits;
+    limits: Record<string, Partial<Limits>>;
+    grants: Record<string, ModuleGrants>;
+  };
+  storage: { dir: string };
+}
+
+const SECTIONS = ["host", "chain", "modules", "storage"] as const;
+const MODULES_KEYS = [
+  "enabled", "modules_dir", "data_dir", "enabled_modules", "disabled_modules", "on_missing_grant",
+  "module_configs", "default_limits", "limits", "grants",
+] as const;
+
+export function defaultConfig(dir: string): HostConfig {
+  const base = path.resolve(dir);
+  return {
+    file: null,
+    dir: base,
+    host: { log_level: "info", log_format: "pretty" },
+    chain: { backend: "embedded", block_interval_seconds: 0, transactions_per_block: 3, mature_blocks: 101 },
+    modules: {
+      enabled: true,
+      modules_dir: path.resolve(base, "modules"),
+      data_dir: path.resolve(base, "data/modules"),
+      enabled_modules: [],
+      disabled_modules: [],
+      on_missing_grant: "refuse",
+      module_configs: {},
+      default_limits: { ...DEFAULT_LIMITS },
+      limits: {},
+      grants: {},
+    },
+    storage: { dir: path.resolve(base, "data/storage") },
+  };
+}
+
+export async function loadConfig(file: string): Promise<HostConfig> {
+  const abs = path.resolve(file);
+  const { data, source } = await readToml(abs);
+  return parseConfig(data, source, abs);
+}
+
+/** Validates a parsed modhost.toml. Throws one ConfigError listing every problem found. */
+export function parseConfig(data: Record<string, unknown>, source: string, file: string): HostConfig {
+  const abs = path.resolve(file);
+  const config = defaultConfig(path.dirname(abs));
+  config.file = abs;
+  const c = new Checker(file, source);
+  c.knownKeys(data, [], SECTIONS);
+  readHost(c, data, config);
+  readChain(c, data, config);
+  readModules(c, data, config);
+  const storage = c.table(data["storage"], ["storage"]);
+  if (storage) {
+    c.knownKeys(storage, ["storage"], ["dir"]);
+    config.storage.dir = readDir(c, storage, ["storage"], "dir", config.dir) ?? config.storage.dir;
+  }
+  c.throwIfProblems();
+  return config;
+}
+
+export function limitsFor(config: HostConfig, module: string): Limits {
+  const own = Object.hasOwn(config.modules.limits, module) ? config.modules.limits[module] : undefined;
+  return { ...config.modules.default_limits, ...own };
+}
+
+/** The operator's grants for a module; empty allow and deny when there are none. */
+export function grantsFor(config: HostConfig, module: string): ModuleGrants {
+  const own = Object.hasOwn(config.modules.grants, module) ? config.modules.grants[module] : undefined;
+  return own ?? { allow: [], deny: [] };
+}
+
+export function missingGrantPolicy(config: HostConfig, module: string): MissingGrantPolicy {
+  return grantsFor(config, module).on_missing_grant ?? config.modules.on_missing_grant;
+}
+
+// ---------------------------------------------------------------------------------------
+// Sections
+
+function readHost(c: Checker, data: Record<string, unknown>, config: HostConfig): void {
+  const at = ["host"];
+  const t = c.table(data["host"], at);
+  if (!t) return;
+  c.knownKeys(t, at, ["log_level", "log_format"]);
+  config.host.log_level = c.oneOf(t, at, "log_level", ["debug", "info", "warn", "error"] as const) ?? config.host.log_level;
+  config.host.log_format = c.oneOf(t, at, "log_format", ["pretty", "json"] as const) ?? config.host.log_format;
+}
+
+function readChain(c: Checker, data: Record<string, unknown>, config: HostConfig): void {
+  const at = ["chain"];
+  const t = c.table(data["chain"], at);
+  if (!t) return;
+  c.knownKeys(t, at, ["backend", "block_interval_seconds", "transactions_per_block", "mature_blocks"]);
+  const chain = config.chain;
+  chain.backend = c.oneOf(t, at, "backend", ["embedded"] as const) ?? chain.backend;
+  chain.block_interval_seconds = c.integer(t, at, "block_interval_seconds") ?? chain.block_interval_seconds;
+  chain.transactions_per_block = c.integer(t, at, "transactions_per_block") ?? chain.transactions_per_block;
+  chain.mature_blocks = c.integer(t, at, "mature_blocks") ?? chain.mature_blocks;
+}
+
+function readModules(c: Checker, data: Record<string, unknown>, config: HostConfig): void {
+  const at = ["modules"];
+  const t = c.table(data["modules"], at);
+  if (!t) return;
+  const m = config.modules;
+  c.knownKeys(t, at, MODULES_KEYS);
+  m.enabled = c.boolean(t, at, "enabled") ?? m.enabled;
+  m.modules_dir = readDir(c, t, at, "modules_dir", config.dir) ?? m.modules_dir;
+  m.data_dir = readDir(c, t, at, "data_dir", config.dir) ?? m.data_dir;
+  m.enabled_modules = readModuleNames(c, t, at, "enabled_modules");
+  m.disabled_modules = readModuleNames(c, t, at, "disabled_modules");
+  m.disabled_modules.forEach((name) => {
+    if (m.enabled_modules.includes(name)) {
+      c.report([...at, "disabled_modules", m.disabled_modules.indexOf(name)], `"${name}" is both enabled and disabled`, "remove it from one of the two lists");
+    }
+  });
+  m.on_missing_grant = c.oneOf(t, at, "on_missing_grant", MISSING_GRANT_POLICIES) ?? m.on_missing_grant;
+
+  const defaults = c.table(t["default_limits"], [...at, "default_limits"]);
+  if (defaults) m.default_limits = { ...DEFAULT_LIMITS, ...readLimits(c, defaults, [...at, "default_limits"]) };
+  m.limits = perModule(c, t, [...at, "limits"], (table, p) => readLimits(c, table, p));
+  m.grants = perModule(c, t, [...at, "grants"], (table, p) => readGrants(c, table, p));
+  m.module_configs = perModule(c, t, [...at, "module_configs"], (table) => table);
+}
+
+/**
+ * A table of per-module tables ([modules.limits.NAME], ...): checks each key is a module name
+ * and each value a table, and reads the value with `read`.
+ */
+function perModule<T>(c: Checker, parent: Record<string, unknown>, at: TomlPath, read: (table: Record<string, unknown>, path: TomlPath) => T): Record<string, T> {
+  const out: Record<string, T> = {};
+  const key = at.at(-1) as string;
+  const t = c.table(parent[key], at);
+  if (!t) return out;
+  for (const [name, value] of Object.entries(t)) {
+    const p = [...at, name];
+    if (!MODULE_NAME_RE.test(name)) {
+      c.report(p, `"${name}" is not a valid module name`, MODULE_NAME_HINT);
+      continue;
+    }
+    const table = c.table(value, p);
+    if (table) out[name] = read(table, p);
+  }
+  return out;
+}
+
+function readLimits(c: Checker, t: Record<string, unknown>, at: TomlPath): Partial<Limits> {
+  const keys = Object.keys(DEFAULT_LIMITS) as (keyof Limits)[];
+  c.knownKeys(t, at, keys);
+  const out: Partial<Limits> = {};
+  for (const key of keys) {
+    if (key === "restart") {
+      const restart = c.oneOf(t, at, "restart", RESTART_POLICIES);
+      if (restart !== undefined) out.restart = restart;
+      continue;
+    }
+    const n = c.integer(t, at, key, LIMIT_RULES[key]);
+    if (n !== undefined) out[key] = n;
+  }
+  return out;
+}
+
+function readGrants(c: Checker, t: Record<string, unknown>, at: TomlPath): ModuleGrants {
+  c.knownKeys(t, at, ["allow", "deny", "on_missing_grant"]);
+  const out: ModuleGrants = { allow: readDescriptors(c, t, at, "allow"), deny: readDescriptors(c, t, at, "deny") };
+  const policy = c.oneOf(t, at, "on_missing_grant", MISSING_GRANT_POLICIES);
+  if (policy !== undefined) out.on_missing_grant = policy;
+  return out;
+}
+
+function readModuleNames(c: Checker, t: Record<string, unknown>, at: TomlPath, key: string): string[] {
+  const names = c.stringArray(t, at, key);
+  if (!names) return [];
+  const out: string[] = [];
+  (t[key] as unknown[]).forEach((name, index) => {
+    if (typeof name !== "string") return; // reported by stringArray
+    if (MODULE_NAME_RE.test(name)) out.push(name);
+    else c.report([...at, key, index], `"${name}" is not a valid module name`, MODULE_NAME_HINT);
+  });
+  return out;
+}
+
+/** A directory setting, resolved against the config file's directory. */
+function readDir(c: Checker, t: Record<string, unknown>, at: TomlPath, key: string, base: string): string | undefined {
+  const dir = c.string(t, at, key);
+  if (dir === undefined) return undefined;
+  if (dir.trim() === "" || dir.includes("\0")) {
+    c.report([...at, key], "empty path", `write a directory, relative to the config file or absolute, e.g. ${key} = "data"`);
+    return undefined;
+  }
+  return path.resolve(base, dir);
+}

@@ -1,0 +1,126 @@
+// The event bus. Every subscriber has its own bounded FIFO queue and its own sequence
+// numbers. Delivery to a subscriber is windowed: at most `window` events are in flight until
+// the subscriber acknowledges them, so a slow module holds back only its own queue. When a
+// queue is full the oldest queued event is dropped and counted, and the next event delivered
+// carries `missed`, the number dropped since the previous delivery: nothing is lost silently.
+
+export interface BusEvent {
+  seq: number;
+  type: string;
+  payload: unknown;
+  time: number;
+  missed?: number;
+}
+
+export type Deliver = (event: BusEvent) => void;
+
+export interface SubscriberOptions {
+  /** Max queued (not yet sent) events before the oldest are dropped. */
+  queueLimit: number;
+  /** Max sent but unacknowledged events. Infinity = no acks needed. */
+  window: number;
+}
+
+export class Subscription {
+  readonly types = new Set<string>();
+  private queue: BusEvent[] = [];
+  private head = 0;
+  private nextSeq = 1;
+  private lastSent = 0;
+  private lastAcked = 0;
+  private missed = 0;
+  private closed = false;
+  /** Total events dropped over this subscription's life. */
+  droppedTotal = 0;
+  deliveredTotal = 0;
+
+  constructor(
+    readonly id: string,
+    private readonly deliver: Deliver,
+    private readonly opts: SubscriberOptions,
+    private readonly onClose: (s: Subscription) => void,
+  ) {}
+
+  /** Called by the bus. */
+  offer(type: string, payload: unknown, time: number): void {
+    if (this.closed) return;
+    this.queue.push({ seq: this.nextSeq++, type, payload, time });
+    if (this.queue.length - this.head > this.opts.queueLimit) {
+      this.head++;
+      this.missed++;
+      this.droppedTotal++;
+    }
+    this.pump();
+  }
+
+  /** The subscriber handled everything up to `seq`. */
+  ack(seq: number): void {
+    if (seq > this.lastAcked && seq <= this.lastSent) {
+      this.lastAcked = seq;
+      this.pump();
+    }
+  }
+
+  get pending(): number {
+    return this.queue.length - this.head;
+  }
+
+  get inFlight(): number {
+    return this.lastSent - this.lastAcked;
+  }
+
+  private pump(): void {
+    while (!this.closed && this.head < this.queue.length && this.lastSent - this.lastAcked < this.opts.window) {
+      const ev = this.queue[this.head++]!;
+      if (this.missed > 0) {
+        ev.missed = this.missed;
+        this.missed = 0;
+      }
+      this.lastSent = ev.seq;
+      // Unwindowed subscribers count as having handled what they were given.
+      if (this.opts.window === Infinity) this.lastAcked = ev.seq;
+      this.deliveredTotal++;
+      this.deliver(ev);
+    }
+    if (this.head > 1024 && this.head * 2 > this.queue.length) {
+      this.queue = this.queue.slice(this.head);
+      this.head = 0;
+    }
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.queue = [];
+    this.head = 0;
+    this.onClose(this);
+  }
+}
+
+export class EventBus {
+  private readonly subs = new Set<Subscription>();
+  private publishedTotal = 0;
+
+  subscribe(id: string, deliver: Deliver, opts: Partial<SubscriberOptions> = {}): Subscription {
+    const sub = new Subscription(id, deliver, { queueLimit: opts.queueLimit ?? 1024, window: opts.window ?? Infinity }, (s) => this.subs.delete(s));
+    this.subs.add(sub);
+    return sub;
+  }
+
+  /** Deliver `payload` to every subscriber of `type`. Payloads must be treated as immutable. */
+  publish(type: string, payload: unknown): void {
+    this.publishedTotal++;
+    const time = Date.now();
+    for (const sub of this.subs) {
+      if (sub.types.has(type)) sub.offer(type, payload, time);
+    }
+  }
+
+  get published(): number {
+    return this.publishedTotal;
+  }
+
+  get subscriptions(): readonly Subscription[] {
+    return [...this.subs];
+  }
+}

@@ -1,0 +1,98 @@
+// The host: one running modhost. It wires the chain backend, the event bus, the module
+// manager and the logger together, produces blocks on the embedded chain when configured to,
+// and shuts down in order: NodeShutdown to every module, modules stopped in reverse load
+// order, NodeShutdownCompleted.
+
+import type { HostConfig } from "./config.ts";
+import { EventBus } from "./events/bus.ts";
+import { Logger, type SourceLogger } from "./log.ts";
+import { ModuleManager } from "./manager.ts";
+import { EmbeddedChain } from "./chain/embedded.ts";
+import type { ChainBackend } from "./chain/backend.ts";
+import { HOST_VERSION } from "./version.ts";
+
+export interface HostOptions {
+  config: HostConfig;
+  logger?: Logger;
+  /** Grant modules everything they request (modhost dev). */
+  grantAll?: boolean;
+  /** Use this chain instead of creating the configured backend. */
+  chain?: ChainBackend;
+}
+
+export class Host {
+  readonly logger: Logger;
+  readonly bus = new EventBus();
+  readonly config: HostConfig;
+  chain!: ChainBackend;
+  manager!: ModuleManager;
+  private readonly log: SourceLogger;
+  private blockTimer: NodeJS.Timeout | undefined;
+  private stopping: Promise<void> | undefined;
+
+  constructor(private readonly opts: HostOptions) {
+    this.config = opts.config;
+    this.logger = opts.logger ?? new Logger({ level: opts.config.host.log_level, format: opts.config.host.log_format });
+    this.log = this.logger.for("host");
+  }
+
+  async start(): Promise<void> {
+    const started = Date.now();
+    this.log.info(`modhost ${HOST_VERSION} starting`, { config: this.config.file ?? "(defaults)" });
+    if (this.opts.grantAll) this.log.warn("development mode: every module gets every capability it requests");
+    this.chain = this.opts.chain ?? (await EmbeddedChain.create({ matureBlocks: this.config.chain.mature_blocks }));
+    const info = await this.chain.getChainInfo();
+    this.logger.log("info", "chain", `${this.chain.name} backend ready`, { chain: info.chain, height: info.height, tip: info.tip_hash.slice(0, 16) });
+    this.chain.subscribe((name, payload) => this.bus.publish(name, payload));
+
+    this.manager = new ModuleManager({ config: this.config, chain: this.chain, bus: this.bus, logger: this.logger, grantAll: this.opts.grantAll });
+    if (this.config.modules.enabled) {
+      await this.manager.prepare();
+      await this.manager.startAll();
+    } else {
+      this.log.warn("modules are disabled ([modules] enabled = false)");
+    }
+    const running = this.manager.status().filter((s) => s.state === "running").map((s) => s.name);
+    this.bus.publish("NodeStartupCompleted", { modules: running });
+    this.log.info(`ready in ${Date.now() - started} ms`, { running: running.join(",") || "none" });
+    this.startBlockProduction();
+  }
+
+  private startBlockProduction(): void {
+    const seconds = this.config.chain.block_interval_seconds;
+    if (seconds <= 0 || !(this.chain instanceof EmbeddedChain)) return;
+    const chain = this.chain;
+    const tick = async () => {
+      try {
+        for (let i = 0; i < this.config.chain.transactions_per_block; i++) {
+          // Early on the wallet has few mature coins; fewer transactions is fine.
+          const made = await chain.createTransaction().then(() => true, () => false);
+          if (!made) break;
+        }
+        const [hash] = await chain.mine(1);
+        const height = await chain.getBlockHeight();
+        this.logger.log("info", "chain", `mined block ${height}`, { hash: hash?.slice(0, 16) });
+      } catch (err) {
+        this.logger.log("error", "chain", `block production failed: ${(err as Error).message}`);
+      }
+      this.blockTimer = setTimeout(tick, seconds * 1000);
+    };
+    this.blockTimer = setTimeout(tick, seconds * 1000);
+  }
+
+  /** Graceful shutdown; safe to call more than once. */
+  stop(reason = "shutdown"): Promise<void> {
+    this.stopping ??= (async () => {
+      const started = Date.now();
+      clearTimeout(this.blockTimer);
+      const timeout = Math.ceil(this.config.modules.default_limits.stop_timeout_ms / 1000);
+      this.log.info(`shutting down (${reason})`);
+      this.bus.publish("NodeShutdown", { reason, timeout_seconds: timeout });
+      await this.manager?.shutdown();
+      this.bus.publish("NodeShutdownCompleted", { duration_ms: Date.now() - started });
+      await this.chain?.close();
+      this.log.info(`stopped in ${Date.now() - started} ms`);
+    })();
+    return this.stopping;
+  }
+}

@@ -1,0 +1,87 @@
+// The API hub: the one place where a module's request is checked and served, whatever the
+// runtime. Order: the method must exist, its permission must be granted, the parameters must
+// be valid, every scoped target must be inside the grant (deny wins), then the handler runs.
+// Failures become protocol errors with a code and a message that says what to do; handler
+// errors that are not deliberate are sanitised so no host internals leak to a module.
+
+import * as v from "valibot";
+import { METHODS } from "../capabilities/families.ts";
+import { checkGrant, type EffectiveGrants } from "../capabilities/grants.ts";
+import { CapabilityError, type CallContext } from "../capabilities/types.ts";
+import { wireError, type WireError } from "./ipc/messages.ts";
+import { closest } from "../capabilities/catalogue.ts";
+
+export class HubError extends Error {
+  constructor(readonly wire: WireError) {
+    super(wire.message);
+    this.name = "HubError";
+  }
+}
+
+export interface Denial {
+  module: string;
+  method: string;
+  permission: string;
+  reason: string;
+}
+
+export interface HubOptions {
+  /** Called for every refused request (audit log). */
+  onDenied?: (d: Denial) => void;
+  /** Called for handler errors that were sanitised, with the real error (host log). */
+  onInternalError?: (module: string, method: string, err: unknown) => void;
+}
+
+export class ApiHub {
+  constructor(private readonly opts: HubOptions = {}) {}
+
+  /** Every method a module with `grants` may call. */
+  methodsFor(grants: EffectiveGrants): string[] {
+    return [...METHODS.values()].filter((m) => m.permission === null || grants.has(m.permission)).map((m) => m.name).sort();
+  }
+
+  async handle(call: CallContext, grants: EffectiveGrants, method: string, params: Record<string, unknown>): Promise<unknown> {
+    const def = METHODS.get(method);
+    if (!def) {
+      const guess = closest(method, [...METHODS.keys()]);
+      throw new HubError(wireError("unknown_method", `unknown method "${method}"${guess ? `; did you mean "${guess}"?` : ""}`));
+    }
+    if (def.permission !== null) {
+      const decision = checkGrant(grants, def.permission);
+      if (!decision.ok) this.deny(call.module, method, def.permission, `${method} requires the "${def.permission}" capability, which this module was not granted; the operator can grant it in [modules.grants.${call.module}]`);
+    }
+    const parsed = v.safeParse(def.params, params);
+    if (!parsed.success) {
+      throw new HubError(wireError("invalid_params", `${method}: ${v.summarize(parsed.issues).replace(/\n/g, "; ")}`));
+    }
+    try {
+      if (def.targets && def.permission !== null) {
+        for (const target of await def.targets(parsed.output, call)) {
+          const decision = checkGrant(grants, def.permission, target);
+          if (!decision.ok) this.deny(call.module, method, def.permission, `${method}: ${decision.reason}`);
+        }
+      }
+      return await def.handler(call, parsed.output);
+    } catch (err) {
+      throw this.toHubError(call.module, method, err);
+    }
+  }
+
+  private deny(module: string, method: string, permission: string, reason: string): never {
+    this.opts.onDenied?.({ module, method, permission, reason });
+    throw new HubError(wireError("permission_denied", reason, { capability: permission }));
+  }
+
+  private toHubError(module: string, method: string, err: unknown): HubError {
+    if (err instanceof HubError) return err;
+    if (err instanceof CapabilityError) return new HubError(wireError(err.code, err.message));
+    // Storage errors carry their own code and a message written for the module.
+    const code = (err as { code?: unknown })?.code;
+    if (err instanceof Error && err.name === "StorageError" && typeof code === "string") {
+      const known = ["quota_exceeded", "invalid_params", "not_found"] as const;
+      return new HubError(wireError((known as readonly string[]).includes(code) ? (code as (typeof known)[number]) : "backend_error", err.message));
+    }
+    this.opts.onInternalError?.(module, method, err);
+    return new HubError(wireError("backend_error", `${method} failed inside the host; the operator's log has the details`));
+  }
+}

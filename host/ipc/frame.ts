@@ -1,0 +1,67 @@
+// Length-delimited framing: every frame is a 4-byte big-endian body length followed by the
+// body. The length counts the body only. A zero length, or a length above the negotiated
+// maximum, is a framing error: the stream can no longer be trusted and the connection closes.
+
+export const DEFAULT_MAX_FRAME_BYTES = 16 * 1024 * 1024;
+
+export class FramingError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "FramingError";
+  }
+}
+
+export function encodeFrame(body: Uint8Array): Buffer {
+  const frame = Buffer.allocUnsafe(4 + body.length);
+  frame.writeUInt32BE(body.length, 0);
+  frame.set(body, 4);
+  return frame;
+}
+
+/**
+ * Incremental decoder. Feed it chunks as they arrive; it returns whole bodies. It copies only
+ * when a frame spans chunks, so the common case (many small frames per chunk) allocates
+ * nothing but the returned views.
+ */
+export class FrameDecoder {
+  private pending: Buffer[] = [];
+  private pendingBytes = 0;
+
+  constructor(private readonly maxFrameBytes = DEFAULT_MAX_FRAME_BYTES) {}
+
+  /** Returns complete frame bodies; throws FramingError on a bad length prefix. */
+  push(chunk: Buffer): Buffer[] {
+    let buf: Buffer;
+    if (this.pendingBytes === 0) {
+      buf = chunk;
+    } else {
+      this.pending.push(chunk);
+      buf = Buffer.concat(this.pending, this.pendingBytes + chunk.length);
+      this.pending = [];
+      this.pendingBytes = 0;
+    }
+    const out: Buffer[] = [];
+    let off = 0;
+    while (buf.length - off >= 4) {
+      const len = buf.readUInt32BE(off);
+      if (len === 0) throw new FramingError("zero-length frame");
+      if (len > this.maxFrameBytes) {
+        throw new FramingError(`frame of ${len} bytes exceeds the maximum of ${this.maxFrameBytes}`);
+      }
+      if (buf.length - off - 4 < len) break;
+      out.push(buf.subarray(off + 4, off + 4 + len));
+      off += 4 + len;
+    }
+    if (off < buf.length) {
+      const rest = buf.subarray(off);
+      this.pending.push(rest);
+      this.pendingBytes = rest.length;
+    }
+    return out;
+  }
+
+  /** Bytes received that do not yet form a whole frame (a truncated frame at close). */
+  get buffered(): number {
+    return this.pendingBytes;
+  }
+}

@@ -1,0 +1,393 @@
+// The module manager: discover modules, validate them, resolve dependencies, apply the
+// operator's grants, load in dependency order, unload in reverse, supervise (crash ->
+// ModuleCrashed -> restart policy with backoff), and shut down gracefully. A module that
+// fails is reported and isolated; every other module keeps running.
+
+import { mkdir, mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { ApiHub } from "./hub.ts";
+import { grantsFor, limitsFor, missingGrantPolicy, type HostConfig, type Limits } from "./config.ts";
+import { loadManifest, type ModuleManifest } from "./manifest.ts";
+import { planLoad } from "./deps.ts";
+import { ConfigError, ModhostError, formatProblem } from "./errors.ts";
+import type { EventBus } from "./events/bus.ts";
+import type { HostEvents } from "./events/types.ts";
+import type { Logger, SourceLogger } from "./log.ts";
+import type { ChainBackend } from "./chain/backend.ts";
+import { HOST_VERSION } from "./version.ts";
+import { describeGrants, formatDescriptor, resolveGrants, type Descriptor, type GrantRule, type MissingGrant } from "../capabilities/grants.ts";
+import type { Permission } from "../capabilities/catalogue.ts";
+import { ModuleStore } from "../storage/store.ts";
+import { spawnModuleProcess, type ModuleProcess } from "../runtime/process.ts";
+import { compileForIsolate, isolateSpawnSpec } from "../runtime/isolate/runtime.ts";
+
+export type ModuleState = "pending" | "starting" | "running" | "stopping" | "stopped" | "crashed" | "failed" | "skipped";
+
+export interface ModuleStatus {
+  name: string;
+  version: string | null;
+  runtime: string | null;
+  state: ModuleState;
+  /** Why the module is skipped, failed or crashed. */
+  problem?: string;
+  grants: string[];
+  missing: string[];
+  pid?: number;
+  restarts: number;
+  sha256?: string;
+}
+
+interface ModuleRecord {
+  name: string;
+  manifest: ModuleManifest;
+  state: ModuleState;
+  problem?: string;
+  grants: Map<Permission, GrantRule>;
+  missing: MissingGrant[];
+  limits: Limits;
+  process?: ModuleProcess;
+  store?: ModuleStore;
+  restartTimes: number[];
+  restartTimer?: NodeJS.Timeout;
+  sha256?: string;
+}
+
+export interface ManagerOptions {
+  config: HostConfig;
+  /** Needed to start modules; `modhost check` prepares without one. */
+  chain?: ChainBackend;
+  bus: EventBus;
+  logger: Logger;
+  /** Grant every module what it requests (modhost dev). The host logs a warning. */
+  grantAll?: boolean;
+  onDenied?: (d: { module: string; method: string; permission: string; reason: string }) => void;
+}
+
+export interface Discovery {
+  manifests: ModuleManifest[];
+  /** Module directories whose manifest could not be read, with the error. */
+  broken: { dir: string; error: string }[];
+}
+
+export class ModuleManager {
+  private readonly records = new Map<string, ModuleRecord>();
+  /** Modules that never got a record (bad manifest, dependency problems, disabled). */
+  private readonly notLoaded = new Map<string, { problem: string; manifest?: ModuleManifest }>();
+  readonly hub: ApiHub;
+  private readonly log: SourceLogger;
+  private runDir: string | undefined;
+  private loadOrder: string[] = [];
+  private shuttingDown = false;
+
+  constructor(private readonly opts: ManagerOptions) {
+    this.log = opts.logger.for("host");
+    this.hub = new ApiHub({
+      onDenied: (d) => {
+        opts.logger.log("warn", d.module, `denied: ${d.reason}`);
+        opts.onDenied?.(d);
+      },
+      onInternalError: (module, method, err) => opts.logger.log("error", "host", `${method} from ${module} failed: ${(err as Error)?.stack ?? String(err)}`),
+    });
+  }
+
+  private publish<K extends keyof HostEvents>(type: K, payload: HostEvents[K]): void {
+    this.opts.bus.publish(type, payload);
+  }
+
+  /** Read every `<modules_dir>/<dir>/module.toml`. Broken manifests are reported, not fatal. */
+  async discover(): Promise<Discovery> {
+    const dir = this.opts.config.modules.modules_dir;
+    let entries: string[];
+    try {
+      entries = (await readdir(dir, { withFileTypes: true })).filter((e) => e.isDirectory()).map((e) => e.name).sort();
+    } catch (err) {
+      throw new ModhostError("config_error", `modules_dir ${dir} cannot be read: ${(err as Error).message}`, "set [modules] modules_dir in modhost.toml to a directory that holds your modules");
+    }
+    const manifests: ModuleManifest[] = [];
+    const broken: Discovery["broken"] = [];
+    for (const name of entries) {
+      const file = path.join(dir, name, "module.toml");
+      try {
+        manifests.push(await loadManifest(file));
+      } catch (err) {
+        if ((err as ConfigError).problems?.some((p) => /not found|ENOENT/i.test(p.message))) continue; // not a module directory
+        broken.push({ dir: path.join(dir, name), error: err instanceof ConfigError ? err.problems.map(formatProblem).join("\n") : (err as Error).message });
+      }
+    }
+    return { manifests, broken };
+  }
+
+  /**
+   * Decide what will load: enabled/disabled lists, dependency plan, grants. Fills the records;
+   * returns nothing, `status()` shows the outcome.
+   */
+  async prepare(): Promise<void> {
+    const { config } = this.opts;
+    const { manifests, broken } = await this.discover();
+    for (const b of broken) this.notLoaded.set(path.basename(b.dir), { problem: `invalid manifest:\n${b.error}` });
+
+    const wanted = manifests.filter((m) => {
+      const { enabled_modules: on, disabled_modules: off } = config.modules;
+      if (off.includes(m.name)) {
+        this.notLoaded.set(m.name, { problem: "disabled in [modules] disabled_modules", manifest: m });
+        return false;
+      }
+      if (on.length > 0 && !on.includes(m.name)) {
+        this.notLoaded.set(m.name, { problem: "not listed in [modules] enabled_modules", manifest: m });
+        return false;
+      }
+      return true;
+    });
+    for (const name of config.modules.enabled_modules) {
+      if (!manifests.some((m) => m.name === name) && !this.notLoaded.has(name)) {
+        this.notLoaded.set(name, { problem: `listed in enabled_modules but not found in ${config.modules.modules_dir}` });
+      }
+    }
+
+    const plan = planLoad(wanted, HOST_VERSION);
+    for (const s of plan.skipped) this.notLoaded.set(s.name, { problem: s.reason, manifest: wanted.find((m) => m.name === s.name) });
+    for (const n of plan.notes) this.log.info(`${n.name}: ${n.note}`);
+
+    for (const manifest of plan.order) {
+      const granted = grantsFor(config, manifest.name);
+      const allow: Descriptor[] = this.opts.grantAll ? manifest.capabilities : granted.allow;
+      const { effective, missing } = resolveGrants(manifest.capabilities, allow, granted.deny);
+      const record: ModuleRecord = {
+        name: manifest.name, manifest, state: "pending", grants: effective, missing,
+        limits: limitsFor(config, manifest.name), restartTimes: [],
+      };
+      if (missing.length > 0 && missingGrantPolicy(config, manifest.name) === "refuse") {
+        record.state = "skipped";
+        record.problem = missingGrantsMessage(manifest, missing, granted.allow);
+      }
+      this.records.set(manifest.name, record);
+    }
+    this.loadOrder = plan.order.map((m) => m.name);
+  }
+
+  /** Load every prepared module in dependency order. */
+  async startAll(): Promise<void> {
+    for (const name of this.loadOrder) {
+      const rec = this.records.get(name)!;
+      if (rec.state === "skipped") {
+        this.log.error(`not loading ${name}: ${rec.problem}`);
+        continue;
+      }
+      const blocker = Object.keys(rec.manifest.dependencies).find((d) => this.records.has(d) && this.records.get(d)!.state !== "running");
+      if (blocker) {
+        rec.state = "skipped";
+        rec.problem = `depends on ${blocker}, which is not running (${this.records.get(blocker)!.state})`;
+        this.log.error(`not loading ${name}: ${rec.problem}`);
+        continue;
+      }
+      await this.start(rec);
+    }
+    for (const [name, nl] of this.notLoaded) this.log.error(`not loading ${name}: ${nl.problem}`);
+  }
+
+  private async ensureRunDir(): Promise<string> {
+    this.runDir ??= await mkdtemp(path.join(os.tmpdir(), "modhost-run-"));
+    return this.runDir;
+  }
+
+  /** Start one module; resolves when it is running or has failed (never throws). */
+  private async start(rec: ModuleRecord, attempt = 0): Promise<void> {
+    const { manifest, limits } = rec;
+    rec.state = "starting";
+    rec.problem = undefined;
+    if (rec.missing.length > 0) {
+      this.log.warn(`${rec.name} loads without: ${rec.missing.map((m) => formatDescriptor(m.permission, m.scope)).join(", ")} (on_missing_grant = "reduce")`);
+    }
+    try {
+      if (manifest.runtime !== "isolate") {
+        throw new ModhostError("unsupported_runtime", `${rec.name} is a native module (entry point ${manifest.entry_point}); this host runs TypeScript modules only so far`, "set runtime = \"isolate\" with a .ts entry point");
+      }
+      if (!this.opts.chain) throw new ModhostError("internal", "no chain backend: modules cannot start");
+      const dataDir = path.join(this.opts.config.modules.data_dir, rec.name);
+      await mkdir(dataDir, { recursive: true, mode: 0o700 });
+      rec.store ??= await this.openStore(rec);
+      const compiled = await compileForIsolate(manifest);
+      rec.sha256 = compiled.sha256;
+      const bundle = path.join(await this.ensureRunDir(), `${rec.name}-${compiled.sha256.slice(0, 16)}.js`);
+      await writeFile(bundle, compiled.code, { mode: 0o600 });
+      const spec = await isolateSpawnSpec(manifest, bundle, limits, dataDir);
+      const proc = spawnModuleProcess(spec, {
+        module: rec.name,
+        grants: rec.grants,
+        hub: this.hub,
+        bus: this.opts.bus,
+        logger: this.opts.logger,
+        call: { module: rec.name, chain: this.opts.chain, store: rec.store, config: this.opts.config.modules.module_configs[rec.name] ?? {}, dataDir },
+        eventQueue: limits.event_queue,
+        handshakeTimeoutMs: limits.start_timeout_ms,
+        replay: (type) => (type === "ModuleLoaded" ? this.loadedEvents() : []),
+      }, this.opts.logger);
+      rec.process = proc;
+      void proc.exited.then((info) => this.onExit(rec, proc, info.code, info.signal));
+      await raceReady(proc, limits.start_timeout_ms);
+      rec.state = "running";
+      this.log.info(`loaded ${rec.name} ${manifest.version}`, { runtime: manifest.runtime, pid: proc.pid, grants: describeGrants(rec.grants).join(",") || "none" });
+      if (attempt > 0) this.publish("ModuleRestarted", { module: rec.name, attempt });
+      this.publish("ModuleLoaded", { module: rec.name, version: manifest.version, runtime: manifest.runtime });
+    } catch (err) {
+      rec.state = "failed";
+      rec.problem = (err as Error).message;
+      rec.process?.kill();
+      this.log.error(`failed to load ${rec.name}: ${rec.problem}`);
+    }
+  }
+
+  private async openStore(rec: ModuleRecord): Promise<ModuleStore | undefined> {
+    const uses = (["read_storage", "write_storage", "manage_storage"] as const).some((p) => rec.grants.has(p));
+    if (!uses) return undefined;
+    const { limits } = rec;
+    return ModuleStore.open(path.join(this.opts.config.storage.dir, rec.name), {
+      maxBytes: limits.storage_max_bytes, maxKeys: limits.storage_max_keys, maxTrees: limits.storage_max_trees,
+    }, { label: rec.name });
+  }
+
+  private loadedEvents(): Array<{ type: string; payload: unknown }> {
+    return [...this.records.values()].filter((r) => r.state === "running").map((r) => ({
+      type: "ModuleLoaded",
+      payload: { module: r.name, version: r.manifest.version, runtime: r.manifest.runtime },
+    }));
+  }
+
+  private onExit(rec: ModuleRecord, proc: ModuleProcess, code: number | null, signal: NodeJS.Signals | null): void {
+    if (rec.process !== proc) return; // an older process of a restarted module
+    if (rec.state === "stopping" || rec.state === "stopped") return;
+    const wasStarting = rec.state === "starting";
+    const reason = proc.session.closeError?.message ?? (signal ? `killed by ${signal}` : `exited with code ${code}`);
+    if (wasStarting) return; // start() reports it
+    const { restart, max_restarts, restart_window_ms } = rec.limits;
+    const now = Date.now();
+    rec.restartTimes = rec.restartTimes.filter((t) => now - t < restart_window_ms);
+    const wants = !this.shuttingDown && (restart === "always" || (restart === "on-failure" && !(code === 0 && signal === null)));
+    const willRestart = wants && rec.restartTimes.length < max_restarts;
+    rec.state = "crashed";
+    rec.problem = reason;
+    this.log.error(`${rec.name} crashed: ${reason}`, { exit_code: code, signal, will_restart: willRestart });
+    this.publish("ModuleCrashed", { module: rec.name, error: reason, exit_code: code, signal, will_restart: willRestart });
+    if (!willRestart) {
+      if (wants) {
+        rec.state = "failed";
+        rec.problem = `${reason}; gave up after ${max_restarts} restarts within ${restart_window_ms} ms`;
+        this.log.error(`${rec.name}: ${rec.problem}`);
+      }
+      return;
+    }
+    rec.restartTimes.push(now);
+    const delay = Math.min(30_000, 250 * 2 ** (rec.restartTimes.length - 1));
+    this.log.info(`restarting ${rec.name} in ${delay} ms (restart ${rec.restartTimes.length} of ${max_restarts})`);
+    rec.restartTimer = setTimeout(() => {
+      rec.restartTimer = undefined;
+      if (rec.state === "crashed" && !this.shuttingDown) void this.start(rec, rec.restartTimes.length);
+    }, delay);
+  }
+
+  /** Stop one module (graceful, then forced) and emit ModuleUnloaded. */
+  async unload(name: string, reason = "unloaded by the operator"): Promise<void> {
+    const rec = this.records.get(name);
+    if (!rec) throw new ModhostError("not_found", `no module named ${name}`);
+    if (rec.restartTimer) clearTimeout(rec.restartTimer);
+    const proc = rec.process;
+    const wasUp = rec.state === "running" || rec.state === "starting";
+    rec.state = "stopping";
+    if (proc && !proc.hasExited) {
+      const grace = rec.limits.stop_timeout_ms;
+      const how = await proc.stop(reason, { graceMs: grace, termMs: Math.max(500, Math.floor(grace / 2)) });
+      if (how.via === "SIGKILL" || how.via === "SIGTERM") this.log.warn(`${name} did not stop within ${grace} ms; ended with ${how.via}`);
+    }
+    rec.state = "stopped";
+    await rec.store?.close();
+    rec.store = undefined;
+    if (wasUp) {
+      this.log.info(`unloaded ${name}`, { reason });
+      this.publish("ModuleUnloaded", { module: name, version: rec.manifest.version, reason });
+    }
+  }
+
+  /** Stop every module in reverse load order. */
+  async shutdown(): Promise<void> {
+    this.shuttingDown = true;
+    for (const name of [...this.loadOrder].reverse()) {
+      const rec = this.records.get(name);
+      if (!rec) continue;
+      if (rec.restartTimer) clearTimeout(rec.restartTimer);
+      if (rec.process && !rec.process.hasExited) await this.unload(name, "host shutdown");
+      else await rec.store?.close();
+    }
+    if (this.runDir) await rm(this.runDir, { recursive: true, force: true });
+  }
+
+  status(): ModuleStatus[] {
+    const out: ModuleStatus[] = [];
+    for (const rec of this.records.values()) {
+      out.push({
+        name: rec.name,
+        version: rec.manifest.version,
+        runtime: rec.manifest.runtime,
+        state: rec.state,
+        ...(rec.problem ? { problem: rec.problem } : {}),
+        grants: describeGrants(rec.grants),
+        missing: rec.missing.map((m) => formatDescriptor(m.permission, m.scope)),
+        ...(rec.process?.pid && !rec.process.hasExited ? { pid: rec.process.pid } : {}),
+        restarts: rec.restartTimes.length,
+        ...(rec.sha256 ? { sha256: rec.sha256 } : {}),
+      });
+    }
+    for (const [name, nl] of this.notLoaded) {
+      out.push({ name, version: nl.manifest?.version ?? null, runtime: nl.manifest?.runtime ?? null, state: "skipped", problem: nl.problem, grants: [], missing: [], restarts: 0 });
+    }
+    return out;
+  }
+
+  get order(): readonly string[] {
+    return this.loadOrder;
+  }
+
+  /** The live process of a module (for tests and health checks). */
+  processOf(name: string): ModuleProcess | undefined {
+    return this.records.get(name)?.process;
+  }
+}
+
+async function raceReady(proc: ModuleProcess, timeoutMs: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    await Promise.race([
+      proc.session.ready,
+      proc.exited.then(async (info) => {
+        // Let a goodbye that explains the exit arrive first.
+        await new Promise((r) => setImmediate(r));
+        throw new Error(proc.session.closeError?.message ?? `process exited during start-up (code ${info.code}, signal ${info.signal})`);
+      }),
+      new Promise((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`did not become ready within ${timeoutMs} ms (start_timeout_ms)`)), timeoutMs);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** The refusal message: what is missing, and the exact lines that would grant it. */
+export function missingGrantsMessage(manifest: ModuleManifest, missing: MissingGrant[], allowed: Descriptor[]): string {
+  const notAllowed = missing.filter((m) => m.reason === "not_allowed");
+  const denied = missing.filter((m) => m.reason === "denied");
+  const lines = [`module ${manifest.name} requests capabilities the operator has not granted: ${missing.map((m) => formatDescriptor(m.permission, m.scope)).join(", ")}`];
+  if (notAllowed.length > 0) {
+    const allow = [...new Set([...allowed.map((d) => formatDescriptor(d.permission, d.scope)), ...notAllowed.map((m) => formatDescriptor(m.permission, m.scope))])];
+    lines.push(
+      "  to grant them, put this in modhost.toml:",
+      `    [modules.grants.${manifest.name}]`,
+      `    allow = [${allow.map((a) => JSON.stringify(a)).join(", ")}]`,
+    );
+  }
+  if (denied.length > 0) {
+    lines.push(`  denied in [modules.grants.${manifest.name}] deny: ${denied.map((m) => formatDescriptor(m.permission, m.scope)).join(", ")}`);
+  }
+  lines.push(`  or load it without them: on_missing_grant = "reduce" in [modules.grants.${manifest.name}]`);
+  return lines.join("\n");
+}

@@ -1,0 +1,466 @@
+// Reading TOML files and reporting problems in them with file:line:column.
+//
+// smol-toml gives positions for syntax errors only. For schema errors (a wrong value at
+// modules.grants.x.allow[1]) `locate` finds where that key or array element is written, by
+// scanning the source with a small, tolerant TOML tokenizer. `Checker` collects every schema
+// problem of one file, located, and throws them together as one ConfigError.
+
+import { readFile } from "node:fs/promises";
+import { parse, TomlError } from "smol-toml";
+import { closest } from "../capabilities/catalogue.ts";
+import { ConfigError, type ConfigProblem } from "./errors.ts";
+
+export type TomlPath = readonly (string | number)[];
+
+export interface Position {
+  line: number;
+  column: number;
+}
+
+// ---------------------------------------------------------------------------------------
+// Reading
+
+export async function readToml(file: string): Promise<{ data: Record<string, unknown>; source: string }> {
+  let source: string;
+  try {
+    source = await readFile(file, "utf8");
+  } catch (err) {
+    throw new ConfigError([readProblem(file, err)]);
+  }
+  try {
+    return { data: parse(source) as Record<string, unknown>, source };
+  } catch (err) {
+    if (!(err instanceof TomlError)) throw err;
+    // smol-toml's message is "Invalid TOML document: <what>\n\n<code frame>".
+    const what = (err.message.split("\n")[0] ?? err.message).replace(/^Invalid TOML document:\s*/, "");
+    throw new ConfigError([
+      { file, line: err.line, column: err.column, message: `TOML syntax error: ${what}`, hint: syntaxHint(what), excerpt: err.codeblock },
+    ]);
+  }
+}
+
+function readProblem(file: string, err: unknown): ConfigProblem {
+  const code = (err as NodeJS.ErrnoException).code;
+  if (code === "ENOENT") return { file, message: "file not found", hint: "check the path, or create the file (see docs/configuration.md)" };
+  if (code === "EISDIR") return { file, message: "is a directory, not a file", hint: "name the TOML file itself" };
+  if (code === "EACCES" || code === "EPERM") return { file, message: "permission denied", hint: "make the file readable by the user running modhost" };
+  return { file, message: `cannot read file: ${(err as Error).message}` };
+}
+
+function syntaxHint(what: string): string {
+  if (what.includes("invalid value")) return 'quote strings ("text"); bare words are not TOML values';
+  if (what.includes("redefine")) return "remove the duplicate: each key and table may be defined only once";
+  if (what.includes("end-of-line")) return "put each `key = value` on its own line";
+  if (what.includes("unfinished string")) return "close the string with the same quote it starts with";
+  if (what.includes("unfinished array") || what.includes("comma or end")) return 'separate elements with "," and close with "]" or "}"';
+  if (what.includes("unfinished table")) return 'close the table header with "]"';
+  return "fix the TOML syntax at this spot (see https://toml.io)";
+}
+
+// ---------------------------------------------------------------------------------------
+// Locating keys in the source
+
+let cache: { source: string; spots: Map<string, Position> } | undefined;
+
+/**
+ * Line and column of the key at `path` (or of the array element, for a numeric last
+ * segment) in `source`. Falls back to the nearest enclosing key or table header that can be
+ * found; undefined when not even the first segment is written anywhere. Never throws.
+ */
+export function locate(source: string, path: TomlPath): Position | undefined {
+  try {
+    if (cache?.source !== source) cache = { source, spots: new Scanner(source).scan() };
+    for (let n = path.length; n > 0; n--) {
+      const hit = cache.spots.get(JSON.stringify(path.slice(0, n)));
+      if (hit) return hit;
+    }
+  } catch {
+    // A locator bug must never hide the real error; the caller reports without a position.
+  }
+  return undefined;
+}
+
+interface KeyPart {
+  name: string;
+  at: number;
+}
+
+/**
+ * Records the position of every key path (table headers, dotted keys, inline-table keys)
+ * and every array element. It assumes the source already parsed; on anything unexpected it
+ * skips ahead rather than failing, and every loop makes progress.
+ */
+class Scanner {
+  private i = 0;
+  private readonly lineStarts: number[] = [0];
+  private readonly spots = new Map<string, Position>();
+  /** Arrays of tables ([[x]]) seen so far -> index of their current element. */
+  private readonly arrayTables = new Map<string, number>();
+
+  constructor(private readonly s: string) {
+    for (let k = 0; k < s.length; k++) if (s[k] === "\n") this.lineStarts.push(k + 1);
+    if (s.startsWith("\uFEFF")) this.i = 1;
+  }
+
+  scan(): Map<string, Position> {
+    let table: (string | number)[] = [];
+    while (this.i < this.s.length) {
+      const start = this.i;
+      this.skipBlank(true);
+      if (this.i >= this.s.length) break;
+      if (this.s[this.i] === "[") table = this.header();
+      else this.keyValue(table);
+      this.skipToNextLine();
+      if (this.i === start) this.i++;
+    }
+    return this.spots;
+  }
+
+  /** `[a.b."c-d"]` or `[[x.y]]`: returns the path of the table that follows. */
+  private header(): (string | number)[] {
+    const isArray = this.s[this.i + 1] === "[";
+    this.i += isArray ? 2 : 1;
+    const keys = this.key();
+    const out: (string | number)[] = [];
+    keys.forEach((k, j) => {
+      out.push(k.name);
+      const last = j === keys.length - 1;
+      this.record(out, k.at, last && !isArray);
+      if (last && isArray) {
+        const id = JSON.stringify(out);
+        const index = (this.arrayTables.get(id) ?? -1) + 1;
+        this.arrayTables.set(id, index);
+        out.push(index);
+        this.record(out, k.at, true);
+      } else {
+        // [fruits.variety] after [[fruits]] means the variety of the latest fruit.
+        const index = this.arrayTables.get(JSON.stringify(out));
+        if (index !== undefined) out.push(index);
+      }
+    });
+    return out;
+  }
+
+  /** `a.b."c" = value`, at top level or inside an inline table. */
+  private keyValue(table: readonly (string | number)[]): void {
+    const keys = this.key();
+    if (keys.length === 0) return;
+    const path = [...table];
+    keys.forEach((k, j) => {
+      path.push(k.name);
+      this.record(path, k.at, j === keys.length - 1);
+    });
+    this.skipBlank(false);
+    if (this.s[this.i] !== "=") return;
+    this.i++;
+    this.skipBlank(false);
+    this.value(path);
+  }
+
+  /** A dotted key; each part with the offset where it is written. */
+  private key(): KeyPart[] {
+    const parts: KeyPart[] = [];
+    for (;;) {
+      this.skipBlank(false);
+      const at = this.i;
+      const c = this.s[this.i];
+      let name: string;
+      if (c === '"') name = this.basicString();
+      else if (c === "'") name = this.literalString();
+      else {
+        const m = /^[^\s=.\[\]"'#,{}]+/.exec(this.s.slice(this.i, this.i + 1024));
+        if (!m) break;
+        name = m[0];
+        this.i += name.length;
+      }
+      parts.push({ name, at });
+      this.skipBlank(false);
+      if (this.s[this.i] !== ".") break;
+      this.i++;
+    }
+    return parts;
+  }
+
+  private value(path: (string | number)[]): void {
+    const s = this.s;
+    if (s.startsWith('"""', this.i) || s.startsWith("'''", this.i)) this.multilineString();
+    else if (s[this.i] === '"') this.basicString();
+    else if (s[this.i] === "'") this.literalString();
+    else if (s[this.i] === "[") this.array(path);
+    else if (s[this.i] === "{") this.inlineTable(path);
+    else while (this.i < s.length && !",]}#\r\n".includes(s[this.i]!)) this.i++;
+  }
+
+  private array(path: (string | number)[]): void {
+    this.i++;
+    for (let index = 0; this.i < this.s.length; index++) {
+      const start = this.i;
+      this.skipBlank(true);
+      if (this.s[this.i] === "]") break;
+      this.record([...path, index], this.i, true);
+      this.value([...path, index]);
+      this.skipBlank(true);
+      if (this.s[this.i] === ",") this.i++;
+      else if (this.s[this.i] !== "]" && this.i === start) return;
+    }
+    if (this.s[this.i] === "]") this.i++;
+  }
+
+  private inlineTable(path: (string | number)[]): void {
+    this.i++;
+    while (this.i < this.s.length) {
+      const start = this.i;
+      this.skipBlank(true); // TOML 1.1 allows newlines and comments inside inline tables
+      if (this.s[this.i] === "}") break;
+      this.keyValue(path);
+      this.skipBlank(true);
+      if (this.s[this.i] === ",") this.i++;
+      else if (this.s[this.i] !== "}" && this.i === start) return;
+    }
+    if (this.s[this.i] === "}") this.i++;
+  }
+
+  /** "..." with escapes; returns the decoded text. */
+  private basicString(): string {
+    let out = "";
+    this.i++;
+    while (this.i < this.s.length) {
+      const c = this.s[this.i]!;
+      if (c === '"' || c === "\n") {
+        if (c === '"') this.i++;
+        break;
+      }
+      if (c === "\\") {
+        out += this.escape();
+        continue;
+      }
+      out += c;
+      this.i++;
+    }
+    return out;
+  }
+
+  private escape(): string {
+    const e = this.s[this.i + 1] ?? "";
+    const simple: Record<string, string> = { b: "\b", t: "\t", n: "\n", f: "\f", r: "\r", e: "\x1b", '"': '"', "\\": "\\" };
+    const hexLen = e === "x" ? 2 : e === "u" ? 4 : e === "U" ? 8 : 0;
+    if (hexLen > 0) {
+      const hex = this.s.slice(this.i + 2, this.i + 2 + hexLen);
+      this.i += 2 + hexLen;
+      const cp = Number.parseInt(hex, 16);
+      return Number.isInteger(cp) && cp <= 0x10ffff ? String.fromCodePoint(cp) : "";
+    }
+    this.i += 2;
+    return simple[e] ?? e;
+  }
+
+  private literalString(): string {
+    const start = ++this.i;
+    while (this.i < this.s.length && this.s[this.i] !== "'" && this.s[this.i] !== "\n") this.i++;
+    const text = this.s.slice(start, this.i);
+    if (this.s[this.i] === "'") this.i++;
+    return text;
+  }
+
+  private multilineString(): void {
+    const quote = this.s.slice(this.i, this.i + 3);
+    this.i += 3;
+    while (this.i < this.s.length) {
+      if (quote === '"""' && this.s[this.i] === "\\") {
+        this.i += 2;
+        continue;
+      }
+      if (this.s.startsWith(quote, this.i)) {
+        this.i += 3;
+        // Up to two quotes may directly precede the closing delimiter: """a"""""
+        for (let extra = 0; extra < 2 && this.s[this.i] === quote[0]; extra++) this.i++;
+        return;
+      }
+      this.i++;
+    }
+  }
+
+  /** Skip spaces and tabs; with `lines`, also newlines and comments. */
+  private skipBlank(lines: boolean): void {
+    const s = this.s;
+    while (this.i < s.length) {
+      const c = s[this.i];
+      if (c === " " || c === "\t") this.i++;
+      else if (lines && (c === "\n" || c === "\r")) this.i++;
+      else if (lines && c === "#") this.skipComment();
+      else break;
+    }
+  }
+
+  private skipComment(): void {
+    while (this.i < this.s.length && this.s[this.i] !== "\n") this.i++;
+  }
+
+  /** After a statement: skip the rest of the line (trailing blanks, a comment, anything left). */
+  private skipToNextLine(): void {
+    while (this.i < this.s.length && this.s[this.i] !== "\n") this.i++;
+  }
+
+  private record(path: readonly (string | number)[], offset: number, force: boolean): void {
+    const id = JSON.stringify(path);
+    if (force || !this.spots.has(id)) this.spots.set(id, this.position(offset));
+  }
+
+  private position(offset: number): Position {
+    let lo = 0;
+    let hi = this.lineStarts.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >> 1;
+      if (this.lineStarts[mid]! <= offset) lo = mid;
+      else hi = mid - 1;
+    }
+    return { line: lo + 1, column: offset - this.lineStarts[lo]! + 1 };
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Checking the shape of parsed TOML
+
+/** "modules.grants.block-logger.allow[1]"; keys that are not bare TOML keys are quoted. */
+export function formatPath(path: TomlPath): string {
+  let out = "";
+  for (const seg of path) {
+    if (typeof seg === "number") out += `[${seg}]`;
+    else {
+      const key = /^[A-Za-z0-9_-]+$/.test(seg) ? seg : JSON.stringify(seg);
+      out += out === "" ? key : `.${key}`;
+    }
+  }
+  return out;
+}
+
+/** A TOML table (smol-toml gives objects without prototype; dates are Date objects). */
+export function isTable(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && Object.prototype.toString.call(value) === "[object Object]";
+}
+
+/** The TOML type of a value, for messages. */
+export function typeName(value: unknown): string {
+  if (typeof value === "string") return "a string";
+  if (typeof value === "boolean") return "a boolean";
+  if (typeof value === "number") return Number.isInteger(value) ? "an integer" : "a float";
+  if (typeof value === "bigint") return "an integer";
+  if (Array.isArray(value)) return "an array";
+  if (value instanceof Date) return "a date";
+  if (isTable(value)) return "a table";
+  return typeof value;
+}
+
+export interface IntegerRule {
+  min?: number;
+  max?: number;
+}
+
+/**
+ * Collects located problems of one file. Every reader returns undefined (and records a
+ * problem) when the value is present but wrong, so a whole file is checked in one pass.
+ */
+export class Checker {
+  readonly problems: ConfigProblem[] = [];
+
+  constructor(
+    readonly file: string,
+    readonly source: string,
+  ) {}
+
+  report(path: TomlPath, message: string, hint?: string): void {
+    const at = locate(this.source, path);
+    const problem: ConfigProblem = { file: this.file, message };
+    if (at) Object.assign(problem, at);
+    if (path.length > 0) problem.path = formatPath(path);
+    if (hint !== undefined) problem.hint = hint;
+    this.problems.push(problem);
+  }
+
+  /** Throws one ConfigError with every problem found so far, in source order (unplaced ones last). */
+  throwIfProblems(): void {
+    if (this.problems.length === 0) return;
+    const line = (p: ConfigProblem) => p.line ?? Number.MAX_SAFE_INTEGER;
+    throw new ConfigError([...this.problems].sort((a, b) => line(a) - line(b) || (a.column ?? 0) - (b.column ?? 0)));
+  }
+
+  /** `value` as a table; undefined (reported unless absent) otherwise. */
+  table(value: unknown, path: TomlPath): Record<string, unknown> | undefined {
+    if (value === undefined) return undefined;
+    if (isTable(value)) return value;
+    this.report(path, `expected a table, found ${typeName(value)}`, `write it as a [${formatPath(path)}] section or an inline table { ... }`);
+    return undefined;
+  }
+
+  /** Reports every key of `table` not in `known`, with the closest known key. */
+  knownKeys(table: Record<string, unknown>, path: TomlPath, known: readonly string[]): void {
+    for (const key of Object.keys(table)) {
+      if (known.includes(key)) continue;
+      const guess = closest(key, known);
+      this.report([...path, key], `unknown key "${key}"`, guess ? `did you mean "${guess}"?` : `known keys here: ${known.join(", ")}`);
+    }
+  }
+
+  string(table: Record<string, unknown>, path: TomlPath, key: string, required = false): string | undefined {
+    const v = table[key];
+    if (v === undefined) {
+      if (required) this.report([...path, key], `missing required key "${key}"`, `add ${key} = "..."`);
+      return undefined;
+    }
+    if (typeof v === "string") return v;
+    this.report([...path, key], `expected a string, found ${typeName(v)}`, `quote the value: ${key} = "..."`);
+    return undefined;
+  }
+
+  boolean(table: Record<string, unknown>, path: TomlPath, key: string): boolean | undefined {
+    const v = table[key];
+    if (v === undefined || typeof v === "boolean") return v;
+    this.report([...path, key], `expected true or false, found ${typeName(v)}`, `write ${key} = true or ${key} = false, without quotes`);
+    return undefined;
+  }
+
+  /** A whole number within the rule (min defaults to 0). */
+  integer(table: Record<string, unknown>, path: TomlPath, key: string, rule: IntegerRule = {}): number | undefined {
+    const v = table[key];
+    if (v === undefined) return undefined;
+    const min = rule.min ?? 0;
+    const max = rule.max ?? Number.MAX_SAFE_INTEGER;
+    const range = rule.max !== undefined ? `from ${min} to ${max}` : min === 0 ? "0 or more" : `${min} or more`;
+    if (typeof v !== "number" || !Number.isSafeInteger(v)) {
+      const hint = typeof v === "string" && /^\s*\d+\s*$/.test(v) ? `remove the quotes: ${key} = ${v.trim()}` : `write a whole number ${range}`;
+      this.report([...path, key], `expected a whole number, found ${typeName(v)}`, hint);
+      return undefined;
+    }
+    if (v < min || v > max) {
+      this.report([...path, key], `${v} is out of range`, `use a whole number ${range}`);
+      return undefined;
+    }
+    return v;
+  }
+
+  oneOf<T extends string>(table: Record<string, unknown>, path: TomlPath, key: string, values: readonly T[]): T | undefined {
+    const v = this.string(table, path, key);
+    if (v === undefined) return undefined;
+    if ((values as readonly string[]).includes(v)) return v as T;
+    const guess = closest(v, values);
+    const list = values.map((x) => `"${x}"`).join(", ");
+    this.report([...path, key], `"${v}" is not one of ${list}`, guess ? `did you mean "${guess}"?` : `use one of ${list}`);
+    return undefined;
+  }
+
+  /** An array of strings; bad elements are reported at their index and left out. */
+  stringArray(table: Record<string, unknown>, path: TomlPath, key: string): string[] | undefined {
+    const v = table[key];
+    if (v === undefined) return undefined;
+    if (!Array.isArray(v)) {
+      this.report([...path, key], `expected an array of strings, found ${typeName(v)}`, `write ${key} = ["...", "..."]`);
+      return undefined;
+    }
+    const out: string[] = [];
+    v.forEach((item: unknown, index) => {
+      if (typeof item === "string") out.push(item);
+      else this.report([...path, key, index], `expected a string, found ${typeName(item)}`, "quote the element");
+    });
+    return out;
+  }
+}

@@ -1,0 +1,219 @@
+// The TypeScript client for module processes that run outside an isolate: Node-based native
+// modules, the isolate hosts, and the tests. It speaks the module protocol over the private
+// channel the host hands to every module process (an already-connected socket on fd 3).
+//
+//   const client = await ModuleClient.connect({ module: "my-module", version: "1.0.0" });
+//   const height = await client.request("get_block_height");
+//   client.onEvent(async (ev) => { ... });            // sequential; acknowledged after the handler
+//   client.onInvocation("shutdown", async () => { ... });
+//   await client.subscribe(["NewBlock"]);
+//   client.ready();
+
+import net from "node:net";
+import type { Duplex } from "node:stream";
+import { FrameChannel } from "../../host/ipc/channel.ts";
+import {
+  MessageError, parseHostMessage, PROTOCOL_VERSION,
+  type EventMessage, type HostMessage, type InvocationKind, type LogLevel, type Welcome, type WireError,
+} from "../../host/ipc/messages.ts";
+
+export class RequestError extends Error {
+  readonly code: WireError["code"];
+  readonly data: unknown;
+  constructor(readonly method: string, wire: WireError) {
+    super(wire.message);
+    this.name = "RequestError";
+    this.code = wire.code;
+    this.data = wire.data;
+  }
+}
+
+export interface ConnectOptions {
+  module: string;
+  version: string;
+  sdk?: string;
+  /** An already-connected socket; defaults to fd 3 (or $MODHOST_FD). */
+  socket?: Duplex;
+  handshakeTimeoutMs?: number;
+}
+
+export type EventHandler = (event: EventMessage) => void | Promise<void>;
+export type InvocationHandler = (params: Record<string, unknown>) => unknown | Promise<unknown>;
+
+interface Pending {
+  method: string;
+  resolve: (v: unknown) => void;
+  reject: (e: Error) => void;
+}
+
+export class ModuleClient {
+  private nextId = 1;
+  private readonly pending = new Map<number, Pending>();
+  private eventHandler: EventHandler | undefined;
+  private readonly eventQueue: EventMessage[] = [];
+  private draining = false;
+  private readonly invocationHandlers = new Map<string, InvocationHandler>();
+  private closeListeners: Array<(err?: Error) => void> = [];
+  /** Error responses that could not be matched to a request (id 0). */
+  readonly unmatchedErrors: WireError[] = [];
+
+  private constructor(readonly channel: FrameChannel, readonly welcome: Welcome) {
+    channel.on("message", (body) => this.onMessage(body));
+    channel.on("close", (err) => {
+      for (const p of this.pending.values()) p.reject(new RequestError(p.method, { code: "unavailable", message: `connection closed${err ? `: ${err.message}` : ""}` }));
+      this.pending.clear();
+      for (const l of this.closeListeners) l(err);
+    });
+  }
+
+  static async connect(opts: ConnectOptions): Promise<ModuleClient> {
+    const socket = opts.socket ?? new net.Socket({ fd: Number(process.env.MODHOST_FD ?? 3), readable: true, writable: true });
+    const channel = new FrameChannel(socket);
+    const welcome = await new Promise<Welcome>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error("no welcome from the host")), opts.handshakeTimeoutMs ?? 10000);
+      const done = (fn: () => void) => {
+        clearTimeout(timer);
+        channel.off("message", onMessage);
+        channel.off("close", onClose);
+        fn();
+      };
+      const onMessage = (body: unknown) => {
+        let msg: HostMessage;
+        try {
+          msg = parseHostMessage(body);
+        } catch (err) {
+          done(() => reject(err));
+          return;
+        }
+        if (msg.t === "welcome") done(() => resolve(msg));
+        else if (msg.t === "goodbye") done(() => reject(new Error(`host refused the handshake: ${msg.error?.message ?? "no reason given"}`)));
+      };
+      const onClose = (err?: Error) => done(() => reject(err ?? new Error("connection closed during the handshake")));
+      channel.on("message", onMessage);
+      channel.on("close", onClose);
+      channel.send({ t: "hello", protocol: [1, PROTOCOL_VERSION], module: opts.module, version: opts.version, sdk: opts.sdk ?? "modhost-node" });
+    });
+    return new ModuleClient(channel, welcome);
+  }
+
+  /** Call a host method. Rejects with RequestError (code + message) when it fails. */
+  request(method: string, params: Record<string, unknown> = {}): Promise<unknown> {
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { method, resolve, reject });
+      try {
+        this.channel.send({ t: "request", id, method, params });
+      } catch (err) {
+        this.pending.delete(id);
+        reject(err);
+      }
+    });
+  }
+
+  subscribe(types: string[]): Promise<unknown> {
+    return this.request("subscribe_events", { types });
+  }
+
+  log(level: LogLevel, message: string, fields?: Record<string, unknown>): void {
+    this.channel.send({ t: "log", level, message, ...(fields ? { fields } : {}) });
+  }
+
+  /** Tell the host start-up is complete. */
+  ready(): void {
+    this.channel.send({ t: "ready" });
+  }
+
+  /** Events are handed to `handler` one at a time, in order, and acknowledged after it returns. */
+  onEvent(handler: EventHandler): void {
+    this.eventHandler = handler;
+    void this.drainEvents();
+  }
+
+  onInvocation(kind: InvocationKind, handler: InvocationHandler): void {
+    this.invocationHandlers.set(kind, handler);
+  }
+
+  onClose(listener: (err?: Error) => void): void {
+    this.closeListeners.push(listener);
+  }
+
+  close(): void {
+    this.channel.close();
+  }
+
+  /** Say goodbye (optionally with an error) and close once it is flushed. */
+  goodbye(error?: WireError): void {
+    this.channel.closeAfter({ t: "goodbye", ...(error ? { error } : {}) });
+  }
+
+  private onMessage(body: unknown): void {
+    let msg: HostMessage;
+    try {
+      msg = parseHostMessage(body);
+    } catch (err) {
+      if (err instanceof MessageError) this.log("warn", `ignored a malformed message from the host: ${err.message}`);
+      return;
+    }
+    switch (msg.t) {
+      case "response": {
+        const p = this.pending.get(msg.id);
+        if (!p) {
+          if (msg.error) this.unmatchedErrors.push(msg.error);
+          return;
+        }
+        this.pending.delete(msg.id);
+        if (msg.error) p.reject(new RequestError(p.method, msg.error));
+        else p.resolve(msg.result ?? null);
+        break;
+      }
+      case "event":
+        this.eventQueue.push(msg);
+        void this.drainEvents();
+        break;
+      case "invocation":
+        void this.answer(msg.id, msg.kind, msg.params);
+        break;
+      case "goodbye":
+        this.channel.close(msg.error ? new Error(msg.error.message) : undefined);
+        break;
+      case "welcome":
+        break;
+    }
+  }
+
+  private async drainEvents(): Promise<void> {
+    if (this.draining || !this.eventHandler) return;
+    this.draining = true;
+    try {
+      while (this.eventQueue.length > 0 && this.eventHandler) {
+        const ev = this.eventQueue.shift()!;
+        try {
+          await this.eventHandler(ev);
+        } catch (err) {
+          this.log("error", `event handler failed for ${ev.type}: ${(err as Error)?.message ?? String(err)}`);
+        }
+        if (!this.channel.isClosed) this.channel.send({ t: "ack", seq: ev.seq });
+      }
+    } finally {
+      this.draining = false;
+    }
+  }
+
+  private async answer(id: number, kind: string, params: Record<string, unknown>): Promise<void> {
+    const handler = this.invocationHandlers.get(kind);
+    let reply: object;
+    if (!handler) {
+      reply = kind === "health"
+        ? { t: "invocation_result", id, result: { status: "ok" } }
+        : { t: "invocation_result", id, error: { code: "unknown_method", message: `this module does not handle ${kind} invocations` } };
+    } else {
+      try {
+        reply = { t: "invocation_result", id, result: (await handler(params)) ?? null };
+      } catch (err) {
+        const e = err as { code?: unknown; message?: unknown };
+        reply = { t: "invocation_result", id, error: { code: typeof e?.code === "string" ? e.code : "module_error", message: String(e?.message ?? err) } };
+      }
+    }
+    if (!this.channel.isClosed) this.channel.send(reply);
+  }
+}

@@ -1,0 +1,139 @@
+/**
+ * Key and value encoding for module storage.
+ *
+ * Values are msgpack (msgpackr, no records) of *plain data* only: null, boolean,
+ * number, string, Uint8Array, arrays and plain objects. Anything that would not
+ * round-trip faithfully (undefined, functions, symbols, bigint, Date, Map, class
+ * instances, other typed arrays, cycles, `__proto__` keys) is rejected up front
+ * with `invalid_params`, so what a module reads back is exactly what it wrote
+ * (caveat: -0 comes back as 0, as msgpack has no negative-zero integer).
+ *
+ * Keys are strings stored as their UTF-8 bytes, so ordering is by UTF-8 bytes.
+ */
+import { Packr } from "msgpackr";
+import { StorageError } from "./errors.ts";
+
+const packr = new Packr({ useRecords: false, variableMapSize: true });
+const utf8 = new TextEncoder();
+const utf8Decoder = new TextDecoder("utf-8", { fatal: true });
+
+/** Nesting deeper than this is rejected (also bounds the recursion below). */
+export const MAX_VALUE_DEPTH = 64;
+
+// A lone (unpaired) UTF-16 surrogate cannot be encoded as UTF-8: two different
+// strings would map to the same key bytes, so such keys are rejected.
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+
+/** Validates that `key` is a well-formed string of at most `maxBytes` UTF-8 bytes; returns its bytes. */
+export function encodeKey(key: unknown, maxBytes: number, what = "key"): Uint8Array {
+  if (typeof key !== "string") {
+    throw new StorageError("invalid_params", `${what} must be a string, got ${describe(key)}`);
+  }
+  if (LONE_SURROGATE.test(key)) {
+    throw new StorageError("invalid_params", `${what} contains an unpaired UTF-16 surrogate`);
+  }
+  const bytes = utf8.encode(key);
+  if (bytes.length > maxBytes) {
+    throw new StorageError(
+      "invalid_params",
+      `${what} is ${bytes.length} bytes (UTF-8), over the limit of ${maxBytes} bytes (storage_max_key_bytes)`,
+    );
+  }
+  return bytes;
+}
+
+export function decodeKey(bytes: Uint8Array): string {
+  return utf8Decoder.decode(bytes);
+}
+
+/** Validates `value` as plain data and msgpack-encodes it. */
+export function encodeValue(value: unknown, maxBytes: number): Uint8Array {
+  checkPlain(value, "value", 0, new Set());
+  const bytes = packr.pack(value);
+  if (bytes.length > maxBytes) {
+    throw new StorageError(
+      "invalid_params",
+      `value encodes to ${bytes.length} bytes, over the limit of ${maxBytes} bytes (storage_max_value_bytes)`,
+    );
+  }
+  return bytes;
+}
+
+export function decodeValue(bytes: Uint8Array): unknown {
+  return normalizeBinary(packr.unpack(bytes));
+}
+
+function checkPlain(v: unknown, path: string, depth: number, seen: Set<object>): void {
+  switch (typeof v) {
+    case "string":
+    case "number":
+    case "boolean":
+      return;
+    case "undefined":
+      throw new StorageError("invalid_params", `${path} is undefined; use null or omit the property`);
+    case "object":
+      break;
+    default: // function, symbol, bigint
+      throw new StorageError("invalid_params", `${path} is a ${typeof v}, which cannot be stored`);
+  }
+  if (v === null) return;
+  if (v instanceof Uint8Array) return; // includes Buffer; read back as a plain Uint8Array
+  if (depth >= MAX_VALUE_DEPTH) {
+    throw new StorageError("invalid_params", `${path} is nested deeper than ${MAX_VALUE_DEPTH} levels`);
+  }
+  if (seen.has(v)) throw new StorageError("invalid_params", `${path} is a circular reference`);
+  seen.add(v);
+  if (Array.isArray(v)) {
+    for (let i = 0; i < v.length; i++) checkPlain(v[i], `${path}[${i}]`, depth + 1, seen);
+  } else {
+    const proto: unknown = Object.getPrototypeOf(v);
+    if (proto !== Object.prototype && proto !== null) {
+      throw new StorageError(
+        "invalid_params",
+        `${path} is a ${describe(v)}; only plain objects, arrays, Uint8Array and primitives can be stored`,
+      );
+    }
+    for (const k of Object.keys(v)) {
+      if (k === "__proto__") throw new StorageError("invalid_params", `${path} has a "__proto__" key`);
+      checkPlain((v as Record<string, unknown>)[k], `${path}.${k}`, depth + 1, seen);
+    }
+  }
+  seen.delete(v); // shared (non-circular) references are fine
+}
+
+/** msgpackr decodes binary as Node Buffer; hand back plain Uint8Array views (no copy). */
+function normalizeBinary(v: unknown): unknown {
+  if (v === null || typeof v !== "object") return v;
+  if (v instanceof Uint8Array) return new Uint8Array(v.buffer, v.byteOffset, v.byteLength);
+  if (Array.isArray(v)) {
+    for (let i = 0; i < v.length; i++) v[i] = normalizeBinary(v[i]);
+  } else {
+    const o = v as Record<string, unknown>;
+    for (const k of Object.keys(o)) o[k] = normalizeBinary(o[k]);
+  }
+  return v;
+}
+
+function describe(v: unknown): string {
+  if (v === null) return "null";
+  if (typeof v !== "object") return typeof v;
+  return (v as object).constructor?.name ?? "object";
+}
+
+/** Byte-wise comparison (LevelDB's default comparator). */
+export function compareBytes(a: Uint8Array, b: Uint8Array): number {
+  return Buffer.compare(a, b);
+}
+
+/**
+ * Smallest byte string greater than every string starting with `prefix`, or
+ * undefined if there is none (empty prefix / all 0xFF — never the case for UTF-8).
+ */
+export function prefixUpperBound(prefix: Uint8Array): Uint8Array | undefined {
+  let end = prefix.length;
+  while (end > 0 && prefix[end - 1] === 0xff) end--;
+  if (end === 0) return undefined;
+  const out = prefix.slice(0, end);
+  out[end - 1] = out[end - 1]! + 1;
+  return out;
+}

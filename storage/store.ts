@@ -1,0 +1,514 @@
+/**
+ * Per-module key/value storage on LevelDB (classic-level).
+ *
+ * Isolation is by construction: the host gives every module its own directory
+ * and a ModuleStore only ever opens that one database.
+ *
+ * Layout inside the database — all SIBLING sublevels of the root (a nested
+ * sublevel's data would show up in its parent's iterator):
+ *   !t:<tree>!<key>     user data of tree <tree>: UTF-8 key -> msgpack value
+ *   !meta!version       schema version (1)
+ *   !meta!tree:<tree>   tree registry entry + its usage counters {bytes, keys}
+ *   !meta!drop:<tree>   tree dropped logically, data not yet physically cleared
+ *
+ * Usage = key bytes + encoded value bytes summed over live entries (meta
+ * overhead is not charged). Every write computes its exact delta from the old
+ * values' sizes, checks quotas, and then writes data + counters in ONE root batch,
+ * so counters can never drift from the data, even across crashes. Writes are
+ * serialised per store by a mutex so concurrent deltas are computed correctly.
+ */
+import { mkdir } from "node:fs/promises";
+import { ClassicLevel } from "classic-level";
+import { StorageError, asStorageError } from "./errors.ts";
+import { Mutex } from "./mutex.ts";
+import { compareBytes, decodeKey, decodeValue, encodeKey, encodeValue, prefixUpperBound } from "./codec.ts";
+
+export { StorageError } from "./errors.ts";
+export type { StorageErrorCode } from "./errors.ts";
+
+export interface StorageQuota {
+  /** Total key bytes + encoded value bytes across all trees. */
+  maxBytes: number;
+  /** Total number of keys across all trees. */
+  maxKeys: number;
+  maxTrees: number;
+  /** Max msgpack-encoded size of a single value. */
+  maxValueBytes: number;
+  /** Max UTF-8 size of a single key. */
+  maxKeyBytes: number;
+}
+
+const MiB = 1024 * 1024;
+export const DEFAULT_QUOTA: StorageQuota = {
+  maxBytes: 64 * MiB,
+  maxKeys: 1_000_000,
+  maxTrees: 64,
+  maxValueBytes: 1 * MiB,
+  maxKeyBytes: 1024,
+};
+
+/** Config key (under `[modules.limits.<name>]`) that raises each limit. */
+const QUOTA_CONFIG_KEY: Record<keyof StorageQuota, string> = {
+  maxBytes: "storage_max_bytes",
+  maxKeys: "storage_max_keys",
+  maxTrees: "storage_max_trees",
+  maxValueBytes: "storage_max_value_bytes",
+  maxKeyBytes: "storage_max_key_bytes",
+};
+
+/** Plain data msgpack can encode: string, number, boolean, null, arrays, plain objects, Uint8Array. */
+export type StorageValue = unknown;
+export type BatchOp = { op: "put"; key: string; value: StorageValue } | { op: "delete"; key: string };
+export interface IterOptions {
+  gt?: string;
+  gte?: string;
+  lt?: string;
+  lte?: string;
+  /** Only keys starting with this string (combined with the range options). */
+  prefix?: string;
+  reverse?: boolean;
+  /** Default 1000, max 10000. */
+  limit?: number;
+}
+export interface Usage {
+  bytes: number;
+  keys: number;
+  trees: number;
+  quota: StorageQuota;
+}
+export interface OpenOptions {
+  /** Module name, used in error messages (e.g. which config section raises a quota). */
+  label?: string;
+}
+
+export const MAX_BATCH_OPS = 10_000;
+export const DEFAULT_ITER_LIMIT = 1000;
+export const MAX_ITER_LIMIT = 10_000;
+const SCHEMA_VERSION = 1;
+const TREE_NAME = /^[A-Za-z0-9_.-]{1,64}$/;
+const ITER_OPTION_KEYS = new Set(["gt", "gte", "lt", "lte", "prefix", "reverse", "limit"]);
+/** Range bounds are not stored, so they get a generous length cap instead of maxKeyBytes. */
+const MAX_BOUND_BYTES = 64 * 1024;
+
+type Bytes = Uint8Array;
+type RootDb = ClassicLevel<Bytes, Bytes>;
+type TreeDb = ReturnType<RootDb["sublevel"]>;
+type MetaDb = ReturnType<RootDb["sublevel"]>;
+interface Counters {
+  bytes: number;
+  keys: number;
+}
+interface TreeState extends Counters {
+  db: TreeDb;
+}
+/** One entry of a root batch; `sublevel` makes it atomic across sublevels. */
+type RootOp =
+  | { type: "put"; sublevel: TreeDb | MetaDb; key: unknown; value: unknown }
+  | { type: "del"; sublevel: TreeDb | MetaDb; key: unknown };
+
+export class ModuleStore {
+  readonly #db: RootDb;
+  readonly #meta: MetaDb;
+  readonly #quota: StorageQuota;
+  readonly #label: string | undefined;
+  readonly #trees = new Map<string, TreeState>();
+  /** Trees dropped logically whose data could not be cleared yet (retried on openTree / next open). */
+  readonly #pendingDrops = new Set<string>();
+  readonly #writeLock = new Mutex();
+  readonly #inflight = new Set<Promise<void>>();
+  #closing: Promise<void> | undefined;
+
+  private constructor(db: RootDb, quota: StorageQuota, label: string | undefined) {
+    this.#db = db;
+    this.#meta = db.sublevel<string, unknown>("meta", { keyEncoding: "utf8", valueEncoding: "json" }) as MetaDb;
+    this.#quota = quota;
+    this.#label = label;
+  }
+
+  /** Opens (creating if needed) the store in `dir`. Only one process may open a directory at a time. */
+  static async open(dir: string, quota?: Partial<StorageQuota>, options: OpenOptions = {}): Promise<ModuleStore> {
+    const q = resolveQuota(quota);
+    await mkdir(dir, { recursive: true });
+    const db: RootDb = new ClassicLevel<Bytes, Bytes>(dir, { keyEncoding: "view", valueEncoding: "view" });
+    try {
+      await db.open();
+    } catch (err) {
+      const locked = (err as { cause?: { code?: string } }).cause?.code === "LEVEL_LOCKED";
+      throw new StorageError(
+        "storage_error",
+        locked
+          ? `storage directory ${dir} is in use by another process (LevelDB lock held)`
+          : `cannot open storage in ${dir}: ${(err as Error).message}`,
+        { cause: err },
+      );
+    }
+    const store = new ModuleStore(db, q, options.label);
+    try {
+      await store.#load();
+    } catch (err) {
+      await db.close().catch(() => {});
+      throw asStorageError(err);
+    }
+    return store;
+  }
+
+  /** Reads the tree registry and counters; finishes drops interrupted by a crash. */
+  async #load(): Promise<void> {
+    const entries = await this.#meta.iterator().all();
+    let version: unknown;
+    for (const [k, v] of entries as Array<[string, unknown]>) {
+      if (k === "version") version = v;
+      else if (k.startsWith("tree:")) {
+        const name = k.slice(5);
+        const c = v as Counters;
+        this.#trees.set(name, { db: this.#treeDb(name), bytes: c.bytes, keys: c.keys });
+      } else if (k.startsWith("drop:")) this.#pendingDrops.add(k.slice(5));
+    }
+    if (version === undefined) await this.#meta.put("version", SCHEMA_VERSION);
+    else if (version !== SCHEMA_VERSION) {
+      throw new StorageError("storage_error", `unsupported storage schema version ${String(version)}`);
+    }
+    for (const name of this.#pendingDrops) await this.#purge(name);
+  }
+
+  #treeDb(name: string): TreeDb {
+    // "t:" keeps tree sublevels apart from "meta"; tree-name bytes are all > '"',
+    // so no tree's key range can overlap another's (e.g. "a" vs "a.b").
+    return this.#db.sublevel<Bytes, Bytes>(`t:${name}`, { keyEncoding: "view", valueEncoding: "view" }) as TreeDb;
+  }
+
+  // ---- trees --------------------------------------------------------------
+
+  /** Creates the tree if absent (counts against maxTrees); no-op if it exists. */
+  openTree(name: string): Promise<void> {
+    return this.#write(async () => {
+      checkTreeName(name);
+      if (this.#trees.has(name)) return;
+      if (this.#pendingDrops.has(name)) await this.#purge(name, true);
+      if (this.#trees.size >= this.#quota.maxTrees) {
+        throw this.#quotaError("maxTrees", `cannot create tree "${name}": ${this.#trees.size} of ${this.#quota.maxTrees} trees exist`);
+      }
+      await this.#meta.put(`tree:${name}`, { bytes: 0, keys: 0 });
+      this.#trees.set(name, { db: this.#treeDb(name), bytes: 0, keys: 0 });
+    });
+  }
+
+  listTrees(): Promise<string[]> {
+    return this.#read(async () => [...this.#trees.keys()].sort());
+  }
+
+  /**
+   * Drops a tree and frees its usage. The registry entry, the counters and a
+   * "drop" marker are committed in one atomic batch (from then on the tree is
+   * gone); its data range is then cleared, and the marker removed. If the
+   * process dies in between, the clear is finished on the next open.
+   */
+  dropTree(name: string): Promise<void> {
+    return this.#write(async () => {
+      checkTreeName(name);
+      this.#tree(name);
+      await this.#meta.batch([
+        { type: "del", key: `tree:${name}` },
+        { type: "put", key: `drop:${name}`, value: true },
+      ]);
+      this.#trees.delete(name);
+      this.#pendingDrops.add(name);
+      await this.#purge(name);
+    });
+  }
+
+  /** Physically clears a dropped tree's data. Failures keep it pending unless `mustSucceed`. */
+  async #purge(name: string, mustSucceed = false): Promise<void> {
+    try {
+      await this.#treeDb(name).clear();
+      await this.#meta.del(`drop:${name}`);
+      this.#pendingDrops.delete(name);
+    } catch (err) {
+      if (mustSucceed) throw asStorageError(err);
+    }
+  }
+
+  // ---- reads --------------------------------------------------------------
+
+  get(tree: string, key: string): Promise<StorageValue | undefined> {
+    return this.#read(async () => {
+      const t = this.#tree(tree);
+      const raw = await t.db.get(encodeKey(key, this.#quota.maxKeyBytes));
+      return raw === undefined ? undefined : decodeValue(raw as Bytes);
+    });
+  }
+
+  has(tree: string, key: string): Promise<boolean> {
+    return this.#read(async () => {
+      const t = this.#tree(tree);
+      return t.db.has(encodeKey(key, this.#quota.maxKeyBytes));
+    });
+  }
+
+  /** Entries in UTF-8 byte order of their keys (reverse if asked), LevelDB range semantics. */
+  iterate(tree: string, opts: IterOptions = {}): Promise<Array<{ key: string; value: StorageValue }>> {
+    return this.#read(async () => {
+      const t = this.#tree(tree);
+      const range = iterRange(opts);
+      const entries = await t.db.iterator(range).all();
+      return (entries as Array<[Bytes, Bytes]>).map(([k, v]) => ({ key: decodeKey(k), value: decodeValue(v) }));
+    });
+  }
+
+  usage(): Promise<Usage> {
+    return this.#read(async () => ({ ...this.#totals(), trees: this.#trees.size, quota: { ...this.#quota } }));
+  }
+
+  // ---- writes -------------------------------------------------------------
+
+  put(tree: string, key: string, value: StorageValue): Promise<void> {
+    return this.batch(tree, [{ op: "put", key, value }]);
+  }
+
+  /** Resolves true if the key existed. */
+  delete(tree: string, key: string): Promise<boolean> {
+    return this.#write(async () => {
+      const t = this.#tree(tree);
+      const k = encodeKey(key, this.#quota.maxKeyBytes);
+      const old = (await t.db.get(k)) as Bytes | undefined;
+      if (old === undefined) return false;
+      const next = { bytes: t.bytes - k.length - old.length, keys: t.keys - 1 };
+      await this.#commit(tree, t, [{ type: "del", sublevel: t.db, key: k }], next);
+      return true;
+    });
+  }
+
+  /**
+   * Applies `ops` in order, atomically: all are validated and the quota is
+   * checked against the batch's net effect before anything is written.
+   */
+  batch(tree: string, ops: BatchOp[]): Promise<void> {
+    return this.#write(async () => {
+      const t = this.#tree(tree);
+      const prepared = this.#prepareOps(ops);
+      if (prepared.length === 0) return;
+
+      // Current size (key + value bytes) of every distinct key touched, or undefined if absent.
+      const distinct = [...new Map(prepared.map((p) => [p.key, p.k])).entries()];
+      const olds = (await t.db.getMany(distinct.map(([, k]) => k))) as Array<Bytes | undefined>;
+      const size = new Map<string, number | undefined>();
+      distinct.forEach(([key, k], i) => {
+        const old = olds[i];
+        size.set(key, old === undefined ? undefined : k.length + old.length);
+      });
+
+      // Replay the ops on the sizes to get the batch's net delta.
+      let dBytes = 0;
+      let dKeys = 0;
+      const rootOps: RootOp[] = [];
+      for (const p of prepared) {
+        const before = size.get(p.key);
+        const after = p.v === undefined ? undefined : p.k.length + p.v.length;
+        dBytes += (after ?? 0) - (before ?? 0);
+        dKeys += (after === undefined ? 0 : 1) - (before === undefined ? 0 : 1);
+        size.set(p.key, after);
+        rootOps.push(
+          p.v === undefined
+            ? { type: "del", sublevel: t.db, key: p.k }
+            : { type: "put", sublevel: t.db, key: p.k, value: p.v },
+        );
+      }
+      this.#checkQuota(dBytes, dKeys);
+      await this.#commit(tree, t, rootOps, { bytes: t.bytes + dBytes, keys: t.keys + dKeys });
+    });
+  }
+
+  /** Validates and encodes batch ops; errors name the offending op index. */
+  #prepareOps(ops: unknown): Array<{ key: string; k: Bytes; v: Bytes | undefined }> {
+    if (!Array.isArray(ops)) throw new StorageError("invalid_params", "ops must be an array");
+    if (ops.length > MAX_BATCH_OPS) {
+      throw new StorageError("invalid_params", `batch has ${ops.length} ops, more than the maximum of ${MAX_BATCH_OPS}`);
+    }
+    return ops.map((op: unknown, i) => {
+      try {
+        if (op === null || typeof op !== "object") throw new StorageError("invalid_params", "op must be an object");
+        const { op: kind, key, value } = op as { op?: unknown; key?: unknown; value?: unknown };
+        if (kind !== "put" && kind !== "delete") {
+          throw new StorageError("invalid_params", `op must be "put" or "delete", got ${JSON.stringify(kind) ?? "undefined"}`);
+        }
+        const k = encodeKey(key, this.#quota.maxKeyBytes);
+        const v = kind === "put" ? encodeValue(value, this.#quota.maxValueBytes) : undefined;
+        return { key: key as string, k, v };
+      } catch (err) {
+        if (err instanceof StorageError && ops.length > 1) {
+          throw new StorageError(err.code, `ops[${i}]: ${err.message}`);
+        }
+        throw err;
+      }
+    });
+  }
+
+  /** Writes data ops plus the tree's new counters in one atomic root batch, then updates memory. */
+  async #commit(tree: string, t: TreeState, ops: RootOp[], next: Counters): Promise<void> {
+    ops.push({ type: "put", sublevel: this.#meta, key: `tree:${tree}`, value: next });
+    // classic-level's BatchOperation typing doesn't model mixed-sublevel batches; cast.
+    await this.#db.batch(ops as never);
+    t.bytes = next.bytes;
+    t.keys = next.keys;
+  }
+
+  // ---- quota --------------------------------------------------------------
+
+  #totals(): Counters {
+    let bytes = 0;
+    let keys = 0;
+    for (const t of this.#trees.values()) {
+      bytes += t.bytes;
+      keys += t.keys;
+    }
+    return { bytes, keys };
+  }
+
+  /** Only growth is checked, so a store over a (lowered) quota can still shrink. */
+  #checkQuota(dBytes: number, dKeys: number): void {
+    const { bytes, keys } = this.#totals();
+    const q = this.#quota;
+    if (dBytes > 0 && bytes + dBytes > q.maxBytes) {
+      throw this.#quotaError("maxBytes", `write needs ${dBytes} more bytes; ${bytes} of ${q.maxBytes} bytes used`);
+    }
+    if (dKeys > 0 && keys + dKeys > q.maxKeys) {
+      throw this.#quotaError("maxKeys", `write adds ${dKeys} keys; ${keys} of ${q.maxKeys} keys used`);
+    }
+  }
+
+  #quotaError(limit: keyof StorageQuota, detail: string): StorageError {
+    const who = this.#label === undefined ? "" : ` for module "${this.#label}"`;
+    const section = `[modules.limits.${this.#label ?? "<name>"}]`;
+    return new StorageError(
+      "quota_exceeded",
+      `storage quota ${limit} exceeded${who}: ${detail}; raise it with ${section} ${QUOTA_CONFIG_KEY[limit]}`,
+    );
+  }
+
+  // ---- lifecycle ----------------------------------------------------------
+
+  /** Waits for operations already started, then closes. Idempotent; later calls reject. */
+  close(): Promise<void> {
+    this.#closing ??= (async () => {
+      await Promise.all([...this.#inflight]);
+      await this.#db.close();
+    })();
+    return this.#closing;
+  }
+
+  #tree(name: string): TreeState {
+    checkTreeName(name);
+    const t = this.#trees.get(name);
+    if (t === undefined) {
+      throw new StorageError("not_found", `tree "${name}" does not exist; call openTree("${name}") first`);
+    }
+    return t;
+  }
+
+  #read<T>(fn: () => Promise<T>): Promise<T> {
+    return this.#track(fn);
+  }
+
+  #write<T>(fn: () => Promise<T>): Promise<T> {
+    return this.#track(() => this.#writeLock.run(fn));
+  }
+
+  /** Rejects once closing; tracks in-flight ops so close() can wait for them; wraps foreign errors. */
+  #track<T>(fn: () => Promise<T>): Promise<T> {
+    if (this.#closing !== undefined) {
+      return Promise.reject(new StorageError("storage_error", "storage is closed"));
+    }
+    const p = (async () => {
+      try {
+        return await fn();
+      } catch (err) {
+        throw asStorageError(err);
+      }
+    })();
+    const settled = p.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.#inflight.add(settled);
+    void settled.then(() => this.#inflight.delete(settled));
+    return p;
+  }
+}
+
+// ---- helpers ----------------------------------------------------------------
+
+function resolveQuota(partial: Partial<StorageQuota> | undefined): StorageQuota {
+  const q = { ...DEFAULT_QUOTA };
+  for (const [k, v] of Object.entries(partial ?? {})) {
+    if (v === undefined) continue;
+    if (!(k in DEFAULT_QUOTA)) throw new StorageError("invalid_params", `unknown quota field "${k}"`);
+    if (!Number.isSafeInteger(v) || v < 0) {
+      throw new StorageError("invalid_params", `quota ${k} must be a non-negative integer, got ${String(v)}`);
+    }
+    q[k as keyof StorageQuota] = v;
+  }
+  return q;
+}
+
+function checkTreeName(name: unknown): void {
+  if (typeof name !== "string" || !TREE_NAME.test(name)) {
+    throw new StorageError(
+      "invalid_params",
+      `invalid tree name ${JSON.stringify(name) ?? String(name)}: use 1-64 characters of A-Z a-z 0-9 _ . -`,
+    );
+  }
+}
+
+interface Bound {
+  bytes: Bytes;
+  inclusive: boolean;
+}
+
+/** Turns IterOptions into classic-level iterator options on key bytes. */
+function iterRange(opts: IterOptions): Record<string, unknown> {
+  if (opts === null || typeof opts !== "object") throw new StorageError("invalid_params", "options must be an object");
+  for (const k of Object.keys(opts)) {
+    if (!ITER_OPTION_KEYS.has(k)) throw new StorageError("invalid_params", `unknown iterate option "${k}"`);
+  }
+  if (opts.gt !== undefined && opts.gte !== undefined) throw new StorageError("invalid_params", "gt and gte are mutually exclusive");
+  if (opts.lt !== undefined && opts.lte !== undefined) throw new StorageError("invalid_params", "lt and lte are mutually exclusive");
+  const limit = opts.limit ?? DEFAULT_ITER_LIMIT;
+  if (!Number.isInteger(limit) || limit < 0 || limit > MAX_ITER_LIMIT) {
+    throw new StorageError("invalid_params", `limit must be an integer from 0 to ${MAX_ITER_LIMIT}, got ${String(opts.limit)}`);
+  }
+  if (opts.reverse !== undefined && typeof opts.reverse !== "boolean") {
+    throw new StorageError("invalid_params", "reverse must be a boolean");
+  }
+  const bound = (name: "gt" | "gte" | "lt" | "lte" | "prefix"): Bytes | undefined =>
+    opts[name] === undefined ? undefined : encodeKey(opts[name], MAX_BOUND_BYTES, name);
+
+  let lower: Bound | undefined;
+  let upper: Bound | undefined;
+  const gt = bound("gt");
+  const gte = bound("gte");
+  const lt = bound("lt");
+  const lte = bound("lte");
+  if (gt) lower = { bytes: gt, inclusive: false };
+  if (gte) lower = { bytes: gte, inclusive: true };
+  if (lt) upper = { bytes: lt, inclusive: false };
+  if (lte) upper = { bytes: lte, inclusive: true };
+  const prefix = bound("prefix");
+  if (prefix && prefix.length > 0) {
+    lower = tighter(lower, { bytes: prefix, inclusive: true }, 1);
+    const end = prefixUpperBound(prefix);
+    if (end) upper = tighter(upper, { bytes: end, inclusive: false }, -1);
+  }
+
+  const range: Record<string, unknown> = { limit, reverse: opts.reverse ?? false };
+  if (lower) range[lower.inclusive ? "gte" : "gt"] = lower.bytes;
+  if (upper) range[upper.inclusive ? "lte" : "lt"] = upper.bytes;
+  return range;
+}
+
+/** The more restrictive of two bounds; dir = 1 for lower bounds (larger wins), -1 for upper. */
+function tighter(a: Bound | undefined, b: Bound, dir: 1 | -1): Bound {
+  if (a === undefined) return b;
+  const c = compareBytes(a.bytes, b.bytes) * dir;
+  if (c !== 0) return c > 0 ? a : b;
+  return a.inclusive ? b : a; // same key: exclusive is tighter
+}

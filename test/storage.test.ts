@@ -1,0 +1,469 @@
+import test from "ava";
+import type { ExecutionContext } from "ava";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { ClassicLevel } from "classic-level";
+import { ModuleStore, StorageError, DEFAULT_QUOTA } from "../storage/store.ts";
+import type { StorageQuota } from "../storage/store.ts";
+
+async function tempDir(t: ExecutionContext): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), "modhost-storage-"));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+/** Opens a store in a fresh temp dir with tree "t" created; closed + removed on teardown. */
+async function freshStore(t: ExecutionContext, quota?: Partial<StorageQuota>): Promise<{ store: ModuleStore; dir: string }> {
+  const dir = await tempDir(t);
+  const store = await ModuleStore.open(join(dir, "db"), quota, { label: "testmod" });
+  t.teardown(() => store.close());
+  await store.openTree("t");
+  return { store, dir: join(dir, "db") };
+}
+
+async function rejectsCode(t: ExecutionContext, p: Promise<unknown>, code: StorageError["code"], message?: RegExp) {
+  const err = await t.throwsAsync(p, { instanceOf: StorageError, ...(message ? { message } : {}) });
+  t.is((err as StorageError | undefined)?.code, code);
+}
+
+const keyBytes = (k: string) => Buffer.byteLength(k, "utf8");
+
+test("put/get/has/delete", async (t) => {
+  const { store } = await freshStore(t);
+  t.is(await store.get("t", "a"), undefined);
+  t.false(await store.has("t", "a"));
+  await store.put("t", "a", "hello");
+  t.is(await store.get("t", "a"), "hello");
+  t.true(await store.has("t", "a"));
+  t.true(await store.delete("t", "a"));
+  t.false(await store.delete("t", "a"));
+  t.is(await store.get("t", "a"), undefined);
+  t.false(await store.has("t", "a"));
+});
+
+test("plain values round-trip", async (t) => {
+  const { store } = await freshStore(t);
+  const values: unknown[] = [
+    "",
+    "ünïcødé ✓ 𝄞",
+    0,
+    -1,
+    42,
+    2 ** 53,
+    -(2 ** 40),
+    1.5,
+    Number.MAX_VALUE,
+    true,
+    false,
+    null,
+    [],
+    {},
+    new Uint8Array([0, 1, 2, 255]),
+    new Uint8Array(0),
+    [1, "two", null, [3, [4]], { five: 5 }],
+    { a: { b: { c: [1, 2, { d: new Uint8Array([9]) }] } }, "key with spaces": true, "": "empty key" },
+  ];
+  for (const [i, v] of values.entries()) await store.put("t", `k${i}`, v);
+  for (const [i, v] of values.entries()) t.deepEqual(await store.get("t", `k${i}`), v, `value #${i}`);
+  // Binary comes back as a plain Uint8Array, not a Node Buffer.
+  t.is((await store.get("t", "k14"))?.constructor, Uint8Array);
+  // A Buffer is accepted and reads back as Uint8Array.
+  await store.put("t", "buf", Buffer.from("abc"));
+  t.deepEqual(await store.get("t", "buf"), new Uint8Array([97, 98, 99]));
+});
+
+test("non-plain values are rejected with invalid_params", async (t) => {
+  const { store } = await freshStore(t);
+  const circular: Record<string, unknown> = {};
+  circular.self = circular;
+  const bad: Array<[unknown, RegExp]> = [
+    [undefined, /undefined/],
+    [{ a: undefined }, /value\.a is undefined/],
+    [() => 1, /function/],
+    [{ f: () => 1 }, /value\.f is a function/],
+    [Symbol("s"), /symbol/],
+    [10n, /bigint/],
+    [new Date(), /Date/],
+    [new Map(), /Map/],
+    [new Uint16Array(2), /Uint16Array/],
+    [circular, /circular/],
+    [JSON.parse('{"__proto__": 1}'), /__proto__/],
+  ];
+  for (const [v, msg] of bad) await rejectsCode(t, store.put("t", "k", v), "invalid_params", msg);
+  // Shared (non-circular) references are fine.
+  const shared = { x: 1 };
+  await store.put("t", "shared", [shared, shared]);
+  t.deepEqual(await store.get("t", "shared"), [{ x: 1 }, { x: 1 }]);
+  t.is((await store.usage()).keys, 1);
+});
+
+test("ordered iteration with range options", async (t) => {
+  const { store } = await freshStore(t);
+  const keys = ["b", "a", "ab", "abc", "b1", "c", "aa", "é", "z", "ac"];
+  await store.batch(
+    "t",
+    keys.map((key) => ({ op: "put" as const, key, value: key.toUpperCase() })),
+  );
+  const ks = async (opts?: Parameters<ModuleStore["iterate"]>[1]) => (await store.iterate("t", opts)).map((e) => e.key);
+  // UTF-8 byte order: "é" (0xC3 0xA9) sorts after "z".
+  t.deepEqual(await ks(), ["a", "aa", "ab", "abc", "ac", "b", "b1", "c", "z", "é"]);
+  t.deepEqual((await store.iterate("t", { limit: 1 }))[0], { key: "a", value: "A" });
+  t.deepEqual(await ks({ gt: "ab" }), ["abc", "ac", "b", "b1", "c", "z", "é"]);
+  t.deepEqual(await ks({ gte: "ab", lt: "b" }), ["ab", "abc", "ac"]);
+  t.deepEqual(await ks({ gt: "ab", lte: "b" }), ["abc", "ac", "b"]);
+  t.deepEqual(await ks({ prefix: "a" }), ["a", "aa", "ab", "abc", "ac"]);
+  t.deepEqual(await ks({ prefix: "ab" }), ["ab", "abc"]);
+  t.deepEqual(await ks({ prefix: "a", gt: "aa" }), ["ab", "abc", "ac"]);
+  t.deepEqual(await ks({ prefix: "a", lt: "ac" }), ["a", "aa", "ab", "abc"]);
+  t.deepEqual(await ks({ prefix: "a", gte: "b" }), []);
+  t.deepEqual(await ks({ prefix: "é" }), ["é"]);
+  t.deepEqual(await ks({ prefix: "nope" }), []);
+  t.deepEqual(await ks({ reverse: true, limit: 3 }), ["é", "z", "c"]);
+  t.deepEqual(await ks({ prefix: "a", reverse: true, limit: 2 }), ["ac", "abc"]);
+  t.deepEqual(await ks({ limit: 0 }), []);
+});
+
+test("iteration limit defaults to 1000 and is capped at 10000", async (t) => {
+  const { store } = await freshStore(t);
+  const ops = Array.from({ length: 1500 }, (_, i) => ({ op: "put" as const, key: String(i).padStart(5, "0"), value: i }));
+  await store.batch("t", ops);
+  t.is((await store.iterate("t")).length, 1000);
+  t.is((await store.iterate("t", { limit: 1500 })).length, 1500);
+  await rejectsCode(t, store.iterate("t", { limit: 10_001 }), "invalid_params", /limit/);
+  await rejectsCode(t, store.iterate("t", { limit: -1 }), "invalid_params", /limit/);
+  await rejectsCode(t, store.iterate("t", { gt: "a", gte: "a" }), "invalid_params", /mutually exclusive/);
+  await rejectsCode(t, store.iterate("t", { start: "a" } as never), "invalid_params", /unknown iterate option/);
+});
+
+test("trees are separate namespaces, also for similar names", async (t) => {
+  const { store } = await freshStore(t);
+  await store.openTree("a");
+  await store.openTree("a.b");
+  await store.openTree("a-");
+  await store.put("a", "k", "in a");
+  await store.put("a.b", "k", "in a.b");
+  await store.put("a-", "k2", "in a-");
+  t.is(await store.get("a", "k"), "in a");
+  t.is(await store.get("a.b", "k"), "in a.b");
+  t.deepEqual(await store.iterate("a"), [{ key: "k", value: "in a" }]);
+  t.deepEqual(await store.iterate("a.b"), [{ key: "k", value: "in a.b" }]);
+  t.deepEqual(await store.iterate("t"), []);
+  t.deepEqual(await store.listTrees(), ["a", "a-", "a.b", "t"]);
+  await store.delete("a", "k");
+  t.is(await store.get("a.b", "k"), "in a.b");
+});
+
+test("two stores in two directories are isolated", async (t) => {
+  const { store: s1 } = await freshStore(t);
+  const { store: s2 } = await freshStore(t);
+  await s1.put("t", "k", "one");
+  t.is(await s2.get("t", "k"), undefined);
+  t.deepEqual(await s2.iterate("t"), []);
+  await s2.openTree("only2");
+  await rejectsCode(t, s1.get("only2", "k"), "not_found");
+  t.is((await s2.usage()).keys, 0);
+});
+
+test("a directory can only be opened once at a time", async (t) => {
+  const { dir } = await freshStore(t);
+  await rejectsCode(t, ModuleStore.open(dir), "storage_error", /in use/);
+});
+
+test("batch applies ops in order", async (t) => {
+  const { store } = await freshStore(t);
+  await store.put("t", "x", 1);
+  await store.batch("t", [
+    { op: "put", key: "a", value: 1 },
+    { op: "put", key: "a", value: 2 },
+    { op: "delete", key: "x" },
+    { op: "put", key: "b", value: 3 },
+    { op: "delete", key: "b" },
+    { op: "delete", key: "never-existed" },
+  ]);
+  t.deepEqual(await store.iterate("t"), [{ key: "a", value: 2 }]);
+  const u = await store.usage();
+  t.is(u.keys, 1);
+  t.is(u.bytes, keyBytes("a") + 1); // msgpack positive fixint = 1 byte
+  await store.batch("t", []); // no-op
+  t.deepEqual(await store.usage(), u);
+});
+
+test("batch with an invalid op writes nothing", async (t) => {
+  const { store } = await freshStore(t);
+  await store.put("t", "keep", "old");
+  const before = await store.usage();
+  await rejectsCode(
+    t,
+    store.batch("t", [
+      { op: "put", key: "keep", value: "new" },
+      { op: "put", key: "n1", value: 1 },
+      { op: "put", key: "n2", value: () => 1 },
+    ]),
+    "invalid_params",
+    /ops\[2\]/,
+  );
+  await rejectsCode(t, store.batch("t", [{ op: "put", key: "n1", value: 1 }, { op: "frob", key: "x" } as never]), "invalid_params", /ops\[1\]/);
+  await rejectsCode(t, store.batch("t", [{ op: "delete", key: 7 as never }]), "invalid_params", /key must be a string/);
+  await rejectsCode(t, store.batch("t", "nope" as never), "invalid_params");
+  t.is(await store.get("t", "keep"), "old");
+  t.deepEqual(await store.iterate("t"), [{ key: "keep", value: "old" }]);
+  t.deepEqual(await store.usage(), before);
+});
+
+test("batch over the op limit is rejected", async (t) => {
+  const { store } = await freshStore(t);
+  const ops = Array.from({ length: 10_001 }, (_, i) => ({ op: "delete" as const, key: `k${i}` }));
+  await rejectsCode(t, store.batch("t", ops), "invalid_params", /10000/);
+});
+
+test("batch exceeding the byte quota writes nothing", async (t) => {
+  const { store } = await freshStore(t, { maxBytes: 100 });
+  await store.put("t", "a", "x".repeat(20));
+  const before = await store.usage();
+  const err = await t.throwsAsync(
+    store.batch("t", [
+      { op: "put", key: "b", value: "y".repeat(40) },
+      { op: "put", key: "c", value: "z".repeat(40) },
+    ]),
+    { instanceOf: StorageError },
+  );
+  t.is((err as StorageError).code, "quota_exceeded");
+  t.regex(err!.message, /maxBytes/);
+  t.regex(err!.message, /\[modules\.limits\.testmod\] storage_max_bytes/);
+  t.regex(err!.message, new RegExp(`${before.bytes} of 100 bytes`));
+  t.deepEqual(await store.iterate("t"), [{ key: "a", value: "x".repeat(20) }]);
+  t.deepEqual(await store.usage(), before);
+  // Net effect is what counts: deleting in the same batch makes room.
+  await store.batch("t", [
+    { op: "delete", key: "a" },
+    { op: "put", key: "b", value: "y".repeat(40) },
+    { op: "put", key: "c", value: "z".repeat(40) },
+  ]);
+  t.is((await store.usage()).keys, 2);
+});
+
+test("byte quota is exact and rejections leave data unchanged", async (t) => {
+  // 1 key byte + msgpack fixstr of 10 chars (1 + 10) = 12 bytes per entry.
+  const { store } = await freshStore(t, { maxBytes: 24 });
+  await store.put("t", "a", "0123456789");
+  t.is((await store.usage()).bytes, 12);
+  await store.put("t", "b", "0123456789");
+  t.is((await store.usage()).bytes, 24); // exactly at the limit is allowed
+  await rejectsCode(t, store.put("t", "c", ""), "quota_exceeded", /storage_max_bytes/);
+  await rejectsCode(t, store.put("t", "a", "01234567890"), "quota_exceeded", /maxBytes/);
+  t.is(await store.get("t", "a"), "0123456789");
+  t.false(await store.has("t", "c"));
+  // Same-size overwrite and shrinking are fine at the limit.
+  await store.put("t", "a", "abcdefghij");
+  await store.put("t", "a", "short");
+  t.is((await store.usage()).bytes, 24 - 5);
+});
+
+test("key quota rejects with quota_exceeded", async (t) => {
+  const { store } = await freshStore(t, { maxKeys: 3 });
+  await store.batch("t", [
+    { op: "put", key: "a", value: 1 },
+    { op: "put", key: "b", value: 2 },
+    { op: "put", key: "c", value: 3 },
+  ]);
+  const err = await t.throwsAsync(store.put("t", "d", 4), { instanceOf: StorageError });
+  t.is((err as StorageError).code, "quota_exceeded");
+  t.regex(err!.message, /maxKeys.*3 of 3 keys.*storage_max_keys/);
+  await store.put("t", "a", 100); // overwrite does not add a key
+  t.is(await store.get("t", "a"), 100);
+  await store.openTree("other");
+  await rejectsCode(t, store.put("other", "x", 1), "quota_exceeded"); // the quota is per store, not per tree
+  t.true(await store.delete("t", "b"));
+  await store.put("other", "x", 1);
+  t.is((await store.usage()).keys, 3);
+});
+
+test("overwrite counts the delta, delete frees quota", async (t) => {
+  const { store } = await freshStore(t);
+  await store.put("t", "key", "aaaa"); // 3 + 5
+  t.like(await store.usage(), { bytes: 8, keys: 1 });
+  await store.put("t", "key", "aaaaaaaa"); // 3 + 9
+  t.like(await store.usage(), { bytes: 12, keys: 1 });
+  await store.put("t", "key", "a"); // 3 + 2
+  t.like(await store.usage(), { bytes: 5, keys: 1 });
+  await store.put("t", "k2", new Uint8Array(100)); // 2 + (2 + 100)
+  t.like(await store.usage(), { bytes: 5 + 104, keys: 2 });
+  await store.delete("t", "key");
+  t.like(await store.usage(), { bytes: 104, keys: 1 });
+  await store.delete("t", "k2");
+  t.like(await store.usage(), { bytes: 0, keys: 0 });
+});
+
+test("dropTree deletes the data and frees its usage", async (t) => {
+  const { store, dir } = await freshStore(t);
+  await store.put("t", "keep", 1);
+  await store.openTree("gone");
+  await store.batch("gone", Array.from({ length: 500 }, (_, i) => ({ op: "put" as const, key: `k${i}`, value: i })));
+  const full = await store.usage();
+  t.is(full.keys, 501);
+  t.is(full.trees, 2);
+  await store.dropTree("gone");
+  t.like(await store.usage(), { keys: 1, bytes: keyBytes("keep") + 1, trees: 1 });
+  t.deepEqual(await store.listTrees(), ["t"]);
+  await rejectsCode(t, store.get("gone", "k1"), "not_found");
+  await rejectsCode(t, store.dropTree("gone"), "not_found");
+  // Re-creating the tree starts empty, also after a reopen.
+  await store.openTree("gone");
+  t.deepEqual(await store.iterate("gone"), []);
+  await store.close();
+  const again = await ModuleStore.open(dir);
+  t.teardown(() => again.close());
+  t.deepEqual(await again.iterate("gone"), []);
+  t.like(await again.usage(), { keys: 1, trees: 2 });
+});
+
+test("maxTrees is enforced", async (t) => {
+  const { store } = await freshStore(t, { maxTrees: 2 });
+  await store.openTree("two");
+  await store.openTree("two"); // existing: no-op
+  await rejectsCode(t, store.openTree("three"), "quota_exceeded", /maxTrees.*storage_max_trees/);
+  await store.dropTree("two");
+  await store.openTree("three");
+  t.deepEqual(await store.listTrees(), ["t", "three"]);
+});
+
+test("usage and trees persist across close/reopen", async (t) => {
+  const { store, dir } = await freshStore(t, { maxBytes: 10_000 });
+  await store.openTree("second");
+  await store.put("t", "a", { nested: [1, 2, 3] });
+  await store.put("second", "b", "x".repeat(100));
+  await store.put("second", "c", 1);
+  await store.delete("second", "c");
+  const before = await store.usage();
+  await store.close();
+  await store.close(); // idempotent
+  await rejectsCode(t, store.get("t", "a"), "storage_error", /closed/);
+  await rejectsCode(t, store.put("t", "a", 1), "storage_error", /closed/);
+
+  const reopened = await ModuleStore.open(dir, { maxBytes: 10_000 });
+  t.teardown(() => reopened.close());
+  t.deepEqual(await reopened.usage(), before);
+  t.deepEqual(await reopened.listTrees(), ["second", "t"]);
+  t.deepEqual(await reopened.get("t", "a"), { nested: [1, 2, 3] });
+  t.is(await reopened.get("second", "b"), "x".repeat(100));
+});
+
+test("a lowered quota still allows shrinking", async (t) => {
+  const { store, dir } = await freshStore(t);
+  await store.put("t", "a", "x".repeat(100));
+  await store.put("t", "b", "x".repeat(100));
+  await store.close();
+  const small = await ModuleStore.open(dir, { maxBytes: 50, maxKeys: 1 });
+  t.teardown(() => small.close());
+  await rejectsCode(t, small.put("t", "c", 1), "quota_exceeded");
+  await small.put("t", "a", "x"); // shrinks: allowed although still over quota
+  t.true(await small.delete("t", "b"));
+  t.like(await small.usage(), { bytes: 3, keys: 1 });
+});
+
+test("concurrent writes keep exact counters", async (t) => {
+  const { store, dir } = await freshStore(t);
+  // 200 concurrent puts, half of them to the same 10 keys (overwrites).
+  await Promise.all(
+    Array.from({ length: 200 }, (_, i) => store.put("t", i % 2 === 0 ? `k${i}` : `same${i % 10}`, "v".repeat(i % 7))),
+  );
+  const entries = await store.iterate("t", { limit: 10_000 });
+  const expectedBytes = entries.reduce((n, e) => n + keyBytes(e.key) + 1 + (e.value as string).length, 0);
+  t.is(entries.length, 100 + 5);
+  t.like(await store.usage(), { keys: entries.length, bytes: expectedBytes });
+  // Concurrent deletes + puts on the same keys.
+  await Promise.all(entries.flatMap((e) => [store.delete("t", e.key), store.put("t", e.key, 1), store.delete("t", e.key)]));
+  t.like(await store.usage(), { keys: 0, bytes: 0 });
+  // Concurrent quota pressure: exactly as many succeed as fit.
+  await store.close();
+  const q = await ModuleStore.open(dir, { maxKeys: 50 });
+  t.teardown(() => q.close());
+  const results = await Promise.allSettled(Array.from({ length: 200 }, (_, i) => q.put("t", `n${i}`, i)));
+  t.is(results.filter((r) => r.status === "fulfilled").length, 50);
+  t.is((await q.usage()).keys, 50);
+  t.is((await q.iterate("t", { limit: 10_000 })).length, 50);
+});
+
+test("close waits for in-flight writes", async (t) => {
+  const { store, dir } = await freshStore(t);
+  const writes = Array.from({ length: 50 }, (_, i) => store.put("t", `k${i}`, i));
+  await store.close();
+  await Promise.all(writes);
+  const reopened = await ModuleStore.open(dir);
+  t.teardown(() => reopened.close());
+  t.is((await reopened.usage()).keys, 50);
+});
+
+test("operations on an unopened tree fail with not_found", async (t) => {
+  const { store } = await freshStore(t);
+  const msg = /does not exist; call openTree\("nope"\) first/;
+  await rejectsCode(t, store.get("nope", "k"), "not_found", msg);
+  await rejectsCode(t, store.has("nope", "k"), "not_found", msg);
+  await rejectsCode(t, store.iterate("nope"), "not_found", msg);
+  await rejectsCode(t, store.put("nope", "k", 1), "not_found", msg);
+  await rejectsCode(t, store.delete("nope", "k"), "not_found", msg);
+  await rejectsCode(t, store.batch("nope", [{ op: "put", key: "k", value: 1 }]), "not_found", msg);
+  await rejectsCode(t, store.dropTree("nope"), "not_found", msg);
+  t.deepEqual(await store.listTrees(), ["t"]);
+});
+
+test("invalid tree names and keys are rejected", async (t) => {
+  const { store } = await freshStore(t, { maxKeyBytes: 8, maxValueBytes: 16 });
+  for (const name of ["", "a/b", "a!b", "with space", "ü", "x".repeat(65), 5 as never]) {
+    await rejectsCode(t, store.openTree(name), "invalid_params", /invalid tree name/);
+    await rejectsCode(t, store.get(name, "k"), "invalid_params", /invalid tree name/);
+  }
+  await store.openTree("x".repeat(64));
+  await store.openTree("A-z_0.9");
+  await rejectsCode(t, store.put("t", 5 as never, 1), "invalid_params", /key must be a string/);
+  await rejectsCode(t, store.get("t", null as never), "invalid_params", /key must be a string/);
+  await rejectsCode(t, store.put("t", "123456789", 1), "invalid_params", /9 bytes.*limit of 8.*storage_max_key_bytes/);
+  await rejectsCode(t, store.put("t", "ééééé", 1), "invalid_params", /10 bytes/); // 5 chars, 10 UTF-8 bytes
+  await rejectsCode(t, store.put("t", "a\uD800", 1), "invalid_params", /surrogate/);
+  await store.put("t", "12345678", 1); // exactly maxKeyBytes
+  await store.put("t", "😀", 1); // well-formed surrogate pair
+  await rejectsCode(t, store.put("t", "v", "x".repeat(16)), "invalid_params", /17 bytes.*storage_max_value_bytes/);
+  await store.put("t", "v", "x".repeat(15));
+  t.is((await store.usage()).keys, 3);
+});
+
+test("invalid quota options are rejected", async (t) => {
+  const dir = await tempDir(t);
+  await rejectsCode(t, ModuleStore.open(dir, { maxBytes: -1 }), "invalid_params", /maxBytes/);
+  await rejectsCode(t, ModuleStore.open(dir, { maxKeys: 1.5 }), "invalid_params", /maxKeys/);
+  await rejectsCode(t, ModuleStore.open(dir, { bogus: 1 } as never), "invalid_params", /bogus/);
+  const store = await ModuleStore.open(dir, {});
+  t.teardown(() => store.close());
+  t.deepEqual((await store.usage()).quota, DEFAULT_QUOTA);
+});
+
+test("empty string is a valid key", async (t) => {
+  const { store } = await freshStore(t);
+  await store.put("t", "", "empty");
+  await store.put("t", "a", "a");
+  t.is(await store.get("t", ""), "empty");
+  t.deepEqual((await store.iterate("t")).map((e) => e.key), ["", "a"]);
+  t.deepEqual((await store.iterate("t", { prefix: "" })).map((e) => e.key), ["", "a"]);
+  t.like(await store.usage(), { keys: 2, bytes: 6 + 1 + 2 });
+});
+
+test("a drop interrupted by a crash is finished on the next open", async (t) => {
+  const { store, dir } = await freshStore(t);
+  await store.put("t", "k", 1);
+  await store.close();
+  // Simulate the state between dropTree's registry batch and its data clear:
+  // tree "x" unregistered with a pending-drop marker but its data still present.
+  const raw = new ClassicLevel<string, string>(dir, { keyEncoding: "utf8", valueEncoding: "utf8" });
+  await raw.batch([
+    { type: "put", key: "!meta!drop:x", value: "true" },
+    { type: "put", key: "!t:x!left", value: "\xa3old" },
+  ]);
+  await raw.close();
+  const reopened = await ModuleStore.open(dir);
+  t.teardown(() => reopened.close());
+  t.deepEqual(await reopened.listTrees(), ["t"]);
+  await reopened.openTree("x");
+  t.deepEqual(await reopened.iterate("x"), []);
+  t.like(await reopened.usage(), { keys: 1, trees: 2 });
+});
