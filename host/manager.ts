@@ -256,10 +256,9 @@ export class ModuleManager {
 
   private onExit(rec: ModuleRecord, proc: ModuleProcess, code: number | null, signal: NodeJS.Signals | null): void {
     if (rec.process !== proc) return; // an older process of a restarted module
-    if (rec.state === "stopping" || rec.state === "stopped") return;
-    const wasStarting = rec.state === "starting";
+    // Only a running module crashes; a failed start is reported by start(), a stop by unload().
+    if (rec.state !== "running") return;
     const reason = proc.session.closeError?.message ?? (signal ? `killed by ${signal}` : `exited with code ${code}`);
-    if (wasStarting) return; // start() reports it
     const { restart, max_restarts, restart_window_ms } = rec.limits;
     const now = Date.now();
     rec.restartTimes = rec.restartTimes.filter((t) => now - t < restart_window_ms);

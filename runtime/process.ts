@@ -86,7 +86,9 @@ export function spawnModuleProcess(spec: SpawnSpec, session: Omit<SessionOptions
     cwd: spec.cwd,
     env: spec.env,
     stdio: ["ignore", "pipe", "pipe", "pipe"],
-    detached: false,
+    // Its own process group: a Ctrl-C at the terminal reaches the host, which then stops
+    // modules in order, instead of killing every module at once.
+    detached: true,
   });
   const socket = child.stdio[3] as Socket;
   const channel = new FrameChannel(socket, spec.maxFrameBytes);

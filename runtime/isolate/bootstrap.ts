@@ -123,7 +123,8 @@ export const BOOTSTRAP = String.raw`
     },
     async start() {
       const exp = global.__modhost_exports;
-      delete global.__modhost_exports;
+      // The bundle declares it with var (not deletable); clear it instead.
+      global.__modhost_exports = undefined;
       const start = exp && (typeof exp.default === "function" ? exp.default : exp.start);
       if (typeof start !== "function") {
         throw new Error("the module does not export a start function: write 'export default async function start(ctx) { ... }'");
