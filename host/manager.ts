@@ -19,7 +19,8 @@ import { HOST_VERSION } from "./version.ts";
 import { describeGrants, formatDescriptor, resolveGrants, type Descriptor, type GrantRule, type MissingGrant } from "../capabilities/grants.ts";
 import type { Permission } from "../capabilities/catalogue.ts";
 import { ModuleStore } from "../storage/store.ts";
-import { spawnModuleProcess, type ModuleProcess } from "../runtime/process.ts";
+import { spawnModuleProcess, type ModuleProcess, type SpawnSpec } from "../runtime/process.ts";
+import { nativeSpawnSpec } from "../runtime/native/runtime.ts";
 import { compileForIsolate, isolateSpawnSpec } from "../runtime/isolate/runtime.ts";
 
 export type ModuleState = "pending" | "starting" | "running" | "stopping" | "stopped" | "crashed" | "failed" | "skipped";
@@ -200,25 +201,21 @@ export class ModuleManager {
       this.log.warn(`${rec.name} loads without: ${rec.missing.map((m) => formatDescriptor(m.permission, m.scope)).join(", ")} (on_missing_grant = "reduce")`);
     }
     try {
-      if (manifest.runtime !== "isolate") {
-        throw new ModhostError("unsupported_runtime", `${rec.name} is a native module (entry point ${manifest.entry_point}); this host runs TypeScript modules only so far`, "set runtime = \"isolate\" with a .ts entry point");
-      }
       if (!this.opts.chain) throw new ModhostError("internal", "no chain backend: modules cannot start");
       const dataDir = path.join(this.opts.config.modules.data_dir, rec.name);
       await mkdir(dataDir, { recursive: true, mode: 0o700 });
       rec.store ??= await this.openStore(rec);
-      const compiled = await compileForIsolate(manifest);
-      rec.sha256 = compiled.sha256;
-      const bundle = path.join(await this.ensureRunDir(), `${rec.name}-${compiled.sha256.slice(0, 16)}.js`);
-      await writeFile(bundle, compiled.code, { mode: 0o600 });
-      const spec = await isolateSpawnSpec(manifest, bundle, limits, dataDir);
+      const config = this.opts.config.modules.module_configs[rec.name] ?? {};
+      const spec = manifest.runtime === "isolate"
+        ? await this.isolateSpec(rec, dataDir)
+        : nativeSpawnSpec(manifest, dataDir, config);
       const proc = spawnModuleProcess(spec, {
         module: rec.name,
         grants: rec.grants,
         hub: this.hub,
         bus: this.opts.bus,
         logger: this.opts.logger,
-        call: { module: rec.name, chain: this.opts.chain, store: rec.store, config: this.opts.config.modules.module_configs[rec.name] ?? {}, dataDir },
+        call: { module: rec.name, chain: this.opts.chain, store: rec.store, config, dataDir },
         eventQueue: limits.event_queue,
         handshakeTimeoutMs: limits.start_timeout_ms,
         replay: (type) => (type === "ModuleLoaded" ? this.loadedEvents() : []),
@@ -236,6 +233,15 @@ export class ModuleManager {
       rec.process?.kill();
       this.log.error(`failed to load ${rec.name}: ${rec.problem}`);
     }
+  }
+
+  /** Compile a TypeScript module and say how to start its isolate host. */
+  private async isolateSpec(rec: ModuleRecord, dataDir: string): Promise<SpawnSpec> {
+    const compiled = await compileForIsolate(rec.manifest);
+    rec.sha256 = compiled.sha256;
+    const bundle = path.join(await this.ensureRunDir(), `${rec.name}-${compiled.sha256.slice(0, 16)}.js`);
+    await writeFile(bundle, compiled.code, { mode: 0o600 });
+    return isolateSpawnSpec(rec.manifest, bundle, rec.limits, dataDir);
   }
 
   private async openStore(rec: ModuleRecord): Promise<ModuleStore | undefined> {
