@@ -40,6 +40,8 @@ export interface MethodDef<S extends v.GenericSchema = v.GenericSchema> {
   readonly args: readonly string[];
   readonly params: S;
   readonly summary: string;
+  /** Record every successful call in the audit log (privileged actions). */
+  readonly audit?: boolean;
   /** For scoped permissions: the canonical target of this call (path, host, module, event). */
   readonly targets?: (params: v.InferOutput<S>, call: CallContext) => string[] | Promise<string[]>;
   readonly handler: (call: CallContext, params: v.InferOutput<S>) => Promise<unknown>;

@@ -6,6 +6,7 @@
 //   modhost version | help
 
 import { existsSync } from "node:fs";
+import { writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { parseArgs } from "node:util";
@@ -18,6 +19,7 @@ import { Logger } from "./log.ts";
 import { loadManifest } from "./manifest.ts";
 import { HOST_VERSION } from "./version.ts";
 import { compileForIsolate } from "../runtime/isolate/runtime.ts";
+import { GENERATED_DOCS } from "./docs.ts";
 
 const HELP = `modhost ${HOST_VERSION}: a capability-sandboxed module host for a Bitcoin node
 
@@ -27,6 +29,7 @@ Usage:
   modhost dev [PATH]              run the module in PATH (or the modules under PATH) on the embedded
                                   regtest chain, mining a block every few seconds, every requested
                                   capability granted (for module authors; never for production)
+  modhost docs [--write]          print (or regenerate) docs/permissions.md and docs/events.md
   modhost version                 print the version
 
 Docs: docs/operator-guide.md, docs/module-guide.md`;
@@ -80,6 +83,7 @@ async function dev(argv: string[]): Promise<number> {
   if (!values.config) {
     config.modules.data_dir = path.join(scratch, "modules");
     config.storage.dir = path.join(scratch, "storage");
+    config.host.audit_log = path.join(scratch, "audit.log");
     config.host.log_level = "debug";
   }
   config.chain.block_interval_seconds = Number(values.interval);
@@ -126,6 +130,21 @@ async function check(argv: string[]): Promise<number> {
   return problems ? 1 : 0;
 }
 
+/** Print or (--write) regenerate the reference pages generated from the catalogues. */
+async function docs(argv: string[]): Promise<number> {
+  const { values } = parseArgs({ args: argv, options: { write: { type: "boolean", default: false } }, strict: true });
+  const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), "..");
+  for (const [file, make] of Object.entries(GENERATED_DOCS)) {
+    if (values.write) {
+      await writeFile(path.join(root, file), make());
+      console.log(`wrote ${file}`);
+    } else {
+      console.log(make());
+    }
+  }
+  return 0;
+}
+
 async function main(): Promise<number> {
   const [command, ...rest] = process.argv.slice(2);
   switch (command) {
@@ -135,6 +154,8 @@ async function main(): Promise<number> {
       return check(rest);
     case "dev":
       return dev(rest);
+    case "docs":
+      return docs(rest);
     case "version":
     case "--version":
       console.log(HOST_VERSION);

@@ -67,7 +67,12 @@ export interface HostConfig {
   file: string | null;
   /** Base directory for relative paths: the config file's directory, or the cwd. */
   dir: string;
-  host: { log_level: LogLevel; log_format: "pretty" | "json" };
+  host: {
+    log_level: LogLevel;
+    log_format: "pretty" | "json";
+    /** Absolute path of the append-only audit log (JSON lines). */
+    audit_log: string;
+  };
   chain: {
     backend: "embedded";
     /** 0 = never mine automatically. */
@@ -106,7 +111,7 @@ export function defaultConfig(dir: string): HostConfig {
   return {
     file: null,
     dir: base,
-    host: { log_level: "info", log_format: "pretty" },
+    host: { log_level: "info", log_format: "pretty", audit_log: path.resolve(base, "data/audit.log") },
     chain: { backend: "embedded", block_interval_seconds: 0, transactions_per_block: 3, mature_blocks: 101 },
     modules: {
       enabled: true,
@@ -171,9 +176,10 @@ function readHost(c: Checker, data: Record<string, unknown>, config: HostConfig)
   const at = ["host"];
   const t = c.table(data["host"], at);
   if (!t) return;
-  c.knownKeys(t, at, ["log_level", "log_format"]);
+  c.knownKeys(t, at, ["log_level", "log_format", "audit_log"]);
   config.host.log_level = c.oneOf(t, at, "log_level", ["debug", "info", "warn", "error"] as const) ?? config.host.log_level;
   config.host.log_format = c.oneOf(t, at, "log_format", ["pretty", "json"] as const) ?? config.host.log_format;
+  config.host.audit_log = readDir(c, t, at, "audit_log", config.dir) ?? config.host.audit_log;
 }
 
 function readChain(c: Checker, data: Record<string, unknown>, config: HostConfig): void {
@@ -275,7 +281,7 @@ function readDir(c: Checker, t: Record<string, unknown>, at: TomlPath, key: stri
   const dir = c.string(t, at, key);
   if (dir === undefined) return undefined;
   if (dir.trim() === "" || dir.includes("\0")) {
-    c.report([...at, key], "empty path", `write a directory, relative to the config file or absolute, e.g. ${key} = "data"`);
+    c.report([...at, key], "empty path", `write a path, relative to the config file or absolute, e.g. ${key} = "data"`);
     return undefined;
   }
   return path.resolve(base, dir);

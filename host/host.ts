@@ -10,6 +10,7 @@ import { ModuleManager } from "./manager.ts";
 import { EmbeddedChain } from "./chain/embedded.ts";
 import type { ChainBackend } from "./chain/backend.ts";
 import { HOST_VERSION } from "./version.ts";
+import { AuditLog } from "./audit.ts";
 
 export interface HostOptions {
   config: HostConfig;
@@ -26,6 +27,7 @@ export class Host {
   readonly config: HostConfig;
   chain!: ChainBackend;
   manager!: ModuleManager;
+  audit!: AuditLog;
   private readonly log: SourceLogger;
   private blockTimer: NodeJS.Timeout | undefined;
   private stopping: Promise<void> | undefined;
@@ -45,7 +47,8 @@ export class Host {
     this.logger.log("info", "chain", `${this.chain.name} backend ready`, { chain: info.chain, height: info.height, tip: info.tip_hash.slice(0, 16) });
     this.chain.subscribe((name, payload) => this.bus.publish(name, payload));
 
-    this.manager = new ModuleManager({ config: this.config, chain: this.chain, bus: this.bus, logger: this.logger, grantAll: this.opts.grantAll });
+    this.audit = new AuditLog(this.config.host.audit_log);
+    this.manager = new ModuleManager({ config: this.config, chain: this.chain, bus: this.bus, logger: this.logger, grantAll: this.opts.grantAll, audit: this.audit });
     if (this.config.modules.enabled) {
       await this.manager.prepare();
       await this.manager.startAll();
@@ -91,6 +94,7 @@ export class Host {
       await this.manager?.shutdown();
       this.bus.publish("NodeShutdownCompleted", { duration_ms: Date.now() - started });
       await this.chain?.close();
+      this.audit?.close();
       this.log.info(`stopped in ${Date.now() - started} ms`);
     })();
     return this.stopping;

@@ -28,6 +28,8 @@ export interface Denial {
 export interface HubOptions {
   /** Called for every refused request (audit log). */
   onDenied?: (d: Denial) => void;
+  /** Called after every successful call of a method marked `audit`. */
+  onAction?: (a: { module: string; method: string; permission: string | null }) => void;
   /** Called for handler errors that were sanitised, with the real error (host log). */
   onInternalError?: (module: string, method: string, err: unknown) => void;
 }
@@ -61,7 +63,9 @@ export class ApiHub {
           if (!decision.ok) this.deny(call.module, method, def.permission, `${method}: ${decision.reason}`);
         }
       }
-      return await def.handler(call, parsed.output);
+      const result = await def.handler(call, parsed.output);
+      if (def.audit) this.opts.onAction?.({ module: call.module, method, permission: def.permission });
+      return result;
     } catch (err) {
       throw this.toHubError(call.module, method, err);
     }

@@ -19,6 +19,7 @@ import { HOST_VERSION } from "./version.ts";
 import { describeGrants, formatDescriptor, resolveGrants, type Descriptor, type GrantRule, type MissingGrant } from "../capabilities/grants.ts";
 import type { Permission } from "../capabilities/catalogue.ts";
 import { ModuleStore } from "../storage/store.ts";
+import type { AuditLog, AuditRecord } from "./audit.ts";
 import { spawnModuleProcess, type ModuleProcess, type SpawnSpec } from "../runtime/process.ts";
 import { nativeSpawnSpec } from "../runtime/native/runtime.ts";
 import { compileForIsolate, isolateSpawnSpec } from "../runtime/isolate/runtime.ts";
@@ -62,7 +63,8 @@ export interface ManagerOptions {
   logger: Logger;
   /** Grant every module what it requests (modhost dev). The host logs a warning. */
   grantAll?: boolean;
-  onDenied?: (d: { module: string; method: string; permission: string; reason: string }) => void;
+  /** Where denials and privileged actions are recorded. */
+  audit?: AuditLog;
 }
 
 export interface Discovery {
@@ -86,10 +88,15 @@ export class ModuleManager {
     this.hub = new ApiHub({
       onDenied: (d) => {
         opts.logger.log("warn", d.module, `denied: ${d.reason}`);
-        opts.onDenied?.(d);
+        opts.audit?.write({ kind: "denied", module: d.module, action: d.method, permission: d.permission, reason: d.reason });
       },
+      onAction: (a) => opts.audit?.write({ kind: "action", module: a.module, action: a.method, ...(a.permission ? { permission: a.permission } : {}) }),
       onInternalError: (module, method, err) => opts.logger.log("error", "host", `${method} from ${module} failed: ${(err as Error)?.stack ?? String(err)}`),
     });
+  }
+
+  private audit(module: string, action: string, detail?: AuditRecord["detail"], reason?: string): void {
+    this.opts.audit?.write({ kind: "lifecycle", module, action, ...(reason ? { reason } : {}), ...(detail ? { detail } : {}) });
   }
 
   private publish<K extends keyof HostEvents>(type: K, payload: HostEvents[K]): void {
@@ -173,6 +180,7 @@ export class ModuleManager {
       const rec = this.records.get(name)!;
       if (rec.state === "skipped") {
         this.log.error(`not loading ${name}: ${rec.problem}`);
+        this.audit(name, "refused", { missing: rec.missing.map((m) => formatDescriptor(m.permission, m.scope)) }, rec.problem);
         continue;
       }
       const blocker = Object.keys(rec.manifest.dependencies).find((d) => this.records.has(d) && this.records.get(d)!.state !== "running");
@@ -225,6 +233,7 @@ export class ModuleManager {
       await raceReady(proc, limits.start_timeout_ms);
       rec.state = "running";
       this.log.info(`loaded ${rec.name} ${manifest.version}`, { runtime: manifest.runtime, pid: proc.pid, grants: describeGrants(rec.grants).join(",") || "none" });
+      this.audit(rec.name, attempt > 0 ? "restart" : "load", { version: manifest.version, runtime: manifest.runtime, grants: describeGrants(rec.grants), sha256: rec.sha256, pid: proc.pid });
       if (attempt > 0) this.publish("ModuleRestarted", { module: rec.name, attempt });
       this.publish("ModuleLoaded", { module: rec.name, version: manifest.version, runtime: manifest.runtime });
     } catch (err) {
@@ -274,6 +283,7 @@ export class ModuleManager {
     rec.problem = reason;
     this.log.error(`${rec.name} crashed: ${reason}`, { exit_code: code, signal, will_restart: willRestart });
     this.publish("ModuleCrashed", { module: rec.name, error: reason, exit_code: code, signal, will_restart: willRestart });
+    this.audit(rec.name, "crash", { exit_code: code, signal, will_restart: willRestart }, reason);
     if (!willRestart) {
       if (wants) {
         rec.state = "failed";
@@ -310,6 +320,7 @@ export class ModuleManager {
     if (wasUp) {
       this.log.info(`unloaded ${name}`, { reason });
       this.publish("ModuleUnloaded", { module: name, version: rec.manifest.version, reason });
+      this.audit(name, "unload", undefined, reason);
     }
   }
 
