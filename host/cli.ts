@@ -20,6 +20,7 @@ import { loadManifest } from "./manifest.ts";
 import { HOST_VERSION } from "./version.ts";
 import { compileForIsolate } from "../runtime/isolate/runtime.ts";
 import { GENERATED_DOCS } from "./docs.ts";
+import { moduleConfig } from "./module-config.ts";
 
 const HELP = `modhost ${HOST_VERSION}: a capability-sandboxed module host for a Bitcoin node
 
@@ -111,7 +112,14 @@ async function check(argv: string[]): Promise<number> {
     let problem = s.problem;
     // Compile TypeScript modules too: an import that cannot work is a problem worth knowing now.
     const manifest = byName.get(s.name);
-    if (ok && manifest && manifest.runtime === "isolate") {
+    if (ok && manifest) {
+      try {
+        moduleConfig(config, manifest);
+      } catch (err) {
+        problem = `configuration:\n${(err as Error).message}`;
+      }
+    }
+    if (ok && !problem && manifest && manifest.runtime === "isolate") {
       try {
         await compileForIsolate(manifest);
       } catch (err) {

@@ -67,6 +67,8 @@ export interface HostConfig {
   file: string | null;
   /** Base directory for relative paths: the config file's directory, or the cwd. */
   dir: string;
+  /** The TOML text, for locating later problems (a module's config) in the file. */
+  source: string | null;
   host: {
     log_level: LogLevel;
     log_format: "pretty" | "json";
@@ -111,6 +113,7 @@ export function defaultConfig(dir: string): HostConfig {
   return {
     file: null,
     dir: base,
+    source: null,
     host: { log_level: "info", log_format: "pretty", audit_log: path.resolve(base, "data/audit.log") },
     chain: { backend: "embedded", block_interval_seconds: 0, transactions_per_block: 3, mature_blocks: 101 },
     modules: {
@@ -140,6 +143,7 @@ export function parseConfig(data: Record<string, unknown>, source: string, file:
   const abs = path.resolve(file);
   const config = defaultConfig(path.dirname(abs));
   config.file = abs;
+  config.source = source;
   const c = new Checker(file, source);
   c.knownKeys(data, [], SECTIONS);
   readHost(c, data, config);

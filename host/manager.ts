@@ -10,6 +10,7 @@ import { ApiHub } from "./hub.ts";
 import { grantsFor, limitsFor, missingGrantPolicy, type HostConfig, type Limits } from "./config.ts";
 import { loadManifest, type ModuleManifest } from "./manifest.ts";
 import { planLoad } from "./deps.ts";
+import { moduleConfig } from "./module-config.ts";
 import { ConfigError, ModhostError, formatProblem } from "./errors.ts";
 import type { EventBus } from "./events/bus.ts";
 import type { HostEvents } from "./events/types.ts";
@@ -213,7 +214,7 @@ export class ModuleManager {
       const dataDir = path.join(this.opts.config.modules.data_dir, rec.name);
       await mkdir(dataDir, { recursive: true, mode: 0o700 });
       rec.store ??= await this.openStore(rec);
-      const config = this.opts.config.modules.module_configs[rec.name] ?? {};
+      const config = moduleConfig(this.opts.config, manifest);
       const spec = manifest.runtime === "isolate"
         ? await this.isolateSpec(rec, dataDir)
         : nativeSpawnSpec(manifest, dataDir, config);
