@@ -49,10 +49,11 @@ function runUntilSignal(host: Host): void {
       host.logger.log("warn", "host", `second ${sig}: exiting now`);
       process.exit(130);
     }
-    void host.stop(sig).then(() => process.exit(0));
+    void host.stop(sig);
   };
   process.on("SIGINT", () => onSignal("SIGINT"));
   process.on("SIGTERM", () => onSignal("SIGTERM"));
+  void host.stopped.then(() => process.exit(host.exitCode));
 }
 
 async function run(argv: string[]): Promise<number> {

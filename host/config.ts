@@ -28,6 +28,14 @@ export interface Limits {
   restart_window_ms: number;
   /** Max queued events per subscriber before the oldest are dropped (and counted). */
   event_queue: number;
+  /** After SIGTERM, how long before SIGKILL. */
+  kill_timeout_ms: number;
+  /** How often the host asks a running module whether it is healthy (0 = never). */
+  health_interval_ms: number;
+  /** A health request unanswered for this long marks the module unresponsive; it is killed. */
+  health_timeout_ms: number;
+  /** If this module fails for good (crashes and will not be restarted), stop the host. */
+  important: boolean;
 }
 
 export const DEFAULT_LIMITS: Limits = Object.freeze({
@@ -42,6 +50,10 @@ export const DEFAULT_LIMITS: Limits = Object.freeze({
   max_restarts: 5,
   restart_window_ms: 60_000,
   event_queue: 1024,
+  kill_timeout_ms: 2000,
+  health_interval_ms: 10_000,
+  health_timeout_ms: 5000,
+  important: false,
 });
 
 /** Bounds of the numeric limits; anything not listed is "0 or more". */
@@ -51,6 +63,8 @@ const LIMIT_RULES: Partial<Record<keyof Limits, IntegerRule>> = {
   start_timeout_ms: { min: 1 },
   restart_window_ms: { min: 1 },
   event_queue: { min: 1 },
+  kill_timeout_ms: { min: 1 },
+  health_timeout_ms: { min: 1 },
 };
 
 const RESTART_POLICIES: readonly RestartPolicy[] = ["never", "on-failure", "always"];
@@ -249,6 +263,11 @@ function readLimits(c: Checker, t: Record<string, unknown>, at: TomlPath): Parti
   c.knownKeys(t, at, keys);
   const out: Partial<Limits> = {};
   for (const key of keys) {
+    if (key === "important") {
+      const important = c.boolean(t, at, "important");
+      if (important !== undefined) out.important = important;
+      continue;
+    }
     if (key === "restart") {
       const restart = c.oneOf(t, at, "restart", RESTART_POLICIES);
       if (restart !== undefined) out.restart = restart;

@@ -28,6 +28,8 @@ export class Host {
   chain!: ChainBackend;
   manager!: ModuleManager;
   audit!: AuditLog;
+  /** Non-zero when the host stopped because something went wrong. */
+  exitCode = 0;
   private readonly log: SourceLogger;
   private blockTimer: NodeJS.Timeout | undefined;
   private stopping: Promise<void> | undefined;
@@ -48,7 +50,12 @@ export class Host {
     this.chain.subscribe((name, payload) => this.bus.publish(name, payload));
 
     this.audit = new AuditLog(this.config.host.audit_log);
-    this.manager = new ModuleManager({ config: this.config, chain: this.chain, bus: this.bus, logger: this.logger, grantAll: this.opts.grantAll, audit: this.audit });
+    this.manager = new ModuleManager({ config: this.config, chain: this.chain, bus: this.bus, logger: this.logger, grantAll: this.opts.grantAll, audit: this.audit,
+      onImportantFailure: (module, reason) => {
+        this.exitCode = 1;
+        void this.stop(`important module ${module} failed: ${reason}`);
+      },
+    });
     if (this.config.modules.enabled) {
       await this.manager.prepare();
       await this.manager.startAll();
@@ -83,6 +90,12 @@ export class Host {
     this.blockTimer = setTimeout(tick, seconds * 1000);
   }
 
+  /** Resolves once the host has stopped (for any reason). */
+  // Declared before `stopped`: class fields are defined in order, and a later bare declaration
+  // would reset what the promise executor assigned.
+  private resolveStopped!: () => void;
+  readonly stopped: Promise<void> = new Promise((resolve) => (this.resolveStopped = resolve));
+
   /** Graceful shutdown; safe to call more than once. */
   stop(reason = "shutdown"): Promise<void> {
     this.stopping ??= (async () => {
@@ -96,6 +109,7 @@ export class Host {
       await this.chain?.close();
       this.audit?.close();
       this.log.info(`stopped in ${Date.now() - started} ms`);
+      this.resolveStopped();
     })();
     return this.stopping;
   }

@@ -66,6 +66,8 @@ export interface ManagerOptions {
   grantAll?: boolean;
   /** Where denials and privileged actions are recorded. */
   audit?: AuditLog;
+  /** A module marked important died for good; the host stops. */
+  onImportantFailure?: (module: string, reason: string) => void;
 }
 
 export interface Discovery {
@@ -158,21 +160,25 @@ export class ModuleManager {
     for (const s of plan.skipped) this.notLoaded.set(s.name, { problem: s.reason, manifest: wanted.find((m) => m.name === s.name) });
     for (const n of plan.notes) this.log.info(`${n.name}: ${n.note}`);
 
-    for (const manifest of plan.order) {
-      const granted = grantsFor(config, manifest.name);
-      const allow: Descriptor[] = this.opts.grantAll ? manifest.capabilities : granted.allow;
-      const { effective, missing } = resolveGrants(manifest.capabilities, allow, granted.deny);
-      const record: ModuleRecord = {
-        name: manifest.name, manifest, state: "pending", grants: effective, missing,
-        limits: limitsFor(config, manifest.name), restartTimes: [],
-      };
-      if (missing.length > 0 && missingGrantPolicy(config, manifest.name) === "refuse") {
-        record.state = "skipped";
-        record.problem = missingGrantsMessage(manifest, missing, granted.allow);
-      }
-      this.records.set(manifest.name, record);
-    }
+    for (const manifest of plan.order) this.records.set(manifest.name, this.makeRecord(manifest));
     this.loadOrder = plan.order.map((m) => m.name);
+  }
+
+  /** A record for `manifest` with its effective grants; "skipped" when grants are refused. */
+  private makeRecord(manifest: ModuleManifest, previous?: ModuleRecord): ModuleRecord {
+    const { config } = this.opts;
+    const granted = grantsFor(config, manifest.name);
+    const allow: Descriptor[] = this.opts.grantAll ? manifest.capabilities : granted.allow;
+    const { effective, missing } = resolveGrants(manifest.capabilities, allow, granted.deny);
+    const record: ModuleRecord = {
+      name: manifest.name, manifest, state: "pending", grants: effective, missing,
+      limits: limitsFor(config, manifest.name), restartTimes: previous?.restartTimes ?? [],
+    };
+    if (missing.length > 0 && missingGrantPolicy(config, manifest.name) === "refuse") {
+      record.state = "skipped";
+      record.problem = missingGrantsMessage(manifest, missing, granted.allow);
+    }
+    return record;
   }
 
   /** Load every prepared module in dependency order. */
@@ -233,6 +239,7 @@ export class ModuleManager {
       void proc.exited.then((info) => this.onExit(rec, proc, info.code, info.signal));
       await raceReady(proc, limits.start_timeout_ms);
       rec.state = "running";
+      this.watchHealth(rec, proc);
       this.log.info(`loaded ${rec.name} ${manifest.version}`, { runtime: manifest.runtime, pid: proc.pid, grants: describeGrants(rec.grants).join(",") || "none" });
       this.audit(rec.name, attempt > 0 ? "restart" : "load", { version: manifest.version, runtime: manifest.runtime, grants: describeGrants(rec.grants), sha256: rec.sha256, pid: proc.pid });
       if (attempt > 0) this.publish("ModuleRestarted", { module: rec.name, attempt });
@@ -252,6 +259,30 @@ export class ModuleManager {
     const bundle = path.join(await this.ensureRunDir(), `${rec.name}-${compiled.sha256.slice(0, 16)}.js`);
     await writeFile(bundle, compiled.code, { mode: 0o600 });
     return isolateSpawnSpec(rec.manifest, bundle, rec.limits, dataDir);
+  }
+
+  /**
+   * Ask the module regularly whether it is healthy. A module that does not answer within
+   * health_timeout_ms is unresponsive (a hung process, a wedged event loop): it is killed,
+   * which the exit handler reports as a crash and the restart policy handles.
+   */
+  private watchHealth(rec: ModuleRecord, proc: ModuleProcess): void {
+    const every = rec.limits.health_interval_ms;
+    if (every <= 0) return;
+    const timer = setInterval(() => {
+      if (rec.process !== proc || rec.state !== "running" || proc.hasExited) {
+        clearInterval(timer);
+        return;
+      }
+      proc.session.invoke("health", {}, rec.limits.health_timeout_ms).catch((err: Error) => {
+        if (rec.process !== proc || rec.state !== "running" || proc.hasExited) return;
+        this.log.error(`${rec.name} is unresponsive (${err.message}); killing it`);
+        proc.session.closeError ??= new Error(`unresponsive: no answer to a health check within ${rec.limits.health_timeout_ms} ms (health_timeout_ms)`);
+        proc.kill();
+      });
+    }, every);
+    timer.unref();
+    void proc.exited.then(() => clearInterval(timer));
   }
 
   private async openStore(rec: ModuleRecord): Promise<ModuleStore | undefined> {
@@ -291,6 +322,10 @@ export class ModuleManager {
         rec.problem = `${reason}; gave up after ${max_restarts} restarts within ${restart_window_ms} ms`;
         this.log.error(`${rec.name}: ${rec.problem}`);
       }
+      if (rec.limits.important && !this.shuttingDown) {
+        this.log.error(`${rec.name} is marked important and is not coming back: stopping the host`);
+        this.opts.onImportantFailure?.(rec.name, rec.problem ?? reason);
+      }
       return;
     }
     rec.restartTimes.push(now);
@@ -312,7 +347,7 @@ export class ModuleManager {
     rec.state = "stopping";
     if (proc && !proc.hasExited) {
       const grace = rec.limits.stop_timeout_ms;
-      const how = await proc.stop(reason, { graceMs: grace, termMs: Math.max(500, Math.floor(grace / 2)) });
+      const how = await proc.stop(reason, { graceMs: grace, termMs: rec.limits.kill_timeout_ms });
       if (how.via === "SIGKILL" || how.via === "SIGTERM") this.log.warn(`${name} did not stop within ${grace} ms; ended with ${how.via}`);
     }
     rec.state = "stopped";
@@ -323,6 +358,40 @@ export class ModuleManager {
       this.publish("ModuleUnloaded", { module: name, version: rec.manifest.version, reason });
       this.audit(name, "unload", undefined, reason);
     }
+  }
+
+  /**
+   * Load (or load again) one module at runtime: re-read its manifest from disk, check that
+   * its hard dependencies are running, apply the grants, start it. Other modules are untouched.
+   */
+  async load(name: string): Promise<ModuleStatus> {
+    const existing = this.records.get(name);
+    if (existing && (existing.state === "running" || existing.state === "starting" || existing.state === "stopping")) {
+      throw new ModhostError("invalid_state", `${name} is ${existing.state}`, existing.state === "running" ? `use reload to restart it` : undefined);
+    }
+    const { manifests } = await this.discover();
+    const manifest = manifests.find((m) => m.name === name);
+    if (!manifest) throw new ModhostError("not_found", `no module named ${name} in ${this.opts.config.modules.modules_dir}`);
+    if (this.opts.config.modules.disabled_modules.includes(name)) throw new ModhostError("invalid_state", `${name} is in [modules] disabled_modules`);
+    const running = [...this.records.values()].filter((r) => r.state === "running" && r.name !== name).map((r) => r.manifest);
+    const plan = planLoad([...running, manifest], HOST_VERSION);
+    const skipped = plan.skipped.find((s) => s.name === name);
+    if (skipped) throw new ModhostError("dependency", `${name} cannot load: ${skipped.reason}`);
+    const rec = this.makeRecord(manifest, existing);
+    this.records.set(name, rec);
+    this.notLoaded.delete(name);
+    if (!this.loadOrder.includes(name)) this.loadOrder.push(name);
+    if (rec.state === "skipped") throw new ModhostError("permission_denied", rec.problem ?? "grants refused");
+    await this.start(rec);
+    if (rec.state !== "running") throw new ModhostError("load_failed", `${name} failed to load: ${rec.problem}`);
+    return this.status().find((s) => s.name === name)!;
+  }
+
+  /** Stop a module and load it again from disk (new code, manifest and grants are re-read). */
+  async reload(name: string): Promise<ModuleStatus> {
+    if (!this.records.has(name)) throw new ModhostError("not_found", `no module named ${name}`);
+    await this.unload(name, "reload");
+    return this.load(name);
   }
 
   /** Stop every module in reverse load order. */

@@ -77,6 +77,11 @@ export async function compileModule(moduleDir: string, entryPoint: string): Prom
       plugins: [refuse],
       sourcemap: false,
       legalComments: "none",
+      // A fixed TypeScript configuration instead of whatever tsconfig.json happens to sit in a
+      // parent directory of the module: the same module compiles to the same bundle (and
+      // sha256) wherever it is installed. ES modules are strict code, so the bundle is too
+      // (without this, esbuild's iife is sloppy unless a parent tsconfig says "strict").
+      tsconfigRaw: { compilerOptions: { strict: true, alwaysStrict: true } },
     });
   } catch (err) {
     const failure = err as esbuild.BuildFailure;

@@ -1,0 +1,217 @@
+// Module cold start: from "start loading a module" to "module ready".
+//
+// Result: a fresh ModuleManager per iteration runs prepare() + startAll() for a trivial
+// TypeScript module (bench/fixtures/modules/trivial), the real path: discover + manifest,
+// grants, compile with esbuild, write the bundle, spawn the isolate host, handshake,
+// isolate set-up, the module's start(), ready. Timed in the host process until startAll()
+// resolves with the module running.
+//
+// Pieces: the same steps done one by one (runtime/isolate/runtime.ts + runtime/process.ts,
+// as manager.ts does them), timed between steps: compile, bundle file + spawn spec, the
+// spawn() call itself, spawn -> hello (Node boots, loads the worker bundle with
+// isolated-vm, connects), hello -> ready (welcome, isolate + context, bootstrap, module
+// load, start()).
+//
+// Baseline: a bare isolated-vm isolate in this process: new Isolate + createContext +
+// compile and run a trivial script. References: how long bare Node takes to boot (to the
+// first byte on stdout), with and without --no-node-snapshot (which isolated-vm needs and
+// the isolate host is started with), and with isolated-vm and msgpackr loaded.
+//
+// The manager path and the step-by-step path alternate, so drift in machine load hits both.
+// The very first start in the process (esbuild's service starting, the worker bundle being
+// built) is reported on its own and kept out of the statistics.
+
+import { spawn } from "node:child_process";
+import { mkdir, writeFile } from "node:fs/promises";
+import path from "node:path";
+import { performance } from "node:perf_hooks";
+import ivm from "isolated-vm";
+import { ModuleManager } from "../host/manager.ts";
+import { EventBus } from "../host/events/bus.ts";
+import { EmbeddedChain } from "../host/chain/embedded.ts";
+import { ApiHub } from "../host/hub.ts";
+import { loadManifest, type ModuleManifest } from "../host/manifest.ts";
+import { limitsFor } from "../host/config.ts";
+import { compileForIsolate, isolateSpawnSpec } from "../runtime/isolate/runtime.ts";
+import { spawnModuleProcess, type ModuleProcess } from "../runtime/process.ts";
+import { MODULES_DIR, ROOT, benchConfig, captureLogger, dumpLog, makeTempDir, removeTempDir, track, type Benchmark, type Row } from "./common.ts";
+import { summarise } from "./stats.ts";
+
+const MODULE = "bench-trivial";
+const ITERATIONS = 12;
+const BASELINE_PER_ITERATION = 2;
+const BOOT_SAMPLES = 10;
+
+const BASELINE = "bare isolate in-process (new Isolate + createContext + run trivial script)";
+const RESULT = "module cold start: ModuleManager prepare()+startAll() -> running";
+
+export const coldStart: Benchmark = {
+  name: "cold-start",
+  title: "Module cold start (trivial TypeScript module, isolate host)",
+  async run(): Promise<Row[]> {
+    const chain = await EmbeddedChain.create({ matureBlocks: 0 });
+    try {
+      const manifest = await loadManifest(path.join(MODULES_DIR, "trivial", "module.toml"));
+      const total: number[] = [];
+      const stop: number[] = [];
+      const pieces = { compile: [] as number[], prepare: [] as number[], spawn: [] as number[], hello: [] as number[], ready: [] as number[], sum: [] as number[] };
+      const baseline: number[] = [];
+
+      // Warm-up: one of each, outside the statistics. The first manager start pays for what
+      // happens once per host process.
+      const first = await managerStart(chain);
+      await stepwiseStart(chain, manifest);
+      for (let i = 0; i < 3; i++) await bareIsolate();
+
+      for (let i = 0; i < ITERATIONS; i++) {
+        const m = await managerStart(chain);
+        total.push(m.startMs);
+        stop.push(m.stopMs);
+        const s = await stepwiseStart(chain, manifest);
+        pieces.compile.push(s.compile);
+        pieces.prepare.push(s.prepare);
+        pieces.spawn.push(s.spawn);
+        pieces.hello.push(s.hello);
+        pieces.ready.push(s.ready);
+        pieces.sum.push(s.compile + s.prepare + s.spawn + s.hello + s.ready);
+        for (let j = 0; j < BASELINE_PER_ITERATION; j++) baseline.push(await bareIsolate());
+      }
+
+      const ivmUrl = import.meta.resolve("isolated-vm");
+      const msgpackrUrl = import.meta.resolve("msgpackr");
+      const boots = {
+        plain: [] as number[],
+        noSnapshot: [] as number[],
+        withDeps: [] as number[],
+      };
+      const print = "process.stdout.write('x')";
+      for (let i = 0; i < BOOT_SAMPLES + 1; i++) {
+        const a = await bootTime(["-e", print]);
+        const b = await bootTime(["--no-node-snapshot", "-e", print]);
+        const c = await bootTime(["--no-node-snapshot", "--input-type=module", "-e", `await import(${JSON.stringify(ivmUrl)}); await import(${JSON.stringify(msgpackrUrl)}); ${print}`]);
+        if (i === 0) continue; // warm-up (page cache)
+        boots.plain.push(a);
+        boots.noSnapshot.push(b);
+        boots.withDeps.push(c);
+      }
+
+      return [
+        { what: RESULT, kind: "result", unit: "ms", stats: summarise(total), vs: BASELINE },
+        { what: "  compile (esbuild bundle of the module)", kind: "piece", unit: "ms", stats: summarise(pieces.compile) },
+        { what: "  write bundle + spawn spec", kind: "piece", unit: "ms", stats: summarise(pieces.prepare) },
+        { what: "  spawn() call (fork + exec)", kind: "piece", unit: "ms", stats: summarise(pieces.spawn) },
+        { what: "  spawned -> hello (node boot, worker bundle + isolated-vm load, connect)", kind: "piece", unit: "ms", stats: summarise(pieces.hello) },
+        { what: "  hello -> ready (welcome, isolate, bootstrap, module load, start())", kind: "piece", unit: "ms", stats: summarise(pieces.ready), vs: BASELINE },
+        { what: "  sum of the steps, done one by one", kind: "piece", unit: "ms", stats: summarise(pieces.sum), vs: BASELINE },
+        { what: BASELINE, kind: "baseline", unit: "ms", stats: summarise(baseline) },
+        { what: "first cold start in this process (+ esbuild service, worker bundle)", kind: "reference", unit: "ms", stats: summarise([first.startMs]) },
+        { what: "stop: ModuleManager shutdown() of the module (shutdown invocation -> exit)", kind: "reference", unit: "ms", stats: summarise(stop) },
+        { what: "node -e (spawn -> first stdout byte)", kind: "reference", unit: "ms", stats: summarise(boots.plain) },
+        { what: "node --no-node-snapshot -e (spawn -> first stdout byte)", kind: "reference", unit: "ms", stats: summarise(boots.noSnapshot) },
+        { what: "node --no-node-snapshot, import isolated-vm + msgpackr", kind: "reference", unit: "ms", stats: summarise(boots.withDeps) },
+      ];
+    } finally {
+      await chain.close();
+    }
+  },
+};
+
+/** The real path: a fresh manager, prepare() + startAll(); then a graceful shutdown. */
+async function managerStart(chain: EmbeddedChain): Promise<{ startMs: number; stopMs: number }> {
+  const dir = await makeTempDir("cold");
+  const { logger, records } = captureLogger();
+  const manager = new ModuleManager({ config: benchConfig(dir, MODULE), chain, bus: new EventBus(), logger });
+  let stopped = false;
+  try {
+    const t0 = performance.now();
+    await manager.prepare();
+    await manager.startAll();
+    const t1 = performance.now();
+    const proc = manager.processOf(MODULE);
+    if (proc) track(proc.child);
+    const status = manager.status().find((s) => s.name === MODULE);
+    if (status?.state !== "running") throw new Error(`${MODULE} did not start: ${status?.problem ?? "no status"}\n${dumpLog(records)}`);
+    const t2 = performance.now();
+    await manager.shutdown();
+    stopped = true;
+    return { startMs: t1 - t0, stopMs: performance.now() - t2 };
+  } finally {
+    if (!stopped) await manager.shutdown().catch(() => {});
+    await removeTempDir(dir);
+  }
+}
+
+/** The same steps as ModuleManager.start() for an isolate module, timed one by one. */
+async function stepwiseStart(chain: EmbeddedChain, manifest: ModuleManifest): Promise<{ compile: number; prepare: number; spawn: number; hello: number; ready: number }> {
+  const dir = await makeTempDir("steps");
+  const { logger, records } = captureLogger();
+  const config = benchConfig(dir, MODULE);
+  let proc: ModuleProcess | undefined;
+  try {
+    const t0 = performance.now();
+    const compiled = await compileForIsolate(manifest);
+    const t1 = performance.now();
+    const dataDir = path.join(config.modules.data_dir, MODULE);
+    await mkdir(dataDir, { recursive: true, mode: 0o700 });
+    const bundle = path.join(dir, `${MODULE}-${compiled.sha256.slice(0, 16)}.js`);
+    await writeFile(bundle, compiled.code, { mode: 0o600 });
+    const limits = limitsFor(config, MODULE);
+    const spec = await isolateSpawnSpec(manifest, bundle, limits, dataDir);
+    const t2 = performance.now();
+    proc = spawnModuleProcess(spec, {
+      module: MODULE,
+      grants: new Map(),
+      hub: new ApiHub(),
+      bus: new EventBus(),
+      logger,
+      call: { module: MODULE, chain, store: undefined, config: {}, dataDir },
+      eventQueue: limits.event_queue,
+      handshakeTimeoutMs: limits.start_timeout_ms,
+    }, logger);
+    track(proc.child);
+    const t3 = performance.now();
+    const died = proc.exited.then((info) => {
+      throw new Error(`isolate host exited during start-up (code ${info.code})\n${dumpLog(records)}`);
+    });
+    await Promise.race([proc.session.handshake, died]);
+    const t4 = performance.now();
+    await Promise.race([proc.session.ready, died]);
+    const t5 = performance.now();
+    died.catch(() => {});
+    return { compile: t1 - t0, prepare: t2 - t1, spawn: t3 - t2, hello: t4 - t3, ready: t5 - t4 };
+  } finally {
+    await proc?.stop("benchmark done", { graceMs: 2000, termMs: 1000 });
+    await removeTempDir(dir);
+  }
+}
+
+/** The baseline: an isolate in this process, from nothing to a script's result. */
+async function bareIsolate(): Promise<number> {
+  const t0 = performance.now();
+  const isolate = new ivm.Isolate({ memoryLimit: 128 });
+  const context = await isolate.createContext();
+  const script = await isolate.compileScript("const x = 1 + 1; x");
+  const result = await script.run(context);
+  const t1 = performance.now();
+  if (result !== 2) throw new Error("bare isolate: wrong result");
+  isolate.dispose();
+  return t1 - t0;
+}
+
+/** Spawn node with `args` and time until its first byte on stdout; waits for the exit. */
+function bootTime(args: string[]): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const t0 = performance.now();
+    let elapsed: number | undefined;
+    const child = track(spawn(process.execPath, args, { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] }));
+    let stderr = "";
+    child.stdout!.once("data", () => (elapsed = performance.now() - t0));
+    child.stdout!.resume();
+    child.stderr!.on("data", (d: Buffer) => (stderr += d.toString()));
+    child.once("error", reject);
+    child.once("exit", (code) => {
+      if (elapsed !== undefined && code === 0) resolve(elapsed);
+      else reject(new Error(`node ${args.join(" ")} failed (code ${code}): ${stderr.slice(0, 500)}`));
+    });
+  });
+}

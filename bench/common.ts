@@ -1,0 +1,140 @@
+// What the benchmarks share: the result rows the runner prints, temp directories and child
+// processes that are always cleaned up (also on Ctrl-C), a logger that keeps every record in
+// memory instead of printing it, and the host configuration the module benchmarks run with.
+
+import type { ChildProcess } from "node:child_process";
+import { rmSync } from "node:fs";
+import { mkdtemp, rm } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { defaultConfig, type HostConfig, type Limits } from "../host/config.ts";
+import { Logger, type LogRecord } from "../host/log.ts";
+import { parseDescriptor } from "../capabilities/grants.ts";
+import type { Summary } from "./stats.ts";
+
+export const ROOT = fileURLToPath(new URL("../", import.meta.url));
+/** The modules the benchmarks run (one directory each). */
+export const MODULES_DIR = fileURLToPath(new URL("./fixtures/modules/", import.meta.url));
+export const FIXTURES = fileURLToPath(new URL("./fixtures/", import.meta.url));
+
+/**
+ * One line of a benchmark's report.
+ *  - result:    what the benchmark is about; compared with `vs`.
+ *  - baseline:  the reference the results are compared with, measured in the same run.
+ *  - piece:     a part of a result (where the time goes).
+ *  - reference: another point of comparison, for context.
+ */
+export interface Row {
+  what: string;
+  kind: "result" | "baseline" | "piece" | "reference";
+  /** "ms": the samples are durations in milliseconds; "ops/s": the samples are rates. */
+  unit: "ms" | "ops/s";
+  stats: Summary;
+  /** `what` of the row (in the same benchmark) this one is compared with. */
+  vs?: string;
+  note?: string;
+}
+
+export interface Benchmark {
+  name: string;
+  title: string;
+  run(): Promise<Row[]>;
+}
+
+// ---- cleanup ------------------------------------------------------------------------------
+
+const children = new Set<ChildProcess>();
+const tempDirs = new Set<string>();
+
+/** Kill `child` if the benchmark process ends (or is interrupted) while it still runs. */
+export function track(child: ChildProcess): ChildProcess {
+  if (child.exitCode === null && child.signalCode === null) {
+    children.add(child);
+    child.once("exit", () => children.delete(child));
+  }
+  return child;
+}
+
+export async function makeTempDir(prefix: string): Promise<string> {
+  const dir = await mkdtemp(path.join(os.tmpdir(), `modhost-bench-${prefix}-`));
+  tempDirs.add(dir);
+  return dir;
+}
+
+export async function removeTempDir(dir: string): Promise<void> {
+  await rm(dir, { recursive: true, force: true });
+  tempDirs.delete(dir);
+}
+
+/** Synchronous last resort (process exit, Ctrl-C): kill tracked children, remove temp dirs. */
+export function cleanupNow(): void {
+  for (const child of children) {
+    try {
+      child.kill("SIGKILL");
+    } catch {
+      // already gone
+    }
+  }
+  children.clear();
+  for (const dir of tempDirs) rmSync(dir, { recursive: true, force: true });
+  tempDirs.clear();
+}
+
+// ---- logging ------------------------------------------------------------------------------
+
+/** A logger that prints nothing and keeps every record (module logs included). */
+export function captureLogger(): { logger: Logger; records: LogRecord[] } {
+  const records: LogRecord[] = [];
+  const logger = new Logger({ level: "error", write: () => {} });
+  logger.addSink((r) => records.push(r));
+  return { logger, records };
+}
+
+/** The captured log, for error messages when a benchmark could not run. */
+export function dumpLog(records: readonly LogRecord[], last = 20): string {
+  return records.slice(-last).map((r) => `  ${r.level} [${r.source}] ${r.message}${r.fields ? " " + JSON.stringify(r.fields).slice(0, 300) : ""}`).join("\n");
+}
+
+/** Resolves with the first record (already logged or still to come) that matches. */
+export function waitForRecord(records: LogRecord[], match: (r: LogRecord) => boolean, timeoutMs: number, abort?: Promise<unknown>): Promise<LogRecord> {
+  return new Promise((resolve, reject) => {
+    const started = Date.now();
+    const poll = () => {
+      const found = records.find(match);
+      if (found) return resolve(found);
+      if (Date.now() - started > timeoutMs) return reject(new Error(`timed out after ${timeoutMs} ms waiting for a log record\n${dumpLog(records)}`));
+      setTimeout(poll, 5);
+    };
+    void abort?.then(() => setTimeout(() => {
+      const found = records.find(match);
+      if (found) resolve(found);
+      else reject(new Error(`the module process ended before reporting\n${dumpLog(records)}`));
+    }, 20));
+    poll();
+  });
+}
+
+// ---- host configuration -------------------------------------------------------------------
+
+export interface BenchModuleOptions {
+  /** Grant descriptors for the module ("read_storage", ...). */
+  allow?: string[];
+  limits?: Partial<Limits>;
+  config?: Record<string, unknown>;
+}
+
+/** Defaults, with data and storage in `dir`, the bench fixtures as modules dir, one module enabled. */
+export function benchConfig(dir: string, module: string, opts: BenchModuleOptions = {}): HostConfig {
+  const config = defaultConfig(dir);
+  config.modules.modules_dir = MODULES_DIR;
+  config.modules.enabled_modules = [module];
+  config.modules.grants[module] = { allow: (opts.allow ?? []).map(parseDescriptor), deny: [] };
+  if (opts.limits) config.modules.limits[module] = opts.limits;
+  if (opts.config) config.modules.module_configs[module] = opts.config;
+  return config;
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}

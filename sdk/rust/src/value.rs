@@ -1,0 +1,772 @@
+//! A dynamic MessagePack value restricted to the protocol's plain data (nil, booleans,
+//! integers, floats, UTF-8 strings, binary, arrays and maps with string keys), with a strict
+//! decoder and serde conversions to and from typed Rust values.
+
+use std::fmt;
+use std::ops::Index;
+
+use serde::de::{self, DeserializeOwned, IntoDeserializer, Visitor};
+use serde::ser::{SerializeMap, SerializeSeq};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Nesting deeper than this is refused by the decoder (it bounds the recursion).
+pub const MAX_DEPTH: usize = 256;
+
+/// Plain data as it travels on the wire.
+///
+/// Integers: the decoder produces [`Value::UInt`] for every integer >= 0 and [`Value::Int`]
+/// only for negative ones, whatever MessagePack format carried them; equality compares
+/// integers by value, so `Int(5) == UInt(5)`. Maps keep their key order.
+#[derive(Debug, Clone, Default)]
+pub enum Value {
+    #[default]
+    Nil,
+    Bool(bool),
+    Int(i64),
+    UInt(u64),
+    F64(f64),
+    Str(String),
+    Bin(Vec<u8>),
+    Array(Vec<Value>),
+    Map(Vec<(String, Value)>),
+}
+
+static NIL: Value = Value::Nil;
+
+impl Value {
+    /// An empty map.
+    pub fn map() -> Value {
+        Value::Map(Vec::new())
+    }
+
+    /// A map from `(key, value)` pairs: `Value::from_pairs([("status", "ok".into())])`.
+    pub fn from_pairs<K: Into<String>, I: IntoIterator<Item = (K, Value)>>(pairs: I) -> Value {
+        Value::Map(pairs.into_iter().map(|(k, v)| (k.into(), v)).collect())
+    }
+
+    /// Sets `key` in a map (replacing an existing entry); turns Nil into a map first.
+    /// Does nothing on other kinds of value.
+    pub fn insert(&mut self, key: impl Into<String>, value: impl Into<Value>) {
+        if self.is_nil() {
+            *self = Value::map();
+        }
+        if let Value::Map(entries) = self {
+            let key = key.into();
+            let value = value.into();
+            match entries.iter_mut().find(|(k, _)| *k == key) {
+                Some(slot) => slot.1 = value,
+                None => entries.push((key, value)),
+            }
+        }
+    }
+
+    /// The value under `key` when this is a map that has it.
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        match self {
+            Value::Map(entries) => entries.iter().find(|(k, _)| k == key).map(|(_, v)| v),
+            _ => None,
+        }
+    }
+
+    pub fn is_nil(&self) -> bool {
+        matches!(self, Value::Nil)
+    }
+
+    pub fn as_bool(&self) -> Option<bool> {
+        match self {
+            Value::Bool(b) => Some(*b),
+            _ => None,
+        }
+    }
+
+    /// The integer as u64 when it is one and is not negative.
+    pub fn as_u64(&self) -> Option<u64> {
+        match self {
+            Value::UInt(n) => Some(*n),
+            Value::Int(n) if *n >= 0 => Some(*n as u64),
+            _ => None,
+        }
+    }
+
+    /// The integer as i64 when it is one and fits.
+    pub fn as_i64(&self) -> Option<i64> {
+        match self {
+            Value::Int(n) => Some(*n),
+            Value::UInt(n) if *n <= i64::MAX as u64 => Some(*n as i64),
+            _ => None,
+        }
+    }
+
+    /// Any number as f64.
+    pub fn as_f64(&self) -> Option<f64> {
+        match self {
+            Value::F64(f) => Some(*f),
+            Value::Int(n) => Some(*n as f64),
+            Value::UInt(n) => Some(*n as f64),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Value::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    pub fn as_bytes(&self) -> Option<&[u8]> {
+        match self {
+            Value::Bin(b) => Some(b),
+            _ => None,
+        }
+    }
+
+    pub fn as_array(&self) -> Option<&[Value]> {
+        match self {
+            Value::Array(a) => Some(a),
+            _ => None,
+        }
+    }
+
+    pub fn as_map(&self) -> Option<&[(String, Value)]> {
+        match self {
+            Value::Map(m) => Some(m),
+            _ => None,
+        }
+    }
+
+    /// Converts this value into a typed one (like `serde_json::from_value`).
+    pub fn deserialize_into<T: DeserializeOwned>(self) -> Result<T, ValueError> {
+        T::deserialize(self)
+    }
+
+    /// The name of this kind of value, for error messages.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Value::Nil => "nil",
+            Value::Bool(_) => "boolean",
+            Value::Int(_) | Value::UInt(_) => "integer",
+            Value::F64(_) => "float",
+            Value::Str(_) => "string",
+            Value::Bin(_) => "binary",
+            Value::Array(_) => "array",
+            Value::Map(_) => "map",
+        }
+    }
+}
+
+impl PartialEq for Value {
+    fn eq(&self, other: &Value) -> bool {
+        use Value::*;
+        match (self, other) {
+            (Nil, Nil) => true,
+            (Bool(a), Bool(b)) => a == b,
+            (Int(a), Int(b)) => a == b,
+            (UInt(a), UInt(b)) => a == b,
+            (Int(a), UInt(b)) | (UInt(b), Int(a)) => *a >= 0 && *a as u64 == *b,
+            (F64(a), F64(b)) => a == b,
+            (Str(a), Str(b)) => a == b,
+            (Bin(a), Bin(b)) => a == b,
+            (Array(a), Array(b)) => a == b,
+            (Map(a), Map(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+/// `value["key"]`: the entry of a map, or Nil when absent (never panics).
+impl Index<&str> for Value {
+    type Output = Value;
+    fn index(&self, key: &str) -> &Value {
+        self.get(key).unwrap_or(&NIL)
+    }
+}
+
+/// `value[i]`: an element of an array, or Nil when absent (never panics).
+impl Index<usize> for Value {
+    type Output = Value;
+    fn index(&self, i: usize) -> &Value {
+        match self {
+            Value::Array(a) => a.get(i).unwrap_or(&NIL),
+            _ => &NIL,
+        }
+    }
+}
+
+impl fmt::Display for Value {
+    /// A compact JSON-like rendering (binary as `<hex>`), for logs.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::Nil => f.write_str("null"),
+            Value::Bool(b) => write!(f, "{b}"),
+            Value::Int(n) => write!(f, "{n}"),
+            Value::UInt(n) => write!(f, "{n}"),
+            Value::F64(x) => write!(f, "{x}"),
+            Value::Str(s) => write!(f, "{s:?}"),
+            Value::Bin(b) => {
+                f.write_str("<")?;
+                for byte in b {
+                    write!(f, "{byte:02x}")?;
+                }
+                f.write_str(">")
+            }
+            Value::Array(a) => {
+                f.write_str("[")?;
+                for (i, v) in a.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(",")?;
+                    }
+                    write!(f, "{v}")?;
+                }
+                f.write_str("]")
+            }
+            Value::Map(m) => {
+                f.write_str("{")?;
+                for (i, (k, v)) in m.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(",")?;
+                    }
+                    write!(f, "{k:?}:{v}")?;
+                }
+                f.write_str("}")
+            }
+        }
+    }
+}
+
+macro_rules! from_uint {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Value {
+            fn from(n: $t) -> Value { Value::UInt(n as u64) }
+        }
+    )*};
+}
+macro_rules! from_int {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Value {
+            fn from(n: $t) -> Value {
+                if n >= 0 { Value::UInt(n as u64) } else { Value::Int(n as i64) }
+            }
+        }
+    )*};
+}
+from_uint!(u8, u16, u32, u64, usize);
+from_int!(i8, i16, i32, i64, isize);
+
+impl From<bool> for Value {
+    fn from(b: bool) -> Value {
+        Value::Bool(b)
+    }
+}
+impl From<f64> for Value {
+    fn from(x: f64) -> Value {
+        Value::F64(x)
+    }
+}
+impl From<f32> for Value {
+    fn from(x: f32) -> Value {
+        Value::F64(x as f64)
+    }
+}
+impl From<&str> for Value {
+    fn from(s: &str) -> Value {
+        Value::Str(s.to_owned())
+    }
+}
+impl From<String> for Value {
+    fn from(s: String) -> Value {
+        Value::Str(s)
+    }
+}
+impl From<Vec<u8>> for Value {
+    /// Bytes become MessagePack binary.
+    fn from(b: Vec<u8>) -> Value {
+        Value::Bin(b)
+    }
+}
+impl From<Bytes> for Value {
+    fn from(b: Bytes) -> Value {
+        Value::Bin(b.0)
+    }
+}
+impl From<Vec<Value>> for Value {
+    fn from(a: Vec<Value>) -> Value {
+        Value::Array(a)
+    }
+}
+impl<T: Into<Value>> From<Option<T>> for Value {
+    fn from(o: Option<T>) -> Value {
+        o.map_or(Value::Nil, Into::into)
+    }
+}
+
+// ---- serde: Serialize / Deserialize ----
+
+impl Serialize for Value {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Value::Nil => s.serialize_unit(),
+            Value::Bool(b) => s.serialize_bool(*b),
+            Value::Int(n) => s.serialize_i64(*n),
+            Value::UInt(n) => s.serialize_u64(*n),
+            Value::F64(x) => s.serialize_f64(*x),
+            Value::Str(v) => s.serialize_str(v),
+            Value::Bin(b) => s.serialize_bytes(b),
+            Value::Array(a) => {
+                let mut seq = s.serialize_seq(Some(a.len()))?;
+                for v in a {
+                    seq.serialize_element(v)?;
+                }
+                seq.end()
+            }
+            Value::Map(m) => {
+                let mut map = s.serialize_map(Some(m.len()))?;
+                for (k, v) in m {
+                    map.serialize_entry(k, v)?;
+                }
+                map.end()
+            }
+        }
+    }
+}
+
+struct ValueVisitor;
+
+impl<'de> Visitor<'de> for ValueVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("plain data (nil, boolean, number, string, binary, array or map with string keys)")
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Nil)
+    }
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Nil)
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        Value::deserialize(d)
+    }
+    fn visit_bool<E>(self, b: bool) -> Result<Value, E> {
+        Ok(Value::Bool(b))
+    }
+    fn visit_i64<E>(self, n: i64) -> Result<Value, E> {
+        Ok(Value::from(n))
+    }
+    fn visit_u64<E>(self, n: u64) -> Result<Value, E> {
+        Ok(Value::UInt(n))
+    }
+    fn visit_f64<E>(self, x: f64) -> Result<Value, E> {
+        Ok(Value::F64(x))
+    }
+    fn visit_str<E>(self, s: &str) -> Result<Value, E> {
+        Ok(Value::Str(s.to_owned()))
+    }
+    fn visit_string<E>(self, s: String) -> Result<Value, E> {
+        Ok(Value::Str(s))
+    }
+    fn visit_bytes<E>(self, b: &[u8]) -> Result<Value, E> {
+        Ok(Value::Bin(b.to_vec()))
+    }
+    fn visit_byte_buf<E>(self, b: Vec<u8>) -> Result<Value, E> {
+        Ok(Value::Bin(b))
+    }
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+        while let Some(v) = seq.next_element()? {
+            out.push(v);
+        }
+        Ok(Value::Array(out))
+    }
+    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = Vec::with_capacity(map.size_hint().unwrap_or(0).min(4096));
+        while let Some((k, v)) = map.next_entry::<String, Value>()? {
+            out.push((k, v));
+        }
+        Ok(Value::Map(out))
+    }
+}
+
+impl<'de> Deserialize<'de> for Value {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(ValueVisitor)
+    }
+}
+
+// ---- Value as a serde Deserializer (typed results from dynamic values) ----
+
+/// A conversion between [`Value`] and a typed value failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValueError(pub String);
+
+impl fmt::Display for ValueError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for ValueError {}
+impl de::Error for ValueError {
+    fn custom<T: fmt::Display>(msg: T) -> Self {
+        ValueError(msg.to_string())
+    }
+}
+impl serde::ser::Error for ValueError {
+    fn custom<T: fmt::Display>(msg: T) -> Self {
+        ValueError(msg.to_string())
+    }
+}
+
+impl<'de> IntoDeserializer<'de, ValueError> for Value {
+    type Deserializer = Value;
+    fn into_deserializer(self) -> Value {
+        self
+    }
+}
+
+impl<'de> Deserializer<'de> for Value {
+    type Error = ValueError;
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, ValueError> {
+        match self {
+            Value::Nil => visitor.visit_unit(),
+            Value::Bool(b) => visitor.visit_bool(b),
+            Value::Int(n) => visitor.visit_i64(n),
+            Value::UInt(n) => visitor.visit_u64(n),
+            Value::F64(x) => visitor.visit_f64(x),
+            Value::Str(s) => visitor.visit_string(s),
+            Value::Bin(b) => visitor.visit_byte_buf(b),
+            Value::Array(a) => {
+                let mut seq = de::value::SeqDeserializer::new(a.into_iter());
+                let out = visitor.visit_seq(&mut seq)?;
+                seq.end()?;
+                Ok(out)
+            }
+            Value::Map(m) => {
+                let mut map = de::value::MapDeserializer::new(m.into_iter());
+                let out = visitor.visit_map(&mut map)?;
+                map.end()?;
+                Ok(out)
+            }
+        }
+    }
+
+    fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, ValueError> {
+        match self {
+            Value::Nil => visitor.visit_none(),
+            other => visitor.visit_some(other),
+        }
+    }
+
+    fn deserialize_newtype_struct<V: Visitor<'de>>(self, _name: &'static str, visitor: V) -> Result<V::Value, ValueError> {
+        visitor.visit_newtype_struct(self)
+    }
+
+    fn deserialize_enum<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        _variants: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, ValueError> {
+        match self {
+            // "variant"
+            Value::Str(s) => visitor.visit_enum(s.into_deserializer()),
+            // {"variant": content}
+            Value::Map(mut m) if m.len() == 1 => {
+                let (variant, content) = m.pop().expect("one entry");
+                visitor.visit_enum(EnumDeserializer { variant, content })
+            }
+            other => Err(de::Error::invalid_type(unexpected(&other), &"a string or a map with one entry (an enum)")),
+        }
+    }
+
+    fn deserialize_ignored_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, ValueError> {
+        visitor.visit_unit()
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+        bytes byte_buf unit unit_struct seq tuple tuple_struct map struct identifier
+    }
+}
+
+fn unexpected(v: &Value) -> de::Unexpected<'_> {
+    match v {
+        Value::Nil => de::Unexpected::Unit,
+        Value::Bool(b) => de::Unexpected::Bool(*b),
+        Value::Int(n) => de::Unexpected::Signed(*n),
+        Value::UInt(n) => de::Unexpected::Unsigned(*n),
+        Value::F64(x) => de::Unexpected::Float(*x),
+        Value::Str(s) => de::Unexpected::Str(s),
+        Value::Bin(b) => de::Unexpected::Bytes(b),
+        Value::Array(_) => de::Unexpected::Seq,
+        Value::Map(_) => de::Unexpected::Map,
+    }
+}
+
+struct EnumDeserializer {
+    variant: String,
+    content: Value,
+}
+
+impl<'de> de::EnumAccess<'de> for EnumDeserializer {
+    type Error = ValueError;
+    type Variant = Value;
+    fn variant_seed<V: de::DeserializeSeed<'de>>(self, seed: V) -> Result<(V::Value, Value), ValueError> {
+        let variant = seed.deserialize(IntoDeserializer::<ValueError>::into_deserializer(self.variant))?;
+        Ok((variant, self.content))
+    }
+}
+
+impl<'de> de::VariantAccess<'de> for Value {
+    type Error = ValueError;
+    fn unit_variant(self) -> Result<(), ValueError> {
+        match self {
+            Value::Nil => Ok(()),
+            other => Err(de::Error::invalid_type(unexpected(&other), &"unit variant")),
+        }
+    }
+    fn newtype_variant_seed<T: de::DeserializeSeed<'de>>(self, seed: T) -> Result<T::Value, ValueError> {
+        seed.deserialize(self)
+    }
+    fn tuple_variant<V: Visitor<'de>>(self, _len: usize, visitor: V) -> Result<V::Value, ValueError> {
+        self.deserialize_any(visitor)
+    }
+    fn struct_variant<V: Visitor<'de>>(self, _fields: &'static [&'static str], visitor: V) -> Result<V::Value, ValueError> {
+        self.deserialize_any(visitor)
+    }
+}
+
+/// Converts a dynamic value into a typed one.
+pub fn from_value<T: DeserializeOwned>(value: Value) -> Result<T, ValueError> {
+    T::deserialize(value)
+}
+
+/// Converts any serialisable value into a dynamic one (structs become maps keyed by field
+/// name, byte buffers marked as bytes become binary).
+pub fn to_value<T: Serialize + ?Sized>(value: &T) -> Result<Value, ValueError> {
+    let bytes = rmp_serde::to_vec_named(value).map_err(|e| ValueError(e.to_string()))?;
+    decode_value(&bytes).map_err(|e| ValueError(e.to_string()))
+}
+
+// ---- Bytes: binary that serialises as MessagePack bin ----
+
+/// A byte buffer that serialises as MessagePack binary (a plain `Vec<u8>` would become an
+/// array of integers). Use it for binary storage values and fields.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct Bytes(pub Vec<u8>);
+
+impl From<Vec<u8>> for Bytes {
+    fn from(b: Vec<u8>) -> Bytes {
+        Bytes(b)
+    }
+}
+impl From<&[u8]> for Bytes {
+    fn from(b: &[u8]) -> Bytes {
+        Bytes(b.to_vec())
+    }
+}
+impl std::ops::Deref for Bytes {
+    type Target = Vec<u8>;
+    fn deref(&self) -> &Vec<u8> {
+        &self.0
+    }
+}
+
+impl Serialize for Bytes {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Bytes {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Bytes, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Bytes;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("binary")
+            }
+            fn visit_bytes<E>(self, b: &[u8]) -> Result<Bytes, E> {
+                Ok(Bytes(b.to_vec()))
+            }
+            fn visit_byte_buf<E>(self, b: Vec<u8>) -> Result<Bytes, E> {
+                Ok(Bytes(b))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Bytes, A::Error> {
+                let mut out = Vec::new();
+                while let Some(b) = seq.next_element::<u8>()? {
+                    out.push(b);
+                }
+                Ok(Bytes(out))
+            }
+        }
+        d.deserialize_byte_buf(V)
+    }
+}
+
+// ---- the strict decoder ----
+
+/// A frame body that is not one well-formed MessagePack value of plain data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodeError {
+    /// Byte offset in the body where decoding failed.
+    pub offset: usize,
+    pub message: String,
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid MessagePack at byte {}: {}", self.offset, self.message)
+    }
+}
+impl std::error::Error for DecodeError {}
+
+/// Decodes exactly one MessagePack value of plain data from `bytes`. Extension types, the
+/// reserved byte 0xc1, strings that are not UTF-8, map keys that are not strings, nesting
+/// deeper than [`MAX_DEPTH`] and trailing bytes are errors.
+pub fn decode_value(bytes: &[u8]) -> Result<Value, DecodeError> {
+    let mut r = Reader { buf: bytes, pos: 0 };
+    let v = r.value(0)?;
+    if r.pos != bytes.len() {
+        return Err(r.err(format!("{} trailing bytes after the value", bytes.len() - r.pos)));
+    }
+    Ok(v)
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn err(&self, message: impl Into<String>) -> DecodeError {
+        DecodeError { offset: self.pos, message: message.into() }
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        if self.buf.len() - self.pos < n {
+            return Err(self.err(format!("truncated: needs {n} more bytes, {} left", self.buf.len() - self.pos)));
+        }
+        let out = &self.buf[self.pos..self.pos + n];
+        self.pos += n;
+        Ok(out)
+    }
+
+    fn uint(&mut self, n: usize) -> Result<u64, DecodeError> {
+        Ok(self.take(n)?.iter().fold(0u64, |acc, b| (acc << 8) | *b as u64))
+    }
+
+    fn value(&mut self, depth: usize) -> Result<Value, DecodeError> {
+        if depth > MAX_DEPTH {
+            return Err(self.err(format!("nested deeper than {MAX_DEPTH} levels")));
+        }
+        let start = self.pos;
+        let m = self.take(1)?[0];
+        Ok(match m {
+            0x00..=0x7f => Value::UInt(m as u64),
+            0x80..=0x8f => self.map((m & 0x0f) as usize, depth)?,
+            0x90..=0x9f => self.array((m & 0x0f) as usize, depth)?,
+            0xa0..=0xbf => self.string((m & 0x1f) as usize)?,
+            0xc0 => Value::Nil,
+            0xc2 => Value::Bool(false),
+            0xc3 => Value::Bool(true),
+            0xc4 => {
+                let n = self.uint(1)? as usize;
+                Value::Bin(self.take(n)?.to_vec())
+            }
+            0xc5 => {
+                let n = self.uint(2)? as usize;
+                Value::Bin(self.take(n)?.to_vec())
+            }
+            0xc6 => {
+                let n = self.uint(4)? as usize;
+                Value::Bin(self.take(n)?.to_vec())
+            }
+            0xca => Value::F64(f32::from_bits(self.uint(4)? as u32) as f64),
+            0xcb => Value::F64(f64::from_bits(self.uint(8)?)),
+            0xcc => Value::UInt(self.uint(1)?),
+            0xcd => Value::UInt(self.uint(2)?),
+            0xce => Value::UInt(self.uint(4)?),
+            0xcf => Value::UInt(self.uint(8)?),
+            0xd0 => Value::from(self.uint(1)? as u8 as i8),
+            0xd1 => Value::from(self.uint(2)? as u16 as i16),
+            0xd2 => Value::from(self.uint(4)? as u32 as i32),
+            0xd3 => Value::from(self.uint(8)? as i64),
+            0xd9 => {
+                let n = self.uint(1)? as usize;
+                self.string(n)?
+            }
+            0xda => {
+                let n = self.uint(2)? as usize;
+                self.string(n)?
+            }
+            0xdb => {
+                let n = self.uint(4)? as usize;
+                self.string(n)?
+            }
+            0xdc => {
+                let n = self.uint(2)? as usize;
+                self.array(n, depth)?
+            }
+            0xdd => {
+                let n = self.uint(4)? as usize;
+                self.array(n, depth)?
+            }
+            0xde => {
+                let n = self.uint(2)? as usize;
+                self.map(n, depth)?
+            }
+            0xdf => {
+                let n = self.uint(4)? as usize;
+                self.map(n, depth)?
+            }
+            0xe0..=0xff => Value::Int(m as i8 as i64),
+            0xc1 => {
+                self.pos = start;
+                return Err(self.err("the reserved byte 0xc1 is not valid MessagePack"));
+            }
+            0xc7..=0xc9 | 0xd4..=0xd8 => {
+                self.pos = start;
+                return Err(self.err("MessagePack extension types are not plain data"));
+            }
+        })
+    }
+
+    fn string(&mut self, n: usize) -> Result<Value, DecodeError> {
+        let start = self.pos;
+        let bytes = self.take(n)?;
+        match std::str::from_utf8(bytes) {
+            Ok(s) => Ok(Value::Str(s.to_owned())),
+            Err(e) => {
+                self.pos = start;
+                Err(self.err(format!("string is not UTF-8: {e}")))
+            }
+        }
+    }
+
+    fn array(&mut self, n: usize, depth: usize) -> Result<Value, DecodeError> {
+        // Every element takes at least one byte: never trust a length beyond what is left.
+        let mut out = Vec::with_capacity(n.min(self.buf.len() - self.pos));
+        for _ in 0..n {
+            out.push(self.value(depth + 1)?);
+        }
+        Ok(Value::Array(out))
+    }
+
+    fn map(&mut self, n: usize, depth: usize) -> Result<Value, DecodeError> {
+        let mut out = Vec::with_capacity(n.min((self.buf.len() - self.pos) / 2));
+        for _ in 0..n {
+            let key_at = self.pos;
+            let key = match self.value(depth + 1)? {
+                Value::Str(s) => s,
+                other => {
+                    self.pos = key_at;
+                    return Err(self.err(format!("map key is a {}; only string keys are allowed", other.kind())));
+                }
+            };
+            let v = self.value(depth + 1)?;
+            out.push((key, v));
+        }
+        Ok(Value::Map(out))
+    }
+}
