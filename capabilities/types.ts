@@ -17,9 +17,79 @@ export interface EventControl {
   subscribed(): string[];
 }
 
+/** Public information about a module (discover_modules, get_module_info). */
+export interface ModuleInfo {
+  name: string;
+  version: string;
+  runtime: string;
+  state: string;
+  description: string | null;
+  /** Methods of its module API, when it registered one. */
+  api: string[];
+}
+
+export interface ModuleDirectory {
+  list(): ModuleInfo[];
+  info(name: string): ModuleInfo | null;
+  /** Invoke `method` of `target`'s module API; the callee sees `caller` as the caller. */
+  call(caller: string, target: string, method: string, params: unknown, timeoutMs?: number): Promise<unknown>;
+  registerApi(module: string, methods: string[]): void;
+  unregisterApi(module: string): void;
+}
+
+export interface Metric {
+  name: string;
+  kind: "counter" | "gauge" | "histogram";
+  /** Counter/gauge: one value; histogram: the observed values. */
+  value: number | number[];
+  labels: Record<string, string>;
+  /** Milliseconds since the epoch, set by the host. */
+  timestamp: number;
+}
+
+export interface CliSpec {
+  name: string;
+  about?: string;
+  commands: Array<{ name: string; about?: string; args?: Array<{ name: string; required?: boolean; about?: string }> }>;
+}
+
+/**
+ * Host-wide services behind the cross-module families (module calls, RPC, timers, metrics,
+ * providers). Handlers always pass the calling module's name from the CallContext, so a module
+ * can never act under another module's name. Optional members are absent in hosts built
+ * without them (unit tests); the families answer "unavailable" then.
+ */
+export interface HostServices {
+  /** Publish on the bus; the events family checks the namespace first. */
+  publish(type: string, payload: unknown): void;
+  modules?: ModuleDirectory;
+  rpc?: {
+    register(module: string, method: string, description: string): string;
+    unregister(module: string, method: string): boolean;
+    registerCli(module: string, spec: CliSpec): void;
+  };
+  timers?: {
+    register(module: string, intervalMs: number): number;
+    schedule(module: string, delayMs: number): number;
+    cancel(module: string, id: number): boolean;
+  };
+  metrics?: {
+    report(module: string, metric: Omit<Metric, "timestamp">): void;
+    get(module: string): Metric[];
+    all(): Record<string, Metric[]>;
+  };
+  providers?: {
+    register(module: string, kind: "lightning" | "payment"): void;
+    call(kind: "lightning" | "payment", method: string, params: Record<string, unknown>): Promise<unknown>;
+  };
+  /** Drop everything a module registered (it stopped or crashed): timers, API, RPC methods, providers. */
+  forget?(module: string): void;
+}
+
 /** Everything a handler may touch, already bound to the calling module. */
 export interface CallContext {
   readonly module: string;
+  readonly services: HostServices;
   readonly chain: ChainBackend;
   /** The module's own store; undefined unless it holds a storage permission. */
   readonly store: ModuleStore | undefined;

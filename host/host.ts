@@ -11,6 +11,7 @@ import { EmbeddedChain } from "./chain/embedded.ts";
 import type { ChainBackend } from "./chain/backend.ts";
 import { HOST_VERSION } from "./version.ts";
 import { AuditLog } from "./audit.ts";
+import { createServices } from "./services/index.ts";
 
 export interface HostOptions {
   config: HostConfig;
@@ -56,6 +57,7 @@ export class Host {
         void this.stop(`important module ${module} failed: ${reason}`);
       },
     });
+    this.manager.services = createServices({ bus: this.bus, manager: this.manager });
     if (this.config.modules.enabled) {
       await this.manager.prepare();
       await this.manager.startAll();

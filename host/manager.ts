@@ -21,6 +21,8 @@ import { describeGrants, formatDescriptor, resolveGrants, type Descriptor, type 
 import type { Permission } from "../capabilities/catalogue.ts";
 import { ModuleStore } from "../storage/store.ts";
 import type { AuditLog, AuditRecord } from "./audit.ts";
+import type { HostServices } from "../capabilities/types.ts";
+import type { HostSession } from "./ipc/session.ts";
 import { spawnModuleProcess, type ModuleProcess, type SpawnSpec } from "../runtime/process.ts";
 import { nativeSpawnSpec } from "../runtime/native/runtime.ts";
 import { compileForIsolate, isolateSpawnSpec } from "../runtime/isolate/runtime.ts";
@@ -85,6 +87,8 @@ export class ModuleManager {
   private runDir: string | undefined;
   private loadOrder: string[] = [];
   private shuttingDown = false;
+  /** Host services handed to every module's calls; set by the host before modules start. */
+  services: HostServices | undefined;
 
   constructor(private readonly opts: ManagerOptions) {
     this.log = opts.logger.for("host");
@@ -230,7 +234,7 @@ export class ModuleManager {
         hub: this.hub,
         bus: this.opts.bus,
         logger: this.opts.logger,
-        call: { module: rec.name, chain: this.opts.chain, store: rec.store, config, dataDir },
+        call: { module: rec.name, chain: this.opts.chain, store: rec.store, config, dataDir, ...(this.services ? { services: this.services } : {}) },
         eventQueue: limits.event_queue,
         handshakeTimeoutMs: limits.start_timeout_ms,
         replay: (type) => (type === "ModuleLoaded" ? this.loadedEvents() : []),
@@ -303,6 +307,8 @@ export class ModuleManager {
 
   private onExit(rec: ModuleRecord, proc: ModuleProcess, code: number | null, signal: NodeJS.Signals | null): void {
     if (rec.process !== proc) return; // an older process of a restarted module
+    // Whatever the module registered (timers, API, RPC methods) dies with its process.
+    this.services?.forget?.(rec.name);
     // Only a running module crashes; a failed start is reported by start(), a stop by unload().
     if (rec.state !== "running") return;
     const reason = proc.session.closeError?.message ?? (signal ? `killed by ${signal}` : `exited with code ${code}`);
@@ -431,6 +437,17 @@ export class ModuleManager {
 
   get order(): readonly string[] {
     return this.loadOrder;
+  }
+
+  /** The connection of a running module, for calls into it (module API, RPC, timers). */
+  session(name: string): HostSession | undefined {
+    const rec = this.records.get(name);
+    return rec?.state === "running" && rec.process && !rec.process.hasExited ? rec.process.session : undefined;
+  }
+
+  /** The manifest of a known module. */
+  manifestOf(name: string): ModuleManifest | undefined {
+    return this.records.get(name)?.manifest;
   }
 
   /** The live process of a module (for tests and health checks). */

@@ -94,7 +94,7 @@ export interface Log {
   fields?: Record<string, unknown>;
 }
 
-export type InvocationKind = "shutdown" | "health" | "cli" | "rpc" | "module_api" | "timer" | "config";
+export type InvocationKind = "shutdown" | "health" | "cli" | "rpc" | "module_api" | "timer" | "config" | "provider";
 
 /** Host -> module. */
 export interface Invocation {

@@ -14,7 +14,7 @@ import {
 } from "./messages.ts";
 import { HubError, type ApiHub } from "../hub.ts";
 import type { EventBus, Subscription } from "../events/bus.ts";
-import type { CallContext } from "../../capabilities/types.ts";
+import type { CallContext, HostServices } from "../../capabilities/types.ts";
 import { describeGrants, type EffectiveGrants } from "../../capabilities/grants.ts";
 import { RateLimiter, type Logger } from "../log.ts";
 import { HOST_VERSION } from "../version.ts";
@@ -25,8 +25,8 @@ export interface SessionOptions {
   hub: ApiHub;
   bus: EventBus;
   logger: Logger;
-  /** Context bound to this module; the session adds events and log. */
-  call: Omit<CallContext, "events" | "log">;
+  /** Context bound to this module; the session adds events and log (and services if absent). */
+  call: Omit<CallContext, "events" | "log" | "services"> & { services?: HostServices };
   eventWindow?: number;
   eventQueue?: number;
   handshakeTimeoutMs?: number;
@@ -83,6 +83,7 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
     );
     this.call = {
       ...opts.call,
+      services: opts.call.services ?? { publish: (type, payload) => opts.bus.publish(type, payload) },
       events: {
         subscribe: (types) => this.subscribe(types),
         unsubscribe: (types) => {

@@ -63,6 +63,8 @@ export const BOOTSTRAP = String.raw`
   global.console = freeze({ log: consoleLine("info"), info: consoleLine("info"), debug: consoleLine("debug"), warn: consoleLine("warn"), error: consoleLine("error") });
 
   const handlers = new Map();
+  const callbacks = { module_api: new Map(), rpc: new Map(), cli: new Map(), timer: new Map(), provider: new Map() };
+  let currentConfig = null;
   let ctx = null;
   let moduleStop = null;
 
@@ -81,10 +83,10 @@ export const BOOTSTRAP = String.raw`
         return request(m.name, params);
       };
     }
-    if (families.events && families.events.subscribe) {
-      const wireSubscribe = families.events.subscribe;
-      const wireUnsubscribe = families.events.unsubscribe;
-      families.events.subscribe = async (types, handler) => {
+    // Methods that take a function: the function stays in the isolate, registered under the
+    // key the host will name when it invokes it (an event type, an API method, a timer id...).
+    const special = {
+      subscribe_events: (wire) => async (types, handler) => {
         const list = Array.isArray(types) ? types.slice() : [types];
         if (typeof handler !== "function") throw new TypeError("events.subscribe(types, handler): handler must be a function");
         for (const t of list) {
@@ -92,7 +94,7 @@ export const BOOTSTRAP = String.raw`
           handlers.get(t).push(handler);
         }
         try {
-          await wireSubscribe(list);
+          await wire({ types: list });
         } catch (err) {
           for (const t of list) handlers.set(t, (handlers.get(t) || []).filter((h) => h !== handler));
           throw err;
@@ -104,17 +106,134 @@ export const BOOTSTRAP = String.raw`
             handlers.set(t, left);
             if (left.length === 0) gone.push(t);
           }
-          if (gone.length) await wireUnsubscribe(gone);
+          if (gone.length) await request("unsubscribe_events", { types: gone });
         };
-      };
-      families.events.on = families.events.subscribe;
+      },
+      register_module_api: (wire) => async (api) => {
+        const names = Object.keys(api || {}).filter((k) => typeof api[k] === "function");
+        if (names.length === 0) throw new TypeError("modules.registerApi(api): pass an object of functions");
+        callbacks.module_api.clear();
+        for (const n of names) callbacks.module_api.set(n, api[n]);
+        return wire({ methods: names });
+      },
+      unregister_module_api: (wire) => async () => {
+        callbacks.module_api.clear();
+        return wire({});
+      },
+      register_rpc_endpoint: (wire) => async (method, description, handler) => {
+        if (typeof handler !== "function") throw new TypeError("rpc.register(method, description, handler): handler must be a function");
+        const result = await wire({ method, description: description || "" });
+        callbacks.rpc.set(method, handler);
+        return result;
+      },
+      unregister_rpc_endpoint: (wire) => async (method) => {
+        callbacks.rpc.delete(method);
+        return wire({ method });
+      },
+      register_cli_spec: (wire) => async (spec, commands) => {
+        callbacks.cli.clear();
+        for (const [name, fn] of Object.entries(commands || {})) if (typeof fn === "function") callbacks.cli.set(name, fn);
+        return wire({ spec });
+      },
+      register_timer: (wire) => async (intervalSeconds, fn) => {
+        if (typeof fn !== "function") throw new TypeError("timers.every(seconds, fn): fn must be a function");
+        const id = await wire({ interval_seconds: intervalSeconds });
+        callbacks.timer.set(id, { fn, once: false });
+        return id;
+      },
+      schedule_task: (wire) => async (delaySeconds, fn) => {
+        if (typeof fn !== "function") throw new TypeError("timers.after(seconds, fn): fn must be a function");
+        const id = await wire({ delay_seconds: delaySeconds });
+        callbacks.timer.set(id, { fn, once: true });
+        return id;
+      },
+      cancel_timer: (wire) => async (id) => {
+        callbacks.timer.delete(id);
+        return wire({ timer_id: id });
+      },
+      register_provider: (wire) => async (kind, impl) => {
+        if (!impl || typeof impl !== "object") throw new TypeError("provide(kind, implementation): pass an object of functions");
+        callbacks.provider.set(kind, impl);
+        return wire({ kind });
+      },
+    };
+    for (const m of methods) {
+      const make = special[m.name];
+      if (make) families[m.family][m.js] = make((params) => request(m.name, params));
     }
-    ctx = { module: freeze({ ...meta }), config: freeze(config), log: logger };
+    if (families.events && families.events.subscribe) families.events.on = families.events.subscribe;
+    // With manage_timers, the familiar timer functions work too, on top of host timers.
+    if (families.timers && families.timers.every && families.timers.after && families.timers.cancel) {
+      const t = families.timers;
+      const later = (once) => (fn, ms, ...args) => {
+        const box = { id: 0, cancelled: false };
+        (once ? t.after : t.every)(Math.max(0.001, (Number(ms) || 0) / 1000), () => fn(...args)).then((id) => {
+          box.id = id;
+          if (box.cancelled) t.cancel(id);
+        });
+        return box;
+      };
+      const clear = (box) => {
+        if (!box) return;
+        box.cancelled = true;
+        if (box.id) t.cancel(box.id);
+      };
+      global.setTimeout = later(true);
+      global.setInterval = later(false);
+      global.clearTimeout = clear;
+      global.clearInterval = clear;
+    }
+    currentConfig = freeze(config);
+    ctx = { module: freeze({ ...meta }), log: logger };
+    Object.defineProperty(ctx, "config", { enumerable: true, get: () => currentConfig });
     for (const [name, fam] of Object.entries(families)) {
       if (name === "config") continue; // ctx.config is the configuration itself
       ctx[name] = freeze(fam);
     }
     freeze(ctx);
+  }
+
+  async function invokeRaw(kind, params) {
+    const fail = (message) => {
+      const err = new Error(message);
+      err.code = "unknown_method";
+      throw err;
+    };
+    switch (kind) {
+      case "module_api": {
+        const fn = callbacks.module_api.get(params.method);
+        if (!fn) fail("this module's API has no method " + params.method);
+        return await fn(params.params, freeze({ caller: params.caller }));
+      }
+      case "rpc": {
+        const fn = callbacks.rpc.get(params.method);
+        if (!fn) fail("no handler for RPC method " + params.method);
+        return await fn(params.params);
+      }
+      case "cli": {
+        const fn = callbacks.cli.get(params.command);
+        if (!fn) fail("no handler for command " + params.command);
+        return await fn(params.args || []);
+      }
+      case "timer": {
+        const entry = callbacks.timer.get(params.id);
+        if (!entry) return null;
+        if (entry.once) callbacks.timer.delete(params.id);
+        await entry.fn();
+        return null;
+      }
+      case "provider": {
+        const impl = callbacks.provider.get(params.kind);
+        const fn = impl && impl[params.method];
+        if (typeof fn !== "function") fail("this module does not provide " + params.kind + "." + params.method);
+        return await fn(params.params || {});
+      }
+      case "config":
+        currentConfig = freeze(params.config || {});
+        return null;
+      default:
+        fail("unknown invocation kind " + kind);
+    }
   }
 
   global.__modhost_runtime = {
@@ -135,6 +254,18 @@ export const BOOTSTRAP = String.raw`
     async stop(reason) {
       if (moduleStop) await moduleStop(reason);
     },
+    /**
+     * An invocation from the host (module API call, RPC call, timer, CLI command, provider call,
+     * new config). Answers {ok, value} or {ok: false, code, message}: only data crosses back.
+     */
+    async invoke(kind, params) {
+      try {
+        return { ok: true, value: await invokeRaw(kind, params) };
+      } catch (err) {
+        return { ok: false, code: (err && typeof err.code === "string") ? err.code : "module_error", message: toText(err && err.message ? err.message : err) };
+      }
+    },
+    async dispatch(type, payload, seq, missed) {
     async dispatch(type, payload, seq, missed) {
       const list = handlers.get(type) || [];
       const event = freeze({ type, payload, seq, missed: missed || 0 });

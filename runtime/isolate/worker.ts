@@ -86,7 +86,7 @@ await context.eval(BOOTSTRAP, { timeout: 1000 });
 const runtime = (await jail.get("__modhost_runtime", { reference: true })) as ivm.Reference<Record<string, unknown>>;
 await jail.delete("__modhost_runtime");
 const fn = async (name: string) => (await runtime.get(name, { reference: true })) as ivm.Reference<(...a: unknown[]) => unknown>;
-const rt = { init: await fn("init"), start: await fn("start"), stop: await fn("stop"), dispatch: await fn("dispatch") };
+const rt = { init: await fn("init"), start: await fn("start"), stop: await fn("stop"), dispatch: await fn("dispatch"), invoke: await fn("invoke") };
 
 // Watchdog: the isolate runs on its own thread, so this process stays responsive while module
 // code runs. If the isolate has been busy for longer than the CPU-time limit without a break
@@ -183,6 +183,18 @@ client.onInvocation("shutdown", async (params) => {
   }
   return { stopped: true };
 });
+
+// Calls into the module: its API, its RPC methods, timers, CLI commands, provider calls and
+// configuration updates all go through the bootstrap's invoke(), which answers with data only.
+for (const kind of ["module_api", "rpc", "cli", "timer", "provider", "config"] as const) {
+  client.onInvocation(kind, async (params) => {
+    const answer = (await guarded(`${kind} invocation`, () => rt.invoke.apply(undefined, [kind, params], {
+      arguments: { copy: true }, timeout: cpuTimeMs, result: { promise: true, copy: true },
+    }) as Promise<unknown>)) as { ok: boolean; value?: unknown; code?: string; message?: string };
+    if (answer.ok) return answer.value;
+    throw Object.assign(new Error(answer.message ?? "failed"), { code: answer.code ?? "module_error" });
+  });
+}
 
 client.onInvocation("health", () => {
   const heap = isolate.isDisposed ? null : isolate.getHeapStatisticsSync();
