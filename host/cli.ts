@@ -53,6 +53,7 @@ function runUntilSignal(host: Host): void {
   };
   process.on("SIGINT", () => onSignal("SIGINT"));
   process.on("SIGTERM", () => onSignal("SIGTERM"));
+  process.on("SIGHUP", () => void host.reloadConfig());
   void host.stopped.then(() => process.exit(host.exitCode));
 }
 

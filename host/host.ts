@@ -3,7 +3,9 @@
 // and shuts down in order: NodeShutdown to every module, modules stopped in reverse load
 // order, NodeShutdownCompleted.
 
-import type { HostConfig } from "./config.ts";
+import { watch, type FSWatcher } from "node:fs";
+import path from "node:path";
+import { loadConfig, type HostConfig } from "./config.ts";
 import { EventBus } from "./events/bus.ts";
 import { Logger, type SourceLogger } from "./log.ts";
 import { ModuleManager } from "./manager.ts";
@@ -25,7 +27,7 @@ export interface HostOptions {
 export class Host {
   readonly logger: Logger;
   readonly bus = new EventBus();
-  readonly config: HostConfig;
+  config: HostConfig;
   chain!: ChainBackend;
   manager!: ModuleManager;
   audit!: AuditLog;
@@ -33,6 +35,7 @@ export class Host {
   exitCode = 0;
   private readonly log: SourceLogger;
   private blockTimer: NodeJS.Timeout | undefined;
+  private configWatcher: FSWatcher | undefined;
   private stopping: Promise<void> | undefined;
 
   constructor(private readonly opts: HostOptions) {
@@ -68,6 +71,48 @@ export class Host {
     this.bus.publish("NodeStartupCompleted", { modules: running });
     this.log.info(`ready in ${Date.now() - started} ms`, { running: running.join(",") || "none" });
     this.startBlockProduction();
+    this.watchConfig();
+  }
+
+  /** Re-read the config file when it changes (and on SIGHUP, see the CLI); debounced. */
+  private watchConfig(): void {
+    const file = this.config.file;
+    if (!file) return;
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      this.configWatcher = watch(path.dirname(file), (_event, name) => {
+        if (name !== path.basename(file)) return;
+        clearTimeout(timer);
+        timer = setTimeout(() => void this.reloadConfig(), 200);
+      });
+      this.configWatcher.unref();
+    } catch (err) {
+      this.log.warn(`cannot watch ${file} for changes: ${(err as Error).message}`);
+    }
+  }
+
+  /**
+   * Load the config file again and apply what can change at runtime (module configs, grants,
+   * limits). A file with errors is reported and ignored: the running configuration stays.
+   * Publishes ConfigLoaded with the changed sections.
+   */
+  async reloadConfig(): Promise<string[]> {
+    if (!this.config.file || this.stopping) return [];
+    let next: HostConfig;
+    try {
+      next = await loadConfig(this.config.file);
+    } catch (err) {
+      this.log.error(`configuration not reloaded, keeping the running one:\n${(err as Error).message}`);
+      return [];
+    }
+    const changed = await this.manager.reconfigure(next);
+    if (changed.length === 0) return [];
+    const later = changed.filter((c) => ["host", "chain", "storage"].includes(c) || c === "modules.modules_dir" || c === "modules.data_dir");
+    if (later.length) this.log.warn(`changes to ${later.join(", ")} take effect after a restart`);
+    this.config = next;
+    this.log.info(`configuration reloaded`, { changed: changed.join(",") });
+    this.bus.publish("ConfigLoaded", { changed_sections: changed });
+    return changed;
   }
 
   private startBlockProduction(): void {
@@ -105,7 +150,10 @@ export class Host {
       clearTimeout(this.blockTimer);
       const timeout = Math.ceil(this.config.modules.default_limits.stop_timeout_ms / 1000);
       this.log.info(`shutting down (${reason})`);
+      this.configWatcher?.close();
       this.bus.publish("NodeShutdown", { reason, timeout_seconds: timeout });
+      // Honour the timeout: modules that subscribed get until then to handle the event.
+      await this.bus.settled("NodeShutdown", timeout * 1000);
       await this.manager?.shutdown();
       this.bus.publish("NodeShutdownCompleted", { duration_ms: Date.now() - started });
       await this.chain?.close();

@@ -90,7 +90,7 @@ export class ModuleManager {
   /** Host services handed to every module's calls; set by the host before modules start. */
   services: HostServices | undefined;
 
-  constructor(private readonly opts: ManagerOptions) {
+  constructor(private opts: ManagerOptions) {
     this.log = opts.logger.for("host");
     this.hub = new ApiHub({
       onDenied: (d) => {
@@ -400,6 +400,48 @@ export class ModuleManager {
     return this.load(name);
   }
 
+  /**
+   * Apply a changed operator configuration to running modules: new module configs are pushed
+   * to the modules (config invocation; ctx.config changes), new grants take effect from the
+   * next request (a module that would now be refused is unloaded), new limits apply from the
+   * next start. Returns the sections that changed, for ConfigLoaded.
+   */
+  async reconfigure(next: HostConfig): Promise<string[]> {
+    const prev = this.opts.config;
+    const changed = changedSections(prev, next);
+    this.opts.config = next;
+    for (const rec of this.records.values()) {
+      const name = rec.name;
+      const touched = (section: string) => changed.includes(`modules.${section}.${name}`) || (section === "limits" && changed.includes("modules.default_limits"));
+      if (touched("limits")) rec.limits = limitsFor(next, name);
+      const session = this.session(name);
+      if (!session) continue;
+      if (touched("grants") || changed.includes("modules.on_missing_grant")) {
+        const updated = this.makeRecord(rec.manifest, rec);
+        if (updated.state === "skipped") {
+          this.log.warn(`${name}: the new grants refuse it; unloading`);
+          await this.unload(name, "grants withdrawn by the operator");
+          rec.problem = updated.problem;
+          continue;
+        }
+        rec.grants = updated.grants;
+        rec.missing = updated.missing;
+        session.setGrants(rec.grants);
+        this.log.info(`${name}: grants now ${describeGrants(rec.grants).join(", ") || "none"}`);
+        this.audit(name, "grants", { grants: describeGrants(rec.grants) });
+      }
+      if (touched("module_configs")) {
+        try {
+          await session.setConfig(moduleConfig(next, rec.manifest), rec.limits.start_timeout_ms);
+          this.log.info(`${name}: configuration updated`);
+        } catch (err) {
+          this.log.error(`${name}: new configuration not applied: ${(err as Error).message}`);
+        }
+      }
+    }
+    return changed;
+  }
+
   /** Stop every module in reverse load order. */
   async shutdown(): Promise<void> {
     this.shuttingDown = true;
@@ -454,6 +496,21 @@ export class ModuleManager {
   processOf(name: string): ModuleProcess | undefined {
     return this.records.get(name)?.process;
   }
+}
+
+/** Which parts of the configuration differ: top-level sections and per-module tables. */
+export function changedSections(a: HostConfig, b: HostConfig): string[] {
+  const out: string[] = [];
+  const same = (x: unknown, y: unknown) => JSON.stringify(x) === JSON.stringify(y);
+  for (const section of ["host", "chain", "storage"] as const) if (!same(a[section], b[section])) out.push(section);
+  const { module_configs: _c1, limits: _l1, grants: _g1, ...restA } = a.modules;
+  const { module_configs: _c2, limits: _l2, grants: _g2, ...restB } = b.modules;
+  for (const key of Object.keys(restA) as (keyof typeof restA)[]) if (!same(restA[key], restB[key])) out.push(`modules.${key}`);
+  for (const table of ["module_configs", "limits", "grants"] as const) {
+    const names = new Set([...Object.keys(a.modules[table]), ...Object.keys(b.modules[table])]);
+    for (const name of [...names].sort()) if (!same(a.modules[table][name], b.modules[table][name])) out.push(`modules.${table}.${name}`);
+  }
+  return out;
 }
 
 async function raceReady(proc: ModuleProcess, timeoutMs: number): Promise<void> {

@@ -116,6 +116,20 @@ export class EventBus {
     }
   }
 
+  /**
+   * Resolves true once every subscriber of `type` has handled (acknowledged) everything sent
+   * to it, or false after `timeoutMs`. Used to honour NodeShutdown's timeout.
+   */
+  async settled(type: string, timeoutMs: number): Promise<boolean> {
+    const deadline = Date.now() + timeoutMs;
+    const busy = () => [...this.subs].some((s) => s.types.has(type) && (s.pending > 0 || s.inFlight > 0));
+    while (busy()) {
+      if (Date.now() >= deadline) return false;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    return true;
+  }
+
   get published(): number {
     return this.publishedTotal;
   }

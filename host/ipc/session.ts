@@ -109,6 +109,21 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
     return this.opts.module;
   }
 
+  /** New effective grants (the operator changed them); checked from the next request on. */
+  setGrants(grants: EffectiveGrants): void {
+    this.opts.grants = grants;
+  }
+
+  get grants(): EffectiveGrants {
+    return this.opts.grants;
+  }
+
+  /** New configuration: served by get_config from now on and pushed with a config invocation. */
+  async setConfig(config: Record<string, unknown>, timeoutMs: number): Promise<void> {
+    (this.call as { config: Readonly<Record<string, unknown>> }).config = config;
+    await this.invoke("config", { config }, timeoutMs);
+  }
+
   private subscribe(types: string[]): string[] {
     for (const t of types) {
       if (this.subscription.types.has(t)) continue;
