@@ -19,6 +19,57 @@ function checkTypes(list: string[]): string[] {
   return list;
 }
 
+/** Largest payload of a published module event (estimated encoded size). */
+export const MAX_EVENT_PAYLOAD_BYTES = 64 * 1024;
+const EVENT_LOCAL_NAME = /^[A-Za-z][A-Za-z0-9_.-]{0,63}$/;
+
+/**
+ * The bus type of an event `module` publishes: always in its own namespace. The module names
+ * only the part after the colon, so it can neither forge a node event nor another module's;
+ * names that are node event names are refused too, so that "m:NewBlock" cannot be mistaken
+ * for the real thing.
+ */
+export function ownEventType(module: string, name: string): string {
+  if (name.includes(":")) {
+    throw new CapabilityError("invalid_params", `event name "${name}" contains ":"; name only the part after the colon: a module publishes only in its own namespace, as "${module}:<name>"`);
+  }
+  if (!EVENT_LOCAL_NAME.test(name)) {
+    throw new CapabilityError("invalid_params", `event name "${name}" is not valid: a letter first, then letters, digits, '_', '.' or '-', at most 64 characters`);
+  }
+  if (isHostEvent(name)) {
+    throw new CapabilityError("invalid_params", `"${name}" is a node event; modules cannot publish node events. Choose another name (it would be published as "${module}:<name>")`);
+  }
+  const type = `${module}:${name}`;
+  if (!MODULE_EVENT.test(type)) throw new CapabilityError("invalid_params", `"${type}" is not a valid module event type`);
+  return type;
+}
+
+/** Payloads are plain data (as decoded from the wire), at most MAX_EVENT_PAYLOAD_BYTES and 32 levels deep. */
+function checkPayload(payload: unknown): void {
+  let size = 0;
+  const walk = (value: unknown, depth: number): void => {
+    if (depth > 32) throw new CapabilityError("invalid_params", "event payload is nested more than 32 levels deep");
+    if (value === null || typeof value === "boolean") size += 1;
+    else if (typeof value === "number") size += 9;
+    else if (typeof value === "string") size += 5 + Buffer.byteLength(value);
+    else if (value instanceof Uint8Array) size += 5 + value.byteLength;
+    else if (Array.isArray(value)) {
+      size += 5;
+      for (const item of value) walk(item, depth + 1);
+    } else if (typeof value === "object" && value !== null && Object.getPrototypeOf(value) === Object.prototype) {
+      size += 5;
+      for (const [k, item] of Object.entries(value)) {
+        size += 5 + Buffer.byteLength(k);
+        walk(item, depth + 1);
+      }
+    } else {
+      throw new CapabilityError("invalid_params", "event payload must be plain data (null, booleans, numbers, strings, bytes, arrays, maps)");
+    }
+    if (size > MAX_EVENT_PAYLOAD_BYTES) throw new CapabilityError("invalid_params", `event payload is larger than ${MAX_EVENT_PAYLOAD_BYTES} bytes`);
+  };
+  walk(payload, 0);
+}
+
 export const events: Family = {
   name: "events",
   summary: "Subscribe to node and module events.",
@@ -28,6 +79,18 @@ export const events: Family = {
       summary: "Add event types to the subscription; returns the full list.",
       targets: (p) => checkTypes(p.types),
       handler: async (c, p) => c.events.subscribe(checkTypes(p.types)),
+    }),
+    method({
+      name: "publish_event", js: "publish", permission: "publish_events", args: ["name", "payload"],
+      params: v.object({ name: v.string(), payload: v.optional(v.unknown()) }),
+      summary: `Publish an event in this module's namespace, as "module-name:name" (payload: plain data, at most ${MAX_EVENT_PAYLOAD_BYTES} bytes); returns the full event type.`,
+      handler: async (c, p) => {
+        const type = ownEventType(c.module, p.name);
+        const payload = p.payload ?? null;
+        checkPayload(payload);
+        c.services.publish(type, payload);
+        return type;
+      },
     }),
     method({
       name: "unsubscribe_events", js: "unsubscribe", permission: "subscribe_events", args: ["types"], params: v.object({ types }),

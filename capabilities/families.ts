@@ -6,8 +6,16 @@ import { mempool } from "./mempool.ts";
 import { storage } from "./storage.ts";
 import { events } from "./events.ts";
 import { config } from "./config.ts";
+import { fs } from "./fs.ts";
+import { rpc } from "./rpc.ts";
+import { metrics } from "./metrics.ts";
+import { modules } from "./modules.ts";
+import { timers } from "./timers.ts";
+import { lightning } from "./lightning.ts";
+import { network } from "./network.ts";
+import { mining } from "./mining.ts";
 
-export const FAMILIES: readonly Family[] = [chain, mempool, storage, events, config];
+export const FAMILIES: readonly Family[] = [chain, mempool, storage, events, config, rpc, metrics, fs, modules, timers, lightning, network, mining];
 
 export interface IndexedMethod extends MethodDef {
   readonly family: string;

@@ -1,7 +1,8 @@
 // Mempool data and fee estimates, read from the chain backend.
 import * as v from "valibot";
-import { method, type Family } from "./types.ts";
+import { CapabilityError, method, type Family } from "./types.ts";
 import { hash, none } from "./schemas.ts";
+import { MAX_BLOCK_BYTES, rawHex } from "./mining.ts";
 
 export const mempool: Family = {
   name: "mempool",
@@ -16,6 +17,18 @@ export const mempool: Family = {
       name: "get_fee_estimate", js: "estimateFee", permission: "read_mempool", args: ["target_blocks"],
       params: v.object({ target_blocks: v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(1008)) }),
       summary: "Fee rate (sat/vB) to confirm within target_blocks.", handler: (c, p) => c.chain.estimateFee(p.target_blocks),
+    }),
+    method({
+      name: "submit_transaction", js: "submit", permission: "send_transactions", args: ["hex"], params: v.object({ hex: rawHex(MAX_BLOCK_BYTES) }),
+      summary: "Submit a serialised transaction to the mempool; returns its txid. A refused transaction fails with invalid_params and the reason.",
+      audit: true,
+      handler: async (c, p) => {
+        try {
+          return await c.chain.submitTransaction(p.hex);
+        } catch (err) {
+          throw new CapabilityError("invalid_params", `transaction rejected: ${(err as Error).message}`);
+        }
+      },
     }),
   ],
 };

@@ -43,6 +43,11 @@ export const storage: Family = {
       handler: (c, p) => { const { tree: t, ...opts } = p; return store(c).iterate(t, opts); },
     }),
     method({ name: "storage_transaction", js: "transaction", permission: "write_storage", args: ["tree", "ops"], params: v.object({ tree, ops }), summary: "Apply put/delete operations atomically: all or none.", handler: async (c, p) => { await store(c).batch(p.tree, p.ops); return true; } }),
-    method({ name: "storage_usage", js: "usage", permission: "read_storage", args: [], params: v.object({}), summary: "Bytes, keys and trees used, and the quota.", handler: (c) => store(c).usage() }),
+    method({ name: "storage_usage", js: "usage", permission: "read_storage", args: [], params: v.object({}), summary: "Bytes, keys and trees used, and the quota.", handler: async (c) => {
+      // snake_case on the wire, like every other result.
+      const u = await store(c).usage();
+      const q = u.quota;
+      return { bytes: u.bytes, keys: u.keys, trees: u.trees, quota: { max_bytes: q.maxBytes, max_keys: q.maxKeys, max_trees: q.maxTrees, max_value_bytes: q.maxValueBytes, max_key_bytes: q.maxKeyBytes } };
+    } }),
   ],
 };

@@ -4,6 +4,9 @@
 //   modhost check [--config FILE]   what would load, with which grants, and every problem
 //   modhost dev [PATH]              the host on the embedded chain for a module author
 //   modhost version | help
+//   modhost list | info | load | unload | reload | health | methods | stop | call ...
+//                                   ask the running host over its RPC server (host/rpc/commands.ts)
+//   modhost <module> <command> ...  run a module's CLI command in the running host
 
 import { existsSync } from "node:fs";
 import { writeFile } from "node:fs/promises";
@@ -21,6 +24,7 @@ import { HOST_VERSION } from "./version.ts";
 import { compileForIsolate } from "../runtime/isolate/runtime.ts";
 import { GENERATED_DOCS } from "./docs.ts";
 import { moduleConfig } from "./module-config.ts";
+import { remoteCommand, REMOTE_HELP } from "./rpc/commands.ts";
 
 const HELP = `modhost ${HOST_VERSION}: a capability-sandboxed module host for a Bitcoin node
 
@@ -32,6 +36,8 @@ Usage:
                                   capability granted (for module authors; never for production)
   modhost docs [--write]          print (or regenerate) docs/permissions.md and docs/events.md
   modhost version                 print the version
+
+${REMOTE_HELP}
 
 Docs: docs/operator-guide.md, docs/module-guide.md`;
 
@@ -87,6 +93,9 @@ async function dev(argv: string[]): Promise<number> {
     config.modules.data_dir = path.join(scratch, "modules");
     config.storage.dir = path.join(scratch, "storage");
     config.host.audit_log = path.join(scratch, "audit.log");
+    config.rpc.cookie_file = path.join(scratch, ".cookie");
+    // Its own port, so a development host can run beside `npm start`.
+    config.rpc.port = 8340;
     config.host.log_level = "debug";
   }
   config.chain.block_interval_seconds = Number(values.interval);
@@ -176,9 +185,12 @@ async function main(): Promise<number> {
     case "-h":
       console.log(HELP);
       return 0;
-    default:
+    default: {
+      const code = await remoteCommand(command, rest);
+      if (code !== undefined) return code;
       console.error(`modhost: unknown command "${command}"\n\n${HELP}`);
       return 2;
+    }
   }
 }
 

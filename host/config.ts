@@ -3,6 +3,7 @@
 // must not silently fall back to a default. Relative paths are resolved against the
 // directory of the config file.
 
+import { isIP } from "node:net";
 import path from "node:path";
 import type { Descriptor } from "../capabilities/grants.ts";
 import { MODULE_NAME_HINT, MODULE_NAME_RE, readDescriptors } from "./manifest.ts";
@@ -114,9 +115,28 @@ export interface HostConfig {
     grants: Record<string, ModuleGrants>;
   };
   storage: { dir: string };
+  rpc: RpcConfig;
 }
 
-const SECTIONS = ["host", "chain", "modules", "storage"] as const;
+export interface RpcConfig {
+  /** Serve JSON-RPC (and /metrics) while the host runs. */
+  enabled: boolean;
+  /** Address to listen on; loopback unless allow_remote. */
+  bind: string;
+  /** 0 = any free port (tests). */
+  port: number;
+  allow_remote: boolean;
+  /** Absolute; written with mode 0600 at start, removed at stop. */
+  cookie_file: string;
+  user?: string;
+  password?: string;
+  /** How long a module's RPC method or CLI command may take. */
+  call_timeout_ms: number;
+  /** Serve /metrics without authentication (for Prometheus scrapers). */
+  metrics_without_auth: boolean;
+}
+
+const SECTIONS = ["host", "chain", "modules", "storage", "rpc"] as const;
 const MODULES_KEYS = [
   "enabled", "modules_dir", "data_dir", "enabled_modules", "disabled_modules", "on_missing_grant",
   "module_configs", "default_limits", "limits", "grants",
@@ -143,6 +163,10 @@ export function defaultConfig(dir: string): HostConfig {
       grants: {},
     },
     storage: { dir: path.resolve(base, "data/storage") },
+    rpc: {
+      enabled: true, bind: "127.0.0.1", port: 8339, allow_remote: false, cookie_file: path.resolve(base, "data/.cookie"),
+      call_timeout_ms: 10_000, metrics_without_auth: false,
+    },
   };
 }
 
@@ -163,6 +187,7 @@ export function parseConfig(data: Record<string, unknown>, source: string, file:
   readHost(c, data, config);
   readChain(c, data, config);
   readModules(c, data, config);
+  readRpc(c, data, config);
   const storage = c.table(data["storage"], ["storage"]);
   if (storage) {
     c.knownKeys(storage, ["storage"], ["dir"]);
@@ -198,6 +223,52 @@ function readHost(c: Checker, data: Record<string, unknown>, config: HostConfig)
   config.host.log_level = c.oneOf(t, at, "log_level", ["debug", "info", "warn", "error"] as const) ?? config.host.log_level;
   config.host.log_format = c.oneOf(t, at, "log_format", ["pretty", "json"] as const) ?? config.host.log_format;
   config.host.audit_log = readDir(c, t, at, "audit_log", config.dir) ?? config.host.audit_log;
+}
+
+function readRpc(c: Checker, data: Record<string, unknown>, config: HostConfig): void {
+  const at = ["rpc"];
+  const t = c.table(data["rpc"], at);
+  if (!t) return;
+  const r = config.rpc;
+  c.knownKeys(t, at, ["enabled", "bind", "port", "allow_remote", "cookie_file", "user", "password", "call_timeout_ms", "metrics_without_auth"]);
+  r.enabled = c.boolean(t, at, "enabled") ?? r.enabled;
+  r.allow_remote = c.boolean(t, at, "allow_remote") ?? r.allow_remote;
+  r.metrics_without_auth = c.boolean(t, at, "metrics_without_auth") ?? r.metrics_without_auth;
+  r.port = c.integer(t, at, "port", { min: 0, max: 65535 }) ?? r.port;
+  r.call_timeout_ms = c.integer(t, at, "call_timeout_ms", { min: 1 }) ?? r.call_timeout_ms;
+  r.cookie_file = readDir(c, t, at, "cookie_file", config.dir) ?? r.cookie_file;
+  const bind = c.string(t, at, "bind");
+  if (bind !== undefined) {
+    if (isIP(bind) === 0 && bind !== "localhost") {
+      c.report([...at, "bind"], `"${bind}" is not an IP address`, 'write an address such as "127.0.0.1" or "::1"');
+    } else {
+      r.bind = bind;
+      if (!isLoopback(bind) && !r.allow_remote) {
+        c.report([...at, "bind"], `"${bind}" is not a loopback address: the RPC server would be reachable from other machines`, "keep the default \"127.0.0.1\", or set allow_remote = true in [rpc] if you mean it (and put TLS in front: RPC is plain HTTP)");
+      }
+    }
+  }
+  const user = c.string(t, at, "user");
+  const password = c.string(t, at, "password");
+  if (user !== undefined && (user === "" || user.includes(":") || user === "__cookie__")) {
+    c.report([...at, "user"], `"${user}" cannot be an RPC user name`, 'use a non-empty name without ":" (and not "__cookie__", which the cookie uses)');
+  } else if ((user === undefined) !== (password === undefined)) {
+    c.report([...at, user === undefined ? "password" : "user"], "user and password go together", "set both, or neither (the cookie file always works)");
+  } else if (user !== undefined && password !== undefined) {
+    if (password.length < 8) c.report([...at, "password"], "the RPC password is shorter than 8 characters", "use a long random password, or only the cookie file");
+    else {
+      r.user = user;
+      r.password = password;
+    }
+  }
+}
+
+/** Whether an IP literal (or "localhost") is a loopback address. */
+export function isLoopback(address: string): boolean {
+  if (address === "localhost" || address === "::1") return true;
+  if (isIP(address) === 4) return address.startsWith("127.");
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
+  return mapped !== null && mapped[1]!.startsWith("127.");
 }
 
 function readChain(c: Checker, data: Record<string, unknown>, config: HostConfig): void {

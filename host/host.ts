@@ -14,6 +14,12 @@ import type { ChainBackend } from "./chain/backend.ts";
 import { HOST_VERSION } from "./version.ts";
 import { AuditLog } from "./audit.ts";
 import { createServices } from "./services/index.ts";
+import { RpcRegistry } from "./services/rpc.ts";
+import { MetricsStore } from "./services/metrics.ts";
+import { RpcServer } from "./rpc/server.ts";
+import { RpcAuth } from "./rpc/auth.ts";
+import { createDispatcher, metricsPage, type AdminDeps } from "./rpc/admin.ts";
+import { ModhostError } from "./errors.ts";
 
 export interface HostOptions {
   config: HostConfig;
@@ -37,6 +43,15 @@ export class Host {
   private blockTimer: NodeJS.Timeout | undefined;
   private configWatcher: FSWatcher | undefined;
   private stopping: Promise<void> | undefined;
+  /** Module RPC methods and CLI specs. */
+  rpc!: RpcRegistry;
+  /** Module metrics. */
+  metrics!: MetricsStore;
+  /** The JSON-RPC server, while it runs ([rpc] enabled). */
+  rpcServer: RpcServer | undefined;
+  private rpcAuth: RpcAuth | undefined;
+  /** When start() began (ms since the epoch). */
+  startedAt = Date.now();
 
   constructor(private readonly opts: HostOptions) {
     this.config = opts.config;
@@ -46,6 +61,7 @@ export class Host {
 
   async start(): Promise<void> {
     const started = Date.now();
+    this.startedAt = started;
     this.log.info(`modhost ${HOST_VERSION} starting`, { config: this.config.file ?? "(defaults)" });
     if (this.opts.grantAll) this.log.warn("development mode: every module gets every capability it requests");
     this.chain = this.opts.chain ?? (await EmbeddedChain.create({ matureBlocks: this.config.chain.mature_blocks }));
@@ -60,18 +76,57 @@ export class Host {
         void this.stop(`important module ${module} failed: ${reason}`);
       },
     });
-    this.manager.services = createServices({ bus: this.bus, manager: this.manager });
+    this.rpc = new RpcRegistry({ session: (module) => this.manager.session(module) });
+    this.metrics = new MetricsStore();
+    this.manager.services = createServices({ bus: this.bus, manager: this.manager, rpc: this.rpc, metrics: this.metrics, logger: this.logger });
     if (this.config.modules.enabled) {
       await this.manager.prepare();
       await this.manager.startAll();
     } else {
       this.log.warn("modules are disabled ([modules] enabled = false)");
     }
+    await this.startRpc();
     const running = this.manager.status().filter((s) => s.state === "running").map((s) => s.name);
     this.bus.publish("NodeStartupCompleted", { modules: running });
     this.log.info(`ready in ${Date.now() - started} ms`, { running: running.join(",") || "none" });
     this.startBlockProduction();
     this.watchConfig();
+  }
+
+  /** Serve JSON-RPC and /metrics ([rpc]); a server that cannot start stops the host. */
+  private async startRpc(): Promise<void> {
+    const rpc = this.config.rpc;
+    if (!rpc.enabled) {
+      this.log.info("RPC server disabled ([rpc] enabled = false)");
+      return;
+    }
+    const deps: AdminDeps = {
+      manager: this.manager, chain: this.chain, registry: this.rpc, metrics: this.metrics, audit: this.audit,
+      startedAt: this.startedAt, callTimeoutMs: rpc.call_timeout_ms,
+      stop: (reason) => void this.stop(reason),
+      server: () => this.rpcServer,
+    };
+    const auth = RpcAuth.create({ cookieFile: rpc.cookie_file, ...(rpc.user !== undefined && rpc.password !== undefined ? { user: rpc.user, password: rpc.password } : {}) });
+    const server = new RpcServer({
+      bind: rpc.bind, port: rpc.port, auth, metricsWithoutAuth: rpc.metrics_without_auth,
+      dispatch: createDispatcher(deps), metricsText: () => metricsPage(deps), log: this.logger.for("rpc"),
+    });
+    try {
+      const at = await server.start();
+      this.rpcServer = server;
+      // Only once the port is ours: a second host on the same config must not replace the
+      // running host's cookie.
+      await auth.writeCookie();
+      this.rpcAuth = auth;
+      this.logger.log("info", "rpc", `JSON-RPC on http://${at.host.includes(":") ? `[${at.host}]` : at.host}:${at.port}/`, { cookie: rpc.cookie_file });
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException;
+      const why = e.code === "EADDRINUSE" ? `${rpc.bind}:${rpc.port} is in use (is another modhost running?)` : e.message;
+      this.log.error(`RPC server cannot start: ${why}`);
+      this.exitCode = 1;
+      await this.stop("the RPC server cannot start");
+      throw new ModhostError("rpc_unavailable", `the RPC server cannot start: ${why}`, "stop the other process, or set another [rpc] port in modhost.toml (or [rpc] enabled = false)");
+    }
   }
 
   /** Re-read the config file when it changes (and on SIGHUP, see the CLI); debounced. */
@@ -107,7 +162,7 @@ export class Host {
     }
     const changed = await this.manager.reconfigure(next);
     if (changed.length === 0) return [];
-    const later = changed.filter((c) => ["host", "chain", "storage"].includes(c) || c === "modules.modules_dir" || c === "modules.data_dir");
+    const later = changed.filter((c) => ["host", "chain", "storage", "rpc"].includes(c) || c === "modules.modules_dir" || c === "modules.data_dir");
     if (later.length) this.log.warn(`changes to ${later.join(", ")} take effect after a restart`);
     this.config = next;
     this.log.info(`configuration reloaded`, { changed: changed.join(",") });
@@ -151,6 +206,10 @@ export class Host {
       const timeout = Math.ceil(this.config.modules.default_limits.stop_timeout_ms / 1000);
       this.log.info(`shutting down (${reason})`);
       this.configWatcher?.close();
+      // No new admin calls while modules stop; the cookie goes with the server.
+      await this.rpcServer?.stop();
+      this.rpcServer = undefined;
+      await this.rpcAuth?.removeCookie();
       this.bus.publish("NodeShutdown", { reason, timeout_seconds: timeout });
       // Honour the timeout: modules that subscribed get until then to handle the event.
       await this.bus.settled("NodeShutdown", timeout * 1000);

@@ -3,7 +3,8 @@
 // ModuleCrashed -> restart policy with backoff), and shut down gracefully. A module that
 // fails is reported and isolated; every other module keeps running.
 
-import { mkdir, mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
+import { access, mkdir, mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
+import { constants as fsConstants } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { ApiHub } from "./hub.ts";
@@ -203,7 +204,11 @@ export class ModuleManager {
       }
       await this.start(rec);
     }
-    for (const [name, nl] of this.notLoaded) this.log.error(`not loading ${name}: ${nl.problem}`);
+    for (const [name, nl] of this.notLoaded) {
+      // Left out on purpose by the operator: say so quietly. Anything else is a problem.
+      const chosen = /enabled_modules|disabled_modules/.test(nl.problem);
+      this.opts.logger.log(chosen ? "info" : "error", "host", `not loading ${name}: ${nl.problem}`);
+    }
   }
 
   private async ensureRunDir(): Promise<string> {
@@ -227,7 +232,7 @@ export class ModuleManager {
       const config = moduleConfig(this.opts.config, manifest);
       const spec = manifest.runtime === "isolate"
         ? await this.isolateSpec(rec, dataDir)
-        : nativeSpawnSpec(manifest, dataDir, config);
+        : await this.nativeSpec(rec, dataDir, config);
       const proc = spawnModuleProcess(spec, {
         module: rec.name,
         grants: rec.grants,
@@ -250,10 +255,22 @@ export class ModuleManager {
       this.publish("ModuleLoaded", { module: rec.name, version: manifest.version, runtime: manifest.runtime });
     } catch (err) {
       rec.state = "failed";
-      rec.problem = (err as Error).message;
+      const hint = (err as ModhostError).hint;
+      rec.problem = (err as Error).message + (hint ? ` (fix: ${hint})` : "");
       rec.process?.kill();
       this.log.error(`failed to load ${rec.name}: ${rec.problem}`);
     }
+  }
+
+  /** How to start a native module; a binary that is not there (not built yet) is a clear error. */
+  private async nativeSpec(rec: ModuleRecord, dataDir: string, config: Record<string, unknown>): Promise<SpawnSpec> {
+    const spec = nativeSpawnSpec(rec.manifest, dataDir, config);
+    try {
+      await access(spec.command, fsConstants.X_OK);
+    } catch {
+      throw new ModhostError("not_found", `${rec.name}: entry point ${spec.command} is missing or not executable`, "build it first: npm run setup builds the shipped native modules (or scripts/build-rust.sh)");
+    }
+    return spec;
   }
 
   /** Compile a TypeScript module and say how to start its isolate host. */
@@ -502,7 +519,7 @@ export class ModuleManager {
 export function changedSections(a: HostConfig, b: HostConfig): string[] {
   const out: string[] = [];
   const same = (x: unknown, y: unknown) => JSON.stringify(x) === JSON.stringify(y);
-  for (const section of ["host", "chain", "storage"] as const) if (!same(a[section], b[section])) out.push(section);
+  for (const section of ["host", "chain", "storage", "rpc"] as const) if (!same(a[section], b[section])) out.push(section);
   const { module_configs: _c1, limits: _l1, grants: _g1, ...restA } = a.modules;
   const { module_configs: _c2, limits: _l2, grants: _g2, ...restB } = b.modules;
   for (const key of Object.keys(restA) as (keyof typeof restA)[]) if (!same(restA[key], restB[key])) out.push(`modules.${key}`);

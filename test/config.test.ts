@@ -68,7 +68,7 @@ test("defaults", (t) => {
   const c = defaultConfig("/srv/node");
   t.is(c.file, null);
   t.is(c.dir, "/srv/node");
-  t.deepEqual(c.host, { log_level: "info", log_format: "pretty" });
+  t.deepEqual(c.host, { log_level: "info", log_format: "pretty", audit_log: "/srv/node/data/audit.log" });
   t.deepEqual(c.chain, { backend: "embedded", block_interval_seconds: 0, transactions_per_block: 3, mature_blocks: 101 });
   t.is(c.modules.enabled, true);
   t.is(c.modules.modules_dir, "/srv/node/modules");
@@ -86,14 +86,16 @@ test("an empty file gives the defaults, relative to the file's directory", async
   const file = await writeConfig("");
   const c = await loadConfig(file);
   t.is(c.file, file);
-  t.deepEqual({ ...c, file: null }, defaultConfig(path.dirname(file)));
+  t.is(c.source, "");
+  t.deepEqual({ ...c, file: null, source: null }, defaultConfig(path.dirname(file)));
 });
 
 test("a full config parses, with paths resolved against the config directory", async (t) => {
   const file = await writeConfig(FULL);
   const dir = path.dirname(file);
   const c = await loadConfig(file);
-  t.deepEqual(c.host, { log_level: "debug", log_format: "json" });
+  t.is(c.host.log_level, "debug");
+  t.is(c.host.log_format, "json");
   t.deepEqual(c.chain, { backend: "embedded", block_interval_seconds: 10, transactions_per_block: 0, mature_blocks: 100 });
   t.is(c.modules.modules_dir, path.join(dir, "mods"));
   t.is(c.modules.data_dir, "/var/lib/modhost/modules");

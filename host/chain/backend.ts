@@ -124,6 +124,35 @@ export interface PeerInfo {
   connected_since: number;
 }
 
+/** What a miner needs to build the next block (get_block_template). */
+export interface BlockTemplate {
+  version: number;
+  previous_block_hash: Hex;
+  height: number;
+  bits: number;
+  /** The proof-of-work target for `bits`, as 64 hex characters. */
+  target: Hex;
+  /** Suggested header time, and the earliest the chain accepts (median time past + 1). */
+  cur_time: number;
+  min_time: number;
+  /** Mempool transactions for the block, in a valid order, with their fees. */
+  transactions: Array<{ txid: Hex; wtxid: Hex; hex: Hex; fee: number; weight: number }>;
+  /** Subsidy plus the fees of `transactions`: the most the coinbase may pay out. */
+  coinbase_value: number;
+  /** The BIP141 witness commitment output script (uses a 32-byte zero witness reserved value). */
+  default_witness_commitment: Hex;
+  /** With a coinbase script: a complete coinbase (BIP34 height, commitment) paying coinbase_value to it. */
+  coinbase_tx?: { txid: Hex; hex: Hex };
+}
+
+export interface SubmitBlockResult {
+  result: "accepted" | "duplicate" | "rejected";
+  /** Why a block was rejected (a bitcoind-style reason code and an explanation). */
+  reason?: string;
+  /** The block hash, when the block could be decoded. */
+  hash?: Hex;
+}
+
 /** Events a backend emits. Payloads are plain data. */
 export interface ChainEvents {
   NewBlock: { hash: Hex; height: number; time: number; tx_count: number };
@@ -159,6 +188,13 @@ export interface ChainBackend {
 
   getNetworkStats(): Promise<NetworkStats>;
   getPeers(): Promise<PeerInfo[]>;
+
+  /** A template for a block on the current tip, filled from the mempool. */
+  getBlockTemplate(opts?: { coinbaseScript?: Hex }): Promise<BlockTemplate>;
+  /** Check a serialised block fully and connect it on the tip; never throws for a bad block. */
+  submitBlock(hex: Hex): Promise<SubmitBlockResult>;
+  /** Accept a serialised transaction into the mempool; throws an Error whose message is the reason when refused. */
+  submitTransaction(hex: Hex): Promise<Hex>;
 
   /** Subscribe to backend events; returns an unsubscribe function. */
   subscribe(listener: ChainListener): () => void;

@@ -134,7 +134,7 @@ export function mineBlock(template: BlockTemplate): StoredBlock {
  * scriptSig: BIP34 height, then the extra nonce (as bitcoind's miner does). Outputs: the
  * reward, then the BIP141 witness commitment. Witness: the 32-byte reserved value (zeros).
  */
-function coinbaseTransaction(
+export function coinbaseTransaction(
   height: number,
   extraNonce: number,
   reward: number,
@@ -162,7 +162,7 @@ function coinbaseTransaction(
   };
 }
 
-function storeBlock(
+export function storeBlock(
   header: HeaderFields,
   height: number,
   transactions: Transaction[],

@@ -17,10 +17,12 @@
 // mempool, the events of mining each replacement block, and finally ChainReorg. Listeners
 // should not call mining or mempool methods synchronously: those would run mid-operation.
 
-import { hexToBytes, utf8ToBytes } from "@noble/hashes/utils.js";
+import { bytesToHex, hexToBytes, utf8ToBytes } from "@noble/hashes/utils.js";
+import { Script } from "@scure/btc-signer";
 import type {
   Block,
   BlockHeader,
+  BlockTemplate,
   ChainBackend,
   ChainEventName,
   ChainEvents,
@@ -32,6 +34,7 @@ import type {
   NetworkStats,
   OutPoint,
   PeerInfo,
+  SubmitBlockResult,
   Transaction,
   Utxo,
 } from "./backend.ts";
@@ -40,14 +43,38 @@ import {
   COINBASE_MATURITY,
   FINAL_SEQUENCE,
   MAX_MONEY,
+  REGTEST_BITS,
   type StoredBlock,
+  blockSubsidy,
+  coinbaseTransaction,
   genesisBlock,
   mineBlock,
+  storeBlock,
 } from "./blocks.ts";
-import { type RawTransaction, describeTransaction, decodeTransaction, difficultyFromBits } from "./serialise.ts";
+import {
+  type RawTransaction,
+  decodeBlock,
+  describeTransaction,
+  decodeTransaction,
+  difficultyFromBits,
+  displayHex,
+  internalBytes,
+  merkleRoot,
+  targetFromBits,
+  witnessCommitment,
+} from "./serialise.ts";
 import { Wallet, type Payment } from "./wallet.ts";
 
 const LOCKTIME_THRESHOLD = 500_000_000;
+/** Header version of templates: BIP9 version bits, nothing signalled (as the embedded miner). */
+const TEMPLATE_VERSION = 0x20000000;
+const MAX_BLOCK_WEIGHT = 4_000_000;
+/** Blocks may be at most this many seconds ahead of the clock (bitcoind: two hours). */
+const MAX_FUTURE_BLOCK_TIME = 2 * 60 * 60;
+/** OP_RETURN OP_PUSHBYTES_36 0xaa21a9ed: the BIP141 witness commitment output prefix. */
+const WITNESS_COMMITMENT_PREFIX = "6a24aa21a9ed";
+const NULL_TXID_HEX = "00".repeat(32);
+const NULL_VOUT = 0xffffffff;
 const DEFAULT_SEED = utf8ToBytes("modhost embedded regtest chain");
 
 /** Smallest output createTransaction makes (well above P2WPKH dust, 294 sats). */
@@ -232,6 +259,179 @@ export class EmbeddedChain implements ChainBackend {
       throw new Error(`transaction decode failed: ${(err as Error).message}`);
     }
     return this.acceptToMempool(describeTransaction(raw)).tx.txid;
+  }
+
+  // ---- Mining: templates and submitted blocks ----
+
+  /** A template for the next block, filled from the mempool as the embedded miner would. */
+  async getBlockTemplate(opts: { coinbaseScript?: Hex } = {}): Promise<BlockTemplate> {
+    const parent = this.tip;
+    const height = parent.block.height + 1;
+    const selected = this.selectFromMempool();
+    const coinbaseValue = blockSubsidy(height) + selected.reduce((sum, record) => sum + record.fee, 0);
+    const wtxids = selected.map((record) => record.tx.wtxid);
+    const minTime = this.medianTimePast(parent.block.height) + 1;
+    const template: BlockTemplate = {
+      version: TEMPLATE_VERSION,
+      previous_block_hash: parent.block.hash,
+      height,
+      bits: REGTEST_BITS,
+      target: targetFromBits(REGTEST_BITS).toString(16).padStart(64, "0"),
+      cur_time: Math.max(Math.floor(this.now()), minTime),
+      min_time: minTime,
+      transactions: selected.map(({ tx, fee }) => ({ txid: tx.txid, wtxid: tx.wtxid, hex: tx.hex, fee, weight: tx.weight })),
+      coinbase_value: coinbaseValue,
+      default_witness_commitment: WITNESS_COMMITMENT_PREFIX + bytesToHex(witnessCommitment(wtxids, new Uint8Array(32))),
+    };
+    if (opts.coinbaseScript !== undefined) {
+      const coinbase = describeTransaction(
+        coinbaseTransaction(height, this.extraNonce++, coinbaseValue, hexToBytes(opts.coinbaseScript), wtxids),
+      );
+      template.coinbase_tx = { txid: coinbase.txid, hex: coinbase.hex };
+    }
+    return template;
+  }
+
+  /**
+   * Check a serialised block and connect it on the tip. The checks are bitcoind's, minus
+   * script execution (as for the mempool): proof of work against the block's bits, bits as
+   * the chain requires, parent = the active tip (a block building on another known block is
+   * rejected: side branches are not kept), time after the median time past and at most two
+   * hours ahead, version, a single coinbase first with the BIP34 height, merkle root, no
+   * duplicate transactions, weight, finality, every input spending an unspent output (of the
+   * UTXO set or earlier in the block) with coinbase maturity, outputs within inputs, the
+   * coinbase paying at most subsidy + fees, and the BIP141 witness commitment. An accepted
+   * block emits the same events as a mined one.
+   */
+  async submitBlock(hex: Hex): Promise<SubmitBlockResult> {
+    let decoded: ReturnType<typeof decodeBlock>;
+    try {
+      decoded = decodeBlock(hexToBytes(hex));
+    } catch (err) {
+      return { result: "rejected", reason: `bad-block-decode: the block could not be decoded (${(err as Error).message})` };
+    }
+    const hash = decoded.header.hash;
+    if (this.byHash.has(hash)) return { result: "duplicate", hash };
+    let stored: StoredBlock;
+    try {
+      stored = this.checkBlock(decoded);
+    } catch (err) {
+      if (err instanceof BlockRejected) return { result: "rejected", reason: err.message, hash };
+      throw err;
+    }
+    this.connectBlock(stored);
+    return { result: "accepted", hash };
+  }
+
+  private checkBlock({ header, transactions: raws }: ReturnType<typeof decodeBlock>): StoredBlock {
+    const reject = (code: string, why: string): never => {
+      throw new BlockRejected(`${code}: ${why}`);
+    };
+    const { hash, ...fields } = header;
+
+    // The header.
+    const target = targetFromBits(header.bits);
+    if (target === 0n || BigInt(`0x${hash}`) > target) {
+      reject("high-hash", `the block hash ${hash} is above the target of its bits 0x${header.bits.toString(16)} (proof of work failed)`);
+    }
+    const parent = this.tip;
+    if (header.prev_hash !== parent.block.hash) {
+      const known = this.byHash.get(header.prev_hash);
+      if (known !== undefined) {
+        reject("not-on-tip", `the block builds on ${header.prev_hash} (height ${known.block.height}), not on the active tip ${parent.block.hash} (height ${parent.block.height}); side branches are not supported`);
+      }
+      reject("prev-blk-not-found", `the parent block ${header.prev_hash} is unknown`);
+    }
+    const height = parent.block.height + 1;
+    if (header.bits !== REGTEST_BITS) reject("bad-diffbits", `bits 0x${header.bits.toString(16)}, the chain requires 0x${REGTEST_BITS.toString(16)}`);
+    const mtp = this.medianTimePast(parent.block.height);
+    if (header.time <= mtp) reject("time-too-old", `block time ${header.time} is not after the median time past ${mtp}`);
+    if (header.time > Math.floor(this.now()) + MAX_FUTURE_BLOCK_TIME) reject("time-too-new", `block time ${header.time} is more than two hours in the future`);
+    if (header.version < 4) reject("bad-version", `version ${header.version} is obsolete (BIP34, BIP66 and BIP65 need at least 4)`);
+
+    // The transactions, structurally.
+    if (raws.length === 0) reject("bad-blk-length", "the block has no transactions");
+    let txs: Transaction[] = [];
+    try {
+      txs = raws.map((raw) => describeTransaction(raw));
+    } catch (err) {
+      reject("bad-txns", `a transaction could not be encoded (${(err as Error).message})`);
+    }
+    const root = displayHex(merkleRoot(txs.map((tx) => internalBytes(tx.txid))));
+    if (root !== header.merkle_root) reject("bad-txnmrklroot", `the merkle root is ${header.merkle_root}, the transactions give ${root}`);
+    if (new Set(txs.map((tx) => tx.txid)).size !== txs.length) reject("bad-txns-duplicate", "a transaction appears twice");
+    const coinbase = txs[0] as Transaction;
+    if (!(coinbase.inputs[0]?.coinbase ?? false)) reject("bad-cb-missing", "the first transaction is not a coinbase");
+    for (const tx of txs) {
+      if (tx.inputs.length === 0) reject("bad-txns-vin-empty", `transaction ${tx.txid} has no inputs`);
+      if (tx.outputs.length === 0) reject("bad-txns-vout-empty", `transaction ${tx.txid} has no outputs`);
+      let total = 0;
+      for (const output of tx.outputs) {
+        if (output.value > MAX_MONEY) reject("bad-txns-vout-toolarge", `transaction ${tx.txid} has an output above the money supply`);
+        total += output.value;
+      }
+      if (total > MAX_MONEY) reject("bad-txns-txouttotal-toolarge", `transaction ${tx.txid} pays out more than the money supply`);
+      const keys = tx.inputs.map((input) => outpointKey(input.txid, input.vout));
+      if (new Set(keys).size !== keys.length) reject("bad-txns-inputs-duplicate", `transaction ${tx.txid} spends the same output twice`);
+      if (tx !== coinbase && tx.inputs.some((input) => input.txid === NULL_TXID_HEX && input.vout === NULL_VOUT)) {
+        reject(tx.inputs.length === 1 ? "bad-cb-multiple" : "bad-txns-prevout-null", `transaction ${tx.txid} has a coinbase input but is not first`);
+      }
+      if (!this.isFinal(tx, height)) reject("bad-txns-nonfinal", `transaction ${tx.txid} is not final at height ${height}`);
+    }
+    const scriptSig = coinbase.inputs[0]?.script_sig ?? "";
+    if (scriptSig.length < 4 || scriptSig.length > 200) reject("bad-cb-length", "the coinbase scriptSig must be 2 to 100 bytes");
+    const heightPush = bytesToHex(Script.encode([height]));
+    if (!scriptSig.startsWith(heightPush)) reject("bad-cb-height", `the coinbase scriptSig must start with the block height ${height} (BIP34: ${heightPush})`);
+
+    // BIP141: a block with witness data commits to it in the coinbase's last commitment output.
+    const commitment = [...coinbase.outputs].reverse().find((o) => o.script_pubkey.length >= 76 && o.script_pubkey.startsWith(WITNESS_COMMITMENT_PREFIX));
+    if (commitment !== undefined) {
+      const reserved = coinbase.inputs[0]?.witness ?? [];
+      if (reserved.length !== 1 || (reserved[0] as string).length !== 64) {
+        reject("bad-witness-nonce-size", "the coinbase witness must be one 32-byte reserved value");
+      }
+      const expected = bytesToHex(witnessCommitment(txs.slice(1).map((tx) => tx.wtxid), hexToBytes(reserved[0] as string)));
+      if (commitment.script_pubkey.slice(12, 76) !== expected) reject("bad-witness-merkle-match", "the witness commitment does not match the transactions");
+    } else if (txs.some((tx) => tx.inputs.some((input) => input.witness.length > 0))) {
+      reject("unexpected-witness", "the block has witness data but no witness commitment");
+    }
+
+    // Against the UTXO set, in block order: outputs created earlier in the block are spendable.
+    const created = new Map<string, { value: number; height: number; coinbase: boolean }>();
+    const spent = new Set<string>();
+    const addOutputs = (tx: Transaction, isCoinbase: boolean) => tx.outputs.forEach((output, vout) => {
+      if (!output.script_pubkey.startsWith("6a")) created.set(outpointKey(tx.txid, vout), { value: output.value, height, coinbase: isCoinbase });
+    });
+    const fees = [0];
+    let totalFees = 0;
+    addOutputs(coinbase, true);
+    for (const tx of txs.slice(1)) {
+      let inputValue = 0;
+      for (const input of tx.inputs) {
+        const key = outpointKey(input.txid, input.vout);
+        const utxo = spent.has(key) ? undefined : (created.get(key) ?? this.utxos.get(key));
+        if (utxo === undefined) reject("bad-txns-inputs-missingorspent", `input ${key} of transaction ${tx.txid} does not spend an unspent output`);
+        const coin = utxo as { value: number; height: number; coinbase: boolean };
+        if (coin.coinbase && height - coin.height < COINBASE_MATURITY) {
+          reject("bad-txns-premature-spend-of-coinbase", `input ${key} of transaction ${tx.txid} spends a coinbase from height ${coin.height}, immature until ${coin.height + COINBASE_MATURITY}`);
+        }
+        spent.add(key);
+        inputValue += coin.value;
+      }
+      const outputValue = tx.outputs.reduce((sum, output) => sum + output.value, 0);
+      if (outputValue > inputValue) reject("bad-txns-in-belowout", `transaction ${tx.txid} pays out ${outputValue} sats from ${inputValue}`);
+      fees.push(inputValue - outputValue);
+      totalFees += inputValue - outputValue;
+      addOutputs(tx, false);
+    }
+    const paid = coinbase.outputs.reduce((sum, output) => sum + output.value, 0);
+    const allowed = blockSubsidy(height) + totalFees;
+    if (paid > allowed) reject("bad-cb-amount", `the coinbase pays ${paid} sats, at most ${allowed} (subsidy ${blockSubsidy(height)} + fees ${totalFees}) are allowed`);
+
+    const stored = storeBlock(fields, height, txs, fees, parent.chainWork);
+    if (stored.block.weight > MAX_BLOCK_WEIGHT) reject("bad-blk-weight", `block weight ${stored.block.weight} exceeds ${MAX_BLOCK_WEIGHT}`);
+    if (stored.block.hash !== hash) reject("bad-block-encoding", "the block does not re-encode to the same header");
+    return stored;
   }
 
   // ---- ChainBackend: blocks and transactions ----
@@ -599,6 +799,9 @@ export class EmbeddedChain implements ChainBackend {
     return span > 0 ? Number(last.chainWork - first.chainWork) / span : 0;
   }
 }
+
+/** A submitted block failed a check; the message is the reason code and an explanation. */
+class BlockRejected extends Error {}
 
 function outpointKey(txid: Hex, vout: number): string {
   return `${txid}:${vout}`;

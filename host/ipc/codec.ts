@@ -7,7 +7,7 @@
 // numbers, strings, binary, arrays and maps with string keys; extension types and the
 // reserved 0xc1 byte are refused.
 
-import { Packr } from "msgpackr";
+import { C1, Packr } from "msgpackr";
 
 const packr = new Packr({ useRecords: false, mapsAsObjects: true, variableMapSize: true, int64AsType: "number" });
 
@@ -39,6 +39,8 @@ const MAX_DEPTH = 64;
 
 function checkPlain(v: unknown, depth: number): void {
   if (v === null || typeof v === "boolean" || typeof v === "number" || typeof v === "string") return;
+  // msgpackr decodes the reserved byte to a marker object instead of failing.
+  if (v === C1) throw new CodecError("invalid MessagePack: the reserved byte 0xc1 is not a value");
   if (depth > MAX_DEPTH) throw new CodecError(`value nested deeper than ${MAX_DEPTH} levels`);
   if (v instanceof Uint8Array) return;
   if (Array.isArray(v)) {

@@ -8,6 +8,7 @@
 
 import { EventEmitter } from "node:events";
 import type { FrameChannel } from "./channel.ts";
+import { FramingError } from "./frame.ts";
 import {
   MessageError, MIN_PROTOCOL_VERSION, parseModuleMessage, PROTOCOL_VERSION, wireError,
   type Hello, type InvocationKind, type ModuleMessage, type WireError,
@@ -101,7 +102,9 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
     );
     this.handshakeTimer.unref();
     channel.on("message", (body) => this.onMessage(body));
-    channel.on("bad_body", (err) => this.replyError(0, wireError("invalid_message", err.message)));
+    channel.on("bad_body", (err) => {
+      if (this.state !== "closed") this.replyError(0, wireError("invalid_message", err.message));
+    });
     channel.on("close", (err) => this.onClose(err));
   }
 
@@ -134,6 +137,9 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
   }
 
   private onMessage(body: unknown): void {
+    // After a refusal (or any close) nothing more is read: frames already on the wire behind a
+    // bad first message must not be served while the goodbye is flushed.
+    if (this.state === "closed") return;
     let msg: ModuleMessage;
     try {
       msg = parseModuleMessage(body);
@@ -234,7 +240,17 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
       this.channel.send({ t: "response", id, result: result ?? null });
     } catch (err) {
       this.stats.errors++;
-      const wire = err instanceof HubError ? err.wire : wireError("internal", "internal error");
+      let wire: WireError;
+      if (err instanceof HubError) {
+        wire = err.wire;
+      } else if (err instanceof FramingError) {
+        // The answer itself is too large for a frame (a wide storage_iter, say): say so, and
+        // how to get it, instead of "internal error".
+        wire = wireError("invalid_params", `${method}: the result does not fit in one message (${err.message}); ask for less at a time, e.g. with a smaller limit`);
+      } else {
+        this.opts.logger.log("error", "host", `serving ${method} for ${this.opts.module} failed: ${(err as Error)?.stack ?? String(err)}`);
+        wire = wireError("internal", "internal error");
+      }
       if (wire.code === "permission_denied") this.stats.denied++;
       this.replyError(id, wire);
     } finally {

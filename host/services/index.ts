@@ -4,10 +4,22 @@
 import type { HostServices } from "../../capabilities/types.ts";
 import type { EventBus } from "../events/bus.ts";
 import type { ModuleManager } from "../manager.ts";
+import { RpcRegistry } from "./rpc.ts";
+import { MetricsStore } from "./metrics.ts";
+import { ModuleApiDirectory } from "./modules.ts";
+import { TimerService } from "./timers.ts";
+import { ProviderRegistry } from "./providers.ts";
+import type { Logger } from "../log.ts";
 
 export interface ServiceDeps {
   bus: EventBus;
   manager: ModuleManager;
+  /** RPC methods and CLI specs (host/services/rpc.ts); pass one to serve it (the host does). */
+  rpc?: RpcRegistry;
+  /** Module metrics (host/services/metrics.ts); pass one to read it (the host does). */
+  metrics?: MetricsStore;
+  /** Where timer failures are logged (tagged with the module); optional. */
+  logger?: Logger;
 }
 
 export function createServices(deps: ServiceDeps): HostServices {
@@ -18,5 +30,28 @@ export function createServices(deps: ServiceDeps): HostServices {
     },
   };
   const forgetters: Array<(module: string) => void> = [];
+  const rpc = deps.rpc ?? new RpcRegistry({ session: (module) => deps.manager.session(module) });
+  services.rpc = rpc;
+  forgetters.push((module) => rpc.forget(module));
+  const metrics = deps.metrics ?? new MetricsStore();
+  services.metrics = metrics;
+  forgetters.push((module) => metrics.forget(module));
+
+  const session = (module: string) => deps.manager.session(module);
+  const modules = new ModuleApiDirectory({
+    session,
+    modules: () => deps.manager.status().filter((s) => s.state !== "skipped").map((s) => ({
+      name: s.name, version: s.version ?? "", runtime: s.runtime ?? "", state: s.state,
+      description: deps.manager.manifestOf(s.name)?.description ?? null,
+    })),
+  });
+  services.modules = modules;
+  forgetters.push((module) => modules.forget(module));
+  const timers = new TimerService({ session, ...(deps.logger ? { log: deps.logger.log.bind(deps.logger) } : {}) });
+  services.timers = timers;
+  forgetters.push((module) => timers.forget(module));
+  const providers = new ProviderRegistry({ session });
+  services.providers = providers;
+  forgetters.push((module) => providers.forget(module));
   return services;
 }

@@ -266,7 +266,6 @@ export const BOOTSTRAP = String.raw`
       }
     },
     async dispatch(type, payload, seq, missed) {
-    async dispatch(type, payload, seq, missed) {
       const list = handlers.get(type) || [];
       const event = freeze({ type, payload, seq, missed: missed || 0 });
       for (const h of list) {

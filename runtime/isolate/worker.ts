@@ -7,7 +7,8 @@
 // every `ctx` call becomes a request that the host checks against the module's grants.
 //
 // Exit codes: 0 after a clean shutdown, 70 start-up failed, 71 the isolate hit its memory
-// limit, 72 the module ran past its CPU-time limit, 73 the connection to the host was lost.
+// limit, 72 the module ran past its CPU-time limit, 73 the connection to the host was lost,
+// 74 the isolate host itself failed after start-up.
 
 import { readFile } from "node:fs/promises";
 import { parseArgs } from "node:util";
@@ -17,7 +18,7 @@ import { METHODS } from "../../capabilities/families.ts";
 import { BOOTSTRAP } from "./bootstrap.ts";
 import type { LogLevel } from "../../host/ipc/messages.ts";
 
-export const EXIT = { ok: 0, startFailed: 70, memory: 71, cpu: 72, disconnected: 73 } as const;
+export const EXIT = { ok: 0, startFailed: 70, memory: 71, cpu: 72, disconnected: 73, internal: 74 } as const;
 
 const { values: args } = parseArgs({
   options: {
@@ -42,6 +43,17 @@ let exiting = false;
 client.onClose(() => {
   if (!exiting) process.exit(EXIT.disconnected);
 });
+// Anything that escapes below (setting up the isolate, a bug here) is reported to the host
+// with a goodbye naming it, instead of a bare exit the host can only call "connection closed".
+let running = false;
+const fatal = (err: unknown) => {
+  // The stack goes to stderr, which the host logs; the reason goes in the goodbye.
+  console.error((err as Error)?.stack ?? String(err));
+  const message = (err as Error)?.message ?? String(err);
+  die(running ? EXIT.internal : EXIT.startFailed, running ? `isolate host failed: ${message}` : `failed to start: ${message}`);
+};
+process.on("uncaughtException", fatal);
+process.on("unhandledRejection", fatal);
 
 /** Tell the host why, schedule the exit, and return an Exit to throw where unwinding helps. */
 function die(code: number, message: string): Exit {
@@ -78,8 +90,17 @@ await jail.set("__modhost_call", new ivm.Reference(async (method: string, params
     return { ok: false, code: e.code ?? "internal", message: e.message ?? "request failed" };
   }
 }));
+/** The host keeps this much of a log message; sending more only costs bandwidth. */
+const MAX_LOG_CHARS = 8192;
 await jail.set("__modhost_log", new ivm.Reference((level: LogLevel, message: string, fields?: Record<string, unknown>) => {
-  if (!exiting) client.log(level, message, fields);
+  if (exiting) return;
+  const text = String(message).slice(0, MAX_LOG_CHARS);
+  try {
+    client.log(level, text, fields);
+  } catch {
+    // Fields too large for a frame: the line still gets through, and says what happened.
+    client.log(level, `${text} [fields dropped: too large for one message]`);
+  }
 }));
 
 await context.eval(BOOTSTRAP, { timeout: 1000 });
@@ -89,25 +110,45 @@ const fn = async (name: string) => (await runtime.get(name, { reference: true })
 const rt = { init: await fn("init"), start: await fn("start"), stop: await fn("stop"), dispatch: await fn("dispatch"), invoke: await fn("invoke") };
 
 // Watchdog: the isolate runs on its own thread, so this process stays responsive while module
-// code runs. If the isolate has been busy for longer than the CPU-time limit without a break
-// (an endless loop, also one in a promise continuation that `timeout` cannot see), dispose it.
-let busySince: number | undefined;
-let lastCpu = isolate.cpuTime;
-const SAMPLE_MS = Math.min(100, Math.max(10, Math.floor(cpuTimeMs / 4)));
+// code runs. cpu_time_ms limits one run of module code without a break, including an endless
+// loop in a promise continuation, which the `timeout` option of isolated-vm cannot see.
+//
+// "Without a break" is measured with a probe: a trivial task queued to the isolate, which runs
+// only once the isolate has finished what it is doing (the task it runs and every microtask
+// after it). While a probe waits, the isolate has not yielded; if it has used more than
+// cpu_time_ms of CPU time since the probe was queued, it is disposed. A module that works hard
+// but yields (awaits a host call every few milliseconds) answers every probe and is never
+// stopped; a spinning module is stopped however loaded the machine is (CPU time, not wall
+// time, so a starved isolate is not blamed for waiting).
+const SAMPLE_MS = Math.min(100, Math.max(5, Math.floor(cpuTimeMs / 4)));
+const probeScript = await isolate.compileScript("0");
+let probe: { sentAt: number; cpu: bigint } | undefined;
+/** Heap statistics, refreshed whenever the isolate is idle (health must not wait for a busy isolate). */
+let heap: { used: number; at: number } | undefined;
 setInterval(() => {
-  if (isolate.isDisposed) return;
-  const cpu = isolate.cpuTime;
-  const usedMs = Number(cpu - lastCpu) / 1e6;
-  lastCpu = cpu;
-  if (usedMs >= SAMPLE_MS * 0.8) {
-    busySince ??= Date.now() - usedMs;
-    if (Date.now() - busySince > cpuTimeMs) {
+  if (isolate.isDisposed || exiting) return;
+  if (probe) {
+    const usedMs = Number(isolate.cpuTime - probe.cpu) / 1e6;
+    if (usedMs > cpuTimeMs) {
       isolate.dispose();
       die(EXIT.cpu, `module ran for more than ${cpuTimeMs} ms without yielding (cpu_time_ms limit); its isolate was stopped`);
     }
-  } else {
-    busySince = undefined;
+    return;
   }
+  const sent = { sentAt: Date.now(), cpu: isolate.cpuTime };
+  probe = sent;
+  probeScript.run(context).then(
+    async () => {
+      if (probe === sent) probe = undefined;
+      if (!heap || Date.now() - heap.at > 1000) {
+        const stats = await isolate.getHeapStatistics().catch(() => undefined);
+        if (stats) heap = { used: stats.used_heap_size + stats.externally_allocated_size, at: Date.now() };
+      }
+    },
+    () => {
+      if (probe === sent) probe = undefined;
+    },
+  );
 }, SAMPLE_MS).unref();
 
 function explain(err: unknown): { code: number; message: string } {
@@ -197,13 +238,17 @@ for (const kind of ["module_api", "rpc", "cli", "timer", "provider", "config"] a
 }
 
 client.onInvocation("health", () => {
-  const heap = isolate.isDisposed ? null : isolate.getHeapStatisticsSync();
+  // Answered from this thread alone: a module that is busy right now (or spinning until the
+  // watchdog stops it) must not delay the answer. busy_ms says how long it has been busy.
+  const disposed = isolate.isDisposed;
   return {
-    status: isolate.isDisposed ? "disposed" : "ok",
-    heap_used_bytes: heap ? heap.used_heap_size + heap.externally_allocated_size : 0,
+    status: disposed ? "disposed" : "ok",
+    heap_used_bytes: heap?.used ?? 0,
     heap_limit_bytes: memoryMb * 1024 * 1024,
-    cpu_time_ms: isolate.isDisposed ? 0 : Number(isolate.cpuTime / 1000000n),
+    cpu_time_ms: disposed ? 0 : Number(isolate.cpuTime / 1000000n),
+    busy_ms: probe && !disposed ? Date.now() - probe.sentAt : 0,
   };
 });
 
 client.ready();
+running = true;

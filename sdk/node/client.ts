@@ -98,6 +98,8 @@ export class ModuleClient {
 
   /** Call a host method. Rejects with RequestError (code + message) when it fails. */
   request(method: string, params: Record<string, unknown> = {}): Promise<unknown> {
+    // A closed channel drops what is sent, and no answer would ever come.
+    if (this.channel.isClosed) return Promise.reject(new RequestError(method, { code: "unavailable", message: "connection closed" }));
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
       this.pending.set(id, { method, resolve, reject });

@@ -10,12 +10,12 @@
 // docs/permissions.md lists which permission unlocks which method.
 
 import type {
-  Block, BlockHeader, ChainInfo, Hex, MempoolEntry, MempoolInfo, Transaction, Utxo,
+  Block, BlockHeader, BlockTemplate, ChainInfo, Hex, MempoolEntry, MempoolInfo, NetworkStats, PeerInfo, SubmitBlockResult, Transaction, Utxo,
 } from "../../host/chain/backend.ts";
 import type { HostEvents } from "../../host/events/types.ts";
 
 export type {
-  Block, BlockHeader, ChainInfo, Hex, MempoolEntry, MempoolInfo, Transaction, TxInput, TxOutput, Utxo,
+  Block, BlockHeader, BlockTemplate, ChainInfo, Hex, MempoolEntry, MempoolInfo, NetworkStats, PeerInfo, SubmitBlockResult, Transaction, TxInput, TxOutput, Utxo,
 } from "../../host/chain/backend.ts";
 export type { HostEvents } from "../../host/events/types.ts";
 
@@ -57,6 +57,8 @@ export interface MempoolApi {
   has(txid: Hex): Promise<boolean>;
   /** Fee rate in sat/vB to confirm within `targetBlocks` (1..1008). */
   estimateFee(targetBlocks: number): Promise<number>;
+  /** Needs send_transactions. Submit a serialised transaction; resolves to its txid, rejects (invalid_params) with the reason. */
+  submit(hex: Hex): Promise<Hex>;
 }
 
 export interface IterOptions {
@@ -76,7 +78,7 @@ export interface StorageUsage {
   bytes: number;
   keys: number;
   trees: number;
-  quota: { maxBytes: number; maxKeys: number; maxTrees: number; maxValueBytes: number; maxKeyBytes: number };
+  quota: { max_bytes: number; max_keys: number; max_trees: number; max_value_bytes: number; max_key_bytes: number };
 }
 
 export interface StorageApi {
@@ -113,7 +115,195 @@ export interface EventsApi {
    */
   subscribe<K extends EventName>(types: K | K[], handler: (event: HostEvent<K>) => void | Promise<void>): Promise<() => Promise<void>>;
   on<K extends EventName>(types: K | K[], handler: (event: HostEvent<K>) => void | Promise<void>): Promise<() => Promise<void>>;
-  unsubscribe(types: EventName[]): Promise<string[]>;
+  /** Module events ("block-stats:summary"): published by that module with publish_event. */
+  subscribe(types: ModuleEventName | ModuleEventName[], handler: (event: ModuleEvent) => void | Promise<void>): Promise<() => Promise<void>>;
+  on(types: ModuleEventName | ModuleEventName[], handler: (event: ModuleEvent) => void | Promise<void>): Promise<() => Promise<void>>;
+  unsubscribe(types: Array<EventName | ModuleEventName>): Promise<string[]>;
+  /**
+   * Needs publish_events. Publish `payload` (plain data, at most 64 KiB) as "<this module>:<name>";
+   * `name` may not contain ":" nor be a node event name. Resolves to the full event type.
+   */
+  publish(name: string, payload?: Plain): Promise<string>;
+}
+
+/** The type of an event a module published: "<module>:<name>". */
+export type ModuleEventName = `${string}:${string}`;
+
+export interface ModuleEvent {
+  readonly type: ModuleEventName;
+  readonly payload: Plain;
+  readonly seq: number;
+  readonly missed: number;
+}
+
+/** Public information about a loaded module. */
+export interface ModuleInfo {
+  name: string;
+  version: string;
+  runtime: string;
+  /** "running", "starting", "stopped", "crashed", "failed", ... */
+  state: string;
+  description: string | null;
+  /** Methods of its module API. */
+  api: string[];
+}
+
+/** What a module API handler gets besides the params: who called (set by the host, not forgeable). */
+export interface ApiCallMeta {
+  readonly caller: string;
+}
+
+export type ModuleApiHandler = (params: Plain, meta: ApiCallMeta) => Plain | void | Promise<Plain | void>;
+
+export interface ModulesApi {
+  /**
+   * Needs call_module (for `target`). Call a method of `target`'s API; rejects with
+   * unavailable (not running), unknown_method, timeout (default 10 s, at most 60 s),
+   * quota_exceeded (calls nested more than 8 deep), or module_error (the handler threw).
+   */
+  call<T extends Plain = Plain>(target: string, method: string, params?: Plain, timeoutMs?: number): Promise<T>;
+  /** Needs register_module_api. Expose these functions (replaces an earlier API). */
+  registerApi(api: Record<string, ModuleApiHandler>): Promise<true>;
+  unregisterApi(): Promise<true>;
+  /** Needs discover_modules. */
+  list(): Promise<ModuleInfo[]>;
+  info(name: string): Promise<ModuleInfo | null>;
+  isAvailable(name: string): Promise<boolean>;
+}
+
+/**
+ * Needs manage_timers. Host timers, delivered into the module; they die with it. At most 256
+ * timers and pending tasks per module; intervals are at least 0.05 s; a tick is skipped while
+ * the previous run of the same timer is still going. With this family, setTimeout and
+ * setInterval work too.
+ */
+export interface TimersApi {
+  every(intervalSeconds: number, fn: () => void | Promise<void>): Promise<number>;
+  after(delaySeconds: number, fn: () => void | Promise<void>): Promise<number>;
+  cancel(id: number): Promise<boolean>;
+}
+
+/** What a provider module implements for its kind; each function gets the call's params. */
+export interface LightningProvider {
+  getNodeUrl?(params: Record<string, never>): Plain | Promise<Plain>;
+  getInfo?(params: Record<string, never>): Plain | Promise<Plain>;
+}
+
+export interface PaymentProvider {
+  getPaymentState?(params: { payment_id: string }): Plain | Promise<Plain>;
+}
+
+/**
+ * Answered by the module registered as the provider; with none running these reject with
+ * unavailable ("no Lightning provider module is running").
+ */
+export interface LightningApi {
+  /** Needs read_lightning. */
+  getNodeUrl(): Promise<Plain>;
+  getInfo(): Promise<Plain>;
+  /** Needs read_payment. */
+  getPaymentState(paymentId: string): Promise<Plain>;
+  /** Needs register_module_api. Become the provider of a kind (one provider per kind). */
+  provide(kind: "lightning", impl: LightningProvider): Promise<true>;
+  provide(kind: "payment", impl: PaymentProvider): Promise<true>;
+}
+
+export interface NetworkApi {
+  getStats(): Promise<NetworkStats>;
+  getPeers(): Promise<PeerInfo[]>;
+}
+
+export interface MiningApi {
+  /** Needs read_blockchain. With coinbase_script, the template carries a ready coinbase_tx. */
+  getBlockTemplate(options?: { rules?: string[]; coinbase_script?: Hex }): Promise<BlockTemplate>;
+  /** Needs submit_block. */
+  submitBlock(hex: Hex): Promise<SubmitBlockResult>;
+  /** Needs queue_inbound_block: the block is handled as if a peer had sent it. */
+  queueBlock(hex: Hex): Promise<SubmitBlockResult>;
+}
+
+/** A directory entry of fs.listDirectory. */
+export interface DirEntry {
+  name: string;
+  type: "file" | "directory" | "symlink" | "other";
+}
+
+export interface FileMetadata {
+  /** The canonical path relative to the data directory ("." for the directory itself). */
+  path: string;
+  size: number;
+  is_file: boolean;
+  is_directory: boolean;
+  /** Milliseconds since the epoch. */
+  modified: number;
+  /** Milliseconds since the epoch; null where the filesystem does not record it. */
+  created: number | null;
+}
+
+/**
+ * Files in the module's own data directory. Paths are relative to it ("" or "." is the
+ * directory itself); absolute paths, "..", backslashes and control characters are refused, and
+ * symbolic links are never followed. Files are limited to 8 MiB, listings to 10000 entries.
+ */
+export interface FsApi {
+  readFile(path: string): Promise<Uint8Array>;
+  readFile(path: string, encoding: "utf8"): Promise<string>;
+  readFile(path: string, encoding?: "utf8" | "binary"): Promise<Uint8Array | string>;
+  /** Create or truncate and write; strings are written as UTF-8. */
+  writeFile(path: string, data: string | Uint8Array, options?: { append?: boolean }): Promise<true>;
+  /** A file, a symbolic link (not its target) or an empty directory. */
+  deleteFile(path: string): Promise<true>;
+  /** Sorted by name. */
+  listDirectory(path: string): Promise<DirEntry[]>;
+  /** Creates missing parents too; succeeds if it already exists. */
+  createDirectory(path: string): Promise<true>;
+  stat(path: string): Promise<FileMetadata>;
+}
+
+/** The module's CLI: `modhost <module> <command> [args]` runs `command`. */
+export interface CliSpec {
+  /** Shown in help; defaults to the module's name. */
+  name?: string;
+  about?: string;
+  commands: Array<{ name: string; about?: string; args?: Array<{ name: string; required?: boolean; about?: string }> }>;
+}
+
+/** What a CLI command returns: a string is printed as is, anything else as JSON. */
+export type CliHandler = (args: string[]) => Plain | void | Promise<Plain | void>;
+
+/**
+ * JSON-RPC methods on the host's RPC server, served as "<module>.<method>". The handler gets the
+ * request's params (an object or an array; {} when absent) and returns plain data; what it
+ * throws reaches the caller as a JSON-RPC error with its message.
+ */
+export interface RpcApi {
+  /** Resolves to the full name clients call ("block-stats.summary"). */
+  register(method: string, description: string, handler: (params: Plain) => Plain | void | Promise<Plain | void>): Promise<string>;
+  unregister(method: string): Promise<boolean>;
+  /** Declare CLI commands and their handlers (replaces any earlier ones). */
+  registerCli(spec: CliSpec, commands: Record<string, CliHandler>): Promise<true>;
+}
+
+export interface Metric {
+  name: string;
+  kind: "counter" | "gauge" | "histogram";
+  /** Counter and gauge: the value; histogram: the last (up to 1000) observations. */
+  value: number | number[];
+  labels: Record<string, string>;
+  /** Milliseconds since the epoch of the last report. */
+  timestamp: number;
+}
+
+export interface MetricsApi {
+  /**
+   * Counters add `value`, gauges set it, histograms record observations. The kind defaults to
+   * gauge for a number and histogram for a list. Names and labels follow Prometheus' rules.
+   */
+  report(name: string, value: number | number[], options?: { kind?: Metric["kind"]; labels?: Record<string, string> }): Promise<true>;
+  /** Needs read_metrics. */
+  get(module: string): Promise<Metric[]>;
+  /** Needs read_metrics. */
+  all(): Promise<Record<string, Metric[]>>;
 }
 
 export interface ModuleContext {
@@ -125,6 +315,18 @@ export interface ModuleContext {
   readonly mempool: MempoolApi;
   readonly storage: StorageApi;
   readonly events: EventsApi;
+  readonly fs: FsApi;
+  /** With register_rpc_endpoint. */
+  readonly rpc: RpcApi;
+  /** With report_metrics (report) and read_metrics (get, all). */
+  readonly metrics: MetricsApi;
+  /** With call_module, register_module_api, discover_modules. */
+  readonly modules: ModulesApi;
+  readonly timers: TimersApi;
+  /** With read_lightning, read_payment, register_module_api (provide). */
+  readonly lightning: LightningApi;
+  readonly network: NetworkApi;
+  readonly mining: MiningApi;
 }
 
 /** The shape of a module's entry file. */

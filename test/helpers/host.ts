@@ -21,7 +21,8 @@ import { Host } from "../../host/host.ts";
 import { defaultConfig, type HostConfig, type Limits, type MissingGrantPolicy } from "../../host/config.ts";
 import { Logger, type LogRecord } from "../../host/log.ts";
 import { EmbeddedChain } from "../../host/chain/embedded.ts";
-import { parseDescriptor } from "../../capabilities/grants.ts";
+import { formatDescriptor, parseDescriptor } from "../../capabilities/grants.ts";
+import { loadManifest } from "../../host/manifest.ts";
 import type { ModuleStatus } from "../../host/manager.ts";
 import type { BusEvent } from "../../host/events/bus.ts";
 
@@ -59,16 +60,27 @@ export interface TestHostOptions {
   noStart?: boolean;
   /** Reuse this temp directory (e.g. a second host on the same storage). */
   dir?: string;
+  /**
+   * Grant every module without an entry in `grants` exactly what its manifest requests
+   * (as an operator who read the manifest would).
+   */
+  grantRequested?: boolean;
 }
 
 export const TEST_LIMITS: Partial<Limits> = {
   memory_mb: 64,
   cpu_time_ms: 200,
-  start_timeout_ms: 5000,
+  // Generous: on a loaded machine (ava runs files in parallel) spawning a process can take
+  // seconds. Tests that are about start-up time set their own.
+  start_timeout_ms: 20_000,
   stop_timeout_ms: 1000,
   restart: "on-failure",
   max_restarts: 3,
   restart_window_ms: 60_000,
+  kill_timeout_ms: 500,
+  // Health checks are off unless a test turns them on: they would otherwise race with the
+  // behaviour under test (a watchdog kill, a crash).
+  health_interval_ms: 0,
 };
 
 export interface WaitOptions {
@@ -166,7 +178,7 @@ export class TestHost {
   }
 
   tail(n = 40): string {
-    return this.lines.slice(-n).join("\n");
+    return this.lines.slice(-n).map((l) => (l.length > 400 ? `${l.slice(0, 400)}... (${l.length} chars)` : l)).join("\n");
   }
 
   stop(): Promise<void> {
@@ -233,6 +245,8 @@ export function testConfig(dir: string, modulesDir: string, opts: TestHostOption
   config.modules.modules_dir = modulesDir;
   config.modules.data_dir = path.join(dir, "data", "modules");
   config.storage.dir = path.join(dir, "data", "storage");
+  // Any free port: tests run in parallel. The cookie is under the test's own directory.
+  config.rpc.port = 0;
   config.modules.default_limits = { ...config.modules.default_limits, ...TEST_LIMITS, ...opts.limits };
   if (opts.onMissingGrant) config.modules.on_missing_grant = opts.onMissingGrant;
   for (const [name, spec] of Object.entries(opts.grants ?? {})) {
@@ -253,7 +267,14 @@ export function testConfig(dir: string, modulesDir: string, opts: TestHostOption
 export async function startHost(t: ExecutionContext, opts: TestHostOptions = {}): Promise<TestHost> {
   const dir = opts.dir ?? (await tempDir(t));
   const modulesDir = await buildModulesDir(dir, opts.modules, opts.inline);
-  const config = testConfig(dir, modulesDir, opts);
+  const grants = { ...opts.grants };
+  if (opts.grantRequested) {
+    for (const name of [...(opts.modules ?? []), ...Object.keys(opts.inline ?? {})]) {
+      const manifest = await loadManifest(path.join(modulesDir, name, "module.toml")).catch(() => undefined);
+      if (manifest && !Object.hasOwn(grants, manifest.name)) grants[manifest.name] = manifest.capabilities.map((c) => formatDescriptor(c.permission, c.scope));
+    }
+  }
+  const config = testConfig(dir, modulesDir, { ...opts, grants });
   const chain = await EmbeddedChain.create({ matureBlocks: config.chain.mature_blocks });
   const h = new TestHost(dir, config, chain);
   // ava runs teardowns in reverse order of registration: the host stops before its

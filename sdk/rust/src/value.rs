@@ -483,9 +483,46 @@ impl<'de> Deserializer<'de> for Value {
         visitor.visit_unit()
     }
 
+    fn deserialize_u64<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, ValueError> {
+        self.integral().deserialize_any(visitor)
+    }
+    fn deserialize_u32<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, ValueError> {
+        self.integral().deserialize_any(visitor)
+    }
+    fn deserialize_u16<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, ValueError> {
+        self.integral().deserialize_any(visitor)
+    }
+    fn deserialize_u8<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, ValueError> {
+        self.integral().deserialize_any(visitor)
+    }
+    fn deserialize_i64<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, ValueError> {
+        self.integral().deserialize_any(visitor)
+    }
+    fn deserialize_i32<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, ValueError> {
+        self.integral().deserialize_any(visitor)
+    }
+    fn deserialize_i16<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, ValueError> {
+        self.integral().deserialize_any(visitor)
+    }
+    fn deserialize_i8<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, ValueError> {
+        self.integral().deserialize_any(visitor)
+    }
+
     serde::forward_to_deserialize_any! {
-        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+        bool i128 u128 f32 f64 char str string
         bytes byte_buf unit unit_struct seq tuple tuple_struct map struct identifier
+    }
+}
+
+impl Value {
+    /// For a typed integer: a float with an exact integral value (which a JavaScript peer may
+    /// send for a large number, against the spec's advice) is read as that integer.
+    fn integral(self) -> Value {
+        match self {
+            Value::F64(x) if x.fract() == 0.0 && (0.0..18_446_744_073_709_551_616.0).contains(&x) => Value::UInt(x as u64),
+            Value::F64(x) if x.fract() == 0.0 && (-9_223_372_036_854_775_808.0..0.0).contains(&x) => Value::Int(x as i64),
+            other => other,
+        }
     }
 }
 

@@ -1,0 +1,363 @@
+// Confined, race-free file access under one module's data directory.
+//
+// Paths from a module are parsed into components (no "..", no absolute paths, no NUL or
+// control characters, no backslashes) and never handed to the kernel as one string. Instead
+// every operation walks the components itself, openat-style: the data directory is opened with
+// O_DIRECTORY|O_NOFOLLOW, and each next component is opened through "/proc/self/fd/<dirfd>/<name>"
+// with O_NOFOLLOW. The kernel resolves /proc/self/fd/<dirfd> to the directory already open, so
+// the only name it looks up is the one component, inside that directory, and a symbolic link
+// there makes the open fail instead of being followed. Nothing is checked by path and then used
+// by path, so swapping a component for a symlink between two calls gains nothing. The final
+// operation (open, unlink, rmdir, mkdir, lstat, readdir) is anchored to the parent's fd the same
+// way. This needs Linux with /proc mounted; elsewhere the family fails closed ("unavailable").
+
+import { constants as C } from "node:fs";
+import { lstat, mkdir, open, opendir, rmdir, unlink } from "node:fs/promises";
+import type { FileHandle } from "node:fs/promises";
+import path from "node:path";
+import { CapabilityError } from "./types.ts";
+
+/** Largest file read_file returns and write_file writes (below the 16 MiB protocol frame). */
+export const MAX_FILE_BYTES = 8 * 1024 * 1024;
+/** Most entries list_directory returns. */
+export const MAX_LIST_ENTRIES = 10_000;
+/** Longest accepted path, in UTF-8 bytes. */
+export const MAX_PATH_BYTES = 1024;
+/** Longest accepted path component, in UTF-8 bytes (NAME_MAX). */
+export const MAX_NAME_BYTES = 255;
+/** Deepest accepted path, in components. */
+export const MAX_DEPTH = 32;
+
+export interface ParsedPath {
+  /** Canonical relative form: "a/b/c", or "." for the data directory itself. Used for grants. */
+  readonly canonical: string;
+  /** Components; empty for the data directory itself. */
+  readonly parts: readonly string[];
+}
+
+const bad = (raw: string, why: string): CapabilityError =>
+  new CapabilityError("invalid_params", `path ${JSON.stringify(raw)} ${why}`);
+
+/**
+ * Parse a module-supplied path. The canonical form agrees with `canonicalRelativePath` from
+ * grants.ts for every path accepted here, so scope checks see exactly the location that is used.
+ */
+export function parsePath(raw: string): ParsedPath {
+  if (raw.includes("\0")) throw bad(raw, "contains a NUL byte");
+  // Control characters are refused so names stay printable in logs and listings.
+  if (/[\u0001-\u001f\u007f]/.test(raw)) throw bad(raw, "contains a control character");
+  // A lone surrogate would be written as U+FFFD, so two different strings would name one file.
+  if (/\p{Cs}/u.test(raw)) throw bad(raw, "is not well-formed Unicode (lone surrogate)");
+  // Backslashes are ordinary name characters on Linux but separators in grant scopes; refusing
+  // them keeps the name used and the name checked identical.
+  if (raw.includes("\\")) throw bad(raw, "contains a backslash; use \"/\" to separate directories");
+  if (raw.startsWith("/")) throw bad(raw, "is absolute; paths are relative to the module's data directory");
+  if (Buffer.byteLength(raw, "utf8") > MAX_PATH_BYTES) throw bad(raw.slice(0, 64) + "...", `is longer than ${MAX_PATH_BYTES} bytes`);
+  const parts: string[] = [];
+  for (const part of raw.split("/")) {
+    if (part === "" || part === ".") continue;
+    if (part === "..") throw bad(raw, "contains \"..\"; paths may not leave the module's data directory");
+    if (Buffer.byteLength(part, "utf8") > MAX_NAME_BYTES) throw bad(raw.slice(0, 64) + "...", `has a component longer than ${MAX_NAME_BYTES} bytes`);
+    parts.push(part);
+  }
+  if (parts.length > MAX_DEPTH) throw bad(raw.slice(0, 64) + "...", `is deeper than ${MAX_DEPTH} directories`);
+  return { canonical: parts.length === 0 ? "." : parts.join("/"), parts };
+}
+
+// ---------------------------------------------------------------------------------------
+// Errors
+
+const LINK_MSG = "symbolic links are not followed";
+
+interface ErrnoLike {
+  code?: unknown;
+}
+
+/** Turn an fs error into a CapabilityError naming the module's relative path; unknown errors pass through (sanitised by the hub). */
+function mapError(err: unknown, where: string): unknown {
+  if (err instanceof CapabilityError) return err;
+  const code = (err as ErrnoLike | null)?.code;
+  const at = JSON.stringify(where);
+  switch (code) {
+    case "ENOENT": return new CapabilityError("not_found", `${at}: no such file or directory`);
+    case "ELOOP":
+    case "EXDEV": return new CapabilityError("permission_denied", `${at} is a symbolic link; ${LINK_MSG}`);
+    case "EACCES":
+    case "EPERM": return new CapabilityError("permission_denied", `${at}: the host has no access to it`);
+    case "EISDIR": return new CapabilityError("invalid_params", `${at} is a directory`);
+    case "ENOTDIR": return new CapabilityError("invalid_params", `${at}: a path component is not a directory`);
+    case "ENOTEMPTY": return new CapabilityError("invalid_params", `${at} is a directory that is not empty`);
+    case "EEXIST": return new CapabilityError("invalid_params", `${at} already exists`);
+    case "ENAMETOOLONG": return new CapabilityError("invalid_params", `${at} is too long`);
+    case "ENXIO":
+    case "ETXTBSY": return new CapabilityError("invalid_params", `${at} is not a regular file`);
+    case "ENOSPC":
+    case "EDQUOT":
+    case "EFBIG": return new CapabilityError("quota_exceeded", `${at}: no space left for the module's data`);
+    case "EMFILE":
+    case "ENFILE": return new CapabilityError("unavailable", "the host is out of file descriptors; try again later");
+    default: return err;
+  }
+}
+
+const fdPath = (fd: number, name?: string): string => (name === undefined ? `/proc/self/fd/${fd}` : `/proc/self/fd/${fd}/${name}`);
+
+const DIR_FLAGS = C.O_RDONLY | C.O_DIRECTORY | C.O_NOFOLLOW;
+
+let procChecked: Promise<boolean> | undefined;
+
+/** /proc/self/fd must resolve to our own open directories, or nothing here is safe. */
+function procAvailable(): Promise<boolean> {
+  procChecked ??= (async () => {
+    if (process.platform !== "linux" || C.O_NOFOLLOW === undefined || C.O_DIRECTORY === undefined) return false;
+    let fh: FileHandle | undefined;
+    try {
+      fh = await open("/", DIR_FLAGS);
+      const [viaProc, direct] = await Promise.all([lstat(`${fdPath(fh.fd)}/.`), lstat("/")]);
+      return viaProc.ino === direct.ino && viaProc.dev === direct.dev;
+    } catch {
+      return false;
+    } finally {
+      await fh?.close();
+    }
+  })();
+  const result = procChecked;
+  // Only success is remembered: a failure (say, out of fds) is checked again next time.
+  void result.then((ok) => { if (!ok && procChecked === result) procChecked = undefined; });
+  return result;
+}
+
+/** Open the data directory itself: it must be a real directory, not a symlink to one. */
+async function openRoot(dataDir: string): Promise<FileHandle> {
+  if (!(await procAvailable())) {
+    throw new CapabilityError("unavailable", "file access needs Linux with /proc mounted; it is not available on this host");
+  }
+  try {
+    return await open(path.resolve(dataDir), DIR_FLAGS);
+  } catch (err) {
+    const code = (err as ErrnoLike | null)?.code;
+    if (code === "ENOENT") throw new CapabilityError("unavailable", "the module's data directory does not exist");
+    if (code === "ELOOP" || code === "ENOTDIR") {
+      throw new CapabilityError("permission_denied", `the module's data directory is a symbolic link or not a directory; ${LINK_MSG}`);
+    }
+    throw err;
+  }
+}
+
+/** Explain a failed directory open: ENOTDIR from O_DIRECTORY|O_NOFOLLOW also means "symlink". */
+async function dirOpenError(err: unknown, parentFd: number, name: string, where: string): Promise<unknown> {
+  const code = (err as ErrnoLike | null)?.code;
+  if (code === "ENOTDIR" || code === "ELOOP") {
+    // For the message only; the decision was already made by the kernel.
+    const st = await lstat(fdPath(parentFd, name)).catch(() => null);
+    if (st?.isSymbolicLink()) return new CapabilityError("permission_denied", `${JSON.stringify(where)} is a symbolic link; ${LINK_MSG}`);
+    if (st && !st.isDirectory()) return new CapabilityError("invalid_params", `${JSON.stringify(where)} is not a directory`);
+    // It was a symlink or a file when the kernel looked and has been replaced since.
+    return new CapabilityError("permission_denied", `${JSON.stringify(where)} was replaced while being opened; ${LINK_MSG}`);
+  }
+  return mapError(err, where);
+}
+
+/** Open directory `parts` (all of them) below the data directory, one component at a time. */
+async function openDirChain(dataDir: string, parts: readonly string[], create = false): Promise<FileHandle> {
+  let cur = await openRoot(dataDir);
+  try {
+    for (let i = 0; i < parts.length; i++) {
+      const name = parts[i]!;
+      const where = parts.slice(0, i + 1).join("/");
+      let next: FileHandle;
+      try {
+        next = await open(fdPath(cur.fd, name), DIR_FLAGS);
+      } catch (err) {
+        if (!create || (err as ErrnoLike | null)?.code !== "ENOENT") throw await dirOpenError(err, cur.fd, name, where);
+        try {
+          await mkdir(fdPath(cur.fd, name), 0o700);
+        } catch (mkErr) {
+          if ((mkErr as ErrnoLike | null)?.code !== "EEXIST") throw mapError(mkErr, where);
+        }
+        try {
+          next = await open(fdPath(cur.fd, name), DIR_FLAGS);
+        } catch (err2) {
+          throw await dirOpenError(err2, cur.fd, name, where);
+        }
+      }
+      await cur.close();
+      cur = next;
+    }
+    return cur;
+  } catch (err) {
+    await cur.close().catch(() => {});
+    throw err;
+  }
+}
+
+/** Run `fn` with the open parent directory of a non-root path and the final component's name. */
+async function withParent<T>(dataDir: string, p: ParsedPath, fn: (parentFd: number, name: string) => Promise<T>): Promise<T> {
+  const name = p.parts.at(-1);
+  if (name === undefined) throw new CapabilityError("invalid_params", "the path names the data directory itself, not a file");
+  const parent = await openDirChain(dataDir, p.parts.slice(0, -1));
+  try {
+    return await fn(parent.fd, name);
+  } catch (err) {
+    throw mapError(err, p.canonical);
+  } finally {
+    await parent.close();
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Operations
+
+// O_NONBLOCK: opening a FIFO a native module left behind must not hang a host thread.
+const READ_FLAGS = C.O_RDONLY | C.O_NOFOLLOW | C.O_NONBLOCK | C.O_NOCTTY;
+const WRITE_FLAGS = C.O_WRONLY | C.O_CREAT | C.O_NOFOLLOW | C.O_NONBLOCK | C.O_NOCTTY;
+
+async function checkRegular(fh: FileHandle, where: string, verb: string): Promise<number> {
+  const st = await fh.stat();
+  if (st.isDirectory()) throw new CapabilityError("invalid_params", `${JSON.stringify(where)} is a directory`);
+  if (!st.isFile()) throw new CapabilityError("invalid_params", `${JSON.stringify(where)} is not a regular file`);
+  // A hard link may name a file outside the data directory; path logic cannot see that, so
+  // files with more than one name are not read or written through this API.
+  if (st.nlink > 1) {
+    throw new CapabilityError("permission_denied", `${JSON.stringify(where)} has other hard links; files with several names are not ${verb}`);
+  }
+  return st.size;
+}
+
+export async function readFileAt(dataDir: string, p: ParsedPath): Promise<Uint8Array> {
+  return withParent(dataDir, p, async (parentFd, name) => {
+    const fh = await open(fdPath(parentFd, name), READ_FLAGS);
+    try {
+      const size = await checkRegular(fh, p.canonical, "read");
+      if (size > MAX_FILE_BYTES) throw tooBig(p.canonical);
+      // Read to EOF (the file may change meanwhile) but never past the limit.
+      // One byte more than the size, so reaching EOF needs no copy when the file did not grow.
+      let buf = new Uint8Array(Math.min(Math.max(size + 1, 4096), MAX_FILE_BYTES + 1));
+      let len = 0;
+      for (;;) {
+        if (len === buf.length) {
+          if (len > MAX_FILE_BYTES) throw tooBig(p.canonical);
+          const grown = new Uint8Array(Math.min(buf.length * 2, MAX_FILE_BYTES + 1));
+          grown.set(buf);
+          buf = grown;
+        }
+        const { bytesRead } = await fh.read(buf, len, buf.length - len, len);
+        if (bytesRead === 0) break;
+        len += bytesRead;
+      }
+      if (len > MAX_FILE_BYTES) throw tooBig(p.canonical);
+      return buf.slice(0, len);
+    } finally {
+      await fh.close();
+    }
+  });
+}
+
+const tooBig = (where: string): CapabilityError =>
+  new CapabilityError("quota_exceeded", `${JSON.stringify(where)} is larger than ${MAX_FILE_BYTES} bytes, the most read_file returns`);
+
+export async function writeFileAt(dataDir: string, p: ParsedPath, data: Uint8Array, append: boolean): Promise<number> {
+  if (data.byteLength > MAX_FILE_BYTES) {
+    throw new CapabilityError("invalid_params", `data is ${data.byteLength} bytes; files are limited to ${MAX_FILE_BYTES} bytes`);
+  }
+  return withParent(dataDir, p, async (parentFd, name) => {
+    // No O_TRUNC: the file is checked (regular, one name) before anything in it changes.
+    const fh = await open(fdPath(parentFd, name), WRITE_FLAGS | (append ? C.O_APPEND : 0), 0o600);
+    try {
+      const size = await checkRegular(fh, p.canonical, "written");
+      if (append && size + data.byteLength > MAX_FILE_BYTES) {
+        throw new CapabilityError("quota_exceeded", `appending ${data.byteLength} bytes would make ${JSON.stringify(p.canonical)} larger than ${MAX_FILE_BYTES} bytes`);
+      }
+      let off = 0;
+      while (off < data.byteLength) {
+        const { bytesWritten } = await fh.write(data, off, data.byteLength - off, append ? null : off);
+        off += bytesWritten;
+      }
+      // Overwrite, then cut to length: truncating to zero first makes ext4 flush on close,
+      // which costs milliseconds per write. Either way a replacing write is not atomic.
+      if (!append && data.byteLength < size) await fh.truncate(data.byteLength);
+      return append ? size + data.byteLength : data.byteLength;
+    } finally {
+      await fh.close();
+    }
+  });
+}
+
+/** Remove a file or symlink (the link itself), or an empty directory. */
+export async function deleteAt(dataDir: string, p: ParsedPath): Promise<void> {
+  if (p.parts.length === 0) throw new CapabilityError("invalid_params", "the data directory itself cannot be deleted");
+  await withParent(dataDir, p, async (parentFd, name) => {
+    try {
+      await unlink(fdPath(parentFd, name)); // never follows: removes a symlink, not its target
+    } catch (err) {
+      const code = (err as ErrnoLike | null)?.code;
+      if (code !== "EISDIR") throw err;
+      await rmdir(fdPath(parentFd, name)); // ENOTDIR if it was swapped for a symlink meanwhile
+    }
+  });
+}
+
+/** mkdir -p, one anchored component at a time. */
+export async function mkdirAt(dataDir: string, p: ParsedPath): Promise<void> {
+  const fh = await openDirChain(dataDir, p.parts, true);
+  await fh.close();
+}
+
+export type EntryType = "file" | "directory" | "symlink" | "other";
+
+export async function listAt(dataDir: string, p: ParsedPath): Promise<Array<{ name: string; type: EntryType }>> {
+  const fh = await openDirChain(dataDir, p.parts);
+  try {
+    // The fd stays open while the directory is read, so /proc/self/fd/<fd> is that directory.
+    const dir = await opendir(fdPath(fh.fd), { bufferSize: 256 });
+    const out: Array<{ name: string; type: EntryType }> = [];
+    // for-await closes the Dir when the loop ends, normally or by a throw.
+    for await (const e of dir) {
+      if (out.length >= MAX_LIST_ENTRIES) {
+        throw new CapabilityError("quota_exceeded", `${JSON.stringify(p.canonical)} has more than ${MAX_LIST_ENTRIES} entries, the most list_directory returns`);
+      }
+      const type: EntryType = e.isSymbolicLink() ? "symlink" : e.isDirectory() ? "directory" : e.isFile() ? "file" : "other";
+      out.push({ name: e.name, type });
+    }
+    return out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  } catch (err) {
+    throw mapError(err, p.canonical);
+  } finally {
+    await fh.close();
+  }
+}
+
+export interface FileMetadata {
+  path: string;
+  size: number;
+  is_file: boolean;
+  is_directory: boolean;
+  /** Milliseconds since the epoch. */
+  modified: number;
+  /** Milliseconds since the epoch; null when the filesystem does not record it. */
+  created: number | null;
+}
+
+export async function statAt(dataDir: string, p: ParsedPath): Promise<FileMetadata> {
+  let st;
+  if (p.parts.length === 0) {
+    const root = await openRoot(dataDir);
+    try {
+      st = await root.stat();
+    } finally {
+      await root.close();
+    }
+  } else {
+    // lstat does not follow the final component; the parent is reached through its fd.
+    st = await withParent(dataDir, p, (parentFd, name) => lstat(fdPath(parentFd, name)));
+    if (st.isSymbolicLink()) throw new CapabilityError("permission_denied", `${JSON.stringify(p.canonical)} is a symbolic link; ${LINK_MSG}`);
+  }
+  return {
+    path: p.canonical,
+    size: st.size,
+    is_file: st.isFile(),
+    is_directory: st.isDirectory(),
+    modified: Math.floor(st.mtimeMs),
+    created: st.birthtimeMs > 0 ? Math.floor(st.birthtimeMs) : null,
+  };
+}

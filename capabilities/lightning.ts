@@ -1,0 +1,47 @@
+// Lightning and payments. The host runs no Lightning node: these methods are answered by the
+// module that registered itself as the provider of the kind ("lightning" or "payment"), through
+// a `provider` invocation {kind, method, params}. With no provider running they fail with a
+// clear `unavailable` error, never a silent null.
+import * as v from "valibot";
+import { CapabilityError, method, type CallContext, type Family, type HostServices } from "./types.ts";
+import { none } from "./schemas.ts";
+
+export type ProviderKind = "lightning" | "payment";
+
+function providers(c: CallContext): NonNullable<HostServices["providers"]> {
+  if (!c.services.providers) throw new CapabilityError("unavailable", "provider modules are not available in this host");
+  return c.services.providers;
+}
+
+export const lightning: Family = {
+  name: "lightning",
+  summary: "Lightning node information and payment state, answered by a provider module.",
+  methods: [
+    method({
+      name: "get_lightning_node_url", js: "getNodeUrl", permission: "read_lightning", args: [], params: none,
+      summary: "The Lightning node's URL, from the lightning provider (its getNodeUrl).",
+      handler: (c) => providers(c).call("lightning", "getNodeUrl", {}),
+    }),
+    method({
+      name: "get_lightning_info", js: "getInfo", permission: "read_lightning", args: [], params: none,
+      summary: "Lightning node information, from the lightning provider (its getInfo).",
+      handler: (c) => providers(c).call("lightning", "getInfo", {}),
+    }),
+    method({
+      name: "get_payment_state", js: "getPaymentState", permission: "read_payment", args: ["payment_id"],
+      params: v.object({ payment_id: v.pipe(v.string(), v.minLength(1, "payment_id is empty"), v.maxLength(256)) }),
+      summary: "State of a payment, from the payment provider (its getPaymentState({payment_id})).",
+      handler: (c, p) => providers(c).call("payment", "getPaymentState", { payment_id: p.payment_id }),
+    }),
+    method({
+      name: "register_provider", js: "provide", permission: "register_module_api", args: ["kind"],
+      params: v.object({ kind: v.picklist(["lightning", "payment"], 'kind must be "lightning" or "payment"') }),
+      summary: "Answer the lightning or payment methods for every module. One provider per kind.",
+      audit: true,
+      handler: async (c, p) => {
+        providers(c).register(c.module, p.kind);
+        return true;
+      },
+    }),
+  ],
+};

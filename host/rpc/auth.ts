@@ -1,0 +1,111 @@
+// Authentication for the RPC server, as bitcoind does it: at start the host writes a random
+// cookie, `__cookie__:<64 hex>`, to the cookie file with mode 0600, so whoever can read that
+// file (the operator's user) can call the host; at stop the file is removed. Optionally the
+// operator also configures a user and password. Clients send HTTP Basic authentication with
+// either. Comparisons are constant-time.
+
+import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
+import { chmod, mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
+import path from "node:path";
+
+export const COOKIE_USER = "__cookie__";
+
+export interface AuthOptions {
+  cookieFile: string;
+  user?: string;
+  password?: string;
+}
+
+export interface Credentials {
+  user: string;
+  password: string;
+}
+
+/** Constant-time string comparison (both sides hashed first, so lengths do not leak either). */
+export function safeEqual(a: string, b: string): boolean {
+  const ha = createHash("sha256").update(a, "utf8").digest();
+  const hb = createHash("sha256").update(b, "utf8").digest();
+  return timingSafeEqual(ha, hb);
+}
+
+/** `Authorization: Basic ...` -> user and password; undefined when absent or malformed. */
+export function parseBasic(header: string | undefined): Credentials | undefined {
+  if (!header) return undefined;
+  const m = /^Basic\s+([A-Za-z0-9+/=]+)\s*$/i.exec(header);
+  if (!m) return undefined;
+  const text = Buffer.from(m[1]!, "base64").toString("utf8");
+  const colon = text.indexOf(":");
+  if (colon < 0) return undefined;
+  return { user: text.slice(0, colon), password: text.slice(colon + 1) };
+}
+
+export function basicHeader(c: Credentials): string {
+  return `Basic ${Buffer.from(`${c.user}:${c.password}`, "utf8").toString("base64")}`;
+}
+
+export class RpcAuth {
+  private cookieWritten = false;
+
+  private constructor(private readonly opts: AuthOptions, readonly cookie: string) {}
+
+  /** New random cookie (not yet written). */
+  static create(opts: AuthOptions): RpcAuth {
+    return new RpcAuth(opts, randomBytes(32).toString("hex"));
+  }
+
+  get cookieFile(): string {
+    return this.opts.cookieFile;
+  }
+
+  /**
+   * Write `__cookie__:<hex>` with mode 0600: to a temporary file first, then renamed into
+   * place, so a reader never sees a half-written cookie.
+   */
+  async writeCookie(): Promise<void> {
+    const file = this.opts.cookieFile;
+    await mkdir(path.dirname(file), { recursive: true, mode: 0o700 });
+    const tmp = `${file}.tmp`;
+    await rm(tmp, { force: true });
+    await writeFile(tmp, `${COOKIE_USER}:${this.cookie}`, { mode: 0o600, flag: "wx" });
+    await chmod(tmp, 0o600);
+    await rename(tmp, file);
+    this.cookieWritten = true;
+  }
+
+  /** Remove the cookie file, if it is still the one this host wrote. */
+  async removeCookie(): Promise<void> {
+    if (!this.cookieWritten) return;
+    this.cookieWritten = false;
+    try {
+      const text = await readFile(this.opts.cookieFile, "utf8");
+      if (text.trim() === `${COOKIE_USER}:${this.cookie}`) await rm(this.opts.cookieFile, { force: true });
+    } catch {
+      // already gone
+    }
+  }
+
+  /** Whether the Authorization header carries the cookie or the configured user and password. */
+  check(header: string | undefined): boolean {
+    const c = parseBasic(header);
+    if (!c) return false;
+    // Evaluate both so the time taken does not say which one was tried.
+    const cookieUser = safeEqual(c.user, COOKIE_USER);
+    const cookiePassword = safeEqual(c.password, this.cookie);
+    const { user, password } = this.opts;
+    let byPassword = false;
+    if (user !== undefined && password !== undefined) {
+      const u = safeEqual(c.user, user);
+      const p = safeEqual(c.password, password);
+      byPassword = u && p;
+    }
+    return (cookieUser && cookiePassword) || byPassword;
+  }
+}
+
+/** Read a cookie file: the credentials in it. */
+export async function readCookie(file: string): Promise<Credentials> {
+  const text = (await readFile(file, "utf8")).trim();
+  const colon = text.indexOf(":");
+  if (colon < 0) throw new Error(`${file} is not a modhost cookie file`);
+  return { user: text.slice(0, colon), password: text.slice(colon + 1) };
+}

@@ -1,0 +1,111 @@
+// A JSON-RPC client for a running host, used by the modhost command line (`modhost list`,
+// `modhost <module> <command>`, ...). It reads the cookie from the config's cookie_file (or
+// uses the configured user and password) and explains plainly when no host is running.
+
+import http from "node:http";
+import { isIP } from "node:net";
+import type { HostConfig } from "../config.ts";
+import { ModhostError } from "../errors.ts";
+import { basicHeader, readCookie, type Credentials } from "./auth.ts";
+
+export interface ClientOptions {
+  host: string;
+  port: number;
+  credentials: Credentials;
+  /** Give up after this long; default 60 s. */
+  timeoutMs?: number;
+}
+
+/** An error answer from the server: its JSON-RPC code, message and data. */
+export class RpcCallError extends ModhostError {
+  constructor(readonly rpcCode: number, message: string, readonly data?: unknown) {
+    super("rpc_error", message, hintOf(data));
+  }
+}
+
+function hintOf(data: unknown): string | undefined {
+  const hint = (data as { hint?: unknown } | undefined)?.hint;
+  return typeof hint === "string" ? hint : undefined;
+}
+
+/** Where a client connects for a server bound to `bind` (a wildcard means this machine). */
+export function connectAddress(bind: string): string {
+  if (bind === "0.0.0.0") return "127.0.0.1";
+  if (bind === "::" || bind === "[::]") return "::1";
+  return bind;
+}
+
+export class RpcClient {
+  private nextId = 1;
+
+  constructor(private readonly opts: ClientOptions) {}
+
+  get where(): string {
+    return isIP(this.opts.host) === 6 ? `[${this.opts.host}]:${this.opts.port}` : `${this.opts.host}:${this.opts.port}`;
+  }
+
+  /** Call one method; resolves to its result, rejects with RpcCallError or a ModhostError. */
+  async call(method: string, params?: unknown): Promise<unknown> {
+    const id = this.nextId++;
+    const body = JSON.stringify({ jsonrpc: "2.0", id, method, ...(params !== undefined ? { params } : {}) });
+    const { status, text } = await this.post(body);
+    if (status === 401) {
+      throw new ModhostError("unauthorised", `the modhost at ${this.where} refused the credentials`, "the cookie file belongs to another host, or [rpc] user/password differ; check --config");
+    }
+    let answer: { result?: unknown; error?: { code: number; message: string; data?: unknown } };
+    try {
+      answer = JSON.parse(text);
+    } catch {
+      throw new ModhostError("rpc_error", `unexpected answer from ${this.where} (HTTP ${status}): ${text.slice(0, 200)}`);
+    }
+    if (answer.error) throw new RpcCallError(answer.error.code, answer.error.message, answer.error.data);
+    return answer.result ?? null;
+  }
+
+  private post(body: string): Promise<{ status: number; text: string }> {
+    const { host, port, credentials } = this.opts;
+    return new Promise((resolve, reject) => {
+      const req = http.request({
+        host, port, method: "POST", path: "/",
+        headers: { "Content-Type": "application/json", "Content-Length": Buffer.byteLength(body), Authorization: basicHeader(credentials) },
+        timeout: this.opts.timeoutMs ?? 60_000,
+      }, (res) => {
+        const chunks: Buffer[] = [];
+        res.on("data", (c: Buffer) => chunks.push(c));
+        res.on("end", () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString("utf8") }));
+        res.on("error", reject);
+      });
+      req.on("timeout", () => req.destroy(new ModhostError("timeout", `the modhost at ${this.where} did not answer within ${this.opts.timeoutMs ?? 60_000} ms`)));
+      req.on("error", (err: NodeJS.ErrnoException) => {
+        if (err instanceof ModhostError) reject(err);
+        else if (err.code === "ECONNREFUSED" || err.code === "ENOENT" || err.code === "EADDRNOTAVAIL") reject(notRunning(this.where, "could not connect"));
+        else reject(new ModhostError("rpc_error", `cannot reach the modhost at ${this.where}: ${err.message}`));
+      });
+      req.end(body);
+    });
+  }
+}
+
+function notRunning(where: string, why: string): ModhostError {
+  return new ModhostError("not_running", `no modhost is running at ${where} (${why}); start one with modhost run`);
+}
+
+/** A client for the host that `config` describes (its [rpc] bind, port and cookie_file). */
+export async function clientFor(config: HostConfig, timeoutMs?: number): Promise<RpcClient> {
+  const rpc = config.rpc;
+  const host = connectAddress(rpc.bind);
+  const where = isIP(host) === 6 ? `[${host}]:${rpc.port}` : `${host}:${rpc.port}`;
+  if (!rpc.enabled) throw new ModhostError("rpc_disabled", `the RPC server is disabled in ${config.file ?? "the configuration"} ([rpc] enabled = false)`, "set [rpc] enabled = true and restart the host");
+  let credentials: Credentials;
+  try {
+    credentials = await readCookie(rpc.cookie_file);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    // Without a readable cookie the configured user and password still work.
+    if (rpc.user !== undefined && rpc.password !== undefined) credentials = { user: rpc.user, password: rpc.password };
+    else if (code === "ENOENT") throw notRunning(where, `no cookie file at ${rpc.cookie_file}`);
+    else if (code === "EACCES") throw new ModhostError("unauthorised", `cannot read the cookie file ${rpc.cookie_file}: permission denied`, "run modhost as the user that runs the host");
+    else throw err;
+  }
+  return new RpcClient({ host, port: rpc.port, credentials, ...(timeoutMs !== undefined ? { timeoutMs } : {}) });
+}

@@ -1,0 +1,248 @@
+// The command-line subcommands that talk to a running host over its RPC server:
+//
+//   modhost list | info <m> | load <m> | unload <m> | reload <m> | health | stop | methods
+//   modhost call <method> [params...]
+//   modhost <module> [<command> [args...]]
+//
+// Each takes --config FILE (default ./modhost.toml) to find the host's address and cookie.
+// For module commands, --config is taken out of the arguments unless it comes after `--`.
+
+import { existsSync } from "node:fs";
+import { readdir } from "node:fs/promises";
+import path from "node:path";
+import { defaultConfig, loadConfig, type HostConfig } from "../config.ts";
+import { ModhostError } from "../errors.ts";
+import { loadManifest, MODULE_NAME_RE } from "../manifest.ts";
+import type { ModuleStatus } from "../manager.ts";
+import type { CliSpec } from "../../capabilities/types.ts";
+import { clientFor, type RpcClient } from "./client.ts";
+
+export const REMOTE_HELP = `Talking to a running host (reads the cookie of --config FILE's [rpc] section):
+  modhost list [--json]           every module with its state
+  modhost info MODULE             one module: status, manifest, grants, RPC methods, CLI, metrics
+  modhost load|unload|reload MODULE
+  modhost health [--json]         host uptime, chain height, every module's health
+  modhost methods                 every RPC method: the host's and the modules'
+  modhost stop                    stop the host gracefully
+  modhost call METHOD [PARAMS..]  call any RPC method; one JSON object/array, or one value per parameter
+  modhost MODULE [COMMAND [ARGS..]]  run a module's CLI command (without COMMAND: list its commands)`;
+
+const HOST_COMMANDS = new Set(["list", "info", "load", "unload", "reload", "health", "methods", "stop", "call"]);
+
+interface Split {
+  config: string | undefined;
+  json: boolean;
+  rest: string[];
+}
+
+/** Take --config/-c (and --json for host commands) out of `argv`; everything after `--` is left as is. */
+function split(argv: string[], takeJson: boolean): Split {
+  const out: Split = { config: undefined, json: false, rest: [] };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === "--") {
+      out.rest.push(...argv.slice(i + 1));
+      break;
+    }
+    if (a === "--config" || a === "-c") {
+      const v = argv[++i];
+      if (v === undefined) throw new ModhostError("usage", `${a} needs a file`);
+      out.config = v;
+    } else if (a.startsWith("--config=")) {
+      out.config = a.slice("--config=".length);
+    } else if (takeJson && a === "--json") {
+      out.json = true;
+    } else {
+      out.rest.push(a);
+    }
+  }
+  return out;
+}
+
+async function configFrom(file: string | undefined): Promise<HostConfig> {
+  if (file) return loadConfig(file);
+  if (existsSync("modhost.toml")) return loadConfig("modhost.toml");
+  return defaultConfig(process.cwd());
+}
+
+function print(value: unknown): void {
+  if (value === null || value === undefined) return;
+  console.log(typeof value === "string" ? value.replace(/\n$/, "") : JSON.stringify(value, null, 2));
+}
+
+/**
+ * Run `command` if it is a remote command or a module's name. Returns the exit code, or
+ * undefined when `command` is neither (the caller prints the usage).
+ */
+export async function remoteCommand(command: string, argv: string[]): Promise<number | undefined> {
+  if (HOST_COMMANDS.has(command)) {
+    const s = split(argv, true);
+    const client = await clientFor(await configFrom(s.config));
+    return hostCommand(client, command, s.rest, s.json);
+  }
+  if (!MODULE_NAME_RE.test(command)) return undefined;
+  const s = split(argv, false);
+  const config = await configFrom(s.config);
+  let client: RpcClient;
+  let specs: Record<string, CliSpec>;
+  try {
+    client = await clientFor(config);
+    specs = (await client.call("cli_specs")) as Record<string, CliSpec>;
+  } catch (err) {
+    // No host to ask: a module on disk gets the connection error, any other word the usage.
+    if (err instanceof ModhostError && err.code === "not_running" && !(await moduleOnDisk(config, command))) return undefined;
+    throw err;
+  }
+  const spec = specs[command];
+  if (!spec) {
+    const statuses = (await client.call("list")) as ModuleStatus[];
+    const status = statuses.find((x) => x.name === command);
+    if (!status) return undefined;
+    const withCli = Object.keys(specs);
+    throw new ModhostError("no_cli", `module ${command} has no CLI commands${status.state === "running" ? "" : ` (it is ${status.state})`}`, withCli.length ? `modules with commands: ${withCli.join(", ")}` : undefined);
+  }
+  const [sub, ...args] = s.rest;
+  if (sub === undefined || sub === "--help" || sub === "-h" || sub === "help") {
+    console.log(moduleHelp(command, spec));
+    return 0;
+  }
+  print(await client.call("run_cli", { module: command, command: sub, args }));
+  return 0;
+}
+
+function moduleHelp(module: string, spec: CliSpec): string {
+  const lines = [`${spec.name && spec.name !== module ? `${module} (${spec.name})` : module}${spec.about ? `: ${spec.about}` : ""}`, "", "Commands:"];
+  const usage = spec.commands.map((c) => [c, [c.name, ...(c.args ?? []).map((a) => (a.required ? `<${a.name}>` : `[${a.name}]`))].join(" ")] as const);
+  const width = Math.max(0, ...usage.map(([, u]) => u.length));
+  for (const [c, u] of usage) lines.push(`  modhost ${module} ${u.padEnd(width)}${c.about ? `  ${c.about}` : ""}`);
+  if (spec.commands.length === 0) lines.push("  (none)");
+  return lines.join("\n");
+}
+
+async function moduleOnDisk(config: HostConfig, name: string): Promise<boolean> {
+  const dir = config.modules.modules_dir;
+  if (existsSync(path.join(dir, name, "module.toml"))) return true;
+  let entries: string[];
+  try {
+    entries = (await readdir(dir, { withFileTypes: true })).filter((e) => e.isDirectory()).map((e) => e.name);
+  } catch {
+    return false;
+  }
+  for (const e of entries) {
+    try {
+      if ((await loadManifest(path.join(dir, e, "module.toml"))).name === name) return true;
+    } catch {
+      // not a module, or a broken one
+    }
+  }
+  return false;
+}
+
+function needModule(command: string, rest: string[]): string {
+  const [name, ...extra] = rest;
+  if (name === undefined || extra.length > 0) throw new ModhostError("usage", `usage: modhost ${command} MODULE [--config FILE]`);
+  return name;
+}
+
+async function hostCommand(client: RpcClient, command: string, rest: string[], json: boolean): Promise<number> {
+  switch (command) {
+    case "list": {
+      if (rest.length) throw new ModhostError("usage", "usage: modhost list [--json] [--config FILE]");
+      const list = (await client.call("list")) as ModuleStatus[];
+      if (json) print(list);
+      else console.log(formatList(list));
+      return 0;
+    }
+    case "info":
+      print(await client.call("info", { module: needModule(command, rest) }));
+      return 0;
+    case "load":
+    case "reload": {
+      const s = (await client.call(command, { module: needModule(command, rest) })) as ModuleStatus;
+      console.log(`${command === "load" ? "loaded" : "reloaded"} ${s.name} ${s.version ?? ""} (${s.state}${s.pid ? `, pid ${s.pid}` : ""})`);
+      return 0;
+    }
+    case "unload": {
+      const s = (await client.call(command, { module: needModule(command, rest) })) as ModuleStatus;
+      console.log(`unloaded ${s.name} (${s.state})`);
+      return 0;
+    }
+    case "health": {
+      const h = (await client.call("health")) as HealthAnswer;
+      if (json) print(h);
+      else console.log(formatHealth(h));
+      return h.status === "ok" ? 0 : 1;
+    }
+    case "methods": {
+      const m = (await client.call("rpc_methods")) as { host: Array<{ method: string; description: string }>; modules: Array<{ method: string; description: string }> };
+      if (json) print(m);
+      else {
+        const all = [...m.host, ...m.modules];
+        const width = Math.max(...all.map((x) => x.method.length));
+        console.log(all.map((x) => `${x.method.padEnd(width)}  ${x.description}`).join("\n"));
+      }
+      return 0;
+    }
+    case "stop":
+      await client.call("stop");
+      console.log(`modhost at ${client.where} is stopping`);
+      return 0;
+    case "call": {
+      const [method, ...params] = rest;
+      if (method === undefined) throw new ModhostError("usage", "usage: modhost call METHOD [PARAMS...] [--config FILE]");
+      print(await client.call(method, callParams(params)));
+      return 0;
+    }
+  }
+  return 2;
+}
+
+/** One JSON object or array is the params; otherwise each argument is one positional value. */
+function callParams(args: string[]): unknown {
+  if (args.length === 0) return undefined;
+  const parse = (a: string): unknown => {
+    try {
+      return JSON.parse(a);
+    } catch {
+      return a;
+    }
+  };
+  if (args.length === 1) {
+    const v = parse(args[0]!);
+    if (v !== null && typeof v === "object") return v;
+    return [v];
+  }
+  return args.map(parse);
+}
+
+function formatList(list: ModuleStatus[]): string {
+  if (list.length === 0) return "no modules";
+  const rows = list.map((s) => [s.name, s.version ?? "-", s.runtime ?? "-", s.state, s.pid ? String(s.pid) : "-", String(s.restarts)]);
+  const head = ["MODULE", "VERSION", "RUNTIME", "STATE", "PID", "RESTARTS"];
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  const line = (r: string[]) => r.map((c, i) => c.padEnd(widths[i]!)).join("  ").trimEnd();
+  const out = [line(head)];
+  list.forEach((s, i) => {
+    out.push(line(rows[i]!));
+    if (s.problem) out.push(...s.problem.split("\n").map((l) => `    ${l}`));
+  });
+  return out.join("\n");
+}
+
+interface HealthAnswer {
+  status: string;
+  version: string;
+  uptime_seconds: number;
+  chain: { backend: string; chain: string; height: number };
+  modules: Array<{ name: string; state: string; restarts: number; problem?: string; health: { status?: string; error?: string } | null }>;
+}
+
+function formatHealth(h: HealthAnswer): string {
+  const out = [`${h.status}: modhost ${h.version}, up ${h.uptime_seconds} s, chain ${h.chain.chain} (${h.chain.backend}) at height ${h.chain.height}`];
+  for (const m of h.modules) {
+    const health = m.health ? ` health=${m.health.status ?? "?"}${m.health.error ? ` (${m.health.error})` : ""}` : "";
+    out.push(`  ${m.name}: ${m.state}${health}${m.restarts ? ` restarts=${m.restarts}` : ""}${m.problem ? ` - ${m.problem.split("\n")[0]}` : ""}`);
+  }
+  return out.join("\n");
+}
+

@@ -1,0 +1,94 @@
+//! rust-example: a native modhost module written with the Rust SDK.
+//!
+//! It reads the chain state, opens its storage tree "tips", subscribes to NewBlock and says
+//! ready. For every new block it fetches the block, logs its transaction count and records
+//! height -> hash; every 10 blocks it logs how many entries it stores. When the host asks it
+//! to stop, the event stream ends and it exits with status 0.
+
+use std::process::ExitCode;
+
+use modhost_sdk::{Client, Error, IterOptions, LogLevel};
+
+const TREE: &str = "tips";
+
+/// Heights are stored zero-padded so that the tree's key order (UTF-8 bytes) is height order.
+fn key(height: u64) -> String {
+    format!("{height:010}")
+}
+
+fn main() -> ExitCode {
+    let client = match Client::connect(env!("CARGO_PKG_VERSION")) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("rust-example: cannot connect to the host: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(&client) {
+        Ok(()) => ExitCode::SUCCESS,
+        // The host went away: nothing is left to do, and nobody to report to.
+        Err(Error::Closed) => ExitCode::SUCCESS,
+        Err(e) => {
+            client.error(&format!("rust-example: {e}"));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(client: &Client) -> Result<(), Error> {
+    let info = client.get_chain_info()?;
+    client.info(&format!("rust-example: {} chain at height {}, tip {}", info.chain, info.height, info.tip_hash));
+
+    client.storage_open_tree(TREE)?;
+    // The latest entry, if a previous run left some.
+    let last = client.storage_iter::<String>(TREE, &IterOptions::new().reverse(true).limit(1))?;
+    if let Some(e) = last.first() {
+        let height: u64 = e.key.parse().unwrap_or(0);
+        // The embedded regtest chain starts afresh on every host start: say whether the
+        // recorded blocks are still on the active chain.
+        let same = client.get_block_by_height(height)?.is_some_and(|b| b.hash == e.value);
+        let status = if same { "on the active chain" } else { "not on the active chain; entries will be overwritten" };
+        client.info(&format!("rust-example: resuming; last recorded block {height} ({status})"));
+    }
+
+    client.on_shutdown({
+        let c = client.clone();
+        move |s| c.info(&format!("rust-example: stopping ({})", s.reason))
+    });
+    client.subscribe_events(&["NewBlock"])?;
+    client.ready()?;
+
+    let mut seen = 0u64;
+    // Ends once the host's shutdown invocation has been answered, or if the host goes away.
+    for event in client.events() {
+        if event.missed > 0 {
+            client.warn(&format!("rust-example: {} events were dropped before block event {}", event.missed, event.seq));
+        }
+        let Some(nb) = event.new_block() else { continue };
+        match on_block(client, nb.height, &nb.hash) {
+            Ok(()) => {}
+            Err(Error::Closed) => return Err(Error::Closed),
+            // One failed block is logged, not fatal.
+            Err(e) => client.warn(&format!("rust-example: block {}: {e}", nb.height)),
+        }
+        seen += 1;
+        if seen.is_multiple_of(10) {
+            let usage = client.storage_usage()?;
+            client.log_fields(
+                LogLevel::Info,
+                &format!("rust-example: {} blocks seen, {} entries stored", seen, usage.keys),
+                &modhost_sdk::Value::from_pairs([("bytes", usage.bytes.into()), ("keys", usage.keys.into())]),
+            )?;
+        }
+    }
+    client.info(&format!("rust-example: stopped after {seen} blocks"));
+    Ok(())
+}
+
+fn on_block(client: &Client, height: u64, hash: &str) -> Result<(), Error> {
+    let block = client
+        .get_block(hash)?
+        .ok_or_else(|| Error::Protocol(format!("block {hash} announced but not found")))?;
+    client.info(&format!("rust-example: block {} has {} txs", block.height, block.transactions.len()));
+    client.storage_insert(TREE, &key(height), hash)
+}

@@ -1,0 +1,913 @@
+use std::collections::HashMap;
+use std::io::{BufReader, Write};
+use std::net::Shutdown as SocketShutdown;
+use std::os::unix::net::UnixStream;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
+use std::thread;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::bootstrap::Bootstrap;
+use crate::error::{Error, HandlerError, Result};
+use crate::events::{Event, Events};
+use crate::protocol::*;
+use crate::types::*;
+use crate::value::{decode_value, from_value, to_value, Value};
+
+/// Requests in flight at most (the host refuses more with `unavailable`); further calls wait.
+pub const MAX_IN_FLIGHT: usize = 1024;
+/// How long `connect` waits for `welcome`.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the host's `shutdown` invocation said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shutdown {
+    pub reason: String,
+    /// How long the host waits for the process to exit before SIGTERM.
+    pub timeout_ms: u64,
+}
+
+type Handler = Arc<dyn Fn(Value) -> std::result::Result<Value, HandlerError> + Send + Sync>;
+type ShutdownHandler = Box<dyn FnMut(&Shutdown) + Send>;
+
+/// A connection to the host. Cheap to clone (an `Arc`); every method may be called from any
+/// thread, and many requests may be in flight at once.
+#[derive(Clone)]
+pub struct Client {
+    pub(crate) inner: Arc<Inner>,
+}
+
+enum Incoming {
+    Event(EventMessage),
+    End,
+}
+
+struct Pending {
+    waiting: HashMap<u64, SyncSender<Result<Value>>>,
+    closed: bool,
+}
+
+#[derive(Default)]
+struct State {
+    /// The first shutdown invocation received.
+    shutdown: Option<Shutdown>,
+    /// Its answer has been sent.
+    shutdown_answered: bool,
+    closed: bool,
+    close_reason: Option<String>,
+}
+
+pub(crate) struct Inner {
+    writer: Mutex<UnixStream>,
+    max_frame: usize,
+    welcome: Welcome,
+    config: Mutex<Value>,
+    next_id: AtomicU64,
+    pending: Mutex<Pending>,
+    pending_cv: Condvar,
+    handlers: RwLock<HashMap<String, Handler>>,
+    shutdown_handler: Mutex<Option<ShutdownHandler>>,
+    state: Mutex<State>,
+    state_cv: Condvar,
+    events_tx: Mutex<Option<Sender<Incoming>>>,
+    events_rx: Mutex<Receiver<Incoming>>,
+    events_done: AtomicBool,
+    /// Highest seq handed out by `next_event`, and highest acknowledged.
+    taken: AtomicU64,
+    acked: Mutex<u64>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panicking user handler must not make the client unusable.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+static FD_TAKEN: AtomicBool = AtomicBool::new(false);
+
+#[derive(Serialize)]
+struct NoParams {}
+
+impl Client {
+    /// Connects over the channel the host passed to this process (`MODHOST_FD`, fd 3), as the
+    /// module named by `--module-id`/`MODULE_ID`, and runs the handshake. `version` is the
+    /// module's version (e.g. `env!("CARGO_PKG_VERSION")`).
+    pub fn connect(version: &str) -> Result<Client> {
+        Client::connect_with(&Bootstrap::from_env(), version)
+    }
+
+    /// [`Client::connect`] with an explicit bootstrap.
+    pub fn connect_with(boot: &Bootstrap, version: &str) -> Result<Client> {
+        let module = boot.module_id.clone().ok_or_else(|| {
+            Error::NotUnderHost("no module id: neither --module-id nor MODULE_ID is set".into())
+        })?;
+        let stream = take_fd(boot.fd)?;
+        Client::from_stream(stream, &module, version)
+    }
+
+    /// Runs the handshake over an already-connected stream (tests, or a socket obtained some
+    /// other way) and starts the reader thread.
+    pub fn from_stream(stream: UnixStream, module: &str, version: &str) -> Result<Client> {
+        let hello = Message::Hello(Hello {
+            protocol: [PROTOCOL_MIN, PROTOCOL_MAX],
+            module: module.to_owned(),
+            version: version.to_owned(),
+            sdk: Some(SDK_NAME.to_owned()),
+        });
+        let mut writer = stream.try_clone()?;
+        writer.write_all(&encode_frame(&hello, DEFAULT_MAX_FRAME_BYTES)?)?;
+
+        stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
+        let mut reader = BufReader::new(stream.try_clone()?);
+        let welcome = {
+            let body = match read_frame(&mut reader, DEFAULT_MAX_FRAME_BYTES) {
+                Ok(Some(body)) => body,
+                Ok(None) => return Err(Error::Protocol("the host closed the connection during the handshake".into())),
+                Err(Error::Io(e)) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                    return Err(Error::Protocol(format!("no welcome from the host within {} s", HANDSHAKE_TIMEOUT.as_secs())))
+                }
+                Err(e) => return Err(e),
+            };
+            match decode_message(&body) {
+                Ok(Message::Welcome(w)) => w,
+                Ok(Message::Goodbye(g)) => {
+                    let _ = stream.shutdown(SocketShutdown::Both);
+                    return Err(match g.error {
+                        Some(e) => Error::Remote { code: e.code, message: format!("the host refused the module: {}", e.message), data: e.data },
+                        None => Error::Protocol("the host said goodbye during the handshake".into()),
+                    });
+                }
+                // An error answer to a hello the host could not read.
+                Ok(Message::Response(Response { error: Some(e), .. })) => {
+                    return Err(Error::Remote { code: e.code, message: e.message, data: e.data })
+                }
+                Ok(other) => return Err(Error::Protocol(format!("expected welcome from the host, got {}", kind_name(&other)))),
+                Err(e) => return Err(e),
+            }
+        };
+        stream.set_read_timeout(None)?;
+        if welcome.protocol < PROTOCOL_MIN || welcome.protocol > PROTOCOL_MAX {
+            return Err(Error::Protocol(format!(
+                "the host chose protocol version {}, this SDK speaks {PROTOCOL_MIN}..{PROTOCOL_MAX}; update modhost-sdk",
+                welcome.protocol
+            )));
+        }
+
+        let (tx, rx) = mpsc::channel();
+        let max_frame = usize::try_from(welcome.max_frame_bytes).unwrap_or(usize::MAX).max(1);
+        let inner = Arc::new(Inner {
+            writer: Mutex::new(writer),
+            max_frame,
+            config: Mutex::new(welcome.config.clone()),
+            welcome,
+            next_id: AtomicU64::new(1),
+            pending: Mutex::new(Pending { waiting: HashMap::new(), closed: false }),
+            pending_cv: Condvar::new(),
+            handlers: RwLock::new(HashMap::new()),
+            shutdown_handler: Mutex::new(None),
+            state: Mutex::new(State::default()),
+            state_cv: Condvar::new(),
+            events_tx: Mutex::new(Some(tx)),
+            events_rx: Mutex::new(rx),
+            events_done: AtomicBool::new(false),
+            taken: AtomicU64::new(0),
+            acked: Mutex::new(0),
+        });
+        let weak = Arc::downgrade(&inner);
+        thread::Builder::new()
+            .name("modhost-reader".into())
+            .spawn(move || reader_loop(weak, reader))
+            .map_err(Error::Io)?;
+        Ok(Client { inner })
+    }
+
+    // ---- what the host said ----
+
+    /// The host's `welcome`.
+    pub fn welcome(&self) -> &Welcome {
+        &self.inner.welcome
+    }
+    pub fn module_id(&self) -> &str {
+        &self.inner.welcome.module_id
+    }
+    /// The module's data directory: the only place it may write.
+    pub fn data_dir(&self) -> &Path {
+        Path::new(&self.inner.welcome.data_dir)
+    }
+    /// Whether the welcome lists `method` among those this module may call.
+    pub fn may_call(&self, method: &str) -> bool {
+        self.inner.welcome.methods.iter().any(|m| m == method)
+    }
+    /// The module's configuration: from `welcome`, updated by `config` invocations.
+    pub fn config(&self) -> Value {
+        lock(&self.inner.config).clone()
+    }
+
+    // ---- requests ----
+
+    /// Calls a host method with any serialisable params (a struct or map; `&()` for none)
+    /// and returns the result as a dynamic value.
+    pub fn request_raw<P: Serialize + ?Sized>(&self, method: &str, params: &P) -> Result<Value> {
+        self.inner.request(method, params)
+    }
+
+    /// Calls a host method and converts its result into `R`.
+    pub fn request<P: Serialize + ?Sized, R: DeserializeOwned>(&self, method: &str, params: &P) -> Result<R> {
+        let v = self.inner.request(method, params)?;
+        from_value(v).map_err(|e| Error::Protocol(format!("unexpected result of {method}: {e}")))
+    }
+
+    // chain
+
+    /// Block by hash, or `None`.
+    pub fn get_block(&self, hash: &str) -> Result<Option<Block>> {
+        self.request("get_block", &Hash { hash })
+    }
+    pub fn get_block_header(&self, hash: &str) -> Result<Option<BlockHeader>> {
+        self.request("get_block_header", &Hash { hash })
+    }
+    /// Block of the active chain at a height, or `None`.
+    pub fn get_block_by_height(&self, height: u64) -> Result<Option<Block>> {
+        self.request("get_block_by_height", &Height { height })
+    }
+    /// Confirmed or mempool transaction, or `None`.
+    pub fn get_transaction(&self, txid: &str) -> Result<Option<Transaction>> {
+        self.request("get_transaction", &Txid { txid })
+    }
+    pub fn has_transaction(&self, txid: &str) -> Result<bool> {
+        self.request("has_transaction", &Txid { txid })
+    }
+    /// Hash of the active chain's tip.
+    pub fn get_chain_tip(&self) -> Result<String> {
+        self.request("get_chain_tip", &NoParams {})
+    }
+    pub fn get_block_height(&self) -> Result<u64> {
+        self.request("get_block_height", &NoParams {})
+    }
+    pub fn get_chain_info(&self) -> Result<ChainInfo> {
+        self.request("get_chain_info", &NoParams {})
+    }
+    /// Unspent output by outpoint, or `None`.
+    pub fn get_utxo(&self, txid: &str, vout: u32) -> Result<Option<Utxo>> {
+        self.request("get_utxo", &OutPoint { txid, vout })
+    }
+
+    // mempool
+
+    /// Txids in the mempool.
+    pub fn get_mempool_transactions(&self) -> Result<Vec<String>> {
+        self.request("get_mempool_transactions", &NoParams {})
+    }
+    pub fn get_mempool_transaction(&self, txid: &str) -> Result<Option<Transaction>> {
+        self.request("get_mempool_transaction", &Txid { txid })
+    }
+    pub fn get_mempool_entry(&self, txid: &str) -> Result<Option<MempoolEntry>> {
+        self.request("get_mempool_entry", &Txid { txid })
+    }
+    /// Transaction count, bytes and total fees.
+    pub fn get_mempool_size(&self) -> Result<MempoolInfo> {
+        self.request("get_mempool_size", &NoParams {})
+    }
+    pub fn check_transaction_in_mempool(&self, txid: &str) -> Result<bool> {
+        self.request("check_transaction_in_mempool", &Txid { txid })
+    }
+    /// Fee rate (sat/vB) to confirm within `target_blocks` (1..=1008).
+    pub fn get_fee_estimate(&self, target_blocks: u32) -> Result<f64> {
+        self.request("get_fee_estimate", &FeeTarget { target_blocks })
+    }
+
+    /// Submits a serialised transaction (hex) to the mempool; returns its txid. A refused
+    /// transaction fails with `invalid_params` and the reason (needs `send_transactions`).
+    pub fn submit_transaction(&self, hex: &str) -> Result<String> {
+        self.request("submit_transaction", &RawTx { hex })
+    }
+
+    // storage
+
+    /// Creates a tree if it does not exist.
+    pub fn storage_open_tree(&self, tree: &str) -> Result<()> {
+        self.request_raw("storage_open_tree", &Tree { tree }).map(drop)
+    }
+    pub fn storage_list_trees(&self) -> Result<Vec<String>> {
+        self.request("storage_list_trees", &NoParams {})
+    }
+    /// Deletes a tree and all its keys (needs `manage_storage`).
+    pub fn storage_drop_tree(&self, tree: &str) -> Result<()> {
+        self.request_raw("storage_drop_tree", &Tree { tree }).map(drop)
+    }
+    /// The value of a key, or `None` when it does not exist (a stored nil also reads as
+    /// `None`). `T` may be [`Value`] for any value, [`Bytes`](crate::Bytes) for binary.
+    pub fn storage_get<T: DeserializeOwned>(&self, tree: &str, key: &str) -> Result<Option<T>> {
+        self.request("storage_get", &TreeKey { tree, key })
+    }
+    pub fn storage_contains_key(&self, tree: &str, key: &str) -> Result<bool> {
+        self.request("storage_contains_key", &TreeKey { tree, key })
+    }
+    /// Sets a key to any serialisable value (structs are stored as maps keyed by field name;
+    /// use [`Bytes`](crate::Bytes) for binary).
+    pub fn storage_insert<T: Serialize + ?Sized>(&self, tree: &str, key: &str, value: &T) -> Result<()> {
+        self.request_raw("storage_insert", &TreeKeyValue { tree, key, value }).map(drop)
+    }
+    /// Deletes a key; true if it existed.
+    pub fn storage_remove(&self, tree: &str, key: &str) -> Result<bool> {
+        self.request("storage_remove", &TreeKey { tree, key })
+    }
+    /// Entries in key order within the options' bounds (at most `limit`, default 1000).
+    pub fn storage_iter<T: DeserializeOwned>(&self, tree: &str, options: &IterOptions) -> Result<Vec<Entry<T>>> {
+        self.request("storage_iter", &IterParams { tree, options })
+    }
+    /// Applies puts and deletes atomically: all or none.
+    pub fn storage_transaction(&self, tree: &str, ops: &[StorageOp]) -> Result<()> {
+        self.request_raw("storage_transaction", &TxParams { tree, ops }).map(drop)
+    }
+    /// Bytes, keys and trees used, and the quota.
+    pub fn storage_usage(&self) -> Result<StorageUsage> {
+        self.request("storage_usage", &NoParams {})
+    }
+
+    // events and config
+
+    /// Adds event types to the subscription; returns the full list.
+    pub fn subscribe_events(&self, types: &[&str]) -> Result<Vec<String>> {
+        self.request("subscribe_events", &Types { types })
+    }
+    /// Publishes an event as `"<this module>:<name>"` with any serialisable payload (plain
+    /// data, at most 64 KiB); returns the full event type (needs `publish_events`).
+    pub fn publish_event<T: Serialize + ?Sized>(&self, name: &str, payload: &T) -> Result<String> {
+        self.request("publish_event", &Publish { name, payload })
+    }
+    /// Removes event types; returns the remaining list.
+    pub fn unsubscribe_events(&self, types: &[&str]) -> Result<Vec<String>> {
+        self.request("unsubscribe_events", &Types { types })
+    }
+    /// The module's configuration table, fetched from the host.
+    pub fn get_config(&self) -> Result<Value> {
+        self.request_raw("get_config", &NoParams {})
+    }
+
+    // ---- events ----
+
+    /// The event stream (see [`Events`] for when events are acknowledged). May be called more
+    /// than once; all streams share one queue.
+    pub fn events(&self) -> Events {
+        Events { client: self.clone() }
+    }
+
+    /// Acknowledges every event up to and including `seq`.
+    pub fn ack(&self, seq: u64) -> Result<()> {
+        self.inner.ack_up_to(seq)
+    }
+
+    // ---- messages to the host ----
+
+    /// Start-up is complete: the host marks the module running.
+    pub fn ready(&self) -> Result<()> {
+        self.inner.send(&Message::Ready)
+    }
+
+    /// A line for the host log.
+    pub fn log(&self, level: LogLevel, message: &str) -> Result<()> {
+        self.inner.send(&Message::Log(LogMessage { level, message: message.to_owned(), fields: None }))
+    }
+
+    /// A line for the host log with structured fields (a struct or map).
+    pub fn log_fields<F: Serialize + ?Sized>(&self, level: LogLevel, message: &str, fields: &F) -> Result<()> {
+        let fields = to_value(fields).map_err(|e| Error::Protocol(format!("log fields: {e}")))?;
+        self.inner.send(&Message::Log(LogMessage { level, message: message.to_owned(), fields: Some(fields) }))
+    }
+
+    /// `log(Info, ..)`; if the host cannot be told, the line goes to stderr (which the host
+    /// also reads).
+    pub fn info(&self, message: &str) {
+        self.log_or_stderr(LogLevel::Info, message)
+    }
+    pub fn debug(&self, message: &str) {
+        self.log_or_stderr(LogLevel::Debug, message)
+    }
+    pub fn warn(&self, message: &str) {
+        self.log_or_stderr(LogLevel::Warn, message)
+    }
+    pub fn error(&self, message: &str) {
+        self.log_or_stderr(LogLevel::Error, message)
+    }
+
+    fn log_or_stderr(&self, level: LogLevel, message: &str) {
+        if self.log(level, message).is_err() {
+            eprintln!("[{level:?}] {message}");
+        }
+    }
+
+    /// Says goodbye (optionally with why) and closes the connection. Pending requests fail
+    /// with [`Error::Closed`].
+    pub fn goodbye(&self, error: Option<HandlerError>) -> Result<()> {
+        let msg = Message::Goodbye(Goodbye { error: error.map(|e| WireError { code: e.code, message: e.message, data: e.data }) });
+        let sent = self.inner.send(&msg);
+        self.inner.close("the module said goodbye".into());
+        sent
+    }
+
+    // ---- invocations ----
+
+    /// Handles invocations of `kind` ("cli", "rpc", "module_api", "timer", "provider",
+    /// "config", "health", ...). The handler runs on its own thread (it may make requests) and answers
+    /// with its result, or with its error's code and message. A later registration replaces
+    /// an earlier one. Kinds without a handler are answered `unknown_method`, except
+    /// `health` (`{status: "ok"}`), `config` (the new configuration is stored, see
+    /// [`Client::config`]) and `shutdown` (see [`Client::on_shutdown`]). Register handlers
+    /// before [`Client::ready`]: an invocation that arrives first finds none.
+    pub fn on_invocation<F, R, E>(&self, kind: &str, handler: F)
+    where
+        F: Fn(Value) -> std::result::Result<R, E> + Send + Sync + 'static,
+        R: Serialize,
+        E: Into<HandlerError>,
+    {
+        let h: Handler = Arc::new(move |params| match handler(params) {
+            Ok(r) => to_value(&r).map_err(|e| HandlerError::new("module_error", format!("cannot encode the result: {e}"))),
+            Err(e) => Err(e.into()),
+        });
+        self.inner.handlers.write().unwrap_or_else(|p| p.into_inner()).insert(kind.to_owned(), h);
+    }
+
+    /// Runs `handler` when the host asks the module to stop, before the SDK answers the
+    /// `shutdown` invocation. Finish work here (or in the main loop: after the answer the
+    /// event stream ends and [`Client::wait_shutdown`] returns), then exit with status 0.
+    pub fn on_shutdown<F: FnMut(&Shutdown) + Send + 'static>(&self, handler: F) {
+        *lock(&self.inner.shutdown_handler) = Some(Box::new(handler));
+    }
+
+    /// Blocks until the host's `shutdown` invocation has been answered; returns what it said.
+    /// `Err(Error::Closed)` when the connection closed without one.
+    pub fn wait_shutdown(&self) -> Result<Shutdown> {
+        let mut st = lock(&self.inner.state);
+        loop {
+            if st.shutdown_answered {
+                return Ok(st.shutdown.clone().expect("answered implies received"));
+            }
+            if st.closed {
+                return Err(Error::Closed);
+            }
+            st = self.inner.state_cv.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// Whether the host has asked the module to stop.
+    pub fn is_shutting_down(&self) -> bool {
+        lock(&self.inner.state).shutdown.is_some()
+    }
+    pub fn is_closed(&self) -> bool {
+        lock(&self.inner.state).closed
+    }
+    /// Why the connection closed, once it has.
+    pub fn close_reason(&self) -> Option<String> {
+        lock(&self.inner.state).close_reason.clone()
+    }
+}
+
+fn kind_name(m: &Message) -> &'static str {
+    match m {
+        Message::Hello(_) => "hello",
+        Message::Welcome(_) => "welcome",
+        Message::Request(_) => "request",
+        Message::Response(_) => "response",
+        Message::Event(_) => "event",
+        Message::Ack(_) => "ack",
+        Message::Log(_) => "log",
+        Message::Invocation(_) => "invocation",
+        Message::InvocationResult(_) => "invocation_result",
+        Message::Ready => "ready",
+        Message::Goodbye(_) => "goodbye",
+    }
+}
+
+/// Takes ownership of the inherited channel descriptor, after checking that it is an open
+/// socket (so that a module started by hand fails with a clear message).
+fn take_fd(fd: i32) -> Result<UnixStream> {
+    use std::os::unix::io::FromRawFd;
+    if fd < 0 {
+        return Err(Error::NotUnderHost(format!("MODHOST_FD={fd} is not a descriptor")));
+    }
+    let link = Path::new("/proc/self/fd").join(fd.to_string());
+    if Path::new("/proc/self/fd").is_dir() {
+        match std::fs::read_link(&link) {
+            Ok(target) if target.to_string_lossy().starts_with("socket:") => {}
+            Ok(target) => {
+                return Err(Error::NotUnderHost(format!("fd {fd} is {}, not the host's channel socket", target.display())))
+            }
+            Err(_) => {
+                return Err(Error::NotUnderHost(format!("fd {fd} is not open, so there is no channel to the host")))
+            }
+        }
+    }
+    if FD_TAKEN.swap(true, Ordering::SeqCst) {
+        return Err(Error::Protocol(format!("fd {fd} is already in use by another Client; clone the first Client instead")));
+    }
+    // SAFETY: the descriptor is open, is a socket, and is owned by nothing else in this
+    // process (FD_TAKEN): the host passed it to us for exactly this use.
+    Ok(unsafe { UnixStream::from_raw_fd(fd) })
+}
+
+// ---- params ----
+
+#[derive(Serialize)]
+struct Hash<'a> {
+    hash: &'a str,
+}
+#[derive(Serialize)]
+struct Txid<'a> {
+    txid: &'a str,
+}
+#[derive(Serialize)]
+struct Height {
+    height: u64,
+}
+#[derive(Serialize)]
+struct OutPoint<'a> {
+    txid: &'a str,
+    vout: u32,
+}
+#[derive(Serialize)]
+struct FeeTarget {
+    target_blocks: u32,
+}
+#[derive(Serialize)]
+struct Tree<'a> {
+    tree: &'a str,
+}
+#[derive(Serialize)]
+struct TreeKey<'a> {
+    tree: &'a str,
+    key: &'a str,
+}
+#[derive(Serialize)]
+struct TreeKeyValue<'a, T: Serialize + ?Sized> {
+    tree: &'a str,
+    key: &'a str,
+    value: &'a T,
+}
+#[derive(Serialize)]
+struct TxParams<'a> {
+    tree: &'a str,
+    ops: &'a [StorageOp],
+}
+#[derive(Serialize)]
+struct RawTx<'a> {
+    hex: &'a str,
+}
+#[derive(Serialize)]
+struct Publish<'a, T: Serialize + ?Sized> {
+    name: &'a str,
+    payload: &'a T,
+}
+#[derive(Serialize)]
+struct Types<'a> {
+    types: &'a [&'a str],
+}
+
+/// `storage_iter` takes the tree and the options side by side in one map.
+struct IterParams<'a> {
+    tree: &'a str,
+    options: &'a IterOptions,
+}
+
+impl Serialize for IterParams<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let o = self.options;
+        let strings = [("gt", &o.gt), ("gte", &o.gte), ("lt", &o.lt), ("lte", &o.lte), ("prefix", &o.prefix)];
+        let n = 1 + strings.iter().filter(|(_, v)| v.is_some()).count() + o.reverse.is_some() as usize + o.limit.is_some() as usize;
+        let mut m = s.serialize_map(Some(n))?;
+        m.serialize_entry("tree", self.tree)?;
+        for (k, v) in strings {
+            if let Some(v) = v {
+                m.serialize_entry(k, v)?;
+            }
+        }
+        if let Some(r) = o.reverse {
+            m.serialize_entry("reverse", &r)?;
+        }
+        if let Some(l) = o.limit {
+            m.serialize_entry("limit", &l)?;
+        }
+        m.end()
+    }
+}
+
+// ---- the connection's machinery ----
+
+impl Inner {
+    fn send<T: Serialize + ?Sized>(&self, message: &T) -> Result<()> {
+        let frame = encode_frame(message, self.max_frame)?;
+        let mut w = lock(&self.writer);
+        if lock(&self.state).closed {
+            return Err(Error::Closed);
+        }
+        w.write_all(&frame).map_err(|e| match e.kind() {
+            std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::NotConnected => Error::Closed,
+            _ => Error::Io(e),
+        })
+    }
+
+    fn request<P: Serialize + ?Sized>(&self, method: &str, params: &P) -> Result<Value> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let frame = encode_frame(&RequestRef { t: "request", id, method, params }, self.max_frame)?;
+        let (tx, rx) = mpsc::sync_channel(1);
+        {
+            let mut p = lock(&self.pending);
+            while !p.closed && p.waiting.len() >= MAX_IN_FLIGHT {
+                p = self.pending_cv.wait(p).unwrap_or_else(|e| e.into_inner());
+            }
+            if p.closed {
+                return Err(Error::Closed);
+            }
+            p.waiting.insert(id, tx);
+        }
+        let sent = {
+            let mut w = lock(&self.writer);
+            w.write_all(&frame)
+        };
+        if let Err(e) = sent {
+            self.forget(id);
+            return Err(match e.kind() {
+                std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::NotConnected => Error::Closed,
+                _ => Error::Io(e),
+            });
+        }
+        rx.recv().unwrap_or(Err(Error::Closed))
+    }
+
+    fn forget(&self, id: u64) {
+        let mut p = lock(&self.pending);
+        p.waiting.remove(&id);
+        self.pending_cv.notify_one();
+    }
+
+    fn answer(&self, id: u64, result: Result<Value>) -> bool {
+        let tx = {
+            let mut p = lock(&self.pending);
+            let tx = p.waiting.remove(&id);
+            self.pending_cv.notify_one();
+            tx
+        };
+        match tx {
+            Some(tx) => {
+                let _ = tx.send(result);
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub(crate) fn ack_up_to(&self, seq: u64) -> Result<()> {
+        let mut acked = lock(&self.acked);
+        if seq <= *acked {
+            return Ok(());
+        }
+        self.send(&Message::Ack(Ack { seq }))?;
+        *acked = seq;
+        Ok(())
+    }
+
+    pub(crate) fn next_event(self: &Arc<Self>, timeout: Option<Duration>) -> Result<Option<Event>> {
+        // Taking the next event means the previous one was handled.
+        let taken = self.taken.load(Ordering::SeqCst);
+        if taken > 0 {
+            let _ = self.ack_up_to(taken);
+        }
+        if self.events_done.load(Ordering::SeqCst) {
+            return Err(Error::Closed);
+        }
+        let rx = lock(&self.events_rx);
+        let got = match timeout {
+            None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            Some(t) => rx.recv_timeout(t),
+        };
+        match got {
+            Ok(Incoming::Event(m)) => {
+                self.taken.fetch_max(m.seq, Ordering::SeqCst);
+                Ok(Some(Event {
+                    seq: m.seq,
+                    type_: m.type_,
+                    payload: m.payload,
+                    time: m.time,
+                    missed: m.missed.unwrap_or(0),
+                    client: Arc::downgrade(self),
+                }))
+            }
+            Err(RecvTimeoutError::Timeout) => Ok(None),
+            Ok(Incoming::End) | Err(RecvTimeoutError::Disconnected) => {
+                self.events_done.store(true, Ordering::SeqCst);
+                Err(Error::Closed)
+            }
+        }
+    }
+
+    fn end_events(&self) {
+        if let Some(tx) = lock(&self.events_tx).take() {
+            let _ = tx.send(Incoming::End);
+        }
+    }
+
+    /// Marks the connection closed, fails every pending request and ends the event stream.
+    fn close(&self, reason: String) {
+        {
+            let mut st = lock(&self.state);
+            if !st.closed {
+                st.closed = true;
+                st.close_reason = Some(reason);
+            }
+        }
+        self.state_cv.notify_all();
+        {
+            let mut p = lock(&self.pending);
+            p.closed = true;
+            p.waiting.clear(); // dropping the senders wakes every waiter with Error::Closed
+        }
+        self.pending_cv.notify_all();
+        self.end_events();
+        let w = lock(&self.writer);
+        let _ = w.shutdown(SocketShutdown::Both);
+    }
+
+    fn warn(&self, message: String) {
+        let text = format!("modhost-sdk: {message}");
+        if self.send(&Message::Log(LogMessage { level: LogLevel::Warn, message: text.clone(), fields: None })).is_err() {
+            eprintln!("{text}");
+        }
+    }
+
+    fn dispatch(self: &Arc<Self>, body: Vec<u8>) {
+        let value = match decode_value(&body) {
+            Ok(v) => v,
+            Err(e) => {
+                self.warn(format!("ignored an undecodable message from the host: {e}"));
+                return;
+            }
+        };
+        let kind = value.get("t").and_then(Value::as_str).unwrap_or("").to_owned();
+        match kind.as_str() {
+            "response" => {
+                let id = value.get("id").and_then(Value::as_u64);
+                match from_value::<Response>(value) {
+                    Ok(r) => {
+                        let result = match r.error {
+                            Some(e) => Err(Error::Remote { code: e.code, message: e.message, data: e.data }),
+                            None => Ok(r.result.unwrap_or(Value::Nil)),
+                        };
+                        let id = r.id;
+                        if !self.answer(id, result) {
+                            self.note_unmatched(id);
+                        }
+                    }
+                    Err(e) => {
+                        let err = Error::Protocol(format!("malformed response from the host: {e}"));
+                        if !id.is_some_and(|id| self.answer(id, Err(err))) {
+                            self.warn(format!("ignored a malformed response from the host: {e}"));
+                        }
+                    }
+                }
+            }
+            "event" => match event_from_value(value) {
+                Ok(ev) => {
+                    if let Some(tx) = lock(&self.events_tx).as_ref() {
+                        let _ = tx.send(Incoming::Event(ev));
+                    }
+                }
+                Err(e) => self.warn(format!("ignored a malformed event from the host: {e}")),
+            },
+            "invocation" => match from_value::<Invocation>(value) {
+                Ok(inv) => {
+                    let inner = Arc::clone(self);
+                    let spawned = thread::Builder::new()
+                        .name(format!("modhost-invocation-{}", inv.kind))
+                        .spawn(move || inner.invoke(inv));
+                    if let Err(e) = spawned {
+                        self.warn(format!("could not start a thread for an invocation: {e}"));
+                    }
+                }
+                Err(e) => self.warn(format!("ignored a malformed invocation from the host: {e}")),
+            },
+            "goodbye" => {
+                let why = match from_value::<Goodbye>(value) {
+                    Ok(Goodbye { error: Some(e) }) => format!("the host said goodbye: {}: {}", e.code, e.message),
+                    _ => "the host said goodbye".to_owned(),
+                };
+                self.close(why);
+            }
+            // Kinds a later protocol version may add are ignored (docs/protocol.md section 9).
+            _ => {}
+        }
+    }
+
+    fn note_unmatched(&self, id: u64) {
+        // The host answers id 0 to a message it could not read: an SDK bug, worth a line.
+        eprintln!("modhost-sdk: response for unknown request id {id} ignored");
+    }
+
+    fn invoke(self: Arc<Self>, inv: Invocation) {
+        let params = if inv.params.is_nil() { Value::map() } else { inv.params };
+        let is_shutdown = inv.kind == "shutdown";
+        let outcome = catch_unwind(AssertUnwindSafe(|| self.run_invocation(&inv.kind, params)))
+            .unwrap_or_else(|_| Err(HandlerError::new("module_error", format!("the {} handler panicked", inv.kind))));
+        let msg = match outcome {
+            Ok(v) => InvocationResult { id: inv.id, result: Some(v), error: None },
+            Err(e) => InvocationResult { id: inv.id, result: None, error: Some(WireError { code: e.code, message: e.message, data: e.data }) },
+        };
+        if let Err(e) = self.send(&Message::InvocationResult(msg)) {
+            eprintln!("modhost-sdk: could not answer the {} invocation: {e}", inv.kind);
+        }
+        if is_shutdown {
+            lock(&self.state).shutdown_answered = true;
+            self.state_cv.notify_all();
+            self.end_events();
+        }
+    }
+
+    fn run_invocation(&self, kind: &str, params: Value) -> std::result::Result<Value, HandlerError> {
+        if kind == "shutdown" {
+            let sd = Shutdown {
+                reason: params.get("reason").and_then(Value::as_str).unwrap_or("").to_owned(),
+                timeout_ms: params.get("timeout_ms").and_then(Value::as_u64).unwrap_or(0),
+            };
+            let first = {
+                let mut st = lock(&self.state);
+                let first = st.shutdown.is_none();
+                if first {
+                    st.shutdown = Some(sd.clone());
+                }
+                first
+            };
+            if first {
+                if let Some(h) = lock(&self.shutdown_handler).as_mut() {
+                    h(&sd);
+                }
+            }
+            return Ok(Value::from_pairs([("stopped", Value::Bool(true))]));
+        }
+        if kind == "config" {
+            if let Some(c) = params.get("config") {
+                *lock(&self.config) = c.clone();
+            }
+        }
+        let handler = self.handlers.read().unwrap_or_else(|p| p.into_inner()).get(kind).cloned();
+        match (handler, kind) {
+            (Some(h), _) => h(params),
+            (None, "health") => Ok(Value::from_pairs([("status", Value::from("ok"))])),
+            (None, "config") => Ok(Value::Nil),
+            (None, _) => Err(HandlerError::new("unknown_method", format!("this module does not handle {kind} invocations"))),
+        }
+    }
+}
+
+/// An event as leniently as its acknowledgement allows: it needs a `seq` (or it can never be
+/// acknowledged) and a `type`; the payload is any value; a missing or odd `time` or `missed`
+/// reads as 0 rather than losing the event.
+fn event_from_value(mut value: Value) -> std::result::Result<EventMessage, String> {
+    let num = |v: Option<&Value>| v.and_then(|v| v.as_u64().or_else(|| v.as_f64().filter(|x| *x >= 0.0).map(|x| x as u64)));
+    let seq = num(value.get("seq")).filter(|s| *s >= 1).ok_or("event without a positive integer seq")?;
+    let type_ = value.get("type").and_then(Value::as_str).ok_or("event without a string type")?.to_owned();
+    let time = num(value.get("time")).unwrap_or(0);
+    let missed = num(value.get("missed")).filter(|m| *m > 0);
+    let payload = match &mut value {
+        Value::Map(entries) => entries.iter_mut().find(|(k, _)| k == "payload").map(|(_, v)| std::mem::take(v)).unwrap_or_default(),
+        _ => Value::Nil,
+    };
+    Ok(EventMessage { seq, type_, payload, time, missed })
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Wakes the reader thread (it holds its own handle on the socket) and tells the host.
+        if let Ok(w) = self.writer.get_mut() {
+            let _ = w.shutdown(SocketShutdown::Both);
+        }
+    }
+}
+
+fn reader_loop(weak: std::sync::Weak<Inner>, mut reader: BufReader<UnixStream>) {
+    loop {
+        let max = match weak.upgrade() {
+            Some(inner) => inner.max_frame,
+            None => return, // every Client is gone
+        };
+        let frame = read_frame(&mut reader, max);
+        let Some(inner) = weak.upgrade() else { return };
+        match frame {
+            Ok(Some(body)) => inner.dispatch(body),
+            Ok(None) => {
+                inner.close("the host closed the connection".into());
+                return;
+            }
+            Err(e) => {
+                if !inner.state.lock().map(|s| s.closed).unwrap_or(true) {
+                    inner.close(e.to_string());
+                }
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,87 @@
+// Talking to a test host's RPC server over real HTTP: the address it listens on, its cookie,
+// raw POSTs (for auth and protocol tests) and plain calls.
+
+import { readFile } from "node:fs/promises";
+import net from "node:net";
+import type { TestHost } from "./host.ts";
+
+export interface HttpAnswer {
+  status: number;
+  headers: Headers;
+  text: string;
+  /** The parsed body, when it is JSON. */
+  json: any;
+}
+
+export function rpcUrl(h: TestHost, path = "/"): string {
+  const a = h.host.rpcServer?.address;
+  if (!a) throw new Error("the host has no RPC server running");
+  return `http://${a.host}:${a.port}${path}`;
+}
+
+export function basic(user: string, password: string): string {
+  return `Basic ${Buffer.from(`${user}:${password}`).toString("base64")}`;
+}
+
+/** The Authorization header made from the host's cookie file. */
+export async function cookieAuth(h: TestHost): Promise<string> {
+  const text = await readFile(h.config.rpc.cookie_file, "utf8");
+  const i = text.indexOf(":");
+  return basic(text.slice(0, i), text.slice(i + 1));
+}
+
+/** POST a body (an object is JSON-encoded) with the cookie, or with `auth` (null: none). */
+export async function post(h: TestHost, body: unknown, auth?: string | null): Promise<HttpAnswer> {
+  const authorization = auth === undefined ? await cookieAuth(h) : auth;
+  const res = await fetch(rpcUrl(h), {
+    method: "POST",
+    headers: { "Content-Type": "application/json", ...(authorization ? { Authorization: authorization } : {}) },
+    body: typeof body === "string" ? body : JSON.stringify(body),
+  });
+  return answer(res);
+}
+
+export async function get(h: TestHost, path: string, auth?: string | null): Promise<HttpAnswer> {
+  const authorization = auth === undefined ? await cookieAuth(h) : auth;
+  const res = await fetch(rpcUrl(h, path), { headers: authorization ? { Authorization: authorization } : {} });
+  return answer(res);
+}
+
+async function answer(res: Response): Promise<HttpAnswer> {
+  const text = await res.text();
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    json = undefined;
+  }
+  return { status: res.status, headers: res.headers, text, json };
+}
+
+export class RpcFailure extends Error {
+  constructor(readonly code: number, message: string, readonly data?: unknown) {
+    super(message);
+  }
+}
+
+/** Call one method with the cookie; the result, or throws RpcFailure with the error. */
+export async function call(h: TestHost, method: string, params?: unknown): Promise<any> {
+  const r = await post(h, { jsonrpc: "2.0", id: 1, method, ...(params !== undefined ? { params } : {}) });
+  if (r.status !== 200) throw new Error(`HTTP ${r.status}: ${r.text}`);
+  if (r.json.error) throw new RpcFailure(r.json.error.code, r.json.error.message, r.json.error.data);
+  return r.json.result;
+}
+
+/** A TCP port that was free a moment ago on 127.0.0.1. */
+export async function freePort(): Promise<number> {
+  const server = net.createServer();
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const port = (server.address() as net.AddressInfo).port;
+  await new Promise((r) => server.close(r));
+  return port;
+}
+
+/** An inline module's manifest. */
+export function manifest(name: string, capabilities: string[]): string {
+  return `name = "${name}"\nversion = "0.1.0"\nentry_point = "index.ts"\ncapabilities = ${JSON.stringify(capabilities)}\n`;
+}

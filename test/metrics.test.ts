@@ -1,0 +1,208 @@
+// Metrics: the store's rules (kinds, names, labels, bounds), the Prometheus rendering, the
+// report/get/all methods with their permissions from real TypeScript modules, and /metrics on
+// the RPC server.
+
+import test from "ava";
+import { MetricsStore, renderPrometheus, HISTOGRAM_WINDOW, MAX_SERIES } from "../host/services/metrics.ts";
+import { CapabilityError, type CallContext } from "../capabilities/types.ts";
+import { HubError } from "../host/hub.ts";
+import { parseDescriptor, resolveGrants } from "../capabilities/grants.ts";
+import { startHost, type InlineModule, type TestHost } from "./helpers/host.ts";
+import { call, get, manifest, post } from "./helpers/rpc.ts";
+
+function codeOf(fn: () => void): string | undefined {
+  try {
+    fn();
+  } catch (err) {
+    return err instanceof CapabilityError ? err.code : `not a CapabilityError: ${String(err)}`;
+  }
+  return undefined;
+}
+
+test("the store: counters add, gauges set, histograms keep a bounded window; names, labels and kinds are checked", (t) => {
+  const m = new MetricsStore(() => 1234);
+  m.report("a", { name: "blocks_total", kind: "counter", value: 2, labels: {} });
+  m.report("a", { name: "blocks_total", kind: "counter", value: 3, labels: {} });
+  m.report("a", { name: "temp", kind: "gauge", value: 7, labels: { room: "x" } });
+  m.report("a", { name: "temp", kind: "gauge", value: -1.5, labels: { room: "x" } });
+  m.report("a", { name: "temp", kind: "gauge", value: 4, labels: { room: "y" } });
+  const obs = Array.from({ length: HISTOGRAM_WINDOW }, (_, i) => i);
+  m.report("a", { name: "lat", kind: "histogram", value: obs, labels: {} });
+  m.report("a", { name: "lat", kind: "histogram", value: [5000, 6000], labels: {} });
+  const got = m.get("a");
+  t.deepEqual(got.find((x) => x.name === "blocks_total"), { name: "blocks_total", kind: "counter", value: 5, labels: {}, timestamp: 1234 });
+  t.deepEqual(got.filter((x) => x.name === "temp").map((x) => [x.labels.room, x.value]), [["x", -1.5], ["y", 4]]);
+  const lat = got.find((x) => x.name === "lat")!.value as number[];
+  t.is(lat.length, HISTOGRAM_WINDOW, "bounded");
+  t.deepEqual(lat.slice(-3), [999, 5000, 6000], "the newest observations are kept");
+  t.deepEqual(m.get("b"), []);
+  t.deepEqual(Object.keys(m.all()), ["a"]);
+
+  const bad = (metric: Parameters<MetricsStore["report"]>[1]) => codeOf(() => m.report("a", metric));
+  t.is(bad({ name: "1abc", kind: "gauge", value: 1, labels: {} }), "invalid_params");
+  t.is(bad({ name: "a-b", kind: "gauge", value: 1, labels: {} }), "invalid_params");
+  t.is(bad({ name: "modhost_up", kind: "gauge", value: 1, labels: {} }), "invalid_params", "the host's prefix is reserved");
+  t.is(bad({ name: "x", kind: "gauge", value: 1, labels: { module: "other" } }), "invalid_params", "module is the host's label");
+  t.is(bad({ name: "x", kind: "gauge", value: 1, labels: { __name__: "y" } }), "invalid_params");
+  t.is(bad({ name: "x", kind: "gauge", value: 1, labels: { "bad-label": "y" } }), "invalid_params");
+  t.is(bad({ name: "x", kind: "gauge", value: Number.NaN, labels: {} }), "invalid_params");
+  t.is(bad({ name: "x", kind: "gauge", value: [1, 2], labels: {} }), "invalid_params");
+  t.is(bad({ name: "blocks_total", kind: "counter", value: -1, labels: {} }), "invalid_params", "counters only go up");
+  t.is(bad({ name: "blocks_total", kind: "gauge", value: 1, labels: { other: "labels" } }), "invalid_params", "one name, one kind");
+  t.is(m.get("a").find((x) => x.name === "blocks_total")!.value, 5, "refused reports change nothing");
+
+  for (let i = m.seriesCount("a"); i < MAX_SERIES; i++) m.report("a", { name: "many", kind: "gauge", value: i, labels: { i: String(i) } });
+  t.is(bad({ name: "many", kind: "gauge", value: 1, labels: { i: "one too many" } }), "quota_exceeded");
+  m.report("a", { name: "many", kind: "gauge", value: 1, labels: { i: "10" } }); // an existing series is fine
+  t.is(m.seriesCount("a"), MAX_SERIES);
+
+  m.forget("a");
+  t.deepEqual(m.get("a"), []);
+});
+
+test("Prometheus text: module label, escaping, summaries for histograms, kind clashes between modules", (t) => {
+  const m = new MetricsStore();
+  m.report("mod-a", { name: "jobs_total", kind: "counter", value: 3, labels: { path: 'a"b\\c\nd' } });
+  m.report("mod-a", { name: "lat", kind: "histogram", value: [1, 2, 3, 4, 5], labels: {} });
+  m.report("mod-b", { name: "jobs_total", kind: "gauge", value: 9, labels: {} });
+  const text = renderPrometheus([{ name: "modhost_up", help: "Up.", type: "gauge", samples: [{ value: 1 }] }], m);
+  t.true(text.startsWith("# HELP modhost_up Up.\n# TYPE modhost_up gauge\nmodhost_up 1\n"));
+  t.true(text.includes('# TYPE jobs_total counter\njobs_total{module="mod-a",path="a\\"b\\\\c\\nd"} 3\n'), text);
+  t.true(text.includes("# TYPE lat summary\n"), text);
+  t.true(text.includes('lat{module="mod-a",quantile="0.5"} 3\n'), text);
+  t.true(text.includes('lat_sum{module="mod-a"} 15\nlat_count{module="mod-a"} 5\n'), text);
+  t.true(text.includes('# TYPE jobs_total_gauge gauge\njobs_total_gauge{module="mod-b"} 9\n'), text);
+  t.is(text.match(/^# TYPE jobs_total /gm)?.length, 1, "one TYPE per family");
+  t.true(text.endsWith("\n"));
+});
+
+// ---------------------------------------------------------------------------------------
+// From modules
+
+const REPORTER: InlineModule = {
+  toml: manifest("reporter", ["report_metrics", "register_rpc_endpoint"]),
+  files: {
+    "index.ts": `
+export default async function start(ctx: any) {
+  await ctx.metrics.report("blocks_total", 1, { kind: "counter" });
+  await ctx.metrics.report("blocks_total", 1, { kind: "counter" });
+  await ctx.metrics.report("temp", 3.5, { labels: { room: "cellar" } });
+  await ctx.metrics.report("latency_ms", [10, 20, 30]);
+  await ctx.rpc.register("report", "Report a metric", async (p: any) => {
+    try {
+      await ctx.metrics.report(p.name, p.value, p.options);
+      return "ok";
+    } catch (err: any) {
+      return err.code + ": " + err.message;
+    }
+  });
+  await ctx.rpc.register("canRead", "", () => typeof ctx.metrics.get);
+  ctx.log.info("reported");
+}
+`,
+  },
+};
+
+const READER: InlineModule = {
+  toml: manifest("reader", ["read_metrics", "register_rpc_endpoint"]),
+  files: {
+    "index.ts": `
+export default async function start(ctx: any) {
+  await ctx.rpc.register("get", "", (p: any) => ctx.metrics.get(p.module));
+  await ctx.rpc.register("all", "", () => ctx.metrics.all());
+  await ctx.rpc.register("canReport", "", () => typeof ctx.metrics.report);
+  ctx.log.info("reading");
+}
+`,
+  },
+};
+
+async function metricsHost(t: import("ava").ExecutionContext, configure?: (c: import("../host/config.ts").HostConfig) => void): Promise<TestHost> {
+  const h = await startHost(t, {
+    inline: { reporter: REPORTER, reader: READER },
+    grants: { reporter: ["report_metrics", "register_rpc_endpoint"], reader: ["read_metrics", "register_rpc_endpoint"] },
+    ...(configure ? { configure } : {}),
+  });
+  await h.waitForLog(/^reported$/, { source: "reporter" });
+  await h.waitForLog(/^reading$/, { source: "reader" });
+  return h;
+}
+
+test("modules report with report_metrics and read with read_metrics; each only what it was granted; metrics go with the process", async (t) => {
+  const h = await metricsHost(t);
+
+  const mine = await call(h, "reader.get", { module: "reporter" });
+  const byName = Object.fromEntries(mine.map((m: { name: string }) => [m.name, m]));
+  t.like(byName.blocks_total, { kind: "counter", value: 2, labels: {} });
+  t.like(byName.temp, { kind: "gauge", value: 3.5, labels: { room: "cellar" } });
+  t.like(byName.latency_ms, { kind: "histogram", value: [10, 20, 30] });
+  t.true(typeof byName.temp.timestamp === "number" && byName.temp.timestamp > 0);
+  t.deepEqual(Object.keys(await call(h, "reader.all")), ["reporter"]);
+
+  // Bad names and labels come back to the module as invalid_params.
+  t.regex(await call(h, "reporter.report", { name: "bad-name", value: 1 }), /^invalid_params: .*not valid/);
+  t.regex(await call(h, "reporter.report", { name: "x", value: 1, options: { labels: { module: "reader" } } }), /^invalid_params: .*reserved/);
+  t.is(await call(h, "reporter.report", { name: "blocks_total", value: 5, options: { kind: "counter" } }), "ok");
+  t.like((await call(h, "reader.get", { module: "reporter" })).find((m: { name: string }) => m.name === "blocks_total"), { value: 7 });
+
+  // Without the permission the method is not on ctx ...
+  t.is(await call(h, "reporter.canRead"), "undefined");
+  t.is(await call(h, "reader.canReport"), "undefined");
+
+  // ... and the hub refuses it on the wire.
+  const services = h.manager.services!;
+  const ctxFor = (module: string): CallContext => ({
+    module, services, chain: h.chain, store: undefined, config: {}, dataDir: "/nowhere",
+    events: { subscribe: () => [], unsubscribe: () => [], subscribed: () => [] }, log: () => {},
+  });
+  const grants = (list: string[]) => resolveGrants(list.map(parseDescriptor), list.map(parseDescriptor), []).effective;
+  const hub = h.manager.hub;
+  for (const [method, params] of [["report_metric", { name: "x", value: 1 }], ["get_module_metrics", { module: "reporter" }], ["get_all_metrics", {}]] as const) {
+    const err = await t.throwsAsync(hub.handle(ctxFor("intruder"), grants([]), method, params));
+    t.true(err instanceof HubError && err.wire.code === "permission_denied", `${method}: ${err?.message}`);
+  }
+  const noRead = await t.throwsAsync(hub.handle(ctxFor("intruder"), grants(["report_metrics"]), "get_all_metrics", {}));
+  t.true(noRead instanceof HubError && noRead.wire.code === "permission_denied");
+  await hub.handle(ctxFor("intruder"), grants(["report_metrics"]), "report_metric", { name: "x", value: 1 });
+  t.deepEqual((await call(h, "reader.get", { module: "intruder" })).map((m: { name: string }) => m.name), ["x"], "reported under the caller's own name");
+
+  // A module's metrics go when its process does.
+  await call(h, "unload", { module: "reporter" });
+  t.deepEqual(await call(h, "reader.get", { module: "reporter" }), []);
+});
+
+test("GET /metrics renders module and host metrics; auth is required unless metrics_without_auth", async (t) => {
+  const h = await metricsHost(t);
+  const page = await get(h, "/metrics");
+  t.is(page.status, 200);
+  t.regex(page.headers.get("content-type") ?? "", /^text\/plain; version=0\.0\.4/);
+  const text = page.text;
+  t.regex(text, /^# TYPE blocks_total counter\nblocks_total\{module="reporter"\} 2$/m);
+  t.regex(text, /^temp\{module="reporter",room="cellar"\} 3\.5$/m);
+  t.regex(text, /^# TYPE latency_ms summary$/m);
+  t.regex(text, /^latency_ms\{module="reporter",quantile="0\.5"\} 20$/m);
+  t.regex(text, /^latency_ms_count\{module="reporter"\} 3$/m);
+  t.regex(text, /^modhost_up 1$/m);
+  t.regex(text, /^modhost_chain_height 101$/m);
+  t.regex(text, /^modhost_module_up\{module="reporter"\} 1$/m);
+  t.regex(text, /^modhost_module_up\{module="reader"\} 1$/m);
+  const requests = Number(/^modhost_module_requests_total\{module="reporter"\} (\d+)$/m.exec(text)?.[1]);
+  t.true(requests >= 6, `reporter made ${requests} requests`);
+  t.regex(text, /^modhost_module_events_dropped_total\{module="reporter"\} 0$/m);
+  t.regex(text, /^modhost_rpc_calls_total \d+$/m);
+
+  t.is((await get(h, "/metrics", null)).status, 401);
+
+  await call(h, "unload", { module: "reporter" });
+  const after = (await get(h, "/metrics")).text;
+  t.regex(after, /^modhost_module_up\{module="reporter"\} 0$/m);
+  t.notRegex(after, /blocks_total/);
+});
+
+test("metrics_without_auth opens /metrics only", async (t) => {
+  const h = await startHost(t, { configure: (c) => (c.rpc.metrics_without_auth = true) });
+  const page = await get(h, "/metrics", null);
+  t.is(page.status, 200);
+  t.regex(page.text, /^modhost_up 1$/m);
+  t.is((await post(h, { jsonrpc: "2.0", id: 1, method: "list" }, null)).status, 401);
+});

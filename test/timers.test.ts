@@ -1,0 +1,146 @@
+// Timers through real isolate modules: periodic timers and one-shot tasks fire, cancel works,
+// runs of one timer never overlap, intervals have a floor, a module cannot hold more than its
+// quota (10000 registrations end in quota_exceeded and the host is fine), a module cannot
+// cancel another's timers, and timers die with their module.
+
+import test from "ava";
+import { sleep, startHost } from "./helpers/host.ts";
+import { REPORT, callApi, hubCall, hubError, inlineModule, timerService } from "./helpers/modules.ts";
+import { ModuleStore } from "../storage/store.ts";
+import { MAX_TIMERS_PER_MODULE } from "../host/services/timers.ts";
+
+const TICKER_CAPS = ["manage_timers", "read_storage", "write_storage", "register_module_api"];
+const TICKER = inlineModule("ticker", TICKER_CAPS, `
+  await ctx.storage.openTree("t");
+  const bump = async (key: string) => { await ctx.storage.put("t", key, ((await ctx.storage.get("t", key)) ?? 0) + 1); };
+  await ctx.timers.every(0.05, () => bump("n"));
+  await ctx.timers.after(0.2, () => bump("once"));
+  const never = await ctx.timers.every(0.05, () => bump("cancelled-fired"));
+  await ctx.storage.put("t", "cancel-result", await ctx.timers.cancel(never));
+  let m = 0;
+  const self: number = await ctx.timers.every(0.05, async () => { m++; await bump("m"); if (m === 3) await ctx.timers.cancel(self); });
+  await ctx.modules.registerApi({
+    state: async () => Object.fromEntries((await ctx.storage.iterate("t")).map((e: any) => [e.key, e.value])),
+  });
+`);
+
+test("interval timers and one-shot tasks fire, cancel works, and timers die with the module", async (t) => {
+  const h = await startHost(t, { inline: { ticker: TICKER }, grants: { ticker: TICKER_CAPS } });
+  t.is(h.mustStatus("ticker").state, "running");
+  const state = () => callApi<Record<string, unknown>>(h, "ticker", "state");
+  await h.waitFor(async () => {
+    const s = await state();
+    return (s.n as number) >= 5 && s.once === 1 && s.m === 3;
+  }, 10_000, "the timers to fire");
+  await sleep(300);
+  const s = await state();
+  t.is(s.once, 1, "a task runs once");
+  t.is(s.m, 3, "a timer that cancelled itself stopped");
+  t.is(s["cancel-result"], true);
+  t.is(s["cancelled-fired"], undefined, "a cancelled timer never fired");
+  t.true((s.n as number) > 5);
+  const timers = timerService(h);
+  t.is(timers.stats("ticker").active, 1, "only the running interval is left");
+
+  await h.manager.unload("ticker");
+  t.is(timers.stats("ticker").active, 0);
+  t.is(timers.size, 0, "the host holds no timer of the unloaded module");
+  const store = await ModuleStore.open(h.storageDir("ticker"));
+  t.teardown(() => store.close());
+  const before = await store.get("t", "n");
+  await sleep(400);
+  t.is(await store.get("t", "n"), before, "no tick after the unload");
+});
+
+test("runs of one timer never overlap: ticks during a run are skipped and counted", async (t) => {
+  const caps = ["manage_timers", "register_module_api"];
+  const h = await startHost(t, {
+    inline: {
+      slow: inlineModule("slow", caps, `
+        let running = 0, most = 0, runs = 0;
+        await ctx.timers.every(0.05, async () => {
+          running++; runs++; most = Math.max(most, running);
+          await new Promise((r) => setTimeout(r, 300)); // a host task, since manage_timers is granted
+          running--;
+        });
+        await ctx.modules.registerApi({ stats: () => ({ runs, most }) });
+      `),
+    },
+    grants: { slow: caps },
+  });
+  await sleep(1200);
+  const s = await callApi<{ runs: number; most: number }>(h, "slow", "stats");
+  t.is(s.most, 1, "never two runs at once");
+  t.true(s.runs >= 2 && s.runs <= 5, `runs ${s.runs}`);
+  t.true(timerService(h).stats("slow").skipped >= 5, JSON.stringify(timerService(h).stats("slow")));
+});
+
+test("intervals below the minimum are raised to 0.05 s", async (t) => {
+  const caps = ["manage_timers", "register_module_api"];
+  const h = await startHost(t, {
+    inline: {
+      fast: inlineModule("fast", caps, `
+        let n = 0;
+        await ctx.modules.registerApi({
+          start: async () => { await ctx.timers.every(0.0001, () => { n++; }); return true; },
+          count: () => n,
+        });
+      `),
+    },
+    grants: { fast: caps },
+  });
+  await callApi(h, "fast", "start");
+  await sleep(600);
+  const n = await callApi<number>(h, "fast", "count");
+  t.true(n >= 3 && n <= 13, `fired ${n} times in 600 ms`);
+});
+
+test("registering 10000 timers: 256 succeed, the rest get quota_exceeded, the host is fine", async (t) => {
+  const flood = ["manage_timers", "register_module_api"];
+  const h = await startHost(t, {
+    inline: {
+      flood: inlineModule("flood", flood, `
+        await ctx.modules.registerApi({
+          flood: async () => {
+            const codes: Record<string, number> = {};
+            for (let i = 0; i < 10000; i++) {
+              const r = await report(() => ctx.timers.every(3600, () => {}));
+              const k = r.ok ? "ok" : r.code;
+              codes[k] = (codes[k] ?? 0) + 1;
+            }
+            return codes;
+          },
+          again: () => report(() => ctx.timers.after(1, () => {})),
+        });
+      `, REPORT),
+      ticker: TICKER,
+    },
+    grants: { flood, ticker: TICKER_CAPS },
+  });
+  const codes = await callApi<Record<string, number>>(h, "flood", "flood", {}, 120_000);
+  t.deepEqual(codes, { ok: MAX_TIMERS_PER_MODULE, quota_exceeded: 10000 - MAX_TIMERS_PER_MODULE });
+  t.is(timerService(h).stats("flood").active, MAX_TIMERS_PER_MODULE);
+  const again = await callApi<{ ok: boolean; code?: string; message?: string }>(h, "flood", "again");
+  t.is(again.code, "quota_exceeded");
+  t.regex(again.message ?? "", /at most 256 timers/);
+  // The host and the other module carry on.
+  t.is(h.mustStatus("flood").state, "running");
+  const n0 = (await callApi<Record<string, number>>(h, "ticker", "state")).n ?? 0;
+  await h.waitFor(async () => ((await callApi<Record<string, number>>(h, "ticker", "state")).n ?? 0) > n0 + 2, 5000, "ticker to keep ticking");
+  t.pass();
+});
+
+test("a module cannot cancel another module's timer; timers need manage_timers", async (t) => {
+  const h = await startHost(t, { inline: { ticker: TICKER }, grants: { ticker: TICKER_CAPS } });
+  const timers = timerService(h);
+  await h.waitFor(() => timers.stats("ticker").fired > 5 && timers.stats("ticker").active === 1, 5000, "ticker's timers to settle");
+  // Timer ids are small integers: try every id the host has handed out.
+  for (let id = 1; id <= 10; id++) t.false(await hubCall(h, "intruder", ["manage_timers"], "cancel_timer", { timer_id: id }) as boolean, `id ${id}`);
+  t.is(timers.stats("ticker").active, 1);
+  const fired = timers.stats("ticker").fired;
+  await h.waitFor(() => timers.stats("ticker").fired > fired + 2, 5000, "ticker's timer to keep firing");
+  const denied = await hubError(h, "intruder", ["read_chain_state"], "register_timer", { interval_seconds: 1 });
+  t.is(denied.code, "permission_denied");
+  const bad = await hubError(h, "intruder", ["manage_timers"], "register_timer", { interval_seconds: -1 });
+  t.is(bad.code, "invalid_params");
+});
