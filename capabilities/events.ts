@@ -21,6 +21,8 @@ function checkTypes(list: string[]): string[] {
 
 /** Largest payload of a published module event (estimated encoded size). */
 export const MAX_EVENT_PAYLOAD_BYTES = 64 * 1024;
+/** Events one module may publish per second (bursts of twice as many). */
+export const PUBLISH_RATE = 1000;
 const EVENT_LOCAL_NAME = /^[A-Za-z][A-Za-z0-9_.-]{0,63}$/;
 
 /**
@@ -88,7 +90,9 @@ export const events: Family = {
         const type = ownEventType(c.module, p.name);
         const payload = p.payload ?? null;
         checkPayload(payload);
-        c.services.publish(type, payload);
+        if (!c.services.publish(type, payload, c.module)) {
+          throw new CapabilityError("quota_exceeded", `${c.module} is publishing faster than ${PUBLISH_RATE} events per second; slow down or batch payloads`);
+        }
         return type;
       },
     }),

@@ -60,8 +60,11 @@ export interface CliSpec {
  * without them (unit tests); the families answer "unavailable" then.
  */
 export interface HostServices {
-  /** Publish on the bus; the events family checks the namespace first. */
-  publish(type: string, payload: unknown): void;
+  /**
+   * Publish on the bus; the events family checks the namespace first. With `from` (a module),
+   * publishing is rate-limited per module and returns false when that module is over its rate.
+   */
+  publish(type: string, payload: unknown, from?: string): boolean;
   modules?: ModuleDirectory;
   rpc?: {
     register(module: string, method: string, description: string): string;

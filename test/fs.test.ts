@@ -25,7 +25,7 @@ function callFor(module: string, dataDir: string): CallContext {
     chain: undefined as unknown as ChainBackend,
     store: undefined,
     config: {},
-    services: { publish: () => {} },
+    services: { publish: () => true },
     events: { subscribe: () => [], unsubscribe: () => [], subscribed: () => [] },
     log: () => {},
   };

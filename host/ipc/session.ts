@@ -84,7 +84,7 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
     );
     this.call = {
       ...opts.call,
-      services: opts.call.services ?? { publish: (type, payload) => opts.bus.publish(type, payload) },
+      services: opts.call.services ?? { publish: (type, payload) => (opts.bus.publish(type, payload), true) },
       events: {
         subscribe: (types) => this.subscribe(types),
         unsubscribe: (types) => {

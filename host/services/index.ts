@@ -9,7 +9,8 @@ import { MetricsStore } from "./metrics.ts";
 import { ModuleApiDirectory } from "./modules.ts";
 import { TimerService } from "./timers.ts";
 import { ProviderRegistry } from "./providers.ts";
-import type { Logger } from "../log.ts";
+import { RateLimiter, type Logger } from "../log.ts";
+import { PUBLISH_RATE } from "../../capabilities/events.ts";
 
 export interface ServiceDeps {
   bus: EventBus;
@@ -23,13 +24,24 @@ export interface ServiceDeps {
 }
 
 export function createServices(deps: ServiceDeps): HostServices {
+  // A module flooding the bus would cost every subscriber: each module may publish at most
+  // PUBLISH_RATE events per second (bursts of twice that).
+  const publishers = new Map<string, RateLimiter>();
   const services: HostServices = {
-    publish: (type, payload) => deps.bus.publish(type, payload),
+    publish: (type, payload, from) => {
+      if (from !== undefined) {
+        let limiter = publishers.get(from);
+        if (!limiter) publishers.set(from, (limiter = new RateLimiter(PUBLISH_RATE, PUBLISH_RATE * 2)));
+        if (!limiter.take()) return false;
+      }
+      deps.bus.publish(type, payload);
+      return true;
+    },
     forget: (module) => {
       for (const forget of forgetters) forget(module);
     },
   };
-  const forgetters: Array<(module: string) => void> = [];
+  const forgetters: Array<(module: string) => void> = [(module) => publishers.delete(module)];
   const rpc = deps.rpc ?? new RpcRegistry({ session: (module) => deps.manager.session(module) });
   services.rpc = rpc;
   forgetters.push((module) => rpc.forget(module));

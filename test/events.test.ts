@@ -1,0 +1,150 @@
+// The event bus seen from modules: flooding is bounded, hot reconfiguration re-delivers a
+// module's configuration and publishes ConfigLoaded, withdrawn grants apply at once, and
+// NodeShutdown's timeout is honoured.
+
+import test from "ava";
+import { writeFile } from "node:fs/promises";
+import path from "node:path";
+import { startHost } from "./helpers/host.ts";
+import { inlineModule } from "./helpers/modules.ts";
+import { PUBLISH_RATE } from "../capabilities/events.ts";
+
+test("a module flooding the bus is throttled; subscribers and the host keep working", async (t) => {
+  // The flood starts on the first block, once the listener is surely subscribed.
+  const flooder = inlineModule("flooder", ["publish_events", "subscribe_events"], `
+    let started = false;
+    await ctx.events.subscribe("NewBlock", async () => {
+      if (started) return;
+      started = true;
+      let ok = 0, throttled = 0, other = "";
+      for (let i = 0; i < 20000; i++) {
+        try { await ctx.events.publish("tick", { i }); ok++; }
+        catch (e: any) { if (e.code === "quota_exceeded") throttled++; else other = e.code; }
+      }
+      ctx.log.info("flood done", { ok, throttled, other });
+    });
+  `);
+  const listener = inlineModule("listener", ["subscribe_events", "read_chain_state"], `
+    let got = 0, missed = 0;
+    await ctx.events.subscribe("flooder:tick", (ev: any) => { got++; missed += ev.missed; });
+    await ctx.events.subscribe("NewBlock", async (ev: any) => {
+      ctx.log.info("block seen", { height: ev.payload.height, got, missed, tip: await ctx.chain.getBlockHeight() });
+    });
+  `);
+  const h = await startHost(t, { inline: { listener, flooder }, grantRequested: true, limits: { event_queue: 64 } });
+  await h.waitForState("listener", "running");
+  await h.waitForState("flooder", "running");
+  await h.mine(1);
+  const done = await h.waitForLog(/^flood done$/, { source: "flooder", timeoutMs: 60_000 });
+  const { ok, throttled, other } = done.fields as { ok: number; throttled: number; other: string };
+  t.is(other, "", "no error other than quota_exceeded");
+  t.true(throttled > 0, "publishing was throttled");
+  t.true(ok <= 20000 - throttled);
+  // A burst of twice the rate plus what refills while the loop runs, never all 20000.
+  t.true(ok < 20000, `published ${ok}`);
+  t.true(ok >= PUBLISH_RATE, `at least a full burst got through (${ok})`);
+  // The listener still reacts to node events, and nothing it was owed was dropped silently.
+  const mark = h.mark();
+  const height = await h.mine(1);
+  const seen = await h.waitForLog(/^block seen$/, { source: "listener", since: mark, timeoutMs: 20_000 });
+  const f = seen.fields as { height: number; got: number; missed: number; tip: number };
+  t.is(f.height, height);
+  t.true(f.got + f.missed <= ok, "it never received more than was published");
+  t.true(f.got > 0);
+});
+
+test("config changes reach the module live; ConfigLoaded lists the sections", async (t) => {
+  const mod = inlineModule("tuned", ["subscribe_events"], `
+    ctx.log.info("level at start", { level: ctx.config.level });
+    await ctx.events.subscribe("ConfigLoaded", (ev: any) => {
+      ctx.log.info("config now", { level: ctx.config.level, changed: ev.payload.changed_sections });
+    });
+  `);
+  const h = await startHost(t, { inline: { tuned: mod }, grantRequested: true, moduleConfigs: { tuned: { level: 1 } }, noStart: true });
+  const file = path.join(h.dir, "modhost.toml");
+  const toml = (level: number) => `[modules.grants.tuned]\nallow = ["subscribe_events"]\n\n[modules.module_configs.tuned]\nlevel = ${level}\n`;
+  await writeFile(file, toml(1));
+  h.config.file = file;
+  await h.host.start();
+  const first = await h.waitForLog(/^level at start$/, { source: "tuned" });
+  t.is((first.fields as { level: number }).level, 1);
+
+  // The harness config differs from the file in paths and limits; reload once to align.
+  await h.host.reloadConfig();
+  const mark = h.mark();
+  await writeFile(file, toml(7));
+  const changed = await h.host.reloadConfig();
+  t.deepEqual(changed.filter((c) => c.startsWith("modules.module_configs")), ["modules.module_configs.tuned"]);
+  const now = await h.waitFor(() => h.logsOf("tuned", mark).find((r) => r.message === "config now" && (r.fields as { changed: string[] }).changed.includes("modules.module_configs.tuned")), 10_000, "the module to see the new config");
+  t.is((now.fields as { level: number }).level, 7);
+  t.true((now.fields as { changed: string[] }).changed.includes("modules.module_configs.tuned"));
+});
+
+test("a broken config file on reload is reported and the running configuration kept", async (t) => {
+  const mod = inlineModule("steady", [], `ctx.log.info("up");`);
+  const h = await startHost(t, { inline: { steady: mod }, noStart: true });
+  const file = path.join(h.dir, "modhost.toml");
+  await writeFile(file, "");
+  h.config.file = file;
+  await h.host.start();
+  await writeFile(file, "[modules\nbroken = ");
+  const changed = await h.host.reloadConfig();
+  t.deepEqual(changed, []);
+  await h.waitForLog(/configuration not reloaded, keeping the running one/, { source: "host" });
+  t.is(h.mustStatus("steady").state, "running");
+});
+
+test("withdrawn grants apply from the next request; a module they refuse is unloaded", async (t) => {
+  const mod = inlineModule("reader", ["read_chain_state", "subscribe_events"], `
+    await ctx.events.subscribe("NewBlock", async () => {
+      try { ctx.log.info("height", { h: await ctx.chain.getBlockHeight() }); }
+      catch (e: any) { ctx.log.info("refused", { code: e.code }); }
+    });
+  `);
+  const h = await startHost(t, { inline: { reader: mod }, noStart: true, onMissingGrant: "reduce" });
+  const file = path.join(h.dir, "modhost.toml");
+  const both = `[modules]\non_missing_grant = "reduce"\n\n[modules.grants.reader]\nallow = ["read_chain_state", "subscribe_events"]\n`;
+  await writeFile(file, both);
+  h.config.file = file;
+  h.config.modules.grants.reader = { allow: [{ permission: "read_chain_state", scope: "all" }, { permission: "subscribe_events", scope: "all" }], deny: [] };
+  await h.host.start();
+  await h.host.reloadConfig();
+  let mark = h.mark();
+  await h.mine(1);
+  await h.waitForLog(/^height$/, { source: "reader", since: mark });
+
+  // Withdraw read_chain_state: with "reduce" the module stays, and its next call is refused.
+  await writeFile(file, both.replace(`"read_chain_state", `, ""));
+  await h.host.reloadConfig();
+  mark = h.mark();
+  await h.mine(1);
+  const refused = await h.waitForLog(/^refused$/, { source: "reader", since: mark });
+  t.is((refused.fields as { code: string }).code, "permission_denied");
+
+  // With "refuse", a module missing a grant it requests is unloaded.
+  await writeFile(file, both.replace(`"read_chain_state", `, "").replace(`on_missing_grant = "reduce"`, `on_missing_grant = "refuse"`));
+  await h.host.reloadConfig();
+  const s = await h.waitForState("reader", ["stopped", "skipped"]);
+  t.regex(s.problem ?? "", /read_chain_state/);
+});
+
+test("NodeShutdown is delivered and its timeout honoured before modules are stopped", async (t) => {
+  const mod = inlineModule("careful", ["subscribe_events", "read_storage", "write_storage"], `
+    await ctx.storage.openTree("t");
+    await ctx.events.subscribe("NodeShutdown", async (ev: any) => {
+      // Work that needs most of a second, within the advertised timeout.
+      for (let i = 0; i < 20; i++) await ctx.storage.put("t", "step", i);
+      await ctx.storage.put("t", "timeout", ev.payload.timeout_seconds);
+      ctx.log.info("shutdown handled", { timeout: ev.payload.timeout_seconds });
+    });
+  `);
+  const h = await startHost(t, { inline: { careful: mod }, grantRequested: true, limits: { stop_timeout_ms: 2000 } });
+  await h.waitForState("careful", "running");
+  await h.stop();
+  const handled = h.records.find((r) => r.source === "careful" && r.message === "shutdown handled");
+  t.truthy(handled, "the module handled NodeShutdown before it was stopped");
+  t.is((handled!.fields as { timeout: number }).timeout, 2);
+  const iShutdown = h.records.findIndex((r) => r.source === "careful" && r.message === "shutdown handled");
+  const iUnload = h.records.findIndex((r) => r.source === "host" && /^unloaded careful/.test(r.message));
+  t.true(iShutdown >= 0 && iUnload > iShutdown, "handled before it was unloaded");
+});
