@@ -12,7 +12,7 @@
 // way. This needs Linux with /proc mounted; elsewhere the family fails closed ("unavailable").
 
 import { constants as C } from "node:fs";
-import { lstat, mkdir, open, opendir, rmdir, unlink } from "node:fs/promises";
+import { lstat, mkdir, open, opendir, rmdir, stat, unlink } from "node:fs/promises";
 import type { FileHandle } from "node:fs/promises";
 import path from "node:path";
 import { CapabilityError } from "./types.ts";
@@ -158,6 +158,17 @@ async function dirOpenError(err: unknown, parentFd: number, name: string, where:
   return mapError(err, where);
 }
 
+/**
+ * Give a file or directory the host just created the owner of the directory it is in. Native
+ * modules run as their own uid and own their data directory; what the host creates there on
+ * their behalf (as root) must be theirs too, or they could not change it.
+ */
+async function adopt(fh: FileHandle, parentFd: number): Promise<void> {
+  if (process.getuid?.() !== 0) return;
+  const [st, parent] = await Promise.all([fh.stat(), stat(fdPath(parentFd))]);
+  if (st.uid !== parent.uid || st.gid !== parent.gid) await fh.chown(parent.uid, parent.gid);
+}
+
 /** Open directory `parts` (all of them) below the data directory, one component at a time. */
 async function openDirChain(dataDir: string, parts: readonly string[], create = false): Promise<FileHandle> {
   let cur = await openRoot(dataDir);
@@ -180,6 +191,7 @@ async function openDirChain(dataDir: string, parts: readonly string[], create = 
         } catch (err2) {
           throw await dirOpenError(err2, cur.fd, name, where);
         }
+        await adopt(next, cur.fd);
       }
       await cur.close();
       cur = next;
@@ -265,6 +277,7 @@ export async function writeFileAt(dataDir: string, p: ParsedPath, data: Uint8Arr
     const fh = await open(fdPath(parentFd, name), WRITE_FLAGS | (append ? C.O_APPEND : 0), 0o600);
     try {
       const size = await checkRegular(fh, p.canonical, "written");
+      await adopt(fh, parentFd);
       if (append && size + data.byteLength > MAX_FILE_BYTES) {
         throw new CapabilityError("quota_exceeded", `appending ${data.byteLength} bytes would make ${JSON.stringify(p.canonical)} larger than ${MAX_FILE_BYTES} bytes`);
       }

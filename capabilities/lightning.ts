@@ -3,15 +3,12 @@
 // a `provider` invocation {kind, method, params}. With no provider running they fail with a
 // clear `unavailable` error, never a silent null.
 import * as v from "valibot";
-import { CapabilityError, method, type CallContext, type Family, type HostServices } from "./types.ts";
+import { CapabilityError, method, type CallContext, type Family, type HostServices, serviceOf } from "./types.ts";
 import { none } from "./schemas.ts";
 
 export type ProviderKind = "lightning" | "payment";
 
-function providers(c: CallContext): NonNullable<HostServices["providers"]> {
-  if (!c.services.providers) throw new CapabilityError("unavailable", "provider modules are not available in this host");
-  return c.services.providers;
-}
+const providers = (c: CallContext) => serviceOf(c, "providers");
 
 export const lightning: Family = {
   name: "lightning",

@@ -3,12 +3,9 @@
 // (host/services/metrics.ts) and serves them, with its own, as Prometheus text on the RPC
 // server's /metrics.
 import * as v from "valibot";
-import { CapabilityError, method, type CallContext, type Family, type HostServices } from "./types.ts";
+import { CapabilityError, method, type CallContext, type Family, type HostServices, serviceOf } from "./types.ts";
 
-function service(c: CallContext): NonNullable<HostServices["metrics"]> {
-  if (!c.services.metrics) throw new CapabilityError("unavailable", "this host keeps no metrics");
-  return c.services.metrics;
-}
+const service = (c: CallContext) => serviceOf(c, "metrics");
 
 const kind = v.picklist(["counter", "gauge", "histogram"]);
 const value = v.union([v.number(), v.pipe(v.array(v.number()), v.maxLength(1000))]);

@@ -5,7 +5,7 @@
 // of call_module may be scoped to target modules ("call_module=price-feed"). Routing, call
 // depth and timeouts are the module directory's job (host/services/modules.ts).
 import * as v from "valibot";
-import { CapabilityError, method, type CallContext, type Family, type ModuleDirectory } from "./types.ts";
+import { CapabilityError, method, type CallContext, type Family, type ModuleDirectory, serviceOf } from "./types.ts";
 import { none } from "./schemas.ts";
 
 /** Default and largest wait for another module's answer. */
@@ -23,10 +23,7 @@ const apiMethod = v.pipe(
   v.regex(/^[A-Za-z_$][A-Za-z0-9_$.-]{0,63}$/, "expected an API method name (a letter or '_' first, then letters, digits, '_', '.', '-'; at most 64)"),
 );
 
-function directory(c: CallContext): ModuleDirectory {
-  if (!c.services.modules) throw new CapabilityError("unavailable", "module calls are not available in this host");
-  return c.services.modules;
-}
+const directory = (c: CallContext) => serviceOf(c, "modules");
 
 export const modules: Family = {
   name: "modules",

@@ -4,12 +4,9 @@
 // invocations. Registration goes through HostServices.rpc with the caller's name, so a module
 // can only ever register under its own name.
 import * as v from "valibot";
-import { CapabilityError, method, type CallContext, type CliSpec, type Family, type HostServices } from "./types.ts";
+import { CapabilityError, method, type CallContext, type CliSpec, type Family, type HostServices, serviceOf } from "./types.ts";
 
-function service(c: CallContext): NonNullable<HostServices["rpc"]> {
-  if (!c.services.rpc) throw new CapabilityError("unavailable", "this host serves no RPC");
-  return c.services.rpc;
-}
+const service = (c: CallContext) => serviceOf(c, "rpc");
 
 const name = v.pipe(v.string(), v.maxLength(128));
 const text = v.pipe(v.string(), v.maxLength(1024));

@@ -3,7 +3,7 @@
 // process. The limits (minimum interval, timers per module, no overlapping runs) are the
 // timer service's (host/services/timers.ts).
 import * as v from "valibot";
-import { CapabilityError, method, type CallContext, type Family, type HostServices } from "./types.ts";
+import { CapabilityError, method, type CallContext, type Family, type HostServices, serviceOf } from "./types.ts";
 
 /** The longest interval or delay, in seconds (about 23 days; Node timers stop at 2^31 ms). */
 export const MAX_TIMER_SECONDS = 2_000_000;
@@ -14,10 +14,7 @@ const seconds = (what: string, min: "positive" | "non-negative") => v.pipe(
   v.maxValue(MAX_TIMER_SECONDS, `${what} must be at most ${MAX_TIMER_SECONDS} seconds`),
 );
 
-function service(c: CallContext): NonNullable<HostServices["timers"]> {
-  if (!c.services.timers) throw new CapabilityError("unavailable", "timers are not available in this host");
-  return c.services.timers;
-}
+const service = (c: CallContext) => serviceOf(c, "timers");
 
 export const timers: Family = {
   name: "timers",

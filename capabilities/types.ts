@@ -127,6 +127,23 @@ export interface Family {
   readonly methods: readonly MethodDef[];
 }
 
+type ServiceName = Exclude<keyof HostServices, "publish" | "forget">;
+
+const SERVICE_TEXT: Record<ServiceName, string> = {
+  modules: "module calls are",
+  rpc: "RPC is",
+  timers: "timers are",
+  metrics: "metrics are",
+  providers: "provider modules are",
+};
+
+/** A host service a handler needs; "unavailable" in hosts built without it (unit tests). */
+export function serviceOf<K extends ServiceName>(c: CallContext, name: K): NonNullable<HostServices[K]> {
+  const service = c.services[name];
+  if (!service) throw new CapabilityError("unavailable", `${SERVICE_TEXT[name]} not available in this host`);
+  return service as NonNullable<HostServices[K]>;
+}
+
 /** Typed helper so each method's handler sees its own parameter type. */
 export function method<S extends v.GenericSchema>(def: MethodDef<S>): MethodDef {
   return def as unknown as MethodDef;

@@ -24,6 +24,7 @@ import { HOST_VERSION } from "./version.ts";
 import { compileForIsolate } from "../runtime/isolate/runtime.ts";
 import { GENERATED_DOCS } from "./docs.ts";
 import { moduleConfig } from "./module-config.ts";
+import { detectSandbox } from "../runtime/sandbox/index.ts";
 import { remoteCommand, REMOTE_HELP } from "./rpc/commands.ts";
 
 const HELP = `modhost ${HOST_VERSION}: a capability-sandboxed module host for a Bitcoin node
@@ -116,6 +117,9 @@ async function check(argv: string[]): Promise<number> {
   out.push(`config: ${config.file ?? "(defaults)"}`);
   out.push(`modules_dir: ${config.modules.modules_dir}`);
   out.push(`load order: ${manager.order.join(" -> ") || "(none)"}`);
+  const caps = await detectSandbox();
+  const sandboxLine = `native module sandbox: ${caps.best}${config.modules.native_sandbox !== "auto" ? ` (native_sandbox = "${config.modules.native_sandbox}")` : ""}`;
+  out.push(caps.best === "full" ? sandboxLine : `${sandboxLine} (degraded protection: ${caps.problems.join("; ") || "see docs/security.md"})`);
   out.push("");
   const byName = new Map((await manager.discover()).manifests.map((m) => [m.name, m]));
   for (const s of manager.status()) {

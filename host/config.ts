@@ -5,6 +5,7 @@
 
 import { isIP } from "node:net";
 import path from "node:path";
+import { DEFAULT_SANDBOX_LIMITS, type SandboxMode } from "../runtime/sandbox/policy.ts";
 import type { Descriptor } from "../capabilities/grants.ts";
 import { MODULE_NAME_HINT, MODULE_NAME_RE, readDescriptors } from "./manifest.ts";
 import { Checker, readToml, type IntegerRule, type TomlPath } from "./toml.ts";
@@ -37,6 +38,17 @@ export interface Limits {
   health_timeout_ms: number;
   /** If this module fails for good (crashes and will not be restarted), stop the host. */
   important: boolean;
+  // Native modules only: rlimits inside the sandbox (0 = no limit).
+  /** RLIMIT_AS: virtual address space per process. */
+  address_space_mb: number;
+  /** RLIMIT_NOFILE. */
+  open_files: number;
+  /** RLIMIT_NPROC: processes and threads of the module, together. */
+  processes: number;
+  /** RLIMIT_CPU: CPU seconds per process over its whole life. */
+  cpu_seconds: number;
+  /** RLIMIT_FSIZE: largest file the module may write. */
+  file_size_mb: number;
 }
 
 export const DEFAULT_LIMITS: Limits = Object.freeze({
@@ -55,6 +67,11 @@ export const DEFAULT_LIMITS: Limits = Object.freeze({
   health_interval_ms: 10_000,
   health_timeout_ms: 5000,
   important: false,
+  address_space_mb: DEFAULT_SANDBOX_LIMITS.address_space_mb,
+  open_files: DEFAULT_SANDBOX_LIMITS.open_files,
+  processes: DEFAULT_SANDBOX_LIMITS.processes,
+  cpu_seconds: DEFAULT_SANDBOX_LIMITS.cpu_seconds,
+  file_size_mb: DEFAULT_SANDBOX_LIMITS.file_size_mb,
 });
 
 /** Bounds of the numeric limits; anything not listed is "0 or more". */
@@ -108,6 +125,8 @@ export interface HostConfig {
     enabled_modules: string[];
     disabled_modules: string[];
     on_missing_grant: MissingGrantPolicy;
+    /** How native modules are sandboxed: "auto" (best available, refuse if none), "full", "degraded", "off". */
+    native_sandbox: SandboxMode;
     module_configs: Record<string, Record<string, unknown>>;
     /** [modules.default_limits] merged over DEFAULT_LIMITS. */
     default_limits: Limits;
@@ -138,7 +157,7 @@ export interface RpcConfig {
 
 const SECTIONS = ["host", "chain", "modules", "storage", "rpc"] as const;
 const MODULES_KEYS = [
-  "enabled", "modules_dir", "data_dir", "enabled_modules", "disabled_modules", "on_missing_grant",
+  "enabled", "modules_dir", "data_dir", "enabled_modules", "disabled_modules", "on_missing_grant", "native_sandbox",
   "module_configs", "default_limits", "limits", "grants",
 ] as const;
 
@@ -157,6 +176,7 @@ export function defaultConfig(dir: string): HostConfig {
       enabled_modules: [],
       disabled_modules: [],
       on_missing_grant: "refuse",
+      native_sandbox: "auto",
       module_configs: {},
       default_limits: { ...DEFAULT_LIMITS },
       limits: {},
@@ -300,6 +320,7 @@ function readModules(c: Checker, data: Record<string, unknown>, config: HostConf
     }
   });
   m.on_missing_grant = c.oneOf(t, at, "on_missing_grant", MISSING_GRANT_POLICIES) ?? m.on_missing_grant;
+  m.native_sandbox = c.oneOf(t, at, "native_sandbox", ["auto", "full", "degraded", "off"] as const) ?? m.native_sandbox;
 
   const defaults = c.table(t["default_limits"], [...at, "default_limits"]);
   if (defaults) m.default_limits = { ...DEFAULT_LIMITS, ...readLimits(c, defaults, [...at, "default_limits"]) };

@@ -14,6 +14,7 @@ import type { ChainBackend } from "./chain/backend.ts";
 import { HOST_VERSION } from "./version.ts";
 import { AuditLog } from "./audit.ts";
 import { createServices } from "./services/index.ts";
+import { detectSandbox } from "../runtime/sandbox/index.ts";
 import { RpcRegistry } from "./services/rpc.ts";
 import { MetricsStore } from "./services/metrics.ts";
 import { RpcServer } from "./rpc/server.ts";
@@ -68,6 +69,7 @@ export class Host {
     const info = await this.chain.getChainInfo();
     this.logger.log("info", "chain", `${this.chain.name} backend ready`, { chain: info.chain, height: info.height, tip: info.tip_hash.slice(0, 16) });
     this.chain.subscribe((name, payload) => this.bus.publish(name, payload));
+    await this.reportSandbox();
 
     this.audit = new AuditLog(this.config.host.audit_log);
     this.manager = new ModuleManager({ config: this.config, chain: this.chain, bus: this.bus, logger: this.logger, grantAll: this.opts.grantAll, audit: this.audit,
@@ -127,6 +129,15 @@ export class Host {
       await this.stop("the RPC server cannot start");
       throw new ModhostError("rpc_unavailable", `the RPC server cannot start: ${why}`, "stop the other process, or set another [rpc] port in modhost.toml (or [rpc] enabled = false)");
     }
+  }
+
+  /** Say in the startup log how native modules will be confined on this machine. */
+  private async reportSandbox(): Promise<void> {
+    const caps = await detectSandbox();
+    const mode = this.config.modules.native_sandbox;
+    const text = `native module sandbox: ${caps.best}${mode !== "auto" ? ` (native_sandbox = "${mode}")` : ""}`;
+    if (caps.best === "full" && mode !== "off" && mode !== "degraded") this.log.info(text);
+    else this.log.warn(`${text}${caps.problems.length ? `: ${caps.problems.join("; ")}` : ""}`);
   }
 
   /** Re-read the config file when it changes (and on SIGHUP, see the CLI); debounced. */

@@ -5,7 +5,7 @@
 
 import { access, mkdir, mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
 import { constants as fsConstants } from "node:fs";
-import os from "node:os";
+import os, { constants as osConstants } from "node:os";
 import path from "node:path";
 import { ApiHub } from "./hub.ts";
 import { grantsFor, limitsFor, missingGrantPolicy, type HostConfig, type Limits } from "./config.ts";
@@ -25,7 +25,8 @@ import type { AuditLog, AuditRecord } from "./audit.ts";
 import type { HostServices } from "../capabilities/types.ts";
 import type { HostSession } from "./ipc/session.ts";
 import { spawnModuleProcess, type ModuleProcess, type SpawnSpec } from "../runtime/process.ts";
-import { nativeSpawnSpec } from "../runtime/native/runtime.ts";
+import { nativeSpawnSpec, sandboxedNativeSpawnSpec } from "../runtime/native/runtime.ts";
+import type { SandboxLevel } from "../runtime/sandbox/policy.ts";
 import { compileForIsolate, isolateSpawnSpec } from "../runtime/isolate/runtime.ts";
 
 export type ModuleState = "pending" | "starting" | "running" | "stopping" | "stopped" | "crashed" | "failed" | "skipped";
@@ -42,6 +43,8 @@ export interface ModuleStatus {
   pid?: number;
   restarts: number;
   sha256?: string;
+  /** The confinement actually applied: "isolate", or the native sandbox level. */
+  sandbox?: string;
 }
 
 interface ModuleRecord {
@@ -57,6 +60,8 @@ interface ModuleRecord {
   restartTimes: number[];
   restartTimer?: NodeJS.Timeout;
   sha256?: string;
+  /** Native modules: the sandbox level actually applied. Isolate modules: "isolate". */
+  sandbox?: SandboxLevel | "isolate";
 }
 
 export interface ManagerOptions {
@@ -249,8 +254,8 @@ export class ModuleManager {
       await raceReady(proc, limits.start_timeout_ms);
       rec.state = "running";
       this.watchHealth(rec, proc);
-      this.log.info(`loaded ${rec.name} ${manifest.version}`, { runtime: manifest.runtime, pid: proc.pid, grants: describeGrants(rec.grants).join(",") || "none" });
-      this.audit(rec.name, attempt > 0 ? "restart" : "load", { version: manifest.version, runtime: manifest.runtime, grants: describeGrants(rec.grants), sha256: rec.sha256, pid: proc.pid });
+      this.log.info(`loaded ${rec.name} ${manifest.version}`, { runtime: manifest.runtime, sandbox: rec.sandbox, pid: proc.pid, grants: describeGrants(rec.grants).join(",") || "none" });
+      this.audit(rec.name, attempt > 0 ? "restart" : "load", { version: manifest.version, runtime: manifest.runtime, sandbox: rec.sandbox, grants: describeGrants(rec.grants), sha256: rec.sha256, pid: proc.pid });
       if (attempt > 0) this.publish("ModuleRestarted", { module: rec.name, attempt });
       this.publish("ModuleLoaded", { module: rec.name, version: manifest.version, runtime: manifest.runtime });
     } catch (err) {
@@ -262,21 +267,34 @@ export class ModuleManager {
     }
   }
 
-  /** How to start a native module; a binary that is not there (not built yet) is a clear error. */
+  /**
+   * How to start a native module: inside the sandbox (runtime/sandbox), at the level the
+   * machine allows and the operator's [modules] native_sandbox asks for. A binary that is not
+   * there (not built yet) is a clear error.
+   */
   private async nativeSpec(rec: ModuleRecord, dataDir: string, config: Record<string, unknown>): Promise<SpawnSpec> {
-    const spec = nativeSpawnSpec(rec.manifest, dataDir, config);
+    const binary = nativeSpawnSpec(rec.manifest, dataDir, config).command;
     try {
-      await access(spec.command, fsConstants.X_OK);
+      await access(binary, fsConstants.X_OK);
     } catch {
-      throw new ModhostError("not_found", `${rec.name}: entry point ${spec.command} is missing or not executable`, "build it first: npm run setup builds the shipped native modules (or scripts/build-rust.sh)");
+      throw new ModhostError("not_found", `${rec.name}: entry point ${binary} is missing or not executable`, "build it first: npm run setup builds the shipped native modules (or scripts/build-rust.sh)");
     }
-    return spec;
+    const { limits } = rec;
+    const sandboxed = await sandboxedNativeSpawnSpec(rec.manifest, dataDir, config, {
+      grants: rec.grants,
+      limits: { address_space_mb: limits.address_space_mb, open_files: limits.open_files, processes: limits.processes, cpu_seconds: limits.cpu_seconds, file_size_mb: limits.file_size_mb },
+      mode: this.opts.config.modules.native_sandbox,
+    });
+    rec.sandbox = sandboxed.level;
+    for (const note of sandboxed.notes) this.log.warn(`${rec.name} sandbox: ${note}`);
+    return sandboxed.spec;
   }
 
   /** Compile a TypeScript module and say how to start its isolate host. */
   private async isolateSpec(rec: ModuleRecord, dataDir: string): Promise<SpawnSpec> {
     const compiled = await compileForIsolate(rec.manifest);
     rec.sha256 = compiled.sha256;
+    rec.sandbox = "isolate";
     const bundle = path.join(await this.ensureRunDir(), `${rec.name}-${compiled.sha256.slice(0, 16)}.js`);
     await writeFile(bundle, compiled.code, { mode: 0o600 });
     return isolateSpawnSpec(rec.manifest, bundle, rec.limits, dataDir);
@@ -328,7 +346,7 @@ export class ModuleManager {
     this.services?.forget?.(rec.name);
     // Only a running module crashes; a failed start is reported by start(), a stop by unload().
     if (rec.state !== "running") return;
-    const reason = proc.session.closeError?.message ?? (signal ? `killed by ${signal}` : `exited with code ${code}`);
+    const reason = proc.session.closeError?.message ?? describeExit(code, signal);
     const { restart, max_restarts, restart_window_ms } = rec.limits;
     const now = Date.now();
     rec.restartTimes = rec.restartTimes.filter((t) => now - t < restart_window_ms);
@@ -486,6 +504,7 @@ export class ModuleManager {
         ...(rec.process?.pid && !rec.process.hasExited ? { pid: rec.process.pid } : {}),
         restarts: rec.restartTimes.length,
         ...(rec.sha256 ? { sha256: rec.sha256 } : {}),
+        ...(rec.sandbox ? { sandbox: rec.sandbox } : {}),
       });
     }
     for (const [name, nl] of this.notLoaded) {
@@ -515,6 +534,19 @@ export class ModuleManager {
   }
 }
 
+/**
+ * How a process ended, in words. Inside the sandbox a module runs under a shell and a launcher,
+ * so a module killed by a signal shows up as exit code 128 + N: name the signal then.
+ */
+export function describeExit(code: number | null, signal: NodeJS.Signals | null): string {
+  if (signal) return `killed by ${signal}`;
+  if (code !== null && code > 128 && code < 128 + 65) {
+    const name = Object.entries(osConstants.signals).find(([, n]) => n === code - 128)?.[0];
+    if (name) return `killed by ${name} (exit code ${code})${name === "SIGXCPU" ? ": it used up its cpu_seconds limit" : ""}`;
+  }
+  return `exited with code ${code}`;
+}
+
 /** Which parts of the configuration differ: top-level sections and per-module tables. */
 export function changedSections(a: HostConfig, b: HostConfig): string[] {
   const out: string[] = [];
@@ -538,7 +570,7 @@ async function raceReady(proc: ModuleProcess, timeoutMs: number): Promise<void> 
       proc.exited.then(async (info) => {
         // Let a goodbye that explains the exit arrive first.
         await new Promise((r) => setImmediate(r));
-        throw new Error(proc.session.closeError?.message ?? `process exited during start-up (code ${info.code}, signal ${info.signal})`);
+        throw new Error(proc.session.closeError?.message ?? `process ${describeExit(info.code, info.signal)} during start-up`);
       }),
       new Promise((_, reject) => {
         timer = setTimeout(() => reject(new Error(`did not become ready within ${timeoutMs} ms (start_timeout_ms)`)), timeoutMs);

@@ -522,3 +522,21 @@ export default async function start(ctx: any) {
   t.is(readFileSync(join(dataDir, "notes/2026/a.txt"), "utf8"), "hello world");
   t.false(existsSync(join(dataDir, "bin")));
 });
+
+test("what the host creates in a module's data directory belongs to the directory's owner", async (t) => {
+  if (process.getuid?.() !== 0) {
+    t.pass("only meaningful when the host runs as root (native modules then run as their own uid)");
+    return;
+  }
+  const w = await world(t);
+  const uid = 1_900_012_345;
+  execFileSync("chown", [`${uid}:${uid}`, w.data]);
+  await w.req("write_file", { path: "made-by-host.txt", data: "x" });
+  await w.req("create_directory", { path: "sub/deeper" });
+  await w.req("write_file", { path: "sub/deeper/f.txt", data: "y" });
+  for (const rel of ["made-by-host.txt", "sub", "sub/deeper", "sub/deeper/f.txt"]) {
+    const st = statSync(join(w.data, rel));
+    t.is(st.uid, uid, rel);
+    t.is(st.gid, uid, rel);
+  }
+});

@@ -1,11 +1,14 @@
 // The native runtime: a module binary (Rust, or any language) runs as its own process and
 // speaks the module protocol on fd 3. This file says how to start it: the arguments and
 // environment the seeds promise (--module-id, --data-dir, MODULE_ID, MODULE_NAME, DATA_DIR,
-// MODULE_CONFIG_<KEY>) and nothing else of the host's environment.
+// MODULE_CONFIG_<KEY>) and nothing else of the host's environment. nativeSpawnSpec is the bare
+// form; sandboxedNativeSpawnSpec wraps it in the sandbox (runtime/sandbox).
 
 import path from "node:path";
 import type { SpawnSpec } from "../process.ts";
 import type { ModuleManifest } from "../../host/manifest.ts";
+import type { EffectiveGrants } from "../../capabilities/grants.ts";
+import { moduleUid, sandboxSpawnSpec, type SandboxedSpawn, type SandboxLimits, type SandboxMode } from "../sandbox/index.ts";
 
 /** MODULE_CONFIG_<KEY> for every config entry; tables and arrays as JSON. */
 export function configEnv(config: Readonly<Record<string, unknown>>): Record<string, string> {
@@ -32,4 +35,34 @@ export function nativeSpawnSpec(manifest: ModuleManifest, dataDir: string, confi
     },
     cwd: dataDir,
   };
+}
+
+export interface NativeSandboxOptions {
+  grants: EffectiveGrants;
+  limits: SandboxLimits;
+  /** Default "auto" (config: [modules] native_sandbox). */
+  mode?: SandboxMode;
+  /** Default: moduleUid(manifest.name); the gid is the same number. */
+  uid?: number;
+}
+
+/** nativeSpawnSpec inside the sandbox: network only with network_access, the module's own uid. */
+export function sandboxedNativeSpawnSpec(
+  manifest: ModuleManifest,
+  dataDir: string,
+  config: Readonly<Record<string, unknown>>,
+  opts: NativeSandboxOptions,
+): Promise<SandboxedSpawn> {
+  const spec = nativeSpawnSpec(manifest, path.resolve(dataDir), config);
+  const uid = opts.uid ?? moduleUid(manifest.name);
+  return sandboxSpawnSpec(spec, {
+    dataDir: path.resolve(dataDir),
+    moduleDir: path.resolve(manifest.dir),
+    binary: spec.command,
+    network: opts.grants.has("network_access"),
+    limits: opts.limits,
+    uid,
+    gid: uid,
+    mode: opts.mode ?? "auto",
+  });
 }

@@ -1,0 +1,613 @@
+// The native-module sandbox against a hostile program (test/fixtures/hostile/hostile.c, built
+// here with cc): every attack runs for real inside the sandbox and must fail in the expected way.
+// Needs root, bubblewrap and util-linux (CI installs bubblewrap).
+
+import test from "ava";
+import type { ExecutionContext } from "ava";
+import { execFile, spawn } from "node:child_process";
+import { chmod, chown, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { createServer, type Server, type Socket } from "node:net";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import {
+  chooseVariant, DEFAULT_SANDBOX_LIMITS, detectSandbox, sandboxSpawnSpec, SandboxUnavailableError,
+  type SandboxCapabilities, type SandboxedSpawn, type SandboxLimits, type SandboxMode,
+} from "../runtime/sandbox/index.ts";
+import {
+  AUDIT_ARCH, DENIED_SYSCALLS, seccompProgram, SECCOMP_RET_ALLOW, SECCOMP_RET_ERRNO, SECCOMP_RET_KILL_PROCESS, SYSCALLS,
+  type SeccompArch,
+} from "../runtime/sandbox/seccomp.ts";
+import { moduleUid, MODULE_UID_BASE, MODULE_UID_RANGE } from "../runtime/sandbox/policy.ts";
+
+const SOURCE = fileURLToPath(new URL("./fixtures/hostile/hostile.c", import.meta.url));
+const HOST = fileURLToPath(new URL("./fixtures/hostile/host.ts", import.meta.url));
+
+interface World {
+  /** Under /tmp: the full sandbox must cope with a data directory below its private /tmp. */
+  base: string;
+  /** Under /var/tmp: the degraded sandbox can only make /tmp private when nothing of the module is in it. */
+  degradedBase: string;
+  moduleDir: string;
+  degradedModuleDir: string;
+  /** A host file outside any data directory. */
+  secret: string;
+  /** A file in the host's /tmp. */
+  tmpMarker: string;
+  /** Another module's data directory, with a file in it. */
+  sibling: string;
+  degradedSibling: string;
+}
+
+let world: World;
+
+async function compile(dir: string): Promise<void> {
+  await mkdir(dir, { recursive: true });
+  await chmod(dir, 0o755);
+  await new Promise<void>((resolve, reject) => {
+    execFile("cc", ["-O1", "-o", path.join(dir, "hostile"), SOURCE], (err, _o, stderr) => (err ? reject(new Error(`cc: ${stderr}`)) : resolve()));
+  });
+}
+
+test.before(async () => {
+  const base = await mkdtemp(path.join(os.tmpdir(), "modhost-sandbox-test-"));
+  const degradedBase = await mkdtemp("/var/tmp/modhost-sandbox-test-");
+  for (const b of [base, degradedBase]) await chmod(b, 0o755);
+  const moduleDir = path.join(base, "modules", "hostile");
+  const degradedModuleDir = path.join(degradedBase, "modules", "hostile");
+  await compile(moduleDir);
+  await compile(degradedModuleDir);
+  const secret = path.join(base, "secret.txt");
+  await writeFile(secret, "host secret\n", { mode: 0o644 });
+  const tmpMarker = path.join(os.tmpdir(), `modhost-marker-${process.pid}`);
+  await writeFile(tmpMarker, "host tmp\n", { mode: 0o644 });
+  const [sibling, degradedSibling] = [path.join(base, "data", "other"), path.join(degradedBase, "data", "other")];
+  for (const dir of [sibling, degradedSibling]) {
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    await writeFile(path.join(dir, "secret"), "other module's\n", { mode: 0o600 });
+    await chown(dir, 1_999_999_999, 1_999_999_999);
+  }
+  world = { base, degradedBase, moduleDir, degradedModuleDir, secret, tmpMarker, sibling, degradedSibling };
+});
+
+test.after.always(async () => {
+  if (!world) return;
+  await rm(world.base, { recursive: true, force: true });
+  await rm(world.degradedBase, { recursive: true, force: true });
+  await rm(world.tmpMarker, { force: true });
+});
+
+// Each run gets a uid of its own: runs are concurrent and RLIMIT_NPROC counts per uid.
+let nextUid = 1_950_000_000 + (process.pid % 10_000) * 100;
+let nextData = 0;
+
+interface RunOptions {
+  network?: boolean;
+  limits?: Partial<SandboxLimits>;
+  mode?: SandboxMode;
+  /** Answer on fd 3: called with each chunk the module writes. */
+  onChannel?: (chunk: Buffer, socket: Socket) => void;
+  /** Called once the process is running (e.g. to kill it). */
+  onSpawn?: (pid: number, uid: number) => void | Promise<void>;
+  timeoutMs?: number;
+}
+
+interface Run {
+  sandbox: SandboxedSpawn;
+  /** Time sandboxSpawnSpec took. */
+  buildMs: number;
+  uid: number;
+  dataDir: string;
+  stdout: string;
+  stderr: string;
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  ms: number;
+  /** attack name -> [outcome, detail] from the RESULT lines. */
+  results: Map<string, [string, string]>;
+}
+
+async function run(t: ExecutionContext, attack: string[], opts: RunOptions = {}): Promise<Run> {
+  const degraded = opts.mode === "degraded";
+  const moduleDir = degraded ? world.degradedModuleDir : world.moduleDir;
+  const dataDir = path.join(degraded ? world.degradedBase : world.base, "data", `m${nextData++}`);
+  await mkdir(dataDir, { recursive: true, mode: 0o700 });
+  const uid = nextUid++;
+  const binary = path.join(moduleDir, "hostile");
+  const env = { PATH: "/usr/bin:/bin", MODULE_ID: "hostile", DATA_DIR: dataDir, MODHOST_FD: "3" };
+  const building = performance.now();
+  const sandbox = await sandboxSpawnSpec(
+    { command: binary, args: attack, env, cwd: dataDir },
+    {
+      dataDir, moduleDir, binary, uid, gid: uid,
+      network: opts.network ?? false,
+      limits: { ...DEFAULT_SANDBOX_LIMITS, ...opts.limits },
+      mode: opts.mode ?? "full",
+    },
+  );
+  const buildMs = performance.now() - building;
+  const { spec } = sandbox;
+  const started = performance.now();
+  // As spawnModuleProcess does it.
+  const child = spawn(spec.command, spec.args, { cwd: spec.cwd, env: spec.env, stdio: ["ignore", "pipe", "pipe", "pipe"], detached: true });
+  const channel = child.stdio[3] as Socket;
+  channel.on("data", (chunk) => opts.onChannel?.(chunk, channel));
+  channel.on("error", () => undefined);
+  let stdout = "";
+  let stderr = "";
+  child.stdout!.on("data", (d) => (stdout += d));
+  child.stderr!.on("data", (d) => (stderr += d));
+  if (child.pid) void opts.onSpawn?.(child.pid, uid);
+  const timer = setTimeout(() => child.kill("SIGKILL"), opts.timeoutMs ?? 20_000);
+  const [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((resolve) => child.on("close", (c, s) => resolve([c, s])));
+  clearTimeout(timer);
+  const ms = performance.now() - started;
+  const results = new Map<string, [string, string]>();
+  for (const line of stdout.split("\n")) {
+    const m = /^RESULT (\S+) (\S+) (.*)$/.exec(line);
+    if (m) results.set(m[1]!, [m[2]!, m[3]!]);
+  }
+  if (stderr) t.log(`stderr: ${stderr.trim()}`);
+  return { sandbox, buildMs, uid, dataDir, stdout, stderr, code, signal, ms, results };
+}
+
+function outcome(r: Run, attack: string): string | undefined {
+  return r.results.get(attack)?.[0];
+}
+
+function detail(r: Run, attack: string): string | undefined {
+  return r.results.get(attack)?.[1];
+}
+
+/** Live (not zombie: an orphan waits for the host's init to reap it) processes of a uid, host-wide. */
+async function processesOf(uid: number): Promise<number> {
+  let n = 0;
+  for (const pid of await readdir("/proc")) {
+    if (!/^\d+$/.test(pid)) continue;
+    const status = await readFile(`/proc/${pid}/status`, "utf8").catch(() => "");
+    if (new RegExp(`^Uid:\\s+${uid}\\s`, "m").test(status) && !/^State:\s+Z/m.test(status)) n++;
+  }
+  return n;
+}
+
+async function waitFor(check: () => Promise<boolean>, ms: number): Promise<boolean> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    if (await check()) return true;
+    if (Date.now() > deadline) return false;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+function listen(): Promise<{ server: Server; port: number }> {
+  return new Promise((resolve) => {
+    const server = createServer((s) => {
+      s.on("error", () => undefined); // the module may go away without reading
+      s.end("hi\n");
+    });
+    server.listen(0, "127.0.0.1", () => resolve({ server, port: (server.address() as { port: number }).port }));
+  });
+}
+
+// ---------------------------------------------------------------------------------------
+// Detection
+
+test.serial("this machine has the full sandbox", async (t) => {
+  const caps = await detectSandbox();
+  t.log(JSON.stringify(caps));
+  t.is(caps.best, "full", caps.problems.join("; "));
+  t.is(await detectSandbox(), caps, "cached");
+});
+
+test("a run reports level full and no notes", async (t) => {
+  const r = await run(t, ["ids"]);
+  t.is(r.sandbox.level, "full");
+  t.deepEqual(r.sandbox.notes, []);
+  t.is(r.code, 0);
+});
+
+// ---------------------------------------------------------------------------------------
+// Identity, environment, file descriptors
+
+test("runs as its own non-root uid with no capabilities, no_new_privs, seccomp, PID 2", async (t) => {
+  const r = await run(t, ["ids"]);
+  t.regex(r.stdout, new RegExp(`STATUS Uid:\\s+${r.uid}\\s+${r.uid}\\s+${r.uid}\\s+${r.uid}\\n`));
+  t.regex(r.stdout, new RegExp(`STATUS Gid:\\s+${r.uid}\\s+${r.uid}\\s+${r.uid}\\s+${r.uid}\\n`));
+  for (const set of ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"]) t.regex(r.stdout, new RegExp(`STATUS ${set}:\\s+0000000000000000\\n`));
+  t.regex(r.stdout, /STATUS NoNewPrivs:\s+1\n/);
+  t.regex(r.stdout, /STATUS Seccomp:\s+2\n/, "seccomp filter mode");
+  t.regex(r.stdout, /^PID 2$/m, "its own PID namespace (bwrap's init is 1)");
+});
+
+test("the environment is exactly the spec's (plus PWD = the data directory)", async (t) => {
+  process.env["MODHOST_TEST_SECRET"] = "leak";
+  const r = await run(t, ["env"]);
+  const env = Object.fromEntries(r.stdout.split("\n").filter((l) => l.startsWith("ENV ")).map((l) => {
+    const kv = l.slice(4);
+    return [kv.slice(0, kv.indexOf("=")), kv.slice(kv.indexOf("=") + 1)];
+  }));
+  t.deepEqual(env, { PATH: "/usr/bin:/bin", MODULE_ID: "hostile", DATA_DIR: r.dataDir, MODHOST_FD: "3", PWD: r.dataDir });
+});
+
+test("only fds 0-3 reach the module (no seccomp fd, nothing the host inherited)", async (t) => {
+  const r = await run(t, ["fds"]);
+  const fds = r.stdout.split("\n").filter((l) => l.startsWith("FD ")).map((l) => Number(l.slice(3))).sort((a, b) => a - b);
+  t.deepEqual(fds, [0, 1, 2, 3]);
+});
+
+test("the fd 3 channel works both ways", async (t) => {
+  let received = "";
+  const r = await run(t, ["channel"], {
+    onChannel: (chunk, socket) => {
+      received += chunk.toString();
+      socket.write("hello from the host");
+    },
+  });
+  t.is(received, "hello from the sandbox");
+  t.deepEqual(r.results.get("channel"), ["ok", "hello from the host"]);
+});
+
+// ---------------------------------------------------------------------------------------
+// File system
+
+test("host files outside the data directory are invisible", async (t) => {
+  for (const file of [world.secret, "/etc/shadow", "/etc/passwd", "/root", path.join(world.sibling, "secret")]) {
+    const r = await run(t, ["read", file]);
+    t.is(outcome(r, "read"), "ENOENT", file);
+  }
+});
+
+test("the system is visible read-only, the module directory too", async (t) => {
+  t.is(outcome(await run(t, ["read", "/etc/ld.so.cache"]), "read"), "ok");
+  t.is(outcome(await run(t, ["read", "/usr/bin/true"]), "read"), "ok");
+  t.is(outcome(await run(t, ["write", "/usr/pwned"]), "write"), "EROFS");
+  t.is(outcome(await run(t, ["write", "/etc/pwned"]), "write"), "EACCES", "/etc is bubblewrap's directory on the root tmpfs, owned by root");
+  t.is(outcome(await run(t, ["write", path.join(world.moduleDir, "pwned")]), "write"), "EROFS");
+  t.is(outcome(await run(t, ["write", "/pwned"]), "write"), "EACCES");
+  t.false(await stat("/usr/pwned").then(() => true, () => false));
+});
+
+test("the data directory is writable and the file belongs to the module's uid", async (t) => {
+  const r = await run(t, ["write", "inside.txt"]);
+  t.is(outcome(r, "write"), "ok");
+  const st = await stat(path.join(r.dataDir, "inside.txt"));
+  t.is(st.uid, r.uid);
+  t.is((await stat(r.dataDir)).mode & 0o777, 0o700);
+});
+
+test("/tmp is private: the host's /tmp is not visible and writes do not reach it", async (t) => {
+  t.is(outcome(await run(t, ["read", world.tmpMarker]), "read"), "ENOENT");
+  const name = `/tmp/modhost-sandbox-wrote-${process.pid}`;
+  t.is(outcome(await run(t, ["write", name]), "write"), "ok", "a private tmpfs");
+  t.false(await stat(name).then(() => true, () => false));
+});
+
+test("file size limit", async (t) => {
+  const r = await run(t, ["bigfile", "big", "4"], { limits: { file_size_mb: 1 } });
+  t.is(outcome(r, "bigfile"), "EFBIG");
+  t.is((await stat(path.join(r.dataDir, "big"))).size, 1024 * 1024);
+});
+
+// ---------------------------------------------------------------------------------------
+// Network
+
+test("no network: TCP to the host's loopback fails (socket(AF_INET) is denied)", async (t) => {
+  const { server, port } = await listen();
+  t.teardown(() => server.close());
+  const r = await run(t, ["connect", "127.0.0.1", String(port)]);
+  t.deepEqual(r.results.get("connect"), ["EPERM", "socket"]);
+});
+
+test("with network_access: TCP to the host's loopback works", async (t) => {
+  const { server, port } = await listen();
+  t.teardown(() => server.close());
+  const r = await run(t, ["connect", "127.0.0.1", String(port)], { network: true });
+  t.deepEqual(r.results.get("connect"), ["ok", "connect"]);
+  t.true(r.sandbox.notes.some((n) => n.includes("network_access")));
+});
+
+test("raw, packet and netlink sockets are denied, with or without network", async (t) => {
+  for (const network of [false, true]) {
+    const r = await run(t, ["rawsock"], { network });
+    t.is(outcome(r, "rawsock-packet"), "EPERM");
+    t.is(outcome(r, "rawsock-inet"), "EPERM");
+    t.is(outcome(r, "rawsock-netlink"), "EPERM");
+    t.is(outcome(r, "unix-socket"), "ok");
+  }
+});
+
+// ---------------------------------------------------------------------------------------
+// Processes and privileges
+
+test("ptrace of the host is denied and the host's PIDs do not exist", async (t) => {
+  for (const pid of [process.pid, process.ppid]) {
+    t.is(outcome(await run(t, ["ptrace", String(pid)]), "ptrace"), "EPERM");
+    t.is(outcome(await run(t, ["kill", String(pid)]), "kill"), "ESRCH");
+  }
+});
+
+test("setting the clock is denied", async (t) => {
+  const r = await run(t, ["clock"]);
+  t.is(outcome(r, "clock_settime"), "EPERM");
+  t.is(outcome(r, "settimeofday"), "EPERM");
+});
+
+test("mount, namespaces, bpf, keyrings, chroot, io_uring, reboot are denied", async (t) => {
+  const r = await run(t, ["privileged"]);
+  for (const call of ["mount", "umount2", "unshare-user", "unshare-net", "clone-newuser", "bpf", "keyctl", "add_key", "chroot", "io_uring_setup", "reboot"]) {
+    t.is(outcome(r, call), "EPERM", call);
+  }
+  t.is(outcome(r, "clone3"), "ENOSYS", "so that libc falls back to clone()");
+});
+
+test("a fork bomb stops at the processes limit; the host is fine", async (t) => {
+  const r = await run(t, ["forkbomb", "10000"], { limits: { processes: 16 } });
+  const got = Number(detail(r, "forkbomb"));
+  t.log(`fork bomb with processes = 16: ${got} children, then ${outcome(r, "forkbomb")}`);
+  t.is(outcome(r, "forkbomb"), "EAGAIN");
+  t.true(got >= 10 && got <= 16, `${got} children`);
+  t.is(await processesOf(r.uid), 0, "all gone");
+  const ok = await new Promise<number | null>((resolve) => spawn("/bin/true").on("exit", resolve));
+  t.is(ok, 0, "the host can still spawn");
+});
+
+test("memory beyond address_space_mb fails", async (t) => {
+  const r = await run(t, ["memory", "1024"], { limits: { address_space_mb: 256 } });
+  t.is(outcome(r, "memory"), "ENOMEM");
+  const got = Number(detail(r, "memory"));
+  t.log(`allocated ${got} MB of 1024 with address_space_mb = 256`);
+  t.true(got > 100 && got < 256, `${got} MB`);
+});
+
+test("open files are limited", async (t) => {
+  const r = await run(t, ["openfiles", "1000"], { limits: { open_files: 64 } });
+  t.is(outcome(r, "openfiles"), "EMFILE");
+  t.true(Number(detail(r, "openfiles")) <= 64);
+});
+
+test("a CPU spin is ended by cpu_seconds", async (t) => {
+  const r = await run(t, ["spin"], { limits: { cpu_seconds: 1 } });
+  t.log(`spin with cpu_seconds = 1 ended after ${r.ms.toFixed(0)} ms, exit code ${r.code}`);
+  t.regex(r.stdout, /SPINNING/);
+  t.true(r.code === 128 + os.constants.signals.SIGXCPU || r.code === 128 + os.constants.signals.SIGKILL, `exit ${r.code} ${r.signal}`);
+  t.true(r.ms < 10_000, "CPU seconds, not wall time: a loaded machine stretches it");
+});
+
+test("killing the sandbox's process ends every process of the module", async (t) => {
+  const r = await run(t, ["hang"], {
+    onSpawn: async (pid, uid) => {
+      t.true(await waitFor(async () => (await processesOf(uid)) === 2, 5000), "the module and its child run");
+      process.kill(pid, "SIGTERM");
+    },
+  });
+  t.is(outcome(r, "hang"), "ok");
+  t.log(`after SIGTERM: exit code ${r.code}, signal ${r.signal}`);
+  t.true(await waitFor(async () => (await processesOf(r.uid)) === 0, 2000));
+});
+
+test.serial("cold start: sandboxed vs bare", async (t) => {
+  const times = (xs: number[]) => xs.sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+  const bare: number[] = [];
+  for (let i = 0; i < 10; i++) {
+    const t0 = performance.now();
+    await new Promise((resolve) => spawn(path.join(world.moduleDir, "hostile"), ["fds"], { stdio: "ignore" }).on("exit", resolve));
+    bare.push(performance.now() - t0);
+  }
+  const sandboxed: number[] = [];
+  const build: number[] = [];
+  const degraded: number[] = [];
+  for (let i = 0; i < 10; i++) {
+    const r = await run(t, ["fds"]);
+    sandboxed.push(r.ms);
+    build.push(r.buildMs);
+    t.is(r.code, 0);
+    degraded.push((await run(t, ["fds"], { mode: "degraded" })).ms);
+  }
+  t.log(`median spawn-to-exit: bare ${times(bare).toFixed(1)} ms, full ${times(sandboxed).toFixed(1)} ms, `
+    + `degraded ${times(degraded).toFixed(1)} ms; building the spec (incl. first chown) ${times(build).toFixed(1)} ms`);
+  t.true(times(sandboxed) < 500);
+});
+
+for (const mode of ["full", "degraded"] as const) {
+  test(`${mode}: no module outlives its host (host killed with SIGKILL)`, async (t) => {
+    const base = mode === "degraded" ? world.degradedBase : world.base;
+    const moduleDir = mode === "degraded" ? world.degradedModuleDir : world.moduleDir;
+    const dataDir = path.join(base, "data", `m${nextData++}`);
+    await mkdir(dataDir, { recursive: true, mode: 0o700 });
+    const uid = nextUid++;
+    const host = spawn(process.execPath, ["--import", "tsx", HOST, mode, moduleDir, dataDir, String(uid)], { stdio: ["ignore", "pipe", "inherit"] });
+    t.teardown(() => host.kill("SIGKILL"));
+    await new Promise<void>((resolve, reject) => {
+      let out = "";
+      host.stdout!.on("data", (d) => {
+        out += d;
+        if (out.includes("RESULT hang ok")) resolve();
+      });
+      host.on("exit", () => reject(new Error(`host exited: ${out}`)));
+    });
+    await waitFor(async () => (await processesOf(uid)) === 2, 2000);
+    t.is(await processesOf(uid), 2, "the module and its child run");
+    host.kill("SIGKILL");
+    t.true(await waitFor(async () => (await processesOf(uid)) === 0, 3000), "gone after the host died");
+  });
+}
+
+// ---------------------------------------------------------------------------------------
+// Degraded (util-linux) and none
+
+test("degraded: util-linux fallback, reported as such, and what it still blocks", async (t) => {
+  const { server, port } = await listen();
+  t.teardown(() => server.close());
+  const ids = await run(t, ["ids"], { mode: "degraded" });
+  t.is(ids.sandbox.level, "degraded");
+  t.true(ids.sandbox.notes.some((n) => n.includes("no seccomp")));
+  t.regex(ids.stdout, new RegExp(`STATUS Uid:\\s+${ids.uid}\\s`));
+  t.regex(ids.stdout, /STATUS CapEff:\s+0000000000000000\n/);
+  t.regex(ids.stdout, /STATUS CapBnd:\s+0000000000000000\n/);
+  t.regex(ids.stdout, /STATUS NoNewPrivs:\s+1\n/);
+  t.regex(ids.stdout, /^PID 1$/m, "its own PID namespace");
+  const o = async (attack: string[], name = attack[0]!, opts: RunOptions = {}) => outcome(await run(t, attack, { mode: "degraded", ...opts }), name);
+  t.is(await o(["read", world.tmpMarker]), "ENOENT", "private /tmp");
+  t.is(await o(["read", "/etc/shadow"]), "EACCES", "file permissions only");
+  t.is(await o(["read", path.join(world.degradedSibling, "secret")]), "EACCES", "another module's data (0700, its own uid)");
+  t.is(await o(["write", "/usr/pwned"]), "EACCES");
+  t.is(await o(["connect", "127.0.0.1", String(port)]), "ENETUNREACH", "empty network namespace");
+  t.is(await o(["connect", "127.0.0.1", String(port)], "connect", { network: true }), "ok");
+  t.is(await o(["kill", String(process.pid)]), "ESRCH");
+  t.is(await o(["ptrace", String(process.pid)]), "ESRCH");
+  t.is(await o(["clock"], "clock_settime"), "EPERM");
+  const priv = await run(t, ["privileged"], { mode: "degraded" });
+  t.is(outcome(priv, "mount"), "EPERM", "no capabilities");
+  t.is(outcome(priv, "reboot"), "EPERM");
+  t.log(`degraded, without seccomp: ${[...priv.results].map(([k, [v]]) => `${k} ${v}`).join(", ")}`);
+  t.is(await o(["rawsock"], "rawsock-packet"), "EPERM");
+  const env = await run(t, ["env"], { mode: "degraded" });
+  t.false(env.stdout.includes("MODHOST_TEST_SECRET"));
+  t.deepEqual(env.stdout.split("\n").filter((l) => l.startsWith("ENV ")).map((l) => l.slice(4, l.indexOf("="))).sort(),
+    ["DATA_DIR", "MODHOST_FD", "MODULE_ID", "PATH", "PWD"]);
+  const bomb = await run(t, ["forkbomb", "10000"], { mode: "degraded", limits: { processes: 16 } });
+  t.is(outcome(bomb, "forkbomb"), "EAGAIN");
+  t.true(Number(detail(bomb, "forkbomb")) <= 16);
+  let received = "";
+  const ch = await run(t, ["channel"], { mode: "degraded", onChannel: (c, s) => { received += c; s.write("pong"); } });
+  t.is(received, "hello from the sandbox");
+  t.deepEqual(ch.results.get("channel"), ["ok", "pong"]);
+  const fds = await run(t, ["fds"], { mode: "degraded" });
+  t.deepEqual(fds.stdout.split("\n").filter((l) => l.startsWith("FD ")).map((l) => Number(l.slice(3))).sort(), [0, 1, 2, 3]);
+});
+
+test("degraded: SIGKILL ends every process of the module (SIGTERM does not: unshare blocks it)", async (t) => {
+  const r = await run(t, ["hang"], {
+    mode: "degraded",
+    onSpawn: async (pid, uid) => {
+      t.true(await waitFor(async () => (await processesOf(uid)) === 2, 5000), "the module and its child run");
+      process.kill(pid, "SIGTERM");
+      await new Promise((res) => setTimeout(res, 300));
+      t.is(await processesOf(uid), 2, "SIGTERM changed nothing");
+      process.kill(pid, "SIGKILL");
+    },
+  });
+  t.is(outcome(r, "hang"), "ok");
+  t.is(r.signal, "SIGKILL");
+  t.true(await waitFor(async () => (await processesOf(r.uid)) === 0, 2000));
+});
+
+test("mode off: the spec is returned as is, level none", async (t) => {
+  const spec = { command: "/x/bin", args: ["a"], env: { A: "1" }, cwd: "/x" };
+  const r = await sandboxSpawnSpec(spec, {
+    dataDir: "/x", moduleDir: "/x", binary: "/x/bin", network: false, limits: DEFAULT_SANDBOX_LIMITS, uid: 5, gid: 5, mode: "off",
+  });
+  t.is(r.level, "none");
+  t.is(r.spec, spec);
+});
+
+test("choosing: none available refuses (pointing at the opt-out); full refuses when only degraded exists", (t) => {
+  const caps = (over: Partial<SandboxCapabilities>): SandboxCapabilities => ({
+    root: true, arch: "x86_64", seccomp: true, tools: {} as SandboxCapabilities["tools"], bwrapWorks: false, unshareWorks: false,
+    best: "none", fallback: false, problems: ["bubblewrap is not installed"], ...over,
+  });
+  const policy = (mode: SandboxMode) => ({ dataDir: "/d", moduleDir: "/m", binary: "/m/b", network: false, limits: DEFAULT_SANDBOX_LIMITS, uid: 7, gid: 7, mode });
+  const err = t.throws(() => chooseVariant(policy("auto"), caps({})), { instanceOf: SandboxUnavailableError });
+  t.regex(err!.message, /native_sandbox = "off"/);
+  t.throws(() => chooseVariant(policy("full"), caps({ best: "degraded", fallback: true })), { instanceOf: SandboxUnavailableError });
+  t.is(chooseVariant(policy("auto"), caps({ best: "degraded", fallback: true })), "util-linux");
+  t.is(chooseVariant(policy("auto"), caps({ best: "full", fallback: true, bwrapWorks: true })), "bwrap");
+  t.is(chooseVariant(policy("degraded"), caps({ best: "full", fallback: true, bwrapWorks: true })), "util-linux");
+  t.is(chooseVariant(policy("auto"), caps({ root: false, best: "degraded", bwrapWorks: true })), "bwrap-unprivileged");
+});
+
+test("the binary must be executable by the module's uid", async (t) => {
+  const dir = path.join(world.base, "modules", "private");
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  await writeFile(path.join(dir, "bin"), "", { mode: 0o700 });
+  const dataDir = path.join(world.base, "data", "private");
+  await mkdir(dataDir, { recursive: true });
+  await t.throwsAsync(sandboxSpawnSpec({ command: path.join(dir, "bin"), args: [], env: {}, cwd: dataDir }, {
+    dataDir, moduleDir: dir, binary: path.join(dir, "bin"), network: false, limits: DEFAULT_SANDBOX_LIMITS, uid: nextUid++, gid: 1, mode: "full",
+  }), { message: /not executable/ });
+});
+
+test("module uids are stable, distinct per name and in their range", (t) => {
+  t.is(moduleUid("price-feed"), moduleUid("price-feed"));
+  t.not(moduleUid("price-feed"), moduleUid("block-stats"));
+  for (const name of ["a", "price-feed", "x".repeat(64)]) {
+    t.true(moduleUid(name) >= MODULE_UID_BASE && moduleUid(name) < MODULE_UID_BASE + MODULE_UID_RANGE);
+  }
+});
+
+// ---------------------------------------------------------------------------------------
+// The seccomp program, checked without the kernel: syscall numbers against the kernel
+// headers, and decisions by a classic-BPF interpreter (which covers aarch64 on x86_64).
+
+test("syscall numbers match the kernel headers", async (t) => {
+  const headers: Record<SeccompArch, string> = {
+    x86_64: "/usr/include/x86_64-linux-gnu/asm/unistd_64.h",
+    aarch64: "/usr/include/asm-generic/unistd.h",
+  };
+  for (const arch of ["x86_64", "aarch64"] as const) {
+    const text: string | undefined = await readFile(headers[arch], "utf8").catch(() => undefined);
+    if (!text) {
+      t.log(`no ${headers[arch]}: skipped`);
+      continue;
+    }
+    const nr = (name: string) => {
+      const m = new RegExp(`#define __NR(?:3264)?_${name}\\s+(\\d+)`).exec(text);
+      return m ? Number(m[1]) : undefined;
+    };
+    const table = SYSCALLS[arch];
+    for (const name of DENIED_SYSCALLS) t.is<number | undefined, number | undefined>(table.denied[name], nr(name), `${arch} ${name}`);
+    for (const name of ["socket", "clone", "clone3"] as const) t.is<number | undefined, number | undefined>(table[name], nr(name), `${arch} ${name}`);
+  }
+});
+
+/** Runs a classic BPF program (the opcodes seccomp.ts emits) over a seccomp_data. */
+function runBpf(program: Buffer, data: { nr: number; arch: number; args?: number[] }): number {
+  const mem = Buffer.alloc(64);
+  mem.writeUInt32LE(data.nr >>> 0, 0);
+  mem.writeUInt32LE(data.arch >>> 0, 4);
+  (data.args ?? []).forEach((a, i) => mem.writeUInt32LE(a >>> 0, 16 + 8 * i));
+  let acc = 0;
+  for (let pc = 0; pc < program.length / 8; pc++) {
+    const code = program.readUInt16LE(pc * 8);
+    const jt = program.readUInt8(pc * 8 + 2);
+    const jf = program.readUInt8(pc * 8 + 3);
+    const k = program.readUInt32LE(pc * 8 + 4);
+    switch (code) {
+      case 0x20: acc = mem.readUInt32LE(k); break;
+      case 0x05: pc += k; break;
+      case 0x15: pc += acc === k ? jt : jf; break;
+      case 0x35: pc += acc >= k ? jt : jf; break;
+      case 0x45: pc += (acc & k) !== 0 ? jt : jf; break;
+      case 0x06: return k;
+      default: throw new Error(`unknown opcode ${code}`);
+    }
+  }
+  throw new Error("fell off the end");
+}
+
+test("seccomp decisions on x86_64 and aarch64", (t) => {
+  const EPERM = SECCOMP_RET_ERRNO | 1;
+  const ENOSYS = SECCOMP_RET_ERRNO | 38;
+  const reads = { x86_64: 0, aarch64: 63 };
+  for (const network of [false, true]) {
+    const p = seccompProgram({ network });
+    t.is(p.length % 8, 0);
+    for (const arch of ["x86_64", "aarch64"] as const) {
+      const a = AUDIT_ARCH[arch];
+      const s = SYSCALLS[arch];
+      t.is(runBpf(p, { nr: reads[arch], arch: a }), SECCOMP_RET_ALLOW, `${arch} read`);
+      for (const name of DENIED_SYSCALLS) t.is(runBpf(p, { nr: s.denied[name], arch: a }), EPERM, `${arch} ${name}`);
+      t.is(runBpf(p, { nr: s.clone3, arch: a }), ENOSYS);
+      t.is(runBpf(p, { nr: s.clone, arch: a, args: [17 /* SIGCHLD: fork */] }), SECCOMP_RET_ALLOW);
+      t.is(runBpf(p, { nr: s.clone, arch: a, args: [0x003d0f00 /* pthread_create */] }), SECCOMP_RET_ALLOW);
+      t.is(runBpf(p, { nr: s.clone, arch: a, args: [0x10000000 | 17 /* CLONE_NEWUSER */] }), EPERM);
+      t.is(runBpf(p, { nr: s.socket, arch: a, args: [1] }), SECCOMP_RET_ALLOW, "AF_UNIX");
+      t.is(runBpf(p, { nr: s.socket, arch: a, args: [2] }), network ? SECCOMP_RET_ALLOW : EPERM, "AF_INET");
+      t.is(runBpf(p, { nr: s.socket, arch: a, args: [10] }), network ? SECCOMP_RET_ALLOW : EPERM, "AF_INET6");
+      t.is(runBpf(p, { nr: s.socket, arch: a, args: [17] }), EPERM, "AF_PACKET");
+      t.is(runBpf(p, { nr: s.socket, arch: a, args: [16] }), EPERM, "AF_NETLINK");
+    }
+    t.is(runBpf(p, { nr: 0x40000000, arch: AUDIT_ARCH.x86_64 }), SECCOMP_RET_KILL_PROCESS, "x32 ABI");
+    t.is(runBpf(p, { nr: 3, arch: 0x40000003 /* i386 */ }), SECCOMP_RET_KILL_PROCESS, "foreign arch");
+  }
+});
