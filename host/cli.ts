@@ -112,45 +112,51 @@ async function check(argv: string[]): Promise<number> {
   const logger = new Logger({ level: "error", write: () => {} });
   const manager = new ModuleManager({ config, bus: new EventBus(), logger });
   await manager.prepare();
-  const out: string[] = [];
-  let problems = 0;
-  out.push(`config: ${config.file ?? "(defaults)"}`);
-  out.push(`modules_dir: ${config.modules.modules_dir}`);
-  out.push(`load order: ${manager.order.join(" -> ") || "(none)"}`);
+  const byName = new Map((await manager.discover()).manifests.map((m) => [m.name, m]));
+
+  // Every problem of every module first, so the load order shows only what would start.
+  const problems = new Map<string, string>();
+  for (const s of manager.status()) {
+    if (s.state !== "pending") {
+      problems.set(s.name, s.problem ?? s.state);
+      continue;
+    }
+    const manifest = byName.get(s.name)!;
+    try {
+      moduleConfig(config, manifest);
+      // Compile TypeScript modules too: an import that cannot work is a problem worth knowing now.
+      if (manifest.runtime === "isolate") await compileForIsolate(manifest);
+    } catch (err) {
+      problems.set(s.name, `${err instanceof ConfigError ? "configuration" : "does not compile"}:\n${(err as Error).message}`);
+    }
+  }
+  const order: string[] = [];
+  for (const name of manager.order) {
+    if (problems.has(name)) continue;
+    const blocker = Object.keys(byName.get(name)?.dependencies ?? {}).find((d) => problems.has(d));
+    if (blocker) problems.set(name, `depends on ${blocker}, which would not start`);
+    else order.push(name);
+  }
+
   const caps = await detectSandbox();
   const sandboxLine = `native module sandbox: ${caps.best}${config.modules.native_sandbox !== "auto" ? ` (native_sandbox = "${config.modules.native_sandbox}")` : ""}`;
-  out.push(caps.best === "full" ? sandboxLine : `${sandboxLine} (degraded protection: ${caps.problems.join("; ") || "see docs/security.md"})`);
-  out.push("");
-  const byName = new Map((await manager.discover()).manifests.map((m) => [m.name, m]));
+  const out = [
+    `config: ${config.file ?? "(defaults)"}`,
+    `modules_dir: ${config.modules.modules_dir}`,
+    `load order: ${order.join(" -> ") || "(none)"}`,
+    caps.best === "full" ? sandboxLine : `${sandboxLine} (degraded protection: ${caps.problems.join("; ") || "see docs/security.md"})`,
+    "",
+  ];
   for (const s of manager.status()) {
-    const ok = s.state === "pending";
-    let problem = s.problem;
-    // Compile TypeScript modules too: an import that cannot work is a problem worth knowing now.
-    const manifest = byName.get(s.name);
-    if (ok && manifest) {
-      try {
-        moduleConfig(config, manifest);
-      } catch (err) {
-        problem = `configuration:\n${(err as Error).message}`;
-      }
-    }
-    if (ok && !problem && manifest && manifest.runtime === "isolate") {
-      try {
-        await compileForIsolate(manifest);
-      } catch (err) {
-        problem = `does not compile:\n${(err as Error).message}`;
-      }
-    }
-    const mark = problem ? "✗" : "✓";
-    if (problem) problems++;
-    out.push(`${mark} ${s.name} ${s.version ?? ""} (${s.runtime ?? "?"})`);
+    const problem = problems.get(s.name);
+    out.push(`${problem ? "✗" : "✓"} ${s.name} ${s.version ?? ""} (${s.runtime ?? "?"})`);
     if (s.grants.length) out.push(`    granted: ${s.grants.join(", ")}`);
     if (s.missing.length) out.push(`    missing: ${s.missing.join(", ")}`);
     if (problem) out.push(...problem.split("\n").map((l) => `    ${l}`));
   }
-  out.push("", problems ? `${problems} problem(s) found` : "no problems found");
+  out.push("", problems.size ? `${problems.size} problem(s) found` : "no problems found");
   console.log(out.join("\n"));
-  return problems ? 1 : 0;
+  return problems.size ? 1 : 0;
 }
 
 /** Print or (--write) regenerate the reference pages generated from the catalogues. */

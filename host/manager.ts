@@ -388,8 +388,11 @@ export class ModuleManager {
     rec.state = "stopping";
     if (proc && !proc.hasExited) {
       const grace = rec.limits.stop_timeout_ms;
+      const asked = proc.session.isOpen;
       const how = await proc.stop(reason, { graceMs: grace, termMs: rec.limits.kill_timeout_ms });
-      if (how.via === "SIGKILL" || how.via === "SIGTERM") this.log.warn(`${name} did not stop within ${grace} ms; ended with ${how.via}`);
+      if (how.via === "SIGKILL" || how.via === "SIGTERM") {
+        this.log.warn(asked ? `${name} did not stop within ${grace} ms; ended with ${how.via}` : `${name} was not connected; ended with ${how.via}`);
+      }
     }
     rec.state = "stopped";
     await rec.store?.close();
@@ -564,9 +567,16 @@ export function changedSections(a: HostConfig, b: HostConfig): string[] {
 
 async function raceReady(proc: ModuleProcess, timeoutMs: number): Promise<void> {
   let timer: NodeJS.Timeout | undefined;
+  // The channel may close before the exit is seen: then say how the process ended, when it
+  // ends soon, rather than just "connection closed".
+  const ready = proc.session.ready.catch(async (err: Error) => {
+    if (proc.session.closeError) throw err;
+    const info = await Promise.race([proc.exited, new Promise<undefined>((r) => setTimeout(() => r(undefined), 1000).unref())]);
+    throw info ? new Error(`process ${describeExit(info.code, info.signal)} during start-up`) : err;
+  });
   try {
     await Promise.race([
-      proc.session.ready,
+      ready,
       proc.exited.then(async (info) => {
         // Let a goodbye that explains the exit arrive first.
         await new Promise((r) => setImmediate(r));

@@ -41,7 +41,7 @@ export async function readToml(file: string): Promise<{ data: Record<string, unk
 
 function readProblem(file: string, err: unknown): ConfigProblem {
   const code = (err as NodeJS.ErrnoException).code;
-  if (code === "ENOENT") return { file, message: "file not found", hint: "check the path, or create the file (see docs/configuration.md)" };
+  if (code === "ENOENT") return { file, message: "file not found", hint: "check the path, or create the file (see docs/operator-guide.md)" };
   if (code === "EISDIR") return { file, message: "is a directory, not a file", hint: "name the TOML file itself" };
   if (code === "EACCES" || code === "EPERM") return { file, message: "permission denied", hint: "make the file readable by the user running modhost" };
   return { file, message: `cannot read file: ${(err as Error).message}` };
@@ -51,7 +51,10 @@ function syntaxHint(what: string): string {
   if (what.includes("invalid value")) return 'quote strings ("text"); bare words are not TOML values';
   if (what.includes("redefine")) return "remove the duplicate: each key and table may be defined only once";
   if (what.includes("end-of-line")) return "put each `key = value` on its own line";
-  if (what.includes("unfinished string")) return "close the string with the same quote it starts with";
+  // An unclosed string runs into the newline, which smol-toml reports as a control character.
+  if (what.includes("unfinished string") || what.includes("control characters are not allowed in strings")) {
+    return "close the string with the same quote it starts with, on the same line";
+  }
   if (what.includes("unfinished array") || what.includes("comma or end")) return 'separate elements with "," and close with "]" or "}"';
   if (what.includes("unfinished table")) return 'close the table header with "]"';
   return "fix the TOML syntax at this spot (see https://toml.io)";

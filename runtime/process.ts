@@ -39,10 +39,22 @@ export class ModuleProcess {
 
   constructor(readonly child: ChildProcess, session: HostSession) {
     this.session = session;
+    const sessionClosed = new Promise<void>((resolve) => session.once("closed", () => resolve()));
     this.exited = new Promise((resolve) => {
       child.once("exit", (code, signal) => {
-        this.exitInfo = { code, signal };
-        resolve(this.exitInfo);
+        const info = { code, signal };
+        this.exitInfo = info;
+        // `exited` resolves once the channel has been read to its end, so that a goodbye the
+        // module wrote just before exiting (why it stopped) is in session.closeError by then.
+        // Closing the channel at the exit instead would throw away what is still unread, and
+        // the host could only report "connection closed". A descendant that inherited the
+        // socket could keep it open, so this waits only so long.
+        const timer = setTimeout(() => session.close(), DRAIN_AFTER_EXIT_MS);
+        timer.unref();
+        void sessionClosed.then(() => {
+          clearTimeout(timer);
+          resolve(info);
+        });
       });
     });
   }
@@ -77,6 +89,9 @@ export class ModuleProcess {
   }
 }
 
+/** How long after the process exits its channel may still deliver what it wrote. */
+const DRAIN_AFTER_EXIT_MS = 1000;
+
 function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms).unref());
 }
@@ -110,7 +125,5 @@ export function spawnModuleProcess(spec: SpawnSpec, session: Omit<SessionOptions
     logger.log("error", session.module, `could not start process: ${err.message}`);
     hostSession.close(err);
   });
-  const mp = new ModuleProcess(child, hostSession);
-  void mp.exited.then(() => hostSession.close());
-  return mp;
+  return new ModuleProcess(child, hostSession);
 }

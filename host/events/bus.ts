@@ -26,8 +26,9 @@ export class Subscription {
   private queue: BusEvent[] = [];
   private head = 0;
   private nextSeq = 1;
-  private lastSent = 0;
-  private lastAcked = 0;
+  /** Sequence numbers sent and not yet acknowledged, in order (dropped events never count). */
+  private unacked: number[] = [];
+  private unackedHead = 0;
   private missed = 0;
   private closed = false;
   /** Total events dropped over this subscription's life. */
@@ -53,12 +54,16 @@ export class Subscription {
     this.pump();
   }
 
-  /** The subscriber handled everything up to `seq`. */
+  /** The subscriber handled everything up to `seq` (acks are cumulative). */
   ack(seq: number): void {
-    if (seq > this.lastAcked && seq <= this.lastSent) {
-      this.lastAcked = seq;
-      this.pump();
+    const before = this.unackedHead;
+    while (this.unackedHead < this.unacked.length && this.unacked[this.unackedHead]! <= seq) this.unackedHead++;
+    if (this.unackedHead === before) return;
+    if (this.unackedHead > 1024 && this.unackedHead * 2 > this.unacked.length) {
+      this.unacked = this.unacked.slice(this.unackedHead);
+      this.unackedHead = 0;
     }
+    this.pump();
   }
 
   get pending(): number {
@@ -66,19 +71,18 @@ export class Subscription {
   }
 
   get inFlight(): number {
-    return this.lastSent - this.lastAcked;
+    return this.unacked.length - this.unackedHead;
   }
 
   private pump(): void {
-    while (!this.closed && this.head < this.queue.length && this.lastSent - this.lastAcked < this.opts.window) {
+    while (!this.closed && this.head < this.queue.length && this.inFlight < this.opts.window) {
       const ev = this.queue[this.head++]!;
       if (this.missed > 0) {
         ev.missed = this.missed;
         this.missed = 0;
       }
-      this.lastSent = ev.seq;
       // Unwindowed subscribers count as having handled what they were given.
-      if (this.opts.window === Infinity) this.lastAcked = ev.seq;
+      if (this.opts.window !== Infinity) this.unacked.push(ev.seq);
       this.deliveredTotal++;
       this.deliver(ev);
     }

@@ -74,7 +74,7 @@ export const TEST_LIMITS: Partial<Limits> = {
   // seconds. Tests that are about start-up time set their own.
   start_timeout_ms: 20_000,
   stop_timeout_ms: 1000,
-  restart: "on-failure",
+  // restart: the product default (on-failure), so that tests exercise it.
   max_restarts: 3,
   restart_window_ms: 60_000,
   kill_timeout_ms: 500,

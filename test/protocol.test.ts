@@ -1,0 +1,663 @@
+// The module protocol, driven over a real Unix-domain socket against a real HostSession,
+// ApiHub, EventBus, EmbeddedChain and LevelDB store: the test vectors of
+// docs/protocol-vectors.json, malformed input, the handshake, requests in flight, denials,
+// flow control of events, invocations, and the TypeScript client.
+
+import test from "ava";
+import { readFileSync } from "node:fs";
+import { DEFAULT_MAX_FRAME_BYTES, encodeFrame, FrameDecoder, FramingError } from "../host/ipc/frame.ts";
+import { decodeBody, encodeBody } from "../host/ipc/codec.ts";
+import { parseHostMessage, parseModuleMessage } from "../host/ipc/messages.ts";
+import { InvocationError } from "../host/ipc/session.ts";
+import { ModuleClient, RequestError } from "../sdk/node/client.ts";
+import { openSession, socketPair, type Frame } from "./helpers/peer.ts";
+import { sleep, waitFor } from "./helpers/host.ts";
+import { FrameChannel } from "../host/ipc/channel.ts";
+import { HostSession } from "../host/ipc/session.ts";
+import { ApiHub } from "../host/hub.ts";
+import { EventBus } from "../host/events/bus.ts";
+import { Logger } from "../host/log.ts";
+import { EmbeddedChain } from "../host/chain/embedded.ts";
+
+interface Vector {
+  name: string;
+  message: unknown;
+  frame: string;
+}
+interface InvalidVector {
+  name: string;
+  bytes: string;
+  expect: string;
+}
+const VECTORS = JSON.parse(readFileSync(new URL("../docs/protocol-vectors.json", import.meta.url), "utf8")) as { vectors: Vector[]; invalid: InvalidVector[] };
+const invalid = (name: string): string => {
+  const v = VECTORS.invalid.find((x) => x.name === name);
+  if (!v) throw new Error(`no invalid vector ${name}`);
+  return v.bytes;
+};
+
+/** {"$bin": hex} -> bytes, recursively. */
+function fromJson(v: unknown): unknown {
+  if (Array.isArray(v)) return v.map(fromJson);
+  if (v && typeof v === "object") {
+    const o = v as Record<string, unknown>;
+    if (Object.keys(o).length === 1 && typeof o.$bin === "string") return Uint8Array.from(Buffer.from(o.$bin, "hex"));
+    return Object.fromEntries(Object.entries(o).map(([k, x]) => [k, fromJson(x)]));
+  }
+  return v;
+}
+
+/** bytes -> {"$bin": hex}, recursively (to compare decoded bodies with the JSON form). */
+function toJson(v: unknown): unknown {
+  if (v instanceof Uint8Array) return { $bin: Buffer.from(v).toString("hex") };
+  if (Array.isArray(v)) return v.map(toJson);
+  if (v && typeof v === "object") return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, toJson(x)]));
+  return v;
+}
+
+const MODULE_KINDS = new Set(["hello", "request", "ack", "log", "invocation_result", "ready", "goodbye"]);
+const HOST_KINDS = new Set(["welcome", "response", "event", "invocation", "goodbye"]);
+
+// ---------------------------------------------------------------------------------------
+// Test vectors
+
+test("there are vectors for every message kind", (t) => {
+  const kinds = new Set(VECTORS.vectors.map((v) => (v.message as { t: string }).t));
+  for (const k of [...MODULE_KINDS, ...HOST_KINDS]) t.true(kinds.has(k), `a vector for ${k}`);
+});
+
+for (const v of VECTORS.vectors) {
+  test(`vector ${v.name}: encode(message) is the frame, decode(frame) is the message`, (t) => {
+    const message = fromJson(v.message);
+    t.is(encodeFrame(encodeBody(message)).toString("hex"), v.frame);
+    const frame = Buffer.from(v.frame, "hex");
+    t.is(frame.readUInt32BE(0), frame.length - 4, "the length prefix counts the body");
+    t.deepEqual(toJson(decodeBody(frame.subarray(4))), v.message);
+    // ... and the receiving side accepts it as a valid message of its direction.
+    const kind = (v.message as { t: string }).t;
+    if (MODULE_KINDS.has(kind)) t.notThrows(() => parseModuleMessage(decodeBody(frame.subarray(4))));
+    if (HOST_KINDS.has(kind)) t.notThrows(() => parseHostMessage(decodeBody(frame.subarray(4))));
+  });
+}
+
+test("integers beyond 32 bits are written as int64/uint64, never as floats", (t) => {
+  const body = encodeBody({ v: 5_000_000_000, n: -5_000_000_000, f: 1.5 });
+  t.true(body.includes(Buffer.from("d3000000012a05f200", "hex")), "5e9 as int64 (0xd3)");
+  t.deepEqual(decodeBody(body), { v: 5_000_000_000, n: -5_000_000_000, f: 1.5 });
+  t.false(body.includes(Buffer.from("cb41f2a05f20", "hex")), "not as float64");
+});
+
+test("frame decoder: frames split at every possible point decode the same", (t) => {
+  const bodies = VECTORS.vectors.map((v) => Buffer.from(v.frame, "hex").subarray(4));
+  const stream = Buffer.concat(bodies.map((b) => encodeFrame(b)));
+  for (const size of [1, 2, 3, 5, 7, 64, 1000]) {
+    const d = new FrameDecoder();
+    const out: Buffer[] = [];
+    for (let i = 0; i < stream.length; i += size) out.push(...d.push(stream.subarray(i, i + size)));
+    t.is(out.length, bodies.length, `chunks of ${size}`);
+    t.true(out.every((b, i) => b.equals(bodies[i]!)), `chunks of ${size}`);
+    t.is(d.buffered, 0);
+  }
+  // A length prefix split across chunks is still checked.
+  const d = new FrameDecoder(1024);
+  t.deepEqual(d.push(Buffer.from([0, 0])), []);
+  t.throws(() => d.push(Buffer.from([0x10, 0x00])), { instanceOf: FramingError, message: /4096 bytes exceeds the maximum of 1024/ });
+});
+
+test("frame decoder: a maximum-size frame arriving in small chunks costs linear time, not quadratic", (t) => {
+  // Joining everything buffered on every chunk took seconds of the host's event loop for one
+  // 16 MiB frame sent in 64 KiB pieces; a module could keep the host busy that way.
+  const body = Buffer.alloc(DEFAULT_MAX_FRAME_BYTES, 7);
+  const frame = encodeFrame(body);
+  const d = new FrameDecoder();
+  const started = performance.now();
+  const out: Buffer[] = [];
+  for (let i = 0; i < frame.length; i += 64 * 1024) out.push(...d.push(frame.subarray(i, i + 64 * 1024)));
+  const took = performance.now() - started;
+  t.is(out.length, 1);
+  t.true(out[0]!.equals(body));
+  t.true(took < 1500, `took ${took.toFixed(0)} ms`);
+});
+
+// ---------------------------------------------------------------------------------------
+// Malformed input on a live connection
+
+for (const name of ["zero_length", "oversized_length"]) {
+  test(`invalid vector ${name}: a framing error closes the connection`, async (t) => {
+    const { peer, session } = await openSession(t);
+    peer.sendHex(invalid(name));
+    await peer.closed;
+    t.false(session.isOpen);
+    t.regex(session.closeError?.message ?? "", name === "zero_length" ? /zero-length frame/ : /exceeds the maximum/);
+    // Nothing was answered: the receiver does not try to find the next frame.
+    t.deepEqual(peer.framesOf("response"), []);
+  });
+}
+
+test("invalid vector truncated_frame_then_eof: the stream ending inside a frame closes it with an error", async (t) => {
+  const { peer, session } = await openSession(t);
+  const closed = new Promise<Error | undefined>((resolve) => session.once("closed", resolve));
+  peer.socket.end(Buffer.from(invalid("truncated_frame_then_eof"), "hex"));
+  const err = await closed;
+  t.regex(err?.message ?? "", /ended inside a frame/);
+  t.false(session.isOpen);
+});
+
+test("a frame above the negotiated maximum closes the connection; one at the maximum does not", async (t) => {
+  const { welcome } = await openSession(t);
+  t.is(welcome?.max_frame_bytes, 16 * 1024 * 1024, "the default maximum is announced");
+  // A host with a tiny maximum.
+  const { host, module } = await socketPair(t);
+  const channel = new FrameChannel(host, 64);
+  const s = new HostSession(channel, {
+    module: "tiny", grants: new Map(), hub: new ApiHub(), bus: new EventBus(), logger: new Logger({ write: () => {} }),
+    call: { module: "tiny", chain: await EmbeddedChain.create({ matureBlocks: 0 }), store: undefined, config: {}, dataDir: "/d" },
+  });
+  t.teardown(() => s.close());
+  const closed = new Promise<void>((r) => module.once("close", () => r()));
+  module.on("error", () => {});
+  const body = Buffer.alloc(65, 0xc0);
+  module.write(encodeFrame(body));
+  await closed;
+  t.regex(s.closeError?.message ?? "", /65 bytes exceeds the maximum of 64/);
+});
+
+test("invalid vector invalid_messagepack: answered id 0 invalid_message, and the connection still works", async (t) => {
+  const { peer, session } = await openSession(t, { grants: ["read_chain_state"] });
+  peer.sendHex(invalid("invalid_messagepack"));
+  const err = await peer.response(0);
+  t.is((err.error as { code: string }).code, "invalid_message");
+  t.regex((err.error as { message: string }).message, /invalid MessagePack: the reserved byte 0xc1/);
+  const ok = await peer.call("get_block_height");
+  t.is(ok.result, 101);
+  t.true(session.isOpen);
+});
+
+test("invalid vector unknown_kind_with_id: answered with that id, connection kept", async (t) => {
+  const { peer, session } = await openSession(t, { grants: ["read_chain_state"] });
+  peer.sendHex(invalid("unknown_kind_with_id"));
+  const err = await peer.response(5);
+  t.deepEqual(err.error, { code: "invalid_message", message: 'unknown message kind "foo"' });
+  t.is((await peer.call("get_block_height")).result, 101);
+  t.true(session.isOpen);
+});
+
+test("invalid vector extension_type: not plain data, answered invalid_message, connection kept", async (t) => {
+  const { peer, session } = await openSession(t, { grants: ["read_chain_state"] });
+  peer.sendHex(invalid("extension_type"));
+  const err = await peer.response(0);
+  t.is((err.error as { code: string }).code, "invalid_message");
+  t.is((await peer.call("get_block_height")).result, 101);
+  t.true(session.isOpen);
+});
+
+test("bodies that are valid MessagePack but not messages get invalid_message naming what is wrong", async (t) => {
+  const { peer, session } = await openSession(t, { grants: ["read_chain_state"] });
+  const cases: Array<[unknown, number, RegExp]> = [
+    [[1, 2, 3], 0, /map with a string field t/],
+    [{ t: 7 }, 0, /map with a string field t/],
+    [{ t: "request", id: 0, method: "get_block_height" }, 0, /request\.id must be a positive integer/],
+    [{ t: "request", id: 9, method: 42 }, 9, /request\.method must be a string/],
+    [{ t: "request", id: 10, method: "get_block_height", params: [1] }, 10, /request\.params must be a map/],
+    [{ t: "log", level: "shout", message: "x" }, 0, /log\.level/],
+    [{ t: "ack", seq: -1 }, 0, /ack\.seq/],
+  ];
+  for (const [body, id, re] of cases) {
+    const since = peer.frames.length;
+    peer.send(body);
+    const r = await peer.next((f) => f.t === "response" && f.id === id, 15_000, since);
+    t.is((r.error as { code: string }).code, "invalid_message", JSON.stringify(body));
+    t.regex((r.error as { message: string }).message, re);
+  }
+  // Deeply nested data is refused without a stack overflow, and the connection survives.
+  let deep: unknown = 1;
+  for (let i = 0; i < 100; i++) deep = [deep];
+  const since = peer.frames.length;
+  peer.send({ t: "request", id: 11, method: "get_block_height", params: { deep } });
+  const nested = await peer.next((f) => f.t === "response", 15_000, since);
+  t.is(nested.id, 0, "the body was refused before its id could be read");
+  t.regex((nested.error as { message: string }).message, /nested deeper than 64 levels/);
+  t.is((await peer.call("get_block_height")).result, 101);
+  t.true(session.isOpen);
+});
+
+// ---------------------------------------------------------------------------------------
+// Handshake
+
+test("handshake: a good hello gets a welcome with the grants, methods, config and limits", async (t) => {
+  const { welcome, session } = await openSession(t, { module: "mod-a", grants: ["read_chain_state", "read_storage"], config: { interval: 5 }, session: { eventWindow: 8 } });
+  t.truthy(welcome);
+  t.is(welcome!.protocol, 1);
+  t.is(welcome!.module_id, "mod-a");
+  t.regex(String(welcome!.host), /^modhost\/\d+\.\d+\.\d+/);
+  t.deepEqual(welcome!.grants, ["read_chain_state", "read_storage"]);
+  const methods = welcome!.methods as string[];
+  t.true(methods.includes("get_block_height"));
+  t.true(methods.includes("get_config"), "every module may read its own config");
+  t.true(methods.includes("storage_get"));
+  t.false(methods.includes("storage_insert"), "no write methods without write_storage");
+  t.false(methods.includes("get_block"), "no read_blockchain methods");
+  t.deepEqual(welcome!.config, { interval: 5 });
+  t.is(welcome!.data_dir, "/data/mod-a");
+  t.is(welcome!.event_window, 8);
+  t.true(session.isOpen);
+  t.is((await session.handshake).module, "mod-a");
+});
+
+async function refused(t: import("ava").ExecutionContext, send: (peer: import("./helpers/peer.ts").RawPeer) => void, re: RegExp, opts: Parameters<typeof openSession>[1] = {}) {
+  const { peer, session } = await openSession(t, { ...opts, handshake: false });
+  send(peer);
+  await peer.closed;
+  const bye = peer.framesOf("goodbye");
+  t.is(bye.length, 1, JSON.stringify(peer.frames));
+  t.is((bye[0]!.error as { code: string }).code, "protocol_error");
+  t.regex((bye[0]!.error as { message: string }).message, re);
+  t.deepEqual(peer.framesOf("welcome"), [], "no welcome");
+  t.false(session.isOpen);
+  await t.throwsAsync(session.ready, { message: re });
+}
+
+test("handshake: a first message other than hello gets goodbye and the connection closes", async (t) => {
+  await refused(t, (p) => p.request("get_block_height"), /expected hello as the first message, got request/);
+});
+
+test("handshake: a hello naming another module is refused: the channel belongs to one module", async (t) => {
+  await refused(t, (p) => p.hello("good"), /this channel belongs to module "spy", not "good"/, { module: "spy" });
+});
+
+test("handshake: no common protocol version is refused", async (t) => {
+  await refused(t, (p) => p.hello("example", [2, 3]), /no common protocol version: module speaks 2\.\.3, host speaks 1\.\.1/);
+});
+
+test("handshake: no hello within the handshake timeout closes the connection", async (t) => {
+  const started = Date.now();
+  await refused(t, () => {}, /no hello within 300 ms/, { session: { handshakeTimeoutMs: 300 } });
+  const took = Date.now() - started;
+  t.true(took >= 250, `closed after ${took} ms, not before the timeout`);
+});
+
+test("handshake: nothing is served after a refusal, even requests already on the wire", async (t) => {
+  // A request as the first message, then more in the same write: the first gets the module
+  // refused; the others must not run (here: create a storage tree).
+  const { peer, session, store } = await openSession(t, { handshake: false, grants: ["read_storage", "write_storage"], store: true });
+  peer.socket.write(Buffer.concat([
+    encodeFrame(encodeBody({ t: "request", id: 1, method: "storage_list_trees", params: {} })),
+    encodeFrame(encodeBody({ t: "request", id: 2, method: "storage_open_tree", params: { tree: "sneaky" } })),
+    encodeFrame(encodeBody({ t: "hello", protocol: [1, 1], module: "example", version: "1.0.0" })),
+    encodeFrame(encodeBody({ t: "request", id: 3, method: "storage_open_tree", params: { tree: "sneakier" } })),
+  ]));
+  await peer.closed;
+  t.is(peer.framesOf("goodbye").length, 1);
+  t.deepEqual(peer.framesOf("welcome"), []);
+  t.deepEqual(peer.framesOf("response"), []);
+  t.false(session.isOpen);
+  t.is(session.stats.requests, 0, "no request was served");
+  t.deepEqual(await store!.listTrees(), []);
+});
+
+test("handshake: a second hello is refused without closing the connection", async (t) => {
+  const { peer, session } = await openSession(t, { grants: ["read_chain_state"] });
+  peer.hello("example");
+  const r = await peer.response(0);
+  t.deepEqual(r.error, { code: "protocol_error", message: "hello was already received" });
+  t.is((await peer.call("get_block_height")).result, 101);
+  t.true(session.isOpen);
+});
+
+// ---------------------------------------------------------------------------------------
+// Requests
+
+test("many requests in flight are answered out of order, each with its own id", async (t) => {
+  const { peer, store } = await openSession(t, { grants: ["read_chain_state", "read_storage", "write_storage"], store: true });
+  await store!.openTree("big");
+  await store!.batch("big", Array.from({ length: 3000 }, (_, i) => ({ op: "put" as const, key: String(i).padStart(6, "0"), value: "x".repeat(100) })));
+
+  // One slow request (a real LevelDB scan) first, then many fast ones, all in one write.
+  const frames: Buffer[] = [encodeFrame(encodeBody({ t: "request", id: 1, method: "storage_iter", params: { tree: "big", limit: 3000 } }))];
+  for (let id = 2; id <= 60; id++) {
+    frames.push(encodeFrame(encodeBody(id % 2 ? { t: "request", id, method: "get_block_height", params: {} } : { t: "request", id, method: "storage_get", params: { tree: "big", key: String(id).padStart(6, "0") } })));
+  }
+  peer.socket.write(Buffer.concat(frames));
+  await peer.response(1, 10_000);
+  const responses = peer.framesOf("response");
+  t.is(responses.length, 60);
+  t.deepEqual(responses.map((r) => r.id).sort((a, b) => Number(a) - Number(b)), Array.from({ length: 60 }, (_, i) => i + 1), "every id answered exactly once");
+  t.not(responses[0]!.id, 1, "the slow request did not hold back the fast ones");
+  for (const r of responses) {
+    const id = r.id as number;
+    if (id === 1) t.is((r.result as unknown[]).length, 3000);
+    else if (id % 2) t.is(r.result, 101);
+    else t.is(r.result, "x".repeat(100));
+  }
+});
+
+test("more requests in flight than allowed are refused with unavailable, the rest are served", async (t) => {
+  const { peer, store } = await openSession(t, { grants: ["read_storage", "write_storage"], store: true, session: { maxInFlight: 4 } });
+  await store!.openTree("big");
+  await store!.batch("big", Array.from({ length: 2000 }, (_, i) => ({ op: "put" as const, key: String(i).padStart(6, "0"), value: i })));
+  peer.socket.write(Buffer.concat(Array.from({ length: 10 }, (_, i) => encodeFrame(encodeBody({ t: "request", id: i + 1, method: "storage_iter", params: { tree: "big", limit: 2000 } })))));
+  await peer.next(() => peer.framesOf("response").length === 10, 10_000);
+  const responses = peer.framesOf("response");
+  const refusedIds = responses.filter((r) => (r.error as { code?: string } | undefined)?.code === "unavailable").map((r) => r.id);
+  const served = responses.filter((r) => Array.isArray(r.result));
+  t.is(served.length, 4, "the first four were served");
+  t.is(refusedIds.length, 6);
+  t.regex(((responses.find((r) => r.error)!.error) as { message: string }).message, /more than 4 requests in flight/);
+  // Once answered, there is room again.
+  t.true(Array.isArray((await peer.call("storage_iter", { tree: "big", limit: 1 })).result));
+});
+
+test("a denied request gets permission_denied naming the capability, and the connection stays open", async (t) => {
+  // The module holds read_storage only. Whatever it sends, storage_insert is checked here,
+  // on the host's side: this is what a forged request from a tampered isolate would meet.
+  const { peer, session, records, store } = await openSession(t, { module: "no-write", grants: ["read_storage"], store: true });
+  const r = await peer.call("storage_insert", { tree: "t", key: "k", value: "v" });
+  const error = r.error as { code: string; message: string; data?: { capability?: string } };
+  t.is(error.code, "permission_denied");
+  t.is(error.data?.capability, "write_storage");
+  t.regex(error.message, /storage_insert requires the "write_storage" capability/);
+  t.regex(error.message, /\[modules\.grants\.no-write\]/, "says where the operator grants it");
+  t.true(session.isOpen);
+  t.is(session.stats.denied, 1);
+  // The denial is logged, attributed to the module.
+  t.truthy(records.find((x) => x.source === "no-write" && /denied: .*write_storage/.test(x.message)));
+  // Nothing was written: the store has no trees at all.
+  t.deepEqual(await store!.listTrees(), []);
+  // Every write method is refused the same way; reads work.
+  for (const method of ["storage_open_tree", "storage_remove", "storage_transaction", "storage_drop_tree"]) {
+    const d = await peer.call(method, { tree: "t", key: "k", ops: [] });
+    t.is((d.error as { code: string }).code, "permission_denied", method);
+  }
+  t.deepEqual((await peer.call("storage_list_trees")).result, []);
+});
+
+test("unknown methods, bad parameters and missing trees get their own codes, with a useful message", async (t) => {
+  const { peer, session } = await openSession(t, { grants: ["read_chain_state", "read_blockchain", "read_storage"], store: true });
+  const unknown = (await peer.call("get_block_hieght")).error as { code: string; message: string };
+  t.is(unknown.code, "unknown_method");
+  t.regex(unknown.message, /did you mean "get_block_height"/);
+  const bad = (await peer.call("get_block_by_height", { height: "tall" })).error as { code: string; message: string };
+  t.is(bad.code, "invalid_params");
+  t.regex(bad.message, /height/);
+  const missing = (await peer.call("get_block_by_height")).error as { code: string; message: string };
+  t.is(missing.code, "invalid_params");
+  const tree = (await peer.call("storage_get", { tree: "nope", key: "k" })).error as { code: string; message: string };
+  t.is(tree.code, "not_found");
+  t.true(session.isOpen);
+});
+
+test("a result too large for one frame is an error saying how to get it, not a dead connection", async (t) => {
+  const { peer, session, store, welcome } = await openSession(t, { grants: ["read_storage", "write_storage"], store: true, maxFrameBytes: 4096 });
+  t.is(welcome?.max_frame_bytes, 4096);
+  await store!.openTree("t");
+  await store!.batch("t", Array.from({ length: 10 }, (_, i) => ({ op: "put" as const, key: `k${i}`, value: "v".repeat(1000) })));
+  const r = await peer.call("storage_iter", { tree: "t" });
+  const error = r.error as { code: string; message: string };
+  t.is(error.code, "invalid_params");
+  t.regex(error.message, /storage_iter: the result does not fit in one message .*exceeds the maximum frame size of 4096.*smaller limit/);
+  t.is(((await peer.call("storage_iter", { tree: "t", limit: 2 })).result as unknown[]).length, 2);
+  t.true(session.isOpen);
+});
+
+test("a module cannot name another module's storage: extra parameters are ignored and its own store is used", async (t) => {
+  const a = await openSession(t, { module: "mod-a", grants: ["read_storage", "write_storage"], store: true });
+  t.is((await a.peer.call("storage_open_tree", { tree: "secret" })).result, true);
+  t.is((await a.peer.call("storage_insert", { tree: "secret", key: "key", value: "TOPSECRET" })).result, true);
+  const b = await openSession(t, { module: "mod-b", grants: ["read_storage", "write_storage"], store: true, chain: a.chain, bus: a.bus });
+  // Same tree name, same key, plus every parameter an attacker might hope is honoured.
+  const forged = { tree: "secret", key: "key", module: "mod-a", module_id: "mod-a", store: "../mod-a", dir: "../mod-a" };
+  const r = await b.peer.call("storage_get", forged);
+  t.is((r.error as { code: string }).code, "not_found", "mod-b has no tree 'secret'");
+  await b.peer.call("storage_open_tree", { tree: "secret", module: "mod-a" });
+  t.is((await b.peer.call("storage_get", forged)).result, null);
+  t.deepEqual((await b.peer.call("storage_iter", { tree: "secret" })).result, []);
+  // A forged request to write into mod-a lands in mod-b's own store.
+  await b.peer.call("storage_insert", { ...forged, value: "overwritten" });
+  t.is((await a.peer.call("storage_get", { tree: "secret", key: "key" })).result, "TOPSECRET");
+});
+
+test("a log message is forwarded to the host log tagged with the module; a flood is rate-limited and counted", async (t) => {
+  const { peer, records, session } = await openSession(t, { module: "chatty" });
+  peer.send({ t: "log", level: "warn", message: "hello host", fields: { n: 1 } });
+  await peer.next(() => records.some((r) => r.source === "chatty" && r.message === "hello host"));
+  const first = records.find((r) => r.message === "hello host")!;
+  t.is(first.level, "warn");
+  t.deepEqual(first.fields, { n: 1 });
+
+  const before = records.length;
+  peer.socket.write(Buffer.concat(Array.from({ length: 5000 }, (_, i) => encodeFrame(encodeBody({ t: "log", level: "info", message: `flood ${i}` })))));
+  await peer.next(() => records.some((r) => r.message === "flood 4999") || session.stats.requests > 1e9, 300).catch(() => undefined);
+  await sleep(300);
+  peer.send({ t: "log", level: "info", message: "after the flood" });
+  await peer.next(() => records.some((r) => r.message === "after the flood"));
+  const flood = records.slice(before).filter((r) => r.message.startsWith("flood "));
+  const dropped = records.slice(before).filter((r) => / log lines dropped \(rate limit\)$/.test(r.message)).map((r) => Number(r.message.split(" ")[0]));
+  t.true(flood.length < 1000, `${flood.length} flood lines reached the log`);
+  t.true(dropped.length >= 1, "the drop is reported");
+  t.is(flood.length + dropped.reduce((a, b) => a + b, 0), 5000, "every line is either logged or counted as dropped");
+  // Overlong messages are cut.
+  peer.send({ t: "log", level: "info", message: "y".repeat(100_000) });
+  await peer.next(() => records.some((r) => r.message.startsWith("yyyy")));
+  t.true(records.find((r) => r.message.startsWith("yyyy"))!.message.length <= 8192);
+});
+
+// ---------------------------------------------------------------------------------------
+// Events
+
+test("events: at most event_window unacknowledged; acks release more; overflow is counted in missed", async (t) => {
+  const { peer, chain, session } = await openSession(t, { freshChain: true, grants: ["subscribe_events"], session: { eventWindow: 4, eventQueue: 3 } });
+  t.deepEqual((await peer.call("subscribe_events", { types: ["NewBlock"] })).result, ["NewBlock"]);
+  await chain.mine(10); // heights 102..111, one NewBlock each
+  await peer.next((f) => f.t === "event" && f.seq === 4);
+  await sleep(200);
+  let events = peer.framesOf("event");
+  t.deepEqual(events.map((e) => e.seq), [1, 2, 3, 4], "only the window is sent");
+  t.deepEqual(events.map((e) => (e.payload as { height: number }).height), [102, 103, 104, 105]);
+  t.true(events.every((e) => e.missed === undefined && e.type === "NewBlock" && typeof e.time === "number"));
+  t.is(session.eventStats.dropped, 3);
+
+  // Six more were offered to a queue of three: the three oldest (seq 5, 6, 7) were dropped.
+  peer.send({ t: "ack", seq: 2 });
+  const after = await peer.next((f) => f.t === "event" && f.seq !== 1 && f.seq !== 2 && f.seq !== 3 && f.seq !== 4);
+  t.is(after.seq, 8, "seq skips by the number dropped");
+  t.is(after.missed, 3, "the next event says how many were dropped before it");
+  t.is((after.payload as { height: number }).height, 109);
+
+  peer.send({ t: "ack", seq: 8 });
+  await peer.next((f) => f.t === "event" && f.seq === 10);
+  events = peer.framesOf("event");
+  t.deepEqual(events.map((e) => e.seq), [1, 2, 3, 4, 8, 9, 10]);
+  t.deepEqual(events.map((e) => (e.payload as { height: number }).height), [102, 103, 104, 105, 109, 110, 111]);
+  t.deepEqual(events.map((e) => e.missed ?? 0), [0, 0, 0, 0, 3, 0, 0]);
+
+  // Acks for events never sent, or going backwards, change nothing; delivery goes on.
+  peer.send({ t: "ack", seq: 500 });
+  peer.send({ t: "ack", seq: 1 });
+  peer.send({ t: "ack", seq: 10 });
+  await chain.mine(1);
+  const next = await peer.next((f) => f.t === "event" && f.seq === 11);
+  t.is((next.payload as { height: number }).height, 112);
+});
+
+// Dropped events never count as in flight: after an overflow the window is the whole window,
+// so a module that acknowledges in batches (acks are cumulative) is not stalled.
+test("events: after an overflow, event_window events may still be in flight", async (t) => {
+  const { peer, chain } = await openSession(t, { freshChain: true, grants: ["subscribe_events"], session: { eventWindow: 4, eventQueue: 3 } });
+  await peer.call("subscribe_events", { types: ["NewBlock"] });
+  await chain.mine(10);
+  await peer.next((f) => f.t === "event" && f.seq === 4);
+  peer.send({ t: "ack", seq: 2 });
+  // In flight now: 3 and 4; the window has room for two more: 8 and 9.
+  await peer.next((f) => f.t === "event" && f.seq === 9, 1000);
+  const eight = peer.framesOf("event").find((e) => e.seq === 8);
+  t.true(Number(eight?.missed ?? 0) > 0, "seq 8 follows dropped events and says so");
+});
+
+test("events: only subscribed types arrive; a scoped grant refuses other types; unsubscribe stops delivery", async (t) => {
+  const { peer, chain } = await openSession(t, { freshChain: true, grants: ["subscribe_events=NewBlock,ChainReorg"] });
+  const denied = (await peer.call("subscribe_events", { types: ["MempoolTransactionAdded"] })).error as { code: string; message: string; data?: { capability?: string } };
+  t.is(denied.code, "permission_denied");
+  t.regex(denied.message, /"subscribe_events" is not granted for event "MempoolTransactionAdded"/);
+  const bogus = (await peer.call("subscribe_events", { types: ["NewBlok"] })).error as { code: string; message: string };
+  t.is(bogus.code, "invalid_params");
+  t.regex(bogus.message, /did you mean "NewBlock"/);
+  await peer.call("subscribe_events", { types: ["NewBlock"] });
+  await chain.createTransaction();
+  await chain.mine(1);
+  const ev = await peer.next((f) => f.t === "event");
+  t.is(ev.type, "NewBlock");
+  await sleep(100);
+  t.deepEqual(peer.framesOf("event").map((e) => e.type), ["NewBlock"], "no mempool events");
+  peer.send({ t: "ack", seq: 1 });
+  t.deepEqual((await peer.call("unsubscribe_events", { types: ["NewBlock"] })).result, []);
+  await chain.mine(1);
+  await sleep(100);
+  t.is(peer.framesOf("event").length, 1);
+});
+
+test("events: subscribing to ModuleLoaded replays one event per module already loaded", async (t) => {
+  const loaded = [{ type: "ModuleLoaded", payload: { module: "block-stats", version: "0.1.0", runtime: "isolate" } }];
+  const { peer } = await openSession(t, { grants: ["subscribe_events"], session: { replay: (type) => (type === "ModuleLoaded" ? loaded : []) } });
+  await peer.call("subscribe_events", { types: ["ModuleLoaded"] });
+  const ev = await peer.next((f) => f.t === "event");
+  t.deepEqual(ev.payload, loaded[0]!.payload);
+  // A second subscribe does not replay again.
+  peer.send({ t: "ack", seq: 1 });
+  await peer.call("subscribe_events", { types: ["ModuleLoaded"] });
+  await sleep(100);
+  t.is(peer.framesOf("event").length, 1);
+});
+
+// ---------------------------------------------------------------------------------------
+// Invocations
+
+test("invocations: answered by id, errors become InvocationError, no answer is a timeout", async (t) => {
+  const { peer, session } = await openSession(t);
+  const health = session.invoke("health", {}, 2000);
+  const inv = await peer.next((f) => f.t === "invocation" && f.kind === "health");
+  t.is(typeof inv.id, "number");
+  t.deepEqual(inv.params, {});
+  peer.send({ t: "invocation_result", id: inv.id, result: { status: "ok" } });
+  t.deepEqual(await health, { status: "ok" });
+
+  const cli = session.invoke("cli", { command: "x" }, 2000);
+  const inv2 = await peer.next((f) => f.t === "invocation" && f.kind === "cli");
+  t.not(inv2.id, inv.id);
+  peer.send({ t: "invocation_result", id: inv2.id, error: { code: "unknown_method", message: "no cli here" } });
+  const err = await t.throwsAsync(cli, { instanceOf: InvocationError, message: "no cli here" });
+  t.is(err?.wire.code, "unknown_method");
+
+  const slow = session.invoke("health", {}, 150);
+  await t.throwsAsync(slow, { message: /did not answer within 150 ms/ });
+  // A late answer to a timed-out invocation is ignored.
+  const late = await peer.next((f) => f.t === "invocation" && f.id !== inv.id && f.id !== inv2.id);
+  peer.send({ t: "invocation_result", id: late.id, result: {} });
+  t.is((await peer.call("get_config")).result !== undefined, true);
+  t.true(session.isOpen);
+});
+
+test("invocations pending when the module disconnects are rejected as unavailable", async (t) => {
+  const { peer, session } = await openSession(t);
+  const pending = session.invoke("health", {}, 10_000);
+  await peer.next((f) => f.t === "invocation");
+  peer.socket.destroy();
+  const err = await t.throwsAsync(pending, { instanceOf: InvocationError });
+  t.is(err?.wire.code, "unavailable");
+  await t.throwsAsync(session.invoke("health", {}, 100), { message: /not connected/ });
+});
+
+test("a module's goodbye closes the session with its reason", async (t) => {
+  const { peer, session } = await openSession(t);
+  peer.send({ t: "goodbye", error: { code: "module_error", message: "out of cheese" } });
+  await peer.closed;
+  t.false(session.isOpen);
+  t.regex(session.closeError?.message ?? "", /module said goodbye: out of cheese/);
+});
+
+// ---------------------------------------------------------------------------------------
+// The TypeScript client (sdk/node/client.ts) against the real session
+
+test("client: connect, request, RequestError with code and data, events acknowledged after the handler", async (t) => {
+  const { host, module } = await socketPair(t);
+  const chain = await EmbeddedChain.create();
+  const bus = new EventBus();
+  chain.subscribe((n, p) => bus.publish(n, p));
+  const { parseDescriptor, resolveGrants } = await import("../capabilities/grants.ts");
+  const d = ["read_chain_state", "subscribe_events"].map((x) => parseDescriptor(x));
+  const session = new HostSession(new FrameChannel(host), {
+    module: "client-test", grants: resolveGrants(d, d, []).effective, hub: new ApiHub(), bus, logger: new Logger({ write: () => {} }),
+    call: { module: "client-test", chain, store: undefined, config: { a: 1 }, dataDir: "/d" }, eventWindow: 2,
+  });
+  t.teardown(() => session.close());
+  const client = await ModuleClient.connect({ module: "client-test", version: "1.0.0", socket: module });
+  t.deepEqual(client.welcome.config, { a: 1 });
+  t.is(await client.request("get_block_height"), 101);
+  const err = await t.throwsAsync(client.request("storage_insert", { tree: "t", key: "k", value: 1 }), { instanceOf: RequestError });
+  t.is(err?.code, "permission_denied");
+  t.deepEqual(err?.data, { capability: "write_storage" });
+
+  const seen: number[] = [];
+  let release!: () => void;
+  const gate = new Promise<void>((r) => (release = r));
+  client.onEvent(async (ev) => {
+    seen.push((ev.payload as { height: number }).height);
+    if (seen.length === 1) await gate;
+  });
+  await client.subscribe(["NewBlock"]);
+  client.ready();
+  await session.ready;
+  await chain.mine(5);
+  await waitFor(() => seen.length === 1 && session.eventStats.inFlight === 2, 10_000, "the first event");
+  await sleep(150);
+  // The handler of the first event is still running: window 2, nothing acknowledged.
+  t.deepEqual(seen, [102]);
+  t.is(session.eventStats.inFlight, 2);
+  t.is(session.eventStats.pending, 3);
+  release();
+  await waitFor(() => seen.length === 5 && session.eventStats.inFlight === 0, 10_000, "all events handled");
+  t.deepEqual(seen, [102, 103, 104, 105, 106], "in order, one at a time");
+});
+
+test("client: a request after the connection closed rejects at once instead of hanging", async (t) => {
+  const { host, module } = await socketPair(t);
+  const session = new HostSession(new FrameChannel(host), {
+    module: "m", grants: new Map(), hub: new ApiHub(), bus: new EventBus(), logger: new Logger({ write: () => {} }),
+    call: { module: "m", chain: await EmbeddedChain.create({ matureBlocks: 0 }), store: undefined, config: {}, dataDir: "/d" },
+  });
+  const client = await ModuleClient.connect({ module: "m", version: "1.0.0", socket: module });
+  const closed = new Promise<void>((r) => client.onClose(() => r()));
+  session.close();
+  await closed;
+  const outcome = await Promise.race([
+    client.request("get_config").then(() => "resolved", (err: RequestError) => `rejected: ${err.code}`),
+    sleep(2000).then(() => "still pending after 2 s"),
+  ]);
+  t.is(outcome, "rejected: unavailable");
+});
+
+test("client: a refused handshake rejects connect with the host's reason", async (t) => {
+  const { host, module } = await socketPair(t);
+  const session = new HostSession(new FrameChannel(host), {
+    module: "real-name", grants: new Map(), hub: new ApiHub(), bus: new EventBus(), logger: new Logger({ write: () => {} }),
+    call: { module: "real-name", chain: await EmbeddedChain.create({ matureBlocks: 0 }), store: undefined, config: {}, dataDir: "/d" },
+  });
+  t.teardown(() => session.close());
+  await t.throwsAsync(ModuleClient.connect({ module: "fake-name", version: "1.0.0", socket: module }), {
+    message: /host refused the handshake: this channel belongs to module "real-name", not "fake-name"/,
+  });
+});
+
+test("client: pending requests reject when the connection closes", async (t) => {
+  const { host, module } = await socketPair(t);
+  // A "host" that answers hello and then never answers a request.
+  const fake = new FrameChannel(host);
+  fake.on("message", (m) => {
+    if ((m as Frame).t === "hello") fake.send({ t: "welcome", protocol: 1, host: "fake", module_id: "m", grants: [], methods: [], config: {}, data_dir: "/", event_window: 1, max_frame_bytes: 1024 });
+  });
+  const client = await ModuleClient.connect({ module: "m", version: "1.0.0", socket: module });
+  const pending = client.request("get_block_height");
+  await sleep(50);
+  fake.close();
+  const err = await t.throwsAsync(pending, { instanceOf: RequestError });
+  t.is(err?.code, "unavailable");
+});
