@@ -138,7 +138,7 @@ function adminMethods(deps: AdminDeps): Record<HostMethodName, AdminMethod> {
         const status = statusOf(name);
         const manifest = manager.manifestOf(name);
         const proc = manager.processOf(name);
-        const sandbox = (proc as unknown as { sandbox?: unknown } | undefined)?.sandbox;
+        // status.sandbox is the confinement actually applied to the module.
         return {
           ...status,
           ...(manifest ? {
@@ -151,7 +151,6 @@ function adminMethods(deps: AdminDeps): Record<HostMethodName, AdminMethod> {
               dependencies: manifest.dependencies,
             },
           } : {}),
-          ...(sandbox !== undefined ? { sandbox } : {}),
           rpc_methods: registry.methodsOf(name).map((m) => ({ method: m.full, description: m.description })),
           cli: registry.cliSpec(name) ?? null,
           ...(proc ? { session: { ...proc.session.stats, events: proc.session.eventStats } } : {}),
