@@ -217,8 +217,8 @@ function callParams(args: string[]): unknown {
 
 function formatList(list: ModuleStatus[]): string {
   if (list.length === 0) return "no modules";
-  const rows = list.map((s) => [s.name, s.version ?? "-", s.runtime ?? "-", s.state, s.pid ? String(s.pid) : "-", String(s.restarts)]);
-  const head = ["MODULE", "VERSION", "RUNTIME", "STATE", "PID", "RESTARTS"];
+  const rows = list.map((s) => [s.name, s.version ?? "-", s.runtime ?? "-", s.sandbox ?? "-", s.state, s.pid ? String(s.pid) : "-", String(s.restarts)]);
+  const head = ["MODULE", "VERSION", "RUNTIME", "SANDBOX", "STATE", "PID", "RESTARTS"];
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   const line = (r: string[]) => r.map((c, i) => c.padEnd(widths[i]!)).join("  ").trimEnd();
   const out = [line(head)];
