@@ -53,7 +53,7 @@ export interface ProbeReport {
 }
 
 /** Length at which a reported value is cut. */
-export const VALUE_CHARS = 600;
+export const VALUE_CHARS = 4000;
 
 /** A result as JSON text, cut at VALUE_CHARS; functions and bytes are named, not shown. */
 export function summarise(v: unknown): string {
