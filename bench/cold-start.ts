@@ -6,22 +6,28 @@
 // isolate set-up, the module's start(), ready. Timed in the host process until startAll()
 // resolves with the module running.
 //
-// Pieces: the same steps done one by one (runtime/isolate/runtime.ts + runtime/process.ts,
-// as manager.ts does them), timed between steps: compile, bundle file + spawn spec, the
-// spawn() call itself, spawn -> hello (Node boots, loads the worker bundle with
-// isolated-vm, connects), hello -> ready (welcome, isolate + context, bootstrap, module
-// load, start()).
+// Pieces: the core steps done one by one (runtime/isolate/runtime.ts + runtime/process.ts, as
+// manager.ts does them), timed between steps: compile, bundle file + spawn spec, the
+// spawn() call itself, spawn -> hello (Node boots, loads the worker bundle with isolated-vm,
+// connects), hello -> ready (welcome, isolate + context, bootstrap, module load, start()).
+// They use the bare isolateSpawnSpec: whatever the manager adds around them (discovery and
+// manifest parsing, verification, a sandbox wrapper around the isolate host where the host
+// applies one) is in the result and not in the pieces, so "result - sum of the steps" is
+// what those extras cost.
 //
 // Baseline: a bare isolated-vm isolate in this process: new Isolate + createContext +
-// compile and run a trivial script. References: how long bare Node takes to boot (to the
-// first byte on stdout), with and without --no-node-snapshot (which isolated-vm needs and
-// the isolate host is started with), and with isolated-vm and msgpackr loaded.
+// compile and run a trivial script. References: how long Node takes to boot (spawn to the
+// first byte on stdout), started as the isolate host is (minimal environment): plain, with
+// --no-node-snapshot (which isolated-vm needs and the isolate host is started with), and
+// with that plus isolated-vm, plus msgpackr, imported.
 //
-// The manager path and the step-by-step path alternate, so drift in machine load hits both.
+// The manager path, the step-by-step path, the baseline and the references take turns, so
+// drift in machine load hits all of them.
 // The very first start in the process (esbuild's service starting, the worker bundle being
 // built) is reported on its own and kept out of the statistics.
 
 import { spawn } from "node:child_process";
+import { createRequire } from "node:module";
 import { mkdir, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
@@ -34,13 +40,13 @@ import { loadManifest, type ModuleManifest } from "../host/manifest.ts";
 import { limitsFor } from "../host/config.ts";
 import { compileForIsolate, isolateSpawnSpec } from "../runtime/isolate/runtime.ts";
 import { spawnModuleProcess, type ModuleProcess } from "../runtime/process.ts";
-import { MODULES_DIR, ROOT, benchConfig, captureLogger, dumpLog, makeTempDir, removeTempDir, track, type Benchmark, type Row } from "./common.ts";
+import { MODULES_DIR, atCleanup, benchConfig, captureLogger, dumpLog, makeTempDir, removeTempDir, track, type Benchmark, type Row } from "./common.ts";
 import { summarise } from "./stats.ts";
 
 const MODULE = "bench-trivial";
-const ITERATIONS = 12;
+const ITERATIONS = 20;
 const BASELINE_PER_ITERATION = 2;
-const BOOT_SAMPLES = 10;
+const BOOT_SAMPLES = 12;
 
 const BASELINE = "bare isolate in-process (new Isolate + createContext + run trivial script)";
 const RESULT = "module cold start: ModuleManager prepare()+startAll() -> running";
@@ -50,6 +56,7 @@ export const coldStart: Benchmark = {
   title: "Module cold start (trivial TypeScript module, isolate host)",
   async run(): Promise<Row[]> {
     const chain = await EmbeddedChain.create({ matureBlocks: 0 });
+    const tmp = await makeTempDir("boot");
     try {
       const manifest = await loadManifest(path.join(MODULES_DIR, "trivial", "module.toml"));
       const total: number[] = [];
@@ -57,11 +64,34 @@ export const coldStart: Benchmark = {
       const pieces = { compile: [] as number[], prepare: [] as number[], spawn: [] as number[], hello: [] as number[], ready: [] as number[], sum: [] as number[] };
       const baseline: number[] = [];
 
+      // Node boot references, started like the isolate host: a script file, a minimal
+      // environment, a directory of its own. The native packages are imported by absolute
+      // path, resolved as require() does, as the worker bundle does (runtime/isolate/runtime.ts).
+      const require = createRequire(import.meta.url);
+      const script = async (name: string, imports: string[]) => {
+        const file = path.join(tmp, name);
+        await writeFile(file, [...imports, "process.stdout.write('x');"].join("\n"));
+        return file;
+      };
+      const ivmImport = `import ivm from ${JSON.stringify(require.resolve("isolated-vm"))};`;
+      const packrImport = `import { Packr } from ${JSON.stringify(require.resolve("msgpackr"))};`;
+      const empty = await script("empty.mjs", []);
+      const withIvm = await script("ivm.mjs", [ivmImport]);
+      const withDeps = await script("deps.mjs", [ivmImport, packrImport]);
+      const boots = { plain: [] as number[], noSnapshot: [] as number[], ivm: [] as number[], deps: [] as number[] };
+      const bootRound = async () => [
+        await bootTime([empty], tmp),
+        await bootTime(["--no-node-snapshot", empty], tmp),
+        await bootTime(["--no-node-snapshot", withIvm], tmp),
+        await bootTime(["--no-node-snapshot", withDeps], tmp),
+      ] as const;
+
       // Warm-up: one of each, outside the statistics. The first manager start pays for what
       // happens once per host process.
       const first = await managerStart(chain);
       await stepwiseStart(chain, manifest);
       for (let i = 0; i < 3; i++) await bareIsolate();
+      await bootRound();
 
       for (let i = 0; i < ITERATIONS; i++) {
         const m = await managerStart(chain);
@@ -75,68 +105,60 @@ export const coldStart: Benchmark = {
         pieces.ready.push(s.ready);
         pieces.sum.push(s.compile + s.prepare + s.spawn + s.hello + s.ready);
         for (let j = 0; j < BASELINE_PER_ITERATION; j++) baseline.push(await bareIsolate());
-      }
-
-      const ivmUrl = import.meta.resolve("isolated-vm");
-      const msgpackrUrl = import.meta.resolve("msgpackr");
-      const boots = {
-        plain: [] as number[],
-        noSnapshot: [] as number[],
-        withDeps: [] as number[],
-      };
-      const print = "process.stdout.write('x')";
-      for (let i = 0; i < BOOT_SAMPLES + 1; i++) {
-        const a = await bootTime(["-e", print]);
-        const b = await bootTime(["--no-node-snapshot", "-e", print]);
-        const c = await bootTime(["--no-node-snapshot", "--input-type=module", "-e", `await import(${JSON.stringify(ivmUrl)}); await import(${JSON.stringify(msgpackrUrl)}); ${print}`]);
-        if (i === 0) continue; // warm-up (page cache)
-        boots.plain.push(a);
-        boots.noSnapshot.push(b);
-        boots.withDeps.push(c);
+        if (i < BOOT_SAMPLES) {
+          const [a, b, c, d] = await bootRound();
+          boots.plain.push(a);
+          boots.noSnapshot.push(b);
+          boots.ivm.push(c);
+          boots.deps.push(d);
+        }
       }
 
       return [
-        { what: RESULT, kind: "result", unit: "ms", stats: summarise(total), vs: BASELINE },
+        { what: RESULT, kind: "result", unit: "ms", stats: summarise(total), vs: BASELINE, note: `the manager reports the module's confinement as "${first.sandbox ?? "(not reported)"}"` },
         { what: "  compile (esbuild bundle of the module)", kind: "piece", unit: "ms", stats: summarise(pieces.compile) },
         { what: "  write bundle + spawn spec", kind: "piece", unit: "ms", stats: summarise(pieces.prepare) },
         { what: "  spawn() call (fork + exec)", kind: "piece", unit: "ms", stats: summarise(pieces.spawn) },
         { what: "  spawned -> hello (node boot, worker bundle + isolated-vm load, connect)", kind: "piece", unit: "ms", stats: summarise(pieces.hello) },
         { what: "  hello -> ready (welcome, isolate, bootstrap, module load, start())", kind: "piece", unit: "ms", stats: summarise(pieces.ready), vs: BASELINE },
-        { what: "  sum of the steps, done one by one", kind: "piece", unit: "ms", stats: summarise(pieces.sum), vs: BASELINE },
+        { what: "  sum of the steps (bare spawn spec, none of the manager's extras)", kind: "piece", unit: "ms", stats: summarise(pieces.sum), vs: BASELINE },
         { what: BASELINE, kind: "baseline", unit: "ms", stats: summarise(baseline) },
         { what: "first cold start in this process (+ esbuild service, worker bundle)", kind: "reference", unit: "ms", stats: summarise([first.startMs]) },
         { what: "stop: ModuleManager shutdown() of the module (shutdown invocation -> exit)", kind: "reference", unit: "ms", stats: summarise(stop) },
-        { what: "node -e (spawn -> first stdout byte)", kind: "reference", unit: "ms", stats: summarise(boots.plain) },
-        { what: "node --no-node-snapshot -e (spawn -> first stdout byte)", kind: "reference", unit: "ms", stats: summarise(boots.noSnapshot) },
-        { what: "node --no-node-snapshot, import isolated-vm + msgpackr", kind: "reference", unit: "ms", stats: summarise(boots.withDeps) },
+        { what: "node boot: empty script (spawn -> first stdout byte)", kind: "reference", unit: "ms", stats: summarise(boots.plain) },
+        { what: "node boot: empty script, --no-node-snapshot", kind: "reference", unit: "ms", stats: summarise(boots.noSnapshot) },
+        { what: "node boot: --no-node-snapshot, import isolated-vm", kind: "reference", unit: "ms", stats: summarise(boots.ivm) },
+        { what: "node boot: --no-node-snapshot, import isolated-vm + msgpackr", kind: "reference", unit: "ms", stats: summarise(boots.deps) },
       ];
     } finally {
       await chain.close();
+      await removeTempDir(tmp);
     }
   },
 };
 
 /** The real path: a fresh manager, prepare() + startAll(); then a graceful shutdown. */
-async function managerStart(chain: EmbeddedChain): Promise<{ startMs: number; stopMs: number }> {
+async function managerStart(chain: EmbeddedChain): Promise<{ startMs: number; stopMs: number; sandbox: string | undefined }> {
   const dir = await makeTempDir("cold");
   const { logger, records } = captureLogger();
   const manager = new ModuleManager({ config: benchConfig(dir, MODULE), chain, bus: new EventBus(), logger });
   let stopped = false;
+  // A process the manager starts is only reachable through it (and runs in its own group).
+  const forget = atCleanup(() => manager.processOf(MODULE)?.kill());
   try {
     const t0 = performance.now();
     await manager.prepare();
     await manager.startAll();
     const t1 = performance.now();
-    const proc = manager.processOf(MODULE);
-    if (proc) track(proc.child);
     const status = manager.status().find((s) => s.name === MODULE);
     if (status?.state !== "running") throw new Error(`${MODULE} did not start: ${status?.problem ?? "no status"}\n${dumpLog(records)}`);
     const t2 = performance.now();
     await manager.shutdown();
     stopped = true;
-    return { startMs: t1 - t0, stopMs: performance.now() - t2 };
+    return { startMs: t1 - t0, stopMs: performance.now() - t2, sandbox: status.sandbox };
   } finally {
     if (!stopped) await manager.shutdown().catch(() => {});
+    forget();
     await removeTempDir(dir);
   }
 }
@@ -198,12 +220,16 @@ async function bareIsolate(): Promise<number> {
   return t1 - t0;
 }
 
-/** Spawn node with `args` and time until its first byte on stdout; waits for the exit. */
-function bootTime(args: string[]): Promise<number> {
+/**
+ * Spawn node with `args` and time until its first byte on stdout; waits for the exit. The
+ * environment is PATH only, as the isolate host's: inherited variables can cost a lot at
+ * boot (NODE_EXTRA_CA_CERTS, for one, makes Node parse a CA bundle before running anything).
+ */
+function bootTime(args: string[], cwd: string): Promise<number> {
   return new Promise((resolve, reject) => {
     const t0 = performance.now();
     let elapsed: number | undefined;
-    const child = track(spawn(process.execPath, args, { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] }));
+    const child = track(spawn(process.execPath, args, { cwd, env: { PATH: process.env.PATH ?? "/usr/bin:/bin" }, stdio: ["ignore", "pipe", "pipe"] }));
     let stderr = "";
     child.stdout!.once("data", () => (elapsed = performance.now() - t0));
     child.stdout!.resume();

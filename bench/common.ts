@@ -46,6 +46,13 @@ export interface Benchmark {
 
 const children = new Set<ChildProcess>();
 const tempDirs = new Set<string>();
+const callbacks = new Set<() => void>();
+
+/** Run `fn` (synchronous) if the process ends or is interrupted before the returned function is called. */
+export function atCleanup(fn: () => void): () => void {
+  callbacks.add(fn);
+  return () => callbacks.delete(fn);
+}
 
 /** Kill `child` if the benchmark process ends (or is interrupted) while it still runs. */
 export function track(child: ChildProcess): ChildProcess {
@@ -69,6 +76,14 @@ export async function removeTempDir(dir: string): Promise<void> {
 
 /** Synchronous last resort (process exit, Ctrl-C): kill tracked children, remove temp dirs. */
 export function cleanupNow(): void {
+  for (const fn of callbacks) {
+    try {
+      fn();
+    } catch {
+      // best effort
+    }
+  }
+  callbacks.clear();
   for (const child of children) {
     try {
       child.kill("SIGKILL");
@@ -132,6 +147,11 @@ export function benchConfig(dir: string, module: string, opts: BenchModuleOption
   config.modules.grants[module] = { allow: (opts.allow ?? []).map(parseDescriptor), deny: [] };
   if (opts.limits) config.modules.limits[module] = opts.limits;
   if (opts.config) config.modules.module_configs[module] = opts.config;
+  // The fixtures are not signed: run them as local development modules, as an operator
+  // would with [modules.trust.NAME] signatures = "allow-unsigned". (Written without the
+  // config's types so that the benchmarks also build on a host without signature checks.)
+  const trust = (config.modules as unknown as Record<string, unknown>)["trust"];
+  if (trust !== null && typeof trust === "object") (trust as Record<string, unknown>)[module] = { signatures: "allow-unsigned" };
   return config;
 }
 

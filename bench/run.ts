@@ -77,11 +77,21 @@ function table(rows: Array<{ bench: string; row: Row; base?: Row }>, withBench: 
   return [fmt(head), fmt(head.map((_, i) => "-".repeat(i === head.length - 1 ? 8 : widths[i]!))), ...lines.map(fmt)].join("\n");
 }
 
+/** Other work on the machine inflates every number; say so when there is a lot of it. */
+function busyWarning(): void {
+  const load = os.loadavg()[0] ?? 0;
+  const cpus = os.availableParallelism();
+  if (load > cpus * 0.75) {
+    console.log(`warning: the machine is busy (1-minute load ${load.toFixed(2)} on ${cpus} CPUs): absolute numbers are inflated; the ratios hold up better`);
+  }
+}
+
 async function main(): Promise<void> {
   const chosen = pick(process.argv.slice(2));
   const cpus = os.cpus();
   console.log("modhost benchmarks");
   console.log(`node ${process.version} (v8 ${process.versions.v8}), ${os.platform()} ${os.arch()}, ${cpus.length} CPUs (${cpus[0]?.model.trim() ?? "unknown model"}), load average ${os.loadavg().map((l) => l.toFixed(2)).join(" ")}`);
+  busyWarning();
   console.log(`running: ${chosen.map((b) => b.name).join(", ")}`);
   console.log("cost x = result / baseline (time), baseline / result (throughput), both medians measured in this run; > 1 means slower\n");
 
@@ -110,7 +120,8 @@ async function main(): Promise<void> {
     console.log("== summary: results and their baselines");
     console.log(table(all, true));
   }
-  console.log(`\ntotal ${((performance.now() - started) / 1000).toFixed(1)} s`);
+  console.log(`\ntotal ${((performance.now() - started) / 1000).toFixed(1)} s; load average now ${os.loadavg().map((l) => l.toFixed(2)).join(" ")}`);
+  busyWarning();
   cleanupNow();
   process.exit(failed ? 1 : 0);
 }
