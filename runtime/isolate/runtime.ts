@@ -1,10 +1,18 @@
 // The host side of the isolate runtime: compile the module, and start an isolate host (a
 // child process running ./worker.ts) for it. The worker script is bundled once per host
 // process with esbuild, so an isolate host starts as plain JavaScript.
+//
+// The isolate host runs in the same OS sandbox as a native module (runtime/sandbox), as
+// defence in depth: code that escaped V8 and isolated-vm would hold only what that process
+// holds. What it is given (sandboxedIsolateSpawnSpec): the system directories read-only (node
+// is /usr/bin/node), the worker script, the packages it imports at run time (isolated-vm and
+// msgpackr with their dependencies, nothing else of node_modules) and the module's compiled
+// bundle, each read-only at its own path; the channel on fd 3; no network, no data directory
+// (the host serves a TypeScript module's files, under its grants), the module's own uid.
 
 import { createRequire } from "node:module";
 import { createHash } from "node:crypto";
-import { mkdir, writeFile, access } from "node:fs/promises";
+import { chmod, chown, lstat, mkdir, readFile, realpath, rename, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -13,6 +21,10 @@ import { compileModule, type CompiledModule } from "./compile.ts";
 import type { SpawnSpec } from "../process.ts";
 import type { Limits } from "../../host/config.ts";
 import type { ModuleManifest } from "../../host/manifest.ts";
+import {
+  moduleUid, sandboxSpawnSpec, SYSTEM_DIRS,
+  type SandboxedSpawn, type SandboxLimits, type SandboxMode, type SandboxPolicy,
+} from "../sandbox/index.ts";
 
 const require = createRequire(import.meta.url);
 const WORKER_SOURCE = fileURLToPath(new URL("./worker.ts", import.meta.url));
@@ -41,27 +53,106 @@ export function isolateHostScript(): Promise<string> {
     });
     const code = result.outputFiles[0]!.text;
     const digest = createHash("sha256").update(code).digest("hex").slice(0, 16);
+    // The script runs under every module's uid (in the sandbox): readable by all, and kept in
+    // a directory that others may pass through (the util-linux sandbox sees the host's tree)
+    // but not list or write. Its name is predictable, so a directory someone else made or can
+    // write to is refused: they could have planted a script of their own.
     const dir = path.join(os.tmpdir(), `modhost-${process.getuid?.() ?? "user"}`);
+    await mkdir(dir, { recursive: true, mode: 0o711 });
+    const st = await lstat(dir);
+    if (!st.isDirectory() || st.uid !== process.getuid?.() || (st.mode & 0o022) !== 0) {
+      throw new Error(`${dir} is not a directory of this user that only it can write to: refusing to run isolate hosts from there`);
+    }
+    if ((st.mode & 0o777) !== 0o711) await chmod(dir, 0o711);
     const file = path.join(dir, `isolate-host-${digest}.mjs`);
-    try {
-      await access(file);
-    } catch {
-      await mkdir(dir, { recursive: true, mode: 0o700 });
+    const existing = await lstat(file).catch(() => undefined);
+    if (!existing?.isFile() || existing.size !== Buffer.byteLength(code)) {
       const tmp = `${file}.${process.pid}.tmp`;
-      await writeFile(tmp, code, { mode: 0o600 });
-      await import("node:fs/promises").then((fs) => fs.rename(tmp, file));
+      await writeFile(tmp, code, { mode: 0o644 });
+      await chmod(tmp, 0o644); // whatever the umask
+      await rename(tmp, file);
+    } else if ((existing.mode & 0o777) !== 0o644) {
+      await chmod(file, 0o644); // written by an older modhost, 0600
     }
     return file;
   })();
   return workerPath;
 }
 
+let packageDirs: Promise<string[]> | undefined;
+
+/** Dependencies that only install a package (isolated-vm downloads its prebuilt addon with
+ * prebuild-install, which brings ~35 packages): never loaded at run time, so not bound. */
+const INSTALL_ONLY = new Set(["prebuild-install"]);
+
+/**
+ * The package directories the worker script loads at run time: NATIVE_PACKAGES and, through
+ * their dependencies and optional dependencies, whatever they load (msgpackr's native
+ * accelerator msgpackr-extract, node-gyp-build-optional-packages, detect-libc and the
+ * platform's prebuilt package). Real paths, as the script imports them. A dependency that is
+ * not installed is left out (an optional one the package copes without).
+ */
+export function isolateHostPackages(): Promise<string[]> {
+  packageDirs ??= (async () => {
+    const dirs = new Set<string>();
+    const visit = async (dir: string): Promise<void> => {
+      if (dirs.has(dir)) return;
+      dirs.add(dir);
+      const pkg = JSON.parse(await readFile(path.join(dir, "package.json"), "utf8")) as { dependencies?: object; optionalDependencies?: object };
+      for (const dep of Object.keys({ ...pkg.dependencies, ...pkg.optionalDependencies })) {
+        if (INSTALL_ONLY.has(dep)) continue;
+        const found = await findPackage(dep, dir);
+        if (found) await visit(found);
+      }
+    };
+    for (const name of NATIVE_PACKAGES) {
+      const root = await packageRoot(name, require.resolve(name));
+      if (!root) throw new Error(`cannot find the directory of the ${name} package`);
+      await visit(root);
+    }
+    return [...dirs].sort();
+  })();
+  return packageDirs;
+}
+
+async function readPackageName(dir: string): Promise<string | undefined> {
+  try {
+    return (JSON.parse(await readFile(path.join(dir, "package.json"), "utf8")) as { name?: string }).name;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The directory of package `name` that holds `file`. */
+async function packageRoot(name: string, file: string): Promise<string | undefined> {
+  for (let dir = path.dirname(file); dir !== path.dirname(dir); dir = path.dirname(dir)) {
+    if ((await readPackageName(dir)) === name) return realpath(dir);
+  }
+  return undefined;
+}
+
+/** Package `name` as require() would find it from `from`: node_modules/<name> here or above. */
+async function findPackage(name: string, from: string): Promise<string | undefined> {
+  for (let dir = from; dir !== path.dirname(dir); dir = path.dirname(dir)) {
+    if (path.basename(dir) === "node_modules") continue;
+    const candidate = path.join(dir, "node_modules", name);
+    if ((await readPackageName(candidate)) === name) return realpath(candidate);
+  }
+  return undefined;
+}
+
 export async function compileForIsolate(manifest: ModuleManifest): Promise<CompiledModule> {
   return compileModule(manifest.dir, manifest.entry_point);
 }
 
-/** How to start the isolate host for `manifest`, given its compiled bundle on disk. */
-export async function isolateSpawnSpec(manifest: ModuleManifest, bundleFile: string, limits: Limits, dataDir: string): Promise<SpawnSpec> {
+/**
+ * How to start the isolate host for `manifest`, given its compiled bundle on disk. The bare
+ * form; sandboxedIsolateSpawnSpec wraps it in the sandbox. `dataDir`: the module's data
+ * directory, as its working directory (and --data-dir, DATA_DIR); null for none (the
+ * sandboxed form: the isolate host never uses it, the host serves the module's files), then
+ * the working directory is /.
+ */
+export async function isolateSpawnSpec(manifest: ModuleManifest, bundleFile: string, limits: Limits, dataDir: string | null): Promise<SpawnSpec> {
   const script = await isolateHostScript();
   return {
     command: process.execPath,
@@ -72,13 +163,97 @@ export async function isolateSpawnSpec(manifest: ModuleManifest, bundleFile: str
       script,
       "--module-id", manifest.name,
       "--module-version", manifest.version,
-      "--data-dir", dataDir,
+      ...(dataDir ? ["--data-dir", dataDir] : []),
       "--bundle", bundleFile,
       "--memory-mb", String(limits.memory_mb),
       "--cpu-time-ms", String(limits.cpu_time_ms),
       "--start-timeout-ms", String(limits.start_timeout_ms),
     ],
-    env: { PATH: process.env.PATH ?? "/usr/bin:/bin", MODULE_ID: manifest.name, MODULE_NAME: manifest.name, DATA_DIR: dataDir },
-    cwd: dataDir,
+    env: { PATH: "/usr/local/bin:/usr/bin:/bin", MODULE_ID: manifest.name, MODULE_NAME: manifest.name, ...(dataDir ? { DATA_DIR: dataDir } : {}) },
+    cwd: dataDir ?? "/",
   };
+}
+
+/**
+ * What an isolate host needs at least, whatever the operator's rlimits (measured with Node 20
+ * and isolated-vm 5 under the sandbox, test/isolate-sandbox.test.ts):
+ *  - address space: V8 reserves ~1.6 GB of virtual memory up front (code range, heap) and
+ *    does not start below ~1.5 GB (1440 MB failed, 1536 MB ran; "Failed to reserve virtual
+ *    memory for CodeRange"); an isolate that fills its memory_mb needs more on top (memory_mb
+ *    512 aborted at 2048 MB instead of stopping at its limit, ran at 2560; 1024 needed 3072).
+ *    The isolate's heap is limited by memory_mb inside and --max-old-space-size outside; this
+ *    is only the backstop.
+ *  - threads: 12-13 (main, 4 libuv, 4 V8 platform, isolated-vm's, inspector's signal
+ *    thread); RLIMIT_NPROC counts them all, per uid.
+ *  - open files: about 25.
+ * 0 (no limit) stays 0.
+ */
+export const ISOLATE_HOST_MIN = { addressSpaceBaseMb: 2048, addressSpacePerHeapMb: 3, processes: 64, openFiles: 128 } as const;
+
+/** The rlimits of an isolate host: the operator's, raised to ISOLATE_HOST_MIN where lower. */
+export function isolateHostLimits(limits: Limits): SandboxLimits {
+  const atLeast = (value: number, min: number) => (value === 0 ? 0 : Math.max(value, min));
+  return {
+    address_space_mb: atLeast(limits.address_space_mb, ISOLATE_HOST_MIN.addressSpaceBaseMb + ISOLATE_HOST_MIN.addressSpacePerHeapMb * limits.memory_mb),
+    open_files: atLeast(limits.open_files, ISOLATE_HOST_MIN.openFiles),
+    processes: atLeast(limits.processes, ISOLATE_HOST_MIN.processes),
+    cpu_seconds: limits.cpu_seconds,
+    file_size_mb: limits.file_size_mb,
+  };
+}
+
+export interface IsolateSandboxOptions {
+  /** Default "auto" (config: [modules] sandbox). */
+  mode?: SandboxMode;
+  /** Default: moduleUid(manifest.name); the gid is the same number. */
+  uid?: number;
+}
+
+/**
+ * The isolate host's bare spec and the sandbox policy it runs under (sandboxedIsolateSpawnSpec
+ * puts them together; tests run payloads of their own under the same policy). Hands the
+ * bundle to the module's gid, read-only (root:gid 0440): its directory is the manager's.
+ */
+export async function isolateHostSandbox(
+  manifest: ModuleManifest,
+  bundleFile: string,
+  limits: Limits,
+  opts: IsolateSandboxOptions = {},
+): Promise<{ spec: SpawnSpec; policy: SandboxPolicy }> {
+  const bundle = path.resolve(bundleFile);
+  const spec = await isolateSpawnSpec(manifest, bundle, limits, null);
+  const uid = opts.uid ?? moduleUid(manifest.name);
+  const mode = opts.mode ?? "auto";
+  if (mode !== "off" && process.getuid?.() === 0) {
+    await chown(bundle, 0, uid);
+    await chmod(bundle, 0o440);
+  }
+  const node = spec.command;
+  const systemNode = SYSTEM_DIRS.some((d) => node.startsWith(`${d}/`));
+  return {
+    spec,
+    policy: {
+      dataDir: null,
+      moduleDir: null,
+      binary: node,
+      readOnly: [...(systemNode ? [] : [node]), await isolateHostScript(), ...(await isolateHostPackages()), bundle],
+      network: false,
+      limits: isolateHostLimits(limits),
+      uid,
+      gid: uid,
+      mode,
+      allowNone: true,
+    },
+  };
+}
+
+/** isolateSpawnSpec inside the sandbox (see the top of this file): the level and notes say what it got. */
+export async function sandboxedIsolateSpawnSpec(
+  manifest: ModuleManifest,
+  bundleFile: string,
+  limits: Limits,
+  opts: IsolateSandboxOptions = {},
+): Promise<SandboxedSpawn> {
+  const { spec, policy } = await isolateHostSandbox(manifest, bundleFile, limits, opts);
+  return sandboxSpawnSpec(spec, policy);
 }

@@ -26,7 +26,7 @@ export const ETC_NETWORK = [
   "ssl/certs", "ssl/openssl.cnf", "ca-certificates", "ca-certificates.conf", "pki/tls/certs", "pki/ca-trust",
 ];
 /** Top-level system directories: bound read-only, or recreated as the symlinks they are (merged /usr). */
-const SYSTEM_DIRS = ["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"];
+export const SYSTEM_DIRS = ["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"];
 /** Size of the private /tmp (tmpfs is memory: without a cap one module could fill RAM). */
 export const TMP_SIZE_MB = 64;
 
@@ -109,13 +109,15 @@ export async function bwrapArgs(spec: SpawnSpec, policy: SandboxPolicy, opts: Bw
     "--perms", "1777", "--size", size, "--tmpfs", "/dev/shm", // POSIX shared memory, private
     "--perms", "1777", "--size", size, "--tmpfs", "/tmp", // a private /tmp, not the host's
   );
-  for (const dir of parentDirs([policy.moduleDir, policy.dataDir])) args.push("--perms", "0755", "--dir", dir);
+  const readOnly = [...(policy.moduleDir ? [policy.moduleDir] : []), ...(policy.readOnly ?? [])];
+  for (const dir of parentDirs([...readOnly, ...(policy.dataDir ? [policy.dataDir] : [])])) args.push("--perms", "0755", "--dir", dir);
+  // The module's own files (and whatever else the policy lists), read-only, and its data
+  // directory, the one writable place. Same paths as on the host, so the command, --data-dir and
+  // DATA_DIR need no translation. The data directory is bound last: it may lie inside the module
+  // directory.
+  for (const p of readOnly) args.push("--ro-bind", p, p);
+  if (policy.dataDir) args.push("--bind", policy.dataDir, policy.dataDir);
   args.push(
-    // The module's own files, read-only, and its data directory, the one writable place. Same
-    // paths as on the host, so the command, --data-dir and DATA_DIR need no translation. The data
-    // directory is bound last: it may lie inside the module directory.
-    "--ro-bind", policy.moduleDir, policy.moduleDir,
-    "--bind", policy.dataDir, policy.dataDir,
     "--chdir", spec.cwd,
     // The launcher's shell may have added SHLVL (bash does on exec).
     ...("SHLVL" in spec.env ? [] : ["--unsetenv", "SHLVL"]),

@@ -32,7 +32,8 @@ export function fallbackArgs(spec: SpawnSpec, policy: SandboxPolicy, tools: Sand
   if (!setpriv || !unshare || !sh || !mount) throw new Error("util-linux setpriv/unshare/mount or /bin/sh missing");
   // A tmpfs over a directory holding the module's own files or data would hide them.
   const tmpDirs = PRIVATE_TMP.filter((d) => {
-    const hides = [policy.dataDir, policy.moduleDir, spec.cwd].some((p) => isInside(p, d));
+    const own = [policy.dataDir, policy.moduleDir, ...(policy.readOnly ?? []), spec.cwd].filter((p): p is string => p !== null);
+    const hides = own.some((p) => isInside(p, d));
     if (hides) notes.push(`${d} is shared with the host (the module's files are inside it)`);
     return !hides;
   });

@@ -1,5 +1,6 @@
-// The sandbox of native module processes: turns a SpawnSpec into one that runs the same
-// command inside the best sandbox this machine offers (see policy.ts for the levels).
+// The sandbox of module processes (native modules, and the isolate hosts that run TypeScript
+// modules): turns a SpawnSpec into one that runs the same command inside the best sandbox this
+// machine offers (see policy.ts for the levels).
 //
 //   full:     sh (fd setup) -> prlimit (rlimits) -> bwrap (namespaces, mounts, seccomp)
 //             -> setpriv (module uid, no capabilities) -> module
@@ -13,15 +14,16 @@
 import { lstat } from "node:fs/promises";
 import path from "node:path";
 import type { SpawnSpec } from "../process.ts";
-import { bwrapArgs } from "./bwrap.ts";
+import { bwrapArgs, SYSTEM_DIRS } from "./bwrap.ts";
 import { detectSandbox, type SandboxCapabilities } from "./detect.ts";
 import { prepareDataDir } from "./datadir.ts";
 import { fallbackArgs } from "./fallback.ts";
 import { launcher, SECCOMP_FD, seccompFile } from "./launcher.ts";
-import { SandboxUnavailableError, type SandboxLevel, type SandboxPolicy } from "./policy.ts";
+import { SandboxUnavailableError, type SandboxLevel, type SandboxMode, type SandboxPolicy } from "./policy.ts";
 import { prlimitArgs } from "./rlimits.ts";
 
 export { detectSandbox, type SandboxCapabilities, type SandboxTools } from "./detect.ts";
+export { SYSTEM_DIRS } from "./bwrap.ts";
 export {
   DEFAULT_SANDBOX_LIMITS, moduleUid, SandboxUnavailableError,
   type SandboxLevel, type SandboxLimits, type SandboxMode, type SandboxPolicy,
@@ -40,7 +42,7 @@ const NETWORK_NOTE = "network_access: the module shares the host's network names
   + "only for requests made through the host, not for the module's own sockets (including to services on the host's loopback)";
 
 /** Which sandbox to build (exported for tests). */
-export function chooseVariant(policy: SandboxPolicy, caps: SandboxCapabilities): Variant {
+export function chooseVariant(policy: Pick<SandboxPolicy, "mode">, caps: SandboxCapabilities): Variant {
   const mode = policy.mode ?? "auto";
   const bwrapUnprivileged = !caps.root && caps.best === "degraded" && caps.bwrapWorks;
   const why = caps.problems.join("; ") || "unknown reason";
@@ -61,27 +63,56 @@ function isInside(child: string, parent: string): boolean {
   return rel === "" || (!rel.startsWith("..") && !path.isAbsolute(rel));
 }
 
-/** The module's uid must be able to reach and run its binary (it cannot use root's rights). */
-async function checkExecutable(policy: SandboxPolicy): Promise<void> {
-  const chain: string[] = [];
-  for (let p = policy.binary; isInside(p, policy.moduleDir); p = path.dirname(p)) {
-    chain.push(p);
-    if (p === policy.moduleDir) break;
-  }
-  for (const p of chain) {
-    const st = await lstat(p);
-    const ok = st.uid === policy.uid ? st.mode & 0o100 : st.gid === policy.gid ? st.mode & 0o010 : st.mode & 0o001;
-    if (!ok) throw new Error(`${p} is not executable/searchable by the module's uid ${policy.uid} (chmod o+x, or o+rx for a script)`);
-  }
+/** What the sandbox mounts read-only from the host: the module directory and the policy's extra paths. */
+function boundReadOnly(policy: SandboxPolicy): string[] {
+  return [...(policy.moduleDir ? [policy.moduleDir] : []), ...(policy.readOnly ?? [])];
+}
+
+/**
+ * The module's uid must be able to reach and run its binary, and read the read-only paths (it
+ * cannot use root's rights). Inside bubblewrap a path's ancestors up to the bind mount are
+ * bubblewrap's own 0755 directories, so only the mounted tree counts; the util-linux sandbox
+ * sees the host's tree, so every ancestor up to / must let the uid through.
+ */
+async function checkAccess(policy: SandboxPolicy, wholePath: boolean): Promise<void> {
+  const allowed = (st: { uid: number; gid: number; mode: number }, bits: number) => {
+    const shift = st.uid === policy.uid ? 6 : st.gid === policy.gid ? 3 : 0;
+    return ((st.mode >> shift) & bits) === bits;
+  };
+  const check = async (target: string, root: string, bits: number, hint: string) => {
+    for (let p = target, first = true; ; p = path.dirname(p), first = false) {
+      const st = await lstat(p);
+      const need = first ? (st.isDirectory() ? bits | 1 : bits) : 1;
+      if (!allowed(st, need)) {
+        throw new Error(first && bits === 1
+          ? `${p} is not executable by the module's uid ${policy.uid} (${hint})`
+          : `${p} is not ${first ? "readable" : "executable/searchable"} by the module's uid ${policy.uid} (${first ? hint : "chmod o+x"})`);
+      }
+      if (p === root || p === "/") break;
+    }
+  };
+  const bound = boundReadOnly(policy);
+  const rootOf = (p: string) => (wholePath ? "/" : bound.find((b) => isInside(p, b)) ?? p);
+  await check(policy.binary, rootOf(policy.binary), 1, "chmod o+x, or o+rx for a script");
+  for (const p of policy.readOnly ?? []) await check(p, rootOf(p), 4, "chmod o+r, or give the file to the module's gid");
 }
 
 function checkPolicy(spec: SpawnSpec, policy: SandboxPolicy): void {
-  for (const [name, p] of [["dataDir", policy.dataDir], ["moduleDir", policy.moduleDir], ["binary", policy.binary], ["cwd", spec.cwd]] as const) {
+  const paths: Array<[string, string | null]> = [
+    ["dataDir", policy.dataDir], ["moduleDir", policy.moduleDir], ["binary", policy.binary], ["cwd", spec.cwd],
+    ...(policy.readOnly ?? []).map((p): [string, string] => ["readOnly", p]),
+  ];
+  for (const [name, p] of paths) {
+    if (p === null) continue;
     if (!path.isAbsolute(p) || path.normalize(p) !== p.replace(/(.)\/+$/, "$1")) throw new Error(`sandbox ${name} must be a normalised absolute path: ${p}`);
   }
-  if (!isInside(policy.binary, policy.moduleDir)) throw new Error(`the binary ${policy.binary} is not inside the module directory ${policy.moduleDir}`);
+  if (![...boundReadOnly(policy), ...SYSTEM_DIRS].some((d) => isInside(policy.binary, d))) {
+    throw new Error(`the binary ${policy.binary} is not inside the module directory ${policy.moduleDir ?? "(none)"}, a read-only path or a system directory`);
+  }
   if (path.resolve(spec.command) !== policy.binary) throw new Error(`spec.command ${spec.command} is not the policy's binary ${policy.binary}`);
-  if (!isInside(spec.cwd, policy.dataDir)) throw new Error(`the working directory ${spec.cwd} is not inside the data directory`);
+  if (policy.dataDir ? !isInside(spec.cwd, policy.dataDir) : spec.cwd !== "/") {
+    throw new Error(`the working directory ${spec.cwd} is not inside the data directory${policy.dataDir ? "" : " (there is none: it must be /)"}`);
+  }
   if (!Number.isInteger(policy.uid) || !Number.isInteger(policy.gid) || policy.uid <= 0 || policy.gid <= 0) {
     throw new Error(`the sandbox needs a non-root uid/gid, got ${policy.uid}:${policy.gid}`);
   }
@@ -96,22 +127,59 @@ function cleanEnv(env: Record<string, string>, notes: string[]): Record<string, 
   return out;
 }
 
+/**
+ * The level `mode` gives a process on a machine with `caps`, or "refused" when it would not
+ * start (for the startup log and `modhost check`). allowNone as in SandboxPolicy.
+ */
+export function plannedLevel(mode: SandboxMode, caps: SandboxCapabilities, allowNone = false): SandboxLevel | "refused" {
+  if (mode === "off") return "none";
+  try {
+    return chooseVariant({ mode }, caps) === "bwrap" ? "full" : "degraded";
+  } catch {
+    return allowNone && mode === "auto" ? "none" : "refused";
+  }
+}
+
+/**
+ * The startup log's and `modhost check`'s line: the level native modules and isolate hosts get
+ * on this machine under the configured modes. `full`: both get the full sandbox.
+ */
+export function describeSandboxes(modes: { native: SandboxMode; isolate: SandboxMode }, caps: SandboxCapabilities): { text: string; full: boolean } {
+  const part = (what: string, mode: SandboxMode, allowNone: boolean) => {
+    const level = plannedLevel(mode, caps, allowNone);
+    const shown = level === "refused" ? "unavailable (they will not start)" : level;
+    return { level, text: `${what} ${shown}${mode !== "auto" ? ` (configured "${mode}")` : ""}` };
+  };
+  const native = part("native modules", modes.native, false);
+  const isolate = part("TypeScript isolate hosts", modes.isolate, true);
+  const full = native.level === "full" && isolate.level === "full";
+  const why = !full && caps.problems.length > 0 ? `; ${caps.problems.join("; ")}` : "";
+  return { text: `module sandbox: ${native.text}, ${isolate.text}${why}`, full };
+}
+
 /** Wrap `spec` in the sandbox that `policy` asks for. Throws SandboxUnavailableError when the
  * machine cannot provide it; prepares the data directory (owner, mode) as a side effect. */
 export async function sandboxSpawnSpec(spec: SpawnSpec, policy: SandboxPolicy): Promise<SandboxedSpawn> {
-  if ((policy.mode ?? "auto") === "off") {
-    return { spec, level: "none", notes: ["native module sandbox disabled by the operator (native_sandbox = \"off\")"] };
+  const mode = policy.mode ?? "auto";
+  if (mode === "off") {
+    return { spec, level: "none", notes: ["not sandboxed: the operator turned the sandbox off (mode \"off\")"] };
   }
   checkPolicy(spec, policy);
   const caps = await detectSandbox();
-  const variant = chooseVariant(policy, caps);
+  let variant: Variant;
+  try {
+    variant = chooseVariant(policy, caps);
+  } catch (err) {
+    if (!(err instanceof SandboxUnavailableError) || !policy.allowNone || mode !== "auto") throw err;
+    return { spec, level: "none", notes: [`not sandboxed: this machine offers no sandbox (${caps.problems.join("; ") || "unknown reason"})`] };
+  }
   const { tools } = caps;
   if (!tools.prlimit) throw new SandboxUnavailableError("prlimit is missing");
   const notes: string[] = [];
   const env = cleanEnv(spec.env, notes);
   if (caps.root) {
-    await prepareDataDir(policy.dataDir, policy.uid, policy.gid, tools.chown!);
-    await checkExecutable(policy);
+    if (policy.dataDir) await prepareDataDir(policy.dataDir, policy.uid, policy.gid, tools.chown!);
+    await checkAccess(policy, variant === "util-linux");
   }
   if (policy.network) notes.push(NETWORK_NOTE);
 

@@ -1,4 +1,5 @@
-// What the sandbox of one native module is asked to enforce, and the levels it can deliver.
+// What the sandbox of one module process is asked to enforce (a native module, or the isolate
+// host of a TypeScript module), and the levels it can deliver.
 
 /**
  * "full": bubblewrap (namespaces, read-only system view, private /tmp) + seccomp + rlimits +
@@ -39,12 +40,22 @@ export const DEFAULT_SANDBOX_LIMITS: Readonly<SandboxLimits> = Object.freeze({
 });
 
 export interface SandboxPolicy {
-  /** The module's data directory: the only writable place (made owned by uid/gid). */
-  dataDir: string;
-  /** The module's directory, mounted read-only. */
-  moduleDir: string;
-  /** The module's binary (absolute, inside moduleDir). */
+  /**
+   * The module's data directory: the only writable place (made owned by uid/gid). null: no
+   * writable directory at all (isolate hosts: the host serves a TypeScript module's files);
+   * the working directory is then "/".
+   */
+  dataDir: string | null;
+  /** The module's directory, mounted read-only; null: none. */
+  moduleDir: string | null;
+  /** The program to run (absolute): inside moduleDir, inside a readOnly path, or a system one (/usr/bin/node). */
   binary: string;
+  /**
+   * More files or directories the process needs, mounted read-only at the same paths (isolate
+   * hosts: the worker script, the packages it loads, the module's compiled bundle). Each must
+   * exist and be readable by uid/gid.
+   */
+  readOnly?: string[];
   /** Share the host's network (the module holds network_access). */
   network: boolean;
   limits: SandboxLimits;
@@ -53,6 +64,12 @@ export interface SandboxPolicy {
   gid: number;
   /** Default "auto". */
   mode?: SandboxMode;
+  /**
+   * When "auto" finds no sandbox on this machine, run unsandboxed (level "none", with a note)
+   * instead of refusing. For isolate hosts, whose isolate still confines the module; never
+   * for native modules, which have no other confinement.
+   */
+  allowNone?: boolean;
 }
 
 /**
