@@ -13,7 +13,7 @@ import { writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { parseArgs } from "node:util";
-import { defaultConfig, loadConfig, type HostConfig } from "./config.ts";
+import { defaultConfig, loadConfig, sandboxModeFor, type HostConfig } from "./config.ts";
 import { ConfigError, ModhostError } from "./errors.ts";
 import { Host } from "./host.ts";
 import { ModuleManager } from "./manager.ts";
@@ -21,10 +21,12 @@ import { EventBus } from "./events/bus.ts";
 import { Logger } from "./log.ts";
 import { loadManifest } from "./manifest.ts";
 import { HOST_VERSION } from "./version.ts";
-import { compileForIsolate } from "../runtime/isolate/runtime.ts";
+import { checkModule } from "./verify/module.ts";
+import { keygenCommand, signCommand, verifyCommand, VERIFY_HELP } from "./verify/cli.ts";
+import { installCommand, registryCommand, removeCommand, searchCommand, updateCommand, REGISTRY_HELP } from "./registry/cli.ts";
 import { GENERATED_DOCS } from "./docs.ts";
 import { moduleConfig } from "./module-config.ts";
-import { detectSandbox } from "../runtime/sandbox/index.ts";
+import { describeSandboxes, detectSandbox } from "../runtime/sandbox/index.ts";
 import { remoteCommand, REMOTE_HELP } from "./rpc/commands.ts";
 
 const HELP = `modhost ${HOST_VERSION}: a capability-sandboxed module host for a Bitcoin node
@@ -39,6 +41,10 @@ Usage:
   modhost version                 print the version
 
 ${REMOTE_HELP}
+
+${VERIFY_HELP}
+
+${REGISTRY_HELP}
 
 Docs: docs/operator-guide.md, docs/module-guide.md`;
 
@@ -100,6 +106,9 @@ async function dev(argv: string[]): Promise<number> {
     config.host.log_level = "debug";
   }
   config.chain.block_interval_seconds = Number(values.interval);
+  // A module under development is not signed yet: it runs with the "allow-unsigned" warning
+  // (a [modules.trust.NAME] signatures setting in --config FILE still applies).
+  config.trust.signatures = "allow-unsigned";
   const host = new Host({ config, grantAll: true });
   runUntilSignal(host);
   await host.start();
@@ -116,6 +125,7 @@ async function check(argv: string[]): Promise<number> {
 
   // Every problem of every module first, so the load order shows only what would start.
   const problems = new Map<string, string>();
+  const verification = new Map<string, string>();
   for (const s of manager.status()) {
     if (s.state !== "pending") {
       problems.set(s.name, s.problem ?? s.state);
@@ -124,11 +134,15 @@ async function check(argv: string[]): Promise<number> {
     const manifest = byName.get(s.name)!;
     try {
       moduleConfig(config, manifest);
-      // Compile TypeScript modules too: an import that cannot work is a problem worth knowing now.
-      if (manifest.runtime === "isolate") await compileForIsolate(manifest);
     } catch (err) {
       problems.set(s.name, `${err instanceof ConfigError ? "configuration" : "does not compile"}:\n${(err as Error).message}`);
+      continue;
     }
+    // Compile TypeScript modules (an import that cannot work is a problem worth knowing now),
+    // hash what would run, check signatures and compatibility, as a load does (host/verify).
+    const checked = await checkModule(manifest, config);
+    if (checked.report) verification.set(s.name, checked.report.summary);
+    if (checked.problem) problems.set(s.name, checked.problem);
   }
   const order: string[] = [];
   for (const name of manager.order) {
@@ -139,12 +153,12 @@ async function check(argv: string[]): Promise<number> {
   }
 
   const caps = await detectSandbox();
-  const sandboxLine = `native module sandbox: ${caps.best}${config.modules.native_sandbox !== "auto" ? ` (native_sandbox = "${config.modules.native_sandbox}")` : ""}`;
+  const sandbox = describeSandboxes({ native: sandboxModeFor(config, "native"), isolate: sandboxModeFor(config, "isolate") }, caps);
   const out = [
     `config: ${config.file ?? "(defaults)"}`,
     `modules_dir: ${config.modules.modules_dir}`,
     `load order: ${order.join(" -> ") || "(none)"}`,
-    caps.best === "full" ? sandboxLine : `${sandboxLine} (degraded protection: ${caps.problems.join("; ") || "see docs/security.md"})`,
+    sandbox.full ? sandbox.text : `${sandbox.text} (less protection than the full sandbox: see docs/security.md)`,
     "",
   ];
   for (const s of manager.status()) {
@@ -152,6 +166,8 @@ async function check(argv: string[]): Promise<number> {
     out.push(`${problem ? "✗" : "✓"} ${s.name} ${s.version ?? ""} (${s.runtime ?? "?"})`);
     if (s.grants.length) out.push(`    granted: ${s.grants.join(", ")}`);
     if (s.missing.length) out.push(`    missing: ${s.missing.join(", ")}`);
+    const verified = verification.get(s.name);
+    if (verified && !problem) out.push(`    ${verified}`);
     if (problem) out.push(...problem.split("\n").map((l) => `    ${l}`));
   }
   out.push("", problems.size ? `${problems.size} problem(s) found` : "no problems found");
@@ -185,6 +201,22 @@ async function main(): Promise<number> {
       return dev(rest);
     case "docs":
       return docs(rest);
+    case "keygen":
+      return keygenCommand(rest);
+    case "sign":
+      return signCommand(rest);
+    case "verify":
+      return verifyCommand(rest);
+    case "registry":
+      return registryCommand(rest);
+    case "search":
+      return searchCommand(rest);
+    case "install":
+      return installCommand(rest);
+    case "update":
+      return updateCommand(rest);
+    case "remove":
+      return removeCommand(rest);
     case "version":
     case "--version":
       console.log(HOST_VERSION);

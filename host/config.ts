@@ -9,6 +9,10 @@ import { DEFAULT_SANDBOX_LIMITS, type SandboxMode } from "../runtime/sandbox/pol
 import type { Descriptor } from "../capabilities/grants.ts";
 import { MODULE_NAME_HINT, MODULE_NAME_RE, readDescriptors } from "./manifest.ts";
 import { Checker, readToml, type IntegerRule, type TomlPath } from "./toml.ts";
+import {
+  checkPublisherRefs, defaultRegistry, defaultTrust, readModuleTrust, readRegistry, readTrust,
+  type ModuleTrust, type RegistryConfig, type TrustConfig,
+} from "./verify/config.ts";
 
 export type RestartPolicy = "never" | "on-failure" | "always";
 export type MissingGrantPolicy = "refuse" | "reduce";
@@ -38,7 +42,9 @@ export interface Limits {
   health_timeout_ms: number;
   /** If this module fails for good (crashes and will not be restarted), stop the host. */
   important: boolean;
-  // Native modules only: rlimits inside the sandbox (0 = no limit).
+  // rlimits inside the sandbox (0 = no limit), of native modules and of the isolate hosts of
+  // TypeScript modules; isolate hosts get at least what Node and V8 need (isolateHostLimits in
+  // runtime/isolate/runtime.ts: address space, open files, threads).
   /** RLIMIT_AS: virtual address space per process. */
   address_space_mb: number;
   /** RLIMIT_NOFILE. */
@@ -126,15 +132,28 @@ export interface HostConfig {
     disabled_modules: string[];
     on_missing_grant: MissingGrantPolicy;
     /** How native modules are sandboxed: "auto" (best available, refuse if none), "full", "degraded", "off". */
-    native_sandbox: SandboxMode;
+    /**
+     * How module processes are sandboxed, native modules and the isolate hosts of TypeScript
+     * modules alike: "auto" (best available; if there is none, native modules are refused and
+     * isolate hosts run unsandboxed, with a warning), "full", "degraded", "off".
+     */
+    sandbox: SandboxMode;
+    /** The older key, for native modules only: overrides `sandbox` for them when set (null: unset). */
+    native_sandbox: SandboxMode | null;
     module_configs: Record<string, Record<string, unknown>>;
     /** [modules.default_limits] merged over DEFAULT_LIMITS. */
     default_limits: Limits;
     limits: Record<string, Partial<Limits>>;
     grants: Record<string, ModuleGrants>;
+    /** [modules.trust.NAME]: whose signatures count for the module, and its signature policy. */
+    trust: Record<string, ModuleTrust>;
   };
   storage: { dir: string };
   rpc: RpcConfig;
+  /** [trust]: signature policy and publishers' keys (host/verify/config.ts). */
+  trust: TrustConfig;
+  /** [registry]: where modhost install finds modules (host/registry). */
+  registry: RegistryConfig;
 }
 
 export interface RpcConfig {
@@ -155,10 +174,10 @@ export interface RpcConfig {
   metrics_without_auth: boolean;
 }
 
-const SECTIONS = ["host", "chain", "modules", "storage", "rpc"] as const;
+const SECTIONS = ["host", "chain", "modules", "storage", "rpc", "trust", "registry"] as const;
 const MODULES_KEYS = [
-  "enabled", "modules_dir", "data_dir", "enabled_modules", "disabled_modules", "on_missing_grant", "native_sandbox",
-  "module_configs", "default_limits", "limits", "grants",
+  "enabled", "modules_dir", "data_dir", "enabled_modules", "disabled_modules", "on_missing_grant", "sandbox", "native_sandbox",
+  "module_configs", "default_limits", "limits", "grants", "trust",
 ] as const;
 
 export function defaultConfig(dir: string): HostConfig {
@@ -176,17 +195,21 @@ export function defaultConfig(dir: string): HostConfig {
       enabled_modules: [],
       disabled_modules: [],
       on_missing_grant: "refuse",
-      native_sandbox: "auto",
+      sandbox: "auto",
+      native_sandbox: null,
       module_configs: {},
       default_limits: { ...DEFAULT_LIMITS },
       limits: {},
       grants: {},
+      trust: {},
     },
     storage: { dir: path.resolve(base, "data/storage") },
     rpc: {
       enabled: true, bind: "127.0.0.1", port: 8339, allow_remote: false, cookie_file: path.resolve(base, "data/.cookie"),
       call_timeout_ms: 10_000, metrics_without_auth: false,
     },
+    trust: defaultTrust(),
+    registry: defaultRegistry(base),
   };
 }
 
@@ -208,6 +231,9 @@ export function parseConfig(data: Record<string, unknown>, source: string, file:
   readChain(c, data, config);
   readModules(c, data, config);
   readRpc(c, data, config);
+  readTrust(c, data, config.trust);
+  readRegistry(c, data, config.registry, config.dir);
+  checkPublisherRefs(c, config.trust, config.modules.trust);
   const storage = c.table(data["storage"], ["storage"]);
   if (storage) {
     c.knownKeys(storage, ["storage"], ["dir"]);
@@ -215,6 +241,13 @@ export function parseConfig(data: Record<string, unknown>, source: string, file:
   }
   c.throwIfProblems();
   return config;
+}
+
+const SANDBOX_MODES: readonly SandboxMode[] = ["auto", "full", "degraded", "off"];
+
+/** The sandbox mode for a runtime's processes: [modules] sandbox, or native_sandbox for native modules when set. */
+export function sandboxModeFor(config: HostConfig, runtime: "isolate" | "native"): SandboxMode {
+  return (runtime === "native" ? config.modules.native_sandbox : null) ?? config.modules.sandbox;
 }
 
 export function limitsFor(config: HostConfig, module: string): Limits {
@@ -320,13 +353,15 @@ function readModules(c: Checker, data: Record<string, unknown>, config: HostConf
     }
   });
   m.on_missing_grant = c.oneOf(t, at, "on_missing_grant", MISSING_GRANT_POLICIES) ?? m.on_missing_grant;
-  m.native_sandbox = c.oneOf(t, at, "native_sandbox", ["auto", "full", "degraded", "off"] as const) ?? m.native_sandbox;
+  m.sandbox = c.oneOf(t, at, "sandbox", SANDBOX_MODES) ?? m.sandbox;
+  m.native_sandbox = c.oneOf(t, at, "native_sandbox", SANDBOX_MODES) ?? m.native_sandbox;
 
   const defaults = c.table(t["default_limits"], [...at, "default_limits"]);
   if (defaults) m.default_limits = { ...DEFAULT_LIMITS, ...readLimits(c, defaults, [...at, "default_limits"]) };
   m.limits = perModule(c, t, [...at, "limits"], (table, p) => readLimits(c, table, p));
   m.grants = perModule(c, t, [...at, "grants"], (table, p) => readGrants(c, table, p));
   m.module_configs = perModule(c, t, [...at, "module_configs"], (table) => table);
+  m.trust = perModule(c, t, [...at, "trust"], (table, p) => readModuleTrust(c, table, p));
 }
 
 /**

@@ -5,7 +5,7 @@
 
 import { watch, type FSWatcher } from "node:fs";
 import path from "node:path";
-import { loadConfig, type HostConfig } from "./config.ts";
+import { loadConfig, sandboxModeFor, type HostConfig } from "./config.ts";
 import { EventBus } from "./events/bus.ts";
 import { Logger, type SourceLogger } from "./log.ts";
 import { ModuleManager } from "./manager.ts";
@@ -14,7 +14,7 @@ import type { ChainBackend } from "./chain/backend.ts";
 import { HOST_VERSION } from "./version.ts";
 import { AuditLog } from "./audit.ts";
 import { createServices } from "./services/index.ts";
-import { detectSandbox } from "../runtime/sandbox/index.ts";
+import { describeSandboxes, detectSandbox } from "../runtime/sandbox/index.ts";
 import { RpcRegistry } from "./services/rpc.ts";
 import { MetricsStore } from "./services/metrics.ts";
 import { RpcServer } from "./rpc/server.ts";
@@ -131,13 +131,12 @@ export class Host {
     }
   }
 
-  /** Say in the startup log how native modules will be confined on this machine. */
+  /** Say in the startup log how module processes (native, and isolate hosts) will be confined on this machine. */
   private async reportSandbox(): Promise<void> {
     const caps = await detectSandbox();
-    const mode = this.config.modules.native_sandbox;
-    const text = `native module sandbox: ${caps.best}${mode !== "auto" ? ` (native_sandbox = "${mode}")` : ""}`;
-    if (caps.best === "full" && mode !== "off" && mode !== "degraded") this.log.info(text);
-    else this.log.warn(`${text}${caps.problems.length ? `: ${caps.problems.join("; ")}` : ""}`);
+    const { text, full } = describeSandboxes({ native: sandboxModeFor(this.config, "native"), isolate: sandboxModeFor(this.config, "isolate") }, caps);
+    if (full) this.log.info(text);
+    else this.log.warn(text);
   }
 
   /** Re-read the config file when it changes (and on SIGHUP, see the CLI); debounced. */

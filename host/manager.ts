@@ -3,12 +3,12 @@
 // ModuleCrashed -> restart policy with backoff), and shut down gracefully. A module that
 // fails is reported and isolated; every other module keeps running.
 
-import { access, mkdir, mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
+import { access, chmod, mkdir, mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
 import { constants as fsConstants } from "node:fs";
 import os, { constants as osConstants } from "node:os";
 import path from "node:path";
 import { ApiHub } from "./hub.ts";
-import { grantsFor, limitsFor, missingGrantPolicy, type HostConfig, type Limits } from "./config.ts";
+import { grantsFor, limitsFor, missingGrantPolicy, sandboxModeFor, type HostConfig, type Limits } from "./config.ts";
 import { loadManifest, type ModuleManifest } from "./manifest.ts";
 import { planLoad } from "./deps.ts";
 import { moduleConfig } from "./module-config.ts";
@@ -27,7 +27,8 @@ import type { HostSession } from "./ipc/session.ts";
 import { spawnModuleProcess, type ModuleProcess, type SpawnSpec } from "../runtime/process.ts";
 import { nativeSpawnSpec, sandboxedNativeSpawnSpec } from "../runtime/native/runtime.ts";
 import type { SandboxLevel } from "../runtime/sandbox/policy.ts";
-import { compileForIsolate, isolateSpawnSpec } from "../runtime/isolate/runtime.ts";
+import { sandboxedIsolateSpawnSpec } from "../runtime/isolate/runtime.ts";
+import { materialiseBinary, snapshotModule, verificationError, verifyForStart, verifyModule, type VerifiedModule } from "./verify/module.ts";
 
 export type ModuleState = "pending" | "starting" | "running" | "stopping" | "stopped" | "crashed" | "failed" | "skipped";
 
@@ -43,8 +44,10 @@ export interface ModuleStatus {
   pid?: number;
   restarts: number;
   sha256?: string;
-  /** The confinement actually applied: "isolate", or the native sandbox level. */
+  /** The OS sandbox actually applied to the module's process (the isolate host, for a TypeScript module): full, degraded or none. */
   sandbox?: string;
+  /** Integrity and signature verification of what runs (host/verify). */
+  verification?: string;
 }
 
 interface ModuleRecord {
@@ -60,8 +63,10 @@ interface ModuleRecord {
   restartTimes: number[];
   restartTimer?: NodeJS.Timeout;
   sha256?: string;
-  /** Native modules: the sandbox level actually applied. Isolate modules: "isolate". */
-  sandbox?: SandboxLevel | "isolate";
+  /** The sandbox level actually applied to the module's process (native, or the isolate host). */
+  sandbox?: SandboxLevel;
+  /** The verified snapshot of what runs; a restart after a crash runs it again (host/verify/module.ts). */
+  verified?: VerifiedModule;
 }
 
 export interface ManagerOptions {
@@ -217,7 +222,12 @@ export class ModuleManager {
   }
 
   private async ensureRunDir(): Promise<string> {
-    this.runDir ??= await mkdtemp(path.join(os.tmpdir(), "modhost-run-"));
+    if (!this.runDir) {
+      const dir = await mkdtemp(path.join(os.tmpdir(), "modhost-run-"));
+      // Others may pass through, not list: sandboxed modules (their own uids) read their files here.
+      await chmod(dir, 0o711);
+      this.runDir = dir;
+    }
     return this.runDir;
   }
 
@@ -255,7 +265,7 @@ export class ModuleManager {
       rec.state = "running";
       this.watchHealth(rec, proc);
       this.log.info(`loaded ${rec.name} ${manifest.version}`, { runtime: manifest.runtime, sandbox: rec.sandbox, pid: proc.pid, grants: describeGrants(rec.grants).join(",") || "none" });
-      this.audit(rec.name, attempt > 0 ? "restart" : "load", { version: manifest.version, runtime: manifest.runtime, sandbox: rec.sandbox, grants: describeGrants(rec.grants), sha256: rec.sha256, pid: proc.pid });
+      this.audit(rec.name, attempt > 0 ? "restart" : "load", { version: manifest.version, runtime: manifest.runtime, sandbox: rec.sandbox, grants: describeGrants(rec.grants), sha256: rec.sha256, verification: rec.verified?.report.summary, pid: proc.pid });
       if (attempt > 0) this.publish("ModuleRestarted", { module: rec.name, attempt });
       this.publish("ModuleLoaded", { module: rec.name, version: manifest.version, runtime: manifest.runtime });
     } catch (err) {
@@ -264,40 +274,52 @@ export class ModuleManager {
       rec.problem = (err as Error).message + (hint ? ` (fix: ${hint})` : "");
       rec.process?.kill();
       this.log.error(`failed to load ${rec.name}: ${rec.problem}`);
+      if ((err as ModhostError).code === "verification_failed") this.audit(rec.name, "refused", { verification: "failed" }, rec.problem);
     }
   }
 
   /**
    * How to start a native module: inside the sandbox (runtime/sandbox), at the level the
-   * machine allows and the operator's [modules] native_sandbox asks for. A binary that is not
+   * machine allows and the operator's [modules] sandbox (or native_sandbox) asks for. A binary that is not
    * there (not built yet) is a clear error.
    */
   private async nativeSpec(rec: ModuleRecord, dataDir: string, config: Record<string, unknown>): Promise<SpawnSpec> {
     const binary = nativeSpawnSpec(rec.manifest, dataDir, config).command;
-    try {
-      await access(binary, fsConstants.X_OK);
-    } catch {
-      throw new ModhostError("not_found", `${rec.name}: entry point ${binary} is missing or not executable`, "build it first: npm run setup builds the shipped native modules (or scripts/build-rust.sh)");
+    if (!rec.verified) {
+      try {
+        await access(binary, fsConstants.X_OK);
+      } catch {
+        throw new ModhostError("not_found", `${rec.name}: entry point ${binary} is missing or not executable`, "build it first: npm run setup builds the shipped native modules (or scripts/build-rust.sh)");
+      }
     }
+    // Verify (hash, signatures, compatibility) and execute a private copy of the hashed bytes.
+    rec.verified = await verifyForStart(rec.manifest, this.opts.config, rec.verified, this.log);
+    rec.sha256 = rec.verified.snapshot.hash.slice("sha256:".length);
+    const copy = await materialiseBinary(rec.verified, await this.ensureRunDir());
     const { limits } = rec;
     const sandboxed = await sandboxedNativeSpawnSpec(rec.manifest, dataDir, config, {
+      binary: copy,
       grants: rec.grants,
       limits: { address_space_mb: limits.address_space_mb, open_files: limits.open_files, processes: limits.processes, cpu_seconds: limits.cpu_seconds, file_size_mb: limits.file_size_mb },
-      mode: this.opts.config.modules.native_sandbox,
+      mode: sandboxModeFor(this.opts.config, "native"),
     });
     rec.sandbox = sandboxed.level;
     for (const note of sandboxed.notes) this.log.warn(`${rec.name} sandbox: ${note}`);
     return sandboxed.spec;
   }
 
-  /** Compile a TypeScript module and say how to start its isolate host. */
+  /** Compile a TypeScript module and say how to start its isolate host, in the sandbox as for a native module. */
   private async isolateSpec(rec: ModuleRecord, dataDir: string): Promise<SpawnSpec> {
-    const compiled = await compileForIsolate(rec.manifest);
+    // Verify (hash, signatures, compatibility); the bundle is built from the hashed snapshot.
+    rec.verified = await verifyForStart(rec.manifest, this.opts.config, rec.verified, this.log);
+    const compiled = rec.verified.snapshot.bundle!;
     rec.sha256 = compiled.sha256;
-    rec.sandbox = "isolate";
     const bundle = path.join(await this.ensureRunDir(), `${rec.name}-${compiled.sha256.slice(0, 16)}.js`);
     await writeFile(bundle, compiled.code, { mode: 0o600 });
-    return isolateSpawnSpec(rec.manifest, bundle, rec.limits, dataDir);
+    const sandboxed = await sandboxedIsolateSpawnSpec(rec.manifest, bundle, rec.limits, { mode: sandboxModeFor(this.opts.config, "isolate") });
+    rec.sandbox = sandboxed.level;
+    for (const note of sandboxed.notes) this.log.warn(`${rec.name} sandbox: ${note}`);
+    return sandboxed.spec;
   }
 
   /**
@@ -434,8 +456,31 @@ export class ModuleManager {
   /** Stop a module and load it again from disk (new code, manifest and grants are re-read). */
   async reload(name: string): Promise<ModuleStatus> {
     if (!this.records.has(name)) throw new ModhostError("not_found", `no module named ${name}`);
+    await this.preverify(name);
     await this.unload(name, "reload");
     return this.load(name);
+  }
+
+  /**
+   * Before a reload stops the running module: the code and manifest now on disk must pass
+   * verification (integrity, signatures, compatibility), or the reload is refused and the
+   * running, verified version keeps running. The load that follows verifies again.
+   */
+  private async preverify(name: string): Promise<void> {
+    const running = this.records.get(name)?.state === "running";
+    const keeps = running ? "; the running version keeps running" : "";
+    const manifest = (await this.discover()).manifests.find((m) => m.name === name);
+    if (!manifest) throw new ModhostError("not_found", `reload of ${name} refused: no module named ${name} in ${this.opts.config.modules.modules_dir}${keeps}`);
+    let report;
+    try {
+      report = verifyModule(manifest, await snapshotModule(manifest), this.opts.config);
+    } catch (err) {
+      throw new ModhostError("load_failed", `reload of ${name} refused: ${(err as Error).message}${keeps}`, (err as ModhostError).hint);
+    }
+    if (!report.ok) {
+      const e = verificationError(report);
+      throw new ModhostError("verification_failed", `reload of ${name} refused: ${e.message}${keeps}`, e.hint);
+    }
   }
 
   /**
@@ -508,6 +553,7 @@ export class ModuleManager {
         restarts: rec.restartTimes.length,
         ...(rec.sha256 ? { sha256: rec.sha256 } : {}),
         ...(rec.sandbox ? { sandbox: rec.sandbox } : {}),
+        ...(rec.verified ? { verification: rec.verified.report.summary } : {}),
       });
     }
     for (const [name, nl] of this.notLoaded) {

@@ -38,6 +38,10 @@ async function setup(t: ExecutionContext, fixtures: string[], grants: Record<str
     "[rpc]",
     "port = 0",
     "",
+    // The fixtures are not signed: run them as a developer would (docs/signing.md).
+    "[trust]",
+    'signatures = "allow-unsigned"',
+    "",
     ...Object.entries(grants).flatMap(([name, allow]) => [`[modules.grants.${name}]`, `allow = ${toml(allow)}`, ""]),
     extra,
   ];

@@ -279,6 +279,7 @@ async function writeConfig(dir: string, port: number): Promise<string> {
     "[modules.default_limits]", "health_interval_ms = 0", "stop_timeout_ms = 1000", "",
     "[modules.grants.echo]", 'allow = ["register_rpc_endpoint"]', "",
     "[rpc]", `port = ${port}`, 'cookie_file = "run/.cookie"', "",
+    "[trust]", 'signatures = "allow-unsigned"', "", // an unsigned test module (docs/signing.md)
   ].join("\n"));
   return file;
 }

@@ -6,9 +6,10 @@
 
 import path from "node:path";
 import { createHash } from "node:crypto";
-import { realpath } from "node:fs/promises";
+import { readFile, realpath } from "node:fs/promises";
 import { builtinModules } from "node:module";
 import * as esbuild from "esbuild";
+import { hashFile, type HashedFile } from "../../host/verify/hash.ts";
 
 export interface CompiledModule {
   /** The script that runs in the isolate (an IIFE assigning the module's exports to a global). */
@@ -17,6 +18,12 @@ export interface CompiledModule {
   sha256: string;
   /** Source files that went into the bundle, relative to the module directory, sorted. */
   files: string[];
+  /**
+   * The same files with the SHA-256 of the bytes the bundle was built from: each file is read
+   * once and esbuild compiles that snapshot, so these hashes describe exactly what runs
+   * (host/verify/hash.ts turns them into the module's hash).
+   */
+  sources: HashedFile[];
 }
 
 export class CompileError extends Error {
@@ -61,6 +68,23 @@ export async function compileModule(moduleDir: string, entryPoint: string): Prom
       });
     },
   };
+  // Every file esbuild loads is read here, once; the bundle is built from these bytes and
+  // their hashes are the module's identity (no window between hashing and bundling).
+  const sources = new Map<string, HashedFile>();
+  const snapshot: esbuild.Plugin = {
+    name: "modhost-snapshot",
+    setup(build) {
+      build.onLoad({ filter: /.*/, namespace: "file" }, async (args) => {
+        const rel = path.relative(root, args.path).split(path.sep).join("/");
+        if (rel === "" || rel.startsWith("../") || rel === ".." || path.isAbsolute(rel)) {
+          return { errors: [{ text: `${args.path} is outside the module directory` }] };
+        }
+        const bytes = await readFile(args.path);
+        sources.set(rel, hashFile(rel, bytes));
+        return { contents: bytes, loader: "default" };
+      });
+    },
+  };
   let result: esbuild.BuildResult<{ write: false; metafile: true }>;
   try {
     result = await esbuild.build({
@@ -74,7 +98,7 @@ export async function compileModule(moduleDir: string, entryPoint: string): Prom
       platform: "neutral",
       target: "es2022",
       logLevel: "silent",
-      plugins: [refuse],
+      plugins: [refuse, snapshot],
       sourcemap: false,
       legalComments: "none",
       // A fixed TypeScript configuration instead of whatever tsconfig.json happens to sit in a
@@ -85,7 +109,10 @@ export async function compileModule(moduleDir: string, entryPoint: string): Prom
     });
   } catch (err) {
     const failure = err as esbuild.BuildFailure;
-    const lines = (failure.errors ?? []).map((e) => (e.location ? `${e.location.file}:${e.location.line}:${e.location.column + 1}: ${e.text}` : e.text));
+    // esbuild names files relative to the module directory ("index.ts"); name them the way
+    // config errors do, so the line says which module's file it is and an editor can open it.
+    const where = (file: string) => displayPath(path.resolve(root, file));
+    const lines = (failure.errors ?? []).map((e) => (e.location ? `${where(e.location.file)}:${e.location.line}:${e.location.column + 1}: ${e.text}` : e.text));
     throw new CompileError(lines.length ? lines.join("\n") : (err as Error).message);
   }
   const code = result.outputFiles[0]!.text;
@@ -93,5 +120,12 @@ export async function compileModule(moduleDir: string, entryPoint: string): Prom
     code,
     sha256: createHash("sha256").update(code).digest("hex"),
     files: Object.keys(result.metafile.inputs).sort(),
+    sources: [...sources.values()],
   };
+}
+
+/** Under the working directory: relative to it; anywhere else: absolute (as host/errors.ts does). */
+function displayPath(file: string): string {
+  const rel = path.relative(process.cwd(), file);
+  return rel !== "" && !rel.startsWith("..") && !path.isAbsolute(rel) ? rel : file;
 }

@@ -20,8 +20,8 @@ export function configEnv(config: Readonly<Record<string, unknown>>): Record<str
   return env;
 }
 
-export function nativeSpawnSpec(manifest: ModuleManifest, dataDir: string, config: Readonly<Record<string, unknown>>): SpawnSpec {
-  const binary = path.resolve(manifest.dir, manifest.entry_point);
+/** `binary`: what to execute instead of the entry point (the manager's verified private copy, host/verify/module.ts). */
+export function nativeSpawnSpec(manifest: ModuleManifest, dataDir: string, config: Readonly<Record<string, unknown>>, binary = path.resolve(manifest.dir, manifest.entry_point)): SpawnSpec {
   return {
     command: binary,
     args: ["--module-id", manifest.name, "--data-dir", dataDir],
@@ -44,6 +44,12 @@ export interface NativeSandboxOptions {
   mode?: SandboxMode;
   /** Default: moduleUid(manifest.name); the gid is the same number. */
   uid?: number;
+  /**
+   * The verified copy of the binary to execute (host/verify/module.ts materialiseBinary).
+   * Its directory, which holds nothing else, is then the module directory the sandbox binds
+   * read-only, instead of the manifest's directory.
+   */
+  binary?: string;
 }
 
 /** nativeSpawnSpec inside the sandbox: network only with network_access, the module's own uid. */
@@ -53,11 +59,11 @@ export function sandboxedNativeSpawnSpec(
   config: Readonly<Record<string, unknown>>,
   opts: NativeSandboxOptions,
 ): Promise<SandboxedSpawn> {
-  const spec = nativeSpawnSpec(manifest, path.resolve(dataDir), config);
+  const spec = nativeSpawnSpec(manifest, path.resolve(dataDir), config, opts.binary && path.resolve(opts.binary));
   const uid = opts.uid ?? moduleUid(manifest.name);
   return sandboxSpawnSpec(spec, {
     dataDir: path.resolve(dataDir),
-    moduleDir: path.resolve(manifest.dir),
+    moduleDir: opts.binary ? path.dirname(path.resolve(opts.binary)) : path.resolve(manifest.dir),
     binary: spec.command,
     network: opts.grants.has("network_access"),
     limits: opts.limits,

@@ -81,6 +81,11 @@ export const TEST_LIMITS: Partial<Limits> = {
   // Health checks are off unless a test turns them on: they would otherwise race with the
   // behaviour under test (a watchdog kill, a crash).
   health_interval_ms: 0,
+  // RLIMIT_NPROC counts the threads of a module's uid machine-wide, and the uid comes from the
+  // module's name: ava runs dozens of hosts at once, each with its own "good" (an isolate host
+  // has 12-13 threads). One host runs one process per module, so the product default (128)
+  // is ample there; test/isolate-sandbox.test.ts checks the limit itself.
+  processes: 4096,
 };
 
 export interface WaitOptions {
@@ -259,6 +264,9 @@ export function testConfig(dir: string, modulesDir: string, opts: TestHostOption
   }
   config.modules.limits = { ...opts.moduleLimits };
   config.modules.module_configs = { ...opts.moduleConfigs };
+  // Test modules are written inline and unsigned: run them as a developer would (with the
+  // "allow-unsigned" warning). Tests of verification set their own policy in `configure`.
+  config.trust.signatures = "allow-unsigned";
   opts.configure?.(config);
   return config;
 }

@@ -1,0 +1,507 @@
+// Installing, updating and removing modules from a registry.
+//
+// Every module version goes through the same steps, and nothing reaches modules_dir unless
+// all of them pass for everything the command installs:
+//   1. fetch and verify the index (client.ts: registry signatures, expiry, rollback);
+//   2. resolve NAME[@RANGE] and its dependencies (resolve.ts);
+//   3. download each blob (module.toml and every file) into the cache, checking its SHA-256;
+//   4. assemble the module in <modules_dir>/.staging/<name>-XXXXXX;
+//   5. verify the staged module exactly as the host will before running it (host/verify):
+//      the module hash of the staged files equals the index's and [binary] hash, the
+//      maintainers' signatures meet the operator's trust for the module, [compatibility];
+//      the staged files are exactly what the hash covers; the manifest agrees with the index;
+//   6. rename the staged directories into modules_dir (same file system: atomic), and on any
+//      failure remove what this command staged or moved.
+// An update whose new version requests capabilities that the operator has not granted is
+// verified and kept in <modules_dir>/.pending/<name> instead of replacing the installed
+// version; `modhost update --activate NAME` puts it in place once the grants are there.
+
+import { chmod, mkdir, mkdtemp, readdir, rename, rm, rmdir, stat, writeFile } from "node:fs/promises";
+import path from "node:path";
+import semver from "semver";
+import { grantsFor, type HostConfig } from "../config.ts";
+import { ModhostError } from "../errors.ts";
+import { loadManifest, NODE_DEPENDENCY_NAMES, type ModuleManifest } from "../manifest.ts";
+import { satisfies } from "../deps.ts";
+import { formatDescriptor, resolveGrants } from "../../capabilities/grants.ts";
+import { clientFor } from "../rpc/client.ts";
+import { snapshotModule, verificationError, verifyModule, type VerificationReport } from "../verify/module.ts";
+import { fetchBlob, fetchIndex, type VerifiedIndex } from "./client.ts";
+import type { VersionEntry } from "./format.ts";
+import { Progress, type ProgressSink } from "./progress.ts";
+import { availableVersions, parseSpec, resolve, type PlannedInstall } from "./resolve.ts";
+
+export interface RegistryOptions {
+  /** The clock (tests). */
+  now?: Date;
+  /** Where to report (default console.log). */
+  log?: (line: string) => void;
+  /** Where the progress bar goes (default stderr, drawn only on a terminal). */
+  progress?: ProgressSink;
+  /** Tell a running host to load/reload/unload (default true). */
+  notifyHost?: boolean;
+}
+
+interface Installed {
+  manifest: ModuleManifest;
+  dir: string;
+}
+
+interface Staged {
+  name: string;
+  version: string;
+  dir: string;
+  manifest: ModuleManifest;
+  report: VerificationReport;
+}
+
+const STAGING = ".staging";
+const PENDING = ".pending";
+const TRASH = ".trash";
+
+function out(opts: RegistryOptions): (line: string) => void {
+  return opts.log ?? ((line) => console.log(line));
+}
+
+/** Modules in modules_dir by manifest name (hidden directories such as .staging are not modules). */
+export async function installedModules(config: HostConfig): Promise<Map<string, Installed>> {
+  const dir = config.modules.modules_dir;
+  const found = new Map<string, Installed>();
+  let entries: string[] = [];
+  try {
+    entries = (await readdir(dir, { withFileTypes: true })).filter((e) => e.isDirectory() && !e.name.startsWith(".")).map((e) => e.name).sort();
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+  }
+  for (const name of entries) {
+    try {
+      const manifest = await loadManifest(path.join(dir, name, "module.toml"));
+      found.set(manifest.name, { manifest, dir: path.join(dir, name) });
+    } catch {
+      // not a module, or a broken one: modhost check reports those
+    }
+  }
+  return found;
+}
+
+function versionsOf(installed: Map<string, Installed>): Map<string, string> {
+  return new Map([...installed].map(([n, i]) => [n, i.manifest.version]));
+}
+
+async function exists(p: string): Promise<boolean> {
+  return stat(p).then(() => true, () => false);
+}
+
+// ---------------------------------------------------------------------------------------
+// Staging and verification
+
+async function stage(config: HostConfig, vi: VerifiedIndex, p: PlannedInstall, progress: Progress, opts: RegistryOptions): Promise<Staged> {
+  const root = path.join(config.modules.modules_dir, STAGING);
+  await mkdir(root, { recursive: true, mode: 0o700 });
+  const dir = await mkdtemp(path.join(root, `${p.name}-`));
+  const what = `${p.name} ${p.version}`;
+  try {
+    const e = p.entry;
+    progress.setLabel(what);
+    const manifestBytes = await fetchBlob(config, vi.url, e.manifest.sha256, e.manifest.size, progress, `${what} module.toml`);
+    await writeFile(path.join(dir, "module.toml"), manifestBytes, { mode: 0o644 });
+    for (const f of e.files) {
+      const bytes = await fetchBlob(config, vi.url, f.sha256, f.size, progress, `${what} ${f.path}`);
+      const target = path.join(dir, ...f.path.split("/"));
+      await mkdir(path.dirname(target), { recursive: true, mode: 0o755 });
+      await writeFile(target, bytes, { mode: f.executable ? 0o755 : 0o644, flag: "wx" });
+    }
+    const manifest = await verifyStaged(dir, p.name, p.version, e);
+    const snapshot = await snapshotModule(manifest);
+    const report = verifyModule(manifest, snapshot, config);
+    if (!report.ok) {
+      const err = verificationError(report);
+      throw new ModhostError(err.code, `${what} from the registry: ${err.message}`, err.hint);
+    }
+    // What the hash covers must be all there is: no unverified extra files.
+    const covered = new Set(snapshot.files.map((f) => f.path));
+    const extra = e.files.map((f) => f.path).filter((f) => !covered.has(f));
+    if (extra.length > 0) {
+      throw new ModhostError("verification_failed", `${what} from the registry carries files its hash does not cover: ${extra.join(", ")}`, "the package is malformed; tell the registry operator");
+    }
+    if (snapshot.hash !== e.hash) {
+      throw new ModhostError("verification_failed", `${what}: the registry index says its hash is ${e.hash}, but the downloaded files hash to ${snapshot.hash}`, "the registry index and its files disagree; nothing was installed; tell the registry operator");
+    }
+    for (const w of report.warnings) out(opts)(`warning: ${w}`);
+    await chmod(dir, 0o755);
+    return { name: p.name, version: p.version, dir, manifest, report };
+  } catch (err) {
+    await rm(dir, { recursive: true, force: true });
+    throw err;
+  }
+}
+
+/** The staged manifest must be the module and version the index describes. */
+async function verifyStaged(dir: string, name: string, version: string, e: VersionEntry): Promise<ModuleManifest> {
+  let manifest: ModuleManifest;
+  try {
+    manifest = await loadManifest(path.join(dir, "module.toml"));
+  } catch (err) {
+    throw new ModhostError("verification_failed", `${name} ${version} from the registry has an invalid module.toml: ${(err as Error).message}`, "tell the registry operator");
+  }
+  const problems: string[] = [];
+  if (manifest.name !== name) problems.push(`its manifest names "${manifest.name}"`);
+  if (manifest.version !== version) problems.push(`its manifest says version ${manifest.version}`);
+  if (manifest.runtime !== e.runtime) problems.push(`its manifest says runtime ${manifest.runtime}, the index ${e.runtime}`);
+  const deps = JSON.stringify(Object.entries(manifest.dependencies).sort());
+  const claimed = JSON.stringify(Object.entries(e.dependencies).sort());
+  if (deps !== claimed) problems.push(`its manifest's dependencies ${deps} differ from the index's ${claimed}`);
+  if (problems.length > 0) {
+    throw new ModhostError("verification_failed", `${name} ${version} from the registry does not match the registry index: ${problems.join("; ")}`, "the registry is inconsistent or tampered with; nothing was installed");
+  }
+  return manifest;
+}
+
+// ---------------------------------------------------------------------------------------
+// Putting staged modules in place
+
+async function moveAside(config: HostConfig, dir: string, name: string): Promise<string> {
+  const trash = path.join(config.modules.modules_dir, TRASH);
+  await mkdir(trash, { recursive: true, mode: 0o700 });
+  const aside = await mkdtemp(path.join(trash, `${name}-`));
+  const target = path.join(aside, "module");
+  await rename(dir, target);
+  return target;
+}
+
+/** Rename every staged module to modules_dir/<name>; all or nothing. */
+async function activateAll(config: HostConfig, staged: Staged[]): Promise<string[]> {
+  const done: string[] = [];
+  try {
+    for (const s of staged) {
+      const target = path.join(config.modules.modules_dir, s.name);
+      if (await exists(target)) throw new ModhostError("exists", `${target} appeared while installing; nothing was installed`, "remove it or choose another module");
+      await rename(s.dir, target);
+      done.push(target);
+    }
+    return done;
+  } catch (err) {
+    for (const d of done.reverse()) await rm(d, { recursive: true, force: true });
+    throw err;
+  }
+}
+
+async function cleanupStaging(config: HostConfig, staged: Staged[]): Promise<void> {
+  for (const s of staged) await rm(s.dir, { recursive: true, force: true });
+  await rmdir(path.join(config.modules.modules_dir, STAGING)).catch(() => undefined); // when empty
+  await rm(path.join(config.modules.modules_dir, TRASH), { recursive: true, force: true }).catch(() => undefined);
+}
+
+async function downloadAndStage(config: HostConfig, vi: VerifiedIndex, plan: PlannedInstall[], opts: RegistryOptions): Promise<Staged[]> {
+  const total = plan.reduce((n, p) => n + p.entry.manifest.size + p.entry.files.reduce((m, f) => m + f.size, 0), 0);
+  const progress = new Progress(total, opts.progress ?? process.stderr);
+  const staged: Staged[] = [];
+  try {
+    for (const p of plan) staged.push(await stage(config, vi, p, progress, opts));
+    progress.finish();
+    return staged;
+  } catch (err) {
+    progress.finish();
+    await cleanupStaging(config, staged);
+    throw err;
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Capabilities
+
+interface CapabilityDiff {
+  added: string[];
+  removed: string[];
+  kept: string[];
+  /** Requested by the new version and not granted by the operator's current config. */
+  ungranted: string[];
+}
+
+function capabilityDiff(config: HostConfig, before: ModuleManifest | undefined, after: ModuleManifest): CapabilityDiff {
+  const fmt = (m: ModuleManifest | undefined) => (m?.capabilities ?? []).map((d) => formatDescriptor(d.permission, d.scope));
+  const old = new Set(fmt(before));
+  const now = fmt(after);
+  const granted = grantsFor(config, after.name);
+  const { missing } = resolveGrants(after.capabilities, granted.allow, granted.deny);
+  return {
+    added: now.filter((c) => !old.has(c)),
+    removed: [...old].filter((c) => !now.includes(c)),
+    kept: now.filter((c) => old.has(c)),
+    ungranted: missing.map((m) => formatDescriptor(m.permission, m.scope)),
+  };
+}
+
+function describeDiff(config: HostConfig, name: string, d: CapabilityDiff): string[] {
+  const lines = ["  capabilities:"];
+  const ungranted = new Set(d.ungranted);
+  for (const c of d.added) lines.push(`    + ${c}  (new${ungranted.has(c) ? "; NOT granted" : "; granted"})`);
+  for (const c of d.removed) lines.push(`    - ${c}  (no longer requested)`);
+  for (const c of d.kept) lines.push(`      ${c}  (unchanged${ungranted.has(c) ? "; NOT granted" : ""})`);
+  if (d.added.length + d.removed.length + d.kept.length === 0) lines.push("      (none)");
+  for (const c of d.ungranted) if (!d.added.includes(c) && !d.kept.includes(c)) lines.push(`    ! ${c}  (NOT granted)`);
+  if (d.ungranted.length > 0) lines.push(...grantLines(config, name, d.ungranted));
+  return lines;
+}
+
+function grantLines(config: HostConfig, name: string, ungranted: string[]): string[] {
+  const granted = grantsFor(config, name).allow.map((g) => formatDescriptor(g.permission, g.scope));
+  const allow = [...new Set([...granted, ...ungranted])];
+  return [
+    `  to grant them, put this in ${config.file ?? "modhost.toml"}:`,
+    `    [modules.grants.${name}]`,
+    `    allow = [${allow.map((a) => JSON.stringify(a)).join(", ")}]`,
+  ];
+}
+
+// ---------------------------------------------------------------------------------------
+// The running host
+
+async function tellHost(config: HostConfig, method: "load" | "reload" | "unload", name: string, opts: RegistryOptions): Promise<void> {
+  const say = out(opts);
+  if (opts.notifyHost === false) return;
+  let client;
+  try {
+    client = await clientFor(config, 60_000);
+  } catch (err) {
+    const later = method === "unload" ? "nothing to stop" : `${name} loads at the next start (modhost run)`;
+    if ((err as ModhostError).code === "not_running") say(`no host is running: ${later}`);
+    else say(`could not tell the host (${(err as Error).message}): ${later}, or run modhost ${method} ${name}`);
+    return;
+  }
+  try {
+    await client.call(method, { module: name });
+    say(`the running host ${method === "unload" ? "unloaded" : method === "load" ? "loaded" : "reloaded"} ${name}`);
+  } catch (err) {
+    const code = (err as ModhostError).code;
+    if (code === "not_running") {
+      say(`no host is running: ${method === "unload" ? "nothing to stop" : `${name} loads at the next start (modhost run)`}`);
+      return;
+    }
+    if (method === "reload" && /no module named/.test((err as Error).message)) return tellHost(config, "load", name, opts);
+    if (method === "unload" && /no module named/.test((err as Error).message)) return;
+    say(`the running host could not ${method} ${name}: ${(err as Error).message}${(err as ModhostError).hint ? `\n  fix: ${(err as ModhostError).hint}` : ""}`);
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Commands
+
+export async function search(config: HostConfig, term: string | undefined, opts: RegistryOptions = {}): Promise<Array<{ name: string; latest: string; installed?: string; description?: string }>> {
+  const vi = await fetchIndex(config, opts);
+  const installed = await installedModules(config);
+  const t = term?.toLowerCase();
+  const rows = [];
+  for (const name of Object.keys(vi.index.modules).sort()) {
+    const versions = availableVersions(vi.index, name);
+    const latest = versions.at(-1);
+    if (!latest) continue;
+    const e = vi.index.modules[name]!.versions[latest]!;
+    if (t && !name.toLowerCase().includes(t) && !(e.description ?? "").toLowerCase().includes(t)) continue;
+    const row: { name: string; latest: string; installed?: string; description?: string } = { name, latest };
+    const have = installed.get(name)?.manifest.version;
+    if (have) row.installed = have;
+    if (e.description) row.description = e.description;
+    rows.push(row);
+    const say = out(opts);
+    say(`${name} ${latest}${have ? ` (installed: ${have})` : ""}${versions.length > 1 ? ` [versions: ${versions.join(", ")}]` : ""}`);
+    if (e.description) say(`    ${e.description}`);
+    say(`    ${e.runtime}; capabilities: ${e.capabilities.join(", ") || "none"}${Object.keys(e.dependencies).length ? `; depends on: ${Object.entries(e.dependencies).map(([d, r]) => `${d} ${r}`).join(", ")}` : ""}`);
+  }
+  if (rows.length === 0) out(opts)(term ? `no module matches "${term}" in ${vi.url} (index version ${vi.index.version})` : `the registry ${vi.url} offers no modules`);
+  return rows;
+}
+
+export interface InstallResult {
+  installed: Array<{ name: string; version: string; dir: string; verification: string }>;
+}
+
+export async function install(config: HostConfig, spec: string, opts: RegistryOptions = {}): Promise<InstallResult> {
+  const say = out(opts);
+  const { name, range } = parseSpec(spec);
+  const vi = await fetchIndex(config, opts);
+  const installed = await installedModules(config);
+  const have = installed.get(name);
+  if (have) {
+    throw new ModhostError("exists", `${name} ${have.manifest.version} is already installed (${have.dir})`, `to get a newer version: modhost update ${name}${range !== "*" ? `@${range}` : ""}`);
+  }
+  const plan = resolve(vi.index, [{ name, range, by: "you" }], versionsOf(installed));
+  for (const p of plan) {
+    const target = path.join(config.modules.modules_dir, p.name);
+    if (await exists(target)) throw new ModhostError("exists", `${target} exists but holds no module named ${p.name}`, `move it away, then install again`);
+  }
+  say(`installing ${plan.map((p) => `${p.name} ${p.version}`).join(", ")} from ${vi.url} (index version ${vi.index.version})`);
+  const staged = await downloadAndStage(config, vi, plan, opts);
+  let dirs: string[];
+  try {
+    dirs = await activateAll(config, staged);
+  } finally {
+    await cleanupStaging(config, staged);
+  }
+  const result: InstallResult = { installed: [] };
+  staged.forEach((s, i) => {
+    result.installed.push({ name: s.name, version: s.version, dir: dirs[i]!, verification: s.report.summary });
+    say(`installed ${s.name} ${s.version} in ${dirs[i]}: ${s.report.summary}`);
+    const d = capabilityDiff(config, undefined, s.manifest);
+    if (d.ungranted.length > 0) {
+      say(`  ${s.name} requests capabilities you have not granted: ${d.ungranted.join(", ")}; it will not load until you grant them`);
+      say(grantLines(config, s.name, d.ungranted).join("\n"));
+    }
+  });
+  for (const s of staged) await tellHost(config, "load", s.name, opts);
+  return result;
+}
+
+export interface UpdateOutcome {
+  name: string;
+  from: string;
+  to?: string;
+  status: "updated" | "pending" | "up-to-date";
+}
+
+export async function update(config: HostConfig, spec: string | undefined, opts: RegistryOptions & { force?: boolean } = {}): Promise<UpdateOutcome[]> {
+  const say = out(opts);
+  const vi = await fetchIndex(config, opts);
+  let installed = await installedModules(config);
+  const targets: { name: string; range: string }[] = [];
+  if (spec) {
+    const { name, range } = parseSpec(spec);
+    if (!installed.has(name)) throw new ModhostError("not_found", `${name} is not installed`, `install it: modhost install ${spec}`);
+    targets.push({ name, range });
+  } else {
+    for (const name of [...installed.keys()].sort()) if (Object.hasOwn(vi.index.modules, name)) targets.push({ name, range: "*" });
+    if (targets.length === 0) say(`none of the installed modules is in the registry ${vi.url}`);
+  }
+  const outcomes: UpdateOutcome[] = [];
+  for (const t of targets) {
+    const current = installed.get(t.name)!;
+    const from = current.manifest.version;
+    const newer = availableVersions(vi.index, t.name).filter((v) => semver.gt(v, from) && semver.satisfies(v, t.range, { includePrerelease: true }));
+    const to = semver.rsort(newer)[0];
+    if (!to) {
+      say(`${t.name} ${from} is up to date${t.range !== "*" ? ` for ${t.range}` : ""} (registry index version ${vi.index.version})`);
+      outcomes.push({ name: t.name, from, status: "up-to-date" });
+      continue;
+    }
+    // Modules that depend on this one must accept the new version.
+    const broken = [...installed.values()].filter((i) => i.manifest.name !== t.name && Object.hasOwn(i.manifest.dependencies, t.name) && !satisfies(to, i.manifest.dependencies[t.name]!));
+    if (broken.length > 0 && !opts.force) {
+      throw new ModhostError("dependency", `cannot update ${t.name} to ${to}: ${broken.map((b) => `${b.manifest.name} ${b.manifest.version} needs ${t.name} ${b.manifest.dependencies[t.name]}`).join("; ")}`, `update those first, choose a version they accept (modhost update ${t.name}@RANGE), or pass --force`);
+    }
+    const others = versionsOf(installed);
+    others.delete(t.name);
+    const plan = resolve(vi.index, [{ name: t.name, range: `=${to}`, by: "you" }], others);
+    say(`updating ${t.name} ${from} -> ${to}${plan.length > 1 ? ` (with ${plan.filter((p) => p.name !== t.name).map((p) => `${p.name} ${p.version}`).join(", ")})` : ""} from ${vi.url} (index version ${vi.index.version})`);
+    const staged = await downloadAndStage(config, vi, plan, opts);
+    try {
+      const mine = staged.find((s) => s.name === t.name)!;
+      const deps = staged.filter((s) => s !== mine);
+      // New dependencies are new modules: installed now, like modhost install would.
+      if (deps.length > 0) {
+        const dirs = await activateAll(config, deps);
+        deps.forEach((s, i) => say(`installed ${s.name} ${s.version} in ${dirs[i]}: ${s.report.summary}`));
+      }
+      const diff = capabilityDiff(config, current.manifest, mine.manifest);
+      if (diff.ungranted.length > 0) {
+        const pendingRoot = path.join(config.modules.modules_dir, PENDING);
+        await mkdir(pendingRoot, { recursive: true, mode: 0o755 });
+        const pending = path.join(pendingRoot, t.name);
+        await rm(pending, { recursive: true, force: true });
+        await rename(mine.dir, pending);
+        say([
+          `${t.name} ${to} is verified (${mine.report.summary}) but NOT activated: it requests capabilities you have not granted.`,
+          `${t.name} ${from} stays installed (and running, if it is).`,
+          ...describeDiff(config, t.name, diff),
+          `  then activate it: modhost update --activate ${t.name}`,
+          `  (the new version waits in ${pending})`,
+        ].join("\n"));
+        outcomes.push({ name: t.name, from, to, status: "pending" });
+        for (const s of deps) await tellHost(config, "load", s.name, opts);
+        continue;
+      }
+      await swapIn(config, current, mine.dir);
+      say([`updated ${t.name} ${from} -> ${to}: ${mine.report.summary}`, ...describeDiff(config, t.name, diff)].join("\n"));
+      outcomes.push({ name: t.name, from, to, status: "updated" });
+      for (const s of deps) await tellHost(config, "load", s.name, opts);
+      await tellHost(config, "reload", t.name, opts);
+    } finally {
+      await cleanupStaging(config, staged);
+    }
+    installed = await installedModules(config);
+  }
+  return outcomes;
+}
+
+/** Replace the installed module's directory with `dir` (same file system), atomically enough: the old one is moved aside first and restored on failure. */
+async function swapIn(config: HostConfig, current: Installed, dir: string): Promise<void> {
+  const aside = await moveAside(config, current.dir, current.manifest.name);
+  try {
+    await rename(dir, current.dir);
+  } catch (err) {
+    await rename(aside, current.dir);
+    throw err;
+  }
+  await rm(path.dirname(aside), { recursive: true, force: true });
+  await rmdir(path.join(config.modules.modules_dir, TRASH)).catch(() => undefined); // when empty
+}
+
+/** `modhost update --activate NAME`: verify the pending version again and put it in place if its capabilities are granted now. */
+export async function activatePending(config: HostConfig, name: string, opts: RegistryOptions = {}): Promise<UpdateOutcome> {
+  const say = out(opts);
+  const pending = path.join(config.modules.modules_dir, PENDING, name);
+  if (!(await exists(path.join(pending, "module.toml")))) {
+    throw new ModhostError("not_found", `no pending update of ${name} (${pending})`, `modhost update ${name} fetches one`);
+  }
+  const installed = await installedModules(config);
+  const current = installed.get(name);
+  const manifest = await loadManifest(path.join(pending, "module.toml"));
+  if (manifest.name !== name) throw new ModhostError("verification_failed", `${pending} holds module ${manifest.name}, not ${name}`, `remove ${pending}`);
+  const report = verifyModule(manifest, await snapshotModule(manifest), config);
+  if (!report.ok) {
+    const e = verificationError(report);
+    throw new ModhostError(e.code, `the pending ${name} ${manifest.version} failed verification: ${e.message}`, e.hint);
+  }
+  const diff = capabilityDiff(config, current?.manifest, manifest);
+  if (diff.ungranted.length > 0) {
+    throw new ModhostError("permission_denied", [
+      `the pending ${name} ${manifest.version} still requests capabilities you have not granted: ${diff.ungranted.join(", ")}; not activated`,
+      ...describeDiff(config, name, diff),
+    ].join("\n"), `grant them in ${config.file ?? "modhost.toml"}, then run modhost update --activate ${name} again (or modhost remove the pending version: rm -r ${pending})`);
+  }
+  for (const [dep, range] of Object.entries(manifest.dependencies)) {
+    if (NODE_DEPENDENCY_NAMES.includes(dep)) continue;
+    const have = installed.get(dep)?.manifest.version;
+    if (!have || !satisfies(have, range)) throw new ModhostError("dependency", `${name} ${manifest.version} needs ${dep} ${range}, ${have ? `but ${have} is installed` : "which is not installed"}`, `modhost ${have ? "update" : "install"} ${dep}@${range}, then activate again`);
+  }
+  if (current) await swapIn(config, current, pending);
+  else await rename(pending, path.join(config.modules.modules_dir, name));
+  await rmdir(path.join(config.modules.modules_dir, PENDING)).catch(() => undefined); // when empty
+  say([`activated ${name} ${current ? `${current.manifest.version} -> ` : ""}${manifest.version}: ${report.summary}`, ...describeDiff(config, name, diff)].join("\n"));
+  await tellHost(config, "reload", name, opts);
+  return { name, from: current?.manifest.version ?? "", to: manifest.version, status: "updated" };
+}
+
+export async function remove(config: HostConfig, name: string, opts: RegistryOptions & { force?: boolean } = {}): Promise<void> {
+  const say = out(opts);
+  const installed = await installedModules(config);
+  const mod = installed.get(name);
+  const pending = path.join(config.modules.modules_dir, PENDING, name);
+  if (!mod) {
+    if (await exists(pending)) {
+      await rm(pending, { recursive: true, force: true });
+      say(`removed the pending update of ${name}`);
+      return;
+    }
+    throw new ModhostError("not_found", `${name} is not installed in ${config.modules.modules_dir}`);
+  }
+  const dependents = [...installed.values()].filter((i) => Object.hasOwn(i.manifest.dependencies, name));
+  if (dependents.length > 0 && !opts.force) {
+    throw new ModhostError("dependency", `cannot remove ${name}: ${dependents.map((d) => `${d.manifest.name} ${d.manifest.version} depends on it (${d.manifest.dependencies[name]})`).join("; ")}`, `remove those first (modhost remove ${dependents[0]!.manifest.name}), or pass --force (they will not load without it)`);
+  }
+  await tellHost(config, "unload", name, opts);
+  const aside = await moveAside(config, mod.dir, name);
+  await rm(path.dirname(aside), { recursive: true, force: true });
+  await rm(pending, { recursive: true, force: true });
+  await rm(path.join(config.modules.modules_dir, TRASH), { recursive: true, force: true }).catch(() => undefined);
+  say(`removed ${name} ${mod.manifest.version} (${mod.dir})${dependents.length ? `; modules that depend on it will not load: ${dependents.map((d) => d.manifest.name).join(", ")}` : ""}`);
+}
