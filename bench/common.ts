@@ -141,17 +141,24 @@ export interface BenchModuleOptions {
 
 /** Defaults, with data and storage in `dir`, the bench fixtures as modules dir, one module enabled. */
 export function benchConfig(dir: string, module: string, opts: BenchModuleOptions = {}): HostConfig {
+  return benchConfigFor(dir, { [module]: opts });
+}
+
+/** Defaults, with data and storage in `dir`, `modulesDir` as modules dir, these modules enabled. */
+export function benchConfigFor(dir: string, modules: Record<string, BenchModuleOptions>, modulesDir = MODULES_DIR): HostConfig {
   const config = defaultConfig(dir);
-  config.modules.modules_dir = MODULES_DIR;
-  config.modules.enabled_modules = [module];
-  config.modules.grants[module] = { allow: (opts.allow ?? []).map(parseDescriptor), deny: [] };
-  if (opts.limits) config.modules.limits[module] = opts.limits;
-  if (opts.config) config.modules.module_configs[module] = opts.config;
+  config.modules.modules_dir = modulesDir;
+  config.modules.enabled_modules = Object.keys(modules);
   // The fixtures are not signed: run them as local development modules, as an operator
   // would with [modules.trust.NAME] signatures = "allow-unsigned". (Written without the
   // config's types so that the benchmarks also build on a host without signature checks.)
   const trust = (config.modules as unknown as Record<string, unknown>)["trust"];
-  if (trust !== null && typeof trust === "object") (trust as Record<string, unknown>)[module] = { signatures: "allow-unsigned" };
+  for (const [module, opts] of Object.entries(modules)) {
+    config.modules.grants[module] = { allow: (opts.allow ?? []).map(parseDescriptor), deny: [] };
+    if (opts.limits) config.modules.limits[module] = opts.limits;
+    if (opts.config) config.modules.module_configs[module] = opts.config;
+    if (trust !== null && typeof trust === "object") (trust as Record<string, unknown>)[module] = { signatures: "allow-unsigned" };
+  }
   return config;
 }
 

@@ -13,8 +13,11 @@ import { fmtMs, fmtRate } from "./stats.ts";
 import { coldStart } from "./cold-start.ts";
 import { storageCall } from "./storage-call.ts";
 import { roundtrip } from "./roundtrip.ts";
+import { sandboxStart } from "./sandbox-start.ts";
+import { fanout } from "./fanout.ts";
+import { storageBatch } from "./storage-batch.ts";
 
-const BENCHMARKS: Benchmark[] = [coldStart, storageCall, roundtrip];
+const BENCHMARKS: Benchmark[] = [coldStart, storageCall, roundtrip, sandboxStart, fanout, storageBatch];
 
 process.on("exit", cleanupNow);
 for (const signal of ["SIGINT", "SIGTERM"] as const) {
