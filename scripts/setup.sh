@@ -18,7 +18,10 @@ else
 fi
 
 echo "setup: installing npm packages"
-if [ -f package-lock.json ]; then npm ci --no-audit --no-fund; else npm install --no-audit --no-fund; fi
+# npm install (not npm ci): it installs the locked versions too, and tolerates optional
+# platform packages the registry lacks at the locked version (msgpackr-extract's darwin and
+# windows builds), which npm ci refuses as an out-of-sync lock file.
+npm install --no-audit --no-fund
 
 if [ -x scripts/build-rust.sh ]; then
   if command -v cargo >/dev/null; then
