@@ -13,6 +13,9 @@ import type {
   Block, BlockHeader, BlockTemplate, ChainInfo, Hex, MempoolEntry, MempoolInfo, NetworkStats, PeerInfo, SubmitBlockResult, Transaction, Utxo,
 } from "../../host/chain/backend.ts";
 import type { HostEvents } from "../../host/events/types.ts";
+import type { IterOptions } from "../../storage/store.ts";
+import type { FileMetadata } from "../../capabilities/fs-path.ts";
+import type { Metric } from "../../capabilities/types.ts";
 
 export type {
   Block, BlockHeader, BlockTemplate, ChainInfo, Hex, MempoolEntry, MempoolInfo, NetworkStats, PeerInfo, SubmitBlockResult, Transaction, TxInput, TxOutput, Utxo,
@@ -61,16 +64,8 @@ export interface MempoolApi {
   submit(hex: Hex): Promise<Hex>;
 }
 
-export interface IterOptions {
-  gt?: string;
-  gte?: string;
-  lt?: string;
-  lte?: string;
-  prefix?: string;
-  reverse?: boolean;
-  /** Default 1000, at most 10000. */
-  limit?: number;
-}
+/** Bounds for storage iteration: gt/gte/lt/lte/prefix, reverse, limit (default 1000, at most 10000). */
+export type { IterOptions };
 
 export type StorageOp = { op: "put"; key: string; value: Plain } | { op: "delete"; key: string };
 
@@ -228,17 +223,7 @@ export interface DirEntry {
   type: "file" | "directory" | "symlink" | "other";
 }
 
-export interface FileMetadata {
-  /** The canonical path relative to the data directory ("." for the directory itself). */
-  path: string;
-  size: number;
-  is_file: boolean;
-  is_directory: boolean;
-  /** Milliseconds since the epoch. */
-  modified: number;
-  /** Milliseconds since the epoch; null where the filesystem does not record it. */
-  created: number | null;
-}
+export type { FileMetadata };
 
 /**
  * Files in the module's own data directory. Paths are relative to it ("" or "." is the
@@ -284,15 +269,8 @@ export interface RpcApi {
   registerCli(spec: CliSpec, commands: Record<string, CliHandler>): Promise<true>;
 }
 
-export interface Metric {
-  name: string;
-  kind: "counter" | "gauge" | "histogram";
-  /** Counter and gauge: the value; histogram: the last (up to 1000) observations. */
-  value: number | number[];
-  labels: Record<string, string>;
-  /** Milliseconds since the epoch of the last report. */
-  timestamp: number;
-}
+/** A reported metric (counter and gauge: the value; histogram: the last, up to 1000, observations). */
+export type { Metric };
 
 export interface MetricsApi {
   /**
