@@ -55,13 +55,16 @@ async function configFrom(file: string | undefined): Promise<HostConfig> {
 }
 
 function runUntilSignal(host: Host): void {
-  let signals = 0;
+  let first = 0;
   const onSignal = (sig: string) => {
-    signals++;
-    if (signals > 1) {
+    // Some supervisors (and `timeout`) signal both the process and its group: a repeat within
+    // a second is the same request. A later one means "stop waiting".
+    if (first !== 0) {
+      if (Date.now() - first < 1000) return;
       host.logger.log("warn", "host", `second ${sig}: exiting now`);
       process.exit(130);
     }
+    first = Date.now();
     void host.stop(sig);
   };
   process.on("SIGINT", () => onSignal("SIGINT"));
