@@ -1,16 +1,18 @@
 // The shipped Rust module, built by `npm run setup` (scripts/build-rust.sh), runs under the
 // host in the native sandbox: it reads chain data, follows new blocks through events and keeps
-// height -> hash in its storage through the host, and stops cleanly.
+// height -> hash in its storage through the host, serves an RPC method and a metric, and
+// stops cleanly.
 
 import test from "ava";
 import { existsSync } from "node:fs";
 import path from "node:path";
 import { startHost, ROOT } from "./helpers/host.ts";
+import { call, get } from "./helpers/rpc.ts";
 import { ModuleStore } from "../storage/store.ts";
 import { detectSandbox } from "../runtime/sandbox/index.ts";
 
 const BINARY = path.join(ROOT, "modules/rust-example/target/release/rust-example");
-const GRANTS = ["read_blockchain", "read_chain_state", "subscribe_events=NewBlock", "read_storage", "write_storage"];
+const GRANTS = ["read_blockchain", "read_chain_state", "subscribe_events=NewBlock", "read_storage", "write_storage", "register_rpc_endpoint", "report_metrics"];
 
 test("rust-example runs sandboxed, follows blocks and stores height -> hash", async (t) => {
   t.true(existsSync(BINARY), `${BINARY} is missing: build it with scripts/build-rust.sh (npm run setup does)`);
@@ -36,6 +38,10 @@ test("rust-example runs sandboxed, follows blocks and stores height -> hash", as
     hashes.push(await h.chain.getChainTip());
     await h.waitForLog(new RegExp(`rust-example: block ${height} has \\d+ txs`), { source: "rust-example", since: mark, timeoutMs: 20_000 });
   }
+  // Its RPC method and its metric, served by the host.
+  t.deepEqual(await call(h, "rust-example.last"), { height: 104, hash: hashes[2] });
+  t.regex((await get(h, "/metrics")).text, /^blocks_seen_total\{module="rust-example"\} 3$/m);
+
   const mark = h.mark();
   await h.stop();
   t.truthy(h.logsOf("rust-example", mark).find((r) => /rust-example: stopped after 3 blocks/.test(r.message)), "it stopped cleanly after its shutdown invocation");

@@ -511,7 +511,7 @@ test("native modules: the verified binary is executed from a private copy; a tam
     return;
   }
   const alice = newKey("alice");
-  const h = await startHost(t, { noStart: true, configure: (c) => { c.trust.signatures = "require"; trust(c, "rust-example", [alice]); }, grants: { "rust-example": ["read_blockchain", "read_chain_state", "subscribe_events=NewBlock", "read_storage", "write_storage"] } });
+  const h = await startHost(t, { noStart: true, configure: (c) => { c.trust.signatures = "require"; trust(c, "rust-example", [alice]); }, grants: { "rust-example": ["read_blockchain", "read_chain_state", "subscribe_events=NewBlock", "read_storage", "write_storage", "register_rpc_endpoint", "report_metrics"] } });
   const dir = path.join(h.config.modules.modules_dir, "rust-example");
   await mkdir(path.join(dir, "bin"), { recursive: true });
   await writeFile(path.join(dir, "bin", "rust-example"), await readFile(built), { mode: 0o755 });

@@ -1,13 +1,14 @@
 //! rust-example: a native modhost module written with the Rust SDK.
 //!
-//! It reads the chain state, opens its storage tree "tips", subscribes to NewBlock and says
-//! ready. For every new block it fetches the block, logs its transaction count and records
-//! height -> hash; every 10 blocks it logs how many entries it stores. When the host asks it
-//! to stop, the event stream ends and it exits with status 0.
+//! It reads the chain state, opens its storage tree "tips", serves the RPC method
+//! `rust-example.last`, subscribes to NewBlock and says ready. For every new block it fetches
+//! the block, logs its transaction count, records height -> hash and counts the block in the
+//! metric `blocks_seen_total`; every 10 blocks it logs how many entries it stores. When the
+//! host asks it to stop, the event stream ends and it exits with status 0.
 
 use std::process::ExitCode;
 
-use modhost_sdk::{Client, Error, IterOptions, LogLevel};
+use modhost_sdk::{Client, Error, HandlerError, IterOptions, LogLevel, MetricKind, RpcCall, Value};
 
 const TREE: &str = "tips";
 
@@ -41,14 +42,30 @@ fn run(client: &Client) -> Result<(), Error> {
 
     client.storage_open_tree(TREE)?;
     // The latest entry, if a previous run left some.
-    let last = client.storage_iter::<String>(TREE, &IterOptions::new().reverse(true).limit(1))?;
-    if let Some(e) = last.first() {
-        let height: u64 = e.key.parse().unwrap_or(0);
+    if let Some((height, hash)) = last_recorded(client)? {
         // The embedded regtest chain starts afresh on every host start: say whether the
         // recorded blocks are still on the active chain.
-        let same = client.get_block_by_height(height)?.is_some_and(|b| b.hash == e.value);
+        let same = client.get_block_by_height(height)?.is_some_and(|b| b.hash == hash);
         let status = if same { "on the active chain" } else { "not on the active chain; entries will be overwritten" };
         client.info(&format!("rust-example: resuming; last recorded block {height} ({status})"));
+    }
+
+    // `rust-example.last` on the host's RPC server: the handler first, then the registration.
+    // (Optional features check the welcome, so the module also runs with fewer grants.)
+    client.on_rpc({
+        let c = client.clone();
+        move |call: RpcCall| -> Result<Value, HandlerError> {
+            match call.method.as_str() {
+                "last" => Ok(match last_recorded(&c)? {
+                    Some((height, hash)) => Value::from_pairs([("height", height.into()), ("hash", hash.into())]),
+                    None => Value::Nil,
+                }),
+                _ => Err(call.unknown_method()),
+            }
+        }
+    });
+    if client.may_call("register_rpc_endpoint") {
+        client.register_rpc_endpoint("last", "The last block rust-example recorded: {height, hash}, or null")?;
     }
 
     client.on_shutdown({
@@ -85,10 +102,20 @@ fn run(client: &Client) -> Result<(), Error> {
     Ok(())
 }
 
+/// The highest recorded height and its hash.
+fn last_recorded(client: &Client) -> Result<Option<(u64, String)>, Error> {
+    let last = client.storage_iter::<String>(TREE, &IterOptions::new().reverse(true).limit(1))?;
+    Ok(last.into_iter().next().map(|e| (e.key.parse().unwrap_or(0), e.value)))
+}
+
 fn on_block(client: &Client, height: u64, hash: &str) -> Result<(), Error> {
     let block = client
         .get_block(hash)?
         .ok_or_else(|| Error::Protocol(format!("block {hash} announced but not found")))?;
     client.info(&format!("rust-example: block {} has {} txs", block.height, block.transactions.len()));
-    client.storage_insert(TREE, &key(height), hash)
+    client.storage_insert(TREE, &key(height), hash)?;
+    if client.may_call("report_metric") {
+        client.report_metric("blocks_seen_total", 1, MetricKind::Counter, &[])?;
+    }
+    Ok(())
 }

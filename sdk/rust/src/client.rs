@@ -1,4 +1,4 @@
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{BufReader, Write};
 use std::net::Shutdown as SocketShutdown;
 use std::os::unix::net::UnixStream;
@@ -11,14 +11,14 @@ use std::thread;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::bootstrap::Bootstrap;
 use crate::error::{Error, HandlerError, Result};
 use crate::events::{Event, Events};
 use crate::protocol::*;
 use crate::types::*;
-use crate::value::{decode_value, from_value, to_value, Value};
+use crate::value::{decode_value, from_value, to_value, Bytes, Value};
 
 /// Requests in flight at most (the host refuses more with `unavailable`); further calls wait.
 pub const MAX_IN_FLIGHT: usize = 1024;
@@ -350,6 +350,199 @@ impl Client {
         self.request_raw("get_config", &NoParams {})
     }
 
+    // files (paths are relative to the data directory; "" is the directory itself)
+
+    /// The contents of a file (at most 8 MiB; needs `read_filesystem`).
+    pub fn read_file(&self, path: &str) -> Result<Vec<u8>> {
+        self.request::<_, Bytes>("read_file", &PathParams { path }).map(|b| b.0)
+    }
+    /// The contents of a UTF-8 text file; `invalid_params` when it is not valid UTF-8.
+    pub fn read_file_string(&self, path: &str) -> Result<String> {
+        self.request("read_file", &ReadText { path, encoding: "utf8" })
+    }
+    /// Creates or replaces a file (missing parent directories are an error; see
+    /// [`Client::create_directory`]). `data` is bytes or a string (needs `write_filesystem`).
+    pub fn write_file(&self, path: &str, data: impl AsRef<[u8]>) -> Result<()> {
+        self.request_raw("write_file", &WriteParams { path, data: BinRef(data.as_ref()), append: None }).map(drop)
+    }
+    /// Adds to the end of a file, creating it when it does not exist.
+    pub fn append_file(&self, path: &str, data: impl AsRef<[u8]>) -> Result<()> {
+        self.request_raw("write_file", &WriteParams { path, data: BinRef(data.as_ref()), append: Some(true) }).map(drop)
+    }
+    /// Deletes a file, a symbolic link (not its target) or an empty directory (needs
+    /// `manage_filesystem`).
+    pub fn delete_file(&self, path: &str) -> Result<()> {
+        self.request_raw("delete_file", &PathParams { path }).map(drop)
+    }
+    /// Entries of a directory, sorted by name (at most 10000).
+    pub fn list_directory(&self, path: &str) -> Result<Vec<DirEntry>> {
+        self.request("list_directory", &PathParams { path })
+    }
+    /// Creates a directory and any missing parents; succeeds if it exists (needs
+    /// `manage_filesystem`).
+    pub fn create_directory(&self, path: &str) -> Result<()> {
+        self.request_raw("create_directory", &PathParams { path }).map(drop)
+    }
+    /// Size, kind and times of a file or directory (a symbolic link is refused).
+    pub fn get_file_metadata(&self, path: &str) -> Result<FileMetadata> {
+        self.request("get_file_metadata", &PathParams { path })
+    }
+
+    // modules
+
+    /// Calls `method` of `target`'s module API with any serialisable params (`&()` for none)
+    /// and converts the answer into `R` ([`Value`] for any). The callee sees this module as
+    /// the caller. Fails with `unavailable` (not running), `unknown_method`, `timeout` (after
+    /// 10 s), `quota_exceeded` (calls nested more than 8 deep) or `module_error` (the
+    /// handler failed). Needs `call_module` for `target`.
+    pub fn call_module<P: Serialize + ?Sized, R: DeserializeOwned>(&self, target: &str, method: &str, params: &P) -> Result<R> {
+        self.request("call_module", &CallParams { target, method, params, timeout_ms: None })
+    }
+    /// [`Client::call_module`] waiting up to `timeout` (1 ms to 60 s) instead of 10 s.
+    pub fn call_module_timeout<P: Serialize + ?Sized, R: DeserializeOwned>(
+        &self,
+        target: &str,
+        method: &str,
+        params: &P,
+        timeout: Duration,
+    ) -> Result<R> {
+        let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        self.request("call_module", &CallParams { target, method, params, timeout_ms: Some(timeout_ms) })
+    }
+    /// Exposes these methods to modules granted `call_module` for this one (replaces an
+    /// earlier API; needs `register_module_api`). Calls arrive as `module_api` invocations:
+    /// handle them with [`Client::on_module_api`] first.
+    pub fn register_module_api(&self, methods: &[&str]) -> Result<()> {
+        self.request_raw("register_module_api", &Methods { methods }).map(drop)
+    }
+    /// Withdraws this module's API.
+    pub fn unregister_module_api(&self) -> Result<()> {
+        self.request_raw("unregister_module_api", &NoParams {}).map(drop)
+    }
+    /// Every loaded module (needs `discover_modules`).
+    pub fn discover_modules(&self) -> Result<Vec<ModuleInfo>> {
+        self.request("discover_modules", &NoParams {})
+    }
+    /// One module's public information, or `None` when no such module is loaded.
+    pub fn get_module_info(&self, module: &str) -> Result<Option<ModuleInfo>> {
+        self.request("get_module_info", &ModuleParams { module })
+    }
+    /// Whether a module is running now.
+    pub fn is_module_available(&self, module: &str) -> Result<bool> {
+        self.request("is_module_available", &ModuleParams { module })
+    }
+
+    // RPC and CLI
+
+    /// Serves `method` as `<module>.<method>` on the host's RPC server and returns that full
+    /// name (needs `register_rpc_endpoint`). Calls arrive as `rpc` invocations: handle them
+    /// with [`Client::on_rpc`] first.
+    pub fn register_rpc_endpoint(&self, method: &str, description: &str) -> Result<String> {
+        self.request("register_rpc_endpoint", &RpcRegister { method, description })
+    }
+    /// Stops serving a method; true if it was registered.
+    pub fn unregister_rpc_endpoint(&self, method: &str) -> Result<bool> {
+        self.request("unregister_rpc_endpoint", &MethodParams { method })
+    }
+    /// Declares the module's CLI commands (replaces an earlier spec; needs
+    /// `register_rpc_endpoint`). Runs arrive as `cli` invocations: see [`Client::on_cli`].
+    pub fn register_cli_spec(&self, spec: &CliSpec) -> Result<()> {
+        self.request_raw("register_cli_spec", &SpecParams { spec }).map(drop)
+    }
+
+    // timers (needs manage_timers; fired timers arrive as `timer` invocations, see Client::on_timer)
+
+    /// A timer firing every `interval_seconds` (at least 0.05; shorter intervals are raised to
+    /// it; a tick is skipped while the previous run is still going). Returns its id.
+    pub fn register_timer(&self, interval_seconds: f64) -> Result<u64> {
+        self.request("register_timer", &Interval { interval_seconds })
+    }
+    /// A one-shot task firing once after `delay_seconds`. Returns its id.
+    pub fn schedule_task(&self, delay_seconds: f64) -> Result<u64> {
+        self.request("schedule_task", &Delay { delay_seconds })
+    }
+    /// Stops a timer or a pending task of this module; false if there was none.
+    pub fn cancel_timer(&self, id: u64) -> Result<bool> {
+        self.request("cancel_timer", &TimerId { timer_id: id })
+    }
+
+    // metrics
+
+    /// Reports a metric (needs `report_metrics`): a counter adds `value` (at least 0), a
+    /// gauge sets it, a histogram records it (a number or a slice of observations). Names
+    /// and labels follow Prometheus' rules; the host adds the `module` label itself.
+    pub fn report_metric(&self, name: &str, value: impl Into<MetricValue>, kind: MetricKind, labels: &[(&str, &str)]) -> Result<()> {
+        let value = value.into();
+        self.request_raw("report_metric", &ReportParams { name, value: &value, kind, labels: Labels(labels) }).map(drop)
+    }
+    /// A module's metrics (empty when it reported none or is not running; needs
+    /// `read_metrics`).
+    pub fn get_module_metrics(&self, module: &str) -> Result<Vec<Metric>> {
+        self.request("get_module_metrics", &ModuleParams { module })
+    }
+    /// Every running module's metrics, by module name.
+    pub fn get_all_metrics(&self) -> Result<BTreeMap<String, Vec<Metric>>> {
+        self.request("get_all_metrics", &NoParams {})
+    }
+
+    // lightning and payments (answered by the provider module; `unavailable` without one)
+
+    /// The Lightning node's URL from the lightning provider, or `None` when it answers nil
+    /// (needs `read_lightning`).
+    pub fn get_lightning_node_url(&self) -> Result<Option<String>> {
+        self.request("get_lightning_node_url", &NoParams {})
+    }
+    /// Lightning node information as the provider answers it (`T` may be [`Value`]).
+    pub fn get_lightning_info<T: DeserializeOwned>(&self) -> Result<T> {
+        self.request("get_lightning_info", &NoParams {})
+    }
+    /// The state of a payment as the payment provider answers it (`T` may be [`Value`];
+    /// needs `read_payment`).
+    pub fn get_payment_state<T: DeserializeOwned>(&self, payment_id: &str) -> Result<T> {
+        self.request("get_payment_state", &PaymentId { payment_id })
+    }
+    /// Makes this module the provider of `kind` for every module (one per kind; needs
+    /// `register_module_api`). Calls arrive as `provider` invocations: handle them with
+    /// [`Client::on_provider`] first.
+    pub fn register_provider(&self, kind: ProviderKind) -> Result<()> {
+        self.request_raw("register_provider", &Kind { kind }).map(drop)
+    }
+
+    // network (needs read_network)
+
+    /// Peer count, hash rate, bytes sent and received.
+    pub fn get_network_stats(&self) -> Result<NetworkStats> {
+        self.request("get_network_stats", &NoParams {})
+    }
+    pub fn get_network_peers(&self) -> Result<Vec<PeerInfo>> {
+        self.request("get_network_peers", &NoParams {})
+    }
+
+    /// Makes an HTTP(S) request through the host (needs `network_access` for the URL's host;
+    /// a host name must resolve to public addresses). Any status is `Ok`; a refused URL is
+    /// `permission_denied` or `invalid_params`, a failed exchange `unavailable`, no answer in
+    /// time `timeout`, an answer above 8 MiB `quota_exceeded`.
+    pub fn http_request(&self, request: &HttpRequest) -> Result<HttpResponse> {
+        self.request("http_request", request)
+    }
+
+    // mining
+
+    /// A template for the next block (needs `read_blockchain`).
+    pub fn get_block_template(&self, options: &BlockTemplateOptions) -> Result<BlockTemplate> {
+        self.request("get_block_template", options)
+    }
+    /// Submits a serialised block (hex), fully checked before it is connected (needs
+    /// `submit_block`). A bad block is `Ok` with [`SubmitBlockStatus::Rejected`] and a reason.
+    pub fn submit_block(&self, hex: &str) -> Result<SubmitBlockResult> {
+        self.request("submit_block", &RawTx { hex })
+    }
+    /// Hands the node a serialised block as if a peer had sent it; checked and answered like
+    /// [`Client::submit_block`] (needs `queue_inbound_block`).
+    pub fn queue_received_block(&self, hex: &str) -> Result<SubmitBlockResult> {
+        self.request("queue_received_block", &RawTx { hex })
+    }
+
     // ---- events ----
 
     /// The event stream (see [`Events`] for when events are acknowledged). May be called more
@@ -419,7 +612,10 @@ impl Client {
     /// an earlier one. Kinds without a handler are answered `unknown_method`, except
     /// `health` (`{status: "ok"}`), `config` (the new configuration is stored, see
     /// [`Client::config`]) and `shutdown` (see [`Client::on_shutdown`]). Register handlers
-    /// before [`Client::ready`]: an invocation that arrives first finds none.
+    /// before [`Client::ready`]: an invocation that arrives first finds none. The typed
+    /// helpers ([`Client::on_module_api`], [`Client::on_rpc`], [`Client::on_cli`],
+    /// [`Client::on_timer`], [`Client::on_provider`], [`Client::on_config`]) register a
+    /// handler of their kind through this method.
     pub fn on_invocation<F, R, E>(&self, kind: &str, handler: F)
     where
         F: Fn(Value) -> std::result::Result<R, E> + Send + Sync + 'static,
@@ -431,6 +627,105 @@ impl Client {
             Err(e) => Err(e.into()),
         });
         self.inner.handlers.write().unwrap_or_else(|p| p.into_inner()).insert(kind.to_owned(), h);
+    }
+
+    /// Handles calls of this module's API by other modules (`module_api` invocations): match
+    /// on `call.method` and answer `Err(call.unknown_method())` for others. Register it before
+    /// [`Client::register_module_api`].
+    ///
+    /// ```no_run
+    /// # let client: modhost_sdk::Client = unimplemented!();
+    /// use modhost_sdk::{HandlerError, ModuleApiCall, Value};
+    /// client.on_module_api(|call: ModuleApiCall| -> Result<Value, HandlerError> {
+    ///     match call.method.as_str() {
+    ///         "echo" => Ok(Value::from_pairs([("from", call.caller.into()), ("params", call.params)])),
+    ///         _ => Err(call.unknown_method()),
+    ///     }
+    /// });
+    /// client.register_module_api(&["echo"])?;
+    /// # Ok::<(), modhost_sdk::Error>(())
+    /// ```
+    pub fn on_module_api<F, R, E>(&self, handler: F)
+    where
+        F: Fn(ModuleApiCall) -> std::result::Result<R, E> + Send + Sync + 'static,
+        R: Serialize,
+        E: Into<HandlerError>,
+    {
+        self.on_typed_invocation("module_api", handler)
+    }
+
+    /// Handles this module's JSON-RPC methods (`rpc` invocations, `call.method` without the
+    /// module prefix). Errors reach the RPC client: `invalid_params` and `unknown_method` as
+    /// JSON-RPC "invalid params" and "method not found", others as module errors.
+    pub fn on_rpc<F, R, E>(&self, handler: F)
+    where
+        F: Fn(RpcCall) -> std::result::Result<R, E> + Send + Sync + 'static,
+        R: Serialize,
+        E: Into<HandlerError>,
+    {
+        self.on_typed_invocation("rpc", handler)
+    }
+
+    /// Handles this module's CLI commands (`cli` invocations). A string result is printed as
+    /// is, anything else as JSON.
+    pub fn on_cli<F, R, E>(&self, handler: F)
+    where
+        F: Fn(CliCall) -> std::result::Result<R, E> + Send + Sync + 'static,
+        R: Serialize,
+        E: Into<HandlerError>,
+    {
+        self.on_typed_invocation("cli", handler)
+    }
+
+    /// Handles fired timers and scheduled tasks (`timer` invocations) with the id that
+    /// [`Client::register_timer`] or [`Client::schedule_task`] returned. Runs of one timer
+    /// never overlap (the host skips a tick while the previous run goes on); each must finish
+    /// within 30 s.
+    pub fn on_timer<F, R, E>(&self, handler: F)
+    where
+        F: Fn(u64) -> std::result::Result<R, E> + Send + Sync + 'static,
+        R: Serialize,
+        E: Into<HandlerError>,
+    {
+        self.on_typed_invocation("timer", move |t: TimerCall| handler(t.id))
+    }
+
+    /// Handles lightning or payment methods for this module as a provider (`provider`
+    /// invocations; see [`Client::register_provider`]).
+    pub fn on_provider<F, R, E>(&self, handler: F)
+    where
+        F: Fn(ProviderCall) -> std::result::Result<R, E> + Send + Sync + 'static,
+        R: Serialize,
+        E: Into<HandlerError>,
+    {
+        self.on_typed_invocation("provider", handler)
+    }
+
+    /// Runs `handler` with the new configuration when the operator changes it (`config`
+    /// invocations). The SDK has already stored it ([`Client::config`]) when the handler runs.
+    pub fn on_config<F, R, E>(&self, handler: F)
+    where
+        F: Fn(Value) -> std::result::Result<R, E> + Send + Sync + 'static,
+        R: Serialize,
+        E: Into<HandlerError>,
+    {
+        self.on_typed_invocation("config", move |c: ConfigCall| handler(c.config))
+    }
+
+    /// `on_invocation` with the params decoded into `T`; params that do not fit are answered
+    /// `invalid_params` without calling the handler.
+    fn on_typed_invocation<T, F, R, E>(&self, kind: &'static str, handler: F)
+    where
+        T: DeserializeOwned,
+        F: Fn(T) -> std::result::Result<R, E> + Send + Sync + 'static,
+        R: Serialize,
+        E: Into<HandlerError>,
+    {
+        self.on_invocation(kind, move |params: Value| -> std::result::Result<R, HandlerError> {
+            let call = from_value::<T>(params)
+                .map_err(|e| HandlerError::new("invalid_params", format!("malformed {kind} invocation: {e}")))?;
+            handler(call).map_err(Into::into)
+        })
     }
 
     /// Runs `handler` when the host asks the module to stop, before the SDK answers the
@@ -566,6 +861,110 @@ struct Publish<'a, T: Serialize + ?Sized> {
 #[derive(Serialize)]
 struct Types<'a> {
     types: &'a [&'a str],
+}
+#[derive(Serialize)]
+struct PathParams<'a> {
+    path: &'a str,
+}
+#[derive(Serialize)]
+struct ReadText<'a> {
+    path: &'a str,
+    encoding: &'static str,
+}
+/// Bytes that serialise as MessagePack binary.
+struct BinRef<'a>(&'a [u8]);
+impl Serialize for BinRef<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_bytes(self.0)
+    }
+}
+#[derive(Serialize)]
+struct WriteParams<'a> {
+    path: &'a str,
+    data: BinRef<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    append: Option<bool>,
+}
+// Optional params are left out rather than sent as nil: the host's schemas take a missing
+// field as "not given" but refuse nil.
+#[derive(Serialize)]
+struct CallParams<'a, P: Serialize + ?Sized> {
+    target: &'a str,
+    method: &'a str,
+    params: &'a P,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    timeout_ms: Option<u64>,
+}
+#[derive(Serialize)]
+struct Methods<'a> {
+    methods: &'a [&'a str],
+}
+#[derive(Serialize)]
+struct ModuleParams<'a> {
+    module: &'a str,
+}
+#[derive(Serialize)]
+struct RpcRegister<'a> {
+    method: &'a str,
+    description: &'a str,
+}
+#[derive(Serialize)]
+struct MethodParams<'a> {
+    method: &'a str,
+}
+#[derive(Serialize)]
+struct SpecParams<'a> {
+    spec: &'a CliSpec,
+}
+#[derive(Serialize)]
+struct Interval {
+    interval_seconds: f64,
+}
+#[derive(Serialize)]
+struct Delay {
+    delay_seconds: f64,
+}
+#[derive(Serialize)]
+struct TimerId {
+    timer_id: u64,
+}
+/// Label pairs that serialise as a map.
+struct Labels<'a>(&'a [(&'a str, &'a str)]);
+impl Labels<'_> {
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+impl Serialize for Labels<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().map(|(k, v)| (*k, *v)))
+    }
+}
+#[derive(Serialize)]
+struct ReportParams<'a> {
+    name: &'a str,
+    value: &'a MetricValue,
+    kind: MetricKind,
+    #[serde(skip_serializing_if = "Labels::is_empty")]
+    labels: Labels<'a>,
+}
+#[derive(Serialize)]
+struct PaymentId<'a> {
+    payment_id: &'a str,
+}
+#[derive(Serialize)]
+struct Kind {
+    kind: ProviderKind,
+}
+
+#[derive(Deserialize)]
+struct TimerCall {
+    id: u64,
+}
+#[derive(Deserialize)]
+struct ConfigCall {
+    #[serde(default = "Value::map")]
+    config: Value,
 }
 
 /// `storage_iter` takes the tree and the options side by side in one map.

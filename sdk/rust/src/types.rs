@@ -2,9 +2,13 @@
 //! (snake_case). Hashes and txids are lowercase hex in display order; amounts are satoshis.
 //! Unknown fields are ignored, so later hosts may add fields without breaking modules.
 
+use std::collections::BTreeMap;
+
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::value::{to_value, Value, ValueError};
+use crate::error::HandlerError;
+use crate::value::{from_value, to_value, Value, ValueError};
 
 // ---- chain ----
 
@@ -221,6 +225,565 @@ pub struct StorageUsage {
     pub trees: u64,
     #[serde(default)]
     pub quota: Option<StorageQuota>,
+}
+
+// ---- files ----
+
+/** What a directory entry is; a type this SDK does not know reads as `Other`. */
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileType {
+    File,
+    Directory,
+    /// A symbolic link (the host never follows one).
+    Symlink,
+    #[serde(other)]
+    Other,
+}
+
+/// One entry of `list_directory`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DirEntry {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub type_: FileType,
+}
+
+/// The result of `get_file_metadata`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FileMetadata {
+    /// The canonical path, relative to the data directory ("" for the directory itself).
+    pub path: String,
+    pub size: u64,
+    pub is_file: bool,
+    pub is_directory: bool,
+    /// Milliseconds since the epoch.
+    pub modified: i64,
+    /// Milliseconds since the epoch; `None` when the filesystem does not record it.
+    #[serde(default)]
+    pub created: Option<i64>,
+}
+
+// ---- modules ----
+
+/// Public information about a loaded module (`discover_modules`, `get_module_info`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModuleInfo {
+    pub name: String,
+    pub version: String,
+    /// "native" or "isolate".
+    pub runtime: String,
+    /// "running", "starting", "stopped", "crashed", "failed", ...
+    pub state: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Methods of its module API, when it registered one (sorted).
+    #[serde(default)]
+    pub api: Vec<String>,
+}
+
+impl ModuleInfo {
+    pub fn is_running(&self) -> bool {
+        self.state == "running"
+    }
+}
+
+// ---- RPC and CLI ----
+
+/// The module's CLI (`register_cli_spec`): `modhost <module> <command> [args]` runs a command
+/// as a `cli` invocation (see [`Client::on_cli`](crate::Client::on_cli)).
+///
+/// ```
+/// use modhost_sdk::{CliArg, CliCommand, CliSpec};
+/// let spec = CliSpec::new()
+///     .about("Recorded blocks")
+///     .command(CliCommand::new("last").about("The last recorded block"))
+///     .command(CliCommand::new("show").arg(CliArg::required("height").about("a block height")));
+/// # assert_eq!(spec.commands.len(), 2);
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CliSpec {
+    /// Shown in help; the host uses the module's name when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub about: Option<String>,
+    /// At most 64; names are lowercase letters, digits, '_' and '-', a letter first.
+    #[serde(default)]
+    pub commands: Vec<CliCommand>,
+}
+
+impl CliSpec {
+    pub fn new() -> CliSpec {
+        CliSpec::default()
+    }
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+    pub fn about(mut self, about: impl Into<String>) -> Self {
+        self.about = Some(about.into());
+        self
+    }
+    pub fn command(mut self, command: CliCommand) -> Self {
+        self.commands.push(command);
+        self
+    }
+}
+
+/// One command of a [`CliSpec`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CliCommand {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub about: Option<String>,
+    /// Positional arguments; the host refuses a run with fewer arguments than required ones.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<CliArg>,
+}
+
+impl CliCommand {
+    pub fn new(name: impl Into<String>) -> CliCommand {
+        CliCommand { name: name.into(), about: None, args: Vec::new() }
+    }
+    pub fn about(mut self, about: impl Into<String>) -> Self {
+        self.about = Some(about.into());
+        self
+    }
+    pub fn arg(mut self, arg: CliArg) -> Self {
+        self.args.push(arg);
+        self
+    }
+}
+
+/// A positional argument of a [`CliCommand`] (for usage text and the required-count check).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CliArg {
+    pub name: String,
+    #[serde(default)]
+    pub required: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub about: Option<String>,
+}
+
+impl CliArg {
+    pub fn required(name: impl Into<String>) -> CliArg {
+        CliArg { name: name.into(), required: true, about: None }
+    }
+    pub fn optional(name: impl Into<String>) -> CliArg {
+        CliArg { name: name.into(), required: false, about: None }
+    }
+    pub fn about(mut self, about: impl Into<String>) -> Self {
+        self.about = Some(about.into());
+        self
+    }
+}
+
+// ---- metrics ----
+
+/// Counters add the reported value, gauges set it, histograms record observations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MetricKind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// A metric value: one number (counter, gauge; a histogram also takes one observation), or
+/// observations (histogram only; at most 1000 per report). Numbers and slices convert into it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum MetricValue {
+    Number(f64),
+    Observations(Vec<f64>),
+}
+
+impl MetricValue {
+    /// The number of a counter or gauge.
+    pub fn as_f64(&self) -> Option<f64> {
+        match self {
+            MetricValue::Number(n) => Some(*n),
+            MetricValue::Observations(_) => None,
+        }
+    }
+    /// The observations of a histogram.
+    pub fn observations(&self) -> Option<&[f64]> {
+        match self {
+            MetricValue::Observations(v) => Some(v),
+            MetricValue::Number(_) => None,
+        }
+    }
+}
+
+macro_rules! metric_from_number {
+    ($($t:ty),*) => {$(
+        impl From<$t> for MetricValue {
+            fn from(n: $t) -> MetricValue {
+                MetricValue::Number(n as f64)
+            }
+        }
+    )*};
+}
+metric_from_number!(f64, f32, i32, u32, i64, u64, usize);
+
+impl From<Vec<f64>> for MetricValue {
+    fn from(v: Vec<f64>) -> MetricValue {
+        MetricValue::Observations(v)
+    }
+}
+impl From<&[f64]> for MetricValue {
+    fn from(v: &[f64]) -> MetricValue {
+        MetricValue::Observations(v.to_vec())
+    }
+}
+impl<const N: usize> From<[f64; N]> for MetricValue {
+    fn from(v: [f64; N]) -> MetricValue {
+        MetricValue::Observations(v.to_vec())
+    }
+}
+
+/// A reported metric (`get_module_metrics`, `get_all_metrics`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Metric {
+    pub name: String,
+    pub kind: MetricKind,
+    /// Counter and gauge: the value; histogram: the last (up to 1000) observations.
+    pub value: MetricValue,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Milliseconds since the epoch of the last report, set by the host.
+    pub timestamp: u64,
+}
+
+// ---- lightning and payments ----
+
+/// What a provider module answers for (`register_provider`; `provider` invocations).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    /// `get_lightning_node_url` and `get_lightning_info` (methods `getNodeUrl`, `getInfo`).
+    Lightning,
+    /// `get_payment_state` (method `getPaymentState`, params `{payment_id}`).
+    Payment,
+}
+
+// ---- network ----
+
+/// The result of `get_network_stats`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NetworkStats {
+    pub peer_count: u64,
+    /// Estimated network hash rate (hashes per second).
+    pub hash_rate: f64,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+}
+
+/// One connected peer (`get_network_peers`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PeerInfo {
+    pub addr: String,
+    pub transport_type: String,
+    /// Service bits the peer advertises.
+    pub services: u64,
+    /// Its protocol version.
+    pub version: u64,
+    /// Seconds since the epoch.
+    pub connected_since: u64,
+}
+
+/// An HTTP(S) request the host makes for the module (`http_request`; needs `network_access`
+/// for the URL's host). Redirects are not followed; the host sets `Host`, `Content-Length`
+/// and `Connection` itself and refuses hop-by-hop headers.
+///
+/// ```
+/// use modhost_sdk::HttpRequest;
+/// let req = HttpRequest::post("https://api.example.com/v1/notify", r#"{"height":101}"#)
+///     .header("content-type", "application/json")
+///     .timeout(std::time::Duration::from_secs(5));
+/// # assert_eq!(req.method, "POST");
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HttpRequest {
+    /// An absolute http: or https: URL without credentials.
+    pub url: String,
+    /// GET, HEAD, POST, PUT, DELETE or PATCH.
+    pub method: String,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// At most 1 MiB; GET and HEAD requests have none.
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "bin::serialize_opt")]
+    pub body: Option<Vec<u8>>,
+    /// The deadline for the whole exchange (the host's default is 10 s, its maximum 60 s).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+}
+
+impl HttpRequest {
+    /// A request with any method and no body.
+    pub fn new(method: impl Into<String>, url: impl Into<String>) -> HttpRequest {
+        HttpRequest { url: url.into(), method: method.into(), headers: BTreeMap::new(), body: None, timeout_ms: None }
+    }
+    pub fn get(url: impl Into<String>) -> HttpRequest {
+        HttpRequest::new("GET", url)
+    }
+    pub fn post(url: impl Into<String>, body: impl Into<Vec<u8>>) -> HttpRequest {
+        HttpRequest::new("POST", url).body(body)
+    }
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.insert(name.into(), value.into());
+        self
+    }
+    pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
+        self.body = Some(body.into());
+        self
+    }
+    pub fn timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.timeout_ms = Some(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX));
+        self
+    }
+}
+
+/// The answer to an [`HttpRequest`]: any status (a 404 or a 3xx is a response, not an error).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HttpResponse {
+    pub status: u16,
+    /// Lowercased names; a header received several times is joined with ", ".
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// At most 8 MiB.
+    #[serde(with = "bin")]
+    pub body: Vec<u8>,
+    /// The URL that answered (the one requested: redirects are not followed).
+    pub url: String,
+}
+
+impl HttpResponse {
+    /// A header by name, in any case.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(&name.to_ascii_lowercase()).map(String::as_str)
+    }
+    /// A 2xx status.
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+    /// The body as UTF-8 text.
+    pub fn text(&self) -> Result<&str, std::str::Utf8Error> {
+        std::str::from_utf8(&self.body)
+    }
+}
+
+/// `Vec<u8>` fields as MessagePack binary.
+mod bin {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(b)
+    }
+    pub fn serialize_opt<S: Serializer>(b: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+        match b {
+            Some(b) => s.serialize_bytes(b),
+            None => s.serialize_none(),
+        }
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        crate::value::Bytes::deserialize(d).map(|b| b.0)
+    }
+}
+
+// ---- mining ----
+
+/// Options of `get_block_template`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BlockTemplateOptions {
+    /// Accepted for compatibility with `getblocktemplate`; templates always follow segwit rules.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<String>,
+    /// Hex of an output script: the template then carries a ready coinbase transaction
+    /// paying `coinbase_value` to it ([`BlockTemplate::coinbase_tx`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coinbase_script: Option<String>,
+}
+
+impl BlockTemplateOptions {
+    pub fn new() -> BlockTemplateOptions {
+        BlockTemplateOptions::default()
+    }
+    pub fn coinbase_script(mut self, script_hex: impl Into<String>) -> Self {
+        self.coinbase_script = Some(script_hex.into());
+        self
+    }
+    pub fn rule(mut self, rule: impl Into<String>) -> Self {
+        self.rules.push(rule.into());
+        self
+    }
+}
+
+/// A mempool transaction of a [`BlockTemplate`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TemplateTransaction {
+    pub txid: String,
+    pub wtxid: String,
+    pub hex: String,
+    pub fee: u64,
+    pub weight: u64,
+}
+
+/// A ready coinbase transaction of a [`BlockTemplate`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CoinbaseTx {
+    pub txid: String,
+    pub hex: String,
+}
+
+/// What a miner needs to build the next block (`get_block_template`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BlockTemplate {
+    pub version: i64,
+    pub previous_block_hash: String,
+    pub height: u64,
+    pub bits: u64,
+    /// The proof-of-work target for `bits`, as 64 hex characters.
+    pub target: String,
+    /// Suggested header time, and the earliest the chain accepts (median time past + 1).
+    pub cur_time: u64,
+    pub min_time: u64,
+    /// Mempool transactions for the block, in a valid order, with their fees.
+    pub transactions: Vec<TemplateTransaction>,
+    /// Subsidy plus the fees of `transactions`: the most the coinbase may pay out.
+    pub coinbase_value: u64,
+    /// The BIP141 witness commitment output script.
+    pub default_witness_commitment: String,
+    /// With [`BlockTemplateOptions::coinbase_script`]: a complete coinbase transaction.
+    #[serde(default)]
+    pub coinbase_tx: Option<CoinbaseTx>,
+}
+
+/// How a submitted block fared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SubmitBlockStatus {
+    Accepted,
+    Duplicate,
+    Rejected,
+}
+
+/// The result of `submit_block` and `queue_received_block`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubmitBlockResult {
+    pub result: SubmitBlockStatus,
+    /// Why a block was rejected (a bitcoind-style reason code and an explanation).
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// The block hash, when the block could be decoded.
+    #[serde(default)]
+    pub hash: Option<String>,
+}
+
+impl SubmitBlockResult {
+    pub fn is_accepted(&self) -> bool {
+        self.result == SubmitBlockStatus::Accepted
+    }
+}
+
+// ---- invocations (docs/protocol.md section 8) ----
+
+fn params_as<T: DeserializeOwned>(what: &str, params: &Value) -> Result<T, HandlerError> {
+    from_value(params.clone()).map_err(|e| HandlerError::new("invalid_params", format!("{what}: {e}")))
+}
+
+/// A call of this module's API by another module (`module_api` invocation; see
+/// [`Client::on_module_api`](crate::Client::on_module_api)).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ModuleApiCall {
+    /// The calling module, set by the host (it cannot be forged).
+    pub caller: String,
+    pub method: String,
+    /// What the caller passed (nil when nothing).
+    #[serde(default)]
+    pub params: Value,
+    /// The length of the call chain that led here (the host refuses chains deeper than 8).
+    #[serde(default)]
+    pub depth: u64,
+}
+
+impl ModuleApiCall {
+    /// The params as a typed value; `invalid_params` when they do not fit.
+    pub fn params_as<T: DeserializeOwned>(&self) -> Result<T, HandlerError> {
+        params_as(&self.method, &self.params)
+    }
+    /// The answer for a method this module's API does not have.
+    pub fn unknown_method(&self) -> HandlerError {
+        HandlerError::new("unknown_method", format!("this module's API has no method {}", self.method))
+    }
+}
+
+/// A JSON-RPC call of one of this module's methods (`rpc` invocation; see
+/// [`Client::on_rpc`](crate::Client::on_rpc)).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct RpcCall {
+    /// The method's short name, without the `<module>.` prefix.
+    pub method: String,
+    /// The request's params: a map or an array (an empty map when the request had none).
+    #[serde(default)]
+    pub params: Value,
+}
+
+impl RpcCall {
+    /// The params as a typed value; `invalid_params` (a JSON-RPC "invalid params" error for the
+    /// client) when they do not fit.
+    pub fn params_as<T: DeserializeOwned>(&self) -> Result<T, HandlerError> {
+        params_as(&self.method, &self.params)
+    }
+    /// The answer for a method this module does not serve ("method not found" for the client).
+    pub fn unknown_method(&self) -> HandlerError {
+        HandlerError::new("unknown_method", format!("no handler for RPC method {}", self.method))
+    }
+}
+
+/// A CLI command run by `modhost <module> <command> [args]` (`cli` invocation; see
+/// [`Client::on_cli`](crate::Client::on_cli)).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct CliCall {
+    pub command: String,
+    #[serde(default)]
+    pub args: Vec<String>,
+}
+
+impl CliCall {
+    pub fn unknown_command(&self) -> HandlerError {
+        HandlerError::new("unknown_method", format!("no handler for command {}", self.command))
+    }
+}
+
+/// A lightning or payment method another module called, for this module as the provider
+/// (`provider` invocation; see [`Client::on_provider`](crate::Client::on_provider)).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ProviderCall {
+    pub kind: ProviderKind,
+    /// "getNodeUrl" or "getInfo" (lightning), "getPaymentState" (payment).
+    pub method: String,
+    /// `{}`, or `{payment_id}` for getPaymentState.
+    #[serde(default)]
+    pub params: Value,
+}
+
+impl ProviderCall {
+    pub fn params_as<T: DeserializeOwned>(&self) -> Result<T, HandlerError> {
+        params_as(&self.method, &self.params)
+    }
+    /// The `payment_id` of a getPaymentState call.
+    pub fn payment_id(&self) -> Option<&str> {
+        self.params.get("payment_id").and_then(Value::as_str)
+    }
+    pub fn unknown_method(&self) -> HandlerError {
+        let kind = match self.kind {
+            ProviderKind::Lightning => "lightning",
+            ProviderKind::Payment => "payment",
+        };
+        HandlerError::new("unknown_method", format!("this module does not provide {kind}.{}", self.method))
+    }
 }
 
 // ---- event payloads (host/events/types.ts) ----

@@ -2,7 +2,6 @@
 //! answered out of order, events and acknowledgements, invocations and shutdown, and how the
 //! client behaves when the host refuses it, goes away or breaks the framing.
 
-use std::io::{BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
@@ -12,98 +11,8 @@ use std::time::Duration;
 use modhost_sdk::protocol::*;
 use modhost_sdk::{Client, Error, IterOptions, StorageOp, Value};
 
-struct FakeHost {
-    reader: BufReader<UnixStream>,
-    writer: UnixStream,
-}
-
-impl FakeHost {
-    fn new(stream: UnixStream) -> FakeHost {
-        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        FakeHost { reader: BufReader::new(stream.try_clone().unwrap()), writer: stream }
-    }
-
-    fn recv(&mut self) -> Message {
-        let body = read_frame(&mut self.reader, DEFAULT_MAX_FRAME_BYTES).expect("a frame").expect("not EOF");
-        decode_message(&body).expect("a valid message")
-    }
-
-    /// Whatever arrives next, or None at EOF.
-    fn recv_or_eof(&mut self) -> Option<Message> {
-        read_frame(&mut self.reader, DEFAULT_MAX_FRAME_BYTES).expect("no framing error").map(|b| decode_message(&b).unwrap())
-    }
-
-    fn send(&mut self, m: &Message) {
-        self.writer.write_all(&encode_frame(m, DEFAULT_MAX_FRAME_BYTES).unwrap()).unwrap();
-    }
-
-    fn send_raw(&mut self, bytes: &[u8]) {
-        self.writer.write_all(bytes).unwrap();
-    }
-
-    /// Reads hello and answers welcome.
-    fn handshake(&mut self, module: &str) -> Hello {
-        let Message::Hello(h) = self.recv() else { panic!("expected hello first") };
-        assert_eq!(h.module, module);
-        self.send(&Message::Welcome(Welcome {
-            protocol: 1,
-            host: "modhost/test".into(),
-            module_id: module.into(),
-            grants: vec!["read_chain_state".into()],
-            methods: vec!["get_block_height".into(), "storage_get".into()],
-            config: Value::from_pairs([("interval", Value::UInt(5))]),
-            data_dir: "/tmp/data/test".into(),
-            event_window: 64,
-            max_frame_bytes: 1 << 20,
-        }));
-        h
-    }
-
-    fn respond(&mut self, id: u64, result: Value) {
-        self.send(&Message::Response(Response { id, result: Some(result), error: None }));
-    }
-
-    fn event(&mut self, seq: u64, type_: &str, payload: Value, missed: Option<u64>) {
-        self.send(&Message::Event(EventMessage { seq, type_: type_.into(), payload, time: 1_700_000_000_000, missed }));
-    }
-
-    fn invoke(&mut self, id: u64, kind: &str, params: Value) {
-        self.send(&Message::Invocation(Invocation { id, kind: kind.into(), params }));
-    }
-
-    fn next_request(&mut self, method: &str) -> Request {
-        match self.recv() {
-            Message::Request(r) => {
-                assert_eq!(r.method, method);
-                r
-            }
-            other => panic!("unexpected {other:?}"),
-        }
-    }
-
-    /// The next invocation_result (skipping logs).
-    fn invocation_result(&mut self) -> InvocationResult {
-        loop {
-            match self.recv() {
-                Message::InvocationResult(r) => return r,
-                Message::Log(_) => continue,
-                other => panic!("expected invocation_result, got {other:?}"),
-            }
-        }
-    }
-}
-
-fn start(module: &'static str) -> (Client, FakeHost, Hello) {
-    let (a, b) = UnixStream::pair().unwrap();
-    let host = thread::spawn(move || {
-        let mut h = FakeHost::new(b);
-        let hello = h.handshake(module);
-        (h, hello)
-    });
-    let client = Client::from_stream(a, module, "1.2.3").expect("handshake");
-    let (h, hello) = host.join().unwrap();
-    (client, h, hello)
-}
+mod common;
+use common::{start, FakeHost};
 
 #[test]
 fn handshake_sends_hello_and_exposes_welcome() {
