@@ -29,7 +29,7 @@ export const PERMISSIONS = {
   send_transactions: { area: "mempool", scope: "none", description: "Submit transactions to the node's mempool." },
   read_mempool: { area: "mempool", scope: "none", description: "Read mempool transactions, sizes and fee estimates." },
   read_network: { area: "network", scope: "none", description: "Read network statistics and the peer list." },
-  network_access: { area: "network", scope: "host", description: "Open outbound network connections to the granted hosts." },
+  network_access: { area: "network", scope: "host", description: "HTTP(S) requests to the granted hosts, made and checked by the host per request; a native module also shares the host's network namespace (not scoped)." },
   read_lightning: { area: "lightning", scope: "none", description: "Read Lightning node information from the Lightning provider module." },
   read_payment: { area: "lightning", scope: "none", description: "Read payment state from the payment provider module." },
   read_storage: { area: "storage", scope: "none", description: "Read the module's own key-value storage trees." },

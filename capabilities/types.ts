@@ -85,6 +85,11 @@ export interface HostServices {
     register(module: string, kind: "lightning" | "payment"): void;
     call(kind: "lightning" | "payment", method: string, params: Record<string, unknown>): Promise<unknown>;
   };
+  /**
+   * How http_request resolves host names: all addresses of a name, in order. Absent: the
+   * system resolver (getaddrinfo). Tests give a fixed table here.
+   */
+  resolve?(host: string): Promise<Array<{ address: string; family: number }>>;
   /** Drop everything a module registered (it stopped or crashed): timers, API, RPC methods, providers. */
   forget?(module: string): void;
 }
@@ -113,8 +118,13 @@ export interface MethodDef<S extends v.GenericSchema = v.GenericSchema> {
   readonly args: readonly string[];
   readonly params: S;
   readonly summary: string;
-  /** Record every successful call in the audit log (privileged actions). */
-  readonly audit?: boolean;
+  /**
+   * Record calls in the audit log (privileged actions), with their scope targets: true, every
+   * successful call; "always", every call that reached the handler, failed ones with their
+   * error code (for actions that may have an effect even when they fail, such as a network
+   * request that sent its body and then timed out).
+   */
+  readonly audit?: boolean | "always";
   /** For scoped permissions: the canonical target of this call (path, host, module, event). */
   readonly targets?: (params: v.InferOutput<S>, call: CallContext) => string[] | Promise<string[]>;
   readonly handler: (call: CallContext, params: v.InferOutput<S>) => Promise<unknown>;
@@ -127,7 +137,7 @@ export interface Family {
   readonly methods: readonly MethodDef[];
 }
 
-type ServiceName = Exclude<keyof HostServices, "publish" | "forget">;
+type ServiceName = Exclude<keyof HostServices, "publish" | "forget" | "resolve">;
 
 const SERVICE_TEXT: Record<ServiceName, string> = {
   modules: "module calls are",
@@ -151,11 +161,20 @@ export function method<S extends v.GenericSchema>(def: MethodDef<S>): MethodDef 
 
 /** An error a handler throws on purpose; its message reaches the module as is. */
 export class CapabilityError extends Error {
+  /**
+   * A refusal under the method's permission that only the handler can decide (network_access:
+   * a granted name resolving to a local address). The hub records it as a denial and names the
+   * permission in the error's data, like a refusal of its own.
+   */
+  readonly denial: boolean;
+
   constructor(
-    readonly code: "not_found" | "invalid_params" | "quota_exceeded" | "unavailable" | "backend_error" | "permission_denied",
+    readonly code: "not_found" | "invalid_params" | "quota_exceeded" | "unavailable" | "backend_error" | "permission_denied" | "timeout",
     message: string,
+    options: { denial?: boolean } = {},
   ) {
     super(message);
     this.name = "CapabilityError";
+    this.denial = options.denial === true && code === "permission_denied";
   }
 }

@@ -25,11 +25,24 @@ export interface Denial {
   reason: string;
 }
 
+export interface Action {
+  module: string;
+  method: string;
+  permission: string | null;
+  /** The scope targets the call was checked against (a path, a host:port...), if any. */
+  targets?: string[];
+  /** For a failed call of an `audit: "always"` method: the error code it got. */
+  error?: string;
+}
+
 export interface HubOptions {
   /** Called for every refused request (audit log). */
   onDenied?: (d: Denial) => void;
-  /** Called after every successful call of a method marked `audit`. */
-  onAction?: (a: { module: string; method: string; permission: string | null }) => void;
+  /**
+   * Called after every successful call of a method marked `audit` (and, for `audit: "always"`,
+   * after a failed one too, with its error code), with the call's scope targets.
+   */
+  onAction?: (a: Action) => void;
   /** Called for handler errors that were sanitised, with the real error (host log). */
   onInternalError?: (module: string, method: string, err: unknown) => void;
 }
@@ -56,18 +69,29 @@ export class ApiHub {
     if (!parsed.success) {
       throw new HubError(wireError("invalid_params", `${method}: ${v.summarize(parsed.issues).replace(/\n/g, "; ")}`));
     }
+    let targets: string[] = [];
+    let reached = false;
+    const action = (extra: { error?: string }): Action => ({
+      module: call.module, method, permission: def.permission, ...(targets.length > 0 ? { targets } : {}), ...extra,
+    });
     try {
       if (def.targets && def.permission !== null) {
-        for (const target of await def.targets(parsed.output, call)) {
+        targets = await def.targets(parsed.output, call);
+        for (const target of targets) {
           const decision = checkGrant(grants, def.permission, target);
           if (!decision.ok) this.deny(call.module, method, def.permission, `${method}: ${decision.reason}`);
         }
       }
+      reached = true;
       const result = await def.handler(call, parsed.output);
-      if (def.audit) this.opts.onAction?.({ module: call.module, method, permission: def.permission });
+      if (def.audit) this.opts.onAction?.(action({}));
       return result;
     } catch (err) {
-      throw this.toHubError(call.module, method, err);
+      const denial = err instanceof CapabilityError && err.denial && def.permission !== null;
+      if (denial) this.deny(call.module, method, def.permission!, `${method}: ${err.message}`);
+      const hubError = this.toHubError(call.module, method, err);
+      if (reached && def.audit === "always") this.opts.onAction?.(action({ error: hubError.wire.code }));
+      throw hubError;
     }
   }
 

@@ -108,7 +108,14 @@ export class ModuleManager {
         opts.logger.log("warn", d.module, `denied: ${d.reason}`);
         opts.audit?.write({ kind: "denied", module: d.module, action: d.method, permission: d.permission, reason: d.reason });
       },
-      onAction: (a) => opts.audit?.write({ kind: "action", module: a.module, action: a.method, ...(a.permission ? { permission: a.permission } : {}) }),
+      onAction: (a) => {
+        const detail = { ...(a.targets ? { targets: a.targets } : {}), ...(a.error ? { error: a.error } : {}) };
+        opts.audit?.write({
+          kind: "action", module: a.module, action: a.method,
+          ...(a.permission ? { permission: a.permission } : {}),
+          ...(Object.keys(detail).length > 0 ? { detail } : {}),
+        });
+      },
       onInternalError: (module, method, err) => opts.logger.log("error", "host", `${method} from ${module} failed: ${(err as Error)?.stack ?? String(err)}`),
     });
   }

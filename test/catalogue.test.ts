@@ -19,14 +19,18 @@
 // examples() holds the parameters of every method, keyed by wire name; a method added to a
 // family without an example fails the first test. The examples are set up to succeed (a tree
 // and a file to read, a mempool transaction, a spend and a block to submit, an "echo" module to
-// call, providers to answer); each one's `check` says what its successful answer looks like,
-// and `effect` what the host must see afterwards (a file written, a metric, an event...).
+// call, providers to answer, an HTTP server on 127.0.0.1 to fetch from); each one's `check`
+// says what its successful answer looks like, and `effect` what the host must see afterwards
+// (a file written, a metric, an event, a request that reached the server...).
 //
 // One host runs all probes (the register_module_api ones first: they are the providers), a
 // few at a time, each unloaded once it has reported; the native ones run in whatever sandbox
 // the machine gives (the summary says which).
 
 import test from "ava";
+import type { ExecutionContext } from "ava";
+import http from "node:http";
+import type { AddressInfo } from "node:net";
 import { access, mkdir, readFile, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { bytesToHex, hexToBytes } from "@noble/hashes/utils.js";
@@ -45,13 +49,8 @@ import { ISOLATE_PROBE_SOURCE, PROBE_LOG, type ProbeCall, type ProbeReport, type
 
 const RUNTIMES: readonly ProbeRuntime[] = ["isolate", "native"];
 
-/** Permissions that unlock no method of the catalogue: enforced elsewhere, not by the hub. */
-const NO_METHODS: readonly Permission[] = [
-  "network_access", // the native sandbox's network namespace (runtime/sandbox)
-];
-
 /** Granted with a scope where the permission takes one (the target of the example). */
-const DESCRIPTOR: Partial<Record<Permission, string>> = { call_module: "call_module=echo" };
+const DESCRIPTOR: Partial<Record<Permission, string>> = { call_module: "call_module=echo", network_access: "network_access=127.0.0.1" };
 
 /** Chain data and files the examples point at, made before the probes start. */
 interface Setup {
@@ -62,6 +61,8 @@ interface Setup {
   /** One spend per runtime: the same transaction twice would be refused as a duplicate. */
   spends: Record<ProbeRuntime, { txid: string; hex: string }>;
   block: { hash: string; hex: string };
+  /** Base URL of the test's HTTP server ("http://127.0.0.1:<port>"). */
+  httpUrl: string;
 }
 
 type Params = Record<string, unknown>;
@@ -84,6 +85,9 @@ const exists = (file: string) => access(file).then(() => true, () => false);
 
 /** Module events on the bus (the harness records only the node's own event types). */
 const published: Array<{ type: string; payload: unknown }> = [];
+
+/** The x-probe header of every request the test's HTTP server received (the probe's runtime). */
+const fetched = new Set<string>();
 
 /** Valid parameters for every method, keyed by wire name. */
 function examples(d: Setup): Record<string, Example> {
@@ -172,6 +176,11 @@ function examples(d: Setup): Record<string, Example> {
     // network
     get_network_stats: { params: {}, check: has(`"peer_count":`) },
     get_network_peers: { params: {}, check: (v) => v.startsWith("[") },
+    http_request: {
+      params: (rt) => ({ url: `${d.httpUrl}/probe`, headers: { "x-probe": rt } }),
+      check: has(`"status":200`, `"url":"${d.httpUrl}/probe"`, `"x-served-by":"catalogue-test"`),
+      effect: (_h, _m, rt) => fetched.has(rt),
+    },
     // mining (one block on the tip; whoever submits it first gets "accepted", then "duplicate")
     get_block_template: { params: { coinbase_script: "51" }, check: has(`"previous_block_hash":`, `"coinbase_tx":`) },
     submit_block: { params: { hex: d.block.hex }, check: blockAnswer },
@@ -246,7 +255,7 @@ function spend(txid: string, vout: number, value: number): { txid: string; hex: 
   return { txid: tx.txid, hex: tx.hex };
 }
 
-async function chainSetup(h: TestHost): Promise<Setup> {
+async function chainSetup(h: TestHost): Promise<Omit<Setup, "httpUrl">> {
   const chain = h.chain;
   // Enough depth that the first few coinbases are mature (100 confirmations).
   await chain.mine(10, { includeMempool: false });
@@ -281,6 +290,22 @@ async function chainSetup(h: TestHost): Promise<Setup> {
     spends: { isolate: spend(a.txid, 0, a.value - 10_000), native: spend(b.txid, 0, b.value - 10_000) },
     block: { hash: displayHex(sha256d(header)), hex: bytesToHex(encodeBlock(header, [coinbase.hex])) },
   };
+}
+
+/** An HTTP server on 127.0.0.1 for http_request: answers every request, records its x-probe header. */
+async function httpServer(t: ExecutionContext): Promise<string> {
+  const server = http.createServer((req, res) => {
+    const probe = req.headers["x-probe"];
+    if (typeof probe === "string") fetched.add(probe);
+    res.setHeader("X-Served-By", "catalogue-test");
+    res.end("probed");
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", () => resolve()));
+  t.teardown(() => {
+    server.closeAllConnections();
+    server.close();
+  });
+  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
 }
 
 /** Storage and data-directory contents for the probes that read, write or delete them. */
@@ -394,13 +419,15 @@ function checkProbe(p: Probe, table: Record<string, Example>, violations: string
 test("every method of the catalogue has an example, and every example a method", (t) => {
   const dummy: Setup = {
     tip: "00".repeat(32), confirmedTxid: "00".repeat(32), utxo: { txid: "00".repeat(32), vout: 0 }, mempoolTxid: "00".repeat(32),
-    spends: { isolate: { txid: "", hex: "" }, native: { txid: "", hex: "" } }, block: { hash: "", hex: "" },
+    spends: { isolate: { txid: "", hex: "" }, native: { txid: "", hex: "" } }, block: { hash: "", hex: "" }, httpUrl: "",
   };
   const table = examples(dummy);
   t.deepEqual([...METHODS.keys()].filter((name) => !(name in table)), [], "methods without an example in EXAMPLES: add one");
   t.deepEqual(Object.keys(table).filter((name) => !METHODS.has(name)), [], "examples of methods that do not exist");
   const used = new Set([...METHODS.values()].map((m) => m.permission));
-  t.deepEqual(PERMISSION_NAMES.filter((p) => !used.has(p)), [...NO_METHODS], "permissions that unlock no method");
+  // network_access used to unlock nothing (only the native sandbox's network namespace); it now
+  // unlocks http_request, so every permission is served, and enforced, by the hub.
+  t.deepEqual(PERMISSION_NAMES.filter((p) => !used.has(p)), [], "permissions that unlock no method");
 });
 
 test("every method works with its grant and is refused without it, from an isolate and from a native module", async (t) => {
@@ -423,7 +450,7 @@ test("every method works with its grant and is refused without it, from an isola
   const recorder = h.host.bus.subscribe("catalogue-test", (ev) => published.push({ type: ev.type, payload: ev.payload }), { queueLimit: 10_000 });
   for (const rt of RUNTIMES) recorder.types.add(`${probeName("publish_events", rt)}:probed`);
 
-  const setup = await chainSetup(h);
+  const setup: Setup = { ...(await chainSetup(h)), httpUrl: await httpServer(t) };
   const table = examples(setup);
   const modulesDir = h.config.modules.modules_dir;
   for (const p of probes) {

@@ -661,3 +661,8 @@ test("client: pending requests reject when the connection closes", async (t) => 
   const err = await t.throwsAsync(pending, { instanceOf: RequestError });
   t.is(err?.code, "unavailable");
 });
+
+test("codec: undefined map values are left out and undefined array items become nil, so such a request is still answered by id", (t) => {
+  const body = encodeBody({ t: "request", id: 9, method: "m", params: { a: undefined, b: [1, undefined], c: { d: undefined, e: 2 } } });
+  t.deepEqual(decodeBody(body), { t: "request", id: 9, method: "m", params: { b: [1, null], c: { e: 2 } } });
+});

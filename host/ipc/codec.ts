@@ -55,10 +55,17 @@ function checkPlain(v: unknown, depth: number): void {
   throw new CodecError(`unsupported MessagePack value (${what}); only nil, booleans, numbers, strings, binary, arrays and maps are allowed`);
 }
 
+/**
+ * Prepare a value for the wire: integers beyond 32 bits become BigInt (so msgpackr writes
+ * int64), `undefined` in arrays becomes nil and map entries whose value is `undefined` are
+ * left out, as JSON does. (msgpackr would write `undefined` as an extension type, which the
+ * receiver refuses; a request carrying one could then never be answered by id.)
+ */
 function widenIntegers(v: unknown): unknown {
   if (typeof v === "number") {
     return Number.isInteger(v) && (v > 0xffffffff || v < -0x80000000) && Number.isSafeInteger(v) ? BigInt(v) : v;
   }
+  if (v === undefined) return null;
   if (v === null || typeof v !== "object" || v instanceof Uint8Array) return v;
   if (Array.isArray(v)) {
     let out: unknown[] | undefined;
@@ -71,6 +78,11 @@ function widenIntegers(v: unknown): unknown {
   let out: Record<string, unknown> | undefined;
   for (const k in v) {
     const x = (v as Record<string, unknown>)[k];
+    if (x === undefined) {
+      out ??= { ...(v as Record<string, unknown>) };
+      delete out[k];
+      continue;
+    }
     const w = widenIntegers(x);
     if (w !== x) (out ??= { ...(v as Record<string, unknown>) })[k] = w;
   }

@@ -203,9 +203,42 @@ export interface LightningApi {
   provide(kind: "payment", impl: PaymentProvider): Promise<true>;
 }
 
+export interface HttpRequestOptions {
+  /** Default GET; GET and HEAD take no body. */
+  method?: "GET" | "HEAD" | "POST" | "PUT" | "DELETE" | "PATCH";
+  /** Not Host, Connection, Keep-Alive, Content-Length, Transfer-Encoding, TE, Trailer, Upgrade, Expect, Proxy-*: the host sets those. */
+  headers?: Record<string, string>;
+  /** A string is sent as UTF-8. At most 1 MiB. */
+  body?: string | Uint8Array;
+  /** For the whole exchange: default 10000, at most 60000; then the call fails with `timeout`. */
+  timeout_ms?: number;
+  /** "utf8": the answer's body as a string (invalid UTF-8 becomes U+FFFD). Default: bytes. */
+  encoding?: "utf8" | "binary";
+}
+
+export interface HttpResponse<Body extends Uint8Array | string = Uint8Array> {
+  status: number;
+  /** Names lowercased; a header received several times is joined with ", ". */
+  headers: Record<string, string>;
+  /** At most 8 MiB (a longer answer fails with quota_exceeded). */
+  body: Body;
+  /** The URL that answered: the one requested, normalised (redirects are not followed). */
+  url: string;
+}
+
 export interface NetworkApi {
+  /** Needs read_network. */
   getStats(): Promise<NetworkStats>;
   getPeers(): Promise<PeerInfo[]>;
+  /**
+   * Needs network_access for the URL's host:port. The host makes the request: http: and https:
+   * only, no credentials in the URL, redirects returned (3xx with its location header) rather
+   * than followed, a host name must resolve to public addresses. Rejects with permission_denied
+   * (host not granted), invalid_params, timeout, quota_exceeded (answer over 8 MiB) or
+   * unavailable (cannot connect, TLS failure, 16 requests of this module already in flight).
+   */
+  fetch(url: string, options: HttpRequestOptions & { encoding: "utf8" }): Promise<HttpResponse<string>>;
+  fetch(url: string, options?: HttpRequestOptions): Promise<HttpResponse>;
 }
 
 export interface MiningApi {
@@ -303,6 +336,7 @@ export interface ModuleContext {
   readonly timers: TimersApi;
   /** With read_lightning, read_payment, register_module_api (provide). */
   readonly lightning: LightningApi;
+  /** With read_network (getStats, getPeers) and network_access (fetch). */
   readonly network: NetworkApi;
   readonly mining: MiningApi;
 }

@@ -1,0 +1,445 @@
+// Outbound HTTP for modules: the engine behind http_request (permission network_access, family
+// "network"). The request is made by the host process, never by the module, so the grant is
+// enforced on every request whatever the runtime:
+//
+// - The URL is parsed once, by the WHATWG URL parser. Its hostname (lowercased, IDNA-encoded,
+//   numeric IPv4 forms such as "2130706433", "0x7f.1" or "127.1" already turned into the
+//   dotted quad) goes through canonicalHostPort, the same function that canonicalises grants.
+//   The canonical "host:port" is the scope target the hub checks, and the canonical host is
+//   exactly what is resolved and connected to: no other spelling of the host is ever used.
+// - A host name is resolved ONCE; the socket connects to one of those addresses (by address,
+//   so no second lookup can answer differently). A name must resolve to public addresses only:
+//   a name that resolves to a loopback, private, link-local or other special-use address is
+//   refused (permission_denied), because whoever controls the name's DNS could otherwise point
+//   a grant for a public name at the node's RPC port or the local network (DNS rebinding).
+//   IP literals are taken as written (the operator granted that address), and "localhost"
+//   (and *.localhost) always means loopback only (RFC 6761).
+// - Redirects are not followed: a 3xx comes back as it is, with its Location header. A module
+//   that wants to follow it makes a second request, which is checked like the first.
+// - No credentials in URLs, only http: and https:, no hop-by-hop or framing headers from the
+//   module (the host sets Host, Content-Length and Connection itself), bounded bodies, one
+//   deadline for the whole exchange, at most MAX_IN_FLIGHT requests per module at a time.
+// - https: verified against Node's CA store (NODE_EXTRA_CA_CERTS adds to it), for the host
+//   name in the URL (SNI); for an IP literal, against the certificate's IP addresses.
+
+import http from "node:http";
+import net from "node:net";
+import tls from "node:tls";
+import { lookup as dnsLookup } from "node:dns/promises";
+import { canonicalHostPort, GrantSyntaxError } from "./grants.ts";
+import { CapabilityError } from "./types.ts";
+
+export const HTTP_METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH"] as const;
+export type HttpMethod = (typeof HTTP_METHODS)[number];
+
+/** Longest URL accepted, in characters. */
+export const MAX_URL_CHARS = 8192;
+/** Largest request body (1 MiB). */
+export const MAX_REQUEST_BODY_BYTES = 1024 * 1024;
+/** Largest response body (8 MiB); a longer one fails with quota_exceeded. */
+export const MAX_RESPONSE_BODY_BYTES = 8 * 1024 * 1024;
+export const DEFAULT_TIMEOUT_MS = 10_000;
+export const MAX_TIMEOUT_MS = 60_000;
+/** Requests of one module in flight at once; one more fails with unavailable. */
+export const MAX_IN_FLIGHT = 16;
+export const MAX_REQUEST_HEADERS = 100;
+/** Total size of the module's request headers (names and values). */
+export const MAX_REQUEST_HEADER_BYTES = 32 * 1024;
+
+/** A parsed, checked URL: what the hub checks and what the engine connects to. */
+export interface HttpTarget {
+  /** The URL as parsed (fragment removed): the `url` of the answer. */
+  readonly href: string;
+  readonly tls: boolean;
+  /** Canonical host: "api.example.com", "127.0.0.1", "[::1]". */
+  readonly host: string;
+  readonly port: number;
+  /** Canonical "host:port": the scope target of network_access. */
+  readonly target: string;
+  /** The IP address when the host is an IP literal (without brackets). */
+  readonly ip: string | undefined;
+  /** Path and query, as sent on the request line. */
+  readonly path: string;
+  /** The Host header: the host, with the port unless it is the scheme's default. */
+  readonly hostHeader: string;
+}
+
+function invalid(message: string): CapabilityError {
+  return new CapabilityError("invalid_params", message);
+}
+
+/** Parse and check a URL; throws CapabilityError("invalid_params") saying what is wrong. */
+export function parseHttpUrl(raw: string): HttpTarget {
+  if (raw.length > MAX_URL_CHARS) throw invalid(`the URL is longer than ${MAX_URL_CHARS} characters`);
+  let url: URL;
+  try {
+    url = new URL(raw);
+  } catch {
+    throw invalid(`${JSON.stringify(raw.slice(0, 200))} is not an absolute URL`);
+  }
+  if (url.protocol !== "http:" && url.protocol !== "https:") {
+    throw invalid(`${url.protocol} URLs are not supported; use http: or https:`);
+  }
+  if (url.username !== "" || url.password !== "") {
+    throw invalid("URLs with credentials (user:password@host) are refused; send credentials in a header such as Authorization");
+  }
+  const isTls = url.protocol === "https:";
+  const defaultPort = isTls ? 443 : 80;
+  const port = url.port === "" ? defaultPort : Number(url.port);
+  let target: string;
+  try {
+    target = canonicalHostPort(`${url.hostname}:${port}`);
+  } catch (err) {
+    if (err instanceof GrantSyntaxError) throw invalid(`the URL's host: ${err.message}${err.hint ? `; ${err.hint}` : ""}`);
+    throw err;
+  }
+  const host = target.slice(0, target.lastIndexOf(":"));
+  const bare = host.startsWith("[") ? host.slice(1, -1) : host;
+  const ip = net.isIP(bare) !== 0 ? bare : undefined;
+  return {
+    href: url.href.replace(/#.*$/s, ""),
+    tls: isTls,
+    host,
+    port,
+    target,
+    ip,
+    path: `${url.pathname}${url.search}`,
+    hostHeader: port === defaultPort ? host : `${host}:${port}`,
+  };
+}
+
+// ---------------------------------------------------------------------------------------
+// Request headers
+
+const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+/** What HTTP (and Node) allow in a header value: tab, visible ASCII, space, obs-text. */
+const FIELD_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
+/** Set by the host, or connection-level: a module may not send them. */
+const HOST_HEADERS = new Set(["host", "connection", "keep-alive", "transfer-encoding", "content-length", "te", "trailer", "upgrade", "expect", "http2-settings"]);
+
+/** What is wrong with the module's request headers (empty when nothing). */
+export function headerProblems(headers: Readonly<Record<string, string>>): string[] {
+  const problems: string[] = [];
+  const seen = new Set<string>();
+  let bytes = 0;
+  const entries = Object.entries(headers);
+  if (entries.length > MAX_REQUEST_HEADERS) problems.push(`at most ${MAX_REQUEST_HEADERS} headers`);
+  for (const [name, value] of entries) {
+    const lower = name.toLowerCase();
+    bytes += name.length + value.length;
+    if (!TOKEN.test(name)) problems.push(`${JSON.stringify(name.slice(0, 100))} is not a header name`);
+    else if (HOST_HEADERS.has(lower) || lower.startsWith("proxy-")) problems.push(`header "${name}" may not be set by a module (the host sets Host, Content-Length and Connection itself)`);
+    else if (seen.has(lower)) problems.push(`header "${name}" is given twice (names are case-insensitive)`);
+    if (/[\0\r\n]/.test(value)) problems.push(`the value of header "${name}" contains CR, LF or NUL`);
+    else if (!FIELD_VALUE.test(value)) problems.push(`the value of header "${name}" has control characters or characters above U+00FF (encode it, e.g. percent-encoding)`);
+    seen.add(lower);
+  }
+  if (bytes > MAX_REQUEST_HEADER_BYTES) problems.push(`headers are larger than ${MAX_REQUEST_HEADER_BYTES} bytes in total`);
+  return problems;
+}
+
+// ---------------------------------------------------------------------------------------
+// Addresses
+
+/** [kind, prefix words (16-bit, IPv6 form), prefix length in bits]. */
+type Range = readonly [string, readonly number[], number];
+
+/** IPv4 ranges that are not the public internet, as IPv4-mapped IPv6 prefixes. */
+const V4_SPECIAL: readonly [string, string, number][] = [
+  ["unspecified", "0.0.0.0", 8],
+  ["private", "10.0.0.0", 8],
+  ["shared (carrier-grade NAT)", "100.64.0.0", 10],
+  ["loopback", "127.0.0.0", 8],
+  ["link-local", "169.254.0.0", 16],
+  ["private", "172.16.0.0", 12],
+  ["IETF protocol assignment", "192.0.0.0", 24],
+  ["documentation", "192.0.2.0", 24],
+  ["private", "192.168.0.0", 16],
+  ["benchmarking", "198.18.0.0", 15],
+  ["documentation", "198.51.100.0", 24],
+  ["documentation", "203.0.113.0", 24],
+  ["multicast", "224.0.0.0", 4],
+  ["reserved", "240.0.0.0", 4],
+];
+
+const V6_SPECIAL: readonly Range[] = [
+  ["unspecified", [0, 0, 0, 0, 0, 0, 0, 0], 128],
+  ["loopback", [0, 0, 0, 0, 0, 0, 0, 1], 128],
+  ["IPv4-compatible (deprecated)", [0, 0, 0, 0, 0, 0], 96],
+  ["discard-only", [0x100, 0, 0, 0], 64],
+  ["documentation", [0x2001, 0xdb8], 32],
+  ["unique local", [0xfc00], 7],
+  ["link-local", [0xfe80], 10],
+  ["site-local (deprecated)", [0xfec0], 10],
+  ["multicast", [0xff00], 8],
+];
+
+function v4Words(addr: string): number[] {
+  const o = addr.split(".").map(Number) as [number, number, number, number];
+  return [(o[0] << 8) | o[1], (o[2] << 8) | o[3]];
+}
+
+/** The eight 16-bit words of an IPv6 address (net.isIP(addr) === 6; a zone id is ignored). */
+function v6Words(addr: string): number[] {
+  let s = addr.replace(/%.*$/s, "").toLowerCase();
+  const dotted = /^(.*:)(\d+\.\d+\.\d+\.\d+)$/.exec(s);
+  if (dotted) {
+    const [hi, lo] = v4Words(dotted[2]!) as [number, number];
+    s = `${dotted[1]}${hi.toString(16)}:${lo.toString(16)}`;
+  }
+  const gap = s.indexOf("::");
+  const head = (gap === -1 ? s : s.slice(0, gap)).split(":").filter((x) => x !== "");
+  const tail = gap === -1 ? [] : s.slice(gap + 2).split(":").filter((x) => x !== "");
+  const fill = gap === -1 ? [] : Array<string>(8 - head.length - tail.length).fill("0");
+  return [...head, ...fill, ...tail].map((x) => parseInt(x, 16));
+}
+
+function inPrefix(words: readonly number[], prefix: readonly number[], bits: number): boolean {
+  for (let i = 0; i * 16 < bits; i++) {
+    const take = Math.min(16, bits - i * 16);
+    const mask = (0xffff << (16 - take)) & 0xffff;
+    if (((words[i] ?? 0) & mask) !== ((prefix[i] ?? 0) & mask)) return false;
+  }
+  return true;
+}
+
+function v4Kind(words: readonly number[]): string | undefined {
+  for (const [kind, base, bits] of V4_SPECIAL) if (inPrefix(words, v4Words(base), bits)) return kind;
+  return words[0] === 0xffff && words[1] === 0xffff ? "broadcast" : undefined;
+}
+
+/**
+ * Why an address is not on the public internet ("loopback", "private", ...), or undefined for a
+ * public address. IPv6 forms that carry an IPv4 address (mapped ::ffff:a.b.c.d, NAT64
+ * 64:ff9b::/96, 6to4 2002::/16) are judged by that IPv4 address.
+ */
+export function specialAddressKind(addr: string): string | undefined {
+  const family = net.isIP(addr.replace(/%.*$/s, ""));
+  if (family === 4) return v4Kind(v4Words(addr));
+  if (family !== 6) return "not an IP address";
+  const w = v6Words(addr);
+  if (inPrefix(w, [0, 0, 0, 0, 0, 0xffff], 96)) return v4Kind(w.slice(6));
+  if (inPrefix(w, [0x64, 0xff9b, 0, 0, 0, 0], 96)) return v4Kind(w.slice(6));
+  if (inPrefix(w, [0x2002], 16)) return v4Kind(w.slice(1, 3));
+  for (const [kind, prefix, bits] of V6_SPECIAL) if (inPrefix(w, prefix, bits)) return kind;
+  return undefined;
+}
+
+/** Resolves a host name to its addresses (all of them, in the resolver's order). */
+export type Resolver = (host: string) => Promise<Array<{ address: string; family: number }>>;
+
+export const systemResolver: Resolver = (host) => dnsLookup(host, { all: true, verbatim: true });
+
+const isLocalhost = (host: string) => host === "localhost" || host.endsWith(".localhost");
+
+/**
+ * The addresses to try for `t`, from ONE resolution (none for an IP literal). Throws
+ * CapabilityError: unavailable when the name does not resolve, permission_denied (a grant
+ * denial) when it resolves to an address that is not public.
+ */
+export async function addressesFor(t: HttpTarget, resolve: Resolver): Promise<string[]> {
+  if (t.ip !== undefined) return [t.ip];
+  let found: Array<{ address: string }>;
+  try {
+    found = await resolve(t.host);
+  } catch (err) {
+    const code = (err as { code?: unknown })?.code;
+    throw new CapabilityError("unavailable", `cannot resolve "${t.host}"${typeof code === "string" ? ` (${code})` : ""}`);
+  }
+  const addresses = [...new Set(found.map((a) => a.address))];
+  if (addresses.length === 0) throw new CapabilityError("unavailable", `"${t.host}" has no addresses`);
+  if (isLocalhost(t.host)) {
+    const loopback = addresses.filter((a) => specialAddressKind(a) === "loopback");
+    if (loopback.length === 0) throw new CapabilityError("unavailable", `"${t.host}" does not resolve to a loopback address`);
+    return loopback;
+  }
+  for (const a of addresses) {
+    const kind = specialAddressKind(a);
+    if (kind === undefined) continue;
+    const literal = net.isIP(a) === 6 ? `[${a}]` : a;
+    throw new CapabilityError(
+      "permission_denied",
+      `"network_access" does not reach ${kind} addresses through a host name: "${t.host}" resolves to ${a}. A granted name must resolve ` +
+        `to public addresses only (otherwise whoever controls its DNS could point it at local services); to reach ${a}, the operator ` +
+        `can grant the address itself ("network_access=${literal}:${t.port}") and the module use it in the URL`,
+      { denial: true },
+    );
+  }
+  return addresses;
+}
+
+// ---------------------------------------------------------------------------------------
+// The exchange
+
+export interface HttpRequest {
+  target: HttpTarget;
+  method: HttpMethod;
+  headers: Readonly<Record<string, string>>;
+  body: Uint8Array | undefined;
+  timeoutMs: number;
+}
+
+export interface HttpResponse {
+  status: number;
+  /** Lowercased names; a header received several times is joined with ", ". */
+  headers: Record<string, string>;
+  body: Uint8Array;
+  /** The URL that answered (redirects are not followed, so the one requested). */
+  url: string;
+}
+
+const inFlight = new Map<string, number>();
+
+/** Requests of `module` in flight now (tests). */
+export function requestsInFlight(module: string): number {
+  return inFlight.get(module) ?? 0;
+}
+
+function failure(t: HttpTarget, what: string, err: unknown): CapabilityError {
+  const e = err as { code?: unknown; message?: unknown };
+  const why = typeof e?.code === "string" ? e.code : typeof e?.message === "string" ? e.message : "failed";
+  return new CapabilityError("unavailable", `${what} ${t.target}: ${why}`);
+}
+
+/** Make one request for `module`. Throws CapabilityError with a code the module can act on. */
+export async function httpExchange(module: string, req: HttpRequest, resolve: Resolver = systemResolver): Promise<HttpResponse> {
+  const running = inFlight.get(module) ?? 0;
+  if (running >= MAX_IN_FLIGHT) {
+    throw new CapabilityError("unavailable", `at most ${MAX_IN_FLIGHT} HTTP requests of a module may be in flight at once; wait for one to finish`);
+  }
+  inFlight.set(module, running + 1);
+  try {
+    return await exchange(req, resolve);
+  } finally {
+    const left = (inFlight.get(module) ?? 1) - 1;
+    if (left === 0) inFlight.delete(module);
+    else inFlight.set(module, left);
+  }
+}
+
+function exchange(req: HttpRequest, resolve: Resolver): Promise<HttpResponse> {
+  const t = req.target;
+  return new Promise<HttpResponse>((resolvePromise, rejectPromise) => {
+    let done = false;
+    const sockets = new Set<net.Socket>();
+    const finish = (err: Error | undefined, value?: HttpResponse) => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      for (const s of sockets) s.destroy();
+      if (err) rejectPromise(err);
+      else resolvePromise(value!);
+    };
+    const timer = setTimeout(() => {
+      finish(new CapabilityError("timeout", `no complete answer from ${t.target} within ${req.timeoutMs} ms`));
+    }, req.timeoutMs);
+
+    const connect = (address: string): Promise<net.Socket> => new Promise((ok, fail) => {
+      // By address: net.connect does no lookup for an IP, so this is the address checked.
+      const s = net.connect({ host: address, port: t.port, noDelay: true });
+      sockets.add(s);
+      s.once("connect", () => ok(s));
+      s.once("error", (err) => { s.destroy(); fail(err); });
+      s.once("close", () => fail(new Error("closed")));
+    });
+
+    const secure = (raw: net.Socket, address: string): Promise<net.Socket> => new Promise((ok, fail) => {
+      const s = tls.connect({
+        socket: raw,
+        // SNI and certificate checks for the name in the URL; an IP literal is checked
+        // against the certificate's IP addresses (SNI may not carry an address).
+        ...(t.ip === undefined ? { servername: t.host } : { host: address }),
+        ALPNProtocols: ["http/1.1"],
+      });
+      sockets.add(s);
+      s.once("secureConnect", () => ok(s));
+      s.once("error", (err) => { s.destroy(); fail(err); });
+      s.once("close", () => fail(new Error("closed")));
+    });
+
+    const run = async () => {
+      const addresses = await addressesFor(t, resolve);
+      // The addresses of the one resolution, in order, until one accepts the connection.
+      let socket: net.Socket | undefined;
+      let address = "";
+      let lastError: unknown;
+      for (const a of addresses) {
+        if (done) return;
+        try {
+          socket = await connect(a);
+          address = a;
+          break;
+        } catch (err) {
+          lastError = err;
+        }
+      }
+      if (done) return;
+      if (!socket) throw failure(t, "cannot connect to", lastError);
+      if (t.tls) {
+        try {
+          socket = await secure(socket, address);
+        } catch (err) {
+          throw failure(t, "TLS with", err);
+        }
+      }
+      if (done) return;
+
+      const headers: Record<string, string> = { ...req.headers, Host: t.hostHeader };
+      const body = req.body;
+      if (body !== undefined || req.method === "POST" || req.method === "PUT" || req.method === "PATCH") {
+        headers["Content-Length"] = String(body?.byteLength ?? 0);
+      }
+      const connected = socket;
+      const request = http.request({
+        createConnection: () => connected,
+        method: req.method,
+        path: t.path,
+        headers,
+        setHost: false,
+      });
+      request.on("error", (err) => finish(failure(t, "request to", err)));
+      request.on("upgrade", () => finish(new CapabilityError("unavailable", `${t.target} switched protocols; only plain HTTP answers are supported`)));
+      request.on("response", (res) => {
+        // A HEAD answer (and a 204 or 304) declares a length but carries no body.
+        const bodiless = req.method === "HEAD" || res.statusCode === 204 || res.statusCode === 304;
+        const declared = Number(res.headers["content-length"]);
+        if (!bodiless && Number.isFinite(declared) && declared > MAX_RESPONSE_BODY_BYTES) {
+          finish(tooLarge(t));
+          return;
+        }
+        const chunks: Buffer[] = [];
+        let size = 0;
+        res.on("data", (chunk: Buffer) => {
+          size += chunk.length;
+          if (size > MAX_RESPONSE_BODY_BYTES) finish(tooLarge(t));
+          else chunks.push(chunk);
+        });
+        res.on("error", (err) => finish(failure(t, "answer from", err)));
+        res.on("close", () => { if (!res.complete) finish(new CapabilityError("unavailable", `${t.target} closed the connection before the whole answer arrived`)); });
+        res.on("end", () => {
+          const bytes = new Uint8Array(size);
+          let at = 0;
+          for (const c of chunks) { bytes.set(c, at); at += c.length; }
+          finish(undefined, { status: res.statusCode ?? 0, headers: responseHeaders(res.rawHeaders), body: bytes, url: t.href });
+        });
+      });
+      request.end(body === undefined ? undefined : Buffer.from(body.buffer, body.byteOffset, body.byteLength));
+    };
+    run().catch((err: unknown) => finish(err instanceof Error ? err : new Error(String(err))));
+  });
+}
+
+function tooLarge(t: HttpTarget): CapabilityError {
+  return new CapabilityError("quota_exceeded", `the answer from ${t.target} is larger than ${MAX_RESPONSE_BODY_BYTES / 1024 / 1024} MiB`);
+}
+
+function responseHeaders(raw: readonly string[]): Record<string, string> {
+  const out = new Map<string, string>();
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    const name = raw[i]!.toLowerCase();
+    const value = raw[i + 1]!;
+    const before = out.get(name);
+    out.set(name, before === undefined ? value : `${before}, ${value}`);
+  }
+  return Object.fromEntries(out);
+}
