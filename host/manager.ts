@@ -282,6 +282,11 @@ export class ModuleManager {
       rec.process?.kill();
       this.log.error(`failed to load ${rec.name}: ${rec.problem}`);
       if ((err as ModhostError).code === "verification_failed") this.audit(rec.name, "refused", { verification: "failed" }, rec.problem);
+      // A restart that fails leaves the module down for good, as a crash without restart does.
+      if (attempt > 0 && rec.limits.important && !this.shuttingDown) {
+        this.log.error(`${rec.name} is marked important and could not be restarted: stopping the host`);
+        this.opts.onImportantFailure?.(rec.name, rec.problem);
+      }
     }
   }
 

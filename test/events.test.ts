@@ -148,3 +148,23 @@ test("NodeShutdown is delivered and its timeout honoured before modules are stop
   const iUnload = h.records.findIndex((r) => r.source === "host" && /^unloaded careful/.test(r.message));
   t.true(iShutdown >= 0 && iUnload > iShutdown, "handled before it was unloaded");
 });
+
+test("an important module that fails for good stops the host with a non-zero exit code", async (t) => {
+  const doomed = inlineModule("doomed", ["subscribe_events"], `
+    await ctx.events.subscribe("NewBlock", () => { for (;;) {} });
+  `);
+  const bystander = inlineModule("bystander", [], `ctx.log.info("up");`);
+  const h = await startHost(t, {
+    inline: { doomed, bystander },
+    grantRequested: true,
+    moduleLimits: { doomed: { important: true, restart: "never" } },
+  });
+  await h.waitForState("doomed", "running");
+  t.is(h.host.exitCode, 0);
+  await h.mine(1);
+  await h.waitForEvent("ModuleCrashed", (p) => p.module === "doomed", { timeoutMs: 20_000 });
+  await Promise.race([h.host.stopped, new Promise((_, reject) => setTimeout(() => reject(new Error("the host did not stop")), 20_000))]);
+  t.is(h.host.exitCode, 1);
+  t.truthy(h.records.find((r) => r.source === "host" && /doomed is marked important and is not coming back/.test(r.message)));
+  t.truthy(h.records.find((r) => r.source === "host" && /^unloaded bystander/.test(r.message)), "the other modules were stopped in order");
+});
