@@ -8,7 +8,9 @@
 //
 // Exit codes: 0 after a clean shutdown, 70 start-up failed, 71 the isolate hit its memory
 // limit, 72 the module ran past its CPU-time limit, 73 the connection to the host was lost,
-// 74 the isolate host itself failed after start-up.
+// 74 the isolate host itself failed after start-up. Known defect: after its isolate was
+// disposed (71, 72) the process sometimes crashes with SIGSEGV while exiting (139); the
+// goodbye it sent before, with the real reason, is what the host reports.
 
 import { readFile } from "node:fs/promises";
 import { parseArgs } from "node:util";
