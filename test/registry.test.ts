@@ -432,3 +432,15 @@ test("CLI: modhost registry build and serve, then modhost install, search and a 
   const check = await run(["check", ...cfg]);
   t.regex(check.stdout, /✓ alpha 1\.0\.0 \(isolate\)\n\s+verified: /);
 });
+
+test("an install removes what an interrupted install left in the staging area", async (t) => {
+  const { mkdir: mk, utimes, readdir: rd } = await import("node:fs/promises");
+  const w = await world(t);
+  const stale = path.join(w.config.modules.modules_dir, ".staging", "left-behind-abc123");
+  await mk(stale, { recursive: true });
+  const old = new Date(Date.now() - 2 * 60 * 60 * 1000);
+  await utimes(stale, old, old);
+  await w.publish([ALPHA, BETA]);
+  await install(w.config, "beta", w.opts);
+  t.false((await rd(path.join(w.config.modules.modules_dir, ".staging")).catch(() => [] as string[])).includes("left-behind-abc123"));
+});

@@ -95,9 +95,20 @@ async function exists(p: string): Promise<boolean> {
 // ---------------------------------------------------------------------------------------
 // Staging and verification
 
+/** What an install interrupted by a crash left in the staging area (an hour old: not a concurrent install). */
+async function removeStale(root: string): Promise<void> {
+  const cutoff = Date.now() - 60 * 60 * 1000;
+  for (const name of await readdir(root).catch(() => [] as string[])) {
+    const p = path.join(root, name);
+    const st = await stat(p).catch(() => undefined);
+    if (st && st.mtimeMs < cutoff) await rm(p, { recursive: true, force: true });
+  }
+}
+
 async function stage(config: HostConfig, vi: VerifiedIndex, p: PlannedInstall, progress: Progress, opts: RegistryOptions): Promise<Staged> {
   const root = path.join(config.modules.modules_dir, STAGING);
   await mkdir(root, { recursive: true, mode: 0o700 });
+  await removeStale(root);
   const dir = await mkdtemp(path.join(root, `${p.name}-`));
   const what = `${p.name} ${p.version}`;
   try {
