@@ -8,7 +8,7 @@
 //                                   ask the running host over its RPC server (host/rpc/commands.ts)
 //   modhost <module> <command> ...  run a module's CLI command in the running host
 
-import { existsSync } from "node:fs";
+import { existsSync, watch } from "node:fs";
 import { writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
@@ -36,7 +36,8 @@ Usage:
   modhost check [--config FILE]   show what would load, in which order, with which grants, and every problem
   modhost dev [PATH]              run the module in PATH (or the modules under PATH) on the embedded
                                   regtest chain, mining a block every few seconds, every requested
-                                  capability granted (for module authors; never for production)
+                                  capability granted, reloading a module when its files change
+                                  (for module authors; never for production)
   modhost docs [--write]          print (or regenerate) docs/permissions.md and docs/events.md
   modhost version                 print the version
 
@@ -115,7 +116,40 @@ async function dev(argv: string[]): Promise<number> {
   const host = new Host({ config, grantAll: true });
   runUntilSignal(host);
   await host.start();
+  reloadOnChange(host);
   return -1;
+}
+
+/**
+ * modhost dev: when a file of a module changes, reload that module (its code, manifest and
+ * grants are read again; the others keep running). Changes are debounced per module.
+ */
+function reloadOnChange(host: Host): void {
+  const dir = host.config.modules.modules_dir;
+  const pending = new Map<string, NodeJS.Timeout>();
+  const log = host.logger.for("dev");
+  try {
+    const watcher = watch(dir, { recursive: true }, (_event, file) => {
+      if (!file) return;
+      const [top, ...rest] = String(file).split(path.sep);
+      // Build output and hidden files do not count as edits.
+      if (!top || top.startsWith(".") || rest[0] === "target" || rest.some((p) => p.startsWith("."))) return;
+      const name = host.manager.status().find((s) => s.name === top || host.manager.manifestOf(s.name)?.dir === path.join(dir, top))?.name;
+      if (!name) return;
+      clearTimeout(pending.get(name));
+      pending.set(name, setTimeout(() => {
+        pending.delete(name);
+        log.info(`${String(file)} changed: reloading ${name}`);
+        host.manager.reload(name).then(
+          () => log.info(`reloaded ${name}`),
+          (err: Error) => log.error(`reload of ${name} failed: ${err.message}`),
+        );
+      }, 300));
+    });
+    void host.stopped.then(() => watcher.close());
+  } catch (err) {
+    log.warn(`cannot watch ${dir} for changes: ${(err as Error).message}`);
+  }
 }
 
 async function check(argv: string[]): Promise<number> {

@@ -166,3 +166,26 @@ test("modhost run starts the modules and stops them gracefully on SIGTERM", asyn
   t.teardown(() => store.close());
   t.is(await store.get("blocks", "stopped"), "host shutdown");
 });
+
+test("modhost dev reloads a module when its files change; a change that does not compile leaves it down with the error", async (t) => {
+  const { dir, config } = await setup(t, [], {});
+  const mod = path.join(dir, "modules", "draft");
+  const { mkdir } = await import("node:fs/promises");
+  await mkdir(mod, { recursive: true });
+  await writeFile(path.join(mod, "module.toml"), 'name = "draft"\nversion = "0.1.0"\nentry_point = "index.ts"\ncapabilities = ["read_chain_state"]\n');
+  const source = (word: string) => `export default async function start(ctx: any) { ctx.log.info("draft says ${word} at " + await ctx.chain.getBlockHeight()); }\n`;
+  await writeFile(path.join(mod, "index.ts"), source("first"));
+  const child = execa(process.execPath, [BIN, "dev", mod, "--config", config, "--interval", "0"], { cwd: dir, reject: false, all: true, env: { NO_COLOR: "1" } });
+  t.teardown(() => { child.kill("SIGKILL"); });
+  let out = "";
+  child.all!.on("data", (d: Buffer) => (out += d.toString()));
+  await waitFor(() => /draft says first at 101/.test(out), 30_000, "the module to start", () => out);
+  await writeFile(path.join(mod, "index.ts"), source("second"));
+  await waitFor(() => /draft says second at 101/.test(out) && /reloaded draft/.test(out), 30_000, "the module to reload", () => out);
+  await writeFile(path.join(mod, "index.ts"), `import fs from "node:fs";\nexport const read = fs.readFileSync;\n${source("third")}`);
+  await waitFor(() => /reload of draft failed: .*node:fs/.test(out), 30_000, "the failed reload to be reported", () => out);
+  t.false(/draft says third/.test(out));
+  child.kill("SIGINT");
+  const r = await child;
+  t.is(r.exitCode, 0, out);
+});
