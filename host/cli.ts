@@ -147,6 +147,7 @@ function reloadOnChange(host: Host): void {
       }, 300));
     });
     void host.stopped.then(() => watcher.close());
+    log.info(`watching ${dir} for changes`);
   } catch (err) {
     log.warn(`cannot watch ${dir} for changes: ${(err as Error).message}`);
   }

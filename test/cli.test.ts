@@ -179,8 +179,7 @@ test("modhost dev reloads a module when its files change; a change that does not
   t.teardown(() => { child.kill("SIGKILL"); });
   let out = "";
   child.all!.on("data", (d: Buffer) => (out += d.toString()));
-  // The watch starts once the host is ready.
-  await waitFor(() => /draft says first at 101/.test(out) && /ready in \d+ ms/.test(out), 30_000, "the module to start", () => out);
+  await waitFor(() => /draft says first at 101/.test(out) && /\[dev\] watching .* for changes/.test(out), 30_000, "the module to start and the watch", () => out);
   await writeFile(path.join(mod, "index.ts"), source("second"));
   await waitFor(() => /draft says second at 101/.test(out) && /reloaded draft/.test(out), 30_000, "the module to reload", () => out);
   await writeFile(path.join(mod, "index.ts"), `import fs from "node:fs";\nexport const read = fs.readFileSync;\n${source("third")}`);
