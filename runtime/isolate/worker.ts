@@ -8,9 +8,7 @@
 //
 // Exit codes: 0 after a clean shutdown, 70 start-up failed, 71 the isolate hit its memory
 // limit, 72 the module ran past its CPU-time limit, 73 the connection to the host was lost,
-// 74 the isolate host itself failed after start-up. Known defect: after its isolate was
-// disposed (71, 72) the process sometimes crashes with SIGSEGV while exiting (139); the
-// goodbye it sent before, with the real reason, is what the host reports.
+// 74 the isolate host itself failed after start-up.
 
 import { readFile } from "node:fs/promises";
 import { parseArgs } from "node:util";
@@ -67,7 +65,20 @@ function die(code: number, message: string): Exit {
   } catch {
     // the channel may already be gone
   }
-  setTimeout(() => process.exit(code), 50);
+  // Not process.exit() right away: a disposed isolate is torn down on an isolated-vm pool
+  // thread (for a large heap this takes a while), and process.exit() disposes Node's platform
+  // under it; the pool thread then calls into the freed platform (UnregisterIsolate) and the
+  // process dies with SIGSEGV. isolated-vm keeps the event loop alive until the teardown is
+  // done, and the goodbye closes the channel, so the loop drains and the process exits with
+  // this code. The timer is a fallback should something else hold the loop.
+  // An isolate still running (a start-up failure while it spins) would hold the loop too.
+  try {
+    if (!isolate.isDisposed) isolate.dispose();
+  } catch {
+    // not created yet, or already gone
+  }
+  process.exitCode = code;
+  setTimeout(() => process.exit(code), 10_000).unref();
   return new Exit(code, message);
 }
 
