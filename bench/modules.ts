@@ -1,6 +1,6 @@
 // Modules the benchmarks build at run time, in a modules directory of their own:
 //  - Node-based native modules: a fixture written on the SDK's ModuleClient (bench/fixtures/*.ts)
-//    bundled with esbuild into ONE executable ESM script, as test/helpers/native-probe.ts does.
+//    bundled into ONE executable ESM script (sdk/node/bundle.ts).
 //    A sandboxed native module sees only the system directories and its own directory, so it
 //    cannot import from the repository's node_modules; the bundle needs only `node` on the PATH.
 //  - copies of a TypeScript fixture module under other names (several modules, one source).
@@ -8,7 +8,7 @@
 import { chmod, copyFile, mkdir, readFile, readdir, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import * as esbuild from "esbuild";
+import { bundleNodeModule } from "../sdk/node/bundle.ts";
 import { MODULES_DIR } from "./common.ts";
 
 const bundles = new Map<string, Promise<string>>();
@@ -17,19 +17,7 @@ const bundles = new Map<string, Promise<string>>();
 export function bundleScript(fixture: string): Promise<string> {
   let code = bundles.get(fixture);
   if (!code) {
-    code = esbuild.build({
-      entryPoints: [fileURLToPath(new URL(`./fixtures/${fixture}`, import.meta.url))],
-      bundle: true,
-      write: false,
-      format: "esm",
-      platform: "node",
-      target: "node20",
-      logLevel: "silent",
-      banner: { js: "#!/usr/bin/env node" },
-      // msgpackr's optional native accelerator: its require fails inside a try and msgpackr
-      // carries on in plain JavaScript.
-      external: ["msgpackr-extract"],
-    }).then((r) => r.outputFiles[0]!.text);
+    code = bundleNodeModule(fileURLToPath(new URL(`./fixtures/${fixture}`, import.meta.url)));
     bundles.set(fixture, code);
   }
   return code;

@@ -8,7 +8,7 @@ import { chmod, readFile, writeFile } from "node:fs/promises";
 import net from "node:net";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import * as esbuild from "esbuild";
+import { bundleNodeModule } from "../sdk/node/bundle.ts";
 import { buildModulesDir, startHost, tempDir, writeModule, GOOD_GRANTS } from "./helpers/host.ts";
 
 const MAIN = fileURLToPath(new URL("./fixtures/hostile-native/main.ts", import.meta.url));
@@ -16,10 +16,7 @@ const MAIN = fileURLToPath(new URL("./fixtures/hostile-native/main.ts", import.m
 async function writeHostile(modulesDir: string, name: string): Promise<void> {
   const toml = `name = "${name}"\nversion = "0.1.0"\nentry_point = "main.mjs"\nruntime = "native"\ncapabilities = ["read_chain_state"]\n`;
   const dir = await writeModule(modulesDir, name, { toml, files: {} });
-  const code = (await esbuild.build({
-    entryPoints: [MAIN], bundle: true, write: false, format: "esm", platform: "node", target: "node20",
-    logLevel: "silent", banner: { js: "#!/usr/bin/env node" }, external: ["msgpackr-extract"],
-  })).outputFiles[0]!.text;
+  const code = await bundleNodeModule(MAIN);
   await writeFile(path.join(dir, "main.mjs"), code, { mode: 0o755 });
   await chmod(dir, 0o755);
 }

@@ -1,13 +1,11 @@
 // Builds the native probe module of test/catalogue.test.ts: test/fixtures/native-probe/main.ts
-// and everything it imports (the SDK's ModuleClient, the protocol code, msgpackr) bundled with
-// esbuild into ONE executable ESM script with a shebang. A sandboxed native module sees only
-// the system directories and its own directory, so it cannot import from the repository's
-// node_modules; the bundle needs nothing but `node` on the PATH.
+// and everything it imports, bundled into one executable script by the Node SDK's
+// bundleNodeModule (sdk/node/bundle.ts), as a Node-based native module is packaged.
 
 import { chmod, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import * as esbuild from "esbuild";
+import { bundleNodeModule } from "../../sdk/node/bundle.ts";
 import { writeModule, type InlineModule } from "./host.ts";
 
 const MAIN = fileURLToPath(new URL("../fixtures/native-probe/main.ts", import.meta.url));
@@ -18,19 +16,7 @@ let bundled: Promise<string> | undefined;
 
 /** The probe as one script (built once per process). */
 export function nativeProbeCode(): Promise<string> {
-  bundled ??= esbuild.build({
-    entryPoints: [MAIN],
-    bundle: true,
-    write: false,
-    format: "esm",
-    platform: "node",
-    target: "node20",
-    logLevel: "silent",
-    banner: { js: "#!/usr/bin/env node" },
-    // msgpackr's optional native accelerator: its require fails inside a try and msgpackr
-    // carries on in plain JavaScript.
-    external: ["msgpackr-extract"],
-  }).then((r) => r.outputFiles[0]!.text);
+  bundled ??= bundleNodeModule(MAIN);
   return bundled;
 }
 
