@@ -10,6 +10,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { defaultConfig, type HostConfig, type Limits } from "../host/config.ts";
 import { Logger, type LogRecord } from "../host/log.ts";
+import type { ApiHub } from "../host/hub.ts";
 import { parseDescriptor } from "../capabilities/grants.ts";
 import type { Summary } from "./stats.ts";
 
@@ -160,6 +161,28 @@ export function benchConfigFor(dir: string, modules: Record<string, BenchModuleO
     if (trust !== null && typeof trust === "object") (trust as Record<string, unknown>)[module] = { signatures: "allow-unsigned" };
   }
   return config;
+}
+
+/** A request as the hub saw it: when it arrived and when it had been served. */
+export interface Arrival {
+  method: string;
+  at: number;
+  served?: number;
+}
+
+/** Stamp every request as it reaches `hub`, and when the hub has served it (host-side timing). */
+export function stampRequests(hub: ApiHub): Arrival[] {
+  const arrivals: Arrival[] = [];
+  const handle = hub.handle.bind(hub);
+  hub.handle = (call, grants, method, params) => {
+    const rec: Arrival = { method, at: performance.now() };
+    arrivals.push(rec);
+    const p = handle(call, grants, method, params);
+    const served = () => (rec.served = performance.now());
+    p.then(served, served);
+    return p;
+  };
+  return arrivals;
 }
 
 export function sleep(ms: number): Promise<void> {

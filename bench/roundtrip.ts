@@ -25,6 +25,7 @@
 // and runs every measurement twice: child on CPU 0 ("same CPU") and on CPU 1 ("two CPUs").
 // Without taskset it runs unpinned and says so.
 
+import { onRawFrames } from "./fixtures/raw-frames.ts";
 import { spawn, spawnSync } from "node:child_process";
 import os from "node:os";
 import type { Socket } from "node:net";
@@ -40,6 +41,7 @@ import { summarise } from "./stats.ts";
 
 const RT_CLIENT = fileURLToPath(new URL("./fixtures/rt-client.ts", import.meta.url));
 const RAW_CLIENT = fileURLToPath(new URL("./fixtures/raw-client.ts", import.meta.url));
+
 const MODULE = "bench-roundtrip";
 const ROUNDS = 3;
 const WINDOW = 64;
@@ -174,18 +176,7 @@ async function rawRun(requestBytes: number, responseBytes: number, cpu: number |
   const socket = child.stdio[3] as Socket;
   const response = Buffer.alloc(4 + responseBytes, 0x5a);
   response.writeUInt32BE(responseBytes, 0);
-  let pending: Buffer = Buffer.alloc(0);
-  socket.on("data", (chunk: Buffer) => {
-    const buf = pending.length > 0 ? Buffer.concat([pending, chunk]) : chunk;
-    let off = 0;
-    while (buf.length - off >= 4) {
-      const len = buf.readUInt32BE(off);
-      if (buf.length - off - 4 < len) break;
-      off += 4 + len;
-      socket.write(response);
-    }
-    pending = buf.subarray(off);
-  });
+  onRawFrames(socket, () => socket.write(response));
   socket.on("error", () => {});
   let stdout = "";
   let stderr = "";

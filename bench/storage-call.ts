@@ -34,7 +34,7 @@ import { ModuleStore } from "../storage/store.ts";
 import { encodeKey, encodeValue } from "../storage/codec.ts";
 import { parseDescriptor, resolveGrants } from "../capabilities/grants.ts";
 import type { CallContext } from "../capabilities/types.ts";
-import { atCleanup, benchConfig, captureLogger, dumpLog, makeTempDir, removeTempDir, type Benchmark, type Row } from "./common.ts";
+import { atCleanup, benchConfig, captureLogger, dumpLog, makeTempDir, removeTempDir, type Benchmark, type Row, stampRequests } from "./common.ts";
 import { summarise } from "./stats.ts";
 
 const MODULE = "bench-storage";
@@ -146,18 +146,7 @@ async function runModule(dir: string, chain: EmbeddedChain): Promise<ModuleResul
   });
   const manager = new ModuleManager({ config, chain, bus: new EventBus(), logger });
 
-  // Stamp every request as it reaches the hub, and when the hub has served it.
-  const arrivals: Array<{ method: string; at: number; served?: number }> = [];
-  const hub = manager.hub;
-  const handle = hub.handle.bind(hub);
-  hub.handle = (call, grants, method, params) => {
-    const rec: { method: string; at: number; served?: number } = { method, at: performance.now() };
-    arrivals.push(rec);
-    const p = handle(call, grants, method, params);
-    const served = () => (rec.served = performance.now());
-    p.then(served, served);
-    return p;
-  };
+  const arrivals = stampRequests(manager.hub);
 
   // A process the manager starts is only reachable through it (and runs in its own group).
   const forget = atCleanup(() => manager.processOf(MODULE)?.kill());
