@@ -10,7 +10,7 @@ import type { ExecutionContext } from "ava";
 import { spawn } from "node:child_process";
 import { chmod, chown, cp, lstat, mkdir, mkdtemp, readdir, readFile, readlink, rm, stat, writeFile } from "node:fs/promises";
 import { createRequire } from "node:module";
-import { createServer, type Server, type Socket } from "node:net";
+import type { Socket } from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -25,6 +25,7 @@ import { ModuleStore } from "../storage/store.ts";
 import { compileForIsolate, isolateHostLimits, isolateHostPackages, isolateHostScript } from "../runtime/isolate/runtime.ts";
 import { loadManifest } from "../host/manifest.ts";
 import { describeSandboxes, plannedLevel, type SandboxCapabilities, type SandboxMode } from "../runtime/sandbox/index.ts";
+import { eventually, listen, processesOf } from "./helpers/procs.ts";
 import { moduleUid } from "../runtime/sandbox/policy.ts";
 import { FIXTURES, GOOD_GRANTS, ROOT, startHost, tempDir, type InlineModule } from "./helpers/host.ts";
 import { payloadSpawn } from "./helpers/isolate-payload.ts";
@@ -61,36 +62,6 @@ function field(status: string, name: string): string | undefined {
 /** "Max processes  128  128  processes" -> "128". */
 function limit(limits: string, name: string): string | undefined {
   return new RegExp(`^${name}\\s+(\\S+)\\s+(\\S+)`, "m").exec(limits)?.[1];
-}
-
-/** Live (not zombie) processes of a uid, host-wide. */
-async function processesOf(uid: number): Promise<number> {
-  let n = 0;
-  for (const pid of await readdir("/proc")) {
-    if (!/^\d+$/.test(pid)) continue;
-    const status = await readFile(`/proc/${pid}/status`, "utf8").catch(() => "");
-    if (new RegExp(`^Uid:\\s+${uid}\\s`, "m").test(status) && !/^State:\s+Z/m.test(status)) n++;
-  }
-  return n;
-}
-
-async function waitFor(check: () => Promise<boolean>, ms: number): Promise<boolean> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    if (await check()) return true;
-    if (Date.now() > deadline) return false;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
-function listen(): Promise<{ server: Server; port: number }> {
-  return new Promise((resolve) => {
-    const server = createServer((s) => {
-      s.on("error", () => undefined);
-      s.end("hi\n");
-    });
-    server.listen(0, "127.0.0.1", () => resolve({ server, port: (server.address() as { port: number }).port }));
-  });
 }
 
 // ---------------------------------------------------------------------------------------
@@ -203,7 +174,7 @@ test("a crash of the sandboxed isolate host is reported and restarted; its proce
   const height = await h.mine(1);
   await h.waitForLog(new RegExp(`^stored block ${height}$`), { source: name, since: after });
   await h.stop();
-  t.true(await waitFor(async () => (await processesOf(moduleUid(name))) === 0, 3000), "nothing left under its uid");
+  t.true(await eventually(async () => (await processesOf(moduleUid(name))) === 0, 3000), "nothing left under its uid");
 });
 
 // ---------------------------------------------------------------------------------------
@@ -390,9 +361,9 @@ test("the isolate host dies with its host (host killed with SIGKILL)", async (t)
     });
     host.on("exit", () => reject(new Error(`host exited: ${out}`)));
   });
-  t.true(await waitFor(async () => (await processesOf(uid)) === 1, 3000), "the payload runs under its uid");
+  t.true(await eventually(async () => (await processesOf(uid)) === 1, 3000), "the payload runs under its uid");
   host.kill("SIGKILL");
-  t.true(await waitFor(async () => (await processesOf(uid)) === 0, 3000), "gone after the host died");
+  t.true(await eventually(async () => (await processesOf(uid)) === 0, 3000), "gone after the host died");
 });
 
 // ---------------------------------------------------------------------------------------

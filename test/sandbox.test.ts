@@ -6,7 +6,7 @@ import test from "ava";
 import type { ExecutionContext } from "ava";
 import { execFile, spawn } from "node:child_process";
 import { chmod, chown, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
-import { createServer, type Server, type Socket } from "node:net";
+import type { Socket } from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -18,6 +18,7 @@ import {
   AUDIT_ARCH, DENIED_SYSCALLS, seccompProgram, SECCOMP_RET_ALLOW, SECCOMP_RET_ERRNO, SECCOMP_RET_KILL_PROCESS, SYSCALLS,
   type SeccompArch,
 } from "../runtime/sandbox/seccomp.ts";
+import { eventually, listen, processesOf } from "./helpers/procs.ts";
 import { moduleUid, MODULE_UID_BASE, MODULE_UID_RANGE } from "../runtime/sandbox/policy.ts";
 
 const SOURCE = fileURLToPath(new URL("./fixtures/hostile/hostile.c", import.meta.url));
@@ -157,36 +158,6 @@ function outcome(r: Run, attack: string): string | undefined {
 
 function detail(r: Run, attack: string): string | undefined {
   return r.results.get(attack)?.[1];
-}
-
-/** Live (not zombie: an orphan waits for the host's init to reap it) processes of a uid, host-wide. */
-async function processesOf(uid: number): Promise<number> {
-  let n = 0;
-  for (const pid of await readdir("/proc")) {
-    if (!/^\d+$/.test(pid)) continue;
-    const status = await readFile(`/proc/${pid}/status`, "utf8").catch(() => "");
-    if (new RegExp(`^Uid:\\s+${uid}\\s`, "m").test(status) && !/^State:\s+Z/m.test(status)) n++;
-  }
-  return n;
-}
-
-async function waitFor(check: () => Promise<boolean>, ms: number): Promise<boolean> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    if (await check()) return true;
-    if (Date.now() > deadline) return false;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
-function listen(): Promise<{ server: Server; port: number }> {
-  return new Promise((resolve) => {
-    const server = createServer((s) => {
-      s.on("error", () => undefined); // the module may go away without reading
-      s.end("hi\n");
-    });
-    server.listen(0, "127.0.0.1", () => resolve({ server, port: (server.address() as { port: number }).port }));
-  });
 }
 
 // ---------------------------------------------------------------------------------------
@@ -376,13 +347,13 @@ test("a CPU spin is ended by cpu_seconds", async (t) => {
 test("killing the sandbox's process ends every process of the module", async (t) => {
   const r = await run(t, ["hang"], {
     onSpawn: async (pid, uid) => {
-      t.true(await waitFor(async () => (await processesOf(uid)) === 2, 5000), "the module and its child run");
+      t.true(await eventually(async () => (await processesOf(uid)) === 2, 5000), "the module and its child run");
       process.kill(pid, "SIGTERM");
     },
   });
   t.is(outcome(r, "hang"), "ok");
   t.log(`after SIGTERM: exit code ${r.code}, signal ${r.signal}`);
-  t.true(await waitFor(async () => (await processesOf(r.uid)) === 0, 2000));
+  t.true(await eventually(async () => (await processesOf(r.uid)) === 0, 2000));
 });
 
 test.serial("cold start: sandboxed vs bare", async (t) => {
@@ -425,10 +396,10 @@ for (const mode of ["full", "degraded"] as const) {
       });
       host.on("exit", () => reject(new Error(`host exited: ${out}`)));
     });
-    await waitFor(async () => (await processesOf(uid)) === 2, 2000);
+    await eventually(async () => (await processesOf(uid)) === 2, 2000);
     t.is(await processesOf(uid), 2, "the module and its child run");
     host.kill("SIGKILL");
-    t.true(await waitFor(async () => (await processesOf(uid)) === 0, 3000), "gone after the host died");
+    t.true(await eventually(async () => (await processesOf(uid)) === 0, 3000), "gone after the host died");
   });
 }
 
@@ -480,7 +451,7 @@ test("degraded: SIGKILL ends every process of the module (SIGTERM does not: unsh
   const r = await run(t, ["hang"], {
     mode: "degraded",
     onSpawn: async (pid, uid) => {
-      t.true(await waitFor(async () => (await processesOf(uid)) === 2, 5000), "the module and its child run");
+      t.true(await eventually(async () => (await processesOf(uid)) === 2, 5000), "the module and its child run");
       process.kill(pid, "SIGTERM");
       await new Promise((res) => setTimeout(res, 300));
       t.is(await processesOf(uid), 2, "SIGTERM changed nothing");
@@ -489,7 +460,7 @@ test("degraded: SIGKILL ends every process of the module (SIGTERM does not: unsh
   });
   t.is(outcome(r, "hang"), "ok");
   t.is(r.signal, "SIGKILL");
-  t.true(await waitFor(async () => (await processesOf(r.uid)) === 0, 2000));
+  t.true(await eventually(async () => (await processesOf(r.uid)) === 0, 2000));
 });
 
 test("mode off: the spec is returned as is, level none", async (t) => {

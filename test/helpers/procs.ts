@@ -1,0 +1,37 @@
+// Process and network helpers for the sandbox tests: who runs under a uid, polling a check,
+// a TCP server on the host's loopback for modules to try to reach.
+
+import { readdir, readFile } from "node:fs/promises";
+import { createServer, type Server } from "node:net";
+
+/** Live (not zombie: an orphan waits for the host's init to reap it) processes of a uid, host-wide. */
+export async function processesOf(uid: number): Promise<number> {
+  let n = 0;
+  for (const pid of await readdir("/proc")) {
+    if (!/^\d+$/.test(pid)) continue;
+    const status = await readFile(`/proc/${pid}/status`, "utf8").catch(() => "");
+    if (new RegExp(`^Uid:\\s+${uid}\\s`, "m").test(status) && !/^State:\s+Z/m.test(status)) n++;
+  }
+  return n;
+}
+
+/** Poll `check` every 50 ms; true once it holds, false after `ms`. */
+export async function eventually(check: () => Promise<boolean>, ms: number): Promise<boolean> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    if (await check()) return true;
+    if (Date.now() > deadline) return false;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** A TCP server on 127.0.0.1 that answers "hi". */
+export function listen(): Promise<{ server: Server; port: number }> {
+  return new Promise((resolve) => {
+    const server = createServer((s) => {
+      s.on("error", () => undefined); // the module may go away without reading
+      s.end("hi\n");
+    });
+    server.listen(0, "127.0.0.1", () => resolve({ server, port: (server.address() as { port: number }).port }));
+  });
+}
