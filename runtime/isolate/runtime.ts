@@ -176,7 +176,9 @@ export async function isolateSpawnSpec(manifest: ModuleManifest, bundleFile: str
 
 /**
  * What an isolate host needs at least, whatever the operator's rlimits (measured with Node 20
- * and isolated-vm 5 under the sandbox, test/isolate-sandbox.test.ts):
+ * and isolated-vm 5 under the sandbox, test/isolate-sandbox.test.ts; rechecked with Node 24 and
+ * isolated-vm 7, where a 16 MB isolate filling its heap aborted in pthread_create (EAGAIN) at
+ * 2096 MB and stopped cleanly at its limit from 3072 MB, so the base is 4096):
  *  - address space: V8 reserves ~1.6 GB of virtual memory up front (code range, heap) and
  *    does not start below ~1.5 GB (1440 MB failed, 1536 MB ran; "Failed to reserve virtual
  *    memory for CodeRange"); an isolate that fills its memory_mb needs more on top (memory_mb
@@ -188,7 +190,7 @@ export async function isolateSpawnSpec(manifest: ModuleManifest, bundleFile: str
  *  - open files: about 25.
  * 0 (no limit) stays 0.
  */
-export const ISOLATE_HOST_MIN = { addressSpaceBaseMb: 2048, addressSpacePerHeapMb: 3, processes: 64, openFiles: 128 } as const;
+export const ISOLATE_HOST_MIN = { addressSpaceBaseMb: 4096, addressSpacePerHeapMb: 3, processes: 64, openFiles: 128 } as const;
 
 /** The rlimits of an isolate host: the operator's, raised to ISOLATE_HOST_MIN where lower. */
 export function isolateHostLimits(limits: Limits): SandboxLimits {
