@@ -34,7 +34,7 @@ import { performance } from "node:perf_hooks";
 import ivm from "isolated-vm";
 import { ModuleManager } from "../host/manager.ts";
 import { EventBus } from "../host/events/bus.ts";
-import { EmbeddedChain } from "../host/chain/embedded.ts";
+import { EmbeddedChain } from "../chain/embedded.ts";
 import { ApiHub } from "../host/hub.ts";
 import { loadManifest, type ModuleManifest } from "../host/manifest.ts";
 import { limitsFor } from "../host/config.ts";

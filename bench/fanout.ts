@@ -30,9 +30,9 @@ import path from "node:path";
 import { performance } from "node:perf_hooks";
 import { Host } from "../host/host.ts";
 import { EventBus } from "../host/events/bus.ts";
-import { EmbeddedChain } from "../host/chain/embedded.ts";
-import { encodeBody } from "../host/ipc/codec.ts";
-import { encodeFrame } from "../host/ipc/frame.ts";
+import { EmbeddedChain } from "../chain/embedded.ts";
+import { encodeBody } from "../protocol/codec.ts";
+import { encodeFrame } from "../protocol/frame.ts";
 import { atCleanup, benchConfigFor, captureLogger, dumpLog, makeTempDir, removeTempDir, track, type Benchmark, type Row } from "./common.ts";
 import { bundleScript, copyModule, writeNativeModule } from "./modules.ts";
 import { summarise } from "./stats.ts";
@@ -41,7 +41,7 @@ const N = 2000;
 const ROUNDS = 6;
 const PER_RUNTIME = 10;
 const TYPE = "bench-fanout:tick";
-/** The host's default event window (host/ipc/session.ts), for the in-process baseline. */
+/** The host's default event window (host/session.ts), for the in-process baseline. */
 const WINDOW = 64;
 /** event_queue: a whole round fits in every subscriber's queue. */
 const QUEUE = 2 * N;

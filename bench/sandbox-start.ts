@@ -27,7 +27,7 @@ import path from "node:path";
 import { performance } from "node:perf_hooks";
 import { ModuleManager } from "../host/manager.ts";
 import { EventBus } from "../host/events/bus.ts";
-import { EmbeddedChain } from "../host/chain/embedded.ts";
+import { EmbeddedChain } from "../chain/embedded.ts";
 import { ApiHub } from "../host/hub.ts";
 import { loadManifest, type ModuleManifest } from "../host/manifest.ts";
 import { resolveGrants, type EffectiveGrants } from "../capabilities/grants.ts";

@@ -28,7 +28,7 @@ import { performance } from "node:perf_hooks";
 import { ClassicLevel } from "classic-level";
 import { ModuleManager } from "../host/manager.ts";
 import { EventBus } from "../host/events/bus.ts";
-import { EmbeddedChain } from "../host/chain/embedded.ts";
+import { EmbeddedChain } from "../chain/embedded.ts";
 import { ApiHub } from "../host/hub.ts";
 import { ModuleStore } from "../storage/store.ts";
 import { encodeKey, encodeValue } from "../storage/codec.ts";

@@ -5,10 +5,10 @@
 // capability whatever the module is written in.
 
 import type * as v from "valibot";
-import type { ChainBackend } from "../host/chain/backend.ts";
+import type { ChainBackend } from "../chain/backend.ts";
 import type { ModuleStore } from "../storage/store.ts";
 import type { Permission } from "./catalogue.ts";
-import type { LogLevel } from "../host/ipc/messages.ts";
+import type { LogLevel } from "../protocol/messages.ts";
 
 /** Per-module event subscription control, bound to the calling module's connection. */
 export interface EventControl {

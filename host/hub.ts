@@ -8,7 +8,7 @@ import * as v from "valibot";
 import { METHODS } from "../capabilities/families.ts";
 import { checkGrant, type EffectiveGrants } from "../capabilities/grants.ts";
 import { CapabilityError, type CallContext } from "../capabilities/types.ts";
-import { wireError, type WireError } from "./ipc/messages.ts";
+import { wireError, type WireError } from "../protocol/messages.ts";
 import { closest } from "../capabilities/catalogue.ts";
 
 export class HubError extends Error {

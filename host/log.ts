@@ -2,7 +2,7 @@
 // name). Pretty output for terminals, JSON lines for machines. Module logs are rate-limited
 // per module so a chatty module cannot flood the host log; dropped lines are counted.
 
-import type { LogLevel } from "./ipc/messages.ts";
+import type { LogLevel } from "../protocol/messages.ts";
 
 const ORDER: Record<LogLevel, number> = { debug: 10, info: 20, warn: 30, error: 40 };
 const COLOURS: Record<LogLevel, string> = { debug: "\x1b[90m", info: "\x1b[36m", warn: "\x1b[33m", error: "\x1b[31m" };

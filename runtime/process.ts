@@ -8,8 +8,8 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import type { Socket } from "node:net";
 import { createInterface } from "node:readline";
-import { FrameChannel } from "../host/ipc/channel.ts";
-import { HostSession, type SessionOptions } from "../host/ipc/session.ts";
+import { FrameChannel } from "../protocol/channel.ts";
+import { HostSession, type SessionOptions } from "../host/session.ts";
 import { RateLimiter, type Logger } from "../host/log.ts";
 
 export interface SpawnSpec {

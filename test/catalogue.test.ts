@@ -40,8 +40,8 @@ import { ModuleStore } from "../storage/store.ts";
 import {
   type RawTransaction, describeTransaction, displayHex, encodeBlock, encodeHeader, grindNonce, internalBytes,
   merkleRoot, sha256d,
-} from "../host/chain/serialise.ts";
-import { blockSubsidy, coinbaseTransaction } from "../host/chain/blocks.ts";
+} from "../chain/serialise.ts";
+import { blockSubsidy, coinbaseTransaction } from "../chain/blocks.ts";
 import { sleep, startHost, writeModule, type TestHost } from "./helpers/host.ts";
 import { hubError, inlineModule, services } from "./helpers/modules.ts";
 import { writeNativeProbe } from "./helpers/native-probe.ts";

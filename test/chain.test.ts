@@ -4,9 +4,9 @@ import { ripemd160 } from "@noble/hashes/legacy.js";
 import { sha256 } from "@noble/hashes/sha2.js";
 import { bytesToHex, concatBytes, hexToBytes } from "@noble/hashes/utils.js";
 import { RawTx, Script, ScriptNum, Transaction as SignerTransaction } from "@scure/btc-signer";
-import type { Block, ChainEventName, Transaction } from "../host/chain/backend.ts";
-import { EmbeddedChain } from "../host/chain/embedded.ts";
-import { decodeBlock, describeTransaction, type RawTransaction } from "../host/chain/serialise.ts";
+import type { Block, ChainEventName, Transaction } from "../chain/backend.ts";
+import { EmbeddedChain } from "../chain/embedded.ts";
+import { decodeBlock, describeTransaction, type RawTransaction } from "../chain/serialise.ts";
 
 // Known regtest constants, spelled out independently of the implementation.
 const GENESIS_HASH = "0f9188f13cb7b2c71f2a335e3a4fc328bf5beb436012afca590b1a11466e2206";

@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { ApiHub, HubError } from "../host/hub.ts";
 import { canonicalRelativePath, parseDescriptor, resolveGrants, type EffectiveGrants } from "../capabilities/grants.ts";
 import type { CallContext } from "../capabilities/types.ts";
-import type { ChainBackend } from "../host/chain/backend.ts";
+import type { ChainBackend } from "../chain/backend.ts";
 import { MAX_FILE_BYTES, MAX_LIST_ENTRIES, parsePath } from "../capabilities/fs-path.ts";
 
 const ALL = ["read_filesystem", "write_filesystem", "manage_filesystem"];

@@ -16,7 +16,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { parse as parseToml } from "smol-toml";
 import { EventBus } from "../host/events/bus.ts";
-import { EmbeddedChain } from "../host/chain/embedded.ts";
+import { EmbeddedChain } from "../chain/embedded.ts";
 import { DEFAULT_LIMITS, defaultConfig, parseConfig, sandboxModeFor, type HostConfig } from "../host/config.ts";
 import { Logger } from "../host/log.ts";
 import { ModuleManager } from "../host/manager.ts";

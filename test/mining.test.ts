@@ -8,12 +8,12 @@ import test from "ava";
 import { bytesToHex, hexToBytes } from "@noble/hashes/utils.js";
 import { startHost, type TestHost } from "./helpers/host.ts";
 import { REPORT, callApi, hubCall, hubError, inlineModule, type Outcome } from "./helpers/modules.ts";
-import type { BlockTemplate, SubmitBlockResult } from "../host/chain/backend.ts";
+import type { BlockTemplate, SubmitBlockResult } from "../chain/backend.ts";
 import {
   type RawTransaction, decodeTransaction, describeTransaction, displayHex, encodeBlock, encodeHeader, grindNonce,
   internalBytes, merkleRoot, sha256d,
-} from "../host/chain/serialise.ts";
-import { blockSubsidy, coinbaseTransaction } from "../host/chain/blocks.ts";
+} from "../chain/serialise.ts";
+import { blockSubsidy, coinbaseTransaction } from "../chain/blocks.ts";
 
 const MINER_CAPS = ["read_blockchain", "submit_block", "queue_inbound_block", "send_transactions", "register_module_api"];
 const MINER = inlineModule("miner", MINER_CAPS, `

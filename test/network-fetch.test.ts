@@ -13,7 +13,7 @@ import { readFile } from "node:fs/promises";
 import { ApiHub, HubError, type Action, type Denial } from "../host/hub.ts";
 import { parseDescriptor, resolveGrants, type EffectiveGrants } from "../capabilities/grants.ts";
 import type { CallContext, HostServices } from "../capabilities/types.ts";
-import type { ChainBackend } from "../host/chain/backend.ts";
+import type { ChainBackend } from "../chain/backend.ts";
 import {
   MAX_IN_FLIGHT, MAX_REQUEST_BODY_BYTES, MAX_RESPONSE_BODY_BYTES, addressesFor, parseHttpUrl, requestsInFlight, specialAddressKind,
 } from "../capabilities/http.ts";

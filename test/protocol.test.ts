@@ -5,19 +5,19 @@
 
 import test from "ava";
 import { readFileSync } from "node:fs";
-import { DEFAULT_MAX_FRAME_BYTES, encodeFrame, FrameDecoder, FramingError } from "../host/ipc/frame.ts";
-import { decodeBody, encodeBody } from "../host/ipc/codec.ts";
-import { parseHostMessage, parseModuleMessage } from "../host/ipc/messages.ts";
-import { InvocationError } from "../host/ipc/session.ts";
+import { DEFAULT_MAX_FRAME_BYTES, encodeFrame, FrameDecoder, FramingError } from "../protocol/frame.ts";
+import { decodeBody, encodeBody } from "../protocol/codec.ts";
+import { parseHostMessage, parseModuleMessage } from "../protocol/messages.ts";
+import { InvocationError } from "../host/session.ts";
 import { ModuleClient, RequestError } from "../sdk/node/client.ts";
 import { openSession, socketPair, type Frame } from "./helpers/peer.ts";
 import { sleep, waitFor } from "./helpers/host.ts";
-import { FrameChannel } from "../host/ipc/channel.ts";
-import { HostSession } from "../host/ipc/session.ts";
+import { FrameChannel } from "../protocol/channel.ts";
+import { HostSession } from "../host/session.ts";
 import { ApiHub } from "../host/hub.ts";
 import { EventBus } from "../host/events/bus.ts";
 import { Logger } from "../host/log.ts";
-import { EmbeddedChain } from "../host/chain/embedded.ts";
+import { EmbeddedChain } from "../chain/embedded.ts";
 
 interface Vector {
   name: string;

@@ -2,7 +2,7 @@
 // publish it. Node events come only from the host; a module publishes only in its own
 // namespace ("<module>:<name>"), so no module can forge a node event or another module's.
 
-import type { ChainEvents } from "../chain/backend.ts";
+import type { ChainEvents } from "../../chain/backend.ts";
 
 export interface HostEvents extends ChainEvents {
   ModuleLoaded: { module: string; version: string; runtime: string };

@@ -7,12 +7,12 @@
 // as actions of "operator".
 
 import type { ModuleManager, ModuleStatus } from "../manager.ts";
-import type { ChainBackend } from "../chain/backend.ts";
+import type { ChainBackend } from "../../chain/backend.ts";
 import type { AuditLog } from "../audit.ts";
 import type { RpcRegistry } from "../services/rpc.ts";
 import { HOST_RPC_METHODS } from "../services/rpc.ts";
 import { renderPrometheus, type HostMetricFamily, type MetricsStore } from "../services/metrics.ts";
-import { InvocationError } from "../ipc/session.ts";
+import { InvocationError } from "../session.ts";
 import { ModhostError } from "../errors.ts";
 import { closest } from "../../capabilities/catalogue.ts";
 import { formatDescriptor } from "../../capabilities/grants.ts";

@@ -12,8 +12,8 @@
 // bound errs on the side of refusing.) Calls nested more than MAX_CALL_DEPTH deep are refused
 // with quota_exceeded, naming the chain.
 
-import { wireError, type ErrorCode } from "../ipc/messages.ts";
-import { InvocationError, type HostSession } from "../ipc/session.ts";
+import { wireError, type ErrorCode } from "../../protocol/messages.ts";
+import { InvocationError, type HostSession } from "../session.ts";
 import { HubError } from "../hub.ts";
 import type { ModuleDirectory, ModuleInfo } from "../../capabilities/types.ts";
 

@@ -6,7 +6,7 @@
 // provider's process (`forget`).
 
 import { CapabilityError } from "../../capabilities/types.ts";
-import type { HostSession } from "../ipc/session.ts";
+import type { HostSession } from "../session.ts";
 import { calleeError } from "./modules.ts";
 
 export type ProviderKind = "lightning" | "payment";

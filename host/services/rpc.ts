@@ -9,7 +9,7 @@
 // when its process ends (`forget`).
 
 import { CapabilityError, type CliSpec } from "../../capabilities/types.ts";
-import type { HostSession } from "../ipc/session.ts";
+import type { HostSession } from "../session.ts";
 
 /** Methods the host serves itself (host/rpc/admin.ts); a module may not use these names. */
 export const HOST_RPC_METHODS = [

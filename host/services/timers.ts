@@ -12,8 +12,8 @@
 // process (`forget`). Ids are never reused, so an id from a previous process means nothing.
 
 import { CapabilityError } from "../../capabilities/types.ts";
-import type { HostSession } from "../ipc/session.ts";
-import type { LogLevel } from "../ipc/messages.ts";
+import type { HostSession } from "../session.ts";
+import type { LogLevel } from "../../protocol/messages.ts";
 
 export const MIN_INTERVAL_MS = 50;
 export const MAX_TIMERS_PER_MODULE = 256;

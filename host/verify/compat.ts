@@ -7,7 +7,7 @@
 
 import semver from "semver";
 import { NODE_DEPENDENCY_NAMES, type ModuleManifest } from "../manifest.ts";
-import { PROTOCOL_VERSION } from "../ipc/messages.ts";
+import { PROTOCOL_VERSION } from "../../protocol/messages.ts";
 import { HOST_VERSION } from "../version.ts";
 import { satisfies } from "../deps.ts";
 

@@ -16,7 +16,7 @@ import ivm from "isolated-vm";
 import { ModuleClient } from "../../sdk/node/client.ts";
 import { METHODS } from "../../capabilities/families.ts";
 import { BOOTSTRAP } from "./bootstrap.ts";
-import type { LogLevel } from "../../host/ipc/messages.ts";
+import type { LogLevel } from "../../protocol/messages.ts";
 
 export const EXIT = { ok: 0, startFailed: 70, memory: 71, cpu: 72, disconnected: 73, internal: 74 } as const;
 

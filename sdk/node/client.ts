@@ -11,11 +11,11 @@
 
 import net from "node:net";
 import type { Duplex } from "node:stream";
-import { FrameChannel } from "../../host/ipc/channel.ts";
+import { FrameChannel } from "../../protocol/channel.ts";
 import {
   MessageError, parseHostMessage, PROTOCOL_VERSION,
   type EventMessage, type HostMessage, type InvocationKind, type LogLevel, type Welcome, type WireError,
-} from "../../host/ipc/messages.ts";
+} from "../../protocol/messages.ts";
 
 export class RequestError extends Error {
   readonly code: WireError["code"];

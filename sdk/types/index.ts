@@ -11,7 +11,7 @@
 
 import type {
   Block, BlockHeader, BlockTemplate, ChainInfo, Hex, MempoolEntry, MempoolInfo, NetworkStats, PeerInfo, SubmitBlockResult, Transaction, Utxo,
-} from "../../host/chain/backend.ts";
+} from "../../chain/backend.ts";
 import type { HostEvents } from "../../host/events/types.ts";
 import type { IterOptions } from "../../storage/store.ts";
 import type { FileMetadata } from "../../capabilities/fs-path.ts";
@@ -19,7 +19,7 @@ import type { Metric } from "../../capabilities/types.ts";
 
 export type {
   Block, BlockHeader, BlockTemplate, ChainInfo, Hex, MempoolEntry, MempoolInfo, NetworkStats, PeerInfo, SubmitBlockResult, Transaction, TxInput, TxOutput, Utxo,
-} from "../../host/chain/backend.ts";
+} from "../../chain/backend.ts";
 export type { HostEvents } from "../../host/events/types.ts";
 
 /** Plain data: what crosses into and out of a module (copied, never shared). */

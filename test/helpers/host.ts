@@ -20,7 +20,7 @@ import { fileURLToPath } from "node:url";
 import { Host } from "../../host/host.ts";
 import { defaultConfig, type HostConfig, type Limits, type MissingGrantPolicy } from "../../host/config.ts";
 import { Logger, type LogRecord } from "../../host/log.ts";
-import { EmbeddedChain } from "../../host/chain/embedded.ts";
+import { EmbeddedChain } from "../../chain/embedded.ts";
 import { formatDescriptor, parseDescriptor } from "../../capabilities/grants.ts";
 import { loadManifest } from "../../host/manifest.ts";
 import type { ModuleStatus } from "../../host/manager.ts";

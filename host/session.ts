@@ -7,18 +7,18 @@
 // error, or a module that breaks the handshake, closes it.
 
 import { EventEmitter } from "node:events";
-import type { FrameChannel } from "./channel.ts";
-import { FramingError } from "./frame.ts";
+import type { FrameChannel } from "../protocol/channel.ts";
+import { FramingError } from "../protocol/frame.ts";
 import {
   MessageError, MIN_PROTOCOL_VERSION, parseModuleMessage, PROTOCOL_VERSION, wireError,
   type Hello, type InvocationKind, type ModuleMessage, type WireError,
-} from "./messages.ts";
-import { HubError, type ApiHub } from "../hub.ts";
-import type { EventBus, Subscription } from "../events/bus.ts";
-import type { CallContext, HostServices } from "../../capabilities/types.ts";
-import { describeGrants, type EffectiveGrants } from "../../capabilities/grants.ts";
-import { RateLimiter, type Logger } from "../log.ts";
-import { HOST_VERSION } from "../version.ts";
+} from "../protocol/messages.ts";
+import { HubError, type ApiHub } from "./hub.ts";
+import type { EventBus, Subscription } from "./events/bus.ts";
+import type { CallContext, HostServices } from "../capabilities/types.ts";
+import { describeGrants, type EffectiveGrants } from "../capabilities/grants.ts";
+import { RateLimiter, type Logger } from "./log.ts";
+import { HOST_VERSION } from "./version.ts";
 
 export interface SessionOptions {
   module: string;
