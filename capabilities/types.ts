@@ -169,7 +169,7 @@ export class CapabilityError extends Error {
   readonly denial: boolean;
 
   constructor(
-    readonly code: "not_found" | "invalid_params" | "quota_exceeded" | "unavailable" | "backend_error" | "permission_denied" | "timeout",
+    readonly code: "not_found" | "invalid_params" | "quota_exceeded" | "unavailable" | "backend_error" | "backend_unavailable" | "permission_denied" | "timeout",
     message: string,
     options: { denial?: boolean } = {},
   ) {

@@ -2,8 +2,8 @@
 //
 // modhost never lets a module touch consensus state. Modules read chain data through
 // capabilities, and capabilities read it through this interface. The default backend is
-// the embedded regtest chain (./embedded.ts); a Bitcoin Core backend can implement the
-// same interface later.
+// the embedded regtest chain (./embedded.ts); the Bitcoin Core backend (./bitcoind/)
+// implements the same interface over a real node's JSON-RPC and ZMQ.
 //
 // Every value crossing this interface is plain data (strings, numbers, booleans, arrays,
 // plain objects) so that it can be copied into an isolate or encoded onto the wire as is.
@@ -159,10 +159,27 @@ export interface ChainEvents {
   BlockDisconnected: { hash: Hex; height: number };
   ChainReorg: { old_tip: Hex; new_tip: Hex; fork_height: number; disconnected: Hex[]; connected: Hex[] };
   MempoolTransactionAdded: { txid: Hex; fee: number; vsize: number; fee_rate: number };
-  MempoolTransactionRemoved: { txid: Hex; reason: "block" | "reorg" | "conflict" | "evicted" | "replaced" };
+  /**
+   * "other": the backend knows the transaction left the mempool but not why (Bitcoin Core's
+   * ZMQ `sequence` topic does not say; removals by a block are reported as "block").
+   */
+  MempoolTransactionRemoved: { txid: Hex; reason: "block" | "reorg" | "conflict" | "evicted" | "replaced" | "other" };
+  /** The backend lost its node (a backend with a remote node only); requests fail with `backend_unavailable` until ChainBackendRestored. */
+  ChainBackendUnavailable: { backend: string; reason: string };
+  /** The backend reached its node again and caught up: the chain events it missed were emitted before this one. */
+  ChainBackendRestored: { backend: string; unavailable_ms: number; height: number; tip_hash: Hex };
 }
 
 export type ChainEventName = keyof ChainEvents;
+
+/** The backend cannot reach its node now; the call may succeed later. */
+export class BackendUnavailableError extends Error {
+  readonly code = "backend_unavailable";
+  constructor(message: string) {
+    super(message);
+    this.name = "BackendUnavailableError";
+  }
+}
 export type ChainListener = <K extends ChainEventName>(name: K, payload: ChainEvents[K]) => void;
 
 export interface ChainBackend {

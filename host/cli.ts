@@ -28,6 +28,7 @@ import { GENERATED_DOCS } from "./docs.ts";
 import { moduleConfig } from "./module-config.ts";
 import { describeSandboxes, detectSandbox } from "../runtime/sandbox/index.ts";
 import { remoteCommand, REMOTE_HELP } from "./rpc/commands.ts";
+import { bitcoindConfig } from "../chain/bitcoind/rpcauth.ts";
 
 const HELP = `modhost ${HOST_VERSION}: a capability-sandboxed module host for a Bitcoin node
 
@@ -39,6 +40,10 @@ Usage:
                                   capability granted, reloading a module when its files change
                                   (for module authors; never for production)
   modhost docs [--write]          print (or regenerate) docs/permissions.md and docs/events.md
+  modhost bitcoind-config [--user NAME] [--rpc-port N] [--zmq-port N]
+                                  print the bitcoin.conf lines for a least-authority RPC user for
+                                  modhost (rpcauth, rpcwhitelist, zmqpubsequence) and the matching
+                                  [chain] table for modhost.toml
   modhost version                 print the version
 
 ${REMOTE_HELP}
@@ -228,6 +233,28 @@ async function docs(argv: string[]): Promise<number> {
   return 0;
 }
 
+function bitcoindConfigCommand(args: string[]): number {
+  const { values } = parseArgs({ args, options: { user: { type: "string" }, "rpc-port": { type: "string" }, "zmq-port": { type: "string" }, help: { type: "boolean", short: "h" } } });
+  if (values.help) {
+    console.log("modhost bitcoind-config [--user NAME] [--rpc-port N] [--zmq-port N]\n\nPrints a new random password's rpcauth line, an rpcwhitelist of exactly the RPCs modhost calls, and the [chain] table for modhost.toml.");
+    return 0;
+  }
+  const port = (v: string | undefined, name: string) => {
+    if (v === undefined) return undefined;
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < 1 || n > 65535) throw new ModhostError("invalid_argument", `--${name} must be a port number from 1 to 65535, got "${v}"`);
+    return n;
+  };
+  const rpcPort = port(values["rpc-port"], "rpc-port");
+  const zmqPort = port(values["zmq-port"], "zmq-port");
+  const cfg = bitcoindConfig({ ...(values.user ? { user: values.user } : {}), ...(rpcPort ? { rpcPort } : {}), ...(zmqPort ? { zmqPort } : {}) });
+  console.log("# bitcoin.conf (restart bitcoind after adding these lines)");
+  console.log(cfg.bitcoinConf.join("\n"));
+  console.log("\n# modhost.toml (keep this file private: it holds the password)");
+  console.log(cfg.modhostToml.join("\n"));
+  return 0;
+}
+
 async function main(): Promise<number> {
   const [command, ...rest] = process.argv.slice(2);
   switch (command) {
@@ -239,6 +266,8 @@ async function main(): Promise<number> {
       return dev(rest);
     case "docs":
       return docs(rest);
+    case "bitcoind-config":
+      return bitcoindConfigCommand(rest);
     case "keygen":
       return keygenCommand(rest);
     case "sign":

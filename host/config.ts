@@ -114,7 +114,21 @@ export interface HostConfig {
     audit_log: string;
   };
   chain: {
-    backend: "embedded";
+    backend: "embedded" | "bitcoind";
+    /** bitcoind: the node's JSON-RPC URL. */
+    rpc_url: string;
+    /** bitcoind: the node's .cookie file (absolute), or rpc_user + rpc_password. */
+    rpc_cookie_file: string | null;
+    rpc_user: string | null;
+    rpc_password: string | null;
+    /** bitcoind: the node's zmqpubsequence endpoint; none: poll. */
+    zmq_sequence: string | null;
+    /** bitcoind: safety-net poll of the node's best block (0 = the default: 1 s without ZMQ, 30 s with it). */
+    poll_interval_ms: number;
+    /** embedded: serve it over Bitcoin Core's RPC on this "host:port" (none = off), for ordinary Bitcoin tools. */
+    core_rpc_bind: string | null;
+    /** embedded: and publish Core's ZMQ topics here, e.g. "tcp://127.0.0.1:28332" (none = off). */
+    core_zmq_bind: string | null;
     /** 0 = never mine automatically. */
     block_interval_seconds: number;
     /** Random mempool transactions created between blocks. */
@@ -187,7 +201,11 @@ export function defaultConfig(dir: string): HostConfig {
     dir: base,
     source: null,
     host: { log_level: "info", log_format: "pretty", audit_log: path.resolve(base, "data/audit.log") },
-    chain: { backend: "embedded", block_interval_seconds: 0, transactions_per_block: 3, mature_blocks: 101 },
+    chain: {
+      backend: "embedded", block_interval_seconds: 0, transactions_per_block: 3, mature_blocks: 101,
+      rpc_url: "http://127.0.0.1:8332/", rpc_cookie_file: null, rpc_user: null, rpc_password: null, zmq_sequence: null, poll_interval_ms: 0,
+      core_rpc_bind: null, core_zmq_bind: null,
+    },
     modules: {
       enabled: true,
       modules_dir: path.resolve(base, "modules"),
@@ -328,9 +346,43 @@ function readChain(c: Checker, data: Record<string, unknown>, config: HostConfig
   const at = ["chain"];
   const t = c.table(data["chain"], at);
   if (!t) return;
-  c.knownKeys(t, at, ["backend", "block_interval_seconds", "transactions_per_block", "mature_blocks"]);
+  c.knownKeys(t, at, [
+    "backend", "block_interval_seconds", "transactions_per_block", "mature_blocks",
+    "rpc_url", "rpc_cookie_file", "rpc_user", "rpc_password", "zmq_sequence", "poll_interval_ms", "core_rpc_bind", "core_zmq_bind",
+  ]);
   const chain = config.chain;
-  chain.backend = c.oneOf(t, at, "backend", ["embedded"] as const) ?? chain.backend;
+  chain.backend = c.oneOf(t, at, "backend", ["embedded", "bitcoind"] as const) ?? chain.backend;
+  const url = c.string(t, at, "rpc_url");
+  if (url !== undefined) {
+    if (!/^https?:\/\/[^/\s]+(\/.*)?$/.test(url)) c.report([...at, "rpc_url"], `"${url}" is not an http URL`, 'write the node\'s RPC address, e.g. "http://127.0.0.1:8332/"');
+    else chain.rpc_url = url;
+  }
+  chain.rpc_cookie_file = readDir(c, t, at, "rpc_cookie_file", config.dir) ?? chain.rpc_cookie_file;
+  const user = c.string(t, at, "rpc_user");
+  const password = c.string(t, at, "rpc_password");
+  if ((user === undefined) !== (password === undefined)) {
+    c.report([...at, user === undefined ? "rpc_password" : "rpc_user"], "rpc_user and rpc_password go together", "set both (`modhost bitcoind-config` prints them with the node's rpcauth line), or use rpc_cookie_file");
+  } else if (user !== undefined && password !== undefined) {
+    chain.rpc_user = user;
+    chain.rpc_password = password;
+  }
+  for (const key of ["zmq_sequence", "core_zmq_bind"] as const) {
+    const endpoint = c.string(t, at, key);
+    if (endpoint === undefined) continue;
+    if (!/^(tcp:\/\/[^\s]+:\d+|ipc:\/\/\S+)$/.test(endpoint)) c.report([...at, key], `"${endpoint}" is not a ZMQ endpoint`, 'write "tcp://HOST:PORT" (as in the node\'s zmqpubsequence line) or "ipc:///path"');
+    else chain[key] = endpoint;
+  }
+  chain.poll_interval_ms = c.integer(t, at, "poll_interval_ms", { min: 0 }) ?? chain.poll_interval_ms;
+  const bind = c.string(t, at, "core_rpc_bind");
+  if (bind !== undefined) {
+    const m = /^(.+):(\d{1,5})$/.exec(bind);
+    if (!m || Number(m[2]) > 65535) c.report([...at, "core_rpc_bind"], `"${bind}" is not HOST:PORT`, 'write e.g. "127.0.0.1:18443" (regtest\'s usual RPC port)');
+    else if (!isLoopback(m[1]!.replace(/^\[|\]$/g, ""))) c.report([...at, "core_rpc_bind"], `"${bind}" is not a loopback address`, "serve the Core-compatible RPC on 127.0.0.1 only: it has no TLS");
+    else chain.core_rpc_bind = bind;
+  }
+  if (chain.backend === "bitcoind" && chain.rpc_cookie_file === null && chain.rpc_user === null) {
+    c.report([...at, "backend"], "the bitcoind backend needs credentials", "set rpc_cookie_file (the node's .cookie) or rpc_user + rpc_password (`modhost bitcoind-config` prints a least-authority user)");
+  }
   chain.block_interval_seconds = c.integer(t, at, "block_interval_seconds") ?? chain.block_interval_seconds;
   chain.transactions_per_block = c.integer(t, at, "transactions_per_block") ?? chain.transactions_per_block;
   chain.mature_blocks = c.integer(t, at, "mature_blocks") ?? chain.mature_blocks;

@@ -21,6 +21,8 @@ import { RpcServer } from "./rpc/server.ts";
 import { RpcAuth } from "./rpc/auth.ts";
 import { createDispatcher, metricsPage, type AdminDeps } from "./rpc/admin.ts";
 import { ModhostError } from "./errors.ts";
+import { createChain } from "./chain.ts";
+import type { CoreFacade } from "../chain/bitcoind/facade.ts";
 
 export interface HostOptions {
   config: HostConfig;
@@ -36,6 +38,8 @@ export class Host {
   readonly bus = new EventBus();
   config: HostConfig;
   chain!: ChainBackend;
+  /** The embedded chain's Core-compatible RPC ([chain] core_rpc_bind), while it runs. */
+  chainFacade: CoreFacade | undefined;
   manager!: ModuleManager;
   audit!: AuditLog;
   /** Non-zero when the host stopped because something went wrong. */
@@ -65,7 +69,12 @@ export class Host {
     this.startedAt = started;
     this.log.info(`modhost ${HOST_VERSION} starting`, { config: this.config.file ?? "(defaults)" });
     if (this.opts.grantAll) this.log.warn("development mode: every module gets every capability it requests");
-    this.chain = this.opts.chain ?? (await EmbeddedChain.create({ matureBlocks: this.config.chain.mature_blocks }));
+    if (this.opts.chain) this.chain = this.opts.chain;
+    else {
+      const configured = await createChain(this.config, this.logger.for("chain"));
+      this.chain = configured.backend;
+      this.chainFacade = configured.facade;
+    }
     const info = await this.chain.getChainInfo();
     this.logger.log("info", "chain", `${this.chain.name} backend ready`, { chain: info.chain, height: info.height, tip: info.tip_hash.slice(0, 16) });
     this.chain.subscribe((name, payload) => this.bus.publish(name, payload));
@@ -225,6 +234,7 @@ export class Host {
       await this.bus.settled("NodeShutdown", timeout * 1000);
       await this.manager?.shutdown();
       this.bus.publish("NodeShutdownCompleted", { duration_ms: Date.now() - started });
+      await this.chainFacade?.stop();
       await this.chain?.close();
       this.audit?.close();
       this.log.info(`stopped in ${Date.now() - started} ms`);

@@ -103,6 +103,10 @@ export class ApiHub {
   private toHubError(module: string, method: string, err: unknown): HubError {
     if (err instanceof HubError) return err;
     if (err instanceof CapabilityError) return new HubError(wireError(err.code, err.message));
+    // The chain backend lost its node: the module may retry later (ChainBackendRestored says when).
+    if (err instanceof Error && err.name === "BackendUnavailableError") {
+      return new HubError(wireError("backend_unavailable", `${method}: the chain backend cannot reach its node now; retry after the ChainBackendRestored event`));
+    }
     // Storage errors carry their own code and a message written for the module.
     const code = (err as { code?: unknown })?.code;
     if (err instanceof Error && err.name === "StorageError" && typeof code === "string") {

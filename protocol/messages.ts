@@ -14,6 +14,7 @@ export type ErrorCode =
   | "not_found"
   | "quota_exceeded"
   | "backend_error"
+  | "backend_unavailable"
   | "timeout"
   | "unavailable"
   | "invalid_message"

@@ -69,7 +69,7 @@ test("defaults", (t) => {
   t.is(c.file, null);
   t.is(c.dir, "/srv/node");
   t.deepEqual(c.host, { log_level: "info", log_format: "pretty", audit_log: "/srv/node/data/audit.log" });
-  t.deepEqual(c.chain, { backend: "embedded", block_interval_seconds: 0, transactions_per_block: 3, mature_blocks: 101 });
+  t.deepEqual(c.chain, { backend: "embedded", block_interval_seconds: 0, transactions_per_block: 3, mature_blocks: 101, rpc_url: "http://127.0.0.1:8332/", rpc_cookie_file: null, rpc_user: null, rpc_password: null, zmq_sequence: null, poll_interval_ms: 0, core_rpc_bind: null, core_zmq_bind: null });
   t.is(c.modules.enabled, true);
   t.is(c.modules.modules_dir, "/srv/node/modules");
   t.is(c.modules.data_dir, "/srv/node/data/modules");
@@ -96,7 +96,7 @@ test("a full config parses, with paths resolved against the config directory", a
   const c = await loadConfig(file);
   t.is(c.host.log_level, "debug");
   t.is(c.host.log_format, "json");
-  t.deepEqual(c.chain, { backend: "embedded", block_interval_seconds: 10, transactions_per_block: 0, mature_blocks: 100 });
+  t.deepEqual(c.chain, { backend: "embedded", block_interval_seconds: 10, transactions_per_block: 0, mature_blocks: 100, rpc_url: "http://127.0.0.1:8332/", rpc_cookie_file: null, rpc_user: null, rpc_password: null, zmq_sequence: null, poll_interval_ms: 0, core_rpc_bind: null, core_zmq_bind: null });
   t.is(c.modules.modules_dir, path.join(dir, "mods"));
   t.is(c.modules.data_dir, "/var/lib/modhost/modules");
   t.is(c.storage.dir, path.join(dir, "state"));
@@ -308,4 +308,22 @@ test("locate never throws, even on broken input", (t) => {
     t.notThrows(() => locate(src, ["a", 0, "b"]), src);
   }
   t.deepEqual(locate("\uFEFFx = 1", ["x"]), { line: 1, column: 2 });
+});
+
+test("[chain] backend = \"bitcoind\": credentials required and paired, URLs and endpoints checked, each at its line with the fix", async (t) => {
+  const none = await problemsOf('[chain]\nbackend = "bitcoind"\n');
+  t.is(none.length, 1);
+  t.is(none[0]!.path, "chain.backend");
+  t.regex(none[0]!.hint ?? "", /rpc_cookie_file.*rpc_user \+ rpc_password.*bitcoind-config/);
+  const half = await problemsOf('[chain]\nbackend = "bitcoind"\nrpc_user = "modhost"\n');
+  t.true(half.some((p) => p.path === "chain.rpc_user" && p.line === 3 && /go together/.test(p.message)), JSON.stringify(half));
+  const bad = await problemsOf('[chain]\nbackend = "bitcoind"\nrpc_cookie_file = "/x/.cookie"\nrpc_url = "127.0.0.1:8332"\nzmq_sequence = "127.0.0.1:28332"\ncore_rpc_bind = "0.0.0.0:18443"\n');
+  const byPath = new Map(bad.map((p) => [p.path, p]));
+  t.is(byPath.get("chain.rpc_url")?.line, 4);
+  t.regex(byPath.get("chain.rpc_url")?.hint ?? "", /http:\/\/127\.0\.0\.1:8332\//);
+  t.is(byPath.get("chain.zmq_sequence")?.line, 5);
+  t.regex(byPath.get("chain.zmq_sequence")?.hint ?? "", /tcp:\/\/HOST:PORT/);
+  t.regex(byPath.get("chain.core_rpc_bind")?.message ?? "", /not a loopback address/);
+  const good = await loadConfig(await writeConfig('[chain]\nbackend = "bitcoind"\nrpc_url = "http://10.0.0.5:8332/"\nrpc_user = "modhost"\nrpc_password = "pw"\nzmq_sequence = "tcp://10.0.0.5:28332"\n'));
+  t.like(good.chain, { backend: "bitcoind", rpc_url: "http://10.0.0.5:8332/", rpc_user: "modhost", rpc_password: "pw", zmq_sequence: "tcp://10.0.0.5:28332" });
 });

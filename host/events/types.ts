@@ -28,6 +28,8 @@ export const EVENT_TYPES: Record<HostEventName, EventTypeInfo> = {
   ChainReorg: { category: "chain", description: "The active chain switched to another branch; sent after the disconnects and connects." },
   MempoolTransactionAdded: { category: "mempool", description: "A transaction entered the mempool." },
   MempoolTransactionRemoved: { category: "mempool", description: "A transaction left the mempool (mined, conflicted, evicted)." },
+  ChainBackendUnavailable: { category: "chain", description: "The chain backend lost its node; chain requests fail with backend_unavailable until ChainBackendRestored." },
+  ChainBackendRestored: { category: "chain", description: "The chain backend reached its node again; the chain events missed meanwhile were sent before this one." },
   ModuleLoaded: { category: "module", description: "A module finished starting. Replayed to new subscribers for modules already loaded." },
   ModuleUnloaded: { category: "module", description: "A module was stopped and unloaded." },
   ModuleCrashed: { category: "module", description: "A module's process died or its isolate was disposed." },

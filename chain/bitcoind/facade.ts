@@ -1,0 +1,491 @@
+// A Bitcoin Core-compatible face for any chain backend: the RPC methods and ZMQ topics that
+// Core documents, served over the embedded chain.
+//
+// It stands in for bitcoind where bitcoind cannot run (these machines cannot install it):
+// the Core backend's tests run against it, and `[chain] core_rpc_bind` serves the embedded
+// chain to ordinary Bitcoin tools (bitcoin-cli -regtest -rpcport=...). It is written from
+// Core's RPC help and doc/zmq.md, not from Core's code, and it is not a node: no wallet, no
+// peers, no validation beyond the backend's own.
+//
+// RPC: HTTP POST, JSON-RPC 1.0 or 2.0, single or batch; HTTP basic authentication against
+// users given as rpcauth lines (checked like Core) or a cookie; an optional rpcwhitelist per
+// user answered with HTTP 403 like Core; errors with Core's codes (HTTP 500, 404 for an
+// unknown method). ZMQ: topics hashblock, rawblock, hashtx, rawtx and sequence, each message
+// [topic, body, 4-byte little-endian per-topic counter].
+
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
+import { Publisher } from "zeromq";
+import { bytesToHex, hexToBytes } from "@noble/hashes/utils.js";
+import type { Block, BlockHeader, ChainBackend, ChainEventName, ChainEvents, Hex, Transaction } from "../backend.ts";
+import { difficultyFromBits, workFromBits } from "../serialise.ts";
+import { bitsToHex, coreChainName, satsToBtc, scriptAsm, scriptType } from "./convert.ts";
+import { checkRpcauth } from "./rpcauth.ts";
+import { RPC_CODES } from "./rpc.ts";
+
+export interface CoreFacadeOptions {
+  backend: ChainBackend;
+  /** Host and port for RPC; port 0 picks one. Default 127.0.0.1:0. */
+  rpcHost?: string;
+  rpcPort?: number;
+  /** `USER:SALT$HMAC` lines, as in bitcoin.conf's rpcauth=. */
+  rpcauth?: string[];
+  /** A cookie `__cookie__:SECRET` accepted too. */
+  cookie?: string;
+  /** user -> allowed methods (rpcwhitelist=); users not listed may call everything. */
+  whitelist?: Record<string, string[]>;
+  /** tcp://127.0.0.1:PORT to publish ZMQ notifications on; none: no ZMQ. */
+  zmqEndpoint?: string;
+  /** Mining for generatetoaddress / generateblock-style tests, when the backend can mine. */
+  mine?: (count: number) => Promise<Hex[]>;
+  /** Largest request body; default 32 MiB (a block to submit is twice its size in hex). */
+  maxBodyBytes?: number;
+}
+
+class RpcFailure extends Error {
+  constructor(
+    readonly code: number,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+type Handler = (params: unknown[]) => Promise<unknown>;
+
+export class CoreFacade {
+  private server: Server | null = null;
+  private publisher: Publisher | null = null;
+  private readonly counters = new Map<string, number>();
+  private mempoolSequence = 0n;
+  private publishChain: Promise<void> = Promise.resolve();
+  private unsubscribe: (() => void) | null = null;
+  private readonly methods: Record<string, Handler>;
+  /** chain work and median time past per block hash (computed once). */
+  private readonly stats = new Map<Hex, { work: bigint; times: number[] }>();
+  rpcUrl = "";
+
+  constructor(private readonly opts: CoreFacadeOptions) {
+    this.methods = this.buildMethods();
+  }
+
+  async start(): Promise<void> {
+    if (this.opts.zmqEndpoint) {
+      this.publisher = new Publisher({ linger: 0 });
+      await this.publisher.bind(this.opts.zmqEndpoint);
+      this.unsubscribe = this.opts.backend.subscribe((name, payload) => this.onEvent(name, payload));
+    }
+    const server = createServer((req, res) => void this.serve(req, res));
+    server.headersTimeout = 10_000;
+    server.requestTimeout = 60_000;
+    server.keepAliveTimeout = 5_000;
+    server.maxConnections = 256;
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(this.opts.rpcPort ?? 0, this.opts.rpcHost ?? "127.0.0.1", () => resolve());
+    });
+    this.server = server;
+    const addr = server.address() as AddressInfo;
+    this.rpcUrl = `http://${addr.address}:${addr.port}/`;
+  }
+
+  /** The endpoint the ZMQ publisher is bound to (with its real port). */
+  get zmqEndpoint(): string | undefined {
+    return this.publisher?.lastEndpoint ?? undefined;
+  }
+
+  async stop(): Promise<void> {
+    this.unsubscribe?.();
+    await this.publishChain;
+    this.publisher?.close();
+    this.publisher = null;
+    const server = this.server;
+    this.server = null;
+    if (server) {
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    }
+  }
+
+  // ---- HTTP ----
+
+  private async serve(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const reply = (status: number, body?: unknown) => {
+      const text = body === undefined ? "" : JSON.stringify(body) + "\n";
+      res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(text) });
+      res.end(text);
+    };
+    if (req.method !== "POST") return reply(405);
+    const user = this.authenticate(req.headers.authorization);
+    if (user === null) {
+      res.writeHead(401, { "www-authenticate": 'Basic realm="jsonrpc"' });
+      return void res.end();
+    }
+    const limit = this.opts.maxBodyBytes ?? 32 * 1024 * 1024;
+    const chunks: Buffer[] = [];
+    let size = 0;
+    for await (const chunk of req as AsyncIterable<Buffer>) {
+      size += chunk.length;
+      if (size > limit) return reply(413);
+      chunks.push(chunk);
+    }
+    let request: unknown;
+    try {
+      request = JSON.parse(Buffer.concat(chunks).toString("utf8"));
+    } catch {
+      return reply(500, { result: null, error: { code: -32700, message: "Parse error" }, id: null });
+    }
+    const allowed = this.opts.whitelist && Object.hasOwn(this.opts.whitelist, user) ? new Set(this.opts.whitelist[user]) : null;
+    const calls = Array.isArray(request) ? request : [request];
+    // Core checks the whitelist before running anything, batch included, and answers 403.
+    if (allowed && calls.some((c) => !allowed.has(String((c as { method?: unknown })?.method)))) return reply(403);
+    const answers = [];
+    for (const call of calls) answers.push(await this.dispatch(call));
+    if (Array.isArray(request)) return reply(200, answers);
+    const only = answers[0]!;
+    const code = (only.error as { code?: number } | null)?.code;
+    return reply(only.error === null ? 200 : code === RPC_CODES.METHOD_NOT_FOUND ? 404 : 500, only);
+  }
+
+  private authenticate(header: string | undefined): string | null {
+    if (!header?.startsWith("Basic ")) return null;
+    const decoded = Buffer.from(header.slice(6), "base64").toString("utf8");
+    const colon = decoded.indexOf(":");
+    if (colon < 0) return null;
+    const user = decoded.slice(0, colon);
+    const password = decoded.slice(colon + 1);
+    if (this.opts.cookie && decoded === this.opts.cookie) return user;
+    for (const line of this.opts.rpcauth ?? []) if (checkRpcauth(line, user, password)) return user;
+    return null;
+  }
+
+  private async dispatch(call: unknown): Promise<{ result: unknown; error: { code: number; message: string } | null; id: unknown }> {
+    const c = (call ?? {}) as { method?: unknown; params?: unknown; id?: unknown };
+    const id = c.id ?? null;
+    const method = typeof c.method === "string" ? c.method : "";
+    const handler = Object.hasOwn(this.methods, method) ? this.methods[method] : undefined;
+    if (!handler) return { result: null, error: { code: RPC_CODES.METHOD_NOT_FOUND, message: "Method not found" }, id };
+    const params = Array.isArray(c.params) ? c.params : [];
+    try {
+      return { result: (await handler(params)) ?? null, error: null, id };
+    } catch (err) {
+      if (err instanceof RpcFailure) return { result: null, error: { code: err.code, message: err.message }, id };
+      return { result: null, error: { code: RPC_CODES.MISC_ERROR, message: (err as Error).message }, id };
+    }
+  }
+
+  // ---- Methods, in Core's formats ----
+
+  private buildMethods(): Record<string, Handler> {
+    const b = this.opts.backend;
+    const hashParam = (p: unknown[], i: number, name: string): Hex => {
+      const v = p[i];
+      if (typeof v !== "string" || !/^[0-9a-f]{64}$/i.test(v)) throw new RpcFailure(RPC_CODES.INVALID_PARAMETER, `${name} must be of length 64 (not ${typeof v === "string" ? v.length : 0}, for '${String(v)}')`);
+      return v.toLowerCase();
+    };
+    const block = async (hash: Hex): Promise<Block> => {
+      const found = await b.getBlock(hash);
+      if (!found) throw new RpcFailure(RPC_CODES.INVALID_ADDRESS_OR_KEY, "Block not found");
+      return found;
+    };
+    return {
+      getbestblockhash: async () => b.getChainTip(),
+      getblockcount: async () => b.getBlockHeight(),
+      getblockhash: async (p) => {
+        const height = Number(p[0]);
+        const found = await b.getBlockByHeight(height);
+        if (!found) throw new RpcFailure(RPC_CODES.INVALID_PARAMETER, "Block height out of range");
+        return found.hash;
+      },
+      getblockchaininfo: async () => {
+        const info = await b.getChainInfo();
+        return {
+          chain: coreChainName(info.chain),
+          blocks: info.height,
+          headers: info.height,
+          bestblockhash: info.tip_hash,
+          bits: bitsToHex(info.bits),
+          target: (await b.getBlockTemplate()).target,
+          difficulty: info.difficulty,
+          time: (await b.getBlockHeader(info.tip_hash))?.time ?? 0,
+          mediantime: info.median_time,
+          verificationprogress: 1,
+          initialblockdownload: !info.is_synced,
+          chainwork: BigInt(info.chain_work).toString(16).padStart(64, "0"),
+          size_on_disk: 0,
+          pruned: false,
+          warnings: [],
+        };
+      },
+      getblockheader: async (p) => {
+        const header = await b.getBlockHeader(hashParam(p, 0, "blockhash"));
+        if (!header) throw new RpcFailure(RPC_CODES.INVALID_ADDRESS_OR_KEY, "Block not found");
+        if (p[1] === false) return header.hex;
+        const full = await block(header.hash);
+        return this.headerJson(header, full.transactions.length);
+      },
+      getblock: async (p) => {
+        const found = await block(hashParam(p, 0, "blockhash"));
+        const verbosity = p[1] === undefined ? 1 : p[1] === true ? 1 : p[1] === false ? 0 : Number(p[1]);
+        if (verbosity === 0) return found.hex;
+        const json: Record<string, unknown> = {
+          ...(await this.headerJson(found.header, found.transactions.length)),
+          strippedsize: (found.weight - found.size) / 2,
+          size: found.size,
+          weight: found.weight,
+        };
+        json["tx"] = verbosity === 1 ? found.transactions.map((tx) => tx.txid) : found.transactions.map((tx) => this.txJson(tx));
+        return json;
+      },
+      getrawtransaction: async (p) => {
+        const txid = hashParam(p, 0, "txid");
+        const tx = await b.getTransaction(txid);
+        if (!tx) throw new RpcFailure(RPC_CODES.INVALID_ADDRESS_OR_KEY, "No such mempool or blockchain transaction. Use gettransaction for wallet transactions.");
+        const verbose = p[1] === true || (typeof p[1] === "number" && p[1] > 0);
+        return verbose ? this.txJson(tx) : tx.hex;
+      },
+      gettxout: async (p) => {
+        const txid = hashParam(p, 0, "txid");
+        const utxo = await b.getUtxo({ txid, vout: Number(p[1]) });
+        if (!utxo) return null;
+        const height = await b.getBlockHeight();
+        return {
+          bestblock: await b.getChainTip(),
+          confirmations: height - utxo.height + 1,
+          value: satsToBtc(utxo.value),
+          scriptPubKey: this.scriptJson(hexToBytes(utxo.script_pubkey), utxo.address),
+          coinbase: utxo.coinbase,
+        };
+      },
+      getrawmempool: async (p) => {
+        const txids = await b.getMempoolTransactions();
+        if (p[0] !== true) return txids;
+        const out: Record<Hex, unknown> = {};
+        for (const txid of txids) {
+          const entry = await b.getMempoolEntry(txid);
+          if (entry) out[txid] = this.entryJson(entry.vsize, entry.fee, entry.time);
+        }
+        return out;
+      },
+      getmempoolentry: async (p) => {
+        const entry = await b.getMempoolEntry(hashParam(p, 0, "txid"));
+        if (!entry) throw new RpcFailure(RPC_CODES.INVALID_ADDRESS_OR_KEY, "Transaction not in mempool");
+        return this.entryJson(entry.vsize, entry.fee, entry.time);
+      },
+      getmempoolinfo: async () => {
+        const info = await b.getMempoolInfo();
+        return { loaded: true, size: info.transaction_count, bytes: info.size_bytes, usage: info.size_bytes, total_fee: satsToBtc(info.total_fee_sats), maxmempool: 300_000_000, mempoolminfee: 0.00001, minrelaytxfee: 0.00001 };
+      },
+      estimatesmartfee: async (p) => {
+        const target = Number(p[0] ?? 6);
+        const satPerVb = await b.estimateFee(target);
+        return { feerate: (satPerVb * 1000) / 100_000_000, blocks: target };
+      },
+      getnetworkinfo: async () => {
+        const stats = await b.getNetworkStats();
+        return { version: 290000, subversion: "/modhost-facade/", protocolversion: 70016, connections: stats.peer_count, networkactive: true, relayfee: 0.00001, warnings: [] };
+      },
+      getnettotals: async () => {
+        const stats = await b.getNetworkStats();
+        return { totalbytesrecv: stats.bytes_received, totalbytessent: stats.bytes_sent, timemillis: Date.now() };
+      },
+      getnetworkhashps: async () => (await b.getNetworkStats()).hash_rate,
+      getconnectioncount: async () => (await b.getNetworkStats()).peer_count,
+      getpeerinfo: async () =>
+        (await b.getPeers()).map((peer, id) => ({ id, addr: peer.addr, services: peer.services.toString(16).padStart(16, "0"), version: peer.version, conntime: peer.connected_since, transport_protocol_type: peer.transport_type })),
+      getblocktemplate: async (p) => {
+        const req = (p[0] ?? {}) as { rules?: unknown };
+        if (!Array.isArray(req.rules) || !req.rules.includes("segwit")) throw new RpcFailure(RPC_CODES.INVALID_PARAMETER, 'getblocktemplate must be called with the segwit rule set (call with {"rules": ["segwit"]})');
+        const t = await b.getBlockTemplate();
+        return {
+          capabilities: ["proposal"],
+          version: t.version,
+          rules: ["csv", "!segwit", "taproot"],
+          vbavailable: {},
+          vbrequired: 0,
+          previousblockhash: t.previous_block_hash,
+          transactions: t.transactions.map((tx) => ({ data: tx.hex, txid: tx.txid, hash: tx.wtxid, depends: [], fee: tx.fee, sigops: 0, weight: tx.weight })),
+          coinbaseaux: {},
+          coinbasevalue: t.coinbase_value,
+          longpollid: `${t.previous_block_hash}${t.transactions.length}`,
+          target: t.target,
+          mintime: t.min_time,
+          mutable: ["time", "transactions", "prevblock"],
+          noncerange: "00000000ffffffff",
+          sigoplimit: 80_000,
+          sizelimit: 4_000_000,
+          weightlimit: 4_000_000,
+          curtime: t.cur_time,
+          bits: bitsToHex(t.bits),
+          height: t.height,
+          default_witness_commitment: t.default_witness_commitment,
+        };
+      },
+      submitblock: async (p) => {
+        if (typeof p[0] !== "string") throw new RpcFailure(RPC_CODES.INVALID_PARAMETER, "hexdata must be a hex string");
+        const r = await b.submitBlock(p[0]);
+        if (r.result === "accepted") return null;
+        if (r.result === "duplicate") return "duplicate";
+        return (r.reason ?? "rejected").split(":")[0];
+      },
+      sendrawtransaction: async (p) => {
+        if (typeof p[0] !== "string") throw new RpcFailure(RPC_CODES.INVALID_PARAMETER, "hexstring must be a hex string");
+        try {
+          return await b.submitTransaction(p[0]);
+        } catch (err) {
+          throw new RpcFailure(RPC_CODES.VERIFY_REJECTED, (err as Error).message);
+        }
+      },
+      generate: async (p) => this.generate(Number(p[0] ?? 1)),
+      generatetoaddress: async (p) => this.generate(Number(p[0] ?? 1)),
+      uptime: async () => Math.floor(process.uptime()),
+      help: async () => Object.keys(this.methods).sort().join("\n"),
+    };
+  }
+
+  private async generate(count: number): Promise<Hex[]> {
+    if (!this.opts.mine) throw new RpcFailure(RPC_CODES.METHOD_NOT_FOUND, "this chain cannot mine on request");
+    if (!Number.isInteger(count) || count < 1 || count > 1000) throw new RpcFailure(RPC_CODES.INVALID_PARAMETER, "nblocks must be 1 to 1000");
+    return this.opts.mine(count);
+  }
+
+  private async blockStats(hash: Hex): Promise<{ work: bigint; times: number[] }> {
+    const cached = this.stats.get(hash);
+    if (cached) return cached;
+    // Walk down to a block whose figures are known (or genesis), then up again.
+    const path: BlockHeader[] = [];
+    let cur = await this.opts.backend.getBlockHeader(hash);
+    while (cur && !this.stats.has(cur.hash)) {
+      path.push(cur);
+      if (cur.height === 0) break;
+      cur = await this.opts.backend.getBlockHeader(cur.prev_hash);
+    }
+    let parent = cur && this.stats.has(cur.hash) ? this.stats.get(cur.hash)! : { work: 0n, times: [] as number[] };
+    for (const h of path.reverse()) {
+      parent = { work: parent.work + workFromBits(h.bits), times: [...parent.times, h.time].slice(-11) };
+      this.stats.set(h.hash, parent);
+    }
+    return this.stats.get(hash) ?? parent;
+  }
+
+  private async headerJson(h: BlockHeader, nTx: number): Promise<Record<string, unknown>> {
+    const b = this.opts.backend;
+    const tipHeight = await b.getBlockHeight();
+    const onChain = (await b.getBlockByHeight(h.height))?.hash === h.hash;
+    const next = onChain ? await b.getBlockByHeight(h.height + 1) : null;
+    const stats = await this.blockStats(h.hash);
+    const sorted = [...stats.times].sort((a, c) => a - c);
+    return {
+      hash: h.hash,
+      confirmations: onChain ? tipHeight - h.height + 1 : -1,
+      height: h.height,
+      version: h.version,
+      versionHex: (h.version >>> 0).toString(16).padStart(8, "0"),
+      merkleroot: h.merkle_root,
+      time: h.time,
+      mediantime: sorted[Math.floor(sorted.length / 2)] ?? h.time,
+      nonce: h.nonce,
+      bits: bitsToHex(h.bits),
+      difficulty: difficultyFromBits(h.bits),
+      chainwork: stats.work.toString(16).padStart(64, "0"),
+      nTx,
+      ...(h.height > 0 ? { previousblockhash: h.prev_hash } : {}),
+      ...(next ? { nextblockhash: next.hash } : {}),
+    };
+  }
+
+  private scriptJson(script: Uint8Array, address: string | null): Record<string, unknown> {
+    return { asm: scriptAsm(script), hex: bytesToHex(script), type: scriptType(script), ...(address ? { address } : {}) };
+  }
+
+  private txJson(tx: Transaction): Record<string, unknown> {
+    return {
+      txid: tx.txid,
+      hash: tx.wtxid,
+      version: tx.version,
+      size: tx.size,
+      vsize: tx.vsize,
+      weight: tx.weight,
+      locktime: tx.locktime,
+      vin: tx.inputs.map((input) =>
+        input.coinbase
+          ? { coinbase: input.script_sig, ...(input.witness.length ? { txinwitness: input.witness } : {}), sequence: input.sequence }
+          : {
+              txid: input.txid,
+              vout: input.vout,
+              scriptSig: { asm: scriptAsm(hexToBytes(input.script_sig)), hex: input.script_sig },
+              ...(input.witness.length ? { txinwitness: input.witness } : {}),
+              sequence: input.sequence,
+            },
+      ),
+      vout: tx.outputs.map((out, n) => ({ value: satsToBtc(out.value), n, scriptPubKey: this.scriptJson(hexToBytes(out.script_pubkey), out.address) })),
+      hex: tx.hex,
+    };
+  }
+
+  private entryJson(vsize: number, fee: number, time: number): Record<string, unknown> {
+    const btc = satsToBtc(fee);
+    return { vsize, weight: vsize * 4, time, height: 0, descendantcount: 1, descendantsize: vsize, ancestorcount: 1, ancestorsize: vsize, fees: { base: btc, modified: btc, ancestor: btc, descendant: btc }, depends: [], spentby: [], "bip125-replaceable": false, unbroadcast: false };
+  }
+
+  // ---- ZMQ ----
+
+  private onEvent<K extends ChainEventName>(name: K, payload: ChainEvents[K]): void {
+    // Publish in event order even though some bodies (raw blocks) are read asynchronously.
+    this.publishChain = this.publishChain.then(() => this.publishEvent(name, payload)).catch(() => {});
+  }
+
+  private async publishEvent<K extends ChainEventName>(name: K, payload: ChainEvents[K]): Promise<void> {
+    const p = payload as Record<string, unknown>;
+    switch (name) {
+      case "NewBlock": {
+        const hash = p["hash"] as Hex;
+        const found = await this.opts.backend.getBlock(hash);
+        await this.send("hashblock", Buffer.from(hash, "hex"));
+        if (found) await this.send("rawblock", Buffer.from(found.hex, "hex"));
+        for (const tx of found?.transactions ?? []) {
+          await this.send("hashtx", Buffer.from(tx.txid, "hex"));
+          await this.send("rawtx", Buffer.from(tx.hex, "hex"));
+        }
+        await this.send("sequence", Buffer.concat([Buffer.from(hash, "hex"), Buffer.from("C")]));
+        return;
+      }
+      case "BlockDisconnected":
+        return this.send("sequence", Buffer.concat([Buffer.from(p["hash"] as Hex, "hex"), Buffer.from("D")]));
+      case "MempoolTransactionAdded": {
+        const txid = p["txid"] as Hex;
+        const tx = await this.opts.backend.getMempoolTransaction(txid);
+        await this.send("hashtx", Buffer.from(txid, "hex"));
+        if (tx) await this.send("rawtx", Buffer.from(tx.hex, "hex"));
+        return this.send("sequence", this.mempoolNotice(txid, "A"));
+      }
+      case "MempoolTransactionRemoved":
+        // Core does not publish removals by a block (the block's C notice implies them).
+        if (p["reason"] === "block") return;
+        return this.send("sequence", this.mempoolNotice(p["txid"] as Hex, "R"));
+      default:
+        return;
+    }
+  }
+
+  private mempoolNotice(txid: Hex, label: "A" | "R"): Buffer {
+    const seq = Buffer.alloc(8);
+    seq.writeBigUInt64LE(++this.mempoolSequence);
+    return Buffer.concat([Buffer.from(txid, "hex"), Buffer.from(label), seq]);
+  }
+
+  /** One notification: [topic, body, 4-byte little-endian per-topic counter]. */
+  private async send(topic: string, body: Buffer): Promise<void> {
+    if (!this.publisher) return;
+    const n = this.counters.get(topic) ?? 0;
+    this.counters.set(topic, (n + 1) % 0x1_0000_0000);
+    const seq = Buffer.alloc(4);
+    seq.writeUInt32LE(n);
+    await this.publisher.send([topic, body, seq]);
+  }
+
+  /** For tests of gap detection: skip `n` numbers of a topic's counter, as if messages were lost. */
+  skipSequence(topic: string, n: number): void {
+    this.counters.set(topic, ((this.counters.get(topic) ?? 0) + n) % 0x1_0000_0000);
+  }
+}
