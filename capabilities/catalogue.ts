@@ -89,11 +89,21 @@ export function closest(name: string, candidates: readonly string[]): string | u
 }
 
 /**
+ * Capability names that manifests written for the BLVM node use but that are not permissions
+ * of their own there: each is the permission the node checks for that request. (The seeds'
+ * Mining OS manifest lists "get_block_template", which the node maps to ReadBlockchain.)
+ */
+export const PERMISSION_ALIASES: Readonly<Record<string, Permission>> = Object.freeze({
+  get_block_template: "read_blockchain",
+});
+
+/**
  * Accepts the snake_case name, and for compatibility with manifests written for the BLVM
- * node also the PascalCase enum spelling ("ReadUTXO", "ReadBlockchain").
+ * node also the PascalCase enum spelling ("ReadUTXO", "ReadBlockchain") and the aliases above.
  */
 export function normalisePermission(name: string): Permission | undefined {
   if (isPermission(name)) return name;
+  if (Object.hasOwn(PERMISSION_ALIASES, name)) return PERMISSION_ALIASES[name];
   if (/^[A-Z][A-Za-z]+$/.test(name)) {
     const snake = name.replace(/UTXO/g, "Utxo").replace(/([a-z0-9])([A-Z])/g, "$1_$2").toLowerCase();
     if (isPermission(snake)) return snake;

@@ -3,7 +3,7 @@
 // docs/events.md from the event catalogue. `modhost docs --write` regenerates them; a test
 // fails when a committed page differs from what the code says.
 
-import { PERMISSIONS, PERMISSION_NAMES } from "../capabilities/catalogue.ts";
+import { PERMISSION_ALIASES, PERMISSIONS, PERMISSION_NAMES } from "../capabilities/catalogue.ts";
 import { FAMILIES, METHODS } from "../capabilities/families.ts";
 import { EVENT_TYPES, HOST_EVENT_NAMES } from "./events/types.ts";
 
@@ -36,6 +36,12 @@ export function permissionsMarkdown(): string {
   }
   const always = [...METHODS.values()].filter((m) => m.permission === null).map((m) => `\`${m.name}\``);
   out.push("", `Every module may call, without a permission: ${always.join(", ")}. Logging (the \`log\` message) needs no permission either.`);
+  out.push(
+    "",
+    "Manifests written for the BLVM node load unchanged: a permission may also be written in the node's PascalCase (`ReadBlockchain`, `ReadUTXO`), and these names stand for the permission the node checks for them:",
+    "",
+    ...Object.entries(PERMISSION_ALIASES).map(([alias, permission]) => `- \`${alias}\` = \`${permission}\``),
+  );
   out.push("", "## Methods by family", "", "On `ctx` in a TypeScript module each family is an object (`ctx.chain.getBlock(hash)`); on the wire each method is a `request` with named parameters.", "");
   for (const f of FAMILIES) {
     out.push(`### \`ctx.${f.name}\`: ${f.summary}`, "", "| Wire method | On `ctx` | Parameters | Permission | Returns |", "|---|---|---|---|---|");

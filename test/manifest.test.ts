@@ -281,3 +281,14 @@ test("parseManifest works on already parsed data and reports the given file", (t
   t.is(err!.problems.length, 2);
   t.true(err!.problems.every((p) => p.file === "/tmp/x/module.toml"));
 });
+
+test("the seeds' own manifests load unchanged: module development (dependencies, optional dependencies, config schema) and Mining OS (get_block_template)", async (t) => {
+  const fixtures = new URL("./fixtures/seed-manifests/", import.meta.url).pathname;
+  const dev = await loadManifest(path.join(fixtures, "module-development", "module.toml"));
+  t.like(dev, { name: "my-module", version: "1.0.0", entry_point: "my-module", dependencies: { "blvm-lightning": ">=1.0.0" }, optional_dependencies: { "blvm-mesh": ">=0.5.0" } });
+  t.deepEqual(dev.capabilities.map((c) => c.permission), ["read_blockchain", "subscribe_events"]);
+  const mining = await loadManifest(path.join(fixtures, "miningos", "module.toml"));
+  t.is(mining.name, "blvm-miningos");
+  // The node checks read_blockchain for a block template; the alias becomes that permission.
+  t.deepEqual(mining.capabilities.map((c) => c.permission), ["read_blockchain", "subscribe_events", "publish_events", "call_module", "read_blockchain", "submit_block"]);
+});
