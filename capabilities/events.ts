@@ -3,9 +3,9 @@
 // With a scoped grant (subscribe_events=NewBlock,ChainReorg) only those types are allowed.
 import * as v from "valibot";
 import { method, type Family } from "./types.ts";
-import { CapabilityError } from "./types.ts";
+import { CapabilityError, type CallContext } from "./types.ts";
 import { closest } from "./catalogue.ts";
-import { HOST_EVENT_NAMES, isHostEvent, MODULE_EVENT } from "../host/events/types.ts";
+import { HOST_EVENT_NAMES, isHostEvent, MODULE_EVENT, ROLE_EVENT_SCHEMAS, roleOf, type ProviderRole, type RoleEventName } from "./event-types.ts";
 
 const types = v.pipe(v.array(v.string()), v.minLength(1, "name at least one event type"), v.maxLength(256));
 
@@ -44,6 +44,32 @@ export function ownEventType(module: string, name: string): string {
   const type = `${module}:${name}`;
   if (!MODULE_EVENT.test(type)) throw new CapabilityError("invalid_params", `"${type}" is not a valid module event type`);
   return type;
+}
+
+/**
+ * A provider role's event (PaymentSettled, BlockTemplateUpdated, GovernanceProposalCreated,
+ * ...), published as the real type: only by the module the operator designated for the role,
+ * and only with a payload that matches the event's schema.
+ */
+async function publishRoleEvent(c: CallContext, role: ProviderRole, name: RoleEventName, payload: unknown): Promise<string> {
+  const designated = c.services.providers?.designated(role);
+  if (designated !== c.module) {
+    throw new CapabilityError(
+      "permission_denied",
+      designated === undefined
+        ? `"${name}" is a ${role} event: only the module the operator designates as the ${role} provider may publish it ([modules.providers] ${role} = "NAME"); no module is designated`
+        : `"${name}" is a ${role} event: only "${designated}", the designated ${role} provider, may publish it`,
+      { denial: true },
+    );
+  }
+  const parsed = v.safeParse(ROLE_EVENT_SCHEMAS[name], payload ?? null);
+  if (!parsed.success) {
+    throw new CapabilityError("invalid_params", `payload of ${name}: ${parsed.issues.map((i) => `${v.getDotPath(i) ?? "(payload)"}: ${i.message}`).join("; ")}`);
+  }
+  if (!c.services.publish(name, parsed.output, c.module)) {
+    throw new CapabilityError("quota_exceeded", `${c.module} is publishing faster than ${PUBLISH_RATE} events per second; slow down or batch payloads`);
+  }
+  return name;
 }
 
 /** Payloads are plain data (as decoded from the wire), at most MAX_EVENT_PAYLOAD_BYTES and 32 levels deep. */
@@ -85,8 +111,10 @@ export const events: Family = {
     method({
       name: "publish_event", js: "publish", permission: "publish_events", args: ["name", "payload"],
       params: v.object({ name: v.string(), payload: v.optional(v.unknown()) }),
-      summary: `Publish an event in this module's namespace, as "module-name:name" (payload: plain data, at most ${MAX_EVENT_PAYLOAD_BYTES} bytes); returns the full event type.`,
+      summary: `Publish an event in this module's namespace, as "module-name:name" (payload: plain data, at most ${MAX_EVENT_PAYLOAD_BYTES} bytes); returns the full event type. A provider role's event (PaymentSettled, BlockTemplateUpdated, ...) is published as the real type, only by the module the operator designated for the role, with a payload checked against its schema.`,
       handler: async (c, p) => {
+        const role = roleOf(p.name);
+        if (role !== undefined) return publishRoleEvent(c, role, p.name as RoleEventName, p.payload);
         const type = ownEventType(c.module, p.name);
         const payload = p.payload ?? null;
         checkPayload(payload);

@@ -6,7 +6,6 @@ import * as v from "valibot";
 import { CapabilityError, method, type CallContext, type Family, type HostServices, serviceOf } from "./types.ts";
 import { none } from "./schemas.ts";
 
-export type ProviderKind = "lightning" | "payment";
 
 const providers = (c: CallContext) => serviceOf(c, "providers");
 
@@ -32,8 +31,8 @@ export const lightning: Family = {
     }),
     method({
       name: "register_provider", js: "provide", permission: "register_module_api", args: ["kind"],
-      params: v.object({ kind: v.picklist(["lightning", "payment"], 'kind must be "lightning" or "payment"') }),
-      summary: "Answer the lightning or payment methods for every module. One provider per kind.",
+      params: v.object({ kind: v.picklist(["lightning", "payment", "mining", "governance"], 'kind must be "lightning", "payment", "mining" or "governance"') }),
+      summary: "Become the provider of a role the operator designated this module for ([modules.providers]): answer the role's methods and publish its events. One provider per role.",
       audit: true,
       handler: async (c, p) => {
         providers(c).register(c.module, p.kind);

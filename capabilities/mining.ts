@@ -6,7 +6,9 @@
 // As in the BLVM node, get_block_template needs only read_blockchain; submitting needs
 // submit_block, and queueing a block "as if received from a peer" queue_inbound_block.
 import * as v from "valibot";
+import { hexToBytes } from "@noble/hashes/utils.js";
 import { method, type Family } from "./types.ts";
+import { displayHex, sha256d } from "../chain/serialise.ts";
 
 /** Hex of raw bytes, at most `maxBytes` bytes. */
 export function rawHex(maxBytes: number) {
@@ -39,7 +41,11 @@ export const mining: Family = {
       name: "submit_block", js: "submitBlock", permission: "submit_block", args: ["hex"], params: v.object({ hex: rawHex(MAX_BLOCK_BYTES) }),
       summary: 'Submit a serialised block; answers {result, reason?, hash?} with result "accepted", "duplicate" or "rejected" (reason: why).',
       audit: true,
-      handler: (c, p) => c.chain.submitBlock(p.hex),
+      handler: (c, p) => {
+        // Said before submitting: a backend may announce the block (NewBlock) before it answers.
+        if (p.hex.length >= 160) c.services.blockSubmitted?.(displayHex(sha256d(hexToBytes(p.hex.slice(0, 160)))), c.module);
+        return c.chain.submitBlock(p.hex);
+      },
     }),
     method({
       name: "queue_received_block", js: "queueBlock", permission: "queue_inbound_block", args: ["hex"], params: v.object({ hex: rawHex(MAX_BLOCK_BYTES) }),

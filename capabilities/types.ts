@@ -5,6 +5,7 @@
 // capability whatever the module is written in.
 
 import type * as v from "valibot";
+import type { ProviderRole } from "./event-types.ts";
 import type { ChainBackend } from "../chain/backend.ts";
 import type { ModuleStore } from "../storage/store.ts";
 import type { Permission } from "./catalogue.ts";
@@ -82,14 +83,18 @@ export interface HostServices {
     all(): Record<string, Metric[]>;
   };
   providers?: {
-    register(module: string, kind: "lightning" | "payment"): void;
-    call(kind: "lightning" | "payment", method: string, params: Record<string, unknown>): Promise<unknown>;
+    register(module: string, kind: ProviderRole): void;
+    call(kind: ProviderRole, method: string, params: Record<string, unknown>): Promise<unknown>;
+    /** The module the operator designated for a role ([modules.providers]); it alone publishes the role's events. */
+    designated(role: ProviderRole): string | undefined;
   };
   /**
    * How http_request resolves host names: all addresses of a name, in order. Absent: the
    * system resolver (getaddrinfo). Tests give a fixed table here.
    */
   resolve?(host: string): Promise<Array<{ address: string; family: number }>>;
+  /** A module is submitting the block with this hash (its NewBlock is then also BlockMined). */
+  blockSubmitted?(hash: string, module: string): void;
   /** Drop everything a module registered (it stopped or crashed): timers, API, RPC methods, providers. */
   forget?(module: string): void;
 }
@@ -137,7 +142,7 @@ export interface Family {
   readonly methods: readonly MethodDef[];
 }
 
-type ServiceName = Exclude<keyof HostServices, "publish" | "forget" | "resolve">;
+type ServiceName = Exclude<keyof HostServices, "publish" | "forget" | "resolve" | "blockSubmitted">;
 
 const SERVICE_TEXT: Record<ServiceName, string> = {
   modules: "module calls are",

@@ -164,6 +164,9 @@ export interface ChainEvents {
    * ZMQ `sequence` topic does not say; removals by a block are reported as "block").
    */
   MempoolTransactionRemoved: { txid: Hex; reason: "block" | "reorg" | "conflict" | "evicted" | "replaced" | "other" };
+  /** The node connected to a peer (a backend with a real node: Bitcoin Core, from getpeerinfo). */
+  PeerConnected: { addr: string; transport_type: string; services: number; version: number };
+  PeerDisconnected: { addr: string };
   /** The backend lost its node (a backend with a remote node only); requests fail with `backend_unavailable` until ChainBackendRestored. */
   ChainBackendUnavailable: { backend: string; reason: string };
   /** The backend reached its node again and caught up: the chain events it missed were emitted before this one. */

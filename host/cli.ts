@@ -202,8 +202,14 @@ async function check(argv: string[]): Promise<number> {
     `modules_dir: ${config.modules.modules_dir}`,
     `load order: ${order.join(" -> ") || "(none)"}`,
     sandbox.full ? sandbox.text : `${sandbox.text} (less protection than the full sandbox: see docs/security.md)`,
+    `providers: ${Object.entries(config.modules.providers).map(([role, m]) => `${role} = ${m}`).join(", ") || "(none designated)"}`,
     "",
   ];
+  // A designated provider that is not among the modules would leave its role empty.
+  for (const [role, name] of Object.entries(config.modules.providers)) {
+    if (!byName.has(name)) problems.set(`providers.${role}`, `[modules.providers] ${role} = "${name}", but there is no module "${name}" in ${config.modules.modules_dir}`);
+  }
+  for (const [key, problem] of problems) if (key.startsWith("providers.")) out.push(`✗ ${problem}`);
   for (const s of manager.status()) {
     const problem = problems.get(s.name);
     out.push(`${problem ? "✗" : "✓"} ${s.name} ${s.version ?? ""} (${s.runtime ?? "?"})`);

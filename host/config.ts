@@ -8,6 +8,7 @@ import path from "node:path";
 import { DEFAULT_SANDBOX_LIMITS, type SandboxMode } from "../runtime/sandbox/policy.ts";
 import type { Descriptor } from "../capabilities/grants.ts";
 import { MODULE_NAME_HINT, MODULE_NAME_RE, readDescriptors } from "./manifest.ts";
+import { PROVIDER_ROLES, type ProviderRole } from "../capabilities/event-types.ts";
 import { Checker, readToml, type IntegerRule, type TomlPath } from "./toml.ts";
 import {
   checkPublisherRefs, defaultRegistry, defaultTrust, readModuleTrust, readRegistry, readTrust,
@@ -112,6 +113,10 @@ export interface HostConfig {
     log_format: "pretty" | "json";
     /** Absolute path of the append-only audit log (JSON lines). */
     audit_log: string;
+    /** Publish a HealthCheck event this often (0 = never). */
+    health_event_seconds: number;
+    /** Publish DiskSpaceLow when the data directory's free space falls below this (0 = never). */
+    disk_space_low_mb: number;
   };
   chain: {
     backend: "embedded" | "bitcoind";
@@ -161,6 +166,8 @@ export interface HostConfig {
     grants: Record<string, ModuleGrants>;
     /** [modules.trust.NAME]: whose signatures count for the module, and its signature policy. */
     trust: Record<string, ModuleTrust>;
+    /** [modules.providers]: the module the operator chose for each provider role. */
+    providers: Partial<Record<ProviderRole, string>>;
   };
   storage: { dir: string };
   rpc: RpcConfig;
@@ -191,7 +198,7 @@ export interface RpcConfig {
 const SECTIONS = ["host", "chain", "modules", "storage", "rpc", "trust", "registry"] as const;
 const MODULES_KEYS = [
   "enabled", "modules_dir", "data_dir", "enabled_modules", "disabled_modules", "on_missing_grant", "sandbox", "native_sandbox",
-  "module_configs", "default_limits", "limits", "grants", "trust",
+  "module_configs", "default_limits", "limits", "grants", "trust", "providers",
 ] as const;
 
 export function defaultConfig(dir: string): HostConfig {
@@ -200,7 +207,7 @@ export function defaultConfig(dir: string): HostConfig {
     file: null,
     dir: base,
     source: null,
-    host: { log_level: "info", log_format: "pretty", audit_log: path.resolve(base, "data/audit.log") },
+    host: { log_level: "info", log_format: "pretty", audit_log: path.resolve(base, "data/audit.log"), health_event_seconds: 60, disk_space_low_mb: 1024 },
     chain: {
       backend: "embedded", block_interval_seconds: 0, transactions_per_block: 3, mature_blocks: 101,
       rpc_url: "http://127.0.0.1:8332/", rpc_cookie_file: null, rpc_user: null, rpc_password: null, zmq_sequence: null, poll_interval_ms: 0,
@@ -220,6 +227,7 @@ export function defaultConfig(dir: string): HostConfig {
       limits: {},
       grants: {},
       trust: {},
+      providers: {},
     },
     storage: { dir: path.resolve(base, "data/storage") },
     rpc: {
@@ -290,7 +298,9 @@ function readHost(c: Checker, data: Record<string, unknown>, config: HostConfig)
   const at = ["host"];
   const t = c.table(data["host"], at);
   if (!t) return;
-  c.knownKeys(t, at, ["log_level", "log_format", "audit_log"]);
+  c.knownKeys(t, at, ["log_level", "log_format", "audit_log", "health_event_seconds", "disk_space_low_mb"]);
+  config.host.health_event_seconds = c.integer(t, at, "health_event_seconds", { min: 0 }) ?? config.host.health_event_seconds;
+  config.host.disk_space_low_mb = c.integer(t, at, "disk_space_low_mb", { min: 0 }) ?? config.host.disk_space_low_mb;
   config.host.log_level = c.oneOf(t, at, "log_level", ["debug", "info", "warn", "error"] as const) ?? config.host.log_level;
   config.host.log_format = c.oneOf(t, at, "log_format", ["pretty", "json"] as const) ?? config.host.log_format;
   config.host.audit_log = readDir(c, t, at, "audit_log", config.dir) ?? config.host.audit_log;
@@ -414,6 +424,16 @@ function readModules(c: Checker, data: Record<string, unknown>, config: HostConf
   m.grants = perModule(c, t, [...at, "grants"], (table, p) => readGrants(c, table, p));
   m.module_configs = perModule(c, t, [...at, "module_configs"], (table) => table);
   m.trust = perModule(c, t, [...at, "trust"], (table, p) => readModuleTrust(c, table, p));
+  const providers = c.table(t["providers"], [...at, "providers"]);
+  if (providers) {
+    c.knownKeys(providers, [...at, "providers"], PROVIDER_ROLES);
+    for (const role of PROVIDER_ROLES) {
+      const name = c.string(providers, [...at, "providers"], role);
+      if (name === undefined) continue;
+      if (!MODULE_NAME_RE.test(name)) c.report([...at, "providers", role], `"${name}" is not a valid module name`, MODULE_NAME_HINT);
+      else m.providers[role] = name;
+    }
+  }
 }
 
 /**

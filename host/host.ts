@@ -22,6 +22,7 @@ import { RpcAuth } from "./rpc/auth.ts";
 import { createDispatcher, metricsPage, type AdminDeps } from "./rpc/admin.ts";
 import { ModhostError } from "./errors.ts";
 import { createChain } from "./chain.ts";
+import { NodeEvents } from "./node-events.ts";
 import type { CoreFacade } from "../chain/bitcoind/facade.ts";
 
 export interface HostOptions {
@@ -38,6 +39,8 @@ export class Host {
   readonly bus = new EventBus();
   config: HostConfig;
   chain!: ChainBackend;
+  /** Events the host derives from what it watches (host/node-events.ts). */
+  nodeEvents: NodeEvents | undefined;
   /** The embedded chain's Core-compatible RPC ([chain] core_rpc_bind), while it runs. */
   chainFacade: CoreFacade | undefined;
   manager!: ModuleManager;
@@ -77,7 +80,19 @@ export class Host {
     }
     const info = await this.chain.getChainInfo();
     this.logger.log("info", "chain", `${this.chain.name} backend ready`, { chain: info.chain, height: info.height, tip: info.tip_hash.slice(0, 16) });
-    this.chain.subscribe((name, payload) => this.bus.publish(name, payload));
+    this.nodeEvents = new NodeEvents({
+      chain: this.chain,
+      bus: this.bus,
+      modules: () => (this.manager ? this.manager.status().map((m) => ({ name: m.name, state: m.state })) : []),
+      dataDir: path.dirname(this.config.storage.dir),
+      healthEventSeconds: this.config.host.health_event_seconds,
+      diskSpaceLowMb: this.config.host.disk_space_low_mb,
+      warn: (message) => this.log.warn(message),
+    });
+    this.chain.subscribe((name, payload) => {
+      this.bus.publish(name, payload);
+      this.nodeEvents?.onChainEvent(name, payload);
+    });
     await this.reportSandbox();
 
     this.audit = new AuditLog(this.config.host.audit_log);
@@ -89,7 +104,11 @@ export class Host {
     });
     this.rpc = new RpcRegistry({ session: (module) => this.manager.session(module) });
     this.metrics = new MetricsStore();
-    this.manager.services = createServices({ bus: this.bus, manager: this.manager, rpc: this.rpc, metrics: this.metrics, logger: this.logger });
+    this.manager.services = createServices({
+      bus: this.bus, manager: this.manager, rpc: this.rpc, metrics: this.metrics, logger: this.logger,
+      providers: this.config.modules.providers, grantAll: this.opts.grantAll === true,
+    });
+    this.manager.services.blockSubmitted = (hash, module) => this.nodeEvents?.blockSubmitted(hash, module);
     if (this.config.modules.enabled) {
       await this.manager.prepare();
       await this.manager.startAll();
@@ -101,6 +120,7 @@ export class Host {
     this.bus.publish("NodeStartupCompleted", { modules: running });
     this.log.info(`ready in ${Date.now() - started} ms`, { running: running.join(",") || "none" });
     this.startBlockProduction();
+    this.nodeEvents.start();
     this.watchConfig();
   }
 
@@ -222,6 +242,7 @@ export class Host {
     this.stopping ??= (async () => {
       const started = Date.now();
       clearTimeout(this.blockTimer);
+      this.nodeEvents?.stop();
       const timeout = Math.ceil(this.config.modules.default_limits.stop_timeout_ms / 1000);
       this.log.info(`shutting down (${reason})`);
       this.configWatcher?.close();

@@ -14,7 +14,7 @@ import { planLoad } from "./deps.ts";
 import { moduleConfig } from "./module-config.ts";
 import { ConfigError, ModhostError, formatProblem } from "./errors.ts";
 import type { EventBus } from "./events/bus.ts";
-import type { HostEvents } from "./events/types.ts";
+import type { HostEvents } from "../capabilities/event-types.ts";
 import type { Logger, SourceLogger } from "./log.ts";
 import type { ChainBackend } from "../chain/backend.ts";
 import { HOST_VERSION } from "./version.ts";

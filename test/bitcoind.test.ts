@@ -8,12 +8,14 @@
 import test from "ava";
 import { createServer } from "node:net";
 import { EmbeddedChain } from "../chain/embedded.ts";
+import { bytesToHex } from "@noble/hashes/utils.js";
+import { displayHex, encodeBlock, encodeHeader, grindNonce, internalBytes, merkleRoot, sha256d } from "../chain/serialise.ts";
 import { CoreFacade } from "../chain/bitcoind/facade.ts";
 import { BitcoindBackend, REQUIRED_RPCS } from "../chain/bitcoind/backend.ts";
 import { CoreRpc, CoreRpcRefused } from "../chain/bitcoind/rpc.ts";
 import { bitcoindConfig, checkRpcauth, rpcauthLine } from "../chain/bitcoind/rpcauth.ts";
 import { parseNotification, parseSequenceBody, SequenceTracker } from "../chain/bitcoind/zmq.ts";
-import { BackendUnavailableError, type ChainEventName, type ChainEvents, type Hex } from "../chain/backend.ts";
+import { BackendUnavailableError, type ChainEventName, type ChainEvents, type Hex, type PeerInfo } from "../chain/backend.ts";
 
 const USER = "modhost";
 const PASSWORD = "correct horse battery staple";
@@ -31,7 +33,7 @@ async function freePort(): Promise<number> {
 
 type Seen = { name: ChainEventName; payload: Record<string, unknown> };
 
-async function world(opts: { whitelist?: string[]; zmq?: boolean; pollIntervalMs?: number } = {}) {
+async function world(opts: { whitelist?: string[]; zmq?: boolean; pollIntervalMs?: number; peers?: () => PeerInfo[] } = {}) {
   const chain = await EmbeddedChain.create({ matureBlocks: 110 });
   const rpcPort = await freePort();
   const zmqPort = await freePort();
@@ -42,6 +44,7 @@ async function world(opts: { whitelist?: string[]; zmq?: boolean; pollIntervalMs
     ...(opts.whitelist ? { whitelist: { [USER]: opts.whitelist } } : {}),
     ...(opts.zmq === false ? {} : { zmqEndpoint: `tcp://127.0.0.1:${zmqPort}` }),
     mine: (n: number) => chain.mine(n),
+    ...(opts.peers ? { peers: opts.peers } : {}),
   };
   let facade = new CoreFacade(facadeOptions);
   await facade.start();
@@ -65,8 +68,9 @@ async function world(opts: { whitelist?: string[]; zmq?: boolean; pollIntervalMs
       await chain.mine(1);
       await until(() => seen.some((e) => e.name === "NewBlock"), 300).catch(() => {});
     }
-    await until(() => seen.some((e) => e.name === "NewBlock"));
-    await new Promise((r) => setTimeout(r, 100));
+    // Every warm-up block announced (the last NewBlock is the tip): nothing of it is still on its way.
+    const tip = await chain.getChainTip();
+    await until(() => seen.filter((e) => e.name === "NewBlock").at(-1)?.payload["hash"] === tip);
     seen.length = 0;
     warnings.length = 0;
   }
@@ -130,15 +134,29 @@ test.serial("reads through the Core backend equal the chain it stands in front o
   t.truthy(template.coinbase_tx?.hex);
 });
 
-test.serial("a block mined through the Core backend's template is accepted by the node, and announced once", async (t) => {
+test.serial("a block mined on the Core backend's template (with its coinbase) is accepted by the node and announced once; a duplicate and garbage are not", async (t) => {
   const w = await world();
   t.teardown(() => w.close());
-  // Submit the node's own next block (mined by the chain, then replayed): duplicate.
-  const hash = (await w.chain.mine(1))[0]!;
-  const hex = (await w.chain.getBlock(hash))!.hex;
+  await w.chain.createTransaction({ feeRate: 5 });
+  const tpl = await w.backend.getBlockTemplate({ coinbaseScript: "51" });
+  const all = [tpl.coinbase_tx!, ...tpl.transactions];
+  const header = encodeHeader({
+    version: tpl.version,
+    prev_hash: tpl.previous_block_hash,
+    merkle_root: displayHex(merkleRoot(all.map((tx) => internalBytes(tx.txid)))),
+    time: tpl.cur_time,
+    bits: tpl.bits,
+    nonce: 0,
+  });
+  grindNonce(header, BigInt(`0x${tpl.target}`));
+  const hex = bytesToHex(encodeBlock(header, all.map((tx) => tx.hex)));
+  const hash = displayHex(sha256d(header));
+  t.deepEqual(await w.backend.submitBlock(hex), { result: "accepted", hash });
+  t.is(await w.chain.getChainTip(), hash, "the node connected it");
   t.is((await w.backend.submitBlock(hex)).result, "duplicate");
   t.like(await w.backend.submitBlock("00"), { result: "rejected" });
-  await until(() => w.seen.filter((e) => e.name === "NewBlock").length === 1);
+  await until(() => w.seen.some((e) => e.name === "NewBlock"));
+  await new Promise((r) => setTimeout(r, 200));
   t.deepEqual(w.seen.filter((e) => e.name === "NewBlock").map((e) => e.payload["hash"]), [hash]);
 });
 
@@ -388,4 +406,15 @@ test.serial("modhost run with [chain] backend = \"bitcoind\": a TypeScript modul
   const store = await ModuleStore.open(path.join(dir, "data", "storage", "good"));
   t.teardown(() => store.close());
   t.is(await store.get("blocks", String(height + 1).padStart(10, "0")), (await chain.getBlockByHeight(height + 1))!.hash);
+});
+
+test.serial("peers that come and go on the node become PeerConnected and PeerDisconnected", async (t) => {
+  const peer = (addr: string): PeerInfo => ({ addr, transport_type: "v2", services: 0x409, version: 70016, connected_since: 1_700_000_000 });
+  let peers = [peer("10.0.0.1:8333"), peer("10.0.0.2:8333")];
+  const w = await world({ zmq: false, pollIntervalMs: 100, peers: () => peers });
+  t.teardown(() => w.close());
+  peers = [peer("10.0.0.2:8333"), peer("10.0.0.3:8333")];
+  await until(() => w.seen.some((e) => e.name === "PeerConnected") && w.seen.some((e) => e.name === "PeerDisconnected"));
+  t.deepEqual(w.seen.filter((e) => e.name === "PeerConnected").map((e) => e.payload), [{ addr: "10.0.0.3:8333", transport_type: "v2", services: 0x409, version: 70016 }]);
+  t.deepEqual(w.seen.filter((e) => e.name === "PeerDisconnected").map((e) => e.payload), [{ addr: "10.0.0.1:8333" }], "the peers present at start are not announced");
 });

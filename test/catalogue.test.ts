@@ -445,6 +445,10 @@ test("every method works with its grant and is refused without it, from an isola
       `),
     },
     grants,
+    // The register_module_api probes register the providers: the operator designates them.
+    configure: (config) => {
+      config.modules.providers = { [PROVIDES.isolate]: probeName("register_module_api", "isolate"), [PROVIDES.native]: probeName("register_module_api", "native") };
+    },
   });
   t.is(h.mustStatus("echo").state, "running");
   const recorder = h.host.bus.subscribe("catalogue-test", (ev) => published.push({ type: ev.type, payload: ev.payload }), { queueLimit: 10_000 });

@@ -139,6 +139,15 @@ test("modhost run with a misspelt key exits 1 with its location and a suggestion
   t.regex(r.stderr, /did you mean "read_blockchain"/);
 });
 
+test("modhost check shows the provider designations, and a designation naming no module is a problem", async (t) => {
+  const { config } = await setup(t, ["good"], { good: GOOD_GRANTS }, '[modules.providers]\npayment = "good"\ngovernance = "nobody"\n');
+  const r = await modhost(["check", "--config", config]);
+  t.is(r.exitCode, 1, r.all);
+  t.regex(r.stdout, /^providers: payment = good, governance = nobody$/m);
+  t.regex(r.stdout, /^✗ \[modules.providers\] governance = "nobody", but there is no module "nobody" in /m);
+  t.regex(r.stdout, /1 problem\(s\) found/);
+});
+
 test("modhost check with a missing config file says so", async (t) => {
   const dir = await tempDir(t, "modhost-cli-");
   const r = await modhost(["check", "--config", path.join(dir, "nope.toml")]);

@@ -68,7 +68,7 @@ test("defaults", (t) => {
   const c = defaultConfig("/srv/node");
   t.is(c.file, null);
   t.is(c.dir, "/srv/node");
-  t.deepEqual(c.host, { log_level: "info", log_format: "pretty", audit_log: "/srv/node/data/audit.log" });
+  t.deepEqual(c.host, { log_level: "info", log_format: "pretty", audit_log: "/srv/node/data/audit.log", health_event_seconds: 60, disk_space_low_mb: 1024 });
   t.deepEqual(c.chain, { backend: "embedded", block_interval_seconds: 0, transactions_per_block: 3, mature_blocks: 101, rpc_url: "http://127.0.0.1:8332/", rpc_cookie_file: null, rpc_user: null, rpc_password: null, zmq_sequence: null, poll_interval_ms: 0, core_rpc_bind: null, core_zmq_bind: null });
   t.is(c.modules.enabled, true);
   t.is(c.modules.modules_dir, "/srv/node/modules");

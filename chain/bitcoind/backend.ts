@@ -106,7 +106,7 @@ export const KNOWN_WINDOW = 2016;
 /** Work items waiting; past it the queue is replaced by one resync. */
 const MAX_QUEUE = 10_000;
 
-type Work = { kind: "blocks" } | { kind: "mempool-resync" } | { kind: "tx-added"; txid: Hex } | { kind: "tx-removed"; txid: Hex };
+type Work = { kind: "blocks" } | { kind: "peers" } | { kind: "mempool-resync" } | { kind: "tx-added"; txid: Hex } | { kind: "tx-removed"; txid: Hex };
 
 interface CoreHeader {
   hash: Hex;
@@ -126,6 +126,8 @@ export class BitcoindBackend implements ChainBackend {
   private tipHash: Hex = "";
   private chain: ChainInfo["chain"] = "regtest";
   private readonly mempool = new Set<Hex>();
+  /** Peers seen at the last getpeerinfo (PeerConnected / PeerDisconnected come from the difference). */
+  private peers: Set<string> | null = null;
   private readonly queue: Work[] = [];
   private working = false;
   private closed = false;
@@ -176,8 +178,10 @@ export class BitcoindBackend implements ChainBackend {
       this.zmq.start();
     }
     const poll = this.opts.pollIntervalMs ?? (this.opts.zmqSequence ? 30_000 : 1000);
+    await this.syncPeers();
     this.pollTimer = setInterval(() => {
       this.enqueue({ kind: "blocks" });
+      this.enqueue({ kind: "peers" });
       if (!this.opts.zmqSequence && this.trackMempool) this.enqueue({ kind: "mempool-resync" });
     }, poll);
     this.pollTimer.unref();
@@ -239,8 +243,8 @@ export class BitcoindBackend implements ChainBackend {
   private enqueue(work: Work): void {
     if (this.closed) return;
     const last = this.queue.at(-1);
-    // Consecutive block syncs do the same work: one is enough.
-    if (work.kind === "blocks" && last?.kind === "blocks") return;
+    // Consecutive syncs of the same kind do the same work: one is enough.
+    if ((work.kind === "blocks" || work.kind === "peers" || work.kind === "mempool-resync") && last?.kind === work.kind) return;
     if (this.queue.length >= MAX_QUEUE) {
       this.warn(`more than ${MAX_QUEUE} chain notices waiting; replacing them with one resync`);
       this.queue.length = 0;
@@ -280,6 +284,8 @@ export class BitcoindBackend implements ChainBackend {
         return this.syncBlocks();
       case "mempool-resync":
         return this.resyncMempool(true);
+      case "peers":
+        return this.syncPeers();
       case "tx-added":
         return this.txAdded(work.txid);
       case "tx-removed":
@@ -366,6 +372,25 @@ export class BitcoindBackend implements ChainBackend {
     this.mempool.add(txid);
     const fee = btcToSats(entry.fees.base);
     this.emit("MempoolTransactionAdded", { txid, fee, vsize: entry.vsize, fee_rate: fee / entry.vsize });
+  }
+
+  /** Announce peers that came and went since the last look (the first look only records them). */
+  private async syncPeers(): Promise<void> {
+    let list: CorePeer[];
+    try {
+      list = await this.rpc.call<CorePeer[]>("getpeerinfo");
+    } catch (err) {
+      if (err instanceof CoreRpcRefused) return; // not whitelisted: said at start
+      throw err;
+    }
+    const now = new Map(list.slice(0, 10_000).map((p) => [p.addr, p]));
+    const before = this.peers;
+    this.peers = new Set(now.keys());
+    if (before === null) return;
+    for (const addr of before) if (!now.has(addr)) this.emit("PeerDisconnected", { addr });
+    for (const [addr, p] of now) {
+      if (!before.has(addr)) this.emit("PeerConnected", { addr, transport_type: p.transport_protocol_type ?? p.network ?? "unknown", services: Number.parseInt(p.services, 16) || 0, version: p.version });
+    }
   }
 
   /** Compare the followed set with the node's mempool; with `announce`, emit the differences. */
@@ -582,7 +607,7 @@ export class BitcoindBackend implements ChainBackend {
   }
 
   async getPeers(): Promise<PeerInfo[]> {
-    const peers = await this.call<Array<{ addr: string; transport_protocol_type?: string; network?: string; services: string; version: number; conntime: number }>>("getpeerinfo");
+    const peers = await this.call<CorePeer[]>("getpeerinfo");
     return peers.map((p) => ({
       addr: p.addr,
       transport_type: p.transport_protocol_type ?? p.network ?? "unknown",
@@ -643,6 +668,15 @@ export class BitcoindBackend implements ChainBackend {
     this.zmq?.close();
     this.queue.length = 0;
   }
+}
+
+interface CorePeer {
+  addr: string;
+  transport_protocol_type?: string;
+  network?: string;
+  services: string;
+  version: number;
+  conntime: number;
 }
 
 interface CoreMempoolEntry {

@@ -17,7 +17,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from "node:net";
 import { Publisher } from "zeromq";
 import { bytesToHex, hexToBytes } from "@noble/hashes/utils.js";
-import type { Block, BlockHeader, ChainBackend, ChainEventName, ChainEvents, Hex, Transaction } from "../backend.ts";
+import type { Block, BlockHeader, ChainBackend, ChainEventName, ChainEvents, Hex, PeerInfo, Transaction } from "../backend.ts";
 import { difficultyFromBits, workFromBits } from "../serialise.ts";
 import { bitsToHex, coreChainName, satsToBtc, scriptAsm, scriptType } from "./convert.ts";
 import { checkRpcauth } from "./rpcauth.ts";
@@ -38,6 +38,8 @@ export interface CoreFacadeOptions {
   zmqEndpoint?: string;
   /** Mining for generatetoaddress / generateblock-style tests, when the backend can mine. */
   mine?: (count: number) => Promise<Hex[]>;
+  /** The node's peers as getpeerinfo shows them (default: the backend's, none for the embedded chain); tests set some. */
+  peers?: () => PeerInfo[];
   /** Largest request body; default 32 MiB (a block to submit is twice its size in hex). */
   maxBodyBytes?: number;
 }
@@ -292,7 +294,7 @@ export class CoreFacade {
       getnetworkhashps: async () => (await b.getNetworkStats()).hash_rate,
       getconnectioncount: async () => (await b.getNetworkStats()).peer_count,
       getpeerinfo: async () =>
-        (await b.getPeers()).map((peer, id) => ({ id, addr: peer.addr, services: peer.services.toString(16).padStart(16, "0"), version: peer.version, conntime: peer.connected_since, transport_protocol_type: peer.transport_type })),
+        (this.opts.peers ? this.opts.peers() : await b.getPeers()).map((peer, id) => ({ id, addr: peer.addr, services: peer.services.toString(16).padStart(16, "0"), version: peer.version, conntime: peer.connected_since, transport_protocol_type: peer.transport_type })),
       getblocktemplate: async (p) => {
         const req = (p[0] ?? {}) as { rules?: unknown };
         if (!Array.isArray(req.rules) || !req.rules.includes("segwit")) throw new RpcFailure(RPC_CODES.INVALID_PARAMETER, 'getblocktemplate must be called with the segwit rule set (call with {"rules": ["segwit"]})');

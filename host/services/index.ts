@@ -8,7 +8,7 @@ import { RpcRegistry } from "./rpc.ts";
 import { MetricsStore } from "./metrics.ts";
 import { ModuleApiDirectory } from "./modules.ts";
 import { TimerService } from "./timers.ts";
-import { ProviderRegistry } from "./providers.ts";
+import { ProviderRegistry, type ProviderRole } from "./providers.ts";
 import { RateLimiter, type Logger } from "../log.ts";
 import { PUBLISH_RATE } from "../../capabilities/events.ts";
 
@@ -21,6 +21,10 @@ export interface ServiceDeps {
   metrics?: MetricsStore;
   /** Where timer failures are logged (tagged with the module); optional. */
   logger?: Logger;
+  /** The operator's provider designations ([modules.providers]). */
+  providers?: Partial<Record<ProviderRole, string>>;
+  /** Development host: an undesignated role goes to the first module that registers. */
+  grantAll?: boolean;
 }
 
 export function createServices(deps: ServiceDeps): HostServices {
@@ -62,7 +66,12 @@ export function createServices(deps: ServiceDeps): HostServices {
   const timers = new TimerService({ session, ...(deps.logger ? { log: deps.logger.log.bind(deps.logger) } : {}) });
   services.timers = timers;
   forgetters.push((module) => timers.forget(module));
-  const providers = new ProviderRegistry({ session });
+  const providers = new ProviderRegistry({
+    session,
+    ...(deps.providers ? { designated: deps.providers } : {}),
+    firstComeWhenUndesignated: deps.grantAll === true,
+    publish: (type, payload) => deps.bus.publish(type, payload),
+  });
   services.providers = providers;
   forgetters.push((module) => providers.forget(module));
   return services;

@@ -12,7 +12,7 @@
 import type {
   Block, BlockHeader, BlockTemplate, ChainInfo, Hex, MempoolEntry, MempoolInfo, NetworkStats, PeerInfo, SubmitBlockResult, Transaction, Utxo,
 } from "../../chain/backend.ts";
-import type { HostEvents } from "../../host/events/types.ts";
+import type { HostEvents } from "../../capabilities/event-types.ts";
 import type { IterOptions } from "../../storage/store.ts";
 import type { FileMetadata } from "../../capabilities/fs-path.ts";
 import type { Metric } from "../../capabilities/types.ts";
@@ -20,7 +20,7 @@ import type { Metric } from "../../capabilities/types.ts";
 export type {
   Block, BlockHeader, BlockTemplate, ChainInfo, Hex, MempoolEntry, MempoolInfo, NetworkStats, PeerInfo, SubmitBlockResult, Transaction, TxInput, TxOutput, Utxo,
 } from "../../chain/backend.ts";
-export type { HostEvents } from "../../host/events/types.ts";
+export type { HostEvents } from "../../capabilities/event-types.ts";
 
 /** Plain data: what crosses into and out of a module (copied, never shared). */
 export type Plain = null | boolean | number | string | Uint8Array | Plain[] | { [key: string]: Plain };

@@ -786,7 +786,7 @@ impl ProviderCall {
     }
 }
 
-// ---- event payloads (host/events/types.ts) ----
+// ---- event payloads (capabilities/event-types.ts) ----
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NewBlock {

@@ -1,0 +1,208 @@
+// The event catalogue: every event type the bus carries, with its payload and who may
+// publish it. It covers the seeds' whole catalogue (core chain, mempool, payment, mining,
+// network, module lifecycle, configuration, maintenance and resources, governance,
+// consensus), each typed, and says for each who produces it:
+//
+//  - "host": the host itself (lifecycle, configuration, its own measurements);
+//  - "backend": the chain backend (the embedded chain or a Bitcoin Core node);
+//  - a provider role ("payment", "lightning", "mining", "governance"): only the module the
+//    operator designated for that role ([modules.providers]) may publish it, as the real type
+//    (not namespaced), with a payload checked against the schema below;
+//  - "none": in the catalogue so modules can be written against it, but nothing in modhost
+//    produces it yet (its description says why).
+//
+// Every other module event is published in the module's own namespace ("<module>:<name>"),
+// so no module can forge a node event or another module's.
+
+import * as v from "valibot";
+import type { ChainEvents, Hex } from "../chain/backend.ts";
+
+export type ProviderRole = "lightning" | "payment" | "mining" | "governance";
+export const PROVIDER_ROLES: readonly ProviderRole[] = ["lightning", "payment", "mining", "governance"];
+
+const hex = v.pipe(v.string(), v.regex(/^[0-9a-f]{64}$/, "a 64-character lowercase hex hash"));
+const text = (max = 256) => v.pipe(v.string(), v.maxLength(max));
+const sats = v.pipe(v.number(), v.integer(), v.minValue(0));
+const count = v.pipe(v.number(), v.integer(), v.minValue(0));
+
+/** Payload schemas of the events a designated provider publishes (checked before publishing). */
+export const ROLE_EVENT_SCHEMAS = {
+  PaymentRequestCreated: v.strictObject({ payment_id: text(), amount_sats: sats, description: v.optional(text(1024)), expires_at: v.optional(count) }),
+  PaymentSettled: v.strictObject({ payment_id: text(), amount_sats: sats, tx_hash: v.optional(hex), preimage: v.optional(text(128)) }),
+  PaymentFailed: v.strictObject({ payment_id: text(), reason: text(1024) }),
+  PaymentVerified: v.strictObject({ payment_id: text(), amount_sats: sats, confirmations: count }),
+  PaymentRouteFound: v.strictObject({ payment_id: text(), hops: count, fee_sats: sats }),
+  PaymentRouteFailed: v.strictObject({ payment_id: text(), reason: text(1024) }),
+  ChannelOpened: v.strictObject({ channel_id: text(), peer: text(), capacity_sats: sats, funding_txid: v.optional(hex) }),
+  ChannelClosed: v.strictObject({ channel_id: text(), peer: text(), reason: text(1024), closing_txid: v.optional(hex) }),
+  BlockTemplateUpdated: v.strictObject({ previous_block_hash: hex, height: count, transaction_count: count, coinbase_value: sats, reason: v.picklist(["new_block", "mempool"]) }),
+  MiningJobCreated: v.strictObject({ job_id: text(), height: count, previous_block_hash: hex }),
+  ShareSubmitted: v.strictObject({ job_id: text(), worker: text(), accepted: v.boolean(), difficulty: v.number() }),
+  MergeMiningReward: v.strictObject({ chain: text(), amount: v.number(), block_hash: text() }),
+  MiningPoolConnected: v.strictObject({ pool: text() }),
+  MiningPoolDisconnected: v.strictObject({ pool: text(), reason: text(1024) }),
+  GovernanceProposalCreated: v.strictObject({ proposal_id: text(), title: text(1024), author: v.optional(text()) }),
+  GovernanceProposalVoted: v.strictObject({ proposal_id: text(), voter: text(), vote: text(64) }),
+  GovernanceProposalMerged: v.strictObject({ proposal_id: text() }),
+  GovernanceForkDetected: v.strictObject({ height: count, description: text(1024) }),
+  EconomicNodeRegistered: v.strictObject({ node_id: text(), weight: v.optional(v.number()) }),
+  EconomicNodeVeto: v.strictObject({ node_id: text(), proposal_id: text() }),
+  VetoThresholdReached: v.strictObject({ proposal_id: text(), veto_weight: v.number(), threshold: v.number() }),
+  WebhookSent: v.strictObject({ url: text(2048), event_type: text(128), status: count }),
+  WebhookFailed: v.strictObject({ url: text(2048), event_type: text(128), error: text(1024), attempts: count }),
+};
+
+type RoleEvents = { [K in keyof typeof ROLE_EVENT_SCHEMAS]: v.InferOutput<(typeof ROLE_EVENT_SCHEMAS)[K]> };
+
+export interface HostEvents extends ChainEvents, RoleEvents {
+  // Core chain and mempool, beyond the backend's own (chain/backend.ts)
+  NewTransaction: { txid: Hex; fee: number; vsize: number; fee_rate: number };
+  FeeRateChanged: { target_blocks: number; old_fee_rate: number; new_fee_rate: number };
+  MempoolThresholdExceeded: { transaction_count: number; size_bytes: number; threshold_bytes: number };
+  MempoolCleared: { reason: string };
+  // Mining
+  BlockMined: { hash: Hex; height: number; submitted_by: string };
+  MiningDifficultyChanged: { height: number; old_bits: number; new_bits: number };
+  // Network
+  PeerBanned: { addr: string; ban_duration_seconds: number | null };
+  MessageReceived: { peer: string; command: string; size: number };
+  MessageSent: { peer: string; command: string; size: number };
+  BroadcastStarted: { txid: Hex };
+  BroadcastCompleted: { txid: Hex; peers: number };
+  RouteDiscovered: { destination: string; hops: number };
+  RouteFailed: { destination: string; reason: string };
+  // Module lifecycle
+  ModuleLoaded: { module: string; version: string; runtime: string };
+  ModuleUnloaded: { module: string; version: string; reason: string };
+  ModuleCrashed: { module: string; error: string; exit_code: number | null; signal: string | null; will_restart: boolean };
+  ModuleRestarted: { module: string; attempt: number };
+  ModuleDiscovered: { module: string; version: string; source: string };
+  ModuleInstalled: { module: string; version: string };
+  ModuleUpdated: { module: string; old_version: string; new_version: string };
+  ModuleRemoved: { module: string; version: string };
+  ProviderAvailable: { role: ProviderRole; module: string };
+  ProviderUnavailable: { role: ProviderRole; module: string; reason: string };
+  // Configuration and node lifecycle
+  ConfigLoaded: { changed_sections: string[] };
+  NodeStartupCompleted: { modules: string[] };
+  NodeShutdown: { reason: string; timeout_seconds: number };
+  NodeShutdownCompleted: { duration_ms: number };
+  // Maintenance and resources
+  DataMaintenance: { operation: string; urgency: "low" | "normal" | "high"; reason: string; timeout_seconds: number };
+  MaintenanceStarted: { operation: string };
+  MaintenanceCompleted: { operation: string; duration_ms: number };
+  HealthCheck: { modules: Array<{ module: string; state: string; healthy: boolean }>; chain_height: number };
+  DiskSpaceLow: { path: string; free_bytes: number; total_bytes: number; threshold_bytes: number };
+  ResourceLimitWarning: { module: string; resource: string; used: number; limit: number };
+  // Consensus (modhost never touches consensus; a backend that validates could report these)
+  BlockValidationStarted: { hash: Hex; height: number };
+  BlockValidationCompleted: { hash: Hex; height: number; valid: boolean; duration_ms: number };
+  ScriptVerificationStarted: { hash: Hex };
+  ScriptVerificationCompleted: { hash: Hex; valid: boolean };
+  DifficultyAdjusted: { height: number; old_bits: number; new_bits: number };
+  SoftForkActivated: { name: string; height: number };
+}
+
+export type HostEventName = keyof HostEvents;
+
+export type EventProducer = "host" | "backend" | ProviderRole | "none";
+
+export interface EventTypeInfo {
+  readonly category: "chain" | "mempool" | "payment" | "mining" | "network" | "module" | "config" | "node" | "maintenance" | "governance" | "consensus";
+  readonly producer: EventProducer;
+  readonly description: string;
+}
+
+const NOT_YET_NODE = "Not produced yet: neither the embedded chain nor the Bitcoin Core backend reports it.";
+
+export const EVENT_TYPES: Record<HostEventName, EventTypeInfo> = {
+  NewBlock: { category: "chain", producer: "backend", description: "A block was connected to the active chain." },
+  BlockDisconnected: { category: "chain", producer: "backend", description: "A block was disconnected from the active chain (reorganisation)." },
+  ChainReorg: { category: "chain", producer: "backend", description: "The active chain switched to another branch; sent after the disconnects and connects." },
+  ChainBackendUnavailable: { category: "chain", producer: "backend", description: "The chain backend lost its node; chain requests fail with backend_unavailable until ChainBackendRestored." },
+  ChainBackendRestored: { category: "chain", producer: "backend", description: "The chain backend reached its node again; the chain events missed meanwhile were sent before this one." },
+  NewTransaction: { category: "chain", producer: "host", description: "A new transaction entered the mempool (the seeds' name; sent with MempoolTransactionAdded, same payload)." },
+  MempoolTransactionAdded: { category: "mempool", producer: "backend", description: "A transaction entered the mempool." },
+  MempoolTransactionRemoved: { category: "mempool", producer: "backend", description: "A transaction left the mempool (mined, conflicted, evicted)." },
+  FeeRateChanged: { category: "mempool", producer: "host", description: "The fee estimate for the next block (target 1) changed after a block; old and new in sat/vB." },
+  MempoolThresholdExceeded: { category: "mempool", producer: "none", description: "The mempool grew past a size threshold. Not produced yet: modhost sets no mempool threshold." },
+  MempoolCleared: { category: "mempool", producer: "none", description: "The mempool was emptied. Not produced yet." },
+  PaymentRequestCreated: { category: "payment", producer: "payment", description: "The payment provider created a payment request." },
+  PaymentSettled: { category: "payment", producer: "payment", description: "A payment settled." },
+  PaymentFailed: { category: "payment", producer: "payment", description: "A payment failed." },
+  PaymentVerified: { category: "payment", producer: "payment", description: "A payment was verified on chain." },
+  PaymentRouteFound: { category: "payment", producer: "payment", description: "A route for a payment was found." },
+  PaymentRouteFailed: { category: "payment", producer: "payment", description: "No route for a payment." },
+  ChannelOpened: { category: "payment", producer: "lightning", description: "A Lightning channel opened." },
+  ChannelClosed: { category: "payment", producer: "lightning", description: "A Lightning channel closed." },
+  BlockMined: { category: "mining", producer: "host", description: "A block a module submitted (submit_block) was accepted and connected." },
+  BlockTemplateUpdated: { category: "mining", producer: "mining", description: "The mining provider has a new block template (a new block, or mempool changes)." },
+  MiningDifficultyChanged: { category: "mining", producer: "host", description: "The tip's difficulty bits differ from its parent's." },
+  MiningJobCreated: { category: "mining", producer: "mining", description: "The mining provider created a job for its miners." },
+  ShareSubmitted: { category: "mining", producer: "mining", description: "A miner submitted a share to the mining provider." },
+  MergeMiningReward: { category: "mining", producer: "mining", description: "A merge-mining reward was received." },
+  MiningPoolConnected: { category: "mining", producer: "mining", description: "The mining provider connected to a pool." },
+  MiningPoolDisconnected: { category: "mining", producer: "mining", description: "The mining provider lost its pool." },
+  PeerConnected: { category: "network", producer: "backend", description: "The node connected to a peer (the Bitcoin Core backend, from getpeerinfo)." },
+  PeerDisconnected: { category: "network", producer: "backend", description: "The node disconnected from a peer (the Bitcoin Core backend, from getpeerinfo)." },
+  PeerBanned: { category: "network", producer: "none", description: `A peer was banned. ${NOT_YET_NODE}` },
+  MessageReceived: { category: "network", producer: "none", description: `A P2P message arrived. ${NOT_YET_NODE}` },
+  MessageSent: { category: "network", producer: "none", description: `A P2P message was sent. ${NOT_YET_NODE}` },
+  BroadcastStarted: { category: "network", producer: "none", description: `A transaction broadcast started. ${NOT_YET_NODE}` },
+  BroadcastCompleted: { category: "network", producer: "none", description: `A transaction broadcast completed. ${NOT_YET_NODE}` },
+  RouteDiscovered: { category: "network", producer: "none", description: "A mesh route was found. Not produced yet: modhost has no mesh network." },
+  RouteFailed: { category: "network", producer: "none", description: "A mesh route failed. Not produced yet: modhost has no mesh network." },
+  ModuleLoaded: { category: "module", producer: "host", description: "A module finished starting. Replayed to new subscribers for modules already loaded." },
+  ModuleUnloaded: { category: "module", producer: "host", description: "A module was stopped and unloaded." },
+  ModuleCrashed: { category: "module", producer: "host", description: "A module's process died or its isolate was disposed." },
+  ModuleRestarted: { category: "module", producer: "host", description: "A crashed module was started again by its restart policy." },
+  ModuleDiscovered: { category: "module", producer: "none", description: "A module was found in a registry. Not produced yet: registry commands run outside the host." },
+  ModuleInstalled: { category: "module", producer: "none", description: "A module was installed. Not produced yet: `modhost install` runs outside the host; the host sees the module at its next load." },
+  ModuleUpdated: { category: "module", producer: "none", description: "A module was updated. Not produced yet (as ModuleInstalled)." },
+  ModuleRemoved: { category: "module", producer: "none", description: "A module was removed. Not produced yet (as ModuleInstalled)." },
+  ProviderAvailable: { category: "module", producer: "host", description: "The module the operator designated for a provider role registered as its provider." },
+  ProviderUnavailable: { category: "module", producer: "host", description: "A role's provider stopped (crashed, unloaded); calls for the role fail with unavailable until ProviderAvailable." },
+  ConfigLoaded: { category: "config", producer: "host", description: "The operator's configuration was (re)loaded." },
+  NodeStartupCompleted: { category: "node", producer: "host", description: "The host finished loading its modules." },
+  NodeShutdown: { category: "node", producer: "host", description: "The host is shutting down; modules have timeout_seconds to finish." },
+  NodeShutdownCompleted: { category: "node", producer: "host", description: "The host finished shutting down." },
+  DataMaintenance: { category: "maintenance", producer: "none", description: "Modules should flush or clean up data. Not produced yet." },
+  MaintenanceStarted: { category: "maintenance", producer: "none", description: "A maintenance operation started. Not produced yet." },
+  MaintenanceCompleted: { category: "maintenance", producer: "none", description: "A maintenance operation finished. Not produced yet." },
+  HealthCheck: { category: "maintenance", producer: "host", description: "Periodic summary of the modules' states and the chain height ([host] health_event_seconds)." },
+  DiskSpaceLow: { category: "maintenance", producer: "host", description: "Free space on the host's data directory fell below [host] disk_space_low_mb." },
+  ResourceLimitWarning: { category: "maintenance", producer: "none", description: "A module nears one of its limits. Not produced yet: limits are enforced (and refusals name them) but not warned about ahead." },
+  GovernanceProposalCreated: { category: "governance", producer: "governance", description: "A governance proposal was created." },
+  GovernanceProposalVoted: { category: "governance", producer: "governance", description: "A vote was cast on a governance proposal." },
+  GovernanceProposalMerged: { category: "governance", producer: "governance", description: "A governance proposal was merged." },
+  GovernanceForkDetected: { category: "governance", producer: "governance", description: "The governance provider detected a fork." },
+  EconomicNodeRegistered: { category: "governance", producer: "governance", description: "An economic node registered." },
+  EconomicNodeVeto: { category: "governance", producer: "governance", description: "An economic node vetoed a proposal." },
+  VetoThresholdReached: { category: "governance", producer: "governance", description: "A proposal's vetoes reached the threshold." },
+  WebhookSent: { category: "governance", producer: "governance", description: "The governance provider delivered a webhook." },
+  WebhookFailed: { category: "governance", producer: "governance", description: "The governance provider gave up delivering a webhook (for now)." },
+  BlockValidationStarted: { category: "consensus", producer: "none", description: "Validation of a block started. Not produced: modhost never runs consensus code; it only reads a node." },
+  BlockValidationCompleted: { category: "consensus", producer: "none", description: "Validation of a block finished. Not produced (as BlockValidationStarted)." },
+  ScriptVerificationStarted: { category: "consensus", producer: "none", description: "Script verification started. Not produced (as BlockValidationStarted)." },
+  ScriptVerificationCompleted: { category: "consensus", producer: "none", description: "Script verification finished. Not produced (as BlockValidationStarted)." },
+  DifficultyAdjusted: { category: "consensus", producer: "host", description: "A retarget changed the difficulty bits (sent with MiningDifficultyChanged)." },
+  SoftForkActivated: { category: "consensus", producer: "none", description: "A soft fork activated. Not produced yet." },
+};
+
+export const HOST_EVENT_NAMES = Object.keys(EVENT_TYPES) as HostEventName[];
+
+export function isHostEvent(name: string): name is HostEventName {
+  return Object.hasOwn(EVENT_TYPES, name);
+}
+
+export type RoleEventName = keyof typeof ROLE_EVENT_SCHEMAS;
+
+/** The provider role whose designated module may publish `name` as the real type, if any. */
+export function roleOf(name: string): ProviderRole | undefined {
+  if (!isHostEvent(name)) return undefined;
+  const producer = EVENT_TYPES[name].producer;
+  return (PROVIDER_ROLES as readonly string[]).includes(producer) ? (producer as ProviderRole) : undefined;
+}
+
+/** Module-published events are named "<module>:<name>". */
+export const MODULE_EVENT = /^([A-Za-z0-9][A-Za-z0-9_-]{0,63}):([A-Za-z][A-Za-z0-9_.-]{0,63})$/;
