@@ -100,7 +100,7 @@ export class ChainStore {
     } catch (err) {
       const cause = (err as { cause?: { code?: string } }).cause;
       if (cause?.code === "LEVEL_LOCKED" || (err as { code?: string }).code === "LEVEL_LOCKED") {
-        throw new Error(`the chain database ${dir} is in use by another process (is another modhost running with this data directory?)`);
+        throw new Error(`the chain database ${dir} is in use (is another modhost running with this data directory?)`);
       }
       throw new Error(`cannot open the chain database ${dir}: ${(err as Error).message}`);
     }
