@@ -19,6 +19,7 @@
 //   s  "state" -> ChainState
 
 import type { AbstractLevel, AbstractSublevel } from "abstract-level";
+import { mkdir } from "node:fs/promises";
 import { ClassicLevel } from "classic-level";
 import { MemoryLevel } from "memory-level";
 import { Packr } from "msgpackr";
@@ -96,6 +97,7 @@ export class ChainStore {
       ? new MemoryLevel<string, Uint8Array>({ keyEncoding: "utf8", valueEncoding: "view" })
       : new ClassicLevel<string, Uint8Array>(dir, { keyEncoding: "utf8", valueEncoding: "view" })) as unknown as Db;
     try {
+      if (dir !== undefined) await mkdir(dir, { recursive: true });
       await db.open();
     } catch (err) {
       const cause = (err as { cause?: { code?: string } }).cause;

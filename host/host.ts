@@ -65,9 +65,10 @@ export class Host {
     this.startedAt = started;
     this.log.info(`modhost ${HOST_VERSION} starting`, { config: this.config.file ?? "(defaults)" });
     if (this.opts.grantAll) this.log.warn("development mode: every module gets every capability it requests");
-    this.chain = this.opts.chain ?? (await EmbeddedChain.create({ matureBlocks: this.config.chain.mature_blocks }));
+    const c = this.config.chain;
+    this.chain = this.opts.chain ?? (await EmbeddedChain.create({ matureBlocks: c.mature_blocks, dataDir: c.data_dir, blockCache: c.block_cache, utxoCache: c.utxo_cache }));
     const info = await this.chain.getChainInfo();
-    this.logger.log("info", "chain", `${this.chain.name} backend ready`, { chain: info.chain, height: info.height, tip: info.tip_hash.slice(0, 16) });
+    this.logger.log("info", "chain", `${this.chain.name} backend ready`, { chain: info.chain, height: info.height, tip: info.tip_hash.slice(0, 16), ...(this.chain instanceof EmbeddedChain ? { data: this.chain.dataDir ?? "memory" } : {}) });
     this.chain.subscribe((name, payload) => this.bus.publish(name, payload));
     await this.reportSandbox();
 
@@ -107,6 +108,7 @@ export class Host {
       startedAt: this.startedAt, callTimeoutMs: rpc.call_timeout_ms,
       stop: (reason) => void this.stop(reason),
       server: () => this.rpcServer,
+      chainMaxBlocks: this.config.chain.max_blocks_per_call,
     };
     const auth = RpcAuth.create({ cookieFile: rpc.cookie_file, ...(rpc.user !== undefined && rpc.password !== undefined ? { user: rpc.user, password: rpc.password } : {}) });
     const server = new RpcServer({
