@@ -83,6 +83,7 @@ async function writeConfig(dir: string, port: number): Promise<string> {
     ...grants("block-stats", ["read_blockchain", "read_chain_state", "subscribe_events=NewBlock,BlockDisconnected,ChainReorg", "read_storage", "write_storage", "register_module_api", "register_rpc_endpoint", "report_metrics"]),
     ...grants("fee-watch", ["read_mempool", "read_blockchain", "read_chain_state", "subscribe_events", "read_storage", "write_storage", "call_module=block-stats"]),
     ...grants("rust-example", ["read_blockchain", "read_chain_state", "subscribe_events=NewBlock", "read_storage", "write_storage", "register_rpc_endpoint", "report_metrics"]),
+    "[modules.module_configs.block-stats]", "keep_blocks = 10", "", // a short first catch-up: 92..101
     "[storage]", 'dir = "data/storage"', "",
     "[rpc]", `port = ${port}`, 'cookie_file = "run/.cookie"', "",
     "[trust]", 'signatures = "allow-unsigned"', "",
@@ -109,7 +110,7 @@ test("modhost chain info/mine/send across a host restart: the chain continues an
   const config = await writeConfig(dir, await freePort());
   const cookie = path.join(dir, "run", ".cookie");
   const ready = (h: HostProcess) =>
-    waitFor(() => existsSync(cookie) && h.has("host", /^ready in/) && h.has("rust-example", /caught up/) && h.has("block-stats", /tracking blocks/), 60_000, "the host and its modules", () => h.tail());
+    waitFor(() => existsSync(cookie) && h.has("host", /^ready in/) && h.has("rust-example", /caught up/) && h.has("block-stats", /tracking blocks/), 120_000, "the host and its modules", () => h.tail());
 
   // First run: a new chain (101 blocks), then 3 mined blocks, one with a payment.
   const first = new HostProcess(config, dir);
@@ -141,7 +142,7 @@ test("modhost chain info/mine/send across a host restart: the chain continues an
   t.is(usage.code, 1);
   t.regex(usage.stderr, /usage: modhost chain info \| mine \[N\] \| reorg DEPTH \| send ADDRESS SATS/);
 
-  await waitFor(() => first.has("block-stats", /^block 104:/) && first.has("rust-example", /block 104 has/) && first.has("fee-watch", /^height 104:/), 30_000, "the modules to see block 104", () => first.tail());
+  await waitFor(() => first.has("block-stats", /^block 104:/) && first.has("rust-example", /block 104 has/) && first.has("fee-watch", /^height 104:/), 90_000, "the modules to see block 104", () => first.tail());
   const before = JSON.parse((await modhost(["chain", "info", "--json", "--config", config])).stdout) as { height: number; tip_hash: string };
   t.is(before.height, 104);
   t.is((await modhost(["stop", "--config", config])).code, 0);
@@ -155,11 +156,11 @@ test("modhost chain info/mine/send across a host restart: the chain continues an
   t.deepEqual({ height: after.height, tip: after.tip_hash }, { height: before.height, tip: before.tip_hash });
   t.true(second.has("rust-example", /caught up: 0 blocks recorded, 0 unwound/), "nothing to catch up: no block was mined while it was stopped");
   t.is((await modhost(["chain", "mine", "3", "--config", config])).code, 0);
-  await waitFor(() => second.has("block-stats", /^block 107:/) && second.has("rust-example", /block 107 has/) && second.has("fee-watch", /^height 107:/), 30_000, "the modules to see block 107", () => second.tail());
+  await waitFor(() => second.has("block-stats", /^block 107:/) && second.has("rust-example", /block 107 has/) && second.has("fee-watch", /^height 107:/), 90_000, "the modules to see block 107", () => second.tail());
 
   // Every height once, across both runs, without gaps.
   const all = [...first.records, ...second.records];
-  t.deepEqual(heights(all, "block-stats", /^block (\d+): /), range(0, 107), "block-stats: genesis..107 once each");
+  t.deepEqual(heights(all, "block-stats", /^block (\d+): /), range(92, 107), "block-stats: its keep_blocks before the first tip, then to 107, once each");
   t.deepEqual(heights(all, "rust-example", /^rust-example: block (\d+) has/), range(101, 107), "rust-example: from its first tip, once each");
   t.deepEqual(heights(all, "fee-watch", /^height (\d+): /), range(102, 107), "fee-watch: every block mined while it ran");
   t.false(all.some((r) => r.source === "fee-watch" && /while fee-watch was not watching/.test(r.message)));
