@@ -5,13 +5,16 @@ import * as v from "valibot";
 import { method, type Family } from "./types.ts";
 import { hash, height, none, vout } from "./schemas.ts";
 
+/** get_block's option: false for the lighter form without raw hex (default true). */
+const include_hex = v.optional(v.boolean("include_hex must be true or false"));
+
 export const chain: Family = {
   name: "chain",
   summary: "Read blocks, transactions, UTXOs and chain state.",
   methods: [
-    method({ name: "get_block", js: "getBlock", permission: "read_blockchain", args: ["hash"], params: v.object({ hash }), summary: "Block by hash, or null.", handler: (c, p) => c.chain.getBlock(p.hash) }),
+    method({ name: "get_block", js: "getBlock", permission: "read_blockchain", args: ["hash", "options"], params: v.object({ hash, include_hex }), summary: "Block by hash, or null; include_hex = false leaves out the raw hex of the block, header and transactions.", handler: (c, p) => c.chain.getBlock(p.hash, { includeHex: p.include_hex ?? true }) }),
     method({ name: "get_block_header", js: "getBlockHeader", permission: "read_blockchain", args: ["hash"], params: v.object({ hash }), summary: "Block header by hash, or null.", handler: (c, p) => c.chain.getBlockHeader(p.hash) }),
-    method({ name: "get_block_by_height", js: "getBlockByHeight", permission: "read_blockchain", args: ["height"], params: v.object({ height }), summary: "Block of the active chain at a height, or null.", handler: (c, p) => c.chain.getBlockByHeight(p.height) }),
+    method({ name: "get_block_by_height", js: "getBlockByHeight", permission: "read_blockchain", args: ["height", "options"], params: v.object({ height, include_hex }), summary: "Block of the active chain at a height, or null; include_hex as for get_block.", handler: (c, p) => c.chain.getBlockByHeight(p.height, { includeHex: p.include_hex ?? true }) }),
     method({ name: "get_transaction", js: "getTransaction", permission: "read_blockchain", args: ["txid"], params: v.object({ txid: hash }), summary: "Confirmed or mempool transaction by txid, or null.", handler: (c, p) => c.chain.getTransaction(p.txid) }),
     method({ name: "has_transaction", js: "hasTransaction", permission: "read_blockchain", args: ["txid"], params: v.object({ txid: hash }), summary: "Whether a transaction is known.", handler: (c, p) => c.chain.hasTransaction(p.txid) }),
     method({ name: "get_chain_tip", js: "getChainTip", permission: "read_chain_state", args: [], params: none, summary: "Hash of the active chain's tip.", handler: (c) => c.chain.getChainTip() }),

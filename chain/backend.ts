@@ -67,6 +67,17 @@ export interface Block {
   hex: Hex;
 }
 
+/** A block without the raw hex of the block, its header and its transactions (get_block with include_hex = false). */
+export type LightBlock = Omit<Block, "hex" | "header" | "transactions"> & {
+  header: Omit<BlockHeader, "hex">;
+  transactions: Array<Omit<Transaction, "hex">>;
+};
+
+export interface BlockOptions {
+  /** false: leave out the raw hex of the block, its header and its transactions (default true). */
+  includeHex?: boolean;
+}
+
 export interface OutPoint {
   txid: Hex;
   vout: number;
@@ -188,9 +199,12 @@ export type ChainListener = <K extends ChainEventName>(name: K, payload: ChainEv
 export interface ChainBackend {
   readonly name: string;
 
+  /** Blocks are shared between readers: treat them as read-only (the embedded chain freezes them). */
   getBlock(hash: Hex): Promise<Block | null>;
+  getBlock(hash: Hex, opts: BlockOptions): Promise<Block | LightBlock | null>;
   getBlockHeader(hash: Hex): Promise<BlockHeader | null>;
   getBlockByHeight(height: number): Promise<Block | null>;
+  getBlockByHeight(height: number, opts: BlockOptions): Promise<Block | LightBlock | null>;
   getTransaction(txid: Hex): Promise<Transaction | null>;
   hasTransaction(txid: Hex): Promise<boolean>;
   getChainTip(): Promise<Hex>;

@@ -53,7 +53,7 @@ export interface StoredBlock {
   block: Block;
   /** Fee of each transaction, by position (0 for the coinbase). */
   fees: number[];
-  /** For each transaction, the UTXOs it spent, to restore on disconnect. Filled on connect. */
+  /** For each transaction, the UTXOs it spent, to restore on disconnect. Filled on connect. `block` is frozen. */
   undo: Utxo[][];
   chainWork: bigint;
 }
@@ -187,5 +187,15 @@ export function storeBlock(
     transactions,
     hex: bytesToHex(bytes),
   };
-  return { block, fees, undo: transactions.map(() => []), chainWork: parentWork + workFromBits(header.bits) };
+  // Frozen: readers get this very object (no copy per reader), so nobody may change it.
+  return { block: deepFreeze(block), fees, undo: transactions.map(() => []), chainWork: parentWork + workFromBits(header.bits) };
+}
+
+/** Freeze a plain-data value and everything in it. */
+export function deepFreeze<T>(value: T): T {
+  if (value !== null && typeof value === "object" && !Object.isFrozen(value)) {
+    Object.freeze(value);
+    for (const key of Object.keys(value)) deepFreeze((value as Record<string, unknown>)[key]);
+  }
+  return value;
 }

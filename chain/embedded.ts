@@ -16,12 +16,28 @@
 // invalidates, MempoolTransactionAdded for the disconnected transactions that return to the
 // mempool, the events of mining each replacement block, and finally ChainReorg. Listeners
 // should not call mining or mempool methods synchronously: those would run mid-operation.
+//
+// Persistence and memory. The chain lives in its own database (./store.ts): LevelDB in the
+// host's data directory (`dataDir`), so a restarted host continues the same chain, or
+// memory-level for a throwaway chain. Every connected or disconnected block is one atomic
+// batch, so a process killed between (or during) blocks reopens on a consistent tip. In memory
+// the chain keeps at most `blockCache` full blocks (with their undo data) plus the tip, the
+// summaries (hash, time, work) of the last HEADER_WINDOW blocks of the active chain, at most
+// `utxoCache` UTXOs, and the mempool; everything else is read from the database when asked
+// for. The mempool is not persisted: after a restart it is empty, and the wallet coins its
+// transactions spent are spendable again.
+//
+// Mutations (mining, reorgs, transactions, submitted blocks) run one at a time (a queue);
+// reads do not wait for them. Blocks and transactions handed out are frozen and shared:
+// readers must not (and cannot) change them.
 
 import { bytesToHex, hexToBytes, utf8ToBytes } from "@noble/hashes/utils.js";
 import { Script } from "@scure/btc-signer";
 import type {
   Block,
   BlockHeader,
+  BlockOptions,
+  LightBlock,
   BlockTemplate,
   ChainBackend,
   ChainEventName,
@@ -40,6 +56,7 @@ import type {
 } from "./backend.ts";
 import {
   BLOCK_TX_WEIGHT,
+  REGTEST_GENESIS_HASH,
   COINBASE_MATURITY,
   FINAL_SEQUENCE,
   MAX_MONEY,
@@ -49,6 +66,7 @@ import {
   coinbaseTransaction,
   genesisBlock,
   mineBlock,
+  deepFreeze,
   storeBlock,
 } from "./blocks.ts";
 import {
@@ -58,12 +76,15 @@ import {
   decodeTransaction,
   difficultyFromBits,
   displayHex,
+  scriptOfAddress,
   internalBytes,
   merkleRoot,
   targetFromBits,
   witnessCommitment,
 } from "./serialise.ts";
 import { Wallet, type Payment } from "./wallet.ts";
+import { Lru } from "./lru.ts";
+import { ChainStore, STORE_VERSION, heightKey, walletKey, type BlockRecord, type ChainState, type StoreOp } from "./store.ts";
 
 const LOCKTIME_THRESHOLD = 500_000_000;
 /** Header version of templates: BIP9 version bits, nothing signalled (as the embedded miner). */
@@ -83,20 +104,47 @@ const MAX_CREATED_OUTPUTS = 1_000;
 /** Recent blocks whose confirmed fee rates inform estimateFee and hash-rate estimation. */
 const FEE_HISTORY_BLOCKS = 10;
 const HASH_RATE_BLOCKS = 120;
+/** Summaries of this many recent active blocks stay in memory (median time past, hash rate). */
+const HEADER_WINDOW = HASH_RATE_BLOCKS;
+/** Defaults of the memory bounds (see EmbeddedChainOptions). */
+export const DEFAULT_BLOCK_CACHE = 64;
+export const DEFAULT_UTXO_CACHE = 20_000;
 
 export interface EmbeddedChainOptions {
-  /** Blocks mined after genesis at creation (default 101, so coinbases can be spent). */
+  /** Blocks mined after genesis when the chain is created (default 101, so coinbases can be spent). Ignored when `dataDir` already holds a chain. */
   matureBlocks?: number;
   /** Clock in Unix seconds (default Date.now() / 1000). Block times never go below MTP + 1. */
   now?: () => number;
   /** Seed for the wallet keys and random choices (default a fixed seed). */
   seed?: Uint8Array;
+  /** Directory of the chain's LevelDB database (created if missing); without it the chain lives in memory and ends with the process. */
+  dataDir?: string;
+  /** Full blocks (with undo data) kept in memory besides the tip (default 64, [chain] block_cache). */
+  blockCache?: number;
+  /** UTXOs kept in memory (default 20000, [chain] utxo_cache). */
+  utxoCache?: number;
 }
 
 interface MempoolRecord {
   tx: Transaction;
   fee: number;
   time: number;
+}
+
+/** What the chain keeps in memory of a recent active block. */
+interface HeaderSummary {
+  hash: Hex;
+  height: number;
+  time: number;
+  chainWork: bigint;
+}
+
+/** Counts of what the chain holds in memory (for tests and metrics). */
+export interface MemoryCounts {
+  blocks: number;
+  headers: number;
+  utxos: number;
+  mempool: number;
 }
 
 export class EmbeddedChain implements ChainBackend {
@@ -107,35 +155,74 @@ export class EmbeddedChain implements ChainBackend {
   private readonly now: () => number;
   private readonly wallet: Wallet;
   private readonly listeners = new Set<ChainListener>();
-  /** The active chain, indexed by height. */
-  private readonly chain: StoredBlock[] = [];
-  /** Every block ever built, including ones reorganised away (like bitcoind's block index). */
-  private readonly byHash = new Map<Hex, StoredBlock>();
-  /** Confirmed transactions of the active chain: txid -> block hash and position. */
-  private readonly txIndex = new Map<Hex, { hash: Hex; index: number }>();
-  private readonly utxos = new Map<string, Utxo>();
+  private readonly genesis: StoredBlock;
+  /** The active tip (always in memory, besides the block cache). */
+  private tipBlock: StoredBlock;
+  /** Summaries of the last HEADER_WINDOW active blocks, in height order, ending at the tip. */
+  private headers: HeaderSummary[] = [];
+  /** Recently used blocks by hash, active or not. */
+  private readonly blocks: Lru<Hex, StoredBlock>;
+  /** Recently used confirmed UTXOs by outpoint key. */
+  private readonly utxoCache: Lru<string, Utxo>;
+  /** Light views of blocks (no hex), made once per block. */
+  private readonly lightViews = new WeakMap<Block, LightBlock>();
   private readonly mempool = new Map<Hex, MempoolRecord>();
   /** Outpoints spent by mempool transactions -> the spending txid. */
   private readonly mempoolSpends = new Map<string, Hex>();
   /** Coinbase extra nonce, never reused, so blocks rebuilt at a height get new hashes. */
   private extraNonce = 0;
+  /** Mutations run one after another. */
+  private queue: Promise<unknown> = Promise.resolve();
+  private closed = false;
 
-  private constructor(opts: EmbeddedChainOptions) {
+  private constructor(opts: EmbeddedChainOptions, private readonly store: ChainStore) {
     this.now = opts.now ?? (() => Date.now() / 1000);
     this.wallet = new Wallet(opts.seed ?? DEFAULT_SEED);
     this.walletAddress = this.wallet.mainAddress;
-    const genesis = genesisBlock();
-    // Like bitcoind, the genesis coinbase is neither indexed nor added to the UTXO set.
-    this.chain.push(genesis);
-    this.byHash.set(genesis.block.hash, genesis);
+    const blockCache = opts.blockCache ?? DEFAULT_BLOCK_CACHE;
+    const utxoCache = opts.utxoCache ?? DEFAULT_UTXO_CACHE;
+    assertCount("blockCache", blockCache);
+    assertCount("utxoCache", utxoCache);
+    this.blocks = new Lru(blockCache);
+    this.utxoCache = new Lru(utxoCache);
+    this.genesis = genesisBlock();
+    this.tipBlock = this.genesis;
+    this.headers = [summaryOf(this.genesis)];
   }
 
+  /**
+   * Open the chain in `opts.dataDir` and continue it, or create a new one there (or in
+   * memory without `dataDir`): genesis plus `matureBlocks` mined blocks.
+   */
   static async create(opts: EmbeddedChainOptions = {}): Promise<EmbeddedChain> {
     const matureBlocks = opts.matureBlocks ?? COINBASE_MATURITY + 1;
     assertCount("matureBlocks", matureBlocks);
-    const chain = new EmbeddedChain(opts);
-    chain.mineBlocks(matureBlocks, false);
+    const store = await ChainStore.open(opts.dataDir);
+    let chain: EmbeddedChain;
+    try {
+      chain = new EmbeddedChain(opts, store);
+      const state = await store.readState();
+      if (state === undefined) {
+        await chain.writeGenesis();
+        await chain.mineBlocks(matureBlocks, false);
+      } else {
+        await chain.resume(state);
+      }
+    } catch (err) {
+      await store.close();
+      throw err;
+    }
     return chain;
+  }
+
+  /** Where the chain's database is (null: in memory). */
+  get dataDir(): string | null {
+    return this.store.location;
+  }
+
+  /** What the chain holds in memory right now (entries, not bytes). */
+  memoryCounts(): MemoryCounts {
+    return { blocks: this.blocks.size, headers: this.headers.length, utxos: this.utxoCache.size, mempool: this.mempool.size };
   }
 
   // ---- Mining and reorganisation ----
@@ -143,7 +230,7 @@ export class EmbeddedChain implements ChainBackend {
   /** Mine `count` blocks on the tip, by default filling them from the mempool. */
   async mine(count = 1, opts: { includeMempool?: boolean } = {}): Promise<Hex[]> {
     assertCount("count", count);
-    return this.mineBlocks(count, opts.includeMempool ?? true);
+    return this.exclusive(() => this.mineBlocks(count, opts.includeMempool ?? true));
   }
 
   /**
@@ -155,40 +242,42 @@ export class EmbeddedChain implements ChainBackend {
     depth: number,
     opts: { newBlocks?: number; includeMempool?: boolean } = {},
   ): Promise<{ disconnected: Hex[]; connected: Hex[] }> {
-    const height = this.height;
-    if (!Number.isInteger(depth) || depth < 1 || depth > height) {
-      throw new RangeError(`reorg depth must be an integer from 1 to the chain height ${height}, got ${depth}`);
-    }
     const newBlocks = opts.newBlocks ?? depth + 1;
-    assertCount("newBlocks", newBlocks);
+    return this.exclusive(async () => {
+      const height = this.height;
+      if (!Number.isInteger(depth) || depth < 1 || depth > height) {
+        throw new RangeError(`reorg depth must be an integer from 1 to the chain height ${height}, got ${depth}`);
+      }
+      assertCount("newBlocks", newBlocks);
 
-    const oldTip = this.tip.block.hash;
-    const removed: StoredBlock[] = [];
-    for (let i = 0; i < depth; i++) removed.push(this.disconnectTip());
+      const oldTip = this.tip.block.hash;
+      const removed: StoredBlock[] = [];
+      for (let i = 0; i < depth; i++) removed.push(await this.disconnectTip());
 
-    for (const [txid, record] of [...this.mempool]) {
-      if (!this.spendsAreValid(record.tx)) this.removeFromMempool(txid, "reorg");
-    }
-    for (const stored of removed.slice().reverse()) {
-      for (const tx of stored.block.transactions.slice(1)) {
-        try {
-          this.acceptToMempool(tx);
-        } catch {
-          // Invalid on the shorter chain (say it spent a disconnected coinbase): dropped.
+      for (const [txid, record] of [...this.mempool]) {
+        if (!(await this.spendsAreValid(record.tx))) this.removeFromMempool(txid, "reorg");
+      }
+      for (const stored of removed.slice().reverse()) {
+        for (const tx of stored.block.transactions.slice(1)) {
+          try {
+            await this.acceptToMempool(tx);
+          } catch {
+            // Invalid on the shorter chain (say it spent a disconnected coinbase): dropped.
+          }
         }
       }
-    }
 
-    const disconnected = removed.map((stored) => stored.block.hash);
-    const connected = this.mineBlocks(newBlocks, opts.includeMempool ?? false);
-    this.emit("ChainReorg", {
-      old_tip: oldTip,
-      new_tip: this.tip.block.hash,
-      fork_height: height - depth,
-      disconnected,
-      connected,
+      const disconnected = removed.map((stored) => stored.block.hash);
+      const connected = await this.mineBlocks(newBlocks, opts.includeMempool ?? false);
+      this.emit("ChainReorg", {
+        old_tip: oldTip,
+        new_tip: this.tip.block.hash,
+        fork_height: height - depth,
+        disconnected,
+        connected,
+      });
+      return { disconnected, connected };
     });
-    return { disconnected, connected };
   }
 
   // ---- Transactions ----
@@ -204,25 +293,53 @@ export class EmbeddedChain implements ChainBackend {
     if (!Number.isInteger(outputs) || outputs < 1 || outputs > MAX_CREATED_OUTPUTS) {
       throw new RangeError(`outputs must be an integer from 1 to ${MAX_CREATED_OUTPUTS}, got ${outputs}`);
     }
-    const feeRate = opts.feeRate ?? 1 + Math.floor(this.wallet.random() * 50);
-    if (!Number.isFinite(feeRate) || feeRate <= 0) throw new RangeError(`feeRate must be positive, got ${feeRate}`);
+    return this.exclusive(async () => {
+      const feeRate = opts.feeRate ?? 1 + Math.floor(this.wallet.random() * 50);
+      if (!Number.isFinite(feeRate) || feeRate <= 0) throw new RangeError(`feeRate must be positive, got ${feeRate}`);
+      const minValue = feeBound(feeRate, outputs) + (outputs + 1) * MIN_CREATED_OUTPUT;
+      const utxo = await this.spendableWalletUtxo(minValue);
+      if (utxo === undefined) {
+        throw new Error(`no mature, unspent wallet UTXO of at least ${minValue} sats: mine more blocks`);
+      }
+      // Payments take at most half of what is left above the minimum outputs; change gets the rest.
+      const spread = utxo.value - minValue;
+      const payments: Payment[] = [];
+      for (let i = 0; i < outputs; i++) {
+        const extra = Math.floor((spread * this.wallet.random()) / (2 * outputs));
+        payments.push({ script: this.wallet.recipientScript(), amount: BigInt(MIN_CREATED_OUTPUT + extra) });
+      }
+      return this.signAndAccept(utxo, payments, feeRate, outputs);
+    });
+  }
 
-    // Upper bound of a one-input P2WPKH transaction's vsize: at most 13 vB of overhead (10.5,
-    // plus 2 for a 3-byte output count), 68 for the input, 31 per output.
-    const feeBound = Math.ceil(feeRate * (13 + 68 + 31 * (outputs + 1)));
-    const minValue = feeBound + (outputs + 1) * MIN_CREATED_OUTPUT;
-    const utxo = this.spendableWalletUtxo(minValue);
-    if (utxo === undefined) {
-      throw new Error(`no mature, unspent wallet UTXO of at least ${minValue} sats: mine more blocks`);
+  /**
+   * Pay `amount` sats from the wallet to a regtest `address` (bcrt1..., m/n..., 2...): one
+   * mature wallet coin in, the payment and change out, at `feeRate` sat/vB (default: the
+   * chain's estimate for 6 blocks). The transaction goes to the mempool; returns its txid.
+   */
+  async send(address: string, amount: number, opts: { feeRate?: number } = {}): Promise<{ txid: Hex; fee: number }> {
+    const script = scriptOfAddress(address);
+    if (!Number.isSafeInteger(amount) || amount < MIN_CREATED_OUTPUT || amount > MAX_MONEY) {
+      throw new RangeError(`amount must be an integer number of sats from ${MIN_CREATED_OUTPUT} to ${MAX_MONEY}, got ${amount}`);
     }
+    return this.exclusive(async () => {
+      const feeRate = opts.feeRate ?? (await this.estimateFee(6));
+      if (!Number.isFinite(feeRate) || feeRate <= 0) throw new RangeError(`feeRate must be positive, got ${feeRate}`);
+      const minValue = feeBound(feeRate, 1) + amount + MIN_CREATED_OUTPUT;
+      const utxo = await this.spendableWalletUtxo(minValue);
+      if (utxo === undefined) {
+        throw new Error(`no mature, unspent wallet coin of at least ${minValue} sats (amount + fee + change): mine more blocks, or send less`);
+      }
+      const txid = await this.signAndAccept(utxo, [{ script, amount: BigInt(amount) }], feeRate, 1);
+      return { txid, fee: (this.mempool.get(txid) as MempoolRecord).fee };
+    });
+  }
 
-    // Payments take at most half of what is left above the minimum outputs; change gets the rest.
-    const spread = utxo.value - minValue;
-    const payments: Payment[] = [];
-    for (let i = 0; i < outputs; i++) {
-      const extra = Math.floor((spread * this.wallet.random()) / (2 * outputs));
-      payments.push({ script: this.wallet.recipientScript(), amount: BigInt(MIN_CREATED_OUTPUT + extra) });
-    }
+  /**
+   * Sign a spend of `utxo` paying `payments` plus change to the wallet, with a fee of `feeRate`
+   * times its vsize, and accept it into the mempool.
+   */
+  private async signAndAccept(utxo: Utxo, payments: Payment[], feeRate: number, outputs: number): Promise<Hex> {
     const paid = payments.reduce((sum, p) => sum + Number(p.amount), 0);
     const sign = (fee: number): Transaction =>
       describeTransaction(
@@ -233,15 +350,14 @@ export class EmbeddedChain implements ChainBackend {
           ]),
         ),
       );
-
     // The fee depends on the vsize, which depends (through the signature's length) on the
     // change amount, so re-sign until they agree. Starting from the upper bound, this settles
     // in one or two rounds; should the signature length flip-flop, accept the larger fee.
-    let fee = feeBound;
+    let fee = feeBound(feeRate, outputs);
     for (let attempt = 0; ; attempt++) {
       const tx = sign(fee);
       const exact = Math.ceil(feeRate * tx.vsize);
-      if (exact === fee || (exact < fee && attempt >= 3)) return this.acceptToMempool(tx).tx.txid;
+      if (exact === fee || (exact < fee && attempt >= 3)) return (await this.acceptToMempool(tx)).tx.txid;
       fee = exact;
     }
   }
@@ -258,7 +374,8 @@ export class EmbeddedChain implements ChainBackend {
     } catch (err) {
       throw new Error(`transaction decode failed: ${(err as Error).message}`);
     }
-    return this.acceptToMempool(describeTransaction(raw)).tx.txid;
+    const tx = describeTransaction(raw);
+    return this.exclusive(async () => (await this.acceptToMempool(tx)).tx.txid);
   }
 
   // ---- Mining: templates and submitted blocks ----
@@ -311,19 +428,21 @@ export class EmbeddedChain implements ChainBackend {
       return { result: "rejected", reason: `bad-block-decode: the block could not be decoded (${(err as Error).message})` };
     }
     const hash = decoded.header.hash;
-    if (this.byHash.has(hash)) return { result: "duplicate", hash };
-    let stored: StoredBlock;
-    try {
-      stored = this.checkBlock(decoded);
-    } catch (err) {
-      if (err instanceof BlockRejected) return { result: "rejected", reason: err.message, hash };
-      throw err;
-    }
-    this.connectBlock(stored);
-    return { result: "accepted", hash };
+    return this.exclusive(async () => {
+      if (this.blocks.has(hash) || hash === this.tip.block.hash || (await this.store.hasBlock(hash))) return { result: "duplicate" as const, hash };
+      let stored: StoredBlock;
+      try {
+        stored = await this.checkBlock(decoded);
+      } catch (err) {
+        if (err instanceof BlockRejected) return { result: "rejected" as const, reason: err.message, hash };
+        throw err;
+      }
+      await this.connectBlock(stored);
+      return { result: "accepted" as const, hash };
+    });
   }
 
-  private checkBlock({ header, transactions: raws }: ReturnType<typeof decodeBlock>): StoredBlock {
+  private async checkBlock({ header, transactions: raws }: ReturnType<typeof decodeBlock>): Promise<StoredBlock> {
     const reject = (code: string, why: string): never => {
       throw new BlockRejected(`${code}: ${why}`);
     };
@@ -336,7 +455,7 @@ export class EmbeddedChain implements ChainBackend {
     }
     const parent = this.tip;
     if (header.prev_hash !== parent.block.hash) {
-      const known = this.byHash.get(header.prev_hash);
+      const known = await this.loadBlock(header.prev_hash);
       if (known !== undefined) {
         reject("not-on-tip", `the block builds on ${header.prev_hash} (height ${known.block.height}), not on the active tip ${parent.block.hash} (height ${parent.block.height}); side branches are not supported`);
       }
@@ -409,7 +528,7 @@ export class EmbeddedChain implements ChainBackend {
       let inputValue = 0;
       for (const input of tx.inputs) {
         const key = outpointKey(input.txid, input.vout);
-        const utxo = spent.has(key) ? undefined : (created.get(key) ?? this.utxos.get(key));
+        const utxo = spent.has(key) ? undefined : (created.get(key) ?? (await this.readUtxo(key)));
         if (utxo === undefined) reject("bad-txns-inputs-missingorspent", `input ${key} of transaction ${tx.txid} does not spend an unspent output`);
         const coin = utxo as { value: number; height: number; coinbase: boolean };
         if (coin.coinbase && height - coin.height < COINBASE_MATURITY) {
@@ -436,29 +555,38 @@ export class EmbeddedChain implements ChainBackend {
 
   // ---- ChainBackend: blocks and transactions ----
 
-  async getBlock(hash: Hex): Promise<Block | null> {
-    const stored = this.byHash.get(hash);
-    return stored === undefined ? null : structuredClone(stored.block);
+  /**
+   * A block by hash (active or reorganised away), or null. The same frozen object goes to
+   * every reader; with `includeHex: false` a lighter frozen view without the raw hex of the
+   * block, its header and its transactions (made once per block).
+   */
+  async getBlock(hash: Hex): Promise<Block | null>;
+  async getBlock(hash: Hex, opts: BlockOptions): Promise<Block | LightBlock | null>;
+  async getBlock(hash: Hex, opts: BlockOptions = {}): Promise<Block | LightBlock | null> {
+    const stored = await this.loadBlock(hash);
+    return stored === undefined ? null : this.view(stored.block, opts);
   }
 
   async getBlockHeader(hash: Hex): Promise<BlockHeader | null> {
-    const stored = this.byHash.get(hash);
-    return stored === undefined ? null : structuredClone(stored.block.header);
+    const stored = await this.loadBlock(hash);
+    return stored === undefined ? null : stored.block.header;
   }
 
-  async getBlockByHeight(height: number): Promise<Block | null> {
-    const stored = this.chain[height];
-    return stored === undefined ? null : structuredClone(stored.block);
+  async getBlockByHeight(height: number): Promise<Block | null>;
+  async getBlockByHeight(height: number, opts: BlockOptions): Promise<Block | LightBlock | null>;
+  async getBlockByHeight(height: number, opts: BlockOptions = {}): Promise<Block | LightBlock | null> {
+    const stored = await this.activeBlock(height);
+    return stored === undefined ? null : this.view(stored.block, opts);
   }
 
   /** A mempool or confirmed (active chain) transaction. */
   async getTransaction(txid: Hex): Promise<Transaction | null> {
-    const tx = this.mempool.get(txid)?.tx ?? this.confirmedTransaction(txid);
-    return tx === undefined ? null : structuredClone(tx);
+    const tx = this.mempool.get(txid)?.tx ?? (await this.confirmedTransaction(txid));
+    return tx ?? null;
   }
 
   async hasTransaction(txid: Hex): Promise<boolean> {
-    return this.mempool.has(txid) || this.txIndex.has(txid);
+    return this.mempool.has(txid) || (await this.store.tx(txid)) !== undefined;
   }
 
   async getChainTip(): Promise<Hex> {
@@ -471,7 +599,7 @@ export class EmbeddedChain implements ChainBackend {
 
   /** An output of the confirmed UTXO set; mempool spends do not hide it. */
   async getUtxo(outpoint: OutPoint): Promise<Utxo | null> {
-    const utxo = this.utxos.get(outpointKey(outpoint.txid, outpoint.vout));
+    const utxo = await this.readUtxo(outpointKey(outpoint.txid, outpoint.vout));
     return utxo === undefined ? null : { ...utxo };
   }
 
@@ -496,8 +624,7 @@ export class EmbeddedChain implements ChainBackend {
   }
 
   async getMempoolTransaction(txid: Hex): Promise<Transaction | null> {
-    const record = this.mempool.get(txid);
-    return record === undefined ? null : structuredClone(record.tx);
+    return this.mempool.get(txid)?.tx ?? null;
   }
 
   async getMempoolEntry(txid: Hex): Promise<MempoolEntry | null> {
@@ -539,8 +666,9 @@ export class EmbeddedChain implements ChainBackend {
     }
 
     const rates = pending.map(feeRate);
-    for (const stored of this.chain.slice(-FEE_HISTORY_BLOCKS)) {
-      stored.block.transactions.forEach((tx, i) => {
+    for (const summary of this.headers.slice(-FEE_HISTORY_BLOCKS)) {
+      const stored = await this.loadBlock(summary.hash);
+      stored?.block.transactions.forEach((tx, i) => {
         if (i > 0) rates.push((stored.fees[i] ?? 0) / tx.vsize);
       });
     }
@@ -571,18 +699,33 @@ export class EmbeddedChain implements ChainBackend {
     };
   }
 
+  /** Wait for the running mutation, then close the database. Safe to call more than once. */
   async close(): Promise<void> {
     this.listeners.clear();
+    if (this.closed) return;
+    this.closed = true;
+    await this.queue.catch(() => undefined);
+    await this.store.close();
   }
 
   // ---- Internals ----
 
   private get tip(): StoredBlock {
-    return this.chain[this.chain.length - 1] as StoredBlock;
+    return this.tipBlock;
   }
 
   private get height(): number {
-    return this.chain.length - 1;
+    return this.tipBlock.block.height;
+  }
+
+  /** Run a mutation after the ones before it (and before the ones after it). */
+  private exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.queue.then(() => {
+      if (this.closed) throw new Error("the chain is closed (the host is stopping)");
+      return fn();
+    });
+    this.queue = run.catch(() => undefined);
+    return run;
   }
 
   private emit<K extends ChainEventName>(name: K, payload: ChainEvents[K]): void {
@@ -595,7 +738,94 @@ export class EmbeddedChain implements ChainBackend {
     }
   }
 
-  private mineBlocks(count: number, includeMempool: boolean): Hex[] {
+  private view(block: Block, opts: BlockOptions): Block | LightBlock {
+    if (opts.includeHex ?? true) return block;
+    let light = this.lightViews.get(block);
+    if (light === undefined) {
+      const { hex: _hex, header, transactions, ...rest } = block;
+      const { hex: _headerHex, ...headerFields } = header;
+      light = deepFreeze({ ...rest, header: headerFields, transactions: transactions.map(({ hex: _txHex, ...tx }) => tx) });
+      this.lightViews.set(block, light);
+    }
+    return light;
+  }
+
+  // ---- Internals: the database ----
+
+  /** A new database: the genesis block at height 0 and the initial chain state. */
+  private async writeGenesis(): Promise<void> {
+    const genesis = this.genesis;
+    await this.store.write([
+      { type: "put", sub: "b", key: genesis.block.hash, value: blockRecord(genesis) },
+      { type: "put", sub: "h", key: heightKey(0), value: { hash: genesis.block.hash, time: genesis.block.header.time, work: genesis.chainWork.toString() } },
+      { type: "put", sub: "s", key: "state", value: this.stateRecord(genesis.block.hash, 0) },
+    ]);
+  }
+
+  /** An existing database: continue from its tip. */
+  private async resume(state: ChainState): Promise<void> {
+    const where = this.store.location ?? "memory";
+    if (state.version !== STORE_VERSION) {
+      throw new Error(`the chain database ${where} has format version ${state.version}; this modhost reads version ${STORE_VERSION}. Move it away to start a new chain`);
+    }
+    if (state.wallet !== this.wallet.mainAddress) {
+      throw new Error(`the chain database ${where} belongs to another wallet seed (its wallet is ${state.wallet}, this chain's is ${this.wallet.mainAddress}). Use the seed it was made with, or move it away to start a new chain`);
+    }
+    const tip = await this.loadBlock(state.tip);
+    if (tip === undefined || tip.block.height !== state.height) {
+      throw new Error(`the chain database ${where} is damaged: its tip block ${state.tip} (height ${state.height}) is missing. Move it away to start a new chain`);
+    }
+    this.tipBlock = tip;
+    this.extraNonce = state.extraNonce;
+    this.wallet.restore(state);
+    await this.refillHeaders();
+  }
+
+  /** Reload the header window from the database, ending at the tip. */
+  private async refillHeaders(): Promise<void> {
+    const tipHeight = this.height;
+    const entries = await this.store.heightRange(Math.max(0, tipHeight - HEADER_WINDOW + 1), tipHeight);
+    if (entries.length === 0 || entries[entries.length - 1]?.hash !== this.tip.block.hash) {
+      throw new Error(`the chain database ${this.store.location ?? "memory"} is damaged: the active chain index does not end at the tip ${this.tip.block.hash}`);
+    }
+    this.headers = entries.map((e) => ({ hash: e.hash, height: e.height, time: e.time, chainWork: BigInt(e.work) }));
+  }
+
+  private stateRecord(tip: Hex, height: number): ChainState {
+    return { version: STORE_VERSION, tip, height, extraNonce: this.extraNonce, ...this.wallet.state, wallet: this.wallet.mainAddress };
+  }
+
+  /** A block by hash from the cache or the database (decoded and frozen once). */
+  private async loadBlock(hash: Hex): Promise<StoredBlock | undefined> {
+    if (hash === this.tipBlock.block.hash) return this.tipBlock;
+    if (hash === REGTEST_GENESIS_HASH) return this.genesis;
+    const cached = this.blocks.get(hash);
+    if (cached !== undefined) return cached;
+    const record = await this.store.block(hash);
+    if (record === undefined) return undefined;
+    const stored = storedFromRecord(record);
+    this.blocks.set(hash, stored);
+    return stored;
+  }
+
+  /** The active block at `height`, or undefined above the tip. */
+  private async activeBlock(height: number): Promise<StoredBlock | undefined> {
+    if (!Number.isInteger(height) || height < 0 || height > this.height) return undefined;
+    if (height === this.height) return this.tip;
+    const first = this.headers[0] as HeaderSummary;
+    const hash = height >= first.height ? this.headers[height - first.height]?.hash : (await this.store.atHeight(height))?.hash;
+    return hash === undefined ? undefined : this.loadBlock(hash);
+  }
+
+  private async readUtxo(key: string): Promise<Utxo | undefined> {
+    const cached = this.utxoCache.get(key);
+    if (cached !== undefined) return cached;
+    const utxo = await this.store.utxo(key);
+    if (utxo !== undefined) this.utxoCache.set(key, utxo);
+    return utxo;
+  }
+
+  private async mineBlocks(count: number, includeMempool: boolean): Promise<Hex[]> {
     const hashes: Hex[] = [];
     for (let i = 0; i < count; i++) {
       const parent = this.tip;
@@ -606,7 +836,7 @@ export class EmbeddedChain implements ChainBackend {
         extraNonce: this.extraNonce++,
         payoutScript: this.wallet.mainScript,
       });
-      this.connectBlock(stored);
+      await this.connectBlock(stored);
       hashes.push(stored.block.hash);
     }
     return hashes;
@@ -624,20 +854,31 @@ export class EmbeddedChain implements ChainBackend {
     return selected;
   }
 
-  private connectBlock(stored: StoredBlock): void {
+  /** Connect a checked block on the tip: one database batch, then memory, then events. */
+  private async connectBlock(stored: StoredBlock): Promise<void> {
     const { block } = stored;
     const confirmed: Hex[] = [];
     const conflicts = new Set<Hex>();
-    block.transactions.forEach((tx, index) => {
+    // The UTXO changes of this block (null: spent), so a transaction can spend an output
+    // created earlier in the same block.
+    const utxoView = new Map<string, Utxo | null>();
+    const walletOps = new Map<string, StoreOp>();
+    const ops: StoreOp[] = [];
+    for (let index = 0; index < block.transactions.length; index++) {
+      const tx = block.transactions[index] as Transaction;
       const spent: Utxo[] = [];
       for (const input of tx.inputs) {
         if (input.coinbase) continue;
         const key = outpointKey(input.txid, input.vout);
-        const utxo = this.utxos.get(key);
+        const utxo = utxoView.has(key) ? utxoView.get(key) : await this.readUtxo(key);
         // Blocks are built only from mempool transactions checked against this UTXO set.
-        if (utxo === undefined) throw new Error(`internal error: block spends missing output ${key}`);
+        if (utxo === undefined || utxo === null) throw new Error(`internal error: block spends missing output ${key}`);
         spent.push(utxo);
-        this.utxos.delete(key);
+        utxoView.set(key, null);
+        if (this.wallet.owns(utxo.script_pubkey)) {
+          const wkey = walletKey(utxo.height, key);
+          walletOps.set(wkey, { type: "del", sub: "w", key: wkey });
+        }
         // Blocks mined from a conflict-free mempool never trigger this; it is the rule for
         // any block that confirms a different spend of an output a mempool transaction spends.
         const spender = this.mempoolSpends.get(key);
@@ -646,7 +887,8 @@ export class EmbeddedChain implements ChainBackend {
       stored.undo[index] = spent;
       tx.outputs.forEach((output, vout) => {
         if (output.script_pubkey.startsWith("6a")) return; // OP_RETURN: provably unspendable
-        this.utxos.set(outpointKey(tx.txid, vout), {
+        const key = outpointKey(tx.txid, vout);
+        const utxo: Utxo = {
           txid: tx.txid,
           vout,
           value: output.value,
@@ -654,13 +896,35 @@ export class EmbeddedChain implements ChainBackend {
           address: output.address,
           height: block.height,
           coinbase: index === 0,
-        });
+        };
+        utxoView.set(key, utxo);
+        if (this.wallet.owns(output.script_pubkey)) {
+          const wkey = walletKey(block.height, key);
+          walletOps.set(wkey, { type: "put", sub: "w", key: wkey, value: { value: output.value, coinbase: index === 0 } });
+        }
       });
-      this.txIndex.set(tx.txid, { hash: block.hash, index });
+      ops.push({ type: "put", sub: "t", key: tx.txid, value: { hash: block.hash, index } });
       if (this.mempool.has(tx.txid)) confirmed.push(tx.txid);
-    });
-    this.chain.push(stored);
-    this.byHash.set(block.hash, stored);
+    }
+    for (const [key, utxo] of utxoView) {
+      ops.push(utxo === null ? { type: "del", sub: "u", key } : { type: "put", sub: "u", key, value: utxo });
+    }
+    ops.push(...walletOps.values());
+    ops.push(
+      { type: "put", sub: "b", key: block.hash, value: blockRecord(stored) },
+      { type: "put", sub: "h", key: heightKey(block.height), value: { hash: block.hash, time: block.header.time, work: stored.chainWork.toString() } },
+      { type: "put", sub: "s", key: "state", value: this.stateRecord(block.hash, block.height) },
+    );
+    await this.store.write(ops);
+
+    for (const [key, utxo] of utxoView) {
+      if (utxo === null) this.utxoCache.delete(key);
+      else this.utxoCache.set(key, utxo);
+    }
+    this.blocks.set(this.tipBlock.block.hash, this.tipBlock);
+    this.tipBlock = stored;
+    this.headers.push(summaryOf(stored));
+    if (this.headers.length > HEADER_WINDOW) this.headers.shift();
 
     for (const txid of confirmed) this.removeFromMempool(txid, "block");
     for (const txid of conflicts) this.removeFromMempool(txid, "conflict");
@@ -672,29 +936,68 @@ export class EmbeddedChain implements ChainBackend {
     });
   }
 
-  private disconnectTip(): StoredBlock {
-    const stored = this.chain.pop() as StoredBlock;
+  /** Disconnect the tip: one database batch restoring the UTXOs it spent, then memory, then the event. */
+  private async disconnectTip(): Promise<StoredBlock> {
+    const stored = this.tip;
+    const parent = await this.loadBlock(stored.block.header.prev_hash);
+    if (parent === undefined || stored.block.height === 0) throw new Error(`internal error: the parent of block ${stored.block.hash} is missing`);
     const txs = stored.block.transactions;
+    const utxoView = new Map<string, Utxo | null>();
+    const walletOps = new Map<string, StoreOp>();
+    const ops: StoreOp[] = [];
     for (let index = txs.length - 1; index >= 0; index--) {
       const tx = txs[index] as Transaction;
-      tx.outputs.forEach((_, vout) => this.utxos.delete(outpointKey(tx.txid, vout)));
-      this.txIndex.delete(tx.txid);
-      for (const utxo of stored.undo[index] ?? []) this.utxos.set(outpointKey(utxo.txid, utxo.vout), utxo);
+      tx.outputs.forEach((output, vout) => {
+        const key = outpointKey(tx.txid, vout);
+        utxoView.set(key, null);
+        if (this.wallet.owns(output.script_pubkey)) {
+          const wkey = walletKey(stored.block.height, key);
+          walletOps.set(wkey, { type: "del", sub: "w", key: wkey });
+        }
+      });
+      ops.push({ type: "del", sub: "t", key: tx.txid });
+      for (const utxo of stored.undo[index] ?? []) {
+        const key = outpointKey(utxo.txid, utxo.vout);
+        utxoView.set(key, utxo);
+        if (this.wallet.owns(utxo.script_pubkey)) {
+          const wkey = walletKey(utxo.height, key);
+          walletOps.set(wkey, { type: "put", sub: "w", key: wkey, value: { value: utxo.value, coinbase: utxo.coinbase } });
+        }
+      }
     }
+    for (const [key, utxo] of utxoView) {
+      ops.push(utxo === null ? { type: "del", sub: "u", key } : { type: "put", sub: "u", key, value: utxo });
+    }
+    ops.push(...walletOps.values());
+    ops.push(
+      { type: "del", sub: "h", key: heightKey(stored.block.height) },
+      { type: "put", sub: "s", key: "state", value: this.stateRecord(parent.block.hash, parent.block.height) },
+    );
+    await this.store.write(ops);
+
+    for (const [key, utxo] of utxoView) {
+      if (utxo === null) this.utxoCache.delete(key);
+      else this.utxoCache.set(key, utxo);
+    }
+    this.blocks.set(stored.block.hash, stored);
+    this.blocks.delete(parent.block.hash);
+    this.tipBlock = parent;
+    this.headers.pop();
+    if (this.headers.length < 11 && (this.headers[0]?.height ?? 0) > 0) await this.refillHeaders();
     this.emit("BlockDisconnected", { hash: stored.block.hash, height: stored.block.height });
     return stored;
   }
 
-  private acceptToMempool(tx: Transaction): MempoolRecord {
+  private async acceptToMempool(tx: Transaction): Promise<MempoolRecord> {
     if (tx.inputs.length === 0 || tx.outputs.length === 0) throw new Error("transaction has no inputs or no outputs");
     if (tx.inputs.some((input) => input.coinbase)) throw new Error("a coinbase transaction is only valid in a block");
     if (this.mempool.has(tx.txid)) throw new Error(`transaction ${tx.txid} is already in the mempool`);
-    if (this.txIndex.has(tx.txid)) throw new Error(`transaction ${tx.txid} is already confirmed`);
+    if ((await this.store.tx(tx.txid)) !== undefined) throw new Error(`transaction ${tx.txid} is already confirmed`);
     if (tx.weight > BLOCK_TX_WEIGHT) throw new Error(`transaction weight ${tx.weight} does not fit in a block`);
     const keys = tx.inputs.map((input) => outpointKey(input.txid, input.vout));
     if (new Set(keys).size !== keys.length) throw new Error("transaction spends the same output twice");
 
-    const inputValue = this.checkSpends(tx);
+    const inputValue = await this.checkSpends(tx);
     let outputValue = 0;
     for (const output of tx.outputs) {
       if (output.value > MAX_MONEY) throw new Error(`output value ${output.value} exceeds the money supply`);
@@ -705,7 +1008,7 @@ export class EmbeddedChain implements ChainBackend {
       throw new Error(`outputs (${outputValue} sats) exceed inputs (${inputValue} sats)`);
     }
 
-    const record: MempoolRecord = { tx, fee: inputValue - outputValue, time: Math.floor(this.now()) };
+    const record: MempoolRecord = { tx: deepFreeze(tx), fee: inputValue - outputValue, time: Math.floor(this.now()) };
     this.mempool.set(tx.txid, record);
     for (const key of keys) this.mempoolSpends.set(key, tx.txid);
     const { txid, fee, vsize, fee_rate } = mempoolEntry(record);
@@ -717,13 +1020,13 @@ export class EmbeddedChain implements ChainBackend {
    * Check a transaction could go in the next block: final, and every input a confirmed,
    * mature UTXO that no other mempool transaction spends. Returns the input value.
    */
-  private checkSpends(tx: Transaction): number {
+  private async checkSpends(tx: Transaction): Promise<number> {
     const nextHeight = this.height + 1;
     if (!this.isFinal(tx, nextHeight)) throw new Error(`transaction is not final at height ${nextHeight}`);
     let value = 0;
     for (const input of tx.inputs) {
       const key = outpointKey(input.txid, input.vout);
-      const utxo = this.utxos.get(key);
+      const utxo = await this.readUtxo(key);
       if (utxo === undefined) throw new Error(`input ${key} does not spend an unspent confirmed output`);
       const spender = this.mempoolSpends.get(key);
       if (spender !== undefined && spender !== tx.txid) {
@@ -739,9 +1042,9 @@ export class EmbeddedChain implements ChainBackend {
     return value;
   }
 
-  private spendsAreValid(tx: Transaction): boolean {
+  private async spendsAreValid(tx: Transaction): Promise<boolean> {
     try {
-      this.checkSpends(tx);
+      await this.checkSpends(tx);
       return true;
     } catch {
       return false;
@@ -764,38 +1067,45 @@ export class EmbeddedChain implements ChainBackend {
   }
 
   /** The oldest mature, confirmed wallet UTXO worth at least `minValue` not spent in the mempool. */
-  private spendableWalletUtxo(minValue: number): Utxo | undefined {
+  private async spendableWalletUtxo(minValue: number): Promise<Utxo | undefined> {
     const nextHeight = this.height + 1;
-    for (const [key, utxo] of this.utxos) {
-      if (utxo.value < minValue || !this.wallet.owns(utxo.script_pubkey) || this.mempoolSpends.has(key)) continue;
-      if (utxo.coinbase && nextHeight - utxo.height < COINBASE_MATURITY) continue;
-      return utxo;
+    for await (const { outpoint, height, coin } of this.store.walletCoins()) {
+      if (coin.value < minValue || this.mempoolSpends.has(outpoint)) continue;
+      // Coins are in height order: from here on every coinbase is immature.
+      if (coin.coinbase && nextHeight - height < COINBASE_MATURITY) continue;
+      const utxo = await this.readUtxo(outpoint);
+      if (utxo !== undefined) return utxo;
     }
     return undefined;
   }
 
-  private confirmedTransaction(txid: Hex): Transaction | undefined {
-    const location = this.txIndex.get(txid);
+  private async confirmedTransaction(txid: Hex): Promise<Transaction | undefined> {
+    const location = await this.store.tx(txid);
     if (location === undefined) return undefined;
-    return this.byHash.get(location.hash)?.block.transactions[location.index];
+    return (await this.loadBlock(location.hash))?.block.transactions[location.index];
   }
 
-  /** Median time of the (up to) 11 blocks ending at `height`. */
+  /** Median time of the (up to) 11 blocks ending at `height`, one of the recent blocks in memory. */
   private medianTimePast(height: number): number {
-    const times = this.chain
-      .slice(Math.max(0, height - 10), height + 1)
-      .map((stored) => stored.block.header.time)
+    const first = (this.headers[0] as HeaderSummary).height;
+    const end = height - first + 1;
+    if (end < 1 || end > this.headers.length || (first > 0 && end < 11)) {
+      throw new Error(`internal error: median time past of height ${height} is outside the header window ${first}..${first + this.headers.length - 1}`);
+    }
+    const times = this.headers
+      .slice(Math.max(0, end - 11), end)
+      .map((summary) => summary.time)
       .sort((a, b) => a - b);
     return times[Math.floor(times.length / 2)] as number;
   }
 
   /** Hashes per second: the work of the last blocks (genesis excluded) over their time span. */
   private estimateHashRate(): number {
-    const recent = this.chain.slice(Math.max(1, this.chain.length - HASH_RATE_BLOCKS));
+    const recent = this.headers.filter((summary) => summary.height > 0).slice(-HASH_RATE_BLOCKS);
     const first = recent[0];
     const last = recent[recent.length - 1];
     if (first === undefined || last === undefined) return 0;
-    const span = last.block.header.time - first.block.header.time;
+    const span = last.time - first.time;
     return span > 0 ? Number(last.chainWork - first.chainWork) / span : 0;
   }
 }
@@ -805,6 +1115,26 @@ class BlockRejected extends Error {}
 
 function outpointKey(txid: Hex, vout: number): string {
   return `${txid}:${vout}`;
+}
+
+/** Upper bound of a one-input P2WPKH transaction's fee: at most 13 vB of overhead (10.5, plus 2 for a 3-byte output count), 68 for the input, 31 per output (payments + change). */
+function feeBound(feeRate: number, outputs: number): number {
+  return Math.ceil(feeRate * (13 + 68 + 31 * (outputs + 1)));
+}
+
+function summaryOf(stored: StoredBlock): HeaderSummary {
+  return { hash: stored.block.hash, height: stored.block.height, time: stored.block.header.time, chainWork: stored.chainWork };
+}
+
+function blockRecord(stored: StoredBlock): BlockRecord {
+  return { height: stored.block.height, raw: hexToBytes(stored.block.hex), fees: stored.fees, undo: stored.undo, work: stored.chainWork.toString() };
+}
+
+function storedFromRecord(record: BlockRecord): StoredBlock {
+  const { header, transactions } = decodeBlock(record.raw);
+  const { hash: _hash, ...fields } = header;
+  const stored = storeBlock(fields, record.height, transactions.map((raw) => describeTransaction(raw)), record.fees, 0n);
+  return { ...stored, undo: record.undo, chainWork: BigInt(record.work) };
 }
 
 function feeRate(record: MempoolRecord): number {

@@ -56,6 +56,15 @@ export function addressOf(script: Uint8Array): string | null {
   }
 }
 
+/** The output script of a regtest address; throws an Error saying why for anything else. */
+export function scriptOfAddress(address: string): Uint8Array {
+  try {
+    return OutScript.encode(Address(REGTEST_NETWORK).decode(address));
+  } catch (err) {
+    throw new Error(`"${address}" is not a regtest address (bcrt1..., m/n... or 2...): ${(err as Error).message}`);
+  }
+}
+
 function isCoinbaseInput(input: RawTransaction["inputs"][number]): boolean {
   return input.index === COINBASE_VOUT && input.txid.every((b) => b === 0);
 }

@@ -42,6 +42,16 @@ export class Wallet {
     this.rngKey = sha256(concatBytes(utf8ToBytes("modhost/embedded/rng"), seed));
   }
 
+  /** What a restarted chain needs to carry on where it stopped (see restore). */
+  get state(): { rngCounter: number; nextRecipient: number } {
+    return { rngCounter: this.rngCounter, nextRecipient: this.nextRecipient };
+  }
+
+  restore(state: { rngCounter: number; nextRecipient: number }): void {
+    this.rngCounter = state.rngCounter;
+    if (state.nextRecipient >= 1 && state.nextRecipient < KEY_COUNT) this.nextRecipient = state.nextRecipient;
+  }
+
   /** Where coinbases and change go. */
   get mainScript(): Uint8Array {
     return (this.keys[0] as WalletKey).script;

@@ -108,6 +108,8 @@ async function dev(argv: string[]): Promise<number> {
   if (!values.config) {
     config.modules.data_dir = path.join(scratch, "modules");
     config.storage.dir = path.join(scratch, "storage");
+    // Its own chain too: `npm start` holds the lock on data/chain.
+    config.chain.data_dir = path.join(scratch, "chain");
     config.host.audit_log = path.join(scratch, "audit.log");
     config.rpc.cookie_file = path.join(scratch, ".cookie");
     // Its own port, so a development host can run beside `npm start`.

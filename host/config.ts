@@ -139,6 +139,14 @@ export interface HostConfig {
     /** Random mempool transactions created between blocks. */
     transactions_per_block: number;
     mature_blocks: number;
+    /** Absolute: the embedded chain's own LevelDB database (blocks, UTXO set, wallet coins). */
+    data_dir: string;
+    /** Full blocks (with undo data) the embedded chain keeps in memory besides its tip. */
+    block_cache: number;
+    /** UTXOs the embedded chain keeps in memory. */
+    utxo_cache: number;
+    /** Most blocks one `chain mine` mines, and deepest `chain reorg` (admin RPC). */
+    max_blocks_per_call: number;
   };
   modules: {
     enabled: boolean;
@@ -210,6 +218,7 @@ export function defaultConfig(dir: string): HostConfig {
     host: { log_level: "info", log_format: "pretty", audit_log: path.resolve(base, "data/audit.log"), health_event_seconds: 60, disk_space_low_mb: 1024 },
     chain: {
       backend: "embedded", block_interval_seconds: 0, transactions_per_block: 3, mature_blocks: 101,
+      data_dir: path.resolve(base, "data/chain"), block_cache: 64, utxo_cache: 20_000, max_blocks_per_call: 1000,
       rpc_url: "http://127.0.0.1:8332/", rpc_cookie_file: null, rpc_user: null, rpc_password: null, zmq_sequence: null, poll_interval_ms: 0,
       core_rpc_bind: null, core_zmq_bind: null,
     },
@@ -357,7 +366,7 @@ function readChain(c: Checker, data: Record<string, unknown>, config: HostConfig
   const t = c.table(data["chain"], at);
   if (!t) return;
   c.knownKeys(t, at, [
-    "backend", "block_interval_seconds", "transactions_per_block", "mature_blocks",
+    "backend", "block_interval_seconds", "transactions_per_block", "mature_blocks", "data_dir", "block_cache", "utxo_cache", "max_blocks_per_call",
     "rpc_url", "rpc_cookie_file", "rpc_user", "rpc_password", "zmq_sequence", "poll_interval_ms", "core_rpc_bind", "core_zmq_bind",
   ]);
   const chain = config.chain;
@@ -396,6 +405,10 @@ function readChain(c: Checker, data: Record<string, unknown>, config: HostConfig
   chain.block_interval_seconds = c.integer(t, at, "block_interval_seconds") ?? chain.block_interval_seconds;
   chain.transactions_per_block = c.integer(t, at, "transactions_per_block") ?? chain.transactions_per_block;
   chain.mature_blocks = c.integer(t, at, "mature_blocks") ?? chain.mature_blocks;
+  chain.data_dir = readDir(c, t, at, "data_dir", config.dir) ?? chain.data_dir;
+  chain.block_cache = c.integer(t, at, "block_cache", { min: 1, max: 100_000 }) ?? chain.block_cache;
+  chain.utxo_cache = c.integer(t, at, "utxo_cache", { min: 0, max: 10_000_000 }) ?? chain.utxo_cache;
+  chain.max_blocks_per_call = c.integer(t, at, "max_blocks_per_call", { min: 1, max: 100_000 }) ?? chain.max_blocks_per_call;
 }
 
 function readModules(c: Checker, data: Record<string, unknown>, config: HostConfig): void {

@@ -79,7 +79,7 @@ export class Host {
       this.chainFacade = configured.facade;
     }
     const info = await this.chain.getChainInfo();
-    this.logger.log("info", "chain", `${this.chain.name} backend ready`, { chain: info.chain, height: info.height, tip: info.tip_hash.slice(0, 16) });
+    this.logger.log("info", "chain", `${this.chain.name} backend ready`, { chain: info.chain, height: info.height, tip: info.tip_hash.slice(0, 16), ...(this.chain instanceof EmbeddedChain ? { data: this.chain.dataDir ?? "memory" } : {}) });
     this.nodeEvents = new NodeEvents({
       chain: this.chain,
       bus: this.bus,
@@ -136,6 +136,7 @@ export class Host {
       startedAt: this.startedAt, callTimeoutMs: rpc.call_timeout_ms,
       stop: (reason) => void this.stop(reason),
       server: () => this.rpcServer,
+      chainMaxBlocks: this.config.chain.max_blocks_per_call,
     };
     const auth = RpcAuth.create({ cookieFile: rpc.cookie_file, ...(rpc.user !== undefined && rpc.password !== undefined ? { user: rpc.user, password: rpc.password } : {}) });
     const server = new RpcServer({

@@ -31,6 +31,10 @@ backend = "embedded"
 block_interval_seconds = 10
 transactions_per_block = 0
 mature_blocks = 100
+data_dir = "chaindata"
+block_cache = 8
+utxo_cache = 500
+max_blocks_per_call = 50
 
 [modules]
 enabled = true
@@ -69,7 +73,11 @@ test("defaults", (t) => {
   t.is(c.file, null);
   t.is(c.dir, "/srv/node");
   t.deepEqual(c.host, { log_level: "info", log_format: "pretty", audit_log: "/srv/node/data/audit.log", health_event_seconds: 60, disk_space_low_mb: 1024 });
-  t.deepEqual(c.chain, { backend: "embedded", block_interval_seconds: 0, transactions_per_block: 3, mature_blocks: 101, rpc_url: "http://127.0.0.1:8332/", rpc_cookie_file: null, rpc_user: null, rpc_password: null, zmq_sequence: null, poll_interval_ms: 0, core_rpc_bind: null, core_zmq_bind: null });
+  t.deepEqual(c.chain, {
+    backend: "embedded", block_interval_seconds: 0, transactions_per_block: 3, mature_blocks: 101,
+    data_dir: "/srv/node/data/chain", block_cache: 64, utxo_cache: 20_000, max_blocks_per_call: 1000,
+    rpc_url: "http://127.0.0.1:8332/", rpc_cookie_file: null, rpc_user: null, rpc_password: null, zmq_sequence: null, poll_interval_ms: 0, core_rpc_bind: null, core_zmq_bind: null,
+  });
   t.is(c.modules.enabled, true);
   t.is(c.modules.modules_dir, "/srv/node/modules");
   t.is(c.modules.data_dir, "/srv/node/data/modules");
@@ -96,7 +104,11 @@ test("a full config parses, with paths resolved against the config directory", a
   const c = await loadConfig(file);
   t.is(c.host.log_level, "debug");
   t.is(c.host.log_format, "json");
-  t.deepEqual(c.chain, { backend: "embedded", block_interval_seconds: 10, transactions_per_block: 0, mature_blocks: 100, rpc_url: "http://127.0.0.1:8332/", rpc_cookie_file: null, rpc_user: null, rpc_password: null, zmq_sequence: null, poll_interval_ms: 0, core_rpc_bind: null, core_zmq_bind: null });
+  t.deepEqual(c.chain, {
+    backend: "embedded", block_interval_seconds: 10, transactions_per_block: 0, mature_blocks: 100,
+    data_dir: path.join(dir, "chaindata"), block_cache: 8, utxo_cache: 500, max_blocks_per_call: 50,
+    rpc_url: "http://127.0.0.1:8332/", rpc_cookie_file: null, rpc_user: null, rpc_password: null, zmq_sequence: null, poll_interval_ms: 0, core_rpc_bind: null, core_zmq_bind: null,
+  });
   t.is(c.modules.modules_dir, path.join(dir, "mods"));
   t.is(c.modules.data_dir, "/var/lib/modhost/modules");
   t.is(c.storage.dir, path.join(dir, "state"));

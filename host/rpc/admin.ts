@@ -8,6 +8,7 @@
 
 import type { ModuleManager, ModuleStatus } from "../manager.ts";
 import type { ChainBackend } from "../../chain/backend.ts";
+import { EmbeddedChain } from "../../chain/embedded.ts";
 import type { AuditLog } from "../audit.ts";
 import type { RpcRegistry } from "../services/rpc.ts";
 import { HOST_RPC_METHODS } from "../services/rpc.ts";
@@ -35,6 +36,8 @@ export interface AdminDeps {
   stop: (reason: string) => void;
   /** The server, for its own counters in /metrics. */
   server?: () => RpcServer | undefined;
+  /** Most blocks one chain_mine mines and deepest chain_reorg ([chain] max_blocks_per_call; default 1000). */
+  chainMaxBlocks?: number;
 }
 
 interface AdminMethod {
@@ -225,6 +228,7 @@ function adminMethods(deps: AdminDeps): Record<HostMethodName, AdminMethod> {
         }
       },
     },
+    ...chainMethods(deps, audit),
     stop: {
       description: "Stop the host gracefully (modules in reverse load order).",
       params: [],
@@ -236,6 +240,97 @@ function adminMethods(deps: AdminDeps): Record<HostMethodName, AdminMethod> {
     },
   };
   return admin;
+}
+
+// ---------------------------------------------------------------------------------------
+// Chain controls (embedded regtest chain only): for operators and module authors to make
+// blocks, reorganisations and mempool traffic on demand.
+
+type ChainMethodName = "chain_info" | "chain_mine" | "chain_reorg" | "chain_send";
+type Audit = (action: string, target: string | undefined, ok: boolean, reason?: string, detail?: Record<string, unknown>) => void;
+
+function chainMethods(deps: AdminDeps, audit: Audit): Record<ChainMethodName, AdminMethod> {
+  const max = deps.chainMaxBlocks ?? 1000;
+  const embedded = (method: string): EmbeddedChain => {
+    if (deps.chain instanceof EmbeddedChain) return deps.chain;
+    throw new RpcError(RPC_ERRORS.hostError, `${method} needs the embedded regtest chain; this host runs the ${deps.chain.name} backend`, { code: "unsupported" });
+  };
+  const count = (p: Record<string, unknown>, key: string, fallback: number | undefined, upTo: number, raise: string): number => {
+    const v = p[key] ?? fallback;
+    if (typeof v !== "number" || !Number.isInteger(v) || v < 1) throw new RpcError(RPC_ERRORS.invalidParams, `"${key}" must be a whole number from 1, got ${JSON.stringify(v)}`);
+    if (v > upTo) throw new RpcError(RPC_ERRORS.invalidParams, `"${key}" ${v} is above the limit of ${upTo}${raise}`, { code: "limit" });
+    return v;
+  };
+  /** Run a chain action, recording it in the audit log; chain errors become invalid_params with their reason. */
+  const act = async <T>(action: string, detail: Record<string, unknown>, run: () => Promise<T>): Promise<T> => {
+    try {
+      const result = await run();
+      audit(action, undefined, true, undefined, detail);
+      return result;
+    } catch (err) {
+      audit(action, undefined, false, (err as Error).message, detail);
+      if (err instanceof RpcError) throw err;
+      throw new RpcError(RPC_ERRORS.invalidParams, `${action}: ${(err as Error).message}`);
+    }
+  };
+  return {
+    chain_info: {
+      description: "The chain: backend, tip, height, chain work, mempool, and (embedded) its data directory, wallet address and what it holds in memory.",
+      params: [],
+      handler: async () => {
+        const info = await deps.chain.getChainInfo();
+        const mempool = await deps.chain.getMempoolInfo();
+        const chain = deps.chain instanceof EmbeddedChain ? deps.chain : undefined;
+        return {
+          backend: deps.chain.name, ...info, mempool,
+          ...(chain ? { data_dir: chain.dataDir, wallet_address: chain.walletAddress, memory: chain.memoryCounts(), max_blocks_per_call: max } : {}),
+        };
+      },
+    },
+    chain_mine: {
+      description: "Mine `count` blocks (default 1) on the tip, filled from the mempool; returns their hashes and the new height.",
+      params: ["count?"],
+      handler: async (p) => {
+        const chain = embedded("chain_mine");
+        const n = count(p, "count", 1, max, " blocks per call ([chain] max_blocks_per_call raises it)");
+        return act("chain_mine", { count: n }, async () => {
+          const hashes = await chain.mine(n);
+          return { hashes, height: await chain.getBlockHeight() };
+        });
+      },
+    },
+    chain_reorg: {
+      description: "Disconnect the top `depth` blocks and mine depth + 1 replacements: BlockDisconnected (tip first), then NewBlock for each replacement, then ChainReorg.",
+      params: ["depth"],
+      handler: async (p) => {
+        const chain = embedded("chain_reorg");
+        const height = await chain.getBlockHeight();
+        const depth = count(p, "depth", undefined, Math.min(max, height), height <= max ? ` (the chain height: genesis stays)` : ` ([chain] max_blocks_per_call raises it)`);
+        return act("chain_reorg", { depth }, async () => {
+          const { disconnected, connected } = await chain.reorg(depth);
+          return { fork_height: height - depth, disconnected, connected, height: await chain.getBlockHeight() };
+        });
+      },
+    },
+    chain_send: {
+      description: "Pay `amount` sats from the embedded wallet to a regtest `address` (into the mempool; mine to confirm); optional `fee_rate` in sat/vB.",
+      params: ["address", "amount", "fee_rate?"],
+      handler: async (p) => {
+        const chain = embedded("chain_send");
+        const address = str(p, "address");
+        if (address.length > 128) throw new RpcError(RPC_ERRORS.invalidParams, `"address" is ${address.length} characters; regtest addresses have at most 128`);
+        const amount = p["amount"];
+        if (typeof amount !== "number" || !Number.isSafeInteger(amount) || amount <= 0) {
+          throw new RpcError(RPC_ERRORS.invalidParams, `"amount" must be a whole number of sats, got ${JSON.stringify(amount)}`);
+        }
+        const feeRate = p["fee_rate"];
+        if (feeRate !== undefined && (typeof feeRate !== "number" || !(feeRate > 0) || feeRate > 10_000)) {
+          throw new RpcError(RPC_ERRORS.invalidParams, `"fee_rate" must be a number of sat/vB above 0 and at most 10000, got ${JSON.stringify(feeRate)}`);
+        }
+        return act("chain_send", { address, amount }, () => chain.send(address, amount, feeRate === undefined ? {} : { feeRate: feeRate as number }));
+      },
+    },
+  };
 }
 
 function usageOf(module: string, cmd: { name: string; args?: Array<{ name: string; required?: boolean }> }): string {

@@ -25,9 +25,13 @@ export const REMOTE_HELP = `Talking to a running host (reads the cookie of --con
   modhost methods                 every RPC method: the host's and the modules'
   modhost stop                    stop the host gracefully
   modhost call METHOD [PARAMS..]  call any RPC method; one JSON object/array, or one value per parameter
+  modhost chain info              the chain's tip, height, mempool, data directory (--json for all of it)
+  modhost chain mine [N]          mine N blocks (default 1) on the embedded regtest chain
+  modhost chain reorg DEPTH       replace the top DEPTH blocks with DEPTH+1 new ones (a reorg)
+  modhost chain send ADDRESS SATS pay SATS from the embedded wallet to a regtest address
   modhost MODULE [COMMAND [ARGS..]]  run a module's CLI command (without COMMAND: list its commands)`;
 
-const HOST_COMMANDS = new Set(["list", "info", "load", "unload", "reload", "health", "methods", "stop", "call"]);
+const HOST_COMMANDS = new Set(["list", "info", "load", "unload", "reload", "health", "methods", "stop", "call", "chain"]);
 
 interface Split {
   config: string | undefined;
@@ -187,6 +191,8 @@ async function hostCommand(client: RpcClient, command: string, rest: string[], j
       await client.call("stop");
       console.log(`modhost at ${client.where} is stopping`);
       return 0;
+    case "chain":
+      return chainCommand(client, rest, json);
     case "call": {
       const [method, ...params] = rest;
       if (method === undefined) throw new ModhostError("usage", "usage: modhost call METHOD [PARAMS...] [--config FILE]");
@@ -195,6 +201,60 @@ async function hostCommand(client: RpcClient, command: string, rest: string[], j
     }
   }
   return 2;
+}
+
+const CHAIN_USAGE = "usage: modhost chain info | mine [N] | reorg DEPTH | send ADDRESS SATS [--config FILE]";
+
+/** A whole number from a command-line word, or a usage error naming it. */
+function wholeNumber(word: string | undefined, what: string): number {
+  if (word === undefined || !/^\d{1,15}$/.test(word)) throw new ModhostError("usage", `${what} must be a whole number, got ${word === undefined ? "nothing" : JSON.stringify(word)}`, CHAIN_USAGE);
+  return Number(word);
+}
+
+async function chainCommand(client: RpcClient, rest: string[], json: boolean): Promise<number> {
+  const [sub, ...args] = rest;
+  const arity = (n: number, optional = 0) => {
+    if (args.length < n || args.length > n + optional) throw new ModhostError("usage", CHAIN_USAGE);
+  };
+  switch (sub) {
+    case "info": {
+      arity(0);
+      const i = (await client.call("chain_info")) as { backend: string; chain: string; height: number; tip_hash: string; mempool: { transaction_count: number; size_bytes: number }; data_dir?: string | null; wallet_address?: string };
+      if (json) print(i);
+      else {
+        console.log([
+          `${i.chain} (${i.backend}) at height ${i.height}, tip ${i.tip_hash}`,
+          `mempool: ${i.mempool.transaction_count} transactions, ${i.mempool.size_bytes} vB`,
+          ...(i.data_dir !== undefined ? [`data: ${i.data_dir ?? "in memory (not kept across restarts)"}`] : []),
+          ...(i.wallet_address ? [`wallet: ${i.wallet_address}`] : []),
+        ].join("\n"));
+      }
+      return 0;
+    }
+    case "mine": {
+      arity(0, 1);
+      const r = (await client.call("chain_mine", { count: args[0] === undefined ? 1 : wholeNumber(args[0], "N") })) as { hashes: string[]; height: number };
+      if (json) print(r);
+      else console.log(`mined ${r.hashes.length} block${r.hashes.length === 1 ? "" : "s"}; height ${r.height}, tip ${r.hashes[r.hashes.length - 1] ?? "-"}`);
+      return 0;
+    }
+    case "reorg": {
+      arity(1);
+      const r = (await client.call("chain_reorg", { depth: wholeNumber(args[0], "DEPTH") })) as { fork_height: number; disconnected: string[]; connected: string[]; height: number };
+      if (json) print(r);
+      else console.log(`reorganised at height ${r.fork_height}: ${r.disconnected.length} blocks disconnected, ${r.connected.length} connected; height ${r.height}`);
+      return 0;
+    }
+    case "send": {
+      arity(2);
+      const r = (await client.call("chain_send", { address: args[0], amount: wholeNumber(args[1], "SATS") })) as { txid: string; fee: number };
+      if (json) print(r);
+      else console.log(`sent ${args[1]} sats to ${args[0]} in ${r.txid} (fee ${r.fee} sats); it confirms in the next block (modhost chain mine)`);
+      return 0;
+    }
+    default:
+      throw new ModhostError("usage", sub === undefined ? CHAIN_USAGE : `unknown chain command "${sub}"; ${CHAIN_USAGE}`);
+  }
 }
 
 /** One JSON object or array is the params; otherwise each argument is one positional value. */

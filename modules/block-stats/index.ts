@@ -1,6 +1,11 @@
-// block-stats: on every new block, compute its statistics from the block itself and store
-// them under the block height; on a disconnect, remove them again. Storage keys are
-// zero-padded heights so that iteration is in height order.
+// block-stats: computes the statistics of every block from the block itself and stores them
+// under the block height, following the catch-up contract (docs/module-guide.md): its
+// highest stored summary (height and hash) is its cursor. At start and on every chain event
+// it unwinds summaries of blocks no longer on the active chain (their hash differs from the
+// active block at that height: a reorg, while it ran or while it was stopped), then records
+// every block from the cursor to the tip. So nothing is missed across a restart or dropped
+// events, and nothing is recorded twice. Storage keys are zero-padded heights so that
+// iteration is in height order; only the last keep_blocks blocks are kept.
 //
 // Other modules read the statistics through its module API (fee-watch does), operators
 // through its RPC method (`block-stats.summary`) and CLI command (`modhost block-stats last`),
@@ -14,24 +19,6 @@ export default async function start(ctx: ModuleContext): Promise<void> {
   const keep = Number(ctx.config.keep_blocks ?? 1000);
   await ctx.storage.openTree(TREE);
 
-  const record = async (height: number): Promise<BlockSummary | null> => {
-    const block = await ctx.chain.getBlockByHeight(height);
-    if (!block) return null;
-    const summary = summarise(block);
-    await ctx.storage.transaction(TREE, [
-      { op: "put", key: heightKey(height), value: summary },
-      ...(height >= keep ? [{ op: "delete" as const, key: heightKey(height - keep) }] : []),
-    ]);
-    return summary;
-  };
-
-  // Catch up with the blocks mined before we started (bounded by keep_blocks).
-  const tip = await ctx.chain.getBlockHeight();
-  const stored = await ctx.storage.iterate(TREE, { reverse: true, limit: 1 });
-  const from = Math.max(stored.length ? Number(stored[0]!.key) + 1 : 0, tip - keep + 1, 0);
-  for (let h = from; h <= tip; h++) await record(h);
-  ctx.log.info(`tracking blocks; ${tip - from + 1} caught up`, { tip });
-
   const latest = async (): Promise<BlockSummary | null> => {
     const [last] = await ctx.storage.iterate<BlockSummary>(TREE, { reverse: true, limit: 1 });
     return last?.value ?? null;
@@ -40,6 +27,50 @@ export default async function start(ctx: ModuleContext): Promise<void> {
     const rows = await ctx.storage.iterate<BlockSummary>(TREE, { reverse: true, limit: Math.min(Math.max(1, count), 1000) });
     return rows.map((r) => r.value);
   };
+
+  const record = async (height: number): Promise<BlockSummary | null> => {
+    const block = await ctx.chain.getBlockByHeight(height, { include_hex: false });
+    if (!block) return null;
+    const summary = summarise(block);
+    await ctx.storage.transaction(TREE, [
+      { op: "put", key: heightKey(height), value: summary },
+      ...(height >= keep ? [{ op: "delete" as const, key: heightKey(height - keep) }] : []),
+    ]);
+    ctx.log.info(`block ${summary.height}: ${summary.tx_count} txs, ${summary.fees} sat fees, avg ${summary.avg_fee_rate} sat/vB`);
+    await ctx.metrics.report("blocks_recorded", 1, { kind: "counter" });
+    await ctx.metrics.report("last_block_fees_sats", summary.fees, { kind: "gauge" });
+    return summary;
+  };
+
+  /** The catch-up contract: unwind what left the active chain, then record cursor+1 .. tip. */
+  const catchUp = async (): Promise<{ recorded: number; unwound: number }> => {
+    let unwound = 0;
+    let last = await latest();
+    while (last) {
+      const active = await ctx.chain.getBlockByHeight(last.height, { include_hex: false });
+      if (active?.hash === last.hash) break;
+      await ctx.storage.delete(TREE, heightKey(last.height));
+      ctx.log.warn(`block ${last.height} ${last.hash} is no longer on the active chain; its statistics are removed`);
+      unwound++;
+      last = await latest();
+    }
+    const tip = await ctx.chain.getBlockHeight();
+    // Bounded by keep_blocks: a module far behind records only the blocks it would keep.
+    const from = Math.max(last ? last.height + 1 : 0, tip - keep + 1, 0);
+    let recorded = 0;
+    for (let h = from; h <= tip; h++) if (await record(h)) recorded++;
+    return { recorded, unwound };
+  };
+  // One catch-up at a time: events arrive concurrently, and each catch-up goes to the tip.
+  let queue: Promise<unknown> = Promise.resolve();
+  const sync = (): Promise<{ recorded: number; unwound: number }> => {
+    const run = queue.then(catchUp, catchUp);
+    queue = run.catch(() => undefined);
+    return run;
+  };
+
+  const first = await sync();
+  ctx.log.info(`tracking blocks; ${first.recorded} caught up, ${first.unwound} unwound`, { tip: await ctx.chain.getBlockHeight() });
 
   await ctx.modules.registerApi({
     latest: () => latest(),
@@ -56,19 +87,16 @@ export default async function start(ctx: ModuleContext): Promise<void> {
     },
   });
 
-  await ctx.events.subscribe("NewBlock", async (ev) => {
-    const s = await record(ev.payload.height);
-    if (!s) return;
-    ctx.log.info(`block ${s.height}: ${s.tx_count} txs, ${s.fees} sat fees, avg ${s.avg_fee_rate} sat/vB`);
-    await ctx.metrics.report("blocks_recorded", 1, { kind: "counter" });
-    await ctx.metrics.report("last_block_fees_sats", s.fees, { kind: "gauge" });
+  // Every chain event is a reason to catch up; the catch-up finds what changed.
+  await ctx.events.subscribe("NewBlock", async () => {
+    await sync();
   });
-  await ctx.events.subscribe("BlockDisconnected", async (ev) => {
-    await ctx.storage.delete(TREE, heightKey(ev.payload.height));
-    ctx.log.warn(`block ${ev.payload.height} disconnected; statistics removed`);
+  await ctx.events.subscribe("BlockDisconnected", async () => {
+    await sync();
   });
   await ctx.events.subscribe("ChainReorg", async (ev) => {
     ctx.log.warn(`reorg at height ${ev.payload.fork_height}: ${ev.payload.disconnected.length} out, ${ev.payload.connected.length} in`);
+    await sync();
   });
 }
 

@@ -1,5 +1,5 @@
 // Statistics of one block, computed from the block alone.
-import type { Block } from "modhost/sdk";
+import type { LightBlock } from "modhost/sdk";
 
 // A type alias (not an interface) so that it is assignable to the SDK's Plain.
 export type BlockSummary = {
@@ -16,7 +16,7 @@ export type BlockSummary = {
 
 const subsidy = (height: number): number => Math.floor(50e8 / 2 ** Math.floor(height / 150));
 
-export function summarise(block: Block): BlockSummary {
+export function summarise(block: LightBlock): BlockSummary {
   const coinbase = block.transactions[0];
   const claimed = coinbase ? coinbase.outputs.reduce((s, o) => s + o.value, 0) : 0;
   const fees = Math.max(0, claimed - subsidy(block.height));

@@ -10,7 +10,7 @@
 // docs/permissions.md lists which permission unlocks which method.
 
 import type {
-  Block, BlockHeader, BlockTemplate, ChainInfo, Hex, MempoolEntry, MempoolInfo, NetworkStats, PeerInfo, SubmitBlockResult, Transaction, Utxo,
+  Block, BlockHeader, BlockTemplate, LightBlock, ChainInfo, Hex, MempoolEntry, MempoolInfo, NetworkStats, PeerInfo, SubmitBlockResult, Transaction, Utxo,
 } from "../../chain/backend.ts";
 import type { HostEvents } from "../../capabilities/event-types.ts";
 import type { IterOptions } from "../../storage/store.ts";
@@ -18,7 +18,7 @@ import type { FileMetadata } from "../../capabilities/fs-path.ts";
 import type { Metric } from "../../capabilities/types.ts";
 
 export type {
-  Block, BlockHeader, BlockTemplate, ChainInfo, Hex, MempoolEntry, MempoolInfo, NetworkStats, PeerInfo, SubmitBlockResult, Transaction, TxInput, TxOutput, Utxo,
+  Block, BlockHeader, BlockTemplate, LightBlock, ChainInfo, Hex, MempoolEntry, MempoolInfo, NetworkStats, PeerInfo, SubmitBlockResult, Transaction, TxInput, TxOutput, Utxo,
 } from "../../chain/backend.ts";
 export type { HostEvents } from "../../capabilities/event-types.ts";
 
@@ -41,9 +41,19 @@ export interface Logger {
 }
 
 export interface ChainApi {
+  /**
+   * A block by hash (also one reorganised away), or null. `{ include_hex: false }` leaves out
+   * the raw hex of the block, its header and its transactions: about half the bytes, for
+   * modules that read fields only.
+   */
   getBlock(hash: Hex): Promise<Block | null>;
+  getBlock(hash: Hex, options: { include_hex: false }): Promise<LightBlock | null>;
+  getBlock(hash: Hex, options: { include_hex?: boolean }): Promise<Block | LightBlock | null>;
   getBlockHeader(hash: Hex): Promise<BlockHeader | null>;
+  /** The active chain's block at a height, or null; `include_hex` as for getBlock. */
   getBlockByHeight(height: number): Promise<Block | null>;
+  getBlockByHeight(height: number, options: { include_hex: false }): Promise<LightBlock | null>;
+  getBlockByHeight(height: number, options: { include_hex?: boolean }): Promise<Block | LightBlock | null>;
   getTransaction(txid: Hex): Promise<Transaction | null>;
   hasTransaction(txid: Hex): Promise<boolean>;
   getChainTip(): Promise<Hex>;

@@ -5,6 +5,12 @@
 //! the block, logs its transaction count, records height -> hash and counts the block in the
 //! metric `blocks_seen_total`; every 10 blocks it logs how many entries it stores. When the
 //! host asks it to stop, the event stream ends and it exits with status 0.
+//!
+//! It follows the catch-up contract of docs/module-guide.md: its last recorded height -> hash
+//! is its cursor. At start and on every NewBlock it first unwinds recorded blocks that are no
+//! longer on the active chain (a reorg, found by comparing hashes), then records every block
+//! from the cursor to the tip, so blocks mined while it was stopped, or whose events it
+//! missed, are recorded too, each once.
 
 use std::process::ExitCode;
 
@@ -41,14 +47,9 @@ fn run(client: &Client) -> Result<(), Error> {
     client.info(&format!("rust-example: {} chain at height {}, tip {}", info.chain, info.height, info.tip_hash));
 
     client.storage_open_tree(TREE)?;
-    // The latest entry, if a previous run left some.
-    if let Some((height, hash)) = last_recorded(client)? {
-        // The embedded regtest chain starts afresh on every host start: say whether the
-        // recorded blocks are still on the active chain.
-        let same = client.get_block_by_height(height)?.is_some_and(|b| b.hash == hash);
-        let status = if same { "on the active chain" } else { "not on the active chain; entries will be overwritten" };
-        client.info(&format!("rust-example: resuming; last recorded block {height} ({status})"));
-    }
+    // Catch up with what happened while we were stopped (see sync).
+    let caught = sync(client)?;
+    client.info(&format!("rust-example: caught up: {} blocks recorded, {} unwound", caught.recorded, caught.unwound));
 
     // `rust-example.last` on the host's RPC server: the handler first, then the registration.
     // (Optional features check the welcome, so the module also runs with fewer grants.)
@@ -85,14 +86,15 @@ fn run(client: &Client) -> Result<(), Error> {
             client.warn(&format!("rust-example: {} events were dropped before block event {}", event.missed, event.seq));
         }
         let Some(nb) = event.new_block() else { continue };
-        match on_block(client, nb.height, &nb.hash) {
-            Ok(()) => {}
+        // Not just this block: everything from our cursor to the tip (a reorg's replacements,
+        // blocks whose events were dropped).
+        match sync(client) {
+            Ok(done) => seen += done.recorded,
             Err(Error::Closed) => return Err(Error::Closed),
-            // One failed block is logged, not fatal.
+            // A failed catch-up is logged, not fatal: the next block retries from the cursor.
             Err(e) => client.warn(&format!("rust-example: block {}: {e}", nb.height)),
         }
-        seen += 1;
-        if seen.is_multiple_of(10) {
+        if seen > 0 && seen.is_multiple_of(10) {
             let usage = client.storage_usage()?;
             client.log_fields(
                 LogLevel::Info,
@@ -111,14 +113,39 @@ fn last_recorded(client: &Client) -> Result<Option<(u64, String)>, Error> {
     Ok(last.into_iter().next().map(|e| (e.key.parse().unwrap_or(0), e.value)))
 }
 
-fn on_block(client: &Client, height: u64, hash: &str) -> Result<(), Error> {
-    let block = client
-        .get_block(hash)?
-        .ok_or_else(|| Error::Protocol(format!("block {hash} announced but not found")))?;
-    client.info(&format!("rust-example: block {} has {} txs", block.height, block.transactions.len()));
-    client.storage_insert(TREE, &key(height), hash)?;
-    if client.may_call("report_metric") {
-        client.report_metric("blocks_seen_total", 1, MetricKind::Counter, &[])?;
+struct Synced {
+    recorded: u64,
+    unwound: u64,
+}
+
+/// The catch-up contract: unwind recorded blocks no longer on the active chain (their hash
+/// differs from the active block at that height), then record every block after the cursor
+/// up to the tip. Without a cursor (a first start) it begins at the tip. Each block is
+/// recorded once: the cursor is the record itself.
+fn sync(client: &Client) -> Result<Synced, Error> {
+    let mut done = Synced { recorded: 0, unwound: 0 };
+    let mut cursor = last_recorded(client)?;
+    while let Some((height, hash)) = cursor.clone() {
+        if client.get_block_by_height(height)?.is_some_and(|b| b.hash == hash) {
+            break;
+        }
+        client.storage_remove(TREE, &key(height))?;
+        client.warn(&format!("rust-example: block {height} {hash} is no longer on the active chain; unwound"));
+        done.unwound += 1;
+        cursor = last_recorded(client)?;
     }
-    Ok(())
+    let tip = client.get_block_height()?;
+    let from = cursor.map_or(tip, |(height, _)| height + 1);
+    for height in from..=tip {
+        let block = client
+            .get_block_by_height(height)?
+            .ok_or_else(|| Error::Protocol(format!("block {height} of the active chain not found")))?;
+        client.info(&format!("rust-example: block {} has {} txs", block.height, block.transactions.len()));
+        client.storage_insert(TREE, &key(height), &block.hash)?;
+        if client.may_call("report_metric") {
+            client.report_metric("blocks_seen_total", 1, MetricKind::Counter, &[])?;
+        }
+        done.recorded += 1;
+    }
+    Ok(done)
 }

@@ -1,0 +1,172 @@
+// The embedded chain's own database: blocks with their undo data, the active chain by height,
+// the transaction index, the UTXO set, the wallet's coins and the chain state, in one
+// LevelDB (classic-level) in the host's data directory, or in memory (memory-level) for a
+// chain that need not outlive its process (tests, benchmarks).
+//
+// Crash safety: every change of the active chain (one connected or one disconnected block)
+// is ONE atomic batch across the sublevels, including the chain state record naming the new
+// tip. A process killed at any point leaves the database at the state after the last
+// complete batch: a consistent chain one block short at worst.
+//
+// Layout (sibling sublevels of the root, none nested; keys are UTF-8 strings, values
+// MessagePack):
+//   b  block hash -> BlockRecord (every block ever connected, as bitcoind's block index keeps
+//      reorganised-away blocks; its raw bytes, fees, undo data, chain work)
+//   h  height (10 digits, zero-padded) -> HeightEntry (the active chain)
+//   t  txid -> TxLocation (confirmed transactions of the active chain)
+//   u  "txid:vout" -> Utxo (the confirmed UTXO set)
+//   w  "height:txid:vout" -> WalletCoin (UTXOs the wallet owns, oldest first)
+//   s  "state" -> ChainState
+
+import type { AbstractLevel, AbstractSublevel } from "abstract-level";
+import { mkdir } from "node:fs/promises";
+import { ClassicLevel } from "classic-level";
+import { MemoryLevel } from "memory-level";
+import { Packr } from "msgpackr";
+import type { Hex, Utxo } from "./backend.ts";
+
+export const STORE_VERSION = 1;
+
+export interface BlockRecord {
+  height: number;
+  /** The serialised block. */
+  raw: Uint8Array;
+  /** Fee of each transaction, by position (0 for the coinbase). */
+  fees: number[];
+  /** For each transaction, the UTXOs it spent (restored on disconnect). */
+  undo: Utxo[][];
+  /** Total work of the chain up to this block, decimal. */
+  work: string;
+}
+
+export interface HeightEntry {
+  hash: Hex;
+  time: number;
+  /** Decimal chain work. */
+  work: string;
+}
+
+export interface TxLocation {
+  hash: Hex;
+  index: number;
+}
+
+export interface WalletCoin {
+  value: number;
+  coinbase: boolean;
+}
+
+export interface ChainState {
+  version: number;
+  tip: Hex;
+  height: number;
+  extraNonce: number;
+  rngCounter: number;
+  nextRecipient: number;
+  /** The wallet's main address: a database made with another seed is refused. */
+  wallet: string;
+}
+
+type Sub = "b" | "h" | "t" | "u" | "w" | "s";
+export type StoreOp = { type: "put"; sub: Sub; key: string; value: unknown } | { type: "del"; sub: Sub; key: string };
+
+const packr = new Packr({ useRecords: false, mapsAsObjects: true, variableMapSize: true });
+
+type Db = AbstractLevel<string | Uint8Array | Buffer, string, Uint8Array>;
+type SubDb = AbstractSublevel<Db, string | Uint8Array | Buffer, string, Uint8Array>;
+
+export function heightKey(height: number): string {
+  return String(height).padStart(10, "0");
+}
+
+export function walletKey(height: number, outpoint: string): string {
+  return `${heightKey(height)}:${outpoint}`;
+}
+
+export class ChainStore {
+  private readonly subs: Record<Sub, SubDb>;
+
+  private constructor(private readonly db: Db, readonly location: string | null) {
+    const sub = (name: Sub): SubDb => db.sublevel<string, Uint8Array>(name, { keyEncoding: "utf8", valueEncoding: "view" });
+    this.subs = { b: sub("b"), h: sub("h"), t: sub("t"), u: sub("u"), w: sub("w"), s: sub("s") };
+  }
+
+  /** Open (creating) the database in `dir`, or an in-memory one without a directory. */
+  static async open(dir?: string): Promise<ChainStore> {
+    const db = (dir === undefined
+      ? new MemoryLevel<string, Uint8Array>({ keyEncoding: "utf8", valueEncoding: "view" })
+      : new ClassicLevel<string, Uint8Array>(dir, { keyEncoding: "utf8", valueEncoding: "view" })) as unknown as Db;
+    try {
+      if (dir !== undefined) await mkdir(dir, { recursive: true });
+      await db.open();
+    } catch (err) {
+      const cause = (err as { cause?: { code?: string } }).cause;
+      if (cause?.code === "LEVEL_LOCKED" || (err as { code?: string }).code === "LEVEL_LOCKED") {
+        throw new Error(`the chain database ${dir} is in use (is another modhost running with this data directory?)`);
+      }
+      throw new Error(`cannot open the chain database ${dir}: ${(err as Error).message}`);
+    }
+    return new ChainStore(db, dir ?? null);
+  }
+
+  private async read<T>(sub: Sub, key: string): Promise<T | undefined> {
+    const bytes = await this.subs[sub].get(key);
+    return bytes === undefined ? undefined : (packr.unpack(bytes) as T);
+  }
+
+  readState(): Promise<ChainState | undefined> {
+    return this.read<ChainState>("s", "state");
+  }
+
+  block(hash: Hex): Promise<BlockRecord | undefined> {
+    return this.read<BlockRecord>("b", hash);
+  }
+
+  async hasBlock(hash: Hex): Promise<boolean> {
+    return (await this.subs.b.get(hash)) !== undefined;
+  }
+
+  atHeight(height: number): Promise<HeightEntry | undefined> {
+    return this.read<HeightEntry>("h", heightKey(height));
+  }
+
+  /** Active-chain entries from `from` to `to` (inclusive), in height order. */
+  async heightRange(from: number, to: number): Promise<Array<HeightEntry & { height: number }>> {
+    const out: Array<HeightEntry & { height: number }> = [];
+    for await (const [key, value] of this.subs.h.iterator({ gte: heightKey(from), lte: heightKey(to) })) {
+      out.push({ ...(packr.unpack(value as Uint8Array) as HeightEntry), height: Number(key) });
+    }
+    return out;
+  }
+
+  tx(txid: Hex): Promise<TxLocation | undefined> {
+    return this.read<TxLocation>("t", txid);
+  }
+
+  utxo(outpoint: string): Promise<Utxo | undefined> {
+    return this.read<Utxo>("u", outpoint);
+  }
+
+  /** The wallet's coins, oldest first: [outpoint, height, coin]. */
+  async *walletCoins(): AsyncGenerator<{ outpoint: string; height: number; coin: WalletCoin }> {
+    for await (const [key, value] of this.subs.w.iterator()) {
+      const k = key as string;
+      yield { outpoint: k.slice(11), height: Number(k.slice(0, 10)), coin: packr.unpack(value as Uint8Array) as WalletCoin };
+    }
+  }
+
+  /** Apply `ops` as one atomic batch. */
+  async write(ops: StoreOp[]): Promise<void> {
+    await this.db.batch(
+      ops.map((op) =>
+        op.type === "put"
+          ? { type: "put" as const, sublevel: this.subs[op.sub], key: op.key, value: packr.pack(op.value) }
+          : { type: "del" as const, sublevel: this.subs[op.sub], key: op.key },
+      ) as never,
+    );
+  }
+
+  async close(): Promise<void> {
+    if (this.db.status === "open") await this.db.close();
+  }
+}
