@@ -110,7 +110,7 @@ export class Host {
     };
     const auth = RpcAuth.create({ cookieFile: rpc.cookie_file, ...(rpc.user !== undefined && rpc.password !== undefined ? { user: rpc.user, password: rpc.password } : {}) });
     const server = new RpcServer({
-      bind: rpc.bind, port: rpc.port, auth, metricsWithoutAuth: rpc.metrics_without_auth,
+      bind: rpc.bind, port: rpc.port, auth, metricsWithoutAuth: rpc.metrics_without_auth, limits: rpc,
       dispatch: createDispatcher(deps), metricsText: () => metricsPage(deps), log: this.logger.for("rpc"),
     });
     try {
