@@ -18,6 +18,7 @@ import { describeSandboxes, detectSandbox } from "../runtime/sandbox/index.ts";
 import { RpcRegistry } from "./services/rpc.ts";
 import { MetricsStore } from "./services/metrics.ts";
 import { RpcServer } from "./rpc/server.ts";
+import { recoverModulesDir } from "./registry/journal.ts";
 import { RpcAuth } from "./rpc/auth.ts";
 import { createDispatcher, metricsPage, type AdminDeps } from "./rpc/admin.ts";
 import { ModhostError } from "./errors.ts";
@@ -82,6 +83,7 @@ export class Host {
     this.metrics = new MetricsStore();
     this.manager.services = createServices({ bus: this.bus, manager: this.manager, rpc: this.rpc, metrics: this.metrics, logger: this.logger });
     if (this.config.modules.enabled) {
+      await this.recoverModulesDir();
       await this.manager.prepare();
       await this.manager.startAll();
     } else {
@@ -93,6 +95,16 @@ export class Host {
     this.log.info(`ready in ${Date.now() - started} ms`, { running: running.join(",") || "none" });
     this.startBlockProduction();
     this.watchConfig();
+  }
+
+  /** Finish (or undo) an install or update that was interrupted (host/registry/journal.ts) before modules are read. */
+  private async recoverModulesDir(): Promise<void> {
+    try {
+      const done = await recoverModulesDir(this.config.modules.modules_dir);
+      if (done) this.log.warn(`${done} in ${this.config.modules.modules_dir}`);
+    } catch (err) {
+      this.log.error(`modules directory: ${(err as Error).message}${(err as ModhostError).hint ? ` (fix: ${(err as ModhostError).hint})` : ""}`);
+    }
   }
 
   /** Serve JSON-RPC and /metrics ([rpc]); a server that cannot start stops the host. */
