@@ -19,6 +19,7 @@
 // version; `modhost update --activate NAME` puts it in place once the grants are there.
 
 import { chmod, mkdir, mkdtemp, readdir, rm, rmdir, stat, writeFile } from "node:fs/promises";
+import { randomBytes } from "node:crypto";
 import path from "node:path";
 import semver from "semver";
 import { grantsFor, type HostConfig } from "../config.ts";
@@ -176,11 +177,13 @@ async function verifyStaged(dir: string, name: string, version: string, e: Versi
 // ---------------------------------------------------------------------------------------
 // Putting staged modules in place
 
-/** A new place under .trash for a directory being replaced or removed: [where it goes, the container to delete afterwards]. */
+/**
+ * A new place under .trash for a directory being replaced or removed: [where it goes, the
+ * container to delete afterwards]. Nothing is created: the journaled rename makes it, so a
+ * crash before the journal leaves nothing behind.
+ */
 async function asidePath(config: HostConfig, name: string): Promise<[string, string]> {
-  const trash = path.join(config.modules.modules_dir, TRASH);
-  await mkdir(trash, { recursive: true, mode: 0o700 });
-  const container = await mkdtemp(path.join(trash, `${name}-`));
+  const container = path.join(config.modules.modules_dir, TRASH, `${name}-${randomBytes(6).toString("hex")}`);
   return [path.join(container, "module"), container];
 }
 

@@ -5,19 +5,21 @@
 //   1. modules/alpha            -> modules/.trash/alpha-XXXXXX/module   (the old version aside)
 //   2. modules/.staging/alpha-Y -> modules/alpha                        (the verified new one)
 // Before the first rename the whole plan (every rename, in order, and what to delete once it is
-// done) is written to modules/.journal.json and fsynced, and so is the directory. Each rename is
-// made durable (the parent directories fsynced) before the next. Only then are the leftovers
-// deleted and the journal removed.
+// done) is written to modules/.journal.json and fsynced, and so is the directory. Before each
+// rename the journal is rewritten (and fsynced) with the number of renames already made, and
+// each rename is made durable (its directories fsynced) before the next. Only then are the
+// leftovers deleted and the journal removed.
 //
 // Whoever finds a journal (the next registry command, or the host at start) finishes it: the
 // plan was written only after everything in it had been downloaded and verified, so it ROLLS
-// FORWARD, redoing the renames that had not happened (a rename is done when its source is gone
-// and its target is there). If a step cannot be completed (its source vanished, or its target
-// appeared), the renames that were made are undone in reverse: ROLL BACK. Either way the module
-// ends up installed in exactly one version, the old one or the new one, never neither.
+// FORWARD: the renames the journal counts as made are done; the next one is redone unless it
+// happened (its source gone, its target there); the rest are made. If a step cannot be
+// completed (its source vanished, or its target appeared), the renames that were made are
+// undone in reverse: ROLL BACK. Either way the module ends up installed in exactly one version,
+// the old one or the new one, never neither.
 
 import { randomBytes } from "node:crypto";
-import { mkdir, open, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import { mkdir, open, readFile, rename, rm, rmdir, stat } from "node:fs/promises";
 import path from "node:path";
 import { ModhostError } from "../errors.ts";
 
@@ -35,6 +37,8 @@ export interface JournalPlan {
   /** The process that wrote it (another live process's journal is not touched). */
   pid: number;
   steps: Rename[];
+  /** Renames made before the one about to be made when this was written. */
+  done: number;
   /** Deleted once every step is done (or undone). */
   cleanup: string[];
 }
@@ -89,9 +93,9 @@ async function redo(step: Rename): Promise<"renamed" | "done"> {
   throw new ModhostError("journal", src ? `cannot move ${step.from} to ${step.to}: the target exists` : `cannot move ${step.from} to ${step.to}: neither exists`);
 }
 
-/** Undo renames in reverse order, as far as they were made. */
-async function undo(steps: Rename[]): Promise<void> {
-  for (const step of [...steps].reverse()) {
+/** Undo the first `upTo` + 1 renames in reverse order, as far as they were made. */
+async function undo(steps: Rename[], upTo: number): Promise<void> {
+  for (const step of steps.slice(0, upTo + 1).reverse()) {
     if ((await exists(step.to)) && !(await exists(step.from))) {
       await mkdir(path.dirname(step.from), { recursive: true });
       await rename(step.to, step.from);
@@ -100,8 +104,12 @@ async function undo(steps: Rename[]): Promise<void> {
   }
 }
 
-async function cleanup(plan: JournalPlan): Promise<void> {
-  for (const p of plan.cleanup) await rm(p, { recursive: true, force: true });
+/** Delete the plan's leftovers, and their parent directories (.trash, ...) when that leaves them empty. */
+async function cleanup(dir: string, plan: JournalPlan): Promise<void> {
+  for (const p of plan.cleanup) {
+    await rm(p, { recursive: true, force: true });
+    if (path.dirname(p) !== dir) await rmdir(path.dirname(p)).catch(() => undefined);
+  }
 }
 
 /**
@@ -109,22 +117,24 @@ async function cleanup(plan: JournalPlan): Promise<void> {
  * renames made so far are undone before it is thrown.
  */
 export async function applyPlan(dir: string, what: string, steps: Rename[], leftovers: string[], crash?: CrashHook): Promise<void> {
-  const plan: JournalPlan = { version: 1, what, pid: process.pid, steps, cleanup: leftovers };
+  const plan: JournalPlan = { version: 1, what, pid: process.pid, steps, done: 0, cleanup: leftovers };
   crash?.("journal");
   await writeJournal(dir, plan);
+  let i = 0;
   try {
-    for (let i = 0; i < steps.length; i++) {
+    for (; i < steps.length; i++) {
+      if (i > 0) await writeJournal(dir, { ...plan, done: i });
       crash?.(`rename ${i}`);
       await redo(steps[i]!);
     }
   } catch (err) {
-    await undo(steps);
-    await cleanup(plan);
+    await undo(steps, i);
+    await cleanup(dir, plan);
     await removeJournal(dir);
     throw err;
   }
   crash?.("cleanup");
-  await cleanup(plan);
+  await cleanup(dir, plan);
   crash?.("done");
   await removeJournal(dir);
 }
@@ -162,14 +172,15 @@ export async function recoverModulesDir(dir: string): Promise<string | undefined
     throw new ModhostError("busy", `another modhost command (pid ${plan.pid}) is changing ${dir}: ${plan.what}`, "wait for it to finish, then try again");
   }
   let outcome: string;
+  let i = plan.done;
   try {
-    for (const step of plan.steps) await redo(step);
+    for (; i < plan.steps.length; i++) await redo(plan.steps[i]!);
     outcome = `finished an interrupted ${plan.what}`;
   } catch (err) {
-    await undo(plan.steps);
+    await undo(plan.steps, i);
     outcome = `rolled back an interrupted ${plan.what} (${(err as Error).message})`;
   }
-  await cleanup(plan);
+  await cleanup(dir, plan);
   await removeJournal(dir);
   return outcome;
 }
@@ -183,13 +194,15 @@ function parsePlan(data: unknown, dir: string): JournalPlan {
     return p;
   };
   const d = data as Partial<JournalPlan> | null;
-  if (!d || d.version !== 1 || typeof d.what !== "string" || typeof d.pid !== "number" || !Array.isArray(d.steps) || !Array.isArray(d.cleanup)) {
+  if (!d || d.version !== 1 || typeof d.what !== "string" || typeof d.pid !== "number" || !Array.isArray(d.steps) || !Array.isArray(d.cleanup)
+    || typeof d.done !== "number" || !Number.isInteger(d.done) || d.done < 0 || d.done > d.steps.length) {
     throw new Error("not a version 1 journal");
   }
   return {
     version: 1,
     what: d.what,
     pid: d.pid,
+    done: d.done,
     steps: d.steps.map((s: Rename) => ({ from: inside(s?.from), to: inside(s?.to) })),
     cleanup: d.cleanup.map(inside),
   };
