@@ -104,6 +104,7 @@ const ALPHA: TsModuleSpec = { name: "alpha", version: "1.0.0" };
 const BETA: TsModuleSpec = { name: "beta", version: "1.0.0", dependencies: { alpha: "^1.0.0" } };
 
 test("install killed at every step: afterwards either nothing or both modules are installed, complete and verified", async (t) => {
+  t.timeout(300_000, "many child processes on a loaded machine");
   const w = await world(t);
   await w.publish([ALPHA, BETA]);
   for (const step of ["journal", "rename 0", "rename 1", "cleanup", "done"]) {
@@ -121,6 +122,7 @@ test("install killed at every step: afterwards either nothing or both modules ar
 });
 
 test("update killed at every step (the old version aside, the new one not yet in place, ...): exactly one version is installed afterwards", async (t) => {
+  t.timeout(300_000, "many child processes on a loaded machine");
   const w = await world(t);
   await w.publish([ALPHA]);
   await install(w.config, "alpha@1.0.0", w.opts);
@@ -143,6 +145,7 @@ test("update killed at every step (the old version aside, the new one not yet in
 });
 
 test("remove and activate killed at every step: the module is removed or kept, activated or not, never lost", async (t) => {
+  t.timeout(300_000, "many child processes on a loaded machine");
   const w = await world(t);
   await w.publish([ALPHA]);
   for (const step of ["journal", "rename 0", "cleanup", "done"]) {
@@ -172,6 +175,7 @@ test("remove and activate killed at every step: the module is removed or kept, a
 });
 
 test("a host started after an update was killed between its renames finishes the update and runs the new version", async (t) => {
+  t.timeout(300_000, "many child processes on a loaded machine");
   const h = await startHost(t, { noStart: true, grants: { alpha: [] } });
   const w = await world(t, h.config);
   await w.publish([ALPHA]);

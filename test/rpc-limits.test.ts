@@ -278,6 +278,7 @@ export default async function start(ctx: any) {
 };
 
 test.serial("idle-connection flood (3000 sockets from another process, host at RLIMIT_NOFILE 1024): RPC answers a new client, a module's storage write works, the idle ones are closed after the timeout", async (t) => {
+  t.timeout(180_000, "3000 connections on a loaded machine");
   // The host in this process gets a small open-file limit, as on a default Linux install; the
   // flooder is another process with its own.
   const lowered = await new Promise<number>((resolve) => spawn("prlimit", ["--pid", String(process.pid), "--nofile=1024:"], { stdio: "ignore" }).on("exit", (code) => resolve(code ?? 1)));
