@@ -45,6 +45,12 @@ export const MAX_IN_FLIGHT = 16;
 export const MAX_REQUEST_HEADERS = 100;
 /** Total size of the module's request headers (names and values). */
 export const MAX_REQUEST_HEADER_BYTES = 32 * 1024;
+/** Status line and headers of an answer (trailers count too); a larger head fails with quota_exceeded. */
+export const MAX_RESPONSE_HEADER_BYTES = 32 * 1024;
+/** Header fields in an answer; more fail with quota_exceeded. */
+export const MAX_RESPONSE_HEADERS = 200;
+/** Informational (1xx) answers before the real one; more fail with unavailable. */
+export const MAX_INFORMATIONAL_RESPONSES = 8;
 
 /** A parsed, checked URL: what the hub checks and what the engine connects to. */
 export interface HttpTarget {
@@ -396,11 +402,24 @@ function exchange(req: HttpRequest, resolve: Resolver): Promise<HttpResponse> {
         path: t.path,
         headers,
         setHost: false,
+        maxHeaderSize: MAX_RESPONSE_HEADER_BYTES,
       });
-      request.on("error", (err) => finish(failure(t, "request to", err)));
+      // One over the limit, so that an answer with too many is seen (Node drops the rest).
+      request.maxHeadersCount = MAX_RESPONSE_HEADERS + 1;
+      let informational = 0;
+      request.on("information", () => {
+        if (++informational > MAX_INFORMATIONAL_RESPONSES) {
+          finish(new CapabilityError("unavailable", `${t.target} sent more than ${MAX_INFORMATIONAL_RESPONSES} informational (1xx) answers (MAX_INFORMATIONAL_RESPONSES) before a real one`));
+        }
+      });
+      request.on("error", (err) => finish(answerError(t, err) ?? failure(t, "request to", err)));
       request.on("upgrade", () => finish(new CapabilityError("unavailable", `${t.target} switched protocols; only plain HTTP answers are supported`)));
       request.on("response", (res) => {
         // A HEAD answer (and a 204 or 304) declares a length but carries no body.
+        if (res.rawHeaders.length / 2 > MAX_RESPONSE_HEADERS) {
+          finish(new CapabilityError("quota_exceeded", `the answer from ${t.target} has more than ${MAX_RESPONSE_HEADERS} header fields (MAX_RESPONSE_HEADERS)`));
+          return;
+        }
         const bodiless = req.method === "HEAD" || res.statusCode === 204 || res.statusCode === 304;
         const declared = Number(res.headers["content-length"]);
         if (!bodiless && Number.isFinite(declared) && declared > MAX_RESPONSE_BODY_BYTES) {
@@ -414,7 +433,7 @@ function exchange(req: HttpRequest, resolve: Resolver): Promise<HttpResponse> {
           if (size > MAX_RESPONSE_BODY_BYTES) finish(tooLarge(t));
           else chunks.push(chunk);
         });
-        res.on("error", (err) => finish(failure(t, "answer from", err)));
+        res.on("error", (err) => finish(answerError(t, err) ?? failure(t, "answer from", err)));
         res.on("close", () => { if (!res.complete) finish(new CapabilityError("unavailable", `${t.target} closed the connection before the whole answer arrived`)); });
         res.on("end", () => {
           const bytes = new Uint8Array(size);
@@ -430,7 +449,18 @@ function exchange(req: HttpRequest, resolve: Resolver): Promise<HttpResponse> {
 }
 
 function tooLarge(t: HttpTarget): CapabilityError {
-  return new CapabilityError("quota_exceeded", `the answer from ${t.target} is larger than ${MAX_RESPONSE_BODY_BYTES / 1024 / 1024} MiB`);
+  return new CapabilityError("quota_exceeded", `the answer from ${t.target} is larger than ${MAX_RESPONSE_BODY_BYTES / 1024 / 1024} MiB (MAX_RESPONSE_BODY_BYTES)`);
+}
+
+/** An HTTP parser error in the answer, in words (undefined: not a parser error). */
+function answerError(t: HttpTarget, err: unknown): CapabilityError | undefined {
+  const code = (err as { code?: unknown })?.code;
+  if (typeof code !== "string" || !code.startsWith("HPE_")) return undefined;
+  if (code === "HPE_HEADER_OVERFLOW") {
+    return new CapabilityError("quota_exceeded", `the answer from ${t.target} has a status line and headers larger than ${MAX_RESPONSE_HEADER_BYTES / 1024} KiB (MAX_RESPONSE_HEADER_BYTES)`);
+  }
+  const reason = (err as { reason?: unknown }).reason;
+  return new CapabilityError("unavailable", `${t.target} sent a malformed HTTP answer (${code}${typeof reason === "string" ? `: ${reason}` : ""})`);
 }
 
 function responseHeaders(raw: readonly string[]): Record<string, string> {

@@ -6,6 +6,7 @@
 import { isIP } from "node:net";
 import path from "node:path";
 import { DEFAULT_SANDBOX_LIMITS, type SandboxMode } from "../runtime/sandbox/policy.ts";
+import { DEFAULT_RPC_LIMITS, type RpcLimits } from "./rpc/server.ts";
 import type { Descriptor } from "../capabilities/grants.ts";
 import { MODULE_NAME_HINT, MODULE_NAME_RE, readDescriptors } from "./manifest.ts";
 import { PROVIDER_ROLES, type ProviderRole } from "../capabilities/event-types.ts";
@@ -185,7 +186,8 @@ export interface HostConfig {
   registry: RegistryConfig;
 }
 
-export interface RpcConfig {
+/** The [rpc] limits (RpcLimits, host/rpc/server.ts) are keys of [rpc] too. */
+export interface RpcConfig extends RpcLimits {
   /** Serve JSON-RPC (and /metrics) while the host runs. */
   enabled: boolean;
   /** Address to listen on; loopback unless allow_remote. */
@@ -241,7 +243,7 @@ export function defaultConfig(dir: string): HostConfig {
     storage: { dir: path.resolve(base, "data/storage") },
     rpc: {
       enabled: true, bind: "127.0.0.1", port: 8339, allow_remote: false, cookie_file: path.resolve(base, "data/.cookie"),
-      call_timeout_ms: 10_000, metrics_without_auth: false,
+      call_timeout_ms: 10_000, metrics_without_auth: false, ...DEFAULT_RPC_LIMITS,
     },
     trust: defaultTrust(),
     registry: defaultRegistry(base),
@@ -315,12 +317,18 @@ function readHost(c: Checker, data: Record<string, unknown>, config: HostConfig)
   config.host.audit_log = readDir(c, t, at, "audit_log", config.dir) ?? config.host.audit_log;
 }
 
+const RPC_LIMIT_KEYS = Object.keys(DEFAULT_RPC_LIMITS) as (keyof RpcLimits)[];
+
 function readRpc(c: Checker, data: Record<string, unknown>, config: HostConfig): void {
   const at = ["rpc"];
   const t = c.table(data["rpc"], at);
   if (!t) return;
   const r = config.rpc;
-  c.knownKeys(t, at, ["enabled", "bind", "port", "allow_remote", "cookie_file", "user", "password", "call_timeout_ms", "metrics_without_auth"]);
+  c.knownKeys(t, at, ["enabled", "bind", "port", "allow_remote", "cookie_file", "user", "password", "call_timeout_ms", "metrics_without_auth", ...RPC_LIMIT_KEYS]);
+  for (const key of RPC_LIMIT_KEYS) r[key] = c.integer(t, at, key, { min: 1 }) ?? r[key];
+  if (r.header_timeout_ms > r.request_timeout_ms) {
+    c.report([...at, t["header_timeout_ms"] !== undefined ? "header_timeout_ms" : "request_timeout_ms"], `header_timeout_ms (${r.header_timeout_ms}) is longer than request_timeout_ms (${r.request_timeout_ms})`, "the headers are part of the request: make request_timeout_ms at least header_timeout_ms");
+  }
   r.enabled = c.boolean(t, at, "enabled") ?? r.enabled;
   r.allow_remote = c.boolean(t, at, "allow_remote") ?? r.allow_remote;
   r.metrics_without_auth = c.boolean(t, at, "metrics_without_auth") ?? r.metrics_without_auth;

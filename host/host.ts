@@ -18,6 +18,7 @@ import { describeSandboxes, detectSandbox } from "../runtime/sandbox/index.ts";
 import { RpcRegistry } from "./services/rpc.ts";
 import { MetricsStore } from "./services/metrics.ts";
 import { RpcServer } from "./rpc/server.ts";
+import { recoverModulesDir } from "./registry/journal.ts";
 import { RpcAuth } from "./rpc/auth.ts";
 import { createDispatcher, metricsPage, type AdminDeps } from "./rpc/admin.ts";
 import { ModhostError } from "./errors.ts";
@@ -110,6 +111,7 @@ export class Host {
     });
     this.manager.services.blockSubmitted = (hash, module) => this.nodeEvents?.blockSubmitted(hash, module);
     if (this.config.modules.enabled) {
+      await this.recoverModulesDir();
       await this.manager.prepare();
       await this.manager.startAll();
     } else {
@@ -122,6 +124,16 @@ export class Host {
     this.startBlockProduction();
     this.nodeEvents.start();
     this.watchConfig();
+  }
+
+  /** Finish (or undo) an install or update that was interrupted (host/registry/journal.ts) before modules are read. */
+  private async recoverModulesDir(): Promise<void> {
+    try {
+      const done = await recoverModulesDir(this.config.modules.modules_dir);
+      if (done) this.log.warn(`${done} in ${this.config.modules.modules_dir}`);
+    } catch (err) {
+      this.log.error(`modules directory: ${(err as Error).message}${(err as ModhostError).hint ? ` (fix: ${(err as ModhostError).hint})` : ""}`);
+    }
   }
 
   /** Serve JSON-RPC and /metrics ([rpc]); a server that cannot start stops the host. */
@@ -140,7 +152,7 @@ export class Host {
     };
     const auth = RpcAuth.create({ cookieFile: rpc.cookie_file, ...(rpc.user !== undefined && rpc.password !== undefined ? { user: rpc.user, password: rpc.password } : {}) });
     const server = new RpcServer({
-      bind: rpc.bind, port: rpc.port, auth, metricsWithoutAuth: rpc.metrics_without_auth,
+      bind: rpc.bind, port: rpc.port, auth, metricsWithoutAuth: rpc.metrics_without_auth, limits: rpc,
       dispatch: createDispatcher(deps), metricsText: () => metricsPage(deps), log: this.logger.for("rpc"),
     });
     try {

@@ -5,7 +5,7 @@
 // scanning the source with a small, tolerant TOML tokenizer. `Checker` collects every schema
 // problem of one file, located, and throws them together as one ConfigError.
 
-import { readFile } from "node:fs/promises";
+import { readFile, stat } from "node:fs/promises";
 import { parse, TomlError } from "smol-toml";
 import { closest } from "../capabilities/catalogue.ts";
 import { ConfigError, type ConfigProblem } from "./errors.ts";
@@ -20,15 +20,26 @@ export interface Position {
 // ---------------------------------------------------------------------------------------
 // Reading
 
+/** Largest TOML file read (modhost.toml, module.toml): checked before reading. */
+export const MAX_TOML_BYTES = 1024 * 1024;
+/** Deepest nesting of tables and arrays (dotted keys count: a.b.c = 1 is 3 deep). */
+export const MAX_TOML_DEPTH = 64;
+
 export async function readToml(file: string): Promise<{ data: Record<string, unknown>; source: string }> {
   let source: string;
   try {
+    const size = (await stat(file)).size;
+    if (size > MAX_TOML_BYTES) {
+      throw new ConfigError([{ file, message: `the file is ${size} bytes, more than the ${MAX_TOML_BYTES} a modhost TOML file may have (MAX_TOML_BYTES)`, hint: "keep large data out of TOML files: a module can read it from its data directory" }]);
+    }
     source = await readFile(file, "utf8");
   } catch (err) {
+    if (err instanceof ConfigError) throw err;
     throw new ConfigError([readProblem(file, err)]);
   }
+  let data: Record<string, unknown>;
   try {
-    return { data: parse(source) as Record<string, unknown>, source };
+    data = parse(source) as Record<string, unknown>;
   } catch (err) {
     if (!(err instanceof TomlError)) throw err;
     // smol-toml's message is "Invalid TOML document: <what>\n\n<code frame>".
@@ -37,6 +48,31 @@ export async function readToml(file: string): Promise<{ data: Record<string, unk
       { file, line: err.line, column: err.column, message: `TOML syntax error: ${what}`, hint: syntaxHint(what), excerpt: err.codeblock },
     ]);
   }
+  const deep = deeperThan(data, MAX_TOML_DEPTH);
+  if (deep) {
+    const shown = deep.slice(0, 6);
+    const problem: ConfigProblem = {
+      file, path: `${formatPath(shown)}...`,
+      message: `tables and arrays nest more than ${MAX_TOML_DEPTH} deep (MAX_TOML_DEPTH)`,
+      hint: "flatten the structure (dotted keys such as a.b.c = 1 nest one level per part)",
+    };
+    Object.assign(problem, locate(source, shown));
+    throw new ConfigError([problem]);
+  }
+  return { data, source };
+}
+
+/** The path to a value nested more than `max` tables/arrays deep, or undefined. Iterative: no recursion on hostile depth. */
+export function deeperThan(root: unknown, max: number): (string | number)[] | undefined {
+  const stack: Array<{ value: unknown; path: (string | number)[] }> = [{ value: root, path: [] }];
+  while (stack.length > 0) {
+    const { value, path } = stack.pop()!;
+    if (value === null || typeof value !== "object" || value instanceof Date) continue;
+    if (path.length > max) return path;
+    const entries: [string | number, unknown][] = Array.isArray(value) ? value.map((v, i) => [i, v]) : Object.entries(value);
+    for (const [k, v] of entries) if (v !== null && typeof v === "object") stack.push({ value: v, path: [...path, k] });
+  }
+  return undefined;
 }
 
 function readProblem(file: string, err: unknown): ConfigProblem {
@@ -129,6 +165,7 @@ class Scanner {
       out.push(k.name);
       const last = j === keys.length - 1;
       this.record(out, k.at, last && !isArray);
+      if (out.length > MAX_TOML_DEPTH + 1) return;
       if (last && isArray) {
         const id = JSON.stringify(out);
         const index = (this.arrayTables.get(id) ?? -1) + 1;
@@ -305,6 +342,8 @@ class Scanner {
   }
 
   private record(path: readonly (string | number)[], offset: number, force: boolean): void {
+    // Deeper paths are refused by readToml; not recording them keeps a long dotted key linear.
+    if (path.length > MAX_TOML_DEPTH + 1) return;
     const id = JSON.stringify(path);
     if (force || !this.spots.has(id)) this.spots.set(id, this.position(offset));
   }

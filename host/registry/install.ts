@@ -10,13 +10,16 @@
 //      the module hash of the staged files equals the index's and [binary] hash, the
 //      maintainers' signatures meet the operator's trust for the module, [compatibility];
 //      the staged files are exactly what the hash covers; the manifest agrees with the index;
-//   6. rename the staged directories into modules_dir (same file system: atomic), and on any
-//      failure remove what this command staged or moved.
+//   6. rename the staged directories into modules_dir (same file system: atomic), journaled
+//      (journal.ts): the plan of renames is written and fsynced first, so a command killed at
+//      any point is finished (or undone) by the next registry command or the next host start,
+//      and a module is always installed in exactly one version, the old or the new.
 // An update whose new version requests capabilities that the operator has not granted is
 // verified and kept in <modules_dir>/.pending/<name> instead of replacing the installed
 // version; `modhost update --activate NAME` puts it in place once the grants are there.
 
-import { chmod, mkdir, mkdtemp, readdir, rename, rm, rmdir, stat, writeFile } from "node:fs/promises";
+import { chmod, mkdir, mkdtemp, readdir, rm, rmdir, stat, writeFile } from "node:fs/promises";
+import { randomBytes } from "node:crypto";
 import path from "node:path";
 import semver from "semver";
 import { grantsFor, type HostConfig } from "../config.ts";
@@ -28,6 +31,7 @@ import { clientFor } from "../rpc/client.ts";
 import { snapshotModule, verificationError, verifyModule, type VerificationReport } from "../verify/module.ts";
 import { fetchBlob, fetchIndex, type VerifiedIndex } from "./client.ts";
 import type { VersionEntry } from "./format.ts";
+import { applyPlan, recoverModulesDir, type CrashHook, type Rename } from "./journal.ts";
 import { Progress, type ProgressSink } from "./progress.ts";
 import { availableVersions, parseSpec, resolve, type PlannedInstall } from "./resolve.ts";
 
@@ -40,6 +44,8 @@ export interface RegistryOptions {
   progress?: ProgressSink;
   /** Tell a running host to load/reload/unload (default true). */
   notifyHost?: boolean;
+  /** Called before each journaled step (tests kill the process there: journal.ts). */
+  crash?: CrashHook;
 }
 
 interface Installed {
@@ -171,36 +177,43 @@ async function verifyStaged(dir: string, name: string, version: string, e: Versi
 // ---------------------------------------------------------------------------------------
 // Putting staged modules in place
 
-async function moveAside(config: HostConfig, dir: string, name: string): Promise<string> {
-  const trash = path.join(config.modules.modules_dir, TRASH);
-  await mkdir(trash, { recursive: true, mode: 0o700 });
-  const aside = await mkdtemp(path.join(trash, `${name}-`));
-  const target = path.join(aside, "module");
-  await rename(dir, target);
-  return target;
+/**
+ * A new place under .trash for a directory being replaced or removed: [where it goes, the
+ * container to delete afterwards]. Nothing is created: the journaled rename makes it, so a
+ * crash before the journal leaves nothing behind.
+ */
+async function asidePath(config: HostConfig, name: string): Promise<[string, string]> {
+  const container = path.join(config.modules.modules_dir, TRASH, `${name}-${randomBytes(6).toString("hex")}`);
+  return [path.join(container, "module"), container];
 }
 
-/** Rename every staged module to modules_dir/<name>; all or nothing. */
-async function activateAll(config: HostConfig, staged: Staged[]): Promise<string[]> {
-  const done: string[] = [];
-  try {
-    for (const s of staged) {
-      const target = path.join(config.modules.modules_dir, s.name);
-      if (await exists(target)) throw new ModhostError("exists", `${target} appeared while installing; nothing was installed`, "remove it or choose another module");
-      await rename(s.dir, target);
-      done.push(target);
-    }
-    return done;
-  } catch (err) {
-    for (const d of done.reverse()) await rm(d, { recursive: true, force: true });
-    throw err;
+/** Renames that put staged modules at modules_dir/<name>; refused when a target exists. */
+async function activationSteps(config: HostConfig, staged: Staged[]): Promise<Rename[]> {
+  const steps: Rename[] = [];
+  for (const s of staged) {
+    const target = path.join(config.modules.modules_dir, s.name);
+    if (await exists(target)) throw new ModhostError("exists", `${target} appeared while installing; nothing was installed`, "remove it or choose another module");
+    steps.push({ from: s.dir, to: target });
   }
+  return steps;
+}
+
+/** Journaled renames in modules_dir (journal.ts). */
+function commit(config: HostConfig, what: string, steps: Rename[], leftovers: string[], opts: RegistryOptions): Promise<void> {
+  return applyPlan(config.modules.modules_dir, what, steps, leftovers, opts.crash);
+}
+
+/** Finish or undo what an interrupted command left (journal.ts); says so when it did something. */
+export async function recover(config: HostConfig, opts: RegistryOptions = {}): Promise<void> {
+  const done = await recoverModulesDir(config.modules.modules_dir);
+  if (done) out(opts)(`${done} in ${config.modules.modules_dir}`);
+  await rmdir(path.join(config.modules.modules_dir, TRASH)).catch(() => undefined); // when empty
 }
 
 async function cleanupStaging(config: HostConfig, staged: Staged[]): Promise<void> {
   for (const s of staged) await rm(s.dir, { recursive: true, force: true });
   await rmdir(path.join(config.modules.modules_dir, STAGING)).catch(() => undefined); // when empty
-  await rm(path.join(config.modules.modules_dir, TRASH), { recursive: true, force: true }).catch(() => undefined);
+  await rmdir(path.join(config.modules.modules_dir, TRASH)).catch(() => undefined); // when empty
 }
 
 async function downloadAndStage(config: HostConfig, vi: VerifiedIndex, plan: PlannedInstall[], opts: RegistryOptions): Promise<Staged[]> {
@@ -299,6 +312,7 @@ async function tellHost(config: HostConfig, method: "load" | "reload" | "unload"
 // Commands
 
 export async function search(config: HostConfig, term: string | undefined, opts: RegistryOptions = {}): Promise<Array<{ name: string; latest: string; installed?: string; description?: string }>> {
+  await recover(config, opts);
   const vi = await fetchIndex(config, opts);
   const installed = await installedModules(config);
   const t = term?.toLowerCase();
@@ -330,6 +344,7 @@ export interface InstallResult {
 export async function install(config: HostConfig, spec: string, opts: RegistryOptions = {}): Promise<InstallResult> {
   const say = out(opts);
   const { name, range } = parseSpec(spec);
+  await recover(config, opts);
   const vi = await fetchIndex(config, opts);
   const installed = await installedModules(config);
   const have = installed.get(name);
@@ -345,7 +360,9 @@ export async function install(config: HostConfig, spec: string, opts: RegistryOp
   const staged = await downloadAndStage(config, vi, plan, opts);
   let dirs: string[];
   try {
-    dirs = await activateAll(config, staged);
+    const steps = await activationSteps(config, staged);
+    await commit(config, `install of ${staged.map((s) => `${s.name} ${s.version}`).join(", ")}`, steps, [], opts);
+    dirs = steps.map((s) => s.to);
   } finally {
     await cleanupStaging(config, staged);
   }
@@ -372,6 +389,7 @@ export interface UpdateOutcome {
 
 export async function update(config: HostConfig, spec: string | undefined, opts: RegistryOptions & { force?: boolean } = {}): Promise<UpdateOutcome[]> {
   const say = out(opts);
+  await recover(config, opts);
   const vi = await fetchIndex(config, opts);
   let installed = await installedModules(config);
   const targets: { name: string; range: string }[] = [];
@@ -407,18 +425,25 @@ export async function update(config: HostConfig, spec: string | undefined, opts:
     try {
       const mine = staged.find((s) => s.name === t.name)!;
       const deps = staged.filter((s) => s !== mine);
-      // New dependencies are new modules: installed now, like modhost install would.
-      if (deps.length > 0) {
-        const dirs = await activateAll(config, deps);
-        deps.forEach((s, i) => say(`installed ${s.name} ${s.version} in ${dirs[i]}: ${s.report.summary}`));
-      }
+      // New dependencies are new modules: installed now, like modhost install would, in the
+      // same journaled step as the update itself.
+      const depSteps = await activationSteps(config, deps);
+      const reportDeps = () => deps.forEach((s, i) => say(`installed ${s.name} ${s.version} in ${depSteps[i]!.to}: ${s.report.summary}`));
       const diff = capabilityDiff(config, current.manifest, mine.manifest);
       if (diff.ungranted.length > 0) {
         const pendingRoot = path.join(config.modules.modules_dir, PENDING);
         await mkdir(pendingRoot, { recursive: true, mode: 0o755 });
         const pending = path.join(pendingRoot, t.name);
-        await rm(pending, { recursive: true, force: true });
-        await rename(mine.dir, pending);
+        const steps = [...depSteps];
+        const leftovers: string[] = [];
+        if (await exists(pending)) {
+          const [aside, container] = await asidePath(config, `${t.name}.pending`);
+          steps.push({ from: pending, to: aside });
+          leftovers.push(container);
+        }
+        steps.push({ from: mine.dir, to: pending });
+        await commit(config, `update of ${t.name} ${from} -> ${to} (kept pending)`, steps, leftovers, opts);
+        reportDeps();
         say([
           `${t.name} ${to} is verified (${mine.report.summary}) but NOT activated: it requests capabilities you have not granted.`,
           `${t.name} ${from} stays installed (and running, if it is).`,
@@ -430,7 +455,9 @@ export async function update(config: HostConfig, spec: string | undefined, opts:
         for (const s of deps) await tellHost(config, "load", s.name, opts);
         continue;
       }
-      await swapIn(config, current, mine.dir);
+      const [aside, container] = await asidePath(config, t.name);
+      await commit(config, `update of ${t.name} ${from} -> ${to}`, [...depSteps, { from: current.dir, to: aside }, { from: mine.dir, to: current.dir }], [container], opts);
+      reportDeps();
       say([`updated ${t.name} ${from} -> ${to}: ${mine.report.summary}`, ...describeDiff(config, t.name, diff)].join("\n"));
       outcomes.push({ name: t.name, from, to, status: "updated" });
       for (const s of deps) await tellHost(config, "load", s.name, opts);
@@ -443,22 +470,10 @@ export async function update(config: HostConfig, spec: string | undefined, opts:
   return outcomes;
 }
 
-/** Replace the installed module's directory with `dir` (same file system), atomically enough: the old one is moved aside first and restored on failure. */
-async function swapIn(config: HostConfig, current: Installed, dir: string): Promise<void> {
-  const aside = await moveAside(config, current.dir, current.manifest.name);
-  try {
-    await rename(dir, current.dir);
-  } catch (err) {
-    await rename(aside, current.dir);
-    throw err;
-  }
-  await rm(path.dirname(aside), { recursive: true, force: true });
-  await rmdir(path.join(config.modules.modules_dir, TRASH)).catch(() => undefined); // when empty
-}
-
 /** `modhost update --activate NAME`: verify the pending version again and put it in place if its capabilities are granted now. */
 export async function activatePending(config: HostConfig, name: string, opts: RegistryOptions = {}): Promise<UpdateOutcome> {
   const say = out(opts);
+  await recover(config, opts);
   const pending = path.join(config.modules.modules_dir, PENDING, name);
   if (!(await exists(path.join(pending, "module.toml")))) {
     throw new ModhostError("not_found", `no pending update of ${name} (${pending})`, `modhost update ${name} fetches one`);
@@ -484,8 +499,16 @@ export async function activatePending(config: HostConfig, name: string, opts: Re
     const have = installed.get(dep)?.manifest.version;
     if (!have || !satisfies(have, range)) throw new ModhostError("dependency", `${name} ${manifest.version} needs ${dep} ${range}, ${have ? `but ${have} is installed` : "which is not installed"}`, `modhost ${have ? "update" : "install"} ${dep}@${range}, then activate again`);
   }
-  if (current) await swapIn(config, current, pending);
-  else await rename(pending, path.join(config.modules.modules_dir, name));
+  const what = `activation of ${name} ${current ? `${current.manifest.version} -> ` : ""}${manifest.version}`;
+  if (current) {
+    const [aside, container] = await asidePath(config, name);
+    await commit(config, what, [{ from: current.dir, to: aside }, { from: pending, to: current.dir }], [container], opts);
+  } else {
+    const target = path.join(config.modules.modules_dir, name);
+    if (await exists(target)) throw new ModhostError("exists", `${target} exists but holds no module named ${name}`, "move it away, then activate again");
+    await commit(config, what, [{ from: pending, to: target }], [], opts);
+  }
+  await rmdir(path.join(config.modules.modules_dir, TRASH)).catch(() => undefined); // when empty
   await rmdir(path.join(config.modules.modules_dir, PENDING)).catch(() => undefined); // when empty
   say([`activated ${name} ${current ? `${current.manifest.version} -> ` : ""}${manifest.version}: ${report.summary}`, ...describeDiff(config, name, diff)].join("\n"));
   await tellHost(config, "reload", name, opts);
@@ -494,6 +517,7 @@ export async function activatePending(config: HostConfig, name: string, opts: Re
 
 export async function remove(config: HostConfig, name: string, opts: RegistryOptions & { force?: boolean } = {}): Promise<void> {
   const say = out(opts);
+  await recover(config, opts);
   const installed = await installedModules(config);
   const mod = installed.get(name);
   const pending = path.join(config.modules.modules_dir, PENDING, name);
@@ -510,9 +534,10 @@ export async function remove(config: HostConfig, name: string, opts: RegistryOpt
     throw new ModhostError("dependency", `cannot remove ${name}: ${dependents.map((d) => `${d.manifest.name} ${d.manifest.version} depends on it (${d.manifest.dependencies[name]})`).join("; ")}`, `remove those first (modhost remove ${dependents[0]!.manifest.name}), or pass --force (they will not load without it)`);
   }
   await tellHost(config, "unload", name, opts);
-  const aside = await moveAside(config, mod.dir, name);
-  await rm(path.dirname(aside), { recursive: true, force: true });
-  await rm(pending, { recursive: true, force: true });
-  await rm(path.join(config.modules.modules_dir, TRASH), { recursive: true, force: true }).catch(() => undefined);
+  const [aside, container] = await asidePath(config, name);
+  const steps: Rename[] = [{ from: mod.dir, to: aside }];
+  if (await exists(pending)) steps.push({ from: pending, to: path.join(container, "pending") });
+  await commit(config, `removal of ${name} ${mod.manifest.version}`, steps, [container], opts);
+  await rmdir(path.join(config.modules.modules_dir, TRASH)).catch(() => undefined); // when empty
   say(`removed ${name} ${mod.manifest.version} (${mod.dir})${dependents.length ? `; modules that depend on it will not load: ${dependents.map((d) => d.manifest.name).join(", ")}` : ""}`);
 }

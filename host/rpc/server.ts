@@ -9,9 +9,21 @@
 // Every request needs HTTP Basic authentication with the cookie or the configured user and
 // password (host/rpc/auth.ts). What a method does is the dispatcher's business
 // (host/rpc/admin.ts); this file only speaks HTTP and JSON-RPC.
+//
+// Bounded by construction (RpcLimits, the [rpc] keys of the same names): every connection
+// counts against a total and a per-address cap (the total never more than a quarter of the
+// process's RLIMIT_NOFILE, so storage, modules and logs keep their file descriptors); a
+// connection over a cap gets 503 naming the cap and is closed. A connection that has not sent
+// complete headers within header_timeout_ms (idle ones included), a request not complete within
+// request_timeout_ms, and a keep-alive connection idle for idle_timeout_ms are closed. Headers
+// are limited in size by the HTTP parser; a body is refused from its Content-Length and, when
+// chunked, as soon as it grows past the limit, before it is buffered; a JSON-RPC body is
+// scanned for nesting depth before it is parsed; batches and method names have a length limit.
+// Every refusal names its limit and the config key that raises it.
 
+import { readFileSync } from "node:fs";
 import http, { type IncomingMessage, type ServerResponse } from "node:http";
-import type { AddressInfo } from "node:net";
+import type { AddressInfo, Socket } from "node:net";
 import type { RpcAuth } from "./auth.ts";
 import type { SourceLogger } from "../log.ts";
 
@@ -40,6 +52,70 @@ export class RpcError extends Error {
 
 export type Dispatch = (method: string, params: unknown) => Promise<unknown>;
 
+/** The server's bounds; each is an [rpc] key of the same name (host/config.ts). */
+export interface RpcLimits {
+  /** Open connections at once, from everyone (also capped at a quarter of RLIMIT_NOFILE). */
+  max_connections: number;
+  /** Open connections at once from one remote address. */
+  max_connections_per_address: number;
+  /** A connection must send complete request headers within this (idle new connections included). */
+  header_timeout_ms: number;
+  /** A request (headers and body) must arrive completely within this. */
+  request_timeout_ms: number;
+  /** A keep-alive connection with no request for this long is closed. */
+  idle_timeout_ms: number;
+  /** Request line and headers together. */
+  max_header_bytes: number;
+  max_body_bytes: number;
+  /** Requests in one JSON-RPC batch. */
+  max_batch: number;
+  /** Nesting of arrays and objects in a JSON-RPC body (a batch counts as one level). */
+  max_json_depth: number;
+  /** Characters in a method name. */
+  max_method_length: number;
+}
+
+export const DEFAULT_RPC_LIMITS: Readonly<RpcLimits> = Object.freeze({
+  max_connections: 64,
+  max_connections_per_address: 32,
+  header_timeout_ms: 10_000,
+  request_timeout_ms: 30_000,
+  idle_timeout_ms: 5_000,
+  max_header_bytes: 16 * 1024,
+  max_body_bytes: 1024 * 1024,
+  max_batch: 1000,
+  max_json_depth: 32,
+  max_method_length: 256,
+});
+
+/** The process's soft RLIMIT_NOFILE (from /proc/self/limits), or undefined where it cannot be read. */
+export function openFileLimit(limitsText?: string): number | undefined {
+  let text = limitsText;
+  if (text === undefined) {
+    try {
+      text = readFileSync("/proc/self/limits", "utf8");
+    } catch {
+      return undefined;
+    }
+  }
+  const m = /^Max open files\s+(\d+|unlimited)\s/m.exec(text);
+  if (!m) return undefined;
+  return m[1] === "unlimited" ? undefined : Number(m[1]);
+}
+
+/**
+ * The connection cap actually used: max_connections, but at most a quarter of the open-file
+ * limit (at least 4), so that a full RPC server still leaves three quarters of the process's
+ * file descriptors to storage, module channels and logs.
+ */
+export function effectiveConnectionCap(maxConnections: number, nofile: number | undefined): number {
+  if (nofile === undefined) return maxConnections;
+  return Math.max(1, Math.min(maxConnections, Math.max(4, Math.floor(nofile / 4))));
+}
+
+/** Sockets being refused (503 sent, waiting for the peer to read it) beyond the cap; past this, new connections are dropped unanswered. */
+const REFUSING_SLOTS = 16;
+
 export interface RpcServerOptions {
   bind: string;
   port: number;
@@ -48,10 +124,8 @@ export interface RpcServerOptions {
   /** The /metrics page. */
   metricsText: () => string | Promise<string>;
   metricsWithoutAuth?: boolean;
-  /** Largest accepted request body; default 1 MiB. */
-  maxBodyBytes?: number;
-  /** Most requests in one batch; default 1000. */
-  maxBatch?: number;
+  /** Over DEFAULT_RPC_LIMITS. */
+  limits?: Partial<RpcLimits>;
   /** Pause before answering a failed authentication (slows guessing); default 250 ms. */
   authFailDelayMs?: number;
   log: SourceLogger;
@@ -67,19 +141,142 @@ interface JsonRpcResponse {
 export class RpcServer {
   private readonly server: http.Server;
   private addr: { host: string; port: number } | undefined;
-  readonly stats = { requests: 0, calls: 0, errors: 0, unauthorised: 0 };
+  readonly limits: Readonly<RpcLimits>;
+  /** The total connection cap in force: max_connections, lowered to fit RLIMIT_NOFILE. */
+  readonly connectionCap: number;
+  /** Served connections, oldest first, with their requests in progress. */
+  private readonly conns = new Map<Socket, { address: string; busy: number }>();
+  private readonly perAddress = new Map<string, number>();
+  private readonly refused = new WeakSet<Socket>();
+  readonly stats = {
+    requests: 0, calls: 0, errors: 0, unauthorised: 0,
+    /** Connections answered 503 at a cap; idle ones closed to make room; timeouts (408); too large (413, 431). */
+    connectionsRefused: 0, connectionsEvicted: 0, timeouts: 0, tooLarge: 0,
+    /** Most connections open at once. */
+    peakConnections: 0,
+  };
 
   constructor(private readonly opts: RpcServerOptions) {
-    this.server = http.createServer((req, res) => {
+    const limits = { ...DEFAULT_RPC_LIMITS, ...opts.limits };
+    this.limits = limits;
+    const nofile = openFileLimit();
+    this.connectionCap = effectiveConnectionCap(limits.max_connections, nofile);
+    if (this.connectionCap < limits.max_connections) {
+      opts.log.warn(`[rpc] max_connections = ${limits.max_connections} is more than a quarter of this process's open-file limit (${nofile}): at most ${this.connectionCap} RPC connections are served (raise the limit with ulimit -n to allow more)`);
+    }
+    this.server = http.createServer({
+      maxHeaderSize: limits.max_header_bytes,
+      headersTimeout: limits.header_timeout_ms,
+      requestTimeout: limits.request_timeout_ms,
+      keepAliveTimeout: limits.idle_timeout_ms,
+      // How often header and request timeouts are checked (Node's default is 30 s).
+      connectionsCheckingInterval: Math.max(50, Math.min(1000, Math.floor(limits.header_timeout_ms / 4))),
+      requireHostHeader: false,
+    }, (req, res) => {
+      if (this.refused.has(req.socket)) {
+        req.resume();
+        return;
+      }
+      const conn = this.conns.get(req.socket);
+      if (conn) {
+        conn.busy++;
+        res.once("close", () => conn.busy--);
+      }
       this.handle(req, res).catch((err) => {
         opts.log.error(`RPC request failed: ${(err as Error)?.stack ?? String(err)}`);
         if (!res.headersSent) sendJson(res, 500, errorResponse(null, RPC_ERRORS.internal, "internal error"));
         else res.destroy();
       });
     });
-    this.server.requestTimeout = 30_000;
-    this.server.headersTimeout = 10_000;
-    this.server.keepAliveTimeout = 5_000;
+    // Past the cap plus a few sockets being told why, Node drops new connections at once.
+    this.server.maxConnections = this.connectionCap + REFUSING_SLOTS;
+    this.server.on("connection", (socket: Socket) => this.admit(socket));
+    this.server.on("clientError", (err: NodeJS.ErrnoException, socket: Socket) => this.clientError(err, socket));
+  }
+
+  /** Open connections now (served, not counting ones being refused). */
+  get connections(): number {
+    return this.conns.size;
+  }
+
+  /**
+   * Count a new connection against the caps. At a cap, the oldest connection with no request
+   * in progress (idle, or still sending headers) from the same scope is closed to make room, so
+   * idle connections cannot lock out a client that has something to ask; when every connection
+   * in that scope is busy, the new one gets 503 naming the cap and is closed.
+   */
+  private admit(socket: Socket): void {
+    const address = socket.remoteAddress ?? "?";
+    const { max_connections_per_address: perAddress, max_connections: maxConnections } = this.limits;
+    let why: string | undefined;
+    if ((this.perAddress.get(address) ?? 0) >= perAddress && !this.evictIdle(address)) {
+      why = `${address} has ${this.perAddress.get(address)} connections open to the RPC server, all busy, the limit per address ([rpc] max_connections_per_address = ${perAddress}); wait for answers or raise the limit`;
+    } else if (this.conns.size >= this.connectionCap && !this.evictIdle(undefined)) {
+      why = `the RPC server has ${this.conns.size} connections open, all busy, its limit ([rpc] max_connections = ${maxConnections}${this.connectionCap < maxConnections ? `, lowered to ${this.connectionCap} by the open-file limit` : ""}); wait for answers or raise the limit`;
+    }
+    if (why !== undefined) {
+      this.stats.connectionsRefused++;
+      this.refused.add(socket);
+      const text = `connection refused: ${why}\n`;
+      socket.end(`HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(text)}\r\nConnection: close\r\nRetry-After: 1\r\n\r\n${text}`);
+      setTimeout(() => socket.destroy(), 1000).unref();
+      return;
+    }
+    const conn = { address, busy: 0 };
+    this.conns.set(socket, conn);
+    this.perAddress.set(address, (this.perAddress.get(address) ?? 0) + 1);
+    if (this.conns.size > this.stats.peakConnections) this.stats.peakConnections = this.conns.size;
+    socket.once("close", () => {
+      if (!this.conns.delete(socket)) return;
+      const left = (this.perAddress.get(address) ?? 1) - 1;
+      if (left <= 0) this.perAddress.delete(address);
+      else this.perAddress.set(address, left);
+    });
+  }
+
+  /** Close the oldest connection with no request in progress (from `address`, or any); whether there was one. */
+  private evictIdle(address: string | undefined): boolean {
+    for (const [socket, c] of this.conns) {
+      if (c.busy > 0 || (address !== undefined && c.address !== address)) continue;
+      this.stats.connectionsEvicted++;
+      // Counted out now: the close event may come a moment later.
+      this.conns.delete(socket);
+      const left = (this.perAddress.get(c.address) ?? 1) - 1;
+      if (left <= 0) this.perAddress.delete(c.address);
+      else this.perAddress.set(c.address, left);
+      socket.destroy();
+      return true;
+    }
+    return false;
+  }
+
+  /** Malformed, oversized or too slow requests, answered in words that name the limit. */
+  private clientError(err: NodeJS.ErrnoException, socket: Socket): void {
+    if (this.refused.has(socket) || !socket.writable || socket.destroyed) {
+      socket.destroy();
+      return;
+    }
+    const l = this.limits;
+    let status: string;
+    let text: string;
+    if (err.code === "ERR_HTTP_REQUEST_TIMEOUT") {
+      this.stats.timeouts++;
+      status = "408 Request Timeout";
+      text = `request timeout: complete headers must arrive within ${l.header_timeout_ms} ms of the connection or of the previous answer ([rpc] header_timeout_ms) and the whole request within ${l.request_timeout_ms} ms ([rpc] request_timeout_ms)`;
+    } else if (err.code === "HPE_HEADER_OVERFLOW") {
+      this.stats.tooLarge++;
+      status = "431 Request Header Fields Too Large";
+      text = `the request line and headers are larger than ${l.max_header_bytes} bytes ([rpc] max_header_bytes)`;
+    } else if (err.code === "ECONNRESET" || err.code === "EPIPE") {
+      socket.destroy();
+      return;
+    } else {
+      status = "400 Bad Request";
+      text = `malformed HTTP request (${err.code ?? err.message}); POST a JSON-RPC 2.0 body to /`;
+    }
+    text += "\n";
+    socket.end(`HTTP/1.1 ${status}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(text)}\r\nConnection: close\r\n\r\n${text}`);
+    setTimeout(() => socket.destroy(), 1000).unref();
   }
 
   /** Listen; rejects when the address cannot be used (in use, not local). */
@@ -145,29 +342,20 @@ export class RpcServer {
       sendText(res, 405, "use POST with a JSON-RPC 2.0 body\n");
       return;
     }
-    const limit = this.opts.maxBodyBytes ?? 1024 * 1024;
+    const limit = this.limits.max_body_bytes;
     const raw = await readBody(req, limit);
     if (raw === undefined) {
-      sendJson(res, 413, errorResponse(null, RPC_ERRORS.invalidRequest, `request body larger than ${limit} bytes`), true);
+      this.stats.tooLarge++;
+      sendJson(res, 413, errorResponse(null, RPC_ERRORS.invalidRequest, `request body larger than ${limit} bytes ([rpc] max_body_bytes)`), true);
       return;
     }
-    let body: unknown;
-    try {
-      body = JSON.parse(raw.toString("utf8"));
-    } catch (err) {
-      sendJson(res, 200, errorResponse(null, RPC_ERRORS.parse, `parse error: ${(err as Error).message}`));
+    const parsed = parseJsonRpcBody(raw, this.limits);
+    if (!parsed.ok) {
+      sendJson(res, 200, errorResponse(null, parsed.code, parsed.message));
       return;
     }
+    const body = parsed.body;
     if (Array.isArray(body)) {
-      const max = this.opts.maxBatch ?? 1000;
-      if (body.length === 0) {
-        sendJson(res, 200, errorResponse(null, RPC_ERRORS.invalidRequest, "empty batch"));
-        return;
-      }
-      if (body.length > max) {
-        sendJson(res, 200, errorResponse(null, RPC_ERRORS.invalidRequest, `a batch may hold at most ${max} requests`));
-        return;
-      }
       const answers = (await Promise.all(body.map((item) => this.one(item)))).filter((a): a is JsonRpcResponse => a !== undefined);
       if (answers.length === 0) sendEmpty(res);
       else sendJson(res, 200, answers);
@@ -202,6 +390,10 @@ export class RpcServer {
       this.stats.errors++;
       return errorResponse(id, RPC_ERRORS.invalidRequest, "method must be a non-empty string");
     }
+    if (method.length > this.limits.max_method_length) {
+      this.stats.errors++;
+      return errorResponse(id, RPC_ERRORS.invalidRequest, `the method name is ${method.length} characters long, more than ${this.limits.max_method_length} ([rpc] max_method_length)`);
+    }
     const params = r["params"];
     if (params !== undefined && params !== null && typeof params !== "object") {
       this.stats.errors++;
@@ -219,6 +411,57 @@ export class RpcServer {
       return errorResponse(id, e.code, e.message, e.data);
     }
   }
+}
+
+export type ParsedBody = { ok: true; body: unknown } | { ok: false; code: number; message: string };
+
+/**
+ * A JSON-RPC body, checked before and after JSON.parse: the nesting depth is measured on the
+ * bytes first (JSON.parse of deep nesting would cost stack and time), then the batch length.
+ * Never throws.
+ */
+export function parseJsonRpcBody(raw: Uint8Array, limits: Pick<RpcLimits, "max_json_depth" | "max_batch">): ParsedBody {
+  const depth = jsonDepth(raw, limits.max_json_depth);
+  if (depth > limits.max_json_depth) {
+    return { ok: false, code: RPC_ERRORS.invalidRequest, message: `the JSON body nests arrays and objects more than ${limits.max_json_depth} deep ([rpc] max_json_depth)` };
+  }
+  let body: unknown;
+  try {
+    body = JSON.parse(Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength).toString("utf8"));
+  } catch (err) {
+    return { ok: false, code: RPC_ERRORS.parse, message: `parse error: ${(err as Error).message}` };
+  }
+  if (Array.isArray(body)) {
+    if (body.length === 0) return { ok: false, code: RPC_ERRORS.invalidRequest, message: "empty batch" };
+    if (body.length > limits.max_batch) {
+      return { ok: false, code: RPC_ERRORS.invalidRequest, message: `a batch may hold at most ${limits.max_batch} requests, this one has ${body.length} ([rpc] max_batch)` };
+    }
+  }
+  return { ok: true, body };
+}
+
+/** Deepest nesting of [ and { outside strings, counting stops just past `max`. */
+export function jsonDepth(raw: Uint8Array, max: number): number {
+  let depth = 0;
+  let deepest = 0;
+  let inString = false;
+  for (let i = 0; i < raw.length; i++) {
+    const b = raw[i]!;
+    if (inString) {
+      if (b === 0x5c) i++; // backslash: skip the escaped byte
+      else if (b === 0x22) inString = false;
+      continue;
+    }
+    if (b === 0x22) inString = true;
+    else if (b === 0x5b || b === 0x7b) {
+      depth++;
+      if (depth > deepest) {
+        deepest = depth;
+        if (deepest > max) return deepest;
+      }
+    } else if (b === 0x5d || b === 0x7d) depth--;
+  }
+  return deepest;
 }
 
 function errorResponse(id: unknown, code: number, message: string, data?: unknown): JsonRpcResponse {
@@ -241,7 +484,11 @@ function sendEmpty(res: ServerResponse): void {
   res.end();
 }
 
-/** The body, or undefined when it exceeds `limit` bytes (the rest is not read). */
+/**
+ * The body, or undefined when it exceeds `limit` bytes: refused from Content-Length before
+ * anything is read, or as soon as a chunked body grows past it; the rest is discarded
+ * unbuffered (and the 413 closes the connection).
+ */
 function readBody(req: IncomingMessage, limit: number): Promise<Buffer | undefined> {
   const declared = Number(req.headers["content-length"]);
   if (Number.isFinite(declared) && declared > limit) {

@@ -1,0 +1,90 @@
+// Fuzz target: JSON-RPC request bodies, through parseJsonRpcBody (never throws, depth checked
+// before parsing) and through the real RpcServer on loopback (every answer a well-formed
+// JSON-RPC response or 204/413, never a 500 or an error in the server's log).
+
+import net from "node:net";
+import os from "node:os";
+import path from "node:path";
+import { mkdtemp, rm } from "node:fs/promises";
+import { basicHeader, COOKIE_USER, RpcAuth } from "../host/rpc/auth.ts";
+import { DEFAULT_RPC_LIMITS, parseJsonRpcBody, RPC_ERRORS, RpcError, RpcServer } from "../host/rpc/server.ts";
+import type { EdgesTarget } from "./edges-driver.ts";
+import { codeBlocks } from "./edges-seeds.ts";
+
+let server: RpcServer | undefined;
+let port = 0;
+let auth = "";
+let dir = "";
+const errors: string[] = [];
+const CODES = new Set<number>(Object.values(RPC_ERRORS));
+
+/** POST `body` on a fresh connection; the status and body text. */
+function post(body: Uint8Array): Promise<{ status: number; text: string }> {
+  return new Promise((resolve, reject) => {
+    const s = net.connect(port, "127.0.0.1");
+    const chunks: Buffer[] = [];
+    s.on("connect", () => {
+      s.write(`POST / HTTP/1.1\r\nHost: x\r\nAuthorization: ${auth}\r\nConnection: close\r\nContent-Length: ${body.length}\r\n\r\n`);
+      s.end(body);
+    });
+    s.on("data", (d: Buffer) => chunks.push(d));
+    s.on("error", reject);
+    s.on("close", () => {
+      const text = Buffer.concat(chunks).toString("utf8");
+      const m = /^HTTP\/1\.1 (\d{3}) /.exec(text);
+      if (!m) return reject(new Error(`no HTTP answer: ${JSON.stringify(text.slice(0, 200))}`));
+      resolve({ status: Number(m[1]), text: text.slice(text.indexOf("\r\n\r\n") + 4) });
+    });
+  });
+}
+
+function checkResponse(r: unknown): void {
+  const o = r as { jsonrpc?: unknown; result?: unknown; error?: { code?: unknown; message?: unknown } };
+  if (!o || o.jsonrpc !== "2.0") throw new Error(`not a JSON-RPC 2.0 response: ${JSON.stringify(r)}`);
+  if (o.error !== undefined && (!CODES.has(o.error.code as number) || typeof o.error.message !== "string")) throw new Error(`bad error object: ${JSON.stringify(o.error)}`);
+}
+
+const target: EdgesTarget = {
+  dictionary: ['"jsonrpc"', '"2.0"', '"id"', '"method"', '"params"', '"echo"', '"__proto__"', "[", "]", "{", "}", ",", ":", "\\u0000", '"\\ud800"', "1e400", "-0"],
+  async seeds() {
+    const docs = (await codeBlocks("docs/operator-guide.md", "sh")).flatMap((b) => [...Buffer.from(b).toString().matchAll(/-d '(\{[^']*\})'/g)].map((m) => Buffer.from(m[1]!)));
+    return [
+      ...docs,
+      Buffer.from('{"jsonrpc":"2.0","id":1,"method":"echo","params":{"a":[1,2,{"b":null}]}}'),
+      Buffer.from('[{"jsonrpc":"2.0","id":"x","method":"echo","params":[1]},{"jsonrpc":"2.0","method":"note"},{"id":null,"method":"fail"}]'),
+      Buffer.from('{"id":1,"method":"echo","params":[]}'),
+    ];
+  },
+  async setup() {
+    dir = await mkdtemp(path.join(os.tmpdir(), "modhost-fuzz-rpc-"));
+    const a = RpcAuth.create({ cookieFile: path.join(dir, ".cookie") });
+    auth = basicHeader({ user: COOKIE_USER, password: a.cookie });
+    server = new RpcServer({
+      bind: "127.0.0.1", port: 0, auth: a, metricsText: () => "",
+      limits: { max_body_bytes: 64 * 1024 },
+      log: { debug() {}, info() {}, warn() {}, error: (m: string) => errors.push(m) },
+      dispatch: async (method, params) => {
+        if (method === "echo") return params;
+        if (method === "fail") throw new RpcError(RPC_ERRORS.moduleError, "failed as asked");
+        throw new RpcError(RPC_ERRORS.methodNotFound, `no method ${method.slice(0, 50)}`);
+      },
+    });
+    port = (await server.start()).port;
+  },
+  async teardown() {
+    await server?.stop();
+    await rm(dir, { recursive: true, force: true });
+  },
+  async run(input) {
+    const parsed = parseJsonRpcBody(input, DEFAULT_RPC_LIMITS); // must not throw
+    if (!parsed.ok && !CODES.has(parsed.code)) throw new Error(`unknown code ${parsed.code}`);
+    const r = await post(input);
+    if (errors.length) throw new Error(`the server logged an error: ${errors.splice(0).join("; ")}`);
+    if (r.status === 204) return;
+    if (r.status !== 200 && r.status !== 413) throw new Error(`HTTP ${r.status}: ${r.text.slice(0, 200)}`);
+    const body = JSON.parse(r.text) as unknown;
+    if (Array.isArray(body)) body.forEach(checkResponse);
+    else checkResponse(body);
+  },
+};
+export default target;

@@ -1,0 +1,209 @@
+// The write-ahead journal that makes install, update, activate and remove crash-safe.
+//
+// Every change a registry command makes to modules_dir is a short list of renames inside it
+// (same file system: each one atomic), e.g. for an update:
+//   1. modules/alpha            -> modules/.trash/alpha-XXXXXX/module   (the old version aside)
+//   2. modules/.staging/alpha-Y -> modules/alpha                        (the verified new one)
+// Before the first rename the whole plan (every rename, in order, and what to delete once it is
+// done) is written to modules/.journal.json and fsynced, and so is the directory. Before each
+// rename the journal is rewritten (and fsynced) with the number of renames already made, and
+// each rename is made durable (its directories fsynced) before the next. Only then are the
+// leftovers deleted and the journal removed.
+//
+// Whoever finds a journal (the next registry command, or the host at start) finishes it: the
+// plan was written only after everything in it had been downloaded and verified, so it ROLLS
+// FORWARD: the renames the journal counts as made are done; the next one is redone unless it
+// happened (its source gone, its target there); the rest are made. If a step cannot be
+// completed (its source vanished, or its target appeared), the renames that were made are
+// undone in reverse: ROLL BACK. Either way the module ends up installed in exactly one version,
+// the old one or the new one, never neither.
+
+import { randomBytes } from "node:crypto";
+import { mkdir, open, readFile, rename, rm, rmdir, stat } from "node:fs/promises";
+import path from "node:path";
+import { ModhostError } from "../errors.ts";
+
+export const JOURNAL = ".journal.json";
+
+export interface Rename {
+  from: string;
+  to: string;
+}
+
+export interface JournalPlan {
+  version: 1;
+  /** What the command was doing, for messages ("update alpha 1.0.0 -> 1.1.0"). */
+  what: string;
+  /** The process that wrote it (another live process's journal is not touched). */
+  pid: number;
+  steps: Rename[];
+  /** Renames made before the one about to be made when this was written. */
+  done: number;
+  /** Deleted once every step is done (or undone). */
+  cleanup: string[];
+}
+
+/** Called before each step of `applyPlan` with its name: "journal", "rename 0", "rename 1", ..., "cleanup", "done". Tests crash the process here. */
+export type CrashHook = (step: string) => void;
+
+async function exists(p: string): Promise<boolean> {
+  return stat(p).then(() => true, () => false);
+}
+
+/** fsync a file or directory (directories: makes the renames and creations in it durable). */
+async function fsyncPath(p: string): Promise<void> {
+  const fh = await open(p, "r");
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+async function writeJournal(dir: string, plan: JournalPlan): Promise<void> {
+  const file = path.join(dir, JOURNAL);
+  const tmp = `${file}.${randomBytes(4).toString("hex")}.tmp`;
+  const fh = await open(tmp, "wx", 0o600);
+  try {
+    await fh.writeFile(JSON.stringify(plan, null, 2) + "\n");
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  await rename(tmp, file);
+  await fsyncPath(dir);
+}
+
+async function removeJournal(dir: string): Promise<void> {
+  await rm(path.join(dir, JOURNAL), { force: true });
+  await fsyncPath(dir);
+}
+
+/** One rename, idempotent: "done" when it had already happened. Throws when it can be neither done nor found done. */
+async function redo(step: Rename): Promise<"renamed" | "done"> {
+  const [src, dst] = await Promise.all([exists(step.from), exists(step.to)]);
+  if (!src && dst) return "done";
+  if (src && !dst) {
+    await mkdir(path.dirname(step.to), { recursive: true });
+    await rename(step.from, step.to);
+    await fsyncPath(path.dirname(step.to));
+    if (path.dirname(step.from) !== path.dirname(step.to)) await fsyncPath(path.dirname(step.from));
+    return "renamed";
+  }
+  throw new ModhostError("journal", src ? `cannot move ${step.from} to ${step.to}: the target exists` : `cannot move ${step.from} to ${step.to}: neither exists`);
+}
+
+/** Undo the first `upTo` + 1 renames in reverse order, as far as they were made. */
+async function undo(steps: Rename[], upTo: number): Promise<void> {
+  for (const step of steps.slice(0, upTo + 1).reverse()) {
+    if ((await exists(step.to)) && !(await exists(step.from))) {
+      await mkdir(path.dirname(step.from), { recursive: true });
+      await rename(step.to, step.from);
+      await fsyncPath(path.dirname(step.from));
+    }
+  }
+}
+
+/** Delete the plan's leftovers, and their parent directories (.trash, ...) when that leaves them empty. */
+async function cleanup(dir: string, plan: JournalPlan): Promise<void> {
+  for (const p of plan.cleanup) {
+    await rm(p, { recursive: true, force: true });
+    if (path.dirname(p) !== dir) await rmdir(path.dirname(p)).catch(() => undefined);
+  }
+}
+
+/**
+ * Make the renames of `plan` in modules_dir `dir`, journaled. On an error (not a crash) the
+ * renames made so far are undone before it is thrown.
+ */
+export async function applyPlan(dir: string, what: string, steps: Rename[], leftovers: string[], crash?: CrashHook): Promise<void> {
+  const plan: JournalPlan = { version: 1, what, pid: process.pid, steps, done: 0, cleanup: leftovers };
+  crash?.("journal");
+  await writeJournal(dir, plan);
+  let i = 0;
+  try {
+    for (; i < steps.length; i++) {
+      if (i > 0) await writeJournal(dir, { ...plan, done: i });
+      crash?.(`rename ${i}`);
+      await redo(steps[i]!);
+    }
+  } catch (err) {
+    await undo(steps, i);
+    await cleanup(dir, plan);
+    await removeJournal(dir);
+    throw err;
+  }
+  crash?.("cleanup");
+  await cleanup(dir, plan);
+  crash?.("done");
+  await removeJournal(dir);
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
+/**
+ * Finish what an interrupted registry command left in modules_dir `dir` (see the top of this
+ * file). Returns a sentence saying what was done, or undefined when there was no journal.
+ * Throws when another live process is in the middle of a command.
+ */
+export async function recoverModulesDir(dir: string): Promise<string | undefined> {
+  const file = path.join(dir, JOURNAL);
+  let text: string;
+  try {
+    text = await readFile(file, "utf8");
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+    throw err;
+  }
+  let plan: JournalPlan;
+  try {
+    plan = parsePlan(JSON.parse(text), dir);
+  } catch (err) {
+    throw new ModhostError("journal", `${file} is damaged (${(err as Error).message}); modules_dir may hold a half-finished install or update`, `look at ${dir} (.staging, .trash, .pending hold the versions involved), put the module you want in place by hand, then delete ${file}`);
+  }
+  if (plan.pid !== process.pid && isAlive(plan.pid)) {
+    throw new ModhostError("busy", `another modhost command (pid ${plan.pid}) is changing ${dir}: ${plan.what}`, "wait for it to finish, then try again");
+  }
+  let outcome: string;
+  let i = plan.done;
+  try {
+    for (; i < plan.steps.length; i++) await redo(plan.steps[i]!);
+    outcome = `finished an interrupted ${plan.what}`;
+  } catch (err) {
+    await undo(plan.steps, i);
+    outcome = `rolled back an interrupted ${plan.what} (${(err as Error).message})`;
+  }
+  await cleanup(dir, plan);
+  await removeJournal(dir);
+  return outcome;
+}
+
+/** A journal read back: every path must be inside modules_dir (a damaged or planted journal moves nothing elsewhere). */
+function parsePlan(data: unknown, dir: string): JournalPlan {
+  const inside = (p: unknown): string => {
+    if (typeof p !== "string" || !path.isAbsolute(p)) throw new Error("a path is not absolute");
+    const rel = path.relative(dir, p);
+    if (rel === "" || rel.startsWith("..") || path.isAbsolute(rel)) throw new Error(`${p} is not inside ${dir}`);
+    return p;
+  };
+  const d = data as Partial<JournalPlan> | null;
+  if (!d || d.version !== 1 || typeof d.what !== "string" || typeof d.pid !== "number" || !Array.isArray(d.steps) || !Array.isArray(d.cleanup)
+    || typeof d.done !== "number" || !Number.isInteger(d.done) || d.done < 0 || d.done > d.steps.length) {
+    throw new Error("not a version 1 journal");
+  }
+  return {
+    version: 1,
+    what: d.what,
+    pid: d.pid,
+    done: d.done,
+    steps: d.steps.map((s: Rename) => ({ from: inside(s?.from), to: inside(s?.to) })),
+    cleanup: d.cleanup.map(inside),
+  };
+}

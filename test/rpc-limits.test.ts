@@ -1,0 +1,326 @@
+// The RPC server's bounds (host/rpc/server.ts, [rpc] limits): connection caps (total, per
+// address, under RLIMIT_NOFILE), header/request/idle timeouts, header and body size, JSON
+// nesting depth, batch length and method name length. Each refusal must name its limit and the
+// config key. The flood test attacks a real host: a few thousand idle connections from another
+// process while the host runs with a small open-file limit.
+
+import test, { type ExecutionContext } from "ava";
+import { spawn } from "node:child_process";
+import net from "node:net";
+import path from "node:path";
+import { RpcAuth, basicHeader, COOKIE_USER } from "../host/rpc/auth.ts";
+import {
+  DEFAULT_RPC_LIMITS, effectiveConnectionCap, jsonDepth, openFileLimit, parseJsonRpcBody, RpcServer,
+  type Dispatch, type RpcLimits,
+} from "../host/rpc/server.ts";
+import { parseConfig } from "../host/config.ts";
+import { ConfigError } from "../host/errors.ts";
+import { startHost, tempDir, waitFor } from "./helpers/host.ts";
+import { call, manifest } from "./helpers/rpc.ts";
+
+const quiet = { debug() {}, info() {}, warn() {}, error() {} };
+
+interface Served {
+  server: RpcServer;
+  port: number;
+  auth: string;
+}
+
+/** An RpcServer on loopback with a stub dispatcher ("echo" answers its params, "hang" never answers until released). */
+async function serve(t: ExecutionContext, limits: Partial<RpcLimits>, dispatch?: Dispatch): Promise<Served> {
+  const dir = await tempDir(t);
+  const auth = RpcAuth.create({ cookieFile: path.join(dir, ".cookie") });
+  const server = new RpcServer({
+    bind: "127.0.0.1", port: 0, auth, log: quiet, limits, metricsText: () => "", authFailDelayMs: 1,
+    dispatch: dispatch ?? (async (method, params) => {
+      if (method === "echo") return params;
+      throw new Error(`no ${method}`);
+    }),
+  });
+  const at = await server.start();
+  t.teardown(() => server.stop());
+  return { server, port: at.port, auth: basicHeader({ user: COOKIE_USER, password: auth.cookie }) };
+}
+
+/** Send raw bytes; the bytes that come back until the server closes (or `waitMs` passes). */
+function raw(port: number, data: string | ((s: net.Socket) => void), waitMs = 5000): Promise<{ text: string; closed: boolean }> {
+  return new Promise((resolve) => {
+    const s = net.connect(port, "127.0.0.1");
+    let text = "";
+    const timer = setTimeout(() => { s.destroy(); resolve({ text, closed: false }); }, waitMs);
+    s.on("connect", () => (typeof data === "string" ? s.write(data) : data(s)));
+    s.on("data", (d) => (text += d.toString("latin1")));
+    s.on("error", () => undefined);
+    s.on("close", () => { clearTimeout(timer); resolve({ text, closed: true }); });
+  });
+}
+
+function postText(auth: string, body: string, extra = ""): string {
+  return `POST / HTTP/1.1\r\nHost: x\r\nAuthorization: ${auth}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n${extra}\r\n${body}`;
+}
+
+async function rpcPost(s: Served, body: unknown): Promise<{ status: number; json: any }> {
+  const res = await fetch(`http://127.0.0.1:${s.port}/`, { method: "POST", headers: { Authorization: s.auth }, body: typeof body === "string" ? body : JSON.stringify(body) });
+  const text = await res.text();
+  return { status: res.status, json: text ? JSON.parse(text) : undefined };
+}
+
+test("open-file limit: read from /proc/self/limits; the connection cap stays within a quarter of it", (t) => {
+  t.is(openFileLimit("Limit  Soft Limit  Hard Limit  Units\nMax open files            1024                 4096                 files\n"), 1024);
+  t.is(openFileLimit("Max open files            unlimited            unlimited            files\n"), undefined);
+  const own = openFileLimit();
+  t.true(own === undefined || own > 0, "this process's limit is readable on Linux");
+  t.is(effectiveConnectionCap(64, 1024), 64);
+  t.is(effectiveConnectionCap(1000, 1024), 256);
+  t.is(effectiveConnectionCap(64, 40), 10);
+  t.is(effectiveConnectionCap(64, 8), 4);
+  t.is(effectiveConnectionCap(64, undefined), 64);
+});
+
+test("config: [rpc] limit keys are read, checked (whole numbers from 1) and documented defaults apply", (t) => {
+  const src = "[rpc]\nmax_connections = 10\nidle_timeout_ms = 250\nmax_json_depth = 5\n";
+  const c = parseConfig({ rpc: { max_connections: 10, idle_timeout_ms: 250, max_json_depth: 5 } }, src, "/tmp/modhost.toml");
+  t.is(c.rpc.max_connections, 10);
+  t.is(c.rpc.idle_timeout_ms, 250);
+  t.is(c.rpc.max_json_depth, 5);
+  t.is(c.rpc.max_body_bytes, DEFAULT_RPC_LIMITS.max_body_bytes);
+  const bad = t.throws(() => parseConfig({ rpc: { max_batch: 0, header_timeout_ms: 5000, request_timeout_ms: 1000 } }, "[rpc]\nmax_batch = 0\nheader_timeout_ms = 5000\nrequest_timeout_ms = 1000\n", "/tmp/modhost.toml"), { instanceOf: ConfigError });
+  t.regex(bad.message, /rpc\.max_batch: 0 is out of range/);
+  t.regex(bad.message, /header_timeout_ms \(5000\) is longer than request_timeout_ms \(1000\)/);
+});
+
+test("JSON-RPC body: depth measured before parsing (strings ignored), batch length, never throws", (t) => {
+  const enc = (s: string) => Buffer.from(s);
+  t.is(jsonDepth(enc('{"a":[1,{"b":"[[[[{{{{"}]}'), 100), 3);
+  t.is(jsonDepth(enc('"\\"[[["'), 100), 0, "escaped quotes do not end a string");
+  const deep = "[".repeat(1_000_000) + "]".repeat(1_000_000);
+  const r = parseJsonRpcBody(enc(deep), { max_json_depth: 32, max_batch: 10 });
+  t.false(r.ok);
+  if (!r.ok) {
+    t.is(r.code, -32600);
+    t.regex(r.message, /more than 32 deep \(\[rpc\] max_json_depth\)/);
+  }
+  const batch = parseJsonRpcBody(enc(JSON.stringify(Array(11).fill({ method: "x" }))), { max_json_depth: 32, max_batch: 10 });
+  t.false(batch.ok);
+  if (!batch.ok) t.regex(batch.message, /at most 10 requests, this one has 11 \(\[rpc\] max_batch\)/);
+  const garbage = parseJsonRpcBody(enc("\xff\xfe{"), { max_json_depth: 32, max_batch: 10 });
+  t.false(garbage.ok);
+  if (!garbage.ok) t.is(garbage.code, -32700);
+});
+
+test("refusals name the limit and its [rpc] key: body (Content-Length and chunked), depth, batch, method length, headers", async (t) => {
+  const s = await serve(t, { max_body_bytes: 1000, max_json_depth: 4, max_batch: 3, max_method_length: 16, max_header_bytes: 2048 });
+
+  const declared = await raw(s.port, `POST / HTTP/1.1\r\nHost: x\r\nAuthorization: ${s.auth}\r\nContent-Length: 100000000\r\n\r\n{`);
+  t.regex(declared.text, /^HTTP\/1\.1 413 /);
+  t.regex(declared.text, /request body larger than 1000 bytes \(\[rpc\] max_body_bytes\)/);
+  t.true(declared.closed, "the connection is closed after a 413");
+
+  // Chunked: no Content-Length; refused once past the limit although the client keeps sending.
+  const chunked = await raw(s.port, (sock) => {
+    sock.write(`POST / HTTP/1.1\r\nHost: x\r\nAuthorization: ${s.auth}\r\nTransfer-Encoding: chunked\r\n\r\n`);
+    const chunk = "x".repeat(600);
+    let sent = 0;
+    const timer = setInterval(() => {
+      if (sock.destroyed || sent++ > 50) return clearInterval(timer);
+      sock.write(`${chunk.length.toString(16)}\r\n${chunk}\r\n`);
+    }, 5);
+  });
+  t.regex(chunked.text, /^HTTP\/1\.1 413 /);
+  t.regex(chunked.text, /\[rpc\] max_body_bytes/);
+
+  const depth = await rpcPost(s, '{"jsonrpc":"2.0","id":1,"method":"echo","params":[[[[[1]]]]]}');
+  t.is(depth.json.error.code, -32600);
+  t.regex(depth.json.error.message, /more than 4 deep \(\[rpc\] max_json_depth\)/);
+
+  const batch = await rpcPost(s, Array(4).fill({ jsonrpc: "2.0", id: 1, method: "echo" }));
+  t.regex(batch.json.error.message, /at most 3 requests, this one has 4 \(\[rpc\] max_batch\)/);
+
+  const name = await rpcPost(s, { jsonrpc: "2.0", id: 7, method: "m".repeat(17) });
+  t.is(name.json.id, 7);
+  t.regex(name.json.error.message, /17 characters long, more than 16 \(\[rpc\] max_method_length\)/);
+
+  const headers = await raw(s.port, `POST / HTTP/1.1\r\nHost: x\r\nX-Pad: ${"p".repeat(4000)}\r\n\r\n`);
+  t.regex(headers.text, /^HTTP\/1\.1 431 /);
+  t.regex(headers.text, /larger than 2048 bytes \(\[rpc\] max_header_bytes\)/);
+
+  const ok = await rpcPost(s, { jsonrpc: "2.0", id: 1, method: "echo", params: [[1]] });
+  t.deepEqual(ok.json, { jsonrpc: "2.0", id: 1, result: [[1]] }, "requests within every limit are served");
+});
+
+test("timeouts: a silent connection and slow headers get 408 naming the keys; an idle keep-alive connection is closed", async (t) => {
+  const s = await serve(t, { header_timeout_ms: 300, request_timeout_ms: 600, idle_timeout_ms: 300 });
+
+  const silent = await raw(s.port, () => undefined, 8000);
+  t.true(silent.closed, "a connection that sends nothing is closed");
+  t.regex(silent.text, /^HTTP\/1\.1 408 /);
+  t.regex(silent.text, /\[rpc\] header_timeout_ms/);
+  t.regex(silent.text, /\[rpc\] request_timeout_ms/);
+
+  const slowloris = await raw(s.port, (sock) => {
+    sock.write("POST / HTTP/1.1\r\nHost: x\r\n");
+    const timer = setInterval(() => (sock.destroyed ? clearInterval(timer) : sock.write("X-A: b\r\n")), 50);
+  }, 8000);
+  t.true(slowloris.closed);
+  t.regex(slowloris.text, /^HTTP\/1\.1 408 /);
+
+  // One answered request, then silence: the server closes the keep-alive connection.
+  const idle = await raw(s.port, postText(s.auth, '{"jsonrpc":"2.0","id":1,"method":"echo","params":[1]}'), 8000);
+  t.true(idle.closed, "the keep-alive connection is closed when idle");
+  t.regex(idle.text, /^HTTP\/1\.1 200 /);
+  t.regex(idle.text, /"result":\[1\]/);
+  t.is(s.server.stats.timeouts >= 2, true);
+});
+
+test("connection caps: idle connections make room for a new client; when all are busy, 503 names the cap (total and per address)", async (t) => {
+  let release!: () => void;
+  const released = new Promise<void>((r) => (release = r));
+  const s = await serve(t, { max_connections: 4, max_connections_per_address: 3 }, async (method, params) => {
+    if (method === "hang") { await released; return "late"; }
+    return params;
+  });
+  t.teardown(() => release());
+
+  // Three idle connections from 127.0.0.1 (its cap), then a client with a request: served, and
+  // the oldest idle one closed to make room.
+  const idle = await Promise.all([0, 1, 2].map(() => openIdle(s.port)));
+  await waitFor(() => s.server.connections === 3, 5000, "three connections counted");
+  const served = await rpcPost(s, { jsonrpc: "2.0", id: 1, method: "echo", params: ["hi"] });
+  t.deepEqual(served.json.result, ["hi"]);
+  await waitFor(() => idle[0]!.closed, 5000, "the oldest idle connection is closed");
+  t.false(idle[2]!.closed);
+  for (const c of idle) c.socket.destroy();
+  await waitFor(() => s.server.connections === 0, 5000, "connections closed");
+
+  // Three busy connections from 127.0.0.1: a fourth is refused by the per-address cap.
+  const busy = [0, 1, 2].map(() => raw(s.port, postText(s.auth, '{"jsonrpc":"2.0","id":1,"method":"hang"}'), 20_000));
+  await waitFor(() => s.server.connections === 3, 5000, "three busy connections");
+  const perAddress = await raw(s.port, postText(s.auth, '{"jsonrpc":"2.0","id":2,"method":"echo"}'));
+  t.regex(perAddress.text, /^HTTP\/1\.1 503 /);
+  t.regex(perAddress.text, /\[rpc\] max_connections_per_address = 3/);
+
+  // From another loopback address the per-address cap has room, but the total (4) is reached
+  // with one more busy connection.
+  const other = rawFrom("127.0.0.2", s.port, postText(s.auth, '{"jsonrpc":"2.0","id":1,"method":"hang"}'));
+  await waitFor(() => s.server.connections === 4, 5000, "four busy connections");
+  const total = await rawFrom("127.0.0.3", s.port, postText(s.auth, '{"jsonrpc":"2.0","id":3,"method":"echo"}'));
+  t.regex(total.text, /^HTTP\/1\.1 503 /);
+  t.regex(total.text, /\[rpc\] max_connections = 4/);
+  t.true(s.server.stats.peakConnections <= 4, `never more than 4 served at once (peak ${s.server.stats.peakConnections})`);
+
+  release();
+  for (const r of [...(await Promise.all(busy)), await other]) t.regex(r.text, /"result":"late"/);
+});
+
+function openIdle(port: number): Promise<{ socket: net.Socket; closed: boolean }> {
+  return new Promise((resolve) => {
+    const socket = net.connect(port, "127.0.0.1");
+    const c = { socket, closed: false };
+    socket.on("error", () => undefined);
+    socket.on("close", () => (c.closed = true));
+    socket.on("connect", () => resolve(c));
+  });
+}
+
+function rawFrom(localAddress: string, port: number, data: string): Promise<{ text: string }> {
+  return new Promise((resolve) => {
+    const s = net.connect({ port, host: "127.0.0.1", localAddress });
+    let text = "";
+    s.on("connect", () => s.write(data));
+    s.on("data", (d) => (text += d.toString("latin1")));
+    s.on("error", () => undefined);
+    s.on("close", () => resolve({ text }));
+    setTimeout(() => s.destroy(), 20_000).unref();
+  });
+}
+
+/** Opens N connections to 127.0.0.1:PORT (200 at a time) and holds them; reports on stdout; "release" on stdin closes them. */
+const FLOODER = `
+const net = require("node:net");
+const [port, total] = [Number(process.argv[1]), Number(process.argv[2])];
+const sockets = [];
+let settled = 0, connected = 0, closed = 0, releasing = false;
+const report = (what) => process.stdout.write(JSON.stringify({ what, settled, connected, closed }) + "\\n");
+function one() {
+  return new Promise((done) => {
+    const s = net.connect(port, "127.0.0.1");
+    sockets.push(s);
+    let counted = false;
+    const settle = () => { if (!counted) { counted = true; settled++; done(); } };
+    s.resume(); // read what the server says (a 408), so its close is seen
+    s.on("connect", () => { connected++; settle(); });
+    s.on("error", settle);
+    s.on("close", () => { if (!releasing) closed++; settle(); });
+  });
+}
+(async () => {
+  for (let i = 0; i < total; i += 200) await Promise.all(Array.from({ length: Math.min(200, total - i) }, one));
+  report("opened");
+  setInterval(() => report("tick"), 200);
+})();
+process.stdin.on("data", () => { releasing = true; for (const s of sockets) s.destroy(); process.exit(0); });
+`;
+
+const STORE = {
+  toml: manifest("store", ["register_rpc_endpoint", "write_storage", "read_storage"]),
+  files: {
+    "index.ts": `
+export default async function start(ctx: any) {
+  await ctx.storage.openTree("t");
+  await ctx.rpc.register("put", "Write a value and read it back", async (p: any) => {
+    await ctx.storage.put("t", p.key, p.value);
+    return await ctx.storage.get("t", p.key);
+  });
+  ctx.log.info("store ready");
+}
+`,
+  },
+};
+
+test.serial("idle-connection flood (3000 sockets from another process, host at RLIMIT_NOFILE 1024): RPC answers a new client, a module's storage write works, the idle ones are closed after the timeout", async (t) => {
+  t.timeout(180_000, "3000 connections on a loaded machine");
+  // The host in this process gets a small open-file limit, as on a default Linux install; the
+  // flooder is another process with its own.
+  const lowered = await new Promise<number>((resolve) => spawn("prlimit", ["--pid", String(process.pid), "--nofile=1024:"], { stdio: "ignore" }).on("exit", (code) => resolve(code ?? 1)));
+  t.is(lowered, 0, "prlimit lowered this process's open-file limit");
+  t.is(openFileLimit(), 1024);
+
+  const h = await startHost(t, {
+    inline: { store: STORE },
+    grants: { store: ["register_rpc_endpoint", "write_storage", "read_storage"] },
+    configure: (c) => {
+      c.rpc.header_timeout_ms = 1500;
+      c.rpc.request_timeout_ms = 3000;
+      c.rpc.idle_timeout_ms = 1500;
+    },
+  });
+  await h.waitForLog(/^store ready$/, { source: "store" });
+  const server = h.host.rpcServer!;
+  t.is(server.connectionCap, 64, "64 (the default) is within a quarter of 1024");
+
+  const flooder = spawn(process.execPath, ["-e", FLOODER, String(server.address!.port), "3000"], { stdio: ["pipe", "pipe", "inherit"] });
+  t.teardown(() => { flooder.kill("SIGKILL"); });
+  let last: { what: string; settled: number; connected: number; closed: number } | undefined;
+  let buffered = "";
+  flooder.stdout.on("data", (d: Buffer) => {
+    buffered += d.toString();
+    const lines = buffered.split("\n");
+    buffered = lines.pop()!;
+    for (const l of lines) last = JSON.parse(l);
+  });
+  await waitFor(() => last && last.settled === 3000, 60_000, "3000 connection attempts settled");
+
+  // While 3000 idle sockets are held open against it, the host still serves a new client and
+  // the module's storage.
+  const started = Date.now();
+  t.deepEqual(await call(h, "store.put", { key: "k", value: { n: 42 } }), { n: 42 });
+  t.true(server.connections <= server.connectionCap, `${server.connections} connections served, cap ${server.connectionCap}`);
+  t.true(server.stats.peakConnections <= server.connectionCap, `peak ${server.stats.peakConnections} within the cap`);
+
+  // The idle ones are closed by the server once the header timeout has passed.
+  await waitFor(() => last && last.closed === 3000, 30_000, "every flood connection closed by the server", () => JSON.stringify({ last, served: server.connections, stats: server.stats }));
+  t.pass(`all 3000 closed ${Date.now() - started} ms after the flood settled`);
+  flooder.stdin.write("release\n");
+  await waitFor(() => server.connections <= 1, 10_000, "no flood connection left on the server");
+  t.deepEqual(await call(h, "store.put", { key: "k2", value: "after" }), "after");
+});

@@ -1,0 +1,43 @@
+// Bounds of TOML reading (host/toml.ts), shared by modhost.toml and module.toml: file size is
+// checked before the file is read, nesting depth (dotted keys included) after parsing, with an
+// iterative walk; both are ConfigErrors naming the limit. A 100 000-part dotted key used to take
+// minutes in the error locator (quadratic); it is now refused in linear time.
+
+import test from "ava";
+import { writeFile } from "node:fs/promises";
+import path from "node:path";
+import { loadConfig } from "../host/config.ts";
+import { ConfigError } from "../host/errors.ts";
+import { loadManifest } from "../host/manifest.ts";
+import { deeperThan, locate, MAX_TOML_BYTES, MAX_TOML_DEPTH } from "../host/toml.ts";
+import { tempDir } from "./helpers/host.ts";
+
+test("a TOML file over MAX_TOML_BYTES is refused before it is read, naming the limit", async (t) => {
+  const file = path.join(await tempDir(t), "modhost.toml");
+  await writeFile(file, `# ${"x".repeat(MAX_TOML_BYTES)}\n`);
+  const err = await t.throwsAsync(loadConfig(file), { instanceOf: ConfigError });
+  t.regex(err!.message, /more than the 1048576 a modhost TOML file may have \(MAX_TOML_BYTES\)/);
+});
+
+test("nesting deeper than MAX_TOML_DEPTH (dotted keys, headers, arrays) is a located ConfigError; the limit itself is fine", async (t) => {
+  const dir = await tempDir(t);
+  const file = path.join(dir, "module.toml");
+  const cases = [
+    `name = "x"\nversion = "1.0.0"\nentry_point = "index.ts"\n[config]\n${"a." .repeat(100_000)}a = 1\n`,
+    `[${"b.".repeat(MAX_TOML_DEPTH)}b]\n`,
+    `c = ${"[".repeat(MAX_TOML_DEPTH + 1)}1${"]".repeat(MAX_TOML_DEPTH + 1)}\n`,
+  ];
+  for (const text of cases) {
+    await writeFile(file, text);
+    const err = await t.throwsAsync(loadManifest(file), { instanceOf: ConfigError });
+    t.regex(err!.message, /tables and arrays nest more than 64 deep \(MAX_TOML_DEPTH\)/);
+    t.true((err as ConfigError).problems[0]!.line !== undefined, "located");
+  }
+  t.is(deeperThan({ a: { b: [1, { c: 2 }] } }, 3), undefined);
+  t.deepEqual(deeperThan({ a: { b: [1, { c: { d: 1 } }] } }, 3), ["a", "b", 1, "c"]);
+  let chain: Record<string, unknown> = {};
+  const root = chain;
+  for (let i = 0; i < 200_000; i++) chain = (chain["k"] = {}) as Record<string, unknown>;
+  t.is(deeperThan(root, MAX_TOML_DEPTH)!.length, MAX_TOML_DEPTH + 1, "a 200 000-deep object is walked without recursion");
+  t.deepEqual(locate("a.b.c = 1\n", ["a", "b", "c"]), { line: 1, column: 5 });
+});
