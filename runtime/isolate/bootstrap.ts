@@ -62,6 +62,26 @@ export const BOOTSTRAP = String.raw`
   const consoleLine = (level) => (...args) => log(level, args.map(toText).join(" "));
   global.console = freeze({ log: consoleLine("info"), info: consoleLine("info"), debug: consoleLine("debug"), warn: consoleLine("warn"), error: consoleLine("error") });
 
+  // Timer ids are the host's: a callback can be filed under its id only once schedule_task
+  // (or register_timer) has answered, and the host may fire the timer before that answer is
+  // through (a 0 ms task). Every registration in flight is kept here; an invocation for an id
+  // not known yet waits for them before it is looked up again, so no callback is ever lost.
+  const timerRegistrations = new Set();
+  const registering = (p) => {
+    const settled = p.then(() => {}, () => {});
+    timerRegistrations.add(settled);
+    settled.then(() => timerRegistrations.delete(settled));
+    return p;
+  };
+  const timerEntry = async (id) => {
+    const entry = callbacks.timer.get(id);
+    if (entry || timerRegistrations.size === 0) return entry;
+    // The registration that got this id was sent before the host could fire it: it is in
+    // this snapshot, and later ones need not be waited for.
+    await Promise.all([...timerRegistrations]);
+    return callbacks.timer.get(id);
+  };
+
   const handlers = new Map();
   const callbacks = { module_api: new Map(), rpc: new Map(), cli: new Map(), timer: new Map(), provider: new Map() };
   let currentConfig = null;
@@ -135,17 +155,19 @@ export const BOOTSTRAP = String.raw`
         for (const [name, fn] of Object.entries(commands || {})) if (typeof fn === "function") callbacks.cli.set(name, fn);
         return wire({ spec });
       },
-      register_timer: (wire) => async (intervalSeconds, fn) => {
-        if (typeof fn !== "function") throw new TypeError("timers.every(seconds, fn): fn must be a function");
-        const id = await wire({ interval_seconds: intervalSeconds });
-        callbacks.timer.set(id, { fn, once: false });
-        return id;
+      register_timer: (wire) => (intervalSeconds, fn) => {
+        if (typeof fn !== "function") return Promise.reject(new TypeError("timers.every(seconds, fn): fn must be a function"));
+        return registering(wire({ interval_seconds: intervalSeconds }).then((id) => {
+          callbacks.timer.set(id, { fn, once: false });
+          return id;
+        }));
       },
-      schedule_task: (wire) => async (delaySeconds, fn) => {
-        if (typeof fn !== "function") throw new TypeError("timers.after(seconds, fn): fn must be a function");
-        const id = await wire({ delay_seconds: delaySeconds });
-        callbacks.timer.set(id, { fn, once: true });
-        return id;
+      schedule_task: (wire) => (delaySeconds, fn) => {
+        if (typeof fn !== "function") return Promise.reject(new TypeError("timers.after(seconds, fn): fn must be a function"));
+        return registering(wire({ delay_seconds: delaySeconds }).then((id) => {
+          callbacks.timer.set(id, { fn, once: true });
+          return id;
+        }));
       },
       cancel_timer: (wire) => async (id) => {
         callbacks.timer.delete(id);
@@ -167,16 +189,20 @@ export const BOOTSTRAP = String.raw`
       const t = families.timers;
       const later = (once) => (fn, ms, ...args) => {
         const box = { id: 0, cancelled: false };
+        if (typeof fn !== "function") throw new TypeError((once ? "setTimeout" : "setInterval") + "(fn, ms): fn must be a function");
         (once ? t.after : t.every)(Math.max(0.001, (Number(ms) || 0) / 1000), () => fn(...args)).then((id) => {
           box.id = id;
-          if (box.cancelled) t.cancel(id);
+          if (box.cancelled) t.cancel(id).catch(() => {});
+        }, (err) => {
+          // quota_exceeded and the like: there is no promise to reject, so say it in the log.
+          log("error", (once ? "setTimeout" : "setInterval") + " could not schedule its callback: " + toText(err && err.message ? err.message : err));
         });
         return box;
       };
       const clear = (box) => {
         if (!box) return;
         box.cancelled = true;
-        if (box.id) t.cancel(box.id);
+        if (box.id) t.cancel(box.id).catch(() => {});
       };
       global.setTimeout = later(true);
       global.setInterval = later(false);
@@ -216,7 +242,8 @@ export const BOOTSTRAP = String.raw`
         return await fn(params.args || []);
       }
       case "timer": {
-        const entry = callbacks.timer.get(params.id);
+        const entry = await timerEntry(params.id);
+        // Cancelled (or from a previous process): nothing to run.
         if (!entry) return null;
         if (entry.once) callbacks.timer.delete(params.id);
         await entry.fn();
