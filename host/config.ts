@@ -55,6 +55,8 @@ export interface Limits {
   cpu_seconds: number;
   /** RLIMIT_FSIZE: largest file the module may write. */
   file_size_mb: number;
+  /** Longest a TypeScript module's handler (event, RPC, module API, timer, CLI, provider) may take before it is given up on. */
+  handler_timeout_ms: number;
 }
 
 export const DEFAULT_LIMITS: Limits = Object.freeze({
@@ -78,6 +80,7 @@ export const DEFAULT_LIMITS: Limits = Object.freeze({
   processes: DEFAULT_SANDBOX_LIMITS.processes,
   cpu_seconds: DEFAULT_SANDBOX_LIMITS.cpu_seconds,
   file_size_mb: DEFAULT_SANDBOX_LIMITS.file_size_mb,
+  handler_timeout_ms: 30_000,
 });
 
 /** Bounds of the numeric limits; anything not listed is "0 or more". */
@@ -89,6 +92,7 @@ const LIMIT_RULES: Partial<Record<keyof Limits, IntegerRule>> = {
   event_queue: { min: 1 },
   kill_timeout_ms: { min: 1 },
   health_timeout_ms: { min: 1 },
+  handler_timeout_ms: { min: 1 },
 };
 
 const RESTART_POLICIES: readonly RestartPolicy[] = ["never", "on-failure", "always"];

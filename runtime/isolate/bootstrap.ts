@@ -82,6 +82,102 @@ export const BOOTSTRAP = String.raw`
     return callbacks.timer.get(id);
   };
 
+  // What a handler answers crosses the channel as one message: it must be plain data and fit
+  // in a frame. Checked here, before it is copied out of the isolate and encoded, so that a
+  // huge or cyclic answer becomes an error for the caller instead of a failure of the isolate
+  // host. Error messages are cut too.
+  const MAX_ERROR_CHARS = 4096;
+  const MAX_DEPTH = 60; // the receiver refuses more than 64, and the envelope takes a few
+  let answerBytes = 16 * 1024 * 1024 - 4096;
+  const cut = (text) => {
+    text = String(text);
+    return text.length <= MAX_ERROR_CHARS ? text : text.slice(0, MAX_ERROR_CHARS) + " ... [" + (text.length - MAX_ERROR_CHARS) + " more characters cut]";
+  };
+  const errorCode = (err) => (err && typeof err.code === "string" && err.code.length > 0 && err.code.length <= 64 ? err.code : "module_error");
+  const errorMessage = (err) => cut(toText(err && err.message !== undefined ? err.message : err));
+  class AnswerError extends Error {
+    constructor(code, message) {
+      super(message);
+      this.code = code;
+    }
+  }
+  /** UTF-8 length of s, or some length past room once it is sure to be past it. */
+  const ASCII = /^[\x00-\x7f]*$/;
+  const utf8Length = (s, room) => {
+    if (s.length > room) return s.length;
+    if (ASCII.test(s)) return s.length; // the usual case, at the regular expression engine's speed
+    let n = 0;
+    for (let i = 0; i < s.length && n <= room; i++) {
+      const c = s.charCodeAt(i);
+      n += c < 0x80 ? 1 : c < 0x800 ? 2 : c >= 0xd800 && c <= 0xdbff ? (i++, 4) : 3;
+    }
+    return n;
+  };
+  /**
+   * Throws AnswerError (not_plain_data, result_too_large) unless value can be sent as an
+   * answer. The first pass checks the shape and bounds the size from string lengths (a
+   * character is 1 to 3 bytes of UTF-8); only when the bounds straddle the limit does a
+   * second pass count the bytes of each string.
+   */
+  const checkAnswer = (value, what) => {
+    let low = 0;
+    let high = 0;
+    let exact = false;
+    const ancestors = new Set();
+    const notPlain = (path, why) => new AnswerError("not_plain_data", what + " is not plain data: " + (path || "the value") + " is " + why +
+      "; answer with null, booleans, numbers, strings, Uint8Array, arrays and plain objects only");
+    const text = (s) => {
+      if (exact) {
+        const n = 5 + utf8Length(s, answerBytes - low);
+        low += n;
+        high += n;
+      } else {
+        low += 5 + s.length;
+        high += 5 + 3 * s.length;
+      }
+    };
+    const fixed = (n) => {
+      low += n;
+      high += n;
+    };
+    const walk = (v, path, depth) => {
+      if (low > answerBytes) return;
+      if (v === null || v === undefined || typeof v === "boolean") return fixed(1);
+      if (typeof v === "number") return fixed(9);
+      if (typeof v === "string") return text(v);
+      if (typeof v === "bigint") throw notPlain(path, "a bigint (send it as a string or a number)");
+      if (typeof v !== "object") throw notPlain(path, "a " + typeof v);
+      if (v instanceof Uint8Array) return fixed(5 + v.byteLength);
+      if (depth > MAX_DEPTH) throw notPlain(path, "nested deeper than " + MAX_DEPTH + " levels");
+      if (ancestors.has(v)) throw notPlain(path, "a cycle (it contains itself)");
+      ancestors.add(v);
+      if (Array.isArray(v)) {
+        fixed(5);
+        for (let i = 0; i < v.length && low <= answerBytes; i++) walk(v[i], exact ? "" : path + "[" + i + "]", depth + 1);
+      } else {
+        const proto = Object.getPrototypeOf(v);
+        if (proto !== Object.prototype && proto !== null) throw notPlain(path, "a " + ((v.constructor && v.constructor.name) || "non-plain object"));
+        fixed(5);
+        for (const k of Object.keys(v)) {
+          if (low > answerBytes) break;
+          text(k);
+          walk(v[k], exact ? "" : path ? path + "." + k : k, depth + 1);
+        }
+      }
+      ancestors.delete(v);
+    };
+    walk(value, "", 0);
+    if (low <= answerBytes && high > answerBytes) {
+      exact = true;
+      low = high = 0;
+      walk(value, "", 0);
+    }
+    if (low > answerBytes) {
+      throw new AnswerError("result_too_large", what + " is larger than " + answerBytes + " bytes, more than one message of the module protocol carries (its frame limit, max_frame_bytes " +
+        (answerBytes + 4096) + ", is fixed); answer with less, for example a page of the data and a key to ask for the next");
+    }
+  };
+
   const handlers = new Map();
   const callbacks = { module_api: new Map(), rpc: new Map(), cli: new Map(), timer: new Map(), provider: new Map() };
   let currentConfig = null;
@@ -264,7 +360,8 @@ export const BOOTSTRAP = String.raw`
   }
 
   global.__modhost_runtime = {
-    init(methods, config, meta) {
+    init(methods, config, meta, limits) {
+      if (limits && limits.maxFrameBytes > 65536) answerBytes = limits.maxFrameBytes - 4096;
       buildCtx(methods, config, meta);
     },
     async start() {
@@ -287,19 +384,25 @@ export const BOOTSTRAP = String.raw`
      */
     async invoke(kind, params) {
       try {
-        return { ok: true, value: await invokeRaw(kind, params) };
+        const value = await invokeRaw(kind, params);
+        checkAnswer(value, "the answer of the " + kind + " handler");
+        return { ok: true, value };
       } catch (err) {
-        return { ok: false, code: (err && typeof err.code === "string") ? err.code : "module_error", message: toText(err && err.message ? err.message : err) };
+        return { ok: false, code: errorCode(err), message: errorMessage(err) };
       }
     },
-    async dispatch(type, payload, seq, missed) {
-      const list = handlers.get(type) || [];
-      const event = freeze({ type, payload, seq, missed: missed || 0 });
-      for (const h of list) {
-        try {
-          await h(event);
-        } catch (err) {
-          log("error", "event handler for " + type + " failed: " + toText(err));
+    /** A batch of events, [type, payload, seq, missed] each: every handler of each, in order. */
+    async dispatch(batch) {
+      for (const [type, payload, seq, missed] of batch) {
+        const list = handlers.get(type) || [];
+        if (list.length === 0) continue;
+        const event = freeze({ type, payload, seq, missed: missed || 0 });
+        for (const h of list) {
+          try {
+            await h(event);
+          } catch (err) {
+            log("error", "event handler for " + type + " failed: " + toText(err));
+          }
         }
       }
     },

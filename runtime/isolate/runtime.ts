@@ -168,6 +168,7 @@ export async function isolateSpawnSpec(manifest: ModuleManifest, bundleFile: str
       "--memory-mb", String(limits.memory_mb),
       "--cpu-time-ms", String(limits.cpu_time_ms),
       "--start-timeout-ms", String(limits.start_timeout_ms),
+      "--handler-timeout-ms", String(limits.handler_timeout_ms),
     ],
     env: { PATH: "/usr/local/bin:/usr/bin:/bin", MODULE_ID: manifest.name, MODULE_NAME: manifest.name, ...(dataDir ? { DATA_DIR: dataDir } : {}) },
     cwd: dataDir ?? "/",

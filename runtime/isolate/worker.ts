@@ -29,6 +29,7 @@ const { values: args } = parseArgs({
     "memory-mb": { type: "string", default: "128" },
     "cpu-time-ms": { type: "string", default: "1000" },
     "start-timeout-ms": { type: "string", default: "10000" },
+    "handler-timeout-ms": { type: "string", default: "30000" },
   },
   strict: true,
 });
@@ -37,6 +38,7 @@ const moduleId = args["module-id"]!;
 const memoryMb = Math.max(8, Number(args["memory-mb"]));
 const cpuTimeMs = Math.max(10, Number(args["cpu-time-ms"]));
 const startTimeoutMs = Number(args["start-timeout-ms"]);
+const handlerTimeoutMs = Math.max(1, Number(args["handler-timeout-ms"]));
 
 const client = await ModuleClient.connect({ module: moduleId, version: args["module-version"]!, sdk: "modhost-isolate" });
 let exiting = false;
@@ -182,7 +184,8 @@ async function guarded<T>(what: string, work: () => Promise<T>): Promise<T> {
     if (err instanceof Exit) throw err;
     const { code, message } = explain(err);
     if (code !== 0) throw die(code, message);
-    throw new Error(`${what}: ${message}`);
+    const wire = (err as { code?: unknown }).code;
+    throw Object.assign(new Error(`${what}: ${message}`), typeof wire === "string" ? { code: wire } : {});
   }
 }
 
@@ -193,7 +196,7 @@ const methods = client.welcome.methods.flatMap((name) => {
 const meta = { name: moduleId, version: args["module-version"], id: client.welcome.module_id, grants: client.welcome.grants };
 
 try {
-  await rt.init.apply(undefined, [methods, client.welcome.config, meta], { arguments: { copy: true }, timeout: 1000 });
+  await rt.init.apply(undefined, [methods, client.welcome.config, meta, { maxFrameBytes: client.welcome.max_frame_bytes }], { arguments: { copy: true }, timeout: 1000 });
   const code = await readFile(args.bundle!, "utf8");
   const script = await isolate.compileScript(code, { filename: `module:${moduleId}` });
   await guarded("loading the module", () => script.run(context, { timeout: cpuTimeMs }));
@@ -209,15 +212,23 @@ try {
 
 function withTimeout<T>(p: Promise<T>, ms: number, message: string): Promise<T> {
   let timer: NodeJS.Timeout;
-  return Promise.race([p, new Promise<never>((_, rej) => (timer = setTimeout(() => rej(new Error(message)), ms)))]).finally(() => clearTimeout(timer));
+  return Promise.race([p, new Promise<never>((_, rej) => (timer = setTimeout(() => rej(Object.assign(new Error(message), { code: "timeout" })), ms)))]).finally(() => clearTimeout(timer));
 }
 
-client.onEvent(async (ev) => {
+// Events reach the isolate in batches: every event queued so far in one crossing (the
+// bootstrap runs the handlers one after another, as before), acknowledged with one ack.
+// A batch that is not done within handler_timeout_ms is given up on (logged): the next
+// events are delivered, so one stuck handler cannot stall the module's event stream.
+client.onEvents(async (events) => {
   if (exiting) return;
+  const batch = events.map((ev) => [ev.type, ev.payload, ev.seq, ev.missed ?? 0]);
+  const what = events.length === 1 ? `event ${events[0]!.type}` : `${events.length} events (${[...new Set(events.map((e) => e.type))].join(", ")})`;
   try {
-    await guarded(`event ${ev.type}`, () => rt.dispatch.apply(undefined, [ev.type, ev.payload, ev.seq, ev.missed ?? 0], {
-      arguments: { copy: true }, timeout: cpuTimeMs, result: { promise: true },
-    }) as Promise<unknown>);
+    await guarded(what, () => withTimeout(
+      rt.dispatch.apply(undefined, [batch], { arguments: { copy: true }, timeout: cpuTimeMs, result: { promise: true } }) as Promise<unknown>,
+      handlerTimeoutMs,
+      `the handlers of ${what} did not finish within ${handlerTimeoutMs} ms (handler_timeout_ms); the next events are delivered`,
+    ));
   } catch (err) {
     if (!(err instanceof Exit)) client.log("error", (err as Error).message);
   }
@@ -242,9 +253,11 @@ client.onInvocation("shutdown", async (params) => {
 // configuration updates all go through the bootstrap's invoke(), which answers with data only.
 for (const kind of ["module_api", "rpc", "cli", "timer", "provider", "config"] as const) {
   client.onInvocation(kind, async (params) => {
-    const answer = (await guarded(`${kind} invocation`, () => rt.invoke.apply(undefined, [kind, params], {
-      arguments: { copy: true }, timeout: cpuTimeMs, result: { promise: true, copy: true },
-    }) as Promise<unknown>)) as { ok: boolean; value?: unknown; code?: string; message?: string };
+    const answer = (await guarded(`${kind} invocation`, () => withTimeout(
+      rt.invoke.apply(undefined, [kind, params], { arguments: { copy: true }, timeout: cpuTimeMs, result: { promise: true, copy: true } }) as Promise<unknown>,
+      handlerTimeoutMs,
+      `the module's ${kind} handler took longer than ${handlerTimeoutMs} ms (handler_timeout_ms) and was given up on`,
+    ))) as { ok: boolean; value?: unknown; code?: string; message?: string };
     if (answer.ok) return answer.value;
     throw Object.assign(new Error(answer.message ?? "failed"), { code: answer.code ?? "module_error" });
   });
