@@ -35,10 +35,51 @@ export const BOOTSTRAP = String.raw`
     }
   }
 
-  const request = async (method, params) => {
-    const r = await callRef.apply(undefined, [method, params], { arguments: { copy: true }, result: { promise: true, copy: true } });
-    if (r.ok) return r.value;
-    throw new ModhostError(r.code, r.message, method);
+  // Host calls are batched: every call made in one turn of the module's code (say the 1000
+  // gets of a Promise.all) leaves the isolate in one crossing, at the end of the turn (a
+  // microtask), and the isolate host sends them on in one write. Answers come back the same
+  // way, in batches, through settle().
+  const calls = new Map();
+  let nextCall = 1;
+  let outbox = null;
+  const send = (batch) => callRef.applyIgnored(undefined, [batch], { arguments: { copy: true } });
+  const flush = () => {
+    const batch = outbox;
+    outbox = null;
+    try {
+      send(batch);
+    } catch {
+      // One call's arguments cannot be copied out (a function, say): send the others, and
+      // fail only that one.
+      for (const entry of batch) {
+        try {
+          send([entry]);
+        } catch (err) {
+          const c = calls.get(entry[0]);
+          calls.delete(entry[0]);
+          if (c) c.reject(new TypeError(entry[1] + ": arguments must be plain data (" + toText(err && err.message ? err.message : err) + ")"));
+        }
+      }
+    }
+  };
+  const request = (method, params) => new Promise((resolve, reject) => {
+    const id = nextCall++;
+    calls.set(id, { method, resolve, reject });
+    if (!outbox) {
+      outbox = [];
+      Promise.resolve().then(flush);
+    }
+    outbox.push([id, method, params]);
+  });
+  /** Answers from the isolate host: [id, true, value] or [id, false, code, message] each. */
+  const settle = (answers) => {
+    for (const a of answers) {
+      const c = calls.get(a[0]);
+      if (!c) continue;
+      calls.delete(a[0]);
+      if (a[1]) c.resolve(a[2]);
+      else c.reject(new ModhostError(a[2], a[3], c.method));
+    }
   };
 
   const toText = (a) => {
@@ -360,6 +401,7 @@ export const BOOTSTRAP = String.raw`
   }
 
   global.__modhost_runtime = {
+    settle,
     init(methods, config, meta, limits) {
       if (limits && limits.maxFrameBytes > 65536) answerBytes = limits.maxFrameBytes - 4096;
       buildCtx(methods, config, meta);

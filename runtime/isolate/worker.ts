@@ -96,14 +96,38 @@ const jail = context.global;
 await jail.set("globalThis", jail.derefInto());
 
 // The two ways out of the isolate. Both are handed to the bootstrap, which hides them.
-await jail.set("__modhost_call", new ivm.Reference(async (method: string, params: Record<string, unknown>) => {
+// Calls come in batches (all the calls of one turn of module code, bootstrap.ts) and go to the
+// host in one write; their answers are gathered and handed back in batches too (settle), one
+// crossing for all the answers that arrived together.
+let answers: unknown[][] = [];
+let settleRef: ivm.Reference<(answers: unknown[][]) => void> | undefined;
+const deliverAnswers = () => {
+  const batch = answers;
+  answers = [];
+  if (exiting || isolate.isDisposed || !settleRef) return;
   try {
-    return { ok: true, value: await client.request(method, params ?? {}) };
+    settleRef.applyIgnored(undefined, [batch], { arguments: { copy: true } });
   } catch (err) {
-    const e = err as { code?: string; message?: string };
-    // Only a code and a message cross back: no host stack, no host objects.
-    return { ok: false, code: e.code ?? "internal", message: e.message ?? "request failed" };
+    if (!isolate.isDisposed) fatal(err);
   }
+};
+const answer = (entry: unknown[]) => {
+  // A microtask: it runs after the answers of every frame that came in the same read.
+  if (answers.length === 0) queueMicrotask(deliverAnswers);
+  answers.push(entry);
+};
+await jail.set("__modhost_call", new ivm.Reference((batch: [number, string, Record<string, unknown>][]) => {
+  client.corked(() => {
+    for (const [id, method, params] of batch) {
+      client.request(method, params ?? {}).then(
+        (value) => answer([id, true, value]),
+        (err: { code?: string; message?: string }) => {
+          // Only a code and a message cross back: no host stack, no host objects.
+          answer([id, false, err.code ?? "internal", err.message ?? "request failed"]);
+        },
+      );
+    }
+  });
 }));
 /** The host keeps this much of a log message; sending more only costs bandwidth. */
 const MAX_LOG_CHARS = 8192;
@@ -123,6 +147,7 @@ const runtime = (await jail.get("__modhost_runtime", { reference: true })) as iv
 await jail.delete("__modhost_runtime");
 const fn = async (name: string) => (await runtime.get(name, { reference: true })) as ivm.Reference<(...a: unknown[]) => unknown>;
 const rt = { init: await fn("init"), start: await fn("start"), stop: await fn("stop"), dispatch: await fn("dispatch"), invoke: await fn("invoke") };
+settleRef = (await fn("settle")) as unknown as ivm.Reference<(answers: unknown[][]) => void>;
 
 // Watchdog: the isolate runs on its own thread, so this process stays responsive while module
 // code runs. cpu_time_ms limits one run of module code without a break, including an endless

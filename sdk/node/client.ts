@@ -69,7 +69,7 @@ export class ModuleClient {
   /** Error responses that could not be matched to a request (id 0). */
   readonly unmatchedErrors: WireError[] = [];
 
-  private constructor(readonly channel: FrameChannel, readonly welcome: Welcome) {
+  private constructor(readonly channel: FrameChannel, readonly welcome: Welcome, private readonly socket?: Duplex) {
     channel.on("message", (body) => this.onMessage(body));
     channel.on("close", (err) => {
       for (const p of this.pending.values()) p.reject(new RequestError(p.method, { code: "unavailable", message: `connection closed${err ? `: ${err.message}` : ""}` }));
@@ -105,7 +105,7 @@ export class ModuleClient {
       channel.on("close", onClose);
       channel.send({ t: "hello", protocol: [1, PROTOCOL_VERSION], module: opts.module, version: opts.version, sdk: opts.sdk ?? "modhost-node" });
     });
-    return new ModuleClient(channel, welcome);
+    return new ModuleClient(channel, welcome, socket);
   }
 
   /** Call a host method. Rejects with RequestError (code + message) when it fails. */
@@ -122,6 +122,21 @@ export class ModuleClient {
         reject(err);
       }
     });
+  }
+
+  /**
+   * Run `work` (which sends several messages) with the socket corked: what it sends goes out
+   * in one write, at the end of this tick.
+   */
+  corked(work: () => void): void {
+    const s = this.socket as (Duplex & { cork?: () => void; uncork?: () => void }) | undefined;
+    if (!s?.cork || !s.uncork) return work();
+    s.cork();
+    try {
+      work();
+    } finally {
+      process.nextTick(() => s.uncork!());
+    }
   }
 
   subscribe(types: string[]): Promise<unknown> {
