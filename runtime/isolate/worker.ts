@@ -105,6 +105,9 @@ const deliverAnswers = () => {
   const batch = answers;
   answers = [];
   if (exiting || isolate.isDisposed || !settleRef) return;
+  // applyIgnored, not applySync: a synchronous call would run the module's continuations on
+  // this thread (faster by one thread hand-over), but it waits for the isolate's lock, so a
+  // module spinning on the isolate's thread would block this thread and the CPU watchdog on it.
   try {
     settleRef.applyIgnored(undefined, [batch], { arguments: { copy: true } });
   } catch (err) {
