@@ -84,9 +84,33 @@ test("an event handler that never finishes is given up on after handler_timeout_
   const h = await startHost(t, { inline: { answers: HOSTILE }, grants: { answers: CAPS }, limits: { handler_timeout_ms: 500 } });
   const since = h.mark();
   await h.mine(1);
-  await h.waitForLog(/did not finish within 500 ms \(handler_timeout_ms\); the next events are delivered/, { source: "answers", since });
+  await h.waitForLog(/event NewBlock \(seq \d+\) did not finish within 500 ms \(handler_timeout_ms\); it is given up on and the next events are delivered/, { source: "answers", since });
   await h.mine(2);
   await h.waitFor(async () => (await callApi<number>(h, "answers", "events")) >= 3, 10_000, "the later events to be handled");
   t.is(h.mustStatus("answers").state, "running");
   t.is(h.mustStatus("answers").restarts, 0);
+});
+
+test("slow event handlers within handler_timeout_ms each are not given up on, however long the batch takes, and keep their order", async (t) => {
+  const caps = ["subscribe_events", "manage_timers", "register_module_api", "read_chain_state"];
+  const h = await startHost(t, {
+    inline: {
+      slow: inlineModule("slow", caps, `
+        const seen: number[] = [];
+        await ctx.events.subscribe(["NewBlock"], async (ev: any) => {
+          await new Promise((r) => setTimeout(r, 150));
+          seen.push(ev.payload.height);
+        });
+        await ctx.modules.registerApi({ seen: () => seen });
+      `),
+    },
+    grants: { slow: caps },
+    // Each handler takes ~150 ms; 30 of them take 4.5 s or more, longer than the deadline.
+    limits: { handler_timeout_ms: 3000 },
+  });
+  const since = h.mark();
+  const first = (await h.mine(30)) - 29;
+  await h.waitFor(async () => (await callApi<number[]>(h, "slow", "seen")).length >= 30, 60_000, "all 30 events to be handled");
+  t.deepEqual(await callApi<number[]>(h, "slow", "seen"), Array.from({ length: 30 }, (_, i) => first + i));
+  t.falsy(h.records.slice(since).find((r) => r.source === "slow" && /did not finish/.test(r.message)), "none given up on");
 });

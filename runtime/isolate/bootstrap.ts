@@ -222,6 +222,7 @@ export const BOOTSTRAP = String.raw`
   const handlers = new Map();
   const callbacks = { module_api: new Map(), rpc: new Map(), cli: new Map(), timer: new Map(), provider: new Map() };
   let currentConfig = null;
+  let dispatching = null;
   let ctx = null;
   let moduleStop = null;
 
@@ -433,9 +434,19 @@ export const BOOTSTRAP = String.raw`
         return { ok: false, code: errorCode(err), message: errorMessage(err) };
       }
     },
-    /** A batch of events, [type, payload, seq, missed] each: every handler of each, in order. */
-    async dispatch(batch) {
-      for (const [type, payload, seq, missed] of batch) {
+    /**
+     * A batch of events, [type, payload, seq, missed] each: every handler of each, in order.
+     * progress() tells the isolate host which event is running and since when, and abandons
+     * the batch when that event has run too long (the rest is then sent again, without it).
+     */
+    async dispatch(batchId, batch) {
+      const state = { id: batchId, index: 0, startedAt: Date.now(), abandoned: false };
+      dispatching = state;
+      for (let i = 0; i < batch.length; i++) {
+        if (state.abandoned) return;
+        state.index = i;
+        state.startedAt = Date.now();
+        const [type, payload, seq, missed] = batch[i];
         const list = handlers.get(type) || [];
         if (list.length === 0) continue;
         const event = freeze({ type, payload, seq, missed: missed || 0 });
@@ -445,8 +456,21 @@ export const BOOTSTRAP = String.raw`
           } catch (err) {
             log("error", "event handler for " + type + " failed: " + toText(err));
           }
+          if (state.abandoned) return;
         }
       }
+      if (dispatching === state) dispatching = null;
+    },
+    /** The running batch batchId: which event, for how long; abandoned if that is timeoutMs or more. */
+    progress(batchId, timeoutMs) {
+      const state = dispatching;
+      if (!state || state.id !== batchId) return null;
+      const elapsed = Date.now() - state.startedAt;
+      if (elapsed >= timeoutMs) {
+        state.abandoned = true;
+        dispatching = null;
+      }
+      return { index: state.index, elapsed, abandoned: state.abandoned };
     },
   };
 })(globalThis);

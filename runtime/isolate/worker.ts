@@ -149,7 +149,7 @@ await context.eval(BOOTSTRAP, { timeout: 1000 });
 const runtime = (await jail.get("__modhost_runtime", { reference: true })) as ivm.Reference<Record<string, unknown>>;
 await jail.delete("__modhost_runtime");
 const fn = async (name: string) => (await runtime.get(name, { reference: true })) as ivm.Reference<(...a: unknown[]) => unknown>;
-const rt = { init: await fn("init"), start: await fn("start"), stop: await fn("stop"), dispatch: await fn("dispatch"), invoke: await fn("invoke") };
+const rt = { init: await fn("init"), start: await fn("start"), stop: await fn("stop"), dispatch: await fn("dispatch"), progress: await fn("progress"), invoke: await fn("invoke") };
 settleRef = (await fn("settle")) as unknown as ivm.Reference<(answers: unknown[][]) => void>;
 
 // Watchdog: the isolate runs on its own thread, so this process stays responsive while module
@@ -245,22 +245,53 @@ function withTimeout<T>(p: Promise<T>, ms: number, message: string): Promise<T> 
 
 // Events reach the isolate in batches: every event queued so far in one crossing (the
 // bootstrap runs the handlers one after another, as before), acknowledged with one ack.
-// A batch that is not done within handler_timeout_ms is given up on (logged): the next
-// events are delivered, so one stuck handler cannot stall the module's event stream.
+// Each event's handlers have handler_timeout_ms: when the timer runs out, the isolate is asked
+// how long the current event has been running (one crossing per check, none per event); an
+// event past its deadline is given up on (logged) and the rest of the batch is sent again, so
+// one stuck handler cannot stall the module's event stream, and slow handlers keep their order.
+let batchSeq = 0;
 client.onEvents(async (events) => {
-  if (exiting) return;
-  const batch = events.map((ev) => [ev.type, ev.payload, ev.seq, ev.missed ?? 0]);
-  const what = events.length === 1 ? `event ${events[0]!.type}` : `${events.length} events (${[...new Set(events.map((e) => e.type))].join(", ")})`;
-  try {
-    await guarded(what, () => withTimeout(
-      rt.dispatch.apply(undefined, [batch], { arguments: { copy: true }, timeout: cpuTimeMs, result: { promise: true } }) as Promise<unknown>,
-      handlerTimeoutMs,
-      `the handlers of ${what} did not finish within ${handlerTimeoutMs} ms (handler_timeout_ms); the next events are delivered`,
-    ));
-  } catch (err) {
-    if (!(err instanceof Exit)) client.log("error", (err as Error).message);
+  let rest = events;
+  while (rest.length > 0 && !exiting) {
+    const id = ++batchSeq;
+    const what = rest.length === 1 ? `event ${rest[0]!.type}` : `${rest.length} events (${[...new Set(rest.map((e) => e.type))].join(", ")})`;
+    const batch = rest.map((ev) => [ev.type, ev.payload, ev.seq, ev.missed ?? 0]);
+    try {
+      const run = rt.dispatch.apply(undefined, [id, batch], { arguments: { copy: true }, timeout: cpuTimeMs, result: { promise: true } }) as Promise<unknown>;
+      const stuck = await guarded(what, () => untilDoneOrStuck(run, id));
+      if (stuck === null) return;
+      client.log("error", `the handlers of event ${rest[stuck]!.type} (seq ${rest[stuck]!.seq}) did not finish within ${handlerTimeoutMs} ms (handler_timeout_ms); it is given up on and the next events are delivered`);
+      rest = rest.slice(stuck + 1);
+    } catch (err) {
+      if (!(err instanceof Exit)) client.log("error", (err as Error).message);
+      return;
+    }
   }
 });
+
+/** null once `run` is done; the index of the event given up on if one ran past handler_timeout_ms. */
+async function untilDoneOrStuck(run: Promise<unknown>, id: number): Promise<number | null> {
+  let done = false;
+  const finished = run.then(() => {
+    done = true;
+  });
+  finished.catch(() => {}); // given up on, it may still fail later: nobody is waiting then
+  let wait = handlerTimeoutMs;
+  for (;;) {
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([finished, new Promise((resolve) => (timer = setTimeout(resolve, wait)))]);
+    clearTimeout(timer);
+    if (done) return null;
+    const p = (await rt.progress.apply(undefined, [id, handlerTimeoutMs], { arguments: { copy: true }, timeout: cpuTimeMs, result: { copy: true } })) as
+      { index: number; elapsed: number; abandoned: boolean } | null;
+    if (p === null) {
+      await finished;
+      return null;
+    }
+    if (p.abandoned) return p.index;
+    wait = Math.max(1, handlerTimeoutMs - p.elapsed);
+  }
+}
 
 client.onInvocation("shutdown", async (params) => {
   const timeoutMs = Number(params.timeout_ms ?? 5000);
