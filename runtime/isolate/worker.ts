@@ -279,8 +279,12 @@ async function untilDoneOrStuck(run: Promise<unknown>, id: number): Promise<numb
   let wait = handlerTimeoutMs;
   for (;;) {
     let timer: NodeJS.Timeout | undefined;
-    await Promise.race([finished, new Promise((resolve) => (timer = setTimeout(resolve, wait)))]);
-    clearTimeout(timer);
+    try {
+      await Promise.race([finished, new Promise((resolve) => (timer = setTimeout(resolve, wait)))]);
+    } finally {
+      // Also when the isolate died: a pending timer would keep this process from exiting.
+      clearTimeout(timer);
+    }
     if (done) return null;
     const p = (await rt.progress.apply(undefined, [id, handlerTimeoutMs], { arguments: { copy: true }, timeout: cpuTimeMs, result: { copy: true } })) as
       { index: number; elapsed: number; abandoned: boolean } | null;
