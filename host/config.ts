@@ -80,7 +80,7 @@ export const DEFAULT_LIMITS: Limits = Object.freeze({
   processes: DEFAULT_SANDBOX_LIMITS.processes,
   cpu_seconds: DEFAULT_SANDBOX_LIMITS.cpu_seconds,
   file_size_mb: DEFAULT_SANDBOX_LIMITS.file_size_mb,
-  handler_timeout_ms: 30_000,
+  handler_timeout_ms: 120_000,
 });
 
 /** Bounds of the numeric limits; anything not listed is "0 or more". */

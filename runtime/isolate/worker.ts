@@ -29,7 +29,7 @@ const { values: args } = parseArgs({
     "memory-mb": { type: "string", default: "128" },
     "cpu-time-ms": { type: "string", default: "1000" },
     "start-timeout-ms": { type: "string", default: "10000" },
-    "handler-timeout-ms": { type: "string", default: "30000" },
+    "handler-timeout-ms": { type: "string", default: "120000" },
   },
   strict: true,
 });
