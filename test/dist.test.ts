@@ -57,6 +57,9 @@ test("the built host (dist/modhost.mjs) runs a TypeScript module through the pre
     "[modules]", 'modules_dir = "modules"', 'data_dir = "data/modules"', "",
     "[storage]", 'dir = "data/storage"', "", "[rpc]", "port = 0", "",
     "[trust]", 'signatures = "allow-unsigned"', "", // the fixtures are not signed
+    // RLIMIT_NPROC counts the threads of the module's uid machine-wide, and other hosts in
+    // this test run have a "good" too (as in test/helpers/host.ts TEST_LIMITS).
+    "[modules.default_limits]", "processes = 4096", "",
     "[modules.grants.good]", `allow = [${GOOD_GRANTS.map((g) => JSON.stringify(g)).join(", ")}]`, "",
   ].join("\n"));
   const child: ResultPromise = execa(process.execPath, ["--no-node-snapshot", path.join(ROOT, "dist", "modhost.mjs"), "run", "--config", config], { cwd: dir, reject: false, all: true, env: { NO_COLOR: "1" } });
