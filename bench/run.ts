@@ -16,8 +16,9 @@ import { roundtrip } from "./roundtrip.ts";
 import { sandboxStart } from "./sandbox-start.ts";
 import { fanout } from "./fanout.ts";
 import { storageBatch } from "./storage-batch.ts";
+import { isolatePaths } from "./isolate-paths.ts";
 
-const BENCHMARKS: Benchmark[] = [coldStart, storageCall, roundtrip, sandboxStart, fanout, storageBatch];
+const BENCHMARKS: Benchmark[] = [coldStart, storageCall, roundtrip, sandboxStart, fanout, storageBatch, isolatePaths];
 
 process.on("exit", cleanupNow);
 for (const signal of ["SIGINT", "SIGTERM"] as const) {

@@ -1,5 +1,8 @@
 #!/usr/bin/env node
-// modhost's command line. The sources are TypeScript; tsx compiles them on load.
+// modhost's command line. The sources are TypeScript. Set-up builds them into plain JavaScript
+// in dist/ (scripts/build-dist.mjs); this file runs dist/modhost.mjs while it is fresh (built
+// from exactly the sources in this checkout, by this Node), and compiles the sources with tsx
+// otherwise (development: edit a file and run, no build step). MODHOST_TSX=1 forces tsx.
 //
 // modhost needs Node 24 (isolated-vm 7, a V8 that still gets security fixes). Set-up installs
 // it into node_modules (the npm registry's node-linux-* package), and npm scripts and npx find
@@ -20,6 +23,11 @@ if (major < 24) {
   process.exit(r.status ?? 128 + (r.signal ? constants.signals[r.signal] : 0));
 }
 
-const { register } = await import("tsx/esm/api");
-register();
-await import("../host/cli.ts");
+const { distIsFresh } = await import("./dist-fresh.js");
+if (process.env.MODHOST_TSX !== "1" && distIsFresh(fileURLToPath(new URL("..", import.meta.url)))) {
+  await import("../dist/modhost.mjs");
+} else {
+  const { register } = await import("tsx/esm/api");
+  register();
+  await import("../host/cli.ts");
+}

@@ -57,6 +57,8 @@ export interface Limits {
   cpu_seconds: number;
   /** RLIMIT_FSIZE: largest file the module may write. */
   file_size_mb: number;
+  /** Longest a TypeScript module's handler (event, RPC, module API, timer, CLI, provider) may take before it is given up on. */
+  handler_timeout_ms: number;
 }
 
 export const DEFAULT_LIMITS: Limits = Object.freeze({
@@ -80,6 +82,7 @@ export const DEFAULT_LIMITS: Limits = Object.freeze({
   processes: DEFAULT_SANDBOX_LIMITS.processes,
   cpu_seconds: DEFAULT_SANDBOX_LIMITS.cpu_seconds,
   file_size_mb: DEFAULT_SANDBOX_LIMITS.file_size_mb,
+  handler_timeout_ms: 120_000,
 });
 
 /** Bounds of the numeric limits; anything not listed is "0 or more". */
@@ -91,6 +94,7 @@ const LIMIT_RULES: Partial<Record<keyof Limits, IntegerRule>> = {
   event_queue: { min: 1 },
   kill_timeout_ms: { min: 1 },
   health_timeout_ms: { min: 1 },
+  handler_timeout_ms: { min: 1 },
 };
 
 const RESTART_POLICIES: readonly RestartPolicy[] = ["never", "on-failure", "always"];

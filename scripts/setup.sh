@@ -24,6 +24,8 @@ echo "setup: installing npm packages (npm ci: exactly the lock file, which it le
 npm ci --no-audit --no-fund
 export PATH="$PWD/node_modules/.bin:$PATH"
 echo "setup: node $(node --version) from $(command -v node)"
+echo "setup: building the JavaScript that modhost runs (dist/, scripts/build-dist.mjs)"
+node scripts/build-dist.mjs
 
 if [ -x scripts/build-rust.sh ]; then
   if command -v cargo >/dev/null; then

@@ -144,3 +144,32 @@ test("a module cannot cancel another module's timer; timers need manage_timers",
   const bad = await hubError(h, "intruder", ["manage_timers"], "register_timer", { interval_seconds: -1 });
   t.is(bad.code, "invalid_params");
 });
+
+test("no timer callback is lost: 1000 setTimeout calls of 0-20 ms in rounds of 200 all resolve", async (t) => {
+  const caps = ["manage_timers", "register_module_api"];
+  const h = await startHost(t, {
+    inline: {
+      sleeper: inlineModule("sleeper", caps, `
+        await ctx.modules.registerApi({
+          // Resolves with how many of the n sleeps came back; a lost callback leaves it pending.
+          round: async (p: { n: number }) => {
+            let back = 0;
+            await Promise.all(Array.from({ length: p.n }, (_, i) => new Promise<void>((r) => setTimeout(() => { back++; r(); }, i % 21))));
+            return back;
+          },
+          // The familiar one-liner, awaited in sequence.
+          sequence: async (p: { n: number }) => {
+            for (let i = 0; i < p.n; i++) await new Promise((r) => setTimeout(r, i % 3));
+            return p.n;
+          },
+        });
+      `),
+    },
+    grants: { sleeper: caps },
+  });
+  for (let round = 0; round < 5; round++) {
+    t.is(await callApi<number>(h, "sleeper", "round", { n: 200 }, 15_000), 200, `round ${round}`);
+  }
+  t.is(await callApi<number>(h, "sleeper", "sequence", { n: 100 }, 15_000), 100);
+  t.is(timerService(h).stats("sleeper").active, 0, "every task ran and freed its slot");
+});

@@ -35,10 +35,51 @@ export const BOOTSTRAP = String.raw`
     }
   }
 
-  const request = async (method, params) => {
-    const r = await callRef.apply(undefined, [method, params], { arguments: { copy: true }, result: { promise: true, copy: true } });
-    if (r.ok) return r.value;
-    throw new ModhostError(r.code, r.message, method);
+  // Host calls are batched: every call made in one turn of the module's code (say the 1000
+  // gets of a Promise.all) leaves the isolate in one crossing, at the end of the turn (a
+  // microtask), and the isolate host sends them on in one write. Answers come back the same
+  // way, in batches, through settle().
+  const calls = new Map();
+  let nextCall = 1;
+  let outbox = null;
+  const send = (batch) => callRef.applyIgnored(undefined, [batch], { arguments: { copy: true } });
+  const flush = () => {
+    const batch = outbox;
+    outbox = null;
+    try {
+      send(batch);
+    } catch {
+      // One call's arguments cannot be copied out (a function, say): send the others, and
+      // fail only that one.
+      for (const entry of batch) {
+        try {
+          send([entry]);
+        } catch (err) {
+          const c = calls.get(entry[0]);
+          calls.delete(entry[0]);
+          if (c) c.reject(new TypeError(entry[1] + ": arguments must be plain data (" + toText(err && err.message ? err.message : err) + ")"));
+        }
+      }
+    }
+  };
+  const request = (method, params) => new Promise((resolve, reject) => {
+    const id = nextCall++;
+    calls.set(id, { method, resolve, reject });
+    if (!outbox) {
+      outbox = [];
+      Promise.resolve().then(flush);
+    }
+    outbox.push([id, method, params]);
+  });
+  /** Answers from the isolate host: [id, true, value] or [id, false, code, message] each. */
+  const settle = (answers) => {
+    for (const a of answers) {
+      const c = calls.get(a[0]);
+      if (!c) continue;
+      calls.delete(a[0]);
+      if (a[1]) c.resolve(a[2]);
+      else c.reject(new ModhostError(a[2], a[3], c.method));
+    }
   };
 
   const toText = (a) => {
@@ -62,9 +103,126 @@ export const BOOTSTRAP = String.raw`
   const consoleLine = (level) => (...args) => log(level, args.map(toText).join(" "));
   global.console = freeze({ log: consoleLine("info"), info: consoleLine("info"), debug: consoleLine("debug"), warn: consoleLine("warn"), error: consoleLine("error") });
 
+  // Timer ids are the host's: a callback can be filed under its id only once schedule_task
+  // (or register_timer) has answered, and the host may fire the timer before that answer is
+  // through (a 0 ms task). Every registration in flight is kept here; an invocation for an id
+  // not known yet waits for them before it is looked up again, so no callback is ever lost.
+  const timerRegistrations = new Set();
+  const registering = (p) => {
+    const settled = p.then(() => {}, () => {});
+    timerRegistrations.add(settled);
+    settled.then(() => timerRegistrations.delete(settled));
+    return p;
+  };
+  const timerEntry = async (id) => {
+    const entry = callbacks.timer.get(id);
+    if (entry || timerRegistrations.size === 0) return entry;
+    // The registration that got this id was sent before the host could fire it: it is in
+    // this snapshot, and later ones need not be waited for.
+    await Promise.all([...timerRegistrations]);
+    return callbacks.timer.get(id);
+  };
+
+  // What a handler answers crosses the channel as one message: it must be plain data and fit
+  // in a frame. Checked here, before it is copied out of the isolate and encoded, so that a
+  // huge or cyclic answer becomes an error for the caller instead of a failure of the isolate
+  // host. Error messages are cut too.
+  const MAX_ERROR_CHARS = 4096;
+  const MAX_DEPTH = 60; // the receiver refuses more than 64, and the envelope takes a few
+  let answerBytes = 16 * 1024 * 1024 - 4096;
+  const cut = (text) => {
+    text = String(text);
+    return text.length <= MAX_ERROR_CHARS ? text : text.slice(0, MAX_ERROR_CHARS) + " ... [" + (text.length - MAX_ERROR_CHARS) + " more characters cut]";
+  };
+  const errorCode = (err) => (err && typeof err.code === "string" && err.code.length > 0 && err.code.length <= 64 ? err.code : "module_error");
+  const errorMessage = (err) => cut(toText(err && err.message !== undefined ? err.message : err));
+  class AnswerError extends Error {
+    constructor(code, message) {
+      super(message);
+      this.code = code;
+    }
+  }
+  /** UTF-8 length of s, or some length past room once it is sure to be past it. */
+  const ASCII = /^[\x00-\x7f]*$/;
+  const utf8Length = (s, room) => {
+    if (s.length > room) return s.length;
+    if (ASCII.test(s)) return s.length; // the usual case, at the regular expression engine's speed
+    let n = 0;
+    for (let i = 0; i < s.length && n <= room; i++) {
+      const c = s.charCodeAt(i);
+      n += c < 0x80 ? 1 : c < 0x800 ? 2 : c >= 0xd800 && c <= 0xdbff ? (i++, 4) : 3;
+    }
+    return n;
+  };
+  /**
+   * Throws AnswerError (not_plain_data, result_too_large) unless value can be sent as an
+   * answer. The first pass checks the shape and bounds the size from string lengths (a
+   * character is 1 to 3 bytes of UTF-8); only when the bounds straddle the limit does a
+   * second pass count the bytes of each string.
+   */
+  const checkAnswer = (value, what) => {
+    let low = 0;
+    let high = 0;
+    let exact = false;
+    const ancestors = new Set();
+    const notPlain = (path, why) => new AnswerError("not_plain_data", what + " is not plain data: " + (path || "the value") + " is " + why +
+      "; answer with null, booleans, numbers, strings, Uint8Array, arrays and plain objects only");
+    const text = (s) => {
+      if (exact) {
+        const n = 5 + utf8Length(s, answerBytes - low);
+        low += n;
+        high += n;
+      } else {
+        low += 5 + s.length;
+        high += 5 + 3 * s.length;
+      }
+    };
+    const fixed = (n) => {
+      low += n;
+      high += n;
+    };
+    const walk = (v, path, depth) => {
+      if (low > answerBytes) return;
+      if (v === null || v === undefined || typeof v === "boolean") return fixed(1);
+      if (typeof v === "number") return fixed(9);
+      if (typeof v === "string") return text(v);
+      if (typeof v === "bigint") throw notPlain(path, "a bigint (send it as a string or a number)");
+      if (typeof v !== "object") throw notPlain(path, "a " + typeof v);
+      if (v instanceof Uint8Array) return fixed(5 + v.byteLength);
+      if (depth > MAX_DEPTH) throw notPlain(path, "nested deeper than " + MAX_DEPTH + " levels");
+      if (ancestors.has(v)) throw notPlain(path, "a cycle (it contains itself)");
+      ancestors.add(v);
+      if (Array.isArray(v)) {
+        fixed(5);
+        for (let i = 0; i < v.length && low <= answerBytes; i++) walk(v[i], exact ? "" : path + "[" + i + "]", depth + 1);
+      } else {
+        const proto = Object.getPrototypeOf(v);
+        if (proto !== Object.prototype && proto !== null) throw notPlain(path, "a " + ((v.constructor && v.constructor.name) || "non-plain object"));
+        fixed(5);
+        for (const k of Object.keys(v)) {
+          if (low > answerBytes) break;
+          text(k);
+          walk(v[k], exact ? "" : path ? path + "." + k : k, depth + 1);
+        }
+      }
+      ancestors.delete(v);
+    };
+    walk(value, "", 0);
+    if (low <= answerBytes && high > answerBytes) {
+      exact = true;
+      low = high = 0;
+      walk(value, "", 0);
+    }
+    if (low > answerBytes) {
+      throw new AnswerError("result_too_large", what + " is larger than " + answerBytes + " bytes, more than one message of the module protocol carries (its frame limit, max_frame_bytes " +
+        (answerBytes + 4096) + ", is fixed); answer with less, for example a page of the data and a key to ask for the next");
+    }
+  };
+
   const handlers = new Map();
   const callbacks = { module_api: new Map(), rpc: new Map(), cli: new Map(), timer: new Map(), provider: new Map() };
   let currentConfig = null;
+  let dispatching = null;
   let ctx = null;
   let moduleStop = null;
 
@@ -135,17 +293,19 @@ export const BOOTSTRAP = String.raw`
         for (const [name, fn] of Object.entries(commands || {})) if (typeof fn === "function") callbacks.cli.set(name, fn);
         return wire({ spec });
       },
-      register_timer: (wire) => async (intervalSeconds, fn) => {
-        if (typeof fn !== "function") throw new TypeError("timers.every(seconds, fn): fn must be a function");
-        const id = await wire({ interval_seconds: intervalSeconds });
-        callbacks.timer.set(id, { fn, once: false });
-        return id;
+      register_timer: (wire) => (intervalSeconds, fn) => {
+        if (typeof fn !== "function") return Promise.reject(new TypeError("timers.every(seconds, fn): fn must be a function"));
+        return registering(wire({ interval_seconds: intervalSeconds }).then((id) => {
+          callbacks.timer.set(id, { fn, once: false });
+          return id;
+        }));
       },
-      schedule_task: (wire) => async (delaySeconds, fn) => {
-        if (typeof fn !== "function") throw new TypeError("timers.after(seconds, fn): fn must be a function");
-        const id = await wire({ delay_seconds: delaySeconds });
-        callbacks.timer.set(id, { fn, once: true });
-        return id;
+      schedule_task: (wire) => (delaySeconds, fn) => {
+        if (typeof fn !== "function") return Promise.reject(new TypeError("timers.after(seconds, fn): fn must be a function"));
+        return registering(wire({ delay_seconds: delaySeconds }).then((id) => {
+          callbacks.timer.set(id, { fn, once: true });
+          return id;
+        }));
       },
       cancel_timer: (wire) => async (id) => {
         callbacks.timer.delete(id);
@@ -167,16 +327,20 @@ export const BOOTSTRAP = String.raw`
       const t = families.timers;
       const later = (once) => (fn, ms, ...args) => {
         const box = { id: 0, cancelled: false };
+        if (typeof fn !== "function") throw new TypeError((once ? "setTimeout" : "setInterval") + "(fn, ms): fn must be a function");
         (once ? t.after : t.every)(Math.max(0.001, (Number(ms) || 0) / 1000), () => fn(...args)).then((id) => {
           box.id = id;
-          if (box.cancelled) t.cancel(id);
+          if (box.cancelled) t.cancel(id).catch(() => {});
+        }, (err) => {
+          // quota_exceeded and the like: there is no promise to reject, so say it in the log.
+          log("error", (once ? "setTimeout" : "setInterval") + " could not schedule its callback: " + toText(err && err.message ? err.message : err));
         });
         return box;
       };
       const clear = (box) => {
         if (!box) return;
         box.cancelled = true;
-        if (box.id) t.cancel(box.id);
+        if (box.id) t.cancel(box.id).catch(() => {});
       };
       global.setTimeout = later(true);
       global.setInterval = later(false);
@@ -216,7 +380,8 @@ export const BOOTSTRAP = String.raw`
         return await fn(params.args || []);
       }
       case "timer": {
-        const entry = callbacks.timer.get(params.id);
+        const entry = await timerEntry(params.id);
+        // Cancelled (or from a previous process): nothing to run.
         if (!entry) return null;
         if (entry.once) callbacks.timer.delete(params.id);
         await entry.fn();
@@ -237,7 +402,9 @@ export const BOOTSTRAP = String.raw`
   }
 
   global.__modhost_runtime = {
-    init(methods, config, meta) {
+    settle,
+    init(methods, config, meta, limits) {
+      if (limits && limits.maxFrameBytes > 65536) answerBytes = limits.maxFrameBytes - 4096;
       buildCtx(methods, config, meta);
     },
     async start() {
@@ -260,21 +427,50 @@ export const BOOTSTRAP = String.raw`
      */
     async invoke(kind, params) {
       try {
-        return { ok: true, value: await invokeRaw(kind, params) };
+        const value = await invokeRaw(kind, params);
+        checkAnswer(value, "the answer of the " + kind + " handler");
+        return { ok: true, value };
       } catch (err) {
-        return { ok: false, code: (err && typeof err.code === "string") ? err.code : "module_error", message: toText(err && err.message ? err.message : err) };
+        return { ok: false, code: errorCode(err), message: errorMessage(err) };
       }
     },
-    async dispatch(type, payload, seq, missed) {
-      const list = handlers.get(type) || [];
-      const event = freeze({ type, payload, seq, missed: missed || 0 });
-      for (const h of list) {
-        try {
-          await h(event);
-        } catch (err) {
-          log("error", "event handler for " + type + " failed: " + toText(err));
+    /**
+     * A batch of events, [type, payload, seq, missed] each: every handler of each, in order.
+     * progress() tells the isolate host which event is running and since when, and abandons
+     * the batch when that event has run too long (the rest is then sent again, without it).
+     */
+    async dispatch(batchId, batch) {
+      const state = { id: batchId, index: 0, startedAt: Date.now(), abandoned: false };
+      dispatching = state;
+      for (let i = 0; i < batch.length; i++) {
+        if (state.abandoned) return;
+        state.index = i;
+        state.startedAt = Date.now();
+        const [type, payload, seq, missed] = batch[i];
+        const list = handlers.get(type) || [];
+        if (list.length === 0) continue;
+        const event = freeze({ type, payload, seq, missed: missed || 0 });
+        for (const h of list) {
+          try {
+            await h(event);
+          } catch (err) {
+            log("error", "event handler for " + type + " failed: " + toText(err));
+          }
+          if (state.abandoned) return;
         }
       }
+      if (dispatching === state) dispatching = null;
+    },
+    /** The running batch batchId: which event, for how long; abandoned if that is timeoutMs or more. */
+    progress(batchId, timeoutMs) {
+      const state = dispatching;
+      if (!state || state.id !== batchId) return null;
+      const elapsed = Date.now() - state.startedAt;
+      if (elapsed >= timeoutMs) {
+        state.abandoned = true;
+        dispatching = null;
+      }
+      return { index: state.index, elapsed, abandoned: state.abandoned };
     },
   };
 })(globalThis);

@@ -33,25 +33,36 @@ const NATIVE_PACKAGES = ["isolated-vm", "msgpackr"];
 
 let workerPath: Promise<string> | undefined;
 
-/** Bundle worker.ts into a plain ESM script (once per process). */
+/** Defined (true) by scripts/build-dist.mjs in dist/modhost.mjs, which ships the worker prebuilt next to it. */
+declare const __MODHOST_DIST__: boolean | undefined;
+
+/** The isolate host script: prebuilt (dist/isolate-host.mjs) when running the built host, bundled here otherwise. */
+async function workerCode(): Promise<string> {
+  if (typeof __MODHOST_DIST__ !== "undefined" && __MODHOST_DIST__) {
+    return readFile(new URL("./isolate-host.mjs", import.meta.url), "utf8");
+  }
+  const result = await esbuild.build({
+    entryPoints: [WORKER_SOURCE],
+    bundle: true,
+    write: false,
+    format: "esm",
+    platform: "node",
+    target: "node24",
+    logLevel: "silent",
+    plugins: [{
+      name: "absolute-natives",
+      setup(build) {
+        build.onResolve({ filter: new RegExp(`^(${NATIVE_PACKAGES.join("|")})$`) }, (args) => ({ path: require.resolve(args.path), external: true }));
+      },
+    }],
+  });
+  return result.outputFiles[0]!.text;
+}
+
+/** Write the isolate host script where every module's uid can read it (once per process). */
 export function isolateHostScript(): Promise<string> {
   workerPath ??= (async () => {
-    const result = await esbuild.build({
-      entryPoints: [WORKER_SOURCE],
-      bundle: true,
-      write: false,
-      format: "esm",
-      platform: "node",
-      target: "node20",
-      logLevel: "silent",
-      plugins: [{
-        name: "absolute-natives",
-        setup(build) {
-          build.onResolve({ filter: new RegExp(`^(${NATIVE_PACKAGES.join("|")})$`) }, (args) => ({ path: require.resolve(args.path), external: true }));
-        },
-      }],
-    });
-    const code = result.outputFiles[0]!.text;
+    const code = await workerCode();
     const digest = createHash("sha256").update(code).digest("hex").slice(0, 16);
     // The script runs under every module's uid (in the sandbox): readable by all, and kept in
     // a directory that others may pass through (the util-linux sandbox sees the host's tree)
@@ -168,6 +179,7 @@ export async function isolateSpawnSpec(manifest: ModuleManifest, bundleFile: str
       "--memory-mb", String(limits.memory_mb),
       "--cpu-time-ms", String(limits.cpu_time_ms),
       "--start-timeout-ms", String(limits.start_timeout_ms),
+      "--handler-timeout-ms", String(limits.handler_timeout_ms),
     ],
     env: { PATH: "/usr/local/bin:/usr/bin:/bin", MODULE_ID: manifest.name, MODULE_NAME: manifest.name, ...(dataDir ? { DATA_DIR: dataDir } : {}) },
     cwd: dataDir ?? "/",

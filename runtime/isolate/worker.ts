@@ -29,6 +29,7 @@ const { values: args } = parseArgs({
     "memory-mb": { type: "string", default: "128" },
     "cpu-time-ms": { type: "string", default: "1000" },
     "start-timeout-ms": { type: "string", default: "10000" },
+    "handler-timeout-ms": { type: "string", default: "120000" },
   },
   strict: true,
 });
@@ -37,6 +38,7 @@ const moduleId = args["module-id"]!;
 const memoryMb = Math.max(8, Number(args["memory-mb"]));
 const cpuTimeMs = Math.max(10, Number(args["cpu-time-ms"]));
 const startTimeoutMs = Number(args["start-timeout-ms"]);
+const handlerTimeoutMs = Math.max(1, Number(args["handler-timeout-ms"]));
 
 const client = await ModuleClient.connect({ module: moduleId, version: args["module-version"]!, sdk: "modhost-isolate" });
 let exiting = false;
@@ -94,14 +96,41 @@ const jail = context.global;
 await jail.set("globalThis", jail.derefInto());
 
 // The two ways out of the isolate. Both are handed to the bootstrap, which hides them.
-await jail.set("__modhost_call", new ivm.Reference(async (method: string, params: Record<string, unknown>) => {
+// Calls come in batches (all the calls of one turn of module code, bootstrap.ts) and go to the
+// host in one write; their answers are gathered and handed back in batches too (settle), one
+// crossing for all the answers that arrived together.
+let answers: unknown[][] = [];
+let settleRef: ivm.Reference<(answers: unknown[][]) => void> | undefined;
+const deliverAnswers = () => {
+  const batch = answers;
+  answers = [];
+  if (exiting || isolate.isDisposed || !settleRef) return;
+  // applyIgnored, not applySync: a synchronous call would run the module's continuations on
+  // this thread (faster by one thread hand-over), but it waits for the isolate's lock, so a
+  // module spinning on the isolate's thread would block this thread and the CPU watchdog on it.
   try {
-    return { ok: true, value: await client.request(method, params ?? {}) };
+    settleRef.applyIgnored(undefined, [batch], { arguments: { copy: true } });
   } catch (err) {
-    const e = err as { code?: string; message?: string };
-    // Only a code and a message cross back: no host stack, no host objects.
-    return { ok: false, code: e.code ?? "internal", message: e.message ?? "request failed" };
+    if (!isolate.isDisposed) fatal(err);
   }
+};
+const answer = (entry: unknown[]) => {
+  // A microtask: it runs after the answers of every frame that came in the same read.
+  if (answers.length === 0) queueMicrotask(deliverAnswers);
+  answers.push(entry);
+};
+await jail.set("__modhost_call", new ivm.Reference((batch: [number, string, Record<string, unknown>][]) => {
+  client.corked(() => {
+    for (const [id, method, params] of batch) {
+      client.request(method, params ?? {}).then(
+        (value) => answer([id, true, value]),
+        (err: { code?: string; message?: string }) => {
+          // Only a code and a message cross back: no host stack, no host objects.
+          answer([id, false, err.code ?? "internal", err.message ?? "request failed"]);
+        },
+      );
+    }
+  });
 }));
 /** The host keeps this much of a log message; sending more only costs bandwidth. */
 const MAX_LOG_CHARS = 8192;
@@ -120,7 +149,8 @@ await context.eval(BOOTSTRAP, { timeout: 1000 });
 const runtime = (await jail.get("__modhost_runtime", { reference: true })) as ivm.Reference<Record<string, unknown>>;
 await jail.delete("__modhost_runtime");
 const fn = async (name: string) => (await runtime.get(name, { reference: true })) as ivm.Reference<(...a: unknown[]) => unknown>;
-const rt = { init: await fn("init"), start: await fn("start"), stop: await fn("stop"), dispatch: await fn("dispatch"), invoke: await fn("invoke") };
+const rt = { init: await fn("init"), start: await fn("start"), stop: await fn("stop"), dispatch: await fn("dispatch"), progress: await fn("progress"), invoke: await fn("invoke") };
+settleRef = (await fn("settle")) as unknown as ivm.Reference<(answers: unknown[][]) => void>;
 
 // Watchdog: the isolate runs on its own thread, so this process stays responsive while module
 // code runs. cpu_time_ms limits one run of module code without a break, including an endless
@@ -182,7 +212,8 @@ async function guarded<T>(what: string, work: () => Promise<T>): Promise<T> {
     if (err instanceof Exit) throw err;
     const { code, message } = explain(err);
     if (code !== 0) throw die(code, message);
-    throw new Error(`${what}: ${message}`);
+    const wire = (err as { code?: unknown }).code;
+    throw Object.assign(new Error(`${what}: ${message}`), typeof wire === "string" ? { code: wire } : {});
   }
 }
 
@@ -193,7 +224,7 @@ const methods = client.welcome.methods.flatMap((name) => {
 const meta = { name: moduleId, version: args["module-version"], id: client.welcome.module_id, grants: client.welcome.grants };
 
 try {
-  await rt.init.apply(undefined, [methods, client.welcome.config, meta], { arguments: { copy: true }, timeout: 1000 });
+  await rt.init.apply(undefined, [methods, client.welcome.config, meta, { maxFrameBytes: client.welcome.max_frame_bytes }], { arguments: { copy: true }, timeout: 1000 });
   const code = await readFile(args.bundle!, "utf8");
   const script = await isolate.compileScript(code, { filename: `module:${moduleId}` });
   await guarded("loading the module", () => script.run(context, { timeout: cpuTimeMs }));
@@ -209,19 +240,62 @@ try {
 
 function withTimeout<T>(p: Promise<T>, ms: number, message: string): Promise<T> {
   let timer: NodeJS.Timeout;
-  return Promise.race([p, new Promise<never>((_, rej) => (timer = setTimeout(() => rej(new Error(message)), ms)))]).finally(() => clearTimeout(timer));
+  return Promise.race([p, new Promise<never>((_, rej) => (timer = setTimeout(() => rej(Object.assign(new Error(message), { code: "timeout" })), ms)))]).finally(() => clearTimeout(timer));
 }
 
-client.onEvent(async (ev) => {
-  if (exiting) return;
-  try {
-    await guarded(`event ${ev.type}`, () => rt.dispatch.apply(undefined, [ev.type, ev.payload, ev.seq, ev.missed ?? 0], {
-      arguments: { copy: true }, timeout: cpuTimeMs, result: { promise: true },
-    }) as Promise<unknown>);
-  } catch (err) {
-    if (!(err instanceof Exit)) client.log("error", (err as Error).message);
+// Events reach the isolate in batches: every event queued so far in one crossing (the
+// bootstrap runs the handlers one after another, as before), acknowledged with one ack.
+// Each event's handlers have handler_timeout_ms: when the timer runs out, the isolate is asked
+// how long the current event has been running (one crossing per check, none per event); an
+// event past its deadline is given up on (logged) and the rest of the batch is sent again, so
+// one stuck handler cannot stall the module's event stream, and slow handlers keep their order.
+let batchSeq = 0;
+client.onEvents(async (events) => {
+  let rest = events;
+  while (rest.length > 0 && !exiting) {
+    const id = ++batchSeq;
+    const what = rest.length === 1 ? `event ${rest[0]!.type}` : `${rest.length} events (${[...new Set(rest.map((e) => e.type))].join(", ")})`;
+    const batch = rest.map((ev) => [ev.type, ev.payload, ev.seq, ev.missed ?? 0]);
+    try {
+      const run = rt.dispatch.apply(undefined, [id, batch], { arguments: { copy: true }, timeout: cpuTimeMs, result: { promise: true } }) as Promise<unknown>;
+      const stuck = await guarded(what, () => untilDoneOrStuck(run, id));
+      if (stuck === null) return;
+      client.log("error", `the handlers of event ${rest[stuck]!.type} (seq ${rest[stuck]!.seq}) did not finish within ${handlerTimeoutMs} ms (handler_timeout_ms); it is given up on and the next events are delivered`);
+      rest = rest.slice(stuck + 1);
+    } catch (err) {
+      if (!(err instanceof Exit)) client.log("error", (err as Error).message);
+      return;
+    }
   }
 });
+
+/** null once `run` is done; the index of the event given up on if one ran past handler_timeout_ms. */
+async function untilDoneOrStuck(run: Promise<unknown>, id: number): Promise<number | null> {
+  let done = false;
+  const finished = run.then(() => {
+    done = true;
+  });
+  finished.catch(() => {}); // given up on, it may still fail later: nobody is waiting then
+  let wait = handlerTimeoutMs;
+  for (;;) {
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      await Promise.race([finished, new Promise((resolve) => (timer = setTimeout(resolve, wait)))]);
+    } finally {
+      // Also when the isolate died: a pending timer would keep this process from exiting.
+      clearTimeout(timer);
+    }
+    if (done) return null;
+    const p = (await rt.progress.apply(undefined, [id, handlerTimeoutMs], { arguments: { copy: true }, timeout: cpuTimeMs, result: { copy: true } })) as
+      { index: number; elapsed: number; abandoned: boolean } | null;
+    if (p === null) {
+      await finished;
+      return null;
+    }
+    if (p.abandoned) return p.index;
+    wait = Math.max(1, handlerTimeoutMs - p.elapsed);
+  }
+}
 
 client.onInvocation("shutdown", async (params) => {
   const timeoutMs = Number(params.timeout_ms ?? 5000);
@@ -242,9 +316,11 @@ client.onInvocation("shutdown", async (params) => {
 // configuration updates all go through the bootstrap's invoke(), which answers with data only.
 for (const kind of ["module_api", "rpc", "cli", "timer", "provider", "config"] as const) {
   client.onInvocation(kind, async (params) => {
-    const answer = (await guarded(`${kind} invocation`, () => rt.invoke.apply(undefined, [kind, params], {
-      arguments: { copy: true }, timeout: cpuTimeMs, result: { promise: true, copy: true },
-    }) as Promise<unknown>)) as { ok: boolean; value?: unknown; code?: string; message?: string };
+    const answer = (await guarded(`${kind} invocation`, () => withTimeout(
+      rt.invoke.apply(undefined, [kind, params], { arguments: { copy: true }, timeout: cpuTimeMs, result: { promise: true, copy: true } }) as Promise<unknown>,
+      handlerTimeoutMs,
+      `the module's ${kind} handler took longer than ${handlerTimeoutMs} ms (handler_timeout_ms) and was given up on`,
+    ))) as { ok: boolean; value?: unknown; code?: string; message?: string };
     if (answer.ok) return answer.value;
     throw Object.assign(new Error(answer.message ?? "failed"), { code: answer.code ?? "module_error" });
   });

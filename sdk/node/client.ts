@@ -38,6 +38,18 @@ export interface ConnectOptions {
 }
 
 export type EventHandler = (event: EventMessage) => void | Promise<void>;
+/** Gets every event queued so far (at most MAX_EVENT_BATCH), in order; one ack follows for all. */
+export type EventBatchHandler = (events: EventMessage[]) => void | Promise<void>;
+
+/** Most events handed to an EventBatchHandler at once. */
+export const MAX_EVENT_BATCH = 256;
+/** Longest error message sent back for a failed invocation; the rest is cut (and said so). */
+export const MAX_ERROR_MESSAGE_CHARS = 4096;
+
+/** `text`, cut to `max` characters with a note saying how much went. */
+export function cutText(text: string, max = MAX_ERROR_MESSAGE_CHARS): string {
+  return text.length <= max ? text : `${text.slice(0, max)} ... [${text.length - max} more characters cut]`;
+}
 export type InvocationHandler = (params: Record<string, unknown>) => unknown | Promise<unknown>;
 
 interface Pending {
@@ -49,7 +61,7 @@ interface Pending {
 export class ModuleClient {
   private nextId = 1;
   private readonly pending = new Map<number, Pending>();
-  private eventHandler: EventHandler | undefined;
+  private eventHandler: EventBatchHandler | undefined;
   private readonly eventQueue: EventMessage[] = [];
   private draining = false;
   private readonly invocationHandlers = new Map<string, InvocationHandler>();
@@ -57,7 +69,7 @@ export class ModuleClient {
   /** Error responses that could not be matched to a request (id 0). */
   readonly unmatchedErrors: WireError[] = [];
 
-  private constructor(readonly channel: FrameChannel, readonly welcome: Welcome) {
+  private constructor(readonly channel: FrameChannel, readonly welcome: Welcome, private readonly socket?: Duplex) {
     channel.on("message", (body) => this.onMessage(body));
     channel.on("close", (err) => {
       for (const p of this.pending.values()) p.reject(new RequestError(p.method, { code: "unavailable", message: `connection closed${err ? `: ${err.message}` : ""}` }));
@@ -93,7 +105,7 @@ export class ModuleClient {
       channel.on("close", onClose);
       channel.send({ t: "hello", protocol: [1, PROTOCOL_VERSION], module: opts.module, version: opts.version, sdk: opts.sdk ?? "modhost-node" });
     });
-    return new ModuleClient(channel, welcome);
+    return new ModuleClient(channel, welcome, socket);
   }
 
   /** Call a host method. Rejects with RequestError (code + message) when it fails. */
@@ -112,6 +124,21 @@ export class ModuleClient {
     });
   }
 
+  /**
+   * Run `work` (which sends several messages) with the socket corked: what it sends goes out
+   * in one write, at the end of this tick.
+   */
+  corked(work: () => void): void {
+    const s = this.socket as (Duplex & { cork?: () => void; uncork?: () => void }) | undefined;
+    if (!s?.cork || !s.uncork) return work();
+    s.cork();
+    try {
+      work();
+    } finally {
+      process.nextTick(() => s.uncork!());
+    }
+  }
+
   subscribe(types: string[]): Promise<unknown> {
     return this.request("subscribe_events", { types });
   }
@@ -127,7 +154,35 @@ export class ModuleClient {
 
   /** Events are handed to `handler` one at a time, in order, and acknowledged after it returns. */
   onEvent(handler: EventHandler): void {
-    this.eventHandler = handler;
+    this.eventHandler = async (events) => {
+      for (const ev of events) {
+        try {
+          await handler(ev);
+        } catch (err) {
+          this.log("error", cutText(`event handler failed for ${ev.type}: ${(err as Error)?.message ?? String(err)}`));
+        }
+        // Acknowledged one by one: a slow handler frees the host's window as it goes.
+        if (!this.channel.isClosed) this.channel.send({ t: "ack", seq: ev.seq });
+      }
+    };
+    void this.drainEvents();
+  }
+
+  /**
+   * Events are handed to `handler` in batches: every event that has arrived (up to
+   * MAX_EVENT_BATCH) at once, in order, one batch at a time, and acknowledged together (one
+   * cumulative ack) after it returns. Cheaper than onEvent when the handler crosses into
+   * something costly per call (an isolate).
+   */
+  onEvents(handler: EventBatchHandler): void {
+    this.eventHandler = async (events) => {
+      try {
+        await handler(events);
+      } catch (err) {
+        this.log("error", cutText(`event handler failed for a batch of ${events.length} events: ${(err as Error)?.message ?? String(err)}`));
+      }
+      if (!this.channel.isClosed) this.channel.send({ t: "ack", seq: events[events.length - 1]!.seq });
+    };
     void this.drainEvents();
   }
 
@@ -188,13 +243,8 @@ export class ModuleClient {
     this.draining = true;
     try {
       while (this.eventQueue.length > 0 && this.eventHandler) {
-        const ev = this.eventQueue.shift()!;
-        try {
-          await this.eventHandler(ev);
-        } catch (err) {
-          this.log("error", `event handler failed for ${ev.type}: ${(err as Error)?.message ?? String(err)}`);
-        }
-        if (!this.channel.isClosed) this.channel.send({ t: "ack", seq: ev.seq });
+        const batch = this.eventQueue.splice(0, MAX_EVENT_BATCH);
+        await this.eventHandler(batch);
       }
     } finally {
       this.draining = false;
@@ -213,9 +263,22 @@ export class ModuleClient {
         reply = { t: "invocation_result", id, result: (await handler(params)) ?? null };
       } catch (err) {
         const e = err as { code?: unknown; message?: unknown };
-        reply = { t: "invocation_result", id, error: { code: typeof e?.code === "string" ? e.code : "module_error", message: String(e?.message ?? err) } };
+        reply = { t: "invocation_result", id, error: { code: typeof e?.code === "string" ? e.code : "module_error", message: cutText(String(e?.message ?? err)) } };
       }
     }
-    if (!this.channel.isClosed) this.channel.send(reply);
+    if (this.channel.isClosed) return;
+    try {
+      this.channel.send(reply);
+    } catch (err) {
+      // An answer that cannot be sent (larger than a frame, a value the codec cannot write, a
+      // cycle) is the caller's error, not the end of this process.
+      const tooLarge = /exceeds the maximum frame size/.test((err as Error)?.message ?? "");
+      this.channel.send({
+        t: "invocation_result", id,
+        error: tooLarge
+          ? { code: "result_too_large", message: cutText(`the answer to this ${kind} invocation could not be sent: ${(err as Error).message}; answer with less`) }
+          : { code: "not_plain_data", message: cutText(`the answer to this ${kind} invocation could not be encoded (${(err as Error)?.message ?? String(err)}); answer with plain data (no cycles, functions or class instances)`) },
+      });
+    }
   }
 }

@@ -1,0 +1,62 @@
+#!/usr/bin/env node
+// Builds the JavaScript that `modhost` runs in production into dist/ (git-ignored):
+//   dist/modhost.mjs       the command line and the host (host/cli.ts and all it imports)
+//   dist/isolate-host.mjs  the isolate host script (runtime/isolate/worker.ts)
+//   dist/build.json        what they were built from: every source file with its size and
+//                          mtime, and the checkout's path (bin/modhost.js uses dist/ only while
+//                          all of it still matches, and falls back to tsx otherwise)
+// Packages stay in node_modules (imported at run time, never bundled). Run by `npm run setup`
+// and `npm run build`; takes about a second.
+import * as esbuild from "esbuild";
+import { mkdir, rename, stat, writeFile } from "node:fs/promises";
+import { createRequire } from "node:module";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
+const dist = path.join(root, "dist");
+const require = createRequire(import.meta.url);
+/** The isolate host imports these by absolute path (as runtime/isolate/runtime.ts does when it bundles the worker itself). */
+const NATIVE_PACKAGES = ["isolated-vm", "msgpackr"];
+
+await mkdir(dist, { recursive: true });
+const common = { bundle: true, format: "esm", platform: "node", target: "node24", logLevel: "warning", metafile: true, write: false, absWorkingDir: root };
+const [cli, worker] = await Promise.all([
+  esbuild.build({
+    ...common,
+    entryPoints: ["host/cli.ts"],
+    packages: "external",
+    // runtime/isolate/runtime.ts takes the isolate host from dist/ instead of bundling it.
+    define: { __MODHOST_DIST__: "true" },
+    // Bundled ESM has no require(); a few dependencies of the host still call it.
+    banner: { js: 'import { createRequire as __modhostRequire } from "node:module"; const require = __modhostRequire(import.meta.url);' },
+  }),
+  esbuild.build({
+    ...common,
+    entryPoints: ["runtime/isolate/worker.ts"],
+    plugins: [{
+      name: "absolute-natives",
+      setup(build) {
+        build.onResolve({ filter: new RegExp(`^(${NATIVE_PACKAGES.join("|")})$`) }, (args) => ({ path: require.resolve(args.path), external: true }));
+      },
+    }],
+  }),
+]);
+
+const inputs = new Set([...Object.keys(cli.metafile.inputs), ...Object.keys(worker.metafile.inputs)]);
+const sources = {};
+for (const rel of [...inputs].sort()) {
+  if (rel.startsWith("node_modules/")) continue;
+  const st = await stat(path.join(root, rel));
+  sources[rel] = [st.size, Math.floor(st.mtimeMs)];
+}
+const write = async (name, text) => {
+  const tmp = path.join(dist, `${name}.${process.pid}.tmp`);
+  await writeFile(tmp, text);
+  await rename(tmp, path.join(dist, name));
+};
+await write("modhost.mjs", cli.outputFiles[0].text);
+await write("isolate-host.mjs", worker.outputFiles[0].text);
+// Last: bin/modhost.js trusts dist/ only once this names what the files above were built from.
+await write("build.json", JSON.stringify({ root, node: process.version, sources }, null, 1) + "\n");
+console.log(`build: dist/ from ${Object.keys(sources).length} source files`);
