@@ -55,6 +55,10 @@ export interface Limits {
   cpu_seconds: number;
   /** RLIMIT_FSIZE: largest file the module may write. */
   file_size_mb: number;
+  /** Bytes per second the module may add to the host log (its logs, stdout, stderr, denials). */
+  log_bytes_per_second: number;
+  /** Bytes per second of audit records the module may cause (denials, audited actions). */
+  audit_bytes_per_second: number;
 }
 
 export const DEFAULT_LIMITS: Limits = Object.freeze({
@@ -78,6 +82,8 @@ export const DEFAULT_LIMITS: Limits = Object.freeze({
   processes: DEFAULT_SANDBOX_LIMITS.processes,
   cpu_seconds: DEFAULT_SANDBOX_LIMITS.cpu_seconds,
   file_size_mb: DEFAULT_SANDBOX_LIMITS.file_size_mb,
+  log_bytes_per_second: 32 * 1024,
+  audit_bytes_per_second: 16 * 1024,
 });
 
 /** Bounds of the numeric limits; anything not listed is "0 or more". */
@@ -89,6 +95,8 @@ const LIMIT_RULES: Partial<Record<keyof Limits, IntegerRule>> = {
   event_queue: { min: 1 },
   kill_timeout_ms: { min: 1 },
   health_timeout_ms: { min: 1 },
+  log_bytes_per_second: { min: 1024 },
+  audit_bytes_per_second: { min: 1024 },
 };
 
 const RESTART_POLICIES: readonly RestartPolicy[] = ["never", "on-failure", "always"];
