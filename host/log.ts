@@ -273,9 +273,11 @@ export class ByteBucket {
 
 /** Build the record of a module's words: message and fields escaped, cut and made plain. */
 export function moduleRecord(level: LogLevel, module: string, message: unknown, fields?: unknown, extra?: Record<string, unknown>): LogRecord {
-  const m = escapeText(typeof message === "string" ? message : String(message), MODULE_LOG_LIMITS.messageChars);
-  let text = m.text;
-  if (m.cut > 0) text += ` [cut: ${m.cut} more characters]`;
+  const raw = typeof message === "string" ? message : String(message);
+  let m = escapeText(raw, MODULE_LOG_LIMITS.messageChars);
+  // A cut message and its note fit in messageChars together.
+  if (m.cut > 0) m = escapeText(raw, MODULE_LOG_LIMITS.messageChars - 48);
+  const text = m.cut > 0 ? `${m.text} [cut: ${m.cut} more characters]` : m.text;
   const out: Record<string, unknown> = {};
   let fieldsCut = false;
   if (fields !== undefined && fields !== null) {
