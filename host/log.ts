@@ -37,14 +37,14 @@ export const HOST_SOURCES: ReadonlySet<string> = new Set(["host", "chain", "rpc"
 export const MODULE_LOG_LIMITS = Object.freeze({
   /** Characters of a message (after escaping) kept; the rest is cut with a note. */
   messageChars: 8192,
-  /** Characters of the fields, serialised as JSON, kept; further entries are cut. */
-  fieldsChars: 8192,
+  /** Characters of the fields (roughly as JSON) kept; further entries are cut. */
+  fieldsChars: 65536,
   /** Nesting of fields kept; deeper values are replaced by a note. */
-  fieldsDepth: 6,
+  fieldsDepth: 8,
   /** Entries per object or array in the fields. */
-  fieldsEntries: 64,
+  fieldsEntries: 1024,
   /** Characters of one string in the fields (after escaping). */
-  fieldString: 2048,
+  fieldString: 8192,
   /** Characters of one field name. */
   fieldKey: 128,
 });
@@ -238,7 +238,15 @@ export class ModuleLog {
   }
 }
 
-/** Token bucket of bytes: `rate()` per second, bursts up to LOG_BURST_SECONDS of it. */
+/** Smallest burst of a byte budget, whatever the rate. */
+export const MIN_BURST_BYTES = 64 * 1024;
+
+/**
+ * Token bucket of bytes: `rate()` per second, bursts up to LOG_BURST_SECONDS of it (at least
+ * MIN_BURST_BYTES). A full bucket admits one item larger than itself, going into debt, so that
+ * no bounded record is refused for ever; over any time T what passes is at most
+ * burst + rate x T + one largest item.
+ */
 export class ByteBucket {
   private tokens: number;
   private last = Date.now();
@@ -248,8 +256,7 @@ export class ByteBucket {
   }
 
   private burst(): number {
-    // Room for the largest record whatever the rate.
-    return Math.max(this.rate() * this.burstSeconds, 4 * MODULE_LOG_LIMITS.messageChars + 4 * MODULE_LOG_LIMITS.fieldsChars);
+    return Math.max(this.rate() * this.burstSeconds, MIN_BURST_BYTES);
   }
 
   private refill(): void {
@@ -265,7 +272,7 @@ export class ByteBucket {
 
   take(n: number): boolean {
     this.refill();
-    if (this.tokens < n) return false;
+    if (this.tokens < n && this.tokens < this.burst()) return false;
     this.tokens -= n;
     return true;
   }
