@@ -49,6 +49,8 @@ export const MODULE_LOG_LIMITS = Object.freeze({
   fieldKey: 128,
 });
 
+/** Bytes of a log line besides the message (time, level, tag). */
+const RECORD_OVERHEAD = 24;
 /** Default bytes per second a module may add to the host log (`log_bytes_per_second`). */
 export const DEFAULT_LOG_BYTES_PER_SECOND = 32 * 1024;
 /** Seconds of rate a module may log in one burst. */
@@ -194,8 +196,9 @@ export class ModuleLog {
   /** Log what the module said (or what the host says it did); returns whether it was written. */
   log(level: LogLevel, message: unknown, fields?: unknown, extra?: Record<string, unknown>): boolean {
     if (!this.logger.wants(level)) return false;
-    // Out of budget: drop before doing any work proportional to the record.
-    if (!this.bucket.hasAny()) return this.drop(typeof message === "string" ? Math.min(message.length, MODULE_LOG_LIMITS.messageChars) : 0);
+    // Out of budget for even the message alone: drop before doing any work proportional to the record.
+    const least = (typeof message === "string" ? Math.min(message.length, MODULE_LOG_LIMITS.messageChars) : 0) + RECORD_OVERHEAD;
+    if (!this.bucket.canTake(least)) return this.drop(least);
     const record = moduleRecord(level, this.name, message, fields, extra);
     const line = this.logger.formatLine(record);
     const bytes = Buffer.byteLength(line) + 1;
@@ -265,9 +268,10 @@ export class ByteBucket {
     this.last = now;
   }
 
-  hasAny(): boolean {
+  /** Would `take(n)` succeed now? */
+  canTake(n: number): boolean {
     this.refill();
-    return this.tokens >= 1;
+    return this.tokens >= n || this.tokens >= this.burst();
   }
 
   take(n: number): boolean {
