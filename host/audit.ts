@@ -149,7 +149,7 @@ function causedByModule(r: AuditRecord): boolean {
 function boundRecord(r: AuditRecord): AuditRecord {
   const out: AuditRecord = { kind: r.kind, module: r.module, action: r.action.slice(0, 256) };
   if (r.permission !== undefined) out.permission = r.permission.slice(0, 256);
-  if (r.reason !== undefined) out.reason = r.reason.length > REASON_CHARS ? `${r.reason.slice(0, REASON_CHARS)} [cut: ${r.reason.length - REASON_CHARS} more characters]` : r.reason;
+  if (r.reason !== undefined) out.reason = r.reason.length > REASON_CHARS ? `${r.reason.slice(0, REASON_CHARS)} [cut: ${r.reason.length - REASON_CHARS} more characters, over the limit of ${REASON_CHARS}]` : r.reason;
   if (r.detail !== undefined) {
     const d = plainData(r.detail);
     out.detail = (d.value && typeof d.value === "object" ? d.value : { value: d.value }) as Record<string, unknown>;

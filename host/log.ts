@@ -287,8 +287,8 @@ export function moduleRecord(level: LogLevel, module: string, message: unknown, 
   const raw = typeof message === "string" ? message : String(message);
   let m = escapeText(raw, MODULE_LOG_LIMITS.messageChars);
   // A cut message and its note fit in messageChars together.
-  if (m.cut > 0) m = escapeText(raw, MODULE_LOG_LIMITS.messageChars - 48);
-  const text = m.cut > 0 ? `${m.text} [cut: ${m.cut} more characters]` : m.text;
+  if (m.cut > 0) m = escapeText(raw, MODULE_LOG_LIMITS.messageChars - 80);
+  const text = m.cut > 0 ? `${m.text} [cut: ${m.cut} more characters, over the limit of ${MODULE_LOG_LIMITS.messageChars}]` : m.text;
   const out: Record<string, unknown> = {};
   let fieldsCut = false;
   if (fields !== undefined && fields !== null) {
@@ -299,9 +299,11 @@ export function moduleRecord(level: LogLevel, module: string, message: unknown, 
     fieldsCut = budget.cut;
   }
   if (extra) Object.assign(out, extra);
-  if (fieldsCut) out.fields_cut = true;
+  if (fieldsCut) out.fields_cut = FIELDS_CUT_NOTE;
   return { time: Date.now(), level, source: module, message: text, ...(Object.keys(out).length ? { fields: out } : {}), origin: "module" };
 }
+
+const FIELDS_CUT_NOTE = `over the limits for log fields (${MODULE_LOG_LIMITS.fieldsChars} characters, ${MODULE_LOG_LIMITS.fieldsDepth} levels, ${MODULE_LOG_LIMITS.fieldsEntries} entries per level, ${MODULE_LOG_LIMITS.fieldString} characters per string): the rest is cut`;
 
 /** Any value as plain JSON data within MODULE_LOG_LIMITS (see plainValue); `cut` says whether something was left out. */
 export function plainData(v: unknown): { value: unknown; cut: boolean } {
