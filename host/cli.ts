@@ -19,6 +19,7 @@ import { Host } from "./host.ts";
 import { ModuleManager } from "./manager.ts";
 import { EventBus } from "./events/bus.ts";
 import { Logger } from "./log.ts";
+import { installLastResort } from "./last-resort.ts";
 import { loadManifest } from "./manifest.ts";
 import { HOST_VERSION } from "./version.ts";
 import { checkModule } from "./verify/module.ts";
@@ -61,6 +62,15 @@ async function configFrom(file: string | undefined): Promise<HostConfig> {
 }
 
 function runUntilSignal(host: Host): void {
+  // What escapes every handler is logged and contained, not the end of the host (host/last-resort.ts).
+  installLastResort({
+    logger: host.logger,
+    contain: (module) => host.manager?.processOf(module)?.kill(),
+    giveUp: (reason) => {
+      host.exitCode = 70;
+      void host.stop(reason);
+    },
+  });
   let first = 0;
   const onSignal = (sig: string) => {
     // Some supervisors (and `timeout`) signal both the process and its group: a repeat within

@@ -59,6 +59,10 @@ export interface Limits {
   file_size_mb: number;
   /** Longest a TypeScript module's handler (event, RPC, module API, timer, CLI, provider) may take before it is given up on. */
   handler_timeout_ms: number;
+  /** Bytes per second the module may add to the host log (its logs, stdout, stderr, denials). */
+  log_bytes_per_second: number;
+  /** Bytes per second of audit records the module may cause (denials, audited actions). */
+  audit_bytes_per_second: number;
 }
 
 export const DEFAULT_LIMITS: Limits = Object.freeze({
@@ -83,6 +87,8 @@ export const DEFAULT_LIMITS: Limits = Object.freeze({
   cpu_seconds: DEFAULT_SANDBOX_LIMITS.cpu_seconds,
   file_size_mb: DEFAULT_SANDBOX_LIMITS.file_size_mb,
   handler_timeout_ms: 120_000,
+  log_bytes_per_second: 32 * 1024,
+  audit_bytes_per_second: 16 * 1024,
 });
 
 /** Bounds of the numeric limits; anything not listed is "0 or more". */
@@ -95,6 +101,8 @@ const LIMIT_RULES: Partial<Record<keyof Limits, IntegerRule>> = {
   kill_timeout_ms: { min: 1 },
   health_timeout_ms: { min: 1 },
   handler_timeout_ms: { min: 1 },
+  log_bytes_per_second: { min: 1024 },
+  audit_bytes_per_second: { min: 1024 },
 };
 
 const RESTART_POLICIES: readonly RestartPolicy[] = ["never", "on-failure", "always"];

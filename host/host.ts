@@ -5,7 +5,7 @@
 
 import { watch, type FSWatcher } from "node:fs";
 import path from "node:path";
-import { loadConfig, sandboxModeFor, type HostConfig } from "./config.ts";
+import { limitsFor, loadConfig, sandboxModeFor, type HostConfig } from "./config.ts";
 import { EventBus } from "./events/bus.ts";
 import { Logger, type SourceLogger } from "./log.ts";
 import { ModuleManager } from "./manager.ts";
@@ -66,6 +66,8 @@ export class Host {
     this.config = opts.config;
     this.logger = opts.logger ?? new Logger({ level: opts.config.host.log_level, format: opts.config.host.log_format });
     this.log = this.logger.for("host");
+    // Per-module log budgets follow the configuration, reloads included.
+    this.logger.moduleBytesPerSecond = (module) => limitsFor(this.config, module).log_bytes_per_second;
   }
 
   async start(): Promise<void> {
@@ -96,7 +98,7 @@ export class Host {
     });
     await this.reportSandbox();
 
-    this.audit = new AuditLog(this.config.host.audit_log);
+    this.audit = new AuditLog(this.config.host.audit_log, { moduleBytesPerSecond: (module) => limitsFor(this.config, module).audit_bytes_per_second });
     this.manager = new ModuleManager({ config: this.config, chain: this.chain, bus: this.bus, logger: this.logger, grantAll: this.opts.grantAll, audit: this.audit,
       onImportantFailure: (module, reason) => {
         this.exitCode = 1;

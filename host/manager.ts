@@ -380,7 +380,7 @@ export class ModuleManager {
     this.services?.forget?.(rec.name);
     // Only a running module crashes; a failed start is reported by start(), a stop by unload().
     if (rec.state !== "running") return;
-    const reason = proc.session.closeError?.message ?? describeExit(code, signal);
+    const reason = proc.endReason({ code, signal });
     const { restart, max_restarts, restart_window_ms } = rec.limits;
     const now = Date.now();
     rec.restartTimes = rec.restartTimes.filter((t) => now - t < restart_window_ms);

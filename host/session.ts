@@ -17,7 +17,7 @@ import { HubError, type ApiHub } from "./hub.ts";
 import type { EventBus, Subscription } from "./events/bus.ts";
 import type { CallContext, HostServices } from "../capabilities/types.ts";
 import { describeGrants, type EffectiveGrants } from "../capabilities/grants.ts";
-import { RateLimiter, type Logger } from "./log.ts";
+import type { Logger } from "./log.ts";
 import { HOST_VERSION } from "./version.ts";
 
 export interface SessionOptions {
@@ -62,7 +62,6 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
   private nextInvocation = 1;
   private inFlight = 0;
   private readonly subscription: Subscription;
-  private readonly logLimiter = new RateLimiter();
   private readonly call: CallContext;
   private readonly handshakeTimer: NodeJS.Timeout;
   closeError: Error | undefined;
@@ -93,7 +92,7 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
         },
         subscribed: () => [...this.subscription.types],
       },
-      log: (level, message, fields) => opts.logger.log(level, opts.module, message, fields),
+      log: (level, message, fields) => opts.logger.module(opts.module).log(level, message, fields),
     };
 
     this.handshakeTimer = setTimeout(
@@ -218,12 +217,8 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
   }
 
   private onLog(level: "debug" | "info" | "warn" | "error", message: string, fields?: Record<string, unknown>): void {
-    if (!this.logLimiter.take()) return;
-    if (this.logLimiter.dropped > 0) {
-      this.opts.logger.log("warn", this.opts.module, `${this.logLimiter.dropped} log lines dropped (rate limit)`);
-      this.logLimiter.dropped = 0;
-    }
-    this.opts.logger.log(level, this.opts.module, String(message).slice(0, 8192), fields);
+    // Escaped, cut and held to the module's log byte budget (host/log.ts ModuleLog).
+    this.opts.logger.module(this.opts.module).log(level, message, fields);
   }
 
   private async serve(id: number, method: string, params: Record<string, unknown>): Promise<void> {

@@ -1,16 +1,27 @@
 // Module processes: spawn a child with a private, already-connected channel on fd 3 (a Unix
 // socketpair that nothing else can connect to), wrap the channel in a host session, drain
-// stdout and stderr into the host log (tagged and rate-limited, so a chatty module never
-// blocks on a full pipe), and stop it gracefully: a shutdown invocation, then SIGTERM, then
-// SIGKILL, each after its timeout. Both runtimes use this: the isolate host is a module
-// process whose module happens to run in an isolate.
+// stdout and stderr into the host log (read as bytes, cut into lines of at most
+// OUTPUT_LINE_BYTES, escaped, tagged and held to the module's log byte budget, so a chatty
+// module never blocks on a full pipe and never grows the host's memory or log), and stop it
+// gracefully: a shutdown invocation, then SIGTERM, then SIGKILL, each after its timeout. Both
+// runtimes use this: the isolate host is a module process whose module happens to run in an
+// isolate.
+//
+// Everything done for a module (its channel, its output, the requests it makes) runs in that
+// module's async context (`moduleScope`), so that an error escaping to the process-wide
+// last-resort handler can be attributed to the module whose input caused it.
 
+import { AsyncLocalStorage } from "node:async_hooks";
 import { spawn, type ChildProcess } from "node:child_process";
 import type { Socket } from "node:net";
-import { createInterface } from "node:readline";
+import { constants as osConstants } from "node:os";
 import { FrameChannel } from "../protocol/channel.ts";
 import { HostSession, type SessionOptions } from "../host/session.ts";
-import { RateLimiter, type Logger } from "../host/log.ts";
+import type { Logger } from "../host/log.ts";
+import { LineCutter, OUTPUT_LINE_BYTES } from "./output.ts";
+
+/** The module on whose behalf the current code runs (see the header). */
+export const moduleScope = new AsyncLocalStorage<string>();
 
 export interface SpawnSpec {
   command: string;
@@ -36,10 +47,34 @@ export class ModuleProcess {
   readonly session: HostSession;
   readonly exited: Promise<ExitInfo>;
   private exitInfo: ExitInfo | undefined;
+  private stopping = false;
+  /** The module's channel failed at the socket level (ECONNRESET, EPIPE): not a reason to report. */
+  channelError: Error | undefined;
+  /** The module closed its channel but did not exit, and was killed for it. */
+  private killedForClosedChannel = false;
+  /** Set by the output reader when the module's stderr shows it ran out of memory. */
+  outOfMemory: string | undefined;
 
   constructor(readonly child: ChildProcess, session: HostSession) {
     this.session = session;
     const sessionClosed = new Promise<void>((resolve) => session.once("closed", () => resolve()));
+    session.once("closed", (err) => {
+      // A socket error says only that the other end went away; how the process ended is the
+      // reason (the exit code or signal, below), so the error is kept aside, not reported.
+      if (err && isSocketError(err)) {
+        this.channelError = err;
+        if (session.closeError === err) session.closeError = undefined;
+      }
+      // A module that closes its channel but keeps running can do nothing more: end it.
+      if (!this.exitInfo && !this.stopping) {
+        const timer = setTimeout(() => {
+          if (this.exitInfo || this.stopping) return;
+          this.killedForClosedChannel = true;
+          child.kill("SIGKILL");
+        }, CLOSED_CHANNEL_GRACE_MS);
+        timer.unref();
+      }
+    });
     this.exited = new Promise((resolve) => {
       child.once("exit", (code, signal) => {
         const info = { code, signal };
@@ -67,9 +102,29 @@ export class ModuleProcess {
     return this.exitInfo !== undefined;
   }
 
+  /**
+   * Why the process ended, in words: the reason the channel closed when there was one (a
+   * goodbye, a protocol violation, a health timeout), then how the process ended (exit code,
+   * signal, out of memory where known, closed its channel). Never a socket error's text.
+   */
+  endReason(info: ExitInfo): string {
+    let how = describeExit(info.code, info.signal);
+    if (this.killedForClosedChannel) {
+      how = this.session.closeError
+        ? `did not exit within ${CLOSED_CHANNEL_GRACE_MS} ms after its channel was closed: killed by SIGKILL`
+        : `closed its channel and did not exit within ${CLOSED_CHANNEL_GRACE_MS} ms: killed by SIGKILL`;
+    } else if (this.outOfMemory) {
+      how = `${how}: out of memory (its stderr reported ${this.outOfMemory})`;
+    }
+    const why = this.session.closeError?.message;
+    if (why && !why.includes(how)) return `${why} (${how})`;
+    return why ?? how;
+  }
+
   /** Graceful stop; resolves with how the process ended and which step ended it. */
   async stop(reason: string, t: StopTimeouts): Promise<ExitInfo & { via: "shutdown" | "SIGTERM" | "SIGKILL" | "already" }> {
     if (this.exitInfo) return { ...this.exitInfo, via: "already" };
+    this.stopping = true;
     const waitExit = (ms: number) => Promise.race([this.exited, sleep(ms).then(() => undefined)]);
     if (this.session.isOpen) {
       const deadline = Date.now() + t.graceMs;
@@ -91,12 +146,46 @@ export class ModuleProcess {
 
 /** How long after the process exits its channel may still deliver what it wrote. */
 const DRAIN_AFTER_EXIT_MS = 1000;
+/** How long a module that closed its channel may take to exit before it is killed. */
+export const CLOSED_CHANNEL_GRACE_MS = 2000;
+
+/** An error of the socket itself (ECONNRESET, EPIPE, ...), as opposed to a reason the host or the module gave. */
+function isSocketError(err: Error): boolean {
+  const e = err as NodeJS.ErrnoException;
+  return typeof e.code === "string" && typeof e.syscall === "string" && !e.syscall.startsWith("spawn");
+}
+
+/**
+ * How a process ended, in words. Inside the sandbox a module runs under a shell and a launcher,
+ * so a module killed by a signal shows up as exit code 128 + N: name the signal then.
+ */
+export function describeExit(code: number | null, signal: NodeJS.Signals | null): string {
+  if (signal) return `killed by ${signal}`;
+  if (code !== null && code > 128 && code < 128 + 65) {
+    const name = Object.entries(osConstants.signals).find(([, n]) => n === code - 128)?.[0];
+    if (name) return `killed by ${name} (exit code ${code})${name === "SIGXCPU" ? ": it used up its cpu_seconds limit" : ""}`;
+  }
+  return `exited with code ${code}`;
+}
+
+/** What a process's stderr says when it ran out of memory (Node, V8, Rust, C++). */
+const OOM_PATTERNS: Array<[RegExp, string]> = [
+  [/JavaScript heap out of memory|Reached heap limit/, "a full V8 heap"],
+  [/memory allocation of \d+ bytes failed/, "a failed allocation"],
+  [/std::bad_alloc/, "a failed allocation"],
+];
 
 function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms).unref());
 }
 
 export function spawnModuleProcess(spec: SpawnSpec, session: Omit<SessionOptions, never>, logger: Logger): ModuleProcess {
+  // In the module's async context: the child's pipes and channel, and so every callback on
+  // the module's input, carry the module's name (moduleScope).
+  return moduleScope.run(session.module, () => spawnInScope(spec, session, logger));
+}
+
+function spawnInScope(spec: SpawnSpec, session: Omit<SessionOptions, never>, logger: Logger): ModuleProcess {
   const child = spawn(spec.command, spec.args, {
     cwd: spec.cwd,
     env: spec.env,
@@ -108,22 +197,23 @@ export function spawnModuleProcess(spec: SpawnSpec, session: Omit<SessionOptions
   const socket = child.stdio[3] as Socket;
   const channel = new FrameChannel(socket, spec.maxFrameBytes);
   const hostSession = new HostSession(channel, session);
-  const limiter = new RateLimiter(100, 200);
-  for (const [stream, level] of [[child.stdout, "info"], [child.stderr, "warn"]] as const) {
+  const proc = new ModuleProcess(child, hostSession);
+  const log = logger.module(session.module);
+  for (const [stream, level, name] of [[child.stdout, "info", "stdout"], [child.stderr, "warn", "stderr"]] as const) {
     if (!stream) continue;
-    const lines = createInterface({ input: stream, crlfDelay: Infinity });
-    lines.on("line", (line) => {
-      if (!limiter.take()) return;
-      if (limiter.dropped > 0) {
-        logger.log("warn", session.module, `${limiter.dropped} output lines dropped (rate limit)`);
-        limiter.dropped = 0;
-      }
-      logger.log(level, session.module, line.slice(0, 4096), { stream: stream === child.stdout ? "stdout" : "stderr" });
+    const cutter = new LineCutter((line, cut) => {
+      const text = line.toString("utf8");
+      if (name === "stderr" && !proc.outOfMemory) proc.outOfMemory = OOM_PATTERNS.find(([re]) => re.test(text))?.[1];
+      log.log(level, text, undefined, cut ? { stream: name, cut: `line longer than ${OUTPUT_LINE_BYTES} bytes: the rest was discarded` } : { stream: name });
     });
+    stream.on("data", (chunk: Buffer) => cutter.push(chunk));
+    stream.on("end", () => cutter.end());
+    // A read error on a pipe ends the output, nothing else.
+    stream.on("error", () => cutter.end());
   }
   child.on("error", (err) => {
-    logger.log("error", session.module, `could not start process: ${err.message}`);
+    log.log("error", `could not start process: ${err.message}`);
     hostSession.close(err);
   });
-  return new ModuleProcess(child, hostSession);
+  return proc;
 }
