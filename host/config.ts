@@ -5,7 +5,7 @@
 
 import { isIP } from "node:net";
 import path from "node:path";
-import { DEFAULT_SANDBOX_LIMITS, type SandboxMode } from "../runtime/sandbox/policy.ts";
+import { DEFAULT_CGROUP_LIMITS, DEFAULT_SANDBOX_LIMITS, type SandboxMode } from "../runtime/sandbox/policy.ts";
 import type { Descriptor } from "../capabilities/grants.ts";
 import { MODULE_NAME_HINT, MODULE_NAME_RE, readDescriptors } from "./manifest.ts";
 import { Checker, readToml, type IntegerRule, type TomlPath } from "./toml.ts";
@@ -55,6 +55,14 @@ export interface Limits {
   cpu_seconds: number;
   /** RLIMIT_FSIZE: largest file the module may write. */
   file_size_mb: number;
+  // The module's cgroup (runtime/sandbox/cgroup.ts), for all its processes together; `processes`
+  // above is also its pids.max.
+  /** Memory of all the module's processes together, shmem/memfd/tmpfs included (0 = no limit). */
+  memory_total_mb: number;
+  /** CPU weight among the host's modules, 1-10000 (100 = normal). */
+  cpu_weight: number;
+  /** CPU ceiling of the module, percent of one core (0 = none). */
+  cpu_max_percent: number;
 }
 
 export const DEFAULT_LIMITS: Limits = Object.freeze({
@@ -78,6 +86,9 @@ export const DEFAULT_LIMITS: Limits = Object.freeze({
   processes: DEFAULT_SANDBOX_LIMITS.processes,
   cpu_seconds: DEFAULT_SANDBOX_LIMITS.cpu_seconds,
   file_size_mb: DEFAULT_SANDBOX_LIMITS.file_size_mb,
+  memory_total_mb: DEFAULT_CGROUP_LIMITS.memory_mb,
+  cpu_weight: DEFAULT_CGROUP_LIMITS.cpu_weight,
+  cpu_max_percent: DEFAULT_CGROUP_LIMITS.cpu_max_percent,
 });
 
 /** Bounds of the numeric limits; anything not listed is "0 or more". */
@@ -89,6 +100,7 @@ const LIMIT_RULES: Partial<Record<keyof Limits, IntegerRule>> = {
   event_queue: { min: 1 },
   kill_timeout_ms: { min: 1 },
   health_timeout_ms: { min: 1 },
+  cpu_weight: { min: 1, max: 10_000 },
 };
 
 const RESTART_POLICIES: readonly RestartPolicy[] = ["never", "on-failure", "always"];
