@@ -21,6 +21,7 @@ import {
 } from "../runtime/sandbox/seccomp.ts";
 import { eventually, listen, processesOf } from "./helpers/procs.ts";
 import { DEFAULT_CGROUP_LIMITS, moduleUid, MODULE_UID_BASE, MODULE_UID_RANGE } from "../runtime/sandbox/policy.ts";
+import { UID_TABLE_FILE, UidTable } from "../runtime/sandbox/uids.ts";
 import { createModuleCgroup, limitFiles, probeCgroupsWith, type CgroupLimits } from "../runtime/sandbox/cgroup.ts";
 
 async function rmdirSafe(dir: string): Promise<void> {
@@ -673,6 +674,45 @@ test("module uids are stable, distinct per name and in their range", (t) => {
   for (const name of ["a", "price-feed", "x".repeat(64)]) {
     t.true(moduleUid(name) >= MODULE_UID_BASE && moduleUid(name) < MODULE_UID_BASE + MODULE_UID_RANGE);
   }
+});
+
+test("module uids come from a table: colliding names get distinct uids, stable across reopening", async (t) => {
+  const dir = await mkdtemp(path.join(os.tmpdir(), "modhost-uids-"));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const file = path.join(dir, UID_TABLE_FILE);
+  // "evil-mm7zi" hashes to the uid of "good" (found by brute force in about 15 s).
+  t.is(moduleUid("evil-mm7zi"), moduleUid("good"));
+  const table = await UidTable.open(file);
+  const good = await table.uidFor("good");
+  const evil = await table.uidFor("evil-mm7zi");
+  t.not(evil, good);
+  t.true(evil >= MODULE_UID_BASE && evil < MODULE_UID_BASE + MODULE_UID_RANGE);
+  t.is(await table.uidFor("good"), good, "the same name, the same uid");
+  // Many at once: all distinct.
+  const names = Array.from({ length: 50 }, (_, i) => `m${i}`);
+  const uids = await Promise.all(names.map((n) => table.uidFor(n)));
+  t.is(new Set([...uids, good, evil]).size, 52);
+  // Persisted (0600): another host on the same data directory gets the same answers, and the
+  // order of first use no longer matters.
+  t.is((await stat(file)).mode & 0o777, 0o600);
+  const again = await UidTable.open(file);
+  t.is(await again.uidFor("evil-mm7zi"), evil);
+  t.is(await again.uidFor("good"), good);
+  t.deepEqual(await Promise.all(names.map((n) => again.uidFor(n))), uids);
+});
+
+test("a damaged uid table is refused with what is wrong, never silently replaced", async (t) => {
+  const dir = await mkdtemp(path.join(os.tmpdir(), "modhost-uids-"));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const file = path.join(dir, UID_TABLE_FILE);
+  const uid = MODULE_UID_BASE + 5;
+  await writeFile(file, JSON.stringify({ version: 1, uids: { a: uid, b: uid } }));
+  await t.throwsAsync(UidTable.open(file), { message: /damaged \(b and a share uid \d+\): restore it from a backup/ });
+  await writeFile(file, JSON.stringify({ version: 1, uids: { a: 0 } }));
+  await t.throwsAsync(UidTable.open(file), { message: /a: 0 is not a module uid/ });
+  await writeFile(file, "{ not json");
+  await t.throwsAsync(UidTable.open(file), { message: /damaged/ });
+  t.is(await readFile(file, "utf8"), "{ not json", "left as it was");
 });
 
 // ---------------------------------------------------------------------------------------

@@ -47,6 +47,8 @@ async function runningUids(): Promise<Set<number>> {
 
 export class UidTable {
   private queue: Promise<unknown> = Promise.resolve();
+  /** The running uids, read at most once a second (a burst of new modules reads /proc once). */
+  private running: { at: number; uids: Set<number> } | undefined;
 
   private constructor(readonly file: string, private readonly byName: Map<string, number>) {}
 
@@ -107,7 +109,8 @@ export class UidTable {
     const known = this.byName.get(name);
     if (known !== undefined) return known;
     const taken = new Set(this.byName.values());
-    const running = await runningUids();
+    if (!this.running || Date.now() - this.running.at > 1000) this.running = { at: Date.now(), uids: await runningUids() };
+    const running = this.running.uids;
     const first = moduleUid(name) - MODULE_UID_BASE;
     for (let i = 0; i < MODULE_UID_RANGE; i++) {
       const uid = MODULE_UID_BASE + ((first + i) % MODULE_UID_RANGE);
