@@ -73,7 +73,7 @@ test("a TypeScript module runs end to end with its isolate host sandboxed: stora
     grants: { good: GOOD_GRANTS, watcher: ["subscribe_events=ModuleLoaded,ModuleCrashed,ModuleRestarted"] },
   });
   t.regex((await h.waitForLog(/^module sandbox: /, { source: "host" })).message,
-    /^module sandbox: native modules full, TypeScript isolate hosts full$/);
+    /^module sandbox: native modules full, TypeScript isolate hosts full; kernel limits per module: cgroup v[12] memory\+pids\+cpu$/);
   for (const name of ["good", "watcher"]) {
     t.is(h.mustStatus(name).state, "running", name);
     t.is(h.mustStatus(name).sandbox, "full", name);

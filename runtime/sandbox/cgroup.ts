@@ -10,8 +10,9 @@
 // one per start of a module (a restart never shares a cgroup with the dying processes of the
 // previous run). With cgroup v1 that is done in each of the memory, pids and cpu hierarchies;
 // with cgroup v2 in the one tree. For CPU, all of a host's modules together weigh as much as one
-// ordinary process in the host's cgroup (the host directory keeps the default weight), so the
-// host itself always gets its share of the machine.
+// busy process per core next to the host's own processes (the host directory's weight), so
+// that a module with many busy processes or threads cannot crowd out the host; each module has
+// its own weight among them (cpu_weight) and a ceiling (cpu_max_percent, default one core).
 //
 // Entering: the launcher's shell (launcher.ts), running as root, writes its own pid into the
 // cgroup's cgroup.procs and only then execs the sandbox chain. Everything the module runs is a
@@ -26,6 +27,7 @@
 
 import { rmdirSync } from "node:fs";
 import { access, mkdir, readdir, readFile, rmdir, writeFile } from "node:fs/promises";
+import os from "node:os";
 import path from "node:path";
 
 export type Controller = "memory" | "pids" | "cpu";
@@ -177,6 +179,11 @@ async function cleanStale(parent: string, kind: "v1" | "v2", pidNs: string): Pro
   return removed;
 }
 
+/** The host's modules together weigh as much as one busy process per core (see the top of the file). */
+function hostCpus(): number {
+  return Math.max(1, os.availableParallelism());
+}
+
 async function pidNamespace(): Promise<string> {
   const { readlink } = await import("node:fs/promises");
   const link = await readlink("/proc/self/ns/pid").catch(() => "");
@@ -258,6 +265,7 @@ async function probeV2(mounts: MountEntry[], cgroups: Map<string, string>, input
   }
   await cleanStale(ownDir, "v2", input.pidNs);
   const hostDirs = Object.fromEntries(use.map((c) => [c, hostDir])) as Partial<Record<Controller, string>>;
+  if (use.includes("cpu")) await writeFile(path.join(hostDir, "cpu.weight"), String(Math.min(10_000, 100 * hostCpus()))).catch(() => undefined);
   const swapLimited = await hasFile(path.join(hostDir, "memory.swap.max"));
   if (!use.includes("cpu")) problems.push("cgroup v2: no cpu controller (no CPU weight or ceiling per module)");
   return { kind: "v2", hostDirs, swapLimited, problems, description: `cgroup v2 ${use.join("+")}` };
@@ -284,6 +292,7 @@ async function probeV1(mounts: MountEntry[], cgroups: Map<string, string>, input
       continue;
     }
     await cleanStale(ownDir, "v1", input.pidNs);
+    if (c === "cpu") await writeFile(path.join(hostDir, "cpu.shares"), String(1024 * hostCpus())).catch(() => undefined);
     hostDirs[c] = hostDir;
   }
   const missing = REQUIRED.filter((c) => !hostDirs[c]);

@@ -180,7 +180,8 @@ export function describeSandboxes(modes: { native: SandboxMode; isolate: Sandbox
   const isolate = part("TypeScript isolate hosts", modes.isolate, true);
   const full = native.level === "full" && isolate.level === "full";
   const why = !full && caps.problems.length > 0 ? `; ${caps.problems.join("; ")}` : "";
-  return { text: `module sandbox: ${native.text}, ${isolate.text}${why}; ${describeKernelLimits(caps.cgroups)}`, full };
+  const kernel = caps.cgroups ? `; ${describeKernelLimits(caps.cgroups)}` : "";
+  return { text: `module sandbox: ${native.text}, ${isolate.text}${why}${kernel}`, full: full && !cgroupsMissing(caps) };
 }
 
 /** Wrap `spec` in the sandbox that `policy` asks for. Throws SandboxUnavailableError when the
