@@ -22,7 +22,7 @@ import { Logger } from "../host/log.ts";
 import { ModuleManager } from "../host/manager.ts";
 import { parseDescriptor } from "../capabilities/grants.ts";
 import { ModuleStore } from "../storage/store.ts";
-import { compileForIsolate, ISOLATE_HOST_MIN, isolateHostLimits, isolateHostPackages, isolateHostScript } from "../runtime/isolate/runtime.ts";
+import { compileForIsolate, ISOLATE_HOST_MIN, isolateHostCgroupLimits, isolateHostLimits, isolateHostPackages, isolateHostScript } from "../runtime/isolate/runtime.ts";
 import { loadManifest } from "../host/manifest.ts";
 import { describeSandboxes, plannedLevel, type SandboxCapabilities, type SandboxMode } from "../runtime/sandbox/index.ts";
 import { eventually, listen, processesOf } from "./helpers/procs.ts";
@@ -465,6 +465,14 @@ test("isolate host rlimits: the operator's, raised to what Node and V8 need; 0 s
     address_space_mb: 0, open_files: 0, processes: 0, cpu_seconds: 0, file_size_mb: 1024,
   });
   t.is(isolateHostLimits({ ...DEFAULT_LIMITS, address_space_mb: 16_384 }).address_space_mb, 16_384);
+});
+
+test("isolate host cgroup limits: the operator's, memory and tasks raised to what Node and V8 need; 0 stays unlimited", (t) => {
+  t.deepEqual(isolateHostCgroupLimits(DEFAULT_LIMITS), { memory_mb: 512, processes: 128, cpu_weight: 100, cpu_max_percent: 100 });
+  t.deepEqual(isolateHostCgroupLimits({ ...DEFAULT_LIMITS, memory_mb: 1024, memory_total_mb: 256, processes: 8, cpu_weight: 5, cpu_max_percent: 0 }), {
+    memory_mb: ISOLATE_HOST_MIN.memoryBaseMb + 2 * 1024, processes: 64, cpu_weight: 5, cpu_max_percent: 0,
+  });
+  t.deepEqual(isolateHostCgroupLimits({ ...DEFAULT_LIMITS, memory_total_mb: 0, processes: 0 }), { memory_mb: 0, processes: 0, cpu_weight: 100, cpu_max_percent: 100 });
 });
 
 test("the packages bound for the isolate host: isolated-vm, msgpackr and what they load, nothing else", async (t) => {

@@ -188,6 +188,9 @@ export async function isolateSpawnSpec(manifest: ModuleManifest, bundleFile: str
  *  - threads: 12-13 (main, 4 libuv, 4 V8 platform, isolated-vm's, inspector's signal
  *    thread); RLIMIT_NPROC counts them all, per uid.
  *  - open files: about 25.
+ *  - memory of the whole process (its cgroup, memory_total_mb): an idle isolate host is charged
+ *    ~25 MB; one filling a 512 MB heap peaked at ~620 MB (Node 24, isolated-vm 7, cgroup v1,
+ *    test/kernel-limits.test.ts and test/isolate-sandbox.test.ts), so 192 + 2 x memory_mb.
  * 0 (no limit) stays 0.
  */
 export const ISOLATE_HOST_MIN = { addressSpaceBaseMb: 4096, addressSpacePerHeapMb: 3, processes: 64, openFiles: 128, memoryBaseMb: 192, memoryPerHeapMb: 2 } as const;
