@@ -479,6 +479,7 @@ test("cgroup v2: a module's limits are written as memory.max, memory.swap.max, p
   t.is(support.kind, "v2", support.problems.join("; "));
   t.is(support.description, "cgroup v2 memory+pids+cpu");
   t.is(await readFile(path.join(root, "cgroup.subtree_control"), "utf8"), "+memory +pids +cpu");
+  t.is(await readFile(path.join(root, "modhost-1-4242", "cgroup.subtree_control"), "utf8"), "+memory +pids +cpu", "and for the module cgroups below");
   t.deepEqual(limitFiles("v2", { memory_mb: 300, processes: 50, cpu_weight: 200, cpu_max_percent: 150 }, true), [
     ["memory", "memory.max", String(300 * MB)], ["memory", "memory.swap.max", "0"], ["pids", "pids.max", "50"],
     ["cpu", "cpu.weight", "200"], ["cpu", "cpu.max", "150000 100000"],

@@ -266,6 +266,14 @@ async function probeV2(mounts: MountEntry[], cgroups: Map<string, string>, input
   await cleanStale(ownDir, "v2", input.pidNs);
   const hostDirs = Object.fromEntries(use.map((c) => [c, hostDir])) as Partial<Record<Controller, string>>;
   if (use.includes("cpu")) await writeFile(path.join(hostDir, "cpu.weight"), String(Math.min(10_000, 100 * hostCpus()))).catch(() => undefined);
+  // v2 enables controllers level by level: the module cgroups below the host directory need them too.
+  try {
+    await writeFile(path.join(hostDir, "cgroup.subtree_control"), use.map((c) => `+${c}`).join(" "));
+  } catch (err) {
+    problems.push(`cgroup v2: cannot enable ${use.join(", ")} in ${hostDir}: ${(err as Error).message}`);
+    await rmdir(hostDir).catch(() => undefined);
+    return null;
+  }
   const swapLimited = await hasFile(path.join(hostDir, "memory.swap.max"));
   if (!use.includes("cpu")) problems.push("cgroup v2: no cpu controller (no CPU weight or ceiling per module)");
   return { kind: "v2", hostDirs, swapLimited, problems, description: `cgroup v2 ${use.join("+")}` };
