@@ -167,13 +167,13 @@ async function removeCgroup(dir: string, kind: "v1" | "v2"): Promise<boolean> {
 }
 
 /** Host directories of hosts that are gone (same PID namespace, pid not alive): removed with what they hold. */
-async function cleanStale(parent: string, kind: "v1" | "v2", pidNs: string): Promise<string[]> {
+async function cleanStale(parent: string, kind: "v1" | "v2", pidNs: string, ownPid: number): Promise<string[]> {
   const removed: string[] = [];
   for (const e of await readdir(parent, { withFileTypes: true }).catch(() => [])) {
     const m = HOST_DIR_RE.exec(e.name);
     if (!e.isDirectory() || !m || m[1] !== pidNs) continue;
     const pid = Number(m[2]);
-    if (pid === process.pid || isAlive(pid)) continue;
+    if (pid === ownPid || pid === process.pid || isAlive(pid)) continue;
     if (await removeCgroup(path.join(parent, e.name), kind)) removed.push(path.join(parent, e.name));
   }
   return removed;
@@ -263,7 +263,7 @@ async function probeV2(mounts: MountEntry[], cgroups: Map<string, string>, input
     problems.push(`cgroup v2: cannot create ${hostDir} (${why})`);
     return null;
   }
-  await cleanStale(ownDir, "v2", input.pidNs);
+  await cleanStale(ownDir, "v2", input.pidNs, input.pid);
   const hostDirs = Object.fromEntries(use.map((c) => [c, hostDir])) as Partial<Record<Controller, string>>;
   if (use.includes("cpu")) await writeFile(path.join(hostDir, "cpu.weight"), String(Math.min(10_000, 100 * hostCpus()))).catch(() => undefined);
   // v2 enables controllers level by level: the module cgroups below the host directory need them too.
@@ -299,7 +299,7 @@ async function probeV1(mounts: MountEntry[], cgroups: Map<string, string>, input
       problems.push(`cgroup v1 ${c}: cannot create ${hostDir} (${why}${why === "EROFS" ? ": mounted read-only" : ""})`);
       continue;
     }
-    await cleanStale(ownDir, "v1", input.pidNs);
+    await cleanStale(ownDir, "v1", input.pidNs, input.pid);
     if (c === "cpu") await writeFile(path.join(hostDir, "cpu.shares"), String(1024 * hostCpus())).catch(() => undefined);
     hostDirs[c] = hostDir;
   }
