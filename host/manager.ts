@@ -339,7 +339,11 @@ export class ModuleManager {
 
   /** The module's own uid, from the table in the data directory (allocated on first use). */
   private async uidFor(name: string): Promise<number> {
-    this.uids ??= UidTable.open(path.join(this.opts.config.modules.data_dir, UID_TABLE_FILE));
+    // A damaged table fails this start with the problem named; it is read again at the next one.
+    this.uids ??= UidTable.open(path.join(this.opts.config.modules.data_dir, UID_TABLE_FILE)).catch((err: Error) => {
+      this.uids = undefined;
+      throw new ModhostError("config_error", err.message, `fix or restore ${UID_TABLE_FILE} in [modules] data_dir`);
+    });
     return (await this.uids).uidFor(name);
   }
 
