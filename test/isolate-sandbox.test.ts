@@ -326,6 +326,33 @@ test("an escaped isolate (full sandbox): host files, other modules' data and bun
   t.is(limit(result.limits, "Max processes"), String(DEFAULT_LIMITS.processes));
 });
 
+test("an escaped isolate running many processes that each allocate is held to the isolate host's cgroup memory", async (t) => {
+  const w = await world(t);
+  const uid = nextUid++;
+  // memory_total_mb 256 (the floor for memory_mb 32 is 192 + 64); 6 x (Node + 64 MB) is far more.
+  const sandboxed = await payloadSpawn(w.manifestFile, w.bundle, ["hog", "6,64"], { uid, mode: "full", cgroup: true, limits: { memory_total_mb: 256, memory_mb: 32 } });
+  t.truthy(sandboxed.cgroup, "the isolate host has a cgroup");
+  const { spec } = sandboxed;
+  const child = spawn(spec.command, spec.args, { cwd: spec.cwd, env: spec.env, stdio: ["ignore", "pipe", "pipe", "pipe"], detached: true });
+  (child.stdio[3] as Socket).on("error", () => undefined);
+  let stdout = "";
+  child.stdout!.on("data", (d) => (stdout += d));
+  const timer = setTimeout(() => child.kill("SIGKILL"), 120_000);
+  await new Promise((resolve) => child.on("close", resolve));
+  clearTimeout(timer);
+  const reason = await sandboxed.cgroup!.exitReason();
+  await sandboxed.release();
+  const line = stdout.split("\n").find((l) => l.startsWith("RESULT "));
+  t.log(`${line ?? "(no result: the payload itself was killed)"}; ${reason}`);
+  t.regex(reason ?? "", /the kernel killed \d+ of its processes at its memory limit.*memory_total_mb = 256/);
+  if (line) {
+    const r = JSON.parse(line.slice(7)) as { held: number; killed: number };
+    t.true(r.killed >= 1, "some were killed");
+    t.true(r.held * 64 < 256, `${r.held} held 64 MB`);
+  }
+  t.true(await eventually(async () => (await processesOf(uid)) === 0, 5000), "nothing of it is left");
+});
+
 test("an escaped isolate (degraded sandbox, util-linux): its own uid, no capabilities, other modules' data refused", async (t) => {
   const w = await world(t);
   const { server, port } = await listen();
