@@ -374,7 +374,7 @@ test("a CPU spin is ended by cpu_seconds", async (t) => {
 test("killing the sandbox's process ends every process of the module", async (t) => {
   const r = await run(t, ["hang"], {
     onSpawn: async (pid, uid) => {
-      t.true(await eventually(async () => (await processesOf(uid)) === 2, 5000), "the module and its child run");
+      t.true(await eventually(async () => (await processesOf(uid)) === 2, 15_000), "the module and its child run");
       process.kill(pid, "SIGTERM");
     },
   });
@@ -412,7 +412,7 @@ test("every process of the module is in its cgroup, with its limits; the cgroup 
   const r = await run(t, ["hang"], {
     cgroup: { memory_mb: 96, processes: 20, cpu_weight: 50, cpu_max_percent: 30 },
     onSpawn: async (pid, uid, sandbox) => {
-      t.true(await eventually(async () => (await processesOf(uid)) === 2, 5000), "the module and its child run");
+      t.true(await eventually(async () => (await processesOf(uid)) === 2, 15_000), "the module and its child run");
       const cg = sandbox.cgroup!;
       const members = new Set<number>();
       for (const d of cg.dirs) for (const l of (await readFile(path.join(d, "cgroup.procs"), "utf8")).split("\n")) if (l) members.add(Number(l));
@@ -622,7 +622,7 @@ test("degraded: SIGKILL ends every process of the module (SIGTERM does not: unsh
   const r = await run(t, ["hang"], {
     mode: "degraded",
     onSpawn: async (pid, uid) => {
-      t.true(await eventually(async () => (await processesOf(uid)) === 2, 5000), "the module and its child run");
+      t.true(await eventually(async () => (await processesOf(uid)) === 2, 15_000), "the module and its child run");
       process.kill(pid, "SIGTERM");
       await new Promise((res) => setTimeout(res, 300));
       t.is(await processesOf(uid), 2, "SIGTERM changed nothing");
