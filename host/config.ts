@@ -5,7 +5,7 @@
 
 import { isIP } from "node:net";
 import path from "node:path";
-import { DEFAULT_SANDBOX_LIMITS, type SandboxMode } from "../runtime/sandbox/policy.ts";
+import { DEFAULT_CGROUP_LIMITS, DEFAULT_SANDBOX_LIMITS, type SandboxMode } from "../runtime/sandbox/policy.ts";
 import { DEFAULT_RPC_LIMITS, type RpcLimits } from "./rpc/server.ts";
 import type { Descriptor } from "../capabilities/grants.ts";
 import { MODULE_NAME_HINT, MODULE_NAME_RE, readDescriptors } from "./manifest.ts";
@@ -63,6 +63,14 @@ export interface Limits {
   log_bytes_per_second: number;
   /** Bytes per second of audit records the module may cause (denials, audited actions). */
   audit_bytes_per_second: number;
+  // The module's cgroup (runtime/sandbox/cgroup.ts), for all its processes together; `processes`
+  // above is also its pids.max.
+  /** Memory of all the module's processes together, shmem/memfd/tmpfs included (0 = no limit). */
+  memory_total_mb: number;
+  /** CPU weight among the host's modules, 1-10000 (100 = normal). */
+  cpu_weight: number;
+  /** CPU ceiling of the module, percent of one core (0 = none). */
+  cpu_max_percent: number;
 }
 
 export const DEFAULT_LIMITS: Limits = Object.freeze({
@@ -89,6 +97,9 @@ export const DEFAULT_LIMITS: Limits = Object.freeze({
   handler_timeout_ms: 120_000,
   log_bytes_per_second: 32 * 1024,
   audit_bytes_per_second: 16 * 1024,
+  memory_total_mb: DEFAULT_CGROUP_LIMITS.memory_mb,
+  cpu_weight: DEFAULT_CGROUP_LIMITS.cpu_weight,
+  cpu_max_percent: DEFAULT_CGROUP_LIMITS.cpu_max_percent,
 });
 
 /** Bounds of the numeric limits; anything not listed is "0 or more". */
@@ -103,6 +114,7 @@ const LIMIT_RULES: Partial<Record<keyof Limits, IntegerRule>> = {
   handler_timeout_ms: { min: 1 },
   log_bytes_per_second: { min: 1024 },
   audit_bytes_per_second: { min: 1024 },
+  cpu_weight: { min: 1, max: 10_000 },
 };
 
 const RESTART_POLICIES: readonly RestartPolicy[] = ["never", "on-failure", "always"];

@@ -27,6 +27,7 @@ import type { HostSession } from "./session.ts";
 import { spawnModuleProcess, type ModuleProcess, type SpawnSpec } from "../runtime/process.ts";
 import { nativeSpawnSpec, sandboxedNativeSpawnSpec } from "../runtime/native/runtime.ts";
 import type { SandboxLevel } from "../runtime/sandbox/policy.ts";
+import { UID_TABLE_FILE, UidTable, type SandboxedSpawn } from "../runtime/sandbox/index.ts";
 import { sandboxedIsolateSpawnSpec } from "../runtime/isolate/runtime.ts";
 import { materialiseBinary, snapshotModule, verificationError, verifyForStart, verifyModule, type VerifiedModule } from "./verify/module.ts";
 
@@ -97,6 +98,8 @@ export class ModuleManager {
   private readonly log: SourceLogger;
   private runDir: string | undefined;
   private loadOrder: string[] = [];
+  /** Module name -> uid, persisted in the data directory (runtime/sandbox/uids.ts). */
+  private uids: Promise<UidTable> | undefined;
   private shuttingDown = false;
   /** Host services handed to every module's calls; set by the host before modules start. */
   services: HostServices | undefined;
@@ -252,20 +255,32 @@ export class ModuleManager {
       await mkdir(dataDir, { recursive: true, mode: 0o700 });
       rec.store ??= await this.openStore(rec);
       const config = moduleConfig(this.opts.config, manifest);
-      const spec = manifest.runtime === "isolate"
+      const sandboxed = manifest.runtime === "isolate"
         ? await this.isolateSpec(rec, dataDir)
         : await this.nativeSpec(rec, dataDir, config);
-      const proc = spawnModuleProcess(spec, {
-        module: rec.name,
-        grants: rec.grants,
-        hub: this.hub,
-        bus: this.opts.bus,
-        logger: this.opts.logger,
-        call: { module: rec.name, chain: this.opts.chain, store: rec.store, config, dataDir, ...(this.services ? { services: this.services } : {}) },
-        eventQueue: limits.event_queue,
-        handshakeTimeoutMs: limits.start_timeout_ms,
-        replay: (type) => (type === "ModuleLoaded" ? this.loadedEvents() : []),
-      }, this.opts.logger);
+      let proc: ModuleProcess;
+      try {
+        proc = spawnModuleProcess(sandboxed.spec, {
+          module: rec.name,
+          grants: rec.grants,
+          hub: this.hub,
+          bus: this.opts.bus,
+          logger: this.opts.logger,
+          call: { module: rec.name, chain: this.opts.chain, store: rec.store, config, dataDir, ...(this.services ? { services: this.services } : {}) },
+          eventQueue: limits.event_queue,
+          handshakeTimeoutMs: limits.start_timeout_ms,
+          replay: (type) => (type === "ModuleLoaded" ? this.loadedEvents() : []),
+        }, this.opts.logger);
+      } catch (err) {
+        await sandboxed.release();
+        throw err;
+      }
+      // Its cgroup goes with it (what is left in it is killed); say when a cgroup limit ended it.
+      void proc.exited.then(async () => {
+        const why = await sandboxed.cgroup?.exitReason();
+        if (why) this.log.warn(`${rec.name}: ${why}`);
+        await sandboxed.release();
+      });
       rec.process = proc;
       void proc.exited.then((info) => this.onExit(rec, proc, info.code, info.signal));
       await raceReady(proc, limits.start_timeout_ms);
@@ -295,7 +310,7 @@ export class ModuleManager {
    * machine allows and the operator's [modules] sandbox (or native_sandbox) asks for. A binary that is not
    * there (not built yet) is a clear error.
    */
-  private async nativeSpec(rec: ModuleRecord, dataDir: string, config: Record<string, unknown>): Promise<SpawnSpec> {
+  private async nativeSpec(rec: ModuleRecord, dataDir: string, config: Record<string, unknown>): Promise<SandboxedSpawn> {
     const binary = nativeSpawnSpec(rec.manifest, dataDir, config).command;
     if (!rec.verified) {
       try {
@@ -314,24 +329,36 @@ export class ModuleManager {
       grants: rec.grants,
       limits: { address_space_mb: limits.address_space_mb, open_files: limits.open_files, processes: limits.processes, cpu_seconds: limits.cpu_seconds, file_size_mb: limits.file_size_mb },
       mode: sandboxModeFor(this.opts.config, "native"),
+      uid: await this.uidFor(rec.name),
+      cgroup: { memory_mb: limits.memory_total_mb, processes: limits.processes, cpu_weight: limits.cpu_weight, cpu_max_percent: limits.cpu_max_percent },
     });
     rec.sandbox = sandboxed.level;
     for (const note of sandboxed.notes) this.log.warn(`${rec.name} sandbox: ${note}`);
-    return sandboxed.spec;
+    return sandboxed;
+  }
+
+  /** The module's own uid, from the table in the data directory (allocated on first use). */
+  private async uidFor(name: string): Promise<number> {
+    // A damaged table fails this start with the problem named; it is read again at the next one.
+    this.uids ??= UidTable.open(path.join(this.opts.config.modules.data_dir, UID_TABLE_FILE)).catch((err: Error) => {
+      this.uids = undefined;
+      throw new ModhostError("config_error", err.message, `fix or restore ${UID_TABLE_FILE} in [modules] data_dir`);
+    });
+    return (await this.uids).uidFor(name);
   }
 
   /** Compile a TypeScript module and say how to start its isolate host, in the sandbox as for a native module. */
-  private async isolateSpec(rec: ModuleRecord, dataDir: string): Promise<SpawnSpec> {
+  private async isolateSpec(rec: ModuleRecord, dataDir: string): Promise<SandboxedSpawn> {
     // Verify (hash, signatures, compatibility); the bundle is built from the hashed snapshot.
     rec.verified = await verifyForStart(rec.manifest, this.opts.config, rec.verified, this.log);
     const compiled = rec.verified.snapshot.bundle!;
     rec.sha256 = compiled.sha256;
     const bundle = path.join(await this.ensureRunDir(), `${rec.name}-${compiled.sha256.slice(0, 16)}.js`);
     await writeFile(bundle, compiled.code, { mode: 0o600 });
-    const sandboxed = await sandboxedIsolateSpawnSpec(rec.manifest, bundle, rec.limits, { mode: sandboxModeFor(this.opts.config, "isolate") });
+    const sandboxed = await sandboxedIsolateSpawnSpec(rec.manifest, bundle, rec.limits, { mode: sandboxModeFor(this.opts.config, "isolate"), uid: await this.uidFor(rec.name), cgroup: true });
     rec.sandbox = sandboxed.level;
     for (const note of sandboxed.notes) this.log.warn(`${rec.name} sandbox: ${note}`);
-    return sandboxed.spec;
+    return sandboxed;
   }
 
   /**

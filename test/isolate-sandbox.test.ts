@@ -22,7 +22,7 @@ import { Logger } from "../host/log.ts";
 import { ModuleManager } from "../host/manager.ts";
 import { parseDescriptor } from "../capabilities/grants.ts";
 import { ModuleStore } from "../storage/store.ts";
-import { compileForIsolate, ISOLATE_HOST_MIN, isolateHostLimits, isolateHostPackages, isolateHostScript } from "../runtime/isolate/runtime.ts";
+import { compileForIsolate, ISOLATE_HOST_MIN, isolateHostCgroupLimits, isolateHostLimits, isolateHostPackages, isolateHostScript } from "../runtime/isolate/runtime.ts";
 import { loadManifest } from "../host/manifest.ts";
 import { describeSandboxes, plannedLevel, type SandboxCapabilities, type SandboxMode } from "../runtime/sandbox/index.ts";
 import { eventually, listen, processesOf } from "./helpers/procs.ts";
@@ -73,7 +73,7 @@ test("a TypeScript module runs end to end with its isolate host sandboxed: stora
     grants: { good: GOOD_GRANTS, watcher: ["subscribe_events=ModuleLoaded,ModuleCrashed,ModuleRestarted"] },
   });
   t.regex((await h.waitForLog(/^module sandbox: /, { source: "host" })).message,
-    /^module sandbox: native modules full, TypeScript isolate hosts full$/);
+    /^module sandbox: native modules full, TypeScript isolate hosts full; kernel limits per module: cgroup v[12] memory\+pids\+cpu$/);
   for (const name of ["good", "watcher"]) {
     t.is(h.mustStatus(name).state, "running", name);
     t.is(h.mustStatus(name).sandbox, "full", name);
@@ -326,6 +326,33 @@ test("an escaped isolate (full sandbox): host files, other modules' data and bun
   t.is(limit(result.limits, "Max processes"), String(DEFAULT_LIMITS.processes));
 });
 
+test("an escaped isolate running many processes that each allocate is held to the isolate host's cgroup memory", async (t) => {
+  const w = await world(t);
+  const uid = nextUid++;
+  // memory_total_mb 256 (the floor for memory_mb 32 is 192 + 64); 6 x (Node + 64 MB) is far more.
+  const sandboxed = await payloadSpawn(w.manifestFile, w.bundle, ["hog", "6,64"], { uid, mode: "full", cgroup: true, limits: { memory_total_mb: 256, memory_mb: 32 } });
+  t.truthy(sandboxed.cgroup, "the isolate host has a cgroup");
+  const { spec } = sandboxed;
+  const child = spawn(spec.command, spec.args, { cwd: spec.cwd, env: spec.env, stdio: ["ignore", "pipe", "pipe", "pipe"], detached: true });
+  (child.stdio[3] as Socket).on("error", () => undefined);
+  let stdout = "";
+  child.stdout!.on("data", (d) => (stdout += d));
+  const timer = setTimeout(() => child.kill("SIGKILL"), 120_000);
+  await new Promise((resolve) => child.on("close", resolve));
+  clearTimeout(timer);
+  const reason = await sandboxed.cgroup!.exitReason();
+  await sandboxed.release();
+  const line = stdout.split("\n").find((l) => l.startsWith("RESULT "));
+  t.log(`${line ?? "(no result: the payload itself was killed)"}; ${reason}`);
+  t.regex(reason ?? "", /the kernel killed \d+ of its processes at its memory limit.*memory_total_mb = 256/);
+  if (line) {
+    const r = JSON.parse(line.slice(7)) as { held: number; killed: number };
+    t.true(r.killed >= 1, "some were killed");
+    t.true(r.held * 64 < 256, `${r.held} held 64 MB`);
+  }
+  t.true(await eventually(async () => (await processesOf(uid)) === 0, 5000), "nothing of it is left");
+});
+
 test("an escaped isolate (degraded sandbox, util-linux): its own uid, no capabilities, other modules' data refused", async (t) => {
   const w = await world(t);
   const { server, port } = await listen();
@@ -465,6 +492,14 @@ test("isolate host rlimits: the operator's, raised to what Node and V8 need; 0 s
     address_space_mb: 0, open_files: 0, processes: 0, cpu_seconds: 0, file_size_mb: 1024,
   });
   t.is(isolateHostLimits({ ...DEFAULT_LIMITS, address_space_mb: 16_384 }).address_space_mb, 16_384);
+});
+
+test("isolate host cgroup limits: the operator's, memory and tasks raised to what Node and V8 need; 0 stays unlimited", (t) => {
+  t.deepEqual(isolateHostCgroupLimits(DEFAULT_LIMITS), { memory_mb: 512, processes: 128, cpu_weight: 100, cpu_max_percent: 100 });
+  t.deepEqual(isolateHostCgroupLimits({ ...DEFAULT_LIMITS, memory_mb: 1024, memory_total_mb: 256, processes: 8, cpu_weight: 5, cpu_max_percent: 0 }), {
+    memory_mb: ISOLATE_HOST_MIN.memoryBaseMb + 2 * 1024, processes: 64, cpu_weight: 5, cpu_max_percent: 0,
+  });
+  t.deepEqual(isolateHostCgroupLimits({ ...DEFAULT_LIMITS, memory_total_mb: 0, processes: 0 }), { memory_mb: 0, processes: 0, cpu_weight: 100, cpu_max_percent: 100 });
 });
 
 test("the packages bound for the isolate host: isolated-vm, msgpackr and what they load, nothing else", async (t) => {

@@ -5,13 +5,14 @@
 import test from "ava";
 import type { ExecutionContext } from "ava";
 import { execFile, spawn } from "node:child_process";
-import { chmod, chown, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { chmod, chown, mkdir, mkdtemp, readdir, readFile, rm, rmdir, stat, writeFile } from "node:fs/promises";
+import { existsSync } from "node:fs";
 import type { Socket } from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import {
-  chooseVariant, DEFAULT_SANDBOX_LIMITS, detectSandbox, sandboxSpawnSpec, SandboxUnavailableError,
+  chooseVariant, DEFAULT_SANDBOX_LIMITS, describeKernelLimits, describeSandboxes, detectCgroups, detectSandbox, plannedLevel, sandboxSpawnSpec, SandboxUnavailableError,
   type SandboxCapabilities, type SandboxedSpawn, type SandboxLimits, type SandboxMode,
 } from "../runtime/sandbox/index.ts";
 import {
@@ -19,7 +20,24 @@ import {
   type SeccompArch,
 } from "../runtime/sandbox/seccomp.ts";
 import { eventually, listen, processesOf } from "./helpers/procs.ts";
-import { moduleUid, MODULE_UID_BASE, MODULE_UID_RANGE } from "../runtime/sandbox/policy.ts";
+import { DEFAULT_CGROUP_LIMITS, moduleUid, MODULE_UID_BASE, MODULE_UID_RANGE } from "../runtime/sandbox/policy.ts";
+import { UID_TABLE_FILE, UidTable } from "../runtime/sandbox/uids.ts";
+import { createModuleCgroup, limitFiles, probeCgroupsWith, type CgroupLimits } from "../runtime/sandbox/cgroup.ts";
+
+async function rmdirSafe(dir: string): Promise<void> {
+  await rmdir(dir).catch(() => undefined);
+}
+
+/** Pids (host view) of the live processes of a uid. */
+async function pidsOfUid(uid: number): Promise<number[]> {
+  const out: number[] = [];
+  for (const pid of await readdir("/proc")) {
+    if (!/^\d+$/.test(pid)) continue;
+    const status = await readFile(`/proc/${pid}/status`, "utf8").catch(() => "");
+    if (new RegExp(`^Uid:\\s+${uid}\\s`, "m").test(status) && !/^State:\s+Z/m.test(status)) out.push(Number(pid));
+  }
+  return out;
+}
 
 const SOURCE = fileURLToPath(new URL("./fixtures/hostile/hostile.c", import.meta.url));
 const HOST = fileURLToPath(new URL("./fixtures/hostile/host.ts", import.meta.url));
@@ -89,7 +107,9 @@ interface RunOptions {
   /** Answer on fd 3: called with each chunk the module writes. */
   onChannel?: (chunk: Buffer, socket: Socket) => void;
   /** Called once the process is running (e.g. to kill it). */
-  onSpawn?: (pid: number, uid: number) => void | Promise<void>;
+  onSpawn?: (pid: number, uid: number, sandbox: SandboxedSpawn) => void | Promise<void>;
+  /** Give the run a cgroup with these limits (over DEFAULT_CGROUP_LIMITS), as the host does. */
+  cgroup?: Partial<CgroupLimits>;
   timeoutMs?: number;
 }
 
@@ -106,6 +126,10 @@ interface Run {
   ms: number;
   /** attack name -> [outcome, detail] from the RESULT lines. */
   results: Map<string, [string, string]>;
+  /** With a cgroup: its exitReason(), read after the exit and before release(). */
+  cgroupReason?: string | null;
+  /** With a cgroup: its directories existed until release() and are gone after. */
+  cgroupDirs?: string[];
 }
 
 async function run(t: ExecutionContext, attack: string[], opts: RunOptions = {}): Promise<Run> {
@@ -124,6 +148,7 @@ async function run(t: ExecutionContext, attack: string[], opts: RunOptions = {})
       network: opts.network ?? false,
       limits: { ...DEFAULT_SANDBOX_LIMITS, ...opts.limits },
       mode: opts.mode ?? "full",
+      ...(opts.cgroup ? { cgroup: { name: "hostile", limits: { ...DEFAULT_CGROUP_LIMITS, ...opts.cgroup } } } : {}),
     },
   );
   const buildMs = performance.now() - building;
@@ -138,18 +163,20 @@ async function run(t: ExecutionContext, attack: string[], opts: RunOptions = {})
   let stderr = "";
   child.stdout!.on("data", (d) => (stdout += d));
   child.stderr!.on("data", (d) => (stderr += d));
-  if (child.pid) void opts.onSpawn?.(child.pid, uid);
+  if (child.pid) void opts.onSpawn?.(child.pid, uid, sandbox);
   const timer = setTimeout(() => child.kill("SIGKILL"), opts.timeoutMs ?? 20_000);
   const [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((resolve) => child.on("close", (c, s) => resolve([c, s])));
   clearTimeout(timer);
   const ms = performance.now() - started;
+  const cgroupReason = await sandbox.cgroup?.exitReason();
+  await sandbox.release();
   const results = new Map<string, [string, string]>();
   for (const line of stdout.split("\n")) {
     const m = /^RESULT (\S+) (\S+) (.*)$/.exec(line);
     if (m) results.set(m[1]!, [m[2]!, m[3]!]);
   }
   if (stderr) t.log(`stderr: ${stderr.trim()}`);
-  return { sandbox, buildMs, uid, dataDir, stdout, stderr, code, signal, ms, results };
+  return { sandbox, buildMs, uid, dataDir, stdout, stderr, code, signal, ms, results, cgroupReason, cgroupDirs: sandbox.cgroup?.dirs };
 }
 
 function outcome(r: Run, attack: string): string | undefined {
@@ -347,13 +374,157 @@ test("a CPU spin is ended by cpu_seconds", async (t) => {
 test("killing the sandbox's process ends every process of the module", async (t) => {
   const r = await run(t, ["hang"], {
     onSpawn: async (pid, uid) => {
-      t.true(await eventually(async () => (await processesOf(uid)) === 2, 5000), "the module and its child run");
+      t.true(await eventually(async () => (await processesOf(uid)) === 2, 15_000), "the module and its child run");
       process.kill(pid, "SIGTERM");
     },
   });
   t.is(outcome(r, "hang"), "ok");
   t.log(`after SIGTERM: exit code ${r.code}, signal ${r.signal}`);
   t.true(await eventually(async () => (await processesOf(r.uid)) === 0, 2000));
+});
+
+// ---------------------------------------------------------------------------------------
+// The module's cgroup (cgroup.ts): memory, tasks and CPU of all its processes together
+
+const MB = 1024 * 1024;
+const cgroupsHere = async () => (await detectCgroups()).kind !== "none";
+
+function lastProgress(r: Run, attack: string): number {
+  const all = [...r.stdout.matchAll(new RegExp(`^PROGRESS ${attack} (\\d+)$`, "gm"))].map((m) => Number(m[1]));
+  return all.at(-1) ?? 0;
+}
+
+test("this machine gives each module a cgroup with memory, pids and cpu", async (t) => {
+  const cg = await detectCgroups();
+  t.log(describeKernelLimits(cg));
+  t.not(cg.kind, "none", cg.problems.join("; "));
+  t.truthy(cg.hostDirs.memory);
+  t.truthy(cg.hostDirs.pids);
+  t.truthy(cg.hostDirs.cpu);
+  const caps = await detectSandbox();
+  t.regex(describeSandboxes({ native: "auto", isolate: "auto" }, caps).text, /kernel limits per module: cgroup v[12] memory\+pids\+cpu/);
+});
+
+test("every process of the module is in its cgroup, with its limits; the cgroup is gone after release", async (t) => {
+  if (!(await cgroupsHere())) return t.fail("no cgroups on this machine");
+  let inside: boolean[] = [];
+  let limits: string[] = [];
+  const r = await run(t, ["hang"], {
+    cgroup: { memory_mb: 96, processes: 20, cpu_weight: 50, cpu_max_percent: 30 },
+    onSpawn: async (pid, uid, sandbox) => {
+      t.true(await eventually(async () => (await processesOf(uid)) === 2, 15_000), "the module and its child run");
+      const cg = sandbox.cgroup!;
+      const members = new Set<number>();
+      for (const d of cg.dirs) for (const l of (await readFile(path.join(d, "cgroup.procs"), "utf8")).split("\n")) if (l) members.add(Number(l));
+      const ofUid = await pidsOfUid(uid);
+      inside = [members.has(pid), ...ofUid.map((p) => members.has(p))];
+      const read = (file: string) => readFile(path.join(cg.dirs.find((d) => existsSync(path.join(d, file)))!, file), "utf8").then((x) => x.trim());
+      limits = cg.kind === "v1"
+        ? [await read("memory.limit_in_bytes"), await read("pids.max"), await read("cpu.shares"), await read("cpu.cfs_quota_us")]
+        : [await read("memory.max"), await read("pids.max"), await read("cpu.weight"), await read("cpu.max")];
+      process.kill(pid, "SIGKILL");
+    },
+  });
+  t.is(outcome(r, "hang"), "ok");
+  t.true(inside.length === 3 && inside.every(Boolean), `launcher and both module processes in the cgroup: ${inside}`);
+  if (r.sandbox.cgroup!.kind === "v1") t.deepEqual(limits, [String(96 * MB), "20", "512", "30000"]);
+  else t.deepEqual(limits, [String(96 * MB), "20", "50", "30000 100000"]);
+  t.is(r.sandbox.level, "full");
+  for (const d of r.cgroupDirs!) t.false(existsSync(d), `${d} removed`);
+});
+
+test("memfd hoarding (shared memory, not address space) is stopped at the module's memory limit", async (t) => {
+  // RLIMIT_AS does not count a memfd's pages: without the cgroup this holds 768 MB.
+  const r = await run(t, ["memfd", "768"], { cgroup: { memory_mb: 128 } });
+  const got = lastProgress(r, "memfd");
+  t.log(`memfd hoard with memory_total_mb = 128: got to ${got} MB, then exit ${r.code} ${r.signal}; ${r.cgroupReason}`);
+  t.is(outcome(r, "memfd"), undefined, "it never finished");
+  t.true(got < 128, `${got} MB`);
+  t.regex(r.cgroupReason ?? "", /memory limit.*memory_total_mb = 128/);
+  t.true(await eventually(async () => (await processesOf(r.uid)) === 0, 3000), "nothing of it left");
+});
+
+test("many processes each allocating are stopped together at the module's memory limit", async (t) => {
+  // 8 x 48 MB: each far below address_space_mb, together three times memory_total_mb.
+  const r = await run(t, ["children", "8", "48"], { cgroup: { memory_mb: 128 } });
+  const d = Object.fromEntries((detail(r, "children") ?? "").split(",").map((kv) => kv.split("=")).map(([k, v]) => [k, Number(v)]));
+  t.log(`8 children x 48 MB with memory_total_mb = 128: ${detail(r, "children")}; ${r.cgroupReason}`);
+  t.is(d.started, 8);
+  t.true(d.killed! >= 1, "the kernel killed some");
+  t.true(d.held! * 48 < 128, `${d.held} held their 48 MB`);
+  t.regex(r.cgroupReason ?? "", /killed \d+ of its processes at its memory limit/);
+});
+
+test("a fork bomb stops at the cgroup's task limit even without RLIMIT_NPROC", async (t) => {
+  const r = await run(t, ["forkbomb", "10000"], { limits: { processes: 0 }, cgroup: { processes: 16 } });
+  const got = Number(detail(r, "forkbomb"));
+  t.log(`fork bomb with pids.max = 16 and no RLIMIT_NPROC: ${got} children, then ${outcome(r, "forkbomb")}`);
+  t.is(outcome(r, "forkbomb"), "EAGAIN");
+  t.true(got >= 8 && got < 16, `${got} children (the launcher chain and the module count too)`);
+  t.regex(r.cgroupReason ?? "", /refused at its limit of 16 \(processes/);
+  t.is(await processesOf(r.uid), 0, "all gone");
+});
+
+test("cgroup v2: a module's limits are written as memory.max, memory.swap.max, pids.max, cpu.weight, cpu.max", async (t) => {
+  // A fake cgroup2 tree (plain files), for the writes only: this machine's cgroups may be v1.
+  const root = await mkdtemp(path.join(os.tmpdir(), "modhost-cgroup2-"));
+  t.teardown(() => rm(root, { recursive: true, force: true }));
+  await writeFile(path.join(root, "cgroup.controllers"), "cpuset cpu io memory pids\n");
+  await writeFile(path.join(root, "cgroup.subtree_control"), "");
+  const support = await probeCgroupsWith({
+    root: true, pid: 4242, pidNs: "1",
+    mountInfo: `30 20 0:26 / ${root} rw,nosuid - cgroup2 cgroup2 rw\n`,
+    procCgroup: "0::/\n",
+  });
+  t.is(support.kind, "v2", support.problems.join("; "));
+  t.is(support.description, "cgroup v2 memory+pids+cpu");
+  t.is(await readFile(path.join(root, "cgroup.subtree_control"), "utf8"), "+memory +pids +cpu");
+  t.is(await readFile(path.join(root, "modhost-1-4242", "cgroup.subtree_control"), "utf8"), "+memory +pids +cpu", "and for the module cgroups below");
+  t.deepEqual(limitFiles("v2", { memory_mb: 300, processes: 50, cpu_weight: 200, cpu_max_percent: 150 }, true), [
+    ["memory", "memory.max", String(300 * MB)], ["memory", "memory.swap.max", "0"], ["pids", "pids.max", "50"],
+    ["cpu", "cpu.weight", "200"], ["cpu", "cpu.max", "150000 100000"],
+  ]);
+  t.deepEqual(limitFiles("v1", { memory_mb: 300, processes: 0, cpu_weight: 200, cpu_max_percent: 0 }, true), [
+    ["memory", "memory.limit_in_bytes", String(300 * MB)], ["memory", "memory.memsw.limit_in_bytes", String(300 * MB)],
+    ["cpu", "cpu.shares", "2048"],
+  ]);
+  const cg = await createModuleCgroup(support, "price-feed", { memory_mb: 300, processes: 50, cpu_weight: 200, cpu_max_percent: 150 });
+  t.deepEqual(cg.dirs, [path.join(root, "modhost-1-4242", cg.dirs[0]!.split("/").at(-1)!)]);
+  t.regex(cg.dirs[0]!, /\/price-feed-\d+$/);
+  t.is(await readFile(path.join(cg.dirs[0]!, "memory.max"), "utf8"), String(300 * MB));
+  t.is(await readFile(path.join(cg.dirs[0]!, "cpu.max"), "utf8"), "150000 100000");
+});
+
+test("cgroup probing: not root gives none (rlimits only), and the level says degraded", async (t) => {
+  const support = await probeCgroupsWith({ root: false, pid: 1, pidNs: "1", mountInfo: "", procCgroup: "" });
+  t.is(support.kind, "none");
+  t.regex(describeKernelLimits(support), /none, rlimits per process only \(the host is not root/);
+  const caps: SandboxCapabilities = {
+    root: true, arch: "x86_64", seccomp: true, tools: {} as SandboxCapabilities["tools"], bwrapWorks: true, unshareWorks: true,
+    best: "full", fallback: true, problems: [], cgroups: support,
+  };
+  t.is(plannedLevel("auto", caps), "degraded");
+  t.is(plannedLevel("full", caps), "refused");
+  t.is(plannedLevel("auto", { ...caps, cgroups: { ...support, kind: "v1", description: "cgroup v1 memory+pids+cpu" } }), "full");
+});
+
+test("the cgroups of a host that died are removed by the next host", async (t) => {
+  const cg = await detectCgroups();
+  if (cg.kind === "none") return t.fail("no cgroups on this machine");
+  // A pid that is certainly dead: a process that ran and was reaped.
+  const dead = await new Promise<number>((resolve) => { const p = spawn("/bin/true"); p.on("exit", () => resolve(p.pid!)); });
+  const ns = /modhost-(\d+)-\d+$/.exec(cg.hostDirs.memory!)![1]!;
+  const stale = [...new Set(Object.values(cg.hostDirs))].map((d) => path.join(path.dirname(d), `modhost-${ns}-${dead}`));
+  for (const d of stale) await mkdir(path.join(d, "left-over-1"), { recursive: true });
+  const otherNs = path.join(path.dirname(cg.hostDirs.memory!), `modhost-1-${dead}`);
+  await mkdir(otherNs);
+  t.teardown(() => rmdirSafe(otherNs));
+  await probeCgroupsWith({
+    root: true, pid: process.pid, pidNs: ns,
+    mountInfo: await readFile("/proc/self/mountinfo", "utf8"), procCgroup: await readFile("/proc/self/cgroup", "utf8"),
+  });
+  for (const d of stale) t.false(existsSync(d), `${d} removed`);
+  t.true(existsSync(otherNs), "another PID namespace's directory is left alone (its pids mean nothing here)");
 });
 
 test.serial("cold start: sandboxed vs bare", async (t) => {
@@ -451,7 +622,7 @@ test("degraded: SIGKILL ends every process of the module (SIGTERM does not: unsh
   const r = await run(t, ["hang"], {
     mode: "degraded",
     onSpawn: async (pid, uid) => {
-      t.true(await eventually(async () => (await processesOf(uid)) === 2, 5000), "the module and its child run");
+      t.true(await eventually(async () => (await processesOf(uid)) === 2, 15_000), "the module and its child run");
       process.kill(pid, "SIGTERM");
       await new Promise((res) => setTimeout(res, 300));
       t.is(await processesOf(uid), 2, "SIGTERM changed nothing");
@@ -504,6 +675,45 @@ test("module uids are stable, distinct per name and in their range", (t) => {
   for (const name of ["a", "price-feed", "x".repeat(64)]) {
     t.true(moduleUid(name) >= MODULE_UID_BASE && moduleUid(name) < MODULE_UID_BASE + MODULE_UID_RANGE);
   }
+});
+
+test("module uids come from a table: colliding names get distinct uids, stable across reopening", async (t) => {
+  const dir = await mkdtemp(path.join(os.tmpdir(), "modhost-uids-"));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const file = path.join(dir, UID_TABLE_FILE);
+  // "evil-mm7zi" hashes to the uid of "good" (found by brute force in about 15 s).
+  t.is(moduleUid("evil-mm7zi"), moduleUid("good"));
+  const table = await UidTable.open(file);
+  const good = await table.uidFor("good");
+  const evil = await table.uidFor("evil-mm7zi");
+  t.not(evil, good);
+  t.true(evil >= MODULE_UID_BASE && evil < MODULE_UID_BASE + MODULE_UID_RANGE);
+  t.is(await table.uidFor("good"), good, "the same name, the same uid");
+  // Many at once: all distinct.
+  const names = Array.from({ length: 50 }, (_, i) => `m${i}`);
+  const uids = await Promise.all(names.map((n) => table.uidFor(n)));
+  t.is(new Set([...uids, good, evil]).size, 52);
+  // Persisted (0600): another host on the same data directory gets the same answers, and the
+  // order of first use no longer matters.
+  t.is((await stat(file)).mode & 0o777, 0o600);
+  const again = await UidTable.open(file);
+  t.is(await again.uidFor("evil-mm7zi"), evil);
+  t.is(await again.uidFor("good"), good);
+  t.deepEqual(await Promise.all(names.map((n) => again.uidFor(n))), uids);
+});
+
+test("a damaged uid table is refused with what is wrong, never silently replaced", async (t) => {
+  const dir = await mkdtemp(path.join(os.tmpdir(), "modhost-uids-"));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const file = path.join(dir, UID_TABLE_FILE);
+  const uid = MODULE_UID_BASE + 5;
+  await writeFile(file, JSON.stringify({ version: 1, uids: { a: uid, b: uid } }));
+  await t.throwsAsync(UidTable.open(file), { message: /damaged \(b and a share uid \d+\): restore it from a backup/ });
+  await writeFile(file, JSON.stringify({ version: 1, uids: { a: 0 } }));
+  await t.throwsAsync(UidTable.open(file), { message: /a: 0 is not a module uid/ });
+  await writeFile(file, "{ not json");
+  await t.throwsAsync(UidTable.open(file), { message: /damaged/ });
+  t.is(await readFile(file, "utf8"), "{ not json", "left as it was");
 });
 
 // ---------------------------------------------------------------------------------------

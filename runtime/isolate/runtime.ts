@@ -23,7 +23,7 @@ import type { Limits } from "../../host/config.ts";
 import type { ModuleManifest } from "../../host/manifest.ts";
 import {
   moduleUid, sandboxSpawnSpec, SYSTEM_DIRS,
-  type SandboxedSpawn, type SandboxLimits, type SandboxMode, type SandboxPolicy,
+  type CgroupLimits, type SandboxedSpawn, type SandboxLimits, type SandboxMode, type SandboxPolicy,
 } from "../sandbox/index.ts";
 
 const require = createRequire(import.meta.url);
@@ -200,9 +200,12 @@ export async function isolateSpawnSpec(manifest: ModuleManifest, bundleFile: str
  *  - threads: 12-13 (main, 4 libuv, 4 V8 platform, isolated-vm's, inspector's signal
  *    thread); RLIMIT_NPROC counts them all, per uid.
  *  - open files: about 25.
+ *  - memory of the whole process (its cgroup, memory_total_mb): an idle isolate host is charged
+ *    ~25 MB; one filling a 512 MB heap peaked at ~620 MB (Node 24, isolated-vm 7, cgroup v1,
+ *    test/kernel-limits.test.ts and test/isolate-sandbox.test.ts), so 192 + 2 x memory_mb.
  * 0 (no limit) stays 0.
  */
-export const ISOLATE_HOST_MIN = { addressSpaceBaseMb: 4096, addressSpacePerHeapMb: 3, processes: 64, openFiles: 128 } as const;
+export const ISOLATE_HOST_MIN = { addressSpaceBaseMb: 4096, addressSpacePerHeapMb: 3, processes: 64, openFiles: 128, memoryBaseMb: 192, memoryPerHeapMb: 2 } as const;
 
 /** The rlimits of an isolate host: the operator's, raised to ISOLATE_HOST_MIN where lower. */
 export function isolateHostLimits(limits: Limits): SandboxLimits {
@@ -219,8 +222,25 @@ export function isolateHostLimits(limits: Limits): SandboxLimits {
 export interface IsolateSandboxOptions {
   /** Default "auto" (config: [modules] sandbox). */
   mode?: SandboxMode;
-  /** Default: moduleUid(manifest.name); the gid is the same number. */
+  /** The host passes the uid its UidTable allocated. Default: moduleUid(manifest.name); the gid is the same number. */
   uid?: number;
+  /** Give the isolate host a cgroup (isolateHostCgroupLimits); the host always does. Default false. */
+  cgroup?: boolean;
+}
+
+/**
+ * The cgroup limits of an isolate host: the operator's, with memory raised to what Node, V8 and
+ * a full isolate heap need (ISOLATE_HOST_MIN: a base plus twice memory_mb, measured in
+ * test/isolate-sandbox.test.ts) and tasks to ISOLATE_HOST_MIN.processes. 0 stays unlimited.
+ */
+export function isolateHostCgroupLimits(limits: Limits): CgroupLimits {
+  const atLeast = (value: number, min: number) => (value === 0 ? 0 : Math.max(value, min));
+  return {
+    memory_mb: atLeast(limits.memory_total_mb, ISOLATE_HOST_MIN.memoryBaseMb + ISOLATE_HOST_MIN.memoryPerHeapMb * limits.memory_mb),
+    processes: atLeast(limits.processes, ISOLATE_HOST_MIN.processes),
+    cpu_weight: limits.cpu_weight,
+    cpu_max_percent: limits.cpu_max_percent,
+  };
 }
 
 /**
@@ -257,6 +277,7 @@ export async function isolateHostSandbox(
       gid: uid,
       mode,
       allowNone: true,
+      ...(opts.cgroup ? { cgroup: { name: manifest.name, limits: isolateHostCgroupLimits(limits) } } : {}),
     },
   };
 }

@@ -8,7 +8,7 @@ import path from "node:path";
 import type { SpawnSpec } from "../process.ts";
 import type { ModuleManifest } from "../../host/manifest.ts";
 import type { EffectiveGrants } from "../../capabilities/grants.ts";
-import { moduleUid, sandboxSpawnSpec, type SandboxedSpawn, type SandboxLimits, type SandboxMode } from "../sandbox/index.ts";
+import { moduleUid, sandboxSpawnSpec, type CgroupLimits, type SandboxedSpawn, type SandboxLimits, type SandboxMode } from "../sandbox/index.ts";
 
 /** MODULE_CONFIG_<KEY> for every config entry; tables and arrays as JSON. */
 export function configEnv(config: Readonly<Record<string, unknown>>): Record<string, string> {
@@ -42,8 +42,10 @@ export interface NativeSandboxOptions {
   limits: SandboxLimits;
   /** Default "auto" (config: [modules] native_sandbox). */
   mode?: SandboxMode;
-  /** Default: moduleUid(manifest.name); the gid is the same number. */
+  /** The host passes the uid its UidTable allocated. Default: moduleUid(manifest.name); the gid is the same number. */
   uid?: number;
+  /** Limits of the module's cgroup (all its processes together); none: no cgroup. */
+  cgroup?: CgroupLimits;
   /**
    * The verified copy of the binary to execute (host/verify/module.ts materialiseBinary).
    * Its directory, which holds nothing else, is then the module directory the sandbox binds
@@ -70,5 +72,6 @@ export function sandboxedNativeSpawnSpec(
     uid,
     gid: uid,
     mode: opts.mode ?? "auto",
+    ...(opts.cgroup ? { cgroup: { name: manifest.name, limits: opts.cgroup } } : {}),
   });
 }

@@ -6,6 +6,7 @@ import { execFile } from "node:child_process";
 import { access, constants, readFile } from "node:fs/promises";
 import { hostSeccompArch, type SeccompArch } from "./seccomp.ts";
 import type { SandboxLevel } from "./policy.ts";
+import { detectCgroups, type CgroupSupport } from "./cgroup.ts";
 
 export interface SandboxTools {
   bwrap: string | null;
@@ -37,6 +38,8 @@ export interface SandboxCapabilities {
   fallback: boolean;
   /** Why a level is missing, for the log. */
   problems: string[];
+  /** Cgroups per module (cgroup.ts); unset only in hand-made capabilities (tests). Without them "full" becomes "degraded". */
+  cgroups?: CgroupSupport;
 }
 
 const SYSTEM_DIRS = ["/usr/bin", "/bin", "/usr/sbin", "/sbin"];
@@ -104,7 +107,8 @@ async function probe(): Promise<SandboxCapabilities> {
   // A non-root host with working bubblewrap still gets namespaces, seccomp and most rlimits.
   const bwrapNoDrop = !root && bwrapWorks && utilLinux && Boolean(arch) && seccomp;
   const best: SandboxLevel = full ? "full" : fallback || bwrapNoDrop ? "degraded" : "none";
-  return { root, arch, seccomp, tools, bwrapWorks, unshareWorks, best, fallback, problems };
+  const cgroups = await detectCgroups();
+  return { root, arch, seccomp, tools, bwrapWorks, unshareWorks, best, fallback, problems, cgroups };
 }
 
 let cached: Promise<SandboxCapabilities> | undefined;

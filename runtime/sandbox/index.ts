@@ -19,10 +19,13 @@ import { detectSandbox, type SandboxCapabilities } from "./detect.ts";
 import { prepareDataDir } from "./datadir.ts";
 import { fallbackArgs } from "./fallback.ts";
 import { launcher, SECCOMP_FD, seccompFile } from "./launcher.ts";
+import { createModuleCgroup, detectCgroups, type CgroupSupport, type ModuleCgroup } from "./cgroup.ts";
 import { SandboxUnavailableError, type SandboxLevel, type SandboxMode, type SandboxPolicy } from "./policy.ts";
 import { prlimitArgs } from "./rlimits.ts";
 
 export { detectSandbox, type SandboxCapabilities, type SandboxTools } from "./detect.ts";
+export { detectCgroups, type CgroupLimits, type CgroupSupport, type ModuleCgroup } from "./cgroup.ts";
+export { UidTable, UID_TABLE_FILE } from "./uids.ts";
 export { SYSTEM_DIRS } from "./bwrap.ts";
 export {
   DEFAULT_SANDBOX_LIMITS, moduleUid, SandboxUnavailableError,
@@ -34,7 +37,13 @@ export interface SandboxedSpawn {
   level: SandboxLevel;
   /** What this sandbox does not do, or does differently; for the log. */
   notes: string[];
+  /** The module's cgroup, when it got one. */
+  cgroup?: ModuleCgroup;
+  /** Call once the process has exited: kills what is left in its cgroup and removes it (no-op without one). */
+  release(): Promise<void>;
 }
+
+const NO_RELEASE = async () => undefined;
 
 export type Variant = "bwrap" | "bwrap-unprivileged" | "util-linux";
 
@@ -134,10 +143,27 @@ function cleanEnv(env: Record<string, string>, notes: string[]): Record<string, 
 export function plannedLevel(mode: SandboxMode, caps: SandboxCapabilities, allowNone = false): SandboxLevel | "refused" {
   if (mode === "off") return "none";
   try {
-    return chooseVariant({ mode }, caps) === "bwrap" ? "full" : "degraded";
+    if (chooseVariant({ mode }, caps) !== "bwrap") return "degraded";
+    if (!cgroupsMissing(caps)) return "full";
+    return mode === "full" ? "refused" : "degraded";
   } catch {
     return allowNone && mode === "auto" ? "none" : "refused";
   }
+}
+
+/** No cgroups on a machine that was probed for them (caps.cgroups unset: not probed, as in unit tests). */
+function cgroupsMissing(caps: SandboxCapabilities): boolean {
+  return caps.cgroups !== undefined && caps.cgroups.kind === "none";
+}
+
+/** `modhost check` and the startup log: which kernel limits per module this machine gives. */
+export function describeKernelLimits(cgroups: CgroupSupport | undefined): string {
+  if (!cgroups) return "kernel limits per module: not probed";
+  if (cgroups.kind === "none") {
+    return `kernel limits per module: none, rlimits per process only (${cgroups.problems.join("; ")})`;
+  }
+  const partial = cgroups.problems.length > 0 ? ` (${cgroups.problems.join("; ")})` : "";
+  return `kernel limits per module: ${cgroups.description}${cgroups.swapLimited ? "" : ", swap not limited"}${partial}`;
 }
 
 /**
@@ -154,7 +180,8 @@ export function describeSandboxes(modes: { native: SandboxMode; isolate: Sandbox
   const isolate = part("TypeScript isolate hosts", modes.isolate, true);
   const full = native.level === "full" && isolate.level === "full";
   const why = !full && caps.problems.length > 0 ? `; ${caps.problems.join("; ")}` : "";
-  return { text: `module sandbox: ${native.text}, ${isolate.text}${why}`, full };
+  const kernel = caps.cgroups ? `; ${describeKernelLimits(caps.cgroups)}` : "";
+  return { text: `module sandbox: ${native.text}, ${isolate.text}${why}${kernel}`, full: full && !cgroupsMissing(caps) };
 }
 
 /** Wrap `spec` in the sandbox that `policy` asks for. Throws SandboxUnavailableError when the
@@ -162,7 +189,7 @@ export function describeSandboxes(modes: { native: SandboxMode; isolate: Sandbox
 export async function sandboxSpawnSpec(spec: SpawnSpec, policy: SandboxPolicy): Promise<SandboxedSpawn> {
   const mode = policy.mode ?? "auto";
   if (mode === "off") {
-    return { spec, level: "none", notes: ["not sandboxed: the operator turned the sandbox off (mode \"off\")"] };
+    return { spec, level: "none", notes: ["not sandboxed: the operator turned the sandbox off (mode \"off\")"], release: NO_RELEASE };
   }
   checkPolicy(spec, policy);
   const caps = await detectSandbox();
@@ -171,7 +198,7 @@ export async function sandboxSpawnSpec(spec: SpawnSpec, policy: SandboxPolicy): 
     variant = chooseVariant(policy, caps);
   } catch (err) {
     if (!(err instanceof SandboxUnavailableError) || !policy.allowNone || mode !== "auto") throw err;
-    return { spec, level: "none", notes: [`not sandboxed: this machine offers no sandbox (${caps.problems.join("; ") || "unknown reason"})`] };
+    return { spec, level: "none", notes: [`not sandboxed: this machine offers no sandbox (${caps.problems.join("; ") || "unknown reason"})`], release: NO_RELEASE };
   }
   const { tools } = caps;
   if (!tools.prlimit) throw new SandboxUnavailableError("prlimit is missing");
@@ -201,6 +228,31 @@ export async function sandboxSpawnSpec(spec: SpawnSpec, policy: SandboxPolicy): 
     seccomp = await seccompFile(policy.network);
     chain.push(tools.bwrap!, ...(await bwrapArgs(spec, policy, { tools, dropUid: variant === "bwrap", seccompFd: SECCOMP_FD })));
   }
-  const { command, args } = await launcher(chain, tools, seccomp, env, notes);
-  return { spec: { ...spec, command, args, env }, level, notes };
+  let cgroup: ModuleCgroup | undefined;
+  if (policy.cgroup) {
+    const support = caps.cgroups ?? (await detectCgroups());
+    let problem: string;
+    if (support.kind === "none") {
+      problem = support.problems.join("; ");
+    } else {
+      try {
+        cgroup = await createModuleCgroup(support, policy.cgroup.name, policy.cgroup.limits);
+        problem = "";
+      } catch (err) {
+        problem = (err as Error).message;
+      }
+    }
+    if (!cgroup) {
+      if (mode === "full") throw new SandboxUnavailableError(`the full sandbox is not available: no cgroup for the module (${problem})`);
+      level = "degraded";
+      notes.push(`no cgroup (${problem}): memory, processes and CPU are limited per process only (rlimits), not for the module as a whole`);
+    }
+  }
+  try {
+    const { command, args } = await launcher(chain, tools, seccomp, env, notes, cgroup?.procsFiles);
+    return { spec: { ...spec, command, args, env }, level, notes, ...(cgroup ? { cgroup } : {}), release: cgroup ? cgroup.release : NO_RELEASE };
+  } catch (err) {
+    await cgroup?.release();
+    throw err;
+  }
 }

@@ -1,6 +1,7 @@
 // The first process of a sandboxed module: a shell one-liner that sets up file descriptors and
 // execs the sandbox chain (same PID, so the host's ChildProcess is the chain).
 //
+//  - Enters the module's cgroup first (its pid into cgroup.procs), see cgroup.ts.
 //  - fd 4 <- the seccomp program (bubblewrap's --seccomp 4). A file in a private directory,
 //    opened by the shell, so spawnModuleProcess needs no extra stdio slot.
 //  - Closes the file descriptors the host inherited from whoever started it without
@@ -65,13 +66,31 @@ export function unsetShellVars(env: Record<string, string>): string {
   return names.length > 0 ? `unset ${names.join(" ")}; ` : "";
 }
 
-/** command/args that run `chain` with fd 4 = seccompPath (if given) and leaked fds closed. */
+/** A path as one single-quoted shell word. */
+export function shellQuote(s: string): string {
+  return `'${s.replace(/'/g, "'\\''")}'`;
+}
+
+/**
+ * The shell's first step when the module has a cgroup (cgroup.ts): write its own pid into each
+ * cgroup.procs file, or exit 125 without running anything. Everything the module runs descends
+ * from this shell, so nothing of it ever runs outside the cgroup.
+ */
+export function enterCgroupScript(procsFiles: string[]): string {
+  if (procsFiles.length === 0) return "";
+  const writes = procsFiles.map((f) => `echo $$ >${shellQuote(f)}`).join(" && ");
+  return `{ ${writes}; } 2>/dev/null || { echo "modhost sandbox: cannot enter the module's cgroup" >&2; exit 125; }; `;
+}
+
+/** command/args that run `chain` with fd 4 = seccompPath (if given) and leaked fds closed,
+ * after entering the cgroup whose cgroup.procs files are given. */
 export async function launcher(
   chain: string[],
   tools: SandboxTools,
   seccompPath: string | undefined,
   env: Record<string, string>,
   notes: string[],
+  cgroupProcs: string[] = [],
 ): Promise<{ command: string; args: string[] }> {
   const leaked = (await inheritableFds()).filter((fd) => !(seccompPath && fd === SECCOMP_FD));
   // dash (Debian's sh) only knows single-digit fds in redirections; bash knows any.
@@ -84,5 +103,5 @@ export async function launcher(
     ...(seccompPath ? [`${SECCOMP_FD}<"$0"`] : []),
     ...closable.map((fd) => `${fd}>&-`),
   ];
-  return { command: shell, args: ["-c", `${unsetShellVars(env)}exec "$@" ${redirections.join(" ")}`, seccompPath ?? "modhost-sandbox", ...chain] };
+  return { command: shell, args: ["-c", `${enterCgroupScript(cgroupProcs)}${unsetShellVars(env)}exec "$@" ${redirections.join(" ")}`, seccompPath ?? "modhost-sandbox", ...chain] };
 }

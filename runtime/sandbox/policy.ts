@@ -1,9 +1,11 @@
 // What the sandbox of one module process is asked to enforce (a native module, or the isolate
 // host of a TypeScript module), and the levels it can deliver.
 
+import type { CgroupLimits } from "./cgroup.ts";
+
 /**
  * "full": bubblewrap (namespaces, read-only system view, private /tmp) + seccomp + rlimits +
- *   a real unprivileged uid with no capabilities.
+ *   a real unprivileged uid with no capabilities + a cgroup of its own (memory, tasks, CPU).
  * "degraded": something less (util-linux fallback, or bubblewrap without a uid drop when the
  *   host is not root); the notes of the result say what is missing.
  * "none": not sandboxed at all (only when the operator opted out).
@@ -39,6 +41,19 @@ export const DEFAULT_SANDBOX_LIMITS: Readonly<SandboxLimits> = Object.freeze({
   file_size_mb: 1024,
 });
 
+/**
+ * The cgroup limits of a module (cgroup.ts) unless the operator says otherwise: half a GB for
+ * all its processes together, the normal CPU weight, and at most one core, so that on a
+ * two-core machine no module can take the whole CPU from the host and the others.
+ * (`processes`, the pids.max, is DEFAULT_SANDBOX_LIMITS.processes.)
+ */
+export const DEFAULT_CGROUP_LIMITS: Readonly<CgroupLimits> = Object.freeze({
+  memory_mb: 512,
+  processes: 128,
+  cpu_weight: 100,
+  cpu_max_percent: 100,
+});
+
 export interface SandboxPolicy {
   /**
    * The module's data directory: the only writable place (made owned by uid/gid). null: no
@@ -59,11 +74,18 @@ export interface SandboxPolicy {
   /** Share the host's network (the module holds network_access). */
   network: boolean;
   limits: SandboxLimits;
-  /** The unprivileged host uid/gid the module runs as (see moduleUid). */
+  /** The unprivileged host uid/gid the module runs as (UidTable in uids.ts allocates them). */
   uid: number;
   gid: number;
   /** Default "auto". */
   mode?: SandboxMode;
+  /**
+   * A cgroup for the process tree (cgroup.ts): memory of all its processes together, tasks,
+   * CPU weight and ceiling; `name` names its directory (the module's name). Without it, no
+   * cgroup (tests and benchmarks of the sandbox alone). The host always asks for one; the
+   * level is "full" only when it got one.
+   */
+  cgroup?: { name: string; limits: CgroupLimits };
   /**
    * When "auto" finds no sandbox on this machine, run unsandboxed (level "none", with a note)
    * instead of refusing. For isolate hosts, whose isolate still confines the module; never
@@ -73,10 +95,10 @@ export interface SandboxPolicy {
 }
 
 /**
- * Module uids: one per module, derived from its name, in a range no distribution or subuid
- * allocation uses. A uid of its own means RLIMIT_NPROC counts only this module's processes
- * and another module's files are not its files. Two names can collide (1 in 16 M per pair);
- * they would then share the process limit, nothing else (neither sees the other's directory).
+ * Module uids come from this range, which no distribution or subuid allocation uses, and are
+ * allocated by UidTable (uids.ts): one per module name, never shared. moduleUid(name) is only
+ * the first uid the table tries for a new name (a 24-bit hash: names colliding on purpose are
+ * easy to find, which is why the table, not the hash, decides).
  */
 export const MODULE_UID_BASE = 1_900_000_000;
 export const MODULE_UID_RANGE = 1 << 24;

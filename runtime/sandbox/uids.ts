@@ -1,0 +1,150 @@
+// Module uids, allocated: a table in the host's data directory (module name -> uid) that gives
+// every module name a uid of its own, never one already given to another name, and the same
+// one on every start. A uid of its own is what makes RLIMIT_NPROC count one module's processes
+// only, and makes one module's files not another's.
+//
+// The first uid tried for a new name is moduleUid(name) (a hash of the name, what earlier
+// versions used, so existing data directories keep their owners); when that is taken, by
+// another name in the table or by a process running on this machine, the next free one in the
+// range. So a module that picks a name whose hash equals another module's gets a different uid
+// (a colliding name is found by brute force in seconds: the hash alone was never enough).
+//
+// The table is per data directory: two hosts on one machine with different data directories
+// keep separate tables. A uid in use by a running process is skipped when allocating, but a
+// module of another host that is not running at that moment cannot be seen.
+
+import { randomBytes } from "node:crypto";
+import { open, readdir, readFile, rename, rm } from "node:fs/promises";
+import path from "node:path";
+import { moduleUid, MODULE_UID_BASE, MODULE_UID_RANGE } from "./policy.ts";
+
+export const UID_TABLE_FILE = "module-uids.json";
+/** The table is the host's own file; a bigger one is not one it wrote. */
+const MAX_TABLE_BYTES = 4 * 1024 * 1024;
+
+interface TableFile {
+  version: 1;
+  /** Documented for the operator who opens the file. */
+  range: string;
+  uids: Record<string, number>;
+}
+
+function inRange(uid: unknown): uid is number {
+  return Number.isInteger(uid) && (uid as number) >= MODULE_UID_BASE && (uid as number) < MODULE_UID_BASE + MODULE_UID_RANGE;
+}
+
+/** Real uids of the processes running now. */
+async function runningUids(): Promise<Set<number>> {
+  const uids = new Set<number>();
+  for (const pid of await readdir("/proc").catch(() => [] as string[])) {
+    if (!/^\d+$/.test(pid)) continue;
+    const status = await readFile(`/proc/${pid}/status`, "utf8").catch(() => "");
+    const m = /^Uid:\s+(\d+)/m.exec(status);
+    if (m) uids.add(Number(m[1]));
+  }
+  return uids;
+}
+
+export class UidTable {
+  private queue: Promise<unknown> = Promise.resolve();
+  /** The running uids, read at most once a second (a burst of new modules reads /proc once). */
+  private running: { at: number; uids: Set<number> } | undefined;
+
+  private constructor(readonly file: string, private readonly byName: Map<string, number>) {}
+
+  /** Load the table at `file` (a missing file is an empty table). A damaged table is an error, never silently replaced: uids own files. */
+  static async open(file: string): Promise<UidTable> {
+    let text: string;
+    try {
+      const fh = await open(file, "r");
+      try {
+        const { size } = await fh.stat();
+        if (size > MAX_TABLE_BYTES) throw new Error(`the module uid table ${file} is ${size} bytes, more than ${MAX_TABLE_BYTES}: it is not one modhost wrote; restore it from a backup`);
+        text = await fh.readFile("utf8");
+      } finally {
+        await fh.close();
+      }
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") return new UidTable(file, new Map());
+      throw err;
+    }
+    const damaged = (why: string) => new Error(`the module uid table ${file} is damaged (${why}): restore it from a backup, or fix the entry by hand (each module name needs its own uid in ${MODULE_UID_BASE}..${MODULE_UID_BASE + MODULE_UID_RANGE - 1})`);
+    let data: Partial<TableFile>;
+    try {
+      data = JSON.parse(text) as Partial<TableFile>;
+    } catch (err) {
+      throw damaged((err as Error).message);
+    }
+    if (data?.version !== 1 || typeof data.uids !== "object" || data.uids === null || Array.isArray(data.uids)) throw damaged("not a version 1 table");
+    const byName = new Map<string, number>();
+    const seen = new Map<number, string>();
+    for (const [name, uid] of Object.entries(data.uids)) {
+      if (!inRange(uid)) throw damaged(`${name}: ${String(uid)} is not a module uid`);
+      const other = seen.get(uid);
+      if (other !== undefined) throw damaged(`${name} and ${other} share uid ${uid}`);
+      seen.set(uid, name);
+      byName.set(name, uid);
+    }
+    return new UidTable(file, byName);
+  }
+
+  /** The uid already given to `name`, if any. */
+  get(name: string): number | undefined {
+    return this.byName.get(name);
+  }
+
+  /** All entries (name -> uid). */
+  entries(): Array<[string, number]> {
+    return [...this.byName];
+  }
+
+  /** The uid of `name`: its entry, or a new uid that no other name has (written to disk before it is returned). */
+  uidFor(name: string): Promise<number> {
+    const next = this.queue.then(() => this.allocate(name));
+    this.queue = next.catch(() => undefined);
+    return next;
+  }
+
+  private async allocate(name: string): Promise<number> {
+    const known = this.byName.get(name);
+    if (known !== undefined) return known;
+    const taken = new Set(this.byName.values());
+    if (!this.running || Date.now() - this.running.at > 1000) this.running = { at: Date.now(), uids: await runningUids() };
+    const running = this.running.uids;
+    const first = moduleUid(name) - MODULE_UID_BASE;
+    for (let i = 0; i < MODULE_UID_RANGE; i++) {
+      const uid = MODULE_UID_BASE + ((first + i) % MODULE_UID_RANGE);
+      if (taken.has(uid) || running.has(uid)) continue;
+      this.byName.set(name, uid);
+      try {
+        await this.save();
+      } catch (err) {
+        this.byName.delete(name);
+        throw new Error(`cannot record the uid of module ${name} in ${this.file}: ${(err as Error).message}`);
+      }
+      return uid;
+    }
+    throw new Error(`no free module uid left in ${MODULE_UID_BASE}..${MODULE_UID_BASE + MODULE_UID_RANGE - 1}`);
+  }
+
+  /** Write the whole table to a new file, flush it, and rename it over the old one: never half a table. */
+  private async save(): Promise<void> {
+    const data: TableFile = {
+      version: 1,
+      range: `${MODULE_UID_BASE}..${MODULE_UID_BASE + MODULE_UID_RANGE - 1}`,
+      uids: Object.fromEntries([...this.byName].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))),
+    };
+    const tmp = path.join(path.dirname(this.file), `.${path.basename(this.file)}.${randomBytes(6).toString("hex")}`);
+    const fh = await open(tmp, "wx", 0o600);
+    try {
+      await fh.writeFile(`${JSON.stringify(data, null, 2)}\n`);
+      await fh.sync();
+    } catch (err) {
+      await fh.close();
+      await rm(tmp, { force: true });
+      throw err;
+    }
+    await fh.close();
+    await rename(tmp, this.file);
+  }
+}
