@@ -12,13 +12,17 @@
  */
 import { Packr } from "msgpackr";
 import { StorageError } from "./errors.ts";
+import { MAX_VALUE_DEPTH as WIRE_MAX_VALUE_DEPTH } from "../protocol/codec.ts";
 
 const packr = new Packr({ useRecords: false, variableMapSize: true });
 const utf8 = new TextEncoder();
 const utf8Decoder = new TextDecoder("utf-8", { fatal: true });
 
-/** Nesting deeper than this is rejected (also bounds the recursion below). */
-export const MAX_VALUE_DEPTH = 64;
+/**
+ * Nesting deeper than this is rejected (also bounds the recursion below). It is the wire's
+ * limit for a data value, so every value stored can be read back in one frame.
+ */
+export const MAX_VALUE_DEPTH = WIRE_MAX_VALUE_DEPTH;
 
 // A lone (unpaired) UTF-16 surrogate cannot be encoded as UTF-8: two different
 // strings would map to the same key bytes, so such keys are rejected.
