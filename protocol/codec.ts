@@ -216,102 +216,108 @@ const KIND_NAMES = ["a number, nil or boolean", "a string", "binary", "an array"
  * The `t` and `id` of a body that did not decode, read from its top-level map without
  * decoding the rest (so a refused request can still be answered with its own id). Best
  * effort: returns what it found before the bytes stopped making sense. Linear in the body's
- * size, no recursion, allocates nothing proportional to it.
+ * size, no recursion, no allocation per value; stops as soon as it has both.
  */
 export function readEnvelope(bytes: Uint8Array): { t?: string; id?: number } {
   const b = Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const out: { t?: string; id?: number } = {};
-  let p = 0;
-  const header = scanHeader(b, p);
-  if (!header || header.kind !== "map") return out;
-  p = header.next;
-  for (let i = 0; i < header.count; i++) {
-    const k = scanHeader(b, p);
-    if (!k) break;
-    const v = scanHeader(b, k.next);
-    if (!v) break;
-    if (k.kind === "str" && k.count <= 2) {
-      const name = b.toString("utf8", k.next - k.count, k.next);
-      if (name === "id" && v.kind === "int" && Number.isSafeInteger(v.int) && v.int! > 0) out.id = v.int;
-      if (name === "t" && v.kind === "str" && v.count <= 64) out.t = b.toString("utf8", v.next - v.count, v.next);
+  if (!header(b, 0) || hKind !== K_MAP) return out;
+  const entries = hCount;
+  let p = hNext;
+  for (let i = 0; i < entries && (out.t === undefined || out.id === undefined); i++) {
+    if (!header(b, p)) break;
+    const keyKind: number = hKind;
+    const keyLen = hCount;
+    const keyEnd = hNext;
+    if (!header(b, keyEnd)) break;
+    if (keyKind === K_STR && keyLen <= 2) {
+      const name = b.toString("latin1", keyEnd - keyLen, keyEnd);
+      if (name === "id" && (hKind as number) === K_INT && Number.isSafeInteger(hInt) && hInt > 0) out.id = hInt;
+      if (name === "t" && (hKind as number) === K_STR && hCount <= 64) out.t = b.toString("utf8", hNext - hCount, hNext);
     }
-    const next = skip(b, k.next);
-    if (next < 0) break;
-    p = next;
+    p = skip(b, keyEnd);
+    if (p < 0) break;
   }
   return out;
 }
 
-interface Header {
-  kind: "map" | "array" | "str" | "bin" | "int" | "other";
-  /** Entries of a map, elements of an array, bytes of a string or binary (already skipped in `next`). */
-  count: number;
-  int?: number;
-  /** Offset just past the header (past the payload for scalars, strings and binary). */
-  next: number;
+const K_OTHER = 0, K_INT = 1, K_STR = 2, K_BIN = 3, K_ARRAY = 4, K_MAP = 5;
+// The last header read by header(): its kind, count (entries, elements, or bytes of a string
+// or binary), integer value, and the offset after it (after the payload for all but containers).
+let hKind: number = K_OTHER;
+let hCount = 0;
+let hInt = 0;
+let hNext = 0;
+
+function set(kind: number, count: number, next: number, b: Buffer): boolean {
+  hKind = kind;
+  hCount = count;
+  hNext = next + (kind === K_STR || kind === K_BIN ? count : 0);
+  return hNext <= b.length;
 }
 
-/** Reads one header at `p`; undefined when the bytes end or make no sense. */
-function scanHeader(b: Buffer, p: number): Header | undefined {
-  if (p >= b.length) return undefined;
+/** Reads one header at `p` into hKind/hCount/hInt/hNext; false when the bytes end or make no sense. */
+function header(b: Buffer, p: number): boolean {
+  if (p >= b.length) return false;
   const m = b[p]!;
-  const fixed = (kind: Header["kind"], count: number, hdr: number): Header | undefined => {
-    const next = p + hdr + (kind === "str" || kind === "bin" ? count : 0);
-    return next <= b.length ? { kind, count, next } : undefined;
-  };
-  const int = (value: number, size: number): Header | undefined => (p + 1 + size <= b.length ? { kind: "int", count: 0, int: value, next: p + 1 + size } : undefined);
-  const has = (n: number) => p + 1 + n <= b.length;
-  if (m < 0x80) return { kind: "int", count: 0, int: m, next: p + 1 };
-  if (m >= 0xe0) return { kind: "int", count: 0, int: m - 0x100, next: p + 1 };
-  if (m < 0x90) return fixed("map", m & 0x0f, 1);
-  if (m < 0xa0) return fixed("array", m & 0x0f, 1);
-  if (m < 0xc0) return fixed("str", m & 0x1f, 1);
-  switch (m) {
-    case 0xc0: case 0xc2: case 0xc3: return { kind: "other", count: 0, next: p + 1 };
-    case 0xc4: return has(1) ? fixed("bin", b[p + 1]!, 2) : undefined;
-    case 0xc5: return has(2) ? fixed("bin", b.readUInt16BE(p + 1), 3) : undefined;
-    case 0xc6: return has(4) ? fixed("bin", b.readUInt32BE(p + 1), 5) : undefined;
-    case 0xc7: return has(2) ? fixed("bin", b[p + 1]!, 3) : undefined; // ext 8: skipped like binary
-    case 0xc8: return has(3) ? fixed("bin", b.readUInt16BE(p + 1), 4) : undefined;
-    case 0xc9: return has(5) ? fixed("bin", b.readUInt32BE(p + 1), 6) : undefined;
-    case 0xca: return fixed("other", 0, 5);
-    case 0xcb: return fixed("other", 0, 9);
-    case 0xcc: return has(1) ? int(b[p + 1]!, 1) : undefined;
-    case 0xcd: return has(2) ? int(b.readUInt16BE(p + 1), 2) : undefined;
-    case 0xce: return has(4) ? int(b.readUInt32BE(p + 1), 4) : undefined;
-    case 0xcf: return has(8) ? int(b.readUInt32BE(p + 1) * 0x1_0000_0000 + b.readUInt32BE(p + 5), 8) : undefined;
-    case 0xd0: return has(1) ? int(b.readInt8(p + 1), 1) : undefined;
-    case 0xd1: return has(2) ? int(b.readInt16BE(p + 1), 2) : undefined;
-    case 0xd2: return has(4) ? int(b.readInt32BE(p + 1), 4) : undefined;
-    case 0xd3: return has(8) ? int(b.readInt32BE(p + 1) * 0x1_0000_0000 + b.readUInt32BE(p + 5), 8) : undefined;
-    case 0xd4: return fixed("other", 0, 3);
-    case 0xd5: return fixed("other", 0, 4);
-    case 0xd6: return fixed("other", 0, 6);
-    case 0xd7: return fixed("other", 0, 10);
-    case 0xd8: return fixed("other", 0, 18);
-    case 0xd9: return has(1) ? fixed("str", b[p + 1]!, 2) : undefined;
-    case 0xda: return has(2) ? fixed("str", b.readUInt16BE(p + 1), 3) : undefined;
-    case 0xdb: return has(4) ? fixed("str", b.readUInt32BE(p + 1), 5) : undefined;
-    case 0xdc: return has(2) ? fixed("array", b.readUInt16BE(p + 1), 3) : undefined;
-    case 0xdd: return has(4) ? fixed("array", b.readUInt32BE(p + 1), 5) : undefined;
-    case 0xde: return has(2) ? fixed("map", b.readUInt16BE(p + 1), 3) : undefined;
-    case 0xdf: return has(4) ? fixed("map", b.readUInt32BE(p + 1), 5) : undefined;
-    default: return undefined; // 0xc1
+  const left = b.length - p - 1;
+  if (m < 0x80 || m >= 0xe0) {
+    hInt = m < 0x80 ? m : m - 0x100;
+    return set(K_INT, 0, p + 1, b);
   }
+  if (m < 0x90) return set(K_MAP, m & 0x0f, p + 1, b);
+  if (m < 0xa0) return set(K_ARRAY, m & 0x0f, p + 1, b);
+  if (m < 0xc0) return set(K_STR, m & 0x1f, p + 1, b);
+  switch (m) {
+    case 0xc0: case 0xc2: case 0xc3: return set(K_OTHER, 0, p + 1, b);
+    case 0xc4: return left >= 1 && set(K_BIN, b[p + 1]!, p + 2, b);
+    case 0xc5: return left >= 2 && set(K_BIN, b.readUInt16BE(p + 1), p + 3, b);
+    case 0xc6: return left >= 4 && set(K_BIN, b.readUInt32BE(p + 1), p + 5, b);
+    // extensions are skipped like binary (their type byte counted in the header)
+    case 0xc7: return left >= 2 && set(K_BIN, b[p + 1]!, p + 3, b);
+    case 0xc8: return left >= 3 && set(K_BIN, b.readUInt16BE(p + 1), p + 4, b);
+    case 0xc9: return left >= 5 && set(K_BIN, b.readUInt32BE(p + 1), p + 6, b);
+    case 0xca: return set(K_OTHER, 0, p + 5, b);
+    case 0xcb: return set(K_OTHER, 0, p + 9, b);
+    case 0xd4: return set(K_OTHER, 0, p + 3, b);
+    case 0xd5: return set(K_OTHER, 0, p + 4, b);
+    case 0xd6: return set(K_OTHER, 0, p + 6, b);
+    case 0xd7: return set(K_OTHER, 0, p + 10, b);
+    case 0xd8: return set(K_OTHER, 0, p + 18, b);
+    case 0xd9: return left >= 1 && set(K_STR, b[p + 1]!, p + 2, b);
+    case 0xda: return left >= 2 && set(K_STR, b.readUInt16BE(p + 1), p + 3, b);
+    case 0xdb: return left >= 4 && set(K_STR, b.readUInt32BE(p + 1), p + 5, b);
+    case 0xdc: return left >= 2 && set(K_ARRAY, b.readUInt16BE(p + 1), p + 3, b);
+    case 0xdd: return left >= 4 && set(K_ARRAY, b.readUInt32BE(p + 1), p + 5, b);
+    case 0xde: return left >= 2 && set(K_MAP, b.readUInt16BE(p + 1), p + 3, b);
+    case 0xdf: return left >= 4 && set(K_MAP, b.readUInt32BE(p + 1), p + 5, b);
+  }
+  const size = m === 0xcc || m === 0xd0 ? 1 : m === 0xcd || m === 0xd1 ? 2 : m === 0xce || m === 0xd2 ? 4 : m === 0xcf || m === 0xd3 ? 8 : -1;
+  if (size < 0 || left < size) return false; // 0xc1, or truncated
+  switch (m) {
+    case 0xcc: hInt = b[p + 1]!; break;
+    case 0xcd: hInt = b.readUInt16BE(p + 1); break;
+    case 0xce: hInt = b.readUInt32BE(p + 1); break;
+    case 0xcf: hInt = b.readUInt32BE(p + 1) * 0x1_0000_0000 + b.readUInt32BE(p + 5); break;
+    case 0xd0: hInt = b.readInt8(p + 1); break;
+    case 0xd1: hInt = b.readInt16BE(p + 1); break;
+    case 0xd2: hInt = b.readInt32BE(p + 1); break;
+    default: hInt = b.readInt32BE(p + 1) * 0x1_0000_0000 + b.readUInt32BE(p + 5);
+  }
+  return set(K_INT, 0, p + 1 + size, b);
 }
 
 /** Offset just past the value at `p` (containers included), or -1. Iterative. */
 function skip(b: Buffer, p: number): number {
   let pending = 1;
   while (pending > 0) {
-    const h = scanHeader(b, p);
-    if (!h) return -1;
+    if (!header(b, p)) return -1;
     pending--;
-    if (h.kind === "array") pending += h.count;
-    else if (h.kind === "map") pending += 2 * h.count;
+    if (hKind === K_ARRAY) pending += hCount;
+    else if (hKind === K_MAP) pending += 2 * hCount;
     // Every pending value needs at least one byte: a count beyond the bytes left is a lie.
-    if (pending > b.length - h.next) return -1;
-    p = h.next;
+    if (pending > b.length - hNext) return -1;
+    p = hNext;
   }
   return p;
 }
