@@ -1,20 +1,24 @@
 // The frame body codec: MessagePack, restricted to plain data (docs/protocol.md section 3).
 //
-// Decoding is our own single-pass decoder, not a general MessagePack library: it accepts
-// exactly the subset of the protocol (nil, booleans, integers, floats, UTF-8 strings, binary,
-// arrays, maps with string keys) and refuses everything else (extension types, including
-// msgpackr's records, structured clones and shared references; the reserved byte 0xc1;
-// non-string or duplicate map keys; `__proto__` keys; invalid UTF-8; trailing bytes). Every
-// limit (nesting depth, string and binary lengths, array and map lengths, total values per
-// frame) is checked from the MessagePack header, before anything proportional to it is
-// allocated or walked, so the work per frame is at most a small constant times its size and
-// capped by `maxValues`. A general decoder plus a check afterwards did the work first: a frame
-// of shared references (813 bytes) expanded into a DAG walked as a tree froze the host.
+// Decoding is two passes. First `validate`, a scan of the bytes that reads only headers (and
+// the bytes of non-ASCII strings, for UTF-8): it accepts exactly the subset of the protocol
+// (nil, booleans, integers, floats, UTF-8 strings, binary, arrays, maps with string keys) and
+// refuses everything else (extension types, which covers msgpackr's records, structured
+// clones and shared references; the reserved byte 0xc1; non-string map keys; `__proto__`
+// keys; invalid UTF-8; trailing bytes). Every limit (nesting depth, string and binary lengths,
+// values per frame, which bounds array and map lengths) is checked from the header, before
+// anything it announces is built or walked. Only then does msgpackr build the value: a general
+// decoder followed by a check did the work first (a frame of shared references, 813 bytes,
+// expanded into a DAG walked as a tree and froze the host). Our own single-pass decoder was
+// measured too: 2-4x slower than msgpackr at building objects, so the scan stays separate.
 //
-// Worst cases measured on the project machine (2 cores, shared, busy), body limits at their
-// defaults: a 16 MiB string 6 ms (ASCII) to 40 ms (multi-byte UTF-8, mostly the V8 string
-// itself); 262,144 values of the most expensive kind (empty maps, or keys of one map) in one
-// frame 20-45 ms; 4 M nils refused after reading 5 bytes (0.01 ms). See fuzz/README.md.
+// Cost: validate is ~0.15-0.25 us for a small request (msgpackr's decode ~0.5-0.8 us).
+// Refusals cost next to nothing: 4 M nils or 16 MiB of nesting, 0.01-0.02 ms. The worst
+// accepted frames, measured on the project machine while it was heavily shared (load 6-40 on
+// 2 cores, so read these as upper bounds): 65,535 values of cheap kinds (nils, empty maps,
+// short strings) 4-10 ms; 32,767 distinct map keys (every key a new V8 hidden class) 35-300
+// ms; a 16 MiB string 50-600 ms (the V8 string itself). max_values is what bounds the
+// key case; see docs/protocol.md section 3.1.
 //
 // Encoding uses msgpackr after a walk (`toWire`) that checks the same limits, so a peer never
 // receives a body it must refuse, and writes integers beyond 32 bits as int64 (msgpackr alone
@@ -45,7 +49,7 @@ export const DEFAULT_BODY_LIMITS: Readonly<BodyLimits> = Object.freeze({
   maxDepth: MAX_VALUE_DEPTH + ENVELOPE_DEPTH,
   maxStringBytes: 16 * 1024 * 1024,
   maxBinaryBytes: 16 * 1024 * 1024,
-  maxValues: 262_144,
+  maxValues: 65_536,
 });
 
 /** The names the limits go by in errors and in docs/protocol.md. */

@@ -5,7 +5,8 @@
  * number, string, Uint8Array, arrays and plain objects. Anything that would not
  * round-trip faithfully (undefined, functions, symbols, bigint, Date, Map, class
  * instances, other typed arrays, cycles, `__proto__` keys) is rejected up front
- * with `invalid_params`, so what a module reads back is exactly what it wrote
+ * with `invalid_params` (over the wire a `__proto__` key does not even get here: the frame
+ * decoder refuses the message), so what a module reads back is exactly what it wrote
  * (caveat: -0 comes back as 0, as msgpack has no negative-zero integer).
  *
  * Keys are strings stored as their UTF-8 bytes, so ordering is by UTF-8 bytes.
