@@ -104,6 +104,7 @@ export async function sessionTarget(opts: { batch?: number; settleMs?: number; s
   return {
     name: "protocol-session",
     seeds,
+    framesOf: (input) => (input.length > 0 ? 1 : 0),
     async run(input) {
       if (input.length === 0) return; // a zero-length frame is a framing error: the frame target's business
       conn ??= await open();

@@ -9,9 +9,9 @@ import { handshakeTarget } from "./protocol-handshake.ts";
 import { sessionTarget } from "./protocol-session.ts";
 
 const TARGETS: Record<string, { make: () => Promise<FuzzTarget>; iterations: number; hangMs: number }> = {
-  frame: { make: () => frameTarget(), iterations: 300_000, hangMs: 1000 },
-  body: { make: () => bodyTarget(), iterations: 500_000, hangMs: 1000 },
-  handshake: { make: () => handshakeTarget(), iterations: 30_000, hangMs: 5000 },
+  frame: { make: () => frameTarget(), iterations: 100_000, hangMs: 1000 },
+  body: { make: () => bodyTarget(), iterations: 200_000, hangMs: 1000 },
+  handshake: { make: () => handshakeTarget(), iterations: 10_000, hangMs: 5000 },
   session: { make: () => sessionTarget(), iterations: 1_000_000, hangMs: 15_000 },
 };
 

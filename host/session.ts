@@ -79,7 +79,7 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
 
     this.subscription = opts.bus.subscribe(
       opts.module,
-      (ev) => this.channel.send({ t: "event", seq: ev.seq, type: ev.type, payload: ev.payload, time: ev.time, ...(ev.missed ? { missed: ev.missed } : {}) }),
+      (ev) => this.deliver(ev),
       { window: opts.eventWindow ?? 64, queueLimit: opts.eventQueue ?? 1024 },
     );
     this.call = {
@@ -123,6 +123,23 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
   async setConfig(config: Record<string, unknown>, timeoutMs: number): Promise<void> {
     (this.call as { config: Readonly<Record<string, unknown>> }).config = config;
     await this.invoke("config", { config }, timeoutMs);
+  }
+
+  /** Events that could not be encoded for this module, counted into the next one's `missed`. */
+  private undeliverable = 0;
+
+  private deliver(ev: { seq: number; type: string; payload: unknown; time: number; missed?: number }): void {
+    const missed = (ev.missed ?? 0) + this.undeliverable;
+    try {
+      this.channel.send({ t: "event", seq: ev.seq, type: ev.type, payload: ev.payload, time: ev.time, ...(missed ? { missed } : {}) });
+      this.undeliverable = 0;
+    } catch (err) {
+      // A payload over this module's body limits (or not plain data) must not break delivery to
+      // the other subscribers, which a throw here would: skip it, and count it as missed.
+      if (!(err instanceof EncodeError)) throw err;
+      this.undeliverable = missed + 1;
+      this.opts.logger.log("warn", "host", `event ${ev.type} #${ev.seq} not delivered to ${this.opts.module}: ${err.message}`);
+    }
   }
 
   private subscribe(types: string[]): string[] {

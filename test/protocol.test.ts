@@ -897,3 +897,16 @@ test("channel: frames sent in one turn leave in one write, in order; past the bo
   t.true(writes.length > 0, "past 64 KiB waiting, written without waiting for the turn to end");
   channel.close();
 });
+
+test("an event over the module's body limits is skipped and counted in the next event's missed, without breaking delivery", async (t) => {
+  const limits = { ...DEFAULT_BODY_LIMITS, maxValues: 100 };
+  const { peer, bus, records } = await openSession(t, { grants: ["subscribe_events"], limits });
+  t.deepEqual((await peer.call("subscribe_events", { types: ["other:tick"] })).result, ["other:tick"]);
+  bus.publish("other:tick", new Array(200).fill(0));
+  bus.publish("other:tick", { ok: 1 });
+  const ev = await peer.next((f) => f.t === "event");
+  t.deepEqual(ev.payload, { ok: 1 });
+  t.is(ev.seq, 2);
+  t.is(ev.missed, 1);
+  t.true(records.some((r) => r.level === "warn" && /event other:tick #1 not delivered to example: .*max_values = 100/.test(r.message)));
+});
