@@ -93,6 +93,8 @@ export class FrameChannel extends EventEmitter<ChannelEvents> {
       }
       this.emit("message", value);
     }
+    // Frames before a bad length prefix were delivered above; now the stream is lost.
+    if (this.decoder.error && !this.closed) this.close(this.decoder.error);
   }
 
   /**

@@ -910,3 +910,13 @@ test("an event over the module's body limits is skipped and counted in the next 
   t.is(ev.missed, 1);
   t.true(records.some((r) => r.level === "warn" && /event other:tick #1 not delivered to example: .*max_values = 100/.test(r.message)));
 });
+
+test("frame decoder: frames before a bad length prefix in the same chunk are delivered, then the error", (t) => {
+  const d = new FrameDecoder(1024);
+  const good = encodeFrame(encodeBody({ t: "ready" }));
+  const bodies = d.push(Buffer.concat([good, good, Buffer.from("7fffffff00", "hex")]));
+  t.is(bodies.length, 2, "both whole frames came out");
+  t.true(d.error instanceof FramingError);
+  t.throws(() => d.push(good), { instanceOf: FramingError, message: /exceeds the maximum of 1024/ }, "and nothing more after");
+  t.throws(() => new FrameDecoder(1024).push(Buffer.from("00000000", "hex")), { instanceOf: FramingError, message: /zero-length/ }, "alone, it throws at once");
+});
