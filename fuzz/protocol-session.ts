@@ -13,6 +13,7 @@ import { protocolVectorFrames, type FuzzTarget } from "./driver.ts";
 import { connect, frame, MODULE, shared, type Connection, type Shared } from "./session-harness.ts";
 
 const PROBE_BASE = 2 ** 40;
+const NIL = new Uint8Array([0xc0]);
 
 export async function sessionTarget(opts: { batch?: number; settleMs?: number; shared?: Shared } = {}): Promise<FuzzTarget> {
   const own = opts.shared === undefined;
@@ -104,9 +105,10 @@ export async function sessionTarget(opts: { batch?: number; settleMs?: number; s
   return {
     name: "protocol-session",
     seeds,
-    framesOf: (input) => (input.length > 0 ? 1 : 0),
+    framesOf: () => 1,
     async run(input) {
-      if (input.length === 0) return; // a zero-length frame is a framing error: the frame target's business
+      // A zero-length frame is a framing error (the frame target's business): send a nil instead.
+      if (input.length === 0) input = NIL;
       conn ??= await open();
       const p = predict(input);
       conn.peer.write(frame(input));
