@@ -75,6 +75,9 @@ export function editDistance(a: string, b: string): number {
 
 /** The closest name in `candidates`, or undefined when nothing is reasonably close. */
 export function closest(name: string, candidates: readonly string[]): string | undefined {
+  // The edit distance costs the product of the lengths: a name far longer than every
+  // candidate (a module's 4 MiB "method") is close to none of them, and is not compared.
+  if (name.length > 128) return undefined;
   const norm = (s: string) => s.toLowerCase().replace(/[^a-z0-9]/g, "");
   let best: string | undefined;
   let bestScore = Infinity;

@@ -11,6 +11,22 @@ import { CapabilityError, type CallContext } from "../capabilities/types.ts";
 import { wireError, type WireError } from "../protocol/messages.ts";
 import { closest } from "../capabilities/catalogue.ts";
 
+/** Names longer than this are not compared with the known ones: no method name comes close. */
+const MAX_SUGGEST_LENGTH = 64;
+const METHOD_NAMES = [...METHODS.keys()];
+
+/**
+ * The message for an unknown method. The name is the module's: its length is bounded before
+ * it is compared with every known name (edit distance, quadratic in the lengths) or echoed.
+ */
+function unknownMethod(method: string): string {
+  if (method.length > MAX_SUGGEST_LENGTH) {
+    return `unknown method "${method.slice(0, 32)}..." (${method.length} characters; no method name is longer than ${MAX_SUGGEST_LENGTH})`;
+  }
+  const guess = closest(method, METHOD_NAMES);
+  return `unknown method "${method}"${guess ? `; did you mean "${guess}"?` : ""}`;
+}
+
 export class HubError extends Error {
   constructor(readonly wire: WireError) {
     super(wire.message);
@@ -57,10 +73,7 @@ export class ApiHub {
 
   async handle(call: CallContext, grants: EffectiveGrants, method: string, params: Record<string, unknown>): Promise<unknown> {
     const def = METHODS.get(method);
-    if (!def) {
-      const guess = closest(method, [...METHODS.keys()]);
-      throw new HubError(wireError("unknown_method", `unknown method "${method}"${guess ? `; did you mean "${guess}"?` : ""}`));
-    }
+    if (!def) throw new HubError(wireError("unknown_method", unknownMethod(method)));
     if (def.permission !== null) {
       const decision = checkGrant(grants, def.permission);
       if (!decision.ok) this.deny(call.module, method, def.permission, `${method} requires the "${def.permission}" capability, which this module was not granted; the operator can grant it in [modules.grants.${call.module}]`);

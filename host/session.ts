@@ -8,7 +8,7 @@
 
 import { EventEmitter } from "node:events";
 import type { FrameChannel } from "../protocol/channel.ts";
-import { FramingError } from "../protocol/frame.ts";
+import { EncodeError } from "../protocol/codec.ts";
 import {
   MessageError, MIN_PROTOCOL_VERSION, parseModuleMessage, PROTOCOL_VERSION, wireError,
   type Hello, type InvocationKind, type ModuleMessage, type WireError,
@@ -78,7 +78,7 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
 
     this.subscription = opts.bus.subscribe(
       opts.module,
-      (ev) => this.channel.send({ t: "event", seq: ev.seq, type: ev.type, payload: ev.payload, time: ev.time, ...(ev.missed ? { missed: ev.missed } : {}) }),
+      (ev) => this.deliver(ev),
       { window: opts.eventWindow ?? 64, queueLimit: opts.eventQueue ?? 1024 },
     );
     this.call = {
@@ -101,9 +101,7 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
     );
     this.handshakeTimer.unref();
     channel.on("message", (body) => this.onMessage(body));
-    channel.on("bad_body", (err) => {
-      if (this.state !== "closed") this.replyError(0, wireError("invalid_message", err.message));
-    });
+    channel.on("bad_body", (err, envelope) => this.refused(err.message, envelope.id ?? 0, envelope.t));
     channel.on("close", (err) => this.onClose(err));
   }
 
@@ -126,6 +124,23 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
     await this.invoke("config", { config }, timeoutMs);
   }
 
+  /** Events that could not be encoded for this module, counted into the next one's `missed`. */
+  private undeliverable = 0;
+
+  private deliver(ev: { seq: number; type: string; payload: unknown; time: number; missed?: number }): void {
+    const missed = (ev.missed ?? 0) + this.undeliverable;
+    try {
+      this.channel.send({ t: "event", seq: ev.seq, type: ev.type, payload: ev.payload, time: ev.time, ...(missed ? { missed } : {}) });
+      this.undeliverable = 0;
+    } catch (err) {
+      // A payload over this module's body limits (or not plain data) must not break delivery to
+      // the other subscribers, which a throw here would: skip it, and count it as missed.
+      if (!(err instanceof EncodeError)) throw err;
+      this.undeliverable = missed + 1;
+      this.opts.logger.log("warn", "host", `event ${ev.type} #${ev.seq} not delivered to ${this.opts.module}: ${err.message}`);
+    }
+  }
+
   private subscribe(types: string[]): string[] {
     for (const t of types) {
       if (this.subscription.types.has(t)) continue;
@@ -144,7 +159,7 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
       msg = parseModuleMessage(body);
     } catch (err) {
       const e = err as MessageError;
-      this.replyError(e.id ?? 0, wireError("invalid_message", e.message));
+      this.refused(e.message, e.id ?? 0, e.kind);
       return;
     }
     if (this.state === "handshake") {
@@ -185,6 +200,25 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
         this.replyError(0, wireError("protocol_error", "hello was already received"));
         break;
     }
+  }
+
+  /**
+   * A message that could not be accepted. Every request is answered with its own id (read
+   * from the envelope even when the rest was refused) so that the module's call settles; a
+   * refused invocation_result fails the invocation waiting for it at once.
+   */
+  private refused(reason: string, id: number, kind: string | undefined): void {
+    if (this.state === "closed") return;
+    if (kind === "invocation_result") {
+      const p = this.pending.get(id);
+      if (p) {
+        this.pending.delete(id);
+        clearTimeout(p.timer);
+        p.reject(new InvocationError(wireError("invalid_message", `the module's invocation_result was refused: ${reason}`)));
+      }
+      id = 0; // not a request id: the module still hears why, as a response to no request
+    }
+    this.replyError(id, wireError("invalid_message", reason));
   }
 
   private onHello(hello: Hello): void {
@@ -238,10 +272,10 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
       let wire: WireError;
       if (err instanceof HubError) {
         wire = err.wire;
-      } else if (err instanceof FramingError) {
-        // The answer itself is too large for a frame (a wide storage_iter, say): say so, and
-        // how to get it, instead of "internal error".
-        wire = wireError("invalid_params", `${method}: the result does not fit in one message (${err.message}); ask for less at a time, e.g. with a smaller limit`);
+      } else if (err instanceof EncodeError) {
+        // The answer cannot be sent (too large for a frame or the protocol limits, a wide
+        // storage_iter, say; or not plain data): say so, and how to get it, not "internal error".
+        wire = wireError(err.code, `${method}: the result cannot be sent: ${err.message}${err.code === "result_too_large" ? "; ask for less at a time, e.g. with a smaller limit" : ""}`);
       } else {
         this.opts.logger.log("error", "host", `serving ${method} for ${this.opts.module} failed: ${(err as Error)?.stack ?? String(err)}`);
         wire = wireError("internal", "internal error");

@@ -1,31 +1,68 @@
 // A message channel over one stream socket: frames out, frames in, decoded bodies as
 // events. It knows nothing of what the messages mean; the host session and the module
 // clients build on it.
+//
+// Writes are coalesced: frames sent during one turn of the event loop go out together in one
+// write(2) when the turn ends (setImmediate), in the order they were sent. A write system call
+// per frame cost 39% of the host's time serving pipelined requests. What waits is bounded:
+// once COALESCE_BYTES are waiting they are written at once, and `unsentBytes` (waiting here plus
+// queued in the socket) lets the sender apply backpressure.
 
 import { EventEmitter } from "node:events";
 import type { Duplex } from "node:stream";
-import { DEFAULT_MAX_FRAME_BYTES, encodeFrame, FrameDecoder, FramingError } from "./frame.ts";
-import { CodecError, decodeBody, encodeBody } from "./codec.ts";
+import { DEFAULT_MAX_FRAME_BYTES, FrameDecoder, FramingError } from "./frame.ts";
+import { CodecError, decodeBody, DEFAULT_BODY_LIMITS, EncodeError, encodeBody, readEnvelope, type BodyLimits } from "./codec.ts";
+
+/** Frames waiting for the end of the turn are written at once when they reach this many bytes. */
+export const COALESCE_BYTES = 64 * 1024;
+
+/** What could be read of a body that was refused: enough to answer it by id. */
+export interface Envelope {
+  t?: string;
+  id?: number;
+}
 
 export interface ChannelEvents {
   /** A frame whose body decoded to plain data. */
   message: [body: unknown];
-  /** A whole frame whose body is not valid MessagePack; the stream itself is still in sync. */
-  bad_body: [error: CodecError];
+  /**
+   * A whole frame whose body was refused (not MessagePack, not plain data, over a limit); the
+   * stream itself is still in sync. `envelope` has the body's `t` and `id` when they could be read.
+   */
+  bad_body: [error: CodecError, envelope: Envelope];
   /** The channel closed; `error` says why when it was not a clean end. */
   close: [error?: Error];
+}
+
+export interface ChannelOptions {
+  maxFrameBytes?: number;
+  /** Limits on the bodies received, and on those sent (the peer has the same). */
+  limits?: Readonly<BodyLimits>;
 }
 
 export class FrameChannel extends EventEmitter<ChannelEvents> {
   private readonly decoder: FrameDecoder;
   private closed = false;
+  readonly maxFrameBytes: number;
+  readonly limits: Readonly<BodyLimits>;
+  /** Frames (headers and bodies) waiting for the end of the turn. */
+  private out: Buffer[] = [];
+  private outBytes = 0;
+  private flushScheduled = false;
+  private readonly flushNow = () => {
+    this.flushScheduled = false;
+    this.flush();
+  };
 
   constructor(
     private readonly socket: Duplex,
-    readonly maxFrameBytes = DEFAULT_MAX_FRAME_BYTES,
+    options: number | ChannelOptions = {},
   ) {
     super();
-    this.decoder = new FrameDecoder(maxFrameBytes);
+    const opts = typeof options === "number" ? { maxFrameBytes: options } : options;
+    this.maxFrameBytes = opts.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES;
+    this.limits = opts.limits ?? DEFAULT_BODY_LIMITS;
+    this.decoder = new FrameDecoder(this.maxFrameBytes);
     socket.on("data", (chunk: Buffer) => this.onData(chunk));
     socket.on("error", (err) => this.finish(err));
     socket.on("close", () => this.finish());
@@ -48,35 +85,74 @@ export class FrameChannel extends EventEmitter<ChannelEvents> {
       if (this.closed) return;
       let value: unknown;
       try {
-        value = decodeBody(body);
+        value = decodeBody(body, this.limits);
       } catch (err) {
-        this.emit("bad_body", err as CodecError);
+        const error = err instanceof CodecError ? err : new CodecError(String((err as Error)?.message ?? err));
+        this.emit("bad_body", error, readEnvelope(body));
         continue;
       }
       this.emit("message", value);
     }
+    // Frames before a bad length prefix were delivered above; now the stream is lost.
+    if (this.decoder.error && !this.closed) this.close(this.decoder.error);
   }
 
   /**
-   * Send one message. Returns false when the socket's buffer is full: the caller should wait
-   * for `drained()` before sending more bulk traffic. Throws if the message is too large.
+   * Send one message (it leaves at the end of this turn of the event loop, after the messages
+   * sent before it). Returns false when the sender should slow down: wait for `drained()`
+   * before sending more bulk traffic. Throws EncodeError (`result_too_large`,
+   * `not_plain_data`) when the message cannot be sent; nothing is sent then.
    */
   send(message: unknown): boolean {
     if (this.closed) return false;
-    const body = encodeBody(message);
+    const body = encodeBody(message, this.limits);
     if (body.length > this.maxFrameBytes) {
-      throw new FramingError(`message of ${body.length} bytes exceeds the maximum frame size of ${this.maxFrameBytes}`);
+      throw new EncodeError("result_too_large", `the message encodes to ${body.length} bytes, over the maximum frame size of ${this.maxFrameBytes} bytes (max_frame_bytes); send less at a time`, "max_frame_bytes");
     }
-    return this.socket.write(encodeFrame(body));
+    const header = Buffer.allocUnsafe(4);
+    header.writeUInt32BE(body.length, 0);
+    this.out.push(header, body);
+    this.outBytes += 4 + body.length;
+    if (this.outBytes >= COALESCE_BYTES) {
+      this.flush();
+    } else if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      setImmediate(this.flushNow);
+    }
+    return !this.congested;
+  }
+
+  /** Write what waits, in one system call. */
+  private flush(): void {
+    if (this.outBytes === 0 || this.closed) return;
+    const out = this.out;
+    const bytes = this.outBytes;
+    this.out = [];
+    this.outBytes = 0;
+    if (bytes < COALESCE_BYTES) {
+      this.socket.write(out.length === 1 ? out[0]! : Buffer.concat(out, bytes));
+    } else {
+      // Large: no copy; the corked writes leave as one writev.
+      this.socket.cork();
+      for (const b of out) this.socket.write(b);
+      this.socket.uncork();
+    }
+  }
+
+  /** Bytes sent but not yet handed to the kernel: waiting here plus queued in the socket. */
+  get unsentBytes(): number {
+    return this.outBytes + this.socket.writableLength;
   }
 
   get congested(): boolean {
-    return this.socket.writableNeedDrain;
+    return this.socket.writableNeedDrain || this.outBytes >= COALESCE_BYTES;
   }
 
   /** Resolves when the socket can take more data (at once when it already can). */
   drained(): Promise<void> {
-    if (!this.socket.writableNeedDrain || this.closed) return Promise.resolve();
+    if (this.closed) return Promise.resolve();
+    this.flush();
+    if (!this.socket.writableNeedDrain) return Promise.resolve();
     return new Promise((resolve) => {
       const done = () => {
         this.socket.off("drain", done);
@@ -92,18 +168,22 @@ export class FrameChannel extends EventEmitter<ChannelEvents> {
     return this.closed;
   }
 
-  /** Close the channel; with `error` when closing because something went wrong. */
+  /** Close the channel; with `error` when closing because something went wrong. Unsent frames are dropped. */
   close(error?: Error): void {
     if (this.closed) return;
+    this.out = [];
+    this.outBytes = 0;
     this.finish(error);
     this.socket.destroy();
   }
 
-  /** Send a last message, then end the stream once it is flushed. */
+  /** Send a last message after those already sent, then end the stream once it is flushed. */
   closeAfter(message: unknown): void {
     if (this.closed) return;
     try {
-      this.socket.end(encodeFrame(encodeBody(message)));
+      this.send(message);
+      this.flush();
+      this.socket.end();
     } catch {
       this.socket.destroy();
     }

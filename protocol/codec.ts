@@ -1,90 +1,437 @@
-// The frame body codec: MessagePack, with maps decoded as plain objects and no record
-// extension, so that any MessagePack library in any language reads and writes it.
+// The frame body codec: MessagePack, restricted to plain data (docs/protocol.md section 3).
 //
-// Two details keep it portable. Integers that do not fit 32 bits are written as MessagePack
-// int64/uint64 (msgpackr alone would write them as float64, which a typed decoder expecting
-// u64, such as rmp-serde, rejects). And decoding accepts only plain data: nil, booleans,
-// numbers, strings, binary, arrays and maps with string keys; extension types and the
-// reserved 0xc1 byte are refused.
+// Decoding is two passes. First `validate`, a scan of the bytes that reads only headers (and
+// the bytes of non-ASCII strings, for UTF-8): it accepts exactly the subset of the protocol
+// (nil, booleans, integers, floats, UTF-8 strings, binary, arrays, maps with string keys) and
+// refuses everything else (extension types, which covers msgpackr's records, structured
+// clones and shared references; the reserved byte 0xc1; non-string map keys; `__proto__`
+// keys; invalid UTF-8; trailing bytes). Every limit (nesting depth, string and binary lengths,
+// values per frame, which bounds array and map lengths) is checked from the header, before
+// anything it announces is built or walked. Only then does msgpackr build the value: a general
+// decoder followed by a check did the work first (a frame of shared references, 813 bytes,
+// expanded into a DAG walked as a tree and froze the host). Our own single-pass decoder was
+// measured too: 2-4x slower than msgpackr at building objects, so the scan stays separate.
+//
+// Cost: validate is ~0.15-0.25 us for a small request (msgpackr's decode ~0.5-0.8 us).
+// Refusals cost next to nothing: 4 M nils or 16 MiB of nesting, 0.01-0.02 ms. The worst
+// accepted frames, measured on the project machine while it was heavily shared (load 6-40 on
+// 2 cores, so read these as upper bounds): 65,535 values of cheap kinds (nils, empty maps,
+// short strings) 4-10 ms; 32,767 distinct map keys (every key a new V8 hidden class) 35-300
+// ms; a 16 MiB string 50-600 ms (the V8 string itself). max_values is what bounds the
+// key case; see docs/protocol.md section 3.1.
+//
+// Encoding uses msgpackr after a walk (`toWire`) that checks the same limits, so a peer never
+// receives a body it must refuse, and writes integers beyond 32 bits as int64 (msgpackr alone
+// would write float64, which a typed decoder such as rmp-serde rejects for u64 fields).
 
-import { C1, Packr } from "msgpackr";
+import { isUtf8 } from "node:buffer";
+import { Packr } from "msgpackr";
 
 const packr = new Packr({ useRecords: false, mapsAsObjects: true, variableMapSize: true, int64AsType: "number" });
 
+/** Nesting (containers on the path to the deepest value) a data value may have: storage values, params, results, payloads. */
+export const MAX_VALUE_DEPTH = 64;
+/** Nesting the message around a data value may add (request > params > ops > op > value). */
+export const ENVELOPE_DEPTH = 8;
+
+export interface BodyLimits {
+  /** Containers (arrays, maps) on the path to the deepest value, the body's own map included. */
+  maxDepth: number;
+  /** UTF-8 bytes of one string (map keys included). */
+  maxStringBytes: number;
+  /** Bytes of one binary value. */
+  maxBinaryBytes: number;
+  /** Values in one body: every nil, number, string, binary, array and map, keys included. */
+  maxValues: number;
+}
+
+export const DEFAULT_BODY_LIMITS: Readonly<BodyLimits> = Object.freeze({
+  maxDepth: MAX_VALUE_DEPTH + ENVELOPE_DEPTH,
+  maxStringBytes: 16 * 1024 * 1024,
+  maxBinaryBytes: 16 * 1024 * 1024,
+  maxValues: 65_536,
+});
+
+/** The names the limits go by in errors and in docs/protocol.md. */
+const LIMIT_NAMES: Record<keyof BodyLimits, string> = {
+  maxDepth: "max_depth",
+  maxStringBytes: "max_string_bytes",
+  maxBinaryBytes: "max_binary_bytes",
+  maxValues: "max_values",
+};
+
 export class CodecError extends Error {
-  constructor(message: string) {
+  constructor(
+    message: string,
+    /** The protocol limit that was exceeded, when that is why ("max_depth", ...). */
+    readonly limit?: string,
+  ) {
     super(message);
     this.name = "CodecError";
   }
 }
 
-export function encodeBody(value: unknown): Buffer {
-  return packr.pack(widenIntegers(value));
+export type EncodeErrorCode = "result_too_large" | "not_plain_data";
+
+/** A value that cannot be sent: too large for the peer's limits, or not plain data. */
+export class EncodeError extends Error {
+  constructor(
+    readonly code: EncodeErrorCode,
+    message: string,
+    readonly limit?: string,
+  ) {
+    super(message);
+    this.name = "EncodeError";
+  }
 }
 
-/** Decodes exactly one MessagePack value of plain data; throws CodecError otherwise. */
-export function decodeBody(bytes: Uint8Array): unknown {
-  let values: unknown[];
+// ---------------------------------------------------------------------------------------
+// Decoding: a validating scan of the bytes, then msgpackr.
+
+const STACK_REMAINING = new Int32Array(DEFAULT_BODY_LIMITS.maxDepth + 2);
+const STACK_IS_MAP = new Uint8Array(DEFAULT_BODY_LIMITS.maxDepth + 2);
+// "__proto__" as bytes, to spot it among map keys without decoding them.
+const PROTO = Buffer.from("__proto__");
+
+/**
+ * Decodes exactly one MessagePack value of plain data within `limits`; throws CodecError
+ * (naming the limit, when one was exceeded) otherwise.
+ */
+export function decodeBody(bytes: Uint8Array, limits: Readonly<BodyLimits> = DEFAULT_BODY_LIMITS): unknown {
+  const buf = Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  validate(buf, limits);
   try {
-    values = packr.unpackMultiple(bytes);
+    return packr.unpack(buf);
   } catch (err) {
+    // validate() accepted it, so this is a bug here or in msgpackr; still a refusal, not a crash.
     throw new CodecError(`invalid MessagePack: ${(err as Error).message}`);
   }
-  if (values.length !== 1) throw new CodecError(`expected one MessagePack value in the frame, found ${values.length}`);
-  checkPlain(values[0], 0);
-  return values[0];
-}
-
-const MAX_DEPTH = 64;
-
-function checkPlain(v: unknown, depth: number): void {
-  if (v === null || typeof v === "boolean" || typeof v === "number" || typeof v === "string") return;
-  // msgpackr decodes the reserved byte to a marker object instead of failing.
-  if (v === C1) throw new CodecError("invalid MessagePack: the reserved byte 0xc1 is not a value");
-  if (depth > MAX_DEPTH) throw new CodecError(`value nested deeper than ${MAX_DEPTH} levels`);
-  if (v instanceof Uint8Array) return;
-  if (Array.isArray(v)) {
-    for (const x of v) checkPlain(x, depth + 1);
-    return;
-  }
-  if (typeof v === "object" && Object.getPrototypeOf(v) === Object.prototype) {
-    for (const k in v) checkPlain((v as Record<string, unknown>)[k], depth + 1);
-    return;
-  }
-  const what = typeof v === "object" ? (v as object).constructor?.name ?? "object" : typeof v;
-  throw new CodecError(`unsupported MessagePack value (${what}); only nil, booleans, numbers, strings, binary, arrays and maps are allowed`);
 }
 
 /**
- * Prepare a value for the wire: integers beyond 32 bits become BigInt (so msgpackr writes
- * int64), `undefined` in arrays becomes nil and map entries whose value is `undefined` are
- * left out, as JSON does. (msgpackr would write `undefined` as an extension type, which the
- * receiver refuses; a request carrying one could then never be answered by id.)
+ * Checks that `b` is exactly one MessagePack value of the protocol's subset, within `limits`,
+ * reading only headers (and the bytes of non-ASCII strings, for UTF-8). Iterative, with an
+ * explicit stack bounded by maxDepth; allocates nothing proportional to the input.
  */
-function widenIntegers(v: unknown): unknown {
-  if (typeof v === "number") {
-    return Number.isInteger(v) && (v > 0xffffffff || v < -0x80000000) && Number.isSafeInteger(v) ? BigInt(v) : v;
+function fail(limits: Readonly<BodyLimits>, at: number, message: string, limit?: keyof BodyLimits): never {
+  if (limit) {
+    throw new CodecError(`${message} at byte ${at}: over the protocol limit ${LIMIT_NAMES[limit]} = ${limits[limit]} (docs/protocol.md, section 3)`, LIMIT_NAMES[limit]);
   }
-  if (v === undefined) return null;
-  if (v === null || typeof v !== "object" || v instanceof Uint8Array) return v;
+  throw new CodecError(`invalid MessagePack at byte ${at}: ${message}`);
+}
+
+export function validate(b: Buffer, limits: Readonly<BodyLimits> = DEFAULT_BODY_LIMITS): void {
+  const end = b.length;
+  const remaining = limits.maxDepth + 2 <= STACK_REMAINING.length ? STACK_REMAINING : new Int32Array(limits.maxDepth + 2);
+  const isMap = limits.maxDepth + 2 <= STACK_IS_MAP.length ? STACK_IS_MAP : new Uint8Array(limits.maxDepth + 2);
+  let budget = limits.maxValues;
+  let pos = 0;
+  let depth = 0; // containers open
+  remaining[0] = 1; // the body: one value
+  isMap[0] = 0;
+  if (end === 0) fail(limits, pos, "empty body");
+  for (;;) {
+    while (remaining[depth] === 0) {
+      if (depth === 0) {
+        if (pos !== end) fail(limits, pos, `${end - pos} bytes after the value; a body is exactly one value`);
+        return;
+      }
+      depth--;
+    }
+    const isKey = isMap[depth] === 1 && remaining[depth]! % 2 === 0;
+    remaining[depth]!--;
+    if (--budget < 0) fail(limits, pos, "too many values in one body", "maxValues");
+    if (pos >= end) fail(limits, pos, "truncated: the body ends inside a value");
+    const at = pos;
+    const m = b[pos++]!;
+    let n = -1; // length of a string or binary, entries of a container
+    let kind = 0; // 1 string, 2 binary, 3 array, 4 map
+    if (m < 0x80 || m >= 0xe0) kind = 0;
+    else if (m < 0x90) (kind = 4), (n = m & 0x0f);
+    else if (m < 0xa0) (kind = 3), (n = m & 0x0f);
+    else if (m < 0xc0) (kind = 1), (n = m & 0x1f);
+    else {
+      let size = 0; // bytes of the length field or of the scalar after the type byte
+      switch (m) {
+        case 0xc0: case 0xc2: case 0xc3: break;
+        case 0xc4: kind = 2; size = 1; break;
+        case 0xc5: kind = 2; size = 2; break;
+        case 0xc6: kind = 2; size = 4; break;
+        case 0xca: size = 4; break;
+        case 0xcb: size = 8; break;
+        case 0xcc: case 0xd0: size = 1; break;
+        case 0xcd: case 0xd1: size = 2; break;
+        case 0xce: case 0xd2: size = 4; break;
+        case 0xcf: case 0xd3: size = 8; break;
+        case 0xd9: kind = 1; size = 1; break;
+        case 0xda: kind = 1; size = 2; break;
+        case 0xdb: kind = 1; size = 4; break;
+        case 0xdc: kind = 3; size = 2; break;
+        case 0xdd: kind = 3; size = 4; break;
+        case 0xde: kind = 4; size = 2; break;
+        case 0xdf: kind = 4; size = 4; break;
+        case 0xc1: fail(limits, at, "the reserved byte 0xc1 is not a value"); break;
+        default: // 0xc7-0xc9, 0xd4-0xd8
+          fail(limits, at, `extension type 0x${m.toString(16)} is not plain data; only nil, booleans, numbers, strings, binary, arrays and maps with string keys are allowed`);
+      }
+      if (end - pos < size) fail(limits, at, `truncated: the body ends inside a value`);
+      if (kind !== 0) n = size === 1 ? b[pos]! : size === 2 ? b.readUInt16BE(pos) : b.readUInt32BE(pos);
+      pos += size;
+    }
+    if (isKey && kind !== 1) fail(limits, at, `a map key must be a string, not ${KIND_NAMES[kind]}`);
+    switch (kind) {
+      case 1: {
+        if (n > limits.maxStringBytes) fail(limits, at, `string of ${n} bytes`, "maxStringBytes");
+        if (end - pos < n) fail(limits, at, `truncated: a string of ${n} bytes with ${end - pos} left`);
+        let ascii = true;
+        if (n > 32) ascii = false;
+        else for (let i = pos; i < pos + n; i++) if (b[i]! >= 0x80) { ascii = false; break; }
+        if (!ascii && !isUtf8(b.subarray(pos, pos + n))) fail(limits, at, "string is not valid UTF-8");
+        if (isKey && n === 9 && b.compare(PROTO, 0, 9, pos, pos + 9) === 0) {
+          fail(limits, at, 'the map key "__proto__" is not allowed (JavaScript would take it for the prototype); rename it');
+        }
+        pos += n;
+        break;
+      }
+      case 2:
+        if (n > limits.maxBinaryBytes) fail(limits, at, `binary of ${n} bytes`, "maxBinaryBytes");
+        if (end - pos < n) fail(limits, at, `truncated: binary of ${n} bytes with ${end - pos} left`);
+        pos += n;
+        break;
+      case 3:
+      case 4: {
+        const items = kind === 4 ? 2 * n : n;
+        if (depth + 1 > limits.maxDepth) fail(limits, at, "value nested too deeply", "maxDepth");
+        // Every item is a value of the budget and takes at least one byte: check both first.
+        if (items > budget) fail(limits, at, `${kind === 4 ? `map of ${n} entries` : `array of ${n} elements`}`, "maxValues");
+        if (items > end - pos) fail(limits, at, `${kind === 4 ? `map of ${n} entries` : `array of ${n} elements`} in ${end - pos} remaining bytes`);
+        depth++;
+        remaining[depth] = items;
+        isMap[depth] = kind === 4 ? 1 : 0;
+        break;
+      }
+    }
+  }
+}
+
+const KIND_NAMES = ["a number, nil or boolean", "a string", "binary", "an array", "a map"];
+
+/**
+ * The `t` and `id` of a body that did not decode, read from its top-level map without
+ * decoding the rest (so a refused request can still be answered with its own id). Best
+ * effort: returns what it found before the bytes stopped making sense. Linear in the body's
+ * size, no recursion, no allocation per value; stops as soon as it has both.
+ */
+export function readEnvelope(bytes: Uint8Array): { t?: string; id?: number } {
+  const b = Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const out: { t?: string; id?: number } = {};
+  if (!header(b, 0) || hKind !== K_MAP) return out;
+  const entries = hCount;
+  let p = hNext;
+  for (let i = 0; i < entries && (out.t === undefined || out.id === undefined); i++) {
+    if (!header(b, p)) break;
+    const keyKind: number = hKind;
+    const keyLen = hCount;
+    const keyEnd = hNext;
+    if (!header(b, keyEnd)) break;
+    if (keyKind === K_STR && keyLen <= 2) {
+      const name = b.toString("latin1", keyEnd - keyLen, keyEnd);
+      if (name === "id" && (hKind as number) === K_INT && Number.isSafeInteger(hInt) && hInt > 0) out.id = hInt;
+      if (name === "t" && (hKind as number) === K_STR && hCount <= 64) out.t = b.toString("utf8", hNext - hCount, hNext);
+    }
+    p = skip(b, keyEnd);
+    if (p < 0) break;
+  }
+  return out;
+}
+
+const K_OTHER = 0, K_INT = 1, K_STR = 2, K_BIN = 3, K_ARRAY = 4, K_MAP = 5;
+// The last header read by header(): its kind, count (entries, elements, or bytes of a string
+// or binary), integer value, and the offset after it (after the payload for all but containers).
+let hKind: number = K_OTHER;
+let hCount = 0;
+let hInt = 0;
+let hNext = 0;
+
+function set(kind: number, count: number, next: number, b: Buffer): boolean {
+  hKind = kind;
+  hCount = count;
+  hNext = next + (kind === K_STR || kind === K_BIN ? count : 0);
+  return hNext <= b.length;
+}
+
+/** Reads one header at `p` into hKind/hCount/hInt/hNext; false when the bytes end or make no sense. */
+function header(b: Buffer, p: number): boolean {
+  if (p >= b.length) return false;
+  const m = b[p]!;
+  const left = b.length - p - 1;
+  if (m < 0x80 || m >= 0xe0) {
+    hInt = m < 0x80 ? m : m - 0x100;
+    return set(K_INT, 0, p + 1, b);
+  }
+  if (m < 0x90) return set(K_MAP, m & 0x0f, p + 1, b);
+  if (m < 0xa0) return set(K_ARRAY, m & 0x0f, p + 1, b);
+  if (m < 0xc0) return set(K_STR, m & 0x1f, p + 1, b);
+  switch (m) {
+    case 0xc0: case 0xc2: case 0xc3: return set(K_OTHER, 0, p + 1, b);
+    case 0xc4: return left >= 1 && set(K_BIN, b[p + 1]!, p + 2, b);
+    case 0xc5: return left >= 2 && set(K_BIN, b.readUInt16BE(p + 1), p + 3, b);
+    case 0xc6: return left >= 4 && set(K_BIN, b.readUInt32BE(p + 1), p + 5, b);
+    // extensions are skipped like binary (their type byte counted in the header)
+    case 0xc7: return left >= 2 && set(K_BIN, b[p + 1]!, p + 3, b);
+    case 0xc8: return left >= 3 && set(K_BIN, b.readUInt16BE(p + 1), p + 4, b);
+    case 0xc9: return left >= 5 && set(K_BIN, b.readUInt32BE(p + 1), p + 6, b);
+    case 0xca: return set(K_OTHER, 0, p + 5, b);
+    case 0xcb: return set(K_OTHER, 0, p + 9, b);
+    case 0xd4: return set(K_OTHER, 0, p + 3, b);
+    case 0xd5: return set(K_OTHER, 0, p + 4, b);
+    case 0xd6: return set(K_OTHER, 0, p + 6, b);
+    case 0xd7: return set(K_OTHER, 0, p + 10, b);
+    case 0xd8: return set(K_OTHER, 0, p + 18, b);
+    case 0xd9: return left >= 1 && set(K_STR, b[p + 1]!, p + 2, b);
+    case 0xda: return left >= 2 && set(K_STR, b.readUInt16BE(p + 1), p + 3, b);
+    case 0xdb: return left >= 4 && set(K_STR, b.readUInt32BE(p + 1), p + 5, b);
+    case 0xdc: return left >= 2 && set(K_ARRAY, b.readUInt16BE(p + 1), p + 3, b);
+    case 0xdd: return left >= 4 && set(K_ARRAY, b.readUInt32BE(p + 1), p + 5, b);
+    case 0xde: return left >= 2 && set(K_MAP, b.readUInt16BE(p + 1), p + 3, b);
+    case 0xdf: return left >= 4 && set(K_MAP, b.readUInt32BE(p + 1), p + 5, b);
+  }
+  const size = m === 0xcc || m === 0xd0 ? 1 : m === 0xcd || m === 0xd1 ? 2 : m === 0xce || m === 0xd2 ? 4 : m === 0xcf || m === 0xd3 ? 8 : -1;
+  if (size < 0 || left < size) return false; // 0xc1, or truncated
+  switch (m) {
+    case 0xcc: hInt = b[p + 1]!; break;
+    case 0xcd: hInt = b.readUInt16BE(p + 1); break;
+    case 0xce: hInt = b.readUInt32BE(p + 1); break;
+    case 0xcf: hInt = b.readUInt32BE(p + 1) * 0x1_0000_0000 + b.readUInt32BE(p + 5); break;
+    case 0xd0: hInt = b.readInt8(p + 1); break;
+    case 0xd1: hInt = b.readInt16BE(p + 1); break;
+    case 0xd2: hInt = b.readInt32BE(p + 1); break;
+    default: hInt = b.readInt32BE(p + 1) * 0x1_0000_0000 + b.readUInt32BE(p + 5);
+  }
+  return set(K_INT, 0, p + 1 + size, b);
+}
+
+/** Offset just past the value at `p` (containers included), or -1. Iterative. */
+function skip(b: Buffer, p: number): number {
+  let pending = 1;
+  while (pending > 0) {
+    if (!header(b, p)) return -1;
+    pending--;
+    if (hKind === K_ARRAY) pending += hCount;
+    else if (hKind === K_MAP) pending += 2 * hCount;
+    // Every pending value needs at least one byte: a count beyond the bytes left is a lie.
+    if (pending > b.length - hNext) return -1;
+    p = hNext;
+  }
+  return p;
+}
+
+// ---------------------------------------------------------------------------------------
+// Encoding
+
+/**
+ * Prepare a value for the wire, checking it against `limits` (those of the receiver):
+ * integers beyond 32 bits become BigInt (so msgpackr writes int64), `undefined` in arrays
+ * becomes nil and map entries whose value is `undefined` are left out, as JSON does.
+ * Throws EncodeError `not_plain_data` for anything else that is not plain data (functions,
+ * symbols, class instances, Map, Date, cycles, `__proto__` keys) and `result_too_large` for a
+ * value over the limits. Iterative over siblings, recursive over depth, which the limit
+ * bounds; a cycle is caught by the ancestor check long before that.
+ */
+export function toWire(value: unknown, limits: Readonly<BodyLimits> = DEFAULT_BODY_LIMITS): unknown {
+  const state: PrepareState = { values: limits.maxValues, ancestors: [], keys: [], limits };
+  return prepare(value, 0, state);
+}
+
+interface PrepareState {
+  values: number;
+  ancestors: object[];
+  /** Map keys and array indexes down to the value being prepared, for error messages. */
+  keys: Array<string | number>;
+  limits: Readonly<BodyLimits>;
+}
+
+function pathOf(s: PrepareState): string {
+  let out = "value";
+  for (const k of s.keys) out += typeof k === "number" ? `[${k}]` : `.${k.length > 64 ? k.slice(0, 64) + "..." : k}`;
+  return out.length > 300 ? out.slice(0, 300) + "..." : out;
+}
+
+function tooLarge(what: string, limit: keyof BodyLimits, limits: Readonly<BodyLimits>): never {
+  throw new EncodeError("result_too_large", `${what}: over the protocol limit ${LIMIT_NAMES[limit]} = ${limits[limit]} (docs/protocol.md, section 3); send less at a time`, LIMIT_NAMES[limit]);
+}
+
+function prepare(v: unknown, depth: number, s: PrepareState): unknown {
+  if (--s.values < 0) tooLarge(`more than ${s.limits.maxValues} values in one message`, "maxValues", s.limits);
+  switch (typeof v) {
+    case "number":
+      return Number.isInteger(v) && (v > 0xffffffff || v < -0x80000000) && Number.isSafeInteger(v) ? BigInt(v) : v;
+    case "string":
+      // UTF-8 is at most 3 bytes per UTF-16 unit; measure only when that bound could be over.
+      if (v.length * 3 > s.limits.maxStringBytes && Buffer.byteLength(v) > s.limits.maxStringBytes) {
+        tooLarge(`${pathOf(s)} is a string of ${Buffer.byteLength(v)} bytes`, "maxStringBytes", s.limits);
+      }
+      return v;
+    case "boolean":
+      return v;
+    case "undefined":
+      return null;
+    case "bigint":
+      if (v > 0xffff_ffff_ffff_ffffn || v < -0x8000_0000_0000_0000n) throw new EncodeError("not_plain_data", `${pathOf(s)} is a bigint outside the 64-bit integer range`);
+      return v;
+    case "object":
+      break;
+    default:
+      throw new EncodeError("not_plain_data", `${pathOf(s)} is a ${typeof v}, which is not plain data`);
+  }
+  if (v === null) return v;
+  if (v instanceof Uint8Array) {
+    if (v.byteLength > s.limits.maxBinaryBytes) tooLarge(`${pathOf(s)} is binary of ${v.byteLength} bytes`, "maxBinaryBytes", s.limits);
+    return v;
+  }
+  if (s.ancestors.includes(v)) throw new EncodeError("not_plain_data", `${pathOf(s)} refers back to a value that contains it (a cycle)`);
+  if (depth + 1 > s.limits.maxDepth) tooLarge(`${pathOf(s)} is nested too deeply`, "maxDepth", s.limits);
+  s.ancestors.push(v);
+  let result: unknown;
   if (Array.isArray(v)) {
     let out: unknown[] | undefined;
     for (let i = 0; i < v.length; i++) {
-      const w = widenIntegers(v[i]);
+      s.keys.push(i);
+      const w = prepare(v[i], depth + 1, s);
+      s.keys.pop();
       if (w !== v[i]) (out ??= v.slice())[i] = w;
     }
-    return out ?? v;
-  }
-  let out: Record<string, unknown> | undefined;
-  for (const k in v) {
-    const x = (v as Record<string, unknown>)[k];
-    if (x === undefined) {
-      out ??= { ...(v as Record<string, unknown>) };
-      delete out[k];
-      continue;
+    result = out ?? v;
+  } else {
+    const proto: unknown = Object.getPrototypeOf(v);
+    if (proto !== Object.prototype && proto !== null) {
+      throw new EncodeError("not_plain_data", `${pathOf(s)} is a ${(v as object).constructor?.name ?? "object"}; only plain objects, arrays, Uint8Array and primitives can be sent`);
     }
-    const w = widenIntegers(x);
-    if (w !== x) (out ??= { ...(v as Record<string, unknown>) })[k] = w;
+    let out: Record<string, unknown> | undefined;
+    for (const k of Object.keys(v)) {
+      if (k === "__proto__") throw new EncodeError("not_plain_data", `${pathOf(s)} has a "__proto__" key, which the receiver refuses`);
+      const x = (v as Record<string, unknown>)[k];
+      if (x === undefined) {
+        out ??= { ...(v as Record<string, unknown>) };
+        delete out[k];
+        continue;
+      }
+      if (--s.values < 0) tooLarge(`more than ${s.limits.maxValues} values in one message`, "maxValues", s.limits);
+      if (k.length * 3 > s.limits.maxStringBytes && Buffer.byteLength(k) > s.limits.maxStringBytes) {
+        tooLarge(`${pathOf(s)} has a key of ${Buffer.byteLength(k)} bytes`, "maxStringBytes", s.limits);
+      }
+      s.keys.push(k);
+      const w = prepare(x, depth + 1, s);
+      s.keys.pop();
+      if (w !== x) (out ??= { ...(v as Record<string, unknown>) })[k] = w;
+    }
+    result = out ?? v;
   }
-  return out ?? v;
+  s.ancestors.pop();
+  return result;
+}
+
+/** Encodes a message body; throws EncodeError when the value cannot be sent (see toWire). */
+export function encodeBody(value: unknown, limits: Readonly<BodyLimits> = DEFAULT_BODY_LIMITS): Buffer {
+  return packr.pack(toWire(value, limits));
 }

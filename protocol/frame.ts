@@ -34,8 +34,16 @@ export class FrameDecoder {
 
   constructor(private readonly maxFrameBytes = DEFAULT_MAX_FRAME_BYTES) {}
 
+  /**
+   * A framing error found after whole frames in the same chunk: those frames are returned
+   * first (a module's last messages before its bad frame still count), then this is set and
+   * every later push throws it.
+   */
+  error: FramingError | undefined;
+
   /** Returns complete frame bodies; throws FramingError on a bad length prefix. */
   push(chunk: Buffer): Buffer[] {
+    if (this.error) throw this.error;
     if (chunk.length === 0) return [];
     let buf: Buffer;
     if (this.pendingBytes === 0) {
@@ -53,9 +61,11 @@ export class FrameDecoder {
     this.needed = 4;
     while (buf.length - off >= 4) {
       const len = buf.readUInt32BE(off);
-      if (len === 0) throw new FramingError("zero-length frame");
-      if (len > this.maxFrameBytes) {
-        throw new FramingError(`frame of ${len} bytes exceeds the maximum of ${this.maxFrameBytes}`);
+      if (len === 0 || len > this.maxFrameBytes) {
+        const err = new FramingError(len === 0 ? "zero-length frame" : `frame of ${len} bytes exceeds the maximum of ${this.maxFrameBytes}`);
+        if (out.length === 0) throw err;
+        this.error = err;
+        return out;
       }
       if (buf.length - off - 4 < len) {
         this.needed = 4 + len;

@@ -20,7 +20,14 @@ export type ErrorCode =
   | "invalid_message"
   | "protocol_error"
   | "module_error"
+  | "result_too_large"
+  | "not_plain_data"
   | "internal";
+
+/** Longest method name a request may carry (no method comes close); longer is refused before any lookup. */
+export const MAX_METHOD_NAME_LENGTH = 128;
+/** Longest error message the host sends; longer ones (echoing a huge input, say) are cut. */
+export const MAX_ERROR_MESSAGE_LENGTH = 4096;
 
 export interface WireError {
   code: ErrorCode;
@@ -133,16 +140,21 @@ const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === "obj
 const isId = (v: unknown): v is number => typeof v === "number" && Number.isSafeInteger(v) && v > 0;
 
 export class MessageError extends Error {
-  /** The correlation id of the offending message, when one could be read. */
-  constructor(message: string, readonly id: number) {
+  constructor(
+    message: string,
+    /** The correlation id of the offending message, when one could be read. */
+    readonly id: number,
+    /** Its kind, when it is a known one (an invocation_result's id is not a request id). */
+    readonly kind?: string,
+  ) {
     super(message);
     this.name = "MessageError";
   }
 }
 
-function checkError(v: unknown, id: number): void {
+function checkError(v: unknown, id: number, kind?: string): void {
   if (v !== undefined && !(isRecord(v) && typeof v.code === "string" && typeof v.message === "string")) {
-    throw new MessageError("error must be a map with string code and message", id);
+    throw new MessageError("error must be a map with string code and message", id, kind);
   }
 }
 
@@ -160,6 +172,9 @@ export function parseModuleMessage(v: unknown): ModuleMessage {
     case "request":
       if (!isId(v.id)) throw new MessageError("request.id must be a positive integer", 0);
       if (typeof v.method !== "string") throw new MessageError("request.method must be a string", id);
+      if (v.method.length > MAX_METHOD_NAME_LENGTH) {
+        throw new MessageError(`request.method is ${v.method.length} characters long; method names are at most ${MAX_METHOD_NAME_LENGTH} (docs/protocol.md, section 6)`, id);
+      }
       if (v.params === undefined || v.params === null) v.params = {};
       if (!isRecord(v.params)) throw new MessageError("request.params must be a map", id);
       return v as unknown as Request;
@@ -173,7 +188,7 @@ export function parseModuleMessage(v: unknown): ModuleMessage {
       return v as unknown as Log;
     case "invocation_result":
       if (!isId(v.id)) throw new MessageError("invocation_result.id must be a positive integer", 0);
-      checkError(v.error, id);
+      checkError(v.error, id, "invocation_result");
       return v as unknown as InvocationResult;
     case "ready":
       return v as unknown as Ready;
@@ -216,5 +231,6 @@ export function parseHostMessage(v: unknown): HostMessage {
 }
 
 export function wireError(code: ErrorCode, message: string, data?: unknown): WireError {
+  if (message.length > MAX_ERROR_MESSAGE_LENGTH) message = `${message.slice(0, MAX_ERROR_MESSAGE_LENGTH - 40)}... (${message.length} characters, cut)`;
   return data === undefined ? { code, message } : { code, message, data };
 }

@@ -5,20 +5,25 @@
  * number, string, Uint8Array, arrays and plain objects. Anything that would not
  * round-trip faithfully (undefined, functions, symbols, bigint, Date, Map, class
  * instances, other typed arrays, cycles, `__proto__` keys) is rejected up front
- * with `invalid_params`, so what a module reads back is exactly what it wrote
+ * with `invalid_params` (over the wire a `__proto__` key does not even get here: the frame
+ * decoder refuses the message), so what a module reads back is exactly what it wrote
  * (caveat: -0 comes back as 0, as msgpack has no negative-zero integer).
  *
  * Keys are strings stored as their UTF-8 bytes, so ordering is by UTF-8 bytes.
  */
 import { Packr } from "msgpackr";
 import { StorageError } from "./errors.ts";
+import { MAX_VALUE_DEPTH as WIRE_MAX_VALUE_DEPTH } from "../protocol/codec.ts";
 
 const packr = new Packr({ useRecords: false, variableMapSize: true });
 const utf8 = new TextEncoder();
 const utf8Decoder = new TextDecoder("utf-8", { fatal: true });
 
-/** Nesting deeper than this is rejected (also bounds the recursion below). */
-export const MAX_VALUE_DEPTH = 64;
+/**
+ * Nesting deeper than this is rejected (also bounds the recursion below). It is the wire's
+ * limit for a data value, so every value stored can be read back in one frame.
+ */
+export const MAX_VALUE_DEPTH = WIRE_MAX_VALUE_DEPTH;
 
 // A lone (unpaired) UTF-16 surrogate cannot be encoded as UTF-8: two different
 // strings would map to the same key bytes, so such keys are rejected.

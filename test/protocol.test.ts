@@ -6,7 +6,7 @@
 import test from "ava";
 import { readFileSync } from "node:fs";
 import { DEFAULT_MAX_FRAME_BYTES, encodeFrame, FrameDecoder, FramingError } from "../protocol/frame.ts";
-import { decodeBody, encodeBody } from "../protocol/codec.ts";
+import { CodecError, decodeBody, DEFAULT_BODY_LIMITS, EncodeError, encodeBody, MAX_VALUE_DEPTH, readEnvelope, toWire } from "../protocol/codec.ts";
 import { parseHostMessage, parseModuleMessage } from "../protocol/messages.ts";
 import { InvocationError } from "../host/session.ts";
 import { ModuleClient, RequestError } from "../sdk/node/client.ts";
@@ -18,6 +18,11 @@ import { ApiHub } from "../host/hub.ts";
 import { EventBus } from "../host/events/bus.ts";
 import { Logger } from "../host/log.ts";
 import { EmbeddedChain } from "../chain/embedded.ts";
+import { Packr } from "msgpackr";
+
+/** A MessagePack encoder without the codec's checks, to build what a hostile module would send. */
+const rawPacker = new Packr({ useRecords: false, variableMapSize: true });
+const rawPack = (v: unknown): Buffer => rawPacker.pack(v);
 
 interface Vector {
   name: string;
@@ -28,6 +33,8 @@ interface InvalidVector {
   name: string;
   bytes: string;
   expect: string;
+  refused_by?: "every receiver" | "host";
+  answer_id?: number;
 }
 const VECTORS = JSON.parse(readFileSync(new URL("../docs/protocol-vectors.json", import.meta.url), "utf8")) as { vectors: Vector[]; invalid: InvalidVector[] };
 const invalid = (name: string): string => {
@@ -167,7 +174,7 @@ test("invalid vector invalid_messagepack: answered id 0 invalid_message, and the
   peer.sendHex(invalid("invalid_messagepack"));
   const err = await peer.response(0);
   t.is((err.error as { code: string }).code, "invalid_message");
-  t.regex((err.error as { message: string }).message, /invalid MessagePack: the reserved byte 0xc1/);
+  t.regex((err.error as { message: string }).message, /invalid MessagePack at byte 0: the reserved byte 0xc1/);
   const ok = await peer.call("get_block_height");
   t.is(ok.result, 101);
   t.true(session.isOpen);
@@ -213,10 +220,10 @@ test("bodies that are valid MessagePack but not messages get invalid_message nam
   let deep: unknown = 1;
   for (let i = 0; i < 100; i++) deep = [deep];
   const since = peer.frames.length;
-  peer.send({ t: "request", id: 11, method: "get_block_height", params: { deep } });
+  peer.socket.write(encodeFrame(rawPack({ t: "request", id: 11, method: "get_block_height", params: { deep } })));
   const nested = await peer.next((f) => f.t === "response", 15_000, since);
-  t.is(nested.id, 0, "the body was refused before its id could be read");
-  t.regex((nested.error as { message: string }).message, /nested deeper than 64 levels/);
+  t.is(nested.id, 11, "the body was refused, but its id was read from the envelope");
+  t.regex((nested.error as { message: string }).message, /nested too deeply at byte \d+: over the protocol limit max_depth = 72/);
   t.is((await peer.call("get_block_height")).result, 101);
   t.true(session.isOpen);
 });
@@ -393,8 +400,8 @@ test("a result too large for one frame is an error saying how to get it, not a d
   await store!.batch("t", Array.from({ length: 10 }, (_, i) => ({ op: "put" as const, key: `k${i}`, value: "v".repeat(1000) })));
   const r = await peer.call("storage_iter", { tree: "t" });
   const error = r.error as { code: string; message: string };
-  t.is(error.code, "invalid_params");
-  t.regex(error.message, /storage_iter: the result does not fit in one message .*exceeds the maximum frame size of 4096.*smaller limit/);
+  t.is(error.code, "result_too_large");
+  t.regex(error.message, /storage_iter: the result cannot be sent: the message encodes to \d+ bytes, over the maximum frame size of 4096 bytes \(max_frame_bytes\).*smaller limit/);
   t.is(((await peer.call("storage_iter", { tree: "t", limit: 2 })).result as unknown[]).length, 2);
   t.true(session.isOpen);
 });
@@ -673,4 +680,251 @@ test("client: pending requests reject when the connection closes", async (t) => 
 test("codec: undefined map values are left out and undefined array items become nil, so such a request is still answered by id", (t) => {
   const body = encodeBody({ t: "request", id: 9, method: "m", params: { a: undefined, b: [1, undefined], c: { d: undefined, e: 2 } } });
   t.deepEqual(decodeBody(body), { t: "request", id: 9, method: "m", params: { b: [1, null], c: { e: 2 } } });
+});
+
+// ---------------------------------------------------------------------------------------
+// The strict decoder: the protocol's subset only, limits from the headers, answers by id
+
+for (const v of VECTORS.invalid.filter((x) => x.answer_id !== undefined)) {
+  test(`invalid vector ${v.name}: answered invalid_message with id ${v.answer_id}, the connection still works`, async (t) => {
+    const body = Buffer.from(v.bytes, "hex").subarray(4);
+    if (v.refused_by) t.throws(() => decodeBody(body), { instanceOf: CodecError }, "the decoder refuses it");
+    const { peer, session } = await openSession(t, { grants: ["read_chain_state"] });
+    const since = peer.frames.length;
+    peer.sendHex(v.bytes);
+    const r = await peer.next((f) => f.t === "response" && f.id === v.answer_id, 15_000, since);
+    t.is((r.error as { code: string }).code, "invalid_message");
+    t.is((await peer.call("get_block_height")).result, 101, "the host still answers");
+    t.true(session.isOpen);
+  });
+}
+
+test("every kind of extension type, and 0xc1, is refused wherever it appears", (t) => {
+  for (let b = 0xc7; b <= 0xd8; b++) {
+    if (b > 0xc9 && b < 0xd4) continue;
+    const ext = b <= 0xc9 ? [b, 1, 0, ...(b === 0xc7 ? [] : b === 0xc8 ? [0] : [0, 0, 0])].slice(0, b === 0xc7 ? 3 : b === 0xc8 ? 4 : 6) : [b, 0, ...Array(1 << (b - 0xd4)).fill(0)];
+    // as a value inside a map, so it is not the first byte
+    const body = Buffer.from([0x81, 0xa1, 0x78, ...ext]);
+    const err = t.throws(() => decodeBody(body), { instanceOf: CodecError }, `0x${b.toString(16)}`);
+    t.regex(err!.message, /extension type/);
+  }
+  t.throws(() => decodeBody(Buffer.from([0x92, 0x01, 0xc1])), { message: /0xc1/ });
+});
+
+test("hostile: a frame of shared references (structured clone) as the very first frame is refused at once, and the handshake still works", async (t) => {
+  const { peer, session } = await openSession(t, { grants: ["read_chain_state"], handshake: false });
+  // The attack's shape, 24 levels: each level an array holding the level below twice.
+  const parts: string[] = [];
+  for (let i = 24; i >= 1; i--) parts.push("92d669" + i.toString(16).padStart(8, "0"));
+  let body = "83a174a772657175657374a2696463a6706172616d7381a178" + parts.join("") + "c0";
+  for (let i = 1; i <= 24; i++) body += "d670" + i.toString(16).padStart(8, "0");
+  const bytes = Buffer.from(body, "hex");
+  peer.socket.write(Buffer.concat([Buffer.from([0, 0, bytes.length >> 8, bytes.length & 0xff]), bytes]));
+  const r = await peer.response(99);
+  t.is((r.error as { code: string }).code, "invalid_message");
+  t.regex((r.error as { message: string }).message, /extension type 0xd6 is not plain data/);
+  peer.hello("example");
+  t.is((await peer.next((f) => f.t === "welcome")).module_id, "example");
+  t.is((await peer.call("get_block_height")).result, 101);
+  t.true(session.isOpen);
+});
+
+test("hostile: a 4 MiB method name is refused by its length and answered with its id; long names get no suggestion", async (t) => {
+  const { peer, session } = await openSession(t, { grants: ["read_chain_state"] });
+  const huge = await peer.call("x".repeat(4 * 1024 * 1024));
+  t.is((huge.error as { code: string }).code, "invalid_message");
+  t.regex((huge.error as { message: string }).message, /request\.method is 4194304 characters long; method names are at most 128/);
+  const long = await peer.call("get_block_height".repeat(6));
+  t.is((long.error as { code: string }).code, "unknown_method");
+  t.regex((long.error as { message: string }).message, /\(96 characters; no method name is longer than 64\)/);
+  t.notRegex((long.error as { message: string }).message, /did you mean/);
+  const typo = await peer.call("get_block_heigth");
+  t.regex((typo.error as { message: string }).message, /did you mean "get_block_height"/, "short names still get a suggestion");
+  t.true(session.isOpen);
+});
+
+test("hostile: a 4 MiB event type or tree name is answered with its id and an error message cut to a bounded length", async (t) => {
+  const { peer, session } = await openSession(t, { grants: ["subscribe_events", "write_storage"], store: true });
+  const big = "E".repeat(4 * 1024 * 1024);
+  for (const [method, params] of [["subscribe_events", { types: [big] }], ["storage_open_tree", { tree: big }]] as const) {
+    const r = await peer.call(method, params as Record<string, unknown>);
+    t.is((r.error as { code: string }).code, "invalid_params", method);
+    t.true((r.error as { message: string }).message.length <= 4096, `${method}: message of ${(r.error as { message: string }).message.length} characters`);
+  }
+  t.true(session.isOpen);
+});
+
+test("hostile: 4 M nils in a storage_insert are refused from the array header, answered with the request id", async (t) => {
+  const { peer, session, store } = await openSession(t, { grants: ["read_chain_state", "write_storage", "read_storage"], store: true });
+  await store!.openTree("t");
+  const head = rawPack({ t: "request", id: 77, method: "storage_insert", params: { tree: "t", key: "k", value: null } });
+  // Replace the trailing nil (the value) by an array32 of 4M nils.
+  const n = 4_000_000;
+  const arr = Buffer.alloc(5 + n, 0xc0);
+  arr[0] = 0xdd;
+  arr.writeUInt32BE(n, 1);
+  const body = Buffer.concat([head.subarray(0, head.length - 1), arr]);
+  peer.socket.write(encodeFrame(body));
+  const r = await peer.response(77);
+  t.is((r.error as { code: string }).code, "invalid_message");
+  t.regex((r.error as { message: string }).message, /array of 4000000 elements at byte \d+: over the protocol limit max_values = \d+/);
+  t.is((await peer.call("storage_get", { tree: "t", key: "k" })).result, null, "nothing was stored");
+  t.is((await peer.call("get_block_height")).result, 101);
+  t.true(session.isOpen);
+});
+
+test("hostile: strings and binary over the channel's limits are refused from their headers, answered with the request id", async (t) => {
+  const limits = { ...DEFAULT_BODY_LIMITS, maxStringBytes: 1024, maxBinaryBytes: 2048 };
+  const { peer, session } = await openSession(t, { grants: ["read_chain_state"], limits });
+  const s = await peer.call("get_block_height", { pad: "s".repeat(1025) });
+  t.regex((s.error as { message: string }).message, /string of 1025 bytes at byte \d+: over the protocol limit max_string_bytes = 1024/);
+  const b = await peer.call("get_block_height", { pad: new Uint8Array(2049) });
+  t.regex((b.error as { message: string }).message, /binary of 2049 bytes at byte \d+: over the protocol limit max_binary_bytes = 2048/);
+  t.is((await peer.call("get_block_height", { pad: "s".repeat(1024) })).result, 101, "at the limit is fine");
+  t.true(session.isOpen);
+});
+
+test("depth: a value nested as deep as storage allows is stored and read back over the wire; one level more is refused by storage, by id", async (t) => {
+  const { peer, session } = await openSession(t, { grants: ["write_storage", "read_storage"], store: true });
+  const nest = (levels: number): unknown => {
+    let v: unknown = "bottom";
+    for (let i = 0; i < levels; i++) v = i % 2 ? [v] : { v };
+    return v;
+  };
+  t.is((await peer.call("storage_open_tree", { tree: "d" })).result, true);
+  const ok = await peer.call("storage_insert", { tree: "d", key: "max", value: nest(MAX_VALUE_DEPTH) });
+  t.is(ok.result, true, JSON.stringify(ok.error));
+  const back = await peer.call("storage_get", { tree: "d", key: "max" });
+  t.deepEqual(back.result, nest(MAX_VALUE_DEPTH));
+  const over = await peer.call("storage_insert", { tree: "d", key: "over", value: nest(MAX_VALUE_DEPTH + 1) });
+  t.is((over.error as { code: string }).code, "invalid_params");
+  t.regex((over.error as { message: string }).message, /nested deeper than 64 levels/);
+  t.true(session.isOpen);
+});
+
+test("__proto__ keys are refused, never renamed: in storage values, module calls and events, each answered with its id", async (t) => {
+  const { peer, session, store } = await openSession(t, { grants: ["write_storage", "read_storage", "call_module", "publish_events"], store: true });
+  await store!.openTree("t");
+  const evil = JSON.parse('{"__proto__": {"admin": true}, "x": 1}') as Record<string, unknown>;
+  const cases: Array<[number, string, Record<string, unknown>]> = [
+    [31, "storage_insert", { tree: "t", key: "k", value: evil }],
+    [32, "call_module", { module: "other", method: "m", params: evil }],
+    [33, "publish_event", { name: "e", payload: { nested: [evil] } }],
+  ];
+  for (const [id, method, params] of cases) {
+    peer.socket.write(encodeFrame(rawPack({ t: "request", id, method, params })));
+    const r = await peer.response(id);
+    t.is((r.error as { code: string }).code, "invalid_message", method);
+    t.regex((r.error as { message: string }).message, /the map key "__proto__" is not allowed/, method);
+  }
+  t.is((await peer.call("storage_get", { tree: "t", key: "k" })).result, null);
+  t.throws(() => encodeBody({ v: evil }), { instanceOf: EncodeError, message: /"__proto__" key/ }, "and the codec will not send one");
+  t.true(session.isOpen);
+});
+
+test("a refused invocation_result fails its invocation at once instead of waiting for the timeout", async (t) => {
+  const { peer, session } = await openSession(t);
+  const pending = session.invoke("health", {}, 60_000);
+  const inv = await peer.next((f) => f.t === "invocation");
+  peer.socket.write(encodeFrame(rawPack({ t: "invocation_result", id: inv.id, result: JSON.parse('{"__proto__": 1}') })));
+  const err = await t.throwsAsync(pending, { instanceOf: InvocationError });
+  t.is(err!.wire.code, "invalid_message");
+  t.regex(err!.message, /invocation_result was refused: .*__proto__/);
+});
+
+test("codec: the envelope of a refused body is read without decoding the rest", (t) => {
+  const body = Buffer.concat([rawPack({ t: "request", id: 123456 }).subarray(0, 1), Buffer.from([])]);
+  t.deepEqual(readEnvelope(body), {}, "truncated: nothing");
+  const after = Buffer.from("83a6706172616d73" + "91".repeat(500) + "c0a174a772657175657374a269640c", "hex");
+  t.deepEqual(readEnvelope(after), { t: "request", id: 12 }, "found after a deep value");
+  const lying = Buffer.from("82a1740cdd7fffffff", "hex");
+  t.deepEqual(readEnvelope(lying), {}, "a length beyond the bytes stops the scan");
+});
+
+test("codec: values that cannot be sent give typed errors: not_plain_data, result_too_large", (t) => {
+  const cyclic: Record<string, unknown> = { a: 1 };
+  cyclic.self = cyclic;
+  const cases: Array<[unknown, string, RegExp]> = [
+    [{ cyclic }, "not_plain_data", /value\.cyclic\.self refers back to a value that contains it \(a cycle\)/],
+    [{ f: () => 1 }, "not_plain_data", /value\.f is a function/],
+    [{ d: new Date(0) }, "not_plain_data", /value\.d is a Date/],
+    [{ m: new Map() }, "not_plain_data", /value\.m is a Map/],
+    [{ s: Symbol("x") }, "not_plain_data", /value\.s is a symbol/],
+    [{ big: 1n << 70n }, "not_plain_data", /bigint outside the 64-bit/],
+  ];
+  for (const [v, code, re] of cases) {
+    const err = t.throws(() => encodeBody(v), { instanceOf: EncodeError });
+    t.is(err!.code as string, code);
+    t.regex(err!.message, re);
+  }
+  let deep: unknown = 1;
+  for (let i = 0; i < DEFAULT_BODY_LIMITS.maxDepth; i++) deep = [deep];
+  const tooDeep = t.throws(() => encodeBody({ deep }), { instanceOf: EncodeError });
+  t.is(tooDeep!.code, "result_too_large");
+  t.is(tooDeep!.limit, "max_depth");
+  const many = t.throws(() => toWire(new Array(DEFAULT_BODY_LIMITS.maxValues).fill(0)), { instanceOf: EncodeError });
+  t.is(many!.limit, "max_values");
+  // What toWire accepts, the decoder accepts: a value at every limit round-trips.
+  let atLimit: unknown = "x";
+  for (let i = 0; i < DEFAULT_BODY_LIMITS.maxDepth - 1; i++) atLimit = [atLimit];
+  t.deepEqual(decodeBody(encodeBody({ atLimit })), { atLimit });
+  t.is((decodeBody(encodeBody(new Array(DEFAULT_BODY_LIMITS.maxValues - 1).fill(7))) as number[]).length, DEFAULT_BODY_LIMITS.maxValues - 1);
+});
+
+test("a result over the module's body limits is answered result_too_large, not sent", async (t) => {
+  const limits = { ...DEFAULT_BODY_LIMITS, maxValues: 1000 };
+  const { peer, session, store } = await openSession(t, { grants: ["read_storage", "write_storage"], store: true, limits });
+  await store!.openTree("t");
+  await store!.batch("t", Array.from({ length: 300 }, (_, i) => ({ op: "put" as const, key: `k${String(i).padStart(3, "0")}`, value: i })));
+  const r = await peer.call("storage_iter", { tree: "t" });
+  t.is((r.error as { code: string }).code, "result_too_large");
+  t.regex((r.error as { message: string }).message, /max_values = 1000.*smaller limit/);
+  t.is(((await peer.call("storage_iter", { tree: "t", limit: 100 })).result as unknown[]).length, 100);
+  t.true(session.isOpen);
+});
+
+test("channel: frames sent in one turn leave in one write, in order; past the bound they are written at once", async (t) => {
+  const { PassThrough } = await import("node:stream");
+  const socket = new PassThrough();
+  const writes: Buffer[] = [];
+  const write = socket.write.bind(socket);
+  socket.write = ((chunk: Buffer, ...rest: never[]) => (writes.push(Buffer.from(chunk)), write(chunk, ...rest))) as typeof socket.write;
+  const channel = new FrameChannel(socket);
+  for (let i = 1; i <= 100; i++) channel.send({ t: "ack", seq: i });
+  t.is(writes.length, 0, "nothing written during the turn");
+  t.true(channel.unsentBytes > 0);
+  await new Promise((r) => setImmediate(r));
+  t.is(writes.length, 1, "one write for the turn");
+  const frames = new FrameDecoder().push(writes[0]!).map((b) => (decodeBody(b) as { seq: number }).seq);
+  t.deepEqual(frames, Array.from({ length: 100 }, (_, i) => i + 1), "in the order sent");
+  writes.length = 0;
+  const big = "x".repeat(40 * 1024);
+  channel.send({ t: "log", level: "info", message: big });
+  t.is(writes.length, 0);
+  channel.send({ t: "log", level: "info", message: big });
+  t.true(writes.length > 0, "past 64 KiB waiting, written without waiting for the turn to end");
+  channel.close();
+});
+
+test("an event over the module's body limits is skipped and counted in the next event's missed, without breaking delivery", async (t) => {
+  const limits = { ...DEFAULT_BODY_LIMITS, maxValues: 100 };
+  const { peer, bus, records } = await openSession(t, { grants: ["subscribe_events"], limits });
+  t.deepEqual((await peer.call("subscribe_events", { types: ["other:tick"] })).result, ["other:tick"]);
+  bus.publish("other:tick", new Array(200).fill(0));
+  bus.publish("other:tick", { ok: 1 });
+  const ev = await peer.next((f) => f.t === "event");
+  t.deepEqual(ev.payload, { ok: 1 });
+  t.is(ev.seq, 2);
+  t.is(ev.missed, 1);
+  t.true(records.some((r) => r.level === "warn" && /event other:tick #1 not delivered to example: .*max_values = 100/.test(r.message)));
+});
+
+test("frame decoder: frames before a bad length prefix in the same chunk are delivered, then the error", (t) => {
+  const d = new FrameDecoder(1024);
+  const good = encodeFrame(encodeBody({ t: "ready" }));
+  const bodies = d.push(Buffer.concat([good, good, Buffer.from("7fffffff00", "hex")]));
+  t.is(bodies.length, 2, "both whole frames came out");
+  t.true(d.error instanceof FramingError);
+  t.throws(() => d.push(good), { instanceOf: FramingError, message: /exceeds the maximum of 1024/ }, "and nothing more after");
+  t.throws(() => new FrameDecoder(1024).push(Buffer.from("00000000", "hex")), { instanceOf: FramingError, message: /zero-length/ }, "alone, it throws at once");
 });

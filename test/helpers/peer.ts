@@ -7,7 +7,7 @@ import net from "node:net";
 import path from "node:path";
 import { FrameChannel } from "../../protocol/channel.ts";
 import { encodeFrame, FrameDecoder } from "../../protocol/frame.ts";
-import { decodeBody, encodeBody } from "../../protocol/codec.ts";
+import { decodeBody, encodeBody, type BodyLimits } from "../../protocol/codec.ts";
 import { HostSession, type SessionOptions } from "../../host/session.ts";
 import { ApiHub } from "../../host/hub.ts";
 import { EventBus } from "../../host/events/bus.ts";
@@ -102,6 +102,8 @@ export interface SessionSetup {
   handshake?: boolean;
   /** The host channel's maximum frame size. */
   maxFrameBytes?: number;
+  /** The host channel's body limits (default: the protocol's). */
+  limits?: BodyLimits;
 }
 
 export interface SessionPair {
@@ -165,7 +167,7 @@ export async function openSession(t: ExecutionContext, setup: SessionSetup = {})
     store = await ModuleStore.open(dir, {}, { label: module });
     t.teardown(() => store!.close());
   }
-  const channel = new FrameChannel(host, setup.maxFrameBytes);
+  const channel = new FrameChannel(host, { maxFrameBytes: setup.maxFrameBytes, limits: setup.limits });
   const session = new HostSession(channel, {
     module,
     grants: effective,

@@ -353,6 +353,42 @@ fn extension_type_is_a_decode_error_without_desync() {
     assert_decode_error_without_desync("extension_type", |e| matches!(e, Error::Decode(m) if m.contains("extension")));
 }
 
+/// Every invalid vector marked `refused_by: "every receiver"` is outside the protocol's
+/// MessagePack subset: the SDK refuses it too, and stays in sync. Those marked `"host"` are
+/// well-formed MessagePack over a host limit or policy: the SDK's decoder reads them (so the
+/// vector tests the host's limit, not a malformed encoding).
+#[test]
+fn every_invalid_body_vector_is_refused_by_whom_it_says() {
+    let v = vectors();
+    let mut every = 0;
+    let mut host = 0;
+    for vec in v["invalid"].as_array().unwrap() {
+        let name = vec["name"].as_str().unwrap();
+        let bytes = unhex(vec["bytes"].as_str().unwrap());
+        match vec["refused_by"].as_str() {
+            Some("every receiver") => {
+                every += 1;
+                let mut stream = bytes.clone();
+                let (_, ack) = decode_vector("ack");
+                stream.extend_from_slice(&ack);
+                let mut cur = Cursor::new(&stream);
+                let body = read_frame(&mut cur, DEFAULT_MAX_FRAME_BYTES).unwrap().unwrap();
+                assert!(decode_message(&body).is_err(), "{name}: the SDK must refuse it");
+                let next = read_frame(&mut cur, DEFAULT_MAX_FRAME_BYTES).unwrap().unwrap();
+                assert_eq!(decode_message(&next).unwrap(), Message::Ack(Ack { seq: 1 }), "{name}: in sync afterwards");
+            }
+            Some("host") => {
+                host += 1;
+                let body = read_frame(&mut Cursor::new(&bytes), DEFAULT_MAX_FRAME_BYTES).unwrap().unwrap();
+                assert!(decode_value(&body).is_ok(), "{name}: well-formed MessagePack");
+            }
+            Some(other) => panic!("{name}: unknown refused_by {other:?}"),
+            None => {}
+        }
+    }
+    assert!(every >= 9 && host >= 2, "the vectors are all there ({every}, {host})");
+}
+
 #[test]
 fn unknown_kind_is_a_protocol_error_without_desync() {
     assert_decode_error_without_desync("unknown_kind_with_id", |e| matches!(e, Error::Protocol(m) if m.contains("foo")));
