@@ -55,6 +55,9 @@ export interface Limits {
   cpu_seconds: number;
   /** RLIMIT_FSIZE: largest file the module may write. */
   file_size_mb: number;
+  /** Quarantine the module after this many failures (crashes, failed starts) within quarantine_window_ms (0 = never). */
+  quarantine_after: number;
+  quarantine_window_ms: number;
 }
 
 export const DEFAULT_LIMITS: Limits = Object.freeze({
@@ -78,6 +81,8 @@ export const DEFAULT_LIMITS: Limits = Object.freeze({
   processes: DEFAULT_SANDBOX_LIMITS.processes,
   cpu_seconds: DEFAULT_SANDBOX_LIMITS.cpu_seconds,
   file_size_mb: DEFAULT_SANDBOX_LIMITS.file_size_mb,
+  quarantine_after: 5,
+  quarantine_window_ms: 600_000,
 });
 
 /** Bounds of the numeric limits; anything not listed is "0 or more". */
@@ -89,6 +94,7 @@ const LIMIT_RULES: Partial<Record<keyof Limits, IntegerRule>> = {
   event_queue: { min: 1 },
   kill_timeout_ms: { min: 1 },
   health_timeout_ms: { min: 1 },
+  quarantine_window_ms: { min: 1 },
 };
 
 const RESTART_POLICIES: readonly RestartPolicy[] = ["never", "on-failure", "always"];
@@ -147,6 +153,8 @@ export interface HostConfig {
     grants: Record<string, ModuleGrants>;
     /** [modules.trust.NAME]: whose signatures count for the module, and its signature policy. */
     trust: Record<string, ModuleTrust>;
+    /** How many modules of one dependency level start (and stop) at the same time; 0 = the CPU count. */
+    start_concurrency: number;
   };
   storage: { dir: string };
   rpc: RpcConfig;
@@ -177,7 +185,7 @@ export interface RpcConfig {
 const SECTIONS = ["host", "chain", "modules", "storage", "rpc", "trust", "registry"] as const;
 const MODULES_KEYS = [
   "enabled", "modules_dir", "data_dir", "enabled_modules", "disabled_modules", "on_missing_grant", "sandbox", "native_sandbox",
-  "module_configs", "default_limits", "limits", "grants", "trust",
+  "module_configs", "default_limits", "limits", "grants", "trust", "start_concurrency",
 ] as const;
 
 export function defaultConfig(dir: string): HostConfig {
@@ -202,6 +210,7 @@ export function defaultConfig(dir: string): HostConfig {
       limits: {},
       grants: {},
       trust: {},
+      start_concurrency: 0,
     },
     storage: { dir: path.resolve(base, "data/storage") },
     rpc: {
@@ -355,6 +364,7 @@ function readModules(c: Checker, data: Record<string, unknown>, config: HostConf
   m.on_missing_grant = c.oneOf(t, at, "on_missing_grant", MISSING_GRANT_POLICIES) ?? m.on_missing_grant;
   m.sandbox = c.oneOf(t, at, "sandbox", SANDBOX_MODES) ?? m.sandbox;
   m.native_sandbox = c.oneOf(t, at, "native_sandbox", SANDBOX_MODES) ?? m.native_sandbox;
+  m.start_concurrency = c.integer(t, at, "start_concurrency", { min: 0, max: 1024 }) ?? m.start_concurrency;
 
   const defaults = c.table(t["default_limits"], [...at, "default_limits"]);
   if (defaults) m.default_limits = { ...DEFAULT_LIMITS, ...readLimits(c, defaults, [...at, "default_limits"]) };

@@ -1,7 +1,7 @@
 // The host: one running modhost. It wires the chain backend, the event bus, the module
 // manager and the logger together, produces blocks on the embedded chain when configured to,
-// and shuts down in order: NodeShutdown to every module, modules stopped in reverse load
-// order, NodeShutdownCompleted.
+// and shuts down in order: NodeShutdown to every module, modules stopped in reverse dependency
+// levels, NodeShutdownCompleted. At start the RPC port is taken before any module starts.
 
 import { watch, type FSWatcher } from "node:fs";
 import path from "node:path";
@@ -81,13 +81,15 @@ export class Host {
     this.rpc = new RpcRegistry({ session: (module) => this.manager.session(module) });
     this.metrics = new MetricsStore();
     this.manager.services = createServices({ bus: this.bus, manager: this.manager, rpc: this.rpc, metrics: this.metrics, logger: this.logger });
+    await this.manager.removeStaleRunDirs();
+    // The port first: a second host on the same config stops here, before any module's code runs.
+    await this.startRpc();
     if (this.config.modules.enabled) {
       await this.manager.prepare();
       await this.manager.startAll();
     } else {
       this.log.warn("modules are disabled ([modules] enabled = false)");
     }
-    await this.startRpc();
     const running = this.manager.status().filter((s) => s.state === "running").map((s) => s.name);
     this.bus.publish("NodeStartupCompleted", { modules: running });
     this.log.info(`ready in ${Date.now() - started} ms`, { running: running.join(",") || "none" });

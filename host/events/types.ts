@@ -7,7 +7,7 @@ import type { ChainEvents } from "../../chain/backend.ts";
 export interface HostEvents extends ChainEvents {
   ModuleLoaded: { module: string; version: string; runtime: string };
   ModuleUnloaded: { module: string; version: string; reason: string };
-  ModuleCrashed: { module: string; error: string; exit_code: number | null; signal: string | null; will_restart: boolean };
+  ModuleCrashed: { module: string; error: string; exit_code: number | null; signal: string | null; will_restart: boolean; quarantined: boolean };
   ModuleRestarted: { module: string; attempt: number };
   ConfigLoaded: { changed_sections: string[] };
   NodeStartupCompleted: { modules: string[] };
