@@ -70,6 +70,7 @@ export class Host {
     this.logger.log("info", "chain", `${this.chain.name} backend ready`, { chain: info.chain, height: info.height, tip: info.tip_hash.slice(0, 16) });
     this.chain.subscribe((name, payload) => this.bus.publish(name, payload));
     await this.reportSandbox();
+    this.abortIfStopping();
 
     this.audit = new AuditLog(this.config.host.audit_log);
     this.manager = new ModuleManager({ config: this.config, chain: this.chain, bus: this.bus, logger: this.logger, grantAll: this.opts.grantAll, audit: this.audit,
@@ -84,8 +85,10 @@ export class Host {
     await this.manager.removeStaleRunDirs();
     // The port first: a second host on the same config stops here, before any module's code runs.
     await this.startRpc();
+    this.abortIfStopping();
     if (this.config.modules.enabled) {
       await this.manager.prepare();
+      this.abortIfStopping();
       await this.manager.startAll();
     } else {
       this.log.warn("modules are disabled ([modules] enabled = false)");
@@ -95,6 +98,11 @@ export class Host {
     this.log.info(`ready in ${Date.now() - started} ms`, { running: running.join(",") || "none" });
     this.startBlockProduction();
     this.watchConfig();
+  }
+
+  /** A stop() that came while start() awaited: start no further (stop() only stops what exists when it runs). */
+  private abortIfStopping(): void {
+    if (this.stopping) throw new ModhostError("stopped", "the host was stopped while it was starting");
   }
 
   /** Serve JSON-RPC and /metrics ([rpc]); a server that cannot start stops the host. */

@@ -83,6 +83,8 @@ interface ModuleRecord {
   restartTimes: number[];
   restartTimer?: NodeJS.Timeout;
   healthTimer?: NodeJS.Timeout;
+  /** Why the host killed the current process (unresponsive), which outranks how its channel closed. */
+  killReason?: string;
   /** Bumped by every operator command and by shutdown: a restart scheduled before it is void. */
   epoch: number;
   sha256?: string;
@@ -275,39 +277,44 @@ export class ModuleManager {
   }
 
   /**
-   * Load every prepared module: one dependency level after another, the modules of a level
-   * concurrently (at most [modules] start_concurrency at a time). A module whose start hangs
-   * holds up only the modules that depend on it, and those only up to its start_timeout_ms.
+   * Load every prepared module in dependency order: a module starts as soon as the modules it
+   * depends on have started (or failed), at most [modules] start_concurrency at a time, so the
+   * modules of one level start concurrently. A module whose start hangs holds up only the
+   * modules that depend on it, and those only up to its start_timeout_ms.
    */
   async startAll(): Promise<void> {
-    for (const level of this.levels()) {
-      const ready: ModuleRecord[] = [];
-      for (const name of level) {
-        const rec = this.records.get(name)!;
+    const done = new Map<string, Promise<void>>();
+    const slots = new Semaphore(this.concurrency);
+    for (const name of this.loadOrder) {
+      const rec = this.records.get(name);
+      if (!rec) continue;
+      const deps = [...Object.keys(rec.manifest.dependencies), ...Object.keys(rec.manifest.optional_dependencies ?? {})].filter((d) => this.records.has(d));
+      done.set(name, (async () => {
+        await Promise.all(deps.map((d) => done.get(d)));
         if (rec.state === "skipped") {
           this.log.error(`not loading ${name}: ${rec.problem}`);
           this.audit(name, "refused", { missing: rec.missing.map((m) => formatDescriptor(m.permission, m.scope)) }, rec.problem);
-          continue;
+          return;
         }
         if (rec.state === "quarantined") {
           this.log.error(`not loading ${name}: ${rec.problem}`);
           this.audit(name, "quarantined", undefined, rec.problem);
-          continue;
+          return;
         }
         const blocker = Object.keys(rec.manifest.dependencies).find((d) => this.records.has(d) && this.records.get(d)!.state !== "running");
         if (blocker) {
           rec.state = "skipped";
           rec.problem = `depends on ${blocker}, which is not running (${this.records.get(blocker)!.state})`;
           this.log.error(`not loading ${name}: ${rec.problem}`);
-          continue;
+          return;
         }
-        ready.push(rec);
-      }
-      await eachLimited(ready, this.concurrency, (rec) => this.queue.run(rec.name, async () => {
-        if (this.shuttingDown || rec.state !== "pending") return;
-        await this.start(rec);
-      }));
+        await slots.run(() => this.queue.run(name, async () => {
+          if (this.shuttingDown || rec.state !== "pending") return;
+          await this.start(rec);
+        }));
+      })().catch((err: Error) => this.log.error(`starting ${name} failed: ${err.message}`)));
     }
+    await Promise.all(done.values());
     for (const [name, nl] of this.notLoaded) {
       // Left out on purpose by the operator: say so quietly. Anything else is a problem.
       const chosen = /enabled_modules|disabled_modules/.test(nl.problem);
@@ -357,6 +364,7 @@ export class ModuleManager {
     const { manifest, limits } = rec;
     rec.state = "starting";
     rec.problem = undefined;
+    rec.killReason = undefined;
     if (rec.missing.length > 0) {
       this.log.warn(`${rec.name} loads without: ${rec.missing.map((m) => formatDescriptor(m.permission, m.scope)).join(", ")} (on_missing_grant = "reduce")`);
     }
@@ -595,7 +603,8 @@ export class ModuleManager {
     const inTime = await fairDeadline(timeout, this.meter, () => answered, answer);
     if (inTime || rec.process !== proc || rec.state !== "running" || proc.hasExited) return;
     this.log.error(`${rec.name} is unresponsive (no answer to a health check within ${timeout} ms of the host's own running time); killing it`);
-    proc.session.closeError ??= new Error(`unresponsive: no answer to a health check within ${timeout} ms (health_timeout_ms)`);
+    rec.killReason = `unresponsive: no answer to a health check within ${timeout} ms (health_timeout_ms)`;
+    proc.session.closeError ??= new Error(rec.killReason);
     proc.kill();
   }
 
@@ -624,7 +633,7 @@ export class ModuleManager {
     this.stopHealth(rec);
     // The next instance (a restart) opens the store afresh; nothing holds it meanwhile.
     void this.releaseStore(rec);
-    const reason = proc.session.closeError?.message ?? describeExit(code, signal);
+    const reason = rec.killReason ?? proc.session.closeError?.message ?? describeExit(code, signal);
     if (this.shuttingDown) {
       rec.state = "crashed";
       rec.problem = reason;
@@ -895,6 +904,25 @@ export class ModuleManager {
   /** The live process of a module (for tests and health checks). */
   processOf(name: string): ModuleProcess | undefined {
     return this.records.get(name)?.process;
+  }
+}
+
+/** At most `limit` tasks at a time; the others wait their turn (first come, first served). */
+class Semaphore {
+  private active = 0;
+  private readonly waiting: Array<() => void> = [];
+
+  constructor(private readonly limit: number) {}
+
+  async run<T>(task: () => Promise<T>): Promise<T> {
+    if (this.active >= this.limit) await new Promise<void>((r) => this.waiting.push(r));
+    this.active++;
+    try {
+      return await task();
+    } finally {
+      this.active--;
+      this.waiting.shift()?.();
+    }
   }
 }
 
