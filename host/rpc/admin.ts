@@ -227,7 +227,7 @@ function adminMethods(deps: AdminDeps): Record<HostMethodName, AdminMethod> {
       },
     },
     stop: {
-      description: "Stop the host gracefully (modules in reverse load order).",
+      description: "Stop the host gracefully (modules in reverse dependency order).",
       params: [],
       handler: async () => {
         audit("stop", undefined, true);
