@@ -432,3 +432,17 @@ test("fairDeadline: a stall of the host's own loop extends the deadline; without
   }, 10);
   t.true(await wait, "the deadline was extended by the stall");
 });
+
+test("config: start_concurrency and the quarantine limits are read and checked", async (t) => {
+  const { parseConfig } = await import("../host/config.ts");
+  const { ConfigError } = await import("../host/errors.ts");
+  const toml = "[modules]\nstart_concurrency = 3\n[modules.default_limits]\nquarantine_after = 2\n[modules.limits.x]\nquarantine_window_ms = 1000\n";
+  const c = parseConfig({ modules: { start_concurrency: 3, default_limits: { quarantine_after: 2 }, limits: { x: { quarantine_window_ms: 1000 } } } }, toml, "/tmp/modhost.toml");
+  t.is(c.modules.start_concurrency, 3);
+  t.is(c.modules.default_limits.quarantine_after, 2);
+  t.is(c.modules.limits["x"]?.quarantine_window_ms, 1000);
+  const bad = "[modules]\nstart_concurrency = -1\n[modules.default_limits]\nquarantine_window_ms = 0\n";
+  const err = t.throws(() => parseConfig({ modules: { start_concurrency: -1, default_limits: { quarantine_window_ms: 0 } } }, bad, "/tmp/modhost.toml"), { instanceOf: ConfigError });
+  t.regex(err!.message, /start_concurrency/);
+  t.regex(err!.message, /quarantine_window_ms/);
+});
