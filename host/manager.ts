@@ -154,6 +154,11 @@ export class ModuleManager {
     });
   }
 
+  /** The persisted quarantine state; opened by prepare(), or on the first command without it. */
+  private async state(): Promise<LifecycleState> {
+    return (this.lifecycleState ??= await LifecycleState.open(this.opts.config.modules.data_dir, (m) => this.log.warn(m)));
+  }
+
   private get meter(): LoopStallMeter {
     return (this.meterInstance ??= new LoopStallMeter());
   }
@@ -220,10 +225,10 @@ export class ModuleManager {
     for (const s of plan.skipped) this.notLoaded.set(s.name, { problem: s.reason, manifest: wanted.find((m) => m.name === s.name) });
     for (const n of plan.notes) this.log.info(`${n.name}: ${n.note}`);
 
-    this.lifecycleState = await LifecycleState.open(config.modules.data_dir, (m) => this.log.warn(m));
+    const state = await this.state();
     for (const manifest of plan.order) {
       const rec = this.makeRecord(manifest);
-      const q = this.lifecycleState.get(manifest.name).quarantined;
+      const q = state.get(manifest.name).quarantined;
       if (q && rec.state !== "skipped") {
         rec.state = "quarantined";
         rec.problem = quarantineProblem(manifest.name, q.failures, q.reason, q.since);
@@ -375,9 +380,7 @@ export class ModuleManager {
       await rec.storeClosing;
       rec.store ??= await this.openStore(rec);
       const config = moduleConfig(this.opts.config, manifest);
-      const spec = manifest.runtime === "isolate"
-        ? await this.isolateSpec(rec, dataDir)
-        : await this.nativeSpec(rec, dataDir, config);
+      const spec = await this.runtimes[manifest.runtime](rec, dataDir, config);
       const proc = spawnModuleProcess(spec, {
         module: rec.name,
         grants: rec.grants,
@@ -521,6 +524,12 @@ export class ModuleManager {
       });
     }, delay);
   }
+
+  /** How each runtime turns a module into the spec of its (sandboxed) process. */
+  private readonly runtimes: Record<ModuleManifest["runtime"], (rec: ModuleRecord, dataDir: string, config: Record<string, unknown>) => Promise<SpawnSpec>> = {
+    isolate: (rec, dataDir) => this.isolateSpec(rec, dataDir),
+    native: (rec, dataDir, config) => this.nativeSpec(rec, dataDir, config),
+  };
 
   /**
    * How to start a native module: inside the sandbox (runtime/sandbox), at the level the
@@ -696,6 +705,7 @@ export class ModuleManager {
   }
 
   private async doLoad(name: string): Promise<ModuleStatus> {
+    await this.state();
     const existing = this.records.get(name);
     if (existing && (existing.state === "running" || existing.state === "starting" || existing.state === "stopping")) {
       throw new ModhostError("invalid_state", `${name} is ${existing.state}`, existing.state === "running" ? `use reload to restart it` : undefined);
@@ -760,7 +770,7 @@ export class ModuleManager {
   async enable(name: string): Promise<ModuleStatus> {
     return this.queue.run(name, async () => {
       const rec = this.records.get(name);
-      const persisted = this.lifecycleState?.get(name).quarantined;
+      const persisted = (await this.state()).get(name).quarantined;
       if (!persisted && rec?.state !== "quarantined") {
         if (!rec && !this.notLoaded.has(name)) throw new ModhostError("not_found", `no module named ${name}`);
         throw new ModhostError("invalid_state", `${name} is not quarantined (it is ${rec?.state ?? "skipped"})`, rec?.state === "running" ? undefined : `use: modhost load ${name}`);
