@@ -70,7 +70,7 @@ export class Host {
     this.logger.log("info", "chain", `${this.chain.name} backend ready`, { chain: info.chain, height: info.height, tip: info.tip_hash.slice(0, 16) });
     this.chain.subscribe((name, payload) => this.bus.publish(name, payload));
     await this.reportSandbox();
-    this.abortIfStopping();
+    if (this.stopRequested) return;
 
     this.audit = new AuditLog(this.config.host.audit_log);
     this.manager = new ModuleManager({ config: this.config, chain: this.chain, bus: this.bus, logger: this.logger, grantAll: this.opts.grantAll, audit: this.audit,
@@ -85,11 +85,12 @@ export class Host {
     await this.manager.removeStaleRunDirs();
     // The port first: a second host on the same config stops here, before any module's code runs.
     await this.startRpc();
-    this.abortIfStopping();
+    if (this.stopRequested) return;
     if (this.config.modules.enabled) {
       await this.manager.prepare();
-      this.abortIfStopping();
+      if (this.stopRequested) return;
       await this.manager.startAll();
+      if (this.stopRequested) return;
     } else {
       this.log.warn("modules are disabled ([modules] enabled = false)");
     }
@@ -100,9 +101,9 @@ export class Host {
     this.watchConfig();
   }
 
-  /** A stop() that came while start() awaited: start no further (stop() only stops what exists when it runs). */
-  private abortIfStopping(): void {
-    if (this.stopping) throw new ModhostError("stopped", "the host was stopped while it was starting");
+  /** A stop() came while start() awaited: start nothing more (stop() stops only what exists when it runs). */
+  private get stopRequested(): boolean {
+    return this.stopping !== undefined;
   }
 
   /** Serve JSON-RPC and /metrics ([rpc]); a server that cannot start stops the host. */

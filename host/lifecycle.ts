@@ -116,7 +116,7 @@ const MAX_KEPT_FAILURES = 64;
 
 /** The lifecycle state that outlives the host process: which modules are quarantined, and their recent failures. */
 export class LifecycleState {
-  private modules: Record<string, ModuleHistory> = {};
+  private modules: Record<string, ModuleHistory> = Object.create(null) as Record<string, ModuleHistory>;
   private writing: Promise<void> = Promise.resolve();
 
   private constructor(readonly file: string) {}
@@ -145,6 +145,11 @@ export class LifecycleState {
     return state;
   }
 
+  /** The history of `name`, without creating one (names from commands are not trusted to be modules). */
+  peek(name: string): ModuleHistory | undefined {
+    return Object.hasOwn(this.modules, name) ? this.modules[name] : undefined;
+  }
+
   get(name: string): ModuleHistory {
     return (this.modules[name] ??= { failures: [] });
   }
@@ -162,7 +167,7 @@ export class LifecycleState {
 
   /** Lift the quarantine and forget the failures (the operator says the module is fixed). */
   release(name: string): void {
-    this.modules[name] = { failures: [] };
+    if (this.peek(name)) this.modules[name] = { failures: [] };
   }
 
   /** Write the state (atomically: a temporary file renamed over the old one); writes are serialised. */

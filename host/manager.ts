@@ -83,6 +83,8 @@ interface ModuleRecord {
   restartTimes: number[];
   restartTimer?: NodeJS.Timeout;
   healthTimer?: NodeJS.Timeout;
+  /** Ends a start in progress at once (unload, reload, shutdown need not wait for start_timeout_ms). */
+  cancelStart?: (reason: string) => void;
   /** Why the host killed the current process (unresponsive), which outranks how its channel closed. */
   killReason?: string;
   /** Bumped by every operator command and by shutdown: a restart scheduled before it is void. */
@@ -228,7 +230,7 @@ export class ModuleManager {
     const state = await this.state();
     for (const manifest of plan.order) {
       const rec = this.makeRecord(manifest);
-      const q = state.get(manifest.name).quarantined;
+      const q = state.peek(manifest.name)?.quarantined;
       if (q && rec.state !== "skipped") {
         rec.state = "quarantined";
         rec.problem = quarantineProblem(manifest.name, q.failures, q.reason, q.since);
@@ -370,6 +372,14 @@ export class ModuleManager {
     rec.state = "starting";
     rec.problem = undefined;
     rec.killReason = undefined;
+    let cancelled: string | undefined;
+    let cancel!: (err: Error) => void;
+    const cancellation = new Promise<never>((_, reject) => (cancel = reject));
+    cancellation.catch(() => undefined);
+    rec.cancelStart = (reason) => {
+      cancelled ??= reason;
+      cancel(new ModhostError("cancelled", `start cancelled: ${reason}`));
+    };
     if (rec.missing.length > 0) {
       this.log.warn(`${rec.name} loads without: ${rec.missing.map((m) => formatDescriptor(m.permission, m.scope)).join(", ")} (on_missing_grant = "reduce")`);
     }
@@ -395,8 +405,10 @@ export class ModuleManager {
       }, this.opts.logger);
       rec.process = proc;
       void proc.exited.then((info) => this.onExit(rec, proc, info.code, info.signal));
-      await this.awaitReady(proc, limits.start_timeout_ms);
+      await Promise.race([this.awaitReady(proc, limits.start_timeout_ms), cancellation]);
+      if (cancelled) throw new ModhostError("cancelled", `start cancelled: ${cancelled}`);
       if (this.shuttingDown) throw new ModhostError("invalid_state", "the host is shutting down");
+      rec.cancelStart = undefined;
       rec.state = "running";
       this.watchHealth(rec, proc);
       this.log.info(`loaded ${rec.name} ${manifest.version}`, { runtime: manifest.runtime, sandbox: rec.sandbox, pid: proc.pid, grants: describeGrants(rec.grants).join(",") || "none" });
@@ -414,6 +426,14 @@ export class ModuleManager {
       }
       this.stopHealth(rec);
       await this.releaseStore(rec);
+      rec.cancelStart = undefined;
+      if (cancelled) {
+        // Not the module's failure: the operator or the shutdown ended the start.
+        rec.state = "stopped";
+        rec.problem = `start cancelled: ${cancelled}`;
+        this.log.info(`${rec.name}: start cancelled (${cancelled})`);
+        return;
+      }
       rec.state = "failed";
       rec.problem = problem;
       this.log.error(`failed to load ${rec.name}: ${rec.problem}`);
@@ -501,7 +521,7 @@ export class ModuleManager {
     rec.restartTimer = undefined;
     rec.state = "quarantined";
     this.lifecycleState?.quarantine(rec.name, reason, failures);
-    const q = this.lifecycleState?.get(rec.name).quarantined;
+    const q = this.lifecycleState?.peek(rec.name)?.quarantined;
     rec.problem = quarantineProblem(rec.name, failures, reason, q?.since ?? Date.now());
     this.log.error(`${rec.name} quarantined: ${rec.problem}`, { failures, window_ms: rec.limits.quarantine_window_ms });
     this.audit(rec.name, "quarantine", { failures, window_ms: rec.limits.quarantine_window_ms }, reason);
@@ -656,6 +676,7 @@ export class ModuleManager {
   async unload(name: string, reason = "unloaded by the operator"): Promise<void> {
     const rec = this.records.get(name);
     if (!rec) throw new ModhostError("not_found", `no module named ${name}`);
+    rec.cancelStart?.(reason);
     await this.queue.run(name, () => this.stop(rec, reason, true));
   }
 
@@ -710,7 +731,7 @@ export class ModuleManager {
     if (existing && (existing.state === "running" || existing.state === "starting" || existing.state === "stopping")) {
       throw new ModhostError("invalid_state", `${name} is ${existing.state}`, existing.state === "running" ? `use reload to restart it` : undefined);
     }
-    if (existing?.state === "quarantined" || this.lifecycleState?.get(name).quarantined) {
+    if (existing?.state === "quarantined" || this.lifecycleState?.peek(name)?.quarantined) {
       throw new ModhostError("quarantined", `${name} is quarantined: ${existing?.problem ?? "too many failures"}`, `fix the module, then run: modhost enable ${name}`);
     }
     const { manifests } = await this.discover();
@@ -770,7 +791,7 @@ export class ModuleManager {
   async enable(name: string): Promise<ModuleStatus> {
     return this.queue.run(name, async () => {
       const rec = this.records.get(name);
-      const persisted = (await this.state()).get(name).quarantined;
+      const persisted = (await this.state()).peek(name)?.quarantined;
       if (!persisted && rec?.state !== "quarantined") {
         if (!rec && !this.notLoaded.has(name)) throw new ModhostError("not_found", `no module named ${name}`);
         throw new ModhostError("invalid_state", `${name} is not quarantined (it is ${rec?.state ?? "skipped"})`, rec?.state === "running" ? undefined : `use: modhost load ${name}`);
@@ -862,6 +883,7 @@ export class ModuleManager {
       rec.epoch++;
       if (rec.restartTimer) clearTimeout(rec.restartTimer);
       rec.restartTimer = undefined;
+      rec.cancelStart?.("host shutdown");
     }
     for (const level of this.levels().reverse()) {
       const recs = level.map((n) => this.records.get(n)).filter((r): r is ModuleRecord => r !== undefined);
