@@ -773,6 +773,7 @@ export class ModuleManager {
   /** Stop a module and load it again from disk (new code, manifest and grants are re-read); one queued command. */
   async reload(name: string): Promise<ModuleStatus> {
     if (!this.records.has(name)) throw new ModhostError("not_found", `no module named ${name}`);
+    this.records.get(name)!.cancelStart?.("reload");
     return this.queue.run(name, async () => {
       const rec = this.records.get(name)!;
       if (rec.state === "quarantined") {
