@@ -16,6 +16,9 @@ import { KeyedQueue, LoopStallMeter, fairDeadline } from "../host/lifecycle.ts";
 
 type Payload = Record<string, unknown>;
 
+/** Waits are generous: on a loaded machine one module start can take tens of seconds. */
+const LONG = 120_000;
+
 /**
  * Counts its starts in its own storage; start number N throws when N is in `fail_on`, never
  * finishes when N is in `hang_on`. stop() never finishes when `hang_stop` is set.
@@ -118,16 +121,17 @@ test("kill -9 at each step of reload and load: every command ends cleanly, the s
     // start 2: reload's new instance hangs; start 4: the restart after a crash hangs.
     moduleConfigs: { flaky: { hang_on: [2, 4], hang_stop: true } },
   });
-  await h.waitForLog(/^running 1$/, { source: "flaky" });
+  await h.waitForLog(/^running 1$/, { source: "flaky", timeoutMs: LONG });
   const pids: number[] = [pidOf(h, "flaky")];
 
   // 1. kill -9 while reload waits for stop() (which never finishes).
   const reload = h.manager.reload("flaky");
-  await h.waitForLog(/^stopping: reload$/, { source: "flaky" });
+  reload.catch(() => undefined); // awaited below; must not count as unhandled if the test fails first
+  await h.waitForLog(/^stopping: reload$/, { source: "flaky", timeoutMs: LONG });
   t.is(h.mustStatus("flaky").state, "stopping");
   process.kill(pids[0]!, "SIGKILL");
   // 2. ... then kill -9 the new instance while its start() hangs.
-  await h.waitForLog(/^hanging in start 2$/, { source: "flaky" });
+  await h.waitForLog(/^hanging in start 2$/, { source: "flaky", timeoutMs: LONG });
   t.is(h.mustStatus("flaky").state, "starting");
   pids.push(pidOf(h, "flaky"));
   process.kill(pids[1]!, "SIGKILL");
@@ -139,30 +143,30 @@ test("kill -9 at each step of reload and load: every command ends cleanly, the s
   // 3. A load after the failure works: the failed instance's store was closed (no "lock held").
   const loaded = await h.manager.load("flaky");
   t.is(loaded.state, "running");
-  await h.waitForLog(/^running 3$/, { source: "flaky" });
+  await h.waitForLog(/^running 3$/, { source: "flaky", timeoutMs: LONG });
   pids.push(pidOf(h, "flaky"));
 
   // 4. kill -9 of the running module: a crash; the restart's start hangs and is killed too;
   //    the failed restart is retried per policy and the module comes back (start 5).
   process.kill(pids[2]!, "SIGKILL");
-  await h.waitForLog(/^hanging in start 4$/, { source: "flaky", timeoutMs: 20_000 });
+  await h.waitForLog(/^hanging in start 4$/, { source: "flaky", timeoutMs: LONG});
   pids.push(pidOf(h, "flaky"));
   process.kill(pids[3]!, "SIGKILL");
-  await h.waitForLog(/^running 5$/, { source: "flaky", timeoutMs: 20_000 });
-  await h.waitForState("flaky", "running");
-  await h.waitForLog(/restart 2 of 3/, { source: "host" });
+  await h.waitForLog(/^running 5$/, { source: "flaky", timeoutMs: LONG});
+  await h.waitForState("flaky", "running", LONG);
+  await h.waitForLog(/restart 2 of 3/, { source: "host", timeoutMs: LONG });
   t.truthy((await auditRecords(h)).find((r) => r.module === "flaky" && r.action === "restart_failed" && r.detail.will_restart === true));
   t.deepEqual(eventsOf(h, "ModuleRestarted", "flaky").map((e) => (e.payload as Payload).attempt), [2]);
 
   // Every earlier process is gone; only the current one runs.
   const current = pidOf(h, "flaky");
   t.false(pids.includes(current));
-  for (const pid of pids) await h.waitFor(() => gone(pid), 10_000, `pid ${pid} to be gone`);
+  for (const pid of pids) await h.waitFor(() => gone(pid), LONG, `pid ${pid} to be gone`);
   t.false(gone(current));
 
   // 5. unload while stop() hangs, with a kill -9 in the middle: stopped, nothing left running.
   const unload = h.manager.unload("flaky");
-  await h.waitForLog(/^stopping: unloaded by the operator$/, { source: "flaky" });
+  await h.waitForLog(/^stopping: unloaded by the operator$/, { source: "flaky", timeoutMs: LONG });
   process.kill(current, "SIGKILL");
   await unload;
   t.is(h.mustStatus("flaky").state, "stopped");
@@ -172,7 +176,7 @@ test("kill -9 at each step of reload and load: every command ends cleanly, the s
 
 test("a load during a pending restart replaces the restart: one instance, tracked, and unload stops it", async (t) => {
   const h = await startHost(t, { inline: { flaky: FLAKY }, grants: { flaky: FLAKY_GRANTS } });
-  await h.waitForLog(/^running 1$/, { source: "flaky" });
+  await h.waitForLog(/^running 1$/, { source: "flaky", timeoutMs: LONG });
   const first = pidOf(h, "flaky");
   // The moment the restart is scheduled (synchronously, in the exit handler), ask for a load.
   let load: Promise<unknown> | undefined;
@@ -180,7 +184,7 @@ test("a load during a pending restart replaces the restart: one instance, tracke
     if (!load && r.source === "host" && /^restarting flaky in \d+ ms/.test(r.message)) load = h.manager.load("flaky");
   });
   process.kill(first, "SIGKILL");
-  await h.waitFor(() => load, 10_000, "the load to be issued");
+  await h.waitFor(() => load, LONG, "the load to be issued");
   const status = (await load) as { state: string; pid: number };
   t.is(status.state, "running");
   // Longer than the restart's backoff (250 ms): the cancelled restart must not start a ghost.
@@ -202,31 +206,31 @@ test("concurrent reloads of one module run one after another; a reload of anothe
   for (const r of results) t.is(r.status, "fulfilled", r.status === "rejected" ? String(r.reason) : "");
   t.is(h.mustStatus("flaky").state, "running");
   t.is(h.mustStatus("good").state, "running");
-  await h.waitForLog(/^running 4$/, { source: "flaky" });
+  await h.waitForLog(/^running 4$/, { source: "flaky", timeoutMs: LONG });
   t.is(eventsOf(h, "ModuleLoaded", "flaky").length, 4);
   t.is(eventsOf(h, "ModuleUnloaded", "flaky").length, 3);
   t.true(gone(before));
   t.falsy(h.records.find((r) => /storage is not open|storage is closed|lock/i.test(r.message)), "no storage errors");
   // Storage still works in the current instance (its start read and wrote it: running 4).
   const height = await h.mine(1);
-  await h.waitForLog(new RegExp(`^stored block ${height}$`), { source: "good" });
+  await h.waitForLog(new RegExp(`^stored block ${height}$`), { source: "good", timeoutMs: LONG });
 });
 
 test("a crash-looping module is quarantined (log, audit, list, ModuleCrashed); the quarantine survives a host restart; enable brings it back", async (t) => {
   const limits = { quarantine_after: 3, max_restarts: 10 };
   const h = await startHost(t, { modules: ["good"], inline: { flaky: FLAKY }, grants: { good: GOOD_GRANTS, flaky: FLAKY_GRANTS }, moduleLimits: { flaky: limits } });
   for (let i = 1; i <= 3; i++) {
-    await h.waitForLog(new RegExp(`^running ${i}$`), { source: "flaky", timeoutMs: 20_000 });
-    await h.waitForState("flaky", "running");
+    await h.waitForLog(new RegExp(`^running ${i}$`), { source: "flaky", timeoutMs: LONG });
+    await h.waitForState("flaky", "running", LONG);
     process.kill(pidOf(h, "flaky"), "SIGKILL");
-    await h.waitFor(() => eventsOf(h, "ModuleCrashed", "flaky").length === i, 10_000, `crash ${i}`);
+    await h.waitFor(() => eventsOf(h, "ModuleCrashed", "flaky").length === i, LONG, `crash ${i}`);
   }
-  const s = await h.waitForState("flaky", "quarantined");
+  const s = await h.waitForState("flaky", "quarantined", LONG);
   t.regex(s.problem ?? "", /after 3 failures.*modhost enable flaky/);
   const crashes = eventsOf(h, "ModuleCrashed", "flaky").map((e) => e.payload as Payload);
   t.like(crashes[2], { will_restart: false, quarantined: true });
   t.like(crashes[0], { will_restart: true, quarantined: false });
-  await h.waitForLog(/^flaky quarantined: /, { source: "host" });
+  await h.waitForLog(/^flaky quarantined: /, { source: "host", timeoutMs: LONG });
   t.truthy((await auditRecords(h)).find((r) => r.module === "flaky" && r.action === "quarantine"));
   // Listed as quarantined over RPC; a load is refused, naming the way out.
   const list = (await call(h, "list")) as Array<{ name: string; state: string; problem?: string }>;
@@ -245,12 +249,12 @@ test("a crash-looping module is quarantined (log, audit, list, ModuleCrashed); t
   t.is(h2.manager.processOf("flaky"), undefined);
   t.is(h2.mustStatus("good").state, "running");
   t.deepEqual((await h2.waitForEvent("NodeStartupCompleted")).payload, { modules: ["good"] });
-  await h2.waitForLog(/^not loading flaky: quarantined since /, { source: "host" });
+  await h2.waitForLog(/^not loading flaky: quarantined since /, { source: "host", timeoutMs: LONG });
 
   // The operator lifts it: it loads, its failures are forgotten.
   const enabled = await call(h2, "enable", { module: "flaky" });
   t.is(enabled.state, "running");
-  await h2.waitForLog(/^running 4$/, { source: "flaky" });
+  await h2.waitForLog(/^running 4$/, { source: "flaky", timeoutMs: LONG });
   t.truthy((await auditRecords(h2)).find((r) => r.module === "flaky" && r.action === "enable"));
   const again = await t.throwsAsync(call(h2, "enable", { module: "flaky" }));
   t.regex(again!.message, /not quarantined \(it is running\)/);
@@ -265,12 +269,12 @@ test("a start that keeps failing after a crash is retried per policy, then given
     moduleLimits: { flaky: { max_restarts: 2, quarantine_after: 0, important: true } },
     moduleConfigs: { flaky: { fail_on: [2, 3, 4] } },
   });
-  await h.waitForLog(/^running 1$/, { source: "flaky" });
+  await h.waitForLog(/^running 1$/, { source: "flaky", timeoutMs: LONG });
   process.kill(pidOf(h, "flaky"), "SIGKILL");
-  const s = await h.waitForState("flaky", "failed", 20_000);
+  const s = await h.waitForState("flaky", "failed", LONG);
   t.regex(s.problem ?? "", /start failed: .*start 3 fails on purpose.*gave up after 2 restarts/);
   t.is(h.logsOf("flaky").filter((r) => /^start \d+$/.test(r.message)).length, 3, "the boot and two restarts");
-  await h.waitForLog(/flaky is marked important and is not coming back: stopping the host/, { source: "host" });
+  await h.waitForLog(/flaky is marked important and is not coming back: stopping the host/, { source: "host", timeoutMs: LONG });
   await h.host.stopped;
   t.is(h.host.exitCode, 1);
 });
@@ -284,9 +288,9 @@ test("a module whose start() hangs does not delay the others, even those after i
     noStart: true,
   });
   const starting = h.host.start();
-  await h.waitFor(() => h.host.manager, 10_000, "the manager");
+  await h.waitFor(() => h.host.manager, LONG, "the manager");
   // Both quick modules and the one depending on quick-a run while hangs is still starting.
-  for (const name of ["quick-a", "quick-b", "after-a"]) await h.waitForState(name, "running", 120_000);
+  for (const name of ["quick-a", "quick-b", "after-a"]) await h.waitForState(name, "running", LONG);
   t.is(h.mustStatus("hangs").state, "starting");
   t.deepEqual(h.manager.levels(), [["hangs", "quick-a", "quick-b"], ["after-a"]]);
   // The operator gives up on it: the start is cancelled, its process ended, start-up completes.
@@ -296,7 +300,7 @@ test("a module whose start() hangs does not delay the others, even those after i
   const s = h.mustStatus("hangs");
   t.is(s.state, "stopped");
   t.regex(s.problem ?? "", /start cancelled: unloaded by the operator/);
-  await h.waitFor(() => gone(pid), 10_000, "the hung process to be gone");
+  await h.waitFor(() => gone(pid), LONG, "the hung process to be gone");
   t.deepEqual([...(h.events.find((e) => e.type === "NodeStartupCompleted")!.payload as { modules: string[] }).modules].sort(), ["after-a", "quick-a", "quick-b"]);
   t.falsy(h.records.find((r) => r.message.startsWith("failed to load hangs")), "a cancelled start is not a failure");
 });
@@ -304,7 +308,7 @@ test("a module whose start() hangs does not delay the others, even those after i
 test("a host stopped while a module's start hangs stops at once, without waiting for start_timeout_ms", async (t) => {
   const h = await startHost(t, { inline: { hangs: HANGS_IN_START }, moduleLimits: { hangs: { start_timeout_ms: 600_000 } }, noStart: true });
   const starting = h.host.start();
-  await h.waitFor(() => h.host.manager && h.status("hangs")?.state === "starting" && h.manager.processOf("hangs"), 120_000, "hangs to be starting");
+  await h.waitFor(() => h.host.manager && h.status("hangs")?.state === "starting" && h.manager.processOf("hangs"), LONG, "hangs to be starting");
   await h.stop();
   await starting;
   t.is(h.mustStatus("hangs").state, "stopped");
@@ -329,7 +333,7 @@ test("a host stall longer than health_timeout_ms does not get a healthy module k
     grants: { flaky: FLAKY_GRANTS },
     moduleLimits: { flaky: { health_interval_ms: 200, health_timeout_ms: 300 } },
   });
-  await h.waitForLog(/^running 1$/, { source: "flaky" });
+  await h.waitForLog(/^running 1$/, { source: "flaky", timeoutMs: LONG });
   const proc = h.manager.processOf("flaky")!;
   const session = proc.session;
   // Block the host's loop right after each health probe is sent: the module answers at once,
@@ -350,7 +354,7 @@ test("a host stall longer than health_timeout_ms does not get a healthy module k
     }
     return p;
   };
-  await h.waitFor(() => stalls === 3, 15_000, "three stalls");
+  await h.waitFor(() => stalls === 3, LONG, "three stalls");
   await sleep(1000);
   t.is(eventsOf(h, "ModuleCrashed", "flaky").length, 0, h.tail());
   t.false(proc.hasExited);
@@ -365,7 +369,7 @@ test("an unresponsive module is still killed by the fair health check", async (t
     grants: { flaky: FLAKY_GRANTS },
     moduleLimits: { flaky: { health_interval_ms: 200, health_timeout_ms: 300, restart: "never" } },
   });
-  await h.waitForLog(/^running 1$/, { source: "flaky" });
+  await h.waitForLog(/^running 1$/, { source: "flaky", timeoutMs: LONG });
   const proc = h.manager.processOf("flaky")!;
   // The sandbox puts the isolate host in a session of its own: stop every descendant.
   const frozen = [proc.pid!, ...(await descendants(proc.pid!))];
@@ -375,13 +379,13 @@ test("an unresponsive module is still killed by the fair health check", async (t
       try { process.kill(pid, "SIGKILL"); } catch { /* gone */ }
     }
   });
-  const crash = await h.waitForEvent("ModuleCrashed", (p) => p.module === "flaky", { timeoutMs: 10_000 });
+  const crash = await h.waitForEvent("ModuleCrashed", (p) => p.module === "flaky", { timeoutMs: LONG });
   t.regex(String((crash.payload as Payload).error), /unresponsive: no answer to a health check within 300 ms \(health_timeout_ms\)/);
 });
 
 test("a second host on the same config stops at the taken RPC port before any module starts", async (t) => {
   const h = await startHost(t, { inline: { flaky: FLAKY }, grants: { flaky: FLAKY_GRANTS } });
-  await h.waitForLog(/^running 1$/, { source: "flaky" });
+  await h.waitForLog(/^running 1$/, { source: "flaky", timeoutMs: LONG });
   const port = h.host.rpcServer!.address!.port;
   const h2 = await startHost(t, {
     dir: h.dir, inline: { flaky: FLAKY }, grants: { flaky: FLAKY_GRANTS }, noStart: true,
