@@ -116,6 +116,9 @@ export interface Discovery {
   broken: { dir: string; error: string }[];
 }
 
+/** Start errors a retry cannot fix: a restart that fails with one of these is not retried. */
+const PERMANENT_START_ERRORS = new Set(["verification_failed", "not_found", "permission_denied", "config_error", "internal"]);
+
 /** The session's own timer for a health probe: only a backstop, the manager judges with a fair deadline. */
 const HEALTH_INVOKE_BACKSTOP_MS = 0x7fffffff;
 
@@ -439,7 +442,9 @@ export class ModuleManager {
       this.log.error(`failed to load ${rec.name}: ${rec.problem}`);
       if ((err as ModhostError).code === "verification_failed") this.audit(rec.name, "refused", { verification: "failed" }, rec.problem);
       if (this.shuttingDown) return;
-      this.afterFailure(rec, `start failed: ${problem}`, attempt > 0 ? { kind: "restart" } : { kind: "start" });
+      // What a retry cannot fix (refused verification, a missing binary, no sandbox) is final.
+      const permanent = (err instanceof ModhostError && PERMANENT_START_ERRORS.has(err.code)) || (err as Error).name === "SandboxUnavailableError";
+      this.afterFailure(rec, `start failed: ${problem}`, attempt > 0 ? { kind: "restart", permanent } : { kind: "start" });
     }
   }
 
@@ -474,7 +479,7 @@ export class ModuleManager {
    */
   private afterFailure(
     rec: ModuleRecord, reason: string,
-    how: { kind: "crash"; code: number | null; signal: NodeJS.Signals | null } | { kind: "restart" } | { kind: "start" },
+    how: { kind: "crash"; code: number | null; signal: NodeJS.Signals | null } | { kind: "restart"; permanent: boolean } | { kind: "start" },
   ): void {
     const { restart, max_restarts, restart_window_ms, quarantine_after, quarantine_window_ms } = rec.limits;
     const now = Date.now();
@@ -482,7 +487,8 @@ export class ModuleManager {
     const quarantine = quarantine_after > 0 && failures >= quarantine_after;
     rec.restartTimes = rec.restartTimes.filter((t) => now - t < restart_window_ms);
     const clean = how.kind === "crash" && how.code === 0 && how.signal === null;
-    const wants = how.kind !== "start" && !quarantine && (restart === "always" || (restart === "on-failure" && !clean));
+    const retriable = how.kind === "crash" || (how.kind === "restart" && !how.permanent);
+    const wants = retriable && !quarantine && (restart === "always" || (restart === "on-failure" && !clean));
     const willRestart = wants && rec.restartTimes.length < max_restarts;
     if (how.kind === "crash") {
       rec.state = "crashed";
@@ -509,7 +515,6 @@ export class ModuleManager {
     // A start at boot or asked for by the operator (load, reload, enable) that fails is
     // reported by whoever asked; safe mode: the host keeps booting even for an important module.
     if (how.kind === "start") return;
-    if (how.kind === "restart" && !quarantine && !wants) return;
     if (rec.limits.important && !this.shuttingDown) {
       this.log.error(`${rec.name} is marked important and is not coming back: stopping the host`);
       this.opts.onImportantFailure?.(rec.name, rec.problem ?? reason);
