@@ -5,12 +5,13 @@
 // module killed, the RPC port taken before any module runs, and run directories of dead hosts.
 
 import test from "ava";
-import { spawn } from "node:child_process";
+import { execFile, spawn } from "node:child_process";
+import { promisify } from "node:util";
 import { existsSync } from "node:fs";
-import { mkdir, readFile, readdir, rm } from "node:fs/promises";
+import { mkdir, readFile, readdir, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { GOOD_GRANTS, sleep, startHost, type InlineModule, type TestHost } from "./helpers/host.ts";
+import { GOOD_GRANTS, ROOT, sleep, startHost, type InlineModule, type TestHost } from "./helpers/host.ts";
 import { call, RpcFailure } from "./helpers/rpc.ts";
 import { KeyedQueue, LoopStallMeter, fairDeadline } from "../host/lifecycle.ts";
 
@@ -260,6 +261,25 @@ test("a crash-looping module is quarantined (log, audit, list, ModuleCrashed); t
   t.regex(again!.message, /not quarantined \(it is running\)/);
   const state = JSON.parse(await readFile(path.join(h2.config.modules.data_dir, ".modhost-lifecycle.json"), "utf8"));
   t.deepEqual(state.modules.flaky, { failures: [] });
+});
+
+test("CLI: modhost list shows a quarantined module with the way out; modhost enable lifts it", async (t) => {
+  const h = await startHost(t, { inline: { flaky: FLAKY }, grants: { flaky: FLAKY_GRANTS }, moduleLimits: { flaky: { quarantine_after: 1 } } });
+  await h.waitForLog(/^running 1$/, { source: "flaky", timeoutMs: LONG });
+  process.kill(pidOf(h, "flaky"), "SIGKILL");
+  await h.waitForState("flaky", "quarantined", LONG);
+  // A config file that points the CLI at this host's port and cookie.
+  const file = path.join(h.dir, "cli.toml");
+  await writeFile(file, `[rpc]\nport = ${h.host.rpcServer!.address!.port}\ncookie_file = ${JSON.stringify(h.config.rpc.cookie_file)}\n`);
+  const modhost = (...args: string[]) => promisify(execFile)(process.execPath, [path.join(ROOT, "bin/modhost.js"), ...args, "--config", file], { cwd: ROOT, timeout: LONG });
+  const list = await modhost("list");
+  t.regex(list.stdout, /^flaky\s+0\.1\.0\s+isolate\s+\S+\s+quarantined\s+-\s+\d+$/m);
+  t.regex(list.stdout, /^ {4}quarantined since .* after 1 failures .*modhost enable flaky$/m);
+  const enabled = await modhost("enable", "flaky");
+  t.regex(enabled.stdout, /^enabled and loaded flaky 0\.1\.0 \(running, pid \d+\)$/m);
+  t.is(h.mustStatus("flaky").state, "running");
+  const operator = (await auditRecords(h)).filter((r) => r.module === "operator" && r.action === "enable");
+  t.like(operator[0], { detail: { target: "flaky", ok: true } });
 });
 
 test("a start that keeps failing after a crash is retried per policy, then given up on; an important module then stops the host", async (t) => {
