@@ -30,7 +30,7 @@ export const EVENT_TYPES: Record<HostEventName, EventTypeInfo> = {
   MempoolTransactionRemoved: { category: "mempool", description: "A transaction left the mempool (mined, conflicted, evicted)." },
   ModuleLoaded: { category: "module", description: "A module finished starting. Replayed to new subscribers for modules already loaded." },
   ModuleUnloaded: { category: "module", description: "A module was stopped and unloaded." },
-  ModuleCrashed: { category: "module", description: "A module's process died or its isolate was disposed." },
+  ModuleCrashed: { category: "module", description: "A module's process died or its isolate was disposed; `quarantined` when it will not start again until the operator runs `modhost enable`." },
   ModuleRestarted: { category: "module", description: "A crashed module was started again by its restart policy." },
   ConfigLoaded: { category: "config", description: "The operator's configuration was (re)loaded." },
   NodeStartupCompleted: { category: "node", description: "The host finished loading its modules." },
