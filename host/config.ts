@@ -153,7 +153,7 @@ export interface HostConfig {
     grants: Record<string, ModuleGrants>;
     /** [modules.trust.NAME]: whose signatures count for the module, and its signature policy. */
     trust: Record<string, ModuleTrust>;
-    /** How many modules of one dependency level start (and stop) at the same time; 0 = the CPU count. */
+    /** How many modules start at the same time (each once its dependencies are up); 0 = the CPU count. */
     start_concurrency: number;
   };
   storage: { dir: string };

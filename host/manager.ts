@@ -260,7 +260,7 @@ export class ModuleManager {
     return record;
   }
 
-  /** How many modules start (or stop) at once within one dependency level. */
+  /** How many modules start at once ([modules] start_concurrency; 0 = the CPU count). */
   private get concurrency(): number {
     const n = this.opts.config.modules.start_concurrency;
     return n > 0 ? n : Math.max(1, os.availableParallelism());
