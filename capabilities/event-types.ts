@@ -74,7 +74,7 @@ export interface HostEvents extends ChainEvents, RoleEvents {
   // Module lifecycle
   ModuleLoaded: { module: string; version: string; runtime: string };
   ModuleUnloaded: { module: string; version: string; reason: string };
-  ModuleCrashed: { module: string; error: string; exit_code: number | null; signal: string | null; will_restart: boolean };
+  ModuleCrashed: { module: string; error: string; exit_code: number | null; signal: string | null; will_restart: boolean; quarantined: boolean };
   ModuleRestarted: { module: string; attempt: number };
   ModuleDiscovered: { module: string; version: string; source: string };
   ModuleInstalled: { module: string; version: string };
@@ -154,7 +154,7 @@ export const EVENT_TYPES: Record<HostEventName, EventTypeInfo> = {
   RouteFailed: { category: "network", producer: "none", description: "A mesh route failed. Not produced yet: modhost has no mesh network." },
   ModuleLoaded: { category: "module", producer: "host", description: "A module finished starting. Replayed to new subscribers for modules already loaded." },
   ModuleUnloaded: { category: "module", producer: "host", description: "A module was stopped and unloaded." },
-  ModuleCrashed: { category: "module", producer: "host", description: "A module's process died or its isolate was disposed." },
+  ModuleCrashed: { category: "module", producer: "host", description: "A module's process died or its isolate was disposed; `quarantined` when it will not start again until the operator runs `modhost enable`." },
   ModuleRestarted: { category: "module", producer: "host", description: "A crashed module was started again by its restart policy." },
   ModuleDiscovered: { category: "module", producer: "none", description: "A module was found in a registry. Not produced yet: registry commands run outside the host." },
   ModuleInstalled: { category: "module", producer: "none", description: "A module was installed. Not produced yet: `modhost install` runs outside the host; the host sees the module at its next load." },

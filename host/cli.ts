@@ -4,7 +4,7 @@
 //   modhost check [--config FILE]   what would load, with which grants, and every problem
 //   modhost dev [PATH]              the host on the embedded chain for a module author
 //   modhost version | help
-//   modhost list | info | load | unload | reload | health | methods | stop | call ...
+//   modhost list | info | load | unload | reload | enable | health | methods | stop | call ...
 //                                   ask the running host over its RPC server (host/rpc/commands.ts)
 //   modhost <module> <command> ...  run a module's CLI command in the running host
 

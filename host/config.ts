@@ -71,6 +71,9 @@ export interface Limits {
   cpu_weight: number;
   /** CPU ceiling of the module, percent of one core (0 = none). */
   cpu_max_percent: number;
+  /** Quarantine the module after this many failures (crashes, failed starts) within quarantine_window_ms (0 = never). */
+  quarantine_after: number;
+  quarantine_window_ms: number;
 }
 
 export const DEFAULT_LIMITS: Limits = Object.freeze({
@@ -100,6 +103,8 @@ export const DEFAULT_LIMITS: Limits = Object.freeze({
   memory_total_mb: DEFAULT_CGROUP_LIMITS.memory_mb,
   cpu_weight: DEFAULT_CGROUP_LIMITS.cpu_weight,
   cpu_max_percent: DEFAULT_CGROUP_LIMITS.cpu_max_percent,
+  quarantine_after: 5,
+  quarantine_window_ms: 600_000,
 });
 
 /** Bounds of the numeric limits; anything not listed is "0 or more". */
@@ -115,6 +120,7 @@ const LIMIT_RULES: Partial<Record<keyof Limits, IntegerRule>> = {
   log_bytes_per_second: { min: 1024 },
   audit_bytes_per_second: { min: 1024 },
   cpu_weight: { min: 1, max: 10_000 },
+  quarantine_window_ms: { min: 1 },
 };
 
 const RESTART_POLICIES: readonly RestartPolicy[] = ["never", "on-failure", "always"];
@@ -201,6 +207,8 @@ export interface HostConfig {
     trust: Record<string, ModuleTrust>;
     /** [modules.providers]: the module the operator chose for each provider role. */
     providers: Partial<Record<ProviderRole, string>>;
+    /** How many modules start at the same time (each once its dependencies are up); 0 = the CPU count. */
+    start_concurrency: number;
   };
   storage: { dir: string };
   rpc: RpcConfig;
@@ -233,6 +241,7 @@ const SECTIONS = ["host", "chain", "modules", "storage", "rpc", "trust", "regist
 const MODULES_KEYS = [
   "enabled", "modules_dir", "data_dir", "enabled_modules", "disabled_modules", "on_missing_grant", "sandbox", "native_sandbox",
   "module_configs", "default_limits", "limits", "grants", "trust", "providers",
+  "module_configs", "default_limits", "limits", "grants", "trust", "start_concurrency",
 ] as const;
 
 export function defaultConfig(dir: string): HostConfig {
@@ -263,6 +272,7 @@ export function defaultConfig(dir: string): HostConfig {
       grants: {},
       trust: {},
       providers: {},
+      start_concurrency: 0,
     },
     storage: { dir: path.resolve(base, "data/storage") },
     rpc: {
@@ -462,6 +472,7 @@ function readModules(c: Checker, data: Record<string, unknown>, config: HostConf
   m.on_missing_grant = c.oneOf(t, at, "on_missing_grant", MISSING_GRANT_POLICIES) ?? m.on_missing_grant;
   m.sandbox = c.oneOf(t, at, "sandbox", SANDBOX_MODES) ?? m.sandbox;
   m.native_sandbox = c.oneOf(t, at, "native_sandbox", SANDBOX_MODES) ?? m.native_sandbox;
+  m.start_concurrency = c.integer(t, at, "start_concurrency", { min: 0, max: 1024 }) ?? m.start_concurrency;
 
   const defaults = c.table(t["default_limits"], [...at, "default_limits"]);
   if (defaults) m.default_limits = { ...DEFAULT_LIMITS, ...readLimits(c, defaults, [...at, "default_limits"]) };

@@ -1,7 +1,7 @@
 // The host: one running modhost. It wires the chain backend, the event bus, the module
 // manager and the logger together, produces blocks on the embedded chain when configured to,
-// and shuts down in order: NodeShutdown to every module, modules stopped in reverse load
-// order, NodeShutdownCompleted.
+// and shuts down in order: NodeShutdown to every module, modules stopped in reverse dependency
+// levels, NodeShutdownCompleted. At start the RPC port is taken before any module starts.
 
 import { watch, type FSWatcher } from "node:fs";
 import path from "node:path";
@@ -97,6 +97,7 @@ export class Host {
       this.nodeEvents?.onChainEvent(name, payload);
     });
     await this.reportSandbox();
+    if (this.stopRequested) return;
 
     this.audit = new AuditLog(this.config.host.audit_log, { moduleBytesPerSecond: (module) => limitsFor(this.config, module).audit_bytes_per_second });
     this.manager = new ModuleManager({ config: this.config, chain: this.chain, bus: this.bus, logger: this.logger, grantAll: this.opts.grantAll, audit: this.audit,
@@ -112,14 +113,19 @@ export class Host {
       providers: this.config.modules.providers, grantAll: this.opts.grantAll === true,
     });
     this.manager.services.blockSubmitted = (hash, module) => this.nodeEvents?.blockSubmitted(hash, module);
+    await this.manager.removeStaleRunDirs();
+    // The port first: a second host on the same config stops here, before any module's code runs.
+    await this.startRpc();
+    if (this.stopRequested) return;
     if (this.config.modules.enabled) {
       await this.recoverModulesDir();
       await this.manager.prepare();
+      if (this.stopRequested) return;
       await this.manager.startAll();
+      if (this.stopRequested) return;
     } else {
       this.log.warn("modules are disabled ([modules] enabled = false)");
     }
-    await this.startRpc();
     const running = this.manager.status().filter((s) => s.state === "running").map((s) => s.name);
     this.bus.publish("NodeStartupCompleted", { modules: running });
     this.log.info(`ready in ${Date.now() - started} ms`, { running: running.join(",") || "none" });
@@ -136,6 +142,11 @@ export class Host {
     } catch (err) {
       this.log.error(`modules directory: ${(err as Error).message}${(err as ModhostError).hint ? ` (fix: ${(err as ModhostError).hint})` : ""}`);
     }
+  }
+
+  /** A stop() came while start() awaited: start nothing more (stop() stops only what exists when it runs). */
+  private get stopRequested(): boolean {
+    return this.stopping !== undefined;
   }
 
   /** Serve JSON-RPC and /metrics ([rpc]); a server that cannot start stops the host. */

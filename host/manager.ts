@@ -1,7 +1,22 @@
 // The module manager: discover modules, validate them, resolve dependencies, apply the
 // operator's grants, load in dependency order, unload in reverse, supervise (crash ->
-// ModuleCrashed -> restart policy with backoff), and shut down gracefully. A module that
-// fails is reported and isolated; every other module keeps running.
+// ModuleCrashed -> restart policy with backoff -> quarantine after too many failures), and
+// shut down gracefully. A module that fails is reported and isolated; every other module keeps
+// running.
+//
+// Each module is one state machine, driven only through its own command queue (host/lifecycle.ts
+// KeyedQueue): load, unload, reload, enable, a scheduled restart and the shutdown's stop run one
+// after another for one module, and independently for different modules. The process, store,
+// health probe and restart timer belong to the current instance; every path that ends an
+// instance releases them.
+//
+//   pending -> starting -> running -> stopping -> stopped
+//                 |           | (exit)
+//                 v           v
+//              failed      crashed --(restart timer)--> starting
+//                 \           |
+//                  +--> quarantined (quarantine_after failures within quarantine_window_ms;
+//                                    persisted; only `modhost enable` lifts it)
 
 import { access, chmod, mkdir, mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
 import { constants as fsConstants } from "node:fs";
@@ -23,7 +38,8 @@ import type { Permission } from "../capabilities/catalogue.ts";
 import { ModuleStore } from "../storage/store.ts";
 import type { AuditLog, AuditRecord } from "./audit.ts";
 import type { HostServices } from "../capabilities/types.ts";
-import type { HostSession } from "./session.ts";
+import { InvocationError, type HostSession } from "./session.ts";
+import { fairDeadline, KeyedQueue, LifecycleState, LoopStallMeter, removeStaleRunDirs, runDirPrefix } from "./lifecycle.ts";
 import { spawnModuleProcess, type ModuleProcess, type SpawnSpec } from "../runtime/process.ts";
 import { nativeSpawnSpec, sandboxedNativeSpawnSpec } from "../runtime/native/runtime.ts";
 import type { SandboxLevel } from "../runtime/sandbox/policy.ts";
@@ -31,14 +47,14 @@ import { UID_TABLE_FILE, UidTable, type SandboxedSpawn } from "../runtime/sandbo
 import { sandboxedIsolateSpawnSpec } from "../runtime/isolate/runtime.ts";
 import { materialiseBinary, snapshotModule, verificationError, verifyForStart, verifyModule, type VerifiedModule } from "./verify/module.ts";
 
-export type ModuleState = "pending" | "starting" | "running" | "stopping" | "stopped" | "crashed" | "failed" | "skipped";
+export type ModuleState = "pending" | "starting" | "running" | "stopping" | "stopped" | "crashed" | "failed" | "skipped" | "quarantined";
 
 export interface ModuleStatus {
   name: string;
   version: string | null;
   runtime: string | null;
   state: ModuleState;
-  /** Why the module is skipped, failed or crashed. */
+  /** Why the module is skipped, failed, crashed or quarantined. */
   problem?: string;
   grants: string[];
   missing: string[];
@@ -59,10 +75,21 @@ interface ModuleRecord {
   grants: Map<Permission, GrantRule>;
   missing: MissingGrant[];
   limits: Limits;
+  /** The current instance's process; an older process's exit is ignored. */
   process?: ModuleProcess;
+  /** The current instance's store; closed whenever its process is gone for good or restarts. */
   store?: ModuleStore;
+  /** A close of the previous instance's store still under way: a new open waits for it (LevelDB's lock). */
+  storeClosing?: Promise<void>;
   restartTimes: number[];
   restartTimer?: NodeJS.Timeout;
+  healthTimer?: NodeJS.Timeout;
+  /** Ends a start in progress at once (unload, reload, shutdown need not wait for start_timeout_ms). */
+  cancelStart?: (reason: string) => void;
+  /** Why the host killed the current process (unresponsive), which outranks how its channel closed. */
+  killReason?: string;
+  /** Bumped by every operator command and by shutdown: a restart scheduled before it is void. */
+  epoch: number;
   sha256?: string;
   /** The sandbox level actually applied to the module's process (native, or the isolate host). */
   sandbox?: SandboxLevel;
@@ -90,6 +117,12 @@ export interface Discovery {
   broken: { dir: string; error: string }[];
 }
 
+/** Start errors a retry cannot fix: a restart that fails with one of these is not retried. */
+const PERMANENT_START_ERRORS = new Set(["verification_failed", "not_found", "permission_denied", "config_error", "internal"]);
+
+/** The session's own timer for a health probe: only a backstop, the manager judges with a fair deadline. */
+const HEALTH_INVOKE_BACKSTOP_MS = 0x7fffffff;
+
 export class ModuleManager {
   private readonly records = new Map<string, ModuleRecord>();
   /** Modules that never got a record (bad manifest, dependency problems, disabled). */
@@ -101,6 +134,12 @@ export class ModuleManager {
   /** Module name -> uid, persisted in the data directory (runtime/sandbox/uids.ts). */
   private uids: Promise<UidTable> | undefined;
   private shuttingDown = false;
+  /** Every command on one module (load, unload, reload, enable, restart, stop) runs after the previous one. */
+  private readonly queue = new KeyedQueue();
+  /** The host's own loop stalls, so that deadlines never blame a module for them. */
+  private meterInstance: LoopStallMeter | undefined;
+  /** Quarantine and failure history, persisted in the data directory. */
+  private lifecycleState: LifecycleState | undefined;
   /** Host services handed to every module's calls; set by the host before modules start. */
   services: HostServices | undefined;
 
@@ -121,6 +160,15 @@ export class ModuleManager {
       },
       onInternalError: (module, method, err) => opts.logger.log("error", "host", `${method} from ${module} failed: ${(err as Error)?.stack ?? String(err)}`),
     });
+  }
+
+  /** The persisted quarantine state; opened by prepare(), or on the first command without it. */
+  private async state(): Promise<LifecycleState> {
+    return (this.lifecycleState ??= await LifecycleState.open(this.opts.config.modules.data_dir, (m) => this.log.warn(m)));
+  }
+
+  private get meter(): LoopStallMeter {
+    return (this.meterInstance ??= new LoopStallMeter());
   }
 
   private audit(module: string, action: string, detail?: AuditRecord["detail"], reason?: string): void {
@@ -155,8 +203,8 @@ export class ModuleManager {
   }
 
   /**
-   * Decide what will load: enabled/disabled lists, dependency plan, grants. Fills the records;
-   * returns nothing, `status()` shows the outcome.
+   * Decide what will load: enabled/disabled lists, dependency plan, grants, quarantine. Fills
+   * the records; returns nothing, `status()` shows the outcome.
    */
   async prepare(): Promise<void> {
     const { config } = this.opts;
@@ -185,7 +233,16 @@ export class ModuleManager {
     for (const s of plan.skipped) this.notLoaded.set(s.name, { problem: s.reason, manifest: wanted.find((m) => m.name === s.name) });
     for (const n of plan.notes) this.log.info(`${n.name}: ${n.note}`);
 
-    for (const manifest of plan.order) this.records.set(manifest.name, this.makeRecord(manifest));
+    const state = await this.state();
+    for (const manifest of plan.order) {
+      const rec = this.makeRecord(manifest);
+      const q = state.peek(manifest.name)?.quarantined;
+      if (q && rec.state !== "skipped") {
+        rec.state = "quarantined";
+        rec.problem = quarantineProblem(manifest.name, q.failures, q.reason, q.since);
+      }
+      this.records.set(manifest.name, rec);
+    }
     this.loadOrder = plan.order.map((m) => m.name);
   }
 
@@ -197,7 +254,7 @@ export class ModuleManager {
     const { effective, missing } = resolveGrants(manifest.capabilities, allow, granted.deny);
     const record: ModuleRecord = {
       name: manifest.name, manifest, state: "pending", grants: effective, missing,
-      limits: limitsFor(config, manifest.name), restartTimes: previous?.restartTimes ?? [],
+      limits: limitsFor(config, manifest.name), restartTimes: previous?.restartTimes ?? [], epoch: previous?.epoch ?? 0,
     };
     if (missing.length > 0 && missingGrantPolicy(config, manifest.name) === "refuse") {
       record.state = "skipped";
@@ -206,24 +263,71 @@ export class ModuleManager {
     return record;
   }
 
-  /** Load every prepared module in dependency order. */
-  async startAll(): Promise<void> {
+  /** How many modules start at once ([modules] start_concurrency; 0 = the CPU count). */
+  private get concurrency(): number {
+    const n = this.opts.config.modules.start_concurrency;
+    return n > 0 ? n : Math.max(1, os.availableParallelism());
+  }
+
+  /**
+   * The modules grouped by dependency level: level 0 depends on nothing loaded, level n on
+   * modules of lower levels only (hard and optional dependencies that are present).
+   */
+  levels(): string[][] {
+    const level = new Map<string, number>();
     for (const name of this.loadOrder) {
-      const rec = this.records.get(name)!;
-      if (rec.state === "skipped") {
-        this.log.error(`not loading ${name}: ${rec.problem}`);
-        this.audit(name, "refused", { missing: rec.missing.map((m) => formatDescriptor(m.permission, m.scope)) }, rec.problem);
-        continue;
-      }
-      const blocker = Object.keys(rec.manifest.dependencies).find((d) => this.records.has(d) && this.records.get(d)!.state !== "running");
-      if (blocker) {
-        rec.state = "skipped";
-        rec.problem = `depends on ${blocker}, which is not running (${this.records.get(blocker)!.state})`;
-        this.log.error(`not loading ${name}: ${rec.problem}`);
-        continue;
-      }
-      await this.start(rec);
+      const rec = this.records.get(name);
+      if (!rec) continue;
+      const deps = [...Object.keys(rec.manifest.dependencies), ...Object.keys(rec.manifest.optional_dependencies ?? {})];
+      level.set(name, 1 + Math.max(-1, ...deps.map((d) => level.get(d) ?? -1)));
     }
+    const out: string[][] = [];
+    for (const name of this.loadOrder) {
+      const l = level.get(name);
+      if (l !== undefined) (out[l] ??= []).push(name);
+    }
+    return out.filter((l) => l !== undefined);
+  }
+
+  /**
+   * Load every prepared module in dependency order: a module starts as soon as the modules it
+   * depends on have started (or failed), at most [modules] start_concurrency at a time, so the
+   * modules of one level start concurrently. A module whose start hangs holds up only the
+   * modules that depend on it, and those only up to its start_timeout_ms.
+   */
+  async startAll(): Promise<void> {
+    const done = new Map<string, Promise<void>>();
+    const slots = new Semaphore(this.concurrency);
+    for (const name of this.loadOrder) {
+      const rec = this.records.get(name);
+      if (!rec) continue;
+      const deps = [...Object.keys(rec.manifest.dependencies), ...Object.keys(rec.manifest.optional_dependencies ?? {})].filter((d) => this.records.has(d));
+      done.set(name, (async () => {
+        await Promise.all(deps.map((d) => done.get(d)));
+        if (rec.state === "skipped") {
+          this.log.error(`not loading ${name}: ${rec.problem}`);
+          this.audit(name, "refused", { missing: rec.missing.map((m) => formatDescriptor(m.permission, m.scope)) }, rec.problem);
+          return;
+        }
+        if (rec.state === "quarantined") {
+          this.log.error(`not loading ${name}: ${rec.problem}`);
+          this.audit(name, "quarantined", undefined, rec.problem);
+          return;
+        }
+        const blocker = Object.keys(rec.manifest.dependencies).find((d) => this.records.has(d) && this.records.get(d)!.state !== "running");
+        if (blocker) {
+          rec.state = "skipped";
+          rec.problem = `depends on ${blocker}, which is not running (${this.records.get(blocker)!.state})`;
+          this.log.error(`not loading ${name}: ${rec.problem}`);
+          return;
+        }
+        await slots.run(() => this.queue.run(name, async () => {
+          if (this.shuttingDown || rec.state !== "pending") return;
+          await this.start(rec);
+        }));
+      })().catch((err: Error) => this.log.error(`starting ${name} failed: ${err.message}`)));
+    }
+    await Promise.all(done.values());
     for (const [name, nl] of this.notLoaded) {
       // Left out on purpose by the operator: say so quietly. Anything else is a problem.
       const chosen = /enabled_modules|disabled_modules/.test(nl.problem);
@@ -233,7 +337,8 @@ export class ModuleManager {
 
   private async ensureRunDir(): Promise<string> {
     if (!this.runDir) {
-      const dir = await mkdtemp(path.join(os.tmpdir(), "modhost-run-"));
+      // The owner's pid is in the name: a later host removes it once this process is gone.
+      const dir = await mkdtemp(runDirPrefix());
       // Others may pass through, not list: sandboxed modules (their own uids) read their files here.
       await chmod(dir, 0o711);
       this.runDir = dir;
@@ -241,11 +346,46 @@ export class ModuleManager {
     return this.runDir;
   }
 
-  /** Start one module; resolves when it is running or has failed (never throws). */
+  /** Remove the run directories of hosts that died without cleaning up (their pid is gone). */
+  async removeStaleRunDirs(): Promise<void> {
+    const removed = await removeStaleRunDirs();
+    if (removed.length > 0) this.log.info(`removed ${removed.length} run director${removed.length === 1 ? "y" : "ies"} of hosts that are gone`, { dirs: removed.join(",") });
+  }
+
+  /** Close the current instance's store; a later open waits for the close to finish. */
+  private releaseStore(rec: ModuleRecord): Promise<void> {
+    const store = rec.store;
+    rec.store = undefined;
+    if (store) {
+      const prev = rec.storeClosing ?? Promise.resolve();
+      rec.storeClosing = prev.then(() => store.close()).catch((err: Error) => this.log.warn(`${rec.name}: closing its storage failed: ${err.message}`));
+    }
+    return rec.storeClosing ?? Promise.resolve();
+  }
+
+  private stopHealth(rec: ModuleRecord): void {
+    if (rec.healthTimer) clearInterval(rec.healthTimer);
+    rec.healthTimer = undefined;
+  }
+
+  /**
+   * Start one module; resolves when it is running or has failed (never throws). Runs inside
+   * the module's queue. A restart (attempt > 0) that fails is handled like a crash: retried
+   * per the restart policy, or the module is quarantined or given up on.
+   */
   private async start(rec: ModuleRecord, attempt = 0): Promise<void> {
     const { manifest, limits } = rec;
     rec.state = "starting";
     rec.problem = undefined;
+    rec.killReason = undefined;
+    let cancelled: string | undefined;
+    let cancel!: (err: Error) => void;
+    const cancellation = new Promise<never>((_, reject) => (cancel = reject));
+    cancellation.catch(() => undefined);
+    rec.cancelStart = (reason) => {
+      cancelled ??= reason;
+      cancel(new ModhostError("cancelled", `start cancelled: ${reason}`));
+    };
     if (rec.missing.length > 0) {
       this.log.warn(`${rec.name} loads without: ${rec.missing.map((m) => formatDescriptor(m.permission, m.scope)).join(", ")} (on_missing_grant = "reduce")`);
     }
@@ -253,11 +393,10 @@ export class ModuleManager {
       if (!this.opts.chain) throw new ModhostError("internal", "no chain backend: modules cannot start");
       const dataDir = path.join(this.opts.config.modules.data_dir, rec.name);
       await mkdir(dataDir, { recursive: true, mode: 0o700 });
+      await rec.storeClosing;
       rec.store ??= await this.openStore(rec);
       const config = moduleConfig(this.opts.config, manifest);
-      const sandboxed = manifest.runtime === "isolate"
-        ? await this.isolateSpec(rec, dataDir)
-        : await this.nativeSpec(rec, dataDir, config);
+      const sandboxed = await this.runtimes[manifest.runtime](rec, dataDir, config);
       let proc: ModuleProcess;
       try {
         proc = spawnModuleProcess(sandboxed.spec, {
@@ -268,7 +407,8 @@ export class ModuleManager {
           logger: this.opts.logger,
           call: { module: rec.name, chain: this.opts.chain, store: rec.store, config, dataDir, ...(this.services ? { services: this.services } : {}) },
           eventQueue: limits.event_queue,
-          handshakeTimeoutMs: limits.start_timeout_ms,
+          // A backstop only: readiness is judged below with a deadline fair to the module.
+          handshakeTimeoutMs: limits.start_timeout_ms * 4,
           replay: (type) => (type === "ModuleLoaded" ? this.loadedEvents() : []),
         }, this.opts.logger);
       } catch (err) {
@@ -283,7 +423,10 @@ export class ModuleManager {
       });
       rec.process = proc;
       void proc.exited.then((info) => this.onExit(rec, proc, info.code, info.signal));
-      await raceReady(proc, limits.start_timeout_ms);
+      await Promise.race([this.awaitReady(proc, limits.start_timeout_ms), cancellation]);
+      if (cancelled) throw new ModhostError("cancelled", `start cancelled: ${cancelled}`);
+      if (this.shuttingDown) throw new ModhostError("invalid_state", "the host is shutting down");
+      rec.cancelStart = undefined;
       rec.state = "running";
       this.watchHealth(rec, proc);
       this.log.info(`loaded ${rec.name} ${manifest.version}`, { runtime: manifest.runtime, sandbox: rec.sandbox, pid: proc.pid, grants: describeGrants(rec.grants).join(",") || "none" });
@@ -291,19 +434,142 @@ export class ModuleManager {
       if (attempt > 0) this.publish("ModuleRestarted", { module: rec.name, attempt });
       this.publish("ModuleLoaded", { module: rec.name, version: manifest.version, runtime: manifest.runtime });
     } catch (err) {
-      rec.state = "failed";
       const hint = (err as ModhostError).hint;
-      rec.problem = (err as Error).message + (hint ? ` (fix: ${hint})` : "");
-      rec.process?.kill();
+      const problem = (err as Error).message + (hint ? ` (fix: ${hint})` : "");
+      // Nothing of this instance outlives the failure: its process is gone and its store closed.
+      const proc = rec.process;
+      if (proc && !proc.hasExited) {
+        proc.kill();
+        await Promise.race([proc.exited, new Promise((r) => setTimeout(r, limits.kill_timeout_ms + 1000).unref())]);
+      }
+      this.stopHealth(rec);
+      await this.releaseStore(rec);
+      rec.cancelStart = undefined;
+      if (cancelled) {
+        // Not the module's failure: the operator or the shutdown ended the start.
+        rec.state = "stopped";
+        rec.problem = `start cancelled: ${cancelled}`;
+        this.log.info(`${rec.name}: start cancelled (${cancelled})`);
+        return;
+      }
+      rec.state = "failed";
+      rec.problem = problem;
       this.log.error(`failed to load ${rec.name}: ${rec.problem}`);
       if ((err as ModhostError).code === "verification_failed") this.audit(rec.name, "refused", { verification: "failed" }, rec.problem);
-      // A restart that fails leaves the module down for good, as a crash without restart does.
-      if (attempt > 0 && rec.limits.important && !this.shuttingDown) {
-        this.log.error(`${rec.name} is marked important and could not be restarted: stopping the host`);
-        this.opts.onImportantFailure?.(rec.name, rec.problem);
-      }
+      if (this.shuttingDown) return;
+      // What a retry cannot fix (refused verification, a missing binary, no sandbox) is final.
+      const permanent = (err instanceof ModhostError && PERMANENT_START_ERRORS.has(err.code)) || (err as Error).name === "SandboxUnavailableError";
+      this.afterFailure(rec, `start failed: ${problem}`, attempt > 0 ? { kind: "restart", permanent } : { kind: "start" });
     }
   }
+
+  /** Wait for the module's ready, or its exit, or start_timeout_ms of the host's own time. */
+  private async awaitReady(proc: ModuleProcess, timeoutMs: number): Promise<void> {
+    // The channel may close before the exit is seen: then say how the process ended, when it
+    // ends soon, rather than just "connection closed".
+    const ready = proc.session.ready.catch(async (err: Error) => {
+      if (proc.session.closeError) throw err;
+      const info = await Promise.race([proc.exited, new Promise<undefined>((r) => setTimeout(() => r(undefined), 1000).unref())]);
+      throw info ? new Error(`process ${describeExit(info.code, info.signal)} during start-up`) : err;
+    });
+    const outcome = Promise.race([
+      ready,
+      proc.exited.then(async (info) => {
+        // Let a goodbye that explains the exit arrive first.
+        await new Promise((r) => setImmediate(r));
+        throw new Error(proc.session.closeError?.message ?? `process ${describeExit(info.code, info.signal)} during start-up`);
+      }),
+    ]);
+    let settled = false;
+    const settle = outcome.then(() => { settled = true; }, () => { settled = true; });
+    const inTime = await fairDeadline(timeoutMs, this.meter, () => settled, settle);
+    if (!inTime) throw new Error(`did not become ready within ${timeoutMs} ms (start_timeout_ms)`);
+    await outcome;
+  }
+
+  /**
+   * After a crash or a failed start: count the failure, then quarantine the module (too many
+   * failures in the window), restart it later (the restart policy allows), or leave it down.
+   * A start the operator asked for (load, reload, enable, boot) that fails is not retried.
+   */
+  private afterFailure(
+    rec: ModuleRecord, reason: string,
+    how: { kind: "crash"; code: number | null; signal: NodeJS.Signals | null } | { kind: "restart"; permanent: boolean } | { kind: "start" },
+  ): void {
+    const { restart, max_restarts, restart_window_ms, quarantine_after, quarantine_window_ms } = rec.limits;
+    const now = Date.now();
+    const failures = this.lifecycleState?.addFailure(rec.name, now, quarantine_window_ms) ?? 0;
+    const quarantine = quarantine_after > 0 && failures >= quarantine_after;
+    rec.restartTimes = rec.restartTimes.filter((t) => now - t < restart_window_ms);
+    const clean = how.kind === "crash" && how.code === 0 && how.signal === null;
+    const retriable = how.kind === "crash" || (how.kind === "restart" && !how.permanent);
+    const wants = retriable && !quarantine && (restart === "always" || (restart === "on-failure" && !clean));
+    const willRestart = wants && rec.restartTimes.length < max_restarts;
+    if (how.kind === "crash") {
+      rec.state = "crashed";
+      rec.problem = reason;
+      this.log.error(`${rec.name} crashed: ${reason}`, { exit_code: how.code, signal: how.signal, will_restart: willRestart, quarantined: quarantine });
+      this.publish("ModuleCrashed", { module: rec.name, error: reason, exit_code: how.code, signal: how.signal, will_restart: willRestart, quarantined: quarantine });
+      this.audit(rec.name, "crash", { exit_code: how.code, signal: how.signal, will_restart: willRestart, quarantined: quarantine }, reason);
+    } else if (how.kind === "restart") {
+      this.audit(rec.name, "restart_failed", { will_restart: willRestart, quarantined: quarantine }, reason);
+    }
+    void this.lifecycleState?.save().catch((err: Error) => this.log.warn(`cannot save the quarantine state: ${err.message}`));
+    if (quarantine) {
+      this.quarantine(rec, reason, failures);
+    } else if (willRestart) {
+      rec.state = "crashed";
+      rec.problem = reason;
+      this.scheduleRestart(rec, now);
+      return;
+    } else if (wants) {
+      rec.state = "failed";
+      rec.problem = `${reason}; gave up after ${max_restarts} restarts within ${restart_window_ms} ms`;
+      this.log.error(`${rec.name}: ${rec.problem}`);
+    }
+    // A start at boot or asked for by the operator (load, reload, enable) that fails is
+    // reported by whoever asked; safe mode: the host keeps booting even for an important module.
+    if (how.kind === "start") return;
+    if (rec.limits.important && !this.shuttingDown) {
+      this.log.error(`${rec.name} is marked important and is not coming back: stopping the host`);
+      this.opts.onImportantFailure?.(rec.name, rec.problem ?? reason);
+    }
+  }
+
+  private quarantine(rec: ModuleRecord, reason: string, failures: number): void {
+    if (rec.restartTimer) clearTimeout(rec.restartTimer);
+    rec.restartTimer = undefined;
+    rec.state = "quarantined";
+    this.lifecycleState?.quarantine(rec.name, reason, failures);
+    const q = this.lifecycleState?.peek(rec.name)?.quarantined;
+    rec.problem = quarantineProblem(rec.name, failures, reason, q?.since ?? Date.now());
+    this.log.error(`${rec.name} quarantined: ${rec.problem}`, { failures, window_ms: rec.limits.quarantine_window_ms });
+    this.audit(rec.name, "quarantine", { failures, window_ms: rec.limits.quarantine_window_ms }, reason);
+    void this.lifecycleState?.save().catch((err: Error) => this.log.warn(`cannot save the quarantine state: ${err.message}`));
+  }
+
+  private scheduleRestart(rec: ModuleRecord, now: number): void {
+    rec.restartTimes.push(now);
+    const { max_restarts } = rec.limits;
+    const delay = Math.min(30_000, 250 * 2 ** (rec.restartTimes.length - 1));
+    this.log.info(`restarting ${rec.name} in ${delay} ms (restart ${rec.restartTimes.length} of ${max_restarts})`);
+    const epoch = rec.epoch;
+    if (rec.restartTimer) clearTimeout(rec.restartTimer);
+    rec.restartTimer = setTimeout(() => {
+      rec.restartTimer = undefined;
+      void this.queue.run(rec.name, async () => {
+        // An operator command or the shutdown came first: this restart is void.
+        if (rec.epoch !== epoch || rec.state !== "crashed" || this.shuttingDown) return;
+        await this.start(rec, rec.restartTimes.length);
+      });
+    }, delay);
+  }
+
+  /** How each runtime turns a module into the spec of its (sandboxed) process. */
+  private readonly runtimes: Record<ModuleManifest["runtime"], (rec: ModuleRecord, dataDir: string, config: Record<string, unknown>) => Promise<SandboxedSpawn>> = {
+    isolate: (rec, dataDir) => this.isolateSpec(rec, dataDir),
+    native: (rec, dataDir, config) => this.nativeSpec(rec, dataDir, config),
+  };
 
   /**
    * How to start a native module: inside the sandbox (runtime/sandbox), at the level the
@@ -364,25 +630,43 @@ export class ModuleManager {
   /**
    * Ask the module regularly whether it is healthy. A module that does not answer within
    * health_timeout_ms is unresponsive (a hung process, a wedged event loop): it is killed,
-   * which the exit handler reports as a crash and the restart policy handles.
+   * which the exit handler reports as a crash and the restart policy handles. The deadline is
+   * fair: what has arrived is read before judging, and time the host's own loop was stalled
+   * does not count against the module. One probe at a time.
    */
   private watchHealth(rec: ModuleRecord, proc: ModuleProcess): void {
     const every = rec.limits.health_interval_ms;
+    this.stopHealth(rec);
     if (every <= 0) return;
+    let probing = false;
     const timer = setInterval(() => {
       if (rec.process !== proc || rec.state !== "running" || proc.hasExited) {
         clearInterval(timer);
         return;
       }
-      proc.session.invoke("health", {}, rec.limits.health_timeout_ms).catch((err: Error) => {
-        if (rec.process !== proc || rec.state !== "running" || proc.hasExited) return;
-        this.log.error(`${rec.name} is unresponsive (${err.message}); killing it`);
-        proc.session.closeError ??= new Error(`unresponsive: no answer to a health check within ${rec.limits.health_timeout_ms} ms (health_timeout_ms)`);
-        proc.kill();
-      });
+      if (probing) return;
+      probing = true;
+      void this.probeHealth(rec, proc).finally(() => (probing = false));
     }, every);
     timer.unref();
+    rec.healthTimer = timer;
     void proc.exited.then(() => clearInterval(timer));
+  }
+
+  private async probeHealth(rec: ModuleRecord, proc: ModuleProcess): Promise<void> {
+    const timeout = rec.limits.health_timeout_ms;
+    let answered = false;
+    const answer = proc.session.invoke("health", {}, HEALTH_INVOKE_BACKSTOP_MS).then(
+      () => { answered = true; },
+      // Any answer, even an error, shows the module is alive; a closed channel is its exit's business.
+      (err: unknown) => { if (!(err instanceof InvocationError && err.wire.code === "timeout")) answered = true; },
+    );
+    const inTime = await fairDeadline(timeout, this.meter, () => answered, answer);
+    if (inTime || rec.process !== proc || rec.state !== "running" || proc.hasExited) return;
+    this.log.error(`${rec.name} is unresponsive (no answer to a health check within ${timeout} ms of the host's own running time); killing it`);
+    rec.killReason = `unresponsive: no answer to a health check within ${timeout} ms (health_timeout_ms)`;
+    proc.session.closeError ??= new Error(rec.killReason);
+    proc.kill();
   }
 
   private async openStore(rec: ModuleRecord): Promise<ModuleStore | undefined> {
@@ -407,57 +691,55 @@ export class ModuleManager {
     this.services?.forget?.(rec.name);
     // Only a running module crashes; a failed start is reported by start(), a stop by unload().
     if (rec.state !== "running") return;
-    const reason = proc.endReason({ code, signal });
-    const { restart, max_restarts, restart_window_ms } = rec.limits;
-    const now = Date.now();
-    rec.restartTimes = rec.restartTimes.filter((t) => now - t < restart_window_ms);
-    const wants = !this.shuttingDown && (restart === "always" || (restart === "on-failure" && !(code === 0 && signal === null)));
-    const willRestart = wants && rec.restartTimes.length < max_restarts;
-    rec.state = "crashed";
-    rec.problem = reason;
-    this.log.error(`${rec.name} crashed: ${reason}`, { exit_code: code, signal, will_restart: willRestart });
-    this.publish("ModuleCrashed", { module: rec.name, error: reason, exit_code: code, signal, will_restart: willRestart });
-    this.audit(rec.name, "crash", { exit_code: code, signal, will_restart: willRestart }, reason);
-    if (!willRestart) {
-      if (wants) {
-        rec.state = "failed";
-        rec.problem = `${reason}; gave up after ${max_restarts} restarts within ${restart_window_ms} ms`;
-        this.log.error(`${rec.name}: ${rec.problem}`);
-      }
-      if (rec.limits.important && !this.shuttingDown) {
-        this.log.error(`${rec.name} is marked important and is not coming back: stopping the host`);
-        this.opts.onImportantFailure?.(rec.name, rec.problem ?? reason);
-      }
+    this.stopHealth(rec);
+    // The next instance (a restart) opens the store afresh; nothing holds it meanwhile.
+    void this.releaseStore(rec);
+    const reason = rec.killReason ?? proc.endReason({ code, signal });
+    if (this.shuttingDown) {
+      rec.state = "crashed";
+      rec.problem = reason;
+      this.log.error(`${rec.name} crashed during shutdown: ${reason}`, { exit_code: code, signal });
       return;
     }
-    rec.restartTimes.push(now);
-    const delay = Math.min(30_000, 250 * 2 ** (rec.restartTimes.length - 1));
-    this.log.info(`restarting ${rec.name} in ${delay} ms (restart ${rec.restartTimes.length} of ${max_restarts})`);
-    rec.restartTimer = setTimeout(() => {
-      rec.restartTimer = undefined;
-      if (rec.state === "crashed" && !this.shuttingDown) void this.start(rec, rec.restartTimes.length);
-    }, delay);
+    this.afterFailure(rec, reason, { kind: "crash", code, signal });
   }
 
-  /** Stop one module (graceful, then forced) and emit ModuleUnloaded. */
+  /** Stop one module (graceful, then forced) and emit ModuleUnloaded. Queued behind the module's other commands. */
   async unload(name: string, reason = "unloaded by the operator"): Promise<void> {
     const rec = this.records.get(name);
     if (!rec) throw new ModhostError("not_found", `no module named ${name}`);
+    rec.cancelStart?.(reason);
+    await this.queue.run(name, () => this.stop(rec, reason, true));
+  }
+
+  /**
+   * Stop the current instance: cancel a pending restart, stop the health probe, end the
+   * process (graceful, then SIGTERM, then SIGKILL, each with its own deadline), close the
+   * store. `byOperator` also turns a crashed or failed module into a stopped one.
+   */
+  private async stop(rec: ModuleRecord, reason: string, byOperator: boolean): Promise<void> {
+    rec.epoch++;
     if (rec.restartTimer) clearTimeout(rec.restartTimer);
+    rec.restartTimer = undefined;
+    this.stopHealth(rec);
+    const name = rec.name;
     const proc = rec.process;
     const wasUp = rec.state === "running" || rec.state === "starting";
-    rec.state = "stopping";
-    if (proc && !proc.hasExited) {
-      const grace = rec.limits.stop_timeout_ms;
-      const asked = proc.session.isOpen;
-      const how = await proc.stop(reason, { graceMs: grace, termMs: rec.limits.kill_timeout_ms });
-      if (how.via === "SIGKILL" || how.via === "SIGTERM") {
-        this.log.warn(asked ? `${name} did not stop within ${grace} ms; ended with ${how.via}` : `${name} was not connected; ended with ${how.via}`);
+    if (wasUp || (proc && !proc.hasExited)) {
+      rec.state = "stopping";
+      if (proc && !proc.hasExited) {
+        const grace = rec.limits.stop_timeout_ms;
+        const asked = proc.session.isOpen;
+        const how = await proc.stop(reason, { graceMs: grace, termMs: rec.limits.kill_timeout_ms });
+        if (how.via === "SIGKILL" || how.via === "SIGTERM") {
+          this.log.warn(asked ? `${name} did not stop within ${grace} ms; ended with ${how.via}` : `${name} was not connected; ended with ${how.via}`);
+        }
       }
+      rec.state = "stopped";
+    } else if (byOperator && (rec.state === "crashed" || rec.state === "failed")) {
+      rec.state = "stopped";
     }
-    rec.state = "stopped";
-    await rec.store?.close();
-    rec.store = undefined;
+    await this.releaseStore(rec);
     if (wasUp) {
       this.log.info(`unloaded ${name}`, { reason });
       this.publish("ModuleUnloaded", { module: name, version: rec.manifest.version, reason });
@@ -468,11 +750,21 @@ export class ModuleManager {
   /**
    * Load (or load again) one module at runtime: re-read its manifest from disk, check that
    * its hard dependencies are running, apply the grants, start it. Other modules are untouched.
+   * Queued behind the module's other commands; a pending restart is cancelled (this load is
+   * the new instance).
    */
   async load(name: string): Promise<ModuleStatus> {
+    return this.queue.run(name, () => this.doLoad(name));
+  }
+
+  private async doLoad(name: string): Promise<ModuleStatus> {
+    await this.state();
     const existing = this.records.get(name);
     if (existing && (existing.state === "running" || existing.state === "starting" || existing.state === "stopping")) {
       throw new ModhostError("invalid_state", `${name} is ${existing.state}`, existing.state === "running" ? `use reload to restart it` : undefined);
+    }
+    if (existing?.state === "quarantined" || this.lifecycleState?.peek(name)?.quarantined) {
+      throw new ModhostError("quarantined", `${name} is quarantined: ${existing?.problem ?? "too many failures"}`, `fix the module, then run: modhost enable ${name}`);
     }
     const { manifests } = await this.discover();
     const manifest = manifests.find((m) => m.name === name);
@@ -482,8 +774,26 @@ export class ModuleManager {
     const plan = planLoad([...running, manifest], HOST_VERSION);
     const skipped = plan.skipped.find((s) => s.name === name);
     if (skipped) throw new ModhostError("dependency", `${name} cannot load: ${skipped.reason}`);
-    const rec = this.makeRecord(manifest, existing);
-    this.records.set(name, rec);
+    const fresh = this.makeRecord(manifest, existing);
+    let rec: ModuleRecord;
+    if (existing) {
+      // The previous instance ends here: no pending restart, no process, no open store.
+      existing.epoch++;
+      if (existing.restartTimer) clearTimeout(existing.restartTimer);
+      existing.restartTimer = undefined;
+      this.stopHealth(existing);
+      if (existing.process && !existing.process.hasExited) {
+        existing.process.kill();
+        await existing.process.exited;
+      }
+      await this.releaseStore(existing);
+      // One record per module, for good: its identity is what timers and exit handlers check.
+      Object.assign(existing, { manifest: fresh.manifest, state: fresh.state, problem: fresh.problem, grants: fresh.grants, missing: fresh.missing, limits: fresh.limits, verified: undefined, sha256: undefined, sandbox: undefined });
+      rec = existing;
+    } else {
+      rec = fresh;
+      this.records.set(name, rec);
+    }
     this.notLoaded.delete(name);
     if (!this.loadOrder.includes(name)) this.loadOrder.push(name);
     if (rec.state === "skipped") throw new ModhostError("permission_denied", rec.problem ?? "grants refused");
@@ -492,12 +802,44 @@ export class ModuleManager {
     return this.status().find((s) => s.name === name)!;
   }
 
-  /** Stop a module and load it again from disk (new code, manifest and grants are re-read). */
+  /** Stop a module and load it again from disk (new code, manifest and grants are re-read); one queued command. */
   async reload(name: string): Promise<ModuleStatus> {
     if (!this.records.has(name)) throw new ModhostError("not_found", `no module named ${name}`);
-    await this.preverify(name);
-    await this.unload(name, "reload");
-    return this.load(name);
+    this.records.get(name)!.cancelStart?.("reload");
+    return this.queue.run(name, async () => {
+      const rec = this.records.get(name)!;
+      if (rec.state === "quarantined") {
+        throw new ModhostError("quarantined", `${name} is quarantined: ${rec.problem}`, `fix the module, then run: modhost enable ${name}`);
+      }
+      await this.preverify(name);
+      await this.stop(rec, "reload", true);
+      return this.doLoad(name);
+    });
+  }
+
+  /**
+   * Lift a module's quarantine (the operator says it is fixed): forget its failures, persist
+   * that, and load it again from disk.
+   */
+  async enable(name: string): Promise<ModuleStatus> {
+    return this.queue.run(name, async () => {
+      const rec = this.records.get(name);
+      const persisted = (await this.state()).peek(name)?.quarantined;
+      if (!persisted && rec?.state !== "quarantined") {
+        if (!rec && !this.notLoaded.has(name)) throw new ModhostError("not_found", `no module named ${name}`);
+        throw new ModhostError("invalid_state", `${name} is not quarantined (it is ${rec?.state ?? "skipped"})`, rec?.state === "running" ? undefined : `use: modhost load ${name}`);
+      }
+      this.lifecycleState?.release(name);
+      await this.lifecycleState?.save();
+      if (rec) {
+        rec.state = "stopped";
+        rec.problem = undefined;
+        rec.restartTimes = [];
+      }
+      this.log.info(`${name}: quarantine lifted by the operator; loading it`);
+      this.audit(name, "enable", undefined, "quarantine lifted by the operator");
+      return this.doLoad(name);
+    });
   }
 
   /**
@@ -564,16 +906,24 @@ export class ModuleManager {
     return changed;
   }
 
-  /** Stop every module in reverse load order. */
+  /**
+   * Stop every module: dependency levels in reverse, the modules of one level concurrently,
+   * each with its own stop_timeout_ms and kill_timeout_ms. Pending restarts are cancelled.
+   */
   async shutdown(): Promise<void> {
     this.shuttingDown = true;
-    for (const name of [...this.loadOrder].reverse()) {
-      const rec = this.records.get(name);
-      if (!rec) continue;
+    for (const rec of this.records.values()) {
+      rec.epoch++;
       if (rec.restartTimer) clearTimeout(rec.restartTimer);
-      if (rec.process && !rec.process.hasExited) await this.unload(name, "host shutdown");
-      else await rec.store?.close();
+      rec.restartTimer = undefined;
+      rec.cancelStart?.("host shutdown");
     }
+    for (const level of this.levels().reverse()) {
+      const recs = level.map((n) => this.records.get(n)).filter((r): r is ModuleRecord => r !== undefined);
+      await eachLimited(recs, recs.length, (rec) => this.queue.run(rec.name, () => this.stop(rec, "host shutdown", false)));
+    }
+    this.meterInstance?.close();
+    await this.lifecycleState?.save().catch((err: Error) => this.log.warn(`cannot save the quarantine state: ${err.message}`));
     if (this.runDir) await rm(this.runDir, { recursive: true, force: true });
   }
 
@@ -622,6 +972,42 @@ export class ModuleManager {
   }
 }
 
+/** At most `limit` tasks at a time; the others wait their turn (first come, first served). */
+class Semaphore {
+  private active = 0;
+  private readonly waiting: Array<() => void> = [];
+
+  constructor(private readonly limit: number) {}
+
+  async run<T>(task: () => Promise<T>): Promise<T> {
+    if (this.active >= this.limit) await new Promise<void>((r) => this.waiting.push(r));
+    this.active++;
+    try {
+      return await task();
+    } finally {
+      this.active--;
+      this.waiting.shift()?.();
+    }
+  }
+}
+
+/** Run `task` over `items`, at most `limit` at a time; resolves when all have finished. */
+async function eachLimited<T>(items: T[], limit: number, task: (item: T) => Promise<unknown>): Promise<void> {
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) {
+      const item = items[next++]!;
+      await task(item).catch(() => undefined);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(Math.max(1, limit), items.length) }, worker));
+}
+
+/** What `list` says about a quarantined module, with the way out. */
+function quarantineProblem(name: string, failures: number, reason: string, since: number): string {
+  return `quarantined since ${new Date(since).toISOString()} after ${failures} failures (quarantine_after); last: ${reason}. Fix the module, then run: modhost enable ${name}`;
+}
+
 /**
  * How a process ended, in words. Inside the sandbox a module runs under a shell and a launcher,
  * so a module killed by a signal shows up as exit code 128 + N: name the signal then.
@@ -648,32 +1034,6 @@ export function changedSections(a: HostConfig, b: HostConfig): string[] {
     for (const name of [...names].sort()) if (!same(a.modules[table][name], b.modules[table][name])) out.push(`modules.${table}.${name}`);
   }
   return out;
-}
-
-async function raceReady(proc: ModuleProcess, timeoutMs: number): Promise<void> {
-  let timer: NodeJS.Timeout | undefined;
-  // The channel may close before the exit is seen: then say how the process ended, when it
-  // ends soon, rather than just "connection closed".
-  const ready = proc.session.ready.catch(async (err: Error) => {
-    if (proc.session.closeError) throw err;
-    const info = await Promise.race([proc.exited, new Promise<undefined>((r) => setTimeout(() => r(undefined), 1000).unref())]);
-    throw info ? new Error(`process ${describeExit(info.code, info.signal)} during start-up`) : err;
-  });
-  try {
-    await Promise.race([
-      ready,
-      proc.exited.then(async (info) => {
-        // Let a goodbye that explains the exit arrive first.
-        await new Promise((r) => setImmediate(r));
-        throw new Error(proc.session.closeError?.message ?? `process ${describeExit(info.code, info.signal)} during start-up`);
-      }),
-      new Promise((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`did not become ready within ${timeoutMs} ms (start_timeout_ms)`)), timeoutMs);
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
 }
 
 /** The refusal message: what is missing, and the exact lines that would grant it. */

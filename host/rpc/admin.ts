@@ -107,13 +107,13 @@ function adminMethods(deps: AdminDeps): Record<HostMethodName, AdminMethod> {
     if (!s) throw new RpcError(RPC_ERRORS.hostError, `no module named ${name}`, { code: "not_found" });
     return s;
   };
-  const lifecycle = (action: "load" | "unload" | "reload") => async (p: Record<string, unknown>) => {
+  const lifecycle = (action: "load" | "unload" | "reload" | "enable") => async (p: Record<string, unknown>) => {
     const name = str(p, "module");
     try {
       if (action === "unload") {
         await manager.unload(name);
       } else {
-        await (action === "load" ? manager.load(name) : manager.reload(name));
+        await (action === "load" ? manager.load(name) : action === "reload" ? manager.reload(name) : manager.enable(name));
       }
       audit(action, name, true);
       return statusOf(name);
@@ -164,6 +164,7 @@ function adminMethods(deps: AdminDeps): Record<HostMethodName, AdminMethod> {
     load: { description: "Load a module from disk (manifest, code and grants are read again).", params: ["module"], handler: lifecycle("load") },
     unload: { description: "Stop a module (gracefully, then forced); the others keep running.", params: ["module"], handler: lifecycle("unload") },
     reload: { description: "Stop a module and load it again from disk.", params: ["module"], handler: lifecycle("reload") },
+    enable: { description: "Lift a module's quarantine (forget its failures) and load it again from disk.", params: ["module"], handler: lifecycle("enable") },
     health: {
       description: "The host's uptime and chain height, and each module's state and answer to a health probe.",
       params: [],
@@ -183,7 +184,7 @@ function adminMethods(deps: AdminDeps): Record<HostMethodName, AdminMethod> {
             return { ...base, health: { status: code === "timeout" ? "unresponsive" : "error", error: (err as Error).message } };
           }
         }));
-        const bad = modules.some((m) => m.state === "crashed" || m.state === "failed" || (m.health !== null && (m.health as { status?: unknown }).status !== "ok"));
+        const bad = modules.some((m) => m.state === "crashed" || m.state === "failed" || m.state === "quarantined" || (m.health !== null && (m.health as { status?: unknown }).status !== "ok"));
         return {
           status: bad ? "degraded" : "ok",
           version: HOST_VERSION,
@@ -230,7 +231,7 @@ function adminMethods(deps: AdminDeps): Record<HostMethodName, AdminMethod> {
     },
     ...chainMethods(deps, audit),
     stop: {
-      description: "Stop the host gracefully (modules in reverse load order).",
+      description: "Stop the host gracefully (modules in reverse dependency order).",
       params: [],
       handler: async () => {
         audit("stop", undefined, true);

@@ -1,6 +1,6 @@
 // The command-line subcommands that talk to a running host over its RPC server:
 //
-//   modhost list | info <m> | load <m> | unload <m> | reload <m> | health | stop | methods
+//   modhost list | info <m> | load <m> | unload <m> | reload <m> | enable <m> | health | stop | methods
 //   modhost call <method> [params...]
 //   modhost <module> [<command> [args...]]
 //
@@ -21,6 +21,7 @@ export const REMOTE_HELP = `Talking to a running host (reads the cookie of --con
   modhost list [--json]           every module with its state
   modhost info MODULE             one module: status, manifest, grants, RPC methods, CLI, metrics
   modhost load|unload|reload MODULE
+  modhost enable MODULE           lift a module's quarantine and load it again
   modhost health [--json]         host uptime, chain height, every module's health
   modhost methods                 every RPC method: the host's and the modules'
   modhost stop                    stop the host gracefully
@@ -31,7 +32,7 @@ export const REMOTE_HELP = `Talking to a running host (reads the cookie of --con
   modhost chain send ADDRESS SATS pay SATS from the embedded wallet to a regtest address
   modhost MODULE [COMMAND [ARGS..]]  run a module's CLI command (without COMMAND: list its commands)`;
 
-const HOST_COMMANDS = new Set(["list", "info", "load", "unload", "reload", "health", "methods", "stop", "call", "chain"]);
+const HOST_COMMANDS = new Set(["list", "info", "load", "unload", "reload", "health", "methods", "stop", "call", "chain", "enable"]);
 
 interface Split {
   config: string | undefined;
@@ -161,9 +162,10 @@ async function hostCommand(client: RpcClient, command: string, rest: string[], j
       print(await client.call("info", { module: needModule(command, rest) }));
       return 0;
     case "load":
-    case "reload": {
+    case "reload":
+    case "enable": {
       const s = (await client.call(command, { module: needModule(command, rest) })) as ModuleStatus;
-      console.log(`${command === "load" ? "loaded" : "reloaded"} ${s.name} ${s.version ?? ""} (${s.state}${s.pid ? `, pid ${s.pid}` : ""})`);
+      console.log(`${command === "load" ? "loaded" : command === "reload" ? "reloaded" : "enabled and loaded"} ${s.name} ${s.version ?? ""} (${s.state}${s.pid ? `, pid ${s.pid}` : ""})`);
       return 0;
     }
     case "unload": {

@@ -13,7 +13,7 @@ import type { HostSession } from "../session.ts";
 
 /** Methods the host serves itself (host/rpc/admin.ts); a module may not use these names. */
 export const HOST_RPC_METHODS = [
-  "list", "info", "load", "unload", "reload", "health", "rpc_methods", "cli_specs", "run_cli", "stop", "help",
+  "list", "info", "load", "unload", "reload", "health", "rpc_methods", "cli_specs", "run_cli", "stop", "help", "enable",
   "chain_info", "chain_mine", "chain_reorg", "chain_send",
 ] as const;
 

@@ -1,0 +1,223 @@
+// Pieces of module supervision that do not depend on a module: a per-key command queue, a
+// meter of the host's own event-loop stalls with deadlines that do not blame a module for
+// them, the persisted quarantine and failure history, and the clean-up of run directories
+// left behind by hosts that died.
+
+import { mkdir, readFile, readdir, rename, rm, writeFile } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { performance } from "node:perf_hooks";
+
+/**
+ * Runs tasks one after another per key; tasks of different keys do not wait for each other.
+ * A failing task does not stop the ones queued after it.
+ */
+export class KeyedQueue {
+  private readonly tails = new Map<string, Promise<unknown>>();
+
+  run<T>(key: string, task: () => Promise<T>): Promise<T> {
+    const prev = this.tails.get(key) ?? Promise.resolve();
+    const next = prev.then(task, task);
+    const tail = next.catch(() => undefined);
+    this.tails.set(key, tail);
+    void tail.then(() => {
+      if (this.tails.get(key) === tail) this.tails.delete(key);
+    });
+    return next;
+  }
+
+  /** Resolves when every task queued so far for `key` has finished. */
+  idle(key: string): Promise<unknown> {
+    return this.tails.get(key) ?? Promise.resolve();
+  }
+}
+
+/**
+ * Measures how long the host's own event loop was unable to run (a synchronous stretch of
+ * work, a stop of the whole process): a timer that should fire every `period` ms and adds up
+ * how late it was. A deadline is then extended by the stall that happened during it.
+ */
+export class LoopStallMeter {
+  private total = 0;
+  private last = performance.now();
+  private readonly timer: NodeJS.Timeout;
+
+  constructor(private readonly period = 100, private readonly tolerance = 20) {
+    this.timer = setInterval(() => this.sample(), period);
+    this.timer.unref();
+  }
+
+  /** Total stall so far, in ms, counting a stall still in progress. */
+  now(): number {
+    this.sample();
+    return this.total;
+  }
+
+  private sample(): void {
+    const t = performance.now();
+    const late = t - this.last - this.period;
+    if (late > this.tolerance) this.total += late;
+    // Called early (by now()): the interval is not late, and the next one measures from here.
+    if (late > this.tolerance || t - this.last >= this.period) this.last = t;
+  }
+
+  close(): void {
+    clearInterval(this.timer);
+  }
+}
+
+/** Let everything that has arrived on sockets be read before judging (a poll phase runs before setImmediate callbacks). */
+export function yieldToIo(): Promise<void> {
+  return new Promise((resolve) => setImmediate(() => setImmediate(resolve)));
+}
+
+/**
+ * A fair deadline of `ms`: resolves to true when `done()` turned true, false when `ms` of the
+ * host's *own* running time passed without it. When the timer fires, what has arrived is read
+ * first (yield to I/O) and the deadline is extended by the time the host's loop was stalled,
+ * so a module is never blamed for the host's stall. `cancelled()` ends the wait early (true).
+ */
+export async function fairDeadline(ms: number, meter: LoopStallMeter, done: () => boolean, wake?: Promise<unknown>): Promise<boolean> {
+  const startStall = meter.now();
+  const start = performance.now();
+  let allowed = ms;
+  // Bounded: each round either ends or waits for a stall that really happened.
+  for (let round = 0; round < 1000; round++) {
+    const wait = Math.max(0, start + allowed - performance.now());
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([new Promise<void>((r) => (timer = setTimeout(r, wait))), ...(wake ? [wake] : [])]);
+    clearTimeout(timer);
+    if (done()) return true;
+    await yieldToIo();
+    if (done()) return true;
+    const stalled = meter.now() - startStall;
+    const due = ms + stalled;
+    if (performance.now() - start < due - 1) {
+      allowed = due;
+      continue;
+    }
+    return false;
+  }
+  return done();
+}
+
+// ---------------------------------------------------------------------------------------
+// Quarantine and failure history, in <data_dir>/.modhost-lifecycle.json
+
+export interface ModuleHistory {
+  /** Failures (crashes, failed starts), ms since the epoch, newest last. */
+  failures: number[];
+  quarantined?: { since: number; reason: string; failures: number };
+}
+
+const STATE_FILE = ".modhost-lifecycle.json";
+/** At most this many failure times are kept per module. */
+const MAX_KEPT_FAILURES = 64;
+
+/** The lifecycle state that outlives the host process: which modules are quarantined, and their recent failures. */
+export class LifecycleState {
+  private modules: Record<string, ModuleHistory> = Object.create(null) as Record<string, ModuleHistory>;
+  private writing: Promise<void> = Promise.resolve();
+
+  private constructor(readonly file: string) {}
+
+  static async open(dataDir: string, warn: (message: string) => void): Promise<LifecycleState> {
+    const state = new LifecycleState(path.join(dataDir, STATE_FILE));
+    let text: string;
+    try {
+      text = await readFile(state.file, "utf8");
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "ENOENT") warn(`cannot read ${state.file}: ${(err as Error).message}; starting without quarantine history`);
+      return state;
+    }
+    try {
+      const parsed = JSON.parse(text) as { modules?: Record<string, ModuleHistory> };
+      for (const [name, h] of Object.entries(parsed.modules ?? {})) {
+        if (!h || !Array.isArray(h.failures)) continue;
+        state.modules[name] = {
+          failures: h.failures.filter((t) => typeof t === "number").slice(-MAX_KEPT_FAILURES),
+          ...(h.quarantined && typeof h.quarantined.reason === "string" ? { quarantined: h.quarantined } : {}),
+        };
+      }
+    } catch (err) {
+      warn(`${state.file} is not valid JSON (${(err as Error).message}); starting without quarantine history (delete the file to silence this)`);
+    }
+    return state;
+  }
+
+  /** The history of `name`, without creating one (names from commands are not trusted to be modules). */
+  peek(name: string): ModuleHistory | undefined {
+    return Object.hasOwn(this.modules, name) ? this.modules[name] : undefined;
+  }
+
+  get(name: string): ModuleHistory {
+    return (this.modules[name] ??= { failures: [] });
+  }
+
+  /** Record a failure; returns how many failures fall within `windowMs` (this one included). */
+  addFailure(name: string, at: number, windowMs: number): number {
+    const h = this.get(name);
+    h.failures = [...h.failures.filter((t) => at - t < windowMs), at].slice(-MAX_KEPT_FAILURES);
+    return h.failures.length;
+  }
+
+  quarantine(name: string, reason: string, failures: number): void {
+    this.get(name).quarantined = { since: Date.now(), reason, failures };
+  }
+
+  /** Lift the quarantine and forget the failures (the operator says the module is fixed). */
+  release(name: string): void {
+    if (this.peek(name)) this.modules[name] = { failures: [] };
+  }
+
+  /** Write the state (atomically: a temporary file renamed over the old one); writes are serialised. */
+  save(): Promise<void> {
+    const body = JSON.stringify({ version: 1, modules: this.modules }, null, 2) + "\n";
+    this.writing = this.writing.then(async () => {
+      await mkdir(path.dirname(this.file), { recursive: true, mode: 0o700 });
+      const tmp = `${this.file}.${process.pid}.tmp`;
+      await writeFile(tmp, body, { mode: 0o600 });
+      await rename(tmp, this.file);
+    });
+    return this.writing;
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Run directories: <tmpdir>/modhost-run-<pid>-XXXXXX
+
+export const RUN_DIR_PREFIX = "modhost-run-";
+
+/** The prefix for this process's run directory (mkdtemp adds the random part). */
+export function runDirPrefix(): string {
+  return path.join(os.tmpdir(), `${RUN_DIR_PREFIX}${process.pid}-`);
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code !== "ESRCH";
+  }
+}
+
+/** Remove the run directories of hosts that are gone (their owner pid no longer exists); returns what was removed. */
+export async function removeStaleRunDirs(dir = os.tmpdir()): Promise<string[]> {
+  let names: string[];
+  try {
+    names = await readdir(dir);
+  } catch {
+    return [];
+  }
+  const removed: string[] = [];
+  for (const name of names) {
+    const m = /^modhost-run-(\d+)-[A-Za-z0-9]{6}$/.exec(name);
+    if (!m) continue;
+    const pid = Number(m[1]);
+    if (pid === process.pid || alive(pid)) continue;
+    const full = path.join(dir, name);
+    await rm(full, { recursive: true, force: true }).then(() => removed.push(full), () => undefined);
+  }
+  return removed;
+}
