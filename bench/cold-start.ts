@@ -39,7 +39,8 @@ import { ApiHub } from "../host/hub.ts";
 import { loadManifest, type ModuleManifest } from "../host/manifest.ts";
 import { limitsFor } from "../host/config.ts";
 import { compileForIsolate, isolateSpawnSpec } from "../runtime/isolate/runtime.ts";
-import { spawnModuleProcess, type ModuleProcess } from "../runtime/process.ts";
+import type { ModuleProcess } from "../runtime/process.ts";
+import { spawnModule, type HostSession } from "../host/session.ts";
 import { MODULES_DIR, atCleanup, benchConfig, captureLogger, dumpLog, makeTempDir, removeTempDir, track, type Benchmark, type Row } from "./common.ts";
 import { summarise } from "./stats.ts";
 
@@ -168,7 +169,7 @@ async function stepwiseStart(chain: EmbeddedChain, manifest: ModuleManifest): Pr
   const dir = await makeTempDir("steps");
   const { logger, records } = captureLogger();
   const config = benchConfig(dir, MODULE);
-  let proc: ModuleProcess | undefined;
+  let proc: ModuleProcess<HostSession> | undefined;
   try {
     const t0 = performance.now();
     const compiled = await compileForIsolate(manifest);
@@ -180,7 +181,7 @@ async function stepwiseStart(chain: EmbeddedChain, manifest: ModuleManifest): Pr
     const limits = limitsFor(config, MODULE);
     const spec = await isolateSpawnSpec(manifest, bundle, limits, dataDir);
     const t2 = performance.now();
-    proc = spawnModuleProcess(spec, {
+    proc = spawnModule(spec, {
       module: MODULE,
       grants: new Map(),
       hub: new ApiHub(),

@@ -35,7 +35,7 @@ import { EmbeddedChain } from "../chain/embedded.ts";
 import { ApiHub } from "../host/hub.ts";
 import { encodeBody } from "../protocol/codec.ts";
 import { parseDescriptor, resolveGrants } from "../capabilities/grants.ts";
-import { spawnModuleProcess } from "../runtime/process.ts";
+import { spawnModule } from "../host/session.ts";
 import { ROOT, captureLogger, dumpLog, makeTempDir, removeTempDir, track, waitForRecord, type Benchmark, type Row } from "./common.ts";
 import { summarise } from "./stats.ts";
 
@@ -142,7 +142,7 @@ function setAffinity(pid: number, cpus: string): void {
 async function runReal(chain: EmbeddedChain, dir: string, cpu: number | undefined): Promise<Samples> {
   const { logger, records } = captureLogger();
   const requested = [parseDescriptor("read_chain_state")];
-  const proc = spawnModuleProcess({
+  const proc = spawnModule({
     ...nodeCommand(cpu, ["--import", "tsx", RT_CLIENT, "--module", MODULE, ...loopArgs()]),
     env: { PATH: process.env.PATH ?? "/usr/bin:/bin" },
     cwd: ROOT,

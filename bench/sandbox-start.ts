@@ -33,7 +33,8 @@ import { loadManifest, type ModuleManifest } from "../host/manifest.ts";
 import { resolveGrants, type EffectiveGrants } from "../capabilities/grants.ts";
 import { ModuleStore } from "../storage/store.ts";
 import { nativeSpawnSpec, sandboxedNativeSpawnSpec } from "../runtime/native/runtime.ts";
-import { spawnModuleProcess, type ModuleProcess, type SpawnSpec } from "../runtime/process.ts";
+import type { ModuleProcess, SpawnSpec } from "../runtime/process.ts";
+import { spawnModule, type HostSession } from "../host/session.ts";
 import { DEFAULT_SANDBOX_LIMITS, detectSandbox, moduleUid, sandboxSpawnSpec, type SandboxCapabilities, type SandboxMode } from "../runtime/sandbox/index.ts";
 import { ROOT, atCleanup, benchConfigFor, captureLogger, dumpLog, makeTempDir, removeTempDir, track, type Benchmark, type Row } from "./common.ts";
 import { writeNativeModule } from "./modules.ts";
@@ -213,7 +214,7 @@ async function moduleStart(chain: EmbeddedChain, m: Subject, mode: SandboxMode |
   const name = m.manifest.name;
   const dataDir = path.join(m.dataRoot, name);
   await mkdir(dataDir, { recursive: true, mode: 0o700 });
-  let proc: ModuleProcess | undefined;
+  let proc: ModuleProcess<HostSession> | undefined;
   try {
     const t0 = performance.now();
     let spec = nativeSpawnSpec(m.manifest, dataDir, {});
@@ -224,7 +225,7 @@ async function moduleStart(chain: EmbeddedChain, m: Subject, mode: SandboxMode |
       level = s.level;
     }
     const t1 = performance.now();
-    proc = spawnModuleProcess(spec, {
+    proc = spawnModule(spec, {
       module: name,
       grants: m.grants,
       hub: new ApiHub(),

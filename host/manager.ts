@@ -38,9 +38,9 @@ import type { Permission } from "../capabilities/catalogue.ts";
 import { ModuleStore } from "../storage/store.ts";
 import type { AuditLog, AuditRecord } from "./audit.ts";
 import type { HostServices } from "../capabilities/types.ts";
-import { InvocationError, type HostSession } from "./session.ts";
+import { InvocationError, spawnModule, type HostSession } from "./session.ts";
 import { fairDeadline, KeyedQueue, LifecycleState, LoopStallMeter, removeStaleRunDirs, runDirPrefix } from "./lifecycle.ts";
-import { spawnModuleProcess, type ModuleProcess, type SpawnSpec } from "../runtime/process.ts";
+import type { ModuleProcess, SpawnSpec } from "../runtime/process.ts";
 import { nativeSpawnSpec, sandboxedNativeSpawnSpec } from "../runtime/native/runtime.ts";
 import type { SandboxLevel } from "../runtime/sandbox/policy.ts";
 import { UID_TABLE_FILE, UidTable, type SandboxedSpawn } from "../runtime/sandbox/index.ts";
@@ -76,7 +76,7 @@ interface ModuleRecord {
   missing: MissingGrant[];
   limits: Limits;
   /** The current instance's process; an older process's exit is ignored. */
-  process?: ModuleProcess;
+  process?: ModuleProcess<HostSession>;
   /** The current instance's store; closed whenever its process is gone for good or restarts. */
   store?: ModuleStore;
   /** A close of the previous instance's store still under way: a new open waits for it (LevelDB's lock). */
@@ -397,9 +397,9 @@ export class ModuleManager {
       rec.store ??= await this.openStore(rec);
       const config = moduleConfig(this.opts.config, manifest);
       const sandboxed = await this.runtimes[manifest.runtime](rec, dataDir, config);
-      let proc: ModuleProcess;
+      let proc: ModuleProcess<HostSession>;
       try {
-        proc = spawnModuleProcess(sandboxed.spec, {
+        proc = spawnModule(sandboxed.spec, {
           module: rec.name,
           grants: rec.grants,
           hub: this.hub,
@@ -464,7 +464,7 @@ export class ModuleManager {
   }
 
   /** Wait for the module's ready, or its exit, or start_timeout_ms of the host's own time. */
-  private async awaitReady(proc: ModuleProcess, timeoutMs: number): Promise<void> {
+  private async awaitReady(proc: ModuleProcess<HostSession>, timeoutMs: number): Promise<void> {
     // The channel may close before the exit is seen: then say how the process ended, when it
     // ends soon, rather than just "connection closed".
     const ready = proc.session.ready.catch(async (err: Error) => {
@@ -634,7 +634,7 @@ export class ModuleManager {
    * fair: what has arrived is read before judging, and time the host's own loop was stalled
    * does not count against the module. One probe at a time.
    */
-  private watchHealth(rec: ModuleRecord, proc: ModuleProcess): void {
+  private watchHealth(rec: ModuleRecord, proc: ModuleProcess<HostSession>): void {
     const every = rec.limits.health_interval_ms;
     this.stopHealth(rec);
     if (every <= 0) return;
@@ -653,7 +653,7 @@ export class ModuleManager {
     void proc.exited.then(() => clearInterval(timer));
   }
 
-  private async probeHealth(rec: ModuleRecord, proc: ModuleProcess): Promise<void> {
+  private async probeHealth(rec: ModuleRecord, proc: ModuleProcess<HostSession>): Promise<void> {
     const timeout = rec.limits.health_timeout_ms;
     let answered = false;
     const answer = proc.session.invoke("health", {}, HEALTH_INVOKE_BACKSTOP_MS).then(
@@ -685,7 +685,7 @@ export class ModuleManager {
     }));
   }
 
-  private onExit(rec: ModuleRecord, proc: ModuleProcess, code: number | null, signal: NodeJS.Signals | null): void {
+  private onExit(rec: ModuleRecord, proc: ModuleProcess<HostSession>, code: number | null, signal: NodeJS.Signals | null): void {
     if (rec.process !== proc) return; // an older process of a restarted module
     // Whatever the module registered (timers, API, RPC methods) dies with its process.
     this.services?.forget?.(rec.name);
@@ -967,7 +967,7 @@ export class ModuleManager {
   }
 
   /** The live process of a module (for tests and health checks). */
-  processOf(name: string): ModuleProcess | undefined {
+  processOf(name: string): ModuleProcess<HostSession> | undefined {
     return this.records.get(name)?.process;
   }
 }

@@ -19,6 +19,7 @@ import type { CallContext, HostServices } from "../capabilities/types.ts";
 import { describeGrants, type EffectiveGrants } from "../capabilities/grants.ts";
 import type { Logger } from "./log.ts";
 import { HOST_VERSION } from "./version.ts";
+import { spawnModuleProcess, type ModuleProcess, type SpawnSpec } from "../runtime/process.ts";
 
 export interface SessionOptions {
   module: string;
@@ -346,4 +347,9 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
     const s = this.subscription;
     return { pending: s.pending, inFlight: s.inFlight, dropped: s.droppedTotal, delivered: s.deliveredTotal };
   }
+}
+
+/** Start a module process served by a HostSession (runtime/process.ts does the process side). */
+export function spawnModule(spec: SpawnSpec, options: SessionOptions, logger: Logger): ModuleProcess<HostSession> {
+  return spawnModuleProcess(spec, options.module, (channel) => new HostSession(channel, options), logger.module(options.module));
 }

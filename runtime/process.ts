@@ -16,8 +16,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import type { Socket } from "node:net";
 import { constants as osConstants } from "node:os";
 import { FrameChannel } from "../protocol/channel.ts";
-import { HostSession, type SessionOptions } from "../host/session.ts";
-import type { Logger } from "../host/log.ts";
+import type { LogLevel } from "../protocol/messages.ts";
 import { LineCutter, OUTPUT_LINE_BYTES } from "./output.ts";
 
 /** The module on whose behalf the current code runs (see the header). */
@@ -43,8 +42,26 @@ export interface StopTimeouts {
   termMs: number;
 }
 
-export class ModuleProcess {
-  readonly session: HostSession;
+/**
+ * What a module process needs of the session the host runs on its channel (host/session.ts
+ * HostSession is the one): to know when it closes and why, to close it, and to ask the module
+ * to shut down.
+ */
+export interface ChannelSession {
+  once(event: "closed", listener: (err?: Error) => void): unknown;
+  closeError: Error | undefined;
+  close(err?: Error): void;
+  readonly isOpen: boolean;
+  invoke(kind: "shutdown", params: Record<string, unknown>, timeoutMs: number): Promise<unknown>;
+}
+
+/** Where a module's stdout and stderr lines go (the host's log for that module). */
+export interface OutputLog {
+  log(level: LogLevel, message: unknown, fields?: unknown, extra?: Record<string, unknown>): unknown;
+}
+
+export class ModuleProcess<S extends ChannelSession = ChannelSession> {
+  readonly session: S;
   readonly exited: Promise<ExitInfo>;
   private exitInfo: ExitInfo | undefined;
   private stopping = false;
@@ -55,7 +72,7 @@ export class ModuleProcess {
   /** Set by the output reader when the module's stderr shows it ran out of memory. */
   outOfMemory: string | undefined;
 
-  constructor(readonly child: ChildProcess, session: HostSession) {
+  constructor(readonly child: ChildProcess, session: S) {
     this.session = session;
     const sessionClosed = new Promise<void>((resolve) => session.once("closed", () => resolve()));
     session.once("closed", (err) => {
@@ -179,13 +196,18 @@ function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms).unref());
 }
 
-export function spawnModuleProcess(spec: SpawnSpec, session: Omit<SessionOptions, never>, logger: Logger): ModuleProcess {
+/**
+ * Start a module process with its private channel on fd 3. `session` builds what serves the
+ * channel (the host's HostSession); `output` receives its stdout and stderr lines, cut and
+ * escaped by the logger.
+ */
+export function spawnModuleProcess<S extends ChannelSession>(spec: SpawnSpec, module: string, session: (channel: FrameChannel) => S, output: OutputLog): ModuleProcess<S> {
   // In the module's async context: the child's pipes and channel, and so every callback on
   // the module's input, carry the module's name (moduleScope).
-  return moduleScope.run(session.module, () => spawnInScope(spec, session, logger));
+  return moduleScope.run(module, () => spawnInScope(spec, session, output));
 }
 
-function spawnInScope(spec: SpawnSpec, session: Omit<SessionOptions, never>, logger: Logger): ModuleProcess {
+function spawnInScope<S extends ChannelSession>(spec: SpawnSpec, session: (channel: FrameChannel) => S, log: OutputLog): ModuleProcess<S> {
   const child = spawn(spec.command, spec.args, {
     cwd: spec.cwd,
     env: spec.env,
@@ -196,9 +218,8 @@ function spawnInScope(spec: SpawnSpec, session: Omit<SessionOptions, never>, log
   });
   const socket = child.stdio[3] as Socket;
   const channel = new FrameChannel(socket, spec.maxFrameBytes);
-  const hostSession = new HostSession(channel, session);
+  const hostSession = session(channel);
   const proc = new ModuleProcess(child, hostSession);
-  const log = logger.module(session.module);
   for (const [stream, level, name] of [[child.stdout, "info", "stdout"], [child.stderr, "warn", "stderr"]] as const) {
     if (!stream) continue;
     const cutter = new LineCutter((line, cut) => {

@@ -14,27 +14,18 @@
 import { createHash } from "node:crypto";
 import { ModhostError } from "../errors.ts";
 
-export interface HashedFile {
-  /** Relative to the module directory, "/"-separated. */
-  path: string;
-  /** Hex SHA-256 of the content. */
-  sha256: string;
-  size: number;
-}
+// A hashed file and its hash are made where the sources are read (the TypeScript compiler in
+// runtime/isolate/hashing.ts); verification builds on them.
+import { hashFile, sha256Hex, type HashedFile } from "../../runtime/isolate/hashing.ts";
+export { hashFile, sha256Hex, type HashedFile };
 
 export const HASH_RE = /^sha256:[0-9a-f]{64}$/;
 
-export function sha256Hex(data: Uint8Array | string): string {
-  return createHash("sha256").update(data).digest("hex");
-}
 
 export function sha256Bytes(data: Uint8Array | string): Uint8Array {
   return new Uint8Array(createHash("sha256").update(data).digest());
 }
 
-export function hashFile(path: string, bytes: Uint8Array): HashedFile {
-  return { path, sha256: sha256Hex(bytes), size: bytes.byteLength };
-}
 
 /** A path the listing can hold unambiguously: relative, "/"-separated, no "." or ".." parts, no control characters or backslashes. */
 export function checkListedPath(p: string): void {

@@ -9,7 +9,7 @@ import { createHash } from "node:crypto";
 import { readFile, realpath } from "node:fs/promises";
 import { builtinModules } from "node:module";
 import * as esbuild from "esbuild";
-import { hashFile, type HashedFile } from "../../host/verify/hash.ts";
+import { hashFile, type HashedFile } from "./hashing.ts";
 
 export interface CompiledModule {
   /** The script that runs in the isolate (an IIFE assigning the module's exports to a global). */

@@ -19,8 +19,7 @@ import { fileURLToPath } from "node:url";
 import * as esbuild from "esbuild";
 import { compileModule, type CompiledModule } from "./compile.ts";
 import type { SpawnSpec } from "../process.ts";
-import type { Limits } from "../../host/config.ts";
-import type { ModuleManifest } from "../../host/manifest.ts";
+import type { IsolateHostLimits, RuntimeManifest } from "../types.ts";
 import {
   moduleUid, sandboxSpawnSpec, SYSTEM_DIRS,
   type CgroupLimits, type SandboxedSpawn, type SandboxLimits, type SandboxMode, type SandboxPolicy,
@@ -152,7 +151,7 @@ async function findPackage(name: string, from: string): Promise<string | undefin
   return undefined;
 }
 
-export async function compileForIsolate(manifest: ModuleManifest): Promise<CompiledModule> {
+export async function compileForIsolate(manifest: RuntimeManifest): Promise<CompiledModule> {
   return compileModule(manifest.dir, manifest.entry_point);
 }
 
@@ -163,7 +162,7 @@ export async function compileForIsolate(manifest: ModuleManifest): Promise<Compi
  * sandboxed form: the isolate host never uses it, the host serves the module's files), then
  * the working directory is /.
  */
-export async function isolateSpawnSpec(manifest: ModuleManifest, bundleFile: string, limits: Limits, dataDir: string | null): Promise<SpawnSpec> {
+export async function isolateSpawnSpec(manifest: RuntimeManifest, bundleFile: string, limits: IsolateHostLimits, dataDir: string | null): Promise<SpawnSpec> {
   const script = await isolateHostScript();
   return {
     command: process.execPath,
@@ -208,7 +207,7 @@ export async function isolateSpawnSpec(manifest: ModuleManifest, bundleFile: str
 export const ISOLATE_HOST_MIN = { addressSpaceBaseMb: 4096, addressSpacePerHeapMb: 3, processes: 64, openFiles: 128, memoryBaseMb: 192, memoryPerHeapMb: 2 } as const;
 
 /** The rlimits of an isolate host: the operator's, raised to ISOLATE_HOST_MIN where lower. */
-export function isolateHostLimits(limits: Limits): SandboxLimits {
+export function isolateHostLimits(limits: IsolateHostLimits): SandboxLimits {
   const atLeast = (value: number, min: number) => (value === 0 ? 0 : Math.max(value, min));
   return {
     address_space_mb: atLeast(limits.address_space_mb, ISOLATE_HOST_MIN.addressSpaceBaseMb + ISOLATE_HOST_MIN.addressSpacePerHeapMb * limits.memory_mb),
@@ -233,7 +232,7 @@ export interface IsolateSandboxOptions {
  * a full isolate heap need (ISOLATE_HOST_MIN: a base plus twice memory_mb, measured in
  * test/isolate-sandbox.test.ts) and tasks to ISOLATE_HOST_MIN.processes. 0 stays unlimited.
  */
-export function isolateHostCgroupLimits(limits: Limits): CgroupLimits {
+export function isolateHostCgroupLimits(limits: IsolateHostLimits): CgroupLimits {
   const atLeast = (value: number, min: number) => (value === 0 ? 0 : Math.max(value, min));
   return {
     memory_mb: atLeast(limits.memory_total_mb, ISOLATE_HOST_MIN.memoryBaseMb + ISOLATE_HOST_MIN.memoryPerHeapMb * limits.memory_mb),
@@ -249,9 +248,9 @@ export function isolateHostCgroupLimits(limits: Limits): CgroupLimits {
  * bundle to the module's gid, read-only (root:gid 0440): its directory is the manager's.
  */
 export async function isolateHostSandbox(
-  manifest: ModuleManifest,
+  manifest: RuntimeManifest,
   bundleFile: string,
-  limits: Limits,
+  limits: IsolateHostLimits,
   opts: IsolateSandboxOptions = {},
 ): Promise<{ spec: SpawnSpec; policy: SandboxPolicy }> {
   const bundle = path.resolve(bundleFile);
@@ -284,9 +283,9 @@ export async function isolateHostSandbox(
 
 /** isolateSpawnSpec inside the sandbox (see the top of this file): the level and notes say what it got. */
 export async function sandboxedIsolateSpawnSpec(
-  manifest: ModuleManifest,
+  manifest: RuntimeManifest,
   bundleFile: string,
-  limits: Limits,
+  limits: IsolateHostLimits,
   opts: IsolateSandboxOptions = {},
 ): Promise<SandboxedSpawn> {
   const { spec, policy } = await isolateHostSandbox(manifest, bundleFile, limits, opts);

@@ -6,7 +6,7 @@
 
 import path from "node:path";
 import type { SpawnSpec } from "../process.ts";
-import type { ModuleManifest } from "../../host/manifest.ts";
+import type { RuntimeManifest } from "../types.ts";
 import type { EffectiveGrants } from "../../capabilities/grants.ts";
 import { moduleUid, sandboxSpawnSpec, type CgroupLimits, type SandboxedSpawn, type SandboxLimits, type SandboxMode } from "../sandbox/index.ts";
 
@@ -21,7 +21,7 @@ export function configEnv(config: Readonly<Record<string, unknown>>): Record<str
 }
 
 /** `binary`: what to execute instead of the entry point (the manager's verified private copy, host/verify/module.ts). */
-export function nativeSpawnSpec(manifest: ModuleManifest, dataDir: string, config: Readonly<Record<string, unknown>>, binary = path.resolve(manifest.dir, manifest.entry_point)): SpawnSpec {
+export function nativeSpawnSpec(manifest: RuntimeManifest, dataDir: string, config: Readonly<Record<string, unknown>>, binary = path.resolve(manifest.dir, manifest.entry_point)): SpawnSpec {
   return {
     command: binary,
     args: ["--module-id", manifest.name, "--data-dir", dataDir],
@@ -56,7 +56,7 @@ export interface NativeSandboxOptions {
 
 /** nativeSpawnSpec inside the sandbox: network only with network_access, the module's own uid. */
 export function sandboxedNativeSpawnSpec(
-  manifest: ModuleManifest,
+  manifest: RuntimeManifest,
   dataDir: string,
   config: Readonly<Record<string, unknown>>,
   opts: NativeSandboxOptions,

@@ -1,0 +1,20 @@
+// The SHA-256 of each source file, taken from the bytes the compiler reads (one snapshot:
+// what is hashed is what is bundled). host/verify/hash.ts builds the module's hash from these.
+
+import { createHash } from "node:crypto";
+
+export interface HashedFile {
+  /** Relative to the module directory, "/"-separated. */
+  path: string;
+  /** Hex SHA-256 of the content. */
+  sha256: string;
+  size: number;
+}
+
+export function sha256Hex(data: Uint8Array | string): string {
+  return createHash("sha256").update(data).digest("hex");
+}
+
+export function hashFile(path: string, bytes: Uint8Array): HashedFile {
+  return { path, sha256: sha256Hex(bytes), size: bytes.byteLength };
+}
