@@ -105,6 +105,8 @@ export interface CallContext {
   readonly config: Readonly<Record<string, unknown>>;
   readonly dataDir: string;
   log(level: LogLevel, message: string, fields?: Record<string, unknown>): void;
+  /** Largest answer the caller can receive (its frame size): bigger answers are refused before they are built. */
+  readonly maxAnswerBytes?: number;
 }
 
 export interface MethodDef<S extends v.GenericSchema = v.GenericSchema> {

@@ -55,6 +55,26 @@ export interface Limits {
   cpu_seconds: number;
   /** RLIMIT_FSIZE: largest file the module may write. */
   file_size_mb: number;
+  // Fair share of the host (host/session.ts, storage/store.ts, host/events/bus.ts): what one
+  // module may make the host do for it, so that its flood is its own latency, not others'.
+  /** Requests served at once; further ones wait (the host stops reading the module's socket). */
+  max_requests_in_flight: number;
+  /** Requests per second (a burst of one second's worth); further ones wait. */
+  requests_per_second: number;
+  /** Host CPU time (ms per second) spent serving the module's requests; over it they wait. */
+  host_cpu_ms_per_s: number;
+  /** Longest the host works on one request before answering `timeout`. */
+  request_timeout_ms: number;
+  /** Event types one module may be subscribed to at once. */
+  max_subscriptions: number;
+  /** Bytes of answers and events sent but not yet read by the module; past it, it is disconnected. */
+  max_unread_bytes: number;
+  /** Events sent to a module and not yet acknowledged. */
+  event_window: number;
+  /** Bytes (keys + values) one storage_iter call reads; a paged call stops there and returns a cursor. */
+  storage_iter_max_bytes: number;
+  /** The module's LevelDB operations running at once (the rest wait in its own queue). */
+  storage_io_concurrency: number;
 }
 
 export const DEFAULT_LIMITS: Limits = Object.freeze({
@@ -78,6 +98,15 @@ export const DEFAULT_LIMITS: Limits = Object.freeze({
   processes: DEFAULT_SANDBOX_LIMITS.processes,
   cpu_seconds: DEFAULT_SANDBOX_LIMITS.cpu_seconds,
   file_size_mb: DEFAULT_SANDBOX_LIMITS.file_size_mb,
+  max_requests_in_flight: 64,
+  requests_per_second: 2000,
+  host_cpu_ms_per_s: 250,
+  request_timeout_ms: 30_000,
+  max_subscriptions: 64,
+  max_unread_bytes: 32 * 1024 * 1024,
+  event_window: 64,
+  storage_iter_max_bytes: 4 * 1024 * 1024,
+  storage_io_concurrency: 2,
 });
 
 /** Bounds of the numeric limits; anything not listed is "0 or more". */
@@ -89,6 +118,15 @@ const LIMIT_RULES: Partial<Record<keyof Limits, IntegerRule>> = {
   event_queue: { min: 1 },
   kill_timeout_ms: { min: 1 },
   health_timeout_ms: { min: 1 },
+  max_requests_in_flight: { min: 1 },
+  requests_per_second: { min: 1 },
+  host_cpu_ms_per_s: { min: 1, max: 1000 },
+  request_timeout_ms: { min: 1 },
+  max_subscriptions: { min: 1 },
+  max_unread_bytes: { min: 1024 * 1024 },
+  event_window: { min: 1 },
+  storage_iter_max_bytes: { min: 1024 },
+  storage_io_concurrency: { min: 1 },
 };
 
 const RESTART_POLICIES: readonly RestartPolicy[] = ["never", "on-failure", "always"];

@@ -24,6 +24,7 @@ import { ModuleStore } from "../storage/store.ts";
 import type { AuditLog, AuditRecord } from "./audit.ts";
 import type { HostServices } from "../capabilities/types.ts";
 import type { HostSession } from "./session.ts";
+import { flowLimits } from "./session.ts";
 import { spawnModuleProcess, type ModuleProcess, type SpawnSpec } from "../runtime/process.ts";
 import { nativeSpawnSpec, sandboxedNativeSpawnSpec } from "../runtime/native/runtime.ts";
 import type { SandboxLevel } from "../runtime/sandbox/policy.ts";
@@ -263,6 +264,7 @@ export class ModuleManager {
         logger: this.opts.logger,
         call: { module: rec.name, chain: this.opts.chain, store: rec.store, config, dataDir, ...(this.services ? { services: this.services } : {}) },
         eventQueue: limits.event_queue,
+        eventWindow: limits.event_window, flow: flowLimits(limits),
         handshakeTimeoutMs: limits.start_timeout_ms,
         replay: (type) => (type === "ModuleLoaded" ? this.loadedEvents() : []),
       }, this.opts.logger);
@@ -364,7 +366,7 @@ export class ModuleManager {
     const { limits } = rec;
     return ModuleStore.open(path.join(this.opts.config.storage.dir, rec.name), {
       maxBytes: limits.storage_max_bytes, maxKeys: limits.storage_max_keys, maxTrees: limits.storage_max_trees,
-    }, { label: rec.name });
+    }, { label: rec.name, iterMaxBytes: limits.storage_iter_max_bytes, ioConcurrency: limits.storage_io_concurrency });
   }
 
   private loadedEvents(): Array<{ type: string; payload: unknown }> {
