@@ -105,7 +105,7 @@ export const DEFAULT_LIMITS: Limits = Object.freeze({
   max_subscriptions: 64,
   max_unread_bytes: 32 * 1024 * 1024,
   event_window: 64,
-  storage_iter_max_bytes: 4 * 1024 * 1024,
+  storage_iter_max_bytes: 1024 * 1024,
   storage_io_concurrency: 2,
 });
 

@@ -62,6 +62,16 @@ export function flowLimits(l: Limits): FlowLimits {
 
 export const DEFAULT_FLOW: FlowLimits = Object.freeze(flowLimits(DEFAULT_LIMITS));
 
+/** A module held back by a limit is told to the operator at most this often per limit. */
+const THROTTLE_LOG_MS = 10_000;
+
+const LIMIT_TEXT = {
+  in_flight: (f: FlowLimits) => `max_requests_in_flight (${f.maxInFlight} requests at once)`,
+  rate: (f: FlowLimits) => `requests_per_second (${f.requestsPerSecond})`,
+  cpu: (f: FlowLimits) => `host_cpu_ms_per_s (${f.hostCpuMsPerS} ms of host CPU time per second)`,
+  congested: () => "the module to read what the host already sent",
+} as const;
+
 /** Safety net: requests decoded from chunks already read while the module waits (one socket read holds a few thousand at most). */
 const MAX_BACKLOG = 8192;
 
@@ -131,6 +141,8 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
   private tokens: number;
   private cpuDebt = 0;
   private lastRefill = performance.now();
+  /** When each limit was last reported in the log (at most once per THROTTLE_LOG_MS each). */
+  private readonly throttleLogged = new Map<string, number>();
 
   constructor(private readonly channel: FrameChannel, private readonly opts: SessionOptions) {
     super();
@@ -359,6 +371,11 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
     else if (blocked.limit === "rate") this.flowStats.waitedRate++;
     else if (blocked.limit === "cpu") this.flowStats.waitedCpu++;
     else this.flowStats.waitedCongested++;
+    const now = Date.now();
+    if (blocked.limit !== "in_flight" && now - (this.throttleLogged.get(blocked.limit) ?? -Infinity) >= THROTTLE_LOG_MS) {
+      this.throttleLogged.set(blocked.limit, now);
+      this.opts.logger.log("info", this.opts.module, `throttled: its requests wait for ${LIMIT_TEXT[blocked.limit](this.flow)}; the operator can raise it in [modules.limits.${this.opts.module}]`, { limit: blocked.limit });
+    }
     if (blocked.limit === "in_flight") return; // an answer calls pump()
     if (blocked.limit === "congested") {
       this.waitingDrain = true;

@@ -105,7 +105,7 @@ export interface OpenOptions {
 export const MAX_BATCH_OPS = 10_000;
 export const DEFAULT_ITER_LIMIT = 1000;
 export const MAX_ITER_LIMIT = 10_000;
-export const DEFAULT_ITER_MAX_BYTES = 4 * 1024 * 1024;
+export const DEFAULT_ITER_MAX_BYTES = 1024 * 1024;
 export const DEFAULT_IO_CONCURRENCY = 2;
 /** Per-entry framing of an iterate answer beyond key and value bytes ({key, value} map, headers). */
 const ENTRY_OVERHEAD = 24;
