@@ -148,6 +148,7 @@ async function attackReport(h: TestHost, timeoutMs = 60_000): Promise<Record<str
 }
 
 test("a native module flooding requests as fast as its socket takes them waits for requests_per_second; the canary and RPC keep up", async (t) => {
+  t.timeout(180_000);
   const h = await floodHost(t, "flood", ["read_chain_state"], { requests_per_second: 300 });
   await h.waitForState("flooder", "running", 20_000);
   await canaryKeepsUp(t, h);
@@ -159,17 +160,20 @@ test("a native module flooding requests as fast as its socket takes them waits f
 });
 
 test("a native module holding 1000 histograms of 1000 observations with 200 get_all_metrics in flight is held to its CPU share; the canary and RPC keep up", async (t) => {
-  const h = await floodHost(t, "metrics", ["report_metrics", "read_metrics"], { host_cpu_ms_per_s: 100 });
-  await h.waitForState("flooder", "running", 20_000);
+  t.timeout(180_000);
+  const h = await floodHost(t, "metrics", ["report_metrics", "read_metrics"], { host_cpu_ms_per_s: 100 }, 30_000);
+  // Held to its share, the attacker would take minutes to finish: the canary is checked while it runs.
+  await h.waitForLog(/^flooding$/, { source: "flooder", timeoutMs: 60_000 });
+  const mark = h.mark();
   await canaryKeepsUp(t, h, 5);
-  const report = await attackReport(h);
-  t.is(report.series, 1000, "it read all its series");
-  t.deepEqual(report.codes, {});
-  t.truthy(h.logsOf("flooder").find((r) => /throttled: .*(host_cpu_ms_per_s|requests_per_second|read what the host)/.test(r.message)));
+  t.truthy(h.logsOf("flooder").find((r) => /throttled: .*host_cpu_ms_per_s \(100 ms/.test(r.message)), "the attacker was held to its CPU share");
+  t.true(h.logsOf("flooder", mark).every((r) => r.message !== "attack report"), "the attack was still running while the canary was checked");
 });
 
 test("a native module that never reads its answers is disconnected past max_unread_bytes, told why; the canary keeps up", async (t) => {
-  const h = await floodHost(t, "no-read", ["read_storage", "write_storage"], { max_unread_bytes: 1024 * 1024 });
+  t.timeout(180_000);
+  // Health checks notice the closed channel and end the process (the session only closes it).
+  const h = await floodHost(t, "no-read", ["read_storage", "write_storage"], { max_unread_bytes: 1024 * 1024, health_interval_ms: 1000, health_timeout_ms: 30_000 });
   const crashed = await h.waitForEvent("ModuleCrashed", (p) => p.module === "flooder", { timeoutMs: 30_000 });
   t.truthy(crashed);
   const warn = h.logsOf("flooder").find((r) => /^disconnected: \d+ bytes of answers and events sent to module flooder are unread, over its limit of 1048576 \(max_unread_bytes\)/.test(r.message));
@@ -191,7 +195,7 @@ const METRICS_HOG = inlineModule("metrics-hog", ["report_metrics", "read_metrics
     await Promise.all(Array.from({ length: 50 }, (_, k) => ctx.metrics.report("lat", obs, { kind: "histogram", labels: { i: String(i + k) } })));
   }
   ctx.log.info("reported");
-  const end = Date.now() + 4000;
+  const end = Date.now() + 30_000;
   let reads = 0, errors = 0, series = 0;
   const worker = async () => {
     while (Date.now() < end) {
@@ -202,18 +206,15 @@ const METRICS_HOG = inlineModule("metrics-hog", ["report_metrics", "read_metrics
 `);
 
 test("a TypeScript module holding 1000 histograms of 1000 observations with 200 metrics reads in flight: the canary and RPC keep up", async (t) => {
+  t.timeout(180_000);
   const h = await startHost(t, {
     modules: ["good"],
     inline: { "metrics-hog": METRICS_HOG },
     grants: { good: GOOD_GRANTS, "metrics-hog": ["report_metrics", "read_metrics"] },
-    moduleLimits: { "metrics-hog": { host_cpu_ms_per_s: 100 } as never },
   });
-  await h.waitForLog(/^reported$/, { source: "metrics-hog", timeoutMs: 30_000 });
+  await h.waitForLog(/^reported$/, { source: "metrics-hog", timeoutMs: 60_000 });
   await canaryKeepsUp(t, h, 4);
-  const report = (await h.waitForLog(/^attack report$/, { source: "metrics-hog", timeoutMs: 60_000 })).fields as Record<string, number>;
-  t.is(report.series, 1000);
-  t.is(report.errors, 0);
-  t.true((report.reads ?? 0) > 0);
+  t.truthy(h.logsOf("metrics-hog").find((r) => /throttled: .*host_cpu_ms_per_s \(250 ms/.test(r.message)), "the attacker was held to its CPU share");
 });
 
 const ITER_HOG = inlineModule("iter-hog", ["read_storage", "write_storage"], `
