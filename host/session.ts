@@ -62,6 +62,9 @@ export function flowLimits(l: Limits): FlowLimits {
 
 export const DEFAULT_FLOW: FlowLimits = Object.freeze(flowLimits(DEFAULT_LIMITS));
 
+/** How long a module may stay over max_unread_bytes before it is disconnected. */
+export const UNREAD_GRACE_MS = 5000;
+
 /** A module held back by a limit is told to the operator at most this often per limit. */
 const THROTTLE_LOG_MS = 10_000;
 
@@ -137,6 +140,7 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
   private readonly backlog: WaitingRequest[] = [];
   private readingPaused = false;
   private retryTimer: NodeJS.Timeout | undefined;
+  private unreadTimer: NodeJS.Timeout | undefined;
   private waitingDrain = false;
   private tokens: number;
   private cpuDebt = 0;
@@ -409,15 +413,24 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
     this.flowStats.cpuMs += ms;
   }
 
-  /** Send, then disconnect a module that leaves more than max_unread_bytes unread. */
+  /**
+   * Send. A module that leaves more than max_unread_bytes unread is disconnected unless it
+   * reads its way back under the limit within UNREAD_GRACE_MS: a module that reads slowly
+   * (answers it asked for, all at once) is not cut off, one that does not read is. Meanwhile
+   * no new request of it is served (the channel is congested).
+   */
   private sendChecked(message: unknown): void {
     this.channel.send(message);
-    const queued = this.channel.queuedBytes;
-    if (queued > this.flow.maxUnreadBytes && this.state !== "closed") {
-      const text = `${queued} bytes of answers and events sent to module ${this.opts.module} are unread, over its limit of ${this.flow.maxUnreadBytes} (max_unread_bytes); read what the host sends, or the operator raises max_unread_bytes in [modules.limits.${this.opts.module}]`;
+    if (this.unreadTimer || this.state === "closed" || this.channel.queuedBytes <= this.flow.maxUnreadBytes) return;
+    this.unreadTimer = setTimeout(() => {
+      this.unreadTimer = undefined;
+      const queued = this.channel.queuedBytes;
+      if (this.state === "closed" || queued <= this.flow.maxUnreadBytes) return;
+      const text = `${queued} bytes of answers and events sent to module ${this.opts.module} are unread, over its limit of ${this.flow.maxUnreadBytes} (max_unread_bytes) for ${UNREAD_GRACE_MS} ms; read what the host sends, or the operator raises max_unread_bytes in [modules.limits.${this.opts.module}]`;
       this.opts.logger.log("warn", this.opts.module, `disconnected: ${text}`);
       this.fail(wireError("quota_exceeded", text));
-    }
+    }, UNREAD_GRACE_MS);
+    this.unreadTimer.unref();
   }
 
   private async serve(id: number, method: string, params: Record<string, unknown>): Promise<void> {
@@ -510,6 +523,7 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
     this.closeError = error;
     clearTimeout(this.handshakeTimer);
     clearTimeout(this.retryTimer);
+    clearTimeout(this.unreadTimer);
     this.backlog.length = 0;
     this.subscription.close();
     const reason = error ?? new Error("connection closed");
