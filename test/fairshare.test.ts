@@ -251,3 +251,26 @@ test("a TypeScript module running 64 wide storage iterations at once is bounded 
   t.true(report.pages >= 10, `${report.pages} pages of at most 1 MiB`);
   await canaryKeepsUp(t, h, 4);
 });
+
+const REQUEST_HOG = inlineModule("request-hog", ["read_chain_state"], `
+  ctx.log.info("flooding");
+  let answered = 0;
+  const worker = async () => {
+    for (;;) { await ctx.chain.getBlockHeight(); answered++; }
+  };
+  for (let i = 0; i < 256; i++) void worker().catch(() => {});
+`);
+
+test("a TypeScript module flooding requests from 256 loops at once waits for requests_per_second; the canary and RPC keep up", async (t) => {
+  t.timeout(180_000);
+  const h = await startHost(t, {
+    modules: ["good"],
+    inline: { "request-hog": REQUEST_HOG },
+    grants: { good: GOOD_GRANTS, "request-hog": ["read_chain_state"] },
+    moduleLimits: { "request-hog": { requests_per_second: 300 } as never },
+  });
+  await h.waitForLog(/^flooding$/, { source: "request-hog", timeoutMs: 60_000 });
+  await canaryKeepsUp(t, h, 4);
+  t.truthy(h.logsOf("request-hog").find((r) => /throttled: .*requests_per_second \(300\)/.test(r.message)), "the flood was held to its rate");
+  t.is(h.mustStatus("request-hog").state, "running", "held back, not killed");
+});
