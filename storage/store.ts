@@ -279,16 +279,22 @@ export class ModuleStore {
   get(tree: string, key: string): Promise<StorageValue | undefined> {
     return this.#read(async () => {
       const t = this.#tree(tree);
-      const raw = t.db.getSync(encodeKey(key, this.#quota.maxKeyBytes));
-      return raw === undefined ? undefined : decodeValue(raw as Bytes);
+      const raw = await this.#pointRead(t, encodeKey(key, this.#quota.maxKeyBytes));
+      return raw === undefined ? undefined : decodeValue(raw);
     });
   }
 
   has(tree: string, key: string): Promise<boolean> {
     return this.#read(async () => {
       const t = this.#tree(tree);
-      return t.db.getSync(encodeKey(key, this.#quota.maxKeyBytes)) !== undefined;
+      return (await this.#pointRead(t, encodeKey(key, this.#quota.maxKeyBytes))) !== undefined;
     });
+  }
+
+  /** getSync once the tree's sublevel is open (a sublevel finishes opening after its first use); until then the asynchronous get. */
+  #pointRead(t: TreeState, k: Bytes): Bytes | undefined | Promise<Bytes | undefined> {
+    if (t.db.status === "open") return t.db.getSync(k) as Bytes | undefined;
+    return this.#io.run(async () => (await t.db.get(k)) as Bytes | undefined);
   }
 
   /**
