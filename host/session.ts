@@ -496,10 +496,21 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
     if (this.state !== "open") return Promise.reject(new InvocationError(wireError("unavailable", `module ${this.opts.module} is not connected`)));
     const id = this.nextInvocation++;
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
+      // While the host itself is not reading this module's socket (its requests wait for their
+      // share), its answer cannot be heard: that time does not count against it, up to
+      // request_timeout_ms more.
+      let extended = 0;
+      const expire = () => {
+        if (this.readingPaused && extended < this.flow.requestTimeoutMs) {
+          extended += timeoutMs;
+          const p = this.pending.get(id);
+          if (p) (p.timer = setTimeout(expire, timeoutMs)).unref();
+          return;
+        }
         this.pending.delete(id);
         reject(new InvocationError(wireError("timeout", `${kind} invocation of ${this.opts.module} did not answer within ${timeoutMs} ms`)));
-      }, timeoutMs);
+      };
+      const timer = setTimeout(expire, timeoutMs);
       timer.unref();
       this.pending.set(id, { resolve, reject, timer });
       this.channel.send({ t: "invocation", id, kind, params });

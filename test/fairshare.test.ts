@@ -92,6 +92,21 @@ test("request_timeout_ms answers timeout naming the limit; the slot stays taken 
   t.is(peer.framesOf("response").filter((f) => f.id === id).length, 1, "the late result is not sent");
 });
 
+test("a health invocation is not timed out while the host itself is not reading the module's socket (its requests wait)", async (t) => {
+  let finish!: () => void;
+  const slow = new Promise<void>((r) => (finish = r));
+  const { session, peer } = await stubSession(t, { maxInFlight: 1 }, async (method) => (method === "slow" ? slow : "fast"));
+  peer.request("slow");
+  peer.request("fast"); // waits: reading stops
+  await sleep(100);
+  const health = session.invoke("health", {}, 200);
+  const inv = await peer.next((f) => f.t === "invocation");
+  peer.send({ t: "invocation_result", id: inv.id, result: { ok: true } });
+  await sleep(500); // well past 200 ms, while the answer sits unread in the socket
+  finish();
+  t.deepEqual(await health, { ok: true }, "answered once the host read on, not timed out");
+});
+
 test("max_subscriptions bounds the event types one module keeps (module event names are unbounded)", async (t) => {
   const { peer } = await openSession(t, { module: "subs", grants: ["subscribe_events"], session: { flow: { maxSubscriptions: 3 } } });
   t.deepEqual((await peer.call("subscribe_events", { types: ["a:x", "a:y"] })).result, ["a:x", "a:y"]);
