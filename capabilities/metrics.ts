@@ -27,14 +27,14 @@ export const metrics: Family = {
     method({
       name: "get_module_metrics", js: "get", permission: "read_metrics", args: ["module"],
       params: v.object({ module: v.string() }),
-      summary: "A module's metrics: [{name, kind, value, labels, timestamp}] (empty when it reported none or is not running).",
-      handler: async (c, p) => service(c).get(p.module),
+      summary: "A module's metrics: [{name, kind, value, labels, timestamp}] (empty when it reported none or is not running); a histogram's value is {count, sum, buckets: [[le, cumulative count], ...]}.",
+      handler: async (c, p) => service(c).get(p.module, c.maxAnswerBytes),
     }),
     method({
       name: "get_all_metrics", js: "all", permission: "read_metrics", args: [],
       params: v.object({}),
       summary: "Every running module's metrics, by module name.",
-      handler: async (c) => service(c).all(),
+      handler: async (c) => service(c).all(c.maxAnswerBytes),
     }),
   ],
 };

@@ -19,6 +19,8 @@ const iterOpts = v.object({
   gt: bound, gte: bound, lt: bound, lte: bound, prefix: bound,
   reverse: v.optional(v.boolean()),
   limit: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(10_000))),
+  paged: v.optional(v.boolean()),
+  cursor: v.optional(v.pipe(v.string(), v.maxLength(100_000))),
 });
 
 function store(c: CallContext): ModuleStore {
@@ -39,8 +41,8 @@ export const storage: Family = {
     method({ name: "storage_remove", js: "delete", permission: "write_storage", args: ["tree", "key"], params: v.object({ tree, key }), summary: "Delete a key; true if it existed.", handler: (c, p) => store(c).delete(p.tree, p.key) }),
     method({
       name: "storage_iter", js: "iterate", permission: "read_storage", args: ["tree", "options"], params: iterOpts,
-      summary: "Entries in key order, within gt/gte/lt/lte/prefix bounds, up to limit (default 1000).",
-      handler: (c, p) => { const { tree: t, ...opts } = p; return store(c).iterate(t, opts); },
+      summary: "Entries in key order, within gt/gte/lt/lte/prefix bounds, up to limit (default 1000) and storage_iter_max_bytes; with paged: true, {entries, cursor} (pass cursor back for the next page; null at the end).",
+      handler: (c, p) => { const { tree: t, ...opts } = p; return store(c).iterate(t, opts, c.maxAnswerBytes === undefined ? undefined : Math.floor(c.maxAnswerBytes * 0.9)); },
     }),
     method({ name: "storage_transaction", js: "transaction", permission: "write_storage", args: ["tree", "ops"], params: v.object({ tree, ops }), summary: "Apply put/delete operations atomically: all or none.", handler: async (c, p) => { await store(c).batch(p.tree, p.ops); return true; } }),
     method({ name: "storage_usage", js: "usage", permission: "read_storage", args: [], params: v.object({}), summary: "Bytes, keys and trees used, and the quota.", handler: async (c) => {

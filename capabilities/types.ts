@@ -41,8 +41,12 @@ export interface ModuleDirectory {
 export interface Metric {
   name: string;
   kind: "counter" | "gauge" | "histogram";
-  /** Counter/gauge: one value; histogram: the observed values. */
-  value: number | number[];
+  /**
+   * Reported: counter/gauge one value, histogram one or more observations. Read back
+   * (get/all): counter/gauge the value, histogram a bounded summary {count, sum, buckets:
+   * [[upper bound, cumulative count], ...]} over fixed buckets.
+   */
+  value: number | number[] | { count: number; sum: number; buckets: Array<[number, number]> };
   labels: Record<string, string>;
   /** Milliseconds since the epoch, set by the host. */
   timestamp: number;
@@ -79,8 +83,9 @@ export interface HostServices {
   };
   metrics?: {
     report(module: string, metric: Omit<Metric, "timestamp">): void;
-    get(module: string): Metric[];
-    all(): Record<string, Metric[]>;
+    /** `maxBytes`: the caller's largest answer; a larger one is refused before it is built. */
+    get(module: string, maxBytes?: number): Metric[];
+    all(maxBytes?: number): Record<string, Metric[]>;
   };
   providers?: {
     register(module: string, kind: ProviderRole): void;
@@ -110,6 +115,8 @@ export interface CallContext {
   readonly config: Readonly<Record<string, unknown>>;
   readonly dataDir: string;
   log(level: LogLevel, message: string, fields?: Record<string, unknown>): void;
+  /** Largest answer the caller can receive (its frame size): bigger answers are refused before they are built. */
+  readonly maxAnswerBytes?: number;
 }
 
 export interface MethodDef<S extends v.GenericSchema = v.GenericSchema> {

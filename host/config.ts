@@ -74,6 +74,26 @@ export interface Limits {
   /** Quarantine the module after this many failures (crashes, failed starts) within quarantine_window_ms (0 = never). */
   quarantine_after: number;
   quarantine_window_ms: number;
+  // Fair share of the host (host/session.ts, storage/store.ts, host/events/bus.ts): what one
+  // module may make the host do for it, so that its flood is its own latency, not others'.
+  /** Requests served at once; further ones wait (the host stops reading the module's socket). */
+  max_requests_in_flight: number;
+  /** Requests per second (a burst of one second's worth); further ones wait. */
+  requests_per_second: number;
+  /** Host CPU time (ms per second) spent serving the module's requests; over it they wait. */
+  host_cpu_ms_per_s: number;
+  /** Longest the host works on one request before answering `timeout`. */
+  request_timeout_ms: number;
+  /** Event types one module may be subscribed to at once. */
+  max_subscriptions: number;
+  /** Bytes of answers and events sent but not yet read by the module; past it, it is disconnected. */
+  max_unread_bytes: number;
+  /** Events sent to a module and not yet acknowledged. */
+  event_window: number;
+  /** Bytes (keys + values) one storage_iter call reads; a paged call stops there and returns a cursor. */
+  storage_iter_max_bytes: number;
+  /** The module's LevelDB operations running at once (the rest wait in its own queue). */
+  storage_io_concurrency: number;
 }
 
 export const DEFAULT_LIMITS: Limits = Object.freeze({
@@ -105,6 +125,15 @@ export const DEFAULT_LIMITS: Limits = Object.freeze({
   cpu_max_percent: DEFAULT_CGROUP_LIMITS.cpu_max_percent,
   quarantine_after: 5,
   quarantine_window_ms: 600_000,
+  max_requests_in_flight: 64,
+  requests_per_second: 2000,
+  host_cpu_ms_per_s: 250,
+  request_timeout_ms: 30_000,
+  max_subscriptions: 64,
+  max_unread_bytes: 32 * 1024 * 1024,
+  event_window: 64,
+  storage_iter_max_bytes: 1024 * 1024,
+  storage_io_concurrency: 2,
 });
 
 /** Bounds of the numeric limits; anything not listed is "0 or more". */
@@ -121,6 +150,15 @@ const LIMIT_RULES: Partial<Record<keyof Limits, IntegerRule>> = {
   audit_bytes_per_second: { min: 1024 },
   cpu_weight: { min: 1, max: 10_000 },
   quarantine_window_ms: { min: 1 },
+  max_requests_in_flight: { min: 1 },
+  requests_per_second: { min: 1 },
+  host_cpu_ms_per_s: { min: 1, max: 1000 },
+  request_timeout_ms: { min: 1 },
+  max_subscriptions: { min: 1 },
+  max_unread_bytes: { min: 1024 * 1024 },
+  event_window: { min: 1 },
+  storage_iter_max_bytes: { min: 1024 },
+  storage_io_concurrency: { min: 1 },
 };
 
 const RESTART_POLICIES: readonly RestartPolicy[] = ["never", "on-failure", "always"];

@@ -38,7 +38,7 @@ import type { Permission } from "../capabilities/catalogue.ts";
 import { ModuleStore } from "../storage/store.ts";
 import type { AuditLog, AuditRecord } from "./audit.ts";
 import type { HostServices } from "../capabilities/types.ts";
-import { InvocationError, spawnModule, type HostSession } from "./session.ts";
+import { flowLimits, InvocationError, spawnModule, type HostSession } from "./session.ts";
 import { fairDeadline, KeyedQueue, LifecycleState, LoopStallMeter, removeStaleRunDirs, runDirPrefix } from "./lifecycle.ts";
 import type { ModuleProcess, SpawnSpec } from "../runtime/process.ts";
 import { nativeSpawnSpec, sandboxedNativeSpawnSpec } from "../runtime/native/runtime.ts";
@@ -407,6 +407,8 @@ export class ModuleManager {
           logger: this.opts.logger,
           call: { module: rec.name, chain: this.opts.chain, store: rec.store, config, dataDir, ...(this.services ? { services: this.services } : {}) },
           eventQueue: limits.event_queue,
+          eventWindow: limits.event_window,
+          flow: flowLimits(limits),
           // A backstop only: readiness is judged below with a deadline fair to the module.
           handshakeTimeoutMs: limits.start_timeout_ms * 4,
           replay: (type) => (type === "ModuleLoaded" ? this.loadedEvents() : []),
@@ -675,7 +677,7 @@ export class ModuleManager {
     const { limits } = rec;
     return ModuleStore.open(path.join(this.opts.config.storage.dir, rec.name), {
       maxBytes: limits.storage_max_bytes, maxKeys: limits.storage_max_keys, maxTrees: limits.storage_max_trees,
-    }, { label: rec.name });
+    }, { label: rec.name, iterMaxBytes: limits.storage_iter_max_bytes, ioConcurrency: limits.storage_io_concurrency });
   }
 
   private loadedEvents(): Array<{ type: string; payload: unknown }> {

@@ -7,6 +7,7 @@
 // error, or a module that breaks the handshake, closes it.
 
 import { EventEmitter } from "node:events";
+import { performance } from "node:perf_hooks";
 import type { FrameChannel } from "../protocol/channel.ts";
 import { EncodeError } from "../protocol/codec.ts";
 import {
@@ -15,11 +16,74 @@ import {
 } from "../protocol/messages.ts";
 import { HubError, type ApiHub } from "./hub.ts";
 import type { EventBus, Subscription } from "./events/bus.ts";
-import type { CallContext, HostServices } from "../capabilities/types.ts";
+import { CapabilityError, type CallContext, type HostServices } from "../capabilities/types.ts";
 import { describeGrants, type EffectiveGrants } from "../capabilities/grants.ts";
 import type { Logger } from "./log.ts";
 import { HOST_VERSION } from "./version.ts";
 import { spawnModuleProcess, type ModuleProcess, type SpawnSpec } from "../runtime/process.ts";
+import { DEFAULT_LIMITS, type Limits } from "./config.ts";
+
+/**
+ * What one module may make the host do for it (its fair share). Requests beyond the first
+ * three limits are not refused: they wait, and while one waits the host stops reading the
+ * module's socket, so the kernel holds the rest and the module's own writes block. A flood
+ * therefore shows up as the flooding module's own latency, never as another module's.
+ */
+export interface FlowLimits {
+  /** Requests served at once (config: max_requests_in_flight). */
+  maxInFlight: number;
+  /** Requests admitted per second, with a burst of one second's worth (requests_per_second). */
+  requestsPerSecond: number;
+  /**
+   * Host CPU time per second spent serving this module (host_cpu_ms_per_s): the synchronous
+   * time of each request's dispatch (validation, the handler's synchronous part) and of
+   * encoding its answer, measured with performance.now(). A leaky bucket: the debt drains at
+   * this rate, and while it is above one second's worth no new request is admitted.
+   */
+  hostCpuMsPerS: number;
+  /** Longest the host works on one request before answering `timeout` (request_timeout_ms). */
+  requestTimeoutMs: number;
+  /** Event types subscribed at once (max_subscriptions). */
+  maxSubscriptions: number;
+  /** Bytes sent to the module and not read by it (max_unread_bytes); past it, disconnected. */
+  maxUnreadBytes: number;
+}
+
+/** The session's limits from a module's configured limits. */
+export function flowLimits(l: Limits): FlowLimits {
+  return {
+    maxInFlight: l.max_requests_in_flight,
+    requestsPerSecond: l.requests_per_second,
+    hostCpuMsPerS: l.host_cpu_ms_per_s,
+    requestTimeoutMs: l.request_timeout_ms,
+    maxSubscriptions: l.max_subscriptions,
+    maxUnreadBytes: l.max_unread_bytes,
+  };
+}
+
+export const DEFAULT_FLOW: FlowLimits = Object.freeze(flowLimits(DEFAULT_LIMITS));
+
+/** How long a module may stay over max_unread_bytes before it is disconnected. */
+export const UNREAD_GRACE_MS = 5000;
+
+/** A module held back by a limit is told to the operator at most this often per limit. */
+const THROTTLE_LOG_MS = 10_000;
+
+const LIMIT_TEXT = {
+  in_flight: (f: FlowLimits) => `max_requests_in_flight (${f.maxInFlight} requests at once)`,
+  rate: (f: FlowLimits) => `requests_per_second (${f.requestsPerSecond})`,
+  cpu: (f: FlowLimits) => `host_cpu_ms_per_s (${f.hostCpuMsPerS} ms of host CPU time per second)`,
+  congested: () => "the module to read what the host already sent",
+} as const;
+
+/** Safety net: requests decoded from chunks already read while the module waits (one socket read holds a few thousand at most). */
+const MAX_BACKLOG = 8192;
+
+interface WaitingRequest {
+  id: number;
+  method: string;
+  params: Record<string, unknown>;
+}
 
 export interface SessionOptions {
   module: string;
@@ -32,8 +96,10 @@ export interface SessionOptions {
   eventWindow?: number;
   eventQueue?: number;
   handshakeTimeoutMs?: number;
-  /** Requests a module may have in flight before further ones are refused. */
+  /** Requests a module may have in flight before further ones wait (overrides flow.maxInFlight). */
   maxInFlight?: number;
+  /** Fair-share limits (DEFAULT_FLOW for what is not given). */
+  flow?: Partial<FlowLimits>;
   /** Events to replay to a module that subscribes to `type` (ModuleLoaded for loaded modules). */
   replay?: (type: string) => Array<{ type: string; payload: unknown }>;
 }
@@ -68,9 +134,24 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
   closeError: Error | undefined;
   /** Requests served and refused, for health and metrics. */
   readonly stats = { requests: 0, errors: 0, denied: 0 };
+  /** Times a request had to wait, by the limit that held it; host CPU time spent serving, in ms. */
+  readonly flowStats = { waitedInFlight: 0, waitedRate: 0, waitedCpu: 0, waitedCongested: 0, timedOut: 0, cpuMs: 0, peakInFlight: 0 };
+  private readonly flow: FlowLimits;
+  private readonly backlog: WaitingRequest[] = [];
+  private readingPaused = false;
+  private retryTimer: NodeJS.Timeout | undefined;
+  private unreadTimer: NodeJS.Timeout | undefined;
+  private waitingDrain = false;
+  private tokens: number;
+  private cpuDebt = 0;
+  private lastRefill = performance.now();
+  /** When each limit was last reported in the log (at most once per THROTTLE_LOG_MS each). */
+  private readonly throttleLogged = new Map<string, number>();
 
   constructor(private readonly channel: FrameChannel, private readonly opts: SessionOptions) {
     super();
+    this.flow = { ...DEFAULT_FLOW, ...opts.flow, ...(opts.maxInFlight !== undefined ? { maxInFlight: opts.maxInFlight } : {}) };
+    this.tokens = this.flow.requestsPerSecond;
     this.handshake = new Promise((res, rej) => ((this.resolveHello = res), (this.rejectHello = rej)));
     this.ready = new Promise((res, rej) => ((this.resolveReady = res), (this.rejectReady = rej)));
     // Nobody may be waiting on these yet; a rejection is still reported through `closed`.
@@ -80,7 +161,7 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
     this.subscription = opts.bus.subscribe(
       opts.module,
       (ev) => this.deliver(ev),
-      { window: opts.eventWindow ?? 64, queueLimit: opts.eventQueue ?? 1024 },
+      { window: opts.eventWindow ?? DEFAULT_LIMITS.event_window, queueLimit: opts.eventQueue ?? DEFAULT_LIMITS.event_queue },
     );
     this.call = {
       ...opts.call,
@@ -94,6 +175,7 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
         subscribed: () => [...this.subscription.types],
       },
       log: (level, message, fields) => opts.logger.module(opts.module).log(level, message, fields),
+      maxAnswerBytes: channel.maxFrameBytes,
     };
 
     this.handshakeTimer = setTimeout(
@@ -131,7 +213,7 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
   private deliver(ev: { seq: number; type: string; payload: unknown; time: number; missed?: number }): void {
     const missed = (ev.missed ?? 0) + this.undeliverable;
     try {
-      this.channel.send({ t: "event", seq: ev.seq, type: ev.type, payload: ev.payload, time: ev.time, ...(missed ? { missed } : {}) });
+      this.sendChecked({ t: "event", seq: ev.seq, type: ev.type, payload: ev.payload, time: ev.time, ...(missed ? { missed } : {}) });
       this.undeliverable = 0;
     } catch (err) {
       // A payload over this module's body limits (or not plain data) must not break delivery to
@@ -143,6 +225,11 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
   }
 
   private subscribe(types: string[]): string[] {
+    const added = new Set(types.filter((t) => !this.subscription.types.has(t)));
+    const max = this.flow.maxSubscriptions;
+    if (this.subscription.types.size + added.size > max) {
+      throw new CapabilityError("quota_exceeded", `subscribing to ${added.size} more event types would make ${this.subscription.types.size + added.size}, over this module's limit of ${max}; unsubscribe from types it no longer needs, or the operator raises max_subscriptions in [modules.limits.${this.opts.module}]`);
+    }
     for (const t of types) {
       if (this.subscription.types.has(t)) continue;
       this.subscription.types.add(t);
@@ -173,7 +260,7 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
     }
     switch (msg.t) {
       case "request":
-        void this.serve(msg.id, msg.method, msg.params);
+        this.admit({ id: msg.id, method: msg.method, params: msg.params });
         break;
       case "ack":
         this.subscription.ack(msg.seq);
@@ -245,7 +332,7 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
       methods: this.opts.hub.methodsFor(this.opts.grants),
       config: this.opts.call.config,
       data_dir: this.opts.call.dataDir,
-      event_window: this.opts.eventWindow ?? 64,
+      event_window: this.opts.eventWindow ?? DEFAULT_LIMITS.event_window,
       max_frame_bytes: this.channel.maxFrameBytes,
     });
     this.resolveHello(hello);
@@ -256,19 +343,155 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
     this.opts.logger.module(this.opts.module).log(level, message, fields);
   }
 
-  private async serve(id: number, method: string, params: Record<string, unknown>): Promise<void> {
-    this.stats.requests++;
-    const max = this.opts.maxInFlight ?? 1024;
-    if (this.inFlight >= max) {
-      this.stats.errors++;
-      this.replyError(id, wireError("unavailable", `more than ${max} requests in flight; wait for answers before sending more`));
+  // ---- flow control -----------------------------------------------------------------
+
+  /** Serve a request now if the module's share allows it, else queue it and stop reading. */
+  private admit(req: WaitingRequest): void {
+    if (this.backlog.length === 0 && this.blockedBy() === undefined) {
+      this.take();
+      void this.serve(req.id, req.method, req.params);
       return;
     }
+    if (this.backlog.length >= MAX_BACKLOG) {
+      this.stats.requests++;
+      this.stats.errors++;
+      this.replyError(req.id, wireError("unavailable", `more than ${MAX_BACKLOG} requests waiting; wait for answers before sending more`));
+      return;
+    }
+    this.backlog.push(req);
+    this.pauseReading();
+    this.pump();
+  }
+
+  /** What keeps the next request waiting, with how long to wait when that is known. */
+  private blockedBy(): { limit: "in_flight" | "rate" | "cpu" | "congested"; waitMs?: number } | undefined {
+    if (this.inFlight >= this.flow.maxInFlight) return { limit: "in_flight" };
+    if (this.channel.congested) return { limit: "congested" };
+    const now = performance.now();
+    const elapsed = (now - this.lastRefill) / 1000;
+    this.lastRefill = now;
+    this.tokens = Math.min(this.flow.requestsPerSecond, this.tokens + elapsed * this.flow.requestsPerSecond);
+    this.cpuDebt = Math.max(0, this.cpuDebt - elapsed * this.flow.hostCpuMsPerS);
+    if (this.cpuDebt > this.flow.hostCpuMsPerS) {
+      return { limit: "cpu", waitMs: Math.ceil(((this.cpuDebt - this.flow.hostCpuMsPerS) / this.flow.hostCpuMsPerS) * 1000) };
+    }
+    if (this.tokens < 1) return { limit: "rate", waitMs: Math.ceil(((1 - this.tokens) / this.flow.requestsPerSecond) * 1000) };
+    return undefined;
+  }
+
+  private take(): void {
+    this.tokens -= 1;
+  }
+
+  /** Serve waiting requests while the share allows; read the socket again once none wait. */
+  private pump(): void {
+    if (this.state === "closed") return;
+    while (this.backlog.length > 0) {
+      const blocked = this.blockedBy();
+      if (blocked) {
+        this.waitFor(blocked);
+        return;
+      }
+      this.take();
+      const req = this.backlog.shift()!;
+      void this.serve(req.id, req.method, req.params);
+    }
+    this.resumeReading();
+  }
+
+  private waitFor(blocked: { limit: "in_flight" | "rate" | "cpu" | "congested"; waitMs?: number }): void {
+    if (this.retryTimer || this.waitingDrain) return;
+    if (blocked.limit === "in_flight") this.flowStats.waitedInFlight++;
+    else if (blocked.limit === "rate") this.flowStats.waitedRate++;
+    else if (blocked.limit === "cpu") this.flowStats.waitedCpu++;
+    else this.flowStats.waitedCongested++;
+    const now = Date.now();
+    if (blocked.limit !== "in_flight" && now - (this.throttleLogged.get(blocked.limit) ?? -Infinity) >= THROTTLE_LOG_MS) {
+      this.throttleLogged.set(blocked.limit, now);
+      this.opts.logger.log("info", this.opts.module, `throttled: its requests wait for ${LIMIT_TEXT[blocked.limit](this.flow)}; the operator can raise it in [modules.limits.${this.opts.module}]`, { limit: blocked.limit });
+    }
+    if (blocked.limit === "in_flight") return; // an answer calls pump()
+    if (blocked.limit === "congested") {
+      this.waitingDrain = true;
+      void this.channel.drained().then(() => {
+        this.waitingDrain = false;
+        this.pump();
+      });
+      return;
+    }
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = undefined;
+      this.pump();
+    }, Math.max(1, blocked.waitMs ?? 1));
+  }
+
+  private pauseReading(): void {
+    if (this.readingPaused) return;
+    this.readingPaused = true;
+    this.channel.pauseReading();
+  }
+
+  private resumeReading(): void {
+    if (!this.readingPaused) return;
+    this.readingPaused = false;
+    this.channel.resumeReading();
+  }
+
+  /** Host CPU time spent for this module (ms), drained at host_cpu_ms_per_s. */
+  private charge(ms: number): void {
+    this.cpuDebt += ms;
+    this.flowStats.cpuMs += ms;
+  }
+
+  /**
+   * Send. A module that leaves more than max_unread_bytes unread is disconnected unless it
+   * reads its way back under the limit within UNREAD_GRACE_MS: a module that reads slowly
+   * (answers it asked for, all at once) is not cut off, one that does not read is. Meanwhile
+   * no new request of it is served (the channel is congested).
+   */
+  private sendChecked(message: unknown): void {
+    this.channel.send(message);
+    if (this.unreadTimer || this.state === "closed" || this.channel.queuedBytes <= this.flow.maxUnreadBytes) return;
+    this.unreadTimer = setTimeout(() => {
+      this.unreadTimer = undefined;
+      const queued = this.channel.queuedBytes;
+      if (this.state === "closed" || queued <= this.flow.maxUnreadBytes) return;
+      const text = `${queued} bytes of answers and events sent to module ${this.opts.module} are unread, over its limit of ${this.flow.maxUnreadBytes} (max_unread_bytes) for ${UNREAD_GRACE_MS} ms; read what the host sends, or the operator raises max_unread_bytes in [modules.limits.${this.opts.module}]`;
+      this.opts.logger.log("warn", this.opts.module, `disconnected: ${text}`);
+      this.fail(wireError("quota_exceeded", text));
+    }, UNREAD_GRACE_MS);
+    this.unreadTimer.unref();
+  }
+
+  private async serve(id: number, method: string, params: Record<string, unknown>): Promise<void> {
+    this.stats.requests++;
     this.inFlight++;
+    if (this.inFlight > this.flowStats.peakInFlight) this.flowStats.peakInFlight = this.inFlight;
+    let timedOut = false;
+    const timeoutMs = this.flow.requestTimeoutMs;
+    // The deadline answers the module; the slot stays taken until the host's work really ends,
+    // so work that cannot be cancelled still counts against max_requests_in_flight.
+    const timer = setTimeout(() => {
+      timedOut = true;
+      this.stats.errors++;
+      this.flowStats.timedOut++;
+      this.replyError(id, wireError("timeout", `${method}: the host did not finish within ${timeoutMs} ms (request_timeout_ms); try again, ask for less, or the operator raises request_timeout_ms in [modules.limits.${this.opts.module}]`));
+    }, timeoutMs);
+    timer.unref();
     try {
-      const result = await this.opts.hub.handle(this.call, this.opts.grants, method, params);
-      this.channel.send({ t: "response", id, result: result ?? null });
+      const t0 = performance.now();
+      const pending = this.opts.hub.handle(this.call, this.opts.grants, method, params);
+      this.charge(performance.now() - t0);
+      const result = await pending;
+      if (timedOut || this.state === "closed") return;
+      const t1 = performance.now();
+      try {
+        this.sendChecked({ t: "response", id, result: result ?? null });
+      } finally {
+        this.charge(performance.now() - t1);
+      }
     } catch (err) {
+      if (timedOut) return;
       this.stats.errors++;
       let wire: WireError;
       if (err instanceof HubError) {
@@ -284,7 +507,9 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
       if (wire.code === "permission_denied") this.stats.denied++;
       this.replyError(id, wire);
     } finally {
+      clearTimeout(timer);
       this.inFlight--;
+      if (this.backlog.length > 0 && !this.retryTimer) this.pump();
     }
   }
 
@@ -301,10 +526,21 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
     if (this.state !== "open") return Promise.reject(new InvocationError(wireError("unavailable", `module ${this.opts.module} is not connected`)));
     const id = this.nextInvocation++;
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
+      // While the host itself is not reading this module's socket (its requests wait for their
+      // share), its answer cannot be heard: that time does not count against it, up to
+      // request_timeout_ms more.
+      let extended = 0;
+      const expire = () => {
+        if (this.readingPaused && extended < this.flow.requestTimeoutMs) {
+          extended += timeoutMs;
+          const p = this.pending.get(id);
+          if (p) (p.timer = setTimeout(expire, timeoutMs)).unref();
+          return;
+        }
         this.pending.delete(id);
         reject(new InvocationError(wireError("timeout", `${kind} invocation of ${this.opts.module} did not answer within ${timeoutMs} ms`)));
-      }, timeoutMs);
+      };
+      const timer = setTimeout(expire, timeoutMs);
       timer.unref();
       this.pending.set(id, { resolve, reject, timer });
       this.channel.send({ t: "invocation", id, kind, params });
@@ -327,6 +563,9 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
     this.state = "closed";
     this.closeError = error;
     clearTimeout(this.handshakeTimer);
+    clearTimeout(this.retryTimer);
+    clearTimeout(this.unreadTimer);
+    this.backlog.length = 0;
     this.subscription.close();
     const reason = error ?? new Error("connection closed");
     this.rejectHello(reason);

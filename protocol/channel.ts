@@ -191,6 +191,23 @@ export class FrameChannel extends EventEmitter<ChannelEvents> {
     setTimeout(() => this.socket.destroy(), 1000).unref();
   }
 
+  /**
+   * Stop reading: the kernel's socket buffer fills and the peer's writes block (backpressure).
+   * Frames of a chunk already read are still emitted.
+   */
+  pauseReading(): void {
+    if (!this.closed) this.socket.pause();
+  }
+
+  resumeReading(): void {
+    if (!this.closed) this.socket.resume();
+  }
+
+  /** Bytes handed to `send` that the peer has not read yet (queued in this process). */
+  get queuedBytes(): number {
+    return this.socket.writableLength;
+  }
+
   private finish(error?: Error): void {
     if (this.closed) return;
     this.closed = true;

@@ -34,6 +34,11 @@ export function encodeKey(key: unknown, maxBytes: number, what = "key"): Uint8Ar
   if (typeof key !== "string") {
     throw new StorageError("invalid_params", `${what} must be a string, got ${describe(key)}`);
   }
+  // UTF-8 takes at least one byte per UTF-16 unit: a key this long is too long, refused
+  // before any work proportional to its length.
+  if (key.length > maxBytes) {
+    throw new StorageError("invalid_params", `${what} is at least ${key.length} bytes (UTF-8), over the limit of ${maxBytes} bytes (storage_max_key_bytes)`);
+  }
   if (LONE_SURROGATE.test(key)) {
     throw new StorageError("invalid_params", `${what} contains an unpaired UTF-16 surrogate`);
   }
@@ -51,9 +56,13 @@ export function decodeKey(bytes: Uint8Array): string {
   return utf8Decoder.decode(bytes);
 }
 
-/** Validates `value` as plain data and msgpack-encodes it. */
+/**
+ * Validates `value` as plain data and msgpack-encodes it. The validation walk also adds up a
+ * lower bound of the encoded size and stops as soon as that passes `maxBytes`, so an
+ * oversized value is refused after work bounded by the limit, not by the value.
+ */
 export function encodeValue(value: unknown, maxBytes: number): Uint8Array {
-  checkPlain(value, "value", 0, new Set());
+  checkPlain(value, "value", 0, new Set(), { size: 0, max: maxBytes });
   const bytes = packr.pack(value);
   if (bytes.length > maxBytes) {
     throw new StorageError(
@@ -68,11 +77,27 @@ export function decodeValue(bytes: Uint8Array): unknown {
   return normalizeBinary(packr.unpack(bytes));
 }
 
-function checkPlain(v: unknown, path: string, depth: number, seen: Set<object>): void {
+interface SizeBudget {
+  /** Lower bound of the encoded size of what was walked so far. */
+  size: number;
+  max: number;
+}
+
+function grow(budget: SizeBudget, bytes: number): void {
+  budget.size += bytes;
+  if (budget.size > budget.max) {
+    throw new StorageError("invalid_params", `value encodes to at least ${budget.size} bytes, over the limit of ${budget.max} bytes (storage_max_value_bytes)`);
+  }
+}
+
+function checkPlain(v: unknown, path: string, depth: number, seen: Set<object>, budget: SizeBudget): void {
   switch (typeof v) {
     case "string":
+      grow(budget, 1 + v.length); // UTF-8 has at least one byte per UTF-16 unit
+      return;
     case "number":
     case "boolean":
+      grow(budget, 1);
       return;
     case "undefined":
       throw new StorageError("invalid_params", `${path} is undefined; use null or omit the property`);
@@ -81,15 +106,16 @@ function checkPlain(v: unknown, path: string, depth: number, seen: Set<object>):
     default: // function, symbol, bigint
       throw new StorageError("invalid_params", `${path} is a ${typeof v}, which cannot be stored`);
   }
-  if (v === null) return;
-  if (v instanceof Uint8Array) return; // includes Buffer; read back as a plain Uint8Array
+  if (v === null) return grow(budget, 1);
+  if (v instanceof Uint8Array) return grow(budget, 2 + v.byteLength); // includes Buffer; read back as a plain Uint8Array
+  grow(budget, 1);
   if (depth >= MAX_VALUE_DEPTH) {
     throw new StorageError("invalid_params", `${path} is nested deeper than ${MAX_VALUE_DEPTH} levels`);
   }
   if (seen.has(v)) throw new StorageError("invalid_params", `${path} is a circular reference`);
   seen.add(v);
   if (Array.isArray(v)) {
-    for (let i = 0; i < v.length; i++) checkPlain(v[i], `${path}[${i}]`, depth + 1, seen);
+    for (let i = 0; i < v.length; i++) checkPlain(v[i], `${path}[${i}]`, depth + 1, seen, budget);
   } else {
     const proto: unknown = Object.getPrototypeOf(v);
     if (proto !== Object.prototype && proto !== null) {
@@ -98,9 +124,11 @@ function checkPlain(v: unknown, path: string, depth: number, seen: Set<object>):
         `${path} is a ${describe(v)}; only plain objects, arrays, Uint8Array and primitives can be stored`,
       );
     }
-    for (const k of Object.keys(v)) {
+    for (const k in v) {
+      if (!Object.hasOwn(v, k)) continue;
       if (k === "__proto__") throw new StorageError("invalid_params", `${path} has a "__proto__" key`);
-      checkPlain((v as Record<string, unknown>)[k], `${path}.${k}`, depth + 1, seen);
+      grow(budget, 1 + k.length);
+      checkPlain((v as Record<string, unknown>)[k], `${path}.${k}`, depth + 1, seen, budget);
     }
   }
   seen.delete(v); // shared (non-circular) references are fine

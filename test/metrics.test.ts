@@ -3,7 +3,8 @@
 // the RPC server.
 
 import test from "ava";
-import { MetricsStore, renderPrometheus, HISTOGRAM_WINDOW, MAX_SERIES } from "../host/services/metrics.ts";
+import { MetricsStore, renderPrometheus, HISTOGRAM_BUCKETS, MAX_OBSERVATIONS_PER_REPORT, MAX_SERIES, type HistogramValue } from "../host/services/metrics.ts";
+import { encodeBody } from "../protocol/codec.ts";
 import { CapabilityError, type CallContext } from "../capabilities/types.ts";
 import { HubError } from "../host/hub.ts";
 import { parseDescriptor, resolveGrants } from "../capabilities/grants.ts";
@@ -19,22 +20,25 @@ function codeOf(fn: () => void): string | undefined {
   return undefined;
 }
 
-test("the store: counters add, gauges set, histograms keep a bounded window; names, labels and kinds are checked", (t) => {
+test("the store: counters add, gauges set, histograms count in fixed buckets; names, labels and kinds are checked", (t) => {
   const m = new MetricsStore(() => 1234);
   m.report("a", { name: "blocks_total", kind: "counter", value: 2, labels: {} });
   m.report("a", { name: "blocks_total", kind: "counter", value: 3, labels: {} });
   m.report("a", { name: "temp", kind: "gauge", value: 7, labels: { room: "x" } });
   m.report("a", { name: "temp", kind: "gauge", value: -1.5, labels: { room: "x" } });
   m.report("a", { name: "temp", kind: "gauge", value: 4, labels: { room: "y" } });
-  const obs = Array.from({ length: HISTOGRAM_WINDOW }, (_, i) => i);
+  const obs = Array.from({ length: MAX_OBSERVATIONS_PER_REPORT }, (_, i) => i);
   m.report("a", { name: "lat", kind: "histogram", value: obs, labels: {} });
-  m.report("a", { name: "lat", kind: "histogram", value: [5000, 6000], labels: {} });
+  m.report("a", { name: "lat", kind: "histogram", value: [5000, 6000, 1e9], labels: {} });
   const got = m.get("a");
   t.deepEqual(got.find((x) => x.name === "blocks_total"), { name: "blocks_total", kind: "counter", value: 5, labels: {}, timestamp: 1234 });
   t.deepEqual(got.filter((x) => x.name === "temp").map((x) => [x.labels.room, x.value]), [["x", -1.5], ["y", 4]]);
-  const lat = got.find((x) => x.name === "lat")!.value as number[];
-  t.is(lat.length, HISTOGRAM_WINDOW, "bounded");
-  t.deepEqual(lat.slice(-3), [999, 5000, 6000], "the newest observations are kept");
+  const lat = got.find((x) => x.name === "lat")!.value as HistogramValue;
+  t.is(lat.count, MAX_OBSERVATIONS_PER_REPORT + 3);
+  t.is(lat.sum, (999 * 1000) / 2 + 5000 + 6000 + 1e9);
+  // Cumulative: 0 is <= 0.001; 1 <= 1; 2 <= 2.5; ... 999 <= 1000; 5000 <= 5000; 6000 <= 10000; 1e9 only in +Inf.
+  t.deepEqual(lat.buckets, [[0.001, 1], [1, 2], [2.5, 3], [5, 6], [10, 11], [25, 26], [50, 51], [100, 101], [250, 251], [500, 501], [1000, 1000], [5000, 1001], [10000, 1002]]);
+  t.true(lat.buckets.length <= HISTOGRAM_BUCKETS.length, "bounded by the fixed buckets, not by the observations");
   t.deepEqual(m.get("b"), []);
   t.deepEqual(Object.keys(m.all()), ["a"]);
 
@@ -60,7 +64,22 @@ test("the store: counters add, gauges set, histograms keep a bounded window; nam
   t.deepEqual(m.get("a"), []);
 });
 
-test("Prometheus text: module label, escaping, summaries for histograms, kind clashes between modules", (t) => {
+test("reading metrics costs what the answer holds: 1000 histograms of 1000 observations answer in bounded size, and a too-large answer is refused before it is built", (t) => {
+  const m = new MetricsStore();
+  const obs = Array.from({ length: 1000 }, (_, i) => i / 7);
+  for (let i = 0; i < MAX_SERIES; i++) m.report("heavy", { name: "lat", kind: "histogram", value: obs, labels: { i: String(i) } });
+  const size = encodeBody({ t: "response", id: 1, result: m.all() }).length;
+  // The same series used to be answered with every observation: about 9 MB.
+  t.true(size < 600_000, `${size} bytes`);
+  t.true(m.answerSize(["heavy"]) >= size, `the estimate (${m.answerSize(["heavy"])}) bounds the real size (${size})`);
+  const err = t.throws(() => m.all(100_000), { instanceOf: CapabilityError });
+  t.is((err as CapabilityError).code, "invalid_params");
+  t.regex(err!.message, /get_all_metrics: the answer could be \d+ bytes, more than the 100000 bytes one message may carry/);
+  t.throws(() => m.get("heavy", 100_000), { message: /get_module_metrics/ });
+  t.is(m.get("heavy", 1_000_000).length, MAX_SERIES);
+});
+
+test("Prometheus text: module label, escaping, histograms with fixed buckets, kind clashes between modules", (t) => {
   const m = new MetricsStore();
   m.report("mod-a", { name: "jobs_total", kind: "counter", value: 3, labels: { path: 'a"b\\c\nd' } });
   m.report("mod-a", { name: "lat", kind: "histogram", value: [1, 2, 3, 4, 5], labels: {} });
@@ -68,8 +87,9 @@ test("Prometheus text: module label, escaping, summaries for histograms, kind cl
   const text = renderPrometheus([{ name: "modhost_up", help: "Up.", type: "gauge", samples: [{ value: 1 }] }], m);
   t.true(text.startsWith("# HELP modhost_up Up.\n# TYPE modhost_up gauge\nmodhost_up 1\n"));
   t.true(text.includes('# TYPE jobs_total counter\njobs_total{module="mod-a",path="a\\"b\\\\c\\nd"} 3\n'), text);
-  t.true(text.includes("# TYPE lat summary\n"), text);
-  t.true(text.includes('lat{module="mod-a",quantile="0.5"} 3\n'), text);
+  t.true(text.includes("# TYPE lat histogram\n"), text);
+  t.true(text.includes('lat_bucket{module="mod-a",le="1"} 1\nlat_bucket{module="mod-a",le="2.5"} 2\nlat_bucket{module="mod-a",le="5"} 5\n'), text);
+  t.true(text.includes('lat_bucket{module="mod-a",le="100000"} 5\nlat_bucket{module="mod-a",le="+Inf"} 5\n'), text);
   t.true(text.includes('lat_sum{module="mod-a"} 15\nlat_count{module="mod-a"} 5\n'), text);
   t.true(text.includes('# TYPE jobs_total_gauge gauge\njobs_total_gauge{module="mod-b"} 9\n'), text);
   t.is(text.match(/^# TYPE jobs_total /gm)?.length, 1, "one TYPE per family");
@@ -135,7 +155,7 @@ test("modules report with report_metrics and read with read_metrics; each only w
   const byName = Object.fromEntries(mine.map((m: { name: string }) => [m.name, m]));
   t.like(byName.blocks_total, { kind: "counter", value: 2, labels: {} });
   t.like(byName.temp, { kind: "gauge", value: 3.5, labels: { room: "cellar" } });
-  t.like(byName.latency_ms, { kind: "histogram", value: [10, 20, 30] });
+  t.like(byName.latency_ms, { kind: "histogram", value: { count: 3, sum: 60, buckets: [[10, 1], [25, 2], [50, 3]] } });
   t.true(typeof byName.temp.timestamp === "number" && byName.temp.timestamp > 0);
   t.deepEqual(Object.keys(await call(h, "reader.all")), ["reporter"]);
 
@@ -179,8 +199,8 @@ test("GET /metrics renders module and host metrics; auth is required unless metr
   const text = page.text;
   t.regex(text, /^# TYPE blocks_total counter\nblocks_total\{module="reporter"\} 2$/m);
   t.regex(text, /^temp\{module="reporter",room="cellar"\} 3\.5$/m);
-  t.regex(text, /^# TYPE latency_ms summary$/m);
-  t.regex(text, /^latency_ms\{module="reporter",quantile="0\.5"\} 20$/m);
+  t.regex(text, /^# TYPE latency_ms histogram$/m);
+  t.regex(text, /^latency_ms_bucket\{module="reporter",le="25"\} 2$/m);
   t.regex(text, /^latency_ms_count\{module="reporter"\} 3$/m);
   t.regex(text, /^modhost_up 1$/m);
   t.regex(text, /^modhost_chain_height 101$/m);

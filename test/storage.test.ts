@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ClassicLevel } from "classic-level";
 import { ModuleStore, StorageError, DEFAULT_QUOTA } from "../storage/store.ts";
-import type { StorageQuota } from "../storage/store.ts";
+import type { IterPage, StorageQuota } from "../storage/store.ts";
 
 async function tempDir(t: ExecutionContext): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), "modhost-storage-"));
@@ -426,6 +426,52 @@ test("invalid tree names and keys are rejected", async (t) => {
   await rejectsCode(t, store.put("t", "v", "x".repeat(16)), "invalid_params", /17 bytes.*storage_max_value_bytes/);
   await store.put("t", "v", "x".repeat(15));
   t.is((await store.usage()).keys, 3);
+});
+
+test("an oversized value is refused after work bounded by the limit, not by the value: the walk stops just past storage_max_value_bytes", async (t) => {
+  const { store } = await freshStore(t, { maxValueBytes: 1024 });
+  await store.openTree("t");
+  // A million small items, and a million-character string nested inside: each is refused as
+  // soon as the running lower bound passes 1024 bytes, not after walking or encoding it all.
+  const wide = Array.from({ length: 1_000_000 }, (_, i) => i % 100);
+  const err = await t.throwsAsync(store.put("t", "k", wide), { instanceOf: StorageError });
+  const bound = Number(/at least (\d+) bytes/.exec(err!.message)?.[1]);
+  t.true(bound > 1024 && bound < 1100, `stopped at ${bound} bytes, not ~1 MB`);
+  t.regex(err!.message, /over the limit of 1024 bytes \(storage_max_value_bytes\)/);
+  const deep = { a: [1, 2, { b: "x".repeat(1_000_000) }] };
+  const err2 = await t.throwsAsync(store.put("t", "k", deep), { instanceOf: StorageError });
+  t.regex(err2!.message, /at least 100\d{4} bytes/, "a long string counts its length at once");
+  // A key far over storage_max_key_bytes is refused by its length, before it is scanned.
+  await rejectsCode(t, store.put("t", "k".repeat(5_000_000), 1), "invalid_params", /at least 5000000 bytes.*storage_max_key_bytes/);
+  t.is((await store.usage()).keys, 0);
+});
+
+test("paged iteration: byte-limited pages, a cursor that resumes after the last key (both directions), and the unpaged form refused when the range is wider than the byte limit", async (t) => {
+  const dir = await tempDir(t);
+  const store = await ModuleStore.open(dir, {}, { label: "pager", iterMaxBytes: 4096 });
+  t.teardown(() => store.close());
+  await store.openTree("t");
+  await store.batch("t", Array.from({ length: 50 }, (_, i) => ({ op: "put" as const, key: `k${String(i).padStart(2, "0")}`, value: "v".repeat(500) })));
+  const walk = async (reverse: boolean) => {
+    const keys: string[] = [];
+    let cursor: string | null = null;
+    let pages = 0;
+    do {
+      const page: IterPage = await store.iterate("t", { paged: true, reverse, gte: "k05", ...(cursor ? { cursor } : {}) });
+      t.true(page.entries.length <= 8, "a page holds what fits in 4096 bytes");
+      keys.push(...page.entries.map((e) => e.key));
+      cursor = page.cursor;
+      pages++;
+    } while (cursor && pages < 50);
+    return keys;
+  };
+  const forward = Array.from({ length: 45 }, (_, i) => `k${String(i + 5).padStart(2, "0")}`);
+  t.deepEqual(await walk(false), forward);
+  t.deepEqual(await walk(true), [...forward].reverse());
+  await rejectsCode(t, store.iterate("t"), "invalid_params", /exceed 4096 bytes.*paged: true/);
+  t.is((await store.iterate("t", { limit: 3 })).length, 3, "a range that fits is answered as before, as an array");
+  await rejectsCode(t, store.iterate("t", { cursor: "abc" }), "invalid_params", /only for paged iteration/);
+  await rejectsCode(t, store.iterate("t", { paged: true, cursor: "not base64url!" }), "invalid_params", /cursor is not one this host returned/);
 });
 
 test("invalid quota options are rejected", async (t) => {

@@ -3,6 +3,11 @@
 // the subscriber acknowledges them, so a slow module holds back only its own queue. When a
 // queue is full the oldest queued event is dropped and counted, and the next event delivered
 // carries `missed`, the number dropped since the previous delivery: nothing is lost silently.
+//
+// A subscriber learns of drops at once: when the first drop since its last acknowledgement
+// happens while its window is full, the next queued event is sent right away anyway, carrying
+// `missed` (so at most window + 1 events are ever unacknowledged). Without this, a slow
+// subscriber would hear of drops only after working through the whole window of old events.
 
 export interface BusEvent {
   seq: number;
@@ -31,6 +36,8 @@ export class Subscription {
   private unackedHead = 0;
   private missed = 0;
   private closed = false;
+  /** An over-the-window event was sent to announce drops; cleared by the next acknowledgement. */
+  private noticeOut = false;
   /** Total events dropped over this subscription's life. */
   droppedTotal = 0;
   deliveredTotal = 0;
@@ -50,6 +57,10 @@ export class Subscription {
       this.head++;
       this.missed++;
       this.droppedTotal++;
+      if (!this.noticeOut && this.opts.window !== Infinity && this.inFlight >= this.opts.window && this.head < this.queue.length) {
+        this.noticeOut = true;
+        this.sendNext();
+      }
     }
     this.pump();
   }
@@ -59,6 +70,7 @@ export class Subscription {
     const before = this.unackedHead;
     while (this.unackedHead < this.unacked.length && this.unacked[this.unackedHead]! <= seq) this.unackedHead++;
     if (this.unackedHead === before) return;
+    this.noticeOut = false;
     if (this.unackedHead > 1024 && this.unackedHead * 2 > this.unacked.length) {
       this.unacked = this.unacked.slice(this.unackedHead);
       this.unackedHead = 0;
@@ -75,21 +87,23 @@ export class Subscription {
   }
 
   private pump(): void {
-    while (!this.closed && this.head < this.queue.length && this.inFlight < this.opts.window) {
-      const ev = this.queue[this.head++]!;
-      if (this.missed > 0) {
-        ev.missed = this.missed;
-        this.missed = 0;
-      }
-      // Unwindowed subscribers count as having handled what they were given.
-      if (this.opts.window !== Infinity) this.unacked.push(ev.seq);
-      this.deliveredTotal++;
-      this.deliver(ev);
-    }
+    while (!this.closed && this.head < this.queue.length && this.inFlight < this.opts.window) this.sendNext();
     if (this.head > 1024 && this.head * 2 > this.queue.length) {
       this.queue = this.queue.slice(this.head);
       this.head = 0;
     }
+  }
+
+  private sendNext(): void {
+    const ev = this.queue[this.head++]!;
+    if (this.missed > 0) {
+      ev.missed = this.missed;
+      this.missed = 0;
+    }
+    // Unwindowed subscribers count as having handled what they were given.
+    if (this.opts.window !== Infinity) this.unacked.push(ev.seq);
+    this.deliveredTotal++;
+    this.deliver(ev);
   }
 
   close(): void {

@@ -3,9 +3,13 @@
 //
 // Every module has its own series, keyed by name and labels; a module reports only under its
 // own name (the family passes the caller's name from the CallContext). Counters add, gauges
-// set, histograms keep their last HISTOGRAM_WINDOW observations plus an all-time count and sum,
-// and are rendered for Prometheus as summaries (quantiles over the kept window). Names and
-// labels follow Prometheus' rules; a module has at most MAX_SERIES series.
+// set, histograms count observations in fixed buckets (HISTOGRAM_BUCKETS) with an all-time
+// count and sum, and are rendered for Prometheus as histograms. Names and labels follow
+// Prometheus' rules; a module has at most MAX_SERIES series.
+//
+// Decision: what a read costs is bounded by the size of its answer. A series is a fixed-size
+// summary (never a list of observations), each series' answer size is known when it is
+// created, and get/all refuse an answer larger than the caller can receive before building it.
 //
 // Decision: a module's metrics live as long as its process. When the process ends (stop,
 // crash, reload) `forget` drops them, like its RPC methods: values reported by a process that
@@ -17,14 +21,25 @@ import { CapabilityError, type Metric } from "../../capabilities/types.ts";
 export const METRIC_NAME_RE = /^[a-zA-Z_][a-zA-Z0-9_]*$/;
 export const LABEL_NAME_RE = /^[a-zA-Z_][a-zA-Z0-9_]*$/;
 export const MAX_SERIES = 1000;
-export const HISTOGRAM_WINDOW = 1000;
+/** Most observations in one report. */
+export const MAX_OBSERVATIONS_PER_REPORT = 1000;
+/**
+ * Upper bounds of the histogram buckets, for any unit: 1, 2.5, 5 per decade from 0.001 to
+ * 100000 (and +Inf). Fixed, so that every histogram costs the same to keep and to read.
+ */
+export const HISTOGRAM_BUCKETS: readonly number[] = Object.freeze([
+  ...[-3, -2, -1, 0, 1, 2, 3, 4].flatMap((e) => [1, 2.5, 5].map((m) => Number((m * 10 ** e).toPrecision(3)))),
+  100000,
+]);
+/** What one series adds to an answer beyond its name and labels (kind, value, timestamp, framing). */
+const SERIES_OVERHEAD_BYTES = 64;
+/** What a histogram's value adds: count, sum and its buckets as [le, count] pairs. */
+const HISTOGRAM_VALUE_BYTES = 32 + HISTOGRAM_BUCKETS.length * 20;
 export const MAX_LABELS = 16;
 export const MAX_NAME_LENGTH = 128;
 export const MAX_LABEL_VALUE_LENGTH = 256;
 /** Labels the host adds itself (module) or that summaries use (quantile). */
 const RESERVED_LABELS = new Set(["module", "quantile", "le"]);
-/** Quantiles rendered for histograms. */
-const QUANTILES = [0.5, 0.9, 0.99] as const;
 
 interface Series {
   name: string;
@@ -32,15 +47,27 @@ interface Series {
   labels: Record<string, string>;
   /** Counter/gauge value. */
   value: number;
-  /** Histogram: the last HISTOGRAM_WINDOW observations, oldest first. */
-  observations: number[];
+  /** Histogram: observations per bucket (not cumulative); the last one is +Inf. */
+  buckets: Float64Array | undefined;
   count: number;
   sum: number;
   timestamp: number;
+  /** Upper bound of this series' share of a get/all answer, in bytes. */
+  answerBytes: number;
+}
+
+/** What get/all answer for a histogram: observations counted in fixed buckets. */
+export interface HistogramValue {
+  count: number;
+  sum: number;
+  /** [upper bound, observations <= it] for each bucket that holds any (cumulative, ascending); +Inf is `count`. */
+  buckets: Array<[number, number]>;
 }
 
 export class MetricsStore {
   private readonly modules = new Map<string, Map<string, Series>>();
+  /** Per module: the sum of its series' answerBytes. */
+  private readonly answerBytes = new Map<string, number>();
 
   constructor(private readonly now: () => number = Date.now) {}
 
@@ -54,7 +81,8 @@ export class MetricsStore {
       throw new CapabilityError("invalid_params", `metric name "${name}": names starting with "modhost_" or "__" are reserved for the host`);
     }
     const labels = checkLabels(name, metric.labels ?? {});
-    const values = Array.isArray(metric.value) ? metric.value : [metric.value];
+    // Checked one by one below: a reported value is a number or a list of numbers.
+    const values = (Array.isArray(metric.value) ? metric.value : [metric.value]) as number[];
     if (kind !== "histogram" && Array.isArray(metric.value)) {
       throw new CapabilityError("invalid_params", `metric ${name}: a ${kind} takes one number; only histograms take a list of observations`);
     }
@@ -64,8 +92,8 @@ export class MetricsStore {
     if (kind === "counter" && values[0]! < 0) {
       throw new CapabilityError("invalid_params", `metric ${name}: a counter only goes up; report a non-negative increment (use a gauge for values that go down)`);
     }
-    if (values.length > HISTOGRAM_WINDOW) {
-      throw new CapabilityError("invalid_params", `metric ${name}: at most ${HISTOGRAM_WINDOW} observations per report`);
+    if (values.length > MAX_OBSERVATIONS_PER_REPORT) {
+      throw new CapabilityError("invalid_params", `metric ${name}: at most ${MAX_OBSERVATIONS_PER_REPORT} observations per report`);
     }
 
     let series = this.modules.get(module);
@@ -84,30 +112,54 @@ export class MetricsStore {
       if (series.size >= MAX_SERIES) {
         throw new CapabilityError("quota_exceeded", `metric ${name}: this module already has ${MAX_SERIES} metric series (name and label combinations); reuse label values instead of putting unbounded data (ids, hashes) in labels`);
       }
-      s = { name, kind, labels, value: 0, observations: [], count: 0, sum: 0, timestamp: 0 };
+      const answerBytes = key.length + SERIES_OVERHEAD_BYTES + (kind === "histogram" ? HISTOGRAM_VALUE_BYTES : 0);
+      s = { name, kind, labels, value: 0, buckets: kind === "histogram" ? new Float64Array(HISTOGRAM_BUCKETS.length + 1) : undefined, count: 0, sum: 0, timestamp: 0, answerBytes };
       series.set(key, s);
+      this.answerBytes.set(module, (this.answerBytes.get(module) ?? 0) + answerBytes);
     }
     s.timestamp = this.now();
     if (kind === "counter") s.value += values[0]!;
     else if (kind === "gauge") s.value = values[0]!;
     else {
       for (const v of values) {
-        s.observations.push(v);
+        s.buckets![bucketOf(v)]!++;
         s.count++;
         s.sum += v;
       }
-      if (s.observations.length > HISTOGRAM_WINDOW) s.observations.splice(0, s.observations.length - HISTOGRAM_WINDOW);
     }
   }
 
-  get(module: string): Metric[] {
+  /**
+   * A module's metrics. With `maxBytes` (the caller's largest answer), an answer that could be
+   * larger is refused before it is built.
+   */
+  get(module: string, maxBytes?: number): Metric[] {
+    this.checkSize([module], maxBytes, "get_module_metrics");
     return [...(this.modules.get(module)?.values() ?? [])].map(toMetric);
   }
 
-  all(): Record<string, Metric[]> {
+  /** Every module's metrics, by module name; refused like `get` when it could exceed `maxBytes`. */
+  all(maxBytes?: number): Record<string, Metric[]> {
+    const modules = [...this.modules.keys()].sort();
+    this.checkSize(modules, maxBytes, "get_all_metrics");
     const out: Record<string, Metric[]> = {};
-    for (const module of [...this.modules.keys()].sort()) out[module] = this.get(module);
+    for (const module of modules) out[module] = this.get(module);
     return out;
+  }
+
+  /** Upper bound of the answer size of `modules`' metrics, in bytes. */
+  answerSize(modules: readonly string[]): number {
+    let bytes = 64;
+    for (const m of modules) bytes += 16 + m.length + (this.answerBytes.get(m) ?? 0);
+    return bytes;
+  }
+
+  private checkSize(modules: readonly string[], maxBytes: number | undefined, method: string): void {
+    if (maxBytes === undefined) return;
+    const size = this.answerSize(modules);
+    if (size > maxBytes) {
+      throw new CapabilityError("invalid_params", `${method}: the answer could be ${size} bytes, more than the ${maxBytes} bytes one message may carry; read one module at a time with get_module_metrics, or ask the module to report fewer series`);
+    }
   }
 
   /** How many series a module has (for the host's own metrics). */
@@ -117,6 +169,7 @@ export class MetricsStore {
 
   forget(module: string): void {
     this.modules.delete(module);
+    this.answerBytes.delete(module);
   }
 
   /** Every module's series, for rendering. */
@@ -146,11 +199,34 @@ function seriesKey(name: string, labels: Record<string, string>): string {
   return JSON.stringify([name, labels]);
 }
 
+/** Index of the bucket of `v`: the first bound >= v, or the +Inf bucket. */
+function bucketOf(v: number): number {
+  let lo = 0;
+  let hi = HISTOGRAM_BUCKETS.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (HISTOGRAM_BUCKETS[mid]! >= v) hi = mid;
+    else lo = mid + 1;
+  }
+  return lo;
+}
+
+function histogramValue(s: Series): HistogramValue {
+  const buckets: Array<[number, number]> = [];
+  let cumulative = 0;
+  for (let i = 0; i < HISTOGRAM_BUCKETS.length; i++) {
+    const n = s.buckets![i]!;
+    cumulative += n;
+    if (n > 0) buckets.push([HISTOGRAM_BUCKETS[i]!, cumulative]);
+  }
+  return { count: s.count, sum: s.sum, buckets };
+}
+
 function toMetric(s: Series): Metric {
   return {
     name: s.name,
     kind: s.kind,
-    value: s.kind === "histogram" ? [...s.observations] : s.value,
+    value: s.kind === "histogram" ? histogramValue(s) : s.value,
     labels: { ...s.labels },
     timestamp: s.timestamp,
   };
@@ -183,13 +259,6 @@ function num(v: number): string {
   return String(v);
 }
 
-function quantile(sorted: readonly number[], q: number): number {
-  if (sorted.length === 0) return NaN;
-  const pos = q * (sorted.length - 1);
-  const lo = Math.floor(pos);
-  const hi = Math.ceil(pos);
-  return sorted[lo]! + (sorted[hi]! - sorted[lo]!) * (pos - lo);
-}
 
 /**
  * The text page for GET /metrics: the host's families, then every module's metrics with a
@@ -217,8 +286,12 @@ export function renderPrometheus(host: readonly HostMetricFamily[], store: Metri
       }
       const labels = { module, ...s.labels };
       if (s.kind === "histogram") {
-        const sorted = [...s.observations].sort((a, b) => a - b);
-        for (const q of QUANTILES) f.lines.push(`${family}${labelText({ ...labels, quantile: String(q) })} ${num(quantile(sorted, q))}`);
+        let cumulative = 0;
+        for (let i = 0; i < HISTOGRAM_BUCKETS.length; i++) {
+          cumulative += s.buckets![i]!;
+          f.lines.push(`${family}_bucket${labelText({ ...labels, le: String(HISTOGRAM_BUCKETS[i]) })} ${num(cumulative)}`);
+        }
+        f.lines.push(`${family}_bucket${labelText({ ...labels, le: "+Inf" })} ${num(s.count)}`);
         f.lines.push(`${family}_sum${labelText(labels)} ${num(s.sum)}`, `${family}_count${labelText(labels)} ${num(s.count)}`);
       } else {
         f.lines.push(`${family}${labelText(labels)} ${num(s.value)}`);
@@ -226,7 +299,7 @@ export function renderPrometheus(host: readonly HostMetricFamily[], store: Metri
     }
   }
   for (const [name, f] of families) {
-    const type = f.kind === "histogram" ? "summary" : f.kind;
+    const type = f.kind;
     out.push(`# HELP ${name} Reported by modules (${f.kind}).`, `# TYPE ${name} ${type}`, ...f.lines);
   }
   return out.join("\n") + "\n";

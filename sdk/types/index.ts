@@ -95,7 +95,9 @@ export interface StorageApi {
   has(tree: string, key: string): Promise<boolean>;
   put(tree: string, key: string, value: Plain): Promise<true>;
   delete(tree: string, key: string): Promise<boolean>;
-  /** Entries in key order (UTF-8 bytes). */
+  /** Entries in key order (UTF-8 bytes), one page at a time: pass `cursor` back until it is null. */
+  iterate<T extends Plain = Plain>(tree: string, options: IterOptions & { paged: true }): Promise<{ entries: Array<{ key: string; value: T }>; cursor: string | null }>;
+  /** Entries in key order (UTF-8 bytes); refused when they exceed storage_iter_max_bytes (then page). */
   iterate<T extends Plain = Plain>(tree: string, options?: IterOptions): Promise<Array<{ key: string; value: T }>>;
   /** All operations or none. */
   transaction(tree: string, ops: StorageOp[]): Promise<true>;

@@ -1,0 +1,291 @@
+// Fair share of the host: what one module may make the host do for it. First the session's
+// flow control against a raw peer (requests wait past requests_per_second, host_cpu_ms_per_s
+// and the in-flight limit; request_timeout_ms; max_subscriptions), then hostile modules under
+// the real host, both runtimes, each next to a canary ("good", which stores every block): while
+// the attack runs the canary gets every block on time and the host answers RPC calls.
+
+import test, { type ExecutionContext } from "ava";
+import { chmod, writeFile } from "node:fs/promises";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { FrameChannel } from "../protocol/channel.ts";
+import { encodeFrame } from "../protocol/frame.ts";
+import { encodeBody } from "../protocol/codec.ts";
+import { HostSession } from "../host/session.ts";
+import type { ApiHub } from "../host/hub.ts";
+import { EventBus } from "../host/events/bus.ts";
+import { Logger, type LogRecord } from "../host/log.ts";
+import { bundleNodeModule } from "../sdk/node/bundle.ts";
+import { RawPeer, openSession, socketPair } from "./helpers/peer.ts";
+import { buildModulesDir, sleep, startHost, tempDir, writeModule, GOOD_GRANTS, type TestHost } from "./helpers/host.ts";
+import { inlineModule } from "./helpers/modules.ts";
+import { call } from "./helpers/rpc.ts";
+
+// ---------------------------------------------------------------------------------------
+// The session against a raw peer, with a hub whose cost the test chooses
+
+/** A session whose hub answers every request with `work(method)` (sync part, then async). */
+async function stubSession(t: ExecutionContext, flow: Record<string, number>, work: (method: string) => Promise<unknown>) {
+  const { host, module } = await socketPair(t);
+  const records: LogRecord[] = [];
+  const logger = new Logger({ level: "debug", write: () => {} });
+  logger.addSink((r) => records.push(r));
+  const hub = { handle: (_c: unknown, _g: unknown, method: string) => work(method), methodsFor: () => [] } as unknown as ApiHub;
+  const session = new HostSession(new FrameChannel(host), {
+    module: "greedy", grants: new Map() as never, hub, bus: new EventBus(), logger,
+    call: { module: "greedy", chain: undefined as never, store: undefined, config: {}, dataDir: "/d" },
+    flow,
+  });
+  t.teardown(() => session.close());
+  const peer = new RawPeer(module);
+  peer.hello("greedy");
+  await peer.next((f) => f.t === "welcome");
+  return { session, peer, records };
+}
+
+function burst(peer: RawPeer, n: number, method = "m"): void {
+  peer.socket.write(Buffer.concat(Array.from({ length: n }, (_, i) => encodeFrame(encodeBody({ t: "request", id: i + 1, method, params: {} })))));
+}
+
+function busy(ms: number): void {
+  const end = performance.now() + ms;
+  while (performance.now() < end);
+}
+
+test("requests over requests_per_second wait instead of being refused, and the operator is told which limit holds the module", async (t) => {
+  const { session, peer, records } = await stubSession(t, { requestsPerSecond: 50 }, async () => 1);
+  burst(peer, 80);
+  await peer.next(() => peer.framesOf("response").length === 80, 15_000);
+  t.true(peer.framesOf("response").every((r) => r.result === 1), "every request answered, none refused");
+  t.true(session.flowStats.waitedRate > 0, "some waited for the rate");
+  t.truthy(records.find((r) => r.source === "greedy" && /throttled: .*requests_per_second \(50\).*\[modules\.limits\.greedy\]/.test(r.message)));
+});
+
+test("a module whose requests cost the host more than host_cpu_ms_per_s waits; its time is measured, not guessed", async (t) => {
+  const { session, peer, records } = await stubSession(t, { hostCpuMsPerS: 20 }, async () => {
+    busy(10); // synchronous host work for this module
+    return "done";
+  });
+  burst(peer, 6);
+  await peer.next(() => peer.framesOf("response").length === 6, 15_000);
+  t.true(peer.framesOf("response").every((r) => r.result === "done"));
+  t.true(session.flowStats.cpuMs >= 6 * 10, `${session.flowStats.cpuMs} ms charged`);
+  t.true(session.flowStats.waitedCpu > 0, "later requests waited for the CPU budget");
+  t.truthy(records.find((r) => /throttled: .*host_cpu_ms_per_s \(20 ms/.test(r.message)));
+});
+
+test("request_timeout_ms answers timeout naming the limit; the slot stays taken until the host's work ends", async (t) => {
+  let finish!: () => void;
+  const slow = new Promise<void>((r) => (finish = r));
+  const { session, peer } = await stubSession(t, { requestTimeoutMs: 200, maxInFlight: 1 }, async (method) => (method === "slow" ? slow : "fast"));
+  const id = peer.request("slow");
+  const r = await peer.response(id);
+  t.is((r.error as { code: string }).code, "timeout");
+  t.regex((r.error as { message: string }).message, /slow: the host did not finish within 200 ms \(request_timeout_ms\)/);
+  // The work has not ended: the only slot is still in use, so the next request waits.
+  const next = peer.request("fast");
+  await sleep(300);
+  t.is(peer.framesOf("response").filter((f) => f.id === next).length, 0, "waits while the timed-out work runs");
+  finish();
+  t.is((await peer.response(next)).result, "fast");
+  t.is(session.flowStats.timedOut, 1);
+  t.is(peer.framesOf("response").filter((f) => f.id === id).length, 1, "the late result is not sent");
+});
+
+test("a health invocation is not timed out while the host itself is not reading the module's socket (its requests wait)", async (t) => {
+  let finish!: () => void;
+  const slow = new Promise<void>((r) => (finish = r));
+  const { session, peer } = await stubSession(t, { maxInFlight: 1 }, async (method) => (method === "slow" ? slow : "fast"));
+  peer.request("slow");
+  peer.request("fast"); // waits: reading stops
+  await sleep(100);
+  const health = session.invoke("health", {}, 200);
+  const inv = await peer.next((f) => f.t === "invocation");
+  peer.send({ t: "invocation_result", id: inv.id, result: { ok: true } });
+  await sleep(500); // well past 200 ms, while the answer sits unread in the socket
+  finish();
+  t.deepEqual(await health, { ok: true }, "answered once the host read on, not timed out");
+});
+
+test("max_subscriptions bounds the event types one module keeps (module event names are unbounded)", async (t) => {
+  const { peer } = await openSession(t, { module: "subs", grants: ["subscribe_events"], session: { flow: { maxSubscriptions: 3 } } });
+  t.deepEqual((await peer.call("subscribe_events", { types: ["a:x", "a:y"] })).result, ["a:x", "a:y"]);
+  const r = (await peer.call("subscribe_events", { types: ["a:y", "a:z", "a:w"] })).error as { code: string; message: string };
+  t.is(r.code, "quota_exceeded");
+  t.regex(r.message, /over this module's limit of 3; .*max_subscriptions in \[modules\.limits\.subs\]/);
+  t.deepEqual((await peer.call("subscribe_events", { types: ["a:y", "a:z"] })).result, ["a:x", "a:y", "a:z"], "up to the limit is fine, repeats are free");
+});
+
+// ---------------------------------------------------------------------------------------
+// Hostile modules under the real host, next to the canary
+
+const FLOOD = fileURLToPath(new URL("./fixtures/hostile-flood/main.ts", import.meta.url));
+
+async function writeFlooder(modulesDir: string, name: string, capabilities: string[]): Promise<void> {
+  const toml = `name = "${name}"\nversion = "0.1.0"\nentry_point = "main.mjs"\nruntime = "native"\ncapabilities = [${capabilities.map((c) => JSON.stringify(c)).join(", ")}]\n`;
+  const dir = await writeModule(modulesDir, name, { toml, files: {} });
+  await writeFile(path.join(dir, "main.mjs"), await bundleNodeModule(FLOOD), { mode: 0o755 });
+  await chmod(dir, 0o755);
+}
+
+/** Start a host with the canary and a native flooder in `mode`. */
+async function floodHost(t: ExecutionContext, mode: string, capabilities: string[], limits: Record<string, number> = {}, durationMs = 4000): Promise<TestHost> {
+  const dir = await tempDir(t);
+  const modulesDir = await buildModulesDir(dir, ["good"]);
+  await writeFlooder(modulesDir, "flooder", capabilities);
+  return startHost(t, {
+    dir,
+    modules: [],
+    grants: { good: GOOD_GRANTS, flooder: capabilities },
+    moduleLimits: { flooder: { restart: "never", ...limits } as never },
+    moduleConfigs: { flooder: { mode, duration_ms: durationMs } },
+  });
+}
+
+/**
+ * While an attack runs: mine `blocks` blocks one after another; the canary must store each
+ * within 5 s ("on time") and the host must answer an RPC call within 5 s ("answered").
+ */
+async function canaryKeepsUp(t: ExecutionContext, h: TestHost, blocks = 4): Promise<void> {
+  for (let i = 0; i < blocks; i++) {
+    const mark = h.mark();
+    const height = await h.mine(1);
+    const stored = await h.waitForLog(new RegExp(`^stored block ${height}$`), { source: "good", since: mark, timeoutMs: 5000 }).then(() => true, () => false);
+    t.true(stored, `the canary stored block ${height} within 5 s`);
+    const answered = await Promise.race([call(h, "list").then(() => true, () => false), sleep(5000).then(() => false)]);
+    t.true(answered, "the host answered an RPC call within 5 s");
+    await sleep(250);
+  }
+}
+
+async function attackReport(h: TestHost, timeoutMs = 60_000): Promise<Record<string, any>> {
+  return (await h.waitForLog(/^attack report$/, { source: "flooder", timeoutMs })).fields as Record<string, any>;
+}
+
+test("a native module flooding requests as fast as its socket takes them waits for requests_per_second; the canary and RPC keep up", async (t) => {
+  t.timeout(180_000);
+  const h = await floodHost(t, "flood", ["read_chain_state"], { requests_per_second: 300 });
+  await h.waitForState("flooder", "running", 20_000);
+  await canaryKeepsUp(t, h);
+  const report = await attackReport(h);
+  t.deepEqual(report.codes, {}, "nothing was refused: the flood waited");
+  t.true(report.sent > 0 && report.answered > 0);
+  t.truthy(h.logsOf("flooder").find((r) => /throttled: .*requests_per_second \(300\)/.test(r.message)));
+  t.is(h.mustStatus("good").state, "running");
+});
+
+test("a native module holding 1000 histograms of 1000 observations with 200 get_all_metrics in flight is held to its CPU share; the canary and RPC keep up", async (t) => {
+  t.timeout(180_000);
+  const h = await floodHost(t, "metrics", ["report_metrics", "read_metrics"], { host_cpu_ms_per_s: 100 }, 30_000);
+  // Held to its share, the attacker would take minutes to finish: the canary is checked while it runs.
+  await h.waitForLog(/^flooding$/, { source: "flooder", timeoutMs: 60_000 });
+  const mark = h.mark();
+  await canaryKeepsUp(t, h, 5);
+  t.truthy(h.logsOf("flooder").find((r) => /throttled: .*host_cpu_ms_per_s \(100 ms/.test(r.message)), "the attacker was held to its CPU share");
+  t.true(h.logsOf("flooder", mark).every((r) => r.message !== "attack report"), "the attack was still running while the canary was checked");
+});
+
+test("a native module that never reads its answers is disconnected past max_unread_bytes, told why; the canary keeps up", async (t) => {
+  t.timeout(180_000);
+  // Health checks notice the closed channel and end the process (the session only closes it).
+  const h = await floodHost(t, "no-read", ["read_storage", "write_storage"], { max_unread_bytes: 1024 * 1024, health_interval_ms: 1000, health_timeout_ms: 30_000 });
+  const crashed = await h.waitForEvent("ModuleCrashed", (p) => p.module === "flooder", { timeoutMs: 30_000 });
+  t.truthy(crashed);
+  const warn = h.logsOf("flooder").find((r) => /^disconnected: \d+ bytes of answers and events sent to module flooder are unread, over its limit of 1048576 \(max_unread_bytes\) for 5000 ms/.test(r.message));
+  t.truthy(warn, "the operator's log says which limit and which key");
+  await canaryKeepsUp(t, h, 2);
+});
+
+test("a native module subscribing to ever more event types is stopped at max_subscriptions", async (t) => {
+  const h = await floodHost(t, "subscribe", ["subscribe_events"]);
+  const report = await attackReport(h);
+  t.is(report.error?.code, "quota_exceeded");
+  t.regex(report.error?.message, /max_subscriptions/);
+  t.is(report.subscribed, 0, "a first batch of 256 is already over the default of 64");
+});
+
+const METRICS_HOG = inlineModule("metrics-hog", ["report_metrics", "read_metrics"], `
+  const obs = Array.from({ length: 1000 }, (_, i) => i / 3);
+  for (let i = 0; i < 1000; i += 50) {
+    await Promise.all(Array.from({ length: 50 }, (_, k) => ctx.metrics.report("lat", obs, { kind: "histogram", labels: { i: String(i + k) } })));
+  }
+  ctx.log.info("reported");
+  const end = Date.now() + 30_000;
+  let reads = 0, errors = 0, series = 0;
+  const worker = async () => {
+    while (Date.now() < end) {
+      try { const all = await ctx.metrics.all(); series = Math.max(series, (all["metrics-hog"] ?? []).length); reads++; } catch { errors++; }
+    }
+  };
+  void Promise.all(Array.from({ length: 200 }, worker)).then(() => ctx.log.info("attack report", { reads, errors, series }));
+`);
+
+test("a TypeScript module holding 1000 histograms of 1000 observations with 200 metrics reads in flight: the canary and RPC keep up", async (t) => {
+  t.timeout(180_000);
+  const h = await startHost(t, {
+    modules: ["good"],
+    inline: { "metrics-hog": METRICS_HOG },
+    grants: { good: GOOD_GRANTS, "metrics-hog": ["report_metrics", "read_metrics"] },
+  });
+  await h.waitForLog(/^reported$/, { source: "metrics-hog", timeoutMs: 60_000 });
+  await canaryKeepsUp(t, h, 4);
+  t.truthy(h.logsOf("metrics-hog").find((r) => /throttled: .*host_cpu_ms_per_s \(250 ms/.test(r.message)), "the attacker was held to its CPU share");
+});
+
+const ITER_HOG = inlineModule("iter-hog", ["read_storage", "write_storage"], `
+  await ctx.storage.openTree("big");
+  for (let i = 0; i < 200; i += 20) {
+    await ctx.storage.transaction("big", Array.from({ length: 20 }, (_, k) => ({ op: "put", key: "k" + String(i + k).padStart(3, "0"), value: "x".repeat(50_000) })));
+  }
+  let refused = "", keys = 0, pages = 0;
+  try { await ctx.storage.iterate("big", { limit: 10000 }); } catch (e: any) { refused = e.code + ": " + e.message; }
+  let cursor: string | null | undefined = undefined;
+  do {
+    const page: any = await ctx.storage.iterate("big", { paged: true, limit: 10000, ...(cursor ? { cursor } : {}) });
+    keys += page.entries.length; pages++; cursor = page.cursor;
+  } while (cursor && pages < 100);
+  ctx.log.info("paging report", { refused, keys, pages });
+  // The attack: 64 wide iterations at once, again and again.
+  const worker = async () => {
+    for (;;) await ctx.storage.iterate("big", { paged: true, limit: 10000 });
+  };
+  for (let i = 0; i < 64; i++) void worker().catch(() => {});
+`);
+
+test("a TypeScript module running 64 wide storage iterations at once is bounded per answer and per I/O queue; the canary's storage and RPC keep up", async (t) => {
+  t.timeout(180_000);
+  const h = await startHost(t, {
+    modules: ["good"],
+    inline: { "iter-hog": ITER_HOG },
+    grants: { good: GOOD_GRANTS, "iter-hog": ["read_storage", "write_storage"] },
+    moduleLimits: { "iter-hog": { restart: "never" } },
+  });
+  const report = (await h.waitForLog(/^paging report$/, { source: "iter-hog", timeoutMs: 60_000 })).fields as Record<string, any>;
+  t.regex(report.refused, /^invalid_params: iterate: the entries in range exceed \d+ bytes.*storage_iter_max_bytes.*paged: true/);
+  t.is(report.keys, 200, "paging returns every entry once");
+  t.true(report.pages >= 10, `${report.pages} pages of at most 1 MiB`);
+  await canaryKeepsUp(t, h, 4);
+});
+
+const REQUEST_HOG = inlineModule("request-hog", ["read_chain_state"], `
+  ctx.log.info("flooding");
+  let answered = 0;
+  const worker = async () => {
+    for (;;) { await ctx.chain.getBlockHeight(); answered++; }
+  };
+  for (let i = 0; i < 256; i++) void worker().catch(() => {});
+`);
+
+test("a TypeScript module flooding requests from 256 loops at once waits for requests_per_second; the canary and RPC keep up", async (t) => {
+  t.timeout(180_000);
+  const h = await startHost(t, {
+    modules: ["good"],
+    inline: { "request-hog": REQUEST_HOG },
+    grants: { good: GOOD_GRANTS, "request-hog": ["read_chain_state"] },
+    moduleLimits: { "request-hog": { requests_per_second: 300 } as never },
+  });
+  await h.waitForLog(/^flooding$/, { source: "request-hog", timeoutMs: 60_000 });
+  await canaryKeepsUp(t, h, 4);
+  t.truthy(h.logsOf("request-hog").find((r) => /throttled: .*requests_per_second \(300\)/.test(r.message)), "the flood was held to its rate");
+  t.is(h.mustStatus("request-hog").state, "running", "held back, not killed");
+});
