@@ -37,7 +37,7 @@ export function encodeKey(key: unknown, maxBytes: number, what = "key"): Uint8Ar
   // UTF-8 takes at least one byte per UTF-16 unit: a key this long is too long, refused
   // before any work proportional to its length.
   if (key.length > maxBytes) {
-    throw new StorageError("invalid_params", `${what} is at least ${key.length} bytes (UTF-8), over the limit of ${maxBytes} bytes (storage_max_key_bytes)`);
+    throw new StorageError("invalid_params", `${what} is at least ${key.length} bytes (UTF-8), over the limit of ${maxBytes} bytes (a fixed limit of storage keys: use a shorter key, e.g. a hash of a long one)`);
   }
   if (LONE_SURROGATE.test(key)) {
     throw new StorageError("invalid_params", `${what} contains an unpaired UTF-16 surrogate`);
@@ -46,7 +46,7 @@ export function encodeKey(key: unknown, maxBytes: number, what = "key"): Uint8Ar
   if (bytes.length > maxBytes) {
     throw new StorageError(
       "invalid_params",
-      `${what} is ${bytes.length} bytes (UTF-8), over the limit of ${maxBytes} bytes (storage_max_key_bytes)`,
+      `${what} is ${bytes.length} bytes (UTF-8), over the limit of ${maxBytes} bytes (a fixed limit of storage keys: use a shorter key, e.g. a hash of a long one)`,
     );
   }
   return bytes;
@@ -67,7 +67,7 @@ export function encodeValue(value: unknown, maxBytes: number): Uint8Array {
   if (bytes.length > maxBytes) {
     throw new StorageError(
       "invalid_params",
-      `value encodes to ${bytes.length} bytes, over the limit of ${maxBytes} bytes (storage_max_value_bytes)`,
+      `value encodes to ${bytes.length} bytes, over the limit of ${maxBytes} bytes (a fixed limit of storage values: split the value over several keys)`,
     );
   }
   return bytes;
@@ -86,7 +86,7 @@ interface SizeBudget {
 function grow(budget: SizeBudget, bytes: number): void {
   budget.size += bytes;
   if (budget.size > budget.max) {
-    throw new StorageError("invalid_params", `value encodes to at least ${budget.size} bytes, over the limit of ${budget.max} bytes (storage_max_value_bytes)`);
+    throw new StorageError("invalid_params", `value encodes to at least ${budget.size} bytes, over the limit of ${budget.max} bytes (a fixed limit of storage values: split the value over several keys)`);
   }
 }
 

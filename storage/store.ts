@@ -47,13 +47,14 @@ export const DEFAULT_QUOTA: StorageQuota = {
   maxKeyBytes: 1024,
 };
 
-/** Config key (under `[modules.limits.<name>]`) that raises each limit. */
-const QUOTA_CONFIG_KEY: Record<keyof StorageQuota, string> = {
+/**
+ * Config key (under `[modules.limits.<name>]`) that raises each quota. The key and value sizes
+ * are fixed limits, not quotas: their errors (./codec.ts) say how to stay within them.
+ */
+const QUOTA_CONFIG_KEY: Record<"maxBytes" | "maxKeys" | "maxTrees", string> = {
   maxBytes: "storage_max_bytes",
   maxKeys: "storage_max_keys",
   maxTrees: "storage_max_trees",
-  maxValueBytes: "storage_max_value_bytes",
-  maxKeyBytes: "storage_max_key_bytes",
 };
 
 /** Plain data msgpack can encode: string, number, boolean, null, arrays, plain objects, Uint8Array. */
@@ -472,7 +473,7 @@ export class ModuleStore {
     }
   }
 
-  #quotaError(limit: keyof StorageQuota, detail: string): StorageError {
+  #quotaError(limit: keyof typeof QUOTA_CONFIG_KEY, detail: string): StorageError {
     const who = this.#label === undefined ? "" : ` for module "${this.#label}"`;
     const section = `[modules.limits.${this.#label ?? "<name>"}]`;
     return new StorageError(

@@ -418,17 +418,17 @@ test("invalid tree names and keys are rejected", async (t) => {
   await store.openTree("A-z_0.9");
   await rejectsCode(t, store.put("t", 5 as never, 1), "invalid_params", /key must be a string/);
   await rejectsCode(t, store.get("t", null as never), "invalid_params", /key must be a string/);
-  await rejectsCode(t, store.put("t", "123456789", 1), "invalid_params", /9 bytes.*limit of 8.*storage_max_key_bytes/);
+  await rejectsCode(t, store.put("t", "123456789", 1), "invalid_params", /9 bytes.*limit of 8 bytes \(a fixed limit of storage keys: use a shorter key/);
   await rejectsCode(t, store.put("t", "ééééé", 1), "invalid_params", /10 bytes/); // 5 chars, 10 UTF-8 bytes
   await rejectsCode(t, store.put("t", "a\uD800", 1), "invalid_params", /surrogate/);
   await store.put("t", "12345678", 1); // exactly maxKeyBytes
   await store.put("t", "😀", 1); // well-formed surrogate pair
-  await rejectsCode(t, store.put("t", "v", "x".repeat(16)), "invalid_params", /17 bytes.*storage_max_value_bytes/);
+  await rejectsCode(t, store.put("t", "v", "x".repeat(16)), "invalid_params", /17 bytes.*\(a fixed limit of storage values: split the value/);
   await store.put("t", "v", "x".repeat(15));
   t.is((await store.usage()).keys, 3);
 });
 
-test("an oversized value is refused after work bounded by the limit, not by the value: the walk stops just past storage_max_value_bytes", async (t) => {
+test("an oversized value is refused after work bounded by the limit, not by the value: the walk stops just past the value limit", async (t) => {
   const { store } = await freshStore(t, { maxValueBytes: 1024 });
   await store.openTree("t");
   // A million small items, and a million-character string nested inside: each is refused as
@@ -437,12 +437,12 @@ test("an oversized value is refused after work bounded by the limit, not by the 
   const err = await t.throwsAsync(store.put("t", "k", wide), { instanceOf: StorageError });
   const bound = Number(/at least (\d+) bytes/.exec(err!.message)?.[1]);
   t.true(bound > 1024 && bound < 1100, `stopped at ${bound} bytes, not ~1 MB`);
-  t.regex(err!.message, /over the limit of 1024 bytes \(storage_max_value_bytes\)/);
+  t.regex(err!.message, /over the limit of 1024 bytes \(a fixed limit of storage values/);
   const deep = { a: [1, 2, { b: "x".repeat(1_000_000) }] };
   const err2 = await t.throwsAsync(store.put("t", "k", deep), { instanceOf: StorageError });
   t.regex(err2!.message, /at least 100\d{4} bytes/, "a long string counts its length at once");
-  // A key far over storage_max_key_bytes is refused by its length, before it is scanned.
-  await rejectsCode(t, store.put("t", "k".repeat(5_000_000), 1), "invalid_params", /at least 5000000 bytes.*storage_max_key_bytes/);
+  // A key far over the key limit is refused by its length, before it is scanned.
+  await rejectsCode(t, store.put("t", "k".repeat(5_000_000), 1), "invalid_params", /at least 5000000 bytes.*a fixed limit of storage keys/);
   t.is((await store.usage()).keys, 0);
 });
 
