@@ -451,10 +451,10 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
    */
   private sendChecked(message: unknown): void {
     this.channel.send(message);
-    if (this.unreadTimer || this.state === "closed" || this.channel.queuedBytes <= this.flow.maxUnreadBytes) return;
+    if (this.unreadTimer || this.state === "closed" || this.channel.unsentBytes <= this.flow.maxUnreadBytes) return;
     this.unreadTimer = setTimeout(() => {
       this.unreadTimer = undefined;
-      const queued = this.channel.queuedBytes;
+      const queued = this.channel.unsentBytes;
       if (this.state === "closed" || queued <= this.flow.maxUnreadBytes) return;
       const text = `${queued} bytes of answers and events sent to module ${this.opts.module} are unread, over its limit of ${this.flow.maxUnreadBytes} (max_unread_bytes) for ${UNREAD_GRACE_MS} ms; read what the host sends, or the operator raises max_unread_bytes in [modules.limits.${this.opts.module}]`;
       this.opts.logger.log("warn", this.opts.module, `disconnected: ${text}`);

@@ -203,11 +203,6 @@ export class FrameChannel extends EventEmitter<ChannelEvents> {
     if (!this.closed) this.socket.resume();
   }
 
-  /** Bytes handed to `send` that the peer has not read yet (queued in this process). */
-  get queuedBytes(): number {
-    return this.socket.writableLength;
-  }
-
   private finish(error?: Error): void {
     if (this.closed) return;
     this.closed = true;

@@ -189,7 +189,7 @@ test("a native module that never reads its answers is disconnected past max_unre
   t.timeout(180_000);
   // Health checks notice the closed channel and end the process (the session only closes it).
   const h = await floodHost(t, "no-read", ["read_storage", "write_storage"], { max_unread_bytes: 1024 * 1024, health_interval_ms: 1000, health_timeout_ms: 30_000 });
-  const crashed = await h.waitForEvent("ModuleCrashed", (p) => p.module === "flooder", { timeoutMs: 30_000 });
+  const crashed = await h.waitForEvent("ModuleCrashed", (p) => p.module === "flooder", { timeoutMs: 90_000 });
   t.truthy(crashed);
   const warn = h.logsOf("flooder").find((r) => /^disconnected: \d+ bytes of answers and events sent to module flooder are unread, over its limit of 1048576 \(max_unread_bytes\) for 5000 ms/.test(r.message));
   t.truthy(warn, "the operator's log says which limit and which key");
@@ -258,7 +258,8 @@ test("a TypeScript module running 64 wide storage iterations at once is bounded 
     modules: ["good"],
     inline: { "iter-hog": ITER_HOG },
     grants: { good: GOOD_GRANTS, "iter-hog": ["read_storage", "write_storage"] },
-    moduleLimits: { "iter-hog": { restart: "never" } },
+    // Its own set-up writes 200 big values: CPU-heavy on a loaded machine, and not what is tested.
+    moduleLimits: { "iter-hog": { restart: "never", cpu_time_ms: 10_000 } },
   });
   const report = (await h.waitForLog(/^paging report$/, { source: "iter-hog", timeoutMs: 60_000 })).fields as Record<string, any>;
   t.regex(report.refused, /^invalid_params: iterate: the entries in range exceed \d+ bytes.*storage_iter_max_bytes.*paged: true/);
