@@ -418,3 +418,35 @@ test.serial("peers that come and go on the node become PeerConnected and PeerDis
   t.deepEqual(w.seen.filter((e) => e.name === "PeerConnected").map((e) => e.payload), [{ addr: "10.0.0.3:8333", transport_type: "v2", services: 0x409, version: 70016 }]);
   t.deepEqual(w.seen.filter((e) => e.name === "PeerDisconnected").map((e) => e.payload), [{ addr: "10.0.0.1:8333" }], "the peers present at start are not announced");
 });
+
+test("[chain] core_rpc_bind serves the embedded chain over Core's RPC, with a cookie that bitcoin-cli -rpccookiefile reads", async (t) => {
+  const { mkdtemp, readFile, rm } = await import("node:fs/promises");
+  const { tmpdir } = await import("node:os");
+  const path = await import("node:path");
+  const { defaultConfig } = await import("../host/config.ts");
+  const { createChain } = await import("../host/chain.ts");
+  const { Logger } = await import("../host/log.ts");
+  const dir = await mkdtemp(path.join(tmpdir(), "modhost-core-rpc-"));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const config = defaultConfig(dir);
+  config.chain.core_rpc_bind = "127.0.0.1:0";
+  const lines: string[] = [];
+  const configured = await createChain(config, new Logger({ level: "info", write: (l) => lines.push(l) }).for("chain"));
+  t.teardown(async () => {
+    await configured.facade?.stop();
+    await configured.backend.close();
+  });
+  t.truthy(configured.facade, "a facade when core_rpc_bind is set");
+  const cookie = (await readFile(path.join(path.dirname(config.rpc.cookie_file), "core-rpc.cookie"), "utf8")).trim();
+  t.regex(cookie, /^__cookie__:[0-9a-f]{64}$/);
+  const res = await fetch(configured.facade!.rpcUrl, {
+    method: "POST",
+    headers: { authorization: `Basic ${Buffer.from(cookie).toString("base64")}` },
+    body: JSON.stringify({ jsonrpc: "1.0", id: 1, method: "getblockcount", params: [] }),
+  });
+  t.is(res.status, 200);
+  t.is(((await res.json()) as { result: number }).result, await configured.backend.getBlockHeight());
+  const denied = await fetch(configured.facade!.rpcUrl, { method: "POST", body: "{}" });
+  t.is(denied.status, 401, "no cookie, no answer");
+  t.true(lines.some((l) => l.includes("served over Bitcoin Core's RPC")));
+});
