@@ -20,7 +20,7 @@
 
 import { access, chmod, mkdir, mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
 import { constants as fsConstants } from "node:fs";
-import os, { constants as osConstants } from "node:os";
+import os from "node:os";
 import path from "node:path";
 import { ApiHub } from "./hub.ts";
 import { grantsFor, limitsFor, missingGrantPolicy, sandboxModeFor, type HostConfig, type Limits } from "./config.ts";
@@ -40,7 +40,7 @@ import type { AuditLog, AuditRecord } from "./audit.ts";
 import type { HostServices } from "../capabilities/types.ts";
 import { flowLimits, InvocationError, spawnModule, type HostSession } from "./session.ts";
 import { fairDeadline, KeyedQueue, LifecycleState, LoopStallMeter, removeStaleRunDirs, runDirPrefix } from "./lifecycle.ts";
-import type { ModuleProcess, SpawnSpec } from "../runtime/process.ts";
+import { describeExit, type ModuleProcess, type SpawnSpec } from "../runtime/process.ts";
 import { nativeSpawnSpec, sandboxedNativeSpawnSpec } from "../runtime/native/runtime.ts";
 import type { SandboxLevel } from "../runtime/sandbox/policy.ts";
 import { UID_TABLE_FILE, UidTable, type SandboxedSpawn } from "../runtime/sandbox/index.ts";
@@ -1008,19 +1008,6 @@ async function eachLimited<T>(items: T[], limit: number, task: (item: T) => Prom
 /** What `list` says about a quarantined module, with the way out. */
 function quarantineProblem(name: string, failures: number, reason: string, since: number): string {
   return `quarantined since ${new Date(since).toISOString()} after ${failures} failures (quarantine_after); last: ${reason}. Fix the module, then run: modhost enable ${name}`;
-}
-
-/**
- * How a process ended, in words. Inside the sandbox a module runs under a shell and a launcher,
- * so a module killed by a signal shows up as exit code 128 + N: name the signal then.
- */
-export function describeExit(code: number | null, signal: NodeJS.Signals | null): string {
-  if (signal) return `killed by ${signal}`;
-  if (code !== null && code > 128 && code < 128 + 65) {
-    const name = Object.entries(osConstants.signals).find(([, n]) => n === code - 128)?.[0];
-    if (name) return `killed by ${name} (exit code ${code})${name === "SIGXCPU" ? ": it used up its cpu_seconds limit" : ""}`;
-  }
-  return `exited with code ${code}`;
 }
 
 /** Which parts of the configuration differ: top-level sections and per-module tables. */
