@@ -185,14 +185,19 @@ test("a native module holding 1000 histograms of 1000 observations with 200 get_
   t.true(h.logsOf("flooder", mark).every((r) => r.message !== "attack report"), "the attack was still running while the canary was checked");
 });
 
-test("a native module that never reads its answers is disconnected past max_unread_bytes, told why; the canary keeps up", async (t) => {
+test("a native module that never reads its answers is ended, told why (over max_unread_bytes, or unresponsive once backpressure has stalled it); the canary keeps up", async (t) => {
   t.timeout(180_000);
   // Health checks notice the closed channel and end the process (the session only closes it).
   const h = await floodHost(t, "no-read", ["read_storage", "write_storage"], { max_unread_bytes: 1024 * 1024, health_interval_ms: 1000, health_timeout_ms: 30_000 });
   const crashed = await h.waitForEvent("ModuleCrashed", (p) => p.module === "flooder", { timeoutMs: 90_000 });
   t.truthy(crashed);
-  const warn = h.logsOf("flooder").find((r) => /^disconnected: \d+ bytes of answers and events sent to module flooder are unread, over its limit of 1048576 \(max_unread_bytes\) for 5000 ms/.test(r.message));
-  t.truthy(warn, "the operator's log says which limit and which key");
+  // Which comes first depends on timing: its unread answers pass max_unread_bytes (disconnected,
+  // then ended), or the host's backpressure (it stops reading a congested module's requests)
+  // keeps them under it and the stalled module fails its health check. Either way it is ended
+  // and the operator's log says why.
+  const disconnected = h.logsOf("flooder").some((r) => /^disconnected: \d+ bytes of answers and events sent to module flooder are unread, over its limit of 1048576 \(max_unread_bytes\) for 5000 ms/.test(r.message));
+  const error = String((crashed.payload as { error: string }).error);
+  t.true(disconnected || /^unresponsive: no answer to a health check within 30000 ms \(health_timeout_ms\)/.test(error), error);
   await canaryKeepsUp(t, h, 2);
 });
 
@@ -226,10 +231,14 @@ test("a TypeScript module holding 1000 histograms of 1000 observations with 200 
     modules: ["good"],
     inline: { "metrics-hog": METRICS_HOG },
     grants: { good: GOOD_GRANTS, "metrics-hog": ["report_metrics", "read_metrics"] },
+    // A share small enough that 200 reads in flight exceed it on a quiet machine too (each
+    // bounded read costs the host about a millisecond; at the default of 250 ms/s a fast
+    // machine may never need to hold it back); its own start() is held to it too.
+    moduleLimits: { "metrics-hog": { host_cpu_ms_per_s: 50, start_timeout_ms: 120_000 } },
   });
   await h.waitForLog(/^reported$/, { source: "metrics-hog", timeoutMs: 60_000 });
   await canaryKeepsUp(t, h, 4);
-  t.truthy(h.logsOf("metrics-hog").find((r) => /throttled: .*host_cpu_ms_per_s \(250 ms/.test(r.message)), "the attacker was held to its CPU share");
+  t.truthy(h.logsOf("metrics-hog").find((r) => /throttled: .*host_cpu_ms_per_s \(50 ms/.test(r.message)), "the attacker was held to its CPU share");
 });
 
 const ITER_HOG = inlineModule("iter-hog", ["read_storage", "write_storage"], `
