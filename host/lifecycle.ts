@@ -7,6 +7,7 @@ import { mkdir, readFile, readdir, rename, rm, writeFile } from "node:fs/promise
 import os from "node:os";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
+import { pidAlive } from "../runtime/process.ts";
 
 /**
  * Runs tasks one after another per key; tasks of different keys do not wait for each other.
@@ -193,14 +194,6 @@ export function runDirPrefix(): string {
   return path.join(os.tmpdir(), `${RUN_DIR_PREFIX}${process.pid}-`);
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code !== "ESRCH";
-  }
-}
 
 /** Remove the run directories of hosts that are gone (their owner pid no longer exists); returns what was removed. */
 export async function removeStaleRunDirs(dir = os.tmpdir()): Promise<string[]> {
@@ -215,7 +208,7 @@ export async function removeStaleRunDirs(dir = os.tmpdir()): Promise<string[]> {
     const m = /^modhost-run-(\d+)-[A-Za-z0-9]{6}$/.exec(name);
     if (!m) continue;
     const pid = Number(m[1]);
-    if (pid === process.pid || alive(pid)) continue;
+    if (pid === process.pid || pidAlive(pid)) continue;
     const full = path.join(dir, name);
     await rm(full, { recursive: true, force: true }).then(() => removed.push(full), () => undefined);
   }

@@ -22,6 +22,7 @@ import { randomBytes } from "node:crypto";
 import { mkdir, open, readFile, rename, rm, rmdir, stat } from "node:fs/promises";
 import path from "node:path";
 import { ModhostError } from "../errors.ts";
+import { pidAlive } from "../../runtime/process.ts";
 
 export const JOURNAL = ".journal.json";
 
@@ -139,14 +140,6 @@ export async function applyPlan(dir: string, what: string, steps: Rename[], left
   await removeJournal(dir);
 }
 
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === "EPERM";
-  }
-}
 
 /**
  * Finish what an interrupted registry command left in modules_dir `dir` (see the top of this
@@ -168,7 +161,7 @@ export async function recoverModulesDir(dir: string): Promise<string | undefined
   } catch (err) {
     throw new ModhostError("journal", `${file} is damaged (${(err as Error).message}); modules_dir may hold a half-finished install or update`, `look at ${dir} (.staging, .trash, .pending hold the versions involved), put the module you want in place by hand, then delete ${file}`);
   }
-  if (plan.pid !== process.pid && isAlive(plan.pid)) {
+  if (plan.pid !== process.pid && pidAlive(plan.pid)) {
     throw new ModhostError("busy", `another modhost command (pid ${plan.pid}) is changing ${dir}: ${plan.what}`, "wait for it to finish, then try again");
   }
   let outcome: string;

@@ -29,6 +29,7 @@ import { rmdirSync } from "node:fs";
 import { access, mkdir, readdir, readFile, rmdir, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
+import { pidAlive } from "../process.ts";
 
 export type Controller = "memory" | "pids" | "cpu";
 export type CgroupKind = "v2" | "v1" | "none";
@@ -118,14 +119,6 @@ async function readText(file: string): Promise<string | null> {
   return readFile(file, "utf8").catch(() => null);
 }
 
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === "EPERM";
-  }
-}
 
 async function pidsIn(dir: string): Promise<number[]> {
   const text = await readText(path.join(dir, "cgroup.procs"));
@@ -173,7 +166,7 @@ async function cleanStale(parent: string, kind: "v1" | "v2", pidNs: string, ownP
     const m = HOST_DIR_RE.exec(e.name);
     if (!e.isDirectory() || !m || m[1] !== pidNs) continue;
     const pid = Number(m[2]);
-    if (pid === ownPid || pid === process.pid || isAlive(pid)) continue;
+    if (pid === ownPid || pid === process.pid || pidAlive(pid)) continue;
     if (await removeCgroup(path.join(parent, e.name), kind)) removed.push(path.join(parent, e.name));
   }
   return removed;
