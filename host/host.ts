@@ -8,7 +8,7 @@ import path from "node:path";
 import { limitsFor, loadConfig, sandboxModeFor, type HostConfig } from "./config.ts";
 import { EventBus } from "./events/bus.ts";
 import { Logger, type SourceLogger } from "./log.ts";
-import { ModuleManager } from "./manager.ts";
+import { changedSections, ModuleManager } from "./manager.ts";
 import { EmbeddedChain } from "../chain/embedded.ts";
 import type { ChainBackend } from "../chain/backend.ts";
 import { HOST_VERSION } from "./version.ts";
@@ -52,6 +52,7 @@ export class Host {
   private blockTimer: NodeJS.Timeout | undefined;
   private configWatcher: FSWatcher | undefined;
   private stopping: Promise<void> | undefined;
+  private reloads: Promise<unknown> = Promise.resolve();
   /** Module RPC methods and CLI specs. */
   rpc!: RpcRegistry;
   /** Module metrics. */
@@ -217,6 +218,18 @@ export class Host {
    * Publishes ConfigLoaded with the changed sections.
    */
   async reloadConfig(): Promise<string[]> {
+    // Reloads run one at a time (the file watcher, SIGHUP and callers can overlap). Each caller
+    // is answered with what changed between the configuration running when it asked and the
+    // one running when its reload is done, so a reload that an earlier one already applied
+    // still reports the change, and never before the modules were given it.
+    const before = this.config;
+    const run = this.reloads.then(() => this.reloadOnce());
+    this.reloads = run.catch(() => undefined);
+    await run;
+    return this.config === before ? [] : changedSections(before, this.config);
+  }
+
+  private async reloadOnce(): Promise<string[]> {
     if (!this.config.file || this.stopping) return [];
     let next: HostConfig;
     try {

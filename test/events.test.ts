@@ -85,6 +85,25 @@ test("config changes reach the module live; ConfigLoaded lists the sections", as
   t.true((now.fields as { changed: string[] }).changed.includes("modules.module_configs.tuned"));
 });
 
+test("overlapping reloads run one at a time; each caller hears the change, the module gets it once", async (t) => {
+  const mod = inlineModule("tuned2", [], `ctx.log.info("up");`);
+  const h = await startHost(t, { inline: { tuned2: mod }, moduleConfigs: { tuned2: { level: 1 } }, noStart: true });
+  const file = path.join(h.dir, "modhost.toml");
+  const toml = (level: number) => `[modules.module_configs.tuned2]\nlevel = ${level}\n`;
+  await writeFile(file, toml(1));
+  h.config.file = file;
+  await h.host.start();
+  await h.host.reloadConfig();
+  const mark = h.mark();
+  await writeFile(file, toml(9));
+  // The file watcher, SIGHUP and an operator's call can all land at once.
+  const [a, b, c] = await Promise.all([h.host.reloadConfig(), h.host.reloadConfig(), h.host.reloadConfig()]);
+  for (const changed of [a, b, c]) t.true(changed.includes("modules.module_configs.tuned2"), JSON.stringify(changed));
+  await new Promise((r) => setTimeout(r, 500)); // the watcher's own (debounced) reload, too
+  const updates = h.logsOf("host", mark).filter((r) => r.message === "tuned2: configuration updated");
+  t.is(updates.length, 1, "the module was given the new configuration once");
+});
+
 test("a broken config file on reload is reported and the running configuration kept", async (t) => {
   const mod = inlineModule("steady", [], `ctx.log.info("up");`);
   const h = await startHost(t, { inline: { steady: mod }, noStart: true });
