@@ -83,7 +83,8 @@ export interface HostEvents extends ChainEvents, RoleEvents {
   ProviderAvailable: { role: ProviderRole; module: string };
   ProviderUnavailable: { role: ProviderRole; module: string; reason: string };
   // Configuration and node lifecycle
-  ConfigLoaded: { changed_sections: string[] };
+  /** `config_json`: the receiving module's own configuration as JSON (its [modules.module_configs.NAME], validated); absent for non-module subscribers. */
+  ConfigLoaded: { changed_sections: string[]; config_json?: string };
   NodeStartupCompleted: { modules: string[] };
   NodeShutdown: { reason: string; timeout_seconds: number };
   NodeShutdownCompleted: { duration_ms: number };
@@ -156,13 +157,13 @@ export const EVENT_TYPES: Record<HostEventName, EventTypeInfo> = {
   ModuleUnloaded: { category: "module", producer: "host", description: "A module was stopped and unloaded." },
   ModuleCrashed: { category: "module", producer: "host", description: "A module's process died or its isolate was disposed; `quarantined` when it will not start again until the operator runs `modhost enable`." },
   ModuleRestarted: { category: "module", producer: "host", description: "A crashed module was started again by its restart policy." },
-  ModuleDiscovered: { category: "module", producer: "none", description: "A module was found in a registry. Not produced yet: registry commands run outside the host." },
-  ModuleInstalled: { category: "module", producer: "none", description: "A module was installed. Not produced yet: `modhost install` runs outside the host; the host sees the module at its next load." },
-  ModuleUpdated: { category: "module", producer: "none", description: "A module was updated. Not produced yet (as ModuleInstalled)." },
-  ModuleRemoved: { category: "module", producer: "none", description: "A module was removed. Not produced yet (as ModuleInstalled)." },
+  ModuleDiscovered: { category: "module", producer: "host", description: "The registry offers a module that is not installed, or a newer stable version of one that is: looked for every [registry] discover_minutes (off by default), in the verified index only; each version announced once." },
+  ModuleInstalled: { category: "module", producer: "host", description: "A module appeared in modules_dir (`modhost install`, or copied there): announced when a running host is asked to load it, or at the next start. The host's very first start announces nothing (it has nothing to compare with)." },
+  ModuleUpdated: { category: "module", producer: "host", description: "A module in modules_dir has another version than the host saw last (`modhost update`); announced as ModuleInstalled is." },
+  ModuleRemoved: { category: "module", producer: "host", description: "A module left modules_dir (`modhost remove`); announced as ModuleInstalled is." },
   ProviderAvailable: { category: "module", producer: "host", description: "The module the operator designated for a provider role registered as its provider." },
   ProviderUnavailable: { category: "module", producer: "host", description: "A role's provider stopped (crashed, unloaded); calls for the role fail with unavailable until ProviderAvailable." },
-  ConfigLoaded: { category: "config", producer: "host", description: "The operator's configuration was (re)loaded." },
+  ConfigLoaded: { category: "config", producer: "host", description: "The operator's configuration was loaded: once to each module when it subscribes (every section listed), then at each reload with the sections that changed. `config_json` is the receiving module's own configuration, never the host's." },
   NodeStartupCompleted: { category: "node", producer: "host", description: "The host finished loading its modules." },
   NodeShutdown: { category: "node", producer: "host", description: "The host is shutting down; modules have timeout_seconds to finish." },
   NodeShutdownCompleted: { category: "node", producer: "host", description: "The host finished shutting down." },

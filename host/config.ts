@@ -275,7 +275,9 @@ export interface RpcConfig extends RpcLimits {
   metrics_without_auth: boolean;
 }
 
-const SECTIONS = ["host", "chain", "modules", "storage", "rpc", "trust", "registry"] as const;
+/** The top-level tables of modhost.toml (ConfigLoaded at start lists them all). */
+export const CONFIG_SECTIONS = ["host", "chain", "modules", "storage", "rpc", "trust", "registry"] as const;
+const SECTIONS = CONFIG_SECTIONS;
 const MODULES_KEYS = [
   "enabled", "modules_dir", "data_dir", "enabled_modules", "disabled_modules", "on_missing_grant", "sandbox", "native_sandbox",
   "module_configs", "default_limits", "limits", "grants", "trust", "providers",

@@ -9,6 +9,7 @@ import { limitsFor, loadConfig, sandboxModeFor, type HostConfig } from "./config
 import { EventBus } from "./events/bus.ts";
 import { Logger, type SourceLogger } from "./log.ts";
 import { changedSections, ModuleManager } from "./manager.ts";
+import { RegistryDiscovery } from "./registry/discover.ts";
 import { EmbeddedChain } from "../chain/embedded.ts";
 import type { ChainBackend } from "../chain/backend.ts";
 import { HOST_VERSION } from "./version.ts";
@@ -42,6 +43,8 @@ export class Host {
   chain!: ChainBackend;
   /** Events the host derives from what it watches (host/node-events.ts). */
   nodeEvents: NodeEvents | undefined;
+  /** ModuleDiscovered from the registry ([registry] discover_minutes), while the host runs. */
+  discovery: RegistryDiscovery | undefined;
   /** The embedded chain's Core-compatible RPC ([chain] core_rpc_bind), while it runs. */
   chainFacade: CoreFacade | undefined;
   manager!: ModuleManager;
@@ -124,6 +127,8 @@ export class Host {
       if (this.stopRequested) return;
       await this.manager.startAll();
       if (this.stopRequested) return;
+      // Modules installed, updated or removed while no host ran (ModuleInstalled, ...).
+      await this.manager.takeInventory();
     } else {
       this.log.warn("modules are disabled ([modules] enabled = false)");
     }
@@ -132,6 +137,16 @@ export class Host {
     this.log.info(`ready in ${Date.now() - started} ms`, { running: running.join(",") || "none" });
     this.startBlockProduction();
     this.nodeEvents.start();
+    if (this.config.modules.enabled) {
+      this.discovery = new RegistryDiscovery({
+        config: () => this.config,
+        installed: () => this.manager.installedVersions(),
+        announced: () => this.manager.announcements(),
+        publish: (p) => this.bus.publish("ModuleDiscovered", p),
+        log: { info: (m) => this.logger.log("info", "registry", m), warn: (m) => this.logger.log("warn", "registry", m) },
+      });
+      this.discovery.start();
+    }
     this.watchConfig();
   }
 
@@ -244,7 +259,7 @@ export class Host {
     if (later.length) this.log.warn(`changes to ${later.join(", ")} take effect after a restart`);
     this.config = next;
     this.log.info(`configuration reloaded`, { changed: changed.join(",") });
-    this.bus.publish("ConfigLoaded", { changed_sections: changed });
+    this.bus.publishEach("ConfigLoaded", (module) => this.manager.configLoadedFor(module, changed));
     return changed;
   }
 
@@ -282,6 +297,7 @@ export class Host {
       const started = Date.now();
       clearTimeout(this.blockTimer);
       this.nodeEvents?.stop();
+      await this.discovery?.stop();
       const timeout = Math.ceil(this.config.modules.default_limits.stop_timeout_ms / 1000);
       this.log.info(`shutting down (${reason})`);
       this.configWatcher?.close();

@@ -118,6 +118,10 @@ const MAX_KEPT_FAILURES = 64;
 /** The lifecycle state that outlives the host process: which modules are quarantined, and their recent failures. */
 export class LifecycleState {
   private modules: Record<string, ModuleHistory> = Object.create(null) as Record<string, ModuleHistory>;
+  /** The modules (name → version) found in modules_dir when the host last looked; undefined before the first look. */
+  private installed: Record<string, string> | undefined;
+  /** The newest version of each module announced as ModuleDiscovered (host/registry/discover.ts). */
+  private discovered: Record<string, string> = Object.create(null) as Record<string, string>;
   private writing: Promise<void> = Promise.resolve();
 
   private constructor(readonly file: string) {}
@@ -132,7 +136,13 @@ export class LifecycleState {
       return state;
     }
     try {
-      const parsed = JSON.parse(text) as { modules?: Record<string, ModuleHistory> };
+      const parsed = JSON.parse(text) as { modules?: Record<string, ModuleHistory>; installed?: Record<string, unknown>; discovered?: Record<string, unknown> };
+      const discovered = parsed.discovered && typeof parsed.discovered === "object" ? parsed.discovered : {};
+      for (const [name, version] of Object.entries(discovered)) if (typeof version === "string") state.discovered[name] = version;
+      if (parsed.installed && typeof parsed.installed === "object") {
+        state.installed = Object.create(null) as Record<string, string>;
+        for (const [name, version] of Object.entries(parsed.installed)) if (typeof version === "string") state.installed[name] = version;
+      }
       for (const [name, h] of Object.entries(parsed.modules ?? {})) {
         if (!h || !Array.isArray(h.failures)) continue;
         state.modules[name] = {
@@ -171,9 +181,37 @@ export class LifecycleState {
     if (this.peek(name)) this.modules[name] = { failures: [] };
   }
 
+  /**
+   * Record what modules_dir holds now and return how it differs from the last record: modules
+   * installed, updated (another version) and removed. The very first record returns nothing:
+   * the host has nothing to compare with.
+   */
+  takeInventory(now: ReadonlyMap<string, string>): { installed: Array<{ module: string; version: string }>; updated: Array<{ module: string; old_version: string; new_version: string }>; removed: Array<{ module: string; version: string }> } {
+    const before = this.installed;
+    const out = { installed: [] as Array<{ module: string; version: string }>, updated: [] as Array<{ module: string; old_version: string; new_version: string }>, removed: [] as Array<{ module: string; version: string }> };
+    this.installed = Object.create(null) as Record<string, string>;
+    for (const [name, version] of now) this.installed[name] = version;
+    if (!before) return out;
+    for (const [module, version] of now) {
+      if (!Object.hasOwn(before, module)) out.installed.push({ module, version });
+      else if (before[module] !== version) out.updated.push({ module, old_version: before[module]!, new_version: version });
+    }
+    for (const [module, version] of Object.entries(before)) if (!now.has(module)) out.removed.push({ module, version });
+    return out;
+  }
+
+  /** The version of `name` last announced as discovered in a registry. */
+  announcedVersion(name: string): string | undefined {
+    return Object.hasOwn(this.discovered, name) ? this.discovered[name] : undefined;
+  }
+
+  announce(name: string, version: string): void {
+    this.discovered[name] = version;
+  }
+
   /** Write the state (atomically: a temporary file renamed over the old one); writes are serialised. */
   save(): Promise<void> {
-    const body = JSON.stringify({ version: 1, modules: this.modules }, null, 2) + "\n";
+    const body = JSON.stringify({ version: 1, modules: this.modules, ...(this.installed ? { installed: this.installed } : {}), discovered: this.discovered }, null, 2) + "\n";
     this.writing = this.writing.then(async () => {
       await mkdir(path.dirname(this.file), { recursive: true, mode: 0o700 });
       const tmp = `${this.file}.${process.pid}.tmp`;

@@ -23,7 +23,7 @@ import { constants as fsConstants } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { ApiHub } from "./hub.ts";
-import { grantsFor, limitsFor, missingGrantPolicy, sandboxModeFor, type HostConfig, type Limits } from "./config.ts";
+import { CONFIG_SECTIONS, grantsFor, limitsFor, missingGrantPolicy, sandboxModeFor, type HostConfig, type Limits } from "./config.ts";
 import { loadManifest, type ModuleManifest } from "./manifest.ts";
 import { planLoad } from "./deps.ts";
 import { moduleConfig } from "./module-config.ts";
@@ -140,6 +140,7 @@ export class ModuleManager {
   private meterInstance: LoopStallMeter | undefined;
   /** Quarantine and failure history, persisted in the data directory. */
   private lifecycleState: LifecycleState | undefined;
+  private inventoryRun: Promise<void> = Promise.resolve();
   /** Host services handed to every module's calls; set by the host before modules start. */
   services: HostServices | undefined;
 
@@ -177,6 +178,48 @@ export class ModuleManager {
 
   private publish<K extends keyof HostEvents>(type: K, payload: HostEvents[K]): void {
     this.opts.bus.publish(type, payload);
+  }
+
+  /**
+   * Compare what modules_dir holds with what the host saw there last (kept across restarts in
+   * the lifecycle state file) and publish ModuleInstalled, ModuleUpdated and ModuleRemoved for
+   * the differences. The host calls it once its modules have started, and after every load,
+   * reload and unload: what `modhost install`, `update` and `remove` ask a running host to do.
+   * Changes made while no host ran are announced at the next start. One at a time.
+   */
+  takeInventory(): Promise<void> {
+    const run = this.inventoryRun.then(async () => {
+      const state = await this.state();
+      const { manifests } = await this.discover();
+      const diff = state.takeInventory(new Map(manifests.map((m) => [m.name, m.version])));
+      for (const e of diff.installed) {
+        this.log.info(`${e.module} ${e.version} was installed`);
+        this.publish("ModuleInstalled", e);
+      }
+      for (const e of diff.updated) {
+        this.log.info(`${e.module} was updated: ${e.old_version} -> ${e.new_version}`);
+        this.publish("ModuleUpdated", e);
+      }
+      for (const e of diff.removed) {
+        this.log.info(`${e.module} ${e.version} was removed`);
+        this.publish("ModuleRemoved", e);
+      }
+      await state.save();
+    });
+    this.inventoryRun = run.catch((err: Error) => this.log.warn(`cannot take the inventory of modules_dir: ${err.message}`));
+    return this.inventoryRun;
+  }
+
+  /** What modules_dir holds: name -> version (for RegistryDiscovery). */
+  async installedVersions(): Promise<Map<string, string>> {
+    const { manifests } = await this.discover();
+    return new Map(manifests.map((m) => [m.name, m.version]));
+  }
+
+  /** The module versions announced as ModuleDiscovered, kept in the lifecycle state file. */
+  async announcements(): Promise<{ get(name: string): string | undefined; set(name: string, version: string): void; save(): Promise<void> }> {
+    const state = await this.state();
+    return { get: (n) => state.announcedVersion(n), set: (n, v) => state.announce(n, v), save: () => state.save() };
   }
 
   /** Read every `<modules_dir>/<dir>/module.toml`. Broken manifests are reported, not fatal. */
@@ -411,7 +454,7 @@ export class ModuleManager {
           flow: flowLimits(limits),
           // A backstop only: readiness is judged below with a deadline fair to the module.
           handshakeTimeoutMs: limits.start_timeout_ms * 4,
-          replay: (type) => (type === "ModuleLoaded" ? this.loadedEvents() : []),
+          replay: (type) => (type === "ModuleLoaded" ? this.loadedEvents() : type === "ConfigLoaded" ? [{ type, payload: this.configLoadedFor(rec.name, [...CONFIG_SECTIONS]) }] : []),
         }, this.opts.logger);
       } catch (err) {
         await sandboxed.release();
@@ -680,6 +723,21 @@ export class ModuleManager {
     }, { label: rec.name, iterMaxBytes: limits.storage_iter_max_bytes, ioConcurrency: limits.storage_io_concurrency });
   }
 
+  /**
+   * ConfigLoaded as module `name` receives it: the sections that changed, and its own
+   * configuration as JSON (the seeds' `config_json`). Never the host's whole configuration:
+   * that holds credentials and paths no module was granted.
+   */
+  configLoadedFor(name: string, changed: string[]): HostEvents["ConfigLoaded"] {
+    const rec = this.records.get(name);
+    if (!rec) return { changed_sections: changed };
+    try {
+      return { changed_sections: changed, config_json: JSON.stringify(moduleConfig(this.opts.config, rec.manifest)) };
+    } catch {
+      return { changed_sections: changed }; // a configuration the module cannot take is reported by reconfigure
+    }
+  }
+
   private loadedEvents(): Array<{ type: string; payload: unknown }> {
     return [...this.records.values()].filter((r) => r.state === "running").map((r) => ({
       type: "ModuleLoaded",
@@ -711,7 +769,11 @@ export class ModuleManager {
     const rec = this.records.get(name);
     if (!rec) throw new ModhostError("not_found", `no module named ${name}`);
     rec.cancelStart?.(reason);
-    await this.queue.run(name, () => this.stop(rec, reason, true));
+    try {
+      await this.queue.run(name, () => this.stop(rec, reason, true));
+    } finally {
+      await this.takeInventory();
+    }
   }
 
   /**
@@ -756,7 +818,11 @@ export class ModuleManager {
    * the new instance).
    */
   async load(name: string): Promise<ModuleStatus> {
-    return this.queue.run(name, () => this.doLoad(name));
+    try {
+      return await this.queue.run(name, () => this.doLoad(name));
+    } finally {
+      await this.takeInventory();
+    }
   }
 
   private async doLoad(name: string): Promise<ModuleStatus> {
@@ -808,6 +874,14 @@ export class ModuleManager {
   async reload(name: string): Promise<ModuleStatus> {
     if (!this.records.has(name)) throw new ModhostError("not_found", `no module named ${name}`);
     this.records.get(name)!.cancelStart?.("reload");
+    try {
+      return await this.reloadQueued(name);
+    } finally {
+      await this.takeInventory();
+    }
+  }
+
+  private reloadQueued(name: string): Promise<ModuleStatus> {
     return this.queue.run(name, async () => {
       const rec = this.records.get(name)!;
       if (rec.state === "quarantined") {

@@ -135,6 +135,19 @@ export class EventBus {
   }
 
   /**
+   * Deliver to every subscriber of `type` a payload made for it (`payloadFor(subscriber id)`):
+   * for events whose content depends on who receives it, such as ConfigLoaded, which carries
+   * each module's own configuration and nobody else's.
+   */
+  publishEach(type: string, payloadFor: (subscriber: string) => unknown): void {
+    this.publishedTotal++;
+    const time = Date.now();
+    for (const sub of this.subs) {
+      if (sub.types.has(type)) sub.offer(type, payloadFor(sub.id), time);
+    }
+  }
+
+  /**
    * Resolves true once every subscriber of `type` has handled (acknowledged) everything sent
    * to it, or false after `timeoutMs`. Used to honour NodeShutdown's timeout.
    */

@@ -61,6 +61,12 @@ export interface RegistryConfig {
   cache_dir: string;
   /** Absolute: the highest index version seen per registry (rollback protection). */
   state_file: string;
+  /**
+   * How often a running host fetches the (verified) index to announce modules it does not have,
+   * or newer versions of those it has, as ModuleDiscovered; 0 (the default): never, the host
+   * contacts no registry on its own.
+   */
+  discover_minutes: number;
 }
 
 export function defaultTrust(): TrustConfig {
@@ -73,6 +79,7 @@ export function defaultRegistry(base: string): RegistryConfig {
     threshold: 1,
     cache_dir: path.resolve(base, "data/registry/blobs"),
     state_file: path.resolve(base, "data/registry/state.json"),
+    discover_minutes: 0,
   };
 }
 
@@ -170,7 +177,7 @@ export function readRegistry(c: Checker, data: Record<string, unknown>, into: Re
   const at = ["registry"];
   const t = c.table(data["registry"], at);
   if (!t) return;
-  c.knownKeys(t, at, ["url", "keys", "threshold", "cache_dir", "state_file"]);
+  c.knownKeys(t, at, ["url", "keys", "threshold", "cache_dir", "state_file", "discover_minutes"]);
   const url = c.string(t, at, "url");
   if (url !== undefined) {
     let ok = false;
@@ -188,6 +195,8 @@ export function readRegistry(c: Checker, data: Record<string, unknown>, into: Re
     c.report([...at, "keys"], "a registry needs the keys that sign its index", "add keys = [\"<public key hex>\"] with the registry's public key (modhost registry build prints it)");
   }
   into.threshold = readThreshold(c, t, at, into.keys.length) ?? into.threshold;
+  into.discover_minutes = c.integer(t, at, "discover_minutes", { min: 0, max: 7 * 24 * 60 }) ?? into.discover_minutes;
+  if (into.discover_minutes > 0 && into.url === undefined) c.report([...at, "discover_minutes"], "discover_minutes needs a registry to look at", 'set [registry] url and keys, or remove discover_minutes');
   for (const key of ["cache_dir", "state_file"] as const) {
     const v = c.string(t, at, key);
     if (v === undefined) continue;
