@@ -8,19 +8,13 @@
 import test from "ava";
 import type { ExecutionContext } from "ava";
 import { spawn } from "node:child_process";
-import { chmod, chown, cp, lstat, mkdir, mkdtemp, readdir, readFile, readlink, rm, stat, writeFile } from "node:fs/promises";
+import { chmod, chown, cp, lstat, mkdir, readdir, readFile, readlink, rm, stat, writeFile } from "node:fs/promises";
 import { createRequire } from "node:module";
 import type { Socket } from "node:net";
-import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { parse as parseToml } from "smol-toml";
-import { EventBus } from "../host/events/bus.ts";
-import { EmbeddedChain } from "../chain/embedded.ts";
 import { DEFAULT_LIMITS, defaultConfig, parseConfig, sandboxModeFor, type HostConfig } from "../host/config.ts";
-import { Logger } from "../host/log.ts";
-import { ModuleManager } from "../host/manager.ts";
-import { parseDescriptor } from "../capabilities/grants.ts";
 import { ModuleStore } from "../storage/store.ts";
 import { compileForIsolate, ISOLATE_HOST_MIN, isolateHostCgroupLimits, isolateHostLimits, isolateHostPackages, isolateHostScript } from "../runtime/isolate/runtime.ts";
 import { loadManifest } from "../host/manifest.ts";
@@ -514,44 +508,3 @@ test("the packages bound for the isolate host: isolated-vm, msgpackr and what th
 // ---------------------------------------------------------------------------------------
 // Cost
 
-test.serial("cold start: sandboxed vs unsandboxed isolate host (ModuleManager prepare + startAll -> running)", async (t) => {
-  const chain = await EmbeddedChain.create({ matureBlocks: 0 });
-  t.teardown(() => chain.close());
-  const once = async (mode: SandboxMode): Promise<number> => {
-    const dir = await mkdtemp(path.join(os.tmpdir(), "modhost-isbx-cold-"));
-    try {
-      await cp(path.join(FIXTURES, "good"), path.join(dir, "modules", "good"), { recursive: true });
-      const config = defaultConfig(dir);
-      config.modules.modules_dir = path.join(dir, "modules");
-      config.modules.sandbox = mode;
-      config.modules.default_limits = { ...config.modules.default_limits, processes: 4096 };
-      config.modules.grants["good"] = { allow: GOOD_GRANTS.map((g) => parseDescriptor(g)), deny: [] };
-      (config as unknown as { trust?: { signatures: string } }).trust ??= { signatures: "allow-unsigned" };
-      (config as unknown as { trust: { signatures: string } }).trust.signatures = "allow-unsigned";
-      const manager = new ModuleManager({ config, chain, bus: new EventBus(), logger: new Logger({ level: "error", write: () => {} }) });
-      const t0 = performance.now();
-      await manager.prepare();
-      await manager.startAll();
-      const ms = performance.now() - t0;
-      const s = manager.status().find((x) => x.name === "good");
-      await manager.shutdown();
-      if (s?.state !== "running") throw new Error(`good did not start (${mode}): ${s?.problem}`);
-      if (s.sandbox !== (mode === "off" ? "none" : "full")) throw new Error(`sandbox ${s.sandbox}`);
-      return ms;
-    } finally {
-      await rm(dir, { recursive: true, force: true });
-    }
-  };
-  await once("auto");
-  await once("off");
-  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-  const sandboxed: number[] = [];
-  const bare: number[] = [];
-  for (let i = 0; i < 8; i++) {
-    sandboxed.push(await once("auto"));
-    bare.push(await once("off"));
-  }
-  t.log(`median cold start: sandboxed ${median(sandboxed).toFixed(1)} ms, unsandboxed ${median(bare).toFixed(1)} ms `
-    + `(+${(median(sandboxed) - median(bare)).toFixed(1)} ms); sandboxed ${sandboxed.map((x) => x.toFixed(0)).join(" ")}, unsandboxed ${bare.map((x) => x.toFixed(0)).join(" ")}`);
-  t.true(median(sandboxed) < median(bare) + 500, "the sandbox costs milliseconds, not seconds");
-});

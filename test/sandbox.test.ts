@@ -527,29 +527,6 @@ test("the cgroups of a host that died are removed by the next host", async (t) =
   t.true(existsSync(otherNs), "another PID namespace's directory is left alone (its pids mean nothing here)");
 });
 
-test.serial("cold start: sandboxed vs bare", async (t) => {
-  const times = (xs: number[]) => xs.sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-  const bare: number[] = [];
-  for (let i = 0; i < 10; i++) {
-    const t0 = performance.now();
-    await new Promise((resolve) => spawn(path.join(world.moduleDir, "hostile"), ["fds"], { stdio: "ignore" }).on("exit", resolve));
-    bare.push(performance.now() - t0);
-  }
-  const sandboxed: number[] = [];
-  const build: number[] = [];
-  const degraded: number[] = [];
-  for (let i = 0; i < 10; i++) {
-    const r = await run(t, ["fds"]);
-    sandboxed.push(r.ms);
-    build.push(r.buildMs);
-    t.is(r.code, 0);
-    degraded.push((await run(t, ["fds"], { mode: "degraded" })).ms);
-  }
-  t.log(`median spawn-to-exit: bare ${times(bare).toFixed(1)} ms, full ${times(sandboxed).toFixed(1)} ms, `
-    + `degraded ${times(degraded).toFixed(1)} ms; building the spec (incl. first chown) ${times(build).toFixed(1)} ms`);
-  t.true(times(sandboxed) < 500);
-});
-
 for (const mode of ["full", "degraded"] as const) {
   test(`${mode}: no module outlives its host (host killed with SIGKILL)`, async (t) => {
     const base = mode === "degraded" ? world.degradedBase : world.base;
