@@ -3,7 +3,7 @@
 // a `provider` invocation {kind, method, params}. With no provider running they fail with a
 // clear `unavailable` error, never a silent null.
 import * as v from "valibot";
-import { CapabilityError, method, type CallContext, type Family, type HostServices, serviceOf } from "./types.ts";
+import { method, type CallContext, type Family, serviceOf } from "./types.ts";
 import { none } from "./schemas.ts";
 
 

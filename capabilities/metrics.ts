@@ -3,7 +3,7 @@
 // (host/services/metrics.ts) and serves them, with its own, as Prometheus text on the RPC
 // server's /metrics.
 import * as v from "valibot";
-import { CapabilityError, method, type CallContext, type Family, type HostServices, serviceOf } from "./types.ts";
+import { method, type CallContext, type Family, serviceOf } from "./types.ts";
 
 const service = (c: CallContext) => serviceOf(c, "metrics");
 

@@ -5,7 +5,7 @@
 // of call_module may be scoped to target modules ("call_module=price-feed"). Routing, call
 // depth and timeouts are the module directory's job (host/services/modules.ts).
 import * as v from "valibot";
-import { CapabilityError, method, type CallContext, type Family, type ModuleDirectory, serviceOf } from "./types.ts";
+import { method, type CallContext, type Family, serviceOf } from "./types.ts";
 import { none } from "./schemas.ts";
 
 /** Default and largest wait for another module's answer. */

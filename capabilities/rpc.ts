@@ -4,7 +4,7 @@
 // invocations. Registration goes through HostServices.rpc with the caller's name, so a module
 // can only ever register under its own name.
 import * as v from "valibot";
-import { CapabilityError, method, type CallContext, type CliSpec, type Family, type HostServices, serviceOf } from "./types.ts";
+import { method, type CallContext, type CliSpec, type Family, serviceOf } from "./types.ts";
 
 const service = (c: CallContext) => serviceOf(c, "rpc");
 

@@ -3,7 +3,7 @@
 // process. The limits (minimum interval, timers per module, no overlapping runs) are the
 // timer service's (host/services/timers.ts).
 import * as v from "valibot";
-import { CapabilityError, method, type CallContext, type Family, type HostServices, serviceOf } from "./types.ts";
+import { method, type CallContext, type Family, serviceOf } from "./types.ts";
 
 /** The longest interval or delay, in seconds (about 23 days; Node timers stop at 2^31 ms). */
 export const MAX_TIMER_SECONDS = 2_000_000;

@@ -40,7 +40,7 @@ export async function shared(): Promise<Shared> {
   logger.addSink((r) => {
     if (r.level === "error" && r.source === "host") errors.push(r);
   });
-  const hub = new ApiHub({ onInternalError: (module, method, err) => logger.log("error", "host", `internal error in ${method}: ${(err as Error)?.stack ?? String(err)}`) });
+  const hub = new ApiHub({ onInternalError: (_module, method, err) => logger.log("error", "host", `internal error in ${method}: ${(err as Error)?.stack ?? String(err)}`) });
   const dir = await mkdtemp(path.join(tmpdir(), "modhost-fuzz-"));
   const store = await ModuleStore.open(path.join(dir, MODULE), { maxBytes: 8 * 1024 * 1024 }, { label: MODULE });
   return {

@@ -40,7 +40,7 @@ import type { AuditLog, AuditRecord } from "./audit.ts";
 import type { HostServices } from "../capabilities/types.ts";
 import { flowLimits, InvocationError, spawnModule, type HostSession } from "./session.ts";
 import { fairDeadline, KeyedQueue, LifecycleState, LoopStallMeter, removeStaleRunDirs, runDirPrefix } from "./lifecycle.ts";
-import { describeExit, type ModuleProcess, type SpawnSpec } from "../runtime/process.ts";
+import { describeExit, type ModuleProcess } from "../runtime/process.ts";
 import { nativeSpawnSpec, sandboxedNativeSpawnSpec } from "../runtime/native/runtime.ts";
 import type { SandboxLevel } from "../runtime/sandbox/policy.ts";
 import { UID_TABLE_FILE, UidTable, type SandboxedSpawn } from "../runtime/sandbox/index.ts";
@@ -659,7 +659,7 @@ export class ModuleManager {
   }
 
   /** Compile a TypeScript module and say how to start its isolate host, in the sandbox as for a native module. */
-  private async isolateSpec(rec: ModuleRecord, dataDir: string): Promise<SandboxedSpawn> {
+  private async isolateSpec(rec: ModuleRecord, _dataDir: string): Promise<SandboxedSpawn> {
     // Verify (hash, signatures, compatibility); the bundle is built from the hashed snapshot.
     rec.verified = await verifyForStart(rec.manifest, this.opts.config, rec.verified, this.log);
     const compiled = rec.verified.snapshot.bundle!;

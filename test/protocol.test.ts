@@ -434,7 +434,7 @@ test("a module cannot name another module's storage: extra parameters are ignore
 });
 
 test("a log message is forwarded to the host log tagged with the module; a flood is rate-limited and counted", async (t) => {
-  const { peer, records, session } = await openSession(t, { module: "chatty" });
+  const { peer, records } = await openSession(t, { module: "chatty" });
   peer.send({ t: "log", level: "warn", message: "hello host", fields: { n: 1 } });
   await peer.next(() => records.some((r) => r.source === "chatty" && r.message === "hello host"));
   const first = records.find((r) => r.message === "hello host")!;

@@ -10,7 +10,7 @@ import { mkdir, readFile, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { promisify } from "node:util";
 import { ROOT, startHost, tempDir, waitFor, type InlineModule, type TestHost } from "./helpers/host.ts";
-import { basic, call, cookieAuth, freePort, get, manifest, post, RpcFailure } from "./helpers/rpc.ts";
+import { basic, call, freePort, get, manifest, post, RpcFailure } from "./helpers/rpc.ts";
 
 const run = promisify(execFile);
 const MODHOST = path.join(ROOT, "bin/modhost.js");

@@ -124,7 +124,6 @@ export class BitcoindBackend implements ChainBackend {
   private readonly known = new Map<number, Hex>();
   private tipHeight = -1;
   private tipHash: Hex = "";
-  private chain: ChainInfo["chain"] = "regtest";
   private readonly mempool = new Set<Hex>();
   /** Peers seen at the last getpeerinfo (PeerConnected / PeerDisconnected come from the difference). */
   private peers: Set<string> | null = null;
@@ -158,7 +157,7 @@ export class BitcoindBackend implements ChainBackend {
 
   private async init(): Promise<void> {
     const info = await this.rpc.call<{ chain: string; bestblockhash: Hex; blocks: number }>("getblockchaininfo");
-    this.chain = chainName(info.chain);
+    chainName(info.chain); // a chain modhost does not know is refused here, not later
     this.refused = await this.probeWhitelist();
     if (this.refused.length > 0) {
       this.warn(
