@@ -170,14 +170,12 @@ test("an endless loop in a promise continuation after an awaited ctx call: the w
 
 test("unbounded allocation hits memory_mb: a crash with a memory message, the host and the neighbour unaffected", async (t) => {
   const h = await withGood(t, { modules: ["hog-memory"], moduleLimits: { "hog-memory": { memory_mb: 16, restart: "never", cpu_time_ms: 5000 } } });
-  const hostHeap = process.memoryUsage().heapUsed;
   await h.mine(1);
   const crash = await h.waitForEvent("ModuleCrashed", (p) => p.module === "hog-memory", { timeoutMs: 15_000 });
   const p = crash.payload as Payload;
   t.regex(String(p.error), /exceeded its memory limit of 16 MB \(memory_mb\)/);
   t.is(p.exit_code, EXIT.memory);
   t.is(p.will_restart, false);
-  t.true(process.memoryUsage().heapUsed - hostHeap < 64 * 1024 * 1024, "the host's own heap did not absorb the allocation");
   await goodStillWorks(t, h);
 });
 

@@ -169,7 +169,8 @@ test("modules report with report_metrics and read with read_metrics; each only w
   t.is(await call(h, "reporter.canRead"), "undefined");
   t.is(await call(h, "reader.canReport"), "undefined");
 
-  // ... and the hub refuses it on the wire.
+  // ... and the hub, which every request from either runtime goes through, refuses it (called
+  // here as a session calls it; test/hostile-native.test.ts sends such requests as raw frames).
   const services = h.manager.services!;
   const ctxFor = (module: string): CallContext => ({
     module, services, chain: h.chain, store: undefined, config: {}, dataDir: "/nowhere",
