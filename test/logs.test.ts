@@ -275,6 +275,40 @@ test("a module that exits with unread data on its channel is reported by its exi
   t.is(line.message, "noisy crashed: exited with code 3");
 });
 
+test('a clean exit under restart = "always": restarts back off 250, 500 ms, then it gives up; what it wrote just before exiting is in the log', async (t) => {
+  const h = await noisyHost(t, { mode: "quit" }, { restart: "always", max_restarts: 2, restart_window_ms: 60_000 });
+  const s = await h.waitForState("noisy", "failed", 30_000);
+  t.regex(s.problem ?? "", /exited with code 0/);
+  t.regex(s.problem ?? "", /gave up after 2 restarts within 60000 ms/);
+  const host = h.logsOf("host").map((r) => r.message);
+  const restarts = host.filter((m) => m.startsWith("restarting noisy"));
+  t.deepEqual(restarts, ["restarting noisy in 250 ms (restart 1 of 2)", "restarting noisy in 500 ms (restart 2 of 2)"]);
+  const crashes = h.events.filter((e) => e.type === "ModuleCrashed" && (e.payload as { module: string }).module === "noisy");
+  t.is(crashes.length, 3, "three instances, each ended by its own clean exit");
+  for (const c of crashes) t.regex(String((c.payload as { error: string }).error), /exited with code 0/);
+  // The backoff is a lower bound on the time between a crash and the next start.
+  const starts = h.records.filter((r) => r.source === "host" && /^loaded noisy /.test(r.message)).map((r) => r.time);
+  const crashTimes = crashes.map((c) => c.time);
+  t.is(starts.length, 3);
+  t.true(starts[1]! - crashTimes[0]! >= 250, `restart 1 after ${starts[1]! - crashTimes[0]!} ms`);
+  t.true(starts[2]! - crashTimes[1]! >= 500, `restart 2 after ${starts[2]! - crashTimes[1]!} ms`);
+  // Every instance's last words reached the log (its stdout and stderr were read to the end).
+  // Under "on-failure" (the default) a clean exit is not a failure: test below.
+  const words = h.logsOf("noisy").map((r) => r.message).filter((m) => /^last words on (stdout|stderr) \d+$/.test(m));
+  t.is(words.length, 6, words.join("\n"));
+});
+
+test('a clean exit under restart = "on-failure" is reported and not restarted', async (t) => {
+  const h = await noisyHost(t, { mode: "quit" }, { restart: "on-failure", max_restarts: 2 });
+  const s = await h.waitForState("noisy", "crashed", 30_000);
+  t.regex(s.problem ?? "", /exited with code 0/);
+  const crash = await h.waitForEvent("ModuleCrashed", (p) => p.module === "noisy");
+  t.is((crash.payload as { will_restart: boolean }).will_restart, false);
+  await new Promise((r) => setTimeout(r, 600)); // past the first backoff: no restart came
+  t.is(h.mustStatus("noisy").state, "crashed");
+  t.is(h.logsOf("host").filter((r) => r.message.startsWith("restarting noisy")).length, 0);
+});
+
 test("a module that closes its channel and keeps running is ended, and the reason says so", async (t) => {
   const h = await noisyHost(t, { mode: "close" });
   const crashed = await h.waitForEvent("ModuleCrashed", (p) => p.module === "noisy", { timeoutMs: 30_000 });

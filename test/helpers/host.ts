@@ -145,7 +145,7 @@ export class TestHost {
   }
 
   /** Poll `predicate` until it returns a truthy value; throws with `what` after the timeout. */
-  async waitFor<T>(predicate: () => T | Promise<T>, timeoutMs = 10_000, what = "condition"): Promise<NonNullable<T>> {
+  async waitFor<T>(predicate: () => T | Promise<T>, timeoutMs = 10_000, what: string | (() => string) = "condition"): Promise<NonNullable<T>> {
     return waitFor(predicate, timeoutMs, what, () => this.tail());
   }
 
@@ -173,7 +173,7 @@ export class TestHost {
     return this.waitFor(() => {
       const s = this.status(name);
       return s && states.includes(s.state) ? s : undefined;
-    }, timeoutMs, `${name} to be ${states.join(" or ")} (now ${this.status(name)?.state})`);
+    }, timeoutMs, () => `${name} to be ${states.join(" or ")} (now ${this.status(name)?.state})`);
   }
 
   /** Mine `n` blocks and return the new height. */
@@ -198,13 +198,13 @@ const ALL_EVENT_TYPES = [
   "NodeStartupCompleted", "NodeShutdown", "NodeShutdownCompleted",
 ];
 
-export async function waitFor<T>(predicate: () => T | Promise<T>, timeoutMs = 10_000, what = "condition", context?: () => string): Promise<NonNullable<T>> {
+export async function waitFor<T>(predicate: () => T | Promise<T>, timeoutMs = 10_000, what: string | (() => string) = "condition", context?: () => string): Promise<NonNullable<T>> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const v = await predicate();
     if (v) return v as NonNullable<T>;
     if (Date.now() > deadline) {
-      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${context ? `\n--- log tail ---\n${context()}` : ""}`);
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${typeof what === "function" ? what() : what}${context ? `\n--- log tail ---\n${context()}` : ""}`);
     }
     await sleep(25);
   }
