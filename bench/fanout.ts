@@ -93,7 +93,7 @@ export const fanout: Benchmark = {
       arrived?.();
     });
     const host = new Host({ config, logger, chain: await EmbeddedChain.create({ matureBlocks: 0 }) });
-    const forget = atCleanup(() => subs.forEach((s) => host.manager?.processOf(s.name)?.kill()));
+    const forget = atCleanup(() => subs.forEach((s) => { host.manager?.processOf(s.name)?.kill(); }));
     let raw: RawSinks | undefined;
     try {
       raw = await RawSinks.start(dir, subs.length);
@@ -228,7 +228,7 @@ class InProcessSubscribers {
     for (let i = 0; i < N; i++) this.bus.publish(TYPE, payload(round, i));
     const t1 = performance.now();
     await all;
-    if (round > 0) this.received.forEach((c, k) => this.counts[k]!.push(c));
+    if (round > 0) this.received.forEach((c, k) => { this.counts[k]!.push(c); });
     return { publish: t1 - t0, done: this.done.map((t) => t - t0) };
   }
 }
@@ -267,14 +267,14 @@ class RawSinks {
         });
       });
     });
-    const kill = () => children.forEach((c) => c.kill("SIGKILL"));
+    const kill = () => children.forEach((c) => { c.kill("SIGKILL"); });
     try {
       await Promise.all(up);
     } catch (err) {
       kill();
       throw err;
     }
-    children.forEach((c) => c.removeAllListeners("exit"));
+    children.forEach((c) => { c.removeAllListeners("exit"); });
     self = new RawSinks(sockets, reports, kill);
     return self;
   }
@@ -297,7 +297,7 @@ class RawSinks {
   }
 
   stop(): void {
-    this.sockets.forEach((s) => s.destroy());
+    this.sockets.forEach((s) => { s.destroy(); });
     this.kill();
   }
 }

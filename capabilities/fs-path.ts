@@ -11,7 +11,7 @@
 // operation (open, unlink, rmdir, mkdir, lstat, readdir) is anchored to the parent's fd the same
 // way. This needs Linux with /proc mounted; elsewhere the family fails closed ("unavailable").
 
-import { constants as C } from "node:fs";
+import { constants as C, type Stats } from "node:fs";
 import { lstat, mkdir, open, opendir, rmdir, stat, unlink } from "node:fs/promises";
 import type { FileHandle } from "node:fs/promises";
 import path from "node:path";
@@ -352,7 +352,7 @@ export interface FileMetadata {
 }
 
 export async function statAt(dataDir: string, p: ParsedPath): Promise<FileMetadata> {
-  let st;
+  let st: Stats;
   if (p.parts.length === 0) {
     const root = await openRoot(dataDir);
     try {

@@ -40,7 +40,7 @@ function post(body: Uint8Array): Promise<{ status: number; text: string }> {
 
 function checkResponse(r: unknown): void {
   const o = r as { jsonrpc?: unknown; result?: unknown; error?: { code?: unknown; message?: unknown } };
-  if (!o || o.jsonrpc !== "2.0") throw new Error(`not a JSON-RPC 2.0 response: ${JSON.stringify(r)}`);
+  if (o?.jsonrpc !== "2.0") throw new Error(`not a JSON-RPC 2.0 response: ${JSON.stringify(r)}`);
   if (o.error !== undefined && (!CODES.has(o.error.code as number) || typeof o.error.message !== "string")) throw new Error(`bad error object: ${JSON.stringify(o.error)}`);
 }
 

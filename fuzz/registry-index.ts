@@ -51,7 +51,7 @@ const target: EdgesTarget = {
     } catch (err) {
       if (!(err instanceof ModhostError) || err.code !== "registry_invalid") throw err;
     }
-    let index;
+    let index: ReturnType<typeof parseIndex>;
     try {
       index = parseIndex(input, "fuzz");
     } catch (err) {

@@ -928,7 +928,7 @@ export class ModuleManager {
     const keeps = running ? "; the running version keeps running" : "";
     const manifest = (await this.discover()).manifests.find((m) => m.name === name);
     if (!manifest) throw new ModhostError("not_found", `reload of ${name} refused: no module named ${name} in ${this.opts.config.modules.modules_dir}${keeps}`);
-    let report;
+    let report: ReturnType<typeof verifyModule>;
     try {
       report = verifyModule(manifest, await snapshotModule(manifest), this.opts.config);
     } catch (err) {

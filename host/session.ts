@@ -11,7 +11,7 @@ import { performance } from "node:perf_hooks";
 import type { FrameChannel } from "../protocol/channel.ts";
 import { EncodeError } from "../protocol/codec.ts";
 import {
-  MessageError, MIN_PROTOCOL_VERSION, parseModuleMessage, PROTOCOL_VERSION, wireError,
+  type MessageError, MIN_PROTOCOL_VERSION, parseModuleMessage, PROTOCOL_VERSION, wireError,
   type Hello, type InvocationKind, type ModuleMessage, type WireError,
 } from "../protocol/messages.ts";
 import { HubError, type ApiHub } from "./hub.ts";

@@ -208,7 +208,7 @@ class Scanner {
       if (c === '"') name = this.basicString();
       else if (c === "'") name = this.literalString();
       else {
-        const m = /^[^\s=.\[\]"'#,{}]+/.exec(this.s.slice(this.i, this.i + 1024));
+        const m = /^[^\s=.[\]"'#,{}]+/.exec(this.s.slice(this.i, this.i + 1024));
         if (!m) break;
         name = m[0];
         this.i += name.length;

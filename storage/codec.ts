@@ -106,8 +106,14 @@ function checkPlain(v: unknown, path: string, depth: number, seen: Set<object>, 
     default: // function, symbol, bigint
       throw new StorageError("invalid_params", `${path} is a ${typeof v}, which cannot be stored`);
   }
-  if (v === null) return grow(budget, 1);
-  if (v instanceof Uint8Array) return grow(budget, 2 + v.byteLength); // includes Buffer; read back as a plain Uint8Array
+  if (v === null) {
+    grow(budget, 1);
+    return;
+  }
+  if (v instanceof Uint8Array) {
+    grow(budget, 2 + v.byteLength); // includes Buffer; read back as a plain Uint8Array
+    return;
+  }
   grow(budget, 1);
   if (depth >= MAX_VALUE_DEPTH) {
     throw new StorageError("invalid_params", `${path} is nested deeper than ${MAX_VALUE_DEPTH} levels`);

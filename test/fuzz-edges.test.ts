@@ -5,14 +5,6 @@
 
 import test from "ava";
 import { describe, failed, fuzzTarget, generate, TARGETS } from "../fuzz/edges-driver.ts";
-// Type-only: so that tsc checks every target (the driver loads them by name).
-import type configToml from "../fuzz/config-toml.ts";
-import type manifestToml from "../fuzz/manifest-toml.ts";
-import type registryIndex from "../fuzz/registry-index.ts";
-import type jsonrpcBody from "../fuzz/jsonrpc-body.ts";
-import type httpResponse from "../fuzz/http-response.ts";
-
-export type Targets = [typeof configToml, typeof manifestToml, typeof registryIndex, typeof jsonrpcBody, typeof httpResponse];
 
 const ITERATIONS: Record<(typeof TARGETS)[number], number> = {
   "config-toml": 400,

@@ -118,7 +118,7 @@ test("a module named like a host source is tagged as a module in the pretty log"
   logger.module("host").log("error", "I am the host");
   logger.log("info", "host", "the real host");
   t.regex(lines[0]!, /^\d\d:\d\d:\d\d\.\d{3} ERROR \[module:host\] I am the host$/);
-  t.regex(lines[1]!, /^\d\d:\d\d:\d\d\.\d{3} INFO  \[host\] the real host$/);
+  t.regex(lines[1]!, /^\d\d:\d\d:\d\d\.\d{3} INFO {2}\[host\] the real host$/);
 });
 
 test("the host's own multi-line messages continue on indented lines", (t) => {

@@ -30,7 +30,7 @@ test("a wrong type, an unknown key and a missing required key are all reported w
   const err = t.throws(() => moduleConfig(configOf(src), manifest), { instanceOf: ConfigError });
   const text = err!.message;
   t.regex(text, /modhost\.toml:5:1: modules\.module_configs\.watcher\.interval: watcher expects interval to be an integer, found a string/);
-  t.regex(text, /modhost\.toml:6:1: .*unknown key "intervall"\n  fix: did you mean "interval"\?/);
+  t.regex(text, /modhost\.toml:6:1: .*unknown key "intervall"\n {2}fix: did you mean "interval"\?/);
   t.regex(text, /requires token/);
   t.is(err!.problems.length, 3);
 });

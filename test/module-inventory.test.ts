@@ -36,7 +36,7 @@ test("modules installed, updated and removed are announced to a running host's m
   t.deepEqual(updated.fields, { module: "other", old_version: "1.0.0", new_version: "1.1.0" });
 
   // An unload without a change in modules_dir is not a removal.
-  let mark = h.mark();
+  const mark = h.mark();
   await h.host.manager.unload("other");
   await h.host.manager.load("other");
   await h.waitForState("other", "running");

@@ -723,7 +723,7 @@ function runBpf(program: Buffer, data: { nr: number; arch: number; args?: number
   const mem = Buffer.alloc(64);
   mem.writeUInt32LE(data.nr >>> 0, 0);
   mem.writeUInt32LE(data.arch >>> 0, 4);
-  (data.args ?? []).forEach((a, i) => mem.writeUInt32LE(a >>> 0, 16 + 8 * i));
+  (data.args ?? []).forEach((a, i) => { mem.writeUInt32LE(a >>> 0, 16 + 8 * i); });
   let acc = 0;
   for (let pc = 0; pc < program.length / 8; pc++) {
     const code = program.readUInt16LE(pc * 8);

@@ -228,7 +228,7 @@ export class BitcoindBackend implements ChainBackend {
       this.enqueue({ kind: "blocks" });
       if (this.trackMempool) this.enqueue({ kind: "mempool-resync" });
     }
-    let notice;
+    let notice: ReturnType<typeof parseSequenceBody>;
     try {
       notice = parseSequenceBody(msg.body);
     } catch (err) {

@@ -8,6 +8,7 @@
 // build raises the index version by one, sets a new expiry, and signs the index.
 
 import { mkdir, readdir, readFile, rename, stat, writeFile } from "node:fs/promises";
+import type { Dirent } from "node:fs";
 import { randomBytes } from "node:crypto";
 import path from "node:path";
 import { isDeepStrictEqual } from "node:util";
@@ -59,7 +60,7 @@ async function moduleDirs(sources: string[]): Promise<string[]> {
       dirs.push(abs);
       continue;
     }
-    let entries;
+    let entries: Dirent[];
     try {
       entries = await readdir(abs, { withFileTypes: true });
     } catch (err) {

@@ -60,7 +60,7 @@ export class RegistryDiscovery {
 
   private async lookOnce(): Promise<void> {
     const config = this.deps.config();
-    let verified;
+    let verified: Awaited<ReturnType<typeof fetchIndex>>;
     try {
       verified = await fetchIndex(config);
     } catch (err) {

@@ -284,7 +284,7 @@ function grantLines(config: HostConfig, name: string, ungranted: string[]): stri
 async function tellHost(config: HostConfig, method: "load" | "reload" | "unload", name: string, opts: RegistryOptions): Promise<void> {
   const say = out(opts);
   if (opts.notifyHost === false) return;
-  let client;
+  let client: Awaited<ReturnType<typeof clientFor>>;
   try {
     client = await clientFor(config, 60_000);
   } catch (err) {
@@ -428,7 +428,9 @@ export async function update(config: HostConfig, spec: string | undefined, opts:
       // New dependencies are new modules: installed now, like modhost install would, in the
       // same journaled step as the update itself.
       const depSteps = await activationSteps(config, deps);
-      const reportDeps = () => deps.forEach((s, i) => say(`installed ${s.name} ${s.version} in ${depSteps[i]!.to}: ${s.report.summary}`));
+      const reportDeps = () => {
+        for (const [i, s] of deps.entries()) say(`installed ${s.name} ${s.version} in ${depSteps[i]!.to}: ${s.report.summary}`);
+      };
       const diff = capabilityDiff(config, current.manifest, mine.manifest);
       if (diff.ungranted.length > 0) {
         const pendingRoot = path.join(config.modules.modules_dir, PENDING);

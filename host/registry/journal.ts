@@ -187,7 +187,7 @@ function parsePlan(data: unknown, dir: string): JournalPlan {
     return p;
   };
   const d = data as Partial<JournalPlan> | null;
-  if (!d || d.version !== 1 || typeof d.what !== "string" || typeof d.pid !== "number" || !Array.isArray(d.steps) || !Array.isArray(d.cleanup)
+  if (d?.version !== 1 || typeof d.what !== "string" || typeof d.pid !== "number" || !Array.isArray(d.steps) || !Array.isArray(d.cleanup)
     || typeof d.done !== "number" || !Number.isInteger(d.done) || d.done < 0 || d.done > d.steps.length) {
     throw new Error("not a version 1 journal");
   }

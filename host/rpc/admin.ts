@@ -11,7 +11,7 @@ import type { ChainBackend } from "../../chain/backend.ts";
 import { EmbeddedChain } from "../../chain/embedded.ts";
 import type { AuditLog } from "../audit.ts";
 import type { RpcRegistry } from "../services/rpc.ts";
-import { HOST_RPC_METHODS } from "../services/rpc.ts";
+import type { HOST_RPC_METHODS } from "../services/rpc.ts";
 import { renderPrometheus, type HostMetricFamily, type MetricsStore } from "../services/metrics.ts";
 import { InvocationError } from "../session.ts";
 import { ModhostError } from "../errors.ts";

@@ -118,7 +118,7 @@ export class ModuleApiDirectory implements ModuleDirectory {
       throw fail("unavailable", `module "${target}" is not running (it is ${known.state}); try again when it is`);
     }
     const api = this.apis.get(target);
-    if (!api || !api.has(method)) {
+    if (!api?.has(method)) {
       throw fail("unknown_method", api && api.size > 0
         ? `module "${target}" has no API method "${method}"; its API: ${[...api].sort().join(", ")}`
         : `module "${target}" has not registered a module API`);

@@ -130,7 +130,10 @@ export class ModuleClient {
    */
   corked(work: () => void): void {
     const s = this.socket as (Duplex & { cork?: () => void; uncork?: () => void }) | undefined;
-    if (!s?.cork || !s.uncork) return work();
+    if (!s?.cork || !s.uncork) {
+      work();
+      return;
+    }
     s.cork();
     try {
       work();

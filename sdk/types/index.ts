@@ -121,9 +121,10 @@ export interface EventsApi {
    * a function that unsubscribes this handler.
    */
   subscribe<K extends EventName>(types: K | K[], handler: (event: HostEvent<K>) => void | Promise<void>): Promise<() => Promise<void>>;
-  on<K extends EventName>(types: K | K[], handler: (event: HostEvent<K>) => void | Promise<void>): Promise<() => Promise<void>>;
   /** Module events ("block-stats:summary"): published by that module with publish_event. */
   subscribe(types: ModuleEventName | ModuleEventName[], handler: (event: ModuleEvent) => void | Promise<void>): Promise<() => Promise<void>>;
+  /** The same as subscribe. */
+  on<K extends EventName>(types: K | K[], handler: (event: HostEvent<K>) => void | Promise<void>): Promise<() => Promise<void>>;
   on(types: ModuleEventName | ModuleEventName[], handler: (event: ModuleEvent) => void | Promise<void>): Promise<() => Promise<void>>;
   unsubscribe(types: Array<EventName | ModuleEventName>): Promise<string[]>;
   /**
@@ -160,6 +161,7 @@ export interface ApiCallMeta {
   readonly caller: string;
 }
 
+// biome-ignore lint/suspicious/noConfusingVoidType: a handler may return nothing (void), which `undefined` would not accept.
 export type ModuleApiHandler = (params: Plain, meta: ApiCallMeta) => Plain | void | Promise<Plain | void>;
 
 export interface ModulesApi {
@@ -299,6 +301,7 @@ export interface CliSpec {
 }
 
 /** What a CLI command returns: a string is printed as is, anything else as JSON. */
+// biome-ignore lint/suspicious/noConfusingVoidType: a handler may return nothing (void), which `undefined` would not accept.
 export type CliHandler = (args: string[]) => Plain | void | Promise<Plain | void>;
 
 /**
@@ -308,6 +311,7 @@ export type CliHandler = (args: string[]) => Plain | void | Promise<Plain | void
  */
 export interface RpcApi {
   /** Resolves to the full name clients call ("block-stats.summary"). */
+  // biome-ignore lint/suspicious/noConfusingVoidType: a handler may return nothing (void), which `undefined` would not accept.
   register(method: string, description: string, handler: (params: Plain) => Plain | void | Promise<Plain | void>): Promise<string>;
   unregister(method: string): Promise<boolean>;
   /** Declare CLI commands and their handlers (replaces any earlier ones). */

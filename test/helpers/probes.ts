@@ -79,7 +79,7 @@ export function isResultRef(v: unknown): v is ResultRef {
  * the request; the host's side of the channel is not reachable from module code). Methods
  * that take a function get one, as a module would pass it.
  */
-export const ISOLATE_PROBE_SOURCE = String.raw`
+export const ISOLATE_PROBE_SOURCE = `
 const VALUE_CHARS = ${VALUE_CHARS};
 const summarise = (v: any): string => {
   if (typeof v === "function") return "<function>";

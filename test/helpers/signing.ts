@@ -46,6 +46,7 @@ export async function writeTsModule(dir: string, spec: TsModuleSpec): Promise<st
   await writeFile(path.join(dir, "index.ts"), [
     'import { LABEL } from "./lib.ts";',
     "export default async function start(ctx: any): Promise<void> {",
+    // biome-ignore lint/suspicious/noTemplateCurlyInString: module source code, interpolated when the module runs.
     "  ctx.log.info(`started ${LABEL}`);",
     `  ${spec.body ?? ""}`,
     "}",
