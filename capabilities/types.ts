@@ -10,6 +10,7 @@ import type { ChainBackend } from "../chain/backend.ts";
 import type { ModuleStore } from "../storage/store.ts";
 import type { Permission } from "./catalogue.ts";
 import type { LogLevel } from "../protocol/messages.ts";
+import type { HookService } from "./hooks.ts";
 
 /** Per-module event subscription control, bound to the calling module's connection. */
 export interface EventControl {
@@ -100,6 +101,8 @@ export interface HostServices {
   resolve?(host: string): Promise<Array<{ address: string; family: number }>>;
   /** A module is submitting the block with this hash (its NewBlock is then also BlockMined). */
   blockSubmitted?(hash: string, module: string): void;
+  /** Hook chains at the host's hook points (host/services/hooks.ts). */
+  hooks?: HookService;
   /** Drop everything a module registered (it stopped or crashed): timers, API, RPC methods, providers. */
   forget?(module: string): void;
 }
@@ -157,6 +160,7 @@ const SERVICE_TEXT: Record<ServiceName, string> = {
   timers: "timers are",
   metrics: "metrics are",
   providers: "provider modules are",
+  hooks: "hooks are",
 };
 
 /** A host service a handler needs; "unavailable" in hosts built without it (unit tests). */
@@ -181,7 +185,7 @@ export class CapabilityError extends Error {
   readonly denial: boolean;
 
   constructor(
-    readonly code: "not_found" | "invalid_params" | "quota_exceeded" | "unavailable" | "backend_error" | "backend_unavailable" | "permission_denied" | "timeout",
+    readonly code: "not_found" | "invalid_params" | "quota_exceeded" | "unavailable" | "backend_error" | "backend_unavailable" | "permission_denied" | "timeout" | "hook_rejected",
     message: string,
     options: { denial?: boolean } = {},
   ) {

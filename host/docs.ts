@@ -13,6 +13,7 @@ const SCOPE_TEXT = {
   host: "hosts (`host` or `host:port`)",
   module: "module names",
   event: "event types",
+  hook: "hook points",
 } as const;
 
 export function permissionsMarkdown(): string {
