@@ -72,7 +72,7 @@ export class HookRegistry implements HookService {
     }
     const next = new Map(at);
     next.set(module, { module, before: reg.before ?? [], after: reg.after ?? [], seq: previous?.seq ?? this.seq++ });
-    const order = this.orderOf(point, next);
+    const order = this.orderOf(point, next, module);
     if ("cycle" in order) {
       throw new CapabilityError("invalid_params", `the hook of "${module}" at ${point} cannot be ordered: ${order.cycle}`);
     }
@@ -155,7 +155,7 @@ export class HookRegistry implements HookService {
   }
 
   /** Topological order under the operator's order and the registrations' before/after, or the cycle. */
-  private orderOf(point: HookPointName, entries: ReadonlyMap<string, Entry>): { order: string[] } | { cycle: string } {
+  private orderOf(point: HookPointName, entries: ReadonlyMap<string, Entry>, start?: string): { order: string[] } | { cycle: string } {
     const operator = this.settings(point).order.filter((m) => entries.has(m));
     const rank = (m: string) => {
       const i = operator.indexOf(m);
@@ -190,7 +190,7 @@ export class HookRegistry implements HookService {
     // Name one cycle: walk from a module left over along edges between left-over modules.
     const left = new Set([...entries.keys()].filter((m) => !order.includes(m)));
     const path: string[] = [];
-    let at = [...left][0]!;
+    let at = start !== undefined && left.has(start) ? start : [...left][0]!;
     while (!path.includes(at)) {
       path.push(at);
       at = [...edges.get(at)!].find((to) => left.has(to))!;
