@@ -64,6 +64,8 @@ export interface HookPoint {
   readonly modifiable: Readonly<Record<string, v.GenericSchema>>;
   /** A check of a modified payload against the original (besides the field schemas); returns a problem or undefined. */
   readonly checkModified?: (original: Record<string, unknown>, next: Record<string, unknown>) => string | undefined;
+  /** How a modify is bounded beyond the field schemas, for the docs. */
+  readonly modifyNote?: string;
   readonly timeoutMs: number;
   readonly failure: FailurePolicy;
   /** What the failure policy defaults to and why, for the docs. */
@@ -103,13 +105,14 @@ export const HOOK_POINTS: Readonly<Record<HookPointName, HookPoint>> = {
       }
       return undefined;
     },
+    modifyNote: "only by leaving entries out, in their order; the host rebuilds coinbase value, witness commitment and coinbase transaction around the rest (and leaves out a kept transaction that spends a left-out one)",
     timeoutMs: 1000,
     failure: "open",
     why: "mining must go on when a template filter is down; the unfiltered template is still one the chain accepts",
   },
   rpc_dispatch: {
     name: "rpc_dispatch",
-    description: "A JSON-RPC call of a module's method (<module>.<method>) on the host's RPC server, before it is dispatched to that module.",
+    description: "A JSON-RPC call of a module's method (`<module>.<method>`) on the host's RPC server, before it is dispatched to that module.",
     payload: v.object({ module: v.string(), method: v.string(), params: v.unknown() }),
     modifiable: { params: v.unknown() },
     timeoutMs: 2000,
