@@ -353,6 +353,34 @@ test("module_load hooks: a reject stops the load with the hook's reason, the hoo
   t.pass();
 });
 
+test("an RPC client refused by a hook gets JSON-RPC error -32005 naming the hook's module; an oversized modify is a failure of the hook, an oversized payload is refused before any hook sees it", async (t) => {
+  t.timeout(120_000);
+  const h = await hookHost(t, {
+    "gate": { runtime: "native", hooks: [{ point: "rpc_dispatch", behaviour: "big-modify" }] },
+  }, { target: TARGET }, (config) => {
+    config.hooks = { rpc_dispatch: { max_payload_bytes: 4096 } };
+  });
+  await registered(h, ["gate"]);
+  await h.waitForState("target", "running", 20_000);
+  // rpc_dispatch is fail-closed by default: the 64 KiB modify is over the limit, so the call is refused.
+  let since = h.mark();
+  const big = await call(h, "target.echo", { n: 1 }).catch((e: unknown) => e);
+  t.true(big instanceof RpcFailure, String(big));
+  t.is((big as RpcFailure).code, -32005);
+  t.is((big as RpcFailure).message, `refused at hook point rpc_dispatch: the hook of module "gate" failed (its modified payload is over 4096 bytes ([hooks.rpc_dispatch] max_payload_bytes)) and rpc_dispatch is fail-closed`);
+  t.like((big as RpcFailure).data, { code: "hook_rejected", point: "rpc_dispatch", hook_module: "gate" });
+  t.is(callsOf(h, "gate", since).length, 1);
+  // A payload over the limit is refused before it is sent to any hook.
+  since = h.mark();
+  const over = await call(h, "target.echo", { s: "y".repeat(8000) }).catch((e: unknown) => e);
+  t.true(over instanceof RpcFailure, String(over));
+  t.regex((over as RpcFailure).message, /refused at hook point rpc_dispatch: its payload is over 4096 bytes, more than the hooks there take \(\[hooks\.rpc_dispatch\] max_payload_bytes in modhost\.toml raises it\)/);
+  t.is(callsOf(h, "gate", since).length, 0);
+  // Fail-open instead: the failed hook is skipped and the module gets the caller's params.
+  h.host.config.hooks = { rpc_dispatch: { max_payload_bytes: 4096, failure: "open" } };
+  t.deepEqual(await call(h, "target.echo", { n: 2 }), { got: { n: 2 } });
+});
+
 test("[hooks.POINT] in modhost.toml: order, failure, timeout_ms and max_payload_bytes are read and checked", async (t) => {
   const { parseConfig } = await import("../host/config.ts");
   const ok = parseConfig({ hooks: { tx_submit: { order: ["a", "b"], failure: "closed", timeout_ms: 500 }, rpc_dispatch: { max_payload_bytes: 4096 } } }, "", "/tmp/modhost.toml");
