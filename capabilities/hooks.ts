@@ -23,11 +23,11 @@
 // both runtimes are checked by the same code.
 import * as v from "valibot";
 import { HOOK_POINT_NAMES, type HookPointName } from "./catalogue.ts";
-import { CapabilityError, method, serviceOf, type CallContext, type Family } from "./types.ts";
+import { CapabilityError, method, serviceOf, type CallContext, type Family, type HookRegistration, type HookService } from "./types.ts";
 import { moduleName } from "./modules.ts";
 import { hash } from "./schemas.ts";
 
-export { HOOK_POINT_NAMES, type HookPointName };
+export { HOOK_POINT_NAMES, type HookPointName, type HookRegistration, type HookService };
 
 export type FailurePolicy = "open" | "closed";
 
@@ -237,11 +237,6 @@ function describeRaw(raw: unknown): string {
 // ---------------------------------------------------------------------------------------
 // The service and the family
 
-export interface HookRegistration {
-  before?: string[];
-  after?: string[];
-}
-
 /** Thrown by HookService.run when a hook rejected, or failed at a fail-closed point. */
 export class HookRejection extends CapabilityError {
   constructor(
@@ -257,20 +252,6 @@ export class HookRejection extends CapabilityError {
       : `refused at hook point ${point} by the hook of module "${hookModule}": ${reason}`);
     this.name = "HookRejection";
   }
-}
-
-/** The hook registry (host/services/hooks.ts) as capabilities see it. */
-export interface HookService {
-  /** Register `module`'s hook at `point` (replacing its earlier one there); returns the chain's order. */
-  register(module: string, point: HookPointName, reg: HookRegistration): string[];
-  unregister(module: string, point: HookPointName): boolean;
-  /** Whether any hook is registered at `point` (callers skip building a payload when none is). */
-  active(point: HookPointName): boolean;
-  /**
-   * Run the chain at `point` with `payload`; resolves with the payload the last hook left
-   * (the same object when nothing modified it), or throws HookRejection.
-   */
-  run<T extends Record<string, unknown>>(point: HookPointName, payload: T): Promise<T>;
 }
 
 const hooksOf = (c: CallContext) => serviceOf(c, "hooks");

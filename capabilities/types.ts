@@ -8,9 +8,8 @@ import type * as v from "valibot";
 import type { ProviderRole } from "./event-types.ts";
 import type { ChainBackend } from "../chain/backend.ts";
 import type { ModuleStore } from "../storage/store.ts";
-import type { Permission } from "./catalogue.ts";
+import type { HookPointName, Permission } from "./catalogue.ts";
 import type { LogLevel } from "../protocol/messages.ts";
-import type { HookService } from "./hooks.ts";
 
 /** Per-module event subscription control, bound to the calling module's connection. */
 export interface EventControl {
@@ -105,6 +104,25 @@ export interface HostServices {
   hooks?: HookService;
   /** Drop everything a module registered (it stopped or crashed): timers, API, RPC methods, providers. */
   forget?(module: string): void;
+}
+
+export interface HookRegistration {
+  before?: string[];
+  after?: string[];
+}
+
+/** The hook registry (host/services/hooks.ts) as capabilities see it (capabilities/hooks.ts). */
+export interface HookService {
+  /** Register `module`'s hook at `point` (replacing its earlier one there); returns the chain's order. */
+  register(module: string, point: HookPointName, reg: HookRegistration): string[];
+  unregister(module: string, point: HookPointName): boolean;
+  /** Whether any hook is registered at `point` (callers skip building a payload when none is). */
+  active(point: HookPointName): boolean;
+  /**
+   * Run the chain at `point` with `payload`; resolves with the payload the last hook left
+   * (the same object when nothing modified it), or throws HookRejection.
+   */
+  run<T extends Record<string, unknown>>(point: HookPointName, payload: T): Promise<T>;
 }
 
 /** Everything a handler may touch, already bound to the calling module. */
