@@ -79,7 +79,12 @@ export function createServices(deps: ServiceDeps): HostServices {
   services.providers = providers;
   forgetters.push((module) => providers.forget(module));
   const hooks = new HookRegistry({
-    session,
+    // A module's hooks count from their registration, while it is still starting too (its
+    // handlers are in place before it registers), until its process ends (forget).
+    session: (module) => {
+      const s = deps.manager.processOf(module)?.session;
+      return s?.isOpen ? s : undefined;
+    },
     ...(deps.hooks ? { config: deps.hooks } : {}),
     ...(deps.logger ? { log: deps.logger.log.bind(deps.logger) } : {}),
   });
