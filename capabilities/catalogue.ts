@@ -11,8 +11,17 @@
  * - host:   network hosts, "host" or "host:port" (names canonicalised, numeric tricks refused).
  * - module: target module names (for calling other modules).
  * - event:  event type names (for subscriptions).
+ * - hook:   hook point names (for register_hook: "tx_submit", "rpc_dispatch", ...).
  */
-export type ScopeKind = "none" | "path" | "host" | "module" | "event";
+export type ScopeKind = "none" | "path" | "host" | "module" | "event" | "hook";
+
+/**
+ * The points where the host runs hooks (capabilities/hooks.ts declares each one's payload,
+ * what a hook may modify, its deadline and its failure policy). Listed here because the
+ * grant grammar checks `register_hook=POINT` scopes against them.
+ */
+export const HOOK_POINT_NAMES = ["tx_submit", "block_template", "rpc_dispatch", "module_load"] as const;
+export type HookPointName = (typeof HOOK_POINT_NAMES)[number];
 
 export interface PermissionInfo {
   readonly description: string;
@@ -48,6 +57,7 @@ export const PERMISSIONS = {
   register_module_api: { area: "modules", scope: "none", description: "Expose an API that other modules may call." },
   submit_block: { area: "mining", scope: "none", description: "Submit mined blocks to the node." },
   queue_inbound_block: { area: "mining", scope: "none", description: "Queue a block as if received from a peer." },
+  register_hook: { area: "hooks", scope: "hook", description: "Register hooks that see, and may delay, refuse or modify within a schema, what the host is about to do at the granted hook points (transaction submit, block template, RPC dispatch, module load)." },
 } as const satisfies Record<string, PermissionInfo>;
 
 export type Permission = keyof typeof PERMISSIONS;

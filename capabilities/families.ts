@@ -14,8 +14,9 @@ import { timers } from "./timers.ts";
 import { lightning } from "./lightning.ts";
 import { network } from "./network.ts";
 import { mining } from "./mining.ts";
+import { hooks } from "./hooks.ts";
 
-export const FAMILIES: readonly Family[] = [chain, mempool, storage, events, config, rpc, metrics, fs, modules, timers, lightning, network, mining];
+export const FAMILIES: readonly Family[] = [chain, mempool, storage, events, config, rpc, metrics, fs, modules, timers, lightning, network, mining, hooks];
 
 export interface IndexedMethod extends MethodDef {
   readonly family: string;

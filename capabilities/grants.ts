@@ -12,7 +12,7 @@
 import { domainToASCII } from "node:url";
 import { isIP } from "node:net";
 import path from "node:path";
-import { PERMISSIONS, closest, normalisePermission, PERMISSION_NAMES, type Permission, type ScopeKind } from "./catalogue.ts";
+import { HOOK_POINT_NAMES, PERMISSIONS, closest, normalisePermission, PERMISSION_NAMES, type Permission, type ScopeKind } from "./catalogue.ts";
 
 /** "all" means unscoped: the whole permission. */
 export type Scope = "all" | readonly string[];
@@ -57,7 +57,7 @@ export function parseDescriptor(text: string): Descriptor {
 }
 
 function example(kind: ScopeKind): string {
-  return { none: "", path: "reports", host: "api.example.com:443", module: "price-feed", event: "NewBlock" }[kind];
+  return { none: "", path: "reports", host: "api.example.com:443", module: "price-feed", event: "NewBlock", hook: "tx_submit" }[kind];
 }
 
 /** Canonical form of one scope entry; throws GrantSyntaxError when it is not acceptable. */
@@ -72,6 +72,12 @@ export function canonicalScope(kind: ScopeKind, raw: string): string {
       return raw;
     case "event":
       if (!EVENT_NAME.test(raw)) throw new GrantSyntaxError(`"${raw}" is not an event type`, "use event type names such as NewBlock (docs/events.md)");
+      return raw;
+    case "hook":
+      if (!(HOOK_POINT_NAMES as readonly string[]).includes(raw)) {
+        const guess = closest(raw, HOOK_POINT_NAMES);
+        throw new GrantSyntaxError(`"${raw}" is not a hook point`, `${guess ? `did you mean "${guess}"? ` : ""}hook points: ${HOOK_POINT_NAMES.join(", ")}`);
+      }
       return raw;
     case "none":
       throw new GrantSyntaxError("this permission has no scope");
@@ -170,6 +176,7 @@ export function scopeCovers(kind: ScopeKind, scope: string, target: string): boo
     }
     case "module":
     case "event":
+    case "hook":
     case "none":
       return scope === target;
   }
@@ -280,7 +287,7 @@ export function checkGrant(grants: EffectiveGrants, permission: Permission, targ
 }
 
 function describeTarget(kind: ScopeKind, target: string): string {
-  return { none: target, path: `path "${target}"`, host: `host "${target}"`, module: `module "${target}"`, event: `event "${target}"` }[kind];
+  return { none: target, path: `path "${target}"`, host: `host "${target}"`, module: `module "${target}"`, event: `event "${target}"`, hook: `hook point "${target}"` }[kind];
 }
 
 export function formatDescriptor(permission: Permission, scope: Scope): string {

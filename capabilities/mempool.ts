@@ -3,6 +3,9 @@ import * as v from "valibot";
 import { CapabilityError, method, type Family } from "./types.ts";
 import { hash, none } from "./schemas.ts";
 import { MAX_BLOCK_BYTES, rawHex } from "./mining.ts";
+import { HookRejection } from "./hooks.ts";
+import { decodeTransaction, describeTransaction } from "../chain/serialise.ts";
+import { hexToBytes } from "@noble/hashes/utils.js";
 
 export const mempool: Family = {
   name: "mempool",
@@ -20,12 +23,23 @@ export const mempool: Family = {
     }),
     method({
       name: "submit_transaction", js: "submit", permission: "send_transactions", args: ["hex"], params: v.object({ hex: rawHex(MAX_BLOCK_BYTES) }),
-      summary: "Submit a serialised transaction to the mempool; returns its txid. A refused transaction fails with invalid_params and the reason.",
+      summary: "Submit a serialised transaction to the mempool; returns its txid. A refused transaction fails with invalid_params and the reason; one refused by a tx_submit hook with hook_rejected, naming the hook's module.",
       audit: true,
       handler: async (c, p) => {
+        // The tx_submit hooks see the transaction first (capabilities/hooks.ts); only when there are any.
+        if (c.services.hooks?.active("tx_submit")) {
+          let txid: string;
+          try {
+            txid = describeTransaction(decodeTransaction(hexToBytes(p.hex))).txid;
+          } catch (err) {
+            throw new CapabilityError("invalid_params", `transaction rejected: ${(err as Error).message}`);
+          }
+          await c.services.hooks.run("tx_submit", { txid, hex: p.hex, module: c.module });
+        }
         try {
           return await c.chain.submitTransaction(p.hex);
         } catch (err) {
+          if (err instanceof HookRejection) throw err;
           throw new CapabilityError("invalid_params", `transaction rejected: ${(err as Error).message}`);
         }
       },

@@ -8,7 +8,11 @@
 import * as v from "valibot";
 import { hexToBytes } from "@noble/hashes/utils.js";
 import { method, type Family } from "./types.ts";
-import { displayHex, sha256d } from "../chain/serialise.ts";
+import { bytesToHex } from "@noble/hashes/utils.js";
+import { decodeTransaction, describeTransaction, displayHex, sha256d, witnessCommitment } from "../chain/serialise.ts";
+import { blockSubsidy, coinbaseTransaction } from "../chain/blocks.ts";
+import type { BlockTemplate } from "../chain/backend.ts";
+import type { CallContext } from "./types.ts";
 
 /** Hex of raw bytes, at most `maxBytes` bytes. */
 export function rawHex(maxBytes: number) {
@@ -35,7 +39,10 @@ export const mining: Family = {
     method({
       name: "get_block_template", js: "getBlockTemplate", permission: "read_blockchain", args: ["options"], params: templateOptions,
       summary: "A template for the next block: parent, height, bits, target, times, mempool transactions with fees, coinbase value, witness commitment; with coinbase_script also a ready coinbase transaction paying to it. `rules` is accepted for compatibility (templates always follow segwit rules).",
-      handler: (c, p) => c.chain.getBlockTemplate(p.coinbase_script === undefined ? {} : { coinbaseScript: p.coinbase_script }),
+      handler: async (c, p) => {
+        const template = await c.chain.getBlockTemplate(p.coinbase_script === undefined ? {} : { coinbaseScript: p.coinbase_script });
+        return c.services.hooks?.active("block_template") ? hookedTemplate(c, template, p.coinbase_script) : template;
+      },
     }),
     method({
       name: "submit_block", js: "submitBlock", permission: "submit_block", args: ["hex"], params: v.object({ hex: rawHex(MAX_BLOCK_BYTES) }),
@@ -55,3 +62,42 @@ export const mining: Family = {
     }),
   ],
 };
+
+/** The BIP141 commitment output script prefix: OP_RETURN, push 36, aa21a9ed. */
+const COMMITMENT_PREFIX = "6a24aa21a9ed";
+let extraNonce = 1;
+
+/**
+ * The block_template hooks see the template (capabilities/hooks.ts); one that left
+ * transactions out gets a template rebuilt around the rest: coinbase value, witness
+ * commitment and (when asked for) the coinbase transaction follow the kept transactions.
+ */
+async function hookedTemplate(c: CallContext, template: BlockTemplate, coinbaseScript: string | undefined): Promise<BlockTemplate> {
+  const payload = {
+    module: c.module, height: template.height, previous_block_hash: template.previous_block_hash,
+    transactions: template.transactions, coinbase_value: template.coinbase_value,
+  };
+  const out = await c.services.hooks!.run("block_template", payload);
+  if (out === payload || out.transactions.length === template.transactions.length) return template;
+  const kept = out.transactions;
+  // A kept transaction spending a left-out one would make the block invalid: leave it out too.
+  const dropped = new Set(template.transactions.filter((t) => !kept.some((k) => k.txid === t.txid)).map((t) => t.txid));
+  const transactions = template.transactions.filter((t) => {
+    if (dropped.has(t.txid)) return false;
+    const spendsDropped = describeTransaction(decodeTransaction(hexToBytes(t.hex))).inputs.some((i) => dropped.has(i.txid));
+    if (spendsDropped) dropped.add(t.txid);
+    return !spendsDropped;
+  });
+  const coinbaseValue = blockSubsidy(template.height) + transactions.reduce((sum, t) => sum + t.fee, 0);
+  const wtxids = transactions.map((t) => t.wtxid);
+  const { coinbase_tx: _old, ...rest } = template;
+  const next: BlockTemplate = {
+    ...rest, transactions, coinbase_value: coinbaseValue,
+    default_witness_commitment: COMMITMENT_PREFIX + bytesToHex(witnessCommitment(wtxids, new Uint8Array(32))),
+  };
+  if (coinbaseScript !== undefined) {
+    const coinbase = describeTransaction(coinbaseTransaction(template.height, extraNonce++, coinbaseValue, hexToBytes(coinbaseScript), wtxids));
+    next.coinbase_tx = { txid: coinbase.txid, hex: coinbase.hex };
+  }
+  return next;
+}

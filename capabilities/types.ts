@@ -8,7 +8,7 @@ import type * as v from "valibot";
 import type { ProviderRole } from "./event-types.ts";
 import type { ChainBackend } from "../chain/backend.ts";
 import type { ModuleStore } from "../storage/store.ts";
-import type { Permission } from "./catalogue.ts";
+import type { HookPointName, Permission } from "./catalogue.ts";
 import type { LogLevel } from "../protocol/messages.ts";
 
 /** Per-module event subscription control, bound to the calling module's connection. */
@@ -100,8 +100,29 @@ export interface HostServices {
   resolve?(host: string): Promise<Array<{ address: string; family: number }>>;
   /** A module is submitting the block with this hash (its NewBlock is then also BlockMined). */
   blockSubmitted?(hash: string, module: string): void;
+  /** Hook chains at the host's hook points (host/services/hooks.ts). */
+  hooks?: HookService;
   /** Drop everything a module registered (it stopped or crashed): timers, API, RPC methods, providers. */
   forget?(module: string): void;
+}
+
+export interface HookRegistration {
+  before?: string[];
+  after?: string[];
+}
+
+/** The hook registry (host/services/hooks.ts) as capabilities see it (capabilities/hooks.ts). */
+export interface HookService {
+  /** Register `module`'s hook at `point` (replacing its earlier one there); returns the chain's order. */
+  register(module: string, point: HookPointName, reg: HookRegistration): string[];
+  unregister(module: string, point: HookPointName): boolean;
+  /** Whether any hook is registered at `point` (callers skip building a payload when none is). */
+  active(point: HookPointName): boolean;
+  /**
+   * Run the chain at `point` with `payload`; resolves with the payload the last hook left
+   * (the same object when nothing modified it), or throws HookRejection.
+   */
+  run<T extends Record<string, unknown>>(point: HookPointName, payload: T): Promise<T>;
 }
 
 /** Everything a handler may touch, already bound to the calling module. */
@@ -157,6 +178,7 @@ const SERVICE_TEXT: Record<ServiceName, string> = {
   timers: "timers are",
   metrics: "metrics are",
   providers: "provider modules are",
+  hooks: "hooks are",
 };
 
 /** A host service a handler needs; "unavailable" in hosts built without it (unit tests). */
@@ -181,7 +203,7 @@ export class CapabilityError extends Error {
   readonly denial: boolean;
 
   constructor(
-    readonly code: "not_found" | "invalid_params" | "quota_exceeded" | "unavailable" | "backend_error" | "backend_unavailable" | "permission_denied" | "timeout",
+    readonly code: "not_found" | "invalid_params" | "quota_exceeded" | "unavailable" | "backend_error" | "backend_unavailable" | "permission_denied" | "timeout" | "hook_rejected",
     message: string,
     options: { denial?: boolean } = {},
   ) {

@@ -11,6 +11,7 @@ import type { Descriptor } from "../capabilities/grants.ts";
 import { MODULE_NAME_HINT, MODULE_NAME_RE, readDescriptors } from "./manifest.ts";
 import { PROVIDER_ROLES, type ProviderRole } from "../capabilities/event-types.ts";
 import { Checker, readToml, type IntegerRule, type TomlPath } from "./toml.ts";
+import { HOOK_PAYLOAD_RANGE, HOOK_POINT_NAMES, HOOK_TIMEOUT_RANGE, type HooksConfig } from "../capabilities/hooks.ts";
 import {
   checkPublisherRefs, defaultRegistry, defaultTrust, readModuleTrust, readRegistry, readTrust,
   type ModuleTrust, type RegistryConfig, type TrustConfig,
@@ -254,6 +255,8 @@ export interface HostConfig {
   trust: TrustConfig;
   /** [registry]: where modhost install finds modules (host/registry). */
   registry: RegistryConfig;
+  /** [hooks.POINT]: the operator's order, failure policy, deadline and payload limit per hook point (capabilities/hooks.ts). */
+  hooks: HooksConfig;
 }
 
 /** The [rpc] limits (RpcLimits, host/rpc/server.ts) are keys of [rpc] too. */
@@ -276,7 +279,7 @@ export interface RpcConfig extends RpcLimits {
 }
 
 /** The top-level tables of modhost.toml (ConfigLoaded at start lists them all). */
-export const CONFIG_SECTIONS = ["host", "chain", "modules", "storage", "rpc", "trust", "registry"] as const;
+export const CONFIG_SECTIONS = ["host", "chain", "modules", "storage", "rpc", "trust", "registry", "hooks"] as const;
 const SECTIONS = CONFIG_SECTIONS;
 const MODULES_KEYS = [
   "enabled", "modules_dir", "data_dir", "enabled_modules", "disabled_modules", "on_missing_grant", "sandbox", "native_sandbox",
@@ -321,6 +324,7 @@ export function defaultConfig(dir: string): HostConfig {
     },
     trust: defaultTrust(),
     registry: defaultRegistry(base),
+    hooks: {},
   };
 }
 
@@ -345,6 +349,7 @@ export function parseConfig(data: Record<string, unknown>, source: string, file:
   readTrust(c, data, config.trust);
   readRegistry(c, data, config.registry, config.dir);
   checkPublisherRefs(c, config.trust, config.modules.trust);
+  readHooks(c, data, config);
   const storage = c.table(data["storage"], ["storage"]);
   if (storage) {
     c.knownKeys(storage, ["storage"], ["dir"]);
@@ -603,4 +608,32 @@ function readDir(c: Checker, t: Record<string, unknown>, at: TomlPath, key: stri
     return undefined;
   }
   return path.resolve(base, dir);
+}
+
+/** [hooks.POINT]: order = ["a", "b"], failure = "open" | "closed", timeout_ms, max_payload_bytes. */
+function readHooks(c: Checker, data: Record<string, unknown>, config: HostConfig): void {
+  const at = ["hooks"];
+  const t = c.table(data["hooks"], at);
+  if (!t) return;
+  c.knownKeys(t, at, HOOK_POINT_NAMES);
+  for (const point of HOOK_POINT_NAMES) {
+    const p = [...at, point];
+    const table = c.table(t[point], p);
+    if (!table) continue;
+    c.knownKeys(table, p, ["order", "failure", "timeout_ms", "max_payload_bytes"]);
+    const own: NonNullable<HooksConfig[typeof point]> = {};
+    if (table["order"] !== undefined) {
+      const order = readModuleNames(c, table, p, "order");
+      const twice = order.find((name, i) => order.indexOf(name) !== i);
+      if (twice !== undefined) c.report([...p, "order"], `"${twice}" is listed twice`, "list each module once");
+      else own.order = order;
+    }
+    const failure = c.oneOf(table, p, "failure", ["open", "closed"] as const);
+    if (failure !== undefined) own.failure = failure;
+    const timeout = c.integer(table, p, "timeout_ms", HOOK_TIMEOUT_RANGE);
+    if (timeout !== undefined) own.timeout_ms = timeout;
+    const max = c.integer(table, p, "max_payload_bytes", HOOK_PAYLOAD_RANGE);
+    if (max !== undefined) own.max_payload_bytes = max;
+    config.hooks[point] = own;
+  }
 }

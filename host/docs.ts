@@ -6,6 +6,7 @@
 import { PERMISSION_ALIASES, PERMISSIONS, PERMISSION_NAMES } from "../capabilities/catalogue.ts";
 import { FAMILIES, METHODS } from "../capabilities/families.ts";
 import { EVENT_TYPES, HOST_EVENT_NAMES } from "../capabilities/event-types.ts";
+import { DEFAULT_MAX_PAYLOAD_BYTES, HOOK_POINTS, HOOK_POINT_NAMES } from "../capabilities/hooks.ts";
 
 const SCOPE_TEXT = {
   none: "—",
@@ -13,6 +14,7 @@ const SCOPE_TEXT = {
   host: "hosts (`host` or `host:port`)",
   module: "module names",
   event: "event types",
+  hook: "hook points",
 } as const;
 
 export function permissionsMarkdown(): string {
@@ -50,6 +52,21 @@ export function permissionsMarkdown(): string {
       out.push(`| \`${m.name}\` | ${call} | ${m.args.length ? m.args.map((a) => `\`${a}\``).join(", ") : "—"} | ${m.permission ? `\`${m.permission}\`` : "none"} | ${m.summary} |`);
     }
     out.push("");
+  }
+  out.push(
+    "## Hook points",
+    "",
+    "A module granted `register_hook` (scoped: `\"register_hook=tx_submit\"`) runs a hook at these points (module guide, Hooks). `modify` may change only the fields listed; the operator overrides the deadline and the failure policy in `[hooks.POINT]` (operator guide). Payloads are at most " +
+      `${DEFAULT_MAX_PAYLOAD_BYTES} bytes unless the operator sets \`max_payload_bytes\`.`,
+    "",
+    "| Point | When | Payload fields | `modify` may change | Deadline | On failure |",
+    "|---|---|---|---|---|---|",
+  );
+  for (const name of HOOK_POINT_NAMES) {
+    const p = HOOK_POINTS[name];
+    const fields = Object.keys((p.payload as unknown as { entries: Record<string, unknown> }).entries).map((f) => `\`${f}\``).join(", ");
+    const modifiable = (Object.keys(p.modifiable).map((f) => `\`${f}\``).join(", ") || "nothing") + (p.modifyNote ? `: ${p.modifyNote}` : "");
+    out.push(`| \`${name}\` | ${p.description} | ${fields} | ${modifiable} | ${p.timeoutMs} ms | fail-${p.failure}: ${p.why} |`);
   }
   return out.join("\n").replace(/\n+$/, "\n");
 }

@@ -115,6 +115,7 @@ export class Host {
     this.manager.services = createServices({
       bus: this.bus, manager: this.manager, rpc: this.rpc, metrics: this.metrics, logger: this.logger,
       providers: this.config.modules.providers, grantAll: this.opts.grantAll === true,
+      hooks: () => this.config.hooks,
     });
     this.manager.services.blockSubmitted = (hash, module) => this.nodeEvents?.blockSubmitted(hash, module);
     await this.manager.removeStaleRunDirs();

@@ -38,6 +38,7 @@ import type { Permission } from "../capabilities/catalogue.ts";
 import { ModuleStore } from "../storage/store.ts";
 import type { AuditLog, AuditRecord } from "./audit.ts";
 import type { HostServices } from "../capabilities/types.ts";
+import { HookRejection } from "../capabilities/hooks.ts";
 import { flowLimits, InvocationError, spawnModule, type HostSession } from "./session.ts";
 import { fairDeadline, KeyedQueue, LifecycleState, LoopStallMeter, removeStaleRunDirs, runDirPrefix } from "./lifecycle.ts";
 import { describeExit, type ModuleProcess } from "../runtime/process.ts";
@@ -118,7 +119,7 @@ export interface Discovery {
 }
 
 /** Start errors a retry cannot fix: a restart that fails with one of these is not retried. */
-const PERMANENT_START_ERRORS = new Set(["verification_failed", "not_found", "permission_denied", "config_error", "internal"]);
+const PERMANENT_START_ERRORS = new Set(["verification_failed", "not_found", "permission_denied", "config_error", "internal", "hook_rejected"]);
 
 /** The session's own timer for a health probe: only a backstop, the manager judges with a fair deadline. */
 const HEALTH_INVOKE_BACKSTOP_MS = 0x7fffffff;
@@ -439,6 +440,7 @@ export class ModuleManager {
       await rec.storeClosing;
       rec.store ??= await this.openStore(rec);
       const config = moduleConfig(this.opts.config, manifest);
+      await this.runLoadHooks(rec, attempt);
       const sandboxed = await this.runtimes[manifest.runtime](rec, dataDir, config);
       let proc: ModuleProcess<HostSession>;
       try {
@@ -505,6 +507,25 @@ export class ModuleManager {
       // What a retry cannot fix (refused verification, a missing binary, no sandbox) is final.
       const permanent = (err instanceof ModhostError && PERMANENT_START_ERRORS.has(err.code)) || (err as Error).name === "SandboxUnavailableError";
       this.afterFailure(rec, `start failed: ${problem}`, attempt > 0 ? { kind: "restart", permanent } : { kind: "start" });
+    }
+  }
+
+  /** The module_load hooks (capabilities/hooks.ts): a refusal ends this start for good (hook_rejected). */
+  private async runLoadHooks(rec: ModuleRecord, attempt: number): Promise<void> {
+    const hooks = this.services?.hooks;
+    if (!hooks?.active("module_load")) return;
+    try {
+      await hooks.run("module_load", {
+        module: rec.name, version: rec.manifest.version, runtime: rec.manifest.runtime, grants: describeGrants(rec.grants), restart: attempt > 0,
+      });
+    } catch (err) {
+      if (err instanceof HookRejection) {
+        this.audit(rec.name, "refused", { hook_module: err.hookModule, point: err.point }, err.reason);
+        throw new ModhostError("hook_rejected", err.message, err.failed
+          ? `start the hook module "${err.hookModule}" again, or set [hooks.module_load] failure = "open" in modhost.toml`
+          : `ask whoever runs the hook module "${err.hookModule}" why, or remove register_hook=module_load from its grants`);
+      }
+      throw err;
     }
   }
 
@@ -1088,7 +1109,7 @@ function quarantineProblem(name: string, failures: number, reason: string, since
 export function changedSections(a: HostConfig, b: HostConfig): string[] {
   const out: string[] = [];
   const same = (x: unknown, y: unknown) => JSON.stringify(x) === JSON.stringify(y);
-  for (const section of ["host", "chain", "storage", "rpc"] as const) if (!same(a[section], b[section])) out.push(section);
+  for (const section of ["host", "chain", "storage", "rpc", "hooks"] as const) if (!same(a[section], b[section])) out.push(section);
   const { module_configs: _c1, limits: _l1, grants: _g1, ...restA } = a.modules;
   const { module_configs: _c2, limits: _l2, grants: _g2, ...restB } = b.modules;
   for (const key of Object.keys(restA) as (keyof typeof restA)[]) if (!same(restA[key], restB[key])) out.push(`modules.${key}`);

@@ -22,6 +22,7 @@ export type ErrorCode =
   | "module_error"
   | "result_too_large"
   | "not_plain_data"
+  | "hook_rejected"
   | "internal";
 
 /** Longest method name a request may carry (no method comes close); longer is refused before any lookup. */
@@ -102,7 +103,7 @@ export interface Log {
   fields?: Record<string, unknown>;
 }
 
-export type InvocationKind = "shutdown" | "health" | "cli" | "rpc" | "module_api" | "timer" | "config" | "provider";
+export type InvocationKind = "shutdown" | "health" | "cli" | "rpc" | "module_api" | "timer" | "config" | "provider" | "hook";
 
 /** Host -> module. */
 export interface Invocation {

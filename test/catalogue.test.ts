@@ -50,7 +50,11 @@ import { ISOLATE_PROBE_SOURCE, PROBE_LOG, type ProbeCall, type ProbeReport, type
 const RUNTIMES: readonly ProbeRuntime[] = ["isolate", "native"];
 
 /** Granted with a scope where the permission takes one (the target of the example). */
-const DESCRIPTOR: Partial<Record<Permission, string>> = { call_module: "call_module=echo", network_access: "network_access=127.0.0.1" };
+const DESCRIPTOR: Partial<Record<Permission, string>> = {
+  call_module: "call_module=echo", network_access: "network_access=127.0.0.1",
+  // A fail-open point: a probe's hook (the native probe answers no hook) cannot stop other probes.
+  register_hook: "register_hook=block_template",
+};
 
 /** Chain data and files the examples point at, made before the probes start. */
 interface Setup {
@@ -185,6 +189,9 @@ function examples(d: Setup): Record<string, Example> {
     get_block_template: { params: { coinbase_script: "51" }, check: has(`"previous_block_hash":`, `"coinbase_tx":`) },
     submit_block: { params: { hex: d.block.hex }, check: blockAnswer },
     queue_received_block: { params: { hex: d.block.hex }, check: blockAnswer },
+    // hooks
+    register_hook: { params: { point: "block_template" }, check: has(`"point":"block_template"`, `"order":[`) },
+    unregister_hook: { params: { point: "block_template" }, check: isTrue },
   };
 }
 

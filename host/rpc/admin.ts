@@ -17,6 +17,8 @@ import { InvocationError } from "../session.ts";
 import { ModhostError } from "../errors.ts";
 import { closest } from "../../capabilities/catalogue.ts";
 import { formatDescriptor } from "../../capabilities/grants.ts";
+import { HookRejection } from "../../capabilities/hooks.ts";
+import { CapabilityError } from "../../capabilities/types.ts";
 import { HOST_VERSION } from "../version.ts";
 import { RPC_ERRORS, RpcError, type Dispatch, type RpcServer } from "./server.ts";
 
@@ -349,7 +351,21 @@ async function callModule(deps: AdminDeps, full: string, params: unknown): Promi
     const guess = closest(full, deps.registry.list().map((m) => m.full));
     throw new RpcError(RPC_ERRORS.methodNotFound, `method not found: ${full}${guess ? `; did you mean ${guess}?` : ""} (rpc_methods lists them all)`);
   }
-  return invoke(deps, entry.module, "rpc", { method: entry.method, params: params ?? {} });
+  let callParams: unknown = params ?? {};
+  // The rpc_dispatch hooks see the call first (capabilities/hooks.ts); only when there are any.
+  const hooks = deps.manager.services?.hooks;
+  if (hooks?.active("rpc_dispatch")) {
+    try {
+      callParams = (await hooks.run("rpc_dispatch", { module: entry.module, method: entry.method, params: callParams })).params;
+    } catch (err) {
+      if (err instanceof HookRejection) {
+        throw new RpcError(RPC_ERRORS.hookRejected, err.message, { code: "hook_rejected", point: err.point, hook_module: err.hookModule, reason: err.reason });
+      }
+      if (err instanceof CapabilityError) throw new RpcError(RPC_ERRORS.hostError, err.message, { code: err.code });
+      throw err;
+    }
+  }
+  return invoke(deps, entry.module, "rpc", { method: entry.method, params: callParams ?? {} });
 }
 
 /** Invoke a running module and translate its failures into RPC errors. */

@@ -41,6 +41,8 @@ export const RPC_ERRORS = {
   unavailable: -32003,
   /** A host action failed (no such module, wrong state, the load failed). */
   hostError: -32004,
+  /** A hook refused the call (rpc_dispatch; capabilities/hooks.ts): data names the hook's module and its reason. */
+  hookRejected: -32005,
 } as const;
 
 export class RpcError extends Error {

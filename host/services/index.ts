@@ -9,6 +9,8 @@ import { MetricsStore } from "./metrics.ts";
 import { ModuleApiDirectory } from "./modules.ts";
 import { TimerService } from "./timers.ts";
 import { ProviderRegistry, type ProviderRole } from "./providers.ts";
+import { HookRegistry } from "./hooks.ts";
+import type { HooksConfig } from "../../capabilities/hooks.ts";
 import { RateLimiter, type Logger } from "../log.ts";
 import { PUBLISH_RATE } from "../../capabilities/events.ts";
 
@@ -25,6 +27,8 @@ export interface ServiceDeps {
   providers?: Partial<Record<ProviderRole, string>>;
   /** Development host: an undesignated role goes to the first module that registers. */
   grantAll?: boolean;
+  /** The operator's [hooks] section, read at each use (reloads apply at once). */
+  hooks?: () => HooksConfig | undefined;
 }
 
 export function createServices(deps: ServiceDeps): HostServices {
@@ -74,5 +78,17 @@ export function createServices(deps: ServiceDeps): HostServices {
   });
   services.providers = providers;
   forgetters.push((module) => providers.forget(module));
+  const hooks = new HookRegistry({
+    // A module's hooks count from their registration, while it is still starting too (its
+    // handlers are in place before it registers), until its process ends (forget).
+    session: (module) => {
+      const s = deps.manager.processOf(module)?.session;
+      return s?.isOpen ? s : undefined;
+    },
+    ...(deps.hooks ? { config: deps.hooks } : {}),
+    ...(deps.logger ? { log: deps.logger.log.bind(deps.logger) } : {}),
+  });
+  services.hooks = hooks;
+  forgetters.push((module) => hooks.forget(module));
   return services;
 }

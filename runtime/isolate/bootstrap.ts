@@ -220,7 +220,7 @@ export const BOOTSTRAP = String.raw`
   };
 
   const handlers = new Map();
-  const callbacks = { module_api: new Map(), rpc: new Map(), cli: new Map(), timer: new Map(), provider: new Map() };
+  const callbacks = { module_api: new Map(), rpc: new Map(), cli: new Map(), timer: new Map(), provider: new Map(), hook: new Map() };
   let currentConfig = null;
   let dispatching = null;
   let ctx = null;
@@ -311,6 +311,30 @@ export const BOOTSTRAP = String.raw`
         callbacks.timer.delete(id);
         return wire({ timer_id: id });
       },
+      // hooks.register(point, handler, {before, after}): the handler answers {result: "continue"},
+      // {result: "modify", payload} or {result: "reject", reason}; returning nothing is continue.
+      register_hook: (wire) => async (point, handler, options) => {
+        if (typeof handler !== "function") throw new TypeError("hooks.register(point, handler, options): handler must be a function");
+        const params = { point };
+        if (options && typeof options === "object") {
+          if (options.before !== undefined) params.before = options.before;
+          if (options.after !== undefined) params.after = options.after;
+        }
+        const previous = callbacks.hook.get(point);
+        callbacks.hook.set(point, handler);
+        try {
+          return await wire(params);
+        } catch (err) {
+          if (previous) callbacks.hook.set(point, previous);
+          else callbacks.hook.delete(point);
+          throw err;
+        }
+      },
+      unregister_hook: (wire) => async (point) => {
+        const result = await wire({ point });
+        callbacks.hook.delete(point);
+        return result;
+      },
       register_provider: (wire) => async (kind, impl) => {
         if (!impl || typeof impl !== "object") throw new TypeError("provide(kind, implementation): pass an object of functions");
         callbacks.provider.set(kind, impl);
@@ -392,6 +416,12 @@ export const BOOTSTRAP = String.raw`
         const fn = impl && impl[params.method];
         if (typeof fn !== "function") fail("this module does not provide " + params.kind + "." + params.method);
         return await fn(params.params || {});
+      }
+      case "hook": {
+        const fn = callbacks.hook.get(params.point);
+        if (!fn) fail("this module has no hook at " + params.point);
+        const answer = await fn(freeze(params.payload), freeze({ point: params.point }));
+        return answer === undefined || answer === null ? { result: "continue" } : answer;
       }
       case "config":
         currentConfig = freeze(params.config || {});

@@ -314,7 +314,7 @@ client.onInvocation("shutdown", async (params) => {
 
 // Calls into the module: its API, its RPC methods, timers, CLI commands, provider calls and
 // configuration updates all go through the bootstrap's invoke(), which answers with data only.
-for (const kind of ["module_api", "rpc", "cli", "timer", "provider", "config"] as const) {
+for (const kind of ["module_api", "rpc", "cli", "timer", "provider", "config", "hook"] as const) {
   client.onInvocation(kind, async (params) => {
     const answer = (await guarded(`${kind} invocation`, () => withTimeout(
       rt.invoke.apply(undefined, [kind, params], { arguments: { copy: true }, timeout: cpuTimeMs, result: { promise: true, copy: true } }) as Promise<unknown>,

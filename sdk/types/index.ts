@@ -264,6 +264,31 @@ export interface MiningApi {
   queueBlock(hex: Hex): Promise<SubmitBlockResult>;
 }
 
+/** The host's hook points (docs/module-guide.md, Hooks). */
+export type HookPoint = "tx_submit" | "block_template" | "rpc_dispatch" | "module_load";
+
+/** What a hook answers; returning nothing is `continue`. */
+export type HookAnswer =
+  | { result: "continue" }
+  /** Only the fields the point declares modifiable may differ (the others may be left out). */
+  | { result: "modify"; payload: Record<string, Plain> }
+  /** Stops the chain: the caller is refused with this reason, naming this module. */
+  | { result: "reject"; reason: string };
+
+// biome-ignore lint/suspicious/noConfusingVoidType: a hook that returns nothing continues, and `undefined` would not accept a void function.
+export type HookHandler = (payload: Readonly<Record<string, Plain>>, meta: { readonly point: HookPoint }) => HookAnswer | void | Promise<HookAnswer | void>;
+
+/**
+ * Needs register_hook (scoped by point). One hook per point and module; registering again
+ * replaces it. The handler must answer within the point's deadline (operator: [hooks.POINT]
+ * timeout_ms); a failure is handled by the point's failure policy (fail-open or fail-closed).
+ */
+export interface HooksApi {
+  /** Resolves to the chain's order at the point (module names). A cycle of before/after is refused. */
+  register(point: HookPoint, handler: HookHandler, options?: { before?: string[]; after?: string[] }): Promise<{ point: HookPoint; order: string[] }>;
+  unregister(point: HookPoint): Promise<boolean>;
+}
+
 /** A directory entry of fs.listDirectory. */
 export interface DirEntry {
   name: string;
@@ -355,6 +380,8 @@ export interface ModuleContext {
   /** With read_network (getStats, getPeers) and network_access (fetch). */
   readonly network: NetworkApi;
   readonly mining: MiningApi;
+  /** With register_hook. */
+  readonly hooks: HooksApi;
 }
 
 /** The shape of a module's entry file. */

@@ -106,6 +106,7 @@ const SPECIAL: Record<string, (fn: any, args: any[], params: any) => Promise<unk
   register_timer: (fn, a) => fn(a[0], () => {}),
   schedule_task: (fn, a) => fn(a[0], () => {}),
   register_provider: (fn, a) => fn(a[0], PROVIDER),
+  register_hook: (fn, a) => fn(a[0], () => ({ result: "continue" }), a[2]),
 };
 
 export default async function start(ctx: any): Promise<void> {

@@ -508,6 +508,20 @@ impl Client {
         self.request_raw("register_provider", &Kind { kind }).map(drop)
     }
 
+    // hooks (needs register_hook, scoped by point; calls arrive as `hook` invocations, see Client::on_hook)
+
+    /// Runs this module's hook at `point` (one per point; registering again replaces it).
+    /// `before` / `after` name modules whose hooks this one must precede or follow; a cycle is
+    /// refused with `invalid_params` naming the modules. Returns the chain's order at the
+    /// point. Handle the calls with [`Client::on_hook`] first.
+    pub fn register_hook(&self, point: HookPoint, before: &[&str], after: &[&str]) -> Result<HookRegistered> {
+        self.request("register_hook", &HookRegister { point, before, after })
+    }
+    /// Removes this module's hook at `point`; true if it had one.
+    pub fn unregister_hook(&self, point: HookPoint) -> Result<bool> {
+        self.request("unregister_hook", &HookPointParams { point })
+    }
+
     // network (needs read_network)
 
     /// Peer count, hash rate, bytes sent and received.
@@ -699,6 +713,31 @@ impl Client {
         E: Into<HandlerError>,
     {
         self.on_typed_invocation("provider", handler)
+    }
+
+    /// Answers this module's hooks (`hook` invocations; see [`Client::register_hook`]): return
+    /// [`HookAnswer::Continue`], [`HookAnswer::Modify`] with the new payload (only the fields
+    /// the point declares modifiable may differ) or [`HookAnswer::Reject`] with a reason.
+    /// Answer within the point's deadline: past it the point's failure policy applies.
+    ///
+    /// ```no_run
+    /// # let client: modhost_sdk::Client = unimplemented!();
+    /// use modhost_sdk::types::{HookAnswer, HookCall, HookPoint};
+    /// use modhost_sdk::HandlerError;
+    /// client.on_hook(|call: HookCall| -> Result<HookAnswer, HandlerError> {
+    ///     match call.point {
+    ///         HookPoint::TxSubmit => Ok(HookAnswer::Reject { reason: "not now".into() }),
+    ///         _ => Ok(HookAnswer::Continue),
+    ///     }
+    /// });
+    /// client.register_hook(HookPoint::TxSubmit, &[], &[]).unwrap();
+    /// ```
+    pub fn on_hook<F, E>(&self, handler: F)
+    where
+        F: Fn(HookCall) -> std::result::Result<HookAnswer, E> + Send + Sync + 'static,
+        E: Into<HandlerError>,
+    {
+        self.on_typed_invocation("hook", handler)
     }
 
     /// Runs `handler` with the new configuration when the operator changes it (`config`
@@ -955,6 +994,18 @@ struct PaymentId<'a> {
 #[derive(Serialize)]
 struct Kind {
     kind: ProviderKind,
+}
+#[derive(Serialize)]
+struct HookRegister<'a> {
+    point: HookPoint,
+    #[serde(skip_serializing_if = "<[&str]>::is_empty")]
+    before: &'a [&'a str],
+    #[serde(skip_serializing_if = "<[&str]>::is_empty")]
+    after: &'a [&'a str],
+}
+#[derive(Serialize)]
+struct HookPointParams {
+    point: HookPoint,
 }
 
 #[derive(Deserialize)]

@@ -786,6 +786,53 @@ impl ProviderCall {
     }
 }
 
+// ---- hooks (capabilities/hooks.ts) ----
+
+/// A point where the host runs hooks (docs/permissions.md, Hook points).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HookPoint {
+    /// A module's submit_transaction, before the transaction reaches the mempool. Payload
+    /// `{txid, hex, module}`; nothing is modifiable.
+    TxSubmit,
+    /// get_block_template, before the template is served. Payload `{module, height,
+    /// previous_block_hash, transactions, coinbase_value}`; `transactions` may only lose entries.
+    BlockTemplate,
+    /// A JSON-RPC call of a module's method. Payload `{module, method, params}`; `params` is modifiable.
+    RpcDispatch,
+    /// A module about to be started. Payload `{module, version, runtime, grants, restart}`; nothing is modifiable.
+    ModuleLoad,
+}
+
+/// A hook call (`hook` invocation; see [`Client::on_hook`](crate::Client::on_hook)).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct HookCall {
+    pub point: HookPoint,
+    /// What the host is about to do, as the previous hook in the chain left it.
+    #[serde(default)]
+    pub payload: Value,
+}
+
+/// What a hook answers.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum HookAnswer {
+    /// Go on with the payload as it is.
+    Continue,
+    /// Go on with this payload: fields the point does not declare modifiable must be left
+    /// out or unchanged, or the answer counts as a failure of this hook.
+    Modify { payload: Value },
+    /// Stop the chain; the caller is refused with this reason, naming this module.
+    Reject { reason: String },
+}
+
+/// The answer to register_hook: the chain's order at the point now.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct HookRegistered {
+    pub point: HookPoint,
+    pub order: Vec<String>,
+}
+
 // ---- event payloads (capabilities/event-types.ts) ----
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
