@@ -244,6 +244,9 @@ async function moduleStart(chain: EmbeddedChain, m: Subject, mode: SandboxMode |
     await Promise.race([proc.session.ready, died]);
     const t3 = performance.now();
     return { spec: t1 - t0, hello: t2 - t1, ready: t3 - t2, level };
+  } catch (err) {
+    // Say which module and which sandbox mode failed, with what it logged.
+    throw new Error(`${name} (${mode}): ${(err as Error).message}\n${dumpLog(records)}`);
   } finally {
     await proc?.stop("benchmark done", { graceMs: 2000, termMs: 1000 });
   }
