@@ -18,8 +18,9 @@ import { fanout } from "./fanout.ts";
 import { storageBatch } from "./storage-batch.ts";
 import { isolatePaths } from "./isolate-paths.ts";
 import { manyModules } from "./many-modules.ts";
+import { jsonrpc } from "./jsonrpc.ts";
 
-const BENCHMARKS: Benchmark[] = [coldStart, storageCall, roundtrip, sandboxStart, fanout, storageBatch, isolatePaths, manyModules];
+const BENCHMARKS: Benchmark[] = [coldStart, storageCall, roundtrip, sandboxStart, fanout, storageBatch, isolatePaths, manyModules, jsonrpc];
 
 process.on("exit", cleanupNow);
 for (const signal of ["SIGINT", "SIGTERM"] as const) {
