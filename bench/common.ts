@@ -133,6 +133,14 @@ export function waitForRecord(records: LogRecord[], match: (r: LogRecord) => boo
 
 // ---- host configuration -------------------------------------------------------------------
 
+/**
+ * Fair-share limits raised for a benchmark module, as an operator would for a module that
+ * needs the rate: a benchmark measures the path, and the defaults (requests_per_second 2000,
+ * host_cpu_ms_per_s 250, max_requests_in_flight 64) would cap what it measures. Every other
+ * bound (frame, body, queue, memory, CPU time) stays the default.
+ */
+export const FAIR_SHARE_RAISED: Partial<Limits> = { requests_per_second: 1_000_000, host_cpu_ms_per_s: 1000, max_requests_in_flight: 1024 };
+
 export interface BenchModuleOptions {
   /** Grant descriptors for the module ("read_storage", ...). */
   allow?: string[];

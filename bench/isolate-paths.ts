@@ -27,7 +27,7 @@ import { EventBus } from "../host/events/bus.ts";
 import { EmbeddedChain } from "../chain/embedded.ts";
 import { compileModule } from "../runtime/isolate/compile.ts";
 import { decodeValue, encodeKey, encodeValue } from "../storage/codec.ts";
-import { atCleanup, benchConfig, captureLogger, dumpLog, makeTempDir, MODULES_DIR, removeTempDir, sleep, track, type Benchmark, type Row } from "./common.ts";
+import { atCleanup, benchConfig, captureLogger, dumpLog, makeTempDir, MODULES_DIR, removeTempDir, sleep, track, type Benchmark, type Row, FAIR_SHARE_RAISED } from "./common.ts";
 import { summarise } from "./stats.ts";
 
 const MODULE = "bench-isolate-paths";
@@ -125,7 +125,7 @@ async function withManager<T>(dir: string, chain: EmbeddedChain, module: string,
 
 async function moduleCalls(dir: string, chain: EmbeddedChain): Promise<{ get_us: number; height_us: number; all_ms: number }> {
   const { logger, records } = captureLogger();
-  const config = benchConfig(dir, MODULE, { allow: ["read_storage", "write_storage", "read_chain_state"], limits: { start_timeout_ms: 300_000, cpu_time_ms: 5000, handler_timeout_ms: 300_000 }, config: { n: N, rounds: ROUNDS, batch: BATCH } });
+  const config = benchConfig(dir, MODULE, { allow: ["read_storage", "write_storage", "read_chain_state"], limits: { ...FAIR_SHARE_RAISED, start_timeout_ms: 300_000, cpu_time_ms: 5000, handler_timeout_ms: 300_000 }, config: { n: N, rounds: ROUNDS, batch: BATCH } });
   const manager = new ModuleManager({ config, chain, bus: new EventBus(), logger });
   const forget = atCleanup(() => manager.processOf(MODULE)?.kill());
   try {

@@ -17,8 +17,11 @@ import { sandboxStart } from "./sandbox-start.ts";
 import { fanout } from "./fanout.ts";
 import { storageBatch } from "./storage-batch.ts";
 import { isolatePaths } from "./isolate-paths.ts";
+import { manyModules } from "./many-modules.ts";
+import { jsonrpc } from "./jsonrpc.ts";
+import { indexer } from "./indexer.ts";
 
-const BENCHMARKS: Benchmark[] = [coldStart, storageCall, roundtrip, sandboxStart, fanout, storageBatch, isolatePaths];
+const BENCHMARKS: Benchmark[] = [coldStart, storageCall, roundtrip, sandboxStart, fanout, storageBatch, isolatePaths, manyModules, jsonrpc, indexer];
 
 process.on("exit", cleanupNow);
 for (const signal of ["SIGINT", "SIGTERM"] as const) {

@@ -30,7 +30,7 @@ import { ModuleStore } from "../storage/store.ts";
 import { encodeKey, encodeValue } from "../storage/codec.ts";
 import { parseDescriptor, resolveGrants } from "../capabilities/grants.ts";
 import type { CallContext } from "../capabilities/types.ts";
-import { atCleanup, benchConfig, captureLogger, dumpLog, makeTempDir, removeTempDir, type Benchmark, type Row, stampRequests } from "./common.ts";
+import { atCleanup, benchConfig, captureLogger, dumpLog, makeTempDir, removeTempDir, type Benchmark, type Row, stampRequests, FAIR_SHARE_RAISED } from "./common.ts";
 import { summarise } from "./stats.ts";
 
 const MODULE = "bench-storage-batch";
@@ -139,7 +139,7 @@ async function runModule(dir: string, chain: EmbeddedChain): Promise<{ batches: 
   const { logger, records } = captureLogger();
   const config = benchConfig(dir, MODULE, {
     allow: ["write_storage"],
-    limits: { start_timeout_ms: 120_000, cpu_time_ms: 5000 },
+    limits: { ...FAIR_SHARE_RAISED, start_timeout_ms: 120_000, cpu_time_ms: 5000 },
     config: { batches: BATCHES, size: SIZE },
   });
   const manager = new ModuleManager({ config, chain, bus: new EventBus(), logger });

@@ -34,7 +34,7 @@ import { ModuleStore } from "../storage/store.ts";
 import { encodeKey, encodeValue } from "../storage/codec.ts";
 import { parseDescriptor, resolveGrants } from "../capabilities/grants.ts";
 import type { CallContext } from "../capabilities/types.ts";
-import { atCleanup, benchConfig, captureLogger, dumpLog, makeTempDir, removeTempDir, type Benchmark, type Row, stampRequests } from "./common.ts";
+import { atCleanup, benchConfig, captureLogger, dumpLog, makeTempDir, removeTempDir, type Benchmark, type Row, stampRequests, FAIR_SHARE_RAISED } from "./common.ts";
 import { summarise } from "./stats.ts";
 
 const MODULE = "bench-storage";
@@ -141,7 +141,7 @@ async function runModule(dir: string, chain: EmbeddedChain): Promise<ModuleResul
   const { logger, records } = captureLogger();
   const config = benchConfig(dir, MODULE, {
     allow: ["read_storage", "write_storage"],
-    limits: { start_timeout_ms: 120_000, cpu_time_ms: 5000 },
+    limits: { ...FAIR_SHARE_RAISED, start_timeout_ms: 120_000, cpu_time_ms: 5000 },
     config: { n: N, warmup: WARMUP, rounds: ROUNDS, batch: BATCH },
   });
   const manager = new ModuleManager({ config, chain, bus: new EventBus(), logger });

@@ -449,8 +449,10 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
    * (answers it asked for, all at once) is not cut off, one that does not read is. Meanwhile
    * no new request of it is served (the channel is congested).
    */
-  private sendChecked(message: unknown): void {
-    this.channel.send(message);
+  private sendChecked(message: unknown, head?: Record<string, unknown>, result?: unknown): void {
+    // A response goes as head + result, so that a large frozen result (a block) is encoded once.
+    if (head) this.channel.sendEnvelope(head, "result", result);
+    else this.channel.send(message);
     if (this.unreadTimer || this.state === "closed" || this.channel.unsentBytes <= this.flow.maxUnreadBytes) return;
     this.unreadTimer = setTimeout(() => {
       this.unreadTimer = undefined;
@@ -486,7 +488,7 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
       if (timedOut || this.state === "closed") return;
       const t1 = performance.now();
       try {
-        this.sendChecked({ t: "response", id, result: result ?? null });
+        this.sendChecked(undefined, { t: "response", id }, result ?? null);
       } finally {
         this.charge(performance.now() - t1);
       }

@@ -11,7 +11,7 @@
 import { EventEmitter } from "node:events";
 import type { Duplex } from "node:stream";
 import { DEFAULT_MAX_FRAME_BYTES, FrameDecoder, FramingError } from "./frame.ts";
-import { CodecError, decodeBody, DEFAULT_BODY_LIMITS, EncodeError, encodeBody, readEnvelope, type BodyLimits } from "./codec.ts";
+import { CodecError, decodeBody, DEFAULT_BODY_LIMITS, EncodeError, encodeBody, encodeEnvelope, readEnvelope, type BodyLimits } from "./codec.ts";
 
 /** Frames waiting for the end of the turn are written at once when they reach this many bytes. */
 export const COALESCE_BYTES = 64 * 1024;
@@ -105,14 +105,29 @@ export class FrameChannel extends EventEmitter<ChannelEvents> {
    */
   send(message: unknown): boolean {
     if (this.closed) return false;
-    const body = encodeBody(message, this.limits);
-    if (body.length > this.maxFrameBytes) {
-      throw new EncodeError("result_too_large", `the message encodes to ${body.length} bytes, over the maximum frame size of ${this.maxFrameBytes} bytes (max_frame_bytes); send less at a time`, "max_frame_bytes");
+    return this.sendBody(encodeBody(message, this.limits));
+  }
+
+  /**
+   * send() of `{ ...head, [key]: value }`, where `value` may be large and shared: a deeply
+   * frozen value (a block) is encoded once and its bytes reused (codec.ts encodeEnvelope).
+   */
+  sendEnvelope(head: Record<string, unknown>, key: string, value: unknown): boolean {
+    if (this.closed) return false;
+    return this.sendBody(...encodeEnvelope(head, key, value, this.limits));
+  }
+
+  /** Queue one frame whose body is `parts`, one after the other. */
+  private sendBody(...parts: Buffer[]): boolean {
+    let length = 0;
+    for (const p of parts) length += p.length;
+    if (length > this.maxFrameBytes) {
+      throw new EncodeError("result_too_large", `the message encodes to ${length} bytes, over the maximum frame size of ${this.maxFrameBytes} bytes (max_frame_bytes); send less at a time`, "max_frame_bytes");
     }
     const header = Buffer.allocUnsafe(4);
-    header.writeUInt32BE(body.length, 0);
-    this.out.push(header, body);
-    this.outBytes += 4 + body.length;
+    header.writeUInt32BE(length, 0);
+    this.out.push(header, ...parts);
+    this.outBytes += 4 + length;
     if (this.outBytes >= COALESCE_BYTES) {
       this.flush();
     } else if (!this.flushScheduled) {

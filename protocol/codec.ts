@@ -349,6 +349,8 @@ interface PrepareState {
   /** Map keys and array indexes down to the value being prepared, for error messages. */
   keys: Array<string | number>;
   limits: Readonly<BodyLimits>;
+  /** Still true after the walk when every object and array in the value was frozen. */
+  frozen?: boolean;
 }
 
 function pathOf(s: PrepareState): string {
@@ -386,9 +388,11 @@ function prepare(v: unknown, depth: number, s: PrepareState): unknown {
   }
   if (v === null) return v;
   if (v instanceof Uint8Array) {
+    if (s.frozen) s.frozen = false; // its bytes can change: never reuse an encoding of it
     if (v.byteLength > s.limits.maxBinaryBytes) tooLarge(`${pathOf(s)} is binary of ${v.byteLength} bytes`, "maxBinaryBytes", s.limits);
     return v;
   }
+  if (s.frozen && !Object.isFrozen(v)) s.frozen = false;
   if (s.ancestors.includes(v)) throw new EncodeError("not_plain_data", `${pathOf(s)} refers back to a value that contains it (a cycle)`);
   if (depth + 1 > s.limits.maxDepth) tooLarge(`${pathOf(s)} is nested too deeply`, "maxDepth", s.limits);
   s.ancestors.push(v);
@@ -434,4 +438,56 @@ function prepare(v: unknown, depth: number, s: PrepareState): unknown {
 /** Encodes a message body; throws EncodeError when the value cannot be sent (see toWire). */
 export function encodeBody(value: unknown, limits: Readonly<BodyLimits> = DEFAULT_BODY_LIMITS): Buffer {
   return packr.pack(toWire(value, limits));
+}
+
+/**
+ * Encodings of deeply frozen values, by identity and limits: a value no one can change encodes
+ * to the same bytes every time. The embedded chain hands every reader the same frozen block
+ * (chain/blocks.ts deepFreeze), and the walk and the packing of a 1000-transaction block (~1.7
+ * MB) cost the host ~100 ms under load for every get_block of it; every indexer asks for the
+ * same block on NewBlock. Only values of at least FROZEN_CACHE_MIN_BYTES are kept (small ones
+ * encode faster than a lookup pays); the map is weak, so a block dropped from the chain's
+ * cache is dropped here too.
+ */
+const frozenEncodings = new WeakMap<object, { limits: Readonly<BodyLimits>; bytes: Buffer; values: number }>();
+const FROZEN_CACHE_MIN_BYTES = 16 * 1024;
+/** Values the envelope of encodeEnvelope adds at most (15 entries, keys and values). */
+const ENVELOPE_VALUES = 31;
+
+/**
+ * Encodes the map `{ ...head, [key]: value }` as encodeBody would (same limits, same bytes up
+ * to key order), as pieces to be written one after the other: the value's encoding is reused,
+ * not copied, when the value is deeply frozen and was encoded before with the same limits.
+ * `head` holds at most 14 small entries (the envelope: t, id, ...).
+ */
+export function encodeEnvelope(head: Record<string, unknown>, key: string, value: unknown, limits: Readonly<BodyLimits> = DEFAULT_BODY_LIMITS): Buffer[] {
+  if (value === null || typeof value !== "object" || !Object.isFrozen(value) || limits.maxValues <= ENVELOPE_VALUES || Object.keys(head).length > 14) {
+    return [encodeBody({ ...head, [key]: value }, limits)];
+  }
+  let hit = frozenEncodings.get(value);
+  if (!hit || hit.limits !== limits) {
+    // The value's own budget leaves room for the envelope, so that the whole body stays within
+    // max_values; its depth starts at 1, as inside the envelope.
+    const state: PrepareState = { values: limits.maxValues - ENVELOPE_VALUES, ancestors: [], keys: [key], limits, frozen: true };
+    // A copy: msgpackr's result may share its buffer with later encodings.
+    const bytes = Buffer.from(packr.pack(prepare(value, 1, state)));
+    if (!state.frozen || bytes.length < FROZEN_CACHE_MIN_BYTES) return envelopeParts(head, key, bytes, limits);
+    hit = { limits, bytes, values: limits.maxValues - ENVELOPE_VALUES - state.values };
+    frozenEncodings.set(value, hit);
+  }
+  return envelopeParts(head, key, hit.bytes, limits);
+}
+
+/** The map of head's entries and key: encodedValue, as [head and key, the value's bytes]. */
+function envelopeParts(head: Record<string, unknown>, key: string, encodedValue: Buffer, limits: Readonly<BodyLimits>): Buffer[] {
+  const headBytes = packr.pack(toWire(head, limits));
+  const entries = Object.keys(head).length + 1;
+  // variableMapSize: a map of fewer than 16 entries is a fixmap (0x80 | count).
+  if (headBytes[0] !== (0x80 | (entries - 1))) throw new Error(`encodeEnvelope: unexpected map header 0x${headBytes[0]?.toString(16)}`);
+  const keyBytes = packr.pack(key);
+  const first = Buffer.allocUnsafe(headBytes.length + keyBytes.length);
+  headBytes.copy(first, 0);
+  first[0] = 0x80 | entries;
+  keyBytes.copy(first, headBytes.length);
+  return [first, encodedValue];
 }

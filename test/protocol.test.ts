@@ -6,7 +6,7 @@
 import test from "ava";
 import { readFileSync } from "node:fs";
 import { DEFAULT_MAX_FRAME_BYTES, encodeFrame, FrameDecoder, FramingError } from "../protocol/frame.ts";
-import { CodecError, decodeBody, DEFAULT_BODY_LIMITS, EncodeError, encodeBody, MAX_VALUE_DEPTH, readEnvelope, toWire } from "../protocol/codec.ts";
+import { CodecError, decodeBody, DEFAULT_BODY_LIMITS, EncodeError, encodeBody, encodeEnvelope as encodeParts, MAX_VALUE_DEPTH, readEnvelope, toWire } from "../protocol/codec.ts";
 import { parseHostMessage, parseModuleMessage } from "../protocol/messages.ts";
 import { InvocationError } from "../host/session.ts";
 import { ModuleClient, RequestError } from "../sdk/node/client.ts";
@@ -882,6 +882,41 @@ test("codec: values that cannot be sent give typed errors: not_plain_data, resul
   for (let i = 0; i < DEFAULT_BODY_LIMITS.maxDepth - 1; i++) atLimit = [atLimit];
   t.deepEqual(decodeBody(encodeBody({ atLimit })), { atLimit });
   t.is((decodeBody(encodeBody(new Array(DEFAULT_BODY_LIMITS.maxValues - 1).fill(7))) as number[]).length, DEFAULT_BODY_LIMITS.maxValues - 1);
+});
+
+test("codec: a frozen result encoded once is reused only while nothing in it can change; limits still apply", (t) => {
+  const encodeEnvelope = (...a: Parameters<typeof encodeParts>) => Buffer.concat(encodeParts(...a));
+  const deepFreeze = <T>(v: T): T => {
+    if (v && typeof v === "object" && !(v instanceof Uint8Array)) {
+      for (const x of Object.values(v)) deepFreeze(x);
+      Object.freeze(v);
+    }
+    return v;
+  };
+  const big = () => Array.from({ length: 400 }, (_, i) => ({ txid: `${i}`.padStart(64, "0"), outputs: [{ value: i, address: null }] }));
+  // Deeply frozen: the same bytes as encodeBody, also the second time (from the cache).
+  const block = deepFreeze({ hash: "ab".repeat(32), height: 7, transactions: big() });
+  const first = encodeEnvelope({ t: "response", id: 1 }, "result", block);
+  const second = encodeEnvelope({ t: "response", id: 2 }, "result", block);
+  t.deepEqual(decodeBody(first), { t: "response", id: 1, result: block });
+  t.deepEqual(decodeBody(second), { t: "response", id: 2, result: block });
+  t.deepEqual(decodeBody(second), decodeBody(encodeBody({ t: "response", id: 2, result: block })));
+  // Frozen on top but not inside: a change inside shows in the next encoding.
+  const inner = { note: "before" };
+  const shallow = Object.freeze({ inner, transactions: deepFreeze(big()) });
+  encodeEnvelope({ t: "response", id: 3 }, "result", shallow);
+  inner.note = "after";
+  t.is((decodeBody(encodeEnvelope({ t: "response", id: 4 }, "result", shallow)) as { result: { inner: { note: string } } }).result.inner.note, "after");
+  // Bytes can change even in a frozen object: binary is never reused.
+  const bytes = new Uint8Array([1, 2, 3]);
+  const withBinary = Object.freeze({ bytes, transactions: deepFreeze(big()) });
+  encodeEnvelope({ t: "response", id: 5 }, "result", withBinary);
+  bytes[0] = 9;
+  t.is((decodeBody(encodeEnvelope({ t: "response", id: 6 }, "result", withBinary)) as { result: { bytes: Uint8Array } }).result.bytes[0], 9);
+  // Limits: what was encoded under larger limits is refused under smaller ones.
+  const small = { ...DEFAULT_BODY_LIMITS, maxValues: 1000 };
+  const err = t.throws(() => encodeEnvelope({ t: "response", id: 7 }, "result", block, small), { instanceOf: EncodeError });
+  t.is(err!.limit, "max_values");
 });
 
 test("a result over the module's body limits is answered result_too_large, not sent", async (t) => {

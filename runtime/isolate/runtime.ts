@@ -18,6 +18,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import * as esbuild from "esbuild";
 import { compileModule, type CompiledModule } from "./compile.ts";
+import { METHODS } from "../../capabilities/families.ts";
 import type { SpawnSpec } from "../process.ts";
 import type { IsolateHostLimits, RuntimeManifest } from "../types.ts";
 import {
@@ -58,10 +59,20 @@ async function workerCode(): Promise<string> {
   return result.outputFiles[0]!.text;
 }
 
+/**
+ * The catalogue's shape as the isolate host needs it (method, js name, family, argument names),
+ * as a declaration put at the top of the script: the isolate host then never imports the
+ * capability implementations (worker.ts says why).
+ */
+function methodTable(): string {
+  const table = [...METHODS.values()].map((m) => ({ name: m.name, js: m.js, family: m.family, args: [...m.args] }));
+  return `const __MODHOST_METHODS__ = ${JSON.stringify(table)};\n`;
+}
+
 /** Write the isolate host script where every module's uid can read it (once per process). */
 export function isolateHostScript(): Promise<string> {
   workerPath ??= (async () => {
-    const code = await workerCode();
+    const code = methodTable() + (await workerCode());
     const digest = createHash("sha256").update(code).digest("hex").slice(0, 16);
     // The script runs under every module's uid (in the sandbox): readable by all, and kept in
     // a directory that others may pass through (the util-linux sandbox sees the host's tree)

@@ -14,7 +14,6 @@ import { readFile } from "node:fs/promises";
 import { parseArgs } from "node:util";
 import ivm from "isolated-vm";
 import { ModuleClient } from "../../sdk/node/client.ts";
-import { METHODS } from "../../capabilities/families.ts";
 import { BOOTSTRAP } from "./bootstrap.ts";
 import type { LogLevel } from "../../protocol/messages.ts";
 
@@ -217,8 +216,24 @@ async function guarded<T>(what: string, work: () => Promise<T>): Promise<T> {
   }
 }
 
+// The catalogue's shape (name, js name, family, argument names) comes written into this script
+// by runtime.ts (isolateHostScript): importing capabilities/families.ts here would load every
+// capability's implementation and, through them, node:http, node:tls and undici, which took
+// ~40% of this process's start (Node builds an ES module facade of node:http by reading all of
+// its lazy getters). Run unbundled (no table written in), it falls back to the catalogue.
+declare const __MODHOST_METHODS__: MethodShape[] | undefined;
+interface MethodShape {
+  name: string;
+  js: string;
+  family: string;
+  args: readonly string[];
+}
+const catalogue: MethodShape[] = typeof __MODHOST_METHODS__ !== "undefined"
+  ? __MODHOST_METHODS__
+  : [...((await import(/* not bundled */ new URL("../../capabilities/families.ts", import.meta.url).href)) as typeof import("../../capabilities/families.ts")).METHODS.values()];
+const shapes = new Map(catalogue.map((m) => [m.name, m]));
 const methods = client.welcome.methods.flatMap((name) => {
-  const m = METHODS.get(name);
+  const m = shapes.get(name);
   return m ? [{ name: m.name, js: m.js, family: m.family, args: [...m.args] }] : [];
 });
 const meta = { name: moduleId, version: args["module-version"], id: client.welcome.module_id, grants: client.welcome.grants };

@@ -1,0 +1,119 @@
+// A TypeScript block indexer vs the same logic in-process. For each block: getBlock(hash) and
+// one storage transaction of 3 puts per transaction (bench/fixtures/modules/indexer). Blocks of
+// about 1000 and 3000 transactions are built on an embedded regtest chain first (signed
+// wallet transactions; it takes a while on a busy machine). The module indexes each block
+// ROUNDS times in its start() and times each with Date.now(); the baseline runs indexBlock()
+// here against EmbeddedChain.getBlock and a classic-level database with the storage codec's
+// keys and values (what ModuleStore writes underneath), the same number of times.
+// Goal: <= 2x the in-process logic. MODHOST_BENCH_INDEXER_SIZES overrides the sizes ("1000,3000").
+
+import path from "node:path";
+import { performance } from "node:perf_hooks";
+import { ClassicLevel } from "classic-level";
+import { ModuleManager } from "../host/manager.ts";
+import { EventBus } from "../host/events/bus.ts";
+import { EmbeddedChain } from "../chain/embedded.ts";
+import { encodeKey, encodeValue } from "../storage/codec.ts";
+import { atCleanup, benchConfig, captureLogger, dumpLog, FAIR_SHARE_RAISED, makeTempDir, removeTempDir, type Benchmark, type Row } from "./common.ts";
+import { summarise } from "./stats.ts";
+
+const MODULE = "bench-indexer";
+const ROUNDS = 3;
+const SIZES = (process.env.MODHOST_BENCH_INDEXER_SIZES ?? "1000,3000").split(",").map(Number).filter((n) => n > 0);
+
+export const indexer: Benchmark = {
+  name: "indexer",
+  title: `TS block indexer (getBlock + one storage transaction, 3 keys per tx), blocks of ${SIZES.join(" and ")} txs, vs the same logic in-process`,
+  async run(): Promise<Row[]> {
+    const dir = await makeTempDir("idx");
+    const chain = await EmbeddedChain.create(); // 101 blocks: the first coinbase is mature
+    const raw = new ClassicLevel<Uint8Array, Uint8Array>(path.join(dir, "raw"), { keyEncoding: "view", valueEncoding: "view" });
+    try {
+      await raw.open();
+      const t0 = performance.now();
+      const hashes: string[] = [];
+      for (const size of SIZES) hashes.push(await blockOf(chain, size));
+      const built = performance.now() - t0;
+      const counts: number[] = [];
+      for (const h of hashes) counts.push((await chain.getBlock(h))!.transactions.length);
+
+      const mod: number[][] = hashes.map(() => []);
+      const base: number[][] = hashes.map(() => []);
+      for (const h of hashes) await indexBlock(chain, raw, h); // warm-up
+      for (let run = 0; run < 2; run++) {
+        for (const [i, h] of hashes.entries()) {
+          for (let r = 0; r < ROUNDS; r++) {
+            const t = performance.now();
+            await indexBlock(chain, raw, h);
+            base[i]!.push(performance.now() - t);
+          }
+        }
+        const ms = await moduleRun(dir, chain, hashes, run);
+        for (const [i, xs] of ms.entries()) mod[i]!.push(...xs.slice(run === 0 ? 1 : 0)); // the very first includes compiling the module's code paths
+      }
+      const rows: Row[] = [];
+      for (const [i, n] of counts.entries()) {
+        const b = `in-process: getBlock + classic-level batch, ${n}-tx block`;
+        rows.push(
+          { what: `TS indexer, ${n}-tx block (${3 * n} puts)`, kind: "result", unit: "ms", stats: summarise(mod[i]!), vs: b, note: "goal <= 2x" },
+          { what: b, kind: "baseline", unit: "ms", stats: summarise(base[i]!) },
+        );
+      }
+      rows[0]!.note = `goal <= 2x; blocks built in ${(built / 1000).toFixed(1)} s; module times are Date.now() (whole ms) per block, 2 module runs x ${ROUNDS} rounds`;
+      return rows;
+    } finally {
+      await raw.close();
+      await chain.close();
+      await removeTempDir(dir);
+    }
+  },
+};
+
+/** Mine a block with about `size` wallet transactions (split a coin, then spend the pieces); its hash. */
+async function blockOf(chain: EmbeddedChain, size: number): Promise<string> {
+  const pieces = size - 1;
+  // Coins to split: each split transaction makes up to 1000 outputs.
+  const splits = Math.ceil(pieces / 1000);
+  await chain.mine(splits); // one more mature coinbase each
+  for (let s = 0; s < splits; s++) await chain.createTransaction({ outputs: Math.min(1000, pieces - s * 1000), feeRate: 1 });
+  await chain.mine(1, { includeMempool: true });
+  for (let i = 0; i < pieces; i++) await chain.createTransaction({ feeRate: 1 });
+  const [hash] = await chain.mine(1, { includeMempool: true });
+  return hash!;
+}
+
+/** The module's logic (bench/fixtures/modules/indexer/index.ts), in-process. */
+async function indexBlock(chain: EmbeddedChain, raw: ClassicLevel<Uint8Array, Uint8Array>, hash: string): Promise<void> {
+  const block = await chain.getBlock(hash);
+  if (!block) throw new Error(`no block ${hash}`);
+  const ops: Array<{ type: "put"; key: Uint8Array; value: Uint8Array }> = [];
+  const put = (key: string, value: unknown) => ops.push({ type: "put", key: encodeKey(key, 1024), value: encodeValue(value, 1 << 20) });
+  for (const [n, tx] of block.transactions.entries()) {
+    const out = tx.outputs[0];
+    put(`tx:${tx.txid}`, { height: block.height, index: n, vsize: tx.vsize });
+    put(`out:${tx.txid}:0`, { value: out ? out.value : 0, address: out ? out.address : null });
+    put(`blk:${block.height}:${n}`, tx.txid);
+  }
+  await raw.batch(ops);
+}
+
+async function moduleRun(dir: string, chain: EmbeddedChain, hashes: string[], run: number): Promise<number[][]> {
+  const { logger, records } = captureLogger();
+  const config = benchConfig(path.join(dir, `host-${run}`), MODULE, {
+    allow: ["read_blockchain", "read_storage", "write_storage"],
+    limits: { ...FAIR_SHARE_RAISED, start_timeout_ms: 600_000, cpu_time_ms: 5000 },
+    config: { hashes, rounds: ROUNDS + (run === 0 ? 1 : 0) },
+  });
+  const manager = new ModuleManager({ config, chain, bus: new EventBus(), logger });
+  const forget = atCleanup(() => manager.processOf(MODULE)?.kill());
+  try {
+    await manager.prepare();
+    await manager.startAll();
+  } finally {
+    await manager.shutdown();
+    forget();
+  }
+  const done = records.find((r) => r.source === MODULE && r.message === "indexer done");
+  if (!done?.fields) throw new Error(`${MODULE} did not report\n${dumpLog(records)}`);
+  return (done.fields as { ms: number[][] }).ms;
+}
