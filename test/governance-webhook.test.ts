@@ -80,7 +80,11 @@ class Receiver {
   }
 }
 
-const EVENTS = ["GovernanceProposalCreated", "GovernanceProposalVoted", "ModuleLoaded", "ConfigLoaded"];
+// The product's default CPU stretch (modhost.toml), not the harness's 200 ms: on a loaded machine
+// a descheduled isolate thread can overrun 200 ms of wall time in a stretch that is short in CPU.
+const LIMITS = { cpu_time_ms: 1000 };
+
+const EVENTS = ["GovernanceProposalCreated", "GovernanceProposalVoted", "ModuleLoaded", "NewBlock", "ConfigLoaded"];
 const GRANTS = (hostsScope: string) => [
   `subscribe_events=${EVENTS.join(",")}`,
   `network_access=${hostsScope}`,
@@ -96,6 +100,7 @@ async function hostWith(t: Parameters<typeof startHost>[0], receiver: Receiver, 
   await cp(MODULE_DIR, path.join(d, "modules", "governance-webhook"), { recursive: true });
   return startHost(t, {
     dir: d,
+    limits: LIMITS,
     grants: { "governance-webhook": GRANTS(`127.0.0.1:${receiver.port}`) },
     moduleConfigs: {
       "governance-webhook": {
@@ -201,6 +206,7 @@ test("deliveries pending at a host restart are delivered by the next host, in or
   await receiver.listen(port);
   const h2 = await startHost(t, {
     dir,
+    limits: LIMITS,
     grants: { "governance-webhook": GRANTS(`127.0.0.1:${port}`) },
     moduleConfigs: h1.config.modules.module_configs as Record<string, Record<string, unknown>>,
   });
@@ -231,7 +237,7 @@ test("ConfigLoaded switching the URL: new events go to the new receiver without 
       "retry_initial_ms = 100",
       "",
     ].join("\n");
-  const h = await startHost(t, { dir, grants: { "governance-webhook": GRANTS("127.0.0.1") }, moduleConfigs: { "governance-webhook": { webhook_url: a.url, secret: SECRET, events: ["GovernanceProposalCreated"], retry_initial_ms: 100 } }, noStart: true });
+  const h = await startHost(t, { dir, limits: LIMITS, grants: { "governance-webhook": GRANTS("127.0.0.1") }, moduleConfigs: { "governance-webhook": { webhook_url: a.url, secret: SECRET, events: ["GovernanceProposalCreated"], retry_initial_ms: 100 } }, noStart: true });
   const file = path.join(dir, "modhost.toml");
   await writeFile(file, toml(a.url, SECRET));
   h.config.file = file;
@@ -292,10 +298,28 @@ test("a delivery that keeps failing becomes a dead letter after max_attempts; th
   t.regex(state.recent_dead_letters[0].reason, /HTTP 500/);
 });
 
+test("NewBlock can be added to events; an event over max_event_bytes is refused before it is stored, naming the key", async (t) => {
+  const receiver = new Receiver(SECRET);
+  await receiver.listen();
+  t.teardown(() => receiver.down());
+  const h = await hostWith(t, receiver, { events: ["GovernanceProposalCreated", "NewBlock"], max_event_bytes: 512 });
+  await h.waitForState("governance-webhook", "running");
+  h.host.bus.publish("GovernanceProposalCreated", { proposal_id: "huge", title: "x".repeat(2000) });
+  const refused = await h.waitForLog(/over max_event_bytes \(512\)/, { source: "governance-webhook", timeoutMs: 20_000 });
+  t.regex(refused.message, /raise max_event_bytes in \[modules\.module_configs\.governance-webhook\]/);
+  const height = await h.mine(1);
+  await h.waitFor(() => receiver.received.some((r) => r.json.event.type === "NewBlock"), 20_000, "a NewBlock delivery");
+  const block = receiver.received.find((r) => r.json.event.type === "NewBlock")!;
+  t.true(block.signatureValid);
+  t.is(block.json.event.payload.height, height);
+  t.false(receiver.received.some((r) => r.json.event.payload?.proposal_id === "huge"), "the refused event was never sent");
+  t.is((await call(h, "governance-webhook.outbox")).pending, 0);
+});
+
 test("no webhook configured: the module says so and idles", async (t) => {
   const dir = await tempDir(t);
   await cp(MODULE_DIR, path.join(dir, "modules", "governance-webhook"), { recursive: true });
-  const h = await startHost(t, { dir, grants: { "governance-webhook": GRANTS("127.0.0.1") } });
+  const h = await startHost(t, { dir, limits: LIMITS, grants: { "governance-webhook": GRANTS("127.0.0.1") } });
   const line = await h.waitForLog(/^no webhook configured/, { source: "governance-webhook", timeoutMs: 20_000 });
   t.regex(line.message, /webhook_url and secret/);
   t.is(h.mustStatus("governance-webhook").state, "running");
