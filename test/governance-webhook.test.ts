@@ -316,13 +316,18 @@ test("NewBlock can be added to events; an event over max_event_bytes is refused 
   t.is((await call(h, "governance-webhook.outbox")).pending, 0);
 });
 
-test("no webhook configured: the module says so and idles", async (t) => {
+test("no webhook configured: the module says so and idles; a family it was not granted is named", async (t) => {
   const dir = await tempDir(t);
   await cp(MODULE_DIR, path.join(dir, "modules", "governance-webhook"), { recursive: true });
-  const h = await startHost(t, { dir, limits: LIMITS, grants: { "governance-webhook": GRANTS("127.0.0.1") } });
+  const granted = GRANTS("127.0.0.1").filter((g) => g !== "manage_timers");
+  const h = await startHost(t, { dir, limits: LIMITS, grants: { "governance-webhook": { allow: granted, on_missing_grant: "reduce" } } });
   const line = await h.waitForLog(/^no webhook configured/, { source: "governance-webhook", timeoutMs: 20_000 });
   t.regex(line.message, /webhook_url and secret/);
+  const without = await h.waitForLog(/^running without manage_timers/, { source: "governance-webhook" });
+  t.regex(without.message, /grant it in \[modules\.grants\.governance-webhook\]/);
   t.is(h.mustStatus("governance-webhook").state, "running");
+  const state = await call(h, "governance-webhook.outbox");
+  t.deepEqual(state.webhooks, []);
 });
 
 test("settings: a webhook without a secret is left out and said so; backoff doubles with jitter up to retry_max_ms", (t) => {

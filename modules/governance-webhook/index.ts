@@ -80,8 +80,18 @@ export default async function start(ctx: ModuleContext): Promise<void> {
     queue = run.catch(() => undefined);
     return run;
   };
+  // With on_missing_grant = "reduce" a family may be missing: say what it costs, once.
+  const can = {
+    network: typeof ctx.network?.fetch === "function",
+    timers: typeof ctx.timers?.after === "function",
+    metrics: typeof ctx.metrics?.report === "function",
+    rpc: typeof ctx.rpc?.register === "function",
+  };
+  const missing = (Object.keys(can) as Array<keyof typeof can>).filter((f) => !can[f]);
+  const need = { network: "network_access (nothing can be sent)", timers: "manage_timers (failed deliveries are retried only when the next event comes)", metrics: "report_metrics (no metrics)", rpc: "register_rpc_endpoint (no outbox RPC)" };
+  for (const f of missing) ctx.log.error(`running without ${need[f]}: grant it in [modules.grants.governance-webhook]`);
   const metric = (name: string, value: number, kind: "counter" | "gauge"): void => {
-    void ctx.metrics.report(name, value, { kind }).catch(() => undefined);
+    if (can.metrics) void ctx.metrics.report(name, value, { kind }).catch(() => undefined);
   };
   const pending = (): number => [...lanes.values()].reduce((n, l) => n + l.seqs.length, 0);
   const gauges = (): void => {
@@ -167,6 +177,7 @@ export default async function start(ctx: ModuleContext): Promise<void> {
         event: d.event,
       }),
     );
+    if (!can.network) return { ok: false, error: "network_access is not granted (grant network_access for this host:port in [modules.grants.governance-webhook])" };
     try {
       const r = await ctx.network.fetch(hook.url, {
         method: "POST",
@@ -191,6 +202,7 @@ export default async function start(ctx: ModuleContext): Promise<void> {
   };
 
   const schedule = (lane: Lane, ms: number): void => {
+    if (!can.timers) return; // no manage_timers: the next event pumps the lane again
     if (lane.timer) clearTimeout(lane.timer);
     const delay = Math.max(50, Math.min(ms, 2_000_000_000));
     lane.wakeAt = Date.now() + delay;
@@ -366,6 +378,12 @@ export default async function start(ctx: ModuleContext): Promise<void> {
     if (Array.isArray(changed) && !changed.some((c) => typeof c === "string" && c.includes("governance-webhook"))) return;
     settings = readSettings(ctx.config);
     ctx.log.info("configuration reloaded");
+    for (const [id, lane] of lanes) {
+      if (lane.seqs.length === 0 && !lane.busy && !settings.webhooks.some((w) => w.url === lane.url)) {
+        if (lane.timer) clearTimeout(lane.timer);
+        lanes.delete(id);
+      }
+    }
     describe();
     await resubscribe();
     // New URLs, secrets or limits: every lane looks again (held lanes may be configured now).
@@ -403,7 +421,7 @@ export default async function start(ctx: ModuleContext): Promise<void> {
       problems: settings.problems,
     };
   };
-  await ctx.rpc.register("outbox", "Pending webhook deliveries per URL, limits, and the newest dead letters ({dead: N}, default 10)", state);
+  if (can.rpc) await ctx.rpc.register("outbox", "Pending webhook deliveries per URL, limits, and the newest dead letters ({dead: N}, default 10)", state);
 
   describe();
   await resubscribe();
