@@ -86,6 +86,8 @@ const LIMITS = { cpu_time_ms: 1000 };
 
 const EVENTS = ["GovernanceProposalCreated", "GovernanceProposalVoted", "ModuleLoaded", "NewBlock", "ConfigLoaded"];
 const GRANTS = (hostsScope: string) => [
+  "read_blockchain",
+  "read_chain_state",
   `subscribe_events=${EVENTS.join(",")}`,
   `network_access=${hostsScope}`,
   "read_storage",
@@ -210,7 +212,7 @@ test("deliveries pending at a host restart are delivered by the next host, in or
     grants: { "governance-webhook": GRANTS(`127.0.0.1:${port}`) },
     moduleConfigs: h1.config.modules.module_configs as Record<string, Record<string, unknown>>,
   });
-  await h2.waitForLog(/3 deliveries pending from before/, { source: "governance-webhook", timeoutMs: 20_000 });
+  await h2.waitForLog(/3 deliveries pending; resuming them in order/, { source: "governance-webhook", timeoutMs: 20_000 });
   await h2.waitFor(() => receiver.received.length >= 3, 20_000, "the 3 pending deliveries");
   t.deepEqual(receiver.ids(), ["r-1", "r-2", "r-3"]);
   t.true(receiver.received[0]!.json.attempt >= 2, "the first was tried before the restart (the others waited behind it)");
@@ -314,6 +316,35 @@ test("NewBlock can be added to events; an event over max_event_bytes is refused 
   t.is(block.json.event.payload.height, height);
   t.false(receiver.received.some((r) => r.json.event.payload?.proposal_id === "huge"), "the refused event was never sent");
   t.is((await call(h, "governance-webhook.outbox")).pending, 0);
+});
+
+test("NewBlock follows the catch-up contract: blocks mined while it was unloaded, across a reorg, arrive once each in height order", async (t) => {
+  const receiver = new Receiver(SECRET);
+  await receiver.listen();
+  t.teardown(() => receiver.down());
+  const h = await hostWith(t, receiver, { events: ["NewBlock"] });
+  await h.waitForState("governance-webhook", "running");
+  const blocks = () => receiver.received.filter((r) => r.json.event.type === "NewBlock").map((r) => r.json.event);
+  const first = await h.mine(1);
+  await h.waitFor(() => blocks().length >= 1, 20_000, "the first NewBlock");
+  const replaced = (await h.chain.getBlockByHeight(first))!.hash;
+
+  await h.manager.unload("governance-webhook");
+  await h.chain.reorg(1); // replaces the block it delivered last with two others
+  await h.mine(1);
+  const tip = await h.chain.getBlockHeight();
+  t.is(tip, first + 2);
+  await h.manager.load("governance-webhook");
+  await h.waitFor(() => blocks().length >= 4, 20_000, "the blocks missed while unloaded");
+  await h.mine(1);
+  await h.waitFor(() => blocks().length >= 5, 20_000, "the next live NewBlock");
+  await sleep(300);
+  const got = blocks();
+  t.deepEqual(got.map((e) => e.payload.height), [first, first, first + 1, first + 2, first + 3], "each height once per branch, in order");
+  t.deepEqual(got.map((e) => e.catch_up === true), [false, true, true, true, false]);
+  t.is(got[0].payload.hash, replaced);
+  for (const e of got.slice(1)) t.is(e.payload.hash, (await h.chain.getBlockByHeight(e.payload.height))!.hash, `height ${e.payload.height} is the active block`);
+  t.true(receiver.received.every((r) => r.signatureValid));
 });
 
 test("no webhook configured: the module says so and idles; a family it was not granted is named", async (t) => {

@@ -24,13 +24,14 @@ const VERSION = "0.1.0";
 const OUTBOX = "outbox"; // "q/<lane>/<seq>" -> Delivery; "meta/seq" -> the last sequence number used
 const DEAD = "dead"; // "<seq>" -> DeadLetter
 const SEQ_KEY = "meta/seq";
+const BLOCK_KEY = "meta/block"; // the last block enqueued as NewBlock: { height, hash }
 
 type Delivery = {
   id: string;
   seq: number;
   url: string;
   node_id: string | null;
-  event: { type: string; payload: Plain; missed: number };
+  event: { type: string; payload: Plain; missed: number; catch_up?: boolean };
   /** Unix milliseconds when the event arrived. */
   created_at: number;
   attempts: number;
@@ -86,9 +87,10 @@ export default async function start(ctx: ModuleContext): Promise<void> {
     timers: typeof ctx.timers?.after === "function",
     metrics: typeof ctx.metrics?.report === "function",
     rpc: typeof ctx.rpc?.register === "function",
+    chain: typeof ctx.chain?.getBlockByHeight === "function" && typeof ctx.chain?.getBlockHeight === "function",
   };
   const missing = (Object.keys(can) as Array<keyof typeof can>).filter((f) => !can[f]);
-  const need = { network: "network_access (nothing can be sent)", timers: "manage_timers (failed deliveries are retried only when the next event comes)", metrics: "report_metrics (no metrics)", rpc: "register_rpc_endpoint (no outbox RPC)" };
+  const need = { network: "network_access (nothing can be sent)", timers: "manage_timers (failed deliveries are retried only when the next event comes)", metrics: "report_metrics (no metrics)", rpc: "register_rpc_endpoint (no outbox RPC)", chain: "read_blockchain and read_chain_state (NewBlock is delivered as it comes, without catching up on blocks missed)" };
   for (const f of missing) ctx.log.error(`running without ${need[f]}: grant it in [modules.grants.governance-webhook]`);
   const metric = (name: string, value: number, kind: "counter" | "gauge"): void => {
     if (can.metrics) void ctx.metrics.report(name, value, { kind }).catch(() => undefined);
@@ -293,14 +295,14 @@ export default async function start(ctx: ModuleContext): Promise<void> {
   };
 
   // --- Enqueueing events ---
-  const enqueue = async (ev: { type: string; payload: unknown; missed: number }): Promise<void> => {
+  const enqueue = async (ev: { type: string; payload: unknown; missed: number; catch_up?: boolean }, extra: Array<{ op: "put"; key: string; value: Plain }> = []): Promise<void> => {
     const targets = settings.webhooks.filter((w) => w.events.includes(ev.type));
     if (targets.length === 0) return;
     if (ev.missed > 0) {
       ctx.log.warn(`${ev.missed} events were dropped by the host before this ${ev.type} (this module's event queue overflowed: raise event_queue in its [modules.limits]); the deliveries carry event.missed`);
       metric("webhook_events_missed_total", ev.missed, "counter");
     }
-    const event = { type: ev.type, payload: (ev.payload ?? null) as Plain, missed: ev.missed };
+    const event = { type: ev.type, payload: (ev.payload ?? null) as Plain, missed: ev.missed, ...(ev.catch_up ? { catch_up: true } : {}) };
     // Payloads are bounded by the host (64 KiB for published events); this limit is checked
     // before anything is stored.
     const size = utf8(JSON.stringify(event)).length;
@@ -320,6 +322,7 @@ export default async function start(ctx: ModuleContext): Promise<void> {
           await ctx.storage.transaction(OUTBOX, [
             { op: "put", key: SEQ_KEY, value: seq },
             { op: "put", key: qKey(lane.id, seq), value: d },
+            ...extra,
           ]);
         } catch (err) {
           const e = err as { code?: string; message?: string };
@@ -340,7 +343,60 @@ export default async function start(ctx: ModuleContext): Promise<void> {
   const refused = new Set<string>();
   const onEvent = async (ev: { type: string; payload: unknown; missed: number }): Promise<void> => {
     if (ev.type === "ConfigLoaded") await reconfigure(ev.payload);
-    await enqueue(ev);
+    if (ev.type === "NewBlock" && can.chain) await blocks((ev.payload as { hash?: string } | null)?.hash);
+    else await enqueue(ev);
+  };
+
+  // --- NewBlock follows the catch-up contract (docs/module-guide.md) ---
+  // The cursor is the last block enqueued, written in the same storage transaction as its
+  // deliveries. On every NewBlock, and at start, each block of the active chain after the
+  // cursor is enqueued in height order (at most max_catch_up_blocks of them; older ones are
+  // skipped with a warning), after walking back from a cursor that a reorg left off the active
+  // chain. Blocks enqueued while catching up carry event.catch_up = true.
+  const wantsBlocks = (): boolean => settings.webhooks.some((w) => w.events.includes("NewBlock"));
+  let blockQueue: Promise<unknown> = Promise.resolve();
+  /** `live`: the hash of the block whose NewBlock event asked; every other block is a catch-up. */
+  const blocks = (live?: string): Promise<void> => {
+    const run = blockQueue.then(() => catchUpBlocks(live), () => catchUpBlocks(live));
+    blockQueue = run.catch(() => undefined);
+    return run;
+  };
+  const catchUpBlocks = async (live: string | undefined): Promise<void> => {
+    if (!wantsBlocks()) return;
+    const tip = await ctx.chain.getBlockHeight();
+    const cursor = await ctx.storage.get<{ height: number; hash: string }>(OUTBOX, BLOCK_KEY);
+    if (!cursor && live === undefined) {
+      // A first start (or NewBlock newly configured): begin at the tip, with no history.
+      const block = await ctx.chain.getBlockByHeight(tip, { include_hex: false });
+      if (block) await ctx.storage.put(OUTBOX, BLOCK_KEY, { height: tip, hash: block.hash });
+      return;
+    }
+    let from = tip;
+    if (cursor) {
+      let height = cursor.height;
+      let hash = cursor.hash;
+      // Walk back to the fork point: blocks that left the active chain are still readable by hash.
+      for (let steps = 0; height >= 0 && steps <= settings.max_catch_up_blocks; steps++) {
+        const active = await ctx.chain.getBlockByHeight(height, { include_hex: false });
+        if (active?.hash === hash) break;
+        const gone = await ctx.chain.getBlock(hash, { include_hex: false });
+        if (!gone) break;
+        hash = gone.header.prev_hash;
+        height--;
+      }
+      from = height + 1;
+    }
+    if (tip - from + 1 > settings.max_catch_up_blocks) {
+      const skip = tip - from + 1 - settings.max_catch_up_blocks;
+      ctx.log.warn(`${skip} blocks (${from}..${from + skip - 1}) were mined while NewBlock was not delivered, more than max_catch_up_blocks (${settings.max_catch_up_blocks}): only the last ${settings.max_catch_up_blocks} are delivered`);
+      from += skip;
+    }
+    for (let h = from; h <= tip; h++) {
+      const block = await ctx.chain.getBlockByHeight(h, { include_hex: false });
+      if (!block) break;
+      const payload = { hash: block.hash, height: block.height, time: block.header.time, tx_count: block.transactions.length };
+      await enqueue({ type: "NewBlock", payload, missed: 0, catch_up: block.hash !== live }, [{ op: "put", key: BLOCK_KEY, value: { height: h, hash: block.hash } }]);
+    }
   };
   const resubscribe = async (): Promise<void> => {
     const wanted = new Set<string>(["ConfigLoaded"]);
@@ -386,6 +442,7 @@ export default async function start(ctx: ModuleContext): Promise<void> {
     }
     describe();
     await resubscribe();
+    if (!wantsBlocks()) await ctx.storage.delete(OUTBOX, BLOCK_KEY);
     // New URLs, secrets or limits: every lane looks again (held lanes may be configured now).
     for (const lane of lanes.values()) void pump(lane);
   };
@@ -425,8 +482,10 @@ export default async function start(ctx: ModuleContext): Promise<void> {
 
   describe();
   await resubscribe();
+  if (!wantsBlocks()) await ctx.storage.delete(OUTBOX, BLOCK_KEY);
+  else if (can.chain) await blocks(); // blocks mined while this module was stopped
   const held = pending();
-  if (held > 0) ctx.log.info(`${held} deliveries pending from before; resuming them in order`);
+  if (held > 0) ctx.log.info(`${held} deliveries pending; resuming them in order`);
   gauges();
   for (const lane of lanes.values()) void pump(lane);
 }

@@ -48,6 +48,7 @@ export interface Settings {
   retry_max_ms: number;
   request_timeout_ms: number;
   max_event_bytes: number;
+  max_catch_up_blocks: number;
   /** What was wrong with the configuration (each line says what to change). */
   problems: string[];
 }
@@ -145,6 +146,7 @@ export function readSettings(cfg: Cfg): Settings {
     retry_max_ms: Math.max(retry_initial_ms, int(cfg, "retry_max_ms", 300_000, 50, 3_600_000, problems)),
     request_timeout_ms: int(cfg, "request_timeout_ms", 10_000, 100, 60_000, problems),
     max_event_bytes: int(cfg, "max_event_bytes", 65_536, 256, 512 * 1024, problems),
+    max_catch_up_blocks: int(cfg, "max_catch_up_blocks", 100, 0, 10_000, problems),
     problems,
   };
 }
