@@ -82,7 +82,9 @@ class Receiver {
 
 // The product's default CPU stretch (modhost.toml), not the harness's 200 ms: on a loaded machine
 // a descheduled isolate thread can overrun 200 ms of wall time in a stretch that is short in CPU.
-const LIMITS = { cpu_time_ms: 1000 };
+// And a generous start: on a shared 2-core machine at load 40 an isolate host took over 20 s to boot.
+const LIMITS = { cpu_time_ms: 1000, start_timeout_ms: 90_000 };
+const STARTED = 100_000;
 
 const EVENTS = ["GovernanceProposalCreated", "GovernanceProposalVoted", "ModuleLoaded", "NewBlock", "ConfigLoaded"];
 const GRANTS = (hostsScope: string) => [
@@ -128,7 +130,7 @@ test("a delivery arrives with a valid HMAC over the exact body, its delivery id 
   await receiver.listen();
   t.teardown(() => receiver.down());
   const h = await hostWith(t, receiver);
-  await h.waitForState("governance-webhook", "running");
+  await h.waitForState("governance-webhook", "running", STARTED);
   propose(h, "p-1");
   await h.waitFor(() => receiver.received.length >= 1, 20_000, "a delivery");
   const r = receiver.received[0]!;
@@ -154,7 +156,7 @@ test("receiver refusing connections, then answering 500, then up: every event de
   const port = receiver.port;
   t.teardown(() => receiver.down());
   const h = await hostWith(t, receiver);
-  await h.waitForState("governance-webhook", "running");
+  await h.waitForState("governance-webhook", "running", STARTED);
   await receiver.down(); // connection refused
   const ids = Array.from({ length: 30 }, (_, i) => `p-${String(i).padStart(2, "0")}`);
   for (const id of ids.slice(0, 15)) propose(h, id);
@@ -198,7 +200,7 @@ test("deliveries pending at a host restart are delivered by the next host, in or
   t.teardown(() => receiver.down());
   const dir = await tempDir(t);
   const h1 = await hostWith(t, receiver, {}, dir);
-  await h1.waitForState("governance-webhook", "running");
+  await h1.waitForState("governance-webhook", "running", STARTED);
   await receiver.down();
   for (const id of ["r-1", "r-2", "r-3"]) propose(h1, id);
   await h1.waitForLog(/failed \(attempt 1 of/, { source: "governance-webhook", timeoutMs: 20_000 });
@@ -212,7 +214,7 @@ test("deliveries pending at a host restart are delivered by the next host, in or
     grants: { "governance-webhook": GRANTS(`127.0.0.1:${port}`) },
     moduleConfigs: h1.config.modules.module_configs as Record<string, Record<string, unknown>>,
   });
-  await h2.waitForLog(/3 deliveries pending; resuming them in order/, { source: "governance-webhook", timeoutMs: 20_000 });
+  await h2.waitForLog(/3 deliveries pending; resuming them in order/, { source: "governance-webhook", timeoutMs: STARTED });
   await h2.waitFor(() => receiver.received.length >= 3, 20_000, "the 3 pending deliveries");
   t.deepEqual(receiver.ids(), ["r-1", "r-2", "r-3"]);
   t.true(receiver.received[0]!.json.attempt >= 2, "the first was tried before the restart (the others waited behind it)");
@@ -244,7 +246,7 @@ test("ConfigLoaded switching the URL: new events go to the new receiver without 
   await writeFile(file, toml(a.url, SECRET));
   h.config.file = file;
   await h.host.start();
-  await h.waitForState("governance-webhook", "running");
+  await h.waitForState("governance-webhook", "running", STARTED);
   propose(h, "before");
   await h.waitFor(() => a.received.length >= 1, 20_000, "the first receiver's delivery");
 
@@ -266,7 +268,7 @@ test("a full outbox drops the oldest delivery, with a metric and a log line nami
   await receiver.listen();
   t.teardown(() => receiver.down());
   const h = await hostWith(t, receiver, { max_outbox: 3, retry_initial_ms: 60_000, retry_max_ms: 60_000 });
-  await h.waitForState("governance-webhook", "running");
+  await h.waitForState("governance-webhook", "running", STARTED);
   await receiver.down();
   for (const id of ["o-1", "o-2", "o-3", "o-4", "o-5"]) propose(h, id);
   const line = await h.waitForLog(/the outbox is full \(max_outbox = 3\)/, { source: "governance-webhook", timeoutMs: 20_000 });
@@ -286,7 +288,7 @@ test("a delivery that keeps failing becomes a dead letter after max_attempts; th
   await receiver.listen();
   t.teardown(() => receiver.down());
   const h = await hostWith(t, receiver, { max_attempts: 2, retry_initial_ms: 50 });
-  await h.waitForState("governance-webhook", "running");
+  await h.waitForState("governance-webhook", "running", STARTED);
   receiver.mode = "fail";
   propose(h, "doomed");
   await h.waitForLog(/moved to the dead letters: gave up after 2 attempts \(max_attempts\)/, { source: "governance-webhook", timeoutMs: 20_000 });
@@ -305,7 +307,7 @@ test("NewBlock can be added to events; an event over max_event_bytes is refused 
   await receiver.listen();
   t.teardown(() => receiver.down());
   const h = await hostWith(t, receiver, { events: ["GovernanceProposalCreated", "NewBlock"], max_event_bytes: 512 });
-  await h.waitForState("governance-webhook", "running");
+  await h.waitForState("governance-webhook", "running", STARTED);
   h.host.bus.publish("GovernanceProposalCreated", { proposal_id: "huge", title: "x".repeat(2000) });
   const refused = await h.waitForLog(/over max_event_bytes \(512\)/, { source: "governance-webhook", timeoutMs: 20_000 });
   t.regex(refused.message, /raise max_event_bytes in \[modules\.module_configs\.governance-webhook\]/);
@@ -323,7 +325,7 @@ test("NewBlock follows the catch-up contract: blocks mined while it was unloaded
   await receiver.listen();
   t.teardown(() => receiver.down());
   const h = await hostWith(t, receiver, { events: ["NewBlock"] });
-  await h.waitForState("governance-webhook", "running");
+  await h.waitForState("governance-webhook", "running", STARTED);
   const blocks = () => receiver.received.filter((r) => r.json.event.type === "NewBlock").map((r) => r.json.event);
   const first = await h.mine(1);
   await h.waitFor(() => blocks().length >= 1, 20_000, "the first NewBlock");
@@ -352,7 +354,7 @@ test("no webhook configured: the module says so and idles; a family it was not g
   await cp(MODULE_DIR, path.join(dir, "modules", "governance-webhook"), { recursive: true });
   const granted = GRANTS("127.0.0.1").filter((g) => g !== "manage_timers");
   const h = await startHost(t, { dir, limits: LIMITS, grants: { "governance-webhook": { allow: granted, on_missing_grant: "reduce" } } });
-  const line = await h.waitForLog(/^no webhook configured/, { source: "governance-webhook", timeoutMs: 20_000 });
+  const line = await h.waitForLog(/^no webhook configured/, { source: "governance-webhook", timeoutMs: STARTED });
   t.regex(line.message, /webhook_url and secret/);
   const without = await h.waitForLog(/^running without manage_timers/, { source: "governance-webhook" });
   t.regex(without.message, /grant it in \[modules\.grants\.governance-webhook\]/);

@@ -31,7 +31,7 @@ async function requiredModules(): Promise<string[]> {
 
 async function verify(dir: string): Promise<{ code: number; output: string }> {
   try {
-    const { stdout, stderr } = await run(process.execPath, [MODHOST, "verify", dir, "--config", CONFIG], { cwd: ROOT, timeout: 60_000 });
+    const { stdout, stderr } = await run(process.execPath, [MODHOST, "verify", dir, "--config", CONFIG], { cwd: ROOT, timeout: 180_000 });
     return { code: 0, output: stdout + stderr };
   } catch (err) {
     const e = err as { code?: number; stdout?: string; stderr?: string };
