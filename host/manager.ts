@@ -476,7 +476,7 @@ export class ModuleManager {
       rec.cancelStart = undefined;
       rec.state = "running";
       this.watchHealth(rec, proc);
-      this.log.info(`loaded ${rec.name} ${manifest.version}`, { runtime: manifest.runtime, sandbox: rec.sandbox, pid: proc.pid, grants: describeGrants(rec.grants).join(",") || "none" });
+      this.log.info(`loaded ${rec.name} ${manifest.version}`, { runtime: manifest.runtime, sandbox: rec.sandbox, pid: proc.pid, grants: describeGrants(rec.grants).join(",") || "none", ...(rec.verified ? { verification: rec.verified.report.summary } : {}) });
       this.audit(rec.name, attempt > 0 ? "restart" : "load", { version: manifest.version, runtime: manifest.runtime, sandbox: rec.sandbox, grants: describeGrants(rec.grants), sha256: rec.sha256, verification: rec.verified?.report.summary, pid: proc.pid });
       if (attempt > 0) this.publish("ModuleRestarted", { module: rec.name, attempt });
       this.publish("ModuleLoaded", { module: rec.name, version: manifest.version, runtime: manifest.runtime });
