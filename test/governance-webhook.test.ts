@@ -7,7 +7,7 @@ import test from "ava";
 import http from "node:http";
 import { createHmac, timingSafeEqual } from "node:crypto";
 import { cp, readFile, writeFile } from "node:fs/promises";
-import net from "node:net";
+import type net from "node:net";
 import path from "node:path";
 import { ROOT, sleep, startHost, tempDir, type TestHost } from "./helpers/host.ts";
 import { call, get } from "./helpers/rpc.ts";
