@@ -201,6 +201,16 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
     return this.opts.module;
   }
 
+  /** Its requests being served now (limit: max_requests_in_flight). */
+  get inFlightRequests(): number {
+    return this.inFlight;
+  }
+
+  /** Bytes sent to the module and not yet read by it (limit: max_unread_bytes). */
+  get unreadBytes(): number {
+    return this.channel.unsentBytes;
+  }
+
   /** New effective grants (the operator changed them); checked from the next request on. */
   setGrants(grants: EffectiveGrants): void {
     this.opts.grants = grants;
