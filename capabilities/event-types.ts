@@ -172,7 +172,7 @@ export const EVENT_TYPES: Record<HostEventName, EventTypeInfo> = {
   MaintenanceCompleted: { category: "maintenance", producer: "none", description: "A maintenance operation finished. Not produced yet." },
   HealthCheck: { category: "maintenance", producer: "host", description: "Periodic summary of the modules' states and the chain height ([host] health_event_seconds)." },
   DiskSpaceLow: { category: "maintenance", producer: "host", description: "Free space on the host's data directory fell below [host] disk_space_low_mb." },
-  ResourceLimitWarning: { category: "maintenance", producer: "none", description: "A module nears one of its limits. Not produced yet: limits are enforced (and refusals name them) but not warned about ahead." },
+  ResourceLimitWarning: { category: "maintenance", producer: "host", description: "A module nears one of its limits (80% or more of memory_total_mb, max_requests_in_flight, requests_per_second, host_cpu_ms_per_s, max_unread_bytes or log_bytes_per_second, as the host measures them every 2 s); `resource` is the limit's key in [modules.limits.NAME]. At most one per module and resource per minute." },
   GovernanceProposalCreated: { category: "governance", producer: "governance", description: "A governance proposal was created." },
   GovernanceProposalVoted: { category: "governance", producer: "governance", description: "A vote was cast on a governance proposal." },
   GovernanceProposalMerged: { category: "governance", producer: "governance", description: "A governance proposal was merged." },

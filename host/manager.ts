@@ -46,6 +46,7 @@ import { nativeSpawnSpec, sandboxedNativeSpawnSpec } from "../runtime/native/run
 import type { SandboxLevel } from "../runtime/sandbox/policy.ts";
 import { UID_TABLE_FILE, UidTable, type SandboxedSpawn } from "../runtime/sandbox/index.ts";
 import { sandboxedIsolateSpawnSpec } from "../runtime/isolate/runtime.ts";
+import { describeWarning, RESOURCE_SAMPLE_MS, ResourceWatch } from "./resource-watch.ts";
 import { materialiseBinary, snapshotModule, verificationError, verifyForStart, verifyModule, type VerifiedModule } from "./verify/module.ts";
 
 export type ModuleState = "pending" | "starting" | "running" | "stopping" | "stopped" | "crashed" | "failed" | "skipped" | "quarantined";
@@ -476,6 +477,7 @@ export class ModuleManager {
       rec.cancelStart = undefined;
       rec.state = "running";
       this.watchHealth(rec, proc);
+      this.watchResources(rec, proc, sandboxed.cgroup);
       this.log.info(`loaded ${rec.name} ${manifest.version}`, { runtime: manifest.runtime, sandbox: rec.sandbox, pid: proc.pid, grants: describeGrants(rec.grants).join(",") || "none", ...(rec.verified ? { verification: rec.verified.report.summary } : {}) });
       this.audit(rec.name, attempt > 0 ? "restart" : "load", { version: manifest.version, runtime: manifest.runtime, sandbox: rec.sandbox, grants: describeGrants(rec.grants), sha256: rec.sha256, verification: rec.verified?.report.summary, pid: proc.pid });
       if (attempt > 0) this.publish("ModuleRestarted", { module: rec.name, attempt });
@@ -716,6 +718,39 @@ export class ModuleManager {
     }, every);
     timer.unref();
     rec.healthTimer = timer;
+    void proc.exited.then(() => clearInterval(timer));
+  }
+
+  /**
+   * Samples what the module uses of its limits every RESOURCE_SAMPLE_MS and publishes a
+   * ResourceLimitWarning (and logs it) when one nears its limit, rate-limited per resource
+   * (host/resource-watch.ts). Ends with the process.
+   */
+  private watchResources(rec: ModuleRecord, proc: ModuleProcess<HostSession>, cgroup: { memoryBytes(): Promise<number | null> } | undefined): void {
+    const watch = new ResourceWatch(rec.name, rec.limits);
+    const moduleLog = this.opts.logger.module(rec.name);
+    let sampling = false;
+    const timer = setInterval(() => {
+      if (rec.process !== proc || rec.state !== "running" || proc.hasExited) {
+        clearInterval(timer);
+        return;
+      }
+      if (sampling) return;
+      sampling = true;
+      void (async () => {
+        const memoryBytes = cgroup && rec.limits.memory_total_mb > 0 ? await cgroup.memoryBytes().catch(() => null) : null;
+        const session = proc.session;
+        const warnings = watch.sample({
+          at: performance.now(), memoryBytes, inFlight: session.inFlightRequests, requests: session.stats.requests,
+          cpuMs: session.flowStats.cpuMs, unreadBytes: session.unreadBytes, logBytes: moduleLog.totals.writtenBytes + moduleLog.totals.droppedBytes,
+        });
+        for (const w of warnings) {
+          this.log.warn(describeWarning(w), { module: w.module, resource: w.resource, used: w.used, limit: w.limit });
+          this.publish("ResourceLimitWarning", w);
+        }
+      })().catch(() => {}).finally(() => (sampling = false));
+    }, RESOURCE_SAMPLE_MS);
+    timer.unref();
     void proc.exited.then(() => clearInterval(timer));
   }
 

@@ -135,7 +135,7 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
   /** Requests served and refused, for health and metrics. */
   readonly stats = { requests: 0, errors: 0, denied: 0 };
   /** Times a request had to wait, by the limit that held it; host CPU time spent serving, in ms. */
-  readonly flowStats = { waitedInFlight: 0, waitedRate: 0, waitedCpu: 0, waitedCongested: 0, timedOut: 0, cpuMs: 0, peakInFlight: 0 };
+  readonly flowStats = { waitedInFlight: 0, waitedRate: 0, waitedCpu: 0, waitedCongested: 0, timedOut: 0, cpuMs: 0, decodeMs: 0, peakInFlight: 0 };
   private readonly flow: FlowLimits;
   private readonly backlog: WaitingRequest[] = [];
   private readingPaused = false;
@@ -183,13 +183,32 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
       opts.handshakeTimeoutMs ?? 10000,
     );
     this.handshakeTimer.unref();
-    channel.on("message", (body) => this.onMessage(body));
-    channel.on("bad_body", (err, envelope) => this.refused(err.message, envelope.id ?? 0, envelope.t));
+    // Decoding a large body is host CPU spent for this module like serving its request: it is
+    // charged to host_cpu_ms_per_s, and reading stops while the module is over it, so a flood
+    // of the heaviest frames the protocol accepts waits instead of holding the host's loop.
+    channel.on("message", (body, decodeMs) => {
+      this.onMessage(body);
+      this.chargeDecode(decodeMs);
+    });
+    channel.on("bad_body", (err, envelope, decodeMs) => {
+      this.refused(err.message, envelope.id ?? 0, envelope.t);
+      this.chargeDecode(decodeMs);
+    });
     channel.on("close", (err) => this.onClose(err));
   }
 
   get module(): string {
     return this.opts.module;
+  }
+
+  /** Its requests being served now (limit: max_requests_in_flight). */
+  get inFlightRequests(): number {
+    return this.inFlight;
+  }
+
+  /** Bytes sent to the module and not yet read by it (limit: max_unread_bytes). */
+  get unreadBytes(): number {
+    return this.channel.unsentBytes;
   }
 
   /** New effective grants (the operator changed them); checked from the next request on. */
@@ -396,6 +415,13 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
       const req = this.backlog.shift()!;
       void this.serve(req.id, req.method, req.params);
     }
+    // Nothing waits, but decoding what it sent may have put the module over its CPU share.
+    const blocked = this.blockedBy();
+    if (blocked?.limit === "cpu" || (blocked && this.cpuDebt > this.flow.hostCpuMsPerS)) {
+      this.pauseReading();
+      this.waitFor({ limit: "cpu", waitMs: Math.ceil(((this.cpuDebt - this.flow.hostCpuMsPerS) / this.flow.hostCpuMsPerS) * 1000) });
+      return;
+    }
     this.resumeReading();
   }
 
@@ -435,6 +461,14 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
     if (!this.readingPaused) return;
     this.readingPaused = false;
     this.channel.resumeReading();
+  }
+
+  /** Charges the decoding of a message; past host_cpu_ms_per_s the socket is not read until the debt drains. */
+  private chargeDecode(ms: number): void {
+    if (ms <= 0 || this.state === "closed") return;
+    this.charge(ms);
+    this.flowStats.decodeMs += ms;
+    this.pump();
   }
 
   /** Host CPU time spent for this module (ms), drained at host_cpu_ms_per_s. */

@@ -16,6 +16,13 @@ import { CodecError, decodeBody, DEFAULT_BODY_LIMITS, EncodeError, encodeBody, e
 /** Frames waiting for the end of the turn are written at once when they reach this many bytes. */
 export const COALESCE_BYTES = 64 * 1024;
 
+/**
+ * Bodies of at least this many bytes have their decoding timed (performance.now() costs more
+ * than decoding a small request). Below it a body holds at most a few hundred values: tens of
+ * microseconds, bounded by the sender's request rate.
+ */
+export const TIMED_BODY_BYTES = 4096;
+
 /** What could be read of a body that was refused: enough to answer it by id. */
 export interface Envelope {
   t?: string;
@@ -23,13 +30,17 @@ export interface Envelope {
 }
 
 export interface ChannelEvents {
-  /** A frame whose body decoded to plain data. */
-  message: [body: unknown];
+  /**
+   * A frame whose body decoded to plain data. `decodeMs` is the time decoding it took on this
+   * loop, measured for bodies of TIMED_BODY_BYTES or more (0 for smaller ones), so the
+   * receiver can charge it to the sender's share.
+   */
+  message: [body: unknown, decodeMs: number];
   /**
    * A whole frame whose body was refused (not MessagePack, not plain data, over a limit); the
    * stream itself is still in sync. `envelope` has the body's `t` and `id` when they could be read.
    */
-  bad_body: [error: CodecError, envelope: Envelope];
+  bad_body: [error: CodecError, envelope: Envelope, decodeMs: number];
   /** The channel closed; `error` says why when it was not a clean end. */
   close: [error?: Error];
 }
@@ -84,14 +95,16 @@ export class FrameChannel extends EventEmitter<ChannelEvents> {
     for (const body of bodies) {
       if (this.closed) return;
       let value: unknown;
+      const t0 = body.length >= TIMED_BODY_BYTES ? performance.now() : 0;
       try {
         value = decodeBody(body, this.limits);
       } catch (err) {
         const error = err instanceof CodecError ? err : new CodecError(String((err as Error)?.message ?? err));
-        this.emit("bad_body", error, readEnvelope(body));
+        const envelope = readEnvelope(body);
+        this.emit("bad_body", error, envelope, t0 ? performance.now() - t0 : 0);
         continue;
       }
-      this.emit("message", value);
+      this.emit("message", value, t0 ? performance.now() - t0 : 0);
     }
     // Frames before a bad length prefix were delivered above; now the stream is lost.
     if (this.decoder.error && !this.closed) this.close(this.decoder.error);

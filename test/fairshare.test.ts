@@ -31,7 +31,8 @@ async function stubSession(t: ExecutionContext, flow: Record<string, number>, wo
   const logger = new Logger({ level: "debug", write: () => {} });
   logger.addSink((r) => records.push(r));
   const hub = { handle: (_c: unknown, _g: unknown, method: string) => work(method), methodsFor: () => [] } as unknown as ApiHub;
-  const session = new HostSession(new FrameChannel(host), {
+  const channel = new FrameChannel(host);
+  const session = new HostSession(channel, {
     module: "greedy", grants: new Map() as never, hub, bus: new EventBus(), logger,
     call: { module: "greedy", chain: undefined as never, store: undefined, config: {}, dataDir: "/d" },
     flow,
@@ -40,7 +41,7 @@ async function stubSession(t: ExecutionContext, flow: Record<string, number>, wo
   const peer = new RawPeer(module);
   peer.hello("greedy");
   await peer.next((f) => f.t === "welcome");
-  return { session, peer, records };
+  return { session, peer, records, channel };
 }
 
 function burst(peer: RawPeer, n: number, method = "m"): void {
@@ -72,6 +73,37 @@ test("a module whose requests cost the host more than host_cpu_ms_per_s waits; i
   t.true(session.flowStats.cpuMs >= 6 * 10, `${session.flowStats.cpuMs} ms charged`);
   t.true(session.flowStats.waitedCpu > 0, "later requests waited for the CPU budget");
   t.truthy(records.find((r) => /throttled: .*host_cpu_ms_per_s \(20 ms/.test(r.message)));
+});
+
+test("the channel measures the time it spends decoding a large body and reports it with the message", async (t) => {
+  const { host, module } = await socketPair(t);
+  const channel = new FrameChannel(host);
+  t.teardown(() => channel.close());
+  const got: Array<{ t: string; ms: number }> = [];
+  channel.on("message", (body, ms) => got.push({ t: (body as { t: string }).t, ms }));
+  channel.on("bad_body", (_e, env, ms) => got.push({ t: `bad:${env.t}`, ms }));
+  module.write(encodeFrame(encodeBody({ t: "small" })));
+  module.write(encodeFrame(encodeBody({ t: "large", s: "é".repeat(1024 * 1024) })));
+  // Refused (a "__proto__" key), but decoding still took time: that is reported too.
+  module.write(encodeFrame(Buffer.concat([Buffer.from([0x83, 0xa1, 0x74, 0xa3, 0x62, 0x61, 0x64, 0xa1, 0x73]), encodeBody("é".repeat(1024 * 1024)).subarray(0), Buffer.from([0xa9, ...Buffer.from("__proto__"), 0xc0])])));
+  await sleep(0);
+  for (let i = 0; i < 200 && got.length < 3; i++) await sleep(25);
+  t.deepEqual(got.map((g) => g.t), ["small", "large", "bad:bad"]);
+  t.is(got[0]!.ms, 0, "a small body is not timed");
+  t.true(got[1]!.ms > 0, `a 2 MiB body is timed (${got[1]!.ms.toFixed(2)} ms)`);
+  t.true(got[2]!.ms > 0, "so is a large body that was refused");
+});
+
+test("decoding time reported by the channel is charged to host_cpu_ms_per_s: past it the module's socket is not read until the debt drains", async (t) => {
+  const { session, peer, records, channel } = await stubSession(t, { hostCpuMsPerS: 20 }, async () => "done");
+  // Three large log messages that took 15 ms each to decode (as the channel reports them).
+  for (let i = 0; i < 3; i++) channel.emit("message", { t: "log", level: "info", message: "x" }, 15);
+  t.is(session.flowStats.decodeMs, 45);
+  t.true(session.flowStats.cpuMs >= 45, "charged to the module's share");
+  t.true(session.flowStats.waitedCpu > 0, "the module is over its share: reading stopped");
+  const r = await peer.call("m");
+  t.is(r.result, "done", "its next request is served once the debt drained");
+  t.truthy(records.find((r) => r.source === "greedy" && /throttled: .*host_cpu_ms_per_s \(20 ms/.test(r.message)));
 });
 
 test("request_timeout_ms answers timeout naming the limit; the slot stays taken until the host's work ends", async (t) => {

@@ -6,7 +6,7 @@
 import test from "ava";
 import { readFileSync } from "node:fs";
 import { DEFAULT_MAX_FRAME_BYTES, encodeFrame, FrameDecoder, FramingError } from "../protocol/frame.ts";
-import { CodecError, decodeBody, DEFAULT_BODY_LIMITS, EncodeError, encodeBody, encodeEnvelope as encodeParts, MAX_VALUE_DEPTH, readEnvelope, toWire } from "../protocol/codec.ts";
+import { CodecError, decodeBody, decodeValidated, DEFAULT_BODY_LIMITS, EncodeError, encodeBody, encodeEnvelope as encodeParts, MAX_VALUE_DEPTH, readEnvelope, STRING_HEAVY_BYTES, toWire, validate } from "../protocol/codec.ts";
 import { parseHostMessage, parseModuleMessage } from "../protocol/messages.ts";
 import { InvocationError } from "../host/session.ts";
 import { ModuleClient, RequestError } from "../sdk/node/client.ts";
@@ -693,6 +693,58 @@ test("client: pending requests reject when the connection closes", async (t) => 
 test("codec: undefined map values are left out and undefined array items become nil, so such a request is still answered by id", (t) => {
   const body = encodeBody({ t: "request", id: 9, method: "m", params: { a: undefined, b: [1, undefined], c: { d: undefined, e: 2 } } });
   t.deepEqual(decodeBody(body), { t: "request", id: 9, method: "m", params: { b: [1, null], c: { e: 2 } } });
+});
+
+test("codec: string-heavy bodies are built by decodeValidated, which gives exactly what msgpackr gives for every format of the subset", (t) => {
+  const packr = new Packr({ useRecords: false, mapsAsObjects: true, variableMapSize: true, int64AsType: "number" });
+  const u32 = (n: number) => { const b = Buffer.alloc(4); b.writeUInt32BE(n); return b; };
+  const u16 = (n: number) => { const b = Buffer.alloc(2); b.writeUInt16BE(n); return b; };
+  const str = (s: string) => { const b = Buffer.from(s); return Buffer.concat([Buffer.from([0xdb]), u32(b.length), b]); };
+  // Every format, written by hand (msgpackr would pick the shortest): a map32 of them.
+  const f32 = Buffer.alloc(5); f32[0] = 0xca; f32.writeFloatBE(1.1, 1);
+  const f64 = Buffer.alloc(9); f64[0] = 0xcb; f64.writeDoubleBE(-2.5e300, 1);
+  const u64 = Buffer.alloc(9); u64[0] = 0xcf; u64.writeBigUInt64BE(2n ** 53n + 2n, 1);
+  const i64 = Buffer.alloc(9); i64[0] = 0xd3; i64.writeBigInt64BE(-(2n ** 40n) - 7n, 1);
+  const entries: Buffer[] = [
+    str("fixint"), Buffer.from([0x7f]), str("negfix"), Buffer.from([0xe0]), str("nil"), Buffer.from([0xc0]),
+    str("f"), Buffer.from([0xc2]), str("t"), Buffer.from([0xc3]), str("f32"), f32, str("f64"), f64,
+    str("u8"), Buffer.from([0xcc, 0xff]), str("u16"), Buffer.from([0xcd, 0xff, 0xfe]), str("u32"), Buffer.from([0xce, 0xff, 0, 0, 1]), str("u64"), u64,
+    str("i8"), Buffer.from([0xd0, 0x80]), str("i16"), Buffer.from([0xd1, 0x80, 0x01]), str("i32"), Buffer.from([0xd2, 0x80, 0, 0, 1]), str("i64"), i64,
+    str("bin8"), Buffer.from([0xc4, 2, 1, 2]), str("bin16"), Buffer.concat([Buffer.from([0xc5]), u16(3), Buffer.from([9, 8, 7])]), str("bin32"), Buffer.concat([Buffer.from([0xc6]), u32(1), Buffer.from([5])]),
+    str("fixstr"), Buffer.from([0xa2, 0x68, 0x69]), str("str8"), Buffer.from([0xd9, 2, 0xc3, 0xa9]), str("str16"), Buffer.concat([Buffer.from([0xda]), u16(4), Buffer.from("€a")]),
+    str("arr16"), Buffer.concat([Buffer.from([0xdc]), u16(2), Buffer.from([0x01, 0x91, 0x02])]), str("arr32"), Buffer.concat([Buffer.from([0xdd]), u32(0)]),
+    str("map16"), Buffer.concat([Buffer.from([0xde]), u16(1), Buffer.from([0xa1, 0x6b, 0x80])]), str("map32"), Buffer.concat([Buffer.from([0xdf]), u32(0)]),
+    str("dup"), Buffer.from([0x01]), str("dup"), Buffer.from([0x02]), // the last of a repeated key wins
+    str("long"), str("é€😀".repeat(30_000)),
+  ];
+  const body = Buffer.concat([Buffer.from([0xdf]), u32(entries.length / 2), ...entries]);
+  t.true(validate(body) > STRING_HEAVY_BYTES, "the body is string-heavy");
+  const expected = packr.unpack(body) as Record<string, unknown>;
+  const got = decodeBody(body) as Record<string, unknown>;
+  t.deepEqual(got, expected);
+  t.deepEqual(decodeValidated(body), expected);
+  t.is(got.dup, 2);
+  t.true(Buffer.isBuffer(got.bin16) && Buffer.isBuffer(expected.bin16), "binary is a Buffer in both");
+  // Random bodies, through both paths.
+  let seed = 7;
+  const rnd = (n: number) => ((seed = (seed * 1103515245 + 12345) % 2 ** 31), seed % n);
+  const value = (d: number): unknown => {
+    switch (rnd(d > 4 ? 7 : 9)) {
+      case 0: return null;
+      case 1: return rnd(2) === 0;
+      case 2: return rnd(1 << 30) * (rnd(2) ? -1 : 1) * (rnd(3) === 0 ? 2 ** 20 : 1);
+      case 3: return rnd(1000) / 7;
+      case 4: return "s€".repeat(rnd(40));
+      case 5: return Buffer.alloc(rnd(100), 3);
+      case 6: return "é".repeat(rnd(3000));
+      case 7: return Array.from({ length: rnd(6) }, () => value(d + 1));
+      default: return Object.fromEntries(Array.from({ length: rnd(6) }, (_, i) => [`k${i}${"x".repeat(rnd(3))}`, value(d + 1)]));
+    }
+  };
+  for (let i = 0; i < 300; i++) {
+    const b = encodeBody({ t: "x", v: value(0), pad: "p".repeat(rnd(2) ? STRING_HEAVY_BYTES : 10) });
+    t.deepEqual(decodeValidated(b), packr.unpack(b), `body ${i}`);
+  }
 });
 
 // ---------------------------------------------------------------------------------------

@@ -9,8 +9,16 @@ use serde::de::{self, DeserializeOwned, IntoDeserializer, Visitor};
 use serde::ser::{SerializeMap, SerializeSeq};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// Nesting deeper than this is refused by the decoder (it bounds the recursion).
-pub const MAX_DEPTH: usize = 256;
+/// `max_depth` (docs/protocol.md section 3.1): containers (arrays, maps) on the path to the
+/// deepest value, the body's own map included. Deeper bodies are refused, as the host does.
+pub const MAX_DEPTH: usize = 72;
+/// `max_values`: values in one body (every nil, boolean, number, string, binary, array, map
+/// and map key). An array or map header announcing more than what is left is refused at once.
+pub const MAX_VALUES: usize = 65_536;
+/// `max_string_bytes`: UTF-8 bytes of one string, map keys included.
+pub const MAX_STRING_BYTES: usize = 16 * 1024 * 1024;
+/// `max_binary_bytes`: bytes of one binary value.
+pub const MAX_BINARY_BYTES: usize = 16 * 1024 * 1024;
 
 /// Plain data as it travels on the wire.
 ///
@@ -658,11 +666,14 @@ impl fmt::Display for DecodeError {
 }
 impl std::error::Error for DecodeError {}
 
-/// Decodes exactly one MessagePack value of plain data from `bytes`. Extension types, the
-/// reserved byte 0xc1, strings that are not UTF-8, map keys that are not strings, nesting
-/// deeper than [`MAX_DEPTH`] and trailing bytes are errors.
+/// Decodes exactly one MessagePack value of plain data from `bytes`, accepting exactly what
+/// the host accepts (docs/protocol.md sections 3 and 3.1). Extension types, the reserved byte
+/// 0xc1, strings that are not UTF-8, map keys that are not strings, the map key `__proto__`,
+/// trailing bytes, and bodies over the protocol limits ([`MAX_DEPTH`], [`MAX_VALUES`],
+/// [`MAX_STRING_BYTES`], [`MAX_BINARY_BYTES`]) are errors; each limit is checked from the
+/// header, before anything it announces is allocated or read.
 pub fn decode_value(bytes: &[u8]) -> Result<Value, DecodeError> {
-    let mut r = Reader { buf: bytes, pos: 0 };
+    let mut r = Reader { buf: bytes, pos: 0, budget: MAX_VALUES, at: 0 };
     let v = r.value(0)?;
     if r.pos != bytes.len() {
         return Err(r.err(format!("{} trailing bytes after the value", bytes.len() - r.pos)));
@@ -673,6 +684,14 @@ pub fn decode_value(bytes: &[u8]) -> Result<Value, DecodeError> {
 struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,
+    /// Values still allowed in this body (max_values).
+    budget: usize,
+    /// Offset of the header being read (where a refused container starts).
+    at: usize,
+}
+
+fn over_limit(what: String, limit: &str, value: usize) -> String {
+    format!("{what}: over the protocol limit {limit} = {value} (docs/protocol.md, section 3)")
 }
 
 impl<'a> Reader<'a> {
@@ -693,31 +712,34 @@ impl<'a> Reader<'a> {
         Ok(self.take(n)?.iter().fold(0u64, |acc, b| (acc << 8) | *b as u64))
     }
 
+    /// One value, inside `depth` containers.
     fn value(&mut self, depth: usize) -> Result<Value, DecodeError> {
-        if depth > MAX_DEPTH {
-            return Err(self.err(format!("nested deeper than {MAX_DEPTH} levels")));
-        }
         let start = self.pos;
+        if self.budget == 0 {
+            return Err(self.err(over_limit("too many values in one body".into(), "max_values", MAX_VALUES)));
+        }
+        self.budget -= 1;
+        self.at = start;
         let m = self.take(1)?[0];
         Ok(match m {
             0x00..=0x7f => Value::UInt(m as u64),
             0x80..=0x8f => self.map((m & 0x0f) as usize, depth)?,
             0x90..=0x9f => self.array((m & 0x0f) as usize, depth)?,
-            0xa0..=0xbf => self.string((m & 0x1f) as usize)?,
+            0xa0..=0xbf => self.string((m & 0x1f) as usize, start)?,
             0xc0 => Value::Nil,
             0xc2 => Value::Bool(false),
             0xc3 => Value::Bool(true),
             0xc4 => {
                 let n = self.uint(1)? as usize;
-                Value::Bin(self.take(n)?.to_vec())
+                self.binary(n, start)?
             }
             0xc5 => {
                 let n = self.uint(2)? as usize;
-                Value::Bin(self.take(n)?.to_vec())
+                self.binary(n, start)?
             }
             0xc6 => {
                 let n = self.uint(4)? as usize;
-                Value::Bin(self.take(n)?.to_vec())
+                self.binary(n, start)?
             }
             0xca => Value::F64(f32::from_bits(self.uint(4)? as u32) as f64),
             0xcb => Value::F64(f64::from_bits(self.uint(8)?)),
@@ -731,15 +753,15 @@ impl<'a> Reader<'a> {
             0xd3 => Value::from(self.uint(8)? as i64),
             0xd9 => {
                 let n = self.uint(1)? as usize;
-                self.string(n)?
+                self.string(n, start)?
             }
             0xda => {
                 let n = self.uint(2)? as usize;
-                self.string(n)?
+                self.string(n, start)?
             }
             0xdb => {
                 let n = self.uint(4)? as usize;
-                self.string(n)?
+                self.string(n, start)?
             }
             0xdc => {
                 let n = self.uint(2)? as usize;
@@ -769,7 +791,19 @@ impl<'a> Reader<'a> {
         })
     }
 
-    fn string(&mut self, n: usize) -> Result<Value, DecodeError> {
+    fn binary(&mut self, n: usize, at: usize) -> Result<Value, DecodeError> {
+        if n > MAX_BINARY_BYTES {
+            self.pos = at;
+            return Err(self.err(over_limit(format!("binary of {n} bytes"), "max_binary_bytes", MAX_BINARY_BYTES)));
+        }
+        Ok(Value::Bin(self.take(n)?.to_vec()))
+    }
+
+    fn string(&mut self, n: usize, at: usize) -> Result<Value, DecodeError> {
+        if n > MAX_STRING_BYTES {
+            self.pos = at;
+            return Err(self.err(over_limit(format!("string of {n} bytes"), "max_string_bytes", MAX_STRING_BYTES)));
+        }
         let start = self.pos;
         let bytes = self.take(n)?;
         match std::str::from_utf8(bytes) {
@@ -781,9 +815,27 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// Checks a container header (at `at`, announcing `items` values) against max_depth and
+    /// max_values before anything it announces is read.
+    fn container(&mut self, items: usize, depth: usize, what: String) -> Result<(), DecodeError> {
+        let at = self.at;
+        let fail = |message: String| Err(DecodeError { offset: at, message });
+        if depth + 1 > MAX_DEPTH {
+            return fail(over_limit("value nested too deeply".into(), "max_depth", MAX_DEPTH));
+        }
+        if items > self.budget {
+            return fail(over_limit(what, "max_values", MAX_VALUES));
+        }
+        // Every item takes at least one byte: never trust a count beyond what is left.
+        if items > self.buf.len() - self.pos {
+            return fail(format!("truncated: {what} in {} remaining bytes", self.buf.len() - self.pos));
+        }
+        Ok(())
+    }
+
     fn array(&mut self, n: usize, depth: usize) -> Result<Value, DecodeError> {
-        // Every element takes at least one byte: never trust a length beyond what is left.
-        let mut out = Vec::with_capacity(n.min(self.buf.len() - self.pos));
+        self.container(n, depth, format!("array of {n} elements"))?;
+        let mut out = Vec::with_capacity(n);
         for _ in 0..n {
             out.push(self.value(depth + 1)?);
         }
@@ -791,10 +843,15 @@ impl<'a> Reader<'a> {
     }
 
     fn map(&mut self, n: usize, depth: usize) -> Result<Value, DecodeError> {
-        let mut out = Vec::with_capacity(n.min((self.buf.len() - self.pos) / 2));
+        self.container(n.saturating_mul(2), depth, format!("map of {n} entries"))?;
+        let mut out = Vec::with_capacity(n);
         for _ in 0..n {
             let key_at = self.pos;
             let key = match self.value(depth + 1)? {
+                Value::Str(s) if s == "__proto__" => {
+                    self.pos = key_at;
+                    return Err(self.err("the map key \"__proto__\" is not allowed (the host refuses it: JavaScript would take it for the prototype); rename it"));
+                }
                 Value::Str(s) => s,
                 other => {
                     self.pos = key_at;

@@ -354,9 +354,9 @@ fn extension_type_is_a_decode_error_without_desync() {
 }
 
 /// Every invalid vector marked `refused_by: "every receiver"` is outside the protocol's
-/// MessagePack subset: the SDK refuses it too, and stays in sync. Those marked `"host"` are
-/// well-formed MessagePack over a host limit or policy: the SDK's decoder reads them (so the
-/// vector tests the host's limit, not a malformed encoding).
+/// MessagePack subset or over one of its limits (depth, values, `__proto__` keys): the SDK
+/// refuses it as the host does, and stays in sync. Those marked `"host"` (none at present)
+/// would be well-formed MessagePack over a limit of the host alone: the SDK's decoder reads them.
 #[test]
 fn every_invalid_body_vector_is_refused_by_whom_it_says() {
     let v = vectors();
@@ -386,7 +386,7 @@ fn every_invalid_body_vector_is_refused_by_whom_it_says() {
             None => {}
         }
     }
-    assert!(every >= 9 && host >= 2, "the vectors are all there ({every}, {host})");
+    assert!(every >= 11, "the vectors are all there ({every}, {host})");
 }
 
 #[test]
@@ -408,6 +408,53 @@ fn strict_decoding() {
     let mut deep = vec![0x91; 300];
     deep.push(0xc0);
     assert!(decode_value(&deep).is_err(), "nesting is bounded");
+}
+
+/// The SDK's decoder follows docs/protocol.md section 3.1 exactly: the host's limits, each
+/// named in the error, checked from the header; `__proto__` keys refused, never renamed.
+#[test]
+fn the_decoder_has_the_hosts_limits() {
+    use modhost_sdk::value::{MAX_BINARY_BYTES, MAX_DEPTH, MAX_STRING_BYTES, MAX_VALUES};
+    assert_eq!((MAX_DEPTH, MAX_VALUES, MAX_STRING_BYTES, MAX_BINARY_BYTES), (72, 65_536, 16 << 20, 16 << 20));
+    // 72 nested containers are accepted, 73 are refused naming max_depth.
+    let nested = |n: usize| {
+        let mut b = vec![0x91; n - 1];
+        b.extend_from_slice(&[0x90]);
+        b
+    };
+    assert!(decode_value(&nested(72)).is_ok(), "72 levels are within max_depth");
+    let err = decode_value(&nested(73)).unwrap_err();
+    assert!(err.message.contains("max_depth = 72"), "{err}");
+    // 65,536 values are accepted (an array header and 65,535 nils), one more is refused.
+    let values = |n: usize| {
+        let mut b = vec![0xdd];
+        b.extend_from_slice(&((n - 1) as u32).to_be_bytes());
+        b.resize(5 + n - 1, 0xc0);
+        b
+    };
+    assert!(decode_value(&values(65_536)).is_ok());
+    let err = decode_value(&values(65_537)).unwrap_err();
+    assert!(err.message.contains("max_values = 65536"), "{err}");
+    assert_eq!(err.offset, 0, "refused from the array header, before reading the elements");
+    // A map announcing more entries than the budget is refused from its header.
+    let mut big_map = vec![0xdf];
+    big_map.extend_from_slice(&40_000u32.to_be_bytes());
+    assert!(decode_value(&big_map).unwrap_err().message.contains("max_values"));
+    // Strings and binary over 16 MiB are refused from the header (no bytes follow here).
+    let mut s = vec![0xdb];
+    s.extend_from_slice(&((16u32 << 20) + 1).to_be_bytes());
+    assert!(decode_value(&s).unwrap_err().message.contains("max_string_bytes"));
+    let mut bin = vec![0xc6];
+    bin.extend_from_slice(&((16u32 << 20) + 1).to_be_bytes());
+    assert!(decode_value(&bin).unwrap_err().message.contains("max_binary_bytes"));
+    // __proto__ as a key, at the top and nested: refused (as a value it is just a string).
+    let top = [&[0x81u8, 0xa9][..], b"__proto__", &[0xc0]].concat();
+    let err = decode_value(&top).unwrap_err();
+    assert!(err.message.contains("__proto__"), "{err}");
+    assert_eq!(err.offset, 1, "the offset of the key");
+    let nested = [&[0x81u8, 0xa1, b'a', 0x81, 0xa9][..], b"__proto__", &[0x01]].concat();
+    assert!(decode_value(&nested).unwrap_err().message.contains("__proto__"));
+    assert!(decode_value(&[&[0x91u8, 0xa9][..], b"__proto__"].concat()).is_ok(), "a string value __proto__ is data");
     // every integer format, both signs
     for (bytes, v) in [
         (vec![0xd0, 0x80], Value::Int(-128)),

@@ -1,0 +1,121 @@
+// How long the host's event loop is held by the worst frames a module may send (issue #8,
+// "no work a module can trigger runs on the host's loop for more than a few milliseconds").
+// Not part of `npm run bench` (it measures stalls, not speed): run it alone,
+//   node_modules/.bin/node --import=tsx --no-node-snapshot bench/host-loop.ts [frames per kind]
+// A real HostSession (ApiHub, embedded chain, a LevelDB store, the event bus) serves a probe in
+// another process, which sends N frames of each kind through a Unix socket and waits for the
+// answers. For each kind: the longest stall of the host's loop (perf_hooks
+// monitorEventLoopDelay), the loop time the module was charged (host_cpu_ms_per_s) and the
+// wall time of the kind.
+
+import { fork } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import net from "node:net";
+import os from "node:os";
+import path from "node:path";
+import { monitorEventLoopDelay } from "node:perf_hooks";
+import { FrameChannel } from "../protocol/channel.ts";
+import { HostSession } from "../host/session.ts";
+import { ApiHub } from "../host/hub.ts";
+import { EventBus } from "../host/events/bus.ts";
+import { Logger } from "../host/log.ts";
+import { EmbeddedChain } from "../chain/embedded.ts";
+import { ModuleStore } from "../storage/store.ts";
+import { parseDescriptor, resolveGrants } from "../capabilities/grants.ts";
+
+if (process.argv[2] === "--probe") {
+  // The probe: a separate process, so its encoding does not count against the host's loop.
+  const { encodeBody, decodeBody } = await import("../protocol/codec.ts");
+  const { encodeFrame, FrameDecoder } = await import("../protocol/frame.ts");
+  const sock = net.connect(process.argv[3]!);
+  const dec = new FrameDecoder();
+  let waiting: ((f: Record<string, unknown>) => void) | undefined;
+  const seen: Record<string, unknown>[] = [];
+  sock.on("data", (c) => {
+    for (const b of dec.push(c)) {
+      const f = decodeBody(b) as Record<string, unknown>;
+      if (waiting) waiting(f);
+      else seen.push(f);
+    }
+  });
+  const next = () => new Promise<Record<string, unknown>>((r) => (seen.length ? r(seen.shift()!) : (waiting = (f) => ((waiting = undefined), r(f)))));
+  const send = (m: unknown) => sock.write(encodeFrame(encodeBody(m)));
+  await new Promise((r) => sock.once("connect", r));
+  send({ t: "hello", module: "probe", version: "1.0.0", protocol: [1, 1] });
+  while ((await next()).t !== "welcome");
+  const keys: Record<string, null> = {};
+  for (let i = 0; i < 32_760; i++) keys[`k${i.toString(36)}`] = null;
+  const kinds: Record<string, () => Record<string, unknown>> = {
+    "32,760 distinct map keys": () => ({ method: "get_block_height", params: { keys } }),
+    "a 16 MiB ASCII string": () => ({ method: "get_block_height", params: { s: "a".repeat(16 * 1024 * 1024 - 200) } }),
+    "a 16 MiB string of two-byte characters": () => ({ method: "get_block_height", params: { s: "é".repeat(8 * 1024 * 1024 - 200) } }),
+    "65,500 strings of 200 bytes": () => ({ method: "get_block_height", params: { a: Array.from({ length: 65_500 }, (_, i) => `${i}`.padEnd(200, "y")) } }),
+    "65,500 nils": () => ({ method: "get_block_height", params: { a: new Array(65_500).fill(null) } }),
+    "storage_batch of 8,000 puts": () => ({ method: "storage_batch", params: { ops: Array.from({ length: 8_000 }, (_, i) => ({ type: "put", key: `k${i}`, value: i })) } }),
+    "log with 16 MiB message and 1 MiB fields": () => ({ t: "log", level: "info", message: "m".repeat(16 * 1024 * 1024 - 2 * 1024 * 1024), fields: { f: "f".repeat(1024 * 1024) } }),
+  };
+  const n = Number(process.argv[4] ?? 5);
+  let id = 1;
+  for (const [name, make] of Object.entries(kinds)) {
+    process.send!({ start: name });
+    await new Promise((r) => process.once("message", r));
+    const frame = make();
+    for (let i = 0; i < n; i++) {
+      if (frame.t === "log") send(frame);
+      else send({ t: "request", id: id++, ...frame });
+    }
+    // One cheap request behind them: its answer means every frame before it was handled.
+    const last = id++;
+    send({ t: "request", id: last, method: "get_block_height", params: {} });
+    for (;;) {
+      const f = await next();
+      if (f.t === "response" && f.id === last) break;
+    }
+    process.send!({ done: name });
+    await new Promise((r) => process.once("message", r));
+  }
+  process.exit(0);
+}
+
+const n = Number(process.argv[2] ?? 5);
+const dir = mkdtempSync(path.join(os.tmpdir(), "modhost-loop-"));
+const sockPath = path.join(dir, "s");
+const chain = await EmbeddedChain.create();
+const store = await ModuleStore.open(path.join(dir, "store"), { maxKeys: 1_000_000, maxBytes: 1 << 30 }, { label: "probe" });
+const logger = new Logger({ level: "info", write: () => {} });
+const hub = new ApiHub({ onDenied: () => {} });
+const descriptors = ["read_blockchain", "read_storage", "write_storage"].map((d) => parseDescriptor(d));
+const { effective } = resolveGrants(descriptors, descriptors, []);
+let session: HostSession | undefined;
+const server = net.createServer((socket) => {
+  session = new HostSession(new FrameChannel(socket), {
+    module: "probe", grants: effective, hub, bus: new EventBus(), logger,
+    call: { module: "probe", chain, store, config: {}, dataDir: dir },
+  });
+});
+await new Promise<void>((r) => server.listen(sockPath, r));
+const probe = fork(new URL(import.meta.url).pathname, ["--probe", sockPath, String(n)], { execArgv: ["--import=tsx"] });
+const h = monitorEventLoopDelay({ resolution: 1 });
+let t0 = 0, cpu0 = 0;
+console.log(`${n} frames of each kind, then one small request; host_cpu_ms_per_s 250 (the default)`);
+console.log("kind | longest loop stall (ms) | decode charged (ms) | loop time charged (ms) | wall (ms)");
+probe.on("message", (m: { start?: string; done?: string }) => {
+  if (m.start) {
+    h.reset();
+    h.enable();
+    t0 = performance.now();
+    cpu0 = session!.flowStats.cpuMs;
+    (session!.flowStats as { decodeMs: number }).decodeMs = 0;
+  } else {
+    h.disable();
+    const wall = performance.now() - t0;
+    console.log(`${m.done} | ${(h.max / 1e6).toFixed(1)} | ${session!.flowStats.decodeMs.toFixed(1)} | ${(session!.flowStats.cpuMs - cpu0).toFixed(1)} | ${wall.toFixed(0)}`);
+  }
+  probe.send("go");
+});
+await new Promise((r) => probe.once("exit", r));
+session?.close();
+server.close();
+await store.close();
+rmSync(dir, { recursive: true, force: true });
+process.exit(0);

@@ -1,0 +1,153 @@
+// The hostile corpus, every probe at once (issue #8 item 6): native probes (the heaviest
+// accepted and refused frames, log/stdout/stderr floods with forged host lines, request floods,
+// denied calls, subscription floods, unread answers, fork and memory hogs, a crash loop) and
+// TypeScript probes (log flood, heap hog, CPU loop after an await, a timer flood) run together
+// under the real host and sandbox next to the canary ("good", which stores every block). While
+// they run, the canary stores every block mined within 5 s and the host answers an RPC call
+// within 5 s; afterwards the host's heap and RSS growth, host log bytes and audit bytes are
+// within the bounds stated below, and every probe can be restarted.
+
+import test from "ava";
+import { chmod, stat, writeFile } from "node:fs/promises";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { monitorEventLoopDelay } from "node:perf_hooks";
+import { bundleNodeModule } from "../sdk/node/bundle.ts";
+import { buildModulesDir, sleep, startHost, tempDir, writeModule, GOOD_GRANTS } from "./helpers/host.ts";
+import { inlineModule } from "./helpers/modules.ts";
+import { call } from "./helpers/rpc.ts";
+
+const PROBE = fileURLToPath(new URL("./fixtures/hostile-corpus/main.ts", import.meta.url));
+const MB = 1024 * 1024;
+
+/** Native probes: name -> [mode, capabilities it is granted]. */
+const NATIVE: Record<string, [string, string[]]> = {
+  "p-heavy": ["heavy", ["read_chain_state"]],
+  "p-logs": ["logs", ["read_chain_state"]],
+  "p-flood": ["flood", ["read_chain_state"]],
+  "p-denied": ["denied", []],
+  "p-subscribe": ["subscribe", ["subscribe_events"]],
+  "p-noread": ["noread", ["read_blockchain"]],
+  "p-fork": ["fork", []],
+  "p-crash": ["crash", []],
+};
+/** TypeScript probes: fixtures, and inline ones. */
+const TS_FIXTURES = ["log-flood", "hog-memory", "loop-after-await"];
+const TS_INLINE = {
+  "p-timers": inlineModule("p-timers", ["manage_timers", "read_chain_state"], `
+    // After start returns: every timer it may register, then a burst of setTimeout.
+    void (async () => {
+      let runs = 0;
+      for (let i = 0; i < 300; i++) {
+        try { await ctx.timers.every(0.05, () => { runs++; }); } catch (e) { ctx.log.info("timers refused: " + (e && e.code)); break; }
+      }
+      for (let i = 0; i < 2000; i++) {
+        try { setTimeout(() => { runs++; }, 1); } catch (e) { ctx.log.info("setTimeout refused: " + (e && e.code)); break; }
+      }
+    })().catch((e) => ctx.log.info("timers probe: " + e));
+  `),
+};
+const PROBE_LOG_RATE = 8192;
+const PROBE_AUDIT_RATE = 4096;
+
+test("every hostile probe at once: the canary gets every block on time, RPC answers, host memory, log and audit stay bounded, every probe restarts", async (t) => {
+  t.timeout(240_000);
+  const dir = await tempDir(t);
+  const modulesDir = await buildModulesDir(dir, ["good", ...TS_FIXTURES], TS_INLINE);
+  const code = await bundleNodeModule(PROBE);
+  for (const [name, [, caps]] of Object.entries(NATIVE)) {
+    const toml = `name = "${name}"\nversion = "0.1.0"\nentry_point = "main.mjs"\nruntime = "native"\ncapabilities = [${caps.map((c) => JSON.stringify(c)).join(", ")}]\n`;
+    const d = await writeModule(modulesDir, name, { toml, files: {} });
+    await writeFile(path.join(d, "main.mjs"), code, { mode: 0o755 });
+    await chmod(d, 0o755);
+  }
+  const probes = [...Object.keys(NATIVE), ...TS_FIXTURES, ...Object.keys(TS_INLINE)];
+  const probeLimits = { log_bytes_per_second: PROBE_LOG_RATE, audit_bytes_per_second: PROBE_AUDIT_RATE, memory_total_mb: 256, processes: 64, max_unread_bytes: 4 * MB };
+  const h = await startHost(t, {
+    dir,
+    modules: [],
+    grants: {
+      good: GOOD_GRANTS,
+      ...Object.fromEntries(Object.entries(NATIVE).map(([n, [, caps]]) => [n, caps])),
+      "log-flood": ["subscribe_events=NewBlock", "read_chain_state"],
+      "hog-memory": ["subscribe_events=NewBlock"],
+      "loop-after-await": ["subscribe_events=NewBlock", "read_chain_state"],
+      "p-timers": ["manage_timers", "read_chain_state"],
+    },
+    moduleLimits: Object.fromEntries(probes.map((p) => [p, probeLimits])),
+    moduleConfigs: Object.fromEntries(Object.entries(NATIVE).map(([n, [mode]]) => [n, { mode, duration_ms: mode === "crash" ? 3000 : 20_000 }])),
+  });
+  await h.waitForState("good", "running", 30_000);
+  const started = Date.now();
+  const stalls = monitorEventLoopDelay({ resolution: 10 });
+  stalls.enable();
+  const logBytes = () => h.lines.reduce((n, l) => n + Buffer.byteLength(l) + 1, 0);
+  const auditBytes = async () => (await stat(h.config.host.audit_log).catch(() => ({ size: 0 }))).size;
+  const heap0 = process.memoryUsage().heapUsed;
+  const rss0 = process.memoryUsage().rss;
+  const log0 = logBytes();
+  const audit0 = await auditBytes();
+
+  // While every probe attacks (about 20 s): blocks, each stored by the canary within 5 s, and
+  // an RPC call answered within 5 s after each.
+  let late = 0;
+  let unanswered = 0;
+  for (let i = 0; i < 8; i++) {
+    const mark = h.mark();
+    const height = await h.mine(1);
+    const stored = await h.waitForLog(new RegExp(`^stored block ${height}$`), { source: "good", since: mark, timeoutMs: 5000 }).then(() => true, () => false);
+    if (!stored) late++;
+    const answered = await Promise.race([call(h, "list").then(() => true, () => false), sleep(5000).then(() => false)]);
+    if (!answered) unanswered++;
+    await sleep(1500);
+  }
+  t.is(late, 0, "the canary stored every block within 5 s");
+  t.is(unanswered, 0, "the host answered every RPC call within 5 s");
+  t.is(h.status("good")?.state, "running");
+  // The attack is over (each native probe reports; the crash probe has crashed and restarted).
+  await sleep(Math.max(0, started + 24_000 - Date.now()));
+  stalls.disable();
+  const seconds = (Date.now() - started) / 1000;
+  const heap = process.memoryUsage().heapUsed - heap0;
+  const rss = process.memoryUsage().rss - rss0;
+  const logGrowth = logBytes() - log0;
+  const auditGrowth = (await auditBytes()) - audit0;
+  t.log(`over ${seconds.toFixed(0)} s: longest host loop stall ${(stalls.max / 1e6).toFixed(0)} ms, heap +${(heap / MB).toFixed(0)} MB, rss +${(rss / MB).toFixed(0)} MB, host log +${(logGrowth / 1024).toFixed(0)} KiB, audit +${(auditGrowth / 1024).toFixed(0)} KiB`);
+  // Bounds. Log and audit: each probe's burst (64 KiB) and rate over the attack, and 1 MiB
+  // (log) / 256 KiB (audit) for the host's own lines about them (throttling, crashes, restarts,
+  // limit warnings). Memory: what the host holds for 14 modules must not grow with what they
+  // send; 16 MiB frames in flight and their decoded values are transient.
+  const n = probes.length;
+  t.true(logGrowth <= n * (64 * 1024 + PROBE_LOG_RATE * seconds) + MB, `host log grew ${logGrowth} bytes`);
+  t.true(auditGrowth <= n * (64 * 1024 + PROBE_AUDIT_RATE * seconds) + 256 * 1024, `audit grew ${auditGrowth} bytes`);
+  t.true(heap < 256 * MB, `host heap grew ${(heap / MB).toFixed(0)} MB`);
+  t.true(rss < 768 * MB, `host RSS grew ${(rss / MB).toFixed(0)} MB`);
+  // The probes did attack (so the bounds above were tested): their floods met their budgets,
+  // the heavy frames were answered, the crashing and hogging probes crashed and were restarted.
+  const totals = (m: string) => h.host.logger.module(m).totals;
+  const states = Object.fromEntries(probes.map((p) => [p, `${h.status(p)?.state} restarts=${h.status(p)?.restarts} log=${totals(p).written}/${totals(p).dropped} ${h.status(p)?.problem ?? ""}`]));
+  t.log(states);
+  t.true(totals("log-flood").dropped > 0, "log-flood's flood met its budget");
+  t.true(h.lines.some((l) => l.includes("[p-logs] ok\\n12:00:00.000 ERROR [host] forged")), "p-logs tried to forge a host line (escaped)");
+  t.true(totals("p-heavy").written + totals("p-heavy").dropped > 0, "p-heavy's 15 MiB log messages reached the host");
+  t.truthy(h.records.find((r) => r.source === "p-heavy" || /p-heavy/.test(r.message)), "p-heavy was heard from");
+  for (const p of ["p-crash", "hog-memory"]) {
+    t.truthy(h.events.find((e) => e.type === "ModuleCrashed" && (e.payload as { module: string }).module === p), `${p} crashed`);
+  }
+  t.true(auditGrowth > 0, "p-denied's denials were audited");
+  // No module's text forged a host line.
+  t.false(h.lines.some((l) => /^\d\d:\d\d:\d\d\.\d{3} ERROR \[host\] forged/.test(l)), "no forged host line");
+
+  // Every probe can be restarted by the operator (enable if the host quarantined it).
+  for (const name of probes) {
+    const s = h.status(name);
+    if (s?.state === "quarantined") await h.manager.enable(name);
+    else await h.manager.reload(name).catch(() => h.manager.enable(name));
+    await h.waitForState(name, "running", 30_000);
+  }
+  // And the canary still keeps up afterwards.
+  const mark = h.mark();
+  const height = await h.mine(1);
+  await h.waitForLog(new RegExp(`^stored block ${height}$`), { source: "good", since: mark, timeoutMs: 10_000 });
+  t.pass();
+});
