@@ -94,6 +94,8 @@ export interface WaitOptions {
   timeoutMs?: number;
   /** Only lines from this source: a module's name, or "host", "chain", "rpc". */
   module?: string;
+  /** The same as `module` (the name test/helpers/host.ts uses). */
+  source?: string;
   /** Only records from index `since` on (see `mark()`). */
   since?: number;
 }
@@ -286,10 +288,11 @@ export class TestHost {
 
   /** Wait for a log record whose message matches `re` (from `opts.module` if given); returns it. */
   waitForLog(re: RegExp, opts: WaitOptions = {}): Promise<LogRecord> {
+    const source = opts.module ?? opts.source;
     return this.waitFor(
-      () => this.records.slice(opts.since ?? 0).find((r) => (opts.module === undefined || r.source === opts.module) && re.test(r.message)),
+      () => this.records.slice(opts.since ?? 0).find((r) => (source === undefined || r.source === source) && re.test(r.message)),
       opts.timeoutMs ?? 10_000,
-      `a log line matching ${re}${opts.module ? ` from ${opts.module}` : ""}`,
+      `a log line matching ${re}${source ? ` from ${source}` : ""}`,
     );
   }
 
