@@ -16,6 +16,7 @@ import test from "ava";
 import { execa } from "execa";
 import { spawnSync } from "node:child_process";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import path from "node:path";
 import { ROOT, tempDir } from "./helpers/host.ts";
 import { loadManifest } from "../host/manifest.ts";
@@ -176,7 +177,9 @@ const hasCargo = spawnSync("cargo", ["--version"]).status === 0;
   // build.sh's crate source choice (Debian's crates offline when crates.io is not used), with cargo check.
   const script = (await readFile(path.join(dir, "build.sh"), "utf8")).replace("cargo build --release --quiet", "cargo check --quiet");
   await writeFile(path.join(dir, "check.sh"), script);
-  const r = await execa("bash", ["check.sh"], { cwd: dir, reject: false, all: true, timeout: 1_100_000 });
+  // A check only: its build cache may outlive the test (later runs check in seconds).
+  const env = { CARGO_TARGET_DIR: path.join(tmpdir(), "modhost-guide-cargo-check") };
+  const r = await execa("bash", ["check.sh"], { cwd: dir, env, reject: false, all: true, timeout: 1_100_000 });
   const report = r.all.replace(/src\/main\.rs:(\d+)/g, (m) => `${m} (the program is ${where(programs[0]!)}; fragments follow it in order: ${fragments.map(where).join(", ")})`);
   t.is(r.exitCode, 0, report);
 });
