@@ -30,6 +30,8 @@ import { moduleConfig } from "./module-config.ts";
 import { describeSandboxes, detectSandbox } from "../runtime/sandbox/index.ts";
 import { remoteCommand, REMOTE_HELP } from "./rpc/commands.ts";
 import { bitcoindConfig } from "../chain/bitcoind/rpcauth.ts";
+import { newCommand } from "./scaffold.ts";
+import { testCommand } from "./test-command.ts";
 
 const HELP = `modhost ${HOST_VERSION}: a capability-sandboxed module host for a Bitcoin node
 
@@ -45,6 +47,9 @@ Usage:
                                   print the bitcoin.conf lines for a least-authority RPC user for
                                   modhost (rpcauth, rpcwhitelist, zmqpubsequence) and the matching
                                   [chain] table for modhost.toml
+  modhost new NAME [--lang ts|rust] [--dir DIR]
+                                  write a new module that runs at once (manifest, code, test, README)
+  modhost test [FILE...]          run a module's tests (node:test files using modhost/testing)
   modhost version                 print the version
 
 ${REMOTE_HELP}
@@ -286,6 +291,10 @@ async function main(): Promise<number> {
       return docs(rest);
     case "bitcoind-config":
       return bitcoindConfigCommand(rest);
+    case "new":
+      return newCommand(rest);
+    case "test":
+      return testCommand(rest);
     case "keygen":
       return keygenCommand(rest);
     case "sign":

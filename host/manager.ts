@@ -1102,6 +1102,11 @@ export class ModuleManager {
   processOf(name: string): ModuleProcess<HostSession> | undefined {
     return this.records.get(name)?.process;
   }
+
+  /** The open store of a running module (the test harness reads it while the module runs). */
+  storeOf(name: string): ModuleStore | undefined {
+    return this.records.get(name)?.store;
+  }
 }
 
 /** At most `limit` tasks at a time; the others wait their turn (first come, first served). */

@@ -1,0 +1,46 @@
+// block-stats under a real host (modhost/testing): it records every block's statistics in its
+// storage, serves them over RPC and its module API, counts them in a metric, and unwinds and
+// re-records blocks replaced by a reorg.
+import test from "ava";
+import { fileURLToPath } from "node:url";
+import { startHost } from "modhost/testing";
+
+const MODULE = fileURLToPath(new URL("..", import.meta.url));
+
+type Summary = { height: number; hash: string; tx_count: number; fees: number };
+
+test("block-stats records each mined block with its fees and serves it by RPC and module API", async (t) => {
+  const h = await startHost({ modules: [MODULE], teardown: t.teardown.bind(t) });
+  await h.waitForLog(/tracking blocks; 102 caught up/, { module: "block-stats" });
+
+  const txid = await h.sendTransaction({ feeRate: 5 });
+  const height = await h.mine(1);
+  await h.waitForLog(new RegExp(`^block ${height}: 2 txs`), { module: "block-stats" });
+
+  const stored = await h.storage("block-stats").get<Summary>("blocks", String(height).padStart(10, "0"));
+  t.is(stored?.height, height);
+  t.is(stored?.hash, await h.chain.getChainTip());
+  t.is(stored?.tx_count, 2, `the coinbase and ${txid}`);
+  t.true((stored?.fees ?? 0) > 0, "the transaction paid a fee");
+
+  const viaRpc: Summary[] = await h.rpc("block-stats.summary", { count: 2 });
+  t.deepEqual(viaRpc.map((s) => s.height), [height, height - 1]);
+  const latest: Summary = await h.callModule("block-stats", "latest");
+  t.deepEqual(latest, stored);
+  t.is(h.metric("block-stats", "blocks_recorded"), height + 1, "blocks 0 to the tip at start, then the mined one");
+});
+
+test("block-stats replaces the statistics of blocks a reorg took away", async (t) => {
+  const h = await startHost({ modules: [MODULE], teardown: t.teardown.bind(t) });
+  await h.waitForLog(/tracking blocks/, { module: "block-stats" });
+  const height = await h.mine(2);
+  await h.waitForLog(new RegExp(`^block ${height}:`), { module: "block-stats" });
+  const before = await h.storage("block-stats").get<Summary>("blocks", String(height).padStart(10, "0"));
+
+  const mark = h.mark();
+  const { connected } = await h.reorg(1);
+  await h.waitForLog(new RegExp(`^block ${height + 1}:`), { module: "block-stats", since: mark });
+  await h.waitForLog(new RegExp(`^block ${height} ${before!.hash} is no longer on the active chain`), { module: "block-stats", since: mark });
+  const rows = await h.storage("block-stats").iterate<Summary>("blocks", { gte: String(height).padStart(10, "0") });
+  t.deepEqual(rows.map((r) => r.value.hash), connected, "the replacement blocks, each once");
+});
