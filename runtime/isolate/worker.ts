@@ -16,6 +16,7 @@ import ivm from "isolated-vm";
 import { ModuleClient } from "../../sdk/node/client.ts";
 import { METHODS } from "../../capabilities/families.ts";
 import { BOOTSTRAP } from "./bootstrap.ts";
+import { bundleUrl, splitSourceMap, StackMapper } from "./sourcemap.ts";
 import type { LogLevel } from "../../protocol/messages.ts";
 
 export const EXIT = { ok: 0, startFailed: 70, memory: 71, cpu: 72, disconnected: 73, internal: 74 } as const;
@@ -136,7 +137,9 @@ await jail.set("__modhost_call", new ivm.Reference((batch: [number, string, Reco
 const MAX_LOG_CHARS = 8192;
 await jail.set("__modhost_log", new ivm.Reference((level: LogLevel, message: string, fields?: Record<string, unknown>) => {
   if (exiting) return;
-  const text = String(message).slice(0, MAX_LOG_CHARS);
+  let text = String(message);
+  if (text.includes(scriptUrl)) text = stacks.mapStack(text);
+  text = text.slice(0, MAX_LOG_CHARS);
   try {
     client.log(level, text, fields);
   } catch {
@@ -144,6 +147,17 @@ await jail.set("__modhost_log", new ivm.Reference((level: LogLevel, message: str
     client.log(level, `${text} [fields dropped: too large for one message]`);
   }
 }));
+
+// The bundle carries its source map (compile.ts): stack traces the module produces are mapped
+// back to its own files before they leave this process (logs, start failures, invocation errors).
+const bundle = splitSourceMap(await readFile(args.bundle!, "utf8"));
+const scriptUrl = bundleUrl(moduleId);
+const stacks = new StackMapper(scriptUrl, bundle.map);
+/** A message with the module's position appended, from the error's stack: "boom (at index.ts:3:9)". */
+const located = (message: string, stack: unknown) => {
+  const at = typeof stack === "string" ? stacks.topFrame(stack) : undefined;
+  return at && !message.includes(at) ? `${message} (at ${at})` : message;
+};
 
 await context.eval(BOOTSTRAP, { timeout: 1000 });
 const runtime = (await jail.get("__modhost_runtime", { reference: true })) as ivm.Reference<Record<string, unknown>>;
@@ -212,8 +226,10 @@ async function guarded<T>(what: string, work: () => Promise<T>): Promise<T> {
     if (err instanceof Exit) throw err;
     const { code, message } = explain(err);
     if (code !== 0) throw die(code, message);
+    const stack = (err as { stack?: unknown }).stack;
+    if (typeof stack === "string" && stack.includes(scriptUrl)) client.log("error", `${what} failed: ${stacks.mapStack(stack)}`);
     const wire = (err as { code?: unknown }).code;
-    throw Object.assign(new Error(`${what}: ${message}`), typeof wire === "string" ? { code: wire } : {});
+    throw Object.assign(new Error(`${what}: ${located(message, stack)}`), typeof wire === "string" ? { code: wire } : {});
   }
 }
 
@@ -225,8 +241,7 @@ const meta = { name: moduleId, version: args["module-version"], id: client.welco
 
 try {
   await rt.init.apply(undefined, [methods, client.welcome.config, meta, { maxFrameBytes: client.welcome.max_frame_bytes }], { arguments: { copy: true }, timeout: 1000 });
-  const code = await readFile(args.bundle!, "utf8");
-  const script = await isolate.compileScript(code, { filename: `module:${moduleId}` });
+  const script = await isolate.compileScript(bundle.code, { filename: scriptUrl });
   await guarded("loading the module", () => script.run(context, { timeout: cpuTimeMs }));
   await guarded("start", () => withTimeout(
     rt.start.apply(undefined, [], { timeout: cpuTimeMs, result: { promise: true } }) as Promise<unknown>,
@@ -320,9 +335,9 @@ for (const kind of ["module_api", "rpc", "cli", "timer", "provider", "config"] a
       rt.invoke.apply(undefined, [kind, params], { arguments: { copy: true }, timeout: cpuTimeMs, result: { promise: true, copy: true } }) as Promise<unknown>,
       handlerTimeoutMs,
       `the module's ${kind} handler took longer than ${handlerTimeoutMs} ms (handler_timeout_ms) and was given up on`,
-    ))) as { ok: boolean; value?: unknown; code?: string; message?: string };
+    ))) as { ok: boolean; value?: unknown; code?: string; message?: string; stack?: string };
     if (answer.ok) return answer.value;
-    throw Object.assign(new Error(answer.message ?? "failed"), { code: answer.code ?? "module_error" });
+    throw Object.assign(new Error(located(answer.message ?? "failed", answer.stack)), { code: answer.code ?? "module_error" });
   });
 }
 
