@@ -8,7 +8,7 @@
 //                                   ask the running host over its RPC server (host/rpc/commands.ts)
 //   modhost <module> <command> ...  run a module's CLI command in the running host
 
-import { existsSync, watch } from "node:fs";
+import { existsSync } from "node:fs";
 import { writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
@@ -30,6 +30,7 @@ import { moduleConfig } from "./module-config.ts";
 import { describeSandboxes, detectSandbox } from "../runtime/sandbox/index.ts";
 import { remoteCommand, REMOTE_HELP } from "./rpc/commands.ts";
 import { bitcoindConfig } from "../chain/bitcoind/rpcauth.ts";
+import { DevReloader, devBanner } from "./dev.ts";
 
 const HELP = `modhost ${HOST_VERSION}: a capability-sandboxed module host for a Bitcoin node
 
@@ -132,42 +133,10 @@ async function dev(argv: string[]): Promise<number> {
   config.trust.signatures = "allow-unsigned";
   const host = new Host({ config, grantAll: true });
   runUntilSignal(host);
+  console.error(devBanner({}));
   await host.start();
-  reloadOnChange(host);
+  new DevReloader(host).start();
   return -1;
-}
-
-/**
- * modhost dev: when a file of a module changes, reload that module (its code, manifest and
- * grants are read again; the others keep running). Changes are debounced per module.
- */
-function reloadOnChange(host: Host): void {
-  const dir = host.config.modules.modules_dir;
-  const pending = new Map<string, NodeJS.Timeout>();
-  const log = host.logger.for("dev");
-  try {
-    const watcher = watch(dir, { recursive: true }, (_event, file) => {
-      if (!file) return;
-      const [top, ...rest] = String(file).split(path.sep);
-      // Build output and hidden files do not count as edits.
-      if (!top || top.startsWith(".") || rest[0] === "target" || rest.some((p) => p.startsWith("."))) return;
-      const name = host.manager.status().find((s) => s.name === top || host.manager.manifestOf(s.name)?.dir === path.join(dir, top))?.name;
-      if (!name) return;
-      clearTimeout(pending.get(name));
-      pending.set(name, setTimeout(() => {
-        pending.delete(name);
-        log.info(`${String(file)} changed: reloading ${name}`);
-        host.manager.reload(name).then(
-          () => log.info(`reloaded ${name}`),
-          (err: Error) => log.error(`reload of ${name} failed: ${err.message}`),
-        );
-      }, 300));
-    });
-    void host.stopped.then(() => watcher.close());
-    log.info(`watching ${dir} for changes`);
-  } catch (err) {
-    log.warn(`cannot watch ${dir} for changes: ${(err as Error).message}`);
-  }
 }
 
 async function check(argv: string[]): Promise<number> {
