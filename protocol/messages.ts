@@ -102,7 +102,7 @@ export interface Log {
   fields?: Record<string, unknown>;
 }
 
-export type InvocationKind = "shutdown" | "health" | "cli" | "rpc" | "module_api" | "timer" | "config" | "provider";
+export type InvocationKind = "shutdown" | "health" | "cli" | "rpc" | "module_api" | "timer" | "config" | "provider" | "inspector";
 
 /** Host -> module. */
 export interface Invocation {

@@ -31,15 +31,21 @@ const { values: args } = parseArgs({
     "cpu-time-ms": { type: "string", default: "1000" },
     "start-timeout-ms": { type: "string", default: "10000" },
     "handler-timeout-ms": { type: "string", default: "120000" },
+    // Development only (modhost dev --inspect, [modules.limits.NAME] inspect): the V8 inspector
+    // on the isolate, relayed to the host over the channel ("inspector" invocations).
+    inspect: { type: "boolean", default: false },
   },
   strict: true,
 });
 
 const moduleId = args["module-id"]!;
+const inspect = args.inspect === true;
+/** While a debugger holds the module at a breakpoint, time stands still for it: no CPU or handler limit then (development only). */
+const PAUSABLE_MS = 24 * 3600_000;
 const memoryMb = Math.max(8, Number(args["memory-mb"]));
-const cpuTimeMs = Math.max(10, Number(args["cpu-time-ms"]));
-const startTimeoutMs = Number(args["start-timeout-ms"]);
-const handlerTimeoutMs = Math.max(1, Number(args["handler-timeout-ms"]));
+const cpuTimeMs = inspect ? PAUSABLE_MS : Math.max(10, Number(args["cpu-time-ms"]));
+const startTimeoutMs = inspect ? PAUSABLE_MS : Number(args["start-timeout-ms"]);
+const handlerTimeoutMs = inspect ? PAUSABLE_MS : Math.max(1, Number(args["handler-timeout-ms"]));
 
 const client = await ModuleClient.connect({ module: moduleId, version: args["module-version"]!, sdk: "modhost-isolate" });
 let exiting = false;
@@ -91,8 +97,8 @@ class Exit extends Error {
   }
 }
 
-const isolate = new ivm.Isolate({ memoryLimit: memoryMb });
-const context = await isolate.createContext();
+const isolate = new ivm.Isolate({ memoryLimit: memoryMb, inspector: inspect });
+const context = await isolate.createContext({ inspector: inspect });
 const jail = context.global;
 await jail.set("globalThis", jail.derefInto());
 
@@ -150,7 +156,8 @@ await jail.set("__modhost_log", new ivm.Reference((level: LogLevel, message: str
 
 // The bundle carries its source map (compile.ts): stack traces the module produces are mapped
 // back to its own files before they leave this process (logs, start failures, invocation errors).
-const bundle = splitSourceMap(await readFile(args.bundle!, "utf8"));
+const code = await readFile(args.bundle!, "utf8");
+const bundle = splitSourceMap(code);
 const scriptUrl = bundleUrl(moduleId);
 const stacks = new StackMapper(scriptUrl, bundle.map);
 /** A message with the module's position appended, from the error's stack: "boom (at index.ts:3:9)". */
@@ -241,7 +248,9 @@ const meta = { name: moduleId, version: args["module-version"], id: client.welco
 
 try {
   await rt.init.apply(undefined, [methods, client.welcome.config, meta, { maxFrameBytes: client.welcome.max_frame_bytes }], { arguments: { copy: true }, timeout: 1000 });
-  const script = await isolate.compileScript(bundle.code, { filename: scriptUrl });
+  // With the inspector on, the bundle keeps its inline source map: the debugger shows the
+  // module's .ts files and sets breakpoints in them.
+  const script = await isolate.compileScript(inspect ? code : bundle.code, { filename: scriptUrl });
   await guarded("loading the module", () => script.run(context, { timeout: cpuTimeMs }));
   await guarded("start", () => withTimeout(
     rt.start.apply(undefined, [], { timeout: cpuTimeMs, result: { promise: true } }) as Promise<unknown>,
@@ -353,6 +362,91 @@ client.onInvocation("health", () => {
     busy_ms: probe && !disposed ? Date.now() - probe.sentAt : 0,
   };
 });
+
+if (inspect) serveInspector();
+
+/**
+ * The inspector relay (development only): the host sends the debugger's Chrome DevTools
+ * Protocol messages in "inspector" invocations and gets the isolate's answers and
+ * notifications back in their results, long-polling (wait_ms) when there are none yet. A
+ * message larger than fits one result is sent in pieces. What waits for the host is bounded
+ * (INSPECTOR_BACKLOG_BYTES): a debugger that stops reading loses its session, not the module.
+ */
+function serveInspector(): void {
+  const INSPECTOR_BACKLOG_BYTES = 256 * 1024 * 1024;
+  const budget = Math.max(4096, client.welcome.max_frame_bytes - 64 * 1024);
+  let session: ivm.InspectorSession | undefined;
+  let outbox: string[] = [];
+  let queued = 0;
+  let wake: (() => void) | undefined;
+  const push = (message: string) => {
+    queued += message.length;
+    if (queued > INSPECTOR_BACKLOG_BYTES) {
+      close();
+      client.log("warn", `inspector session closed: more than ${INSPECTOR_BACKLOG_BYTES} bytes of debugger messages were waiting for the host`);
+      return;
+    }
+    outbox.push(message);
+    wake?.();
+  };
+  const close = () => {
+    try {
+      session?.dispose();
+    } catch {
+      // already gone with the isolate
+    }
+    session = undefined;
+    outbox = [];
+    queued = 0;
+  };
+  /** What fits one result: whole messages, or pieces of one large message. */
+  const take = (): [string, boolean][] => {
+    const out: [string, boolean][] = [];
+    let size = 0;
+    while (outbox.length > 0 && size < budget) {
+      const next = outbox[0]!;
+      const room = budget - size;
+      if (next.length <= room) {
+        out.push([next, true]);
+        size += next.length;
+        outbox.shift();
+        queued -= next.length;
+      } else {
+        out.push([next.slice(0, room), false]);
+        outbox[0] = next.slice(room);
+        queued -= room;
+        break;
+      }
+    }
+    return out;
+  };
+  client.onInvocation("inspector", async (params) => {
+    if (params.close === true) {
+      close();
+      return { messages: [] };
+    }
+    if (!session) {
+      session = isolate.createInspectorSession();
+      session.onResponse = (_id, message) => push(message);
+      session.onNotification = (message) => push(message);
+    }
+    const messages = Array.isArray(params.messages) ? params.messages : [];
+    for (const m of messages) session.dispatchProtocolMessage(String(m));
+    const waitMs = Math.min(5000, Math.max(0, Number(params.wait_ms) || 0));
+    if (outbox.length === 0 && waitMs > 0) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(done, waitMs);
+        function done() {
+          clearTimeout(timer);
+          wake = undefined;
+          resolve();
+        }
+        wake = done;
+      });
+    }
+    return { messages: take() };
+  });
+}
 
 client.ready();
 running = true;
