@@ -5,7 +5,7 @@
 
 import test from "ava";
 import type { ExecutionContext } from "ava";
-import { cp, mkdir, rename, symlink, writeFile } from "node:fs/promises";
+import { cp, mkdir, readFile, rename, writeFile } from "node:fs/promises";
 import { existsSync } from "node:fs";
 import path from "node:path";
 import { execa, execaSync } from "execa";
@@ -126,6 +126,47 @@ test("several modules are watched at once, including files in a new subdirectory
   t.pass();
 });
 
+test("modhost dev --inspect prints a devtools URL per module; a debugger evaluates in the module, and after a reload reconnects to the new version", async (t) => {
+  t.timeout(TEST_TIMEOUT_MS);
+  const dir = await tempDir(t, "modhost-dev-");
+  const mod = await writeCounter(path.join(dir, "modules"), "draft");
+  await writeFile(path.join(mod, "index.ts"), `${counter("draft", "w0")}export const VERSION = "first";\n(globalThis as any).probe = () => "first";\n`);
+  const config = await devConfig(dir);
+  const child = execa(process.execPath, [BIN, "dev", mod, "--config", config, "--interval", "0", "--inspect=0"], { cwd: dir, reject: false, all: true, env: { NO_COLOR: "1" } });
+  t.teardown(() => { child.kill("SIGKILL"); });
+  let out = "";
+  child.all!.on("data", (d: Buffer) => (out += d.toString()));
+  await waitFor(() => /\[dev\] watching/.test(out) && /inspector for draft: open devtools:\/\//.test(out), 60_000, "the inspector URL", () => out);
+  t.regex(out, /the inspector is on \(127\.0\.0\.1:0, loopback only\)/);
+  const ws = /attach VS Code to (ws:\/\/127\.0\.0\.1:\d+\/[0-9a-f-]+)/.exec(out)![1]!;
+  const evaluate = async (expression: string) => {
+    const sock = new WebSocket(ws);
+    await new Promise((resolve, reject) => {
+      sock.addEventListener("open", resolve);
+      sock.addEventListener("error", () => reject(new Error(`cannot connect to ${ws}`)));
+    });
+    const answer = new Promise<any>((resolve) => sock.addEventListener("message", (ev) => {
+      const msg = JSON.parse(String(ev.data));
+      if (msg.id === 1) resolve(msg.result);
+    }));
+    sock.send(JSON.stringify({ id: 1, method: "Runtime.evaluate", params: { expression } }));
+    const result = await answer;
+    const closed = new Promise((resolve) => sock.addEventListener("close", resolve));
+    return { result, sock, closed };
+  };
+  const first = await evaluate("probe()");
+  t.is(first.result.result.value, "first");
+  // A reload ends the session (the old isolate is gone); the same URL reaches the new version.
+  await saveByRename(path.join(mod, "index.ts"), `${counter("draft", "w1")}(globalThis as any).probe = () => "second";\n`);
+  await first.closed;
+  await waitFor(() => /\[dev\] reloaded draft\b/.test(out), 60_000, "the reload", () => out);
+  const second = await evaluate("probe()");
+  t.is(second.result.result.value, "second");
+  second.sock.close();
+  child.kill("SIGINT");
+  t.is((await child).exitCode, 0, out);
+});
+
 const RUST_EXAMPLE = path.join(ROOT, "modules", "rust-example");
 const haveCargo = existsSync(path.join(RUST_EXAMPLE, "target", "release", "rust-example")) && execaSync("cargo", ["--version"], { reject: false }).exitCode === 0;
 
@@ -134,20 +175,24 @@ const haveCargo = existsSync(path.join(RUST_EXAMPLE, "target", "release", "rust-
   const dir = await tempDir(t, "modhost-dev-");
   const modules = path.join(dir, "modules");
   const mod = path.join(modules, "rust-example");
-  // The crate's path dependency (../../sdk/rust) resolves as in the repository.
-  await mkdir(path.join(dir, "sdk"), { recursive: true });
-  await symlink(path.join(ROOT, "sdk", "rust"), path.join(dir, "sdk", "rust"));
-  await cp(RUST_EXAMPLE, mod, { recursive: true, filter: (src) => !src.includes(`${path.sep}incremental`) });
+  // Build output copied with its timestamps, and the SDK dependency pointed at the repository's
+  // sdk/rust (the same package as in the repository's build): only the module's own crate is
+  // compiled again, not the SDK and its dependencies.
+  await cp(RUST_EXAMPLE, mod, { recursive: true, preserveTimestamps: true, filter: (src) => !src.includes(`${path.sep}incremental`) });
+  const manifest = path.join(mod, "Cargo.toml");
+  const cargoToml = await readFile(manifest, "utf8");
+  t.true(cargoToml.includes('path = "../../sdk/rust"'));
+  await writeFile(manifest, cargoToml.replace('path = "../../sdk/rust"', `path = ${JSON.stringify(path.join(ROOT, "sdk", "rust"))}`));
   const config = await devConfig(dir);
   const dev = startDev(t, dir, config, mod);
   await waitFor(() => /rust-example: caught up/.test(dev.out()) && /\[dev\] watching/.test(dev.out()), 120_000, "rust-example to start", dev.out);
   const main = path.join(mod, "src", "main.rs");
-  const { readFile } = await import("node:fs/promises");
   const source = await readFile(main, "utf8");
   t.true(source.includes("rust-example: caught up"));
   await saveByRename(main, source.replace("rust-example: caught up", "rust-example rebuilt: caught up"));
   await waitFor(() => /rust-example rebuilt: caught up/.test(dev.out()), 600_000, "the rebuilt module", dev.out);
   t.regex(dev.out(), /rebuilt rust-example in \d+ ms/);
+  t.log(/rebuilt rust-example in \d+ ms/.exec(dev.out())![0]);
   await saveByRename(main, `${source}\nfn broken( {\n`);
   await waitFor(() => /reload of rust-example refused: cargo build failed; the running version keeps running/.test(dev.out()), 600_000, "the refused rebuild", dev.out);
   t.is(count(dev.out(), /\[dev\] reloaded rust-example\b/), 1);

@@ -33,19 +33,20 @@ export function splitSourceMap(code: string): { code: string; map?: SourceMapPay
 }
 
 export class StackMapper {
-  private readonly map: SourceMap | undefined;
+  /** Parsed on the first stack to map: a module that never throws pays nothing at start. */
+  private parsed: SourceMap | undefined;
   private readonly frame: RegExp;
 
-  constructor(readonly url: string, payload: SourceMapPayload | undefined) {
-    this.map = payload ? new SourceMap(payload) : undefined;
+  constructor(readonly url: string, private readonly payload: SourceMapPayload | undefined) {
     const escaped = url.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
     this.frame = new RegExp(`${escaped}:(\\d+):(\\d+)`, "g");
   }
 
   /** "index.ts:12:5" for a 1-based position in the bundle; undefined when it maps to nothing. */
   position(line: number, column: number): string | undefined {
-    if (!this.map) return undefined;
-    const e = this.map.findEntry(line - 1, column - 1) as { originalSource?: string; originalLine?: number; originalColumn?: number };
+    if (!this.payload) return undefined;
+    this.parsed ??= new SourceMap(this.payload);
+    const e = this.parsed.findEntry(line - 1, column - 1) as { originalSource?: string; originalLine?: number; originalColumn?: number };
     if (!e || e.originalSource === undefined || e.originalLine === undefined) return undefined;
     return `${relativeSource(e.originalSource, this.url)}:${e.originalLine + 1}:${(e.originalColumn ?? 0) + 1}`;
   }
@@ -63,21 +64,16 @@ export class StackMapper {
     }
     const out: string[] = [];
     let frames = 0;
-    let dropped = 0;
     for (const line of input.split("\n")) {
       if (!/^\s+at /.test(line)) {
         out.push(this.mapPositions(line));
         continue;
       }
-      if (!line.includes(this.url)) {
-        dropped++;
-        continue;
-      }
+      if (!line.includes(this.url)) continue;
       if (++frames > MAX_FRAMES) continue;
       out.push(this.mapPositions(line));
     }
     if (frames > MAX_FRAMES) out.push(`    [${frames - MAX_FRAMES} more frame(s)]`);
-    void dropped;
     return out.join("\n") + cut;
   }
 
