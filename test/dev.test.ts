@@ -74,7 +74,7 @@ test("ten saves by rename are all reloaded, storage survives each reload, and a 
   const mod = await writeCounter(modules, "draft");
   const config = await devConfig(dir);
   const dev = startDev(t, dir, config, mod);
-  await waitFor(() => /draft says w0, start 1\b/.test(dev.out()) && /\[dev\] watching .* for changes/.test(dev.out()), 60_000, "the module to start and the watch", dev.out);
+  await waitFor(() => /draft says w0, start 1\b/.test(dev.out()) && /\[dev\] watching .* for changes/.test(dev.out()), 180_000, "the module to start and the watch", dev.out);
   t.regex(dev.out(), /DEVELOPMENT ONLY/);
 
   const took: number[] = [];
@@ -111,7 +111,7 @@ test("several modules are watched at once, including files in a new subdirectory
   const b = await writeCounter(modules, "beta");
   const config = await devConfig(dir);
   const dev = startDev(t, dir, config, modules);
-  await waitFor(() => /alpha says w0/.test(dev.out()) && /beta says w0/.test(dev.out()) && /\[dev\] watching/.test(dev.out()), 60_000, "both modules", dev.out);
+  await waitFor(() => /alpha says w0/.test(dev.out()) && /beta says w0/.test(dev.out()) && /\[dev\] watching/.test(dev.out()), 180_000, "both modules", dev.out);
   await saveByRename(path.join(b, "index.ts"), counter("beta", "w1"));
   await waitFor(() => /beta says w1, start 2\b/.test(dev.out()), 60_000, "beta reloaded", dev.out);
   t.false(/alpha says w0, start 2/.test(dev.out()), "alpha was not reloaded for beta's change");
@@ -136,7 +136,7 @@ test("modhost dev --inspect prints a devtools URL per module; a debugger evaluat
   t.teardown(() => { child.kill("SIGKILL"); });
   let out = "";
   child.all!.on("data", (d: Buffer) => (out += d.toString()));
-  await waitFor(() => /\[dev\] watching/.test(out) && /inspector for draft: open devtools:\/\//.test(out), 60_000, "the inspector URL", () => out);
+  await waitFor(() => /\[dev\] watching/.test(out) && /inspector for draft: open devtools:\/\//.test(out), 180_000, "the inspector URL", () => out);
   t.regex(out, /the inspector is on \(127\.0\.0\.1:0, loopback only\)/);
   const ws = /attach VS Code to (ws:\/\/127\.0\.0\.1:\d+\/[0-9a-f-]+)/.exec(out)![1]!;
   const evaluate = async (expression: string) => {
