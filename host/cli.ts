@@ -8,12 +8,12 @@
 //                                   ask the running host over its RPC server (host/rpc/commands.ts)
 //   modhost <module> <command> ...  run a module's CLI command in the running host
 
-import { existsSync, watch } from "node:fs";
+import { existsSync } from "node:fs";
 import { writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { parseArgs } from "node:util";
-import { defaultConfig, loadConfig, sandboxModeFor, type HostConfig } from "./config.ts";
+import { defaultConfig, inspectAddressProblem, loadConfig, sandboxModeFor, type HostConfig } from "./config.ts";
 import { ConfigError, ModhostError } from "./errors.ts";
 import { Host } from "./host.ts";
 import { ModuleManager } from "./manager.ts";
@@ -32,16 +32,19 @@ import { remoteCommand, REMOTE_HELP } from "./rpc/commands.ts";
 import { bitcoindConfig } from "../chain/bitcoind/rpcauth.ts";
 import { newCommand } from "./scaffold.ts";
 import { testCommand } from "./test-command.ts";
+import { DevReloader, devBanner } from "./dev.ts";
 
 const HELP = `modhost ${HOST_VERSION}: a capability-sandboxed module host for a Bitcoin node
 
 Usage:
   modhost run [--config FILE]     run the host with the modules enabled in FILE (default ./modhost.toml)
   modhost check [--config FILE]   show what would load, in which order, with which grants, and every problem
-  modhost dev [PATH]              run the module in PATH (or the modules under PATH) on the embedded
+  modhost dev [PATH] [--inspect[=PORT]]
+                                  run the module in PATH (or the modules under PATH) on the embedded
                                   regtest chain, mining a block every few seconds, every requested
                                   capability granted, reloading a module when its files change
-                                  (for module authors; never for production)
+                                  (for module authors; never for production); --inspect: attach
+                                  Chrome DevTools or VS Code to the TypeScript modules (127.0.0.1:9229)
   modhost docs [--write]          print (or regenerate) docs/permissions.md and docs/events.md
   modhost bitcoind-config [--user NAME] [--rpc-port N] [--zmq-port N]
                                   print the bitcoin.conf lines for a least-authority RPC user for
@@ -105,8 +108,9 @@ async function run(argv: string[]): Promise<number> {
 
 async function dev(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
-    args: argv,
-    options: { config: { type: "string", short: "c" }, interval: { type: "string", default: "3" } },
+    // A bare --inspect means the usual port.
+    args: argv.map((a) => (a === "--inspect" ? "--inspect=9229" : a)),
+    options: { config: { type: "string", short: "c" }, interval: { type: "string", default: "3" }, inspect: { type: "string" } },
     allowPositionals: true,
     strict: true,
   });
@@ -135,44 +139,19 @@ async function dev(argv: string[]): Promise<number> {
   // A module under development is not signed yet: it runs with the "allow-unsigned" warning
   // (a [modules.trust.NAME] signatures setting in --config FILE still applies).
   config.trust.signatures = "allow-unsigned";
+  if (values.inspect !== undefined) {
+    // The inspector for every TypeScript module, on loopback only (host/inspector.ts).
+    const address = /^\d+$/.test(values.inspect) ? `127.0.0.1:${values.inspect}` : values.inspect;
+    const problem = inspectAddressProblem(address);
+    if (problem) throw new ModhostError("invalid_argument", `--inspect: ${problem}`, "use --inspect or --inspect=PORT (served on 127.0.0.1)");
+    config.modules.default_limits.inspect = address;
+  }
   const host = new Host({ config, grantAll: true });
   runUntilSignal(host);
+  console.error(devBanner({ inspect: config.modules.default_limits.inspect }));
   await host.start();
-  reloadOnChange(host);
+  new DevReloader(host).start();
   return -1;
-}
-
-/**
- * modhost dev: when a file of a module changes, reload that module (its code, manifest and
- * grants are read again; the others keep running). Changes are debounced per module.
- */
-function reloadOnChange(host: Host): void {
-  const dir = host.config.modules.modules_dir;
-  const pending = new Map<string, NodeJS.Timeout>();
-  const log = host.logger.for("dev");
-  try {
-    const watcher = watch(dir, { recursive: true }, (_event, file) => {
-      if (!file) return;
-      const [top, ...rest] = String(file).split(path.sep);
-      // Build output and hidden files do not count as edits.
-      if (!top || top.startsWith(".") || rest[0] === "target" || rest.some((p) => p.startsWith("."))) return;
-      const name = host.manager.status().find((s) => s.name === top || host.manager.manifestOf(s.name)?.dir === path.join(dir, top))?.name;
-      if (!name) return;
-      clearTimeout(pending.get(name));
-      pending.set(name, setTimeout(() => {
-        pending.delete(name);
-        log.info(`${String(file)} changed: reloading ${name}`);
-        host.manager.reload(name).then(
-          () => log.info(`reloaded ${name}`),
-          (err: Error) => log.error(`reload of ${name} failed: ${err.message}`),
-        );
-      }, 300));
-    });
-    void host.stopped.then(() => watcher.close());
-    log.info(`watching ${dir} for changes`);
-  } catch (err) {
-    log.warn(`cannot watch ${dir} for changes: ${(err as Error).message}`);
-  }
 }
 
 async function check(argv: string[]): Promise<number> {

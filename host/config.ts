@@ -95,6 +95,11 @@ export interface Limits {
   storage_iter_max_bytes: number;
   /** The module's LevelDB operations running at once (the rest wait in its own queue). */
   storage_io_concurrency: number;
+  /**
+   * Development only: "127.0.0.1:PORT" turns on the V8 inspector for this TypeScript module
+   * (Chrome DevTools, VS Code) on that loopback address; "" (the default) leaves it off.
+   */
+  inspect: string;
 }
 
 export const DEFAULT_LIMITS: Limits = Object.freeze({
@@ -135,6 +140,7 @@ export const DEFAULT_LIMITS: Limits = Object.freeze({
   event_window: 64,
   storage_iter_max_bytes: 1024 * 1024,
   storage_io_concurrency: 2,
+  inspect: "",
 });
 
 /** Bounds of the numeric limits; anything not listed is "0 or more". */
@@ -568,6 +574,14 @@ function readLimits(c: Checker, t: Record<string, unknown>, at: TomlPath): Parti
       if (important !== undefined) out.important = important;
       continue;
     }
+    if (key === "inspect") {
+      const inspect = c.string(t, at, "inspect");
+      if (inspect === undefined) continue;
+      const problem = inspectAddressProblem(inspect);
+      if (problem) c.report([...at, "inspect"], problem, 'write inspect = "127.0.0.1:9229" (development only; the debugger can run any code in the module), or leave it out');
+      else out.inspect = inspect;
+      continue;
+    }
     if (key === "restart") {
       const restart = c.oneOf(t, at, "restart", RESTART_POLICIES);
       if (restart !== undefined) out.restart = restart;
@@ -636,4 +650,18 @@ function readHooks(c: Checker, data: Record<string, unknown>, config: HostConfig
     if (max !== undefined) own.max_payload_bytes = max;
     config.hooks[point] = own;
   }
+}
+
+/**
+ * Why `inspect` (a [modules.limits] key) cannot be used, or undefined: it must be "" (off) or a
+ * loopback address with a port. Whoever reaches the inspector can run any code in the module,
+ * with its grants; it is never served on another interface.
+ */
+export function inspectAddressProblem(value: string): string | undefined {
+  if (value === "") return undefined;
+  const m = /^(127\.0\.0\.1|localhost|\[::1\]):(\d{1,5})$/.exec(value);
+  if (!m) return `inspect = "${value}" is not a loopback address with a port: the inspector is only served on 127.0.0.1, localhost or [::1]`;
+  const port = Number(m[2]);
+  if (port > 65535) return `inspect = "${value}": the port must be from 1 to 65535 (0: any free port)`;
+  return undefined;
 }

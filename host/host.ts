@@ -5,6 +5,7 @@
 
 import { watch, type FSWatcher } from "node:fs";
 import path from "node:path";
+import { startInspectors, type InspectorServer } from "./inspector.ts";
 import { limitsFor, loadConfig, sandboxModeFor, type HostConfig } from "./config.ts";
 import { EventBus } from "./events/bus.ts";
 import { Logger, type SourceLogger } from "./log.ts";
@@ -133,6 +134,7 @@ export class Host {
     } else {
       this.log.warn("modules are disabled ([modules] enabled = false)");
     }
+    this.inspectors = await startInspectors(this.config, this.manager.status(), { session: (m) => this.manager.session(m), log: this.logger.for("inspector") });
     const running = this.manager.status().filter((s) => s.state === "running").map((s) => s.name);
     this.bus.publish("NodeStartupCompleted", { modules: running });
     this.log.info(`ready in ${Date.now() - started} ms`, { running: running.join(",") || "none" });
@@ -286,6 +288,8 @@ export class Host {
     this.blockTimer = setTimeout(tick, seconds * 1000);
   }
 
+  /** Inspector servers (development only: modules with an `inspect` limit). */
+  inspectors: InspectorServer[] = [];
   /** Resolves once the host has stopped (for any reason). */
   // Declared before `stopped`: class fields are defined in order, and a later bare declaration
   // would reset what the promise executor assigned.
@@ -302,6 +306,7 @@ export class Host {
       const timeout = Math.ceil(this.config.modules.default_limits.stop_timeout_ms / 1000);
       this.log.info(`shutting down (${reason})`);
       this.configWatcher?.close();
+      await Promise.all(this.inspectors.map((i) => i.close()));
       // No new admin calls while modules stop; the cookie goes with the server.
       await this.rpcServer?.stop();
       this.rpcServer = undefined;

@@ -103,7 +103,7 @@ export interface Log {
   fields?: Record<string, unknown>;
 }
 
-export type InvocationKind = "shutdown" | "health" | "cli" | "rpc" | "module_api" | "timer" | "config" | "provider" | "hook";
+export type InvocationKind = "shutdown" | "health" | "cli" | "rpc" | "module_api" | "timer" | "config" | "provider" | "hook" | "inspector";
 
 /** Host -> module. */
 export interface Invocation {

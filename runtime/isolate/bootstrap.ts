@@ -461,7 +461,14 @@ export const BOOTSTRAP = String.raw`
         checkAnswer(value, "the answer of the " + kind + " handler");
         return { ok: true, value };
       } catch (err) {
-        return { ok: false, code: errorCode(err), message: errorMessage(err) };
+        // The stack (cut) lets the isolate host say where in the module's files it was thrown.
+        let stack;
+        try {
+          stack = err && typeof err.stack === "string" ? err.stack.slice(0, 16384) : undefined;
+        } catch (_) {
+          // a getter of the module's that throws: no position, then
+        }
+        return { ok: false, code: errorCode(err), message: errorMessage(err), stack };
       }
     },
     /**

@@ -99,7 +99,12 @@ export async function compileModule(moduleDir: string, entryPoint: string): Prom
       target: "es2022",
       logLevel: "silent",
       plugins: [refuse, snapshot],
-      sourcemap: false,
+      // Inline, with the sources: stack traces are mapped back to the author's files
+      // (./sourcemap.ts) and the inspector shows them. Paths in it are relative to the module
+      // directory (absWorkingDir), never the host's. The isolate host strips the comment before
+      // running the bundle unless the inspector is on.
+      sourcemap: "inline",
+      sourcesContent: true,
       legalComments: "none",
       // A fixed TypeScript configuration instead of whatever tsconfig.json happens to sit in a
       // parent directory of the module: the same module compiles to the same bundle (and
@@ -112,7 +117,9 @@ export async function compileModule(moduleDir: string, entryPoint: string): Prom
     // esbuild names files relative to the module directory ("index.ts"); name them the way
     // config errors do, so the line says which module's file it is and an editor can open it.
     const where = (file: string) => displayPath(path.resolve(root, file));
-    const lines = (failure.errors ?? []).map((e) => (e.location ? `${where(e.location.file)}:${e.location.line}:${e.location.column + 1}: ${e.text}` : e.text));
+    const lines = (failure.errors ?? []).slice(0, MAX_REPORTED_ERRORS).map((e) => (e.location ? `${where(e.location.file)}:${e.location.line}:${e.location.column + 1}: ${e.text}\n${codeFrame(e.location)}` : e.text));
+    const more = (failure.errors?.length ?? 0) - MAX_REPORTED_ERRORS;
+    if (more > 0) lines.push(`(${more} more error(s) not shown)`);
     throw new CompileError(lines.length ? lines.join("\n") : (err as Error).message);
   }
   const code = result.outputFiles[0]!.text;
@@ -122,6 +129,30 @@ export async function compileModule(moduleDir: string, entryPoint: string): Prom
     files: Object.keys(result.metafile.inputs).sort(),
     sources: [...sources.values()],
   };
+}
+
+/** At most this many compile errors are shown (esbuild stops at a few anyway). */
+const MAX_REPORTED_ERRORS = 10;
+/** A code frame shows at most this much of the offending line, around the column. */
+const FRAME_WIDTH = 120;
+
+/**
+ * A short code frame under a compile error:
+ *     3 | let a b = 1;
+ *       |       ^
+ * The line is cut to FRAME_WIDTH characters around the column (a minified line can be huge).
+ */
+export function codeFrame(loc: { line: number; column: number; length?: number; lineText: string }): string {
+  let text = loc.lineText.replace(/\t/g, " ");
+  let column = loc.column;
+  if (text.length > FRAME_WIDTH) {
+    const start = Math.max(0, Math.min(column - FRAME_WIDTH / 2, text.length - FRAME_WIDTH));
+    text = text.slice(start, start + FRAME_WIDTH);
+    column -= start;
+  }
+  const gutter = String(loc.line);
+  const marks = "^".repeat(Math.max(1, Math.min(loc.length ?? 1, text.length - column)));
+  return `    ${gutter} | ${text}\n    ${" ".repeat(gutter.length)} | ${" ".repeat(Math.max(0, column))}${marks}`;
 }
 
 /** Under the working directory: relative to it; anywhere else: absolute (as host/errors.ts does). */

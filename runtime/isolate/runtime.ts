@@ -190,6 +190,7 @@ export async function isolateSpawnSpec(manifest: RuntimeManifest, bundleFile: st
       "--cpu-time-ms", String(limits.cpu_time_ms),
       "--start-timeout-ms", String(limits.start_timeout_ms),
       "--handler-timeout-ms", String(limits.handler_timeout_ms),
+      ...(limits.inspect ? ["--inspect"] : []),
     ],
     env: { PATH: "/usr/local/bin:/usr/bin:/bin", MODULE_ID: manifest.name, MODULE_NAME: manifest.name, ...(dataDir ? { DATA_DIR: dataDir } : {}) },
     cwd: dataDir ?? "/",

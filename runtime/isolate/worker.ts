@@ -15,6 +15,7 @@ import { parseArgs } from "node:util";
 import ivm from "isolated-vm";
 import { ModuleClient } from "../../sdk/node/client.ts";
 import { BOOTSTRAP } from "./bootstrap.ts";
+import { bundleUrl, splitSourceMap, StackMapper } from "./sourcemap.ts";
 import type { LogLevel } from "../../protocol/messages.ts";
 
 export const EXIT = { ok: 0, startFailed: 70, memory: 71, cpu: 72, disconnected: 73, internal: 74 } as const;
@@ -29,15 +30,21 @@ const { values: args } = parseArgs({
     "cpu-time-ms": { type: "string", default: "1000" },
     "start-timeout-ms": { type: "string", default: "10000" },
     "handler-timeout-ms": { type: "string", default: "120000" },
+    // Development only (modhost dev --inspect, [modules.limits.NAME] inspect): the V8 inspector
+    // on the isolate, relayed to the host over the channel ("inspector" invocations).
+    inspect: { type: "boolean", default: false },
   },
   strict: true,
 });
 
 const moduleId = args["module-id"]!;
+const inspect = args.inspect === true;
+/** While a debugger holds the module at a breakpoint, time stands still for it: no CPU or handler limit then (development only). */
+const PAUSABLE_MS = 24 * 3600_000;
 const memoryMb = Math.max(8, Number(args["memory-mb"]));
-const cpuTimeMs = Math.max(10, Number(args["cpu-time-ms"]));
-const startTimeoutMs = Number(args["start-timeout-ms"]);
-const handlerTimeoutMs = Math.max(1, Number(args["handler-timeout-ms"]));
+const cpuTimeMs = inspect ? PAUSABLE_MS : Math.max(10, Number(args["cpu-time-ms"]));
+const startTimeoutMs = inspect ? PAUSABLE_MS : Number(args["start-timeout-ms"]);
+const handlerTimeoutMs = inspect ? PAUSABLE_MS : Math.max(1, Number(args["handler-timeout-ms"]));
 
 const client = await ModuleClient.connect({ module: moduleId, version: args["module-version"]!, sdk: "modhost-isolate" });
 let exiting = false;
@@ -89,8 +96,8 @@ class Exit extends Error {
   }
 }
 
-const isolate = new ivm.Isolate({ memoryLimit: memoryMb });
-const context = await isolate.createContext();
+const isolate = new ivm.Isolate({ memoryLimit: memoryMb, inspector: inspect });
+const context = await isolate.createContext({ inspector: inspect });
 const jail = context.global;
 await jail.set("globalThis", jail.derefInto());
 
@@ -135,7 +142,9 @@ await jail.set("__modhost_call", new ivm.Reference((batch: [number, string, Reco
 const MAX_LOG_CHARS = 8192;
 await jail.set("__modhost_log", new ivm.Reference((level: LogLevel, message: string, fields?: Record<string, unknown>) => {
   if (exiting) return;
-  const text = String(message).slice(0, MAX_LOG_CHARS);
+  let text = String(message);
+  if (text.includes(scriptUrl)) text = stacks.mapStack(text);
+  text = text.slice(0, MAX_LOG_CHARS);
   try {
     client.log(level, text, fields);
   } catch {
@@ -143,6 +152,18 @@ await jail.set("__modhost_log", new ivm.Reference((level: LogLevel, message: str
     client.log(level, `${text} [fields dropped: too large for one message]`);
   }
 }));
+
+// The bundle carries its source map (compile.ts): stack traces the module produces are mapped
+// back to its own files before they leave this process (logs, start failures, invocation errors).
+const code = await readFile(args.bundle!, "utf8");
+const bundle = splitSourceMap(code);
+const scriptUrl = bundleUrl(moduleId);
+const stacks = new StackMapper(scriptUrl, bundle.map);
+/** A message with the module's position appended, from the error's stack: "boom (at index.ts:3:9)". */
+const located = (message: string, stack: unknown) => {
+  const at = typeof stack === "string" ? stacks.topFrame(stack) : undefined;
+  return at && !message.includes(at) ? `${message} (at ${at})` : message;
+};
 
 await context.eval(BOOTSTRAP, { timeout: 1000 });
 const runtime = (await jail.get("__modhost_runtime", { reference: true })) as ivm.Reference<Record<string, unknown>>;
@@ -211,8 +232,10 @@ async function guarded<T>(what: string, work: () => Promise<T>): Promise<T> {
     if (err instanceof Exit) throw err;
     const { code, message } = explain(err);
     if (code !== 0) throw die(code, message);
+    const stack = (err as { stack?: unknown }).stack;
+    if (typeof stack === "string" && stack.includes(scriptUrl)) client.log("error", `${what} failed: ${stacks.mapStack(stack)}`);
     const wire = (err as { code?: unknown }).code;
-    throw Object.assign(new Error(`${what}: ${message}`), typeof wire === "string" ? { code: wire } : {});
+    throw Object.assign(new Error(`${what}: ${located(message, stack)}`), typeof wire === "string" ? { code: wire } : {});
   }
 }
 
@@ -240,8 +263,9 @@ const meta = { name: moduleId, version: args["module-version"], id: client.welco
 
 try {
   await rt.init.apply(undefined, [methods, client.welcome.config, meta, { maxFrameBytes: client.welcome.max_frame_bytes }], { arguments: { copy: true }, timeout: 1000 });
-  const code = await readFile(args.bundle!, "utf8");
-  const script = await isolate.compileScript(code, { filename: `module:${moduleId}` });
+  // With the inspector on, the bundle keeps its inline source map: the debugger shows the
+  // module's .ts files and sets breakpoints in them.
+  const script = await isolate.compileScript(inspect ? code : bundle.code, { filename: scriptUrl });
   await guarded("loading the module", () => script.run(context, { timeout: cpuTimeMs }));
   await guarded("start", () => withTimeout(
     rt.start.apply(undefined, [], { timeout: cpuTimeMs, result: { promise: true } }) as Promise<unknown>,
@@ -335,9 +359,9 @@ for (const kind of ["module_api", "rpc", "cli", "timer", "provider", "config", "
       rt.invoke.apply(undefined, [kind, params], { arguments: { copy: true }, timeout: cpuTimeMs, result: { promise: true, copy: true } }) as Promise<unknown>,
       handlerTimeoutMs,
       `the module's ${kind} handler took longer than ${handlerTimeoutMs} ms (handler_timeout_ms) and was given up on`,
-    ))) as { ok: boolean; value?: unknown; code?: string; message?: string };
+    ))) as { ok: boolean; value?: unknown; code?: string; message?: string; stack?: string };
     if (answer.ok) return answer.value;
-    throw Object.assign(new Error(answer.message ?? "failed"), { code: answer.code ?? "module_error" });
+    throw Object.assign(new Error(located(answer.message ?? "failed", answer.stack)), { code: answer.code ?? "module_error" });
   });
 }
 
@@ -353,6 +377,91 @@ client.onInvocation("health", () => {
     busy_ms: probe && !disposed ? Date.now() - probe.sentAt : 0,
   };
 });
+
+if (inspect) serveInspector();
+
+/**
+ * The inspector relay (development only): the host sends the debugger's Chrome DevTools
+ * Protocol messages in "inspector" invocations and gets the isolate's answers and
+ * notifications back in their results, long-polling (wait_ms) when there are none yet. A
+ * message larger than fits one result is sent in pieces. What waits for the host is bounded
+ * (INSPECTOR_BACKLOG_BYTES): a debugger that stops reading loses its session, not the module.
+ */
+function serveInspector(): void {
+  const INSPECTOR_BACKLOG_BYTES = 256 * 1024 * 1024;
+  const budget = Math.max(4096, client.welcome.max_frame_bytes - 64 * 1024);
+  let session: ivm.InspectorSession | undefined;
+  let outbox: string[] = [];
+  let queued = 0;
+  let wake: (() => void) | undefined;
+  const push = (message: string) => {
+    queued += message.length;
+    if (queued > INSPECTOR_BACKLOG_BYTES) {
+      close();
+      client.log("warn", `inspector session closed: more than ${INSPECTOR_BACKLOG_BYTES} bytes of debugger messages were waiting for the host`);
+      return;
+    }
+    outbox.push(message);
+    wake?.();
+  };
+  const close = () => {
+    try {
+      session?.dispose();
+    } catch {
+      // already gone with the isolate
+    }
+    session = undefined;
+    outbox = [];
+    queued = 0;
+  };
+  /** What fits one result: whole messages, or pieces of one large message. */
+  const take = (): [string, boolean][] => {
+    const out: [string, boolean][] = [];
+    let size = 0;
+    while (outbox.length > 0 && size < budget) {
+      const next = outbox[0]!;
+      const room = budget - size;
+      if (next.length <= room) {
+        out.push([next, true]);
+        size += next.length;
+        outbox.shift();
+        queued -= next.length;
+      } else {
+        out.push([next.slice(0, room), false]);
+        outbox[0] = next.slice(room);
+        queued -= room;
+        break;
+      }
+    }
+    return out;
+  };
+  client.onInvocation("inspector", async (params) => {
+    if (params.close === true) {
+      close();
+      return { messages: [] };
+    }
+    if (!session) {
+      session = isolate.createInspectorSession();
+      session.onResponse = (_id, message) => push(message);
+      session.onNotification = (message) => push(message);
+    }
+    const messages = Array.isArray(params.messages) ? params.messages : [];
+    for (const m of messages) session.dispatchProtocolMessage(String(m));
+    const waitMs = Math.min(5000, Math.max(0, Number(params.wait_ms) || 0));
+    if (outbox.length === 0 && waitMs > 0) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(done, waitMs);
+        function done() {
+          clearTimeout(timer);
+          wake = undefined;
+          resolve();
+        }
+        wake = done;
+      });
+    }
+    return { messages: take() };
+  });
+}
 
 client.ready();
 running = true;
