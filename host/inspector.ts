@@ -113,16 +113,16 @@ export class InspectorServer {
   }
 
   private upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
-    const refuse = (status: string, why: string) => {
+    const refuse = (status: string, why: string): undefined => {
       socket.end(`HTTP/1.1 ${status}\r\ncontent-type: text/plain\r\nconnection: close\r\n\r\n${why}\n`);
     };
-    if (!this.hostAllowed(req)) return refuse("403 Forbidden", "only requests to a loopback address are answered");
+    if (!this.hostAllowed(req)) return void refuse("403 Forbidden", "only requests to a loopback address are answered");
     const id = (req.url ?? "").slice(1);
     const target = [...this.targets.values()].find((t) => t.id === id);
-    if (!target) return refuse("404 Not Found", "no module with this id: see /json/list");
-    if (target.socket) return refuse("409 Conflict", `a debugger is already attached to ${target.module}; close it first`);
+    if (!target) return void refuse("404 Not Found", "no module with this id: see /json/list");
+    if (target.socket) return void refuse("409 Conflict", `a debugger is already attached to ${target.module}; close it first`);
     const session = this.deps.session(target.module);
-    if (!session) return refuse("503 Service Unavailable", `${target.module} is not running`);
+    if (!session) return void refuse("503 Service Unavailable", `${target.module} is not running`);
     this.wss.handleUpgrade(req, socket, head, (ws) => this.relay(target, session, ws));
   }
 

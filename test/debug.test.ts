@@ -33,6 +33,7 @@ const THROWER = {
       "", // 2
       "export function explode(reason: string): never {", // 3
       "  const why: Why = { reason };", // 4
+      // biome-ignore lint/suspicious/noTemplateCurlyInString: module source code, interpolated when the module runs.
       "  throw new Error(`exploded ${why.reason}`);", // 5
       "}", // 6
       "",

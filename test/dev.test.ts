@@ -119,6 +119,7 @@ test("several modules are watched at once, including files in a new subdirectory
   await mkdir(path.join(a, "lib"));
   await writeFile(path.join(a, "lib", "word.ts"), 'export const WORD = "sub1";\n');
   await waitFor(() => /reloaded alpha/.test(dev.out()), 60_000, "alpha reloaded for the new directory", dev.out);
+  // biome-ignore lint/suspicious/noTemplateCurlyInString: module source code, interpolated when the module runs.
   await writeFile(path.join(a, "index.ts"), `import { WORD } from "./lib/word.ts";\n${counter("alpha", "${WORD}").replace('"alpha says ${WORD}', '"alpha says " + WORD + "')}`);
   await waitFor(() => /alpha says sub1/.test(dev.out()), 60_000, "alpha importing lib/word.ts", dev.out);
   await saveByRename(path.join(a, "lib", "word.ts"), 'export const WORD = "sub2";\n');
