@@ -2,12 +2,16 @@
 //
 //   modhost list | info <m> | load <m> | unload <m> | reload <m> | enable <m> | health | stop | methods
 //   modhost call <method> [params...]
+//   modhost chain info | mine [N] | reorg DEPTH | send ADDRESS SATS
 //   modhost <module> [<command> [args...]]
 //
-// Each takes --config FILE (default ./modhost.toml) to find the host's address and cookie.
-// For module commands, --config is taken out of the arguments unless it comes after `--`.
+// Their options are declared in host/cli-table.ts. Each finds the host with --config FILE
+// (default ./modhost.toml) and the bitcoin-cli style --rpcconnect, --rpcport, --rpccookiefile
+// and --datadir, which override [rpc]. For module commands these are taken out of the
+// arguments unless they come after `--`.
 
 import { existsSync } from "node:fs";
+import { isIP } from "node:net";
 import { readdir } from "node:fs/promises";
 import path from "node:path";
 import { defaultConfig, loadConfig, type HostConfig } from "../config.ts";
@@ -17,46 +21,37 @@ import type { ModuleStatus } from "../manager.ts";
 import type { CliSpec } from "../../capabilities/types.ts";
 import { clientFor, type RpcClient } from "./client.ts";
 
-export const REMOTE_HELP = `Talking to a running host (reads the cookie of --config FILE's [rpc] section):
-  modhost list [--json]           every module with its state
-  modhost info MODULE             one module: status, manifest, grants, RPC methods, CLI, metrics
-  modhost load|unload|reload MODULE
-  modhost enable MODULE           lift a module's quarantine and load it again
-  modhost health [--json]         host uptime, chain height, every module's health
-  modhost methods                 every RPC method: the host's and the modules'
-  modhost stop                    stop the host gracefully
-  modhost call METHOD [PARAMS..]  call any RPC method; one JSON object/array, or one value per parameter
-  modhost chain info              the chain's tip, height, mempool, data directory (--json for all of it)
-  modhost chain mine [N]          mine N blocks (default 1) on the embedded regtest chain
-  modhost chain reorg DEPTH       replace the top DEPTH blocks with DEPTH+1 new ones (a reorg)
-  modhost chain send ADDRESS SATS pay SATS from the embedded wallet to a regtest address
-  modhost MODULE [COMMAND [ARGS..]]  run a module's CLI command (without COMMAND: list its commands)`;
+/** Connection options, as bitcoin-cli spells them (host/cli-table.ts CONNECTION_OPTIONS). */
+export interface Connection {
+  config?: string | undefined;
+  rpcconnect?: string | undefined;
+  rpcport?: string | undefined;
+  rpccookiefile?: string | undefined;
+  datadir?: string | undefined;
+}
 
-const HOST_COMMANDS = new Set(["list", "info", "load", "unload", "reload", "health", "methods", "stop", "call", "chain", "enable"]);
+const CONNECTION_KEYS = ["config", "rpcconnect", "rpcport", "rpccookiefile", "datadir"] as const;
 
 interface Split {
-  config: string | undefined;
-  json: boolean;
+  connection: Connection;
   rest: string[];
 }
 
-/** Take --config/-c (and --json for host commands) out of `argv`; everything after `--` is left as is. */
-function split(argv: string[], takeJson: boolean): Split {
-  const out: Split = { config: undefined, json: false, rest: [] };
+/** Take the connection options (--config/-c, --rpcport N, ...) out of a module command's `argv`; everything after `--` is left as is. */
+function split(argv: string[]): Split {
+  const out: Split = { connection: {}, rest: [] };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     if (a === "--") {
       out.rest.push(...argv.slice(i + 1));
       break;
     }
-    if (a === "--config" || a === "-c") {
-      const v = argv[++i];
-      if (v === undefined) throw new ModhostError("usage", `${a} needs a file`);
-      out.config = v;
-    } else if (a.startsWith("--config=")) {
-      out.config = a.slice("--config=".length);
-    } else if (takeJson && a === "--json") {
-      out.json = true;
+    const m = /^(?:--(config|rpcconnect|rpcport|rpccookiefile|datadir)|(-c))(?:=(.*))?$/s.exec(a);
+    if (m) {
+      const key = (m[1] ?? "config") as (typeof CONNECTION_KEYS)[number];
+      const v = m[3] ?? argv[++i];
+      if (v === undefined) throw new ModhostError("cli_usage", `${a} needs a value`);
+      out.connection[key] = v;
     } else {
       out.rest.push(a);
     }
@@ -70,24 +65,64 @@ async function configFrom(file: string | undefined): Promise<HostConfig> {
   return defaultConfig(process.cwd());
 }
 
+/** Longest host name or address --rpcconnect takes (a DNS name's limit). */
+const MAX_HOST_LENGTH = 253;
+
+/**
+ * The configuration to reach a host with: --config FILE's (or ./modhost.toml's, or the
+ * defaults), with [rpc] bind, port and cookie_file replaced by the connection options given.
+ */
+export async function connectionConfig(c: Connection): Promise<HostConfig> {
+  const config = await configFrom(c.config);
+  const rpc = config.rpc;
+  const explicit = c.rpcconnect !== undefined || c.rpcport !== undefined || c.rpccookiefile !== undefined || c.datadir !== undefined;
+  if (c.rpcconnect !== undefined) {
+    if (c.rpcconnect.length === 0 || c.rpcconnect.length > MAX_HOST_LENGTH + 8) throw new ModhostError("cli_usage", `--rpcconnect must be a host name or address of at most ${MAX_HOST_LENGTH} characters (optionally with :PORT), got ${c.rpcconnect.length} characters`);
+    // HOST, HOST:PORT, [IPV6] or [IPV6]:PORT, as bitcoin-cli takes them.
+    const m = /^\[([^\]]+)\](?::(\d+))?$/.exec(c.rpcconnect) ?? /^([^:]+)(?::(\d+))?$/.exec(c.rpcconnect);
+    if (m) {
+      rpc.bind = m[1]!;
+      if (m[2] !== undefined) rpc.port = portNumber(m[2], "--rpcconnect's port");
+    } else if (isIP(c.rpcconnect) === 6) {
+      rpc.bind = c.rpcconnect;
+    } else {
+      throw new ModhostError("cli_usage", `--rpcconnect ${JSON.stringify(c.rpcconnect)} is not HOST, HOST:PORT or [IPV6]:PORT`);
+    }
+  }
+  if (c.rpcport !== undefined) rpc.port = portNumber(c.rpcport, "--rpcport");
+  if (c.datadir !== undefined) rpc.cookie_file = path.resolve(c.datadir, ".cookie");
+  if (c.rpccookiefile !== undefined) rpc.cookie_file = path.resolve(c.rpccookiefile);
+  // Naming the host to reach is asking to reach it, whatever the config file says of its own server.
+  if (explicit) rpc.enabled = true;
+  return config;
+}
+
+function portNumber(word: string, what: string): number {
+  if (!/^\d{1,5}$/.test(word) || Number(word) < 1 || Number(word) > 65535) throw new ModhostError("cli_usage", `${what} must be a port number from 1 to 65535, got ${JSON.stringify(word.slice(0, 40))}`);
+  return Number(word);
+}
+
 function print(value: unknown): void {
   if (value === null || value === undefined) return;
   console.log(typeof value === "string" ? value.replace(/\n$/, "") : JSON.stringify(value, null, 2));
 }
 
+/** A host command of the table (host/cli-table.ts), its options parsed there. */
+export async function hostCommandFromCli(name: string, parsed: { values: Record<string, unknown>; positionals: string[] }): Promise<number> {
+  const v = parsed.values as Connection & { json?: boolean };
+  const client = await clientFor(await connectionConfig(v));
+  const [command, sub] = name.split(" ") as [string, string | undefined];
+  return hostCommand(client, command, sub === undefined ? parsed.positionals : [sub, ...parsed.positionals], v.json === true);
+}
+
 /**
- * Run `command` if it is a remote command or a module's name. Returns the exit code, or
- * undefined when `command` is neither (the caller prints the usage).
+ * `modhost MODULE [COMMAND [ARGS...]]`: run a module's CLI command in the running host.
+ * Returns undefined when `command` is no module's name (the caller says "unknown command").
  */
-export async function remoteCommand(command: string, argv: string[]): Promise<number | undefined> {
-  if (HOST_COMMANDS.has(command)) {
-    const s = split(argv, true);
-    const client = await clientFor(await configFrom(s.config));
-    return hostCommand(client, command, s.rest, s.json);
-  }
+export async function moduleCommand(command: string, argv: string[]): Promise<number | undefined> {
   if (!MODULE_NAME_RE.test(command)) return undefined;
-  const s = split(argv, false);
-  const config = await configFrom(s.config);
+  const s = split(argv);
+  const config = await connectionConfig(s.connection);
   let client: RpcClient;
   let specs: Record<string, CliSpec>;
   try {
