@@ -154,7 +154,7 @@ function reloadOnChange(host: Host): void {
 
 async function check({ values }: Parsed): Promise<number> {
   const config = await configFrom(values.config as string | undefined);
-  const [{ Logger }, { ModuleManager }, { EventBus }, { moduleConfig }, { checkModule }, { sandboxModeFor }, { describeSandboxes, detectSandbox }] = await Promise.all([
+  const [{ Logger }, { ModuleManager }, { EventBus }, { moduleConfig }, { checkModule }, { sandboxModeFor, strayModuleWarnings }, { describeSandboxes, detectSandbox }] = await Promise.all([
     import("./log.ts"), import("./manager.ts"), import("./events/bus.ts"), import("./module-config.ts"), import("./verify/module.ts"), import("./config.ts"), import("../runtime/sandbox/index.ts"),
   ]);
   const logger = new Logger({ level: "error", write: () => {} });
@@ -193,6 +193,29 @@ async function check({ values }: Parsed): Promise<number> {
 
   const caps = await detectSandbox();
   const sandbox = describeSandboxes({ native: sandboxModeFor(config, "native"), isolate: sandboxModeFor(config, "isolate") }, caps);
+  // A designated provider that is not among the modules would leave its role empty.
+  for (const [role, name] of Object.entries(config.modules.providers)) {
+    if (!byName.has(name)) problems.set(`providers.${role}`, `[modules.providers] ${role} = "${name}", but there is no module "${name}" in ${config.modules.modules_dir}`);
+  }
+  const discovered = await manager.discover();
+  const warnings = strayModuleWarnings(config, [...discovered.manifests.map((m) => m.name), ...discovered.broken.map((b) => path.basename(b.dir))]);
+  if (values.json) {
+    // Stable keys, documented in docs/operator-guide.md ("modhost check --json").
+    console.log(JSON.stringify({
+      config: config.file ?? null,
+      modules_dir: config.modules.modules_dir,
+      load_order: order,
+      sandbox: { full: sandbox.full, text: sandbox.text },
+      providers: config.modules.providers,
+      modules: manager.status().map((s) => ({
+        name: s.name, version: s.version, runtime: s.runtime, ok: !problems.has(s.name),
+        granted: s.grants, missing: s.missing, verification: verification.get(s.name) ?? null, problem: problems.get(s.name) ?? null,
+      })),
+      problems: [...problems].map(([key, problem]) => ({ key, problem })),
+      warnings,
+    }, null, 2));
+    return problems.size ? 1 : 0;
+  }
   const out = [
     `config: ${config.file ?? "(defaults)"}`,
     `modules_dir: ${config.modules.modules_dir}`,
@@ -201,11 +224,8 @@ async function check({ values }: Parsed): Promise<number> {
     `providers: ${Object.entries(config.modules.providers).map(([role, m]) => `${role} = ${m}`).join(", ") || "(none designated)"}`,
     "",
   ];
-  // A designated provider that is not among the modules would leave its role empty.
-  for (const [role, name] of Object.entries(config.modules.providers)) {
-    if (!byName.has(name)) problems.set(`providers.${role}`, `[modules.providers] ${role} = "${name}", but there is no module "${name}" in ${config.modules.modules_dir}`);
-  }
   for (const [key, problem] of problems) if (key.startsWith("providers.")) out.push(`✗ ${problem}`);
+  for (const w of warnings) out.push(`! warning: ${w}`);
   for (const s of manager.status()) {
     const problem = problems.get(s.name);
     out.push(`${problem ? "✗" : "✓"} ${s.name} ${s.version ?? ""} (${s.runtime ?? "?"})`);
@@ -215,7 +235,7 @@ async function check({ values }: Parsed): Promise<number> {
     if (verified && !problem) out.push(`    ${verified}`);
     if (problem) out.push(...problem.split("\n").map((l) => `    ${l}`));
   }
-  out.push("", problems.size ? `${problems.size} problem(s) found` : "no problems found");
+  out.push("", `${problems.size ? `${problems.size} problem(s) found` : "no problems found"}${warnings.length ? `, ${warnings.length} warning(s)` : ""}`);
   console.log(out.join("\n"));
   return problems.size ? 1 : 0;
 }
@@ -287,7 +307,7 @@ export function handlerOf(spec: CommandSpec): ((parsed: Parsed, args: string[]) 
 function unknownCommand(word: string): ModhostError {
   const shown = word.length > 64 ? `${word.slice(0, 64)}…` : word;
   const guess = suggestCommand(word);
-  return new ModhostError("cli_usage", `unknown command "${shown}"${guess ? `; did you mean "modhost ${guess}"?` : ""}`, "modhost --help lists the commands; a module's own commands are modhost MODULE COMMAND (with a host running)");
+  return new ModhostError("cli_usage", `unknown command "${shown}"${guess ? `; did you mean "modhost ${guess}"?` : ""}`, "Usage: modhost COMMAND [ARGS] [OPTIONS]; modhost --help lists the commands, and a module's own are modhost MODULE COMMAND (with a host running)");
 }
 
 async function main(): Promise<number> {

@@ -193,9 +193,12 @@ async function hostCommand(client: RpcClient, command: string, rest: string[], j
       else console.log(formatList(list));
       return 0;
     }
-    case "info":
-      print(await client.call("info", { module: needModule(command, rest) }));
+    case "info": {
+      const i = (await client.call("info", { module: needModule(command, rest) })) as InfoAnswer;
+      if (json) print(i);
+      else console.log(formatInfo(i));
       return 0;
+    }
     case "load":
     case "reload":
     case "enable": {
@@ -343,3 +346,39 @@ function formatHealth(h: HealthAnswer): string {
   return out.join("\n");
 }
 
+
+interface InfoAnswer extends ModuleStatus {
+  manifest?: { description: string | null; author: string | null; dir: string; entry_point: string; requested: string[]; dependencies: Record<string, string> };
+  rpc_methods: Array<{ method: string; description: string }>;
+  cli: CliSpec | null;
+  session?: Record<string, unknown>;
+  metrics?: unknown;
+}
+
+/** `modhost info MODULE` for a person (--json prints the answer itself). */
+function formatInfo(i: InfoAnswer): string {
+  const out = [`${i.name} ${i.version ?? ""} (${i.runtime ?? "?"}): ${i.state}${i.pid ? `, pid ${i.pid}` : ""}${i.restarts ? `, ${i.restarts} restarts` : ""}${i.sandbox ? `, sandbox ${i.sandbox}` : ""}`];
+  if (i.problem) out.push(...i.problem.split("\n").map((l) => `  ${l}`));
+  if (i.manifest) {
+    if (i.manifest.description) out.push(`  ${i.manifest.description}`);
+    if (i.manifest.author) out.push(`  author:       ${i.manifest.author}`);
+    out.push(`  directory:    ${i.manifest.dir} (entry ${i.manifest.entry_point})`);
+    out.push(`  requested:    ${i.manifest.requested.join(", ") || "(nothing)"}`);
+    const deps = Object.entries(i.manifest.dependencies ?? {});
+    if (deps.length) out.push(`  dependencies: ${deps.map(([n, r]) => `${n} ${r}`).join(", ")}`);
+  }
+  out.push(`  granted:      ${i.grants.join(", ") || "(nothing)"}`);
+  if (i.missing.length) out.push(`  missing:      ${i.missing.join(", ")}`);
+  if (i.verification) out.push(`  verification: ${i.verification}`);
+  if (i.rpc_methods.length) {
+    out.push("  RPC methods:");
+    const width = Math.max(...i.rpc_methods.map((m) => m.method.length));
+    for (const m of i.rpc_methods) out.push(`    ${m.method.padEnd(width)}  ${m.description}`);
+  }
+  if (i.cli && i.cli.commands.length) {
+    out.push("  CLI commands:");
+    for (const c of i.cli.commands) out.push(`    modhost ${i.name} ${[c.name, ...(c.args ?? []).map((a) => (a.required ? `<${a.name}>` : `[${a.name}]`))].join(" ")}${c.about ? `  ${c.about}` : ""}`);
+  }
+  out.push("  (modhost info --json for everything: counters, events, metrics)");
+  return out.join("\n");
+}
