@@ -543,11 +543,12 @@ export class Checker {
     return v;
   }
 
-  oneOf<T extends string>(table: Record<string, unknown>, path: TomlPath, key: string, values: readonly T[]): T | undefined {
+  /** `aliases`: words people write for one of `values` (int for integer), suggested before the closest spelling. */
+  oneOf<T extends string>(table: Record<string, unknown>, path: TomlPath, key: string, values: readonly T[], aliases: Readonly<Record<string, T>> = {}): T | undefined {
     const v = this.string(table, path, key);
     if (v === undefined) return undefined;
     if ((values as readonly string[]).includes(v)) return v as T;
-    const guess = closest(v, values);
+    const guess = (Object.hasOwn(aliases, v.toLowerCase()) ? aliases[v.toLowerCase()] : undefined) ?? closest(v, values);
     const list = values.map((x) => `"${x}"`).join(", ");
     this.report([...path, key], `"${v}" is not one of ${list}`, guess ? `did you mean "${guess}"?` : `use one of ${list}`);
     return undefined;
