@@ -223,6 +223,17 @@ export function cliReference(): string {
   return out.join("\n");
 }
 
+const START = "<!-- cli-reference:start -->";
+const END = "<!-- cli-reference:end -->";
+
+/** `guide` with the text between the cli-reference markers replaced by `reference`. */
+export function spliceCliReference(guide: string, reference: string): string {
+  const a = guide.indexOf(START);
+  const b = guide.indexOf(END);
+  if (a < 0 || b < a) throw new Error(`docs/operator-guide.md has no ${START} ... ${END} section`);
+  return `${guide.slice(0, a + START.length)}\n${reference}\n${guide.slice(b)}`;
+}
+
 export interface Parsed {
   values: Record<string, string | boolean | string[] | undefined>;
   positionals: string[];

@@ -8,7 +8,7 @@
 //   modhost <module> <command> ...                   run a module's CLI command in the running host
 
 import { existsSync, watch } from "node:fs";
-import { writeFile } from "node:fs/promises";
+import { readFile, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { ConfigError, ModhostError } from "./errors.ts";
@@ -244,6 +244,12 @@ async function check({ values }: Parsed): Promise<number> {
 async function docs({ values }: Parsed): Promise<number> {
   const { GENERATED_DOCS } = await import("./docs.ts");
   const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), "..");
+  const { cliReference, spliceCliReference } = await import("./cli-table.ts");
+  const guide = path.join(root, "docs", "operator-guide.md");
+  if (values.write) {
+    await writeFile(guide, spliceCliReference(await readFile(guide, "utf8"), cliReference()));
+    console.log("wrote docs/operator-guide.md (the command line reference)");
+  }
   for (const [file, make] of Object.entries(GENERATED_DOCS)) {
     if (values.write) {
       await writeFile(path.join(root, file), make());

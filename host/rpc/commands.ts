@@ -203,11 +203,19 @@ async function hostCommand(client: RpcClient, command: string, rest: string[], j
     case "reload":
     case "enable": {
       const s = (await client.call(command, { module: needModule(command, rest) })) as ModuleStatus;
+      if (json) {
+        print(s);
+        return 0;
+      }
       console.log(`${command === "load" ? "loaded" : command === "reload" ? "reloaded" : "enabled and loaded"} ${s.name} ${s.version ?? ""} (${s.state}${s.pid ? `, pid ${s.pid}` : ""})`);
       return 0;
     }
     case "unload": {
       const s = (await client.call(command, { module: needModule(command, rest) })) as ModuleStatus;
+      if (json) {
+        print(s);
+        return 0;
+      }
       console.log(`unloaded ${s.name} (${s.state})`);
       return 0;
     }
