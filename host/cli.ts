@@ -327,7 +327,7 @@ async function main(): Promise<number> {
     return 0;
   }
   // modhost help COMMAND [SUB] is COMMAND [SUB] --help.
-  const words = command === "help" ? rest : [command, ...rest];
+  const words = command === "help" ? (rest[0] === "--help" || rest[0] === "-h" ? ["help"] : rest) : [command, ...rest];
   const asksHelp = command === "help" || wantsHelp(rest);
   let spec: CommandSpec | undefined;
   let args: string[];
