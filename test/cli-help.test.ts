@@ -300,3 +300,24 @@ test("modhost/sdk types are importable outside the checkout: exports' types cond
   t.regex(wrong.all, /getBlockHieght/);
   t.notRegex(wrong.all, /TS2307/);
 });
+
+test("modhost dev prints the exact command that reaches it, and that command works", async (t) => {
+  t.timeout(300_000);
+  const dir = await tempDir(t, "modhost-devreach-");
+  await cp(path.join(ROOT, "test", "fixtures", "modules", "good"), path.join(dir, "modules", "good"), { recursive: true });
+  const config = path.join(dir, "modhost.toml");
+  await writeFile(config, ["[modules]", 'modules_dir = "modules"', "", "[modules.default_limits]", "stop_timeout_ms = 1000", "", "[rpc]", "port = 0", ""].join("\n"));
+  const child = execa(process.execPath, [BIN, "dev", path.join(dir, "modules", "good"), "--config", config, "--interval", "0"], { cwd: dir, reject: false, all: true, env: { NO_COLOR: "1" } });
+  t.teardown(() => { child.kill("SIGKILL"); });
+  let out = "";
+  child.all!.on("data", (d: Buffer) => (out += d.toString()));
+  await waitFor(() => /reach this host with: modhost list (.*?)  \(/.test(out), 120_000, "the dev host to say how to reach it", () => out);
+  const options = /reach this host with: modhost list (.*?)  \(/.exec(out)![1]!.split(" ");
+  t.true(options.includes("--rpcport"), options.join(" "));
+  const elsewhere = await tempDir(t, "modhost-devreach-cwd-");
+  const list = await modhost(["list", ...options], elsewhere);
+  t.is(list.exitCode, 0, list.all);
+  t.regex(list.stdout, /^good\s/m);
+  child.kill("SIGINT");
+  t.is((await child).exitCode, 0, out);
+});
