@@ -15,7 +15,7 @@ import { bundleNodeModule } from "../sdk/node/bundle.ts";
 const BIN = path.join(ROOT, "bin", "modhost.js");
 
 function modhost(args: string[], cwd = ROOT) {
-  return execa(process.execPath, [BIN, ...args], { cwd, reject: false, all: true, timeout: 60_000, env: { NO_COLOR: "1" } });
+  return execa(process.execPath, [BIN, ...args], { cwd, reject: false, all: true, timeout: 180_000, env: { NO_COLOR: "1" } });
 }
 
 /** Run `jobs` with at most `n` at once (the machine has 2 cores, shared). */
@@ -49,6 +49,7 @@ test("every subcommand of the table answers --help and -h with its own usage, ex
 });
 
 test("the global usage lists every command of the table, and the operator guide's CLI reference is the table's", async (t) => {
+  t.timeout(300_000);
   const r = await modhost(["--help"]);
   t.is(r.exitCode, 0);
   for (const c of COMMANDS) t.true(r.stdout.includes(`modhost ${c.name}`), c.name);
@@ -58,6 +59,7 @@ test("the global usage lists every command of the table, and the operator guide'
 });
 
 test("modhost stop --help and unload --help leave a running host and its module alone", async (t) => {
+  t.timeout(300_000);
   const h = await startHost(t, { modules: ["good"], grants: { good: GOOD_GRANTS } });
   const port = h.host.rpcServer!.address!.port;
   const conn = ["--rpcport", String(port), "--datadir", path.join(h.dir, "data")];
@@ -73,6 +75,7 @@ test("modhost stop --help and unload --help leave a running host and its module 
 });
 
 test("a mistyped command, subcommand or option gets did-you-mean; an over-long word is not compared and is cut in the message", async (t) => {
+  t.timeout(300_000);
   const cwd = await tempDir(t, "modhost-typo-");
   const cmd = await modhost(["chian", "info"], cwd);
   t.is(cmd.exitCode, 2, cmd.all);
@@ -135,6 +138,7 @@ test("connection options reach a host on a non-default port and cookie; --json a
 });
 
 test("modhost check --json: stable keys, the problems and the warnings", async (t) => {
+  t.timeout(300_000);
   const dir = await tempDir(t, "modhost-checkjson-");
   await cp(path.join(ROOT, "test", "fixtures", "modules", "good"), path.join(dir, "modules", "good"), { recursive: true });
   await writeFile(path.join(dir, "modhost.toml"), [
@@ -154,6 +158,7 @@ test("modhost check --json: stable keys, the problems and the warnings", async (
 });
 
 test("a host with no modules, or a grant naming a module that does not exist, warns when it runs; exit 0 after a clean stop", async (t) => {
+  t.timeout(300_000);
   const dir = await tempDir(t, "modhost-stray-");
   await mkdir(path.join(dir, "modules"));
   const config = path.join(dir, "modhost.toml");
@@ -162,7 +167,7 @@ test("a host with no modules, or a grant naming a module that does not exist, wa
   t.teardown(() => { child.kill("SIGKILL"); });
   let out = "";
   child.all!.on("data", (d: Buffer) => (out += d.toString()));
-  await waitFor(() => /ready in \d+ ms/.test(out), 30_000, "the host to be ready", () => out);
+  await waitFor(() => /ready in \d+ ms/.test(out), 180_000, "the host to be ready", () => out);
   t.regex(out, /WARN .*there are no modules in .*modules \(\[modules\] modules_dir in .*modhost\.toml\): the host runs with none/);
   child.kill("SIGTERM");
   t.is((await child).exitCode, 0, out);
@@ -184,6 +189,7 @@ async function checkConfig(t: ExecutionContext, text: string) {
 }
 
 test("log_level = info: told to quote the word, not to put keys on their own lines", async (t) => {
+  t.timeout(300_000);
   const { file, r } = await checkConfig(t, '[host]\nlog_level = info\n');
   t.is(r.exitCode, 1);
   t.true(r.stderr.includes(`${path.basename(file)}:2:`), r.stderr);
@@ -193,6 +199,7 @@ test("log_level = info: told to quote the word, not to put keys on their own lin
 });
 
 test("an unclosed array is named where it opened", async (t) => {
+  t.timeout(300_000);
   const { r } = await checkConfig(t, '[modules]\nenabled_modules = ["a",\n  "b"\nmodules_dir = "modules"\n');
   t.is(r.exitCode, 1);
   t.regex(r.stderr, /the array opened at line 2, column 19 is not closed/);
@@ -201,6 +208,7 @@ test("an unclosed array is named where it opened", async (t) => {
 });
 
 test("wrong-way grants and schemas: a URL as a network scope, a mistyped event type, type = \"int\"", async (t) => {
+  t.timeout(300_000);
   const dir = await tempDir(t, "modhost-err-");
   await writeModule(path.join(dir, "modules"), "m", {
     toml: 'name = "m"\nversion = "0.1.0"\nentry_point = "index.ts"\ncapabilities = ["read_chain_state"]\n\n[config_schema.depth]\ntype = "int"\n',
@@ -229,7 +237,8 @@ test("the operator guide's block-stats examples work: modhost block-stats last, 
   await cp(path.join(ROOT, "modules", "block-stats"), path.join(dir, "modules", "block-stats"), { recursive: true, filter: (src) => !src.includes(`${path.sep}target`) });
   const manifest = await readFile(path.join(dir, "modules", "block-stats", "module.toml"), "utf8");
   const caps = JSON.parse(/capabilities = (\[[\s\S]*?\])/.exec(manifest)![1]!.replace(/,\s*\]/, "]")) as string[];
-  const h = await startHost(t, { dir, grants: { "block-stats": caps } });
+  // Its start() catches up on the whole chain: give it time on a loaded machine.
+  const h = await startHost(t, { dir, grants: { "block-stats": caps }, moduleLimits: { "block-stats": { start_timeout_ms: 180_000 } } });
   await waitFor(() => h.manager.status().find((s) => s.name === "block-stats")?.state === "running", 90_000, "block-stats to run");
   const conn = ["--rpcport", String(h.host.rpcServer!.address!.port), "--rpccookiefile", h.config.rpc.cookie_file];
   const mined = await modhost(["chain", "mine", "3", ...conn]);
@@ -253,6 +262,7 @@ test("the operator guide's block-stats examples work: modhost block-stats last, 
 });
 
 test("a native module that never calls ready() is told what was expected", async (t) => {
+  t.timeout(300_000);
   const dir = await tempDir(t, "modhost-noready-");
   const modDir = await writeModule(path.join(dir, "modules"), "no-ready", {
     toml: 'name = "no-ready"\nversion = "0.1.0"\nentry_point = "main.mjs"\nruntime = "native"\ncapabilities = []\n',
@@ -320,4 +330,14 @@ test("modhost dev prints the exact command that reaches it, and that command wor
   t.regex(list.stdout, /^good\s/m);
   child.kill("SIGINT");
   t.is((await child).exitCode, 0, out);
+});
+
+test("the connection defaults used without a modhost.toml are defaultConfig's [rpc] and modules_dir", async (t) => {
+  const { connectionDefaults } = await import("../host/rpc/commands.ts");
+  const { defaultConfig } = await import("../host/config.ts");
+  const d = defaultConfig("/srv/node");
+  const c = connectionDefaults("/srv/node");
+  t.deepEqual(c.rpc, { enabled: d.rpc.enabled, bind: d.rpc.bind, port: d.rpc.port, cookie_file: d.rpc.cookie_file });
+  t.is(c.modules.modules_dir, d.modules.modules_dir);
+  t.is(d.rpc.user, undefined);
 });

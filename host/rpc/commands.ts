@@ -14,9 +14,8 @@ import { existsSync } from "node:fs";
 import { isIP } from "node:net";
 import { readdir } from "node:fs/promises";
 import path from "node:path";
-import { defaultConfig, loadConfig, type HostConfig } from "../config.ts";
+import type { HostConfig, RpcConfig } from "../config.ts";
 import { ModhostError } from "../errors.ts";
-import { loadManifest, MODULE_NAME_RE } from "../manifest.ts";
 import type { ModuleStatus } from "../manager.ts";
 import type { CliSpec } from "../../capabilities/types.ts";
 import { clientFor, type RpcClient } from "./client.ts";
@@ -59,10 +58,26 @@ function split(argv: string[]): Split {
   return out;
 }
 
-async function configFrom(file: string | undefined): Promise<HostConfig> {
-  if (file) return loadConfig(file);
-  if (existsSync("modhost.toml")) return loadConfig("modhost.toml");
-  return defaultConfig(process.cwd());
+/** What a client needs of a configuration: where the host is, and where its modules are. */
+export interface ConnectionConfig {
+  file?: string | null | undefined;
+  rpc: Pick<RpcConfig, "enabled" | "bind" | "port" | "cookie_file" | "user" | "password">;
+  modules: Pick<HostConfig["modules"], "modules_dir">;
+}
+
+/**
+ * defaultConfig(dir)'s [rpc] and modules_dir, without loading the configuration code (TOML,
+ * schemas, keys): `modhost list --rpcport N` where there is no modhost.toml starts faster.
+ * test/cli-help.test.ts checks these against defaultConfig.
+ */
+export function connectionDefaults(dir: string): ConnectionConfig {
+  return { rpc: { enabled: true, bind: "127.0.0.1", port: 8339, cookie_file: path.resolve(dir, "data/.cookie") }, modules: { modules_dir: path.resolve(dir, "modules") } };
+}
+
+async function configFrom(file: string | undefined): Promise<ConnectionConfig> {
+  if (!file && !existsSync("modhost.toml")) return connectionDefaults(process.cwd());
+  const { loadConfig } = await import("../config.ts");
+  return loadConfig(file ?? "modhost.toml");
 }
 
 /** Longest host name or address --rpcconnect takes (a DNS name's limit). */
@@ -72,7 +87,7 @@ const MAX_HOST_LENGTH = 253;
  * The configuration to reach a host with: --config FILE's (or ./modhost.toml's, or the
  * defaults), with [rpc] bind, port and cookie_file replaced by the connection options given.
  */
-export async function connectionConfig(c: Connection): Promise<HostConfig> {
+export async function connectionConfig(c: Connection): Promise<ConnectionConfig> {
   const config = await configFrom(c.config);
   const rpc = config.rpc;
   const explicit = c.rpcconnect !== undefined || c.rpcport !== undefined || c.rpccookiefile !== undefined || c.datadir !== undefined;
@@ -120,6 +135,7 @@ export async function hostCommandFromCli(name: string, parsed: { values: Record<
  * Returns undefined when `command` is no module's name (the caller says "unknown command").
  */
 export async function moduleCommand(command: string, argv: string[]): Promise<number | undefined> {
+  const { MODULE_NAME_RE } = await import("../manifest.ts");
   if (!MODULE_NAME_RE.test(command)) return undefined;
   const s = split(argv);
   const config = await connectionConfig(s.connection);
@@ -159,7 +175,8 @@ function moduleHelp(module: string, spec: CliSpec): string {
   return lines.join("\n");
 }
 
-async function moduleOnDisk(config: HostConfig, name: string): Promise<boolean> {
+async function moduleOnDisk(config: ConnectionConfig, name: string): Promise<boolean> {
+  const { loadManifest } = await import("../manifest.ts");
   const dir = config.modules.modules_dir;
   if (existsSync(path.join(dir, name, "module.toml"))) return true;
   let entries: string[];
