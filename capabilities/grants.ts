@@ -12,6 +12,7 @@
 import { domainToASCII } from "node:url";
 import { isIP } from "node:net";
 import path from "node:path";
+import { HOST_EVENT_NAMES, isHostEvent } from "./event-types.ts";
 import { HOOK_POINT_NAMES, PERMISSIONS, closest, normalisePermission, PERMISSION_NAMES, type Permission, type ScopeKind } from "./catalogue.ts";
 
 /** "all" means unscoped: the whole permission. */
@@ -71,7 +72,16 @@ export function canonicalScope(kind: ScopeKind, raw: string): string {
       if (!MODULE_NAME.test(raw)) throw new GrantSyntaxError(`"${raw}" is not a module name`, "module names use letters, digits, '-' and '_'");
       return raw;
     case "event":
-      if (!EVENT_NAME.test(raw)) throw new GrantSyntaxError(`"${raw}" is not an event type`, "use event type names such as NewBlock (docs/events.md)");
+      if (!EVENT_NAME.test(raw)) throw new GrantSyntaxError(`"${raw.slice(0, 200)}" is not an event type`, "use event type names such as NewBlock (docs/events.md)");
+      // A host event must be one this host has (a typo would subscribe to nothing, silently);
+      // a module's own events are MODULE:NAME.
+      if (!raw.includes(":") && !isHostEvent(raw)) {
+        const guess = closest(raw, HOST_EVENT_NAMES);
+        throw new GrantSyntaxError(
+          `"${raw}" is not an event type of this host`,
+          `${guess ? `did you mean "${guess}"? ` : ""}docs/events.md lists the host's event types; a module's own events are written MODULE:NAME`,
+        );
+      }
       return raw;
     case "hook":
       if (!(HOOK_POINT_NAMES as readonly string[]).includes(raw)) {
@@ -105,6 +115,19 @@ export function canonicalRelativePath(raw: string): string {
  */
 export function canonicalHostPort(raw: string): string {
   let host = raw.trim();
+  // A URL where host:port belongs: say so, and show the scope the URL means.
+  const scheme = /^([a-z][a-z0-9+.-]{0,15}):\/\//i.exec(host);
+  if (scheme) {
+    let fix = "write the host and port only, e.g. api.example.com:443";
+    try {
+      const url = new URL(host);
+      const port = url.port || ({ "https:": "443", "http:": "80", "wss:": "443", "ws:": "80" } as Record<string, string>)[url.protocol];
+      if (url.hostname && port) fix = `write "${url.hostname}:${port}" (the scope is a host and port, not a URL: no scheme, no path)`;
+    } catch {
+      // not even a URL: the general advice stands
+    }
+    throw new GrantSyntaxError(`"${raw.slice(0, 200)}" is a URL; a network scope is host:port`, fix);
+  }
   let port: string | undefined;
   if (host.startsWith("[")) {
     const end = host.indexOf("]");

@@ -1,75 +1,35 @@
-// The modhost command line.
+// The modhost command line. The subcommands, their options and their help are declared in
+// host/cli-table.ts; this file runs them (host/rpc/commands.ts for those that ask a running host).
 //
-//   modhost run [--config FILE]     the host, with the modules the config enables
-//   modhost check [--config FILE]   what would load, with which grants, and every problem
-//   modhost dev [PATH]              the host on the embedded chain for a module author
-//   modhost version | help
-//   modhost list | info | load | unload | reload | enable | health | methods | stop | call ...
-//                                   ask the running host over its RPC server (host/rpc/commands.ts)
-//   modhost <module> <command> ...  run a module's CLI command in the running host
+//   modhost run | check | dev | docs | bitcoind-config | version | help      (here)
+//   modhost list | info | ... | call | chain ...   ask the running host over its RPC server
+//   modhost keygen | sign | verify                   host/verify/cli.ts
+//   modhost search | install | update | remove | registry ...   host/registry/cli.ts
+//   modhost <module> <command> ...                   run a module's CLI command in the running host
 
 import { existsSync } from "node:fs";
-import { writeFile } from "node:fs/promises";
+import { readFile, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { parseArgs } from "node:util";
-import { defaultConfig, inspectAddressProblem, loadConfig, sandboxModeFor, type HostConfig } from "./config.ts";
 import { ConfigError, ModhostError } from "./errors.ts";
-import { Host } from "./host.ts";
-import { ModuleManager } from "./manager.ts";
-import { EventBus } from "./events/bus.ts";
-import { Logger } from "./log.ts";
-import { installLastResort } from "./last-resort.ts";
-import { loadManifest } from "./manifest.ts";
 import { HOST_VERSION } from "./version.ts";
-import { checkModule } from "./verify/module.ts";
-import { keygenCommand, signCommand, verifyCommand, VERIFY_HELP } from "./verify/cli.ts";
-import { installCommand, registryCommand, removeCommand, searchCommand, updateCommand, REGISTRY_HELP } from "./registry/cli.ts";
-import { GENERATED_DOCS } from "./docs.ts";
-import { moduleConfig } from "./module-config.ts";
-import { describeSandboxes, detectSandbox } from "../runtime/sandbox/index.ts";
-import { remoteCommand, REMOTE_HELP } from "./rpc/commands.ts";
-import { bitcoindConfig } from "../chain/bitcoind/rpcauth.ts";
-import { newCommand } from "./scaffold.ts";
-import { testCommand } from "./test-command.ts";
-import { DevReloader, devBanner } from "./dev.ts";
+import { commandHelp, findCommand, globalHelp, GROUPS, groupHelp, parseCommand, suggestCommand, wantsHelp, type CommandSpec, type Parsed } from "./cli-table.ts";
+// Everything else is imported when a command needs it: `modhost version`, `--help` and the
+// remote commands start without loading the host (docs/operator-guide.md, "The command line").
+import type { HostConfig } from "./config.ts";
+import type { Host } from "./host.ts";
 
-const HELP = `modhost ${HOST_VERSION}: a capability-sandboxed module host for a Bitcoin node
-
-Usage:
-  modhost run [--config FILE]     run the host with the modules enabled in FILE (default ./modhost.toml)
-  modhost check [--config FILE]   show what would load, in which order, with which grants, and every problem
-  modhost dev [PATH] [--inspect[=PORT]]
-                                  run the module in PATH (or the modules under PATH) on the embedded
-                                  regtest chain, mining a block every few seconds, every requested
-                                  capability granted, reloading a module when its files change
-                                  (for module authors; never for production); --inspect: attach
-                                  Chrome DevTools or VS Code to the TypeScript modules (127.0.0.1:9229)
-  modhost docs [--write]          print (or regenerate) docs/permissions.md and docs/events.md
-  modhost bitcoind-config [--user NAME] [--rpc-port N] [--zmq-port N]
-                                  print the bitcoin.conf lines for a least-authority RPC user for
-                                  modhost (rpcauth, rpcwhitelist, zmqpubsequence) and the matching
-                                  [chain] table for modhost.toml
-  modhost new NAME [--lang ts|rust] [--dir DIR]
-                                  write a new module that runs at once (manifest, code, test, README)
-  modhost test [FILE...]          run a module's tests (node:test files using modhost/testing)
-  modhost version                 print the version
-
-${REMOTE_HELP}
-
-${VERIFY_HELP}
-
-${REGISTRY_HELP}
-
-Docs: docs/operator-guide.md, docs/module-guide.md`;
+const HELP = globalHelp(HOST_VERSION);
 
 async function configFrom(file: string | undefined): Promise<HostConfig> {
+  const { defaultConfig, loadConfig } = await import("./config.ts");
   if (file) return loadConfig(file);
   if (existsSync("modhost.toml")) return loadConfig("modhost.toml");
   return defaultConfig(process.cwd());
 }
 
-function runUntilSignal(host: Host): void {
+async function runUntilSignal(host: Host): Promise<void> {
+  const { installLastResort } = await import("./last-resort.ts");
   // What escapes every handler is logged and contained, not the end of the host (host/last-resort.ts).
   installLastResort({
     logger: host.logger,
@@ -97,25 +57,22 @@ function runUntilSignal(host: Host): void {
   void host.stopped.then(() => process.exit(host.exitCode));
 }
 
-async function run(argv: string[]): Promise<number> {
-  const { values } = parseArgs({ args: argv, options: { config: { type: "string", short: "c" } }, strict: true });
-  const config = await configFrom(values.config);
+async function run({ values }: Parsed): Promise<number> {
+  const config = await configFrom(values.config as string | undefined);
+  const { Host } = await import("./host.ts");
   const host = new Host({ config });
-  runUntilSignal(host);
+  await runUntilSignal(host);
   await host.start();
   return -1; // keep running
 }
 
-async function dev(argv: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({
-    // A bare --inspect means the usual port.
-    args: argv.map((a) => (a === "--inspect" ? "--inspect=9229" : a)),
-    options: { config: { type: "string", short: "c" }, interval: { type: "string", default: "3" }, inspect: { type: "string" } },
-    allowPositionals: true,
-    strict: true,
-  });
+async function dev({ values, positionals }: Parsed): Promise<number> {
+  const { defaultConfig, loadConfig } = await import("./config.ts");
+  const { loadManifest } = await import("./manifest.ts");
+  const interval = (values.interval as string | undefined) ?? "3";
+  if (!/^\d{1,6}(\.\d{1,3})?$/.test(interval)) throw new ModhostError("usage", `modhost dev --interval must be a number of seconds (0 to 999999), got ${JSON.stringify(interval.slice(0, 40))}`, "e.g. --interval 10, or --interval 0 to mine only on request (modhost chain mine)");
   const target = path.resolve(positionals[0] ?? ".");
-  const config = values.config ? await loadConfig(values.config) : defaultConfig(process.cwd());
+  const config = values.config ? await loadConfig(values.config as string) : defaultConfig(process.cwd());
   if (existsSync(path.join(target, "module.toml"))) {
     const manifest = await loadManifest(path.join(target, "module.toml"));
     config.modules.modules_dir = path.dirname(target);
@@ -135,28 +92,49 @@ async function dev(argv: string[]): Promise<number> {
     config.rpc.port = 8340;
     config.host.log_level = "debug";
   }
-  config.chain.block_interval_seconds = Number(values.interval);
-  // A module under development is not signed yet: it runs with the "allow-unsigned" warning
-  // (a [modules.trust.NAME] signatures setting in --config FILE still applies).
-  config.trust.signatures = "allow-unsigned";
+  config.chain.block_interval_seconds = Number(interval);
   if (values.inspect !== undefined) {
     // The inspector for every TypeScript module, on loopback only (host/inspector.ts).
-    const address = /^\d+$/.test(values.inspect) ? `127.0.0.1:${values.inspect}` : values.inspect;
+    const { inspectAddressProblem } = await import("./config.ts");
+    const raw = values.inspect as string;
+    const address = /^\d+$/.test(raw) ? `127.0.0.1:${raw}` : raw;
     const problem = inspectAddressProblem(address);
     if (problem) throw new ModhostError("invalid_argument", `--inspect: ${problem}`, "use --inspect or --inspect=PORT (served on 127.0.0.1)");
     config.modules.default_limits.inspect = address;
   }
+  // A module under development is not signed yet: it runs with the "allow-unsigned" warning
+  // (a [modules.trust.NAME] signatures setting in --config FILE still applies).
+  config.trust.signatures = "allow-unsigned";
+  const { Host } = await import("./host.ts");
+  const { DevReloader, devBanner } = await import("./dev.ts");
   const host = new Host({ config, grantAll: true });
-  runUntilSignal(host);
+  await runUntilSignal(host);
   console.error(devBanner({ inspect: config.modules.default_limits.inspect }));
   await host.start();
   new DevReloader(host).start();
+  printReach(host);
   return -1;
 }
 
-async function check(argv: string[]): Promise<number> {
-  const { values } = parseArgs({ args: argv, options: { config: { type: "string", short: "c" } }, strict: true });
-  const config = await configFrom(values.config);
+/**
+ * modhost dev: say how `modhost list`/`call` reach this host, as an exact command (the cookie
+ * is in the dev data directory, a stable place for the same module directory).
+ */
+function printReach(host: Host): void {
+  const at = host.rpcServer?.address;
+  if (!at) return;
+  const rpc = host.config.rpc;
+  const dir = path.dirname(rpc.cookie_file);
+  const where = path.basename(rpc.cookie_file) === ".cookie" ? `--datadir ${dir}` : `--rpccookiefile ${rpc.cookie_file}`;
+  const connect = at.host === "127.0.0.1" ? "" : ` --rpcconnect ${at.host.includes(":") ? `[${at.host}]` : at.host}`;
+  host.logger.for("dev").info(`reach this host with: modhost list ${where} --rpcport ${at.port}${connect}  (the same options work for call, info, chain ...)`);
+}
+
+async function check({ values }: Parsed): Promise<number> {
+  const config = await configFrom(values.config as string | undefined);
+  const [{ Logger }, { ModuleManager }, { EventBus }, { moduleConfig }, { checkModule }, { sandboxModeFor, strayModuleWarnings }, { describeSandboxes, detectSandbox }] = await Promise.all([
+    import("./log.ts"), import("./manager.ts"), import("./events/bus.ts"), import("./module-config.ts"), import("./verify/module.ts"), import("./config.ts"), import("../runtime/sandbox/index.ts"),
+  ]);
   const logger = new Logger({ level: "error", write: () => {} });
   const manager = new ModuleManager({ config, bus: new EventBus(), logger });
   await manager.prepare();
@@ -193,6 +171,29 @@ async function check(argv: string[]): Promise<number> {
 
   const caps = await detectSandbox();
   const sandbox = describeSandboxes({ native: sandboxModeFor(config, "native"), isolate: sandboxModeFor(config, "isolate") }, caps);
+  // A designated provider that is not among the modules would leave its role empty.
+  for (const [role, name] of Object.entries(config.modules.providers)) {
+    if (!byName.has(name)) problems.set(`providers.${role}`, `[modules.providers] ${role} = "${name}", but there is no module "${name}" in ${config.modules.modules_dir}`);
+  }
+  const discovered = await manager.discover();
+  const warnings = strayModuleWarnings(config, [...discovered.manifests.map((m) => m.name), ...discovered.broken.map((b) => path.basename(b.dir))]);
+  if (values.json) {
+    // Stable keys, documented in docs/operator-guide.md ("modhost check --json").
+    console.log(JSON.stringify({
+      config: config.file ?? null,
+      modules_dir: config.modules.modules_dir,
+      load_order: order,
+      sandbox: { full: sandbox.full, text: sandbox.text },
+      providers: config.modules.providers,
+      modules: manager.status().map((s) => ({
+        name: s.name, version: s.version, runtime: s.runtime, ok: !problems.has(s.name),
+        granted: s.grants, missing: s.missing, verification: verification.get(s.name) ?? null, problem: problems.get(s.name) ?? null,
+      })),
+      problems: [...problems].map(([key, problem]) => ({ key, problem })),
+      warnings,
+    }, null, 2));
+    return problems.size ? 1 : 0;
+  }
   const out = [
     `config: ${config.file ?? "(defaults)"}`,
     `modules_dir: ${config.modules.modules_dir}`,
@@ -201,11 +202,8 @@ async function check(argv: string[]): Promise<number> {
     `providers: ${Object.entries(config.modules.providers).map(([role, m]) => `${role} = ${m}`).join(", ") || "(none designated)"}`,
     "",
   ];
-  // A designated provider that is not among the modules would leave its role empty.
-  for (const [role, name] of Object.entries(config.modules.providers)) {
-    if (!byName.has(name)) problems.set(`providers.${role}`, `[modules.providers] ${role} = "${name}", but there is no module "${name}" in ${config.modules.modules_dir}`);
-  }
   for (const [key, problem] of problems) if (key.startsWith("providers.")) out.push(`✗ ${problem}`);
+  for (const w of warnings) out.push(`! warning: ${w}`);
   for (const s of manager.status()) {
     const problem = problems.get(s.name);
     out.push(`${problem ? "✗" : "✓"} ${s.name} ${s.version ?? ""} (${s.runtime ?? "?"})`);
@@ -215,15 +213,21 @@ async function check(argv: string[]): Promise<number> {
     if (verified && !problem) out.push(`    ${verified}`);
     if (problem) out.push(...problem.split("\n").map((l) => `    ${l}`));
   }
-  out.push("", problems.size ? `${problems.size} problem(s) found` : "no problems found");
+  out.push("", `${problems.size ? `${problems.size} problem(s) found` : "no problems found"}${warnings.length ? `, ${warnings.length} warning(s)` : ""}`);
   console.log(out.join("\n"));
   return problems.size ? 1 : 0;
 }
 
 /** Print or (--write) regenerate the reference pages generated from the catalogues. */
-async function docs(argv: string[]): Promise<number> {
-  const { values } = parseArgs({ args: argv, options: { write: { type: "boolean", default: false } }, strict: true });
+async function docs({ values }: Parsed): Promise<number> {
+  const { GENERATED_DOCS } = await import("./docs.ts");
   const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), "..");
+  const { cliReference, spliceCliReference } = await import("./cli-table.ts");
+  const guide = path.join(root, "docs", "operator-guide.md");
+  if (values.write) {
+    await writeFile(guide, spliceCliReference(await readFile(guide, "utf8"), cliReference()));
+    console.log("wrote docs/operator-guide.md (the command line reference)");
+  }
   for (const [file, make] of Object.entries(GENERATED_DOCS)) {
     if (values.write) {
       await writeFile(path.join(root, file), make());
@@ -235,12 +239,9 @@ async function docs(argv: string[]): Promise<number> {
   return 0;
 }
 
-function bitcoindConfigCommand(args: string[]): number {
-  const { values } = parseArgs({ args, options: { user: { type: "string" }, "rpc-port": { type: "string" }, "zmq-port": { type: "string" }, help: { type: "boolean", short: "h" } } });
-  if (values.help) {
-    console.log("modhost bitcoind-config [--user NAME] [--rpc-port N] [--zmq-port N]\n\nPrints a new random password's rpcauth line, an rpcwhitelist of exactly the RPCs modhost calls, and the [chain] table for modhost.toml.");
-    return 0;
-  }
+async function bitcoindConfigCommand(parsed: Parsed): Promise<number> {
+  const values = parsed.values as { user?: string; "rpc-port"?: string; "zmq-port"?: string };
+  const { bitcoindConfig } = await import("../chain/bitcoind/rpcauth.ts");
   const port = (v: string | undefined, name: string) => {
     if (v === undefined) return undefined;
     const n = Number(v);
@@ -257,56 +258,96 @@ function bitcoindConfigCommand(args: string[]): number {
   return 0;
 }
 
+/** What each command of the table runs; `args` is the command line after the command's words. */
+const HANDLERS: Record<string, (parsed: Parsed, args: string[]) => Promise<number>> = {
+  run,
+  check,
+  dev,
+  docs,
+  "bitcoind-config": bitcoindConfigCommand,
+  version: async () => {
+    console.log(HOST_VERSION);
+    return 0;
+  },
+  keygen: async (_p, args) => (await import("./verify/cli.ts")).keygenCommand(args),
+  sign: async (_p, args) => (await import("./verify/cli.ts")).signCommand(args),
+  verify: async (_p, args) => (await import("./verify/cli.ts")).verifyCommand(args),
+  search: async (_p, args) => (await import("./registry/cli.ts")).searchCommand(args),
+  install: async (_p, args) => (await import("./registry/cli.ts")).installCommand(args),
+  update: async (_p, args) => (await import("./registry/cli.ts")).updateCommand(args),
+  remove: async (_p, args) => (await import("./registry/cli.ts")).removeCommand(args),
+  new: async (_p, args) => (await import("./scaffold.ts")).newCommand(args),
+  test: async (_p, args) => (await import("./test-command.ts")).testCommand(args),
+  "registry build": async (_p, args) => (await import("./registry/cli.ts")).registryCommand(["build", ...args]),
+  "registry serve": async (_p, args) => (await import("./registry/cli.ts")).registryCommand(["serve", ...args]),
+};
+
+/** The handler of every command in the table (test/cli-help.test.ts checks none is missing). */
+export function handlerOf(spec: CommandSpec): ((parsed: Parsed, args: string[]) => Promise<number>) {
+  if (spec.remote) return async (parsed) => (await import("./rpc/commands.ts")).hostCommandFromCli(spec.name, parsed);
+  const h = HANDLERS[spec.name];
+  if (!h) throw new Error(`no handler for modhost ${spec.name}`);
+  return h;
+}
+
+function unknownCommand(word: string): ModhostError {
+  const shown = word.length > 64 ? `${word.slice(0, 64)}…` : word;
+  const guess = suggestCommand(word);
+  return new ModhostError("cli_usage", `unknown command "${shown}"${guess ? `; did you mean "modhost ${guess}"?` : ""}`, "Usage: modhost COMMAND [ARGS] [OPTIONS]; modhost --help lists the commands, and a module's own are modhost MODULE COMMAND (with a host running)");
+}
+
 async function main(): Promise<number> {
   const [command, ...rest] = process.argv.slice(2);
-  switch (command) {
-    case "run":
-      return run(rest);
-    case "check":
-      return check(rest);
-    case "dev":
-      return dev(rest);
-    case "docs":
-      return docs(rest);
-    case "bitcoind-config":
-      return bitcoindConfigCommand(rest);
-    case "new":
-      return newCommand(rest);
-    case "test":
-      return testCommand(rest);
-    case "keygen":
-      return keygenCommand(rest);
-    case "sign":
-      return signCommand(rest);
-    case "verify":
-      return verifyCommand(rest);
-    case "registry":
-      return registryCommand(rest);
-    case "search":
-      return searchCommand(rest);
-    case "install":
-      return installCommand(rest);
-    case "update":
-      return updateCommand(rest);
-    case "remove":
-      return removeCommand(rest);
-    case "version":
-    case "--version":
-      console.log(HOST_VERSION);
-      return 0;
-    case undefined:
-    case "help":
-    case "--help":
-    case "-h":
-      console.log(HELP);
-      return 0;
-    default: {
-      const code = await remoteCommand(command, rest);
-      if (code !== undefined) return code;
-      console.error(`modhost: unknown command "${command}"\n\n${HELP}`);
-      return 2;
-    }
+  if (command === undefined || command === "--help" || command === "-h" || (command === "help" && rest.length === 0)) {
+    console.log(HELP);
+    return 0;
   }
+  if (command === "--version") {
+    console.log(HOST_VERSION);
+    return 0;
+  }
+  // modhost help COMMAND [SUB] is COMMAND [SUB] --help.
+  const words = command === "help" ? (rest[0] === "--help" || rest[0] === "-h" ? ["help"] : rest) : [command, ...rest];
+  const asksHelp = command === "help" || wantsHelp(rest);
+  let spec: CommandSpec | undefined;
+  let args: string[];
+  if (GROUPS.includes(words[0]!)) {
+    const sub = words[1];
+    if (sub === undefined || sub === "--help" || sub === "-h") {
+      if (sub === undefined && !asksHelp) {
+        console.error(groupHelp(words[0]!));
+        return 2;
+      }
+      console.log(groupHelp(words[0]!));
+      return 0;
+    }
+    spec = findCommand(`${words[0]} ${sub}`);
+    if (!spec) {
+      const { didYouMean, COMMANDS } = await import("./cli-table.ts");
+      const subs = COMMANDS.filter((c) => c.name.startsWith(`${words[0]} `)).map((c) => c.name.split(" ")[1]!);
+      const guess = didYouMean(sub, subs);
+      throw new ModhostError("cli_usage", `unknown ${words[0]} command "${sub.slice(0, 64)}"${guess ? `; did you mean "modhost ${words[0]} ${guess}"?` : ""}`, `modhost ${words[0]} --help lists them: ${subs.join(", ")}`);
+    }
+    args = words.slice(2);
+  } else {
+    spec = findCommand(words[0]!);
+    args = words.slice(1);
+  }
+  if (spec) {
+    if (asksHelp) {
+      console.log(commandHelp(spec));
+      return 0;
+    }
+    // modhost dev --inspect alone means the usual port.
+    if (spec.name === "dev") args = args.map((a) => (a === "--inspect" ? "--inspect=9229" : a));
+    return handlerOf(spec)(parseCommand(spec, args), args);
+  }
+  if (command === "help") throw unknownCommand(words[0]!);
+  // Not a command of modhost's own: a module's name (modhost MODULE COMMAND ...), if a host runs one.
+  const { moduleCommand } = await import("./rpc/commands.ts");
+  const code = await moduleCommand(command, rest);
+  if (code !== undefined) return code;
+  throw unknownCommand(command);
 }
 
 try {
@@ -317,8 +358,10 @@ try {
     console.error(`modhost: configuration error\n${err.message}`);
   } else if (err instanceof ModhostError) {
     console.error(`modhost: ${err.message}${err.hint ? `\n  fix: ${err.hint}` : ""}`);
-  } else if ((err as { code?: string }).code === "ERR_PARSE_ARGS_UNKNOWN_OPTION") {
-    console.error(`modhost: ${(err as Error).message}\n\n${HELP}`);
+    // A usage error (a mistyped command or option, a missing argument) exits 2, as before.
+    if (err.code === "cli_usage") process.exit(2);
+  } else if ((err as { code?: string }).code?.startsWith("ERR_PARSE_ARGS_")) {
+    console.error(`modhost: ${(err as Error).message}`);
   } else {
     console.error(`modhost: ${(err as Error)?.stack ?? String(err)}`);
   }

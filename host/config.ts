@@ -8,6 +8,7 @@ import path from "node:path";
 import { DEFAULT_CGROUP_LIMITS, DEFAULT_SANDBOX_LIMITS, type SandboxMode } from "../runtime/sandbox/policy.ts";
 import { DEFAULT_RPC_LIMITS, type RpcLimits } from "./rpc/server.ts";
 import type { Descriptor } from "../capabilities/grants.ts";
+import { closest } from "../capabilities/catalogue.ts";
 import { MODULE_NAME_HINT, MODULE_NAME_RE, readDescriptors } from "./manifest.ts";
 import { PROVIDER_ROLES, type ProviderRole } from "../capabilities/event-types.ts";
 import { Checker, readToml, type IntegerRule, type TomlPath } from "./toml.ts";
@@ -664,4 +665,36 @@ export function inspectAddressProblem(value: string): string | undefined {
   const port = Number(m[2]);
   if (port > 65535) return `inspect = "${value}": the port must be from 1 to 65535 (0: any free port)`;
   return undefined;
+}
+
+/**
+ * Entries of the configuration that name a module that is not installed: a grant, an
+ * enabled_modules/disabled_modules entry, a module_configs, limits or trust table. Each is
+ * most likely a typo (the closest installed name is suggested) or a module not installed
+ * yet; the host warns and runs the modules it has. `installed`: the module names found in
+ * modules_dir. With no module at all, one warning says so.
+ */
+export function strayModuleWarnings(config: HostConfig, installed: Iterable<string>): string[] {
+  const names = [...installed];
+  const m = config.modules;
+  const where = config.file ?? "the configuration";
+  if (names.length === 0) {
+    return [`there are no modules in ${m.modules_dir} ([modules] modules_dir in ${where}): the host runs with none (RPC and the chain only); install one with modhost install NAME, or point modules_dir at your modules`];
+  }
+  const known = new Set(names);
+  const entries: Array<[string, string]> = [
+    ...m.enabled_modules.map((n) => [n, "[modules] enabled_modules"] as [string, string]),
+    ...m.disabled_modules.map((n) => [n, "[modules] disabled_modules"] as [string, string]),
+    ...Object.keys(m.grants).map((n) => [n, `[modules.grants.${n}]`] as [string, string]),
+    ...Object.keys(m.module_configs).map((n) => [n, `[modules.module_configs.${n}]`] as [string, string]),
+    ...Object.keys(m.limits).map((n) => [n, `[modules.limits.${n}]`] as [string, string]),
+    ...Object.keys(m.trust).map((n) => [n, `[modules.trust.${n}]`] as [string, string]),
+  ];
+  const out: string[] = [];
+  for (const [name, key] of entries) {
+    if (known.has(name)) continue;
+    const guess = closest(name, names);
+    out.push(`${key} in ${where} names module "${name}", which is not in ${m.modules_dir}${guess ? `; did you mean "${guess}"?` : ""} (the entry has no effect until such a module is installed)`);
+  }
+  return out;
 }

@@ -6,7 +6,7 @@
 import { watch, type FSWatcher } from "node:fs";
 import path from "node:path";
 import { startInspectors, type InspectorServer } from "./inspector.ts";
-import { limitsFor, loadConfig, sandboxModeFor, type HostConfig } from "./config.ts";
+import { limitsFor, loadConfig, sandboxModeFor, strayModuleWarnings, type HostConfig } from "./config.ts";
 import { EventBus } from "./events/bus.ts";
 import { Logger, type SourceLogger } from "./log.ts";
 import { changedSections, ModuleManager } from "./manager.ts";
@@ -127,6 +127,9 @@ export class Host {
       await this.recoverModulesDir();
       await this.manager.prepare();
       if (this.stopRequested) return;
+      // Config entries naming no installed module (a typo, most often), and a host with none at all.
+      const found = await this.manager.discover();
+      for (const w of strayModuleWarnings(this.config, [...found.manifests.map((m) => m.name), ...found.broken.map((b) => path.basename(b.dir))])) this.log.warn(w);
       await this.manager.startAll();
       if (this.stopRequested) return;
       // Modules installed, updated or removed while no host ran (ModuleInstalled, ...).

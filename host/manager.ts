@@ -471,7 +471,7 @@ export class ModuleManager {
       });
       rec.process = proc;
       void proc.exited.then((info) => this.onExit(rec, proc, info.code, info.signal));
-      await Promise.race([this.awaitReady(proc, limits.start_timeout_ms), cancellation]);
+      await Promise.race([this.awaitReady(proc, limits.start_timeout_ms, rec.manifest.runtime), cancellation]);
       if (cancelled) throw new ModhostError("cancelled", `start cancelled: ${cancelled}`);
       if (this.shuttingDown) throw new ModhostError("invalid_state", "the host is shutting down");
       rec.cancelStart = undefined;
@@ -532,7 +532,7 @@ export class ModuleManager {
   }
 
   /** Wait for the module's ready, or its exit, or start_timeout_ms of the host's own time. */
-  private async awaitReady(proc: ModuleProcess<HostSession>, timeoutMs: number): Promise<void> {
+  private async awaitReady(proc: ModuleProcess<HostSession>, timeoutMs: number, runtime?: string): Promise<void> {
     // The channel may close before the exit is seen: then say how the process ended, when it
     // ends soon, rather than just "connection closed".
     const ready = proc.session.ready.catch(async (err: Error) => {
@@ -551,7 +551,9 @@ export class ModuleManager {
     let settled = false;
     const settle = outcome.then(() => { settled = true; }, () => { settled = true; });
     const inTime = await fairDeadline(timeoutMs, this.meter, () => settled, settle);
-    if (!inTime) throw new Error(`did not become ready within ${timeoutMs} ms (start_timeout_ms)`);
+    if (!inTime) throw new Error(runtime === "native"
+      ? `did not call ready() within ${timeoutMs} ms: a native module must send \`ready\` after its registrations (client.ready() in the Rust SDK), see docs/module-guide.md#native-modules-rust-or-any-language; if it needs longer, raise start_timeout_ms in [modules.limits.NAME]`
+      : `its start() did not finish within ${timeoutMs} ms: the host waits for start() (and what it awaits) before the module counts as running, see docs/module-guide.md#typescript-modules; if it needs longer, raise start_timeout_ms in [modules.limits.NAME]`);
     await outcome;
   }
 

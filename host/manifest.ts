@@ -76,6 +76,13 @@ const TOP_LEVEL_KEYS = [
 
 const ISOLATE_EXTENSIONS = [".ts", ".mts", ".js", ".mjs"];
 const CONFIG_FIELD_TYPES: readonly ConfigFieldType[] = ["string", "number", "integer", "boolean", "array", "table", "any"];
+/** Type names from other languages, and what they are called here. */
+const CONFIG_TYPE_ALIASES: Readonly<Record<string, ConfigFieldType>> = {
+  int: "integer", i32: "integer", i64: "integer", u32: "integer", u64: "integer", uint: "integer", long: "integer",
+  float: "number", double: "number", f64: "number", decimal: "number",
+  str: "string", text: "string", bool: "boolean",
+  list: "array", vec: "array", object: "table", dict: "table", map: "table", record: "table",
+};
 
 export async function loadManifest(file: string): Promise<ModuleManifest> {
   const abs = path.resolve(file);
@@ -290,7 +297,7 @@ function readConfigSchema(c: Checker, data: Record<string, unknown>): Record<str
 function readConfigField(c: Checker, field: Record<string, unknown>, at: TomlPath): ConfigField | undefined {
   const before = c.problems.length;
   c.knownKeys(field, at, ["type", "default", "required", "description"]);
-  const type = c.oneOf(field, at, "type", CONFIG_FIELD_TYPES) ?? "any";
+  const type = c.oneOf(field, at, "type", CONFIG_FIELD_TYPES, CONFIG_TYPE_ALIASES) ?? "any";
   const description = c.string(field, at, "description");
   const required = c.boolean(field, at, "required") ?? false;
   const dflt = field["default"];

@@ -44,9 +44,7 @@ export async function readToml(file: string): Promise<{ data: Record<string, unk
     if (!(err instanceof TomlError)) throw err;
     // smol-toml's message is "Invalid TOML document: <what>\n\n<code frame>".
     const what = (err.message.split("\n")[0] ?? err.message).replace(/^Invalid TOML document:\s*/, "");
-    throw new ConfigError([
-      { file, line: err.line, column: err.column, message: `TOML syntax error: ${what}`, hint: syntaxHint(what), excerpt: err.codeblock },
-    ]);
+    throw new ConfigError([{ file, line: err.line, column: err.column, excerpt: err.codeblock, ...explainSyntax(source, err.line, err.column, what) }]);
   }
   const deep = deeperThan(data, MAX_TOML_DEPTH);
   if (deep) {
@@ -81,6 +79,71 @@ function readProblem(file: string, err: unknown): ConfigProblem {
   if (code === "EISDIR") return { file, message: "is a directory, not a file", hint: "name the TOML file itself" };
   if (code === "EACCES" || code === "EPERM") return { file, message: "permission denied", hint: "make the file readable by the user running modhost" };
   return { file, message: `cannot read file: ${(err as Error).message}` };
+}
+
+/** Bare words that are TOML values (booleans, infinities, not-a-number). */
+const TOML_WORDS = new Set(["true", "false", "inf", "nan", "+inf", "-inf", "+nan", "-nan"]);
+
+/**
+ * The message and fix for a TOML syntax error at `line`:`column` (1-based), from what the
+ * parser said and the source around it: an unclosed array or inline table is named where it
+ * opened, a bare word where a value belongs is told to be quoted.
+ */
+export function explainSyntax(source: string, line: number, column: number, what: string): { message: string; hint: string } {
+  const lines = source.split("\n");
+  const text = lines[line - 1] ?? "";
+  const open = unclosedBefore(lines, line, column);
+  if (open && open.line < line) {
+    const kind = open.char === "[" ? "array" : "inline table";
+    return {
+      message: `TOML syntax error: the ${kind} opened at line ${open.line}, column ${open.column} is not closed (${what})`,
+      hint: `close it with "${open.char === "[" ? "]" : "}"}" after its last element (line ${open.line}: ${lines[open.line - 1]!.trim().slice(0, 60)})`,
+    };
+  }
+  // key = word: a string without its quotes (log_level = info).
+  const bare = /^\s*((?:[A-Za-z0-9_-]+|"[^"]*")(?:\s*\.\s*(?:[A-Za-z0-9_-]+|"[^"]*"))*)\s*=\s*([A-Za-z_][A-Za-z0-9_.:/+-]*)\s*(?:#.*)?$/.exec(text);
+  if (bare && !TOML_WORDS.has(bare[2]!)) {
+    return {
+      message: `TOML syntax error: ${bare[2]} is a bare word, not a TOML value (${what})`,
+      hint: `quote it: ${bare[1]} = "${bare[2]}"`,
+    };
+  }
+  return { message: `TOML syntax error: ${what}`, hint: syntaxHint(what) };
+}
+
+/**
+ * The innermost array or inline table still open at `line`:`column`, found by a scan that
+ * skips strings, comments and table headers; undefined when every one opened was closed.
+ * Bounded by the file (readToml caps it at MAX_TOML_BYTES).
+ */
+function unclosedBefore(lines: string[], line: number, column: number): { line: number; column: number; char: string } | undefined {
+  const stack: Array<{ line: number; column: number; char: string }> = [];
+  for (let l = 0; l < line && l < lines.length; l++) {
+    const text = lines[l]!;
+    const end = l === line - 1 ? column - 1 : text.length;
+    let afterEquals = false;
+    for (let i = 0; i < end; i++) {
+      const ch = text[i]!;
+      if (ch === "#") break;
+      if (ch === '"' || ch === "'") {
+        // A string on this line (multi-line strings are rare in config; an unclosed one is another error).
+        const triple = text.startsWith(ch.repeat(3), i);
+        const close = text.indexOf(triple ? ch.repeat(3) : ch, i + (triple ? 3 : 1));
+        if (close < 0) break;
+        i = close + (triple ? 2 : 0);
+        continue;
+      }
+      if (ch === "=") afterEquals = true;
+      if (ch === "[" || ch === "{") {
+        // A table header ([x] or [[x]]) starts a line outside any value.
+        if (ch === "[" && stack.length === 0 && !afterEquals) break;
+        stack.push({ line: l + 1, column: i + 1, char: ch });
+      } else if (ch === "]" || ch === "}") {
+        stack.pop();
+      }
+    }
+  }
+  return stack[stack.length - 1];
 }
 
 function syntaxHint(what: string): string {
@@ -480,11 +543,12 @@ export class Checker {
     return v;
   }
 
-  oneOf<T extends string>(table: Record<string, unknown>, path: TomlPath, key: string, values: readonly T[]): T | undefined {
+  /** `aliases`: words people write for one of `values` (int for integer), suggested before the closest spelling. */
+  oneOf<T extends string>(table: Record<string, unknown>, path: TomlPath, key: string, values: readonly T[], aliases: Readonly<Record<string, T>> = {}): T | undefined {
     const v = this.string(table, path, key);
     if (v === undefined) return undefined;
     if ((values as readonly string[]).includes(v)) return v as T;
-    const guess = closest(v, values);
+    const guess = (Object.hasOwn(aliases, v.toLowerCase()) ? aliases[v.toLowerCase()] : undefined) ?? closest(v, values);
     const list = values.map((x) => `"${x}"`).join(", ");
     this.report([...path, key], `"${v}" is not one of ${list}`, guess ? `did you mean "${guess}"?` : `use one of ${list}`);
     return undefined;

@@ -8,7 +8,7 @@
 // Packages stay in node_modules (imported at run time, never bundled). Run by `npm run setup`
 // and `npm run build`; takes about a second.
 import * as esbuild from "esbuild";
-import { mkdir, rename, stat, writeFile } from "node:fs/promises";
+import { mkdir, readdir, rename, rm, stat, writeFile } from "node:fs/promises";
 import { createRequire } from "node:module";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -24,8 +24,15 @@ const common = { bundle: true, format: "esm", platform: "node", target: "node24"
 const [cli, worker] = await Promise.all([
   esbuild.build({
     ...common,
-    entryPoints: ["host/cli.ts"],
+    entryPoints: { modhost: "host/cli.ts" },
     packages: "external",
+    // Split at host/cli.ts's dynamic imports: `modhost version`, `--help` and the remote commands
+    // load a small chunk, not the host (chunks sit next to modhost.mjs: runtime/isolate/runtime.ts
+    // finds isolate-host.mjs relative to its own chunk).
+    splitting: true,
+    outdir: "dist",
+    chunkNames: "chunk-[hash]",
+    outExtension: { ".js": ".mjs" },
     // runtime/isolate/runtime.ts takes the isolate host from dist/ instead of bundling it.
     define: { __MODHOST_DIST__: "true" },
     // Bundled ESM has no require(); a few dependencies of the host still call it.
@@ -55,7 +62,9 @@ const write = async (name, text) => {
   await writeFile(tmp, text);
   await rename(tmp, path.join(dist, name));
 };
-await write("modhost.mjs", cli.outputFiles[0].text);
+// Chunks of an earlier build go (bin/modhost.js only runs a build that build.json names).
+for (const old of await readdir(dist)) if (/^chunk-.*\.mjs$/.test(old)) await rm(path.join(dist, old), { force: true });
+for (const file of cli.outputFiles) await write(path.basename(file.path), file.text);
 await write("isolate-host.mjs", worker.outputFiles[0].text);
 // Last: bin/modhost.js trusts dist/ only once this names what the files above were built from.
 await write("build.json", JSON.stringify({ root, node: process.version, sources }, null, 1) + "\n");

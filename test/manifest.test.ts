@@ -179,8 +179,8 @@ test("malformed TOML reports file:line:column with a code frame", async (t) => {
   t.is(problems.length, 1);
   t.is(problems[0]?.line, 2);
   t.is(problems[0]?.column, 10);
-  t.regex(problems[0]?.message ?? "", /TOML syntax error: invalid value/);
-  t.regex(problems[0]?.hint ?? "", /quote strings/);
+  t.regex(problems[0]?.message ?? "", /TOML syntax error: Alice is a bare word, not a TOML value \(invalid value\)/);
+  t.regex(problems[0]?.hint ?? "", /quote it: author = "Alice"/);
   // Files outside the working directory are shown as given (absolute here).
   t.true(error.message.startsWith(`${file}:2:10: TOML syntax error`));
   t.true(error.message.includes("author = Alice"), "the code frame is part of the message");

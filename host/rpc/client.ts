@@ -4,7 +4,7 @@
 
 import http from "node:http";
 import { isIP } from "node:net";
-import type { HostConfig } from "../config.ts";
+import type { HostConfig, RpcConfig } from "../config.ts";
 import { ModhostError } from "../errors.ts";
 import { basicHeader, readCookie, type Credentials } from "./auth.ts";
 
@@ -91,7 +91,7 @@ function notRunning(where: string, why: string): ModhostError {
 }
 
 /** A client for the host that `config` describes (its [rpc] bind, port and cookie_file). */
-export async function clientFor(config: HostConfig, timeoutMs?: number): Promise<RpcClient> {
+export async function clientFor(config: { file?: string | null | undefined; rpc: Pick<RpcConfig, "enabled" | "bind" | "port" | "cookie_file" | "user" | "password"> } | HostConfig, timeoutMs?: number): Promise<RpcClient> {
   const rpc = config.rpc;
   const host = connectAddress(rpc.bind);
   const where = isIP(host) === 6 ? `[${host}]:${rpc.port}` : `${host}:${rpc.port}`;

@@ -2,61 +2,55 @@
 //
 //   modhost list | info <m> | load <m> | unload <m> | reload <m> | enable <m> | health | stop | methods
 //   modhost call <method> [params...]
+//   modhost chain info | mine [N] | reorg DEPTH | send ADDRESS SATS
 //   modhost <module> [<command> [args...]]
 //
-// Each takes --config FILE (default ./modhost.toml) to find the host's address and cookie.
-// For module commands, --config is taken out of the arguments unless it comes after `--`.
+// Their options are declared in host/cli-table.ts. Each finds the host with --config FILE
+// (default ./modhost.toml) and the bitcoin-cli style --rpcconnect, --rpcport, --rpccookiefile
+// and --datadir, which override [rpc]. For module commands these are taken out of the
+// arguments unless they come after `--`.
 
 import { existsSync } from "node:fs";
+import { isIP } from "node:net";
 import { readdir } from "node:fs/promises";
 import path from "node:path";
-import { defaultConfig, loadConfig, type HostConfig } from "../config.ts";
+import type { HostConfig, RpcConfig } from "../config.ts";
 import { ModhostError } from "../errors.ts";
-import { loadManifest, MODULE_NAME_RE } from "../manifest.ts";
 import type { ModuleStatus } from "../manager.ts";
 import type { CliSpec } from "../../capabilities/types.ts";
 import { clientFor, type RpcClient } from "./client.ts";
 
-export const REMOTE_HELP = `Talking to a running host (reads the cookie of --config FILE's [rpc] section):
-  modhost list [--json]           every module with its state
-  modhost info MODULE             one module: status, manifest, grants, RPC methods, CLI, metrics
-  modhost load|unload|reload MODULE
-  modhost enable MODULE           lift a module's quarantine and load it again
-  modhost health [--json]         host uptime, chain height, every module's health
-  modhost methods                 every RPC method: the host's and the modules'
-  modhost stop                    stop the host gracefully
-  modhost call METHOD [PARAMS..]  call any RPC method; one JSON object/array, or one value per parameter
-  modhost chain info              the chain's tip, height, mempool, data directory (--json for all of it)
-  modhost chain mine [N]          mine N blocks (default 1) on the embedded regtest chain
-  modhost chain reorg DEPTH       replace the top DEPTH blocks with DEPTH+1 new ones (a reorg)
-  modhost chain send ADDRESS SATS pay SATS from the embedded wallet to a regtest address
-  modhost MODULE [COMMAND [ARGS..]]  run a module's CLI command (without COMMAND: list its commands)`;
+/** Connection options, as bitcoin-cli spells them (host/cli-table.ts CONNECTION_OPTIONS). */
+export interface Connection {
+  config?: string | undefined;
+  rpcconnect?: string | undefined;
+  rpcport?: string | undefined;
+  rpccookiefile?: string | undefined;
+  datadir?: string | undefined;
+}
 
-const HOST_COMMANDS = new Set(["list", "info", "load", "unload", "reload", "health", "methods", "stop", "call", "chain", "enable"]);
+const CONNECTION_KEYS = ["config", "rpcconnect", "rpcport", "rpccookiefile", "datadir"] as const;
 
 interface Split {
-  config: string | undefined;
-  json: boolean;
+  connection: Connection;
   rest: string[];
 }
 
-/** Take --config/-c (and --json for host commands) out of `argv`; everything after `--` is left as is. */
-function split(argv: string[], takeJson: boolean): Split {
-  const out: Split = { config: undefined, json: false, rest: [] };
+/** Take the connection options (--config/-c, --rpcport N, ...) out of a module command's `argv`; everything after `--` is left as is. */
+function split(argv: string[]): Split {
+  const out: Split = { connection: {}, rest: [] };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     if (a === "--") {
       out.rest.push(...argv.slice(i + 1));
       break;
     }
-    if (a === "--config" || a === "-c") {
-      const v = argv[++i];
-      if (v === undefined) throw new ModhostError("usage", `${a} needs a file`);
-      out.config = v;
-    } else if (a.startsWith("--config=")) {
-      out.config = a.slice("--config=".length);
-    } else if (takeJson && a === "--json") {
-      out.json = true;
+    const m = /^(?:--(config|rpcconnect|rpcport|rpccookiefile|datadir)|(-c))(?:=(.*))?$/s.exec(a);
+    if (m) {
+      const key = (m[1] ?? "config") as (typeof CONNECTION_KEYS)[number];
+      const v = m[3] ?? argv[++i];
+      if (v === undefined) throw new ModhostError("cli_usage", `${a} needs a value`);
+      out.connection[key] = v;
     } else {
       out.rest.push(a);
     }
@@ -64,10 +58,63 @@ function split(argv: string[], takeJson: boolean): Split {
   return out;
 }
 
-async function configFrom(file: string | undefined): Promise<HostConfig> {
-  if (file) return loadConfig(file);
-  if (existsSync("modhost.toml")) return loadConfig("modhost.toml");
-  return defaultConfig(process.cwd());
+/** What a client needs of a configuration: where the host is, and where its modules are. */
+export interface ConnectionConfig {
+  file?: string | null | undefined;
+  rpc: Pick<RpcConfig, "enabled" | "bind" | "port" | "cookie_file" | "user" | "password">;
+  modules: Pick<HostConfig["modules"], "modules_dir">;
+}
+
+/**
+ * defaultConfig(dir)'s [rpc] and modules_dir, without loading the configuration code (TOML,
+ * schemas, keys): `modhost list --rpcport N` where there is no modhost.toml starts faster.
+ * test/cli-help.test.ts checks these against defaultConfig.
+ */
+export function connectionDefaults(dir: string): ConnectionConfig {
+  return { rpc: { enabled: true, bind: "127.0.0.1", port: 8339, cookie_file: path.resolve(dir, "data/.cookie") }, modules: { modules_dir: path.resolve(dir, "modules") } };
+}
+
+async function configFrom(file: string | undefined): Promise<ConnectionConfig> {
+  if (!file && !existsSync("modhost.toml")) return connectionDefaults(process.cwd());
+  const { loadConfig } = await import("../config.ts");
+  return loadConfig(file ?? "modhost.toml");
+}
+
+/** Longest host name or address --rpcconnect takes (a DNS name's limit). */
+const MAX_HOST_LENGTH = 253;
+
+/**
+ * The configuration to reach a host with: --config FILE's (or ./modhost.toml's, or the
+ * defaults), with [rpc] bind, port and cookie_file replaced by the connection options given.
+ */
+export async function connectionConfig(c: Connection): Promise<ConnectionConfig> {
+  const config = await configFrom(c.config);
+  const rpc = config.rpc;
+  const explicit = c.rpcconnect !== undefined || c.rpcport !== undefined || c.rpccookiefile !== undefined || c.datadir !== undefined;
+  if (c.rpcconnect !== undefined) {
+    if (c.rpcconnect.length === 0 || c.rpcconnect.length > MAX_HOST_LENGTH + 8) throw new ModhostError("cli_usage", `--rpcconnect must be a host name or address of at most ${MAX_HOST_LENGTH} characters (optionally with :PORT), got ${c.rpcconnect.length} characters`);
+    // HOST, HOST:PORT, [IPV6] or [IPV6]:PORT, as bitcoin-cli takes them.
+    const m = /^\[([^\]]+)\](?::(\d+))?$/.exec(c.rpcconnect) ?? /^([^:]+)(?::(\d+))?$/.exec(c.rpcconnect);
+    if (m) {
+      rpc.bind = m[1]!;
+      if (m[2] !== undefined) rpc.port = portNumber(m[2], "--rpcconnect's port");
+    } else if (isIP(c.rpcconnect) === 6) {
+      rpc.bind = c.rpcconnect;
+    } else {
+      throw new ModhostError("cli_usage", `--rpcconnect ${JSON.stringify(c.rpcconnect)} is not HOST, HOST:PORT or [IPV6]:PORT`);
+    }
+  }
+  if (c.rpcport !== undefined) rpc.port = portNumber(c.rpcport, "--rpcport");
+  if (c.datadir !== undefined) rpc.cookie_file = path.resolve(c.datadir, ".cookie");
+  if (c.rpccookiefile !== undefined) rpc.cookie_file = path.resolve(c.rpccookiefile);
+  // Naming the host to reach is asking to reach it, whatever the config file says of its own server.
+  if (explicit) rpc.enabled = true;
+  return config;
+}
+
+function portNumber(word: string, what: string): number {
+  if (!/^\d{1,5}$/.test(word) || Number(word) < 1 || Number(word) > 65535) throw new ModhostError("cli_usage", `${what} must be a port number from 1 to 65535, got ${JSON.stringify(word.slice(0, 40))}`);
+  return Number(word);
 }
 
 function print(value: unknown): void {
@@ -75,19 +122,23 @@ function print(value: unknown): void {
   console.log(typeof value === "string" ? value.replace(/\n$/, "") : JSON.stringify(value, null, 2));
 }
 
+/** A host command of the table (host/cli-table.ts), its options parsed there. */
+export async function hostCommandFromCli(name: string, parsed: { values: Record<string, unknown>; positionals: string[] }): Promise<number> {
+  const v = parsed.values as Connection & { json?: boolean };
+  const client = await clientFor(await connectionConfig(v));
+  const [command, sub] = name.split(" ") as [string, string | undefined];
+  return hostCommand(client, command, sub === undefined ? parsed.positionals : [sub, ...parsed.positionals], v.json === true);
+}
+
 /**
- * Run `command` if it is a remote command or a module's name. Returns the exit code, or
- * undefined when `command` is neither (the caller prints the usage).
+ * `modhost MODULE [COMMAND [ARGS...]]`: run a module's CLI command in the running host.
+ * Returns undefined when `command` is no module's name (the caller says "unknown command").
  */
-export async function remoteCommand(command: string, argv: string[]): Promise<number | undefined> {
-  if (HOST_COMMANDS.has(command)) {
-    const s = split(argv, true);
-    const client = await clientFor(await configFrom(s.config));
-    return hostCommand(client, command, s.rest, s.json);
-  }
+export async function moduleCommand(command: string, argv: string[]): Promise<number | undefined> {
+  const { MODULE_NAME_RE } = await import("../manifest.ts");
   if (!MODULE_NAME_RE.test(command)) return undefined;
-  const s = split(argv, false);
-  const config = await configFrom(s.config);
+  const s = split(argv);
+  const config = await connectionConfig(s.connection);
   let client: RpcClient;
   let specs: Record<string, CliSpec>;
   try {
@@ -124,7 +175,8 @@ function moduleHelp(module: string, spec: CliSpec): string {
   return lines.join("\n");
 }
 
-async function moduleOnDisk(config: HostConfig, name: string): Promise<boolean> {
+async function moduleOnDisk(config: ConnectionConfig, name: string): Promise<boolean> {
+  const { loadManifest } = await import("../manifest.ts");
   const dir = config.modules.modules_dir;
   if (existsSync(path.join(dir, name, "module.toml"))) return true;
   let entries: string[];
@@ -158,18 +210,29 @@ async function hostCommand(client: RpcClient, command: string, rest: string[], j
       else console.log(formatList(list));
       return 0;
     }
-    case "info":
-      print(await client.call("info", { module: needModule(command, rest) }));
+    case "info": {
+      const i = (await client.call("info", { module: needModule(command, rest) })) as InfoAnswer;
+      if (json) print(i);
+      else console.log(formatInfo(i));
       return 0;
+    }
     case "load":
     case "reload":
     case "enable": {
       const s = (await client.call(command, { module: needModule(command, rest) })) as ModuleStatus;
+      if (json) {
+        print(s);
+        return 0;
+      }
       console.log(`${command === "load" ? "loaded" : command === "reload" ? "reloaded" : "enabled and loaded"} ${s.name} ${s.version ?? ""} (${s.state}${s.pid ? `, pid ${s.pid}` : ""})`);
       return 0;
     }
     case "unload": {
       const s = (await client.call(command, { module: needModule(command, rest) })) as ModuleStatus;
+      if (json) {
+        print(s);
+        return 0;
+      }
       console.log(`unloaded ${s.name} (${s.state})`);
       return 0;
     }
@@ -308,3 +371,39 @@ function formatHealth(h: HealthAnswer): string {
   return out.join("\n");
 }
 
+
+interface InfoAnswer extends ModuleStatus {
+  manifest?: { description: string | null; author: string | null; dir: string; entry_point: string; requested: string[]; dependencies: Record<string, string> };
+  rpc_methods: Array<{ method: string; description: string }>;
+  cli: CliSpec | null;
+  session?: Record<string, unknown>;
+  metrics?: unknown;
+}
+
+/** `modhost info MODULE` for a person (--json prints the answer itself). */
+function formatInfo(i: InfoAnswer): string {
+  const out = [`${i.name} ${i.version ?? ""} (${i.runtime ?? "?"}): ${i.state}${i.pid ? `, pid ${i.pid}` : ""}${i.restarts ? `, ${i.restarts} restarts` : ""}${i.sandbox ? `, sandbox ${i.sandbox}` : ""}`];
+  if (i.problem) out.push(...i.problem.split("\n").map((l) => `  ${l}`));
+  if (i.manifest) {
+    if (i.manifest.description) out.push(`  ${i.manifest.description}`);
+    if (i.manifest.author) out.push(`  author:       ${i.manifest.author}`);
+    out.push(`  directory:    ${i.manifest.dir} (entry ${i.manifest.entry_point})`);
+    out.push(`  requested:    ${i.manifest.requested.join(", ") || "(nothing)"}`);
+    const deps = Object.entries(i.manifest.dependencies ?? {});
+    if (deps.length) out.push(`  dependencies: ${deps.map(([n, r]) => `${n} ${r}`).join(", ")}`);
+  }
+  out.push(`  granted:      ${i.grants.join(", ") || "(nothing)"}`);
+  if (i.missing.length) out.push(`  missing:      ${i.missing.join(", ")}`);
+  if (i.verification) out.push(`  verification: ${i.verification}`);
+  if (i.rpc_methods.length) {
+    out.push("  RPC methods:");
+    const width = Math.max(...i.rpc_methods.map((m) => m.method.length));
+    for (const m of i.rpc_methods) out.push(`    ${m.method.padEnd(width)}  ${m.description}`);
+  }
+  if (i.cli && i.cli.commands.length) {
+    out.push("  CLI commands:");
+    for (const c of i.cli.commands) out.push(`    modhost ${i.name} ${[c.name, ...(c.args ?? []).map((a) => (a.required ? `<${a.name}>` : `[${a.name}]`))].join(" ")}${c.about ? `  ${c.about}` : ""}`);
+  }
+  out.push("  (modhost info --json for everything: counters, events, metrics)");
+  return out.join("\n");
+}
