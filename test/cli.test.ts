@@ -176,7 +176,7 @@ test("modhost run starts the modules and stops them gracefully on SIGTERM", asyn
   t.is(await store.get("blocks", "stopped"), "host shutdown");
 });
 
-test("modhost dev reloads a module when its files change; a change that does not compile leaves it down with the error", async (t) => {
+test("modhost dev reloads a module when its files change; a change that does not compile is refused with the error and the running version keeps running", async (t) => {
   const { dir, config } = await setup(t, [], {});
   const mod = path.join(dir, "modules", "draft");
   const { mkdir } = await import("node:fs/promises");
@@ -194,6 +194,8 @@ test("modhost dev reloads a module when its files change; a change that does not
   await writeFile(path.join(mod, "index.ts"), `import fs from "node:fs";\nexport const read = fs.readFileSync;\n${source("third")}`);
   await waitFor(() => /reload of draft failed: .*node:fs/.test(out), 30_000, "the failed reload to be reported", () => out);
   t.false(/draft says third/.test(out));
+  // Refused before the running version was stopped: only the reload to "second" unloaded it.
+  t.is(out.match(/unloaded draft/g)?.length ?? 0, 1, out);
   child.kill("SIGINT");
   const r = await child;
   t.is(r.exitCode, 0, out);
