@@ -9,7 +9,7 @@
 #   MODHOST_CARGO_OFFLINE=1  Debian's packaged crates (/usr/share/cargo/registry), no network:
 #                            CARGO_HOME=.ci/cargo-debian, whose config.toml replaces crates.io.
 #                            Needs: apt-get install librust-serde-derive-dev
-#                            librust-rmp-serde-dev librust-serde-json-dev
+#                            librust-rmp-serde-dev librust-serde-json-dev librust-httparse-dev
 #   MODHOST_CARGO_OFFLINE=0  cargo as configured for this user (crates.io, or the user's
 #                            own CARGO_HOME and source replacement).
 #   unset (auto)             Debian's crates when they are installed and this user's cargo
@@ -36,7 +36,7 @@ if ! command -v cargo >/dev/null; then
 fi
 
 DEBIAN_REGISTRY=/usr/share/cargo/registry
-NEEDED_CRATES=(serde serde_derive rmp-serde rmp serde_json)
+NEEDED_CRATES=(serde serde_derive rmp-serde rmp serde_json httparse)
 debian_has_crates() {
   local c
   for c in "${NEEDED_CRATES[@]}"; do
@@ -66,7 +66,7 @@ esac
 if [ "$offline" = 1 ]; then
   if ! debian_has_crates; then
     echo "build-rust: offline build asked for, but $DEBIAN_REGISTRY lacks some of: ${NEEDED_CRATES[*]}" >&2
-    echo "build-rust: install them with: apt-get install librust-serde-derive-dev librust-rmp-serde-dev librust-serde-json-dev" >&2
+    echo "build-rust: install them with: apt-get install librust-serde-derive-dev librust-rmp-serde-dev librust-serde-json-dev librust-httparse-dev" >&2
     exit 1
   fi
   # Cargo also keeps its caches in CARGO_HOME; .ci/cargo-debian/.gitignore keeps them out of git.
@@ -100,9 +100,15 @@ if [ "$MODULES" = 1 ]; then
   if [ ${#manifests[@]} = 0 ]; then
     echo "build-rust: no Rust modules under modules/"
   fi
+  # Reproducible module binaries (the [binary] hash in a signed module.toml must match a
+  # build of the same source anywhere): no checkout or CARGO_HOME path in the binary (panic
+  # locations of path dependencies such as sdk/rust would carry them), no linker build id.
+  # Each module's [profile.release] adds codegen-units = 1.
+  cargo_home=${CARGO_HOME:-$HOME/.cargo}
+  module_rustflags="--remap-path-prefix=$ROOT=/modhost --remap-path-prefix=$cargo_home=/cargo -C link-arg=-Wl,--build-id=none"
   for manifest in "${manifests[@]}"; do
     dir=$(dirname "$manifest")
-    timed "build $dir (release)" cargo build --release --quiet --manifest-path "$manifest"
+    timed "build $dir (release)" env RUSTFLAGS="${RUSTFLAGS:+$RUSTFLAGS }$module_rustflags" cargo build --release --quiet --manifest-path "$manifest"
   done
 fi
 
