@@ -96,17 +96,36 @@ where
         let (handler, counted, config) = (handler.clone(), active.clone(), config.clone());
         let spawned = thread::Builder::new().name("http".into()).spawn(move || {
             let deadline = Instant::now() + Duration::from_millis(config.request_timeout_ms);
-            let answer = match read_request(&mut stream, &config, deadline) {
-                Ok(req) => handler(req),
-                Err(refusal) => refusal,
+            let (answer, refused) = match read_request(&mut stream, &config, deadline) {
+                Ok(req) => (handler(req), false),
+                Err(refusal) => (refusal, true),
             };
             let _ = stream.set_write_timeout(Some(Duration::from_millis(config.request_timeout_ms.max(1))));
             write_answer(&mut stream, &answer);
+            if refused {
+                linger(&mut stream);
+            }
             counted.fetch_sub(1, Ordering::SeqCst);
         });
         if spawned.is_err() {
             // No thread to be had (RLIMIT_NPROC): the connection is dropped, the count restored.
             active.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// After a refusal with the client's bytes unread: closing now would reset the connection and
+/// could destroy the answer in flight. Say we are done writing, then read and drop at most
+/// 64 KiB for at most 200 ms (bounded, whatever the client sends), then close.
+fn linger(stream: &mut TcpStream) {
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
+    let mut sink = [0u8; 8192];
+    let mut left = 64 * 1024;
+    while left > 0 {
+        match stream.read(&mut sink) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => left = left.saturating_sub(n),
         }
     }
 }
