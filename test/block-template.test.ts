@@ -8,8 +8,10 @@
 // before it costs work.
 
 import test, { type ExecutionContext } from "ava";
+import { execa } from "execa";
+import { createHash } from "node:crypto";
 import { existsSync } from "node:fs";
-import { cp, mkdir } from "node:fs/promises";
+import { cp, mkdir, readFile } from "node:fs/promises";
 import net from "node:net";
 import path from "node:path";
 import { startHost, ROOT, type TestHost } from "./helpers/host.ts";
@@ -17,6 +19,7 @@ import { callApi, inlineModule } from "./helpers/modules.ts";
 import { buildBlock, spend } from "./helpers/blocks.ts";
 import { templateFromCore, type CoreBlockTemplate } from "../chain/bitcoind/convert.ts";
 import { blockSubsidy } from "../chain/blocks.ts";
+import { loadManifest } from "../host/manifest.ts";
 
 const MODULE_DIR = path.join(ROOT, "modules/block-template");
 const BINARY = path.join(MODULE_DIR, "target/release/block-template");
@@ -30,6 +33,9 @@ const GRANTS = [
   "write_storage",
   "network_access=127.0.0.1",
 ];
+
+/** The modhost maintainers' public key (publisher "modhost" in modhost.toml). */
+const MAINTAINERS_KEY = "c36172a23d7d2e820ebcc5776f2fa9610b2149653395e05b887f3ea99e9aad76";
 
 interface Update { previous_block_hash: string; height: number; transaction_count: number; coinbase_value: number; reason: string }
 
@@ -205,4 +211,19 @@ test("a hostile client is refused at each limit, named with its config key, and 
     return undefined;
   })();
   t.is(ok?.body.error, null, "a well-formed request is served after the refusals");
+});
+
+test("the built binary is the one module.toml's [binary] hash names, and the maintainers' signature verifies", async (t) => {
+  t.true(existsSync(BINARY), `${BINARY} is missing: build it with scripts/build-rust.sh (npm run setup does)`);
+  const manifest = await loadManifest(path.join(MODULE_DIR, "module.toml"));
+  const built = `sha256:${createHash("sha256").update(await readFile(BINARY)).digest("hex")}`;
+  t.is(
+    built,
+    manifest.binary?.hash ?? "(no [binary] hash)",
+    "the binary built here differs from the signed hash: build with scripts/build-rust.sh (its flags make the build reproducible); " +
+      "if the source changed, a maintainer signs again: node bin/modhost.js sign modules/block-template --key <the modhost maintainers' key file>",
+  );
+  const r = await execa(process.execPath, [path.join(ROOT, "bin/modhost.js"), "verify", MODULE_DIR, "--trust-key", MAINTAINERS_KEY], { cwd: ROOT, reject: false, all: true, timeout: 60_000, env: { NO_COLOR: "1" } });
+  t.is(r.exitCode, 0, r.all);
+  t.regex(r.all ?? "", /OK: verified/);
 });

@@ -121,7 +121,7 @@ fn linger(stream: &mut TcpStream) {
     let _ = stream.shutdown(std::net::Shutdown::Write);
     let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
     let mut sink = [0u8; 8192];
-    let mut left = 64 * 1024;
+    let mut left: usize = 64 * 1024;
     while left > 0 {
         match stream.read(&mut sink) {
             Ok(0) | Err(_) => break,
