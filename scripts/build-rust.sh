@@ -101,14 +101,13 @@ if [ "$MODULES" = 1 ]; then
     echo "build-rust: no Rust modules under modules/"
   fi
   # Reproducible module binaries (the [binary] hash in a signed module.toml must match a
-  # build of the same source anywhere): no checkout or CARGO_HOME path in the binary (panic
-  # locations of path dependencies such as sdk/rust would carry them), no linker build id.
-  # Each module's [profile.release] adds codegen-units = 1.
-  cargo_home=${CARGO_HOME:-$HOME/.cargo}
-  module_rustflags="--remap-path-prefix=$ROOT=/modhost --remap-path-prefix=$cargo_home=/cargo -C link-arg=-Wl,--build-id=none"
+  # build of the same source anywhere): scripts/rustc-reproducible.sh adds path remaps and no
+  # linker build id to every rustc call. Each module's [profile.release] adds codegen-units = 1.
   for manifest in "${manifests[@]}"; do
     dir=$(dirname "$manifest")
-    timed "build $dir (release)" env RUSTFLAGS="${RUSTFLAGS:+$RUSTFLAGS }$module_rustflags" cargo build --release --quiet --manifest-path "$manifest"
+    timed "build $dir (release)" env RUSTC_WRAPPER="$ROOT/scripts/rustc-reproducible.sh" \
+      MODHOST_REMAP_ROOT="$ROOT" MODHOST_REMAP_CARGO_HOME="${CARGO_HOME:-$HOME/.cargo}" \
+      cargo build --release --quiet --manifest-path "$manifest"
   done
 fi
 

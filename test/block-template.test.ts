@@ -47,7 +47,7 @@ const WATCH = inlineModule("template-watch", WATCH_CAPS, `
   await ctx.modules.registerApi({ seen: () => seen });
 `);
 
-async function start(t: ExecutionContext, config: Record<string, unknown> = {}): Promise<{ h: TestHost; url: string; port: number }> {
+async function start(t: ExecutionContext, config: Record<string, unknown> = {}): Promise<{ h: TestHost; url: string; port: number; bus: Update[] }> {
   t.true(existsSync(BINARY), `${BINARY} is missing: build it with scripts/build-rust.sh (npm run setup does)`);
   const h = await startHost(t, {
     inline: { "template-watch": WATCH },
@@ -63,11 +63,16 @@ async function start(t: ExecutionContext, config: Record<string, unknown> = {}):
   await mkdir(path.join(dest, "target/release"), { recursive: true });
   await cp(path.join(MODULE_DIR, "module.toml"), path.join(dest, "module.toml"));
   await cp(BINARY, path.join(dest, "target/release/block-template"));
+  // What the bus carries from the start on (the subscriber module may subscribe after the
+  // provider's first announcement: modules start side by side).
+  const bus: Update[] = [];
+  const recorder = h.host.bus.subscribe("test-templates", (ev: { type: string; payload: unknown }) => bus.push(ev.payload as Update), { queueLimit: 10_000 });
+  recorder.types.add("BlockTemplateUpdated");
   await h.host.start();
   await h.waitForState("block-template", "running", 30_000);
   const line = await h.waitForLog(/serving getblocktemplate and submitblock .* on http:\/\/127\.0\.0\.1:(\d+)\//, { source: "block-template", timeoutMs: 20_000 });
   const port = Number(/127\.0\.0\.1:(\d+)/.exec(line.message)![1]);
-  return { h, url: `http://127.0.0.1:${port}/`, port };
+  return { h, url: `http://127.0.0.1:${port}/`, port, bus };
 }
 
 async function rpc(url: string, method: string, params: unknown[], version: "1.0" | "2.0" = "1.0") {
@@ -98,11 +103,12 @@ function raw(port: number, bytes: string, opts: { keepOpen?: boolean } = {}): Pr
 }
 
 test("a miner mines a block through getblocktemplate and submitblock; a subscriber hears BlockTemplateUpdated", async (t) => {
-  const { h, url } = await start(t);
+  const { h, url, bus } = await start(t);
   const tip = await h.chain.getChainTip();
   const height = await h.chain.getBlockHeight();
   // At start it announces the template it finds (the catch-up contract: no cursor yet).
-  await seen(h, (u) => u.reason === "new_block" && u.previous_block_hash === tip && u.height === height + 1, "the first announcement");
+  await h.waitFor(() => bus.find((u) => u.reason === "new_block" && u.previous_block_hash === tip && u.height === height + 1), 20_000, "the first announcement");
+  await h.waitForState("template-watch", "running", 30_000);
 
   // Mempool traffic: a wallet transaction and a child spending it.
   const parent = await h.chain.createTransaction({ feeRate: 5 });
