@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the Rust parts of modhost: every native module with a Cargo.toml under modules/
 # (release mode, so that module.toml's entry_point target/release/<name> exists) and, with
-# --test, the Rust SDK's tests (sdk/rust).
+# --test, the Rust SDK's tests (sdk/rust) and the modules' unit tests. --sdk-only builds no
+# module binary but runs the same tests.
 #
 #   scripts/build-rust.sh [--test] [--sdk-only]
 #
@@ -113,4 +114,9 @@ fi
 
 if [ "$RUN_TESTS" = 1 ]; then
   timed "test sdk/rust" cargo test --quiet --manifest-path sdk/rust/Cargo.toml
+  # The modules' own unit tests (e.g. modules/block-template: config checks, getblocktemplate's form).
+  shopt -s nullglob
+  for manifest in modules/*/Cargo.toml; do
+    timed "test $(dirname "$manifest")" cargo test --quiet --manifest-path "$manifest"
+  done
 fi

@@ -199,3 +199,47 @@ fn submit_block(client: &Client, counters: &Counters, params: &[Json]) -> Result
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use modhost_sdk::TemplateTransaction;
+
+    /// A legacy transaction spending `prev`:0 (display-order txid).
+    fn spending(prev: &str) -> String {
+        let internal: String = tx::decode_hex(prev).unwrap().iter().rev().map(|b| format!("{b:02x}")).collect();
+        format!("0200000001{internal}0000000000ffffffff0000000000")
+    }
+
+    #[test]
+    fn core_template_has_cores_fields_and_depends_on_earlier_template_transactions() {
+        let a = "aa".repeat(32);
+        let b = "bb".repeat(32);
+        let tpl = BlockTemplate {
+            version: 0x2000_0000,
+            previous_block_hash: "11".repeat(32),
+            height: 102,
+            bits: 0x207f_ffff,
+            target: format!("7fffff{}", "0".repeat(58)),
+            cur_time: 1_700_000_100,
+            min_time: 1_700_000_000,
+            transactions: vec![
+                TemplateTransaction { txid: a.clone(), wtxid: a.clone(), hex: spending(&"cc".repeat(32)), fee: 500, weight: 400 },
+                // spends the first one: depends [1]
+                TemplateTransaction { txid: b.clone(), wtxid: "dd".repeat(32), hex: spending(&a), fee: 700, weight: 400 },
+            ],
+            coinbase_value: 5_000_001_200,
+            default_witness_commitment: "6a24aa21a9ed".to_string() + &"00".repeat(32),
+            coinbase_tx: None,
+        };
+        let j = core_template(&tpl);
+        assert_eq!(j["bits"], "207fffff");
+        assert_eq!(j["previousblockhash"], "11".repeat(32));
+        assert_eq!(j["coinbasevalue"], 5_000_001_200u64);
+        assert_eq!((j["curtime"].as_u64(), j["mintime"].as_u64(), j["height"].as_u64()), (Some(1_700_000_100), Some(1_700_000_000), Some(102)));
+        assert_eq!(j["transactions"][0]["depends"], serde_json::json!([]));
+        assert_eq!(j["transactions"][1]["depends"], serde_json::json!([1]));
+        assert_eq!(j["transactions"][1]["hash"], "dd".repeat(32));
+        assert_eq!(j["transactions"][1]["fee"], 700);
+    }
+}
