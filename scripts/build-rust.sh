@@ -106,8 +106,12 @@ if [ "$MODULES" = 1 ]; then
   # linker build id to every rustc call. Each module's [profile.release] adds codegen-units = 1.
   for manifest in "${manifests[@]}"; do
     dir=$(dirname "$manifest")
+    # --cfg modhost_reproducible names no path (so every checkout hashes it alike) but is in
+    # cargo's fingerprint, which the wrapper is not: artifacts of a plain `cargo build` (no
+    # remaps) are never reused here.
     timed "build $dir (release)" env RUSTC_WRAPPER="$ROOT/scripts/rustc-reproducible.sh" \
       MODHOST_REMAP_ROOT="$ROOT" MODHOST_REMAP_CARGO_HOME="${CARGO_HOME:-$HOME/.cargo}" \
+      RUSTFLAGS="${RUSTFLAGS:+$RUSTFLAGS }--cfg modhost_reproducible" \
       cargo build --release --quiet --manifest-path "$manifest"
   done
 fi
