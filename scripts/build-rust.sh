@@ -111,7 +111,7 @@ if [ "$MODULES" = 1 ]; then
     # remaps) are never reused here.
     timed "build $dir (release)" env RUSTC_WRAPPER="$ROOT/scripts/rustc-reproducible.sh" \
       MODHOST_REMAP_ROOT="$ROOT" MODHOST_REMAP_CARGO_HOME="${CARGO_HOME:-$HOME/.cargo}" \
-      RUSTFLAGS="${RUSTFLAGS:+$RUSTFLAGS }--cfg modhost_reproducible" \
+      RUSTFLAGS="${RUSTFLAGS:+$RUSTFLAGS }--cfg modhost_reproducible_2" \
       cargo build --release --quiet --manifest-path "$manifest"
   done
 fi
