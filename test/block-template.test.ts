@@ -133,7 +133,7 @@ test("a miner mines a block through getblocktemplate and submitblock; a subscrib
     const tx = (await h.chain.getMempoolTransaction(x.txid))!;
     t.is(x.hash, tx.wtxid);
     t.is(x.data, tx.hex);
-    t.is(x.fee, fees[expected.indexOf(x.txid)]);
+    t.is(x.fee, fees[expected.indexOf(x.txid)]!);
     t.deepEqual(x.depends, []);
   }
   t.is(core.coinbasevalue, blockSubsidy(height + 1) + fees[0]! + fees[1]!);
