@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the Rust parts of modhost: every native module with a Cargo.toml under modules/
 # (release mode, so that module.toml's entry_point target/release/<name> exists) and, with
-# --test, the Rust SDK's tests (sdk/rust).
+# --test, the Rust SDK's tests (sdk/rust) and the modules' unit tests. --sdk-only builds no
+# module binary but runs the same tests.
 #
 #   scripts/build-rust.sh [--test] [--sdk-only]
 #
@@ -9,7 +10,7 @@
 #   MODHOST_CARGO_OFFLINE=1  Debian's packaged crates (/usr/share/cargo/registry), no network:
 #                            CARGO_HOME=.ci/cargo-debian, whose config.toml replaces crates.io.
 #                            Needs: apt-get install librust-serde-derive-dev
-#                            librust-rmp-serde-dev librust-serde-json-dev
+#                            librust-rmp-serde-dev librust-serde-json-dev librust-httparse-dev
 #   MODHOST_CARGO_OFFLINE=0  cargo as configured for this user (crates.io, or the user's
 #                            own CARGO_HOME and source replacement).
 #   unset (auto)             Debian's crates when they are installed and this user's cargo
@@ -36,7 +37,7 @@ if ! command -v cargo >/dev/null; then
 fi
 
 DEBIAN_REGISTRY=/usr/share/cargo/registry
-NEEDED_CRATES=(serde serde_derive rmp-serde rmp serde_json)
+NEEDED_CRATES=(serde serde_derive rmp-serde rmp serde_json httparse)
 debian_has_crates() {
   local c
   for c in "${NEEDED_CRATES[@]}"; do
@@ -66,7 +67,7 @@ esac
 if [ "$offline" = 1 ]; then
   if ! debian_has_crates; then
     echo "build-rust: offline build asked for, but $DEBIAN_REGISTRY lacks some of: ${NEEDED_CRATES[*]}" >&2
-    echo "build-rust: install them with: apt-get install librust-serde-derive-dev librust-rmp-serde-dev librust-serde-json-dev" >&2
+    echo "build-rust: install them with: apt-get install librust-serde-derive-dev librust-rmp-serde-dev librust-serde-json-dev librust-httparse-dev" >&2
     exit 1
   fi
   # Cargo also keeps its caches in CARGO_HOME; .ci/cargo-debian/.gitignore keeps them out of git.
@@ -100,12 +101,26 @@ if [ "$MODULES" = 1 ]; then
   if [ ${#manifests[@]} = 0 ]; then
     echo "build-rust: no Rust modules under modules/"
   fi
+  # Reproducible module binaries (the [binary] hash in a signed module.toml must match a
+  # build of the same source anywhere): scripts/rustc-reproducible.sh adds path remaps and no
+  # linker build id to every rustc call. Each module's [profile.release] adds codegen-units = 1.
   for manifest in "${manifests[@]}"; do
     dir=$(dirname "$manifest")
-    timed "build $dir (release)" cargo build --release --quiet --manifest-path "$manifest"
+    # --cfg modhost_reproducible names no path (so every checkout hashes it alike) but is in
+    # cargo's fingerprint, which the wrapper is not: artifacts of a plain `cargo build` (no
+    # remaps) are never reused here.
+    timed "build $dir (release)" env RUSTC_WRAPPER="$ROOT/scripts/rustc-reproducible.sh" \
+      MODHOST_REMAP_ROOT="$ROOT" MODHOST_REMAP_CARGO_HOME="${CARGO_HOME:-$HOME/.cargo}" \
+      RUSTFLAGS="${RUSTFLAGS:+$RUSTFLAGS }--cfg modhost_reproducible_2" \
+      cargo build --release --quiet --manifest-path "$manifest"
   done
 fi
 
 if [ "$RUN_TESTS" = 1 ]; then
   timed "test sdk/rust" cargo test --quiet --manifest-path sdk/rust/Cargo.toml
+  # The modules' own unit tests (e.g. modules/block-template: config checks, getblocktemplate's form).
+  shopt -s nullglob
+  for manifest in modules/*/Cargo.toml; do
+    timed "test $(dirname "$manifest")" cargo test --quiet --manifest-path "$manifest"
+  done
 fi

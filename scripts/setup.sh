@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 # bubblewrap: the sandbox for native modules. librust-*: the crates the Rust SDK needs, from
 # Debian, for machines that cannot reach crates.io.
-SYSTEM_PACKAGES=(bubblewrap util-linux librust-serde-derive-dev librust-rmp-serde-dev librust-serde-json-dev)
+SYSTEM_PACKAGES=(bubblewrap util-linux librust-serde-derive-dev librust-rmp-serde-dev librust-serde-json-dev librust-httparse-dev)
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   echo "setup: installing system packages: ${SYSTEM_PACKAGES[*]}"

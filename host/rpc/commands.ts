@@ -400,7 +400,7 @@ function formatInfo(i: InfoAnswer): string {
     const width = Math.max(...i.rpc_methods.map((m) => m.method.length));
     for (const m of i.rpc_methods) out.push(`    ${m.method.padEnd(width)}  ${m.description}`);
   }
-  if (i.cli && i.cli.commands.length) {
+  if (i.cli?.commands.length) {
     out.push("  CLI commands:");
     for (const c of i.cli.commands) out.push(`    modhost ${i.name} ${[c.name, ...(c.args ?? []).map((a) => (a.required ? `<${a.name}>` : `[${a.name}]`))].join(" ")}${c.about ? `  ${c.about}` : ""}`);
   }

@@ -235,6 +235,15 @@ impl Client {
     pub fn get_block_by_height(&self, height: u64) -> Result<Option<Block>> {
         self.request("get_block_by_height", &Height { height })
     }
+    /// [`Client::get_block`] with options: [`BlockOptions::light`] leaves out the raw hex of
+    /// the block, its header and its transactions (their `hex` fields are then empty).
+    pub fn get_block_with(&self, hash: &str, options: BlockOptions) -> Result<Option<Block>> {
+        self.request("get_block", &HashWith { hash, include_hex: options.include_hex })
+    }
+    /// [`Client::get_block_by_height`] with options (see [`Client::get_block_with`]).
+    pub fn get_block_by_height_with(&self, height: u64, options: BlockOptions) -> Result<Option<Block>> {
+        self.request("get_block_by_height", &HeightWith { height, include_hex: options.include_hex })
+    }
     /// Confirmed or mempool transaction, or `None`.
     pub fn get_transaction(&self, txid: &str) -> Result<Option<Transaction>> {
         self.request("get_transaction", &Txid { txid })
@@ -317,9 +326,30 @@ impl Client {
     pub fn storage_remove(&self, tree: &str, key: &str) -> Result<bool> {
         self.request("storage_remove", &TreeKey { tree, key })
     }
-    /// Entries in key order within the options' bounds (at most `limit`, default 1000).
+    /// Entries in key order within the options' bounds (at most `limit`, default 1000). The
+    /// host refuses a range whose entries exceed its byte limit per answer
+    /// (`storage_iter_max_bytes`): page through large ranges with [`Client::storage_iter_page`].
     pub fn storage_iter<T: DeserializeOwned>(&self, tree: &str, options: &IterOptions) -> Result<Vec<Entry<T>>> {
-        self.request("storage_iter", &IterParams { tree, options })
+        self.request("storage_iter", &IterParams { tree, options, page: None })
+    }
+    /// One page of a range: at most `limit` entries and at most the host's byte limit per
+    /// answer. Pass `None` as `cursor` for the first page, then the page's `cursor` until it
+    /// is `None`.
+    ///
+    /// ```no_run
+    /// # fn f(client: &modhost_sdk::Client) -> Result<(), modhost_sdk::Error> {
+    /// use modhost_sdk::IterOptions;
+    /// let mut cursor = None;
+    /// loop {
+    ///     let page = client.storage_iter_page::<String>("tips", &IterOptions::new(), cursor.as_deref())?;
+    ///     for entry in &page.entries { /* ... */ }
+    ///     cursor = page.cursor;
+    ///     if cursor.is_none() { break; }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn storage_iter_page<T: DeserializeOwned>(&self, tree: &str, options: &IterOptions, cursor: Option<&str>) -> Result<IterPage<T>> {
+        self.request("storage_iter", &IterParams { tree, options, page: Some(cursor) })
     }
     /// Applies puts and deletes atomically: all or none.
     pub fn storage_transaction(&self, tree: &str, ops: &[StorageOp]) -> Result<()> {
@@ -860,6 +890,16 @@ struct Height {
     height: u64,
 }
 #[derive(Serialize)]
+struct HashWith<'a> {
+    hash: &'a str,
+    include_hex: bool,
+}
+#[derive(Serialize)]
+struct HeightWith {
+    height: u64,
+    include_hex: bool,
+}
+#[derive(Serialize)]
 struct OutPoint<'a> {
     txid: &'a str,
     vout: u32,
@@ -1022,6 +1062,8 @@ struct ConfigCall {
 struct IterParams<'a> {
     tree: &'a str,
     options: &'a IterOptions,
+    /// Paged (`Some`), with the cursor of the previous page (`Some(None)`: the first page).
+    page: Option<Option<&'a str>>,
 }
 
 impl Serialize for IterParams<'_> {
@@ -1029,7 +1071,12 @@ impl Serialize for IterParams<'_> {
         use serde::ser::SerializeMap;
         let o = self.options;
         let strings = [("gt", &o.gt), ("gte", &o.gte), ("lt", &o.lt), ("lte", &o.lte), ("prefix", &o.prefix)];
-        let n = 1 + strings.iter().filter(|(_, v)| v.is_some()).count() + o.reverse.is_some() as usize + o.limit.is_some() as usize;
+        let paging = match self.page {
+            None => 0,
+            Some(None) => 1,
+            Some(Some(_)) => 2,
+        };
+        let n = 1 + strings.iter().filter(|(_, v)| v.is_some()).count() + o.reverse.is_some() as usize + o.limit.is_some() as usize + paging;
         let mut m = s.serialize_map(Some(n))?;
         m.serialize_entry("tree", self.tree)?;
         for (k, v) in strings {
@@ -1042,6 +1089,12 @@ impl Serialize for IterParams<'_> {
         }
         if let Some(l) = o.limit {
             m.serialize_entry("limit", &l)?;
+        }
+        if let Some(cursor) = self.page {
+            m.serialize_entry("paged", &true)?;
+            if let Some(c) = cursor {
+                m.serialize_entry("cursor", c)?;
+            }
         }
         m.end()
     }

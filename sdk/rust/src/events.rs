@@ -104,6 +104,10 @@ impl Event {
     pub fn mempool_transaction_removed(&self) -> Option<MempoolTransactionRemoved> {
         self.typed("MempoolTransactionRemoved")
     }
+    /// The payload when this is a `BlockTemplateUpdated` event (from the mining provider).
+    pub fn block_template_updated(&self) -> Option<BlockTemplateUpdated> {
+        self.typed("BlockTemplateUpdated")
+    }
 }
 
 /// The stream of events, from [`Client::events`]. As an iterator it blocks until the next

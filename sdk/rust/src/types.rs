@@ -22,7 +22,9 @@ pub struct BlockHeader {
     pub time: u64,
     pub bits: u64,
     pub nonce: u64,
-    /// Hex of the 80 serialised header bytes.
+    /// Hex of the 80 serialised header bytes; empty in the light view
+    /// ([`BlockOptions::include_hex`] false).
+    #[serde(default)]
     pub hex: String,
 }
 
@@ -58,7 +60,9 @@ pub struct Transaction {
     pub size: u64,
     pub vsize: u64,
     pub weight: u64,
-    /// Full serialisation, witness included.
+    /// Full serialisation, witness included; empty in a light block view
+    /// ([`BlockOptions::include_hex`] false).
+    #[serde(default)]
     pub hex: String,
 }
 
@@ -70,8 +74,30 @@ pub struct Block {
     pub size: u64,
     pub weight: u64,
     pub transactions: Vec<Transaction>,
-    /// Full block serialisation.
+    /// Full block serialisation; empty in the light view ([`BlockOptions::include_hex`] false).
+    #[serde(default)]
     pub hex: String,
+}
+
+/// Options of `get_block_with` and `get_block_by_height_with`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockOptions {
+    /// False for the light view: the block without the raw hex of the block, its header and
+    /// its transactions (about half the bytes), for modules that read fields only.
+    pub include_hex: bool,
+}
+
+impl Default for BlockOptions {
+    fn default() -> BlockOptions {
+        BlockOptions { include_hex: true }
+    }
+}
+
+impl BlockOptions {
+    /// The light view: fields only, no raw hex.
+    pub fn light() -> BlockOptions {
+        BlockOptions { include_hex: false }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -176,6 +202,16 @@ impl IterOptions {
     }
 }
 
+/// One page of `storage_iter_page`: the entries, and the cursor that continues the range
+/// (`None` at its end). A page stops at the options' limit or at the host's byte limit per
+/// answer (`storage_iter_max_bytes`), whichever comes first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IterPage<T = Value> {
+    pub entries: Vec<Entry<T>>,
+    #[serde(default)]
+    pub cursor: Option<String>,
+}
+
 /// One entry returned by `storage_iter`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Entry<T = Value> {
@@ -273,7 +309,7 @@ pub struct ModuleInfo {
     pub version: String,
     /// "native" or "isolate".
     pub runtime: String,
-    /// "running", "starting", "stopped", "crashed", "failed", ...
+    /// "running", "starting", "stopped", "crashed", "failed", "quarantined", ...
     pub state: String,
     #[serde(default)]
     pub description: Option<String>,
@@ -285,6 +321,10 @@ pub struct ModuleInfo {
 impl ModuleInfo {
     pub fn is_running(&self) -> bool {
         self.state == "running"
+    }
+    /// Failed too often: not started again until the operator runs `modhost enable`.
+    pub fn is_quarantined(&self) -> bool {
+        self.state == "quarantined"
     }
 }
 
@@ -466,6 +506,10 @@ pub enum ProviderKind {
     Lightning,
     /// `get_payment_state` (method `getPaymentState`, params `{payment_id}`).
     Payment,
+    /// The mining provider: publishes BlockTemplateUpdated and the other mining events.
+    Mining,
+    /// The governance provider: publishes the governance events.
+    Governance,
 }
 
 // ---- network ----
@@ -781,6 +825,8 @@ impl ProviderCall {
         let kind = match self.kind {
             ProviderKind::Lightning => "lightning",
             ProviderKind::Payment => "payment",
+            ProviderKind::Mining => "mining",
+            ProviderKind::Governance => "governance",
         };
         HandlerError::new("unknown_method", format!("this module does not provide {kind}.{}", self.method))
     }
@@ -873,6 +919,17 @@ pub struct MempoolTransactionRemoved {
     pub reason: String,
 }
 
+/// Published by the designated mining provider: it has a new block template.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BlockTemplateUpdated {
+    pub previous_block_hash: String,
+    pub height: u64,
+    pub transaction_count: u64,
+    pub coinbase_value: u64,
+    /// "new_block" or "mempool".
+    pub reason: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModuleLoaded {
     pub module: String,
@@ -894,6 +951,9 @@ pub struct ModuleCrashed {
     pub exit_code: Option<i64>,
     pub signal: Option<String>,
     pub will_restart: bool,
+    /// It failed too often and will not start again until the operator runs `modhost enable`.
+    #[serde(default)]
+    pub quarantined: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

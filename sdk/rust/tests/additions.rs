@@ -1,0 +1,185 @@
+//! The SDK additions for the block-template provider and the items the SDK lacked: the light
+//! block view (`include_hex: false`), paging through a storage range with a cursor, the
+//! mining and governance provider kinds, `quarantined` in ModuleCrashed and the module
+//! state, and the BlockTemplateUpdated payload. Each against a fake host over a socketpair.
+
+use std::thread;
+
+use modhost_sdk::{BlockOptions, Error, IterOptions, ModuleCrashed, ModuleInfo, ProviderKind, Value};
+
+mod common;
+use common::start;
+
+fn light_block(height: u64) -> Value {
+    let hash = format!("{height:064x}");
+    // The light view: no "hex" in the block, its header or its transactions.
+    let header = Value::from_pairs([
+        ("hash", hash.clone().into()),
+        ("height", height.into()),
+        ("version", 0x2000_0000u64.into()),
+        ("prev_hash", "00".repeat(32).into()),
+        ("merkle_root", "11".repeat(32).into()),
+        ("time", 1_700_000_000u64.into()),
+        ("bits", 0x207f_ffffu64.into()),
+        ("nonce", 0u64.into()),
+    ]);
+    let tx = Value::from_pairs([
+        ("txid", "aa".repeat(32).into()),
+        ("wtxid", "aa".repeat(32).into()),
+        ("version", 2u64.into()),
+        ("locktime", 0u64.into()),
+        ("inputs", Value::Array(vec![])),
+        ("outputs", Value::Array(vec![])),
+        ("size", 100u64.into()),
+        ("vsize", 100u64.into()),
+        ("weight", 400u64.into()),
+    ]);
+    Value::from_pairs([
+        ("header", header),
+        ("hash", hash.into()),
+        ("height", height.into()),
+        ("size", 200u64.into()),
+        ("weight", 800u64.into()),
+        ("transactions", Value::Array(vec![tx])),
+    ])
+}
+
+#[test]
+fn the_light_block_view_sends_include_hex_false_and_decodes_without_hex() {
+    let (client, mut host, _) = start("example");
+    let c = client.clone();
+    let t = thread::spawn(move || {
+        let b = c.get_block_by_height_with(7, BlockOptions::light()).unwrap().unwrap();
+        assert_eq!((b.height, b.hex.as_str(), b.header.hex.as_str(), b.transactions[0].hex.as_str()), (7, "", "", ""));
+        let b = c.get_block_with(&format!("{:064x}", 7), BlockOptions::default()).unwrap();
+        assert!(b.is_none());
+    });
+    let r = host.next_request("get_block_by_height");
+    assert_eq!(r.params, Value::from_pairs([("height", 7u64.into()), ("include_hex", false.into())]));
+    host.respond(r.id, light_block(7));
+    let r = host.next_request("get_block");
+    assert_eq!(r.params, Value::from_pairs([("hash", format!("{:064x}", 7).into()), ("include_hex", true.into())]));
+    host.respond(r.id, Value::Nil);
+    t.join().unwrap();
+}
+
+#[test]
+fn storage_iter_page_follows_the_cursor_to_the_end_of_the_range() {
+    let (client, mut host, _) = start("example");
+    let c = client.clone();
+    let t = thread::spawn(move || {
+        let opts = IterOptions::new().prefix("k").limit(2);
+        let mut keys = Vec::new();
+        let mut cursor: Option<String> = None;
+        let mut pages = 0;
+        loop {
+            let page = c.storage_iter_page::<u64>("t", &opts, cursor.as_deref()).unwrap();
+            pages += 1;
+            keys.extend(page.entries.iter().map(|e| (e.key.clone(), e.value)));
+            cursor = page.cursor;
+            if cursor.is_none() {
+                break;
+            }
+        }
+        assert_eq!(pages, 2);
+        assert_eq!(keys, vec![("k1".to_string(), 1), ("k2".to_string(), 2), ("k3".to_string(), 3)]);
+    });
+    let entry = |k: &str, v: u64| Value::from_pairs([("key", k.into()), ("value", v.into())]);
+    let r = host.next_request("storage_iter");
+    assert_eq!(
+        r.params,
+        Value::from_pairs([("tree", "t".into()), ("prefix", "k".into()), ("limit", 2u64.into()), ("paged", true.into())])
+    );
+    host.respond(r.id, Value::from_pairs([("entries", Value::Array(vec![entry("k1", 1), entry("k2", 2)])), ("cursor", "azI".into())]));
+    let r = host.next_request("storage_iter");
+    assert_eq!(
+        r.params,
+        Value::from_pairs([
+            ("tree", "t".into()),
+            ("prefix", "k".into()),
+            ("limit", 2u64.into()),
+            ("paged", true.into()),
+            ("cursor", "azI".into()),
+        ])
+    );
+    host.respond(r.id, Value::from_pairs([("entries", Value::Array(vec![entry("k3", 3)])), ("cursor", Value::Nil)]));
+    t.join().unwrap();
+}
+
+#[test]
+fn an_unpaged_iterate_sends_no_paging_keys_and_a_page_answer_is_a_protocol_error_there() {
+    let (client, mut host, _) = start("example");
+    let c = client.clone();
+    let t = thread::spawn(move || {
+        let err = c.storage_iter::<u64>("t", &IterOptions::new()).unwrap_err();
+        assert!(matches!(err, Error::Protocol(ref m) if m.contains("storage_iter")), "{err}");
+    });
+    let r = host.next_request("storage_iter");
+    assert_eq!(r.params, Value::from_pairs([("tree", "t".into())]));
+    host.respond(r.id, Value::from_pairs([("entries", Value::Array(vec![])), ("cursor", Value::Nil)]));
+    t.join().unwrap();
+}
+
+#[test]
+fn the_mining_and_governance_provider_kinds_go_on_the_wire_in_lowercase() {
+    let (client, mut host, _) = start("example");
+    let c = client.clone();
+    let t = thread::spawn(move || {
+        c.register_provider(ProviderKind::Mining).unwrap();
+        c.register_provider(ProviderKind::Governance).unwrap();
+    });
+    for kind in ["mining", "governance"] {
+        let r = host.next_request("register_provider");
+        assert_eq!(r.params, Value::from_pairs([("kind", kind.into())]));
+        host.respond(r.id, true.into());
+    }
+    t.join().unwrap();
+}
+
+#[test]
+fn module_crashed_carries_quarantined_and_module_info_knows_the_state() {
+    let crashed = |q: Option<bool>| {
+        let mut pairs = vec![
+            ("module", Value::from("m")),
+            ("error", "exit 1".into()),
+            ("exit_code", 1u64.into()),
+            ("signal", Value::Nil),
+            ("will_restart", false.into()),
+        ];
+        if let Some(q) = q {
+            pairs.push(("quarantined", q.into()));
+        }
+        modhost_sdk::from_value::<ModuleCrashed>(Value::from_pairs(pairs)).unwrap()
+    };
+    assert!(crashed(Some(true)).quarantined);
+    // An older host that does not send the field: not quarantined.
+    assert!(!crashed(None).quarantined);
+
+    let info: ModuleInfo = modhost_sdk::from_value(Value::from_pairs([
+        ("name", "m".into()),
+        ("version", "1.0.0".into()),
+        ("runtime", "native".into()),
+        ("state", "quarantined".into()),
+    ]))
+    .unwrap();
+    assert!(info.is_quarantined() && !info.is_running());
+}
+
+#[test]
+fn block_template_updated_events_decode() {
+    let (client, mut host, _) = start("example");
+    let payload = Value::from_pairs([
+        ("previous_block_hash", "ab".repeat(32).into()),
+        ("height", 102u64.into()),
+        ("transaction_count", 3u64.into()),
+        ("coinbase_value", 5_000_001_000u64.into()),
+        ("reason", "mempool".into()),
+    ]);
+    host.event(1, "BlockTemplateUpdated", payload, None);
+    let mut events = client.events();
+    let e = events.next().unwrap();
+    let u = e.block_template_updated().unwrap();
+    assert_eq!((u.height, u.transaction_count, u.coinbase_value, u.reason.as_str()), (102, 3, 5_000_001_000, "mempool"));
+    assert!(e.new_block().is_none());
+    drop(host);
+}
