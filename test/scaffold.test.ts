@@ -34,7 +34,7 @@ test("modhost new refuses a bad name, an unknown --lang and a directory with fil
   t.is(await readFile(path.join(dir, "keep.txt"), "utf8"), "mine");
   const none = await modhost(["new"], dir);
   t.is(none.exitCode, 2);
-  t.regex(none.all, /give exactly one module name/);
+  t.regex(none.all, /modhost new needs NAME/);
 });
 
 test("modhost new writes a TypeScript module that type-checks and whose generated test passes under modhost test", async (t) => {

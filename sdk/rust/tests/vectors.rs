@@ -236,7 +236,8 @@ fn typed_fields_of_every_vector() {
 fn encoding_reproduces_the_vector_bytes() {
     let v = vectors();
     let mut exact = 0;
-    for vec in v["vectors"].as_array().unwrap() {
+    let all = v["vectors"].as_array().unwrap();
+    for vec in all {
         let name = vec["name"].as_str().unwrap();
         let frame = unhex(vec["frame"].as_str().unwrap());
         let msg = decode_message(&body_of(&frame)).unwrap();
@@ -250,7 +251,9 @@ fn encoding_reproduces_the_vector_bytes() {
             exact += 1;
         }
     }
-    assert_eq!(exact, 13);
+    // Every vector outside INT64_VECTORS was reproduced byte for byte above; this guards against
+    // the file losing vectors (16 when the hook vectors were added).
+    assert!(exact >= 16, "only {exact} vectors reproduced exactly");
 }
 
 #[test]
