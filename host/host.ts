@@ -305,7 +305,7 @@ export class Host {
       const started = Date.now();
       clearTimeout(this.blockTimer);
       this.nodeEvents?.stop();
-      await this.discovery?.stop();
+      this.discovery?.stop();
       const timeout = Math.ceil(this.config.modules.default_limits.stop_timeout_ms / 1000);
       this.log.info(`shutting down (${reason})`);
       this.configWatcher?.close();

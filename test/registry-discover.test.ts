@@ -78,7 +78,12 @@ test("the registry's new modules and newer versions are announced once each; an 
   t.is(warnings.length, 1, warnings.join("\n"));
   t.regex(warnings[0]!, /registry not checked for new modules/);
   t.is(warnings.filter((w) => /brand-new/.test(w)).length, 0);
-  await discovery.stop();
+  discovery.stop();
+  // Stopped: a look announces nothing more.
+  config.registry.keys = [registryKey.publicKey];
+  await publish("after-stop", "1.0.0");
+  await discovery.look();
+  t.false(seen.some((e) => e.module === "after-stop"));
 });
 
 test("[registry] discover_minutes without a registry is refused with the fix", async (t) => {

@@ -38,7 +38,7 @@ export class RegistryDiscovery {
     const { url, discover_minutes } = this.deps.config().registry;
     if (!url || discover_minutes <= 0) return;
     const tick = async () => {
-      await this.look();
+      await this.look().catch((err: Error) => this.deps.log.warn(`registry not checked for new modules: ${err.message}`));
       if (this.stopped) return;
       this.timer = setTimeout(() => void tick(), this.deps.config().registry.discover_minutes * 60_000);
       this.timer.unref();
@@ -46,10 +46,10 @@ export class RegistryDiscovery {
     void tick();
   }
 
-  stop(): Promise<void> {
+  /** No more looks; one in progress (a fetch can take up to a minute) announces nothing more. */
+  stop(): void {
     this.stopped = true;
     clearTimeout(this.timer);
-    return this.running ?? Promise.resolve();
   }
 
   /** One look at the registry: announce what is new. Returns the modules announced. */
@@ -70,6 +70,7 @@ export class RegistryDiscovery {
       return;
     }
     this.lastProblem = "";
+    if (this.stopped) return;
     const installed = await this.deps.installed();
     const announced = await this.deps.announced();
     let count = 0;
