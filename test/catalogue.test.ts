@@ -38,11 +38,12 @@ import { METHODS, type IndexedMethod } from "../capabilities/families.ts";
 import { PERMISSION_NAMES, type Permission } from "../capabilities/catalogue.ts";
 import { ModuleStore } from "../storage/store.ts";
 import {
-  type RawTransaction, describeTransaction, displayHex, encodeBlock, encodeHeader, grindNonce, internalBytes,
+  describeTransaction, displayHex, encodeBlock, encodeHeader, grindNonce, internalBytes,
   merkleRoot, sha256d,
 } from "../chain/serialise.ts";
 import { blockSubsidy, coinbaseTransaction } from "../chain/blocks.ts";
 import { sleep, startHost, writeModule, type TestHost } from "./helpers/host.ts";
+import { PAYOUT, spend } from "./helpers/blocks.ts";
 import { hubError, inlineModule, services } from "./helpers/modules.ts";
 import { writeNativeProbe } from "./helpers/native-probe.ts";
 import { ISOLATE_PROBE_SOURCE, PROBE_LOG, type ProbeCall, type ProbeReport, type ProbeResult, type ProbeRuntime, type ResultRef } from "./helpers/probes.ts";
@@ -245,22 +246,6 @@ function plan(table: Record<string, Example>, runtime: ProbeRuntime): ProbeCall[
 
 // ---------------------------------------------------------------------------------------
 // Setup
-
-const PAYOUT = "51";
-
-/** An unsigned spend of one output (the embedded chain does not run scripts). */
-function spend(txid: string, vout: number, value: number): { txid: string; hex: string } {
-  const raw: RawTransaction = {
-    version: 2,
-    segwitFlag: false,
-    inputs: [{ txid: hexToBytes(txid), index: vout, finalScriptSig: new Uint8Array(0), sequence: 0xffffffff }],
-    outputs: [{ amount: BigInt(value), script: hexToBytes(PAYOUT) }],
-    witnesses: undefined,
-    lockTime: 0,
-  };
-  const tx = describeTransaction(raw);
-  return { txid: tx.txid, hex: tx.hex };
-}
 
 async function chainSetup(h: TestHost): Promise<Omit<Setup, "httpUrl">> {
   const chain = h.chain;
