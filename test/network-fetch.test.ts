@@ -15,8 +15,9 @@ import { parseDescriptor, resolveGrants, type EffectiveGrants } from "../capabil
 import type { CallContext, HostServices } from "../capabilities/types.ts";
 import type { ChainBackend } from "../chain/backend.ts";
 import {
-  MAX_IN_FLIGHT, MAX_REQUEST_BODY_BYTES, MAX_RESPONSE_BODY_BYTES, addressesFor, parseHttpUrl, requestsInFlight, specialAddressKind,
+  MAX_IN_FLIGHT, MAX_REQUEST_BODY_BYTES, MAX_RESPONSE_BODY_BYTES, parseHttpUrl, requestsInFlight,
 } from "../capabilities/http.ts";
+import { addressesFor, specialAddressKind } from "../capabilities/address-policy.ts";
 import { startHost, waitFor } from "./helpers/host.ts";
 import { REPORT, callApi, inlineModule, type Outcome } from "./helpers/modules.ts";
 
