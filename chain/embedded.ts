@@ -30,9 +30,16 @@
 // Mutations (mining, reorgs, transactions, submitted blocks) run one at a time (a queue);
 // reads do not wait for them. Blocks and transactions handed out are frozen and shared:
 // readers must not (and cannot) change them.
+//
+// Where the rest is: a submitted block's checks and consensus finality in ./validation.ts (as
+// bitcoind's validation.cpp), the pool in ./mempool.ts (txmempool.cpp), block building in
+// ./blocks.ts, the wallet in ./wallet.ts, the database in ./store.ts. This file stays over 500
+// lines on purpose: what is left is the chain state (tip, header window, caches, mempool,
+// database) and every operation that changes it, which must all run inside one mutation queue
+// and keep memory and database in step (connectBlock/disconnectTip write one batch, then update
+// memory, then emit); splitting them would hand that private state to several files.
 
 import { bytesToHex, hexToBytes, utf8ToBytes } from "@noble/hashes/utils.js";
-import { Script } from "@scure/btc-signer";
 import type {
   Block,
   BlockHeader,
@@ -58,7 +65,6 @@ import {
   BLOCK_TX_WEIGHT,
   REGTEST_GENESIS_HASH,
   COINBASE_MATURITY,
-  FINAL_SEQUENCE,
   MAX_MONEY,
   REGTEST_BITS,
   type StoredBlock,
@@ -75,27 +81,18 @@ import {
   describeTransaction,
   decodeTransaction,
   difficultyFromBits,
-  displayHex,
   scriptOfAddress,
-  internalBytes,
-  merkleRoot,
   targetFromBits,
   witnessCommitment,
 } from "./serialise.ts";
+import { BlockRejected, WITNESS_COMMITMENT_PREFIX, checkBlock, isFinal, outpointKey } from "./validation.ts";
+import { Mempool, type MempoolRecord, feeRate, mempoolEntry } from "./mempool.ts";
 import { Wallet, type Payment } from "./wallet.ts";
 import { Lru } from "./lru.ts";
 import { ChainStore, STORE_VERSION, heightKey, walletKey, type BlockRecord, type ChainState, type StoreOp } from "./store.ts";
 
-const LOCKTIME_THRESHOLD = 500_000_000;
 /** Header version of templates: BIP9 version bits, nothing signalled (as the embedded miner). */
 const TEMPLATE_VERSION = 0x20000000;
-const MAX_BLOCK_WEIGHT = 4_000_000;
-/** Blocks may be at most this many seconds ahead of the clock (bitcoind: two hours). */
-const MAX_FUTURE_BLOCK_TIME = 2 * 60 * 60;
-/** OP_RETURN OP_PUSHBYTES_36 0xaa21a9ed: the BIP141 witness commitment output prefix. */
-const WITNESS_COMMITMENT_PREFIX = "6a24aa21a9ed";
-const NULL_TXID_HEX = "00".repeat(32);
-const NULL_VOUT = 0xffffffff;
 const DEFAULT_SEED = utf8ToBytes("modhost embedded regtest chain");
 
 /** Smallest output createTransaction makes (well above P2WPKH dust, 294 sats). */
@@ -123,12 +120,6 @@ export interface EmbeddedChainOptions {
   blockCache?: number;
   /** UTXOs kept in memory (default 20000, [chain] utxo_cache). */
   utxoCache?: number;
-}
-
-interface MempoolRecord {
-  tx: Transaction;
-  fee: number;
-  time: number;
 }
 
 /** What the chain keeps in memory of a recent active block. */
@@ -166,9 +157,7 @@ export class EmbeddedChain implements ChainBackend {
   private readonly utxoCache: Lru<string, Utxo>;
   /** Light views of blocks (no hex), made once per block. */
   private readonly lightViews = new WeakMap<Block, LightBlock>();
-  private readonly mempool = new Map<Hex, MempoolRecord>();
-  /** Outpoints spent by mempool transactions -> the spending txid. */
-  private readonly mempoolSpends = new Map<string, Hex>();
+  private readonly mempool = new Mempool();
   /** Coinbase extra nonce, never reused, so blocks rebuilt at a height get new hashes. */
   private extraNonce = 0;
   /** Mutations run one after another. */
@@ -254,8 +243,8 @@ export class EmbeddedChain implements ChainBackend {
       const removed: StoredBlock[] = [];
       for (let i = 0; i < depth; i++) removed.push(await this.disconnectTip());
 
-      for (const [txid, record] of [...this.mempool]) {
-        if (!(await this.spendsAreValid(record.tx))) this.removeFromMempool(txid, "reorg");
+      for (const record of this.mempool.records()) {
+        if (!(await this.spendsAreValid(record.tx))) this.removeFromMempool(record.tx.txid, "reorg");
       }
       for (const stored of removed.slice().reverse()) {
         for (const tx of stored.block.transactions.slice(1)) {
@@ -384,7 +373,7 @@ export class EmbeddedChain implements ChainBackend {
   async getBlockTemplate(opts: { coinbaseScript?: Hex } = {}): Promise<BlockTemplate> {
     const parent = this.tip;
     const height = parent.block.height + 1;
-    const selected = this.selectFromMempool();
+    const selected = this.mempool.select(BLOCK_TX_WEIGHT);
     const coinbaseValue = blockSubsidy(height) + selected.reduce((sum, record) => sum + record.fee, 0);
     const wtxids = selected.map((record) => record.tx.wtxid);
     const minTime = this.medianTimePast(parent.block.height) + 1;
@@ -410,15 +399,8 @@ export class EmbeddedChain implements ChainBackend {
   }
 
   /**
-   * Check a serialised block and connect it on the tip. The checks are bitcoind's, minus
-   * script execution (as for the mempool): proof of work against the block's bits, bits as
-   * the chain requires, parent = the active tip (a block building on another known block is
-   * rejected: side branches are not kept), time after the median time past and at most two
-   * hours ahead, version, a single coinbase first with the BIP34 height, merkle root, no
-   * duplicate transactions, weight, finality, every input spending an unspent output (of the
-   * UTXO set or earlier in the block) with coinbase maturity, outputs within inputs, the
-   * coinbase paying at most subsidy + fees, and the BIP141 witness commitment. An accepted
-   * block emits the same events as a mined one.
+   * Check a serialised block (./validation.ts checkBlock: bitcoind's checks minus script
+   * execution) and connect it on the tip. An accepted block emits the same events as a mined one.
    */
   async submitBlock(hex: Hex): Promise<SubmitBlockResult> {
     let decoded: ReturnType<typeof decodeBlock>;
@@ -432,7 +414,13 @@ export class EmbeddedChain implements ChainBackend {
       if (this.blocks.has(hash) || hash === this.tip.block.hash || (await this.store.hasBlock(hash))) return { result: "duplicate" as const, hash };
       let stored: StoredBlock;
       try {
-        stored = await this.checkBlock(decoded);
+        stored = await checkBlock(decoded, {
+          tip: this.tip,
+          now: this.now,
+          medianTimePast: (height) => this.medianTimePast(height),
+          loadBlock: (blockHash) => this.loadBlock(blockHash),
+          readUtxo: (key) => this.readUtxo(key),
+        });
       } catch (err) {
         if (err instanceof BlockRejected) return { result: "rejected" as const, reason: err.message, hash };
         throw err;
@@ -440,117 +428,6 @@ export class EmbeddedChain implements ChainBackend {
       await this.connectBlock(stored);
       return { result: "accepted" as const, hash };
     });
-  }
-
-  private async checkBlock({ header, transactions: raws }: ReturnType<typeof decodeBlock>): Promise<StoredBlock> {
-    const reject = (code: string, why: string): never => {
-      throw new BlockRejected(`${code}: ${why}`);
-    };
-    const { hash, ...fields } = header;
-
-    // The header.
-    const target = targetFromBits(header.bits);
-    if (target === 0n || BigInt(`0x${hash}`) > target) {
-      reject("high-hash", `the block hash ${hash} is above the target of its bits 0x${header.bits.toString(16)} (proof of work failed)`);
-    }
-    const parent = this.tip;
-    if (header.prev_hash !== parent.block.hash) {
-      const known = await this.loadBlock(header.prev_hash);
-      if (known !== undefined) {
-        reject("not-on-tip", `the block builds on ${header.prev_hash} (height ${known.block.height}), not on the active tip ${parent.block.hash} (height ${parent.block.height}); side branches are not supported`);
-      }
-      reject("prev-blk-not-found", `the parent block ${header.prev_hash} is unknown`);
-    }
-    const height = parent.block.height + 1;
-    if (header.bits !== REGTEST_BITS) reject("bad-diffbits", `bits 0x${header.bits.toString(16)}, the chain requires 0x${REGTEST_BITS.toString(16)}`);
-    const mtp = this.medianTimePast(parent.block.height);
-    if (header.time <= mtp) reject("time-too-old", `block time ${header.time} is not after the median time past ${mtp}`);
-    if (header.time > Math.floor(this.now()) + MAX_FUTURE_BLOCK_TIME) reject("time-too-new", `block time ${header.time} is more than two hours in the future`);
-    if (header.version < 4) reject("bad-version", `version ${header.version} is obsolete (BIP34, BIP66 and BIP65 need at least 4)`);
-
-    // The transactions, structurally.
-    if (raws.length === 0) reject("bad-blk-length", "the block has no transactions");
-    let txs: Transaction[] = [];
-    try {
-      txs = raws.map((raw) => describeTransaction(raw));
-    } catch (err) {
-      reject("bad-txns", `a transaction could not be encoded (${(err as Error).message})`);
-    }
-    const root = displayHex(merkleRoot(txs.map((tx) => internalBytes(tx.txid))));
-    if (root !== header.merkle_root) reject("bad-txnmrklroot", `the merkle root is ${header.merkle_root}, the transactions give ${root}`);
-    if (new Set(txs.map((tx) => tx.txid)).size !== txs.length) reject("bad-txns-duplicate", "a transaction appears twice");
-    const coinbase = txs[0] as Transaction;
-    if (!(coinbase.inputs[0]?.coinbase ?? false)) reject("bad-cb-missing", "the first transaction is not a coinbase");
-    for (const tx of txs) {
-      if (tx.inputs.length === 0) reject("bad-txns-vin-empty", `transaction ${tx.txid} has no inputs`);
-      if (tx.outputs.length === 0) reject("bad-txns-vout-empty", `transaction ${tx.txid} has no outputs`);
-      let total = 0;
-      for (const output of tx.outputs) {
-        if (output.value > MAX_MONEY) reject("bad-txns-vout-toolarge", `transaction ${tx.txid} has an output above the money supply`);
-        total += output.value;
-      }
-      if (total > MAX_MONEY) reject("bad-txns-txouttotal-toolarge", `transaction ${tx.txid} pays out more than the money supply`);
-      const keys = tx.inputs.map((input) => outpointKey(input.txid, input.vout));
-      if (new Set(keys).size !== keys.length) reject("bad-txns-inputs-duplicate", `transaction ${tx.txid} spends the same output twice`);
-      if (tx !== coinbase && tx.inputs.some((input) => input.txid === NULL_TXID_HEX && input.vout === NULL_VOUT)) {
-        reject(tx.inputs.length === 1 ? "bad-cb-multiple" : "bad-txns-prevout-null", `transaction ${tx.txid} has a coinbase input but is not first`);
-      }
-      if (!this.isFinal(tx, height)) reject("bad-txns-nonfinal", `transaction ${tx.txid} is not final at height ${height}`);
-    }
-    const scriptSig = coinbase.inputs[0]?.script_sig ?? "";
-    if (scriptSig.length < 4 || scriptSig.length > 200) reject("bad-cb-length", "the coinbase scriptSig must be 2 to 100 bytes");
-    const heightPush = bytesToHex(Script.encode([height]));
-    if (!scriptSig.startsWith(heightPush)) reject("bad-cb-height", `the coinbase scriptSig must start with the block height ${height} (BIP34: ${heightPush})`);
-
-    // BIP141: a block with witness data commits to it in the coinbase's last commitment output.
-    const commitment = [...coinbase.outputs].reverse().find((o) => o.script_pubkey.length >= 76 && o.script_pubkey.startsWith(WITNESS_COMMITMENT_PREFIX));
-    if (commitment !== undefined) {
-      const reserved = coinbase.inputs[0]?.witness ?? [];
-      if (reserved.length !== 1 || (reserved[0] as string).length !== 64) {
-        reject("bad-witness-nonce-size", "the coinbase witness must be one 32-byte reserved value");
-      }
-      const expected = bytesToHex(witnessCommitment(txs.slice(1).map((tx) => tx.wtxid), hexToBytes(reserved[0] as string)));
-      if (commitment.script_pubkey.slice(12, 76) !== expected) reject("bad-witness-merkle-match", "the witness commitment does not match the transactions");
-    } else if (txs.some((tx) => tx.inputs.some((input) => input.witness.length > 0))) {
-      reject("unexpected-witness", "the block has witness data but no witness commitment");
-    }
-
-    // Against the UTXO set, in block order: outputs created earlier in the block are spendable.
-    const created = new Map<string, { value: number; height: number; coinbase: boolean }>();
-    const spent = new Set<string>();
-    const addOutputs = (tx: Transaction, isCoinbase: boolean) => tx.outputs.forEach((output, vout) => {
-      if (!output.script_pubkey.startsWith("6a")) created.set(outpointKey(tx.txid, vout), { value: output.value, height, coinbase: isCoinbase });
-    });
-    const fees = [0];
-    let totalFees = 0;
-    addOutputs(coinbase, true);
-    for (const tx of txs.slice(1)) {
-      let inputValue = 0;
-      for (const input of tx.inputs) {
-        const key = outpointKey(input.txid, input.vout);
-        const utxo = spent.has(key) ? undefined : (created.get(key) ?? (await this.readUtxo(key)));
-        if (utxo === undefined) reject("bad-txns-inputs-missingorspent", `input ${key} of transaction ${tx.txid} does not spend an unspent output`);
-        const coin = utxo as { value: number; height: number; coinbase: boolean };
-        if (coin.coinbase && height - coin.height < COINBASE_MATURITY) {
-          reject("bad-txns-premature-spend-of-coinbase", `input ${key} of transaction ${tx.txid} spends a coinbase from height ${coin.height}, immature until ${coin.height + COINBASE_MATURITY}`);
-        }
-        spent.add(key);
-        inputValue += coin.value;
-      }
-      const outputValue = tx.outputs.reduce((sum, output) => sum + output.value, 0);
-      if (outputValue > inputValue) reject("bad-txns-in-belowout", `transaction ${tx.txid} pays out ${outputValue} sats from ${inputValue}`);
-      fees.push(inputValue - outputValue);
-      totalFees += inputValue - outputValue;
-      addOutputs(tx, false);
-    }
-    const paid = coinbase.outputs.reduce((sum, output) => sum + output.value, 0);
-    const allowed = blockSubsidy(height) + totalFees;
-    if (paid > allowed) reject("bad-cb-amount", `the coinbase pays ${paid} sats, at most ${allowed} (subsidy ${blockSubsidy(height)} + fees ${totalFees}) are allowed`);
-
-    const stored = storeBlock(fields, height, txs, fees, parent.chainWork);
-    if (stored.block.weight > MAX_BLOCK_WEIGHT) reject("bad-blk-weight", `block weight ${stored.block.weight} exceeds ${MAX_BLOCK_WEIGHT}`);
-    if (stored.block.hash !== hash) reject("bad-block-encoding", "the block does not re-encode to the same header");
-    return stored;
   }
 
   // ---- ChainBackend: blocks and transactions ----
@@ -620,7 +497,7 @@ export class EmbeddedChain implements ChainBackend {
   // ---- ChainBackend: mempool ----
 
   async getMempoolTransactions(): Promise<Hex[]> {
-    return [...this.mempool.keys()];
+    return this.mempool.txids();
   }
 
   async getMempoolTransaction(txid: Hex): Promise<Transaction | null> {
@@ -632,15 +509,8 @@ export class EmbeddedChain implements ChainBackend {
     return record === undefined ? null : mempoolEntry(record);
   }
 
-  /** `size_bytes` is the sum of virtual sizes, like bitcoind's getmempoolinfo "bytes". */
   async getMempoolInfo(): Promise<MempoolInfo> {
-    let size = 0;
-    let fees = 0;
-    for (const record of this.mempool.values()) {
-      size += record.tx.vsize;
-      fees += record.fee;
-    }
-    return { transaction_count: this.mempool.size, size_bytes: size, total_fee_sats: fees };
+    return this.mempool.info();
   }
 
   async isInMempool(txid: Hex): Promise<boolean> {
@@ -657,7 +527,7 @@ export class EmbeddedChain implements ChainBackend {
     if (!Number.isInteger(targetBlocks) || targetBlocks < 1) {
       throw new RangeError(`targetBlocks must be a positive integer, got ${targetBlocks}`);
     }
-    const pending = [...this.mempool.values()].sort(byFeeRateDescending);
+    const pending = this.mempool.byFeeRate();
     const capacity = targetBlocks * BLOCK_TX_WEIGHT;
     let weight = 0;
     for (const record of pending) {
@@ -831,7 +701,7 @@ export class EmbeddedChain implements ChainBackend {
       const parent = this.tip;
       const stored = mineBlock({
         parent,
-        transactions: includeMempool ? this.selectFromMempool() : [],
+        transactions: includeMempool ? this.mempool.select(BLOCK_TX_WEIGHT) : [],
         time: Math.max(Math.floor(this.now()), this.medianTimePast(parent.block.height) + 1),
         extraNonce: this.extraNonce++,
         payoutScript: this.wallet.mainScript,
@@ -840,18 +710,6 @@ export class EmbeddedChain implements ChainBackend {
       hashes.push(stored.block.hash);
     }
     return hashes;
-  }
-
-  /** Highest fee rate first, skipping what no longer fits in the block. */
-  private selectFromMempool(): MempoolRecord[] {
-    const selected: MempoolRecord[] = [];
-    let weight = 0;
-    for (const record of [...this.mempool.values()].sort(byFeeRateDescending)) {
-      if (weight + record.tx.weight > BLOCK_TX_WEIGHT) continue;
-      weight += record.tx.weight;
-      selected.push(record);
-    }
-    return selected;
   }
 
   /** Connect a checked block on the tip: one database batch, then memory, then events. */
@@ -881,7 +739,7 @@ export class EmbeddedChain implements ChainBackend {
         }
         // Blocks mined from a conflict-free mempool never trigger this; it is the rule for
         // any block that confirms a different spend of an output a mempool transaction spends.
-        const spender = this.mempoolSpends.get(key);
+        const spender = this.mempool.spenderOf(key);
         if (spender !== undefined && spender !== tx.txid) conflicts.add(spender);
       }
       stored.undo[index] = spent;
@@ -1009,8 +867,7 @@ export class EmbeddedChain implements ChainBackend {
     }
 
     const record: MempoolRecord = { tx: deepFreeze(tx), fee: inputValue - outputValue, time: Math.floor(this.now()) };
-    this.mempool.set(tx.txid, record);
-    for (const key of keys) this.mempoolSpends.set(key, tx.txid);
+    this.mempool.add(record);
     const { txid, fee, vsize, fee_rate } = mempoolEntry(record);
     this.emit("MempoolTransactionAdded", { txid, fee, vsize, fee_rate });
     return record;
@@ -1022,13 +879,13 @@ export class EmbeddedChain implements ChainBackend {
    */
   private async checkSpends(tx: Transaction): Promise<number> {
     const nextHeight = this.height + 1;
-    if (!this.isFinal(tx, nextHeight)) throw new Error(`transaction is not final at height ${nextHeight}`);
+    if (!isFinal(tx, nextHeight, this.medianTimePast(this.height))) throw new Error(`transaction is not final at height ${nextHeight}`);
     let value = 0;
     for (const input of tx.inputs) {
       const key = outpointKey(input.txid, input.vout);
       const utxo = await this.readUtxo(key);
       if (utxo === undefined) throw new Error(`input ${key} does not spend an unspent confirmed output`);
-      const spender = this.mempoolSpends.get(key);
+      const spender = this.mempool.spenderOf(key);
       if (spender !== undefined && spender !== tx.txid) {
         throw new Error(`input ${key} conflicts with mempool transaction ${spender}`);
       }
@@ -1051,18 +908,8 @@ export class EmbeddedChain implements ChainBackend {
     }
   }
 
-  /** Consensus finality: a non-zero locktime binds only if some input's sequence is not final. */
-  private isFinal(tx: Transaction, height: number): boolean {
-    if (tx.locktime === 0 || tx.inputs.every((input) => input.sequence === FINAL_SEQUENCE)) return true;
-    const limit = tx.locktime < LOCKTIME_THRESHOLD ? height : this.medianTimePast(this.height);
-    return tx.locktime < limit;
-  }
-
   private removeFromMempool(txid: Hex, reason: ChainEvents["MempoolTransactionRemoved"]["reason"]): void {
-    const record = this.mempool.get(txid);
-    if (record === undefined) return;
-    this.mempool.delete(txid);
-    for (const input of record.tx.inputs) this.mempoolSpends.delete(outpointKey(input.txid, input.vout));
+    if (this.mempool.remove(txid) === undefined) return;
     this.emit("MempoolTransactionRemoved", { txid, reason });
   }
 
@@ -1070,7 +917,7 @@ export class EmbeddedChain implements ChainBackend {
   private async spendableWalletUtxo(minValue: number): Promise<Utxo | undefined> {
     const nextHeight = this.height + 1;
     for await (const { outpoint, height, coin } of this.store.walletCoins()) {
-      if (coin.value < minValue || this.mempoolSpends.has(outpoint)) continue;
+      if (coin.value < minValue || this.mempool.spenderOf(outpoint) !== undefined) continue;
       // Coins are in height order: from here on every coinbase is immature.
       if (coin.coinbase && nextHeight - height < COINBASE_MATURITY) continue;
       const utxo = await this.readUtxo(outpoint);
@@ -1110,13 +957,6 @@ export class EmbeddedChain implements ChainBackend {
   }
 }
 
-/** A submitted block failed a check; the message is the reason code and an explanation. */
-class BlockRejected extends Error {}
-
-function outpointKey(txid: Hex, vout: number): string {
-  return `${txid}:${vout}`;
-}
-
 /** Upper bound of a one-input P2WPKH transaction's fee: at most 13 vB of overhead (10.5, plus 2 for a 3-byte output count), 68 for the input, 31 per output (payments + change). */
 function feeBound(feeRate: number, outputs: number): number {
   return Math.ceil(feeRate * (13 + 68 + 31 * (outputs + 1)));
@@ -1135,24 +975,6 @@ function storedFromRecord(record: BlockRecord): StoredBlock {
   const { hash: _hash, ...fields } = header;
   const stored = storeBlock(fields, record.height, transactions.map((raw) => describeTransaction(raw)), record.fees, 0n);
   return { ...stored, undo: record.undo, chainWork: BigInt(record.work) };
-}
-
-function feeRate(record: MempoolRecord): number {
-  return record.fee / record.tx.vsize;
-}
-
-function byFeeRateDescending(a: MempoolRecord, b: MempoolRecord): number {
-  return feeRate(b) - feeRate(a);
-}
-
-function mempoolEntry(record: MempoolRecord): MempoolEntry {
-  return {
-    txid: record.tx.txid,
-    fee: record.fee,
-    vsize: record.tx.vsize,
-    fee_rate: feeRate(record),
-    time: record.time,
-  };
 }
 
 function assertCount(what: string, value: number): void {

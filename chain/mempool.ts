@@ -1,0 +1,107 @@
+// The embedded chain's memory pool, the part of bitcoind's txmempool.cpp it needs: the
+// accepted transactions with their fees, which outpoints they spend (conflicts are found by
+// outpoint, in O(1)), and block-template selection by fee rate. What may enter is decided by
+// the chain (./embedded.ts acceptToMempool, against the UTXO set and ./validation.ts); this
+// file only keeps what was accepted. Not persisted: a restarted chain starts with it empty.
+
+import type { Hex, MempoolEntry, MempoolInfo, Transaction } from "./backend.ts";
+import { outpointKey } from "./validation.ts";
+
+export interface MempoolRecord {
+  /** Frozen: shared with every reader. */
+  tx: Transaction;
+  fee: number;
+  /** When it was accepted (Unix seconds). */
+  time: number;
+}
+
+export class Mempool {
+  readonly #records = new Map<Hex, MempoolRecord>();
+  /** Outpoints spent by mempool transactions -> the spending txid. */
+  readonly #spends = new Map<string, Hex>();
+
+  get size(): number {
+    return this.#records.size;
+  }
+
+  has(txid: Hex): boolean {
+    return this.#records.has(txid);
+  }
+
+  get(txid: Hex): MempoolRecord | undefined {
+    return this.#records.get(txid);
+  }
+
+  /** Txids in the order they were accepted. */
+  txids(): Hex[] {
+    return [...this.#records.keys()];
+  }
+
+  /** A snapshot of the records (safe to iterate while removing). */
+  records(): MempoolRecord[] {
+    return [...this.#records.values()];
+  }
+
+  /** The mempool transaction spending outpoint `key` (`txid:vout`), if any. */
+  spenderOf(key: string): Hex | undefined {
+    return this.#spends.get(key);
+  }
+
+  /** Add an accepted transaction (the caller checked it does not conflict). */
+  add(record: MempoolRecord): void {
+    this.#records.set(record.tx.txid, record);
+    for (const input of record.tx.inputs) this.#spends.set(outpointKey(input.txid, input.vout), record.tx.txid);
+  }
+
+  /** Remove a transaction; returns what was removed, or undefined if it was not there. */
+  remove(txid: Hex): MempoolRecord | undefined {
+    const record = this.#records.get(txid);
+    if (record === undefined) return undefined;
+    this.#records.delete(txid);
+    for (const input of record.tx.inputs) this.#spends.delete(outpointKey(input.txid, input.vout));
+    return record;
+  }
+
+  /** Every record, highest fee rate first. */
+  byFeeRate(): MempoolRecord[] {
+    return this.records().sort((a, b) => feeRate(b) - feeRate(a));
+  }
+
+  /** What goes in the next block: highest fee rate first, skipping what no longer fits in `maxWeight`. */
+  select(maxWeight: number): MempoolRecord[] {
+    const selected: MempoolRecord[] = [];
+    let weight = 0;
+    for (const record of this.byFeeRate()) {
+      if (weight + record.tx.weight > maxWeight) continue;
+      weight += record.tx.weight;
+      selected.push(record);
+    }
+    return selected;
+  }
+
+  /** `size_bytes` is the sum of virtual sizes, like bitcoind's getmempoolinfo "bytes". */
+  info(): MempoolInfo {
+    let size = 0;
+    let fees = 0;
+    for (const record of this.#records.values()) {
+      size += record.tx.vsize;
+      fees += record.fee;
+    }
+    return { transaction_count: this.#records.size, size_bytes: size, total_fee_sats: fees };
+  }
+}
+
+/** Sats per virtual byte. */
+export function feeRate(record: MempoolRecord): number {
+  return record.fee / record.tx.vsize;
+}
+
+export function mempoolEntry(record: MempoolRecord): MempoolEntry {
+  return {
+    txid: record.tx.txid,
+    fee: record.fee,
+    vsize: record.tx.vsize,
+    fee_rate: feeRate(record),
+    time: record.time,
+  };
+}
