@@ -26,6 +26,8 @@ export PATH="$PWD/node_modules/.bin:$PATH"
 echo "setup: node $(node --version) from $(command -v node)"
 echo "setup: building the JavaScript that modhost runs (dist/, scripts/build-dist.mjs)"
 node scripts/build-dist.mjs
+echo "setup: building the declarations of modhost/sdk and modhost/testing (types/, npm run build:types)"
+node node_modules/typescript/bin/tsc -p tsconfig.types.json
 
 if [ -x scripts/build-rust.sh ]; then
   if command -v cargo >/dev/null; then

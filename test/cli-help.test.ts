@@ -279,7 +279,7 @@ test("a native module that never calls ready() is told what was expected", async
   t.regex(guide, /^## Native modules \(Rust, or any language\)$/m, "the anchor the message names exists");
 });
 
-test("modhost/sdk types are importable outside the checkout: exports' types condition and the built declarations", async (t) => {
+test("modhost/sdk and modhost/testing types are importable outside the checkout: exports' types condition and the built declarations", async (t) => {
   t.timeout(300_000);
   const tmp = await tempDir(t, "modhost-sdk-");
   const pkg = JSON.parse(await readFile(path.join(ROOT, "package.json"), "utf8")) as { files: string[]; exports: Record<string, Record<string, string>> };
@@ -310,6 +310,23 @@ test("modhost/sdk types are importable outside the checkout: exports' types cond
   t.is(wrong.exitCode, 2, wrong.all);
   t.regex(wrong.all, /getBlockHieght/);
   t.notRegex(wrong.all, /TS2307/);
+
+  // modhost/testing: its declarations, not modhost's sources, are what an author's tsc reads.
+  t.is(pkg.exports["./testing"]!.types, "./types/testing/index.d.ts");
+  t.true(existsSync(path.join(into, "types", "testing", "index.d.ts")), "types/testing/index.d.ts was built");
+  for (const dep of ["@types/node", "ava"]) await cp(path.join(ROOT, "node_modules", dep), path.join(tmp, "node_modules", dep), { recursive: true });
+  await writeFile(path.join(tmp, "tsconfig.json"), JSON.stringify({ compilerOptions: { target: "es2022", module: "nodenext", moduleResolution: "nodenext", strict: true, noEmit: true, skipLibCheck: true, types: ["node"], listFiles: true }, include: ["index.ts"] }));
+  const harnessTest = 'import { startHost } from "modhost/testing";\nconst h = await startHost({ modules: ["."] });\nconst height: number = await h.mine(1);\nconsole.log(height, h.storage("x").get("t", "k"));\nawait h.stop();\n';
+  await writeFile(path.join(tmp, "index.ts"), harnessTest);
+  const harnessOk = await tsc(tmp);
+  t.is(harnessOk.exitCode, 0, harnessOk.all.split("\n").filter((l) => /error/.test(l)).join("\n"));
+  const read = harnessOk.all.split("\n").filter((l) => l.includes("node_modules/modhost/"));
+  t.true(read.some((l) => l.endsWith("node_modules/modhost/types/testing/index.d.ts")), read.join("\n"));
+  t.deepEqual(read.filter((l) => !l.endsWith(".d.ts")), [], "no source file of modhost is type-checked");
+  await writeFile(path.join(tmp, "index.ts"), harnessTest.replace("h.mine(1)", 'h.mine("one")'));
+  const harnessWrong = await tsc(tmp);
+  t.is(harnessWrong.exitCode, 2);
+  t.regex(harnessWrong.all, /index\.ts\(3,\d+\): error TS2345/);
 });
 
 test("modhost dev prints the exact command that reaches it, and that command works", async (t) => {
