@@ -38,17 +38,12 @@ export interface GrantSpec {
   on_missing_grant?: MissingGrantPolicy;
 }
 
-export interface StartOptions {
+/** What a test host's configuration is made from (`testHostConfig`; `startHost` takes these too). */
+export interface HostConfigOptions {
   /**
-   * Module directories (each with a module.toml), absolute or relative to the current
-   * directory. Each is copied into the host's own modules directory (without node_modules,
-   * .git and, for a native module, anything under target/ except its entry_point binary).
-   */
-  modules: string[];
-  /**
-   * Grants per module name. A module without an entry gets exactly what its module.toml
-   * requests (as an operator who read the manifest would); give a smaller list to test how
-   * the module copes with less.
+   * Grants per module name. With `startHost`, a module without an entry gets exactly what its
+   * module.toml requests (as an operator who read the manifest would); give a smaller list to
+   * test how the module copes with less.
    */
   grants?: Record<string, string[] | GrantSpec>;
   /** Per-module configuration ([modules.module_configs.NAME]); the schema's defaults fill the rest. */
@@ -59,6 +54,15 @@ export interface StartOptions {
   moduleLimits?: Record<string, Partial<Limits>>;
   /** What happens to a module that requests more than it was granted (default: the product's). */
   onMissingGrant?: MissingGrantPolicy;
+}
+
+export interface StartOptions extends HostConfigOptions {
+  /**
+   * Module directories (each with a module.toml), absolute or relative to the current
+   * directory. Each is copied into the host's own modules directory (without node_modules,
+   * .git and, for a native module, anything under target/ except its entry_point binary).
+   */
+  modules: string[];
   /** Last word on the host configuration before the host starts. */
   configure?: (config: HostConfig) => void;
   /** Register the host's stop with the test runner: `t.teardown.bind(t)` (ava), `t.after.bind(t)` (node:test), `onTestFinished` (vitest). */
@@ -355,6 +359,40 @@ async function copyModule(src: string, modulesDir: string): Promise<ModuleManife
   return manifest;
 }
 
+/**
+ * The configuration of a test host whose directory is `dir` and modules directory
+ * `modulesDir`: debug logs, the embedded chain mining only when told (101 blocks at start),
+ * data and storage under `dir`, the RPC server on any free port, TEST_LIMITS under `limits`,
+ * the given grants (descriptors as in modhost.toml), and unsigned modules allowed (they run
+ * with the "allow-unsigned" warning, as under `modhost dev`; set `config.trust` to test
+ * signatures). `startHost` builds its hosts with it; modhost's own tests do too.
+ */
+export function testHostConfig(dir: string, modulesDir: string, opts: HostConfigOptions = {}): HostConfig {
+  const config = defaultConfig(dir);
+  config.host.log_level = "debug";
+  config.chain.block_interval_seconds = 0;
+  config.chain.mature_blocks = 101;
+  config.modules.modules_dir = modulesDir;
+  config.modules.data_dir = path.join(dir, "data", "modules");
+  config.storage.dir = path.join(dir, "data", "storage");
+  // Any free port: tests run in parallel.
+  config.rpc.port = 0;
+  config.modules.default_limits = { ...config.modules.default_limits, ...TEST_LIMITS, ...opts.limits };
+  if (opts.onMissingGrant) config.modules.on_missing_grant = opts.onMissingGrant;
+  for (const [name, spec] of Object.entries(opts.grants ?? {})) {
+    const g = Array.isArray(spec) ? { allow: spec } : spec;
+    config.modules.grants[name] = {
+      allow: g.allow.map((d) => parseDescriptor(d)),
+      deny: (g.deny ?? []).map((d) => parseDescriptor(d)),
+      ...(g.on_missing_grant ? { on_missing_grant: g.on_missing_grant } : {}),
+    };
+  }
+  config.modules.limits = { ...opts.moduleLimits };
+  config.modules.module_configs = { ...opts.config };
+  config.trust.signatures = "allow-unsigned";
+  return config;
+}
+
 /** Start a host with the given modules; it is ready (modules started or failed) when this resolves. */
 export async function startHost(opts: StartOptions): Promise<TestHost> {
   if (!Array.isArray(opts.modules) || opts.modules.length === 0) {
@@ -374,36 +412,14 @@ export async function startHost(opts: StartOptions): Promise<TestHost> {
       manifests.push(await copyModule(src, modulesDir));
     }
 
-    const config = defaultConfig(dir);
-    config.host.log_level = "debug";
-    config.chain.block_interval_seconds = 0;
-    config.chain.mature_blocks = 101;
-    config.modules.modules_dir = modulesDir;
-    config.modules.enabled_modules = manifests.map((m) => m.name);
-    config.modules.data_dir = path.join(dir, "data", "modules");
-    config.storage.dir = path.join(dir, "data", "storage");
-    config.host.audit_log = path.join(dir, "audit.log");
-    config.rpc.port = 0;
-    config.rpc.cookie_file = path.join(dir, ".cookie");
-    config.modules.default_limits = { ...config.modules.default_limits, ...TEST_LIMITS, ...opts.limits };
-    if (opts.onMissingGrant) config.modules.on_missing_grant = opts.onMissingGrant;
     const grants: Record<string, string[] | GrantSpec> = { ...opts.grants };
     for (const m of manifests) {
       if (!Object.hasOwn(grants, m.name)) grants[m.name] = m.capabilities.map((c) => formatDescriptor(c.permission, c.scope));
     }
-    for (const [name, spec] of Object.entries(grants)) {
-      const g = Array.isArray(spec) ? { allow: spec } : spec;
-      config.modules.grants[name] = {
-        allow: g.allow.map((d) => parseDescriptor(d)),
-        deny: (g.deny ?? []).map((d) => parseDescriptor(d)),
-        ...(g.on_missing_grant ? { on_missing_grant: g.on_missing_grant } : {}),
-      };
-    }
-    config.modules.limits = { ...opts.moduleLimits };
-    config.modules.module_configs = { ...opts.config };
-    // Modules under test are usually unsigned: they run with the "allow-unsigned" warning, as
-    // under `modhost dev`. Set config.trust in `configure` to test signatures.
-    config.trust.signatures = "allow-unsigned";
+    const config = testHostConfig(dir, modulesDir, { ...opts, grants });
+    config.modules.enabled_modules = manifests.map((m) => m.name);
+    config.host.audit_log = path.join(dir, "audit.log");
+    config.rpc.cookie_file = path.join(dir, ".cookie");
     opts.configure?.(config);
 
     const chain = await EmbeddedChain.create({ matureBlocks: config.chain.mature_blocks });

@@ -1,7 +1,10 @@
-// A real modhost for tests: a Host (host/host.ts) on an EmbeddedChain that only mines when
-// the test says so, a temp directory with a modules dir built from fixtures (or inline
-// modules), temp data and storage dirs, explicit grants, short limits, and every log line
-// captured so that tests can assert on them.
+// A real modhost for modhost's own tests: a Host (host/host.ts) on an EmbeddedChain that only
+// mines when the test says so, a temp directory with a modules dir built from fixtures (or
+// inline modules), temp data and storage dirs, explicit grants, short limits, and every log
+// line captured so that tests can assert on them. The configuration is the public harness's
+// (testing/index.ts testHostConfig, TEST_LIMITS); what is added here is what modhost's own
+// tests need and authors do not: fixtures by name, inline modules, ava's context, a second
+// host on the same directory, the bus recorded from a subscription.
 //
 //   const h = await startHost(t, {
 //     modules: ["good", "throws-in-start"],
@@ -18,13 +21,17 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { Host } from "../../host/host.ts";
-import { defaultConfig, type HostConfig, type Limits, type MissingGrantPolicy } from "../../host/config.ts";
+import type { HostConfig, Limits, MissingGrantPolicy } from "../../host/config.ts";
 import { Logger, type LogRecord } from "../../host/log.ts";
 import { EmbeddedChain } from "../../chain/embedded.ts";
-import { formatDescriptor, parseDescriptor } from "../../capabilities/grants.ts";
+import { formatDescriptor } from "../../capabilities/grants.ts";
 import { loadManifest } from "../../host/manifest.ts";
 import type { ModuleStatus } from "../../host/manager.ts";
 import type { BusEvent } from "../../host/events/bus.ts";
+import { type GrantSpec, testHostConfig } from "../../testing/index.ts";
+
+// One definition of the test limits and the grant form, shared with the public harness.
+export { TEST_LIMITS, type GrantSpec } from "../../testing/index.ts";
 
 export const FIXTURES = fileURLToPath(new URL("../fixtures/modules/", import.meta.url));
 export const ROOT = fileURLToPath(new URL("../../", import.meta.url));
@@ -33,12 +40,6 @@ export const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 export interface InlineModule {
   toml: string;
   files: Record<string, string>;
-}
-
-export interface GrantSpec {
-  allow: string[];
-  deny?: string[];
-  on_missing_grant?: MissingGrantPolicy;
 }
 
 export interface TestHostOptions {
@@ -66,27 +67,6 @@ export interface TestHostOptions {
    */
   grantRequested?: boolean;
 }
-
-export const TEST_LIMITS: Partial<Limits> = {
-  memory_mb: 64,
-  cpu_time_ms: 200,
-  // Generous: on a loaded machine (ava runs files in parallel) spawning a process can take
-  // seconds. Tests that are about start-up time set their own.
-  start_timeout_ms: 20_000,
-  stop_timeout_ms: 1000,
-  // restart: the product default (on-failure), so that tests exercise it.
-  max_restarts: 3,
-  restart_window_ms: 60_000,
-  kill_timeout_ms: 500,
-  // Health checks are off unless a test turns them on: they would otherwise race with the
-  // behaviour under test (a watchdog kill, a crash).
-  health_interval_ms: 0,
-  // RLIMIT_NPROC counts the threads of a module's uid machine-wide, and the uid comes from the
-  // module's name: ava runs dozens of hosts at once, each with its own "good" (an isolate host
-  // has 12-13 threads). One host runs one process per module, so the product default (128)
-  // is ample there; test/isolate-sandbox.test.ts checks the limit itself.
-  processes: 4096,
-};
 
 export interface WaitOptions {
   timeoutMs?: number;
@@ -243,30 +223,8 @@ export async function buildModulesDir(dir: string, fixtures: string[] = [], inli
 
 /** The host config the harness uses (also handy to write a modhost.toml for the CLI). */
 export function testConfig(dir: string, modulesDir: string, opts: TestHostOptions = {}): HostConfig {
-  const config = defaultConfig(dir);
-  config.host.log_level = "debug";
-  config.chain.block_interval_seconds = 0;
-  config.chain.mature_blocks = 101;
-  config.modules.modules_dir = modulesDir;
-  config.modules.data_dir = path.join(dir, "data", "modules");
-  config.storage.dir = path.join(dir, "data", "storage");
-  // Any free port: tests run in parallel. The cookie is under the test's own directory.
-  config.rpc.port = 0;
-  config.modules.default_limits = { ...config.modules.default_limits, ...TEST_LIMITS, ...opts.limits };
-  if (opts.onMissingGrant) config.modules.on_missing_grant = opts.onMissingGrant;
-  for (const [name, spec] of Object.entries(opts.grants ?? {})) {
-    const g = Array.isArray(spec) ? { allow: spec } : spec;
-    config.modules.grants[name] = {
-      allow: g.allow.map((d) => parseDescriptor(d)),
-      deny: (g.deny ?? []).map((d) => parseDescriptor(d)),
-      ...(g.on_missing_grant ? { on_missing_grant: g.on_missing_grant } : {}),
-    };
-  }
-  config.modules.limits = { ...opts.moduleLimits };
-  config.modules.module_configs = { ...opts.moduleConfigs };
-  // Test modules are written inline and unsigned: run them as a developer would (with the
-  // "allow-unsigned" warning). Tests of verification set their own policy in `configure`.
-  config.trust.signatures = "allow-unsigned";
+  const { limits, onMissingGrant, grants, moduleLimits, moduleConfigs } = opts;
+  const config = testHostConfig(dir, modulesDir, { limits, onMissingGrant, grants, moduleLimits, config: moduleConfigs });
   opts.configure?.(config);
   return config;
 }
