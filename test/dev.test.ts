@@ -177,7 +177,7 @@ test("modhost dev --inspect prints a devtools URL per module; a debugger evaluat
 const RUST_EXAMPLE = path.join(ROOT, "modules", "rust-example");
 const haveCargo = existsSync(path.join(RUST_EXAMPLE, "target", "release", "rust-example")) && execaSync("cargo", ["--version"], { reject: false }).exitCode === 0;
 
-(haveCargo ? test : test.skip)("a Rust module is rebuilt with cargo on save, then reloaded; a build error keeps the running version", async (t) => {
+(haveCargo ? test : test.skip)("a Rust module is rebuilt with cargo on save, then reloaded; a build error keeps the running version (needs cargo and the built rust-example)", async (t) => {
   t.timeout(TEST_TIMEOUT_MS);
   const dir = await tempDir(t, "modhost-dev-");
   const modules = path.join(dir, "modules");

@@ -159,7 +159,7 @@ test("the guide's harness tests pass under modhost test in a module made by modh
 });
 
 const hasCargo = spawnSync("cargo", ["--version"]).status === 0;
-(hasCargo ? test : test.skip)("the guide's Rust snippets compile against sdk/rust", async (t) => {
+(hasCargo ? test : test.skip)("the guide's Rust snippets compile against sdk/rust (needs cargo)", async (t) => {
   t.timeout(1_200_000);
   const { dir } = await scaffold({ name: "guide-rust", lang: "rust", dir: path.join(await tempDir(t, "modhost-guide-"), "guide-rust") });
   const programs = of("rust program");

@@ -82,7 +82,7 @@ test("a new TypeScript module stores a block mined by `modhost dev` run in its d
   t.is(heights[1], 102, "then the first block the dev host mined");
 });
 
-(hasCargo ? test : test.skip)("modhost new --lang rust writes a crate that builds offline with its build.sh and whose generated test passes", async (t) => {
+(hasCargo ? test : test.skip)("modhost new --lang rust writes a crate that builds offline with its build.sh and whose generated test passes (needs cargo)", async (t) => {
   t.timeout(1_200_000);
   const parent = await tempDir(t, "modhost-new-");
   t.is((await modhost(["new", "rusty", "--lang", "rust"], parent)).exitCode, 0);
