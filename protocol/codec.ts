@@ -43,13 +43,22 @@ export interface BodyLimits {
   maxBinaryBytes: number;
   /** Values in one body: every nil, number, string, binary, array and map, keys included. */
   maxValues: number;
+  /**
+   * Distinct map keys in one body: a key of at most SHORT_KEY_BYTES bytes counts once however
+   * often it appears (in any map of the body), a longer key counts at every appearance.
+   */
+  maxMapKeys: number;
 }
+
+/** Map keys up to this many UTF-8 bytes count once per body towards max_map_keys; longer ones at every appearance. */
+export const SHORT_KEY_BYTES = 64;
 
 export const DEFAULT_BODY_LIMITS: Readonly<BodyLimits> = Object.freeze({
   maxDepth: MAX_VALUE_DEPTH + ENVELOPE_DEPTH,
   maxStringBytes: 16 * 1024 * 1024,
   maxBinaryBytes: 16 * 1024 * 1024,
   maxValues: 65_536,
+  maxMapKeys: 4096,
 });
 
 /** The names the limits go by in errors and in docs/protocol.md. */
@@ -58,6 +67,7 @@ const LIMIT_NAMES: Record<keyof BodyLimits, string> = {
   maxStringBytes: "max_string_bytes",
   maxBinaryBytes: "max_binary_bytes",
   maxValues: "max_values",
+  maxMapKeys: "max_map_keys",
 };
 
 export class CodecError extends Error {
@@ -132,6 +142,7 @@ export function validate(b: Buffer, limits: Readonly<BodyLimits> = DEFAULT_BODY_
   const remaining = limits.maxDepth + 2 <= STACK_REMAINING.length ? STACK_REMAINING : new Int32Array(limits.maxDepth + 2);
   const isMap = limits.maxDepth + 2 <= STACK_IS_MAP.length ? STACK_IS_MAP : new Uint8Array(limits.maxDepth + 2);
   let budget = limits.maxValues;
+  const keys = keyCounter(limits.maxMapKeys);
   let pos = 0;
   let depth = 0; // containers open
   remaining[0] = 1; // the body: one value
@@ -195,8 +206,11 @@ export function validate(b: Buffer, limits: Readonly<BodyLimits> = DEFAULT_BODY_
         if (n > 32) ascii = false;
         else for (let i = pos; i < pos + n; i++) if (b[i]! >= 0x80) { ascii = false; break; }
         if (!ascii && !isUtf8(b.subarray(pos, pos + n))) fail(limits, at, "string is not valid UTF-8");
-        if (isKey && n === 9 && b.compare(PROTO, 0, 9, pos, pos + 9) === 0) {
-          fail(limits, at, 'the map key "__proto__" is not allowed (JavaScript would take it for the prototype); rename it');
+        if (isKey) {
+          if (n === 9 && b.compare(PROTO, 0, 9, pos, pos + 9) === 0) {
+            fail(limits, at, 'the map key "__proto__" is not allowed (JavaScript would take it for the prototype); rename it');
+          }
+          if (keys.count(b, pos, n)) fail(limits, at, MAP_KEYS_MESSAGE, "maxMapKeys");
         }
         pos += n;
         break;
@@ -220,6 +234,102 @@ export function validate(b: Buffer, limits: Readonly<BodyLimits> = DEFAULT_BODY_
       }
     }
   }
+}
+
+const MAP_KEYS_MESSAGE =
+  "too many distinct map keys in one body (each new key costs the receiver a new property name; a map keyed by data, such as ids or hashes, belongs in an array of [key, value] pairs, or split across messages)";
+
+/**
+ * Counts the distinct map keys of one body (max_map_keys): a key of at most SHORT_KEY_BYTES
+ * bytes counts once per body, a longer one at every appearance. Until the body has more keys
+ * than the limit, keys are only recorded (offset and length: most bodies have a few keys and
+ * pay two array writes per key); past it, the recorded keys and every later short key go into
+ * an open-addressing set keyed by a hash of their bytes. The hash is multilinear with random
+ * per-process coefficients (one per byte position), so a module cannot choose keys that
+ * collide; equal hashes are confirmed byte by byte (at most 64 bytes). Work: at most 64 steps
+ * per key, tables sized by the limit, never by the input.
+ */
+class KeyCounter {
+  readonly recOff: Int32Array;
+  readonly recLen: Int32Array;
+  readonly slotOff: Int32Array; // key offset + 1; 0 is an empty slot
+  readonly slotLen: Int32Array;
+  readonly slotHash: Int32Array;
+  readonly mask: number;
+  recorded = 0;
+  long = 0;
+  short = 0; // distinct short keys, once hashing
+  hashing = false;
+
+  constructor(readonly max: number) {
+    this.recOff = new Int32Array(max + 1);
+    this.recLen = new Int32Array(max + 1);
+    let size = 16;
+    while (size < 2 * (max + 1)) size *= 2;
+    this.slotOff = new Int32Array(size);
+    this.slotLen = new Int32Array(size);
+    this.slotHash = new Int32Array(size);
+    this.mask = size - 1;
+  }
+
+  reset(): void {
+    if (this.hashing) this.slotOff.fill(0);
+    this.recorded = this.long = this.short = 0;
+    this.hashing = false;
+  }
+
+  /** Counts the key at b[pos, pos + n); true when the body now has more distinct keys than max. */
+  count(b: Buffer, pos: number, n: number): boolean {
+    if (n > SHORT_KEY_BYTES) return ++this.long + (this.hashing ? this.short : this.recorded) > this.max;
+    if (!this.hashing) {
+      this.recOff[this.recorded] = pos;
+      this.recLen[this.recorded] = n;
+      if (++this.recorded + this.long <= this.max) return false;
+      // More keys than the limit: from here on, count only the distinct ones.
+      this.hashing = true;
+      for (let i = 0; i < this.recorded; i++) this.insert(b, this.recOff[i]!, this.recLen[i]!);
+    } else {
+      this.insert(b, pos, n);
+    }
+    return this.short + this.long > this.max;
+  }
+
+  private insert(b: Buffer, pos: number, n: number): void {
+    let h = Math.imul(n + 1, KEY_COEF[SHORT_KEY_BYTES]!);
+    for (let i = 0; i < n; i++) h = (h + Math.imul(b[pos + i]! + 1, KEY_COEF[i]!)) | 0;
+    h ^= h >>> 16;
+    h = Math.imul(h, 0x45d9f3b);
+    h ^= h >>> 16;
+    for (let slot = h & this.mask; ; slot = (slot + 1) & this.mask) {
+      const off = this.slotOff[slot]!;
+      if (off === 0) {
+        this.slotOff[slot] = pos + 1;
+        this.slotLen[slot] = n;
+        this.slotHash[slot] = h;
+        this.short++;
+        return;
+      }
+      if (this.slotHash[slot] === h && this.slotLen[slot] === n) {
+        let same = true;
+        for (let i = 0, o = off - 1; i < n; i++) if (b[o + i] !== b[pos + i]) { same = false; break; }
+        if (same) return;
+      }
+    }
+  }
+}
+
+const KEY_COEF = new Int32Array(SHORT_KEY_BYTES + 1);
+crypto.getRandomValues(KEY_COEF);
+let defaultKeyCounter: KeyCounter | undefined;
+
+function keyCounter(max: number): KeyCounter {
+  let c = defaultKeyCounter;
+  if (c?.max !== max) {
+    c = new KeyCounter(max);
+    if (max === DEFAULT_BODY_LIMITS.maxMapKeys) defaultKeyCounter = c;
+  }
+  c.reset();
+  return c;
 }
 
 /** A body with more string bytes than this is built by decodeValidated (TextDecoder), not by msgpackr. */
@@ -418,8 +528,38 @@ function skip(b: Buffer, p: number): number {
  * bounds; a cycle is caught by the ancestor check long before that.
  */
 export function toWire(value: unknown, limits: Readonly<BodyLimits> = DEFAULT_BODY_LIMITS): unknown {
-  const state: PrepareState = { values: limits.maxValues, ancestors: [], keys: [], limits };
+  const state: PrepareState = { values: limits.maxValues, ancestors: [], keys: [], limits, mapKeys: newKeyCount() };
   return prepare(value, 0, state);
+}
+
+/** max_map_keys on the sending side: as KeyCounter counts (long keys at every appearance). */
+interface KeyCount {
+  /** Short keys seen, until there are more keys than the limit; then undefined and `distinct` holds them. */
+  seen: string[] | undefined;
+  distinct: Set<string> | undefined;
+  long: number;
+}
+
+function newKeyCount(): KeyCount {
+  return { seen: [], distinct: undefined, long: 0 };
+}
+
+function countKey(k: string, s: PrepareState): void {
+  const c = s.mapKeys;
+  const max = s.limits.maxMapKeys;
+  // UTF-8 is 1-3 bytes per UTF-16 unit: measure only when the bounds do not decide.
+  const long = k.length > SHORT_KEY_BYTES || (k.length * 3 > SHORT_KEY_BYTES && Buffer.byteLength(k) > SHORT_KEY_BYTES);
+  if (long) c.long++;
+  else if (c.seen) {
+    c.seen.push(k);
+    if (c.seen.length + c.long > max) {
+      c.distinct = new Set(c.seen);
+      c.seen = undefined;
+    }
+  } else c.distinct!.add(k);
+  if ((c.seen ? c.seen.length : c.distinct!.size) + c.long > max) {
+    tooLarge(`${pathOf(s)} brings the message to more than ${max} distinct map keys (a map keyed by data, such as ids or hashes, fits as an array of [key, value] pairs)`, "maxMapKeys", s.limits);
+  }
 }
 
 interface PrepareState {
@@ -428,6 +568,7 @@ interface PrepareState {
   /** Map keys and array indexes down to the value being prepared, for error messages. */
   keys: Array<string | number>;
   limits: Readonly<BodyLimits>;
+  mapKeys: KeyCount;
   /** Still true after the walk when every object and array in the value was frozen. */
   frozen?: boolean;
 }
@@ -503,6 +644,7 @@ function prepare(v: unknown, depth: number, s: PrepareState): unknown {
       if (k.length * 3 > s.limits.maxStringBytes && Buffer.byteLength(k) > s.limits.maxStringBytes) {
         tooLarge(`${pathOf(s)} has a key of ${Buffer.byteLength(k)} bytes`, "maxStringBytes", s.limits);
       }
+      countKey(k, s);
       s.keys.push(k);
       const w = prepare(x, depth + 1, s);
       s.keys.pop();
@@ -532,6 +674,8 @@ const frozenEncodings = new WeakMap<object, { limits: Readonly<BodyLimits>; byte
 const FROZEN_CACHE_MIN_BYTES = 16 * 1024;
 /** Values the envelope of encodeEnvelope adds at most (15 entries, keys and values). */
 const ENVELOPE_VALUES = 31;
+/** Keys the envelope of encodeEnvelope adds at most, counted against max_map_keys as if all were distinct. */
+const ENVELOPE_KEYS = 15;
 
 /**
  * Encodes the map `{ ...head, [key]: value }` as encodeBody would (same limits, same bytes up
@@ -547,7 +691,9 @@ export function encodeEnvelope(head: Record<string, unknown>, key: string, value
   if (!hit || hit.limits !== limits) {
     // The value's own budget leaves room for the envelope, so that the whole body stays within
     // max_values; its depth starts at 1, as inside the envelope.
-    const state: PrepareState = { values: limits.maxValues - ENVELOPE_VALUES, ancestors: [], keys: [key], limits, frozen: true };
+    const state: PrepareState = { values: limits.maxValues - ENVELOPE_VALUES, ancestors: [], keys: [key], limits, frozen: true, mapKeys: newKeyCount() };
+    // The envelope's own keys (at most 15) count too, as if all were distinct from the value's.
+    state.mapKeys.long = ENVELOPE_KEYS;
     // A copy: msgpackr's result may share its buffer with later encodings.
     const bytes = Buffer.from(packr.pack(prepare(value, 1, state)));
     if (!state.frozen || bytes.length < FROZEN_CACHE_MIN_BYTES) return envelopeParts(head, key, bytes, limits);
