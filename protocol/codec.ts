@@ -683,24 +683,53 @@ const ENVELOPE_KEYS = 15;
  * not copied, when the value is deeply frozen and was encoded before with the same limits.
  * `head` holds at most 14 small entries (the envelope: t, id, ...).
  */
-export function encodeEnvelope(head: Record<string, unknown>, key: string, value: unknown, limits: Readonly<BodyLimits> = DEFAULT_BODY_LIMITS): Buffer[] {
-  if (value === null || typeof value !== "object" || !Object.isFrozen(value) || limits.maxValues <= ENVELOPE_VALUES || Object.keys(head).length > 14) {
-    return [encodeBody({ ...head, [key]: value }, limits)];
+export function encodeEnvelope(head: Record<string, unknown>, key: string, value: unknown, limits: Readonly<BodyLimits> = DEFAULT_BODY_LIMITS, shared?: object): Buffer[] {
+  if (limits.maxValues <= ENVELOPE_VALUES || Object.keys(head).length > 14) return [encodeBody({ ...head, [key]: value }, limits)];
+  const frozen = value !== null && typeof value === "object" && Object.isFrozen(value);
+  if (shared !== undefined && !frozen) {
+    // One value sent to many receivers (an event's payload to every subscriber): encoded for
+    // the first, its bytes (or its EncodeError) reused for the others.
+    let hit = sharedEncodings.get(shared);
+    if (!hit || hit.limits !== limits) {
+      try {
+        hit = { limits, bytes: encodeValueAlone(key, value, limits).bytes };
+      } catch (err) {
+        if (!(err instanceof EncodeError)) throw err;
+        hit = { limits, error: err };
+      }
+      sharedEncodings.set(shared, hit);
+    }
+    if (hit.error) throw hit.error;
+    return envelopeParts(head, key, hit.bytes!, limits);
   }
+  if (!frozen) return [encodeBody({ ...head, [key]: value }, limits)];
   let hit = frozenEncodings.get(value);
   if (!hit || hit.limits !== limits) {
     // The value's own budget leaves room for the envelope, so that the whole body stays within
     // max_values; its depth starts at 1, as inside the envelope.
-    const state: PrepareState = { values: limits.maxValues - ENVELOPE_VALUES, ancestors: [], keys: [key], limits, frozen: true, mapKeys: newKeyCount() };
-    // The envelope's own keys (at most 15) count too, as if all were distinct from the value's.
-    state.mapKeys.long = ENVELOPE_KEYS;
-    // A copy: msgpackr's result may share its buffer with later encodings.
-    const bytes = Buffer.from(packr.pack(prepare(value, 1, state)));
+    const { bytes, state } = encodeValueAlone(key, value, limits);
     if (!state.frozen || bytes.length < FROZEN_CACHE_MIN_BYTES) return envelopeParts(head, key, bytes, limits);
     hit = { limits, bytes, values: limits.maxValues - ENVELOPE_VALUES - state.values };
     frozenEncodings.set(value, hit);
   }
   return envelopeParts(head, key, hit.bytes, limits);
+}
+
+/** Encodings of values sent to many receivers, by the sender's holder object (encodeEnvelope's `shared`). */
+const sharedEncodings = new WeakMap<object, { limits: Readonly<BodyLimits>; bytes?: Buffer; error?: EncodeError }>();
+
+/**
+ * The encoding of a value to be sent inside an envelope (encodeEnvelope), on its own. Its
+ * budgets leave room for the envelope, so that the whole body stays within max_values and
+ * max_map_keys; its depth starts at 1, as inside the envelope.
+ */
+function encodeValueAlone(key: string, value: unknown, limits: Readonly<BodyLimits>): { bytes: Buffer; state: PrepareState } {
+  const state: PrepareState = { values: limits.maxValues - ENVELOPE_VALUES, ancestors: [], keys: [key], limits, frozen: true, mapKeys: newKeyCount() };
+  // The envelope's own keys (at most 15) count too, as if all were distinct from the value's.
+  state.mapKeys.long = ENVELOPE_KEYS;
+  // A copy: msgpackr's result may share its buffer with later encodings.
+  const bytes = Buffer.from(packr.pack(prepare(value, 1, state)));
+  return { bytes, state };
 }
 
 /** The map of head's entries and key: encodedValue, as [head and key, the value's bytes]. */

@@ -1103,3 +1103,51 @@ test("hostile: 32,760 distinct map keys in a request are refused from the keys' 
   t.is((await peer.call("get_block_height")).result, 101);
   t.true(session.isOpen);
 });
+
+// ---- fan-out: an event's payload is encoded once per publish, not once per subscriber ----
+
+test("codec: a value sent with the same shared holder is encoded once: the same bytes (or the same refusal) for every receiver", (t) => {
+  const holder = {};
+  const payload = { height: 5, list: [1, 2, 3] };
+  const a = encodeParts({ t: "event", seq: 1, type: "x", time: 1 }, "payload", payload, DEFAULT_BODY_LIMITS, holder);
+  payload.height = 6; // against the bus's contract, to show that the first encoding is what is reused
+  const b = encodeParts({ t: "event", seq: 9, type: "x", time: 1, missed: 2 }, "payload", payload, DEFAULT_BODY_LIMITS, holder);
+  t.is(a[1], b[1], "the payload's bytes are the same Buffer");
+  t.deepEqual(decodeBody(Buffer.concat(b)), { t: "event", seq: 9, type: "x", time: 1, missed: 2, payload: { height: 5, list: [1, 2, 3] } });
+  t.not(encodeParts({ t: "event", seq: 1, type: "x", time: 1 }, "payload", payload, DEFAULT_BODY_LIMITS, {})[1], a[1], "another holder, another encoding");
+  const small = { ...DEFAULT_BODY_LIMITS, maxValues: 100 };
+  const tooBig = {};
+  const e1 = t.throws(() => encodeParts({ t: "event" }, "payload", new Array(200).fill(0), small, tooBig), { instanceOf: EncodeError });
+  const e2 = t.throws(() => encodeParts({ t: "event" }, "payload", new Array(200).fill(0), small, tooBig), { instanceOf: EncodeError });
+  t.is(e1, e2, "the refusal is kept too: a payload over the limits is walked once");
+  t.is(e1!.limit, "max_values");
+});
+
+test("events: one publish to two sessions is encoded once; each subscriber keeps its own seq, window and missed count", async (t) => {
+  const bus = new EventBus();
+  const a = await openSession(t, { module: "a", bus, grants: ["subscribe_events"], session: { eventWindow: 2, eventQueue: 8 } });
+  const b = await openSession(t, { module: "b", bus, grants: ["subscribe_events"], session: { eventWindow: 1, eventQueue: 8 } });
+  t.deepEqual((await a.peer.call("subscribe_events", { types: ["other:tick"] })).result, ["other:tick"]);
+  t.deepEqual((await b.peer.call("subscribe_events", { types: ["other:tick", "other:tock"] })).result, ["other:tick", "other:tock"]);
+  bus.publish("other:tock", { only: "b" });
+  const payloads = [{ n: 1 }, { n: 2 }, { n: 3 }];
+  for (const p of payloads) bus.publish("other:tick", p);
+  // a (window 2) got ticks 1 and 2 at once; b (window 1) got only its tock. b's ticks wait in its
+  // queue; changing the payloads now (which the bus forbids) shows that b is sent the bytes
+  // encoded when a was sent ticks 1 and 2.
+  await a.peer.next((f) => f.t === "event" && f.seq === 2);
+  await b.peer.next((f) => f.t === "event" && f.seq === 1);
+  for (const p of payloads) p.n += 100;
+  for (let seq = 1; seq <= 4; seq++) {
+    b.peer.send({ t: "ack", seq });
+    if (seq < 4) await b.peer.next((f) => f.t === "event" && f.seq === seq + 1);
+  }
+  // The third tick was sent to no one before the change: b is the first, and gets n = 103.
+  // Another change before a is sent it: a gets the bytes encoded for b.
+  payloads[2]!.n = 999;
+  a.peer.send({ t: "ack", seq: 2 });
+  await a.peer.next((f) => f.t === "event" && f.seq === 3);
+  const seen = (p: typeof a.peer) => p.framesOf("event").map((e) => [e.seq, e.type, e.payload, e.missed ?? 0]);
+  t.deepEqual(seen(b.peer), [[1, "other:tock", { only: "b" }, 0], [2, "other:tick", { n: 1 }, 0], [3, "other:tick", { n: 2 }, 0], [4, "other:tick", { n: 103 }, 0]]);
+  t.deepEqual(seen(a.peer), [[1, "other:tick", { n: 1 }, 0], [2, "other:tick", { n: 2 }, 0], [3, "other:tick", { n: 103 }, 0]]);
+});
