@@ -13,12 +13,18 @@
 // measured too: 2-4x slower than msgpackr at building objects, so the scan stays separate.
 //
 // Cost: validate is ~0.15-0.25 us for a small request (msgpackr's decode ~0.5-0.8 us).
-// Refusals cost next to nothing: 4 M nils or 16 MiB of nesting, 0.01-0.02 ms. The worst
-// accepted frames, measured on the project machine while it was heavily shared (load 6-40 on
-// 2 cores, so read these as upper bounds): 65,535 values of cheap kinds (nils, empty maps,
-// short strings) 4-10 ms; 32,767 distinct map keys (every key a new V8 hidden class) 35-300
-// ms; a 16 MiB string 50-600 ms (the V8 string itself). max_values is what bounds the
-// key case; see docs/protocol.md section 3.1.
+// Refusals cost next to nothing: 4 M nils or 16 MiB of nesting, 0.01-0.02 ms; 32,760 distinct
+// map keys are refused after 4,097 of them were hashed (~0.2 ms). The worst accepted frames
+// (bench/host-loop.ts, per frame, on the shared 2-core machine at load 1-5; several times more
+// at load 20): 4,096 distinct map keys (max_map_keys, the cost of V8 interning each new
+// property name) 2-5 ms; 65,535 values of cheap kinds (nils, empty maps) 2-7 ms, of short
+// strings 8-17 ms; 16 MiB of strings 45-170 ms (one string or 65,500 of 200 bytes: V8 string
+// allocation and the garbage collection it brings); 16 MiB of binary ~0 (a view of the body).
+// String bytes are the cost left unbounded below the frame size; see docs/protocol.md
+// section 3.1 (send large payloads as binary).
+//
+// max_map_keys counts distinct keys (KeyCounter below): messages repeat their keys (a storage
+// transaction of thousands of puts), and a repeated key costs V8 almost nothing.
 //
 // Encoding uses msgpackr after a walk (`toWire`) that checks the same limits, so a peer never
 // receives a body it must refuse, and writes integers beyond 32 bits as int64 (msgpackr alone
