@@ -326,13 +326,15 @@ class KeyCounter {
 
 const KEY_COEF = new Int32Array(SHORT_KEY_BYTES + 1);
 crypto.getRandomValues(KEY_COEF);
-let defaultKeyCounter: KeyCounter | undefined;
+/** One counter per limit in use (validate is synchronous: a counter serves one body at a time). */
+const keyCounters = new Map<number, KeyCounter>();
 
 function keyCounter(max: number): KeyCounter {
-  let c = defaultKeyCounter;
-  if (c?.max !== max) {
+  let c = keyCounters.get(max);
+  if (!c) {
+    if (keyCounters.size >= 8) keyCounters.clear();
     c = new KeyCounter(max);
-    if (max === DEFAULT_BODY_LIMITS.maxMapKeys) defaultKeyCounter = c;
+    keyCounters.set(max, c);
   }
   c.reset();
   return c;
