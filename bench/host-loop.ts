@@ -39,10 +39,15 @@ if (process.argv[2] === "--probe") {
     }
   });
   const next = () => new Promise<Record<string, unknown>>((r) => (seen.length ? r(seen.shift()!) : (waiting = (f) => ((waiting = undefined), r(f)))));
-  const send = (m: unknown) => sock.write(encodeFrame(encodeBody(m)));
+  // Packed as is: the SDK's encoder (toWire) refuses what the host would refuse.
+  const { Packr } = await import("msgpackr");
+  const raw = new Packr({ useRecords: false, mapsAsObjects: true, variableMapSize: true });
+  const send = (m: unknown) => sock.write(encodeFrame(m && typeof m === "object" && (m as { t?: string }).t === "hello" ? encodeBody(m) : raw.pack(m)));
   await new Promise((r) => sock.once("connect", r));
   send({ t: "hello", module: "probe", version: "1.0.0", protocol: [1, 1] });
   while ((await next()).t !== "welcome");
+  send({ t: "request", id: 1_000_000, method: "storage_open_tree", params: { tree: "t" } });
+  while ((await next()).id !== 1_000_000);
   const keys: Record<string, null> = {};
   for (let i = 0; i < 32_760; i++) keys[`k${i.toString(36)}`] = null;
   const kinds: Record<string, () => Record<string, unknown>> = {
@@ -51,7 +56,9 @@ if (process.argv[2] === "--probe") {
     "a 16 MiB string of two-byte characters": () => ({ method: "get_block_height", params: { s: "é".repeat(8 * 1024 * 1024 - 200) } }),
     "65,500 strings of 200 bytes": () => ({ method: "get_block_height", params: { a: Array.from({ length: 65_500 }, (_, i) => `${i}`.padEnd(200, "y")) } }),
     "65,500 nils": () => ({ method: "get_block_height", params: { a: new Array(65_500).fill(null) } }),
-    "storage_batch of 8,000 puts": () => ({ method: "storage_batch", params: { ops: Array.from({ length: 8_000 }, (_, i) => ({ type: "put", key: `k${i}`, value: i })) } }),
+    "storage_transaction of 9,000 puts": () => ({ method: "storage_transaction", params: { tree: "t", ops: Array.from({ length: 9_000 }, (_, i) => ({ op: "put", key: `k${i}`, value: i })) } }),
+    "4,090 distinct map keys (under max_map_keys)": () => ({ method: "get_block_height", params: Object.fromEntries(Array.from({ length: 4_090 }, (_, i) => [`q${i.toString(36)}`, null])) }),
+    "16 MiB of binary": () => ({ method: "get_block_height", params: { b: Buffer.alloc(16 * 1024 * 1024 - 200) } }),
     "log with 16 MiB message and 1 MiB fields": () => ({ t: "log", level: "info", message: "m".repeat(16 * 1024 * 1024 - 2 * 1024 * 1024), fields: { f: "f".repeat(1024 * 1024) } }),
   };
   const n = Number(process.argv[4] ?? 5);
@@ -67,11 +74,14 @@ if (process.argv[2] === "--probe") {
     // One cheap request behind them: its answer means every frame before it was handled.
     const last = id++;
     send({ t: "request", id: last, method: "get_block_height", params: {} });
+    const outcome = new Set<string>();
     for (;;) {
       const f = await next();
-      if (f.t === "response" && f.id === last) break;
+      if (f.t !== "response") continue;
+      if (f.id === last) break;
+      outcome.add(f.error ? (f.error as { code: string }).code : "answered");
     }
-    process.send!({ done: name });
+    process.send!({ done: name, outcome: frame.t === "log" ? "logged" : [...outcome].join(",") });
     await new Promise((r) => process.once("message", r));
   }
   process.exit(0);
@@ -84,7 +94,7 @@ const chain = await EmbeddedChain.create();
 const store = await ModuleStore.open(path.join(dir, "store"), { maxKeys: 1_000_000, maxBytes: 1 << 30 }, { label: "probe" });
 const logger = new Logger({ level: "info", write: () => {} });
 const hub = new ApiHub({ onDenied: () => {} });
-const descriptors = ["read_blockchain", "read_storage", "write_storage"].map((d) => parseDescriptor(d));
+const descriptors = ["read_blockchain", "read_chain_state", "read_storage", "write_storage"].map((d) => parseDescriptor(d));
 const { effective } = resolveGrants(descriptors, descriptors, []);
 let session: HostSession | undefined;
 const server = net.createServer((socket) => {
@@ -98,8 +108,8 @@ const probe = fork(new URL(import.meta.url).pathname, ["--probe", sockPath, Stri
 const h = monitorEventLoopDelay({ resolution: 1 });
 let t0 = 0, cpu0 = 0;
 console.log(`${n} frames of each kind, then one small request; host_cpu_ms_per_s 250 (the default)`);
-console.log("kind | longest loop stall (ms) | decode charged (ms) | loop time charged (ms) | wall (ms)");
-probe.on("message", (m: { start?: string; done?: string }) => {
+console.log("kind | outcome | longest loop stall (ms) | decode charged (ms) | loop time charged (ms) | wall (ms)");
+probe.on("message", (m: { start?: string; done?: string; outcome?: string }) => {
   if (m.start) {
     h.reset();
     h.enable();
@@ -109,7 +119,7 @@ probe.on("message", (m: { start?: string; done?: string }) => {
   } else {
     h.disable();
     const wall = performance.now() - t0;
-    console.log(`${m.done} | ${(h.max / 1e6).toFixed(1)} | ${session!.flowStats.decodeMs.toFixed(1)} | ${(session!.flowStats.cpuMs - cpu0).toFixed(1)} | ${wall.toFixed(0)}`);
+    console.log(`${m.done} | ${m.outcome} | ${(h.max / 1e6).toFixed(1)} | ${session!.flowStats.decodeMs.toFixed(1)} | ${(session!.flowStats.cpuMs - cpu0).toFixed(1)} | ${wall.toFixed(0)}`);
   }
   probe.send("go");
 });

@@ -1,17 +1,20 @@
 // Fuzz target: the body decoder and message validation. Any body is decoded, validated as a
 // module message and as a host message, and its envelope read; only CodecError and
 // MessageError may come out. What decodes must be accepted by the encoder too and round-trip
-// to the same value (what one side accepts, the other can send back).
+// to the same value (what one side accepts, the other can send back). What decodes is within
+// max_map_keys by an independent count; seeds at that limit (distinct short keys, repeated
+// long ones) let mutations make keys equal, distinct, short or long.
 
 import { isDeepStrictEqual } from "node:util";
-import { CodecError, decodeBody, encodeBody, readEnvelope } from "../protocol/codec.ts";
+import { Packr } from "msgpackr";
+import { CodecError, decodeBody, DEFAULT_BODY_LIMITS, encodeBody, readEnvelope, SHORT_KEY_BYTES } from "../protocol/codec.ts";
 import { MessageError, parseHostMessage, parseModuleMessage } from "../protocol/messages.ts";
 import { protocolVectorFrames, type FuzzTarget } from "./driver.ts";
 
 export async function bodyTarget(): Promise<FuzzTarget> {
   return {
     name: "protocol-body",
-    seeds: (await protocolVectorFrames()).map((f) => f.subarray(4)),
+    seeds: [...(await protocolVectorFrames()).map((f) => f.subarray(4)), ...mapKeySeeds()],
     run(input) {
       const env = readEnvelope(input);
       if (env.id !== undefined && !(Number.isSafeInteger(env.id) && env.id > 0)) throw new Error(`envelope id ${env.id}`);
@@ -22,6 +25,8 @@ export async function bodyTarget(): Promise<FuzzTarget> {
         if (err instanceof CodecError) return;
         throw err;
       }
+      const keys = distinctKeys(value);
+      if (keys > DEFAULT_BODY_LIMITS.maxMapKeys) throw new Error(`decoded a body of ${keys} distinct map keys`);
       const again = decodeBody(encodeBody(value));
       if (!isDeepStrictEqual(normalise(again), normalise(value))) throw new Error("decode(encode(value)) differs from value");
       for (const parse of [parseModuleMessage, parseHostMessage]) {
@@ -33,6 +38,37 @@ export async function bodyTarget(): Promise<FuzzTarget> {
       }
     },
   };
+}
+
+/** Bodies at max_map_keys, packed as is (the encoder would check them). */
+function mapKeySeeds(): Uint8Array[] {
+  const raw = new Packr({ useRecords: false, mapsAsObjects: true, variableMapSize: true });
+  const max = DEFAULT_BODY_LIMITS.maxMapKeys;
+  const distinct = Object.fromEntries(Array.from({ length: max - 2 }, (_, i) => [`k${i}`, 0]));
+  const long = "L".repeat(SHORT_KEY_BYTES + 1);
+  return [
+    raw.pack({ t: "x", p: distinct }),
+    raw.pack({ t: "x", a: Array.from({ length: max - 2 }, () => ({ [long]: 0 })) }),
+    raw.pack({ t: "x", a: Array.from({ length: 2 * max }, (_, i) => ({ [`${"s".repeat(62)}${i % 97}`]: 0 })) }),
+  ];
+}
+
+/** max_map_keys counted on a decoded value: short keys once, long ones (over 64 UTF-8 bytes) at each appearance. */
+function distinctKeys(v: unknown): number {
+  const short = new Set<string>();
+  let long = 0;
+  const walk = (x: unknown): void => {
+    if (Array.isArray(x)) x.forEach(walk);
+    else if (x && typeof x === "object" && !(x instanceof Uint8Array)) {
+      for (const [k, y] of Object.entries(x)) {
+        if (Buffer.byteLength(k) > SHORT_KEY_BYTES) long++;
+        else short.add(k);
+        walk(y);
+      }
+    }
+  };
+  walk(v);
+  return short.size + long;
 }
 
 /** Binary comes back as a Buffer either way; compare bytes. */

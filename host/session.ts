@@ -15,7 +15,7 @@ import {
   type Hello, type InvocationKind, type ModuleMessage, type WireError,
 } from "../protocol/messages.ts";
 import { HubError, type ApiHub } from "./hub.ts";
-import type { EventBus, Subscription } from "./events/bus.ts";
+import type { BusEvent, EventBus, Subscription } from "./events/bus.ts";
 import { CapabilityError, type CallContext, type HostServices } from "../capabilities/types.ts";
 import { describeGrants, type EffectiveGrants } from "../capabilities/grants.ts";
 import type { Logger } from "./log.ts";
@@ -229,10 +229,11 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
   /** Events that could not be encoded for this module, counted into the next one's `missed`. */
   private undeliverable = 0;
 
-  private deliver(ev: { seq: number; type: string; payload: unknown; time: number; missed?: number }): void {
+  private deliver(ev: BusEvent): void {
     const missed = (ev.missed ?? 0) + this.undeliverable;
     try {
-      this.sendChecked({ t: "event", seq: ev.seq, type: ev.type, payload: ev.payload, time: ev.time, ...(missed ? { missed } : {}) });
+      // The payload's encoding is shared by every subscriber of the publish (ev.shared).
+      this.sendChecked(undefined, { t: "event", seq: ev.seq, type: ev.type, time: ev.time, ...(missed ? { missed } : {}) }, ev.payload ?? null, "payload", ev.shared);
       this.undeliverable = 0;
     } catch (err) {
       // A payload over this module's body limits (or not plain data) must not break delivery to
@@ -483,9 +484,10 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
    * (answers it asked for, all at once) is not cut off, one that does not read is. Meanwhile
    * no new request of it is served (the channel is congested).
    */
-  private sendChecked(message: unknown, head?: Record<string, unknown>, result?: unknown): void {
-    // A response goes as head + result, so that a large frozen result (a block) is encoded once.
-    if (head) this.channel.sendEnvelope(head, "result", result);
+  private sendChecked(message: unknown, head?: Record<string, unknown>, result?: unknown, key = "result", shared?: object): void {
+    // A response goes as head + result, so that a large frozen result (a block) is encoded once;
+    // an event as head + payload, its encoding shared by the subscribers of one publish.
+    if (head) this.channel.sendEnvelope(head, key, result, shared);
     else this.channel.send(message);
     if (this.unreadTimer || this.state === "closed" || this.channel.unsentBytes <= this.flow.maxUnreadBytes) return;
     this.unreadTimer = setTimeout(() => {

@@ -123,11 +123,12 @@ export class FrameChannel extends EventEmitter<ChannelEvents> {
 
   /**
    * send() of `{ ...head, [key]: value }`, where `value` may be large and shared: a deeply
-   * frozen value (a block) is encoded once and its bytes reused (codec.ts encodeEnvelope).
+   * frozen value (a block) is encoded once and its bytes reused (codec.ts encodeEnvelope), and
+   * so is a value sent with the same `shared` holder (one event's payload to every subscriber).
    */
-  sendEnvelope(head: Record<string, unknown>, key: string, value: unknown): boolean {
+  sendEnvelope(head: Record<string, unknown>, key: string, value: unknown, shared?: object): boolean {
     if (this.closed) return false;
-    return this.sendBody(...encodeEnvelope(head, key, value, this.limits));
+    return this.sendBody(...encodeEnvelope(head, key, value, this.limits, shared));
   }
 
   /** Queue one frame whose body is `parts`, one after the other. */

@@ -13,12 +13,18 @@
 // measured too: 2-4x slower than msgpackr at building objects, so the scan stays separate.
 //
 // Cost: validate is ~0.15-0.25 us for a small request (msgpackr's decode ~0.5-0.8 us).
-// Refusals cost next to nothing: 4 M nils or 16 MiB of nesting, 0.01-0.02 ms. The worst
-// accepted frames, measured on the project machine while it was heavily shared (load 6-40 on
-// 2 cores, so read these as upper bounds): 65,535 values of cheap kinds (nils, empty maps,
-// short strings) 4-10 ms; 32,767 distinct map keys (every key a new V8 hidden class) 35-300
-// ms; a 16 MiB string 50-600 ms (the V8 string itself). max_values is what bounds the
-// key case; see docs/protocol.md section 3.1.
+// Refusals cost next to nothing: 4 M nils or 16 MiB of nesting, 0.01-0.02 ms; 32,760 distinct
+// map keys are refused after 4,097 of them were hashed (~0.2 ms). The worst accepted frames
+// (bench/host-loop.ts, per frame, on the shared 2-core machine at load 1-5; several times more
+// at load 20): 4,096 distinct map keys (max_map_keys, the cost of V8 interning each new
+// property name) 2-5 ms; 65,535 values of cheap kinds (nils, empty maps) 2-7 ms, of short
+// strings 8-17 ms; 16 MiB of strings 45-170 ms (one string or 65,500 of 200 bytes: V8 string
+// allocation and the garbage collection it brings); 16 MiB of binary ~0 (a view of the body).
+// String bytes are the cost left unbounded below the frame size; see docs/protocol.md
+// section 3.1 (send large payloads as binary).
+//
+// max_map_keys counts distinct keys (KeyCounter below): messages repeat their keys (a storage
+// transaction of thousands of puts), and a repeated key costs V8 almost nothing.
 //
 // Encoding uses msgpackr after a walk (`toWire`) that checks the same limits, so a peer never
 // receives a body it must refuse, and writes integers beyond 32 bits as int64 (msgpackr alone
@@ -43,13 +49,22 @@ export interface BodyLimits {
   maxBinaryBytes: number;
   /** Values in one body: every nil, number, string, binary, array and map, keys included. */
   maxValues: number;
+  /**
+   * Distinct map keys in one body: a key of at most SHORT_KEY_BYTES bytes counts once however
+   * often it appears (in any map of the body), a longer key counts at every appearance.
+   */
+  maxMapKeys: number;
 }
+
+/** Map keys up to this many UTF-8 bytes count once per body towards max_map_keys; longer ones at every appearance. */
+export const SHORT_KEY_BYTES = 64;
 
 export const DEFAULT_BODY_LIMITS: Readonly<BodyLimits> = Object.freeze({
   maxDepth: MAX_VALUE_DEPTH + ENVELOPE_DEPTH,
   maxStringBytes: 16 * 1024 * 1024,
   maxBinaryBytes: 16 * 1024 * 1024,
   maxValues: 65_536,
+  maxMapKeys: 4096,
 });
 
 /** The names the limits go by in errors and in docs/protocol.md. */
@@ -58,6 +73,7 @@ const LIMIT_NAMES: Record<keyof BodyLimits, string> = {
   maxStringBytes: "max_string_bytes",
   maxBinaryBytes: "max_binary_bytes",
   maxValues: "max_values",
+  maxMapKeys: "max_map_keys",
 };
 
 export class CodecError extends Error {
@@ -132,6 +148,7 @@ export function validate(b: Buffer, limits: Readonly<BodyLimits> = DEFAULT_BODY_
   const remaining = limits.maxDepth + 2 <= STACK_REMAINING.length ? STACK_REMAINING : new Int32Array(limits.maxDepth + 2);
   const isMap = limits.maxDepth + 2 <= STACK_IS_MAP.length ? STACK_IS_MAP : new Uint8Array(limits.maxDepth + 2);
   let budget = limits.maxValues;
+  const keys = keyCounter(limits.maxMapKeys);
   let pos = 0;
   let depth = 0; // containers open
   remaining[0] = 1; // the body: one value
@@ -195,8 +212,11 @@ export function validate(b: Buffer, limits: Readonly<BodyLimits> = DEFAULT_BODY_
         if (n > 32) ascii = false;
         else for (let i = pos; i < pos + n; i++) if (b[i]! >= 0x80) { ascii = false; break; }
         if (!ascii && !isUtf8(b.subarray(pos, pos + n))) fail(limits, at, "string is not valid UTF-8");
-        if (isKey && n === 9 && b.compare(PROTO, 0, 9, pos, pos + 9) === 0) {
-          fail(limits, at, 'the map key "__proto__" is not allowed (JavaScript would take it for the prototype); rename it');
+        if (isKey) {
+          if (n === 9 && b.compare(PROTO, 0, 9, pos, pos + 9) === 0) {
+            fail(limits, at, 'the map key "__proto__" is not allowed (JavaScript would take it for the prototype); rename it');
+          }
+          if (keys.count(b, pos, n)) fail(limits, at, MAP_KEYS_MESSAGE, "maxMapKeys");
         }
         pos += n;
         break;
@@ -220,6 +240,104 @@ export function validate(b: Buffer, limits: Readonly<BodyLimits> = DEFAULT_BODY_
       }
     }
   }
+}
+
+const MAP_KEYS_MESSAGE =
+  "too many distinct map keys in one body (each new key costs the receiver a new property name; a map keyed by data, such as ids or hashes, belongs in an array of [key, value] pairs, or split across messages)";
+
+/**
+ * Counts the distinct map keys of one body (max_map_keys): a key of at most SHORT_KEY_BYTES
+ * bytes counts once per body, a longer one at every appearance. Until the body has more keys
+ * than the limit, keys are only recorded (offset and length: most bodies have a few keys and
+ * pay two array writes per key); past it, the recorded keys and every later short key go into
+ * an open-addressing set keyed by a hash of their bytes. The hash is multilinear with random
+ * per-process coefficients (one per byte position), so a module cannot choose keys that
+ * collide; equal hashes are confirmed byte by byte (at most 64 bytes). Work: at most 64 steps
+ * per key, tables sized by the limit, never by the input.
+ */
+class KeyCounter {
+  readonly recOff: Int32Array;
+  readonly recLen: Int32Array;
+  readonly slotOff: Int32Array; // key offset + 1; 0 is an empty slot
+  readonly slotLen: Int32Array;
+  readonly slotHash: Int32Array;
+  readonly mask: number;
+  recorded = 0;
+  long = 0;
+  short = 0; // distinct short keys, once hashing
+  hashing = false;
+
+  constructor(readonly max: number) {
+    this.recOff = new Int32Array(max + 1);
+    this.recLen = new Int32Array(max + 1);
+    let size = 16;
+    while (size < 2 * (max + 1)) size *= 2;
+    this.slotOff = new Int32Array(size);
+    this.slotLen = new Int32Array(size);
+    this.slotHash = new Int32Array(size);
+    this.mask = size - 1;
+  }
+
+  reset(): void {
+    if (this.hashing) this.slotOff.fill(0);
+    this.recorded = this.long = this.short = 0;
+    this.hashing = false;
+  }
+
+  /** Counts the key at b[pos, pos + n); true when the body now has more distinct keys than max. */
+  count(b: Buffer, pos: number, n: number): boolean {
+    if (n > SHORT_KEY_BYTES) return ++this.long + (this.hashing ? this.short : this.recorded) > this.max;
+    if (!this.hashing) {
+      this.recOff[this.recorded] = pos;
+      this.recLen[this.recorded] = n;
+      if (++this.recorded + this.long <= this.max) return false;
+      // More keys than the limit: from here on, count only the distinct ones.
+      this.hashing = true;
+      for (let i = 0; i < this.recorded; i++) this.insert(b, this.recOff[i]!, this.recLen[i]!);
+    } else {
+      this.insert(b, pos, n);
+    }
+    return this.short + this.long > this.max;
+  }
+
+  private insert(b: Buffer, pos: number, n: number): void {
+    let h = Math.imul(n + 1, KEY_COEF[SHORT_KEY_BYTES]!);
+    for (let i = 0; i < n; i++) h = (h + Math.imul(b[pos + i]! + 1, KEY_COEF[i]!)) | 0;
+    h ^= h >>> 16;
+    h = Math.imul(h, 0x45d9f3b);
+    h ^= h >>> 16;
+    for (let slot = h & this.mask; ; slot = (slot + 1) & this.mask) {
+      const off = this.slotOff[slot]!;
+      if (off === 0) {
+        this.slotOff[slot] = pos + 1;
+        this.slotLen[slot] = n;
+        this.slotHash[slot] = h;
+        this.short++;
+        return;
+      }
+      if (this.slotHash[slot] === h && this.slotLen[slot] === n) {
+        let same = true;
+        for (let i = 0, o = off - 1; i < n; i++) if (b[o + i] !== b[pos + i]) { same = false; break; }
+        if (same) return;
+      }
+    }
+  }
+}
+
+const KEY_COEF = new Int32Array(SHORT_KEY_BYTES + 1);
+crypto.getRandomValues(KEY_COEF);
+/** One counter per limit in use (validate is synchronous: a counter serves one body at a time). */
+const keyCounters = new Map<number, KeyCounter>();
+
+function keyCounter(max: number): KeyCounter {
+  let c = keyCounters.get(max);
+  if (!c) {
+    if (keyCounters.size >= 8) keyCounters.clear();
+    c = new KeyCounter(max);
+    keyCounters.set(max, c);
+  }
+  c.reset();
+  return c;
 }
 
 /** A body with more string bytes than this is built by decodeValidated (TextDecoder), not by msgpackr. */
@@ -418,8 +536,38 @@ function skip(b: Buffer, p: number): number {
  * bounds; a cycle is caught by the ancestor check long before that.
  */
 export function toWire(value: unknown, limits: Readonly<BodyLimits> = DEFAULT_BODY_LIMITS): unknown {
-  const state: PrepareState = { values: limits.maxValues, ancestors: [], keys: [], limits };
+  const state: PrepareState = { values: limits.maxValues, ancestors: [], keys: [], limits, mapKeys: newKeyCount() };
   return prepare(value, 0, state);
+}
+
+/** max_map_keys on the sending side: as KeyCounter counts (long keys at every appearance). */
+interface KeyCount {
+  /** Short keys seen, until there are more keys than the limit; then undefined and `distinct` holds them. */
+  seen: string[] | undefined;
+  distinct: Set<string> | undefined;
+  long: number;
+}
+
+function newKeyCount(): KeyCount {
+  return { seen: [], distinct: undefined, long: 0 };
+}
+
+function countKey(k: string, s: PrepareState): void {
+  const c = s.mapKeys;
+  const max = s.limits.maxMapKeys;
+  // UTF-8 is 1-3 bytes per UTF-16 unit: measure only when the bounds do not decide.
+  const long = k.length > SHORT_KEY_BYTES || (k.length * 3 > SHORT_KEY_BYTES && Buffer.byteLength(k) > SHORT_KEY_BYTES);
+  if (long) c.long++;
+  else if (c.seen) {
+    c.seen.push(k);
+    if (c.seen.length + c.long > max) {
+      c.distinct = new Set(c.seen);
+      c.seen = undefined;
+    }
+  } else c.distinct!.add(k);
+  if ((c.seen ? c.seen.length : c.distinct!.size) + c.long > max) {
+    tooLarge(`${pathOf(s)} brings the message to more than ${max} distinct map keys (a map keyed by data, such as ids or hashes, fits as an array of [key, value] pairs)`, "maxMapKeys", s.limits);
+  }
 }
 
 interface PrepareState {
@@ -428,6 +576,7 @@ interface PrepareState {
   /** Map keys and array indexes down to the value being prepared, for error messages. */
   keys: Array<string | number>;
   limits: Readonly<BodyLimits>;
+  mapKeys: KeyCount;
   /** Still true after the walk when every object and array in the value was frozen. */
   frozen?: boolean;
 }
@@ -503,6 +652,7 @@ function prepare(v: unknown, depth: number, s: PrepareState): unknown {
       if (k.length * 3 > s.limits.maxStringBytes && Buffer.byteLength(k) > s.limits.maxStringBytes) {
         tooLarge(`${pathOf(s)} has a key of ${Buffer.byteLength(k)} bytes`, "maxStringBytes", s.limits);
       }
+      countKey(k, s);
       s.keys.push(k);
       const w = prepare(x, depth + 1, s);
       s.keys.pop();
@@ -532,6 +682,8 @@ const frozenEncodings = new WeakMap<object, { limits: Readonly<BodyLimits>; byte
 const FROZEN_CACHE_MIN_BYTES = 16 * 1024;
 /** Values the envelope of encodeEnvelope adds at most (15 entries, keys and values). */
 const ENVELOPE_VALUES = 31;
+/** Keys the envelope of encodeEnvelope adds at most, counted against max_map_keys as if all were distinct. */
+const ENVELOPE_KEYS = 15;
 
 /**
  * Encodes the map `{ ...head, [key]: value }` as encodeBody would (same limits, same bytes up
@@ -539,22 +691,53 @@ const ENVELOPE_VALUES = 31;
  * not copied, when the value is deeply frozen and was encoded before with the same limits.
  * `head` holds at most 14 small entries (the envelope: t, id, ...).
  */
-export function encodeEnvelope(head: Record<string, unknown>, key: string, value: unknown, limits: Readonly<BodyLimits> = DEFAULT_BODY_LIMITS): Buffer[] {
-  if (value === null || typeof value !== "object" || !Object.isFrozen(value) || limits.maxValues <= ENVELOPE_VALUES || Object.keys(head).length > 14) {
-    return [encodeBody({ ...head, [key]: value }, limits)];
+export function encodeEnvelope(head: Record<string, unknown>, key: string, value: unknown, limits: Readonly<BodyLimits> = DEFAULT_BODY_LIMITS, shared?: object): Buffer[] {
+  if (limits.maxValues <= ENVELOPE_VALUES || Object.keys(head).length > 14) return [encodeBody({ ...head, [key]: value }, limits)];
+  const frozen = value !== null && typeof value === "object" && Object.isFrozen(value);
+  if (shared !== undefined && !frozen) {
+    // One value sent to many receivers (an event's payload to every subscriber): encoded for
+    // the first, its bytes (or its EncodeError) reused for the others.
+    let hit = sharedEncodings.get(shared);
+    if (!hit || hit.limits !== limits) {
+      try {
+        hit = { limits, bytes: encodeValueAlone(key, value, limits).bytes };
+      } catch (err) {
+        if (!(err instanceof EncodeError)) throw err;
+        hit = { limits, error: err };
+      }
+      sharedEncodings.set(shared, hit);
+    }
+    if (hit.error) throw hit.error;
+    return envelopeParts(head, key, hit.bytes!, limits);
   }
+  if (!frozen) return [encodeBody({ ...head, [key]: value }, limits)];
   let hit = frozenEncodings.get(value);
   if (!hit || hit.limits !== limits) {
     // The value's own budget leaves room for the envelope, so that the whole body stays within
     // max_values; its depth starts at 1, as inside the envelope.
-    const state: PrepareState = { values: limits.maxValues - ENVELOPE_VALUES, ancestors: [], keys: [key], limits, frozen: true };
-    // A copy: msgpackr's result may share its buffer with later encodings.
-    const bytes = Buffer.from(packr.pack(prepare(value, 1, state)));
+    const { bytes, state } = encodeValueAlone(key, value, limits);
     if (!state.frozen || bytes.length < FROZEN_CACHE_MIN_BYTES) return envelopeParts(head, key, bytes, limits);
     hit = { limits, bytes, values: limits.maxValues - ENVELOPE_VALUES - state.values };
     frozenEncodings.set(value, hit);
   }
   return envelopeParts(head, key, hit.bytes, limits);
+}
+
+/** Encodings of values sent to many receivers, by the sender's holder object (encodeEnvelope's `shared`). */
+const sharedEncodings = new WeakMap<object, { limits: Readonly<BodyLimits>; bytes?: Buffer; error?: EncodeError }>();
+
+/**
+ * The encoding of a value to be sent inside an envelope (encodeEnvelope), on its own. Its
+ * budgets leave room for the envelope, so that the whole body stays within max_values and
+ * max_map_keys; its depth starts at 1, as inside the envelope.
+ */
+function encodeValueAlone(key: string, value: unknown, limits: Readonly<BodyLimits>): { bytes: Buffer; state: PrepareState } {
+  const state: PrepareState = { values: limits.maxValues - ENVELOPE_VALUES, ancestors: [], keys: [key], limits, frozen: true, mapKeys: newKeyCount() };
+  // The envelope's own keys (at most 15) count too, as if all were distinct from the value's.
+  state.mapKeys.long = ENVELOPE_KEYS;
+  // A copy: msgpackr's result may share its buffer with later encodings.
+  const bytes = Buffer.from(packr.pack(prepare(value, 1, state)));
+  return { bytes, state };
 }
 
 /** The map of head's entries and key: encodedValue, as [head and key, the value's bytes]. */

@@ -1028,3 +1028,126 @@ test("frame decoder: frames before a bad length prefix in the same chunk are del
   t.throws(() => d.push(good), { instanceOf: FramingError, message: /exceeds the maximum of 1024/ }, "and nothing more after");
   t.throws(() => new FrameDecoder(1024).push(Buffer.from("00000000", "hex")), { instanceOf: FramingError, message: /zero-length/ }, "alone, it throws at once");
 });
+
+// ---- max_map_keys: distinct map keys per body (each new key is a new V8 property name) ----
+
+const distinctKeys = (n: number, prefix = "k"): Record<string, number> => {
+  const o: Record<string, number> = {};
+  for (let i = 0; i < n; i++) o[`${prefix}${i}`] = i;
+  return o;
+};
+
+test("codec: max_map_keys counts distinct keys: at the limit decodes, one more is refused naming the limit and how to stay under it", (t) => {
+  const max = DEFAULT_BODY_LIMITS.maxMapKeys;
+  // The body's own map adds "t" and "p": max - 2 keys in p is exactly the limit.
+  t.is(Object.keys((decodeBody(rawPack({ t: "x", p: distinctKeys(max - 2) })) as { p: object }).p).length, max - 2);
+  const err = t.throws(() => decodeBody(rawPack({ t: "x", p: distinctKeys(max - 1) })), { instanceOf: CodecError });
+  t.is(err!.limit, "max_map_keys");
+  t.regex(err!.message, /too many distinct map keys in one body .*array of \[key, value\] pairs.* at byte \d+: over the protocol limit max_map_keys = 4096/);
+  // Keys repeated in many maps count once: a storage batch of 7,000 puts (4 keys, 28,000 times) decodes.
+  const ops = Array.from({ length: 7000 }, (_, i) => ({ type: "put", tree: "t", key: `k${i}`, value: i }));
+  t.is((decodeBody(rawPack({ t: "request", id: 1, method: "storage_batch", params: { ops } })) as { params: { ops: unknown[] } }).params.ops.length, 7000);
+  // The same key in different maps of one body is one key; different keys in different maps add up.
+  const spread = Array.from({ length: max }, (_, i) => ({ [`k${i}`]: 1 }));
+  t.is(t.throws(() => decodeBody(rawPack({ t: "x", spread })), { instanceOf: CodecError })!.limit, "max_map_keys");
+});
+
+test("codec: a map key longer than 64 bytes counts at every appearance, one of 64 bytes once", (t) => {
+  const max = DEFAULT_BODY_LIMITS.maxMapKeys;
+  const k64 = "s".repeat(64);
+  const k65 = "l".repeat(65);
+  t.is((decodeBody(rawPack({ t: "x", a: Array.from({ length: 3 * max }, () => ({ [k64]: 1 })) })) as { a: unknown[] }).a.length, 3 * max);
+  t.is((decodeBody(rawPack({ t: "x", a: Array.from({ length: max - 2 }, () => ({ [k65]: 1 })) })) as { a: unknown[] }).a.length, max - 2);
+  t.is(t.throws(() => decodeBody(rawPack({ t: "x", a: Array.from({ length: max - 1 }, () => ({ [k65]: 1 })) })), { instanceOf: CodecError })!.limit, "max_map_keys");
+  // 64 bytes of UTF-8, not 64 characters: 22 'é' are 44 bytes (short), 33 are 66 (long).
+  t.is(t.throws(() => decodeBody(rawPack({ t: "x", a: Array.from({ length: max - 1 }, () => ({ ["é".repeat(33)]: 1 })) })), { instanceOf: CodecError })!.limit, "max_map_keys");
+  t.is((decodeBody(rawPack({ t: "x", a: Array.from({ length: max }, () => ({ ["é".repeat(22)]: 1 })) })) as { a: unknown[] }).a.length, max);
+});
+
+test("codec: keys that differ only in their last byte, or only in length, are distinct; the count is exact past the limit's threshold", (t) => {
+  const max = DEFAULT_BODY_LIMITS.maxMapKeys;
+  // More keys than the limit in all, so the counter hashes: max - 2 distinct keys, each twice.
+  const base = "x".repeat(63);
+  const names = Array.from({ length: max - 2 }, (_, i) => (i < 256 ? base + String.fromCharCode(i % 128) : base.slice(0, 40) + i));
+  const twice = [...names, ...names].map((k) => ({ [k]: 1 }));
+  t.is((decodeBody(rawPack({ t: "x", twice })) as { twice: unknown[] }).twice.length, 2 * (max - 2));
+  const prefixes = Array.from({ length: max - 1 }, (_, i) => ({ ["p".repeat(1 + (i % 64)) + (i < 64 ? "" : i)]: 1 }));
+  t.is(t.throws(() => decodeBody(rawPack({ t: "x", prefixes })), { instanceOf: CodecError })!.limit, "max_map_keys");
+});
+
+test("codec: toWire refuses more distinct keys than max_map_keys (result_too_large naming the path), so the host never sends what a peer refuses", (t) => {
+  const max = DEFAULT_BODY_LIMITS.maxMapKeys;
+  const err = t.throws(() => encodeBody({ t: "response", result: distinctKeys(max) }), { instanceOf: EncodeError });
+  t.is(err!.code, "result_too_large");
+  t.is(err!.limit, "max_map_keys");
+  t.regex(err!.message, /value\.result(\.k\d+)? brings the message to more than 4096 distinct map keys .*max_map_keys = 4096/);
+  // What toWire accepts, the decoder accepts, at the limit and with long keys.
+  const atLimit = { t: "x", r: distinctKeys(max - 2) };
+  t.deepEqual(decodeBody(encodeBody(atLimit)), atLimit);
+  const longKeys = { t: "x", a: Array.from({ length: max - 2 }, () => ({ ["q".repeat(70)]: 1 })) };
+  t.deepEqual(decodeBody(encodeBody(longKeys)), longKeys);
+  t.is(t.throws(() => encodeBody({ t: "x", a: Array.from({ length: max - 1 }, () => ({ ["q".repeat(70)]: 1 })) }), { instanceOf: EncodeError })!.limit, "max_map_keys");
+  // A frozen value sent with encodeEnvelope counts the envelope's keys as well.
+  const frozen = Object.freeze({ ...distinctKeys(max - 14) });
+  t.is(t.throws(() => encodeParts({ t: "response", id: 1 }, "result", frozen), { instanceOf: EncodeError })!.limit, "max_map_keys");
+  const fits = Object.freeze({ ...distinctKeys(max - 15) });
+  t.is(Object.keys((decodeBody(Buffer.concat(encodeParts({ t: "response", id: 1 }, "result", fits))) as { result: object }).result).length, max - 15);
+});
+
+test("hostile: 32,760 distinct map keys in a request are refused from the keys' bytes, answered with the request id; the session keeps serving", async (t) => {
+  const { peer, session } = await openSession(t, { grants: ["read_chain_state"] });
+  peer.socket.write(encodeFrame(rawPack({ t: "request", id: 41, method: "get_block_height", params: distinctKeys(32_760, "key") })));
+  const r = await peer.response(41);
+  t.is((r.error as { code: string }).code, "invalid_message");
+  t.regex((r.error as { message: string }).message, /distinct map keys .* over the protocol limit max_map_keys = 4096/);
+  t.is((await peer.call("get_block_height")).result, 101);
+  t.true(session.isOpen);
+});
+
+// ---- fan-out: an event's payload is encoded once per publish, not once per subscriber ----
+
+test("codec: a value sent with the same shared holder is encoded once: the same bytes (or the same refusal) for every receiver", (t) => {
+  const holder = {};
+  const payload = { height: 5, list: [1, 2, 3] };
+  const a = encodeParts({ t: "event", seq: 1, type: "x", time: 1 }, "payload", payload, DEFAULT_BODY_LIMITS, holder);
+  payload.height = 6; // against the bus's contract, to show that the first encoding is what is reused
+  const b = encodeParts({ t: "event", seq: 9, type: "x", time: 1, missed: 2 }, "payload", payload, DEFAULT_BODY_LIMITS, holder);
+  t.is(a[1], b[1], "the payload's bytes are the same Buffer");
+  t.deepEqual(decodeBody(Buffer.concat(b)), { t: "event", seq: 9, type: "x", time: 1, missed: 2, payload: { height: 5, list: [1, 2, 3] } });
+  t.not(encodeParts({ t: "event", seq: 1, type: "x", time: 1 }, "payload", payload, DEFAULT_BODY_LIMITS, {})[1], a[1], "another holder, another encoding");
+  const small = { ...DEFAULT_BODY_LIMITS, maxValues: 100 };
+  const tooBig = {};
+  const e1 = t.throws(() => encodeParts({ t: "event" }, "payload", new Array(200).fill(0), small, tooBig), { instanceOf: EncodeError });
+  const e2 = t.throws(() => encodeParts({ t: "event" }, "payload", new Array(200).fill(0), small, tooBig), { instanceOf: EncodeError });
+  t.is(e1, e2, "the refusal is kept too: a payload over the limits is walked once");
+  t.is(e1!.limit, "max_values");
+});
+
+test("events: one publish to two sessions is encoded once; each subscriber keeps its own seq, window and missed count", async (t) => {
+  const bus = new EventBus();
+  const a = await openSession(t, { module: "a", bus, grants: ["subscribe_events"], session: { eventWindow: 2, eventQueue: 8 } });
+  const b = await openSession(t, { module: "b", bus, grants: ["subscribe_events"], session: { eventWindow: 1, eventQueue: 8 } });
+  t.deepEqual((await a.peer.call("subscribe_events", { types: ["other:tick"] })).result, ["other:tick"]);
+  t.deepEqual((await b.peer.call("subscribe_events", { types: ["other:tick", "other:tock"] })).result, ["other:tick", "other:tock"]);
+  bus.publish("other:tock", { only: "b" });
+  const payloads = [{ n: 1 }, { n: 2 }, { n: 3 }];
+  for (const p of payloads) bus.publish("other:tick", p);
+  // a (window 2) got ticks 1 and 2 at once; b (window 1) got only its tock. b's ticks wait in its
+  // queue; changing the payloads now (which the bus forbids) shows that b is sent the bytes
+  // encoded when a was sent ticks 1 and 2.
+  await a.peer.next((f) => f.t === "event" && f.seq === 2);
+  await b.peer.next((f) => f.t === "event" && f.seq === 1);
+  for (const p of payloads) p.n += 100;
+  for (let seq = 1; seq <= 4; seq++) {
+    b.peer.send({ t: "ack", seq });
+    if (seq < 4) await b.peer.next((f) => f.t === "event" && f.seq === seq + 1);
+  }
+  // The third tick was sent to no one before the change: b is the first, and gets n = 103.
+  // Another change before a is sent it: a gets the bytes encoded for b.
+  payloads[2]!.n = 999;
+  a.peer.send({ t: "ack", seq: 2 });
+  await a.peer.next((f) => f.t === "event" && f.seq === 3);
+  const seen = (p: typeof a.peer) => p.framesOf("event").map((e) => [e.seq, e.type, e.payload, e.missed ?? 0]);
+  t.deepEqual(seen(b.peer), [[1, "other:tock", { only: "b" }, 0], [2, "other:tick", { n: 1 }, 0], [3, "other:tick", { n: 2 }, 0], [4, "other:tick", { n: 103 }, 0]]);
+  t.deepEqual(seen(a.peer), [[1, "other:tick", { n: 1 }, 0], [2, "other:tick", { n: 2 }, 0], [3, "other:tick", { n: 103 }, 0]]);
+});

@@ -324,3 +324,60 @@ test.serial("idle-connection flood (3000 sockets from another process, host at R
   await waitFor(() => server.connections <= 1, 10_000, "no flood connection left on the server");
   t.deepEqual(await call(h, "store.put", { key: "k2", value: "after" }), "after");
 });
+
+// ---- answers: JSON written in slices, at most max_response_bytes ----
+
+test("json writer: plain data comes out as JSON.stringify writes it, long strings and surrogate pairs included; binary as hex", async (t) => {
+  const { jsonChunks } = await import("../host/rpc/json-writer.ts");
+  const text = async (v: unknown) => Buffer.concat(await jsonChunks(v, 1 << 30)).toString("utf8");
+  const long = "x\"\\\n\u0001é😀".repeat(30_000); // 240,000 UTF-16 units: several pieces, pairs at many offsets
+  const values: unknown[] = [
+    null, true, 0, -1.5, Number.NaN, "", "a\"b", long, [], {}, [1, [2, [3]], { a: [] }],
+    { a: 1, b: undefined, c: () => 1, d: [undefined, () => 1], e: { toJSON: () => "j" }, f: new Date(0) },
+    Array.from({ length: 5000 }, (_, i) => ({ [`k${i}`]: i, s: `v${i}` })),
+  ];
+  for (const v of values) t.is(await text(v), JSON.stringify(v));
+  const odd = "a".repeat(64 * 1024 - 1) + "😀" + "b"; // a pair exactly across the piece boundary
+  t.is(await text(odd), JSON.stringify(odd));
+  t.is(JSON.parse(await text(odd)), odd);
+  t.is(await text({ bytes: Buffer.from([0, 1, 0xab]), u8: new Uint8Array([255]) }), '{"bytes":"0001ab","u8":"ff"}');
+  t.is(await text({ n: 12345678901234567890n }), '{"n":12345678901234567890}');
+});
+
+test("json writer: stops as soon as the text passes the limit, and gives the loop back between slices of a large answer", async (t) => {
+  const { jsonChunks, JsonTooLargeError } = await import("../host/rpc/json-writer.ts");
+  const err = await t.throwsAsync(jsonChunks({ s: "y".repeat(1 << 20) }, 100_000), { instanceOf: JsonTooLargeError });
+  t.regex(err!.message, /more than 100000 bytes of JSON/);
+  t.is(Buffer.concat(await jsonChunks("z".repeat(99_998), 100_000)).length, 100_000, "exactly at the limit is fine");
+  let yields = 0;
+  const slow = async () => {
+    yields++;
+    await new Promise((r) => setImmediate(r));
+  };
+  // 16 MiB of binary (32 MiB of hex) cannot be written in one 2 ms slice on any machine.
+  const chunks = await jsonChunks({ b: Buffer.alloc(16 << 20, 7) }, 64 << 20, slow);
+  t.is(Buffer.concat(chunks).length, (32 << 20) + 8);
+  t.true(yields > 0, "the loop was given back at least once");
+});
+
+test("an answer larger than max_response_bytes is a -32006 error naming the limit, with its id; in a batch, the answers that fit are kept", async (t) => {
+  const s = await serve(t, { max_response_bytes: 10_000 });
+  const big = await rpcPost(s, { jsonrpc: "2.0", id: 7, method: "echo", params: { s: "b".repeat(20_000) } });
+  t.is(big.status, 200);
+  t.is(big.json.id, 7);
+  t.is(big.json.error.code, -32006);
+  t.regex(big.json.error.message, /more than 10000 bytes of JSON, the limit \(\[rpc\] max_response_bytes\); ask for less/);
+  t.deepEqual(big.json.error.data, { code: "response_too_large", limit: 10_000 });
+  const batch = await rpcPost(s, [
+    { jsonrpc: "2.0", id: 1, method: "echo", params: { s: "a".repeat(6000) } },
+    { jsonrpc: "2.0", id: 2, method: "echo", params: { s: "a".repeat(6000) } },
+    { jsonrpc: "2.0", id: 3, method: "echo", params: { s: "small" } },
+  ]);
+  t.is(batch.json.length, 3);
+  t.is(batch.json[0].result.s.length, 6000);
+  t.is(batch.json[1].error.code, -32006);
+  t.regex(batch.json[1].error.message, /answers of this batch come to more than 10000 bytes/);
+  t.deepEqual(batch.json[2].result, { s: "small" });
+  const ok = await rpcPost(s, { jsonrpc: "2.0", id: 8, method: "echo", params: { s: "c".repeat(100) } });
+  t.is(ok.json.result.s.length, 100, "answers under the limit are untouched");
+});

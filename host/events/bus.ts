@@ -15,6 +15,11 @@ export interface BusEvent {
   payload: unknown;
   time: number;
   missed?: number;
+  /**
+   * The same object for every subscriber of one publish(): a sender may keep the payload's
+   * encoding with it, so that a payload is encoded once per publish, not once per subscriber.
+   */
+  shared?: object;
 }
 
 export type Deliver = (event: BusEvent) => void;
@@ -50,9 +55,9 @@ export class Subscription {
   ) {}
 
   /** Called by the bus. */
-  offer(type: string, payload: unknown, time: number): void {
+  offer(type: string, payload: unknown, time: number, shared?: object): void {
     if (this.closed) return;
-    this.queue.push({ seq: this.nextSeq++, type, payload, time });
+    this.queue.push(shared ? { seq: this.nextSeq++, type, payload, time, shared } : { seq: this.nextSeq++, type, payload, time });
     if (this.queue.length - this.head > this.opts.queueLimit) {
       this.head++;
       this.missed++;
@@ -129,8 +134,9 @@ export class EventBus {
   publish(type: string, payload: unknown): void {
     this.publishedTotal++;
     const time = Date.now();
+    const shared = {};
     for (const sub of this.subs) {
-      if (sub.types.has(type)) sub.offer(type, payload, time);
+      if (sub.types.has(type)) sub.offer(type, payload, time, shared);
     }
   }
 

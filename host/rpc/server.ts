@@ -25,6 +25,7 @@ import { readFileSync } from "node:fs";
 import http, { type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo, Socket } from "node:net";
 import type { RpcAuth } from "./auth.ts";
+import { jsonChunks, JsonTooLargeError } from "./json-writer.ts";
 import type { SourceLogger } from "../log.ts";
 
 export const RPC_ERRORS = {
@@ -43,6 +44,8 @@ export const RPC_ERRORS = {
   hostError: -32004,
   /** A hook refused the call (rpc_dispatch; capabilities/hooks.ts): data names the hook's module and its reason. */
   hookRejected: -32005,
+  /** The answer's JSON is larger than [rpc] max_response_bytes. */
+  responseTooLarge: -32006,
 } as const;
 
 export class RpcError extends Error {
@@ -75,6 +78,8 @@ export interface RpcLimits {
   max_json_depth: number;
   /** Characters in a method name. */
   max_method_length: number;
+  /** Bytes of JSON in one answer (a batch's answers together); an answer past it is replaced by a -32006 error. */
+  max_response_bytes: number;
 }
 
 export const DEFAULT_RPC_LIMITS: Readonly<RpcLimits> = Object.freeze({
@@ -88,6 +93,7 @@ export const DEFAULT_RPC_LIMITS: Readonly<RpcLimits> = Object.freeze({
   max_batch: 1000,
   max_json_depth: 32,
   max_method_length: 256,
+  max_response_bytes: 32 * 1024 * 1024,
 });
 
 /** The process's soft RLIMIT_NOFILE (from /proc/self/limits), or undefined where it cannot be read. */
@@ -360,12 +366,53 @@ export class RpcServer {
     if (Array.isArray(body)) {
       const answers = (await Promise.all(body.map((item) => this.one(item)))).filter((a): a is JsonRpcResponse => a !== undefined);
       if (answers.length === 0) sendEmpty(res);
-      else sendJson(res, 200, answers);
+      else await this.sendAnswers(res, answers, true);
       return;
     }
     const answer = await this.one(body);
     if (answer === undefined) sendEmpty(res);
-    else sendJson(res, 200, answer);
+    else await this.sendAnswers(res, [answer], false);
+  }
+
+  /**
+   * Writes answers as JSON without holding the loop for long (host/rpc/json-writer.ts: a
+   * module's answer may be 16 MiB). The body is at most max_response_bytes: an answer that
+   * does not fit in what is left is replaced by a -32006 error with its id, which names the
+   * limit. The text is built before the head is sent (Content-Length, as every other answer).
+   */
+  private async sendAnswers(res: ServerResponse, answers: JsonRpcResponse[], batch: boolean): Promise<void> {
+    const limit = this.limits.max_response_bytes;
+    const parts: Buffer[] = [];
+    let size = batch ? 2 : 0;
+    for (const a of answers) {
+      // Room for the comma and a -32006 error that may replace a later answer is not reserved:
+      // an error answer is small, and the limit is a bound on the work, not an exact size.
+      let chunks: Buffer[];
+      try {
+        chunks = await jsonChunks(a, limit - size);
+      } catch (err) {
+        if (!(err instanceof JsonTooLargeError)) throw err;
+        this.stats.errors++;
+        const why = batch && size > 2
+          ? `the answers of this batch come to more than ${limit} bytes of JSON, the limit ([rpc] max_response_bytes); this answer did not fit: ask for less at a time, send fewer requests per batch, or raise the limit`
+          : `the answer is more than ${limit} bytes of JSON, the limit ([rpc] max_response_bytes); ask for less at a time, or raise the limit`;
+        chunks = [Buffer.from(JSON.stringify(errorResponse(a.id, RPC_ERRORS.responseTooLarge, why, { code: "response_too_large", limit })))];
+      }
+      if (batch && parts.length > 0) parts.push(COMMA);
+      for (const c of chunks) {
+        parts.push(c);
+        size += c.length;
+      }
+    }
+    if (batch) {
+      parts.unshift(OPEN_BRACKET);
+      parts.push(CLOSE_BRACKET);
+    }
+    const length = parts.reduce((n, p) => n + p.length, 0);
+    if (res.destroyed) return;
+    res.writeHead(200, { "Content-Type": "application/json", "Content-Length": length });
+    for (const p of parts) res.write(p);
+    res.end();
   }
 
   /** One JSON-RPC request; undefined for a notification. */
@@ -465,6 +512,10 @@ export function jsonDepth(raw: Uint8Array, max: number): number {
   }
   return deepest;
 }
+
+const COMMA = Buffer.from(",");
+const OPEN_BRACKET = Buffer.from("[");
+const CLOSE_BRACKET = Buffer.from("]");
 
 function errorResponse(id: unknown, code: number, message: string, data?: unknown): JsonRpcResponse {
   return { jsonrpc: "2.0", id, error: { code, message, ...(data !== undefined ? { data } : {}) } };

@@ -2,6 +2,7 @@
 //! integers, floats, UTF-8 strings, binary, arrays and maps with string keys), with a strict
 //! decoder and serde conversions to and from typed Rust values.
 
+use std::collections::HashSet;
 use std::fmt;
 use std::ops::Index;
 
@@ -19,6 +20,12 @@ pub const MAX_VALUES: usize = 65_536;
 pub const MAX_STRING_BYTES: usize = 16 * 1024 * 1024;
 /// `max_binary_bytes`: bytes of one binary value.
 pub const MAX_BINARY_BYTES: usize = 16 * 1024 * 1024;
+/// `max_map_keys`: distinct map keys in one body. A key of at most [`SHORT_KEY_BYTES`] bytes
+/// counts once however often it appears (in any map of the body); a longer key counts at every
+/// appearance.
+pub const MAX_MAP_KEYS: usize = 4096;
+/// Map keys up to this many UTF-8 bytes count once per body towards [`MAX_MAP_KEYS`].
+pub const SHORT_KEY_BYTES: usize = 64;
 
 /// Plain data as it travels on the wire.
 ///
@@ -670,10 +677,10 @@ impl std::error::Error for DecodeError {}
 /// the host accepts (docs/protocol.md sections 3 and 3.1). Extension types, the reserved byte
 /// 0xc1, strings that are not UTF-8, map keys that are not strings, the map key `__proto__`,
 /// trailing bytes, and bodies over the protocol limits ([`MAX_DEPTH`], [`MAX_VALUES`],
-/// [`MAX_STRING_BYTES`], [`MAX_BINARY_BYTES`]) are errors; each limit is checked from the
+/// [`MAX_STRING_BYTES`], [`MAX_BINARY_BYTES`], [`MAX_MAP_KEYS`]) are errors; each limit is checked from the
 /// header, before anything it announces is allocated or read.
 pub fn decode_value(bytes: &[u8]) -> Result<Value, DecodeError> {
-    let mut r = Reader { buf: bytes, pos: 0, budget: MAX_VALUES, at: 0 };
+    let mut r = Reader { buf: bytes, pos: 0, budget: MAX_VALUES, at: 0, keys: HashSet::new(), long_keys: 0 };
     let v = r.value(0)?;
     if r.pos != bytes.len() {
         return Err(r.err(format!("{} trailing bytes after the value", bytes.len() - r.pos)));
@@ -688,6 +695,10 @@ struct Reader<'a> {
     budget: usize,
     /// Offset of the header being read (where a refused container starts).
     at: usize,
+    /// The distinct short map keys seen so far (max_map_keys).
+    keys: HashSet<&'a [u8]>,
+    /// Map keys longer than SHORT_KEY_BYTES seen so far, each appearance counted.
+    long_keys: usize,
 }
 
 fn over_limit(what: String, limit: &str, value: usize) -> String {
@@ -852,7 +863,23 @@ impl<'a> Reader<'a> {
                     self.pos = key_at;
                     return Err(self.err("the map key \"__proto__\" is not allowed (the host refuses it: JavaScript would take it for the prototype); rename it"));
                 }
-                Value::Str(s) => s,
+                Value::Str(s) => {
+                    let bytes = &self.buf[self.pos - s.len()..self.pos];
+                    if bytes.len() > SHORT_KEY_BYTES {
+                        self.long_keys += 1;
+                    } else {
+                        self.keys.insert(bytes);
+                    }
+                    if self.keys.len() + self.long_keys > MAX_MAP_KEYS {
+                        self.pos = key_at;
+                        return Err(self.err(over_limit(
+                            "too many distinct map keys in one body (a map keyed by data, such as ids or hashes, belongs in an array of [key, value] pairs, or split across messages)".into(),
+                            "max_map_keys",
+                            MAX_MAP_KEYS,
+                        )));
+                    }
+                    s
+                }
                 other => {
                     self.pos = key_at;
                     return Err(self.err(format!("map key is a {}; only string keys are allowed", other.kind())));

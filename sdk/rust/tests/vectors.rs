@@ -450,6 +450,27 @@ fn the_decoder_has_the_hosts_limits() {
     let mut bin = vec![0xc6];
     bin.extend_from_slice(&((16u32 << 20) + 1).to_be_bytes());
     assert!(decode_value(&bin).unwrap_err().message.contains("max_binary_bytes"));
+    // max_map_keys: 4,096 distinct keys in one body. A map32 of n keys "k0".."k{n-1}" (nil values).
+    let keyed = |n: usize, key: &dyn Fn(usize) -> String| {
+        let mut b = vec![0xdf];
+        b.extend_from_slice(&(n as u32).to_be_bytes());
+        for i in 0..n {
+            let k = key(i);
+            b.push(0xd9);
+            b.push(k.len() as u8);
+            b.extend_from_slice(k.as_bytes());
+            b.push(0xc0);
+        }
+        b
+    };
+    assert!(decode_value(&keyed(4096, &|i| format!("k{i}"))).is_ok(), "4,096 distinct keys are within max_map_keys");
+    let err = decode_value(&keyed(4097, &|i| format!("k{i}"))).unwrap_err();
+    assert!(err.message.contains("max_map_keys = 4096") && err.message.contains("[key, value] pairs"), "{err}");
+    // Repeated short keys count once; a key of 65 bytes counts at every appearance.
+    assert!(decode_value(&keyed(20_000, &|i| format!("{}{}", "s".repeat(62), i % 10))).is_ok(), "10 distinct 64-byte keys, 20,000 times");
+    assert!(decode_value(&keyed(4096, &|_| "l".repeat(65))).is_ok());
+    let err = decode_value(&keyed(4097, &|_| "l".repeat(65))).unwrap_err();
+    assert!(err.message.contains("max_map_keys"), "{err}");
     // __proto__ as a key, at the top and nested: refused (as a value it is just a string).
     let top = [&[0x81u8, 0xa9][..], b"__proto__", &[0xc0]].concat();
     let err = decode_value(&top).unwrap_err();
