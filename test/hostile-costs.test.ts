@@ -203,20 +203,25 @@ function quiet(name: string): InlineModule {
   return inlineModule(name, [], `ctx.log.info("${name} up");`);
 }
 
-test("a native module that never says ready does not delay the others' start; unload cancels its start", async (t) => {
+test("a native module that never says ready does not delay the others' start, nor block production; unload cancels its start", async (t) => {
   t.timeout(180_000);
   const h = await hostWith(t, { "native-hangs": [] }, {
     inline: { "quick-a": quiet("quick-a"), "quick-b": quiet("quick-b") },
     moduleLimits: { "native-hangs": { start_timeout_ms: 600_000 } },
     moduleConfigs: { "native-hangs": { mode: "hang-start" } },
-    configure: (c) => (c.modules.start_concurrency = 2),
+    configure: (c) => {
+      c.modules.start_concurrency = 2;
+      c.chain.block_interval_seconds = 1;
+    },
     noStart: true,
   });
+  const before = await h.chain.getBlockHeight();
   const starting = h.host.start();
   await h.waitFor(() => h.host.manager, 60_000, "the manager");
   for (const name of ["quick-a", "quick-b"]) await h.waitForState(name, "running", 120_000);
   await h.waitForLog(/^hanging in start$/, { source: "native-hangs", timeoutMs: 60_000 });
-  t.is(h.mustStatus("native-hangs").state, "starting", "still starting while the others run");
+  await h.waitFor(async () => (await h.chain.getBlockHeight()) >= before + 2, 60_000, "blocks to be mined");
+  t.is(h.mustStatus("native-hangs").state, "starting", "still starting while the others run and blocks are mined");
   await h.manager.unload("native-hangs");
   await starting;
   t.regex(h.mustStatus("native-hangs").problem ?? "", /start cancelled: unloaded by the operator/);
@@ -282,4 +287,53 @@ test("a host stall longer than health_timeout_ms does not get a healthy native m
   t.false(proc.hasExited);
   t.is(h.mustStatus("steady").state, "running");
   t.falsy(h.records.find((r) => /unresponsive/.test(r.message)));
+});
+
+// ---------------------------------------------------------------------------------------
+// Items 2 and 7 from the outside in, TypeScript: iterations next to a reading canary; what an
+// RPC client sends a module that the module protocol cannot carry
+
+const ITER_HOG = inlineModule("iter-hog", ["read_storage", "write_storage"], `
+  await ctx.storage.openTree("big");
+  for (let i = 0; i < 200; i += 20) {
+    await ctx.storage.transaction("big", Array.from({ length: 20 }, (_, k) => ({ op: "put", key: "k" + String(i + k).padStart(3, "0"), value: "x".repeat(50_000) })));
+  }
+  const worker = async () => {
+    for (;;) await ctx.storage.iterate("big", { paged: true, limit: 10000 });
+  };
+  for (let i = 0; i < 64; i++) void worker().catch(() => {});
+  ctx.log.info("flooding");
+`);
+
+test("a TypeScript module keeping 64 wide paged iterations in flight: the canary's gets and RPC keep up", async (t) => {
+  t.timeout(240_000);
+  const h = await startHost(t, {
+    inline: { canary: CANARY, "iter-hog": ITER_HOG },
+    grants: { canary: CANARY_CAPS, "iter-hog": ["read_storage", "write_storage"] },
+    moduleLimits: { "iter-hog": { restart: "never", cpu_time_ms: 10_000 } },
+  });
+  await h.waitForLog(/^flooding$/, { source: "iter-hog", timeoutMs: 120_000 });
+  await canaryKeepsUp(t, h, 4);
+  t.is(h.mustStatus("iter-hog").state, "running");
+});
+
+const RPC_ECHO = inlineModule("echo", ["register_rpc_endpoint"], `
+  await ctx.rpc.register("echo", "answers its params", (p: unknown) => p);
+  ctx.log.info("echo up");
+`);
+
+test("RPC params a module cannot be sent are refused to the RPC client by name (a __proto__ key: invalid_params; nesting: [rpc] max_json_depth, before parsing); the module keeps serving", async (t) => {
+  t.timeout(120_000);
+  const h = await startHost(t, { inline: { echo: RPC_ECHO }, grants: { echo: ["register_rpc_endpoint"] } });
+  await h.waitForLog(/^echo up$/, { source: "echo", timeoutMs: 60_000 });
+  const proto = await call(h, "echo.echo", JSON.parse('{"__proto__": {"admin": true}, "x": 1}')).then(() => undefined, (e: unknown) => e);
+  t.regex(String((proto as Error)?.message), /^the rpc invocation cannot be sent to module echo: .*has a "__proto__" key/);
+  t.is((proto as { code?: number }).code, -32602, "invalid params, not an internal error");
+  t.falsy(h.records.find((r) => r.level === "error"), "nothing for the host log: it is the client's error");
+  let deep: unknown = 1;
+  for (let i = 0; i < 100; i++) deep = [deep];
+  const tooDeep = await call(h, "echo.echo", [deep]).then(() => undefined, (e: unknown) => e);
+  t.regex(String((tooDeep as Error)?.message), /more than 32 deep \(\[rpc\] max_json_depth\)/);
+  t.deepEqual(await call(h, "echo.echo", { x: 1 }), { x: 1 });
+  t.is(h.mustStatus("echo").state, "running");
 });
