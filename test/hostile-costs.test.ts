@@ -21,8 +21,8 @@ const FIXTURE = fileURLToPath(new URL("./fixtures/hostile-costs/main.ts", import
 let bundled: Promise<string> | undefined;
 
 /** Write the hostile native module as `name` (its mode comes from the module config). */
-async function writeNative(modulesDir: string, name: string, capabilities: string[]): Promise<void> {
-  const toml = `name = "${name}"\nversion = "0.1.0"\nentry_point = "main.mjs"\nruntime = "native"\ncapabilities = [${capabilities.map((c) => JSON.stringify(c)).join(", ")}]\n`;
+async function writeNative(modulesDir: string, name: string, capabilities: string[], extraToml = ""): Promise<void> {
+  const toml = `name = "${name}"\nversion = "0.1.0"\nentry_point = "main.mjs"\nruntime = "native"\ncapabilities = [${capabilities.map((c) => JSON.stringify(c)).join(", ")}]\n${extraToml}`;
   const dir = await writeModule(modulesDir, name, { toml, files: {} });
   bundled ??= bundleNodeModule(FIXTURE);
   await writeFile(path.join(dir, "main.mjs"), await bundled, { mode: 0o755 });
@@ -30,10 +30,10 @@ async function writeNative(modulesDir: string, name: string, capabilities: strin
 }
 
 /** A host with the native modules `natives` (name -> capabilities) besides what `opts` asks for. */
-async function hostWith(t: ExecutionContext, natives: Record<string, string[]>, opts: TestHostOptions): Promise<TestHost> {
+async function hostWith(t: ExecutionContext, natives: Record<string, string[]>, opts: TestHostOptions, extraToml: Record<string, string> = {}): Promise<TestHost> {
   const dir = await tempDir(t);
   const modulesDir = await buildModulesDir(dir);
-  for (const [name, caps] of Object.entries(natives)) await writeNative(modulesDir, name, caps);
+  for (const [name, caps] of Object.entries(natives)) await writeNative(modulesDir, name, caps, extraToml[name]);
   return startHost(t, { ...opts, dir, grants: { ...opts.grants, ...natives } });
 }
 
@@ -228,20 +228,22 @@ test("a native module that never says ready does not delay the others' start, no
   t.deepEqual([...(h.events.find((e) => e.type === "NodeStartupCompleted")!.payload as { modules: string[] }).modules].sort(), ["quick-a", "quick-b"]);
 });
 
-test("a native module that never answers shutdown (and ignores SIGTERM and its channel closing) does not delay the others' stop; it is ended after stop_timeout_ms", async (t) => {
+test("a native module that never answers shutdown (and ignores SIGTERM and its channel closing) delays only what it depends on, not an unrelated module's stop; it is ended after stop_timeout_ms", async (t) => {
   t.timeout(180_000);
+  // native-stop-hangs depends on quick-a: quick-a stops after it (dependants first); quick-b,
+  // unrelated, stops at once, though it is on the lower dependency level.
   const h = await hostWith(t, { "native-stop-hangs": [] }, {
     inline: { "quick-a": quiet("quick-a"), "quick-b": quiet("quick-b") },
     moduleLimits: { "native-stop-hangs": { stop_timeout_ms: 4000, kill_timeout_ms: 2000 } },
     moduleConfigs: { "native-stop-hangs": { mode: "hang-stop" } },
-  });
+  }, { "native-stop-hangs": `dependencies = { "quick-a" = "^0.1.0" }\n` });
   for (const name of ["quick-a", "quick-b", "native-stop-hangs"]) await h.waitForState(name, "running", 60_000);
+  t.deepEqual(h.manager.levels().map((l) => [...l].sort()), [["quick-a", "quick-b"], ["native-stop-hangs"]]);
   const pid = h.manager.processOf("native-stop-hangs")?.pid;
   t.truthy(pid);
   await h.stop();
   const unloaded = h.events.filter((e) => e.type === "ModuleUnloaded").map((e) => (e.payload as { module: string }).module);
-  t.is(unloaded.at(-1), "native-stop-hangs", "the quick modules were unloaded while the hung one still waited");
-  t.deepEqual(unloaded.slice(0, 2).sort(), ["quick-a", "quick-b"]);
+  t.deepEqual(unloaded, ["quick-b", "native-stop-hangs", "quick-a"], "quick-b did not wait for the hung stop; quick-a did, as it must");
   t.truthy(h.logsOf("host").find((r) => /^native-stop-hangs did not stop within 4000 ms; ended with SIG(TERM|KILL)$/.test(r.message)), "asked to stop, then ended by signal");
   let alive = true;
   try {
@@ -249,7 +251,25 @@ test("a native module that never answers shutdown (and ignores SIGTERM and its c
   } catch {
     alive = false;
   }
-  t.false(alive, "and then killed");
+  t.false(alive, "and then gone");
+});
+
+const TS_STOP_HANGS: InlineModule = {
+  toml: `name = "ts-stop-hangs"\nversion = "0.1.0"\nentry_point = "index.ts"\ncapabilities = []\ndependencies = { "quick-a" = "^0.1.0" }\n`,
+  files: { "index.ts": `export default function start(): void {}\nexport function stop(): Promise<void> { return new Promise(() => {}); }\n` },
+};
+
+test("a TypeScript module whose stop() never finishes delays only what it depends on, not an unrelated module's stop", async (t) => {
+  t.timeout(180_000);
+  const h = await startHost(t, {
+    inline: { "quick-a": quiet("quick-a"), "quick-b": quiet("quick-b"), "ts-stop-hangs": TS_STOP_HANGS },
+    moduleLimits: { "ts-stop-hangs": { stop_timeout_ms: 4000, kill_timeout_ms: 2000 } },
+  });
+  t.deepEqual(h.manager.levels().map((l) => [...l].sort()), [["quick-a", "quick-b"], ["ts-stop-hangs"]]);
+  await h.stop();
+  const unloaded = h.events.filter((e) => e.type === "ModuleUnloaded").map((e) => (e.payload as { module: string }).module);
+  t.deepEqual(unloaded, ["quick-b", "ts-stop-hangs", "quick-a"]);
+  t.truthy(h.logsOf("host").find((r) => /^ts-stop-hangs did not stop within 4000 ms; ended with SIG(TERM|KILL)$/.test(r.message)));
 });
 
 // ---------------------------------------------------------------------------------------
