@@ -272,6 +272,20 @@ test("a TypeScript module whose stop() never finishes delays only what it depend
   t.truthy(h.logsOf("host").find((r) => /^ts-stop-hangs did not stop within 4000 ms; ended with SIG(TERM|KILL)$/.test(r.message)));
 });
 
+test("a native module whose socket the host has stopped reading (it never reads, and floods) is stopped within stop_timeout_ms, not request_timeout_ms", async (t) => {
+  t.timeout(180_000);
+  const h = await hostWith(t, { "no-reader": ["read_chain_state"] }, {
+    moduleLimits: { "no-reader": { stop_timeout_ms: 1000, kill_timeout_ms: 1000, request_timeout_ms: 600_000, max_unread_bytes: 512 * 1024 * 1024, restart: "never" } },
+    moduleConfigs: { "no-reader": { mode: "no-read-flood" } },
+  });
+  await h.waitForLog(/^flooding$/, { source: "no-reader", timeoutMs: 60_000 });
+  await h.waitForLog(/^throttled: its requests wait for the module to read what the host already sent/, { source: "no-reader", timeoutMs: 60_000 });
+  // The stop must end long before request_timeout_ms (600 s): a generous liveness bound.
+  const stopped = await Promise.race([h.stop().then(() => true), sleep(30_000).then(() => false)]);
+  t.true(stopped, "the host stopped within 30 s");
+  t.truthy(h.logsOf("host").find((r) => /^no-reader did not stop within 1000 ms; ended with SIG(TERM|KILL)$/.test(r.message)));
+});
+
 // ---------------------------------------------------------------------------------------
 // Item 3: health verdicts after a host stall (TypeScript: test/lifecycle.test.ts)
 
