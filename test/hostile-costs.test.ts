@@ -75,7 +75,9 @@ test("a native module keeping 64 wide paged iterations in flight is bounded per 
   const h = await hostWith(t, { iterator: ["read_storage", "write_storage"] }, {
     inline: { canary: CANARY },
     grants: { canary: CANARY_CAPS },
-    moduleLimits: { iterator: { restart: "never" } },
+    // 64 answers of 1 MiB in flight: room to leave them unread a while on a loaded machine
+    // (max_unread_bytes is not what this test is about).
+    moduleLimits: { iterator: { restart: "never", max_unread_bytes: 128 * 1024 * 1024 } },
     moduleConfigs: { iterator: { mode: "iterate" } },
   });
   const report = (await h.waitForLog(/^paging report$/, { source: "iterator", timeoutMs: 120_000 })).fields as Record<string, any>;
@@ -344,7 +346,7 @@ test("a TypeScript module keeping 64 wide paged iterations in flight: the canary
   const h = await startHost(t, {
     inline: { canary: CANARY, "iter-hog": ITER_HOG },
     grants: { canary: CANARY_CAPS, "iter-hog": ["read_storage", "write_storage"] },
-    moduleLimits: { "iter-hog": { restart: "never", cpu_time_ms: 10_000 } },
+    moduleLimits: { "iter-hog": { restart: "never", cpu_time_ms: 10_000, max_unread_bytes: 128 * 1024 * 1024 } },
   });
   await h.waitForLog(/^flooding$/, { source: "iter-hog", timeoutMs: 120_000 });
   await canaryKeepsUp(t, h, 4);
