@@ -123,6 +123,9 @@ export class Host {
     // The port first: a second host on the same config stops here, before any module's code runs.
     await this.startRpc();
     if (this.stopRequested) return;
+    // The chain does not wait for modules: a module whose start() hangs (up to its
+    // start_timeout_ms) must not hold up block production any more than the others' start.
+    this.startBlockProduction();
     if (this.config.modules.enabled) {
       await this.recoverModulesDir();
       await this.manager.prepare();
@@ -141,7 +144,6 @@ export class Host {
     const running = this.manager.status().filter((s) => s.state === "running").map((s) => s.name);
     this.bus.publish("NodeStartupCompleted", { modules: running });
     this.log.info(`ready in ${Date.now() - started} ms`, { running: running.join(",") || "none" });
-    this.startBlockProduction();
     this.nodeEvents.start();
     if (this.config.modules.enabled) {
       this.discovery = new RegistryDiscovery({
@@ -286,6 +288,8 @@ export class Host {
       } catch (err) {
         this.logger.log("error", "chain", `block production failed: ${(err as Error).message}`);
       }
+      // A tick that was running when the host began to stop must not start another.
+      if (this.stopping) return;
       this.blockTimer = setTimeout(tick, seconds * 1000);
     };
     this.blockTimer = setTimeout(tick, seconds * 1000);

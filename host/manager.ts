@@ -1041,7 +1041,7 @@ export class ModuleManager {
   }
 
   /**
-   * Stop every module: dependency levels in reverse, the modules of one level concurrently,
+   * Stop every module, dependants before what they depend on, everything else concurrently,
    * each with its own stop_timeout_ms and kill_timeout_ms. Pending restarts are cancelled.
    */
   async shutdown(): Promise<void> {
@@ -1052,10 +1052,24 @@ export class ModuleManager {
       rec.restartTimer = undefined;
       rec.cancelStart?.("host shutdown");
     }
-    for (const level of this.levels().reverse()) {
-      const recs = level.map((n) => this.records.get(n)).filter((r): r is ModuleRecord => r !== undefined);
-      await eachLimited(recs, recs.length, (rec) => this.queue.run(rec.name, () => this.stop(rec, "host shutdown", false)));
+    // Each module stops as soon as the modules that depend on it have stopped (or were killed
+    // at their deadlines): a hung stop() holds up only what that module depends on, never an
+    // unrelated module, whatever its level.
+    const stopped = new Map<string, Promise<void>>();
+    const names = this.levels().flat();
+    for (const name of names.reverse()) {
+      const rec = this.records.get(name)!;
+      const dependants = names.filter((n) => {
+        const m = this.records.get(n)!.manifest;
+        return Object.hasOwn(m.dependencies, name) || Object.hasOwn(m.optional_dependencies ?? {}, name);
+      });
+      const after = dependants.map((d) => stopped.get(d)).filter((p): p is Promise<void> => p !== undefined);
+      stopped.set(name, (async () => {
+        await Promise.all(after);
+        await this.queue.run(name, () => this.stop(rec, "host shutdown", false)).catch(() => undefined);
+      })());
     }
+    await Promise.all(stopped.values());
     this.meterInstance?.close();
     await this.lifecycleState?.save().catch((err: Error) => this.log.warn(`cannot save the quarantine state: ${err.message}`));
     if (this.runDir) await rm(this.runDir, { recursive: true, force: true });
@@ -1128,18 +1142,6 @@ class Semaphore {
       this.waiting.shift()?.();
     }
   }
-}
-
-/** Run `task` over `items`, at most `limit` at a time; resolves when all have finished. */
-async function eachLimited<T>(items: T[], limit: number, task: (item: T) => Promise<unknown>): Promise<void> {
-  let next = 0;
-  const worker = async () => {
-    while (next < items.length) {
-      const item = items[next++]!;
-      await task(item).catch(() => undefined);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(Math.max(1, limit), items.length) }, worker));
 }
 
 /** What `list` says about a quarantined module, with the way out. */

@@ -581,7 +581,17 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
       const timer = setTimeout(expire, timeoutMs);
       timer.unref();
       this.pending.set(id, { resolve, reject, timer });
-      this.channel.send({ t: "invocation", id, kind, params });
+      try {
+        this.channel.send({ t: "invocation", id, kind, params });
+      } catch (err) {
+        // Params the module protocol cannot carry (a "__proto__" key or too deep from a JSON-RPC
+        // client, more than a frame): the caller's error, said at once, not an internal error
+        // and a pending invocation left to time out.
+        clearTimeout(timer);
+        this.pending.delete(id);
+        if (!(err instanceof EncodeError)) throw err;
+        reject(new InvocationError(wireError("invalid_params", `the ${kind} invocation cannot be sent to module ${this.opts.module}: ${err.message}`)));
+      }
     });
   }
 

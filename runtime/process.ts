@@ -145,7 +145,10 @@ export class ModuleProcess<S extends ChannelSession = ChannelSession> {
     const waitExit = (ms: number) => Promise.race([this.exited, sleep(ms).then(() => undefined)]);
     if (this.session.isOpen) {
       const deadline = Date.now() + t.graceMs;
-      await this.session.invoke("shutdown", { reason, timeout_ms: t.graceMs }, t.graceMs).catch(() => undefined);
+      // A hard deadline: the session extends an invocation's deadline while the host is not
+      // reading the module's socket (its requests wait for their share), up to
+      // request_timeout_ms; a module being stopped gets its stop_timeout_ms and no more.
+      await Promise.race([this.session.invoke("shutdown", { reason, timeout_ms: t.graceMs }, t.graceMs).catch(() => undefined), sleep(t.graceMs)]);
       const info = await waitExit(Math.max(0, deadline - Date.now()) + 50);
       if (info) return { ...info, via: "shutdown" };
     }

@@ -116,7 +116,7 @@ function checkPlain(v: unknown, path: string, depth: number, seen: Set<object>, 
   }
   grow(budget, 1);
   if (depth >= MAX_VALUE_DEPTH) {
-    throw new StorageError("invalid_params", `${path} is nested deeper than ${MAX_VALUE_DEPTH} levels`);
+    throw new StorageError("invalid_params", `${path} is nested deeper than ${MAX_VALUE_DEPTH} levels, the most a data value may have (max_depth, a fixed protocol limit: docs/protocol.md section 3); store a flatter value`);
   }
   if (seen.has(v)) throw new StorageError("invalid_params", `${path} is a circular reference`);
   seen.add(v);
@@ -132,7 +132,7 @@ function checkPlain(v: unknown, path: string, depth: number, seen: Set<object>, 
     }
     for (const k in v) {
       if (!Object.hasOwn(v, k)) continue;
-      if (k === "__proto__") throw new StorageError("invalid_params", `${path} has a "__proto__" key`);
+      if (k === "__proto__") throw new StorageError("invalid_params", `${path} has a "__proto__" key, which is refused (JavaScript readers would take it for the prototype); rename it`);
       grow(budget, 1 + k.length);
       checkPlain((v as Record<string, unknown>)[k], `${path}.${k}`, depth + 1, seen, budget);
     }

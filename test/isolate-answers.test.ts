@@ -54,7 +54,7 @@ test("handler answers that cannot be sent become errors for the caller, never a 
   t.is((await callApi<string>(h, "answers", "nearlyBig", {}, 20_000)).length, 8 * 1024 * 1024, "half a frame still goes through");
 
   t.regex((await apiError(h, "cyclic")).message, /\[not_plain_data\] .*not plain data: self is a cycle \(it contains itself\)/);
-  t.regex((await apiError(h, "deep")).message, /not plain data: .* is nested deeper than 60 levels/);
+  t.regex((await apiError(h, "deep")).message, /\[result_too_large\] .* is nested deeper than 64 levels at .*: over the protocol limit max_depth/);
   t.regex((await apiError(h, "fn")).message, /not plain data: run is a function/);
   t.regex((await apiError(h, "date")).message, /not plain data: at is a Date/);
   t.regex((await apiError(h, "map")).message, /not plain data: the value is a Map/);

@@ -7,6 +7,8 @@
 // grants on the other side of the channel, so a module that tampered with this code would
 // still reach only what it was granted. This code gives well-behaved modules a good API.
 
+import { MAX_VALUE_DEPTH } from "../../protocol/codec.ts";
+
 export const BOOTSTRAP = String.raw`
 (function (global) {
   "use strict";
@@ -128,7 +130,10 @@ export const BOOTSTRAP = String.raw`
   // huge or cyclic answer becomes an error for the caller instead of a failure of the isolate
   // host. Error messages are cut too.
   const MAX_ERROR_CHARS = 4096;
-  const MAX_DEPTH = 60; // the receiver refuses more than 64, and the envelope takes a few
+  // The protocol's one depth limit for a data value (protocol/codec.ts MAX_VALUE_DEPTH), the
+  // same that storage applies: whatever a module may store, a handler may answer. The
+  // envelope's own levels are allowed for by the receiver (ENVELOPE_DEPTH).
+  const MAX_DEPTH = ${MAX_VALUE_DEPTH};
   let answerBytes = 16 * 1024 * 1024 - 4096;
   const cut = (text) => {
     text = String(text);
@@ -189,7 +194,10 @@ export const BOOTSTRAP = String.raw`
       if (typeof v === "bigint") throw notPlain(path, "a bigint (send it as a string or a number)");
       if (typeof v !== "object") throw notPlain(path, "a " + typeof v);
       if (v instanceof Uint8Array) return fixed(5 + v.byteLength);
-      if (depth > MAX_DEPTH) throw notPlain(path, "nested deeper than " + MAX_DEPTH + " levels");
+      if (depth >= MAX_DEPTH) {
+        throw new AnswerError("result_too_large", what + " is nested deeper than " + MAX_DEPTH + " levels at " + (path || "the value") +
+          ": over the protocol limit max_depth of a data value (fixed; docs/protocol.md section 3); answer with a flatter value");
+      }
       if (ancestors.has(v)) throw notPlain(path, "a cycle (it contains itself)");
       ancestors.add(v);
       if (Array.isArray(v)) {

@@ -12,6 +12,7 @@
 import net from "node:net";
 import type { Duplex } from "node:stream";
 import { FrameChannel } from "../../protocol/channel.ts";
+import { EncodeError } from "../../protocol/codec.ts";
 import {
   MessageError, parseHostMessage, PROTOCOL_VERSION,
   type EventMessage, type HostMessage, type InvocationKind, type LogLevel, type Welcome, type WireError,
@@ -275,7 +276,8 @@ export class ModuleClient {
     } catch (err) {
       // An answer that cannot be sent (larger than a frame, a value the codec cannot write, a
       // cycle) is the caller's error, not the end of this process.
-      const tooLarge = /exceeds the maximum frame size/.test((err as Error)?.message ?? "");
+      // The channel and the codec say which (EncodeError's code); anything else is not plain data.
+      const tooLarge = err instanceof EncodeError ? err.code === "result_too_large" : false;
       this.channel.send({
         t: "invocation_result", id,
         error: tooLarge

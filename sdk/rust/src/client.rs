@@ -667,7 +667,7 @@ impl Client {
         E: Into<HandlerError>,
     {
         let h: Handler = Arc::new(move |params| match handler(params) {
-            Ok(r) => to_value(&r).map_err(|e| HandlerError::new("module_error", format!("cannot encode the result: {e}"))),
+            Ok(r) => to_value(&r).map_err(|e| HandlerError::new("not_plain_data", format!("cannot encode the result: {e}"))),
             Err(e) => Err(e.into()),
         });
         self.inner.handlers.write().unwrap_or_else(|p| p.into_inner()).insert(kind.to_owned(), h);
@@ -1320,8 +1320,22 @@ impl Inner {
             Ok(v) => InvocationResult { id: inv.id, result: Some(v), error: None },
             Err(e) => InvocationResult { id: inv.id, result: None, error: Some(WireError { code: e.code, message: e.message, data: e.data }) },
         };
-        if let Err(e) = self.send(&Message::InvocationResult(msg)) {
-            eprintln!("modhost-sdk: could not answer the {} invocation: {e}", inv.kind);
+        match self.send(&Message::InvocationResult(msg)) {
+            Ok(()) | Err(Error::Closed) => {}
+            Err(Error::Protocol(why)) => {
+                // An answer that cannot be sent (over max_frame_bytes, or not encodable) is the
+                // caller's error, answered as one: never silence, which the caller would wait
+                // out until its timeout.
+                let too_large = why.contains("exceeds the maximum frame size");
+                let message: String = format!("the answer to this {} invocation could not be sent: {why}; {}", inv.kind,
+                    if too_large { "answer with less" } else { "answer with plain data" }).chars().take(4096).collect();
+                let code = if too_large { "result_too_large" } else { "not_plain_data" };
+                let refusal = InvocationResult { id: inv.id, result: None, error: Some(WireError { code: code.to_owned(), message, data: None }) };
+                if let Err(e) = self.send(&Message::InvocationResult(refusal)) {
+                    eprintln!("modhost-sdk: could not answer the {} invocation: {e}", inv.kind);
+                }
+            }
+            Err(e) => eprintln!("modhost-sdk: could not answer the {} invocation: {e}", inv.kind),
         }
         if is_shutdown {
             lock(&self.state).shutdown_answered = true;

@@ -349,6 +349,28 @@ fn invocations_and_shutdown() {
     assert!(client.events().next().is_none(), "the event stream ends after shutdown");
 }
 
+#[test]
+fn an_answer_that_cannot_be_sent_is_an_error_for_the_caller() {
+    let (client, mut host, _) = start("example");
+    // The fake host's welcome says max_frame_bytes = 1 MiB.
+    client.on_invocation("module_api", |_p: Value| -> Result<Value, (&str, &str)> { Ok(Value::from("x".repeat(2 << 20))) });
+    client.on_invocation("rpc", |_p: Value| -> Result<Value, modhost_sdk::HandlerError> {
+        Err(modhost_sdk::HandlerError::new("module_error", "e".repeat(2 << 20)))
+    });
+    host.invoke(1, "module_api", Value::map());
+    let r = host.invocation_result();
+    assert_eq!(r.id, 1);
+    let e = r.error.expect("an error, not silence");
+    assert_eq!(e.code, "result_too_large");
+    assert!(e.message.contains("max_frame_bytes"), "{}", e.message);
+    host.invoke(2, "rpc", Value::map());
+    let r = host.invocation_result();
+    assert_eq!((r.id, r.error.map(|e| e.code)), (2, Some("result_too_large".to_owned())));
+    // The connection is still usable.
+    host.invoke(3, "health", Value::Nil);
+    assert_eq!(host.invocation_result().id, 3);
+}
+
 fn hex_frame(s: &str) -> Vec<u8> {
     (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
 }
