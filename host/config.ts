@@ -355,7 +355,7 @@ export function parseConfig(data: Record<string, unknown>, source: string, file:
   readRpc(c, data, config);
   readTrust(c, data, config.trust);
   readRegistry(c, data, config.registry, config.dir);
-  checkPublisherRefs(c, config.trust, config.modules.trust);
+  checkPublisherRefs(c, data);
   readHooks(c, data, config);
   const storage = c.table(data["storage"], ["storage"]);
   if (storage) {
