@@ -7,6 +7,8 @@
 import path from "node:path";
 import semver from "semver";
 import { GrantSyntaxError, parseDescriptor, type Descriptor } from "../capabilities/grants.ts";
+import * as v from "valibot";
+import { checkSchema, say, strings } from "./schema.ts";
 import { Checker, isTable, readToml, typeName, type TomlPath } from "./toml.ts";
 
 export type Runtime = "isolate" | "native";
@@ -224,23 +226,28 @@ function readEntryPoint(c: Checker, data: Record<string, unknown>): string | und
   return norm;
 }
 
-/** An array of grant descriptors; each bad one is reported at its element with the grammar's hint. */
-export function readDescriptors(c: Checker, table: Record<string, unknown>, path: TomlPath, key: string): Descriptor[] {
-  const out: Descriptor[] = [];
-  const items = c.stringArray(table, path, key);
-  if (!items) return out;
-  const raw = table[key] as unknown[];
-  for (let index = 0; index < raw.length; index++) {
-    const item = raw[index];
-    if (typeof item !== "string") continue; // already reported by stringArray
+/** A grant descriptor ("read_blockchain", "call_module=price-feed"), parsed; a bad one is reported with the grammar's hint. */
+export function descriptor() {
+  return v.rawTransform<string, Descriptor>(({ dataset, addIssue, NEVER }) => {
     try {
-      out.push(parseDescriptor(item));
+      return parseDescriptor(dataset.value);
     } catch (err) {
       if (!(err instanceof GrantSyntaxError)) throw err;
-      c.report([...path, key, index], err.message, err.hint);
+      addIssue({ message: say(err.message, err.hint) });
+      return NEVER;
     }
-  }
-  return out;
+  });
+}
+
+/** An array of grant descriptors; each bad one is reported at its element with the grammar's hint. */
+export function descriptorList() {
+  return strings(descriptor());
+}
+
+/** An array of grant descriptors; each bad one is reported at its element with the grammar's hint. */
+export function readDescriptors(c: Checker, table: Record<string, unknown>, path: TomlPath, key: string): Descriptor[] {
+  if (table[key] === undefined) return [];
+  return checkSchema(c, descriptorList(), table[key], [...path, key]) ?? [];
 }
 
 function readDependencies(c: Checker, data: Record<string, unknown>, key: string, self: string | undefined): Record<string, string> {

@@ -124,7 +124,9 @@ export interface DocInfo {
   description?: string;
   /** The default as the guide shows it, when the value itself does not say it well ("64 MiB", "none"). */
   shown?: string;
-  /** Rows of the guide that describe several keys at once name the first; the others are left out. */
+  /** The key column of the guide's row, when one row describes several keys ("`user`, `password`"). */
+  label?: string;
+  /** Left out of the guide's table (described in another row, or in a section of its own). */
   hidden?: boolean;
 }
 
