@@ -57,7 +57,7 @@ const LIMIT_FIELDS = {
   storage_max_trees: limit(int(), 64, "storage quota: number of trees"),
   restart: limit(oneOf(RESTART_POLICIES), "on-failure", "after a crash: `never`, `on-failure` (not after a clean exit), `always`"),
   max_restarts: limit(int(), 5, "give up after this many restarts within `restart_window_ms`"),
-  restart_window_ms: limit(int({ min: 1 }), 60_000, ""),
+  restart_window_ms: limit(int({ min: 1 }), 60_000, "the window for `max_restarts`"),
   event_queue: limit(int({ min: 1 }), 1024, "events queued for a slow module before the oldest are dropped (the module is told how many it missed)"),
   kill_timeout_ms: limit(int({ min: 1 }), 2000, "after SIGTERM, how long before SIGKILL"),
   health_interval_ms: limit(int(), 10_000, "how often the host asks a running module whether it is healthy (0 = never)"),
