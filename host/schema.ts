@@ -18,7 +18,7 @@
 
 import * as v from "valibot";
 import { closest } from "../capabilities/catalogue.ts";
-import { type Checker, formatPath, isTable, typeName, type TomlPath } from "./toml.ts";
+import { type Checker, formatPath, isTable, typeName, type TomlPath, unknownKey } from "./toml.ts";
 
 /** Separates an issue's message from its fix. */
 const FIX_MARK = "\u0000";
@@ -178,6 +178,17 @@ function wrongTable(input: unknown): string {
   return say(`expected a table, found ${typeName(input)}`, `write it as a [${PATH}] section or an inline table { ... }`);
 }
 
+/**
+ * Whether a schema's value is kept in its table's output even when it has problems: a table's
+ * partial value holds only its fields that are valid on their own, which is what rules across
+ * keys (rawChecks after a table) may read. Other values with problems are left out.
+ */
+function keepsPartial(schema: Schema): boolean {
+  const s = schema as { type: string; wrapped?: Schema };
+  const inner = (s.type === "optional" || s.type === "nullish" || s.type === "exact_optional") && s.wrapped ? (s.wrapped as { type: string }) : s;
+  return inner.type === "toml_table" || inner.type === "toml_named_tables";
+}
+
 function isOptional(schema: Schema): boolean {
   const t = (schema as { type: string }).type;
   return t === "optional" || t === "nullish" || t === "exact_optional";
@@ -198,7 +209,7 @@ function addChildIssues(dataset: v.UnknownDataset | v.OutputDataset<unknown, v.B
  * A TOML table with these keys and no others. `missing`: the fix for each required key when it
  * is absent (default: add KEY = "...").
  */
-export function table<const E extends Entries>(entries: E, missing: Readonly<Record<string, string>> = {}): TableSchema<E> {
+export function table<const E extends Entries>(entries: E, missing: Readonly<Record<string, string>> = {}, notTableHint?: string): TableSchema<E> {
   const known = Object.keys(entries);
   const self = {
     kind: "schema" as const,
@@ -214,7 +225,7 @@ export function table<const E extends Entries>(entries: E, missing: Readonly<Rec
       const d = dataset as unknown as { typed: boolean; value: unknown; issues?: v.BaseIssue<unknown>[] };
       if (!isTable(input)) {
         d.typed = false;
-        d.issues = [...(d.issues ?? []), issue(self, input, wrongTable(input))];
+        d.issues = [...(d.issues ?? []), issue(self, input, notTableHint === undefined ? wrongTable(input) : say(`expected a table, found ${typeName(input)}`, notTableHint))];
         return dataset;
       }
       const out: Record<string, unknown> = {};
@@ -222,8 +233,8 @@ export function table<const E extends Entries>(entries: E, missing: Readonly<Rec
       // Unknown keys first: they are most often typos of a key below.
       for (const key of Object.keys(input)) {
         if (Object.hasOwn(entries, key)) continue;
-        const guess = closest(key, known);
-        d.issues = [...(d.issues ?? []), issue(self, input[key], say(`unknown key "${key}"`, guess ? `did you mean "${guess}"?` : `known keys here: ${known.join(", ")}`), key, input)];
+        const p = unknownKey(key, known);
+        d.issues = [...(d.issues ?? []), issue(self, input[key], say(p.message, p.hint), key, input)];
         typed = false;
       }
       for (const [key, schema] of Object.entries(entries)) {
@@ -237,7 +248,7 @@ export function table<const E extends Entries>(entries: E, missing: Readonly<Rec
         const child = schema["~run"]({ value: present ? input[key] : undefined }, config);
         addChildIssues(dataset, child, key, input, input[key]);
         if (!child.typed) typed = false;
-        else out[key] = child.value;
+        if (child.typed || keepsPartial(schema)) out[key] = child.value;
       }
       d.typed = typed && !d.issues?.length;
       d.value = out;
@@ -286,7 +297,7 @@ export function namedTables<T>(nameProblem: (name: string) => { message: string;
         const child = value["~run"]({ value: input[name] }, config);
         addChildIssues(dataset, child, name, input, input[name]);
         if (!child.typed) typed = false;
-        else out[name] = child.value as T;
+        if (child.typed || keepsPartial(value)) out[name] = child.value as T;
       }
       d.typed = typed && !d.issues?.length;
       d.value = out;
@@ -295,6 +306,28 @@ export function namedTables<T>(nameProblem: (name: string) => { message: string;
   };
   Object.defineProperty(self, "~standard", { value: { version: 1, vendor: "valibot", validate: (val: unknown) => self["~run"]({ value: val } as v.UnknownDataset, {}) } });
   return self as unknown as NamedTablesSchema<T>;
+}
+
+/**
+ * `a` for values that `isA` picks, `b` for the rest (a value written in a short or a long form:
+ * `key = "text"` or `key = { ... }`); unlike valibot's union, the problems are those of the form
+ * the value is written in.
+ */
+export function either<A, B>(isA: (value: unknown) => boolean, a: Schema<A>, b: Schema<B>): Schema<A | B> {
+  const self = {
+    ...v.unknown(),
+    type: "toml_either",
+    reference: either,
+    "~run"(dataset: v.UnknownDataset, config: v.Config<v.BaseIssue<unknown>>) {
+      return (isA(dataset.value) ? a : b)["~run"](dataset, config);
+    },
+  };
+  return self as unknown as Schema<A | B>;
+}
+
+/** An issue path to `keys` (for rules across the keys of a table, reported at one of them). */
+export function pathTo(...keys: (string | number)[]): [v.IssuePathItem, ...v.IssuePathItem[]] {
+  return keys.map((key) => ({ type: "object", origin: "value", input: {}, key, value: undefined }) as unknown as v.IssuePathItem) as [v.IssuePathItem, ...v.IssuePathItem[]];
 }
 
 // ---------------------------------------------------------------------------------------
