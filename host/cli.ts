@@ -224,9 +224,10 @@ async function docs({ values }: Parsed): Promise<number> {
   const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), "..");
   const { cliReference, spliceCliReference } = await import("./cli-table.ts");
   const guide = path.join(root, "docs", "operator-guide.md");
+  const { spliceConfigTables } = await import("./config-docs.ts");
   if (values.write) {
-    await writeFile(guide, spliceCliReference(await readFile(guide, "utf8"), cliReference()));
-    console.log("wrote docs/operator-guide.md (the command line reference)");
+    await writeFile(guide, spliceConfigTables(spliceCliReference(await readFile(guide, "utf8"), cliReference())));
+    console.log("wrote docs/operator-guide.md (the command line reference and the configuration key tables)");
   }
   for (const [file, make] of Object.entries(GENERATED_DOCS)) {
     if (values.write) {

@@ -2,19 +2,28 @@
 // default; unknown keys are errors (with "did you mean"), since a typo in a grant or a limit
 // must not silently fall back to a default. Relative paths are resolved against the
 // directory of the config file.
+//
+// The schema below (valibot, with host/schema.ts's TOML tables) is the one declaration of the
+// file: the types (v.InferOutput), the defaults, the validation with located errors, and the
+// operator guide's key tables (host/config-docs.ts) all come from it. Rules across keys (an
+// RPC user needs a password, a bind address needs allow_remote, ...) run after the schema in
+// `crossKeyRules`, each on fields that are valid on their own, so every problem of a file is
+// reported at once. Adding a limit is one line in LIMIT_FIELDS.
 
 import { isIP } from "node:net";
 import path from "node:path";
+import * as v from "valibot";
 import { DEFAULT_CGROUP_LIMITS, DEFAULT_SANDBOX_LIMITS, type SandboxMode } from "../runtime/sandbox/policy.ts";
 import { DEFAULT_RPC_LIMITS, type RpcLimits } from "./rpc/server.ts";
 import type { Descriptor } from "../capabilities/grants.ts";
 import { closest } from "../capabilities/catalogue.ts";
-import { MODULE_NAME_HINT, MODULE_NAME_RE, readDescriptors } from "./manifest.ts";
+import { descriptorList, MODULE_NAME_HINT, MODULE_NAME_RE } from "./manifest.ts";
 import { PROVIDER_ROLES, type ProviderRole } from "../capabilities/event-types.ts";
-import { Checker, readToml, type IntegerRule, type TomlPath } from "./toml.ts";
+import { Checker, isTable, readToml, typeName } from "./toml.ts";
 import { HOOK_PAYLOAD_RANGE, HOOK_POINT_NAMES, HOOK_TIMEOUT_RANGE, type HooksConfig } from "../capabilities/hooks.ts";
+import { bool, checked, checkSchema, doc, int, KEY, namedTables, oneOf, PATH, type Range, say, type Schema, str, strings, table, valid } from "./schema.ts";
 import {
-  checkPublisherRefs, defaultRegistry, defaultTrust, readModuleTrust, readRegistry, readTrust,
+  checkPublisherRefs, MODULE_TRUST_SCHEMA, moduleTrustRules, readTrustRules, registryRules, registrySchema, TRUST_SCHEMA,
   type ModuleTrust, type RegistryConfig, type TrustConfig,
 } from "./verify/config.ts";
 
@@ -22,161 +31,280 @@ export type RestartPolicy = "never" | "on-failure" | "always";
 export type MissingGrantPolicy = "refuse" | "reduce";
 export type LogLevel = "debug" | "info" | "warn" | "error";
 
-export interface Limits {
-  /** Isolate heap limit (min 8). */
-  memory_mb: number;
-  /** Max time of one synchronous run inside the module (start, one event handler, ...). */
-  cpu_time_ms: number;
-  start_timeout_ms: number;
-  stop_timeout_ms: number;
-  storage_max_bytes: number;
-  storage_max_keys: number;
-  storage_max_trees: number;
-  restart: RestartPolicy;
-  /** Within restart_window_ms. */
-  max_restarts: number;
-  restart_window_ms: number;
-  /** Max queued events per subscriber before the oldest are dropped (and counted). */
-  event_queue: number;
-  /** After SIGTERM, how long before SIGKILL. */
-  kill_timeout_ms: number;
-  /** How often the host asks a running module whether it is healthy (0 = never). */
-  health_interval_ms: number;
-  /** A health request unanswered for this long marks the module unresponsive; it is killed. */
-  health_timeout_ms: number;
-  /** If this module fails for good (crashes and will not be restarted), stop the host. */
-  important: boolean;
-  // rlimits inside the sandbox (0 = no limit), of native modules and of the isolate hosts of
-  // TypeScript modules; isolate hosts get at least what Node and V8 need (isolateHostLimits in
-  // runtime/isolate/runtime.ts: address space, open files, threads).
-  /** RLIMIT_AS: virtual address space per process. */
-  address_space_mb: number;
-  /** RLIMIT_NOFILE. */
-  open_files: number;
-  /** RLIMIT_NPROC: processes and threads of the module, together. */
-  processes: number;
-  /** RLIMIT_CPU: CPU seconds per process over its whole life. */
-  cpu_seconds: number;
-  /** RLIMIT_FSIZE: largest file the module may write. */
-  file_size_mb: number;
-  /** Longest a TypeScript module's handler (event, RPC, module API, timer, CLI, provider) may take before it is given up on. */
-  handler_timeout_ms: number;
-  /** Bytes per second the module may add to the host log (its logs, stdout, stderr, denials). */
-  log_bytes_per_second: number;
-  /** Bytes per second of audit records the module may cause (denials, audited actions). */
-  audit_bytes_per_second: number;
-  // The module's cgroup (runtime/sandbox/cgroup.ts), for all its processes together; `processes`
-  // above is also its pids.max.
-  /** Memory of all the module's processes together, shmem/memfd/tmpfs included (0 = no limit). */
-  memory_total_mb: number;
-  /** CPU weight among the host's modules, 1-10000 (100 = normal). */
-  cpu_weight: number;
-  /** CPU ceiling of the module, percent of one core (0 = none). */
-  cpu_max_percent: number;
-  /** Quarantine the module after this many failures (crashes, failed starts) within quarantine_window_ms (0 = never). */
-  quarantine_after: number;
-  quarantine_window_ms: number;
-  // Fair share of the host (host/session.ts, storage/store.ts, host/events/bus.ts): what one
-  // module may make the host do for it, so that its flood is its own latency, not others'.
-  /** Requests served at once; further ones wait (the host stops reading the module's socket). */
-  max_requests_in_flight: number;
-  /** Requests per second (a burst of one second's worth); further ones wait. */
-  requests_per_second: number;
-  /** Host CPU time (ms per second) spent serving the module's requests; over it they wait. */
-  host_cpu_ms_per_s: number;
-  /** Longest the host works on one request before answering `timeout`. */
-  request_timeout_ms: number;
-  /** Event types one module may be subscribed to at once. */
-  max_subscriptions: number;
-  /** Bytes of answers and events sent but not yet read by the module; past it, it is disconnected. */
-  max_unread_bytes: number;
-  /** Events sent to a module and not yet acknowledged. */
-  event_window: number;
-  /** Bytes (keys + values) one storage_iter call reads; a paged call stops there and returns a cursor. */
-  storage_iter_max_bytes: number;
-  /** The module's LevelDB operations running at once (the rest wait in its own queue). */
-  storage_io_concurrency: number;
-  /**
-   * Development only: "127.0.0.1:PORT" turns on the V8 inspector for this TypeScript module
-   * (Chrome DevTools, VS Code) on that loopback address; "" (the default) leaves it off.
-   */
-  inspect: string;
-}
-
-export const DEFAULT_LIMITS: Limits = Object.freeze({
-  memory_mb: 128,
-  cpu_time_ms: 1000,
-  start_timeout_ms: 10_000,
-  stop_timeout_ms: 5000,
-  storage_max_bytes: 64 * 1024 * 1024,
-  storage_max_keys: 1_000_000,
-  storage_max_trees: 64,
-  restart: "on-failure",
-  max_restarts: 5,
-  restart_window_ms: 60_000,
-  event_queue: 1024,
-  kill_timeout_ms: 2000,
-  health_interval_ms: 10_000,
-  health_timeout_ms: 5000,
-  important: false,
-  address_space_mb: DEFAULT_SANDBOX_LIMITS.address_space_mb,
-  open_files: DEFAULT_SANDBOX_LIMITS.open_files,
-  processes: DEFAULT_SANDBOX_LIMITS.processes,
-  cpu_seconds: DEFAULT_SANDBOX_LIMITS.cpu_seconds,
-  file_size_mb: DEFAULT_SANDBOX_LIMITS.file_size_mb,
-  handler_timeout_ms: 120_000,
-  log_bytes_per_second: 32 * 1024,
-  audit_bytes_per_second: 16 * 1024,
-  memory_total_mb: DEFAULT_CGROUP_LIMITS.memory_mb,
-  cpu_weight: DEFAULT_CGROUP_LIMITS.cpu_weight,
-  cpu_max_percent: DEFAULT_CGROUP_LIMITS.cpu_max_percent,
-  quarantine_after: 5,
-  quarantine_window_ms: 600_000,
-  max_requests_in_flight: 64,
-  requests_per_second: 2000,
-  host_cpu_ms_per_s: 250,
-  request_timeout_ms: 30_000,
-  max_subscriptions: 64,
-  max_unread_bytes: 32 * 1024 * 1024,
-  event_window: 64,
-  storage_iter_max_bytes: 1024 * 1024,
-  storage_io_concurrency: 2,
-  inspect: "",
-});
-
-/** Bounds of the numeric limits; anything not listed is "0 or more". */
-const LIMIT_RULES: Partial<Record<keyof Limits, IntegerRule>> = {
-  memory_mb: { min: 8 },
-  cpu_time_ms: { min: 1 },
-  start_timeout_ms: { min: 1 },
-  restart_window_ms: { min: 1 },
-  event_queue: { min: 1 },
-  kill_timeout_ms: { min: 1 },
-  health_timeout_ms: { min: 1 },
-  handler_timeout_ms: { min: 1 },
-  log_bytes_per_second: { min: 1024 },
-  audit_bytes_per_second: { min: 1024 },
-  cpu_weight: { min: 1, max: 10_000 },
-  quarantine_window_ms: { min: 1 },
-  max_requests_in_flight: { min: 1 },
-  requests_per_second: { min: 1 },
-  host_cpu_ms_per_s: { min: 1, max: 1000 },
-  request_timeout_ms: { min: 1 },
-  max_subscriptions: { min: 1 },
-  max_unread_bytes: { min: 1024 * 1024 },
-  event_window: { min: 1 },
-  storage_iter_max_bytes: { min: 1024 },
-  storage_io_concurrency: { min: 1 },
-};
-
 const RESTART_POLICIES: readonly RestartPolicy[] = ["never", "on-failure", "always"];
 const MISSING_GRANT_POLICIES: readonly MissingGrantPolicy[] = ["refuse", "reduce"];
+const SANDBOX_MODES: readonly SandboxMode[] = ["auto", "full", "degraded", "off"];
+const LOG_LEVELS: readonly LogLevel[] = ["debug", "info", "warn", "error"];
+
+const MiB = 1024 * 1024;
+
+// ---------------------------------------------------------------------------------------
+// Limits: [modules.default_limits] and [modules.limits.NAME]
+
+/** One limit: its schema, its default, what it means (for the guide), how the guide shows the default. */
+function limit<S extends Schema>(schema: S, dflt: v.InferOutput<S>, description: string, shown?: string) {
+  return { schema: doc(schema, description, shown === undefined ? {} : { shown }), default: dflt };
+}
+
+/** Every limit, in the guide's order. A new limit is one line here (and its use). */
+const LIMIT_FIELDS = {
+  memory_mb: limit(int({ min: 8 }), 128, "heap limit of a TypeScript module's isolate (min 8); beyond it the isolate is stopped"),
+  cpu_time_ms: limit(int({ min: 1 }), 1000, "longest a module may run without yielding (start, one event handler, a continuation); beyond it the isolate is stopped"),
+  start_timeout_ms: limit(int({ min: 1 }), 10_000, "time to finish the handshake and start-up"),
+  stop_timeout_ms: limit(int(), 5000, "time to stop after the shutdown request, before SIGTERM (and then SIGKILL)"),
+  storage_max_bytes: limit(int(), 64 * MiB, "storage quota: bytes of keys and values", "64 MiB"),
+  storage_max_keys: limit(int(), 1_000_000, "storage quota: number of keys"),
+  storage_max_trees: limit(int(), 64, "storage quota: number of trees"),
+  restart: limit(oneOf(RESTART_POLICIES), "on-failure", "after a crash: `never`, `on-failure` (not after a clean exit), `always`"),
+  max_restarts: limit(int(), 5, "give up after this many restarts within `restart_window_ms`"),
+  restart_window_ms: limit(int({ min: 1 }), 60_000, "the window for `max_restarts`"),
+  event_queue: limit(int({ min: 1 }), 1024, "events queued for a slow module before the oldest are dropped (the module is told how many it missed)"),
+  kill_timeout_ms: limit(int({ min: 1 }), 2000, "after SIGTERM, how long before SIGKILL"),
+  health_interval_ms: limit(int(), 10_000, "how often the host asks a running module whether it is healthy (0 = never)"),
+  health_timeout_ms: limit(int({ min: 1 }), 5000, "a module that does not answer a health check within this is killed (and restarted per policy)"),
+  important: limit(bool(), false, "if this module fails for good (crashed and not restarted, or quarantined while the host runs), stop the host with a non-zero exit"),
+  address_space_mb: limit(int(), DEFAULT_SANDBOX_LIMITS.address_space_mb, "`RLIMIT_AS` per process (0 = none); an isolate host gets at least 2048 + 3 × `memory_mb` (V8 reserves ~1.6 GB up front)"),
+  open_files: limit(int(), DEFAULT_SANDBOX_LIMITS.open_files, "`RLIMIT_NOFILE` (an isolate host: at least 128)"),
+  processes: limit(int(), DEFAULT_SANDBOX_LIMITS.processes, "processes and threads of the module (`RLIMIT_NPROC` under its own uid, and its cgroup's `pids.max`; an isolate host has about 13 threads and gets at least 64)"),
+  cpu_seconds: limit(int(), DEFAULT_SANDBOX_LIMITS.cpu_seconds, "CPU seconds per process over its whole life (0 = none; for short-lived work)"),
+  file_size_mb: limit(int(), DEFAULT_SANDBOX_LIMITS.file_size_mb, "largest file it may write (`RLIMIT_FSIZE`)"),
+  handler_timeout_ms: limit(int({ min: 1 }), 120_000, "longest one handler of a TypeScript module (an event handler, an RPC, module API, timer, CLI or provider call) may take; after it the caller gets a `timeout` error (an event handler is logged and the next events are delivered). Callers usually have shorter deadlines of their own (a module call at most 60 s, a timer run 30 s); this one is the backstop, and what keeps a stuck event handler from stalling the module's events"),
+  log_bytes_per_second: limit(int({ min: 1024 }), 32 * 1024, "bytes per second the module may add to the host log: its log messages, stdout, stderr and the host's lines about its denials (min 1024; bursts of 4 s worth, at least 64 KiB); the rest is dropped and counted"),
+  audit_bytes_per_second: limit(int({ min: 1024 }), 16 * 1024, "bytes per second of audit records the module may cause: its denials and audited actions (min 1024; bursts of 4 s worth, at least 64 KiB); the rest are counted in `summary` records"),
+  memory_total_mb: limit(int(), DEFAULT_CGROUP_LIMITS.memory_mb, "memory of **all** the module's processes together, shared memory, `memfd`, `/tmp` and page cache included (its cgroup; 0 = none); beyond it the kernel kills its processes and the log says `the kernel killed N of its processes at its memory limit`. An isolate host gets at least 192 + 2 × `memory_mb`"),
+  cpu_weight: limit(int({ min: 1, max: 10_000 }), DEFAULT_CGROUP_LIMITS.cpu_weight, "the module's CPU share among the host's modules when the CPU is contended (1-10000, cgroup `cpu.weight`; v1 `cpu.shares` = weight × 10.24)"),
+  cpu_max_percent: limit(int(), DEFAULT_CGROUP_LIMITS.cpu_max_percent, "most CPU the module may use, in percent of one core (0 = no ceiling): by default no module can take more than one core"),
+  quarantine_after: limit(int(), 5, "quarantine the module after this many failures (crashes and failed starts, across host restarts) within `quarantine_window_ms` (0 = never)"),
+  quarantine_window_ms: limit(int({ min: 1 }), 600_000, "the window for `quarantine_after`"),
+  max_requests_in_flight: limit(int({ min: 1 }), 64, "requests the host serves for the module at once; further ones wait (the host stops reading its socket)"),
+  requests_per_second: limit(int({ min: 1 }), 2000, "requests admitted per second (a burst of one second's worth); further ones wait"),
+  host_cpu_ms_per_s: limit(int({ min: 1, max: 1000 }), 250, "host CPU time (ms per second, 1-1000) spent serving the module's requests and decoding what it sends (dispatch, answer encoding and the decoding of frames of 4 KiB or more, measured); over it, its requests wait and its socket is not read"),
+  request_timeout_ms: limit(int({ min: 1 }), 30_000, "longest the host works on one request before answering `timeout`"),
+  max_subscriptions: limit(int({ min: 1 }), 64, "event types the module may be subscribed to at once"),
+  max_unread_bytes: limit(int({ min: MiB }), 32 * MiB, "answers and events sent but not read by the module (min 1 MiB); a module over it for 5 s is disconnected (`goodbye` says why)", "32 MiB"),
+  event_window: limit(int({ min: 1 }), 64, "events sent and not yet acknowledged (one more when drops begin, to say so at once)"),
+  storage_iter_max_bytes: limit(int({ min: 1024 }), MiB, "keys and values one `storage_iter` reads; a wider range is refused unless paged (`paged: true`, then follow `cursor`)", "1 MiB"),
+  storage_io_concurrency: limit(int({ min: 1 }), 2, "the module's LevelDB operations running at once; the rest wait in its own queue (libuv's 4 threads are shared by all modules)"),
+  inspect: limit(
+    checked((s) => {
+      const problem = inspectAddressProblem(s);
+      return problem ? { message: problem, hint: 'write inspect = "127.0.0.1:9229" (development only; the debugger can run any code in the module), or leave it out' } : undefined;
+    }),
+    "",
+    "**development only**: `\"127.0.0.1:PORT\"` (or `localhost:PORT`, `[::1]:PORT`; port 0 picks a free one) turns on the V8 inspector for this TypeScript module, served on that loopback address for Chrome DevTools or VS Code (docs/module-guide.md, \"Debugging\"). Whoever can connect to it runs any code in the module with its grants: any other address is refused. `modhost dev --inspect[=PORT]` sets it for every module",
+    '`""` (off)',
+  ),
+};
+
+type LimitFields = typeof LIMIT_FIELDS;
+type LimitKey = keyof LimitFields;
+
+/** A module's limits (docs: LIMIT_FIELDS, and the operator guide's Limits table). */
+export type Limits = { [K in LimitKey]: v.InferOutput<LimitFields[K]["schema"]> };
+
+function mapLimits<T>(f: (field: LimitFields[LimitKey], key: LimitKey) => T): Record<LimitKey, T> {
+  return Object.fromEntries(Object.entries(LIMIT_FIELDS).map(([k, field]) => [k, f(field, k as LimitKey)])) as Record<LimitKey, T>;
+}
+
+export const DEFAULT_LIMITS: Limits = Object.freeze(mapLimits((f) => f.default) as Limits);
+
+/** [modules.default_limits]: every limit, defaults filled in. */
+export const DEFAULT_LIMITS_SCHEMA = table(mapLimits((f) => v.optional(f.schema as Schema, f.default)));
+/** [modules.limits.NAME]: only the limits the table sets. */
+const MODULE_LIMITS_SCHEMA = table(mapLimits((f) => v.optional(f.schema as Schema)));
+
+// ---------------------------------------------------------------------------------------
+// The other sections
+
+const moduleNameProblem = (name: string) => (MODULE_NAME_RE.test(name) ? undefined : { message: `"${name}" is not a valid module name`, hint: MODULE_NAME_HINT });
+const moduleName = () => checked(moduleNameProblem);
+/** An array of module names, each checked at its index. */
+const moduleNames = () =>
+  strings(
+    v.rawCheck<string>(({ dataset, addIssue }) => {
+      if (!dataset.typed) return;
+      const bad = moduleNameProblem(dataset.value);
+      if (bad) addIssue({ message: say(bad.message, bad.hint) });
+    }),
+  );
+
+/** A path, relative to the config file's directory (`base`) or absolute; resolved. */
+function pathString(base: string) {
+  return v.pipe(
+    checked((s) => (s.trim() === "" || s.includes("\0") ? { message: "empty path", hint: `write a path, relative to the config file or absolute, e.g. ${KEY} = "data"` } : undefined)),
+    v.transform((s) => path.resolve(base, s)),
+  );
+}
+
+/** Absent: null. */
+function orNull<S extends Schema>(schema: S) {
+  return v.nullish(schema, null);
+}
+
+const anyTable = () => v.custom<Record<string, unknown>>(isTable, (i) => say(`expected a table, found ${typeName(i.input)}`, `write it as a [${PATH}] section or an inline table { ... }`));
+
+function hostSchema(base: string) {
+  return table({
+    log_level: v.optional(doc(oneOf(LOG_LEVELS), "`debug`, `info`, `warn` or `error`"), "info"),
+    log_format: v.optional(doc(oneOf(["pretty", "json"] as const), "`pretty` for terminals, `json` for one JSON object per line"), "pretty"),
+    audit_log: v.optional(doc(pathString(base), "append-only JSON-lines record of every denied request and every privileged action"), "data/audit.log"),
+    health_event_seconds: v.optional(doc(int(), "publish a `HealthCheck` event (every module's state, the chain height) this often; 0 = never"), 60),
+    disk_space_low_mb: v.optional(doc(int(), "publish `DiskSpaceLow` when free space on the data directory's disk falls below this (once per crossing); 0 = never"), 1024),
+  });
+}
+
+const ZMQ_ENDPOINT = () =>
+  checked((s) => (/^(tcp:\/\/[^\s]+:\d+|ipc:\/\/\S+)$/.test(s) ? undefined : { message: `"${s}" is not a ZMQ endpoint`, hint: 'write "tcp://HOST:PORT" (as in the node\'s zmqpubsequence line) or "ipc:///path"' }));
+
+function coreRpcBindProblem(bind: string) {
+  const m = /^(.+):(\d{1,5})$/.exec(bind);
+  if (!m || Number(m[2]) > 65535) return { message: `"${bind}" is not HOST:PORT`, hint: 'write e.g. "127.0.0.1:18443" (regtest\'s usual RPC port)' };
+  if (!isLoopback(m[1]!.replace(/^\[|\]$/g, ""))) return { message: `"${bind}" is not a loopback address`, hint: "serve the Core-compatible RPC on 127.0.0.1 only: it has no TLS" };
+  return undefined;
+}
+
+function chainSchema(base: string) {
+  return table({
+    backend: v.optional(doc(oneOf(["embedded", "bitcoind"] as const), "where node data comes from: `embedded`, an in-process chain with regtest rules, or `bitcoind`, a Bitcoin Core node"), "embedded"),
+    rpc_url: v.optional(
+      doc(checked((url) => (/^https?:\/\/[^/\s]+(\/.*)?$/.test(url) ? undefined : { message: `"${url}" is not an http URL`, hint: 'write the node\'s RPC address, e.g. "http://127.0.0.1:8332/"' })), "bitcoind: the node's JSON-RPC address"),
+      "http://127.0.0.1:8332/",
+    ),
+    rpc_cookie_file: orNull(doc(pathString(base), "bitcoind: the node's `.cookie` (read again when the node restarts)", { shown: "none" })),
+    rpc_user: orNull(doc(str(), "bitcoind: a user of the node's `rpcauth=` (instead of the cookie); `modhost bitcoind-config` prints both", { shown: "none", label: "`rpc_user`, `rpc_password`" })),
+    rpc_password: orNull(doc(str(), "", { hidden: true })),
+    zmq_sequence: orNull(doc(ZMQ_ENDPOINT(), "bitcoind: the node's `zmqpubsequence` endpoint, e.g. `\"tcp://127.0.0.1:28332\"`; without it modhost polls", { shown: "none" })),
+    poll_interval_ms: v.optional(doc(int(), "bitcoind: how often the best block is checked as a safety net", { shown: "`0` (= 1000 without ZMQ, 30000 with)" }), 0),
+    core_rpc_bind: orNull(doc(checked(coreRpcBindProblem), "embedded: also serve the chain over Bitcoin Core's RPC on this loopback `\"HOST:PORT\"` (cookie in `core-rpc.cookie` beside the RPC cookie), for ordinary Bitcoin tools", { shown: "none" })),
+    core_zmq_bind: orNull(doc(ZMQ_ENDPOINT(), "embedded: and publish Core's ZMQ topics (`hashblock`, `rawblock`, `hashtx`, `rawtx`, `sequence`) here", { shown: "none" })),
+    block_interval_seconds: v.optional(doc(int(), "mine a block this often (0 = never); for demos and development"), 0),
+    transactions_per_block: v.optional(doc(int(), "fee-paying transactions added to the mempool before each mined block"), 3),
+    mature_blocks: v.optional(doc(int(), "blocks mined when the chain is created (first start on an empty `data_dir`) so coinbase outputs are spendable"), 101),
+    data_dir: v.optional(doc(pathString(base), "the embedded chain's own LevelDB database (blocks, undo data, UTXO set, wallet coins); relative to the config file"), "data/chain"),
+    block_cache: v.optional(doc(int({ min: 1, max: 100_000 }), "full blocks (with undo data) kept in memory besides the tip (1 to 100000)"), 64),
+    utxo_cache: v.optional(doc(int({ min: 0, max: 10_000_000 }), "UTXOs kept in memory (0 to 10000000)"), 20_000),
+    max_blocks_per_call: v.optional(doc(int({ min: 1, max: 100_000 }), "most blocks one `modhost chain mine` mines, and the deepest `modhost chain reorg` (1 to 100000)"), 1000),
+  });
+}
+
+const GRANTS_SCHEMA = table({
+  allow: v.optional(descriptorList(), []),
+  deny: v.optional(descriptorList(), []),
+  on_missing_grant: v.optional(oneOf(MISSING_GRANT_POLICIES)),
+});
+
+const sub = { hidden: true } as const;
+
+function modulesSchema(base: string) {
+  return table({
+    enabled: v.optional(doc(bool(), "`false` runs the host without modules"), true),
+    modules_dir: v.optional(doc(pathString(base), "one subdirectory per module, each with a `module.toml`"), "modules"),
+    data_dir: v.optional(doc(pathString(base), "each module gets `<data_dir>/<name>`, its only writable directory"), "data/modules"),
+    enabled_modules: v.optional(doc(moduleNames(), "load only these (empty: every module found)"), []),
+    disabled_modules: v.optional(doc(moduleNames(), "never load these"), []),
+    on_missing_grant: v.optional(doc(oneOf(MISSING_GRANT_POLICIES), "what to do with a module that requests more than it is granted (below)"), "refuse"),
+    sandbox: v.optional(doc(oneOf(SANDBOX_MODES), "how module processes are confined, native modules and the isolate hosts of TypeScript modules alike: `auto` (the best this machine offers; if there is none, native modules are refused and isolate hosts run unsandboxed, with a warning), `full` (refuse unless bubblewrap, seccomp, a per-module uid and a per-module cgroup are available), `degraded` (the util-linux fallback), `off` (no sandbox: your explicit opt-out)"), "auto"),
+    native_sandbox: orNull(doc(oneOf(SANDBOX_MODES), "the older key, for native modules only: when set, overrides `sandbox` for them", { shown: "unset" })),
+    start_concurrency: v.optional(doc(int({ min: 0, max: 1024 }), "how many modules start at the same time (0 = the number of CPUs); see below"), 0),
+    module_configs: v.optional(doc(namedTables(moduleNameProblem, anyTable()), "[modules.module_configs.NAME]: each module's own settings", sub), {}),
+    default_limits: v.optional(doc(DEFAULT_LIMITS_SCHEMA, "[modules.default_limits]: every module's limits", sub), {}),
+    limits: v.optional(doc(namedTables(moduleNameProblem, MODULE_LIMITS_SCHEMA), "[modules.limits.NAME]: one module's limits over default_limits", sub), {}),
+    grants: v.optional(doc(namedTables(moduleNameProblem, GRANTS_SCHEMA), "[modules.grants.NAME]: what a module may do", sub), {}),
+    trust: v.optional(doc(namedTables(moduleNameProblem, MODULE_TRUST_SCHEMA), "[modules.trust.NAME]: whose signatures count for the module", sub), {}),
+    providers: v.optional(
+      doc(table(Object.fromEntries(PROVIDER_ROLES.map((role) => [role, v.optional(moduleName())])) as Record<ProviderRole, v.OptionalSchema<ReturnType<typeof moduleName>, undefined>>), "[modules.providers]: the module chosen for each provider role", sub),
+      {},
+    ),
+  });
+}
+
+/** What the guide says of each [rpc] limit (the limits themselves: RpcLimits, host/rpc/server.ts). */
+const RPC_LIMIT_DOCS: Record<keyof RpcLimits, string> = {
+  max_connections: "connections open at once, from everyone; never more than a quarter of the host's open-file limit (`ulimit -n`; the host logs when it lowers the cap)",
+  max_connections_per_address: "connections open at once from one address (local clients all share `127.0.0.1`)",
+  header_timeout_ms: "a connection must send complete request headers within this, idle new connections included (`408`)",
+  request_timeout_ms: "a whole request (headers and body) must arrive within this (`408`); at least `header_timeout_ms`",
+  idle_timeout_ms: "a keep-alive connection with no request for this long is closed",
+  max_header_bytes: "request line and headers (`431`)",
+  max_body_bytes: "request body, refused from `Content-Length` or as a chunked body grows (`413`)",
+  max_batch: "requests in one JSON-RPC batch",
+  max_json_depth: "nesting of arrays and objects in a body, checked before it is parsed",
+  max_method_length: "characters in a method name",
+  max_response_bytes: "bytes of JSON in one answer (a batch's answers together); an answer that does not fit is replaced by a `-32006` error with its id. Answers are written in slices of ~2 ms, binary as hex",
+};
+
+function rpcSchema(base: string) {
+  const limits = Object.fromEntries(
+    (Object.keys(DEFAULT_RPC_LIMITS) as (keyof RpcLimits)[]).map((key) => [key, v.optional(doc(int({ min: 1 }), RPC_LIMIT_DOCS[key]), DEFAULT_RPC_LIMITS[key])]),
+  ) as unknown as Record<keyof RpcLimits, v.OptionalSchema<Schema<number>, number>>;
+  return table({
+    enabled: v.optional(doc(bool(), "`false`: no RPC server (and no `modhost list`, ...)"), true),
+    bind: v.optional(doc(checked((bind) => (isIP(bind) === 0 && bind !== "localhost" ? { message: `"${bind}" is not an IP address`, hint: 'write an address such as "127.0.0.1" or "::1"' } : undefined)), "the address to listen on; a non-loopback address is refused unless `allow_remote = true`"), "127.0.0.1"),
+    allow_remote: v.optional(doc(bool(), "allow a non-loopback `bind`. RPC is plain HTTP: put TLS in front if you do"), false),
+    port: v.optional(doc(int({ min: 0, max: 65535 }), "TCP port (`0`: any free port)"), 8339),
+    cookie_file: v.optional(doc(pathString(base), "where the host writes its cookie at start (mode 0600) and removes it at stop"), "data/.cookie"),
+    user: v.optional(doc(checked((user) => (user === "" || user.includes(":") || user === "__cookie__" ? { message: `"${user}" cannot be an RPC user name`, hint: 'use a non-empty name without ":" (and not "__cookie__", which the cookie uses)' } : undefined)), "optional fixed credentials (both or neither; password of 8 characters or more)", { shown: "—", label: "`user`, `password`" })),
+    password: v.optional(doc(checked((pw) => (pw.length < 8 ? { message: "the RPC password is shorter than 8 characters", hint: "use a long random password, or only the cookie file" } : undefined)), "", { hidden: true })),
+    call_timeout_ms: v.optional(doc(int({ min: 1 }), "how long a module's RPC method or CLI command may take"), 10_000),
+    metrics_without_auth: v.optional(doc(bool(), "serve `GET /metrics` without credentials (for Prometheus scrapers)"), false),
+    ...limits,
+  });
+}
+
+/** One [hooks.POINT] table; the defaults are the point's own (capabilities/hooks.ts). */
+export const HOOK_POINT_SCHEMA = table({
+  order: v.optional(
+    doc(
+      v.pipe(
+        moduleNames(),
+        v.rawCheck<string[]>(({ dataset, addIssue }) => {
+          if (!dataset.typed) return;
+          const twice = dataset.value.find((name, i) => dataset.value.indexOf(name) !== i);
+          if (twice !== undefined) addIssue({ message: say(`"${twice}" is listed twice`, "list each module once") });
+        }),
+      ),
+      "modules whose hooks run first, in this order (together with the modules' own `before`/`after`; a conflict is refused when a module registers, naming the modules)",
+      { shown: "`[]`" },
+    ),
+  ),
+  failure: v.optional(doc(oneOf(["open", "closed"] as const), "`open`: a failed hook is logged and the chain goes on as if it answered continue; `closed`: the call is refused, naming the hook's module", { shown: "per point: `open` for `tx_submit` and `block_template`, `closed` for `rpc_dispatch` and `module_load`" })),
+  timeout_ms: v.optional(doc(int(HOOK_TIMEOUT_RANGE as Range), "how long one hook may take (1 to 60000); a hook past it has failed", { shown: "per point: 2000, 1000, 2000, 5000" })),
+  max_payload_bytes: v.optional(doc(int(HOOK_PAYLOAD_RANGE as Range), "largest payload sent to the point's hooks and accepted back from a `modify` (1024 to 15728640); a larger payload refuses the call, naming this key", { shown: "10485760" })),
+});
+
+const HOOKS_SCHEMA = table(Object.fromEntries(HOOK_POINT_NAMES.map((p) => [p, v.optional(HOOK_POINT_SCHEMA)])) as Record<(typeof HOOK_POINT_NAMES)[number], v.OptionalSchema<typeof HOOK_POINT_SCHEMA, undefined>>);
+
+/** The whole of modhost.toml; paths resolved against `base`, the config file's directory. */
+export function configSchema(base: string) {
+  return table({
+    host: v.optional(hostSchema(base), {}),
+    chain: v.optional(chainSchema(base), {}),
+    modules: v.optional(modulesSchema(base), {}),
+    storage: v.optional(table({ dir: v.optional(doc(pathString(base), "where modules' storage lives (one LevelDB database)"), "data/storage") }), {}),
+    rpc: v.optional(rpcSchema(base), {}),
+    trust: v.optional(TRUST_SCHEMA, {}),
+    registry: v.optional(registrySchema(base), {}),
+    hooks: v.optional(HOOKS_SCHEMA, {}),
+  });
+}
+
+/** The sections' schemas, for the operator guide's tables (host/config-docs.ts). */
+export function sectionSchemas(base: string) {
+  return { host: hostSchema(base), chain: chainSchema(base), modules: modulesSchema(base), rpc: rpcSchema(base), hooks: HOOK_POINT_SCHEMA, limits: DEFAULT_LIMITS_SCHEMA, registry: registrySchema(base) };
+}
+
+// ---------------------------------------------------------------------------------------
+// Types, from the schema
+
+type Parsed = v.InferOutput<ReturnType<typeof configSchema>>;
 
 export interface ModuleGrants {
   allow: Descriptor[];
   deny: Descriptor[];
   on_missing_grant?: MissingGrantPolicy;
 }
+
+export type RpcConfig = Parsed["rpc"];
 
 export interface HostConfig {
   /** Absolute path; null when built from defaults. */
@@ -185,78 +313,17 @@ export interface HostConfig {
   dir: string;
   /** The TOML text, for locating later problems (a module's config) in the file. */
   source: string | null;
-  host: {
-    log_level: LogLevel;
-    log_format: "pretty" | "json";
-    /** Absolute path of the append-only audit log (JSON lines). */
-    audit_log: string;
-    /** Publish a HealthCheck event this often (0 = never). */
-    health_event_seconds: number;
-    /** Publish DiskSpaceLow when the data directory's free space falls below this (0 = never). */
-    disk_space_low_mb: number;
-  };
-  chain: {
-    backend: "embedded" | "bitcoind";
-    /** bitcoind: the node's JSON-RPC URL. */
-    rpc_url: string;
-    /** bitcoind: the node's .cookie file (absolute), or rpc_user + rpc_password. */
-    rpc_cookie_file: string | null;
-    rpc_user: string | null;
-    rpc_password: string | null;
-    /** bitcoind: the node's zmqpubsequence endpoint; none: poll. */
-    zmq_sequence: string | null;
-    /** bitcoind: safety-net poll of the node's best block (0 = the default: 1 s without ZMQ, 30 s with it). */
-    poll_interval_ms: number;
-    /** embedded: serve it over Bitcoin Core's RPC on this "host:port" (none = off), for ordinary Bitcoin tools. */
-    core_rpc_bind: string | null;
-    /** embedded: and publish Core's ZMQ topics here, e.g. "tcp://127.0.0.1:28332" (none = off). */
-    core_zmq_bind: string | null;
-    /** 0 = never mine automatically. */
-    block_interval_seconds: number;
-    /** Random mempool transactions created between blocks. */
-    transactions_per_block: number;
-    mature_blocks: number;
-    /** Absolute: the embedded chain's own LevelDB database (blocks, UTXO set, wallet coins). */
-    data_dir: string;
-    /** Full blocks (with undo data) the embedded chain keeps in memory besides its tip. */
-    block_cache: number;
-    /** UTXOs the embedded chain keeps in memory. */
-    utxo_cache: number;
-    /** Most blocks one `chain mine` mines, and deepest `chain reorg` (admin RPC). */
-    max_blocks_per_call: number;
-  };
-  modules: {
-    enabled: boolean;
-    /** Absolute. */
-    modules_dir: string;
-    /** Absolute. */
-    data_dir: string;
-    /** [] = all discovered. */
-    enabled_modules: string[];
-    disabled_modules: string[];
-    on_missing_grant: MissingGrantPolicy;
-    /** How native modules are sandboxed: "auto" (best available, refuse if none), "full", "degraded", "off". */
-    /**
-     * How module processes are sandboxed, native modules and the isolate hosts of TypeScript
-     * modules alike: "auto" (best available; if there is none, native modules are refused and
-     * isolate hosts run unsandboxed, with a warning), "full", "degraded", "off".
-     */
-    sandbox: SandboxMode;
-    /** The older key, for native modules only: overrides `sandbox` for them when set (null: unset). */
-    native_sandbox: SandboxMode | null;
-    module_configs: Record<string, Record<string, unknown>>;
+  host: Parsed["host"];
+  chain: Parsed["chain"];
+  modules: Omit<Parsed["modules"], "default_limits" | "limits" | "grants" | "trust" | "providers"> & {
     /** [modules.default_limits] merged over DEFAULT_LIMITS. */
     default_limits: Limits;
     limits: Record<string, Partial<Limits>>;
     grants: Record<string, ModuleGrants>;
-    /** [modules.trust.NAME]: whose signatures count for the module, and its signature policy. */
     trust: Record<string, ModuleTrust>;
-    /** [modules.providers]: the module the operator chose for each provider role. */
     providers: Partial<Record<ProviderRole, string>>;
-    /** How many modules start at the same time (each once its dependencies are up); 0 = the CPU count. */
-    start_concurrency: number;
   };
-  storage: { dir: string };
+  storage: Parsed["storage"];
   rpc: RpcConfig;
   /** [trust]: signature policy and publishers' keys (host/verify/config.ts). */
   trust: TrustConfig;
@@ -266,73 +333,16 @@ export interface HostConfig {
   hooks: HooksConfig;
 }
 
-/** The [rpc] limits (RpcLimits, host/rpc/server.ts) are keys of [rpc] too. */
-export interface RpcConfig extends RpcLimits {
-  /** Serve JSON-RPC (and /metrics) while the host runs. */
-  enabled: boolean;
-  /** Address to listen on; loopback unless allow_remote. */
-  bind: string;
-  /** 0 = any free port (tests). */
-  port: number;
-  allow_remote: boolean;
-  /** Absolute; written with mode 0600 at start, removed at stop. */
-  cookie_file: string;
-  user?: string;
-  password?: string;
-  /** How long a module's RPC method or CLI command may take. */
-  call_timeout_ms: number;
-  /** Serve /metrics without authentication (for Prometheus scrapers). */
-  metrics_without_auth: boolean;
-}
-
 /** The top-level tables of modhost.toml (ConfigLoaded at start lists them all). */
 export const CONFIG_SECTIONS = ["host", "chain", "modules", "storage", "rpc", "trust", "registry", "hooks"] as const;
-const SECTIONS = CONFIG_SECTIONS;
-const MODULES_KEYS = [
-  "enabled", "modules_dir", "data_dir", "enabled_modules", "disabled_modules", "on_missing_grant", "sandbox", "native_sandbox",
-  "module_configs", "default_limits", "limits", "grants", "trust", "providers",
-  "module_configs", "default_limits", "limits", "grants", "trust", "start_concurrency",
-] as const;
+
+function build(parsed: Parsed, dir: string): HostConfig {
+  return { file: null, dir, source: null, ...(parsed as Omit<HostConfig, "file" | "dir" | "source">) };
+}
 
 export function defaultConfig(dir: string): HostConfig {
   const base = path.resolve(dir);
-  return {
-    file: null,
-    dir: base,
-    source: null,
-    host: { log_level: "info", log_format: "pretty", audit_log: path.resolve(base, "data/audit.log"), health_event_seconds: 60, disk_space_low_mb: 1024 },
-    chain: {
-      backend: "embedded", block_interval_seconds: 0, transactions_per_block: 3, mature_blocks: 101,
-      data_dir: path.resolve(base, "data/chain"), block_cache: 64, utxo_cache: 20_000, max_blocks_per_call: 1000,
-      rpc_url: "http://127.0.0.1:8332/", rpc_cookie_file: null, rpc_user: null, rpc_password: null, zmq_sequence: null, poll_interval_ms: 0,
-      core_rpc_bind: null, core_zmq_bind: null,
-    },
-    modules: {
-      enabled: true,
-      modules_dir: path.resolve(base, "modules"),
-      data_dir: path.resolve(base, "data/modules"),
-      enabled_modules: [],
-      disabled_modules: [],
-      on_missing_grant: "refuse",
-      sandbox: "auto",
-      native_sandbox: null,
-      module_configs: {},
-      default_limits: { ...DEFAULT_LIMITS },
-      limits: {},
-      grants: {},
-      trust: {},
-      providers: {},
-      start_concurrency: 0,
-    },
-    storage: { dir: path.resolve(base, "data/storage") },
-    rpc: {
-      enabled: true, bind: "127.0.0.1", port: 8339, allow_remote: false, cookie_file: path.resolve(base, "data/.cookie"),
-      call_timeout_ms: 10_000, metrics_without_auth: false, ...DEFAULT_RPC_LIMITS,
-    },
-    trust: defaultTrust(),
-    registry: defaultRegistry(base),
-    hooks: {},
-  };
+  return build(v.parse(configSchema(base), {}), base);
 }
 
 export async function loadConfig(file: string): Promise<HostConfig> {
@@ -344,29 +354,89 @@ export async function loadConfig(file: string): Promise<HostConfig> {
 /** Validates a parsed modhost.toml. Throws one ConfigError listing every problem found. */
 export function parseConfig(data: Record<string, unknown>, source: string, file: string): HostConfig {
   const abs = path.resolve(file);
-  const config = defaultConfig(path.dirname(abs));
+  const dir = path.dirname(abs);
+  const c = new Checker(file, source);
+  const parsed = checkSchema(c, configSchema(dir), data);
+  crossKeyRules(c, data);
+  c.throwIfProblems();
+  const config = build(parsed!, dir);
   config.file = abs;
   config.source = source;
-  const c = new Checker(file, source);
-  c.knownKeys(data, [], SECTIONS);
-  readHost(c, data, config);
-  readChain(c, data, config);
-  readModules(c, data, config);
-  readRpc(c, data, config);
-  readTrust(c, data, config.trust);
-  readRegistry(c, data, config.registry, config.dir);
-  checkPublisherRefs(c, config.trust, config.modules.trust);
-  readHooks(c, data, config);
-  const storage = c.table(data["storage"], ["storage"]);
-  if (storage) {
-    c.knownKeys(storage, ["storage"], ["dir"]);
-    config.storage.dir = readDir(c, storage, ["storage"], "dir", config.dir) ?? config.storage.dir;
-  }
-  c.throwIfProblems();
   return config;
 }
 
-const SANDBOX_MODES: readonly SandboxMode[] = ["auto", "full", "degraded", "off"];
+// ---------------------------------------------------------------------------------------
+// Rules across keys: after the schema, each on raw fields that are valid on their own.
+
+function section(data: Record<string, unknown>, key: string): Record<string, unknown> | undefined {
+  const t = data[key];
+  return isTable(t) ? t : undefined;
+}
+
+function crossKeyRules(c: Checker, data: Record<string, unknown>): void {
+  const modules = section(data, "modules");
+  if (modules) {
+    const enabled = modules["enabled_modules"];
+    const disabled = modules["disabled_modules"];
+    if (Array.isArray(enabled) && Array.isArray(disabled)) {
+      disabled.forEach((name, index) => {
+        if (typeof name === "string" && MODULE_NAME_RE.test(name) && enabled.includes(name) && disabled.indexOf(name) === index) {
+          c.report(["modules", "disabled_modules", index], `"${name}" is both enabled and disabled`, "remove it from one of the two lists");
+        }
+      });
+    }
+    const trust = modules["trust"];
+    if (isTable(trust)) {
+      for (const [name, t] of Object.entries(trust)) if (MODULE_NAME_RE.test(name) && isTable(t)) moduleTrustRules(c, t, ["modules", "trust", name]);
+    }
+  }
+  const trust = section(data, "trust");
+  if (trust) readTrustRules(c, trust);
+  const registry = section(data, "registry");
+  if (registry) registryRules(c, registry);
+  checkPublisherRefs(c, data);
+  const chain = section(data, "chain");
+  if (chain) chainRules(c, chain);
+  const rpc = section(data, "rpc");
+  if (rpc) rpcRules(c, rpc);
+}
+
+function chainRules(c: Checker, t: Record<string, unknown>): void {
+  const at = ["chain"];
+  const user = typeof t["rpc_user"] === "string";
+  const password = typeof t["rpc_password"] === "string";
+  if (user !== password) {
+    c.report([...at, user ? "rpc_user" : "rpc_password"], "rpc_user and rpc_password go together", "set both (`modhost bitcoind-config` prints them with the node's rpcauth line), or use rpc_cookie_file");
+  }
+  const cookie = t["rpc_cookie_file"];
+  const hasCookie = typeof cookie === "string" && cookie.trim() !== "" && !cookie.includes("\0");
+  if (t["backend"] === "bitcoind" && !hasCookie && !(user && password)) {
+    c.report([...at, "backend"], "the bitcoind backend needs credentials", "set rpc_cookie_file (the node's .cookie) or rpc_user + rpc_password (`modhost bitcoind-config` prints a least-authority user)");
+  }
+}
+
+function rpcRules(c: Checker, t: Record<string, unknown>): void {
+  const at = ["rpc"];
+  const header = valid(int({ min: 1 }), t["header_timeout_ms"]) ? (t["header_timeout_ms"] as number) : DEFAULT_RPC_LIMITS.header_timeout_ms;
+  const request = valid(int({ min: 1 }), t["request_timeout_ms"]) ? (t["request_timeout_ms"] as number) : DEFAULT_RPC_LIMITS.request_timeout_ms;
+  if (header > request) {
+    c.report([...at, t["header_timeout_ms"] !== undefined ? "header_timeout_ms" : "request_timeout_ms"], `header_timeout_ms (${header}) is longer than request_timeout_ms (${request})`, "the headers are part of the request: make request_timeout_ms at least header_timeout_ms");
+  }
+  const bind = t["bind"];
+  const allowRemote = t["allow_remote"] === true;
+  if (typeof bind === "string" && (isIP(bind) !== 0 || bind === "localhost") && !isLoopback(bind) && !allowRemote) {
+    c.report([...at, "bind"], `"${bind}" is not a loopback address: the RPC server would be reachable from other machines`, "keep the default \"127.0.0.1\", or set allow_remote = true in [rpc] if you mean it (and put TLS in front: RPC is plain HTTP)");
+  }
+  const user = t["user"];
+  const password = t["password"];
+  const userBad = typeof user === "string" && (user === "" || user.includes(":") || user === "__cookie__");
+  if (!userBad && (user === undefined) !== (password === undefined)) {
+    c.report([...at, user === undefined ? "password" : "user"], "user and password go together", "set both, or neither (the cookie file always works)");
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Reading the result
 
 /** The sandbox mode for a runtime's processes: [modules] sandbox, or native_sandbox for native modules when set. */
 export function sandboxModeFor(config: HostConfig, runtime: "isolate" | "native"): SandboxMode {
@@ -388,269 +458,12 @@ export function missingGrantPolicy(config: HostConfig, module: string): MissingG
   return grantsFor(config, module).on_missing_grant ?? config.modules.on_missing_grant;
 }
 
-// ---------------------------------------------------------------------------------------
-// Sections
-
-function readHost(c: Checker, data: Record<string, unknown>, config: HostConfig): void {
-  const at = ["host"];
-  const t = c.table(data["host"], at);
-  if (!t) return;
-  c.knownKeys(t, at, ["log_level", "log_format", "audit_log", "health_event_seconds", "disk_space_low_mb"]);
-  config.host.health_event_seconds = c.integer(t, at, "health_event_seconds", { min: 0 }) ?? config.host.health_event_seconds;
-  config.host.disk_space_low_mb = c.integer(t, at, "disk_space_low_mb", { min: 0 }) ?? config.host.disk_space_low_mb;
-  config.host.log_level = c.oneOf(t, at, "log_level", ["debug", "info", "warn", "error"] as const) ?? config.host.log_level;
-  config.host.log_format = c.oneOf(t, at, "log_format", ["pretty", "json"] as const) ?? config.host.log_format;
-  config.host.audit_log = readDir(c, t, at, "audit_log", config.dir) ?? config.host.audit_log;
-}
-
-const RPC_LIMIT_KEYS = Object.keys(DEFAULT_RPC_LIMITS) as (keyof RpcLimits)[];
-
-function readRpc(c: Checker, data: Record<string, unknown>, config: HostConfig): void {
-  const at = ["rpc"];
-  const t = c.table(data["rpc"], at);
-  if (!t) return;
-  const r = config.rpc;
-  c.knownKeys(t, at, ["enabled", "bind", "port", "allow_remote", "cookie_file", "user", "password", "call_timeout_ms", "metrics_without_auth", ...RPC_LIMIT_KEYS]);
-  for (const key of RPC_LIMIT_KEYS) r[key] = c.integer(t, at, key, { min: 1 }) ?? r[key];
-  if (r.header_timeout_ms > r.request_timeout_ms) {
-    c.report([...at, t["header_timeout_ms"] !== undefined ? "header_timeout_ms" : "request_timeout_ms"], `header_timeout_ms (${r.header_timeout_ms}) is longer than request_timeout_ms (${r.request_timeout_ms})`, "the headers are part of the request: make request_timeout_ms at least header_timeout_ms");
-  }
-  r.enabled = c.boolean(t, at, "enabled") ?? r.enabled;
-  r.allow_remote = c.boolean(t, at, "allow_remote") ?? r.allow_remote;
-  r.metrics_without_auth = c.boolean(t, at, "metrics_without_auth") ?? r.metrics_without_auth;
-  r.port = c.integer(t, at, "port", { min: 0, max: 65535 }) ?? r.port;
-  r.call_timeout_ms = c.integer(t, at, "call_timeout_ms", { min: 1 }) ?? r.call_timeout_ms;
-  r.cookie_file = readDir(c, t, at, "cookie_file", config.dir) ?? r.cookie_file;
-  const bind = c.string(t, at, "bind");
-  if (bind !== undefined) {
-    if (isIP(bind) === 0 && bind !== "localhost") {
-      c.report([...at, "bind"], `"${bind}" is not an IP address`, 'write an address such as "127.0.0.1" or "::1"');
-    } else {
-      r.bind = bind;
-      if (!isLoopback(bind) && !r.allow_remote) {
-        c.report([...at, "bind"], `"${bind}" is not a loopback address: the RPC server would be reachable from other machines`, "keep the default \"127.0.0.1\", or set allow_remote = true in [rpc] if you mean it (and put TLS in front: RPC is plain HTTP)");
-      }
-    }
-  }
-  const user = c.string(t, at, "user");
-  const password = c.string(t, at, "password");
-  if (user !== undefined && (user === "" || user.includes(":") || user === "__cookie__")) {
-    c.report([...at, "user"], `"${user}" cannot be an RPC user name`, 'use a non-empty name without ":" (and not "__cookie__", which the cookie uses)');
-  } else if ((user === undefined) !== (password === undefined)) {
-    c.report([...at, user === undefined ? "password" : "user"], "user and password go together", "set both, or neither (the cookie file always works)");
-  } else if (user !== undefined && password !== undefined) {
-    if (password.length < 8) c.report([...at, "password"], "the RPC password is shorter than 8 characters", "use a long random password, or only the cookie file");
-    else {
-      r.user = user;
-      r.password = password;
-    }
-  }
-}
-
 /** Whether an IP literal (or "localhost") is a loopback address. */
 export function isLoopback(address: string): boolean {
   if (address === "localhost" || address === "::1") return true;
   if (isIP(address) === 4) return address.startsWith("127.");
   const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
   return mapped !== null && mapped[1]!.startsWith("127.");
-}
-
-function readChain(c: Checker, data: Record<string, unknown>, config: HostConfig): void {
-  const at = ["chain"];
-  const t = c.table(data["chain"], at);
-  if (!t) return;
-  c.knownKeys(t, at, [
-    "backend", "block_interval_seconds", "transactions_per_block", "mature_blocks", "data_dir", "block_cache", "utxo_cache", "max_blocks_per_call",
-    "rpc_url", "rpc_cookie_file", "rpc_user", "rpc_password", "zmq_sequence", "poll_interval_ms", "core_rpc_bind", "core_zmq_bind",
-  ]);
-  const chain = config.chain;
-  chain.backend = c.oneOf(t, at, "backend", ["embedded", "bitcoind"] as const) ?? chain.backend;
-  const url = c.string(t, at, "rpc_url");
-  if (url !== undefined) {
-    if (!/^https?:\/\/[^/\s]+(\/.*)?$/.test(url)) c.report([...at, "rpc_url"], `"${url}" is not an http URL`, 'write the node\'s RPC address, e.g. "http://127.0.0.1:8332/"');
-    else chain.rpc_url = url;
-  }
-  chain.rpc_cookie_file = readDir(c, t, at, "rpc_cookie_file", config.dir) ?? chain.rpc_cookie_file;
-  const user = c.string(t, at, "rpc_user");
-  const password = c.string(t, at, "rpc_password");
-  if ((user === undefined) !== (password === undefined)) {
-    c.report([...at, user === undefined ? "rpc_password" : "rpc_user"], "rpc_user and rpc_password go together", "set both (`modhost bitcoind-config` prints them with the node's rpcauth line), or use rpc_cookie_file");
-  } else if (user !== undefined && password !== undefined) {
-    chain.rpc_user = user;
-    chain.rpc_password = password;
-  }
-  for (const key of ["zmq_sequence", "core_zmq_bind"] as const) {
-    const endpoint = c.string(t, at, key);
-    if (endpoint === undefined) continue;
-    if (!/^(tcp:\/\/[^\s]+:\d+|ipc:\/\/\S+)$/.test(endpoint)) c.report([...at, key], `"${endpoint}" is not a ZMQ endpoint`, 'write "tcp://HOST:PORT" (as in the node\'s zmqpubsequence line) or "ipc:///path"');
-    else chain[key] = endpoint;
-  }
-  chain.poll_interval_ms = c.integer(t, at, "poll_interval_ms", { min: 0 }) ?? chain.poll_interval_ms;
-  const bind = c.string(t, at, "core_rpc_bind");
-  if (bind !== undefined) {
-    const m = /^(.+):(\d{1,5})$/.exec(bind);
-    if (!m || Number(m[2]) > 65535) c.report([...at, "core_rpc_bind"], `"${bind}" is not HOST:PORT`, 'write e.g. "127.0.0.1:18443" (regtest\'s usual RPC port)');
-    else if (!isLoopback(m[1]!.replace(/^\[|\]$/g, ""))) c.report([...at, "core_rpc_bind"], `"${bind}" is not a loopback address`, "serve the Core-compatible RPC on 127.0.0.1 only: it has no TLS");
-    else chain.core_rpc_bind = bind;
-  }
-  if (chain.backend === "bitcoind" && chain.rpc_cookie_file === null && chain.rpc_user === null) {
-    c.report([...at, "backend"], "the bitcoind backend needs credentials", "set rpc_cookie_file (the node's .cookie) or rpc_user + rpc_password (`modhost bitcoind-config` prints a least-authority user)");
-  }
-  chain.block_interval_seconds = c.integer(t, at, "block_interval_seconds") ?? chain.block_interval_seconds;
-  chain.transactions_per_block = c.integer(t, at, "transactions_per_block") ?? chain.transactions_per_block;
-  chain.mature_blocks = c.integer(t, at, "mature_blocks") ?? chain.mature_blocks;
-  chain.data_dir = readDir(c, t, at, "data_dir", config.dir) ?? chain.data_dir;
-  chain.block_cache = c.integer(t, at, "block_cache", { min: 1, max: 100_000 }) ?? chain.block_cache;
-  chain.utxo_cache = c.integer(t, at, "utxo_cache", { min: 0, max: 10_000_000 }) ?? chain.utxo_cache;
-  chain.max_blocks_per_call = c.integer(t, at, "max_blocks_per_call", { min: 1, max: 100_000 }) ?? chain.max_blocks_per_call;
-}
-
-function readModules(c: Checker, data: Record<string, unknown>, config: HostConfig): void {
-  const at = ["modules"];
-  const t = c.table(data["modules"], at);
-  if (!t) return;
-  const m = config.modules;
-  c.knownKeys(t, at, MODULES_KEYS);
-  m.enabled = c.boolean(t, at, "enabled") ?? m.enabled;
-  m.modules_dir = readDir(c, t, at, "modules_dir", config.dir) ?? m.modules_dir;
-  m.data_dir = readDir(c, t, at, "data_dir", config.dir) ?? m.data_dir;
-  m.enabled_modules = readModuleNames(c, t, at, "enabled_modules");
-  m.disabled_modules = readModuleNames(c, t, at, "disabled_modules");
-  m.disabled_modules.forEach((name) => {
-    if (m.enabled_modules.includes(name)) {
-      c.report([...at, "disabled_modules", m.disabled_modules.indexOf(name)], `"${name}" is both enabled and disabled`, "remove it from one of the two lists");
-    }
-  });
-  m.on_missing_grant = c.oneOf(t, at, "on_missing_grant", MISSING_GRANT_POLICIES) ?? m.on_missing_grant;
-  m.sandbox = c.oneOf(t, at, "sandbox", SANDBOX_MODES) ?? m.sandbox;
-  m.native_sandbox = c.oneOf(t, at, "native_sandbox", SANDBOX_MODES) ?? m.native_sandbox;
-  m.start_concurrency = c.integer(t, at, "start_concurrency", { min: 0, max: 1024 }) ?? m.start_concurrency;
-
-  const defaults = c.table(t["default_limits"], [...at, "default_limits"]);
-  if (defaults) m.default_limits = { ...DEFAULT_LIMITS, ...readLimits(c, defaults, [...at, "default_limits"]) };
-  m.limits = perModule(c, t, [...at, "limits"], (table, p) => readLimits(c, table, p));
-  m.grants = perModule(c, t, [...at, "grants"], (table, p) => readGrants(c, table, p));
-  m.module_configs = perModule(c, t, [...at, "module_configs"], (table) => table);
-  m.trust = perModule(c, t, [...at, "trust"], (table, p) => readModuleTrust(c, table, p));
-  const providers = c.table(t["providers"], [...at, "providers"]);
-  if (providers) {
-    c.knownKeys(providers, [...at, "providers"], PROVIDER_ROLES);
-    for (const role of PROVIDER_ROLES) {
-      const name = c.string(providers, [...at, "providers"], role);
-      if (name === undefined) continue;
-      if (!MODULE_NAME_RE.test(name)) c.report([...at, "providers", role], `"${name}" is not a valid module name`, MODULE_NAME_HINT);
-      else m.providers[role] = name;
-    }
-  }
-}
-
-/**
- * A table of per-module tables ([modules.limits.NAME], ...): checks each key is a module name
- * and each value a table, and reads the value with `read`.
- */
-function perModule<T>(c: Checker, parent: Record<string, unknown>, at: TomlPath, read: (table: Record<string, unknown>, path: TomlPath) => T): Record<string, T> {
-  const out: Record<string, T> = {};
-  const key = at.at(-1) as string;
-  const t = c.table(parent[key], at);
-  if (!t) return out;
-  for (const [name, value] of Object.entries(t)) {
-    const p = [...at, name];
-    if (!MODULE_NAME_RE.test(name)) {
-      c.report(p, `"${name}" is not a valid module name`, MODULE_NAME_HINT);
-      continue;
-    }
-    const table = c.table(value, p);
-    if (table) out[name] = read(table, p);
-  }
-  return out;
-}
-
-function readLimits(c: Checker, t: Record<string, unknown>, at: TomlPath): Partial<Limits> {
-  const keys = Object.keys(DEFAULT_LIMITS) as (keyof Limits)[];
-  c.knownKeys(t, at, keys);
-  const out: Partial<Limits> = {};
-  for (const key of keys) {
-    if (key === "important") {
-      const important = c.boolean(t, at, "important");
-      if (important !== undefined) out.important = important;
-      continue;
-    }
-    if (key === "inspect") {
-      const inspect = c.string(t, at, "inspect");
-      if (inspect === undefined) continue;
-      const problem = inspectAddressProblem(inspect);
-      if (problem) c.report([...at, "inspect"], problem, 'write inspect = "127.0.0.1:9229" (development only; the debugger can run any code in the module), or leave it out');
-      else out.inspect = inspect;
-      continue;
-    }
-    if (key === "restart") {
-      const restart = c.oneOf(t, at, "restart", RESTART_POLICIES);
-      if (restart !== undefined) out.restart = restart;
-      continue;
-    }
-    const n = c.integer(t, at, key, LIMIT_RULES[key]);
-    if (n !== undefined) out[key] = n;
-  }
-  return out;
-}
-
-function readGrants(c: Checker, t: Record<string, unknown>, at: TomlPath): ModuleGrants {
-  c.knownKeys(t, at, ["allow", "deny", "on_missing_grant"]);
-  const out: ModuleGrants = { allow: readDescriptors(c, t, at, "allow"), deny: readDescriptors(c, t, at, "deny") };
-  const policy = c.oneOf(t, at, "on_missing_grant", MISSING_GRANT_POLICIES);
-  if (policy !== undefined) out.on_missing_grant = policy;
-  return out;
-}
-
-function readModuleNames(c: Checker, t: Record<string, unknown>, at: TomlPath, key: string): string[] {
-  const names = c.stringArray(t, at, key);
-  if (!names) return [];
-  const out: string[] = [];
-  (t[key] as unknown[]).forEach((name, index) => {
-    if (typeof name !== "string") return; // reported by stringArray
-    if (MODULE_NAME_RE.test(name)) out.push(name);
-    else c.report([...at, key, index], `"${name}" is not a valid module name`, MODULE_NAME_HINT);
-  });
-  return out;
-}
-
-/** A directory setting, resolved against the config file's directory. */
-function readDir(c: Checker, t: Record<string, unknown>, at: TomlPath, key: string, base: string): string | undefined {
-  const dir = c.string(t, at, key);
-  if (dir === undefined) return undefined;
-  if (dir.trim() === "" || dir.includes("\0")) {
-    c.report([...at, key], "empty path", `write a path, relative to the config file or absolute, e.g. ${key} = "data"`);
-    return undefined;
-  }
-  return path.resolve(base, dir);
-}
-
-/** [hooks.POINT]: order = ["a", "b"], failure = "open" | "closed", timeout_ms, max_payload_bytes. */
-function readHooks(c: Checker, data: Record<string, unknown>, config: HostConfig): void {
-  const at = ["hooks"];
-  const t = c.table(data["hooks"], at);
-  if (!t) return;
-  c.knownKeys(t, at, HOOK_POINT_NAMES);
-  for (const point of HOOK_POINT_NAMES) {
-    const p = [...at, point];
-    const table = c.table(t[point], p);
-    if (!table) continue;
-    c.knownKeys(table, p, ["order", "failure", "timeout_ms", "max_payload_bytes"]);
-    const own: NonNullable<HooksConfig[typeof point]> = {};
-    if (table["order"] !== undefined) {
-      const order = readModuleNames(c, table, p, "order");
-      const twice = order.find((name, i) => order.indexOf(name) !== i);
-      if (twice !== undefined) c.report([...p, "order"], `"${twice}" is listed twice`, "list each module once");
-      else own.order = order;
-    }
-    const failure = c.oneOf(table, p, "failure", ["open", "closed"] as const);
-    if (failure !== undefined) own.failure = failure;
-    const timeout = c.integer(table, p, "timeout_ms", HOOK_TIMEOUT_RANGE);
-    if (timeout !== undefined) own.timeout_ms = timeout;
-    const max = c.integer(table, p, "max_payload_bytes", HOOK_PAYLOAD_RANGE);
-    if (max !== undefined) own.max_payload_bytes = max;
-    config.hooks[point] = own;
-  }
 }
 
 /**

@@ -3,11 +3,17 @@
 // compatibility) plus modhost's `runtime`. Validation is strict: unknown keys are errors,
 // since a typo in a security-relevant field must not pass silently. Signatures and the
 // binary hash are only checked for shape here; verifying them is a later step.
+//
+// MANIFEST_SCHEMA (valibot, with host/schema.ts's TOML tables) is the one declaration of the
+// file: the types, defaults and validation with located errors come from it; rules across keys
+// are rawChecks after a table's schema, on the fields that are valid on their own.
 
 import path from "node:path";
 import semver from "semver";
+import * as v from "valibot";
 import { GrantSyntaxError, parseDescriptor, type Descriptor } from "../capabilities/grants.ts";
-import { Checker, isTable, readToml, typeName, type TomlPath } from "./toml.ts";
+import { bool, checked, checkSchema, doc, either, int, KEY, namedTables, oneOf, pathTo, say, str, strings, table } from "./schema.ts";
+import { Checker, isTable, readToml, typeName } from "./toml.ts";
 
 export type Runtime = "isolate" | "native";
 
@@ -34,45 +40,11 @@ export interface MaintainerSignature {
   scheme?: "schnorr" | "ecdsa";
 }
 
-export interface ModuleManifest {
-  /** Absolute path of module.toml. */
-  file: string;
-  /** Absolute directory of the module. */
-  dir: string;
-  name: string;
-  version: string;
-  /** Relative to dir, normalised, never leaving dir. */
-  entry_point: string;
-  runtime: Runtime;
-  description?: string;
-  author?: string;
-  capabilities: Descriptor[];
-  /** Module (or host, see NODE_DEPENDENCY_NAMES) name -> semver range (commas turned into spaces). */
-  dependencies: Record<string, string>;
-  optional_dependencies: Record<string, string>;
-  config_schema: Record<string, ConfigField>;
-  governance?: { tier?: string; maintainers: string[]; threshold?: Threshold; review_period_days?: number };
-  signatures?: { maintainers: MaintainerSignature[]; threshold?: Threshold };
-  binary?: { hash?: string; size?: number; download_url?: string };
-  compatibility?: {
-    min_consensus_version?: string;
-    min_protocol_version?: string;
-    min_node_version?: string;
-    max_node_version?: string;
-    tested_with: string[];
-  };
-}
-
 /** Dependency keys that name the host itself, not a module; checked against the host version. */
 export const NODE_DEPENDENCY_NAMES = ["modhost", "blvm-node", "bllvm-node"];
 
 export const MODULE_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/;
 export const MODULE_NAME_HINT = "use 1 to 64 letters, digits, '-' and '_', starting with a letter or digit";
-
-const TOP_LEVEL_KEYS = [
-  "name", "version", "entry_point", "runtime", "description", "author", "capabilities", "dependencies",
-  "optional_dependencies", "config_schema", "governance", "signatures", "binary", "compatibility",
-] as const;
 
 const ISOLATE_EXTENSIONS = [".ts", ".mts", ".js", ".mjs"];
 const CONFIG_FIELD_TYPES: readonly ConfigFieldType[] = ["string", "number", "integer", "boolean", "array", "table", "any"];
@@ -82,6 +54,210 @@ const CONFIG_TYPE_ALIASES: Readonly<Record<string, ConfigFieldType>> = {
   float: "number", double: "number", f64: "number", decimal: "number",
   str: "string", text: "string", bool: "boolean",
   list: "array", vec: "array", object: "table", dict: "table", map: "table", record: "table",
+};
+
+// ---------------------------------------------------------------------------------------
+// The schema
+
+const moduleNameProblem = (name: string) => (MODULE_NAME_RE.test(name) ? undefined : { message: `"${name}" is not a valid module name`, hint: MODULE_NAME_HINT });
+
+/** A strict semantic version, with the loose form it was probably meant as. */
+const version = () => checked((s) => (isStrictVersion(s) ? undefined : { message: `"${s}" is not a semantic version`, hint: versionHint(s) }));
+
+const ENTRY_HINT = 'name a file inside the module directory, e.g. "index.ts" or "bin/my-module"';
+
+/** The entry point, normalised, never leaving the module directory. */
+const entryPoint = () =>
+  v.pipe(
+    str(),
+    v.rawTransform<string, string>(({ dataset, addIssue, NEVER }) => {
+      const entry = dataset.value;
+      const fail = (message: string) => {
+        addIssue({ message: say(message, ENTRY_HINT) });
+        return NEVER;
+      };
+      if (entry.trim() === "" || entry.includes("\0")) return fail("entry_point is empty");
+      const slashed = entry.replace(/\\/g, "/");
+      if (path.isAbsolute(entry) || slashed.startsWith("/") || /^[A-Za-z]:/.test(slashed) || slashed.startsWith("~")) return fail(`"${entry}" is an absolute path`);
+      const norm = path.posix.normalize(slashed);
+      if (norm === ".." || norm.startsWith("../")) return fail(`"${entry}" leaves the module directory`);
+      if (norm === "." || norm.endsWith("/")) return fail(`"${entry}" is a directory`);
+      return norm;
+    }),
+  );
+
+/** [dependencies] and [optional_dependencies]: module name -> semver range (commas turned into spaces). */
+const dependencies = () =>
+  namedTables(
+    moduleNameProblem,
+    v.pipe(
+      v.string((i: v.StringIssue) => say(`expected a version range string, found ${typeName(i.input)}`, `write "${KEY}" = ">=1.0.0"`)),
+      v.rawTransform<string, string>(({ dataset, addIssue, NEVER }) => {
+        const range = normaliseRange(dataset.value);
+        if (range !== undefined) return range;
+        addIssue({ message: say(`"${dataset.value}" is not a version range`, 'use ">=1.0.0", "<=2.0.0", "=1.2.3", "^1.0.0", "~1.2.0" or ">=1.0.0,<2.0.0"') });
+        return NEVER;
+      }),
+    ),
+  );
+
+/** One [config_schema] field: `key = "description"`, or a table. */
+const CONFIG_FIELD = either<ConfigField, ConfigField>(
+  (x) => typeof x === "string",
+  v.pipe(
+    v.string(),
+    v.transform((description): ConfigField => ({ type: "any", description, required: false })),
+  ),
+  v.pipe(
+    table({
+      type: v.optional(oneOf(CONFIG_FIELD_TYPES, CONFIG_TYPE_ALIASES), "any"),
+      default: v.optional(v.unknown()),
+      required: v.optional(bool(), false),
+      description: v.optional(str()),
+    }),
+    v.rawCheck(({ dataset, addIssue }) => {
+      const f = dataset.value as { type?: ConfigFieldType; default?: unknown };
+      if (f.type !== undefined && f.default !== undefined && !matchesType(f.default, f.type)) {
+        addIssue({ message: say(`default is ${typeName(f.default)}, but the type is "${f.type}"`, `make the default a ${f.type} or change the type`), path: pathTo("default") });
+      }
+    }),
+    v.transform((f): ConfigField => {
+      const out: ConfigField = { type: f.type, required: f.required };
+      if (f.description !== undefined) out.description = f.description;
+      if (f.default !== undefined) out.default = f.default;
+      return out;
+    }),
+  ),
+);
+
+const threshold = () =>
+  v.pipe(
+    checked((s) => (parseThreshold(s) ? undefined : { message: `"${s}" is not a valid threshold`, hint: 'write "M-of-N" with 1 <= M <= N, e.g. "2-of-3"' })),
+    v.transform((s) => parseThreshold(s)!),
+  );
+
+const GOVERNANCE = v.pipe(
+  table({
+    tier: v.optional(str()),
+    maintainers: v.optional(strings(), []),
+    threshold: v.optional(threshold()),
+    review_period_days: v.optional(int()),
+  }),
+  v.rawCheck(({ dataset, addIssue }) => {
+    const g = dataset.value as { maintainers?: string[]; threshold?: Threshold };
+    const count = g.maintainers?.length ?? 0;
+    if (g.threshold && count > 0 && g.threshold.n !== count) {
+      addIssue({
+        message: say(`threshold "${g.threshold.m}-of-${g.threshold.n}" does not match the ${count} maintainers listed`, `write "${Math.min(g.threshold.m, count)}-of-${count}" or list ${g.threshold.n} maintainers`),
+        path: pathTo("threshold"),
+      });
+    }
+  }),
+);
+
+const HEX = /^[0-9a-fA-F]*$/;
+
+const MAINTAINER_SIGNATURE = v.pipe(
+  table(
+    {
+      name: str(),
+      key: checked((key) => (isPublicKeyHex(key) ? undefined : { message: "not a public key", hint: "use hex: 33-byte compressed (66 characters, starting 02 or 03) or 32-byte x-only (64 characters)" })),
+      signature: str(),
+      scheme: v.optional(oneOf(["schnorr", "ecdsa"] as const)),
+    },
+    {},
+    'write { name = "...", key = "...", signature = "..." }',
+  ),
+  v.rawCheck(({ dataset, addIssue }) => {
+    const s = dataset.value as { signature?: string; scheme?: "schnorr" | "ecdsa" };
+    if (s.signature !== undefined && !isSignatureHex(s.signature, s.scheme)) {
+      const hint = s.scheme === "schnorr" ? "use hex of a 64-byte Schnorr signature (128 characters)" : "use hex of a 64-byte Schnorr or compact ECDSA signature (128 characters), or a DER ECDSA signature";
+      addIssue({ message: say("not a signature", hint), path: pathTo("signature") });
+    }
+  }),
+  v.transform((s): MaintainerSignature => {
+    const out: MaintainerSignature = { name: s.name, key: s.key.toLowerCase(), signature: s.signature.toLowerCase() };
+    if (s.scheme) out.scheme = s.scheme;
+    return out;
+  }),
+);
+
+const SIGNATURES = table({
+  maintainers: v.optional(
+    v.array(MAINTAINER_SIGNATURE, (i: v.ArrayIssue) => say(`expected an array of tables, found ${typeName(i.input)}`, 'write maintainers = [{ name = "...", key = "...", signature = "..." }]')),
+    [],
+  ),
+  threshold: v.optional(threshold()),
+});
+
+const BINARY = table({
+  hash: v.optional(checked((hash) => (/^sha256:[0-9a-f]{64}$/.test(hash) ? undefined : { message: `"${hash}" is not a SHA-256 hash`, hint: 'write "sha256:" followed by 64 lowercase hex characters' }))),
+  size: v.optional(int()),
+  download_url: v.optional(checked((url) => (isHttpUrl(url) ? undefined : { message: `"${url}" is not an http(s) URL`, hint: 'write a URL starting with "https://"' }))),
+});
+
+const COMPATIBILITY = table({
+  min_consensus_version: v.optional(version()),
+  min_protocol_version: v.optional(version()),
+  min_node_version: v.optional(version()),
+  max_node_version: v.optional(version()),
+  tested_with: v.optional(
+    strings(
+      v.rawCheck<string>(({ dataset, addIssue }) => {
+        if (dataset.typed && !isStrictVersion(dataset.value)) addIssue({ message: say(`"${dataset.value}" is not a semantic version`, versionHint(dataset.value)) });
+      }),
+    ),
+    [],
+  ),
+});
+
+/** module.toml. */
+export const MANIFEST_SCHEMA = v.pipe(
+  table({
+    name: doc(
+      checked((name) => moduleNameProblem(name) ?? (NODE_DEPENDENCY_NAMES.includes(name) ? { message: `"${name}" is reserved for the host`, hint: "choose another module name" } : undefined)),
+      "the module's name: 1 to 64 letters, digits, '-' and '_'",
+    ),
+    version: doc(version(), "its semantic version"),
+    entry_point: doc(entryPoint(), "the file to run, relative to the module directory"),
+    runtime: v.optional(doc(oneOf(["isolate", "native"] as const), "isolate (TypeScript/JavaScript) or native; default: from the entry point's extension")),
+    description: v.optional(str()),
+    author: v.optional(str()),
+    capabilities: v.optional(doc(descriptorList(), "the permissions it requests"), []),
+    dependencies: v.optional(doc(dependencies(), "modules (or the host) it needs, with semver ranges"), {}),
+    optional_dependencies: v.optional(doc(dependencies(), "modules it uses when present"), {}),
+    config_schema: v.optional(
+      doc(namedTables((key) => (key === "__proto__" ? { message: 'the key "__proto__" is not allowed', hint: "rename the setting" } : undefined), CONFIG_FIELD), "its settings ([modules.module_configs.NAME])"),
+      {},
+    ),
+    governance: v.optional(GOVERNANCE),
+    signatures: v.optional(SIGNATURES),
+    binary: v.optional(BINARY),
+    compatibility: v.optional(COMPATIBILITY),
+  }),
+  v.rawCheck(({ dataset, addIssue }) => {
+    const m = dataset.value as { name?: string; dependencies?: Record<string, string>; optional_dependencies?: Record<string, string> };
+    for (const key of ["dependencies", "optional_dependencies"] as const) {
+      if (m.name !== undefined && m[key] && Object.hasOwn(m[key], m.name)) {
+        addIssue({ message: say("a module cannot depend on itself", `remove "${m.name}" from [${key}]`), path: pathTo(key, m.name) });
+      }
+    }
+    for (const dep of Object.keys(m.optional_dependencies ?? {})) {
+      if (m.dependencies && Object.hasOwn(m.dependencies, dep)) {
+        addIssue({ message: say(`"${dep}" is also a required dependency`, "list it in [dependencies] or [optional_dependencies], not both"), path: pathTo("optional_dependencies", dep) });
+      }
+    }
+  }),
+);
+
+type Parsed = v.InferOutput<typeof MANIFEST_SCHEMA>;
+
+export type ModuleManifest = Omit<Parsed, "runtime"> & {
+  /** Absolute path of module.toml. */
+  file: string;
+  /** Absolute directory of the module. */
+  dir: string;
+  runtime: Runtime;
 };
 
 export async function loadManifest(file: string): Promise<ModuleManifest> {
@@ -94,48 +270,10 @@ export async function loadManifest(file: string): Promise<ModuleManifest> {
 export function parseManifest(data: Record<string, unknown>, source: string, file: string): ModuleManifest {
   const c = new Checker(file, source);
   const abs = path.resolve(file);
-  c.knownKeys(data, [], TOP_LEVEL_KEYS);
-
-  const name = readName(c, data);
-  const version = readVersion(c, data, ["version"], true);
-  const entry = readEntryPoint(c, data);
-  const runtime = c.oneOf(data, [], "runtime", ["isolate", "native"] as const);
-  const description = c.string(data, [], "description");
-  const author = c.string(data, [], "author");
-  const capabilities = readDescriptors(c, data, [], "capabilities");
-  const dependencies = readDependencies(c, data, "dependencies", name);
-  const optional = readDependencies(c, data, "optional_dependencies", name);
-  for (const dep of Object.keys(optional)) {
-    if (Object.hasOwn(dependencies, dep)) {
-      c.report(["optional_dependencies", dep], `"${dep}" is also a required dependency`, "list it in [dependencies] or [optional_dependencies], not both");
-    }
-  }
-  const config_schema = readConfigSchema(c, data);
-  const governance = readGovernance(c, data);
-  const signatures = readSignatures(c, data);
-  const binary = readBinary(c, data);
-  const compatibility = readCompatibility(c, data);
+  const parsed = checkSchema(c, MANIFEST_SCHEMA, data);
   c.throwIfProblems();
-
-  const manifest: ModuleManifest = {
-    file: abs,
-    dir: path.dirname(abs),
-    name: name!,
-    version: version!,
-    entry_point: entry!,
-    runtime: runtime ?? inferRuntime(entry!),
-    capabilities,
-    dependencies,
-    optional_dependencies: optional,
-    config_schema,
-  };
-  if (description !== undefined) manifest.description = description;
-  if (author !== undefined) manifest.author = author;
-  if (governance) manifest.governance = governance;
-  if (signatures) manifest.signatures = signatures;
-  if (binary) manifest.binary = binary;
-  if (compatibility) manifest.compatibility = compatibility;
-  return manifest;
+  const m = parsed!;
+  return { file: abs, dir: path.dirname(abs), ...m, runtime: m.runtime ?? inferRuntime(m.entry_point) };
 }
 
 /** TypeScript and JavaScript entry points run in an isolate; anything else is a native binary. */
@@ -167,148 +305,27 @@ export function isStrictVersion(text: string): boolean {
   return /^[0-9]/.test(text) && text.trim() === text && semver.valid(text) !== null;
 }
 
-// ---------------------------------------------------------------------------------------
-// Fields
-
-function readName(c: Checker, data: Record<string, unknown>): string | undefined {
-  const name = c.string(data, [], "name", true);
-  if (name === undefined) return undefined;
-  if (!MODULE_NAME_RE.test(name)) {
-    c.report(["name"], `"${name}" is not a valid module name`, MODULE_NAME_HINT);
-    return undefined;
-  }
-  if (NODE_DEPENDENCY_NAMES.includes(name)) {
-    c.report(["name"], `"${name}" is reserved for the host`, "choose another module name");
-    return undefined;
-  }
-  return name;
+/** A grant descriptor ("read_blockchain", "call_module=price-feed"), parsed; a bad one is reported with the grammar's hint. */
+export function descriptor() {
+  return v.rawTransform<string, Descriptor>(({ dataset, addIssue, NEVER }) => {
+    try {
+      return parseDescriptor(dataset.value);
+    } catch (err) {
+      if (!(err instanceof GrantSyntaxError)) throw err;
+      addIssue({ message: say(err.message, err.hint) });
+      return NEVER;
+    }
+  });
 }
 
-function readVersion(c: Checker, table: Record<string, unknown>, path: TomlPath, required = false): string | undefined {
-  const key = path.at(-1) as string;
-  const parent = path.slice(0, -1);
-  const v = c.string(table, parent, key, required);
-  if (v === undefined) return undefined;
-  if (isStrictVersion(v)) return v;
-  c.report(path, `"${v}" is not a semantic version`, versionHint(v));
-  return undefined;
+/** An array of grant descriptors; each bad one is reported at its element with the grammar's hint. */
+export function descriptorList() {
+  return strings(descriptor());
 }
 
 function versionHint(v: string): string {
   const loose = semver.valid(v, { loose: true }) ?? semver.coerce(v)?.version;
   return loose ? `write it as MAJOR.MINOR.PATCH: "${loose}"` : 'write it as MAJOR.MINOR.PATCH, e.g. "1.0.0"';
-}
-
-function readEntryPoint(c: Checker, data: Record<string, unknown>): string | undefined {
-  const entry = c.string(data, [], "entry_point", true);
-  if (entry === undefined) return undefined;
-  const hint = 'name a file inside the module directory, e.g. "index.ts" or "bin/my-module"';
-  if (entry.trim() === "" || entry.includes("\0")) {
-    c.report(["entry_point"], "entry_point is empty", hint);
-    return undefined;
-  }
-  const slashed = entry.replace(/\\/g, "/");
-  if (path.isAbsolute(entry) || slashed.startsWith("/") || /^[A-Za-z]:/.test(slashed) || slashed.startsWith("~")) {
-    c.report(["entry_point"], `"${entry}" is an absolute path`, hint);
-    return undefined;
-  }
-  const norm = path.posix.normalize(slashed);
-  if (norm === ".." || norm.startsWith("../")) {
-    c.report(["entry_point"], `"${entry}" leaves the module directory`, hint);
-    return undefined;
-  }
-  if (norm === "." || norm.endsWith("/")) {
-    c.report(["entry_point"], `"${entry}" is a directory`, hint);
-    return undefined;
-  }
-  return norm;
-}
-
-/** An array of grant descriptors; each bad one is reported at its element with the grammar's hint. */
-export function readDescriptors(c: Checker, table: Record<string, unknown>, path: TomlPath, key: string): Descriptor[] {
-  const out: Descriptor[] = [];
-  const items = c.stringArray(table, path, key);
-  if (!items) return out;
-  const raw = table[key] as unknown[];
-  for (let index = 0; index < raw.length; index++) {
-    const item = raw[index];
-    if (typeof item !== "string") continue; // already reported by stringArray
-    try {
-      out.push(parseDescriptor(item));
-    } catch (err) {
-      if (!(err instanceof GrantSyntaxError)) throw err;
-      c.report([...path, key, index], err.message, err.hint);
-    }
-  }
-  return out;
-}
-
-function readDependencies(c: Checker, data: Record<string, unknown>, key: string, self: string | undefined): Record<string, string> {
-  const out: Record<string, string> = {};
-  const table = c.table(data[key], [key]);
-  if (!table) return out;
-  for (const [dep, value] of Object.entries(table)) {
-    const at = [key, dep];
-    if (!MODULE_NAME_RE.test(dep)) {
-      c.report(at, `"${dep}" is not a valid module name`, MODULE_NAME_HINT);
-      continue;
-    }
-    if (dep === self) {
-      c.report(at, "a module cannot depend on itself", `remove "${dep}" from [${key}]`);
-      continue;
-    }
-    if (typeof value !== "string") {
-      c.report(at, `expected a version range string, found ${typeName(value)}`, `write "${dep}" = ">=1.0.0"`);
-      continue;
-    }
-    const range = normaliseRange(value);
-    if (range === undefined) {
-      c.report(at, `"${value}" is not a version range`, 'use ">=1.0.0", "<=2.0.0", "=1.2.3", "^1.0.0", "~1.2.0" or ">=1.0.0,<2.0.0"');
-      continue;
-    }
-    out[dep] = range;
-  }
-  return out;
-}
-
-function readConfigSchema(c: Checker, data: Record<string, unknown>): Record<string, ConfigField> {
-  const out: Record<string, ConfigField> = {};
-  const table = c.table(data["config_schema"], ["config_schema"]);
-  if (!table) return out;
-  for (const [key, value] of Object.entries(table)) {
-    const at = ["config_schema", key];
-    if (key === "__proto__") {
-      c.report(at, 'the key "__proto__" is not allowed', "rename the setting");
-      continue;
-    }
-    // The seeds' short form: `key = "description"`.
-    if (typeof value === "string") {
-      out[key] = { type: "any", description: value, required: false };
-      continue;
-    }
-    const field = c.table(value, at);
-    if (!field) continue;
-    const parsed = readConfigField(c, field, at);
-    if (parsed) out[key] = parsed;
-  }
-  return out;
-}
-
-function readConfigField(c: Checker, field: Record<string, unknown>, at: TomlPath): ConfigField | undefined {
-  const before = c.problems.length;
-  c.knownKeys(field, at, ["type", "default", "required", "description"]);
-  const type = c.oneOf(field, at, "type", CONFIG_FIELD_TYPES, CONFIG_TYPE_ALIASES) ?? "any";
-  const description = c.string(field, at, "description");
-  const required = c.boolean(field, at, "required") ?? false;
-  const dflt = field["default"];
-  if (dflt !== undefined && !matchesType(dflt, type)) {
-    c.report([...at, "default"], `default is ${typeName(dflt)}, but the type is "${type}"`, `make the default a ${type} or change the type`);
-  }
-  if (c.problems.length > before) return undefined;
-  const out: ConfigField = { type, required };
-  if (description !== undefined) out.description = description;
-  if (dflt !== undefined) out.default = dflt;
-  return out;
 }
 
 function matchesType(value: unknown, type: ConfigFieldType): boolean {
@@ -330,87 +347,6 @@ function matchesType(value: unknown, type: ConfigFieldType): boolean {
   }
 }
 
-function readThreshold(c: Checker, table: Record<string, unknown>, path: TomlPath): Threshold | undefined {
-  const text = c.string(table, path, "threshold");
-  if (text === undefined) return undefined;
-  const t = parseThreshold(text);
-  if (!t) c.report([...path, "threshold"], `"${text}" is not a valid threshold`, 'write "M-of-N" with 1 <= M <= N, e.g. "2-of-3"');
-  return t;
-}
-
-function readGovernance(c: Checker, data: Record<string, unknown>): ModuleManifest["governance"] {
-  const at = ["governance"];
-  const table = c.table(data["governance"], at);
-  if (!table) return undefined;
-  c.knownKeys(table, at, ["tier", "maintainers", "threshold", "review_period_days"]);
-  const tier = c.string(table, at, "tier");
-  const maintainers = c.stringArray(table, at, "maintainers") ?? [];
-  const threshold = readThreshold(c, table, at);
-  const review = c.integer(table, at, "review_period_days");
-  if (threshold && maintainers.length > 0 && threshold.n !== maintainers.length) {
-    c.report(
-      [...at, "threshold"],
-      `threshold "${threshold.m}-of-${threshold.n}" does not match the ${maintainers.length} maintainers listed`,
-      `write "${Math.min(threshold.m, maintainers.length)}-of-${maintainers.length}" or list ${threshold.n} maintainers`,
-    );
-  }
-  const out: NonNullable<ModuleManifest["governance"]> = { maintainers };
-  if (tier !== undefined) out.tier = tier;
-  if (threshold) out.threshold = threshold;
-  if (review !== undefined) out.review_period_days = review;
-  return out;
-}
-
-const HEX = /^[0-9a-fA-F]*$/;
-
-function readSignatures(c: Checker, data: Record<string, unknown>): ModuleManifest["signatures"] {
-  const at = ["signatures"];
-  const table = c.table(data["signatures"], at);
-  if (!table) return undefined;
-  c.knownKeys(table, at, ["maintainers", "threshold"]);
-  const threshold = readThreshold(c, table, at);
-  const maintainers: MaintainerSignature[] = [];
-  const list = table["maintainers"];
-  if (list !== undefined && !Array.isArray(list)) {
-    c.report([...at, "maintainers"], `expected an array of tables, found ${typeName(list)}`, 'write maintainers = [{ name = "...", key = "...", signature = "..." }]');
-  } else if (list) {
-    list.forEach((entry: unknown, index) => {
-      const sig = readMaintainerSignature(c, entry, [...at, "maintainers", index]);
-      if (sig) maintainers.push(sig);
-    });
-  }
-  const out: NonNullable<ModuleManifest["signatures"]> = { maintainers };
-  if (threshold) out.threshold = threshold;
-  return out;
-}
-
-function readMaintainerSignature(c: Checker, entry: unknown, at: TomlPath): MaintainerSignature | undefined {
-  if (!isTable(entry)) {
-    c.report(at, `expected a table, found ${typeName(entry)}`, 'write { name = "...", key = "...", signature = "..." }');
-    return undefined;
-  }
-  const before = c.problems.length;
-  c.knownKeys(entry, at, ["name", "key", "signature", "scheme"]);
-  const name = c.string(entry, at, "name", true);
-  const key = c.string(entry, at, "key", true);
-  const signature = c.string(entry, at, "signature", true);
-  const scheme = c.oneOf(entry, at, "scheme", ["schnorr", "ecdsa"] as const);
-  if (key !== undefined && !isPublicKeyHex(key)) {
-    c.report([...at, "key"], "not a public key", "use hex: 33-byte compressed (66 characters, starting 02 or 03) or 32-byte x-only (64 characters)");
-  }
-  if (signature !== undefined && !isSignatureHex(signature, scheme)) {
-    c.report(
-      [...at, "signature"],
-      "not a signature",
-      scheme === "schnorr" ? "use hex of a 64-byte Schnorr signature (128 characters)" : "use hex of a 64-byte Schnorr or compact ECDSA signature (128 characters), or a DER ECDSA signature",
-    );
-  }
-  if (c.problems.length > before) return undefined;
-  const out: MaintainerSignature = { name: name!, key: key!.toLowerCase(), signature: signature!.toLowerCase() };
-  if (scheme) out.scheme = scheme;
-  return out;
-}
-
 function isPublicKeyHex(key: string): boolean {
   if (!HEX.test(key)) return false;
   return (key.length === 66 && /^0[23]/.test(key)) || key.length === 64;
@@ -425,27 +361,6 @@ function isSignatureHex(sig: string, scheme: "schnorr" | "ecdsa" | undefined): b
   return sig.startsWith("30") && bytes >= 8 && bytes <= 72 && Number.parseInt(sig.slice(2, 4), 16) === bytes - 2;
 }
 
-function readBinary(c: Checker, data: Record<string, unknown>): ModuleManifest["binary"] {
-  const at = ["binary"];
-  const table = c.table(data["binary"], at);
-  if (!table) return undefined;
-  c.knownKeys(table, at, ["hash", "size", "download_url"]);
-  const out: NonNullable<ModuleManifest["binary"]> = {};
-  const hash = c.string(table, at, "hash");
-  if (hash !== undefined) {
-    if (/^sha256:[0-9a-f]{64}$/.test(hash)) out.hash = hash;
-    else c.report([...at, "hash"], `"${hash}" is not a SHA-256 hash`, 'write "sha256:" followed by 64 lowercase hex characters');
-  }
-  const size = c.integer(table, at, "size");
-  if (size !== undefined) out.size = size;
-  const url = c.string(table, at, "download_url");
-  if (url !== undefined) {
-    if (isHttpUrl(url)) out.download_url = url;
-    else c.report([...at, "download_url"], `"${url}" is not an http(s) URL`, 'write a URL starting with "https://"');
-  }
-  return out;
-}
-
 function isHttpUrl(text: string): boolean {
   try {
     const u = new URL(text);
@@ -453,25 +368,4 @@ function isHttpUrl(text: string): boolean {
   } catch {
     return false;
   }
-}
-
-function readCompatibility(c: Checker, data: Record<string, unknown>): ModuleManifest["compatibility"] {
-  const at = ["compatibility"];
-  const table = c.table(data["compatibility"], at);
-  if (!table) return undefined;
-  const versions = ["min_consensus_version", "min_protocol_version", "min_node_version", "max_node_version"] as const;
-  c.knownKeys(table, at, [...versions, "tested_with"]);
-  const out: NonNullable<ModuleManifest["compatibility"]> = { tested_with: [] };
-  for (const key of versions) {
-    const v = readVersion(c, table, [...at, key]);
-    if (v !== undefined) out[key] = v;
-  }
-  if (c.stringArray(table, at, "tested_with")) {
-    (table["tested_with"] as unknown[]).forEach((v, index) => {
-      if (typeof v !== "string") return; // reported by stringArray
-      if (isStrictVersion(v)) out.tested_with.push(v);
-      else c.report([...at, "tested_with", index], `"${v}" is not a semantic version`, versionHint(v));
-    });
-  }
-  return out;
 }

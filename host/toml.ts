@@ -3,7 +3,8 @@
 // smol-toml gives positions for syntax errors only. For schema errors (a wrong value at
 // modules.grants.x.allow[1]) `locate` finds where that key or array element is written, by
 // scanning the source with a small, tolerant TOML tokenizer. `Checker` collects every schema
-// problem of one file, located, and throws them together as one ConfigError.
+// problem of one file, located, and throws them together as one ConfigError; the schemas
+// themselves are valibot (host/schema.ts maps their issues here).
 
 import { readFile, stat } from "node:fs/promises";
 import { parse, TomlError } from "smol-toml";
@@ -456,14 +457,9 @@ export function typeName(value: unknown): string {
   return typeof value;
 }
 
-export interface IntegerRule {
-  min?: number;
-  max?: number;
-}
-
 /**
- * Collects located problems of one file. Every reader returns undefined (and records a
- * problem) when the value is present but wrong, so a whole file is checked in one pass.
+ * Collects located problems of one file and throws them together. The schemas of the files
+ * (host/schema.ts) report through it; so do rules across keys that run after a schema.
  */
 export class Checker {
   readonly problems: ConfigProblem[] = [];
@@ -489,84 +485,18 @@ export class Checker {
     throw new ConfigError([...this.problems].sort((a, b) => line(a) - line(b) || (a.column ?? 0) - (b.column ?? 0)));
   }
 
-  /** `value` as a table; undefined (reported unless absent) otherwise. */
-  table(value: unknown, path: TomlPath): Record<string, unknown> | undefined {
-    if (value === undefined) return undefined;
-    if (isTable(value)) return value;
-    this.report(path, `expected a table, found ${typeName(value)}`, `write it as a [${formatPath(path)}] section or an inline table { ... }`);
-    return undefined;
-  }
-
   /** Reports every key of `table` not in `known`, with the closest known key. */
   knownKeys(table: Record<string, unknown>, path: TomlPath, known: readonly string[]): void {
     for (const key of Object.keys(table)) {
       if (known.includes(key)) continue;
-      const guess = closest(key, known);
-      this.report([...path, key], `unknown key "${key}"`, guess ? `did you mean "${guess}"?` : `known keys here: ${known.join(", ")}`);
+      const p = unknownKey(key, known);
+      this.report([...path, key], p.message, p.hint);
     }
   }
+}
 
-  string(table: Record<string, unknown>, path: TomlPath, key: string, required = false): string | undefined {
-    const v = table[key];
-    if (v === undefined) {
-      if (required) this.report([...path, key], `missing required key "${key}"`, `add ${key} = "..."`);
-      return undefined;
-    }
-    if (typeof v === "string") return v;
-    this.report([...path, key], `expected a string, found ${typeName(v)}`, `quote the value: ${key} = "..."`);
-    return undefined;
-  }
-
-  boolean(table: Record<string, unknown>, path: TomlPath, key: string): boolean | undefined {
-    const v = table[key];
-    if (v === undefined || typeof v === "boolean") return v;
-    this.report([...path, key], `expected true or false, found ${typeName(v)}`, `write ${key} = true or ${key} = false, without quotes`);
-    return undefined;
-  }
-
-  /** A whole number within the rule (min defaults to 0). */
-  integer(table: Record<string, unknown>, path: TomlPath, key: string, rule: IntegerRule = {}): number | undefined {
-    const v = table[key];
-    if (v === undefined) return undefined;
-    const min = rule.min ?? 0;
-    const max = rule.max ?? Number.MAX_SAFE_INTEGER;
-    const range = rule.max !== undefined ? `from ${min} to ${max}` : min === 0 ? "0 or more" : `${min} or more`;
-    if (typeof v !== "number" || !Number.isSafeInteger(v)) {
-      const hint = typeof v === "string" && /^\s*\d+\s*$/.test(v) ? `remove the quotes: ${key} = ${v.trim()}` : `write a whole number ${range}`;
-      this.report([...path, key], `expected a whole number, found ${typeName(v)}`, hint);
-      return undefined;
-    }
-    if (v < min || v > max) {
-      this.report([...path, key], `${v} is out of range`, `use a whole number ${range}`);
-      return undefined;
-    }
-    return v;
-  }
-
-  /** `aliases`: words people write for one of `values` (int for integer), suggested before the closest spelling. */
-  oneOf<T extends string>(table: Record<string, unknown>, path: TomlPath, key: string, values: readonly T[], aliases: Readonly<Record<string, T>> = {}): T | undefined {
-    const v = this.string(table, path, key);
-    if (v === undefined) return undefined;
-    if ((values as readonly string[]).includes(v)) return v as T;
-    const guess = (Object.hasOwn(aliases, v.toLowerCase()) ? aliases[v.toLowerCase()] : undefined) ?? closest(v, values);
-    const list = values.map((x) => `"${x}"`).join(", ");
-    this.report([...path, key], `"${v}" is not one of ${list}`, guess ? `did you mean "${guess}"?` : `use one of ${list}`);
-    return undefined;
-  }
-
-  /** An array of strings; bad elements are reported at their index and left out. */
-  stringArray(table: Record<string, unknown>, path: TomlPath, key: string): string[] | undefined {
-    const v = table[key];
-    if (v === undefined) return undefined;
-    if (!Array.isArray(v)) {
-      this.report([...path, key], `expected an array of strings, found ${typeName(v)}`, `write ${key} = ["...", "..."]`);
-      return undefined;
-    }
-    const out: string[] = [];
-    v.forEach((item: unknown, index) => {
-      if (typeof item === "string") out.push(item);
-      else this.report([...path, key, index], `expected a string, found ${typeName(item)}`, "quote the element");
-    });
-    return out;
-  }
+/** The problem of a key not in `known`: its name, and the closest known key (or all of them). */
+export function unknownKey(key: string, known: readonly string[]): { message: string; hint: string } {
+  const guess = closest(key, known);
+  return { message: `unknown key "${key}"`, hint: guess ? `did you mean "${guess}"?` : `known keys here: ${known.join(", ")}` };
 }

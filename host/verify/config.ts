@@ -23,7 +23,9 @@
 
 import path from "node:path";
 import { MODULE_NAME_HINT, MODULE_NAME_RE } from "../manifest.ts";
-import type { Checker, TomlPath } from "../toml.ts";
+import * as v from "valibot";
+import { checked, doc, int, namedTables, oneOf, say, str, strings, table, valid } from "../schema.ts";
+import { type Checker, isTable, type TomlPath } from "../toml.ts";
 import { xOnlyKey } from "./keys.ts";
 
 export type SignaturePolicy = "require" | "allow-unsigned";
@@ -83,124 +85,161 @@ export function defaultRegistry(base: string): RegistryConfig {
   };
 }
 
-/** An array of public keys; each bad or repeated one is reported at its index. */
-function readKeys(c: Checker, t: Record<string, unknown>, at: TomlPath): string[] | undefined {
-  const list = c.stringArray(t, at, "keys");
-  if (!list) return undefined;
-  const out: string[] = [];
-  (t["keys"] as unknown[]).forEach((k, i) => {
-    if (typeof k !== "string") return;
-    const x = xOnlyKey(k);
-    if (!x) c.report([...at, "keys", i], `"${k}" is not a secp256k1 public key`, "write 64 hex characters (x-only, as modhost keygen prints) or 66 (compressed, starting 02 or 03)");
-    else if (out.includes(x)) c.report([...at, "keys", i], "the same key is listed twice (x-only and compressed forms of one key are the same signer)", "remove the duplicate");
-    else out.push(x);
-  });
-  return out;
+// ---------------------------------------------------------------------------------------
+// Schemas (host/schema.ts): declared once, checked with located errors, documented from here.
+
+const KEY_HINT = "write 64 hex characters (x-only, as modhost keygen prints) or 66 (compressed, starting 02 or 03)";
+
+/** A list of secp256k1 public keys, as x-only hex; a bad or repeated one is reported at its index. */
+export function keyList() {
+  return v.pipe(
+    strings(
+      v.rawTransform<string, string>(({ dataset, addIssue, NEVER }) => {
+        const x = xOnlyKey(dataset.value);
+        if (x) return x;
+        addIssue({ message: say(`"${dataset.value}" is not a secp256k1 public key`, KEY_HINT) });
+        return NEVER;
+      }),
+    ),
+    v.rawTransform<string[], string[]>(({ dataset, addIssue, NEVER }) => {
+      const seen = new Set<string>();
+      let twice = false;
+      dataset.value.forEach((x, i) => {
+        if (!seen.has(x)) {
+          seen.add(x);
+          return;
+        }
+        twice = true;
+        const path = [{ type: "array", origin: "value", input: dataset.value, key: i, value: x }] as unknown as [v.ArrayPathItem];
+        addIssue({ message: say("the same key is listed twice (x-only and compressed forms of one key are the same signer)", "remove the duplicate"), path });
+      });
+      return twice ? NEVER : dataset.value;
+    }),
+  );
 }
 
-function readThreshold(c: Checker, t: Record<string, unknown>, at: TomlPath, keys: number): number | undefined {
-  const n = c.integer(t, at, "threshold", { min: 1 });
-  if (n !== undefined && keys > 0 && n > keys) {
-    c.report([...at, "threshold"], `threshold ${n} is more than the ${keys} key(s) listed`, `use a threshold from 1 to ${keys}, or list more keys`);
-    return undefined;
-  }
-  return n;
-}
+const threshold = () => int({ min: 1 });
+const signaturePolicy = () => oneOf(SIGNATURE_POLICIES);
+const nameProblem = (kind: string) => (name: string) => (MODULE_NAME_RE.test(name) ? undefined : { message: `"${name}" is not a valid ${kind} name`, hint: MODULE_NAME_HINT });
 
-function readTrustedKeys(c: Checker, t: Record<string, unknown>, at: TomlPath): TrustedKeys {
-  c.knownKeys(t, at, ["keys", "threshold"]);
-  const keys = readKeys(c, t, at) ?? [];
-  if (keys.length === 0 && t["keys"] === undefined) c.report([...at, "keys"], 'missing required key "keys"', 'add keys = ["<public key hex>"]');
-  const threshold = readThreshold(c, t, at, keys.length) ?? 1;
-  return { keys, threshold };
-}
+/** [trust.publishers.NAME]. */
+export const PUBLISHER_SCHEMA = table(
+  {
+    keys: doc(keyList(), "the publisher's public keys (x-only or compressed hex)"),
+    threshold: v.optional(doc(threshold(), "distinct trusted signers needed, 1 to the number of keys"), 1),
+  },
+  { keys: 'add keys = ["<public key hex>"]' },
+);
 
-/** [trust] and [trust.publishers.NAME]. */
-export function readTrust(c: Checker, data: Record<string, unknown>, into: TrustConfig): void {
-  const at = ["trust"];
-  const t = c.table(data["trust"], at);
-  if (!t) return;
-  c.knownKeys(t, at, ["signatures", "publisher", "publishers"]);
-  into.signatures = c.oneOf(t, at, "signatures", SIGNATURE_POLICIES) ?? into.signatures;
-  const publisher = c.string(t, at, "publisher");
-  if (publisher !== undefined) into.publisher = publisher;
-  const pubs = c.table(t["publishers"], [...at, "publishers"]);
-  if (!pubs) return;
-  for (const [name, value] of Object.entries(pubs)) {
-    const p = [...at, "publishers", name];
-    if (!MODULE_NAME_RE.test(name)) {
-      c.report(p, `"${name}" is not a valid publisher name`, MODULE_NAME_HINT);
-      continue;
-    }
-    const table = c.table(value, p);
-    if (table) into.publishers[name] = readTrustedKeys(c, table, p);
-  }
-}
+/** [trust]. */
+export const TRUST_SCHEMA = table({
+  signatures: v.optional(doc(signaturePolicy(), "what a module without its own `signatures` setting needs: `require` a trusted signature, or `allow-unsigned`"), "require"),
+  publisher: v.optional(doc(str(), "the publisher (from `[trust.publishers]`) trusted for modules without their own `[modules.trust.NAME]`", { shown: "none" })),
+  publishers: v.optional(doc(namedTables(nameProblem("publisher"), PUBLISHER_SCHEMA), "`[trust.publishers.NAME]`: each publisher's `keys` and `threshold`"), {}),
+});
 
 /** One [modules.trust.NAME] table. */
-export function readModuleTrust(c: Checker, t: Record<string, unknown>, at: TomlPath): ModuleTrust {
-  c.knownKeys(t, at, ["publisher", "keys", "threshold", "signatures"]);
-  const out: ModuleTrust = {};
-  const publisher = c.string(t, at, "publisher");
-  const keys = readKeys(c, t, at);
-  if (publisher !== undefined && keys !== undefined) {
+export const MODULE_TRUST_SCHEMA = table({
+  publisher: v.optional(doc(str(), "trust this publisher from `[trust.publishers]` for the module")),
+  keys: v.optional(doc(keyList(), "or trust these keys (not with `publisher`)")),
+  threshold: v.optional(doc(threshold(), "with `keys`: distinct trusted signers needed")),
+  signatures: v.optional(doc(signaturePolicy(), "the module's own signature policy")),
+});
+
+const pathString = (base: string) =>
+  v.pipe(
+    checked((s) => (s.trim() === "" || s.includes("\0") ? { message: "empty path", hint: "write a path, relative to the config file or absolute" } : undefined)),
+    v.transform((s) => path.resolve(base, s)),
+  );
+
+/** [registry]; paths resolved against `base` (the config file's directory). */
+export function registrySchema(base: string) {
+  return table({
+    url: v.optional(
+      doc(
+        v.pipe(
+          checked((url) => (isHttpUrl(url) ? undefined : { message: `"${url}" is not an http(s) URL`, hint: 'write the base URL of the registry, e.g. "https://modules.example.org/"' })),
+          v.transform((url) => (url.endsWith("/") ? url : `${url}/`)),
+        ),
+        "base URL of the registry (`index.json`, `index.sig` and `blobs/` under it)",
+        { shown: "none" },
+      ),
+    ),
+    keys: v.optional(doc(keyList(), "the keys that sign the registry's index"), []),
+    threshold: v.optional(doc(threshold(), "distinct index signatures needed"), 1),
+    cache_dir: v.optional(doc(pathString(base), "content-addressed cache of downloaded blobs"), "data/registry/blobs"),
+    state_file: v.optional(doc(pathString(base), "the highest index version seen (rollback protection)"), "data/registry/state.json"),
+    discover_minutes: v.optional(doc(int({ min: 0, max: 7 * 24 * 60 }), "how often a running host looks at the registry to announce new modules and versions (`ModuleDiscovered`); 0: never"), 0),
+  });
+}
+
+function isHttpUrl(text: string): boolean {
+  try {
+    const u = new URL(text);
+    return (u.protocol === "http:" || u.protocol === "https:") && u.hostname !== "";
+  } catch {
+    return false;
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Cross-field rules: run after the schema, each on fields that are valid on their own.
+
+/** A threshold above the number of keys; `keys`: the raw list. */
+function checkThreshold(c: Checker, t: Record<string, unknown>, at: TomlPath): void {
+  if (!Array.isArray(t["keys"]) || !valid(threshold(), t["threshold"])) return;
+  // The distinct valid keys listed (a bad one is reported by the schema).
+  const count = new Set((t["keys"] as unknown[]).map((k) => (typeof k === "string" ? xOnlyKey(k) : undefined)).filter((x) => x !== undefined)).size;
+  const n = t["threshold"] as number;
+  if (count > 0 && n > count) c.report([...at, "threshold"], `threshold ${n} is more than the ${count} key(s) listed`, `use a threshold from 1 to ${count}, or list more keys`);
+}
+
+/** The rules of [trust] across keys: each publisher's threshold against its keys. */
+export function readTrustRules(c: Checker, t: Record<string, unknown>): void {
+  const pubs = t["publishers"];
+  if (!isTable(pubs)) return;
+  for (const [name, p] of Object.entries(pubs)) if (MODULE_NAME_RE.test(name) && isTable(p)) checkThreshold(c, p, ["trust", "publishers", name]);
+}
+
+/** The rules of one [modules.trust.NAME] table across its keys. */
+export function moduleTrustRules(c: Checker, t: Record<string, unknown>, at: TomlPath): void {
+  if (typeof t["publisher"] === "string" && Array.isArray(t["keys"])) {
     c.report([...at, "keys"], "publisher and keys cannot both be set", "trust either a publisher from [trust.publishers] or a list of keys, not both");
   }
-  if (publisher !== undefined) out.publisher = publisher;
-  if (keys !== undefined) out.keys = keys;
-  const threshold = readThreshold(c, t, at, keys?.length ?? 0);
-  if (threshold !== undefined) {
-    if (keys === undefined) c.report([...at, "threshold"], "threshold without keys", "set threshold with keys = [...]; a publisher's threshold is set in [trust.publishers.NAME]");
-    else out.threshold = threshold;
+  checkThreshold(c, t, at);
+  if (valid(threshold(), t["threshold"]) && t["keys"] === undefined) {
+    c.report([...at, "threshold"], "threshold without keys", "set threshold with keys = [...]; a publisher's threshold is set in [trust.publishers.NAME]");
   }
-  const policy = c.oneOf(t, at, "signatures", SIGNATURE_POLICIES);
-  if (policy !== undefined) out.signatures = policy;
-  return out;
 }
 
-/** Publishers named anywhere must be defined. */
-export function checkPublisherRefs(c: Checker, trust: TrustConfig, modules: Record<string, ModuleTrust>): void {
-  const known = Object.keys(trust.publishers);
+/** Publishers named anywhere must be defined; `data`: the whole parsed modhost.toml. */
+export function checkPublisherRefs(c: Checker, data: Record<string, unknown>): void {
+  const tables = (t: unknown, key: string): Array<[string, Record<string, unknown>]> =>
+    isTable(t) && isTable(t[key]) ? Object.entries(t[key]).filter((e): e is [string, Record<string, unknown>] => MODULE_NAME_RE.test(e[0]) && isTable(e[1])) : [];
+  const trust = data["trust"];
+  const known = tables(trust, "publishers").map(([name]) => name);
   const hint = known.length ? `define it in [trust.publishers.NAME]; known publishers: ${known.join(", ")}` : "define it: [trust.publishers.NAME] with keys = [...]";
-  if (trust.publisher !== undefined && !Object.hasOwn(trust.publishers, trust.publisher)) {
-    c.report(["trust", "publisher"], `unknown publisher "${trust.publisher}"`, hint);
+  const publisher = isTable(trust) ? trust["publisher"] : undefined;
+  if (typeof publisher === "string" && !known.includes(publisher)) {
+    c.report(["trust", "publisher"], `unknown publisher "${publisher}"`, hint);
   }
-  for (const [name, m] of Object.entries(modules)) {
-    if (m.publisher !== undefined && !Object.hasOwn(trust.publishers, m.publisher)) {
-      c.report(["modules", "trust", name, "publisher"], `unknown publisher "${m.publisher}"`, hint);
-    }
+  for (const [name, m] of tables(data["modules"], "trust")) {
+    const p = m["publisher"];
+    if (typeof p === "string" && !known.includes(p)) c.report(["modules", "trust", name, "publisher"], `unknown publisher "${p}"`, hint);
   }
 }
 
-/** [registry]. */
-export function readRegistry(c: Checker, data: Record<string, unknown>, into: RegistryConfig, base: string): void {
+/** The rules of [registry] across its keys. */
+export function registryRules(c: Checker, t: Record<string, unknown>): void {
   const at = ["registry"];
-  const t = c.table(data["registry"], at);
-  if (!t) return;
-  c.knownKeys(t, at, ["url", "keys", "threshold", "cache_dir", "state_file", "discover_minutes"]);
-  const url = c.string(t, at, "url");
-  if (url !== undefined) {
-    let ok = false;
-    try {
-      const u = new URL(url);
-      ok = (u.protocol === "http:" || u.protocol === "https:") && u.hostname !== "";
-    } catch {
-      ok = false;
-    }
-    if (ok) into.url = url.endsWith("/") ? url : `${url}/`;
-    else c.report([...at, "url"], `"${url}" is not an http(s) URL`, 'write the base URL of the registry, e.g. "https://modules.example.org/"');
-  }
-  into.keys = readKeys(c, t, at) ?? [];
-  if (into.url !== undefined && into.keys.length === 0) {
+  const hasUrl = typeof t["url"] === "string" && isHttpUrl(t["url"]);
+  const keys = v.safeParse(keyList(), t["keys"] ?? []);
+  if (hasUrl && keys.success && keys.output.length === 0) {
     c.report([...at, "keys"], "a registry needs the keys that sign its index", "add keys = [\"<public key hex>\"] with the registry's public key (modhost registry build prints it)");
   }
-  into.threshold = readThreshold(c, t, at, into.keys.length) ?? into.threshold;
-  into.discover_minutes = c.integer(t, at, "discover_minutes", { min: 0, max: 7 * 24 * 60 }) ?? into.discover_minutes;
-  if (into.discover_minutes > 0 && into.url === undefined) c.report([...at, "discover_minutes"], "discover_minutes needs a registry to look at", 'set [registry] url and keys, or remove discover_minutes');
-  for (const key of ["cache_dir", "state_file"] as const) {
-    const v = c.string(t, at, key);
-    if (v === undefined) continue;
-    if (v.trim() === "" || v.includes("\0")) c.report([...at, key], "empty path", `write a path, relative to the config file or absolute`);
-    else into[key] = path.resolve(base, v);
+  checkThreshold(c, t, at);
+  const discover = t["discover_minutes"];
+  if (valid(int({ min: 0, max: 7 * 24 * 60 }), discover) && (discover as number) > 0 && !hasUrl) {
+    c.report([...at, "discover_minutes"], "discover_minutes needs a registry to look at", "set [registry] url and keys, or remove discover_minutes");
   }
 }
