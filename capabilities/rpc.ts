@@ -5,6 +5,7 @@
 // can only ever register under its own name.
 import * as v from "valibot";
 import { method, type CallContext, type CliSpec, type Family, serviceOf } from "./types.ts";
+import { done } from "./schemas.ts";
 
 const service = (c: CallContext) => serviceOf(c, "rpc");
 
@@ -29,20 +30,20 @@ export const rpc: Family = {
   summary: "Serve JSON-RPC methods (as <module>.<method>) and CLI commands (modhost <module> <command>).",
   methods: [
     method({
-      name: "register_rpc_endpoint", js: "register", permission: "register_rpc_endpoint", args: ["method", "description"],
+      name: "register_rpc_endpoint", result: v.string(), callback: "rpc", js: "register", permission: "register_rpc_endpoint", args: ["method", "description"],
       params: v.object({ method: name, description: v.optional(text) }),
       summary: "Serve `method` as <module>.<method> on the host's RPC server; returns that full name. The handler stays in the module (an `rpc` invocation).",
       audit: true,
       handler: async (c, p) => service(c).register(c.module, p.method, p.description ?? ""),
     }),
     method({
-      name: "unregister_rpc_endpoint", js: "unregister", permission: "register_rpc_endpoint", args: ["method"],
+      name: "unregister_rpc_endpoint", result: v.boolean(), js: "unregister", permission: "register_rpc_endpoint", args: ["method"],
       params: v.object({ method: name }),
       summary: "Stop serving a method; true if it was registered.",
       handler: async (c, p) => service(c).unregister(c.module, p.method),
     }),
     method({
-      name: "register_cli_spec", js: "registerCli", permission: "register_rpc_endpoint", args: ["spec"],
+      name: "register_cli_spec", result: done, callback: "cli", js: "registerCli", permission: "register_rpc_endpoint", args: ["spec"],
       params: v.object({ spec }),
       summary: "Declare the module's CLI commands (replaces any earlier spec); `modhost <module> <command> [args]` runs them (a `cli` invocation).",
       audit: true,
@@ -54,7 +55,7 @@ export const rpc: Family = {
           commands: s.commands ?? s.subcommands ?? [],
         };
         service(c).registerCli(c.module, out);
-        return true;
+        return true as const;
       },
     }),
   ],

@@ -2,6 +2,7 @@
 // handlers is the calling module's and no other, so no parameter can name another module's data.
 import * as v from "valibot";
 import { CapabilityError, method, type CallContext, type Family } from "./types.ts";
+import { Entry, IterPage, Plain, StorageUsage, done } from "./schemas.ts";
 import type { ModuleStore } from "../storage/store.ts";
 
 const tree = v.string();
@@ -32,20 +33,20 @@ export const storage: Family = {
   name: "storage",
   summary: "The module's own key-value trees (LevelDB), with quotas.",
   methods: [
-    method({ name: "storage_open_tree", js: "openTree", permission: "write_storage", args: ["tree"], params: v.object({ tree }), summary: "Create a tree if it does not exist.", handler: async (c, p) => { await store(c).openTree(p.tree); return true; } }),
-    method({ name: "storage_list_trees", js: "listTrees", permission: "read_storage", args: [], params: v.object({}), summary: "Names of the module's trees.", handler: (c) => store(c).listTrees() }),
-    method({ name: "storage_drop_tree", js: "dropTree", permission: "manage_storage", args: ["tree"], params: v.object({ tree }), summary: "Delete a tree and all its keys.", audit: true, handler: async (c, p) => { await store(c).dropTree(p.tree); return true; } }),
-    method({ name: "storage_get", js: "get", permission: "read_storage", args: ["tree", "key"], params: v.object({ tree, key }), summary: "Value of a key, or null.", handler: async (c, p) => (await store(c).get(p.tree, p.key)) ?? null }),
-    method({ name: "storage_contains_key", js: "has", permission: "read_storage", args: ["tree", "key"], params: v.object({ tree, key }), summary: "Whether a key exists.", handler: (c, p) => store(c).has(p.tree, p.key) }),
-    method({ name: "storage_insert", js: "put", permission: "write_storage", args: ["tree", "key", "value"], params: v.object({ tree, key, value: v.unknown() }), summary: "Set a key to a value (any plain data).", handler: async (c, p) => { await store(c).put(p.tree, p.key, p.value); return true; } }),
-    method({ name: "storage_remove", js: "delete", permission: "write_storage", args: ["tree", "key"], params: v.object({ tree, key }), summary: "Delete a key; true if it existed.", handler: (c, p) => store(c).delete(p.tree, p.key) }),
+    method({ name: "storage_open_tree", result: done, js: "openTree", permission: "write_storage", args: ["tree"], params: v.object({ tree }), summary: "Create a tree if it does not exist.", handler: async (c, p) => { await store(c).openTree(p.tree); return true as const; } }),
+    method({ name: "storage_list_trees", result: v.array(v.string()), js: "listTrees", permission: "read_storage", args: [], params: v.object({}), summary: "Names of the module's trees.", handler: (c) => store(c).listTrees() }),
+    method({ name: "storage_drop_tree", result: done, js: "dropTree", permission: "manage_storage", args: ["tree"], params: v.object({ tree }), summary: "Delete a tree and all its keys.", audit: true, handler: async (c, p) => { await store(c).dropTree(p.tree); return true as const; } }),
+    method({ name: "storage_get", result: v.nullable(Plain), js: "get", permission: "read_storage", args: ["tree", "key"], params: v.object({ tree, key }), summary: "Value of a key, or null.", handler: async (c, p) => (await store(c).get(p.tree, p.key)) ?? null }),
+    method({ name: "storage_contains_key", result: v.boolean(), js: "has", permission: "read_storage", args: ["tree", "key"], params: v.object({ tree, key }), summary: "Whether a key exists.", handler: (c, p) => store(c).has(p.tree, p.key) }),
+    method({ name: "storage_insert", result: done, js: "put", permission: "write_storage", args: ["tree", "key", "value"], params: v.object({ tree, key, value: v.unknown() }), summary: "Set a key to a value (any plain data).", handler: async (c, p) => { await store(c).put(p.tree, p.key, p.value); return true as const; } }),
+    method({ name: "storage_remove", result: v.boolean(), js: "delete", permission: "write_storage", args: ["tree", "key"], params: v.object({ tree, key }), summary: "Delete a key; true if it existed.", handler: (c, p) => store(c).delete(p.tree, p.key) }),
     method({
-      name: "storage_iter", js: "iterate", permission: "read_storage", args: ["tree", "options"], params: iterOpts,
+      name: "storage_iter", result: v.union([v.array(Entry), IterPage]), handWritten: { ts: "overloads: paged: true answers an IterPage", rust: "two methods, storage_iter and storage_iter_page (paged), with generic values" }, js: "iterate", permission: "read_storage", args: ["tree", "options"], params: iterOpts,
       summary: "Entries in key order, within gt/gte/lt/lte/prefix bounds, up to limit (default 1000) and storage_iter_max_bytes; with paged: true, {entries, cursor} (pass cursor back for the next page; null at the end).",
       handler: (c, p) => { const { tree: t, ...opts } = p; return store(c).iterate(t, opts, c.maxAnswerBytes === undefined ? undefined : Math.floor(c.maxAnswerBytes * 0.9)); },
     }),
-    method({ name: "storage_transaction", js: "transaction", permission: "write_storage", args: ["tree", "ops"], params: v.object({ tree, ops }), summary: "Apply put/delete operations atomically: all or none.", handler: async (c, p) => { await store(c).batch(p.tree, p.ops); return true; } }),
-    method({ name: "storage_usage", js: "usage", permission: "read_storage", args: [], params: v.object({}), summary: "Bytes, keys and trees used, and the quota.", handler: async (c) => {
+    method({ name: "storage_transaction", result: done, js: "transaction", permission: "write_storage", args: ["tree", "ops"], params: v.object({ tree, ops }), summary: "Apply put/delete operations atomically: all or none.", handler: async (c, p) => { await store(c).batch(p.tree, p.ops); return true as const; } }),
+    method({ name: "storage_usage", result: StorageUsage, js: "usage", permission: "read_storage", args: [], params: v.object({}), summary: "Bytes, keys and trees used, and the quota.", handler: async (c) => {
       // snake_case on the wire, like every other result.
       const u = await store(c).usage();
       const q = u.quota;
