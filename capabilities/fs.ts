@@ -40,7 +40,7 @@ export const fs: Family = {
     }),
     method({
       name: "write_file", result: done, handWritten: { rust: "data as impl AsRef<[u8]>, sent as binary; append_file for append" }, js: "writeFile", permission: "write_filesystem", args: ["path", "data", "options"],
-      params: v.object({ path: filePath, data: v.union([v.string(), v.instance(Uint8Array)]), append: v.optional(v.boolean()) }),
+      params: v.object({ path: filePath, data: v.union([v.string(), Bytes]), append: v.optional(v.boolean()) }),
       summary: "Create or replace a file with a string (UTF-8) or bytes; with `append` (ctx: `{ append: true }`) add to its end.",
       targets: target,
       handler: async (c, p) => {

@@ -265,7 +265,7 @@ export const hooks: Family = {
   summary: "Hooks with results at the host's hook points (docs/module-guide.md, Hooks).",
   methods: [
     method({
-      name: "register_hook", result: HookRegistered, callback: "hook", handWritten: { rust: "before and after as slices, always sent" }, js: "register", permission: "register_hook", args: ["point", "handler", "options"],
+      name: "register_hook", result: HookRegistered, callback: "hook", handWritten: { rust: "before and after as slices, left out when empty" }, js: "register", permission: "register_hook", args: ["point", "handler", "options"],
       params: v.object({ point: pointName, before: names, after: names }),
       summary: `Run this module's hook at \`point\` (one per point; registering again replaces it, order included); \`before\`/\`after\` name modules whose hooks this one must precede or follow. Returns the chain's order. A cycle is refused (invalid_params, naming the modules); at most ${MAX_HOOKS_PER_POINT} hooks per point. Calls arrive as \`hook\` invocations {point, payload}.`,
       targets: (p) => [p.point],

@@ -4,7 +4,7 @@
 // clear `unavailable` error, never a silent null.
 import * as v from "valibot";
 import { method, type CallContext, type Family, serviceOf } from "./types.ts";
-import { Plain, done, none } from "./schemas.ts";
+import { Plain, done, none, named } from "./schemas.ts";
 
 
 const providers = (c: CallContext) => serviceOf(c, "providers");
@@ -31,7 +31,7 @@ export const lightning: Family = {
     }),
     method({
       name: "register_provider", result: done, callback: "provider", js: "provide", permission: "register_module_api", args: ["kind"],
-      params: v.object({ kind: v.picklist(["lightning", "payment", "mining", "governance"], 'kind must be "lightning", "payment", "mining" or "governance"') }),
+      params: v.object({ kind: named("ProviderKind", v.picklist(["lightning", "payment", "mining", "governance"], 'kind must be "lightning", "payment", "mining" or "governance"')) }),
       summary: "Become the provider of a role the operator designated this module for ([modules.providers]): answer the role's methods and publish its events. One provider per role.",
       audit: true,
       handler: async (c, p) => {

@@ -17,12 +17,12 @@ import type { CallContext } from "./types.ts";
 
 /** Hex of raw bytes, at most `maxBytes` bytes. */
 export function rawHex(maxBytes: number) {
-  return v.pipe(
+  return named("Hex", v.pipe(
     v.string(),
     v.maxLength(maxBytes * 2, `at most ${maxBytes} bytes (${maxBytes * 2} hex characters)`),
     v.regex(/^(?:[0-9a-fA-F]{2})+$/, "expected hex (an even number of 0-9a-f characters)"),
     v.toLowerCase(),
-  );
+  ));
 }
 
 /** A block is at most 4 MB (weight 4,000,000, every byte at least weight 1). */

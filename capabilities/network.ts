@@ -6,7 +6,7 @@
 // How the URL, the name resolution and the exchange are handled: ./http.ts.
 import * as v from "valibot";
 import { method, type Family } from "./types.ts";
-import { HttpResponse, NetworkStats, PeerInfo, none } from "./schemas.ts";
+import { Bytes, HttpResponse, NetworkStats, PeerInfo, none } from "./schemas.ts";
 import {
   DEFAULT_TIMEOUT_MS, HTTP_METHODS, MAX_IN_FLIGHT, MAX_REQUEST_BODY_BYTES, MAX_RESPONSE_BODY_BYTES, MAX_TIMEOUT_MS,
   headerProblems, httpExchange, parseHttpUrl, systemResolver, type HttpTarget,
@@ -38,7 +38,7 @@ const httpParams = v.pipe(
     url,
     method: v.optional(v.pipe(v.string(), v.toUpperCase(), v.picklist(HTTP_METHODS, `method must be one of ${HTTP_METHODS.join(", ")}`))),
     headers: v.optional(headers),
-    body: v.optional(v.union([v.string(), v.instance(Uint8Array)], "body must be a string or a Uint8Array")),
+    body: v.optional(v.union([v.string(), Bytes], "body must be a string or a Uint8Array")),
     encoding: v.optional(v.picklist(["utf8", "binary"], 'encoding must be "utf8" or "binary"')),
     timeout_ms: v.optional(v.pipe(
       v.number(),

@@ -5,16 +5,16 @@
 // can only ever register under its own name.
 import * as v from "valibot";
 import { method, type CallContext, type CliSpec, type Family, serviceOf } from "./types.ts";
-import { done } from "./schemas.ts";
+import { done, named } from "./schemas.ts";
 
 const service = (c: CallContext) => serviceOf(c, "rpc");
 
 const name = v.pipe(v.string(), v.maxLength(128));
 const text = v.pipe(v.string(), v.maxLength(1024));
-const arg = v.object({ name, required: v.optional(v.boolean()), about: v.optional(text) });
-const command = v.object({ name, about: v.optional(text), args: v.optional(v.pipe(v.array(arg), v.maxLength(32))) });
+const arg = named("CliArg", v.object({ name, required: v.optional(v.boolean()), about: v.optional(text) }));
+const command = named("CliCommand", v.object({ name, about: v.optional(text), args: v.optional(v.pipe(v.array(arg), v.maxLength(32))) }));
 // `subcommands` is the BLVM node's spelling (CliSpec.subcommands); `commands` is modhost's.
-const spec = v.pipe(
+const spec = named("CliSpec", v.pipe(
   v.object({
     name: v.optional(name),
     about: v.optional(text),
@@ -23,7 +23,7 @@ const spec = v.pipe(
     subcommands: v.optional(v.pipe(v.array(command), v.maxLength(64))),
   }),
   v.check((s) => s.commands !== undefined || s.subcommands !== undefined, "the spec needs a commands list"),
-);
+));
 
 export const rpc: Family = {
   name: "rpc",

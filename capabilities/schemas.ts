@@ -21,7 +21,7 @@ export function nameOf(schema: object): string | undefined {
 /** A field's or type's description in the SDKs (a doc comment there). */
 export const doc = <S extends v.GenericSchema>(text: string, schema: S) => v.pipe(schema, v.description(text));
 
-export const hash = v.pipe(v.string(), v.regex(/^[0-9a-fA-F]{64}$/, "expected a 64-character hex hash"), v.toLowerCase());
+export const hash = named("Hex", v.pipe(v.string(), v.regex(/^[0-9a-fA-F]{64}$/, "expected a 64-character hex hash"), v.toLowerCase()));
 export const height = v.pipe(v.number(), v.integer("expected an integer height"), v.minValue(0));
 export const vout = v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(0xffffffff));
 export const none = v.object({});

@@ -2,27 +2,33 @@
 // handlers is the calling module's and no other, so no parameter can name another module's data.
 import * as v from "valibot";
 import { CapabilityError, method, type CallContext, type Family } from "./types.ts";
-import { Entry, IterPage, Plain, StorageUsage, done } from "./schemas.ts";
+import { Entry, IterPage, Plain, StorageUsage, done, doc, named } from "./schemas.ts";
 import type { ModuleStore } from "../storage/store.ts";
 
 const tree = v.string();
 const key = v.string();
 const ops = v.pipe(
-  v.array(v.variant("op", [
+  v.array(named("StorageOp", v.variant("op", [
     v.object({ op: v.literal("put"), key, value: v.unknown() }),
     v.object({ op: v.literal("delete"), key }),
-  ])),
+  ]))),
   v.maxLength(10_000, "at most 10000 operations per transaction"),
 );
 const bound = v.optional(v.string());
-const iterOpts = v.object({
-  tree,
-  gt: bound, gte: bound, lt: bound, lte: bound, prefix: bound,
+const iterBounds = {
+  gt: bound, gte: bound, lt: bound, lte: bound,
+  prefix: doc("Only keys starting with this string (combined with the range options).", bound),
   reverse: v.optional(v.boolean()),
-  limit: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(10_000))),
-  paged: v.optional(v.boolean()),
-  cursor: v.optional(v.pipe(v.string(), v.maxLength(100_000))),
-});
+  limit: doc("Default 1000, at most 10000.", v.optional(v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(10_000)))),
+  paged: doc(
+    "Page through a range: the answer is {entries, cursor} instead of an array, and it stops at the byte limit (storage_iter_max_bytes) as well as at `limit`.",
+    v.optional(v.boolean()),
+  ),
+  cursor: doc("From a previous paged answer: go on after the last entry it returned.", v.optional(v.pipe(v.string(), v.maxLength(100_000)))),
+};
+/** Bounds for storage iteration (the params of storage_iter but the tree). */
+const IterOptions = named("IterOptions", v.object(iterBounds));
+const iterOpts = v.object({ tree, ...IterOptions.entries });
 
 function store(c: CallContext): ModuleStore {
   if (!c.store) throw new CapabilityError("unavailable", "storage is not open for this module");
@@ -32,6 +38,8 @@ function store(c: CallContext): ModuleStore {
 export const storage: Family = {
   name: "storage",
   summary: "The module's own key-value trees (LevelDB), with quotas.",
+  // storage_iter's params but the tree: the options argument of storage.iterate.
+  types: [IterOptions],
   methods: [
     method({ name: "storage_open_tree", result: done, js: "openTree", permission: "write_storage", args: ["tree"], params: v.object({ tree }), summary: "Create a tree if it does not exist.", handler: async (c, p) => { await store(c).openTree(p.tree); return true as const; } }),
     method({ name: "storage_list_trees", result: v.array(v.string()), js: "listTrees", permission: "read_storage", args: [], params: v.object({}), summary: "Names of the module's trees.", handler: (c) => store(c).listTrees() }),

@@ -189,6 +189,8 @@ export interface Family {
   readonly name: string;
   readonly summary: string;
   readonly methods: readonly MethodDef[];
+  /** Named types (capabilities/schemas.ts named()) the SDKs export beyond those in params and results. */
+  readonly types?: readonly v.GenericSchema[];
 }
 
 type ServiceName = Exclude<keyof HostServices, "publish" | "forget" | "resolve" | "blockSubmitted">;
