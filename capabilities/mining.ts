@@ -31,7 +31,7 @@ export const MAX_BLOCK_BYTES = 4_000_000;
 const templateOptions = named("BlockTemplateOptions", v.object({
   rules: v.optional(v.pipe(v.array(v.pipe(v.string(), v.maxLength(64))), v.maxLength(32))),
   coinbase_script: v.optional(rawHex(10_000)),
-}));
+}), { rust: "built with its own methods" });
 
 export const mining: Family = {
   name: "mining",

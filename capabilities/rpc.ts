@@ -11,8 +11,8 @@ const service = (c: CallContext) => serviceOf(c, "rpc");
 
 const name = v.pipe(v.string(), v.maxLength(128));
 const text = v.pipe(v.string(), v.maxLength(1024));
-const arg = named("CliArg", v.object({ name, required: v.optional(v.boolean()), about: v.optional(text) }));
-const command = named("CliCommand", v.object({ name, about: v.optional(text), args: v.optional(v.pipe(v.array(arg), v.maxLength(32))) }));
+const arg = named("CliArg", v.object({ name, required: v.optional(v.boolean()), about: v.optional(text) }), { rust: "built with its own methods" });
+const command = named("CliCommand", v.object({ name, about: v.optional(text), args: v.optional(v.pipe(v.array(arg), v.maxLength(32))) }), { rust: "built with its own methods" });
 // `subcommands` is the BLVM node's spelling (CliSpec.subcommands); `commands` is modhost's.
 const spec = named("CliSpec", v.pipe(
   v.object({
@@ -23,7 +23,7 @@ const spec = named("CliSpec", v.pipe(
     subcommands: v.optional(v.pipe(v.array(command), v.maxLength(64))),
   }),
   v.check((s) => s.commands !== undefined || s.subcommands !== undefined, "the spec needs a commands list"),
-));
+), { rust: "built with its own methods" });
 
 export const rpc: Family = {
   name: "rpc",

@@ -6,10 +6,16 @@
 import * as v from "valibot";
 
 const NAMES = new WeakMap<object, string>();
+const RUST_BY_HAND = new WeakMap<object, string>();
 
-/** Gives a schema a type name in the SDKs (`Block`, `ChainInfo`); returns the same schema. */
-export function named<S extends v.GenericSchema>(name: string, schema: S): S {
+/**
+ * Gives a schema a type name in the SDKs (`Block`, `ChainInfo`); returns the same schema. The
+ * Rust SDK's struct is generated too unless `rust` says why it is written by hand in
+ * sdk/rust/src/types.rs (picklists always are: enums with documented variants).
+ */
+export function named<S extends v.GenericSchema>(name: string, schema: S, options: { rust?: string } = {}): S {
   NAMES.set(schema, name);
+  if (options.rust) RUST_BY_HAND.set(schema, options.rust);
   return schema;
 }
 
@@ -17,6 +23,17 @@ export function named<S extends v.GenericSchema>(name: string, schema: S): S {
 export function nameOf(schema: object): string | undefined {
   return NAMES.get(schema);
 }
+
+/** Why a named type's Rust form is written by hand, when it is. */
+export function rustByHand(schema: object): string | undefined {
+  return RUST_BY_HAND.get(schema);
+}
+
+/**
+ * A field that a lighter form of its type leaves out (include_hex: false): the Rust SDK's one
+ * struct for both forms reads it as empty when absent.
+ */
+export const omittedWhenLight = <S extends v.GenericSchema>(schema: S) => v.pipe(schema, v.metadata({ omittedWhenLight: true }));
 
 /** A field's or type's description in the SDKs (a doc comment there). */
 export const doc = <S extends v.GenericSchema>(text: string, schema: S) => v.pipe(schema, v.description(text));
@@ -40,8 +57,8 @@ export const done = v.literal(true);
 const headerFields = {
   hash: Hex, height: u64, version: i64, prev_hash: Hex, merkle_root: Hex, time: u64, bits: u64, nonce: u64,
 };
-export const LightBlockHeader = named("LightBlockHeader", v.object(headerFields));
-export const BlockHeader = named("BlockHeader", v.object({ ...headerFields, hex: doc("Hex of the 80 serialised header bytes.", Hex) }));
+export const LightBlockHeader = named("LightBlockHeader", v.object(headerFields), { rust: "the Rust SDK reads both forms into BlockHeader" });
+export const BlockHeader = named("BlockHeader", v.object({ ...headerFields, hex: doc("Hex of the 80 serialised header bytes (empty in the Rust SDK when include_hex is false).", omittedWhenLight(Hex)) }));
 
 export const TxInput = named("TxInput", v.object({
   txid: Hex, vout: u64, script_sig: Hex, sequence: u64, witness: v.array(Hex),
@@ -54,16 +71,16 @@ export const TxOutput = named("TxOutput", v.object({
 const txFields = {
   txid: Hex, wtxid: Hex, version: i64, locktime: u64, inputs: v.array(TxInput), outputs: v.array(TxOutput), size: u64, vsize: u64, weight: u64,
 };
-export const LightTransaction = named("LightTransaction", v.object(txFields));
-export const Transaction = named("Transaction", v.object({ ...txFields, hex: doc("Full serialisation, witness included.", Hex) }));
+export const LightTransaction = named("LightTransaction", v.object(txFields), { rust: "the Rust SDK reads both forms into Transaction" });
+export const Transaction = named("Transaction", v.object({ ...txFields, hex: doc("Full serialisation, witness included.", omittedWhenLight(Hex)) }));
 
 const blockFields = { hash: Hex, height: u64, size: u64, weight: u64 };
 export const Block = named("Block", v.object({
-  header: BlockHeader, ...blockFields, transactions: v.array(Transaction), hex: doc("Full block serialisation.", Hex),
+  header: BlockHeader, ...blockFields, transactions: v.array(Transaction), hex: doc("Full block serialisation.", omittedWhenLight(Hex)),
 }));
 export const LightBlock = doc(
   "A block without the raw hex of the block, its header and its transactions (include_hex: false).",
-  named("LightBlock", v.object({ header: LightBlockHeader, ...blockFields, transactions: v.array(LightTransaction) })),
+  named("LightBlock", v.object({ header: LightBlockHeader, ...blockFields, transactions: v.array(LightTransaction) }), { rust: "the Rust SDK reads both forms into Block" }),
 );
 
 export const Utxo = named("Utxo", v.object({
@@ -109,47 +126,61 @@ export const SubmitBlockResult = named("SubmitBlockResult", v.object({
   hash: doc("The block hash, when the block could be decoded.", v.optional(Hex)),
 }));
 
-export const StorageQuota = named("StorageQuota", v.object({ max_bytes: u64, max_keys: u64, max_trees: u64, max_value_bytes: u64, max_key_bytes: u64 }));
-export const StorageUsage = named("StorageUsage", v.object({ bytes: u64, keys: u64, trees: u64, quota: StorageQuota }));
+export const StorageQuota = named("StorageQuota", v.object({ max_bytes: u64, max_keys: u64, max_trees: u64, max_value_bytes: u64, max_key_bytes: u64 }), {
+  rust: "also reads the camelCase keys older hosts sent",
+});
+export const StorageUsage = named("StorageUsage", v.object({ bytes: u64, keys: u64, trees: u64, quota: StorageQuota }), {
+  rust: "quota is an Option there, for older hosts",
+});
 /** Raw bytes (MessagePack binary on the wire; Uint8Array in TypeScript). */
 export const Bytes = named("Bytes", v.custom<Uint8Array>((x) => x instanceof Uint8Array, "expected bytes (a Uint8Array)"));
 /** A stored value: any plain data. */
 export const Plain = v.unknown();
-export const Entry = named("Entry", v.object({ key: v.string(), value: Plain }));
+export const Entry = named("Entry", v.object({ key: v.string(), value: Plain }), { rust: "generic in its value type" });
 export const IterPage = named("IterPage", v.object({
   entries: v.array(Entry),
   cursor: doc("Pass it back (with the same other options) for the next page; null at the end of the range.", v.nullable(v.string())),
-}));
+}), { rust: "generic in its value type" });
 
 export const FileType = named("FileType", v.picklist(["file", "directory", "symlink", "other"]));
 export const DirEntry = named("DirEntry", v.object({ name: v.string(), type: FileType }));
 export const FileMetadata = named("FileMetadata", v.object({
-  path: v.string(), size: u64, is_file: v.boolean(), is_directory: v.boolean(),
-  modified: doc("Milliseconds since the epoch.", u64),
-  created: doc("Milliseconds since the epoch; null when the filesystem does not record it.", v.nullable(u64)),
+  path: doc('The canonical path, relative to the data directory ("" for the directory itself).', v.string()),
+  size: u64, is_file: v.boolean(), is_directory: v.boolean(),
+  modified: doc("Milliseconds since the epoch.", i64),
+  created: doc("Milliseconds since the epoch; null when the filesystem does not record it.", v.nullable(i64)),
 }));
 
 export const ModuleInfo = named("ModuleInfo", v.object({
-  name: v.string(), version: v.string(), runtime: v.string(),
-  state: doc('"running", "starting", "stopped", "crashed", "failed", ...', v.string()),
+  name: v.string(), version: v.string(),
+  runtime: doc('"native" or "isolate".', v.string()),
+  state: doc('"running", "starting", "stopped", "crashed", "failed", "quarantined", ...', v.string()),
   description: v.nullable(v.string()),
   api: doc("Methods of its module API, when it registered one.", v.array(v.string())),
 }));
 
 export const MetricKind = named("MetricKind", v.picklist(["counter", "gauge", "histogram"]));
+/** A histogram as get_module_metrics and get_all_metrics answer it. */
+export const HistogramSummary = doc(
+  "A histogram read back: observations counted in fixed buckets.",
+  named("HistogramSummary", v.object({
+    count: u64, sum: f64,
+    buckets: doc("[upper bound, cumulative count] pairs, in increasing bound order.", v.array(v.tuple([f64, u64]))),
+  })),
+);
 export const Metric = named("Metric", v.object({
   name: v.string(), kind: MetricKind,
   value: doc(
     "Counter and gauge: the value; histogram: a bounded summary {count, sum, buckets: [[upper bound, cumulative count], ...]} over fixed buckets.",
-    v.union([f64, v.array(f64), v.object({ count: u64, sum: f64, buckets: v.array(v.tuple([f64, u64])) })]),
+    v.union([f64, v.array(f64), HistogramSummary]),
   ),
   labels: v.record(v.string(), v.string()),
   timestamp: doc("Milliseconds since the epoch, set by the host.", u64),
-}));
+}), { rust: "its value is the MetricValue enum, which numbers and slices convert into" });
 
 export const HttpResponse = named("HttpResponse", v.object({
   status: v.pipe(v.number(), v.integer(), v.minValue(100), v.maxValue(999)),
   headers: doc('Names lowercased; a header received several times is joined with ", ".', v.record(v.string(), v.string())),
   body: doc('At most 8 MiB; a string with encoding "utf8".', v.union([Bytes, v.string()])),
   url: doc("The URL that answered: the one requested, normalised (redirects are not followed).", v.string()),
-}));
+}), { rust: "its body is always bytes there (read_text and json decode it)" });

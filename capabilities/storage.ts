@@ -11,7 +11,7 @@ const ops = v.pipe(
   v.array(named("StorageOp", v.variant("op", [
     v.object({ op: v.literal("put"), key, value: v.unknown() }),
     v.object({ op: v.literal("delete"), key }),
-  ]))),
+  ]), { rust: "an enum of its own" })),
   v.maxLength(10_000, "at most 10000 operations per transaction"),
 );
 const bound = v.optional(v.string());
@@ -27,7 +27,7 @@ const iterBounds = {
   cursor: doc("From a previous paged answer: go on after the last entry it returned.", v.optional(v.pipe(v.string(), v.maxLength(100_000)))),
 };
 /** Bounds for storage iteration (the params of storage_iter but the tree). */
-const IterOptions = named("IterOptions", v.object(iterBounds));
+const IterOptions = named("IterOptions", v.object(iterBounds), { rust: "built with its own methods" });
 const iterOpts = v.object({ tree, ...IterOptions.entries });
 
 function store(c: CallContext): ModuleStore {

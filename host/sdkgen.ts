@@ -15,8 +15,8 @@
 
 import type * as v from "valibot";
 import { FAMILIES } from "../capabilities/families.ts";
-import { nameOf as nameOfExact } from "../capabilities/schemas.ts";
-import type { MethodDef } from "../capabilities/types.ts";
+import { nameOf as nameOfExact, rustByHand as rustByHandExact } from "../capabilities/schemas.ts";
+import type { Family, MethodDef } from "../capabilities/types.ts";
 
 type Schema = v.GenericSchema & Record<string, unknown>;
 
@@ -51,11 +51,19 @@ function fail(where: string, what: string, sdk: "ts" | "rust"): never {
 }
 
 const s = (schema: unknown) => schema as Schema;
-/** A schema's SDK name, also through a pipe that only adds a description or checks. */
-const nameOf = (schema: object): string | undefined => {
+/** A lookup by schema that also sees through a pipe (which only adds a description or checks). */
+const throughPipe = <T>(look: (x: object) => T | undefined) => (schema: object): T | undefined => {
   const pipe = (schema as Schema)["pipe"];
-  return nameOfExact(schema) ?? (Array.isArray(pipe) ? nameOfExact(pipe[0] as object) : undefined);
+  return look(schema) ?? (Array.isArray(pipe) ? look(pipe[0] as object) : undefined);
 };
+/** A schema's SDK name (capabilities/schemas.ts named()). */
+const nameOf = throughPipe(nameOfExact);
+const rustByHand = throughPipe(rustByHandExact);
+/** The actions of a schema's pipe, with those of the schema it extends (doc(u64) pipes a pipe). */
+const actionsOf = (y: Schema): Array<Record<string, unknown>> =>
+  ((y["pipe"] as Array<Record<string, unknown>> | undefined) ?? []).flatMap((a, i) => (i === 0 && a !== y && a["kind"] === "schema" ? actionsOf(a as Schema) : [a]));
+const metadata = (schema: Schema, key: string): boolean =>
+  actionsOf(schema).some((a) => a["type"] === "metadata" && (a["metadata"] as Record<string, unknown>)[key] === true);
 const entries = (schema: Schema) => schema["entries"] as Record<string, Schema>;
 const isOptional = (schema: Schema) => schema.type === "optional" || schema.type === "exact_optional" || schema.type === "nullish";
 const descriptionOf = (schema: Schema): string | undefined => {
@@ -67,7 +75,7 @@ const descriptionOf = (schema: Schema): string | undefined => {
 const inner = (schema: Schema) => schema["wrapped"] as Schema;
 
 /** Named schemas reachable from the catalogue, in first-use order (a name's first definition wins). */
-function collectNamed(): Map<string, Schema> {
+function collectNamed(families: readonly Family[]): Map<string, Schema> {
   const out = new Map<string, Schema>();
   const seen = new Set<object>();
   const walk = (x: Schema) => {
@@ -80,7 +88,7 @@ function collectNamed(): Map<string, Schema> {
     if (x["entries"]) for (const e of Object.values(entries(x))) walk(e);
     if (name) out.set(name, x);
   };
-  for (const f of FAMILIES) {
+  for (const f of families) {
     for (const m of f.methods) { walk(s(m.params)); walk(s(m.result)); }
     for (const t of f.types ?? []) walk(s(t));
   }
@@ -158,7 +166,8 @@ function tsMethod(family: string, m: MethodDef): string[] {
 
 const interfaceName = (family: string) => `${family[0]!.toUpperCase()}${family.slice(1)}Methods`;
 
-export function typescriptSdk(): string {
+/** sdk/types/generated.ts; `families` are the catalogue's unless a test passes its own. */
+export function typescriptSdk(families: readonly Family[] = FAMILIES): string {
   const out: string[] = [
     "// The typed methods of `ctx` and the types they answer.",
     "//",
@@ -171,7 +180,7 @@ export function typescriptSdk(): string {
     "export type Plain = null | boolean | number | string | Uint8Array | Plain[] | { [key: string]: Plain };",
     "",
   ];
-  for (const [name, x] of collectNamed()) {
+  for (const [name, x] of collectNamed(families)) {
     if (name === "Bytes") continue;
     const desc = descriptionOf(x);
     const type = x.type;
@@ -187,7 +196,7 @@ export function typescriptSdk(): string {
   }
   const handWritten: string[] = [];
   const all: string[] = [];
-  for (const f of FAMILIES) {
+  for (const f of families) {
     const generated: string[] = [];
     const names: string[] = [];
     for (const m of f.methods) {
@@ -216,7 +225,7 @@ const pascal = (name: string) => name.split("_").map((p) => p[0]!.toUpperCase() 
 
 /** Range of an integer schema from its pipe: the Rust integer type. */
 function rustNumber(x: Schema): string {
-  const pipe = (x["pipe"] as Array<Record<string, unknown>> | undefined) ?? [];
+  const pipe = actionsOf(x);
   if (!pipe.some((a) => a["type"] === "integer")) return "f64";
   const min = pipe.filter((a) => a["type"] === "min_value").map((a) => Number(a["requirement"]));
   const max = pipe.filter((a) => a["type"] === "max_value").map((a) => Number(a["requirement"]));
@@ -278,7 +287,52 @@ function rustResult(x: Schema, where: string, generic: string | undefined): stri
   return fail(where, `a result schema of type "${x.type}"`, "rust");
 }
 
+function rustFieldType(x: Schema, where: string): string {
+  const name = nameOf(x);
+  if (name && name !== "Hex") return name;
+  switch (x.type) {
+    case "string": case "picklist": return "String";
+    case "number": return rustNumber(x);
+    case "boolean": return "bool";
+    case "unknown": return "Value";
+    case "optional": case "exact_optional": case "nullable": case "nullish": return `Option<${rustFieldType(inner(x), where)}>`;
+    case "array": return `Vec<${rustFieldType(s(x["item"]), where)}>`;
+    case "record": return `BTreeMap<String, ${rustFieldType(s(x["value"]), where)}>`;
+    case "tuple": return `(${(x["items"] as Schema[]).map((i) => rustFieldType(i, where)).join(", ")})`;
+  }
+  return fail(where, `a field schema of type "${x.type}"`, "rust");
+}
+
+/** The Rust structs of the named object types, and the named types written by hand in types.rs (with why). */
+function rustStructs(families: readonly Family[]): { code: string[]; byHand: string[] } {
+  const code: string[] = [];
+  const byHand: string[] = [];
+  for (const [name, x] of collectNamed(families)) {
+    if (name === "Hex" || name === "Bytes") continue;
+    const hand = rustByHand(x) ?? (x.type === "picklist" ? "an enum, its variants documented one by one" : undefined);
+    if (hand) {
+      byHand.push(`//! - \`${name}\`: ${hand}.`);
+      continue;
+    }
+    if (!x.type.endsWith("object")) fail(name, `a named schema of type "${x.type}"`, "rust");
+    code.push(...rustDoc([literal(descriptionOf(x) ?? "")], ""), "#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]", `pub struct ${name} {`);
+    for (const [k, e] of Object.entries(entries(x))) {
+      const type = rustFieldType(e, `${name}.${k}`);
+      code.push(...rustDoc([literal(descriptionOf(e) ?? "")], "    "));
+      // Absent, an Option reads as None and a list as empty (older hosts, lighter forms).
+      if (type.startsWith("Option<") || type.startsWith("Vec<") || metadata(e, "omittedWhenLight")) code.push("    #[serde(default)]");
+      const field = RUST_KEYWORDS.has(k) ? `${k}_` : k;
+      if (field !== k) code.push(`    #[serde(rename = "${k}")]`);
+      code.push(`    pub ${field}: ${type},`);
+    }
+    code.push("}", "");
+  }
+  return { code, byHand };
+}
+
 const rustDoc = (lines: string[], indent: string) => wrap(lines.filter(Boolean).join(" ")).map((l) => `${indent}/// ${l}`);
+/** Text for a doc comment whose square brackets are not links. */
+const literal = (text: string) => text.replace(/\[/g, "\\[").replace(/\]/g, "\\]");
 
 function rustMethod(family: string, m: MethodDef, structs: string[]): string[] {
   const where = `${m.name} (capabilities/${family}.ts)`;
@@ -286,10 +340,11 @@ function rustMethod(family: string, m: MethodDef, structs: string[]): string[] {
   const fields = entries(params);
   const perm = m.permission ? `Needs \`${m.permission}\`.` : "";
   const calls = m.callback ? `Calls arrive as \`${m.callback}\` invocations: handle them with [\`Client::on_${m.callback}\`] first.` : "";
-  const docs = rustDoc([m.summary.replace(/\[/g, "\\[").replace(/\]/g, "\\]"), calls, perm], "    ");
+  const docs = rustDoc([literal(m.summary), calls, perm], "    ");
   const result = s(m.result);
   const unit = result.type === "literal" && result["literal"] === true;
-  const wireArgs = m.args.filter((a) => a !== "options");
+  // A callback's function is not a wire parameter: in Rust it is registered with Client::on_*.
+  const wireArgs = m.args.filter((a) => a !== "options" && !(m.callback && !fields[a]));
   const params_ = wireArgs.map((a) => {
     const e = fields[a];
     if (!e) fail(where, `the argument "${a}" (not a parameter)`, "rust");
@@ -334,12 +389,13 @@ function rustMethod(family: string, m: MethodDef, structs: string[]): string[] {
   ];
 }
 
-export function rustSdk(): string {
+/** sdk/rust/src/generated.rs; `families` are the catalogue's unless a test passes its own. */
+export function rustSdk(families: readonly Family[] = FAMILIES): string {
   const structs: string[] = [];
   const methods: string[] = [];
   const all: string[] = [];
   const hand: string[] = [];
-  for (const f of FAMILIES) {
+  for (const f of families) {
     methods.push(`    // ${f.name}: ${f.summary}`, "");
     for (const m of f.methods) {
       all.push(`    "${m.name}",`);
@@ -351,13 +407,16 @@ export function rustSdk(): string {
     }
   }
   while (methods.at(-1) === "") methods.pop();
+  const types = rustStructs(families);
   return [
     "//! The typed methods of [`Client`], one per host method.",
     "//!",
     ...HEADER.map((l) => `//! ${l}`),
     "//!",
     "//! The methods listed in [`HAND_WRITTEN`] are written by hand in client.rs instead (why is",
-    "//! beside each); the result types are in types.rs.",
+    "//! beside each). The structs of the named types are below; these are written by hand in",
+    "//! types.rs:",
+    ...types.byHand,
     "",
     "#![allow(clippy::all)]",
     "",
@@ -366,7 +425,7 @@ export function rustSdk(): string {
     "",
     "#[allow(unused_imports)]",
     "use serde::de::DeserializeOwned;",
-    "use serde::Serialize;",
+    "use serde::{Deserialize, Serialize};",
     "",
     "use crate::client::Client;",
     "use crate::error::Result;",
@@ -389,6 +448,7 @@ export function rustSdk(): string {
     "#[derive(Serialize)]",
     "struct NoParams {}",
     "",
+    ...types.code,
     ...structs,
     "impl Client {",
     ...methods,

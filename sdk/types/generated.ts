@@ -21,8 +21,8 @@ export interface BlockHeader {
   time: number;
   bits: number;
   nonce: number;
-  /** Hex of the 80 serialised header bytes. */
-  hex: Hex;
+  /** Hex of the 80 serialised header bytes (empty in the Rust SDK when include_hex is false). */
+  hex: string;
 }
 
 export interface TxInput {
@@ -53,7 +53,7 @@ export interface Transaction {
   vsize: number;
   weight: number;
   /** Full serialisation, witness included. */
-  hex: Hex;
+  hex: string;
 }
 
 export interface Block {
@@ -64,7 +64,7 @@ export interface Block {
   weight: number;
   transactions: Transaction[];
   /** Full block serialisation. */
-  hex: Hex;
+  hex: string;
 }
 
 export interface LightBlockHeader {
@@ -211,6 +211,14 @@ export interface CliSpec {
 
 export type MetricKind = "counter" | "gauge" | "histogram";
 
+/** A histogram read back: observations counted in fixed buckets. */
+export interface HistogramSummary {
+  count: number;
+  sum: number;
+  /** [upper bound, cumulative count] pairs, in increasing bound order. */
+  buckets: Array<[number, number]>;
+}
+
 export interface Metric {
   name: string;
   kind: MetricKind;
@@ -218,7 +226,7 @@ export interface Metric {
    * Counter and gauge: the value; histogram: a bounded summary {count, sum, buckets: [[upper
    * bound, cumulative count], ...]} over fixed buckets.
    */
-  value: number | number[] | { count: number; sum: number; buckets: Array<[number, number]> };
+  value: number | number[] | HistogramSummary;
   labels: Record<string, string>;
   /** Milliseconds since the epoch, set by the host. */
   timestamp: number;
@@ -232,6 +240,7 @@ export interface DirEntry {
 }
 
 export interface FileMetadata {
+  /** The canonical path, relative to the data directory ("" for the directory itself). */
   path: string;
   size: number;
   is_file: boolean;
@@ -245,8 +254,9 @@ export interface FileMetadata {
 export interface ModuleInfo {
   name: string;
   version: string;
+  /** "native" or "isolate". */
   runtime: string;
-  /** "running", "starting", "stopped", "crashed", "failed", ... */
+  /** "running", "starting", "stopped", "crashed", "failed", "quarantined", ... */
   state: string;
   description: string | null;
   /** Methods of its module API, when it registered one. */

@@ -5,7 +5,28 @@
 //! test/docs.test.ts fails when it is stale.
 //!
 //! The methods listed in [`HAND_WRITTEN`] are written by hand in client.rs instead (why is
-//! beside each); the result types are in types.rs.
+//! beside each). The structs of the named types are below; these are written by hand in
+//! types.rs:
+//! - `LightBlockHeader`: the Rust SDK reads both forms into BlockHeader.
+//! - `LightTransaction`: the Rust SDK reads both forms into Transaction.
+//! - `LightBlock`: the Rust SDK reads both forms into Block.
+//! - `Entry`: generic in its value type.
+//! - `IterPage`: generic in its value type.
+//! - `StorageOp`: an enum of its own.
+//! - `StorageQuota`: also reads the camelCase keys older hosts sent.
+//! - `StorageUsage`: quota is an Option there, for older hosts.
+//! - `IterOptions`: built with its own methods.
+//! - `CliArg`: built with its own methods.
+//! - `CliCommand`: built with its own methods.
+//! - `CliSpec`: built with its own methods.
+//! - `MetricKind`: an enum, its variants documented one by one.
+//! - `Metric`: its value is the MetricValue enum, which numbers and slices convert into.
+//! - `FileType`: an enum, its variants documented one by one.
+//! - `ProviderKind`: an enum, its variants documented one by one.
+//! - `HttpResponse`: its body is always bytes there (read_text and json decode it).
+//! - `BlockTemplateOptions`: built with its own methods.
+//! - `SubmitBlockStatus`: an enum, its variants documented one by one.
+//! - `HookPoint`: an enum, its variants documented one by one.
 
 #![allow(clippy::all)]
 
@@ -14,7 +35,7 @@ use std::collections::BTreeMap;
 
 #[allow(unused_imports)]
 use serde::de::DeserializeOwned;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::client::Client;
 use crate::error::Result;
@@ -119,6 +140,240 @@ pub const HAND_WRITTEN: &[&str] = &[
 /// The params of a method that takes none.
 #[derive(Serialize)]
 struct NoParams {}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BlockHeader {
+    pub hash: String,
+    pub height: u64,
+    pub version: i64,
+    pub prev_hash: String,
+    pub merkle_root: String,
+    pub time: u64,
+    pub bits: u64,
+    pub nonce: u64,
+    /// Hex of the 80 serialised header bytes (empty in the Rust SDK when include_hex is false).
+    #[serde(default)]
+    pub hex: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TxInput {
+    pub txid: String,
+    pub vout: u64,
+    pub script_sig: String,
+    pub sequence: u64,
+    #[serde(default)]
+    pub witness: Vec<String>,
+    /// True for the single input of a coinbase transaction.
+    pub coinbase: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TxOutput {
+    pub value: u64,
+    pub script_pubkey: String,
+    /// The regtest address of the output script, when it has one.
+    #[serde(default)]
+    pub address: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Transaction {
+    pub txid: String,
+    pub wtxid: String,
+    pub version: i64,
+    pub locktime: u64,
+    #[serde(default)]
+    pub inputs: Vec<TxInput>,
+    #[serde(default)]
+    pub outputs: Vec<TxOutput>,
+    pub size: u64,
+    pub vsize: u64,
+    pub weight: u64,
+    /// Full serialisation, witness included.
+    #[serde(default)]
+    pub hex: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Block {
+    pub header: BlockHeader,
+    pub hash: String,
+    pub height: u64,
+    pub size: u64,
+    pub weight: u64,
+    #[serde(default)]
+    pub transactions: Vec<Transaction>,
+    /// Full block serialisation.
+    #[serde(default)]
+    pub hex: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChainInfo {
+    pub chain: String,
+    pub tip_hash: String,
+    pub height: u64,
+    pub bits: u64,
+    pub difficulty: f64,
+    /// Total work of the active chain, as a decimal string (it exceeds 2^53).
+    pub chain_work: String,
+    pub median_time: u64,
+    pub is_synced: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Utxo {
+    pub txid: String,
+    pub vout: u64,
+    pub value: u64,
+    pub script_pubkey: String,
+    #[serde(default)]
+    pub address: Option<String>,
+    pub height: u64,
+    pub coinbase: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MempoolEntry {
+    pub txid: String,
+    pub fee: u64,
+    pub vsize: u64,
+    /// Fee rate in sat/vB.
+    pub fee_rate: f64,
+    pub time: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MempoolInfo {
+    pub transaction_count: u64,
+    pub size_bytes: u64,
+    pub total_fee_sats: u64,
+}
+
+/// A histogram read back: observations counted in fixed buckets.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistogramSummary {
+    pub count: u64,
+    pub sum: f64,
+    /// \[upper bound, cumulative count\] pairs, in increasing bound order.
+    #[serde(default)]
+    pub buckets: Vec<(f64, u64)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DirEntry {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub type_: FileType,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FileMetadata {
+    /// The canonical path, relative to the data directory ("" for the directory itself).
+    pub path: String,
+    pub size: u64,
+    pub is_file: bool,
+    pub is_directory: bool,
+    /// Milliseconds since the epoch.
+    pub modified: i64,
+    /// Milliseconds since the epoch; null when the filesystem does not record it.
+    #[serde(default)]
+    pub created: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModuleInfo {
+    pub name: String,
+    pub version: String,
+    /// "native" or "isolate".
+    pub runtime: String,
+    /// "running", "starting", "stopped", "crashed", "failed", "quarantined", ...
+    pub state: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Methods of its module API, when it registered one.
+    #[serde(default)]
+    pub api: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NetworkStats {
+    pub peer_count: u64,
+    /// Estimated network hash rate (hashes per second).
+    pub hash_rate: f64,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PeerInfo {
+    pub addr: String,
+    pub transport_type: String,
+    /// Service bits the peer advertises.
+    pub services: u64,
+    /// Its protocol version.
+    pub version: u64,
+    /// Seconds since the epoch.
+    pub connected_since: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TemplateTransaction {
+    pub txid: String,
+    pub wtxid: String,
+    pub hex: String,
+    pub fee: u64,
+    pub weight: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CoinbaseTx {
+    pub txid: String,
+    pub hex: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BlockTemplate {
+    pub version: i64,
+    pub previous_block_hash: String,
+    pub height: u64,
+    pub bits: u64,
+    /// The proof-of-work target for `bits`, as 64 hex characters.
+    pub target: String,
+    /// Suggested header time; min_time is the earliest the chain accepts (median time past + 1).
+    pub cur_time: u64,
+    pub min_time: u64,
+    /// Mempool transactions for the block, in a valid order, with their fees.
+    #[serde(default)]
+    pub transactions: Vec<TemplateTransaction>,
+    /// Subsidy plus the fees of `transactions`: the most the coinbase may pay out.
+    pub coinbase_value: u64,
+    /// The BIP141 witness commitment output script (uses a 32-byte zero witness reserved value).
+    pub default_witness_commitment: String,
+    /// With a coinbase script: a complete coinbase (BIP34 height, commitment) paying coinbase_value
+    /// to it.
+    #[serde(default)]
+    pub coinbase_tx: Option<CoinbaseTx>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubmitBlockResult {
+    pub result: SubmitBlockStatus,
+    /// Why a block was rejected (a bitcoind-style reason code and an explanation).
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// The block hash, when the block could be decoded.
+    #[serde(default)]
+    pub hash: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HookRegistered {
+    pub point: HookPoint,
+    #[serde(default)]
+    pub order: Vec<String>,
+}
 
 /// The params of `get_block_header`.
 #[derive(Serialize)]

@@ -41,7 +41,6 @@ pub use bootstrap::Bootstrap;
 pub use client::{Client, Shutdown, HANDSHAKE_TIMEOUT, MAX_IN_FLIGHT};
 pub use error::{Error, HandlerError, Result};
 pub use events::{Event, Events};
-pub use generated::{CATALOGUE_METHODS, HAND_WRITTEN};
 pub use protocol::{LogLevel, SDK_NAME};
 pub use types::*;
 pub use value::{from_value, to_value, Bytes, Value};

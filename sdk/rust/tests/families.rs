@@ -326,7 +326,9 @@ fn metrics() {
         );
         assert_eq!(mine[0].value.as_f64(), Some(3.0));
         assert_eq!(mine[1].kind, MetricKind::Histogram);
-        assert_eq!(mine[1].value.observations(), Some(&[1.5, 2.0, 10.0][..]));
+        let h = mine[1].value.histogram().expect("a histogram reads back as its bucket summary");
+        assert_eq!((h.count, h.sum, h.buckets.as_slice()), (3, 13.5, &[(2.5, 2), (10.0, 3)][..]));
+        assert_eq!(mine[1].value.observations(), None);
         assert_eq!(mine[1].labels.get("pool").map(String::as_str), Some("main"));
         let all = c.get_all_metrics().unwrap();
         assert_eq!(all.keys().collect::<Vec<_>>(), vec!["example", "other"]);
@@ -343,7 +345,8 @@ fn metrics() {
     let histogram = map([
         ("name", "fee_rate".into()),
         ("kind", "histogram".into()),
-        ("value", arr([1.5.into(), 2u64.into(), 10u64.into()])),
+        // Read back, a histogram is its bucket summary (what the host's metrics service answers).
+        ("value", map([("count", 3u64.into()), ("sum", 13.5.into()), ("buckets", arr([arr([2.5.into(), 2u64.into()]), arr([10u64.into(), 3u64.into()])]))])),
         ("labels", map([("kind", "segwit".into()), ("pool", "main".into())])),
         ("timestamp", 1_718_000_000_124u64.into()),
     ]);
