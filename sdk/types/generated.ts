@@ -432,8 +432,6 @@ export interface EventsMethods {
 
 /** ctx.config: The module's own configuration. */
 export interface ConfigMethods {
-  /** The module's configuration table. */
-  get(): Promise<Record<string, Plain>>;
 }
 
 /** ctx.rpc: Serve JSON-RPC methods (as <module>.<method>) and CLI commands (modhost <module> <command>). */
@@ -584,6 +582,8 @@ export interface HandWritten {
   "storage.iterate": true;
   /** events.subscribe: takes a function, which the host calls with `event` invocations. */
   "events.subscribe": true;
+  /** config.get: not a method on ctx: ctx.config is the configuration itself, kept current by the host. */
+  "config.get": true;
   /** rpc.register: takes a function, which the host calls with `rpc` invocations. */
   "rpc.register": true;
   /** rpc.registerCli: takes a function, which the host calls with `cli` invocations. */
