@@ -205,7 +205,9 @@ export function typescriptSdk(families: readonly Family[] = FAMILIES): string {
       if (why) handWritten.push(`  /** ${f.name}.${m.js}: ${why}. */`, `  ${JSON.stringify(`${f.name}.${m.js}`)}: true;`);
       else generated.push(...tsMethod(f.name, m));
     }
-    out.push(`/** ctx.${f.name}: ${f.summary} */`, `export interface ${interfaceName(f.name)} {`, ...generated, "}", "");
+    out.push(`/** ctx.${f.name}: ${f.summary} */`);
+    if (generated.length) out.push(`export interface ${interfaceName(f.name)} {`, ...generated, "}", "");
+    else out.push(`export type ${interfaceName(f.name)} = Record<never, never>;`, "");
     all.push(`  ${f.name}: ${names.join(" | ")};`);
   }
   out.push(

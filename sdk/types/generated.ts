@@ -431,8 +431,7 @@ export interface EventsMethods {
 }
 
 /** ctx.config: The module's own configuration. */
-export interface ConfigMethods {
-}
+export type ConfigMethods = Record<never, never>;
 
 /** ctx.rpc: Serve JSON-RPC methods (as <module>.<method>) and CLI commands (modhost <module> <command>). */
 export interface RpcMethods {
