@@ -3,7 +3,7 @@
 // consensus state.
 import * as v from "valibot";
 import { method, type Family } from "./types.ts";
-import { hash, height, none, vout } from "./schemas.ts";
+import { Block, BlockHeader, ChainInfo, Hex, LightBlock, Transaction, Utxo, hash, height, none, u64, vout } from "./schemas.ts";
 
 /** get_block's option: false for the lighter form without raw hex (default true). */
 const include_hex = v.optional(v.boolean("include_hex must be true or false"));
@@ -12,14 +12,14 @@ export const chain: Family = {
   name: "chain",
   summary: "Read blocks, transactions, UTXOs and chain state.",
   methods: [
-    method({ name: "get_block", js: "getBlock", permission: "read_blockchain", args: ["hash", "options"], params: v.object({ hash, include_hex }), summary: "Block by hash, or null; include_hex = false leaves out the raw hex of the block, header and transactions.", handler: (c, p) => c.chain.getBlock(p.hash, { includeHex: p.include_hex ?? true }) }),
-    method({ name: "get_block_header", js: "getBlockHeader", permission: "read_blockchain", args: ["hash"], params: v.object({ hash }), summary: "Block header by hash, or null.", handler: (c, p) => c.chain.getBlockHeader(p.hash) }),
-    method({ name: "get_block_by_height", js: "getBlockByHeight", permission: "read_blockchain", args: ["height", "options"], params: v.object({ height, include_hex }), summary: "Block of the active chain at a height, or null; include_hex as for get_block.", handler: (c, p) => c.chain.getBlockByHeight(p.height, { includeHex: p.include_hex ?? true }) }),
-    method({ name: "get_transaction", js: "getTransaction", permission: "read_blockchain", args: ["txid"], params: v.object({ txid: hash }), summary: "Confirmed or mempool transaction by txid, or null.", handler: (c, p) => c.chain.getTransaction(p.txid) }),
-    method({ name: "has_transaction", js: "hasTransaction", permission: "read_blockchain", args: ["txid"], params: v.object({ txid: hash }), summary: "Whether a transaction is known.", handler: (c, p) => c.chain.hasTransaction(p.txid) }),
-    method({ name: "get_chain_tip", js: "getChainTip", permission: "read_chain_state", args: [], params: none, summary: "Hash of the active chain's tip.", handler: (c) => c.chain.getChainTip() }),
-    method({ name: "get_block_height", js: "getBlockHeight", permission: "read_chain_state", args: [], params: none, summary: "Height of the active chain's tip.", handler: (c) => c.chain.getBlockHeight() }),
-    method({ name: "get_chain_info", js: "getChainInfo", permission: "read_chain_state", args: [], params: none, summary: "Chain name, tip, height, difficulty, chain work.", handler: (c) => c.chain.getChainInfo() }),
-    method({ name: "get_utxo", js: "getUtxo", permission: "read_utxo", args: ["txid", "vout"], params: v.object({ txid: hash, vout }), summary: "Unspent output by outpoint, or null.", handler: (c, p) => c.chain.getUtxo({ txid: p.txid, vout: p.vout }) }),
+    method({ name: "get_block", result: v.nullable(v.union([Block, LightBlock])), handWritten: { ts: "overloads: include_hex: false answers a LightBlock", rust: "one Block struct for both forms (get_block_with: the hex fields are then empty)" }, js: "getBlock", permission: "read_blockchain", args: ["hash", "options"], params: v.object({ hash, include_hex }), summary: "Block by hash, or null; include_hex = false leaves out the raw hex of the block, header and transactions.", handler: (c, p) => c.chain.getBlock(p.hash, { includeHex: p.include_hex ?? true }) }),
+    method({ name: "get_block_header", result: v.nullable(BlockHeader), js: "getBlockHeader", permission: "read_blockchain", args: ["hash"], params: v.object({ hash }), summary: "Block header by hash, or null.", handler: (c, p) => c.chain.getBlockHeader(p.hash) }),
+    method({ name: "get_block_by_height", result: v.nullable(v.union([Block, LightBlock])), handWritten: { ts: "overloads: include_hex: false answers a LightBlock", rust: "one Block struct for both forms (get_block_by_height_with: the hex fields are then empty)" }, js: "getBlockByHeight", permission: "read_blockchain", args: ["height", "options"], params: v.object({ height, include_hex }), summary: "Block of the active chain at a height, or null; include_hex as for get_block.", handler: (c, p) => c.chain.getBlockByHeight(p.height, { includeHex: p.include_hex ?? true }) }),
+    method({ name: "get_transaction", result: v.nullable(Transaction), js: "getTransaction", permission: "read_blockchain", args: ["txid"], params: v.object({ txid: hash }), summary: "Confirmed or mempool transaction by txid, or null.", handler: (c, p) => c.chain.getTransaction(p.txid) }),
+    method({ name: "has_transaction", result: v.boolean(), js: "hasTransaction", permission: "read_blockchain", args: ["txid"], params: v.object({ txid: hash }), summary: "Whether a transaction is known.", handler: (c, p) => c.chain.hasTransaction(p.txid) }),
+    method({ name: "get_chain_tip", result: Hex, js: "getChainTip", permission: "read_chain_state", args: [], params: none, summary: "Hash of the active chain's tip.", handler: (c) => c.chain.getChainTip() }),
+    method({ name: "get_block_height", result: u64, js: "getBlockHeight", permission: "read_chain_state", args: [], params: none, summary: "Height of the active chain's tip.", handler: (c) => c.chain.getBlockHeight() }),
+    method({ name: "get_chain_info", result: ChainInfo, js: "getChainInfo", permission: "read_chain_state", args: [], params: none, summary: "Chain name, tip, height, difficulty, chain work.", handler: (c) => c.chain.getChainInfo() }),
+    method({ name: "get_utxo", result: v.nullable(Utxo), js: "getUtxo", permission: "read_utxo", args: ["txid", "vout"], params: v.object({ txid: hash, vout }), summary: "Unspent output by outpoint, or null.", handler: (c, p) => c.chain.getUtxo({ txid: p.txid, vout: p.vout }) }),
   ],
 };

@@ -103,13 +103,13 @@ export const events: Family = {
   summary: "Subscribe to node and module events.",
   methods: [
     method({
-      name: "subscribe_events", js: "subscribe", permission: "subscribe_events", args: ["types"], params: v.object({ types }),
+      name: "subscribe_events", result: v.array(v.string()), callback: "event", handWritten: { rust: "the event types as &[&str]; events arrive through Client::events, not a callback" }, js: "subscribe", permission: "subscribe_events", args: ["types"], params: v.object({ types }),
       summary: "Add event types to the subscription; returns the full list.",
       targets: (p) => checkTypes(p.types),
       handler: async (c, p) => c.events.subscribe(checkTypes(p.types)),
     }),
     method({
-      name: "publish_event", js: "publish", permission: "publish_events", args: ["name", "payload"],
+      name: "publish_event", result: v.string(), js: "publish", permission: "publish_events", args: ["name", "payload"],
       params: v.object({ name: v.string(), payload: v.optional(v.unknown()) }),
       summary: `Publish an event in this module's namespace, as "module-name:name" (payload: plain data, at most ${MAX_EVENT_PAYLOAD_BYTES} bytes); returns the full event type. A provider role's event (PaymentSettled, BlockTemplateUpdated, ...) is published as the real type, only by the module the operator designated for the role, with a payload checked against its schema.`,
       handler: async (c, p) => {
@@ -125,7 +125,7 @@ export const events: Family = {
       },
     }),
     method({
-      name: "unsubscribe_events", js: "unsubscribe", permission: "subscribe_events", args: ["types"], params: v.object({ types }),
+      name: "unsubscribe_events", result: v.array(v.string()), js: "unsubscribe", permission: "subscribe_events", args: ["types"], params: v.object({ types }),
       summary: "Remove event types from the subscription; returns the remaining list.",
       handler: async (c, p) => c.events.unsubscribe(p.types),
     }),

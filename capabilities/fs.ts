@@ -5,6 +5,7 @@
 // race-free (fs-path.ts explains how).
 import * as v from "valibot";
 import { CapabilityError, method, type CallContext, type Family } from "./types.ts";
+import { Bytes, DirEntry, FileMetadata, done } from "./schemas.ts";
 import {
   deleteAt, listAt, mkdirAt, parsePath, readFileAt, statAt, writeFileAt, MAX_FILE_BYTES, MAX_LIST_ENTRIES,
 } from "./fs-path.ts";
@@ -23,7 +24,7 @@ export const fs: Family = {
   summary: "Files in the module's own data directory (symbolic links are never followed).",
   methods: [
     method({
-      name: "read_file", js: "readFile", permission: "read_filesystem", args: ["path", "encoding"],
+      name: "read_file", result: v.union([Bytes, v.string()]), handWritten: { ts: "overloads: encoding \"utf8\" answers a string", rust: "read_file (bytes) and read_file_string (utf8)" }, js: "readFile", permission: "read_filesystem", args: ["path", "encoding"],
       params: v.object({ path: filePath, encoding: v.optional(v.picklist(["utf8", "binary"])) }),
       summary: `Contents of a file: bytes, or a string with encoding "utf8" (at most ${MAX_FILE_BYTES / 1024 / 1024} MiB).`,
       targets: target,
@@ -38,37 +39,37 @@ export const fs: Family = {
       },
     }),
     method({
-      name: "write_file", js: "writeFile", permission: "write_filesystem", args: ["path", "data", "options"],
-      params: v.object({ path: filePath, data: v.union([v.string(), v.instance(Uint8Array)]), append: v.optional(v.boolean()) }),
+      name: "write_file", result: done, handWritten: { rust: "data as impl AsRef<[u8]>, sent as binary; append_file for append" }, js: "writeFile", permission: "write_filesystem", args: ["path", "data", "options"],
+      params: v.object({ path: filePath, data: v.union([v.string(), Bytes]), append: v.optional(v.boolean()) }),
       summary: "Create or replace a file with a string (UTF-8) or bytes; with `append` (ctx: `{ append: true }`) add to its end.",
       targets: target,
       handler: async (c, p) => {
         const data = typeof p.data === "string" ? Buffer.from(p.data, "utf8") : p.data;
         await writeFileAt(dataDir(c), parsePath(p.path), data, p.append === true);
-        return true;
+        return true as const;
       },
     }),
     method({
-      name: "delete_file", js: "deleteFile", permission: "manage_filesystem", args: ["path"], params: v.object({ path: filePath }),
+      name: "delete_file", result: done, js: "deleteFile", permission: "manage_filesystem", args: ["path"], params: v.object({ path: filePath }),
       summary: "Delete a file, a symbolic link (not its target) or an empty directory.",
       audit: true,
       targets: target,
-      handler: async (c, p) => { await deleteAt(dataDir(c), parsePath(p.path)); return true; },
+      handler: async (c, p) => { await deleteAt(dataDir(c), parsePath(p.path)); return true as const; },
     }),
     method({
-      name: "list_directory", js: "listDirectory", permission: "read_filesystem", args: ["path"], params: v.object({ path: filePath }),
+      name: "list_directory", result: v.array(DirEntry), js: "listDirectory", permission: "read_filesystem", args: ["path"], params: v.object({ path: filePath }),
       summary: `Entries of a directory sorted by name, as { name, type }; type is "file", "directory", "symlink" or "other" (at most ${MAX_LIST_ENTRIES}).`,
       targets: target,
       handler: (c, p) => listAt(dataDir(c), parsePath(p.path)),
     }),
     method({
-      name: "create_directory", js: "createDirectory", permission: "manage_filesystem", args: ["path"], params: v.object({ path: filePath }),
+      name: "create_directory", result: done, js: "createDirectory", permission: "manage_filesystem", args: ["path"], params: v.object({ path: filePath }),
       summary: "Create a directory and any missing parents.",
       targets: target,
-      handler: async (c, p) => { await mkdirAt(dataDir(c), parsePath(p.path)); return true; },
+      handler: async (c, p) => { await mkdirAt(dataDir(c), parsePath(p.path)); return true as const; },
     }),
     method({
-      name: "get_file_metadata", js: "stat", permission: "read_filesystem", args: ["path"], params: v.object({ path: filePath }),
+      name: "get_file_metadata", result: FileMetadata, js: "stat", permission: "read_filesystem", args: ["path"], params: v.object({ path: filePath }),
       summary: "{ path, size, is_file, is_directory, modified, created } (milliseconds; created may be null).",
       targets: target,
       handler: (c, p) => statAt(dataDir(c), parsePath(p.path)),

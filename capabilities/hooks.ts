@@ -25,7 +25,7 @@ import * as v from "valibot";
 import { HOOK_POINT_NAMES, type HookPointName } from "./catalogue.ts";
 import { CapabilityError, method, serviceOf, type CallContext, type Family, type HookRegistration, type HookService } from "./types.ts";
 import { moduleName } from "./modules.ts";
-import { hash } from "./schemas.ts";
+import { hash, named } from "./schemas.ts";
 
 export { HOOK_POINT_NAMES, type HookPointName, type HookRegistration, type HookService };
 
@@ -255,7 +255,9 @@ export class HookRejection extends CapabilityError {
 }
 
 const hooksOf = (c: CallContext) => serviceOf(c, "hooks");
-const pointName = v.picklist(HOOK_POINT_NAMES, `expected a hook point: ${HOOK_POINT_NAMES.join(", ")}`);
+const pointName = named("HookPoint", v.picklist(HOOK_POINT_NAMES, `expected a hook point: ${HOOK_POINT_NAMES.join(", ")}`));
+/** The answer of register_hook: the chain's order at the point now. */
+const HookRegistered = named("HookRegistered", v.object({ point: pointName, order: v.array(v.string()) }));
 const names = v.optional(v.pipe(v.array(moduleName), v.maxLength(MAX_ORDER_NAMES, `at most ${MAX_ORDER_NAMES} module names`)));
 
 export const hooks: Family = {
@@ -263,7 +265,7 @@ export const hooks: Family = {
   summary: "Hooks with results at the host's hook points (docs/module-guide.md, Hooks).",
   methods: [
     method({
-      name: "register_hook", js: "register", permission: "register_hook", args: ["point", "handler", "options"],
+      name: "register_hook", result: HookRegistered, callback: "hook", handWritten: { rust: "before and after as slices, left out when empty" }, js: "register", permission: "register_hook", args: ["point", "handler", "options"],
       params: v.object({ point: pointName, before: names, after: names }),
       summary: `Run this module's hook at \`point\` (one per point; registering again replaces it, order included); \`before\`/\`after\` name modules whose hooks this one must precede or follow. Returns the chain's order. A cycle is refused (invalid_params, naming the modules); at most ${MAX_HOOKS_PER_POINT} hooks per point. Calls arrive as \`hook\` invocations {point, payload}.`,
       targets: (p) => [p.point],
@@ -275,7 +277,7 @@ export const hooks: Family = {
       },
     }),
     method({
-      name: "unregister_hook", js: "unregister", permission: "register_hook", args: ["point"],
+      name: "unregister_hook", result: v.boolean(), js: "unregister", permission: "register_hook", args: ["point"],
       params: v.object({ point: pointName }),
       summary: "Remove this module's hook at `point`; true if it had one.",
       targets: (p) => [p.point],

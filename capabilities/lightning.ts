@@ -4,7 +4,7 @@
 // clear `unavailable` error, never a silent null.
 import * as v from "valibot";
 import { method, type CallContext, type Family, serviceOf } from "./types.ts";
-import { none } from "./schemas.ts";
+import { Plain, done, none, named } from "./schemas.ts";
 
 
 const providers = (c: CallContext) => serviceOf(c, "providers");
@@ -14,29 +14,29 @@ export const lightning: Family = {
   summary: "Lightning node information and payment state, answered by a provider module.",
   methods: [
     method({
-      name: "get_lightning_node_url", js: "getNodeUrl", permission: "read_lightning", args: [], params: none,
+      name: "get_lightning_node_url", result: Plain, handWritten: { rust: "decoded as Option<String>, the answer a Lightning provider gives" }, js: "getNodeUrl", permission: "read_lightning", args: [], params: none,
       summary: "The Lightning node's URL, from the lightning provider (its getNodeUrl).",
       handler: (c) => providers(c).call("lightning", "getNodeUrl", {}),
     }),
     method({
-      name: "get_lightning_info", js: "getInfo", permission: "read_lightning", args: [], params: none,
+      name: "get_lightning_info", result: Plain, js: "getInfo", permission: "read_lightning", args: [], params: none,
       summary: "Lightning node information, from the lightning provider (its getInfo).",
       handler: (c) => providers(c).call("lightning", "getInfo", {}),
     }),
     method({
-      name: "get_payment_state", js: "getPaymentState", permission: "read_payment", args: ["payment_id"],
+      name: "get_payment_state", result: Plain, js: "getPaymentState", permission: "read_payment", args: ["payment_id"],
       params: v.object({ payment_id: v.pipe(v.string(), v.minLength(1, "payment_id is empty"), v.maxLength(256)) }),
       summary: "State of a payment, from the payment provider (its getPaymentState({payment_id})).",
       handler: (c, p) => providers(c).call("payment", "getPaymentState", { payment_id: p.payment_id }),
     }),
     method({
-      name: "register_provider", js: "provide", permission: "register_module_api", args: ["kind"],
-      params: v.object({ kind: v.picklist(["lightning", "payment", "mining", "governance"], 'kind must be "lightning", "payment", "mining" or "governance"') }),
+      name: "register_provider", result: done, callback: "provider", js: "provide", permission: "register_module_api", args: ["kind"],
+      params: v.object({ kind: named("ProviderKind", v.picklist(["lightning", "payment", "mining", "governance"], 'kind must be "lightning", "payment", "mining" or "governance"')) }),
       summary: "Become the provider of a role the operator designated this module for ([modules.providers]): answer the role's methods and publish its events. One provider per role.",
       audit: true,
       handler: async (c, p) => {
         providers(c).register(c.module, p.kind);
-        return true;
+        return true as const;
       },
     }),
   ],

@@ -1,7 +1,7 @@
 // Mempool data and fee estimates, read from the chain backend.
 import * as v from "valibot";
 import { CapabilityError, method, type Family } from "./types.ts";
-import { hash, none } from "./schemas.ts";
+import { Hex, MempoolEntry, MempoolInfo, Transaction, f64, hash, none } from "./schemas.ts";
 import { MAX_BLOCK_BYTES, rawHex } from "./mining.ts";
 import { HookRejection } from "./hooks.ts";
 import { decodeTransaction, describeTransaction } from "../chain/serialise.ts";
@@ -11,18 +11,18 @@ export const mempool: Family = {
   name: "mempool",
   summary: "Read mempool transactions, size and fee estimates.",
   methods: [
-    method({ name: "get_mempool_transactions", js: "getTransactions", permission: "read_mempool", args: [], params: none, summary: "Txids in the mempool.", handler: (c) => c.chain.getMempoolTransactions() }),
-    method({ name: "get_mempool_transaction", js: "getTransaction", permission: "read_mempool", args: ["txid"], params: v.object({ txid: hash }), summary: "Mempool transaction by txid, or null.", handler: (c, p) => c.chain.getMempoolTransaction(p.txid) }),
-    method({ name: "get_mempool_entry", js: "getEntry", permission: "read_mempool", args: ["txid"], params: v.object({ txid: hash }), summary: "Fee, vsize and fee rate of a mempool transaction, or null.", handler: (c, p) => c.chain.getMempoolEntry(p.txid) }),
-    method({ name: "get_mempool_size", js: "getSize", permission: "read_mempool", args: [], params: none, summary: "Transaction count, bytes and total fees.", handler: (c) => c.chain.getMempoolInfo() }),
-    method({ name: "check_transaction_in_mempool", js: "has", permission: "read_mempool", args: ["txid"], params: v.object({ txid: hash }), summary: "Whether a txid is in the mempool.", handler: (c, p) => c.chain.isInMempool(p.txid) }),
+    method({ name: "get_mempool_transactions", result: v.array(Hex), js: "getTransactions", permission: "read_mempool", args: [], params: none, summary: "Txids in the mempool.", handler: (c) => c.chain.getMempoolTransactions() }),
+    method({ name: "get_mempool_transaction", result: v.nullable(Transaction), js: "getTransaction", permission: "read_mempool", args: ["txid"], params: v.object({ txid: hash }), summary: "Mempool transaction by txid, or null.", handler: (c, p) => c.chain.getMempoolTransaction(p.txid) }),
+    method({ name: "get_mempool_entry", result: v.nullable(MempoolEntry), js: "getEntry", permission: "read_mempool", args: ["txid"], params: v.object({ txid: hash }), summary: "Fee, vsize and fee rate of a mempool transaction, or null.", handler: (c, p) => c.chain.getMempoolEntry(p.txid) }),
+    method({ name: "get_mempool_size", result: MempoolInfo, js: "getSize", permission: "read_mempool", args: [], params: none, summary: "Transaction count, bytes and total fees.", handler: (c) => c.chain.getMempoolInfo() }),
+    method({ name: "check_transaction_in_mempool", result: v.boolean(), js: "has", permission: "read_mempool", args: ["txid"], params: v.object({ txid: hash }), summary: "Whether a txid is in the mempool.", handler: (c, p) => c.chain.isInMempool(p.txid) }),
     method({
-      name: "get_fee_estimate", js: "estimateFee", permission: "read_mempool", args: ["target_blocks"],
+      name: "get_fee_estimate", result: f64, js: "estimateFee", permission: "read_mempool", args: ["target_blocks"],
       params: v.object({ target_blocks: v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(1008)) }),
       summary: "Fee rate (sat/vB) to confirm within target_blocks.", handler: (c, p) => c.chain.estimateFee(p.target_blocks),
     }),
     method({
-      name: "submit_transaction", js: "submit", permission: "send_transactions", args: ["hex"], params: v.object({ hex: rawHex(MAX_BLOCK_BYTES) }),
+      name: "submit_transaction", result: Hex, js: "submit", permission: "send_transactions", args: ["hex"], params: v.object({ hex: rawHex(MAX_BLOCK_BYTES) }),
       summary: "Submit a serialised transaction to the mempool; returns its txid. A refused transaction fails with invalid_params and the reason; one refused by a tx_submit hook with hook_rejected, naming the hook's module.",
       audit: true,
       handler: async (c, p) => {

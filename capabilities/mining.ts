@@ -8,6 +8,7 @@
 import * as v from "valibot";
 import { hexToBytes } from "@noble/hashes/utils.js";
 import { method, type Family } from "./types.ts";
+import { BlockTemplate as BlockTemplateResult, SubmitBlockResult, named } from "./schemas.ts";
 import { bytesToHex } from "@noble/hashes/utils.js";
 import { decodeTransaction, describeTransaction, displayHex, sha256d, witnessCommitment } from "../chain/serialise.ts";
 import { blockSubsidy, coinbaseTransaction } from "../chain/blocks.ts";
@@ -16,28 +17,28 @@ import type { CallContext } from "./types.ts";
 
 /** Hex of raw bytes, at most `maxBytes` bytes. */
 export function rawHex(maxBytes: number) {
-  return v.pipe(
+  return named("Hex", v.pipe(
     v.string(),
     v.maxLength(maxBytes * 2, `at most ${maxBytes} bytes (${maxBytes * 2} hex characters)`),
     v.regex(/^(?:[0-9a-fA-F]{2})+$/, "expected hex (an even number of 0-9a-f characters)"),
     v.toLowerCase(),
-  );
+  ));
 }
 
 /** A block is at most 4 MB (weight 4,000,000, every byte at least weight 1). */
 export const MAX_BLOCK_BYTES = 4_000_000;
 
-const templateOptions = v.object({
+const templateOptions = named("BlockTemplateOptions", v.object({
   rules: v.optional(v.pipe(v.array(v.pipe(v.string(), v.maxLength(64))), v.maxLength(32))),
   coinbase_script: v.optional(rawHex(10_000)),
-});
+}), { rust: "built with its own methods" });
 
 export const mining: Family = {
   name: "mining",
   summary: "Block templates, and submitting mined blocks.",
   methods: [
     method({
-      name: "get_block_template", js: "getBlockTemplate", permission: "read_blockchain", args: ["options"], params: templateOptions,
+      name: "get_block_template", result: BlockTemplateResult, js: "getBlockTemplate", permission: "read_blockchain", args: ["options"], params: templateOptions,
       summary: "A template for the next block: parent, height, bits, target, times, mempool transactions with fees, coinbase value, witness commitment; with coinbase_script also a ready coinbase transaction paying to it. `rules` is accepted for compatibility (templates always follow segwit rules).",
       handler: async (c, p) => {
         const template = await c.chain.getBlockTemplate(p.coinbase_script === undefined ? {} : { coinbaseScript: p.coinbase_script });
@@ -45,7 +46,7 @@ export const mining: Family = {
       },
     }),
     method({
-      name: "submit_block", js: "submitBlock", permission: "submit_block", args: ["hex"], params: v.object({ hex: rawHex(MAX_BLOCK_BYTES) }),
+      name: "submit_block", result: SubmitBlockResult, js: "submitBlock", permission: "submit_block", args: ["hex"], params: v.object({ hex: rawHex(MAX_BLOCK_BYTES) }),
       summary: 'Submit a serialised block; answers {result, reason?, hash?} with result "accepted", "duplicate" or "rejected" (reason: why).',
       audit: true,
       handler: (c, p) => {
@@ -55,7 +56,7 @@ export const mining: Family = {
       },
     }),
     method({
-      name: "queue_received_block", js: "queueBlock", permission: "queue_inbound_block", args: ["hex"], params: v.object({ hex: rawHex(MAX_BLOCK_BYTES) }),
+      name: "queue_received_block", result: SubmitBlockResult, js: "queueBlock", permission: "queue_inbound_block", args: ["hex"], params: v.object({ hex: rawHex(MAX_BLOCK_BYTES) }),
       summary: "Hand the node a serialised block as if a peer had sent it; checked and connected like submit_block, same answer.",
       audit: true,
       handler: (c, p) => c.chain.submitBlock(p.hex),

@@ -6,7 +6,7 @@
 // depth and timeouts are the module directory's job (host/services/modules.ts).
 import * as v from "valibot";
 import { method, type CallContext, type Family, serviceOf } from "./types.ts";
-import { none } from "./schemas.ts";
+import { ModuleInfo, Plain, done, none } from "./schemas.ts";
 
 /** Default and largest wait for another module's answer. */
 export const CALL_TIMEOUT_MS = 10_000;
@@ -30,7 +30,7 @@ export const modules: Family = {
   summary: "Call other modules' APIs, expose one, and discover running modules.",
   methods: [
     method({
-      name: "call_module", js: "call", permission: "call_module", args: ["target", "method", "params", "timeout_ms"],
+      name: "call_module", result: Plain, handWritten: { ts: "params and result generic", rust: "call_module and call_module_timeout (a Duration)" }, js: "call", permission: "call_module", args: ["target", "method", "params", "timeout_ms"],
       params: v.object({
         target: moduleName,
         method: apiMethod,
@@ -42,36 +42,36 @@ export const modules: Family = {
       handler: (c, p) => directory(c).call(c.module, p.target, p.method, p.params ?? null, p.timeout_ms ?? CALL_TIMEOUT_MS),
     }),
     method({
-      name: "register_module_api", js: "registerApi", permission: "register_module_api", args: ["methods"],
+      name: "register_module_api", result: done, callback: "module_api", js: "registerApi", permission: "register_module_api", args: ["methods"],
       params: v.object({
         methods: v.pipe(v.array(apiMethod), v.minLength(1, "name at least one method"), v.maxLength(MAX_API_METHODS, `at most ${MAX_API_METHODS} methods`)),
       }),
       summary: "Expose these methods to modules granted call_module for this one (replaces an earlier API).",
       handler: async (c, p) => {
         directory(c).registerApi(c.module, [...new Set(p.methods)]);
-        return true;
+        return true as const;
       },
     }),
     method({
-      name: "unregister_module_api", js: "unregisterApi", permission: "register_module_api", args: [], params: none,
+      name: "unregister_module_api", result: done, js: "unregisterApi", permission: "register_module_api", args: [], params: none,
       summary: "Withdraw this module's API.",
       handler: async (c) => {
         directory(c).unregisterApi(c.module);
-        return true;
+        return true as const;
       },
     }),
     method({
-      name: "discover_modules", js: "list", permission: "discover_modules", args: [], params: none,
+      name: "discover_modules", result: v.array(ModuleInfo), js: "list", permission: "discover_modules", args: [], params: none,
       summary: "Every loaded module: name, version, runtime, state, description, API methods.",
       handler: async (c) => directory(c).list(),
     }),
     method({
-      name: "get_module_info", js: "info", permission: "discover_modules", args: ["module"], params: v.object({ module: moduleName }),
+      name: "get_module_info", result: v.nullable(ModuleInfo), js: "info", permission: "discover_modules", args: ["module"], params: v.object({ module: moduleName }),
       summary: "Public information about one module, or null.",
       handler: async (c, p) => directory(c).info(p.module),
     }),
     method({
-      name: "is_module_available", js: "isAvailable", permission: "discover_modules", args: ["module"], params: v.object({ module: moduleName }),
+      name: "is_module_available", result: v.boolean(), js: "isAvailable", permission: "discover_modules", args: ["module"], params: v.object({ module: moduleName }),
       summary: "Whether a module is running now.",
       handler: async (c, p) => directory(c).info(p.module)?.state === "running",
     }),

@@ -6,7 +6,7 @@
 // How the URL, the name resolution and the exchange are handled: ./http.ts.
 import * as v from "valibot";
 import { method, type Family } from "./types.ts";
-import { none } from "./schemas.ts";
+import { Bytes, HttpResponse, NetworkStats, PeerInfo, none } from "./schemas.ts";
 import {
   DEFAULT_TIMEOUT_MS, HTTP_METHODS, MAX_IN_FLIGHT, MAX_REQUEST_BODY_BYTES, MAX_RESPONSE_BODY_BYTES, MAX_TIMEOUT_MS,
   headerProblems, httpExchange, parseHttpUrl, systemResolver, type HttpTarget,
@@ -38,7 +38,7 @@ const httpParams = v.pipe(
     url,
     method: v.optional(v.pipe(v.string(), v.toUpperCase(), v.picklist(HTTP_METHODS, `method must be one of ${HTTP_METHODS.join(", ")}`))),
     headers: v.optional(headers),
-    body: v.optional(v.union([v.string(), v.instance(Uint8Array)], "body must be a string or a Uint8Array")),
+    body: v.optional(v.union([v.string(), Bytes], "body must be a string or a Uint8Array")),
     encoding: v.optional(v.picklist(["utf8", "binary"], 'encoding must be "utf8" or "binary"')),
     timeout_ms: v.optional(v.pipe(
       v.number(),
@@ -62,10 +62,10 @@ export const network: Family = {
   name: "network",
   summary: "Network statistics and peers; HTTP requests to granted hosts, made by the host.",
   methods: [
-    method({ name: "get_network_stats", js: "getStats", permission: "read_network", args: [], params: none, summary: "Peer count, hash rate, bytes sent and received.", handler: (c) => c.chain.getNetworkStats() }),
-    method({ name: "get_network_peers", js: "getPeers", permission: "read_network", args: [], params: none, summary: "Connected peers: address, transport, services, version, since.", handler: (c) => c.chain.getPeers() }),
+    method({ name: "get_network_stats", result: NetworkStats, js: "getStats", permission: "read_network", args: [], params: none, summary: "Peer count, hash rate, bytes sent and received.", handler: (c) => c.chain.getNetworkStats() }),
+    method({ name: "get_network_peers", result: v.array(PeerInfo), js: "getPeers", permission: "read_network", args: [], params: none, summary: "Connected peers: address, transport, services, version, since.", handler: (c) => c.chain.getPeers() }),
     method({
-      name: "http_request", js: "fetch", permission: "network_access", args: ["url", "options"], params: httpParams,
+      name: "http_request", result: HttpResponse, handWritten: { ts: "overloads: encoding \"utf8\" answers a string body", rust: "takes an HttpRequest built with its own methods" }, js: "fetch", permission: "network_access", args: ["url", "options"], params: httpParams,
       summary:
         `An HTTP(S) request to a granted host (the scope target is the URL's canonical \`host:port\`), made by the host; ` +
         `options: \`method\` (${HTTP_METHODS.join(", ")}; default GET), \`headers\` (not Host, Connection, Content-Length, Transfer-Encoding, Proxy-* ...), ` +

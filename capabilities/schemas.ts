@@ -1,7 +1,186 @@
-// Parameter schemas shared by several families.
+// Schemas shared by several families: parameters, and the named result types every method's
+// `result` is built from. Both SDKs are generated from these (host/sdkgen.ts): a named schema
+// becomes an interface in sdk/types/generated.ts and is referred to by its name in the Rust
+// SDK (sdk/rust/src/types.rs, which a test checks field by field). Integers say their range
+// (`u64`, `u32`, `i64` below) because the Rust SDK's field types follow from it.
 import * as v from "valibot";
 
-export const hash = v.pipe(v.string(), v.regex(/^[0-9a-fA-F]{64}$/, "expected a 64-character hex hash"), v.toLowerCase());
+const NAMES = new WeakMap<object, string>();
+const RUST_BY_HAND = new WeakMap<object, string>();
+
+/**
+ * Gives a schema a type name in the SDKs (`Block`, `ChainInfo`); returns the same schema. The
+ * Rust SDK's struct is generated too unless `rust` says why it is written by hand in
+ * sdk/rust/src/types.rs (picklists always are: enums with documented variants).
+ */
+export function named<S extends v.GenericSchema>(name: string, schema: S, options: { rust?: string } = {}): S {
+  NAMES.set(schema, name);
+  if (options.rust) RUST_BY_HAND.set(schema, options.rust);
+  return schema;
+}
+
+/** The SDK type name of a schema given one with named(). */
+export function nameOf(schema: object): string | undefined {
+  return NAMES.get(schema);
+}
+
+/** Why a named type's Rust form is written by hand, when it is. */
+export function rustByHand(schema: object): string | undefined {
+  return RUST_BY_HAND.get(schema);
+}
+
+/**
+ * A field that a lighter form of its type leaves out (include_hex: false): the Rust SDK's one
+ * struct for both forms reads it as empty when absent.
+ */
+export const omittedWhenLight = <S extends v.GenericSchema>(schema: S) => v.pipe(schema, v.metadata({ omittedWhenLight: true }));
+
+/** A field's or type's description in the SDKs (a doc comment there). */
+export const doc = <S extends v.GenericSchema>(text: string, schema: S) => v.pipe(schema, v.description(text));
+
+export const hash = named("Hex", v.pipe(v.string(), v.regex(/^[0-9a-fA-F]{64}$/, "expected a 64-character hex hash"), v.toLowerCase()));
 export const height = v.pipe(v.number(), v.integer("expected an integer height"), v.minValue(0));
 export const vout = v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(0xffffffff));
 export const none = v.object({});
+
+// ---- result types ----
+
+/** Lowercase hex: hashes and txids in display (RPC) byte order, raw serialisations. */
+export const Hex = named("Hex", v.string());
+/** An integer >= 0 (Rust u64), an integer (i64), a float (f64). */
+export const u64 = v.pipe(v.number(), v.integer(), v.minValue(0));
+export const i64 = v.pipe(v.number(), v.integer());
+export const f64 = v.number();
+/** The answer of a method that succeeded and has nothing to say (Rust: `()`). */
+export const done = v.literal(true);
+
+const headerFields = {
+  hash: Hex, height: u64, version: i64, prev_hash: Hex, merkle_root: Hex, time: u64, bits: u64, nonce: u64,
+};
+export const LightBlockHeader = named("LightBlockHeader", v.object(headerFields), { rust: "the Rust SDK reads both forms into BlockHeader" });
+export const BlockHeader = named("BlockHeader", v.object({ ...headerFields, hex: doc("Hex of the 80 serialised header bytes (empty in the Rust SDK when include_hex is false).", omittedWhenLight(Hex)) }));
+
+export const TxInput = named("TxInput", v.object({
+  txid: Hex, vout: u64, script_sig: Hex, sequence: u64, witness: v.array(Hex),
+  coinbase: doc("True for the single input of a coinbase transaction.", v.boolean()),
+}));
+export const TxOutput = named("TxOutput", v.object({
+  value: u64, script_pubkey: Hex,
+  address: doc("The regtest address of the output script, when it has one.", v.nullable(v.string())),
+}));
+const txFields = {
+  txid: Hex, wtxid: Hex, version: i64, locktime: u64, inputs: v.array(TxInput), outputs: v.array(TxOutput), size: u64, vsize: u64, weight: u64,
+};
+export const LightTransaction = named("LightTransaction", v.object(txFields), { rust: "the Rust SDK reads both forms into Transaction" });
+export const Transaction = named("Transaction", v.object({ ...txFields, hex: doc("Full serialisation, witness included.", omittedWhenLight(Hex)) }));
+
+const blockFields = { hash: Hex, height: u64, size: u64, weight: u64 };
+export const Block = named("Block", v.object({
+  header: BlockHeader, ...blockFields, transactions: v.array(Transaction), hex: doc("Full block serialisation.", omittedWhenLight(Hex)),
+}));
+export const LightBlock = doc(
+  "A block without the raw hex of the block, its header and its transactions (include_hex: false).",
+  named("LightBlock", v.object({ header: LightBlockHeader, ...blockFields, transactions: v.array(LightTransaction) }), { rust: "the Rust SDK reads both forms into Block" }),
+);
+
+export const Utxo = named("Utxo", v.object({
+  txid: Hex, vout: u64, value: u64, script_pubkey: Hex, address: v.nullable(v.string()), height: u64, coinbase: v.boolean(),
+}));
+export const ChainInfo = named("ChainInfo", v.object({
+  chain: v.picklist(["regtest", "testnet", "signet", "main"]),
+  tip_hash: Hex, height: u64, bits: u64, difficulty: f64,
+  chain_work: doc("Total work of the active chain, as a decimal string (it exceeds 2^53).", v.string()),
+  median_time: u64, is_synced: v.boolean(),
+}));
+
+export const MempoolEntry = named("MempoolEntry", v.object({
+  txid: Hex, fee: u64, vsize: u64, fee_rate: doc("Fee rate in sat/vB.", f64), time: u64,
+}));
+export const MempoolInfo = named("MempoolInfo", v.object({ transaction_count: u64, size_bytes: u64, total_fee_sats: u64 }));
+
+export const NetworkStats = named("NetworkStats", v.object({
+  peer_count: u64, hash_rate: doc("Estimated network hash rate (hashes per second).", f64), bytes_sent: u64, bytes_received: u64,
+}));
+export const PeerInfo = named("PeerInfo", v.object({
+  addr: v.string(), transport_type: v.string(),
+  services: doc("Service bits the peer advertises.", u64),
+  version: doc("Its protocol version.", u64),
+  connected_since: doc("Seconds since the epoch.", u64),
+}));
+
+export const TemplateTransaction = named("TemplateTransaction", v.object({ txid: Hex, wtxid: Hex, hex: Hex, fee: u64, weight: u64 }));
+export const CoinbaseTx = named("CoinbaseTx", v.object({ txid: Hex, hex: Hex }));
+export const BlockTemplate = named("BlockTemplate", v.object({
+  version: i64, previous_block_hash: Hex, height: u64, bits: u64,
+  target: doc("The proof-of-work target for `bits`, as 64 hex characters.", Hex),
+  cur_time: doc("Suggested header time; min_time is the earliest the chain accepts (median time past + 1).", u64),
+  min_time: u64,
+  transactions: doc("Mempool transactions for the block, in a valid order, with their fees.", v.array(TemplateTransaction)),
+  coinbase_value: doc("Subsidy plus the fees of `transactions`: the most the coinbase may pay out.", u64),
+  default_witness_commitment: doc("The BIP141 witness commitment output script (uses a 32-byte zero witness reserved value).", Hex),
+  coinbase_tx: doc("With a coinbase script: a complete coinbase (BIP34 height, commitment) paying coinbase_value to it.", v.optional(CoinbaseTx)),
+}));
+export const SubmitBlockResult = named("SubmitBlockResult", v.object({
+  result: named("SubmitBlockStatus", v.picklist(["accepted", "duplicate", "rejected"])),
+  reason: doc("Why a block was rejected (a bitcoind-style reason code and an explanation).", v.optional(v.string())),
+  hash: doc("The block hash, when the block could be decoded.", v.optional(Hex)),
+}));
+
+export const StorageQuota = named("StorageQuota", v.object({ max_bytes: u64, max_keys: u64, max_trees: u64, max_value_bytes: u64, max_key_bytes: u64 }), {
+  rust: "also reads the camelCase keys older hosts sent",
+});
+export const StorageUsage = named("StorageUsage", v.object({ bytes: u64, keys: u64, trees: u64, quota: StorageQuota }), {
+  rust: "quota is an Option there, for older hosts",
+});
+/** Raw bytes (MessagePack binary on the wire; Uint8Array in TypeScript). */
+export const Bytes = named("Bytes", v.custom<Uint8Array>((x) => x instanceof Uint8Array, "expected bytes (a Uint8Array)"));
+/** A stored value: any plain data. */
+export const Plain = v.unknown();
+export const Entry = named("Entry", v.object({ key: v.string(), value: Plain }), { rust: "generic in its value type" });
+export const IterPage = named("IterPage", v.object({
+  entries: v.array(Entry),
+  cursor: doc("Pass it back (with the same other options) for the next page; null at the end of the range.", v.nullable(v.string())),
+}), { rust: "generic in its value type" });
+
+export const FileType = named("FileType", v.picklist(["file", "directory", "symlink", "other"]));
+export const DirEntry = named("DirEntry", v.object({ name: v.string(), type: FileType }));
+export const FileMetadata = named("FileMetadata", v.object({
+  path: doc('The canonical path, relative to the data directory ("" for the directory itself).', v.string()),
+  size: u64, is_file: v.boolean(), is_directory: v.boolean(),
+  modified: doc("Milliseconds since the epoch.", i64),
+  created: doc("Milliseconds since the epoch; null when the filesystem does not record it.", v.nullable(i64)),
+}));
+
+export const ModuleInfo = named("ModuleInfo", v.object({
+  name: v.string(), version: v.string(),
+  runtime: doc('"native" or "isolate".', v.string()),
+  state: doc('"running", "starting", "stopped", "crashed", "failed", "quarantined", ...', v.string()),
+  description: v.nullable(v.string()),
+  api: doc("Methods of its module API, when it registered one.", v.array(v.string())),
+}));
+
+export const MetricKind = named("MetricKind", v.picklist(["counter", "gauge", "histogram"]));
+/** A histogram as get_module_metrics and get_all_metrics answer it. */
+export const HistogramSummary = doc(
+  "A histogram read back: observations counted in fixed buckets.",
+  named("HistogramSummary", v.object({
+    count: u64, sum: f64,
+    buckets: doc("[upper bound, cumulative count] pairs, in increasing bound order.", v.array(v.tuple([f64, u64]))),
+  })),
+);
+export const Metric = named("Metric", v.object({
+  name: v.string(), kind: MetricKind,
+  value: doc(
+    "Counter and gauge: the value; histogram: a bounded summary {count, sum, buckets: [[upper bound, cumulative count], ...]} over fixed buckets.",
+    v.union([f64, v.array(f64), HistogramSummary]),
+  ),
+  labels: v.record(v.string(), v.string()),
+  timestamp: doc("Milliseconds since the epoch, set by the host.", u64),
+}), { rust: "its value is the MetricValue enum, which numbers and slices convert into" });
+
+export const HttpResponse = named("HttpResponse", v.object({
+  status: v.pipe(v.number(), v.integer(), v.minValue(100), v.maxValue(999)),
+  headers: doc('Names lowercased; a header received several times is joined with ", ".', v.record(v.string(), v.string())),
+  body: doc('At most 8 MiB; a string with encoding "utf8".', v.union([Bytes, v.string()])),
+  url: doc("The URL that answered: the one requested, normalised (redirects are not followed).", v.string()),
+}), { rust: "its body is always bytes there (read_text and json decode it)" });

@@ -2,26 +2,33 @@
 // handlers is the calling module's and no other, so no parameter can name another module's data.
 import * as v from "valibot";
 import { CapabilityError, method, type CallContext, type Family } from "./types.ts";
+import { Entry, IterPage, Plain, StorageUsage, done, doc, named } from "./schemas.ts";
 import type { ModuleStore } from "../storage/store.ts";
 
 const tree = v.string();
 const key = v.string();
 const ops = v.pipe(
-  v.array(v.variant("op", [
+  v.array(named("StorageOp", v.variant("op", [
     v.object({ op: v.literal("put"), key, value: v.unknown() }),
     v.object({ op: v.literal("delete"), key }),
-  ])),
+  ]), { rust: "an enum of its own" })),
   v.maxLength(10_000, "at most 10000 operations per transaction"),
 );
 const bound = v.optional(v.string());
-const iterOpts = v.object({
-  tree,
-  gt: bound, gte: bound, lt: bound, lte: bound, prefix: bound,
+const iterBounds = {
+  gt: bound, gte: bound, lt: bound, lte: bound,
+  prefix: doc("Only keys starting with this string (combined with the range options).", bound),
   reverse: v.optional(v.boolean()),
-  limit: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(10_000))),
-  paged: v.optional(v.boolean()),
-  cursor: v.optional(v.pipe(v.string(), v.maxLength(100_000))),
-});
+  limit: doc("Default 1000, at most 10000.", v.optional(v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(10_000)))),
+  paged: doc(
+    "Page through a range: the answer is {entries, cursor} instead of an array, and it stops at the byte limit (storage_iter_max_bytes) as well as at `limit`.",
+    v.optional(v.boolean()),
+  ),
+  cursor: doc("From a previous paged answer: go on after the last entry it returned.", v.optional(v.pipe(v.string(), v.maxLength(100_000)))),
+};
+/** Bounds for storage iteration (the params of storage_iter but the tree). */
+const IterOptions = named("IterOptions", v.object(iterBounds), { rust: "built with its own methods" });
+const iterOpts = v.object({ tree, ...IterOptions.entries });
 
 function store(c: CallContext): ModuleStore {
   if (!c.store) throw new CapabilityError("unavailable", "storage is not open for this module");
@@ -31,21 +38,23 @@ function store(c: CallContext): ModuleStore {
 export const storage: Family = {
   name: "storage",
   summary: "The module's own key-value trees (LevelDB), with quotas.",
+  // storage_iter's params but the tree: the options argument of storage.iterate.
+  types: [IterOptions],
   methods: [
-    method({ name: "storage_open_tree", js: "openTree", permission: "write_storage", args: ["tree"], params: v.object({ tree }), summary: "Create a tree if it does not exist.", handler: async (c, p) => { await store(c).openTree(p.tree); return true; } }),
-    method({ name: "storage_list_trees", js: "listTrees", permission: "read_storage", args: [], params: v.object({}), summary: "Names of the module's trees.", handler: (c) => store(c).listTrees() }),
-    method({ name: "storage_drop_tree", js: "dropTree", permission: "manage_storage", args: ["tree"], params: v.object({ tree }), summary: "Delete a tree and all its keys.", audit: true, handler: async (c, p) => { await store(c).dropTree(p.tree); return true; } }),
-    method({ name: "storage_get", js: "get", permission: "read_storage", args: ["tree", "key"], params: v.object({ tree, key }), summary: "Value of a key, or null.", handler: async (c, p) => (await store(c).get(p.tree, p.key)) ?? null }),
-    method({ name: "storage_contains_key", js: "has", permission: "read_storage", args: ["tree", "key"], params: v.object({ tree, key }), summary: "Whether a key exists.", handler: (c, p) => store(c).has(p.tree, p.key) }),
-    method({ name: "storage_insert", js: "put", permission: "write_storage", args: ["tree", "key", "value"], params: v.object({ tree, key, value: v.unknown() }), summary: "Set a key to a value (any plain data).", handler: async (c, p) => { await store(c).put(p.tree, p.key, p.value); return true; } }),
-    method({ name: "storage_remove", js: "delete", permission: "write_storage", args: ["tree", "key"], params: v.object({ tree, key }), summary: "Delete a key; true if it existed.", handler: (c, p) => store(c).delete(p.tree, p.key) }),
+    method({ name: "storage_open_tree", result: done, js: "openTree", permission: "write_storage", args: ["tree"], params: v.object({ tree }), summary: "Create a tree if it does not exist.", handler: async (c, p) => { await store(c).openTree(p.tree); return true as const; } }),
+    method({ name: "storage_list_trees", result: v.array(v.string()), js: "listTrees", permission: "read_storage", args: [], params: v.object({}), summary: "Names of the module's trees.", handler: (c) => store(c).listTrees() }),
+    method({ name: "storage_drop_tree", result: done, js: "dropTree", permission: "manage_storage", args: ["tree"], params: v.object({ tree }), summary: "Delete a tree and all its keys.", audit: true, handler: async (c, p) => { await store(c).dropTree(p.tree); return true as const; } }),
+    method({ name: "storage_get", result: v.nullable(Plain), js: "get", permission: "read_storage", args: ["tree", "key"], params: v.object({ tree, key }), summary: "Value of a key, or null.", handler: async (c, p) => (await store(c).get(p.tree, p.key)) ?? null }),
+    method({ name: "storage_contains_key", result: v.boolean(), js: "has", permission: "read_storage", args: ["tree", "key"], params: v.object({ tree, key }), summary: "Whether a key exists.", handler: (c, p) => store(c).has(p.tree, p.key) }),
+    method({ name: "storage_insert", result: done, js: "put", permission: "write_storage", args: ["tree", "key", "value"], params: v.object({ tree, key, value: v.unknown() }), summary: "Set a key to a value (any plain data).", handler: async (c, p) => { await store(c).put(p.tree, p.key, p.value); return true as const; } }),
+    method({ name: "storage_remove", result: v.boolean(), js: "delete", permission: "write_storage", args: ["tree", "key"], params: v.object({ tree, key }), summary: "Delete a key; true if it existed.", handler: (c, p) => store(c).delete(p.tree, p.key) }),
     method({
-      name: "storage_iter", js: "iterate", permission: "read_storage", args: ["tree", "options"], params: iterOpts,
+      name: "storage_iter", result: v.union([v.array(Entry), IterPage]), handWritten: { ts: "overloads: paged: true answers an IterPage", rust: "two methods, storage_iter and storage_iter_page (paged), with generic values" }, js: "iterate", permission: "read_storage", args: ["tree", "options"], params: iterOpts,
       summary: "Entries in key order, within gt/gte/lt/lte/prefix bounds, up to limit (default 1000) and storage_iter_max_bytes; with paged: true, {entries, cursor} (pass cursor back for the next page; null at the end).",
       handler: (c, p) => { const { tree: t, ...opts } = p; return store(c).iterate(t, opts, c.maxAnswerBytes === undefined ? undefined : Math.floor(c.maxAnswerBytes * 0.9)); },
     }),
-    method({ name: "storage_transaction", js: "transaction", permission: "write_storage", args: ["tree", "ops"], params: v.object({ tree, ops }), summary: "Apply put/delete operations atomically: all or none.", handler: async (c, p) => { await store(c).batch(p.tree, p.ops); return true; } }),
-    method({ name: "storage_usage", js: "usage", permission: "read_storage", args: [], params: v.object({}), summary: "Bytes, keys and trees used, and the quota.", handler: async (c) => {
+    method({ name: "storage_transaction", result: done, js: "transaction", permission: "write_storage", args: ["tree", "ops"], params: v.object({ tree, ops }), summary: "Apply put/delete operations atomically: all or none.", handler: async (c, p) => { await store(c).batch(p.tree, p.ops); return true as const; } }),
+    method({ name: "storage_usage", result: StorageUsage, js: "usage", permission: "read_storage", args: [], params: v.object({}), summary: "Bytes, keys and trees used, and the quota.", handler: async (c) => {
       // snake_case on the wire, like every other result.
       const u = await store(c).usage();
       const q = u.quota;

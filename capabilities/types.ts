@@ -140,7 +140,14 @@ export interface CallContext {
   readonly maxAnswerBytes?: number;
 }
 
-export interface MethodDef<S extends v.GenericSchema = v.GenericSchema> {
+/**
+ * The invocation kind through which the host later calls back what a module passed to a
+ * method (a function in TypeScript; in Rust, the handler registered with the matching
+ * `Client::on_*`).
+ */
+export type CallbackKind = "event" | "module_api" | "rpc" | "cli" | "timer" | "provider" | "hook";
+
+export interface MethodDef<S extends v.GenericSchema = v.GenericSchema, R extends v.GenericSchema = v.GenericSchema> {
   /** Wire name (snake_case, as in the seeds): "get_block". */
   readonly name: string;
   /** Name on the family object of `ctx`: ctx.chain.getBlock. */
@@ -150,6 +157,20 @@ export interface MethodDef<S extends v.GenericSchema = v.GenericSchema> {
   /** Positional argument order for the `ctx` form: ctx.chain.getBlock(hash). */
   readonly args: readonly string[];
   readonly params: S;
+  /**
+   * What a successful call answers (a valibot schema; named types in ./schemas.ts). The
+   * handler's return type is checked against it, and both SDKs' typed methods and result
+   * types are generated from it (`modhost docs --write`, host/sdkgen.ts).
+   */
+  readonly result: R;
+  /** Set when the method takes a function (TypeScript) that the host invokes later as this kind. */
+  readonly callback?: CallbackKind;
+  /**
+   * An SDK whose typed method for this one is written by hand (sdk/types/index.ts,
+   * sdk/rust/src/client.rs) instead of generated, and why (overloads, a form the wire has
+   * not). Methods with a callback are always hand-written in TypeScript.
+   */
+  readonly handWritten?: { readonly ts?: string; readonly rust?: string };
   readonly summary: string;
   /**
    * Record calls in the audit log (privileged actions), with their scope targets: true, every
@@ -160,7 +181,7 @@ export interface MethodDef<S extends v.GenericSchema = v.GenericSchema> {
   readonly audit?: boolean | "always";
   /** For scoped permissions: the canonical target of this call (path, host, module, event). */
   readonly targets?: (params: v.InferOutput<S>, call: CallContext) => string[] | Promise<string[]>;
-  readonly handler: (call: CallContext, params: v.InferOutput<S>) => Promise<unknown>;
+  readonly handler: (call: CallContext, params: v.InferOutput<S>) => Promise<v.InferInput<R>>;
 }
 
 export interface Family {
@@ -168,6 +189,8 @@ export interface Family {
   readonly name: string;
   readonly summary: string;
   readonly methods: readonly MethodDef[];
+  /** Named types (capabilities/schemas.ts named()) the SDKs export beyond those in params and results. */
+  readonly types?: readonly v.GenericSchema[];
 }
 
 type ServiceName = Exclude<keyof HostServices, "publish" | "forget" | "resolve" | "blockSubmitted">;
@@ -189,7 +212,7 @@ export function serviceOf<K extends ServiceName>(c: CallContext, name: K): NonNu
 }
 
 /** Typed helper so each method's handler sees its own parameter type. */
-export function method<S extends v.GenericSchema>(def: MethodDef<S>): MethodDef {
+export function method<S extends v.GenericSchema, R extends v.GenericSchema>(def: MethodDef<S, R>): MethodDef {
   return def as unknown as MethodDef;
 }
 

@@ -1,12 +1,14 @@
 // Reference pages generated from the catalogues, so the docs cannot drift from the code:
 // docs/permissions.md from the permission catalogue and the capability families, and
-// docs/events.md from the event catalogue. `modhost docs --write` regenerates them; a test
-// fails when a committed page differs from what the code says.
+// docs/events.md from the event catalogue, and the SDKs' typed methods (./sdkgen.ts).
+// `modhost docs --write` regenerates them; a test fails when a committed file differs from
+// what the code says.
 
 import { PERMISSION_ALIASES, PERMISSIONS, PERMISSION_NAMES } from "../capabilities/catalogue.ts";
 import { FAMILIES, METHODS } from "../capabilities/families.ts";
 import { EVENT_TYPES, HOST_EVENT_NAMES } from "../capabilities/event-types.ts";
 import { DEFAULT_MAX_PAYLOAD_BYTES, HOOK_POINTS, HOOK_POINT_NAMES } from "../capabilities/hooks.ts";
+import { rustSdk, typescriptSdk } from "./sdkgen.ts";
 
 const SCOPE_TEXT = {
   none: "—",
@@ -100,4 +102,7 @@ export function eventsMarkdown(): string {
 export const GENERATED_DOCS: Record<string, () => string> = {
   "docs/permissions.md": permissionsMarkdown,
   "docs/events.md": eventsMarkdown,
+  // The SDKs' typed methods (./sdkgen.ts).
+  "sdk/types/generated.ts": typescriptSdk,
+  "sdk/rust/src/generated.rs": rustSdk,
 };

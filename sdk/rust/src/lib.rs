@@ -32,6 +32,7 @@ mod bootstrap;
 mod client;
 mod error;
 mod events;
+mod generated;
 pub mod protocol;
 pub mod types;
 pub mod value;

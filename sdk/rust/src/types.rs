@@ -1,6 +1,10 @@
 //! Typed results of the host methods and typed event payloads. Field names are the wire's
 //! (snake_case). Hashes and txids are lowercase hex in display order; amounts are satoshis.
 //! Unknown fields are ignored, so later hosts may add fields without breaking modules.
+//!
+//! The structs of the catalogue's result types are generated (generated.rs, re-exported here);
+//! this file holds the types written by hand (generated.rs lists them, with why) and the
+//! methods of the generated ones.
 
 use std::collections::BTreeMap;
 
@@ -8,76 +12,10 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::error::HandlerError;
+pub use crate::generated::*;
 use crate::value::{from_value, to_value, Value, ValueError};
 
 // ---- chain ----
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct BlockHeader {
-    pub hash: String,
-    pub height: u64,
-    pub version: i64,
-    pub prev_hash: String,
-    pub merkle_root: String,
-    pub time: u64,
-    pub bits: u64,
-    pub nonce: u64,
-    /// Hex of the 80 serialised header bytes; empty in the light view
-    /// ([`BlockOptions::include_hex`] false).
-    #[serde(default)]
-    pub hex: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TxInput {
-    pub txid: String,
-    pub vout: u64,
-    pub script_sig: String,
-    pub sequence: u64,
-    #[serde(default)]
-    pub witness: Vec<String>,
-    /// True for the single input of a coinbase transaction.
-    #[serde(default)]
-    pub coinbase: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TxOutput {
-    pub value: u64,
-    pub script_pubkey: String,
-    #[serde(default)]
-    pub address: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Transaction {
-    pub txid: String,
-    pub wtxid: String,
-    pub version: i64,
-    pub locktime: u64,
-    pub inputs: Vec<TxInput>,
-    pub outputs: Vec<TxOutput>,
-    pub size: u64,
-    pub vsize: u64,
-    pub weight: u64,
-    /// Full serialisation, witness included; empty in a light block view
-    /// ([`BlockOptions::include_hex`] false).
-    #[serde(default)]
-    pub hex: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Block {
-    pub header: BlockHeader,
-    pub hash: String,
-    pub height: u64,
-    pub size: u64,
-    pub weight: u64,
-    pub transactions: Vec<Transaction>,
-    /// Full block serialisation; empty in the light view ([`BlockOptions::include_hex`] false).
-    #[serde(default)]
-    pub hex: String,
-}
 
 /// Options of `get_block_with` and `get_block_by_height_with`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -100,51 +38,7 @@ impl BlockOptions {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Utxo {
-    pub txid: String,
-    pub vout: u64,
-    pub value: u64,
-    pub script_pubkey: String,
-    #[serde(default)]
-    pub address: Option<String>,
-    pub height: u64,
-    pub coinbase: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ChainInfo {
-    /// "regtest", "testnet", "signet" or "main".
-    pub chain: String,
-    pub tip_hash: String,
-    pub height: u64,
-    pub bits: u64,
-    pub difficulty: f64,
-    /// Total work of the active chain as a decimal string (it exceeds 2^53).
-    pub chain_work: String,
-    pub median_time: u64,
-    pub is_synced: bool,
-}
-
 // ---- mempool ----
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct MempoolEntry {
-    pub txid: String,
-    pub fee: u64,
-    pub vsize: u64,
-    /// sat/vB.
-    pub fee_rate: f64,
-    pub time: u64,
-}
-
-/// The result of `get_mempool_size`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct MempoolInfo {
-    pub transaction_count: u64,
-    pub size_bytes: u64,
-    pub total_fee_sats: u64,
-}
 
 // ---- storage ----
 
@@ -277,46 +171,7 @@ pub enum FileType {
     Other,
 }
 
-/// One entry of `list_directory`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DirEntry {
-    pub name: String,
-    #[serde(rename = "type")]
-    pub type_: FileType,
-}
-
-/// The result of `get_file_metadata`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct FileMetadata {
-    /// The canonical path, relative to the data directory ("" for the directory itself).
-    pub path: String,
-    pub size: u64,
-    pub is_file: bool,
-    pub is_directory: bool,
-    /// Milliseconds since the epoch.
-    pub modified: i64,
-    /// Milliseconds since the epoch; `None` when the filesystem does not record it.
-    #[serde(default)]
-    pub created: Option<i64>,
-}
-
 // ---- modules ----
-
-/// Public information about a loaded module (`discover_modules`, `get_module_info`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ModuleInfo {
-    pub name: String,
-    pub version: String,
-    /// "native" or "isolate".
-    pub runtime: String,
-    /// "running", "starting", "stopped", "crashed", "failed", "quarantined", ...
-    pub state: String,
-    #[serde(default)]
-    pub description: Option<String>,
-    /// Methods of its module API, when it registered one (sorted).
-    #[serde(default)]
-    pub api: Vec<String>,
-}
 
 impl ModuleInfo {
     pub fn is_running(&self) -> bool {
@@ -432,11 +287,13 @@ pub enum MetricKind {
 
 /// A metric value: one number (counter, gauge; a histogram also takes one observation), or
 /// observations (histogram only; at most 1000 per report). Numbers and slices convert into it.
+/// Read back (`get_module_metrics`, `get_all_metrics`), a histogram is a [`HistogramSummary`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum MetricValue {
     Number(f64),
     Observations(Vec<f64>),
+    Histogram(HistogramSummary),
 }
 
 impl MetricValue {
@@ -444,14 +301,21 @@ impl MetricValue {
     pub fn as_f64(&self) -> Option<f64> {
         match self {
             MetricValue::Number(n) => Some(*n),
-            MetricValue::Observations(_) => None,
+            MetricValue::Observations(_) | MetricValue::Histogram(_) => None,
         }
     }
     /// The observations of a histogram.
     pub fn observations(&self) -> Option<&[f64]> {
         match self {
             MetricValue::Observations(v) => Some(v),
-            MetricValue::Number(_) => None,
+            MetricValue::Number(_) | MetricValue::Histogram(_) => None,
+        }
+    }
+    /// A histogram as the host answers it when metrics are read back.
+    pub fn histogram(&self) -> Option<&HistogramSummary> {
+        match self {
+            MetricValue::Histogram(h) => Some(h),
+            _ => None,
         }
     }
 }
@@ -488,7 +352,7 @@ impl<const N: usize> From<[f64; N]> for MetricValue {
 pub struct Metric {
     pub name: String,
     pub kind: MetricKind,
-    /// Counter and gauge: the value; histogram: the last (up to 1000) observations.
+    /// Counter and gauge: the value; histogram: its [`HistogramSummary`] (read back).
     pub value: MetricValue,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
@@ -513,29 +377,6 @@ pub enum ProviderKind {
 }
 
 // ---- network ----
-
-/// The result of `get_network_stats`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct NetworkStats {
-    pub peer_count: u64,
-    /// Estimated network hash rate (hashes per second).
-    pub hash_rate: f64,
-    pub bytes_sent: u64,
-    pub bytes_received: u64,
-}
-
-/// One connected peer (`get_network_peers`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PeerInfo {
-    pub addr: String,
-    pub transport_type: String,
-    /// Service bits the peer advertises.
-    pub services: u64,
-    /// Its protocol version.
-    pub version: u64,
-    /// Seconds since the epoch.
-    pub connected_since: u64,
-}
 
 /// An HTTP(S) request the host makes for the module (`http_request`; needs `network_access`
 /// for the URL's host). Redirects are not followed; the host sets `Host`, `Content-Length`
@@ -664,46 +505,6 @@ impl BlockTemplateOptions {
     }
 }
 
-/// A mempool transaction of a [`BlockTemplate`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TemplateTransaction {
-    pub txid: String,
-    pub wtxid: String,
-    pub hex: String,
-    pub fee: u64,
-    pub weight: u64,
-}
-
-/// A ready coinbase transaction of a [`BlockTemplate`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CoinbaseTx {
-    pub txid: String,
-    pub hex: String,
-}
-
-/// What a miner needs to build the next block (`get_block_template`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct BlockTemplate {
-    pub version: i64,
-    pub previous_block_hash: String,
-    pub height: u64,
-    pub bits: u64,
-    /// The proof-of-work target for `bits`, as 64 hex characters.
-    pub target: String,
-    /// Suggested header time, and the earliest the chain accepts (median time past + 1).
-    pub cur_time: u64,
-    pub min_time: u64,
-    /// Mempool transactions for the block, in a valid order, with their fees.
-    pub transactions: Vec<TemplateTransaction>,
-    /// Subsidy plus the fees of `transactions`: the most the coinbase may pay out.
-    pub coinbase_value: u64,
-    /// The BIP141 witness commitment output script.
-    pub default_witness_commitment: String,
-    /// With [`BlockTemplateOptions::coinbase_script`]: a complete coinbase transaction.
-    #[serde(default)]
-    pub coinbase_tx: Option<CoinbaseTx>,
-}
-
 /// How a submitted block fared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -711,18 +512,6 @@ pub enum SubmitBlockStatus {
     Accepted,
     Duplicate,
     Rejected,
-}
-
-/// The result of `submit_block` and `queue_received_block`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SubmitBlockResult {
-    pub result: SubmitBlockStatus,
-    /// Why a block was rejected (a bitcoind-style reason code and an explanation).
-    #[serde(default)]
-    pub reason: Option<String>,
-    /// The block hash, when the block could be decoded.
-    #[serde(default)]
-    pub hash: Option<String>,
 }
 
 impl SubmitBlockResult {
@@ -870,13 +659,6 @@ pub enum HookAnswer {
     Modify { payload: Value },
     /// Stop the chain; the caller is refused with this reason, naming this module.
     Reject { reason: String },
-}
-
-/// The answer to register_hook: the chain's order at the point now.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct HookRegistered {
-    pub point: HookPoint,
-    pub order: Vec<String>,
 }
 
 // ---- event payloads (capabilities/event-types.ts) ----
