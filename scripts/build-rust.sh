@@ -2,9 +2,11 @@
 # Builds the Rust parts of modhost: every native module with a Cargo.toml under modules/
 # (release mode, so that module.toml's entry_point target/release/<name> exists) and, with
 # --test, the Rust SDK's tests (sdk/rust) and the modules' unit tests. --sdk-only builds no
-# module binary but runs the same tests.
+# module binary but runs the same tests. --lint checks formatting (rustfmt, with the
+# checkout's rustfmt.toml) and runs clippy with warnings as errors, over the SDK and every
+# module crate, and builds nothing else.
 #
-#   scripts/build-rust.sh [--test] [--sdk-only]
+#   scripts/build-rust.sh [--test] [--sdk-only] [--lint]
 #
 # Where crates come from:
 #   MODHOST_CARGO_OFFLINE=1  Debian's packaged crates (/usr/share/cargo/registry), no network:
@@ -22,10 +24,12 @@ ROOT=$(pwd)
 
 RUN_TESTS=0
 MODULES=1
+LINT=0
 for arg in "$@"; do
   case "$arg" in
     --test) RUN_TESTS=1 ;;
     --sdk-only) MODULES=0; RUN_TESTS=1 ;;
+    --lint) MODULES=0; LINT=1 ;;
     -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "build-rust: unknown argument '$arg' (try --help)" >&2; exit 2 ;;
   esac
@@ -122,5 +126,15 @@ if [ "$RUN_TESTS" = 1 ]; then
   shopt -s nullglob
   for manifest in modules/*/Cargo.toml; do
     timed "test $(dirname "$manifest")" cargo test --quiet --manifest-path "$manifest"
+  done
+fi
+
+if [ "$LINT" = 1 ]; then
+  shopt -s nullglob
+  crates=(sdk/rust/Cargo.toml modules/*/Cargo.toml)
+  for manifest in "${crates[@]}"; do
+    dir=$(dirname "$manifest")
+    timed "rustfmt --check $dir" cargo fmt --manifest-path "$manifest" -- --check
+    timed "clippy $dir" cargo clippy --quiet --all-targets --manifest-path "$manifest" -- -D warnings
   done
 fi

@@ -52,7 +52,9 @@ impl Config {
         let c: Config = modhost_sdk::from_value(v).map_err(|e| format!("{CONFIG_SECTION}: {e}"))?;
         let range = |key: &str, value: u64, min: u64, max: u64| {
             if value < min || value > max {
-                Err(format!("{CONFIG_SECTION} {key} = {value} is out of range: use {min} to {max}"))
+                Err(format!(
+                    "{CONFIG_SECTION} {key} = {value} is out of range: use {min} to {max}"
+                ))
             } else {
                 Ok(())
             }
@@ -62,7 +64,10 @@ impl Config {
         range("request_timeout_ms", c.request_timeout_ms, 100, 600_000)?;
         range("min_update_interval_ms", c.min_update_interval_ms, 100, 3_600_000)?;
         let addr: SocketAddr = c.listen.parse().map_err(|_| {
-            format!("{CONFIG_SECTION} listen = \"{}\" is not an address and port; write e.g. listen = \"127.0.0.1:8442\"", c.listen)
+            format!(
+                "{CONFIG_SECTION} listen = \"{}\" is not an address and port; write e.g. listen = \"127.0.0.1:8442\"",
+                c.listen
+            )
         })?;
         if !addr.ip().is_loopback() {
             return Err(format!(
@@ -85,7 +90,10 @@ mod tests {
     #[test]
     fn defaults_ranges_and_loopback_only() {
         let (c, addr) = Config::from_value(Value::Nil).unwrap();
-        assert_eq!((addr.to_string().as_str(), c.max_connections, c.min_update_interval_ms), ("127.0.0.1:8442", 8, 1000));
+        assert_eq!(
+            (addr.to_string().as_str(), c.max_connections, c.min_update_interval_ms),
+            ("127.0.0.1:8442", 8, 1000)
+        );
         let e = cfg(vec![("listen", "0.0.0.0:8442".into())]).unwrap_err();
         assert!(e.contains("listen") && e.contains("not a loopback address"), "{e}");
         let e = cfg(vec![("listen", "localhost".into())]).unwrap_err();

@@ -31,11 +31,17 @@ pub struct Answer {
 
 impl Answer {
     pub fn json(status: u16, value: &serde_json::Value) -> Answer {
-        Answer { status, body: serde_json::to_vec(value).unwrap_or_default() }
+        Answer {
+            status,
+            body: serde_json::to_vec(value).unwrap_or_default(),
+        }
     }
     /// An HTTP-level refusal, with a JSON-RPC error body a client can show (`id` null).
     pub fn refusal(status: u16, code: i64, message: String) -> Answer {
-        Answer::json(status, &serde_json::json!({ "result": null, "error": { "code": code, "message": message }, "id": null }))
+        Answer::json(
+            status,
+            &serde_json::json!({ "result": null, "error": { "code": code, "message": message }, "id": null }),
+        )
     }
 }
 
@@ -64,7 +70,10 @@ fn write_answer(stream: &mut TcpStream, answer: &Answer) {
         answer.body.len()
     );
     // A client that went away is not an error of ours.
-    let _ = stream.write_all(head.as_bytes()).and_then(|_| stream.write_all(&answer.body)).and_then(|_| stream.flush());
+    let _ = stream
+        .write_all(head.as_bytes())
+        .and_then(|_| stream.write_all(&answer.body))
+        .and_then(|_| stream.flush());
 }
 
 /// Accepts connections until the listener fails; each connection on a thread of its own,
@@ -148,7 +157,11 @@ fn read_some(stream: &mut TcpStream, buf: &mut [u8], deadline: Instant, config: 
     match stream.read(buf) {
         Ok(n) => Ok(n),
         Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => Err(timeout),
-        Err(e) => Err(Answer::refusal(400, -32000, format!("block-template: reading the request failed: {e}"))),
+        Err(e) => Err(Answer::refusal(
+            400,
+            -32000,
+            format!("block-template: reading the request failed: {e}"),
+        )),
     }
 }
 
@@ -162,14 +175,20 @@ fn read_request(stream: &mut TcpStream, config: &Config, deadline: Instant) -> R
                 return Err(Answer::refusal(
                     431,
                     -32000,
-                    format!("block-template: the request line and headers exceed {MAX_HEAD_BYTES} bytes (a fixed limit)"),
+                    format!(
+                        "block-template: the request line and headers exceed {MAX_HEAD_BYTES} bytes (a fixed limit)"
+                    ),
                 ));
             }
             buf.resize((buf.len() * 2).min(MAX_HEAD_BYTES), 0);
         }
         let n = read_some(stream, &mut buf[len..], deadline, config)?;
         if n == 0 {
-            return Err(Answer::refusal(400, -32000, "block-template: the connection closed before the request was complete".into()));
+            return Err(Answer::refusal(
+                400,
+                -32000,
+                "block-template: the connection closed before the request was complete".into(),
+            ));
         }
         len += n;
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -197,22 +216,44 @@ fn read_request(stream: &mut TcpStream, config: &Config, deadline: Instant) -> R
                         ));
                     }
                     if h.name.eq_ignore_ascii_case("content-length") {
-                        let parsed = std::str::from_utf8(h.value).ok().and_then(|v| v.trim().parse::<u64>().ok());
+                        let parsed = std::str::from_utf8(h.value)
+                            .ok()
+                            .and_then(|v| v.trim().parse::<u64>().ok());
                         match (parsed, content_length) {
                             (Some(n), None) => content_length = Some(n),
-                            _ => return Err(Answer::refusal(400, -32600, "block-template: a bad or repeated Content-Length header".into())),
+                            _ => {
+                                return Err(Answer::refusal(
+                                    400,
+                                    -32600,
+                                    "block-template: a bad or repeated Content-Length header".into(),
+                                ))
+                            }
                         }
                     }
                 }
                 let Some(content_length) = content_length else {
-                    return Err(Answer::refusal(411, -32600, "block-template: a POST needs a Content-Length header".into()));
+                    return Err(Answer::refusal(
+                        411,
+                        -32600,
+                        "block-template: a POST needs a Content-Length header".into(),
+                    ));
                 };
                 break (head_len, content_length);
             }
             Err(httparse::Error::TooManyHeaders) => {
-                return Err(Answer::refusal(431, -32000, format!("block-template: more than {MAX_HEADERS} headers (a fixed limit)")));
+                return Err(Answer::refusal(
+                    431,
+                    -32000,
+                    format!("block-template: more than {MAX_HEADERS} headers (a fixed limit)"),
+                ));
             }
-            Err(e) => return Err(Answer::refusal(400, -32000, format!("block-template: not an HTTP/1.x request ({e})"))),
+            Err(e) => {
+                return Err(Answer::refusal(
+                    400,
+                    -32000,
+                    format!("block-template: not an HTTP/1.x request ({e})"),
+                ))
+            }
         }
     };
     // The body's size is checked before any of it is read (or room made for it).
@@ -235,7 +276,11 @@ fn read_request(stream: &mut TcpStream, config: &Config, deadline: Instant) -> R
         let want = (content_length - body.len()).min(chunk.len());
         let n = read_some(stream, &mut chunk[..want], deadline, config)?;
         if n == 0 {
-            return Err(Answer::refusal(400, -32000, "block-template: the connection closed before the body was complete".into()));
+            return Err(Answer::refusal(
+                400,
+                -32000,
+                "block-template: the connection closed before the body was complete".into(),
+            ));
         }
         body.extend_from_slice(&chunk[..n]);
     }

@@ -85,7 +85,9 @@ fn run(client: &Client) -> Result<(), Error> {
             return Ok(());
         }
     };
-    let bound = listener.local_addr().map_err(|e| Error::Protocol(format!("local address: {e}")))?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| Error::Protocol(format!("local address: {e}")))?;
 
     // The provider role: the host lets only the designated module register.
     client.on_provider(|call: ProviderCall| -> Result<Value, HandlerError> { Err(call.unknown_method()) });
@@ -126,7 +128,11 @@ fn run(client: &Client) -> Result<(), Error> {
     client.ready()?;
     client.info(&format!("block-template: serving getblocktemplate and submitblock (Bitcoin Core JSON-RPC over HTTP POST) on http://{bound}/"));
 
-    let mut announcer = Announcer { cursor: client.storage_get::<Announced>(TREE, CURSOR)?, last_sent: None, min_interval: Duration::from_millis(config.min_update_interval_ms) };
+    let mut announcer = Announcer {
+        cursor: client.storage_get::<Announced>(TREE, CURSOR)?,
+        last_sent: None,
+        min_interval: Duration::from_millis(config.min_update_interval_ms),
+    };
     // Catch up: whatever happened while we were away is in the template the host gives now.
     if let Err(e) = announcer.announce(client, true) {
         client.warn(&format!("block-template: the first announcement failed: {e}"));
@@ -135,7 +141,11 @@ fn run(client: &Client) -> Result<(), Error> {
     let mut events = client.events();
     let mut mempool_dirty = false;
     loop {
-        let wait = if mempool_dirty { announcer.until_next_allowed() } else { Duration::from_secs(3600) };
+        let wait = if mempool_dirty {
+            announcer.until_next_allowed()
+        } else {
+            Duration::from_secs(3600)
+        };
         let first = match events.next_timeout(wait) {
             Ok(e) => e,
             Err(Error::Closed) => break,
@@ -155,10 +165,7 @@ fn run(client: &Client) -> Result<(), Error> {
             }
         }
         // Chain events come at the rate of blocks: answered at once, with whatever changed.
-        let result = if chain {
-            mempool_dirty = false;
-            announcer.announce(client, false)
-        } else if mempool_dirty && announcer.until_next_allowed().is_zero() {
+        let result = if chain || (mempool_dirty && announcer.until_next_allowed().is_zero()) {
             mempool_dirty = false;
             announcer.announce(client, false)
         } else {
@@ -182,7 +189,8 @@ struct Announcer {
 
 impl Announcer {
     fn until_next_allowed(&self) -> Duration {
-        self.last_sent.map_or(Duration::ZERO, |t| self.min_interval.saturating_sub(t.elapsed()))
+        self.last_sent
+            .map_or(Duration::ZERO, |t| self.min_interval.saturating_sub(t.elapsed()))
     }
 
     /// Reads the template and publishes BlockTemplateUpdated if it differs from the cursor:
@@ -199,7 +207,12 @@ impl Announcer {
         let reason = match &self.cursor {
             Some(c) if c.previous_block_hash != now.previous_block_hash => "new_block",
             None => "new_block",
-            Some(c) if !chain_only && (c.transaction_count, c.coinbase_value) != (now.transaction_count, now.coinbase_value) => "mempool",
+            Some(c)
+                if !chain_only
+                    && (c.transaction_count, c.coinbase_value) != (now.transaction_count, now.coinbase_value) =>
+            {
+                "mempool"
+            }
             Some(_) => return Ok(()),
         };
         client.publish_event(
@@ -214,7 +227,10 @@ impl Announcer {
         )?;
         self.last_sent = Some(Instant::now());
         client.storage_insert(TREE, CURSOR, &now)?;
-        client.debug(&format!("block-template: announced height {} ({} transactions, {reason})", now.height, now.transaction_count));
+        client.debug(&format!(
+            "block-template: announced height {} ({} transactions, {reason})",
+            now.height, now.transaction_count
+        ));
         self.cursor = Some(now);
         Ok(())
     }

@@ -30,7 +30,10 @@ pub struct RpcError {
 }
 
 fn err(code: i64, message: impl Into<String>) -> RpcError {
-    RpcError { code, message: message.into() }
+    RpcError {
+        code,
+        message: message.into(),
+    }
 }
 
 /// What the server counts (logged now and then, and at exit).
@@ -44,10 +47,20 @@ pub struct Counters {
 pub fn handle(client: &Client, counters: &Counters, req: Request) -> Answer {
     let parsed: Json = match serde_json::from_slice(&req.body) {
         Ok(v) => v,
-        Err(e) => return envelope(false, Json::Null, Err(err(RPC_PARSE_ERROR, format!("Parse error: {e}")))),
+        Err(e) => {
+            return envelope(
+                false,
+                Json::Null,
+                Err(err(RPC_PARSE_ERROR, format!("Parse error: {e}"))),
+            )
+        }
     };
     let Json::Object(obj) = parsed else {
-        let what = if parsed.is_array() { "batches are not supported by this server: send one request per call" } else { "the request must be a JSON object" };
+        let what = if parsed.is_array() {
+            "batches are not supported by this server: send one request per call"
+        } else {
+            "the request must be a JSON object"
+        };
         return envelope(false, Json::Null, Err(err(RPC_INVALID_REQUEST, what)));
     };
     let v2 = obj.get("jsonrpc").and_then(Json::as_str) == Some("2.0");
@@ -63,12 +76,21 @@ pub fn handle(client: &Client, counters: &Counters, req: Request) -> Answer {
             "submitblock" => vec![named.get("hexdata").cloned().unwrap_or(Json::Null)],
             _ => vec![],
         },
-        Some(_) => return envelope(v2, id, Err(err(RPC_INVALID_REQUEST, "Params must be an array or object"))),
+        Some(_) => {
+            return envelope(
+                v2,
+                id,
+                Err(err(RPC_INVALID_REQUEST, "Params must be an array or object")),
+            )
+        }
     };
     let result = match method {
         "getblocktemplate" => get_block_template(client, counters, &params),
         "submitblock" => submit_block(client, counters, &params),
-        other => Err(err(RPC_METHOD_NOT_FOUND, format!("Method not found ({other}); this server has getblocktemplate and submitblock"))),
+        other => Err(err(
+            RPC_METHOD_NOT_FOUND,
+            format!("Method not found ({other}); this server has getblocktemplate and submitblock"),
+        )),
     };
     envelope(v2, id, result)
 }
@@ -76,11 +98,23 @@ pub fn handle(client: &Client, counters: &Counters, req: Request) -> Answer {
 fn envelope(v2: bool, id: Json, result: Result<Json, RpcError>) -> Answer {
     match (v2, result) {
         (true, Ok(r)) => Answer::json(200, &json!({ "jsonrpc": "2.0", "result": r, "id": id })),
-        (true, Err(e)) => Answer::json(200, &json!({ "jsonrpc": "2.0", "error": { "code": e.code, "message": e.message }, "id": id })),
+        (true, Err(e)) => Answer::json(
+            200,
+            &json!({ "jsonrpc": "2.0", "error": { "code": e.code, "message": e.message }, "id": id }),
+        ),
         (false, Ok(r)) => Answer::json(200, &json!({ "result": r, "error": null, "id": id })),
         (false, Err(e)) => {
-            let status = if e.code == RPC_METHOD_NOT_FOUND { 404 } else if e.code == RPC_INVALID_REQUEST || e.code == RPC_PARSE_ERROR { 400 } else { 500 };
-            Answer::json(status, &json!({ "result": null, "error": { "code": e.code, "message": e.message }, "id": id }))
+            let status = if e.code == RPC_METHOD_NOT_FOUND {
+                404
+            } else if e.code == RPC_INVALID_REQUEST || e.code == RPC_PARSE_ERROR {
+                400
+            } else {
+                500
+            };
+            Answer::json(
+                status,
+                &json!({ "result": null, "error": { "code": e.code, "message": e.message }, "id": id }),
+            )
         }
     }
 }
@@ -94,22 +128,38 @@ fn get_block_template(client: &Client, counters: &Counters, params: &[Json]) -> 
     };
     match request.get("mode").map(|m| m.as_str()) {
         None | Some(Some("template")) => {}
-        Some(Some("proposal")) => return Err(err(RPC_INVALID_PARAMETER, "mode \"proposal\" is not supported by this server (submit the block with submitblock)")),
+        Some(Some("proposal")) => {
+            return Err(err(
+                RPC_INVALID_PARAMETER,
+                "mode \"proposal\" is not supported by this server (submit the block with submitblock)",
+            ))
+        }
         Some(_) => return Err(err(RPC_INVALID_PARAMETER, "Invalid mode")),
     }
     let rules: Vec<String> = match request.get("rules") {
-        Some(Json::Array(r)) if r.len() <= 32 => r.iter().filter_map(|x| x.as_str()).filter(|s| s.len() <= 64).map(str::to_owned).collect(),
+        Some(Json::Array(r)) if r.len() <= 32 => r
+            .iter()
+            .filter_map(|x| x.as_str())
+            .filter(|s| s.len() <= 64)
+            .map(str::to_owned)
+            .collect(),
         Some(Json::Array(_)) => return Err(err(RPC_INVALID_PARAMETER, "rules: at most 32 rules")),
         _ => vec![],
     };
     if !rules.iter().any(|r| r == "segwit") {
-        return Err(err(RPC_INVALID_PARAMETER, "getblocktemplate must be called with the segwit rule set (call with {\"rules\": [\"segwit\"]})"));
+        return Err(err(
+            RPC_INVALID_PARAMETER,
+            "getblocktemplate must be called with the segwit rule set (call with {\"rules\": [\"segwit\"]})",
+        ));
     }
     let mut options = BlockTemplateOptions::new();
     options.rules = rules;
-    let t = client
-        .get_block_template(&options)
-        .map_err(|e| err(RPC_MISC_ERROR, format!("the node's block template is not available: {e}")))?;
+    let t = client.get_block_template(&options).map_err(|e| {
+        err(
+            RPC_MISC_ERROR,
+            format!("the node's block template is not available: {e}"),
+        )
+    })?;
     counters.templates.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     Ok(core_template(&t))
 }
@@ -117,7 +167,12 @@ fn get_block_template(client: &Client, counters: &Counters, params: &[Json]) -> 
 /// modhost's template in getblocktemplate's form (Bitcoin Core 25+, regtest).
 pub fn core_template(t: &BlockTemplate) -> Json {
     // `depends`: 1-based indexes of earlier template transactions this one spends.
-    let index: HashMap<&str, usize> = t.transactions.iter().enumerate().map(|(i, x)| (x.txid.as_str(), i + 1)).collect();
+    let index: HashMap<&str, usize> = t
+        .transactions
+        .iter()
+        .enumerate()
+        .map(|(i, x)| (x.txid.as_str(), i + 1))
+        .collect();
     let transactions: Vec<Json> = t
         .transactions
         .iter()
@@ -170,11 +225,20 @@ pub fn core_template(t: &BlockTemplate) -> Json {
 
 fn submit_block(client: &Client, counters: &Counters, params: &[Json]) -> Result<Json, RpcError> {
     let Some(Json::String(hex)) = params.first() else {
-        return Err(err(RPC_TYPE_ERROR, "hexdata must be a hex string (the serialised block)"));
+        return Err(err(
+            RPC_TYPE_ERROR,
+            "hexdata must be a hex string (the serialised block)",
+        ));
     };
     // Core: a block that does not decode is error -22, checked before anything else.
     if hex.len() > MAX_BLOCK_HEX {
-        return Err(err(RPC_DESERIALIZATION_ERROR, format!("Block decode failed: {} hex characters, more than a block of 4,000,000 bytes can have", hex.len())));
+        return Err(err(
+            RPC_DESERIALIZATION_ERROR,
+            format!(
+                "Block decode failed: {} hex characters, more than a block of 4,000,000 bytes can have",
+                hex.len()
+            ),
+        ));
     }
     if hex.len() < 160 || !tx::is_hex(hex) {
         return Err(err(RPC_DESERIALIZATION_ERROR, "Block decode failed"));
@@ -188,13 +252,21 @@ fn submit_block(client: &Client, counters: &Counters, params: &[Json]) -> Result
     match r.result {
         SubmitBlockStatus::Accepted => {
             counters.accepted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            client.info(&format!("block-template: block {} accepted", r.hash.as_deref().unwrap_or("?")));
+            client.info(&format!(
+                "block-template: block {} accepted",
+                r.hash.as_deref().unwrap_or("?")
+            ));
             Ok(Json::Null)
         }
         SubmitBlockStatus::Duplicate => Ok(json!("duplicate")),
-        SubmitBlockStatus::Rejected if code == "bad-block-decode" => Err(err(RPC_DESERIALIZATION_ERROR, "Block decode failed")),
+        SubmitBlockStatus::Rejected if code == "bad-block-decode" => {
+            Err(err(RPC_DESERIALIZATION_ERROR, "Block decode failed"))
+        }
         SubmitBlockStatus::Rejected => {
-            client.info(&format!("block-template: block {} rejected: {reason}", r.hash.as_deref().unwrap_or("?")));
+            client.info(&format!(
+                "block-template: block {} rejected: {reason}",
+                r.hash.as_deref().unwrap_or("?")
+            ));
             Ok(json!(code))
         }
     }
@@ -207,7 +279,12 @@ mod tests {
 
     /// A legacy transaction spending `prev`:0 (display-order txid).
     fn spending(prev: &str) -> String {
-        let internal: String = tx::decode_hex(prev).unwrap().iter().rev().map(|b| format!("{b:02x}")).collect();
+        let internal: String = tx::decode_hex(prev)
+            .unwrap()
+            .iter()
+            .rev()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         format!("0200000001{internal}0000000000ffffffff0000000000")
     }
 
@@ -224,9 +301,21 @@ mod tests {
             cur_time: 1_700_000_100,
             min_time: 1_700_000_000,
             transactions: vec![
-                TemplateTransaction { txid: a.clone(), wtxid: a.clone(), hex: spending(&"cc".repeat(32)), fee: 500, weight: 400 },
+                TemplateTransaction {
+                    txid: a.clone(),
+                    wtxid: a.clone(),
+                    hex: spending(&"cc".repeat(32)),
+                    fee: 500,
+                    weight: 400,
+                },
                 // spends the first one: depends [1]
-                TemplateTransaction { txid: b.clone(), wtxid: "dd".repeat(32), hex: spending(&a), fee: 700, weight: 400 },
+                TemplateTransaction {
+                    txid: b.clone(),
+                    wtxid: "dd".repeat(32),
+                    hex: spending(&a),
+                    fee: 700,
+                    weight: 400,
+                },
             ],
             coinbase_value: 5_000_001_200,
             default_witness_commitment: "6a24aa21a9ed".to_string() + &"00".repeat(32),
@@ -236,7 +325,10 @@ mod tests {
         assert_eq!(j["bits"], "207fffff");
         assert_eq!(j["previousblockhash"], "11".repeat(32));
         assert_eq!(j["coinbasevalue"], 5_000_001_200u64);
-        assert_eq!((j["curtime"].as_u64(), j["mintime"].as_u64(), j["height"].as_u64()), (Some(1_700_000_100), Some(1_700_000_000), Some(102)));
+        assert_eq!(
+            (j["curtime"].as_u64(), j["mintime"].as_u64(), j["height"].as_u64()),
+            (Some(1_700_000_100), Some(1_700_000_000), Some(102))
+        );
         assert_eq!(j["transactions"][0]["depends"], serde_json::json!([]));
         assert_eq!(j["transactions"][1]["depends"], serde_json::json!([1]));
         assert_eq!(j["transactions"][1]["hash"], "dd".repeat(32));

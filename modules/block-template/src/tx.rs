@@ -4,7 +4,7 @@
 /// Hex of raw bytes, or None when `s` is not an even number of hex digits.
 pub fn decode_hex(s: &str) -> Option<Vec<u8>> {
     let b = s.as_bytes();
-    if b.len() % 2 != 0 {
+    if !b.len().is_multiple_of(2) {
         return None;
     }
     fn nibble(c: u8) -> Option<u8> {
@@ -20,7 +20,7 @@ pub fn decode_hex(s: &str) -> Option<Vec<u8>> {
 
 /// Whether `s` is an even number of hex digits, without allocating.
 pub fn is_hex(s: &str) -> bool {
-    s.len() % 2 == 0 && s.bytes().all(|c| c.is_ascii_hexdigit())
+    s.len().is_multiple_of(2) && s.bytes().all(|c| c.is_ascii_hexdigit())
 }
 
 struct Reader<'a> {
@@ -84,10 +84,31 @@ mod tests {
     fn reads_the_spent_txids_of_legacy_and_witness_transactions() {
         let prev = "11".repeat(31) + "22";
         // version 2, 1 input spending prev:0 with an empty script, sequence, 0 outputs, locktime
-        let internal: String = decode_hex(&prev).unwrap().iter().rev().map(|b| format!("{b:02x}")).collect();
-        let legacy = format!("02000000" /* version */).to_string() + "01" + &internal + "00000000" + "00" + "ffffffff" + "00" + "00000000";
+        let internal: String = decode_hex(&prev)
+            .unwrap()
+            .iter()
+            .rev()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let legacy = "02000000".to_string() /* version */
+            + "01"
+            + &internal
+            + "00000000"
+            + "00"
+            + "ffffffff"
+            + "00"
+            + "00000000";
         assert_eq!(spent_txids(&legacy), Some(vec![prev.clone()]));
-        let witness = "02000000".to_string() + "0001" + "01" + &internal + "00000000" + "00" + "ffffffff" + "00" + "0100" + "00000000";
+        let witness = "02000000".to_string()
+            + "0001"
+            + "01"
+            + &internal
+            + "00000000"
+            + "00"
+            + "ffffffff"
+            + "00"
+            + "0100"
+            + "00000000";
         assert_eq!(spent_txids(&witness), Some(vec![prev]));
         assert_eq!(spent_txids("0200"), None);
         assert_eq!(spent_txids("zz"), None);

@@ -44,12 +44,18 @@ fn main() -> ExitCode {
 
 fn run(client: &Client) -> Result<(), Error> {
     let info = client.get_chain_info()?;
-    client.info(&format!("rust-example: {} chain at height {}, tip {}", info.chain, info.height, info.tip_hash));
+    client.info(&format!(
+        "rust-example: {} chain at height {}, tip {}",
+        info.chain, info.height, info.tip_hash
+    ));
 
     client.storage_open_tree(TREE)?;
     // Catch up with what happened while we were stopped (see sync).
     let caught = sync(client)?;
-    client.info(&format!("rust-example: caught up: {} blocks recorded, {} unwound", caught.recorded, caught.unwound));
+    client.info(&format!(
+        "rust-example: caught up: {} blocks recorded, {} unwound",
+        caught.recorded, caught.unwound
+    ));
 
     // `rust-example.last` on the host's RPC server: the handler first, then the registration.
     // (Optional features check the welcome, so the module also runs with fewer grants.)
@@ -67,7 +73,9 @@ fn run(client: &Client) -> Result<(), Error> {
     });
     if client.may_call("register_rpc_endpoint") {
         // Optional: a host without an RPC server (or a refused name) costs the method, not the module.
-        if let Err(e) = client.register_rpc_endpoint("last", "The last block rust-example recorded: {height, hash}, or null") {
+        if let Err(e) =
+            client.register_rpc_endpoint("last", "The last block rust-example recorded: {height, hash}, or null")
+        {
             client.warn(&format!("rust-example: RPC method not registered: {e}"));
         }
     }
@@ -83,7 +91,10 @@ fn run(client: &Client) -> Result<(), Error> {
     // Ends once the host's shutdown invocation has been answered, or if the host goes away.
     for event in client.events() {
         if event.missed > 0 {
-            client.warn(&format!("rust-example: {} events were dropped before block event {}", event.missed, event.seq));
+            client.warn(&format!(
+                "rust-example: {} events were dropped before block event {}",
+                event.missed, event.seq
+            ));
         }
         let Some(nb) = event.new_block() else { continue };
         // Not just this block: everything from our cursor to the tip (a reorg's replacements,
@@ -123,14 +134,19 @@ struct Synced {
 /// up to the tip. Without a cursor (a first start) it begins at the tip. Each block is
 /// recorded once: the cursor is the record itself.
 fn sync(client: &Client) -> Result<Synced, Error> {
-    let mut done = Synced { recorded: 0, unwound: 0 };
+    let mut done = Synced {
+        recorded: 0,
+        unwound: 0,
+    };
     let mut cursor = last_recorded(client)?;
     while let Some((height, hash)) = cursor.clone() {
         if client.get_block_by_height(height)?.is_some_and(|b| b.hash == hash) {
             break;
         }
         client.storage_remove(TREE, &key(height))?;
-        client.warn(&format!("rust-example: block {height} {hash} is no longer on the active chain; unwound"));
+        client.warn(&format!(
+            "rust-example: block {height} {hash} is no longer on the active chain; unwound"
+        ));
         done.unwound += 1;
         cursor = last_recorded(client)?;
     }
@@ -140,7 +156,11 @@ fn sync(client: &Client) -> Result<Synced, Error> {
         let block = client
             .get_block_by_height(height)?
             .ok_or_else(|| Error::Protocol(format!("block {height} of the active chain not found")))?;
-        client.info(&format!("rust-example: block {} has {} txs", block.height, block.transactions.len()));
+        client.info(&format!(
+            "rust-example: block {} has {} txs",
+            block.height,
+            block.transactions.len()
+        ));
         client.storage_insert(TREE, &key(height), &block.hash)?;
         if client.may_call("report_metric") {
             client.report_metric("blocks_seen_total", 1, MetricKind::Counter, &[])?;

@@ -103,9 +103,10 @@ impl Client {
 
     /// [`Client::connect`] with an explicit bootstrap.
     pub fn connect_with(boot: &Bootstrap, version: &str) -> Result<Client> {
-        let module = boot.module_id.clone().ok_or_else(|| {
-            Error::NotUnderHost("no module id: neither --module-id nor MODULE_ID is set".into())
-        })?;
+        let module = boot
+            .module_id
+            .clone()
+            .ok_or_else(|| Error::NotUnderHost("no module id: neither --module-id nor MODULE_ID is set".into()))?;
         let stream = take_fd(boot.fd)?;
         Client::from_stream(stream, &module, version)
     }
@@ -127,9 +128,18 @@ impl Client {
         let welcome = {
             let body = match read_frame(&mut reader, DEFAULT_MAX_FRAME_BYTES) {
                 Ok(Some(body)) => body,
-                Ok(None) => return Err(Error::Protocol("the host closed the connection during the handshake".into())),
-                Err(Error::Io(e)) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
-                    return Err(Error::Protocol(format!("no welcome from the host within {} s", HANDSHAKE_TIMEOUT.as_secs())))
+                Ok(None) => {
+                    return Err(Error::Protocol(
+                        "the host closed the connection during the handshake".into(),
+                    ))
+                }
+                Err(Error::Io(e))
+                    if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) =>
+                {
+                    return Err(Error::Protocol(format!(
+                        "no welcome from the host within {} s",
+                        HANDSHAKE_TIMEOUT.as_secs()
+                    )))
                 }
                 Err(e) => return Err(e),
             };
@@ -138,15 +148,28 @@ impl Client {
                 Ok(Message::Goodbye(g)) => {
                     let _ = stream.shutdown(SocketShutdown::Both);
                     return Err(match g.error {
-                        Some(e) => Error::Remote { code: e.code, message: format!("the host refused the module: {}", e.message), data: e.data },
+                        Some(e) => Error::Remote {
+                            code: e.code,
+                            message: format!("the host refused the module: {}", e.message),
+                            data: e.data,
+                        },
                         None => Error::Protocol("the host said goodbye during the handshake".into()),
                     });
                 }
                 // An error answer to a hello the host could not read.
                 Ok(Message::Response(Response { error: Some(e), .. })) => {
-                    return Err(Error::Remote { code: e.code, message: e.message, data: e.data })
+                    return Err(Error::Remote {
+                        code: e.code,
+                        message: e.message,
+                        data: e.data,
+                    })
                 }
-                Ok(other) => return Err(Error::Protocol(format!("expected welcome from the host, got {}", kind_name(&other)))),
+                Ok(other) => {
+                    return Err(Error::Protocol(format!(
+                        "expected welcome from the host, got {}",
+                        kind_name(&other)
+                    )))
+                }
                 Err(e) => return Err(e),
             }
         };
@@ -166,7 +189,10 @@ impl Client {
             config: Mutex::new(welcome.config.clone()),
             welcome,
             next_id: AtomicU64::new(1),
-            pending: Mutex::new(Pending { waiting: HashMap::new(), closed: false }),
+            pending: Mutex::new(Pending {
+                waiting: HashMap::new(),
+                closed: false,
+            }),
             pending_cv: Condvar::new(),
             handlers: RwLock::new(HashMap::new()),
             shutdown_handler: Mutex::new(None),
@@ -238,11 +264,23 @@ impl Client {
     /// [`Client::get_block`] with options: [`BlockOptions::light`] leaves out the raw hex of
     /// the block, its header and its transactions (their `hex` fields are then empty).
     pub fn get_block_with(&self, hash: &str, options: BlockOptions) -> Result<Option<Block>> {
-        self.request("get_block", &HashWith { hash, include_hex: options.include_hex })
+        self.request(
+            "get_block",
+            &HashWith {
+                hash,
+                include_hex: options.include_hex,
+            },
+        )
     }
     /// [`Client::get_block_by_height`] with options (see [`Client::get_block_with`]).
     pub fn get_block_by_height_with(&self, height: u64, options: BlockOptions) -> Result<Option<Block>> {
-        self.request("get_block_by_height", &HeightWith { height, include_hex: options.include_hex })
+        self.request(
+            "get_block_by_height",
+            &HeightWith {
+                height,
+                include_hex: options.include_hex,
+            },
+        )
     }
 
     // storage
@@ -251,7 +289,14 @@ impl Client {
     /// host refuses a range whose entries exceed its byte limit per answer
     /// (`storage_iter_max_bytes`): page through large ranges with [`Client::storage_iter_page`].
     pub fn storage_iter<T: DeserializeOwned>(&self, tree: &str, options: &IterOptions) -> Result<Vec<Entry<T>>> {
-        self.request("storage_iter", &IterParams { tree, options, page: None })
+        self.request(
+            "storage_iter",
+            &IterParams {
+                tree,
+                options,
+                page: None,
+            },
+        )
     }
     /// One page of a range: at most `limit` entries and at most the host's byte limit per
     /// answer. Pass `None` as `cursor` for the first page, then the page's `cursor` until it
@@ -269,8 +314,20 @@ impl Client {
     /// }
     /// # Ok(()) }
     /// ```
-    pub fn storage_iter_page<T: DeserializeOwned>(&self, tree: &str, options: &IterOptions, cursor: Option<&str>) -> Result<IterPage<T>> {
-        self.request("storage_iter", &IterParams { tree, options, page: Some(cursor) })
+    pub fn storage_iter_page<T: DeserializeOwned>(
+        &self,
+        tree: &str,
+        options: &IterOptions,
+        cursor: Option<&str>,
+    ) -> Result<IterPage<T>> {
+        self.request(
+            "storage_iter",
+            &IterParams {
+                tree,
+                options,
+                page: Some(cursor),
+            },
+        )
     }
 
     // events and config
@@ -293,11 +350,27 @@ impl Client {
     /// Creates or replaces a file (missing parent directories are an error; see
     /// [`Client::create_directory`]). `data` is bytes or a string (needs `write_filesystem`).
     pub fn write_file(&self, path: &str, data: impl AsRef<[u8]>) -> Result<()> {
-        self.request_raw("write_file", &WriteParams { path, data: BinRef(data.as_ref()), append: None }).map(drop)
+        self.request_raw(
+            "write_file",
+            &WriteParams {
+                path,
+                data: BinRef(data.as_ref()),
+                append: None,
+            },
+        )
+        .map(drop)
     }
     /// Adds to the end of a file, creating it when it does not exist.
     pub fn append_file(&self, path: &str, data: impl AsRef<[u8]>) -> Result<()> {
-        self.request_raw("write_file", &WriteParams { path, data: BinRef(data.as_ref()), append: Some(true) }).map(drop)
+        self.request_raw(
+            "write_file",
+            &WriteParams {
+                path,
+                data: BinRef(data.as_ref()),
+                append: Some(true),
+            },
+        )
+        .map(drop)
     }
 
     // modules
@@ -307,8 +380,21 @@ impl Client {
     /// the caller. Fails with `unavailable` (not running), `unknown_method`, `timeout` (after
     /// 10 s), `quota_exceeded` (calls nested more than 8 deep) or `module_error` (the
     /// handler failed). Needs `call_module` for `target`.
-    pub fn call_module<P: Serialize + ?Sized, R: DeserializeOwned>(&self, target: &str, method: &str, params: &P) -> Result<R> {
-        self.request("call_module", &CallParams { target, method, params, timeout_ms: None })
+    pub fn call_module<P: Serialize + ?Sized, R: DeserializeOwned>(
+        &self,
+        target: &str,
+        method: &str,
+        params: &P,
+    ) -> Result<R> {
+        self.request(
+            "call_module",
+            &CallParams {
+                target,
+                method,
+                params,
+                timeout_ms: None,
+            },
+        )
     }
     /// [`Client::call_module`] waiting up to `timeout` (1 ms to 60 s) instead of 10 s.
     pub fn call_module_timeout<P: Serialize + ?Sized, R: DeserializeOwned>(
@@ -319,7 +405,15 @@ impl Client {
         timeout: Duration,
     ) -> Result<R> {
         let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
-        self.request("call_module", &CallParams { target, method, params, timeout_ms: Some(timeout_ms) })
+        self.request(
+            "call_module",
+            &CallParams {
+                target,
+                method,
+                params,
+                timeout_ms: Some(timeout_ms),
+            },
+        )
     }
 
     // metrics
@@ -327,9 +421,24 @@ impl Client {
     /// Reports a metric (needs `report_metrics`): a counter adds `value` (at least 0), a
     /// gauge sets it, a histogram records it (a number or a slice of observations). Names
     /// and labels follow Prometheus' rules; the host adds the `module` label itself.
-    pub fn report_metric(&self, name: &str, value: impl Into<MetricValue>, kind: MetricKind, labels: &[(&str, &str)]) -> Result<()> {
+    pub fn report_metric(
+        &self,
+        name: &str,
+        value: impl Into<MetricValue>,
+        kind: MetricKind,
+        labels: &[(&str, &str)],
+    ) -> Result<()> {
         let value = value.into();
-        self.request_raw("report_metric", &ReportParams { name, value: &value, kind, labels: Labels(labels) }).map(drop)
+        self.request_raw(
+            "report_metric",
+            &ReportParams {
+                name,
+                value: &value,
+                kind,
+                labels: Labels(labels),
+            },
+        )
+        .map(drop)
     }
 
     // lightning and payments (answered by the provider module; `unavailable` without one)
@@ -382,13 +491,21 @@ impl Client {
 
     /// A line for the host log.
     pub fn log(&self, level: LogLevel, message: &str) -> Result<()> {
-        self.inner.send(&Message::Log(LogMessage { level, message: message.to_owned(), fields: None }))
+        self.inner.send(&Message::Log(LogMessage {
+            level,
+            message: message.to_owned(),
+            fields: None,
+        }))
     }
 
     /// A line for the host log with structured fields (a struct or map).
     pub fn log_fields<F: Serialize + ?Sized>(&self, level: LogLevel, message: &str, fields: &F) -> Result<()> {
         let fields = to_value(fields).map_err(|e| Error::Protocol(format!("log fields: {e}")))?;
-        self.inner.send(&Message::Log(LogMessage { level, message: message.to_owned(), fields: Some(fields) }))
+        self.inner.send(&Message::Log(LogMessage {
+            level,
+            message: message.to_owned(),
+            fields: Some(fields),
+        }))
     }
 
     /// `log(Info, ..)`; if the host cannot be told, the line goes to stderr (which the host
@@ -415,7 +532,13 @@ impl Client {
     /// Says goodbye (optionally with why) and closes the connection. Pending requests fail
     /// with [`Error::Closed`].
     pub fn goodbye(&self, error: Option<HandlerError>) -> Result<()> {
-        let msg = Message::Goodbye(Goodbye { error: error.map(|e| WireError { code: e.code, message: e.message, data: e.data }) });
+        let msg = Message::Goodbye(Goodbye {
+            error: error.map(|e| WireError {
+                code: e.code,
+                message: e.message,
+                data: e.data,
+            }),
+        });
         let sent = self.inner.send(&msg);
         self.inner.close("the module said goodbye".into());
         sent
@@ -440,10 +563,16 @@ impl Client {
         E: Into<HandlerError>,
     {
         let h: Handler = Arc::new(move |params| match handler(params) {
-            Ok(r) => to_value(&r).map_err(|e| HandlerError::new("not_plain_data", format!("cannot encode the result: {e}"))),
+            Ok(r) => {
+                to_value(&r).map_err(|e| HandlerError::new("not_plain_data", format!("cannot encode the result: {e}")))
+            }
             Err(e) => Err(e.into()),
         });
-        self.inner.handlers.write().unwrap_or_else(|p| p.into_inner()).insert(kind.to_owned(), h);
+        self.inner
+            .handlers
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(kind.to_owned(), h);
     }
 
     /// Handles calls of this module's API by other modules (`module_api` invocations): match
@@ -633,15 +762,22 @@ fn take_fd(fd: i32) -> Result<UnixStream> {
         match std::fs::read_link(&link) {
             Ok(target) if target.to_string_lossy().starts_with("socket:") => {}
             Ok(target) => {
-                return Err(Error::NotUnderHost(format!("fd {fd} is {}, not the host's channel socket", target.display())))
+                return Err(Error::NotUnderHost(format!(
+                    "fd {fd} is {}, not the host's channel socket",
+                    target.display()
+                )))
             }
             Err(_) => {
-                return Err(Error::NotUnderHost(format!("fd {fd} is not open, so there is no channel to the host")))
+                return Err(Error::NotUnderHost(format!(
+                    "fd {fd} is not open, so there is no channel to the host"
+                )))
             }
         }
     }
     if FD_TAKEN.swap(true, Ordering::SeqCst) {
-        return Err(Error::Protocol(format!("fd {fd} is already in use by another Client; clone the first Client instead")));
+        return Err(Error::Protocol(format!(
+            "fd {fd} is already in use by another Client; clone the first Client instead"
+        )));
     }
     // SAFETY: the descriptor is open, is a socket, and is owned by nothing else in this
     // process (FD_TAKEN): the host passed it to us for exactly this use.
@@ -755,13 +891,23 @@ impl Serialize for IterParams<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
         let o = self.options;
-        let strings = [("gt", &o.gt), ("gte", &o.gte), ("lt", &o.lt), ("lte", &o.lte), ("prefix", &o.prefix)];
+        let strings = [
+            ("gt", &o.gt),
+            ("gte", &o.gte),
+            ("lt", &o.lt),
+            ("lte", &o.lte),
+            ("prefix", &o.prefix),
+        ];
         let paging = match self.page {
             None => 0,
             Some(None) => 1,
             Some(Some(_)) => 2,
         };
-        let n = 1 + strings.iter().filter(|(_, v)| v.is_some()).count() + o.reverse.is_some() as usize + o.limit.is_some() as usize + paging;
+        let n = 1
+            + strings.iter().filter(|(_, v)| v.is_some()).count()
+            + o.reverse.is_some() as usize
+            + o.limit.is_some() as usize
+            + paging;
         let mut m = s.serialize_map(Some(n))?;
         m.serialize_entry("tree", self.tree)?;
         for (k, v) in strings {
@@ -795,14 +941,24 @@ impl Inner {
             return Err(Error::Closed);
         }
         w.write_all(&frame).map_err(|e| match e.kind() {
-            std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::NotConnected => Error::Closed,
+            std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::NotConnected => {
+                Error::Closed
+            }
             _ => Error::Io(e),
         })
     }
 
     fn request<P: Serialize + ?Sized>(&self, method: &str, params: &P) -> Result<Value> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let frame = encode_frame(&RequestRef { t: "request", id, method, params }, self.max_frame)?;
+        let frame = encode_frame(
+            &RequestRef {
+                t: "request",
+                id,
+                method,
+                params,
+            },
+            self.max_frame,
+        )?;
         let (tx, rx) = mpsc::sync_channel(1);
         {
             let mut p = lock(&self.pending);
@@ -821,7 +977,9 @@ impl Inner {
         if let Err(e) = sent {
             self.forget(id);
             return Err(match e.kind() {
-                std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::NotConnected => Error::Closed,
+                std::io::ErrorKind::BrokenPipe
+                | std::io::ErrorKind::ConnectionReset
+                | std::io::ErrorKind::NotConnected => Error::Closed,
                 _ => Error::Io(e),
             });
         }
@@ -923,7 +1081,14 @@ impl Inner {
 
     fn warn(&self, message: String) {
         let text = format!("modhost-sdk: {message}");
-        if self.send(&Message::Log(LogMessage { level: LogLevel::Warn, message: text.clone(), fields: None })).is_err() {
+        if self
+            .send(&Message::Log(LogMessage {
+                level: LogLevel::Warn,
+                message: text.clone(),
+                fields: None,
+            }))
+            .is_err()
+        {
             eprintln!("{text}");
         }
     }
@@ -943,7 +1108,11 @@ impl Inner {
                 match from_value::<Response>(value) {
                     Ok(r) => {
                         let result = match r.error {
-                            Some(e) => Err(Error::Remote { code: e.code, message: e.message, data: e.data }),
+                            Some(e) => Err(Error::Remote {
+                                code: e.code,
+                                message: e.message,
+                                data: e.data,
+                            }),
                             None => Ok(r.result.unwrap_or(Value::Nil)),
                         };
                         let id = r.id;
@@ -999,11 +1168,27 @@ impl Inner {
     fn invoke(self: Arc<Self>, inv: Invocation) {
         let params = if inv.params.is_nil() { Value::map() } else { inv.params };
         let is_shutdown = inv.kind == "shutdown";
-        let outcome = catch_unwind(AssertUnwindSafe(|| self.run_invocation(&inv.kind, params)))
-            .unwrap_or_else(|_| Err(HandlerError::new("module_error", format!("the {} handler panicked", inv.kind))));
+        let outcome = catch_unwind(AssertUnwindSafe(|| self.run_invocation(&inv.kind, params))).unwrap_or_else(|_| {
+            Err(HandlerError::new(
+                "module_error",
+                format!("the {} handler panicked", inv.kind),
+            ))
+        });
         let msg = match outcome {
-            Ok(v) => InvocationResult { id: inv.id, result: Some(v), error: None },
-            Err(e) => InvocationResult { id: inv.id, result: None, error: Some(WireError { code: e.code, message: e.message, data: e.data }) },
+            Ok(v) => InvocationResult {
+                id: inv.id,
+                result: Some(v),
+                error: None,
+            },
+            Err(e) => InvocationResult {
+                id: inv.id,
+                result: None,
+                error: Some(WireError {
+                    code: e.code,
+                    message: e.message,
+                    data: e.data,
+                }),
+            },
         };
         match self.send(&Message::InvocationResult(msg)) {
             Ok(()) | Err(Error::Closed) => {}
@@ -1012,10 +1197,32 @@ impl Inner {
                 // caller's error, answered as one: never silence, which the caller would wait
                 // out until its timeout.
                 let too_large = why.contains("exceeds the maximum frame size");
-                let message: String = format!("the answer to this {} invocation could not be sent: {why}; {}", inv.kind,
-                    if too_large { "answer with less" } else { "answer with plain data" }).chars().take(4096).collect();
-                let code = if too_large { "result_too_large" } else { "not_plain_data" };
-                let refusal = InvocationResult { id: inv.id, result: None, error: Some(WireError { code: code.to_owned(), message, data: None }) };
+                let message: String = format!(
+                    "the answer to this {} invocation could not be sent: {why}; {}",
+                    inv.kind,
+                    if too_large {
+                        "answer with less"
+                    } else {
+                        "answer with plain data"
+                    }
+                )
+                .chars()
+                .take(4096)
+                .collect();
+                let code = if too_large {
+                    "result_too_large"
+                } else {
+                    "not_plain_data"
+                };
+                let refusal = InvocationResult {
+                    id: inv.id,
+                    result: None,
+                    error: Some(WireError {
+                        code: code.to_owned(),
+                        message,
+                        data: None,
+                    }),
+                };
                 if let Err(e) = self.send(&Message::InvocationResult(refusal)) {
                     eprintln!("modhost-sdk: could not answer the {} invocation: {e}", inv.kind);
                 }
@@ -1055,12 +1262,20 @@ impl Inner {
                 *lock(&self.config) = c.clone();
             }
         }
-        let handler = self.handlers.read().unwrap_or_else(|p| p.into_inner()).get(kind).cloned();
+        let handler = self
+            .handlers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(kind)
+            .cloned();
         match (handler, kind) {
             (Some(h), _) => h(params),
             (None, "health") => Ok(Value::from_pairs([("status", Value::from("ok"))])),
             (None, "config") => Ok(Value::Nil),
-            (None, _) => Err(HandlerError::new("unknown_method", format!("this module does not handle {kind} invocations"))),
+            (None, _) => Err(HandlerError::new(
+                "unknown_method",
+                format!("this module does not handle {kind} invocations"),
+            )),
         }
     }
 }
@@ -1069,16 +1284,37 @@ impl Inner {
 /// acknowledged) and a `type`; the payload is any value; a missing or odd `time` or `missed`
 /// reads as 0 rather than losing the event.
 fn event_from_value(mut value: Value) -> std::result::Result<EventMessage, String> {
-    let num = |v: Option<&Value>| v.and_then(|v| v.as_u64().or_else(|| v.as_f64().filter(|x| *x >= 0.0).map(|x| x as u64)));
-    let seq = num(value.get("seq")).filter(|s| *s >= 1).ok_or("event without a positive integer seq")?;
-    let type_ = value.get("type").and_then(Value::as_str).ok_or("event without a string type")?.to_owned();
+    let num = |v: Option<&Value>| {
+        v.and_then(|v| {
+            v.as_u64()
+                .or_else(|| v.as_f64().filter(|x| *x >= 0.0).map(|x| x as u64))
+        })
+    };
+    let seq = num(value.get("seq"))
+        .filter(|s| *s >= 1)
+        .ok_or("event without a positive integer seq")?;
+    let type_ = value
+        .get("type")
+        .and_then(Value::as_str)
+        .ok_or("event without a string type")?
+        .to_owned();
     let time = num(value.get("time")).unwrap_or(0);
     let missed = num(value.get("missed")).filter(|m| *m > 0);
     let payload = match &mut value {
-        Value::Map(entries) => entries.iter_mut().find(|(k, _)| k == "payload").map(|(_, v)| std::mem::take(v)).unwrap_or_default(),
+        Value::Map(entries) => entries
+            .iter_mut()
+            .find(|(k, _)| k == "payload")
+            .map(|(_, v)| std::mem::take(v))
+            .unwrap_or_default(),
         _ => Value::Nil,
     };
-    Ok(EventMessage { seq, type_, payload, time, missed })
+    Ok(EventMessage {
+        seq,
+        type_,
+        payload,
+        time,
+        missed,
+    })
 }
 
 impl Drop for Inner {

@@ -10,7 +10,11 @@ pub enum Error {
     /// `code` is machine-readable: `permission_denied`, `invalid_params`, `unknown_method`,
     /// `not_found`, `quota_exceeded`, `backend_error`, `timeout`, `unavailable`,
     /// `invalid_message`, `protocol_error`, `internal` (see docs/protocol.md section 6).
-    Remote { code: String, message: String, data: Option<Value> },
+    Remote {
+        code: String,
+        message: String,
+        data: Option<Value>,
+    },
     /// A protocol rule was broken, or a message or result did not have the expected shape.
     Protocol(String),
     /// A frame body was not one valid MessagePack value of plain data. The frame boundary is
@@ -59,7 +63,10 @@ impl fmt::Display for Error {
             Error::Decode(m) => write!(f, "undecodable message: {m}"),
             Error::Framing(m) => write!(f, "framing error, connection closed: {m}"),
             Error::Io(e) => write!(f, "channel I/O error: {e}"),
-            Error::NotUnderHost(m) => write!(f, "{m}; a module is started by the host (`modhost run` with the module enabled and granted), not by hand"),
+            Error::NotUnderHost(m) => write!(
+                f,
+                "{m}; a module is started by the host (`modhost run` with the module enabled and granted), not by hand"
+            ),
             Error::Closed => f.write_str("the connection to the host is closed; the module should finish and exit"),
         }
     }
@@ -95,7 +102,11 @@ pub struct HandlerError {
 
 impl HandlerError {
     pub fn new(code: impl Into<String>, message: impl Into<String>) -> HandlerError {
-        HandlerError { code: code.into(), message: message.into(), data: None }
+        HandlerError {
+            code: code.into(),
+            message: message.into(),
+            data: None,
+        }
     }
     pub fn with_data(mut self, data: impl Into<Value>) -> HandlerError {
         self.data = Some(data.into());

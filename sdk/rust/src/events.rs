@@ -42,7 +42,11 @@ impl fmt::Debug for Event {
 
 impl PartialEq for Event {
     fn eq(&self, o: &Event) -> bool {
-        self.seq == o.seq && self.type_ == o.type_ && self.payload == o.payload && self.time == o.time && self.missed == o.missed
+        self.seq == o.seq
+            && self.type_ == o.type_
+            && self.payload == o.payload
+            && self.time == o.time
+            && self.missed == o.missed
     }
 }
 
@@ -76,7 +80,10 @@ impl Event {
             "NodeStartupCompleted" => EventKind::NodeStartupCompleted(self.payload_as()?),
             "NodeShutdown" => EventKind::NodeShutdown(self.payload_as()?),
             "NodeShutdownCompleted" => EventKind::NodeShutdownCompleted(self.payload_as()?),
-            other => EventKind::Other { type_: other.to_owned(), payload: self.payload.clone() },
+            other => EventKind::Other {
+                type_: other.to_owned(),
+                payload: self.payload.clone(),
+            },
         })
     }
 

@@ -65,7 +65,11 @@ pub fn read_frame<R: Read>(r: &mut R, max_frame_bytes: usize) -> Result<Option<V
     while got < 4 {
         match r.read(&mut header[got..]) {
             Ok(0) if got == 0 => return Ok(None),
-            Ok(0) => return Err(Error::Framing(format!("the stream ended inside a frame header ({got} of 4 bytes)"))),
+            Ok(0) => {
+                return Err(Error::Framing(format!(
+                    "the stream ended inside a frame header ({got} of 4 bytes)"
+                )))
+            }
             Ok(n) => got += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(Error::Io(e)),
@@ -76,13 +80,19 @@ pub fn read_frame<R: Read>(r: &mut R, max_frame_bytes: usize) -> Result<Option<V
         return Err(Error::Framing("zero-length frame".into()));
     }
     if len > max_frame_bytes {
-        return Err(Error::Framing(format!("frame of {len} bytes exceeds the maximum of {max_frame_bytes}")));
+        return Err(Error::Framing(format!(
+            "frame of {len} bytes exceeds the maximum of {max_frame_bytes}"
+        )));
     }
     let mut body = vec![0u8; len];
     let mut got = 0;
     while got < len {
         match r.read(&mut body[got..]) {
-            Ok(0) => return Err(Error::Framing(format!("the stream ended inside a frame ({got} of {len} body bytes)"))),
+            Ok(0) => {
+                return Err(Error::Framing(format!(
+                    "the stream ended inside a frame ({got} of {len} body bytes)"
+                )))
+            }
             Ok(n) => got += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(Error::Io(e)),
@@ -110,16 +120,34 @@ pub fn decode_message(body: &[u8]) -> Result<Message, Error> {
 pub fn message_from_value(value: Value) -> Result<Message, Error> {
     let kind = match value.get("t") {
         Some(Value::Str(t)) => t.clone(),
-        _ => return Err(Error::Protocol(format!("a message is a map with a string field t, got a {}", value.kind()))),
+        _ => {
+            return Err(Error::Protocol(format!(
+                "a message is a map with a string field t, got a {}",
+                value.kind()
+            )))
+        }
     };
     if !KINDS.contains(&kind.as_str()) {
-        return Err(Error::Protocol(format!("unknown message kind \"{}\"", kind.chars().take(64).collect::<String>())));
+        return Err(Error::Protocol(format!(
+            "unknown message kind \"{}\"",
+            kind.chars().take(64).collect::<String>()
+        )));
     }
     from_value::<Message>(value).map_err(|e| Error::Protocol(format!("malformed {kind} message: {e}")))
 }
 
 const KINDS: &[&str] = &[
-    "hello", "welcome", "request", "response", "event", "ack", "log", "invocation", "invocation_result", "ready", "goodbye",
+    "hello",
+    "welcome",
+    "request",
+    "response",
+    "event",
+    "ack",
+    "log",
+    "invocation",
+    "invocation_result",
+    "ready",
+    "goodbye",
 ];
 
 /// Every message kind of protocol version 1, both directions.

@@ -124,7 +124,10 @@ pub enum StorageOp {
 impl StorageOp {
     /// A put of any serialisable value.
     pub fn put<T: Serialize + ?Sized>(key: impl Into<String>, value: &T) -> Result<StorageOp, ValueError> {
-        Ok(StorageOp::Put { key: key.into(), value: to_value(value)? })
+        Ok(StorageOp::Put {
+            key: key.into(),
+            value: to_value(value)?,
+        })
     }
     pub fn delete(key: impl Into<String>) -> StorageOp {
         StorageOp::Delete { key: key.into() }
@@ -239,7 +242,11 @@ pub struct CliCommand {
 
 impl CliCommand {
     pub fn new(name: impl Into<String>) -> CliCommand {
-        CliCommand { name: name.into(), about: None, args: Vec::new() }
+        CliCommand {
+            name: name.into(),
+            about: None,
+            args: Vec::new(),
+        }
     }
     pub fn about(mut self, about: impl Into<String>) -> Self {
         self.about = Some(about.into());
@@ -263,10 +270,18 @@ pub struct CliArg {
 
 impl CliArg {
     pub fn required(name: impl Into<String>) -> CliArg {
-        CliArg { name: name.into(), required: true, about: None }
+        CliArg {
+            name: name.into(),
+            required: true,
+            about: None,
+        }
     }
     pub fn optional(name: impl Into<String>) -> CliArg {
-        CliArg { name: name.into(), required: false, about: None }
+        CliArg {
+            name: name.into(),
+            required: false,
+            about: None,
+        }
     }
     pub fn about(mut self, about: impl Into<String>) -> Self {
         self.about = Some(about.into());
@@ -408,7 +423,13 @@ pub struct HttpRequest {
 impl HttpRequest {
     /// A request with any method and no body.
     pub fn new(method: impl Into<String>, url: impl Into<String>) -> HttpRequest {
-        HttpRequest { url: url.into(), method: method.into(), headers: BTreeMap::new(), body: None, timeout_ms: None }
+        HttpRequest {
+            url: url.into(),
+            method: method.into(),
+            headers: BTreeMap::new(),
+            body: None,
+            timeout_ms: None,
+        }
     }
     pub fn get(url: impl Into<String>) -> HttpRequest {
         HttpRequest::new("GET", url)
@@ -548,7 +569,10 @@ impl ModuleApiCall {
     }
     /// The answer for a method this module's API does not have.
     pub fn unknown_method(&self) -> HandlerError {
-        HandlerError::new("unknown_method", format!("this module's API has no method {}", self.method))
+        HandlerError::new(
+            "unknown_method",
+            format!("this module's API has no method {}", self.method),
+        )
     }
 }
 
@@ -617,7 +641,10 @@ impl ProviderCall {
             ProviderKind::Mining => "mining",
             ProviderKind::Governance => "governance",
         };
-        HandlerError::new("unknown_method", format!("this module does not provide {kind}.{}", self.method))
+        HandlerError::new(
+            "unknown_method",
+            format!("this module does not provide {kind}.{}", self.method),
+        )
     }
 }
 
@@ -782,5 +809,8 @@ pub enum EventKind {
     NodeShutdown(NodeShutdown),
     NodeShutdownCompleted(NodeShutdownCompleted),
     /// A module event (`"module:name"`) or a type this SDK does not know: the raw payload.
-    Other { type_: String, payload: Value },
+    Other {
+        type_: String,
+        payload: Value,
+    },
 }

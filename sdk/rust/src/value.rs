@@ -472,7 +472,11 @@ impl<'de> Deserializer<'de> for Value {
         }
     }
 
-    fn deserialize_newtype_struct<V: Visitor<'de>>(self, _name: &'static str, visitor: V) -> Result<V::Value, ValueError> {
+    fn deserialize_newtype_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, ValueError> {
         visitor.visit_newtype_struct(self)
     }
 
@@ -490,7 +494,10 @@ impl<'de> Deserializer<'de> for Value {
                 let (variant, content) = m.pop().expect("one entry");
                 visitor.visit_enum(EnumDeserializer { variant, content })
             }
-            other => Err(de::Error::invalid_type(unexpected(&other), &"a string or a map with one entry (an enum)")),
+            other => Err(de::Error::invalid_type(
+                unexpected(&other),
+                &"a string or a map with one entry (an enum)",
+            )),
         }
     }
 
@@ -534,8 +541,12 @@ impl Value {
     /// send for a large number, against the spec's advice) is read as that integer.
     fn integral(self) -> Value {
         match self {
-            Value::F64(x) if x.fract() == 0.0 && (0.0..18_446_744_073_709_551_616.0).contains(&x) => Value::UInt(x as u64),
-            Value::F64(x) if x.fract() == 0.0 && (-9_223_372_036_854_775_808.0..0.0).contains(&x) => Value::Int(x as i64),
+            Value::F64(x) if x.fract() == 0.0 && (0.0..18_446_744_073_709_551_616.0).contains(&x) => {
+                Value::UInt(x as u64)
+            }
+            Value::F64(x) if x.fract() == 0.0 && (-9_223_372_036_854_775_808.0..0.0).contains(&x) => {
+                Value::Int(x as i64)
+            }
             other => other,
         }
     }
@@ -583,7 +594,11 @@ impl<'de> de::VariantAccess<'de> for Value {
     fn tuple_variant<V: Visitor<'de>>(self, _len: usize, visitor: V) -> Result<V::Value, ValueError> {
         self.deserialize_any(visitor)
     }
-    fn struct_variant<V: Visitor<'de>>(self, _fields: &'static [&'static str], visitor: V) -> Result<V::Value, ValueError> {
+    fn struct_variant<V: Visitor<'de>>(
+        self,
+        _fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, ValueError> {
         self.deserialize_any(visitor)
     }
 }
@@ -680,7 +695,14 @@ impl std::error::Error for DecodeError {}
 /// [`MAX_STRING_BYTES`], [`MAX_BINARY_BYTES`], [`MAX_MAP_KEYS`]) are errors; each limit is checked from the
 /// header, before anything it announces is allocated or read.
 pub fn decode_value(bytes: &[u8]) -> Result<Value, DecodeError> {
-    let mut r = Reader { buf: bytes, pos: 0, budget: MAX_VALUES, at: 0, keys: HashSet::new(), long_keys: 0 };
+    let mut r = Reader {
+        buf: bytes,
+        pos: 0,
+        budget: MAX_VALUES,
+        at: 0,
+        keys: HashSet::new(),
+        long_keys: 0,
+    };
     let v = r.value(0)?;
     if r.pos != bytes.len() {
         return Err(r.err(format!("{} trailing bytes after the value", bytes.len() - r.pos)));
@@ -707,12 +729,18 @@ fn over_limit(what: String, limit: &str, value: usize) -> String {
 
 impl<'a> Reader<'a> {
     fn err(&self, message: impl Into<String>) -> DecodeError {
-        DecodeError { offset: self.pos, message: message.into() }
+        DecodeError {
+            offset: self.pos,
+            message: message.into(),
+        }
     }
 
     fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
         if self.buf.len() - self.pos < n {
-            return Err(self.err(format!("truncated: needs {n} more bytes, {} left", self.buf.len() - self.pos)));
+            return Err(self.err(format!(
+                "truncated: needs {n} more bytes, {} left",
+                self.buf.len() - self.pos
+            )));
         }
         let out = &self.buf[self.pos..self.pos + n];
         self.pos += n;
@@ -727,7 +755,11 @@ impl<'a> Reader<'a> {
     fn value(&mut self, depth: usize) -> Result<Value, DecodeError> {
         let start = self.pos;
         if self.budget == 0 {
-            return Err(self.err(over_limit("too many values in one body".into(), "max_values", MAX_VALUES)));
+            return Err(self.err(over_limit(
+                "too many values in one body".into(),
+                "max_values",
+                MAX_VALUES,
+            )));
         }
         self.budget -= 1;
         self.at = start;
@@ -805,7 +837,11 @@ impl<'a> Reader<'a> {
     fn binary(&mut self, n: usize, at: usize) -> Result<Value, DecodeError> {
         if n > MAX_BINARY_BYTES {
             self.pos = at;
-            return Err(self.err(over_limit(format!("binary of {n} bytes"), "max_binary_bytes", MAX_BINARY_BYTES)));
+            return Err(self.err(over_limit(
+                format!("binary of {n} bytes"),
+                "max_binary_bytes",
+                MAX_BINARY_BYTES,
+            )));
         }
         Ok(Value::Bin(self.take(n)?.to_vec()))
     }
@@ -813,7 +849,11 @@ impl<'a> Reader<'a> {
     fn string(&mut self, n: usize, at: usize) -> Result<Value, DecodeError> {
         if n > MAX_STRING_BYTES {
             self.pos = at;
-            return Err(self.err(over_limit(format!("string of {n} bytes"), "max_string_bytes", MAX_STRING_BYTES)));
+            return Err(self.err(over_limit(
+                format!("string of {n} bytes"),
+                "max_string_bytes",
+                MAX_STRING_BYTES,
+            )));
         }
         let start = self.pos;
         let bytes = self.take(n)?;
@@ -839,7 +879,10 @@ impl<'a> Reader<'a> {
         }
         // Every item takes at least one byte: never trust a count beyond what is left.
         if items > self.buf.len() - self.pos {
-            return fail(format!("truncated: {what} in {} remaining bytes", self.buf.len() - self.pos));
+            return fail(format!(
+                "truncated: {what} in {} remaining bytes",
+                self.buf.len() - self.pos
+            ));
         }
         Ok(())
     }

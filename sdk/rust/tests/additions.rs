@@ -50,15 +50,31 @@ fn the_light_block_view_sends_include_hex_false_and_decodes_without_hex() {
     let c = client.clone();
     let t = thread::spawn(move || {
         let b = c.get_block_by_height_with(7, BlockOptions::light()).unwrap().unwrap();
-        assert_eq!((b.height, b.hex.as_str(), b.header.hex.as_str(), b.transactions[0].hex.as_str()), (7, "", "", ""));
-        let b = c.get_block_with(&format!("{:064x}", 7), BlockOptions::default()).unwrap();
+        assert_eq!(
+            (
+                b.height,
+                b.hex.as_str(),
+                b.header.hex.as_str(),
+                b.transactions[0].hex.as_str()
+            ),
+            (7, "", "", "")
+        );
+        let b = c
+            .get_block_with(&format!("{:064x}", 7), BlockOptions::default())
+            .unwrap();
         assert!(b.is_none());
     });
     let r = host.next_request("get_block_by_height");
-    assert_eq!(r.params, Value::from_pairs([("height", 7u64.into()), ("include_hex", false.into())]));
+    assert_eq!(
+        r.params,
+        Value::from_pairs([("height", 7u64.into()), ("include_hex", false.into())])
+    );
     host.respond(r.id, light_block(7));
     let r = host.next_request("get_block");
-    assert_eq!(r.params, Value::from_pairs([("hash", format!("{:064x}", 7).into()), ("include_hex", true.into())]));
+    assert_eq!(
+        r.params,
+        Value::from_pairs([("hash", format!("{:064x}", 7).into()), ("include_hex", true.into())])
+    );
     host.respond(r.id, Value::Nil);
     t.join().unwrap();
 }
@@ -82,15 +98,29 @@ fn storage_iter_page_follows_the_cursor_to_the_end_of_the_range() {
             }
         }
         assert_eq!(pages, 2);
-        assert_eq!(keys, vec![("k1".to_string(), 1), ("k2".to_string(), 2), ("k3".to_string(), 3)]);
+        assert_eq!(
+            keys,
+            vec![("k1".to_string(), 1), ("k2".to_string(), 2), ("k3".to_string(), 3)]
+        );
     });
     let entry = |k: &str, v: u64| Value::from_pairs([("key", k.into()), ("value", v.into())]);
     let r = host.next_request("storage_iter");
     assert_eq!(
         r.params,
-        Value::from_pairs([("tree", "t".into()), ("prefix", "k".into()), ("limit", 2u64.into()), ("paged", true.into())])
+        Value::from_pairs([
+            ("tree", "t".into()),
+            ("prefix", "k".into()),
+            ("limit", 2u64.into()),
+            ("paged", true.into())
+        ])
     );
-    host.respond(r.id, Value::from_pairs([("entries", Value::Array(vec![entry("k1", 1), entry("k2", 2)])), ("cursor", "azI".into())]));
+    host.respond(
+        r.id,
+        Value::from_pairs([
+            ("entries", Value::Array(vec![entry("k1", 1), entry("k2", 2)])),
+            ("cursor", "azI".into()),
+        ]),
+    );
     let r = host.next_request("storage_iter");
     assert_eq!(
         r.params,
@@ -102,7 +132,10 @@ fn storage_iter_page_follows_the_cursor_to_the_end_of_the_range() {
             ("cursor", "azI".into()),
         ])
     );
-    host.respond(r.id, Value::from_pairs([("entries", Value::Array(vec![entry("k3", 3)])), ("cursor", Value::Nil)]));
+    host.respond(
+        r.id,
+        Value::from_pairs([("entries", Value::Array(vec![entry("k3", 3)])), ("cursor", Value::Nil)]),
+    );
     t.join().unwrap();
 }
 
@@ -112,11 +145,17 @@ fn an_unpaged_iterate_sends_no_paging_keys_and_a_page_answer_is_a_protocol_error
     let c = client.clone();
     let t = thread::spawn(move || {
         let err = c.storage_iter::<u64>("t", &IterOptions::new()).unwrap_err();
-        assert!(matches!(err, Error::Protocol(ref m) if m.contains("storage_iter")), "{err}");
+        assert!(
+            matches!(err, Error::Protocol(ref m) if m.contains("storage_iter")),
+            "{err}"
+        );
     });
     let r = host.next_request("storage_iter");
     assert_eq!(r.params, Value::from_pairs([("tree", "t".into())]));
-    host.respond(r.id, Value::from_pairs([("entries", Value::Array(vec![])), ("cursor", Value::Nil)]));
+    host.respond(
+        r.id,
+        Value::from_pairs([("entries", Value::Array(vec![])), ("cursor", Value::Nil)]),
+    );
     t.join().unwrap();
 }
 
@@ -179,7 +218,10 @@ fn block_template_updated_events_decode() {
     let mut events = client.events();
     let e = events.next().unwrap();
     let u = e.block_template_updated().unwrap();
-    assert_eq!((u.height, u.transaction_count, u.coinbase_value, u.reason.as_str()), (102, 3, 5_000_001_000, "mempool"));
+    assert_eq!(
+        (u.height, u.transaction_count, u.coinbase_value, u.reason.as_str()),
+        (102, 3, 5_000_001_000, "mempool")
+    );
     assert!(e.new_block().is_none());
     drop(host);
 }

@@ -136,15 +136,19 @@ fn typed_requests_send_the_right_params_and_map_errors() {
     let (client, mut host, _) = start("example");
     let c = client.clone();
     let t = thread::spawn(move || {
-        c.storage_insert("tips", "101", &modhost_sdk::Bytes(vec![1, 2, 3])).unwrap();
+        c.storage_insert("tips", "101", &modhost_sdk::Bytes(vec![1, 2, 3]))
+            .unwrap();
         let v: Option<modhost_sdk::Bytes> = c.storage_get("tips", "101").unwrap();
         assert_eq!(v.unwrap().0, vec![1, 2, 3]);
         let missing: Option<String> = c.storage_get("tips", "nope").unwrap();
         assert!(missing.is_none());
-        let entries = c.storage_iter::<String>("tips", &IterOptions::new().prefix("1").limit(2).reverse(true)).unwrap();
+        let entries = c
+            .storage_iter::<String>("tips", &IterOptions::new().prefix("1").limit(2).reverse(true))
+            .unwrap();
         assert_eq!(entries.len(), 1);
         assert_eq!((entries[0].key.as_str(), entries[0].value.as_str()), ("101", "abc"));
-        c.storage_transaction("tips", &[StorageOp::put("a", &42u32).unwrap(), StorageOp::delete("b")]).unwrap();
+        c.storage_transaction("tips", &[StorageOp::put("a", &42u32).unwrap(), StorageOp::delete("b")])
+            .unwrap();
         let usage = c.storage_usage().unwrap();
         assert_eq!((usage.bytes, usage.keys, usage.trees), (10, 1, 1));
         assert_eq!(usage.quota.unwrap().max_bytes, 64);
@@ -152,13 +156,25 @@ fn typed_requests_send_the_right_params_and_map_errors() {
         assert_eq!(err.code(), Some("permission_denied"));
         assert!(err.to_string().contains("write_storage"), "{err}");
         let err = c.get_block_height().unwrap_err();
-        assert!(matches!(err, Error::Protocol(ref m) if m.contains("get_block_height")), "wrong result type: {err}");
-        let raw = c.request_raw("anything", &Value::from_pairs([("k", Value::Bool(true))])).unwrap();
+        assert!(
+            matches!(err, Error::Protocol(ref m) if m.contains("get_block_height")),
+            "wrong result type: {err}"
+        );
+        let raw = c
+            .request_raw("anything", &Value::from_pairs([("k", Value::Bool(true))]))
+            .unwrap();
         assert_eq!(raw, Value::Nil);
     });
 
     let r = host.next_request("storage_insert");
-    assert_eq!(r.params, Value::from_pairs([("tree", "tips".into()), ("key", "101".into()), ("value", Value::Bin(vec![1, 2, 3]))]));
+    assert_eq!(
+        r.params,
+        Value::from_pairs([
+            ("tree", "tips".into()),
+            ("key", "101".into()),
+            ("value", Value::Bin(vec![1, 2, 3]))
+        ])
+    );
     host.respond(r.id, Value::Bool(true));
     let r = host.next_request("storage_get");
     host.respond(r.id, Value::Bin(vec![1, 2, 3]));
@@ -167,9 +183,20 @@ fn typed_requests_send_the_right_params_and_map_errors() {
     let r = host.next_request("storage_iter");
     assert_eq!(
         r.params,
-        Value::from_pairs([("tree", "tips".into()), ("prefix", "1".into()), ("reverse", true.into()), ("limit", 2u64.into())])
+        Value::from_pairs([
+            ("tree", "tips".into()),
+            ("prefix", "1".into()),
+            ("reverse", true.into()),
+            ("limit", 2u64.into())
+        ])
     );
-    host.respond(r.id, Value::Array(vec![Value::from_pairs([("key", "101".into()), ("value", "abc".into())])]));
+    host.respond(
+        r.id,
+        Value::Array(vec![Value::from_pairs([
+            ("key", "101".into()),
+            ("value", "abc".into()),
+        ])]),
+    );
     let r = host.next_request("storage_transaction");
     assert_eq!(
         r.params["ops"],
@@ -187,7 +214,15 @@ fn typed_requests_send_the_right_params_and_map_errors() {
         ("maxValueBytes", 8u64.into()),
         ("maxKeyBytes", 8u64.into()),
     ]);
-    host.respond(r.id, Value::from_pairs([("bytes", 10u64.into()), ("keys", 1u64.into()), ("trees", 1u64.into()), ("quota", quota)]));
+    host.respond(
+        r.id,
+        Value::from_pairs([
+            ("bytes", 10u64.into()),
+            ("keys", 1u64.into()),
+            ("trees", 1u64.into()),
+            ("quota", quota),
+        ]),
+    );
     let r = host.next_request("storage_insert");
     host.send(&Message::Response(Response {
         id: r.id,
@@ -201,7 +236,11 @@ fn typed_requests_send_the_right_params_and_map_errors() {
     let r = host.next_request("get_block_height");
     host.respond(r.id, "not a number".into());
     let r = host.next_request("anything");
-    host.send(&Message::Response(Response { id: r.id, result: None, error: None }));
+    host.send(&Message::Response(Response {
+        id: r.id,
+        result: None,
+        error: None,
+    }));
     t.join().unwrap();
 }
 
@@ -209,14 +248,23 @@ fn typed_requests_send_the_right_params_and_map_errors() {
 fn events_are_acknowledged_when_the_next_is_taken_or_explicitly() {
     let (client, mut host, _) = start("example");
     let nb = |h: u64| {
-        Value::from_pairs([("hash", format!("{h:064x}").into()), ("height", h.into()), ("time", 1u64.into()), ("tx_count", 1u64.into())])
+        Value::from_pairs([
+            ("hash", format!("{h:064x}").into()),
+            ("height", h.into()),
+            ("time", 1u64.into()),
+            ("tx_count", 1u64.into()),
+        ])
     };
     host.event(1, "NewBlock", nb(1), None);
     host.event(2, "NewBlock", nb(2), None);
     host.event(5, "NewBlock", nb(5), Some(2));
     host.event(6, "other:thing", Value::from_pairs([("x", 1u64.into())]), None);
     // A peer that writes a large integer as a float (against the spec) still gets through.
-    host.send(&Message::Log(LogMessage { level: LogLevel::Info, message: "-".into(), fields: None })); // ignored kind for a module
+    host.send(&Message::Log(LogMessage {
+        level: LogLevel::Info,
+        message: "-".into(),
+        fields: None,
+    })); // ignored kind for a module
     let float_time = Value::from_pairs([
         ("t", "event".into()),
         ("seq", Value::F64(7.0)),
@@ -241,9 +289,14 @@ fn events_are_acknowledged_when_the_next_is_taken_or_explicitly() {
         e5.ack(); // no second ack
         let e6 = events.next().unwrap(); // 5 already acked: nothing sent
         assert!(e6.new_block().is_none());
-        assert!(matches!(e6.kind().unwrap(), modhost_sdk::EventKind::Other { ref type_, .. } if type_ == "other:thing"));
+        assert!(
+            matches!(e6.kind().unwrap(), modhost_sdk::EventKind::Other { ref type_, .. } if type_ == "other:thing")
+        );
         let e7 = events.next().unwrap(); // acks 6
-        assert_eq!((e7.seq, e7.time, e7.new_block().unwrap().height), (7, 1_700_000_000_000, 7));
+        assert_eq!(
+            (e7.seq, e7.time, e7.new_block().unwrap().height),
+            (7, 1_700_000_000_000, 7)
+        );
         tx.send("took 7").unwrap();
         // Blocks until shutdown ends the stream.
         assert!(events.next().is_none());
@@ -260,7 +313,11 @@ fn events_are_acknowledged_when_the_next_is_taken_or_explicitly() {
     assert_eq!(rx.recv().unwrap(), "took 7");
     assert_eq!(acks, vec![1, 2, 5, 6]);
     // The stream ends with shutdown; taking "next" first acks 7.
-    host.invoke(1, "shutdown", Value::from_pairs([("reason", "test".into()), ("timeout_ms", 500u64.into())]));
+    host.invoke(
+        1,
+        "shutdown",
+        Value::from_pairs([("reason", "test".into()), ("timeout_ms", 500u64.into())]),
+    );
     let mut saw_ack7 = false;
     let result = loop {
         match host.recv() {
@@ -296,14 +353,23 @@ fn invocations_and_shutdown() {
     });
     // A handler may make requests: the reader thread is free while it runs.
     let c = client.clone();
-    client.on_invocation("rpc", move |_p: Value| c.get_block_height().map_err(modhost_sdk::HandlerError::from));
+    client.on_invocation("rpc", move |_p: Value| {
+        c.get_block_height().map_err(modhost_sdk::HandlerError::from)
+    });
     client.on_invocation("timer", |_p: Value| -> Result<(), (&str, &str)> { panic!("boom") });
 
     host.invoke(1, "health", Value::Nil);
     let r = host.invocation_result();
-    assert_eq!((r.id, r.result.clone()), (1, Some(Value::from_pairs([("status", Value::from("ok"))]))));
+    assert_eq!(
+        (r.id, r.result.clone()),
+        (1, Some(Value::from_pairs([("status", Value::from("ok"))])))
+    );
 
-    host.invoke(2, "cli", Value::from_pairs([("args", Value::Array(vec!["hello".into()]))]));
+    host.invoke(
+        2,
+        "cli",
+        Value::from_pairs([("args", Value::Array(vec!["hello".into()]))]),
+    );
     let r = host.invocation_result();
     assert_eq!((r.id, r.result), (2, Some(Value::from("world"))));
 
@@ -318,7 +384,9 @@ fn invocations_and_shutdown() {
     assert_eq!(e.message, "this module does not handle module_api invocations");
 
     host.invoke(5, "rpc", Value::map());
-    let Message::Request(req) = host.recv() else { panic!("the rpc handler's request") };
+    let Message::Request(req) = host.recv() else {
+        panic!("the rpc handler's request")
+    };
     assert_eq!(req.method, "get_block_height");
     host.respond(req.id, 101u64.into());
     let r = host.invocation_result();
@@ -328,7 +396,11 @@ fn invocations_and_shutdown() {
     let r = host.invocation_result();
     assert_eq!(r.error.map(|e| e.code), Some("module_error".to_owned()));
 
-    host.invoke(7, "config", Value::from_pairs([("config", Value::from_pairs([("interval", 9u64.into())]))]));
+    host.invoke(
+        7,
+        "config",
+        Value::from_pairs([("config", Value::from_pairs([("interval", 9u64.into())]))]),
+    );
     let r = host.invocation_result();
     assert!(r.error.is_none());
     assert_eq!(client.config()["interval"].as_u64(), Some(9));
@@ -353,7 +425,9 @@ fn invocations_and_shutdown() {
 fn an_answer_that_cannot_be_sent_is_an_error_for_the_caller() {
     let (client, mut host, _) = start("example");
     // The fake host's welcome says max_frame_bytes = 1 MiB.
-    client.on_invocation("module_api", |_p: Value| -> Result<Value, (&str, &str)> { Ok(Value::from("x".repeat(2 << 20))) });
+    client.on_invocation("module_api", |_p: Value| -> Result<Value, (&str, &str)> {
+        Ok(Value::from("x".repeat(2 << 20)))
+    });
     client.on_invocation("rpc", |_p: Value| -> Result<Value, modhost_sdk::HandlerError> {
         Err(modhost_sdk::HandlerError::new("module_error", "e".repeat(2 << 20)))
     });
@@ -365,14 +439,20 @@ fn an_answer_that_cannot_be_sent_is_an_error_for_the_caller() {
     assert!(e.message.contains("max_frame_bytes"), "{}", e.message);
     host.invoke(2, "rpc", Value::map());
     let r = host.invocation_result();
-    assert_eq!((r.id, r.error.map(|e| e.code)), (2, Some("result_too_large".to_owned())));
+    assert_eq!(
+        (r.id, r.error.map(|e| e.code)),
+        (2, Some("result_too_large".to_owned()))
+    );
     // The connection is still usable.
     host.invoke(3, "health", Value::Nil);
     assert_eq!(host.invocation_result().id, 3);
 }
 
 fn hex_frame(s: &str) -> Vec<u8> {
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
 }
 
 #[test]
@@ -382,7 +462,11 @@ fn refused_handshake_is_a_remote_error() {
         let mut h = FakeHost::new(b);
         let _ = h.recv();
         h.send(&Message::Goodbye(Goodbye {
-            error: Some(WireError { code: "protocol_error".into(), message: "this channel belongs to module \"a\", not \"b\"".into(), data: None }),
+            error: Some(WireError {
+                code: "protocol_error".into(),
+                message: "this channel belongs to module \"a\", not \"b\"".into(),
+                data: None,
+            }),
         }));
     });
     let err = Client::from_stream(a, "b", "1.0.0").err().expect("refused");
@@ -396,7 +480,9 @@ fn host_going_away_fails_pending_requests_and_ends_everything() {
     let (client, mut host, _) = start("example");
     let c = client.clone();
     let t = thread::spawn(move || c.get_chain_tip());
-    let Message::Request(_) = host.recv() else { panic!("request") };
+    let Message::Request(_) = host.recv() else {
+        panic!("request")
+    };
     drop(host);
     assert!(matches!(t.join().unwrap(), Err(Error::Closed)));
     assert!(matches!(client.wait_shutdown(), Err(Error::Closed)));
@@ -427,10 +513,14 @@ fn a_bad_body_from_the_host_is_reported_and_skipped() {
     let (client, mut host, _) = start("example");
     let c = client.clone();
     let t = thread::spawn(move || c.get_block_height());
-    let Message::Request(r) = host.recv() else { panic!("request") };
+    let Message::Request(r) = host.recv() else {
+        panic!("request")
+    };
     host.send_raw(&[0, 0, 0, 1, 0xc1]); // invalid MessagePack
     host.send_raw(&[0, 0, 0, 3, 0xd4, 0x01, 0x02]); // extension type
-    host.send_raw(&[0, 0, 0, 11, 0x82, 0xa1, b't', 0xa3, b'f', b'o', b'o', 0xa2, b'i', b'd', 0x05]); // unknown kind: ignored
+    host.send_raw(&[
+        0, 0, 0, 11, 0x82, 0xa1, b't', 0xa3, b'f', b'o', b'o', 0xa2, b'i', b'd', 0x05,
+    ]); // unknown kind: ignored
     host.respond(r.id, 7u64.into());
     assert_eq!(t.join().unwrap().unwrap(), 7);
     // The two undecodable frames were reported to the host log.
@@ -447,16 +537,31 @@ fn logs_ready_and_goodbye() {
     let (client, mut host, _) = start("example");
     client.ready().unwrap();
     client.log(LogLevel::Info, "started").unwrap();
-    client.log_fields(LogLevel::Debug, "with fields", &Value::from_pairs([("height", 101u64.into())])).unwrap();
+    client
+        .log_fields(
+            LogLevel::Debug,
+            "with fields",
+            &Value::from_pairs([("height", 101u64.into())]),
+        )
+        .unwrap();
     client.warn("careful");
     client.goodbye(Some(("module_error", "done").into())).unwrap();
     assert_eq!(host.recv(), Message::Ready);
-    assert_eq!(host.recv(), Message::Log(LogMessage { level: LogLevel::Info, message: "started".into(), fields: None }));
+    assert_eq!(
+        host.recv(),
+        Message::Log(LogMessage {
+            level: LogLevel::Info,
+            message: "started".into(),
+            fields: None
+        })
+    );
     let Message::Log(l) = host.recv() else { panic!("log") };
     assert_eq!(l.fields.unwrap()["height"].as_u64(), Some(101));
     let Message::Log(l) = host.recv() else { panic!("log") };
     assert_eq!((l.level, l.message.as_str()), (LogLevel::Warn, "careful"));
-    let Message::Goodbye(g) = host.recv() else { panic!("goodbye") };
+    let Message::Goodbye(g) = host.recv() else {
+        panic!("goodbye")
+    };
     assert_eq!(g.error.unwrap().code, "module_error");
     assert!(host.recv_or_eof().is_none(), "closed after goodbye");
     assert!(matches!(client.get_chain_tip(), Err(Error::Closed)));
@@ -508,7 +613,11 @@ fn every_typed_method_sends_its_method_and_params() {
         c.storage_remove("t", "k").unwrap();
         c.subscribe_events(&["NewBlock", "ChainReorg"]).unwrap();
         c.unsubscribe_events(&["ChainReorg"]).unwrap();
-        assert_eq!(c.publish_event("price", &Value::from_pairs([("usd", 1u64.into())])).unwrap(), "example:price");
+        assert_eq!(
+            c.publish_event("price", &Value::from_pairs([("usd", 1u64.into())]))
+                .unwrap(),
+            "example:price"
+        );
         c.get_config().unwrap();
     });
     let h = || Value::from_pairs([("hash", tx.clone().into())]);
@@ -519,20 +628,51 @@ fn every_typed_method_sends_its_method_and_params() {
         ("get_block_header", h(), Value::Nil),
         ("get_transaction", x(), Value::Nil),
         ("has_transaction", x(), false.into()),
-        ("get_utxo", Value::from_pairs([("txid", tx.clone().into()), ("vout", 3u64.into())]), Value::Nil),
+        (
+            "get_utxo",
+            Value::from_pairs([("txid", tx.clone().into()), ("vout", 3u64.into())]),
+            Value::Nil,
+        ),
         ("get_mempool_transactions", Value::map(), Value::Array(vec![])),
         ("get_mempool_transaction", x(), Value::Nil),
         ("get_mempool_entry", x(), Value::Nil),
         ("check_transaction_in_mempool", x(), true.into()),
-        ("get_fee_estimate", Value::from_pairs([("target_blocks", 6u64.into())]), 2.5.into()),
-        ("submit_transaction", Value::from_pairs([("hex", "0200".into())]), tx.clone().into()),
+        (
+            "get_fee_estimate",
+            Value::from_pairs([("target_blocks", 6u64.into())]),
+            2.5.into(),
+        ),
+        (
+            "submit_transaction",
+            Value::from_pairs([("hex", "0200".into())]),
+            tx.clone().into(),
+        ),
         ("storage_list_trees", Value::map(), Value::Array(vec!["t".into()])),
-        ("storage_drop_tree", Value::from_pairs([("tree", "t".into())]), true.into()),
+        (
+            "storage_drop_tree",
+            Value::from_pairs([("tree", "t".into())]),
+            true.into(),
+        ),
         ("storage_contains_key", t_k(), false.into()),
         ("storage_remove", t_k(), false.into()),
-        ("subscribe_events", Value::from_pairs([("types", Value::Array(vec!["NewBlock".into(), "ChainReorg".into()]))]), Value::Array(vec![])),
-        ("unsubscribe_events", Value::from_pairs([("types", Value::Array(vec!["ChainReorg".into()]))]), Value::Array(vec![])),
-        ("publish_event", Value::from_pairs([("name", "price".into()), ("payload", Value::from_pairs([("usd", 1u64.into())]))]), "example:price".into()),
+        (
+            "subscribe_events",
+            Value::from_pairs([("types", Value::Array(vec!["NewBlock".into(), "ChainReorg".into()]))]),
+            Value::Array(vec![]),
+        ),
+        (
+            "unsubscribe_events",
+            Value::from_pairs([("types", Value::Array(vec!["ChainReorg".into()]))]),
+            Value::Array(vec![]),
+        ),
+        (
+            "publish_event",
+            Value::from_pairs([
+                ("name", "price".into()),
+                ("payload", Value::from_pairs([("usd", 1u64.into())])),
+            ]),
+            "example:price".into(),
+        ),
         ("get_config", Value::map(), Value::map()),
     ];
     for (method, params, result) in expected {

@@ -16,7 +16,10 @@ fn vectors() -> serde_json::Value {
 
 fn unhex(s: &str) -> Vec<u8> {
     assert_eq!(s.len() & 1, 0, "odd hex length");
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex")).collect()
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
+        .collect()
 }
 
 /// The vectors' JSON notation as a Value: `{"$bin": hex}` is binary.
@@ -60,9 +63,14 @@ fn sorted(v: Value) -> Value {
 
 fn body_of(frame: &[u8]) -> Vec<u8> {
     let mut cur = Cursor::new(frame);
-    let body = read_frame(&mut cur, DEFAULT_MAX_FRAME_BYTES).expect("a valid frame").expect("not EOF");
+    let body = read_frame(&mut cur, DEFAULT_MAX_FRAME_BYTES)
+        .expect("a valid frame")
+        .expect("not EOF");
     assert_eq!(cur.position() as usize, frame.len(), "one frame, nothing after it");
-    assert!(read_frame(&mut cur, DEFAULT_MAX_FRAME_BYTES).unwrap().is_none(), "clean EOF after the frame");
+    assert!(
+        read_frame(&mut cur, DEFAULT_MAX_FRAME_BYTES).unwrap().is_none(),
+        "clean EOF after the frame"
+    );
     body
 }
 
@@ -110,7 +118,12 @@ fn kind(m: &Message) -> &'static str {
 
 fn decode_vector(name: &str) -> (Message, Vec<u8>) {
     let v = vectors();
-    let vec = v["vectors"].as_array().unwrap().iter().find(|x| x["name"] == name).unwrap_or_else(|| panic!("vector {name}"));
+    let vec = v["vectors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["name"] == name)
+        .unwrap_or_else(|| panic!("vector {name}"));
     let frame = unhex(vec["frame"].as_str().unwrap());
     (decode_message(&body_of(&frame)).unwrap(), frame)
 }
@@ -124,7 +137,12 @@ fn typed_fields_of_every_vector() {
     let (m, _) = decode_vector("hello");
     assert_eq!(
         m,
-        Message::Hello(Hello { protocol: [1, 1], module: "example".into(), version: "1.0.0".into(), sdk: Some("modhost-rust/0.1.0".into()) })
+        Message::Hello(Hello {
+            protocol: [1, 1],
+            module: "example".into(),
+            version: "1.0.0".into(),
+            sdk: Some("modhost-rust/0.1.0".into())
+        })
     );
 
     let (m, _) = decode_vector("welcome");
@@ -140,7 +158,14 @@ fn typed_fields_of_every_vector() {
     assert_eq!(w.max_frame_bytes, 16 * 1024 * 1024);
 
     let (m, _) = decode_vector("request");
-    assert_eq!(m, Message::Request(Request { id: 1, method: "get_block_height".into(), params: Value::map() }));
+    assert_eq!(
+        m,
+        Message::Request(Request {
+            id: 1,
+            method: "get_block_height".into(),
+            params: Value::map()
+        })
+    );
 
     let (m, _) = decode_vector("request_with_params");
     assert_eq!(
@@ -148,12 +173,23 @@ fn typed_fields_of_every_vector() {
         Message::Request(Request {
             id: 2,
             method: "storage_insert".into(),
-            params: map(&[("tree", "t".into()), ("key", "k".into()), ("value", Value::Bin(vec![1, 2, 3]))]),
+            params: map(&[
+                ("tree", "t".into()),
+                ("key", "k".into()),
+                ("value", Value::Bin(vec![1, 2, 3]))
+            ]),
         })
     );
 
     let (m, _) = decode_vector("response");
-    assert_eq!(m, Message::Response(Response { id: 1, result: Some(Value::UInt(101)), error: None }));
+    assert_eq!(
+        m,
+        Message::Response(Response {
+            id: 1,
+            result: Some(Value::UInt(101)),
+            error: None
+        })
+    );
 
     let (m, _) = decode_vector("response_large_integer");
     let Message::Response(r) = m else { panic!("response") };
@@ -171,7 +207,10 @@ fn typed_fields_of_every_vector() {
 
     let (m, _) = decode_vector("event");
     let Message::Event(ev) = m else { panic!("event") };
-    assert_eq!((ev.seq, ev.type_.as_str(), ev.time, ev.missed), (1, "NewBlock", 1_700_000_000_000, None));
+    assert_eq!(
+        (ev.seq, ev.type_.as_str(), ev.time, ev.missed),
+        (1, "NewBlock", 1_700_000_000_000, None)
+    );
     let nb: modhost_sdk::NewBlock = modhost_sdk::from_value(ev.payload).unwrap();
     assert_eq!(
         nb,
@@ -194,7 +233,11 @@ fn typed_fields_of_every_vector() {
     let (m, _) = decode_vector("log");
     assert_eq!(
         m,
-        Message::Log(LogMessage { level: LogLevel::Info, message: "started".into(), fields: Some(map(&[("height", Value::UInt(101))])) })
+        Message::Log(LogMessage {
+            level: LogLevel::Info,
+            message: "started".into(),
+            fields: Some(map(&[("height", Value::UInt(101))]))
+        })
     );
 
     let (m, _) = decode_vector("invocation");
@@ -208,7 +251,14 @@ fn typed_fields_of_every_vector() {
     );
 
     let (m, _) = decode_vector("invocation_result");
-    assert_eq!(m, Message::InvocationResult(InvocationResult { id: 1, result: Some(map(&[("stopped", Value::Bool(true))])), error: None }));
+    assert_eq!(
+        m,
+        Message::InvocationResult(InvocationResult {
+            id: 1,
+            result: Some(map(&[("stopped", Value::Bool(true))])),
+            error: None
+        })
+    );
 
     let (m, _) = decode_vector("invocation_result_error");
     assert_eq!(
@@ -216,7 +266,11 @@ fn typed_fields_of_every_vector() {
         Message::InvocationResult(InvocationResult {
             id: 2,
             result: None,
-            error: Some(WireError { code: "unknown_method".into(), message: "this module does not handle cli invocations".into(), data: None }),
+            error: Some(WireError {
+                code: "unknown_method".into(),
+                message: "this module does not handle cli invocations".into(),
+                data: None
+            }),
         })
     );
 
@@ -227,7 +281,11 @@ fn typed_fields_of_every_vector() {
     assert_eq!(
         m,
         Message::Goodbye(Goodbye {
-            error: Some(WireError { code: "protocol_error".into(), message: "expected hello as the first message, got request".into(), data: None })
+            error: Some(WireError {
+                code: "protocol_error".into(),
+                message: "expected hello as the first message, got request".into(),
+                data: None
+            })
         })
     );
 }
@@ -244,8 +302,15 @@ fn encoding_reproduces_the_vector_bytes() {
         let encoded = encode_frame(&msg, DEFAULT_MAX_FRAME_BYTES).unwrap();
         if INT64_VECTORS.contains(&name) {
             // Same value, different integer format (see INT64_VECTORS).
-            assert_eq!(decode_value(&encoded[4..]).unwrap(), decode_value(&frame[4..]).unwrap(), "{name}");
-            assert_ne!(encoded, frame, "{name}: now matches byte for byte; move it out of INT64_VECTORS");
+            assert_eq!(
+                decode_value(&encoded[4..]).unwrap(),
+                decode_value(&frame[4..]).unwrap(),
+                "{name}"
+            );
+            assert_ne!(
+                encoded, frame,
+                "{name}: now matches byte for byte; move it out of INT64_VECTORS"
+            );
         } else {
             assert_eq!(hex(&encoded), hex(&frame), "{name}: bytes");
             exact += 1;
@@ -269,7 +334,10 @@ fn module_messages_built_by_hand_match_the_vectors() {
     assert_eq!(encode_frame(&hello, DEFAULT_MAX_FRAME_BYTES).unwrap(), frame);
 
     let (_, frame) = decode_vector("ack");
-    assert_eq!(encode_frame(&Message::Ack(Ack { seq: 1 }), DEFAULT_MAX_FRAME_BYTES).unwrap(), frame);
+    assert_eq!(
+        encode_frame(&Message::Ack(Ack { seq: 1 }), DEFAULT_MAX_FRAME_BYTES).unwrap(),
+        frame
+    );
 
     let (_, frame) = decode_vector("ready");
     assert_eq!(encode_frame(&Message::Ready, DEFAULT_MAX_FRAME_BYTES).unwrap(), frame);
@@ -289,7 +357,16 @@ fn module_messages_built_by_hand_match_the_vectors() {
         method: &'a str,
         params: P,
     }
-    let req = Req { t: "request", id: 2, method: "storage_insert", params: Insert { tree: "t", key: "k", value: vec![1, 2, 3].into() } };
+    let req = Req {
+        t: "request",
+        id: 2,
+        method: "storage_insert",
+        params: Insert {
+            tree: "t",
+            key: "k",
+            value: vec![1, 2, 3].into(),
+        },
+    };
     let (_, frame) = decode_vector("request_with_params");
     assert_eq!(encode_frame(&req, DEFAULT_MAX_FRAME_BYTES).unwrap(), frame);
 }
@@ -300,7 +377,12 @@ fn hex(b: &[u8]) -> String {
 
 fn invalid(name: &str) -> Vec<u8> {
     let v = vectors();
-    let vec = v["invalid"].as_array().unwrap().iter().find(|x| x["name"] == name).unwrap_or_else(|| panic!("vector {name}"));
+    let vec = v["invalid"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["name"] == name)
+        .unwrap_or_else(|| panic!("vector {name}"));
     unhex(vec["bytes"].as_str().unwrap())
 }
 
@@ -320,7 +402,10 @@ fn oversized_length_is_a_framing_error_without_reading_the_body() {
     assert_eq!(cur.position(), 4, "only the length was read");
     // The limit is the one from welcome, not a constant.
     let small = [0, 0, 0, 5, 1, 2, 3, 4, 5];
-    assert!(matches!(read_frame(&mut Cursor::new(&small), 4), Err(Error::Framing(_))));
+    assert!(matches!(
+        read_frame(&mut Cursor::new(&small), 4),
+        Err(Error::Framing(_))
+    ));
     assert!(read_frame(&mut Cursor::new(&small), 5).unwrap().is_some());
 }
 
@@ -328,9 +413,15 @@ fn oversized_length_is_a_framing_error_without_reading_the_body() {
 fn truncated_frame_then_eof_is_a_framing_error() {
     let bytes = invalid("truncated_frame_then_eof");
     let err = read_frame(&mut Cursor::new(&bytes), DEFAULT_MAX_FRAME_BYTES).unwrap_err();
-    assert!(matches!(err, Error::Framing(ref m) if m.contains("ended inside")), "{err}");
+    assert!(
+        matches!(err, Error::Framing(ref m) if m.contains("ended inside")),
+        "{err}"
+    );
     // Also inside the header.
-    assert!(matches!(read_frame(&mut Cursor::new(&[0u8, 0]), 16), Err(Error::Framing(_))));
+    assert!(matches!(
+        read_frame(&mut Cursor::new(&[0u8, 0]), 16),
+        Err(Error::Framing(_))
+    ));
 }
 
 /// A bad body keeps the frame boundary: the next frame still decodes.
@@ -343,17 +434,27 @@ fn assert_decode_error_without_desync(name: &str, expect: fn(&Error) -> bool) {
     let err = decode_message(&body).unwrap_err();
     assert!(expect(&err), "{name}: {err:?}");
     let next = read_frame(&mut cur, DEFAULT_MAX_FRAME_BYTES).unwrap().unwrap();
-    assert_eq!(decode_message(&next).unwrap(), Message::Ack(Ack { seq: 1 }), "{name}: in sync afterwards");
+    assert_eq!(
+        decode_message(&next).unwrap(),
+        Message::Ack(Ack { seq: 1 }),
+        "{name}: in sync afterwards"
+    );
 }
 
 #[test]
 fn invalid_messagepack_is_a_decode_error_without_desync() {
-    assert_decode_error_without_desync("invalid_messagepack", |e| matches!(e, Error::Decode(m) if m.contains("0xc1")));
+    assert_decode_error_without_desync(
+        "invalid_messagepack",
+        |e| matches!(e, Error::Decode(m) if m.contains("0xc1")),
+    );
 }
 
 #[test]
 fn extension_type_is_a_decode_error_without_desync() {
-    assert_decode_error_without_desync("extension_type", |e| matches!(e, Error::Decode(m) if m.contains("extension")));
+    assert_decode_error_without_desync(
+        "extension_type",
+        |e| matches!(e, Error::Decode(m) if m.contains("extension")),
+    );
 }
 
 /// Every invalid vector marked `refused_by: "every receiver"` is outside the protocol's
@@ -378,11 +479,17 @@ fn every_invalid_body_vector_is_refused_by_whom_it_says() {
                 let body = read_frame(&mut cur, DEFAULT_MAX_FRAME_BYTES).unwrap().unwrap();
                 assert!(decode_message(&body).is_err(), "{name}: the SDK must refuse it");
                 let next = read_frame(&mut cur, DEFAULT_MAX_FRAME_BYTES).unwrap().unwrap();
-                assert_eq!(decode_message(&next).unwrap(), Message::Ack(Ack { seq: 1 }), "{name}: in sync afterwards");
+                assert_eq!(
+                    decode_message(&next).unwrap(),
+                    Message::Ack(Ack { seq: 1 }),
+                    "{name}: in sync afterwards"
+                );
             }
             Some("host") => {
                 host += 1;
-                let body = read_frame(&mut Cursor::new(&bytes), DEFAULT_MAX_FRAME_BYTES).unwrap().unwrap();
+                let body = read_frame(&mut Cursor::new(&bytes), DEFAULT_MAX_FRAME_BYTES)
+                    .unwrap()
+                    .unwrap();
                 assert!(decode_value(&body).is_ok(), "{name}: well-formed MessagePack");
             }
             Some(other) => panic!("{name}: unknown refused_by {other:?}"),
@@ -394,7 +501,10 @@ fn every_invalid_body_vector_is_refused_by_whom_it_says() {
 
 #[test]
 fn unknown_kind_is_a_protocol_error_without_desync() {
-    assert_decode_error_without_desync("unknown_kind_with_id", |e| matches!(e, Error::Protocol(m) if m.contains("foo")));
+    assert_decode_error_without_desync(
+        "unknown_kind_with_id",
+        |e| matches!(e, Error::Protocol(m) if m.contains("foo")),
+    );
     // Its id can still be read, to answer it.
     let bytes = invalid("unknown_kind_with_id");
     assert_eq!(decode_value(&bytes[4..]).unwrap()["id"].as_u64(), Some(5));
@@ -407,7 +517,10 @@ fn strict_decoding() {
     assert!(decode_value(&[0x81, 0x01, 0x02]).is_err());
     assert!(decode_value(&[0xa1, 0xff]).is_err());
     assert!(decode_value(&[0x92, 0x01]).is_err());
-    assert!(decode_value(&[0xdd, 0xff, 0xff, 0xff, 0xff]).is_err(), "a huge declared length does not allocate or panic");
+    assert!(
+        decode_value(&[0xdd, 0xff, 0xff, 0xff, 0xff]).is_err(),
+        "a huge declared length does not allocate or panic"
+    );
     let mut deep = vec![0x91; 300];
     deep.push(0xc0);
     assert!(decode_value(&deep).is_err(), "nesting is bounded");
@@ -418,7 +531,10 @@ fn strict_decoding() {
 #[test]
 fn the_decoder_has_the_hosts_limits() {
     use modhost_sdk::value::{MAX_BINARY_BYTES, MAX_DEPTH, MAX_STRING_BYTES, MAX_VALUES};
-    assert_eq!((MAX_DEPTH, MAX_VALUES, MAX_STRING_BYTES, MAX_BINARY_BYTES), (72, 65_536, 16 << 20, 16 << 20));
+    assert_eq!(
+        (MAX_DEPTH, MAX_VALUES, MAX_STRING_BYTES, MAX_BINARY_BYTES),
+        (72, 65_536, 16 << 20, 16 << 20)
+    );
     // 72 nested containers are accepted, 73 are refused naming max_depth.
     let nested = |n: usize| {
         let mut b = vec![0x91; n - 1];
@@ -438,7 +554,10 @@ fn the_decoder_has_the_hosts_limits() {
     assert!(decode_value(&values(65_536)).is_ok());
     let err = decode_value(&values(65_537)).unwrap_err();
     assert!(err.message.contains("max_values = 65536"), "{err}");
-    assert_eq!(err.offset, 0, "refused from the array header, before reading the elements");
+    assert_eq!(
+        err.offset, 0,
+        "refused from the array header, before reading the elements"
+    );
     // A map announcing more entries than the budget is refused from its header.
     let mut big_map = vec![0xdf];
     big_map.extend_from_slice(&40_000u32.to_be_bytes());
@@ -463,11 +582,20 @@ fn the_decoder_has_the_hosts_limits() {
         }
         b
     };
-    assert!(decode_value(&keyed(4096, &|i| format!("k{i}"))).is_ok(), "4,096 distinct keys are within max_map_keys");
+    assert!(
+        decode_value(&keyed(4096, &|i| format!("k{i}"))).is_ok(),
+        "4,096 distinct keys are within max_map_keys"
+    );
     let err = decode_value(&keyed(4097, &|i| format!("k{i}"))).unwrap_err();
-    assert!(err.message.contains("max_map_keys = 4096") && err.message.contains("[key, value] pairs"), "{err}");
+    assert!(
+        err.message.contains("max_map_keys = 4096") && err.message.contains("[key, value] pairs"),
+        "{err}"
+    );
     // Repeated short keys count once; a key of 65 bytes counts at every appearance.
-    assert!(decode_value(&keyed(20_000, &|i| format!("{}{}", "s".repeat(62), i % 10))).is_ok(), "10 distinct 64-byte keys, 20,000 times");
+    assert!(
+        decode_value(&keyed(20_000, &|i| format!("{}{}", "s".repeat(62), i % 10))).is_ok(),
+        "10 distinct 64-byte keys, 20,000 times"
+    );
     assert!(decode_value(&keyed(4096, &|_| "l".repeat(65))).is_ok());
     let err = decode_value(&keyed(4097, &|_| "l".repeat(65))).unwrap_err();
     assert!(err.message.contains("max_map_keys"), "{err}");
@@ -478,14 +606,23 @@ fn the_decoder_has_the_hosts_limits() {
     assert_eq!(err.offset, 1, "the offset of the key");
     let nested = [&[0x81u8, 0xa1, b'a', 0x81, 0xa9][..], b"__proto__", &[0x01]].concat();
     assert!(decode_value(&nested).unwrap_err().message.contains("__proto__"));
-    assert!(decode_value(&[&[0x91u8, 0xa9][..], b"__proto__"].concat()).is_ok(), "a string value __proto__ is data");
+    assert!(
+        decode_value(&[&[0x91u8, 0xa9][..], b"__proto__"].concat()).is_ok(),
+        "a string value __proto__ is data"
+    );
     // every integer format, both signs
     for (bytes, v) in [
         (vec![0xd0, 0x80], Value::Int(-128)),
         (vec![0xd1, 0xff, 0x7f], Value::Int(-129)),
-        (vec![0xd3, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff], Value::Int(-1)),
+        (
+            vec![0xd3, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff],
+            Value::Int(-1),
+        ),
         (vec![0xd3, 0, 0, 0, 1, 0x2a, 0x05, 0xf2, 0], Value::UInt(5_000_000_000)),
-        (vec![0xcf, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff], Value::UInt(u64::MAX)),
+        (
+            vec![0xcf, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff],
+            Value::UInt(u64::MAX),
+        ),
         (vec![0xe0], Value::Int(-32)),
         (vec![0xcb, 0x3f, 0xf8, 0, 0, 0, 0, 0, 0], Value::F64(1.5)),
         (vec![0xca, 0x3f, 0xc0, 0, 0], Value::F64(1.5)),
@@ -498,18 +635,31 @@ fn the_decoder_has_the_hosts_limits() {
 fn unknown_keys_are_ignored_and_order_does_not_matter() {
     // {"id": 3, "extra": [1], "result": true, "t": "response"}
     let body = [
-        0x84, 0xa2, b'i', b'd', 0x03, 0xa5, b'e', b'x', b't', b'r', b'a', 0x91, 0x01, 0xa6, b'r', b'e', b's', b'u', b'l', b't', 0xc3, 0xa1,
-        b't', 0xa8, b'r', b'e', b's', b'p', b'o', b'n', b's', b'e',
+        0x84, 0xa2, b'i', b'd', 0x03, 0xa5, b'e', b'x', b't', b'r', b'a', 0x91, 0x01, 0xa6, b'r', b'e', b's', b'u',
+        b'l', b't', 0xc3, 0xa1, b't', 0xa8, b'r', b'e', b's', b'p', b'o', b'n', b's', b'e',
     ];
-    assert_eq!(decode_message(&body).unwrap(), Message::Response(Response { id: 3, result: Some(Value::Bool(true)), error: None }));
+    assert_eq!(
+        decode_message(&body).unwrap(),
+        Message::Response(Response {
+            id: 3,
+            result: Some(Value::Bool(true)),
+            error: None
+        })
+    );
     // {"t": "ready", "later": 1}
-    let body = [0x82, 0xa1, b't', 0xa5, b'r', b'e', b'a', b'd', b'y', 0xa5, b'l', b'a', b't', b'e', b'r', 0x01];
+    let body = [
+        0x82, 0xa1, b't', 0xa5, b'r', b'e', b'a', b'd', b'y', 0xa5, b'l', b'a', b't', b'e', b'r', 0x01,
+    ];
     assert_eq!(decode_message(&body).unwrap(), Message::Ready);
 }
 
 #[test]
 fn sending_more_than_max_frame_bytes_is_refused() {
-    let big = Message::Log(LogMessage { level: LogLevel::Info, message: "x".repeat(100), fields: None });
+    let big = Message::Log(LogMessage {
+        level: LogLevel::Info,
+        message: "x".repeat(100),
+        fields: None,
+    });
     assert!(matches!(encode_frame(&big, 50), Err(Error::Protocol(m)) if m.contains("max_frame_bytes")));
 }
 

@@ -88,9 +88,15 @@ fn sync(client: &Client) -> Result<(), Error> {
     let tip = client.get_block_height()?;
     let from = cursor.map_or(tip, |(height, _)| height + 1);
     for height in from..=tip {
-        let Some(block) = client.get_block_by_height(height)? else { break };
+        let Some(block) = client.get_block_by_height(height)? else {
+            break;
+        };
         client.storage_insert(TREE, &key(height), &block.hash)?;
-        client.info(&format!("block {height} stored: {} txs, hash {}", block.transactions.len(), block.hash));
+        client.info(&format!(
+            "block {height} stored: {} txs, hash {}",
+            block.transactions.len(),
+            block.hash
+        ));
     }
     Ok(())
 }

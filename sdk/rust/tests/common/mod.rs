@@ -18,21 +18,30 @@ pub struct FakeHost {
 impl FakeHost {
     pub fn new(stream: UnixStream) -> FakeHost {
         stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        FakeHost { reader: BufReader::new(stream.try_clone().unwrap()), writer: stream }
+        FakeHost {
+            reader: BufReader::new(stream.try_clone().unwrap()),
+            writer: stream,
+        }
     }
 
     pub fn recv(&mut self) -> Message {
-        let body = read_frame(&mut self.reader, DEFAULT_MAX_FRAME_BYTES).expect("a frame").expect("not EOF");
+        let body = read_frame(&mut self.reader, DEFAULT_MAX_FRAME_BYTES)
+            .expect("a frame")
+            .expect("not EOF");
         decode_message(&body).expect("a valid message")
     }
 
     /// Whatever arrives next, or None at EOF.
     pub fn recv_or_eof(&mut self) -> Option<Message> {
-        read_frame(&mut self.reader, DEFAULT_MAX_FRAME_BYTES).expect("no framing error").map(|b| decode_message(&b).unwrap())
+        read_frame(&mut self.reader, DEFAULT_MAX_FRAME_BYTES)
+            .expect("no framing error")
+            .map(|b| decode_message(&b).unwrap())
     }
 
     pub fn send(&mut self, m: &Message) {
-        self.writer.write_all(&encode_frame(m, DEFAULT_MAX_FRAME_BYTES).unwrap()).unwrap();
+        self.writer
+            .write_all(&encode_frame(m, DEFAULT_MAX_FRAME_BYTES).unwrap())
+            .unwrap();
     }
 
     pub fn send_raw(&mut self, bytes: &[u8]) {
@@ -41,7 +50,9 @@ impl FakeHost {
 
     /// Reads hello and answers welcome.
     pub fn handshake(&mut self, module: &str) -> Hello {
-        let Message::Hello(h) = self.recv() else { panic!("expected hello first") };
+        let Message::Hello(h) = self.recv() else {
+            panic!("expected hello first")
+        };
         assert_eq!(h.module, module);
         self.send(&Message::Welcome(Welcome {
             protocol: 1,
@@ -58,15 +69,29 @@ impl FakeHost {
     }
 
     pub fn respond(&mut self, id: u64, result: Value) {
-        self.send(&Message::Response(Response { id, result: Some(result), error: None }));
+        self.send(&Message::Response(Response {
+            id,
+            result: Some(result),
+            error: None,
+        }));
     }
 
     pub fn event(&mut self, seq: u64, type_: &str, payload: Value, missed: Option<u64>) {
-        self.send(&Message::Event(EventMessage { seq, type_: type_.into(), payload, time: 1_700_000_000_000, missed }));
+        self.send(&Message::Event(EventMessage {
+            seq,
+            type_: type_.into(),
+            payload,
+            time: 1_700_000_000_000,
+            missed,
+        }));
     }
 
     pub fn invoke(&mut self, id: u64, kind: &str, params: Value) {
-        self.send(&Message::Invocation(Invocation { id, kind: kind.into(), params }));
+        self.send(&Message::Invocation(Invocation {
+            id,
+            kind: kind.into(),
+            params,
+        }));
     }
 
     pub fn next_request(&mut self, method: &str) -> Request {
