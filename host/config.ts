@@ -194,6 +194,8 @@ export interface HostConfig {
     health_event_seconds: number;
     /** Publish DiskSpaceLow when the data directory's free space falls below this (0 = never). */
     disk_space_low_mb: number;
+    /** Pre-booted isolate hosts kept warm for TypeScript module starts (runtime/isolate/pool.ts); 0 = off. */
+    isolate_pool: number;
   };
   chain: {
     backend: "embedded" | "bitcoind";
@@ -300,7 +302,7 @@ export function defaultConfig(dir: string): HostConfig {
     file: null,
     dir: base,
     source: null,
-    host: { log_level: "info", log_format: "pretty", audit_log: path.resolve(base, "data/audit.log"), health_event_seconds: 60, disk_space_low_mb: 1024 },
+    host: { log_level: "info", log_format: "pretty", audit_log: path.resolve(base, "data/audit.log"), health_event_seconds: 60, disk_space_low_mb: 1024, isolate_pool: 1 },
     chain: {
       backend: "embedded", block_interval_seconds: 0, transactions_per_block: 3, mature_blocks: 101,
       data_dir: path.resolve(base, "data/chain"), block_cache: 64, utxo_cache: 20_000, max_blocks_per_call: 1000,
@@ -395,9 +397,10 @@ function readHost(c: Checker, data: Record<string, unknown>, config: HostConfig)
   const at = ["host"];
   const t = c.table(data["host"], at);
   if (!t) return;
-  c.knownKeys(t, at, ["log_level", "log_format", "audit_log", "health_event_seconds", "disk_space_low_mb"]);
+  c.knownKeys(t, at, ["log_level", "log_format", "audit_log", "health_event_seconds", "disk_space_low_mb", "isolate_pool"]);
   config.host.health_event_seconds = c.integer(t, at, "health_event_seconds", { min: 0 }) ?? config.host.health_event_seconds;
   config.host.disk_space_low_mb = c.integer(t, at, "disk_space_low_mb", { min: 0 }) ?? config.host.disk_space_low_mb;
+  config.host.isolate_pool = c.integer(t, at, "isolate_pool", { min: 0, max: 16 }) ?? config.host.isolate_pool;
   config.host.log_level = c.oneOf(t, at, "log_level", ["debug", "info", "warn", "error"] as const) ?? config.host.log_level;
   config.host.log_format = c.oneOf(t, at, "log_format", ["pretty", "json"] as const) ?? config.host.log_format;
   config.host.audit_log = readDir(c, t, at, "audit_log", config.dir) ?? config.host.audit_log;

@@ -1,0 +1,251 @@
+// Pre-booted isolate hosts ([host] isolate_pool): a TypeScript module's start is mostly Node
+// booting (--no-node-snapshot) and loading the isolate host script; a pool process has done
+// that before its module is known, so a start, a restart or a `modhost dev` reload that takes
+// one skips it.
+//
+// What makes a pool process exactly as confined as a freshly started isolate host:
+//  - it is started by the same sandbox code (runtime/sandbox: bwrap, seccomp, rlimits, no
+//    network, no data directory), with the read-only paths of a fresh one minus the bundle,
+//    under a single-use uid (UidTable.freshUid) that no other process ever gets: a uid of its
+//    own, as a fresh isolate host has, and never one another module ran under;
+//  - it holds nothing of any module before hand-over: no name, no bundle, no module
+//    environment, no module limits but the profile's (Node's heap size and the rlimits, which
+//    must equal the module's for it to be taken: profileKey);
+//  - at hand-over it is moved into its module's cgroup (made then, with the module's limits)
+//    and sent the module's name, bundle and isolate limits on its channel (worker.ts reads
+//    them before anything else); its hello must then name that module, which the host's
+//    session checks against the module it serves on that channel (host/session.ts), so it
+//    cannot claim another module's identity;
+//  - it is used for one module once: never returned to the pool.
+//
+// Refill: after a take the pool boots a replacement, one at a time, only while no start is in
+// progress (beginStart/endStart), so a refill never competes with a start for the CPU. It
+// boots the profile of the latest start that wanted one. A pool process that dies while it
+// waits is replaced; after MAX_BOOT_FAILURES deaths in a row without a take the pool stops
+// refilling (logged), so a machine where pool processes cannot live does not boot them forever.
+
+import { spawnChild, type OutputLog, type StartedChild } from "../process.ts";
+import type { IsolateHostLimits, RuntimeManifest } from "../types.ts";
+import { createModuleCgroup, detectCgroups, detectSandbox, moveProcesses, type SandboxedSpawn } from "../sandbox/index.ts";
+import { handoverMessage, isolateHostCgroupLimits, pooledIsolateSpawnSpec, profileKey, type PoolProfile } from "./runtime.ts";
+
+/** Deaths in a row of pool processes that were never taken, after which the pool stops refilling. */
+export const MAX_BOOT_FAILURES = 3;
+/** The largest [host] isolate_pool (config.ts enforces it too). */
+export const MAX_POOL_SIZE = 16;
+
+export interface PoolLog {
+  info(message: string, fields?: Record<string, unknown>): void;
+  warn(message: string, fields?: Record<string, unknown>): void;
+  error(message: string, fields?: Record<string, unknown>): void;
+}
+
+interface Warm {
+  key: string;
+  uid: number;
+  started: StartedChild;
+  sandboxed: SandboxedSpawn;
+  bootedAt: number;
+  exited: boolean;
+  /** Handed to a module, or stopped by the pool: its exit is not the pool's concern. */
+  done: boolean;
+}
+
+/** A pooled isolate host handed to a module: adopt its channel (StartedChild.adopt). */
+export interface Taken {
+  started: StartedChild;
+  /** The sandbox it runs in: its level and notes as booted, its module's cgroup now. */
+  sandboxed: SandboxedSpawn;
+  /** Its single-use uid. */
+  uid: number;
+  /** How long it had waited in the pool, booted. */
+  waitedMs: number;
+}
+
+export interface PoolStats {
+  /** Starts that took a pool process. */
+  taken: number;
+  /** Starts that found none for their profile (started fresh). */
+  missed: number;
+  /** Pool processes started. */
+  booted: number;
+  /** Pool processes that died while they waited. */
+  diedWaiting: number;
+}
+
+export interface IsolatePoolOptions {
+  size: number;
+  /** A uid no process has had or will have (UidTable.freshUid). */
+  freshUid: () => Promise<number>;
+  log: PoolLog;
+  /** Where a pool process's stdout and stderr go until hand-over. */
+  output: OutputLog;
+}
+
+export class IsolatePool {
+  private readonly idle: Warm[] = [];
+  private booting = false;
+  private starts = 0;
+  private wanted: PoolProfile | undefined;
+  private failures = 0;
+  private stopped = false;
+  private closed = false;
+  private retryTimer: NodeJS.Timeout | undefined;
+  readonly stats: PoolStats = { taken: 0, missed: 0, booted: 0, diedWaiting: 0 };
+
+  constructor(private readonly opts: IsolatePoolOptions) {
+    if (!Number.isInteger(opts.size) || opts.size < 0 || opts.size > MAX_POOL_SIZE) {
+      throw new Error(`isolate_pool must be an integer from 0 to ${MAX_POOL_SIZE}, got ${opts.size}`);
+    }
+  }
+
+  get size(): number {
+    return this.opts.size;
+  }
+
+  /** The pids of the pool processes waiting now (their sandbox launchers). */
+  waiting(): number[] {
+    return this.idle.filter((w) => !w.exited).map((w) => w.started.child.pid!).filter((p) => p !== undefined);
+  }
+
+  /** A start begins: nothing is booted until every start in progress has ended. */
+  beginStart(): void {
+    this.starts++;
+  }
+
+  endStart(): void {
+    this.starts = Math.max(0, this.starts - 1);
+    this.schedule();
+  }
+
+  /** Boot pool processes of `profile` (unless a start has asked for another since), in the background. */
+  fill(profile: PoolProfile): void {
+    this.wanted ??= profile;
+    this.schedule();
+  }
+
+  /**
+   * A pool process of `profile` handed to `manifest`'s module: moved into its cgroup (made here
+   * with the limits a fresh isolate host's gets, isolateHostCgroupLimits) and sent its hand-over. undefined when the pool has none of that
+   * profile (or handing one over failed, logged): start a fresh isolate host then.
+   */
+  async take(profile: PoolProfile, manifest: RuntimeManifest, bundleCode: string, limits: IsolateHostLimits): Promise<Taken | undefined> {
+    if (this.opts.size === 0 || this.closed) return undefined;
+    this.wanted = profile;
+    const key = profileKey(profile);
+    const i = this.idle.findIndex((w) => w.key === key && !w.exited);
+    if (i < 0) {
+      this.stats.missed++;
+      return undefined;
+    }
+    const [w] = this.idle.splice(i, 1) as [Warm];
+    w.done = true;
+    let moduleCgroup: SandboxedSpawn["cgroup"];
+    try {
+      if (w.sandboxed.cgroup) {
+        const support = (await detectSandbox()).cgroups ?? (await detectCgroups());
+        moduleCgroup = await createModuleCgroup(support, manifest.name, isolateHostCgroupLimits(limits));
+        await moveProcesses(w.sandboxed.cgroup, moduleCgroup);
+        await w.sandboxed.release(); // empty now: only removes it
+      }
+      if (w.exited) throw new Error("it exited during the hand-over");
+      w.started.channel.send(handoverMessage(manifest, bundleCode, limits));
+    } catch (err) {
+      this.opts.log.warn(`could not hand a pooled isolate host to ${manifest.name} (${(err as Error).message}): starting a fresh one`);
+      w.started.child.kill("SIGKILL");
+      await moduleCgroup?.release();
+      await w.sandboxed.release();
+      this.stats.missed++;
+      return undefined;
+    }
+    this.stats.taken++;
+    this.failures = 0;
+    const sandboxed: SandboxedSpawn = {
+      ...w.sandboxed,
+      ...(moduleCgroup ? { cgroup: moduleCgroup, release: moduleCgroup.release } : {}),
+    };
+    return { started: w.started, sandboxed, uid: w.uid, waitedMs: Date.now() - w.bootedAt };
+  }
+
+  /** Stop every waiting pool process (the host is stopping). */
+  async close(): Promise<void> {
+    this.closed = true;
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    const all = this.idle.splice(0);
+    for (const w of all) {
+      w.done = true;
+      w.started.child.kill("SIGKILL");
+    }
+    await Promise.all(all.map((w) => w.sandboxed.release()));
+  }
+
+  private schedule(): void {
+    if (this.closed || this.stopped || this.booting || this.starts > 0 || this.opts.size === 0 || !this.wanted || this.retryTimer) return;
+    const key = profileKey(this.wanted);
+    const live = this.idle.filter((w) => !w.exited);
+    if (live.filter((w) => w.key === key).length >= this.opts.size) return;
+    // Full of another profile: the oldest of those makes room for the one starts want now.
+    if (live.length >= this.opts.size) {
+      const old = live.find((w) => w.key !== key)!;
+      this.idle.splice(this.idle.indexOf(old), 1);
+      old.done = true;
+      old.started.child.kill("SIGKILL");
+      void old.sandboxed.release();
+    }
+    this.booting = true;
+    const profile = this.wanted;
+    void this.boot(profile).then(
+      () => {
+        this.booting = false;
+        this.schedule();
+      },
+      (err: Error) => {
+        this.booting = false;
+        this.bootFailed(`could not start a pooled isolate host: ${err.message}`);
+      },
+    );
+  }
+
+  private async boot(profile: PoolProfile): Promise<void> {
+    const uid = await this.opts.freshUid();
+    const sandboxed = await pooledIsolateSpawnSpec(profile, uid);
+    if (this.closed) {
+      await sandboxed.release();
+      return;
+    }
+    const started = spawnChild(sandboxed.spec, this.opts.output);
+    const w: Warm = { key: profileKey(profile), uid, started, sandboxed, bootedAt: Date.now(), exited: false, done: false };
+    this.stats.booted++;
+    this.idle.push(w);
+    // Until hand-over nothing reads its channel; a pool process that sends something is broken.
+    started.channel.on("message", () => {
+      if (!w.done) started.child.kill("SIGKILL");
+    });
+    started.child.once("exit", (code, signal) => {
+      w.exited = true;
+      if (w.done) return;
+      const i = this.idle.indexOf(w);
+      if (i >= 0) this.idle.splice(i, 1);
+      void sandboxed.release();
+      this.stats.diedWaiting++;
+      this.bootFailed(`a pooled isolate host (uid ${uid}) exited while it waited (${signal ? `killed by ${signal}` : `exit code ${code}`})`);
+    });
+  }
+
+  private bootFailed(message: string): void {
+    if (this.closed) return;
+    this.failures++;
+    if (this.failures >= MAX_BOOT_FAILURES) {
+      this.stopped = true;
+      this.opts.log.error(`${message}; ${this.failures} in a row: the isolate pool stops refilling, TypeScript modules start without it (see the log above for why; restart the host to try again, or set [host] isolate_pool = 0)`);
+      return;
+    }
+    this.opts.log.warn(`${message}: starting a replacement`);
+    // A short pause, longer each time, so a failing boot does not spin.
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = undefined;
+      this.schedule();
+    }, 200 * 2 ** (this.failures - 1));
+    this.retryTimer.unref();
+  }
+}
