@@ -85,6 +85,8 @@ export interface IsolatePoolOptions {
 export class IsolatePool {
   private readonly idle: Warm[] = [];
   private booting = false;
+  /** The boot in progress and its profile's key: a start of that profile waits for it rather than boot another. */
+  private boot_: { key: string; done: Promise<unknown> } | undefined;
   private starts = 0;
   private wanted: PoolProfile | undefined;
   private failures = 0;
@@ -133,7 +135,13 @@ export class IsolatePool {
     if (this.opts.size === 0 || this.closed) return undefined;
     this.wanted = profile;
     const key = profileKey(profile);
-    const i = this.idle.findIndex((w) => w.key === key && !w.exited);
+    let i = this.idle.findIndex((w) => w.key === key && !w.exited);
+    // A refill of this profile on its way (the uid and the sandbox being prepared, a few ms):
+    // it is further along than a fresh start would be.
+    if (i < 0 && this.boot_?.key === key) {
+      await this.boot_.done.catch(() => undefined);
+      i = this.idle.findIndex((w) => w.key === key && !w.exited);
+    }
     if (i < 0) {
       this.stats.missed++;
       return undefined;
@@ -194,7 +202,11 @@ export class IsolatePool {
     }
     this.booting = true;
     const profile = this.wanted;
-    void this.boot(profile).then(
+    const done = this.boot(profile);
+    this.boot_ = { key, done };
+    void done.finally(() => {
+      if (this.boot_?.done === done) this.boot_ = undefined;
+    }).then(
       () => {
         this.booting = false;
         this.schedule();
