@@ -29,6 +29,21 @@ import type { IsolateHostLimits, RuntimeManifest } from "../types.ts";
 import { createModuleCgroup, detectCgroups, detectSandbox, moveProcesses, type SandboxedSpawn } from "../sandbox/index.ts";
 import { handoverMessage, isolateHostCgroupLimits, pooledIsolateSpawnSpec, profileKey, type PoolProfile } from "./runtime.ts";
 
+/** How long a start waits for a pool process that is still booting before it starts a fresh one. */
+export const READY_WAIT_MS = 10_000;
+
+/** Whether `w` has booted, waiting up to READY_WAIT_MS for it. */
+async function ready(w: Warm): Promise<boolean> {
+  if (w.isReady) return !w.exited;
+  let timer: NodeJS.Timeout | undefined;
+  const ok = await Promise.race([w.ready, new Promise<boolean>((r) => (timer = setTimeout(() => r(false), READY_WAIT_MS)))]);
+  clearTimeout(timer);
+  return ok && !w.exited;
+}
+
+/** A pool process that has not booted after this long is stopped (and counts as a failed boot). */
+export const BOOT_TIMEOUT_MS = 60_000;
+
 /** Deaths in a row of pool processes that were never taken, after which the pool stops refilling. */
 export const MAX_BOOT_FAILURES = 3;
 /** The largest [host] isolate_pool (config.ts enforces it too). */
@@ -47,6 +62,9 @@ interface Warm {
   sandboxed: SandboxedSpawn;
   bootedAt: number;
   exited: boolean;
+  /** It said it has booted ("pool_ready"); resolves false if it exits first. */
+  ready: Promise<boolean>;
+  isReady: boolean;
   /** Handed to a module, or stopped by the pool: its exit is not the pool's concern. */
   done: boolean;
 }
@@ -105,9 +123,9 @@ export class IsolatePool {
     return this.opts.size;
   }
 
-  /** The pids of the pool processes waiting now (their sandbox launchers). */
+  /** The pids of the pool processes booted and waiting now (their sandbox launchers). */
   waiting(): number[] {
-    return this.idle.filter((w) => !w.exited).map((w) => w.started.child.pid!).filter((p) => p !== undefined);
+    return this.idle.filter((w) => !w.exited && w.isReady).map((w) => w.started.child.pid!).filter((p) => p !== undefined);
   }
 
   /** A start begins: nothing is booted until every start in progress has ended. */
@@ -135,18 +153,17 @@ export class IsolatePool {
     if (this.opts.size === 0 || this.closed) return undefined;
     this.wanted = profile;
     const key = profileKey(profile);
-    let i = this.idle.findIndex((w) => w.key === key && !w.exited);
-    // A refill of this profile on its way (the uid and the sandbox being prepared, a few ms):
-    // it is further along than a fresh start would be.
-    if (i < 0 && this.boot_?.key === key) {
-      await this.boot_.done.catch(() => undefined);
-      i = this.idle.findIndex((w) => w.key === key && !w.exited);
-    }
-    if (i < 0) {
+    const match = () => this.idle.find((w) => w.key === key && !w.exited && w.isReady) ?? this.idle.find((w) => w.key === key && !w.exited);
+    // A refill of this profile on its way (being spawned, or still booting): it is further
+    // along than a fresh start would be, so the start waits for it (at most READY_WAIT_MS).
+    if (!match() && this.boot_?.key === key) await this.boot_.done.catch(() => undefined);
+    const w = match();
+    if (!w || !(await ready(w))) {
       this.stats.missed++;
       return undefined;
     }
-    const [w] = this.idle.splice(i, 1) as [Warm];
+    if (!this.idle.includes(w)) return this.take(profile, manifest, bundleCode, limits); // another start took it meanwhile
+    this.idle.splice(this.idle.indexOf(w), 1);
     w.done = true;
     let moduleCgroup: SandboxedSpawn["cgroup"];
     try {
@@ -226,15 +243,25 @@ export class IsolatePool {
       return;
     }
     const started = spawnChild(sandboxed.spec, this.opts.output);
-    const w: Warm = { key: profileKey(profile), uid, started, sandboxed, bootedAt: Date.now(), exited: false, done: false };
+    let readyNow!: (ok: boolean) => void;
+    const w: Warm = { key: profileKey(profile), uid, started, sandboxed, bootedAt: Date.now(), exited: false, done: false, isReady: false, ready: new Promise((r) => (readyNow = r)) };
     this.stats.booted++;
     this.idle.push(w);
-    // Until hand-over nothing reads its channel; a pool process that sends something is broken.
-    started.channel.on("message", () => {
-      if (!w.done) started.child.kill("SIGKILL");
-    });
+    // Until hand-over it sends one message, "pool_ready"; anything else means it is broken.
+    const onMessage = (body: unknown) => {
+      if (w.done) return;
+      if (!w.isReady && (body as { t?: unknown })?.t === "pool_ready") {
+        w.isReady = true;
+        w.bootedAt = Date.now();
+        readyNow(true);
+        return;
+      }
+      started.child.kill("SIGKILL");
+    };
+    started.channel.on("message", onMessage);
     started.child.once("exit", (code, signal) => {
       w.exited = true;
+      readyNow(false);
       if (w.done) return;
       const i = this.idle.indexOf(w);
       if (i >= 0) this.idle.splice(i, 1);
@@ -242,6 +269,14 @@ export class IsolatePool {
       this.stats.diedWaiting++;
       this.bootFailed(`a pooled isolate host (uid ${uid}) exited while it waited (${signal ? `killed by ${signal}` : `exit code ${code}`})`);
     });
+    // One boot at a time: the next waits until this one has booted (or is given up on).
+    let timer: NodeJS.Timeout | undefined;
+    const booted = await Promise.race([w.ready, new Promise<boolean>((r) => (timer = setTimeout(() => r(false), BOOT_TIMEOUT_MS)))]);
+    clearTimeout(timer);
+    if (!booted && !w.exited) {
+      this.opts.log.warn(`a pooled isolate host (uid ${uid}) did not boot within ${BOOT_TIMEOUT_MS} ms: stopping it`);
+      started.child.kill("SIGKILL");
+    }
   }
 
   private bootFailed(message: string): void {

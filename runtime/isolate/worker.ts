@@ -79,6 +79,9 @@ async function awaitHandover(channel: FrameChannel): Promise<Handover> {
 
 const socket = new net.Socket({ fd: Number(process.env.MODHOST_FD ?? 3), readable: true, writable: true });
 const channel = new FrameChannel(socket);
+// A pooled isolate host says it has booted (the pool hands over only booted processes: its
+// launcher has entered the pool's cgroup by then, so all of it moves to the module's).
+if (args.pool) channel.send({ t: "pool_ready" });
 const handover: Handover = args.pool
   ? await awaitHandover(channel)
   : {
