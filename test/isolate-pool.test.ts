@@ -12,7 +12,11 @@ import test from "ava";
 import { readdir, readFile } from "node:fs/promises";
 import path from "node:path";
 import { IsolatePool } from "../runtime/isolate/pool.ts";
-import { poolProfile } from "../runtime/isolate/runtime.ts";
+import { isolateHostScript, poolProfile, pooledIsolateSandbox } from "../runtime/isolate/runtime.ts";
+import { sandboxSpawnSpec } from "../runtime/sandbox/index.ts";
+import { spawn } from "node:child_process";
+import type { Socket } from "node:net";
+import { PAYLOAD } from "./helpers/isolate-payload.ts";
 import { detectSandbox, UID_TABLE_FILE, UidTable } from "../runtime/sandbox/index.ts";
 import { SINGLE_USE_UID_BASE } from "../runtime/sandbox/uids.ts";
 import { MODULE_UID_BASE, MODULE_UID_RANGE } from "../runtime/sandbox/policy.ts";
@@ -202,3 +206,61 @@ test("a pooled isolate host handed one module cannot speak for another: the host
   await taken!.sandboxed.release();
 });
 
+
+(confined ? test : test.skip)("an escaped pooled isolate host (a payload under the pool's policy) finds no other module's bundle, cannot see or signal the pool process waiting next to it, and has a uid of its own", async (t) => {
+  const h = await startHost(t, { inline: { "pool-x": await goodAs("pool-x") }, grants: { "pool-x": GOOD_GRANTS } });
+  await h.waitForState("pool-x", "running", 60_000);
+  const [waiting] = await poolWaiting(h);
+  const neighbour = await confinement(waiting!);
+  const neighbourNode = await sandboxedNode(waiting!);
+  // The running module's bundle, in the host's run directory (where a fresh start binds it from).
+  const bundle = (await readFile(`/proc/${await sandboxedNode(h.mustStatus("pool-x").pid!)}/cmdline`, "utf8")).split("\0").find((a) => a.endsWith(".js") && a.includes("pool-x"));
+  t.truthy(bundle, "the fresh start's bundle path");
+  const table = await UidTable.open(path.join(h.config.modules.data_dir, UID_TABLE_FILE));
+  const uid = await table.freshUid();
+  const limits = { ...DEFAULT_LIMITS, ...h.config.modules.default_limits };
+  const { spec, policy } = await pooledIsolateSandbox(poolProfile(limits, "full"), uid);
+  const script = spec.args.indexOf(await isolateHostScript());
+  const input = {
+    read: [bundle!, h.config.modules.modules_dir, path.join(h.config.modules.data_dir, UID_TABLE_FILE), "/etc/shadow"],
+    write: ["/usr/pwned", "/tmp/pool-pwned"],
+    list: [],
+    hostPid: neighbourNode,
+    port: 1,
+    ivm: (await import("node:module")).createRequire(import.meta.url).resolve("isolated-vm"),
+    msgpackr: (await import("node:module")).createRequire(import.meta.url).resolve("msgpackr"),
+  };
+  const sandboxed = await sandboxSpawnSpec(
+    { ...spec, args: [...spec.args.slice(0, script), PAYLOAD, "probe", JSON.stringify(input)] },
+    { ...policy, readOnly: [...(policy.readOnly ?? []), PAYLOAD] },
+  );
+  t.teardown(() => sandboxed.release());
+  t.is(sandboxed.level, "full");
+  const child = spawn(sandboxed.spec.command, sandboxed.spec.args, { cwd: sandboxed.spec.cwd, env: sandboxed.spec.env, stdio: ["ignore", "pipe", "pipe", "pipe"], detached: true });
+  (child.stdio[3] as Socket).on("error", () => undefined);
+  let stdout = "";
+  let stderr = "";
+  child.stdout!.on("data", (d) => (stdout += d));
+  child.stderr!.on("data", (d) => (stderr += d));
+  const timer = setTimeout(() => child.kill("SIGKILL"), 30_000);
+  await new Promise((resolve) => child.on("close", resolve));
+  clearTimeout(timer);
+  const line = stdout.split("\n").find((l) => l.startsWith("RESULT "));
+  if (!line) throw new Error(`no result: ${stdout}\n${stderr}`);
+  const result = JSON.parse(line.slice(7)) as Record<string, any>;
+  t.is(result.uid, uid);
+  t.not(result.uid, neighbour.uid, "not the uid of the pool process next to it");
+  t.is(result.status.CapEff, "0000000000000000");
+  t.is(result.status.Seccomp, "2");
+  t.is(result.kill, "ESRCH", "the pool process waiting next to it is in another PID namespace");
+  t.deepEqual(result.pids, [1, 2], "bubblewrap's init and itself, nothing else");
+  for (const p of input.read) t.is(result.read[p], "ENOENT", p);
+  t.is(result.write["/usr/pwned"], "EROFS");
+  t.is(result.write["/tmp/pool-pwned"], "ok", "a private tmpfs");
+  t.is(result.connect, "EPERM", "no network");
+  // The neighbour is unharmed and still serves the next start.
+  const mark = h.mark();
+  await h.manager.reload("pool-x");
+  t.is(loadedLines(h, "pool-x", mark)[0]?.fields?.isolate_pool, "warm");
+  t.is(h.mustStatus("pool-x").pid, waiting);
+});

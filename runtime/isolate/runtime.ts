@@ -333,6 +333,12 @@ export function profileKey(p: PoolProfile): string {
  * single-use uid (UidTable.freshUid), in a cgroup of its own until hand-over.
  */
 export async function pooledIsolateSpawnSpec(profile: PoolProfile, uid: number): Promise<SandboxedSpawn> {
+  const { spec, policy } = await pooledIsolateSandbox(profile, uid);
+  return sandboxSpawnSpec(spec, policy);
+}
+
+/** pooledIsolateSpawnSpec's bare spec and sandbox policy (tests run payloads of their own under it). */
+export async function pooledIsolateSandbox(profile: PoolProfile, uid: number): Promise<{ spec: SpawnSpec; policy: SandboxPolicy }> {
   const script = await isolateHostScript();
   const spec: SpawnSpec = {
     command: process.execPath,
@@ -342,7 +348,7 @@ export async function pooledIsolateSpawnSpec(profile: PoolProfile, uid: number):
   };
   const node = spec.command;
   const systemNode = SYSTEM_DIRS.some((d) => node.startsWith(`${d}/`));
-  return sandboxSpawnSpec(spec, {
+  return { spec, policy: {
     dataDir: null,
     moduleDir: null,
     binary: node,
@@ -354,7 +360,7 @@ export async function pooledIsolateSpawnSpec(profile: PoolProfile, uid: number):
     mode: profile.mode,
     allowNone: true,
     cgroup: { name: "isolate-pool", limits: profile.cgroup },
-  });
+  } };
 }
 
 /** The hand-over a pooled isolate host reads before its hello (worker.ts), for `manifest`. */
