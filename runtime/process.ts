@@ -236,6 +236,12 @@ export function spawnChild(spec: SpawnSpec, output: OutputLog): StartedChild {
   const socket = child.stdio[3] as Socket;
   const channel = new FrameChannel(socket, spec.maxFrameBytes);
   let log = output;
+  // A process adopted by a module other than the one (or none) it was started for runs its
+  // input in that module's scope from then on (moduleScope; the socket and pipes keep the
+  // context they were made in, so their events are re-entered in the module's).
+  const startedFor = moduleScope.getStore();
+  let adoptedBy: string | undefined;
+  const inScope = (fn: () => void) => (adoptedBy !== undefined ? moduleScope.run(adoptedBy, fn) : fn());
   let proc: ModuleProcess<ChannelSession> | undefined;
   let oom: string | undefined;
   for (const [stream, level, name] of [[child.stdout, "info", "stdout"], [child.stderr, "warn", "stderr"]] as const) {
@@ -248,8 +254,8 @@ export function spawnChild(spec: SpawnSpec, output: OutputLog): StartedChild {
       }
       log.log(level, text, undefined, cut ? { stream: name, cut: `line longer than ${OUTPUT_LINE_BYTES} bytes: the rest was discarded` } : { stream: name });
     });
-    stream.on("data", (chunk: Buffer) => cutter.push(chunk));
-    stream.on("end", () => cutter.end());
+    stream.on("data", (chunk: Buffer) => inScope(() => cutter.push(chunk)));
+    stream.on("end", () => inScope(() => cutter.end()));
     // A read error on a pipe ends the output, nothing else.
     stream.on("error", () => cutter.end());
   }
@@ -265,6 +271,12 @@ export function spawnChild(spec: SpawnSpec, output: OutputLog): StartedChild {
     channel,
     adopt<S extends ChannelSession>(session: (channel: FrameChannel) => S, out: OutputLog): ModuleProcess<S> {
       log = out;
+      const module = moduleScope.getStore();
+      if (module !== undefined && module !== startedFor) {
+        adoptedBy = module;
+        const emit = channel.emit.bind(channel) as (...args: unknown[]) => boolean;
+        (channel as { emit: (...args: unknown[]) => boolean }).emit = (...args: unknown[]) => moduleScope.run(module, () => emit(...args));
+      }
       const hostSession = session(channel);
       const adopted = new ModuleProcess(child, hostSession);
       proc = adopted;

@@ -21,6 +21,7 @@ import { detectSandbox, UID_TABLE_FILE, UidTable } from "../runtime/sandbox/inde
 import { SINGLE_USE_UID_BASE } from "../runtime/sandbox/uids.ts";
 import { MODULE_UID_BASE, MODULE_UID_RANGE } from "../runtime/sandbox/policy.ts";
 import { adoptModule } from "../host/session.ts";
+import { moduleScope } from "../runtime/process.ts";
 import { DEFAULT_LIMITS } from "../host/config.ts";
 import { FIXTURES, GOOD_GRANTS, startHost, tempDir, type InlineModule, type TestHost } from "./helpers/host.ts";
 import type { LogRecord } from "../host/log.ts";
@@ -174,7 +175,7 @@ test("a pool process that dies while it waits is replaced", async (t) => {
   t.false(again.entries().some(([, uid]) => uid === warm1.uid || uid === warm2.uid), "no module name was ever given a pool uid");
 });
 
-test("a pooled isolate host handed one module cannot speak for another: the host's session for a module refuses a hello naming any other", async (t) => {
+test("a pooled isolate host handed one module cannot speak for another: the host's session for a module refuses a hello naming any other, and its input is attributed to the module that adopted it", async (t) => {
   const h = await startHost(t, { inline: { "pool-i": await goodAs("pool-i") }, grants: { "pool-i": GOOD_GRANTS }, configure: (c) => (c.host.isolate_pool = 0) });
   await h.waitForState("pool-i", "running", 60_000);
   const dir = await tempDir(t, "modhost-pool-");
@@ -184,7 +185,8 @@ test("a pooled isolate host handed one module cannot speak for another: the host
   t.teardown(() => pool.close());
   const limits = { ...DEFAULT_LIMITS, ...h.config.modules.default_limits };
   const profile = poolProfile(limits, h.config.modules.sandbox);
-  pool.fill(profile);
+  // Set off from some other module's scope (as a refill after its exit would be).
+  moduleScope.run("other", () => pool.fill(profile));
   await h.waitFor(() => pool.waiting().length === 1, 60_000, "the pool process");
   // The pool process is handed "mallory" (as if it claimed that identity) on the channel the
   // host serves as "pool-i": the session must refuse it.
@@ -200,9 +202,12 @@ test("a pooled isolate host handed one module cannot speak for another: the host
     call: { module: "pool-i", chain: h.chain, store: undefined, config: {}, dataDir: dir },
   }, h.host.logger);
   t.teardown(() => proc.kill());
+  const scopes: (string | undefined)[] = [];
+  taken!.started.channel.on("message", () => scopes.push(moduleScope.getStore()));
   const err = await proc.session.ready.then(() => undefined, (e: Error) => e);
   t.regex(String(err?.message ?? proc.session.closeError?.message), /this channel belongs to module "pool-i", not "mallory"/);
   t.false(proc.session.isOpen);
+  t.deepEqual(scopes, ["pool-i"], "what it sent is handled in the scope of the module that adopted it (the last-resort handler's attribution), not the one that set off its boot");
   await taken!.sandboxed.release();
 });
 
@@ -263,4 +268,27 @@ test("a pooled isolate host handed one module cannot speak for another: the host
   await h.manager.reload("pool-x");
   t.is(loadedLines(h, "pool-x", mark)[0]?.fields?.isolate_pool, "warm");
   t.is(h.mustStatus("pool-x").pid, waiting);
+});
+
+test("single-use uids: never handed out twice, also after the table is reopened, never a name's, and names never get one", async (t) => {
+  const dir = await tempDir(t, "modhost-uids-");
+  const file = path.join(dir, UID_TABLE_FILE);
+  const table = await UidTable.open(file);
+  const named = await table.uidFor("alpha");
+  const first = await Promise.all([table.freshUid(), table.freshUid(), table.freshUid()]);
+  t.is(new Set(first).size, 3, "three concurrent calls, three uids");
+  const again = await UidTable.open(file);
+  const later = [await again.freshUid(), await again.freshUid()];
+  const all = [...first, ...later];
+  t.is(new Set(all).size, 5, `never the same uid twice across a reopen: ${all.join(", ")}`);
+  for (const uid of all) {
+    t.true(uid >= SINGLE_USE_UID_BASE && uid < SINGLE_USE_UID_BASE + MODULE_UID_RANGE, String(uid));
+    t.false(uid >= MODULE_UID_BASE && uid < MODULE_UID_BASE + MODULE_UID_RANGE);
+  }
+  t.false(all.includes(named));
+  t.is(await again.uidFor("alpha"), named, "names keep their uids");
+  const beta = await again.uidFor("beta");
+  t.true(beta >= MODULE_UID_BASE && beta < MODULE_UID_BASE + MODULE_UID_RANGE, "a new name gets a uid from the module range");
+  const saved = JSON.parse(await readFile(file, "utf8")) as { single_use_next?: number };
+  t.is(saved.single_use_next, Math.max(...all) + 1, "the next single-use uid is on disk");
 });

@@ -24,7 +24,7 @@
 // waits is replaced; after MAX_BOOT_FAILURES deaths in a row without a take the pool stops
 // refilling (logged), so a machine where pool processes cannot live does not boot them forever.
 
-import { spawnChild, type OutputLog, type StartedChild } from "../process.ts";
+import { moduleScope, spawnChild, type OutputLog, type StartedChild } from "../process.ts";
 import type { IsolateHostLimits, RuntimeManifest } from "../types.ts";
 import { createModuleCgroup, detectCgroups, detectSandbox, moveProcesses, type SandboxedSpawn } from "../sandbox/index.ts";
 import { handoverMessage, isolateHostCgroupLimits, pooledIsolateSpawnSpec, profileKey, type PoolProfile } from "./runtime.ts";
@@ -242,7 +242,9 @@ export class IsolatePool {
       await sandboxed.release();
       return;
     }
-    const started = spawnChild(sandboxed.spec, this.opts.output);
+    // Outside any module's scope (a refill may be set off by some module's exit): adopted, it
+    // runs in its own module's (runtime/process.ts).
+    const started = moduleScope.exit(() => spawnChild(sandboxed.spec, this.opts.output));
     let readyNow!: (ok: boolean) => void;
     const w: Warm = { key: profileKey(profile), uid, started, sandboxed, bootedAt: Date.now(), exited: false, done: false, isReady: false, ready: new Promise((r) => (readyNow = r)) };
     this.stats.booted++;
