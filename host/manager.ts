@@ -695,6 +695,11 @@ export class ModuleManager {
   /** The isolate pool, made on first use; undefined when [host] isolate_pool is 0. */
   private isolatePool(): IsolatePool | undefined {
     const size = this.opts.config.host.isolate_pool;
+    // A changed isolate_pool (the config was reloaded) takes effect from the next start.
+    if (this.pool && this.pool.size !== size) {
+      void this.pool.close();
+      this.pool = undefined;
+    }
     if (size === 0 || this.shuttingDown) return undefined;
     this.pool ??= new IsolatePool({
       size,
