@@ -292,3 +292,18 @@ test("single-use uids: never handed out twice, also after the table is reopened,
   const saved = JSON.parse(await readFile(file, "utf8")) as { single_use_next?: number };
   t.is(saved.single_use_next, Math.max(...all) + 1, "the next single-use uid is on disk");
 });
+
+test("the host's stop waits for a pool boot in progress: nothing of the pool outlives it (no process, no uid table write after the stop)", async (t) => {
+  const h = await startHost(t, { inline: { "pool-s": await goodAs("pool-s") }, grants: { "pool-s": GOOD_GRANTS } });
+  await h.waitForState("pool-s", "running", 60_000);
+  // The refill starts right after the start: stop while it is on its way.
+  await h.stop();
+  const table = path.join(h.config.modules.data_dir, UID_TABLE_FILE);
+  const before = await readFile(table, "utf8").catch(() => "");
+  const stats = h.manager.poolStats();
+  t.truthy(stats, "the pool existed");
+  t.deepEqual(stats!.waiting, [], "no pool process left waiting");
+  await new Promise((r) => setTimeout(r, 500));
+  t.is(await readFile(table, "utf8").catch(() => ""), before, "the uid table is not written after the stop");
+  t.deepEqual((await readdir(h.config.modules.data_dir)).filter((f) => f.startsWith(`.${UID_TABLE_FILE}.`)), [], "no temporary table file left");
+});

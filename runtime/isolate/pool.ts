@@ -202,6 +202,9 @@ export class IsolatePool {
       w.started.child.kill("SIGKILL");
     }
     await Promise.all(all.map((w) => w.sandboxed.release()));
+    // A boot in progress writes the uid table and makes a cgroup: the host's stop waits for it
+    // (it sees `closed` and undoes what it made), so nothing of the pool outlives the stop.
+    await this.boot_?.done.catch(() => undefined);
   }
 
   private schedule(): void {
