@@ -19,7 +19,8 @@
 //  - it is used for one module once: never returned to the pool.
 //
 // Refill: after a take the pool boots a replacement, one at a time, only while no start is in
-// progress (beginStart/endStart), so a refill never competes with a start for the CPU. It
+// progress (beginStart/endStart) and REFILL_DELAY_MS after the last one ended, so a refill
+// does not compete with a start for the CPU (a boot already running is not stopped). It
 // boots the profile of the latest start that wanted one. A pool process that dies while it
 // waits is replaced; after MAX_BOOT_FAILURES deaths in a row without a take the pool stops
 // refilling (logged), so a machine where pool processes cannot live does not boot them forever.
@@ -28,6 +29,9 @@ import { moduleScope, spawnChild, type OutputLog, type StartedChild } from "../p
 import type { IsolateHostLimits, RuntimeManifest } from "../types.ts";
 import { createModuleCgroup, detectCgroups, detectSandbox, moveProcesses, type SandboxedSpawn } from "../sandbox/index.ts";
 import { handoverMessage, isolateHostCgroupLimits, pooledIsolateSpawnSpec, profileKey, type PoolProfile } from "./runtime.ts";
+
+/** How long after the last start in progress has ended the refill begins. */
+export const REFILL_DELAY_MS = 500;
 
 /** How long a start waits for a pool process that is still booting before it starts a fresh one. */
 export const READY_WAIT_MS = 10_000;
@@ -111,6 +115,7 @@ export class IsolatePool {
   private stopped = false;
   private closed = false;
   private retryTimer: NodeJS.Timeout | undefined;
+  private settleTimer: NodeJS.Timeout | undefined;
   readonly stats: PoolStats = { taken: 0, missed: 0, booted: 0, diedWaiting: 0 };
 
   constructor(private readonly opts: IsolatePoolOptions) {
@@ -135,7 +140,15 @@ export class IsolatePool {
 
   endStart(): void {
     this.starts = Math.max(0, this.starts - 1);
-    this.schedule();
+    if (this.starts > 0 || this.closed) return;
+    // Not at once: the next dependency level of a boot, or a restart, usually follows within
+    // moments, and should not find a refill taking the CPU.
+    clearTimeout(this.settleTimer);
+    this.settleTimer = setTimeout(() => {
+      this.settleTimer = undefined;
+      this.schedule();
+    }, REFILL_DELAY_MS);
+    this.settleTimer.unref();
   }
 
   /** Boot pool processes of `profile` (unless a start has asked for another since), in the background. */
@@ -196,6 +209,7 @@ export class IsolatePool {
   async close(): Promise<void> {
     this.closed = true;
     if (this.retryTimer) clearTimeout(this.retryTimer);
+    clearTimeout(this.settleTimer);
     const all = this.idle.splice(0);
     for (const w of all) {
       w.done = true;
@@ -208,7 +222,7 @@ export class IsolatePool {
   }
 
   private schedule(): void {
-    if (this.closed || this.stopped || this.booting || this.starts > 0 || this.opts.size === 0 || !this.wanted || this.retryTimer) return;
+    if (this.closed || this.stopped || this.booting || this.starts > 0 || this.opts.size === 0 || !this.wanted || this.retryTimer || this.settleTimer) return;
     const key = profileKey(this.wanted);
     const live = this.idle.filter((w) => !w.exited);
     if (live.filter((w) => w.key === key).length >= this.opts.size) return;
