@@ -64,6 +64,8 @@ export const coldStart: Benchmark = {
       const stop: number[] = [];
       const pieces = { compile: [] as number[], prepare: [] as number[], spawn: [] as number[], hello: [] as number[], ready: [] as number[], sum: [] as number[] };
       const baseline: number[] = [];
+      const warm: number[] = [];
+      let warmSandbox: string | undefined;
 
       // Node boot references, started like the isolate host: a script file, a minimal
       // environment, a directory of its own. The native packages are imported by absolute
@@ -106,6 +108,11 @@ export const coldStart: Benchmark = {
         pieces.ready.push(s.ready);
         pieces.sum.push(s.compile + s.prepare + s.spawn + s.hello + s.ready);
         for (let j = 0; j < BASELINE_PER_ITERATION; j++) baseline.push(await bareIsolate());
+        if (i % 5 === 4) {
+          const w = await warmStarts(chain, 5);
+          warm.push(...w.startMs);
+          warmSandbox = w.sandbox;
+        }
         if (i < BOOT_SAMPLES) {
           const [a, b, c, d] = await bootRound();
           boots.plain.push(a);
@@ -117,6 +124,7 @@ export const coldStart: Benchmark = {
 
       return [
         { what: RESULT, kind: "result", unit: "ms", stats: summarise(total), vs: BASELINE, note: `the manager reports the module's confinement as "${first.sandbox ?? "(not reported)"}"` },
+        { what: "module start from the isolate pool: ModuleManager load() -> running, a booted pool process waiting", kind: "result", unit: "ms", stats: summarise(warm), vs: BASELINE, note: `the manager reports the pooled module's confinement as "${warmSandbox ?? "(not reported)"}"` },
         { what: "  compile (esbuild bundle of the module)", kind: "piece", unit: "ms", stats: summarise(pieces.compile) },
         { what: "  write bundle + spawn spec", kind: "piece", unit: "ms", stats: summarise(pieces.prepare) },
         { what: "  spawn() call (fork + exec)", kind: "piece", unit: "ms", stats: summarise(pieces.spawn) },
@@ -142,7 +150,10 @@ export const coldStart: Benchmark = {
 async function managerStart(chain: EmbeddedChain): Promise<{ startMs: number; stopMs: number; sandbox: string | undefined }> {
   const dir = await makeTempDir("cold");
   const { logger, records } = captureLogger();
-  const manager = new ModuleManager({ config: benchConfig(dir, MODULE), chain, bus: new EventBus(), logger });
+  const config = benchConfig(dir, MODULE);
+  // The cold path: no pool process booted behind it (warmStarts measures the pool).
+  config.host.isolate_pool = 0;
+  const manager = new ModuleManager({ config, chain, bus: new EventBus(), logger });
   let stopped = false;
   // A process the manager starts is only reachable through it (and runs in its own group).
   const forget = atCleanup(() => manager.processOf(MODULE)?.kill());
@@ -159,6 +170,45 @@ async function managerStart(chain: EmbeddedChain): Promise<{ startMs: number; st
     return { startMs: t1 - t0, stopMs: performance.now() - t2, sandbox: status.sandbox };
   } finally {
     if (!stopped) await manager.shutdown().catch(() => {});
+    forget();
+    await removeTempDir(dir);
+  }
+}
+
+/**
+ * Starts from the isolate pool ([host] isolate_pool = 1): one manager, the module unloaded and
+ * loaded `n` times; each load is timed once the pool has a booted process waiting (as after an
+ * author's pause, or at a restart some time after the last start), load() -> running.
+ */
+async function warmStarts(chain: EmbeddedChain, n: number): Promise<{ startMs: number[]; sandbox: string | undefined }> {
+  const dir = await makeTempDir("warm");
+  const { logger, records } = captureLogger();
+  const config = benchConfig(dir, MODULE);
+  config.host.isolate_pool = 1;
+  const manager = new ModuleManager({ config, chain, bus: new EventBus(), logger });
+  const forget = atCleanup(() => manager.processOf(MODULE)?.kill());
+  const startMs: number[] = [];
+  let sandbox: string | undefined;
+  try {
+    await manager.prepare();
+    await manager.startAll();
+    for (let i = 0; i < n; i++) {
+      await manager.unload(MODULE);
+      for (let wait = 0; (manager.poolStats()?.waiting.length ?? 0) < 1; wait++) {
+        if (wait > 6000) throw new Error(`no pool process booted within 60 s\n${dumpLog(records)}`);
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      const t0 = performance.now();
+      const status = await manager.load(MODULE);
+      startMs.push(performance.now() - t0);
+      if (status.state !== "running") throw new Error(`${MODULE} did not start: ${status.problem ?? "?"}\n${dumpLog(records)}`);
+      sandbox = status.sandbox;
+    }
+    const taken = manager.poolStats()?.taken ?? 0;
+    if (taken < n) throw new Error(`only ${taken} of ${n} starts took a pool process\n${dumpLog(records)}`);
+    return { startMs, sandbox };
+  } finally {
+    await manager.shutdown().catch(() => {});
     forget();
     await removeTempDir(dir);
   }

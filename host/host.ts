@@ -216,6 +216,10 @@ export class Host {
     const { text, full } = describeSandboxes({ native: sandboxModeFor(this.config, "native"), isolate: sandboxModeFor(this.config, "isolate") }, caps);
     if (full) this.log.info(text);
     else this.log.warn(text);
+    const pool = this.config.host.isolate_pool;
+    this.log.info(pool > 0
+      ? `isolate pool: ${pool} pre-booted isolate host${pool === 1 ? "" : "s"} kept for TypeScript module starts ([host] isolate_pool), each in the same sandbox under a single-use uid, moved into its module's cgroup at hand-over`
+      : "isolate pool: off ([host] isolate_pool = 0): every TypeScript module start boots its isolate host");
   }
 
   /** Re-read the config file when it changes (and on SIGHUP, see the CLI); debounced. */

@@ -39,13 +39,15 @@ import { ModuleStore } from "../storage/store.ts";
 import type { AuditLog, AuditRecord } from "./audit.ts";
 import type { HostServices } from "../capabilities/types.ts";
 import { HookRejection } from "../capabilities/hooks.ts";
-import { flowLimits, InvocationError, spawnModule, type HostSession } from "./session.ts";
+import { adoptModule, flowLimits, InvocationError, spawnModule, type HostSession } from "./session.ts";
 import { fairDeadline, KeyedQueue, LifecycleState, LoopStallMeter, removeStaleRunDirs, runDirPrefix } from "./lifecycle.ts";
 import { describeExit, type ModuleProcess } from "../runtime/process.ts";
 import { nativeSpawnSpec, sandboxedNativeSpawnSpec } from "../runtime/native/runtime.ts";
 import type { SandboxLevel } from "../runtime/sandbox/policy.ts";
 import { UID_TABLE_FILE, UidTable, type SandboxedSpawn } from "../runtime/sandbox/index.ts";
-import { sandboxedIsolateSpawnSpec } from "../runtime/isolate/runtime.ts";
+import { poolProfile, sandboxedIsolateSpawnSpec } from "../runtime/isolate/runtime.ts";
+import { IsolatePool, type PoolStats } from "../runtime/isolate/pool.ts";
+import type { StartedChild } from "../runtime/process.ts";
 import { describeWarning, RESOURCE_SAMPLE_MS, ResourceWatch } from "./resource-watch.ts";
 import { materialiseBinary, snapshotModule, verificationError, verifyForStart, verifyModule, type VerifiedModule } from "./verify/module.ts";
 
@@ -135,6 +137,8 @@ export class ModuleManager {
   private loadOrder: string[] = [];
   /** Module name -> uid, persisted in the data directory (runtime/sandbox/uids.ts). */
   private uids: Promise<UidTable> | undefined;
+  /** Pre-booted isolate hosts ([host] isolate_pool; runtime/isolate/pool.ts); made at the first TypeScript start. */
+  private pool: IsolatePool | undefined;
   private shuttingDown = false;
   /** Every command on one module (load, unload, reload, enable, restart, stop) runs after the previous one. */
   private readonly queue = new KeyedQueue();
@@ -419,6 +423,17 @@ export class ModuleManager {
    * per the restart policy, or the module is quarantined or given up on.
    */
   private async start(rec: ModuleRecord, attempt = 0): Promise<void> {
+    // No pool process is booted while a TypeScript module starts: the refill waits for the end.
+    const pool = rec.manifest.runtime === "isolate" ? this.isolatePool() : undefined;
+    pool?.beginStart();
+    try {
+      await this.startOnce(rec, attempt);
+    } finally {
+      pool?.endStart();
+    }
+  }
+
+  private async startOnce(rec: ModuleRecord, attempt: number): Promise<void> {
     const { manifest, limits } = rec;
     rec.state = "starting";
     rec.problem = undefined;
@@ -445,7 +460,7 @@ export class ModuleManager {
       const sandboxed = await this.runtimes[manifest.runtime](rec, dataDir, config);
       let proc: ModuleProcess<HostSession>;
       try {
-        proc = spawnModule(sandboxed.spec, {
+        const sessionOptions: Parameters<typeof spawnModule>[1] = {
           module: rec.name,
           grants: rec.grants,
           hub: this.hub,
@@ -458,8 +473,12 @@ export class ModuleManager {
           // A backstop only: readiness is judged below with a deadline fair to the module.
           handshakeTimeoutMs: limits.start_timeout_ms * 4,
           replay: (type) => (type === "ModuleLoaded" ? this.loadedEvents() : type === "ConfigLoaded" ? [{ type, payload: this.configLoadedFor(rec.name, [...CONFIG_SECTIONS]) }] : []),
-        }, this.opts.logger);
+        };
+        proc = sandboxed.pooled
+          ? adoptModule(sandboxed.pooled, sessionOptions, this.opts.logger)
+          : spawnModule(sandboxed.spec, sessionOptions, this.opts.logger);
       } catch (err) {
+        sandboxed.pooled?.child.kill("SIGKILL");
         await sandboxed.release();
         throw err;
       }
@@ -478,7 +497,7 @@ export class ModuleManager {
       rec.state = "running";
       this.watchHealth(rec, proc);
       this.watchResources(rec, proc, sandboxed.cgroup);
-      this.log.info(`loaded ${rec.name} ${manifest.version}`, { runtime: manifest.runtime, sandbox: rec.sandbox, pid: proc.pid, grants: describeGrants(rec.grants).join(",") || "none", ...(rec.verified ? { verification: rec.verified.report.summary } : {}) });
+      this.log.info(`loaded ${rec.name} ${manifest.version}`, { runtime: manifest.runtime, sandbox: rec.sandbox, ...(manifest.runtime === "isolate" ? { isolate_pool: sandboxed.pooled ? "warm" : "cold" } : {}), pid: proc.pid, grants: describeGrants(rec.grants).join(",") || "none", ...(rec.verified ? { verification: rec.verified.report.summary } : {}) });
       this.audit(rec.name, attempt > 0 ? "restart" : "load", { version: manifest.version, runtime: manifest.runtime, sandbox: rec.sandbox, grants: describeGrants(rec.grants), sha256: rec.sha256, verification: rec.verified?.report.summary, pid: proc.pid });
       if (attempt > 0) this.publish("ModuleRestarted", { module: rec.name, attempt });
       this.publish("ModuleLoaded", { module: rec.name, version: manifest.version, runtime: manifest.runtime });
@@ -636,7 +655,7 @@ export class ModuleManager {
   }
 
   /** How each runtime turns a module into the spec of its (sandboxed) process. */
-  private readonly runtimes: Record<ModuleManifest["runtime"], (rec: ModuleRecord, dataDir: string, config: Record<string, unknown>) => Promise<SandboxedSpawn>> = {
+  private readonly runtimes: Record<ModuleManifest["runtime"], (rec: ModuleRecord, dataDir: string, config: Record<string, unknown>) => Promise<SandboxedSpawn & { pooled?: StartedChild }>> = {
     isolate: (rec, dataDir) => this.isolateSpec(rec, dataDir),
     native: (rec, dataDir, config) => this.nativeSpec(rec, dataDir, config),
   };
@@ -673,25 +692,61 @@ export class ModuleManager {
     return sandboxed;
   }
 
+  /** The isolate pool, made on first use; undefined when [host] isolate_pool is 0. */
+  private isolatePool(): IsolatePool | undefined {
+    const size = this.opts.config.host.isolate_pool;
+    // A changed isolate_pool (the config was reloaded) takes effect from the next start.
+    if (this.pool && this.pool.size !== size) {
+      void this.pool.close();
+      this.pool = undefined;
+    }
+    if (size === 0 || this.shuttingDown) return undefined;
+    this.pool ??= new IsolatePool({
+      size,
+      freshUid: async () => (await this.uidTable()).freshUid(),
+      log: this.log,
+      output: this.opts.logger.module("isolate-pool"),
+    });
+    return this.pool;
+  }
+
+  /** What the isolate pool did so far (tests, bench); undefined without one. */
+  poolStats(): (PoolStats & { waiting: number[] }) | undefined {
+    return this.pool ? { ...this.pool.stats, waiting: this.pool.waiting() } : undefined;
+  }
+
   /** The module's own uid, from the table in the data directory (allocated on first use). */
   private async uidFor(name: string): Promise<number> {
+    return (await this.uidTable()).uidFor(name);
+  }
+
+  private uidTable(): Promise<UidTable> {
     // A damaged table fails this start with the problem named; it is read again at the next one.
     this.uids ??= UidTable.open(path.join(this.opts.config.modules.data_dir, UID_TABLE_FILE)).catch((err: Error) => {
       this.uids = undefined;
       throw new ModhostError("config_error", err.message, `fix or restore ${UID_TABLE_FILE} in [modules] data_dir`);
     });
-    return (await this.uids).uidFor(name);
+    return this.uids;
   }
 
   /** Compile a TypeScript module and say how to start its isolate host, in the sandbox as for a native module. */
-  private async isolateSpec(rec: ModuleRecord, _dataDir: string): Promise<SandboxedSpawn> {
+  private async isolateSpec(rec: ModuleRecord, _dataDir: string): Promise<SandboxedSpawn & { pooled?: StartedChild }> {
     // Verify (hash, signatures, compatibility); the bundle is built from the hashed snapshot.
     rec.verified = await verifyForStart(rec.manifest, this.opts.config, rec.verified, this.log);
     const compiled = rec.verified.snapshot.bundle!;
     rec.sha256 = compiled.sha256;
+    // A pre-booted isolate host of the same profile, when the pool has one: handed the bundle
+    // on its channel, moved into the module's cgroup (runtime/isolate/pool.ts).
+    const mode = sandboxModeFor(this.opts.config, "isolate");
+    const taken = await this.isolatePool()?.take(poolProfile(rec.limits, mode), rec.manifest, compiled.code, rec.limits);
+    if (taken) {
+      rec.sandbox = taken.sandboxed.level;
+      for (const note of taken.sandboxed.notes) this.log.warn(`${rec.name} sandbox: ${note}`);
+      return { ...taken.sandboxed, pooled: taken.started };
+    }
     const bundle = path.join(await this.ensureRunDir(), `${rec.name}-${compiled.sha256.slice(0, 16)}.js`);
     await writeFile(bundle, compiled.code, { mode: 0o600 });
-    const sandboxed = await sandboxedIsolateSpawnSpec(rec.manifest, bundle, rec.limits, { mode: sandboxModeFor(this.opts.config, "isolate"), uid: await this.uidFor(rec.name), cgroup: true });
+    const sandboxed = await sandboxedIsolateSpawnSpec(rec.manifest, bundle, rec.limits, { mode, uid: await this.uidFor(rec.name), cgroup: true });
     rec.sandbox = sandboxed.level;
     for (const note of sandboxed.notes) this.log.warn(`${rec.name} sandbox: ${note}`);
     return sandboxed;
@@ -1071,6 +1126,7 @@ export class ModuleManager {
     }
     await Promise.all(stopped.values());
     this.meterInstance?.close();
+    await this.pool?.close();
     await this.lifecycleState?.save().catch((err: Error) => this.log.warn(`cannot save the quarantine state: ${err.message}`));
     if (this.runDir) await rm(this.runDir, { recursive: true, force: true });
   }

@@ -20,7 +20,7 @@ import { CapabilityError, type CallContext, type HostServices } from "../capabil
 import { describeGrants, type EffectiveGrants } from "../capabilities/grants.ts";
 import type { Logger } from "./log.ts";
 import { HOST_VERSION } from "./version.ts";
-import { spawnModuleProcess, type ModuleProcess, type SpawnSpec } from "../runtime/process.ts";
+import { moduleScope, spawnModuleProcess, type ModuleProcess, type SpawnSpec, type StartedChild } from "../runtime/process.ts";
 import { DEFAULT_LIMITS, type Limits } from "./config.ts";
 
 /**
@@ -639,4 +639,9 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
 /** Start a module process served by a HostSession (runtime/process.ts does the process side). */
 export function spawnModule(spec: SpawnSpec, options: SessionOptions, logger: Logger): ModuleProcess<HostSession> {
   return spawnModuleProcess(spec, options.module, (channel) => new HostSession(channel, options), logger.module(options.module));
+}
+
+/** spawnModule for a process already started (a pooled isolate host, runtime/isolate/pool.ts): the module's session on its channel from now on. */
+export function adoptModule(started: StartedChild, options: SessionOptions, logger: Logger): ModuleProcess<HostSession> {
+  return moduleScope.run(options.module, () => started.adopt((channel) => new HostSession(channel, options), logger.module(options.module)));
 }

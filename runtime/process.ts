@@ -211,6 +211,23 @@ export function spawnModuleProcess<S extends ChannelSession>(spec: SpawnSpec, mo
 }
 
 function spawnInScope<S extends ChannelSession>(spec: SpawnSpec, session: (channel: FrameChannel) => S, log: OutputLog): ModuleProcess<S> {
+  const warm = spawnChild(spec, log);
+  return warm.adopt(session, log);
+}
+
+/**
+ * A module process started before it is handed its session (the isolate host pool,
+ * runtime/isolate/pool.ts): its channel is open, its output goes to `output` until adopt().
+ */
+export interface StartedChild {
+  readonly child: ChildProcess;
+  readonly channel: FrameChannel;
+  /** Wrap the channel in the module's session; from now on its output goes to `output`. */
+  adopt<S extends ChannelSession>(session: (channel: FrameChannel) => S, output: OutputLog): ModuleProcess<S>;
+}
+
+/** Start a process with its channel on fd 3 and its output drained (see spawnModuleProcess); its session comes later. */
+export function spawnChild(spec: SpawnSpec, output: OutputLog): StartedChild {
   const child = spawn(spec.command, spec.args, {
     cwd: spec.cwd,
     env: spec.env,
@@ -221,25 +238,57 @@ function spawnInScope<S extends ChannelSession>(spec: SpawnSpec, session: (chann
   });
   const socket = child.stdio[3] as Socket;
   const channel = new FrameChannel(socket, spec.maxFrameBytes);
-  const hostSession = session(channel);
-  const proc = new ModuleProcess(child, hostSession);
+  let log = output;
+  // A process adopted by a module other than the one (or none) it was started for runs its
+  // input in that module's scope from then on (moduleScope; the socket and pipes keep the
+  // context they were made in, so their events are re-entered in the module's).
+  const startedFor = moduleScope.getStore();
+  let adoptedBy: string | undefined;
+  const inScope = (fn: () => void) => (adoptedBy !== undefined ? moduleScope.run(adoptedBy, fn) : fn());
+  let proc: ModuleProcess<ChannelSession> | undefined;
+  let oom: string | undefined;
   for (const [stream, level, name] of [[child.stdout, "info", "stdout"], [child.stderr, "warn", "stderr"]] as const) {
     if (!stream) continue;
     const cutter = new LineCutter((line, cut) => {
       const text = line.toString("utf8");
-      if (name === "stderr" && !proc.outOfMemory) proc.outOfMemory = OOM_PATTERNS.find(([re]) => re.test(text))?.[1];
+      if (name === "stderr" && !oom) {
+        oom = OOM_PATTERNS.find(([re]) => re.test(text))?.[1];
+        if (proc && oom) proc.outOfMemory = oom;
+      }
       log.log(level, text, undefined, cut ? { stream: name, cut: `line longer than ${OUTPUT_LINE_BYTES} bytes: the rest was discarded` } : { stream: name });
     });
-    stream.on("data", (chunk: Buffer) => cutter.push(chunk));
-    stream.on("end", () => cutter.end());
+    stream.on("data", (chunk: Buffer) => inScope(() => cutter.push(chunk)));
+    stream.on("end", () => inScope(() => cutter.end()));
     // A read error on a pipe ends the output, nothing else.
     stream.on("error", () => cutter.end());
   }
+  let spawnError: Error | undefined;
+  let onError: ((err: Error) => void) | undefined;
   child.on("error", (err) => {
     log.log("error", `could not start process: ${err.message}`);
-    hostSession.close(err);
+    spawnError = err;
+    onError?.(err);
   });
-  return proc;
+  return {
+    child,
+    channel,
+    adopt<S extends ChannelSession>(session: (channel: FrameChannel) => S, out: OutputLog): ModuleProcess<S> {
+      log = out;
+      const module = moduleScope.getStore();
+      if (module !== undefined && module !== startedFor) {
+        adoptedBy = module;
+        const emit = channel.emit.bind(channel) as (...args: unknown[]) => boolean;
+        (channel as { emit: (...args: unknown[]) => boolean }).emit = (...args: unknown[]) => moduleScope.run(module, () => emit(...args));
+      }
+      const hostSession = session(channel);
+      const adopted = new ModuleProcess(child, hostSession);
+      proc = adopted;
+      if (oom) adopted.outOfMemory = oom;
+      onError = (err) => hostSession.close(err);
+      if (spawnError) hostSession.close(spawnError);
+      return adopted;
+    },
+  };
 }
 
 /** Whether a process with this pid exists (EPERM: it exists but belongs to someone else). */

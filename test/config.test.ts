@@ -72,7 +72,7 @@ test("defaults", (t) => {
   const c = defaultConfig("/srv/node");
   t.is(c.file, null);
   t.is(c.dir, "/srv/node");
-  t.deepEqual(c.host, { log_level: "info", log_format: "pretty", audit_log: "/srv/node/data/audit.log", health_event_seconds: 60, disk_space_low_mb: 1024 });
+  t.deepEqual(c.host, { log_level: "info", log_format: "pretty", audit_log: "/srv/node/data/audit.log", health_event_seconds: 60, disk_space_low_mb: 1024, isolate_pool: 1 });
   t.deepEqual(c.chain, {
     backend: "embedded", block_interval_seconds: 0, transactions_per_block: 3, mature_blocks: 101,
     data_dir: "/srv/node/data/chain", block_cache: 64, utxo_cache: 20_000, max_blocks_per_call: 1000,
@@ -338,4 +338,12 @@ test("[chain] backend = \"bitcoind\": credentials required and paired, URLs and 
   t.regex(byPath.get("chain.core_rpc_bind")?.message ?? "", /not a loopback address/);
   const good = await loadConfig(await writeConfig('[chain]\nbackend = "bitcoind"\nrpc_url = "http://10.0.0.5:8332/"\nrpc_user = "modhost"\nrpc_password = "pw"\nzmq_sequence = "tcp://10.0.0.5:28332"\n'));
   t.like(good.chain, { backend: "bitcoind", rpc_url: "http://10.0.0.5:8332/", rpc_user: "modhost", rpc_password: "pw", zmq_sequence: "tcp://10.0.0.5:28332" });
+});
+
+test("[host] isolate_pool: 0 to 16, anything else is named with its range", async (t) => {
+  t.is(parseConfig({ host: { isolate_pool: 0 } }, "[host]\nisolate_pool = 0\n", "/etc/modhost.toml").host.isolate_pool, 0);
+  t.is(parseConfig({ host: { isolate_pool: 4 } }, "[host]\nisolate_pool = 4\n", "/etc/modhost.toml").host.isolate_pool, 4);
+  const problems = await problemsOf("[host]\nisolate_pool = 17\n");
+  t.is(problems[0]?.path, "host.isolate_pool");
+  t.regex(`${problems[0]?.message} ${problems[0]?.hint ?? ""}`, /16/, "the allowed range is named");
 });

@@ -363,9 +363,10 @@ async function copyModule(src: string, modulesDir: string): Promise<ModuleManife
  * The configuration of a test host whose directory is `dir` and modules directory
  * `modulesDir`: debug logs, the embedded chain mining only when told (101 blocks at start),
  * data and storage under `dir`, the RPC server on any free port, TEST_LIMITS under `limits`,
- * the given grants (descriptors as in modhost.toml), and unsigned modules allowed (they run
- * with the "allow-unsigned" warning, as under `modhost dev`; set `config.trust` to test
- * signatures). `startHost` builds its hosts with it; modhost's own tests do too.
+ * the given grants (descriptors as in modhost.toml), unsigned modules allowed (they run with
+ * the "allow-unsigned" warning, as under `modhost dev`; set `config.trust` to test
+ * signatures), and no isolate pool (`[host] isolate_pool = 0`; set it in `configure` to test
+ * with one). `startHost` builds its hosts with it; modhost's own tests do too.
  */
 export function testHostConfig(dir: string, modulesDir: string, opts: HostConfigOptions = {}): HostConfig {
   const config = defaultConfig(dir);
@@ -390,6 +391,9 @@ export function testHostConfig(dir: string, modulesDir: string, opts: HostConfig
   config.modules.limits = { ...opts.moduleLimits };
   config.modules.module_configs = { ...opts.config };
   config.trust.signatures = "allow-unsigned";
+  // No pre-booted isolate host: a test host starts its modules once, so a pool would boot a
+  // process that nobody takes, and tests running in parallel would boot twice as many.
+  config.host.isolate_pool = 0;
   return config;
 }
 

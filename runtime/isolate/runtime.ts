@@ -303,3 +303,77 @@ export async function sandboxedIsolateSpawnSpec(
   const { spec, policy } = await isolateHostSandbox(manifest, bundleFile, limits, opts);
   return sandboxSpawnSpec(spec, policy);
 }
+
+/**
+ * What a pre-booted isolate host is started with, and so what a module must have to be handed
+ * one (runtime/isolate/pool.ts): its sandbox mode, Node's heap size and its rlimits. Everything
+ * else of a module's (name, bundle, isolate limits, cgroup) comes at hand-over.
+ */
+export interface PoolProfile {
+  mode: SandboxMode;
+  maxOldSpaceMb: number;
+  rlimits: SandboxLimits;
+  /** The cgroup limits it waits under until hand-over (then it moves into its module's). */
+  cgroup: CgroupLimits;
+}
+
+export function poolProfile(limits: IsolateHostLimits, mode: SandboxMode): PoolProfile {
+  return { mode, maxOldSpaceMb: limits.memory_mb + 96, rlimits: isolateHostLimits(limits), cgroup: isolateHostCgroupLimits(limits) };
+}
+
+/** Two modules with the same key can take each other's pooled isolate hosts (cgroup limits are set at hand-over). */
+export function profileKey(p: PoolProfile): string {
+  return JSON.stringify([p.mode, p.maxOldSpaceMb, p.rlimits]);
+}
+
+/**
+ * A pre-booted isolate host: the worker script with --pool and nothing of any module (no name,
+ * no bundle, no module environment), sandboxed as isolateHostSandbox does (same read-only
+ * paths but the bundle, no network, no data directory, rlimits, seccomp) under `uid`, a
+ * single-use uid (UidTable.freshUid), in a cgroup of its own until hand-over.
+ */
+export async function pooledIsolateSpawnSpec(profile: PoolProfile, uid: number): Promise<SandboxedSpawn> {
+  const { spec, policy } = await pooledIsolateSandbox(profile, uid);
+  return sandboxSpawnSpec(spec, policy);
+}
+
+/** pooledIsolateSpawnSpec's bare spec and sandbox policy (tests run payloads of their own under it). */
+export async function pooledIsolateSandbox(profile: PoolProfile, uid: number): Promise<{ spec: SpawnSpec; policy: SandboxPolicy }> {
+  const script = await isolateHostScript();
+  const spec: SpawnSpec = {
+    command: process.execPath,
+    args: ["--no-node-snapshot", `--max-old-space-size=${profile.maxOldSpaceMb}`, script, "--pool"],
+    env: { PATH: "/usr/local/bin:/usr/bin:/bin" },
+    cwd: "/",
+  };
+  const node = spec.command;
+  const systemNode = SYSTEM_DIRS.some((d) => node.startsWith(`${d}/`));
+  return { spec, policy: {
+    dataDir: null,
+    moduleDir: null,
+    binary: node,
+    readOnly: [...(systemNode ? [] : [node]), script, ...(await isolateHostPackages())],
+    network: false,
+    limits: profile.rlimits,
+    uid,
+    gid: uid,
+    mode: profile.mode,
+    allowNone: true,
+    cgroup: { name: "isolate-pool", limits: profile.cgroup },
+  } };
+}
+
+/** The hand-over a pooled isolate host reads before its hello (worker.ts), for `manifest`. */
+export function handoverMessage(manifest: RuntimeManifest, bundleCode: string, limits: IsolateHostLimits): Record<string, unknown> {
+  return {
+    t: "handover",
+    module: manifest.name,
+    version: manifest.version,
+    bundle: bundleCode,
+    memory_mb: limits.memory_mb,
+    cpu_time_ms: limits.cpu_time_ms,
+    start_timeout_ms: limits.start_timeout_ms,
+    handler_timeout_ms: limits.handler_timeout_ms,
+    inspect: Boolean(limits.inspect),
+  };
+}

@@ -11,9 +11,11 @@
 // 74 the isolate host itself failed after start-up.
 
 import { readFile } from "node:fs/promises";
+import net from "node:net";
 import { parseArgs } from "node:util";
 import ivm from "isolated-vm";
 import { ModuleClient } from "../../sdk/node/client.ts";
+import { FrameChannel } from "../../protocol/channel.ts";
 import { BOOTSTRAP } from "./bootstrap.ts";
 import { bundleUrl, splitSourceMap, StackMapper } from "./sourcemap.ts";
 import type { LogLevel } from "../../protocol/messages.ts";
@@ -33,20 +35,76 @@ const { values: args } = parseArgs({
     // Development only (modhost dev --inspect, [modules.limits.NAME] inspect): the V8 inspector
     // on the isolate, relayed to the host over the channel ("inspector" invocations).
     inspect: { type: "boolean", default: false },
+    // A pre-booted isolate host (runtime/isolate/pool.ts): booted before its module is known,
+    // it waits for the hand-over on its channel (the module, its bundle and its limits) and
+    // only then does anything of a module's.
+    pool: { type: "boolean", default: false },
   },
   strict: true,
 });
 
-const moduleId = args["module-id"]!;
-const inspect = args.inspect === true;
+/** What a pooled isolate host is given at hand-over, in place of the arguments above. */
+interface Handover {
+  module: string;
+  version: string;
+  bundle: string;
+  memory_mb: number;
+  cpu_time_ms: number;
+  start_timeout_ms: number;
+  handler_timeout_ms: number;
+  inspect: boolean;
+}
+
+/** The first (and only) message a pooled isolate host reads before its hello: the hand-over. */
+async function awaitHandover(channel: FrameChannel): Promise<Handover> {
+  return new Promise((resolve, reject) => {
+    const done = (fn: () => void) => {
+      channel.off("message", onMessage);
+      channel.off("close", onClose);
+      fn();
+    };
+    const onMessage = (body: unknown) => {
+      const m = body as Partial<Handover> & { t?: unknown };
+      const ok = m !== null && typeof m === "object" && m.t === "handover" && typeof m.module === "string" && typeof m.version === "string"
+        && typeof m.bundle === "string" && typeof m.inspect === "boolean"
+        && [m.memory_mb, m.cpu_time_ms, m.start_timeout_ms, m.handler_timeout_ms].every((n) => typeof n === "number" && Number.isFinite(n));
+      done(() => (ok ? resolve(m as Handover) : reject(new Error("the first message of a pooled isolate host must be a valid hand-over"))));
+    };
+    // The host stopped (or dropped) this pool process before handing it a module: just end.
+    const onClose = () => done(() => process.exit(EXIT.ok));
+    channel.on("message", onMessage);
+    channel.on("close", onClose);
+  });
+}
+
+const socket = new net.Socket({ fd: Number(process.env.MODHOST_FD ?? 3), readable: true, writable: true });
+const channel = new FrameChannel(socket);
+// A pooled isolate host says it has booted (the pool hands over only booted processes: its
+// launcher has entered the pool's cgroup by then, so all of it moves to the module's).
+if (args.pool) channel.send({ t: "pool_ready" });
+const handover: Handover = args.pool
+  ? await awaitHandover(channel)
+  : {
+      module: args["module-id"]!,
+      version: args["module-version"]!,
+      bundle: await readFile(args.bundle!, "utf8"),
+      memory_mb: Number(args["memory-mb"]),
+      cpu_time_ms: Number(args["cpu-time-ms"]),
+      start_timeout_ms: Number(args["start-timeout-ms"]),
+      handler_timeout_ms: Number(args["handler-timeout-ms"]),
+      inspect: args.inspect === true,
+    };
+
+const moduleId = handover.module;
+const inspect = handover.inspect;
 /** While a debugger holds the module at a breakpoint, time stands still for it: no CPU or handler limit then (development only). */
 const PAUSABLE_MS = 24 * 3600_000;
-const memoryMb = Math.max(8, Number(args["memory-mb"]));
-const cpuTimeMs = inspect ? PAUSABLE_MS : Math.max(10, Number(args["cpu-time-ms"]));
-const startTimeoutMs = inspect ? PAUSABLE_MS : Number(args["start-timeout-ms"]);
-const handlerTimeoutMs = inspect ? PAUSABLE_MS : Math.max(1, Number(args["handler-timeout-ms"]));
+const memoryMb = Math.max(8, handover.memory_mb);
+const cpuTimeMs = inspect ? PAUSABLE_MS : Math.max(10, handover.cpu_time_ms);
+const startTimeoutMs = inspect ? PAUSABLE_MS : handover.start_timeout_ms;
+const handlerTimeoutMs = inspect ? PAUSABLE_MS : Math.max(1, handover.handler_timeout_ms);
 
-const client = await ModuleClient.connect({ module: moduleId, version: args["module-version"]!, sdk: "modhost-isolate" });
+const client = await ModuleClient.connect({ module: moduleId, version: handover.version, sdk: "modhost-isolate", socket, channel });
 let exiting = false;
 client.onClose(() => {
   if (!exiting) process.exit(EXIT.disconnected);
@@ -155,7 +213,7 @@ await jail.set("__modhost_log", new ivm.Reference((level: LogLevel, message: str
 
 // The bundle carries its source map (compile.ts): stack traces the module produces are mapped
 // back to its own files before they leave this process (logs, start failures, invocation errors).
-const code = await readFile(args.bundle!, "utf8");
+const code = handover.bundle;
 const bundle = splitSourceMap(code);
 const scriptUrl = bundleUrl(moduleId);
 const stacks = new StackMapper(scriptUrl, bundle.map);
@@ -259,7 +317,7 @@ const methods = client.welcome.methods.flatMap((name) => {
   const m = shapes.get(name);
   return m ? [{ name: m.name, js: m.js, family: m.family, args: [...m.args] }] : [];
 });
-const meta = { name: moduleId, version: args["module-version"], id: client.welcome.module_id, grants: client.welcome.grants };
+const meta = { name: moduleId, version: handover.version, id: client.welcome.module_id, grants: client.welcome.grants };
 
 try {
   await rt.init.apply(undefined, [methods, client.welcome.config, meta, { maxFrameBytes: client.welcome.max_frame_bytes }], { arguments: { copy: true }, timeout: 1000 });

@@ -436,3 +436,34 @@ export async function createModuleCgroup(support: CgroupSupport, name: string, l
   };
   return { kind, dirs, procsFiles: dirs.map((d) => path.join(d, "cgroup.procs")), release, exitReason, memoryBytes };
 }
+
+/**
+ * Move every process of `from` into `to` (a pre-booted isolate host handed to its module,
+ * runtime/isolate/pool.ts): its pids, read from `from`'s cgroup.procs, are written into each
+ * of `to`'s. The memory already charged moves with them where cgroup v1 can
+ * (memory.move_charge_at_immigrate); cgroup v2 keeps it with `from` until it is released. Throws
+ * when a process could not be moved: the caller must not use the processes then. The caller
+ * releases `from` (empty now) afterwards.
+ */
+export async function moveProcesses(from: ModuleCgroup, to: ModuleCgroup): Promise<number> {
+  if (to.kind === "v1") {
+    const mem = to.dirs.find((d) => d.includes("/memory/"));
+    if (mem) await writeFile(path.join(mem, "memory.move_charge_at_immigrate"), "3").catch(() => undefined);
+  }
+  const pids = new Set<string>();
+  for (const file of from.procsFiles) {
+    for (const pid of ((await readText(file)) ?? "").split("\n")) if (/^\d+$/.test(pid.trim())) pids.add(pid.trim());
+  }
+  for (const pid of pids) {
+    for (const file of to.procsFiles) {
+      try {
+        await writeFile(file, pid);
+      } catch (err) {
+        // A process that has just exited is nothing to move.
+        if ((err as NodeJS.ErrnoException).code === "ESRCH") continue;
+        throw new Error(`cannot move process ${pid} into ${path.dirname(file)}: ${(err as Error).message}`);
+      }
+    }
+  }
+  return pids.size;
+}

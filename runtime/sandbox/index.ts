@@ -24,7 +24,7 @@ import { SandboxUnavailableError, type SandboxLevel, type SandboxMode, type Sand
 import { prlimitArgs } from "./rlimits.ts";
 
 export { detectSandbox, type SandboxCapabilities, type SandboxTools } from "./detect.ts";
-export { detectCgroups, type CgroupLimits, type CgroupSupport, type ModuleCgroup } from "./cgroup.ts";
+export { createModuleCgroup, moveProcesses, detectCgroups, type CgroupLimits, type CgroupSupport, type ModuleCgroup } from "./cgroup.ts";
 export { UidTable, UID_TABLE_FILE } from "./uids.ts";
 export { SYSTEM_DIRS } from "./bwrap.ts";
 export {

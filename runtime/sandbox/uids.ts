@@ -12,6 +12,13 @@
 // The table is per data directory: two hosts on one machine with different data directories
 // keep separate tables. A uid in use by a running process is skipped when allocating, but a
 // module of another host that is not running at that moment cannot be seen.
+//
+// Single-use uids (freshUid) are for pre-booted isolate hosts (runtime/isolate/pool.ts), which
+// start before their module is known: each gets a uid of its own from a second range, right
+// after the module range, handed out in order and never again (the next one is recorded in the
+// table before it is used). A TypeScript module's uid owns no files (its isolate host has no
+// writable directory and a private /tmp), so a new one per process costs nothing; and no name
+// can ever be given one of them (names get uids from the first range only).
 
 import { randomBytes } from "node:crypto";
 import { open, readdir, readFile, rename, rm } from "node:fs/promises";
@@ -27,7 +34,12 @@ interface TableFile {
   /** Documented for the operator who opens the file. */
   range: string;
   uids: Record<string, number>;
+  /** The next single-use uid (freshUid); absent until the first is handed out. */
+  single_use_next?: number;
 }
+
+/** The range of single-use uids: right after the module range, as large. */
+export const SINGLE_USE_UID_BASE = MODULE_UID_BASE + MODULE_UID_RANGE;
 
 function inRange(uid: unknown): uid is number {
   return Number.isInteger(uid) && (uid as number) >= MODULE_UID_BASE && (uid as number) < MODULE_UID_BASE + MODULE_UID_RANGE;
@@ -50,7 +62,7 @@ export class UidTable {
   /** The running uids, read at most once a second (a burst of new modules reads /proc once). */
   private running: { at: number; uids: Set<number> } | undefined;
 
-  private constructor(readonly file: string, private readonly byName: Map<string, number>) {}
+  private constructor(readonly file: string, private readonly byName: Map<string, number>, private singleUseNext = SINGLE_USE_UID_BASE) {}
 
   /** Load the table at `file` (a missing file is an empty table). A damaged table is an error, never silently replaced: uids own files. */
   static async open(file: string): Promise<UidTable> {
@@ -85,7 +97,38 @@ export class UidTable {
       seen.set(uid, name);
       byName.set(name, uid);
     }
-    return new UidTable(file, byName);
+    const next = data.single_use_next ?? SINGLE_USE_UID_BASE;
+    if (!Number.isInteger(next) || next < SINGLE_USE_UID_BASE || next > SINGLE_USE_UID_BASE + MODULE_UID_RANGE) {
+      throw damaged(`single_use_next: ${String(next)} is not in ${SINGLE_USE_UID_BASE}..${SINGLE_USE_UID_BASE + MODULE_UID_RANGE}`);
+    }
+    return new UidTable(file, byName, next);
+  }
+
+  /**
+   * A uid never handed out before by this table (names included), for one process only (see
+   * the top of this file). The table records the next one before this one is returned, so a
+   * crash never hands the same uid out twice. A uid some process runs under now is skipped.
+   */
+  freshUid(): Promise<number> {
+    const next = this.queue.then(async () => {
+      if (!this.running || Date.now() - this.running.at > 1000) this.running = { at: Date.now(), uids: await runningUids() };
+      let uid = this.singleUseNext;
+      while (uid < SINGLE_USE_UID_BASE + MODULE_UID_RANGE && this.running.uids.has(uid)) uid++;
+      if (uid >= SINGLE_USE_UID_BASE + MODULE_UID_RANGE) {
+        throw new Error(`no single-use uid left in ${SINGLE_USE_UID_BASE}..${SINGLE_USE_UID_BASE + MODULE_UID_RANGE - 1} (${this.file}): set [host] isolate_pool = 0, or start with a new data directory`);
+      }
+      const before = this.singleUseNext;
+      this.singleUseNext = uid + 1;
+      try {
+        await this.save();
+      } catch (err) {
+        this.singleUseNext = before;
+        throw new Error(`cannot record a single-use uid in ${this.file}: ${(err as Error).message}`);
+      }
+      return uid;
+    });
+    this.queue = next.catch(() => undefined);
+    return next;
   }
 
   /** The uid already given to `name`, if any. */
@@ -133,6 +176,7 @@ export class UidTable {
       version: 1,
       range: `${MODULE_UID_BASE}..${MODULE_UID_BASE + MODULE_UID_RANGE - 1}`,
       uids: Object.fromEntries([...this.byName].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))),
+      ...(this.singleUseNext !== SINGLE_USE_UID_BASE ? { single_use_next: this.singleUseNext } : {}),
     };
     const tmp = path.join(path.dirname(this.file), `.${path.basename(this.file)}.${randomBytes(6).toString("hex")}`);
     const fh = await open(tmp, "wx", 0o600);

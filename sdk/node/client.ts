@@ -35,6 +35,8 @@ export interface ConnectOptions {
   sdk?: string;
   /** An already-connected socket; defaults to fd 3 (or $MODHOST_FD). */
   socket?: Duplex;
+  /** A channel already reading `socket` (the isolate host of a pooled process read its hand-over on it first). */
+  channel?: FrameChannel;
   handshakeTimeoutMs?: number;
 }
 
@@ -81,7 +83,7 @@ export class ModuleClient {
 
   static async connect(opts: ConnectOptions): Promise<ModuleClient> {
     const socket = opts.socket ?? new net.Socket({ fd: Number(process.env.MODHOST_FD ?? 3), readable: true, writable: true });
-    const channel = new FrameChannel(socket);
+    const channel = opts.channel ?? new FrameChannel(socket);
     const welcome = await new Promise<Welcome>((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error("no welcome from the host")), opts.handshakeTimeoutMs ?? 10000);
       const done = (fn: () => void) => {
