@@ -106,7 +106,7 @@ export interface HostEvents extends ChainEvents, RoleEvents {
 
 export type HostEventName = keyof HostEvents;
 
-export type EventProducer = "host" | "backend" | ProviderRole | "none";
+type EventProducer = "host" | "backend" | ProviderRole | "none";
 
 export interface EventTypeInfo {
   readonly category: "chain" | "mempool" | "payment" | "mining" | "network" | "module" | "config" | "node" | "maintenance" | "governance" | "consensus";

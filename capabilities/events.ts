@@ -20,7 +20,7 @@ function checkTypes(list: string[]): string[] {
 }
 
 /** Largest payload of a published module event (estimated encoded size). */
-export const MAX_EVENT_PAYLOAD_BYTES = 64 * 1024;
+const MAX_EVENT_PAYLOAD_BYTES = 64 * 1024;
 /** Events one module may publish per second (bursts of twice as many). */
 export const PUBLISH_RATE = 1000;
 const EVENT_LOCAL_NAME = /^[A-Za-z][A-Za-z0-9_.-]{0,63}$/;
@@ -31,7 +31,7 @@ const EVENT_LOCAL_NAME = /^[A-Za-z][A-Za-z0-9_.-]{0,63}$/;
  * names that are node event names are refused too, so that "m:NewBlock" cannot be mistaken
  * for the real thing.
  */
-export function ownEventType(module: string, name: string): string {
+function ownEventType(module: string, name: string): string {
   if (name.includes(":")) {
     throw new CapabilityError("invalid_params", `event name "${name}" contains ":"; name only the part after the colon: a module publishes only in its own namespace, as "${module}:<name>"`);
   }

@@ -22,11 +22,11 @@ export const MAX_FILE_BYTES = 8 * 1024 * 1024;
 /** Most entries list_directory returns. */
 export const MAX_LIST_ENTRIES = 10_000;
 /** Longest accepted path, in UTF-8 bytes. */
-export const MAX_PATH_BYTES = 1024;
+const MAX_PATH_BYTES = 1024;
 /** Longest accepted path component, in UTF-8 bytes (NAME_MAX). */
-export const MAX_NAME_BYTES = 255;
+const MAX_NAME_BYTES = 255;
 /** Deepest accepted path, in components. */
-export const MAX_DEPTH = 32;
+const MAX_DEPTH = 32;
 
 export interface ParsedPath {
   /** Canonical relative form: "a/b/c", or "." for the data directory itself. Used for grants. */

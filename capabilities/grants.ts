@@ -62,7 +62,7 @@ function example(kind: ScopeKind): string {
 }
 
 /** Canonical form of one scope entry; throws GrantSyntaxError when it is not acceptable. */
-export function canonicalScope(kind: ScopeKind, raw: string): string {
+function canonicalScope(kind: ScopeKind, raw: string): string {
   switch (kind) {
     case "path":
       return canonicalRelativePath(raw);
@@ -187,7 +187,7 @@ function canonicalIPv6(addr: string): string {
 }
 
 /** Does `target` (already canonical) fall inside `scope` (canonical)? */
-export function scopeCovers(kind: ScopeKind, scope: string, target: string): boolean {
+function scopeCovers(kind: ScopeKind, scope: string, target: string): boolean {
   switch (kind) {
     case "path":
       return scope === "." || target === scope || target.startsWith(scope + "/");
@@ -230,7 +230,7 @@ function mergeScopes(a: Scope, b: Scope): Scope {
 }
 
 /** Fold a list of descriptors into permission -> scope (union of scopes). */
-export function foldDescriptors(list: readonly Descriptor[]): Map<Permission, Scope> {
+function foldDescriptors(list: readonly Descriptor[]): Map<Permission, Scope> {
   const out = new Map<Permission, Scope>();
   for (const d of list) {
     const prev = out.get(d.permission);

@@ -32,11 +32,11 @@ export { HOOK_POINT_NAMES, type HookPointName, type HookRegistration, type HookS
 export type FailurePolicy = "open" | "closed";
 
 /** Modules a registration may name in `before` or `after`. */
-export const MAX_ORDER_NAMES = 16;
+const MAX_ORDER_NAMES = 16;
 /** Hooks at one point, all modules together; a further registration is refused (quota_exceeded). */
 export const MAX_HOOKS_PER_POINT = 32;
 /** Longest reason a reject may carry; a longer one is cut. */
-export const MAX_REASON_CHARS = 1024;
+const MAX_REASON_CHARS = 1024;
 /** Default payload limit: holds a full block's hex (4 MB block, 8 MB of hex) and stays below a frame. */
 export const DEFAULT_MAX_PAYLOAD_BYTES = 10 * 1024 * 1024;
 /** Bounds of the operator's [hooks.POINT] keys. */
@@ -44,7 +44,7 @@ export const HOOK_TIMEOUT_RANGE = { min: 1, max: 60_000 } as const;
 export const HOOK_PAYLOAD_RANGE = { min: 1024, max: 15 * 1024 * 1024 } as const;
 
 /** The operator's overrides for one point ([hooks.POINT] in modhost.toml). */
-export interface HookPointConfig {
+interface HookPointConfig {
   /** Modules whose hooks run first, in this order; unlisted ones follow (before/after still apply). */
   order?: string[];
   failure?: FailurePolicy;

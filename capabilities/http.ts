@@ -31,10 +31,10 @@ import { addressesFor, type Resolver } from "./address-policy.ts";
 import { CapabilityError } from "./types.ts";
 
 export const HTTP_METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH"] as const;
-export type HttpMethod = (typeof HTTP_METHODS)[number];
+type HttpMethod = (typeof HTTP_METHODS)[number];
 
 /** Longest URL accepted, in characters. */
-export const MAX_URL_CHARS = 8192;
+const MAX_URL_CHARS = 8192;
 /** Largest request body (1 MiB). */
 export const MAX_REQUEST_BODY_BYTES = 1024 * 1024;
 /** Largest response body (8 MiB); a longer one fails with quota_exceeded. */
@@ -43,9 +43,9 @@ export const DEFAULT_TIMEOUT_MS = 10_000;
 export const MAX_TIMEOUT_MS = 60_000;
 /** Requests of one module in flight at once; one more fails with unavailable. */
 export const MAX_IN_FLIGHT = 16;
-export const MAX_REQUEST_HEADERS = 100;
+const MAX_REQUEST_HEADERS = 100;
 /** Total size of the module's request headers (names and values). */
-export const MAX_REQUEST_HEADER_BYTES = 32 * 1024;
+const MAX_REQUEST_HEADER_BYTES = 32 * 1024;
 /** Status line and headers of an answer (trailers count too); a larger head fails with quota_exceeded. */
 export const MAX_RESPONSE_HEADER_BYTES = 32 * 1024;
 /** Header fields in an answer; more fail with quota_exceeded. */

@@ -9,10 +9,10 @@ import { method, type CallContext, type Family, serviceOf } from "./types.ts";
 import { ModuleInfo, Plain, done, none } from "./schemas.ts";
 
 /** Default and largest wait for another module's answer. */
-export const CALL_TIMEOUT_MS = 10_000;
-export const MAX_CALL_TIMEOUT_MS = 60_000;
+const CALL_TIMEOUT_MS = 10_000;
+const MAX_CALL_TIMEOUT_MS = 60_000;
 /** Methods one module may expose. */
-export const MAX_API_METHODS = 256;
+const MAX_API_METHODS = 256;
 
 export const moduleName = v.pipe(
   v.string(),

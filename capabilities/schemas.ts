@@ -33,7 +33,7 @@ export function rustByHand(schema: object): string | undefined {
  * A field that a lighter form of its type leaves out (include_hex: false): the Rust SDK's one
  * struct for both forms reads it as empty when absent.
  */
-export const omittedWhenLight = <S extends v.GenericSchema>(schema: S) => v.pipe(schema, v.metadata({ omittedWhenLight: true }));
+const omittedWhenLight = <S extends v.GenericSchema>(schema: S) => v.pipe(schema, v.metadata({ omittedWhenLight: true }));
 
 /** A field's or type's description in the SDKs (a doc comment there). */
 export const doc = <S extends v.GenericSchema>(text: string, schema: S) => v.pipe(schema, v.description(text));
@@ -49,7 +49,7 @@ export const none = v.object({});
 export const Hex = named("Hex", v.string());
 /** An integer >= 0 (Rust u64), an integer (i64), a float (f64). */
 export const u64 = v.pipe(v.number(), v.integer(), v.minValue(0));
-export const i64 = v.pipe(v.number(), v.integer());
+const i64 = v.pipe(v.number(), v.integer());
 export const f64 = v.number();
 /** The answer of a method that succeeded and has nothing to say (Rust: `()`). */
 export const done = v.literal(true);
@@ -57,21 +57,21 @@ export const done = v.literal(true);
 const headerFields = {
   hash: Hex, height: u64, version: i64, prev_hash: Hex, merkle_root: Hex, time: u64, bits: u64, nonce: u64,
 };
-export const LightBlockHeader = named("LightBlockHeader", v.object(headerFields), { rust: "the Rust SDK reads both forms into BlockHeader" });
+const LightBlockHeader = named("LightBlockHeader", v.object(headerFields), { rust: "the Rust SDK reads both forms into BlockHeader" });
 export const BlockHeader = named("BlockHeader", v.object({ ...headerFields, hex: doc("Hex of the 80 serialised header bytes (empty in the Rust SDK when include_hex is false).", omittedWhenLight(Hex)) }));
 
-export const TxInput = named("TxInput", v.object({
+const TxInput = named("TxInput", v.object({
   txid: Hex, vout: u64, script_sig: Hex, sequence: u64, witness: v.array(Hex),
   coinbase: doc("True for the single input of a coinbase transaction.", v.boolean()),
 }));
-export const TxOutput = named("TxOutput", v.object({
+const TxOutput = named("TxOutput", v.object({
   value: u64, script_pubkey: Hex,
   address: doc("The regtest address of the output script, when it has one.", v.nullable(v.string())),
 }));
 const txFields = {
   txid: Hex, wtxid: Hex, version: i64, locktime: u64, inputs: v.array(TxInput), outputs: v.array(TxOutput), size: u64, vsize: u64, weight: u64,
 };
-export const LightTransaction = named("LightTransaction", v.object(txFields), { rust: "the Rust SDK reads both forms into Transaction" });
+const LightTransaction = named("LightTransaction", v.object(txFields), { rust: "the Rust SDK reads both forms into Transaction" });
 export const Transaction = named("Transaction", v.object({ ...txFields, hex: doc("Full serialisation, witness included.", omittedWhenLight(Hex)) }));
 
 const blockFields = { hash: Hex, height: u64, size: u64, weight: u64 };
@@ -108,8 +108,8 @@ export const PeerInfo = named("PeerInfo", v.object({
   connected_since: doc("Seconds since the epoch.", u64),
 }));
 
-export const TemplateTransaction = named("TemplateTransaction", v.object({ txid: Hex, wtxid: Hex, hex: Hex, fee: u64, weight: u64 }));
-export const CoinbaseTx = named("CoinbaseTx", v.object({ txid: Hex, hex: Hex }));
+const TemplateTransaction = named("TemplateTransaction", v.object({ txid: Hex, wtxid: Hex, hex: Hex, fee: u64, weight: u64 }));
+const CoinbaseTx = named("CoinbaseTx", v.object({ txid: Hex, hex: Hex }));
 export const BlockTemplate = named("BlockTemplate", v.object({
   version: i64, previous_block_hash: Hex, height: u64, bits: u64,
   target: doc("The proof-of-work target for `bits`, as 64 hex characters.", Hex),
@@ -126,7 +126,7 @@ export const SubmitBlockResult = named("SubmitBlockResult", v.object({
   hash: doc("The block hash, when the block could be decoded.", v.optional(Hex)),
 }));
 
-export const StorageQuota = named("StorageQuota", v.object({ max_bytes: u64, max_keys: u64, max_trees: u64, max_value_bytes: u64, max_key_bytes: u64 }), {
+const StorageQuota = named("StorageQuota", v.object({ max_bytes: u64, max_keys: u64, max_trees: u64, max_value_bytes: u64, max_key_bytes: u64 }), {
   rust: "also reads the camelCase keys older hosts sent",
 });
 export const StorageUsage = named("StorageUsage", v.object({ bytes: u64, keys: u64, trees: u64, quota: StorageQuota }), {
@@ -142,7 +142,7 @@ export const IterPage = named("IterPage", v.object({
   cursor: doc("Pass it back (with the same other options) for the next page; null at the end of the range.", v.nullable(v.string())),
 }), { rust: "generic in its value type" });
 
-export const FileType = named("FileType", v.picklist(["file", "directory", "symlink", "other"]));
+const FileType = named("FileType", v.picklist(["file", "directory", "symlink", "other"]));
 export const DirEntry = named("DirEntry", v.object({ name: v.string(), type: FileType }));
 export const FileMetadata = named("FileMetadata", v.object({
   path: doc('The canonical path, relative to the data directory ("" for the directory itself).', v.string()),
@@ -159,9 +159,9 @@ export const ModuleInfo = named("ModuleInfo", v.object({
   api: doc("Methods of its module API, when it registered one.", v.array(v.string())),
 }));
 
-export const MetricKind = named("MetricKind", v.picklist(["counter", "gauge", "histogram"]));
+const MetricKind = named("MetricKind", v.picklist(["counter", "gauge", "histogram"]));
 /** A histogram as get_module_metrics and get_all_metrics answer it. */
-export const HistogramSummary = doc(
+const HistogramSummary = doc(
   "A histogram read back: observations counted in fixed buckets.",
   named("HistogramSummary", v.object({
     count: u64, sum: f64,

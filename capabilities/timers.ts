@@ -7,7 +7,7 @@ import { method, type CallContext, type Family, serviceOf } from "./types.ts";
 import { u64 } from "./schemas.ts";
 
 /** The longest interval or delay, in seconds (about 23 days; Node timers stop at 2^31 ms). */
-export const MAX_TIMER_SECONDS = 2_000_000;
+const MAX_TIMER_SECONDS = 2_000_000;
 
 const seconds = (what: string, min: "positive" | "non-negative") => v.pipe(
   v.number(`${what} must be a number of seconds`),

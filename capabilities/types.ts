@@ -12,7 +12,7 @@ import type { HookPointName, Permission } from "./catalogue.ts";
 import type { LogLevel } from "../protocol/messages.ts";
 
 /** Per-module event subscription control, bound to the calling module's connection. */
-export interface EventControl {
+interface EventControl {
   subscribe(types: string[]): string[];
   unsubscribe(types: string[]): string[];
   subscribed(): string[];
@@ -145,7 +145,7 @@ export interface CallContext {
  * method (a function in TypeScript; in Rust, the handler registered with the matching
  * `Client::on_*`).
  */
-export type CallbackKind = "event" | "module_api" | "rpc" | "cli" | "timer" | "provider" | "hook";
+type CallbackKind = "event" | "module_api" | "rpc" | "cli" | "timer" | "provider" | "hook";
 
 export interface MethodDef<S extends v.GenericSchema = v.GenericSchema, R extends v.GenericSchema = v.GenericSchema> {
   /** Wire name (snake_case, as in the seeds): "get_block". */

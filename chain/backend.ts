@@ -25,7 +25,7 @@ export interface BlockHeader {
   hex: Hex;
 }
 
-export interface TxInput {
+interface TxInput {
   txid: Hex;
   vout: number;
   script_sig: Hex;
@@ -35,7 +35,7 @@ export interface TxInput {
   coinbase: boolean;
 }
 
-export interface TxOutput {
+interface TxOutput {
   value: number;
   script_pubkey: Hex;
   /** The regtest address of the output script, when it has one. */

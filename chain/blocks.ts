@@ -21,7 +21,7 @@ import {
 } from "./serialise.ts";
 
 export const REGTEST_GENESIS_HASH = "0f9188f13cb7b2c71f2a335e3a4fc328bf5beb436012afca590b1a11466e2206";
-export const GENESIS_MERKLE_ROOT = "4a5e1e4baab89f3a32518a88c31bc87f618f76673e2cc77ab2127b7afdeda33b";
+const GENESIS_MERKLE_ROOT = "4a5e1e4baab89f3a32518a88c31bc87f618f76673e2cc77ab2127b7afdeda33b";
 const GENESIS_MESSAGE = "The Times 03/Jan/2009 Chancellor on brink of second bailout for banks";
 const GENESIS_PUBKEY =
   "04678afdb0fe5548271967f1a67130b7105cd6a828e03909a67962e0ea1f61deb649f6bc3f4cef38c4f35504e51ec112de5c384df7ba0b8d578a4c702b6bf11d5f";
@@ -31,7 +31,7 @@ const GENESIS_NONCE = 2;
 export const REGTEST_BITS = 0x207fffff;
 const REGTEST_TARGET = targetFromBits(REGTEST_BITS);
 export const COINBASE_MATURITY = 100;
-export const HALVING_INTERVAL = 150;
+const HALVING_INTERVAL = 150;
 const COIN = 100_000_000;
 const INITIAL_SUBSIDY = 50 * COIN;
 export const MAX_MONEY = 21_000_000 * COIN;

@@ -104,8 +104,8 @@ const HASH_RATE_BLOCKS = 120;
 /** Summaries of this many recent active blocks stay in memory (median time past, hash rate). */
 const HEADER_WINDOW = HASH_RATE_BLOCKS;
 /** Defaults of the memory bounds (see EmbeddedChainOptions). */
-export const DEFAULT_BLOCK_CACHE = 64;
-export const DEFAULT_UTXO_CACHE = 20_000;
+const DEFAULT_BLOCK_CACHE = 64;
+const DEFAULT_UTXO_CACHE = 20_000;
 
 export interface EmbeddedChainOptions {
   /** Blocks mined after genesis when the chain is created (default 101, so coinbases can be spent). Ignored when `dataDir` already holds a chain. */

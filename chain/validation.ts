@@ -12,10 +12,10 @@ import { COINBASE_MATURITY, FINAL_SEQUENCE, MAX_MONEY, REGTEST_BITS, type Stored
 import { type decodeBlock, describeTransaction, displayHex, internalBytes, merkleRoot, targetFromBits, witnessCommitment } from "./serialise.ts";
 
 /** Below this a locktime is a height, from it a Unix time (BIP 113 compares times with the MTP). */
-export const LOCKTIME_THRESHOLD = 500_000_000;
-export const MAX_BLOCK_WEIGHT = 4_000_000;
+const LOCKTIME_THRESHOLD = 500_000_000;
+const MAX_BLOCK_WEIGHT = 4_000_000;
 /** How far ahead of the clock a block's time may be (bitcoind's MAX_FUTURE_BLOCK_TIME). */
-export const MAX_FUTURE_BLOCK_TIME = 2 * 60 * 60;
+const MAX_FUTURE_BLOCK_TIME = 2 * 60 * 60;
 /** OP_RETURN, push 36, the BIP141 commitment header. */
 export const WITNESS_COMMITMENT_PREFIX = "6a24aa21a9ed";
 const NULL_TXID_HEX = "00".repeat(32);

@@ -15,7 +15,7 @@ import { mkdirSync, openSync, writeSync, closeSync } from "node:fs";
 import path from "node:path";
 import { ByteBucket, plainData } from "./log.ts";
 
-export type AuditKind = "denied" | "action" | "lifecycle" | "summary";
+type AuditKind = "denied" | "action" | "lifecycle" | "summary";
 
 export interface AuditRecord {
   kind: AuditKind;
@@ -28,9 +28,9 @@ export interface AuditRecord {
 }
 
 /** Default bytes per second of audit records a module may cause (`audit_bytes_per_second`). */
-export const DEFAULT_AUDIT_BYTES_PER_SECOND = 16 * 1024;
+const DEFAULT_AUDIT_BYTES_PER_SECOND = 16 * 1024;
 /** At most one summary record per module per this interval. */
-export const AUDIT_SUMMARY_INTERVAL_MS = 5000;
+const AUDIT_SUMMARY_INTERVAL_MS = 5000;
 /** Distinct (kind, method, permission) counts kept in one summary; the rest are counted as "other". */
 const SUMMARY_KEYS = 32;
 /** Characters of a reason kept in a record a module caused. */

@@ -7,7 +7,7 @@ import { parseArgs } from "node:util";
 import { closest, editDistance } from "../capabilities/catalogue.ts";
 import { ModhostError } from "./errors.ts";
 
-export interface OptionSpec {
+interface OptionSpec {
   /** Long name, without the dashes. */
   name: string;
   type: "string" | "boolean";
@@ -46,7 +46,7 @@ const JSON_OPT: OptionSpec = { name: "json", type: "boolean", help: "print the a
  * How to reach a running host, as bitcoin-cli spells it. Each overrides what --config FILE's
  * [rpc] section says; without them the client uses ./modhost.toml's [rpc] (or the defaults).
  */
-export const CONNECTION_OPTIONS: readonly OptionSpec[] = [
+const CONNECTION_OPTIONS: readonly OptionSpec[] = [
   CONFIG,
   { name: "rpcconnect", type: "string", value: "HOST", help: "the host's RPC address (default [rpc] bind, 127.0.0.1)" },
   { name: "rpcport", type: "string", value: "N", help: "the host's RPC port (default [rpc] port, 8339)" },
@@ -165,7 +165,7 @@ function optionUsage(o: OptionSpec): string {
   return flag;
 }
 
-export function usageLine(c: CommandSpec): string {
+function usageLine(c: CommandSpec): string {
   const opts = c.options.some((o) => o === CONNECTION_OPTIONS[1]) ? " [OPTIONS]" : c.options.length ? " [OPTIONS]" : "";
   return `modhost ${c.name}${c.args ? ` ${c.args}` : ""}${opts}`;
 }

@@ -27,9 +27,9 @@ import {
   type ModuleTrust, type RegistryConfig, type TrustConfig,
 } from "./verify/config.ts";
 
-export type RestartPolicy = "never" | "on-failure" | "always";
+type RestartPolicy = "never" | "on-failure" | "always";
 export type MissingGrantPolicy = "refuse" | "reduce";
-export type LogLevel = "debug" | "info" | "warn" | "error";
+type LogLevel = "debug" | "info" | "warn" | "error";
 
 const RESTART_POLICIES: readonly RestartPolicy[] = ["never", "on-failure", "always"];
 const MISSING_GRANT_POLICIES: readonly MissingGrantPolicy[] = ["refuse", "reduce"];
@@ -253,7 +253,7 @@ function rpcSchema(base: string) {
 }
 
 /** One [hooks.POINT] table; the defaults are the point's own (capabilities/hooks.ts). */
-export const HOOK_POINT_SCHEMA = table({
+const HOOK_POINT_SCHEMA = table({
   order: v.optional(
     doc(
       v.pipe(
@@ -276,7 +276,7 @@ export const HOOK_POINT_SCHEMA = table({
 const HOOKS_SCHEMA = table(Object.fromEntries(HOOK_POINT_NAMES.map((p) => [p, v.optional(HOOK_POINT_SCHEMA)])) as Record<(typeof HOOK_POINT_NAMES)[number], v.OptionalSchema<typeof HOOK_POINT_SCHEMA, undefined>>);
 
 /** The whole of modhost.toml; paths resolved against `base`, the config file's directory. */
-export function configSchema(base: string) {
+function configSchema(base: string) {
   return table({
     host: v.optional(hostSchema(base), {}),
     chain: v.optional(chainSchema(base), {}),
@@ -460,7 +460,7 @@ export function missingGrantPolicy(config: HostConfig, module: string): MissingG
 }
 
 /** Whether an IP literal (or "localhost") is a loopback address. */
-export function isLoopback(address: string): boolean {
+function isLoopback(address: string): boolean {
   if (address === "localhost" || address === "::1") return true;
   if (isIP(address) === 4) return address.startsWith("127.");
   const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);

@@ -20,11 +20,11 @@ import { fileURLToPath } from "node:url";
 import type { Host } from "./host.ts";
 
 /** Quiet time after the last change before a reload: an editor's save is several events. */
-export const DEBOUNCE_MS = 75;
+const DEBOUNCE_MS = 75;
 /** At most this many directories are watched (an inotify watch each): a module tree that has more is watched partly, and the log says so. */
-export const MAX_WATCHED_DIRS = 2000;
+const MAX_WATCHED_DIRS = 2000;
 /** A cargo build longer than this is stopped (a hung build must not block later reloads). */
-export const CARGO_TIMEOUT_MS = 10 * 60_000;
+const CARGO_TIMEOUT_MS = 10 * 60_000;
 /** Build output kept from a failed cargo build in the log (its last lines). */
 const CARGO_OUTPUT_CHARS = 4000;
 
@@ -202,7 +202,7 @@ function hasDownloadedCrates(): boolean {
 }
 
 /** cargo build --release of the crate in `dir` (entry_point is its release binary). */
-export function cargoBuild(dir: string): Promise<{ ok: boolean; ms: number; output: string }> {
+function cargoBuild(dir: string): Promise<{ ok: boolean; ms: number; output: string }> {
   const started = Date.now();
   return new Promise((resolve) => {
     let output = "";

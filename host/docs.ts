@@ -73,7 +73,7 @@ export function permissionsMarkdown(): string {
   return out.join("\n").replace(/\n+$/, "\n");
 }
 
-export function eventsMarkdown(): string {
+function eventsMarkdown(): string {
   const out: string[] = [
     "# Events",
     "",

@@ -18,12 +18,6 @@ export class ModhostError extends Error {
   }
 }
 
-export interface SourceLocation {
-  file: string;
-  line: number;
-  column: number;
-}
-
 export interface ConfigProblem {
   file: string;
   /** 1-based; absent when the problem has no place in the source (e.g. a missing key at the top). */

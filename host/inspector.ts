@@ -22,9 +22,9 @@ import type { SourceLogger } from "./log.ts";
 import { HOST_VERSION } from "./version.ts";
 
 /** Largest message a debugger may send (ws maxPayload): CDP commands are small. */
-export const MAX_DEBUGGER_MESSAGE_BYTES = 1024 * 1024;
+const MAX_DEBUGGER_MESSAGE_BYTES = 1024 * 1024;
 /** Largest message the isolate may send the debugger, put together from its pieces (a script's source, a heap snapshot chunk). */
-export const MAX_ISOLATE_MESSAGE_BYTES = 64 * 1024 * 1024;
+const MAX_ISOLATE_MESSAGE_BYTES = 64 * 1024 * 1024;
 /** How long one poll for the isolate's messages waits in the isolate host. */
 const POLL_WAIT_MS = 1000;
 /** On top of the poll's wait: an isolate host that does not answer by then is not relaying. */

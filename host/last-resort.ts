@@ -11,8 +11,8 @@
 import { moduleScope } from "../runtime/process.ts";
 import type { Logger } from "./log.ts";
 
-export const UNATTRIBUTED_LIMIT = 10;
-export const UNATTRIBUTED_WINDOW_MS = 60_000;
+const UNATTRIBUTED_LIMIT = 10;
+const UNATTRIBUTED_WINDOW_MS = 60_000;
 
 export interface LastResortOptions {
   logger: Logger;

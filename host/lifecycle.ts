@@ -68,7 +68,7 @@ export class LoopStallMeter {
 }
 
 /** Let everything that has arrived on sockets be read before judging (a poll phase runs before setImmediate callbacks). */
-export function yieldToIo(): Promise<void> {
+function yieldToIo(): Promise<void> {
   return new Promise((resolve) => setImmediate(() => setImmediate(resolve)));
 }
 
@@ -225,7 +225,7 @@ export class LifecycleState {
 // ---------------------------------------------------------------------------------------
 // Run directories: <tmpdir>/modhost-run-<pid>-XXXXXX
 
-export const RUN_DIR_PREFIX = "modhost-run-";
+const RUN_DIR_PREFIX = "modhost-run-";
 
 /** The prefix for this process's run directory (mkdtemp adds the random part). */
 export function runDirPrefix(): string {

@@ -31,7 +31,7 @@ function writeStderr(line: string): void {
 }
 
 /** Sources that are the host itself; every other source is a module. */
-export const HOST_SOURCES: ReadonlySet<string> = new Set(["host", "chain", "rpc", "dev"]);
+const HOST_SOURCES: ReadonlySet<string> = new Set(["host", "chain", "rpc", "dev"]);
 
 /** Fixed bounds on what one module log record may carry. */
 export const MODULE_LOG_LIMITS = Object.freeze({
@@ -52,11 +52,11 @@ export const MODULE_LOG_LIMITS = Object.freeze({
 /** Bytes of a log line besides the message (time, level, tag). */
 const RECORD_OVERHEAD = 24;
 /** Default bytes per second a module may add to the host log (`log_bytes_per_second`). */
-export const DEFAULT_LOG_BYTES_PER_SECOND = 32 * 1024;
+const DEFAULT_LOG_BYTES_PER_SECOND = 32 * 1024;
 /** Seconds of rate a module may log in one burst. */
-export const LOG_BURST_SECONDS = 4;
+const LOG_BURST_SECONDS = 4;
 /** At most one "dropped" summary line per module per this interval. */
-export const LOG_SUMMARY_INTERVAL_MS = 2000;
+const LOG_SUMMARY_INTERVAL_MS = 2000;
 
 export interface LogRecord {
   time: number;
@@ -242,7 +242,7 @@ export class ModuleLog {
 }
 
 /** Smallest burst of a byte budget, whatever the rate. */
-export const MIN_BURST_BYTES = 64 * 1024;
+const MIN_BURST_BYTES = 64 * 1024;
 
 /**
  * Token bucket of bytes: `rate()` per second, bursts up to LOG_BURST_SECONDS of it (at least
@@ -428,7 +428,7 @@ export function escapeText(s: string, maxChars: number, keepNewlines = false): {
 }
 
 /** JSON.stringify that cannot throw: BigInt as a string, cycles and other failures as a note. */
-export function safeJson(v: unknown): string {
+function safeJson(v: unknown): string {
   try {
     return JSON.stringify(v, (_k, x: unknown) => (typeof x === "bigint" ? x.toString() : x)) ?? "null";
   } catch (err) {

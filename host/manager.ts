@@ -51,7 +51,7 @@ import type { StartedChild } from "../runtime/process.ts";
 import { describeWarning, RESOURCE_SAMPLE_MS, ResourceWatch } from "./resource-watch.ts";
 import { materialiseBinary, snapshotModule, verificationError, verifyForStart, verifyModule, type VerifiedModule } from "./verify/module.ts";
 
-export type ModuleState = "pending" | "starting" | "running" | "stopping" | "stopped" | "crashed" | "failed" | "skipped" | "quarantined";
+type ModuleState = "pending" | "starting" | "running" | "stopping" | "stopped" | "crashed" | "failed" | "skipped" | "quarantined";
 
 export interface ModuleStatus {
   name: string;
@@ -1221,7 +1221,7 @@ export function changedSections(a: HostConfig, b: HostConfig): string[] {
 }
 
 /** The refusal message: what is missing, and the exact lines that would grant it. */
-export function missingGrantsMessage(manifest: ModuleManifest, missing: MissingGrant[], allowed: Descriptor[]): string {
+function missingGrantsMessage(manifest: ModuleManifest, missing: MissingGrant[], allowed: Descriptor[]): string {
   const notAllowed = missing.filter((m) => m.reason === "not_allowed");
   const denied = missing.filter((m) => m.reason === "denied");
   const lines = [`module ${manifest.name} requests capabilities the operator has not granted: ${missing.map((m) => formatDescriptor(m.permission, m.scope)).join(", ")}`];

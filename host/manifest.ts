@@ -15,7 +15,7 @@ import { GrantSyntaxError, parseDescriptor, type Descriptor } from "../capabilit
 import { bool, checked, checkSchema, doc, either, int, KEY, namedTables, oneOf, pathTo, say, str, strings, table } from "./schema.ts";
 import { Checker, isTable, readToml, typeName } from "./toml.ts";
 
-export type Runtime = "isolate" | "native";
+type Runtime = "isolate" | "native";
 
 export interface ConfigField {
   type: ConfigFieldType;
@@ -24,7 +24,7 @@ export interface ConfigField {
   required: boolean;
 }
 
-export type ConfigFieldType = "string" | "number" | "integer" | "boolean" | "array" | "table" | "any";
+type ConfigFieldType = "string" | "number" | "integer" | "boolean" | "array" | "table" | "any";
 
 export interface Threshold {
   m: number;
@@ -212,7 +212,7 @@ const COMPATIBILITY = table({
 });
 
 /** module.toml. */
-export const MANIFEST_SCHEMA = v.pipe(
+const MANIFEST_SCHEMA = v.pipe(
   table({
     name: doc(
       checked((name) => moduleNameProblem(name) ?? (NODE_DEPENDENCY_NAMES.includes(name) ? { message: `"${name}" is reserved for the host`, hint: "choose another module name" } : undefined)),
@@ -277,7 +277,7 @@ export function parseManifest(data: Record<string, unknown>, source: string, fil
 }
 
 /** TypeScript and JavaScript entry points run in an isolate; anything else is a native binary. */
-export function inferRuntime(entryPoint: string): Runtime {
+function inferRuntime(entryPoint: string): Runtime {
   return ISOLATE_EXTENSIONS.includes(path.extname(entryPoint).toLowerCase()) ? "isolate" : "native";
 }
 
@@ -306,7 +306,7 @@ export function isStrictVersion(text: string): boolean {
 }
 
 /** A grant descriptor ("read_blockchain", "call_module=price-feed"), parsed; a bad one is reported with the grammar's hint. */
-export function descriptor() {
+function descriptor() {
   return v.rawTransform<string, Descriptor>(({ dataset, addIssue, NEVER }) => {
     try {
       return parseDescriptor(dataset.value);

@@ -43,7 +43,7 @@ export interface Range {
 }
 
 /** "from 1 to 10", "0 or more", "8 or more". */
-export function rangeText(rule: Range): string {
+function rangeText(rule: Range): string {
   const min = rule.min ?? 0;
   return rule.max !== undefined ? `from ${min} to ${rule.max}` : min === 0 ? "0 or more" : `${min} or more`;
 }
@@ -94,7 +94,7 @@ export function oneOf<const T extends string>(values: readonly T[], aliases: Rea
 }
 
 /** A string element of an array (the fix speaks of the element, not of a key). */
-export function element() {
+function element() {
   return v.string((i: v.StringIssue) => say(`expected a string, found ${typeName(i.input)}`, "quote the element"));
 }
 
@@ -158,7 +158,7 @@ export function docOf(schema: Schema): DocInfo & { default?: unknown; optional: 
 type Entries = Record<string, Schema>;
 
 /** The output of a table schema: optional entries without a default may be absent. */
-export type TableOutput<E extends Entries> = v.InferOutput<v.ObjectSchema<E, undefined>>;
+type TableOutput<E extends Entries> = v.InferOutput<v.ObjectSchema<E, undefined>>;
 
 export interface TableSchema<E extends Entries> extends v.BaseSchema<unknown, TableOutput<E>, v.BaseIssue<unknown>> {
   readonly type: "toml_table";
@@ -334,7 +334,7 @@ export function pathTo(...keys: (string | number)[]): [v.IssuePathItem, ...v.Iss
 // From issues to located problems
 
 /** The TOML path of an issue (object keys and array indices), below `at`. */
-export function issuePath(issue: v.BaseIssue<unknown>, at: TomlPath = []): (string | number)[] {
+function issuePath(issue: v.BaseIssue<unknown>, at: TomlPath = []): (string | number)[] {
   const out: (string | number)[] = [...at];
   for (const item of issue.path ?? []) out.push(item.key as string | number);
   return out;

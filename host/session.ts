@@ -61,10 +61,10 @@ export function flowLimits(l: Limits): FlowLimits {
   };
 }
 
-export const DEFAULT_FLOW: FlowLimits = Object.freeze(flowLimits(DEFAULT_LIMITS));
+const DEFAULT_FLOW: FlowLimits = Object.freeze(flowLimits(DEFAULT_LIMITS));
 
 /** How long a module may stay over max_unread_bytes before it is disconnected. */
-export const UNREAD_GRACE_MS = 5000;
+const UNREAD_GRACE_MS = 5000;
 
 /** A module held back by a limit is told to the operator at most this often per limit. */
 const THROTTLE_LOG_MS = 10_000;

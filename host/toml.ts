@@ -90,7 +90,7 @@ const TOML_WORDS = new Set(["true", "false", "inf", "nan", "+inf", "-inf", "+nan
  * parser said and the source around it: an unclosed array or inline table is named where it
  * opened, a bare word where a value belongs is told to be quoted.
  */
-export function explainSyntax(source: string, line: number, column: number, what: string): { message: string; hint: string } {
+function explainSyntax(source: string, line: number, column: number, what: string): { message: string; hint: string } {
   const lines = source.split("\n");
   const text = lines[line - 1] ?? "";
   const open = unclosedBefore(lines, line, column);

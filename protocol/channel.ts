@@ -14,17 +14,17 @@ import { DEFAULT_MAX_FRAME_BYTES, FrameDecoder, FramingError } from "./frame.ts"
 import { CodecError, decodeBody, DEFAULT_BODY_LIMITS, EncodeError, encodeBody, encodeEnvelope, readEnvelope, type BodyLimits } from "./codec.ts";
 
 /** Frames waiting for the end of the turn are written at once when they reach this many bytes. */
-export const COALESCE_BYTES = 64 * 1024;
+const COALESCE_BYTES = 64 * 1024;
 
 /**
  * Bodies of at least this many bytes have their decoding timed (performance.now() costs more
  * than decoding a small request). Below it a body holds at most a few hundred values: tens of
  * microseconds, bounded by the sender's request rate.
  */
-export const TIMED_BODY_BYTES = 4096;
+const TIMED_BODY_BYTES = 4096;
 
 /** What could be read of a body that was refused: enough to answer it by id. */
-export interface Envelope {
+interface Envelope {
   t?: string;
   id?: number;
 }

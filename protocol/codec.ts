@@ -38,7 +38,7 @@ const packr = new Packr({ useRecords: false, mapsAsObjects: true, variableMapSiz
 /** Nesting (containers on the path to the deepest value) a data value may have: storage values, params, results, payloads. */
 export const MAX_VALUE_DEPTH = 64;
 /** Nesting the message around a data value may add (request > params > ops > op > value). */
-export const ENVELOPE_DEPTH = 8;
+const ENVELOPE_DEPTH = 8;
 
 export interface BodyLimits {
   /** Containers (arrays, maps) on the path to the deepest value, the body's own map included. */

@@ -26,9 +26,9 @@ export type ErrorCode =
   | "internal";
 
 /** Longest method name a request may carry (no method comes close); longer is refused before any lookup. */
-export const MAX_METHOD_NAME_LENGTH = 128;
+const MAX_METHOD_NAME_LENGTH = 128;
 /** Longest error message the host sends; longer ones (echoing a huge input, say) are cut. */
-export const MAX_ERROR_MESSAGE_LENGTH = 4096;
+const MAX_ERROR_MESSAGE_LENGTH = 4096;
 
 export interface WireError {
   code: ErrorCode;
@@ -64,14 +64,14 @@ export interface Welcome {
   max_frame_bytes: number;
 }
 
-export interface Request {
+interface Request {
   t: "request";
   id: number;
   method: string;
   params: Record<string, unknown>;
 }
 
-export interface Response {
+interface Response {
   t: "response";
   id: number;
   result?: unknown;
@@ -91,12 +91,12 @@ export interface EventMessage {
 }
 
 /** Module -> host: every event up to and including `seq` has been handled. */
-export interface Ack {
+interface Ack {
   t: "ack";
   seq: number;
 }
 
-export interface Log {
+interface Log {
   t: "log";
   level: LogLevel;
   message: string;
@@ -106,14 +106,14 @@ export interface Log {
 export type InvocationKind = "shutdown" | "health" | "cli" | "rpc" | "module_api" | "timer" | "config" | "provider" | "hook" | "inspector";
 
 /** Host -> module. */
-export interface Invocation {
+interface Invocation {
   t: "invocation";
   id: number;
   kind: InvocationKind;
   params: Record<string, unknown>;
 }
 
-export interface InvocationResult {
+interface InvocationResult {
   t: "invocation_result";
   id: number;
   result?: unknown;
@@ -121,19 +121,18 @@ export interface InvocationResult {
 }
 
 /** Module -> host: start-up finished; the module is running. */
-export interface Ready {
+interface Ready {
   t: "ready";
 }
 
 /** Either side, last message before closing on purpose. */
-export interface Goodbye {
+interface Goodbye {
   t: "goodbye";
   error?: WireError;
 }
 
 export type HostMessage = Welcome | Response | EventMessage | Invocation | Goodbye;
 export type ModuleMessage = Hello | Request | Ack | Log | InvocationResult | Ready | Goodbye;
-export type Message = HostMessage | ModuleMessage;
 
 const LEVELS = new Set<LogLevel>(["debug", "info", "warn", "error"]);
 

@@ -167,7 +167,7 @@ export class ModuleProcess<S extends ChannelSession = ChannelSession> {
 /** How long after the process exits its channel may still deliver what it wrote. */
 const DRAIN_AFTER_EXIT_MS = 1000;
 /** How long a module that closed its channel may take to exit before it is killed. */
-export const CLOSED_CHANNEL_GRACE_MS = 2000;
+const CLOSED_CHANNEL_GRACE_MS = 2000;
 
 /** An error of the socket itself (ECONNRESET, EPIPE, ...), as opposed to a reason the host or the module gave. */
 function isSocketError(err: Error): boolean {

@@ -23,7 +23,7 @@ const utf8Decoder = new TextDecoder("utf-8", { fatal: true });
  * Nesting deeper than this is rejected (also bounds the recursion below). It is the wire's
  * limit for a data value, so every value stored can be read back in one frame.
  */
-export const MAX_VALUE_DEPTH = WIRE_MAX_VALUE_DEPTH;
+const MAX_VALUE_DEPTH = WIRE_MAX_VALUE_DEPTH;
 
 // A lone (unpaired) UTF-16 surrogate cannot be encoded as UTF-8: two different
 // strings would map to the same key bytes, so such keys are rejected.

@@ -24,7 +24,6 @@ import { Mutex } from "./mutex.ts";
 import { compareBytes, decodeKey, decodeValue, encodeKey, encodeValue, prefixUpperBound } from "./codec.ts";
 
 export { StorageError } from "./errors.ts";
-export type { StorageErrorCode } from "./errors.ts";
 
 export interface StorageQuota {
   /** Total key bytes + encoded value bytes across all trees. */
@@ -103,11 +102,11 @@ export interface OpenOptions {
   ioConcurrency?: number;
 }
 
-export const MAX_BATCH_OPS = 10_000;
-export const DEFAULT_ITER_LIMIT = 1000;
-export const MAX_ITER_LIMIT = 10_000;
-export const DEFAULT_ITER_MAX_BYTES = 1024 * 1024;
-export const DEFAULT_IO_CONCURRENCY = 2;
+const MAX_BATCH_OPS = 10_000;
+const DEFAULT_ITER_LIMIT = 1000;
+const MAX_ITER_LIMIT = 10_000;
+const DEFAULT_ITER_MAX_BYTES = 1024 * 1024;
+const DEFAULT_IO_CONCURRENCY = 2;
 /** Per-entry framing of an iterate answer beyond key and value bytes ({key, value} map, headers). */
 const ENTRY_OVERHEAD = 24;
 /** Bytes LevelDB reads per step of an iteration (one thread-pool job each). */

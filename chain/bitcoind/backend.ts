@@ -102,7 +102,7 @@ export interface BitcoindBackendOptions {
 }
 
 /** How many announced heights are remembered to find fork points. */
-export const KNOWN_WINDOW = 2016;
+const KNOWN_WINDOW = 2016;
 /** Work items waiting; past it the queue is replaced by one resync. */
 const MAX_QUEUE = 10_000;
 

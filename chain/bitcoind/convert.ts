@@ -8,9 +8,9 @@
 import { bytesToHex, hexToBytes } from "@noble/hashes/utils.js";
 import { OutScript, Script } from "@scure/btc-signer";
 import type { Block, BlockHeader, BlockTemplate, ChainInfo, Hex, Transaction } from "../backend.ts";
-import { decodeBlock, decodeHeader, decodeTransaction, describeTransaction, difficultyFromBits, encodeHeader } from "../serialise.ts";
+import { decodeBlock, decodeHeader, decodeTransaction, describeTransaction, encodeHeader } from "../serialise.ts";
 
-export const SATS_PER_BTC = 100_000_000;
+const SATS_PER_BTC = 100_000_000;
 
 /** BTC amounts as Core prints them (JSON numbers with up to 8 decimals) to integer satoshis. */
 export function btcToSats(btc: number): number {
@@ -156,4 +156,3 @@ export function scriptAsm(script: Uint8Array): string {
   }
 }
 
-export { difficultyFromBits };

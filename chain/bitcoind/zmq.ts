@@ -14,7 +14,7 @@
 
 import { Subscriber } from "zeromq";
 
-export type SequenceLabel = "C" | "D" | "A" | "R";
+type SequenceLabel = "C" | "D" | "A" | "R";
 
 export interface SequenceNotice {
   hash: string;

@@ -35,7 +35,7 @@ interface RegistryState {
 
 const TIMEOUT_MS = 60_000;
 
-export function registryOf(config: HostConfig): { url: string; keys: string[]; threshold: number } {
+function registryOf(config: HostConfig): { url: string; keys: string[]; threshold: number } {
   const r = config.registry;
   if (!r.url) {
     throw new ModhostError("no_registry", `no registry configured in ${config.file ?? "the configuration"}`, 'add a [registry] section with url = "..." and keys = ["<the registry\'s public key>"] to modhost.toml');

@@ -23,7 +23,7 @@ export interface DiscoveryDeps {
 }
 
 /** At most this many modules are announced per look (a registry offering thousands floods nobody). */
-export const MAX_DISCOVERED_PER_LOOK = 100;
+const MAX_DISCOVERED_PER_LOOK = 100;
 
 export class RegistryDiscovery {
   private timer: NodeJS.Timeout | undefined;

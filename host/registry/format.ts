@@ -19,8 +19,8 @@ import { sha256Bytes, sha256Hex, checkListedPath } from "../verify/hash.ts";
 import { signDigest, verifyDigest, xOnlyKey, shortKey, type SecretKey } from "../verify/keys.ts";
 
 export const INDEX_FORMAT = "modhost-registry-index-v1";
-export const SIGNATURE_FORMAT = "modhost-registry-signature-v1";
-export const INDEX_DOMAIN = "modhost-registry-index-v1\n";
+const SIGNATURE_FORMAT = "modhost-registry-signature-v1";
+const INDEX_DOMAIN = "modhost-registry-index-v1\n";
 export const INDEX_FILE = "index.json";
 export const SIGNATURE_FILE = "index.sig";
 export const MAX_INDEX_BYTES = 32 * 1024 * 1024;
@@ -107,7 +107,7 @@ export function parseSignatures(bytes: Uint8Array, where: string): IndexSignatur
   return r.output;
 }
 
-export function indexDigest(indexBytes: Uint8Array): Uint8Array {
+function indexDigest(indexBytes: Uint8Array): Uint8Array {
   return sha256Bytes(Buffer.concat([Buffer.from(INDEX_DOMAIN, "utf8"), Buffer.from(indexBytes)]));
 }
 

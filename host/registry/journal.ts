@@ -31,7 +31,7 @@ export interface Rename {
   to: string;
 }
 
-export interface JournalPlan {
+interface JournalPlan {
   version: 1;
   /** What the command was doing, for messages ("update alpha 1.0.0 -> 1.1.0"). */
   what: string;

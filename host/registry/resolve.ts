@@ -45,7 +45,7 @@ export function availableVersions(index: RegistryIndex, name: string): string[] 
   return m ? semver.sort(Object.keys(m.versions)) : [];
 }
 
-export function bestVersion(index: RegistryIndex, name: string, range: string): string | undefined {
+function bestVersion(index: RegistryIndex, name: string, range: string): string | undefined {
   return semver.maxSatisfying(availableVersions(index, name), range) ?? undefined;
 }
 

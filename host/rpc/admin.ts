@@ -395,7 +395,7 @@ async function invoke(deps: AdminDeps, module: string, kind: "rpc" | "cli", para
 // ---------------------------------------------------------------------------------------
 // /metrics
 
-export async function hostMetricFamilies(deps: AdminDeps): Promise<HostMetricFamily[]> {
+async function hostMetricFamilies(deps: AdminDeps): Promise<HostMetricFamily[]> {
   const statuses = deps.manager.status();
   const per = (f: (name: string) => number | undefined) =>
     statuses.flatMap((s) => {

@@ -22,14 +22,14 @@ export interface Credentials {
 }
 
 /** Constant-time string comparison (both sides hashed first, so lengths do not leak either). */
-export function safeEqual(a: string, b: string): boolean {
+function safeEqual(a: string, b: string): boolean {
   const ha = createHash("sha256").update(a, "utf8").digest();
   const hb = createHash("sha256").update(b, "utf8").digest();
   return timingSafeEqual(ha, hb);
 }
 
 /** `Authorization: Basic ...` -> user and password; undefined when absent or malformed. */
-export function parseBasic(header: string | undefined): Credentials | undefined {
+function parseBasic(header: string | undefined): Credentials | undefined {
   if (!header) return undefined;
   const m = /^Basic\s+([A-Za-z0-9+/=]+)\s*$/i.exec(header);
   if (!m) return undefined;

@@ -17,7 +17,7 @@ export interface ClientOptions {
 }
 
 /** An error answer from the server: its JSON-RPC code, message and data. */
-export class RpcCallError extends ModhostError {
+class RpcCallError extends ModhostError {
   constructor(readonly rpcCode: number, message: string, readonly data?: unknown) {
     super("rpc_error", message, hintOf(data));
   }
@@ -29,7 +29,7 @@ function hintOf(data: unknown): string | undefined {
 }
 
 /** Where a client connects for a server bound to `bind` (a wildcard means this machine). */
-export function connectAddress(bind: string): string {
+function connectAddress(bind: string): string {
   if (bind === "0.0.0.0") return "127.0.0.1";
   if (bind === "::" || bind === "[::]") return "::1";
   return bind;

@@ -14,7 +14,7 @@
 // bytes, and a bigint as its decimal digits (JSON.stringify would throw).
 
 /** Time one slice may run before the loop is given back. */
-export const SLICE_MS = 2;
+const SLICE_MS = 2;
 /** Characters of a long string escaped at once. */
 const STRING_PIECE = 64 * 1024;
 /** Bytes of binary hex-encoded at once. */

@@ -18,8 +18,8 @@
 
 import { CapabilityError, type Metric } from "../../capabilities/types.ts";
 
-export const METRIC_NAME_RE = /^[a-zA-Z_][a-zA-Z0-9_]*$/;
-export const LABEL_NAME_RE = /^[a-zA-Z_][a-zA-Z0-9_]*$/;
+const METRIC_NAME_RE = /^[a-zA-Z_][a-zA-Z0-9_]*$/;
+const LABEL_NAME_RE = /^[a-zA-Z_][a-zA-Z0-9_]*$/;
 export const MAX_SERIES = 1000;
 /** Most observations in one report. */
 export const MAX_OBSERVATIONS_PER_REPORT = 1000;
@@ -35,9 +35,9 @@ export const HISTOGRAM_BUCKETS: readonly number[] = Object.freeze([
 const SERIES_OVERHEAD_BYTES = 64;
 /** What a histogram's value adds: count, sum and its buckets as [le, count] pairs. */
 const HISTOGRAM_VALUE_BYTES = 32 + HISTOGRAM_BUCKETS.length * 20;
-export const MAX_LABELS = 16;
-export const MAX_NAME_LENGTH = 128;
-export const MAX_LABEL_VALUE_LENGTH = 256;
+const MAX_LABELS = 16;
+const MAX_NAME_LENGTH = 128;
+const MAX_LABEL_VALUE_LENGTH = 256;
 /** Labels the host adds itself (module) or that summaries use (quantile). */
 const RESERVED_LABELS = new Set(["module", "quantile", "le"]);
 
@@ -243,7 +243,7 @@ export interface HostMetricFamily {
   samples: Array<{ labels?: Record<string, string>; value: number }>;
 }
 
-export function escapeLabelValue(v: string): string {
+function escapeLabelValue(v: string): string {
   return v.replace(/\\/g, "\\\\").replace(/\n/g, "\\n").replace(/"/g, '\\"');
 }
 

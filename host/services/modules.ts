@@ -17,7 +17,7 @@ import { InvocationError, type HostSession } from "../session.ts";
 import { HubError } from "../hub.ts";
 import type { ModuleDirectory, ModuleInfo } from "../../capabilities/types.ts";
 
-export const MAX_CALL_DEPTH = 8;
+const MAX_CALL_DEPTH = 8;
 
 /** A known module, as the manager reports it. */
 export interface KnownModule {

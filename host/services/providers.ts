@@ -15,7 +15,7 @@ import { calleeError } from "./modules.ts";
 
 export type { ProviderRole };
 
-export const PROVIDER_TIMEOUT_MS = 10_000;
+const PROVIDER_TIMEOUT_MS = 10_000;
 
 const LABEL: Record<ProviderRole, string> = { lightning: "Lightning", payment: "payment", mining: "mining", governance: "governance" };
 

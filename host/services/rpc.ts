@@ -17,10 +17,10 @@ export const HOST_RPC_METHODS = [
   "chain_info", "chain_mine", "chain_reorg", "chain_send",
 ] as const;
 
-export const RPC_METHOD_RE = /^[A-Za-z][A-Za-z0-9_-]{0,63}$/;
-export const CLI_COMMAND_RE = /^[a-z][a-z0-9_-]{0,63}$/;
-export const MAX_METHODS_PER_MODULE = 256;
-export const MAX_CLI_COMMANDS = 64;
+const RPC_METHOD_RE = /^[A-Za-z][A-Za-z0-9_-]{0,63}$/;
+const CLI_COMMAND_RE = /^[a-z][a-z0-9_-]{0,63}$/;
+const MAX_METHODS_PER_MODULE = 256;
+const MAX_CLI_COMMANDS = 64;
 
 export interface RpcMethodEntry {
   module: string;

@@ -15,9 +15,9 @@ import { CapabilityError } from "../../capabilities/types.ts";
 import type { HostSession } from "../session.ts";
 import type { LogLevel } from "../../protocol/messages.ts";
 
-export const MIN_INTERVAL_MS = 50;
+const MIN_INTERVAL_MS = 50;
 export const MAX_TIMERS_PER_MODULE = 256;
-export const TIMER_INVOKE_TIMEOUT_MS = 30_000;
+const TIMER_INVOKE_TIMEOUT_MS = 30_000;
 /** A due task whose module is not running yet (still starting) is retried this often. */
 const NOT_RUNNING_RETRY_MS = 50;
 

@@ -17,7 +17,7 @@ import { ModhostError } from "../errors.ts";
 import { isTable } from "../toml.ts";
 import { sha256Bytes } from "./hash.ts";
 
-export const MANIFEST_DOMAIN = "modhost-manifest-v1\n";
+const MANIFEST_DOMAIN = "modhost-manifest-v1\n";
 
 /** RFC 8785 canonical JSON of TOML data. Throws on values JSON cannot hold. */
 export function canonicalJson(value: unknown, at = ""): string {
@@ -50,7 +50,7 @@ function unsignable(at: string, what: string): ModhostError {
 }
 
 /** The manifest data that signatures cover: all of it but the top-level "signatures" table. */
-export function unsignedManifest(data: Record<string, unknown>): Record<string, unknown> {
+function unsignedManifest(data: Record<string, unknown>): Record<string, unknown> {
   const out: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(data)) if (k !== "signatures") out[k] = v;
   return out;

@@ -29,7 +29,7 @@ import { type Checker, isTable, type TomlPath } from "../toml.ts";
 import { xOnlyKey } from "./keys.ts";
 
 export type SignaturePolicy = "require" | "allow-unsigned";
-export const SIGNATURE_POLICIES: readonly SignaturePolicy[] = ["require", "allow-unsigned"];
+const SIGNATURE_POLICIES: readonly SignaturePolicy[] = ["require", "allow-unsigned"];
 
 export interface TrustedKeys {
   /** x-only hex, distinct. */
@@ -71,27 +71,13 @@ export interface RegistryConfig {
   discover_minutes: number;
 }
 
-export function defaultTrust(): TrustConfig {
-  return { signatures: "require", publishers: {} };
-}
-
-export function defaultRegistry(base: string): RegistryConfig {
-  return {
-    keys: [],
-    threshold: 1,
-    cache_dir: path.resolve(base, "data/registry/blobs"),
-    state_file: path.resolve(base, "data/registry/state.json"),
-    discover_minutes: 0,
-  };
-}
-
 // ---------------------------------------------------------------------------------------
 // Schemas (host/schema.ts): declared once, checked with located errors, documented from here.
 
 const KEY_HINT = "write 64 hex characters (x-only, as modhost keygen prints) or 66 (compressed, starting 02 or 03)";
 
 /** A list of secp256k1 public keys, as x-only hex; a bad or repeated one is reported at its index. */
-export function keyList() {
+function keyList() {
   return v.pipe(
     strings(
       v.rawTransform<string, string>(({ dataset, addIssue, NEVER }) => {
@@ -123,7 +109,7 @@ const signaturePolicy = () => oneOf(SIGNATURE_POLICIES);
 const nameProblem = (kind: string) => (name: string) => (MODULE_NAME_RE.test(name) ? undefined : { message: `"${name}" is not a valid ${kind} name`, hint: MODULE_NAME_HINT });
 
 /** [trust.publishers.NAME]. */
-export const PUBLISHER_SCHEMA = table(
+const PUBLISHER_SCHEMA = table(
   {
     keys: doc(keyList(), "the publisher's public keys (x-only or compressed hex)"),
     threshold: v.optional(doc(threshold(), "distinct trusted signers needed, 1 to the number of keys"), 1),

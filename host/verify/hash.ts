@@ -19,9 +19,6 @@ import { ModhostError } from "../errors.ts";
 import { hashFile, sha256Hex, type HashedFile } from "../../runtime/isolate/hashing.ts";
 export { hashFile, sha256Hex, type HashedFile };
 
-export const HASH_RE = /^sha256:[0-9a-f]{64}$/;
-
-
 export function sha256Bytes(data: Uint8Array | string): Uint8Array {
   return new Uint8Array(createHash("sha256").update(data).digest());
 }
@@ -36,7 +33,7 @@ export function checkListedPath(p: string): void {
 }
 
 /** Sort by the UTF-8 bytes of the path (as `LC_ALL=C sort` does). */
-export function sortByPath<T extends { path: string }>(files: readonly T[]): T[] {
+function sortByPath<T extends { path: string }>(files: readonly T[]): T[] {
   return [...files].sort((a, b) => Buffer.compare(Buffer.from(a.path, "utf8"), Buffer.from(b.path, "utf8")));
 }
 

@@ -49,7 +49,7 @@ export interface ModuleSnapshot {
   binary?: Uint8Array;
 }
 
-export type Integrity = "ok" | "mismatch" | "unpinned";
+type Integrity = "ok" | "mismatch" | "unpinned";
 
 export interface VerificationReport {
   module: string;
@@ -86,7 +86,7 @@ export interface VerifiedModule {
  * the same file earlier: if the file changed since, the data would not describe the manifest
  * in use, so that is an error.
  */
-export async function readManifestData(manifest: ModuleManifest): Promise<Record<string, unknown>> {
+async function readManifestData(manifest: ModuleManifest): Promise<Record<string, unknown>> {
   const { data, source } = await readToml(manifest.file);
   const again = parseManifest(data, source, manifest.file);
   if (!isDeepStrictEqual(again, manifest)) {

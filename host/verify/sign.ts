@@ -67,7 +67,7 @@ function tomlString(s: string): string {
   return JSON.stringify(s);
 }
 
-export function renderSections(binary: Record<string, unknown>, signatures: MaintainerSignature[], threshold: string | undefined): string {
+function renderSections(binary: Record<string, unknown>, signatures: MaintainerSignature[], threshold: string | undefined): string {
   const lines = ["", "# Written by modhost sign: the hash of what runs, and maintainer signatures over the", "# canonical manifest (docs/signing.md). Edit anything else and sign again.", "[binary]"];
   lines.push(`hash = ${tomlString(String(binary["hash"]))}`);
   if (binary["size"] !== undefined) lines.push(`size = ${Number(binary["size"])}`);

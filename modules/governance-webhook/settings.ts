@@ -6,7 +6,7 @@
 // A webhook that cannot be used (no secret, not http/https, too long) is left out and said so;
 // the others still work. Numeric limits are clamped to their documented bounds.
 
-export const GOVERNANCE_EVENTS = [
+const GOVERNANCE_EVENTS = [
   "GovernanceProposalCreated",
   "GovernanceProposalVoted",
   "GovernanceProposalMerged",
@@ -15,7 +15,7 @@ export const GOVERNANCE_EVENTS = [
   "EconomicNodeVeto",
   "VetoThresholdReached",
 ];
-export const LIFECYCLE_EVENTS = [
+const LIFECYCLE_EVENTS = [
   "ModuleLoaded",
   "ModuleUnloaded",
   "ModuleCrashed",
@@ -24,12 +24,12 @@ export const LIFECYCLE_EVENTS = [
   "ModuleUpdated",
   "ModuleRemoved",
 ];
-export const DEFAULT_EVENTS = [...GOVERNANCE_EVENTS, ...LIFECYCLE_EVENTS];
+const DEFAULT_EVENTS = [...GOVERNANCE_EVENTS, ...LIFECYCLE_EVENTS];
 
 /** Hard bounds on what the operator may configure. */
-export const MAX_WEBHOOKS = 16;
-export const MAX_URL_BYTES = 2048;
-export const MAX_EVENTS_PER_WEBHOOK = 128;
+const MAX_WEBHOOKS = 16;
+const MAX_URL_BYTES = 2048;
+const MAX_EVENTS_PER_WEBHOOK = 128;
 
 export interface Webhook {
   url: string;

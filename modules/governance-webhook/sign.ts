@@ -28,7 +28,7 @@ export function utf8(s: string): Uint8Array {
   return Uint8Array.from(out);
 }
 
-export function hex(bytes: Uint8Array): string {
+function hex(bytes: Uint8Array): string {
   let s = "";
   for (const b of bytes) s += b.toString(16).padStart(2, "0");
   return s;

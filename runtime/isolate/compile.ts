@@ -34,7 +34,7 @@ export class CompileError extends Error {
 }
 
 /** The global the bundle assigns the module's exports to. */
-export const EXPORTS_GLOBAL = "__modhost_exports";
+const EXPORTS_GLOBAL = "__modhost_exports";
 
 const BUILTINS = new Set(builtinModules);
 
@@ -142,7 +142,7 @@ const FRAME_WIDTH = 120;
  *       |       ^
  * The line is cut to FRAME_WIDTH characters around the column (a minified line can be huge).
  */
-export function codeFrame(loc: { line: number; column: number; length?: number; lineText: string }): string {
+function codeFrame(loc: { line: number; column: number; length?: number; lineText: string }): string {
   let text = loc.lineText.replace(/\t/g, " ");
   let column = loc.column;
   if (text.length > FRAME_WIDTH) {

@@ -31,10 +31,10 @@ import { createModuleCgroup, detectCgroups, detectSandbox, moveProcesses, type S
 import { handoverMessage, isolateHostCgroupLimits, pooledIsolateSpawnSpec, profileKey, type PoolProfile } from "./runtime.ts";
 
 /** How long after the last start in progress has ended the refill begins. */
-export const REFILL_DELAY_MS = 500;
+const REFILL_DELAY_MS = 500;
 
 /** How long a start waits for a pool process that is still booting before it starts a fresh one. */
-export const READY_WAIT_MS = 10_000;
+const READY_WAIT_MS = 10_000;
 
 /** Whether `w` has booted, waiting up to READY_WAIT_MS for it. */
 async function ready(w: Warm): Promise<boolean> {
@@ -46,14 +46,14 @@ async function ready(w: Warm): Promise<boolean> {
 }
 
 /** A pool process that has not booted after this long is stopped (and counts as a failed boot). */
-export const BOOT_TIMEOUT_MS = 60_000;
+const BOOT_TIMEOUT_MS = 60_000;
 
 /** Deaths in a row of pool processes that were never taken, after which the pool stops refilling. */
-export const MAX_BOOT_FAILURES = 3;
+const MAX_BOOT_FAILURES = 3;
 /** The largest [host] isolate_pool (config.ts enforces it too). */
-export const MAX_POOL_SIZE = 16;
+const MAX_POOL_SIZE = 16;
 
-export interface PoolLog {
+interface PoolLog {
   info(message: string, fields?: Record<string, unknown>): void;
   warn(message: string, fields?: Record<string, unknown>): void;
   error(message: string, fields?: Record<string, unknown>): void;

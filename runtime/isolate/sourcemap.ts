@@ -10,7 +10,7 @@
 import { SourceMap, type SourceMapPayload } from "node:module";
 
 /** Text after this many characters is cut before mapping (a module controls its error messages). */
-export const MAX_STACK_CHARS = 16 * 1024;
+const MAX_STACK_CHARS = 16 * 1024;
 /** Frames after this many are left out (V8 records 10 by default; a module may raise Error.stackTraceLimit). */
 export const MAX_FRAMES = 50;
 

@@ -11,7 +11,7 @@ import type { EffectiveGrants } from "../../capabilities/grants.ts";
 import { moduleUid, sandboxSpawnSpec, type CgroupLimits, type SandboxedSpawn, type SandboxLimits, type SandboxMode } from "../sandbox/index.ts";
 
 /** MODULE_CONFIG_<KEY> for every config entry; tables and arrays as JSON. */
-export function configEnv(config: Readonly<Record<string, unknown>>): Record<string, string> {
+function configEnv(config: Readonly<Record<string, unknown>>): Record<string, string> {
   const env: Record<string, string> = {};
   for (const [key, value] of Object.entries(config)) {
     const name = `MODULE_CONFIG_${key.toUpperCase().replace(/[^A-Z0-9_]/g, "_")}`;

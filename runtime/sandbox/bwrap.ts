@@ -19,9 +19,9 @@ import type { SandboxTools } from "./detect.ts";
 
 /** /etc entries every module gets: the dynamic linker's cache and the time zone. Not /etc as a
  * whole: it holds shadow, ssh host keys, TLS private keys and other services' credentials. */
-export const ETC_BASE = ["ld.so.cache", "localtime", "alternatives"];
+const ETC_BASE = ["ld.so.cache", "localtime", "alternatives"];
 /** And with network access: name resolution and the CA certificates (not ssl/private). */
-export const ETC_NETWORK = [
+const ETC_NETWORK = [
   "resolv.conf", "hosts", "nsswitch.conf", "gai.conf", "host.conf", "services", "protocols",
   "ssl/certs", "ssl/openssl.cnf", "ca-certificates", "ca-certificates.conf", "pki/tls/certs", "pki/ca-trust",
 ];

@@ -32,7 +32,7 @@ import path from "node:path";
 import { pidAlive } from "../process.ts";
 
 export type Controller = "memory" | "pids" | "cpu";
-export type CgroupKind = "v2" | "v1" | "none";
+type CgroupKind = "v2" | "v1" | "none";
 
 /** What the cgroup of one module enforces. 0 = no limit. */
 export interface CgroupLimits {
@@ -83,7 +83,7 @@ function unescapeMount(s: string): string {
 }
 
 /** /proc/self/mountinfo: "id parent maj:min root mountpoint opts [tags] - fstype source superopts". */
-export function parseMountInfo(text: string): MountEntry[] {
+function parseMountInfo(text: string): MountEntry[] {
   const out: MountEntry[] = [];
   for (const line of text.split("\n")) {
     const sep = line.indexOf(" - ");
@@ -97,7 +97,7 @@ export function parseMountInfo(text: string): MountEntry[] {
 }
 
 /** /proc/self/cgroup: controller (or "" for v2) -> path. */
-export function parseProcCgroup(text: string): Map<string, string> {
+function parseProcCgroup(text: string): Map<string, string> {
   const out = new Map<string, string>();
   for (const line of text.split("\n")) {
     const m = /^(\d+):([^:]*):(.*)$/.exec(line);

@@ -23,8 +23,8 @@ import { createModuleCgroup, detectCgroups, type CgroupSupport, type ModuleCgrou
 import { SandboxUnavailableError, type SandboxLevel, type SandboxMode, type SandboxPolicy } from "./policy.ts";
 import { prlimitArgs } from "./rlimits.ts";
 
-export { detectSandbox, type SandboxCapabilities, type SandboxTools } from "./detect.ts";
-export { createModuleCgroup, moveProcesses, detectCgroups, type CgroupLimits, type CgroupSupport, type ModuleCgroup } from "./cgroup.ts";
+export { detectSandbox, type SandboxCapabilities } from "./detect.ts";
+export { createModuleCgroup, moveProcesses, detectCgroups, type CgroupLimits, type CgroupSupport } from "./cgroup.ts";
 export { UidTable, UID_TABLE_FILE } from "./uids.ts";
 export { SYSTEM_DIRS } from "./bwrap.ts";
 export {

@@ -20,7 +20,7 @@ export const SECCOMP_FD = 4;
 const O_CLOEXEC = 0o2000000;
 
 /** The host's file descriptors (4 and up) that a child would inherit. */
-export async function inheritableFds(): Promise<number[]> {
+async function inheritableFds(): Promise<number[]> {
   const fds: number[] = [];
   for (const name of await readdir("/proc/self/fd").catch(() => [] as string[])) {
     const fd = Number(name);
@@ -67,7 +67,7 @@ export function unsetShellVars(env: Record<string, string>): string {
 }
 
 /** A path as one single-quoted shell word. */
-export function shellQuote(s: string): string {
+function shellQuote(s: string): string {
   return `'${s.replace(/'/g, "'\\''")}'`;
 }
 
@@ -76,7 +76,7 @@ export function shellQuote(s: string): string {
  * cgroup.procs file, or exit 125 without running anything. Everything the module runs descends
  * from this shell, so nothing of it ever runs outside the cgroup.
  */
-export function enterCgroupScript(procsFiles: string[]): string {
+function enterCgroupScript(procsFiles: string[]): string {
   if (procsFiles.length === 0) return "";
   const writes = procsFiles.map((f) => `echo $$ >${shellQuote(f)}`).join(" && ");
   return `{ ${writes}; } 2>/dev/null || { echo "modhost sandbox: cannot enter the module's cgroup" >&2; exit 125; }; `;

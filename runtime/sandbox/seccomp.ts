@@ -37,12 +37,12 @@ export const SECCOMP_RET_ALLOW = 0x7fff0000;
 const EPERM = 1;
 const ENOSYS = 38;
 
-export const AF_UNIX = 1;
-export const AF_INET = 2;
-export const AF_INET6 = 10;
+const AF_UNIX = 1;
+const AF_INET = 2;
+const AF_INET6 = 10;
 
 /** CLONE_NEWNS | NEWCGROUP | NEWUTS | NEWIPC | NEWUSER | NEWPID | NEWNET (not NEWTIME: it overlaps CSIGNAL in clone()). */
-export const CLONE_NS_FLAGS = 0x00020000 | 0x02000000 | 0x04000000 | 0x08000000 | 0x10000000 | 0x20000000 | 0x40000000;
+const CLONE_NS_FLAGS = 0x00020000 | 0x02000000 | 0x04000000 | 0x08000000 | 0x10000000 | 0x20000000 | 0x40000000;
 
 /** The x32 ABI marks its syscall numbers with this bit (on the x86_64 audit arch). */
 const X32_SYSCALL_BIT = 0x40000000;
@@ -60,7 +60,7 @@ export const DENIED_SYSCALLS = [
   "name_to_handle_at", "open_by_handle_at", "fanotify_init", "lookup_dcookie",
 ] as const;
 
-export type DeniedSyscall = (typeof DENIED_SYSCALLS)[number];
+type DeniedSyscall = (typeof DENIED_SYSCALLS)[number];
 
 interface SyscallTable {
   denied: Record<DeniedSyscall, number>;

@@ -45,12 +45,12 @@ export type EventHandler = (event: EventMessage) => void | Promise<void>;
 export type EventBatchHandler = (events: EventMessage[]) => void | Promise<void>;
 
 /** Most events handed to an EventBatchHandler at once. */
-export const MAX_EVENT_BATCH = 256;
+const MAX_EVENT_BATCH = 256;
 /** Longest error message sent back for a failed invocation; the rest is cut (and said so). */
-export const MAX_ERROR_MESSAGE_CHARS = 4096;
+const MAX_ERROR_MESSAGE_CHARS = 4096;
 
 /** `text`, cut to `max` characters with a note saying how much went. */
-export function cutText(text: string, max = MAX_ERROR_MESSAGE_CHARS): string {
+function cutText(text: string, max = MAX_ERROR_MESSAGE_CHARS): string {
   return text.length <= max ? text : `${text.slice(0, max)} ... [${text.length - max} more characters cut]`;
 }
 export type InvocationHandler = (params: Record<string, unknown>) => unknown | Promise<unknown>;
