@@ -206,7 +206,7 @@ function modulesSchema(base: string) {
     on_missing_grant: v.optional(doc(oneOf(MISSING_GRANT_POLICIES), "what to do with a module that requests more than it is granted (below)"), "refuse"),
     sandbox: v.optional(doc(oneOf(SANDBOX_MODES), "how module processes are confined, native modules and the isolate hosts of TypeScript modules alike: `auto` (the best this machine offers; if there is none, native modules are refused and isolate hosts run unsandboxed, with a warning), `full` (refuse unless bubblewrap, seccomp, a per-module uid and a per-module cgroup are available), `degraded` (the util-linux fallback), `off` (no sandbox: your explicit opt-out)"), "auto"),
     native_sandbox: orNull(doc(oneOf(SANDBOX_MODES), "the older key, for native modules only: when set, overrides `sandbox` for them", { shown: "unset" })),
-    start_concurrency: v.optional(doc(int({ min: 0, max: 1024 }), "how many modules start at the same time (0 = the number of CPUs); see below"), 0),
+    start_concurrency: v.optional(doc(int({ min: 0, max: 1024 }), "how many modules boot at the same time (0 = the number of CPUs): a module holds its place until its process has said hello; see below"), 0),
     module_configs: v.optional(doc(namedTables(moduleNameProblem, anyTable()), "[modules.module_configs.NAME]: each module's own settings", sub), {}),
     default_limits: v.optional(doc(DEFAULT_LIMITS_SCHEMA, "[modules.default_limits]: every module's limits", sub), {}),
     limits: v.optional(doc(namedTables(moduleNameProblem, MODULE_LIMITS_SCHEMA), "[modules.limits.NAME]: one module's limits over default_limits", sub), {}),

@@ -342,7 +342,8 @@ export class ModuleManager {
    * Load every prepared module in dependency order: a module starts as soon as the modules it
    * depends on have started (or failed), at most [modules] start_concurrency at a time, so the
    * modules of one level start concurrently. A module whose start hangs holds up only the
-   * modules that depend on it, and those only up to its start_timeout_ms.
+   * modules that depend on it, and those only up to its start_timeout_ms: its start slot is
+   * given back once its process has booted and said hello.
    */
   async startAll(): Promise<void> {
     const done = new Map<string, Promise<void>>();
@@ -370,9 +371,12 @@ export class ModuleManager {
           this.log.error(`not loading ${name}: ${rec.problem}`);
           return;
         }
-        await slots.run(() => this.queue.run(name, async () => {
+        // The slot bounds what costs CPU at start (verification, spawning, booting Node for an
+        // isolate host), so it is given back once the module has said hello: a module whose
+        // start() then hangs keeps no other module from starting.
+        await slots.run((release) => this.queue.run(name, async () => {
           if (this.shuttingDown || rec.state !== "pending") return;
-          await this.start(rec);
+          await this.start(rec, 0, release);
         }));
       })().catch((err: Error) => this.log.error(`starting ${name} failed: ${err.message}`)));
     }
@@ -422,18 +426,19 @@ export class ModuleManager {
    * the module's queue. A restart (attempt > 0) that fails is handled like a crash: retried
    * per the restart policy, or the module is quarantined or given up on.
    */
-  private async start(rec: ModuleRecord, attempt = 0): Promise<void> {
+  /** `booted` is called once the module's process has booted and said hello (or the start ended first). */
+  private async start(rec: ModuleRecord, attempt = 0, booted?: () => void): Promise<void> {
     // No pool process is booted while a TypeScript module starts: the refill waits for the end.
     const pool = rec.manifest.runtime === "isolate" ? this.isolatePool() : undefined;
     pool?.beginStart();
     try {
-      await this.startOnce(rec, attempt);
+      await this.startOnce(rec, attempt, booted);
     } finally {
       pool?.endStart();
     }
   }
 
-  private async startOnce(rec: ModuleRecord, attempt: number): Promise<void> {
+  private async startOnce(rec: ModuleRecord, attempt: number, booted?: () => void): Promise<void> {
     const { manifest, limits } = rec;
     rec.state = "starting";
     rec.problem = undefined;
@@ -490,6 +495,7 @@ export class ModuleManager {
       });
       rec.process = proc;
       void proc.exited.then((info) => this.onExit(rec, proc, info.code, info.signal));
+      if (booted) void proc.session.handshake.then(booted, booted);
       await Promise.race([this.awaitReady(proc, limits.start_timeout_ms, rec.manifest.runtime), cancellation]);
       if (cancelled) throw new ModhostError("cancelled", `start cancelled: ${cancelled}`);
       if (this.shuttingDown) throw new ModhostError("invalid_state", "the host is shutting down");
@@ -1188,14 +1194,21 @@ class Semaphore {
 
   constructor(private readonly limit: number) {}
 
-  async run<T>(task: () => Promise<T>): Promise<T> {
+  /** Run `task` in a slot; it may give the slot back early with `release` (later calls do nothing). */
+  async run<T>(task: (release: () => void) => Promise<T>): Promise<T> {
     if (this.active >= this.limit) await new Promise<void>((r) => this.waiting.push(r));
     this.active++;
-    try {
-      return await task();
-    } finally {
+    let held = true;
+    const release = () => {
+      if (!held) return;
+      held = false;
       this.active--;
       this.waiting.shift()?.();
+    };
+    try {
+      return await task(release);
+    } finally {
+      release();
     }
   }
 }
