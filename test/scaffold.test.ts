@@ -78,8 +78,10 @@ test("a new TypeScript module stores a block mined by `modhost dev` run in its d
   const stored = () => [...out.matchAll(/\[devmod\] block (\d+) stored: (\d+) txs/g)].map((m) => Number(m[1]));
   await waitFor(() => stored().length >= 2, 240_000, "devmod to store the tip and a mined block", () => out.slice(-3000));
   const heights = stored();
-  t.is(heights[0], 101, "at start it stores the tip (a first start has no cursor)");
-  t.is(heights[1], 102, "then the first block the dev host mined");
+  // The dev host mines from its own start on (every second here), so the tip the module finds
+  // at its start is 101 or a little higher.
+  t.true(heights[0]! >= 101, `at start it stores the tip (a first start has no cursor): ${heights[0]}`);
+  t.is(heights[1], heights[0]! + 1, "then the next block the dev host mined");
 });
 
 (hasCargo ? test : test.skip)("modhost new --lang rust writes a crate that builds offline with its build.sh and whose generated test passes (needs cargo)", async (t) => {
