@@ -80,9 +80,9 @@ class Receiver {
   }
 }
 
-// The product's default CPU stretch (modhost.toml), not the harness's 200 ms: on a loaded machine
-// a descheduled isolate thread can overrun 200 ms of wall time in a stretch that is short in CPU.
-// And a generous start: on a shared 2-core machine at load 40 an isolate host took over 20 s to boot.
+// The product's default CPU stretch, stated here as this module's own (the harness's default is
+// the same): on a loaded machine a descheduled isolate thread can overrun 200 ms in a stretch
+// that is short in CPU. And a generous start: on a shared 2-core machine at load 40 an isolate host took over 20 s to boot.
 const LIMITS = { cpu_time_ms: 1000, start_timeout_ms: 90_000 };
 const STARTED = 100_000;
 

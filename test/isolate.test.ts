@@ -112,7 +112,7 @@ test("a module that throws while loading, or exports no start function, fails wi
 test("a module that works hard but yields often is not mistaken for an endless loop", async (t) => {
   // About a second of CPU in 5 ms slices, each followed by an awaited host call, with a
   // cpu_time_ms of 200: every single run is far below the limit.
-  const h = await withGood(t, { modules: ["busy-yielding"] });
+  const h = await withGood(t, { modules: ["busy-yielding"], moduleLimits: { "busy-yielding": { cpu_time_ms: 200 } } });
   await h.mine(1);
   await h.waitForLog(/^BUSY done at block 102 after \d+ rounds$/, { source: "busy-yielding", timeoutMs: 30_000 });
   t.deepEqual(eventsOf(h, "ModuleCrashed", "busy-yielding"), []);
