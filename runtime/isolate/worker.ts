@@ -239,8 +239,10 @@ settleRef = (await fn("settle")) as unknown as ivm.Reference<(answers: unknown[]
 // after it). While a probe waits, the isolate has not yielded; if it has used more than
 // cpu_time_ms of CPU time since the probe was queued, it is disposed. A module that works hard
 // but yields (awaits a host call every few milliseconds) answers every probe and is never
-// stopped; a spinning module is stopped however loaded the machine is (CPU time, not wall
-// time, so a starved isolate is not blamed for waiting).
+// stopped; a spinning module is stopped however loaded the machine is. The measure is
+// isolated-vm's cpuTime, which its documentation warns "may vary drastically if there is
+// contention for the CPU": on a heavily loaded machine a short stretch can read as hundreds of
+// ms, so keep cpu_time_ms well above a module's real longest stretch (the default is 1000).
 const SAMPLE_MS = Math.min(100, Math.max(5, Math.floor(cpuTimeMs / 4)));
 const probeScript = await isolate.compileScript("0");
 let probe: { sentAt: number; cpu: bigint } | undefined;
