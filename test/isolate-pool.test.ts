@@ -23,36 +23,13 @@ import { MODULE_UID_BASE, MODULE_UID_RANGE } from "../runtime/sandbox/policy.ts"
 import { adoptModule } from "../host/session.ts";
 import { moduleScope } from "../runtime/process.ts";
 import { DEFAULT_LIMITS } from "../host/config.ts";
-import { FIXTURES, GOOD_GRANTS, startHost, tempDir, type InlineModule, type TestHost, type TestHostOptions } from "./helpers/host.ts";
+import { GOOD_GRANTS, startHost, tempDir, type TestHost, type TestHostOptions } from "./helpers/host.ts";
+import { field, goodAs, sandboxedNode } from "./helpers/sandboxed.ts";
 import type { LogRecord } from "../host/log.ts";
 
 const caps = await detectSandbox();
 const confined = caps.best === "full" && caps.root;
 
-/** The "good" fixture under another name (a module no other test file runs). */
-async function goodAs(name: string): Promise<InlineModule> {
-  const toml = (await readFile(path.join(FIXTURES, "good", "module.toml"), "utf8")).replace(/^name = "good"$/m, `name = "${name}"`);
-  return { toml, files: { "index.ts": await readFile(path.join(FIXTURES, "good", "index.ts"), "utf8") } };
-}
-
-/** The node process inside the sandbox started as `pid` (bwrap -> bwrap's init -> node). */
-async function sandboxedNode(pid: number): Promise<number> {
-  const queue = [pid];
-  while (queue.length > 0) {
-    const p = queue.shift()!;
-    const cmdline = await readFile(`/proc/${p}/cmdline`, "utf8").catch(() => "");
-    if (cmdline.split("\0")[0] === process.execPath) return p;
-    for (const task of await readdir(`/proc/${p}/task`).catch(() => [] as string[])) {
-      const children = await readFile(`/proc/${p}/task/${task}/children`, "utf8").catch(() => "");
-      queue.push(...children.trim().split(/\s+/).filter(Boolean).map(Number));
-    }
-  }
-  throw new Error(`no node process under ${pid}`);
-}
-
-function field(status: string, name: string): string | undefined {
-  return new RegExp(`^${name}:[ \\t]*(.*)$`, "m").exec(status)?.[1];
-}
 
 /** What the kernel says about a module's isolate host: uid, capabilities, no_new_privs, seccomp, rlimits, cgroups. */
 async function confinement(pid: number) {

@@ -21,37 +21,14 @@ import { loadManifest } from "../host/manifest.ts";
 import { describeSandboxes, plannedLevel, type SandboxCapabilities, type SandboxMode } from "../runtime/sandbox/index.ts";
 import { eventually, listen, processesOf } from "./helpers/procs.ts";
 import { moduleUid } from "../runtime/sandbox/policy.ts";
-import { FIXTURES, GOOD_GRANTS, ROOT, startHost, tempDir, type InlineModule } from "./helpers/host.ts";
+import { FIXTURES, GOOD_GRANTS, ROOT, startHost, tempDir } from "./helpers/host.ts";
+import { field, goodAs, sandboxedNode } from "./helpers/sandboxed.ts";
 import { payloadSpawn } from "./helpers/isolate-payload.ts";
 
 const require = createRequire(import.meta.url);
 const HOST = fileURLToPath(new URL("./fixtures/isolate-sandbox/host.ts", import.meta.url));
 const MB = 1024 * 1024;
 
-/** The "good" fixture under another name: a module (and so a uid) no other test file runs. */
-async function goodAs(name: string): Promise<InlineModule> {
-  const toml = (await readFile(path.join(FIXTURES, "good", "module.toml"), "utf8")).replace(/^name = "good"$/m, `name = "${name}"`);
-  return { toml, files: { "index.ts": await readFile(path.join(FIXTURES, "good", "index.ts"), "utf8") } };
-}
-
-/** The process running node inside the sandbox started as `pid` (bwrap -> bwrap's init -> node). */
-async function sandboxedNode(pid: number): Promise<number> {
-  const queue = [pid];
-  while (queue.length > 0) {
-    const p = queue.shift()!;
-    const cmdline = await readFile(`/proc/${p}/cmdline`, "utf8").catch(() => "");
-    if (cmdline.split("\0")[0] === process.execPath) return p;
-    for (const task of await readdir(`/proc/${p}/task`).catch(() => [] as string[])) {
-      const children = await readFile(`/proc/${p}/task/${task}/children`, "utf8").catch(() => "");
-      queue.push(...children.trim().split(/\s+/).filter(Boolean).map(Number));
-    }
-  }
-  throw new Error(`no node process under ${pid}`);
-}
-
-function field(status: string, name: string): string | undefined {
-  return new RegExp(`^${name}:[ \\t]*(.*)$`, "m").exec(status)?.[1];
-}
 
 /** "Max processes  128  128  processes" -> "128". */
 function limit(limits: string, name: string): string | undefined {
