@@ -74,7 +74,14 @@ const txFields = {
 const LightTransaction = named("LightTransaction", v.object(txFields), { rust: "the Rust SDK reads both forms into Transaction" });
 export const Transaction = named("Transaction", v.object({ ...txFields, hex: doc("Full serialisation, witness included.", omittedWhenLight(Hex)) }));
 
-const blockFields = { hash: Hex, height: u64, size: u64, weight: u64 };
+const blockFields = {
+  hash: Hex, height: u64, size: u64, weight: u64,
+  tx_count: doc("Transactions in the block: the length of `transactions` once every page is read.", u64),
+  next_tx_offset: doc(
+    "On the wire, one answer carries a page of `transactions` (docs/protocol.md, \"Paged answers\"): the `tx_offset` to ask for next, or null after the last page. The SDKs read every page, so a block they return has all its transactions and null here.",
+    v.nullable(u64),
+  ),
+};
 export const Block = named("Block", v.object({
   header: BlockHeader, ...blockFields, transactions: v.array(Transaction), hex: doc("Full block serialisation.", omittedWhenLight(Hex)),
 }));

@@ -147,6 +147,22 @@ export interface CallContext {
  */
 type CallbackKind = "event" | "module_api" | "rpc" | "cli" | "timer" | "provider" | "hook";
 
+/** How the SDKs read every page of a paged answer (MethodDef.pages). */
+export interface MethodPages {
+  /** The parameter that names where a page starts. */
+  readonly cursor: string;
+  /** The answer's field holding the page's items. */
+  readonly items: string;
+  /** The answer's field holding the next page's cursor, null after the last. */
+  readonly next: string;
+  /**
+   * An answer field that names what is paged (a block's hash): when a later page names
+   * another (the block at a height changed in a reorganisation between two pages), the SDKs
+   * start again from the first page.
+   */
+  readonly same: string;
+}
+
 export interface MethodDef<S extends v.GenericSchema = v.GenericSchema, R extends v.GenericSchema = v.GenericSchema> {
   /** Wire name (snake_case, as in the seeds): "get_block". */
   readonly name: string;
@@ -171,6 +187,13 @@ export interface MethodDef<S extends v.GenericSchema = v.GenericSchema, R extend
    * not). Methods with a callback are always hand-written in TypeScript.
    */
   readonly handWritten?: { readonly ts?: string; readonly rust?: string };
+  /**
+   * Set when one answer is a page of a list that may not fit one message: the answer's `items`
+   * list holds the page and `next` the `cursor` parameter to ask for the next page, null after
+   * the last. The SDKs ask until then and join the pages, so a module sees the whole list
+   * (docs/protocol.md, "Paged answers").
+   */
+  readonly pages?: MethodPages;
   readonly summary: string;
   /**
    * Record calls in the audit log (privileged actions), with their scope targets: true, every

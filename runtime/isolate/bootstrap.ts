@@ -234,6 +234,31 @@ export const BOOTSTRAP = String.raw`
   let ctx = null;
   let moduleStop = null;
 
+  // A paged answer (docs/protocol.md, "Paged answers"): ask for the next page until there is
+  // none and join the pages, so the module gets the whole list. A page that names another
+  // thing than the first (the block at a height changed between two pages) starts it again.
+  async function allPages(m, params) {
+    const { cursor, items, next, same } = m.pages;
+    for (let attempt = 0; ; attempt++) {
+      const first = await request(m.name, params);
+      if (first === null || typeof first !== "object" || first[next] === null || first[next] === undefined) return first;
+      const whole = first[items].slice();
+      let at = first[next];
+      let changed = false;
+      while (at !== null && at !== undefined) {
+        const page = await request(m.name, { ...params, [cursor]: at });
+        if (page === null || page[same] !== first[same]) {
+          changed = true;
+          break;
+        }
+        for (const item of page[items]) whole.push(item);
+        at = page[next];
+      }
+      if (!changed) return { ...first, [items]: whole, [next]: null };
+      if (attempt >= 3) throw new Error(m.name + ": what it reads changed between its pages four times in a row; try again");
+    }
+  }
+
   function buildCtx(methods, config, meta) {
     const families = {};
     for (const m of methods) {
@@ -246,7 +271,7 @@ export const BOOTSTRAP = String.raw`
           if (name === "options" && a && typeof a === "object") Object.assign(params, a);
           else params[name] = a;
         });
-        return request(m.name, params);
+        return m.pages ? allPages(m, params) : request(m.name, params);
       };
     }
     // Methods that take a function: the function stays in the isolate, registered under the

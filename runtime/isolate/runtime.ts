@@ -65,7 +65,7 @@ async function workerCode(): Promise<string> {
  * capability implementations (worker.ts says why).
  */
 function methodTable(): string {
-  const table = [...METHODS.values()].map((m) => ({ name: m.name, js: m.js, family: m.family, args: [...m.args] }));
+  const table = [...METHODS.values()].map((m) => ({ name: m.name, js: m.js, family: m.family, args: [...m.args], ...(m.pages ? { pages: m.pages } : {}) }));
   return `const __MODHOST_METHODS__ = ${JSON.stringify(table)};\n`;
 }
 

@@ -310,6 +310,7 @@ interface MethodShape {
   js: string;
   family: string;
   args: readonly string[];
+  pages?: { cursor: string; items: string; next: string; same: string };
 }
 const catalogue: MethodShape[] = typeof __MODHOST_METHODS__ !== "undefined"
   ? __MODHOST_METHODS__
@@ -317,7 +318,7 @@ const catalogue: MethodShape[] = typeof __MODHOST_METHODS__ !== "undefined"
 const shapes = new Map(catalogue.map((m) => [m.name, m]));
 const methods = client.welcome.methods.flatMap((name) => {
   const m = shapes.get(name);
-  return m ? [{ name: m.name, js: m.js, family: m.family, args: [...m.args] }] : [];
+  return m ? [{ name: m.name, js: m.js, family: m.family, args: [...m.args], ...(m.pages ? { pages: { ...m.pages } } : {}) }] : [];
 });
 const meta = { name: moduleId, version: handover.version, id: client.welcome.module_id, grants: client.welcome.grants };
 

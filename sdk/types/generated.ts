@@ -62,6 +62,14 @@ export interface Block {
   height: number;
   size: number;
   weight: number;
+  /** Transactions in the block: the length of `transactions` once every page is read. */
+  tx_count: number;
+  /**
+   * On the wire, one answer carries a page of `transactions` (docs/protocol.md, "Paged
+   * answers"): the `tx_offset` to ask for next, or null after the last page. The SDKs read every
+   * page, so a block they return has all its transactions and null here.
+   */
+  next_tx_offset: number | null;
   transactions: Transaction[];
   /** Full block serialisation. */
   hex: string;
@@ -100,6 +108,14 @@ export interface LightBlock {
   height: number;
   size: number;
   weight: number;
+  /** Transactions in the block: the length of `transactions` once every page is read. */
+  tx_count: number;
+  /**
+   * On the wire, one answer carries a page of `transactions` (docs/protocol.md, "Paged
+   * answers"): the `tx_offset` to ask for next, or null after the last page. The SDKs read every
+   * page, so a block they return has all its transactions and null here.
+   */
+  next_tx_offset: number | null;
   transactions: LightTransaction[];
 }
 

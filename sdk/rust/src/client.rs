@@ -253,34 +253,60 @@ impl Client {
 
     // chain
 
-    /// Block by hash, or `None`.
+    /// Block by hash, or `None`, with all its transactions (read a page at a time: see
+    /// docs/protocol.md, "Paged answers").
     pub fn get_block(&self, hash: &str) -> Result<Option<Block>> {
-        self.request("get_block", &Hash { hash })
+        self.block_pages("get_block", Some(hash), None, true)
     }
-    /// Block of the active chain at a height, or `None`.
+    /// Block of the active chain at a height, or `None` (pages as for [`Client::get_block`]).
     pub fn get_block_by_height(&self, height: u64) -> Result<Option<Block>> {
-        self.request("get_block_by_height", &Height { height })
+        self.block_pages("get_block_by_height", None, Some(height), true)
     }
     /// [`Client::get_block`] with options: [`BlockOptions::light`] leaves out the raw hex of
     /// the block, its header and its transactions (their `hex` fields are then empty).
     pub fn get_block_with(&self, hash: &str, options: BlockOptions) -> Result<Option<Block>> {
-        self.request(
-            "get_block",
-            &HashWith {
-                hash,
-                include_hex: options.include_hex,
-            },
-        )
+        self.block_pages("get_block", Some(hash), None, options.include_hex)
     }
     /// [`Client::get_block_by_height`] with options (see [`Client::get_block_with`]).
     pub fn get_block_by_height_with(&self, height: u64, options: BlockOptions) -> Result<Option<Block>> {
-        self.request(
-            "get_block_by_height",
-            &HeightWith {
-                height,
-                include_hex: options.include_hex,
-            },
-        )
+        self.block_pages("get_block_by_height", None, Some(height), options.include_hex)
+    }
+
+    /// Reads every page of a block's transactions and joins them. A page of another block
+    /// (the block at a height changed in a reorganisation between two pages) starts again.
+    fn block_pages(
+        &self,
+        method: &str,
+        hash: Option<&str>,
+        height: Option<u64>,
+        include_hex: bool,
+    ) -> Result<Option<Block>> {
+        let params = |tx_offset| BlockParams {
+            hash,
+            height,
+            include_hex,
+            tx_offset,
+        };
+        'again: for _ in 0..4 {
+            let Some(mut block) = self.request::<_, Option<Block>>(method, &params(0))? else {
+                return Ok(None);
+            };
+            let mut at = block.next_tx_offset;
+            while let Some(offset) = at {
+                match self.request::<_, Option<Block>>(method, &params(offset))? {
+                    Some(page) if page.hash == block.hash => {
+                        block.transactions.extend(page.transactions);
+                        at = page.next_tx_offset;
+                    }
+                    _ => continue 'again,
+                }
+            }
+            block.next_tx_offset = None;
+            return Ok(Some(block));
+        }
+        Err(Error::Protocol(format!(
+            "{method}: the block changed between its pages four times in a row; try again"
+        )))
     }
 
     // storage
@@ -787,22 +813,13 @@ fn take_fd(fd: i32) -> Result<UnixStream> {
 // ---- params ----
 
 #[derive(Serialize)]
-struct Hash<'a> {
-    hash: &'a str,
-}
-#[derive(Serialize)]
-struct Height {
-    height: u64,
-}
-#[derive(Serialize)]
-struct HashWith<'a> {
-    hash: &'a str,
+struct BlockParams<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hash: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    height: Option<u64>,
     include_hex: bool,
-}
-#[derive(Serialize)]
-struct HeightWith {
-    height: u64,
-    include_hex: bool,
+    tx_offset: u64,
 }
 #[derive(Serialize)]
 struct Types<'a> {

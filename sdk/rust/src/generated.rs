@@ -202,6 +202,13 @@ pub struct Block {
     pub height: u64,
     pub size: u64,
     pub weight: u64,
+    /// Transactions in the block: the length of `transactions` once every page is read.
+    pub tx_count: u64,
+    /// On the wire, one answer carries a page of `transactions` (docs/protocol.md, "Paged
+    /// answers"): the `tx_offset` to ask for next, or null after the last page. The SDKs read every
+    /// page, so a block they return has all its transactions and null here.
+    #[serde(default)]
+    pub next_tx_offset: Option<u64>,
     #[serde(default)]
     pub transactions: Vec<Transaction>,
     /// Full block serialisation.

@@ -40,6 +40,8 @@ fn light_block(height: u64) -> Value {
         ("height", height.into()),
         ("size", 200u64.into()),
         ("weight", 800u64.into()),
+        ("tx_count", 1u64.into()),
+        ("next_tx_offset", Value::Nil),
         ("transactions", Value::Array(vec![tx])),
     ])
 }
@@ -67,13 +69,21 @@ fn the_light_block_view_sends_include_hex_false_and_decodes_without_hex() {
     let r = host.next_request("get_block_by_height");
     assert_eq!(
         r.params,
-        Value::from_pairs([("height", 7u64.into()), ("include_hex", false.into())])
+        Value::from_pairs([
+            ("height", 7u64.into()),
+            ("include_hex", false.into()),
+            ("tx_offset", 0u64.into())
+        ])
     );
     host.respond(r.id, light_block(7));
     let r = host.next_request("get_block");
     assert_eq!(
         r.params,
-        Value::from_pairs([("hash", format!("{:064x}", 7).into()), ("include_hex", true.into())])
+        Value::from_pairs([
+            ("hash", format!("{:064x}", 7).into()),
+            ("include_hex", true.into()),
+            ("tx_offset", 0u64.into())
+        ])
     );
     host.respond(r.id, Value::Nil);
     t.join().unwrap();

@@ -125,10 +125,81 @@ fn block_value(height: u64) -> Value {
         ("height", height.into()),
         ("size", 200u64.into()),
         ("weight", 800u64.into()),
+        ("tx_count", 1u64.into()),
+        ("next_tx_offset", Value::Nil),
         ("transactions", Value::Array(vec![tx])),
         ("hex", "00".into()),
         ("future_field", "ignored".into()),
     ])
+}
+
+/// `block_value(height)` as page `page` of `pages`, one transaction (txid `page` repeated) each.
+fn block_page(height: u64, page: u64, pages: u64) -> Value {
+    let Value::Map(mut fields) = block_value(height) else {
+        unreachable!()
+    };
+    for (k, v) in fields.iter_mut() {
+        match k.as_str() {
+            "tx_count" => *v = pages.into(),
+            "next_tx_offset" => {
+                *v = if page + 1 < pages {
+                    (page + 1).into()
+                } else {
+                    Value::Nil
+                }
+            }
+            "transactions" => {
+                let Value::Array(txs) = v else { unreachable!() };
+                let Value::Map(tx) = &mut txs[0] else { unreachable!() };
+                for (tk, tv) in tx.iter_mut() {
+                    if tk == "txid" {
+                        *tv = format!("{page:02x}").repeat(32).into();
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Value::Map(fields)
+}
+
+#[test]
+fn a_paged_block_is_read_whole_and_a_block_that_changes_between_pages_is_read_again() {
+    let (client, mut host, _) = start("example");
+    let c = client.clone();
+    let reader = thread::spawn(move || c.get_block_by_height(4));
+    // First try: page 0 of block 4, then page 1 names another block (a reorganisation).
+    let r = host.next_request("get_block_by_height");
+    assert_eq!(r.params["tx_offset"].as_u64(), Some(0));
+    assert_eq!(r.params["include_hex"].as_bool(), Some(true));
+    host.respond(r.id, block_page(4, 0, 3));
+    let r = host.next_request("get_block_by_height");
+    assert_eq!(r.params["tx_offset"].as_u64(), Some(1));
+    let Value::Map(mut other) = block_page(4, 1, 3) else {
+        unreachable!()
+    };
+    for (k, v) in other.iter_mut() {
+        if k == "hash" {
+            *v = "ff".repeat(32).into();
+        }
+    }
+    host.respond(r.id, Value::Map(other));
+    // Second try: every page of the same block.
+    for page in 0..3 {
+        let r = host.next_request("get_block_by_height");
+        assert_eq!(r.params["height"].as_u64(), Some(4));
+        assert_eq!(
+            r.params["tx_offset"].as_u64(),
+            Some(page),
+            "pages are asked in order, from the first again"
+        );
+        host.respond(r.id, block_page(4, page, 3));
+    }
+    let block = reader.join().unwrap().unwrap().expect("a block");
+    let txids: Vec<String> = block.transactions.iter().map(|t| t.txid.clone()).collect();
+    assert_eq!(txids, vec!["00".repeat(32), "01".repeat(32), "02".repeat(32)]);
+    assert_eq!(block.tx_count, 3);
+    assert_eq!(block.next_tx_offset, None);
 }
 
 #[test]
@@ -624,7 +695,15 @@ fn every_typed_method_sends_its_method_and_params() {
     let x = || Value::from_pairs([("txid", tx.clone().into())]);
     let t_k = || Value::from_pairs([("tree", "t".into()), ("key", "k".into())]);
     let expected: Vec<(&str, Value, Value)> = vec![
-        ("get_block", h(), Value::Nil),
+        (
+            "get_block",
+            Value::from_pairs([
+                ("hash", tx.clone().into()),
+                ("include_hex", true.into()),
+                ("tx_offset", 0u64.into()),
+            ]),
+            Value::Nil,
+        ),
         ("get_block_header", h(), Value::Nil),
         ("get_transaction", x(), Value::Nil),
         ("has_transaction", x(), false.into()),

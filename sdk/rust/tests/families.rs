@@ -1068,7 +1068,9 @@ fn every_catalogue_method_has_a_typed_method() {
         CATALOGUE_METHODS.len()
     );
     let calls = |src: &str, m: &str| {
-        src.contains(&format!("self.request(\"{m}\"")) || src.contains(&format!("self.request_raw(\"{m}\""))
+        src.contains(&format!("self.request(\"{m}\""))
+            || src.contains(&format!("self.request_raw(\"{m}\""))
+            || src.contains(&format!("self.block_pages(\"{m}\""))
     };
     for m in CATALOGUE_METHODS {
         if HAND_WRITTEN.contains(m) {
