@@ -18,19 +18,18 @@
 //                  +--> quarantined (quarantine_after failures within quarantine_window_ms;
 //                                    persisted; only `modhost enable` lifts it)
 
-import { readdir } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { ApiHub } from "./hub.ts";
-import { CONFIG_SECTIONS, grantsFor, limitsFor, missingGrantPolicy, type HostConfig } from "./config.ts";
-import { loadManifest, type ModuleManifest } from "./manifest.ts";
+import { CONFIG_SECTIONS, limitsFor, type HostConfig } from "./config.ts";
+import type { ModuleManifest } from "./manifest.ts";
 import { planLoad } from "./deps.ts";
 import { moduleConfig } from "./module-config.ts";
-import { ConfigError, ModhostError, formatProblem } from "./errors.ts";
+import { ModhostError } from "./errors.ts";
 import type { HostEvents } from "../capabilities/event-types.ts";
 import type { SourceLogger } from "./log.ts";
 import { HOST_VERSION } from "./version.ts";
-import { describeGrants, formatDescriptor, resolveGrants, type Descriptor, type MissingGrant } from "../capabilities/grants.ts";
+import { describeGrants, formatDescriptor } from "../capabilities/grants.ts";
 import type { ModuleStore } from "../storage/store.ts";
 import type { AuditRecord } from "./audit.ts";
 import type { HostServices } from "../capabilities/types.ts";
@@ -38,35 +37,14 @@ import type { HostSession } from "./session.ts";
 import { KeyedQueue, LifecycleState } from "./lifecycle.ts";
 import type { ModuleProcess } from "../runtime/process.ts";
 import { snapshotModule, verificationError, verifyModule } from "./verify/module.ts";
-import { quarantineProblem, Supervisor, type ModuleRecord, type ModuleState, type SupervisorOptions } from "./supervisor.ts";
+import { quarantineProblem, Supervisor, type ModuleRecord, type SupervisorOptions } from "./supervisor.ts";
+import { changedSections, dependencyLevels, discoverModules, newRecord, selectModules, Semaphore, statusOf, type Discovery, type ModuleStatus } from "./manager-plan.ts";
 
-export interface ModuleStatus {
-  name: string;
-  version: string | null;
-  runtime: string | null;
-  state: ModuleState;
-  /** Why the module is skipped, failed, crashed or quarantined. */
-  problem?: string;
-  grants: string[];
-  missing: string[];
-  pid?: number;
-  restarts: number;
-  sha256?: string;
-  /** The OS sandbox actually applied to the module's process (the isolate host, for a TypeScript module): full, degraded or none. */
-  sandbox?: string;
-  /** Integrity and signature verification of what runs (host/verify). */
-  verification?: string;
-}
+export { changedSections, type Discovery, type ModuleStatus };
 
 export interface ManagerOptions extends SupervisorOptions {
   /** Grant every module what it requests (modhost dev). The host logs a warning. */
   grantAll?: boolean;
-}
-
-export interface Discovery {
-  manifests: ModuleManifest[];
-  /** Module directories whose manifest could not be read, with the error. */
-  broken: { dir: string; error: string }[];
 }
 
 export class ModuleManager {
@@ -172,26 +150,8 @@ export class ModuleManager {
   }
 
   /** Read every `<modules_dir>/<dir>/module.toml`. Broken manifests are reported, not fatal. */
-  async discover(): Promise<Discovery> {
-    const dir = this.opts.config.modules.modules_dir;
-    let entries: string[];
-    try {
-      entries = (await readdir(dir, { withFileTypes: true })).filter((e) => e.isDirectory()).map((e) => e.name).sort();
-    } catch (err) {
-      throw new ModhostError("config_error", `modules_dir ${dir} cannot be read: ${(err as Error).message}`, "set [modules] modules_dir in modhost.toml to a directory that holds your modules");
-    }
-    const manifests: ModuleManifest[] = [];
-    const broken: Discovery["broken"] = [];
-    for (const name of entries) {
-      const file = path.join(dir, name, "module.toml");
-      try {
-        manifests.push(await loadManifest(file));
-      } catch (err) {
-        if ((err as ConfigError).problems?.some((p) => /not found|ENOENT/i.test(p.message))) continue; // not a module directory
-        broken.push({ dir: path.join(dir, name), error: err instanceof ConfigError ? err.problems.map(formatProblem).join("\n") : (err as Error).message });
-      }
-    }
-    return { manifests, broken };
+  discover(): Promise<Discovery> {
+    return discoverModules(this.opts.config.modules.modules_dir);
   }
 
   /**
@@ -203,23 +163,7 @@ export class ModuleManager {
     const { manifests, broken } = await this.discover();
     for (const b of broken) this.notLoaded.set(path.basename(b.dir), { problem: `invalid manifest:\n${b.error}` });
 
-    const wanted = manifests.filter((m) => {
-      const { enabled_modules: on, disabled_modules: off } = config.modules;
-      if (off.includes(m.name)) {
-        this.notLoaded.set(m.name, { problem: "disabled in [modules] disabled_modules", manifest: m });
-        return false;
-      }
-      if (on.length > 0 && !on.includes(m.name)) {
-        this.notLoaded.set(m.name, { problem: "not listed in [modules] enabled_modules", manifest: m });
-        return false;
-      }
-      return true;
-    });
-    for (const name of config.modules.enabled_modules) {
-      if (!manifests.some((m) => m.name === name) && !this.notLoaded.has(name)) {
-        this.notLoaded.set(name, { problem: `listed in enabled_modules but not found in ${config.modules.modules_dir}` });
-      }
-    }
+    const wanted = selectModules(config, manifests, this.notLoaded);
 
     const plan = planLoad(wanted, HOST_VERSION);
     for (const s of plan.skipped) this.notLoaded.set(s.name, { problem: s.reason, manifest: wanted.find((m) => m.name === s.name) });
@@ -240,19 +184,7 @@ export class ModuleManager {
 
   /** A record for `manifest` with its effective grants; "skipped" when grants are refused. */
   private makeRecord(manifest: ModuleManifest, previous?: ModuleRecord): ModuleRecord {
-    const { config } = this.opts;
-    const granted = grantsFor(config, manifest.name);
-    const allow: Descriptor[] = this.opts.grantAll ? manifest.capabilities : granted.allow;
-    const { effective, missing } = resolveGrants(manifest.capabilities, allow, granted.deny);
-    const record: ModuleRecord = {
-      name: manifest.name, manifest, state: "pending", grants: effective, missing,
-      limits: limitsFor(config, manifest.name), restartTimes: previous?.restartTimes ?? [], epoch: previous?.epoch ?? 0,
-    };
-    if (missing.length > 0 && missingGrantPolicy(config, manifest.name) === "refuse") {
-      record.state = "skipped";
-      record.problem = missingGrantsMessage(manifest, missing, granted.allow);
-    }
-    return record;
+    return newRecord(this.opts.config, this.opts.grantAll === true, manifest, previous);
   }
 
   /** How many modules start at once ([modules] start_concurrency; 0 = the CPU count). */
@@ -266,19 +198,7 @@ export class ModuleManager {
    * modules of lower levels only (hard and optional dependencies that are present).
    */
   levels(): string[][] {
-    const level = new Map<string, number>();
-    for (const name of this.loadOrder) {
-      const rec = this.records.get(name);
-      if (!rec) continue;
-      const deps = [...Object.keys(rec.manifest.dependencies), ...Object.keys(rec.manifest.optional_dependencies ?? {})];
-      level.set(name, 1 + Math.max(-1, ...deps.map((d) => level.get(d) ?? -1)));
-    }
-    const out: string[][] = [];
-    for (const name of this.loadOrder) {
-      const l = level.get(name);
-      if (l !== undefined) (out[l] ??= []).push(name);
-    }
-    return out.filter((l) => l !== undefined);
+    return dependencyLevels(this.loadOrder, (name) => this.records.get(name)?.manifest);
   }
 
   /**
@@ -571,23 +491,7 @@ export class ModuleManager {
   }
 
   status(): ModuleStatus[] {
-    const out: ModuleStatus[] = [];
-    for (const rec of this.records.values()) {
-      out.push({
-        name: rec.name,
-        version: rec.manifest.version,
-        runtime: rec.manifest.runtime,
-        state: rec.state,
-        ...(rec.problem ? { problem: rec.problem } : {}),
-        grants: describeGrants(rec.grants),
-        missing: rec.missing.map((m) => formatDescriptor(m.permission, m.scope)),
-        ...(rec.process?.pid && !rec.process.hasExited ? { pid: rec.process.pid } : {}),
-        restarts: rec.restartTimes.length,
-        ...(rec.sha256 ? { sha256: rec.sha256 } : {}),
-        ...(rec.sandbox ? { sandbox: rec.sandbox } : {}),
-        ...(rec.verified ? { verification: rec.verified.report.summary } : {}),
-      });
-    }
+    const out = [...this.records.values()].map(statusOf);
     for (const [name, nl] of this.notLoaded) {
       out.push({ name, version: nl.manifest?.version ?? null, runtime: nl.manifest?.runtime ?? null, state: "skipped", problem: nl.problem, grants: [], missing: [], restarts: 0 });
     }
@@ -620,63 +524,3 @@ export class ModuleManager {
   }
 }
 
-/** At most `limit` tasks at a time; the others wait their turn (first come, first served). */
-class Semaphore {
-  private active = 0;
-  private readonly waiting: Array<() => void> = [];
-
-  constructor(private readonly limit: number) {}
-
-  /** Run `task` in a slot; it may give the slot back early with `release` (later calls do nothing). */
-  async run<T>(task: (release: () => void) => Promise<T>): Promise<T> {
-    if (this.active >= this.limit) await new Promise<void>((r) => this.waiting.push(r));
-    this.active++;
-    let held = true;
-    const release = () => {
-      if (!held) return;
-      held = false;
-      this.active--;
-      this.waiting.shift()?.();
-    };
-    try {
-      return await task(release);
-    } finally {
-      release();
-    }
-  }
-}
-
-/** Which parts of the configuration differ: top-level sections and per-module tables. */
-export function changedSections(a: HostConfig, b: HostConfig): string[] {
-  const out: string[] = [];
-  const same = (x: unknown, y: unknown) => JSON.stringify(x) === JSON.stringify(y);
-  for (const section of ["host", "chain", "storage", "rpc", "hooks"] as const) if (!same(a[section], b[section])) out.push(section);
-  const { module_configs: _c1, limits: _l1, grants: _g1, ...restA } = a.modules;
-  const { module_configs: _c2, limits: _l2, grants: _g2, ...restB } = b.modules;
-  for (const key of Object.keys(restA) as (keyof typeof restA)[]) if (!same(restA[key], restB[key])) out.push(`modules.${key}`);
-  for (const table of ["module_configs", "limits", "grants"] as const) {
-    const names = new Set([...Object.keys(a.modules[table]), ...Object.keys(b.modules[table])]);
-    for (const name of [...names].sort()) if (!same(a.modules[table][name], b.modules[table][name])) out.push(`modules.${table}.${name}`);
-  }
-  return out;
-}
-
-/** The refusal message: what is missing, and the exact lines that would grant it. */
-function missingGrantsMessage(manifest: ModuleManifest, missing: MissingGrant[], allowed: Descriptor[]): string {
-  const notAllowed = missing.filter((m) => m.reason === "not_allowed");
-  const denied = missing.filter((m) => m.reason === "denied");
-  const lines = [`module ${manifest.name} requests capabilities the operator has not granted: ${missing.map((m) => formatDescriptor(m.permission, m.scope)).join(", ")}`];
-  if (notAllowed.length > 0) {
-    const allow = [...new Set([...allowed.map((d) => formatDescriptor(d.permission, d.scope)), ...notAllowed.map((m) => formatDescriptor(m.permission, m.scope))])];
-    lines.push(
-      "  to grant them, put this in modhost.toml:",
-      `    [modules.grants.${manifest.name}]`,
-      `    allow = [${allow.map((a) => JSON.stringify(a)).join(", ")}]`,
-    );
-  }
-  if (denied.length > 0) {
-    lines.push(`  denied in [modules.grants.${manifest.name}] deny: ${denied.map((m) => formatDescriptor(m.permission, m.scope)).join(", ")}`);
-  }
-  lines.push(`  or load it without them: on_missing_grant = "reduce" in [modules.grants.${manifest.name}]`);
-  return lines.join("\n");
-}

@@ -3,7 +3,8 @@
 // its exit, applies the restart policy (backoff; quarantine after too many failures; safe mode:
 // a failed start at boot or by the operator is not retried), watches its health and resources,
 // and stops it (graceful, then SIGTERM, then SIGKILL). What kind of process that is, isolate
-// host or native binary, is the runtime's business (host/supervisor-runtimes.ts).
+// host or native binary, is the runtime's business (host/supervisor-runtimes.ts); the health
+// probe and the resource watch of a running instance are in host/supervisor-health.ts.
 //
 // The manager (host/manager.ts) decides which module runs when: discovery, ordering,
 // grants, the operator's commands. It drives the supervisor from inside each module's command
@@ -26,11 +27,11 @@ import { ModuleStore } from "../storage/store.ts";
 import type { AuditLog, AuditRecord } from "./audit.ts";
 import type { HostServices } from "../capabilities/types.ts";
 import { HookRejection } from "../capabilities/hooks.ts";
-import { flowLimits, InvocationError, type HostSession, type SessionOptions } from "./session.ts";
+import { flowLimits, type HostSession, type SessionOptions } from "./session.ts";
 import { fairDeadline, type KeyedQueue, type LifecycleState, LoopStallMeter, removeStaleRunDirs, runDirPrefix } from "./lifecycle.ts";
 import { describeExit, type ModuleProcess } from "../runtime/process.ts";
 import { UID_TABLE_FILE, UidTable } from "../runtime/sandbox/index.ts";
-import { describeWarning, RESOURCE_SAMPLE_MS, ResourceWatch } from "./resource-watch.ts";
+import { stopHealth, watchHealth, watchResources, type WatchEnv } from "./supervisor-health.ts";
 import { makeRuntimes, type ModuleRuntime, type RuntimeTarget } from "./supervisor-runtimes.ts";
 
 export type ModuleState = "pending" | "starting" | "running" | "stopping" | "stopped" | "crashed" | "failed" | "skipped" | "quarantined";
@@ -86,8 +87,6 @@ interface SupervisorLinks {
 /** Start errors a retry cannot fix: a restart that fails with one of these is not retried. */
 const PERMANENT_START_ERRORS = new Set(["verification_failed", "not_found", "permission_denied", "config_error", "internal", "hook_rejected"]);
 
-/** The session's own timer for a health probe: only a backstop, the supervisor judges with a fair deadline. */
-const HEALTH_INVOKE_BACKSTOP_MS = 0x7fffffff;
 
 export class Supervisor {
   private readonly log: SourceLogger;
@@ -104,6 +103,7 @@ export class Supervisor {
 
   constructor(private readonly opts: SupervisorOptions, private readonly links: SupervisorLinks) {
     this.log = opts.logger.for("host");
+    this.watchEnv = { log: this.log, logger: opts.logger, meter: () => this.meter, warn: (w) => this.publish("ResourceLimitWarning", w) };
     const made = makeRuntimes({
       config: () => this.opts.config,
       log: this.log,
@@ -120,6 +120,9 @@ export class Supervisor {
     return (this.meterInstance ??= new LoopStallMeter());
   }
 
+  /** What the health probe and the resource watch use (host/supervisor-health.ts). */
+  private readonly watchEnv: WatchEnv;
+
   private audit(module: string, action: string, detail?: AuditRecord["detail"], reason?: string): void {
     this.opts.audit?.write({ kind: "lifecycle", module, action, ...(reason ? { reason } : {}), ...(detail ? { detail } : {}) });
   }
@@ -134,7 +137,7 @@ export class Supervisor {
    */
   async endInstance(rec: ModuleRecord): Promise<void> {
     this.cancelRestart(rec);
-    this.stopHealth(rec);
+    stopHealth(rec);
     if (rec.process && !rec.process.hasExited) {
       rec.process.kill();
       await rec.process.exited;
@@ -182,11 +185,6 @@ export class Supervisor {
       rec.storeClosing = prev.then(() => store.close()).catch((err: Error) => this.log.warn(`${rec.name}: closing its storage failed: ${err.message}`));
     }
     return rec.storeClosing ?? Promise.resolve();
-  }
-
-  private stopHealth(rec: ModuleRecord): void {
-    if (rec.healthTimer) clearInterval(rec.healthTimer);
-    rec.healthTimer = undefined;
   }
 
   /**
@@ -267,8 +265,8 @@ export class Supervisor {
       if (this.shuttingDown) throw new ModhostError("invalid_state", "the host is shutting down");
       rec.cancelStart = undefined;
       rec.state = "running";
-      this.watchHealth(rec, proc);
-      this.watchResources(rec, proc, sandboxed.cgroup);
+      watchHealth(rec, proc, this.watchEnv);
+      watchResources(rec, proc, sandboxed.cgroup, this.watchEnv);
       this.log.info(`loaded ${rec.name} ${manifest.version}`, { runtime: manifest.runtime, sandbox: rec.sandbox, ...runtime.describe(sandboxed), pid: proc.pid, grants: describeGrants(rec.grants).join(",") || "none", ...(rec.verified ? { verification: rec.verified.report.summary } : {}) });
       this.audit(rec.name, attempt > 0 ? "restart" : "load", { version: manifest.version, runtime: manifest.runtime, sandbox: rec.sandbox, grants: describeGrants(rec.grants), sha256: rec.sha256, verification: rec.verified?.report.summary, pid: proc.pid });
       if (attempt > 0) this.publish("ModuleRestarted", { module: rec.name, attempt });
@@ -282,7 +280,7 @@ export class Supervisor {
         proc.kill();
         await Promise.race([proc.exited, new Promise((r) => setTimeout(r, limits.kill_timeout_ms + 1000).unref())]);
       }
-      this.stopHealth(rec);
+      stopHealth(rec);
       await this.releaseStore(rec);
       rec.cancelStart = undefined;
       if (cancelled) {
@@ -433,81 +431,6 @@ export class Supervisor {
     return this.uids;
   }
 
-  /**
-   * Ask the module regularly whether it is healthy. A module that does not answer within
-   * health_timeout_ms is unresponsive (a hung process, a wedged event loop): it is killed,
-   * which the exit handler reports as a crash and the restart policy handles. The deadline is
-   * fair: what has arrived is read before judging, and time the host's own loop was stalled
-   * does not count against the module. One probe at a time.
-   */
-  private watchHealth(rec: ModuleRecord, proc: ModuleProcess<HostSession>): void {
-    const every = rec.limits.health_interval_ms;
-    this.stopHealth(rec);
-    if (every <= 0) return;
-    let probing = false;
-    const timer = setInterval(() => {
-      if (rec.process !== proc || rec.state !== "running" || proc.hasExited) {
-        clearInterval(timer);
-        return;
-      }
-      if (probing) return;
-      probing = true;
-      void this.probeHealth(rec, proc).finally(() => (probing = false));
-    }, every);
-    timer.unref();
-    rec.healthTimer = timer;
-    void proc.exited.then(() => clearInterval(timer));
-  }
-
-  /**
-   * Samples what the module uses of its limits every RESOURCE_SAMPLE_MS and publishes a
-   * ResourceLimitWarning (and logs it) when one nears its limit, rate-limited per resource
-   * (host/resource-watch.ts). Ends with the process.
-   */
-  private watchResources(rec: ModuleRecord, proc: ModuleProcess<HostSession>, cgroup: { memoryBytes(): Promise<number | null> } | undefined): void {
-    const watch = new ResourceWatch(rec.name, rec.limits);
-    const moduleLog = this.opts.logger.module(rec.name);
-    let sampling = false;
-    const timer = setInterval(() => {
-      if (rec.process !== proc || rec.state !== "running" || proc.hasExited) {
-        clearInterval(timer);
-        return;
-      }
-      if (sampling) return;
-      sampling = true;
-      void (async () => {
-        const memoryBytes = cgroup && rec.limits.memory_total_mb > 0 ? await cgroup.memoryBytes().catch(() => null) : null;
-        const session = proc.session;
-        const warnings = watch.sample({
-          at: performance.now(), memoryBytes, inFlight: session.inFlightRequests, requests: session.stats.requests,
-          cpuMs: session.flowStats.cpuMs, unreadBytes: session.unreadBytes, logBytes: moduleLog.totals.writtenBytes + moduleLog.totals.droppedBytes,
-        });
-        for (const w of warnings) {
-          this.log.warn(describeWarning(w), { module: w.module, resource: w.resource, used: w.used, limit: w.limit });
-          this.publish("ResourceLimitWarning", w);
-        }
-      })().catch(() => {}).finally(() => (sampling = false));
-    }, RESOURCE_SAMPLE_MS);
-    timer.unref();
-    void proc.exited.then(() => clearInterval(timer));
-  }
-
-  private async probeHealth(rec: ModuleRecord, proc: ModuleProcess<HostSession>): Promise<void> {
-    const timeout = rec.limits.health_timeout_ms;
-    let answered = false;
-    const answer = proc.session.invoke("health", {}, HEALTH_INVOKE_BACKSTOP_MS).then(
-      () => { answered = true; },
-      // Any answer, even an error, shows the module is alive; a closed channel is its exit's business.
-      (err: unknown) => { if (!(err instanceof InvocationError && err.wire.code === "timeout")) answered = true; },
-    );
-    const inTime = await fairDeadline(timeout, this.meter, () => answered, answer);
-    if (inTime || rec.process !== proc || rec.state !== "running" || proc.hasExited) return;
-    this.log.error(`${rec.name} is unresponsive (no answer to a health check within ${timeout} ms of the host's own running time); killing it`);
-    rec.killReason = `unresponsive: no answer to a health check within ${timeout} ms (health_timeout_ms)`;
-    proc.session.closeError ??= new Error(rec.killReason);
-    proc.kill();
-  }
-
   private async openStore(rec: ModuleRecord): Promise<ModuleStore | undefined> {
     const uses = (["read_storage", "write_storage", "manage_storage"] as const).some((p) => rec.grants.has(p));
     if (!uses) return undefined;
@@ -523,7 +446,7 @@ export class Supervisor {
     this.links.services()?.forget?.(rec.name);
     // Only a running module crashes; a failed start is reported by start(), a stop by unload().
     if (rec.state !== "running") return;
-    this.stopHealth(rec);
+    stopHealth(rec);
     // The next instance (a restart) opens the store afresh; nothing holds it meanwhile.
     void this.releaseStore(rec);
     const reason = rec.killReason ?? proc.endReason({ code, signal });
@@ -543,7 +466,7 @@ export class Supervisor {
    */
   async stop(rec: ModuleRecord, reason: string, byOperator: boolean): Promise<void> {
     this.cancelRestart(rec);
-    this.stopHealth(rec);
+    stopHealth(rec);
     const name = rec.name;
     const proc = rec.process;
     const wasUp = rec.state === "running" || rec.state === "starting";
