@@ -1,7 +1,8 @@
 // The manager's plan: which modules there are, which of them the operator wants, with what
-// grants (or why they are refused), in which dependency levels, and what `modhost list` says
-// about each. Pure functions of the configuration and the manifests; the manager
-// (host/manager.ts) keeps the records they make and runs the operator's commands on them.
+// grants (or why they are refused), in which dependency levels, whether what is on disk may
+// replace a running version (a reload), and what `modhost list` says about each. Functions of
+// the configuration and of what modules_dir holds; the manager (host/manager.ts) keeps the
+// records they make and runs the operator's commands on them.
 
 import { readdir } from "node:fs/promises";
 import path from "node:path";
@@ -10,6 +11,7 @@ import { loadManifest, type ModuleManifest } from "./manifest.ts";
 import { ConfigError, ModhostError, formatProblem } from "./errors.ts";
 import { describeGrants, formatDescriptor, resolveGrants, type Descriptor, type MissingGrant } from "../capabilities/grants.ts";
 import type { ModuleRecord, ModuleState } from "./supervisor.ts";
+import { snapshotModule, verificationError, verifyModule } from "./verify/module.ts";
 
 export interface ModuleStatus {
   name: string;
@@ -120,6 +122,27 @@ export function dependencyLevels(order: readonly string[], manifestOf: (name: st
     if (l !== undefined) (out[l] ??= []).push(name);
   }
   return out.filter((l) => l !== undefined);
+}
+
+/**
+ * Before a reload stops the running module: the code and manifest now on disk must pass
+ * verification (integrity, signatures, compatibility), or the reload is refused and the
+ * running, verified version keeps running. The load that follows verifies again.
+ */
+export async function preverify(name: string, running: boolean, config: HostConfig): Promise<void> {
+  const keeps = running ? "; the running version keeps running" : "";
+  const manifest = (await discoverModules(config.modules.modules_dir)).manifests.find((m) => m.name === name);
+  if (!manifest) throw new ModhostError("not_found", `reload of ${name} refused: no module named ${name} in ${config.modules.modules_dir}${keeps}`);
+  let report: ReturnType<typeof verifyModule>;
+  try {
+    report = verifyModule(manifest, await snapshotModule(manifest), config);
+  } catch (err) {
+    throw new ModhostError("load_failed", `reload of ${name} refused: ${(err as Error).message}${keeps}`, (err as ModhostError).hint);
+  }
+  if (!report.ok) {
+    const e = verificationError(report);
+    throw new ModhostError("verification_failed", `reload of ${name} refused: ${e.message}${keeps}`, e.hint);
+  }
 }
 
 /** What `modhost list` shows of a module that has a record. */

@@ -1,14 +1,14 @@
-// The module manager: discover modules, validate them, resolve dependencies, apply the
-// operator's grants, load in dependency order, unload in reverse, supervise (crash ->
-// ModuleCrashed -> restart policy with backoff -> quarantine after too many failures), and
-// shut down gracefully. A module that fails is reported and isolated; every other module keeps
-// running.
+// The module manager: which modules run, and the operator's commands on them. It discovers
+// modules, applies the operator's selection and grants (host/manager-plan.ts), loads them in
+// dependency order at most start_concurrency at a time, unloads dependants first, and runs
+// load, unload, reload, enable and reconfigure at runtime. The processes themselves (start,
+// exit, restart policy with backoff, quarantine, health, stop escalation) are the
+// supervisor's (host/supervisor.ts); a module that fails is reported and isolated, every
+// other module keeps running.
 //
 // Each module is one state machine, driven only through its own command queue (host/lifecycle.ts
 // KeyedQueue): load, unload, reload, enable, a scheduled restart and the shutdown's stop run one
-// after another for one module, and independently for different modules. The process, store,
-// health probe and restart timer belong to the current instance; every path that ends an
-// instance releases them.
+// after another for one module, and independently for different modules.
 //
 //   pending -> starting -> running -> stopping -> stopped
 //                 |           | (exit)
@@ -36,9 +36,8 @@ import type { HostServices } from "../capabilities/types.ts";
 import type { HostSession } from "./session.ts";
 import { KeyedQueue, LifecycleState } from "./lifecycle.ts";
 import type { ModuleProcess } from "../runtime/process.ts";
-import { snapshotModule, verificationError, verifyModule } from "./verify/module.ts";
 import { quarantineProblem, Supervisor, type ModuleRecord, type SupervisorOptions } from "./supervisor.ts";
-import { changedSections, dependencyLevels, discoverModules, newRecord, selectModules, Semaphore, statusOf, type Discovery, type ModuleStatus } from "./manager-plan.ts";
+import { changedSections, dependencyLevels, discoverModules, newRecord, preverify, selectModules, Semaphore, statusOf, type Discovery, type ModuleStatus } from "./manager-plan.ts";
 
 export { changedSections, type Discovery, type ModuleStatus };
 
@@ -88,10 +87,6 @@ export class ModuleManager {
       lifecycle: () => this.lifecycleState,
       replay: (name, type) => (type === "ModuleLoaded" ? this.loadedEvents() : type === "ConfigLoaded" ? [{ type, payload: this.configLoadedFor(name, [...CONFIG_SECTIONS]) }] : []),
     });
-  }
-
-  private get shuttingDown(): boolean {
-    return this.supervisor.shuttingDown;
   }
 
   /** The persisted quarantine state; opened by prepare(), or on the first command without it. */
@@ -238,7 +233,7 @@ export class ModuleManager {
         // isolate host), so it is given back once the module has said hello: a module whose
         // start() then hangs keeps no other module from starting.
         await slots.run((release) => this.queue.run(name, async () => {
-          if (this.shuttingDown || rec.state !== "pending") return;
+          if (this.supervisor.shuttingDown || rec.state !== "pending") return;
           await this.supervisor.start(rec, 0, release);
         }));
       })().catch((err: Error) => this.log.error(`starting ${name} failed: ${err.message}`)));
@@ -363,7 +358,7 @@ export class ModuleManager {
       if (rec.state === "quarantined") {
         throw new ModhostError("quarantined", `${name} is quarantined: ${rec.problem}`, `fix the module, then run: modhost enable ${name}`);
       }
-      await this.preverify(name);
+      await preverify(name, this.records.get(name)?.state === "running", this.opts.config);
       await this.supervisor.stop(rec, "reload", true);
       return this.doLoad(name);
     });
@@ -392,28 +387,6 @@ export class ModuleManager {
       this.audit(name, "enable", undefined, "quarantine lifted by the operator");
       return this.doLoad(name);
     });
-  }
-
-  /**
-   * Before a reload stops the running module: the code and manifest now on disk must pass
-   * verification (integrity, signatures, compatibility), or the reload is refused and the
-   * running, verified version keeps running. The load that follows verifies again.
-   */
-  private async preverify(name: string): Promise<void> {
-    const running = this.records.get(name)?.state === "running";
-    const keeps = running ? "; the running version keeps running" : "";
-    const manifest = (await this.discover()).manifests.find((m) => m.name === name);
-    if (!manifest) throw new ModhostError("not_found", `reload of ${name} refused: no module named ${name} in ${this.opts.config.modules.modules_dir}${keeps}`);
-    let report: ReturnType<typeof verifyModule>;
-    try {
-      report = verifyModule(manifest, await snapshotModule(manifest), this.opts.config);
-    } catch (err) {
-      throw new ModhostError("load_failed", `reload of ${name} refused: ${(err as Error).message}${keeps}`, (err as ModhostError).hint);
-    }
-    if (!report.ok) {
-      const e = verificationError(report);
-      throw new ModhostError("verification_failed", `reload of ${name} refused: ${e.message}${keeps}`, e.hint);
-    }
   }
 
   /**
