@@ -15,9 +15,10 @@
 // so no module can forge a node event or another module's.
 
 import * as v from "valibot";
-import type { ChainEvents, Hex } from "../chain/backend.ts";
+import type { HostEvents, ProviderRole, RoleEvents } from "../protocol/events.ts";
 
-export type ProviderRole = "lightning" | "payment" | "mining" | "governance";
+// The payload types are the wire's (protocol/events.ts); this file adds who may publish each.
+export type { HostEvents, ProviderRole };
 export const PROVIDER_ROLES: readonly ProviderRole[] = ["lightning", "payment", "mining", "governance"];
 
 const hex = v.pipe(v.string(), v.regex(/^[0-9a-f]{64}$/, "a 64-character lowercase hex hash"));
@@ -52,57 +53,14 @@ export const ROLE_EVENT_SCHEMAS = {
   WebhookFailed: v.strictObject({ url: text(2048), event_type: text(128), error: text(1024), attempts: count }),
 };
 
-type RoleEvents = { [K in keyof typeof ROLE_EVENT_SCHEMAS]: v.InferOutput<(typeof ROLE_EVENT_SCHEMAS)[K]> };
+/** The schemas check exactly the payload types the wire declares (protocol/events.ts): a field or event on one side only fails the typecheck here. */
+type SchemaOutputs = { [K in keyof typeof ROLE_EVENT_SCHEMAS]: v.InferOutput<(typeof ROLE_EVENT_SCHEMAS)[K]> };
+type Same<X, Y> = [X] extends [Y] ? ([Y] extends [X] ? true : false) : false;
+type Agree<A, B> = Same<keyof A, keyof B> extends true
+  ? false extends { [K in keyof A & keyof B]: Same<keyof A[K], keyof B[K]> extends true ? Same<A[K], B[K]> : false }[keyof A & keyof B] ? false : true
+  : false;
+true satisfies Agree<SchemaOutputs, RoleEvents>;
 
-export interface HostEvents extends ChainEvents, RoleEvents {
-  // Core chain and mempool, beyond the backend's own (chain/backend.ts)
-  NewTransaction: { txid: Hex; fee: number; vsize: number; fee_rate: number };
-  FeeRateChanged: { target_blocks: number; old_fee_rate: number; new_fee_rate: number };
-  MempoolThresholdExceeded: { transaction_count: number; size_bytes: number; threshold_bytes: number };
-  MempoolCleared: { reason: string };
-  // Mining
-  BlockMined: { hash: Hex; height: number; submitted_by: string };
-  MiningDifficultyChanged: { height: number; old_bits: number; new_bits: number };
-  // Network
-  PeerBanned: { addr: string; ban_duration_seconds: number | null };
-  MessageReceived: { peer: string; command: string; size: number };
-  MessageSent: { peer: string; command: string; size: number };
-  BroadcastStarted: { txid: Hex };
-  BroadcastCompleted: { txid: Hex; peers: number };
-  RouteDiscovered: { destination: string; hops: number };
-  RouteFailed: { destination: string; reason: string };
-  // Module lifecycle
-  ModuleLoaded: { module: string; version: string; runtime: string };
-  ModuleUnloaded: { module: string; version: string; reason: string };
-  ModuleCrashed: { module: string; error: string; exit_code: number | null; signal: string | null; will_restart: boolean; quarantined: boolean };
-  ModuleRestarted: { module: string; attempt: number };
-  ModuleDiscovered: { module: string; version: string; source: string };
-  ModuleInstalled: { module: string; version: string };
-  ModuleUpdated: { module: string; old_version: string; new_version: string };
-  ModuleRemoved: { module: string; version: string };
-  ProviderAvailable: { role: ProviderRole; module: string };
-  ProviderUnavailable: { role: ProviderRole; module: string; reason: string };
-  // Configuration and node lifecycle
-  /** `config_json`: the receiving module's own configuration as JSON (its [modules.module_configs.NAME], validated); absent for non-module subscribers. */
-  ConfigLoaded: { changed_sections: string[]; config_json?: string };
-  NodeStartupCompleted: { modules: string[] };
-  NodeShutdown: { reason: string; timeout_seconds: number };
-  NodeShutdownCompleted: { duration_ms: number };
-  // Maintenance and resources
-  DataMaintenance: { operation: string; urgency: "low" | "normal" | "high"; reason: string; timeout_seconds: number };
-  MaintenanceStarted: { operation: string };
-  MaintenanceCompleted: { operation: string; duration_ms: number };
-  HealthCheck: { modules: Array<{ module: string; state: string; healthy: boolean }>; chain_height: number };
-  DiskSpaceLow: { path: string; free_bytes: number; total_bytes: number; threshold_bytes: number };
-  ResourceLimitWarning: { module: string; resource: string; used: number; limit: number };
-  // Consensus (modhost never touches consensus; a backend that validates could report these)
-  BlockValidationStarted: { hash: Hex; height: number };
-  BlockValidationCompleted: { hash: Hex; height: number; valid: boolean; duration_ms: number };
-  ScriptVerificationStarted: { hash: Hex };
-  ScriptVerificationCompleted: { hash: Hex; valid: boolean };
-  DifficultyAdjusted: { height: number; old_bits: number; new_bits: number };
-  SoftForkActivated: { name: string; height: number };
-}
 
 export type HostEventName = keyof HostEvents;
 

@@ -10,6 +10,8 @@
 // Hashes and txids are lowercase hex in display (RPC) byte order, as bitcoind prints them.
 // Amounts are integer satoshis.
 
+import type { ChainEvents } from "../protocol/events.ts";
+
 export type Hex = string;
 
 export interface BlockHeader {
@@ -164,25 +166,8 @@ export interface SubmitBlockResult {
   hash?: Hex;
 }
 
-/** Events a backend emits. Payloads are plain data. */
-export interface ChainEvents {
-  NewBlock: { hash: Hex; height: number; time: number; tx_count: number };
-  BlockDisconnected: { hash: Hex; height: number };
-  ChainReorg: { old_tip: Hex; new_tip: Hex; fork_height: number; disconnected: Hex[]; connected: Hex[] };
-  MempoolTransactionAdded: { txid: Hex; fee: number; vsize: number; fee_rate: number };
-  /**
-   * "other": the backend knows the transaction left the mempool but not why (Bitcoin Core's
-   * ZMQ `sequence` topic does not say; removals by a block are reported as "block").
-   */
-  MempoolTransactionRemoved: { txid: Hex; reason: "block" | "reorg" | "conflict" | "evicted" | "replaced" | "other" };
-  /** The node connected to a peer (a backend with a real node: Bitcoin Core, from getpeerinfo). */
-  PeerConnected: { addr: string; transport_type: string; services: number; version: number };
-  PeerDisconnected: { addr: string };
-  /** The backend lost its node (a backend with a remote node only); requests fail with `backend_unavailable` until ChainBackendRestored. */
-  ChainBackendUnavailable: { backend: string; reason: string };
-  /** The backend reached its node again and caught up: the chain events it missed were emitted before this one. */
-  ChainBackendRestored: { backend: string; unavailable_ms: number; height: number; tip_hash: Hex };
-}
+/** Events a backend emits (payloads in protocol/events.ts, shared with the SDKs). Payloads are plain data. */
+export type { ChainEvents } from "../protocol/events.ts";
 
 export type ChainEventName = keyof ChainEvents;
 

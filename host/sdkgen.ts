@@ -8,11 +8,16 @@
 //   structs, and the catalogue's method list (the result structs stay in types.rs, which
 //   test/sdkgen.test.ts checks against the named schemas field by field).
 //
+// - sdk/types/events.ts: the event payloads, a copy of protocol/events.ts (their one
+//   declaration, shared by the chain backends and the host's event catalogue), so that
+//   modhost/sdk imports nothing outside sdk/types.
+//
 // Only what is mechanical is generated; a method whose SDK form is not (overloads, a Rust
 // form the wire does not have) says so in its family file (`handWritten`), and is then
 // written by hand in sdk/types/index.ts or sdk/rust/src/client.rs. Both files are written by
 // `modhost docs --write` beside the generated docs and checked by the same test.
 
+import { readFileSync } from "node:fs";
 import type * as v from "valibot";
 import { FAMILIES } from "../capabilities/families.ts";
 import { nameOf as nameOfExact, rustByHand as rustByHandExact } from "../capabilities/schemas.ts";
@@ -456,5 +461,18 @@ export function rustSdk(families: readonly Family[] = FAMILIES): string {
     ...methods,
     "}",
     "",
+  ].join("\n");
+}
+
+/** sdk/types/events.ts: protocol/events.ts as it is, under a header that says so. */
+export function typescriptEvents(): string {
+  const source = readFileSync(new URL("../protocol/events.ts", import.meta.url), "utf8");
+  return [
+    "// The event payloads module authors receive: a copy of protocol/events.ts, the one",
+    "// declaration the host and the chain backends use. Edit that file, not this one;",
+    "// `node bin/modhost.js docs --write` copies it again, and test/docs.test.ts fails when this",
+    "// copy is stale.",
+    "",
+    source,
   ].join("\n");
 }

@@ -18,7 +18,7 @@ import type {
   Block, ChainMethods, CliSpec, EventsMethods, FsMethods, Hex, HooksMethods, HookPoint, HookRegistered, IterOptions, IterPage, LightBlock,
   LightningMethods, MempoolMethods, Metric, MetricsMethods, MiningMethods, ModulesMethods, NetworkMethods, Plain, RpcMethods, StorageMethods, TimersMethods,
 } from "./generated.ts";
-import type { HostEvents } from "../../capabilities/event-types.ts";
+import type { HostEvents } from "./events.ts";
 
 export type {
   Block, BlockHeader, BlockTemplate, BlockTemplateOptions, CatalogueMethods, ChainInfo, CliArg, CliCommand, CliSpec, CoinbaseTx, DirEntry, Entry,
@@ -26,7 +26,7 @@ export type {
   MempoolInfo, Metric, MetricKind, ModuleInfo, NetworkStats, PeerInfo, Plain, ProviderKind, StorageOp, StorageQuota, StorageUsage, SubmitBlockResult,
   SubmitBlockStatus, TemplateTransaction, Transaction, TxInput, TxOutput, Utxo,
 } from "./generated.ts";
-export type { HostEvents } from "../../capabilities/event-types.ts";
+export type { ChainEvents, HostEvents, ProviderRole, RoleEvents } from "./events.ts";
 
 /** An error from the host: `code` is machine-readable, `message` says what to do. */
 export interface ModhostError extends Error {
