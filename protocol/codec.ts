@@ -37,6 +37,21 @@ const packr = new Packr({ useRecords: false, mapsAsObjects: true, variableMapSiz
 
 /** Nesting (containers on the path to the deepest value) a data value may have: storage values, params, results, payloads. */
 export const MAX_VALUE_DEPTH = 64;
+/**
+ * Whether `value` has more than `max` containers (arrays, maps) on the path to its deepest
+ * value (a data value may have MAX_VALUE_DEPTH). The frame's own limit (max_depth) leaves
+ * room for the message around a data value, so a receiver checks a data value's own depth
+ * where it matters: a module's invocation result, the params of a module call. Visits only
+ * containers; recursion is bounded by the depth of the decoded body (max_depth).
+ */
+export function deeperThan(value: unknown, max: number): boolean {
+  if (value === null || typeof value !== "object" || value instanceof Uint8Array) return false;
+  if (max <= 0) return true;
+  const items = Array.isArray(value) ? value : Object.values(value);
+  for (const item of items) if (item !== null && typeof item === "object" && deeperThan(item, max - 1)) return true;
+  return false;
+}
+
 /** Nesting the message around a data value may add (request > params > ops > op > value). */
 const ENVELOPE_DEPTH = 8;
 

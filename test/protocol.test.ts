@@ -897,6 +897,30 @@ test("a refused invocation_result fails its invocation at once instead of waitin
   t.regex(err!.message, /invocation_result was refused: .*__proto__/);
 });
 
+test("depth: a module's invocation result and call_module params hold a data value of exactly 64 levels; 65 is refused, naming the limit", async (t) => {
+  const { peer, session } = await openSession(t, { grants: ["call_module"] });
+  const nest = (levels: number): unknown => {
+    let v: unknown = "bottom";
+    for (let i = 0; i < levels; i++) v = i % 2 ? [v] : { v };
+    return v;
+  };
+  const ok = session.invoke("health", {}, 60_000);
+  const inv = await peer.next((f) => f.t === "invocation");
+  peer.socket.write(encodeFrame(rawPack({ t: "invocation_result", id: inv.id, result: nest(MAX_VALUE_DEPTH) })));
+  t.deepEqual(await ok, nest(MAX_VALUE_DEPTH));
+  const over = session.invoke("health", {}, 60_000);
+  const inv2 = await peer.next((f) => f.t === "invocation" && f.id !== inv.id);
+  // 65 levels under result: the body is 66 deep, within the frame's max_depth of 72.
+  peer.socket.write(encodeFrame(rawPack({ t: "invocation_result", id: inv2.id, result: nest(MAX_VALUE_DEPTH + 1) })));
+  const err = await t.throwsAsync(over, { instanceOf: InvocationError });
+  t.is(err!.wire.code, "invalid_message");
+  t.regex(err!.message, /result is nested deeper than 64 levels/);
+  const call = await peer.call("call_module", { target: "other", method: "m", params: nest(MAX_VALUE_DEPTH + 1) });
+  t.is((call.error as { code: string }).code, "invalid_params");
+  t.regex((call.error as { message: string }).message, /params is nested deeper than 64 levels/);
+  t.true(session.isOpen);
+});
+
 test("codec: the envelope of a refused body is read without decoding the rest", (t) => {
   const body = Buffer.concat([rawPack({ t: "request", id: 123456 }).subarray(0, 1), Buffer.from([])]);
   t.deepEqual(readEnvelope(body), {}, "truncated: nothing");
