@@ -794,11 +794,15 @@ test("hostile: a frame of shared references (structured clone) as the very first
   t.true(session.isOpen);
 });
 
-test("hostile: a 4 MiB method name is refused by its length and answered with its id; long names get no suggestion", async (t) => {
+test("hostile: a 1,000,000-character method name is refused by its length and answered with its id (4 MiB by max_total_string_bytes); long names get no suggestion", async (t) => {
   const { peer, session } = await openSession(t, { grants: ["read_chain_state"] });
-  const huge = await peer.call("x".repeat(4 * 1024 * 1024));
+  const huge = await peer.call("x".repeat(1_000_000));
   t.is((huge.error as { code: string }).code, "invalid_message");
-  t.regex((huge.error as { message: string }).message, /request\.method is 4194304 characters long; method names are at most 128/);
+  t.regex((huge.error as { message: string }).message, /request\.method is 1000000 characters long; method names are at most 128/);
+  peer.socket.write(encodeFrame(rawPack({ t: "request", id: 4444, method: "x".repeat(4 * 1024 * 1024), params: {} })));
+  const over = await peer.response(4444);
+  t.is((over.error as { code: string }).code, "invalid_message");
+  t.regex((over.error as { message: string }).message, /over the protocol limit max_total_string_bytes = 1048576/);
   const long = await peer.call("get_block_height".repeat(6));
   t.is((long.error as { code: string }).code, "unknown_method");
   t.regex((long.error as { message: string }).message, /\(96 characters; no method name is longer than 64\)/);
@@ -808,9 +812,9 @@ test("hostile: a 4 MiB method name is refused by its length and answered with it
   t.true(session.isOpen);
 });
 
-test("hostile: a 4 MiB event type or tree name is answered with its id and an error message cut to a bounded length", async (t) => {
+test("hostile: a 1,000,000-character event type or tree name is answered with its id and an error message cut to a bounded length", async (t) => {
   const { peer, session } = await openSession(t, { grants: ["subscribe_events", "write_storage"], store: true });
-  const big = "E".repeat(4 * 1024 * 1024);
+  const big = "E".repeat(1_000_000);
   for (const [method, params] of [["subscribe_events", { types: [big] }], ["storage_open_tree", { tree: big }]] as const) {
     const r = await peer.call(method, params as Record<string, unknown>);
     t.is((r.error as { code: string }).code, "invalid_params", method);

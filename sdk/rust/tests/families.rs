@@ -822,7 +822,7 @@ fn lightning_network_http_and_mining() {
             ),
             (
                 "submit_block",
-                map([("hex", "0000".into())]),
+                map([("hex", Value::Bin(vec![0, 0]))]),
                 Ok(map([
                     ("result", "rejected".into()),
                     ("reason", "high-hash: proof of work failed".into()),
@@ -830,12 +830,12 @@ fn lightning_network_http_and_mining() {
             ),
             (
                 "queue_received_block",
-                map([("hex", "0100".into())]),
+                map([("hex", Value::Bin(vec![1, 0]))]),
                 Ok(map([("result", "accepted".into()), ("hash", "ab".repeat(32).into())])),
             ),
             (
                 "submit_block",
-                map([("hex", "0200".into())]),
+                map([("hex", Value::Bin(vec![2, 0]))]),
                 Ok(map([("result", "inconclusive".into())])),
             ),
         ],
