@@ -149,8 +149,9 @@ export class ModuleClient {
     return this.request("subscribe_events", { types });
   }
 
+  /** The host keeps the first 8,192 characters of a message: only those are sent (more than 1 MiB would be refused, max_total_string_bytes). */
   log(level: LogLevel, message: string, fields?: Record<string, unknown>): void {
-    this.channel.send({ t: "log", level, message, ...(fields ? { fields } : {}) });
+    this.channel.send({ t: "log", level, message: message.length > 8192 ? message.slice(0, 8192) : message, ...(fields ? { fields } : {}) });
   }
 
   /** Tell the host start-up is complete. */

@@ -527,11 +527,13 @@ impl Client {
         self.inner.send(&Message::Ready)
     }
 
-    /// A line for the host log.
+    /// A line for the host log. The host keeps the first 8,192 characters of a message; only
+    /// those are sent (a longer one would cost bandwidth, and past 1 MiB be refused:
+    /// `max_total_string_bytes`).
     pub fn log(&self, level: LogLevel, message: &str) -> Result<()> {
         self.inner.send(&Message::Log(LogMessage {
             level,
-            message: message.to_owned(),
+            message: log_text(message),
             fields: None,
         }))
     }
@@ -541,7 +543,7 @@ impl Client {
         let fields = to_value(fields).map_err(|e| Error::Protocol(format!("log fields: {e}")))?;
         self.inner.send(&Message::Log(LogMessage {
             level,
-            message: message.to_owned(),
+            message: log_text(message),
             fields: Some(fields),
         }))
     }
@@ -866,6 +868,16 @@ struct RawParams<'a> {
 struct HexParams<'a> {
     hex: &'a str,
 }
+/// Characters of a log message the host keeps (host/log.ts MODULE_LOG_LIMITS.messageChars).
+const LOG_MESSAGE_CHARS: usize = 8192;
+/// The part of a log message the host keeps.
+fn log_text(message: &str) -> String {
+    match message.char_indices().nth(LOG_MESSAGE_CHARS) {
+        Some((cut, _)) => message[..cut].to_owned(),
+        None => message.to_owned(),
+    }
+}
+
 /// The bytes of an even-length string of hex digits, or None.
 fn hex_to_bytes(hex: &str) -> Option<Vec<u8>> {
     let digit = |c: u8| match c {
@@ -875,7 +887,7 @@ fn hex_to_bytes(hex: &str) -> Option<Vec<u8>> {
         _ => None,
     };
     let b = hex.as_bytes();
-    if b.is_empty() || b.len() % 2 != 0 {
+    if b.is_empty() || !b.len().is_multiple_of(2) {
         return None;
     }
     b.chunks(2).map(|p| Some(digit(p[0])? << 4 | digit(p[1])?)).collect()
@@ -1257,7 +1269,8 @@ impl Inner {
                 // An answer that cannot be sent (over max_frame_bytes or max_total_string_bytes, or not encodable) is the
                 // caller's error, answered as one: never silence, which the caller would wait
                 // out until its timeout.
-                let too_large = why.contains("exceeds the maximum frame size") || why.contains("max_total_string_bytes");
+                let too_large =
+                    why.contains("exceeds the maximum frame size") || why.contains("max_total_string_bytes");
                 let message: String = format!(
                     "the answer to this {} invocation could not be sent: {why}; {}",
                     inv.kind,

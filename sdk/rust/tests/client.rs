@@ -556,6 +556,8 @@ fn logs_ready_and_goodbye() {
         )
         .unwrap();
     client.warn("careful");
+    // The host keeps 8,192 characters of a message; 3 MB would be refused (max_total_string_bytes).
+    client.log(LogLevel::Info, &"é".repeat(1_500_000)).unwrap();
     client.goodbye(Some(("module_error", "done").into())).unwrap();
     assert_eq!(host.recv(), Message::Ready);
     assert_eq!(
@@ -570,6 +572,8 @@ fn logs_ready_and_goodbye() {
     assert_eq!(l.fields.unwrap()["height"].as_u64(), Some(101));
     let Message::Log(l) = host.recv() else { panic!("log") };
     assert_eq!((l.level, l.message.as_str()), (LogLevel::Warn, "careful"));
+    let Message::Log(l) = host.recv() else { panic!("log") };
+    assert_eq!(l.message, "é".repeat(8192), "cut to what the host keeps");
     let Message::Goodbye(g) = host.recv() else {
         panic!("goodbye")
     };
