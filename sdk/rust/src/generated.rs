@@ -656,10 +656,7 @@ impl Client {
 
     /// Whether a txid is in the mempool. Needs `read_mempool`.
     pub fn check_transaction_in_mempool(&self, txid: &str) -> Result<bool> {
-        self.request(
-            "check_transaction_in_mempool",
-            &CheckTransactionInMempoolParams { txid },
-        )
+        self.request("check_transaction_in_mempool", &CheckTransactionInMempoolParams { txid })
     }
 
     /// Fee rate (sat/vB) to confirm within target_blocks. Needs `read_mempool`.
@@ -671,8 +668,7 @@ impl Client {
 
     /// Create a tree if it does not exist. Needs `write_storage`.
     pub fn storage_open_tree(&self, tree: &str) -> Result<()> {
-        self.request_raw("storage_open_tree", &StorageOpenTreeParams { tree })
-            .map(drop)
+        self.request_raw("storage_open_tree", &StorageOpenTreeParams { tree }).map(drop)
     }
 
     /// Names of the module's trees. Needs `read_storage`.
@@ -682,8 +678,7 @@ impl Client {
 
     /// Delete a tree and all its keys. Needs `manage_storage`.
     pub fn storage_drop_tree(&self, tree: &str) -> Result<()> {
-        self.request_raw("storage_drop_tree", &StorageDropTreeParams { tree })
-            .map(drop)
+        self.request_raw("storage_drop_tree", &StorageDropTreeParams { tree }).map(drop)
     }
 
     /// Value of a key, or null. Needs `read_storage`.
@@ -698,8 +693,7 @@ impl Client {
 
     /// Set a key to a value (any plain data). Needs `write_storage`.
     pub fn storage_insert<T: Serialize + ?Sized>(&self, tree: &str, key: &str, value: &T) -> Result<()> {
-        self.request_raw("storage_insert", &StorageInsertParams { tree, key, value })
-            .map(drop)
+        self.request_raw("storage_insert", &StorageInsertParams { tree, key, value }).map(drop)
     }
 
     /// Delete a key; true if it existed. Needs `write_storage`.
@@ -709,8 +703,7 @@ impl Client {
 
     /// Apply put/delete operations atomically: all or none. Needs `write_storage`.
     pub fn storage_transaction(&self, tree: &str, ops: &[StorageOp]) -> Result<()> {
-        self.request_raw("storage_transaction", &StorageTransactionParams { tree, ops })
-            .map(drop)
+        self.request_raw("storage_transaction", &StorageTransactionParams { tree, ops }).map(drop)
     }
 
     /// Bytes, keys and trees used, and the quota. Needs `read_storage`.
@@ -747,10 +740,7 @@ impl Client {
     /// handler stays in the module (an `rpc` invocation). Calls arrive as `rpc` invocations: handle
     /// them with [`Client::on_rpc`] first. Needs `register_rpc_endpoint`.
     pub fn register_rpc_endpoint(&self, method: &str, description: &str) -> Result<String> {
-        self.request(
-            "register_rpc_endpoint",
-            &RegisterRpcEndpointParams { method, description },
-        )
+        self.request("register_rpc_endpoint", &RegisterRpcEndpointParams { method, description })
     }
 
     /// Stop serving a method; true if it was registered. Needs `register_rpc_endpoint`.
@@ -762,8 +752,7 @@ impl Client {
     /// \[args\]` runs them (a `cli` invocation). Calls arrive as `cli` invocations: handle them
     /// with [`Client::on_cli`] first. Needs `register_rpc_endpoint`.
     pub fn register_cli_spec(&self, spec: &CliSpec) -> Result<()> {
-        self.request_raw("register_cli_spec", &RegisterCliSpecParams { spec })
-            .map(drop)
+        self.request_raw("register_cli_spec", &RegisterCliSpecParams { spec }).map(drop)
     }
 
     // metrics: Report the module's metrics; read modules' metrics.
@@ -796,8 +785,7 @@ impl Client {
 
     /// Create a directory and any missing parents. Needs `manage_filesystem`.
     pub fn create_directory(&self, path: &str) -> Result<()> {
-        self.request_raw("create_directory", &CreateDirectoryParams { path })
-            .map(drop)
+        self.request_raw("create_directory", &CreateDirectoryParams { path }).map(drop)
     }
 
     /// { path, size, is_file, is_directory, modified, created } (milliseconds; created may be
@@ -812,8 +800,7 @@ impl Client {
     /// Calls arrive as `module_api` invocations: handle them with [`Client::on_module_api`] first.
     /// Needs `register_module_api`.
     pub fn register_module_api(&self, methods: &[&str]) -> Result<()> {
-        self.request_raw("register_module_api", &RegisterModuleApiParams { methods })
-            .map(drop)
+        self.request_raw("register_module_api", &RegisterModuleApiParams { methods }).map(drop)
     }
 
     /// Withdraw this module's API. Needs `register_module_api`.
@@ -878,8 +865,7 @@ impl Client {
     /// role. Calls arrive as `provider` invocations: handle them with [`Client::on_provider`]
     /// first. Needs `register_module_api`.
     pub fn register_provider(&self, kind: ProviderKind) -> Result<()> {
-        self.request_raw("register_provider", &RegisterProviderParams { kind })
-            .map(drop)
+        self.request_raw("register_provider", &RegisterProviderParams { kind }).map(drop)
     }
 
     // network: Network statistics and peers; HTTP requests to granted hosts, made by the host.
