@@ -14,7 +14,7 @@ import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { monitorEventLoopDelay } from "node:perf_hooks";
-import { FrameChannel } from "../protocol/channel.ts";
+import { FrameChannel, HOST_SIDE } from "../protocol/channel.ts";
 import { HostSession } from "../host/session.ts";
 import { ApiHub } from "../host/hub.ts";
 import { EventBus } from "../host/events/bus.ts";
@@ -98,7 +98,7 @@ const descriptors = ["read_blockchain", "read_chain_state", "read_storage", "wri
 const { effective } = resolveGrants(descriptors, descriptors, []);
 let session: HostSession | undefined;
 const server = net.createServer((socket) => {
-  session = new HostSession(new FrameChannel(socket), {
+  session = new HostSession(new FrameChannel(socket, HOST_SIDE), {
     module: "probe", grants: effective, hub, bus: new EventBus(), logger,
     call: { module: "probe", chain, store, config: {}, dataDir: dir },
   });

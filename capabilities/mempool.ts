@@ -2,7 +2,7 @@
 import * as v from "valibot";
 import { CapabilityError, method, type Family } from "./types.ts";
 import { Hex, MempoolEntry, MempoolInfo, Transaction, f64, hash, none } from "./schemas.ts";
-import { MAX_BLOCK_BYTES, rawHex } from "./mining.ts";
+import { MAX_BLOCK_BYTES, rawBytes, toHex } from "./mining.ts";
 import { HookRejection } from "./hooks.ts";
 import { decodeTransaction, describeTransaction } from "../chain/serialise.ts";
 import { hexToBytes } from "@noble/hashes/utils.js";
@@ -22,22 +22,24 @@ export const mempool: Family = {
       summary: "Fee rate (sat/vB) to confirm within target_blocks.", handler: (c, p) => c.chain.estimateFee(p.target_blocks),
     }),
     method({
-      name: "submit_transaction", result: Hex, js: "submit", permission: "send_transactions", args: ["hex"], params: v.object({ hex: rawHex(MAX_BLOCK_BYTES) }),
-      summary: "Submit a serialised transaction to the mempool; returns its txid. A refused transaction fails with invalid_params and the reason; one refused by a tx_submit hook with hook_rejected, naming the hook's module.",
+      name: "submit_transaction", result: Hex, js: "submit", permission: "send_transactions", args: ["hex"], params: v.object({ hex: rawBytes(MAX_BLOCK_BYTES) }),
+      handWritten: { rust: "submit_transaction (hex, sent as binary) and submit_transaction_bytes" },
+      summary: "Submit a serialised transaction (binary, or hex) to the mempool; returns its txid. A refused transaction fails with invalid_params and the reason; one refused by a tx_submit hook with hook_rejected, naming the hook's module.",
       audit: true,
       handler: async (c, p) => {
+        const hex = toHex(p.hex);
         // The tx_submit hooks see the transaction first (capabilities/hooks.ts); only when there are any.
         if (c.services.hooks?.active("tx_submit")) {
           let txid: string;
           try {
-            txid = describeTransaction(decodeTransaction(hexToBytes(p.hex))).txid;
+            txid = describeTransaction(decodeTransaction(hexToBytes(hex))).txid;
           } catch (err) {
             throw new CapabilityError("invalid_params", `transaction rejected: ${(err as Error).message}`);
           }
-          await c.services.hooks.run("tx_submit", { txid, hex: p.hex, module: c.module });
+          await c.services.hooks.run("tx_submit", { txid, hex, module: c.module });
         }
         try {
-          return await c.chain.submitTransaction(p.hex);
+          return await c.chain.submitTransaction(hex);
         } catch (err) {
           if (err instanceof HookRejection) throw err;
           throw new CapabilityError("invalid_params", `transaction rejected: ${(err as Error).message}`);

@@ -25,6 +25,28 @@ export function rawHex(maxBytes: number) {
   ));
 }
 
+/**
+ * Raw bytes of at most `maxBytes`: binary (MessagePack bin; Uint8Array in TypeScript, bytes
+ * in Rust), or their hex as a string. Binary is the form for anything large: a module's
+ * message holds at most max_total_string_bytes (1 MiB) of strings, which a block over 512 KB
+ * as hex passes (docs/protocol.md section 3.1); hex is kept for what is small and for modules
+ * written before. Either way the handler gets lowercase hex (toHex).
+ */
+export function rawBytes(maxBytes: number) {
+  return v.union([
+    rawHex(maxBytes),
+    named("Bytes", v.pipe(
+      v.custom<Uint8Array>((x) => x instanceof Uint8Array, "expected bytes (binary) or hex"),
+      v.check((b) => b.byteLength <= maxBytes, `at most ${maxBytes} bytes`),
+    )),
+  ], `expected the raw bytes as binary, or as hex (an even number of 0-9a-f characters), at most ${maxBytes} bytes`);
+}
+
+/** Lowercase hex of what rawBytes accepted. */
+export function toHex(raw: string | Uint8Array): string {
+  return typeof raw === "string" ? raw : Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength).toString("hex");
+}
+
 /** A block is at most 4 MB (weight 4,000,000, every byte at least weight 1). */
 export const MAX_BLOCK_BYTES = 4_000_000;
 
@@ -46,20 +68,23 @@ export const mining: Family = {
       },
     }),
     method({
-      name: "submit_block", result: SubmitBlockResult, js: "submitBlock", permission: "submit_block", args: ["hex"], params: v.object({ hex: rawHex(MAX_BLOCK_BYTES) }),
-      summary: 'Submit a serialised block; answers {result, reason?, hash?} with result "accepted", "duplicate" or "rejected" (reason: why).',
+      name: "submit_block", result: SubmitBlockResult, js: "submitBlock", permission: "submit_block", args: ["hex"], params: v.object({ hex: rawBytes(MAX_BLOCK_BYTES) }),
+      handWritten: { rust: "submit_block (hex, sent as binary) and submit_block_bytes" },
+      summary: 'Submit a serialised block (binary, or hex); answers {result, reason?, hash?} with result "accepted", "duplicate" or "rejected" (reason: why).',
       audit: true,
       handler: (c, p) => {
+        const hex = toHex(p.hex);
         // Said before submitting: a backend may announce the block (NewBlock) before it answers.
-        if (p.hex.length >= 160) c.services.blockSubmitted?.(displayHex(sha256d(hexToBytes(p.hex.slice(0, 160)))), c.module);
-        return c.chain.submitBlock(p.hex);
+        if (hex.length >= 160) c.services.blockSubmitted?.(displayHex(sha256d(hexToBytes(hex.slice(0, 160)))), c.module);
+        return c.chain.submitBlock(hex);
       },
     }),
     method({
-      name: "queue_received_block", result: SubmitBlockResult, js: "queueBlock", permission: "queue_inbound_block", args: ["hex"], params: v.object({ hex: rawHex(MAX_BLOCK_BYTES) }),
-      summary: "Hand the node a serialised block as if a peer had sent it; checked and connected like submit_block, same answer.",
+      name: "queue_received_block", result: SubmitBlockResult, js: "queueBlock", permission: "queue_inbound_block", args: ["hex"], params: v.object({ hex: rawBytes(MAX_BLOCK_BYTES) }),
+      handWritten: { rust: "queue_received_block (hex, sent as binary) and queue_received_block_bytes" },
+      summary: "Hand the node a serialised block (binary, or hex) as if a peer had sent it; checked and connected like submit_block, same answer.",
       audit: true,
-      handler: (c, p) => c.chain.submitBlock(p.hex),
+      handler: (c, p) => c.chain.submitBlock(toHex(p.hex)),
     }),
   ],
 };

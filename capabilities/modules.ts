@@ -5,7 +5,8 @@
 // of call_module may be scoped to target modules ("call_module=price-feed"). Routing, call
 // depth and timeouts are the module directory's job (host/services/modules.ts).
 import * as v from "valibot";
-import { method, type CallContext, type Family, serviceOf } from "./types.ts";
+import { CapabilityError, method, type CallContext, type Family, serviceOf } from "./types.ts";
+import { deeperThan, MAX_VALUE_DEPTH } from "../protocol/codec.ts";
 import { ModuleInfo, Plain, done, none } from "./schemas.ts";
 
 /** Default and largest wait for another module's answer. */
@@ -39,7 +40,13 @@ export const modules: Family = {
       }),
       summary: `Call a method of another module's API; the callee sees this module as the caller. Waits up to timeout_ms (default ${CALL_TIMEOUT_MS}, at most ${MAX_CALL_TIMEOUT_MS}).`,
       targets: (p) => [p.target],
-      handler: (c, p) => directory(c).call(c.module, p.target, p.method, p.params ?? null, p.timeout_ms ?? CALL_TIMEOUT_MS),
+      handler: (c, p) => {
+        // The frame leaves room for the request around params; a data value has at most 64 levels.
+        if (deeperThan(p.params, MAX_VALUE_DEPTH)) {
+          throw new CapabilityError("invalid_params", `params is nested deeper than ${MAX_VALUE_DEPTH} levels, the most a data value may have (a fixed protocol limit: docs/protocol.md section 3.1); send a flatter value`);
+        }
+        return directory(c).call(c.module, p.target, p.method, p.params ?? null, p.timeout_ms ?? CALL_TIMEOUT_MS);
+      },
     }),
     method({
       name: "register_module_api", result: done, callback: "module_api", js: "registerApi", permission: "register_module_api", args: ["methods"],

@@ -6,7 +6,7 @@ import { duplexPair, type Duplex } from "node:stream";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { FrameChannel } from "../protocol/channel.ts";
+import { FrameChannel, HOST_SIDE } from "../protocol/channel.ts";
 import { FrameDecoder } from "../protocol/frame.ts";
 import { decodeBody } from "../protocol/codec.ts";
 import { HostSession } from "../host/session.ts";
@@ -68,7 +68,7 @@ export interface Connection {
 export function connect(s: Shared, opts: { handshakeTimeoutMs?: number } = {}): Connection {
   const [hostEnd, peer] = duplexPair();
   const { effective } = resolveGrants(GRANTS.map((d) => parseDescriptor(d)), GRANTS.map((d) => parseDescriptor(d)), []);
-  const channel = new FrameChannel(hostEnd);
+  const channel = new FrameChannel(hostEnd, HOST_SIDE);
   const session = new HostSession(channel, {
     module: MODULE,
     grants: effective,

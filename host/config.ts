@@ -231,7 +231,7 @@ const RPC_LIMIT_DOCS: Record<keyof RpcLimits, string> = {
   max_batch: "requests in one JSON-RPC batch",
   max_json_depth: "nesting of arrays and objects in a body, checked before it is parsed",
   max_method_length: "characters in a method name",
-  max_response_bytes: "bytes of JSON in one answer (a batch's answers together); an answer that does not fit is replaced by a `-32006` error with its id. Answers are written in slices of ~2 ms, binary as hex",
+  max_response_bytes: "bytes of JSON in one answer (a batch's answers together); an answer that does not fit is replaced by a `-32006` error with its id (in a batch, at once as it arrives: its data is not held while the rest of the batch runs). Answers are written in slices of ~2 ms, binary as hex",
 };
 
 function rpcSchema(base: string) {

@@ -11,7 +11,7 @@
 import { EventEmitter } from "node:events";
 import type { Duplex } from "node:stream";
 import { DEFAULT_MAX_FRAME_BYTES, FrameDecoder, FramingError } from "./frame.ts";
-import { CodecError, decodeBody, DEFAULT_BODY_LIMITS, EncodeError, encodeBody, encodeEnvelope, readEnvelope, type BodyLimits } from "./codec.ts";
+import { CodecError, decodeBody, DEFAULT_BODY_LIMITS, EncodeError, encodeBody, encodeEnvelope, HOST_BODY_LIMITS, readEnvelope, type BodyLimits } from "./codec.ts";
 
 /** Frames waiting for the end of the turn are written at once when they reach this many bytes. */
 const COALESCE_BYTES = 64 * 1024;
@@ -47,15 +47,26 @@ export interface ChannelEvents {
 
 export interface ChannelOptions {
   maxFrameBytes?: number;
-  /** Limits on the bodies received, and on those sent (the peer has the same). */
+  /** Limits on the bodies received (default: the protocol's, DEFAULT_BODY_LIMITS). */
   limits?: Readonly<BodyLimits>;
+  /** Limits on the bodies sent, those the peer receives with (default: `limits`). */
+  sendLimits?: Readonly<BodyLimits>;
 }
+
+/**
+ * The two ends' limits: they differ only in max_total_string_bytes, which bounds the strings
+ * of what a module sends (what they cost the host's shared loop to decode), not of what the
+ * host sends (codec.ts HOST_BODY_LIMITS).
+ */
+export const HOST_SIDE: Readonly<ChannelOptions> = Object.freeze({ limits: DEFAULT_BODY_LIMITS, sendLimits: HOST_BODY_LIMITS });
+export const MODULE_SIDE: Readonly<ChannelOptions> = Object.freeze({ limits: HOST_BODY_LIMITS, sendLimits: DEFAULT_BODY_LIMITS });
 
 export class FrameChannel extends EventEmitter<ChannelEvents> {
   private readonly decoder: FrameDecoder;
   private closed = false;
   readonly maxFrameBytes: number;
   readonly limits: Readonly<BodyLimits>;
+  readonly sendLimits: Readonly<BodyLimits>;
   /** Frames (headers and bodies) waiting for the end of the turn. */
   private out: Buffer[] = [];
   private outBytes = 0;
@@ -73,6 +84,7 @@ export class FrameChannel extends EventEmitter<ChannelEvents> {
     const opts = typeof options === "number" ? { maxFrameBytes: options } : options;
     this.maxFrameBytes = opts.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES;
     this.limits = opts.limits ?? DEFAULT_BODY_LIMITS;
+    this.sendLimits = opts.sendLimits ?? this.limits;
     this.decoder = new FrameDecoder(this.maxFrameBytes);
     socket.on("data", (chunk: Buffer) => this.onData(chunk));
     socket.on("error", (err) => this.finish(err));
@@ -118,7 +130,7 @@ export class FrameChannel extends EventEmitter<ChannelEvents> {
    */
   send(message: unknown): boolean {
     if (this.closed) return false;
-    return this.sendBody(encodeBody(message, this.limits));
+    return this.sendBody(encodeBody(message, this.sendLimits));
   }
 
   /**
@@ -128,7 +140,7 @@ export class FrameChannel extends EventEmitter<ChannelEvents> {
    */
   sendEnvelope(head: Record<string, unknown>, key: string, value: unknown, shared?: object): boolean {
     if (this.closed) return false;
-    return this.sendBody(...encodeEnvelope(head, key, value, this.limits, shared));
+    return this.sendBody(...encodeEnvelope(head, key, value, this.sendLimits, shared));
   }
 
   /** Queue one frame whose body is `parts`, one after the other. */

@@ -37,6 +37,21 @@ const packr = new Packr({ useRecords: false, mapsAsObjects: true, variableMapSiz
 
 /** Nesting (containers on the path to the deepest value) a data value may have: storage values, params, results, payloads. */
 export const MAX_VALUE_DEPTH = 64;
+/**
+ * Whether `value` has more than `max` containers (arrays, maps) on the path to its deepest
+ * value (a data value may have MAX_VALUE_DEPTH). The frame's own limit (max_depth) leaves
+ * room for the message around a data value, so a receiver checks a data value's own depth
+ * where it matters: a module's invocation result, the params of a module call. Visits only
+ * containers; recursion is bounded by the depth of the decoded body (max_depth).
+ */
+export function deeperThan(value: unknown, max: number): boolean {
+  if (value === null || typeof value !== "object" || value instanceof Uint8Array) return false;
+  if (max <= 0) return true;
+  const items = Array.isArray(value) ? value : Object.values(value);
+  for (const item of items) if (item !== null && typeof item === "object" && deeperThan(item, max - 1)) return true;
+  return false;
+}
+
 /** Nesting the message around a data value may add (request > params > ops > op > value). */
 const ENVELOPE_DEPTH = 8;
 
@@ -45,6 +60,8 @@ export interface BodyLimits {
   maxDepth: number;
   /** UTF-8 bytes of one string (map keys included). */
   maxStringBytes: number;
+  /** UTF-8 bytes of all strings in one body (map keys included): what decoding them costs the receiver. */
+  maxTotalStringBytes: number;
   /** Bytes of one binary value. */
   maxBinaryBytes: number;
   /** Values in one body: every nil, number, string, binary, array and map, keys included. */
@@ -59,18 +76,40 @@ export interface BodyLimits {
 /** Map keys up to this many UTF-8 bytes count once per body towards max_map_keys; longer ones at every appearance. */
 export const SHORT_KEY_BYTES = 64;
 
+/**
+ * max_total_string_bytes of a body a module sends (the host receives): every string becomes a
+ * string of the receiver's language, and on the host that costs its shared event loop ~3 ms
+ * per MiB (allocation and the garbage collection it brings; bench/host-loop.ts), binary
+ * nothing (a view of the frame). Large data travels as binary (docs/protocol.md section 3.1).
+ */
+export const MAX_TOTAL_STRING_BYTES = 1024 * 1024;
+
+/** The limits of a body a module sends, which the host receives: the protocol's limits (docs/protocol.md section 3.1). */
 export const DEFAULT_BODY_LIMITS: Readonly<BodyLimits> = Object.freeze({
   maxDepth: MAX_VALUE_DEPTH + ENVELOPE_DEPTH,
   maxStringBytes: 16 * 1024 * 1024,
+  maxTotalStringBytes: MAX_TOTAL_STRING_BYTES,
   maxBinaryBytes: 16 * 1024 * 1024,
   maxValues: 65_536,
   maxMapKeys: 4096,
+});
+
+/**
+ * The limits of a body the host sends (a module receives): the same, but for
+ * max_total_string_bytes, which only the frame bounds. The host's answers carry the hex of
+ * blocks and transactions it already holds (get_block of a 4 MB block: ~16 MB of hex), and a
+ * module's decoding cost is its own, in its own process.
+ */
+export const HOST_BODY_LIMITS: Readonly<BodyLimits> = Object.freeze({
+  ...DEFAULT_BODY_LIMITS,
+  maxTotalStringBytes: Number.MAX_SAFE_INTEGER,
 });
 
 /** The names the limits go by in errors and in docs/protocol.md. */
 const LIMIT_NAMES: Record<keyof BodyLimits, string> = {
   maxDepth: "max_depth",
   maxStringBytes: "max_string_bytes",
+  maxTotalStringBytes: "max_total_string_bytes",
   maxBinaryBytes: "max_binary_bytes",
   maxValues: "max_values",
   maxMapKeys: "max_map_keys",
@@ -208,6 +247,7 @@ export function validate(b: Buffer, limits: Readonly<BodyLimits> = DEFAULT_BODY_
         if (n > limits.maxStringBytes) fail(limits, at, `string of ${n} bytes`, "maxStringBytes");
         if (end - pos < n) fail(limits, at, `truncated: a string of ${n} bytes with ${end - pos} left`);
         stringBytes += n;
+        if (stringBytes > limits.maxTotalStringBytes) fail(limits, at, `${stringBytes} bytes of strings so far (${TOTAL_STRINGS_HINT})`, "maxTotalStringBytes");
         let ascii = true;
         if (n > 32) ascii = false;
         else for (let i = pos; i < pos + n; i++) if (b[i]! >= 0x80) { ascii = false; break; }
@@ -241,6 +281,8 @@ export function validate(b: Buffer, limits: Readonly<BodyLimits> = DEFAULT_BODY_
     }
   }
 }
+
+const TOTAL_STRINGS_HINT = "send large data, such as a block, a transaction, a file or an HTTP body, as binary: strings cost the receiver far more";
 
 const MAP_KEYS_MESSAGE =
   "too many distinct map keys in one body (each new key costs the receiver a new property name; a map keyed by data, such as ids or hashes, belongs in an array of [key, value] pairs, or split across messages)";
@@ -536,7 +578,7 @@ function skip(b: Buffer, p: number): number {
  * bounds; a cycle is caught by the ancestor check long before that.
  */
 export function toWire(value: unknown, limits: Readonly<BodyLimits> = DEFAULT_BODY_LIMITS): unknown {
-  const state: PrepareState = { values: limits.maxValues, ancestors: [], keys: [], limits, mapKeys: newKeyCount() };
+  const state: PrepareState = { values: limits.maxValues, stringBytes: limits.maxTotalStringBytes, ancestors: [], keys: [], limits, mapKeys: newKeyCount() };
   return prepare(value, 0, state);
 }
 
@@ -572,6 +614,8 @@ function countKey(k: string, s: PrepareState): void {
 
 interface PrepareState {
   values: number;
+  /** UTF-8 bytes of strings still allowed (max_total_string_bytes), map keys included. */
+  stringBytes: number;
   ancestors: object[];
   /** Map keys and array indexes down to the value being prepared, for error messages. */
   keys: Array<string | number>;
@@ -591,6 +635,20 @@ function tooLarge(what: string, limit: keyof BodyLimits, limits: Readonly<BodyLi
   throw new EncodeError("result_too_large", `${what}: over the protocol limit ${LIMIT_NAMES[limit]} = ${limits[limit]} (docs/protocol.md, section 3); send less at a time`, LIMIT_NAMES[limit]);
 }
 
+/** max_total_string_bytes on the sending side: the UTF-8 bytes of `v` (exact, as the receiver counts them). */
+function countString(v: string, s: PrepareState): void {
+  // A string of ASCII is as many bytes as UTF-16 units; Buffer.byteLength only when needed.
+  s.stringBytes -= v.length < 16 && isAsciiShort(v) ? v.length : Buffer.byteLength(v);
+  if (s.stringBytes < 0) {
+    tooLarge(`${pathOf(s)} brings the message to ${s.limits.maxTotalStringBytes - s.stringBytes} bytes of strings (${TOTAL_STRINGS_HINT})`, "maxTotalStringBytes", s.limits);
+  }
+}
+
+function isAsciiShort(v: string): boolean {
+  for (let i = 0; i < v.length; i++) if (v.charCodeAt(i) > 0x7f) return false;
+  return true;
+}
+
 function prepare(v: unknown, depth: number, s: PrepareState): unknown {
   if (--s.values < 0) tooLarge(`more than ${s.limits.maxValues} values in one message`, "maxValues", s.limits);
   switch (typeof v) {
@@ -601,6 +659,7 @@ function prepare(v: unknown, depth: number, s: PrepareState): unknown {
       if (v.length * 3 > s.limits.maxStringBytes && Buffer.byteLength(v) > s.limits.maxStringBytes) {
         tooLarge(`${pathOf(s)} is a string of ${Buffer.byteLength(v)} bytes`, "maxStringBytes", s.limits);
       }
+      countString(v, s);
       return v;
     case "boolean":
       return v;
@@ -653,6 +712,7 @@ function prepare(v: unknown, depth: number, s: PrepareState): unknown {
         tooLarge(`${pathOf(s)} has a key of ${Buffer.byteLength(k)} bytes`, "maxStringBytes", s.limits);
       }
       countKey(k, s);
+      countString(k, s);
       s.keys.push(k);
       const w = prepare(x, depth + 1, s);
       s.keys.pop();
@@ -684,6 +744,8 @@ const FROZEN_CACHE_MIN_BYTES = 16 * 1024;
 const ENVELOPE_VALUES = 31;
 /** Keys the envelope of encodeEnvelope adds at most, counted against max_map_keys as if all were distinct. */
 const ENVELOPE_KEYS = 15;
+/** UTF-8 bytes of strings (keys included) the envelope of encodeEnvelope may have, kept free of the value's max_total_string_bytes. */
+const ENVELOPE_STRING_BYTES = 4096;
 
 /**
  * Encodes the map `{ ...head, [key]: value }` as encodeBody would (same limits, same bytes up
@@ -692,7 +754,7 @@ const ENVELOPE_KEYS = 15;
  * `head` holds at most 14 small entries (the envelope: t, id, ...).
  */
 export function encodeEnvelope(head: Record<string, unknown>, key: string, value: unknown, limits: Readonly<BodyLimits> = DEFAULT_BODY_LIMITS, shared?: object): Buffer[] {
-  if (limits.maxValues <= ENVELOPE_VALUES || Object.keys(head).length > 14) return [encodeBody({ ...head, [key]: value }, limits)];
+  if (limits.maxValues <= ENVELOPE_VALUES || limits.maxTotalStringBytes <= 2 * ENVELOPE_STRING_BYTES || Object.keys(head).length > 14) return [encodeBody({ ...head, [key]: value }, limits)];
   const frozen = value !== null && typeof value === "object" && Object.isFrozen(value);
   if (shared !== undefined && !frozen) {
     // One value sent to many receivers (an event's payload to every subscriber): encoded for
@@ -732,7 +794,7 @@ const sharedEncodings = new WeakMap<object, { limits: Readonly<BodyLimits>; byte
  * max_map_keys; its depth starts at 1, as inside the envelope.
  */
 function encodeValueAlone(key: string, value: unknown, limits: Readonly<BodyLimits>): { bytes: Buffer; state: PrepareState } {
-  const state: PrepareState = { values: limits.maxValues - ENVELOPE_VALUES, ancestors: [], keys: [key], limits, frozen: true, mapKeys: newKeyCount() };
+  const state: PrepareState = { values: limits.maxValues - ENVELOPE_VALUES, stringBytes: limits.maxTotalStringBytes - ENVELOPE_STRING_BYTES, ancestors: [], keys: [key], limits, frozen: true, mapKeys: newKeyCount() };
   // The envelope's own keys (at most 15) count too, as if all were distinct from the value's.
   state.mapKeys.long = ENVELOPE_KEYS;
   // A copy: msgpackr's result may share its buffer with later encodings.
@@ -742,7 +804,9 @@ function encodeValueAlone(key: string, value: unknown, limits: Readonly<BodyLimi
 
 /** The map of head's entries and key: encodedValue, as [head and key, the value's bytes]. */
 function envelopeParts(head: Record<string, unknown>, key: string, encodedValue: Buffer, limits: Readonly<BodyLimits>): Buffer[] {
-  const headBytes = packr.pack(toWire(head, limits));
+  // The head's strings (and the key) within what encodeValueAlone left free of max_total_string_bytes.
+  const headLimits = limits.maxTotalStringBytes > ENVELOPE_STRING_BYTES ? { ...limits, maxTotalStringBytes: ENVELOPE_STRING_BYTES - Buffer.byteLength(key) } : limits;
+  const headBytes = packr.pack(toWire(head, headLimits));
   const entries = Object.keys(head).length + 1;
   // variableMapSize: a map of fewer than 16 entries is a fixmap (0x80 | count).
   if (headBytes[0] !== (0x80 | (entries - 1))) throw new Error(`encodeEnvelope: unexpected map header 0x${headBytes[0]?.toString(16)}`);

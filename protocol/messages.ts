@@ -1,6 +1,8 @@
 // The message kinds of the module protocol (docs/protocol.md is the normative description).
 // One definition serves both ends: the host, the isolate hosts and the TypeScript client.
 
+import { deeperThan, MAX_VALUE_DEPTH } from "./codec.ts";
+
 export const PROTOCOL_VERSION = 1;
 /** Oldest protocol version this host still speaks. */
 export const MIN_PROTOCOL_VERSION = 1;
@@ -189,6 +191,14 @@ export function parseModuleMessage(v: unknown): ModuleMessage {
     case "invocation_result":
       if (!isId(v.id)) throw new MessageError("invocation_result.id must be a positive integer", 0);
       checkError(v.error, id, "invocation_result");
+      // The frame allows max_depth (72) for the message around a data value; the result itself,
+      // as every data value, has at most 64 (what storage keeps and both runtimes answer).
+      if (deeperThan(v.result, MAX_VALUE_DEPTH)) {
+        throw new MessageError(`invocation_result.result is nested deeper than ${MAX_VALUE_DEPTH} levels, the most a data value may have (max_depth of a data value, a fixed protocol limit: docs/protocol.md section 3.1); answer with a flatter value`, id, "invocation_result");
+      }
+      if (isRecord(v.error) && deeperThan(v.error.data, MAX_VALUE_DEPTH)) {
+        throw new MessageError(`invocation_result.error.data is nested deeper than ${MAX_VALUE_DEPTH} levels, the most a data value may have (a fixed protocol limit: docs/protocol.md section 3.1); send flatter data`, id, "invocation_result");
+      }
       return v as unknown as InvocationResult;
     case "ready":
       return v as unknown as Ready;

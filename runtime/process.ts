@@ -15,7 +15,7 @@ import { AsyncLocalStorage } from "node:async_hooks";
 import { spawn, type ChildProcess } from "node:child_process";
 import type { Socket } from "node:net";
 import { constants as osConstants } from "node:os";
-import { FrameChannel } from "../protocol/channel.ts";
+import { FrameChannel, HOST_SIDE } from "../protocol/channel.ts";
 import type { LogLevel } from "../protocol/messages.ts";
 import { LineCutter, OUTPUT_LINE_BYTES } from "./output.ts";
 
@@ -237,7 +237,7 @@ export function spawnChild(spec: SpawnSpec, output: OutputLog): StartedChild {
     detached: true,
   });
   const socket = child.stdio[3] as Socket;
-  const channel = new FrameChannel(socket, spec.maxFrameBytes);
+  const channel = new FrameChannel(socket, { maxFrameBytes: spec.maxFrameBytes, ...HOST_SIDE });
   let log = output;
   // A process adopted by a module other than the one (or none) it was started for runs its
   // input in that module's scope from then on (moduleScope; the socket and pipes keep the

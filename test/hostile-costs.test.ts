@@ -133,6 +133,7 @@ const TS_PROBER = inlineModule("ts-prober", TS_CAPS, `
   report.proto_stored = JSON.stringify(await ctx.storage.get("d", "p"));
   report.nulls = await outcome(() => ctx.storage.put("d", "nulls", new Array(4_000_000).fill(null)));
   report.big_string = await outcome(() => ctx.storage.put("d", "s", "x".repeat(16_000_000)));
+  report.big_binary = await outcome(() => ctx.storage.put("d", "b", new Uint8Array(2_000_000)));
   await ctx.modules.registerApi({
     echo: (p: unknown) => p,
     deep64: () => nest(${MAX_VALUE_DEPTH}),
@@ -142,7 +143,7 @@ const TS_PROBER = inlineModule("ts-prober", TS_CAPS, `
   ctx.log.info("probe report", report);
 `);
 
-test("a TypeScript module's refused requests fail its own call with a clear error, never hang: too deep (65 by storage, 80 by the encoder), __proto__ keys in storage, calls and events, 4 M nulls, a 16 MB value; 64 levels store, read back and answer", async (t) => {
+test("a TypeScript module's refused requests fail its own call with a clear error, never hang: too deep (65 by storage, 80 by the encoder), __proto__ keys in storage, calls and events, 4 M nulls, a 16 MB string (max_total_string_bytes) and a 2 MB binary value (storage); 64 levels store, read back and answer", async (t) => {
   t.timeout(180_000);
   const h = await startHost(t, {
     inline: { "ts-prober": TS_PROBER },
@@ -157,7 +158,8 @@ test("a TypeScript module's refused requests fail its own call with a clear erro
   for (const k of ["proto_put", "proto_call", "proto_event"]) t.regex(r[k]!, /^not_plain_data: .*"__proto__" key/, k);
   t.is(r.proto_stored, "null", "nothing was stored under a renamed key");
   t.regex(r.nulls!, /^result_too_large: more than 65536 values in one message: over the protocol limit max_values/);
-  t.regex(r.big_string!, /^invalid_params: value encodes to at least \d+ bytes, over the limit of 1048576 bytes/);
+  t.regex(r.big_string!, /^result_too_large: value\.params\.value brings the message to 16000\d+ bytes of strings .*over the protocol limit max_total_string_bytes = 1048576/);
+  t.regex(r.big_binary!, /^invalid_params: value encodes to at least \d+ bytes, over the limit of 1048576 bytes/);
   // What storage holds at the limit, a handler can answer; one level more is refused by name.
   const nest = (levels: number): unknown => {
     let v: unknown = "bottom";
@@ -188,6 +190,7 @@ test("a native module's (Node SDK) handler answers that cannot be sent become re
     return err.message;
   };
   t.regex(await error("big"), /\[result_too_large\] .*could not be sent: .*max_frame_bytes/);
+  t.regex(await error("strings"), /\[result_too_large\] .*could not be sent: .*over the protocol limit max_total_string_bytes = 1048576/);
   t.regex(await error("manySmall"), /\[result_too_large\] .*max_values/);
   t.regex(await error("deep"), /\[result_too_large\] .*nested too deeply/);
   t.regex(await error("cyclic"), /\[not_plain_data\] .*a cycle/);

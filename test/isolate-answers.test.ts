@@ -21,7 +21,9 @@ const HOSTILE = inlineModule("answers", CAPS, `
   await ctx.modules.registerApi({
     big: () => big(),
     manySmall: () => { const pad = "y".repeat(200); return Array.from({ length: 100_000 }, (_, i) => "item " + i + pad); },
-    nearlyBig: () => "z".repeat(8 * 1024 * 1024), // half the frame: fine
+    nearlyBig: () => "z".repeat(8 * 1024 * 1024), // half the frame, but 8 MiB of string: max_total_string_bytes
+    stringMib: () => "z".repeat(1024 * 1024 - 64), // within max_total_string_bytes: fine
+    binaryHalf: () => new Uint8Array(8 * 1024 * 1024).fill(7), // half the frame as binary: fine
     cyclic: () => cyclic(),
     deep: () => { let v: any = 1; for (let i = 0; i < 200; i++) v = [v]; return v; },
     fn: () => ({ ok: true, run: () => 1 }),
@@ -51,7 +53,10 @@ test("handler answers that cannot be sent become errors for the caller, never a 
   t.regex(big.message, /\[result_too_large\]/);
   const many = await apiError(h, "manySmall");
   t.regex(many.message, /larger than \d+ bytes/);
-  t.is((await callApi<string>(h, "answers", "nearlyBig", {}, 20_000)).length, 8 * 1024 * 1024, "half a frame still goes through");
+  const nearly = await apiError(h, "nearlyBig");
+  t.regex(nearly.message, /\[result_too_large\] .*8388\d+ bytes of strings .*as binary.*over the protocol limit max_total_string_bytes = 1048576/);
+  t.is((await callApi<string>(h, "answers", "stringMib", {}, 20_000)).length, 1024 * 1024 - 64, "1 MiB of string still goes through");
+  t.is((await callApi<Uint8Array>(h, "answers", "binaryHalf", {}, 20_000)).byteLength, 8 * 1024 * 1024, "half a frame of binary still goes through");
 
   t.regex((await apiError(h, "cyclic")).message, /\[not_plain_data\] .*not plain data: self is a cycle \(it contains itself\)/);
   t.regex((await apiError(h, "deep")).message, /\[result_too_large\] .* is nested deeper than 64 levels at .*: over the protocol limit max_depth/);

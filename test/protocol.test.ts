@@ -794,11 +794,15 @@ test("hostile: a frame of shared references (structured clone) as the very first
   t.true(session.isOpen);
 });
 
-test("hostile: a 4 MiB method name is refused by its length and answered with its id; long names get no suggestion", async (t) => {
+test("hostile: a 1,000,000-character method name is refused by its length and answered with its id (4 MiB by max_total_string_bytes); long names get no suggestion", async (t) => {
   const { peer, session } = await openSession(t, { grants: ["read_chain_state"] });
-  const huge = await peer.call("x".repeat(4 * 1024 * 1024));
+  const huge = await peer.call("x".repeat(1_000_000));
   t.is((huge.error as { code: string }).code, "invalid_message");
-  t.regex((huge.error as { message: string }).message, /request\.method is 4194304 characters long; method names are at most 128/);
+  t.regex((huge.error as { message: string }).message, /request\.method is 1000000 characters long; method names are at most 128/);
+  peer.socket.write(encodeFrame(rawPack({ t: "request", id: 4444, method: "x".repeat(4 * 1024 * 1024), params: {} })));
+  const over = await peer.response(4444);
+  t.is((over.error as { code: string }).code, "invalid_message");
+  t.regex((over.error as { message: string }).message, /over the protocol limit max_total_string_bytes = 1048576/);
   const long = await peer.call("get_block_height".repeat(6));
   t.is((long.error as { code: string }).code, "unknown_method");
   t.regex((long.error as { message: string }).message, /\(96 characters; no method name is longer than 64\)/);
@@ -808,9 +812,9 @@ test("hostile: a 4 MiB method name is refused by its length and answered with it
   t.true(session.isOpen);
 });
 
-test("hostile: a 4 MiB event type or tree name is answered with its id and an error message cut to a bounded length", async (t) => {
+test("hostile: a 1,000,000-character event type or tree name is answered with its id and an error message cut to a bounded length", async (t) => {
   const { peer, session } = await openSession(t, { grants: ["subscribe_events", "write_storage"], store: true });
-  const big = "E".repeat(4 * 1024 * 1024);
+  const big = "E".repeat(1_000_000);
   for (const [method, params] of [["subscribe_events", { types: [big] }], ["storage_open_tree", { tree: big }]] as const) {
     const r = await peer.call(method, params as Record<string, unknown>);
     t.is((r.error as { code: string }).code, "invalid_params", method);
@@ -895,6 +899,30 @@ test("a refused invocation_result fails its invocation at once instead of waitin
   const err = await t.throwsAsync(pending, { instanceOf: InvocationError });
   t.is(err!.wire.code, "invalid_message");
   t.regex(err!.message, /invocation_result was refused: .*__proto__/);
+});
+
+test("depth: a module's invocation result and call_module params hold a data value of exactly 64 levels; 65 is refused, naming the limit", async (t) => {
+  const { peer, session } = await openSession(t, { grants: ["call_module"] });
+  const nest = (levels: number): unknown => {
+    let v: unknown = "bottom";
+    for (let i = 0; i < levels; i++) v = i % 2 ? [v] : { v };
+    return v;
+  };
+  const ok = session.invoke("health", {}, 60_000);
+  const inv = await peer.next((f) => f.t === "invocation");
+  peer.socket.write(encodeFrame(rawPack({ t: "invocation_result", id: inv.id, result: nest(MAX_VALUE_DEPTH) })));
+  t.deepEqual(await ok, nest(MAX_VALUE_DEPTH));
+  const over = session.invoke("health", {}, 60_000);
+  const inv2 = await peer.next((f) => f.t === "invocation" && f.id !== inv.id);
+  // 65 levels under result: the body is 66 deep, within the frame's max_depth of 72.
+  peer.socket.write(encodeFrame(rawPack({ t: "invocation_result", id: inv2.id, result: nest(MAX_VALUE_DEPTH + 1) })));
+  const err = await t.throwsAsync(over, { instanceOf: InvocationError });
+  t.is(err!.wire.code, "invalid_message");
+  t.regex(err!.message, /result is nested deeper than 64 levels/);
+  const call = await peer.call("call_module", { target: "other", method: "m", params: nest(MAX_VALUE_DEPTH + 1) });
+  t.is((call.error as { code: string }).code, "invalid_params");
+  t.regex((call.error as { message: string }).message, /params is nested deeper than 64 levels/);
+  t.true(session.isOpen);
 });
 
 test("codec: the envelope of a refused body is read without decoding the rest", (t) => {

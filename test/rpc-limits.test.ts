@@ -381,3 +381,58 @@ test("an answer larger than max_response_bytes is a -32006 error naming the limi
   const ok = await rpcPost(s, { jsonrpc: "2.0", id: 8, method: "echo", params: { s: "c".repeat(100) } });
   t.is(ok.json.result.s.length, 100, "answers under the limit are untouched");
 });
+
+test("a batch's answers are counted as they arrive: one past max_response_bytes becomes a -32006 error and its data is let go before the rest of the batch is in", async (t) => {
+  const v8 = await import("node:v8");
+  const vm = await import("node:vm");
+  v8.setFlagsFromString("--expose-gc");
+  const gc = vm.runInNewContext("gc") as () => void;
+  const made: WeakRef<object>[] = [];
+  let release: () => void = () => undefined;
+  const hang = new Promise<void>((r) => (release = r));
+  let answered = 0;
+  const s = await serve(t, { max_response_bytes: 100_000 }, async (method) => {
+    if (method === "big") {
+      // A module answering big: 60,000 characters of JSON each.
+      const result = { s: "b".repeat(60_000) };
+      made.push(new WeakRef(result));
+      answered++;
+      return result;
+    }
+    if (method === "hang") return hang.then(() => "late");
+    throw new Error(`no ${method}`);
+  });
+  const pending = rpcPost(s, [
+    { jsonrpc: "2.0", id: 1, method: "big" },
+    { jsonrpc: "2.0", id: 2, method: "big" },
+    { jsonrpc: "2.0", id: 3, method: "big" },
+    { jsonrpc: "2.0", id: 4, method: "hang" },
+  ]);
+  await waitFor(() => answered === 3, 10_000);
+  // The batch still waits for "hang": only the answer that fit may still be held.
+  for (let i = 0; i < 5; i++) {
+    await new Promise((r) => setImmediate(r));
+    gc();
+  }
+  t.is(made.filter((w) => w.deref() !== undefined).length, 1, "two of the three answers were dropped on arrival");
+  release();
+  const batch = await pending;
+  t.is(batch.json.length, 4);
+  const kept = batch.json.filter((a: { result?: unknown }) => a.result !== undefined && a.result !== "late");
+  t.is(kept.length, 1);
+  t.is(kept[0].result.s.length, 60_000);
+  const refused = batch.json.filter((a: { error?: { code: number } }) => a.error?.code === -32006);
+  t.is(refused.length, 2);
+  t.regex(refused[0].error.message, /answers of this batch come to more than 100000 bytes of JSON, the limit \(\[rpc\] max_response_bytes\)/);
+  t.is(batch.json.find((a: { id: number }) => a.id === 4).result, "late");
+});
+
+test("json writer: jsonBytesAtLeast never counts more than the JSON text holds, and stops past its bound", async (t) => {
+  const { jsonBytesAtLeast } = await import("../host/rpc/json-writer.ts");
+  const values: unknown[] = [null, true, 0, 123456, -1.5, "", "é😀\"\\\n", [], {}, [1, [2, [3]], { a: [] }], { a: 1, b: "x", c: [null, false] },
+    Array.from({ length: 500 }, (_, i) => ({ [`k${i}`]: i, s: `v${i}` })), { d: new Date(0) }];
+  for (const v of values) t.true(jsonBytesAtLeast(v, 1 << 30) <= Buffer.byteLength(JSON.stringify(v)), JSON.stringify(v).slice(0, 40));
+  t.true(jsonBytesAtLeast({ b: new Uint8Array(10) }, 1 << 30) <= '{"b":"00000000000000000000"}'.length);
+  t.true(jsonBytesAtLeast(new Array(100_000).fill("xx"), 1000) > 1000);
+  t.true(jsonBytesAtLeast(Array.from({ length: 1000 }, () => "x".repeat(1000)), 5000) < 10_000, "stopped soon after the bound");
+});

@@ -168,3 +168,52 @@ function toJson(v: unknown, key: string): unknown {
 function defaultYield(): Promise<void> {
   return new Promise((resolve) => setImmediate(resolve));
 }
+
+/**
+ * A lower bound of the bytes of `value`'s JSON text, found without writing it; stops counting
+ * once past `stopAbove` (and answers a number above it). For a batch's answers as they arrive
+ * (host/rpc/server.ts): an answer that cannot fit in what is left of max_response_bytes is
+ * dropped at once instead of being held until the whole batch is in. Each kind counts at most
+ * its shortest JSON (a string its UTF-16 length and quotes, binary its hex, a number one
+ * digit), so a bound over the limit means the text surely is. Iterative; synchronous, one
+ * step per value (a module's answer has at most 65,536, max_values).
+ */
+export function jsonBytesAtLeast(value: unknown, stopAbove: number): number {
+  let bytes = 0;
+  const stack: unknown[] = [value];
+  while (stack.length > 0 && bytes <= stopAbove) {
+    const v = stack.pop();
+    switch (typeof v) {
+      case "string":
+        bytes += v.length + 2;
+        continue;
+      case "number":
+      case "bigint":
+        bytes += 1;
+        continue;
+      case "boolean":
+        bytes += 4;
+        continue;
+      case "object":
+        break;
+      default:
+        continue; // undefined, functions: nothing, or null in an array (a lower bound either way)
+    }
+    if (v === null) bytes += 4;
+    else if (v instanceof Uint8Array) bytes += 2 * v.byteLength + 2;
+    else if (Array.isArray(v)) {
+      bytes += 1 + Math.max(v.length, 1);
+      if (bytes > stopAbove) break;
+      for (const item of v) stack.push(item);
+    } else if (typeof (v as { toJSON?: unknown }).toJSON === "function") bytes += 2;
+    else {
+      bytes += 2;
+      for (const k in v) {
+        if (!Object.hasOwn(v, k)) continue;
+        bytes += k.length + 3;
+        stack.push((v as Record<string, unknown>)[k]);
+      }
+    }
+  }
+  return bytes;
+}

@@ -25,7 +25,7 @@ import { readFileSync } from "node:fs";
 import http, { type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo, Socket } from "node:net";
 import type { RpcAuth } from "./auth.ts";
-import { jsonChunks, JsonTooLargeError } from "./json-writer.ts";
+import { jsonBytesAtLeast, jsonChunks, JsonTooLargeError } from "./json-writer.ts";
 import type { SourceLogger } from "../log.ts";
 
 export const RPC_ERRORS = {
@@ -364,7 +364,11 @@ export class RpcServer {
     }
     const body = parsed.body;
     if (Array.isArray(body)) {
-      const answers = (await Promise.all(body.map((item) => this.one(item)))).filter((a): a is JsonRpcResponse => a !== undefined);
+      // Answers are counted as they arrive: one that cannot fit in what is left of
+      // max_response_bytes becomes a -32006 error at once and its data is dropped, so a batch of
+      // max_batch module calls never holds max_batch large answers until the last is in.
+      const budget = { left: this.limits.max_response_bytes - 2 };
+      const answers = (await Promise.all(body.map(async (item) => this.withinBatch(await this.one(item), budget)))).filter((a): a is JsonRpcResponse => a !== undefined);
       if (answers.length === 0) sendEmpty(res);
       else await this.sendAnswers(res, answers, true);
       return;
@@ -413,6 +417,26 @@ export class RpcServer {
     res.writeHead(200, { "Content-Type": "application/json", "Content-Length": length });
     for (const p of parts) res.write(p);
     res.end();
+  }
+
+  /**
+   * A batch's answer as it arrives, against what is left of the batch's max_response_bytes
+   * (jsonBytesAtLeast: a lower bound of its JSON). Over it: a -32006 error with its id, and the
+   * answer's data is let go now. Which answers fit depends on the order they arrive in;
+   * sendAnswers checks the exact sizes again in the batch's order.
+   */
+  private withinBatch(a: JsonRpcResponse | undefined, budget: { left: number }): JsonRpcResponse | undefined {
+    if (a === undefined) return a;
+    const need = jsonBytesAtLeast(a, budget.left);
+    if (need <= budget.left) {
+      budget.left -= need + 1; // and a comma
+      return a;
+    }
+    this.stats.errors++;
+    const limit = this.limits.max_response_bytes;
+    const error = errorResponse(a.id, RPC_ERRORS.responseTooLarge, `the answers of this batch come to more than ${limit} bytes of JSON, the limit ([rpc] max_response_bytes); this answer did not fit: ask for less at a time, send fewer requests per batch, or raise the limit`, { code: "response_too_large", limit });
+    budget.left -= 300;
+    return error;
   }
 
   /** One JSON-RPC request; undefined for a notification. */

@@ -15,7 +15,7 @@ import net from "node:net";
 import { parseArgs } from "node:util";
 import ivm from "isolated-vm";
 import { ModuleClient } from "../../sdk/node/client.ts";
-import { FrameChannel } from "../../protocol/channel.ts";
+import { FrameChannel, MODULE_SIDE } from "../../protocol/channel.ts";
 import { BOOTSTRAP } from "./bootstrap.ts";
 import { bundleUrl, splitSourceMap, StackMapper } from "./sourcemap.ts";
 import type { LogLevel } from "../../protocol/messages.ts";
@@ -78,7 +78,7 @@ async function awaitHandover(channel: FrameChannel): Promise<Handover> {
 }
 
 const socket = new net.Socket({ fd: Number(process.env.MODHOST_FD ?? 3), readable: true, writable: true });
-const channel = new FrameChannel(socket);
+const channel = new FrameChannel(socket, MODULE_SIDE);
 // A pooled isolate host says it has booted (the pool hands over only booted processes: its
 // launcher has entered the pool's cgroup by then, so all of it moves to the module's).
 if (args.pool) channel.send({ t: "pool_ready" });

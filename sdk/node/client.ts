@@ -11,7 +11,7 @@
 
 import net from "node:net";
 import type { Duplex } from "node:stream";
-import { FrameChannel } from "../../protocol/channel.ts";
+import { FrameChannel, MODULE_SIDE } from "../../protocol/channel.ts";
 import { EncodeError } from "../../protocol/codec.ts";
 import {
   MessageError, parseHostMessage, PROTOCOL_VERSION,
@@ -83,7 +83,7 @@ export class ModuleClient {
 
   static async connect(opts: ConnectOptions): Promise<ModuleClient> {
     const socket = opts.socket ?? new net.Socket({ fd: Number(process.env.MODHOST_FD ?? 3), readable: true, writable: true });
-    const channel = opts.channel ?? new FrameChannel(socket);
+    const channel = opts.channel ?? new FrameChannel(socket, MODULE_SIDE);
     const welcome = await new Promise<Welcome>((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error("no welcome from the host")), opts.handshakeTimeoutMs ?? 10000);
       const done = (fn: () => void) => {
@@ -149,8 +149,9 @@ export class ModuleClient {
     return this.request("subscribe_events", { types });
   }
 
+  /** The host keeps the first 8,192 characters of a message: only those are sent (more than 1 MiB would be refused, max_total_string_bytes). */
   log(level: LogLevel, message: string, fields?: Record<string, unknown>): void {
-    this.channel.send({ t: "log", level, message, ...(fields ? { fields } : {}) });
+    this.channel.send({ t: "log", level, message: message.length > 8192 ? message.slice(0, 8192) : message, ...(fields ? { fields } : {}) });
   }
 
   /** Tell the host start-up is complete. */

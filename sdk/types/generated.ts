@@ -401,11 +401,11 @@ export interface MempoolMethods {
   /** Fee rate (sat/vB) to confirm within target_blocks. Needs read_mempool. */
   estimateFee(targetBlocks: number): Promise<number>;
   /**
-   * Submit a serialised transaction to the mempool; returns its txid. A refused transaction
-   * fails with invalid_params and the reason; one refused by a tx_submit hook with
+   * Submit a serialised transaction (binary, or hex) to the mempool; returns its txid. A refused
+   * transaction fails with invalid_params and the reason; one refused by a tx_submit hook with
    * hook_rejected, naming the hook's module. Needs send_transactions.
    */
-  submit(hex: Hex): Promise<Hex>;
+  submit(hex: Hex | Uint8Array): Promise<Hex>;
 }
 
 /** ctx.storage: The module's own key-value trees (LevelDB), with quotas. */
@@ -552,15 +552,15 @@ export interface MiningMethods {
    */
   getBlockTemplate(options?: BlockTemplateOptions): Promise<BlockTemplate>;
   /**
-   * Submit a serialised block; answers {result, reason?, hash?} with result "accepted",
-   * "duplicate" or "rejected" (reason: why). Needs submit_block.
+   * Submit a serialised block (binary, or hex); answers {result, reason?, hash?} with result
+   * "accepted", "duplicate" or "rejected" (reason: why). Needs submit_block.
    */
-  submitBlock(hex: Hex): Promise<SubmitBlockResult>;
+  submitBlock(hex: Hex | Uint8Array): Promise<SubmitBlockResult>;
   /**
-   * Hand the node a serialised block as if a peer had sent it; checked and connected like
-   * submit_block, same answer. Needs queue_inbound_block.
+   * Hand the node a serialised block (binary, or hex) as if a peer had sent it; checked and
+   * connected like submit_block, same answer. Needs queue_inbound_block.
    */
-  queueBlock(hex: Hex): Promise<SubmitBlockResult>;
+  queueBlock(hex: Hex | Uint8Array): Promise<SubmitBlockResult>;
 }
 
 /** ctx.hooks: Hooks with results at the host's hook points (docs/module-guide.md, Hooks). */

@@ -5,7 +5,7 @@
 import type { ExecutionContext } from "ava";
 import net from "node:net";
 import path from "node:path";
-import { FrameChannel } from "../../protocol/channel.ts";
+import { FrameChannel, HOST_SIDE } from "../../protocol/channel.ts";
 import { encodeFrame, FrameDecoder } from "../../protocol/frame.ts";
 import { decodeBody, encodeBody, type BodyLimits } from "../../protocol/codec.ts";
 import { HostSession, type SessionOptions } from "../../host/session.ts";
@@ -167,7 +167,7 @@ export async function openSession(t: ExecutionContext, setup: SessionSetup = {})
     store = await ModuleStore.open(dir, {}, { label: module });
     t.teardown(() => store!.close());
   }
-  const channel = new FrameChannel(host, { maxFrameBytes: setup.maxFrameBytes, limits: setup.limits });
+  const channel = new FrameChannel(host, { maxFrameBytes: setup.maxFrameBytes, ...(setup.limits ? { limits: setup.limits } : HOST_SIDE) });
   const session = new HostSession(channel, {
     module,
     grants: effective,

@@ -495,6 +495,44 @@ impl Client {
         self.request("http_request", request)
     }
 
+    // ---- mining and mempool: raw bytes travel as binary ----
+
+    /// Submits a serialised block given as hex (needs `submit_block`); answers accepted,
+    /// duplicate or rejected with the reason. Valid hex is sent as binary: a module's message
+    /// may hold at most 1 MiB of strings (`max_total_string_bytes`), less than a large block's
+    /// hex. Anything else is sent as it is, for the host to say what is wrong with it.
+    pub fn submit_block(&self, hex: &str) -> Result<SubmitBlockResult> {
+        self.request_raw_bytes("submit_block", hex)
+    }
+    /// [`Client::submit_block`] with the block's bytes.
+    pub fn submit_block_bytes(&self, block: &[u8]) -> Result<SubmitBlockResult> {
+        self.request("submit_block", &RawParams { hex: BinRef(block) })
+    }
+    /// Hands the node a serialised block (hex) as if a peer had sent it (needs
+    /// `queue_inbound_block`); checked and connected like [`Client::submit_block`], same answer.
+    pub fn queue_received_block(&self, hex: &str) -> Result<SubmitBlockResult> {
+        self.request_raw_bytes("queue_received_block", hex)
+    }
+    /// [`Client::queue_received_block`] with the block's bytes.
+    pub fn queue_received_block_bytes(&self, block: &[u8]) -> Result<SubmitBlockResult> {
+        self.request("queue_received_block", &RawParams { hex: BinRef(block) })
+    }
+    /// Submits a serialised transaction (hex) to the mempool (needs `send_transactions`);
+    /// returns its txid. Valid hex is sent as binary, as for [`Client::submit_block`].
+    pub fn submit_transaction(&self, hex: &str) -> Result<String> {
+        self.request_raw_bytes("submit_transaction", hex)
+    }
+    /// [`Client::submit_transaction`] with the transaction's bytes.
+    pub fn submit_transaction_bytes(&self, tx: &[u8]) -> Result<String> {
+        self.request("submit_transaction", &RawParams { hex: BinRef(tx) })
+    }
+    fn request_raw_bytes<T: DeserializeOwned>(&self, method: &str, hex: &str) -> Result<T> {
+        match hex_to_bytes(hex) {
+            Some(bytes) => self.request(method, &RawParams { hex: BinRef(&bytes) }),
+            None => self.request(method, &HexParams { hex }),
+        }
+    }
+
     // ---- events ----
 
     /// The event stream (see [`Events`] for when events are acknowledged). May be called more
@@ -515,11 +553,13 @@ impl Client {
         self.inner.send(&Message::Ready)
     }
 
-    /// A line for the host log.
+    /// A line for the host log. The host keeps the first 8,192 characters of a message; only
+    /// those are sent (a longer one would cost bandwidth, and past 1 MiB be refused:
+    /// `max_total_string_bytes`).
     pub fn log(&self, level: LogLevel, message: &str) -> Result<()> {
         self.inner.send(&Message::Log(LogMessage {
             level,
-            message: message.to_owned(),
+            message: log_text(message),
             fields: None,
         }))
     }
@@ -529,7 +569,7 @@ impl Client {
         let fields = to_value(fields).map_err(|e| Error::Protocol(format!("log fields: {e}")))?;
         self.inner.send(&Message::Log(LogMessage {
             level,
-            message: message.to_owned(),
+            message: log_text(message),
             fields: Some(fields),
         }))
     }
@@ -836,6 +876,39 @@ struct ReadText<'a> {
 }
 /// Bytes that serialise as MessagePack binary.
 struct BinRef<'a>(&'a [u8]);
+/// `{hex: bytes}`: the raw-bytes methods take binary or hex in the same field.
+#[derive(Serialize)]
+struct RawParams<'a> {
+    hex: BinRef<'a>,
+}
+#[derive(Serialize)]
+struct HexParams<'a> {
+    hex: &'a str,
+}
+/// Characters of a log message the host keeps (host/log.ts MODULE_LOG_LIMITS.messageChars).
+const LOG_MESSAGE_CHARS: usize = 8192;
+/// The part of a log message the host keeps.
+fn log_text(message: &str) -> String {
+    match message.char_indices().nth(LOG_MESSAGE_CHARS) {
+        Some((cut, _)) => message[..cut].to_owned(),
+        None => message.to_owned(),
+    }
+}
+
+/// The bytes of an even-length string of hex digits, or None.
+fn hex_to_bytes(hex: &str) -> Option<Vec<u8>> {
+    let digit = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    };
+    let b = hex.as_bytes();
+    if b.is_empty() || !b.len().is_multiple_of(2) {
+        return None;
+    }
+    b.chunks(2).map(|p| Some(digit(p[0])? << 4 | digit(p[1])?)).collect()
+}
 impl Serialize for BinRef<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         s.serialize_bytes(self.0)
@@ -1210,10 +1283,11 @@ impl Inner {
         match self.send(&Message::InvocationResult(msg)) {
             Ok(()) | Err(Error::Closed) => {}
             Err(Error::Protocol(why)) => {
-                // An answer that cannot be sent (over max_frame_bytes, or not encodable) is the
+                // An answer that cannot be sent (over max_frame_bytes or max_total_string_bytes, or not encodable) is the
                 // caller's error, answered as one: never silence, which the caller would wait
                 // out until its timeout.
-                let too_large = why.contains("exceeds the maximum frame size");
+                let too_large =
+                    why.contains("exceeds the maximum frame size") || why.contains("max_total_string_bytes");
                 let message: String = format!(
                     "the answer to this {} invocation could not be sent: {why}; {}",
                     inv.kind,

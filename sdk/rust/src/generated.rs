@@ -117,6 +117,8 @@ pub const HAND_WRITTEN: &[&str] = &[
     "get_block",
     // get_block_by_height: one Block struct for both forms (get_block_by_height_with: the hex fields are then empty)
     "get_block_by_height",
+    // submit_transaction: submit_transaction (hex, sent as binary) and submit_transaction_bytes
+    "submit_transaction",
     // storage_iter: two methods, storage_iter and storage_iter_page (paged), with generic values
     "storage_iter",
     // subscribe_events: the event types as &[&str]; events arrive through Client::events, not a callback
@@ -133,6 +135,10 @@ pub const HAND_WRITTEN: &[&str] = &[
     "get_lightning_node_url",
     // http_request: takes an HttpRequest built with its own methods
     "http_request",
+    // submit_block: submit_block (hex, sent as binary) and submit_block_bytes
+    "submit_block",
+    // queue_received_block: queue_received_block (hex, sent as binary) and queue_received_block_bytes
+    "queue_received_block",
     // register_hook: before and after as slices, left out when empty
     "register_hook",
 ];
@@ -431,12 +437,6 @@ struct GetFeeEstimateParams {
     target_blocks: u32,
 }
 
-/// The params of `submit_transaction`.
-#[derive(Serialize)]
-struct SubmitTransactionParams<'a> {
-    hex: &'a str,
-}
-
 /// The params of `storage_open_tree`.
 #[derive(Serialize)]
 struct StorageOpenTreeParams<'a> {
@@ -595,18 +595,6 @@ struct RegisterProviderParams {
     kind: ProviderKind,
 }
 
-/// The params of `submit_block`.
-#[derive(Serialize)]
-struct SubmitBlockParams<'a> {
-    hex: &'a str,
-}
-
-/// The params of `queue_received_block`.
-#[derive(Serialize)]
-struct QueueReceivedBlockParams<'a> {
-    hex: &'a str,
-}
-
 /// The params of `unregister_hook`.
 #[derive(Serialize)]
 struct UnregisterHookParams {
@@ -681,13 +669,6 @@ impl Client {
     /// Fee rate (sat/vB) to confirm within target_blocks. Needs `read_mempool`.
     pub fn get_fee_estimate(&self, target_blocks: u32) -> Result<f64> {
         self.request("get_fee_estimate", &GetFeeEstimateParams { target_blocks })
-    }
-
-    /// Submit a serialised transaction to the mempool; returns its txid. A refused transaction
-    /// fails with invalid_params and the reason; one refused by a tx_submit hook with
-    /// hook_rejected, naming the hook's module. Needs `send_transactions`.
-    pub fn submit_transaction(&self, hex: &str) -> Result<String> {
-        self.request("submit_transaction", &SubmitTransactionParams { hex })
     }
 
     // storage: The module's own key-value trees (LevelDB), with quotas.
@@ -914,18 +895,6 @@ impl Client {
     /// segwit rules). Needs `read_blockchain`.
     pub fn get_block_template(&self, options: &BlockTemplateOptions) -> Result<BlockTemplate> {
         self.request("get_block_template", options)
-    }
-
-    /// Submit a serialised block; answers {result, reason?, hash?} with result "accepted",
-    /// "duplicate" or "rejected" (reason: why). Needs `submit_block`.
-    pub fn submit_block(&self, hex: &str) -> Result<SubmitBlockResult> {
-        self.request("submit_block", &SubmitBlockParams { hex })
-    }
-
-    /// Hand the node a serialised block as if a peer had sent it; checked and connected like
-    /// submit_block, same answer. Needs `queue_inbound_block`.
-    pub fn queue_received_block(&self, hex: &str) -> Result<SubmitBlockResult> {
-        self.request("queue_received_block", &QueueReceivedBlockParams { hex })
     }
 
     // hooks: Hooks with results at the host's hook points (docs/module-guide.md, Hooks).

@@ -11,7 +11,7 @@ use std::io::{self, Read, Write};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
-use crate::value::{decode_value, from_value, Value};
+use crate::value::{decode_value, from_value, total_string_bytes, Value, MAX_TOTAL_STRING_BYTES};
 
 /// The protocol versions this SDK speaks.
 pub const PROTOCOL_MIN: u32 = 1;
@@ -104,8 +104,20 @@ pub fn read_frame<R: Read>(r: &mut R, max_frame_bytes: usize) -> Result<Option<V
 // ---- bodies ----
 
 /// MessagePack with maps keyed by field name (never the compact array form).
+/// Refuses a body with more than [`MAX_TOTAL_STRING_BYTES`] of strings, which the host would
+/// refuse (`max_total_string_bytes`, docs/protocol.md section 3.1), without sending it.
 pub fn encode_body<T: Serialize + ?Sized>(message: &T) -> Result<Vec<u8>, Error> {
-    rmp_serde::to_vec_named(message).map_err(|e| Error::Protocol(format!("cannot encode message: {e}")))
+    let body = rmp_serde::to_vec_named(message).map_err(|e| Error::Protocol(format!("cannot encode message: {e}")))?;
+    // Only a body of more than the limit in all can hold more than the limit of strings.
+    if body.len() > MAX_TOTAL_STRING_BYTES {
+        let strings = total_string_bytes(&body).unwrap_or(0);
+        if strings > MAX_TOTAL_STRING_BYTES {
+            return Err(Error::Protocol(format!(
+                "the message holds {strings} bytes of strings: over the protocol limit max_total_string_bytes = {MAX_TOTAL_STRING_BYTES} (docs/protocol.md, section 3.1); send large data, such as a block, a transaction or a file, as binary (Bytes, submit_block_bytes)"
+            )));
+        }
+    }
+    Ok(body)
 }
 
 /// Decodes a frame body into a typed message. A body that is not one valid MessagePack value

@@ -18,6 +18,12 @@ pub const MAX_DEPTH: usize = 72;
 pub const MAX_VALUES: usize = 65_536;
 /// `max_string_bytes`: UTF-8 bytes of one string, map keys included.
 pub const MAX_STRING_BYTES: usize = 16 * 1024 * 1024;
+/// `max_total_string_bytes`: UTF-8 bytes of all strings in one body a module sends (map keys
+/// included). The host refuses more: every string costs its shared event loop far more than
+/// binary does. Large data (a block, a transaction, a file) travels as binary ([`Bytes`]). The
+/// host's own messages are not bound by it (they carry the hex of blocks it holds), so the
+/// decoder does not check it; the encoder does ([`crate::protocol::encode_body`]).
+pub const MAX_TOTAL_STRING_BYTES: usize = 1024 * 1024;
 /// `max_binary_bytes`: bytes of one binary value.
 pub const MAX_BINARY_BYTES: usize = 16 * 1024 * 1024;
 /// `max_map_keys`: distinct map keys in one body. A key of at most [`SHORT_KEY_BYTES`] bytes
@@ -933,4 +939,51 @@ impl<'a> Reader<'a> {
         }
         Ok(Value::Map(out))
     }
+}
+
+/// The UTF-8 bytes of all strings (map keys included) in a body this SDK encoded, read from
+/// its MessagePack headers; `None` for bytes that are not one well-formed value.
+pub fn total_string_bytes(body: &[u8]) -> Option<usize> {
+    let mut pos = 0usize;
+    let mut pending = 1usize;
+    let mut total = 0usize;
+    let be = |at: usize, n: usize| -> Option<usize> {
+        let b = body.get(at..at + n)?;
+        Some(b.iter().fold(0usize, |acc, &x| (acc << 8) | x as usize))
+    };
+    while pending > 0 {
+        pending -= 1;
+        let m = *body.get(pos)?;
+        pos += 1;
+        let (skip, strlen, items) = match m {
+            0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => (0, 0, 0),
+            0x80..=0x8f => (0, 0, 2 * (m & 0x0f) as usize),
+            0x90..=0x9f => (0, 0, (m & 0x0f) as usize),
+            0xa0..=0xbf => (0, (m & 0x1f) as usize, 0),
+            0xc4 => (1 + be(pos, 1)?, 0, 0),
+            0xc5 => (2 + be(pos, 2)?, 0, 0),
+            0xc6 => (4 + be(pos, 4)?, 0, 0),
+            0xca => (4, 0, 0),
+            0xcb => (8, 0, 0),
+            0xcc | 0xd0 => (1, 0, 0),
+            0xcd | 0xd1 => (2, 0, 0),
+            0xce | 0xd2 => (4, 0, 0),
+            0xcf | 0xd3 => (8, 0, 0),
+            0xd9 => (1, be(pos, 1)?, 0),
+            0xda => (2, be(pos, 2)?, 0),
+            0xdb => (4, be(pos, 4)?, 0),
+            0xdc => (2, 0, be(pos, 2)?),
+            0xdd => (4, 0, be(pos, 4)?),
+            0xde => (2, 0, 2 * be(pos, 2)?),
+            0xdf => (4, 0, 2 * be(pos, 4)?),
+            _ => return None,
+        };
+        pos = pos.checked_add(skip)?.checked_add(strlen)?;
+        if pos > body.len() || items > body.len() - pos {
+            return None;
+        }
+        total += strlen;
+        pending += items;
+    }
+    Some(total)
 }

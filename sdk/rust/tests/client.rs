@@ -497,7 +497,10 @@ fn an_answer_that_cannot_be_sent_is_an_error_for_the_caller() {
     let (client, mut host, _) = start("example");
     // The fake host's welcome says max_frame_bytes = 1 MiB.
     client.on_invocation("module_api", |_p: Value| -> Result<Value, (&str, &str)> {
-        Ok(Value::from("x".repeat(2 << 20)))
+        Ok(Value::from(vec![7u8; 2 << 20]))
+    });
+    client.on_invocation("health", |_p: Value| -> Result<Value, (&str, &str)> {
+        Ok(Value::from("x".repeat((1 << 20) + 1)))
     });
     client.on_invocation("rpc", |_p: Value| -> Result<Value, modhost_sdk::HandlerError> {
         Err(modhost_sdk::HandlerError::new("module_error", "e".repeat(2 << 20)))
@@ -508,6 +511,14 @@ fn an_answer_that_cannot_be_sent_is_an_error_for_the_caller() {
     let e = r.error.expect("an error, not silence");
     assert_eq!(e.code, "result_too_large");
     assert!(e.message.contains("max_frame_bytes"), "{}", e.message);
+    // 1 MiB and a byte of strings: over max_total_string_bytes, which the host would refuse.
+    host.invoke(4, "health", Value::map());
+    let r = host.invocation_result();
+    assert_eq!(r.id, 4);
+    let e = r.error.expect("an error, not silence");
+    assert_eq!(e.code, "result_too_large");
+    assert!(e.message.contains("max_total_string_bytes = 1048576"), "{}", e.message);
+    assert!(e.message.contains("as binary"), "{}", e.message);
     host.invoke(2, "rpc", Value::map());
     let r = host.invocation_result();
     assert_eq!(
@@ -616,6 +627,8 @@ fn logs_ready_and_goodbye() {
         )
         .unwrap();
     client.warn("careful");
+    // The host keeps 8,192 characters of a message; 3 MB would be refused (max_total_string_bytes).
+    client.log(LogLevel::Info, &"é".repeat(1_500_000)).unwrap();
     client.goodbye(Some(("module_error", "done").into())).unwrap();
     assert_eq!(host.recv(), Message::Ready);
     assert_eq!(
@@ -630,6 +643,8 @@ fn logs_ready_and_goodbye() {
     assert_eq!(l.fields.unwrap()["height"].as_u64(), Some(101));
     let Message::Log(l) = host.recv() else { panic!("log") };
     assert_eq!((l.level, l.message.as_str()), (LogLevel::Warn, "careful"));
+    let Message::Log(l) = host.recv() else { panic!("log") };
+    assert_eq!(l.message, "é".repeat(8192), "cut to what the host keeps");
     let Message::Goodbye(g) = host.recv() else {
         panic!("goodbye")
     };
@@ -723,7 +738,8 @@ fn every_typed_method_sends_its_method_and_params() {
         ),
         (
             "submit_transaction",
-            Value::from_pairs([("hex", "0200".into())]),
+            // Valid hex travels as binary (max_total_string_bytes).
+            Value::from_pairs([("hex", Value::Bin(vec![2, 0]))]),
             tx.clone().into(),
         ),
         ("storage_list_trees", Value::map(), Value::Array(vec!["t".into()])),

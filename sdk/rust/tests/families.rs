@@ -680,6 +680,10 @@ fn lightning_network_http_and_mining() {
         let r = c.queue_received_block("0100").unwrap();
         assert!(r.is_accepted());
         assert_eq!(r.hash.as_deref(), Some("ab".repeat(32).as_str()));
+        // Bytes as they are, and hex that is not hex sent as text for the host to refuse.
+        c.submit_block_bytes(&[9, 9]).unwrap();
+        c.submit_transaction_bytes(&[7]).unwrap();
+        c.queue_received_block("zz").unwrap();
         let err = c.submit_block("0200").unwrap_err();
         assert!(
             matches!(err, Error::Protocol(ref m) if m.contains("submit_block")),
@@ -822,7 +826,7 @@ fn lightning_network_http_and_mining() {
             ),
             (
                 "submit_block",
-                map([("hex", "0000".into())]),
+                map([("hex", Value::Bin(vec![0, 0]))]),
                 Ok(map([
                     ("result", "rejected".into()),
                     ("reason", "high-hash: proof of work failed".into()),
@@ -830,12 +834,27 @@ fn lightning_network_http_and_mining() {
             ),
             (
                 "queue_received_block",
-                map([("hex", "0100".into())]),
+                map([("hex", Value::Bin(vec![1, 0]))]),
                 Ok(map([("result", "accepted".into()), ("hash", "ab".repeat(32).into())])),
             ),
             (
                 "submit_block",
-                map([("hex", "0200".into())]),
+                map([("hex", Value::Bin(vec![9, 9]))]),
+                Ok(map([("result", "accepted".into())])),
+            ),
+            (
+                "submit_transaction",
+                map([("hex", Value::Bin(vec![7]))]),
+                Ok("ab".repeat(32).into()),
+            ),
+            (
+                "queue_received_block",
+                map([("hex", "zz".into())]),
+                Ok(map([("result", "rejected".into())])),
+            ),
+            (
+                "submit_block",
+                map([("hex", Value::Bin(vec![2, 0]))]),
                 Ok(map([("result", "inconclusive".into())])),
             ),
         ],
