@@ -14,6 +14,18 @@ const ops = v.pipe(
   ]), { rust: "an enum of its own" })),
   v.maxLength(10_000, "at most 10000 operations per transaction"),
 );
+/**
+ * A transaction too big for one message is sent in parts (docs/protocol.md section 6.2): every
+ * part names the transaction's id (the module's pick) and whether more follow; the host holds
+ * the parts and writes nothing until the last.
+ */
+const part = doc(
+  "For a transaction sent in parts: its id and whether more parts follow. The SDKs split a transaction that does not fit one message by themselves.",
+  v.optional(named("TransactionPart", v.object({
+    id: v.pipe(v.number(), v.integer("part.id must be an integer"), v.minValue(0), v.maxValue(0xffffffff)),
+    more: v.boolean("part.more must be true or false"),
+  }))),
+);
 const bound = v.optional(v.string());
 const iterBounds = {
   gt: bound, gte: bound, lt: bound, lte: bound,
@@ -53,7 +65,7 @@ export const storage: Family = {
       summary: "Entries in key order, within gt/gte/lt/lte/prefix bounds, up to limit (default 1000) and storage_iter_max_bytes; with paged: true, {entries, cursor} (pass cursor back for the next page; null at the end).",
       handler: (c, p) => { const { tree: t, ...opts } = p; return store(c).iterate(t, opts, c.maxAnswerBytes === undefined ? undefined : Math.floor(c.maxAnswerBytes * 0.9)); },
     }),
-    method({ name: "storage_transaction", result: done, js: "transaction", permission: "write_storage", args: ["tree", "ops"], params: v.object({ tree, ops }), summary: "Apply put/delete operations atomically: all or none.", handler: async (c, p) => { await store(c).batch(p.tree, p.ops); return true as const; } }),
+    method({ name: "storage_transaction", result: done, js: "transaction", permission: "write_storage", args: ["tree", "ops"], params: v.object({ tree, ops, part }), handWritten: { rust: "splits a transaction that does not fit one message into parts" }, summary: "Apply put/delete operations atomically: all or none (at most 10000 over all parts of a transaction sent in parts).", handler: async (c, p) => { await store(c).batch(p.tree, p.ops, p.part); return true as const; } }),
     method({ name: "storage_usage", result: StorageUsage, js: "usage", permission: "read_storage", args: [], params: v.object({}), summary: "Bytes, keys and trees used, and the quota.", handler: async (c) => {
       // snake_case on the wire, like every other result.
       const u = await store(c).usage();

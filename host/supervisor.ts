@@ -224,6 +224,8 @@ export class Supervisor {
       await mkdir(dataDir, { recursive: true, mode: 0o700 });
       await rec.storeClosing;
       rec.store ??= await this.openStore(rec);
+      // A new instance: parts of transactions the last one left unfinished are not its own.
+      rec.store?.dropStaged();
       const config = moduleConfig(this.opts.config, manifest);
       await this.runLoadHooks(rec, attempt);
       const runtime = this.runtimes[manifest.runtime];

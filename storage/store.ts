@@ -103,6 +103,15 @@ export interface OpenOptions {
 }
 
 const MAX_BATCH_OPS = 10_000;
+/**
+ * Transactions sent in parts (a transaction whose ops do not fit one message of the module
+ * protocol, docs/protocol.md section 6.2): at most this many open at once per module, holding
+ * at most MAX_STAGED_BYTES of encoded keys and values together; a part's transaction is
+ * forgotten when no part came for STAGED_IDLE_MS.
+ */
+const MAX_STAGED = 4;
+const MAX_STAGED_BYTES = 32 * 1024 * 1024;
+const STAGED_IDLE_MS = 60_000;
 const DEFAULT_ITER_LIMIT = 1000;
 const MAX_ITER_LIMIT = 10_000;
 const DEFAULT_ITER_MAX_BYTES = 1024 * 1024;
@@ -131,6 +140,19 @@ interface Counters {
 interface TreeState extends Counters {
   db: TreeDb;
 }
+/** A batch op validated and encoded: its key, and its value (undefined for a delete). */
+interface Prepared {
+  key: string;
+  k: Bytes;
+  v: Bytes | undefined;
+}
+/** The held parts of a transaction sent in parts. */
+interface Staged {
+  tree: string;
+  ops: Prepared[];
+  bytes: number;
+  touched: number;
+}
 /** One entry of a root batch; `sublevel` makes it atomic across sublevels. */
 type RootOp =
   | { type: "put"; sublevel: TreeDb | MetaDb; key: unknown; value: unknown }
@@ -148,6 +170,8 @@ export class ModuleStore {
   readonly #io: Semaphore;
   readonly #iterMaxBytes: number;
   readonly #inflight = new Set<Promise<void>>();
+  /** Earlier parts of transactions sent in parts, by the module's id for each (see batch). */
+  readonly #staged = new Map<number, Staged>();
   #closing: Promise<void> | undefined;
 
   private constructor(db: RootDb, quota: StorageQuota, label: string | undefined, options: OpenOptions = {}) {
@@ -377,11 +401,38 @@ export class ModuleStore {
   /**
    * Applies `ops` in order, atomically: all are validated and the quota is
    * checked against the batch's net effect before anything is written.
+   *
+   * A transaction too big for one message comes in parts: `part` names it (an id the module
+   * picks) and whether more parts follow. A part with `more` is validated, encoded and held,
+   * and nothing is written; the part without `more` applies every held op of its id and its
+   * own, in order, atomically. Any error drops the whole transaction (its held parts too).
    */
-  batch(tree: string, ops: BatchOp[]): Promise<void> {
+  batch(tree: string, ops: BatchOp[], part?: { id: number; more: boolean }): Promise<void> {
     return this.#write(async () => {
+      this.#expireStaged();
+      const held = part ? this.#staged.get(part.id) : undefined;
+      let prepared: Prepared[];
+      try {
+        if (held && held.tree !== tree) {
+          throw new StorageError("invalid_params", `part of transaction ${part?.id} names tree "${tree}", but its first part named "${held.tree}"`);
+        }
+        if (part && (held?.ops.length ?? 0) + (Array.isArray(ops) ? ops.length : 0) > MAX_BATCH_OPS) {
+          throw new StorageError("invalid_params", `transaction ${part.id} has more than the maximum of ${MAX_BATCH_OPS} ops over its parts`);
+        }
+        this.#tree(tree);
+        prepared = this.#prepareOps(ops);
+        if (part?.more) {
+          this.#hold(part.id, tree, prepared, held);
+          return;
+        }
+      } catch (err) {
+        if (part) this.#staged.delete(part.id);
+        if (held && err instanceof StorageError) throw new StorageError(err.code, `${err.message} (the transaction's ${held.ops.length} ops held from earlier parts are dropped too)`);
+        throw err;
+      }
+      if (part) this.#staged.delete(part.id);
+      if (held) prepared = held.ops.concat(prepared);
       const t = this.#tree(tree);
-      const prepared = this.#prepareOps(ops);
       if (prepared.length === 0) return;
 
       // Current size (key + value bytes) of every distinct key touched, or undefined if absent.
@@ -414,8 +465,43 @@ export class ModuleStore {
     });
   }
 
+  /** Holds a part of a transaction sent in parts, within MAX_STAGED and MAX_STAGED_BYTES. */
+  #hold(id: number, tree: string, prepared: Prepared[], held: Staged | undefined): void {
+    if (!held && this.#staged.size >= MAX_STAGED) {
+      throw new StorageError("quota_exceeded", `more than ${MAX_STAGED} transactions sent in parts are open at once; finish one (its last part has more: false) before starting another`);
+    }
+    let bytes = 0;
+    for (const p of prepared) bytes += p.k.length + (p.v?.length ?? 0);
+    let total = bytes;
+    for (const s of this.#staged.values()) total += s.bytes;
+    if (total > MAX_STAGED_BYTES) {
+      throw new StorageError("quota_exceeded", `transactions sent in parts would hold ${total} bytes of keys and values, more than the ${MAX_STAGED_BYTES} the host holds for a module; write less in one transaction`);
+    }
+    if (held) {
+      for (const p of prepared) held.ops.push(p);
+      held.bytes += bytes;
+      held.touched = Date.now();
+    } else {
+      this.#staged.set(id, { tree, ops: prepared, bytes, touched: Date.now() });
+    }
+  }
+
+  /** Forgets transactions sent in parts whose next part has not come for STAGED_IDLE_MS. */
+  #expireStaged(): void {
+    const now = Date.now();
+    for (const [id, s] of this.#staged) if (now - s.touched > STAGED_IDLE_MS) this.#staged.delete(id);
+  }
+
+  /**
+   * Forgets every transaction sent in parts: a new instance of the module starts (its ids
+   * would meet the held parts of the one before).
+   */
+  dropStaged(): void {
+    this.#staged.clear();
+  }
+
   /** Validates and encodes batch ops; errors name the offending op index. */
-  #prepareOps(ops: unknown): Array<{ key: string; k: Bytes; v: Bytes | undefined }> {
+  #prepareOps(ops: unknown): Prepared[] {
     if (!Array.isArray(ops)) throw new StorageError("invalid_params", "ops must be an array");
     if (ops.length > MAX_BATCH_OPS) {
       throw new StorageError("invalid_params", `batch has ${ops.length} ops, more than the maximum of ${MAX_BATCH_OPS}`);

@@ -513,3 +513,47 @@ test("a drop interrupted by a crash is finished on the next open", async (t) => 
   t.deepEqual(await reopened.iterate("x"), []);
   t.like(await reopened.usage(), { keys: 1, trees: 2 });
 });
+
+// ---- transactions sent in parts (docs/protocol.md section 6.2) ----
+
+test("a transaction in parts writes nothing until its last part, then every part at once, in order", async (t) => {
+  const { store } = await freshStore(t);
+  await store.put("t", "a", "old");
+  await store.batch("t", [{ op: "put", key: "a", value: 1 }, { op: "put", key: "b", value: 1 }], { id: 7, more: true });
+  await store.batch("t", [{ op: "delete", key: "b" }, { op: "put", key: "c", value: 3 }], { id: 7, more: true });
+  t.is(await store.get("t", "a"), "old", "held parts are not written");
+  t.false(await store.has("t", "c"));
+  const before = await store.usage();
+  await store.batch("t", [{ op: "put", key: "a", value: 2 }], { id: 7, more: false });
+  t.deepEqual([await store.get("t", "a"), await store.has("t", "b"), await store.get("t", "c")], [2, false, 3], "applied in order over all parts");
+  t.is((await store.usage()).keys, before.keys + 1, "the quota counts the net effect (c added)");
+  // The id is forgotten after its last part: a new part of id 7 starts a new transaction.
+  await store.batch("t", [{ op: "put", key: "d", value: 4 }], { id: 7, more: false });
+  t.is(await store.get("t", "d"), 4);
+});
+
+test("an error in any part of a transaction in parts drops the whole transaction, and says so", async (t) => {
+  const { store } = await freshStore(t, { maxKeyBytes: 8 });
+  await store.batch("t", [{ op: "put", key: "a", value: 1 }], { id: 1, more: true });
+  await rejectsCode(t, store.batch("t", [{ op: "put", key: "much-too-long", value: 1 }], { id: 1, more: true }), "invalid_params", /held from earlier parts are dropped too/);
+  await store.batch("t", [{ op: "put", key: "z", value: 1 }], { id: 1, more: false });
+  t.false(await store.has("t", "a"), "the part before the error was dropped with it");
+  t.true(await store.has("t", "z"));
+  await store.openTree("u");
+  await store.batch("t", [{ op: "put", key: "a", value: 1 }], { id: 2, more: true });
+  await rejectsCode(t, store.batch("u", [{ op: "put", key: "b", value: 1 }], { id: 2, more: false }), "invalid_params", /names tree "u", but its first part named "t"/);
+  t.false(await store.has("t", "a"));
+});
+
+test("transactions in parts are bounded: 10000 ops over all parts, 4 open at once, and dropped for a new instance", async (t) => {
+  const { store } = await freshStore(t);
+  const puts = (n: number, from = 0) => Array.from({ length: n }, (_, i) => ({ op: "put" as const, key: `k${from + i}`, value: i }));
+  await store.batch("t", puts(6000), { id: 1, more: true });
+  await rejectsCode(t, store.batch("t", puts(4001, 6000), { id: 1, more: false }), "invalid_params", /more than the maximum of 10000 ops over its parts/);
+  t.false(await store.has("t", "k0"));
+  for (const id of [1, 2, 3, 4]) await store.batch("t", puts(1, id), { id, more: true });
+  await rejectsCode(t, store.batch("t", puts(1), { id: 5, more: true }), "quota_exceeded", /more than 4 transactions sent in parts are open at once/);
+  store.dropStaged();
+  await store.batch("t", puts(1, 100), { id: 1, more: false });
+  t.deepEqual([await store.has("t", "k1"), await store.has("t", "k100")], [false, true], "what the last instance held is gone");
+});

@@ -259,6 +259,53 @@ export const BOOTSTRAP = String.raw`
     }
   }
 
+  // What one part of a transaction may weigh: under the protocol's per-message limits
+  // (max_values 65,536; 1 MiB of strings; 4,096 distinct map keys), with room for the message
+  // around it.
+  const PART = { values: 48000, stringBytes: 768 * 1024, keys: 3500, bytes: 12 * 1024 * 1024 };
+  let nextTransactionId = 1;
+  function weighInto(v, w) {
+    w.values++;
+    if (typeof v === "string") {
+      w.stringBytes += utf8Length(v, Infinity);
+    } else if (v instanceof Uint8Array) {
+      w.bytes += v.byteLength;
+    } else if (Array.isArray(v)) {
+      for (const x of v) weighInto(x, w);
+    } else if (v !== null && typeof v === "object") {
+      for (const k of Object.keys(v)) {
+        w.values++;
+        w.stringBytes += utf8Length(k, Infinity);
+        // A key over 64 bytes counts at every appearance, a shorter one once (max_map_keys).
+        if (k.length > 21 || !w.keySet.has(k)) {
+          w.keySet.add(k);
+          w.keys++;
+        }
+        weighInto(v[k], w);
+      }
+    }
+  }
+  /** The ops in parts that each fit one message; one part when they all do. */
+  function splitOps(ops) {
+    const parts = [];
+    let part = [];
+    let w = { values: 0, stringBytes: 0, keys: 0, bytes: 0, keySet: new Set() };
+    for (const op of ops) {
+      weighInto(op, w);
+      const over = w.values > PART.values || w.stringBytes > PART.stringBytes || w.keys > PART.keys || w.bytes + w.stringBytes > PART.bytes;
+      if (over && part.length > 0) {
+        // This op starts the next part (alone it may still be too big: the host then says which limit).
+        parts.push(part);
+        part = [];
+        w = { values: 0, stringBytes: 0, keys: 0, bytes: 0, keySet: new Set() };
+        weighInto(op, w);
+      }
+      part.push(op);
+    }
+    parts.push(part);
+    return parts;
+  }
+
   function buildCtx(methods, config, meta) {
     const families = {};
     for (const m of methods) {
@@ -367,6 +414,17 @@ export const BOOTSTRAP = String.raw`
         const result = await wire({ point });
         callbacks.hook.delete(point);
         return result;
+      },
+      // A transaction whose ops do not fit one message (the protocol's limits on values and
+      // string bytes per message, docs/protocol.md section 3.1) goes in parts of one id; the
+      // host holds them and writes all at once with the last (section 6.2).
+      storage_transaction: (wire) => async (tree, ops) => {
+        if (!Array.isArray(ops)) return wire({ tree, ops });
+        const parts = splitOps(ops);
+        if (parts.length === 1) return wire({ tree, ops });
+        const id = nextTransactionId++;
+        for (let i = 0; i < parts.length - 1; i++) await wire({ tree, ops: parts[i], part: { id, more: true } });
+        return wire({ tree, ops: parts[parts.length - 1], part: { id, more: false } });
       },
       register_provider: (wire) => async (kind, impl) => {
         if (!impl || typeof impl !== "object") throw new TypeError("provide(kind, implementation): pass an object of functions");

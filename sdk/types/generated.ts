@@ -171,6 +171,11 @@ export interface IterPage {
 
 export type StorageOp = { op: "put"; key: string; value: Plain } | { op: "delete"; key: string };
 
+export interface TransactionPart {
+  id: number;
+  more: boolean;
+}
+
 export interface StorageQuota {
   max_bytes: number;
   max_keys: number;
@@ -424,7 +429,10 @@ export interface StorageMethods {
   put(tree: string, key: string, value: Plain): Promise<true>;
   /** Delete a key; true if it existed. Needs write_storage. */
   delete(tree: string, key: string): Promise<boolean>;
-  /** Apply put/delete operations atomically: all or none. Needs write_storage. */
+  /**
+   * Apply put/delete operations atomically: all or none (at most 10000 over all parts of a
+   * transaction sent in parts). Needs write_storage.
+   */
   transaction(tree: string, ops: StorageOp[]): Promise<true>;
   /** Bytes, keys and trees used, and the quota. Needs read_storage. */
   usage(): Promise<StorageUsage>;

@@ -311,6 +311,27 @@ impl Client {
 
     // storage
 
+    /// Apply put/delete operations atomically: all or none (at most 10,000). Needs
+    /// `write_storage`. Ops that do not fit one message are sent in parts of one transaction,
+    /// which the host writes all at once with the last (docs/protocol.md section 6.2).
+    pub fn storage_transaction(&self, tree: &str, ops: &[StorageOp]) -> Result<()> {
+        let parts = crate::parts::split_ops(ops);
+        if parts.len() == 1 {
+            return self
+                .request_raw("storage_transaction", &TransactionParams { tree, ops, part: None })
+                .map(drop);
+        }
+        let id = NEXT_TRANSACTION_ID.fetch_add(1, Ordering::Relaxed);
+        for (i, ops) in parts.iter().enumerate() {
+            let part = Some(TransactionPart {
+                id,
+                more: i + 1 < parts.len(),
+            });
+            self.request_raw("storage_transaction", &TransactionParams { tree, ops, part })?;
+        }
+        Ok(())
+    }
+
     /// Entries in key order within the options' bounds (at most `limit`, default 1000). The
     /// host refuses a range whose entries exceed its byte limit per answer
     /// (`storage_iter_max_bytes`): page through large ranges with [`Client::storage_iter_page`].
@@ -852,6 +873,16 @@ fn take_fd(fd: i32) -> Result<UnixStream> {
 
 // ---- params ----
 
+#[derive(Serialize)]
+struct TransactionParams<'a> {
+    tree: &'a str,
+    ops: &'a [StorageOp],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    part: Option<TransactionPart>,
+}
+/// Ids of transactions sent in parts: unique in this process (the host forgets held parts
+/// when a new instance of the module starts).
+static NEXT_TRANSACTION_ID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
 #[derive(Serialize)]
 struct BlockParams<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -121,6 +121,8 @@ pub const HAND_WRITTEN: &[&str] = &[
     "submit_transaction",
     // storage_iter: two methods, storage_iter and storage_iter_page (paged), with generic values
     "storage_iter",
+    // storage_transaction: splits a transaction that does not fit one message into parts
+    "storage_transaction",
     // subscribe_events: the event types as &[&str]; events arrive through Client::events, not a callback
     "subscribe_events",
     // report_metric: MetricValue, MetricKind and labels as pairs
@@ -262,6 +264,12 @@ pub struct MempoolInfo {
     pub transaction_count: u64,
     pub size_bytes: u64,
     pub total_fee_sats: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TransactionPart {
+    pub id: u32,
+    pub more: bool,
 }
 
 /// A histogram read back: observations counted in fixed buckets.
@@ -476,13 +484,6 @@ struct StorageInsertParams<'a, T: Serialize + ?Sized> {
 struct StorageRemoveParams<'a> {
     tree: &'a str,
     key: &'a str,
-}
-
-/// The params of `storage_transaction`.
-#[derive(Serialize)]
-struct StorageTransactionParams<'a> {
-    tree: &'a str,
-    ops: &'a [StorageOp],
 }
 
 /// The params of `publish_event`.
@@ -706,11 +707,6 @@ impl Client {
     /// Delete a key; true if it existed. Needs `write_storage`.
     pub fn storage_remove(&self, tree: &str, key: &str) -> Result<bool> {
         self.request("storage_remove", &StorageRemoveParams { tree, key })
-    }
-
-    /// Apply put/delete operations atomically: all or none. Needs `write_storage`.
-    pub fn storage_transaction(&self, tree: &str, ops: &[StorageOp]) -> Result<()> {
-        self.request_raw("storage_transaction", &StorageTransactionParams { tree, ops }).map(drop)
     }
 
     /// Bytes, keys and trees used, and the quota. Needs `read_storage`.

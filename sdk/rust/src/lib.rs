@@ -36,6 +36,7 @@ mod events;
 // so that the generator's output and the checked-in file stay byte for byte the same.
 #[rustfmt::skip]
 mod generated;
+mod parts;
 pub mod protocol;
 pub mod types;
 pub mod value;

@@ -235,3 +235,46 @@ fn block_template_updated_events_decode() {
     assert!(e.new_block().is_none());
     drop(host);
 }
+
+#[test]
+fn a_transaction_too_big_for_one_message_goes_in_parts_of_one_id() {
+    use modhost_sdk::StorageOp;
+    let (client, mut host, _) = start("example");
+    // 9,000 puts with 70-byte keys: over 1 MiB of strings, more than one message carries.
+    let ops: Vec<StorageOp> = (0..9_000u64)
+        .map(|i| StorageOp::put(format!("tx:{i:064x}"), &i).unwrap())
+        .collect();
+    let sent = ops.clone();
+    let c = client.clone();
+    let t = thread::spawn(move || c.storage_transaction("idx", &sent));
+    let mut keys = Vec::new();
+    let mut ids = Vec::new();
+    loop {
+        let r = host.next_request("storage_transaction");
+        assert_eq!(r.params["tree"].as_str(), Some("idx"));
+        let part = &r.params["part"];
+        ids.push(part["id"].as_u64().expect("every part names its transaction"));
+        let Value::Array(part_ops) = &r.params["ops"] else {
+            panic!("ops is an array")
+        };
+        keys.extend(part_ops.iter().map(|op| op["key"].as_str().unwrap().to_string()));
+        let more = part["more"].as_bool().expect("every part says whether more follow");
+        host.respond(r.id, true.into());
+        if !more {
+            break;
+        }
+    }
+    t.join().unwrap().unwrap();
+    assert!(ids.len() > 1, "sent in {} parts", ids.len());
+    assert!(ids.iter().all(|id| *id == ids[0]), "one id for every part");
+    let expected: Vec<String> = (0..9_000u64).map(|i| format!("tx:{i:064x}")).collect();
+    assert_eq!(keys, expected, "every op once, in order");
+
+    // A small transaction is one message without a part.
+    let c = client.clone();
+    let t = thread::spawn(move || c.storage_transaction("idx", &[StorageOp::delete("k")]));
+    let r = host.next_request("storage_transaction");
+    assert!(matches!(r.params["part"], Value::Nil), "no part: {:?}", r.params);
+    host.respond(r.id, true.into());
+    t.join().unwrap().unwrap();
+}
