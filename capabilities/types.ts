@@ -183,7 +183,7 @@ export interface MethodDef<S extends v.GenericSchema = v.GenericSchema, R extend
   readonly callback?: CallbackKind;
   /**
    * An SDK whose typed method for this one is written by hand (sdk/types/index.ts,
-   * sdk/rust/src/client.rs) instead of generated, and why (overloads, a form the wire has
+   * sdk/rust/src/requests.rs) instead of generated, and why (overloads, a form the wire has
    * not). Methods with a callback are always hand-written in TypeScript.
    */
   readonly handWritten?: { readonly ts?: string; readonly rust?: string };

@@ -9,6 +9,10 @@
 // RPC user needs a password, a bind address needs allow_remote, ...) run after the schema in
 // `crossKeyRules`, each on fields that are valid on their own, so every problem of a file is
 // reported at once. Adding a limit is one line in LIMIT_FIELDS.
+//
+// One file on purpose, a little over 500 lines: the sections' schemas, the types inferred from
+// them, the cross-key rules over them and the lookups the host reads them through are one
+// declaration of modhost.toml, and adding a key touches all of them together.
 
 import { isIP } from "node:net";
 import path from "node:path";

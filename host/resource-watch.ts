@@ -1,9 +1,9 @@
 // ResourceLimitWarning: the host tells the operator (log) and subscribed modules (event) when a
 // module nears one of its limits, from the host's own measurements, before the limit bites.
 //
-// Every RESOURCE_SAMPLE_MS the manager samples each running module: memory of its cgroup
-// (memory_total_mb), requests in flight (max_requests_in_flight), requests and host CPU time
-// per second over the interval (requests_per_second, host_cpu_ms_per_s), bytes sent to it and
+// Every RESOURCE_SAMPLE_MS the supervisor (host/supervisor-health.ts) samples each running
+// module: memory of its cgroup (memory_total_mb), requests in flight (max_requests_in_flight),
+// requests and host CPU time per second over the interval (requests_per_second, host_cpu_ms_per_s), bytes sent to it and
 // not read (max_unread_bytes) and bytes per second it added or tried to add to the host log
 // (log_bytes_per_second). A resource at WARN_FRACTION of its limit or more is warned about,
 // at most once per RESOURCE_WARNING_INTERVAL_MS per module and resource, so a module that sits

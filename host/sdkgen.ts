@@ -14,7 +14,7 @@
 //
 // Only what is mechanical is generated; a method whose SDK form is not (overloads, a Rust
 // form the wire does not have) says so in its family file (`handWritten`), and is then
-// written by hand in sdk/types/index.ts or sdk/rust/src/client.rs. Both files are written by
+// written by hand in sdk/types/index.ts or sdk/rust/src/requests.rs. Both files are written by
 // `modhost docs --write` beside the generated docs and checked by the same test.
 
 import { readFileSync } from "node:fs";
@@ -51,7 +51,7 @@ export class NotMechanical extends Error {}
 function fail(where: string, what: string, sdk: "ts" | "rust"): never {
   throw new NotMechanical(
     `${where}: ${what} has no generated form in the ${sdk === "ts" ? "TypeScript" : "Rust"} SDK; ` +
-    `give a named type in capabilities/schemas.ts, or mark the method handWritten: { ${sdk}: "why" } in its family file and write it in ${sdk === "ts" ? "sdk/types/index.ts" : "sdk/rust/src/client.rs"}`,
+    `give a named type in capabilities/schemas.ts, or mark the method handWritten: { ${sdk}: "why" } in its family file and write it in ${sdk === "ts" ? "sdk/types/index.ts" : "sdk/rust/src/requests.rs"}`,
   );
 }
 
@@ -420,7 +420,7 @@ export function rustSdk(families: readonly Family[] = FAMILIES): string {
     "//!",
     ...HEADER.map((l) => `//! ${l}`),
     "//!",
-    "//! The methods listed in [`HAND_WRITTEN`] are written by hand in client.rs instead (why is",
+    "//! The methods listed in [`HAND_WRITTEN`] are written by hand in requests.rs instead (why is",
     "//! beside each). The structs of the named types are below; these are written by hand in",
     "//! types.rs:",
     ...types.byHand,
@@ -446,7 +446,7 @@ export function rustSdk(families: readonly Family[] = FAMILIES): string {
     ...all,
     "];",
     "",
-    "/// The methods whose typed form is written by hand in client.rs, and why.",
+    "/// The methods whose typed form is written by hand in requests.rs, and why.",
     "pub const HAND_WRITTEN: &[&str] = &[",
     ...hand,
     "];",

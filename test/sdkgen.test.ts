@@ -96,7 +96,7 @@ test("a schema the generator cannot express is refused, naming the method, the f
   t.regex(ts.message, /^dated_thing \(capabilities\/things\.ts\)\.when: a schema of type "date" has no generated form in the TypeScript SDK/);
   t.regex(ts.message, /mark the method handWritten: \{ ts: "why" \} in its family file and write it in sdk\/types\/index\.ts/);
   const rust = t.throws(() => rustSdk(family([dated])), { instanceOf: NotMechanical });
-  t.regex(rust.message, /handWritten: \{ rust: "why" \}.*sdk\/rust\/src\/client\.rs/);
+  t.regex(rust.message, /handWritten: \{ rust: "why" \}.*sdk\/rust\/src\/requests\.rs/);
 });
 
 test("every catalogue method declares a result schema, and one that takes a function says which invocation calls it", (t) => {

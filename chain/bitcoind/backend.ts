@@ -20,43 +20,16 @@
 // `modhost bitcoind-config`), `txindex=1` to find confirmed transactions by txid (without it
 // get_transaction sees only the mempool and blocks the caller names), and `zmqpubsequence`
 // for prompt events (without it the backend polls).
+//
+// The reads (each ChainBackend read as the Core RPCs that answer it) are ./reads.ts, which
+// this class extends; this file keeps the events, the connection state and submission.
 
-import type {
-  Block,
-  BlockHeader,
-  BlockTemplate,
-  ChainBackend,
-  ChainEventName,
-  ChainEvents,
-  ChainInfo,
-  ChainListener,
-  Hex,
-  MempoolEntry,
-  MempoolInfo,
-  NetworkStats,
-  OutPoint,
-  PeerInfo,
-  SubmitBlockResult,
-  Transaction,
-  Utxo,
-} from "../backend.ts";
+import type { ChainBackend, ChainEventName, ChainEvents, ChainListener, Hex, SubmitBlockResult } from "../backend.ts";
 import { BackendUnavailableError } from "../backend.ts";
-import { CoreRpc, CoreRpcError, CoreRpcRefused, RPC_CODES, type CoreAuth } from "./rpc.ts";
+import { CoreRpc, CoreRpcError, CoreRpcRefused, type CoreAuth } from "./rpc.ts";
 import { parseSequenceBody, SequenceTracker, ZmqListener, type ZmqMessage } from "./zmq.ts";
-import {
-  bitsFromHex,
-  blockFromHex,
-  btcPerKvbToSatPerVb,
-  btcToSats,
-  chainName,
-  headerFromHex,
-  templateFromCore,
-  transactionFromHex,
-  type CoreBlockTemplate,
-} from "./convert.ts";
-import { coinbaseTransaction } from "../blocks.ts";
-import { addressOf, describeTransaction } from "../serialise.ts";
-import { hexToBytes } from "@noble/hashes/utils.js";
+import { btcToSats, chainName, headerFromHex } from "./convert.ts";
+import { CoreReads, type CoreHeader, type CoreMempoolEntry, type CorePeer } from "./reads.ts";
 
 /** Every RPC the backend calls: what a node's rpcwhitelist must allow for modhost. */
 export const REQUIRED_RPCS = [
@@ -108,16 +81,7 @@ const MAX_QUEUE = 10_000;
 
 type Work = { kind: "blocks" } | { kind: "peers" } | { kind: "mempool-resync" } | { kind: "tx-added"; txid: Hex } | { kind: "tx-removed"; txid: Hex };
 
-interface CoreHeader {
-  hash: Hex;
-  height: number;
-  confirmations: number;
-  time: number;
-  nTx: number;
-  previousblockhash?: Hex;
-}
-
-export class BitcoindBackend implements ChainBackend {
+export class BitcoindBackend extends CoreReads implements ChainBackend {
   readonly name = "bitcoind";
   private readonly rpc: CoreRpc;
   private readonly listeners = new Set<ChainListener>();
@@ -142,6 +106,7 @@ export class BitcoindBackend implements ChainBackend {
   refused: string[] = [];
 
   private constructor(private readonly opts: BitcoindBackendOptions) {
+    super();
     this.rpc = new CoreRpc({ url: opts.rpcUrl, auth: opts.auth, ...(opts.rpcTimeoutMs !== undefined ? { timeoutMs: opts.rpcTimeoutMs } : {}) });
     this.warn = opts.warn ?? (() => {});
     this.trackMempool = opts.trackMempool ?? true;
@@ -457,7 +422,7 @@ export class BitcoindBackend implements ChainBackend {
   }
 
   /** Every read goes through here: a lost node marks the backend unavailable. */
-  private async call<T>(method: string, params: unknown[] = []): Promise<T> {
+  protected override async call<T>(method: string, params: unknown[] = []): Promise<T> {
     if (this.unavailableSince !== null) throw new BackendUnavailableError(`the node at ${this.rpc.url} is unreachable; reconnecting`);
     try {
       return await this.rpc.call<T>(method, params);
@@ -481,154 +446,7 @@ export class BitcoindBackend implements ChainBackend {
     }
   }
 
-  /** null for Core's "not found" answers; everything else propagates. */
-  private async orNull<T>(p: Promise<T>): Promise<T | null> {
-    try {
-      return await p;
-    } catch (err) {
-      if (err instanceof CoreRpcError && (err.code === RPC_CODES.INVALID_ADDRESS_OR_KEY || err.code === RPC_CODES.INVALID_PARAMETER)) return null;
-      throw err;
-    }
-  }
-
-  // ---- ChainBackend: reads ----
-
-  async getBlock(hash: Hex): Promise<Block | null> {
-    const header = await this.orNull(this.call<CoreHeader>("getblockheader", [hash, true]));
-    if (!header) return null;
-    const hex = await this.orNull(this.call<Hex>("getblock", [hash, 0]));
-    return hex === null ? null : blockFromHex(hex, header.height);
-  }
-
-  async getBlockHeader(hash: Hex): Promise<BlockHeader | null> {
-    const header = await this.orNull(this.call<CoreHeader>("getblockheader", [hash, true]));
-    if (!header) return null;
-    const hex = await this.call<Hex>("getblockheader", [hash, false]);
-    return headerFromHex(hex, header.height);
-  }
-
-  async getBlockByHeight(height: number): Promise<Block | null> {
-    const hash = await this.orNull(this.call<Hex>("getblockhash", [height]));
-    if (hash === null) return null;
-    const hex = await this.orNull(this.call<Hex>("getblock", [hash, 0]));
-    return hex === null ? null : blockFromHex(hex, height);
-  }
-
-  async getTransaction(txid: Hex): Promise<Transaction | null> {
-    const hex = await this.orNull(this.call<Hex>("getrawtransaction", [txid, false]));
-    return hex === null ? null : transactionFromHex(hex);
-  }
-
-  async hasTransaction(txid: Hex): Promise<boolean> {
-    return (await this.orNull(this.call<Hex>("getrawtransaction", [txid, false]))) !== null;
-  }
-
-  async getChainTip(): Promise<Hex> {
-    return this.call<Hex>("getbestblockhash");
-  }
-
-  async getBlockHeight(): Promise<number> {
-    return this.call<number>("getblockcount");
-  }
-
-  async getUtxo(outpoint: OutPoint): Promise<Utxo | null> {
-    const out = await this.orNull(
-      this.call<{ confirmations: number; value: number; scriptPubKey: { hex: Hex }; coinbase: boolean } | null>("gettxout", [outpoint.txid, outpoint.vout, false]),
-    );
-    if (!out) return null;
-    const height = (await this.getBlockHeight()) - out.confirmations + 1;
-    return {
-      txid: outpoint.txid,
-      vout: outpoint.vout,
-      value: btcToSats(out.value),
-      script_pubkey: out.scriptPubKey.hex,
-      address: addressOf(hexToBytes(out.scriptPubKey.hex)),
-      height,
-      coinbase: out.coinbase,
-    };
-  }
-
-  async getChainInfo(): Promise<ChainInfo> {
-    const info = await this.call<{ chain: string; bestblockhash: Hex; blocks: number; difficulty: number; chainwork: Hex; mediantime: number; initialblockdownload: boolean; bits?: string }>(
-      "getblockchaininfo",
-    );
-    const bits = info.bits ?? (await this.call<{ bits: string }>("getblockheader", [info.bestblockhash, true])).bits;
-    return {
-      chain: chainName(info.chain),
-      tip_hash: info.bestblockhash,
-      height: info.blocks,
-      bits: bitsFromHex(bits),
-      difficulty: info.difficulty,
-      chain_work: BigInt(`0x${info.chainwork}`).toString(10),
-      median_time: info.mediantime,
-      is_synced: !info.initialblockdownload,
-    };
-  }
-
-  async getMempoolTransactions(): Promise<Hex[]> {
-    return this.call<Hex[]>("getrawmempool", [false]);
-  }
-
-  async getMempoolTransaction(txid: Hex): Promise<Transaction | null> {
-    if (!(await this.isInMempool(txid))) return null;
-    return this.getTransaction(txid);
-  }
-
-  async getMempoolEntry(txid: Hex): Promise<MempoolEntry | null> {
-    const entry = await this.orNull(this.call<CoreMempoolEntry>("getmempoolentry", [txid]));
-    if (!entry) return null;
-    const fee = btcToSats(entry.fees.base);
-    return { txid, fee, vsize: entry.vsize, fee_rate: fee / entry.vsize, time: entry.time };
-  }
-
-  async getMempoolInfo(): Promise<MempoolInfo> {
-    const info = await this.call<{ size: number; bytes: number; total_fee: number }>("getmempoolinfo");
-    return { transaction_count: info.size, size_bytes: info.bytes, total_fee_sats: btcToSats(info.total_fee) };
-  }
-
-  async isInMempool(txid: Hex): Promise<boolean> {
-    return (await this.orNull(this.call<CoreMempoolEntry>("getmempoolentry", [txid]))) !== null;
-  }
-
-  async estimateFee(targetBlocks: number): Promise<number> {
-    const est = await this.call<{ feerate?: number; errors?: string[] }>("estimatesmartfee", [Math.max(1, Math.min(1008, Math.floor(targetBlocks)))]);
-    // Core has no estimate until it has seen enough blocks: fall back to the minimum relay fee rate.
-    return est.feerate === undefined ? 1 : Math.max(1, btcPerKvbToSatPerVb(est.feerate));
-  }
-
-  async getNetworkStats(): Promise<NetworkStats> {
-    const [net, totals, hashps] = await Promise.all([
-      this.call<{ connections: number }>("getnetworkinfo"),
-      this.call<{ totalbytessent: number; totalbytesrecv: number }>("getnettotals"),
-      this.call<number>("getnetworkhashps"),
-    ]);
-    return { peer_count: net.connections, hash_rate: hashps, bytes_sent: totals.totalbytessent, bytes_received: totals.totalbytesrecv };
-  }
-
-  async getPeers(): Promise<PeerInfo[]> {
-    const peers = await this.call<CorePeer[]>("getpeerinfo");
-    return peers.map((p) => ({
-      addr: p.addr,
-      transport_type: p.transport_protocol_type ?? p.network ?? "unknown",
-      services: Number.parseInt(p.services, 16) || 0,
-      version: p.version,
-      connected_since: p.conntime,
-    }));
-  }
-
-  // ---- ChainBackend: mining and submission ----
-
-  async getBlockTemplate(opts: { coinbaseScript?: Hex } = {}): Promise<BlockTemplate> {
-    const t = await this.call<CoreBlockTemplate>("getblocktemplate", [{ rules: ["segwit"] }]);
-    const template = templateFromCore(t);
-    if (opts.coinbaseScript !== undefined) {
-      const coinbase = describeTransaction(
-        coinbaseTransaction(t.height, Math.floor(Math.random() * 0xffffffff), t.coinbasevalue, hexToBytes(opts.coinbaseScript), t.transactions.map((tx) => tx.hash)),
-      );
-      template.coinbase_tx = { txid: coinbase.txid, hex: coinbase.hex };
-    }
-    return template;
-  }
+  // ---- ChainBackend: submission ----
 
   async submitBlock(hex: Hex): Promise<SubmitBlockResult> {
     let hash: Hex | undefined;
@@ -667,19 +485,4 @@ export class BitcoindBackend implements ChainBackend {
     this.zmq?.close();
     this.queue.length = 0;
   }
-}
-
-interface CorePeer {
-  addr: string;
-  transport_protocol_type?: string;
-  network?: string;
-  services: string;
-  version: number;
-  conntime: number;
-}
-
-interface CoreMempoolEntry {
-  vsize: number;
-  time: number;
-  fees: { base: number };
 }

@@ -5,7 +5,7 @@
 //   1. fetch and verify the index (client.ts: registry signatures, expiry, rollback);
 //   2. resolve NAME[@RANGE] and its dependencies (resolve.ts);
 //   3. download each blob (module.toml and every file) into the cache, checking its SHA-256;
-//   4. assemble the module in <modules_dir>/.staging/<name>-XXXXXX;
+//   4. assemble the module in <modules_dir>/.staging/<name>-XXXXXX (steps 3 to 5: stage.ts);
 //   5. verify the staged module exactly as the host will before running it (host/verify):
 //      the module hash of the staged files equals the index's and [binary] hash, the
 //      maintainers' signatures meet the operator's trust for the module, [compatibility];
@@ -18,7 +18,7 @@
 // verified and kept in <modules_dir>/.pending/<name> instead of replacing the installed
 // version; `modhost update --activate NAME` puts it in place once the grants are there.
 
-import { chmod, mkdir, mkdtemp, readdir, rm, rmdir, stat, writeFile } from "node:fs/promises";
+import { mkdir, readdir, rm, rmdir, stat } from "node:fs/promises";
 import { randomBytes } from "node:crypto";
 import path from "node:path";
 import semver from "semver";
@@ -28,12 +28,12 @@ import { loadManifest, NODE_DEPENDENCY_NAMES, type ModuleManifest } from "../man
 import { satisfies } from "../deps.ts";
 import { formatDescriptor, resolveGrants } from "../../capabilities/grants.ts";
 import { clientFor } from "../rpc/client.ts";
-import { snapshotModule, verificationError, verifyModule, type VerificationReport } from "../verify/module.ts";
-import { fetchBlob, fetchIndex, type VerifiedIndex } from "./client.ts";
-import type { VersionEntry } from "./format.ts";
+import { snapshotModule, verificationError, verifyModule } from "../verify/module.ts";
+import { fetchIndex } from "./client.ts";
 import { applyPlan, recoverModulesDir, type CrashHook, type Rename } from "./journal.ts";
-import { Progress, type ProgressSink } from "./progress.ts";
-import { availableVersions, parseSpec, resolve, type PlannedInstall } from "./resolve.ts";
+import { cleanupStaging, downloadAndStage, type Staged } from "./stage.ts";
+import type { ProgressSink } from "./progress.ts";
+import { availableVersions, parseSpec, resolve } from "./resolve.ts";
 
 export interface RegistryOptions {
   /** The clock (tests). */
@@ -53,15 +53,6 @@ interface Installed {
   dir: string;
 }
 
-interface Staged {
-  name: string;
-  version: string;
-  dir: string;
-  manifest: ModuleManifest;
-  report: VerificationReport;
-}
-
-const STAGING = ".staging";
 const PENDING = ".pending";
 const TRASH = ".trash";
 
@@ -99,82 +90,6 @@ async function exists(p: string): Promise<boolean> {
 }
 
 // ---------------------------------------------------------------------------------------
-// Staging and verification
-
-/** What an install interrupted by a crash left in the staging area (an hour old: not a concurrent install). */
-async function removeStale(root: string): Promise<void> {
-  const cutoff = Date.now() - 60 * 60 * 1000;
-  for (const name of await readdir(root).catch(() => [] as string[])) {
-    const p = path.join(root, name);
-    const st = await stat(p).catch(() => undefined);
-    if (st && st.mtimeMs < cutoff) await rm(p, { recursive: true, force: true });
-  }
-}
-
-async function stage(config: HostConfig, vi: VerifiedIndex, p: PlannedInstall, progress: Progress, opts: RegistryOptions): Promise<Staged> {
-  const root = path.join(config.modules.modules_dir, STAGING);
-  await mkdir(root, { recursive: true, mode: 0o700 });
-  await removeStale(root);
-  const dir = await mkdtemp(path.join(root, `${p.name}-`));
-  const what = `${p.name} ${p.version}`;
-  try {
-    const e = p.entry;
-    progress.setLabel(what);
-    const manifestBytes = await fetchBlob(config, vi.url, e.manifest.sha256, e.manifest.size, progress, `${what} module.toml`);
-    await writeFile(path.join(dir, "module.toml"), manifestBytes, { mode: 0o644 });
-    for (const f of e.files) {
-      const bytes = await fetchBlob(config, vi.url, f.sha256, f.size, progress, `${what} ${f.path}`);
-      const target = path.join(dir, ...f.path.split("/"));
-      await mkdir(path.dirname(target), { recursive: true, mode: 0o755 });
-      await writeFile(target, bytes, { mode: f.executable ? 0o755 : 0o644, flag: "wx" });
-    }
-    const manifest = await verifyStaged(dir, p.name, p.version, e);
-    const snapshot = await snapshotModule(manifest);
-    const report = verifyModule(manifest, snapshot, config);
-    if (!report.ok) {
-      const err = verificationError(report);
-      throw new ModhostError(err.code, `${what} from the registry: ${err.message}`, err.hint);
-    }
-    // What the hash covers must be all there is: no unverified extra files.
-    const covered = new Set(snapshot.files.map((f) => f.path));
-    const extra = e.files.map((f) => f.path).filter((f) => !covered.has(f));
-    if (extra.length > 0) {
-      throw new ModhostError("verification_failed", `${what} from the registry carries files its hash does not cover: ${extra.join(", ")}`, "the package is malformed; tell the registry operator");
-    }
-    if (snapshot.hash !== e.hash) {
-      throw new ModhostError("verification_failed", `${what}: the registry index says its hash is ${e.hash}, but the downloaded files hash to ${snapshot.hash}`, "the registry index and its files disagree; nothing was installed; tell the registry operator");
-    }
-    for (const w of report.warnings) out(opts)(`warning: ${w}`);
-    await chmod(dir, 0o755);
-    return { name: p.name, version: p.version, dir, manifest, report };
-  } catch (err) {
-    await rm(dir, { recursive: true, force: true });
-    throw err;
-  }
-}
-
-/** The staged manifest must be the module and version the index describes. */
-async function verifyStaged(dir: string, name: string, version: string, e: VersionEntry): Promise<ModuleManifest> {
-  let manifest: ModuleManifest;
-  try {
-    manifest = await loadManifest(path.join(dir, "module.toml"));
-  } catch (err) {
-    throw new ModhostError("verification_failed", `${name} ${version} from the registry has an invalid module.toml: ${(err as Error).message}`, "tell the registry operator");
-  }
-  const problems: string[] = [];
-  if (manifest.name !== name) problems.push(`its manifest names "${manifest.name}"`);
-  if (manifest.version !== version) problems.push(`its manifest says version ${manifest.version}`);
-  if (manifest.runtime !== e.runtime) problems.push(`its manifest says runtime ${manifest.runtime}, the index ${e.runtime}`);
-  const deps = JSON.stringify(Object.entries(manifest.dependencies).sort());
-  const claimed = JSON.stringify(Object.entries(e.dependencies).sort());
-  if (deps !== claimed) problems.push(`its manifest's dependencies ${deps} differ from the index's ${claimed}`);
-  if (problems.length > 0) {
-    throw new ModhostError("verification_failed", `${name} ${version} from the registry does not match the registry index: ${problems.join("; ")}`, "the registry is inconsistent or tampered with; nothing was installed");
-  }
-  return manifest;
-}
-
-// ---------------------------------------------------------------------------------------
 // Putting staged modules in place
 
 /**
@@ -208,27 +123,6 @@ export async function recover(config: HostConfig, opts: RegistryOptions = {}): P
   const done = await recoverModulesDir(config.modules.modules_dir);
   if (done) out(opts)(`${done} in ${config.modules.modules_dir}`);
   await rmdir(path.join(config.modules.modules_dir, TRASH)).catch(() => undefined); // when empty
-}
-
-async function cleanupStaging(config: HostConfig, staged: Staged[]): Promise<void> {
-  for (const s of staged) await rm(s.dir, { recursive: true, force: true });
-  await rmdir(path.join(config.modules.modules_dir, STAGING)).catch(() => undefined); // when empty
-  await rmdir(path.join(config.modules.modules_dir, TRASH)).catch(() => undefined); // when empty
-}
-
-async function downloadAndStage(config: HostConfig, vi: VerifiedIndex, plan: PlannedInstall[], opts: RegistryOptions): Promise<Staged[]> {
-  const total = plan.reduce((n, p) => n + p.entry.manifest.size + p.entry.files.reduce((m, f) => m + f.size, 0), 0);
-  const progress = new Progress(total, opts.progress ?? process.stderr);
-  const staged: Staged[] = [];
-  try {
-    for (const p of plan) staged.push(await stage(config, vi, p, progress, opts));
-    progress.finish();
-    return staged;
-  } catch (err) {
-    progress.finish();
-    await cleanupStaging(config, staged);
-    throw err;
-  }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -357,7 +251,7 @@ export async function install(config: HostConfig, spec: string, opts: RegistryOp
     if (await exists(target)) throw new ModhostError("exists", `${target} exists but holds no module named ${p.name}`, `move it away, then install again`);
   }
   say(`installing ${plan.map((p) => `${p.name} ${p.version}`).join(", ")} from ${vi.url} (index version ${vi.index.version})`);
-  const staged = await downloadAndStage(config, vi, plan, opts);
+  const staged = await downloadAndStage(config, vi, plan, { progress: opts.progress, log: out(opts) });
   let dirs: string[];
   try {
     const steps = await activationSteps(config, staged);
@@ -421,7 +315,7 @@ export async function update(config: HostConfig, spec: string | undefined, opts:
     others.delete(t.name);
     const plan = resolve(vi.index, [{ name: t.name, range: `=${to}`, by: "you" }], others);
     say(`updating ${t.name} ${from} -> ${to}${plan.length > 1 ? ` (with ${plan.filter((p) => p.name !== t.name).map((p) => `${p.name} ${p.version}`).join(", ")})` : ""} from ${vi.url} (index version ${vi.index.version})`);
-    const staged = await downloadAndStage(config, vi, plan, opts);
+    const staged = await downloadAndStage(config, vi, plan, { progress: opts.progress, log: out(opts) });
     try {
       const mine = staged.find((s) => s.name === t.name)!;
       const deps = staged.filter((s) => s !== mine);

@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 
-use crate::client::{Client, Inner};
+use crate::client::Client;
+use crate::connection::Inner;
 use crate::error::{Error, Result};
 use crate::types::*;
 use crate::value::{from_value, Value};

@@ -4,7 +4,7 @@
 //! capabilities/schemas.ts), not this file. `node bin/modhost.js docs --write` rewrites it;
 //! test/docs.test.ts fails when it is stale.
 //!
-//! The methods listed in [`HAND_WRITTEN`] are written by hand in client.rs instead (why is
+//! The methods listed in [`HAND_WRITTEN`] are written by hand in requests.rs instead (why is
 //! beside each). The structs of the named types are below; these are written by hand in
 //! types.rs:
 //! - `LightBlockHeader`: the Rust SDK reads both forms into BlockHeader.
@@ -111,7 +111,7 @@ pub const CATALOGUE_METHODS: &[&str] = &[
     "unregister_hook",
 ];
 
-/// The methods whose typed form is written by hand in client.rs, and why.
+/// The methods whose typed form is written by hand in requests.rs, and why.
 pub const HAND_WRITTEN: &[&str] = &[
     // get_block: one Block struct for both forms (get_block_with: the hex fields are then empty)
     "get_block",

@@ -30,14 +30,18 @@
 
 mod bootstrap;
 mod client;
+mod connection;
 mod error;
 mod events;
 // Written by host/sdkgen.ts (`modhost docs --write`) in its own layout; rustfmt leaves it alone
 // so that the generator's output and the checked-in file stay byte for byte the same.
 #[rustfmt::skip]
 mod generated;
+mod incoming;
+mod invocations;
 mod parts;
 pub mod protocol;
+mod requests;
 pub mod types;
 pub mod value;
 

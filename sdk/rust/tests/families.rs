@@ -1074,13 +1074,13 @@ fn typed_invocation_helpers_route_each_kind() {
 
 /// Every method of the host's catalogue has a typed method: generated.rs (written from the
 /// catalogue by `modhost docs --write`; the repository's docs test fails when it is stale) has
-/// every one but those in HAND_WRITTEN, and client.rs must have those.
+/// every one but those in HAND_WRITTEN, and requests.rs must have those.
 #[test]
 fn every_catalogue_method_has_a_typed_method() {
     // Without whitespace: rustfmt may break `self.request(` and the method's name over lines.
     let squash = |s: &str| s.split_whitespace().collect::<String>();
     let generated = squash(include_str!("../src/generated.rs"));
-    let client = squash(include_str!("../src/client.rs"));
+    let client = squash(include_str!("../src/requests.rs"));
     assert!(
         CATALOGUE_METHODS.len() >= 60,
         "only {} methods in CATALOGUE_METHODS",
@@ -1095,7 +1095,7 @@ fn every_catalogue_method_has_a_typed_method() {
         if HAND_WRITTEN.contains(m) {
             assert!(
                 calls(&client, m),
-                "{m} is listed in HAND_WRITTEN but src/client.rs has no typed method calling it"
+                "{m} is listed in HAND_WRITTEN but src/requests.rs has no typed method calling it"
             );
         } else {
             assert!(
