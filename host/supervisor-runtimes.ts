@@ -4,9 +4,8 @@
 // and what a start that never said ready means. The supervisor (host/supervisor.ts) asks the
 // module's runtime and never switches on the kind; a new runtime kind is one more object here.
 
-import { access } from "node:fs/promises";
+import { access, writeFile } from "node:fs/promises";
 import { constants as fsConstants } from "node:fs";
-import { writeFile } from "node:fs/promises";
 import path from "node:path";
 import { sandboxModeFor, type HostConfig, type Limits } from "./config.ts";
 import type { ModuleManifest } from "./manifest.ts";
