@@ -712,8 +712,8 @@ function prepare(v: unknown, depth: number, s: PrepareState): unknown {
         tooLarge(`${pathOf(s)} has a key of ${Buffer.byteLength(k)} bytes`, "maxStringBytes", s.limits);
       }
       countKey(k, s);
-      countString(k, s);
       s.keys.push(k);
+      countString(k, s);
       const w = prepare(x, depth + 1, s);
       s.keys.pop();
       if (w !== x) (out ??= { ...(v as Record<string, unknown>) })[k] = w;
