@@ -7,6 +7,15 @@
 // answers. For each kind: the longest stall of the host's loop (perf_hooks
 // monitorEventLoopDelay), the loop time the module was charged (host_cpu_ms_per_s) and the
 // wall time of the kind.
+//
+// Last run (2026-12-05, 5 frames of each kind, the shared 2-core machine at load 5.5, so every
+// figure is inflated several times; decode charged per frame): 16 MiB strings, 65,500 strings
+// of 200 bytes and the indexer shape of 3,000 txs are refused (max_total_string_bytes /
+// max_values) in 2-11 ms including the frame's copy; a 1 MiB string 0.4 ms; 65,500 strings of
+// 16 bytes 14 ms, of 2 bytes 21 ms, 65,500 nils 7 ms, a 9,000-put transaction 21 ms (in-process
+// medians at load 4-5: 3-4 ms each); 16 MiB of binary 1 ms. The longest stalls (100-300 ms)
+// came with the 16 MiB frames, refused or binary alike (reading and copying them, and garbage
+// collection), and with a 3 MB block as binary: the chain decodes it on the loop (~200 ms).
 
 import { fork } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";

@@ -14,14 +14,20 @@
 //
 // Cost: validate is ~0.15-0.25 us for a small request (msgpackr's decode ~0.5-0.8 us).
 // Refusals cost next to nothing: 4 M nils or 16 MiB of nesting, 0.01-0.02 ms; 32,760 distinct
-// map keys are refused after 4,097 of them were hashed (~0.2 ms). The worst accepted frames
-// (bench/host-loop.ts, per frame, on the shared 2-core machine at load 1-5; several times more
-// at load 20): 4,096 distinct map keys (max_map_keys, the cost of V8 interning each new
-// property name) 2-5 ms; 65,535 values of cheap kinds (nils, empty maps) 2-7 ms, of short
-// strings 8-17 ms; 16 MiB of strings 45-170 ms (one string or 65,500 of 200 bytes: V8 string
-// allocation and the garbage collection it brings); 16 MiB of binary ~0 (a view of the body).
-// String bytes are the cost left unbounded below the frame size; see docs/protocol.md
-// section 3.1 (send large payloads as binary).
+// map keys are refused after 4,097 of them were hashed (~0.2 ms); 16 MiB of strings after the
+// string headers of the first MiB were read. The worst accepted frames (bench/host-loop.ts and
+// in-process medians, on the shared 2-core machine at load 4-6; several times more at load
+// 20): 4,096 distinct map keys (max_map_keys, the cost of V8 interning each new property name)
+// 2-5 ms; 1 MiB of strings (max_total_string_bytes) 2-4 ms; 65,535 values 3-4 ms whatever
+// their kind (nils, 65,500 strings of 16 bytes, a 9,000-put storage transaction; 10-20 ms at
+// the 90th percentile, garbage collection); 16 MiB of binary ~0 (a view of the body). Before
+// max_total_string_bytes, 16 MiB of strings cost 45-170 ms (one string or 65,500 of 200
+// bytes: V8 string allocation and the garbage collection it brings): a module's large data
+// travels as binary (docs/protocol.md section 3.1).
+//
+// max_total_string_bytes binds only what a module sends (DEFAULT_BODY_LIMITS, which the host
+// decodes with and the SDKs encode with); the host sends with HOST_BODY_LIMITS, bound by the
+// frame alone, since its answers carry the hex of blocks it already holds.
 //
 // max_map_keys counts distinct keys (KeyCounter below): messages repeat their keys (a storage
 // transaction of thousands of puts), and a repeated key costs V8 almost nothing.
