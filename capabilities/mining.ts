@@ -16,7 +16,7 @@ import type { BlockTemplate } from "../chain/backend.ts";
 import type { CallContext } from "./types.ts";
 
 /** Hex of raw bytes, at most `maxBytes` bytes. */
-export function rawHex(maxBytes: number) {
+function rawHex(maxBytes: number) {
   return named("Hex", v.pipe(
     v.string(),
     v.maxLength(maxBytes * 2, `at most ${maxBytes} bytes (${maxBytes * 2} hex characters)`),

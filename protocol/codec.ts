@@ -88,7 +88,7 @@ export const SHORT_KEY_BYTES = 64;
  * per MiB (allocation and the garbage collection it brings; bench/host-loop.ts), binary
  * nothing (a view of the frame). Large data travels as binary (docs/protocol.md section 3.1).
  */
-export const MAX_TOTAL_STRING_BYTES = 1024 * 1024;
+const MAX_TOTAL_STRING_BYTES = 1024 * 1024;
 
 /** The limits of a body a module sends, which the host receives: the protocol's limits (docs/protocol.md section 3.1). */
 export const DEFAULT_BODY_LIMITS: Readonly<BodyLimits> = Object.freeze({
