@@ -654,6 +654,8 @@ function tooLarge(what: string, limit: keyof BodyLimits, limits: Readonly<BodyLi
 
 /** max_total_string_bytes on the sending side: the UTF-8 bytes of `v` (exact, as the receiver counts them). */
 function countString(v: string, s: PrepareState): void {
+  // The host's own sending limits (HOST_BODY_LIMITS) bound strings by the frame alone: nothing to count.
+  if (s.limits.maxTotalStringBytes >= Number.MAX_SAFE_INTEGER) return;
   // A string of ASCII is as many bytes as UTF-16 units; Buffer.byteLength only when needed.
   s.stringBytes -= v.length < 16 && isAsciiShort(v) ? v.length : Buffer.byteLength(v);
   if (s.stringBytes < 0) {
