@@ -7,6 +7,15 @@
 // answers. For each kind: the longest stall of the host's loop (perf_hooks
 // monitorEventLoopDelay), the loop time the module was charged (host_cpu_ms_per_s) and the
 // wall time of the kind.
+//
+// Last run (2026-12-05, 5 frames of each kind, the shared 2-core machine at load 5.5, so every
+// figure is inflated several times; decode charged per frame): 16 MiB strings, 65,500 strings
+// of 200 bytes and the indexer shape of 3,000 txs are refused (max_total_string_bytes /
+// max_values) in 2-11 ms including the frame's copy; a 1 MiB string 0.4 ms; 65,500 strings of
+// 16 bytes 14 ms, of 2 bytes 21 ms, 65,500 nils 7 ms, a 9,000-put transaction 21 ms (in-process
+// medians at load 4-5: 3-4 ms each); 16 MiB of binary 1 ms. The longest stalls (100-300 ms)
+// came with the 16 MiB frames, refused or binary alike (reading and copying them, and garbage
+// collection), and with a 3 MB block as binary: the chain decodes it on the loop (~200 ms).
 
 import { fork } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
@@ -25,7 +34,7 @@ import { parseDescriptor, resolveGrants } from "../capabilities/grants.ts";
 
 if (process.argv[2] === "--probe") {
   // The probe: a separate process, so its encoding does not count against the host's loop.
-  const { encodeBody, decodeBody } = await import("../protocol/codec.ts");
+  const { encodeBody, decodeBody, HOST_BODY_LIMITS } = await import("../protocol/codec.ts");
   const { encodeFrame, FrameDecoder } = await import("../protocol/frame.ts");
   const sock = net.connect(process.argv[3]!);
   const dec = new FrameDecoder();
@@ -33,7 +42,7 @@ if (process.argv[2] === "--probe") {
   const seen: Record<string, unknown>[] = [];
   sock.on("data", (c) => {
     for (const b of dec.push(c)) {
-      const f = decodeBody(b) as Record<string, unknown>;
+      const f = decodeBody(b, HOST_BODY_LIMITS) as Record<string, unknown>;
       if (waiting) waiting(f);
       else seen.push(f);
     }
@@ -55,12 +64,28 @@ if (process.argv[2] === "--probe") {
     "a 16 MiB ASCII string": () => ({ method: "get_block_height", params: { s: "a".repeat(16 * 1024 * 1024 - 200) } }),
     "a 16 MiB string of two-byte characters": () => ({ method: "get_block_height", params: { s: "é".repeat(8 * 1024 * 1024 - 200) } }),
     "65,500 strings of 200 bytes": () => ({ method: "get_block_height", params: { a: Array.from({ length: 65_500 }, (_, i) => `${i}`.padEnd(200, "y")) } }),
+    "a 1 MiB string (max_total_string_bytes)": () => ({ method: "get_block_height", params: { s: "a".repeat(1024 * 1024 - 100) } }),
+    "65,500 strings of 16 bytes (1 MiB in all)": () => ({ method: "get_block_height", params: { a: Array.from({ length: 65_500 }, (_, i) => `${i}`.padEnd(16, "y")) } }),
+    "65,500 strings of 2 bytes": () => ({ method: "get_block_height", params: { a: Array.from({ length: 65_500 }, (_, i) => String.fromCharCode(97 + (i % 26), 97 + ((i / 26) % 26))) } }),
+    "indexer shape: storage_transaction of 3 puts x 3,000 txs": () => ({ method: "storage_transaction", params: { tree: "t", ops: indexerOps(3000) } }),
+    "3 MB block as binary (submit_block)": () => ({ method: "submit_block", params: { hex: Buffer.alloc(3_000_000) } }),
     "65,500 nils": () => ({ method: "get_block_height", params: { a: new Array(65_500).fill(null) } }),
     "storage_transaction of 9,000 puts": () => ({ method: "storage_transaction", params: { tree: "t", ops: Array.from({ length: 9_000 }, (_, i) => ({ op: "put", key: `k${i}`, value: i })) } }),
     "4,090 distinct map keys (under max_map_keys)": () => ({ method: "get_block_height", params: Object.fromEntries(Array.from({ length: 4_090 }, (_, i) => [`q${i.toString(36)}`, null])) }),
     "16 MiB of binary": () => ({ method: "get_block_height", params: { b: Buffer.alloc(16 * 1024 * 1024 - 200) } }),
     "log with 16 MiB message and 1 MiB fields": () => ({ t: "log", level: "info", message: "m".repeat(16 * 1024 * 1024 - 2 * 1024 * 1024), fields: { f: "f".repeat(1024 * 1024) } }),
   };
+  /** bench/indexer.ts's transaction for a block of `txs` transactions (its keys and values, made up). */
+  function indexerOps(txs: number): unknown[] {
+    const ops: unknown[] = [];
+    for (let n = 0; n < txs; n++) {
+      const txid = n.toString(16).padStart(64, "c");
+      ops.push({ op: "put", key: `tx:${txid}`, value: { height: 101, index: n, vsize: 141 } });
+      ops.push({ op: "put", key: `out:${txid}:0`, value: { value: 5_000_000, address: `bcrt1q${n.toString(36).padStart(38, "x")}` } });
+      ops.push({ op: "put", key: `blk:101:${n}`, value: txid });
+    }
+    return ops;
+  }
   const n = Number(process.argv[4] ?? 5);
   let id = 1;
   for (const [name, make] of Object.entries(kinds)) {
@@ -94,7 +119,7 @@ const chain = await EmbeddedChain.create();
 const store = await ModuleStore.open(path.join(dir, "store"), { maxKeys: 1_000_000, maxBytes: 1 << 30 }, { label: "probe" });
 const logger = new Logger({ level: "info", write: () => {} });
 const hub = new ApiHub({ onDenied: () => {} });
-const descriptors = ["read_blockchain", "read_chain_state", "read_storage", "write_storage"].map((d) => parseDescriptor(d));
+const descriptors = ["read_blockchain", "read_chain_state", "read_storage", "write_storage", "submit_block"].map((d) => parseDescriptor(d));
 const { effective } = resolveGrants(descriptors, descriptors, []);
 let session: HostSession | undefined;
 const server = net.createServer((socket) => {

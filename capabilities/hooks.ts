@@ -64,6 +64,8 @@ export interface HookPoint {
   readonly modifiable: Readonly<Record<string, v.GenericSchema>>;
   /** A check of a modified payload against the original (besides the field schemas); returns a problem or undefined. */
   readonly checkModified?: (original: Record<string, unknown>, next: Record<string, unknown>) => string | undefined;
+  /** The modified payload the next hook and the host see, built from the original and the checked modify (default: the modify). */
+  readonly rebuild?: (original: Record<string, unknown>, next: Record<string, unknown>) => Record<string, unknown>;
   /** How a modify is bounded beyond the field schemas, for the docs. */
   readonly modifyNote?: string;
   readonly timeoutMs: number;
@@ -91,7 +93,10 @@ export const HOOK_POINTS: Readonly<Record<HookPointName, HookPoint>> = {
       module: v.string(), height: v.number(), previous_block_hash: hash,
       transactions: v.array(txTemplateEntry), coinbase_value: v.number(),
     }),
-    modifiable: { transactions: v.pipe(v.array(txTemplateEntry), v.maxLength(100_000)) },
+    // Only the txids of what is kept are read: an entry may leave out its hex (a module's
+    // answer holds at most 1 MiB of strings, max_total_string_bytes, less than a large
+    // template's hex).
+    modifiable: { transactions: v.pipe(v.array(v.object({ txid: hash })), v.maxLength(100_000)) },
     checkModified: (original, next) => {
       // Only leaving transactions out, in their order: a hook cannot add or reorder what the
       // chain selected, so the template stays one the chain would accept.
@@ -105,7 +110,12 @@ export const HOOK_POINTS: Readonly<Record<HookPointName, HookPoint>> = {
       }
       return undefined;
     },
-    modifyNote: "only by leaving entries out, in their order; the host rebuilds coinbase value, witness commitment and coinbase transaction around the rest (and leaves out a kept transaction that spends a left-out one)",
+    // The kept entries as the chain built them (a hook's answer may carry only their txids).
+    rebuild: (original, next) => {
+      const kept = new Set((next.transactions as Array<{ txid: string }>).map((t) => t.txid));
+      return { ...next, transactions: (original.transactions as Array<{ txid: string }>).filter((t) => kept.has(t.txid)) };
+    },
+    modifyNote: "only by leaving entries out, in their order (each kept entry needs only its `txid`); the host rebuilds coinbase value, witness commitment and coinbase transaction around the rest (and leaves out a kept transaction that spends a left-out one)",
     timeoutMs: 1000,
     failure: "open",
     why: "mining must go on when a template filter is down; the unfiltered template is still one the chain accepts",
@@ -223,7 +233,7 @@ export function checkAnswer(point: HookPoint, current: Record<string, unknown>, 
   }
   const problem = point.checkModified?.(current, next);
   if (problem) throw new HookAnswerError(`its modify is refused: ${problem}`);
-  return { result: "modify", payload: next };
+  return { result: "modify", payload: point.rebuild ? point.rebuild(current, next) : next };
 }
 
 function describeRaw(raw: unknown): string {

@@ -16,7 +16,7 @@ import type { BlockTemplate } from "../chain/backend.ts";
 import type { CallContext } from "./types.ts";
 
 /** Hex of raw bytes, at most `maxBytes` bytes. */
-export function rawHex(maxBytes: number) {
+function rawHex(maxBytes: number) {
   return named("Hex", v.pipe(
     v.string(),
     v.maxLength(maxBytes * 2, `at most ${maxBytes} bytes (${maxBytes * 2} hex characters)`),
@@ -105,9 +105,9 @@ async function hookedTemplate(c: CallContext, template: BlockTemplate, coinbaseS
   };
   const out = await c.services.hooks!.run("block_template", payload);
   if (out === payload || out.transactions.length === template.transactions.length) return template;
-  const kept = out.transactions;
+  const kept = new Set(out.transactions.map((k) => k.txid));
   // A kept transaction spending a left-out one would make the block invalid: leave it out too.
-  const dropped = new Set(template.transactions.filter((t) => !kept.some((k) => k.txid === t.txid)).map((t) => t.txid));
+  const dropped = new Set(template.transactions.filter((t) => !kept.has(t.txid)).map((t) => t.txid));
   const transactions = template.transactions.filter((t) => {
     if (dropped.has(t.txid)) return false;
     const spendsDropped = describeTransaction(decodeTransaction(hexToBytes(t.hex))).inputs.some((i) => dropped.has(i.txid));

@@ -246,9 +246,12 @@ export async function protocolVectorFrames(): Promise<Buffer[]> {
   const { readFile } = await import("node:fs/promises");
   const json = JSON.parse(await readFile(new URL("../docs/protocol-vectors.json", import.meta.url), "utf8")) as {
     vectors: Array<{ frame: string }>;
-    invalid: Array<{ bytes: string }>;
+    invalid: Array<{ bytes: string; fill?: { at: number; byte: string; count: number } }>;
   };
-  return [...json.vectors.map((v) => Buffer.from(v.frame, "hex")), ...json.invalid.map((v) => Buffer.from(v.bytes, "hex"))];
+  return [...json.vectors.map((v) => Buffer.from(v.frame, "hex")), ...json.invalid.map((v) => {
+    const b = Buffer.from(v.bytes, "hex");
+    return v.fill ? Buffer.concat([b.subarray(0, v.fill.at), Buffer.alloc(v.fill.count, Number.parseInt(v.fill.byte, 16)), b.subarray(v.fill.at)]) : b;
+  })];
 }
 
 export function formatReport(r: FuzzReport): string {

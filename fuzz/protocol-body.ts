@@ -3,7 +3,9 @@
 // MessageError may come out. What decodes must be accepted by the encoder too and round-trip
 // to the same value (what one side accepts, the other can send back). What decodes is within
 // max_map_keys by an independent count; seeds at that limit (distinct short keys, repeated
-// long ones) let mutations make keys equal, distinct, short or long.
+// long ones) let mutations make keys equal, distinct, short or long. Likewise for
+// max_total_string_bytes: what decodes holds at most that many bytes of strings (keys
+// included), and seeds a few bytes under it let mutations lengthen a string past it.
 
 import { isDeepStrictEqual } from "node:util";
 import { Packr } from "msgpackr";
@@ -14,7 +16,7 @@ import { protocolVectorFrames, type FuzzTarget } from "./driver.ts";
 export async function bodyTarget(): Promise<FuzzTarget> {
   return {
     name: "protocol-body",
-    seeds: [...(await protocolVectorFrames()).map((f) => f.subarray(4)), ...mapKeySeeds()],
+    seeds: [...(await protocolVectorFrames()).map((f) => f.subarray(4)), ...mapKeySeeds(), ...stringSeeds()],
     run(input) {
       const env = readEnvelope(input);
       if (env.id !== undefined && !(Number.isSafeInteger(env.id) && env.id > 0)) throw new Error(`envelope id ${env.id}`);
@@ -27,6 +29,8 @@ export async function bodyTarget(): Promise<FuzzTarget> {
       }
       const keys = distinctKeys(value);
       if (keys > DEFAULT_BODY_LIMITS.maxMapKeys) throw new Error(`decoded a body of ${keys} distinct map keys`);
+      const strings = stringBytes(value);
+      if (strings > DEFAULT_BODY_LIMITS.maxTotalStringBytes) throw new Error(`decoded a body of ${strings} bytes of strings`);
       const again = decodeBody(encodeBody(value));
       if (!isDeepStrictEqual(normalise(again), normalise(value))) throw new Error("decode(encode(value)) differs from value");
       for (const parse of [parseModuleMessage, parseHostMessage]) {
@@ -51,6 +55,33 @@ function mapKeySeeds(): Uint8Array[] {
     raw.pack({ t: "x", a: Array.from({ length: max - 2 }, () => ({ [long]: 0 })) }),
     raw.pack({ t: "x", a: Array.from({ length: 2 * max }, (_, i) => ({ [`${"s".repeat(62)}${i % 97}`]: 0 })) }),
   ];
+}
+
+/** Bodies a few bytes under max_total_string_bytes: one long string, and many short ones with keys. */
+function stringSeeds(): Uint8Array[] {
+  const raw = new Packr({ useRecords: false, mapsAsObjects: true, variableMapSize: true });
+  const max = DEFAULT_BODY_LIMITS.maxTotalStringBytes;
+  return [
+    raw.pack({ t: "x", s: "é".repeat((max - 8) / 2 - 1) }),
+    raw.pack({ t: "x", a: Array.from({ length: 1000 }, (_, i) => ({ k: `${i}`.padEnd(Math.floor(max / 1000) - 8, "y") })) }),
+  ];
+}
+
+/** max_total_string_bytes counted on a decoded value: UTF-8 bytes of every string and map key. */
+function stringBytes(v: unknown): number {
+  let n = 0;
+  const walk = (x: unknown): void => {
+    if (typeof x === "string") n += Buffer.byteLength(x);
+    else if (Array.isArray(x)) x.forEach(walk);
+    else if (x && typeof x === "object" && !(x instanceof Uint8Array)) {
+      for (const [k, y] of Object.entries(x)) {
+        n += Buffer.byteLength(k);
+        walk(y);
+      }
+    }
+  };
+  walk(v);
+  return n;
 }
 
 /** max_map_keys counted on a decoded value: short keys once, long ones (over 64 UTF-8 bytes) at each appearance. */

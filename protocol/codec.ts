@@ -14,14 +14,20 @@
 //
 // Cost: validate is ~0.15-0.25 us for a small request (msgpackr's decode ~0.5-0.8 us).
 // Refusals cost next to nothing: 4 M nils or 16 MiB of nesting, 0.01-0.02 ms; 32,760 distinct
-// map keys are refused after 4,097 of them were hashed (~0.2 ms). The worst accepted frames
-// (bench/host-loop.ts, per frame, on the shared 2-core machine at load 1-5; several times more
-// at load 20): 4,096 distinct map keys (max_map_keys, the cost of V8 interning each new
-// property name) 2-5 ms; 65,535 values of cheap kinds (nils, empty maps) 2-7 ms, of short
-// strings 8-17 ms; 16 MiB of strings 45-170 ms (one string or 65,500 of 200 bytes: V8 string
-// allocation and the garbage collection it brings); 16 MiB of binary ~0 (a view of the body).
-// String bytes are the cost left unbounded below the frame size; see docs/protocol.md
-// section 3.1 (send large payloads as binary).
+// map keys are refused after 4,097 of them were hashed (~0.2 ms); 16 MiB of strings after the
+// string headers of the first MiB were read. The worst accepted frames (bench/host-loop.ts and
+// in-process medians, on the shared 2-core machine at load 4-6; several times more at load
+// 20): 4,096 distinct map keys (max_map_keys, the cost of V8 interning each new property name)
+// 2-5 ms; 1 MiB of strings (max_total_string_bytes) 2-4 ms; 65,535 values 3-4 ms whatever
+// their kind (nils, 65,500 strings of 16 bytes, a 9,000-put storage transaction; 10-20 ms at
+// the 90th percentile, garbage collection); 16 MiB of binary ~0 (a view of the body). Before
+// max_total_string_bytes, 16 MiB of strings cost 45-170 ms (one string or 65,500 of 200
+// bytes: V8 string allocation and the garbage collection it brings): a module's large data
+// travels as binary (docs/protocol.md section 3.1).
+//
+// max_total_string_bytes binds only what a module sends (DEFAULT_BODY_LIMITS, which the host
+// decodes with and the SDKs encode with); the host sends with HOST_BODY_LIMITS, bound by the
+// frame alone, since its answers carry the hex of blocks it already holds.
 //
 // max_map_keys counts distinct keys (KeyCounter below): messages repeat their keys (a storage
 // transaction of thousands of puts), and a repeated key costs V8 almost nothing.
@@ -82,7 +88,7 @@ export const SHORT_KEY_BYTES = 64;
  * per MiB (allocation and the garbage collection it brings; bench/host-loop.ts), binary
  * nothing (a view of the frame). Large data travels as binary (docs/protocol.md section 3.1).
  */
-export const MAX_TOTAL_STRING_BYTES = 1024 * 1024;
+const MAX_TOTAL_STRING_BYTES = 1024 * 1024;
 
 /** The limits of a body a module sends, which the host receives: the protocol's limits (docs/protocol.md section 3.1). */
 export const DEFAULT_BODY_LIMITS: Readonly<BodyLimits> = Object.freeze({
@@ -154,13 +160,15 @@ const PROTO = Buffer.from("__proto__");
  */
 export function decodeBody(bytes: Uint8Array, limits: Readonly<BodyLimits> = DEFAULT_BODY_LIMITS): unknown {
   const buf = Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const stringBytes = validate(buf, limits);
+  validate(buf, limits);
   try {
     // msgpackr's native string extraction was measured at 2-3x the CPU time of TextDecoder on
-    // string-heavy bodies (a 16 MiB string of two-byte characters: 137 vs 81 ms; 65,500 strings
-    // of 200 bytes: 145 vs 54 ms, CPU time on the shared 2-core machine), so a body with many
-    // string bytes is built by decodeValidated instead (same result, see its comment).
-    if (stringBytes > STRING_HEAVY_BYTES) return decodeValidated(buf);
+    // long strings (a 16 MiB string of two-byte characters: 137 vs 81 ms; 65,500 strings of 200
+    // bytes: 145 vs 54 ms; 1 MiB of two-byte characters 5.7 vs 1.6 ms), so a body with many
+    // bytes in long strings is built by decodeValidated instead (same result, see its
+    // comment). Short strings are the other way round (65,500 of 16 bytes: msgpackr 2.8 ms,
+    // decodeValidated 6.1 ms, ~0.05 us more per string), hence the weighing against their count.
+    if (lastScan.longStringBytes > STRING_HEAVY_BYTES && lastScan.longStringBytes > 16 * lastScan.shortStrings) return decodeValidated(buf);
     return packr.unpack(buf);
   } catch (err) {
     // validate() accepted it, so this is a bug here or in msgpackr; still a refusal, not a crash.
@@ -180,10 +188,15 @@ function fail(limits: Readonly<BodyLimits>, at: number, message: string, limit?:
   throw new CodecError(`invalid MessagePack at byte ${at}: ${message}`);
 }
 
+/** What the last validate() saw of the strings, for decodeBody's choice of decoder. */
+const lastScan = { shortStrings: 0, longStringBytes: 0 };
+
 /** Returns the bytes of all strings in the body, map keys included. */
 export function validate(b: Buffer, limits: Readonly<BodyLimits> = DEFAULT_BODY_LIMITS): number {
   const end = b.length;
   let stringBytes = 0;
+  let shortStrings = 0;
+  let longStringBytes = 0;
   const remaining = limits.maxDepth + 2 <= STACK_REMAINING.length ? STACK_REMAINING : new Int32Array(limits.maxDepth + 2);
   const isMap = limits.maxDepth + 2 <= STACK_IS_MAP.length ? STACK_IS_MAP : new Uint8Array(limits.maxDepth + 2);
   let budget = limits.maxValues;
@@ -197,6 +210,8 @@ export function validate(b: Buffer, limits: Readonly<BodyLimits> = DEFAULT_BODY_
     while (remaining[depth] === 0) {
       if (depth === 0) {
         if (pos !== end) fail(limits, pos, `${end - pos} bytes after the value; a body is exactly one value`);
+        lastScan.shortStrings = shortStrings;
+        lastScan.longStringBytes = longStringBytes;
         return stringBytes;
       }
       depth--;
@@ -247,6 +262,8 @@ export function validate(b: Buffer, limits: Readonly<BodyLimits> = DEFAULT_BODY_
         if (n > limits.maxStringBytes) fail(limits, at, `string of ${n} bytes`, "maxStringBytes");
         if (end - pos < n) fail(limits, at, `truncated: a string of ${n} bytes with ${end - pos} left`);
         stringBytes += n;
+        if (n > 64) longStringBytes += n;
+        else shortStrings++;
         if (stringBytes > limits.maxTotalStringBytes) fail(limits, at, `${stringBytes} bytes of strings so far (${TOTAL_STRINGS_HINT})`, "maxTotalStringBytes");
         let ascii = true;
         if (n > 32) ascii = false;
@@ -382,7 +399,7 @@ function keyCounter(max: number): KeyCounter {
   return c;
 }
 
-/** A body with more string bytes than this is built by decodeValidated (TextDecoder), not by msgpackr. */
+/** A body with more bytes than this in strings longer than 64 bytes (and few short strings) is built by decodeValidated (TextDecoder), not by msgpackr. */
 export const STRING_HEAVY_BYTES = 64 * 1024;
 
 const utf8 = new TextDecoder("utf-8");
@@ -637,6 +654,8 @@ function tooLarge(what: string, limit: keyof BodyLimits, limits: Readonly<BodyLi
 
 /** max_total_string_bytes on the sending side: the UTF-8 bytes of `v` (exact, as the receiver counts them). */
 function countString(v: string, s: PrepareState): void {
+  // The host's own sending limits (HOST_BODY_LIMITS) bound strings by the frame alone: nothing to count.
+  if (s.limits.maxTotalStringBytes >= Number.MAX_SAFE_INTEGER) return;
   // A string of ASCII is as many bytes as UTF-16 units; Buffer.byteLength only when needed.
   s.stringBytes -= v.length < 16 && isAsciiShort(v) ? v.length : Buffer.byteLength(v);
   if (s.stringBytes < 0) {
@@ -712,8 +731,8 @@ function prepare(v: unknown, depth: number, s: PrepareState): unknown {
         tooLarge(`${pathOf(s)} has a key of ${Buffer.byteLength(k)} bytes`, "maxStringBytes", s.limits);
       }
       countKey(k, s);
-      countString(k, s);
       s.keys.push(k);
+      countString(k, s);
       const w = prepare(x, depth + 1, s);
       s.keys.pop();
       if (w !== x) (out ??= { ...(v as Record<string, unknown>) })[k] = w;

@@ -179,7 +179,7 @@ test("a TypeScript module's refused requests fail its own call with a clear erro
 // ---------------------------------------------------------------------------------------
 // Item 5: handler answers that cannot be sent (the isolate side: test/isolate-answers.test.ts)
 
-test("a native module's (Node SDK) handler answers that cannot be sent become result_too_large / not_plain_data for the caller; the module keeps serving", async (t) => {
+test("a native module's (Node SDK) handler answers that cannot be sent become result_too_large / not_plain_data for the caller; the module keeps serving; a 3 MiB log message is cut by the SDK, not refused", async (t) => {
   t.timeout(120_000);
   const h = await hostWith(t, { "sdk-answers": ["register_module_api"] }, { moduleLimits: { "sdk-answers": { restart: "never" } } });
   await h.waitForState("sdk-answers", "running", 60_000);
@@ -200,6 +200,7 @@ test("a native module's (Node SDK) handler answers that cannot be sent become re
   t.true(huge.length < 10_000, `an error message of ${huge.length} characters`);
   t.is(await callApi(h, "sdk-answers", "ok"), "still here");
   t.is(h.mustStatus("sdk-answers").state, "running");
+  t.truthy(h.records.find((r) => r.source === "sdk-answers" && r.message.startsWith("L".repeat(8000))), "a 3 MiB log message reached the log, cut by the SDK");
   t.deepEqual(h.events.filter((e) => e.type === "ModuleCrashed"), [], "no crash");
 });
 

@@ -18,6 +18,8 @@ const MINER = inlineModule("miner", MINER_CAPS, `
   await ctx.modules.registerApi({
     template: (p: any) => ctx.mining.getBlockTemplate(p),
     submit: (p: any) => report(() => ctx.mining.submitBlock(p.hex)),
+    // The raw bytes as binary (Uint8Array), the form for large blocks (max_total_string_bytes).
+    submitBytes: (p: any) => report(() => ctx.mining.submitBlock(new Uint8Array(p.hex.match(/../g).map((b: string) => parseInt(b, 16))))),
     queue: (p: any) => report(() => ctx.mining.queueBlock(p.hex)),
     send: (p: any) => report(() => ctx.mempool.submit(p.hex)),
   });
@@ -29,7 +31,7 @@ async function host(t: import("ava").ExecutionContext): Promise<TestHost> {
   return h;
 }
 
-test("template -> grind -> submit_block: accepted, connected, NewBlock; again: duplicate", async (t) => {
+test("template -> grind -> submit_block: accepted, connected, NewBlock; again, as bytes: duplicate", async (t) => {
   const h = await host(t);
   const txid = await h.chain.createTransaction({ feeRate: 5 });
   const fee = (await h.chain.getMempoolEntry(txid))!.fee;
@@ -64,6 +66,15 @@ test("template -> grind -> submit_block: accepted, connected, NewBlock; again: d
   t.truthy(await h.chain.getUtxo({ txid: tpl.coinbase_tx!.txid, vout: 0 }));
 
   t.deepEqual(await callApi(h, "miner", "submit", { hex: block.hex }), { ok: true, value: { result: "duplicate", hash: block.hash } });
+  t.deepEqual(await callApi(h, "miner", "submitBytes", { hex: block.hex }), { ok: true, value: { result: "duplicate", hash: block.hash } }, "the same block as bytes");
+});
+
+test("submit_block takes the block as bytes: a block mined from a template is accepted that way", async (t) => {
+  const h = await host(t);
+  const tpl = await callApi<BlockTemplate>(h, "miner", "template", { coinbase_script: PAYOUT });
+  const block = buildBlock(tpl);
+  t.deepEqual(await callApi(h, "miner", "submitBytes", { hex: block.hex }), { ok: true, value: { result: "accepted", hash: block.hash } });
+  t.is(await h.chain.getChainTip(), block.hash);
 });
 
 test("bad blocks are rejected with the reason and change nothing", async (t) => {

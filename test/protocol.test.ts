@@ -6,7 +6,7 @@
 import test from "ava";
 import { readFileSync } from "node:fs";
 import { DEFAULT_MAX_FRAME_BYTES, encodeFrame, FrameDecoder, FramingError } from "../protocol/frame.ts";
-import { CodecError, decodeBody, decodeValidated, DEFAULT_BODY_LIMITS, EncodeError, encodeBody, encodeEnvelope as encodeParts, MAX_VALUE_DEPTH, readEnvelope, STRING_HEAVY_BYTES, toWire, validate } from "../protocol/codec.ts";
+import { CodecError, decodeBody, decodeValidated, DEFAULT_BODY_LIMITS, HOST_BODY_LIMITS, EncodeError, encodeBody, encodeEnvelope as encodeParts, MAX_VALUE_DEPTH, readEnvelope, STRING_HEAVY_BYTES, toWire, validate } from "../protocol/codec.ts";
 import { parseHostMessage, parseModuleMessage } from "../protocol/messages.ts";
 import { InvocationError } from "../host/session.ts";
 import { ModuleClient, RequestError } from "../sdk/node/client.ts";
@@ -35,8 +35,15 @@ interface InvalidVector {
   expect: string;
   refused_by?: "every receiver" | "host";
   answer_id?: number;
+  /** A frame too long to write out: `count` copies of `byte` go in at offset `at` of `bytes`. */
+  fill?: { at: number; byte: string; count: number };
 }
 const VECTORS = JSON.parse(readFileSync(new URL("../docs/protocol-vectors.json", import.meta.url), "utf8")) as { vectors: Vector[]; invalid: InvalidVector[] };
+for (const v of VECTORS.invalid) {
+  if (!v.fill) continue;
+  const b = Buffer.from(v.bytes, "hex");
+  v.bytes = Buffer.concat([b.subarray(0, v.fill.at), Buffer.alloc(v.fill.count, Number.parseInt(v.fill.byte, 16)), b.subarray(v.fill.at)]).toString("hex");
+}
 const invalid = (name: string): string => {
   const v = VECTORS.invalid.find((x) => x.name === name);
   if (!v) throw new Error(`no invalid vector ${name}`);
@@ -754,6 +761,7 @@ for (const v of VECTORS.invalid.filter((x) => x.answer_id !== undefined)) {
   test(`invalid vector ${v.name}: answered invalid_message with id ${v.answer_id}, the connection still works`, async (t) => {
     const body = Buffer.from(v.bytes, "hex").subarray(4);
     if (v.refused_by) t.throws(() => decodeBody(body), { instanceOf: CodecError }, "the decoder refuses it");
+    if (v.refused_by === "host") t.notThrows(() => decodeBody(body, HOST_BODY_LIMITS), "a module's decoder reads it");
     const { peer, session } = await openSession(t, { grants: ["read_chain_state"] });
     const since = peer.frames.length;
     peer.sendHex(v.bytes);
@@ -1178,4 +1186,42 @@ test("events: one publish to two sessions is encoded once; each subscriber keeps
   const seen = (p: typeof a.peer) => p.framesOf("event").map((e) => [e.seq, e.type, e.payload, e.missed ?? 0]);
   t.deepEqual(seen(b.peer), [[1, "other:tock", { only: "b" }, 0], [2, "other:tick", { n: 1 }, 0], [3, "other:tick", { n: 2 }, 0], [4, "other:tick", { n: 103 }, 0]]);
   t.deepEqual(seen(a.peer), [[1, "other:tick", { n: 1 }, 0], [2, "other:tick", { n: 2 }, 0], [3, "other:tick", { n: 103 }, 0]]);
+});
+
+// ---- max_total_string_bytes: UTF-8 bytes of all strings in a body a module sends ----
+
+test("codec: max_total_string_bytes counts the UTF-8 bytes of every string and map key; at the limit decodes, one byte more is refused from the headers, naming the limit and binary", (t) => {
+  const max = DEFAULT_BODY_LIMITS.maxTotalStringBytes;
+  t.is(max, 1024 * 1024);
+  // Keys "t", "a", "k" and the value "x": 4 bytes; the rest in two-byte characters and ASCII.
+  const body = (extra: number) => rawPack({ t: "x", a: ["é".repeat((max - 4 - 1000 - extra) / 2), "y".repeat(1000 + extra)], k: null });
+  const at = body(0);
+  t.notThrows(() => decodeBody(at));
+  t.is(validate(at), max, "validate counts keys and multi-byte characters in UTF-8 bytes");
+  const over = rawPack({ t: "x", a: ["é".repeat((max - 4 - 1000) / 2), "y".repeat(1001)], k: null });
+  const err = t.throws(() => decodeBody(over), { instanceOf: CodecError });
+  t.is(err!.limit, "max_total_string_bytes");
+  t.regex(err!.message, /1048577 bytes of strings so far \(send large data, .* as binary.*over the protocol limit max_total_string_bytes = 1048576/);
+  // Many short strings add up the same way; binary does not count.
+  t.throws(() => decodeBody(rawPack({ a: Array.from({ length: 65_000 }, () => "0123456789abcdefg") })), { instanceOf: CodecError, message: /max_total_string_bytes/ });
+  t.notThrows(() => decodeBody(rawPack({ b: Buffer.alloc(8 * 1024 * 1024) })));
+  // The host's own messages are not bound by it; a module's decoder reads them.
+  t.notThrows(() => decodeBody(over, HOST_BODY_LIMITS));
+});
+
+test("codec: toWire refuses what the host would refuse for max_total_string_bytes (keys and multi-byte characters counted alike), naming the path; the host's sending limits do not", (t) => {
+  const max = DEFAULT_BODY_LIMITS.maxTotalStringBytes;
+  const fits = { t: "x", a: ["é".repeat((max - 4 - 1000) / 2), "y".repeat(1000)], k: null };
+  t.is(validate(encodeBody(fits)), max);
+  const over = { t: "x", a: ["é".repeat((max - 4 - 1000) / 2), "y".repeat(1000)], kk: null };
+  const err = t.throws(() => toWire(over), { instanceOf: EncodeError });
+  t.is(err!.code, "result_too_large");
+  t.is(err!.limit, "max_total_string_bytes");
+  t.regex(err!.message, /^value\.kk brings the message to 1048577 bytes of strings .*over the protocol limit max_total_string_bytes = 1048576/);
+  t.notThrows(() => toWire(over, HOST_BODY_LIMITS));
+  // encodeEnvelope (frozen and shared values) keeps room for the envelope's own strings.
+  const frozen = Object.freeze({ s: "z".repeat(max - 100) });
+  t.throws(() => encodeParts({ t: "response", id: 1 }, "result", frozen), { instanceOf: EncodeError, message: /max_total_string_bytes/ });
+  const parts = encodeParts({ t: "response", id: 1 }, "result", frozen, HOST_BODY_LIMITS);
+  t.deepEqual((decodeBody(Buffer.concat(parts), HOST_BODY_LIMITS) as { result: unknown }).result, frozen);
 });
