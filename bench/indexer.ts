@@ -2,9 +2,17 @@
 // one storage transaction of 3 puts per transaction (bench/fixtures/modules/indexer). Blocks of
 // about 1000 and 3000 transactions are built on an embedded regtest chain first (signed
 // wallet transactions; it takes a while on a busy machine). The module indexes each block
-// ROUNDS times in its start() and times each with Date.now(); the baseline runs indexBlock()
-// here against EmbeddedChain.getBlock and a classic-level database with the storage codec's
-// keys and values (what ModuleStore writes underneath), the same number of times.
+// WARMUP + ROUNDS times in its start() and times each with Date.now(); the baseline runs
+// indexBlock() here against EmbeddedChain.getBlock and a classic-level database with the
+// storage codec's keys and values (what ModuleStore writes underneath), ROUNDS times after a
+// warm-up.
+// Both sides are compared warm: the baseline runs in this long-lived process, whose code
+// (msgpackr, classic-level, the chain) is already compiled by V8, while every module run is a
+// fresh isolate host and isolate whose first blocks run in V8's interpreter (the first block
+// of a run took 3-5x the later ones in a trace). The first WARMUP blocks of each module run
+// are therefore not in the result; they are shown as their own row ("cold"), so nothing is
+// hidden. Each size runs in its own module run: a size the module cannot fetch (the answer
+// over a protocol limit) is reported as a note, and the other sizes are still measured.
 // Goal: <= 2x the in-process logic. MODHOST_BENCH_INDEXER_SIZES overrides the sizes ("1000,3000").
 
 import path from "node:path";
@@ -19,6 +27,8 @@ import { summarise } from "./stats.ts";
 
 const MODULE = "bench-indexer";
 const ROUNDS = 3;
+/** Blocks each module run indexes before the timed ones (a fresh process: V8 compiles as it goes). */
+const WARMUP = 2;
 const SIZES = (process.env.MODHOST_BENCH_INDEXER_SIZES ?? "1000,3000").split(",").map(Number).filter((n) => n > 0);
 
 export const indexer: Benchmark = {
@@ -38,7 +48,9 @@ export const indexer: Benchmark = {
       for (const h of hashes) counts.push((await chain.getBlock(h))!.transactions.length);
 
       const mod: number[][] = hashes.map(() => []);
+      const cold: number[][] = hashes.map(() => []);
       const base: number[][] = hashes.map(() => []);
+      const failed: Array<string | undefined> = hashes.map(() => undefined);
       for (const h of hashes) await indexBlock(chain, raw, h); // warm-up
       for (let run = 0; run < 2; run++) {
         for (const [i, h] of hashes.entries()) {
@@ -47,19 +59,30 @@ export const indexer: Benchmark = {
             await indexBlock(chain, raw, h);
             base[i]!.push(performance.now() - t);
           }
+          if (failed[i] !== undefined) continue;
+          try {
+            const ms = await moduleRun(dir, chain, h, `${run}-${i}`);
+            cold[i]!.push(...ms.slice(0, WARMUP));
+            mod[i]!.push(...ms.slice(WARMUP));
+          } catch (err) {
+            failed[i] = (err as Error).message.split("\n").find((l) => l.includes("failed to start")) ?? (err as Error).message.split("\n")[0]!;
+          }
         }
-        const ms = await moduleRun(dir, chain, hashes, run);
-        for (const [i, xs] of ms.entries()) mod[i]!.push(...xs.slice(run === 0 ? 1 : 0)); // the very first includes compiling the module's code paths
       }
       const rows: Row[] = [];
       for (const [i, n] of counts.entries()) {
         const b = `in-process: getBlock + classic-level batch, ${n}-tx block`;
+        if (failed[i] !== undefined) {
+          rows.push({ what: b, kind: "baseline", unit: "ms", stats: summarise(base[i]!), note: `the module could not index the ${n}-tx block: ${failed[i]!.trim()}` });
+          continue;
+        }
         rows.push(
-          { what: `TS indexer, ${n}-tx block (${3 * n} puts)`, kind: "result", unit: "ms", stats: summarise(mod[i]!), vs: b, note: "goal <= 2x" },
+          { what: `TS indexer, ${n}-tx block (${3 * n} puts)`, kind: "result", unit: "ms", stats: summarise(mod[i]!), vs: b, note: `goal <= 2x; blocks ${WARMUP + 1}..${WARMUP + ROUNDS} of 2 module runs (both sides warm)` },
+          { what: `  the same, first ${WARMUP} blocks of a fresh module process (cold)`, kind: "piece", unit: "ms", stats: summarise(cold[i]!), vs: b },
           { what: b, kind: "baseline", unit: "ms", stats: summarise(base[i]!) },
         );
       }
-      rows[0]!.note = `goal <= 2x; blocks built in ${(built / 1000).toFixed(1)} s; module times are Date.now() (whole ms) per block, 2 module runs x ${ROUNDS} rounds`;
+      if (rows[0]) rows[0].note = `${rows[0].note ?? ""}; blocks built in ${(built / 1000).toFixed(1)} s; module times are Date.now() (whole ms) per block`;
       return rows;
     } finally {
       await raw.close();
@@ -97,12 +120,12 @@ async function indexBlock(chain: EmbeddedChain, raw: ClassicLevel<Uint8Array, Ui
   await raw.batch(ops);
 }
 
-async function moduleRun(dir: string, chain: EmbeddedChain, hashes: string[], run: number): Promise<number[][]> {
+async function moduleRun(dir: string, chain: EmbeddedChain, hash: string, label: string): Promise<number[]> {
   const { logger, records } = captureLogger();
-  const config = benchConfig(path.join(dir, `host-${run}`), MODULE, {
+  const config = benchConfig(path.join(dir, `host-${label}`), MODULE, {
     allow: ["read_blockchain", "read_storage", "write_storage"],
     limits: { ...FAIR_SHARE_RAISED, start_timeout_ms: 600_000, cpu_time_ms: 5000 },
-    config: { hashes, rounds: ROUNDS + (run === 0 ? 1 : 0) },
+    config: { hashes: [hash], rounds: WARMUP + ROUNDS },
   });
   const manager = new ModuleManager({ config, chain, bus: new EventBus(), logger });
   const forget = atCleanup(() => manager.processOf(MODULE)?.kill());
@@ -115,5 +138,5 @@ async function moduleRun(dir: string, chain: EmbeddedChain, hashes: string[], ru
   }
   const done = records.find((r) => r.source === MODULE && r.message === "indexer done");
   if (!done?.fields) throw new Error(`${MODULE} did not report\n${dumpLog(records)}`);
-  return (done.fields as { ms: number[][] }).ms;
+  return (done.fields as { ms: number[][] }).ms[0]!;
 }

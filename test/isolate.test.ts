@@ -8,6 +8,8 @@ import type { ExecutionContext } from "ava";
 import { existsSync } from "node:fs";
 import { ModuleStore } from "../storage/store.ts";
 import { GOOD_GRANTS, sleep, startHost, type TestHost, type TestHostOptions } from "./helpers/host.ts";
+import { inlineModule } from "./helpers/modules.ts";
+import { call } from "./helpers/rpc.ts";
 
 /** Exit codes of the isolate host (runtime/isolate/worker.ts). */
 const EXIT = { startFailed: 70, memory: 71, cpu: 72 } as const;
@@ -134,6 +136,22 @@ test('an endless loop in an event handler: cpu_time_ms stops it, a crash is repo
   await sleep(800);
   t.deepEqual(eventsOf(h, "ModuleRestarted", "loop-handler"), [], "never restarted");
   t.is(h.manager.processOf("loop-handler")?.hasExited, true);
+  await goodStillWorks(t, h);
+});
+
+test("an endless loop in an RPC handler (synchronous, no await): cpu_time_ms stops it, the caller gets an error, the neighbour is unaffected", async (t) => {
+  // Invocations run without isolated-vm's own timeout (worker.ts, CALL_WITHOUT_TIMEOUT): the
+  // watchdog alone must stop a handler that never yields.
+  const spinner = inlineModule("rpc-spin", ["register_rpc_endpoint"], `
+  await ctx.rpc.register("spin", "never returns", () => { let n = 0; for (;;) n++; });
+  ctx.log.info("serving");`);
+  const h = await withGood(t, { inline: { "rpc-spin": spinner }, grants: { "rpc-spin": ["register_rpc_endpoint"] }, moduleLimits: { "rpc-spin": { restart: "never", cpu_time_ms: 1000 } } });
+  await h.waitForLog(/^serving$/, { source: "rpc-spin" });
+  const failed = await call(h, "rpc-spin.spin").then(() => undefined, (e: unknown) => e as Error);
+  t.truthy(failed, "the call fails instead of hanging");
+  const crash = await h.waitForEvent("ModuleCrashed", (p) => p.module === "rpc-spin");
+  t.regex(String((crash.payload as Payload).error), CPU_LIMIT);
+  t.is((crash.payload as Payload).exit_code, EXIT.cpu);
   await goodStillWorks(t, h);
 });
 
