@@ -1,3 +1,7 @@
+// One file: the chain's state (tip, UTXO set with undo, mempool) and the mutations that keep it
+// consistent share private state; validation and the mempool are chain/validation.ts and
+// chain/mempool.ts.
+//
 // The embedded regtest chain: an in-process Bitcoin chain with real regtest data.
 //
 // It starts from the real regtest genesis block and mines real blocks on top of it: real

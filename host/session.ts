@@ -1,3 +1,6 @@
+// One file: one connection's state machine (handshake, requests, events with flow control,
+// invocations) shares one channel and its counters, checked in the order a frame arrives.
+//
 // The host's side of one module connection. It runs the handshake, serves the module's
 // requests through the API hub (many in flight, answered in any order), delivers events from
 // the bus with flow control, forwards the module's logs, and carries invocations (host ->

@@ -1,3 +1,6 @@
+// One file: the validating scan and the encoder enforce the same limits of docs/protocol.md
+// section 3, so both sides of each limit stay in one view.
+//
 // The frame body codec: MessagePack, restricted to plain data (docs/protocol.md section 3).
 //
 // Decoding is two passes. First `validate`, a scan of the bytes that reads only headers (and

@@ -1,3 +1,5 @@
+// One file: the layout, the usage counters and every operation that changes them must agree
+// exactly (quota accounting inside one atomic batch), so they stay side by side.
 /**
  * Per-module key/value storage on LevelDB (classic-level).
  *

@@ -1,3 +1,6 @@
+// One file: it only speaks HTTP and JSON-RPC, and its limits (connections, bodies, batches,
+// answers) are enforced along one request's path, read top to bottom here.
+//
 // The host's JSON-RPC 2.0 server over HTTP.
 //
 //   POST /         JSON-RPC 2.0: one request or a batch (an array). Notifications (no "id")

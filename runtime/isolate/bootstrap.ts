@@ -1,3 +1,6 @@
+// One file: its body is one script string evaluated inside the isolate, which cannot import;
+// splitting it would mean joining script pieces at run time.
+//
 // The script that runs first in every module isolate. It takes the two host references the
 // isolate host planted (request, log), removes them from the global object, removes what
 // policy forbids, and exposes one object, __modhost_runtime, that the isolate host reads

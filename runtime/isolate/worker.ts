@@ -1,3 +1,6 @@
+// One file: the isolate host's whole process life (channel, isolate, the ctx bridge, CPU and
+// memory watchdogs, teardown), whose exit codes and teardown order are checked in one place.
+//
 // The isolate host: a child process that runs one TypeScript module in a V8 isolate.
 //
 // Isolates never run inside the host process. A V8 fatal out-of-memory, a hang inside the

@@ -1,3 +1,6 @@
+//! One module: the dynamic value, its strict decoder and its serde impls are one type's
+//! implementation (over 500 lines for that reason).
+//!
 //! A dynamic MessagePack value restricted to the protocol's plain data (nil, booleans,
 //! integers, floats, UTF-8 strings, binary, arrays and maps with string keys), with a strict
 //! decoder and serde conversions to and from typed Rust values.
