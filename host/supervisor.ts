@@ -224,8 +224,7 @@ export class Supervisor {
       await mkdir(dataDir, { recursive: true, mode: 0o700 });
       await rec.storeClosing;
       rec.store ??= await this.openStore(rec);
-      // A new instance: parts of transactions the last one left unfinished are not its own.
-      rec.store?.dropStaged();
+      rec.store?.dropStaged(); // a new instance: the last one's unfinished transaction parts are not its own
       const config = moduleConfig(this.opts.config, manifest);
       await this.runLoadHooks(rec, attempt);
       const runtime = this.runtimes[manifest.runtime];
