@@ -43,13 +43,8 @@ function pageEnd(items: readonly unknown[], start: number, base: Weight): number
   const w = { values: base.values, bytes: base.bytes };
   let end = start;
   while (end < items.length) {
-    const before = { values: w.values, bytes: w.bytes };
     weigh(items[end], w);
-    if (end > start && (w.values > PAGE_VALUES || w.bytes > PAGE_BYTES)) {
-      w.values = before.values;
-      w.bytes = before.bytes;
-      break;
-    }
+    if (end > start && (w.values > PAGE_VALUES || w.bytes > PAGE_BYTES)) break;
     end++;
   }
   return end;
