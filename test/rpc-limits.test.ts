@@ -337,6 +337,9 @@ test("json writer: plain data comes out as JSON.stringify writes it, long string
     Array.from({ length: 5000 }, (_, i) => ({ [`k${i}`]: i, s: `v${i}` })),
   ];
   for (const v of values) t.is(await text(v), JSON.stringify(v));
+  // Small answers take JSON.stringify itself; padded past 512 values the same ones take the walk.
+  const padding = Array.from({ length: 600 }, () => 0);
+  for (const v of values) t.is(await text([v, padding]), JSON.stringify([v, padding]));
   const odd = "a".repeat(64 * 1024 - 1) + "😀" + "b"; // a pair exactly across the piece boundary
   t.is(await text(odd), JSON.stringify(odd));
   t.is(JSON.parse(await text(odd)), odd);

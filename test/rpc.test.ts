@@ -92,6 +92,10 @@ test("authentication: no or wrong credentials get 401; the cookie and user/passw
   t.is((await post(h, list, basic("__cookie__", "0".repeat(64)))).status, 401);
   t.is((await post(h, list, basic("alice", "wrong"))).status, 401);
   t.is((await post(h, list, "Bearer abc")).status, 401);
+  const cookie = text.slice("__cookie__:".length);
+  t.is((await post(h, list, basic("alice", cookie))).status, 401, "the cookie is not alice's password");
+  t.is((await post(h, list, basic("__cookie__", "correct horse battery"))).status, 401, "alice's password is not the cookie");
+  t.is((await post(h, list, basic("alice:correct", "horse battery"))).status, 401, "user and password are not one string");
   t.is((await get(h, "/metrics", null)).status, 401, "/metrics needs auth by default");
 
   const byCookie = await post(h, list);

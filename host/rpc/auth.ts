@@ -4,7 +4,7 @@
 // operator also configures a user and password. Clients send HTTP Basic authentication with
 // either. Comparisons are constant-time.
 
-import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
+import { hash, randomBytes, timingSafeEqual } from "node:crypto";
 import { chmod, mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
 
@@ -21,11 +21,9 @@ export interface Credentials {
   password: string;
 }
 
-/** Constant-time string comparison (both sides hashed first, so lengths do not leak either). */
-function safeEqual(a: string, b: string): boolean {
-  const ha = createHash("sha256").update(a, "utf8").digest();
-  const hb = createHash("sha256").update(b, "utf8").digest();
-  return timingSafeEqual(ha, hb);
+/** SHA-256 of a string (one call: hashing keeps the comparison constant-time whatever the lengths). */
+function digest(text: string): Buffer {
+  return hash("sha256", text, "buffer");
 }
 
 /** `Authorization: Basic ...` -> user and password; undefined when absent or malformed. */
@@ -45,8 +43,16 @@ export function basicHeader(c: Credentials): string {
 
 export class RpcAuth {
   private cookieWritten = false;
+  /** Digests of the accepted `user:password` texts, taken once: a check then hashes once. */
+  private readonly cookieDigest: Buffer;
+  private readonly passwordDigest: Buffer | undefined;
 
-  private constructor(private readonly opts: AuthOptions, readonly cookie: string) {}
+  private constructor(private readonly opts: AuthOptions, readonly cookie: string) {
+    this.cookieDigest = digest(`${COOKIE_USER}:${cookie}`);
+    const { user, password } = opts;
+    // Basic credentials split at the first colon, so a user name with a colon never matches.
+    this.passwordDigest = user !== undefined && password !== undefined && !user.includes(":") ? digest(`${user}:${password}`) : undefined;
+  }
 
   /** New random cookie (not yet written). */
   static create(opts: AuthOptions): RpcAuth {
@@ -88,17 +94,12 @@ export class RpcAuth {
   check(header: string | undefined): boolean {
     const c = parseBasic(header);
     if (!c) return false;
-    // Evaluate both so the time taken does not say which one was tried.
-    const cookieUser = safeEqual(c.user, COOKIE_USER);
-    const cookiePassword = safeEqual(c.password, this.cookie);
-    const { user, password } = this.opts;
-    let byPassword = false;
-    if (user !== undefined && password !== undefined) {
-      const u = safeEqual(c.user, user);
-      const p = safeEqual(c.password, password);
-      byPassword = u && p;
-    }
-    return (cookieUser && cookiePassword) || byPassword;
+    // One digest of what was sent, compared with both (always both: the time taken does not
+    // say which one matched); equal digests mean equal user and equal password.
+    const sent = digest(`${c.user}:${c.password}`);
+    const byCookie = timingSafeEqual(sent, this.cookieDigest);
+    const byPassword = this.passwordDigest !== undefined && timingSafeEqual(sent, this.passwordDigest);
+    return byCookie || byPassword;
   }
 }
 

@@ -418,6 +418,10 @@ export class RpcServer {
     const length = parts.reduce((n, p) => n + p.length, 0);
     if (res.destroyed) return;
     res.writeHead(200, { "Content-Type": "application/json", "Content-Length": length });
+    if (parts.length === 1) {
+      res.end(parts[0]); // one write with the head
+      return;
+    }
     for (const p of parts) res.write(p);
     res.end();
   }
