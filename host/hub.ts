@@ -63,6 +63,11 @@ export interface HubOptions {
   onInternalError?: (module: string, method: string, err: unknown) => void;
 }
 
+/** What the audit log records of one call (a plain function: no closure made per call). */
+function auditAction(module: string, method: string, permission: string | null, targets: string[], error?: string): Action {
+  return { module, method, permission, ...(targets.length > 0 ? { targets } : {}), ...(error !== undefined ? { error } : {}) };
+}
+
 export class ApiHub {
   constructor(private readonly opts: HubOptions = {}) {}
 
@@ -84,9 +89,6 @@ export class ApiHub {
     }
     let targets: string[] = [];
     let reached = false;
-    const action = (extra: { error?: string }): Action => ({
-      module: call.module, method, permission: def.permission, ...(targets.length > 0 ? { targets } : {}), ...extra,
-    });
     try {
       if (def.targets && def.permission !== null) {
         targets = await def.targets(parsed.output, call);
@@ -97,13 +99,13 @@ export class ApiHub {
       }
       reached = true;
       const result = await def.handler(call, parsed.output);
-      if (def.audit) this.opts.onAction?.(action({}));
+      if (def.audit) this.opts.onAction?.(auditAction(call.module, method, def.permission, targets));
       return result;
     } catch (err) {
       const denial = err instanceof CapabilityError && err.denial && def.permission !== null;
       if (denial) this.deny(call.module, method, def.permission!, `${method}: ${err.message}`);
       const hubError = this.toHubError(call.module, method, err);
-      if (reached && def.audit === "always") this.opts.onAction?.(action({ error: hubError.wire.code }));
+      if (reached && def.audit === "always") this.opts.onAction?.(auditAction(call.module, method, def.permission, targets, hubError.wire.code));
       throw hubError;
     }
   }
