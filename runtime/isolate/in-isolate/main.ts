@@ -210,7 +210,8 @@ const asFunctions = (v: unknown) => v as Record<string, unknown>;
 
 // Methods that take a function: the function stays in the isolate, registered under the
 // key the host will name when it invokes it (an event type, an API method, a timer id...).
-const special: Record<string, (wire: Wire) => Fn> = {
+// Made by buildCtx (once), not when the bootstrap is evaluated: every start evaluates it.
+const specialMethods = (): Record<string, (wire: Wire) => Fn> => ({
   subscribe_events: (wire) => async (types, handler) => {
     const list = (Array.isArray(types) ? types.slice() : [types]) as string[];
     if (typeof handler !== "function") throw new TypeError("events.subscribe(types, handler): handler must be a function");
@@ -324,7 +325,7 @@ const special: Record<string, (wire: Wire) => Fn> = {
     callbacks.provider.set(kind as string, impl as Record<string, unknown>);
     return wire({ kind });
   },
-};
+});
 
 /** With manage_timers, the familiar timer functions work too, on top of host timers. */
 function installTimerGlobals(t: Record<string, Fn>): void {
@@ -372,6 +373,7 @@ function buildCtx(methods: MethodShape[], config: unknown, meta: ModuleMeta): vo
       return m.pages ? allPages(m as Parameters<typeof allPages>[0], params) : request(m.name, params);
     };
   }
+  const special = specialMethods();
   for (const m of methods) {
     const make = special[m.name];
     if (make) families[m.family]![m.js] = make((params) => request(m.name, params));
