@@ -1,7 +1,9 @@
 #!/usr/bin/env node
 // Builds the JavaScript that `modhost` runs in production into dist/ (git-ignored):
 //   dist/modhost.mjs       the command line and the host (host/cli.ts and all it imports)
-//   dist/isolate-host.mjs  the isolate host script (runtime/isolate/worker.ts)
+//   dist/isolate-host.mjs  the isolate host script (runtime/isolate/worker.ts), with the isolate
+//                          bootstrap (runtime/isolate/in-isolate/, built by runtime/isolate/bootstrap.ts)
+//                          written in
 //   dist/build.json        what they were built from: every source file with its size and
 //                          mtime, and the checkout's path (bin/modhost.js uses dist/ only while
 //                          all of it still matches, and falls back to tsx otherwise)
@@ -18,6 +20,14 @@ const dist = path.join(root, "dist");
 const require = createRequire(import.meta.url);
 /** The isolate host imports these by absolute path (as runtime/isolate/runtime.ts does when it bundles the worker itself). */
 const NATIVE_PACKAGES = ["isolated-vm", "msgpackr"];
+
+// The isolate bootstrap's builder is TypeScript (it shares its settings with the development
+// path, runtime/isolate/runtime.ts): tsx loads it.
+const { register } = await import("tsx/esm/api");
+const unregister = register();
+const { bootstrapDefine, buildBootstrap } = await import("../runtime/isolate/bootstrap.ts");
+const bootstrap = await buildBootstrap(root);
+await unregister();
 
 await mkdir(dist, { recursive: true });
 const common = { bundle: true, format: "esm", platform: "node", target: "node24", logLevel: "warning", metafile: true, write: false, absWorkingDir: root };
@@ -41,6 +51,7 @@ const [cli, worker] = await Promise.all([
   esbuild.build({
     ...common,
     entryPoints: ["runtime/isolate/worker.ts"],
+    define: bootstrapDefine(bootstrap),
     plugins: [{
       name: "absolute-natives",
       setup(build) {
@@ -50,7 +61,7 @@ const [cli, worker] = await Promise.all([
   }),
 ]);
 
-const inputs = new Set([...Object.keys(cli.metafile.inputs), ...Object.keys(worker.metafile.inputs)]);
+const inputs = new Set([...Object.keys(cli.metafile.inputs), ...Object.keys(worker.metafile.inputs), ...bootstrap.inputs]);
 const sources = {};
 for (const rel of [...inputs].sort()) {
   if (rel.startsWith("node_modules/")) continue;

@@ -17,6 +17,7 @@ import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import * as esbuild from "esbuild";
+import { bootstrapDefine, buildBootstrap } from "./bootstrap.ts";
 import { compileModule, type CompiledModule } from "./compile.ts";
 import { METHODS } from "../../capabilities/families.ts";
 import type { SpawnSpec } from "../process.ts";
@@ -42,6 +43,7 @@ async function workerCode(): Promise<string> {
     return readFile(new URL("./isolate-host.mjs", import.meta.url), "utf8");
   }
   const result = await esbuild.build({
+    define: bootstrapDefine(await buildBootstrap()),
     entryPoints: [WORKER_SOURCE],
     bundle: true,
     write: false,

@@ -19,9 +19,15 @@ import { parseArgs } from "node:util";
 import ivm from "isolated-vm";
 import { ModuleClient } from "../../sdk/node/client.ts";
 import { FrameChannel, MODULE_SIDE } from "../../protocol/channel.ts";
-import { BOOTSTRAP } from "./bootstrap.ts";
 import { bundleUrl, splitSourceMap, StackMapper } from "./sourcemap.ts";
+import type { AnswerEntry, CallEntry, IsolateRuntime, MethodShape } from "./in-isolate/contract.ts";
 import type { LogLevel } from "../../protocol/messages.ts";
+
+/**
+ * The isolate bootstrap (./in-isolate/main.ts), built into one script and written in as a
+ * constant when this file is bundled (./bootstrap.ts; runtime.ts and scripts/build-dist.mjs).
+ */
+declare const __MODHOST_BOOTSTRAP__: string;
 
 export const EXIT = { ok: 0, startFailed: 70, memory: 71, cpu: 72, disconnected: 73, internal: 74 } as const;
 
@@ -166,8 +172,8 @@ await jail.set("globalThis", jail.derefInto());
 // Calls come in batches (all the calls of one turn of module code, bootstrap.ts) and go to the
 // host in one write; their answers are gathered and handed back in batches too (settle), one
 // crossing for all the answers that arrived together.
-let answers: unknown[][] = [];
-let settleRef: ivm.Reference<(answers: unknown[][]) => void> | undefined;
+let answers: AnswerEntry[] = [];
+let settleRef: ivm.Reference<IsolateRuntime["settle"]> | undefined;
 const deliverAnswers = () => {
   const batch = answers;
   answers = [];
@@ -181,12 +187,12 @@ const deliverAnswers = () => {
     if (!isolate.isDisposed) fatal(err);
   }
 };
-const answer = (entry: unknown[]) => {
+const answer = (entry: AnswerEntry) => {
   // A microtask: it runs after the answers of every frame that came in the same read.
   if (answers.length === 0) queueMicrotask(deliverAnswers);
   answers.push(entry);
 };
-await jail.set("__modhost_call", new ivm.Reference((batch: [number, string, Record<string, unknown>][]) => {
+await jail.set("__modhost_call", new ivm.Reference((batch: CallEntry[]) => {
   client.corked(() => {
     for (const [id, method, params] of batch) {
       client.request(method, params ?? {}).then(
@@ -226,12 +232,12 @@ const located = (message: string, stack: unknown) => {
   return at && !message.includes(at) ? `${message} (at ${at})` : message;
 };
 
-await context.eval(BOOTSTRAP, { timeout: 1000 });
+await context.eval(__MODHOST_BOOTSTRAP__, { timeout: 1000 });
 const runtime = (await jail.get("__modhost_runtime", { reference: true })) as ivm.Reference<Record<string, unknown>>;
 await jail.delete("__modhost_runtime");
 const fn = async (name: string) => (await runtime.get(name, { reference: true })) as ivm.Reference<(...a: unknown[]) => unknown>;
 const rt = { init: await fn("init"), start: await fn("start"), stop: await fn("stop"), dispatch: await fn("dispatch"), progress: await fn("progress"), invoke: await fn("invoke") };
-settleRef = (await fn("settle")) as unknown as ivm.Reference<(answers: unknown[][]) => void>;
+settleRef = (await fn("settle")) as unknown as ivm.Reference<IsolateRuntime["settle"]>;
 
 // Watchdog: the isolate runs on its own thread, so this process stays responsive while module
 // code runs. cpu_time_ms limits one run of module code without a break, including an endless
@@ -318,13 +324,6 @@ async function guarded<T>(what: string, work: () => Promise<T>): Promise<T> {
 // ~40% of this process's start (Node builds an ES module facade of node:http by reading all of
 // its lazy getters). Run unbundled (no table written in), it falls back to the catalogue.
 declare const __MODHOST_METHODS__: MethodShape[] | undefined;
-interface MethodShape {
-  name: string;
-  js: string;
-  family: string;
-  args: readonly string[];
-  pages?: { cursor: string; items: string; next: string; same: string };
-}
 const catalogue: MethodShape[] = typeof __MODHOST_METHODS__ !== "undefined"
   ? __MODHOST_METHODS__
   : [...((await import(/* not bundled */ new URL("../../capabilities/families.ts", import.meta.url).href)) as typeof import("../../capabilities/families.ts")).METHODS.values()];

@@ -1,0 +1,132 @@
+// What a handler answers crosses the channel as one message: it must be plain data and fit
+// in a frame. Checked here, before it is copied out of the isolate and encoded, so that a
+// huge or cyclic answer becomes an error for the caller instead of a failure of the isolate
+// host. Error messages are cut too.
+
+import { toText, utf8Length } from "./text.ts";
+
+/**
+ * The protocol's one depth limit for a data value (protocol/codec.ts MAX_VALUE_DEPTH), the
+ * same that storage applies: whatever a module may store, a handler may answer. The
+ * envelope's own levels are allowed for by the receiver (ENVELOPE_DEPTH). Written in when the
+ * bootstrap is built (runtime/isolate/bootstrap.ts).
+ */
+declare const __MODHOST_MAX_VALUE_DEPTH__: number;
+const MAX_DEPTH = __MODHOST_MAX_VALUE_DEPTH__;
+const MAX_ERROR_CHARS = 4096;
+
+const cut = (value: unknown): string => {
+  const text = String(value);
+  return text.length <= MAX_ERROR_CHARS ? text : text.slice(0, MAX_ERROR_CHARS) + " ... [" + (text.length - MAX_ERROR_CHARS) + " more characters cut]";
+};
+
+type Thrown = { code?: unknown; message?: unknown } | null | undefined;
+
+/** The wire code of what a handler threw: its own `code` when a short string, else module_error. */
+export const errorCode = (err: unknown): string => {
+  const code = err ? (err as Thrown)?.code : undefined;
+  return typeof code === "string" && code.length > 0 && code.length <= 64 ? code : "module_error";
+};
+
+export const errorMessage = (err: unknown): string => cut(toText(err && (err as Thrown)?.message !== undefined ? (err as Thrown)?.message : err));
+
+class AnswerError extends Error {
+  declare code: string;
+  constructor(code: string, message: string) {
+    super(message);
+    this.code = code;
+  }
+}
+
+/**
+ * Throws AnswerError (not_plain_data, result_too_large) unless value can be sent as an
+ * answer of at most answerBytes. The first pass checks the shape and bounds the size from
+ * string lengths (a character is 1 to 3 bytes of UTF-8); only when the bounds straddle the
+ * limit does a second pass count the bytes of each string.
+ */
+export const checkAnswer = (value: unknown, what: string, answerBytes: number): void => {
+  let low = 0;
+  let high = 0;
+  let exact = false;
+  const ancestors = new Set<object>();
+  const notPlain = (path: string, why: string) =>
+    new AnswerError(
+      "not_plain_data",
+      what + " is not plain data: " + (path || "the value") + " is " + why + "; answer with null, booleans, numbers, strings, Uint8Array, arrays and plain objects only",
+    );
+  const text = (s: string) => {
+    if (exact) {
+      const n = 5 + utf8Length(s, answerBytes - low);
+      low += n;
+      high += n;
+    } else {
+      low += 5 + s.length;
+      high += 5 + 3 * s.length;
+    }
+  };
+  const fixed = (n: number) => {
+    low += n;
+    high += n;
+  };
+  const walk = (v: unknown, path: string, depth: number): void => {
+    if (low > answerBytes) return;
+    if (v === null || v === undefined || typeof v === "boolean") {
+      fixed(1);
+      return;
+    }
+    if (typeof v === "number") {
+      fixed(9);
+      return;
+    }
+    if (typeof v === "string") {
+      text(v);
+      return;
+    }
+    if (typeof v === "bigint") throw notPlain(path, "a bigint (send it as a string or a number)");
+    if (typeof v !== "object") throw notPlain(path, "a " + typeof v);
+    if (v instanceof Uint8Array) {
+      fixed(5 + v.byteLength);
+      return;
+    }
+    if (depth >= MAX_DEPTH) {
+      throw new AnswerError(
+        "result_too_large",
+        what + " is nested deeper than " + MAX_DEPTH + " levels at " + (path || "the value") +
+          ": over the protocol limit max_depth of a data value (fixed; docs/protocol.md section 3); answer with a flatter value",
+      );
+    }
+    if (ancestors.has(v)) throw notPlain(path, "a cycle (it contains itself)");
+    ancestors.add(v);
+    if (Array.isArray(v)) {
+      fixed(5);
+      for (let i = 0; i < v.length && low <= answerBytes; i++) walk(v[i], exact ? "" : path + "[" + i + "]", depth + 1);
+    } else {
+      const proto: unknown = Object.getPrototypeOf(v);
+      if (proto !== Object.prototype && proto !== null) {
+        const ctor = (v as { constructor?: { name?: unknown } }).constructor;
+        throw notPlain(path, "a " + (ctor?.name || "non-plain object"));
+      }
+      fixed(5);
+      const record = v as Record<string, unknown>;
+      for (const k of Object.keys(record)) {
+        if (low > answerBytes) break;
+        text(k);
+        walk(record[k], exact ? "" : path ? path + "." + k : k, depth + 1);
+      }
+    }
+    ancestors.delete(v);
+  };
+  walk(value, "", 0);
+  if (low <= answerBytes && high > answerBytes) {
+    exact = true;
+    low = high = 0;
+    walk(value, "", 0);
+  }
+  if (low > answerBytes) {
+    throw new AnswerError(
+      "result_too_large",
+      what + " is larger than " + answerBytes + " bytes, more than one message of the module protocol carries (its frame limit, max_frame_bytes " +
+        (answerBytes + 4096) + ", is fixed); answer with less, for example a page of the data and a key to ask for the next",
+    );
+  }
+};

@@ -1,0 +1,81 @@
+// What the isolate host (runtime/isolate/worker.ts) and the bootstrap inside the isolate
+// (./main.ts) hand each other: the two host references planted on the isolate's global object,
+// and the object the bootstrap leaves there for the isolate host. Types only: both sides
+// import them, and nothing of this file ends up in either script.
+
+import type { LogLevel } from "../../../protocol/messages.ts";
+
+/** One host call leaving the isolate: [call id, wire method, named parameters]. */
+export type CallEntry = [id: number, method: string, params: Record<string, unknown>];
+
+/** One answer coming back: [id, true, value] or [id, false, code, message]. */
+export type AnswerEntry = [id: number, ok: true, value: unknown] | [id: number, ok: false, code: string, message: string];
+
+/** One event of a batch: [type, payload, seq, missed]. */
+export type EventEntry = [type: string, payload: unknown, seq: number, missed: number];
+
+/** The invocation kinds the isolate host passes to invoke() (its onInvocation handlers). */
+export type InvocationKind = "module_api" | "rpc" | "cli" | "timer" | "provider" | "config" | "hook";
+
+/** A paged method's field names (docs/protocol.md, "Paged answers"). */
+interface PageShape {
+  cursor: string;
+  items: string;
+  next: string;
+  same: string;
+}
+
+/** One catalogue method as the isolate needs it (capabilities/families.ts has the whole). */
+export interface MethodShape {
+  name: string;
+  js: string;
+  family: string;
+  args: readonly string[];
+  pages?: PageShape;
+}
+
+/** What `ctx.module` says. */
+export interface ModuleMeta {
+  name: string;
+  version: string;
+  id: unknown;
+  grants: unknown;
+}
+
+export interface InitLimits {
+  maxFrameBytes: number;
+}
+
+/** invoke()'s answer: only data crosses back. */
+export type InvokeAnswer = { ok: true; value: unknown } | { ok: false; code: string; message: string; stack: string | undefined };
+
+/** progress()'s answer for the running batch. */
+export interface Progress {
+  index: number;
+  elapsed: number;
+  abandoned: boolean;
+}
+
+/** The object the bootstrap leaves at globalThis.__modhost_runtime (the isolate host takes and deletes it). */
+export interface IsolateRuntime {
+  settle(answers: AnswerEntry[]): void;
+  init(methods: MethodShape[], config: unknown, meta: ModuleMeta, limits: InitLimits | undefined): void;
+  start(): Promise<void>;
+  stop(reason: string): Promise<void>;
+  invoke(kind: InvocationKind, params: Record<string, unknown>): Promise<InvokeAnswer>;
+  dispatch(batchId: number, batch: EventEntry[]): Promise<void>;
+  progress(batchId: number, timeoutMs: number): Progress | null;
+}
+
+/**
+ * The one method of an isolated-vm Reference that the bootstrap calls: applyIgnored runs the
+ * host function on the isolate host's main thread without waiting for it (nor for its result).
+ */
+interface HostReference<Args extends unknown[]> {
+  applyIgnored(receiver: undefined, args: Args, options: { arguments: { copy: true } }): void;
+}
+
+/** __modhost_call: a batch of calls made in one turn of module code. */
+export type CallReference = HostReference<[batch: CallEntry[]]>;
+/** __modhost_log: one log line (fields are plain data or absent). */
+export type LogReference = HostReference<[level: LogLevel, message: string, fields: Record<string, unknown> | undefined]>;

@@ -1,0 +1,522 @@
+// The script that runs first in every module isolate (built into one script by
+// runtime/isolate/bootstrap.ts: this file and what it imports, bundled by esbuild). It takes
+// the two host references the isolate host planted (request, log), removes them from the
+// global object, removes what policy forbids, and exposes one object, __modhost_runtime, that
+// the isolate host reads (and then deletes) to build `ctx` and to start, stop and feed the
+// module.
+//
+// It runs inside the isolate: no Node, no require, no timers of its own; only what
+// ./contract.ts declares comes from outside (biome.json forbids Node's globals here).
+//
+// Nothing here is a security boundary: the host checks every request against the module's
+// grants on the other side of the channel, so a module that tampered with this code would
+// still reach only what it was granted. This code gives well-behaved modules a good API.
+
+import type {
+  AnswerEntry, CallEntry, CallReference, EventEntry, InitLimits, InvocationKind, InvokeAnswer, IsolateRuntime, LogReference,
+  MethodShape, ModuleMeta, Progress,
+} from "./contract.ts";
+import type { LogLevel } from "../../../protocol/messages.ts";
+import { checkAnswer, errorCode, errorMessage } from "./answer.ts";
+import { splitOps } from "./parts.ts";
+import { plainFields, toText } from "./text.ts";
+
+type Fn = (...args: unknown[]) => unknown;
+type Params = Record<string, unknown>;
+
+/** What the module's bundle leaves in __modhost_exports (runtime/isolate/compile.ts). */
+interface ModuleExports {
+  default?: unknown;
+  start?: unknown;
+  stop?: unknown;
+}
+
+/** The isolate's global object as this script sees it. */
+interface IsolateGlobal {
+  __modhost_call?: CallReference;
+  __modhost_log?: LogReference;
+  __modhost_runtime?: IsolateRuntime;
+  __modhost_exports?: ModuleExports;
+  console: unknown;
+  setTimeout: unknown;
+  setInterval: unknown;
+  clearTimeout: unknown;
+  clearInterval: unknown;
+  WebAssembly?: unknown;
+  SharedArrayBuffer?: unknown;
+  Atomics?: unknown;
+}
+
+const global = globalThis as unknown as IsolateGlobal;
+const callRef = global.__modhost_call!;
+const logRef = global.__modhost_log!;
+delete global.__modhost_call;
+delete global.__modhost_log;
+// WebAssembly memory is allocated outside the heap limit; shared memory and Atomics.wait
+// could block the isolate host's thread. Modules get neither.
+for (const name of ["WebAssembly", "SharedArrayBuffer", "Atomics"] as const) delete global[name];
+
+const freeze = <T>(v: T): T => {
+  if (v && typeof v === "object" && !Object.isFrozen(v)) {
+    Object.freeze(v);
+    for (const k of Object.keys(v)) freeze((v as Record<string, unknown>)[k]);
+  }
+  return v;
+};
+
+class ModhostError extends Error {
+  declare code: string;
+  declare method: string;
+  constructor(code: string, message: string, method: string) {
+    super(message);
+    this.name = "ModhostError";
+    this.code = code;
+    this.method = method;
+  }
+}
+
+// Host calls are batched: every call made in one turn of the module's code (say the 1000
+// gets of a Promise.all) leaves the isolate in one crossing, at the end of the turn (a
+// microtask), and the isolate host sends them on in one write. Answers come back the same
+// way, in batches, through settle().
+const calls = new Map<number, { method: string; resolve: (v: unknown) => void; reject: (e: unknown) => void }>();
+let nextCall = 1;
+let outbox: CallEntry[] | null = null;
+const send = (batch: CallEntry[]) => callRef.applyIgnored(undefined, [batch], { arguments: { copy: true } });
+const flush = () => {
+  const batch = outbox!;
+  outbox = null;
+  try {
+    send(batch);
+  } catch {
+    // One call's arguments cannot be copied out (a function, say): send the others, and
+    // fail only that one.
+    for (const entry of batch) {
+      try {
+        send([entry]);
+      } catch (err) {
+        const c = calls.get(entry[0]);
+        calls.delete(entry[0]);
+        if (c) c.reject(new TypeError(entry[1] + ": arguments must be plain data (" + toText(err && (err as Error).message ? (err as Error).message : err) + ")"));
+      }
+    }
+  }
+};
+const request = (method: string, params: Params): Promise<unknown> =>
+  new Promise((resolve, reject) => {
+    const id = nextCall++;
+    calls.set(id, { method, resolve, reject });
+    if (!outbox) {
+      outbox = [];
+      Promise.resolve().then(flush);
+    }
+    outbox.push([id, method, params]);
+  });
+/** Answers from the isolate host: [id, true, value] or [id, false, code, message] each. */
+const settle = (answers: AnswerEntry[]) => {
+  for (const a of answers) {
+    const c = calls.get(a[0]);
+    if (!c) continue;
+    calls.delete(a[0]);
+    if (a[1]) c.resolve(a[2]);
+    else c.reject(new ModhostError(a[2], a[3], c.method));
+  }
+};
+
+const log = (level: LogLevel, message: unknown, fields?: unknown) => {
+  logRef.applyIgnored(undefined, [level, toText(message), plainFields(fields)], { arguments: { copy: true } });
+};
+const logger = freeze({
+  debug: (m: unknown, f?: unknown) => log("debug", m, f),
+  info: (m: unknown, f?: unknown) => log("info", m, f),
+  warn: (m: unknown, f?: unknown) => log("warn", m, f),
+  error: (m: unknown, f?: unknown) => log("error", m, f),
+});
+const consoleLine =
+  (level: LogLevel) =>
+  (...args: unknown[]) =>
+    log(level, args.map(toText).join(" "));
+global.console = freeze({ log: consoleLine("info"), info: consoleLine("info"), debug: consoleLine("debug"), warn: consoleLine("warn"), error: consoleLine("error") });
+
+const handlers = new Map<string, Fn[]>();
+const callbacks = {
+  module_api: new Map<string, Fn>(),
+  rpc: new Map<string, Fn>(),
+  cli: new Map<string, Fn>(),
+  timer: new Map<number, { fn: Fn; once: boolean }>(),
+  provider: new Map<string, Record<string, unknown>>(),
+  hook: new Map<string, Fn>(),
+};
+let currentConfig: unknown = null;
+let dispatching: { id: number; index: number; startedAt: number; abandoned: boolean } | null = null;
+let ctx: Record<string, unknown> | null = null;
+let moduleStop: Fn | null = null;
+let answerBytes = 16 * 1024 * 1024 - 4096;
+
+// Timer ids are the host's: a callback can be filed under its id only once schedule_task
+// (or register_timer) has answered, and the host may fire the timer before that answer is
+// through (a 0 ms task). Every registration in flight is kept here; an invocation for an id
+// not known yet waits for them before it is looked up again, so no callback is ever lost.
+const timerRegistrations = new Set<Promise<void>>();
+const registering = <T>(p: Promise<T>): Promise<T> => {
+  const settled = p.then(
+    () => {},
+    () => {},
+  );
+  timerRegistrations.add(settled);
+  settled.then(() => timerRegistrations.delete(settled));
+  return p;
+};
+const timerEntry = async (id: number) => {
+  const entry = callbacks.timer.get(id);
+  if (entry || timerRegistrations.size === 0) return entry;
+  // The registration that got this id was sent before the host could fire it: it is in
+  // this snapshot, and later ones need not be waited for.
+  await Promise.all([...timerRegistrations]);
+  return callbacks.timer.get(id);
+};
+
+type Page = Record<string, unknown>;
+
+// A paged answer (docs/protocol.md, "Paged answers"): ask for the next page until there is
+// none and join the pages, so the module gets the whole list. A page that names another
+// thing than the first (the block at a height changed between two pages) starts it again.
+async function allPages(m: MethodShape & { pages: NonNullable<MethodShape["pages"]> }, params: Params): Promise<unknown> {
+  const { cursor, items, next, same } = m.pages;
+  for (let attempt = 0; ; attempt++) {
+    const first = (await request(m.name, params)) as Page | null;
+    if (first === null || typeof first !== "object" || first[next] === null || first[next] === undefined) return first;
+    const whole = (first[items] as unknown[]).slice();
+    let at: unknown = first[next];
+    let changed = false;
+    while (at !== null && at !== undefined) {
+      const page = (await request(m.name, { ...params, [cursor]: at })) as Page | null;
+      if (page === null || page[same] !== first[same]) {
+        changed = true;
+        break;
+      }
+      for (const item of page[items] as unknown[]) whole.push(item);
+      at = page[next];
+    }
+    if (!changed) return { ...first, [items]: whole, [next]: null };
+    if (attempt >= 3) throw new Error(m.name + ": what it reads changed between its pages four times in a row; try again");
+  }
+}
+
+let nextTransactionId = 1;
+
+type Wire = (params: Params) => Promise<unknown>;
+const asFunctions = (v: unknown) => v as Record<string, unknown>;
+
+// Methods that take a function: the function stays in the isolate, registered under the
+// key the host will name when it invokes it (an event type, an API method, a timer id...).
+// Made by buildCtx (once), not when the bootstrap is evaluated: every start evaluates it.
+const specialMethods = (): Record<string, (wire: Wire) => Fn> => ({
+  subscribe_events: (wire) => async (types, handler) => {
+    const list = (Array.isArray(types) ? types.slice() : [types]) as string[];
+    if (typeof handler !== "function") throw new TypeError("events.subscribe(types, handler): handler must be a function");
+    for (const t of list) {
+      if (!handlers.has(t)) handlers.set(t, []);
+      handlers.get(t)!.push(handler as Fn);
+    }
+    try {
+      await wire({ types: list });
+    } catch (err) {
+      for (const t of list) handlers.set(t, (handlers.get(t) || []).filter((h) => h !== handler));
+      throw err;
+    }
+    return async () => {
+      const gone: string[] = [];
+      for (const t of list) {
+        const left = (handlers.get(t) || []).filter((h) => h !== handler);
+        handlers.set(t, left);
+        if (left.length === 0) gone.push(t);
+      }
+      if (gone.length) await request("unsubscribe_events", { types: gone });
+    };
+  },
+  register_module_api: (wire) => async (api) => {
+    const fns = asFunctions(api);
+    const names = Object.keys(fns || {}).filter((k) => typeof fns[k] === "function");
+    if (names.length === 0) throw new TypeError("modules.registerApi(api): pass an object of functions");
+    callbacks.module_api.clear();
+    for (const n of names) callbacks.module_api.set(n, fns[n] as Fn);
+    return wire({ methods: names });
+  },
+  unregister_module_api: (wire) => async () => {
+    callbacks.module_api.clear();
+    return wire({});
+  },
+  register_rpc_endpoint: (wire) => async (method, description, handler) => {
+    if (typeof handler !== "function") throw new TypeError("rpc.register(method, description, handler): handler must be a function");
+    const result = await wire({ method, description: description || "" });
+    callbacks.rpc.set(method as string, handler as Fn);
+    return result;
+  },
+  unregister_rpc_endpoint: (wire) => async (method) => {
+    callbacks.rpc.delete(method as string);
+    return wire({ method });
+  },
+  register_cli_spec: (wire) => async (spec, commands) => {
+    callbacks.cli.clear();
+    for (const [name, fn] of Object.entries(asFunctions(commands || {}))) if (typeof fn === "function") callbacks.cli.set(name, fn as Fn);
+    return wire({ spec });
+  },
+  register_timer: (wire) => (intervalSeconds, fn) => {
+    if (typeof fn !== "function") return Promise.reject(new TypeError("timers.every(seconds, fn): fn must be a function"));
+    return registering(
+      wire({ interval_seconds: intervalSeconds }).then((id) => {
+        callbacks.timer.set(id as number, { fn: fn as Fn, once: false });
+        return id;
+      }),
+    );
+  },
+  schedule_task: (wire) => (delaySeconds, fn) => {
+    if (typeof fn !== "function") return Promise.reject(new TypeError("timers.after(seconds, fn): fn must be a function"));
+    return registering(
+      wire({ delay_seconds: delaySeconds }).then((id) => {
+        callbacks.timer.set(id as number, { fn: fn as Fn, once: true });
+        return id;
+      }),
+    );
+  },
+  cancel_timer: (wire) => async (id) => {
+    callbacks.timer.delete(id as number);
+    return wire({ timer_id: id });
+  },
+  // hooks.register(point, handler, {before, after}): the handler answers {result: "continue"},
+  // {result: "modify", payload} or {result: "reject", reason}; returning nothing is continue.
+  register_hook: (wire) => async (point, handler, options) => {
+    if (typeof handler !== "function") throw new TypeError("hooks.register(point, handler, options): handler must be a function");
+    const params: Params = { point };
+    if (options && typeof options === "object") {
+      const o = options as { before?: unknown; after?: unknown };
+      if (o.before !== undefined) params.before = o.before;
+      if (o.after !== undefined) params.after = o.after;
+    }
+    const previous = callbacks.hook.get(point as string);
+    callbacks.hook.set(point as string, handler as Fn);
+    try {
+      return await wire(params);
+    } catch (err) {
+      if (previous) callbacks.hook.set(point as string, previous);
+      else callbacks.hook.delete(point as string);
+      throw err;
+    }
+  },
+  unregister_hook: (wire) => async (point) => {
+    const result = await wire({ point });
+    callbacks.hook.delete(point as string);
+    return result;
+  },
+  // A transaction whose ops do not fit one message (the protocol's limits on values and
+  // string bytes per message, docs/protocol.md section 3.1) goes in parts of one id; the
+  // host holds them and writes all at once with the last (section 6.2).
+  storage_transaction: (wire) => async (tree, ops) => {
+    if (!Array.isArray(ops)) return wire({ tree, ops });
+    const parts = splitOps(ops);
+    if (parts.length === 1) return wire({ tree, ops });
+    const id = nextTransactionId++;
+    for (let i = 0; i < parts.length - 1; i++) await wire({ tree, ops: parts[i], part: { id, more: true } });
+    return wire({ tree, ops: parts[parts.length - 1], part: { id, more: false } });
+  },
+  register_provider: (wire) => async (kind, impl) => {
+    if (!impl || typeof impl !== "object") throw new TypeError("provide(kind, implementation): pass an object of functions");
+    callbacks.provider.set(kind as string, impl as Record<string, unknown>);
+    return wire({ kind });
+  },
+});
+
+/** With manage_timers, the familiar timer functions work too, on top of host timers. */
+function installTimerGlobals(t: Record<string, Fn>): void {
+  type Box = { id: unknown; cancelled: boolean };
+  const later =
+    (once: boolean) =>
+    (fn: unknown, ms?: unknown, ...args: unknown[]): Box => {
+      const box: Box = { id: 0, cancelled: false };
+      if (typeof fn !== "function") throw new TypeError((once ? "setTimeout" : "setInterval") + "(fn, ms): fn must be a function");
+      (((once ? t.after : t.every)!)(Math.max(0.001, (Number(ms) || 0) / 1000), () => fn(...args)) as Promise<unknown>).then(
+        (id) => {
+          box.id = id;
+          if (box.cancelled) (t.cancel!(id) as Promise<unknown>).catch(() => {});
+        },
+        (err: unknown) => {
+          // quota_exceeded and the like: there is no promise to reject, so say it in the log.
+          log("error", (once ? "setTimeout" : "setInterval") + " could not schedule its callback: " + toText(err && (err as Error).message ? (err as Error).message : err));
+        },
+      );
+      return box;
+    };
+  const clear = (box: Box | undefined) => {
+    if (!box) return;
+    box.cancelled = true;
+    if (box.id) (t.cancel!(box.id) as Promise<unknown>).catch(() => {});
+  };
+  global.setTimeout = later(true);
+  global.setInterval = later(false);
+  global.clearTimeout = clear;
+  global.clearInterval = clear;
+}
+
+function buildCtx(methods: MethodShape[], config: unknown, meta: ModuleMeta): void {
+  const families: Record<string, Record<string, Fn>> = {};
+  for (const m of methods) {
+    const fam = (families[m.family] ||= {});
+    fam[m.js] = (...args: unknown[]) => {
+      const params: Params = {};
+      m.args.forEach((name, i) => {
+        const a = args[i];
+        if (a === undefined) return;
+        if (name === "options" && a && typeof a === "object") Object.assign(params, a);
+        else params[name] = a;
+      });
+      return m.pages ? allPages(m as Parameters<typeof allPages>[0], params) : request(m.name, params);
+    };
+  }
+  const special = specialMethods();
+  for (const m of methods) {
+    const make = special[m.name];
+    if (make) families[m.family]![m.js] = make((params) => request(m.name, params));
+  }
+  if (families.events?.subscribe) families.events.on = families.events.subscribe;
+  if (families.timers?.every && families.timers.after && families.timers.cancel) installTimerGlobals(families.timers);
+  currentConfig = freeze(config);
+  const built: Record<string, unknown> = { module: freeze({ ...meta }), log: logger };
+  Object.defineProperty(built, "config", { enumerable: true, get: () => currentConfig });
+  for (const [name, fam] of Object.entries(families)) {
+    if (name === "config") continue; // ctx.config is the configuration itself
+    built[name] = freeze(fam);
+  }
+  ctx = freeze(built);
+}
+
+async function invokeRaw(kind: InvocationKind, params: Params): Promise<unknown> {
+  const fail = (message: string): never => {
+    throw Object.assign(new Error(message), { code: "unknown_method" });
+  };
+  switch (kind) {
+    case "module_api": {
+      const fn = callbacks.module_api.get(params.method as string);
+      if (!fn) fail("this module's API has no method " + params.method);
+      return await fn!(params.params, freeze({ caller: params.caller }));
+    }
+    case "rpc": {
+      const fn = callbacks.rpc.get(params.method as string);
+      if (!fn) fail("no handler for RPC method " + params.method);
+      return await fn!(params.params);
+    }
+    case "cli": {
+      const fn = callbacks.cli.get(params.command as string);
+      if (!fn) fail("no handler for command " + params.command);
+      return await fn!(params.args || []);
+    }
+    case "timer": {
+      const id = params.id as number;
+      const entry = await timerEntry(id);
+      // Cancelled (or from a previous process): nothing to run.
+      if (!entry) return null;
+      if (entry.once) callbacks.timer.delete(id);
+      await entry.fn();
+      return null;
+    }
+    case "provider": {
+      const impl = callbacks.provider.get(params.kind as string);
+      const fn = impl?.[params.method as string];
+      if (typeof fn !== "function") fail("this module does not provide " + params.kind + "." + params.method);
+      return await (fn as Fn)(params.params || {});
+    }
+    case "hook": {
+      const fn = callbacks.hook.get(params.point as string);
+      if (!fn) fail("this module has no hook at " + params.point);
+      const answer = await fn!(freeze(params.payload), freeze({ point: params.point }));
+      return answer === undefined || answer === null ? { result: "continue" } : answer;
+    }
+    case "config":
+      currentConfig = freeze(params.config || {});
+      return null;
+    default:
+      return fail("unknown invocation kind " + kind);
+  }
+}
+
+const runtime: IsolateRuntime = {
+  settle,
+  init(methods: MethodShape[], config: unknown, meta: ModuleMeta, limits: InitLimits | undefined) {
+    if (limits && limits.maxFrameBytes > 65536) answerBytes = limits.maxFrameBytes - 4096;
+    buildCtx(methods, config, meta);
+  },
+  async start() {
+    const exp = global.__modhost_exports;
+    // The bundle declares it with var (not deletable); clear it instead.
+    global.__modhost_exports = undefined;
+    const start = exp && (typeof exp.default === "function" ? exp.default : exp.start);
+    if (typeof start !== "function") {
+      throw new Error("the module does not export a start function: write 'export default async function start(ctx) { ... }'");
+    }
+    moduleStop = exp && typeof exp.stop === "function" ? (exp.stop as Fn) : null;
+    await start(ctx);
+  },
+  async stop(reason: string) {
+    if (moduleStop) await moduleStop(reason);
+  },
+  /**
+   * An invocation from the host (module API call, RPC call, timer, CLI command, provider call,
+   * new config). Answers {ok, value} or {ok: false, code, message}: only data crosses back.
+   */
+  async invoke(kind: InvocationKind, params: Params): Promise<InvokeAnswer> {
+    try {
+      const value = await invokeRaw(kind, params);
+      checkAnswer(value, "the answer of the " + kind + " handler", answerBytes);
+      return { ok: true, value };
+    } catch (err) {
+      // The stack (cut) lets the isolate host say where in the module's files it was thrown.
+      let stack: string | undefined;
+      try {
+        const s = err ? (err as Error).stack : undefined;
+        stack = typeof s === "string" ? s.slice(0, 16384) : undefined;
+      } catch (_) {
+        // a getter of the module's that throws: no position, then
+      }
+      return { ok: false, code: errorCode(err), message: errorMessage(err), stack };
+    }
+  },
+  /**
+   * A batch of events, [type, payload, seq, missed] each: every handler of each, in order.
+   * progress() tells the isolate host which event is running and since when, and abandons
+   * the batch when that event has run too long (the rest is then sent again, without it).
+   */
+  async dispatch(batchId: number, batch: EventEntry[]) {
+    const state = { id: batchId, index: 0, startedAt: Date.now(), abandoned: false };
+    dispatching = state;
+    for (let i = 0; i < batch.length; i++) {
+      if (state.abandoned) return;
+      state.index = i;
+      state.startedAt = Date.now();
+      const [type, payload, seq, missed] = batch[i]!;
+      const list = handlers.get(type) || [];
+      if (list.length === 0) continue;
+      const event = freeze({ type, payload, seq, missed: missed || 0 });
+      for (const h of list) {
+        try {
+          await h(event);
+        } catch (err) {
+          log("error", "event handler for " + type + " failed: " + toText(err));
+        }
+        if (state.abandoned) return;
+      }
+    }
+    if (dispatching === state) dispatching = null;
+  },
+  /** The running batch batchId: which event, for how long; abandoned if that is timeoutMs or more. */
+  progress(batchId: number, timeoutMs: number): Progress | null {
+    const state = dispatching;
+    if (!state || state.id !== batchId) return null;
+    const elapsed = Date.now() - state.startedAt;
+    if (elapsed >= timeoutMs) {
+      state.abandoned = true;
+      dispatching = null;
+    }
+    return { index: state.index, elapsed, abandoned: state.abandoned };
+  },
+};
+global.__modhost_runtime = runtime;

@@ -1,0 +1,65 @@
+// The isolate bootstrap is TypeScript (runtime/isolate/in-isolate/) built into one script
+// (runtime/isolate/bootstrap.ts): the built script stands alone in a bare isolate (no imports,
+// no Node), keeps its contract with the isolate host (runtime/isolate/in-isolate/contract.ts),
+// and carries the protocol's value depth written in at build time. Its behaviour under the real
+// host is tested by test/isolate*.test.ts.
+
+import test from "ava";
+import ivm from "isolated-vm";
+import { buildBootstrap } from "../runtime/isolate/bootstrap.ts";
+import { MAX_VALUE_DEPTH } from "../protocol/codec.ts";
+import type { AnswerEntry, CallEntry } from "../runtime/isolate/in-isolate/contract.ts";
+
+test("the built bootstrap runs alone in a bare isolate: it hides the host references and batches one turn's calls into one crossing", async (t) => {
+  const built = await buildBootstrap();
+  t.true(built.inputs.includes("runtime/isolate/in-isolate/main.ts"), built.inputs.join(", "));
+  t.notRegex(built.code, /\brequire\(|\bimport\b|__MODHOST_MAX_VALUE_DEPTH__/, "one script with nothing left to resolve");
+
+  const isolate = new ivm.Isolate({ memoryLimit: 32 });
+  t.teardown(() => isolate.dispose());
+  const context = await isolate.createContext();
+  const jail = context.global;
+  await jail.set("globalThis", jail.derefInto());
+  const batches: CallEntry[][] = [];
+  await jail.set("__modhost_call", new ivm.Reference((batch: CallEntry[]) => void batches.push(batch)));
+  await jail.set("__modhost_log", new ivm.Reference(() => {}));
+  await context.eval(built.code, { timeout: 1000 });
+
+  const gone = await context.eval(`["__modhost_call", "__modhost_log", "WebAssembly", "SharedArrayBuffer", "Atomics"].filter((n) => n in globalThis).join()`);
+  t.is(gone, "", "the host references and what policy forbids are gone");
+  const runtime = (await jail.get("__modhost_runtime", { reference: true })) as ivm.Reference<Record<string, unknown>>;
+  for (const name of ["settle", "init", "start", "stop", "invoke", "dispatch", "progress"]) {
+    t.is(await context.eval(`typeof __modhost_runtime.${name}`), "function", name);
+  }
+
+  const methods = [
+    { name: "get_block_height", js: "getBlockHeight", family: "chain", args: [] },
+    { name: "register_rpc_endpoint", js: "register", family: "rpc", args: ["method", "description", "handler"] },
+  ];
+  const init = (await runtime.get("init", { reference: true })) as ivm.Reference<(...a: unknown[]) => void>;
+  await init.apply(undefined, [methods, {}, { name: "m", version: "1.0.0", id: 1, grants: [] }, { maxFrameBytes: 1 << 20 }], { arguments: { copy: true } });
+  await context.eval(`globalThis.__modhost_exports = { default: async (ctx) => {
+    const deep = (n) => (n === 0 ? 1 : [deep(n - 1)]);
+    globalThis.answers = await Promise.all([ctx.chain.getBlockHeight(), ctx.chain.getBlockHeight(), ctx.rpc.register("deep", "", () => deep(${MAX_VALUE_DEPTH + 1}))]);
+  } }`);
+  const start = (await runtime.get("start", { reference: true })) as ivm.Reference<() => Promise<void>>;
+  const started = start.apply(undefined, [], { result: { promise: true } });
+  for (let i = 0; i < 200 && batches.length === 0; i++) await new Promise((r) => setTimeout(r, 10));
+  t.is(batches.length, 1, "the calls of one turn leave in one crossing");
+  const batch = batches[0]!;
+  t.deepEqual(batch.map(([, method, params]) => [method, params]), [["get_block_height", {}], ["get_block_height", {}], ["register_rpc_endpoint", { method: "deep", description: "" }]]);
+  const settle = (await runtime.get("settle", { reference: true })) as ivm.Reference<(a: AnswerEntry[]) => void>;
+  const answers: AnswerEntry[] = [[batch[0]![0], true, 7], [batch[1]![0], true, 8], [batch[2]![0], true, null]];
+  await settle.apply(undefined, [answers], { arguments: { copy: true } });
+  await started;
+  t.deepEqual(await context.eval("globalThis.answers", { copy: true }), [7, 8, null]);
+
+  // The depth limit is the protocol's, written in when the bootstrap was built.
+  const invoke = (await runtime.get("invoke", { reference: true })) as ivm.Reference<(...a: unknown[]) => Promise<unknown>>;
+  const call = async (method: string) =>
+    (await invoke.apply(undefined, ["rpc", { method, params: {} }], { arguments: { copy: true }, result: { promise: true, copy: true } })) as { ok: boolean; code?: string; message?: string };
+  t.like(await call("none"), { ok: false, code: "unknown_method" });
+  const deep = await call("deep");
+  t.is(deep.code, "result_too_large");
+  t.regex(deep.message ?? "", new RegExp(`nested deeper than ${MAX_VALUE_DEPTH} levels`));
+});
