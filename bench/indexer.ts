@@ -13,6 +13,9 @@
 // are therefore not in the result; they are shown as their own row ("cold"), so nothing is
 // hidden. Each size runs in its own module run: a size the module cannot fetch (the answer
 // over a protocol limit) is reported as a note, and the other sizes are still measured.
+// Each size is measured twice: with getBlock's full answer (every transaction's raw hex and the
+// block's) and with the light form (include_hex: false), which is all an indexer needs; the
+// baseline asks for the same form.
 // Goal: <= 2x the in-process logic. MODHOST_BENCH_INDEXER_SIZES overrides the sizes ("1000,3000").
 
 import path from "node:path";
@@ -47,41 +50,8 @@ export const indexer: Benchmark = {
       const counts: number[] = [];
       for (const h of hashes) counts.push((await chain.getBlock(h))!.transactions.length);
 
-      const mod: number[][] = hashes.map(() => []);
-      const cold: number[][] = hashes.map(() => []);
-      const base: number[][] = hashes.map(() => []);
-      const failed: Array<string | undefined> = hashes.map(() => undefined);
-      for (const h of hashes) await indexBlock(chain, raw, h); // warm-up
-      for (let run = 0; run < 2; run++) {
-        for (const [i, h] of hashes.entries()) {
-          for (let r = 0; r < ROUNDS; r++) {
-            const t = performance.now();
-            await indexBlock(chain, raw, h);
-            base[i]!.push(performance.now() - t);
-          }
-          if (failed[i] !== undefined) continue;
-          try {
-            const ms = await moduleRun(dir, chain, h, `${run}-${i}`);
-            cold[i]!.push(...ms.slice(0, WARMUP));
-            mod[i]!.push(...ms.slice(WARMUP));
-          } catch (err) {
-            failed[i] = (err as Error).message.split("\n").find((l) => l.includes("failed to start")) ?? (err as Error).message.split("\n")[0]!;
-          }
-        }
-      }
       const rows: Row[] = [];
-      for (const [i, n] of counts.entries()) {
-        const b = `in-process: getBlock + classic-level batch, ${n}-tx block`;
-        if (failed[i] !== undefined) {
-          rows.push({ what: b, kind: "baseline", unit: "ms", stats: summarise(base[i]!), note: `the module could not index the ${n}-tx block: ${failed[i]!.trim()}` });
-          continue;
-        }
-        rows.push(
-          { what: `TS indexer, ${n}-tx block (${3 * n} puts)`, kind: "result", unit: "ms", stats: summarise(mod[i]!), vs: b, note: `goal <= 2x; blocks ${WARMUP + 1}..${WARMUP + ROUNDS} of 2 module runs (both sides warm)` },
-          { what: `  the same, first ${WARMUP} blocks of a fresh module process (cold)`, kind: "piece", unit: "ms", stats: summarise(cold[i]!), vs: b },
-          { what: b, kind: "baseline", unit: "ms", stats: summarise(base[i]!) },
-        );
-      }
+      for (const light of [false, true]) rows.push(...(await measure(dir, chain, raw, hashes, counts, light)));
       if (rows[0]) rows[0].note = `${rows[0].note ?? ""}; blocks built in ${(built / 1000).toFixed(1)} s; module times are Date.now() (whole ms) per block`;
       return rows;
     } finally {
@@ -91,6 +61,47 @@ export const indexer: Benchmark = {
     }
   },
 };
+
+/** Rows for every size, with the full or the light form of the block on both sides. */
+async function measure(dir: string, chain: EmbeddedChain, raw: ClassicLevel<Uint8Array, Uint8Array>, hashes: string[], counts: number[], light: boolean): Promise<Row[]> {
+  const form = light ? ", light form (no hex)" : "";
+  const mod: number[][] = hashes.map(() => []);
+  const cold: number[][] = hashes.map(() => []);
+  const base: number[][] = hashes.map(() => []);
+  const failed: Array<string | undefined> = hashes.map(() => undefined);
+  for (const h of hashes) await indexBlock(chain, raw, h, light); // warm-up
+  for (let run = 0; run < 2; run++) {
+    for (const [i, h] of hashes.entries()) {
+      for (let r = 0; r < ROUNDS; r++) {
+        const t = performance.now();
+        await indexBlock(chain, raw, h, light);
+        base[i]!.push(performance.now() - t);
+      }
+      if (failed[i] !== undefined) continue;
+      try {
+        const ms = await moduleRun(dir, chain, h, `${light ? "light" : "full"}-${run}-${i}`, light);
+        cold[i]!.push(...ms.slice(0, WARMUP));
+        mod[i]!.push(...ms.slice(WARMUP));
+      } catch (err) {
+        failed[i] = (err as Error).message.split("\n").find((l) => l.includes("failed to start")) ?? (err as Error).message.split("\n")[0]!;
+      }
+    }
+  }
+  const rows: Row[] = [];
+  for (const [i, n] of counts.entries()) {
+    const b = `in-process: getBlock + classic-level batch, ${n}-tx block${form}`;
+    if (failed[i] !== undefined) {
+      rows.push({ what: b, kind: "baseline", unit: "ms", stats: summarise(base[i]!), note: `the module could not index the ${n}-tx block: ${failed[i]!.trim()}` });
+      continue;
+    }
+    rows.push(
+      { what: `TS indexer, ${n}-tx block (${3 * n} puts)${form}`, kind: "result", unit: "ms", stats: summarise(mod[i]!), vs: b, note: `goal <= 2x; blocks ${WARMUP + 1}..${WARMUP + ROUNDS} of 2 module runs (both sides warm)` },
+      { what: `  the same, first ${WARMUP} blocks of a fresh module process (cold)`, kind: "piece", unit: "ms", stats: summarise(cold[i]!), vs: b },
+      { what: b, kind: "baseline", unit: "ms", stats: summarise(base[i]!) },
+    );
+  }
+  return rows;
+}
 
 /** Mine a block with about `size` wallet transactions (split a coin, then spend the pieces); its hash. */
 async function blockOf(chain: EmbeddedChain, size: number): Promise<string> {
@@ -106,8 +117,8 @@ async function blockOf(chain: EmbeddedChain, size: number): Promise<string> {
 }
 
 /** The module's logic (bench/fixtures/modules/indexer/index.ts), in-process. */
-async function indexBlock(chain: EmbeddedChain, raw: ClassicLevel<Uint8Array, Uint8Array>, hash: string): Promise<void> {
-  const block = await chain.getBlock(hash);
+async function indexBlock(chain: EmbeddedChain, raw: ClassicLevel<Uint8Array, Uint8Array>, hash: string, light: boolean): Promise<void> {
+  const block = await chain.getBlock(hash, { includeHex: !light });
   if (!block) throw new Error(`no block ${hash}`);
   const ops: Array<{ type: "put"; key: Uint8Array; value: Uint8Array }> = [];
   const put = (key: string, value: unknown) => ops.push({ type: "put", key: encodeKey(key, 1024), value: encodeValue(value, 1 << 20) });
@@ -120,12 +131,12 @@ async function indexBlock(chain: EmbeddedChain, raw: ClassicLevel<Uint8Array, Ui
   await raw.batch(ops);
 }
 
-async function moduleRun(dir: string, chain: EmbeddedChain, hash: string, label: string): Promise<number[]> {
+async function moduleRun(dir: string, chain: EmbeddedChain, hash: string, label: string, light: boolean): Promise<number[]> {
   const { logger, records } = captureLogger();
   const config = benchConfig(path.join(dir, `host-${label}`), MODULE, {
     allow: ["read_blockchain", "read_storage", "write_storage"],
     limits: { ...FAIR_SHARE_RAISED, start_timeout_ms: 600_000, cpu_time_ms: 5000 },
-    config: { hashes: [hash], rounds: WARMUP + ROUNDS },
+    config: { hashes: [hash], rounds: WARMUP + ROUNDS, light },
   });
   const manager = new ModuleManager({ config, chain, bus: new EventBus(), logger });
   const forget = atCleanup(() => manager.processOf(MODULE)?.kill());
