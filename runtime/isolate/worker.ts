@@ -20,7 +20,7 @@ import ivm from "isolated-vm";
 import { ModuleClient } from "../../sdk/node/client.ts";
 import { FrameChannel, MODULE_SIDE } from "../../protocol/channel.ts";
 import { bundleUrl, splitSourceMap, StackMapper } from "./sourcemap.ts";
-import type { AnswerEntry, CallEntry, IsolateRuntime, MethodShape } from "./in-isolate/contract.ts";
+import type { AnswerEntry, CallEntry, EventEntry, IsolateRuntime, MethodShape } from "./in-isolate/contract.ts";
 import type { LogLevel } from "../../protocol/messages.ts";
 
 /**
@@ -233,11 +233,12 @@ const located = (message: string, stack: unknown) => {
 };
 
 await context.eval(__MODHOST_BOOTSTRAP__, { timeout: 1000 });
-const runtime = (await jail.get("__modhost_runtime", { reference: true })) as ivm.Reference<Record<string, unknown>>;
+const runtime = (await jail.get("__modhost_runtime", { reference: true })) as ivm.Reference<IsolateRuntime>;
 await jail.delete("__modhost_runtime");
-const fn = async (name: string) => (await runtime.get(name, { reference: true })) as ivm.Reference<(...a: unknown[]) => unknown>;
+/** One function of the bootstrap's runtime object, typed by the contract both sides import (in-isolate/contract.ts). */
+const fn = async <K extends keyof IsolateRuntime>(name: K) => (await runtime.get(name, { reference: true })) as ivm.Reference<IsolateRuntime[K]>;
 const rt = { init: await fn("init"), start: await fn("start"), stop: await fn("stop"), dispatch: await fn("dispatch"), progress: await fn("progress"), invoke: await fn("invoke") };
-settleRef = (await fn("settle")) as unknown as ivm.Reference<IsolateRuntime["settle"]>;
+settleRef = await fn("settle");
 
 // Watchdog: the isolate runs on its own thread, so this process stays responsive while module
 // code runs. cpu_time_ms limits one run of module code without a break, including an endless
@@ -367,7 +368,7 @@ client.onEvents(async (events) => {
   while (rest.length > 0 && !exiting) {
     const id = ++batchSeq;
     const what = rest.length === 1 ? `event ${rest[0]!.type}` : `${rest.length} events (${[...new Set(rest.map((e) => e.type))].join(", ")})`;
-    const batch = rest.map((ev) => [ev.type, ev.payload, ev.seq, ev.missed ?? 0]);
+    const batch = rest.map((ev): EventEntry => [ev.type, ev.payload, ev.seq, ev.missed ?? 0]);
     try {
       // No isolated-vm `timeout` here or on invoke (below): the watchdog stops a handler that
       // spins, synchronously or in a continuation (see CALL_WITHOUT_TIMEOUT).
