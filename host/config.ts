@@ -87,6 +87,7 @@ const LIMIT_FIELDS = {
   max_subscriptions: limit(int({ min: 1 }), 64, "event types the module may be subscribed to at once"),
   max_unread_bytes: limit(int({ min: MiB }), 32 * MiB, "answers and events sent but not read by the module (min 1 MiB); a module over it for 5 s is disconnected (`goodbye` says why)", "32 MiB"),
   event_window: limit(int({ min: 1 }), 64, "events sent and not yet acknowledged (one more when drops begin, to say so at once)"),
+  event_queue_bytes: limit(int({ min: MiB }), 8 * MiB, "bytes of event payloads queued for a slow module (min 1 MiB; a module event's payload may be 64 KiB); past it the oldest are dropped and counted like those over `event_queue`", "8 MiB"),
   storage_iter_max_bytes: limit(int({ min: 1024 }), MiB, "keys and values one `storage_iter` reads; a wider range is refused unless paged (`paged: true`, then follow `cursor`)", "1 MiB"),
   storage_io_concurrency: limit(int({ min: 1 }), 2, "the module's LevelDB operations running at once; the rest wait in its own queue (libuv's 4 threads are shared by all modules)"),
   inspect: limit(
