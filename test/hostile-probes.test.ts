@@ -7,7 +7,8 @@
 // within 5 s, the host's heap stays within a stated bound, and every probe restarts.
 
 import test, { type ExecutionContext } from "ava";
-import { chmod, writeFile } from "node:fs/promises";
+import { chmod, readFile, writeFile } from "node:fs/promises";
+import { execa } from "execa";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { bundleNodeModule } from "../sdk/node/bundle.ts";
@@ -25,6 +26,7 @@ setFlagsFromString("--expose-gc");
 const gc = runInNewContext("gc") as () => void;
 
 const PROBE = fileURLToPath(new URL("./fixtures/hostile-probes/main.ts", import.meta.url));
+const BIN = fileURLToPath(new URL("../bin/modhost.js", import.meta.url));
 const MB = 1024 * 1024;
 
 async function writeNative(modulesDir: string, name: string, caps: string[]): Promise<void> {
@@ -169,4 +171,53 @@ test("event queue bytes: past queueBytes the oldest queued events are dropped an
   t.deepEqual(got.at(-1)!.payload, { n: 10 });
   t.is(got.at(-1)!.missed, 7, "the next event says how many were dropped since the last one sent");
   t.is(sub.pendingBytes, 0);
+});
+
+test("text a module controls cannot drive the operator's terminal or forge a row in `modhost list`, `info` and `health` (a native module's goodbye, a TypeScript module's start error, manifest description and RPC description)", async (t) => {
+  t.timeout(120_000);
+  const dir = await tempDir(t);
+  const evil = "\\r\\u001b[2J\\u001b]52;c;ZXZpbA==\\u0007good  running\\n\\u202eforged";
+  const modulesDir = await buildModulesDir(dir, ["good"], {
+    "ts-term": {
+      ...inlineModule("ts-term", ["register_rpc_endpoint"], `
+        await ctx.rpc.register("m", ${JSON.stringify(JSON.parse(`"${evil}"`))}, () => 1);
+      `),
+    },
+    "ts-term-start": inlineModule("ts-term-start", [], `throw new Error(${JSON.stringify(JSON.parse(`"${evil}"`))});`),
+  });
+  // The manifest's description, with the same escapes (TOML \\u escapes).
+  const toml = path.join(modulesDir, "ts-term", "module.toml");
+  await writeFile(toml, (await readFile(toml, "utf8")).replace(/^description = .*$/m, `description = "${evil}"`));
+  await writeNative(modulesDir, "n-term", ["read_chain_state"]);
+  const h = await startHost(t, {
+    dir,
+    modules: [],
+    grants: { good: GOOD_GRANTS, "ts-term": ["register_rpc_endpoint"], "ts-term-start": [], "n-term": ["read_chain_state"] },
+    moduleLimits: { "n-term": { restart: "never" }, "ts-term-start": { restart: "never" } },
+    moduleConfigs: { "n-term": { mode: "goodbye" } },
+  });
+  await h.waitForState("ts-term", "running", 30_000);
+  await h.waitForState("n-term", ["crashed", "failed"], 30_000);
+  await h.waitForState("ts-term-start", ["crashed", "failed"], 30_000);
+  const port = h.host.rpcServer!.address!.port;
+  const conn = ["--rpcport", String(port), "--rpccookiefile", h.config.rpc.cookie_file];
+  const outputs: Record<string, string> = {};
+  for (const args of [["list"], ["health"], ["info", "n-term"], ["info", "ts-term"], ["info", "ts-term-start"], ["methods"], ["info", "ts-term", "--json"]]) {
+    const r = await execa(process.execPath, [BIN, ...args, ...conn], { reject: false, all: true, timeout: 60_000, env: { NO_COLOR: "1" } });
+    // (health exits 1 while a module is down: degraded)
+    t.is(r.exitCode, args[0] === "health" ? 1 : 0, `modhost ${args.join(" ")}: ${r.all}`);
+    outputs[args.join(" ")] = r.stdout;
+  }
+  for (const [command, out] of Object.entries(outputs)) {
+    t.false(/[\x00-\x09\x0b-\x1f\x7f\u202e]/.test(out), `modhost ${command} printed no control character, escape or bidi override`);
+  }
+  // What the modules said is still there, shown visibly.
+  t.regex(outputs.list!, /n-term[\s\S]*bye\\r\\x1b\[2J\\x1b\]52;c;ZXZpbA==\\x07good/);
+  t.regex(outputs["info ts-term-start"]!, /\\x1b\[2J/);
+  t.regex(outputs["info ts-term"]!, /\\r\\x1b\[2J[\s\S]*m +\\r\\x1b\[2J/, "the description and the RPC method's description");
+  t.regex(outputs.methods!, /ts-term\.m +\\r\\x1b/);
+  t.regex(outputs["info ts-term --json"]!, /\\u202e/, "JSON keeps its escapes for bidi controls");
+  // Each forged row stays indented under its own module: no line but the real ones starts a row.
+  const rows = outputs.list!.split("\n").filter((l) => /^\S/.test(l)).map((l) => l.split(/\s+/)[0]);
+  t.deepEqual(rows.sort(), ["MODULE", "good", "n-term", "ts-term", "ts-term-start"].sort());
 });
