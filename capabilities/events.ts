@@ -72,8 +72,11 @@ async function publishRoleEvent(c: CallContext, role: ProviderRole, name: RoleEv
   return name;
 }
 
-/** Payloads are plain data (as decoded from the wire), at most MAX_EVENT_PAYLOAD_BYTES and 32 levels deep. */
-function checkPayload(payload: unknown): void {
+/**
+ * Payloads are plain data (as decoded from the wire), at most MAX_EVENT_PAYLOAD_BYTES and 32
+ * levels deep. Returns the estimated encoded size (what each subscriber's queue counts).
+ */
+function checkPayload(payload: unknown): number {
   let size = 0;
   const walk = (value: unknown, depth: number): void => {
     if (depth > 32) throw new CapabilityError("invalid_params", "event payload is nested more than 32 levels deep");
@@ -96,6 +99,7 @@ function checkPayload(payload: unknown): void {
     if (size > MAX_EVENT_PAYLOAD_BYTES) throw new CapabilityError("invalid_params", `event payload is larger than ${MAX_EVENT_PAYLOAD_BYTES} bytes`);
   };
   walk(payload, 0);
+  return size;
 }
 
 export const events: Family = {
@@ -117,8 +121,8 @@ export const events: Family = {
         if (role !== undefined) return publishRoleEvent(c, role, p.name as RoleEventName, p.payload);
         const type = ownEventType(c.module, p.name);
         const payload = p.payload ?? null;
-        checkPayload(payload);
-        if (!c.services.publish(type, payload, c.module)) {
+        const bytes = checkPayload(payload);
+        if (!c.services.publish(type, payload, c.module, bytes)) {
           throw new CapabilityError("quota_exceeded", `${c.module} is publishing faster than ${PUBLISH_RATE} events per second; slow down or batch payloads`);
         }
         return type;

@@ -69,7 +69,7 @@ export interface HostServices {
    * Publish on the bus; the events family checks the namespace first. With `from` (a module),
    * publishing is rate-limited per module and returns false when that module is over its rate.
    */
-  publish(type: string, payload: unknown, from?: string): boolean;
+  publish(type: string, payload: unknown, from?: string, bytes?: number): boolean;
   modules?: ModuleDirectory;
   rpc?: {
     register(module: string, method: string, description: string): string;

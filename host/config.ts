@@ -82,11 +82,12 @@ const LIMIT_FIELDS = {
   quarantine_window_ms: limit(int({ min: 1 }), 600_000, "the window for `quarantine_after`"),
   max_requests_in_flight: limit(int({ min: 1 }), 64, "requests the host serves for the module at once; further ones wait (the host stops reading its socket)"),
   requests_per_second: limit(int({ min: 1 }), 2000, "requests admitted per second (a burst of one second's worth); further ones wait"),
-  host_cpu_ms_per_s: limit(int({ min: 1, max: 1000 }), 250, "host CPU time (ms per second, 1-1000) spent serving the module's requests and decoding what it sends (dispatch, answer encoding and the decoding of frames of 4 KiB or more, measured); over it, its requests wait and its socket is not read"),
+  host_cpu_ms_per_s: limit(int({ min: 1, max: 1000 }), 250, "host CPU time (ms per second, 1-1000) spent serving the module's requests and handling what it sends (dispatch, answer encoding, the decoding of frames of 4 KiB or more, and each chunk read from its socket: small frames such as log lines and acks, measured); over it, its requests wait and its socket is not read"),
   request_timeout_ms: limit(int({ min: 1 }), 30_000, "longest the host works on one request before answering `timeout`"),
   max_subscriptions: limit(int({ min: 1 }), 64, "event types the module may be subscribed to at once"),
   max_unread_bytes: limit(int({ min: MiB }), 32 * MiB, "answers and events sent but not read by the module (min 1 MiB); a module over it for 5 s is disconnected (`goodbye` says why)", "32 MiB"),
   event_window: limit(int({ min: 1 }), 64, "events sent and not yet acknowledged (one more when drops begin, to say so at once)"),
+  event_queue_bytes: limit(int({ min: MiB }), 8 * MiB, "bytes of event payloads queued for a slow module (min 1 MiB; a module event's payload may be 64 KiB); past it the oldest are dropped and counted like those over `event_queue`", "8 MiB"),
   storage_iter_max_bytes: limit(int({ min: 1024 }), MiB, "keys and values one `storage_iter` reads; a wider range is refused unless paged (`paged: true`, then follow `cursor`)", "1 MiB"),
   storage_io_concurrency: limit(int({ min: 1 }), 2, "the module's LevelDB operations running at once; the rest wait in its own queue (libuv's 4 threads are shared by all modules)"),
   inspect: limit(

@@ -86,6 +86,12 @@ interface WaitingRequest {
   id: number;
   method: string;
   params: Record<string, unknown>;
+  /**
+   * A refusal to send instead of serving (a message that could not be accepted): it waits for
+   * the module's share like a request, so that a flood of refused frames from a module that
+   * never reads its answers cannot pile them up in the host.
+   */
+  refusal?: WireError;
 }
 
 export interface SessionOptions {
@@ -98,6 +104,8 @@ export interface SessionOptions {
   call: Omit<CallContext, "events" | "log" | "services"> & { services?: HostServices };
   eventWindow?: number;
   eventQueue?: number;
+  /** Bytes of event payloads queued for the module before the oldest are dropped (event_queue_bytes). */
+  eventQueueBytes?: number;
   handshakeTimeoutMs?: number;
   /** Requests a module may have in flight before further ones wait (overrides flow.maxInFlight). */
   maxInFlight?: number;
@@ -138,7 +146,7 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
   /** Requests served and refused, for health and metrics. */
   readonly stats = { requests: 0, errors: 0, denied: 0 };
   /** Times a request had to wait, by the limit that held it; host CPU time spent serving, in ms. */
-  readonly flowStats = { waitedInFlight: 0, waitedRate: 0, waitedCpu: 0, waitedCongested: 0, timedOut: 0, cpuMs: 0, decodeMs: 0, peakInFlight: 0 };
+  readonly flowStats = { waitedInFlight: 0, waitedRate: 0, waitedCpu: 0, waitedCongested: 0, timedOut: 0, cpuMs: 0, decodeMs: 0, inputMs: 0, peakInFlight: 0 };
   private readonly flow: FlowLimits;
   private readonly backlog: WaitingRequest[] = [];
   private readingPaused = false;
@@ -148,6 +156,8 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
   private tokens: number;
   private cpuDebt = 0;
   private lastRefill = performance.now();
+  /** Host CPU time charged while the current chunk of input is handled (see the "chunk" handler). */
+  private chargedInChunk = 0;
   /** When each limit was last reported in the log (at most once per THROTTLE_LOG_MS each). */
   private readonly throttleLogged = new Map<string, number>();
 
@@ -164,11 +174,11 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
     this.subscription = opts.bus.subscribe(
       opts.module,
       (ev) => this.deliver(ev),
-      { window: opts.eventWindow ?? DEFAULT_LIMITS.event_window, queueLimit: opts.eventQueue ?? DEFAULT_LIMITS.event_queue },
+      { window: opts.eventWindow ?? DEFAULT_LIMITS.event_window, queueLimit: opts.eventQueue ?? DEFAULT_LIMITS.event_queue, queueBytes: opts.eventQueueBytes ?? DEFAULT_LIMITS.event_queue_bytes },
     );
     this.call = {
       ...opts.call,
-      services: opts.call.services ?? { publish: (type, payload) => (opts.bus.publish(type, payload), true) },
+      services: opts.call.services ?? { publish: (type, payload, _from, bytes) => (opts.bus.publish(type, payload, bytes), true) },
       events: {
         subscribe: (types) => this.subscribe(types),
         unsubscribe: (types) => {
@@ -196,6 +206,17 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
     channel.on("bad_body", (err, envelope, decodeMs) => {
       this.refused(err.message, envelope.id ?? 0, envelope.t);
       this.chargeDecode(decodeMs);
+    });
+    // Everything else a chunk of its input cost the loop (small frames: logs, acks, refusals,
+    // each too cheap to time alone) is charged too, once: the chunk's time less what was
+    // charged while it was handled. A flood of tiny frames then waits like a flood of requests.
+    channel.on("chunk", (ms) => {
+      const rest = ms - this.chargedInChunk;
+      this.chargedInChunk = 0;
+      if (rest <= 0 || this.state === "closed") return;
+      this.charge(rest);
+      this.flowStats.inputMs += rest;
+      this.pump();
     });
     channel.on("close", (err) => this.onClose(err));
   }
@@ -308,7 +329,7 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
         this.close(msg.error ? new Error(`module said goodbye: ${msg.error.message}`) : undefined);
         break;
       case "hello":
-        this.replyError(0, wireError("protocol_error", "hello was already received"));
+        this.admit({ id: 0, method: "hello", params: {}, refusal: wireError("protocol_error", "hello was already received") });
         break;
     }
   }
@@ -329,7 +350,8 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
       }
       id = 0; // not a request id: the module still hears why, as a response to no request
     }
-    this.replyError(id, wireError("invalid_message", reason));
+    // Through the module's share like a request (see WaitingRequest.refusal).
+    this.admit({ id, method: kind ?? "message", params: {}, refusal: wireError("invalid_message", reason) });
   }
 
   private onHello(hello: Hello): void {
@@ -372,7 +394,7 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
   private admit(req: WaitingRequest): void {
     if (this.backlog.length === 0 && this.blockedBy() === undefined) {
       this.take();
-      void this.serve(req.id, req.method, req.params);
+      this.start(req);
       return;
     }
     if (this.backlog.length >= MAX_BACKLOG) {
@@ -406,6 +428,17 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
     this.tokens -= 1;
   }
 
+  /** Serve an admitted request, or send an admitted refusal. */
+  private start(req: WaitingRequest): void {
+    if (req.refusal) {
+      this.stats.requests++;
+      this.stats.errors++;
+      this.replyError(req.id, req.refusal);
+      return;
+    }
+    void this.serve(req.id, req.method, req.params);
+  }
+
   /** Serve waiting requests while the share allows; read the socket again once none wait. */
   private pump(): void {
     if (this.state === "closed") return;
@@ -416,8 +449,7 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
         return;
       }
       this.take();
-      const req = this.backlog.shift()!;
-      void this.serve(req.id, req.method, req.params);
+      this.start(this.backlog.shift()!);
     }
     // Nothing waits, but decoding what it sent may have put the module over its CPU share.
     const blocked = this.blockedBy();
@@ -477,6 +509,7 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
 
   /** Host CPU time spent for this module (ms), drained at host_cpu_ms_per_s. */
   private charge(ms: number): void {
+    if (this.channel.handlingInput) this.chargedInChunk += ms;
     this.cpuDebt += ms;
     this.flowStats.cpuMs += ms;
   }
@@ -492,6 +525,11 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
     // an event as head + payload, its encoding shared by the subscribers of one publish.
     if (head) this.channel.sendEnvelope(head, key, result, shared);
     else this.channel.send(message);
+    this.checkUnread();
+  }
+
+  /** Starts the max_unread_bytes grace period when what waits for the module is over it. */
+  private checkUnread(): void {
     if (this.unreadTimer || this.state === "closed" || this.channel.unsentBytes <= this.flow.maxUnreadBytes) return;
     this.unreadTimer = setTimeout(() => {
       this.unreadTimer = undefined;
@@ -560,6 +598,7 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
     } catch {
       // A result too large for a frame, or a closed channel: nothing more to say.
     }
+    this.checkUnread();
   }
 
   /** Call into the module; rejects with InvocationError on an error result or a timeout. */
@@ -633,9 +672,9 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
     return this.state === "open";
   }
 
-  get eventStats(): { pending: number; inFlight: number; dropped: number; delivered: number } {
+  get eventStats(): { pending: number; pendingBytes: number; inFlight: number; dropped: number; delivered: number } {
     const s = this.subscription;
-    return { pending: s.pending, inFlight: s.inFlight, dropped: s.droppedTotal, delivered: s.deliveredTotal };
+    return { pending: s.pending, pendingBytes: s.pendingBytes, inFlight: s.inFlight, dropped: s.droppedTotal, delivered: s.deliveredTotal };
   }
 }
 

@@ -239,7 +239,7 @@ export class Supervisor {
           bus: this.opts.bus,
           logger: this.opts.logger,
           call: { module: rec.name, chain: this.opts.chain, store: rec.store, config, dataDir, ...(services ? { services } : {}) },
-          eventQueue: limits.event_queue,
+          eventQueue: limits.event_queue, eventQueueBytes: limits.event_queue_bytes,
           eventWindow: limits.event_window,
           flow: flowLimits(limits),
           // A backstop only: readiness is judged below with a deadline fair to the module.

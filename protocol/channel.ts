@@ -43,6 +43,12 @@ export interface ChannelEvents {
   bad_body: [error: CodecError, envelope: Envelope, decodeMs: number];
   /** The channel closed; `error` says why when it was not a clean end. */
   close: [error?: Error];
+  /**
+   * One chunk read from the socket was handled: `ms` is the time from its arrival to the end
+   * of the `message` / `bad_body` handlers of every frame in it (decoding included), so that a
+   * receiver can charge the sender for floods of small frames too (each too cheap to time).
+   */
+  chunk: [ms: number];
 }
 
 export interface ChannelOptions {
@@ -64,6 +70,7 @@ export const MODULE_SIDE: Readonly<ChannelOptions> = Object.freeze({ limits: HOS
 export class FrameChannel extends EventEmitter<ChannelEvents> {
   private readonly decoder: FrameDecoder;
   private closed = false;
+  private handling = false;
   readonly maxFrameBytes: number;
   readonly limits: Readonly<BodyLimits>;
   readonly sendLimits: Readonly<BodyLimits>;
@@ -97,6 +104,22 @@ export class FrameChannel extends EventEmitter<ChannelEvents> {
 
   private onData(chunk: Buffer): void {
     if (this.closed) return;
+    const start = performance.now();
+    this.handling = true;
+    try {
+      this.handleChunk(chunk);
+    } finally {
+      this.handling = false;
+    }
+    if (!this.closed) this.emit("chunk", performance.now() - start);
+  }
+
+  /** True while a chunk of input is being handled (its `message` / `bad_body` handlers run). */
+  get handlingInput(): boolean {
+    return this.handling;
+  }
+
+  private handleChunk(chunk: Buffer): void {
     let bodies: Buffer[];
     try {
       bodies = this.decoder.push(chunk);

@@ -4,6 +4,10 @@
 // queue is full the oldest queued event is dropped and counted, and the next event delivered
 // carries `missed`, the number dropped since the previous delivery: nothing is lost silently.
 //
+// A queue is bounded in bytes too (`queueBytes`, the operator's event_queue_bytes): a module
+// event's payload may be 64 KiB, so 1024 of them would hold 64 MiB (and their encodings) for one
+// subscriber that does not read. Past either bound the oldest are dropped the same way.
+//
 // A subscriber learns of drops at once: when the first drop since its last acknowledgement
 // happens while its window is full, the next queued event is sent right away anyway, carrying
 // `missed` (so at most window + 1 events are ever unacknowledged). Without this, a slow
@@ -20,7 +24,12 @@ export interface BusEvent {
    * encoding with it, so that a payload is encoded once per publish, not once per subscriber.
    */
   shared?: object;
+  /** The payload's size as the publisher measured it (an estimate of its encoding), if known. */
+  bytes?: number;
 }
+
+/** What an event whose size was not measured counts against `queueBytes` (host events are small). */
+const UNMEASURED_EVENT_BYTES = 256;
 
 export type Deliver = (event: BusEvent) => void;
 
@@ -29,6 +38,8 @@ export interface SubscriberOptions {
   queueLimit: number;
   /** Max sent but unacknowledged events. Infinity = no acks needed. */
   window: number;
+  /** Max bytes of queued (not yet sent) payloads before the oldest are dropped. */
+  queueBytes: number;
 }
 
 export class Subscription {
@@ -41,6 +52,8 @@ export class Subscription {
   private unackedHead = 0;
   private missed = 0;
   private closed = false;
+  /** Bytes of the payloads queued and not yet sent (see SubscriberOptions.queueBytes). */
+  private queuedBytes = 0;
   /** An over-the-window event was sent to announce drops; cleared by the next acknowledgement. */
   private noticeOut = false;
   /** Total events dropped over this subscription's life. */
@@ -55,19 +68,31 @@ export class Subscription {
   ) {}
 
   /** Called by the bus. */
-  offer(type: string, payload: unknown, time: number, shared?: object): void {
+  offer(type: string, payload: unknown, time: number, shared?: object, bytes = UNMEASURED_EVENT_BYTES): void {
     if (this.closed) return;
-    this.queue.push(shared ? { seq: this.nextSeq++, type, payload, time, shared } : { seq: this.nextSeq++, type, payload, time });
-    if (this.queue.length - this.head > this.opts.queueLimit) {
+    this.queue.push(shared ? { seq: this.nextSeq++, type, payload, time, shared, bytes } : { seq: this.nextSeq++, type, payload, time, bytes });
+    this.queuedBytes += bytes;
+    let dropped = false;
+    // The newest event is always kept: a queue over its bytes holds at least the one just offered.
+    while (this.queue.length - this.head > this.opts.queueLimit || (this.queuedBytes > this.opts.queueBytes && this.queue.length - this.head > 1)) {
+      const old = this.queue[this.head]!;
+      this.queue[this.head] = undefined as unknown as BusEvent; // let its payload go now
       this.head++;
+      this.queuedBytes -= old.bytes ?? 0;
       this.missed++;
       this.droppedTotal++;
-      if (!this.noticeOut && this.opts.window !== Infinity && this.inFlight >= this.opts.window && this.head < this.queue.length) {
-        this.noticeOut = true;
-        this.sendNext();
-      }
+      dropped = true;
+    }
+    if (dropped && !this.noticeOut && this.opts.window !== Infinity && this.inFlight >= this.opts.window && this.head < this.queue.length) {
+      this.noticeOut = true;
+      this.sendNext();
     }
     this.pump();
+  }
+
+  /** Bytes of the payloads waiting to be sent (limit: queueBytes). */
+  get pendingBytes(): number {
+    return this.queuedBytes;
   }
 
   /** The subscriber handled everything up to `seq` (acks are cumulative). */
@@ -100,7 +125,9 @@ export class Subscription {
   }
 
   private sendNext(): void {
-    const ev = this.queue[this.head++]!;
+    const ev = this.queue[this.head]!;
+    this.queue[this.head++] = undefined as unknown as BusEvent;
+    this.queuedBytes -= ev.bytes ?? 0;
     if (this.missed > 0) {
       ev.missed = this.missed;
       this.missed = 0;
@@ -116,6 +143,7 @@ export class Subscription {
     this.closed = true;
     this.queue = [];
     this.head = 0;
+    this.queuedBytes = 0;
     this.onClose(this);
   }
 }
@@ -125,18 +153,21 @@ export class EventBus {
   private publishedTotal = 0;
 
   subscribe(id: string, deliver: Deliver, opts: Partial<SubscriberOptions> = {}): Subscription {
-    const sub = new Subscription(id, deliver, { queueLimit: opts.queueLimit ?? 1024, window: opts.window ?? Infinity }, (s) => this.subs.delete(s));
+    const sub = new Subscription(id, deliver, { queueLimit: opts.queueLimit ?? 1024, window: opts.window ?? Infinity, queueBytes: opts.queueBytes ?? Infinity }, (s) => this.subs.delete(s));
     this.subs.add(sub);
     return sub;
   }
 
-  /** Deliver `payload` to every subscriber of `type`. Payloads must be treated as immutable. */
-  publish(type: string, payload: unknown): void {
+  /**
+   * Deliver `payload` to every subscriber of `type`. Payloads must be treated as immutable.
+   * `bytes`: the payload's measured size, counted against each queue's `queueBytes`.
+   */
+  publish(type: string, payload: unknown, bytes?: number): void {
     this.publishedTotal++;
     const time = Date.now();
     const shared = {};
     for (const sub of this.subs) {
-      if (sub.types.has(type)) sub.offer(type, payload, time, shared);
+      if (sub.types.has(type)) sub.offer(type, payload, time, shared, bytes);
     }
   }
 

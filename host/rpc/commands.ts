@@ -19,6 +19,19 @@ import { ModhostError } from "../errors.ts";
 import type { ModuleStatus } from "../manager.ts";
 import type { CliSpec } from "../../capabilities/types.ts";
 import { clientFor, type RpcClient } from "./client.ts";
+import { escapeText } from "../log.ts";
+
+/**
+ * Text a module controls (a crash reason with its goodbye or start error, a health error, its
+ * manifest's description, its RPC and CLI descriptions) as it is printed on the operator's
+ * terminal: control characters, terminal escapes and bidi controls shown visibly (\x1b, \r,
+ * \u202e), so that it can neither drive the terminal nor pass for another row of the table.
+ */
+const shown = (s: string | null | undefined): string => escapeText(String(s ?? ""), Infinity).text;
+/** What JSON.stringify leaves unescaped in strings that a terminal still acts on. */
+const JSON_UNSAFE = /[\u007f-\u009f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029]/g;
+/** shown() line by line, for text whose own lines are printed one under the other. */
+const shownLines = (s: string): string[] => s.split("\n").map(shown);
 
 /** Connection options, as bitcoin-cli spells them (host/cli-table.ts CONNECTION_OPTIONS). */
 export interface Connection {
@@ -119,7 +132,9 @@ function portNumber(word: string, what: string): number {
 
 function print(value: unknown): void {
   if (value === null || value === undefined) return;
-  console.log(typeof value === "string" ? value.replace(/\n$/, "") : JSON.stringify(value, null, 2));
+  // A string (a module's CLI output) keeps its lines; anything else is JSON, whose strings may
+  // still hold what JSON.stringify leaves raw (DEL, C1 controls, bidi controls): \u escapes.
+  console.log(typeof value === "string" ? escapeText(value.replace(/\n$/, ""), Infinity, true).text : JSON.stringify(value, null, 2).replace(JSON_UNSAFE, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`));
 }
 
 /** A host command of the table (host/cli-table.ts), its options parsed there. */
@@ -248,7 +263,7 @@ async function hostCommand(client: RpcClient, command: string, rest: string[], j
       else {
         const all = [...m.host, ...m.modules];
         const width = Math.max(...all.map((x) => x.method.length));
-        console.log(all.map((x) => `${x.method.padEnd(width)}  ${x.description}`).join("\n"));
+        console.log(all.map((x) => `${x.method.padEnd(width)}  ${shown(x.description)}`).join("\n"));
       }
       return 0;
     }
@@ -349,7 +364,7 @@ function formatList(list: ModuleStatus[]): string {
   const out = [line(head)];
   list.forEach((s, i) => {
     out.push(line(rows[i]!));
-    if (s.problem) out.push(...s.problem.split("\n").map((l) => `    ${l}`));
+    if (s.problem) out.push(...shownLines(s.problem).map((l) => `    ${l}`));
   });
   return out.join("\n");
 }
@@ -365,8 +380,8 @@ interface HealthAnswer {
 function formatHealth(h: HealthAnswer): string {
   const out = [`${h.status}: modhost ${h.version}, up ${h.uptime_seconds} s, chain ${h.chain.chain} (${h.chain.backend}) at height ${h.chain.height}`];
   for (const m of h.modules) {
-    const health = m.health ? ` health=${m.health.status ?? "?"}${m.health.error ? ` (${m.health.error})` : ""}` : "";
-    out.push(`  ${m.name}: ${m.state}${health}${m.restarts ? ` restarts=${m.restarts}` : ""}${m.problem ? ` - ${m.problem.split("\n")[0]}` : ""}`);
+    const health = m.health ? ` health=${shown(m.health.status ?? "?")}${m.health.error ? ` (${shown(m.health.error)})` : ""}` : "";
+    out.push(`  ${m.name}: ${m.state}${health}${m.restarts ? ` restarts=${m.restarts}` : ""}${m.problem ? ` - ${shown(m.problem.split("\n")[0])}` : ""}`);
   }
   return out.join("\n");
 }
@@ -383,11 +398,11 @@ interface InfoAnswer extends ModuleStatus {
 /** `modhost info MODULE` for a person (--json prints the answer itself). */
 function formatInfo(i: InfoAnswer): string {
   const out = [`${i.name} ${i.version ?? ""} (${i.runtime ?? "?"}): ${i.state}${i.pid ? `, pid ${i.pid}` : ""}${i.restarts ? `, ${i.restarts} restarts` : ""}${i.sandbox ? `, sandbox ${i.sandbox}` : ""}`];
-  if (i.problem) out.push(...i.problem.split("\n").map((l) => `  ${l}`));
+  if (i.problem) out.push(...shownLines(i.problem).map((l) => `  ${l}`));
   if (i.manifest) {
-    if (i.manifest.description) out.push(`  ${i.manifest.description}`);
-    if (i.manifest.author) out.push(`  author:       ${i.manifest.author}`);
-    out.push(`  directory:    ${i.manifest.dir} (entry ${i.manifest.entry_point})`);
+    if (i.manifest.description) out.push(`  ${shown(i.manifest.description)}`);
+    if (i.manifest.author) out.push(`  author:       ${shown(i.manifest.author)}`);
+    out.push(`  directory:    ${shown(i.manifest.dir)} (entry ${shown(i.manifest.entry_point)})`);
     out.push(`  requested:    ${i.manifest.requested.join(", ") || "(nothing)"}`);
     const deps = Object.entries(i.manifest.dependencies ?? {});
     if (deps.length) out.push(`  dependencies: ${deps.map(([n, r]) => `${n} ${r}`).join(", ")}`);
@@ -398,11 +413,11 @@ function formatInfo(i: InfoAnswer): string {
   if (i.rpc_methods.length) {
     out.push("  RPC methods:");
     const width = Math.max(...i.rpc_methods.map((m) => m.method.length));
-    for (const m of i.rpc_methods) out.push(`    ${m.method.padEnd(width)}  ${m.description}`);
+    for (const m of i.rpc_methods) out.push(`    ${m.method.padEnd(width)}  ${shown(m.description)}`);
   }
   if (i.cli?.commands.length) {
     out.push("  CLI commands:");
-    for (const c of i.cli.commands) out.push(`    modhost ${i.name} ${[c.name, ...(c.args ?? []).map((a) => (a.required ? `<${a.name}>` : `[${a.name}]`))].join(" ")}${c.about ? `  ${c.about}` : ""}`);
+    for (const c of i.cli.commands) out.push(`    modhost ${i.name} ${shown([c.name, ...(c.args ?? []).map((a) => (a.required ? `<${a.name}>` : `[${a.name}]`))].join(" "))}${c.about ? `  ${shown(c.about)}` : ""}`);
   }
   out.push("  (modhost info --json for everything: counters, events, metrics)");
   return out.join("\n");

@@ -36,13 +36,13 @@ export function createServices(deps: ServiceDeps): HostServices {
   // PUBLISH_RATE events per second (bursts of twice that).
   const publishers = new Map<string, RateLimiter>();
   const services: HostServices = {
-    publish: (type, payload, from) => {
+    publish: (type, payload, from, bytes) => {
       if (from !== undefined) {
         let limiter = publishers.get(from);
         if (!limiter) publishers.set(from, (limiter = new RateLimiter(PUBLISH_RATE, PUBLISH_RATE * 2)));
         if (!limiter.take()) return false;
       }
-      deps.bus.publish(type, payload);
+      deps.bus.publish(type, payload, bytes);
       return true;
     },
     forget: (module) => {

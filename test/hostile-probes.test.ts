@@ -1,0 +1,223 @@
+// Hostile probes of what a module can make the host hold or do without sending a request
+// (issue #8 items 1 and 6): native modules that flood refused frames without ever reading
+// their answers, or the smallest frames that are not requests (log lines, acks); publishers
+// of 60 KiB events to subscribers, native and TypeScript, that never take them. Each runs
+// under the real host and sandbox next to the canary ("good", which stores every block): the
+// canary stores every block mined during the attack within 5 s, the host answers an RPC call
+// within 5 s, the host's heap stays within a stated bound, and every probe restarts.
+
+import test, { type ExecutionContext } from "ava";
+import { chmod, readFile, writeFile } from "node:fs/promises";
+import { execa } from "execa";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { bundleNodeModule } from "../sdk/node/bundle.ts";
+import { buildModulesDir, sleep, startHost, tempDir, writeModule, GOOD_GRANTS, type TestHost } from "./helpers/host.ts";
+import { inlineModule } from "./helpers/modules.ts";
+import { call } from "./helpers/rpc.ts";
+import { DEFAULT_LIMITS } from "../host/config.ts";
+import { EventBus, type BusEvent } from "../host/events/bus.ts";
+import { setFlagsFromString } from "node:v8";
+import { runInNewContext } from "node:vm";
+
+// A full garbage collection before each heap sample: what is measured is what the host
+// retains, not the garbage a flood churns through between collections.
+setFlagsFromString("--expose-gc");
+const gc = runInNewContext("gc") as () => void;
+
+const PROBE = fileURLToPath(new URL("./fixtures/hostile-probes/main.ts", import.meta.url));
+const BIN = fileURLToPath(new URL("../bin/modhost.js", import.meta.url));
+const MB = 1024 * 1024;
+
+async function writeNative(modulesDir: string, name: string, caps: string[]): Promise<void> {
+  const toml = `name = "${name}"\nversion = "0.1.0"\nentry_point = "main.mjs"\nruntime = "native"\ncapabilities = [${caps.map((c) => JSON.stringify(c)).join(", ")}]\n`;
+  const d = await writeModule(modulesDir, name, { toml, files: {} });
+  await writeFile(path.join(d, "main.mjs"), await bundleNodeModule(PROBE), { mode: 0o755 });
+  await chmod(d, 0o755);
+}
+
+/**
+ * While the probes attack: `blocks` blocks, each stored by the canary within 5 s, and an RPC
+ * call answered within 5 s after each. Returns the largest growth of what the host retains
+ * (heap after a full collection, and Buffers) seen meanwhile.
+ */
+async function underAttack(t: ExecutionContext, h: TestHost, blocks: number): Promise<number> {
+  const held = () => {
+    gc();
+    const m = process.memoryUsage();
+    return m.heapUsed + m.external; // external: Buffers, such as answers queued on a socket
+  };
+  const heap0 = held();
+  let peak = 0;
+  let late = 0;
+  let unanswered = 0;
+  for (let i = 0; i < blocks; i++) {
+    const mark = h.mark();
+    const height = await h.mine(1);
+    if (!(await h.waitForLog(new RegExp(`^stored block ${height}$`), { source: "good", since: mark, timeoutMs: 5000 }).then(() => true, () => false))) late++;
+    if (!(await Promise.race([call(h, "list").then(() => true, () => false), sleep(5000).then(() => false)]))) unanswered++;
+    peak = Math.max(peak, held() - heap0);
+    await sleep(1000);
+  }
+  t.is(late, 0, "the canary stored every block within 5 s");
+  t.is(unanswered, 0, "the host answered every RPC call within 5 s");
+  t.log(`host heap and buffers grew at most ${(peak / MB).toFixed(0)} MB during the attack`);
+  return peak;
+}
+
+async function restartsAll(t: ExecutionContext, h: TestHost, names: string[]): Promise<void> {
+  for (const name of names) {
+    await h.manager.reload(name);
+    await h.waitForState(name, "running", 30_000);
+  }
+  t.pass();
+}
+
+test("native modules flooding refused frames they never read, and the tiniest frames that are not requests: refusals wait for the module's share, small frames are charged to host_cpu_ms_per_s, host memory stays flat, the canary keeps up", async (t) => {
+  t.timeout(180_000);
+  const dir = await tempDir(t);
+  const modulesDir = await buildModulesDir(dir, ["good"]);
+  await writeNative(modulesDir, "p-refuse", ["read_chain_state"]);
+  await writeNative(modulesDir, "p-tiny", ["read_chain_state"]);
+  const h = await startHost(t, {
+    dir,
+    modules: [],
+    grants: { good: GOOD_GRANTS, "p-refuse": ["read_chain_state"], "p-tiny": ["read_chain_state"] },
+    // p-tiny's share of the host's CPU is small, so that being held to it is certain here.
+    moduleLimits: { "p-tiny": { host_cpu_ms_per_s: 20 } },
+    moduleConfigs: { "p-refuse": { mode: "refuse", duration_ms: 12_000 }, "p-tiny": { mode: "tiny", duration_ms: 12_000 } },
+  });
+  await h.waitForState("good", "running", 30_000);
+  let unread = 0;
+  const sampler = setInterval(() => (unread = Math.max(unread, h.manager.session("p-refuse")?.unreadBytes ?? 0)), 50);
+  t.teardown(() => clearInterval(sampler));
+  const peak = await underAttack(t, h, 8);
+  clearInterval(sampler);
+  t.log(`p-refuse: at most ${(unread / MB).toFixed(1)} MB of answers waited for it to read them`);
+  t.true(peak < 64 * MB, `host heap grew ${(peak / MB).toFixed(0)} MB`);
+  const refuse = h.manager.session("p-refuse")!;
+  t.true(refuse.stats.errors > 1000, `the host refused its frames (${refuse.stats.errors})`);
+  t.true(refuse.flowStats.waitedCongested > 0, "its refusals waited for it to read what the host had sent");
+  // Before the fix: 179 MB of refusals waited on its socket, and it was never disconnected.
+  t.true(unread <= DEFAULT_LIMITS.max_unread_bytes, `what waited for it to read stayed within max_unread_bytes (at most ${unread} bytes)`);
+  const tiny = h.manager.session("p-tiny")!;
+  t.true(tiny.flowStats.inputMs > 0, "the handling of its small frames was charged");
+  t.true(tiny.flowStats.waitedCpu > 0, "and past host_cpu_ms_per_s its socket was not read");
+  t.truthy(h.records.find((r) => r.source === "p-tiny" && /throttled: .*host_cpu_ms_per_s \(20 ms/.test(r.message)), "the operator was told");
+  await restartsAll(t, h, ["p-refuse", "p-tiny"]);
+});
+
+test("60 KiB events published as fast as allowed to subscribers that never take them (native and TypeScript, publishers of both runtimes): each queue stays within event_queue_bytes, drops are counted, host memory stays bounded, the canary keeps up", async (t) => {
+  t.timeout(180_000);
+  const dir = await tempDir(t);
+  const pad = "p".repeat(60 * 1024);
+  const modulesDir = await buildModulesDir(dir, ["good"], {
+    "ts-pub": inlineModule("ts-pub", ["publish_events"], `
+      void (async () => { for (let n = 0; ; n++) await ctx.events.publish("big", { pad: ${JSON.stringify(pad)}, n }).catch(() => new Promise((r) => setTimeout(r, 5))); })();
+    `),
+    "ts-sink": inlineModule("ts-sink", ["subscribe_events"], `
+      // Its handler never finishes: every later event waits in the host's queue for it.
+      await ctx.events.subscribe(["ts-pub:big", "n-pub:big"], () => new Promise(() => {}));
+    `),
+  });
+  await writeNative(modulesDir, "n-pub", ["publish_events"]);
+  await writeNative(modulesDir, "n-sink", ["subscribe_events"]);
+  await writeNative(modulesDir, "n-sink2", ["subscribe_events"]);
+  const h = await startHost(t, {
+    dir,
+    modules: [],
+    grants: {
+      good: GOOD_GRANTS, "ts-pub": ["publish_events"], "n-pub": ["publish_events"],
+      "ts-sink": ["subscribe_events"], "n-sink": ["subscribe_events"], "n-sink2": ["subscribe_events"],
+    },
+    moduleConfigs: {
+      "n-pub": { mode: "publish", duration_ms: 15_000 },
+      "n-sink": { mode: "sink", publisher: "ts-pub", duration_ms: 15_000 },
+      "n-sink2": { mode: "sink", publisher: "n-pub", duration_ms: 15_000 },
+    },
+  });
+  await h.waitForState("good", "running", 30_000);
+  for (const m of ["ts-pub", "ts-sink", "n-pub", "n-sink", "n-sink2"]) await h.waitForState(m, "running", 30_000);
+  const peak = await underAttack(t, h, 8);
+  // Without event_queue_bytes each of the three queues held 1024 payloads of 60 KiB (60 MB, and
+  // their encodings): +200 MB of heap in 8 s with one such pair.
+  t.true(peak < 96 * MB, `host heap grew ${(peak / MB).toFixed(0)} MB`);
+  for (const sink of ["ts-sink", "n-sink", "n-sink2"]) {
+    const s = h.manager.session(sink)!.eventStats;
+    t.log(`${sink}: ${s.pending} events (${(s.pendingBytes / MB).toFixed(1)} MB) queued, ${s.dropped} dropped, ${s.delivered} delivered`);
+    t.true(s.dropped > 0, `${sink}'s queue was full: the oldest were dropped and counted`);
+    t.true(s.pendingBytes <= DEFAULT_LIMITS.event_queue_bytes, `${sink}'s queue holds ${s.pendingBytes} bytes, within event_queue_bytes`);
+    t.true(s.pending < DEFAULT_LIMITS.event_queue, `${sink}'s queue was held by its bytes, not by event_queue`);
+  }
+  await restartsAll(t, h, ["ts-pub", "ts-sink", "n-pub", "n-sink", "n-sink2"]);
+});
+
+test("event queue bytes: past queueBytes the oldest queued events are dropped and counted in the next one's missed; the newest is always kept", (t) => {
+  const bus = new EventBus();
+  const got: BusEvent[] = [];
+  const sub = bus.subscribe("m", (ev) => got.push({ ...ev }), { window: 1, queueLimit: 1000, queueBytes: 100_000 });
+  sub.types.add("a:big");
+  for (let n = 0; n < 10; n++) bus.publish("a:big", { n }, 30_000);
+  // One sent (the window), one more at the first drop to say so at once (missed: 1), and the
+  // queue keeps what fits in 100,000 bytes: three of 30,000; the other five were dropped.
+  t.deepEqual(got.map((e) => [(e.payload as { n: number }).n, e.missed ?? 0]), [[0, 0], [2, 1]]);
+  t.is(sub.pending, 3);
+  t.is(sub.pendingBytes, 90_000);
+  t.is(sub.droppedTotal, 5);
+  bus.publish("a:big", { n: 10 }, 200_000); // larger than the whole limit: kept alone
+  t.is(sub.pending, 1);
+  t.is(sub.pendingBytes, 200_000);
+  sub.ack(got.at(-1)!.seq);
+  t.deepEqual(got.at(-1)!.payload, { n: 10 });
+  t.is(got.at(-1)!.missed, 7, "the next event says how many were dropped since the last one sent");
+  t.is(sub.pendingBytes, 0);
+});
+
+test("text a module controls cannot drive the operator's terminal or forge a row in `modhost list`, `info` and `health` (a native module's goodbye, a TypeScript module's start error, manifest description and RPC description)", async (t) => {
+  t.timeout(120_000);
+  const dir = await tempDir(t);
+  const evil = "\\r\\u001b[2J\\u001b]52;c;ZXZpbA==\\u0007good  running\\n\\u202eforged";
+  const modulesDir = await buildModulesDir(dir, ["good"], {
+    "ts-term": {
+      ...inlineModule("ts-term", ["register_rpc_endpoint"], `
+        await ctx.rpc.register("m", ${JSON.stringify(JSON.parse(`"${evil}"`))}, () => 1);
+      `),
+    },
+    "ts-term-start": inlineModule("ts-term-start", [], `throw new Error(${JSON.stringify(JSON.parse(`"${evil}"`))});`),
+  });
+  // The manifest's description, with the same escapes (TOML \\u escapes).
+  const toml = path.join(modulesDir, "ts-term", "module.toml");
+  await writeFile(toml, (await readFile(toml, "utf8")).replace(/^description = .*$/m, `description = "${evil}"`));
+  await writeNative(modulesDir, "n-term", ["read_chain_state"]);
+  const h = await startHost(t, {
+    dir,
+    modules: [],
+    grants: { good: GOOD_GRANTS, "ts-term": ["register_rpc_endpoint"], "ts-term-start": [], "n-term": ["read_chain_state"] },
+    moduleLimits: { "n-term": { restart: "never" }, "ts-term-start": { restart: "never" } },
+    moduleConfigs: { "n-term": { mode: "goodbye" } },
+  });
+  await h.waitForState("ts-term", "running", 30_000);
+  await h.waitForState("n-term", ["crashed", "failed"], 30_000);
+  await h.waitForState("ts-term-start", ["crashed", "failed"], 30_000);
+  const port = h.host.rpcServer!.address!.port;
+  const conn = ["--rpcport", String(port), "--rpccookiefile", h.config.rpc.cookie_file];
+  const outputs: Record<string, string> = {};
+  for (const args of [["list"], ["health"], ["info", "n-term"], ["info", "ts-term"], ["info", "ts-term-start"], ["methods"], ["info", "ts-term", "--json"]]) {
+    const r = await execa(process.execPath, [BIN, ...args, ...conn], { reject: false, all: true, timeout: 60_000, env: { NO_COLOR: "1" } });
+    // (health exits 1 while a module is down: degraded)
+    t.is(r.exitCode, args[0] === "health" ? 1 : 0, `modhost ${args.join(" ")}: ${r.all}`);
+    outputs[args.join(" ")] = r.stdout;
+  }
+  for (const [command, out] of Object.entries(outputs)) {
+    t.false(/[\x00-\x09\x0b-\x1f\x7f\u202e]/.test(out), `modhost ${command} printed no control character, escape or bidi override`);
+  }
+  // What the modules said is still there, shown visibly.
+  t.regex(outputs.list!, /n-term[\s\S]*bye\\r\\x1b\[2J\\x1b\]52;c;ZXZpbA==\\x07good/);
+  t.regex(outputs["info ts-term-start"]!, /\\x1b\[2J/);
+  t.regex(outputs["info ts-term"]!, /\\r\\x1b\[2J[\s\S]*m +\\r\\x1b\[2J/, "the description and the RPC method's description");
+  t.regex(outputs.methods!, /ts-term\.m +\\r\\x1b/);
+  t.regex(outputs["info ts-term --json"]!, /\\u202e/, "JSON keeps its escapes for bidi controls");
+  // Each forged row stays indented under its own module: no line but the real ones starts a row.
+  const rows = outputs.list!.split("\n").filter((l) => /^\S/.test(l)).map((l) => l.split(/\s+/)[0]);
+  t.deepEqual(rows.sort(), ["MODULE", "good", "n-term", "ts-term", "ts-term-start"].sort());
+});
