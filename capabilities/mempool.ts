@@ -2,10 +2,9 @@
 import * as v from "valibot";
 import { CapabilityError, method, type Family } from "./types.ts";
 import { Hex, MempoolEntry, MempoolInfo, Transaction, f64, hash, none } from "./schemas.ts";
-import { MAX_BLOCK_BYTES, rawBytes, toHex } from "./mining.ts";
+import { MAX_BLOCK_BYTES, rawBytes, toBytes } from "./mining.ts";
 import { HookRejection } from "./hooks.ts";
-import { decodeTransaction, describeTransaction } from "../chain/serialise.ts";
-import { hexToBytes } from "@noble/hashes/utils.js";
+import { parseTransaction } from "../chain/parse.ts";
 
 export const mempool: Family = {
   name: "mempool",
@@ -27,19 +26,19 @@ export const mempool: Family = {
       summary: "Submit a serialised transaction (binary, or hex) to the mempool; returns its txid. A refused transaction fails with invalid_params and the reason; one refused by a tx_submit hook with hook_rejected, naming the hook's module.",
       audit: true,
       handler: async (c, p) => {
-        const hex = toHex(p.hex);
+        const bytes = toBytes(p.hex);
         // The tx_submit hooks see the transaction first (capabilities/hooks.ts); only when there are any.
         if (c.services.hooks?.active("tx_submit")) {
-          let txid: string;
+          let tx: { txid: string; hex: string };
           try {
-            txid = describeTransaction(decodeTransaction(hexToBytes(hex))).txid;
+            tx = await parseTransaction(bytes);
           } catch (err) {
             throw new CapabilityError("invalid_params", `transaction rejected: ${(err as Error).message}`);
           }
-          await c.services.hooks.run("tx_submit", { txid, hex, module: c.module });
+          await c.services.hooks.run("tx_submit", { txid: tx.txid, hex: tx.hex, module: c.module });
         }
         try {
-          return await c.chain.submitTransaction(hex);
+          return await c.chain.submitTransaction(bytes);
         } catch (err) {
           if (err instanceof HookRejection) throw err;
           throw new CapabilityError("invalid_params", `transaction rejected: ${(err as Error).message}`);

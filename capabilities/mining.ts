@@ -30,7 +30,8 @@ function rawHex(maxBytes: number) {
  * in Rust), or their hex as a string. Binary is the form for anything large: a module's
  * message holds at most max_total_string_bytes (1 MiB) of strings, which a block over 512 KB
  * as hex passes (docs/protocol.md section 3.1); hex is kept for what is small and for modules
- * written before. Either way the handler gets lowercase hex (toHex).
+ * written before. Either way the handler gets the bytes (toBytes): the chain reads them in
+ * slices (chain/parse.ts), never as one long stretch of the host's loop.
  */
 export function rawBytes(maxBytes: number) {
   return v.union([
@@ -42,9 +43,9 @@ export function rawBytes(maxBytes: number) {
   ], `expected the raw bytes as binary, or as hex (an even number of 0-9a-f characters), at most ${maxBytes} bytes`);
 }
 
-/** Lowercase hex of what rawBytes accepted. */
-export function toHex(raw: string | Uint8Array): string {
-  return typeof raw === "string" ? raw : Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength).toString("hex");
+/** The bytes of what rawBytes accepted (hex decoded natively; binary as is, a view of the frame). */
+export function toBytes(raw: string | Uint8Array): Uint8Array {
+  return typeof raw === "string" ? Buffer.from(raw, "hex") : raw;
 }
 
 /** A block is at most 4 MB (weight 4,000,000, every byte at least weight 1). */
@@ -73,10 +74,10 @@ export const mining: Family = {
       summary: 'Submit a serialised block (binary, or hex); answers {result, reason?, hash?} with result "accepted", "duplicate" or "rejected" (reason: why).',
       audit: true,
       handler: (c, p) => {
-        const hex = toHex(p.hex);
+        const bytes = toBytes(p.hex);
         // Said before submitting: a backend may announce the block (NewBlock) before it answers.
-        if (hex.length >= 160) c.services.blockSubmitted?.(displayHex(sha256d(hexToBytes(hex.slice(0, 160)))), c.module);
-        return c.chain.submitBlock(hex);
+        if (bytes.length >= 80) c.services.blockSubmitted?.(displayHex(sha256d(bytes.subarray(0, 80))), c.module);
+        return c.chain.submitBlock(bytes);
       },
     }),
     method({
@@ -84,7 +85,7 @@ export const mining: Family = {
       handWritten: { rust: "queue_received_block (hex, sent as binary) and queue_received_block_bytes" },
       summary: "Hand the node a serialised block (binary, or hex) as if a peer had sent it; checked and connected like submit_block, same answer.",
       audit: true,
-      handler: (c, p) => c.chain.submitBlock(toHex(p.hex)),
+      handler: (c, p) => c.chain.submitBlock(toBytes(p.hex)),
     }),
   ],
 };

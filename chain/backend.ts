@@ -210,10 +210,10 @@ export interface ChainBackend {
 
   /** A template for a block on the current tip, filled from the mempool. */
   getBlockTemplate(opts?: { coinbaseScript?: Hex }): Promise<BlockTemplate>;
-  /** Check a serialised block fully and connect it on the tip; never throws for a bad block. */
-  submitBlock(hex: Hex): Promise<SubmitBlockResult>;
-  /** Accept a serialised transaction into the mempool; throws an Error whose message is the reason when refused. */
-  submitTransaction(hex: Hex): Promise<Hex>;
+  /** Check a serialised block (raw bytes, or their hex) fully and connect it on the tip; never throws for a bad block. */
+  submitBlock(block: Hex | Uint8Array): Promise<SubmitBlockResult>;
+  /** Accept a serialised transaction (raw bytes, or their hex) into the mempool; throws an Error whose message is the reason when refused. */
+  submitTransaction(tx: Hex | Uint8Array): Promise<Hex>;
 
   /** Subscribe to backend events; returns an unsubscribe function. */
   subscribe(listener: ChainListener): () => void;
