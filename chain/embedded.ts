@@ -58,6 +58,7 @@ import type {
   Hex,
   MempoolEntry,
   MempoolInfo,
+  MempoolPage,
   NetworkStats,
   OutPoint,
   PeerInfo,
@@ -513,6 +514,11 @@ export class EmbeddedChain implements ChainBackend {
 
   async getMempoolTransactions(): Promise<Hex[]> {
     return this.mempool.txids();
+  }
+
+  async getMempoolPage(after: number, limit: number): Promise<MempoolPage> {
+    const { txids, next } = this.mempool.page(after, limit);
+    return { txids, next_after: next, count: this.mempool.size, order: "accepted" };
   }
 
   async getMempoolTransaction(txid: Hex): Promise<Transaction | null> {

@@ -4,11 +4,13 @@
 // spending one of them, each carrying `witnessBytes` of witness data in `witnessItems` items
 // (the embedded chain does not run scripts). Returned as raw bytes, not yet submitted.
 
-import { bytesToHex, hexToBytes } from "@noble/hashes/utils.js";
+import { hexToBytes } from "@noble/hashes/utils.js";
+import { RawTx } from "@scure/btc-signer";
+import { parseBlock } from "../../chain/parse.ts";
 import type { EmbeddedChain } from "../../chain/embedded.ts";
 import { coinbaseTransaction } from "../../chain/blocks.ts";
 import { type RawTransaction, describeTransaction, displayHex, encodeBlock, encodeHeader, grindNonce, internalBytes, merkleRoot } from "../../chain/serialise.ts";
-import type { BlockTemplate } from "../../chain/backend.ts";
+import type { BlockTemplate, Transaction } from "../../chain/backend.ts";
 import { PAYOUT } from "./blocks.ts";
 
 /** A block on `tpl` made of `txs` after a coinbase paying `outputs` (or the template's value). */
@@ -39,13 +41,41 @@ export interface BigBlockShape {
   witnessItems?: number;
 }
 
+/** A block whose coinbase pays `count` OP_TRUE outputs, then 100 blocks: the coinbase, spendable. */
+async function fund(chain: EmbeddedChain, count: number): Promise<Transaction> {
+  const funding = blockOn(await chain.getBlockTemplate(), [], count);
+  const funded = await chain.submitBlock(funding);
+  if (funded.result !== "accepted") throw new Error(`funding block ${funded.result}: ${funded.reason}`);
+  const fundingTx = (await parseBlock(funding, { maxWeight: 4_000_000 })).transactions[0] as Transaction;
+  await chain.mine(100, { includeMempool: false });
+  return fundingTx;
+}
+
+/** Fill the mempool of `chain` with `count` more transactions (one input, one output each); their txids. */
+export async function fillMempool(chain: EmbeddedChain, count: number): Promise<string[]> {
+  const fundingTx = await fund(chain, count);
+  const txids: string[] = [];
+  const prev = hexToBytes(fundingTx.txid);
+  const payout = hexToBytes(PAYOUT);
+  // Submitted 1,000 at a time: the chain accepts them one after another, in this order.
+  for (let from = 0; from < count; from += 1000) {
+    const batch = Array.from({ length: Math.min(1000, count - from) }, (_, k) => {
+      const i = from + k;
+      const raw: RawTransaction = {
+        version: 2, segwitFlag: false, witnesses: undefined, lockTime: 0,
+        inputs: [{ txid: prev, index: i, finalScriptSig: new Uint8Array(0), sequence: 0xffffffff }],
+        outputs: [{ amount: BigInt(fundingTx.outputs[i]!.value - 100), script: payout }],
+      };
+      return chain.submitTransaction(RawTx.encode(raw));
+    });
+    txids.push(...(await Promise.all(batch)));
+  }
+  return txids;
+}
+
 /** Prepare `chain` (102 blocks) and return the heavy block for its next height, unsubmitted. */
 export async function bigBlock(chain: EmbeddedChain, shape: BigBlockShape): Promise<Uint8Array> {
-  const funding = blockOn(await chain.getBlockTemplate(), [], shape.count);
-  const funded = await chain.submitBlock(bytesToHex(funding));
-  if (funded.result !== "accepted") throw new Error(`funding block ${funded.result}: ${funded.reason}`);
-  const fundingTx = describeTransaction((await import("../../chain/serialise.ts")).decodeBlock(funding).transactions[0] as RawTransaction);
-  await chain.mine(100, { includeMempool: false });
+  const fundingTx = await fund(chain, shape.count);
   const items = shape.witnessItems ?? 1;
   const itemBytes = Math.max(1, Math.floor(shape.witnessBytes / items));
   const txs = Array.from({ length: shape.count }, (_, i) => {
