@@ -576,7 +576,8 @@ export interface NetworkMethods {
 export interface MiningMethods {
   /**
    * A template for the next block: parent, height, bits, target, times, mempool transactions
-   * with fees, coinbase value, witness commitment; with coinbase_script also a ready coinbase
+   * with fees (highest fee rate first, as many as one answer carries: 16,384 values and 1 MiB of
+   * hex), coinbase value, witness commitment; with coinbase_script also a ready coinbase
    * transaction paying to it. `rules` is accepted for compatibility (templates always follow
    * segwit rules). Needs read_blockchain.
    */

@@ -905,7 +905,8 @@ impl Client {
     // mining: Block templates, and submitting mined blocks.
 
     /// A template for the next block: parent, height, bits, target, times, mempool transactions
-    /// with fees, coinbase value, witness commitment; with coinbase_script also a ready coinbase
+    /// with fees (highest fee rate first, as many as one answer carries: 16,384 values and 1 MiB of
+    /// hex), coinbase value, witness commitment; with coinbase_script also a ready coinbase
     /// transaction paying to it. `rules` is accepted for compatibility (templates always follow
     /// segwit rules). Needs `read_blockchain`.
     pub fn get_block_template(&self, options: &BlockTemplateOptions) -> Result<BlockTemplate> {
