@@ -189,7 +189,7 @@ function storeBlock(
     size: bytes.length,
     weight: (bytes.length - witnessBytes) * 3 + bytes.length,
     transactions,
-    hex: bytesToHex(bytes),
+    hex: Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("hex"),
   };
   // Frozen: readers get this very object (no copy per reader), so nobody may change it.
   return { block: deepFreeze(block), fees, undo: transactions.map(() => []), chainWork: parentWork + workFromBits(header.bits), raw: bytes };

@@ -227,7 +227,12 @@ export async function parseBlock(bytes: Uint8Array, limits: ParseLimits, slicer 
 /** Merkle root (internal byte order) over txids in display order, in slices. */
 export async function merkleRootOf(txids: readonly Hex[], slicer: Slicer): Promise<Buffer> {
   if (txids.length === 0) throw new Error("merkle root of no hashes");
-  let level: Buffer[] = txids.map((t) => Buffer.from(t, "hex").reverse());
+  let level: Buffer[] = [];
+  for (const t of txids) {
+    level.push(Buffer.from(t, "hex").reverse());
+    const pause = slicer.tick();
+    if (pause) await pause;
+  }
   while (level.length > 1) {
     const next: Buffer[] = [];
     for (let i = 0; i < level.length; i += 2) {
