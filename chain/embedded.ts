@@ -43,7 +43,7 @@
 // and keep memory and database in step (connectBlock/disconnectTip write one batch, then update
 // memory, then emit); splitting them would hand that private state to several files.
 
-import { bytesToHex, hexToBytes, utf8ToBytes } from "@noble/hashes/utils.js";
+import { bytesToHex, concatBytes, hexToBytes, utf8ToBytes } from "@noble/hashes/utils.js";
 import type {
   Block,
   BlockHeader,
@@ -86,10 +86,10 @@ import {
   difficultyFromBits,
   scriptOfAddress,
   targetFromBits,
-  witnessCommitment,
+  sha256d,
 } from "./serialise.ts";
 import { BlockRejected, MAX_BLOCK_WEIGHT, WITNESS_COMMITMENT_PREFIX, checkBlock, isFinal, outpointKey } from "./validation.ts";
-import { ParseError, type ParsedBlock, parseBlock, parseTransaction } from "./parse.ts";
+import { ParseError, type ParsedBlock, merkleRootOf, parseBlock, parseTransaction } from "./parse.ts";
 import { Slicer } from "./slices.ts";
 import { Mempool, type MempoolRecord, feeRate, mempoolEntry } from "./mempool.ts";
 import { Wallet, type Payment } from "./wallet.ts";
@@ -366,11 +366,9 @@ export class EmbeddedChain implements ChainBackend {
    * outputs must not exceed inputs. Scripts and signatures are not checked.
    */
   async submitTransaction(hexOrBytes: Hex | Uint8Array): Promise<Hex> {
-    const bytes = rawOf(hexOrBytes);
-    if (bytes.length > MAX_TX_BYTES) throw new Error(`the transaction is ${bytes.length} bytes, more than a block holds (${MAX_TX_BYTES})`);
     let tx: Transaction;
     try {
-      tx = await parseTransaction(bytes);
+      tx = await parseTransaction(rawOf(hexOrBytes, "transaction"));
     } catch (err) {
       throw new Error(`transaction decode failed: ${(err as Error).message}`);
     }
@@ -397,7 +395,8 @@ export class EmbeddedChain implements ChainBackend {
       min_time: minTime,
       transactions: selected.map(({ tx, fee }) => ({ txid: tx.txid, wtxid: tx.wtxid, hex: tx.hex, fee, weight: tx.weight })),
       coinbase_value: coinbaseValue,
-      default_witness_commitment: WITNESS_COMMITMENT_PREFIX + bytesToHex(witnessCommitment(wtxids, new Uint8Array(32))),
+      // BIP141 commitment over up to ~16,000 wtxids: hashed in slices (the merkle root), then with the zero reserved value.
+      default_witness_commitment: WITNESS_COMMITMENT_PREFIX + bytesToHex(sha256d(concatBytes(await merkleRootOf(["00".repeat(32), ...wtxids], new Slicer()), new Uint8Array(32)))),
     };
     if (opts.coinbaseScript !== undefined) {
       const coinbase = describeTransaction(
@@ -417,12 +416,11 @@ export class EmbeddedChain implements ChainBackend {
     const slicer = new Slicer();
     let parsed: ParsedBlock;
     try {
-      const bytes = rawOf(hexOrBytes);
-      if (bytes.length > MAX_TX_BYTES) throw new ParseError(`the block is ${bytes.length} bytes, more than ${MAX_TX_BYTES}`);
+      const bytes = rawOf(hexOrBytes, "block");
       parsed = await parseBlock(bytes, { maxWeight: MAX_BLOCK_WEIGHT }, slicer);
     } catch (err) {
-      if (!(err instanceof ParseError) && !(err instanceof Error && /hex/i.test(err.message))) throw err;
-      const message = (err as Error).message;
+      // Whatever the bytes made the reader throw, the answer is a rejection (the interface never throws for a bad block).
+      const message = err instanceof Error ? err.message : String(err);
       return { result: "rejected", reason: message.startsWith("bad-blk-weight") ? message : `bad-block-decode: the block could not be decoded (${message})` };
     }
     const hash = parsed.header.hash;
@@ -1021,8 +1019,12 @@ async function storedFromRecord(record: BlockRecord): Promise<StoredBlock> {
 }
 
 /** The bytes of what a module or remote party submitted: binary as is, hex decoded (natively; a bad digit is refused). */
-function rawOf(hexOrBytes: Hex | Uint8Array): Uint8Array {
-  if (typeof hexOrBytes !== "string") return hexOrBytes;
+function rawOf(hexOrBytes: Hex | Uint8Array, what: string): Uint8Array {
+  const size = hexOrBytes instanceof Uint8Array ? hexOrBytes.length : typeof hexOrBytes === "string" ? hexOrBytes.length / 2 : -1;
+  if (size < 0) throw new ParseError("expected the raw bytes, or their hex");
+  // Checked before any decoding: a block is at most 4 MB (weight 4,000,000, every byte at least weight 1).
+  if (size > MAX_TX_BYTES) throw new ParseError(`the ${what} is ${Math.ceil(size)} bytes, more than a block holds (${MAX_TX_BYTES})`);
+  if (hexOrBytes instanceof Uint8Array) return hexOrBytes;
   // Buffer's decoder stops at the first pair that is not hex: a shorter result means a bad digit.
   const bytes = Buffer.from(hexOrBytes, "hex");
   if (hexOrBytes.length % 2 !== 0 || bytes.length * 2 !== hexOrBytes.length) throw new ParseError("expected hex: an even number of 0-9a-f characters");

@@ -8,16 +8,18 @@ import { hexToBytes } from "@noble/hashes/utils.js";
 import { RawTx } from "@scure/btc-signer";
 import { parseBlock } from "../../chain/parse.ts";
 import type { EmbeddedChain } from "../../chain/embedded.ts";
-import { coinbaseTransaction } from "../../chain/blocks.ts";
+import { blockSubsidy, coinbaseTransaction } from "../../chain/blocks.ts";
 import { type RawTransaction, describeTransaction, displayHex, encodeBlock, encodeHeader, grindNonce, internalBytes, merkleRoot } from "../../chain/serialise.ts";
 import type { BlockTemplate, Transaction } from "../../chain/backend.ts";
 import { PAYOUT } from "./blocks.ts";
 
 /** A block on `tpl` made of `txs` after a coinbase paying `outputs` (or the template's value). */
 function blockOn(tpl: BlockTemplate, txs: Array<{ txid: string; wtxid: string; hex: string }>, outputs?: number): Uint8Array {
-  const raw = coinbaseTransaction(tpl.height, 7, tpl.coinbase_value, hexToBytes(PAYOUT), txs.map((t) => t.wtxid));
+  // The subsidy alone: the template's value counts fees of its mempool transactions, not of `txs`.
+  const value = blockSubsidy(tpl.height);
+  const raw = coinbaseTransaction(tpl.height, 7, value, hexToBytes(PAYOUT), txs.map((t) => t.wtxid));
   if (outputs !== undefined) {
-    const each = Math.floor(tpl.coinbase_value / outputs);
+    const each = Math.floor(value / outputs);
     raw.outputs = Array.from({ length: outputs }, () => ({ amount: BigInt(each), script: hexToBytes(PAYOUT) }));
     raw.segwitFlag = false;
     raw.witnesses = undefined;
