@@ -18,7 +18,7 @@
 // collection), and with a 3 MB block as binary: the chain decodes it on the loop (~200 ms).
 
 import { fork } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
@@ -31,6 +31,7 @@ import { Logger } from "../host/log.ts";
 import { EmbeddedChain } from "../chain/embedded.ts";
 import { ModuleStore } from "../storage/store.ts";
 import { parseDescriptor, resolveGrants } from "../capabilities/grants.ts";
+import { bigBlock, fillMempool } from "../test/helpers/big-block.ts";
 
 if (process.argv[2] === "--probe") {
   // The probe: a separate process, so its encoding does not count against the host's loop.
@@ -86,25 +87,38 @@ if (process.argv[2] === "--probe") {
     }
     return ops;
   }
+  // What the chain prepared (bench/host-loop.ts, the host side): a valid heavy block on its tip.
+  const { readFileSync } = await import("node:fs");
+  const heavy = readFileSync(process.argv[5]!);
+  kinds[`a valid block of 15,000 transactions (${(heavy.length / 1e6).toFixed(2)} MB) as binary (submit_block; then duplicates)`] = () => ({ method: "submit_block", params: { hex: heavy } });
+  kinds["get_block of that block, first page (with its raw hex)"] = () => ({ method: "get_block_by_height", params: { height: Number(process.argv[6]) } });
+  kinds["get_mempool_txids, first page, 20,000 in the mempool"] = () => ({ method: "get_mempool_txids", params: {} });
+  kinds["get_mempool_txids, third page"] = () => ({ method: "get_mempool_txids", params: { after: 16_384 } });
+  kinds["get_block_template, 20,000 in the mempool"] = () => ({ method: "get_block_template", params: {} });
   const n = Number(process.argv[4] ?? 5);
   let id = 1;
   for (const [name, make] of Object.entries(kinds)) {
     process.send!({ start: name });
     await new Promise((r) => process.once("message", r));
     const frame = make();
+    const waiting = new Set<unknown>();
     for (let i = 0; i < n; i++) {
       if (frame.t === "log") send(frame);
-      else send({ t: "request", id: id++, ...frame });
+      else {
+        waiting.add(id);
+        send({ t: "request", id: id++, ...frame });
+      }
     }
-    // One cheap request behind them: its answer means every frame before it was handled.
+    // One cheap request behind them: with the frames before it answered, the kind is done
+    // (a request the host works on in slices may be answered after it).
     const last = id++;
+    waiting.add(last);
     send({ t: "request", id: last, method: "get_block_height", params: {} });
     const outcome = new Set<string>();
-    for (;;) {
+    while (waiting.size > 0) {
       const f = await next();
-      if (f.t !== "response") continue;
-      if (f.id === last) break;
-      outcome.add(f.error ? (f.error as { code: string }).code : "answered");
+      if (f.t !== "response" || !waiting.delete(f.id)) continue;
+      if (f.id !== last) outcome.add(f.error ? (f.error as { code: string }).code : ((f.result as { result?: string } | null)?.result ?? "answered"));
     }
     process.send!({ done: name, outcome: frame.t === "log" ? "logged" : [...outcome].join(",") });
     await new Promise((r) => process.once("message", r));
@@ -115,11 +129,17 @@ if (process.argv[2] === "--probe") {
 const n = Number(process.argv[2] ?? 5);
 const dir = mkdtempSync(path.join(os.tmpdir(), "modhost-loop-"));
 const sockPath = path.join(dir, "s");
-const chain = await EmbeddedChain.create();
+// The chain on disk, as the host keeps it ([chain] data_dir), with 20,000 transactions in its
+// mempool and a valid block of 15,000 transactions ready for its tip (test/helpers/big-block.ts).
+const chain = await EmbeddedChain.create({ matureBlocks: 1, dataDir: path.join(dir, "chain") });
+await fillMempool(chain, 20_000);
+const heavyPath = path.join(dir, "heavy.block");
+writeFileSync(heavyPath, await bigBlock(chain, { count: 15_000, witnessBytes: 0 }));
+const heavyHeight = (await chain.getBlockHeight()) + 1;
 const store = await ModuleStore.open(path.join(dir, "store"), { maxKeys: 1_000_000, maxBytes: 1 << 30 }, { label: "probe" });
 const logger = new Logger({ level: "info", write: () => {} });
 const hub = new ApiHub({ onDenied: () => {} });
-const descriptors = ["read_blockchain", "read_chain_state", "read_storage", "write_storage", "submit_block"].map((d) => parseDescriptor(d));
+const descriptors = ["read_blockchain", "read_chain_state", "read_mempool", "read_storage", "write_storage", "submit_block"].map((d) => parseDescriptor(d));
 const { effective } = resolveGrants(descriptors, descriptors, []);
 let session: HostSession | undefined;
 const server = net.createServer((socket) => {
@@ -129,7 +149,7 @@ const server = net.createServer((socket) => {
   });
 });
 await new Promise<void>((r) => server.listen(sockPath, r));
-const probe = fork(new URL(import.meta.url).pathname, ["--probe", sockPath, String(n)], { execArgv: ["--import=tsx"] });
+const probe = fork(new URL(import.meta.url).pathname, ["--probe", sockPath, String(n), heavyPath, String(heavyHeight)], { execArgv: ["--import=tsx"] });
 const h = monitorEventLoopDelay({ resolution: 1 });
 let t0 = 0, cpu0 = 0;
 console.log(`${n} frames of each kind, then one small request; host_cpu_ms_per_s 250 (the default)`);
@@ -152,5 +172,6 @@ await new Promise((r) => probe.once("exit", r));
 session?.close();
 server.close();
 await store.close();
+await chain.close();
 rmSync(dir, { recursive: true, force: true });
 process.exit(0);

@@ -1,17 +1,41 @@
 // Mempool data and fee estimates, read from the chain backend.
 import * as v from "valibot";
 import { CapabilityError, method, type Family } from "./types.ts";
-import { Hex, MempoolEntry, MempoolInfo, Transaction, f64, hash, none } from "./schemas.ts";
-import { MAX_BLOCK_BYTES, rawBytes, toHex } from "./mining.ts";
+import { Hex, MempoolEntry, MempoolInfo, MempoolTxids, Transaction, f64, hash, none } from "./schemas.ts";
+import { MAX_BLOCK_BYTES, rawBytes, toBytes } from "./mining.ts";
 import { HookRejection } from "./hooks.ts";
-import { decodeTransaction, describeTransaction } from "../chain/serialise.ts";
-import { hexToBytes } from "@noble/hashes/utils.js";
+import { parseTransaction } from "../chain/parse.ts";
+
+/**
+ * Txids in one answer of get_mempool_txids (and the most get_mempool_transactions answers):
+ * 512 KiB of strings, well inside a page's 16,384 values and 1 MiB (capabilities/pages.ts),
+ * so the host encodes it in a few milliseconds. docs/protocol.md 6.1.
+ */
+export const MEMPOOL_PAGE = 8_192;
 
 export const mempool: Family = {
   name: "mempool",
   summary: "Read mempool transactions, size and fee estimates.",
   methods: [
-    method({ name: "get_mempool_transactions", result: v.array(Hex), js: "getTransactions", permission: "read_mempool", args: [], params: none, summary: "Txids in the mempool.", handler: (c) => c.chain.getMempoolTransactions() }),
+    method({
+      name: "get_mempool_transactions", result: v.array(Hex), js: "getTransactions", permission: "read_mempool", args: [], params: none,
+      summary: `Txids in the mempool, when they fit one answer (${MEMPOOL_PAGE.toLocaleString("en")}); past that result_too_large: use get_mempool_txids, which pages.`,
+      handler: async (c) => {
+        const page = await c.chain.getMempoolPage(0, MEMPOOL_PAGE);
+        if (page.next_after !== null) {
+          throw new CapabilityError("result_too_large", `the mempool holds ${page.count} transactions, more than one answer of get_mempool_transactions carries (${MEMPOOL_PAGE}): use get_mempool_txids (ctx.mempool.getTxids() in TypeScript), which answers in pages`);
+        }
+        return page.txids;
+      },
+    }),
+    method({
+      name: "get_mempool_txids", result: MempoolTxids, js: "getTxids", permission: "read_mempool", args: ["options"],
+      params: v.object({ after: v.optional(v.pipe(v.number(), v.integer("after must be an integer"), v.minValue(0, "after must be 0 or more"))) }),
+      pages: { cursor: "after", items: "txids", next: "next_after", same: "order" },
+      handWritten: { rust: "get_mempool_txids joins every page into a Vec<String>" },
+      summary: `Txids in the mempool, a page of at most ${MEMPOOL_PAGE.toLocaleString("en")} at a time after \`after\` (default 0: the first page); the SDKs read every page.`,
+      handler: (c, p) => c.chain.getMempoolPage(p.after ?? 0, MEMPOOL_PAGE),
+    }),
     method({ name: "get_mempool_transaction", result: v.nullable(Transaction), js: "getTransaction", permission: "read_mempool", args: ["txid"], params: v.object({ txid: hash }), summary: "Mempool transaction by txid, or null.", handler: (c, p) => c.chain.getMempoolTransaction(p.txid) }),
     method({ name: "get_mempool_entry", result: v.nullable(MempoolEntry), js: "getEntry", permission: "read_mempool", args: ["txid"], params: v.object({ txid: hash }), summary: "Fee, vsize and fee rate of a mempool transaction, or null.", handler: (c, p) => c.chain.getMempoolEntry(p.txid) }),
     method({ name: "get_mempool_size", result: MempoolInfo, js: "getSize", permission: "read_mempool", args: [], params: none, summary: "Transaction count, bytes and total fees.", handler: (c) => c.chain.getMempoolInfo() }),
@@ -27,19 +51,19 @@ export const mempool: Family = {
       summary: "Submit a serialised transaction (binary, or hex) to the mempool; returns its txid. A refused transaction fails with invalid_params and the reason; one refused by a tx_submit hook with hook_rejected, naming the hook's module.",
       audit: true,
       handler: async (c, p) => {
-        const hex = toHex(p.hex);
+        const bytes = toBytes(p.hex);
         // The tx_submit hooks see the transaction first (capabilities/hooks.ts); only when there are any.
         if (c.services.hooks?.active("tx_submit")) {
-          let txid: string;
+          let tx: { txid: string; hex: string };
           try {
-            txid = describeTransaction(decodeTransaction(hexToBytes(hex))).txid;
+            tx = await parseTransaction(bytes);
           } catch (err) {
             throw new CapabilityError("invalid_params", `transaction rejected: ${(err as Error).message}`);
           }
-          await c.services.hooks.run("tx_submit", { txid, hex, module: c.module });
+          await c.services.hooks.run("tx_submit", { txid: tx.txid, hex: tx.hex, module: c.module });
         }
         try {
-          return await c.chain.submitTransaction(hex);
+          return await c.chain.submitTransaction(bytes);
         } catch (err) {
           if (err instanceof HookRejection) throw err;
           throw new CapabilityError("invalid_params", `transaction rejected: ${(err as Error).message}`);

@@ -8,9 +8,12 @@
 import * as v from "valibot";
 import { hexToBytes } from "@noble/hashes/utils.js";
 import { method, type Family } from "./types.ts";
+import { PAGE_BYTES } from "./pages.ts";
 import { BlockTemplate as BlockTemplateResult, SubmitBlockResult, named } from "./schemas.ts";
 import { bytesToHex } from "@noble/hashes/utils.js";
-import { decodeTransaction, describeTransaction, displayHex, sha256d, witnessCommitment } from "../chain/serialise.ts";
+import { describeTransaction, displayHex, sha256d, witnessCommitment } from "../chain/serialise.ts";
+import { parseTransaction } from "../chain/parse.ts";
+import { Slicer } from "../chain/slices.ts";
 import { blockSubsidy, coinbaseTransaction } from "../chain/blocks.ts";
 import type { BlockTemplate } from "../chain/backend.ts";
 import type { CallContext } from "./types.ts";
@@ -30,7 +33,8 @@ function rawHex(maxBytes: number) {
  * in Rust), or their hex as a string. Binary is the form for anything large: a module's
  * message holds at most max_total_string_bytes (1 MiB) of strings, which a block over 512 KB
  * as hex passes (docs/protocol.md section 3.1); hex is kept for what is small and for modules
- * written before. Either way the handler gets lowercase hex (toHex).
+ * written before. Either way the handler gets the bytes (toBytes): the chain reads them in
+ * slices (chain/parse.ts), never as one long stretch of the host's loop.
  */
 export function rawBytes(maxBytes: number) {
   return v.union([
@@ -42,9 +46,9 @@ export function rawBytes(maxBytes: number) {
   ], `expected the raw bytes as binary, or as hex (an even number of 0-9a-f characters), at most ${maxBytes} bytes`);
 }
 
-/** Lowercase hex of what rawBytes accepted. */
-export function toHex(raw: string | Uint8Array): string {
-  return typeof raw === "string" ? raw : Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength).toString("hex");
+/** The bytes of what rawBytes accepted (hex decoded natively; binary as is, a view of the frame). */
+export function toBytes(raw: string | Uint8Array): Uint8Array {
+  return typeof raw === "string" ? Buffer.from(raw, "hex") : raw;
 }
 
 /** A block is at most 4 MB (weight 4,000,000, every byte at least weight 1). */
@@ -61,9 +65,9 @@ export const mining: Family = {
   methods: [
     method({
       name: "get_block_template", result: BlockTemplateResult, js: "getBlockTemplate", permission: "read_blockchain", args: ["options"], params: templateOptions,
-      summary: "A template for the next block: parent, height, bits, target, times, mempool transactions with fees, coinbase value, witness commitment; with coinbase_script also a ready coinbase transaction paying to it. `rules` is accepted for compatibility (templates always follow segwit rules).",
+      summary: "A template for the next block: parent, height, bits, target, times, mempool transactions with fees (highest fee rate first, as many as one answer carries: 16,384 values and 1 MiB of hex), coinbase value, witness commitment; with coinbase_script also a ready coinbase transaction paying to it. `rules` is accepted for compatibility (templates always follow segwit rules).",
       handler: async (c, p) => {
-        const template = await c.chain.getBlockTemplate(p.coinbase_script === undefined ? {} : { coinbaseScript: p.coinbase_script });
+        const template = boundedTemplate(await c.chain.getBlockTemplate(p.coinbase_script === undefined ? {} : { coinbaseScript: p.coinbase_script }), p.coinbase_script);
         return c.services.hooks?.active("block_template") ? hookedTemplate(c, template, p.coinbase_script) : template;
       },
     }),
@@ -73,10 +77,10 @@ export const mining: Family = {
       summary: 'Submit a serialised block (binary, or hex); answers {result, reason?, hash?} with result "accepted", "duplicate" or "rejected" (reason: why).',
       audit: true,
       handler: (c, p) => {
-        const hex = toHex(p.hex);
+        const bytes = toBytes(p.hex);
         // Said before submitting: a backend may announce the block (NewBlock) before it answers.
-        if (hex.length >= 160) c.services.blockSubmitted?.(displayHex(sha256d(hexToBytes(hex.slice(0, 160)))), c.module);
-        return c.chain.submitBlock(hex);
+        if (bytes.length >= 80) c.services.blockSubmitted?.(displayHex(sha256d(bytes.subarray(0, 80))), c.module);
+        return c.chain.submitBlock(bytes);
       },
     }),
     method({
@@ -84,7 +88,7 @@ export const mining: Family = {
       handWritten: { rust: "queue_received_block (hex, sent as binary) and queue_received_block_bytes" },
       summary: "Hand the node a serialised block (binary, or hex) as if a peer had sent it; checked and connected like submit_block, same answer.",
       audit: true,
-      handler: (c, p) => c.chain.submitBlock(toHex(p.hex)),
+      handler: (c, p) => c.chain.submitBlock(toBytes(p.hex)),
     }),
   ],
 };
@@ -108,12 +112,48 @@ async function hookedTemplate(c: CallContext, template: BlockTemplate, coinbaseS
   const kept = new Set(out.transactions.map((k) => k.txid));
   // A kept transaction spending a left-out one would make the block invalid: leave it out too.
   const dropped = new Set(template.transactions.filter((t) => !kept.has(t.txid)).map((t) => t.txid));
-  const transactions = template.transactions.filter((t) => {
-    if (dropped.has(t.txid)) return false;
-    const spendsDropped = describeTransaction(decodeTransaction(hexToBytes(t.hex))).inputs.some((i) => dropped.has(i.txid));
+  const transactions: BlockTemplate["transactions"] = [];
+  const slicer = new Slicer();
+  for (const t of template.transactions) {
+    if (dropped.has(t.txid)) continue;
+    const spendsDropped = (await parseTransaction(Buffer.from(t.hex, "hex"), slicer)).inputs.some((i) => dropped.has(i.txid));
     if (spendsDropped) dropped.add(t.txid);
-    return !spendsDropped;
-  });
+    else transactions.push(t);
+  }
+  return rebuiltAround(template, transactions, coinbaseScript);
+}
+
+/**
+ * What one get_block_template answer carries of transactions: a page's bounds
+ * (capabilities/pages.ts), 16,384 values and 1 MiB of their hex, so that the host encodes the
+ * answer in a few milliseconds and it fits any message. A template for a full block of small
+ * transactions (up to ~16,000 of them, 8 MB of hex) is more than that.
+ */
+const TEMPLATE_VALUES = 16_384 - 64;
+/** Values of one transaction entry of a template: a map of 5 keys and their values, plus itself. */
+const TEMPLATE_ENTRY_VALUES = 11;
+
+/**
+ * The template, or (when its transactions pass TEMPLATE_VALUES / PAGE_BYTES) a template of
+ * the longest prefix of them that fits, rebuilt around it: coinbase value, witness commitment
+ * and coinbase transaction follow. A prefix is a valid block's content (a template lists
+ * parents before children), and the highest fee rates come first.
+ */
+function boundedTemplate(template: BlockTemplate, coinbaseScript: string | undefined): BlockTemplate {
+  let values = 0;
+  let bytes = 0;
+  let kept = 0;
+  for (const tx of template.transactions) {
+    values += TEMPLATE_ENTRY_VALUES;
+    bytes += tx.hex.length + tx.txid.length + tx.wtxid.length + 24;
+    if (values > TEMPLATE_VALUES || bytes > PAGE_BYTES) break;
+    kept++;
+  }
+  return kept === template.transactions.length ? template : rebuiltAround(template, template.transactions.slice(0, kept), coinbaseScript);
+}
+
+/** `template` with only `transactions` (a valid subset, in order): coinbase value, commitment and coinbase rebuilt. */
+function rebuiltAround(template: BlockTemplate, transactions: BlockTemplate["transactions"], coinbaseScript: string | undefined): BlockTemplate {
   const coinbaseValue = blockSubsidy(template.height) + transactions.reduce((sum, t) => sum + t.fee, 0);
   const wtxids = transactions.map((t) => t.wtxid);
   const { coinbase_tx: _old, ...rest } = template;

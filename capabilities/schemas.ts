@@ -104,6 +104,12 @@ export const MempoolEntry = named("MempoolEntry", v.object({
   txid: Hex, fee: u64, vsize: u64, fee_rate: doc("Fee rate in sat/vB.", f64), time: u64,
 }));
 export const MempoolInfo = named("MempoolInfo", v.object({ transaction_count: u64, size_bytes: u64, total_fee_sats: u64 }));
+export const MempoolTxids = named("MempoolTxids", v.object({
+  txids: doc("A page of txids (the SDKs join every page).", v.array(Hex)),
+  next_after: doc("Pass it as `after` for the next page; null after the last.", v.nullable(u64)),
+  count: doc("Transactions in the mempool when the page was read.", u64),
+  order: doc('What the pages follow: "accepted" (the embedded chain: order of acceptance, each transaction exactly once), "position" (Bitcoin Core: position in its list).', v.string()),
+}));
 
 export const NetworkStats = named("NetworkStats", v.object({
   peer_count: u64, hash_rate: doc("Estimated network hash rate (hashes per second).", f64), bytes_sent: u64, bytes_received: u64,

@@ -249,7 +249,7 @@ export class CapabilityError extends Error {
   readonly denial: boolean;
 
   constructor(
-    readonly code: "not_found" | "invalid_params" | "quota_exceeded" | "unavailable" | "backend_error" | "backend_unavailable" | "permission_denied" | "timeout" | "hook_rejected",
+    readonly code: "not_found" | "invalid_params" | "quota_exceeded" | "unavailable" | "backend_error" | "backend_unavailable" | "permission_denied" | "timeout" | "hook_rejected" | "result_too_large",
     message: string,
     options: { denial?: boolean } = {},
   ) {

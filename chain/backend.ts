@@ -122,6 +122,18 @@ export interface MempoolInfo {
   total_fee_sats: number;
 }
 
+/** One page of the mempool's txids (getMempoolPage). */
+export interface MempoolPage {
+  /** Txids in the order the page's backend keeps (the embedded chain: the order they were accepted). */
+  txids: Hex[];
+  /** Where the next page starts (pass it as `after`), null after the last page. */
+  next_after: number | null;
+  /** Transactions in the mempool when this page was read. */
+  count: number;
+  /** What the pages follow: "accepted" (order of acceptance, a keyset) or "position" (an offset into a list). */
+  order: "accepted" | "position";
+}
+
 export interface NetworkStats {
   peer_count: number;
   hash_rate: number;
@@ -198,6 +210,13 @@ export interface ChainBackend {
   getChainInfo(): Promise<ChainInfo>;
 
   getMempoolTransactions(): Promise<Hex[]>;
+  /**
+   * At most `limit` txids, starting after cursor `after` (0: the first page). The embedded
+   * chain pages by the order of acceptance (a keyset: every transaction in the mempool through
+   * the whole reading appears exactly once, those accepted meanwhile at the end); the Core
+   * backend by position in Core's list.
+   */
+  getMempoolPage(after: number, limit: number): Promise<MempoolPage>;
   getMempoolTransaction(txid: Hex): Promise<Transaction | null>;
   getMempoolEntry(txid: Hex): Promise<MempoolEntry | null>;
   getMempoolInfo(): Promise<MempoolInfo>;
@@ -210,10 +229,10 @@ export interface ChainBackend {
 
   /** A template for a block on the current tip, filled from the mempool. */
   getBlockTemplate(opts?: { coinbaseScript?: Hex }): Promise<BlockTemplate>;
-  /** Check a serialised block fully and connect it on the tip; never throws for a bad block. */
-  submitBlock(hex: Hex): Promise<SubmitBlockResult>;
-  /** Accept a serialised transaction into the mempool; throws an Error whose message is the reason when refused. */
-  submitTransaction(hex: Hex): Promise<Hex>;
+  /** Check a serialised block (raw bytes, or their hex) fully and connect it on the tip; never throws for a bad block. */
+  submitBlock(block: Hex | Uint8Array): Promise<SubmitBlockResult>;
+  /** Accept a serialised transaction (raw bytes, or their hex) into the mempool; throws an Error whose message is the reason when refused. */
+  submitTransaction(tx: Hex | Uint8Array): Promise<Hex>;
 
   /** Subscribe to backend events; returns an unsubscribe function. */
   subscribe(listener: ChainListener): () => void;

@@ -19,6 +19,8 @@ import {
   witnessCommitment,
   workFromBits,
 } from "./serialise.ts";
+import { type ParsedBlock, hexOf } from "./parse.ts";
+import type { Slicer } from "./slices.ts";
 
 export const REGTEST_GENESIS_HASH = "0f9188f13cb7b2c71f2a335e3a4fc328bf5beb436012afca590b1a11466e2206";
 const GENESIS_MERKLE_ROOT = "4a5e1e4baab89f3a32518a88c31bc87f618f76673e2cc77ab2127b7afdeda33b";
@@ -56,6 +58,8 @@ export interface StoredBlock {
   /** For each transaction, the UTXOs it spent, to restore on disconnect. Filled on connect. `block` is frozen. */
   undo: Utxo[][];
   chainWork: bigint;
+  /** The serialised block, when the chain has it at hand (a submitted or loaded block): stored as is. */
+  raw?: Uint8Array;
 }
 
 /** 50 BTC, halving every 150 blocks on regtest; zero once shifted out. */
@@ -162,7 +166,7 @@ export function coinbaseTransaction(
   };
 }
 
-export function storeBlock(
+function storeBlock(
   header: HeaderFields,
   height: number,
   transactions: Transaction[],
@@ -185,10 +189,31 @@ export function storeBlock(
     size: bytes.length,
     weight: (bytes.length - witnessBytes) * 3 + bytes.length,
     transactions,
-    hex: bytesToHex(bytes),
+    hex: Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("hex"),
   };
   // Frozen: readers get this very object (no copy per reader), so nobody may change it.
-  return { block: deepFreeze(block), fees, undo: transactions.map(() => []), chainWork: parentWork + workFromBits(header.bits) };
+  return { block: deepFreeze(block), fees, undo: transactions.map(() => []), chainWork: parentWork + workFromBits(header.bits), raw: bytes };
+}
+
+/**
+ * The StoredBlock of a block read by parseBlock (./parse.ts): its transactions are already
+ * frozen; the block's hex is made from the bytes it came from, in slices, and the bytes are
+ * kept for the database (no re-encoding).
+ */
+export async function storeParsedBlock(parsed: ParsedBlock, height: number, fees: number[], parentWork: bigint, slicer: Slicer): Promise<StoredBlock> {
+  const { header: { hash, ...fields }, transactions, raw } = parsed;
+  let witnessBytes = 0;
+  for (const tx of transactions) witnessBytes += tx.size - (tx.weight - tx.size) / 3;
+  const block: Block = {
+    header: Object.freeze({ hash, height, ...fields, hex: Buffer.from(raw.buffer, raw.byteOffset, 80).toString("hex") }),
+    hash,
+    height,
+    size: raw.length,
+    weight: (raw.length - witnessBytes) * 3 + raw.length,
+    transactions: Object.freeze(transactions) as Transaction[],
+    hex: await hexOf(raw, slicer),
+  };
+  return { block: Object.freeze(block), fees, undo: transactions.map(() => []), chainWork: parentWork + workFromBits(fields.bits), raw };
 }
 
 /** Freeze a plain-data value and everything in it. */

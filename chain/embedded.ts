@@ -43,7 +43,7 @@
 // and keep memory and database in step (connectBlock/disconnectTip write one batch, then update
 // memory, then emit); splitting them would hand that private state to several files.
 
-import { bytesToHex, hexToBytes, utf8ToBytes } from "@noble/hashes/utils.js";
+import { bytesToHex, concatBytes, hexToBytes, utf8ToBytes } from "@noble/hashes/utils.js";
 import type {
   Block,
   BlockHeader,
@@ -58,6 +58,7 @@ import type {
   Hex,
   MempoolEntry,
   MempoolInfo,
+  MempoolPage,
   NetworkStats,
   OutPoint,
   PeerInfo,
@@ -77,19 +78,19 @@ import {
   genesisBlock,
   mineBlock,
   deepFreeze,
-  storeBlock,
+  storeParsedBlock,
 } from "./blocks.ts";
 import {
-  type RawTransaction,
-  decodeBlock,
   describeTransaction,
   decodeTransaction,
   difficultyFromBits,
   scriptOfAddress,
   targetFromBits,
-  witnessCommitment,
+  sha256d,
 } from "./serialise.ts";
-import { BlockRejected, WITNESS_COMMITMENT_PREFIX, checkBlock, isFinal, outpointKey } from "./validation.ts";
+import { BlockRejected, MAX_BLOCK_WEIGHT, WITNESS_COMMITMENT_PREFIX, checkBlock, isFinal, outpointKey } from "./validation.ts";
+import { ParseError, type ParsedBlock, merkleRootOf, parseBlock, parseTransaction } from "./parse.ts";
+import { Slicer } from "./slices.ts";
 import { Mempool, type MempoolRecord, feeRate, mempoolEntry } from "./mempool.ts";
 import { Wallet, type Payment } from "./wallet.ts";
 import { Lru } from "./lru.ts";
@@ -110,6 +111,8 @@ const HEADER_WINDOW = HASH_RATE_BLOCKS;
 /** Defaults of the memory bounds (see EmbeddedChainOptions). */
 const DEFAULT_BLOCK_CACHE = 64;
 const DEFAULT_UTXO_CACHE = 20_000;
+/** A submitted block or transaction is at most this many bytes (weight 4,000,000, every byte at least weight 1). */
+const MAX_TX_BYTES = 4_000_000;
 
 export interface EmbeddedChainOptions {
   /** Blocks mined after genesis when the chain is created (default 101, so coinbases can be spent). Ignored when `dataDir` already holds a chain. */
@@ -164,6 +167,8 @@ export class EmbeddedChain implements ChainBackend {
   private readonly mempool = new Mempool();
   /** Coinbase extra nonce, never reused, so blocks rebuilt at a height get new hashes. */
   private extraNonce = 0;
+  /** Changes with every block written: a UTXO read that spans a write does not fill the cache. */
+  private utxoGeneration = 0;
   /** Mutations run one after another. */
   private queue: Promise<unknown> = Promise.resolve();
   private closed = false;
@@ -360,14 +365,13 @@ export class EmbeddedChain implements ChainBackend {
    * confirmed UTXO that no mempool transaction spends (mature, if a coinbase output), and
    * outputs must not exceed inputs. Scripts and signatures are not checked.
    */
-  async submitTransaction(hex: Hex): Promise<Hex> {
-    let raw: RawTransaction;
+  async submitTransaction(hexOrBytes: Hex | Uint8Array): Promise<Hex> {
+    let tx: Transaction;
     try {
-      raw = decodeTransaction(hexToBytes(hex));
+      tx = await parseTransaction(rawOf(hexOrBytes, "transaction"));
     } catch (err) {
       throw new Error(`transaction decode failed: ${(err as Error).message}`);
     }
-    const tx = describeTransaction(raw);
     return this.exclusive(async () => (await this.acceptToMempool(tx)).tx.txid);
   }
 
@@ -391,7 +395,8 @@ export class EmbeddedChain implements ChainBackend {
       min_time: minTime,
       transactions: selected.map(({ tx, fee }) => ({ txid: tx.txid, wtxid: tx.wtxid, hex: tx.hex, fee, weight: tx.weight })),
       coinbase_value: coinbaseValue,
-      default_witness_commitment: WITNESS_COMMITMENT_PREFIX + bytesToHex(witnessCommitment(wtxids, new Uint8Array(32))),
+      // BIP141 commitment over up to ~16,000 wtxids: hashed in slices (the merkle root), then with the zero reserved value.
+      default_witness_commitment: WITNESS_COMMITMENT_PREFIX + bytesToHex(sha256d(concatBytes(await merkleRootOf(["00".repeat(32), ...wtxids], new Slicer()), new Uint8Array(32)))),
     };
     if (opts.coinbaseScript !== undefined) {
       const coinbase = describeTransaction(
@@ -406,30 +411,35 @@ export class EmbeddedChain implements ChainBackend {
    * Check a serialised block (./validation.ts checkBlock: bitcoind's checks minus script
    * execution) and connect it on the tip. An accepted block emits the same events as a mined one.
    */
-  async submitBlock(hex: Hex): Promise<SubmitBlockResult> {
-    let decoded: ReturnType<typeof decodeBlock>;
+  async submitBlock(hexOrBytes: Hex | Uint8Array): Promise<SubmitBlockResult> {
+    // Read in slices (./parse.ts), outside the mutation queue: the loop and other mutations go on meanwhile.
+    const slicer = new Slicer();
+    let parsed: ParsedBlock;
     try {
-      decoded = decodeBlock(hexToBytes(hex));
+      const bytes = rawOf(hexOrBytes, "block");
+      parsed = await parseBlock(bytes, { maxWeight: MAX_BLOCK_WEIGHT }, slicer);
     } catch (err) {
-      return { result: "rejected", reason: `bad-block-decode: the block could not be decoded (${(err as Error).message})` };
+      // Whatever the bytes made the reader throw, the answer is a rejection (the interface never throws for a bad block).
+      const message = err instanceof Error ? err.message : String(err);
+      return { result: "rejected", reason: message.startsWith("bad-blk-weight") ? message : `bad-block-decode: the block could not be decoded (${message})` };
     }
-    const hash = decoded.header.hash;
+    const hash = parsed.header.hash;
     return this.exclusive(async () => {
       if (this.blocks.has(hash) || hash === this.tip.block.hash || (await this.store.hasBlock(hash))) return { result: "duplicate" as const, hash };
       let stored: StoredBlock;
       try {
-        stored = await checkBlock(decoded, {
+        stored = await checkBlock(parsed, {
           tip: this.tip,
           now: this.now,
           medianTimePast: (height) => this.medianTimePast(height),
           loadBlock: (blockHash) => this.loadBlock(blockHash),
           readUtxo: (key) => this.readUtxo(key),
-        });
+        }, slicer);
       } catch (err) {
         if (err instanceof BlockRejected) return { result: "rejected" as const, reason: err.message, hash };
         throw err;
       }
-      await this.connectBlock(stored);
+      await this.connectBlock(stored, slicer);
       return { result: "accepted" as const, hash };
     });
   }
@@ -502,6 +512,11 @@ export class EmbeddedChain implements ChainBackend {
 
   async getMempoolTransactions(): Promise<Hex[]> {
     return this.mempool.txids();
+  }
+
+  async getMempoolPage(after: number, limit: number): Promise<MempoolPage> {
+    const { txids, next } = this.mempool.page(after, limit);
+    return { txids, next_after: next, count: this.mempool.size, order: "accepted" };
   }
 
   async getMempoolTransaction(txid: Hex): Promise<Transaction | null> {
@@ -677,7 +692,7 @@ export class EmbeddedChain implements ChainBackend {
     if (cached !== undefined) return cached;
     const record = await this.store.block(hash);
     if (record === undefined) return undefined;
-    const stored = storedFromRecord(record);
+    const stored = await storedFromRecord(record);
     this.blocks.set(hash, stored);
     return stored;
   }
@@ -694,9 +709,30 @@ export class EmbeddedChain implements ChainBackend {
   private async readUtxo(key: string): Promise<Utxo | undefined> {
     const cached = this.utxoCache.get(key);
     if (cached !== undefined) return cached;
+    const generation = this.utxoGeneration;
     const utxo = await this.store.utxo(key);
-    if (utxo !== undefined) this.utxoCache.set(key, utxo);
+    // A block written while the read was on its way may have spent it: cache only what is current.
+    if (utxo !== undefined && generation === this.utxoGeneration) this.utxoCache.set(key, utxo);
     return utxo;
+  }
+
+  /**
+   * Write one block's batch (in slices, ./store.ts) and bring the UTXO cache in step with it
+   * (in slices too). Reads that started before the write cannot put what it changed back into
+   * the cache (utxoGeneration); the next mutation starts only when this one has finished.
+   */
+  private async writeAndCache(ops: StoreOp[], utxoView: Map<string, Utxo | null>, slicer: Slicer): Promise<void> {
+    this.utxoGeneration++;
+    try {
+      await this.store.write(ops, slicer);
+    } finally {
+      this.utxoGeneration++;
+    }
+    for (const [key, utxo] of utxoView) {
+      if (utxo === null) this.utxoCache.delete(key);
+      else this.utxoCache.set(key, utxo);
+      await slicer.tick();
+    }
   }
 
   private async mineBlocks(count: number, includeMempool: boolean): Promise<Hex[]> {
@@ -717,7 +753,7 @@ export class EmbeddedChain implements ChainBackend {
   }
 
   /** Connect a checked block on the tip: one database batch, then memory, then events. */
-  private async connectBlock(stored: StoredBlock): Promise<void> {
+  private async connectBlock(stored: StoredBlock, slicer = new Slicer()): Promise<void> {
     const { block } = stored;
     const confirmed: Hex[] = [];
     const conflicts = new Set<Hex>();
@@ -729,8 +765,10 @@ export class EmbeddedChain implements ChainBackend {
     for (let index = 0; index < block.transactions.length; index++) {
       const tx = block.transactions[index] as Transaction;
       const spent: Utxo[] = [];
+      await slicer.tick();
       for (const input of tx.inputs) {
         if (input.coinbase) continue;
+        await slicer.tick();
         const key = outpointKey(input.txid, input.vout);
         const utxo = utxoView.has(key) ? utxoView.get(key) : await this.readUtxo(key);
         // Blocks are built only from mempool transactions checked against this UTXO set.
@@ -777,19 +815,22 @@ export class EmbeddedChain implements ChainBackend {
       { type: "put", sub: "h", key: heightKey(block.height), value: { hash: block.hash, time: block.header.time, work: stored.chainWork.toString() } },
       { type: "put", sub: "s", key: "state", value: this.stateRecord(block.hash, block.height) },
     );
-    await this.store.write(ops);
-
-    for (const [key, utxo] of utxoView) {
-      if (utxo === null) this.utxoCache.delete(key);
-      else this.utxoCache.set(key, utxo);
-    }
+    await this.writeAndCache(ops, utxoView, slicer);
     this.blocks.set(this.tipBlock.block.hash, this.tipBlock);
     this.tipBlock = stored;
     this.headers.push(summaryOf(stored));
     if (this.headers.length > HEADER_WINDOW) this.headers.shift();
 
-    for (const txid of confirmed) this.removeFromMempool(txid, "block");
-    for (const txid of conflicts) this.removeFromMempool(txid, "conflict");
+    // One event each, to every subscriber: a block confirming 15,000 mempool transactions is
+    // 15,000 publishes, so these run in slices too.
+    for (const txid of confirmed) {
+      this.removeFromMempool(txid, "block");
+      await slicer.tick();
+    }
+    for (const txid of conflicts) {
+      this.removeFromMempool(txid, "conflict");
+      await slicer.tick();
+    }
     this.emit("NewBlock", {
       hash: block.hash,
       height: block.height,
@@ -835,12 +876,7 @@ export class EmbeddedChain implements ChainBackend {
       { type: "del", sub: "h", key: heightKey(stored.block.height) },
       { type: "put", sub: "s", key: "state", value: this.stateRecord(parent.block.hash, parent.block.height) },
     );
-    await this.store.write(ops);
-
-    for (const [key, utxo] of utxoView) {
-      if (utxo === null) this.utxoCache.delete(key);
-      else this.utxoCache.set(key, utxo);
-    }
+    await this.writeAndCache(ops, utxoView, new Slicer());
     this.blocks.set(stored.block.hash, stored);
     this.blocks.delete(parent.block.hash);
     this.tipBlock = parent;
@@ -971,14 +1007,28 @@ function summaryOf(stored: StoredBlock): HeaderSummary {
 }
 
 function blockRecord(stored: StoredBlock): BlockRecord {
-  return { height: stored.block.height, raw: hexToBytes(stored.block.hex), fees: stored.fees, undo: stored.undo, work: stored.chainWork.toString() };
+  const raw = stored.raw ?? Buffer.from(stored.block.hex, "hex");
+  return { height: stored.block.height, raw, fees: stored.fees, undo: stored.undo, work: stored.chainWork.toString() };
 }
 
-function storedFromRecord(record: BlockRecord): StoredBlock {
-  const { header, transactions } = decodeBlock(record.raw);
-  const { hash: _hash, ...fields } = header;
-  const stored = storeBlock(fields, record.height, transactions.map((raw) => describeTransaction(raw)), record.fees, 0n);
+/** A block read back from the database, in slices (a full block would otherwise hold the loop for its whole decoding). */
+async function storedFromRecord(record: BlockRecord): Promise<StoredBlock> {
+  const parsed = await parseBlock(record.raw, { maxWeight: Number.MAX_SAFE_INTEGER });
+  const stored = await storeParsedBlock(parsed, record.height, record.fees, 0n, new Slicer());
   return { ...stored, undo: record.undo, chainWork: BigInt(record.work) };
+}
+
+/** The bytes of what a module or remote party submitted: binary as is, hex decoded (natively; a bad digit is refused). */
+function rawOf(hexOrBytes: Hex | Uint8Array, what: string): Uint8Array {
+  const size = hexOrBytes instanceof Uint8Array ? hexOrBytes.length : typeof hexOrBytes === "string" ? hexOrBytes.length / 2 : -1;
+  if (size < 0) throw new ParseError("expected the raw bytes, or their hex");
+  // Checked before any decoding: a block is at most 4 MB (weight 4,000,000, every byte at least weight 1).
+  if (size > MAX_TX_BYTES) throw new ParseError(`the ${what} is ${Math.ceil(size)} bytes, more than a block holds (${MAX_TX_BYTES})`);
+  if (hexOrBytes instanceof Uint8Array) return hexOrBytes;
+  // Buffer's decoder stops at the first pair that is not hex: a shorter result means a bad digit.
+  const bytes = Buffer.from(hexOrBytes, "hex");
+  if (hexOrBytes.length % 2 !== 0 || bytes.length * 2 !== hexOrBytes.length) throw new ParseError("expected hex: an even number of 0-9a-f characters");
+  return bytes;
 }
 
 function assertCount(what: string, value: number): void {

@@ -13,12 +13,21 @@ export interface MempoolRecord {
   fee: number;
   /** When it was accepted (Unix seconds). */
   time: number;
+  /** Order of acceptance, set by Mempool.add: the key of mempool pages. */
+  seq?: number;
 }
 
 export class Mempool {
   readonly #records = new Map<Hex, MempoolRecord>();
   /** Outpoints spent by mempool transactions -> the spending txid. */
   readonly #spends = new Map<string, Hex>();
+  /**
+   * Records in the order they were accepted (seq ascending), removed ones included until the
+   * next compaction (at most as many removed as present): pages seek here by binary search.
+   */
+  #order: MempoolRecord[] = [];
+  #removed = 0;
+  #seq = 0;
 
   get size(): number {
     return this.#records.size;
@@ -49,6 +58,9 @@ export class Mempool {
 
   /** Add an accepted transaction (the caller checked it does not conflict). */
   add(record: MempoolRecord): void {
+    record.seq = ++this.#seq;
+    this.#byFeeRate = undefined;
+    this.#order.push(record);
     this.#records.set(record.tx.txid, record);
     for (const input of record.tx.inputs) this.#spends.set(outpointKey(input.txid, input.vout), record.tx.txid);
   }
@@ -58,14 +70,56 @@ export class Mempool {
     const record = this.#records.get(txid);
     if (record === undefined) return undefined;
     this.#records.delete(txid);
+    this.#byFeeRate = undefined;
     for (const input of record.tx.inputs) this.#spends.delete(outpointKey(input.txid, input.vout));
+    if (++this.#removed > this.#records.size && this.#removed > 1024) {
+      this.#order = this.#order.filter((r) => this.#records.get(r.tx.txid) === r);
+      this.#removed = 0;
+    }
     return record;
   }
 
-  /** Every record, highest fee rate first. */
-  byFeeRate(): MempoolRecord[] {
-    return this.records().sort((a, b) => feeRate(b) - feeRate(a));
+  /**
+   * At most `limit` txids accepted after sequence number `after`, in order of acceptance, and
+   * the sequence number to ask the next page after (null: none is left). Costs a binary search
+   * and the page (plus removed records not yet compacted away), whatever the mempool's size.
+   */
+  page(after: number, limit: number): { txids: Hex[]; next: number | null } {
+    const order = this.#order;
+    let lo = 0;
+    let hi = order.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if ((order[mid]?.seq as number) <= after) lo = mid + 1;
+      else hi = mid;
+    }
+    const txids: Hex[] = [];
+    let last = after;
+    let i = lo;
+    for (; i < order.length && txids.length < limit; i++) {
+      const record = order[i] as MempoolRecord;
+      if (this.#records.get(record.tx.txid) !== record) continue;
+      txids.push(record.tx.txid);
+      last = record.seq as number;
+    }
+    // Anything present past the page? (removed records in between are skipped.)
+    for (; i < order.length; i++) {
+      const record = order[i] as MempoolRecord;
+      if (this.#records.get(record.tx.txid) === record) return { txids, next: last };
+    }
+    return { txids, next: null };
   }
+
+  /**
+   * Every record, highest fee rate first. The order is kept until the mempool changes: a
+   * module asking for templates or fee estimates in a loop costs one sort per change of the
+   * mempool, not one per call (100,000 records take ~50 ms to sort). Callers must not change it.
+   */
+  byFeeRate(): readonly MempoolRecord[] {
+    this.#byFeeRate ??= this.records().sort((a, b) => feeRate(b) - feeRate(a));
+    return this.#byFeeRate;
+  }
+  #byFeeRate: MempoolRecord[] | undefined;
 
   /** What goes in the next block: highest fee rate first, skipping what no longer fits in `maxWeight`. */
   select(maxWeight: number): MempoolRecord[] {

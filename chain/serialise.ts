@@ -191,7 +191,7 @@ export function witnessCommitment(nonCoinbaseWtxids: Hex[], reservedValue: Uint8
 
 /** Full block serialisation: header, compact-size count, transactions. */
 export function encodeBlock(header: Uint8Array, txHexes: Hex[]): Uint8Array {
-  return concatBytes(header, CompactSize.encode(BigInt(txHexes.length)), ...txHexes.map((h) => hexToBytes(h)));
+  return concatBytes(header, CompactSize.encode(BigInt(txHexes.length)), ...txHexes.map((h) => Buffer.from(h, "hex")));
 }
 
 /** Split a serialised block back into its header and transactions (throws on trailing bytes). */

@@ -8,12 +8,15 @@
 import { bytesToHex, hexToBytes } from "@noble/hashes/utils.js";
 import { Script } from "@scure/btc-signer";
 import type { Hex, Transaction, Utxo } from "./backend.ts";
-import { COINBASE_MATURITY, FINAL_SEQUENCE, MAX_MONEY, REGTEST_BITS, type StoredBlock, blockSubsidy, storeBlock } from "./blocks.ts";
-import { type decodeBlock, describeTransaction, displayHex, internalBytes, merkleRoot, targetFromBits, witnessCommitment } from "./serialise.ts";
+import { concatBytes } from "@noble/hashes/utils.js";
+import { COINBASE_MATURITY, FINAL_SEQUENCE, MAX_MONEY, REGTEST_BITS, type StoredBlock, blockSubsidy, storeParsedBlock } from "./blocks.ts";
+import { type ParsedBlock, merkleRootOf } from "./parse.ts";
+import { displayHex, sha256d, targetFromBits } from "./serialise.ts";
+import { Slicer } from "./slices.ts";
 
 /** Below this a locktime is a height, from it a Unix time (BIP 113 compares times with the MTP). */
 const LOCKTIME_THRESHOLD = 500_000_000;
-const MAX_BLOCK_WEIGHT = 4_000_000;
+export const MAX_BLOCK_WEIGHT = 4_000_000;
 /** How far ahead of the clock a block's time may be (bitcoind's MAX_FUTURE_BLOCK_TIME). */
 const MAX_FUTURE_BLOCK_TIME = 2 * 60 * 60;
 /** OP_RETURN, push 36, the BIP141 commitment header. */
@@ -23,8 +26,6 @@ const NULL_VOUT = 0xffffffff;
 
 /** A submitted block failed a check; the message is the reason code and an explanation. */
 export class BlockRejected extends Error {}
-
-export type DecodedBlock = ReturnType<typeof decodeBlock>;
 
 /** What checking a block needs of the chain it would extend. */
 export interface BlockCheckContext {
@@ -63,11 +64,12 @@ export function isFinal(tx: Transaction, height: number, medianTimePast: number)
  * most subsidy + fees, and the BIP141 witness commitment. Returns the block ready to connect;
  * throws BlockRejected with bitcoind's reason code.
  */
-export async function checkBlock({ header, transactions: raws }: DecodedBlock, ctx: BlockCheckContext): Promise<StoredBlock> {
+export async function checkBlock({ header, transactions: txs, raw }: ParsedBlock, ctx: BlockCheckContext, slicer = new Slicer()): Promise<StoredBlock> {
+  const tick = () => slicer.tick();
   const reject = (code: string, why: string): never => {
     throw new BlockRejected(`${code}: ${why}`);
   };
-  const { hash, ...fields } = header;
+  const { hash } = header;
 
   // The header.
   const target = targetFromBits(header.bits);
@@ -89,20 +91,15 @@ export async function checkBlock({ header, transactions: raws }: DecodedBlock, c
   if (header.time > Math.floor(ctx.now()) + MAX_FUTURE_BLOCK_TIME) reject("time-too-new", `block time ${header.time} is more than two hours in the future`);
   if (header.version < 4) reject("bad-version", `version ${header.version} is obsolete (BIP34, BIP66 and BIP65 need at least 4)`);
 
-  // The transactions, structurally.
-  if (raws.length === 0) reject("bad-blk-length", "the block has no transactions");
-  let txs: Transaction[] = [];
-  try {
-    txs = raws.map((raw) => describeTransaction(raw));
-  } catch (err) {
-    reject("bad-txns", `a transaction could not be encoded (${(err as Error).message})`);
-  }
-  const root = displayHex(merkleRoot(txs.map((tx) => internalBytes(tx.txid))));
+  // The transactions, structurally (parseBlock read and hashed them, in slices).
+  if (txs.length === 0) reject("bad-blk-length", "the block has no transactions");
+  const root = displayHex(await merkleRootOf(txs.map((tx) => tx.txid), slicer));
   if (root !== header.merkle_root) reject("bad-txnmrklroot", `the merkle root is ${header.merkle_root}, the transactions give ${root}`);
   if (new Set(txs.map((tx) => tx.txid)).size !== txs.length) reject("bad-txns-duplicate", "a transaction appears twice");
   const coinbase = txs[0] as Transaction;
   if (!(coinbase.inputs[0]?.coinbase ?? false)) reject("bad-cb-missing", "the first transaction is not a coinbase");
   for (const tx of txs) {
+    await tick();
     if (tx.inputs.length === 0) reject("bad-txns-vin-empty", `transaction ${tx.txid} has no inputs`);
     if (tx.outputs.length === 0) reject("bad-txns-vout-empty", `transaction ${tx.txid} has no outputs`);
     let total = 0;
@@ -130,7 +127,8 @@ export async function checkBlock({ header, transactions: raws }: DecodedBlock, c
     if (reserved.length !== 1 || (reserved[0] as string).length !== 64) {
       reject("bad-witness-nonce-size", "the coinbase witness must be one 32-byte reserved value");
     }
-    const expected = bytesToHex(witnessCommitment(txs.slice(1).map((tx) => tx.wtxid), hexToBytes(reserved[0] as string)));
+    const witnessRoot = await merkleRootOf([NULL_TXID_HEX, ...txs.slice(1).map((tx) => tx.wtxid)], slicer);
+    const expected = bytesToHex(sha256d(concatBytes(witnessRoot, hexToBytes(reserved[0] as string))));
     if (commitment.script_pubkey.slice(12, 76) !== expected) reject("bad-witness-merkle-match", "the witness commitment does not match the transactions");
   } else if (txs.some((tx) => tx.inputs.some((input) => input.witness.length > 0))) {
     reject("unexpected-witness", "the block has witness data but no witness commitment");
@@ -148,6 +146,7 @@ export async function checkBlock({ header, transactions: raws }: DecodedBlock, c
   for (const tx of txs.slice(1)) {
     let inputValue = 0;
     for (const input of tx.inputs) {
+      await tick();
       const key = outpointKey(input.txid, input.vout);
       const utxo = spent.has(key) ? undefined : (created.get(key) ?? (await ctx.readUtxo(key)));
       if (utxo === undefined) reject("bad-txns-inputs-missingorspent", `input ${key} of transaction ${tx.txid} does not spend an unspent output`);
@@ -168,9 +167,8 @@ export async function checkBlock({ header, transactions: raws }: DecodedBlock, c
   const allowed = blockSubsidy(height) + totalFees;
   if (paid > allowed) reject("bad-cb-amount", `the coinbase pays ${paid} sats, at most ${allowed} (subsidy ${blockSubsidy(height)} + fees ${totalFees}) are allowed`);
 
-  const stored = storeBlock(fields, height, txs, fees, parent.chainWork);
+  const stored = await storeParsedBlock({ header, transactions: txs, raw }, height, fees, parent.chainWork, slicer);
   if (stored.block.weight > MAX_BLOCK_WEIGHT) reject("bad-blk-weight", `block weight ${stored.block.weight} exceeds ${MAX_BLOCK_WEIGHT}`);
-  if (stored.block.hash !== hash) reject("bad-block-encoding", "the block does not re-encode to the same header");
   return stored;
 }
 

@@ -109,6 +109,7 @@ function examples(d: Setup): Record<string, Example> {
     get_utxo: { params: { txid: d.utxo.txid, vout: d.utxo.vout }, check: notNull },
     // mempool
     get_mempool_transactions: { params: {}, check: has(d.mempoolTxid) },
+    get_mempool_txids: { params: {}, check: has(d.mempoolTxid) },
     get_mempool_transaction: { params: { txid: d.mempoolTxid }, check: has(`"txid":"${d.mempoolTxid}"`) },
     get_mempool_entry: { params: { txid: d.mempoolTxid }, check: notNull },
     get_mempool_size: { params: {}, check: notNull },

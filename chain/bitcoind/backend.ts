@@ -448,7 +448,8 @@ export class BitcoindBackend extends CoreReads implements ChainBackend {
 
   // ---- ChainBackend: submission ----
 
-  async submitBlock(hex: Hex): Promise<SubmitBlockResult> {
+  async submitBlock(block: Hex | Uint8Array): Promise<SubmitBlockResult> {
+    const hex = typeof block === "string" ? block : Buffer.from(block.buffer, block.byteOffset, block.byteLength).toString("hex");
     let hash: Hex | undefined;
     try {
       hash = headerFromHex(hex.slice(0, 160), 0).hash;
@@ -464,7 +465,8 @@ export class BitcoindBackend extends CoreReads implements ChainBackend {
     return { result: "rejected", reason: answer, hash };
   }
 
-  async submitTransaction(hex: Hex): Promise<Hex> {
+  async submitTransaction(tx: Hex | Uint8Array): Promise<Hex> {
+    const hex = typeof tx === "string" ? tx : Buffer.from(tx.buffer, tx.byteOffset, tx.byteLength).toString("hex");
     try {
       return await this.call<Hex>("sendrawtransaction", [hex]);
     } catch (err) {

@@ -3,7 +3,7 @@
 // tip it announced and the connection state stay in backend.ts, whose `call` every read goes
 // through (a lost node marks the backend unavailable there).
 
-import type { Block, BlockHeader, BlockTemplate, ChainInfo, Hex, MempoolEntry, MempoolInfo, NetworkStats, OutPoint, PeerInfo, Transaction, Utxo } from "../backend.ts";
+import type { Block, BlockHeader, BlockTemplate, ChainInfo, Hex, MempoolEntry, MempoolInfo, MempoolPage, NetworkStats, OutPoint, PeerInfo, Transaction, Utxo } from "../backend.ts";
 import { CoreRpcError, RPC_CODES } from "./rpc.ts";
 import { bitsFromHex, blockFromHex, btcPerKvbToSatPerVb, btcToSats, chainName, headerFromHex, templateFromCore, transactionFromHex, type CoreBlockTemplate } from "./convert.ts";
 import { coinbaseTransaction } from "../blocks.ts";
@@ -122,6 +122,13 @@ export abstract class CoreReads {
 
   async getMempoolTransactions(): Promise<Hex[]> {
     return this.call<Hex[]>("getrawmempool", [false]);
+  }
+
+  /** Core has no paged mempool listing: each page reads the whole list and answers a slice of it, by position. */
+  async getMempoolPage(after: number, limit: number): Promise<MempoolPage> {
+    const txids = await this.getMempoolTransactions();
+    const end = Math.min(txids.length, after + limit);
+    return { txids: txids.slice(after, end), next_after: end < txids.length ? end : null, count: txids.length, order: "position" };
   }
 
   async getMempoolTransaction(txid: Hex): Promise<Transaction | null> {

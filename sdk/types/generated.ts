@@ -141,6 +141,20 @@ export interface Utxo {
   coinbase: boolean;
 }
 
+export interface MempoolTxids {
+  /** A page of txids (the SDKs join every page). */
+  txids: Hex[];
+  /** Pass it as `after` for the next page; null after the last. */
+  next_after: number | null;
+  /** Transactions in the mempool when the page was read. */
+  count: number;
+  /**
+   * What the pages follow: "accepted" (the embedded chain: order of acceptance, each transaction
+   * exactly once), "position" (Bitcoin Core: position in its list).
+   */
+  order: string;
+}
+
 export interface MempoolEntry {
   txid: Hex;
   fee: number;
@@ -393,8 +407,16 @@ export interface ChainMethods {
 
 /** ctx.mempool: Read mempool transactions, size and fee estimates. */
 export interface MempoolMethods {
-  /** Txids in the mempool. Needs read_mempool. */
+  /**
+   * Txids in the mempool, when they fit one answer (8,192); past that result_too_large: use
+   * get_mempool_txids, which pages. Needs read_mempool.
+   */
   getTransactions(): Promise<Hex[]>;
+  /**
+   * Txids in the mempool, a page of at most 8,192 at a time after `after` (default 0: the first
+   * page); the SDKs read every page. Needs read_mempool.
+   */
+  getTxids(options?: { after?: number }): Promise<MempoolTxids>;
   /** Mempool transaction by txid, or null. Needs read_mempool. */
   getTransaction(txid: Hex): Promise<Transaction | null>;
   /** Fee, vsize and fee rate of a mempool transaction, or null. Needs read_mempool. */
@@ -554,7 +576,8 @@ export interface NetworkMethods {
 export interface MiningMethods {
   /**
    * A template for the next block: parent, height, bits, target, times, mempool transactions
-   * with fees, coinbase value, witness commitment; with coinbase_script also a ready coinbase
+   * with fees (highest fee rate first, as many as one answer carries: 16,384 values and 1 MiB of
+   * hex), coinbase value, witness commitment; with coinbase_script also a ready coinbase
    * transaction paying to it. `rules` is accepted for compatibility (templates always follow
    * segwit rules). Needs read_blockchain.
    */
@@ -580,7 +603,7 @@ export interface HooksMethods {
 /** The methods of each family on `ctx`, by name: every one must be on its family's interface. */
 export interface CatalogueMethods {
   chain: "getBlock" | "getBlockHeader" | "getBlockByHeight" | "getTransaction" | "hasTransaction" | "getChainTip" | "getBlockHeight" | "getChainInfo" | "getUtxo";
-  mempool: "getTransactions" | "getTransaction" | "getEntry" | "getSize" | "has" | "estimateFee" | "submit";
+  mempool: "getTransactions" | "getTxids" | "getTransaction" | "getEntry" | "getSize" | "has" | "estimateFee" | "submit";
   storage: "openTree" | "listTrees" | "dropTree" | "get" | "has" | "put" | "delete" | "iterate" | "transaction" | "usage";
   events: "subscribe" | "publish" | "unsubscribe";
   config: "get";

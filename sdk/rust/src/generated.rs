@@ -56,6 +56,7 @@ pub const CATALOGUE_METHODS: &[&str] = &[
     "get_chain_info",
     "get_utxo",
     "get_mempool_transactions",
+    "get_mempool_txids",
     "get_mempool_transaction",
     "get_mempool_entry",
     "get_mempool_size",
@@ -117,6 +118,8 @@ pub const HAND_WRITTEN: &[&str] = &[
     "get_block",
     // get_block_by_height: one Block struct for both forms (get_block_by_height_with: the hex fields are then empty)
     "get_block_by_height",
+    // get_mempool_txids: get_mempool_txids joins every page into a Vec<String>
+    "get_mempool_txids",
     // submit_transaction: submit_transaction (hex, sent as binary) and submit_transaction_bytes
     "submit_transaction",
     // storage_iter: two methods, storage_iter and storage_iter_page (paged), with generic values
@@ -247,6 +250,21 @@ pub struct Utxo {
     pub address: Option<String>,
     pub height: u64,
     pub coinbase: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MempoolTxids {
+    /// A page of txids (the SDKs join every page).
+    #[serde(default)]
+    pub txids: Vec<String>,
+    /// Pass it as `after` for the next page; null after the last.
+    #[serde(default)]
+    pub next_after: Option<u64>,
+    /// Transactions in the mempool when the page was read.
+    pub count: u64,
+    /// What the pages follow: "accepted" (the embedded chain: order of acceptance, each transaction
+    /// exactly once), "position" (Bitcoin Core: position in its list).
+    pub order: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -642,7 +660,8 @@ impl Client {
 
     // mempool: Read mempool transactions, size and fee estimates.
 
-    /// Txids in the mempool. Needs `read_mempool`.
+    /// Txids in the mempool, when they fit one answer (8,192); past that result_too_large: use
+    /// get_mempool_txids, which pages. Needs `read_mempool`.
     pub fn get_mempool_transactions(&self) -> Result<Vec<String>> {
         self.request("get_mempool_transactions", &NoParams {})
     }
@@ -886,7 +905,8 @@ impl Client {
     // mining: Block templates, and submitting mined blocks.
 
     /// A template for the next block: parent, height, bits, target, times, mempool transactions
-    /// with fees, coinbase value, witness commitment; with coinbase_script also a ready coinbase
+    /// with fees (highest fee rate first, as many as one answer carries: 16,384 values and 1 MiB of
+    /// hex), coinbase value, witness commitment; with coinbase_script also a ready coinbase
     /// transaction paying to it. `rules` is accepted for compatibility (templates always follow
     /// segwit rules). Needs `read_blockchain`.
     pub fn get_block_template(&self, options: &BlockTemplateOptions) -> Result<BlockTemplate> {

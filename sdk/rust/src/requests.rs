@@ -88,6 +88,21 @@ impl Client {
         )))
     }
 
+    // mempool
+
+    /// Txids in the mempool, read a page at a time (`get_mempool_txids`, at most 8,192 txids
+    /// each) and joined. On the embedded chain each transaction in the mempool during the whole
+    /// reading comes exactly once, those accepted meanwhile at the end. Needs `read_mempool`.
+    pub fn get_mempool_txids(&self) -> Result<Vec<String>> {
+        let mut page: MempoolTxids = self.request("get_mempool_txids", &AfterParams { after: 0 })?;
+        let mut txids = std::mem::take(&mut page.txids);
+        while let Some(after) = page.next_after {
+            page = self.request("get_mempool_txids", &AfterParams { after })?;
+            txids.append(&mut page.txids);
+        }
+        Ok(txids)
+    }
+
     // storage
 
     /// Apply put/delete operations atomically: all or none (at most 10,000). Needs
@@ -349,6 +364,10 @@ struct TransactionParams<'a> {
 /// Ids of transactions sent in parts: unique in this process (the host forgets held parts
 /// when a new instance of the module starts).
 static NEXT_TRANSACTION_ID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+#[derive(Serialize)]
+struct AfterParams {
+    after: u64,
+}
 #[derive(Serialize)]
 struct BlockParams<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]

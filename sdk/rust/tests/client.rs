@@ -164,6 +164,33 @@ fn block_page(height: u64, page: u64, pages: u64) -> Value {
 }
 
 #[test]
+fn the_mempool_txids_are_read_a_page_at_a_time_and_joined() {
+    let (client, mut host, _) = start("example");
+    let c = client.clone();
+    let reader = thread::spawn(move || c.get_mempool_txids());
+    let pages: [(u64, Option<u64>, &str); 3] = [(0, Some(7), "aa"), (7, Some(12), "bb"), (12, None, "cc")];
+    for (after, next, txid) in pages {
+        let r = host.next_request("get_mempool_txids");
+        assert_eq!(
+            r.params["after"].as_u64(),
+            Some(after),
+            "each page is asked after the last one's cursor"
+        );
+        host.respond(
+            r.id,
+            Value::from_pairs([
+                ("txids", Value::Array(vec![txid.repeat(32).into()])),
+                ("next_after", next.map_or(Value::Nil, Value::from)),
+                ("count", 3u64.into()),
+                ("order", "accepted".into()),
+            ]),
+        );
+    }
+    let txids = reader.join().unwrap().unwrap();
+    assert_eq!(txids, vec!["aa".repeat(32), "bb".repeat(32), "cc".repeat(32)]);
+}
+
+#[test]
 fn a_paged_block_is_read_whole_and_a_block_that_changes_between_pages_is_read_again() {
     let (client, mut host, _) = start("example");
     let c = client.clone();
