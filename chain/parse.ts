@@ -156,6 +156,9 @@ async function readTransaction(r: Reader, slicer: Slicer, index: number): Promis
       }
     }
   }
+  // A marker and flag with nothing but empty witnesses is refused, as bitcoind refuses it
+  // ("Superfluous witness record") and RawTx does: the same transaction has another encoding.
+  if (segwit && inputs.every((input) => input.witness.length === 0)) throw new ParseError(at("a segwit marker with only empty witnesses (a superfluous witness record)"));
   const witnessEnd = r.pos;
   const locktime = r.u32(at("locktime"));
   const end = r.pos;
