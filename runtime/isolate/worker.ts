@@ -26,8 +26,12 @@ import type { LogLevel } from "../../protocol/messages.ts";
 /**
  * The isolate bootstrap (./in-isolate/main.ts), built into one script and written in as a
  * constant when this file is bundled (./bootstrap.ts; runtime.ts and scripts/build-dist.mjs).
+ * Run unbundled (development only), it builds the bootstrap itself, as for the catalogue below.
  */
-declare const __MODHOST_BOOTSTRAP__: string;
+declare const __MODHOST_BOOTSTRAP__: string | undefined;
+const bootstrapScript: string = typeof __MODHOST_BOOTSTRAP__ !== "undefined"
+  ? __MODHOST_BOOTSTRAP__
+  : (await ((await import(/* not bundled */ new URL("./bootstrap.ts", import.meta.url).href)) as typeof import("./bootstrap.ts")).buildBootstrap()).code;
 
 export const EXIT = { ok: 0, startFailed: 70, memory: 71, cpu: 72, disconnected: 73, internal: 74 } as const;
 
@@ -232,7 +236,7 @@ const located = (message: string, stack: unknown) => {
   return at && !message.includes(at) ? `${message} (at ${at})` : message;
 };
 
-await context.eval(__MODHOST_BOOTSTRAP__, { timeout: 1000 });
+await context.eval(bootstrapScript, { timeout: 1000 });
 const runtime = (await jail.get("__modhost_runtime", { reference: true })) as ivm.Reference<IsolateRuntime>;
 await jail.delete("__modhost_runtime");
 /** One function of the bootstrap's runtime object, typed by the contract both sides import (in-isolate/contract.ts). */
