@@ -196,7 +196,12 @@ const answer = (entry: AnswerEntry) => {
   if (answers.length === 0) queueMicrotask(deliverAnswers);
   answers.push(entry);
 };
-await jail.set("__modhost_call", new ivm.Reference((batch: CallEntry[]) => {
+// Callbacks, not References: in the isolate a Callback is a plain function that copies its
+// arguments out itself; Reference.applyIgnored parses an options object and builds a transfer
+// for each argument first. Measured in a bare isolate, 50,000 one-call batches three times (load
+// ~19): the isolate's CPU per crossing 10.9-13.5 us with applyIgnored, 3.5 us with the Callback
+// (one run 13.7), the whole process's 7.1-10.0 against 3.3-6.5 us.
+await jail.set("__modhost_call", new ivm.Callback((batch: CallEntry[]) => {
   client.corked(() => {
     for (const [id, method, params] of batch) {
       client.request(method, params ?? {}).then(
@@ -208,10 +213,10 @@ await jail.set("__modhost_call", new ivm.Reference((batch: CallEntry[]) => {
       );
     }
   });
-}));
+}, { ignored: true }));
 /** The host keeps this much of a log message; sending more only costs bandwidth. */
 const MAX_LOG_CHARS = 8192;
-await jail.set("__modhost_log", new ivm.Reference((level: LogLevel, message: string, fields?: Record<string, unknown>) => {
+await jail.set("__modhost_log", new ivm.Callback((level: LogLevel, message: string, fields?: Record<string, unknown>) => {
   if (exiting) return;
   let text = String(message);
   if (text.includes(scriptUrl)) text = stacks.mapStack(text);
@@ -222,7 +227,7 @@ await jail.set("__modhost_log", new ivm.Reference((level: LogLevel, message: str
     // Fields too large for a frame: the line still gets through, and says what happened.
     client.log(level, `${text} [fields dropped: too large for one message]`);
   }
-}));
+}, { ignored: true }));
 
 // The bundle carries its source map (compile.ts): stack traces the module produces are mapped
 // back to its own files before they leave this process (logs, start failures, invocation errors).
