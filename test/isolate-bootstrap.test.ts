@@ -10,7 +10,7 @@ import { buildBootstrap } from "../runtime/isolate/bootstrap.ts";
 import { MAX_VALUE_DEPTH } from "../protocol/codec.ts";
 import type { AnswerEntry, CallEntry } from "../runtime/isolate/in-isolate/contract.ts";
 
-test("the built bootstrap runs alone in a bare isolate: it hides the host references and batches one turn's calls into one crossing", async (t) => {
+test("the built bootstrap runs alone in a bare isolate: it hides the host functions, batches one turn's calls into one crossing, and fails only a call that cannot be copied out", async (t) => {
   const built = await buildBootstrap();
   t.true(built.inputs.includes("runtime/isolate/in-isolate/main.ts"), built.inputs.join(", "));
   t.notRegex(built.code, /\brequire\(|\bimport\b|__MODHOST_MAX_VALUE_DEPTH__/, "one script with nothing left to resolve");
@@ -21,8 +21,9 @@ test("the built bootstrap runs alone in a bare isolate: it hides the host refere
   const jail = context.global;
   await jail.set("globalThis", jail.derefInto());
   const batches: CallEntry[][] = [];
-  await jail.set("__modhost_call", new ivm.Reference((batch: CallEntry[]) => void batches.push(batch)));
-  await jail.set("__modhost_log", new ivm.Reference(() => {}));
+  // As the isolate host plants them (runtime/isolate/worker.ts).
+  await jail.set("__modhost_call", new ivm.Callback((batch: CallEntry[]) => void batches.push(batch), { ignored: true }));
+  await jail.set("__modhost_log", new ivm.Callback(() => {}, { ignored: true }));
   await context.eval(built.code, { timeout: 1000 });
 
   const gone = await context.eval(`["__modhost_call", "__modhost_log", "WebAssembly", "SharedArrayBuffer", "Atomics"].filter((n) => n in globalThis).join()`);
@@ -34,11 +35,13 @@ test("the built bootstrap runs alone in a bare isolate: it hides the host refere
 
   const methods = [
     { name: "get_block_height", js: "getBlockHeight", family: "chain", args: [] },
+    { name: "storage_get", js: "get", family: "storage", args: ["tree", "key"] },
     { name: "register_rpc_endpoint", js: "register", family: "rpc", args: ["method", "description", "handler"] },
   ];
   const init = (await runtime.get("init", { reference: true })) as ivm.Reference<(...a: unknown[]) => void>;
   await init.apply(undefined, [methods, {}, { name: "m", version: "1.0.0", id: 1, grants: [] }, { maxFrameBytes: 1 << 20 }], { arguments: { copy: true } });
   await context.eval(`globalThis.__modhost_exports = { default: async (ctx) => {
+    globalThis.ctx = ctx;
     const deep = (n) => (n === 0 ? 1 : [deep(n - 1)]);
     globalThis.answers = await Promise.all([ctx.chain.getBlockHeight(), ctx.chain.getBlockHeight(), ctx.rpc.register("deep", "", () => deep(${MAX_VALUE_DEPTH + 1}))]);
   } }`);
@@ -59,6 +62,19 @@ test("the built bootstrap runs alone in a bare isolate: it hides the host refere
   const call = async (method: string) =>
     (await invoke.apply(undefined, ["rpc", { method, params: {} }], { arguments: { copy: true }, result: { promise: true, copy: true } })) as { ok: boolean; code?: string; message?: string };
   t.like(await call("none"), { ok: false, code: "unknown_method" });
+
+  // A call whose arguments cannot be copied out fails alone; the others of its turn still leave.
+  batches.length = 0;
+  await context.eval(`globalThis.mixed = Promise.allSettled([ctx.chain.getBlockHeight(), ctx.storage.get("t", () => 1), ctx.storage.get("t", "k")])
+    .then((r) => r.map((x) => x.status === "fulfilled" ? x.value : x.reason.name + ": " + x.reason.message))`);
+  for (let i = 0; i < 200 && batches.length < 2; i++) await new Promise((r) => setTimeout(r, 10));
+  t.deepEqual(batches.map((b) => b.map(([, method]) => method)), [["get_block_height"], ["storage_get"]], "the others go one by one");
+  await settle.apply(undefined, [[[batches[0]![0]![0], true, 9], [batches[1]![0]![0], true, "v"]]], { arguments: { copy: true } });
+  const mixed = (await context.eval("globalThis.mixed", { promise: true, copy: true })) as unknown[];
+  t.is(mixed[0], 9);
+  t.regex(String(mixed[1]), /^TypeError: storage_get: arguments must be plain data \(.*could not be cloned/);
+  t.is(mixed[2], "v");
+
   const deep = await call("deep");
   t.is(deep.code, "result_too_large");
   t.regex(deep.message ?? "", new RegExp(`nested deeper than ${MAX_VALUE_DEPTH} levels`));

@@ -26,8 +26,12 @@ import type { LogLevel } from "../../protocol/messages.ts";
 /**
  * The isolate bootstrap (./in-isolate/main.ts), built into one script and written in as a
  * constant when this file is bundled (./bootstrap.ts; runtime.ts and scripts/build-dist.mjs).
+ * Run unbundled (development only), it builds the bootstrap itself, as for the catalogue below.
  */
-declare const __MODHOST_BOOTSTRAP__: string;
+declare const __MODHOST_BOOTSTRAP__: string | undefined;
+const bootstrapScript: string = typeof __MODHOST_BOOTSTRAP__ !== "undefined"
+  ? __MODHOST_BOOTSTRAP__
+  : (await ((await import(/* not bundled */ new URL("./bootstrap.ts", import.meta.url).href)) as typeof import("./bootstrap.ts")).buildBootstrap()).code;
 
 export const EXIT = { ok: 0, startFailed: 70, memory: 71, cpu: 72, disconnected: 73, internal: 74 } as const;
 
@@ -192,7 +196,12 @@ const answer = (entry: AnswerEntry) => {
   if (answers.length === 0) queueMicrotask(deliverAnswers);
   answers.push(entry);
 };
-await jail.set("__modhost_call", new ivm.Reference((batch: CallEntry[]) => {
+// Callbacks, not References: in the isolate a Callback is a plain function that copies its
+// arguments out itself; Reference.applyIgnored parses an options object and builds a transfer
+// for each argument first. Measured in a bare isolate, 50,000 one-call batches three times (load
+// ~19): the isolate's CPU per crossing 10.9-13.5 us with applyIgnored, 3.5 us with the Callback
+// (one run 13.7), the whole process's 7.1-10.0 against 3.3-6.5 us.
+await jail.set("__modhost_call", new ivm.Callback((batch: CallEntry[]) => {
   client.corked(() => {
     for (const [id, method, params] of batch) {
       client.request(method, params ?? {}).then(
@@ -204,10 +213,10 @@ await jail.set("__modhost_call", new ivm.Reference((batch: CallEntry[]) => {
       );
     }
   });
-}));
+}, { ignored: true }));
 /** The host keeps this much of a log message; sending more only costs bandwidth. */
 const MAX_LOG_CHARS = 8192;
-await jail.set("__modhost_log", new ivm.Reference((level: LogLevel, message: string, fields?: Record<string, unknown>) => {
+await jail.set("__modhost_log", new ivm.Callback((level: LogLevel, message: string, fields?: Record<string, unknown>) => {
   if (exiting) return;
   let text = String(message);
   if (text.includes(scriptUrl)) text = stacks.mapStack(text);
@@ -218,7 +227,7 @@ await jail.set("__modhost_log", new ivm.Reference((level: LogLevel, message: str
     // Fields too large for a frame: the line still gets through, and says what happened.
     client.log(level, `${text} [fields dropped: too large for one message]`);
   }
-}));
+}, { ignored: true }));
 
 // The bundle carries its source map (compile.ts): stack traces the module produces are mapped
 // back to its own files before they leave this process (logs, start failures, invocation errors).
@@ -232,7 +241,7 @@ const located = (message: string, stack: unknown) => {
   return at && !message.includes(at) ? `${message} (at ${at})` : message;
 };
 
-await context.eval(__MODHOST_BOOTSTRAP__, { timeout: 1000 });
+await context.eval(bootstrapScript, { timeout: 1000 });
 const runtime = (await jail.get("__modhost_runtime", { reference: true })) as ivm.Reference<IsolateRuntime>;
 await jail.delete("__modhost_runtime");
 /** One function of the bootstrap's runtime object, typed by the contract both sides import (in-isolate/contract.ts). */

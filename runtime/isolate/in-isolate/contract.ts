@@ -68,14 +68,11 @@ export interface IsolateRuntime {
 }
 
 /**
- * The one method of an isolated-vm Reference that the bootstrap calls: applyIgnored runs the
- * host function on the isolate host's main thread without waiting for it (nor for its result).
+ * The two ways out of the isolate are isolated-vm Callbacks made with `{ ignored: true }`: in
+ * the isolate they are plain functions that copy their arguments out at once (throwing when
+ * something cannot be copied) and return before the isolate host has run them.
  */
-interface HostReference<Args extends unknown[]> {
-  applyIgnored(receiver: undefined, args: Args, options: { arguments: { copy: true } }): void;
-}
-
 /** __modhost_call: a batch of calls made in one turn of module code. */
-export type CallReference = HostReference<[batch: CallEntry[]]>;
+export type CallFunction = (batch: CallEntry[]) => void;
 /** __modhost_log: one log line (fields are plain data or absent). */
-export type LogReference = HostReference<[level: LogLevel, message: string, fields: Record<string, unknown> | undefined]>;
+export type LogFunction = (level: LogLevel, message: string, fields: Record<string, unknown> | undefined) => void;

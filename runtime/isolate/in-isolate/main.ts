@@ -13,7 +13,7 @@
 // still reach only what it was granted. This code gives well-behaved modules a good API.
 
 import type {
-  AnswerEntry, CallEntry, CallReference, EventEntry, InitLimits, InvocationKind, InvokeAnswer, IsolateRuntime, LogReference,
+  AnswerEntry, CallEntry, CallFunction, EventEntry, InitLimits, InvocationKind, InvokeAnswer, IsolateRuntime, LogFunction,
   MethodShape, ModuleMeta, Progress,
 } from "./contract.ts";
 import type { LogLevel } from "../../../protocol/messages.ts";
@@ -33,8 +33,8 @@ interface ModuleExports {
 
 /** The isolate's global object as this script sees it. */
 interface IsolateGlobal {
-  __modhost_call?: CallReference;
-  __modhost_log?: LogReference;
+  __modhost_call?: CallFunction;
+  __modhost_log?: LogFunction;
   __modhost_runtime?: IsolateRuntime;
   __modhost_exports?: ModuleExports;
   console: unknown;
@@ -48,8 +48,8 @@ interface IsolateGlobal {
 }
 
 const global = globalThis as unknown as IsolateGlobal;
-const callRef = global.__modhost_call!;
-const logRef = global.__modhost_log!;
+const callOut = global.__modhost_call!;
+const logOut = global.__modhost_log!;
 delete global.__modhost_call;
 delete global.__modhost_log;
 // WebAssembly memory is allocated outside the heap limit; shared memory and Atomics.wait
@@ -82,7 +82,7 @@ class ModhostError extends Error {
 const calls = new Map<number, { method: string; resolve: (v: unknown) => void; reject: (e: unknown) => void }>();
 let nextCall = 1;
 let outbox: CallEntry[] | null = null;
-const send = (batch: CallEntry[]) => callRef.applyIgnored(undefined, [batch], { arguments: { copy: true } });
+const send = (batch: CallEntry[]) => callOut(batch);
 const flush = () => {
   const batch = outbox!;
   outbox = null;
@@ -124,7 +124,7 @@ const settle = (answers: AnswerEntry[]) => {
 };
 
 const log = (level: LogLevel, message: unknown, fields?: unknown) => {
-  logRef.applyIgnored(undefined, [level, toText(message), plainFields(fields)], { arguments: { copy: true } });
+  logOut(level, toText(message), plainFields(fields));
 };
 const logger = freeze({
   debug: (m: unknown, f?: unknown) => log("debug", m, f),
