@@ -108,7 +108,7 @@ test("native modules flooding refused frames they never read, and the tiniest fr
 });
 
 test("60 KiB events published as fast as allowed to subscribers that never take them (native and TypeScript, publishers of both runtimes): each queue stays within event_queue_bytes, drops are counted, host memory stays bounded, the canary keeps up", async (t) => {
-  t.timeout(180_000);
+  t.timeout(300_000);
   const dir = await tempDir(t);
   const pad = "p".repeat(60 * 1024);
   const modulesDir = await buildModulesDir(dir, ["good"], {
@@ -131,9 +131,9 @@ test("60 KiB events published as fast as allowed to subscribers that never take 
       "ts-sink": ["subscribe_events"], "n-sink": ["subscribe_events"], "n-sink2": ["subscribe_events"],
     },
     moduleConfigs: {
-      "n-pub": { mode: "publish", duration_ms: 15_000 },
-      "n-sink": { mode: "sink", publisher: "ts-pub", duration_ms: 15_000 },
-      "n-sink2": { mode: "sink", publisher: "n-pub", duration_ms: 15_000 },
+      "n-pub": { mode: "publish", duration_ms: 150_000 },
+      "n-sink": { mode: "sink", publisher: "ts-pub", duration_ms: 150_000 },
+      "n-sink2": { mode: "sink", publisher: "n-pub", duration_ms: 150_000 },
     },
   });
   await h.waitForState("good", "running", 30_000);
@@ -142,10 +142,12 @@ test("60 KiB events published as fast as allowed to subscribers that never take 
   // Without event_queue_bytes each of the three queues held 1024 payloads of 60 KiB (60 MB, and
   // their encodings): +200 MB of heap in 8 s with one such pair.
   t.true(peak < 96 * MB, `host heap grew ${(peak / MB).toFixed(0)} MB`);
+  // On a loaded machine the publishers may need longer than the canary's rounds to fill a
+  // queue: wait (generously) until each has overflowed, so that the bound below was reached.
+  for (const sink of ["ts-sink", "n-sink", "n-sink2"]) await h.waitFor(() => h.manager.session(sink)!.eventStats.dropped > 0, 120_000, `${sink}'s queue to overflow`);
   for (const sink of ["ts-sink", "n-sink", "n-sink2"]) {
     const s = h.manager.session(sink)!.eventStats;
     t.log(`${sink}: ${s.pending} events (${(s.pendingBytes / MB).toFixed(1)} MB) queued, ${s.dropped} dropped, ${s.delivered} delivered`);
-    t.true(s.dropped > 0, `${sink}'s queue was full: the oldest were dropped and counted`);
     t.true(s.pendingBytes <= DEFAULT_LIMITS.event_queue_bytes, `${sink}'s queue holds ${s.pendingBytes} bytes, within event_queue_bytes`);
     t.true(s.pending < DEFAULT_LIMITS.event_queue, `${sink}'s queue was held by its bytes, not by event_queue`);
   }
