@@ -79,6 +79,17 @@ const LIMIT_TEXT = {
   congested: () => "the module to read what the host already sent",
 } as const;
 
+/**
+ * A module's own reason for leaving (goodbye) is cut at this many characters: it becomes the
+ * crash reason in the host's log lines, the audit record, ModuleCrashed and `modhost list`,
+ * none of which is charged to the module's log budget, and a crash loop repeats it.
+ */
+const MAX_GOODBYE_CHARS = 4096;
+
+function cutReason(message: string): string {
+  return message.length <= MAX_GOODBYE_CHARS ? message : `${message.slice(0, MAX_GOODBYE_CHARS)}... (${message.length - MAX_GOODBYE_CHARS} more characters cut)`;
+}
+
 /** Safety net: requests decoded from chunks already read while the module waits (one socket read holds a few thousand at most). */
 const MAX_BACKLOG = 8192;
 
@@ -326,7 +337,7 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
         this.emit("ready");
         break;
       case "goodbye":
-        this.close(msg.error ? new Error(`module said goodbye: ${msg.error.message}`) : undefined);
+        this.close(msg.error ? new Error(`module said goodbye: ${cutReason(msg.error.message)}`) : undefined);
         break;
       case "hello":
         this.admit({ id: 0, method: "hello", params: {}, refusal: wireError("protocol_error", "hello was already received") });

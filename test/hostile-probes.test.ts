@@ -175,7 +175,7 @@ test("event queue bytes: past queueBytes the oldest queued events are dropped an
   t.is(sub.pendingBytes, 0);
 });
 
-test("text a module controls cannot drive the operator's terminal or forge a row in `modhost list`, `info` and `health` (a native module's goodbye, a TypeScript module's start error, manifest description and RPC description)", async (t) => {
+test("text a module controls cannot drive the operator's terminal or forge a row in `modhost list`, `info` and `health` (a native module's goodbye, a TypeScript module's start error, manifest description and RPC description); a 900 KiB goodbye reason is cut", async (t) => {
   t.timeout(120_000);
   const dir = await tempDir(t);
   const evil = "\\r\\u001b[2J\\u001b]52;c;ZXZpbA==\\u0007good  running\\n\\u202eforged";
@@ -219,6 +219,12 @@ test("text a module controls cannot drive the operator's terminal or forge a row
   t.regex(outputs["info ts-term"]!, /\\r\\x1b\[2J[\s\S]*m +\\r\\x1b\[2J/, "the description and the RPC method's description");
   t.regex(outputs.methods!, /ts-term\.m +\\r\\x1b/);
   t.regex(outputs["info ts-term --json"]!, /\\u202e/, "JSON keeps its escapes for bidi controls");
+  // Its 900 KiB reason is cut where the host repeats it: status, log lines, audit, ModuleCrashed.
+  t.true((h.status("n-term")!.problem ?? "").length < 8192, "the crash reason is cut");
+  t.regex(h.status("n-term")!.problem ?? "", /more characters cut/);
+  t.true(h.lines.filter((l) => l.includes("n-term")).every((l) => l.length < 16_384), "no host log line carries the whole reason");
+  const audit = (await readFile(h.config.host.audit_log, "utf8")).split("\n").filter((l) => l.includes("n-term"));
+  t.true(audit.length > 0 && audit.every((l) => l.length < 16_384), "nor any audit record");
   // Each forged row stays indented under its own module: no line but the real ones starts a row.
   const rows = outputs.list!.split("\n").filter((l) => /^\S/.test(l)).map((l) => l.split(/\s+/)[0]);
   t.deepEqual(rows.sort(), ["MODULE", "good", "n-term", "ts-term", "ts-term-start"].sort());
