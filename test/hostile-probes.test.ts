@@ -73,19 +73,20 @@ async function restartsAll(t: ExecutionContext, h: TestHost, names: string[]): P
   t.pass();
 }
 
-test("native modules flooding refused frames they never read, and the tiniest frames that are not requests: refusals wait for the module's share, small frames are charged to host_cpu_ms_per_s, host memory stays flat, the canary keeps up", async (t) => {
+test("native modules flooding refused frames they never read, the tiniest frames that are not requests, and empty lines on stdout and stderr: refusals wait for the module's share, small frames and output lines are charged to host_cpu_ms_per_s, host memory stays flat, the canary keeps up", async (t) => {
   t.timeout(180_000);
   const dir = await tempDir(t);
   const modulesDir = await buildModulesDir(dir, ["good"]);
   await writeNative(modulesDir, "p-refuse", ["read_chain_state"]);
   await writeNative(modulesDir, "p-tiny", ["read_chain_state"]);
+  await writeNative(modulesDir, "p-lines", ["read_chain_state"]);
   const h = await startHost(t, {
     dir,
     modules: [],
-    grants: { good: GOOD_GRANTS, "p-refuse": ["read_chain_state"], "p-tiny": ["read_chain_state"] },
-    // p-tiny's share of the host's CPU is small, so that being held to it is certain here.
-    moduleLimits: { "p-tiny": { host_cpu_ms_per_s: 20 } },
-    moduleConfigs: { "p-refuse": { mode: "refuse", duration_ms: 12_000 }, "p-tiny": { mode: "tiny", duration_ms: 12_000 } },
+    grants: { good: GOOD_GRANTS, "p-refuse": ["read_chain_state"], "p-tiny": ["read_chain_state"], "p-lines": ["read_chain_state"] },
+    // Their shares of the host's CPU are small, so that being held to them is certain here.
+    moduleLimits: { "p-tiny": { host_cpu_ms_per_s: 20 }, "p-lines": { host_cpu_ms_per_s: 20 } },
+    moduleConfigs: { "p-refuse": { mode: "refuse", duration_ms: 12_000 }, "p-tiny": { mode: "tiny", duration_ms: 12_000 }, "p-lines": { mode: "newlines", duration_ms: 12_000 } },
   });
   await h.waitForState("good", "running", 30_000);
   let unread = 0;
@@ -103,8 +104,11 @@ test("native modules flooding refused frames they never read, and the tiniest fr
   const tiny = h.manager.session("p-tiny")!;
   t.true(tiny.flowStats.inputMs > 0, "the handling of its small frames was charged");
   t.true(tiny.flowStats.waitedCpu > 0, "and past host_cpu_ms_per_s its socket was not read");
-  t.truthy(h.records.find((r) => r.source === "p-tiny" && /throttled: .*host_cpu_ms_per_s \(20 ms/.test(r.message)), "the operator was told");
-  await restartsAll(t, h, ["p-refuse", "p-tiny"]);
+  // A million empty lines a second on stdout took the host's loop (RPC answers 1-1.6 s late).
+  const lines = h.manager.session("p-lines")!;
+  t.true(lines.flowStats.outputMs > 0, "the reading of its stdout and stderr was charged");
+  t.truthy(h.records.find((r) => r.source === "host" && /^p-lines: throttled: its stdout and stderr are read only as fast as host_cpu_ms_per_s \(20 ms/.test(r.message)), "past its share they were not read for a while, and the operator was told");
+  await restartsAll(t, h, ["p-refuse", "p-tiny", "p-lines"]);
 });
 
 test("60 KiB events published as fast as allowed to subscribers that never take them (native and TypeScript, publishers of both runtimes): each queue stays within event_queue_bytes, drops are counted, host memory stays bounded, the canary keeps up", async (t) => {
