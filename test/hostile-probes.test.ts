@@ -1,7 +1,8 @@
 // Hostile probes of what a module can make the host hold or do without sending a request
 // (issue #8 items 1 and 6): native modules that flood refused frames without ever reading
-// their answers, or the smallest frames that are not requests (log lines, acks); publishers
-// of 60 KiB events to subscribers, native and TypeScript, that never take them. Each runs
+// their answers, the smallest frames that are not requests (log lines, acks), or empty lines
+// on stdout and stderr; publishers of 60 KiB events to subscribers, native and TypeScript,
+// that never take them; text written for the operator's terminal (and a 900 KiB goodbye). Each runs
 // under the real host and sandbox next to the canary ("good", which stores every block): the
 // canary stores every block mined during the attack within 5 s, the host answers an RPC call
 // within 5 s, the host's heap stays within a stated bound, and every probe restarts.
