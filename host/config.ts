@@ -82,7 +82,7 @@ const LIMIT_FIELDS = {
   quarantine_window_ms: limit(int({ min: 1 }), 600_000, "the window for `quarantine_after`"),
   max_requests_in_flight: limit(int({ min: 1 }), 64, "requests the host serves for the module at once; further ones wait (the host stops reading its socket)"),
   requests_per_second: limit(int({ min: 1 }), 2000, "requests admitted per second (a burst of one second's worth); further ones wait"),
-  host_cpu_ms_per_s: limit(int({ min: 1, max: 1000 }), 250, "host CPU time (ms per second, 1-1000) spent serving the module's requests and handling what it sends (dispatch, answer encoding, the decoding of frames of 4 KiB or more, and each chunk read from its socket: small frames such as log lines and acks, measured); over it, its requests wait and its socket is not read"),
+  host_cpu_ms_per_s: limit(int({ min: 1, max: 1000 }), 250, "host CPU time (ms per second, 1-1000) spent serving the module's requests and handling what it sends (dispatch, answer encoding, the decoding of frames of 4 KiB or more, each chunk read from its socket, such as small log lines and acks, and the reading of its stdout and stderr, measured); over it, its requests wait and its socket (and its output pipes) are not read"),
   request_timeout_ms: limit(int({ min: 1 }), 30_000, "longest the host works on one request before answering `timeout`"),
   max_subscriptions: limit(int({ min: 1 }), 64, "event types the module may be subscribed to at once"),
   max_unread_bytes: limit(int({ min: MiB }), 32 * MiB, "answers and events sent but not read by the module (min 1 MiB); a module over it for 5 s is disconnected (`goodbye` says why)", "32 MiB"),

@@ -79,6 +79,17 @@ const LIMIT_TEXT = {
   congested: () => "the module to read what the host already sent",
 } as const;
 
+/**
+ * A module's own reason for leaving (goodbye) is cut at this many characters: it becomes the
+ * crash reason in the host's log lines, the audit record, ModuleCrashed and `modhost list`,
+ * none of which is charged to the module's log budget, and a crash loop repeats it.
+ */
+const MAX_GOODBYE_CHARS = 4096;
+
+function cutReason(message: string): string {
+  return message.length <= MAX_GOODBYE_CHARS ? message : `${message.slice(0, MAX_GOODBYE_CHARS)}... (${message.length - MAX_GOODBYE_CHARS} more characters cut)`;
+}
+
 /** Safety net: requests decoded from chunks already read while the module waits (one socket read holds a few thousand at most). */
 const MAX_BACKLOG = 8192;
 
@@ -146,7 +157,7 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
   /** Requests served and refused, for health and metrics. */
   readonly stats = { requests: 0, errors: 0, denied: 0 };
   /** Times a request had to wait, by the limit that held it; host CPU time spent serving, in ms. */
-  readonly flowStats = { waitedInFlight: 0, waitedRate: 0, waitedCpu: 0, waitedCongested: 0, timedOut: 0, cpuMs: 0, decodeMs: 0, inputMs: 0, peakInFlight: 0 };
+  readonly flowStats = { waitedInFlight: 0, waitedRate: 0, waitedCpu: 0, waitedCongested: 0, timedOut: 0, cpuMs: 0, decodeMs: 0, inputMs: 0, outputMs: 0, peakInFlight: 0 };
   private readonly flow: FlowLimits;
   private readonly backlog: WaitingRequest[] = [];
   private readingPaused = false;
@@ -326,7 +337,7 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
         this.emit("ready");
         break;
       case "goodbye":
-        this.close(msg.error ? new Error(`module said goodbye: ${msg.error.message}`) : undefined);
+        this.close(msg.error ? new Error(`module said goodbye: ${cutReason(msg.error.message)}`) : undefined);
         break;
       case "hello":
         this.admit({ id: 0, method: "hello", params: {}, refusal: wireError("protocol_error", "hello was already received") });
@@ -412,16 +423,21 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
   private blockedBy(): { limit: "in_flight" | "rate" | "cpu" | "congested"; waitMs?: number } | undefined {
     if (this.inFlight >= this.flow.maxInFlight) return { limit: "in_flight" };
     if (this.channel.congested) return { limit: "congested" };
-    const now = performance.now();
-    const elapsed = (now - this.lastRefill) / 1000;
-    this.lastRefill = now;
-    this.tokens = Math.min(this.flow.requestsPerSecond, this.tokens + elapsed * this.flow.requestsPerSecond);
-    this.cpuDebt = Math.max(0, this.cpuDebt - elapsed * this.flow.hostCpuMsPerS);
+    this.refill();
     if (this.cpuDebt > this.flow.hostCpuMsPerS) {
       return { limit: "cpu", waitMs: Math.ceil(((this.cpuDebt - this.flow.hostCpuMsPerS) / this.flow.hostCpuMsPerS) * 1000) };
     }
     if (this.tokens < 1) return { limit: "rate", waitMs: Math.ceil(((1 - this.tokens) / this.flow.requestsPerSecond) * 1000) };
     return undefined;
+  }
+
+  /** Tokens and CPU debt as of now (both leaky buckets drain with time). */
+  private refill(): void {
+    const now = performance.now();
+    const elapsed = (now - this.lastRefill) / 1000;
+    this.lastRefill = now;
+    this.tokens = Math.min(this.flow.requestsPerSecond, this.tokens + elapsed * this.flow.requestsPerSecond);
+    this.cpuDebt = Math.max(0, this.cpuDebt - elapsed * this.flow.hostCpuMsPerS);
   }
 
   private take(): void {
@@ -497,6 +513,26 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
     if (!this.readingPaused) return;
     this.readingPaused = false;
     this.channel.resumeReading();
+  }
+
+  /**
+   * Charges the host's time spent on the module's stdout and stderr (runtime/process.ts) to
+   * host_cpu_ms_per_s; returns how long its output should not be read (0: go on).
+   */
+  chargeOutput(ms: number): number {
+    if (ms <= 0 || this.state === "closed") return 0;
+    this.charge(ms);
+    this.flowStats.outputMs += ms;
+    this.refill();
+    if (this.cpuDebt <= this.flow.hostCpuMsPerS) return 0;
+    const now = Date.now();
+    if (now - (this.throttleLogged.get("output") ?? -Infinity) >= THROTTLE_LOG_MS) {
+      this.throttleLogged.set("output", now);
+      // The host's line (once per THROTTLE_LOG_MS): the module's own log budget is what its
+      // output has just used up.
+      this.opts.logger.log("info", "host", `${this.opts.module}: throttled: its stdout and stderr are read only as fast as ${LIMIT_TEXT.cpu(this.flow)} allows; the operator can raise it in [modules.limits.${this.opts.module}]`, { module: this.opts.module, limit: "cpu" });
+    }
+    return Math.ceil(((this.cpuDebt - this.flow.hostCpuMsPerS) / this.flow.hostCpuMsPerS) * 1000);
   }
 
   /** Charges the decoding of a message; past host_cpu_ms_per_s the socket is not read until the debt drains. */

@@ -53,6 +53,11 @@ export interface ChannelSession {
   close(err?: Error): void;
   readonly isOpen: boolean;
   invoke(kind: "shutdown", params: Record<string, unknown>, timeoutMs: number): Promise<unknown>;
+  /**
+   * Charge the host's time spent reading the module's stdout and stderr (cutting lines, the
+   * log budget's checks) to its share; returns how long to stop reading them (0: go on).
+   */
+  chargeOutput?(ms: number): number;
 }
 
 /** Where a module's stdout and stderr lines go (the host's log for that module). */
@@ -164,6 +169,9 @@ export class ModuleProcess<S extends ChannelSession = ChannelSession> {
   }
 }
 
+/** The longest one pause of a module's stdout/stderr for its share of the host's time. */
+const OUTPUT_PAUSE_MAX_MS = 1000;
+
 /** How long after the process exits its channel may still deliver what it wrote. */
 const DRAIN_AFTER_EXIT_MS = 1000;
 /** How long a module that closed its channel may take to exit before it is killed. */
@@ -257,7 +265,23 @@ export function spawnChild(spec: SpawnSpec, output: OutputLog): StartedChild {
       }
       log.log(level, text, undefined, cut ? { stream: name, cut: `line longer than ${OUTPUT_LINE_BYTES} bytes: the rest was discarded` } : { stream: name });
     });
-    stream.on("data", (chunk: Buffer) => inScope(() => cutter.push(chunk)));
+    // A flood of short lines costs the host per line (a million empty lines a second took its
+    // loop): the time is charged to the module's share, and past it the pipe is not read for a
+    // while (the module's writes block: its own loss).
+    let resumeTimer: NodeJS.Timeout | undefined;
+    stream.on("data", (chunk: Buffer) => inScope(() => {
+      const t0 = performance.now();
+      cutter.push(chunk);
+      const wait = proc?.session.chargeOutput?.(performance.now() - t0) ?? 0;
+      if (wait > 0 && !resumeTimer) {
+        stream.pause();
+        resumeTimer = setTimeout(() => {
+          resumeTimer = undefined;
+          stream.resume();
+        }, Math.min(wait, OUTPUT_PAUSE_MAX_MS));
+        resumeTimer.unref();
+      }
+    }));
     stream.on("end", () => inScope(() => cutter.end()));
     // A read error on a pipe ends the output, nothing else.
     stream.on("error", () => cutter.end());

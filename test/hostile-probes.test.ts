@@ -1,7 +1,8 @@
 // Hostile probes of what a module can make the host hold or do without sending a request
 // (issue #8 items 1 and 6): native modules that flood refused frames without ever reading
-// their answers, or the smallest frames that are not requests (log lines, acks); publishers
-// of 60 KiB events to subscribers, native and TypeScript, that never take them. Each runs
+// their answers, the smallest frames that are not requests (log lines, acks), or empty lines
+// on stdout and stderr; publishers of 60 KiB events to subscribers, native and TypeScript,
+// that never take them; text written for the operator's terminal (and a 900 KiB goodbye). Each runs
 // under the real host and sandbox next to the canary ("good", which stores every block): the
 // canary stores every block mined during the attack within 5 s, the host answers an RPC call
 // within 5 s, the host's heap stays within a stated bound, and every probe restarts.
@@ -73,19 +74,20 @@ async function restartsAll(t: ExecutionContext, h: TestHost, names: string[]): P
   t.pass();
 }
 
-test("native modules flooding refused frames they never read, and the tiniest frames that are not requests: refusals wait for the module's share, small frames are charged to host_cpu_ms_per_s, host memory stays flat, the canary keeps up", async (t) => {
+test("native modules flooding refused frames they never read, the tiniest frames that are not requests, and empty lines on stdout and stderr: refusals wait for the module's share, small frames and output lines are charged to host_cpu_ms_per_s, host memory stays flat, the canary keeps up", async (t) => {
   t.timeout(180_000);
   const dir = await tempDir(t);
   const modulesDir = await buildModulesDir(dir, ["good"]);
   await writeNative(modulesDir, "p-refuse", ["read_chain_state"]);
   await writeNative(modulesDir, "p-tiny", ["read_chain_state"]);
+  await writeNative(modulesDir, "p-lines", ["read_chain_state"]);
   const h = await startHost(t, {
     dir,
     modules: [],
-    grants: { good: GOOD_GRANTS, "p-refuse": ["read_chain_state"], "p-tiny": ["read_chain_state"] },
-    // p-tiny's share of the host's CPU is small, so that being held to it is certain here.
-    moduleLimits: { "p-tiny": { host_cpu_ms_per_s: 20 } },
-    moduleConfigs: { "p-refuse": { mode: "refuse", duration_ms: 12_000 }, "p-tiny": { mode: "tiny", duration_ms: 12_000 } },
+    grants: { good: GOOD_GRANTS, "p-refuse": ["read_chain_state"], "p-tiny": ["read_chain_state"], "p-lines": ["read_chain_state"] },
+    // Their shares of the host's CPU are small, so that being held to them is certain here.
+    moduleLimits: { "p-tiny": { host_cpu_ms_per_s: 20 }, "p-lines": { host_cpu_ms_per_s: 20 } },
+    moduleConfigs: { "p-refuse": { mode: "refuse", duration_ms: 12_000 }, "p-tiny": { mode: "tiny", duration_ms: 12_000 }, "p-lines": { mode: "newlines", duration_ms: 12_000 } },
   });
   await h.waitForState("good", "running", 30_000);
   let unread = 0;
@@ -103,12 +105,15 @@ test("native modules flooding refused frames they never read, and the tiniest fr
   const tiny = h.manager.session("p-tiny")!;
   t.true(tiny.flowStats.inputMs > 0, "the handling of its small frames was charged");
   t.true(tiny.flowStats.waitedCpu > 0, "and past host_cpu_ms_per_s its socket was not read");
-  t.truthy(h.records.find((r) => r.source === "p-tiny" && /throttled: .*host_cpu_ms_per_s \(20 ms/.test(r.message)), "the operator was told");
-  await restartsAll(t, h, ["p-refuse", "p-tiny"]);
+  // A million empty lines a second on stdout took the host's loop (RPC answers 1-1.6 s late).
+  const lines = h.manager.session("p-lines")!;
+  t.true(lines.flowStats.outputMs > 0, "the reading of its stdout and stderr was charged");
+  t.truthy(h.records.find((r) => r.source === "host" && /^p-lines: throttled: its stdout and stderr are read only as fast as host_cpu_ms_per_s \(20 ms/.test(r.message)), "past its share they were not read for a while, and the operator was told");
+  await restartsAll(t, h, ["p-refuse", "p-tiny", "p-lines"]);
 });
 
 test("60 KiB events published as fast as allowed to subscribers that never take them (native and TypeScript, publishers of both runtimes): each queue stays within event_queue_bytes, drops are counted, host memory stays bounded, the canary keeps up", async (t) => {
-  t.timeout(180_000);
+  t.timeout(300_000);
   const dir = await tempDir(t);
   const pad = "p".repeat(60 * 1024);
   const modulesDir = await buildModulesDir(dir, ["good"], {
@@ -131,9 +136,9 @@ test("60 KiB events published as fast as allowed to subscribers that never take 
       "ts-sink": ["subscribe_events"], "n-sink": ["subscribe_events"], "n-sink2": ["subscribe_events"],
     },
     moduleConfigs: {
-      "n-pub": { mode: "publish", duration_ms: 15_000 },
-      "n-sink": { mode: "sink", publisher: "ts-pub", duration_ms: 15_000 },
-      "n-sink2": { mode: "sink", publisher: "n-pub", duration_ms: 15_000 },
+      "n-pub": { mode: "publish", duration_ms: 150_000 },
+      "n-sink": { mode: "sink", publisher: "ts-pub", duration_ms: 150_000 },
+      "n-sink2": { mode: "sink", publisher: "n-pub", duration_ms: 150_000 },
     },
   });
   await h.waitForState("good", "running", 30_000);
@@ -142,10 +147,12 @@ test("60 KiB events published as fast as allowed to subscribers that never take 
   // Without event_queue_bytes each of the three queues held 1024 payloads of 60 KiB (60 MB, and
   // their encodings): +200 MB of heap in 8 s with one such pair.
   t.true(peak < 96 * MB, `host heap grew ${(peak / MB).toFixed(0)} MB`);
+  // On a loaded machine the publishers may need longer than the canary's rounds to fill a
+  // queue: wait (generously) until each has overflowed, so that the bound below was reached.
+  for (const sink of ["ts-sink", "n-sink", "n-sink2"]) await h.waitFor(() => h.manager.session(sink)!.eventStats.dropped > 0, 120_000, `${sink}'s queue to overflow`);
   for (const sink of ["ts-sink", "n-sink", "n-sink2"]) {
     const s = h.manager.session(sink)!.eventStats;
     t.log(`${sink}: ${s.pending} events (${(s.pendingBytes / MB).toFixed(1)} MB) queued, ${s.dropped} dropped, ${s.delivered} delivered`);
-    t.true(s.dropped > 0, `${sink}'s queue was full: the oldest were dropped and counted`);
     t.true(s.pendingBytes <= DEFAULT_LIMITS.event_queue_bytes, `${sink}'s queue holds ${s.pendingBytes} bytes, within event_queue_bytes`);
     t.true(s.pending < DEFAULT_LIMITS.event_queue, `${sink}'s queue was held by its bytes, not by event_queue`);
   }
@@ -173,7 +180,7 @@ test("event queue bytes: past queueBytes the oldest queued events are dropped an
   t.is(sub.pendingBytes, 0);
 });
 
-test("text a module controls cannot drive the operator's terminal or forge a row in `modhost list`, `info` and `health` (a native module's goodbye, a TypeScript module's start error, manifest description and RPC description)", async (t) => {
+test("text a module controls cannot drive the operator's terminal or forge a row in `modhost list`, `info` and `health` (a native module's goodbye, a TypeScript module's start error, manifest description and RPC description); a 900 KiB goodbye reason is cut", async (t) => {
   t.timeout(120_000);
   const dir = await tempDir(t);
   const evil = "\\r\\u001b[2J\\u001b]52;c;ZXZpbA==\\u0007good  running\\n\\u202eforged";
@@ -217,6 +224,12 @@ test("text a module controls cannot drive the operator's terminal or forge a row
   t.regex(outputs["info ts-term"]!, /\\r\\x1b\[2J[\s\S]*m +\\r\\x1b\[2J/, "the description and the RPC method's description");
   t.regex(outputs.methods!, /ts-term\.m +\\r\\x1b/);
   t.regex(outputs["info ts-term --json"]!, /\\u202e/, "JSON keeps its escapes for bidi controls");
+  // Its 900 KiB reason is cut where the host repeats it: status, log lines, audit, ModuleCrashed.
+  t.true((h.status("n-term")!.problem ?? "").length < 8192, "the crash reason is cut");
+  t.regex(h.status("n-term")!.problem ?? "", /more characters cut/);
+  t.true(h.lines.filter((l) => l.includes("n-term")).every((l) => l.length < 16_384), "no host log line carries the whole reason");
+  const audit = (await readFile(h.config.host.audit_log, "utf8")).split("\n").filter((l) => l.includes("n-term"));
+  t.true(audit.length > 0 && audit.every((l) => l.length < 16_384), "nor any audit record");
   // Each forged row stays indented under its own module: no line but the real ones starts a row.
   const rows = outputs.list!.split("\n").filter((l) => /^\S/.test(l)).map((l) => l.split(/\s+/)[0]);
   t.deepEqual(rows.sort(), ["MODULE", "good", "n-term", "ts-term", "ts-term-start"].sort());

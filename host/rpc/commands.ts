@@ -132,9 +132,9 @@ function portNumber(word: string, what: string): number {
 
 function print(value: unknown): void {
   if (value === null || value === undefined) return;
-  // A string (a module's CLI output) keeps its lines; anything else is JSON, whose strings may
+  // A string (a module's CLI output) keeps its lines and tabs; anything else is JSON, whose strings may
   // still hold what JSON.stringify leaves raw (DEL, C1 controls, bidi controls): \u escapes.
-  console.log(typeof value === "string" ? escapeText(value.replace(/\n$/, ""), Infinity, true).text : JSON.stringify(value, null, 2).replace(JSON_UNSAFE, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`));
+  console.log(typeof value === "string" ? value.replace(/\n$/, "").split("\t").map((part) => escapeText(part, Infinity, true).text).join("\t") : JSON.stringify(value, null, 2).replace(JSON_UNSAFE, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`));
 }
 
 /** A host command of the table (host/cli-table.ts), its options parsed there. */
