@@ -546,6 +546,20 @@ export class EmbeddedChain implements ChainBackend {
     if (!Number.isInteger(targetBlocks) || targetBlocks < 1) {
       throw new RangeError(`targetBlocks must be a positive integer, got ${targetBlocks}`);
     }
+    // Sorting every fee rate of the mempool and of 10 blocks (up to ~150,000 of them) per call
+    // would let a module hold the loop with a loop of calls: kept until the tip or the mempool changes.
+    const key = `${this.tip.block.hash}:${this.mempool.version}`;
+    if (this.feeEstimates.key !== key) this.feeEstimates = { key, byTarget: new Map() };
+    const known = this.feeEstimates.byTarget.get(targetBlocks);
+    if (known !== undefined) return known;
+    const estimate = await this.computeFeeEstimate(targetBlocks);
+    if (this.feeEstimates.key === key) this.feeEstimates.byTarget.set(targetBlocks, estimate);
+    return estimate;
+  }
+
+  private feeEstimates: { key: string; byTarget: Map<number, number> } = { key: "", byTarget: new Map() };
+
+  private async computeFeeEstimate(targetBlocks: number): Promise<number> {
     const pending = this.mempool.byFeeRate();
     const capacity = targetBlocks * BLOCK_TX_WEIGHT;
     let weight = 0;

@@ -60,6 +60,7 @@ export class Mempool {
   add(record: MempoolRecord): void {
     record.seq = ++this.#seq;
     this.#byFeeRate = undefined;
+    this.version++;
     this.#order.push(record);
     this.#records.set(record.tx.txid, record);
     for (const input of record.tx.inputs) this.#spends.set(outpointKey(input.txid, input.vout), record.tx.txid);
@@ -71,6 +72,7 @@ export class Mempool {
     if (record === undefined) return undefined;
     this.#records.delete(txid);
     this.#byFeeRate = undefined;
+    this.version++;
     for (const input of record.tx.inputs) this.#spends.delete(outpointKey(input.txid, input.vout));
     if (++this.#removed > this.#records.size && this.#removed > 1024) {
       this.#order = this.#order.filter((r) => this.#records.get(r.tx.txid) === r);
@@ -120,6 +122,8 @@ export class Mempool {
     return this.#byFeeRate;
   }
   #byFeeRate: MempoolRecord[] | undefined;
+  /** Changes with every transaction added or removed (what depends on the whole pool is cached against it). */
+  version = 0;
 
   /** What goes in the next block: highest fee rate first, skipping what no longer fits in `maxWeight`. */
   select(maxWeight: number): MempoolRecord[] {
