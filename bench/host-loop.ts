@@ -16,6 +16,15 @@
 // medians at load 4-5: 3-4 ms each); 16 MiB of binary 1 ms. The longest stalls (100-300 ms)
 // came with the 16 MiB frames, refused or binary alike (reading and copying them, and garbage
 // collection), and with a 3 MB block as binary: the chain decodes it on the loop (~200 ms).
+//
+// Run of 2026-12-05 07:41 (2 frames of each kind, load 15-20: six other sessions' suites; every
+// figure inflated many times): a valid block of 15,000 transactions, now read, checked and
+// connected in slices (chain/parse.ts, chain/slices.ts), longest stall 185 ms over its 3.4 s
+// (young-generation GCs of the block's objects; the same block in-process before the slices:
+// a 9.2 s stall at load 16, after: 0.2-0.4 s at load 16-20, 33-80 ms at load 6-9); get_block
+// of it with its 0.9 MB hex 21 ms; get_mempool_txids pages (20,000 in the mempool) 4-15 ms;
+// get_block_template with 20,000 in the mempool, bounded to a page, 50 ms (sorted once per
+// mempool change). The zero-filled 3 MB "block" is now refused at its first bytes (5 ms).
 
 import { fork } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
