@@ -5,7 +5,18 @@
 // whole job takes as long as before (plus a turn per slice); what changes is that no single
 // stretch of it holds the host's loop for more than about SLICE_MS.
 
+import { AsyncLocalStorage } from "node:async_hooks";
 import { performance } from "node:perf_hooks";
+
+/**
+ * Who pays for sliced work. The host's session serves each module request inside
+ * `sliceAccount.run(charge, ...)`; every slice, when it ends with a turn of the loop, is
+ * charged to that module's host CPU share (host_cpu_ms_per_s), so that work which outlives the
+ * request's synchronous part (a submitted block read and connected in slices) still counts. The
+ * last, partial slice of a job is not charged (at most SLICE_MS); work outside any request
+ * (the host's own mining) has no account.
+ */
+export const sliceAccount = new AsyncLocalStorage<(ms: number) => void>();
 
 /** Longest stretch of sliced work between two turns of the event loop. */
 const SLICE_MS = 4;
@@ -38,6 +49,7 @@ export class Slicer {
   /** Give the loop a turn now and start a new slice. */
   async pause(): Promise<void> {
     this.yields++;
+    sliceAccount.getStore()?.(performance.now() - (this.#deadline - this.budgetMs));
     await turn();
     this.#deadline = performance.now() + this.budgetMs;
   }

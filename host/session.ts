@@ -25,6 +25,7 @@ import type { Logger } from "./log.ts";
 import { HOST_VERSION } from "./version.ts";
 import { moduleScope, spawnModuleProcess, type ModuleProcess, type SpawnSpec, type StartedChild } from "../runtime/process.ts";
 import { DEFAULT_LIMITS, type Limits } from "./config.ts";
+import { sliceAccount } from "../chain/slices.ts";
 
 /**
  * What one module may make the host do for it (its fair share). Requests beyond the first
@@ -157,7 +158,7 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
   /** Requests served and refused, for health and metrics. */
   readonly stats = { requests: 0, errors: 0, denied: 0 };
   /** Times a request had to wait, by the limit that held it; host CPU time spent serving, in ms. */
-  readonly flowStats = { waitedInFlight: 0, waitedRate: 0, waitedCpu: 0, waitedCongested: 0, timedOut: 0, cpuMs: 0, decodeMs: 0, inputMs: 0, outputMs: 0, peakInFlight: 0 };
+  readonly flowStats = { waitedInFlight: 0, waitedRate: 0, waitedCpu: 0, waitedCongested: 0, timedOut: 0, cpuMs: 0, decodeMs: 0, inputMs: 0, slicedMs: 0, outputMs: 0, peakInFlight: 0 };
   private readonly flow: FlowLimits;
   private readonly backlog: WaitingRequest[] = [];
   private readingPaused = false;
@@ -544,6 +545,13 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
   }
 
   /** Host CPU time spent for this module (ms), drained at host_cpu_ms_per_s. */
+  /** A slice of this module's request's work that ran after the request's first turn (chain/slices.ts). */
+  private readonly chargeSlice = (ms: number): void => {
+    if (this.state === "closed") return;
+    this.charge(ms);
+    this.flowStats.slicedMs += ms;
+  };
+
   private charge(ms: number): void {
     if (this.channel.handlingInput) this.chargedInChunk += ms;
     this.cpuDebt += ms;
@@ -595,7 +603,8 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
     timer.unref();
     try {
       const t0 = performance.now();
-      const pending = this.opts.hub.handle(this.call, this.opts.grants, method, params);
+      // Work the request leaves for later turns of the loop, in slices, is charged too.
+      const pending = sliceAccount.run(this.chargeSlice, () => this.opts.hub.handle(this.call, this.opts.grants, method, params));
       this.charge(performance.now() - t0);
       const result = await pending;
       if (timedOut || this.state === "closed") return;

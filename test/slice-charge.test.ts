@@ -1,0 +1,70 @@
+// Work a request leaves for later turns of the loop (chain/slices.ts: a submitted block read,
+// checked and connected in slices) is charged to the requesting module's host CPU share
+// (host_cpu_ms_per_s), not only the request's synchronous part: a module submitting heavy
+// blocks back to back is held to its share like any other. A real HostSession and ApiHub on an
+// in-process stream pair, a real embedded chain.
+
+import test from "ava";
+import { duplexPair } from "node:stream";
+import { FrameChannel, HOST_SIDE } from "../protocol/channel.ts";
+import { FrameDecoder } from "../protocol/frame.ts";
+import { decodeBody, encodeBody } from "../protocol/codec.ts";
+import { HostSession } from "../host/session.ts";
+import { ApiHub } from "../host/hub.ts";
+import { EventBus } from "../host/events/bus.ts";
+import { Logger } from "../host/log.ts";
+import { EmbeddedChain } from "../chain/embedded.ts";
+import { Slicer, sliceAccount } from "../chain/slices.ts";
+import { parseDescriptor, resolveGrants } from "../capabilities/grants.ts";
+import { bigBlock } from "./helpers/big-block.ts";
+
+test("a submitted block's sliced work is charged to the submitting module's host CPU share", async (t) => {
+  const chain = await EmbeddedChain.create({ matureBlocks: 1 });
+  t.teardown(() => chain.close());
+  const bytes = await bigBlock(chain, { count: 5_000, witnessBytes: 0 });
+  const grants = ["submit_block"];
+  const { effective } = resolveGrants(grants.map((d) => parseDescriptor(d)), grants.map((d) => parseDescriptor(d)), []);
+  const [hostEnd, peer] = duplexPair();
+  const session = new HostSession(new FrameChannel(hostEnd, HOST_SIDE), {
+    module: "submitter", grants: effective, hub: new ApiHub(), bus: new EventBus(), logger: new Logger({ level: "error", write: () => {} }),
+    call: { module: "submitter", chain, store: undefined, config: {}, dataDir: "/data/submitter" },
+    handshakeTimeoutMs: 60_000,
+  });
+  t.teardown(() => {
+    session.close();
+    peer.destroy();
+  });
+  const received: Array<Record<string, unknown>> = [];
+  const decoder = new FrameDecoder();
+  peer.on("data", (chunk: Buffer) => {
+    for (const body of decoder.push(chunk)) received.push(decodeBody(body) as Record<string, unknown>);
+  });
+  const send = (msg: Record<string, unknown>) => {
+    const body = encodeBody(msg);
+    const frame = Buffer.alloc(4 + body.length);
+    frame.writeUInt32BE(body.length, 0);
+    frame.set(body, 4);
+    peer.write(frame);
+  };
+  send({ t: "hello", protocol: [1, 1], module: "submitter", version: "1.0.0", sdk: "test" });
+  send({ t: "request", id: 1, method: "submit_block", params: { hex: bytes } });
+  const deadline = Date.now() + 120_000;
+  while (!received.some((m) => m.t === "response" && m.id === 1) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  const answer = received.find((m) => m.t === "response" && m.id === 1);
+  t.truthy(answer, "submit_block answered");
+  t.is((answer as { error?: unknown }).error, undefined, JSON.stringify(answer).slice(0, 300));
+  t.true(session.flowStats.slicedMs > 0, `sliced work charged: ${session.flowStats.slicedMs} ms`);
+  t.true(session.flowStats.cpuMs >= session.flowStats.slicedMs, "and counted in the module's host CPU time");
+});
+
+test("sliced work outside any module's request (the host's own) is charged to no one", async (t) => {
+  const charged: number[] = [];
+  const inside = new Slicer(0);
+  await sliceAccount.run((ms) => charged.push(ms), async () => {
+    await inside.pause();
+    await inside.pause();
+  });
+  t.is(charged.length, 2, "each slice that ended with a turn, inside a request");
+  await new Slicer(0).pause();
+  t.is(charged.length, 2, "nothing charged from outside");
+});
