@@ -75,7 +75,7 @@ async function restartsAll(t: ExecutionContext, h: TestHost, names: string[]): P
   t.pass();
 }
 
-test("native modules flooding refused frames they never read, the tiniest frames that are not requests, and empty lines on stdout and stderr: refusals wait for the module's share, small frames and output lines are charged to host_cpu_ms_per_s, host memory stays flat, the canary keeps up", async (t) => {
+test.serial("native modules flooding refused frames they never read, the tiniest frames that are not requests, and empty lines on stdout and stderr: refusals wait for the module's share, small frames and output lines are charged to host_cpu_ms_per_s, host memory stays flat, the canary keeps up", async (t) => {
   t.timeout(180_000);
   const dir = await tempDir(t);
   const modulesDir = await buildModulesDir(dir, ["good"]);
@@ -113,7 +113,7 @@ test("native modules flooding refused frames they never read, the tiniest frames
   await restartsAll(t, h, ["p-refuse", "p-tiny", "p-lines"]);
 });
 
-test("60 KiB events published as fast as allowed to subscribers that never take them (native and TypeScript, publishers of both runtimes): each queue stays within event_queue_bytes, drops are counted, host memory stays bounded, the canary keeps up", async (t) => {
+test.serial("60 KiB events published as fast as allowed to subscribers that never take them (native and TypeScript, publishers of both runtimes): each queue stays within event_queue_bytes, drops are counted, host memory stays bounded, the canary keeps up", async (t) => {
   t.timeout(300_000);
   const dir = await tempDir(t);
   const pad = "p".repeat(60 * 1024);
@@ -181,7 +181,7 @@ test("event queue bytes: past queueBytes the oldest queued events are dropped an
   t.is(sub.pendingBytes, 0);
 });
 
-test("text a module controls cannot drive the operator's terminal or forge a row in `modhost list`, `info` and `health` (a native module's goodbye, a TypeScript module's start error, manifest description and RPC description); a 900 KiB goodbye reason is cut", async (t) => {
+test.serial("text a module controls cannot drive the operator's terminal or forge a row in `modhost list`, `info` and `health` (a native module's goodbye, a TypeScript module's start error, manifest description and RPC description); a 900 KiB goodbye reason is cut", async (t) => {
   t.timeout(120_000);
   const dir = await tempDir(t);
   const evil = "\\r\\u001b[2J\\u001b]52;c;ZXZpbA==\\u0007good  running\\n\\u202eforged";
