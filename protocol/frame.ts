@@ -26,9 +26,14 @@ export function encodeFrame(body: Uint8Array): Buffer {
  * arrival would cost time quadratic in the frame size: seconds of the host's event loop for
  * one 16 MiB frame).
  */
+/** Parts of a frame still arriving that are merged into one (see FrameDecoder.push). */
+const COMPACT_PARTS = 1024;
+
 export class FrameDecoder {
   private pending: Buffer[] = [];
   private pendingBytes = 0;
+  /** pending[0 .. compacted) are already compacted parts (see push). */
+  private compacted = 0;
   /** Bytes needed before the buffered data can yield anything (a header, or a whole frame). */
   private needed = 4;
 
@@ -51,10 +56,21 @@ export class FrameDecoder {
     } else {
       this.pending.push(chunk);
       this.pendingBytes += chunk.length;
-      if (this.pendingBytes < this.needed) return [];
+      if (this.pendingBytes < this.needed) {
+        // A frame trickled in a byte per read would hold one Buffer object (~100 bytes) per byte
+        // received: every COMPACT_PARTS parts, those since the last compaction become one, so
+        // each byte is copied once more at most and the list holds ~1/1000 of the reads.
+        if (this.pending.length - this.compacted >= COMPACT_PARTS) {
+          const tail = this.pending.splice(this.compacted);
+          this.pending.push(Buffer.concat(tail));
+          this.compacted = this.pending.length;
+        }
+        return [];
+      }
       buf = Buffer.concat(this.pending, this.pendingBytes);
       this.pending = [];
       this.pendingBytes = 0;
+      this.compacted = 0;
     }
     const out: Buffer[] = [];
     let off = 0;

@@ -18,6 +18,7 @@ import { inlineModule } from "./helpers/modules.ts";
 import { call } from "./helpers/rpc.ts";
 import { DEFAULT_LIMITS } from "../host/config.ts";
 import { EventBus, type BusEvent } from "../host/events/bus.ts";
+import { FrameDecoder } from "../protocol/frame.ts";
 import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
 
@@ -74,7 +75,7 @@ async function restartsAll(t: ExecutionContext, h: TestHost, names: string[]): P
   t.pass();
 }
 
-test("native modules flooding refused frames they never read, the tiniest frames that are not requests, and empty lines on stdout and stderr: refusals wait for the module's share, small frames and output lines are charged to host_cpu_ms_per_s, host memory stays flat, the canary keeps up", async (t) => {
+test.serial("native modules flooding refused frames they never read, the tiniest frames that are not requests, and empty lines on stdout and stderr: refusals wait for the module's share, small frames and output lines are charged to host_cpu_ms_per_s, host memory stays flat, the canary keeps up", async (t) => {
   t.timeout(180_000);
   const dir = await tempDir(t);
   const modulesDir = await buildModulesDir(dir, ["good"]);
@@ -112,7 +113,7 @@ test("native modules flooding refused frames they never read, the tiniest frames
   await restartsAll(t, h, ["p-refuse", "p-tiny", "p-lines"]);
 });
 
-test("60 KiB events published as fast as allowed to subscribers that never take them (native and TypeScript, publishers of both runtimes): each queue stays within event_queue_bytes, drops are counted, host memory stays bounded, the canary keeps up", async (t) => {
+test.serial("60 KiB events published as fast as allowed to subscribers that never take them (native and TypeScript, publishers of both runtimes): each queue stays within event_queue_bytes, drops are counted, host memory stays bounded, the canary keeps up", async (t) => {
   t.timeout(300_000);
   const dir = await tempDir(t);
   const pad = "p".repeat(60 * 1024);
@@ -180,7 +181,7 @@ test("event queue bytes: past queueBytes the oldest queued events are dropped an
   t.is(sub.pendingBytes, 0);
 });
 
-test("text a module controls cannot drive the operator's terminal or forge a row in `modhost list`, `info` and `health` (a native module's goodbye, a TypeScript module's start error, manifest description and RPC description); a 900 KiB goodbye reason is cut", async (t) => {
+test.serial("text a module controls cannot drive the operator's terminal or forge a row in `modhost list`, `info` and `health` (a native module's goodbye, a TypeScript module's start error, manifest description and RPC description); a 900 KiB goodbye reason is cut", async (t) => {
   t.timeout(120_000);
   const dir = await tempDir(t);
   const evil = "\\r\\u001b[2J\\u001b]52;c;ZXZpbA==\\u0007good  running\\n\\u202eforged";
@@ -233,4 +234,20 @@ test("text a module controls cannot drive the operator's terminal or forge a row
   // Each forged row stays indented under its own module: no line but the real ones starts a row.
   const rows = outputs.list!.split("\n").filter((l) => /^\S/.test(l)).map((l) => l.split(/\s+/)[0]);
   t.deepEqual(rows.sort(), ["MODULE", "good", "n-term", "ts-term", "ts-term-start"].sort());
+});
+
+test("a frame trickled in one byte per read is held as merged parts, not one Buffer per byte: 500,000 bytes of a 16 MiB frame cost the host a few MB, not ~60", (t) => {
+  const decoder = new FrameDecoder();
+  const head = Buffer.alloc(4);
+  head.writeUInt32BE(16 * 1024 * 1024);
+  t.deepEqual(decoder.push(head), []);
+  gc();
+  const before = process.memoryUsage();
+  for (let i = 0; i < 500_000; i++) decoder.push(Buffer.from([0xc0]));
+  gc();
+  const after = process.memoryUsage();
+  const grew = after.heapUsed + after.external - before.heapUsed - before.external;
+  t.is(decoder.buffered, 500_004);
+  // One Buffer per read (before the fix): ~60 MB here, ~2 GB for the whole frame, per module.
+  t.true(grew < 16 * MB, `holding 500,000 one-byte reads grew the heap and buffers by ${(grew / MB).toFixed(1)} MB`);
 });
