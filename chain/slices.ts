@@ -13,8 +13,9 @@ import { performance } from "node:perf_hooks";
  * `sliceAccount.run(charge, ...)`; every slice, when it ends with a turn of the loop, is
  * charged to that module's host CPU share (host_cpu_ms_per_s), so that work which outlives the
  * request's synchronous part (a submitted block read and connected in slices) still counts. The
- * last, partial slice of a job is not charged (at most SLICE_MS); work outside any request
- * (the host's own mining) has no account.
+ * last, partial slice of a job is not charged, and a first slice run inside the request's
+ * synchronous part is charged twice (at most SLICE_MS each way); work outside any request (the
+ * host's own mining) has no account.
  */
 export const sliceAccount = new AsyncLocalStorage<(ms: number) => void>();
 

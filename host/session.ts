@@ -544,14 +544,14 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
     this.pump();
   }
 
-  /** Host CPU time spent for this module (ms), drained at host_cpu_ms_per_s. */
-  /** A slice of this module's request's work that ran after the request's first turn (chain/slices.ts). */
+  /** A slice of work one of this module's requests started (chain/slices.ts sliceAccount). */
   private readonly chargeSlice = (ms: number): void => {
     if (this.state === "closed") return;
     this.charge(ms);
     this.flowStats.slicedMs += ms;
   };
 
+  /** Host CPU time spent for this module (ms), drained at host_cpu_ms_per_s. */
   private charge(ms: number): void {
     if (this.channel.handlingInput) this.chargedInChunk += ms;
     this.cpuDebt += ms;

@@ -18,17 +18,18 @@ export function encodeFrame(body: Uint8Array): Buffer {
   return frame;
 }
 
+/** Parts of a frame still arriving that are merged into one (see FrameDecoder.push). */
+const COMPACT_PARTS = 1024;
+
 /**
  * Incremental decoder. Feed it chunks as they arrive; it returns whole bodies. It copies only
  * when a frame spans chunks, so the common case (many small frames per chunk) allocates
  * nothing but the returned views. A large frame arriving in many chunks is gathered without
  * copying until all of it is there, then copied once (joining the buffered chunks on every
  * arrival would cost time quadratic in the frame size: seconds of the host's event loop for
- * one 16 MiB frame).
+ * one 16 MiB frame), and a frame trickled a few bytes per read has its parts merged every
+ * COMPACT_PARTS reads (each of its bytes copied once more).
  */
-/** Parts of a frame still arriving that are merged into one (see FrameDecoder.push). */
-const COMPACT_PARTS = 1024;
-
 export class FrameDecoder {
   private pending: Buffer[] = [];
   private pendingBytes = 0;
