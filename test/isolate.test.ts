@@ -333,7 +333,14 @@ test("a module logging 100 000 lines fast is rate-limited with a dropped count; 
     const other = mine.filter((r) => r.message === "flood done" || r.message.startsWith("after the flood: ")).length;
     return { flood, summaries: dropped.length, total: flood + other + droppedTotal };
   };
-  await h.waitFor(() => count().total === 100_003, 10_000, "every line to be logged or counted as dropped");
+  // On failure, say what was counted and whether the module was started more than once.
+  const counted = () => {
+    const c = count();
+    const loads = eventsOf(h, "ModuleLoaded", "log-flood").length;
+    const crashes = eventsOf(h, "ModuleCrashed", "log-flood").length;
+    return `every line to be logged or counted as dropped (100003): counted ${c.total}, of which ${c.flood} flood lines and ${c.summaries} summaries; ${loads} ModuleLoaded, ${crashes} ModuleCrashed; state ${h.mustStatus("log-flood").state}`;
+  };
+  await h.waitFor(() => count().total === 100_003, 10_000, counted);
   const { flood, summaries } = count();
   t.true(summaries >= 1, "a dropped line");
   t.true(flood < 20_000, `${flood} of 100000 lines reached the log`);
