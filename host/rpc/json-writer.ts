@@ -43,14 +43,8 @@ interface Frame {
  * than `maxBytes` were written. Gives the event loop back between slices of SLICE_MS.
  */
 export async function jsonChunks(value: unknown, maxBytes: number, yieldLoop: () => Promise<void> = defaultYield): Promise<Buffer[]> {
-  if (smallPlain(value)) {
-    // Most answers (every host method's, most modules'): JSON.stringify is several times faster
-    // than the walk below and, on at most SMALL_VALUES values and SMALL_CHARS characters, holds
-    // the loop for microseconds.
-    const b = Buffer.from(JSON.stringify(value) ?? "null");
-    if (b.length > maxBytes) throw new JsonTooLargeError(maxBytes);
-    return [b];
-  }
+  const small = smallJson(value, maxBytes);
+  if (small !== undefined) return [Buffer.from(small.text)];
   const out: Buffer[] = [];
   let bytes = 0;
   let pending: string[] = [];
@@ -163,6 +157,21 @@ export async function jsonChunks(value: unknown, maxBytes: number, yieldLoop: ()
   }
   flush();
   return out;
+}
+
+/**
+ * Most answers (every host method's, most modules'): when `value` is small and plain
+ * (smallPlain), its JSON text and UTF-8 length, else undefined. JSON.stringify is several times
+ * faster than jsonChunks's walk and, on at most SMALL_VALUES values and SMALL_CHARS characters,
+ * holds the loop for microseconds. A caller that writes the text as a string lets node:http send
+ * head and body in one write (a Buffer body goes out as a second buffer of a writev).
+ */
+export function smallJson(value: unknown, maxBytes: number): { text: string; bytes: number } | undefined {
+  if (!smallPlain(value)) return undefined;
+  const text = JSON.stringify(value) ?? "null";
+  const bytes = Buffer.byteLength(text);
+  if (bytes > maxBytes) throw new JsonTooLargeError(maxBytes);
+  return { text, bytes };
 }
 
 /** Values and string characters under which an answer is written by JSON.stringify in one piece. */

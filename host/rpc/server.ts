@@ -28,7 +28,7 @@ import { readFileSync } from "node:fs";
 import http, { type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo, Socket } from "node:net";
 import type { RpcAuth } from "./auth.ts";
-import { jsonBytesAtLeast, jsonChunks, JsonTooLargeError } from "./json-writer.ts";
+import { jsonBytesAtLeast, jsonChunks, JsonTooLargeError, smallJson } from "./json-writer.ts";
 import type { SourceLogger } from "../log.ts";
 
 export const RPC_ERRORS = {
@@ -322,9 +322,10 @@ export class RpcServer {
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     this.stats.requests++;
-    const url = new URL(req.url ?? "/", "http://localhost");
-    const isMetrics = url.pathname === "/metrics";
-    if (!isMetrics && url.pathname !== "/") {
+    // Nearly every request is a POST to "/": no URL object for it.
+    const pathname = req.url === "/" ? "/" : new URL(req.url ?? "/", "http://localhost").pathname;
+    const isMetrics = pathname === "/metrics";
+    if (!isMetrics && pathname !== "/") {
       sendText(res, 404, "not found: POST JSON-RPC to / or GET /metrics\n");
       return;
     }
@@ -389,6 +390,21 @@ export class RpcServer {
    */
   private async sendAnswers(res: ServerResponse, answers: JsonRpcResponse[], batch: boolean): Promise<void> {
     const limit = this.limits.max_response_bytes;
+    if (!batch && answers.length === 1) {
+      let small: { text: string; bytes: number } | undefined;
+      try {
+        small = smallJson(answers[0], limit);
+      } catch (err) {
+        if (!(err instanceof JsonTooLargeError)) throw err;
+      }
+      if (small !== undefined) {
+        if (res.destroyed) return;
+        // A string body: node:http sends it with the head in one write.
+        res.writeHead(200, { "Content-Type": "application/json", "Content-Length": small.bytes });
+        res.end(small.text);
+        return;
+      }
+    }
     const parts: Buffer[] = [];
     let size = batch ? 2 : 0;
     for (const a of answers) {
