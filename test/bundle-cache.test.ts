@@ -141,3 +141,14 @@ test("cache: null compiles every time", async (t) => {
   t.is(a.code, b.code);
   t.not(a.sources, b.sources);
 });
+
+test("two compiles of copies at the same time (both miss) keep one entry", async (t) => {
+  const files = { "index.ts": INDEX, "lib.ts": 'export const word = "twins";\n' };
+  const one = await moduleDir(t, { ...files, "module.toml": 'name = "one"\n' });
+  const two = await moduleDir(t, { ...files, "module.toml": 'name = "two"\n' });
+  const cache = new BundleCache();
+  const [a, b] = await Promise.all([compileModule(one, "index.ts", { cache }), compileModule(two, "index.ts", { cache })]);
+  t.is(a.code, b.code);
+  t.is(cache.stats.misses, 2);
+  t.is(cache.count(), 1);
+});

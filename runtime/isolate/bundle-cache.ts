@@ -112,6 +112,8 @@ export class BundleCache {
     const size = bundle.code.length * 2;
     if (size > MAX_CACHED_BUNDLE_BYTES) return;
     const list = this.entries.get(key) ?? [];
+    // Two starts of copies of one module that compiled at the same time: keep one.
+    if (list.some((e) => e.sha256 === bundle.sha256 && sameSources(e.sources, bundle.sources))) return;
     list.push({ ...bundle, files: [...bundle.files], sources: bundle.sources.map((s) => ({ ...s })) });
     this.bytes += size;
     while (list.length > MAX_PER_KEY) this.bytes -= list.shift()!.code.length * 2;
@@ -156,6 +158,10 @@ export class BundleCache {
 
 /** The process's bundle cache (compile.ts uses it unless told otherwise). */
 export const bundleCache = new BundleCache();
+
+function sameSources(a: HashedFile[], b: HashedFile[]): boolean {
+  return a.length === b.length && a.every((f, i) => f.path === b[i]!.path && f.sha256 === b[i]!.sha256);
+}
 
 /** Read each source again: their fresh hashes if all are unchanged, undefined otherwise. */
 async function rehash(root: string, sources: HashedFile[]): Promise<HashedFile[] | undefined> {
