@@ -25,19 +25,20 @@
 
 import path from "node:path";
 import { createHash } from "node:crypto";
+import type { Dirent } from "node:fs";
 import { lstat, readdir, readFile, readlink } from "node:fs/promises";
 import { hashFile, sha256Hex, type HashedFile } from "./hashing.ts";
 
 /** Bundles kept at most (least recently used dropped first). */
-export const MAX_CACHED_BUNDLES = 64;
+const MAX_CACHED_BUNDLES = 64;
 /** Bytes of bundles (UTF-16 length of the code, x2) kept at most. */
-export const MAX_CACHED_BYTES = 64 * 1024 * 1024;
+const MAX_CACHED_BYTES = 64 * 1024 * 1024;
 /** A bundle larger than this is not cached. */
-export const MAX_CACHED_BUNDLE_BYTES = 8 * 1024 * 1024;
+const MAX_CACHED_BUNDLE_BYTES = 8 * 1024 * 1024;
 /** A module directory with more entries than this is not cached (walking it is the price of a lookup). */
 export const MAX_TREE_ENTRIES = 2000;
 /** Nor one deeper than this. */
-export const MAX_TREE_DEPTH = 16;
+const MAX_TREE_DEPTH = 16;
 /** Entries per key (copies of one listing with different sources). */
 const MAX_PER_KEY = 4;
 
@@ -189,7 +190,7 @@ async function treeListing(root: string): Promise<string[] | undefined> {
   const out: string[] = [];
   const walk = async (dir: string, rel: string, depth: number): Promise<boolean> => {
     if (depth > MAX_TREE_DEPTH) return false;
-    let names;
+    let names: Dirent[];
     try {
       names = await readdir(dir, { withFileTypes: true });
     } catch {
