@@ -86,7 +86,9 @@ export async function compileModule(moduleDir: string, entryPoint: string, optio
     if (hit) return { code: hit.code, sha256: hit.sha256, files: hit.files, sources: hit.sources };
   }
   const compiled = await build(root, entry);
-  if (cache && key) cache.put(key, compiled);
+  // Kept only if the directory listing did not change while esbuild ran: the bundle must be
+  // what that listing resolves to.
+  if (cache && key && (await cache.keyFor(root, entry, [esbuild.version, BUILD_OPTIONS])) === key) cache.put(key, compiled);
   return compiled;
 }
 
