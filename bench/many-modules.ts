@@ -8,13 +8,21 @@
 // (bench/fixtures/native-ready.ts, bundled). With an odd count the extra one is TypeScript.
 // Bounded: ROUNDS rounds (sizes interleaved in each), every start has start_timeout_ms 120 s.
 // MODHOST_BENCH_MANY_ROUNDS overrides the round count; MODHOST_BENCH_MANY_SIZES the sizes
-// ("1,10,50").
+// ("1,10,50"); MODHOST_BENCH_MANY_CONCURRENCY sets [modules] start_concurrency (default 0, the
+// host's default).
+//
+// CPU: each size also reports the CPU time used until all modules ran, per module: the host's
+// own (process.cpuUsage) and, where cgroup v1's cpuacct controller is writable (root), that of
+// the whole process tree (the host, esbuild, every sandbox launcher and module process: the bench
+// process runs in a cpuacct cgroup of its own, which children inherit; modhost moves modules
+// into memory, pids and cpu cgroups only). CPU-seconds divided by the CPUs is the least time a
+// start of that many modules can take on this machine.
 
-import { chmod, mkdir } from "node:fs/promises";
+import { chmod, mkdir, readFile, rmdir, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
-import { ModuleManager } from "../host/manager.ts";
+import { defaultConcurrency, ModuleManager } from "../host/manager.ts";
 import { EventBus } from "../host/events/bus.ts";
 import { EmbeddedChain } from "../chain/embedded.ts";
 import { atCleanup, benchConfigFor, captureLogger, dumpLog, makeTempDir, removeTempDir, type BenchModuleOptions, type Benchmark, type Row } from "./common.ts";
@@ -24,6 +32,43 @@ import { summarise } from "./stats.ts";
 const ROUNDS = Number(process.env.MODHOST_BENCH_MANY_ROUNDS ?? 2);
 const SIZES = (process.env.MODHOST_BENCH_MANY_SIZES ?? "1,10,50").split(",").map(Number).filter((n) => n > 0);
 const LARGEST = Math.max(...SIZES);
+const CONCURRENCY = Number(process.env.MODHOST_BENCH_MANY_CONCURRENCY ?? 0);
+
+/** CPU time used: the host's own, and the whole tree's where cpuacct is available (ms). */
+interface Cpu {
+  host: number;
+  tree?: number;
+}
+
+/** The whole process tree's CPU time, through a cgroup v1 cpuacct group of its own (root only). */
+class TreeCpu {
+  private constructor(private readonly dir: string) {}
+
+  static async open(): Promise<TreeCpu | undefined> {
+    const dir = `/sys/fs/cgroup/cpuacct/modhost-bench-${process.pid}`;
+    try {
+      await mkdir(dir);
+      await writeFile(path.join(dir, "cgroup.procs"), String(process.pid));
+      return new TreeCpu(dir);
+    } catch {
+      await rmdir(dir).catch(() => undefined);
+      return undefined;
+    }
+  }
+
+  async ms(): Promise<number> {
+    return Number(await readFile(path.join(this.dir, "cpuacct.usage"), "utf8")) / 1e6;
+  }
+
+  async close(): Promise<void> {
+    await writeFile("/sys/fs/cgroup/cpuacct/cgroup.procs", String(process.pid)).catch(() => undefined);
+    // Children that are still exiting keep it busy for a moment.
+    for (let i = 0; i < 50; i++) {
+      if (await rmdir(this.dir).then(() => true, () => false)) return;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+}
 
 function names(n: number): { ts: string[]; native: string[] } {
   const nNative = Math.floor(n / 2);
@@ -47,10 +92,20 @@ export const manyModules: Benchmark = {
       for (const name of all.native) await writeNativeModule(modulesDir, name, "native-ready.ts");
       await chmod(modulesDir, 0o755);
       const samples = new Map<number, number[]>(SIZES.map((n) => [n, []]));
-      // One unmeasured start first (esbuild's service, the isolate host script, the uid table).
-      await startAllOf(tmp, chain, modulesDir, 1, -1);
-      for (let r = 0; r < ROUNDS; r++) {
-        for (const n of SIZES) samples.get(n)!.push(await startAllOf(tmp, chain, modulesDir, n, r));
+      const cpu = new Map<number, Cpu[]>(SIZES.map((n) => [n, []]));
+      const tree = await TreeCpu.open();
+      try {
+        // One unmeasured start first (esbuild's service, the isolate host script, the uid table).
+        await startAllOf(tmp, chain, modulesDir, 1, -1, tree);
+        for (let r = 0; r < ROUNDS; r++) {
+          for (const n of SIZES) {
+            const m = await startAllOf(tmp, chain, modulesDir, n, r, tree);
+            samples.get(n)!.push(m.ms);
+            cpu.get(n)!.push(m.cpu);
+          }
+        }
+      } finally {
+        await tree?.close();
       }
       const one = `1 module to ready`;
       const rows: Row[] = SIZES.map((n) => ({
@@ -59,8 +114,10 @@ export const manyModules: Benchmark = {
         unit: "ms",
         stats: summarise(samples.get(n)!),
         ...(n === 1 ? {} : { vs: one }),
+        note: cpuNote(n, cpu.get(n)!),
       }));
-      rows[0]!.note = `${ROUNDS} rounds, sizes interleaved; start_concurrency 0 (= ${os.availableParallelism()} CPUs); goal: 50 modules <= 5x one`;
+      const conc = CONCURRENCY > 0 ? String(CONCURRENCY) : `0 (the host's default: ${defaultConcurrency()} on ${os.availableParallelism()} CPUs)`;
+      rows[0]!.note = `${ROUNDS} rounds, sizes interleaved; start_concurrency ${conc}; goal: 50 modules <= 5x one; ${rows[0]!.note}`;
       if (!SIZES.includes(1)) for (const r of rows) delete r.vs;
       return rows;
     } finally {
@@ -70,28 +127,45 @@ export const manyModules: Benchmark = {
   },
 };
 
+/** "CPU per module: host X ms, whole tree Y ms (Z CPU-s in all: at least W s on N CPUs)", medians. */
+function cpuNote(n: number, samples: Cpu[]): string {
+  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+  const host = median(samples.map((c) => c.host));
+  const trees = samples.flatMap((c) => (c.tree === undefined ? [] : [c.tree]));
+  const cpus = os.availableParallelism();
+  if (trees.length === 0) return `CPU until all ran: the host's own ${(host / n).toFixed(0)} ms per module (no cpuacct cgroup here for the whole tree)`;
+  const tree = median(trees);
+  return `CPU until all ran, per module: the host ${(host / n).toFixed(0)} ms, the whole process tree ${(tree / n).toFixed(0)} ms (${(tree / 1000).toFixed(2)} CPU-s in all: at least ${(tree / 1000 / cpus).toFixed(2)} s on ${cpus} CPUs)`;
+}
+
 /** A fresh manager with the first `n` modules enabled: prepare() + startAll() until all run; then shut down. */
-async function startAllOf(tmp: string, chain: EmbeddedChain, modulesDir: string, n: number, round: number): Promise<number> {
+async function startAllOf(tmp: string, chain: EmbeddedChain, modulesDir: string, n: number, round: number, tree: TreeCpu | undefined): Promise<{ ms: number; cpu: Cpu }> {
   const { ts, native } = names(n);
   const enabled = [...ts, ...native];
   const dir = path.join(tmp, `run-${n}-${round}`);
   await mkdir(dir, { recursive: true, mode: 0o711 });
   const { logger, records } = captureLogger();
   const opts: BenchModuleOptions = { limits: { start_timeout_ms: 120_000 } };
-  const manager = new ModuleManager({ config: benchConfigFor(dir, Object.fromEntries(enabled.map((m) => [m, opts])), modulesDir), chain, bus: new EventBus(), logger });
+  const config = benchConfigFor(dir, Object.fromEntries(enabled.map((m) => [m, opts])), modulesDir);
+  config.modules.start_concurrency = CONCURRENCY;
+  const manager = new ModuleManager({ config, chain, bus: new EventBus(), logger });
   const forget = atCleanup(() => {
     for (const m of enabled) manager.processOf(m)?.kill();
   });
   try {
+    const tree0 = await tree?.ms();
+    const cpu0 = process.cpuUsage();
     const t0 = performance.now();
     await manager.prepare();
     await manager.startAll();
     const ms = performance.now() - t0;
+    const used = process.cpuUsage(cpu0);
+    const tree1 = await tree?.ms();
     const notRunning = manager.status().filter((s) => enabled.includes(s.name) && s.state !== "running");
     if (notRunning.length > 0) {
       throw new Error(`${notRunning.length} of ${n} modules did not start: ${notRunning.slice(0, 3).map((s) => `${s.name}: ${s.problem ?? s.state}`).join("; ")}\n${dumpLog(records)}`);
     }
-    return ms;
+    return { ms, cpu: { host: (used.user + used.system) / 1000, ...(tree0 !== undefined && tree1 !== undefined ? { tree: tree1 - tree0 } : {}) } };
   } finally {
     await manager.shutdown().catch(() => {});
     forget();

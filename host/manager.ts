@@ -41,6 +41,11 @@ import { changedSections, dependencyLevels, discoverModules, newRecord, preverif
 
 export { changedSections, type Discovery, type ModuleStatus };
 
+/** [modules] start_concurrency = 0: how many modules boot at once, from the CPU count. */
+export function defaultConcurrency(): number {
+  return Math.max(1, os.availableParallelism());
+}
+
 export interface ManagerOptions extends SupervisorOptions {
   /** Grant every module what it requests (modhost dev). The host logs a warning. */
   grantAll?: boolean;
@@ -182,10 +187,10 @@ export class ModuleManager {
     return newRecord(this.opts.config, this.opts.grantAll === true, manifest, previous);
   }
 
-  /** How many modules start at once ([modules] start_concurrency; 0 = the CPU count). */
+  /** How many modules start at once ([modules] start_concurrency; 0 = defaultConcurrency()). */
   private get concurrency(): number {
     const n = this.opts.config.modules.start_concurrency;
-    return n > 0 ? n : Math.max(1, os.availableParallelism());
+    return n > 0 ? n : defaultConcurrency();
   }
 
   /**

@@ -9,6 +9,7 @@
 // test/isolate-sandbox.test.ts does.
 
 import test, { type ExecutionContext } from "ava";
+import { existsSync } from "node:fs";
 import { readdir, readFile } from "node:fs/promises";
 import path from "node:path";
 import { IsolatePool } from "../runtime/isolate/pool.ts";
@@ -135,9 +136,17 @@ test("a pool process that dies while it waits is replaced", async (t) => {
   t.false(idle.cmdline.includes("--bundle"), "no bundle bound or named");
   t.false(idle.environ.some((e) => /^MODULE_|^DATA_DIR=/.test(e)), `no module environment: ${idle.environ.join(" ")}`);
   t.regex(idle.cgroup, /isolate-pool-\d+/, "it waits in a cgroup of its own");
+  // Its pool cgroup's directories (v1: /sys/fs/cgroup/<controller>/<path>), removed once it is handed over.
+  const poolDirs = idle.cgroup.split("\n").flatMap((line) => {
+    const m = /^\d+:([^:]*):(\/.*isolate-pool-\d+)$/.exec(line);
+    return m ? [path.join("/sys/fs/cgroup", m[1] || "", m[2]!)] : [];
+  }).filter((d) => existsSync(d));
+  t.true(poolDirs.length > 0, `the pool cgroup's directories are found: ${idle.cgroup}`);
 
   await h.manager.reload("pool-c1");
   const warm1 = await confinement(h.mustStatus("pool-c1").pid!);
+  for (let i = 0; i < 100 && poolDirs.some((d) => existsSync(d)); i++) await new Promise((r) => setTimeout(r, 50));
+  t.deepEqual(poolDirs.filter((d) => existsSync(d)), [], "the emptied pool cgroup is removed after the hand-over");
   await poolWaiting(h);
   await h.manager.reload("pool-c2");
   const warm2 = await confinement(h.mustStatus("pool-c2").pid!);

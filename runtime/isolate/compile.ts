@@ -10,6 +10,7 @@ import { readFile, realpath } from "node:fs/promises";
 import { builtinModules } from "node:module";
 import * as esbuild from "esbuild";
 import { hashFile, type HashedFile } from "./hashing.ts";
+import { bundleCache, type BundleCache } from "./bundle-cache.ts";
 
 export interface CompiledModule {
   /** The script that runs in the isolate (an IIFE assigning the module's exports to a global). */
@@ -38,9 +39,60 @@ const EXPORTS_GLOBAL = "__modhost_exports";
 
 const BUILTINS = new Set(builtinModules);
 
-export async function compileModule(moduleDir: string, entryPoint: string): Promise<CompiledModule> {
+/**
+ * esbuild's options for a module bundle, but the entry point, the directory and the plugins.
+ * Part of the bundle cache's key (bundle-cache.ts), with esbuild's version.
+ */
+const BUILD_OPTIONS = {
+  bundle: true,
+  write: false,
+  metafile: true,
+  format: "iife",
+  globalName: EXPORTS_GLOBAL,
+  platform: "neutral",
+  target: "es2022",
+  logLevel: "silent",
+  // Inline, with the sources: stack traces are mapped back to the author's files
+  // (./sourcemap.ts) and the inspector shows them. Paths in it are relative to the module
+  // directory (absWorkingDir), never the host's. The isolate host strips the comment before
+  // running the bundle unless the inspector is on.
+  sourcemap: "inline",
+  sourcesContent: true,
+  legalComments: "none",
+  // A fixed TypeScript configuration instead of whatever tsconfig.json happens to sit in a
+  // parent directory of the module: the same module compiles to the same bundle (and
+  // sha256) wherever it is installed. ES modules are strict code, so the bundle is too
+  // (without this, esbuild's iife is sloppy unless a parent tsconfig says "strict").
+  tsconfigRaw: { compilerOptions: { strict: true, alwaysStrict: true } },
+} as const satisfies esbuild.BuildOptions;
+
+export interface CompileOptions {
+  /** Where bundles are kept between compiles (default: the process's, bundle-cache.ts); null: none. */
+  cache?: BundleCache | null;
+}
+
+/**
+ * Bundle the module in `moduleDir` from `entryPoint`. A bundle built before from the same
+ * sources, under the same directory listing, is taken from the cache (bundle-cache.ts says
+ * why that is exactly what esbuild would build now); its sources are read and hashed again.
+ */
+export async function compileModule(moduleDir: string, entryPoint: string, options: CompileOptions = {}): Promise<CompiledModule> {
   const root = await realpath(moduleDir);
   const entry = path.resolve(root, entryPoint);
+  const cache = options.cache === undefined ? bundleCache : options.cache;
+  const key = cache ? await cache.keyFor(root, entry, [esbuild.version, BUILD_OPTIONS]) : undefined;
+  if (cache && key) {
+    const hit = await cache.get(key, root);
+    if (hit) return { code: hit.code, sha256: hit.sha256, files: hit.files, sources: hit.sources };
+  }
+  const compiled = await build(root, entry);
+  // Kept only if the directory listing did not change while esbuild ran: the bundle must be
+  // what that listing resolves to.
+  if (cache && key && (await cache.keyFor(root, entry, [esbuild.version, BUILD_OPTIONS])) === key) cache.put(key, compiled);
+  return compiled;
+}
+
+async function build(root: string, entry: string): Promise<CompiledModule> {
   const refuse: esbuild.Plugin = {
     name: "modhost-imports",
     setup(build) {
@@ -88,29 +140,10 @@ export async function compileModule(moduleDir: string, entryPoint: string): Prom
   let result: esbuild.BuildResult<{ write: false; metafile: true }>;
   try {
     result = await esbuild.build({
+      ...BUILD_OPTIONS,
       entryPoints: [entry],
       absWorkingDir: root,
-      bundle: true,
-      write: false,
-      metafile: true,
-      format: "iife",
-      globalName: EXPORTS_GLOBAL,
-      platform: "neutral",
-      target: "es2022",
-      logLevel: "silent",
       plugins: [refuse, snapshot],
-      // Inline, with the sources: stack traces are mapped back to the author's files
-      // (./sourcemap.ts) and the inspector shows them. Paths in it are relative to the module
-      // directory (absWorkingDir), never the host's. The isolate host strips the comment before
-      // running the bundle unless the inspector is on.
-      sourcemap: "inline",
-      sourcesContent: true,
-      legalComments: "none",
-      // A fixed TypeScript configuration instead of whatever tsconfig.json happens to sit in a
-      // parent directory of the module: the same module compiles to the same bundle (and
-      // sha256) wherever it is installed. ES modules are strict code, so the bundle is too
-      // (without this, esbuild's iife is sloppy unless a parent tsconfig says "strict").
-      tsconfigRaw: { compilerOptions: { strict: true, alwaysStrict: true } },
     });
   } catch (err) {
     const failure = err as esbuild.BuildFailure;

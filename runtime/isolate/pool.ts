@@ -184,10 +184,11 @@ export class IsolatePool {
         const support = (await detectSandbox()).cgroups ?? (await detectCgroups());
         moduleCgroup = await createModuleCgroup(support, manifest.name, isolateHostCgroupLimits(limits));
         await moveProcesses(w.sandboxed.cgroup, moduleCgroup);
-        await w.sandboxed.release(); // empty now: only removes it
       }
       if (w.exited) throw new Error("it exited during the hand-over");
       w.started.channel.send(handoverMessage(manifest, bundleCode, limits));
+      // Its pool cgroup is empty now: removed after the hand-over is on its way, not before.
+      if (moduleCgroup) void w.sandboxed.release().catch((err: Error) => this.opts.log.warn(`could not remove a pool cgroup after a hand-over: ${err.message}`));
     } catch (err) {
       this.opts.log.warn(`could not hand a pooled isolate host to ${manifest.name} (${(err as Error).message}): starting a fresh one`);
       w.started.child.kill("SIGKILL");

@@ -30,7 +30,18 @@ export const SYSTEM_DIRS = ["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64",
 /** Size of the private /tmp (tmpfs is memory: without a cap one module could fill RAM). */
 export const TMP_SIZE_MB = 64;
 
-async function systemDirArgs(): Promise<string[]> {
+/** The system directories' arguments, looked up once per process (the host's own /usr layout does not change under it). */
+let systemDirs: Promise<string[]> | undefined;
+
+function systemDirArgs(): Promise<string[]> {
+  systemDirs ??= lookUpSystemDirs().catch((err) => {
+    systemDirs = undefined;
+    throw err;
+  });
+  return systemDirs;
+}
+
+async function lookUpSystemDirs(): Promise<string[]> {
   const args: string[] = [];
   for (const dir of SYSTEM_DIRS) {
     const st = await lstat(dir).catch(() => undefined);

@@ -10,7 +10,8 @@
 //    close-on-exec; the child's 0-3 are replaced by spawn anyway.
 
 import { createHash, randomBytes } from "node:crypto";
-import { lstat, mkdir, readdir, readFile, rename, stat, writeFile } from "node:fs/promises";
+import { readFileSync } from "node:fs";
+import { lstat, mkdir, readdir, rename, stat, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { seccompProgram } from "./seccomp.ts";
@@ -19,18 +20,31 @@ import type { SandboxTools } from "./detect.ts";
 export const SECCOMP_FD = 4;
 const O_CLOEXEC = 0o2000000;
 
-/** The host's file descriptors (4 and up) that a child would inherit. */
+/**
+ * The host's file descriptors (4 and up) that a child would inherit. Read at every spawn (an
+ * fd may have been opened since); each fdinfo is read synchronously: a host with many modules
+ * holds a few fds per module, and three thread-pool round trips per fd per spawn made the
+ * start of N modules cost O(N^2) hand-overs (~4.5 ms per spawn at 10 modules in a profile).
+ */
 async function inheritableFds(): Promise<number[]> {
   const fds: number[] = [];
   for (const name of await readdir("/proc/self/fd").catch(() => [] as string[])) {
     const fd = Number(name);
     if (!Number.isInteger(fd) || fd < 4) continue;
-    const info = await readFile(`/proc/self/fdinfo/${fd}`, "utf8").catch(() => "");
+    let info = "";
+    try {
+      info = readFileSync(`/proc/self/fdinfo/${fd}`, "utf8");
+    } catch {
+      // closed meanwhile
+    }
     const flags = /^flags:\s*([0-7]+)/m.exec(info)?.[1];
     if (flags !== undefined && (parseInt(flags, 8) & O_CLOEXEC) === 0) fds.push(fd);
   }
   return fds;
 }
+
+/** seccompProgram's output and its hash, by network setting (0: none, 1: network). */
+const programs: Array<{ program: Uint8Array; hash: string } | undefined> = [];
 
 /**
  * The seccomp program for this network setting, as a file named by its hash in a directory
@@ -39,7 +53,13 @@ async function inheritableFds(): Promise<number[]> {
  * or other access (anyone else could otherwise plant a permissive program there).
  */
 export async function seccompFile(network: boolean): Promise<string> {
-  const program = seccompProgram({ network });
+  // The program depends on the network setting only: built once per process for each.
+  let built = programs[network ? 1 : 0];
+  if (!built) {
+    const p = seccompProgram({ network });
+    built = programs[network ? 1 : 0] = { program: p, hash: createHash("sha256").update(p).digest("hex").slice(0, 16) };
+  }
+  const { program } = built;
   const dir = path.join(os.tmpdir(), `modhost-sandbox-${process.getuid?.() ?? "user"}`);
   await mkdir(dir, { mode: 0o700 }).catch((err: NodeJS.ErrnoException) => {
     if (err.code !== "EEXIST") throw err;
@@ -48,7 +68,7 @@ export async function seccompFile(network: boolean): Promise<string> {
   if (!st.isDirectory() || st.uid !== process.getuid?.() || (st.mode & 0o077) !== 0) {
     throw new Error(`${dir} is not a private directory of this user: refusing to keep the seccomp program there`);
   }
-  const file = path.join(dir, `seccomp-${network ? "net" : "nonet"}-${createHash("sha256").update(program).digest("hex").slice(0, 16)}.bpf`);
+  const file = path.join(dir, `seccomp-${network ? "net" : "nonet"}-${built.hash}.bpf`);
   if (!(await stat(file).then((f) => f.size === program.length, () => false))) {
     // Write and rename: a concurrent reader never sees half a program.
     const tmp = `${file}.${randomBytes(6).toString("hex")}`;
