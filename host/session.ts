@@ -158,7 +158,7 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
   /** Requests served and refused, for health and metrics. */
   readonly stats = { requests: 0, errors: 0, denied: 0 };
   /** Times a request had to wait, by the limit that held it; host CPU time spent serving, in ms. */
-  readonly flowStats = { waitedInFlight: 0, waitedRate: 0, waitedCpu: 0, waitedCongested: 0, timedOut: 0, cpuMs: 0, decodeMs: 0, inputMs: 0, slicedMs: 0, outputMs: 0, peakInFlight: 0 };
+  readonly flowStats = { waitedInFlight: 0, waitedRate: 0, waitedCpu: 0, waitedCongested: 0, timedOut: 0, cpuMs: 0, decodeMs: 0, inputMs: 0, slicedMs: 0, outputMs: 0, outputPaused: 0, peakInFlight: 0 };
   private readonly flow: FlowLimits;
   private readonly backlog: WaitingRequest[] = [];
   private readingPaused = false;
@@ -167,6 +167,9 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
   private waitingDrain = false;
   private tokens: number;
   private cpuDebt = 0;
+  /** Host CPU time owed for reading its stdout and stderr (its own bucket, see chargeOutput). */
+  private outputDebt = 0;
+  private outputRefill = performance.now();
   private lastRefill = performance.now();
   /** Host CPU time charged while the current chunk of input is handled (see the "chunk" handler). */
   private chargedInChunk = 0;
@@ -517,23 +520,33 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
   }
 
   /**
-   * Charges the host's time spent on the module's stdout and stderr (runtime/process.ts) to
-   * host_cpu_ms_per_s; returns how long its output should not be read (0: go on).
+   * Charges the host's time spent on the module's stdout and stderr (runtime/process.ts);
+   * returns how long its output should not be read (0: go on).
+   *
+   * Output has its own bucket, of the same size (host_cpu_ms_per_s), separate from the one its
+   * socket is held to: a module flooding its output has only its output paused (its writes to
+   * stdout block, its own loss), and the host goes on reading its socket, so its `ready`, its
+   * requests and its invocation results are heard whatever its output costs. Before, the two
+   * shared one debt, and a module flooding stdout during start-up could have its socket left
+   * unread until start_timeout_ms passed.
    */
   chargeOutput(ms: number): number {
     if (ms <= 0 || this.state === "closed") return 0;
-    this.charge(ms);
+    this.flowStats.cpuMs += ms;
     this.flowStats.outputMs += ms;
-    this.refill();
-    if (this.cpuDebt <= this.flow.hostCpuMsPerS) return 0;
-    const now = Date.now();
-    if (now - (this.throttleLogged.get("output") ?? -Infinity) >= THROTTLE_LOG_MS) {
-      this.throttleLogged.set("output", now);
+    const now = performance.now();
+    this.outputDebt = Math.max(0, this.outputDebt - ((now - this.outputRefill) / 1000) * this.flow.hostCpuMsPerS) + ms;
+    this.outputRefill = now;
+    if (this.outputDebt <= this.flow.hostCpuMsPerS) return 0;
+    this.flowStats.outputPaused++;
+    const wall = Date.now();
+    if (wall - (this.throttleLogged.get("output") ?? -Infinity) >= THROTTLE_LOG_MS) {
+      this.throttleLogged.set("output", wall);
       // The host's line (once per THROTTLE_LOG_MS): the module's own log budget is what its
       // output has just used up.
-      this.opts.logger.log("info", "host", `${this.opts.module}: throttled: its stdout and stderr are read only as fast as ${LIMIT_TEXT.cpu(this.flow)} allows; the operator can raise it in [modules.limits.${this.opts.module}]`, { module: this.opts.module, limit: "cpu" });
+      this.opts.logger.log("info", "host", `${this.opts.module}: throttled: its stdout and stderr are read only as fast as ${LIMIT_TEXT.cpu(this.flow)} allows (its socket is still read); the operator can raise it in [modules.limits.${this.opts.module}]`, { module: this.opts.module, limit: "cpu" });
     }
-    return Math.ceil(((this.cpuDebt - this.flow.hostCpuMsPerS) / this.flow.hostCpuMsPerS) * 1000);
+    return Math.ceil(((this.outputDebt - this.flow.hostCpuMsPerS) / this.flow.hostCpuMsPerS) * 1000);
   }
 
   /** Charges the decoding of a message; past host_cpu_ms_per_s the socket is not read until the debt drains. */

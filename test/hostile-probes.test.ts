@@ -113,6 +113,31 @@ test.serial("native modules flooding refused frames they never read, the tiniest
   await restartsAll(t, h, ["p-refuse", "p-tiny", "p-lines"]);
 });
 
+test.serial("a native module flooding stdout from its first instruction, before its hello and ready: only its output is held to its share, its socket is still read, so it starts within start_timeout_ms and its requests are answered during the flood", async (t) => {
+  t.timeout(120_000);
+  const dir = await tempDir(t);
+  const modulesDir = await buildModulesDir(dir, ["good"]);
+  await writeNative(modulesDir, "early-lines", ["read_chain_state"]);
+  const h = await startHost(t, {
+    dir,
+    modules: [],
+    grants: { good: GOOD_GRANTS, "early-lines": ["read_chain_state"] },
+    // A small share, so that its output is certainly over it; a start-up that must not wait for it.
+    moduleLimits: { "early-lines": { host_cpu_ms_per_s: 20, start_timeout_ms: 8000, restart: "never" } },
+    moduleConfigs: { "early-lines": { mode: "newlines" } },
+  });
+  // Before the fix its output's debt held its socket too: its ready could wait past start_timeout_ms.
+  await h.waitForState("early-lines", "running", 30_000);
+  t.is(h.status("early-lines")!.state, "running", "it started (its ready was read within start_timeout_ms)");
+  const done = await h.waitForLog(/^probe early answered=\d+ of \d+$/, { source: "early-lines", timeoutMs: 60_000 });
+  const [, answered, asked] = /answered=(\d+) of (\d+)/.exec(done.message)!.map(Number);
+  t.true(asked! > 10, `it asked ${asked} times during its flood`);
+  t.is(answered, asked, "every request it made during its flood was answered within 1 s");
+  const s = h.manager.session("early-lines")!;
+  t.true(s.flowStats.outputPaused > 0, `its output was paused for its share (${s.flowStats.outputPaused} times)`);
+  t.truthy(h.records.find((r) => r.source === "host" && /^early-lines: throttled: its stdout and stderr are read only as fast as host_cpu_ms_per_s \(20 ms[^]*its socket is still read/.test(r.message)), "the operator was told its output was held, and that its socket was not");
+});
+
 test.serial("60 KiB events published as fast as allowed to subscribers that never take them (native and TypeScript, publishers of both runtimes): each queue stays within event_queue_bytes, drops are counted, host memory stays bounded, the canary keeps up", async (t) => {
   t.timeout(300_000);
   const dir = await tempDir(t);
