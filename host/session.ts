@@ -70,6 +70,13 @@ const DEFAULT_FLOW: FlowLimits = Object.freeze(flowLimits(DEFAULT_LIMITS));
 /** How long a module may stay over max_unread_bytes before it is disconnected. */
 const UNREAD_GRACE_MS = 5000;
 
+/**
+ * Invocations (host -> module calls) waiting for the module's answer at once; past it a new one
+ * is refused at once (each holds a promise, a timer and its caller; the callers, such as the
+ * JSON-RPC server, have their own limits, but timers and events of many sources add up).
+ */
+const MAX_PENDING_INVOCATIONS = 1024;
+
 /** A module held back by a limit is told to the operator at most this often per limit. */
 const THROTTLE_LOG_MS = 10_000;
 
@@ -158,7 +165,7 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
   /** Requests served and refused, for health and metrics. */
   readonly stats = { requests: 0, errors: 0, denied: 0 };
   /** Times a request had to wait, by the limit that held it; host CPU time spent serving, in ms. */
-  readonly flowStats = { waitedInFlight: 0, waitedRate: 0, waitedCpu: 0, waitedCongested: 0, timedOut: 0, cpuMs: 0, decodeMs: 0, inputMs: 0, slicedMs: 0, outputMs: 0, outputPaused: 0, peakInFlight: 0 };
+  readonly flowStats = { waitedInFlight: 0, waitedRate: 0, waitedCpu: 0, waitedCongested: 0, timedOut: 0, cpuMs: 0, decodeMs: 0, inputMs: 0, slicedMs: 0, outputMs: 0, outputPaused: 0, invocationsRefused: 0, peakInFlight: 0 };
   private readonly flow: FlowLimits;
   private readonly backlog: WaitingRequest[] = [];
   private readingPaused = false;
@@ -662,6 +669,22 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
   /** Call into the module; rejects with InvocationError on an error result or a timeout. */
   invoke(kind: InvocationKind, params: Record<string, unknown>, timeoutMs: number): Promise<unknown> {
     if (this.state !== "open") return Promise.reject(new InvocationError(wireError("unavailable", `module ${this.opts.module} is not connected`)));
+    // What the host starts (JSON-RPC and CLI calls of its methods, module_api, providers,
+    // hooks, timers, config, health) is held to what the module reads like its answers: past
+    // max_unread_bytes, or with MAX_PENDING_INVOCATIONS unanswered, the caller is told at once
+    // instead of the call waiting in host memory. A shutdown is always sent (it is small, and
+    // the stop goes on to SIGTERM anyway).
+    if (kind !== "shutdown") {
+      const unread = this.channel.unsentBytes;
+      if (unread > this.flow.maxUnreadBytes) {
+        this.flowStats.invocationsRefused++;
+        return Promise.reject(new InvocationError(wireError("quota_exceeded", `module ${this.opts.module} has not read ${unread} bytes the host sent it, over its limit of ${this.flow.maxUnreadBytes} (max_unread_bytes): the ${kind} invocation was not sent; try again later, or the operator raises max_unread_bytes in [modules.limits.${this.opts.module}]`)));
+      }
+      if (this.pending.size >= MAX_PENDING_INVOCATIONS) {
+        this.flowStats.invocationsRefused++;
+        return Promise.reject(new InvocationError(wireError("quota_exceeded", `module ${this.opts.module} has ${this.pending.size} invocations unanswered, the most the host keeps waiting at once (a fixed limit): the ${kind} invocation was not sent; try again when it has answered`)));
+      }
+    }
     const id = this.nextInvocation++;
     return new Promise((resolve, reject) => {
       // While the host itself is not reading this module's socket (its requests wait for their
@@ -692,6 +715,8 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
         if (!(err instanceof EncodeError)) throw err;
         reject(new InvocationError(wireError("invalid_params", `the ${kind} invocation cannot be sent to module ${this.opts.module}: ${err.message}`)));
       }
+      // Counted like an answer: a module that reads none of them is disconnected after the grace.
+      this.checkUnread();
     });
   }
 
