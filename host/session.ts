@@ -26,6 +26,7 @@ import { HOST_VERSION } from "./version.ts";
 import { moduleScope, spawnModuleProcess, type ModuleProcess, type SpawnSpec, type StartedChild } from "../runtime/process.ts";
 import { DEFAULT_LIMITS, type Limits } from "./config.ts";
 import { sliceAccount } from "../chain/slices.ts";
+import { hostTurn } from "../runtime/turn.ts";
 
 /**
  * What one module may make the host do for it (its fair share). Requests beyond the first
@@ -468,11 +469,19 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
 
   /** Serve waiting requests while the share allows; read the socket again once none wait. */
   private pump(): void {
-    if (this.state === "closed") return;
+    if (this.state === "closed" || this.pumpParked) return;
     while (this.backlog.length > 0) {
       const blocked = this.blockedBy();
       if (blocked) {
         this.waitFor(blocked);
+        return;
+      }
+      // The host's budget for this turn of its loop, shared by all modules (runtime/turn.ts):
+      // past it, what waits is served in a later turn, after the other modules' parked work.
+      if (hostTurn.overBudget()) {
+        this.pumpParked = true;
+        this.pauseReading();
+        hostTurn.park(this.resumePump);
         return;
       }
       this.take();
@@ -487,6 +496,12 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
     }
     this.resumeReading();
   }
+
+  private pumpParked = false;
+  private readonly resumePump = (): void => {
+    this.pumpParked = false;
+    this.pump();
+  };
 
   private waitFor(blocked: { limit: "in_flight" | "rate" | "cpu" | "congested"; waitMs?: number }): void {
     if (this.retryTimer || this.waitingDrain) return;

@@ -51,8 +51,20 @@ export interface ChannelEvents {
   chunk: [ms: number];
 }
 
+/**
+ * A budget shared by many channels on one loop (runtime/turn.ts TurnBudget, the host's): asked
+ * before each chunk read is handled; over it, the chunk is parked, the socket not read, and
+ * the chunk handled when `park`'s callback runs, in the order the chunks were read.
+ */
+export interface ReadGate {
+  overBudget(): boolean;
+  park(resume: () => void): void;
+}
+
 export interface ChannelOptions {
   maxFrameBytes?: number;
+  /** The budget per turn of the loop that this channel's input shares with others (none: handled as read). */
+  gate?: ReadGate;
   /** Limits on the bodies received (default: the protocol's, DEFAULT_BODY_LIMITS). */
   limits?: Readonly<BodyLimits>;
   /** Limits on the bodies sent, those the peer receives with (default: `limits`). */
@@ -78,6 +90,11 @@ export class FrameChannel extends EventEmitter<ChannelEvents> {
   private out: Buffer[] = [];
   private outBytes = 0;
   private flushScheduled = false;
+  private readonly gate: ReadGate | undefined;
+  /** Chunks read and not yet handled, waiting for the gate (the socket is paused meanwhile). */
+  private parked: Buffer[] | undefined;
+  /** The receiver asked not to read (pauseReading); the gate may pause the socket too. */
+  private readPaused = false;
   private readonly flushNow = () => {
     this.flushScheduled = false;
     this.flush();
@@ -93,10 +110,16 @@ export class FrameChannel extends EventEmitter<ChannelEvents> {
     this.limits = opts.limits ?? DEFAULT_BODY_LIMITS;
     this.sendLimits = opts.sendLimits ?? this.limits;
     this.decoder = new FrameDecoder(this.maxFrameBytes);
+    this.gate = opts.gate;
     socket.on("data", (chunk: Buffer) => this.onData(chunk));
     socket.on("error", (err) => this.finish(err));
-    socket.on("close", () => this.finish());
+    // What was read before the end is handled before it (a goodbye written just before exiting).
+    socket.on("close", () => {
+      this.handleParked();
+      this.finish();
+    });
     socket.on("end", () => {
+      this.handleParked();
       const left = this.decoder.buffered;
       this.finish(left > 0 ? new FramingError(`connection ended inside a frame (${left} bytes of a truncated frame)`) : undefined);
     });
@@ -104,6 +127,51 @@ export class FrameChannel extends EventEmitter<ChannelEvents> {
 
   private onData(chunk: Buffer): void {
     if (this.closed) return;
+    if (this.parked) {
+      this.parked.push(chunk);
+      this.socket.pause();
+      return;
+    }
+    if (this.gate?.overBudget()) {
+      this.parked = [chunk];
+      this.socket.pause();
+      this.gate.park(this.unpark);
+      return;
+    }
+    this.handleTimed(chunk);
+  }
+
+  /** The gate's turn came: handle what was parked, in order, while the budget allows. */
+  private readonly unpark = (): void => {
+    const chunks = this.parked;
+    if (!chunks) return;
+    this.parked = undefined;
+    for (let i = 0; i < chunks.length; i++) {
+      if (this.closed) return;
+      if (i > 0 && this.gate!.overBudget()) {
+        this.parked = chunks.slice(i);
+        this.socket.pause();
+        this.gate!.park(this.unpark);
+        return;
+      }
+      this.handleTimed(chunks[i]!);
+    }
+    if (!this.closed && !this.readPaused && !this.parked) this.socket.resume();
+  };
+
+  /** Parked chunks handled now, whatever the budget (the stream ends). */
+  private handleParked(): void {
+    const chunks = this.parked;
+    this.parked = undefined;
+    for (const c of chunks ?? []) if (!this.closed) this.handleTimed(c);
+  }
+
+  /** True while chunks read wait for the gate (the host's budget per turn). */
+  get isParked(): boolean {
+    return this.parked !== undefined;
+  }
+
+  private handleTimed(chunk: Buffer): void {
     const start = performance.now();
     this.handling = true;
     try {
@@ -260,11 +328,14 @@ export class FrameChannel extends EventEmitter<ChannelEvents> {
    * Frames of a chunk already read are still emitted.
    */
   pauseReading(): void {
+    this.readPaused = true;
     if (!this.closed) this.socket.pause();
   }
 
+  /** Read again (unless chunks already read wait for the gate: reading resumes after them). */
   resumeReading(): void {
-    if (!this.closed) this.socket.resume();
+    this.readPaused = false;
+    if (!this.closed && !this.parked) this.socket.resume();
   }
 
   private finish(error?: Error): void {
