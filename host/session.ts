@@ -166,7 +166,7 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
   /** Requests served and refused, for health and metrics. */
   readonly stats = { requests: 0, errors: 0, denied: 0 };
   /** Times a request had to wait, by the limit that held it; host CPU time spent serving, in ms. */
-  readonly flowStats = { waitedInFlight: 0, waitedRate: 0, waitedCpu: 0, waitedCongested: 0, timedOut: 0, cpuMs: 0, decodeMs: 0, inputMs: 0, slicedMs: 0, outputMs: 0, outputPaused: 0, invocationsRefused: 0, peakInFlight: 0 };
+  readonly flowStats = { waitedInFlight: 0, waitedRate: 0, waitedCpu: 0, waitedCongested: 0, timedOut: 0, cpuMs: 0, decodeMs: 0, inputMs: 0, slicedMs: 0, outputMs: 0, outputPaused: 0, invocationsRefused: 0, answersParked: 0, peakInFlight: 0 };
   private readonly flow: FlowLimits;
   private readonly backlog: WaitingRequest[] = [];
   private readingPaused = false;
@@ -415,7 +415,9 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
 
   /** Serve a request now if the module's share allows it, else queue it and stop reading. */
   private admit(req: WaitingRequest): void {
-    if (this.backlog.length === 0 && this.blockedBy() === undefined) {
+    // Past the host's budget for this turn (runtime/turn.ts) it waits like one over the
+    // module's share: one chunk read can hold hundreds of requests, each served at once before.
+    if (this.backlog.length === 0 && !this.pumpParked && this.blockedBy() === undefined && !hostTurn.overBudget()) {
       this.take();
       this.start(req);
       return;
@@ -643,12 +645,32 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
       this.charge(performance.now() - t0);
       const result = await pending;
       if (timedOut || this.state === "closed") return;
-      const t1 = performance.now();
-      try {
-        this.sendChecked(undefined, { t: "response", id }, result ?? null);
-      } finally {
-        this.charge(performance.now() - t1);
+      // Encoding the answer is work on the host's loop like any other: past this turn's budget
+      // (runtime/turn.ts) it is done in a later turn, in its place among the parked work. (The
+      // answers of many requests settled together, a storage batch's, would otherwise all be
+      // encoded in one drain of the microtask queue.)
+      let sendError: unknown;
+      const answer = () => {
+        if (timedOut || this.state === "closed") return;
+        const t1 = performance.now();
+        try {
+          this.sendChecked(undefined, { t: "response", id }, result ?? null);
+        } catch (err) {
+          sendError = err;
+        } finally {
+          this.charge(performance.now() - t1);
+        }
+      };
+      if (hostTurn.overBudget()) {
+        this.flowStats.answersParked++;
+        await new Promise<void>((resolve) => hostTurn.park(() => {
+          answer();
+          resolve();
+        }));
+      } else {
+        answer();
       }
+      if (sendError !== undefined) throw sendError;
     } catch (err) {
       if (timedOut) return;
       this.stats.errors++;
