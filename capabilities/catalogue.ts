@@ -112,7 +112,7 @@ export function closest(name: string, candidates: readonly string[]): string | u
 }
 
 /** The most edit-distance cells one closest() computes (~2-4 ms): a guess, not a search. */
-const CLOSEST_MAX_CELLS = 1_000_000;
+export const CLOSEST_MAX_CELLS = 1_000_000;
 
 /**
  * Capability names that manifests written for the BLVM node use but that are not permissions
