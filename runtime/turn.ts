@@ -22,7 +22,7 @@ import { AsyncResource } from "node:async_hooks";
 import { performance } from "node:perf_hooks";
 
 /** Default work per turn (and per end-of-turn round of parked work) before new work is parked. */
-export const TURN_BUDGET_MS = 5;
+const TURN_BUDGET_MS = 5;
 
 export class TurnBudget {
   private windowStart = 0;
