@@ -13,6 +13,9 @@ import type { Duplex } from "node:stream";
 import { DEFAULT_MAX_FRAME_BYTES, FrameDecoder, FramingError } from "./frame.ts";
 import { CodecError, decodeBody, DEFAULT_BODY_LIMITS, EncodeError, encodeBody, encodeEnvelope, HOST_BODY_LIMITS, readEnvelope, type BodyLimits } from "./codec.ts";
 
+/** Frames of one chunk handled between two questions to the gate (ChannelOptions.gate). */
+const GATE_EVERY = 64;
+
 /** Frames waiting for the end of the turn are written at once when they reach this many bytes. */
 const COALESCE_BYTES = 64 * 1024;
 
@@ -53,8 +56,9 @@ export interface ChannelEvents {
 
 /**
  * A budget shared by many channels on one loop (runtime/turn.ts TurnBudget, the host's): asked
- * before each chunk read is handled; over it, the chunk is parked, the socket not read, and
- * the chunk handled when `park`'s callback runs, in the order the chunks were read.
+ * before each chunk read is handled, and every GATE_EVERY frames within one; over it, the
+ * chunk (or the rest of its frames) is parked, the socket not read, and handled when `park`'s
+ * callback runs, in the order read.
  */
 export interface ReadGate {
   overBudget(): boolean;
@@ -92,7 +96,7 @@ export class FrameChannel extends EventEmitter<ChannelEvents> {
   private flushScheduled = false;
   private readonly gate: ReadGate | undefined;
   /** Chunks read and not yet handled, waiting for the gate (the socket is paused meanwhile). */
-  private parked: Buffer[] | undefined;
+  private parked: Array<Buffer | Buffer[]> | undefined;
   /** The receiver asked not to read (pauseReading); the gate may pause the socket too. */
   private readPaused = false;
   private readonly flushNow = () => {
@@ -133,53 +137,67 @@ export class FrameChannel extends EventEmitter<ChannelEvents> {
       return;
     }
     if (this.gate?.overBudget()) {
-      this.parked = [chunk];
-      this.socket.pause();
-      this.gate.park(this.unpark);
+      this.park([chunk]);
       return;
     }
-    this.handleTimed(chunk);
+    const rest = this.handleTimed(chunk);
+    if (rest) this.park([rest]);
+  }
+
+  /** Wait for the gate with `items` (chunks, or the frames of a chunk not yet handled) and the socket paused. */
+  private park(items: Array<Buffer | Buffer[]>): void {
+    this.parked = items;
+    this.socket.pause();
+    this.gate!.park(this.unpark);
   }
 
   /** The gate's turn came: handle what was parked, in order, while the budget allows. */
   private readonly unpark = (): void => {
-    const chunks = this.parked;
-    if (!chunks) return;
+    const items = this.parked;
+    if (!items) return;
     this.parked = undefined;
-    for (let i = 0; i < chunks.length; i++) {
+    for (let i = 0; i < items.length; i++) {
       if (this.closed) return;
       if (i > 0 && this.gate!.overBudget()) {
-        this.parked = chunks.slice(i);
-        this.socket.pause();
-        this.gate!.park(this.unpark);
+        this.park(items.slice(i));
         return;
       }
-      this.handleTimed(chunks[i]!);
+      const rest = this.handleTimed(items[i]!);
+      if (rest) {
+        this.park([rest, ...items.slice(i + 1)]);
+        return;
+      }
     }
     if (!this.closed && !this.readPaused && !this.parked) this.socket.resume();
   };
 
-  /** Parked chunks handled now, whatever the budget (the stream ends). */
+  /** Parked input handled now, whatever the budget (the stream ends). */
   private handleParked(): void {
-    const chunks = this.parked;
+    const items = this.parked;
     this.parked = undefined;
-    for (const c of chunks ?? []) if (!this.closed) this.handleTimed(c);
+    for (const item of items ?? []) {
+      let rest = this.closed ? undefined : this.handleTimed(item);
+      while (rest && !this.closed) rest = this.handleTimed(rest);
+    }
   }
 
-  /** True while chunks read wait for the gate (the host's budget per turn). */
+  /** True while input read waits for the gate (the host's budget per turn). */
   get isParked(): boolean {
     return this.parked !== undefined;
   }
 
-  private handleTimed(chunk: Buffer): void {
+  /** Handle a chunk read (or the rest of one); returns the frames left for a later turn, if any. */
+  private handleTimed(item: Buffer | Buffer[]): Buffer[] | undefined {
     const start = performance.now();
     this.handling = true;
+    let rest: Buffer[] | undefined;
     try {
-      this.handleChunk(chunk);
+      rest = this.handleChunk(item);
     } finally {
       this.handling = false;
     }
     if (!this.closed) this.emit("chunk", performance.now() - start);
+    return rest;
   }
 
   /** True while a chunk of input is being handled (its `message` / `bad_body` handlers run). */
@@ -187,16 +205,27 @@ export class FrameChannel extends EventEmitter<ChannelEvents> {
     return this.handling;
   }
 
-  private handleChunk(chunk: Buffer): void {
+  /**
+   * The frames of one chunk, in order. A chunk of 64 KiB can hold thousands of small frames:
+   * every GATE_EVERY frames the gate is asked, and past its budget the rest is returned, to
+   * be handled in a later turn (the socket stays paused until then).
+   */
+  private handleChunk(item: Buffer | Buffer[]): Buffer[] | undefined {
     let bodies: Buffer[];
-    try {
-      bodies = this.decoder.push(chunk);
-    } catch (err) {
-      this.close(err as Error);
-      return;
+    if (Array.isArray(item)) {
+      bodies = item;
+    } else {
+      try {
+        bodies = this.decoder.push(item);
+      } catch (err) {
+        this.close(err as Error);
+        return undefined;
+      }
     }
-    for (const body of bodies) {
-      if (this.closed) return;
+    for (let i = 0; i < bodies.length; i++) {
+      if (this.closed) return undefined;
+      if (i > 0 && i % GATE_EVERY === 0 && this.gate?.overBudget()) return bodies.slice(i);
+      const body = bodies[i]!;
       let value: unknown;
       const t0 = body.length >= TIMED_BODY_BYTES ? performance.now() : 0;
       try {

@@ -132,7 +132,7 @@ test.serial("a native module flooding stdout from its first instruction, before 
   const done = await h.waitForLog(/^probe early answered=\d+ of \d+$/, { source: "early-lines", timeoutMs: 60_000 });
   const [, answered, asked] = /answered=(\d+) of (\d+)/.exec(done.message)!.map(Number);
   t.true(asked! > 10, `it asked ${asked} times during its flood`);
-  t.is(answered, asked, "every request it made during its flood was answered within 1 s");
+  t.is(answered, asked, "every request it made during its flood was answered (within a generous 10 s)");
   const s = h.manager.session("early-lines")!;
   t.true(s.flowStats.outputPaused > 0, `its output was paused for its share (${s.flowStats.outputPaused} times)`);
   t.truthy(h.records.find((r) => r.source === "host" && /^early-lines: throttled: its stdout and stderr are read only as fast as host_cpu_ms_per_s \(20 ms.*its socket is still read/.test(r.message)), "the operator was told its output was held, and that its socket was not");

@@ -106,3 +106,41 @@ test("parked work is resumed in the order it was parked, one piece at least per 
   t.deepEqual(order, ["a", "b", "c", "a'"]);
   t.true(gate.carriedTurns >= 3, "each 2 ms piece had a turn of its own");
 });
+
+test.serial("one chunk holding a thousand frames is handled across turns (the gate is asked every 64 frames), in order", async (t) => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), "modhost-turn-"));
+  const sockPath = path.join(dir, "s");
+  const gate = new TurnBudget(1);
+  let turn = 0;
+  let ticking = true;
+  const tick = () => {
+    turn++;
+    if (ticking) setImmediate(tick);
+  };
+  setImmediate(tick);
+  const got: Array<[number, number]> = [];
+  let done!: () => void;
+  const all = new Promise<void>((r) => (done = r));
+  const server = net.createServer((socket) => {
+    const channel = new FrameChannel(socket, { ...HOST_SIDE, gate });
+    channel.on("message", (body) => {
+      got.push([(body as { n: number }).n, turn]);
+      busy(0.1); // 64 frames: 6.4 ms, over the 1 ms budget
+      if (got.length === 1000) done();
+    });
+  });
+  await new Promise<void>((r) => server.listen(sockPath, r));
+  const client = net.connect(sockPath);
+  await new Promise((r) => client.once("connect", r));
+  // 1000 frames of ~20 bytes in one write: one chunk of about 20 KB.
+  client.write(Buffer.concat(Array.from({ length: 1000 }, (_, n) => encodeFrame(encodeBody({ t: "log", level: "debug", message: "x", n })))));
+  await all;
+  ticking = false;
+  client.destroy();
+  server.close();
+  rmSync(dir, { recursive: true, force: true });
+  t.deepEqual(got.map(([n]) => n), Array.from({ length: 1000 }, (_, i) => i), "every frame, in order");
+  const turns = new Set(got.map(([, k]) => k)).size;
+  t.true(turns >= 1000 / 64 / 2, `handled over ${turns} turns`);
+  t.true(gate.parkedTotal > 0);
+});
