@@ -26,6 +26,7 @@ import { HOST_VERSION } from "./version.ts";
 import { moduleScope, spawnModuleProcess, type ModuleProcess, type SpawnSpec, type StartedChild } from "../runtime/process.ts";
 import { DEFAULT_LIMITS, type Limits } from "./config.ts";
 import { sliceAccount } from "../chain/slices.ts";
+import { hostTurn } from "../runtime/turn.ts";
 
 /**
  * What one module may make the host do for it (its fair share). Requests beyond the first
@@ -69,6 +70,13 @@ const DEFAULT_FLOW: FlowLimits = Object.freeze(flowLimits(DEFAULT_LIMITS));
 
 /** How long a module may stay over max_unread_bytes before it is disconnected. */
 const UNREAD_GRACE_MS = 5000;
+
+/**
+ * Invocations (host -> module calls) waiting for the module's answer at once; past it a new one
+ * is refused at once (each holds a promise, a timer and its caller; the callers, such as the
+ * JSON-RPC server, have their own limits, but timers and events of many sources add up).
+ */
+const MAX_PENDING_INVOCATIONS = 1024;
 
 /** A module held back by a limit is told to the operator at most this often per limit. */
 const THROTTLE_LOG_MS = 10_000;
@@ -158,7 +166,7 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
   /** Requests served and refused, for health and metrics. */
   readonly stats = { requests: 0, errors: 0, denied: 0 };
   /** Times a request had to wait, by the limit that held it; host CPU time spent serving, in ms. */
-  readonly flowStats = { waitedInFlight: 0, waitedRate: 0, waitedCpu: 0, waitedCongested: 0, timedOut: 0, cpuMs: 0, decodeMs: 0, inputMs: 0, slicedMs: 0, outputMs: 0, peakInFlight: 0 };
+  readonly flowStats = { waitedInFlight: 0, waitedRate: 0, waitedCpu: 0, waitedCongested: 0, timedOut: 0, cpuMs: 0, decodeMs: 0, inputMs: 0, slicedMs: 0, outputMs: 0, outputPaused: 0, invocationsRefused: 0, answersParked: 0, peakInFlight: 0 };
   private readonly flow: FlowLimits;
   private readonly backlog: WaitingRequest[] = [];
   private readingPaused = false;
@@ -167,6 +175,9 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
   private waitingDrain = false;
   private tokens: number;
   private cpuDebt = 0;
+  /** Host CPU time owed for reading its stdout and stderr (its own bucket, see chargeOutput). */
+  private outputDebt = 0;
+  private outputRefill = performance.now();
   private lastRefill = performance.now();
   /** Host CPU time charged while the current chunk of input is handled (see the "chunk" handler). */
   private chargedInChunk = 0;
@@ -404,7 +415,9 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
 
   /** Serve a request now if the module's share allows it, else queue it and stop reading. */
   private admit(req: WaitingRequest): void {
-    if (this.backlog.length === 0 && this.blockedBy() === undefined) {
+    // Past the host's budget for this turn (runtime/turn.ts) it waits like one over the
+    // module's share: one chunk read can hold hundreds of requests, each served at once before.
+    if (this.backlog.length === 0 && !this.pumpParked && this.blockedBy() === undefined && !hostTurn.overBudget()) {
       this.take();
       this.start(req);
       return;
@@ -458,11 +471,19 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
 
   /** Serve waiting requests while the share allows; read the socket again once none wait. */
   private pump(): void {
-    if (this.state === "closed") return;
+    if (this.state === "closed" || this.pumpParked) return;
     while (this.backlog.length > 0) {
       const blocked = this.blockedBy();
       if (blocked) {
         this.waitFor(blocked);
+        return;
+      }
+      // The host's budget for this turn of its loop, shared by all modules (runtime/turn.ts):
+      // past it, what waits is served in a later turn, after the other modules' parked work.
+      if (hostTurn.overBudget()) {
+        this.pumpParked = true;
+        this.pauseReading();
+        hostTurn.park(this.resumePump);
         return;
       }
       this.take();
@@ -477,6 +498,12 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
     }
     this.resumeReading();
   }
+
+  private pumpParked = false;
+  private readonly resumePump = (): void => {
+    this.pumpParked = false;
+    this.pump();
+  };
 
   private waitFor(blocked: { limit: "in_flight" | "rate" | "cpu" | "congested"; waitMs?: number }): void {
     if (this.retryTimer || this.waitingDrain) return;
@@ -517,23 +544,33 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
   }
 
   /**
-   * Charges the host's time spent on the module's stdout and stderr (runtime/process.ts) to
-   * host_cpu_ms_per_s; returns how long its output should not be read (0: go on).
+   * Charges the host's time spent on the module's stdout and stderr (runtime/process.ts);
+   * returns how long its output should not be read (0: go on).
+   *
+   * Output has its own bucket, of the same size (host_cpu_ms_per_s), separate from the one its
+   * socket is held to: a module flooding its output has only its output paused (its writes to
+   * stdout block, its own loss), and the host goes on reading its socket, so its `ready`, its
+   * requests and its invocation results are heard whatever its output costs. Before, the two
+   * shared one debt, and a module flooding stdout during start-up could have its socket left
+   * unread until start_timeout_ms passed.
    */
   chargeOutput(ms: number): number {
     if (ms <= 0 || this.state === "closed") return 0;
-    this.charge(ms);
+    this.flowStats.cpuMs += ms;
     this.flowStats.outputMs += ms;
-    this.refill();
-    if (this.cpuDebt <= this.flow.hostCpuMsPerS) return 0;
-    const now = Date.now();
-    if (now - (this.throttleLogged.get("output") ?? -Infinity) >= THROTTLE_LOG_MS) {
-      this.throttleLogged.set("output", now);
+    const now = performance.now();
+    this.outputDebt = Math.max(0, this.outputDebt - ((now - this.outputRefill) / 1000) * this.flow.hostCpuMsPerS) + ms;
+    this.outputRefill = now;
+    if (this.outputDebt <= this.flow.hostCpuMsPerS) return 0;
+    this.flowStats.outputPaused++;
+    const wall = Date.now();
+    if (wall - (this.throttleLogged.get("output") ?? -Infinity) >= THROTTLE_LOG_MS) {
+      this.throttleLogged.set("output", wall);
       // The host's line (once per THROTTLE_LOG_MS): the module's own log budget is what its
       // output has just used up.
-      this.opts.logger.log("info", "host", `${this.opts.module}: throttled: its stdout and stderr are read only as fast as ${LIMIT_TEXT.cpu(this.flow)} allows; the operator can raise it in [modules.limits.${this.opts.module}]`, { module: this.opts.module, limit: "cpu" });
+      this.opts.logger.log("info", "host", `${this.opts.module}: throttled: its stdout and stderr are read only as fast as ${LIMIT_TEXT.cpu(this.flow)} allows (its socket is still read); the operator can raise it in [modules.limits.${this.opts.module}]`, { module: this.opts.module, limit: "cpu" });
     }
-    return Math.ceil(((this.cpuDebt - this.flow.hostCpuMsPerS) / this.flow.hostCpuMsPerS) * 1000);
+    return Math.ceil(((this.outputDebt - this.flow.hostCpuMsPerS) / this.flow.hostCpuMsPerS) * 1000);
   }
 
   /** Charges the decoding of a message; past host_cpu_ms_per_s the socket is not read until the debt drains. */
@@ -608,12 +645,32 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
       this.charge(performance.now() - t0);
       const result = await pending;
       if (timedOut || this.state === "closed") return;
-      const t1 = performance.now();
-      try {
-        this.sendChecked(undefined, { t: "response", id }, result ?? null);
-      } finally {
-        this.charge(performance.now() - t1);
+      // Encoding the answer is work on the host's loop like any other: past this turn's budget
+      // (runtime/turn.ts) it is done in a later turn, in its place among the parked work. (The
+      // answers of many requests settled together, a storage batch's, would otherwise all be
+      // encoded in one drain of the microtask queue.)
+      let sendError: unknown;
+      const answer = () => {
+        if (timedOut || this.state === "closed") return;
+        const t1 = performance.now();
+        try {
+          this.sendChecked(undefined, { t: "response", id }, result ?? null);
+        } catch (err) {
+          sendError = err;
+        } finally {
+          this.charge(performance.now() - t1);
+        }
+      };
+      if (hostTurn.overBudget()) {
+        this.flowStats.answersParked++;
+        await new Promise<void>((resolve) => hostTurn.park(() => {
+          answer();
+          resolve();
+        }));
+      } else {
+        answer();
       }
+      if (sendError !== undefined) throw sendError;
     } catch (err) {
       if (timedOut) return;
       this.stats.errors++;
@@ -649,6 +706,22 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
   /** Call into the module; rejects with InvocationError on an error result or a timeout. */
   invoke(kind: InvocationKind, params: Record<string, unknown>, timeoutMs: number): Promise<unknown> {
     if (this.state !== "open") return Promise.reject(new InvocationError(wireError("unavailable", `module ${this.opts.module} is not connected`)));
+    // What the host starts (JSON-RPC and CLI calls of its methods, module_api, providers,
+    // hooks, timers, config, health) is held to what the module reads like its answers: past
+    // max_unread_bytes, or with MAX_PENDING_INVOCATIONS unanswered, the caller is told at once
+    // instead of the call waiting in host memory. A shutdown is always sent (it is small, and
+    // the stop goes on to SIGTERM anyway).
+    if (kind !== "shutdown") {
+      const unread = this.channel.unsentBytes;
+      if (unread > this.flow.maxUnreadBytes) {
+        this.flowStats.invocationsRefused++;
+        return Promise.reject(new InvocationError(wireError("quota_exceeded", `module ${this.opts.module} has not read ${unread} bytes the host sent it, over its limit of ${this.flow.maxUnreadBytes} (max_unread_bytes): the ${kind} invocation was not sent; try again later, or the operator raises max_unread_bytes in [modules.limits.${this.opts.module}]`)));
+      }
+      if (this.pending.size >= MAX_PENDING_INVOCATIONS) {
+        this.flowStats.invocationsRefused++;
+        return Promise.reject(new InvocationError(wireError("quota_exceeded", `module ${this.opts.module} has ${this.pending.size} invocations unanswered, the most the host keeps waiting at once (a fixed limit): the ${kind} invocation was not sent; try again when it has answered`)));
+      }
+    }
     const id = this.nextInvocation++;
     return new Promise((resolve, reject) => {
       // While the host itself is not reading this module's socket (its requests wait for their
@@ -679,6 +752,8 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
         if (!(err instanceof EncodeError)) throw err;
         reject(new InvocationError(wireError("invalid_params", `the ${kind} invocation cannot be sent to module ${this.opts.module}: ${err.message}`)));
       }
+      // Counted like an answer: a module that reads none of them is disconnected after the grace.
+      this.checkUnread();
     });
   }
 

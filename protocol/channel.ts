@@ -13,6 +13,9 @@ import type { Duplex } from "node:stream";
 import { DEFAULT_MAX_FRAME_BYTES, FrameDecoder, FramingError } from "./frame.ts";
 import { CodecError, decodeBody, DEFAULT_BODY_LIMITS, EncodeError, encodeBody, encodeEnvelope, HOST_BODY_LIMITS, readEnvelope, type BodyLimits } from "./codec.ts";
 
+/** Frames of one chunk handled between two questions to the gate (ChannelOptions.gate). */
+const GATE_EVERY = 64;
+
 /** Frames waiting for the end of the turn are written at once when they reach this many bytes. */
 const COALESCE_BYTES = 64 * 1024;
 
@@ -51,8 +54,21 @@ export interface ChannelEvents {
   chunk: [ms: number];
 }
 
+/**
+ * A budget shared by many channels on one loop (runtime/turn.ts TurnBudget, the host's): asked
+ * before each chunk read is handled, and every GATE_EVERY frames within one; over it, the
+ * chunk (or the rest of its frames) is parked, the socket not read, and handled when `park`'s
+ * callback runs, in the order read.
+ */
+export interface ReadGate {
+  overBudget(): boolean;
+  park(resume: () => void): void;
+}
+
 export interface ChannelOptions {
   maxFrameBytes?: number;
+  /** The budget per turn of the loop that this channel's input shares with others (none: handled as read). */
+  gate?: ReadGate;
   /** Limits on the bodies received (default: the protocol's, DEFAULT_BODY_LIMITS). */
   limits?: Readonly<BodyLimits>;
   /** Limits on the bodies sent, those the peer receives with (default: `limits`). */
@@ -78,6 +94,11 @@ export class FrameChannel extends EventEmitter<ChannelEvents> {
   private out: Buffer[] = [];
   private outBytes = 0;
   private flushScheduled = false;
+  private readonly gate: ReadGate | undefined;
+  /** Chunks read and not yet handled, waiting for the gate (the socket is paused meanwhile). */
+  private parked: Array<Buffer | Buffer[]> | undefined;
+  /** The receiver asked not to read (pauseReading); the gate may pause the socket too. */
+  private readPaused = false;
   private readonly flushNow = () => {
     this.flushScheduled = false;
     this.flush();
@@ -93,10 +114,16 @@ export class FrameChannel extends EventEmitter<ChannelEvents> {
     this.limits = opts.limits ?? DEFAULT_BODY_LIMITS;
     this.sendLimits = opts.sendLimits ?? this.limits;
     this.decoder = new FrameDecoder(this.maxFrameBytes);
+    this.gate = opts.gate;
     socket.on("data", (chunk: Buffer) => this.onData(chunk));
     socket.on("error", (err) => this.finish(err));
-    socket.on("close", () => this.finish());
+    // What was read before the end is handled before it (a goodbye written just before exiting).
+    socket.on("close", () => {
+      this.handleParked();
+      this.finish();
+    });
     socket.on("end", () => {
+      this.handleParked();
       const left = this.decoder.buffered;
       this.finish(left > 0 ? new FramingError(`connection ended inside a frame (${left} bytes of a truncated frame)`) : undefined);
     });
@@ -104,14 +131,73 @@ export class FrameChannel extends EventEmitter<ChannelEvents> {
 
   private onData(chunk: Buffer): void {
     if (this.closed) return;
+    if (this.parked) {
+      this.parked.push(chunk);
+      this.socket.pause();
+      return;
+    }
+    if (this.gate?.overBudget()) {
+      this.park([chunk]);
+      return;
+    }
+    const rest = this.handleTimed(chunk);
+    if (rest) this.park([rest]);
+  }
+
+  /** Wait for the gate with `items` (chunks, or the frames of a chunk not yet handled) and the socket paused. */
+  private park(items: Array<Buffer | Buffer[]>): void {
+    this.parked = items;
+    this.socket.pause();
+    this.gate!.park(this.unpark);
+  }
+
+  /** The gate's turn came: handle what was parked, in order, while the budget allows. */
+  private readonly unpark = (): void => {
+    const items = this.parked;
+    if (!items) return;
+    this.parked = undefined;
+    for (let i = 0; i < items.length; i++) {
+      if (this.closed) return;
+      if (i > 0 && this.gate!.overBudget()) {
+        this.park(items.slice(i));
+        return;
+      }
+      const rest = this.handleTimed(items[i]!);
+      if (rest) {
+        this.park([rest, ...items.slice(i + 1)]);
+        return;
+      }
+    }
+    if (!this.closed && !this.readPaused && !this.parked) this.socket.resume();
+  };
+
+  /** Parked input handled now, whatever the budget (the stream ends). */
+  private handleParked(): void {
+    const items = this.parked;
+    this.parked = undefined;
+    for (const item of items ?? []) {
+      let rest = this.closed ? undefined : this.handleTimed(item);
+      while (rest && !this.closed) rest = this.handleTimed(rest);
+    }
+  }
+
+  /** True while input read waits for the gate (the host's budget per turn). */
+  get isParked(): boolean {
+    return this.parked !== undefined;
+  }
+
+  /** Handle a chunk read (or the rest of one); returns the frames left for a later turn, if any. */
+  private handleTimed(item: Buffer | Buffer[]): Buffer[] | undefined {
     const start = performance.now();
     this.handling = true;
+    let rest: Buffer[] | undefined;
     try {
-      this.handleChunk(chunk);
+      rest = this.handleChunk(item);
     } finally {
       this.handling = false;
     }
     if (!this.closed) this.emit("chunk", performance.now() - start);
+    return rest;
   }
 
   /** True while a chunk of input is being handled (its `message` / `bad_body` handlers run). */
@@ -119,16 +205,27 @@ export class FrameChannel extends EventEmitter<ChannelEvents> {
     return this.handling;
   }
 
-  private handleChunk(chunk: Buffer): void {
+  /**
+   * The frames of one chunk, in order. A chunk of 64 KiB can hold thousands of small frames:
+   * every GATE_EVERY frames the gate is asked, and past its budget the rest is returned, to
+   * be handled in a later turn (the socket stays paused until then).
+   */
+  private handleChunk(item: Buffer | Buffer[]): Buffer[] | undefined {
     let bodies: Buffer[];
-    try {
-      bodies = this.decoder.push(chunk);
-    } catch (err) {
-      this.close(err as Error);
-      return;
+    if (Array.isArray(item)) {
+      bodies = item;
+    } else {
+      try {
+        bodies = this.decoder.push(item);
+      } catch (err) {
+        this.close(err as Error);
+        return undefined;
+      }
     }
-    for (const body of bodies) {
-      if (this.closed) return;
+    for (let i = 0; i < bodies.length; i++) {
+      if (this.closed) return undefined;
+      if (i > 0 && i % GATE_EVERY === 0 && this.gate?.overBudget()) return bodies.slice(i);
+      const body = bodies[i]!;
       let value: unknown;
       const t0 = body.length >= TIMED_BODY_BYTES ? performance.now() : 0;
       try {
@@ -260,11 +357,14 @@ export class FrameChannel extends EventEmitter<ChannelEvents> {
    * Frames of a chunk already read are still emitted.
    */
   pauseReading(): void {
+    this.readPaused = true;
     if (!this.closed) this.socket.pause();
   }
 
+  /** Read again (unless chunks already read wait for the gate: reading resumes after them). */
   resumeReading(): void {
-    if (!this.closed) this.socket.resume();
+    this.readPaused = false;
+    if (!this.closed && !this.parked) this.socket.resume();
   }
 
   private finish(error?: Error): void {

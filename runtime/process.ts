@@ -18,6 +18,7 @@ import { constants as osConstants } from "node:os";
 import { FrameChannel, HOST_SIDE } from "../protocol/channel.ts";
 import type { LogLevel } from "../protocol/messages.ts";
 import { LineCutter, OUTPUT_LINE_BYTES } from "./output.ts";
+import { hostTurn } from "./turn.ts";
 
 /** The module on whose behalf the current code runs (see the header). */
 export const moduleScope = new AsyncLocalStorage<string>();
@@ -245,7 +246,8 @@ export function spawnChild(spec: SpawnSpec, output: OutputLog): StartedChild {
     detached: true,
   });
   const socket = child.stdio[3] as Socket;
-  const channel = new FrameChannel(socket, { maxFrameBytes: spec.maxFrameBytes, ...HOST_SIDE });
+  // Its input shares the host's budget per turn of the loop with every other module's (turn.ts).
+  const channel = new FrameChannel(socket, { maxFrameBytes: spec.maxFrameBytes, ...HOST_SIDE, gate: hostTurn });
   let log = output;
   // A process adopted by a module other than the one (or none) it was started for runs its
   // input in that module's scope from then on (moduleScope; the socket and pipes keep the
@@ -269,7 +271,27 @@ export function spawnChild(spec: SpawnSpec, output: OutputLog): StartedChild {
     // loop): the time is charged to the module's share, and past it the pipe is not read for a
     // while (the module's writes block: its own loss).
     let resumeTimer: NodeJS.Timeout | undefined;
+    // Past the host's budget for this turn (turn.ts), chunks read wait for a later turn, in order.
+    let parked: Buffer[] | undefined;
+    const unpark = () => {
+      const chunks = parked ?? [];
+      parked = undefined;
+      for (const c of chunks) handle(c);
+      if (!resumeTimer && !parked) stream.resume();
+    };
     stream.on("data", (chunk: Buffer) => inScope(() => {
+      if (parked) {
+        parked.push(chunk);
+        stream.pause();
+      } else if (hostTurn.overBudget()) {
+        parked = [chunk];
+        stream.pause();
+        hostTurn.park(unpark);
+      } else {
+        handle(chunk);
+      }
+    }));
+    const handle = (chunk: Buffer) => {
       const t0 = performance.now();
       cutter.push(chunk);
       const wait = proc?.session.chargeOutput?.(performance.now() - t0) ?? 0;
@@ -277,12 +299,17 @@ export function spawnChild(spec: SpawnSpec, output: OutputLog): StartedChild {
         stream.pause();
         resumeTimer = setTimeout(() => {
           resumeTimer = undefined;
-          stream.resume();
+          if (!parked) stream.resume();
         }, Math.min(wait, OUTPUT_PAUSE_MAX_MS));
         resumeTimer.unref();
       }
+    };
+    stream.on("end", () => inScope(() => {
+      const chunks = parked ?? [];
+      parked = undefined;
+      for (const c of chunks) handle(c);
+      cutter.end();
     }));
-    stream.on("end", () => inScope(() => cutter.end()));
     // A read error on a pipe ends the output, nothing else.
     stream.on("error", () => cutter.end());
   }

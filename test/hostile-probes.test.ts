@@ -15,7 +15,7 @@ import { fileURLToPath } from "node:url";
 import { bundleNodeModule } from "../sdk/node/bundle.ts";
 import { buildModulesDir, sleep, startHost, tempDir, writeModule, GOOD_GRANTS, type TestHost } from "./helpers/host.ts";
 import { inlineModule } from "./helpers/modules.ts";
-import { call } from "./helpers/rpc.ts";
+import { call, post } from "./helpers/rpc.ts";
 import { DEFAULT_LIMITS } from "../host/config.ts";
 import { EventBus, type BusEvent } from "../host/events/bus.ts";
 import { FrameDecoder } from "../protocol/frame.ts";
@@ -111,6 +111,71 @@ test.serial("native modules flooding refused frames they never read, the tiniest
   t.true(lines.flowStats.outputMs > 0, "the reading of its stdout and stderr was charged");
   t.truthy(h.records.find((r) => r.source === "host" && /^p-lines: throttled: its stdout and stderr are read only as fast as host_cpu_ms_per_s \(20 ms/.test(r.message)), "past its share they were not read for a while, and the operator was told");
   await restartsAll(t, h, ["p-refuse", "p-tiny", "p-lines"]);
+});
+
+test.serial("a native module flooding stdout from its first instruction, before its hello and ready: only its output is held to its share, its socket is still read, so it starts within start_timeout_ms and its requests are answered during the flood", async (t) => {
+  t.timeout(120_000);
+  const dir = await tempDir(t);
+  const modulesDir = await buildModulesDir(dir, ["good"]);
+  await writeNative(modulesDir, "early-lines", ["read_chain_state"]);
+  const h = await startHost(t, {
+    dir,
+    modules: [],
+    grants: { good: GOOD_GRANTS, "early-lines": ["read_chain_state"] },
+    // A small share, so that its output is certainly over it; a start-up that must not wait for it.
+    moduleLimits: { "early-lines": { host_cpu_ms_per_s: 20, start_timeout_ms: 8000, restart: "never" } },
+    moduleConfigs: { "early-lines": { mode: "newlines" } },
+  });
+  // Before the fix its output's debt held its socket too: its ready could wait past start_timeout_ms.
+  await h.waitForState("early-lines", "running", 30_000);
+  t.is(h.status("early-lines")!.state, "running", "it started (its ready was read within start_timeout_ms)");
+  const done = await h.waitForLog(/^probe early answered=\d+ of \d+$/, { source: "early-lines", timeoutMs: 60_000 });
+  const [, answered, asked] = /answered=(\d+) of (\d+)/.exec(done.message)!.map(Number);
+  t.true(asked! > 10, `it asked ${asked} times during its flood`);
+  t.is(answered, asked, "every request it made during its flood was answered (within a generous 10 s)");
+  const s = h.manager.session("early-lines")!;
+  t.true(s.flowStats.outputPaused > 0, `its output was paused for its share (${s.flowStats.outputPaused} times)`);
+  t.truthy(h.records.find((r) => r.source === "host" && /^early-lines: throttled: its stdout and stderr are read only as fast as host_cpu_ms_per_s \(20 ms.*its socket is still read/.test(r.message)), "the operator was told its output was held, and that its socket was not");
+});
+
+test.serial("JSON-RPC calls of a native module's method that never reads its socket: past max_unread_bytes a call is answered at once with an error naming the limit, what waits for the module stays within it, and the module is disconnected saying why", async (t) => {
+  t.timeout(120_000);
+  const dir = await tempDir(t);
+  const modulesDir = await buildModulesDir(dir, ["good"]);
+  await writeNative(modulesDir, "deaf", ["register_rpc_endpoint"]);
+  const h = await startHost(t, {
+    dir,
+    modules: [],
+    grants: { good: GOOD_GRANTS, deaf: ["register_rpc_endpoint"] },
+    moduleLimits: { deaf: { max_unread_bytes: MB, restart: "never" } },
+    moduleConfigs: { deaf: { mode: "deaf", duration_ms: 60_000 } },
+    configure: (c) => void (c.rpc.call_timeout_ms = 3000),
+  });
+  await h.waitForState("deaf", "running", 30_000);
+  await h.waitForLog(/^probe deaf registered$/, { source: "deaf", timeoutMs: 30_000 });
+  const session = h.manager.session("deaf")!;
+  let unread = 0;
+  const sampler = setInterval(() => (unread = Math.max(unread, session.unreadBytes)), 20);
+  t.teardown(() => clearInterval(sampler));
+  const pad = "q".repeat(200 * 1024);
+  const errors: string[] = [];
+  let id = 1;
+  // Rounds of 16 calls at once, 200 KiB of params each: 16 MB offered to a module reading none.
+  for (let round = 0; round < 5 && session.isOpen; round++) {
+    const answers = await Promise.all(Array.from({ length: 16 }, () => post(h, { jsonrpc: "2.0", id: id++, method: "deaf.m", params: { pad } })));
+    for (const a of answers) errors.push(String(a.json?.error?.message ?? `no error: ${a.text.slice(0, 200)}`));
+    unread = Math.max(unread, session.unreadBytes);
+    t.true((await call(h, "list").then(() => true, () => false)), "the host answered an RPC call of its own meanwhile");
+  }
+  clearInterval(sampler);
+  const refused = errors.filter((m) => /max_unread_bytes/.test(m));
+  t.log(`${errors.length} calls: ${refused.length} refused naming max_unread_bytes; at most ${(unread / MB).toFixed(2)} MB waited for the module`);
+  t.true(refused.length > 0, `some calls were refused naming max_unread_bytes (first error: ${errors[0]})`);
+  t.true(session.flowStats.invocationsRefused >= refused.length);
+  // The limit, plus the one invocation that crossed it (and the coalescing buffer).
+  t.true(unread <= MB + 200 * 1024 + 64 * 1024, `what waited for the module stayed within max_unread_bytes and one frame (${unread} bytes)`);
+  await h.waitForLog(/disconnected: .* unread, over its limit of 1048576 \(max_unread_bytes\)/, { source: "deaf", timeoutMs: 30_000 });
+  t.pass();
 });
 
 test.serial("60 KiB events published as fast as allowed to subscribers that never take them (native and TypeScript, publishers of both runtimes): each queue stays within event_queue_bytes, drops are counted, host memory stays bounded, the canary keeps up", async (t) => {
