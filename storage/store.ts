@@ -469,7 +469,9 @@ export class ModuleStore {
       const stored = storedKeys(t.db.prefix, prepared);
       // Current size (key + value bytes) of every distinct key touched, or undefined if absent.
       const distinct = new Map<string, { k: Bytes; at: Bytes }>();
-      prepared.forEach((p, i) => distinct.set(p.key, { k: p.k, at: stored[i]! }));
+      prepared.forEach((p, i) => {
+        distinct.set(p.key, { k: p.k, at: stored[i]! });
+      });
       const olds = (await this.#db.getMany([...distinct.values()].map((d) => d.at))) as Array<Bytes | undefined>;
       const size = new Map<string, number | undefined>();
       let i = 0;
