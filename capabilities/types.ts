@@ -174,6 +174,13 @@ export interface MethodDef<S extends v.GenericSchema = v.GenericSchema, R extend
   readonly args: readonly string[];
   readonly params: S;
   /**
+   * A hand check of the parameters for methods whose parameters grow with the call (a storage
+   * transaction's ops): true only for parameters `params` accepts, which the hub then hands to
+   * the handler as they are (unknown keys included: the handler reads only its own) without
+   * the schema's parse; false leaves them to the schema, which words any error.
+   */
+  readonly accepts?: (params: Record<string, unknown>) => boolean;
+  /**
    * What a successful call answers (a valibot schema; named types in ./schemas.ts). The
    * handler's return type is checked against it, and both SDKs' typed methods and result
    * types are generated from it (`modhost docs --write`, host/sdkgen.ts).

@@ -83,22 +83,26 @@ export class ApiHub {
       const decision = checkGrant(grants, def.permission);
       if (!decision.ok) this.deny(call.module, method, def.permission, `${method} requires the "${def.permission}" capability, which this module was not granted; the operator can grant it in [modules.grants.${call.module}]`);
     }
-    const parsed = v.safeParse(def.params, params);
-    if (!parsed.success) {
-      throw new HubError(wireError("invalid_params", `${method}: ${v.summarize(parsed.issues).replace(/\n/g, "; ")}`));
+    let input: unknown = params;
+    if (def.accepts?.(params) !== true) {
+      const parsed = v.safeParse(def.params, params);
+      if (!parsed.success) {
+        throw new HubError(wireError("invalid_params", `${method}: ${v.summarize(parsed.issues).replace(/\n/g, "; ")}`));
+      }
+      input = parsed.output;
     }
     let targets: string[] = [];
     let reached = false;
     try {
       if (def.targets && def.permission !== null) {
-        targets = await def.targets(parsed.output, call);
+        targets = await def.targets(input, call);
         for (const target of targets) {
           const decision = checkGrant(grants, def.permission, target);
           if (!decision.ok) this.deny(call.module, method, def.permission, `${method}: ${decision.reason}`);
         }
       }
       reached = true;
-      const result = await def.handler(call, parsed.output);
+      const result = await def.handler(call, input);
       if (def.audit) this.opts.onAction?.(auditAction(call.module, method, def.permission, targets));
       return result;
     } catch (err) {

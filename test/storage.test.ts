@@ -189,6 +189,38 @@ test("batch applies ops in order", async (t) => {
   t.deepEqual(await store.usage(), u);
 });
 
+test("a batch writes each op under its own tree's prefix: the same keys in trees of similar names stay apart, overwrites and deletes count exactly, and all of it reads back after a reopen", async (t) => {
+  const { store, dir } = await freshStore(t);
+  await store.openTree("a");
+  await store.openTree("a.b");
+  const keys = Array.from({ length: 300 }, (_, i) => `k${i}`);
+  await store.batch("a", keys.map((key, i) => ({ op: "put" as const, key, value: i })));
+  await store.batch("a.b", keys.map((key) => ({ op: "put" as const, key, value: `b:${key}` })));
+  // Overwrite half of "a" (and delete a third of it) in one batch: only "a" changes.
+  await store.batch("a", [
+    ...keys.slice(0, 150).map((key) => ({ op: "put" as const, key, value: -1 })),
+    ...keys.filter((_, i) => i % 3 === 0).map((key) => ({ op: "delete" as const, key })),
+  ]);
+  const expectA = keys.flatMap((key, i) => (i % 3 === 0 ? [] : [{ key, value: i < 150 ? -1 : i }])).sort((x, y) => (x.key < y.key ? -1 : 1));
+  const expectB = keys.map((key) => ({ key, value: `b:${key}` })).sort((x, y) => (x.key < y.key ? -1 : 1));
+  t.deepEqual(await store.iterate("a"), expectA);
+  t.deepEqual(await store.iterate("a.b"), expectB);
+  t.is(await store.get("a.b", "k0"), "b:k0", "a delete in \"a\" left \"a.b\" alone");
+  const size = (entries: Array<{ key: string; value: unknown }>, valueBytes: (v: unknown) => number) => entries.reduce((n, e) => n + keyBytes(e.key) + valueBytes(e.value), 0);
+  // msgpack: -1 and 0..127 are one byte, 128..255 two (uint8), 256..299 three (uint16); "b:kN" is a fixstr (1 + length).
+  const bytesA = size(expectA, (v) => ((v as number) >= 256 ? 3 : (v as number) >= 128 ? 2 : 1));
+  const bytesB = size(expectB, (v) => 1 + (v as string).length);
+  const usage = await store.usage();
+  t.is(usage.keys, expectA.length + expectB.length);
+  t.is(usage.bytes, bytesA + bytesB);
+  await store.close();
+  const reopened = await ModuleStore.open(dir);
+  t.teardown(() => reopened.close());
+  t.deepEqual(await reopened.iterate("a"), expectA);
+  t.deepEqual(await reopened.iterate("a.b"), expectB);
+  t.like(await reopened.usage(), { keys: usage.keys, bytes: usage.bytes });
+});
+
 test("batch with an invalid op writes nothing", async (t) => {
   const { store } = await freshStore(t);
   await store.put("t", "keep", "old");

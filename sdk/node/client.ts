@@ -55,10 +55,16 @@ function cutText(text: string, max = MAX_ERROR_MESSAGE_CHARS): string {
 }
 export type InvocationHandler = (params: Record<string, unknown>) => unknown | Promise<unknown>;
 
+/**
+ * Gets the answer to a request sent with requestEach: the caller's `tag` back, and the error
+ * (RequestError from the host, the channel's EncodeError when it could not be sent) or the result.
+ */
+export type AnswerSink = (tag: number, error: Error | undefined, value: unknown) => void;
+
 interface Pending {
   method: string;
-  resolve: (v: unknown) => void;
-  reject: (e: Error) => void;
+  tag: number;
+  sink: AnswerSink;
 }
 
 export class ModuleClient {
@@ -72,10 +78,10 @@ export class ModuleClient {
   /** Error responses that could not be matched to a request (id 0). */
   readonly unmatchedErrors: WireError[] = [];
 
-  private constructor(readonly channel: FrameChannel, readonly welcome: Welcome, private readonly socket?: Duplex) {
+  private constructor(readonly channel: FrameChannel, readonly welcome: Welcome) {
     channel.on("message", (body) => this.onMessage(body));
     channel.on("close", (err) => {
-      for (const p of this.pending.values()) p.reject(new RequestError(p.method, { code: "unavailable", message: `connection closed${err ? `: ${err.message}` : ""}` }));
+      for (const p of this.pending.values()) p.sink(p.tag, new RequestError(p.method, { code: "unavailable", message: `connection closed${err ? `: ${err.message}` : ""}` }), undefined);
       this.pending.clear();
       for (const l of this.closeListeners) l(err);
     });
@@ -108,40 +114,39 @@ export class ModuleClient {
       channel.on("close", onClose);
       channel.send({ t: "hello", protocol: [1, PROTOCOL_VERSION], module: opts.module, version: opts.version, sdk: opts.sdk ?? "modhost-node" });
     });
-    return new ModuleClient(channel, welcome, socket);
+    return new ModuleClient(channel, welcome);
   }
 
   /** Call a host method. Rejects with RequestError (code + message) when it fails. */
   request(method: string, params: Record<string, unknown> = {}): Promise<unknown> {
     // A closed channel drops what is sent, and no answer would ever come.
     if (this.channel.isClosed) return Promise.reject(new RequestError(method, { code: "unavailable", message: "connection closed" }));
-    const id = this.nextId++;
     return new Promise((resolve, reject) => {
-      this.pending.set(id, { method, resolve, reject });
-      try {
-        this.channel.send({ t: "request", id, method, params });
-      } catch (err) {
-        this.pending.delete(id);
-        reject(err);
-      }
+      this.requestEach(method, params, 0, (_tag, error, value) => (error ? reject(error) : resolve(value)));
     });
   }
 
   /**
-   * Run `work` (which sends several messages) with the socket corked: what it sends goes out
-   * in one write, at the end of this tick.
+   * Call a host method, with the answer handed to `sink` (with `tag`) instead of a promise:
+   * for a caller that sends many requests at once and routes every answer through one
+   * function (the isolate host, for the calls of one turn of its module), no promise and no
+   * closure per request. The requests of one turn of the event loop leave in one write (the
+   * channel coalesces them) and each is still checked, limited and answered on its own.
+   * A request that cannot be sent (larger than a frame, not plain data: the channel's
+   * EncodeError) or sent on a closed connection is answered at once, with that error.
    */
-  corked(work: () => void): void {
-    const s = this.socket as (Duplex & { cork?: () => void; uncork?: () => void }) | undefined;
-    if (!s?.cork || !s.uncork) {
-      work();
+  requestEach(method: string, params: Record<string, unknown>, tag: number, sink: AnswerSink): void {
+    if (this.channel.isClosed) {
+      sink(tag, new RequestError(method, { code: "unavailable", message: "connection closed" }), undefined);
       return;
     }
-    s.cork();
+    const id = this.nextId++;
+    this.pending.set(id, { method, tag, sink });
     try {
-      work();
-    } finally {
-      process.nextTick(() => s.uncork!());
+      this.channel.send({ t: "request", id, method, params });
+    } catch (err) {
+      this.pending.delete(id);
+      sink(tag, err as Error, undefined);
     }
   }
 
@@ -226,8 +231,8 @@ export class ModuleClient {
           return;
         }
         this.pending.delete(msg.id);
-        if (msg.error) p.reject(new RequestError(p.method, msg.error));
-        else p.resolve(msg.result ?? null);
+        if (msg.error) p.sink(p.tag, new RequestError(p.method, msg.error), undefined);
+        else p.sink(p.tag, undefined, msg.result ?? null);
         break;
       }
       case "event":
