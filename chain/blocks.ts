@@ -19,7 +19,8 @@ import {
   witnessCommitment,
   workFromBits,
 } from "./serialise.ts";
-import { type ParsedBlock, hexOf } from "./parse.ts";
+import { type ParsedBlock } from "./parse.ts";
+import { sealBytes } from "../protocol/codec.ts";
 import type { Slicer } from "./slices.ts";
 
 export const REGTEST_GENESIS_HASH = "0f9188f13cb7b2c71f2a335e3a4fc328bf5beb436012afca590b1a11466e2206";
@@ -189,7 +190,7 @@ function storeBlock(
     size: bytes.length,
     weight: (bytes.length - witnessBytes) * 3 + bytes.length,
     transactions,
-    hex: Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("hex"),
+    hex: sealBytes(bytes),
   };
   // Frozen: readers get this very object (no copy per reader), so nobody may change it.
   return { block: deepFreeze(block), fees, undo: transactions.map(() => []), chainWork: parentWork + workFromBits(header.bits), raw: bytes };
@@ -197,10 +198,10 @@ function storeBlock(
 
 /**
  * The StoredBlock of a block read by parseBlock (./parse.ts): its transactions are already
- * frozen; the block's hex is made from the bytes it came from, in slices, and the bytes are
- * kept for the database (no re-encoding).
+ * frozen; the bytes it came from are the block's `hex` (binary: no hex is made on the host's
+ * loop) and what the database keeps (no re-encoding).
  */
-export async function storeParsedBlock(parsed: ParsedBlock, height: number, fees: number[], parentWork: bigint, slicer: Slicer): Promise<StoredBlock> {
+export async function storeParsedBlock(parsed: ParsedBlock, height: number, fees: number[], parentWork: bigint, _slicer: Slicer): Promise<StoredBlock> {
   const { header: { hash, ...fields }, transactions, raw } = parsed;
   let witnessBytes = 0;
   for (const tx of transactions) witnessBytes += tx.size - (tx.weight - tx.size) / 3;
@@ -211,14 +212,15 @@ export async function storeParsedBlock(parsed: ParsedBlock, height: number, fees
     size: raw.length,
     weight: (raw.length - witnessBytes) * 3 + raw.length,
     transactions: Object.freeze(transactions) as Transaction[],
-    hex: await hexOf(raw, slicer),
+    hex: sealBytes(raw),
   };
   return { block: Object.freeze(block), fees, undo: transactions.map(() => []), chainWork: parentWork + workFromBits(fields.bits), raw };
 }
 
 /** Freeze a plain-data value and everything in it. */
 export function deepFreeze<T>(value: T): T {
-  if (value !== null && typeof value === "object" && !Object.isFrozen(value)) {
+  // A typed array with elements cannot be frozen (a block's raw bytes: sealed instead, sealBytes).
+  if (value !== null && typeof value === "object" && !ArrayBuffer.isView(value) && !Object.isFrozen(value)) {
     Object.freeze(value);
     for (const key of Object.keys(value)) deepFreeze((value as Record<string, unknown>)[key]);
   }

@@ -66,6 +66,7 @@ import type {
   Transaction,
   Utxo,
 } from "./backend.ts";
+import { bytesOfRaw } from "./backend.ts";
 import {
   BLOCK_TX_WEIGHT,
   REGTEST_GENESIS_HASH,
@@ -1021,7 +1022,7 @@ function summaryOf(stored: StoredBlock): HeaderSummary {
 }
 
 function blockRecord(stored: StoredBlock): BlockRecord {
-  const raw = stored.raw ?? Buffer.from(stored.block.hex, "hex");
+  const raw = stored.raw ?? bytesOfRaw(stored.block.hex);
   return { height: stored.block.height, raw, fees: stored.fees, undo: stored.undo, work: stored.chainWork.toString() };
 }
 

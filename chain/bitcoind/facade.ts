@@ -18,6 +18,7 @@ import type { AddressInfo } from "node:net";
 import { Publisher } from "zeromq";
 import { bytesToHex, hexToBytes } from "@noble/hashes/utils.js";
 import type { Block, BlockHeader, ChainBackend, ChainEventName, ChainEvents, Hex, PeerInfo, Transaction } from "../backend.ts";
+import { bytesOfRaw, hexOfRaw } from "../backend.ts";
 import { difficultyFromBits, workFromBits } from "../serialise.ts";
 import { bitsToHex, coreChainName, satsToBtc, scriptAsm, scriptType } from "./convert.ts";
 import { checkRpcauth } from "./rpcauth.ts";
@@ -229,7 +230,7 @@ export class CoreFacade {
       getblock: async (p) => {
         const found = await block(hashParam(p, 0, "blockhash"));
         const verbosity = p[1] === undefined ? 1 : p[1] === true ? 1 : p[1] === false ? 0 : Number(p[1]);
-        if (verbosity === 0) return found.hex;
+        if (verbosity === 0) return hexOfRaw(found.hex);
         const json: Record<string, unknown> = {
           ...(await this.headerJson(found.header, found.transactions.length)),
           strippedsize: (found.weight - found.size) / 2,
@@ -444,7 +445,7 @@ export class CoreFacade {
         const hash = p["hash"] as Hex;
         const found = await this.opts.backend.getBlock(hash);
         await this.send("hashblock", Buffer.from(hash, "hex"));
-        if (found) await this.send("rawblock", Buffer.from(found.hex, "hex"));
+        if (found) await this.send("rawblock", Buffer.from(bytesOfRaw(found.hex)));
         for (const tx of found?.transactions ?? []) {
           await this.send("hashtx", Buffer.from(tx.txid, "hex"));
           await this.send("rawtx", Buffer.from(tx.hex, "hex"));

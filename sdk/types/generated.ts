@@ -52,7 +52,7 @@ export interface Transaction {
   size: number;
   vsize: number;
   weight: number;
-  /** Full serialisation, witness included. */
+  /** Full serialisation, witness included (binary on the wire, hex in the SDKs). */
   hex: string;
 }
 
@@ -71,7 +71,7 @@ export interface Block {
    */
   next_tx_offset: number | null;
   transactions: Transaction[];
-  /** Full block serialisation. */
+  /** Full block serialisation (binary on the wire, hex in the SDKs). */
   hex: string;
 }
 
@@ -337,6 +337,7 @@ export interface BlockTemplateOptions {
 export interface TemplateTransaction {
   txid: Hex;
   wtxid: Hex;
+  /** Binary on the wire, hex in the SDKs. */
   hex: Hex;
   fee: number;
   weight: number;
@@ -344,6 +345,7 @@ export interface TemplateTransaction {
 
 export interface CoinbaseTx {
   txid: Hex;
+  /** Binary on the wire, hex in the SDKs. */
   hex: Hex;
 }
 

@@ -201,8 +201,8 @@ pub struct Transaction {
     pub size: u64,
     pub vsize: u64,
     pub weight: u64,
-    /// Full serialisation, witness included.
-    #[serde(default)]
+    /// Full serialisation, witness included (binary on the wire, hex in the SDKs).
+    #[serde(default, deserialize_with = "crate::value::hex_from_bin")]
     pub hex: String,
 }
 
@@ -222,8 +222,8 @@ pub struct Block {
     pub next_tx_offset: Option<u64>,
     #[serde(default)]
     pub transactions: Vec<Transaction>,
-    /// Full block serialisation.
-    #[serde(default)]
+    /// Full block serialisation (binary on the wire, hex in the SDKs).
+    #[serde(default, deserialize_with = "crate::value::hex_from_bin")]
     pub hex: String,
 }
 
@@ -361,6 +361,8 @@ pub struct PeerInfo {
 pub struct TemplateTransaction {
     pub txid: String,
     pub wtxid: String,
+    /// Binary on the wire, hex in the SDKs.
+    #[serde(deserialize_with = "crate::value::hex_from_bin")]
     pub hex: String,
     pub fee: u64,
     pub weight: u64,
@@ -369,6 +371,8 @@ pub struct TemplateTransaction {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CoinbaseTx {
     pub txid: String,
+    /// Binary on the wire, hex in the SDKs.
+    #[serde(deserialize_with = "crate::value::hex_from_bin")]
     pub hex: String,
 }
 
