@@ -147,6 +147,12 @@ export const BlockTemplate = named("BlockTemplate", v.object({
   coinbase_value: doc("Subsidy plus the fees of `transactions`: the most the coinbase may pay out.", u64),
   default_witness_commitment: doc("The BIP141 witness commitment output script (uses a 32-byte zero witness reserved value).", Hex),
   coinbase_tx: doc("With a coinbase script: a complete coinbase (BIP34 height, commitment) paying coinbase_value to it.", v.optional(CoinbaseTx)),
+  template_id: doc("Names this template; its later pages are asked by `page` (next_page).", v.string()),
+  tx_count: doc("Transactions in the whole template: the length of `transactions` once every page is read.", u64),
+  next_page: doc(
+    "On the wire, one answer carries a page of `transactions` (docs/protocol.md, \"Paged answers\"): the `page` to ask for next, or null after the last page. The SDKs read every page, so a template they return has all its transactions and null here.",
+    v.nullable(v.string()),
+  ),
 }));
 export const SubmitBlockResult = named("SubmitBlockResult", v.object({
   result: named("SubmitBlockStatus", v.picklist(["accepted", "duplicate", "rejected"])),
