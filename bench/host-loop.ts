@@ -101,6 +101,8 @@ if (process.argv[2] === "--probe") {
   const heavy = readFileSync(process.argv[5]!);
   kinds[`a valid block of 15,000 transactions (${(heavy.length / 1e6).toFixed(2)} MB) as binary (submit_block; then duplicates)`] = () => ({ method: "submit_block", params: { hex: heavy } });
   kinds["get_block of that block, first page (with its raw hex)"] = () => ({ method: "get_block_by_height", params: { height: Number(process.argv[6]) } });
+  kinds["get_block of a 3.9 MB block of 390 witness-heavy transactions, first page (its raw bytes as binary)"] = () => ({ method: "get_block_by_height", params: { height: Number(process.argv[7]) } });
+  kinds["get_block of that 3.9 MB block, second page (1 MiB of transaction hex)"] = () => ({ method: "get_block_by_height", params: { height: Number(process.argv[7]), tx_offset: 1 } });
   kinds["get_mempool_txids, first page, 20,000 in the mempool"] = () => ({ method: "get_mempool_txids", params: {} });
   kinds["get_mempool_txids, third page"] = () => ({ method: "get_mempool_txids", params: { after: 16_384 } });
   kinds["get_block_template, 20,000 in the mempool"] = () => ({ method: "get_block_template", params: {} });
@@ -141,6 +143,10 @@ const sockPath = path.join(dir, "s");
 // The chain on disk, as the host keeps it ([chain] data_dir), with 20,000 transactions in its
 // mempool and a valid block of 15,000 transactions ready for its tip (test/helpers/big-block.ts).
 const chain = await EmbeddedChain.create({ matureBlocks: 1, dataDir: path.join(dir, "chain") });
+// A block near the 4 MB limit, on the chain before the probe starts (its get_block rows).
+const fat = await chain.submitBlock(await bigBlock(chain, { count: 390, witnessBytes: 9_800 }));
+if (fat.result !== "accepted") throw new Error(`the 3.9 MB block was not accepted: ${fat.reason}`);
+const fatHeight = await chain.getBlockHeight();
 await fillMempool(chain, 20_000);
 const heavyPath = path.join(dir, "heavy.block");
 writeFileSync(heavyPath, await bigBlock(chain, { count: 15_000, witnessBytes: 0 }));
@@ -158,7 +164,7 @@ const server = net.createServer((socket) => {
   });
 });
 await new Promise<void>((r) => server.listen(sockPath, r));
-const probe = fork(new URL(import.meta.url).pathname, ["--probe", sockPath, String(n), heavyPath, String(heavyHeight)], { execArgv: ["--import=tsx"] });
+const probe = fork(new URL(import.meta.url).pathname, ["--probe", sockPath, String(n), heavyPath, String(heavyHeight), String(fatHeight)], { execArgv: ["--import=tsx"] });
 const h = monitorEventLoopDelay({ resolution: 1 });
 let t0 = 0, cpu0 = 0;
 console.log(`${n} frames of each kind, then one small request; host_cpu_ms_per_s 250 (the default)`);

@@ -225,12 +225,14 @@ function rebuiltAround(template: BlockTemplate, transactions: BlockTemplate["tra
   const coinbaseValue = blockSubsidy(template.height) + transactions.reduce((sum, t) => sum + t.fee, 0);
   const wtxids = transactions.map((t) => t.wtxid);
   const { coinbase_tx: _old, ...rest } = template;
+  // At most a page of transactions here (boundedTemplate): ~3,000 hashes, made once.
+  const commitment = witnessCommitment(wtxids, new Uint8Array(32));
   const next: BlockTemplate = {
     ...rest, transactions, coinbase_value: coinbaseValue,
-    default_witness_commitment: COMMITMENT_PREFIX + bytesToHex(witnessCommitment(wtxids, new Uint8Array(32))),
+    default_witness_commitment: COMMITMENT_PREFIX + bytesToHex(commitment),
   };
   if (coinbaseScript !== undefined) {
-    const coinbase = describeTransaction(coinbaseTransaction(template.height, extraNonce++, coinbaseValue, hexToBytes(coinbaseScript), wtxids));
+    const coinbase = describeTransaction(coinbaseTransaction(template.height, extraNonce++, coinbaseValue, hexToBytes(coinbaseScript), wtxids, commitment));
     next.coinbase_tx = { txid: coinbase.txid, hex: coinbase.hex };
   }
   return next;

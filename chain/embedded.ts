@@ -386,6 +386,8 @@ export class EmbeddedChain implements ChainBackend {
     const coinbaseValue = blockSubsidy(height) + selected.reduce((sum, record) => sum + record.fee, 0);
     const wtxids = selected.map((record) => record.tx.wtxid);
     const minTime = this.medianTimePast(parent.block.height) + 1;
+    // BIP141 commitment over up to ~16,000 wtxids: hashed in slices (the merkle root), then with the zero reserved value.
+    const commitment = sha256d(concatBytes(await merkleRootOf(["00".repeat(32), ...wtxids], new Slicer()), new Uint8Array(32)));
     const template: BlockTemplate = {
       version: TEMPLATE_VERSION,
       previous_block_hash: parent.block.hash,
@@ -396,12 +398,11 @@ export class EmbeddedChain implements ChainBackend {
       min_time: minTime,
       transactions: selected.map(({ tx, fee }) => ({ txid: tx.txid, wtxid: tx.wtxid, hex: tx.hex, fee, weight: tx.weight })),
       coinbase_value: coinbaseValue,
-      // BIP141 commitment over up to ~16,000 wtxids: hashed in slices (the merkle root), then with the zero reserved value.
-      default_witness_commitment: WITNESS_COMMITMENT_PREFIX + bytesToHex(sha256d(concatBytes(await merkleRootOf(["00".repeat(32), ...wtxids], new Slicer()), new Uint8Array(32)))),
+      default_witness_commitment: WITNESS_COMMITMENT_PREFIX + bytesToHex(commitment),
     };
     if (opts.coinbaseScript !== undefined) {
       const coinbase = describeTransaction(
-        coinbaseTransaction(height, this.extraNonce++, coinbaseValue, hexToBytes(opts.coinbaseScript), wtxids),
+        coinbaseTransaction(height, this.extraNonce++, coinbaseValue, hexToBytes(opts.coinbaseScript), wtxids, commitment),
       );
       template.coinbase_tx = { txid: coinbase.txid, hex: coinbase.hex };
     }
@@ -754,7 +755,7 @@ export class EmbeddedChain implements ChainBackend {
     const hashes: Hex[] = [];
     for (let i = 0; i < count; i++) {
       const parent = this.tip;
-      const stored = mineBlock({
+      const stored = await mineBlock({
         parent,
         transactions: includeMempool ? this.mempool.select(BLOCK_TX_WEIGHT) : [],
         time: Math.max(Math.floor(this.now()), this.medianTimePast(parent.block.height) + 1),
