@@ -20,6 +20,7 @@ import { bytesToHex, hexToBytes } from "@noble/hashes/utils.js";
 import type { Block, BlockHeader, ChainBackend, ChainEventName, ChainEvents, Hex, PeerInfo, Transaction } from "../backend.ts";
 import { bytesOfRaw, hexOfRaw } from "../backend.ts";
 import { difficultyFromBits, workFromBits } from "../serialise.ts";
+import { Slicer } from "../slices.ts";
 import { bitsToHex, coreChainName, satsToBtc, scriptAsm, scriptType } from "./convert.ts";
 import { checkRpcauth } from "./rpcauth.ts";
 import { RPC_CODES } from "./rpc.ts";
@@ -263,10 +264,15 @@ export class CoreFacade {
       getrawmempool: async (p) => {
         const txids = await b.getMempoolTransactions();
         if (p[0] !== true) return txids;
+        // One entry per transaction, in slices (100,000 of them held the loop for seconds); the
+        // answer's JSON is then one JSON.stringify (~300 bytes per entry), as Core answers whole.
         const out: Record<Hex, unknown> = {};
+        const slicer = new Slicer();
         for (const txid of txids) {
           const entry = await b.getMempoolEntry(txid);
           if (entry) out[txid] = this.entryJson(entry.vsize, entry.fee, entry.time);
+          const pause = slicer.tick();
+          if (pause) await pause;
         }
         return out;
       },
