@@ -39,3 +39,22 @@ test("the kept fee-rate order equals a stable sort of what is present after rand
     }
   }
 });
+
+test("the fee estimate's quantile is the value a sort puts at that index, for random, tied and sorted inputs", async (t) => {
+  const { nthSmallest } = await import("../chain/embedded.ts");
+  let seed = 3;
+  const random = () => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff);
+  const inputs = [
+    Array.from({ length: 5_001 }, () => random() * 100),
+    Array.from({ length: 4_000 }, () => Math.floor(random() * 4)),
+    Array.from({ length: 3_000 }, (_, i) => i),
+    Array.from({ length: 3_000 }, (_, i) => 3_000 - i),
+    [7],
+  ];
+  for (const values of inputs) {
+    const sorted = [...values].sort((a, b) => a - b);
+    for (const k of [0, 1, Math.floor(values.length / 2), Math.floor(values.length / 20), values.length - 1]) {
+      t.is(nthSmallest(Float64Array.from(values), k), sorted[k]!, `k = ${k} of ${values.length}`);
+    }
+  }
+});
