@@ -25,6 +25,17 @@
 // of it with its 0.9 MB hex 21 ms; get_mempool_txids pages (20,000 in the mempool) 4-15 ms;
 // get_block_template with 20,000 in the mempool, bounded to a page, 50 ms (sorted once per
 // mempool change). The zero-filled 3 MB "block" is now refused at its first bytes (5 ms).
+//
+// Run of 2026-12-05 09:15 (3 frames of each kind, load 9-11: other sessions' suites and a Rust
+// build; every figure inflated many times), after blocks' raw bytes went on the wire as binary
+// (docs/protocol.md 6.3): get_block of a 3.9 MB block of 390 witness-heavy transactions, first
+// page (3.9 MB of binary, the block read back from LevelDB in slices for the first frame):
+// longest stall 103 ms, 134 ms charged per frame; its second page (1 MiB of transaction hex)
+// 42 ms. The same first page encoded in-process at that load, 7 times each, fresh (as for a
+// block's first reader): with the block's 7.8 MB hex string, median 171-185 ms (max 720-870);
+// with its bytes as binary, median 26-29 ms (max 79-83): the rest is the bytes' copies.
+// get_block_template with 20,000 in the mempool now answers the first page of a whole
+// template (296 ms stall at this load, against 50 ms for a cut template at load 6-9 before).
 
 import { fork } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";

@@ -105,9 +105,9 @@ export const DEFAULT_BODY_LIMITS: Readonly<BodyLimits> = Object.freeze({
 
 /**
  * The limits of a body the host sends (a module receives): the same, but for
- * max_total_string_bytes, which only the frame bounds. The host's answers carry the hex of
- * blocks and transactions it already holds (get_block of a 4 MB block: ~16 MB of hex), and a
- * module's decoding cost is its own, in its own process.
+ * max_total_string_bytes, which only the frame bounds. The host's answers may carry the hex of
+ * transactions it already holds (a block's raw bytes go as binary: docs/protocol.md 6.3), and
+ * a module's decoding cost is its own, in its own process.
  */
 export const HOST_BODY_LIMITS: Readonly<BodyLimits> = Object.freeze({
   ...DEFAULT_BODY_LIMITS,

@@ -24,8 +24,9 @@ pub const MAX_STRING_BYTES: usize = 16 * 1024 * 1024;
 /// `max_total_string_bytes`: UTF-8 bytes of all strings in one body a module sends (map keys
 /// included). The host refuses more: every string costs its shared event loop far more than
 /// binary does. Large data (a block, a transaction, a file) travels as binary ([`Bytes`]). The
-/// host's own messages are not bound by it (they carry the hex of blocks it holds), so the
-/// decoder does not check it; the encoder does ([`crate::protocol::encode_body`]).
+/// host's own messages are not bound by it (they may carry the hex of transactions it holds;
+/// a block's raw bytes come as binary, read into hex by [`hex_from_bin`]), so the decoder does
+/// not check it; the encoder does ([`crate::protocol::encode_body`]).
 pub const MAX_TOTAL_STRING_BYTES: usize = 1024 * 1024;
 /// `max_binary_bytes`: bytes of one binary value.
 pub const MAX_BINARY_BYTES: usize = 16 * 1024 * 1024;
