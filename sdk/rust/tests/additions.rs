@@ -314,10 +314,15 @@ fn a_block_template_of_several_pages_is_read_whole_with_its_binary_made_hex() {
     let (client, mut host, _) = start("example");
     let c = client.clone();
     let t = thread::spawn(move || {
-        let tpl = c.get_block_template(&BlockTemplateOptions::new().coinbase_script("51")).unwrap();
+        let tpl = c
+            .get_block_template(&BlockTemplateOptions::new().coinbase_script("51"))
+            .unwrap();
         let hexes: Vec<&str> = tpl.transactions.iter().map(|x| x.hex.as_str()).collect();
         assert_eq!(hexes, ["0200000001", "0200000002", "0200000003"]);
-        assert_eq!((tpl.tx_count, tpl.next_page.as_deref(), tpl.template_id.as_str()), (3, None, "t-9"));
+        assert_eq!(
+            (tpl.tx_count, tpl.next_page.as_deref(), tpl.template_id.as_str()),
+            (3, None, "t-9")
+        );
         // A page of another template than the first: an error, not a mixed template.
         let err = c.get_block_template(&BlockTemplateOptions::new()).unwrap_err();
         assert!(matches!(err, Error::Protocol(ref m) if m.contains("template")), "{err}");
@@ -326,7 +331,11 @@ fn a_block_template_of_several_pages_is_read_whole_with_its_binary_made_hex() {
     assert_eq!(r.params, Value::from_pairs([("coinbase_script", "51".into())]));
     host.respond(r.id, template_page("t-9", &[1, 2], Some("t-9:2")));
     let r = host.next_request("get_block_template");
-    assert_eq!(r.params, Value::from_pairs([("page", "t-9:2".into())]), "a later page names only the page");
+    assert_eq!(
+        r.params,
+        Value::from_pairs([("page", "t-9:2".into())]),
+        "a later page names only the page"
+    );
     host.respond(r.id, template_page("t-9", &[3], None));
     let r = host.next_request("get_block_template");
     host.respond(r.id, template_page("t-10", &[1], Some("t-10:1")));
