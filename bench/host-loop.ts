@@ -25,6 +25,17 @@
 // of it with its 0.9 MB hex 21 ms; get_mempool_txids pages (20,000 in the mempool) 4-15 ms;
 // get_block_template with 20,000 in the mempool, bounded to a page, 50 ms (sorted once per
 // mempool change). The zero-filled 3 MB "block" is now refused at its first bytes (5 ms).
+//
+// Run of 2026-12-05 09:15 (3 frames of each kind, load 9-11: other sessions' suites and a Rust
+// build; every figure inflated many times), after blocks' raw bytes went on the wire as binary
+// (docs/protocol.md 6.3): get_block of a 3.9 MB block of 390 witness-heavy transactions, first
+// page (3.9 MB of binary, the block read back from LevelDB in slices for the first frame):
+// longest stall 103 ms, 134 ms charged per frame; its second page (1 MiB of transaction hex)
+// 42 ms. The same first page encoded in-process at that load, 7 times each, fresh (as for a
+// block's first reader): with the block's 7.8 MB hex string, median 171-185 ms (max 720-870);
+// with its bytes as binary, median 26-29 ms (max 79-83): the rest is the bytes' copies.
+// get_block_template with 20,000 in the mempool now answers the first page of a whole
+// template (296 ms stall at this load, against 50 ms for a cut template at load 6-9 before).
 
 import { fork } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
@@ -254,6 +265,8 @@ if (process.argv[2] === "--probe") {
   const heavy = readFileSync(process.argv[5]!);
   kinds[`a valid block of 15,000 transactions (${(heavy.length / 1e6).toFixed(2)} MB) as binary (submit_block; then duplicates)`] = () => ({ method: "submit_block", params: { hex: heavy } });
   kinds["get_block of that block, first page (with its raw hex)"] = () => ({ method: "get_block_by_height", params: { height: Number(process.argv[6]) } });
+  kinds["get_block of a 3.9 MB block of 390 witness-heavy transactions, first page (its raw bytes as binary)"] = () => ({ method: "get_block_by_height", params: { height: Number(process.argv[7]) } });
+  kinds["get_block of that 3.9 MB block, second page (1 MiB of transaction hex)"] = () => ({ method: "get_block_by_height", params: { height: Number(process.argv[7]), tx_offset: 1 } });
   kinds["get_mempool_txids, first page, 20,000 in the mempool"] = () => ({ method: "get_mempool_txids", params: {} });
   kinds["get_mempool_txids, third page"] = () => ({ method: "get_mempool_txids", params: { after: 16_384 } });
   kinds["get_block_template, 20,000 in the mempool"] = () => ({ method: "get_block_template", params: {} });
@@ -294,6 +307,10 @@ const sockPath = path.join(dir, "s");
 // The chain on disk, as the host keeps it ([chain] data_dir), with 20,000 transactions in its
 // mempool and a valid block of 15,000 transactions ready for its tip (test/helpers/big-block.ts).
 const chain = await EmbeddedChain.create({ matureBlocks: 1, dataDir: path.join(dir, "chain") });
+// A block near the 4 MB limit, on the chain before the probe starts (its get_block rows).
+const fat = await chain.submitBlock(await bigBlock(chain, { count: 390, witnessBytes: 9_800 }));
+if (fat.result !== "accepted") throw new Error(`the 3.9 MB block was not accepted: ${fat.reason}`);
+const fatHeight = await chain.getBlockHeight();
 await fillMempool(chain, 20_000);
 const heavyPath = path.join(dir, "heavy.block");
 writeFileSync(heavyPath, await bigBlock(chain, { count: 15_000, witnessBytes: 0 }));
@@ -311,7 +328,7 @@ const server = net.createServer((socket) => {
   });
 });
 await new Promise<void>((r) => server.listen(sockPath, r));
-const probe = fork(new URL(import.meta.url).pathname, ["--probe", sockPath, String(n), heavyPath, String(heavyHeight)], { execArgv: ["--import=tsx"] });
+const probe = fork(new URL(import.meta.url).pathname, ["--probe", sockPath, String(n), heavyPath, String(heavyHeight), String(fatHeight)], { execArgv: ["--import=tsx"] });
 const h = monitorEventLoopDelay({ resolution: 1 });
 let t0 = 0, cpu0 = 0;
 console.log(`${n} frames of each kind, then one small request; host_cpu_ms_per_s 250 (the default)`);

@@ -19,7 +19,9 @@ export const mempool: Family = {
   methods: [
     method({
       name: "get_mempool_transactions", result: v.array(Hex), js: "getTransactions", permission: "read_mempool", args: [], params: none,
-      summary: `Txids in the mempool, when they fit one answer (${MEMPOOL_PAGE.toLocaleString("en")}); past that result_too_large: use get_mempool_txids, which pages.`,
+      via: { method: "get_mempool_txids", field: "txids" },
+      handWritten: { rust: "get_mempool_transactions reads every page of get_mempool_txids" },
+      summary: `Every txid in the mempool. The SDKs read them through get_mempool_txids, a page at a time; on the wire this method answers them as one array while they fit one answer (${MEMPOOL_PAGE.toLocaleString("en")}), and result_too_large past that.`,
       handler: async (c) => {
         const page = await c.chain.getMempoolPage(0, MEMPOOL_PAGE);
         if (page.next_after !== null) {

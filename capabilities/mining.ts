@@ -7,8 +7,8 @@
 // submit_block, and queueing a block "as if received from a peer" queue_inbound_block.
 import * as v from "valibot";
 import { hexToBytes } from "@noble/hashes/utils.js";
-import { method, type Family } from "./types.ts";
-import { PAGE_BYTES } from "./pages.ts";
+import { CapabilityError, method, type Family, type MethodPages } from "./types.ts";
+import { PAGE_BYTES, pageOf } from "./pages.ts";
 import { BlockTemplate as BlockTemplateResult, SubmitBlockResult, named } from "./schemas.ts";
 import { bytesToHex } from "@noble/hashes/utils.js";
 import { describeTransaction, displayHex, sha256d, witnessCommitment } from "../chain/serialise.ts";
@@ -57,7 +57,70 @@ export const MAX_BLOCK_BYTES = 4_000_000;
 const templateOptions = named("BlockTemplateOptions", v.object({
   rules: v.optional(v.pipe(v.array(v.pipe(v.string(), v.maxLength(64))), v.maxLength(32))),
   coinbase_script: v.optional(rawHex(10_000)),
+  /** A later page of a template (its answer's next_page); the other options are then ignored. */
+  page: v.optional(v.pipe(v.string(), v.maxLength(64, "page is the next_page of an earlier answer (at most 64 characters)"))),
 }), { rust: "built with its own methods" });
+
+/** A template's transactions come a page at a time (docs/protocol.md 6.1); the SDKs join them. */
+const templatePages: MethodPages = { cursor: "page", items: "transactions", next: "next_page", same: "template_id" };
+
+/**
+ * Templates of more than one page, kept for their later pages: at most TEMPLATES_KEPT per
+ * module (making another drops its oldest), each for TEMPLATE_KEPT_MS. A kept template is a
+ * list of references to mempool transactions (~100 bytes each, ~1.6 MB for a full block of
+ * the smallest ones). docs/protocol.md 6.1 names both.
+ */
+export const TEMPLATES_KEPT = 4;
+export const TEMPLATE_KEPT_MS = 60_000;
+const keptTemplates = new Map<string, Map<string, { template: BlockTemplate; id: string; until: number }>>();
+let nextTemplate = 1;
+
+/** The module's kept templates, the expired ones dropped (and, while at it, those of every module). */
+function keptOf(module: string, now: number): Map<string, { template: BlockTemplate; id: string; until: number }> {
+  for (const [m, kept] of keptTemplates) {
+    for (const [id, k] of kept) if (k.until <= now) kept.delete(id);
+    if (kept.size === 0 && m !== module) keptTemplates.delete(m);
+  }
+  let kept = keptTemplates.get(module);
+  if (!kept) keptTemplates.set(module, (kept = new Map()));
+  return kept;
+}
+
+/** The page of `template` (named `id`) that starts at transaction `offset`. */
+function templatePage(template: BlockTemplate, id: string, offset: number) {
+  const whole = { ...template, template_id: id, tx_count: template.transactions.length };
+  const page = pageOf(whole, "transactions", offset, "next_page") as typeof whole & { next_page: number | string | null };
+  page.next_page = page.next_page === null ? null : `${id}:${page.next_page}`;
+  return page as typeof whole & { next_page: string | null };
+}
+
+/** The first page of a new template; kept for its later pages when it has any. */
+function firstTemplatePage(c: CallContext, template: BlockTemplate) {
+  const now = Date.now();
+  const id = `${now.toString(36)}-${nextTemplate++}`;
+  const page = templatePage(template, id, 0);
+  if (page.next_page !== null) {
+    const kept = keptOf(c.module, now);
+    while (kept.size >= TEMPLATES_KEPT) kept.delete(kept.keys().next().value as string);
+    kept.set(id, { template, id, until: now + TEMPLATE_KEPT_MS });
+  }
+  return page;
+}
+
+/** A later page (`page` = "<template_id>:<tx offset>") of a template this module was given. */
+function laterTemplatePage(c: CallContext, cursor: string) {
+  const at = cursor.lastIndexOf(":");
+  const id = cursor.slice(0, at);
+  const offset = Number(cursor.slice(at + 1));
+  if (at < 1 || !Number.isInteger(offset) || offset < 0) {
+    throw new CapabilityError("invalid_params", `page "${cursor}" is not a next_page of get_block_template: pass the next_page of the answer before, as it came`);
+  }
+  const kept = keptOf(c.module, Date.now()).get(id);
+  if (!kept) {
+    throw new CapabilityError("not_found", `block template ${id} is no longer kept (the host keeps at most ${TEMPLATES_KEPT} templates per module, each for ${TEMPLATE_KEPT_MS / 1000} s; fixed): ask for a new template, without page`);
+  }
+  return templatePage(kept.template, id, offset);
+}
 
 export const mining: Family = {
   name: "mining",
@@ -65,10 +128,15 @@ export const mining: Family = {
   methods: [
     method({
       name: "get_block_template", result: BlockTemplateResult, js: "getBlockTemplate", permission: "read_blockchain", args: ["options"], params: templateOptions,
-      summary: "A template for the next block: parent, height, bits, target, times, mempool transactions with fees (highest fee rate first, as many as one answer carries: 16,384 values and 1 MiB of hex), coinbase value, witness commitment; with coinbase_script also a ready coinbase transaction paying to it. `rules` is accepted for compatibility (templates always follow segwit rules).",
+      pages: templatePages,
+      handWritten: { rust: "get_block_template reads every page (template_id, next_page) and joins them" },
+      summary: `A template for the next block: parent, height, bits, target, times, mempool transactions with fees (highest fee rate first, a full block's worth), coinbase value, witness commitment; with coinbase_script also a ready coinbase transaction paying to it. One answer carries a page of the transactions (template_id, next_page: the host keeps a template of several pages ${TEMPLATE_KEPT_MS / 1000} s, at most ${TEMPLATES_KEPT} per module); the SDKs read them all. With block_template hooks registered, the template is one page (16,384 values, 1 MiB of hex) before the hooks see it. \`rules\` is accepted for compatibility (templates always follow segwit rules).`,
       handler: async (c, p) => {
-        const template = boundedTemplate(await c.chain.getBlockTemplate(p.coinbase_script === undefined ? {} : { coinbaseScript: p.coinbase_script }), p.coinbase_script);
-        return c.services.hooks?.active("block_template") ? hookedTemplate(c, template, p.coinbase_script) : template;
+        if (p.page !== undefined) return laterTemplatePage(c, p.page);
+        const template = await c.chain.getBlockTemplate(p.coinbase_script === undefined ? {} : { coinbaseScript: p.coinbase_script });
+        // A hook's invocation carries the whole template: one page of it (as before pages).
+        if (c.services.hooks?.active("block_template")) return firstTemplatePage(c, await hookedTemplate(c, boundedTemplate(template, p.coinbase_script), p.coinbase_script));
+        return firstTemplatePage(c, template);
       },
     }),
     method({
@@ -157,12 +225,14 @@ function rebuiltAround(template: BlockTemplate, transactions: BlockTemplate["tra
   const coinbaseValue = blockSubsidy(template.height) + transactions.reduce((sum, t) => sum + t.fee, 0);
   const wtxids = transactions.map((t) => t.wtxid);
   const { coinbase_tx: _old, ...rest } = template;
+  // At most a page of transactions here (boundedTemplate): ~3,000 hashes, made once.
+  const commitment = witnessCommitment(wtxids, new Uint8Array(32));
   const next: BlockTemplate = {
     ...rest, transactions, coinbase_value: coinbaseValue,
-    default_witness_commitment: COMMITMENT_PREFIX + bytesToHex(witnessCommitment(wtxids, new Uint8Array(32))),
+    default_witness_commitment: COMMITMENT_PREFIX + bytesToHex(commitment),
   };
   if (coinbaseScript !== undefined) {
-    const coinbase = describeTransaction(coinbaseTransaction(template.height, extraNonce++, coinbaseValue, hexToBytes(coinbaseScript), wtxids));
+    const coinbase = describeTransaction(coinbaseTransaction(template.height, extraNonce++, coinbaseValue, hexToBytes(coinbaseScript), wtxids, commitment));
     next.coinbase_tx = { txid: coinbase.txid, hex: coinbase.hex };
   }
   return next;

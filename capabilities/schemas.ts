@@ -54,6 +54,21 @@ export const f64 = v.number();
 /** The answer of a method that succeeded and has nothing to say (Rust: `()`). */
 export const done = v.literal(true);
 
+/**
+ * A raw serialisation (a block, a transaction): hex in the SDKs, MessagePack bin on the wire.
+ * The host sends the bytes it holds and the SDKs make the hex (docs/protocol.md 6.3): an
+ * 8 MB hex string of a 4 MB block costs the host's loop 50-300 ms to encode, its 4 MB of
+ * binary a copy. A backend that holds only the hex (Bitcoin Core answers in JSON) sends that
+ * string, which the SDKs take as it is. The SDKs find these fields from the catalogue
+ * (binHexPaths, MethodDef.binHex).
+ */
+export const RawHex = named("Hex", v.pipe(
+  v.custom<Uint8Array | string>((x) => x instanceof Uint8Array || typeof x === "string", "expected the raw bytes (binary) or their hex"),
+  v.metadata({ binOnWire: true }),
+  // What the SDKs give (the output type, which the SDK types are checked against): hex.
+  v.transform((x): string => (typeof x === "string" ? x : Buffer.from(x.buffer, x.byteOffset, x.byteLength).toString("hex"))),
+));
+
 const headerFields = {
   hash: Hex, height: u64, version: i64, prev_hash: Hex, merkle_root: Hex, time: u64, bits: u64, nonce: u64,
 };
@@ -72,7 +87,7 @@ const txFields = {
   txid: Hex, wtxid: Hex, version: i64, locktime: u64, inputs: v.array(TxInput), outputs: v.array(TxOutput), size: u64, vsize: u64, weight: u64,
 };
 const LightTransaction = named("LightTransaction", v.object(txFields), { rust: "the Rust SDK reads both forms into Transaction" });
-export const Transaction = named("Transaction", v.object({ ...txFields, hex: doc("Full serialisation, witness included.", omittedWhenLight(Hex)) }));
+export const Transaction = named("Transaction", v.object({ ...txFields, hex: doc("Full serialisation, witness included (binary on the wire, hex in the SDKs).", omittedWhenLight(RawHex)) }));
 
 const blockFields = {
   hash: Hex, height: u64, size: u64, weight: u64,
@@ -83,7 +98,7 @@ const blockFields = {
   ),
 };
 export const Block = named("Block", v.object({
-  header: BlockHeader, ...blockFields, transactions: v.array(Transaction), hex: doc("Full block serialisation.", omittedWhenLight(Hex)),
+  header: BlockHeader, ...blockFields, transactions: v.array(Transaction), hex: doc("Full block serialisation (binary on the wire, hex in the SDKs).", omittedWhenLight(RawHex)),
 }));
 export const LightBlock = doc(
   "A block without the raw hex of the block, its header and its transactions (include_hex: false).",
@@ -121,8 +136,8 @@ export const PeerInfo = named("PeerInfo", v.object({
   connected_since: doc("Seconds since the epoch.", u64),
 }));
 
-const TemplateTransaction = named("TemplateTransaction", v.object({ txid: Hex, wtxid: Hex, hex: Hex, fee: u64, weight: u64 }));
-const CoinbaseTx = named("CoinbaseTx", v.object({ txid: Hex, hex: Hex }));
+const TemplateTransaction = named("TemplateTransaction", v.object({ txid: Hex, wtxid: Hex, hex: doc("Binary on the wire, hex in the SDKs.", RawHex), fee: u64, weight: u64 }));
+const CoinbaseTx = named("CoinbaseTx", v.object({ txid: Hex, hex: doc("Binary on the wire, hex in the SDKs.", RawHex) }));
 export const BlockTemplate = named("BlockTemplate", v.object({
   version: i64, previous_block_hash: Hex, height: u64, bits: u64,
   target: doc("The proof-of-work target for `bits`, as 64 hex characters.", Hex),
@@ -132,6 +147,12 @@ export const BlockTemplate = named("BlockTemplate", v.object({
   coinbase_value: doc("Subsidy plus the fees of `transactions`: the most the coinbase may pay out.", u64),
   default_witness_commitment: doc("The BIP141 witness commitment output script (uses a 32-byte zero witness reserved value).", Hex),
   coinbase_tx: doc("With a coinbase script: a complete coinbase (BIP34 height, commitment) paying coinbase_value to it.", v.optional(CoinbaseTx)),
+  template_id: doc("Names this template; its later pages are asked by `page` (next_page).", v.string()),
+  tx_count: doc("Transactions in the whole template: the length of `transactions` once every page is read.", u64),
+  next_page: doc(
+    "On the wire, one answer carries a page of `transactions` (docs/protocol.md, \"Paged answers\"): the `page` to ask for next, or null after the last page. The SDKs read every page, so a template they return has all its transactions and null here.",
+    v.nullable(v.string()),
+  ),
 }));
 export const SubmitBlockResult = named("SubmitBlockResult", v.object({
   result: named("SubmitBlockStatus", v.picklist(["accepted", "duplicate", "rejected"])),
@@ -197,3 +218,34 @@ export const HttpResponse = named("HttpResponse", v.object({
   body: doc('At most 8 MiB; a string with encoding "utf8".', v.union([Bytes, v.string()])),
   url: doc("The URL that answered: the one requested, normalised (redirects are not followed).", v.string()),
 }), { rust: "its body is always bytes there (read_text and json decode it)" });
+
+type SchemaNode = Record<string, unknown> & { type: string };
+
+/**
+ * Where a result schema has RawHex fields, as paths the SDKs follow to turn binary into hex:
+ * field names, and "*" for every item of a list ("transactions.*.hex"). Both forms of a union
+ * (a Block or a LightBlock) are followed; a path that is absent in an answer is skipped.
+ */
+export function binHexPaths(schema: v.GenericSchema): string[] {
+  const out = new Set<string>();
+  const seen = new Set<object>();
+  const binOnWire = (x: SchemaNode): boolean => {
+    const pipe = x["pipe"] as SchemaNode[] | undefined;
+    if (!pipe) return false;
+    return pipe.some((a, i) => (i === 0 && a !== x && a["kind"] === "schema" ? binOnWire(a) : a["type"] === "metadata" && (a["metadata"] as Record<string, unknown>)["binOnWire"] === true));
+  };
+  const walk = (x: SchemaNode, path: string[]): void => {
+    if (binOnWire(x)) {
+      out.add(path.join("."));
+      return;
+    }
+    if (seen.has(x) && path.length > 8) return;
+    seen.add(x);
+    if (x["wrapped"]) walk(x["wrapped"] as SchemaNode, path);
+    if (x.type === "array") walk(x["item"] as SchemaNode, [...path, "*"]);
+    if (Array.isArray(x["options"])) for (const o of x["options"] as unknown[]) if (o && typeof o === "object" && "kind" in o) walk(o as unknown as SchemaNode, path);
+    if (x["entries"]) for (const [k, e] of Object.entries(x["entries"] as Record<string, SchemaNode>)) walk(e, [...path, k]);
+  };
+  walk(schema as unknown as SchemaNode, []);
+  return [...out];
+}

@@ -201,6 +201,12 @@ export interface MethodDef<S extends v.GenericSchema = v.GenericSchema, R extend
    * (docs/protocol.md, "Paged answers").
    */
   readonly pages?: MethodPages;
+  /**
+   * Set when the SDKs answer this method's typed form by reading every page of another paged
+   * method and taking one of its fields (ctx.mempool.getTransactions() reads the pages of
+   * get_mempool_txids): the method itself stays on the wire for modules that speak the protocol.
+   */
+  readonly via?: { readonly method: string; readonly field: string };
   readonly summary: string;
   /**
    * Record calls in the audit log (privileged actions), with their scope targets: true, every

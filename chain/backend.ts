@@ -65,8 +65,22 @@ export interface Block {
   size: number;
   weight: number;
   transactions: Transaction[];
-  /** Full block serialisation. */
-  hex: Hex;
+  /**
+   * Full block serialisation: its bytes (the embedded chain, which never makes the block's
+   * hex: modules get the bytes as binary and their SDK makes the hex, docs/protocol.md 6.3),
+   * or its hex (a backend that only has hex, as Bitcoin Core's JSON answers).
+   */
+  hex: Uint8Array | Hex;
+}
+
+/** The hex of a raw serialisation held as bytes or as hex (Block.hex). */
+export function hexOfRaw(raw: Uint8Array | Hex): Hex {
+  return typeof raw === "string" ? raw : Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength).toString("hex");
+}
+
+/** The bytes of a raw serialisation held as bytes or as hex (Block.hex). */
+export function bytesOfRaw(raw: Uint8Array | Hex): Uint8Array {
+  return typeof raw === "string" ? Buffer.from(raw, "hex") : raw;
 }
 
 /** A block without the raw hex of the block, its header and its transactions (get_block with include_hex = false). */

@@ -2,7 +2,7 @@
 // block, coinbases (BIP34 height, BIP141 witness commitment) and proof-of-work mining.
 
 import { bytesToHex, concatBytes, hexToBytes, utf8ToBytes } from "@noble/hashes/utils.js";
-import { Script } from "@scure/btc-signer";
+import { CompactSize, Script } from "@scure/btc-signer";
 import type { Block, Hex, Transaction, Utxo } from "./backend.ts";
 import {
   type HeaderFields,
@@ -19,8 +19,9 @@ import {
   witnessCommitment,
   workFromBits,
 } from "./serialise.ts";
-import { type ParsedBlock, hexOf } from "./parse.ts";
-import type { Slicer } from "./slices.ts";
+import { type ParsedBlock, merkleRootOf } from "./parse.ts";
+import { sealBytes } from "../protocol/codec.ts";
+import { Slicer } from "./slices.ts";
 
 export const REGTEST_GENESIS_HASH = "0f9188f13cb7b2c71f2a335e3a4fc328bf5beb436012afca590b1a11466e2206";
 const GENESIS_MERKLE_ROOT = "4a5e1e4baab89f3a32518a88c31bc87f618f76673e2cc77ab2127b7afdeda33b";
@@ -111,27 +112,41 @@ export interface BlockTemplate {
   payoutScript: Uint8Array;
 }
 
-/** Build the coinbase, then grind the nonce until the header meets the regtest target. */
-export function mineBlock(template: BlockTemplate): StoredBlock {
+/**
+ * Build the coinbase, then grind the nonce until the header meets the regtest target. In
+ * slices (`slicer`): a full block's two merkle roots (~32,000 double SHA-256 each) and its
+ * encoding held the host's loop 0.3-1 s under load, and a module filling the mempool decides
+ * how full the next mined block is.
+ */
+export async function mineBlock(template: BlockTemplate, slicer = new Slicer()): Promise<StoredBlock> {
   const { parent } = template;
   const height = parent.block.height + 1;
   const fees = template.transactions.map((entry) => entry.fee);
   const reward = blockSubsidy(height) + fees.reduce((sum, fee) => sum + fee, 0);
   const wtxids = template.transactions.map((entry) => entry.tx.wtxid);
+  const commitment = sha256d(concatBytes(await merkleRootOf(["00".repeat(32), ...wtxids], slicer), new Uint8Array(32)));
   const coinbase = describeTransaction(
-    coinbaseTransaction(height, template.extraNonce, reward, template.payoutScript, wtxids),
+    coinbaseTransaction(height, template.extraNonce, reward, template.payoutScript, wtxids, commitment),
   );
   const transactions = [coinbase, ...template.transactions.map((entry) => entry.tx)];
   const header: HeaderFields = {
     version: BLOCK_VERSION,
     prev_hash: parent.block.hash,
-    merkle_root: displayHex(merkleRoot(transactions.map((tx) => internalBytes(tx.txid)))),
+    merkle_root: displayHex(await merkleRootOf(transactions.map((tx) => tx.txid), slicer)),
     time: template.time,
     bits: REGTEST_BITS,
     nonce: 0,
   };
   header.nonce = grindNonce(encodeHeader(header), REGTEST_TARGET);
-  return storeBlock(header, height, transactions, [0, ...fees], parent.chainWork);
+  const headerBytes = encodeHeader(header);
+  // The block's bytes, a transaction at a time (encodeBlock's work, in slices).
+  const parts: Uint8Array[] = [headerBytes, CompactSize.encode(BigInt(transactions.length))];
+  for (const tx of transactions) {
+    parts.push(Buffer.from(tx.hex, "hex"));
+    const pause = slicer.tick();
+    if (pause) await pause;
+  }
+  return storeBlock(header, height, transactions, [0, ...fees], parent.chainWork, Buffer.concat(parts));
 }
 
 /**
@@ -144,6 +159,8 @@ export function coinbaseTransaction(
   reward: number,
   payoutScript: Uint8Array,
   wtxids: Hex[],
+  /** The witness commitment of `wtxids`, when the caller has it (made in slices): not made again. */
+  commitment?: Uint8Array,
 ): RawTransaction {
   const reservedValue = new Uint8Array(32);
   return {
@@ -159,7 +176,7 @@ export function coinbaseTransaction(
     ],
     outputs: [
       { amount: BigInt(reward), script: payoutScript },
-      { amount: 0n, script: concatBytes(WITNESS_COMMITMENT_PREFIX, witnessCommitment(wtxids, reservedValue)) },
+      { amount: 0n, script: concatBytes(WITNESS_COMMITMENT_PREFIX, commitment ?? witnessCommitment(wtxids, reservedValue)) },
     ],
     witnesses: [[reservedValue]],
     lockTime: 0,
@@ -172,10 +189,11 @@ function storeBlock(
   transactions: Transaction[],
   fees: number[],
   parentWork: bigint,
+  encoded?: Uint8Array,
 ): StoredBlock {
   const headerBytes = encodeHeader(header);
   const hash = displayHex(sha256d(headerBytes));
-  const bytes = encodeBlock(
+  const bytes = encoded ?? encodeBlock(
     headerBytes,
     transactions.map((tx) => tx.hex),
   );
@@ -189,7 +207,7 @@ function storeBlock(
     size: bytes.length,
     weight: (bytes.length - witnessBytes) * 3 + bytes.length,
     transactions,
-    hex: Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("hex"),
+    hex: sealBytes(bytes),
   };
   // Frozen: readers get this very object (no copy per reader), so nobody may change it.
   return { block: deepFreeze(block), fees, undo: transactions.map(() => []), chainWork: parentWork + workFromBits(header.bits), raw: bytes };
@@ -197,10 +215,10 @@ function storeBlock(
 
 /**
  * The StoredBlock of a block read by parseBlock (./parse.ts): its transactions are already
- * frozen; the block's hex is made from the bytes it came from, in slices, and the bytes are
- * kept for the database (no re-encoding).
+ * frozen; the bytes it came from are the block's `hex` (binary: no hex is made on the host's
+ * loop) and what the database keeps (no re-encoding).
  */
-export async function storeParsedBlock(parsed: ParsedBlock, height: number, fees: number[], parentWork: bigint, slicer: Slicer): Promise<StoredBlock> {
+export async function storeParsedBlock(parsed: ParsedBlock, height: number, fees: number[], parentWork: bigint, _slicer: Slicer): Promise<StoredBlock> {
   const { header: { hash, ...fields }, transactions, raw } = parsed;
   let witnessBytes = 0;
   for (const tx of transactions) witnessBytes += tx.size - (tx.weight - tx.size) / 3;
@@ -211,14 +229,15 @@ export async function storeParsedBlock(parsed: ParsedBlock, height: number, fees
     size: raw.length,
     weight: (raw.length - witnessBytes) * 3 + raw.length,
     transactions: Object.freeze(transactions) as Transaction[],
-    hex: await hexOf(raw, slicer),
+    hex: sealBytes(raw),
   };
   return { block: Object.freeze(block), fees, undo: transactions.map(() => []), chainWork: parentWork + workFromBits(fields.bits), raw };
 }
 
 /** Freeze a plain-data value and everything in it. */
 export function deepFreeze<T>(value: T): T {
-  if (value !== null && typeof value === "object" && !Object.isFrozen(value)) {
+  // A typed array with elements cannot be frozen (a block's raw bytes: sealed instead, sealBytes).
+  if (value !== null && typeof value === "object" && !ArrayBuffer.isView(value) && !Object.isFrozen(value)) {
     Object.freeze(value);
     for (const key of Object.keys(value)) deepFreeze((value as Record<string, unknown>)[key]);
   }

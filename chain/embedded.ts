@@ -66,6 +66,7 @@ import type {
   Transaction,
   Utxo,
 } from "./backend.ts";
+import { bytesOfRaw } from "./backend.ts";
 import {
   BLOCK_TX_WEIGHT,
   REGTEST_GENESIS_HASH,
@@ -385,6 +386,8 @@ export class EmbeddedChain implements ChainBackend {
     const coinbaseValue = blockSubsidy(height) + selected.reduce((sum, record) => sum + record.fee, 0);
     const wtxids = selected.map((record) => record.tx.wtxid);
     const minTime = this.medianTimePast(parent.block.height) + 1;
+    // BIP141 commitment over up to ~16,000 wtxids: hashed in slices (the merkle root), then with the zero reserved value.
+    const commitment = sha256d(concatBytes(await merkleRootOf(["00".repeat(32), ...wtxids], new Slicer()), new Uint8Array(32)));
     const template: BlockTemplate = {
       version: TEMPLATE_VERSION,
       previous_block_hash: parent.block.hash,
@@ -395,12 +398,11 @@ export class EmbeddedChain implements ChainBackend {
       min_time: minTime,
       transactions: selected.map(({ tx, fee }) => ({ txid: tx.txid, wtxid: tx.wtxid, hex: tx.hex, fee, weight: tx.weight })),
       coinbase_value: coinbaseValue,
-      // BIP141 commitment over up to ~16,000 wtxids: hashed in slices (the merkle root), then with the zero reserved value.
-      default_witness_commitment: WITNESS_COMMITMENT_PREFIX + bytesToHex(sha256d(concatBytes(await merkleRootOf(["00".repeat(32), ...wtxids], new Slicer()), new Uint8Array(32)))),
+      default_witness_commitment: WITNESS_COMMITMENT_PREFIX + bytesToHex(commitment),
     };
     if (opts.coinbaseScript !== undefined) {
       const coinbase = describeTransaction(
-        coinbaseTransaction(height, this.extraNonce++, coinbaseValue, hexToBytes(opts.coinbaseScript), wtxids),
+        coinbaseTransaction(height, this.extraNonce++, coinbaseValue, hexToBytes(opts.coinbaseScript), wtxids, commitment),
       );
       template.coinbase_tx = { txid: coinbase.txid, hex: coinbase.hex };
     }
@@ -576,9 +578,9 @@ export class EmbeddedChain implements ChainBackend {
       });
     }
     if (rates.length === 0) return 1;
-    rates.sort((a, b) => a - b);
+    // The index-th smallest of up to ~170,000 rates: a selection in linear time, not a sort.
     const index = Math.min(rates.length - 1, Math.floor(rates.length / (2 * targetBlocks)));
-    return Math.max(1, Math.ceil(rates[index] as number));
+    return Math.max(1, Math.ceil(nthSmallest(Float64Array.from(rates), index)));
   }
 
   // ---- ChainBackend: network ----
@@ -753,7 +755,7 @@ export class EmbeddedChain implements ChainBackend {
     const hashes: Hex[] = [];
     for (let i = 0; i < count; i++) {
       const parent = this.tip;
-      const stored = mineBlock({
+      const stored = await mineBlock({
         parent,
         transactions: includeMempool ? this.mempool.select(BLOCK_TX_WEIGHT) : [],
         time: Math.max(Math.floor(this.now()), this.medianTimePast(parent.block.height) + 1),
@@ -1021,7 +1023,7 @@ function summaryOf(stored: StoredBlock): HeaderSummary {
 }
 
 function blockRecord(stored: StoredBlock): BlockRecord {
-  const raw = stored.raw ?? Buffer.from(stored.block.hex, "hex");
+  const raw = stored.raw ?? bytesOfRaw(stored.block.hex);
   return { height: stored.block.height, raw, fees: stored.fees, undo: stored.undo, work: stored.chainWork.toString() };
 }
 
@@ -1043,6 +1045,32 @@ function rawOf(hexOrBytes: Hex | Uint8Array, what: string): Uint8Array {
   const bytes = Buffer.from(hexOrBytes, "hex");
   if (hexOrBytes.length % 2 !== 0 || bytes.length * 2 !== hexOrBytes.length) throw new ParseError("expected hex: an even number of 0-9a-f characters");
   return bytes;
+}
+
+/** The `k`-th smallest value of `a` (0-based), by quickselect (Hoare partitions; `a` is reordered). */
+export function nthSmallest(a: Float64Array, k: number): number {
+  let lo = 0;
+  let hi = a.length - 1;
+  while (lo < hi) {
+    const pivot = a[(lo + hi) >>> 1] as number;
+    let i = lo;
+    let j = hi;
+    while (i <= j) {
+      while ((a[i] as number) < pivot) i++;
+      while ((a[j] as number) > pivot) j--;
+      if (i <= j) {
+        const x = a[i] as number;
+        a[i] = a[j] as number;
+        a[j] = x;
+        i++;
+        j--;
+      }
+    }
+    if (k <= j) hi = j;
+    else if (k >= i) lo = i;
+    else break;
+  }
+  return a[k] as number;
 }
 
 function assertCount(what: string, value: number): void {

@@ -248,16 +248,3 @@ export async function merkleRootOf(txids: readonly Hex[], slicer: Slicer): Promi
   }
   return level[0] as Buffer;
 }
-
-/** Hex of `bytes`, built in slices of 256 KiB (Buffer's encoder; the pieces are joined as a rope). */
-export async function hexOf(bytes: Uint8Array, slicer: Slicer): Promise<string> {
-  const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const STEP = 256 * 1024;
-  let hex = "";
-  for (let at = 0; at < buf.length; at += STEP) {
-    hex += buf.toString("hex", at, Math.min(buf.length, at + STEP));
-    const pause = slicer.due();
-    if (pause) await pause;
-  }
-  return hex;
-}

@@ -116,7 +116,7 @@ function tsType(x: Schema, where: string, top = true): string {
     case "null": return "null";
     case "literal": return JSON.stringify(x["literal"]);
     case "picklist": return (x["options"] as unknown[]).map((o) => JSON.stringify(o)).join(" | ");
-    case "custom": if (name === "Bytes") return "Uint8Array"; break;
+    case "custom": if (name === "Bytes") return "Uint8Array"; if (metadata(x, "binOnWire")) return "string"; break;
     case "nullable": return `${tsType(inner(x), where, false)} | null`;
     case "optional": case "exact_optional": return tsType(inner(x), where, false);
     case "array": { const t = tsType(s(x["item"]), where, false); return /^[A-Za-z0-9_]+$/.test(t) ? `${t}[]` : `Array<${t}>`; }
@@ -296,6 +296,7 @@ function rustResult(x: Schema, where: string, generic: string | undefined): stri
 
 function rustFieldType(x: Schema, where: string): string {
   const name = nameOf(x);
+  if (metadata(x, "binOnWire")) return "String";
   if (name && name !== "Hex") return name;
   switch (x.type) {
     case "string": case "picklist": return "String";
@@ -327,7 +328,10 @@ function rustStructs(families: readonly Family[]): { code: string[]; byHand: str
       const type = rustFieldType(e, `${name}.${k}`);
       code.push(...rustDoc([literal(descriptionOf(e) ?? "")], "    "));
       // Absent, an Option reads as None and a list as empty (older hosts, lighter forms).
-      if (type.startsWith("Option<") || type.startsWith("Vec<") || metadata(e, "omittedWhenLight")) code.push("    #[serde(default)]");
+      // Binary on the wire, hex here (capabilities/schemas.ts RawHex): read by value::hex_from_bin.
+      const hex = metadata(e, "binOnWire") ? ', deserialize_with = "crate::value::hex_from_bin"' : "";
+      if (type.startsWith("Option<") || type.startsWith("Vec<") || metadata(e, "omittedWhenLight")) code.push(`    #[serde(default${hex})]`);
+      else if (hex) code.push(`    #[serde(${hex.slice(2)})]`);
       const field = RUST_KEYWORDS.has(k) ? `${k}_` : k;
       if (field !== k) code.push(`    #[serde(rename = "${k}")]`);
       code.push(`    pub ${field}: ${type},`);

@@ -105,9 +105,9 @@ export const DEFAULT_BODY_LIMITS: Readonly<BodyLimits> = Object.freeze({
 
 /**
  * The limits of a body the host sends (a module receives): the same, but for
- * max_total_string_bytes, which only the frame bounds. The host's answers carry the hex of
- * blocks and transactions it already holds (get_block of a 4 MB block: ~16 MB of hex), and a
- * module's decoding cost is its own, in its own process.
+ * max_total_string_bytes, which only the frame bounds. The host's answers may carry the hex of
+ * transactions it already holds (a block's raw bytes go as binary: docs/protocol.md 6.3), and
+ * a module's decoding cost is its own, in its own process.
  */
 export const HOST_BODY_LIMITS: Readonly<BodyLimits> = Object.freeze({
   ...DEFAULT_BODY_LIMITS,
@@ -697,7 +697,7 @@ function prepare(v: unknown, depth: number, s: PrepareState): unknown {
   }
   if (v === null) return v;
   if (v instanceof Uint8Array) {
-    if (s.frozen) s.frozen = false; // its bytes can change: never reuse an encoding of it
+    if (s.frozen && !sealed.has(v)) s.frozen = false; // its bytes can change: never reuse an encoding of it
     if (v.byteLength > s.limits.maxBinaryBytes) tooLarge(`${pathOf(s)} is binary of ${v.byteLength} bytes`, "maxBinaryBytes", s.limits);
     return v;
   }
@@ -760,6 +760,19 @@ export function encodeBody(value: unknown, limits: Readonly<BodyLimits> = DEFAUL
  * encode faster than a lookup pays); the map is weak, so a block dropped from the chain's
  * cache is dropped here too.
  */
+/** Byte arrays whose owner promised never to change them (sealBytes): they count as frozen. */
+const sealed = new WeakSet<Uint8Array>();
+
+/**
+ * Promise that `bytes` never change, so that a frozen value holding them is encoded once
+ * (encodeEnvelope): the embedded chain's blocks carry their raw bytes (chain/blocks.ts). A
+ * typed array cannot be frozen; whoever seals one must never write to it again.
+ */
+export function sealBytes<B extends Uint8Array>(bytes: B): B {
+  sealed.add(bytes);
+  return bytes;
+}
+
 const frozenEncodings = new WeakMap<object, { limits: Readonly<BodyLimits>; bytes: Buffer; values: number }>();
 const FROZEN_CACHE_MIN_BYTES = 16 * 1024;
 /** Values the envelope of encodeEnvelope adds at most (15 entries, keys and values). */

@@ -91,7 +91,7 @@ test("a TypeScript module's ctx.chain.getBlock returns the whole big block, ever
   t.is(r.count, TXS);
   t.is(r.tx_count, TXS);
   t.is(r.next, null);
-  t.is(r.hex, whole.hex.length, "the block's raw hex, from the first page");
+  t.is(r.hex, whole.hex.length * 2, "the block's raw hex (made by the SDK from the binary of the first page)");
   t.is(r.distinct, TXS, "no transaction twice");
   t.is(r.sample, whole.transactions.filter((_, i) => i % 100 === 0).map((tx) => tx.txid).join(","), "in block order");
   t.deepEqual([r.light_count, r.light_hex, r.light_tx_hex], [TXS, false, false], "getBlockByHeight with include_hex: false, all pages");

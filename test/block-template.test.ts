@@ -17,6 +17,7 @@ import path from "node:path";
 import { startHost, tempDir, ROOT, type TestHost } from "./helpers/host.ts";
 import { callApi, inlineModule } from "./helpers/modules.ts";
 import { buildBlock } from "./helpers/blocks.ts";
+import { fillMempool } from "./helpers/big-block.ts";
 import { templateFromCore, type CoreBlockTemplate } from "../chain/bitcoind/convert.ts";
 import { blockSubsidy } from "../chain/blocks.ts";
 import { loadManifest } from "../host/manifest.ts";
@@ -154,6 +155,20 @@ test("a miner mines a block through getblocktemplate and submitblock; a subscrib
 
   t.deepEqual((await rpc(url, "submitblock", [block.hex])).body.result, "duplicate", "the same block again: Core's \"duplicate\"");
   t.is(await h.chain.getBlockHeight(), height + 1);
+});
+
+test("a template of 2,000 transactions, several pages on the wire, reaches the miner whole through the Rust SDK, and its block is accepted", async (t) => {
+  const { h, url } = await start(t);
+  await fillMempool(h.chain, 2_000);
+  const gbt = await rpc(url, "getblocktemplate", [{ rules: ["segwit"] }]);
+  t.is(gbt.body.error, null);
+  const core = gbt.body.result as CoreBlockTemplate;
+  // One page holds ~1,480 of these (16,384 values): the SDK read every page and joined them.
+  t.is(core.transactions.length, 2_000, "every page joined");
+  const block = buildBlock(templateFromCore(core));
+  t.deepEqual((await rpc(url, "submitblock", [block.hex])).body, { result: null, error: null, id: "miner" }, "the whole template mines an accepted block");
+  t.is(await h.chain.getChainTip(), block.hash);
+  t.is((await h.chain.getMempoolInfo()).transaction_count, 0, "the block took the whole mempool");
 });
 
 test("malformed and invalid submitblock calls get Core's answers and change nothing", async (t) => {

@@ -18,7 +18,9 @@ import type { AddressInfo } from "node:net";
 import { Publisher } from "zeromq";
 import { bytesToHex, hexToBytes } from "@noble/hashes/utils.js";
 import type { Block, BlockHeader, ChainBackend, ChainEventName, ChainEvents, Hex, PeerInfo, Transaction } from "../backend.ts";
+import { bytesOfRaw, hexOfRaw } from "../backend.ts";
 import { difficultyFromBits, workFromBits } from "../serialise.ts";
+import { Slicer } from "../slices.ts";
 import { bitsToHex, coreChainName, satsToBtc, scriptAsm, scriptType } from "./convert.ts";
 import { checkRpcauth } from "./rpcauth.ts";
 import { RPC_CODES } from "./rpc.ts";
@@ -229,7 +231,7 @@ export class CoreFacade {
       getblock: async (p) => {
         const found = await block(hashParam(p, 0, "blockhash"));
         const verbosity = p[1] === undefined ? 1 : p[1] === true ? 1 : p[1] === false ? 0 : Number(p[1]);
-        if (verbosity === 0) return found.hex;
+        if (verbosity === 0) return hexOfRaw(found.hex);
         const json: Record<string, unknown> = {
           ...(await this.headerJson(found.header, found.transactions.length)),
           strippedsize: (found.weight - found.size) / 2,
@@ -262,10 +264,15 @@ export class CoreFacade {
       getrawmempool: async (p) => {
         const txids = await b.getMempoolTransactions();
         if (p[0] !== true) return txids;
+        // One entry per transaction, in slices (100,000 of them held the loop for seconds); the
+        // answer's JSON is then one JSON.stringify (~300 bytes per entry), as Core answers whole.
         const out: Record<Hex, unknown> = {};
+        const slicer = new Slicer();
         for (const txid of txids) {
           const entry = await b.getMempoolEntry(txid);
           if (entry) out[txid] = this.entryJson(entry.vsize, entry.fee, entry.time);
+          const pause = slicer.tick();
+          if (pause) await pause;
         }
         return out;
       },
@@ -444,7 +451,7 @@ export class CoreFacade {
         const hash = p["hash"] as Hex;
         const found = await this.opts.backend.getBlock(hash);
         await this.send("hashblock", Buffer.from(hash, "hex"));
-        if (found) await this.send("rawblock", Buffer.from(found.hex, "hex"));
+        if (found) await this.send("rawblock", Buffer.from(bytesOfRaw(found.hex)));
         for (const tx of found?.transactions ?? []) {
           await this.send("hashtx", Buffer.from(tx.txid, "hex"));
           await this.send("rawtx", Buffer.from(tx.hex, "hex"));

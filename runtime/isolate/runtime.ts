@@ -67,7 +67,7 @@ async function workerCode(): Promise<string> {
  * capability implementations (worker.ts says why).
  */
 function methodTable(): string {
-  const table = [...METHODS.values()].map((m) => ({ name: m.name, js: m.js, family: m.family, args: [...m.args], ...(m.pages ? { pages: m.pages } : {}) }));
+  const table = [...METHODS.values()].map((m) => ({ name: m.name, js: m.js, family: m.family, args: [...m.args], ...(m.pages ? { pages: m.pages } : {}), ...(m.sdk ? { sdk: m.sdk } : {}) }));
   return `const __MODHOST_METHODS__ = ${JSON.stringify(table)};\n`;
 }
 

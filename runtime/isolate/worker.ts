@@ -337,7 +337,7 @@ const catalogue: MethodShape[] = typeof __MODHOST_METHODS__ !== "undefined"
 const shapes = new Map(catalogue.map((m) => [m.name, m]));
 const methods = client.welcome.methods.flatMap((name) => {
   const m = shapes.get(name);
-  return m ? [{ name: m.name, js: m.js, family: m.family, args: [...m.args], ...(m.pages ? { pages: { ...m.pages } } : {}) }] : [];
+  return m ? [{ name: m.name, js: m.js, family: m.family, args: [...m.args], ...(m.pages ? { pages: { ...m.pages } } : {}), ...(m.sdk ? { sdk: m.sdk } : {}) }] : [];
 });
 const meta = { name: moduleId, version: handover.version, id: client.welcome.module_id, grants: client.welcome.grants };
 

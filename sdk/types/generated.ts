@@ -52,7 +52,7 @@ export interface Transaction {
   size: number;
   vsize: number;
   weight: number;
-  /** Full serialisation, witness included. */
+  /** Full serialisation, witness included (binary on the wire, hex in the SDKs). */
   hex: string;
 }
 
@@ -71,7 +71,7 @@ export interface Block {
    */
   next_tx_offset: number | null;
   transactions: Transaction[];
-  /** Full block serialisation. */
+  /** Full block serialisation (binary on the wire, hex in the SDKs). */
   hex: string;
 }
 
@@ -332,11 +332,13 @@ export interface HttpResponse {
 export interface BlockTemplateOptions {
   rules?: string[];
   coinbase_script?: Hex;
+  page?: string;
 }
 
 export interface TemplateTransaction {
   txid: Hex;
   wtxid: Hex;
+  /** Binary on the wire, hex in the SDKs. */
   hex: Hex;
   fee: number;
   weight: number;
@@ -344,6 +346,7 @@ export interface TemplateTransaction {
 
 export interface CoinbaseTx {
   txid: Hex;
+  /** Binary on the wire, hex in the SDKs. */
   hex: Hex;
 }
 
@@ -368,6 +371,16 @@ export interface BlockTemplate {
    * to it.
    */
   coinbase_tx?: CoinbaseTx;
+  /** Names this template; its later pages are asked by `page` (next_page). */
+  template_id: string;
+  /** Transactions in the whole template: the length of `transactions` once every page is read. */
+  tx_count: number;
+  /**
+   * On the wire, one answer carries a page of `transactions` (docs/protocol.md, "Paged
+   * answers"): the `page` to ask for next, or null after the last page. The SDKs read every
+   * page, so a template they return has all its transactions and null here.
+   */
+  next_page: string | null;
 }
 
 export type SubmitBlockStatus = "accepted" | "duplicate" | "rejected";
@@ -408,8 +421,9 @@ export interface ChainMethods {
 /** ctx.mempool: Read mempool transactions, size and fee estimates. */
 export interface MempoolMethods {
   /**
-   * Txids in the mempool, when they fit one answer (8,192); past that result_too_large: use
-   * get_mempool_txids, which pages. Needs read_mempool.
+   * Every txid in the mempool. The SDKs read them through get_mempool_txids, a page at a time;
+   * on the wire this method answers them as one array while they fit one answer (8,192), and
+   * result_too_large past that. Needs read_mempool.
    */
   getTransactions(): Promise<Hex[]>;
   /**
@@ -576,10 +590,13 @@ export interface NetworkMethods {
 export interface MiningMethods {
   /**
    * A template for the next block: parent, height, bits, target, times, mempool transactions
-   * with fees (highest fee rate first, as many as one answer carries: 16,384 values and 1 MiB of
-   * hex), coinbase value, witness commitment; with coinbase_script also a ready coinbase
-   * transaction paying to it. `rules` is accepted for compatibility (templates always follow
-   * segwit rules). Needs read_blockchain.
+   * with fees (highest fee rate first, a full block's worth), coinbase value, witness
+   * commitment; with coinbase_script also a ready coinbase transaction paying to it. One answer
+   * carries a page of the transactions (template_id, next_page: the host keeps a template of
+   * several pages 60 s, at most 4 per module); the SDKs read them all. With block_template hooks
+   * registered, the template is one page (16,384 values, 1 MiB of hex) before the hooks see it.
+   * `rules` is accepted for compatibility (templates always follow segwit rules). Needs
+   * read_blockchain.
    */
   getBlockTemplate(options?: BlockTemplateOptions): Promise<BlockTemplate>;
   /**

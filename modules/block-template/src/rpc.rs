@@ -320,6 +320,9 @@ mod tests {
             coinbase_value: 5_000_001_200,
             default_witness_commitment: "6a24aa21a9ed".to_string() + &"00".repeat(32),
             coinbase_tx: None,
+            template_id: "t-1".to_string(),
+            tx_count: 2,
+            next_page: None,
         };
         let j = core_template(&tpl);
         assert_eq!(j["bits"], "207fffff");

@@ -32,6 +32,8 @@ export interface MethodShape {
   family: string;
   args: readonly string[];
   pages?: PageShape;
+  /** capabilities/families.ts SdkShape: binary fields to give as hex, a method read through another's pages. */
+  sdk?: { hex?: readonly string[]; via?: { method: string; field: string } };
 }
 
 /** What `ctx.module` says. */

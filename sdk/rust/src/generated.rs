@@ -118,6 +118,8 @@ pub const HAND_WRITTEN: &[&str] = &[
     "get_block",
     // get_block_by_height: one Block struct for both forms (get_block_by_height_with: the hex fields are then empty)
     "get_block_by_height",
+    // get_mempool_transactions: get_mempool_transactions reads every page of get_mempool_txids
+    "get_mempool_transactions",
     // get_mempool_txids: get_mempool_txids joins every page into a Vec<String>
     "get_mempool_txids",
     // submit_transaction: submit_transaction (hex, sent as binary) and submit_transaction_bytes
@@ -140,6 +142,8 @@ pub const HAND_WRITTEN: &[&str] = &[
     "get_lightning_node_url",
     // http_request: takes an HttpRequest built with its own methods
     "http_request",
+    // get_block_template: get_block_template reads every page (template_id, next_page) and joins them
+    "get_block_template",
     // submit_block: submit_block (hex, sent as binary) and submit_block_bytes
     "submit_block",
     // queue_received_block: queue_received_block (hex, sent as binary) and queue_received_block_bytes
@@ -201,8 +205,8 @@ pub struct Transaction {
     pub size: u64,
     pub vsize: u64,
     pub weight: u64,
-    /// Full serialisation, witness included.
-    #[serde(default)]
+    /// Full serialisation, witness included (binary on the wire, hex in the SDKs).
+    #[serde(default, deserialize_with = "crate::value::hex_from_bin")]
     pub hex: String,
 }
 
@@ -222,8 +226,8 @@ pub struct Block {
     pub next_tx_offset: Option<u64>,
     #[serde(default)]
     pub transactions: Vec<Transaction>,
-    /// Full block serialisation.
-    #[serde(default)]
+    /// Full block serialisation (binary on the wire, hex in the SDKs).
+    #[serde(default, deserialize_with = "crate::value::hex_from_bin")]
     pub hex: String,
 }
 
@@ -361,6 +365,8 @@ pub struct PeerInfo {
 pub struct TemplateTransaction {
     pub txid: String,
     pub wtxid: String,
+    /// Binary on the wire, hex in the SDKs.
+    #[serde(deserialize_with = "crate::value::hex_from_bin")]
     pub hex: String,
     pub fee: u64,
     pub weight: u64,
@@ -369,6 +375,8 @@ pub struct TemplateTransaction {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CoinbaseTx {
     pub txid: String,
+    /// Binary on the wire, hex in the SDKs.
+    #[serde(deserialize_with = "crate::value::hex_from_bin")]
     pub hex: String,
 }
 
@@ -394,6 +402,15 @@ pub struct BlockTemplate {
     /// to it.
     #[serde(default)]
     pub coinbase_tx: Option<CoinbaseTx>,
+    /// Names this template; its later pages are asked by `page` (next_page).
+    pub template_id: String,
+    /// Transactions in the whole template: the length of `transactions` once every page is read.
+    pub tx_count: u64,
+    /// On the wire, one answer carries a page of `transactions` (docs/protocol.md, "Paged
+    /// answers"): the `page` to ask for next, or null after the last page. The SDKs read every
+    /// page, so a template they return has all its transactions and null here.
+    #[serde(default)]
+    pub next_page: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -660,12 +677,6 @@ impl Client {
 
     // mempool: Read mempool transactions, size and fee estimates.
 
-    /// Txids in the mempool, when they fit one answer (8,192); past that result_too_large: use
-    /// get_mempool_txids, which pages. Needs `read_mempool`.
-    pub fn get_mempool_transactions(&self) -> Result<Vec<String>> {
-        self.request("get_mempool_transactions", &NoParams {})
-    }
-
     /// Mempool transaction by txid, or null. Needs `read_mempool`.
     pub fn get_mempool_transaction(&self, txid: &str) -> Result<Option<Transaction>> {
         self.request("get_mempool_transaction", &GetMempoolTransactionParams { txid })
@@ -903,15 +914,6 @@ impl Client {
     }
 
     // mining: Block templates, and submitting mined blocks.
-
-    /// A template for the next block: parent, height, bits, target, times, mempool transactions
-    /// with fees (highest fee rate first, as many as one answer carries: 16,384 values and 1 MiB of
-    /// hex), coinbase value, witness commitment; with coinbase_script also a ready coinbase
-    /// transaction paying to it. `rules` is accepted for compatibility (templates always follow
-    /// segwit rules). Needs `read_blockchain`.
-    pub fn get_block_template(&self, options: &BlockTemplateOptions) -> Result<BlockTemplate> {
-        self.request("get_block_template", options)
-    }
 
     // hooks: Hooks with results at the host's hook points (docs/module-guide.md, Hooks).
 

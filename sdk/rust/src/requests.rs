@@ -103,6 +103,39 @@ impl Client {
         Ok(txids)
     }
 
+    /// Every txid in the mempool: [`Client::get_mempool_txids`], which reads them a page at a
+    /// time (the wire's `get_mempool_transactions` answers one array, and `result_too_large`
+    /// past 8,192 txids). Needs `read_mempool`.
+    pub fn get_mempool_transactions(&self) -> Result<Vec<String>> {
+        self.get_mempool_txids()
+    }
+
+    // mining
+
+    /// A template for the next block with all its transactions, read a page at a time
+    /// (`template_id`, `next_page`; docs/protocol.md, "Paged answers") and joined. Needs
+    /// `read_blockchain`.
+    pub fn get_block_template(&self, options: &BlockTemplateOptions) -> Result<BlockTemplate> {
+        let mut template: BlockTemplate = self.request("get_block_template", options)?;
+        let mut at = template.next_page.take();
+        while let Some(page) = at {
+            let later = BlockTemplateOptions {
+                page: Some(page),
+                ..BlockTemplateOptions::default()
+            };
+            let mut next: BlockTemplate = self.request("get_block_template", &later)?;
+            if next.template_id != template.template_id {
+                return Err(Error::Protocol(format!(
+                    "get_block_template: a page of template {} came for template {}",
+                    next.template_id, template.template_id
+                )));
+            }
+            template.transactions.append(&mut next.transactions);
+            at = next.next_page.take();
+        }
+        Ok(template)
+    }
+
     // storage
 
     /// Apply put/delete operations atomically: all or none (at most 10,000). Needs

@@ -514,6 +514,10 @@ pub struct BlockTemplateOptions {
     /// paying `coinbase_value` to it ([`BlockTemplate::coinbase_tx`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub coinbase_script: Option<String>,
+    /// A later page of a template (the `next_page` of the answer before); set by
+    /// [`crate::Client::get_block_template`], which reads every page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page: Option<String>,
 }
 
 impl BlockTemplateOptions {

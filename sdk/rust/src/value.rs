@@ -24,8 +24,9 @@ pub const MAX_STRING_BYTES: usize = 16 * 1024 * 1024;
 /// `max_total_string_bytes`: UTF-8 bytes of all strings in one body a module sends (map keys
 /// included). The host refuses more: every string costs its shared event loop far more than
 /// binary does. Large data (a block, a transaction, a file) travels as binary ([`Bytes`]). The
-/// host's own messages are not bound by it (they carry the hex of blocks it holds), so the
-/// decoder does not check it; the encoder does ([`crate::protocol::encode_body`]).
+/// host's own messages are not bound by it (they may carry the hex of transactions it holds;
+/// a block's raw bytes come as binary, read into hex by [`hex_from_bin`]), so the decoder does
+/// not check it; the encoder does ([`crate::protocol::encode_body`]).
 pub const MAX_TOTAL_STRING_BYTES: usize = 1024 * 1024;
 /// `max_binary_bytes`: bytes of one binary value.
 pub const MAX_BINARY_BYTES: usize = 16 * 1024 * 1024;
@@ -678,6 +679,45 @@ impl<'de> Deserialize<'de> for Bytes {
         }
         d.deserialize_byte_buf(V)
     }
+}
+
+// ---- raw serialisations: binary on the wire, hex in the typed results ----
+
+/// Reads a raw serialisation field (a block's or a transaction's `hex`): the host sends its
+/// bytes as binary and this makes their lowercase hex (docs/protocol.md 6.3); a host or
+/// backend that sends the hex string is taken as it is.
+pub fn hex_from_bin<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    struct V;
+    impl<'de> Visitor<'de> for V {
+        type Value = String;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("raw bytes (binary) or their hex (a string)")
+        }
+        fn visit_bytes<E>(self, b: &[u8]) -> Result<String, E> {
+            Ok(to_hex(b))
+        }
+        fn visit_byte_buf<E>(self, b: Vec<u8>) -> Result<String, E> {
+            Ok(to_hex(&b))
+        }
+        fn visit_str<E>(self, s: &str) -> Result<String, E> {
+            Ok(s.to_owned())
+        }
+        fn visit_string<E>(self, s: String) -> Result<String, E> {
+            Ok(s)
+        }
+    }
+    d.deserialize_any(V)
+}
+
+/// Lowercase hex of `bytes`.
+pub fn to_hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(DIGITS[(b >> 4) as usize] as char);
+        out.push(DIGITS[(b & 15) as usize] as char);
+    }
+    out
 }
 
 // ---- the strict decoder ----

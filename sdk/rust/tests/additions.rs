@@ -5,7 +5,9 @@
 
 use std::thread;
 
-use modhost_sdk::{BlockOptions, Error, IterOptions, ModuleCrashed, ModuleInfo, ProviderKind, Value};
+use modhost_sdk::{
+    BlockOptions, BlockTemplateOptions, Error, IterOptions, ModuleCrashed, ModuleInfo, ProviderKind, Value,
+};
 
 mod common;
 use common::start;
@@ -277,4 +279,93 @@ fn a_transaction_too_big_for_one_message_goes_in_parts_of_one_id() {
     assert!(matches!(r.params["part"], Value::Nil), "no part: {:?}", r.params);
     host.respond(r.id, true.into());
     t.join().unwrap().unwrap();
+}
+
+fn template_page(id: &str, txs: &[u8], next: Option<&str>) -> Value {
+    let tx = |b: u8| {
+        Value::from_pairs([
+            ("txid", format!("{b:02x}").repeat(32).into()),
+            ("wtxid", format!("{b:02x}").repeat(32).into()),
+            // Binary on the wire: the SDK makes the hex.
+            ("hex", Value::Bin(vec![2, 0, 0, 0, b])),
+            ("fee", 100u64.into()),
+            ("weight", 400u64.into()),
+        ])
+    };
+    Value::from_pairs([
+        ("version", 0x2000_0000u64.into()),
+        ("previous_block_hash", "cd".repeat(32).into()),
+        ("height", 102u64.into()),
+        ("bits", 0x207f_ffffu64.into()),
+        ("target", format!("7fffff{}", "0".repeat(58)).into()),
+        ("cur_time", 1_718_000_100u64.into()),
+        ("min_time", 1_718_000_001u64.into()),
+        ("transactions", Value::Array(txs.iter().map(|b| tx(*b)).collect())),
+        ("coinbase_value", 5_000_000_300u64.into()),
+        ("default_witness_commitment", "6a24aa21a9ed00".into()),
+        ("template_id", id.into()),
+        ("tx_count", 3u64.into()),
+        ("next_page", next.map(Value::from).unwrap_or(Value::Nil)),
+    ])
+}
+
+#[test]
+fn a_block_template_of_several_pages_is_read_whole_with_its_binary_made_hex() {
+    let (client, mut host, _) = start("example");
+    let c = client.clone();
+    let t = thread::spawn(move || {
+        let tpl = c
+            .get_block_template(&BlockTemplateOptions::new().coinbase_script("51"))
+            .unwrap();
+        let hexes: Vec<&str> = tpl.transactions.iter().map(|x| x.hex.as_str()).collect();
+        assert_eq!(hexes, ["0200000001", "0200000002", "0200000003"]);
+        assert_eq!(
+            (tpl.tx_count, tpl.next_page.as_deref(), tpl.template_id.as_str()),
+            (3, None, "t-9")
+        );
+        // A page of another template than the first: an error, not a mixed template.
+        let err = c.get_block_template(&BlockTemplateOptions::new()).unwrap_err();
+        assert!(matches!(err, Error::Protocol(ref m) if m.contains("template")), "{err}");
+    });
+    let r = host.next_request("get_block_template");
+    assert_eq!(r.params, Value::from_pairs([("coinbase_script", "51".into())]));
+    host.respond(r.id, template_page("t-9", &[1, 2], Some("t-9:2")));
+    let r = host.next_request("get_block_template");
+    assert_eq!(
+        r.params,
+        Value::from_pairs([("page", "t-9:2".into())]),
+        "a later page names only the page"
+    );
+    host.respond(r.id, template_page("t-9", &[3], None));
+    let r = host.next_request("get_block_template");
+    host.respond(r.id, template_page("t-10", &[1], Some("t-10:1")));
+    let r = host.next_request("get_block_template");
+    host.respond(r.id, template_page("t-11", &[2], None));
+    t.join().unwrap();
+}
+
+#[test]
+fn a_blocks_raw_bytes_come_as_binary_and_read_as_hex() {
+    let (client, mut host, _) = start("example");
+    let c = client.clone();
+    let t = thread::spawn(move || {
+        let b = c.get_block_by_height(7).unwrap().unwrap();
+        assert_eq!((b.hex.as_str(), b.transactions[0].hex.as_str()), ("00ff10", "02ab"));
+    });
+    let r = host.next_request("get_block_by_height");
+    let mut block = light_block(7);
+    if let Value::Map(ref mut m) = block {
+        m.push(("hex".into(), Value::Bin(vec![0, 0xff, 0x10])));
+        for (k, v) in m.iter_mut() {
+            if k == "transactions" {
+                if let Value::Array(txs) = v {
+                    if let Value::Map(tx) = &mut txs[0] {
+                        tx.push(("hex".into(), Value::Bin(vec![2, 0xab])));
+                    }
+                }
+            }
+        }
+    }
+    host.respond(r.id, block);
+    t.join().unwrap();
 }

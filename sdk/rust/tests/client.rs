@@ -754,7 +754,17 @@ fn every_typed_method_sends_its_method_and_params() {
             Value::from_pairs([("txid", tx.clone().into()), ("vout", 3u64.into())]),
             Value::Nil,
         ),
-        ("get_mempool_transactions", Value::map(), Value::Array(vec![])),
+        // get_mempool_transactions reads the pages of get_mempool_txids.
+        (
+            "get_mempool_txids",
+            Value::from_pairs([("after", 0u64.into())]),
+            Value::from_pairs([
+                ("txids", Value::Array(vec![])),
+                ("next_after", Value::Nil),
+                ("count", 0u64.into()),
+                ("order", "accepted".into()),
+            ]),
+        ),
         ("get_mempool_transaction", x(), Value::Nil),
         ("get_mempool_entry", x(), Value::Nil),
         ("check_transaction_in_mempool", x(), true.into()),
