@@ -71,7 +71,7 @@ const templatePages: MethodPages = { cursor: "page", items: "transactions", next
  * the smallest ones). docs/protocol.md 6.1 names both.
  */
 export const TEMPLATES_KEPT = 4;
-export const TEMPLATE_KEPT_MS = 60_000;
+const TEMPLATE_KEPT_MS = 60_000;
 const keptTemplates = new Map<string, Map<string, { template: BlockTemplate; id: string; until: number }>>();
 let nextTemplate = 1;
 

@@ -62,7 +62,7 @@ export const done = v.literal(true);
  * string, which the SDKs take as it is. The SDKs find these fields from the catalogue
  * (binHexPaths, MethodDef.binHex).
  */
-export const RawHex = named("Hex", v.pipe(
+const RawHex = named("Hex", v.pipe(
   v.custom<Uint8Array | string>((x) => x instanceof Uint8Array || typeof x === "string", "expected the raw bytes (binary) or their hex"),
   v.metadata({ binOnWire: true }),
   // What the SDKs give (the output type, which the SDK types are checked against): hex.
