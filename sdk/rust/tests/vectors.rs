@@ -78,7 +78,13 @@ fn body_of(frame: &[u8]) -> Vec<u8> {
 /// int64 (0xd3) even when positive, rmp-serde writes every non-negative integer as an unsigned
 /// format (0xcf). Both are valid MessagePack and both peers read both; these frames are only
 /// compared as values.
-const INT64_VECTORS: &[&str] = &["response_large_integer", "event", "event_missed"];
+const INT64_VECTORS: &[&str] = &[
+    "response_large_integer",
+    "event",
+    "event_missed",
+    "response_block_page_binary",
+    "response_block_template_page",
+];
 
 #[test]
 fn every_vector_decodes_to_its_message() {
@@ -138,7 +144,7 @@ fn typed_fields_of_every_vector() {
     assert_eq!(
         m,
         Message::Hello(Hello {
-            protocol: [1, 1],
+            protocol: [1, 2],
             module: "example".into(),
             version: "1.0.0".into(),
             sdk: Some("modhost-rust/0.1.0".into())
@@ -147,7 +153,7 @@ fn typed_fields_of_every_vector() {
 
     let (m, _) = decode_vector("welcome");
     let Message::Welcome(w) = m else { panic!("welcome") };
-    assert_eq!(w.protocol, 1);
+    assert_eq!(w.protocol, 2);
     assert_eq!(w.host, "modhost/0.1.0");
     assert_eq!(w.module_id, "example");
     assert_eq!(w.grants, vec!["read_chain_state", "subscribe_events=NewBlock"]);
