@@ -27,6 +27,7 @@ import { moduleScope, spawnModuleProcess, type ModuleProcess, type SpawnSpec, ty
 import { DEFAULT_LIMITS, type Limits } from "./config.ts";
 import { sliceAccount } from "../chain/slices.ts";
 import { hostTurn } from "../runtime/turn.ts";
+import { answerForVersion } from "./older-protocol.ts";
 
 /**
  * What one module may make the host do for it (its fair share). Requests beyond the first
@@ -156,6 +157,8 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
   private resolveReady!: () => void;
   private rejectReady!: (e: Error) => void;
   private state: "handshake" | "open" | "closed" = "handshake";
+  /** The protocol version negotiated at hello (host/older-protocol.ts: what an older one gets). */
+  private protocol = PROTOCOL_VERSION;
   private readonly pending = new Map<number, PendingInvocation>();
   private nextInvocation = 1;
   private inFlight = 0;
@@ -391,6 +394,7 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
       return;
     }
     this.state = "open";
+    this.protocol = version;
     this.channel.send({
       t: "welcome",
       protocol: version,
@@ -654,7 +658,7 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
         if (timedOut || this.state === "closed") return;
         const t1 = performance.now();
         try {
-          this.sendChecked(undefined, { t: "response", id }, result ?? null);
+          this.sendChecked(undefined, { t: "response", id }, answerForVersion(this.protocol, method, result ?? null));
         } catch (err) {
           sendError = err;
         } finally {

@@ -3,7 +3,8 @@
 
 import { deeperThan, MAX_VALUE_DEPTH } from "./codec.ts";
 
-export const PROTOCOL_VERSION = 1;
+/** 2: raw serialisations are bin (docs/protocol.md section 9; host/older-protocol.ts serves 1). */
+export const PROTOCOL_VERSION = 2;
 /** Oldest protocol version this host still speaks. */
 export const MIN_PROTOCOL_VERSION = 1;
 

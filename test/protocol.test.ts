@@ -290,7 +290,33 @@ test("handshake: a hello naming another module is refused: the channel belongs t
 });
 
 test("handshake: no common protocol version is refused", async (t) => {
-  await refused(t, (p) => p.hello("example", [2, 3]), /no common protocol version: module speaks 2\.\.3, host speaks 1\.\.1/);
+  await refused(t, (p) => p.hello("example", [3, 4]), /no common protocol version: module speaks 3\.\.4, host speaks 1\.\.2/);
+});
+
+test("handshake: the host picks the highest version both speak (2 for [1, 2] and [2, 5], 1 for [1, 1])", async (t) => {
+  for (const [range, chosen] of [[[1, 2], 2], [[2, 5], 2], [[1, 1], 1]] as const) {
+    const { welcome } = await openSession(t, { grants: ["read_chain_state"], protocol: [...range] });
+    t.is(welcome!.protocol, chosen, `hello ${range.join("..")}`);
+  }
+});
+
+test("protocol 2 sends a block's raw serialisations as bin; a module that speaks only 1 gets the same bytes as hex", async (t) => {
+  const v2 = await openSession(t, { grants: ["read_blockchain", "read_chain_state"], protocol: [1, 2] });
+  const v1 = await openSession(t, { grants: ["read_blockchain", "read_chain_state"], protocol: [1, 1] });
+  const tip = (await v2.peer.call("get_chain_tip")).result as string;
+  const bin = (await v2.peer.call("get_block", { hash: tip })).result as { hex: unknown; transactions: Array<{ hex: unknown }> };
+  const hex = (await v1.peer.call("get_block", { hash: tip })).result as { hex: unknown; transactions: Array<{ hex: unknown }> };
+  t.true(bin.hex instanceof Uint8Array, "bin in protocol 2");
+  t.is(typeof hex.hex, "string", "hex in protocol 1");
+  t.is(Buffer.from(bin.hex as Uint8Array).toString("hex"), hex.hex as string);
+  t.is(hex.transactions.length, bin.transactions.length);
+  for (const [i, tx] of hex.transactions.entries()) {
+    const b = bin.transactions[i]!.hex;
+    t.is(tx.hex, typeof b === "string" ? b : Buffer.from(b as Uint8Array).toString("hex"), `transaction ${i}`);
+  }
+  // The block the chain keeps is not changed by what a version-1 session was sent.
+  const again = (await v2.peer.call("get_block", { hash: tip })).result as { hex: unknown };
+  t.true(again.hex instanceof Uint8Array);
 });
 
 test("handshake: no hello within the handshake timeout closes the connection", async (t) => {

@@ -85,6 +85,8 @@ export class RawPeer {
 
 export interface SessionSetup {
   module?: string;
+  /** The protocol range the peer's hello states (default [1, 1]). */
+  protocol?: [number, number];
   /** Granted descriptors. */
   grants?: string[];
   /** Open a real LevelDB store for the module. */
@@ -181,7 +183,7 @@ export async function openSession(t: ExecutionContext, setup: SessionSetup = {})
   const peer = new RawPeer(modSocket);
   const pair: SessionPair = { session, peer, hostSocket: host, channel, chain, bus, hub, store, records, grants: effective };
   if (setup.handshake ?? true) {
-    peer.hello(module);
+    peer.hello(module, setup.protocol);
     pair.welcome = await peer.next((f) => f.t === "welcome");
   }
   return pair;

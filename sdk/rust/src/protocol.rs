@@ -15,7 +15,7 @@ use crate::value::{decode_value, from_value, total_string_bytes, Value, MAX_TOTA
 
 /// The protocol versions this SDK speaks.
 pub const PROTOCOL_MIN: u32 = 1;
-pub const PROTOCOL_MAX: u32 = 1;
+pub const PROTOCOL_MAX: u32 = 2;
 /// The frame size limit until `welcome` states the real one (the spec's default, 16 MiB).
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
 /// `sdk` as sent in `hello`.

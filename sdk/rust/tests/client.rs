@@ -17,7 +17,7 @@ use common::{start, FakeHost};
 #[test]
 fn handshake_sends_hello_and_exposes_welcome() {
     let (client, _host, hello) = start("example");
-    assert_eq!(hello.protocol, [1, 1]);
+    assert_eq!(hello.protocol, [1, 2]);
     assert_eq!(hello.version, "1.2.3");
     assert_eq!(hello.sdk.as_deref(), Some(modhost_sdk::SDK_NAME));
     assert!(modhost_sdk::SDK_NAME.starts_with("modhost-rust/"));
