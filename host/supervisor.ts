@@ -252,14 +252,14 @@ export class Supervisor {
         await sandboxed.release();
         throw err;
       }
-      // Its cgroup goes with it (what is left in it is killed); say when a cgroup limit ended it.
-      void proc.exited.then(async () => {
-        const why = await sandboxed.cgroup?.exitReason();
+      rec.process = proc;
+      // Its cgroup goes with it; a cgroup limit that ended it (an OOM kill is a bare SIGKILL) is in the crash reason.
+      void proc.exited.then(async (info) => {
+        const why = (await sandboxed.cgroup?.exitReason().catch(() => null)) ?? undefined;
         if (why) this.log.warn(`${rec.name}: ${why}`);
+        this.onExit(rec, proc, info.code, info.signal, why);
         await sandboxed.release();
       });
-      rec.process = proc;
-      void proc.exited.then((info) => this.onExit(rec, proc, info.code, info.signal));
       if (booted) void proc.session.handshake.then(booted, booted);
       await Promise.race([this.awaitReady(proc, limits.start_timeout_ms, runtime), cancellation]);
       if (cancelled) throw new ModhostError("cancelled", `start cancelled: ${cancelled}`);
@@ -441,7 +441,7 @@ export class Supervisor {
     }, { label: rec.name, iterMaxBytes: limits.storage_iter_max_bytes, ioConcurrency: limits.storage_io_concurrency });
   }
 
-  private onExit(rec: ModuleRecord, proc: ModuleProcess<HostSession>, code: number | null, signal: NodeJS.Signals | null): void {
+  private onExit(rec: ModuleRecord, proc: ModuleProcess<HostSession>, code: number | null, signal: NodeJS.Signals | null, cgroupWhy?: string): void {
     if (rec.process !== proc) return; // an older process of a restarted module
     // Whatever the module registered (timers, API, RPC methods) dies with its process.
     this.links.services()?.forget?.(rec.name);
@@ -450,7 +450,7 @@ export class Supervisor {
     stopHealth(rec);
     // The next instance (a restart) opens the store afresh; nothing holds it meanwhile.
     void this.releaseStore(rec);
-    const reason = rec.killReason ?? proc.endReason({ code, signal });
+    const reason = rec.killReason ?? [proc.endReason({ code, signal }), cgroupWhy].filter(Boolean).join(": ");
     if (this.shuttingDown) {
       rec.state = "crashed";
       rec.problem = reason;

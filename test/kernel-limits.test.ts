@@ -91,6 +91,9 @@ test("memfd hoarding: the module is killed at memory_total_mb, told in the log; 
   t.log(why.message);
   t.regex(why.message, /memory_total_mb = 192; raise it in \[modules\.limits\.hoarder\]/);
   await h.waitForState("hoarder", ["crashed", "failed"], 20_000);
+  // The crash reason says why, not only "killed by SIGKILL" (the kernel's OOM kill is a bare SIGKILL).
+  const crashed = await h.waitFor(() => h.events.find((e) => e.type === "ModuleCrashed" && (e.payload as { module: string }).module === "hoarder"), 5000, "ModuleCrashed for hoarder");
+  t.regex((crashed.payload as { error: string }).error, /the kernel killed \d+ of its processes at its memory limit/);
   t.true(await eventually(async () => (await processesOf(uid)) === 0, 5000), "nothing of it is left");
   await canaryCarriesOn(t, h);
 });
