@@ -19,6 +19,7 @@ import { snapshotModule, verifyModule } from "../host/verify/module.ts";
 import { signModule, stripSections } from "../host/verify/sign.ts";
 import { checkCompatibility } from "../host/verify/compat.ts";
 import { HOST_VERSION } from "../host/version.ts";
+import { PROTOCOL_VERSION } from "../protocol/messages.ts";
 import { ROOT, startHost, tempDir, waitFor } from "./helpers/host.ts";
 import { newKey, signWith, trust, writeTsModule } from "./helpers/signing.ts";
 
@@ -271,7 +272,7 @@ test("compatibility: min/max node version, protocol version and the dependency o
   const cases: Array<[string, RegExp]> = [
     [`[compatibility]\nmin_node_version = "${major + 1}.0.0"`, /needs modhost >= \d+\.0\.0 \(\[compatibility\] min_node_version\), this is /],
     ['[compatibility]\nmax_node_version = "0.0.1"', /supports modhost up to 0\.0\.1/],
-    ['[compatibility]\nmin_protocol_version = "2.0.0"', /needs module protocol >= 2\.0\.0/],
+    [`[compatibility]\nmin_protocol_version = "${PROTOCOL_VERSION + 1}.0.0"`, new RegExp(`needs module protocol >= ${PROTOCOL_VERSION + 1}\\.0\\.0`)],
     [`[dependencies]\n"modhost" = ">=${major + 1}.0.0"`, /needs modhost >=\d+\.0\.0 \(\[dependencies\]\)/],
     [`[dependencies]\n"blvm-node" = "<0.0.1"`, /needs blvm-node <0\.0\.1/],
   ];
