@@ -240,6 +240,17 @@ const asFunctions = (v: unknown) => v as Record<string, unknown>;
 // Methods that take a function: the function stays in the isolate, registered under the
 // key the host will name when it invokes it (an event type, an API method, a timer id...).
 // Made by buildCtx (once), not when the bootstrap is evaluated: every start evaluates it.
+/** register_timer and schedule_task: the callback is kept under the id the host gives the timer. */
+const timerMethod = (js: string, key: "interval_seconds" | "delay_seconds", once: boolean) => (wire: Wire): Fn => (seconds, fn) => {
+  if (typeof fn !== "function") return Promise.reject(new TypeError(`${js}(seconds, fn): fn must be a function`));
+  return registering(
+    wire({ [key]: seconds }).then((id) => {
+      callbacks.timer.set(id as number, { fn: fn as Fn, once });
+      return id;
+    }),
+  );
+};
+
 const specialMethods = (): Record<string, (wire: Wire) => Fn> => ({
   subscribe_events: (wire) => async (types, handler) => {
     const list = (Array.isArray(types) ? types.slice() : [types]) as string[];
@@ -291,24 +302,8 @@ const specialMethods = (): Record<string, (wire: Wire) => Fn> => ({
     for (const [name, fn] of Object.entries(asFunctions(commands || {}))) if (typeof fn === "function") callbacks.cli.set(name, fn as Fn);
     return wire({ spec });
   },
-  register_timer: (wire) => (intervalSeconds, fn) => {
-    if (typeof fn !== "function") return Promise.reject(new TypeError("timers.every(seconds, fn): fn must be a function"));
-    return registering(
-      wire({ interval_seconds: intervalSeconds }).then((id) => {
-        callbacks.timer.set(id as number, { fn: fn as Fn, once: false });
-        return id;
-      }),
-    );
-  },
-  schedule_task: (wire) => (delaySeconds, fn) => {
-    if (typeof fn !== "function") return Promise.reject(new TypeError("timers.after(seconds, fn): fn must be a function"));
-    return registering(
-      wire({ delay_seconds: delaySeconds }).then((id) => {
-        callbacks.timer.set(id as number, { fn: fn as Fn, once: true });
-        return id;
-      }),
-    );
-  },
+  register_timer: timerMethod("timers.every", "interval_seconds", false),
+  schedule_task: timerMethod("timers.after", "delay_seconds", true),
   cancel_timer: (wire) => async (id) => {
     callbacks.timer.delete(id as number);
     return wire({ timer_id: id });
