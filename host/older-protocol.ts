@@ -13,19 +13,31 @@ import { METHODS } from "../capabilities/families.ts";
 /** The oldest version whose answers are sent as the hub returns them. */
 const BIN_RAW_SERIALISATIONS = 2;
 
+/**
+ * The version-1 form of frozen answers (a block's cached pages), made once per answer and
+ * frozen in turn: the codec then encodes it once too, so a version-1 module asking for the same
+ * block again and again costs the host what it did before version 2, not a new hex each time.
+ */
+const olderForms = new WeakMap<object, unknown>();
+
 /** `result` of `method` as a session that negotiated `version` must receive it. */
 export function answerForVersion(version: number, method: string, result: unknown): unknown {
   if (version >= BIN_RAW_SERIALISATIONS) return result;
   const paths = METHODS.get(method)?.sdk?.hex;
-  if (!paths) return result;
-  let out = result;
+  if (!paths || result === null || typeof result !== "object") return result;
+  const frozen = Object.isFrozen(result);
+  const known = frozen ? olderForms.get(result) : undefined;
+  if (known !== undefined) return known;
+  let out: unknown = result;
   for (const p of paths) out = hexAt(out, p.split("."), 0);
+  if (frozen && out !== result) olderForms.set(result, out);
   return out;
 }
 
 /**
  * `value` with the bytes at `path` (keys, "*" for every item of an array) replaced by their hex;
- * copied along the path only where something changed (answers may be frozen and shared).
+ * copied along the path only where something changed (answers may be frozen and shared), and
+ * a copy of a frozen value frozen too.
  */
 function hexAt(value: unknown, path: readonly string[], i: number): unknown {
   if (i === path.length) return value instanceof Uint8Array ? Buffer.from(value.buffer, value.byteOffset, value.byteLength).toString("hex") : value;
@@ -38,10 +50,12 @@ function hexAt(value: unknown, path: readonly string[], i: number): unknown {
       const v = hexAt(value[k], path, i + 1);
       if (v !== value[k]) (copy ??= [...value])[k] = v;
     }
-    return copy ?? value;
+    return copy ? likeFrozen(value, copy) : value;
   }
   if (Array.isArray(value) || !Object.hasOwn(value, seg)) return value;
   const rec = value as Record<string, unknown>;
   const v = hexAt(rec[seg], path, i + 1);
-  return v === rec[seg] ? value : { ...rec, [seg]: v };
+  return v === rec[seg] ? value : likeFrozen(value, { ...rec, [seg]: v });
 }
+
+const likeFrozen = <T extends object>(source: object, copy: T): T => (Object.isFrozen(source) ? Object.freeze(copy) : copy);

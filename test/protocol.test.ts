@@ -9,6 +9,7 @@ import { DEFAULT_MAX_FRAME_BYTES, encodeFrame, FrameDecoder, FramingError } from
 import { CodecError, decodeBody, decodeValidated, DEFAULT_BODY_LIMITS, HOST_BODY_LIMITS, EncodeError, encodeBody, encodeEnvelope as encodeParts, MAX_VALUE_DEPTH, readEnvelope, STRING_HEAVY_BYTES, toWire, validate } from "../protocol/codec.ts";
 import { parseHostMessage, parseModuleMessage } from "../protocol/messages.ts";
 import { InvocationError } from "../host/session.ts";
+import { answerForVersion } from "../host/older-protocol.ts";
 import { ModuleClient, RequestError } from "../sdk/node/client.ts";
 import { openSession, socketPair, type Frame } from "./helpers/peer.ts";
 import { sleep, waitFor } from "./helpers/host.ts";
@@ -317,6 +318,19 @@ test("protocol 2 sends a block's raw serialisations as bin; a module that speaks
   // The block the chain keeps is not changed by what a version-1 session was sent.
   const again = (await v2.peer.call("get_block", { hash: tip })).result as { hex: unknown };
   t.true(again.hex instanceof Uint8Array);
+});
+
+test("a frozen answer's version-1 form is made once and frozen (encoded once, as the bin form is), and the answer itself is left as it was", (t) => {
+  const tx = Object.freeze({ txid: "aa", hex: new Uint8Array([2, 0xab]) });
+  const page = Object.freeze({ hash: "bb", hex: new Uint8Array([0, 0xff, 0x10]), transactions: Object.freeze([tx]) });
+  const first = answerForVersion(1, "get_block", page) as { hex: string; transactions: Array<{ hex: string }> };
+  t.deepEqual([first.hex, first.transactions[0]!.hex], ["00ff10", "02ab"]);
+  t.true(Object.isFrozen(first) && Object.isFrozen(first.transactions) && Object.isFrozen(first.transactions[0]));
+  t.is(answerForVersion(1, "get_block", page), first, "the same block asked for again: the same form, not a new hex");
+  t.true(page.hex instanceof Uint8Array && tx.hex instanceof Uint8Array, "the shared answer keeps its bytes");
+  t.is(answerForVersion(2, "get_block", page), page);
+  const loose = { hex: new Uint8Array([1]) };
+  t.not(answerForVersion(1, "get_block", loose), answerForVersion(1, "get_block", loose), "an answer that is not frozen is not kept");
 });
 
 test("handshake: no hello within the handshake timeout closes the connection", async (t) => {
