@@ -65,6 +65,8 @@ export class ModuleManager {
   /** Quarantine and failure history, persisted in the data directory. */
   private lifecycleState: LifecycleState | undefined;
   private inventoryRun: Promise<void> = Promise.resolve();
+  /** The inventory (name, version pairs) this manager last wrote to the state file. */
+  private savedInventory: string | undefined;
   /** Host services handed to every module's calls; set by the host before modules start. */
   services: HostServices | undefined;
 
@@ -118,7 +120,8 @@ export class ModuleManager {
     const run = this.inventoryRun.then(async () => {
       const state = await this.state();
       const { manifests } = await this.discover();
-      const diff = state.takeInventory(new Map(manifests.map((m) => [m.name, m.version])));
+      const now = new Map(manifests.map((m) => [m.name, m.version]));
+      const diff = state.takeInventory(now);
       for (const e of diff.installed) {
         this.log.info(`${e.module} ${e.version} was installed`);
         this.publish("ModuleInstalled", e);
@@ -131,7 +134,12 @@ export class ModuleManager {
         this.log.info(`${e.module} ${e.version} was removed`);
         this.publish("ModuleRemoved", e);
       }
+      // Every load, unload and reload takes the inventory; the file is written only when it
+      // changed since this manager last wrote it (other changes of the state save themselves).
+      const key = JSON.stringify([...now]);
+      if (key === this.savedInventory) return;
       await state.save();
+      this.savedInventory = key;
     });
     this.inventoryRun = run.catch((err: Error) => this.log.warn(`cannot take the inventory of modules_dir: ${err.message}`));
     return this.inventoryRun;

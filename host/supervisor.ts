@@ -481,6 +481,11 @@ export class Supervisor {
           this.log.warn(asked ? `${name} did not stop within ${grace} ms; ended with ${how.via}` : `${name} was not connected; ended with ${how.via}`);
         }
       }
+      // What it registered (hooks, RPC methods, its API, timers, provider roles) ends with its
+      // process before stop() returns. onExit forgets it too, but only after reading the
+      // cgroup's exit reason, and not at all once a reload has put a new process in the record:
+      // an unload or reload must not return with the old registrations still in place.
+      if (proc?.hasExited) this.links.services()?.forget?.(name);
       rec.state = "stopped";
     } else if (byOperator && (rec.state === "crashed" || rec.state === "failed")) {
       rec.state = "stopped";

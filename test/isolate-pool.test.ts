@@ -304,3 +304,37 @@ test("the host's stop waits for a pool boot in progress: nothing of the pool out
   t.is(await readFile(table, "utf8").catch(() => ""), before, "the uid table is not written after the stop");
   t.deepEqual((await readdir(h.config.modules.data_dir)).filter((f) => f.startsWith(`.${UID_TABLE_FILE}.`)), [], "no temporary table file left");
 });
+
+// A pool process builds its isolate, context and bootstrap before hand-over (worker.ts
+// prepareIsolate), with the memory_mb of its profile (runtime.ts poolProfile: the key includes
+// it). A module handed that process must still be held to its own memory_mb: here 16 MB, and
+// the module holds 48 MiB at once, which an isolate built with the default 128 MB would allow.
+test("a pooled isolate host's isolate, built before hand-over, holds its module to the module's own memory_mb (16 MB; the module holds 48 MiB)", async (t) => {
+  const toml = 'name = "pool-mem"\nversion = "0.1.0"\nentry_point = "index.ts"\ncapabilities = ["subscribe_events=NewBlock"]\n';
+  const index = `import type { ModuleContext } from "modhost/sdk";
+export default async function start(ctx: ModuleContext): Promise<void> {
+  await ctx.events.subscribe("NewBlock", () => {
+    const keep: number[][] = [];
+    for (let i = 0; i < 48; i++) keep.push(new Array(1 << 17).fill(i)); // 1 MiB each
+    ctx.log.info("held 48 MiB", { arrays: keep.length });
+  });
+}
+`;
+  const h = await poolHost(t, {
+    inline: { "pool-mem": { toml, files: { "index.ts": index } } },
+    grants: { "pool-mem": ["subscribe_events=NewBlock"] },
+    moduleLimits: { "pool-mem": { memory_mb: 16, restart: "never", cpu_time_ms: 5000 } },
+  });
+  await h.waitForState("pool-mem", "running", 60_000);
+  const [waiting] = await poolWaiting(h);
+  const mark = h.mark();
+  await h.manager.reload("pool-mem");
+  t.is(loadedLines(h, "pool-mem", mark)[0]?.fields?.isolate_pool, "warm", "the module was handed the pool process");
+  t.is(h.mustStatus("pool-mem").pid, waiting);
+  await h.mine(1);
+  const crash = await h.waitForEvent("ModuleCrashed", (p) => p.module === "pool-mem", { timeoutMs: 30_000 });
+  const p = crash.payload as Record<string, unknown>;
+  t.regex(String(p.error), /exceeded its memory limit of 16 MB \(memory_mb\)/);
+  t.is(p.exit_code, 71, "the memory exit code");
+  t.false(h.records.slice(mark).some((r) => r.source === "pool-mem" && r.message === "held 48 MiB"), "the module never held more than its memory_mb");
+});

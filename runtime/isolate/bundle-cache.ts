@@ -164,21 +164,31 @@ function sameSources(a: HashedFile[], b: HashedFile[]): boolean {
   return a.length === b.length && a.every((f, i) => f.path === b[i]!.path && f.sha256 === b[i]!.sha256);
 }
 
-/** Read each source again: their fresh hashes if all are unchanged, undefined otherwise. */
+/** How many sources rehash reads at once (one after another, each read is a round trip through libuv's thread pool). */
+const REHASH_READS = 8;
+
+/** Read each source again: their fresh hashes (in the order of `sources`) if all are unchanged, undefined otherwise. */
 async function rehash(root: string, sources: HashedFile[]): Promise<HashedFile[] | undefined> {
-  const fresh: HashedFile[] = [];
-  for (const s of sources) {
-    let bytes: Buffer;
-    try {
-      bytes = await readFile(path.join(root, ...s.path.split("/")));
-    } catch {
-      return undefined;
+  const fresh: HashedFile[] = new Array(sources.length);
+  let changed = false;
+  let next = 0;
+  const reader = async () => {
+    for (let i = next++; i < sources.length && !changed; i = next++) {
+      const s = sources[i]!;
+      let bytes: Buffer;
+      try {
+        bytes = await readFile(path.join(root, ...s.path.split("/")));
+      } catch {
+        changed = true;
+        return;
+      }
+      const h = hashFile(s.path, bytes);
+      if (h.sha256 !== s.sha256 || h.size !== s.size) changed = true;
+      fresh[i] = h;
     }
-    const h = hashFile(s.path, bytes);
-    if (h.sha256 !== s.sha256 || h.size !== s.size) return undefined;
-    fresh.push(h);
-  }
-  return fresh;
+  };
+  await Promise.all(Array.from({ length: Math.min(REHASH_READS, sources.length) }, reader));
+  return changed ? undefined : fresh;
 }
 
 /**

@@ -314,18 +314,20 @@ export async function sandboxedIsolateSpawnSpec(
 export interface PoolProfile {
   mode: SandboxMode;
   maxOldSpaceMb: number;
+  /** The isolate's memory limit (memory_mb): a pool process builds its isolate with it before hand-over. */
+  memoryMb: number;
   rlimits: SandboxLimits;
   /** The cgroup limits it waits under until hand-over (then it moves into its module's). */
   cgroup: CgroupLimits;
 }
 
 export function poolProfile(limits: IsolateHostLimits, mode: SandboxMode): PoolProfile {
-  return { mode, maxOldSpaceMb: limits.memory_mb + 96, rlimits: isolateHostLimits(limits), cgroup: isolateHostCgroupLimits(limits) };
+  return { mode, maxOldSpaceMb: limits.memory_mb + 96, memoryMb: limits.memory_mb, rlimits: isolateHostLimits(limits), cgroup: isolateHostCgroupLimits(limits) };
 }
 
 /** Two modules with the same key can take each other's pooled isolate hosts (cgroup limits are set at hand-over). */
 export function profileKey(p: PoolProfile): string {
-  return JSON.stringify([p.mode, p.maxOldSpaceMb, p.rlimits]);
+  return JSON.stringify([p.mode, p.maxOldSpaceMb, p.memoryMb, p.rlimits]);
 }
 
 /**
@@ -344,7 +346,7 @@ export async function pooledIsolateSandbox(profile: PoolProfile, uid: number): P
   const script = await isolateHostScript();
   const spec: SpawnSpec = {
     command: process.execPath,
-    args: ["--no-node-snapshot", `--max-old-space-size=${profile.maxOldSpaceMb}`, script, "--pool"],
+    args: ["--no-node-snapshot", `--max-old-space-size=${profile.maxOldSpaceMb}`, script, "--pool", "--memory-mb", String(profile.memoryMb)],
     env: { PATH: "/usr/local/bin:/usr/bin:/bin" },
     cwd: "/",
   };

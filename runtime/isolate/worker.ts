@@ -92,8 +92,12 @@ async function awaitHandover(channel: FrameChannel): Promise<Handover> {
 
 const socket = new net.Socket({ fd: Number(process.env.MODHOST_FD ?? 3), readable: true, writable: true });
 const channel = new FrameChannel(socket, MODULE_SIDE);
-// A pooled isolate host says it has booted (the pool hands over only booted processes: its
-// launcher has entered the pool's cgroup by then, so all of it moves to the module's).
+// A pooled isolate host builds its isolate, its context and the bootstrap before it is handed
+// a module (prepareIsolate: nothing of any module is in them; its profile fixes memory_mb), so a
+// pooled start skips them. It then says it has booted (the pool hands over only booted
+// processes: its launcher has entered the pool's cgroup by then, so all of it moves to the
+// module's).
+const pooled = args.pool ? await prepareIsolate(Math.max(8, Number(args["memory-mb"])), false) : undefined;
 if (args.pool) channel.send({ t: "pool_ready" });
 const handover: Handover = args.pool
   ? await awaitHandover(channel)
@@ -167,21 +171,52 @@ class Exit extends Error {
   }
 }
 
-const isolate = new ivm.Isolate({ memoryLimit: memoryMb, inspector: inspect });
-const context = await isolate.createContext({ inspector: inspect });
-const jail = context.global;
-await jail.set("globalThis", jail.derefInto());
+/**
+ * The module's isolate, its context and the bootstrap, with the two ways out of the isolate
+ * (both handed to the bootstrap, which hides them). Nothing here is any module's: a pooled
+ * isolate host runs this before its hand-over (with its profile's memory_mb); the ways out
+ * only reach the module's channel once it has one (callOut, logOut).
+ */
+async function prepareIsolate(memoryLimitMb: number, withInspector: boolean) {
+  const isolate = new ivm.Isolate({ memoryLimit: memoryLimitMb, inspector: withInspector });
+  const context = await isolate.createContext({ inspector: withInspector });
+  const jail = context.global;
+  await jail.set("globalThis", jail.derefInto());
+  // Callbacks, not References: in the isolate a Callback is a plain function that copies its
+  // arguments out itself; Reference.applyIgnored parses an options object and builds a transfer
+  // for each argument first. Measured in a bare isolate, 50,000 one-call batches three times (load
+  // ~19): the isolate's CPU per crossing 10.9-13.5 us with applyIgnored, 3.5 us with the Callback
+  // (one run 13.7), the whole process's 7.1-10.0 against 3.3-6.5 us.
+  await jail.set("__modhost_call", new ivm.Callback(callOut, { ignored: true }));
+  await jail.set("__modhost_log", new ivm.Callback(logOut, { ignored: true }));
+  await context.eval(bootstrapScript, { timeout: 1000 });
+  const runtime = (await jail.get("__modhost_runtime", { reference: true })) as ivm.Reference<IsolateRuntime>;
+  await jail.delete("__modhost_runtime");
+  /** One function of the bootstrap's runtime object, typed by the contract both sides import (in-isolate/contract.ts). */
+  const fn = async <K extends keyof IsolateRuntime>(name: K) => (await runtime.get(name, { reference: true })) as ivm.Reference<IsolateRuntime[K]>;
+  const rt = { init: await fn("init"), start: await fn("start"), stop: await fn("stop"), dispatch: await fn("dispatch"), progress: await fn("progress"), invoke: await fn("invoke"), settle: await fn("settle") };
+  return { memoryLimitMb, withInspector, isolate, context, rt, probeScript: await isolate.compileScript("0") };
+}
 
-// The two ways out of the isolate. Both are handed to the bootstrap, which hides them.
+// The pooled isolate was built for its profile's memory_mb and without the inspector: a module
+// that wants either otherwise gets a fresh one (the profile key includes memory_mb, so this is
+// only the inspector in practice).
+let prepared = pooled;
+if (prepared && (prepared.memoryLimitMb !== memoryMb || prepared.withInspector !== inspect)) {
+  prepared.isolate.dispose();
+  prepared = undefined;
+}
+const { isolate, context, rt, probeScript } = prepared ?? (await prepareIsolate(memoryMb, inspect));
+const settleRef = rt.settle;
+
 // Calls come in batches (all the calls of one turn of module code, bootstrap.ts) and go to the
 // host in one write; their answers are gathered and handed back in batches too (settle), one
 // crossing for all the answers that arrived together.
 let answers: AnswerEntry[] = [];
-let settleRef: ivm.Reference<IsolateRuntime["settle"]> | undefined;
 const deliverAnswers = () => {
   const batch = answers;
   answers = [];
-  if (exiting || isolate.isDisposed || !settleRef) return;
+  if (exiting || isolate.isDisposed) return;
   // applyIgnored, not applySync: a synchronous call would run the module's continuations on
   // this thread (faster by one thread hand-over), but it waits for the isolate's lock, so a
   // module spinning on the isolate's thread would block this thread and the CPU watchdog on it.
@@ -196,11 +231,6 @@ const answer = (entry: AnswerEntry) => {
   if (answers.length === 0) queueMicrotask(deliverAnswers);
   answers.push(entry);
 };
-// Callbacks, not References: in the isolate a Callback is a plain function that copies its
-// arguments out itself; Reference.applyIgnored parses an options object and builds a transfer
-// for each argument first. Measured in a bare isolate, 50,000 one-call batches three times (load
-// ~19): the isolate's CPU per crossing 10.9-13.5 us with applyIgnored, 3.5 us with the Callback
-// (one run 13.7), the whole process's 7.1-10.0 against 3.3-6.5 us.
 // Each call's answer comes back through one function, tagged with the call's id (requestEach:
 // no promise and no closure per call); the channel sends the batch's frames in one write.
 const onAnswer = (id: number, err: Error | undefined, value: unknown) => {
@@ -208,12 +238,12 @@ const onAnswer = (id: number, err: Error | undefined, value: unknown) => {
   if (err) answer([id, false, (err as { code?: string }).code ?? "internal", err.message || "request failed"]);
   else answer([id, true, value]);
 };
-await jail.set("__modhost_call", new ivm.Callback((batch: CallEntry[]) => {
+function callOut(batch: CallEntry[]): void {
   for (const [id, method, params] of batch) client.requestEach(method, params ?? {}, id, onAnswer);
-}, { ignored: true }));
+}
 /** The host keeps this much of a log message; sending more only costs bandwidth. */
 const MAX_LOG_CHARS = 8192;
-await jail.set("__modhost_log", new ivm.Callback((level: LogLevel, message: string, fields?: Record<string, unknown>) => {
+function logOut(level: LogLevel, message: string, fields?: Record<string, unknown>): void {
   if (exiting) return;
   let text = String(message);
   if (text.includes(scriptUrl)) text = stacks.mapStack(text);
@@ -224,7 +254,7 @@ await jail.set("__modhost_log", new ivm.Callback((level: LogLevel, message: stri
     // Fields too large for a frame: the line still gets through, and says what happened.
     client.log(level, `${text} [fields dropped: too large for one message]`);
   }
-}, { ignored: true }));
+}
 
 // The bundle carries its source map (compile.ts): stack traces the module produces are mapped
 // back to its own files before they leave this process (logs, start failures, invocation errors).
@@ -237,14 +267,6 @@ const located = (message: string, stack: unknown) => {
   const at = typeof stack === "string" ? stacks.topFrame(stack) : undefined;
   return at && !message.includes(at) ? `${message} (at ${at})` : message;
 };
-
-await context.eval(bootstrapScript, { timeout: 1000 });
-const runtime = (await jail.get("__modhost_runtime", { reference: true })) as ivm.Reference<IsolateRuntime>;
-await jail.delete("__modhost_runtime");
-/** One function of the bootstrap's runtime object, typed by the contract both sides import (in-isolate/contract.ts). */
-const fn = async <K extends keyof IsolateRuntime>(name: K) => (await runtime.get(name, { reference: true })) as ivm.Reference<IsolateRuntime[K]>;
-const rt = { init: await fn("init"), start: await fn("start"), stop: await fn("stop"), dispatch: await fn("dispatch"), progress: await fn("progress"), invoke: await fn("invoke") };
-settleRef = await fn("settle");
 
 // Watchdog: the isolate runs on its own thread, so this process stays responsive while module
 // code runs. cpu_time_ms limits one run of module code without a break, including an endless
@@ -270,7 +292,6 @@ settleRef = await fn("settle");
 // is still stopped after cpu_time_ms (test/isolate.test.ts: an event handler, an RPC handler).
 // One-off calls (loading the module, start, stop) keep their `timeout`.
 const SAMPLE_MS = Math.min(100, Math.max(5, Math.floor(cpuTimeMs / 4)));
-const probeScript = await isolate.compileScript("0");
 let probe: { sentAt: number; cpu: bigint } | undefined;
 /** Heap statistics, refreshed whenever the isolate is idle (health must not wait for a busy isolate). */
 let heap: { used: number; at: number } | undefined;
