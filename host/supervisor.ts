@@ -131,10 +131,7 @@ export class Supervisor {
     this.opts.bus.publish(type, payload);
   }
 
-  /**
-   * End the previous instance of a module that loads again: no pending restart, no health
-   * probe, no process, no open store.
-   */
+  /** End the previous instance of a module that loads again: no restart, health probe, process or store. */
   async endInstance(rec: ModuleRecord): Promise<void> {
     this.cancelRestart(rec);
     stopHealth(rec);
@@ -160,14 +157,12 @@ export class Supervisor {
   }
 
   private async ensureRunDir(): Promise<string> {
-    if (!this.runDir) {
-      // The owner's pid is in the name: a later host removes it once this process is gone.
-      const dir = await mkdtemp(runDirPrefix());
-      // Others may pass through, not list: sandboxed modules (their own uids) read their files here.
-      await chmod(dir, 0o711);
-      this.runDir = dir;
-    }
-    return this.runDir;
+    // The owner's pid is in the name: a later host removes it once this process is gone. Others
+    // may pass through, not list: sandboxed modules (their own uids) read their files here.
+    if (this.runDir) return this.runDir;
+    const dir = await mkdtemp(runDirPrefix());
+    await chmod(dir, 0o711);
+    return (this.runDir = dir);
   }
 
   /** Remove the run directories of hosts that died without cleaning up (their pid is gone). */
@@ -190,9 +185,9 @@ export class Supervisor {
   /**
    * Start one module; resolves when it is running or has failed (never throws). Runs inside
    * the module's queue. A restart (attempt > 0) that fails is handled like a crash: retried
-   * per the restart policy, or the module is quarantined or given up on.
+   * per the restart policy, or the module is quarantined or given up on. `booted` is called
+   * once the module's process has booted and said hello (or the start ended first).
    */
-  /** `booted` is called once the module's process has booted and said hello (or the start ended first). */
   async start(rec: ModuleRecord, attempt = 0, booted?: () => void): Promise<void> {
     const ended = this.runtimes[rec.manifest.runtime].beginStart();
     try {
@@ -481,10 +476,8 @@ export class Supervisor {
           this.log.warn(asked ? `${name} did not stop within ${grace} ms; ended with ${how.via}` : `${name} was not connected; ended with ${how.via}`);
         }
       }
-      // What it registered (hooks, RPC methods, its API, timers, provider roles) ends with its
-      // process before stop() returns. onExit forgets it too, but only after reading the
-      // cgroup's exit reason, and not at all once a reload has put a new process in the record:
-      // an unload or reload must not return with the old registrations still in place.
+      // Its registrations (hooks, RPC, API, timers, providers) end before stop() returns: onExit
+      // forgets them only after the cgroup read, and not once a reload put a new process in.
       if (proc?.hasExited) this.links.services()?.forget?.(name);
       rec.state = "stopped";
     } else if (byOperator && (rec.state === "crashed" || rec.state === "failed")) {
