@@ -92,7 +92,9 @@ const LIMIT_TEXT = {
 /**
  * A module's own reason for leaving (goodbye) is cut at this many characters: it becomes the
  * crash reason in the host's log lines, the audit record, ModuleCrashed and `modhost list`,
- * none of which is charged to the module's log budget, and a crash loop repeats it.
+ * none of which is charged to the module's log budget, and a crash loop repeats it. The
+ * message of an invocation's error answer is cut the same way: it is passed on to whoever
+ * asked (a JSON-RPC client, `modhost health` for every module at once, a calling module).
  */
 const MAX_GOODBYE_CHARS = 4096;
 
@@ -343,7 +345,7 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
         if (!p) return; // late answer to an invocation that already timed out
         this.pending.delete(msg.id);
         clearTimeout(p.timer);
-        if (msg.error) p.reject(new InvocationError(msg.error));
+        if (msg.error) p.reject(new InvocationError(msg.error.message.length > MAX_GOODBYE_CHARS ? { ...msg.error, message: cutReason(msg.error.message) } : msg.error));
         else p.resolve(msg.result ?? null);
         break;
       }
