@@ -9,7 +9,8 @@
 // Checked while it runs, every ~2 s: a block is mined and the canary must store it within 5 s;
 // the RPC server must answer within 5 s. At the end: frames sent (from the modules' progress
 // lines), instances started, the longest event-loop delay, the host's heap after a full
-// collection and its RSS against the start, host log and audit bytes, and any host error
+// collection, its RSS and external memory against the start, host log and audit bytes (this
+// process runs the test harness too, which keeps every log record and event), and any host error
 // (an internal error, the last-resort handler). Exits non-zero on a late block, an unanswered
 // RPC call, a host error, a module probe unanswered for 60 s, or heap growth past 64 MB.
 
@@ -86,6 +87,7 @@ loop.enable();
 gc();
 const heap0 = process.memoryUsage().heapUsed;
 const rss0 = process.memoryUsage().rss;
+const external0 = process.memoryUsage().external;
 const logBytes = () => h.lines.reduce((n, l) => n + Buffer.byteLength(l) + 1, 0);
 const auditBytes = async () => (await stat(h.config.host.audit_log).catch(() => ({ size: 0 }))).size;
 const log0 = logBytes();
@@ -120,7 +122,8 @@ function framesSent(): number {
   }
   return total;
 }
-const instances = names.reduce((n, m) => n + 1 + (h.status(m)?.restarts ?? 0), 0);
+// The first instance of each, and one more after each crash (restarts counts only its window).
+const instances = names.length + h.events.filter((e) => e.type === "ModuleCrashed" && names.includes((e.payload as { module: string }).module)).length;
 const stuck = names.flatMap((n) => h.logs(n).filter((r) => /probe unanswered/.test(r.message)));
 gc();
 const heap = process.memoryUsage().heapUsed - heap0;
@@ -137,6 +140,7 @@ const report = {
   heapGrowthMb: +(heap / MB).toFixed(1),
   peakHeapGrowthMb: +(peakHeap / MB).toFixed(1),
   rssGrowthMb: +((process.memoryUsage().rss - rss0) / MB).toFixed(1),
+  externalGrowthMb: +((process.memoryUsage().external - external0) / MB).toFixed(1),
   hostLogKiB: Math.round((logBytes() - log0) / 1024),
   auditKiB: Math.round(((await auditBytes()) - audit0) / 1024),
   states: Object.fromEntries(names.map((n) => [n, `${h.status(n)?.state} restarts=${h.status(n)?.restarts}`])),
