@@ -17,7 +17,7 @@ import { decodeBody, encodeBody, HOST_BODY_LIMITS } from "../protocol/codec.ts";
 import { parseModuleMessage } from "../protocol/messages.ts";
 import { mutate, Rng } from "./driver.ts";
 
-type Frame = Record<string, any>;
+type Frame = Record<string, unknown>;
 const PROBE_BASE = 2 ** 50;
 const sock = new net.Socket({ fd: 3, readable: true, writable: true });
 const decoder = new FrameDecoder(64 * 1024 * 1024);

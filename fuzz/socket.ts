@@ -69,7 +69,7 @@ for (let i = 0; i < fuzzers; i++) {
   names.push(name);
 }
 
-let hostErrors: string[] = [];
+const hostErrors: string[] = [];
 const h = await startHost({
   modules: dirs,
   config: Object.fromEntries(names.map((n, i) => [n, { seed: seed * 100 + i, framing_errors: framingErrors }])),
