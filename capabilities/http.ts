@@ -52,6 +52,14 @@ export const MAX_RESPONSE_HEADER_BYTES = 32 * 1024;
 export const MAX_RESPONSE_HEADERS = 200;
 /** Informational (1xx) answers before the real one; more fail with unavailable. */
 export const MAX_INFORMATIONAL_RESPONSES = 8;
+/**
+ * Pieces an answer's body may arrive in (each chunk of a chunked answer, or each read); more
+ * fail with quota_exceeded. Each piece is a Buffer and an event on the host's loop: a server
+ * sending its body one byte per chunk cost the host a Buffer per byte (8 M chunks: +1.4 GB of
+ * heap and ~20 s of CPU for one request). 16,384 pieces is 512 bytes each for an 8 MiB body
+ * (a chunk split between two reads is two pieces).
+ */
+export const MAX_RESPONSE_BODY_PIECES = 16_384;
 
 /** A parsed, checked URL: what the hub checks and what the engine connects to. */
 export interface HttpTarget {
@@ -302,9 +310,13 @@ function exchange(req: HttpRequest, resolve: Resolver): Promise<HttpResponse> {
         const chunks: Buffer[] = [];
         let size = 0;
         res.on("data", (chunk: Buffer) => {
+          // The rest of a read already parsed still arrives after a finish: drop it.
+          if (done) return;
           size += chunk.length;
           if (size > MAX_RESPONSE_BODY_BYTES) finish(tooLarge(t));
-          else chunks.push(chunk);
+          else if (chunks.length >= MAX_RESPONSE_BODY_PIECES) {
+            finish(new CapabilityError("quota_exceeded", `the answer from ${t.target} came in more than ${MAX_RESPONSE_BODY_PIECES} pieces (chunks of a chunked answer, or reads) (MAX_RESPONSE_BODY_PIECES, a fixed limit); its server must send the body in larger chunks`));
+          } else chunks.push(chunk);
         });
         res.on("error", (err) => finish(answerError(t, err) ?? failure(t, "answer from", err)));
         res.on("close", () => { if (!res.complete) finish(new CapabilityError("unavailable", `${t.target} closed the connection before the whole answer arrived`)); });

@@ -13,6 +13,7 @@ import { EventEmitter } from "node:events";
 import { performance } from "node:perf_hooks";
 import type { FrameChannel } from "../protocol/channel.ts";
 import { EncodeError } from "../protocol/codec.ts";
+import { FramingError } from "../protocol/frame.ts";
 import {
   type MessageError, MIN_PROTOCOL_VERSION, parseModuleMessage, PROTOCOL_VERSION, wireError,
   type Hello, type InvocationKind, type ModuleMessage, type WireError,
@@ -92,7 +93,9 @@ const LIMIT_TEXT = {
 /**
  * A module's own reason for leaving (goodbye) is cut at this many characters: it becomes the
  * crash reason in the host's log lines, the audit record, ModuleCrashed and `modhost list`,
- * none of which is charged to the module's log budget, and a crash loop repeats it.
+ * none of which is charged to the module's log budget, and a crash loop repeats it. The
+ * message of an invocation's error answer is cut the same way: it is passed on to whoever
+ * asked (a JSON-RPC client, `modhost health` for every module at once, a calling module).
  */
 const MAX_GOODBYE_CHARS = 4096;
 
@@ -166,6 +169,7 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
   private readonly call: CallContext;
   private readonly handshakeTimer: NodeJS.Timeout;
   closeError: Error | undefined;
+  private refusedByHost = false;
   /** Requests served and refused, for health and metrics. */
   readonly stats = { requests: 0, errors: 0, denied: 0 };
   /** Times a request had to wait, by the limit that held it; host CPU time spent serving, in ms. */
@@ -343,7 +347,7 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
         if (!p) return; // late answer to an invocation that already timed out
         this.pending.delete(msg.id);
         clearTimeout(p.timer);
-        if (msg.error) p.reject(new InvocationError(msg.error));
+        if (msg.error) p.reject(new InvocationError(msg.error.message.length > MAX_GOODBYE_CHARS ? { ...msg.error, message: cutReason(msg.error.message) } : msg.error));
         else p.resolve(msg.result ?? null);
         break;
       }
@@ -761,8 +765,18 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
     });
   }
 
+  /**
+   * Whether the host ended this channel for the module's fault: it refused the module (a
+   * handshake, max_unread_bytes) or could not read its frames. A process that then exits with
+   * code 0 did not exit cleanly: the restart policy's `on-failure` restarts it.
+   */
+  get endedForFault(): boolean {
+    return this.refusedByHost || this.closeError instanceof FramingError;
+  }
+
   /** Refuse the module: tell it why, then close. */
   private fail(error: WireError): void {
+    this.refusedByHost = true;
     this.channel.closeAfter({ t: "goodbye", error });
     this.onClose(new Error(error.message));
   }

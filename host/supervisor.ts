@@ -347,14 +347,16 @@ export class Supervisor {
    */
   private afterFailure(
     rec: ModuleRecord, reason: string,
-    how: { kind: "crash"; code: number | null; signal: NodeJS.Signals | null } | { kind: "restart"; permanent: boolean } | { kind: "start" },
+    how: { kind: "crash"; code: number | null; signal: NodeJS.Signals | null; fault?: boolean } | { kind: "restart"; permanent: boolean } | { kind: "start" },
   ): void {
     const { restart, max_restarts, restart_window_ms, quarantine_after, quarantine_window_ms } = rec.limits;
     const now = Date.now();
     const failures = this.links.lifecycle()?.addFailure(rec.name, now, quarantine_window_ms) ?? 0;
     const quarantine = quarantine_after > 0 && failures >= quarantine_after;
     rec.restartTimes = rec.restartTimes.filter((t) => now - t < restart_window_ms);
-    const clean = how.kind === "crash" && how.code === 0 && how.signal === null;
+    // Code 0 after the host ended its channel for a fault (a framing error, a refusal, past
+    // max_unread_bytes) is how an SDK leaves when its channel closes, not a clean exit.
+    const clean = how.kind === "crash" && how.code === 0 && how.signal === null && !how.fault;
     const retriable = how.kind === "crash" || (how.kind === "restart" && !how.permanent);
     const wants = retriable && !quarantine && (restart === "always" || (restart === "on-failure" && !clean));
     const willRestart = wants && rec.restartTimes.length < max_restarts;
@@ -452,7 +454,7 @@ export class Supervisor {
       this.log.error(`${rec.name} crashed during shutdown: ${reason}`, { exit_code: code, signal });
       return;
     }
-    this.afterFailure(rec, reason, { kind: "crash", code, signal });
+    this.afterFailure(rec, reason, { kind: "crash", code, signal, fault: proc.session.endedForFault });
   }
 
   /**
