@@ -156,6 +156,7 @@ function hostSchema(base: string) {
     health_event_seconds: v.optional(doc(int(), "publish a `HealthCheck` event (every module's state, the chain height) this often; 0 = never"), 60),
     disk_space_low_mb: v.optional(doc(int(), "publish `DiskSpaceLow` when free space on the data directory's disk falls below this (once per crossing); 0 = never"), 1024),
     isolate_pool: v.optional(doc(int({ min: 0, max: 16 }), "pre-booted isolate hosts kept for TypeScript module starts, restarts and `modhost dev` reloads (0-16; 0 = off): a start that finds one skips Node's boot (~120 ms instead of ~330 ms or more for a trivial module). Each is sandboxed as a fresh isolate host, under a single-use uid, and costs ~25 MB while it waits; refilled in the background after a start. Only modules whose `memory_mb` and rlimits equal those of the last start that wanted one can take it: the startup log and each `loaded` line (`isolate_pool=warm` or `cold`) say what happened. [security.md](security.md#sandbox-levels) says what the pool changes"), 1),
+    turn_budget_ms: v.optional(doc(int({ min: 1, max: 1000 }), "work on modules' input (chunks read from their sockets, their stdout and stderr, their waiting requests and answers) the host does in one turn of its event loop before the rest waits for the next turn (1-1000 ms; runtime/turn.ts). Lower keeps timers, the RPC server and quiet modules' events prompt while many modules flood it; higher lets floods through with fewer turns. A change takes effect at the next host start"), 5),
   });
 }
 
