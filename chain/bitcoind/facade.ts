@@ -18,7 +18,7 @@ import type { AddressInfo } from "node:net";
 import { Publisher } from "zeromq";
 import { bytesToHex, hexToBytes } from "@noble/hashes/utils.js";
 import type { Block, BlockHeader, ChainBackend, ChainEventName, ChainEvents, Hex, PeerInfo, Transaction } from "../backend.ts";
-import { bytesOfRaw, hexOfRaw } from "../backend.ts";
+import { bytesOfRaw } from "../backend.ts";
 import { difficultyFromBits, workFromBits } from "../serialise.ts";
 import { Slicer } from "../slices.ts";
 import { bitsToHex, coreChainName, satsToBtc, scriptAsm, scriptType } from "./convert.ts";
@@ -46,6 +46,19 @@ export interface CoreFacadeOptions {
   maxBodyBytes?: number;
 }
 
+/**
+ * A raw serialisation answered as Core's hex string (getblock at verbosity 0, getrawtransaction
+ * not verbose): written to the HTTP response in slices (RAW_SLICE_BYTES of bytes at a time, a
+ * turn of the loop between two), never as one hex string and one JSON.stringify of it: a 4 MB
+ * block held the host's loop for tens of milliseconds that way.
+ */
+class RawHexAnswer {
+  constructor(readonly raw: Uint8Array | Hex) {}
+}
+
+/** Bytes of a raw serialisation hex-encoded and written between two turns of the loop. */
+const RAW_SLICE_BYTES = 256 * 1024;
+
 class RpcFailure extends Error {
   constructor(
     readonly code: number,
@@ -56,6 +69,7 @@ class RpcFailure extends Error {
 }
 
 type Handler = (params: unknown[]) => Promise<unknown>;
+type Answer = { result: unknown; error: { code: number; message: string } | null; id: unknown };
 
 export class CoreFacade {
   private server: Server | null = null;
@@ -119,6 +133,11 @@ export class CoreFacade {
       res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(text) });
       res.end(text);
     };
+    // Answers whose result is a raw serialisation are written in pieces (see RawHexAnswer).
+    const replyAnswers = (status: number, answers: Answer[], batch: boolean) => {
+      if (!answers.some((a) => a.result instanceof RawHexAnswer)) return reply(status, batch ? answers : answers[0]);
+      return this.writeSliced(res, status, answers, batch);
+    };
     if (req.method !== "POST") return reply(405);
     const user = this.authenticate(req.headers.authorization);
     if (user === null) {
@@ -145,10 +164,57 @@ export class CoreFacade {
     if (allowed && calls.some((c) => !allowed.has(String((c as { method?: unknown })?.method)))) return reply(403);
     const answers = [];
     for (const call of calls) answers.push(await this.dispatch(call));
-    if (Array.isArray(request)) return reply(200, answers);
+    if (Array.isArray(request)) return replyAnswers(200, answers, true);
     const only = answers[0]!;
     const code = (only.error as { code?: number } | null)?.code;
-    return reply(only.error === null ? 200 : code === RPC_CODES.METHOD_NOT_FOUND ? 404 : 500, only);
+    return replyAnswers(only.error === null ? 200 : code === RPC_CODES.METHOD_NOT_FOUND ? 404 : 500, answers, false);
+  }
+
+  /**
+   * Write `answers` (a batch's, or one) as JSON, each RawHexAnswer as its hex string made and
+   * written RAW_SLICE_BYTES at a time, a turn of the loop between two slices, waiting for the
+   * socket to drain: the length is known in advance (two characters a byte), so the response
+   * keeps its content-length, and at most one slice of hex exists at a time.
+   */
+  private async writeSliced(res: ServerResponse, status: number, answers: Answer[], batch: boolean): Promise<void> {
+    const pieces: Array<string | Uint8Array> = [];
+    if (batch) pieces.push("[");
+    answers.forEach((a, i) => {
+      if (i > 0) pieces.push(",");
+      if (!(a.result instanceof RawHexAnswer)) {
+        pieces.push(JSON.stringify(a));
+        return;
+      }
+      const raw = a.result.raw;
+      pieces.push('{"result":"', raw, `","error":null,"id":${JSON.stringify(a.id) ?? "null"}}`);
+    });
+    pieces.push(batch ? "]\n" : "\n");
+    let length = 0;
+    for (const p of pieces) length += typeof p === "string" ? Buffer.byteLength(p) : p.byteLength * 2;
+    res.writeHead(status, { "content-type": "application/json", "content-length": length });
+    const drained = () => new Promise<void>((resolve) => {
+      const done = () => {
+        res.off("drain", done);
+        res.off("close", done);
+        resolve();
+      };
+      res.once("drain", done);
+      res.once("close", done);
+    });
+    for (const p of pieces) {
+      if (typeof p === "string") {
+        if (!res.write(p)) await drained();
+        continue;
+      }
+      for (let at = 0; at < p.byteLength; at += RAW_SLICE_BYTES) {
+        if (res.destroyed) return;
+        const slice = p.subarray(at, Math.min(p.byteLength, at + RAW_SLICE_BYTES));
+        const ok = res.write(Buffer.from(slice.buffer, slice.byteOffset, slice.byteLength).toString("hex"));
+        if (!ok) await drained();
+        else await new Promise<void>((resolve) => setImmediate(resolve));
+      }
+    }
+    res.end();
   }
 
   private authenticate(header: string | undefined): string | null {
@@ -163,7 +229,7 @@ export class CoreFacade {
     return null;
   }
 
-  private async dispatch(call: unknown): Promise<{ result: unknown; error: { code: number; message: string } | null; id: unknown }> {
+  private async dispatch(call: unknown): Promise<Answer> {
     const c = (call ?? {}) as { method?: unknown; params?: unknown; id?: unknown };
     const id = c.id ?? null;
     const method = typeof c.method === "string" ? c.method : "";
@@ -231,7 +297,7 @@ export class CoreFacade {
       getblock: async (p) => {
         const found = await block(hashParam(p, 0, "blockhash"));
         const verbosity = p[1] === undefined ? 1 : p[1] === true ? 1 : p[1] === false ? 0 : Number(p[1]);
-        if (verbosity === 0) return hexOfRaw(found.hex);
+        if (verbosity === 0) return new RawHexAnswer(found.hex);
         const json: Record<string, unknown> = {
           ...(await this.headerJson(found.header, found.transactions.length)),
           strippedsize: (found.weight - found.size) / 2,
@@ -246,7 +312,7 @@ export class CoreFacade {
         const tx = await b.getTransaction(txid);
         if (!tx) throw new RpcFailure(RPC_CODES.INVALID_ADDRESS_OR_KEY, "No such mempool or blockchain transaction. Use gettransaction for wallet transactions.");
         const verbose = p[1] === true || (typeof p[1] === "number" && p[1] > 0);
-        return verbose ? this.txJson(tx) : tx.hex;
+        return verbose ? this.txJson(tx) : new RawHexAnswer(tx.hex);
       },
       gettxout: async (p) => {
         const txid = hashParam(p, 0, "txid");
