@@ -18,7 +18,7 @@ import type { AddressInfo } from "node:net";
 import { Publisher } from "zeromq";
 import { bytesToHex, hexToBytes } from "@noble/hashes/utils.js";
 import type { Block, BlockHeader, ChainBackend, ChainEventName, ChainEvents, Hex, PeerInfo, Transaction } from "../backend.ts";
-import { bytesOfRaw } from "../backend.ts";
+import { bytesOfRaw, hexOfRaw } from "../backend.ts";
 import { difficultyFromBits, workFromBits } from "../serialise.ts";
 import { Slicer } from "../slices.ts";
 import { bitsToHex, coreChainName, satsToBtc, scriptAsm, scriptType } from "./convert.ts";
@@ -379,7 +379,7 @@ export class CoreFacade {
           vbavailable: {},
           vbrequired: 0,
           previousblockhash: t.previous_block_hash,
-          transactions: t.transactions.map((tx) => ({ data: tx.hex, txid: tx.txid, hash: tx.wtxid, depends: [], fee: tx.fee, sigops: 0, weight: tx.weight })),
+          transactions: t.transactions.map((tx) => ({ data: hexOfRaw(tx.hex), txid: tx.txid, hash: tx.wtxid, depends: [], fee: tx.fee, sigops: 0, weight: tx.weight })),
           coinbaseaux: {},
           coinbasevalue: t.coinbase_value,
           longpollid: `${t.previous_block_hash}${t.transactions.length}`,
@@ -494,7 +494,7 @@ export class CoreFacade {
             },
       ),
       vout: tx.outputs.map((out, n) => ({ value: satsToBtc(out.value), n, scriptPubKey: this.scriptJson(hexToBytes(out.script_pubkey), out.address) })),
-      hex: tx.hex,
+      hex: hexOfRaw(tx.hex),
     };
   }
 
@@ -520,7 +520,7 @@ export class CoreFacade {
         if (found) await this.send("rawblock", Buffer.from(bytesOfRaw(found.hex)));
         for (const tx of found?.transactions ?? []) {
           await this.send("hashtx", Buffer.from(tx.txid, "hex"));
-          await this.send("rawtx", Buffer.from(tx.hex, "hex"));
+          await this.send("rawtx", Buffer.from(bytesOfRaw(tx.hex)));
         }
         await this.send("sequence", Buffer.concat([Buffer.from(hash, "hex"), Buffer.from("C")]));
         return;
@@ -531,7 +531,7 @@ export class CoreFacade {
         const txid = p["txid"] as Hex;
         const tx = await this.opts.backend.getMempoolTransaction(txid);
         await this.send("hashtx", Buffer.from(txid, "hex"));
-        if (tx) await this.send("rawtx", Buffer.from(tx.hex, "hex"));
+        if (tx) await this.send("rawtx", Buffer.from(bytesOfRaw(tx.hex)));
         return this.send("sequence", this.mempoolNotice(txid, "A"));
       }
       case "MempoolTransactionRemoved":
