@@ -7,6 +7,8 @@
 import test from "ava";
 import { EmbeddedChain } from "../chain/embedded.ts";
 import { openSession } from "./helpers/peer.ts";
+import { startHost } from "./helpers/host.ts";
+import { inlineModule } from "./helpers/modules.ts";
 
 const GRANTS = ["read_blockchain", "read_chain_state", "read_mempool"];
 const hexOf = (b: unknown) => Buffer.from(b as Uint8Array).toString("hex");
@@ -48,4 +50,27 @@ test("transactions' raw bytes are bin in protocol 2 and the same bytes as hex in
   t.true(confirmed.hex instanceof Uint8Array && confirmedHex.hex === hexOf(confirmed.hex), "a confirmed transaction too");
   // What the chain keeps is still the bytes.
   t.true((await chain.getTransaction(txid))!.hex instanceof Uint8Array);
+});
+
+const TX_READER = inlineModule("tx-reader", ["read_blockchain", "read_chain_state", "read_mempool"], `
+  const txid = ctx.config.txid as string;
+  const mem = await ctx.mempool.getTransaction(txid);
+  const chainTx = await ctx.chain.getTransaction(txid);
+  const tip = await ctx.chain.getChainTip();
+  const block = await ctx.chain.getBlock(tip);
+  ctx.log.info("read", {
+    mempool: typeof mem?.hex, chain: typeof chainTx?.hex, block: block!.transactions.map((x: { hex: unknown }) => typeof x.hex).join(","),
+    same: mem?.hex === chainTx?.hex, hex: chainTx?.hex,
+  });
+`);
+
+test("a TypeScript module gets a transaction's hex as a string from the isolate SDK (bin on the wire): ctx.mempool.getTransaction, ctx.chain.getTransaction, a block's transactions", async (t) => {
+  const h = await startHost(t, { inline: { "tx-reader": TX_READER }, grants: { "tx-reader": ["read_blockchain", "read_chain_state", "read_mempool"] }, noStart: true });
+  const txid = await h.chain.createTransaction();
+  h.config.modules.module_configs["tx-reader"] = { txid };
+  await h.host.start();
+  const r = (await h.waitForLog(/^read$/, { source: "tx-reader", timeoutMs: 60_000 })).fields as Record<string, unknown>;
+  t.deepEqual([r.mempool, r.chain, r.same], ["string", "string", true]);
+  t.true(String(r.block).split(",").every((x) => x === "string"), `block transactions: ${r.block}`);
+  t.is(r.hex, hexOf((await h.chain.getTransaction(txid))!.hex));
 });
