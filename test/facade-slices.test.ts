@@ -5,12 +5,14 @@
 // slowly does not hold anyone else up: another request is answered meanwhile, and the slow
 // answer, once read, is the block's hex with Core's envelope and a correct content-length.
 
-import test from "ava";
+import test, { type ExecutionContext } from "ava";
 import http from "node:http";
 import { randomBytes } from "node:crypto";
 import { CoreFacade } from "../chain/bitcoind/facade.ts";
 import type { ChainBackend } from "../chain/backend.ts";
 import { rpcauthLine } from "../chain/bitcoind/rpcauth.ts";
+import { EmbeddedChain } from "../chain/embedded.ts";
+import { fillMempool } from "./helpers/big-block.ts";
 
 const USER = "u";
 const PASSWORD = "a long enough password";
@@ -31,7 +33,25 @@ async function readAll(res: http.IncomingMessage): Promise<Buffer> {
   return Buffer.concat(chunks);
 }
 
-test("getblock verbosity 0 of a 4 MB block and getrawtransaction of a 1 MB transaction are written in slices: another request is answered while a client has not read them, and they read back as the hex", async (t) => {
+/** The largest piece the server hands to a response at once (write or end), while the test runs. */
+function spyWrites(t: ExecutionContext): { largest: number } {
+  const seen = { largest: 0 };
+  const proto = http.ServerResponse.prototype as unknown as Record<"write" | "end", (...a: unknown[]) => unknown>;
+  const { write, end } = proto;
+  const size = (c: unknown) => (typeof c === "string" ? c.length : c instanceof Uint8Array ? c.byteLength : 0);
+  proto.write = function (this: unknown, ...a: unknown[]) {
+    seen.largest = Math.max(seen.largest, size(a[0]));
+    return write.apply(this, a);
+  };
+  proto.end = function (this: unknown, ...a: unknown[]) {
+    seen.largest = Math.max(seen.largest, size(a[0]));
+    return end.apply(this, a);
+  };
+  t.teardown(() => Object.assign(proto, { write, end }));
+  return seen;
+}
+
+test.serial("getblock verbosity 0 of a 4 MB block and getrawtransaction of a 1 MB transaction are written in slices: another request is answered while a client has not read them, and they read back as the hex", async (t) => {
   const raw = randomBytes(4_000_000);
   const txRaw = randomBytes(1_000_000);
   // A backend with one big block and one big transaction, and a tip.
@@ -44,21 +64,7 @@ test("getblock verbosity 0 of a 4 MB block and getrawtransaction of a 1 MB trans
   const facade = new CoreFacade({ backend, rpcauth: [rpcauthLine(USER, PASSWORD)] });
   await facade.start();
   t.teardown(() => facade.stop());
-  // The largest piece the server hands to a response at once (write or end), and the turns of
-  // the loop seen while it writes.
-  let largest = 0;
-  const proto = http.ServerResponse.prototype as unknown as Record<"write" | "end", (...a: unknown[]) => unknown>;
-  const { write, end } = proto;
-  const size = (c: unknown) => (typeof c === "string" ? c.length : c instanceof Uint8Array ? c.byteLength : 0);
-  proto.write = function (this: unknown, ...a: unknown[]) {
-    largest = Math.max(largest, size(a[0]));
-    return write.apply(this, a);
-  };
-  proto.end = function (this: unknown, ...a: unknown[]) {
-    largest = Math.max(largest, size(a[0]));
-    return end.apply(this, a);
-  };
-  t.teardown(() => Object.assign(proto, { write, end }));
+  const spy = spyWrites(t);
 
   for (const [method, params, bytes] of [["getblock", [HASH, 0], raw], ["getrawtransaction", [TXID, false], txRaw]] as const) {
     const slow = await request(facade.rpcUrl, { method, params, id: 7 });
@@ -74,7 +80,7 @@ test("getblock verbosity 0 of a 4 MB block and getrawtransaction of a 1 MB trans
     t.is(body.id, 7);
     t.is(body.error, null);
     t.true(body.result === bytes.toString("hex"), `${method}: the result is the raw bytes' hex`);
-    t.true(largest <= 512 * 1024, `no piece of more than 512 KiB was written at once (largest ${largest})`);
+    t.true(spy.largest <= 512 * 1024, `no piece of more than 512 KiB was written at once (largest ${spy.largest})`);
   }
 
   // In a batch too, beside an ordinary answer.
@@ -82,4 +88,38 @@ test("getblock verbosity 0 of a 4 MB block and getrawtransaction of a 1 MB trans
   t.is(batch.length, 2);
   t.is(batch[0]!.result, HASH);
   t.true(batch[1]!.result === txRaw.toString("hex") && batch[1]!.id === 2);
+});
+
+test.serial("answers that grow with the mempool or a block (getrawmempool both forms, getblocktemplate, getblock at verbosity 1 and 2) of 3000 transactions are made and written in pieces of at most ~256 KiB, and read back whole", async (t) => {
+  const chain = await EmbeddedChain.create();
+  const txids = await fillMempool(chain, 3000);
+  const facade = new CoreFacade({ backend: chain, rpcauth: [rpcauthLine(USER, PASSWORD)] });
+  await facade.start();
+  t.teardown(() => facade.stop());
+  const spy = spyWrites(t);
+  const ask = async (method: string, params: unknown[]) => {
+    spy.largest = 0;
+    const res = await request(facade.rpcUrl, { method, params, id: 1 });
+    const text = (await readAll(res)).toString();
+    t.is(Buffer.byteLength(text), Number(res.headers["content-length"]), `${method}: content-length`);
+    t.true(spy.largest <= 512 * 1024, `${method}: no piece over 512 KiB written at once (largest ${spy.largest})`);
+    const body = JSON.parse(text) as { result: unknown; error: null; id: number };
+    t.is(body.error, null);
+    return body.result;
+  };
+  t.deepEqual(new Set(await ask("getrawmempool", []) as string[]), new Set(txids));
+  const verbose = (await ask("getrawmempool", [true])) as Record<string, { vsize: number }>;
+  t.is(Object.keys(verbose).length, 3000);
+  t.true(txids.every((id) => verbose[id]!.vsize > 0));
+  const tpl = (await ask("getblocktemplate", [{ rules: ["segwit"] }])) as { transactions: Array<{ txid: string; data: string }>; height: number };
+  t.is(tpl.transactions.length, 3000);
+  t.is(tpl.height, (await chain.getBlockHeight()) + 1);
+  const [hash] = await chain.mine(1);
+  const v1 = (await ask("getblock", [hash, 1])) as { tx: string[]; hash: string };
+  t.is(v1.hash, hash!);
+  t.is(v1.tx.length, 3001);
+  const v2 = (await ask("getblock", [hash, 2])) as { tx: Array<{ txid: string; hex: string }> };
+  t.deepEqual(v2.tx.map((x) => x.txid), v1.tx);
+  const block = (await chain.getBlock(hash!))!;
+  t.is(v2.tx[5]!.hex, Buffer.from(block.transactions[5]!.hex as Uint8Array).toString("hex"));
 });

@@ -59,6 +59,44 @@ class RawHexAnswer {
 /** Bytes of a raw serialisation hex-encoded and written between two turns of the loop. */
 const RAW_SLICE_BYTES = 256 * 1024;
 
+/**
+ * A result whose JSON grows with the chain or the mempool (a block's transactions, the
+ * mempool's txids or entries, a template's transactions), made in slices: each item is
+ * stringified on its own (chain/slices.ts Slicer between them), and the pieces are written in
+ * ~RAW_SLICE_BYTES writes a turn of the loop apart. Before, the whole answer was one object
+ * and one JSON.stringify: getblock at verbosity 2 of a block of 16,000 transactions, or
+ * getrawmempool of a large mempool, held the host's loop for its whole length.
+ */
+class JsonText {
+  constructor(readonly pieces: string[]) {}
+}
+
+/** `{...head, [key]: items.map(each)}` as JsonText, each item stringified in its own slice. */
+async function jsonWithList<T>(head: Record<string, unknown>, key: string, items: readonly T[], each: (item: T) => unknown): Promise<JsonText> {
+  const open = JSON.stringify(head);
+  const pieces = [`${open.length > 2 ? `${open.slice(0, -1)},` : "{"}${JSON.stringify(key)}:[`];
+  await listPieces(items, each, pieces);
+  pieces.push("]}");
+  return new JsonText(pieces);
+}
+
+/** `items.map(each)` as a JSON array, each item stringified in its own slice. */
+async function jsonList<T>(items: readonly T[], each: (item: T) => unknown): Promise<JsonText> {
+  const pieces = ["["];
+  await listPieces(items, each, pieces);
+  pieces.push("]");
+  return new JsonText(pieces);
+}
+
+async function listPieces<T>(items: readonly T[], each: (item: T) => unknown, pieces: string[]): Promise<void> {
+  const slicer = new Slicer();
+  for (let i = 0; i < items.length; i++) {
+    pieces.push((i > 0 ? "," : "") + JSON.stringify(each(items[i]!)));
+    const pause = slicer.tick();
+    if (pause) await pause;
+  }
+}
+
 class RpcFailure extends Error {
   constructor(
     readonly code: number,
@@ -135,7 +173,7 @@ export class CoreFacade {
     };
     // Answers whose result is a raw serialisation are written in pieces (see RawHexAnswer).
     const replyAnswers = (status: number, answers: Answer[], batch: boolean) => {
-      if (!answers.some((a) => a.result instanceof RawHexAnswer)) return reply(status, batch ? answers : answers[0]);
+      if (!answers.some((a) => a.result instanceof RawHexAnswer || a.result instanceof JsonText)) return reply(status, batch ? answers : answers[0]);
       return this.writeSliced(res, status, answers, batch);
     };
     if (req.method !== "POST") return reply(405);
@@ -181,6 +219,10 @@ export class CoreFacade {
     if (batch) pieces.push("[");
     answers.forEach((a, i) => {
       if (i > 0) pieces.push(",");
+      if (a.result instanceof JsonText) {
+        pieces.push('{"result":', ...a.result.pieces, `,"error":null,"id":${JSON.stringify(a.id) ?? "null"}}`);
+        return;
+      }
       if (!(a.result instanceof RawHexAnswer)) {
         pieces.push(JSON.stringify(a));
         return;
@@ -201,11 +243,27 @@ export class CoreFacade {
       res.once("drain", done);
       res.once("close", done);
     });
+    // Strings are written ~RAW_SLICE_BYTES at a time (the many small pieces of a JsonText), a
+    // turn of the loop (or the client's drain) between two writes.
+    let pending: string[] = [];
+    let pendingBytes = 0;
+    const writePending = async () => {
+      if (pending.length === 0) return;
+      const ok = res.write(pending.length === 1 ? pending[0]! : pending.join(""));
+      pending = [];
+      pendingBytes = 0;
+      if (!ok) await drained();
+      else await new Promise<void>((resolve) => setImmediate(resolve));
+    };
     for (const p of pieces) {
+      if (res.destroyed) return;
       if (typeof p === "string") {
-        if (!res.write(p)) await drained();
+        pending.push(p);
+        pendingBytes += p.length;
+        if (pendingBytes >= RAW_SLICE_BYTES) await writePending();
         continue;
       }
+      await writePending();
       for (let at = 0; at < p.byteLength; at += RAW_SLICE_BYTES) {
         if (res.destroyed) return;
         const slice = p.subarray(at, Math.min(p.byteLength, at + RAW_SLICE_BYTES));
@@ -214,7 +272,8 @@ export class CoreFacade {
         else await new Promise<void>((resolve) => setImmediate(resolve));
       }
     }
-    res.end();
+    if (res.destroyed) return;
+    res.end(pending.join(""));
   }
 
   private authenticate(header: string | undefined): string | null {
@@ -304,8 +363,8 @@ export class CoreFacade {
           size: found.size,
           weight: found.weight,
         };
-        json["tx"] = verbosity === 1 ? found.transactions.map((tx) => tx.txid) : found.transactions.map((tx) => this.txJson(tx));
-        return json;
+        // The transactions, one piece each, in slices (JsonText).
+        return verbosity === 1 ? jsonWithList(json, "tx", found.transactions, (tx) => tx.txid) : jsonWithList(json, "tx", found.transactions, (tx) => this.txJson(tx));
       },
       getrawtransaction: async (p) => {
         const txid = hashParam(p, 0, "txid");
@@ -329,18 +388,19 @@ export class CoreFacade {
       },
       getrawmempool: async (p) => {
         const txids = await b.getMempoolTransactions();
-        if (p[0] !== true) return txids;
-        // One entry per transaction, in slices (100,000 of them held the loop for seconds); the
-        // answer's JSON is then one JSON.stringify (~300 bytes per entry), as Core answers whole.
-        const out: Record<Hex, unknown> = {};
+        if (p[0] !== true) return jsonList(txids, (txid) => txid);
+        // One entry per transaction, made and stringified in slices (100,000 of them held the
+        // loop for seconds), written as JsonText pieces (~300 bytes per entry).
+        const pieces = ["{"];
         const slicer = new Slicer();
         for (const txid of txids) {
           const entry = await b.getMempoolEntry(txid);
-          if (entry) out[txid] = this.entryJson(entry.vsize, entry.fee, entry.time);
+          if (entry) pieces.push(`${pieces.length > 1 ? "," : ""}${JSON.stringify(txid)}:${JSON.stringify(this.entryJson(entry.vsize, entry.fee, entry.time))}`);
           const pause = slicer.tick();
           if (pause) await pause;
         }
-        return out;
+        pieces.push("}");
+        return new JsonText(pieces);
       },
       getmempoolentry: async (p) => {
         const entry = await b.getMempoolEntry(hashParam(p, 0, "txid"));
@@ -372,14 +432,15 @@ export class CoreFacade {
         const req = (p[0] ?? {}) as { rules?: unknown };
         if (!Array.isArray(req.rules) || !req.rules.includes("segwit")) throw new RpcFailure(RPC_CODES.INVALID_PARAMETER, 'getblocktemplate must be called with the segwit rule set (call with {"rules": ["segwit"]})');
         const t = await b.getBlockTemplate();
-        return {
+        // The template's transactions (a block's worth of the mempool) last, one piece each, in slices (JsonText).
+        const { transactions: _txs, ...head } = {
           capabilities: ["proposal"],
           version: t.version,
           rules: ["csv", "!segwit", "taproot"],
           vbavailable: {},
           vbrequired: 0,
           previousblockhash: t.previous_block_hash,
-          transactions: t.transactions.map((tx) => ({ data: hexOfRaw(tx.hex), txid: tx.txid, hash: tx.wtxid, depends: [], fee: tx.fee, sigops: 0, weight: tx.weight })),
+          transactions: null,
           coinbaseaux: {},
           coinbasevalue: t.coinbase_value,
           longpollid: `${t.previous_block_hash}${t.transactions.length}`,
@@ -395,6 +456,7 @@ export class CoreFacade {
           height: t.height,
           default_witness_commitment: t.default_witness_commitment,
         };
+        return jsonWithList(head, "transactions", t.transactions, (tx) => ({ data: hexOfRaw(tx.hex), txid: tx.txid, hash: tx.wtxid, depends: [], fee: tx.fee, sigops: 0, weight: tx.weight }));
       },
       submitblock: async (p) => {
         if (typeof p[0] !== "string") throw new RpcFailure(RPC_CODES.INVALID_PARAMETER, "hexdata must be a hex string");
