@@ -779,9 +779,10 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
     // instead of the call waiting in host memory. A shutdown is always sent (it is small, and
     // the stop goes on to SIGTERM anyway).
     if (kind !== "shutdown") {
-      // Answers being served count by their reservations too, except for a health check (a
-      // few bytes, one at a time): a module pipelining large answers is busy, not unhealthy.
-      const unread = this.channel.unsentBytes + (kind === "health" ? 0 : this.reserved);
+      // Answers being served count by their reservations too, except for the calls of a few
+      // bytes (a health check, a timer firing): a module pipelining large answers is busy, not
+      // unhealthy, and a timer refused would be a task lost (at most 1024 such calls wait).
+      const unread = this.channel.unsentBytes + (kind === "health" || kind === "timer" ? 0 : this.reserved);
       if (unread > this.flow.maxUnreadBytes) {
         this.flowStats.invocationsRefused++;
         return Promise.reject(new InvocationError(wireError("quota_exceeded", `module ${this.opts.module} has ${unread} bytes sent and not read or reserved for answers being served, over its limit of ${this.flow.maxUnreadBytes} (max_unread_bytes): the ${kind} invocation was not sent; try again later, or the operator raises max_unread_bytes in [modules.limits.${this.opts.module}]`)));
