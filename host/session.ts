@@ -302,7 +302,8 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
     const frame = this.channel.maxFrameBytes + 4;
     const window = (this.opts.eventWindow ?? DEFAULT_LIMITS.event_window) + 1;
     // Reservations count answers' bodies: each frame's 4-byte header comes on top.
-    return Math.max(this.flow.maxUnreadBytes, frame) + 4 * this.flow.maxInFlight + frame + window * EVENT_BYTES_BOUND;
+    // Health checks and timer firings (~40 bytes each) are not held back by reservations.
+    return Math.max(this.flow.maxUnreadBytes, frame) + 4 * this.flow.maxInFlight + frame + MAX_PENDING_INVOCATIONS * 64 + window * EVENT_BYTES_BOUND;
   }
 
   /** Records the most bytes ever waiting for the module (flowStats.peakUnread). */
