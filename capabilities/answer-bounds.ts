@@ -69,5 +69,13 @@ export function answerBound(method: string, params: Readonly<Record<string, unkn
   return SMALL_ANSWER_BYTES;
 }
 
+/**
+ * Methods whose answer is another module's (a module call, a provider's answer): their
+ * reservation counts against the module's other requests, but they never wait for room
+ * themselves. A call chain (A calls B, whose handler calls A, ...) would otherwise deadlock:
+ * A's nested call waiting for the reservation of the very call it is part of.
+ */
+export const RELAYED_ANSWERS: ReadonlySet<string> = new Set(["call_module", "get_lightning_node_url", "get_lightning_info", "get_payment_state"]);
+
 /** The methods reserved a whole frame (tests check that each exists in the catalogue). */
 export const FRAME_SIZED_METHODS: ReadonlySet<string> = FRAME_SIZED;

@@ -28,7 +28,7 @@ import { DEFAULT_LIMITS, type Limits } from "./config.ts";
 import { sliceAccount } from "../chain/slices.ts";
 import { hostTurn } from "../runtime/turn.ts";
 import { answerForVersion } from "./older-protocol.ts";
-import { answerBound, SMALL_ANSWER_BYTES } from "../capabilities/answer-bounds.ts";
+import { answerBound, RELAYED_ANSWERS, SMALL_ANSWER_BYTES } from "../capabilities/answer-bounds.ts";
 
 /**
  * What one module may make the host do for it (its fair share). Requests beyond the first
@@ -135,6 +135,8 @@ interface WaitingRequest {
   refusal?: WireError;
   /** The most bytes its answer can take (capabilities/answer-bounds.ts), reserved while it is served. */
   reserve: number;
+  /** Its answer is another module's (RELAYED_ANSWERS): reserved, but it does not wait for room. */
+  relayed?: boolean;
 }
 
 export interface SessionOptions {
@@ -196,6 +198,8 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
   private readonly backlog: WaitingRequest[] = [];
   /** Bytes reserved for the answers of the requests being served (see FlowLimits.maxUnreadBytes). */
   private reserved = 0;
+  /** The part of `reserved` for answers relayed from other modules (RELAYED_ANSWERS). */
+  private reservedRelayed = 0;
   private readingPaused = false;
   private retryTimer: NodeJS.Timeout | undefined;
   private unreadTimer: NodeJS.Timeout | undefined;
@@ -381,7 +385,7 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
     }
     switch (msg.t) {
       case "request":
-        this.admit({ id: msg.id, method: msg.method, params: msg.params, reserve: answerBound(msg.method, msg.params, { frameBytes: this.channel.maxFrameBytes, storageIterMaxBytes: this.flow.storageIterMaxBytes }) });
+        this.admit({ id: msg.id, method: msg.method, params: msg.params, reserve: answerBound(msg.method, msg.params, { frameBytes: this.channel.maxFrameBytes, storageIterMaxBytes: this.flow.storageIterMaxBytes }), relayed: RELAYED_ANSWERS.has(msg.method) });
         break;
       case "ack":
         this.subscription.ack(msg.seq);
@@ -472,7 +476,7 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
   private admit(req: WaitingRequest): void {
     // Past the host's budget for this turn (runtime/turn.ts) it waits like one over the
     // module's share: one chunk read can hold hundreds of requests, each served at once before.
-    if (this.backlog.length === 0 && !this.pumpParked && this.blockedBy(req.reserve) === undefined && !hostTurn.overBudget()) {
+    if (this.backlog.length === 0 && !this.pumpParked && this.blockedBy(req.relayed ? 0 : req.reserve) === undefined && !hostTurn.overBudget()) {
       this.take();
       this.start(req);
       return;
@@ -527,14 +531,14 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
       this.replyError(req.id, req.refusal);
       return;
     }
-    void this.serve(req.id, req.method, req.params, req.reserve);
+    void this.serve(req.id, req.method, req.params, req.reserve, req.relayed === true);
   }
 
   /** Serve waiting requests while the share allows; read the socket again once none wait. */
   private pump(): void {
     if (this.state === "closed" || this.pumpParked) return;
     while (this.backlog.length > 0) {
-      const blocked = this.blockedBy(this.backlog[0]!.reserve);
+      const blocked = this.blockedBy(this.backlog[0]!.relayed ? 0 : this.backlog[0]!.reserve);
       if (blocked) {
         this.waitFor(blocked);
         return;
@@ -689,10 +693,11 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
     this.unreadTimer.unref();
   }
 
-  private async serve(id: number, method: string, params: Record<string, unknown>, reserve: number): Promise<void> {
+  private async serve(id: number, method: string, params: Record<string, unknown>, reserve: number, relayed = false): Promise<void> {
     this.stats.requests++;
     this.inFlight++;
     this.reserved += reserve;
+    if (relayed) this.reservedRelayed += reserve;
     if (this.inFlight > this.flowStats.peakInFlight) this.flowStats.peakInFlight = this.inFlight;
     let timedOut = false;
     const timeoutMs = this.flow.requestTimeoutMs;
@@ -758,6 +763,7 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
       clearTimeout(timer);
       this.inFlight--;
       this.reserved -= reserve;
+      if (relayed) this.reservedRelayed -= reserve;
       if (this.backlog.length > 0 && !this.retryTimer) this.pump();
     }
   }
@@ -783,7 +789,9 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
       // Answers being served count by their reservations too, except for the calls of a few
       // bytes (a health check, a timer firing): a module pipelining large answers is busy, not
       // unhealthy, and a timer refused would be a task lost (at most 1024 such calls wait).
-      const unread = this.channel.unsentBytes + (kind === "health" || kind === "timer" ? 0 : this.reserved);
+      // Nor do the reservations of its calls of other modules: a call chain A -> B -> A must
+      // reach A again while A's own call waits for B.
+      const unread = this.channel.unsentBytes + (kind === "health" || kind === "timer" ? 0 : this.reserved - this.reservedRelayed);
       if (unread > this.flow.maxUnreadBytes) {
         this.flowStats.invocationsRefused++;
         return Promise.reject(new InvocationError(wireError("quota_exceeded", `module ${this.opts.module} has ${unread} bytes sent and not read or reserved for answers being served, over its limit of ${this.flow.maxUnreadBytes} (max_unread_bytes): the ${kind} invocation was not sent; try again later, or the operator raises max_unread_bytes in [modules.limits.${this.opts.module}]`)));
