@@ -5,6 +5,7 @@ import { Hex, MempoolEntry, MempoolInfo, MempoolTxids, Transaction, f64, hash, n
 import { MAX_BLOCK_BYTES, rawBytes, toBytes } from "./mining.ts";
 import { HookRejection } from "./hooks.ts";
 import { parseTransaction } from "../chain/parse.ts";
+import { hexOfRaw } from "../chain/backend.ts";
 
 /**
  * Txids in one answer of get_mempool_txids (and the most get_mempool_transactions answers):
@@ -56,13 +57,14 @@ export const mempool: Family = {
         const bytes = toBytes(p.hex);
         // The tx_submit hooks see the transaction first (capabilities/hooks.ts); only when there are any.
         if (c.services.hooks?.active("tx_submit")) {
-          let tx: { txid: string; hex: string };
+          let tx: { txid: string; hex: Uint8Array | string };
           try {
             tx = await parseTransaction(bytes);
           } catch (err) {
             throw new CapabilityError("invalid_params", `transaction rejected: ${(err as Error).message}`);
           }
-          await c.services.hooks.run("tx_submit", { txid: tx.txid, hex: tx.hex, module: c.module });
+          // The hook payload keeps its hex string (its schema, capabilities/hooks.ts).
+          await c.services.hooks.run("tx_submit", { txid: tx.txid, hex: hexOfRaw(tx.hex), module: c.module });
         }
         try {
           return await c.chain.submitTransaction(bytes);

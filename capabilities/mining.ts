@@ -15,7 +15,7 @@ import { describeTransaction, displayHex, sha256d, witnessCommitment } from "../
 import { parseTransaction } from "../chain/parse.ts";
 import { Slicer } from "../chain/slices.ts";
 import { blockSubsidy, coinbaseTransaction } from "../chain/blocks.ts";
-import type { BlockTemplate } from "../chain/backend.ts";
+import { bytesOfRaw, hexOfRaw, type BlockTemplate } from "../chain/backend.ts";
 import type { CallContext } from "./types.ts";
 
 /** Hex of raw bytes, at most `maxBytes` bytes. */
@@ -173,7 +173,8 @@ let extraNonce = 1;
 async function hookedTemplate(c: CallContext, template: BlockTemplate, coinbaseScript: string | undefined): Promise<BlockTemplate> {
   const payload = {
     module: c.module, height: template.height, previous_block_hash: template.previous_block_hash,
-    transactions: template.transactions, coinbase_value: template.coinbase_value,
+    // The hook payload's hex stays a string (its schema, capabilities/hooks.ts): made here, only when a hook is registered.
+    transactions: template.transactions.map((t) => (typeof t.hex === "string" ? t : { ...t, hex: hexOfRaw(t.hex) })), coinbase_value: template.coinbase_value,
   };
   const out = await c.services.hooks!.run("block_template", payload);
   if (out === payload || out.transactions.length === template.transactions.length) return template;
@@ -184,7 +185,7 @@ async function hookedTemplate(c: CallContext, template: BlockTemplate, coinbaseS
   const slicer = new Slicer();
   for (const t of template.transactions) {
     if (dropped.has(t.txid)) continue;
-    const spendsDropped = (await parseTransaction(Buffer.from(t.hex, "hex"), slicer)).inputs.some((i) => dropped.has(i.txid));
+    const spendsDropped = (await parseTransaction(bytesOfRaw(t.hex), slicer)).inputs.some((i) => dropped.has(i.txid));
     if (spendsDropped) dropped.add(t.txid);
     else transactions.push(t);
   }

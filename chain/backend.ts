@@ -54,8 +54,12 @@ export interface Transaction {
   size: number;
   vsize: number;
   weight: number;
-  /** Full serialisation, witness included. */
-  hex: Hex;
+  /**
+   * Full serialisation, witness included: its bytes (the embedded chain: modules get them as
+   * binary and their SDK makes the hex, docs/protocol.md 6.3), or its hex (a backend that only
+   * has hex, as Bitcoin Core's JSON answers). hexOfRaw / bytesOfRaw read either.
+   */
+  hex: Uint8Array | Hex;
 }
 
 export interface Block {
@@ -73,12 +77,12 @@ export interface Block {
   hex: Uint8Array | Hex;
 }
 
-/** The hex of a raw serialisation held as bytes or as hex (Block.hex). */
+/** The hex of a raw serialisation held as bytes or as hex (Block.hex, Transaction.hex). */
 export function hexOfRaw(raw: Uint8Array | Hex): Hex {
   return typeof raw === "string" ? raw : Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength).toString("hex");
 }
 
-/** The bytes of a raw serialisation held as bytes or as hex (Block.hex). */
+/** The bytes of a raw serialisation held as bytes or as hex (Block.hex, Transaction.hex). */
 export function bytesOfRaw(raw: Uint8Array | Hex): Uint8Array {
   return typeof raw === "string" ? Buffer.from(raw, "hex") : raw;
 }
@@ -175,13 +179,13 @@ export interface BlockTemplate {
   cur_time: number;
   min_time: number;
   /** Mempool transactions for the block, in a valid order, with their fees. */
-  transactions: Array<{ txid: Hex; wtxid: Hex; hex: Hex; fee: number; weight: number }>;
+  transactions: Array<{ txid: Hex; wtxid: Hex; hex: Uint8Array | Hex; fee: number; weight: number }>;
   /** Subsidy plus the fees of `transactions`: the most the coinbase may pay out. */
   coinbase_value: number;
   /** The BIP141 witness commitment output script (uses a 32-byte zero witness reserved value). */
   default_witness_commitment: Hex;
   /** With a coinbase script: a complete coinbase (BIP34 height, commitment) paying coinbase_value to it. */
-  coinbase_tx?: { txid: Hex; hex: Hex };
+  coinbase_tx?: { txid: Hex; hex: Uint8Array | Hex };
 }
 
 export interface SubmitBlockResult {

@@ -142,7 +142,7 @@ export async function mineBlock(template: BlockTemplate, slicer = new Slicer()):
   // The block's bytes, a transaction at a time (encodeBlock's work, in slices).
   const parts: Uint8Array[] = [headerBytes, CompactSize.encode(BigInt(transactions.length))];
   for (const tx of transactions) {
-    parts.push(Buffer.from(tx.hex, "hex"));
+    parts.push(typeof tx.hex === "string" ? Buffer.from(tx.hex, "hex") : tx.hex);
     const pause = slicer.tick();
     if (pause) await pause;
   }

@@ -16,6 +16,7 @@ import { createHash } from "node:crypto";
 import type { Hex, Transaction } from "./backend.ts";
 import { addressOf, decodeHeader, type HeaderFields } from "./serialise.ts";
 import { Slicer } from "./slices.ts";
+import { sealBytes } from "../protocol/codec.ts";
 
 /** Thrown for bytes that are not a transaction or block; the message says where and why. */
 export class ParseError extends Error {}
@@ -180,7 +181,8 @@ async function readTransaction(r: Reader, slicer: Slicer, index: number): Promis
     size: full.length,
     vsize: Math.ceil(weight / 4),
     weight,
-    hex: full.toString("hex"),
+    // The bytes, a view of the block's (no copy, no hex on the host's loop): binary on the wire.
+    hex: sealBytes(new Uint8Array(full.buffer, full.byteOffset, full.byteLength)),
   };
   for (const input of inputs) {
     Object.freeze(input.witness);

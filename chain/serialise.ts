@@ -11,6 +11,7 @@ import { bytesToHex, concatBytes, hexToBytes } from "@noble/hashes/utils.js";
 import { Address, CompactSize, OutScript, RawTx } from "@scure/btc-signer";
 import { BTCArray } from "@scure/btc-signer/script.js";
 import type { Hex, Transaction } from "./backend.ts";
+import { sealBytes } from "../protocol/codec.ts";
 
 /** Regtest address parameters (btc-signer ships main and testnet only). */
 export const REGTEST_NETWORK = { bech32: "bcrt", pubKeyHash: 0x6f, scriptHash: 0xc4, wif: 0xef } as const;
@@ -101,7 +102,8 @@ export function describeTransaction(raw: RawTransaction): Transaction {
     size: full.length,
     vsize: Math.ceil(weight / 4),
     weight,
-    hex: bytesToHex(full),
+    // The bytes (binary on the wire; the SDKs make the hex), sealed: they never change.
+    hex: sealBytes(full),
   };
 }
 
@@ -190,8 +192,8 @@ export function witnessCommitment(nonCoinbaseWtxids: Hex[], reservedValue: Uint8
 }
 
 /** Full block serialisation: header, compact-size count, transactions. */
-export function encodeBlock(header: Uint8Array, txHexes: Hex[]): Uint8Array {
-  return concatBytes(header, CompactSize.encode(BigInt(txHexes.length)), ...txHexes.map((h) => Buffer.from(h, "hex")));
+export function encodeBlock(header: Uint8Array, txHexes: ReadonlyArray<Uint8Array | Hex>): Uint8Array {
+  return concatBytes(header, CompactSize.encode(BigInt(txHexes.length)), ...txHexes.map((h) => (typeof h === "string" ? Buffer.from(h, "hex") : h)));
 }
 
 /** Split a serialised block back into its header and transactions (throws on trailing bytes). */

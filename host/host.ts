@@ -27,6 +27,7 @@ import { ModhostError } from "./errors.ts";
 import { createChain } from "./chain.ts";
 import { NodeEvents } from "./node-events.ts";
 import type { CoreFacade } from "../chain/bitcoind/facade.ts";
+import { hostTurn } from "../runtime/turn.ts";
 
 export interface HostOptions {
   config: HostConfig;
@@ -73,6 +74,8 @@ export class Host {
     this.log = this.logger.for("host");
     // Per-module log budgets follow the configuration, reloads included.
     this.logger.moduleBytesPerSecond = (module) => limitsFor(this.config, module).log_bytes_per_second;
+    // The host's loop budget per turn, shared by every module's input ([host] turn_budget_ms).
+    hostTurn.setBudget(opts.config.host.turn_budget_ms);
   }
 
   async start(): Promise<void> {

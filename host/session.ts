@@ -29,6 +29,7 @@ import { DEFAULT_LIMITS, type Limits } from "./config.ts";
 import { sliceAccount } from "../chain/slices.ts";
 import { hostTurn } from "../runtime/turn.ts";
 import { answerForVersion } from "./older-protocol.ts";
+import { answerBound, RELAYED_ANSWERS, SMALL_ANSWER_BYTES } from "../capabilities/answer-bounds.ts";
 
 /**
  * What one module may make the host do for it (its fair share). Requests beyond the first
@@ -52,8 +53,16 @@ export interface FlowLimits {
   requestTimeoutMs: number;
   /** Event types subscribed at once (max_subscriptions). */
   maxSubscriptions: number;
-  /** Bytes sent to the module and not read by it (max_unread_bytes); past it, disconnected. */
+  /**
+   * Bytes sent to the module and not read by it (max_unread_bytes). Each admitted request
+   * reserves the most bytes its answer can take (capabilities/answer-bounds.ts) until it is
+   * answered, and a request whose reservation does not fit waits: sent-and-unread plus reserved
+   * stays within this, so what waits for the module passes it by at most one answer, one
+   * invocation and its event window (see unreadBound).
+   */
   maxUnreadBytes: number;
+  /** The module's storage_iter_max_bytes: what bounds a storage_iter answer. */
+  storageIterMaxBytes: number;
 }
 
 /** The session's limits from a module's configured limits. */
@@ -65,6 +74,7 @@ export function flowLimits(l: Limits): FlowLimits {
     requestTimeoutMs: l.request_timeout_ms,
     maxSubscriptions: l.max_subscriptions,
     maxUnreadBytes: l.max_unread_bytes,
+    storageIterMaxBytes: l.storage_iter_max_bytes,
   };
 }
 
@@ -88,6 +98,7 @@ const LIMIT_TEXT = {
   rate: (f: FlowLimits) => `requests_per_second (${f.requestsPerSecond})`,
   cpu: (f: FlowLimits) => `host_cpu_ms_per_s (${f.hostCpuMsPerS} ms of host CPU time per second)`,
   congested: () => "the module to read what the host already sent",
+  unread: (f: FlowLimits) => `max_unread_bytes (${f.maxUnreadBytes} bytes sent and not read, or reserved for the answers of its requests being served)`,
 } as const;
 
 /**
@@ -103,6 +114,15 @@ function cutReason(message: string): string {
   return message.length <= MAX_GOODBYE_CHARS ? message : `${message.slice(0, MAX_GOODBYE_CHARS)}... (${message.length - MAX_GOODBYE_CHARS} more characters cut)`;
 }
 
+/**
+ * An event as sent: a module event's payload is at most 64 KiB (capabilities/events.ts, as the
+ * codec estimates it), the host's carry hashes, heights and counts (a ChainReorg ~70 bytes per
+ * block of the reorganisation, at most max_blocks_per_call of the embedded chain).
+ */
+const EVENT_BYTES_BOUND = 128 * 1024;
+
+type Limit = "in_flight" | "rate" | "cpu" | "congested" | "unread";
+
 /** Safety net: requests decoded from chunks already read while the module waits (one socket read holds a few thousand at most). */
 const MAX_BACKLOG = 8192;
 
@@ -116,6 +136,10 @@ interface WaitingRequest {
    * never reads its answers cannot pile them up in the host.
    */
   refusal?: WireError;
+  /** The most bytes its answer can take (capabilities/answer-bounds.ts), reserved while it is served. */
+  reserve: number;
+  /** Its answer is another module's (RELAYED_ANSWERS): reserved, but it does not wait for room. */
+  relayed?: boolean;
 }
 
 export interface SessionOptions {
@@ -173,9 +197,13 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
   /** Requests served and refused, for health and metrics. */
   readonly stats = { requests: 0, errors: 0, denied: 0 };
   /** Times a request had to wait, by the limit that held it; host CPU time spent serving, in ms. */
-  readonly flowStats = { waitedInFlight: 0, waitedRate: 0, waitedCpu: 0, waitedCongested: 0, timedOut: 0, cpuMs: 0, decodeMs: 0, inputMs: 0, slicedMs: 0, outputMs: 0, outputPaused: 0, invocationsRefused: 0, answersParked: 0, peakInFlight: 0 };
+  readonly flowStats = { waitedInFlight: 0, waitedRate: 0, waitedCpu: 0, waitedCongested: 0, timedOut: 0, cpuMs: 0, decodeMs: 0, inputMs: 0, slicedMs: 0, outputMs: 0, outputPaused: 0, invocationsRefused: 0, answersParked: 0, peakInFlight: 0, waitedUnread: 0, peakUnread: 0 };
   private readonly flow: FlowLimits;
   private readonly backlog: WaitingRequest[] = [];
+  /** Bytes reserved for the answers of the requests being served (see FlowLimits.maxUnreadBytes). */
+  private reserved = 0;
+  /** The part of `reserved` for answers relayed from other modules (RELAYED_ANSWERS). */
+  private reservedRelayed = 0;
   private readingPaused = false;
   private retryTimer: NodeJS.Timeout | undefined;
   private unreadTimer: NodeJS.Timeout | undefined;
@@ -265,6 +293,33 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
     return this.channel.unsentBytes;
   }
 
+  /** Bytes reserved for the answers of its requests being served (each its method's answer bound). */
+  get reservedBytes(): number {
+    return this.reserved;
+  }
+
+  /**
+   * The most `unreadBytes` can reach: max_unread_bytes (plus 4 bytes of frame header per request
+   * in flight), or one answer admitted when nothing
+   * else was waiting or reserved (at most a frame: only when one answer's bound is larger than
+   * the limit), plus one invocation sent just under the limit (a frame), plus the event window
+   * (event_window + 1 events of EVENT_BYTES_BOUND). docs/security.md states it; the hostile
+   * test asserts peakUnread against it.
+   */
+  get unreadBound(): number {
+    const frame = this.channel.maxFrameBytes + 4;
+    const window = (this.opts.eventWindow ?? DEFAULT_LIMITS.event_window) + 1;
+    // Reservations count answers' bodies: each frame's 4-byte header comes on top.
+    // Health checks and timer firings (~40 bytes each) are not held back by reservations.
+    return Math.max(this.flow.maxUnreadBytes, frame) + 4 * this.flow.maxInFlight + frame + MAX_PENDING_INVOCATIONS * 64 + window * EVENT_BYTES_BOUND;
+  }
+
+  /** Records the most bytes ever waiting for the module (flowStats.peakUnread). */
+  private notePeak(): void {
+    const unread = this.channel.unsentBytes;
+    if (unread > this.flowStats.peakUnread) this.flowStats.peakUnread = unread;
+  }
+
   /** New effective grants (the operator changed them); checked from the next request on. */
   setGrants(grants: EffectiveGrants): void {
     this.opts.grants = grants;
@@ -334,7 +389,7 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
     }
     switch (msg.t) {
       case "request":
-        this.admit({ id: msg.id, method: msg.method, params: msg.params });
+        this.admit({ id: msg.id, method: msg.method, params: msg.params, reserve: answerBound(msg.method, msg.params, { frameBytes: this.channel.maxFrameBytes, storageIterMaxBytes: this.flow.storageIterMaxBytes }), relayed: RELAYED_ANSWERS.has(msg.method) });
         break;
       case "ack":
         this.subscription.ack(msg.seq);
@@ -359,7 +414,7 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
         this.close(msg.error ? new Error(`module said goodbye: ${cutReason(msg.error.message)}`) : undefined);
         break;
       case "hello":
-        this.admit({ id: 0, method: "hello", params: {}, refusal: wireError("protocol_error", "hello was already received") });
+        this.admit({ id: 0, method: "hello", params: {}, refusal: wireError("protocol_error", "hello was already received"), reserve: SMALL_ANSWER_BYTES });
         break;
     }
   }
@@ -381,7 +436,7 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
       id = 0; // not a request id: the module still hears why, as a response to no request
     }
     // Through the module's share like a request (see WaitingRequest.refusal).
-    this.admit({ id, method: kind ?? "message", params: {}, refusal: wireError("invalid_message", reason) });
+    this.admit({ id, method: kind ?? "message", params: {}, refusal: wireError("invalid_message", reason), reserve: SMALL_ANSWER_BYTES });
   }
 
   private onHello(hello: Hello): void {
@@ -425,7 +480,7 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
   private admit(req: WaitingRequest): void {
     // Past the host's budget for this turn (runtime/turn.ts) it waits like one over the
     // module's share: one chunk read can hold hundreds of requests, each served at once before.
-    if (this.backlog.length === 0 && !this.pumpParked && this.blockedBy() === undefined && !hostTurn.overBudget()) {
+    if (this.backlog.length === 0 && !this.pumpParked && this.blockedBy(req.relayed ? 0 : req.reserve) === undefined && !hostTurn.overBudget()) {
       this.take();
       this.start(req);
       return;
@@ -442,9 +497,15 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
   }
 
   /** What keeps the next request waiting, with how long to wait when that is known. */
-  private blockedBy(): { limit: "in_flight" | "rate" | "cpu" | "congested"; waitMs?: number } | undefined {
+  private blockedBy(reserve = 0): { limit: Limit; waitMs?: number } | undefined {
     if (this.inFlight >= this.flow.maxInFlight) return { limit: "in_flight" };
     if (this.channel.congested) return { limit: "congested" };
+    // Its answer must fit beside what waits for the module and what is reserved already; when
+    // nothing is, it is served whatever its bound (one answer larger than the limit: a frame).
+    if (reserve > 0) {
+      const committed = this.channel.unsentBytes + this.reserved;
+      if (committed > 0 && committed + reserve > this.flow.maxUnreadBytes) return { limit: "unread" };
+    }
     this.refill();
     if (this.cpuDebt > this.flow.hostCpuMsPerS) {
       return { limit: "cpu", waitMs: Math.ceil(((this.cpuDebt - this.flow.hostCpuMsPerS) / this.flow.hostCpuMsPerS) * 1000) };
@@ -474,14 +535,14 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
       this.replyError(req.id, req.refusal);
       return;
     }
-    void this.serve(req.id, req.method, req.params);
+    void this.serve(req.id, req.method, req.params, req.reserve, req.relayed === true);
   }
 
   /** Serve waiting requests while the share allows; read the socket again once none wait. */
   private pump(): void {
     if (this.state === "closed" || this.pumpParked) return;
     while (this.backlog.length > 0) {
-      const blocked = this.blockedBy();
+      const blocked = this.blockedBy(this.backlog[0]!.relayed ? 0 : this.backlog[0]!.reserve);
       if (blocked) {
         this.waitFor(blocked);
         return;
@@ -513,11 +574,12 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
     this.pump();
   };
 
-  private waitFor(blocked: { limit: "in_flight" | "rate" | "cpu" | "congested"; waitMs?: number }): void {
+  private waitFor(blocked: { limit: Limit; waitMs?: number }): void {
     if (this.retryTimer || this.waitingDrain) return;
     if (blocked.limit === "in_flight") this.flowStats.waitedInFlight++;
     else if (blocked.limit === "rate") this.flowStats.waitedRate++;
     else if (blocked.limit === "cpu") this.flowStats.waitedCpu++;
+    else if (blocked.limit === "unread") this.flowStats.waitedUnread++;
     else this.flowStats.waitedCongested++;
     const now = Date.now();
     if (blocked.limit !== "in_flight" && now - (this.throttleLogged.get(blocked.limit) ?? -Infinity) >= THROTTLE_LOG_MS) {
@@ -525,7 +587,10 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
       this.opts.logger.log("info", this.opts.module, `throttled: its requests wait for ${LIMIT_TEXT[blocked.limit](this.flow)}; the operator can raise it in [modules.limits.${this.opts.module}]`, { limit: blocked.limit });
     }
     if (blocked.limit === "in_flight") return; // an answer calls pump()
-    if (blocked.limit === "congested") {
+    // Held by reservations: an answer releases one and calls pump(). Held by bytes the module
+    // has not read: when the socket drains (or, below the socket's mark, in a moment).
+    if (blocked.limit === "unread" && this.reserved > 0) return;
+    if (blocked.limit === "congested" || (blocked.limit === "unread" && this.channel.congested)) {
       this.waitingDrain = true;
       void this.channel.drained().then(() => {
         this.waitingDrain = false;
@@ -609,16 +674,17 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
    * (answers it asked for, all at once) is not cut off, one that does not read is. Meanwhile
    * no new request of it is served (the channel is congested).
    */
-  private sendChecked(message: unknown, head?: Record<string, unknown>, result?: unknown, key = "result", shared?: object): void {
+  private sendChecked(message: unknown, head?: Record<string, unknown>, result?: unknown, key = "result", shared?: object, reserved?: number): void {
     // A response goes as head + result, so that a large frozen result (a block) is encoded once;
     // an event as head + payload, its encoding shared by the subscribers of one publish.
-    if (head) this.channel.sendEnvelope(head, key, result, shared);
+    if (head) this.channel.sendEnvelope(head, key, result, shared, reserved);
     else this.channel.send(message);
     this.checkUnread();
   }
 
   /** Starts the max_unread_bytes grace period when what waits for the module is over it. */
   private checkUnread(): void {
+    this.notePeak();
     if (this.unreadTimer || this.state === "closed" || this.channel.unsentBytes <= this.flow.maxUnreadBytes) return;
     this.unreadTimer = setTimeout(() => {
       this.unreadTimer = undefined;
@@ -631,9 +697,11 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
     this.unreadTimer.unref();
   }
 
-  private async serve(id: number, method: string, params: Record<string, unknown>): Promise<void> {
+  private async serve(id: number, method: string, params: Record<string, unknown>, reserve: number, relayed = false): Promise<void> {
     this.stats.requests++;
     this.inFlight++;
+    this.reserved += reserve;
+    if (relayed) this.reservedRelayed += reserve;
     if (this.inFlight > this.flowStats.peakInFlight) this.flowStats.peakInFlight = this.inFlight;
     let timedOut = false;
     const timeoutMs = this.flow.requestTimeoutMs;
@@ -662,7 +730,7 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
         if (timedOut || this.state === "closed") return;
         const t1 = performance.now();
         try {
-          this.sendChecked(undefined, { t: "response", id }, answerForVersion(this.protocol, method, result ?? null));
+          this.sendChecked(undefined, { t: "response", id }, answerForVersion(this.protocol, method, result ?? null), "result", undefined, reserve);
         } catch (err) {
           sendError = err;
         } finally {
@@ -698,6 +766,8 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
     } finally {
       clearTimeout(timer);
       this.inFlight--;
+      this.reserved -= reserve;
+      if (relayed) this.reservedRelayed -= reserve;
       if (this.backlog.length > 0 && !this.retryTimer) this.pump();
     }
   }
@@ -720,10 +790,15 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
     // instead of the call waiting in host memory. A shutdown is always sent (it is small, and
     // the stop goes on to SIGTERM anyway).
     if (kind !== "shutdown") {
-      const unread = this.channel.unsentBytes;
+      // Answers being served count by their reservations too, except for the calls of a few
+      // bytes (a health check, a timer firing): a module pipelining large answers is busy, not
+      // unhealthy, and a timer refused would be a task lost (at most 1024 such calls wait).
+      // Nor do the reservations of its calls of other modules: a call chain A -> B -> A must
+      // reach A again while A's own call waits for B.
+      const unread = this.channel.unsentBytes + (kind === "health" || kind === "timer" ? 0 : this.reserved - this.reservedRelayed);
       if (unread > this.flow.maxUnreadBytes) {
         this.flowStats.invocationsRefused++;
-        return Promise.reject(new InvocationError(wireError("quota_exceeded", `module ${this.opts.module} has not read ${unread} bytes the host sent it, over its limit of ${this.flow.maxUnreadBytes} (max_unread_bytes): the ${kind} invocation was not sent; try again later, or the operator raises max_unread_bytes in [modules.limits.${this.opts.module}]`)));
+        return Promise.reject(new InvocationError(wireError("quota_exceeded", `module ${this.opts.module} has ${unread} bytes sent and not read or reserved for answers being served, over its limit of ${this.flow.maxUnreadBytes} (max_unread_bytes): the ${kind} invocation was not sent; try again later, or the operator raises max_unread_bytes in [modules.limits.${this.opts.module}]`)));
       }
       if (this.pending.size >= MAX_PENDING_INVOCATIONS) {
         this.flowStats.invocationsRefused++;

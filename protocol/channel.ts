@@ -258,9 +258,19 @@ export class FrameChannel extends EventEmitter<ChannelEvents> {
    * frozen value (a block) is encoded once and its bytes reused (codec.ts encodeEnvelope), and
    * so is a value sent with the same `shared` holder (one event's payload to every subscriber).
    */
-  sendEnvelope(head: Record<string, unknown>, key: string, value: unknown, shared?: object): boolean {
+  sendEnvelope(head: Record<string, unknown>, key: string, value: unknown, shared?: object, reserved?: number): boolean {
     if (this.closed) return false;
-    return this.sendBody(...encodeEnvelope(head, key, value, this.sendLimits, shared));
+    const parts = encodeEnvelope(head, key, value, this.sendLimits, shared);
+    // `reserved`: the most bytes the sender counted on for this frame (host/session.ts reserves
+    // each answer's bound of max_unread_bytes before serving it); a larger one is not sent.
+    if (reserved !== undefined) {
+      let length = 0;
+      for (const p of parts) length += p.length;
+      if (length > reserved && length <= this.maxFrameBytes) {
+        throw new EncodeError("result_too_large", `the answer encodes to ${length} bytes, over the ${reserved} bytes reserved for it (capabilities/answer-bounds.ts: the host's bound for this method is wrong; report it)`, "max_unread_bytes");
+      }
+    }
+    return this.sendBody(...parts);
   }
 
   /** Queue one frame whose body is `parts`, one after the other. */

@@ -21,8 +21,11 @@
 import { AsyncResource } from "node:async_hooks";
 import { performance } from "node:perf_hooks";
 
-/** Default work per turn (and per end-of-turn round of parked work) before new work is parked. */
-const TURN_BUDGET_MS = 5;
+/**
+ * Default work per turn (and per end-of-turn round of parked work) before new work is parked;
+ * the host sets the operator's [host] turn_budget_ms (host/config.ts) with setBudget at start.
+ */
+export const TURN_BUDGET_MS = 5;
 
 export class TurnBudget {
   private windowStart = 0;
@@ -35,6 +38,14 @@ export class TurnBudget {
   carriedTurns = 0;
 
   constructor(public budgetMs = TURN_BUDGET_MS) {}
+
+  /** The operator's budget ([host] turn_budget_ms): a whole number of milliseconds, 1 to 1000. */
+  setBudget(ms: number): void {
+    if (!Number.isInteger(ms) || ms < 1 || ms > 1000) {
+      throw new RangeError(`turn budget ${ms} ms is out of range: [host] turn_budget_ms must be a whole number from 1 to 1000`);
+    }
+    this.budgetMs = ms;
+  }
 
   /** True when this turn's work passed the budget: park instead of working now. */
   overBudget(): boolean {

@@ -21,6 +21,7 @@ import { fillMempool } from "./helpers/big-block.ts";
 import { templateFromCore, type CoreBlockTemplate } from "../chain/bitcoind/convert.ts";
 import { blockSubsidy } from "../chain/blocks.ts";
 import { loadManifest } from "../host/manifest.ts";
+import { hexOfRaw } from "../chain/backend.ts";
 
 const MODULE_DIR = path.join(ROOT, "modules/block-template");
 const BINARY = path.join(MODULE_DIR, "target/release/block-template");
@@ -133,7 +134,7 @@ test("a miner mines a block through getblocktemplate and submitblock; a subscrib
   for (const x of core.transactions) {
     const tx = (await h.chain.getMempoolTransaction(x.txid))!;
     t.is(x.hash, tx.wtxid);
-    t.is(x.data, tx.hex);
+    t.is(x.data, hexOfRaw(tx.hex));
     t.is(x.fee, fees[expected.indexOf(x.txid)]!);
     t.deepEqual(x.depends, []);
   }

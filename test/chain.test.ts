@@ -7,6 +7,7 @@ import { RawTx, Script, ScriptNum, Transaction as SignerTransaction } from "@scu
 import type { Block, ChainEventName, Transaction } from "../chain/backend.ts";
 import { EmbeddedChain } from "../chain/embedded.ts";
 import { decodeBlock, describeTransaction, type RawTransaction } from "../chain/serialise.ts";
+import { hexOfRaw } from "../chain/backend.ts";
 
 // Known regtest constants, spelled out independently of the implementation.
 const GENESIS_HASH = "0f9188f13cb7b2c71f2a335e3a4fc328bf5beb436012afca590b1a11466e2206";
@@ -157,7 +158,7 @@ test("every block has valid proof of work, links, merkle root, times and round-t
       const tx = block.transactions[i]!;
       t.deepEqual(describeTransaction(raw), tx);
       // btc-signer computes the txid on its own.
-      t.is(SignerTransaction.fromRaw(hexToBytes(tx.hex), { allowUnknownOutputs: true, allowUnknownInputs: true }).id, tx.txid);
+      t.is(SignerTransaction.fromRaw(hexToBytes(hexOfRaw(tx.hex)), { allowUnknownOutputs: true, allowUnknownInputs: true }).id, tx.txid);
     });
     prev = block.hash;
   }
@@ -324,7 +325,7 @@ test("submitTransaction rejects double spends, overspends and duplicates", async
   const input = `${tx.inputs[0]!.txid}:${tx.inputs[0]!.vout}`;
 
   // Same input, different outputs: a conflicting spend.
-  const conflicting = reencode(tx.hex, (raw) => {
+  const conflicting = reencode(hexOfRaw(tx.hex), (raw) => {
     raw.outputs[0]!.amount -= 1000n;
   });
   await t.throwsAsync(chain.submitTransaction(conflicting), { message: new RegExp(`${input} conflicts with mempool transaction ${txid}`) });

@@ -23,6 +23,7 @@ import type { HookSpec } from "./fixtures/hook-module/behaviour.ts";
 import type { HookRegistry } from "../host/services/hooks.ts";
 import type { HostConfig } from "../host/config.ts";
 import { parseDescriptor } from "../capabilities/grants.ts";
+import { hexOfRaw } from "../chain/backend.ts";
 
 const FIXTURE = fileURLToPath(new URL("./fixtures/hook-module/", import.meta.url));
 let bundled: Promise<string> | undefined;
@@ -130,7 +131,7 @@ async function spendCoinbase(h: TestHost, height: number): Promise<{ txid: strin
     witnesses: undefined, lockTime: 0,
   };
   const tx = describeTransaction(raw);
-  return { txid: tx.txid, hex: tx.hex };
+  return { txid: tx.txid, hex: hexOfRaw(tx.hex) };
 }
 
 /** An isolate module whose API submits a transaction and answers the outcome as data. */

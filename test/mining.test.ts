@@ -12,6 +12,7 @@ import type { BlockTemplate, SubmitBlockResult } from "../chain/backend.ts";
 import { PAYOUT, buildBlock, makeCoinbase, spend } from "./helpers/blocks.ts";
 import { decodeTransaction, describeTransaction } from "../chain/serialise.ts";
 import { blockSubsidy } from "../chain/blocks.ts";
+import { hexOfRaw } from "../chain/backend.ts";
 
 const MINER_CAPS = ["read_blockchain", "submit_block", "queue_inbound_block", "send_transactions", "register_module_api"];
 const MINER = inlineModule("miner", MINER_CAPS, `
@@ -167,7 +168,7 @@ test("submit_transaction: a valid spend enters the mempool; a double spend is re
   const again = await callApi<Outcome>(h, "miner", "send", { hex: walletTx.hex });
   t.regex(!again.ok ? again.message : "", /already in the mempool/);
   // Its outputs changed: a different transaction spending the same coin.
-  const raw = decodeTransaction(hexToBytes(walletTx.hex));
+  const raw = decodeTransaction(hexToBytes(hexOfRaw(walletTx.hex)));
   raw.outputs[0]!.amount -= 1n;
   const mutated = describeTransaction(raw);
   const conflict = await callApi<Outcome>(h, "miner", "send", { hex: mutated.hex });

@@ -46,6 +46,57 @@ export interface CoreFacadeOptions {
   maxBodyBytes?: number;
 }
 
+/**
+ * A raw serialisation answered as Core's hex string (getblock at verbosity 0, getrawtransaction
+ * not verbose): written to the HTTP response in slices (RAW_SLICE_BYTES of bytes at a time, a
+ * turn of the loop between two), never as one hex string and one JSON.stringify of it: a 4 MB
+ * block held the host's loop for tens of milliseconds that way.
+ */
+class RawHexAnswer {
+  constructor(readonly raw: Uint8Array | Hex) {}
+}
+
+/** Bytes of a raw serialisation hex-encoded and written between two turns of the loop. */
+const RAW_SLICE_BYTES = 256 * 1024;
+
+/**
+ * A result whose JSON grows with the chain or the mempool (a block's transactions, the
+ * mempool's txids or entries, a template's transactions), made in slices: each item is
+ * stringified on its own (chain/slices.ts Slicer between them), and the pieces are written in
+ * ~RAW_SLICE_BYTES writes a turn of the loop apart. Before, the whole answer was one object
+ * and one JSON.stringify: getblock at verbosity 2 of a block of 16,000 transactions, or
+ * getrawmempool of a large mempool, held the host's loop for its whole length.
+ */
+class JsonText {
+  constructor(readonly pieces: string[]) {}
+}
+
+/** `{...head, [key]: items.map(each)}` as JsonText, each item stringified in its own slice. */
+async function jsonWithList<T>(head: Record<string, unknown>, key: string, items: readonly T[], each: (item: T) => unknown): Promise<JsonText> {
+  const open = JSON.stringify(head);
+  const pieces = [`${open.length > 2 ? `${open.slice(0, -1)},` : "{"}${JSON.stringify(key)}:[`];
+  await listPieces(items, each, pieces);
+  pieces.push("]}");
+  return new JsonText(pieces);
+}
+
+/** `items.map(each)` as a JSON array, each item stringified in its own slice. */
+async function jsonList<T>(items: readonly T[], each: (item: T) => unknown): Promise<JsonText> {
+  const pieces = ["["];
+  await listPieces(items, each, pieces);
+  pieces.push("]");
+  return new JsonText(pieces);
+}
+
+async function listPieces<T>(items: readonly T[], each: (item: T) => unknown, pieces: string[]): Promise<void> {
+  const slicer = new Slicer();
+  for (let i = 0; i < items.length; i++) {
+    pieces.push((i > 0 ? "," : "") + JSON.stringify(each(items[i]!)));
+    const pause = slicer.tick();
+    if (pause) await pause;
+  }
+}
+
 class RpcFailure extends Error {
   constructor(
     readonly code: number,
@@ -56,6 +107,7 @@ class RpcFailure extends Error {
 }
 
 type Handler = (params: unknown[]) => Promise<unknown>;
+type Answer = { result: unknown; error: { code: number; message: string } | null; id: unknown };
 
 export class CoreFacade {
   private server: Server | null = null;
@@ -119,6 +171,11 @@ export class CoreFacade {
       res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(text) });
       res.end(text);
     };
+    // Answers whose result is a raw serialisation are written in pieces (see RawHexAnswer).
+    const replyAnswers = (status: number, answers: Answer[], batch: boolean) => {
+      if (!answers.some((a) => a.result instanceof RawHexAnswer || a.result instanceof JsonText)) return reply(status, batch ? answers : answers[0]);
+      return this.writeSliced(res, status, answers, batch);
+    };
     if (req.method !== "POST") return reply(405);
     const user = this.authenticate(req.headers.authorization);
     if (user === null) {
@@ -145,10 +202,78 @@ export class CoreFacade {
     if (allowed && calls.some((c) => !allowed.has(String((c as { method?: unknown })?.method)))) return reply(403);
     const answers = [];
     for (const call of calls) answers.push(await this.dispatch(call));
-    if (Array.isArray(request)) return reply(200, answers);
+    if (Array.isArray(request)) return replyAnswers(200, answers, true);
     const only = answers[0]!;
     const code = (only.error as { code?: number } | null)?.code;
-    return reply(only.error === null ? 200 : code === RPC_CODES.METHOD_NOT_FOUND ? 404 : 500, only);
+    return replyAnswers(only.error === null ? 200 : code === RPC_CODES.METHOD_NOT_FOUND ? 404 : 500, answers, false);
+  }
+
+  /**
+   * Write `answers` (a batch's, or one) as JSON, each RawHexAnswer as its hex string made and
+   * written RAW_SLICE_BYTES at a time, a turn of the loop between two slices, waiting for the
+   * socket to drain: the length is known in advance (two characters a byte), so the response
+   * keeps its content-length, and at most one slice of hex exists at a time.
+   */
+  private async writeSliced(res: ServerResponse, status: number, answers: Answer[], batch: boolean): Promise<void> {
+    const pieces: Array<string | Uint8Array> = [];
+    if (batch) pieces.push("[");
+    answers.forEach((a, i) => {
+      if (i > 0) pieces.push(",");
+      if (a.result instanceof JsonText) {
+        pieces.push('{"result":', ...a.result.pieces, `,"error":null,"id":${JSON.stringify(a.id) ?? "null"}}`);
+        return;
+      }
+      if (!(a.result instanceof RawHexAnswer)) {
+        pieces.push(JSON.stringify(a));
+        return;
+      }
+      const raw = a.result.raw;
+      pieces.push('{"result":"', raw, `","error":null,"id":${JSON.stringify(a.id) ?? "null"}}`);
+    });
+    pieces.push(batch ? "]\n" : "\n");
+    let length = 0;
+    for (const p of pieces) length += typeof p === "string" ? Buffer.byteLength(p) : p.byteLength * 2;
+    res.writeHead(status, { "content-type": "application/json", "content-length": length });
+    const drained = () => new Promise<void>((resolve) => {
+      const done = () => {
+        res.off("drain", done);
+        res.off("close", done);
+        resolve();
+      };
+      res.once("drain", done);
+      res.once("close", done);
+    });
+    // Strings are written ~RAW_SLICE_BYTES at a time (the many small pieces of a JsonText), a
+    // turn of the loop (or the client's drain) between two writes.
+    let pending: string[] = [];
+    let pendingBytes = 0;
+    const writePending = async () => {
+      if (pending.length === 0) return;
+      const ok = res.write(pending.length === 1 ? pending[0]! : pending.join(""));
+      pending = [];
+      pendingBytes = 0;
+      if (!ok) await drained();
+      else await new Promise<void>((resolve) => setImmediate(resolve));
+    };
+    for (const p of pieces) {
+      if (res.destroyed) return;
+      if (typeof p === "string") {
+        pending.push(p);
+        pendingBytes += p.length;
+        if (pendingBytes >= RAW_SLICE_BYTES) await writePending();
+        continue;
+      }
+      await writePending();
+      for (let at = 0; at < p.byteLength; at += RAW_SLICE_BYTES) {
+        if (res.destroyed) return;
+        const slice = p.subarray(at, Math.min(p.byteLength, at + RAW_SLICE_BYTES));
+        const ok = res.write(Buffer.from(slice.buffer, slice.byteOffset, slice.byteLength).toString("hex"));
+        if (!ok) await drained();
+        else await new Promise<void>((resolve) => setImmediate(resolve));
+      }
+    }
+    if (res.destroyed) return;
+    res.end(pending.join(""));
   }
 
   private authenticate(header: string | undefined): string | null {
@@ -163,7 +288,7 @@ export class CoreFacade {
     return null;
   }
 
-  private async dispatch(call: unknown): Promise<{ result: unknown; error: { code: number; message: string } | null; id: unknown }> {
+  private async dispatch(call: unknown): Promise<Answer> {
     const c = (call ?? {}) as { method?: unknown; params?: unknown; id?: unknown };
     const id = c.id ?? null;
     const method = typeof c.method === "string" ? c.method : "";
@@ -231,22 +356,22 @@ export class CoreFacade {
       getblock: async (p) => {
         const found = await block(hashParam(p, 0, "blockhash"));
         const verbosity = p[1] === undefined ? 1 : p[1] === true ? 1 : p[1] === false ? 0 : Number(p[1]);
-        if (verbosity === 0) return hexOfRaw(found.hex);
+        if (verbosity === 0) return new RawHexAnswer(found.hex);
         const json: Record<string, unknown> = {
           ...(await this.headerJson(found.header, found.transactions.length)),
           strippedsize: (found.weight - found.size) / 2,
           size: found.size,
           weight: found.weight,
         };
-        json["tx"] = verbosity === 1 ? found.transactions.map((tx) => tx.txid) : found.transactions.map((tx) => this.txJson(tx));
-        return json;
+        // The transactions, one piece each, in slices (JsonText).
+        return verbosity === 1 ? jsonWithList(json, "tx", found.transactions, (tx) => tx.txid) : jsonWithList(json, "tx", found.transactions, (tx) => this.txJson(tx));
       },
       getrawtransaction: async (p) => {
         const txid = hashParam(p, 0, "txid");
         const tx = await b.getTransaction(txid);
         if (!tx) throw new RpcFailure(RPC_CODES.INVALID_ADDRESS_OR_KEY, "No such mempool or blockchain transaction. Use gettransaction for wallet transactions.");
         const verbose = p[1] === true || (typeof p[1] === "number" && p[1] > 0);
-        return verbose ? this.txJson(tx) : tx.hex;
+        return verbose ? this.txJson(tx) : new RawHexAnswer(tx.hex);
       },
       gettxout: async (p) => {
         const txid = hashParam(p, 0, "txid");
@@ -263,18 +388,19 @@ export class CoreFacade {
       },
       getrawmempool: async (p) => {
         const txids = await b.getMempoolTransactions();
-        if (p[0] !== true) return txids;
-        // One entry per transaction, in slices (100,000 of them held the loop for seconds); the
-        // answer's JSON is then one JSON.stringify (~300 bytes per entry), as Core answers whole.
-        const out: Record<Hex, unknown> = {};
+        if (p[0] !== true) return jsonList(txids, (txid) => txid);
+        // One entry per transaction, made and stringified in slices (100,000 of them held the
+        // loop for seconds), written as JsonText pieces (~300 bytes per entry).
+        const pieces = ["{"];
         const slicer = new Slicer();
         for (const txid of txids) {
           const entry = await b.getMempoolEntry(txid);
-          if (entry) out[txid] = this.entryJson(entry.vsize, entry.fee, entry.time);
+          if (entry) pieces.push(`${pieces.length > 1 ? "," : ""}${JSON.stringify(txid)}:${JSON.stringify(this.entryJson(entry.vsize, entry.fee, entry.time))}`);
           const pause = slicer.tick();
           if (pause) await pause;
         }
-        return out;
+        pieces.push("}");
+        return new JsonText(pieces);
       },
       getmempoolentry: async (p) => {
         const entry = await b.getMempoolEntry(hashParam(p, 0, "txid"));
@@ -306,14 +432,15 @@ export class CoreFacade {
         const req = (p[0] ?? {}) as { rules?: unknown };
         if (!Array.isArray(req.rules) || !req.rules.includes("segwit")) throw new RpcFailure(RPC_CODES.INVALID_PARAMETER, 'getblocktemplate must be called with the segwit rule set (call with {"rules": ["segwit"]})');
         const t = await b.getBlockTemplate();
-        return {
+        // The template's transactions (a block's worth of the mempool) last, one piece each, in slices (JsonText).
+        const { transactions: _txs, ...head } = {
           capabilities: ["proposal"],
           version: t.version,
           rules: ["csv", "!segwit", "taproot"],
           vbavailable: {},
           vbrequired: 0,
           previousblockhash: t.previous_block_hash,
-          transactions: t.transactions.map((tx) => ({ data: tx.hex, txid: tx.txid, hash: tx.wtxid, depends: [], fee: tx.fee, sigops: 0, weight: tx.weight })),
+          transactions: null,
           coinbaseaux: {},
           coinbasevalue: t.coinbase_value,
           longpollid: `${t.previous_block_hash}${t.transactions.length}`,
@@ -329,6 +456,7 @@ export class CoreFacade {
           height: t.height,
           default_witness_commitment: t.default_witness_commitment,
         };
+        return jsonWithList(head, "transactions", t.transactions, (tx) => ({ data: hexOfRaw(tx.hex), txid: tx.txid, hash: tx.wtxid, depends: [], fee: tx.fee, sigops: 0, weight: tx.weight }));
       },
       submitblock: async (p) => {
         if (typeof p[0] !== "string") throw new RpcFailure(RPC_CODES.INVALID_PARAMETER, "hexdata must be a hex string");
@@ -428,7 +556,7 @@ export class CoreFacade {
             },
       ),
       vout: tx.outputs.map((out, n) => ({ value: satsToBtc(out.value), n, scriptPubKey: this.scriptJson(hexToBytes(out.script_pubkey), out.address) })),
-      hex: tx.hex,
+      hex: hexOfRaw(tx.hex),
     };
   }
 
@@ -454,7 +582,7 @@ export class CoreFacade {
         if (found) await this.send("rawblock", Buffer.from(bytesOfRaw(found.hex)));
         for (const tx of found?.transactions ?? []) {
           await this.send("hashtx", Buffer.from(tx.txid, "hex"));
-          await this.send("rawtx", Buffer.from(tx.hex, "hex"));
+          await this.send("rawtx", Buffer.from(bytesOfRaw(tx.hex)));
         }
         await this.send("sequence", Buffer.concat([Buffer.from(hash, "hex"), Buffer.from("C")]));
         return;
@@ -465,7 +593,7 @@ export class CoreFacade {
         const txid = p["txid"] as Hex;
         const tx = await this.opts.backend.getMempoolTransaction(txid);
         await this.send("hashtx", Buffer.from(txid, "hex"));
-        if (tx) await this.send("rawtx", Buffer.from(tx.hex, "hex"));
+        if (tx) await this.send("rawtx", Buffer.from(bytesOfRaw(tx.hex)));
         return this.send("sequence", this.mempoolNotice(txid, "A"));
       }
       case "MempoolTransactionRemoved":

@@ -14,7 +14,7 @@ import type { BlockTemplate, Transaction } from "../../chain/backend.ts";
 import { PAYOUT } from "./blocks.ts";
 
 /** A block on `tpl` made of `txs` after a coinbase paying `outputs` (or the template's value). */
-function blockOn(tpl: BlockTemplate, txs: Array<{ txid: string; wtxid: string; hex: string }>, outputs?: number): Uint8Array {
+function blockOn(tpl: BlockTemplate, txs: Array<{ txid: string; wtxid: string; hex: string | Uint8Array }>, outputs?: number): Uint8Array {
   // The subsidy alone: the template's value counts fees of its mempool transactions, not of `txs`.
   const value = blockSubsidy(tpl.height);
   const raw = coinbaseTransaction(tpl.height, 7, value, hexToBytes(PAYOUT), txs.map((t) => t.wtxid));

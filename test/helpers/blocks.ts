@@ -8,15 +8,16 @@ import {
   type RawTransaction, describeTransaction, displayHex, encodeBlock, encodeHeader, grindNonce, internalBytes, merkleRoot, sha256d,
 } from "../../chain/serialise.ts";
 import { coinbaseTransaction } from "../../chain/blocks.ts";
+import { hexOfRaw } from "../../chain/backend.ts";
 
 /** OP_TRUE: anyone can spend (the embedded chain does not run scripts anyway). */
 export const PAYOUT = "51";
 
 export interface BuildOptions {
   /** Non-coinbase transactions (default: the template's). */
-  txs?: Array<{ txid: string; wtxid: string; hex: string }>;
+  txs?: Array<{ txid: string; wtxid: string; hex: string | Uint8Array }>;
   /** The coinbase (default: the template's coinbase_tx, or one built for `txs`). */
-  coinbase?: { txid: string; hex: string };
+  coinbase?: { txid: string; hex: string | Uint8Array };
   prev?: string;
   merkleRoot?: string;
   /** Find a nonce that fails proof of work instead. */
@@ -52,7 +53,7 @@ export function buildBlock(tpl: BlockTemplate, opts: BuildOptions = {}): { hex: 
 /** A coinbase for `txs` paying `value` (default the template's coinbase_value). */
 export function makeCoinbase(tpl: BlockTemplate, txs: Array<{ wtxid: string }>, value = tpl.coinbase_value): { txid: string; hex: string } {
   const tx = describeTransaction(coinbaseTransaction(tpl.height, 7, value, hexToBytes(PAYOUT), txs.map((x) => x.wtxid)));
-  return { txid: tx.txid, hex: tx.hex };
+  return { txid: tx.txid, hex: hexOfRaw(tx.hex) };
 }
 
 /** An unsigned transaction spending one output (scripts are not executed by the embedded chain). */
@@ -66,6 +67,6 @@ export function spend(txid: string, vout: number, value: number): { txid: string
     lockTime: 0,
   };
   const tx = describeTransaction(raw);
-  return { txid: tx.txid, wtxid: tx.wtxid, hex: tx.hex };
+  return { txid: tx.txid, wtxid: tx.wtxid, hex: hexOfRaw(tx.hex) };
 }
 

@@ -1,0 +1,81 @@
+// The most bytes one answer of each method can take on the wire, known before the method runs.
+//
+// The host's session reserves this much of the module's max_unread_bytes when it admits a
+// request (host/session.ts), and releases it once the answer is sent: what waits for the module
+// (sent and unread, plus what admitted requests may still add) then never passes the limit by
+// more than one answer (see docs/security.md, "Unread answers"). An answer that turns out larger
+// than its reservation is not sent (result_too_large): the table is then wrong, and the error
+// says so rather than letting the bound slip.
+//
+// Three kinds of method:
+// - small: the answer is a flag, a count, a hash, a short record (SMALL_ANSWER_BYTES);
+// - bounded by a limit of their own: storage_get (a stored value is at most the storage
+//   quota's max_value_bytes), storage_iter (storage_iter_max_bytes, or less: the caller's
+//   frame);
+// - up to a frame: answers that carry a block, a transaction, a file, another module's answer
+//   or an HTTP body. They are bounded only by max_frame_bytes, which the channel enforces on
+//   every frame (protocol/channel.ts), so their reservation is the frame.
+
+import { DEFAULT_QUOTA } from "../storage/store.ts";
+
+/** The answer of a method not listed below: a flag, a count, a hash, a short record, an error. */
+export const SMALL_ANSWER_BYTES = 64 * 1024;
+
+/**
+ * Methods whose answer may be as large as a frame (max_frame_bytes): blocks and transactions
+ * (a page item can be one whole transaction of up to a block's size, and the first page of a
+ * block carries its raw bytes), files, HTTP bodies, other modules' answers, operator-sized
+ * lists (config, metrics, peers, modules, a directory).
+ */
+const FRAME_SIZED = new Set([
+  "get_block", "get_block_by_height", "get_transaction",
+  "get_mempool_transactions", "get_mempool_txids", "get_mempool_transaction",
+  "get_block_template",
+  "read_file", "list_directory",
+  "http_request", "get_network_peers",
+  "call_module", "discover_modules", "get_module_info",
+  "get_lightning_node_url", "get_lightning_info", "get_payment_state",
+  "get_module_metrics", "get_all_metrics",
+  "get_config",
+]);
+
+/** What one stored entry adds on the wire beyond its key's and value's bytes (map, headers). */
+const ITER_ENTRY_WIRE_OVERHEAD = 32;
+/** storage_iter's default `limit` (capabilities/storage.ts). */
+const ITER_DEFAULT_LIMIT = 1000;
+
+export interface AnswerBoundLimits {
+  /** The largest frame the channel sends (max_frame_bytes). */
+  frameBytes: number;
+  /** The module's storage_iter_max_bytes. */
+  storageIterMaxBytes: number;
+}
+
+/**
+ * The most bytes the body of an answer of `method` called with `params` can take (its frame's
+ * 4-byte header comes on top: two frame-sized reservations then fit the default limit).
+ */
+export function answerBound(method: string, params: Readonly<Record<string, unknown>>, l: AnswerBoundLimits): number {
+  if (FRAME_SIZED.has(method)) return l.frameBytes;
+  if (method === "storage_get") return Math.min(l.frameBytes, DEFAULT_QUOTA.maxValueBytes + SMALL_ANSWER_BYTES);
+  if (method === "storage_iter") {
+    // The store reads at most min(storage_iter_max_bytes, 0.9 × frame) of keys and values
+    // (capabilities/storage.ts), each entry counted with 24 bytes of overhead; on the wire an
+    // entry adds at most ITER_ENTRY_WIRE_OVERHEAD, and a value re-encoded may differ a little.
+    const limit = typeof params["limit"] === "number" && params["limit"] > 0 ? Math.min(params["limit"], 10_000) : ITER_DEFAULT_LIMIT;
+    const read = Math.min(l.storageIterMaxBytes, Math.floor(l.frameBytes * 0.9));
+    return Math.min(l.frameBytes, Math.ceil(read * 1.1) + limit * ITER_ENTRY_WIRE_OVERHEAD + SMALL_ANSWER_BYTES);
+  }
+  return SMALL_ANSWER_BYTES;
+}
+
+/**
+ * Methods whose answer is another module's (a module call, a provider's answer): their
+ * reservation counts against the module's other requests, but they never wait for room
+ * themselves. A call chain (A calls B, whose handler calls A, ...) would otherwise deadlock:
+ * A's nested call waiting for the reservation of the very call it is part of.
+ */
+export const RELAYED_ANSWERS: ReadonlySet<string> = new Set(["call_module", "get_lightning_node_url", "get_lightning_info", "get_payment_state"]);
+
+/** The methods reserved a whole frame (tests check that each exists in the catalogue). */
+export const FRAME_SIZED_METHODS: ReadonlySet<string> = FRAME_SIZED;

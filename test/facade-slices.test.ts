@@ -1,0 +1,125 @@
+// The Core facade's answers that carry a raw serialisation (getblock at verbosity 0,
+// getrawtransaction not verbose) are written in slices of hex, a turn of the loop between two
+// and waiting for the client to take them: before, a 4 MB block became one 8 MB hex string and
+// one JSON.stringify of it on the host's loop. A client that reads the answer of a 4 MB block
+// slowly does not hold anyone else up: another request is answered meanwhile, and the slow
+// answer, once read, is the block's hex with Core's envelope and a correct content-length.
+
+import test, { type ExecutionContext } from "ava";
+import http from "node:http";
+import { randomBytes } from "node:crypto";
+import { CoreFacade } from "../chain/bitcoind/facade.ts";
+import type { ChainBackend } from "../chain/backend.ts";
+import { rpcauthLine } from "../chain/bitcoind/rpcauth.ts";
+import { EmbeddedChain } from "../chain/embedded.ts";
+import { fillMempool } from "./helpers/big-block.ts";
+
+const USER = "u";
+const PASSWORD = "a long enough password";
+const HASH = "11".repeat(32);
+const TXID = "22".repeat(32);
+
+function request(url: string, body: unknown): Promise<http.IncomingMessage> {
+  return new Promise((resolve, reject) => {
+    const req = http.request(url, { method: "POST", agent: false, auth: `${USER}:${PASSWORD}`, headers: { "content-type": "application/json" } }, resolve);
+    req.on("error", reject);
+    req.end(JSON.stringify(body));
+  });
+}
+
+async function readAll(res: http.IncomingMessage): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const c of res) chunks.push(c as Buffer);
+  return Buffer.concat(chunks);
+}
+
+/** The largest piece the server hands to a response at once (write or end), while the test runs. */
+function spyWrites(t: ExecutionContext): { largest: number } {
+  const seen = { largest: 0 };
+  const proto = http.ServerResponse.prototype as unknown as Record<"write" | "end", (...a: unknown[]) => unknown>;
+  const { write, end } = proto;
+  const size = (c: unknown) => (typeof c === "string" ? c.length : c instanceof Uint8Array ? c.byteLength : 0);
+  proto.write = function (this: unknown, ...a: unknown[]) {
+    seen.largest = Math.max(seen.largest, size(a[0]));
+    return write.apply(this, a);
+  };
+  proto.end = function (this: unknown, ...a: unknown[]) {
+    seen.largest = Math.max(seen.largest, size(a[0]));
+    return end.apply(this, a);
+  };
+  t.teardown(() => Object.assign(proto, { write, end }));
+  return seen;
+}
+
+test.serial("getblock verbosity 0 of a 4 MB block and getrawtransaction of a 1 MB transaction are written in slices: another request is answered while a client has not read them, and they read back as the hex", async (t) => {
+  const raw = randomBytes(4_000_000);
+  const txRaw = randomBytes(1_000_000);
+  // A backend with one big block and one big transaction, and a tip.
+  const backend = {
+    getBlock: async (h: string) => (h === HASH ? { hash: HASH, hex: raw, transactions: [], header: {} } : null),
+    getTransaction: async (id: string) => (id === TXID ? { txid: TXID, hex: txRaw } : null),
+    getChainTip: async () => HASH,
+    subscribe: () => () => {},
+  } as unknown as ChainBackend;
+  const facade = new CoreFacade({ backend, rpcauth: [rpcauthLine(USER, PASSWORD)] });
+  await facade.start();
+  t.teardown(() => facade.stop());
+  const spy = spyWrites(t);
+
+  for (const [method, params, bytes] of [["getblock", [HASH, 0], raw], ["getrawtransaction", [TXID, false], txRaw]] as const) {
+    const slow = await request(facade.rpcUrl, { method, params, id: 7 });
+    slow.pause(); // the client takes nothing more for now: the server's writes wait for it
+    const length = Number(slow.headers["content-length"]);
+    const quick = await request(facade.rpcUrl, { method: "getbestblockhash", params: [], id: 8 });
+    const answer = JSON.parse((await readAll(quick)).toString()) as { result: string; id: number };
+    t.deepEqual(answer, { result: HASH, error: null, id: 8 }, `answered while the ${method} answer waited`);
+    slow.resume();
+    const text = (await readAll(slow)).toString();
+    t.is(Buffer.byteLength(text), length, "content-length is the body's length");
+    const body = JSON.parse(text) as { result: string; error: null; id: number };
+    t.is(body.id, 7);
+    t.is(body.error, null);
+    t.true(body.result === bytes.toString("hex"), `${method}: the result is the raw bytes' hex`);
+    t.true(spy.largest <= 512 * 1024, `no piece of more than 512 KiB was written at once (largest ${spy.largest})`);
+  }
+
+  // In a batch too, beside an ordinary answer.
+  const batch = JSON.parse((await readAll(await request(facade.rpcUrl, [{ method: "getbestblockhash", params: [], id: 1 }, { method: "getrawtransaction", params: [TXID], id: 2 }]))).toString()) as Array<{ result: string; id: number }>;
+  t.is(batch.length, 2);
+  t.is(batch[0]!.result, HASH);
+  t.true(batch[1]!.result === txRaw.toString("hex") && batch[1]!.id === 2);
+});
+
+test.serial("answers that grow with the mempool or a block (getrawmempool both forms, getblocktemplate, getblock at verbosity 1 and 2) of 3000 transactions are made and written in pieces of at most ~256 KiB, and read back whole", async (t) => {
+  const chain = await EmbeddedChain.create();
+  const txids = await fillMempool(chain, 3000);
+  const facade = new CoreFacade({ backend: chain, rpcauth: [rpcauthLine(USER, PASSWORD)] });
+  await facade.start();
+  t.teardown(() => facade.stop());
+  const spy = spyWrites(t);
+  const ask = async (method: string, params: unknown[]) => {
+    spy.largest = 0;
+    const res = await request(facade.rpcUrl, { method, params, id: 1 });
+    const text = (await readAll(res)).toString();
+    t.is(Buffer.byteLength(text), Number(res.headers["content-length"]), `${method}: content-length`);
+    t.true(spy.largest <= 512 * 1024, `${method}: no piece over 512 KiB written at once (largest ${spy.largest})`);
+    const body = JSON.parse(text) as { result: unknown; error: null; id: number };
+    t.is(body.error, null);
+    return body.result;
+  };
+  t.deepEqual(new Set(await ask("getrawmempool", []) as string[]), new Set(txids));
+  const verbose = (await ask("getrawmempool", [true])) as Record<string, { vsize: number }>;
+  t.is(Object.keys(verbose).length, 3000);
+  t.true(txids.every((id) => verbose[id]!.vsize > 0));
+  const tpl = (await ask("getblocktemplate", [{ rules: ["segwit"] }])) as { transactions: Array<{ txid: string; data: string }>; height: number };
+  t.is(tpl.transactions.length, 3000);
+  t.is(tpl.height, (await chain.getBlockHeight()) + 1);
+  const [hash] = await chain.mine(1);
+  const v1 = (await ask("getblock", [hash, 1])) as { tx: string[]; hash: string };
+  t.is(v1.hash, hash!);
+  t.is(v1.tx.length, 3001);
+  const v2 = (await ask("getblock", [hash, 2])) as { tx: Array<{ txid: string; hex: string }> };
+  t.deepEqual(v2.tx.map((x) => x.txid), v1.tx);
+  const block = (await chain.getBlock(hash!))!;
+  t.is(v2.tx[5]!.hex, Buffer.from(block.transactions[5]!.hex as Uint8Array).toString("hex"));
+});

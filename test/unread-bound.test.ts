@@ -1,0 +1,79 @@
+// max_unread_bytes is a bound by construction (issue #8): every admitted request reserves the
+// most bytes its answer can take (capabilities/answer-bounds.ts) until it is answered, and a
+// request whose reservation does not fit beside what already waits for the module waits itself.
+// A hostile native module under the real host and sandbox pipelines 128 storage_iter requests
+// with ~1 MB answers and does not read its socket. Before, each request was admitted while the
+// module was under the limit and all the answers landed afterwards: 53-56 MB unread against
+// 4 MiB. Here what waits for it (the session's peak counter) stays within the limit plus the
+// frame headers, and once it reads again every answer comes, none refused.
+
+import test from "ava";
+import { chmod, writeFile } from "node:fs/promises";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { bundleNodeModule } from "../sdk/node/bundle.ts";
+import { buildModulesDir, startHost, tempDir, writeModule } from "./helpers/host.ts";
+import { answerBound, FRAME_SIZED_METHODS, SMALL_ANSWER_BYTES } from "../capabilities/answer-bounds.ts";
+import { METHODS } from "../capabilities/families.ts";
+import { DEFAULT_LIMITS } from "../host/config.ts";
+import { DEFAULT_MAX_FRAME_BYTES } from "../protocol/frame.ts";
+
+const FIXTURE = fileURLToPath(new URL("./fixtures/unread-pipeline/main.ts", import.meta.url));
+const MiB = 1024 * 1024;
+
+async function writeNative(modulesDir: string, name: string): Promise<void> {
+  const toml = `name = "${name}"\nversion = "0.1.0"\nentry_point = "main.mjs"\nruntime = "native"\ncapabilities = ["read_storage", "write_storage"]\n`;
+  const d = await writeModule(modulesDir, name, { toml, files: {} });
+  await writeFile(path.join(d, "main.mjs"), await bundleNodeModule(FIXTURE), { mode: 0o755 });
+  await chmod(d, 0o755);
+}
+
+test.serial("a native module pipelining 128 storage_iter requests of ~1 MB answers and not reading: what waits for it never passes max_unread_bytes (4 MiB) but by frame headers; its requests wait, and all are answered once it reads", async (t) => {
+  t.timeout(120_000);
+  const dir = await tempDir(t);
+  const modulesDir = await buildModulesDir(dir, []);
+  await writeNative(modulesDir, "deep");
+  const limit = 4 * MiB;
+  const h = await startHost(t, {
+    dir,
+    modules: [],
+    grants: { deep: ["read_storage", "write_storage"] },
+    // No health checks (invocations) and no events: what it is sent is its answers alone.
+    moduleLimits: { deep: { max_unread_bytes: limit, health_interval_ms: 0, restart: "never" } },
+    moduleConfigs: { deep: { requests: 128, pause_ms: 3000 } },
+  });
+  await h.waitForLog(/^sent 128 storage_iter requests, not reading$/, { source: "deep", timeoutMs: 30_000 });
+  const session = h.manager.session("deep")!;
+  let reservedPeak = 0;
+  const sampler = setInterval(() => (reservedPeak = Math.max(reservedPeak, session.reservedBytes)), 5);
+  t.teardown(() => clearInterval(sampler));
+  const done = await h.waitForLog(/^read \d+ answers$/, { source: "deep", timeoutMs: 60_000 });
+  clearInterval(sampler);
+  const peak = session.flowStats.peakUnread;
+  t.log(`peak unread ${(peak / MiB).toFixed(2)} MiB against ${limit / MiB} MiB; requests waited for max_unread_bytes ${session.flowStats.waitedUnread} times; reserved at most ${(reservedPeak / MiB).toFixed(2)} MiB`);
+  // 4 bytes of frame header per answer on top of the reserved bodies (max_requests_in_flight answers at most).
+  t.true(peak <= limit + 4 * DEFAULT_LIMITS.max_requests_in_flight, `at most ${peak} bytes waited for the module`);
+  t.true(peak > limit / 2, "the answers did pile up to near the limit (the module really did not read)");
+  t.true(session.flowStats.waitedUnread > 0, "requests waited for room under max_unread_bytes");
+  t.true(session.unreadBound >= limit, "the stated bound is at least the limit");
+  t.is(done.message, "read 128 answers");
+  t.deepEqual(done.fields?.["errors"], {}, "no answer was refused (each fitted its reservation)");
+  t.is(session.reservedBytes, 0, "every reservation was released");
+});
+
+test("every method the answer bounds name a whole frame for is in the catalogue", (t) => {
+  for (const name of FRAME_SIZED_METHODS) t.true(METHODS.has(name), `${name} is a method`);
+});
+
+test("answer bounds: small answers, storage_get by the value quota, storage_iter by storage_iter_max_bytes and its limit, blocks by the frame", (t) => {
+  const l = { frameBytes: DEFAULT_MAX_FRAME_BYTES, storageIterMaxBytes: MiB };
+  t.is(answerBound("get_chain_tip", {}, l), SMALL_ANSWER_BYTES);
+  t.is(answerBound("no_such_method", {}, l), SMALL_ANSWER_BYTES);
+  t.true(answerBound("storage_get", {}, l) > MiB && answerBound("storage_get", {}, l) < 2 * MiB);
+  const few = answerBound("storage_iter", { limit: 10 }, l);
+  const many = answerBound("storage_iter", { limit: 10_000 }, l);
+  t.true(few > MiB && few < many && many < 2 * MiB, `${few} < ${many}`);
+  t.true(answerBound("storage_iter", {}, { ...l, storageIterMaxBytes: 8 * MiB }) > 8 * MiB);
+  t.is(answerBound("get_block", { hash: "00" }, l), DEFAULT_MAX_FRAME_BYTES);
+  t.is(answerBound("storage_iter", {}, { frameBytes: MiB, storageIterMaxBytes: 8 * MiB }), MiB, "never more than a frame");
+});
