@@ -202,8 +202,6 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
   private readonly backlog: WaitingRequest[] = [];
   /** Bytes reserved for the answers of the requests being served (see FlowLimits.maxUnreadBytes). */
   private reserved = 0;
-  /** The part of `reserved` for answers relayed from other modules (RELAYED_ANSWERS). */
-  private reservedRelayed = 0;
   private readingPaused = false;
   private retryTimer: NodeJS.Timeout | undefined;
   private unreadTimer: NodeJS.Timeout | undefined;
@@ -299,19 +297,19 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
   }
 
   /**
-   * The most `unreadBytes` can reach: max_unread_bytes (plus 4 bytes of frame header per request
-   * in flight), or one answer admitted when nothing
-   * else was waiting or reserved (at most a frame: only when one answer's bound is larger than
-   * the limit), plus one invocation sent just under the limit (a frame), plus the event window
-   * (event_window + 1 events of EVENT_BYTES_BOUND). docs/security.md states it; the hostile
-   * test asserts peakUnread against it.
+   * The most `unreadBytes` can reach. Answers: unread plus reserved stays within max_unread_bytes
+   * (or one answer admitted when nothing else was waiting or reserved: at most a frame), plus 4
+   * bytes of frame header per request in flight. Invocations are sent while unread is within the
+   * limit, so they add at most one frame beyond it, and the answers reserved before may land
+   * after them (at most max_unread_bytes, or a frame). Events: the window (event_window + 1
+   * events of EVENT_BYTES_BOUND). docs/security.md states it; test/unread-bound asserts it.
    */
   get unreadBound(): number {
     const frame = this.channel.maxFrameBytes + 4;
     const window = (this.opts.eventWindow ?? DEFAULT_LIMITS.event_window) + 1;
     // Reservations count answers' bodies: each frame's 4-byte header comes on top.
-    // Health checks and timer firings (~40 bytes each) are not held back by reservations.
-    return Math.max(this.flow.maxUnreadBytes, frame) + 4 * this.flow.maxInFlight + frame + MAX_PENDING_INVOCATIONS * 64 + window * EVENT_BYTES_BOUND;
+    const answers = Math.max(this.flow.maxUnreadBytes, frame) + 4 * this.flow.maxInFlight;
+    return this.flow.maxUnreadBytes + frame + answers + window * EVENT_BYTES_BOUND;
   }
 
   /** Records the most bytes ever waiting for the module (flowStats.peakUnread). */
@@ -535,7 +533,7 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
       this.replyError(req.id, req.refusal);
       return;
     }
-    void this.serve(req.id, req.method, req.params, req.reserve, req.relayed === true);
+    void this.serve(req.id, req.method, req.params, req.reserve);
   }
 
   /** Serve waiting requests while the share allows; read the socket again once none wait. */
@@ -697,11 +695,10 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
     this.unreadTimer.unref();
   }
 
-  private async serve(id: number, method: string, params: Record<string, unknown>, reserve: number, relayed = false): Promise<void> {
+  private async serve(id: number, method: string, params: Record<string, unknown>, reserve: number): Promise<void> {
     this.stats.requests++;
     this.inFlight++;
     this.reserved += reserve;
-    if (relayed) this.reservedRelayed += reserve;
     if (this.inFlight > this.flowStats.peakInFlight) this.flowStats.peakInFlight = this.inFlight;
     let timedOut = false;
     const timeoutMs = this.flow.requestTimeoutMs;
@@ -767,7 +764,6 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
       clearTimeout(timer);
       this.inFlight--;
       this.reserved -= reserve;
-      if (relayed) this.reservedRelayed -= reserve;
       if (this.backlog.length > 0 && !this.retryTimer) this.pump();
     }
   }
@@ -790,15 +786,15 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
     // instead of the call waiting in host memory. A shutdown is always sent (it is small, and
     // the stop goes on to SIGTERM anyway).
     if (kind !== "shutdown") {
-      // Answers being served count by their reservations too, except for the calls of a few
-      // bytes (a health check, a timer firing): a module pipelining large answers is busy, not
-      // unhealthy, and a timer refused would be a task lost (at most 1024 such calls wait).
-      // Nor do the reservations of its calls of other modules: a call chain A -> B -> A must
-      // reach A again while A's own call waits for B.
-      const unread = this.channel.unsentBytes + (kind === "health" || kind === "timer" ? 0 : this.reserved - this.reservedRelayed);
+      // Against what it has not read only, not the reservations of its requests being served:
+      // a module with two blocks on their way is busy, not slow to read, and its JSON-RPC
+      // methods, hooks, API, health checks and timers must still reach it (a refused timer is
+      // a task lost; a call chain A -> B -> A must reach A while A's call waits for B). What
+      // this lets through is in unreadBound: the reservations may land after the invocation.
+      const unread = this.channel.unsentBytes;
       if (unread > this.flow.maxUnreadBytes) {
         this.flowStats.invocationsRefused++;
-        return Promise.reject(new InvocationError(wireError("quota_exceeded", `module ${this.opts.module} has ${unread} bytes sent and not read or reserved for answers being served, over its limit of ${this.flow.maxUnreadBytes} (max_unread_bytes): the ${kind} invocation was not sent; try again later, or the operator raises max_unread_bytes in [modules.limits.${this.opts.module}]`)));
+        return Promise.reject(new InvocationError(wireError("quota_exceeded", `module ${this.opts.module} has not read ${unread} bytes the host sent it, over its limit of ${this.flow.maxUnreadBytes} (max_unread_bytes): the ${kind} invocation was not sent; try again later, or the operator raises max_unread_bytes in [modules.limits.${this.opts.module}]`)));
       }
       if (this.pending.size >= MAX_PENDING_INVOCATIONS) {
         this.flowStats.invocationsRefused++;

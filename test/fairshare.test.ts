@@ -139,6 +139,31 @@ test("a health invocation is not timed out while the host itself is not reading 
   t.deepEqual(await health, { ok: true }, "answered once the host read on, not timed out");
 });
 
+test("a module with a block on its way still gets its JSON-RPC calls and hooks: invocations are held to what it has not read, not to its answers' reservations", async (t) => {
+  let finish!: () => void;
+  const slow = new Promise<string>((r) => (finish = () => r("block")));
+  // A block's answer reserves a whole frame (16 MiB), over this module's 8 MiB limit.
+  const { session, peer } = await stubSession(t, { maxUnreadBytes: 8 * 1024 * 1024 }, async (method) => (method === "get_block" ? slow : "small"));
+  const id = peer.request("get_block", { hash: "00".repeat(32) });
+  for (let i = 0; i < 200 && session.reservedBytes === 0; i++) await sleep(25);
+  t.true(session.reservedBytes > 8 * 1024 * 1024, `${session.reservedBytes} bytes reserved, over the limit`);
+  for (const kind of ["rpc", "hook", "module_api"] as const) {
+    const answer = session.invoke(kind, {}, 5_000);
+    const inv = await peer.next((f) => f.t === "invocation" && f.kind === kind);
+    peer.send({ t: "invocation_result", id: inv.id, result: kind });
+    t.is(await answer, kind, `the ${kind} invocation reached the module`);
+  }
+  t.is(session.flowStats.invocationsRefused, 0);
+  // A request whose answer does not fit beside the reservation waits for it.
+  const other = peer.request("get_block", { hash: "11".repeat(32) });
+  await sleep(100);
+  t.is(peer.framesOf("response").filter((f) => f.id === other).length, 0, "the second block waits for the first's reservation");
+  finish();
+  t.is((await peer.response(id)).result, "block");
+  t.is((await peer.response(other)).result, "block", "then it is served");
+  t.is(session.reservedBytes, 0);
+});
+
 test("max_subscriptions bounds the event types one module keeps (module event names are unbounded)", async (t) => {
   const { peer } = await openSession(t, { module: "subs", grants: ["subscribe_events"], session: { flow: { maxSubscriptions: 3 } } });
   t.deepEqual((await peer.call("subscribe_events", { types: ["a:x", "a:y"] })).result, ["a:x", "a:y"]);
