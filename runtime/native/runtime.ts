@@ -10,12 +10,28 @@ import type { RuntimeManifest } from "../types.ts";
 import type { EffectiveGrants } from "../../capabilities/grants.ts";
 import { moduleUid, sandboxSpawnSpec, type CgroupLimits, type SandboxedSpawn, type SandboxLimits, type SandboxMode } from "../sandbox/index.ts";
 
-/** MODULE_CONFIG_<KEY> for every config entry; tables and arrays as JSON. */
-function configEnv(config: Readonly<Record<string, unknown>>): Record<string, string> {
+/** Linux's MAX_ARG_STRLEN: one environment entry (NAME=value and its NUL) holds at most this many bytes. */
+export const MAX_ENV_ENTRY_BYTES = 128 * 1024;
+/** What all MODULE_CONFIG_ entries may take together (the kernel's whole limit is ~1/4 of the stack rlimit). */
+export const MAX_CONFIG_ENV_BYTES = 1024 * 1024;
+
+/**
+ * MODULE_CONFIG_<KEY> for every config entry; tables and arrays as JSON. An entry the kernel
+ * would refuse (spawn's bare E2BIG) is refused here, naming the key and the limit.
+ */
+function configEnv(module: string, config: Readonly<Record<string, unknown>>): Record<string, string> {
   const env: Record<string, string> = {};
+  let total = 0;
   for (const [key, value] of Object.entries(config)) {
     const name = `MODULE_CONFIG_${key.toUpperCase().replace(/[^A-Z0-9_]/g, "_")}`;
-    env[name] = typeof value === "string" ? value : JSON.stringify(value);
+    const text = typeof value === "string" ? value : JSON.stringify(value);
+    const bytes = Buffer.byteLength(name) + 1 + Buffer.byteLength(text) + 1;
+    total += bytes;
+    if (bytes > MAX_ENV_ENTRY_BYTES || total > MAX_CONFIG_ENV_BYTES) {
+      const what = bytes > MAX_ENV_ENTRY_BYTES ? `${name} is ${bytes} bytes, over the ${MAX_ENV_ENTRY_BYTES} bytes one environment entry may hold` : `its MODULE_CONFIG_ entries take ${total} bytes with ${name}, over ${MAX_CONFIG_ENV_BYTES} in all`;
+      throw new Error(`the config of native module ${module} cannot be passed in its environment: ${what}; keep large data in a file the module reads and put its path in [modules.${module}]`);
+    }
+    env[name] = text;
   }
   return env;
 }
@@ -31,7 +47,7 @@ export function nativeSpawnSpec(manifest: RuntimeManifest, dataDir: string, conf
       MODULE_NAME: manifest.name,
       DATA_DIR: dataDir,
       MODHOST_FD: "3",
-      ...configEnv(config),
+      ...configEnv(manifest.name, config),
     },
     cwd: dataDir,
   };
