@@ -12,6 +12,19 @@
 // happens while its window is full, the next queued event is sent right away anyway, carrying
 // `missed` (so at most window + 1 events are ever unacknowledged). Without this, a slow
 // subscriber would hear of drops only after working through the whole window of old events.
+//
+// Delivery is sliced by the host's per-turn budget (runtime/turn.ts, given as `gate`): an
+// event published to 200 subscribers is queued for all of them at once (cheap, and the drop
+// accounting stays exact), but each subscriber's sending (an envelope and a frame each, its
+// payload encoded once per publish) asks the budget first; past it, that subscriber's sending
+// is parked and resumed in a later turn, after the work parked before it. A subscriber's own
+// queue stays in order, and a subscriber whose sending is parked sends nothing new until it
+// resumes. The time a resumed sending takes is charged to the account it was parked under
+// (chain/slices.ts sliceAccount: the publishing module's host_cpu_ms_per_s).
+
+import { performance } from "node:perf_hooks";
+import { sliceAccount } from "../../chain/slices.ts";
+import type { ReadGate } from "../../protocol/channel.ts";
 
 export interface BusEvent {
   seq: number;
@@ -42,6 +55,11 @@ export interface SubscriberOptions {
   queueBytes: number;
 }
 
+export interface EventBusOptions {
+  /** The budget per turn of the loop that sending shares with other work (none: sent at once). */
+  gate?: ReadGate;
+}
+
 export class Subscription {
   readonly types = new Set<string>();
   private queue: BusEvent[] = [];
@@ -56,15 +74,20 @@ export class Subscription {
   private queuedBytes = 0;
   /** An over-the-window event was sent to announce drops; cleared by the next acknowledgement. */
   private noticeOut = false;
+  /** Sending waits for the gate (a later turn): nothing is sent until it resumes. */
+  private parked = false;
   /** Total events dropped over this subscription's life. */
   droppedTotal = 0;
   deliveredTotal = 0;
+  /** Times this subscriber's sending was parked for a later turn (tests and metrics). */
+  parkedTotal = 0;
 
   constructor(
     readonly id: string,
     private readonly deliver: Deliver,
     private readonly opts: SubscriberOptions,
     private readonly onClose: (s: Subscription) => void,
+    private readonly gate?: ReadGate,
   ) {}
 
   /** Called by the bus. */
@@ -116,13 +139,33 @@ export class Subscription {
     return this.unacked.length - this.unackedHead;
   }
 
-  private pump(): void {
-    while (!this.closed && this.head < this.queue.length && this.inFlight < this.opts.window) this.sendNext();
+  /** Send what the window allows; `resumed`: the gate's turn, when one event goes out whatever the budget. */
+  private pump(resumed = false): void {
+    if (this.parked) return; // the parked sending comes first; it sends what is queued, in order
+    let first = resumed;
+    while (!this.closed && this.head < this.queue.length && this.inFlight < this.opts.window) {
+      if (!first && this.gate?.overBudget()) {
+        this.parked = true;
+        this.parkedTotal++;
+        this.gate.park(this.resume);
+        break;
+      }
+      first = false;
+      this.sendNext();
+    }
     if (this.head > 1024 && this.head * 2 > this.queue.length) {
       this.queue = this.queue.slice(this.head);
       this.head = 0;
     }
   }
+
+  /** The gate's turn came: send what the window allows, charging the time to the parker's account. */
+  private readonly resume = (): void => {
+    this.parked = false;
+    const t0 = performance.now();
+    this.pump(true);
+    sliceAccount.getStore()?.(performance.now() - t0);
+  };
 
   private sendNext(): void {
     const ev = this.queue[this.head]!;
@@ -152,8 +195,10 @@ export class EventBus {
   private readonly subs = new Set<Subscription>();
   private publishedTotal = 0;
 
+  constructor(private readonly options: EventBusOptions = {}) {}
+
   subscribe(id: string, deliver: Deliver, opts: Partial<SubscriberOptions> = {}): Subscription {
-    const sub = new Subscription(id, deliver, { queueLimit: opts.queueLimit ?? 1024, window: opts.window ?? Infinity, queueBytes: opts.queueBytes ?? Infinity }, (s) => this.subs.delete(s));
+    const sub = new Subscription(id, deliver, { queueLimit: opts.queueLimit ?? 1024, window: opts.window ?? Infinity, queueBytes: opts.queueBytes ?? Infinity }, (s) => this.subs.delete(s), this.options.gate);
     this.subs.add(sub);
     return sub;
   }
