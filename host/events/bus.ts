@@ -17,9 +17,11 @@
 // event published to 200 subscribers is queued for all of them at once (cheap, and the drop
 // accounting stays exact), but each subscriber's sending (an envelope and a frame each, its
 // payload encoded once per publish) asks the budget first; past it, that subscriber's sending
-// is parked and resumed in a later turn, after the work parked before it. A subscriber's own
-// queue stays in order, and a subscriber whose sending is parked sends nothing new until it
-// resumes. The time a resumed sending takes is charged to the account it was parked under
+// is parked and resumed in a later turn, after the work parked before it. Only the sending
+// waits: events are still admitted to the window at once (counted in flight, in an outbox of
+// at most window + 1), so a parked sending causes no drop the window would have avoided, and
+// a subscriber cannot acknowledge what it was not sent yet. Each subscriber's events go out
+// in order. The time a resumed sending takes is charged to the account it was parked under
 // (chain/slices.ts sliceAccount: the publishing module's host_cpu_ms_per_s).
 
 import { performance } from "node:perf_hooks";
@@ -76,6 +78,11 @@ export class Subscription {
   private noticeOut = false;
   /** Sending waits for the gate (a later turn): nothing is sent until it resumes. */
   private parked = false;
+  /** Admitted to the window (in flight) and not yet sent, in order: at most window + 1. */
+  private outbox: BusEvent[] = [];
+  private outHead = 0;
+  /** The seq of the last event sent (acknowledgements beyond it are cut to it). */
+  private lastDelivered = 0;
   /** Total events dropped over this subscription's life. */
   droppedTotal = 0;
   deliveredTotal = 0;
@@ -108,7 +115,7 @@ export class Subscription {
     }
     if (dropped && !this.noticeOut && this.opts.window !== Infinity && this.inFlight >= this.opts.window && this.head < this.queue.length) {
       this.noticeOut = true;
-      this.sendNext();
+      this.admitNext();
     }
     this.pump();
   }
@@ -120,6 +127,8 @@ export class Subscription {
 
   /** The subscriber handled everything up to `seq` (acks are cumulative). */
   ack(seq: number): void {
+    // Only what was sent can be acknowledged: admitted events still waiting for the gate stay in flight.
+    if (seq > this.lastDelivered) seq = this.lastDelivered;
     const before = this.unackedHead;
     while (this.unackedHead < this.unacked.length && this.unacked[this.unackedHead]! <= seq) this.unackedHead++;
     if (this.unackedHead === before) return;
@@ -139,11 +148,17 @@ export class Subscription {
     return this.unacked.length - this.unackedHead;
   }
 
-  /** Send what the window allows; `resumed`: the gate's turn, when one event goes out whatever the budget. */
+  /**
+   * Admit what the window allows, then send what was admitted while the gate's budget allows;
+   * `resumed`: the gate's turn, when one event goes out whatever the budget. Admission (the
+   * window's accounting) never waits for the gate, so a parked sending causes no drop that the
+   * window would have avoided; only the sending (the envelope and the frame) waits.
+   */
   private pump(resumed = false): void {
-    if (this.parked) return; // the parked sending comes first; it sends what is queued, in order
     let first = resumed;
-    while (!this.closed && this.head < this.queue.length && this.inFlight < this.opts.window) {
+    for (;;) {
+      this.admit();
+      if (this.parked || this.closed || this.outHead >= this.outbox.length) break;
       if (!first && this.gate?.overBudget()) {
         this.parked = true;
         this.parkedTotal++;
@@ -151,12 +166,29 @@ export class Subscription {
         break;
       }
       first = false;
-      this.sendNext();
+      const ev = this.outbox[this.outHead]!;
+      this.outbox[this.outHead++] = undefined as unknown as BusEvent;
+      this.lastDelivered = ev.seq;
+      this.deliveredTotal++;
+      this.deliver(ev);
+    }
+    if (this.outHead >= this.outbox.length) {
+      this.outbox = [];
+      this.outHead = 0;
     }
     if (this.head > 1024 && this.head * 2 > this.queue.length) {
       this.queue = this.queue.slice(this.head);
       this.head = 0;
     }
+  }
+
+  /**
+   * Queue -> window: a windowed subscriber's events up to its window (so the outbox never holds
+   * more than window + 1); an unwindowed one's one at a time, when the last one was sent (while
+   * its sending is parked, its events wait in the queue, under its limits).
+   */
+  private admit(): void {
+    while (!this.closed && this.head < this.queue.length && this.inFlight < this.opts.window && (this.opts.window !== Infinity || this.outHead >= this.outbox.length)) this.admitNext();
   }
 
   /** The gate's turn came: send what the window allows, charging the time to the parker's account. */
@@ -167,7 +199,8 @@ export class Subscription {
     sliceAccount.getStore()?.(performance.now() - t0);
   };
 
-  private sendNext(): void {
+  /** The next queued event into the window (counted in flight) and the outbox, to be sent in order. */
+  private admitNext(): void {
     const ev = this.queue[this.head]!;
     this.queue[this.head++] = undefined as unknown as BusEvent;
     this.queuedBytes -= ev.bytes ?? 0;
@@ -177,8 +210,7 @@ export class Subscription {
     }
     // Unwindowed subscribers count as having handled what they were given.
     if (this.opts.window !== Infinity) this.unacked.push(ev.seq);
-    this.deliveredTotal++;
-    this.deliver(ev);
+    this.outbox.push(ev);
   }
 
   close(): void {
@@ -186,6 +218,8 @@ export class Subscription {
     this.closed = true;
     this.queue = [];
     this.head = 0;
+    this.outbox = [];
+    this.outHead = 0;
     this.queuedBytes = 0;
     this.onClose(this);
   }
