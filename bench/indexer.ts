@@ -69,6 +69,7 @@ async function measure(dir: string, chain: EmbeddedChain, raw: ClassicLevel<Uint
   const cold: number[][] = hashes.map(() => []);
   const base: number[][] = hashes.map(() => []);
   const failed: Array<string | undefined> = hashes.map(() => undefined);
+  const served: BlockServed[][] = hashes.map(() => []);
   for (const h of hashes) await indexBlock(chain, raw, h, light); // warm-up
   for (let run = 0; run < 2; run++) {
     for (const [i, h] of hashes.entries()) {
@@ -79,9 +80,10 @@ async function measure(dir: string, chain: EmbeddedChain, raw: ClassicLevel<Uint
       }
       if (failed[i] !== undefined) continue;
       try {
-        const ms = await moduleRun(dir, chain, h, `${light ? "light" : "full"}-${run}-${i}`, light);
+        const { ms, blocks } = await moduleRun(dir, chain, h, `${light ? "light" : "full"}-${run}-${i}`, light);
         cold[i]!.push(...ms.slice(0, WARMUP));
         mod[i]!.push(...ms.slice(WARMUP));
+        served[i]!.push(...blocks.slice(WARMUP));
       } catch (err) {
         failed[i] = (err as Error).message.split("\n").find((l) => l.includes("failed to start")) ?? (err as Error).message.split("\n")[0]!;
       }
@@ -97,6 +99,11 @@ async function measure(dir: string, chain: EmbeddedChain, raw: ClassicLevel<Uint
     rows.push(
       { what: `TS indexer, ${n}-tx block (${3 * n} puts)${form}`, kind: "result", unit: "ms", stats: summarise(mod[i]!), vs: b, note: `goal <= 2x; blocks ${WARMUP + 1}..${WARMUP + ROUNDS} of 2 module runs (both sides warm)` },
       { what: `  the same, first ${WARMUP} blocks of a fresh module process (cold)`, kind: "piece", unit: "ms", stats: summarise(cold[i]!), vs: b },
+      ...[...new Set(served[i]!.flatMap((blk) => [...blk.keys()]))].map((method): Row => {
+        const per = served[i]!.map((blk) => blk.get(method) ?? { n: 0, ms: 0 });
+        const counts = [...new Set(per.map((e) => e.n))].join("/");
+        return { what: `  host serving ${method}, per block (${counts} crossings)`, kind: "piece", unit: "ms", stats: summarise(per.map((e) => e.ms)), note: "from the request's arrival at the hub to its answer, summed over the block's requests (the host's side of the path; the rest is the module's process and the socket)" };
+      }),
       { what: b, kind: "baseline", unit: "ms", stats: summarise(base[i]!) },
     );
   }
@@ -131,7 +138,7 @@ async function indexBlock(chain: EmbeddedChain, raw: ClassicLevel<Uint8Array, Ui
   await raw.batch(ops);
 }
 
-async function moduleRun(dir: string, chain: EmbeddedChain, hash: string, label: string, light: boolean): Promise<number[]> {
+async function moduleRun(dir: string, chain: EmbeddedChain, hash: string, label: string, light: boolean): Promise<{ ms: number[]; blocks: BlockServed[] }> {
   const { logger, records } = captureLogger();
   const config = benchConfig(path.join(dir, `host-${label}`), MODULE, {
     allow: ["read_blockchain", "read_storage", "write_storage"],
@@ -139,6 +146,7 @@ async function moduleRun(dir: string, chain: EmbeddedChain, hash: string, label:
     config: { hashes: [hash], rounds: WARMUP + ROUNDS, light },
   });
   const manager = new ModuleManager({ config, chain, bus: new EventBus(), logger });
+  const served = serveLog(manager);
   const forget = atCleanup(() => manager.processOf(MODULE)?.kill());
   try {
     await manager.prepare();
@@ -149,5 +157,33 @@ async function moduleRun(dir: string, chain: EmbeddedChain, hash: string, label:
   }
   const done = records.find((r) => r.source === MODULE && r.message === "indexer done");
   if (!done?.fields) throw new Error(`${MODULE} did not report\n${dumpLog(records)}`);
-  return (done.fields as { ms: number[][] }).ms[0]!;
+  return { ms: (done.fields as { ms: number[][] }).ms[0]!, blocks: served.blocks };
+}
+
+/** What the host served for one block: crossings (requests) and host time (arrival to answer, ms), by method. */
+type BlockServed = Map<string, { n: number; ms: number }>;
+
+/**
+ * Every request the module makes, stamped on arrival and when served (the host's side of the
+ * path), grouped by block: a get_block without tx_offset starts the next block.
+ */
+function serveLog(manager: ModuleManager): { blocks: BlockServed[] } {
+  const blocks: BlockServed[] = [];
+  const handle = manager.hub.handle.bind(manager.hub);
+  manager.hub.handle = (call, grants, method, params) => {
+    if (method === "get_block" && params["tx_offset"] === undefined) blocks.push(new Map());
+    const block = blocks.at(-1);
+    const at = performance.now();
+    const p = handle(call, grants, method, params);
+    const done = () => {
+      if (!block) return;
+      const e = block.get(method) ?? { n: 0, ms: 0 };
+      e.n++;
+      e.ms += performance.now() - at;
+      block.set(method, e);
+    };
+    p.then(done, done);
+    return p;
+  };
+  return { blocks };
 }

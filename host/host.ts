@@ -8,6 +8,7 @@ import path from "node:path";
 import { startInspectors, type InspectorServer } from "./inspector.ts";
 import { limitsFor, loadConfig, sandboxModeFor, strayModuleWarnings, type HostConfig } from "./config.ts";
 import { EventBus } from "./events/bus.ts";
+import { hostTurn } from "../runtime/turn.ts";
 import { Logger, type SourceLogger } from "./log.ts";
 import { changedSections, ModuleManager } from "./manager.ts";
 import { RegistryDiscovery } from "./registry/discover.ts";
@@ -40,7 +41,8 @@ export interface HostOptions {
 
 export class Host {
   readonly logger: Logger;
-  readonly bus = new EventBus();
+  /** Sending events shares the host's per-turn budget: a fan-out to many subscribers is sliced. */
+  readonly bus = new EventBus({ gate: hostTurn });
   config: HostConfig;
   chain!: ChainBackend;
   /** Events the host derives from what it watches (host/node-events.ts). */

@@ -12,6 +12,21 @@
 // happens while its window is full, the next queued event is sent right away anyway, carrying
 // `missed` (so at most window + 1 events are ever unacknowledged). Without this, a slow
 // subscriber would hear of drops only after working through the whole window of old events.
+//
+// Delivery is sliced by the host's per-turn budget (runtime/turn.ts, given as `gate`): an
+// event published to 200 subscribers is queued for all of them at once (cheap, and the drop
+// accounting stays exact), but each subscriber's sending (an envelope and a frame each, its
+// payload encoded once per publish) asks the budget first; past it, that subscriber's sending
+// is parked and resumed in a later turn, after the work parked before it. Only the sending
+// waits: events are still admitted to the window at once (counted in flight, in an outbox of
+// at most window + 1), so a parked sending causes no drop the window would have avoided, and
+// a subscriber cannot acknowledge what it was not sent yet. Each subscriber's events go out
+// in order. The time a resumed sending takes is charged to the account it was parked under
+// (chain/slices.ts sliceAccount: the publishing module's host_cpu_ms_per_s).
+
+import { performance } from "node:perf_hooks";
+import { sliceAccount } from "../../chain/slices.ts";
+import type { ReadGate } from "../../protocol/channel.ts";
 
 export interface BusEvent {
   seq: number;
@@ -42,6 +57,11 @@ export interface SubscriberOptions {
   queueBytes: number;
 }
 
+export interface EventBusOptions {
+  /** The budget per turn of the loop that sending shares with other work (none: sent at once). */
+  gate?: ReadGate;
+}
+
 export class Subscription {
   readonly types = new Set<string>();
   private queue: BusEvent[] = [];
@@ -56,15 +76,25 @@ export class Subscription {
   private queuedBytes = 0;
   /** An over-the-window event was sent to announce drops; cleared by the next acknowledgement. */
   private noticeOut = false;
+  /** Sending waits for the gate (a later turn): nothing is sent until it resumes. */
+  private parked = false;
+  /** Admitted to the window (in flight) and not yet sent, in order: at most window + 1. */
+  private outbox: BusEvent[] = [];
+  private outHead = 0;
+  /** The seq of the last event sent (acknowledgements beyond it are cut to it). */
+  private lastDelivered = 0;
   /** Total events dropped over this subscription's life. */
   droppedTotal = 0;
   deliveredTotal = 0;
+  /** Times this subscriber's sending was parked for a later turn (tests and metrics). */
+  parkedTotal = 0;
 
   constructor(
     readonly id: string,
     private readonly deliver: Deliver,
     private readonly opts: SubscriberOptions,
     private readonly onClose: (s: Subscription) => void,
+    private readonly gate?: ReadGate,
   ) {}
 
   /** Called by the bus. */
@@ -85,7 +115,7 @@ export class Subscription {
     }
     if (dropped && !this.noticeOut && this.opts.window !== Infinity && this.inFlight >= this.opts.window && this.head < this.queue.length) {
       this.noticeOut = true;
-      this.sendNext();
+      this.admitNext();
     }
     this.pump();
   }
@@ -97,6 +127,8 @@ export class Subscription {
 
   /** The subscriber handled everything up to `seq` (acks are cumulative). */
   ack(seq: number): void {
+    // Only what was sent can be acknowledged: admitted events still waiting for the gate stay in flight.
+    if (seq > this.lastDelivered) seq = this.lastDelivered;
     const before = this.unackedHead;
     while (this.unackedHead < this.unacked.length && this.unacked[this.unackedHead]! <= seq) this.unackedHead++;
     if (this.unackedHead === before) return;
@@ -116,15 +148,59 @@ export class Subscription {
     return this.unacked.length - this.unackedHead;
   }
 
-  private pump(): void {
-    while (!this.closed && this.head < this.queue.length && this.inFlight < this.opts.window) this.sendNext();
+  /**
+   * Admit what the window allows, then send what was admitted while the gate's budget allows;
+   * `resumed`: the gate's turn, when one event goes out whatever the budget. Admission (the
+   * window's accounting) never waits for the gate, so a parked sending causes no drop that the
+   * window would have avoided; only the sending (the envelope and the frame) waits.
+   */
+  private pump(resumed = false): void {
+    let first = resumed;
+    for (;;) {
+      this.admit();
+      if (this.parked || this.closed || this.outHead >= this.outbox.length) break;
+      if (!first && this.gate?.overBudget()) {
+        this.parked = true;
+        this.parkedTotal++;
+        this.gate.park(this.resume);
+        break;
+      }
+      first = false;
+      const ev = this.outbox[this.outHead]!;
+      this.outbox[this.outHead++] = undefined as unknown as BusEvent;
+      this.lastDelivered = ev.seq;
+      this.deliveredTotal++;
+      this.deliver(ev);
+    }
+    if (this.outHead >= this.outbox.length) {
+      this.outbox = [];
+      this.outHead = 0;
+    }
     if (this.head > 1024 && this.head * 2 > this.queue.length) {
       this.queue = this.queue.slice(this.head);
       this.head = 0;
     }
   }
 
-  private sendNext(): void {
+  /**
+   * Queue -> window: a windowed subscriber's events up to its window (so the outbox never holds
+   * more than window + 1); an unwindowed one's one at a time, when the last one was sent (while
+   * its sending is parked, its events wait in the queue, under its limits).
+   */
+  private admit(): void {
+    while (!this.closed && this.head < this.queue.length && this.inFlight < this.opts.window && (this.opts.window !== Infinity || this.outHead >= this.outbox.length)) this.admitNext();
+  }
+
+  /** The gate's turn came: send what the window allows, charging the time to the parker's account. */
+  private readonly resume = (): void => {
+    this.parked = false;
+    const t0 = performance.now();
+    this.pump(true);
+    sliceAccount.getStore()?.(performance.now() - t0);
+  };
+
+  /** The next queued event into the window (counted in flight) and the outbox, to be sent in order. */
+  private admitNext(): void {
     const ev = this.queue[this.head]!;
     this.queue[this.head++] = undefined as unknown as BusEvent;
     this.queuedBytes -= ev.bytes ?? 0;
@@ -134,8 +210,7 @@ export class Subscription {
     }
     // Unwindowed subscribers count as having handled what they were given.
     if (this.opts.window !== Infinity) this.unacked.push(ev.seq);
-    this.deliveredTotal++;
-    this.deliver(ev);
+    this.outbox.push(ev);
   }
 
   close(): void {
@@ -143,6 +218,8 @@ export class Subscription {
     this.closed = true;
     this.queue = [];
     this.head = 0;
+    this.outbox = [];
+    this.outHead = 0;
     this.queuedBytes = 0;
     this.onClose(this);
   }
@@ -152,8 +229,10 @@ export class EventBus {
   private readonly subs = new Set<Subscription>();
   private publishedTotal = 0;
 
+  constructor(private readonly options: EventBusOptions = {}) {}
+
   subscribe(id: string, deliver: Deliver, opts: Partial<SubscriberOptions> = {}): Subscription {
-    const sub = new Subscription(id, deliver, { queueLimit: opts.queueLimit ?? 1024, window: opts.window ?? Infinity, queueBytes: opts.queueBytes ?? Infinity }, (s) => this.subs.delete(s));
+    const sub = new Subscription(id, deliver, { queueLimit: opts.queueLimit ?? 1024, window: opts.window ?? Infinity, queueBytes: opts.queueBytes ?? Infinity }, (s) => this.subs.delete(s), this.options.gate);
     this.subs.add(sub);
     return sub;
   }
