@@ -28,7 +28,6 @@ import { ModhostError } from "./errors.ts";
 import { createChain } from "./chain.ts";
 import { NodeEvents } from "./node-events.ts";
 import type { CoreFacade } from "../chain/bitcoind/facade.ts";
-import { hostTurn } from "../runtime/turn.ts";
 
 export interface HostOptions {
   config: HostConfig;
