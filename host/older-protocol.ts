@@ -9,6 +9,13 @@
 // paid only by modules whose SDK predates it.
 
 import { METHODS } from "../capabilities/families.ts";
+import { splitHexPaths, withRawHex } from "../protocol/raw-hex.ts";
+
+/** Each method's hex paths, split once. */
+const HEX_PATHS = new Map([...METHODS.values()].flatMap((m) => {
+  const paths = splitHexPaths(m.sdk?.hex);
+  return paths ? [[m.name, paths] as const] : [];
+}));
 
 /** The oldest version whose answers are sent as the hub returns them. */
 const BIN_RAW_SERIALISATIONS = 2;
@@ -23,39 +30,12 @@ const olderForms = new WeakMap<object, unknown>();
 /** `result` of `method` as a session that negotiated `version` must receive it. */
 export function answerForVersion(version: number, method: string, result: unknown): unknown {
   if (version >= BIN_RAW_SERIALISATIONS) return result;
-  const paths = METHODS.get(method)?.sdk?.hex;
+  const paths = HEX_PATHS.get(method);
   if (!paths || result === null || typeof result !== "object") return result;
   const frozen = Object.isFrozen(result);
   const known = frozen ? olderForms.get(result) : undefined;
   if (known !== undefined) return known;
-  let out: unknown = result;
-  for (const p of paths) out = hexAt(out, p.split("."), 0);
+  const out = withRawHex(result, paths);
   if (frozen && out !== result) olderForms.set(result, out);
   return out;
 }
-
-/**
- * `value` with the bytes at `path` (keys, "*" for every item of an array) replaced by their hex;
- * copied along the path only where something changed (answers may be frozen and shared), and
- * a copy of a frozen value frozen too.
- */
-function hexAt(value: unknown, path: readonly string[], i: number): unknown {
-  if (i === path.length) return value instanceof Uint8Array ? Buffer.from(value.buffer, value.byteOffset, value.byteLength).toString("hex") : value;
-  if (value === null || typeof value !== "object" || value instanceof Uint8Array) return value;
-  const seg = path[i]!;
-  if (seg === "*") {
-    if (!Array.isArray(value)) return value;
-    let copy: unknown[] | undefined;
-    for (let k = 0; k < value.length; k++) {
-      const v = hexAt(value[k], path, i + 1);
-      if (v !== value[k]) (copy ??= [...value])[k] = v;
-    }
-    return copy ? likeFrozen(value, copy) : value;
-  }
-  if (Array.isArray(value) || !Object.hasOwn(value, seg)) return value;
-  const rec = value as Record<string, unknown>;
-  const v = hexAt(rec[seg], path, i + 1);
-  return v === rec[seg] ? value : likeFrozen(value, { ...rec, [seg]: v });
-}
-
-const likeFrozen = <T extends object>(source: object, copy: T): T => (Object.isFrozen(source) ? Object.freeze(copy) : copy);

@@ -20,6 +20,7 @@ import ivm from "isolated-vm";
 import { ModuleClient } from "../../sdk/node/client.ts";
 import { FrameChannel, MODULE_SIDE } from "../../protocol/channel.ts";
 import { bundleUrl, splitSourceMap, StackMapper } from "./sourcemap.ts";
+import { splitHexPaths, withRawHex } from "../../protocol/raw-hex.ts";
 import type { AnswerEntry, CallEntry, EventEntry, IsolateRuntime, MethodShape } from "./in-isolate/contract.ts";
 import type { LogLevel } from "../../protocol/messages.ts";
 
@@ -234,12 +235,27 @@ const answer = (entry: AnswerEntry) => {
 // Each call's answer comes back through one function, tagged with the call's id (requestEach:
 // no promise and no closure per call); the channel sends the batch's frames in one write.
 const onAnswer = (id: number, err: Error | undefined, value: unknown) => {
+  const hex = hexCalls.get(id);
+  if (hex) hexCalls.delete(id);
   // Only a code and a message cross back: no host stack, no host objects.
   if (err) answer([id, false, (err as { code?: string }).code ?? "internal", err.message || "request failed"]);
-  else answer([id, true, value]);
+  else answer([id, true, hex ? withRawHex(value, hex) : value]);
 };
+// Raw serialisations come as bin and the module is given hex (protocol/raw-hex.ts): made here
+// with Buffer's native hex (a 1000-transaction block's ~3 MB: a few ms), not byte by byte in
+// the isolate (~20-40 ms). The calls whose answers carry them, by id.
+const hexCalls = new Map<number, readonly (readonly string[])[]>();
+let hexPaths: Map<string, readonly (readonly string[])[]> | undefined;
 function callOut(batch: CallEntry[]): void {
-  for (const [id, method, params] of batch) client.requestEach(method, params ?? {}, id, onAnswer);
+  hexPaths ??= new Map(catalogue.flatMap((m) => {
+    const paths = splitHexPaths(m.sdk?.hex);
+    return paths ? [[m.name, paths] as const] : [];
+  }));
+  for (const [id, method, params] of batch) {
+    const hex = hexPaths.get(method);
+    if (hex) hexCalls.set(id, hex);
+    client.requestEach(method, params ?? {}, id, onAnswer);
+  }
 }
 /** The host keeps this much of a log message; sending more only costs bandwidth. */
 const MAX_LOG_CHARS = 8192;

@@ -203,34 +203,9 @@ async function allPages(m: MethodShape & { pages: NonNullable<MethodShape["pages
   }
 }
 
-// Raw serialisations (a block, a transaction) come as binary and are given to the module as
-// hex (docs/protocol.md 6.3): the catalogue names the fields (MethodShape.sdk.hex, paths with
-// "*" for every item of a list). A field that came as hex (a backend that holds only hex) stays.
-const HEX_BYTES = Array.from({ length: 256 }, (_, i) => (i < 16 ? "0" : "") + i.toString(16));
-const toHex = (b: Uint8Array): string => {
-  const parts: string[] = [];
-  for (let at = 0; at < b.length; at += 4096) {
-    let s = "";
-    for (let i = at, end = Math.min(b.length, at + 4096); i < end; i++) s += HEX_BYTES[b[i]!];
-    parts.push(s);
-  }
-  return parts.join("");
-};
-const hexAt = (value: unknown, keys: string[], i: number): void => {
-  if (value === null || typeof value !== "object") return;
-  const key = keys[i]!;
-  if (key === "*") {
-    if (Array.isArray(value)) for (const item of value) hexAt(item, keys, i + 1);
-    return;
-  }
-  const record = value as Record<string, unknown>;
-  if (i < keys.length - 1) hexAt(record[key], keys, i + 1);
-  else if (record[key] instanceof Uint8Array) record[key] = toHex(record[key] as Uint8Array);
-};
-const withHex = (m: MethodShape, value: unknown): unknown => {
-  for (const path of m.sdk?.hex ?? []) hexAt(value, path.split("."), 0);
-  return value;
-};
+// Raw serialisations (a block, a transaction) come as binary on the wire and are given to the
+// module as hex (docs/protocol.md 6.3): the isolate host process makes the hex before the
+// answer enters the isolate (runtime/isolate/worker.ts, protocol/raw-hex.ts).
 
 let nextTransactionId = 1;
 
@@ -398,7 +373,7 @@ function buildCtx(methods: MethodShape[], config: unknown, meta: ModuleMeta): vo
       const via = m.sdk?.via && byName.get(m.sdk.via.method);
       if (via?.pages) return allPages(via as Parameters<typeof allPages>[0], params).then((page) => (page as Page)[m.sdk!.via!.field]);
       const answer = m.pages ? allPages(m as Parameters<typeof allPages>[0], params) : request(m.name, params);
-      return m.sdk?.hex ? answer.then((value) => withHex(m, value)) : answer;
+      return answer;
     };
   }
   const special = specialMethods();
