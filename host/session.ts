@@ -57,8 +57,9 @@ export interface FlowLimits {
    * Bytes sent to the module and not read by it (max_unread_bytes). Each admitted request
    * reserves the most bytes its answer can take (capabilities/answer-bounds.ts) until it is
    * answered, and a request whose reservation does not fit waits: sent-and-unread plus reserved
-   * stays within this, so what waits for the module passes it by at most one answer, one
-   * invocation and its event window (see unreadBound).
+   * stays within this. What waits for the module passes it by at most one answer, one
+   * invocation and the reservations that land after it, and its event window (unreadBound);
+   * answers relayed from other modules reserve but do not wait (docs/security.md, the gap).
    */
   maxUnreadBytes: number;
   /** The module's storage_iter_max_bytes: what bounds a storage_iter answer. */
