@@ -58,8 +58,9 @@ export interface FlowLimits {
    * reserves the most bytes its answer can take (capabilities/answer-bounds.ts) until it is
    * answered, and a request whose reservation does not fit waits: sent-and-unread plus reserved
    * stays within this. What waits for the module passes it by at most one answer, one
-   * invocation and the reservations that land after it, and its event window (unreadBound);
-   * answers relayed from other modules reserve but do not wait (docs/security.md, the gap).
+   * invocation and the reservations that land after it, and its event window (unreadBound).
+   * Answers relayed from other modules reserve but do not wait; they are held to what the
+   * module has not read when they arrive, like invocations (serve()).
    */
   maxUnreadBytes: number;
   /** The module's storage_iter_max_bytes: what bounds a storage_iter answer. */
@@ -139,7 +140,11 @@ interface WaitingRequest {
   refusal?: WireError;
   /** The most bytes its answer can take (capabilities/answer-bounds.ts), reserved while it is served. */
   reserve: number;
-  /** Its answer is another module's (RELAYED_ANSWERS): reserved, but it does not wait for room. */
+  /**
+   * Its answer is another module's (RELAYED_ANSWERS): reserved, but it does not wait for room
+   * (a call chain A -> B -> A would wait for its own reservation); its answer is sent only while
+   * what the module has not read is within max_unread_bytes, else it is refused.
+   */
   relayed?: boolean;
 }
 
@@ -198,7 +203,7 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
   /** Requests served and refused, for health and metrics. */
   readonly stats = { requests: 0, errors: 0, denied: 0 };
   /** Times a request had to wait, by the limit that held it; host CPU time spent serving, in ms. */
-  readonly flowStats = { waitedInFlight: 0, waitedRate: 0, waitedCpu: 0, waitedCongested: 0, timedOut: 0, cpuMs: 0, decodeMs: 0, inputMs: 0, slicedMs: 0, outputMs: 0, outputPaused: 0, invocationsRefused: 0, answersParked: 0, peakInFlight: 0, waitedUnread: 0, peakUnread: 0 };
+  readonly flowStats = { waitedInFlight: 0, waitedRate: 0, waitedCpu: 0, waitedCongested: 0, timedOut: 0, cpuMs: 0, decodeMs: 0, inputMs: 0, slicedMs: 0, outputMs: 0, outputPaused: 0, invocationsRefused: 0, answersParked: 0, peakInFlight: 0, waitedUnread: 0, peakUnread: 0, relayedRefused: 0 };
   private readonly flow: FlowLimits;
   private readonly backlog: WaitingRequest[] = [];
   /** Bytes reserved for the answers of the requests being served (see FlowLimits.maxUnreadBytes). */
@@ -534,7 +539,7 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
       this.replyError(req.id, req.refusal);
       return;
     }
-    void this.serve(req.id, req.method, req.params, req.reserve);
+    void this.serve(req.id, req.method, req.params, req.reserve, req.relayed === true);
   }
 
   /** Serve waiting requests while the share allows; read the socket again once none wait. */
@@ -696,7 +701,7 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
     this.unreadTimer.unref();
   }
 
-  private async serve(id: number, method: string, params: Record<string, unknown>, reserve: number): Promise<void> {
+  private async serve(id: number, method: string, params: Record<string, unknown>, reserve: number, relayed: boolean): Promise<void> {
     this.stats.requests++;
     this.inFlight++;
     this.reserved += reserve;
@@ -728,6 +733,14 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
         if (timedOut || this.state === "closed") return;
         const t1 = performance.now();
         try {
+          // Relayed answers did not wait for room: like invocations, they are held to what the
+          // module has not read (not to its reservations), so that max_requests_in_flight of
+          // them cannot each land a frame past the limit (unreadBound counts one).
+          const unread = this.channel.unsentBytes;
+          if (relayed && unread > this.flow.maxUnreadBytes) {
+            this.flowStats.relayedRefused++;
+            throw new HubError(wireError("quota_exceeded", `${method}: module ${this.opts.module} has not read ${unread} bytes the host sent it, over its limit of ${this.flow.maxUnreadBytes} (max_unread_bytes): the answer was dropped; read what the host sends before calling again, or the operator raises max_unread_bytes in [modules.limits.${this.opts.module}]`));
+          }
           this.sendChecked(undefined, { t: "response", id }, answerForVersion(this.protocol, method, result ?? null), "result", undefined, reserve);
         } catch (err) {
           sendError = err;

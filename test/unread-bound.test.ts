@@ -13,6 +13,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { bundleNodeModule } from "../sdk/node/bundle.ts";
 import { buildModulesDir, startHost, tempDir, writeModule } from "./helpers/host.ts";
+import { inlineModule } from "./helpers/modules.ts";
 import { answerBound, FRAME_SIZED_METHODS, SMALL_ANSWER_BYTES } from "../capabilities/answer-bounds.ts";
 import { METHODS } from "../capabilities/families.ts";
 import { DEFAULT_LIMITS } from "../host/config.ts";
@@ -21,8 +22,8 @@ import { DEFAULT_MAX_FRAME_BYTES } from "../protocol/frame.ts";
 const FIXTURE = fileURLToPath(new URL("./fixtures/unread-pipeline/main.ts", import.meta.url));
 const MiB = 1024 * 1024;
 
-async function writeNative(modulesDir: string, name: string): Promise<void> {
-  const toml = `name = "${name}"\nversion = "0.1.0"\nentry_point = "main.mjs"\nruntime = "native"\ncapabilities = ["read_storage", "write_storage"]\n`;
+async function writeNative(modulesDir: string, name: string, capabilities = ["read_storage", "write_storage"]): Promise<void> {
+  const toml = `name = "${name}"\nversion = "0.1.0"\nentry_point = "main.mjs"\nruntime = "native"\ncapabilities = ${JSON.stringify(capabilities)}\n`;
   const d = await writeModule(modulesDir, name, { toml, files: {} });
   await writeFile(path.join(d, "main.mjs"), await bundleNodeModule(FIXTURE), { mode: 0o755 });
   await chmod(d, 0o755);
@@ -59,6 +60,43 @@ test.serial("a native module pipelining 128 storage_iter requests of ~1 MB answe
   t.is(done.message, "read 128 answers");
   t.deepEqual(done.fields?.["errors"], {}, "no answer was refused (each fitted its reservation)");
   t.is(session.reservedBytes, 0, "every reservation was released");
+});
+
+// Answers relayed from another module (call_module) do not wait for room (a call chain A -> B
+// -> A would wait for its own reservation). Before, each was sent whatever the caller had not
+// read: 64 in flight put 64 answers (up to a frame each) in host memory. Now each is held to
+// what the caller has not read when it arrives, like an invocation.
+test.serial("a native module with 48 call_module requests in flight to a module answering ~1 MB each, not reading: the relayed answers stop at max_unread_bytes (4 MiB) plus one answer, the rest refused naming the limit", async (t) => {
+  t.timeout(120_000);
+  const dir = await tempDir(t);
+  const callee = inlineModule("big-answers", ["register_module_api"], `
+    const answer = "a".repeat(1_000_000);
+    await ctx.modules.registerApi({ big: () => answer });
+    ctx.log.info("api up");
+  `);
+  const modulesDir = await buildModulesDir(dir, []);
+  await writeNative(modulesDir, "caller", ["call_module"]);
+  const limit = 4 * MiB;
+  const requests = 48;
+  const h = await startHost(t, {
+    dir,
+    modules: [],
+    inline: { "big-answers": callee },
+    grants: { caller: ["call_module=big-answers"], "big-answers": ["register_module_api"] },
+    moduleLimits: { caller: { max_unread_bytes: limit, health_interval_ms: 0, restart: "never" } },
+    moduleConfigs: { caller: { requests, pause_ms: 4000, call: { target: "big-answers", method: "big" } } },
+  });
+  await h.waitForLog(/^sent 48 call_module requests, not reading$/, { source: "caller", timeoutMs: 30_000 });
+  const session = h.manager.session("caller")!;
+  const done = await h.waitForLog(/^read \d+ answers$/, { source: "caller", timeoutMs: 60_000 });
+  const peak = session.flowStats.peakUnread;
+  t.log(`peak unread ${(peak / MiB).toFixed(2)} MiB against ${limit / MiB} MiB; relayed answers refused ${session.flowStats.relayedRefused}; errors ${JSON.stringify(done.fields?.["errors"])}`);
+  // One relayed answer may be sent while what waits is just under the limit (+ a frame's header per answer).
+  t.true(peak <= limit + 1_100_000 + 4 * requests, `at most ${peak} bytes waited for the module`);
+  t.true(peak > limit / 2, "the answers did pile up to near the limit (the module really did not read)");
+  t.is(done.message, `read ${requests} answers`, "every request was answered, with the answer or an error");
+  const errors = done.fields?.["errors"] as Record<string, number>;
+  t.true((errors["quota_exceeded"] ?? 0) > 0 && session.flowStats.relayedRefused === errors["quota_exceeded"], "the answers past the limit were refused with quota_exceeded");
 });
 
 test("every method the answer bounds name a whole frame for is in the catalogue", (t) => {
