@@ -30,6 +30,7 @@ export interface CoreRpcOptions {
 
 /** Core's JSON-RPC error codes that this backend acts on (src/rpc/protocol.h). */
 export const RPC_CODES = {
+  INVALID_REQUEST: -32600,
   METHOD_NOT_FOUND: -32601,
   MISC_ERROR: -1,
   INVALID_ADDRESS_OR_KEY: -5,
