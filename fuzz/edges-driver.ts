@@ -9,7 +9,7 @@
 // the input itself (base64), and `--seed S --only I` replays it.
 //
 //   npm run fuzz:edges -- [--iterations N] [--seed S] [--only I] [target ...]
-//   (targets: config-toml manifest-toml registry-index jsonrpc-body http-response; default all)
+//   (targets: config-toml manifest-toml registry-index jsonrpc-body core-facade-body http-response; default all)
 
 import { Worker } from "node:worker_threads";
 import { fileURLToPath } from "node:url";
@@ -57,7 +57,7 @@ export interface FuzzOptions {
   maxFindings?: number;
 }
 
-export const TARGETS = ["config-toml", "manifest-toml", "registry-index", "jsonrpc-body", "http-response"] as const;
+export const TARGETS = ["config-toml", "manifest-toml", "registry-index", "jsonrpc-body", "core-facade-body", "http-response"] as const;
 
 // ---------------------------------------------------------------------------------------
 // Deterministic mutation

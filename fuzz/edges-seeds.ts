@@ -1,5 +1,7 @@
-// Seed inputs for the edges fuzz targets: files from the repository and the examples in the docs.
+// Seed inputs for the edges fuzz targets (files from the repository and the examples in the
+// docs), and the raw HTTP client the targets behind a server share.
 
+import net from "node:net";
 import { readdir, readFile } from "node:fs/promises";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -28,4 +30,24 @@ export async function filesNamed(dirs: string[], name: string): Promise<Uint8Arr
   };
   for (const d of dirs) await walk(path.join(ROOT, d));
   return out;
+}
+
+/** POST `body` to 127.0.0.1:`port` on a fresh connection with this Authorization; the status and body text. */
+export function postRaw(port: number, authorization: string, body: Uint8Array): Promise<{ status: number; text: string }> {
+  return new Promise((resolve, reject) => {
+    const s = net.connect(port, "127.0.0.1");
+    const chunks: Buffer[] = [];
+    s.on("connect", () => {
+      s.write(`POST / HTTP/1.1\r\nHost: x\r\nAuthorization: ${authorization}\r\nConnection: close\r\nContent-Length: ${body.length}\r\n\r\n`);
+      s.end(body);
+    });
+    s.on("data", (d: Buffer) => chunks.push(d));
+    s.on("error", reject);
+    s.on("close", () => {
+      const text = Buffer.concat(chunks).toString("utf8");
+      const m = /^HTTP\/1\.1 (\d{3}) /.exec(text);
+      if (!m) return reject(new Error(`no HTTP answer: ${JSON.stringify(text.slice(0, 200))}`));
+      resolve({ status: Number(m[1]), text: text.slice(text.indexOf("\r\n\r\n") + 4) });
+    });
+  });
 }

@@ -2,14 +2,13 @@
 // before parsing) and through the real RpcServer on loopback (every answer a well-formed
 // JSON-RPC response or 204/413, never a 500 or an error in the server's log).
 
-import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { mkdtemp, rm } from "node:fs/promises";
 import { basicHeader, COOKIE_USER, RpcAuth } from "../host/rpc/auth.ts";
 import { DEFAULT_RPC_LIMITS, parseJsonRpcBody, RPC_ERRORS, RpcError, RpcServer } from "../host/rpc/server.ts";
 import type { EdgesTarget } from "./edges-driver.ts";
-import { codeBlocks } from "./edges-seeds.ts";
+import { codeBlocks, postRaw } from "./edges-seeds.ts";
 
 let server: RpcServer | undefined;
 let port = 0;
@@ -17,26 +16,6 @@ let auth = "";
 let dir = "";
 const errors: string[] = [];
 const CODES = new Set<number>(Object.values(RPC_ERRORS));
-
-/** POST `body` on a fresh connection; the status and body text. */
-function post(body: Uint8Array): Promise<{ status: number; text: string }> {
-  return new Promise((resolve, reject) => {
-    const s = net.connect(port, "127.0.0.1");
-    const chunks: Buffer[] = [];
-    s.on("connect", () => {
-      s.write(`POST / HTTP/1.1\r\nHost: x\r\nAuthorization: ${auth}\r\nConnection: close\r\nContent-Length: ${body.length}\r\n\r\n`);
-      s.end(body);
-    });
-    s.on("data", (d: Buffer) => chunks.push(d));
-    s.on("error", reject);
-    s.on("close", () => {
-      const text = Buffer.concat(chunks).toString("utf8");
-      const m = /^HTTP\/1\.1 (\d{3}) /.exec(text);
-      if (!m) return reject(new Error(`no HTTP answer: ${JSON.stringify(text.slice(0, 200))}`));
-      resolve({ status: Number(m[1]), text: text.slice(text.indexOf("\r\n\r\n") + 4) });
-    });
-  });
-}
 
 function checkResponse(r: unknown): void {
   const o = r as { jsonrpc?: unknown; result?: unknown; error?: { code?: unknown; message?: unknown } };
@@ -78,7 +57,7 @@ const target: EdgesTarget = {
   async run(input) {
     const parsed = parseJsonRpcBody(input, DEFAULT_RPC_LIMITS); // must not throw
     if (!parsed.ok && !CODES.has(parsed.code)) throw new Error(`unknown code ${parsed.code}`);
-    const r = await post(input);
+    const r = await postRaw(port, auth, input);
     if (errors.length) throw new Error(`the server logged an error: ${errors.splice(0).join("; ")}`);
     if (r.status === 204) return;
     if (r.status !== 200 && r.status !== 413) throw new Error(`HTTP ${r.status}: ${r.text.slice(0, 200)}`);

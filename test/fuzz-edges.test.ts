@@ -11,6 +11,7 @@ const ITERATIONS: Record<(typeof TARGETS)[number], number> = {
   "manifest-toml": 400,
   "registry-index": 400,
   "jsonrpc-body": 300,
+  "core-facade-body": 300,
   "http-response": 200,
 };
 
