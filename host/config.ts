@@ -182,7 +182,7 @@ function chainSchema(base: string) {
     rpc_password: orNull(doc(str(), "", { hidden: true })),
     zmq_sequence: orNull(doc(ZMQ_ENDPOINT(), "bitcoind: the node's `zmqpubsequence` endpoint, e.g. `\"tcp://127.0.0.1:28332\"`; without it modhost polls", { shown: "none" })),
     poll_interval_ms: v.optional(doc(int(), "bitcoind: how often the best block is checked as a safety net", { shown: "`0` (= 1000 without ZMQ, 30000 with)" }), 0),
-    core_rpc_bind: orNull(doc(checked(coreRpcBindProblem), "embedded: also serve the chain over Bitcoin Core's RPC on this loopback `\"HOST:PORT\"` (cookie in `core-rpc.cookie` beside the RPC cookie), for ordinary Bitcoin tools; a request body holds at most 32 MiB, a batch at most 10,000 calls", { shown: "none" })),
+    core_rpc_bind: orNull(doc(checked(coreRpcBindProblem), "embedded: also serve the chain over Bitcoin Core's RPC on this loopback `\"HOST:PORT\"` (cookie in `core-rpc.cookie` beside the RPC cookie), for ordinary Bitcoin tools; a request body holds at most 32 MiB and at most 64 JSON values (`,` `[` `{`) per call of the largest batch, a batch at most 10,000 calls (413 past either)", { shown: "none" })),
     core_zmq_bind: orNull(doc(ZMQ_ENDPOINT(), "embedded: and publish Core's ZMQ topics (`hashblock`, `rawblock`, `hashtx`, `rawtx`, `sequence`) here", { shown: "none" })),
     block_interval_seconds: v.optional(doc(int(), "mine a block this often (0 = never); for demos and development"), 0),
     transactions_per_block: v.optional(doc(int(), "fee-paying transactions added to the mempool before each mined block"), 3),
@@ -281,13 +281,17 @@ const HOOK_POINT_SCHEMA = table({
 
 const HOOKS_SCHEMA = table(Object.fromEntries(HOOK_POINT_NAMES.map((p) => [p, v.optional(HOOK_POINT_SCHEMA)])) as Record<(typeof HOOK_POINT_NAMES)[number], v.OptionalSchema<typeof HOOK_POINT_SCHEMA, undefined>>);
 
+function storageSchema(base: string) {
+  return table({ dir: v.optional(doc(pathString(base), "where modules' storage lives (one LevelDB database per module)"), "data/storage") });
+}
+
 /** The whole of modhost.toml; paths resolved against `base`, the config file's directory. */
 function configSchema(base: string) {
   return table({
     host: v.optional(hostSchema(base), {}),
     chain: v.optional(chainSchema(base), {}),
     modules: v.optional(modulesSchema(base), {}),
-    storage: v.optional(table({ dir: v.optional(doc(pathString(base), "where modules' storage lives (one LevelDB database)"), "data/storage") }), {}),
+    storage: v.optional(storageSchema(base), {}),
     rpc: v.optional(rpcSchema(base), {}),
     trust: v.optional(TRUST_SCHEMA, {}),
     registry: v.optional(registrySchema(base), {}),
@@ -295,9 +299,12 @@ function configSchema(base: string) {
   });
 }
 
-/** The sections' schemas, for the operator guide's tables (host/config-docs.ts). */
+/** The sections' schemas, for the operator guide's tables (host/config-docs.ts) and test/docs.test.ts's check that the guide names every key. */
 export function sectionSchemas(base: string) {
-  return { host: hostSchema(base), chain: chainSchema(base), modules: modulesSchema(base), rpc: rpcSchema(base), hooks: HOOK_POINT_SCHEMA, limits: DEFAULT_LIMITS_SCHEMA, registry: registrySchema(base) };
+  return {
+    host: hostSchema(base), chain: chainSchema(base), modules: modulesSchema(base), storage: storageSchema(base), rpc: rpcSchema(base),
+    trust: TRUST_SCHEMA, registry: registrySchema(base), hooks: HOOK_POINT_SCHEMA, limits: DEFAULT_LIMITS_SCHEMA,
+  };
 }
 
 // ---------------------------------------------------------------------------------------
