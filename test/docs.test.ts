@@ -146,3 +146,14 @@ test("fuzz/README.md names every file of fuzz/ and every target of both drivers"
   for (const f of files) t.true(readme.includes(`\`${f}\``), f);
   for (const target of EDGES_TARGETS) t.true(readme.includes(`\`${target}\``), target);
 });
+
+test("the protocol's error table has exactly the error codes of protocol/messages.ts", async (t) => {
+  const source = await read("protocol/messages.ts");
+  const union = source.slice(source.indexOf("export type ErrorCode ="), source.indexOf(";", source.indexOf("export type ErrorCode =")));
+  const codes = [...union.matchAll(/"([a-z_]+)"/g)].map((m) => m[1]!);
+  t.true(codes.length >= 10);
+  const spec = await read("docs/protocol.md");
+  const table = spec.slice(spec.indexOf("| Error code | Meaning |"), spec.indexOf("\n\n", spec.indexOf("| Error code | Meaning |")));
+  const documented = [...table.matchAll(/^\| `([a-z_]+)` \|/gm)].map((m) => m[1]!);
+  t.deepEqual([...documented].sort(), [...codes].sort());
+});
