@@ -9,6 +9,8 @@ import { COMMANDS, findCommand, GROUPS } from "../host/cli-table.ts";
 import { RPC_ERRORS } from "../host/rpc/server.ts";
 import { HOST_RPC_METHODS } from "../host/services/rpc.ts";
 import { TARGETS as EDGES_TARGETS } from "../fuzz/edges-driver.ts";
+import { configTables } from "../host/config-docs.ts";
+import { DEFAULT_MAX_PAYLOAD_BYTES, HOOK_POINT_NAMES, HOOK_POINTS } from "../capabilities/hooks.ts";
 
 for (const [file, make] of Object.entries(GENERATED_DOCS)) {
   test(`${file} matches the catalogue (regenerate with: node bin/modhost.js docs --write)`, async (t) => {
@@ -156,4 +158,17 @@ test("the protocol's error table has exactly the error codes of protocol/message
   const table = spec.slice(spec.indexOf("| Error code | Meaning |"), spec.indexOf("\n\n", spec.indexOf("| Error code | Meaning |")));
   const documented = [...table.matchAll(/^\| `([a-z_]+)` \|/gm)].map((m) => m[1]!);
   t.deepEqual([...documented].sort(), [...codes].sort());
+});
+
+test("the [hooks.POINT] table's per-point defaults are the hook points' own (capabilities/hooks.ts)", (t) => {
+  const table = configTables().hooks ?? "";
+  const row = (key: string) => table.split("\n").find((l) => l.startsWith(`| \`${key}\``))!;
+  const points = HOOK_POINT_NAMES.map((name) => HOOK_POINTS[name]);
+  t.true(row("timeout_ms").includes(`per point: ${points.map((p) => p.timeoutMs).join(", ")} |`));
+  const failure = row("failure");
+  for (const policy of ["open", "closed"] as const) {
+    const names = points.filter((p) => p.failure === policy).map((p) => `\`${p.name}\``).join(" and ");
+    t.true(failure.includes(`\`${policy}\` for ${names}`), `${policy}: ${names}`);
+  }
+  t.true(row("max_payload_bytes").includes(`| ${DEFAULT_MAX_PAYLOAD_BYTES} |`));
 });
