@@ -53,7 +53,7 @@ const read = (file: string) => readFile(new URL(`../${file}`, import.meta.url), 
 /** The hand-written docs this file holds to the code (security.md and architecture.md have checks of their own). */
 const AUTHORED_DOCS = [
   "README.md", "docs/operator-guide.md", "docs/module-guide.md", "docs/protocol.md", "docs/signing.md",
-  "fuzz/README.md", "templates/ts/README.md", "templates/rust/README.md", "sdk/rust/README.md",
+  "fuzz/README.md", "templates/ts/README.md", "templates/rust/README.md", "sdk/rust/README.md", "sdk/node/README.md",
 ];
 
 type AnySchema = { type: string; wrapped?: AnySchema; entries?: Record<string, AnySchema>; value?: AnySchema };
