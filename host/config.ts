@@ -182,7 +182,7 @@ function chainSchema(base: string) {
     rpc_password: orNull(doc(str(), "", { hidden: true })),
     zmq_sequence: orNull(doc(ZMQ_ENDPOINT(), "bitcoind: the node's `zmqpubsequence` endpoint, e.g. `\"tcp://127.0.0.1:28332\"`; without it modhost polls", { shown: "none" })),
     poll_interval_ms: v.optional(doc(int(), "bitcoind: how often the best block is checked as a safety net", { shown: "`0` (= 1000 without ZMQ, 30000 with)" }), 0),
-    core_rpc_bind: orNull(doc(checked(coreRpcBindProblem), "embedded: also serve the chain over Bitcoin Core's RPC on this loopback `\"HOST:PORT\"` (cookie in `core-rpc.cookie` beside the RPC cookie), for ordinary Bitcoin tools; a request body holds at most 32 MiB and at most 64 JSON values (`,` `[` `{`) per call of the largest batch, a batch at most 10,000 calls (413 past either)", { shown: "none" })),
+    core_rpc_bind: orNull(doc(checked(coreRpcBindProblem), "embedded: also serve the chain over Bitcoin Core's RPC on this loopback `\"HOST:PORT\"` (cookie in `core-rpc.cookie` beside the RPC cookie), for ordinary Bitcoin tools; a request body holds at most 32 MiB and 640,000 JSON values (`,` `[` `{` counted before parsing: 64 per call of the largest batch), a batch at most 10,000 calls (413 past either)", { shown: "none" })),
     core_zmq_bind: orNull(doc(ZMQ_ENDPOINT(), "embedded: and publish Core's ZMQ topics (`hashblock`, `rawblock`, `hashtx`, `rawtx`, `sequence`) here", { shown: "none" })),
     block_interval_seconds: v.optional(doc(int(), "mine a block this often (0 = never); for demos and development"), 0),
     transactions_per_block: v.optional(doc(int(), "fee-paying transactions added to the mempool before each mined block"), 3),
