@@ -75,7 +75,7 @@ export const COMMANDS: readonly CommandSpec[] = [
     options: [{ name: "lang", type: "string", value: "ts|rust", help: "the module's language (default ts)" }, { name: "dir", type: "string", value: "DIR", help: "where to write it (default ./NAME)" }] },
   { name: "test", group: "host", args: "[FILE...]", summary: "run a module's tests (node:test, with the modhost/testing harness) in the current directory",
     options: [{ name: "no-build", type: "boolean", help: "do not run build.sh first (Rust modules)" }] },
-  { name: "docs", group: "host", maxArgs: 0, summary: "print docs/permissions.md and docs/events.md (--write: regenerate them, the SDKs' generated files and the operator guide's tables)",
+  { name: "docs", group: "host", maxArgs: 0, summary: "print what is generated from the code (docs/permissions.md, docs/events.md, the SDKs' typed methods); --write: write them and the operator guide's tables",
     options: [{ name: "write", type: "boolean", help: "write the files instead of printing them" }] },
   { name: "bitcoind-config", group: "host", maxArgs: 0,
     summary: "print bitcoin.conf lines for a least-authority RPC user for modhost and the matching [chain] table",
