@@ -37,6 +37,7 @@ export function configTables(): Record<string, string> {
     hooks: keyTable(s.hooks),
     limits: keyTable(s.limits),
     rpc: keyTable(s.rpc),
+    registry: keyTable(s.registry),
   };
 }
 

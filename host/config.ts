@@ -54,24 +54,24 @@ function limit<S extends Schema>(schema: S, dflt: v.InferOutput<S>, description:
 const LIMIT_FIELDS = {
   memory_mb: limit(int({ min: 8 }), 128, "heap limit of a TypeScript module's isolate (min 8); beyond it the isolate is stopped"),
   cpu_time_ms: limit(int({ min: 1 }), 1000, "longest a module may run without yielding (start, one event handler, a continuation); beyond it the isolate is stopped"),
-  start_timeout_ms: limit(int({ min: 1 }), 10_000, "time to finish the handshake and start-up"),
+  start_timeout_ms: limit(int({ min: 1 }), 10_000, "time from the process's start to `ready` (a TypeScript module's `start()` resolved, a native module's `ready` message); past it the start fails, naming this key, and counts as a failure (restart policy, quarantine)"),
   stop_timeout_ms: limit(int(), 5000, "time to stop after the shutdown request, before SIGTERM (and then SIGKILL)"),
-  storage_max_bytes: limit(int(), 64 * MiB, "storage quota: bytes of keys and values", "64 MiB"),
-  storage_max_keys: limit(int(), 1_000_000, "storage quota: number of keys"),
-  storage_max_trees: limit(int(), 64, "storage quota: number of trees"),
+  storage_max_bytes: limit(int(), 64 * MiB, "storage quota: bytes of keys and values; a write past it fails with `quota_exceeded` and writes nothing", "64 MiB"),
+  storage_max_keys: limit(int(), 1_000_000, "storage quota: number of keys (as `storage_max_bytes`)"),
+  storage_max_trees: limit(int(), 64, "storage quota: number of trees (as `storage_max_bytes`)"),
   restart: limit(oneOf(RESTART_POLICIES), "on-failure", "after a crash: `never`, `on-failure` (not after a clean exit), `always`"),
-  max_restarts: limit(int(), 5, "give up after this many restarts within `restart_window_ms`"),
+  max_restarts: limit(int(), 5, "give up after this many restarts within `restart_window_ms`: the module is then `failed` and stays stopped"),
   restart_window_ms: limit(int({ min: 1 }), 60_000, "the window for `max_restarts`"),
   event_queue: limit(int({ min: 1 }), 1024, "events queued for a slow module before the oldest are dropped (the module is told how many it missed)"),
   kill_timeout_ms: limit(int({ min: 1 }), 2000, "after SIGTERM, how long before SIGKILL"),
   health_interval_ms: limit(int(), 10_000, "how often the host asks a running module whether it is healthy (0 = never)"),
   health_timeout_ms: limit(int({ min: 1 }), 5000, "a module that does not answer a health check within this is killed (and restarted per policy)"),
   important: limit(bool(), false, "if this module fails for good (crashed and not restarted, or quarantined while the host runs), stop the host with a non-zero exit"),
-  address_space_mb: limit(int(), DEFAULT_SANDBOX_LIMITS.address_space_mb, "`RLIMIT_AS` per process (0 = none); an isolate host gets at least 2048 + 3 × `memory_mb` (V8 reserves ~1.6 GB up front)"),
-  open_files: limit(int(), DEFAULT_SANDBOX_LIMITS.open_files, "`RLIMIT_NOFILE` (an isolate host: at least 128)"),
-  processes: limit(int(), DEFAULT_SANDBOX_LIMITS.processes, "processes and threads of the module (`RLIMIT_NPROC` under its own uid, and its cgroup's `pids.max`; an isolate host has about 13 threads and gets at least 64)"),
-  cpu_seconds: limit(int(), DEFAULT_SANDBOX_LIMITS.cpu_seconds, "CPU seconds per process over its whole life (0 = none; for short-lived work)"),
-  file_size_mb: limit(int(), DEFAULT_SANDBOX_LIMITS.file_size_mb, "largest file it may write (`RLIMIT_FSIZE`)"),
+  address_space_mb: limit(int(), DEFAULT_SANDBOX_LIMITS.address_space_mb, "`RLIMIT_AS` per process (0 = none); an isolate host gets at least 2048 + 3 × `memory_mb` (V8 reserves ~1.6 GB up front); past it the kernel refuses the allocation, which most programs (Node, Rust) end on"),
+  open_files: limit(int(), DEFAULT_SANDBOX_LIMITS.open_files, "`RLIMIT_NOFILE` (an isolate host: at least 128); past it the kernel refuses to open more (`EMFILE`)"),
+  processes: limit(int(), DEFAULT_SANDBOX_LIMITS.processes, "processes and threads of the module (`RLIMIT_NPROC` under its own uid, and its cgroup's `pids.max`; an isolate host has about 13 threads and gets at least 64); past it the kernel refuses to start another (`EAGAIN`)"),
+  cpu_seconds: limit(int(), DEFAULT_SANDBOX_LIMITS.cpu_seconds, "CPU seconds per process over its whole life (0 = none; for short-lived work); past it the kernel ends the process (`SIGXCPU`, and `SIGKILL` one CPU second later)"),
+  file_size_mb: limit(int(), DEFAULT_SANDBOX_LIMITS.file_size_mb, "largest file it may write (`RLIMIT_FSIZE`); past it the kernel sends `SIGXFSZ`, which ends the process unless it ignores the signal (then the write fails with `EFBIG`)"),
   handler_timeout_ms: limit(int({ min: 1 }), 120_000, "longest one handler of a TypeScript module (an event handler, an RPC, module API, timer, CLI or provider call) may take; after it the caller gets a `timeout` error (an event handler is logged and the next events are delivered). Callers usually have shorter deadlines of their own (a module call at most 60 s, a timer run 30 s); this one is the backstop, and what keeps a stuck event handler from stalling the module's events"),
   log_bytes_per_second: limit(int({ min: 1024 }), 32 * 1024, "bytes per second the module may add to the host log: its log messages, stdout, stderr and the host's lines about its denials (min 1024; bursts of 4 s worth, at least 64 KiB); the rest is dropped and counted"),
   audit_bytes_per_second: limit(int({ min: 1024 }), 16 * 1024, "bytes per second of audit records the module may cause: its denials and audited actions (min 1024; bursts of 4 s worth, at least 64 KiB); the rest are counted in `summary` records"),
@@ -84,9 +84,9 @@ const LIMIT_FIELDS = {
   requests_per_second: limit(int({ min: 1 }), 2000, "requests admitted per second (a burst of one second's worth); further ones wait"),
   host_cpu_ms_per_s: limit(int({ min: 1, max: 1000 }), 250, "host CPU time (ms per second, 1-1000) spent serving the module's requests and handling what it sends (dispatch, answer encoding, work done in slices after the request's first turn such as a submitted block's checks, the decoding of frames of 4 KiB or more, each chunk read from its socket, such as small log lines and acks, measured); over it, its requests wait and its socket is not read. The reading of its stdout and stderr has a bucket of its own of the same size: over it, only its output pipes are not read"),
   request_timeout_ms: limit(int({ min: 1 }), 30_000, "longest the host works on one request before answering `timeout`"),
-  max_subscriptions: limit(int({ min: 1 }), 64, "event types the module may be subscribed to at once"),
+  max_subscriptions: limit(int({ min: 1 }), 64, "event types the module may be subscribed to at once; a subscription past it fails with `quota_exceeded`"),
   max_unread_bytes: limit(int({ min: MiB }), 32 * MiB, "answers, events and host calls (invocations) sent but not read by the module, plus what its requests being served may still answer (min 1 MiB): each request reserves its answer's largest size (a frame for blocks, transactions, files; see security.md) and waits while that does not fit; while what it has not read is over it, a host call to it (a JSON-RPC call of its method, say) is refused at once naming this key, and a module over it for 5 s is disconnected (`goodbye` says why). Raise it to pipeline more large answers (blocks: this ÷ `max_frame_bytes` at a time)", "32 MiB"),
-  event_window: limit(int({ min: 1 }), 64, "events sent and not yet acknowledged (one more when drops begin, to say so at once)"),
+  event_window: limit(int({ min: 1 }), 64, "events sent and not yet acknowledged (one more when drops begin, to say so at once); further events wait in `event_queue`"),
   event_queue_bytes: limit(int({ min: MiB }), 8 * MiB, "bytes of event payloads queued for a slow module (min 1 MiB; a module event's payload may be 64 KiB); past it the oldest are dropped and counted like those over `event_queue`", "8 MiB"),
   storage_iter_max_bytes: limit(int({ min: 1024 }), MiB, "keys and values one `storage_iter` reads; a wider range is refused unless paged (`paged: true`, then follow `cursor`)", "1 MiB"),
   storage_io_concurrency: limit(int({ min: 1 }), 2, "the module's LevelDB operations running at once; the rest wait in its own queue (libuv's 4 threads are shared by all modules)"),
@@ -182,7 +182,7 @@ function chainSchema(base: string) {
     rpc_password: orNull(doc(str(), "", { hidden: true })),
     zmq_sequence: orNull(doc(ZMQ_ENDPOINT(), "bitcoind: the node's `zmqpubsequence` endpoint, e.g. `\"tcp://127.0.0.1:28332\"`; without it modhost polls", { shown: "none" })),
     poll_interval_ms: v.optional(doc(int(), "bitcoind: how often the best block is checked as a safety net", { shown: "`0` (= 1000 without ZMQ, 30000 with)" }), 0),
-    core_rpc_bind: orNull(doc(checked(coreRpcBindProblem), "embedded: also serve the chain over Bitcoin Core's RPC on this loopback `\"HOST:PORT\"` (cookie in `core-rpc.cookie` beside the RPC cookie), for ordinary Bitcoin tools; a request body holds at most 32 MiB, a batch at most 10,000 calls", { shown: "none" })),
+    core_rpc_bind: orNull(doc(checked(coreRpcBindProblem), "embedded: also serve the chain over Bitcoin Core's RPC on this loopback `\"HOST:PORT\"` (cookie in `core-rpc.cookie` beside the RPC cookie), for ordinary Bitcoin tools; a request body holds at most 32 MiB and 640,000 JSON values (`,` `[` `{` counted before parsing: 64 per call of the largest batch), a batch at most 10,000 calls (413 past either)", { shown: "none" })),
     core_zmq_bind: orNull(doc(ZMQ_ENDPOINT(), "embedded: and publish Core's ZMQ topics (`hashblock`, `rawblock`, `hashtx`, `rawtx`, `sequence`) here", { shown: "none" })),
     block_interval_seconds: v.optional(doc(int(), "mine a block this often (0 = never); for demos and development"), 0),
     transactions_per_block: v.optional(doc(int(), "fee-paying transactions added to the mempool before each mined block"), 3),
@@ -281,13 +281,17 @@ const HOOK_POINT_SCHEMA = table({
 
 const HOOKS_SCHEMA = table(Object.fromEntries(HOOK_POINT_NAMES.map((p) => [p, v.optional(HOOK_POINT_SCHEMA)])) as Record<(typeof HOOK_POINT_NAMES)[number], v.OptionalSchema<typeof HOOK_POINT_SCHEMA, undefined>>);
 
+function storageSchema(base: string) {
+  return table({ dir: v.optional(doc(pathString(base), "where modules' storage lives (one LevelDB database per module)"), "data/storage") });
+}
+
 /** The whole of modhost.toml; paths resolved against `base`, the config file's directory. */
 function configSchema(base: string) {
   return table({
     host: v.optional(hostSchema(base), {}),
     chain: v.optional(chainSchema(base), {}),
     modules: v.optional(modulesSchema(base), {}),
-    storage: v.optional(table({ dir: v.optional(doc(pathString(base), "where modules' storage lives (one LevelDB database)"), "data/storage") }), {}),
+    storage: v.optional(storageSchema(base), {}),
     rpc: v.optional(rpcSchema(base), {}),
     trust: v.optional(TRUST_SCHEMA, {}),
     registry: v.optional(registrySchema(base), {}),
@@ -295,9 +299,12 @@ function configSchema(base: string) {
   });
 }
 
-/** The sections' schemas, for the operator guide's tables (host/config-docs.ts). */
+/** The sections' schemas, for the operator guide's tables (host/config-docs.ts) and test/docs.test.ts's check that the guide names every key. */
 export function sectionSchemas(base: string) {
-  return { host: hostSchema(base), chain: chainSchema(base), modules: modulesSchema(base), rpc: rpcSchema(base), hooks: HOOK_POINT_SCHEMA, limits: DEFAULT_LIMITS_SCHEMA, registry: registrySchema(base) };
+  return {
+    host: hostSchema(base), chain: chainSchema(base), modules: modulesSchema(base), storage: storageSchema(base), rpc: rpcSchema(base),
+    trust: TRUST_SCHEMA, registry: registrySchema(base), hooks: HOOK_POINT_SCHEMA, limits: DEFAULT_LIMITS_SCHEMA,
+  };
 }
 
 // ---------------------------------------------------------------------------------------

@@ -393,6 +393,15 @@ test("modhost sign keeps other maintainers' valid signatures, replaces its own, 
   t.is(stripSections("a = 1\n[binary]\nhash = 1\n# next\n[x]\nb = 2\n[signatures]\nq = 1\n"), "a = 1\n# next\n[x]\nb = 2\n");
 });
 
+test("signing again leaves one copy of the comment modhost sign writes above [binary] (each signing added one)", async (t) => {
+  const alice = newKey("alice");
+  const dir = await writeTsModule(path.join(await tempDir(t), "m"), { name: "m" });
+  for (let i = 0; i < 3; i++) await signModule(dir, alice);
+  const text = await readFile(path.join(dir, "module.toml"), "utf8");
+  t.is(text.match(/^# Written by modhost sign/gm)?.length, 1, text);
+  t.is(text.match(/^\[binary\]$/gm)?.length, 1);
+});
+
 // ---------------------------------------------------------------------------------------
 // The host: load, reload, restart
 

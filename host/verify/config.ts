@@ -147,15 +147,15 @@ export function registrySchema(base: string) {
           checked((url) => (isHttpUrl(url) ? undefined : { message: `"${url}" is not an http(s) URL`, hint: 'write the base URL of the registry, e.g. "https://modules.example.org/"' })),
           v.transform((url) => (url.endsWith("/") ? url : `${url}/`)),
         ),
-        "base URL of the registry (`index.json`, `index.sig` and `blobs/` under it)",
+        "base URL of the registry (`index.json`, `index.sig` and `blobs/` under it); without it `modhost search`, `install` and `update` have nowhere to look",
         { shown: "none" },
       ),
     ),
-    keys: v.optional(doc(keyList(), "the keys that sign the registry's index"), []),
-    threshold: v.optional(doc(threshold(), "distinct index signatures needed"), 1),
-    cache_dir: v.optional(doc(pathString(base), "content-addressed cache of downloaded blobs"), "data/registry/blobs"),
-    state_file: v.optional(doc(pathString(base), "the highest index version seen (rollback protection)"), "data/registry/state.json"),
-    discover_minutes: v.optional(doc(int({ min: 0, max: 7 * 24 * 60 }), "how often a running host looks at the registry to announce new modules and versions (`ModuleDiscovered`); 0: never"), 0),
+    keys: v.optional(doc(keyList(), "the public keys that sign the registry's index (64 or 66 hex, as for `[trust]`); required with `url`"), []),
+    threshold: v.optional(doc(threshold(), "distinct keys of `keys` whose signatures of the index are needed (1 to the number of keys)"), 1),
+    cache_dir: v.optional(doc(pathString(base), "verified downloads, named by their SHA-256; relative to the config file"), "data/registry/blobs"),
+    state_file: v.optional(doc(pathString(base), "the highest index version seen per registry URL: an older index is refused (rollback protection)"), "data/registry/state.json"),
+    discover_minutes: v.optional(doc(int({ min: 0, max: 7 * 24 * 60 }), "minutes between a running host's looks at the registry to announce new modules and versions (`ModuleDiscovered`); 0 to 10080, 0: never"), 0),
   });
 }
 

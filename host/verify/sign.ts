@@ -47,6 +47,8 @@ export function stripSections(text: string, names = SECTIONS): string {
   for (const line of lines) {
     const name = headerName(line);
     if (name !== undefined) {
+      // The comment sign wrote above [binary] goes with it (kept, every signing added one more).
+      if (!removing && names.includes(name) && out.slice(-SIGN_COMMENT.length).join("\n") === SIGN_COMMENT.join("\n")) out.length -= SIGN_COMMENT.length;
       if (removing) {
         // Comments right before the next header belong to it.
         let keep = removed.length;
@@ -67,8 +69,11 @@ function tomlString(s: string): string {
   return JSON.stringify(s);
 }
 
+/** The comment `modhost sign` writes above [binary]; stripSections removes it with the sections. */
+const SIGN_COMMENT = ["# Written by modhost sign: the hash of what runs, and maintainer signatures over the", "# canonical manifest (docs/signing.md). Edit anything else and sign again."];
+
 function renderSections(binary: Record<string, unknown>, signatures: MaintainerSignature[], threshold: string | undefined): string {
-  const lines = ["", "# Written by modhost sign: the hash of what runs, and maintainer signatures over the", "# canonical manifest (docs/signing.md). Edit anything else and sign again.", "[binary]"];
+  const lines = ["", ...SIGN_COMMENT, "[binary]"];
   lines.push(`hash = ${tomlString(String(binary["hash"]))}`);
   if (binary["size"] !== undefined) lines.push(`size = ${Number(binary["size"])}`);
   if (typeof binary["download_url"] === "string") lines.push(`download_url = ${tomlString(binary["download_url"])}`);
