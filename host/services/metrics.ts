@@ -28,7 +28,7 @@ export const MAX_SERIES = 1000;
  * and 256-character values: ~6,300 characters a series, 10.5 MiB of host heap for one module
  * (test/hostile-maxed.test.ts). 256 Ki characters is 260 a series at MAX_SERIES.
  */
-export const MAX_SERIES_TEXT_CHARS = 256 * 1024;
+const MAX_SERIES_TEXT_CHARS = 256 * 1024;
 /** Most observations in one report. */
 export const MAX_OBSERVATIONS_PER_REPORT = 1000;
 /**

@@ -26,7 +26,7 @@ const TIMER_INVOKE_TIMEOUT_MS = 30_000;
 /** A due task whose module is not running yet (still starting) is retried this often. */
 const NOT_RUNNING_RETRY_MS = 50;
 /** At most one line about a module's failed timer runs per this interval (the rest are counted in it). */
-export const FAILURE_LOG_WINDOW_MS = 10_000;
+const FAILURE_LOG_WINDOW_MS = 10_000;
 
 export interface TimerServiceOptions {
   /** The connection of a running module, or undefined. */
