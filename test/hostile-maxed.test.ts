@@ -1,15 +1,20 @@
-// Host memory per module with every per-module limit at its maximum at once (issue #8): a
-// TypeScript probe subscribes to 64 event types of long names, opens 64 trees, registers 256
+// Host memory per module with every per-module limit at its maximum at once (issue #8), in both
+// runtimes: a TypeScript probe (through ctx) and a native one (test/fixtures/hostile-maxed,
+// through the wire methods) each subscribes to 64 event types of long names, opens 64 trees, registers 256
 // JSON-RPC methods with 1 KiB descriptions, a CLI spec of 64 commands, a module API of 256
 // methods, 256 timers, the most metric series its labels allow, and keeps 64 module calls in
 // flight to a module that never answers them. The host's heap (after a full garbage
 // collection) is measured before and after, and again once the probe is reloaded (all of it is
 // forgotten with its process): the growth must be bounded and small, and given back.
 
+import { chmod, writeFile } from "node:fs/promises";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
 import v8 from "node:v8";
 import vm from "node:vm";
 import test from "ava";
-import { buildModulesDir, sleep, startHost, tempDir, GOOD_GRANTS } from "./helpers/host.ts";
+import { bundleNodeModule } from "../sdk/node/bundle.ts";
+import { buildModulesDir, sleep, startHost, tempDir, writeModule, GOOD_GRANTS } from "./helpers/host.ts";
 import { callApi, inlineModule } from "./helpers/modules.ts";
 import { call } from "./helpers/rpc.ts";
 
@@ -62,30 +67,40 @@ const SINK = inlineModule("t-sink", ["register_module_api"], `
   await ctx.modules.registerApi({ hang: () => { held++; return new Promise(() => {}); }, held: () => held });
 `);
 
-test("a TypeScript module with every per-module limit at its maximum at once (64 subscriptions, 64 trees, 256 RPC methods, a 64-command CLI spec, 256 API methods, 256 timers, its metric series, 64 calls in flight) grows the host's heap by a bounded amount, given back when it is reloaded; the canary gets every block, RPC answers", async (t) => {
+const NATIVE = fileURLToPath(new URL("./fixtures/hostile-maxed/main.ts", import.meta.url));
+
+// One at a time: both measure this process's heap.
+for (const probe of ["t-max", "n-max"] as const) {
+test.serial(`${probe === "t-max" ? "a TypeScript" : "a native"} module with every per-module limit at its maximum at once (64 subscriptions, 64 trees, 256 RPC methods, a 64-command CLI spec, 256 API methods, 256 timers, its metric series, 64 calls in flight) grows the host's heap by a bounded amount, given back when it is reloaded; the canary gets every block, RPC answers`, async (t) => {
   t.timeout(300_000);
   const dir = await tempDir(t);
-  await buildModulesDir(dir, ["good"], { "t-max": MAXED, "t-sink": SINK });
+  const modulesDir = await buildModulesDir(dir, ["good"], { ...(probe === "t-max" ? { "t-max": MAXED } : {}), "t-sink": SINK });
+  if (probe === "n-max") {
+    const toml = `name = "n-max"\nversion = "0.1.0"\nentry_point = "main.mjs"\nruntime = "native"\ncapabilities = [${MAX_CAPS.map((c) => JSON.stringify(c)).join(", ")}]\n`;
+    const d = await writeModule(modulesDir, "n-max", { toml, files: {} });
+    await writeFile(path.join(d, "main.mjs"), await bundleNodeModule(NATIVE), { mode: 0o755 });
+    await chmod(d, 0o755);
+  }
   const h = await startHost(t, {
     dir, modules: [],
-    grants: { good: GOOD_GRANTS, "t-max": [...MAX_CAPS.filter((c) => c !== "call_module"), "call_module=t-sink"], "t-sink": ["register_module_api"] },
-    moduleLimits: { "t-max": { handler_timeout_ms: 120_000, storage_max_trees: 64 } },
+    grants: { good: GOOD_GRANTS, [probe]: [...MAX_CAPS.filter((c) => c !== "call_module"), "call_module=t-sink"], "t-sink": ["register_module_api"] },
+    moduleLimits: { [probe]: { handler_timeout_ms: 120_000, storage_max_trees: 64 } },
   });
-  for (const m of ["good", "t-max", "t-sink"]) await h.waitForState(m, "running", 30_000);
+  for (const m of ["good", probe, "t-sink"]) await h.waitForState(m, "running", 30_000);
   const mb = (n: number) => (n / 1024 / 1024).toFixed(2);
   /** Max everything, check the canary and RPC meanwhile, reload the probe: the heap at each step. */
   const round = async () => {
     const before = await heapUsed();
     const held = await callApi<number>(h, "t-sink", "held");
-    const counts = await callApi<Record<string, number | string>>(h, "t-max", "go", { skip: (process.env.SKIP ?? "").split(",") }, 120_000);
+    const counts = await callApi<Record<string, number | string>>(h, probe, "go", { skip: (process.env.SKIP ?? "").split(",") }, 120_000);
     if (!process.env.SKIP?.includes("in flight")) await h.waitFor(async () => (await callApi<number>(h, "t-sink", "held")) >= held + 64, 30_000, "the sink to hold 64 more calls");
     const maxed = await heapUsed();
     const mark = h.mark();
     const height = await h.mine(1);
     await h.waitForLog(new RegExp(`^stored block ${height}$`), { source: "good", since: mark, timeoutMs: 5000 });
     t.truthy(await Promise.race([call(h, "list").then(() => true, () => false), sleep(5000).then(() => false)]), "RPC answered within 5 s");
-    await h.manager.reload("t-max");
-    await h.waitForState("t-max", "running", 30_000);
+    await h.manager.reload(probe);
+    await h.waitForState(probe, "running", 30_000);
     const after = await heapUsed();
     return { counts, before, maxed, after };
   };
@@ -104,3 +119,4 @@ test("a TypeScript module with every per-module limit at its maximum at once (64
   t.true(r.maxed - r.before < 6 * 1024 * 1024, `a maxed module grows the host heap by less than 6 MiB (${mb(r.maxed - r.before)} MiB)`);
   t.true(r.after - r.before < 1.5 * 1024 * 1024, `what it held is given back when it is reloaded (${mb(r.after - r.before)} MiB left)`);
 });
+}
