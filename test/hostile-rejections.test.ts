@@ -90,3 +90,55 @@ test("a module's unhandled promise rejections (after an await, in a flood, in ev
   await h.waitForLog(/^unhandled promise rejection: /, { source: "t-rejects", since: mark, timeoutMs: 10_000 });
   t.pass();
 });
+
+const TRAPS = inlineModule("t-text", ["subscribe_events", "register_rpc_endpoint"], `
+  const allTraps = new Proxy({}, Object.fromEntries(["get", "getPrototypeOf", "ownKeys", "getOwnPropertyDescriptor", "has"].map((k) => [k, () => { throw new Error("trap " + k + " threw"); }])));
+  const stackThrows = new Error("stack getter");
+  Object.defineProperty(stackThrows, "stack", { get() { throw new Error("stack threw"); } });
+  const values: Record<string, unknown> = {
+    errorWithThrowingStack: stackThrows,
+    toJsonAndToPrimitiveThrow: { toJSON() { throw new Error("toJSON threw"); }, [Symbol.toPrimitive]() { throw new Error("toPrimitive threw"); } },
+    nullPrototypeToJsonThrows: Object.assign(Object.create(null), { toJSON() { throw new Error("toJSON threw"); } }),
+    proxyAllTrapsThrow: allTraps,
+  };
+  const outcomes: Record<string, string> = {};
+  for (const [k, v] of Object.entries(values)) {
+    try { ctx.log.info(v as any); ctx.log.info("fields " + k, { v }); outcomes[k] = "ok"; } catch (e: any) { outcomes[k] = "threw"; }
+  }
+  ctx.log.info("text report", outcomes);
+  const thrownMessageThrows = { get message() { throw new Error("message threw"); }, get code() { throw new Error("code threw"); } };
+  await ctx.rpc.register("throwsTrapped", "throws a value whose message and code getters throw", () => { throw thrownMessageThrows; });
+  await ctx.rpc.register("throwsProxy", "throws a proxy whose every trap throws", () => { throw allTraps; });
+  let events = 0;
+  ctx.events.on("NewBlock", () => { events++; if (events % 2) throw allTraps; ctx.log.info("event " + events); });
+`);
+
+test("values whose every way to text throws (a stack getter, toJSON and Symbol.toPrimitive, a null prototype, a proxy whose traps throw), logged, thrown by JSON-RPC and event handlers: ctx.log never throws, callers get module_error, nothing is taken for an unhandled rejection, later events arrive; the canary gets every block", async (t) => {
+  t.timeout(120_000);
+  const dir = await tempDir(t);
+  await buildModulesDir(dir, ["good"], { "t-text": TRAPS });
+  const h = await startHost(t, {
+    dir, modules: [],
+    grants: { good: GOOD_GRANTS, "t-text": ["subscribe_events", "register_rpc_endpoint"] },
+  });
+  await h.waitForState("good", "running", 30_000);
+  await h.waitForState("t-text", "running", 30_000);
+  const report = (await h.waitForLog(/^text report$/, { source: "t-text", timeoutMs: 30_000 })).fields as Record<string, string>;
+  t.deepEqual(report, { errorWithThrowingStack: "ok", toJsonAndToPrimitiveThrow: "ok", nullPrototypeToJsonThrows: "ok", proxyAllTrapsThrow: "ok" }, "ctx.log never throws");
+  for (const m of ["throwsTrapped", "throwsProxy"]) {
+    const a = await post(h, { jsonrpc: "2.0", id: 1, method: `t-text.${m}`, params: {} });
+    t.is(a.json?.error?.data?.code, "module_error", `${m}: module_error`);
+    t.regex(String(a.json?.error?.message), /cannot be shown as text/, `${m}: the caller is told the value could not be shown`);
+  }
+  let late = 0;
+  for (let i = 0; i < 4; i++) {
+    const mark = h.mark();
+    const height = await h.mine(1);
+    if (!(await h.waitForLog(new RegExp(`^stored block ${height}$`), { source: "good", since: mark, timeoutMs: 5000 }).then(() => true, () => false))) late++;
+  }
+  t.is(late, 0, "the canary stored every block within 5 s");
+  await h.waitForLog(/^event 4$/, { source: "t-text", timeoutMs: 10_000 });
+  t.truthy(h.logsOf("t-text").find((r) => /^event handler for NewBlock failed: \(a value that cannot be shown as text/.test(r.message)), "a handler's throw is logged as what could be said of it");
+  t.is(h.logsOf("t-text").filter((r) => r.message.startsWith("unhandled promise rejection")).length, 0, "no throw was taken for an unhandled rejection");
+  t.is(h.status("t-text")?.state, "running");
+});
