@@ -177,7 +177,7 @@ test("no timer callback is lost: 1000 setTimeout calls of 0-20 ms in rounds of 2
   t.is(timerService(h).stats("sleeper").active, 0, "every task ran and freed its slot");
 });
 
-test("256 timers whose runs never answer wake the host once per run, not at every 50 ms tick; 256 timers failing at every tick are said in at most one log line per 10 s; the canary gets every block meanwhile", async (t) => {
+test("256 timers whose runs never answer wake the host once per run, not at every 50 ms tick; 256 timers failing at every tick are said in at most one log line per 10 s, and sending their runs is charged to the module's host_cpu_ms_per_s; the canary gets every block meanwhile", async (t) => {
   t.timeout(120_000);
   const caps = ["manage_timers"];
   const h = await startHost(t, {
@@ -212,6 +212,9 @@ test("256 timers whose runs never answer wake the host once per run, not at ever
   const lines = h.logsOf("failing", mark).filter((r) => /^timer \d+ failed: |more timer runs failed/.test(r.message));
   t.true(lines.length <= 2, `at most one line per 10 s about failed runs (${lines.length}: ${lines.map((r) => r.message).join(" | ").slice(0, 500)})`);
   await h.waitForLog(/^\d+ more timer runs failed in 10 s \(at most one line about them is written per 10 s\); the last: timer \d+: .*fails/, { source: "failing", since: mark, timeoutMs: 15_000 });
+  const charged = h.manager.session("failing")!.flowStats;
+  t.log(`failing: ${charged.timerMs.toFixed(1)} ms of host CPU sending its timer runs, charged to host_cpu_ms_per_s (${charged.cpuMs.toFixed(1)} ms in all)`);
+  t.true(charged.timerMs > 0 && charged.cpuMs >= charged.timerMs, "sending its timer runs was charged to the module's host CPU share");
   t.is(h.mustStatus("stuck").state, "running");
   t.is(h.mustStatus("failing").state, "running");
 });
