@@ -6,6 +6,7 @@
 import test from "ava";
 import { GOOD_GRANTS, sleep, startHost } from "./helpers/host.ts";
 import { REPORT, callApi, hubCall, hubError, inlineModule, timerService } from "./helpers/modules.ts";
+import { call } from "./helpers/rpc.ts";
 import { ModuleStore } from "../storage/store.ts";
 import { MAX_TIMERS_PER_MODULE } from "../host/services/timers.ts";
 
@@ -177,7 +178,7 @@ test("no timer callback is lost: 1000 setTimeout calls of 0-20 ms in rounds of 2
   t.is(timerService(h).stats("sleeper").active, 0, "every task ran and freed its slot");
 });
 
-test("256 timers whose runs never answer wake the host once per run, not at every 50 ms tick; 256 timers failing at every tick are said in at most one log line per 10 s, and sending their runs is charged to the module's host_cpu_ms_per_s; the canary gets every block meanwhile", async (t) => {
+test("256 timers whose runs never answer wake the host once per run, not at every 50 ms tick; 256 timers failing at every tick are said in at most one log line per 10 s, and sending their runs is charged to the module's host_cpu_ms_per_s; the canary gets every block, RPC answers, both restart", async (t) => {
   t.timeout(120_000);
   const caps = ["manage_timers"];
   const h = await startHost(t, {
@@ -194,12 +195,15 @@ test("256 timers whose runs never answer wake the host once per run, not at ever
   const before = { stuck: timers.stats("stuck"), failing: timers.stats("failing") };
   const t0 = Date.now();
   let late = 0;
+  let unanswered = 0;
   for (let i = 0; i < 3; i++) {
     const m = h.mark();
     const height = await h.mine(1);
     if (!(await h.waitForLog(new RegExp(`^stored block ${height}$`), { source: "good", since: m, timeoutMs: 5000 }).then(() => true, () => false))) late++;
+    if (!(await Promise.race([call(h, "list").then(() => true, () => false), sleep(5000).then(() => false)]))) unanswered++;
     await sleep(1000);
   }
+  t.is(unanswered, 0, "the host answered every RPC call within 5 s");
   const seconds = (Date.now() - t0) / 1000;
   const stuck = timers.stats("stuck");
   const failing = timers.stats("failing");
@@ -215,6 +219,9 @@ test("256 timers whose runs never answer wake the host once per run, not at ever
   const charged = h.manager.session("failing")!.flowStats;
   t.log(`failing: ${charged.timerMs.toFixed(1)} ms of host CPU sending its timer runs, charged to host_cpu_ms_per_s (${charged.cpuMs.toFixed(1)} ms in all)`);
   t.true(charged.timerMs > 0 && charged.cpuMs >= charged.timerMs, "sending its timer runs was charged to the module's host CPU share");
-  t.is(h.mustStatus("stuck").state, "running");
-  t.is(h.mustStatus("failing").state, "running");
+  for (const m of ["stuck", "failing"]) {
+    await h.manager.reload(m);
+    await h.waitForState(m, "running", 30_000);
+  }
+  t.is(timers.stats("stuck").active + timers.stats("failing").active, 512, "both restarted with their 256 timers again");
 });
