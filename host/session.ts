@@ -203,7 +203,7 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
   /** Requests served and refused, for health and metrics. */
   readonly stats = { requests: 0, errors: 0, denied: 0 };
   /** Times a request had to wait, by the limit that held it; host CPU time spent serving, in ms. */
-  readonly flowStats = { waitedInFlight: 0, waitedRate: 0, waitedCpu: 0, waitedCongested: 0, timedOut: 0, cpuMs: 0, decodeMs: 0, inputMs: 0, slicedMs: 0, outputMs: 0, outputPaused: 0, invocationsRefused: 0, answersParked: 0, peakInFlight: 0, waitedUnread: 0, peakUnread: 0, relayedRefused: 0 };
+  readonly flowStats = { waitedInFlight: 0, waitedRate: 0, waitedCpu: 0, waitedCongested: 0, timedOut: 0, cpuMs: 0, decodeMs: 0, inputMs: 0, slicedMs: 0, outputMs: 0, timerMs: 0, outputPaused: 0, invocationsRefused: 0, answersParked: 0, peakInFlight: 0, waitedUnread: 0, peakUnread: 0, relayedRefused: 0 };
   private readonly flow: FlowLimits;
   private readonly backlog: WaitingRequest[] = [];
   /** Bytes reserved for the answers of the requests being served (see FlowLimits.maxUnreadBytes). */
@@ -834,8 +834,16 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
       const timer = setTimeout(expire, timeoutMs);
       timer.unref();
       this.pending.set(id, { resolve, reject, timer });
+      // A timer's run is the module's own work (it asked for it, at up to 20 a second for each
+      // of 256 timers): its sending is charged to host_cpu_ms_per_s, as its answer's reading is.
+      const t0 = kind === "timer" ? performance.now() : 0;
       try {
         this.channel.send({ t: "invocation", id, kind, params });
+        if (t0) {
+          const ms = performance.now() - t0;
+          this.flowStats.timerMs += ms;
+          this.charge(ms);
+        }
       } catch (err) {
         // Params the module protocol cannot carry (a "__proto__" key or too deep from a JSON-RPC
         // client, more than a frame): the caller's error, said at once, not an internal error

@@ -73,14 +73,28 @@ export interface ChannelOptions {
   limits?: Readonly<BodyLimits>;
   /** Limits on the bodies sent, those the peer receives with (default: `limits`). */
   sendLimits?: Readonly<BodyLimits>;
+  /**
+   * Longest a frame may take to arrive once its first bytes have (none: no limit). Past it,
+   * while this side has been reading, the channel is closed with a FramingError naming it.
+   */
+  frameDeadlineMs?: number;
 }
+
+/**
+ * How long the host waits for the rest of a frame a module has begun (HOST_SIDE): a module
+ * that sends a header announcing 16 MiB and the body but its last byte, or drips it a byte a
+ * second, held that much host memory for as long as it liked; now for at most this long, then
+ * its channel is closed as a framing error (it restarts per its policy). A whole frame of the
+ * maximum size crosses a Unix socket in milliseconds.
+ */
+export const FRAME_DEADLINE_MS = 30_000;
 
 /**
  * The two ends' limits: they differ only in max_total_string_bytes, which bounds the strings
  * of what a module sends (what they cost the host's shared loop to decode), not of what the
  * host sends (codec.ts HOST_BODY_LIMITS).
  */
-export const HOST_SIDE: Readonly<ChannelOptions> = Object.freeze({ limits: DEFAULT_BODY_LIMITS, sendLimits: HOST_BODY_LIMITS });
+export const HOST_SIDE: Readonly<ChannelOptions> = Object.freeze({ limits: DEFAULT_BODY_LIMITS, sendLimits: HOST_BODY_LIMITS, frameDeadlineMs: FRAME_DEADLINE_MS });
 export const MODULE_SIDE: Readonly<ChannelOptions> = Object.freeze({ limits: HOST_BODY_LIMITS, sendLimits: DEFAULT_BODY_LIMITS });
 
 export class FrameChannel extends EventEmitter<ChannelEvents> {
@@ -99,6 +113,17 @@ export class FrameChannel extends EventEmitter<ChannelEvents> {
   private parked: Array<Buffer | Buffer[]> | undefined;
   /** The receiver asked not to read (pauseReading); the gate may pause the socket too. */
   private readPaused = false;
+  private readonly frameDeadlineMs: number | undefined;
+  /** The frame deadline's timer, while a frame is incomplete (see watchFrame). */
+  private frameTimer: NodeJS.Timeout | undefined;
+  /** Frames received whole, and how many there were when the timer was armed. */
+  private framesWhole = 0;
+  private framesAtArm = 0;
+  /** Since when this side has not been reading (pauseReading, or input parked for the gate); 0 while it reads. */
+  private pausedAt = 0;
+  /** Milliseconds this side has not been reading, in all, and that total when the timer was armed. */
+  private pausedMs = 0;
+  private pausedAtArm = 0;
   private readonly flushNow = () => {
     this.flushScheduled = false;
     this.flush();
@@ -115,6 +140,7 @@ export class FrameChannel extends EventEmitter<ChannelEvents> {
     this.sendLimits = opts.sendLimits ?? this.limits;
     this.decoder = new FrameDecoder(this.maxFrameBytes);
     this.gate = opts.gate;
+    this.frameDeadlineMs = opts.frameDeadlineMs;
     socket.on("data", (chunk: Buffer) => this.onData(chunk));
     socket.on("error", (err) => this.finish(err));
     // What was read before the end is handled before it (a goodbye written just before exiting).
@@ -147,6 +173,7 @@ export class FrameChannel extends EventEmitter<ChannelEvents> {
   /** Wait for the gate with `items` (chunks, or the frames of a chunk not yet handled) and the socket paused. */
   private park(items: Array<Buffer | Buffer[]>): void {
     this.parked = items;
+    if (this.pausedAt === 0) this.pausedAt = Date.now();
     this.socket.pause();
     this.gate!.park(this.unpark);
   }
@@ -169,7 +196,15 @@ export class FrameChannel extends EventEmitter<ChannelEvents> {
       }
     }
     if (!this.closed && !this.readPaused && !this.parked) this.socket.resume();
+    this.readingAgain();
   };
+
+  /** This side reads again unless it still waits (pauseReading or parked): the time it did not counts for no frame. */
+  private readingAgain(): void {
+    if (this.pausedAt === 0 || this.readPaused || this.parked) return;
+    this.pausedMs += Date.now() - this.pausedAt;
+    this.pausedAt = 0;
+  }
 
   /** Parked input handled now, whatever the budget (the stream ends). */
   private handleParked(): void {
@@ -221,6 +256,8 @@ export class FrameChannel extends EventEmitter<ChannelEvents> {
         this.close(err as Error);
         return undefined;
       }
+      this.framesWhole += bodies.length;
+      if (this.frameDeadlineMs !== undefined) this.watchFrame();
     }
     for (let i = 0; i < bodies.length; i++) {
       if (this.closed) return undefined;
@@ -240,6 +277,44 @@ export class FrameChannel extends EventEmitter<ChannelEvents> {
     }
     // Frames before a bad length prefix were delivered above; now the stream is lost.
     if (this.decoder.error && !this.closed) this.close(this.decoder.error);
+  }
+
+  /**
+   * The frame deadline: armed when input ends inside a frame, let go when none is incomplete.
+   * When it fires, a frame that was incomplete then and is still (no whole frame since) has had
+   * frameDeadlineMs, less the time this side did not read (its own flow control: the rest may
+   * be waiting in the socket), for which it waits again, with a second more.
+   */
+  private watchFrame(): void {
+    if (this.decoder.buffered === 0) {
+      clearTimeout(this.frameTimer);
+      this.frameTimer = undefined;
+      return;
+    }
+    if (this.frameTimer) return;
+    this.framesAtArm = this.framesWhole;
+    this.pausedAtArm = this.pausedMs;
+    this.armFrameTimer(this.frameDeadlineMs!);
+  }
+
+  private armFrameTimer(delayMs: number): void {
+    this.frameTimer = setTimeout(() => {
+      this.frameTimer = undefined;
+      if (this.closed || this.decoder.buffered === 0) return;
+      if (this.framesWhole !== this.framesAtArm) {
+        this.watchFrame(); // another frame: its own deadline
+        return;
+      }
+      const paused = this.pausedMs - this.pausedAtArm + (this.pausedAt ? Date.now() - this.pausedAt : 0);
+      if (paused > 0) {
+        this.pausedAtArm = this.pausedMs + (this.pausedAt ? Date.now() - this.pausedAt : 0);
+        this.armFrameTimer(paused + 1000);
+        return;
+      }
+      const deadline = this.frameDeadlineMs!;
+      this.close(new FramingError(`a frame begun over ${deadline} ms ago is still incomplete (${this.decoder.buffered} of its ${this.decoder.expected} bytes arrived): a frame must arrive whole within ${deadline} ms of its first bytes while the host reads (a fixed limit of the host); the connection is closed`));
+    }, delayMs);
+    this.frameTimer.unref();
   }
 
   /**
@@ -368,6 +443,7 @@ export class FrameChannel extends EventEmitter<ChannelEvents> {
    */
   pauseReading(): void {
     this.readPaused = true;
+    if (this.pausedAt === 0) this.pausedAt = Date.now();
     if (!this.closed) this.socket.pause();
   }
 
@@ -375,11 +451,13 @@ export class FrameChannel extends EventEmitter<ChannelEvents> {
   resumeReading(): void {
     this.readPaused = false;
     if (!this.closed && !this.parked) this.socket.resume();
+    this.readingAgain();
   }
 
   private finish(error?: Error): void {
     if (this.closed) return;
     this.closed = true;
+    clearTimeout(this.frameTimer);
     this.emit("close", error);
   }
 }

@@ -103,4 +103,9 @@ export class FrameDecoder {
   get buffered(): number {
     return this.pendingBytes;
   }
+
+  /** Bytes (header included) the frame being received needs before it is whole; 0 when none is. */
+  get expected(): number {
+    return this.pendingBytes > 0 ? Math.max(this.needed, 4) : 0;
+  }
 }

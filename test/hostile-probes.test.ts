@@ -19,6 +19,7 @@ import { call, post } from "./helpers/rpc.ts";
 import { DEFAULT_LIMITS } from "../host/config.ts";
 import { EventBus, type BusEvent } from "../host/events/bus.ts";
 import { FrameDecoder } from "../protocol/frame.ts";
+import { FRAME_DEADLINE_MS } from "../protocol/channel.ts";
 import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
 
@@ -223,6 +224,32 @@ test.serial("60 KiB events published as fast as allowed to subscribers that neve
     t.true(s.pending < DEFAULT_LIMITS.event_queue, `${sink}'s queue was held by its bytes, not by event_queue`);
   }
   await restartsAll(t, h, ["ts-pub", "ts-sink", "n-pub", "n-sink", "n-sink2"]);
+});
+
+test.serial("four native modules each announcing a 16 MiB frame, sending all but its last 64 KiB and then a byte a second (slowloris on their own sockets): each channel is closed within the frame deadline (30 s) naming it, the canary keeps up, RPC answers, they restart", async (t) => {
+  t.timeout(240_000);
+  const dir = await tempDir(t);
+  const modulesDir = await buildModulesDir(dir, ["good"]);
+  const DRIPS = ["drip-1", "drip-2", "drip-3", "drip-4"];
+  for (const d of DRIPS) await writeNative(modulesDir, d, ["read_chain_state"]);
+  const h = await startHost(t, {
+    dir,
+    modules: [],
+    grants: { good: GOOD_GRANTS, ...Object.fromEntries(DRIPS.map((d) => [d, ["read_chain_state"]])) },
+    moduleLimits: Object.fromEntries(DRIPS.map((d) => [d, { quarantine_after: 0, max_restarts: 10 }])),
+    moduleConfigs: Object.fromEntries(DRIPS.map((d) => [d, { mode: "drip", duration_ms: 120_000 }])),
+  });
+  await h.waitForState("good", "running", 30_000);
+  for (const d of DRIPS) await h.waitForState(d, "running", 30_000);
+  const started = Date.now();
+  // Before the deadline each held its ~16 MiB of frame in the host for as long as it liked.
+  await underAttack(t, h, 6);
+  for (const d of DRIPS) {
+    const crash = await h.waitForLog(new RegExp(`^${d} crashed: .*still incomplete .*within ${FRAME_DEADLINE_MS} ms of its first bytes`), { source: "host", timeoutMs: FRAME_DEADLINE_MS + 60_000 });
+    t.log(`${d}: ${crash.message.slice(0, 300)} (${((crash.time - started) / 1000).toFixed(1)} s after it started)`);
+  }
+  for (const d of DRIPS) await h.waitFor(() => (h.status(d)?.restarts ?? 0) >= 1 && h.status(d)?.state === "running", 30_000, `${d} to restart`);
+  await underAttack(t, h, 2);
 });
 
 test("event queue bytes: past queueBytes the oldest queued events are dropped and counted in the next one's missed; the newest is always kept", (t) => {

@@ -187,6 +187,52 @@ test("a frame above the negotiated maximum closes the connection; one at the max
   t.regex(s.closeError?.message ?? "", /65 bytes exceeds the maximum of 64/);
 });
 
+test("frame deadline: a frame begun and not finished within frameDeadlineMs closes the channel naming it; frames that each arrive in time, however slowly the stream goes, and time this side did not read do not count", async (t) => {
+  // Generous against a loaded machine: a stalled loop runs due timers before it reads.
+  const DEADLINE = 1000;
+  const open = async () => {
+    const { host, module } = await socketPair(t);
+    module.on("error", () => {});
+    const channel = new FrameChannel(host, { frameDeadlineMs: DEADLINE });
+    const messages: unknown[] = [];
+    channel.on("message", (m) => messages.push(m));
+    const closed = new Promise<Error | undefined>((r) => channel.once("close", r));
+    t.teardown(() => channel.close());
+    return { channel, module, messages, closed };
+  };
+  // A header announcing 1000 bytes and 10 of them: closed after the deadline, saying why.
+  const a = await open();
+  const head = Buffer.alloc(4);
+  head.writeUInt32BE(1000, 0);
+  const t0 = Date.now();
+  a.module.write(Buffer.concat([head, Buffer.alloc(10, 0xc0)]));
+  const err = await a.closed;
+  t.true(err instanceof FramingError);
+  t.regex(err?.message ?? "", /^a frame begun over 1000 ms ago is still incomplete \(14 of its 1004 bytes arrived\): a frame must arrive whole within 1000 ms/);
+  t.true(Date.now() - t0 >= DEADLINE, "not before the deadline");
+  // Whole frames, each split across writes and each done within the deadline, for ~2 deadlines.
+  const b = await open();
+  const frame = encodeFrame(encodeBody({ t: "ack", seq: 1 }));
+  for (let i = 0; i < 9; i++) {
+    b.module.write(frame.subarray(0, 3));
+    await sleep(DEADLINE / 5);
+    b.module.write(frame.subarray(3));
+  }
+  await waitFor(() => b.messages.length === 9, 5000, "the nine frames");
+  t.false(b.channel.isClosed, "frames that each arrived in time keep the channel open");
+  // A frame left incomplete while this side does not read: the time not reading does not count.
+  const c = await open();
+  c.module.write(frame.subarray(0, 3));
+  await sleep(DEADLINE / 5);
+  c.channel.pauseReading();
+  await sleep(DEADLINE * 3);
+  c.module.write(frame.subarray(3));
+  c.channel.resumeReading();
+  await waitFor(() => c.messages.length === 1, 5000, "the frame written while the channel did not read");
+  await sleep(DEADLINE * 2);
+  t.false(c.channel.isClosed, "still open: the frame was whole once the channel read again");
+});
+
 test("invalid vector invalid_messagepack: answered id 0 invalid_message, and the connection still works", async (t) => {
   const { peer, session } = await openSession(t, { grants: ["read_chain_state"] });
   peer.sendHex(invalid("invalid_messagepack"));

@@ -4,8 +4,9 @@
 // cancel another's timers, and timers die with their module.
 
 import test from "ava";
-import { sleep, startHost } from "./helpers/host.ts";
+import { GOOD_GRANTS, sleep, startHost } from "./helpers/host.ts";
 import { REPORT, callApi, hubCall, hubError, inlineModule, timerService } from "./helpers/modules.ts";
+import { call } from "./helpers/rpc.ts";
 import { ModuleStore } from "../storage/store.ts";
 import { MAX_TIMERS_PER_MODULE } from "../host/services/timers.ts";
 
@@ -175,4 +176,52 @@ test("no timer callback is lost: 1000 setTimeout calls of 0-20 ms in rounds of 2
   }
   t.is(await callApi<number>(h, "sleeper", "sequence", { n: 100 }, 15_000), 100);
   t.is(timerService(h).stats("sleeper").active, 0, "every task ran and freed its slot");
+});
+
+test("256 timers whose runs never answer wake the host once per run, not at every 50 ms tick; 256 timers failing at every tick are said in at most one log line per 10 s, and sending their runs is charged to the module's host_cpu_ms_per_s; the canary gets every block, RPC answers, both restart", async (t) => {
+  t.timeout(120_000);
+  const caps = ["manage_timers"];
+  const h = await startHost(t, {
+    modules: ["good"],
+    inline: {
+      stuck: inlineModule("stuck", caps, `for (let i = 0; i < 256; i++) await ctx.timers.every(0.05, () => new Promise(() => {}));`),
+      failing: inlineModule("failing", caps, `for (let i = 0; i < 256; i++) await ctx.timers.every(0.05, () => { throw new Error("run " + i + " fails"); });`),
+    },
+    grants: { stuck: caps, failing: caps, good: GOOD_GRANTS },
+  });
+  const timers = timerService(h);
+  await h.waitFor(() => timers.stats("stuck").active === 256 && timers.stats("failing").active === 256, 30_000, "both modules' 256 timers");
+  const mark = h.mark();
+  const before = { stuck: timers.stats("stuck"), failing: timers.stats("failing") };
+  const t0 = Date.now();
+  let late = 0;
+  let unanswered = 0;
+  for (let i = 0; i < 3; i++) {
+    const m = h.mark();
+    const height = await h.mine(1);
+    if (!(await h.waitForLog(new RegExp(`^stored block ${height}$`), { source: "good", since: m, timeoutMs: 5000 }).then(() => true, () => false))) late++;
+    if (!(await Promise.race([call(h, "list").then(() => true, () => false), sleep(5000).then(() => false)]))) unanswered++;
+    await sleep(1000);
+  }
+  t.is(unanswered, 0, "the host answered every RPC call within 5 s");
+  const seconds = (Date.now() - t0) / 1000;
+  const stuck = timers.stats("stuck");
+  const failing = timers.stats("failing");
+  t.log(`in ${seconds.toFixed(1)} s: stuck woke the host ${stuck.wakeups - before.stuck.wakeups} times (skipped ${stuck.skipped - before.stuck.skipped} ticks); failing ran ${failing.fired - before.failing.fired} times, ${failing.failed - before.failing.failed} failed`);
+  t.is(late, 0, "the canary stored every block within 5 s");
+  // Each stuck run waits for the 30 s invocation timeout: at most the 256 first runs in this window.
+  t.true(stuck.wakeups - before.stuck.wakeups <= 256, `stuck timers woke the host ${stuck.wakeups - before.stuck.wakeups} times`);
+  t.true(stuck.skipped === before.stuck.skipped, "the ticks a stuck run passes are counted when it ends, not one wake-up each");
+  t.true(failing.failed - before.failing.failed > 256, "the failing timers did fail, again and again");
+  const lines = h.logsOf("failing", mark).filter((r) => /^timer \d+ failed: |more timer runs failed/.test(r.message));
+  t.true(lines.length <= 2, `at most one line per 10 s about failed runs (${lines.length}: ${lines.map((r) => r.message).join(" | ").slice(0, 500)})`);
+  await h.waitForLog(/^\d+ more timer runs failed in 10 s \(at most one line about them is written per 10 s\); the last: timer \d+: .*fails/, { source: "failing", since: mark, timeoutMs: 15_000 });
+  const charged = h.manager.session("failing")!.flowStats;
+  t.log(`failing: ${charged.timerMs.toFixed(1)} ms of host CPU sending its timer runs, charged to host_cpu_ms_per_s (${charged.cpuMs.toFixed(1)} ms in all)`);
+  t.true(charged.timerMs > 0 && charged.cpuMs >= charged.timerMs, "sending its timer runs was charged to the module's host CPU share");
+  for (const m of ["stuck", "failing"]) {
+    await h.manager.reload(m);
+    await h.waitForState(m, "running", 30_000);
+  }
+  t.is(timers.stats("stuck").active + timers.stats("failing").active, 512, "both restarted with their 256 timers again");
 });

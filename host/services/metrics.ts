@@ -5,7 +5,8 @@
 // own name (the family passes the caller's name from the CallContext). Counters add, gauges
 // set, histograms count observations in fixed buckets (HISTOGRAM_BUCKETS) with an all-time
 // count and sum, and are rendered for Prometheus as histograms. Names and labels follow
-// Prometheus' rules; a module has at most MAX_SERIES series.
+// Prometheus' rules; a module has at most MAX_SERIES series, whose names and labels hold at
+// most MAX_SERIES_TEXT_CHARS characters together.
 //
 // Decision: what a read costs is bounded by the size of its answer. A series is a fixed-size
 // summary (never a list of observations), each series' answer size is known when it is
@@ -21,6 +22,13 @@ import { CapabilityError, type Metric } from "../../capabilities/types.ts";
 const METRIC_NAME_RE = /^[a-zA-Z_][a-zA-Z0-9_]*$/;
 const LABEL_NAME_RE = /^[a-zA-Z_][a-zA-Z0-9_]*$/;
 export const MAX_SERIES = 1000;
+/**
+ * Characters of names and labels (each series' key: its name and labels as JSON) a module's
+ * series hold together. MAX_SERIES alone let them hold 1000 x 16 labels of 128-character names
+ * and 256-character values: ~6,300 characters a series, 10.5 MiB of host heap for one module
+ * (test/hostile-maxed.test.ts). 256 Ki characters is 260 a series at MAX_SERIES.
+ */
+const MAX_SERIES_TEXT_CHARS = 256 * 1024;
 /** Most observations in one report. */
 export const MAX_OBSERVATIONS_PER_REPORT = 1000;
 /**
@@ -68,6 +76,8 @@ export class MetricsStore {
   private readonly modules = new Map<string, Map<string, Series>>();
   /** Per module: the sum of its series' answerBytes. */
   private readonly answerBytes = new Map<string, number>();
+  /** Per module: the characters of its series' keys (MAX_SERIES_TEXT_CHARS). */
+  private readonly textChars = new Map<string, number>();
 
   constructor(private readonly now: () => number = Date.now) {}
 
@@ -112,6 +122,11 @@ export class MetricsStore {
       if (series.size >= MAX_SERIES) {
         throw new CapabilityError("quota_exceeded", `metric ${name}: this module already has ${MAX_SERIES} metric series (name and label combinations); reuse label values instead of putting unbounded data (ids, hashes) in labels`);
       }
+      const text = (this.textChars.get(module) ?? 0) + key.length;
+      if (text > MAX_SERIES_TEXT_CHARS) {
+        throw new CapabilityError("quota_exceeded", `metric ${name}: this module's series already hold ${text - key.length} characters of names and labels, and this one's ${key.length} would pass the ${MAX_SERIES_TEXT_CHARS} the host keeps for a module; use shorter names and label values, or fewer label combinations`);
+      }
+      this.textChars.set(module, text);
       const answerBytes = key.length + SERIES_OVERHEAD_BYTES + (kind === "histogram" ? HISTOGRAM_VALUE_BYTES : 0);
       s = { name, kind, labels, value: 0, buckets: kind === "histogram" ? new Float64Array(HISTOGRAM_BUCKETS.length + 1) : undefined, count: 0, sum: 0, timestamp: 0, answerBytes };
       series.set(key, s);
@@ -170,6 +185,7 @@ export class MetricsStore {
   forget(module: string): void {
     this.modules.delete(module);
     this.answerBytes.delete(module);
+    this.textChars.delete(module);
   }
 
   /** Every module's series, for rendering. */

@@ -221,8 +221,11 @@ const deliverAnswers = () => {
   // applyIgnored, not applySync: a synchronous call would run the module's continuations on
   // this thread (faster by one thread hand-over), but it waits for the isolate's lock, so a
   // module spinning on the isolate's thread would block this thread and the CPU watchdog on it.
+  // apply, not applyIgnored: the module's continuations run in this task, and a promise they
+  // reject with no handler is what the task fails with (isolated-vm checks after each task);
+  // applyIgnored dropped it unseen. It is reported in the module's log (unhandledRejection).
   try {
-    settleRef.applyIgnored(undefined, [batch], { arguments: { copy: true } });
+    settleRef.apply(undefined, [batch], { arguments: { copy: true } }).catch(unhandledRejection);
   } catch (err) {
     if (!isolate.isDisposed) fatal(err);
   }
@@ -241,6 +244,52 @@ const onAnswer = (id: number, err: Error | undefined, value: unknown) => {
   if (err) answer([id, false, (err as { code?: string }).code ?? "internal", err.message || "request failed"]);
   else answer([id, true, hex ? withRawHex(value, hex) : value]);
 };
+/**
+ * Unhandled promise rejections of the module. isolated-vm fails the task that ran module code
+ * with the first promise it left rejected and unhandled (the others of that task are not
+ * seen). They are reported in the module's log, at most REJECTION_REPORTS_PER_S a second, the
+ * rest counted and said in one line a second: a module rejecting in a loop sends the host a
+ * bounded number of lines, each cut (logOut) and then held to its log budget by the host.
+ */
+const REJECTION_REPORTS_PER_S = 10;
+/** What of a rejection's stack is read (mapped to the module's files, then cut by logOut). */
+const REJECTION_TEXT_CHARS = 16 * 1024;
+const rejections = { windowStart: 0, reported: 0, suppressed: 0, timer: undefined as NodeJS.Timeout | undefined };
+function unhandledRejection(err: unknown): void {
+  if (exiting || isolate.isDisposed || explain(err).code !== 0) return;
+  const now = Date.now();
+  if (now - rejections.windowStart >= 1000) {
+    rejections.windowStart = now;
+    rejections.reported = 0;
+  }
+  if (rejections.reported >= REJECTION_REPORTS_PER_S) {
+    rejections.suppressed++;
+    rejections.timer ??= setTimeout(() => {
+      rejections.timer = undefined;
+      const n = rejections.suppressed;
+      rejections.suppressed = 0;
+      if (n > 0) logOut("error", `${n} more unhandled promise rejections not shown (at most ${REJECTION_REPORTS_PER_S} a second are reported)`);
+    }, 1000).unref();
+    return;
+  }
+  rejections.reported++;
+  logOut("error", `unhandled promise rejection: ${rejectionText(err)}`);
+}
+/** The rejection value as text: an error's stack (or message), a string, or what a copied value says. */
+function rejectionText(err: unknown): string {
+  try {
+    const e = err as { stack?: unknown; message?: unknown } | null | undefined;
+    // What isolated-vm makes of a thrown value that is not an Error (its stack is this process's).
+    if (typeof e?.message === "string" && e.message.startsWith("An object was thrown from supplied code within isolated-vm")) return "a rejected value that is not an Error";
+    const text = typeof e?.stack === "string" && e.stack !== "" ? e.stack
+      : typeof e?.message === "string" ? e.message
+      : String(err);
+    return text.slice(0, REJECTION_TEXT_CHARS);
+  } catch {
+    return "(a value that cannot be shown as text)";
+  }
+}
+
 // Raw serialisations come as bin and the module is given hex (protocol/raw-hex.ts): made here
 // with Buffer's native hex (a 1000-transaction block's ~3 MB: a few ms), not byte by byte in
 // the isolate (~20-40 ms). The calls whose answers carry them, by id.
@@ -347,14 +396,29 @@ function explain(err: unknown): { code: number; message: string } {
   return { code: 0, message };
 }
 
-/** Run `work`; if it failed because the isolate died, exit with the matching code. */
-async function guarded<T>(what: string, work: () => Promise<T>): Promise<T> {
+/** A call into the module whose answer was lost to an unhandled rejection in the same task (already reported). */
+class LostToRejection extends Error {
+  readonly code = "module_error";
+}
+
+/**
+ * Run `work`; if it failed because the isolate died, exit with the matching code. `settles`:
+ * the bootstrap function called never rejects (dispatch, invoke: they answer failures as data),
+ * so a failure that is not the isolate's death is an unhandled rejection of the module's, which
+ * isolated-vm throws in place of the call's answer: it is reported as one (unhandledRejection)
+ * and the call ends with LostToRejection.
+ */
+async function guarded<T>(what: string, work: () => Promise<T>, settles = false): Promise<T> {
   try {
     return await work();
   } catch (err) {
     if (err instanceof Exit) throw err;
     const { code, message } = explain(err);
     if (code !== 0) throw die(code, message);
+    if (settles && !(err instanceof LostToRejection) && (err as { code?: unknown })?.code !== "timeout") {
+      unhandledRejection(err);
+      throw new LostToRejection(`${what}: the module left a promise rejected with no handler while this ran, and isolated-vm ends the call with it: its answer is lost (the rejection is in the module's log)`);
+    }
     const stack = (err as { stack?: unknown }).stack;
     if (typeof stack === "string" && stack.includes(scriptUrl)) client.log("error", `${what} failed: ${stacks.mapStack(stack)}`);
     const wire = (err as { code?: unknown }).code;
@@ -416,12 +480,13 @@ client.onEvents(async (events) => {
       // No isolated-vm `timeout` here or on invoke (below): the watchdog stops a handler that
       // spins, synchronously or in a continuation (see CALL_WITHOUT_TIMEOUT).
       const run = rt.dispatch.apply(undefined, [id, batch], { arguments: { copy: true }, result: { promise: true } }) as Promise<unknown>;
-      const stuck = await guarded(what, () => untilDoneOrStuck(run, id));
+      const stuck = await guarded(what, () => untilDoneOrStuck(run, id), true);
       if (stuck === null) return;
       client.log("error", `the handlers of event ${rest[stuck]!.type} (seq ${rest[stuck]!.seq}) did not finish within ${handlerTimeoutMs} ms (handler_timeout_ms); it is given up on and the next events are delivered`);
       rest = rest.slice(stuck + 1);
     } catch (err) {
-      if (!(err instanceof Exit)) client.log("error", (err as Error).message);
+      // A lost batch was reported with its rejection (held to a rate there); its handlers go on.
+      if (!(err instanceof Exit) && !(err instanceof LostToRejection)) client.log("error", (err as Error).message);
       return;
     }
   }
@@ -478,7 +543,7 @@ for (const kind of ["module_api", "rpc", "cli", "timer", "provider", "config", "
       rt.invoke.apply(undefined, [kind, params], { arguments: { copy: true }, result: { promise: true, copy: true } }) as Promise<unknown>,
       handlerTimeoutMs,
       `the module's ${kind} handler took longer than ${handlerTimeoutMs} ms (handler_timeout_ms) and was given up on`,
-    ))) as { ok: boolean; value?: unknown; code?: string; message?: string; stack?: string };
+    ), true)) as { ok: boolean; value?: unknown; code?: string; message?: string; stack?: string };
     if (answer.ok) return answer.value;
     throw Object.assign(new Error(located(answer.message ?? "failed", answer.stack)), { code: answer.code ?? "module_error" });
   });

@@ -3,7 +3,7 @@
 // huge or cyclic answer becomes an error for the caller instead of a failure of the isolate
 // host. Error messages are cut too.
 
-import { toText, utf8Length } from "./text.ts";
+import { toText, UNSHOWABLE, utf8Length } from "./text.ts";
 
 /**
  * The protocol's one depth limit for a data value (protocol/codec.ts MAX_VALUE_DEPTH), the
@@ -15,20 +15,33 @@ declare const __MODHOST_MAX_VALUE_DEPTH__: number;
 const MAX_DEPTH = __MODHOST_MAX_VALUE_DEPTH__;
 const MAX_ERROR_CHARS = 4096;
 
-const cut = (value: unknown): string => {
-  const text = String(value);
+const cut = (value: string): string => {
+  const text = value;
   return text.length <= MAX_ERROR_CHARS ? text : text.slice(0, MAX_ERROR_CHARS) + " ... [" + (text.length - MAX_ERROR_CHARS) + " more characters cut]";
 };
 
 type Thrown = { code?: unknown; message?: unknown } | null | undefined;
 
-/** The wire code of what a handler threw: its own `code` when a short string, else module_error. */
+/** The wire code of what a handler threw: its own `code` when a short string, else module_error (also when reading it throws). */
 export const errorCode = (err: unknown): string => {
-  const code = err ? (err as Thrown)?.code : undefined;
-  return typeof code === "string" && code.length > 0 && code.length <= 64 ? code : "module_error";
+  try {
+    const code = err ? (err as Thrown)?.code : undefined;
+    return typeof code === "string" && code.length > 0 && code.length <= 64 ? code : "module_error";
+  } catch {
+    return "module_error";
+  }
 };
 
-export const errorMessage = (err: unknown): string => cut(toText(err && (err as Thrown)?.message !== undefined ? (err as Thrown)?.message : err));
+/** The message of what a handler threw, cut; never throws (a getter or proxy trap of the thrown value may). */
+export const errorMessage = (err: unknown): string => {
+  let message: unknown;
+  try {
+    message = err && (err as Thrown)?.message !== undefined ? (err as Thrown)?.message : err;
+  } catch {
+    return UNSHOWABLE;
+  }
+  return cut(toText(message));
+};
 
 class AnswerError extends Error {
   declare code: string;

@@ -1,13 +1,30 @@
 // Text helpers of the bootstrap (runs inside the isolate: no Node, no imports at run time).
 
-/** Anything as log text: strings as they are, errors with their stack, the rest as JSON. */
+/** What toText says of a value whose every way to text throws (getters, toJSON, Symbol.toPrimitive, proxy traps). */
+export const UNSHOWABLE = "(a value that cannot be shown as text: its getters, toJSON or conversion threw)";
+
+/**
+ * Anything as log text: strings as they are, errors with their stack, the rest as JSON. Never
+ * throws: a module's value may have a `stack` getter, `toJSON` or `Symbol.toPrimitive` that
+ * throws, or be a proxy whose every trap does (the caller, logging or answering an error,
+ * must not fail because of it).
+ */
 export const toText = (a: unknown): string => {
-  if (typeof a === "string") return a;
-  if (a instanceof Error) return a.stack || a.message;
   try {
-    return JSON.stringify(a);
+    if (typeof a === "string") return a;
+    if (a instanceof Error) {
+      const text = a.stack || a.message;
+      return typeof text === "string" ? text : String(text);
+    }
+    const json = JSON.stringify(a);
+    if (json !== undefined) return json;
   } catch {
+    // one of its ways to text threw: try the plainest
+  }
+  try {
     return String(a);
+  } catch {
+    return UNSHOWABLE;
   }
 };
 
