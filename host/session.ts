@@ -219,6 +219,8 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
   private reserved = 0;
   private readingPaused = false;
   private retryTimer: NodeJS.Timeout | undefined;
+  /** What bounds its answers (capabilities/answer-bounds.ts), made once. */
+  private readonly answerLimits: { frameBytes: number; storageIterMaxBytes: number };
   /** Requests being served, oldest first, and the one timer of their deadlines (watchDeadline). */
   private readonly serving = new Set<Serving>();
   private deadlineTimer: NodeJS.Timeout | undefined;
@@ -239,6 +241,7 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
     super();
     this.flow = { ...DEFAULT_FLOW, ...opts.flow, ...(opts.maxInFlight !== undefined ? { maxInFlight: opts.maxInFlight } : {}) };
     this.tokens = this.flow.requestsPerSecond;
+    this.answerLimits = { frameBytes: channel.maxFrameBytes, storageIterMaxBytes: this.flow.storageIterMaxBytes };
     this.handshake = new Promise((res, rej) => ((this.resolveHello = res), (this.rejectHello = rej)));
     this.ready = new Promise((res, rej) => ((this.resolveReady = res), (this.rejectReady = rej)));
     // Nobody may be waiting on these yet; a rejection is still reported through `closed`.
@@ -405,7 +408,7 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
     }
     switch (msg.t) {
       case "request":
-        this.admit({ id: msg.id, method: msg.method, params: msg.params, reserve: answerBound(msg.method, msg.params, { frameBytes: this.channel.maxFrameBytes, storageIterMaxBytes: this.flow.storageIterMaxBytes }), relayed: RELAYED_ANSWERS.has(msg.method) });
+        this.admit({ id: msg.id, method: msg.method, params: msg.params, reserve: answerBound(msg.method, msg.params, this.answerLimits), relayed: RELAYED_ANSWERS.has(msg.method) });
         break;
       case "ack":
         this.subscription.ack(msg.seq);
