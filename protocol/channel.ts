@@ -195,7 +195,8 @@ export class FrameChannel extends EventEmitter<ChannelEvents> {
 
   /** Handle a chunk read (or the rest of one); returns the frames left for a later turn, if any. */
   private handleTimed(item: Buffer | Buffer[]): Buffer[] | undefined {
-    const start = performance.now();
+    // Timed only for a receiver that charges it (the host's session; a module's client does not).
+    const start = this.listenerCount("chunk") > 0 ? performance.now() : 0;
     this.handling = true;
     let rest: Buffer[] | undefined;
     try {
@@ -203,7 +204,7 @@ export class FrameChannel extends EventEmitter<ChannelEvents> {
     } finally {
       this.handling = false;
     }
-    if (!this.closed) this.emit("chunk", performance.now() - start);
+    if (!this.closed && start > 0) this.emit("chunk", performance.now() - start);
     return rest;
   }
 
