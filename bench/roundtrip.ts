@@ -9,7 +9,9 @@
 // - storage_get of a small value (ModuleStore.get: a classic-level getSync and the value's
 //   decoding, then the answer's encoding).
 // The child measures, with performance.now(): sequential round trips (one sample each), and
-// pipelined throughput with WINDOW requests in flight.
+// pipelined throughput with WINDOW requests in flight; and its own CPU time per sequential call
+// (process.cpuUsage), shown in a note next to the raw client's: unlike the latency, it is not
+// inflated by waiting for a CPU, so it shows the module side's cost on a busy machine too.
 //
 // Baseline: the same loops (bench/fixtures/loops.ts) in a child of the same kind, over the
 // same kind of socketpair, with 4-byte length-prefixed frames of exactly the sizes the
@@ -72,6 +74,8 @@ interface Placement {
 
 interface Samples {
   latency_ms: number[];
+  /** The child's CPU time (user + system) per measured sequential call, µs (loops.ts). */
+  cpu_us: number;
   rates: number[];
 }
 
@@ -119,19 +123,20 @@ export const roundtrip: Benchmark = {
             base.push(await rawRun(c, place.cpu));
             real.push(await runReal(c, chain, dir, place.cpu));
           }
-          const pool = (xs: Samples[], k: keyof Samples) => xs.flatMap((x) => x[k]);
+          const pool = (xs: Samples[], k: "latency_ms" | "rates") => xs.flatMap((x) => x[k]);
           const stand = c.store ? "raw socketpair server + classic-level getSync" : "raw socketpair ping-pong";
           const bLat = `${stand}, sequential [${place.label}]`;
           const bThr = `${stand}, ${WINDOW} in flight [${place.label}]`;
+          const cpu = (xs: Samples[]) => summarise(xs.map((x) => x.cpu_us)).median.toFixed(1);
           rows.push(
-            { what: `${c.method} round trip, sequential [${place.label}]`, kind: "result", unit: "ms", stats: summarise(pool(real, "latency_ms")), vs: bLat },
+            { what: `${c.method} round trip, sequential [${place.label}]`, kind: "result", unit: "ms", stats: summarise(pool(real, "latency_ms")), vs: bLat, note: `the module process's CPU time per sequential call ${cpu(real)} µs (median of the rounds), the raw client's ${cpu(base)} µs` },
             { what: `${c.method}, ${WINDOW} in flight [${place.label}]`, kind: "result", unit: "ops/s", stats: summarise(pool(real, "rates")), vs: bThr },
             { what: bLat, kind: "baseline", unit: "ms", stats: summarise(pool(base, "latency_ms")) },
             { what: bThr, kind: "baseline", unit: "ops/s", stats: summarise(pool(base, "rates")) },
           );
         }
       }
-      rows[0]!.note = `frames: ${cases.map((c) => `${c.method} request ${c.requestBytes} B, response ${c.responseBytes} B`).join("; ")} of MessagePack, + 4 B length; throughput samples are ${LOOPS.total} requests each; ${
+      rows[0]!.note = `${rows[0]!.note}; frames: ${cases.map((c) => `${c.method} request ${c.requestBytes} B, response ${c.responseBytes} B`).join("; ")} of MessagePack, + 4 B length; throughput samples are ${LOOPS.total} requests each; ${
         pinned ? `host pinned to CPU ${home}, child on CPU ${home} (same CPU) or CPU ${other} (two CPUs)` : "taskset not available or only one CPU: not pinned, expect run-to-run variation"}`;
       return rows;
     } finally {
