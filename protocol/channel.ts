@@ -57,6 +57,7 @@ export interface ChannelEvents {
    * One chunk read from the socket was handled: `ms` is the time from its arrival to the end
    * of the `message` / `bad_body` handlers of every frame in it (decoding included), so that a
    * receiver can charge the sender for floods of small frames too (each too cheap to time).
+   * Measured and emitted only while someone listens.
    */
   chunk: [ms: number];
 }
