@@ -156,6 +156,22 @@ test("request_timeout_ms, one timer for all of a session's requests: each is ans
   t.is(peer.framesOf("response").filter((f) => f.id === b).length, 1, "the fast request was answered once, never timed out");
 });
 
+test("the answers of requests read together leave together: 50 pipelined requests, their answers settled in one drain, in at most two writes (one per chunk read), not one each", async (t) => {
+  const { peer, channel } = await stubSession(t, { maxInFlight: 64 }, async (method) => method);
+  await peer.response(peer.request("warm"));
+  const socket = (channel as unknown as { socket: { write: (chunk: Buffer) => boolean } }).socket;
+  const write = socket.write.bind(socket);
+  let writes = 0;
+  socket.write = (chunk: Buffer) => {
+    writes++;
+    return write(chunk);
+  };
+  burst(peer, 50);
+  await peer.next(() => peer.framesOf("response").length === 51);
+  // One write of 50 small frames is normally read in one chunk; two if the kernel split it.
+  t.true(writes <= 2, `${writes} writes for 50 answers`);
+});
+
 test("a health invocation is not timed out while the host itself is not reading the module's socket (its requests wait)", async (t) => {
   let finish!: () => void;
   const slow = new Promise<void>((r) => (finish = r));
