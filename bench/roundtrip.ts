@@ -2,16 +2,24 @@
 // channel, against a raw socket ping-pong of the same sizes measured in the same run.
 //
 // Result: a child Node process (bench/fixtures/rt-client.ts) uses the SDK's ModuleClient on
-// its fd 3, and the host side is the real thing: spawnModuleProcess (socketpair on fd 3,
+// its fd 3, and the host side is the real thing: spawnModule (socketpair on fd 3,
 // FrameChannel, HostSession), the ApiHub (method lookup, grant check, valibot parameters) and
-// EmbeddedChain.getBlockHeight. Method: get_block_height. The child measures, with
-// performance.now(): sequential round trips (one sample each), and pipelined throughput
-// with WINDOW requests in flight.
+// the method's handler. Two methods, each against its own baseline:
+// - get_block_height (EmbeddedChain.getBlockHeight);
+// - storage_get of a small value (ModuleStore.get: a classic-level getSync and the value's
+//   decoding, then the answer's encoding).
+// The child measures, with performance.now(): sequential round trips (one sample each), and
+// pipelined throughput with WINDOW requests in flight; and its own CPU time per sequential call
+// (process.cpuUsage), shown in a note next to the raw client's: unlike the latency, it is not
+// inflated by waiting for a CPU, so it shows the module side's cost on a busy machine too.
 //
 // Baseline: the same loops (bench/fixtures/loops.ts) in a child of the same kind, over the
 // same kind of socketpair, with 4-byte length-prefixed frames of exactly the sizes the
 // MessagePack request and response have, answered by a minimal frame reader here: no
-// MessagePack, no message validation, no hub. The difference is modhost's per-message cost.
+// MessagePack, no message validation, no hub. For get_block_height it answers fixed bytes;
+// for storage_get it does a classic-level getSync of the same key (the same encoded key
+// bytes, on a database of its own holding the same value bytes) and answers the response's
+// envelope followed by the bytes read. The difference is modhost's per-message cost.
 //
 // Both children are started with `--import tsx`, as the benchmark runs from source. Three
 // rounds, alternating baseline and result, samples pooled.
@@ -33,7 +41,10 @@ import path from "node:path";
 import type { Socket } from "node:net";
 import { fileURLToPath } from "node:url";
 import { EventBus } from "../host/events/bus.ts";
+import { ClassicLevel } from "classic-level";
 import { EmbeddedChain } from "../chain/embedded.ts";
+import { ModuleStore } from "../storage/store.ts";
+import { encodeKey, encodeValue } from "../storage/codec.ts";
 import { ApiHub } from "../host/hub.ts";
 import { encodeBody } from "../protocol/codec.ts";
 import { parseDescriptor, resolveGrants } from "../capabilities/grants.ts";
@@ -50,6 +61,10 @@ export const BENCH_FLOW = { requestsPerSecond: 1_000_000, hostCpuMsPerS: 1000, m
 const ROUNDS = 3;
 const WINDOW = 64;
 const LOOPS = { warmup: 1000, n: 5000, total: 10_000, window: WINDOW, reps: 3 };
+const TREE = "bench";
+const KEY = "tip";
+/** A small stored value (as bench/storage-call.ts's). */
+const VALUE = { height: 812345, hash: "00000000000000000002a7c4c1e48d76", ok: true };
 
 /** Where the children run: a CPU number, or undefined for wherever the scheduler puts them. */
 interface Placement {
@@ -59,20 +74,31 @@ interface Placement {
 
 interface Samples {
   latency_ms: number[];
+  /** The child's CPU time (user + system) per measured sequential call, µs (loops.ts). */
+  cpu_us: number;
   rates: number[];
+}
+
+/** One method measured: how the module calls it, what the host serves it with, and its raw stand-in. */
+interface Case {
+  method: string;
+  params: Record<string, unknown>;
+  permission: string;
+  store: ModuleStore | undefined;
+  /** The raw server's answer to one request frame (4-byte length included). */
+  answer: () => Buffer;
+  requestBytes: number;
+  responseBytes: number;
 }
 
 export const roundtrip: Benchmark = {
   name: "roundtrip",
-  title: "Protocol round trip: get_block_height, ModuleClient <-> HostSession over a socketpair",
+  title: "Protocol round trip: get_block_height and storage_get, ModuleClient <-> HostSession over a socketpair",
   async run(): Promise<Row[]> {
     const chain = await EmbeddedChain.create({ matureBlocks: 1 });
     const dir = await makeTempDir("rt");
-    // The sizes the real messages have (ids of 4 digits, as most of the run's are).
-    const height = await chain.getBlockHeight();
-    const requestBytes = encodeBody({ t: "request", id: 1234, method: "get_block_height", params: {} }).length;
-    const responseBytes = encodeBody({ t: "response", id: 1234, result: height }).length;
-    const runRaw = (cpu: number | undefined) => rawRun(requestBytes, responseBytes, cpu);
+    const store = await ModuleStore.open(path.join(dir, "store"), undefined, { label: MODULE });
+    const raw = new ClassicLevel<Uint8Array, Uint8Array>(path.join(dir, "raw"), { keyEncoding: "view", valueEncoding: "view" });
     const savedAffinity = os.platform() === "linux" ? affinityOf(process.pid) : undefined;
     const cpus = savedAffinity ? parseCpuList(savedAffinity) : [];
     const pinned = cpus.length >= 2;
@@ -81,35 +107,80 @@ export const roundtrip: Benchmark = {
       ? [{ label: "same CPU", cpu: home }, { label: "two CPUs", cpu: other }]
       : [{ label: "unpinned", cpu: undefined }];
     try {
+      await store.openTree(TREE);
+      await store.put(TREE, KEY, VALUE);
+      await raw.open();
+      const keyBytes = encodeKey(KEY, 1024);
+      await raw.put(keyBytes, encodeValue(VALUE, 1 << 20));
+      const cases = [await blockHeightCase(chain), storageGetCase(raw, keyBytes, store)];
       if (pinned) setAffinity(process.pid, String(home));
       const rows: Row[] = [];
-      for (const place of placements) {
-        const real: Samples[] = [];
-        const raw: Samples[] = [];
-        for (let i = 0; i < ROUNDS; i++) {
-          raw.push(await runRaw(place.cpu));
-          real.push(await runReal(chain, dir, place.cpu));
+      for (const c of cases) {
+        for (const place of placements) {
+          const real: Samples[] = [];
+          const base: Samples[] = [];
+          for (let i = 0; i < ROUNDS; i++) {
+            base.push(await rawRun(c, place.cpu));
+            real.push(await runReal(c, chain, dir, place.cpu));
+          }
+          const pool = (xs: Samples[], k: "latency_ms" | "rates") => xs.flatMap((x) => x[k]);
+          const stand = c.store ? "raw socketpair server + classic-level getSync" : "raw socketpair ping-pong";
+          const bLat = `${stand}, sequential [${place.label}]`;
+          const bThr = `${stand}, ${WINDOW} in flight [${place.label}]`;
+          const cpu = (xs: Samples[]) => summarise(xs.map((x) => x.cpu_us)).median.toFixed(1);
+          rows.push(
+            { what: `${c.method} round trip, sequential [${place.label}]`, kind: "result", unit: "ms", stats: summarise(pool(real, "latency_ms")), vs: bLat, note: `the module process's CPU time per sequential call ${cpu(real)} µs (median of the rounds), the raw client's ${cpu(base)} µs` },
+            { what: `${c.method}, ${WINDOW} in flight [${place.label}]`, kind: "result", unit: "ops/s", stats: summarise(pool(real, "rates")), vs: bThr },
+            { what: bLat, kind: "baseline", unit: "ms", stats: summarise(pool(base, "latency_ms")) },
+            { what: bThr, kind: "baseline", unit: "ops/s", stats: summarise(pool(base, "rates")) },
+          );
         }
-        const pool = (xs: Samples[], k: keyof Samples) => xs.flatMap((x) => x[k]);
-        const bLat = `raw socketpair ping-pong, sequential [${place.label}]`;
-        const bThr = `raw socketpair ping-pong, ${WINDOW} in flight [${place.label}]`;
-        rows.push(
-          { what: `get_block_height round trip, sequential [${place.label}]`, kind: "result", unit: "ms", stats: summarise(pool(real, "latency_ms")), vs: bLat },
-          { what: `get_block_height, ${WINDOW} in flight [${place.label}]`, kind: "result", unit: "ops/s", stats: summarise(pool(real, "rates")), vs: bThr },
-          { what: bLat, kind: "baseline", unit: "ms", stats: summarise(pool(raw, "latency_ms")) },
-          { what: bThr, kind: "baseline", unit: "ops/s", stats: summarise(pool(raw, "rates")) },
-        );
       }
-      rows[0]!.note = `frames: request ${requestBytes} B, response ${responseBytes} B of MessagePack, + 4 B length; throughput samples are ${LOOPS.total} requests each; ${
+      rows[0]!.note = `${rows[0]!.note}; frames: ${cases.map((c) => `${c.method} request ${c.requestBytes} B, response ${c.responseBytes} B`).join("; ")} of MessagePack, + 4 B length; throughput samples are ${LOOPS.total} requests each; ${
         pinned ? `host pinned to CPU ${home}, child on CPU ${home} (same CPU) or CPU ${other} (two CPUs)` : "taskset not available or only one CPU: not pinned, expect run-to-run variation"}`;
       return rows;
     } finally {
       if (pinned) setAffinity(process.pid, savedAffinity!);
       await chain.close();
+      await store.close();
+      await raw.close();
       await removeTempDir(dir);
     }
   },
 };
+
+/** The sizes the real messages have (ids of 4 digits, as most of the run's are). */
+function sizes(method: string, params: Record<string, unknown>, result: unknown): { requestBytes: number; responseBytes: number } {
+  return {
+    requestBytes: encodeBody({ t: "request", id: 1234, method, params }).length,
+    responseBytes: encodeBody({ t: "response", id: 1234, result }).length,
+  };
+}
+
+async function blockHeightCase(chain: EmbeddedChain): Promise<Case> {
+  const { requestBytes, responseBytes } = sizes("get_block_height", {}, await chain.getBlockHeight());
+  const response = Buffer.alloc(4 + responseBytes, 0x5a);
+  response.writeUInt32BE(responseBytes, 0);
+  return { method: "get_block_height", params: {}, permission: "read_chain_state", store: undefined, answer: () => response, requestBytes, responseBytes };
+}
+
+/** storage_get: the raw server reads the value's bytes and sends them behind the response's envelope. */
+function storageGetCase(raw: ClassicLevel<Uint8Array, Uint8Array>, keyBytes: Uint8Array, store: ModuleStore): Case {
+  const params = { tree: TREE, key: KEY };
+  const { requestBytes, responseBytes } = sizes("storage_get", params, VALUE);
+  // The envelope is { t, id, result: ... } with result last: its bytes are those of a nil result but the nil.
+  const nil = encodeBody({ t: "response", id: 1234, result: null });
+  const head = Buffer.alloc(4 + nil.length - 1);
+  head.writeUInt32BE(responseBytes, 0);
+  nil.copy(head, 4, 0, nil.length - 1);
+  const answer = () => {
+    const value = raw.getSync(keyBytes);
+    if (value === undefined) throw new Error("the raw baseline's key is missing");
+    return Buffer.concat([head, value]);
+  };
+  if (answer().length !== 4 + responseBytes) throw new Error(`the raw storage_get answer is ${answer().length - 4} bytes, not ${responseBytes}`);
+  return { method: "storage_get", params, permission: "read_storage", store, answer, requestBytes, responseBytes };
+}
 
 function loopArgs(): string[] {
   return Object.entries(LOOPS).flatMap(([k, v]) => [`--${k}`, String(v)]);
@@ -143,12 +214,12 @@ function setAffinity(pid: number, cpus: string): void {
 }
 
 /** The real path: a module process with ModuleClient, served by HostSession + ApiHub. */
-async function runReal(chain: EmbeddedChain, dir: string, cpu: number | undefined): Promise<Samples> {
+async function runReal(c: Case, chain: EmbeddedChain, dir: string, cpu: number | undefined): Promise<Samples> {
   const { logger, records } = captureLogger();
   const out = path.join(dir, `rt-${process.hrtime.bigint()}.json`);
-  const requested = [parseDescriptor("read_chain_state")];
+  const requested = [parseDescriptor(c.permission)];
   const proc = spawnModule({
-    ...nodeCommand(cpu, ["--import", "tsx", RT_CLIENT, "--module", MODULE, "--out", out, ...loopArgs()]),
+    ...nodeCommand(cpu, ["--import", "tsx", RT_CLIENT, "--module", MODULE, "--out", out, "--method", c.method, "--params", JSON.stringify(c.params), ...loopArgs()]),
     env: { PATH: process.env.PATH ?? "/usr/bin:/bin" },
     cwd: ROOT,
   }, {
@@ -157,7 +228,7 @@ async function runReal(chain: EmbeddedChain, dir: string, cpu: number | undefine
     hub: new ApiHub(),
     bus: new EventBus(),
     logger,
-    call: { module: MODULE, chain, store: undefined, config: {}, dataDir: dir },
+    call: { module: MODULE, chain, store: c.store, config: {}, dataDir: dir },
     // What is measured is the path, not the fair-share limits: as an operator would raise
     // requests_per_second and host_cpu_ms_per_s for a module that needs this rate.
     flow: BENCH_FLOW,
@@ -173,18 +244,16 @@ async function runReal(chain: EmbeddedChain, dir: string, cpu: number | undefine
   }
 }
 
-/** The baseline: same loops, fixed-size length-prefixed frames, nothing else. */
-async function rawRun(requestBytes: number, responseBytes: number, cpu: number | undefined): Promise<Samples> {
-  const { command, args } = nodeCommand(cpu, ["--import", "tsx", RAW_CLIENT, "--request-bytes", String(requestBytes), ...loopArgs()]);
+/** The baseline: same loops, length-prefixed frames of the same sizes, nothing else (and the storage read, for storage_get). */
+async function rawRun(c: Case, cpu: number | undefined): Promise<Samples> {
+  const { command, args } = nodeCommand(cpu, ["--import", "tsx", RAW_CLIENT, "--request-bytes", String(c.requestBytes), ...loopArgs()]);
   const child = track(spawn(command, args, {
     cwd: ROOT,
     env: { PATH: process.env.PATH ?? "/usr/bin:/bin" },
     stdio: ["ignore", "pipe", "pipe", "pipe"],
   }));
   const socket = child.stdio[3] as Socket;
-  const response = Buffer.alloc(4 + responseBytes, 0x5a);
-  response.writeUInt32BE(responseBytes, 0);
-  onRawFrames(socket, () => socket.write(response));
+  onRawFrames(socket, () => socket.write(c.answer()));
   socket.on("error", () => {});
   let stdout = "";
   let stderr = "";

@@ -7,7 +7,7 @@
 import * as v from "valibot";
 import { METHODS } from "../capabilities/families.ts";
 import { checkGrant, type EffectiveGrants } from "../capabilities/grants.ts";
-import { CapabilityError, type CallContext } from "../capabilities/types.ts";
+import { CapabilityError, type CallContext, type MethodDef } from "../capabilities/types.ts";
 import { wireError, type WireError } from "../protocol/messages.ts";
 import { closest } from "../capabilities/catalogue.ts";
 
@@ -76,21 +76,50 @@ export class ApiHub {
     return [...METHODS.values()].filter((m) => m.permission === null || grants.has(m.permission)).map((m) => m.name).sort();
   }
 
-  async handle(call: CallContext, grants: EffectiveGrants, method: string, params: Record<string, unknown>): Promise<unknown> {
+  /**
+   * Check and serve one request. Methods with scope targets or an audit record take the general
+   * path (handleScoped); the others, most requests, get the handler's own promise with its
+   * failures turned into protocol errors: no async frame of its own per call.
+   */
+  handle(call: CallContext, grants: EffectiveGrants, method: string, params: Record<string, unknown>): Promise<unknown> {
     const def = METHODS.get(method);
+    let input: unknown;
+    try {
+      input = this.admit(call, grants, method, def, params);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    const d = def!;
+    if (d.targets || d.audit) return this.handleScoped(call, grants, method, d, input);
+    let result: unknown;
+    try {
+      result = d.handler(call, input);
+    } catch (err) {
+      return Promise.reject(this.failed(call.module, method, d, err, [], true));
+    }
+    // Promise.resolve: the handler's own promise as it is (or a value or thenable made one).
+    return Promise.resolve(result).then(undefined, (err: unknown) => {
+      throw this.failed(call.module, method, d, err, [], true);
+    });
+  }
+
+  /** The method exists, its permission is granted, its parameters are valid: the handler's input. */
+  private admit(call: CallContext, grants: EffectiveGrants, method: string, def: MethodDef | undefined, params: Record<string, unknown>): unknown {
     if (!def) throw new HubError(wireError("unknown_method", unknownMethod(method)));
     if (def.permission !== null) {
       const decision = checkGrant(grants, def.permission);
       if (!decision.ok) this.deny(call.module, method, def.permission, `${method} requires the "${def.permission}" capability, which this module was not granted; the operator can grant it in [modules.grants.${call.module}]`);
     }
-    let input: unknown = params;
-    if (def.accepts?.(params) !== true) {
-      const parsed = v.safeParse(def.params, params);
-      if (!parsed.success) {
-        throw new HubError(wireError("invalid_params", `${method}: ${v.summarize(parsed.issues).replace(/\n/g, "; ")}`));
-      }
-      input = parsed.output;
+    if (def.accepts?.(params) === true) return params;
+    const parsed = v.safeParse(def.params, params);
+    if (!parsed.success) {
+      throw new HubError(wireError("invalid_params", `${method}: ${v.summarize(parsed.issues).replace(/\n/g, "; ")}`));
     }
+    return parsed.output;
+  }
+
+  /** Methods with scope targets (each checked against the grant) or an audit record. */
+  private async handleScoped(call: CallContext, grants: EffectiveGrants, method: string, def: MethodDef, input: unknown): Promise<unknown> {
     let targets: string[] = [];
     let reached = false;
     try {
@@ -106,17 +135,28 @@ export class ApiHub {
       if (def.audit) this.opts.onAction?.(auditAction(call.module, method, def.permission, targets));
       return result;
     } catch (err) {
-      const denial = err instanceof CapabilityError && err.denial && def.permission !== null;
-      if (denial) this.deny(call.module, method, def.permission!, `${method}: ${err.message}`);
-      const hubError = this.toHubError(call.module, method, err);
-      if (reached && def.audit === "always") this.opts.onAction?.(auditAction(call.module, method, def.permission, targets, hubError.wire.code));
-      throw hubError;
+      throw this.failed(call.module, method, def, err, targets, reached);
     }
   }
 
+  /**
+   * What a failed call answers: a capability's refusal is a denial (audited as one); anything
+   * else a protocol error, recorded for an `audit: "always"` method whose handler was reached.
+   */
+  private failed(module: string, method: string, def: MethodDef, err: unknown, targets: string[], reached: boolean): HubError {
+    if (err instanceof CapabilityError && err.denial && def.permission !== null) return this.denial(module, method, def.permission, `${method}: ${err.message}`);
+    const hubError = this.toHubError(module, method, err);
+    if (reached && def.audit === "always") this.opts.onAction?.(auditAction(module, method, def.permission, targets, hubError.wire.code));
+    return hubError;
+  }
+
   private deny(module: string, method: string, permission: string, reason: string): never {
+    throw this.denial(module, method, permission, reason);
+  }
+
+  private denial(module: string, method: string, permission: string, reason: string): HubError {
     this.opts.onDenied?.({ module, method, permission, reason });
-    throw new HubError(wireError("permission_denied", reason, { capability: permission }));
+    return new HubError(wireError("permission_denied", reason, { capability: permission }));
   }
 
   private toHubError(module: string, method: string, err: unknown): HubError {

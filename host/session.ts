@@ -176,6 +176,15 @@ export class InvocationError extends Error {
   }
 }
 
+/** A request being served: what its deadline (request_timeout_ms) needs. */
+interface Serving {
+  id: number;
+  method: string;
+  /** performance.now() past which it is answered `timeout`. */
+  deadline: number;
+  timedOut: boolean;
+}
+
 interface PendingInvocation {
   resolve: (v: unknown) => void;
   reject: (e: Error) => void;
@@ -210,6 +219,11 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
   private reserved = 0;
   private readingPaused = false;
   private retryTimer: NodeJS.Timeout | undefined;
+  /** What bounds its answers (capabilities/answer-bounds.ts), made once. */
+  private readonly answerLimits: { frameBytes: number; storageIterMaxBytes: number };
+  /** Requests being served, oldest first, and the one timer of their deadlines (watchDeadline). */
+  private readonly serving = new Set<Serving>();
+  private deadlineTimer: NodeJS.Timeout | undefined;
   private unreadTimer: NodeJS.Timeout | undefined;
   private waitingDrain = false;
   private tokens: number;
@@ -227,6 +241,7 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
     super();
     this.flow = { ...DEFAULT_FLOW, ...opts.flow, ...(opts.maxInFlight !== undefined ? { maxInFlight: opts.maxInFlight } : {}) };
     this.tokens = this.flow.requestsPerSecond;
+    this.answerLimits = { frameBytes: channel.maxFrameBytes, storageIterMaxBytes: this.flow.storageIterMaxBytes };
     this.handshake = new Promise((res, rej) => ((this.resolveHello = res), (this.rejectHello = rej)));
     this.ready = new Promise((res, rej) => ((this.resolveReady = res), (this.rejectReady = rej)));
     // Nobody may be waiting on these yet; a rejection is still reported through `closed`.
@@ -393,7 +408,7 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
     }
     switch (msg.t) {
       case "request":
-        this.admit({ id: msg.id, method: msg.method, params: msg.params, reserve: answerBound(msg.method, msg.params, { frameBytes: this.channel.maxFrameBytes, storageIterMaxBytes: this.flow.storageIterMaxBytes }), relayed: RELAYED_ANSWERS.has(msg.method) });
+        this.admit({ id: msg.id, method: msg.method, params: msg.params, reserve: answerBound(msg.method, msg.params, this.answerLimits), relayed: RELAYED_ANSWERS.has(msg.method) });
         break;
       case "ack":
         this.subscription.ack(msg.seq);
@@ -701,65 +716,45 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
     this.unreadTimer.unref();
   }
 
+  /** The hub's dispatch of one request of this module (made once: no closure per request). */
+  private readonly dispatch = (method: string, params: Record<string, unknown>): Promise<unknown> =>
+    this.opts.hub.handle(this.call, this.opts.grants, method, params);
+
   private async serve(id: number, method: string, params: Record<string, unknown>, reserve: number, relayed: boolean): Promise<void> {
     this.stats.requests++;
     this.inFlight++;
     this.reserved += reserve;
     if (this.inFlight > this.flowStats.peakInFlight) this.flowStats.peakInFlight = this.inFlight;
-    let timedOut = false;
-    const timeoutMs = this.flow.requestTimeoutMs;
+    const t0 = performance.now();
     // The deadline answers the module; the slot stays taken until the host's work really ends,
     // so work that cannot be cancelled still counts against max_requests_in_flight.
-    const timer = setTimeout(() => {
-      timedOut = true;
-      this.stats.errors++;
-      this.flowStats.timedOut++;
-      this.replyError(id, wireError("timeout", `${method}: the host did not finish within ${timeoutMs} ms (request_timeout_ms); try again, ask for less, or the operator raises request_timeout_ms in [modules.limits.${this.opts.module}]`));
-    }, timeoutMs);
-    timer.unref();
+    const req: Serving = { id, method, deadline: t0 + this.flow.requestTimeoutMs, timedOut: false };
+    this.watchDeadline(req);
     try {
-      const t0 = performance.now();
       // Work the request leaves for later turns of the loop, in slices, is charged too.
-      const pending = sliceAccount.run(this.chargeSlice, () => this.opts.hub.handle(this.call, this.opts.grants, method, params));
+      const pending = sliceAccount.run(this.chargeSlice, this.dispatch, method, params);
       this.charge(performance.now() - t0);
       const result = await pending;
-      if (timedOut || this.state === "closed") return;
+      if (req.timedOut || this.state === "closed") return;
       // Encoding the answer is work on the host's loop like any other: past this turn's budget
       // (runtime/turn.ts) it is done in a later turn, in its place among the parked work. (The
       // answers of many requests settled together, a storage batch's, would otherwise all be
       // encoded in one drain of the microtask queue.)
-      let sendError: unknown;
-      const answer = () => {
-        if (timedOut || this.state === "closed") return;
-        const t1 = performance.now();
-        try {
-          // Relayed answers did not wait for room: like invocations, they are held to what the
-          // module has not read (not to its reservations), so that max_requests_in_flight of
-          // them cannot each land a frame past the limit (unreadBound counts one).
-          const unread = this.channel.unsentBytes;
-          if (relayed && unread > this.flow.maxUnreadBytes) {
-            this.flowStats.relayedRefused++;
-            throw new HubError(wireError("quota_exceeded", `${method}: module ${this.opts.module} has not read ${unread} bytes the host sent it, over its limit of ${this.flow.maxUnreadBytes} (max_unread_bytes): the answer was dropped; read what the host sends before calling again, or the operator raises max_unread_bytes in [modules.limits.${this.opts.module}]`));
-          }
-          this.sendChecked(undefined, { t: "response", id }, answerForVersion(this.protocol, method, result ?? null), "result", undefined, reserve);
-        } catch (err) {
-          sendError = err;
-        } finally {
-          this.charge(performance.now() - t1);
-        }
-      };
       if (hostTurn.overBudget()) {
         this.flowStats.answersParked++;
-        await new Promise<void>((resolve) => hostTurn.park(() => {
-          answer();
-          resolve();
+        await new Promise<void>((resolve, reject) => hostTurn.park(() => {
+          try {
+            this.answer(req, result, reserve, relayed);
+            resolve();
+          } catch (err) {
+            reject(err);
+          }
         }));
       } else {
-        answer();
+        this.answer(req, result, reserve, relayed);
       }
-      if (sendError !== undefined) throw sendError;
     } catch (err) {
-      if (timedOut) return;
+      if (req.timedOut) return;
       this.stats.errors++;
       let wire: WireError;
       if (err instanceof HubError) {
@@ -775,12 +770,64 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
       if (wire.code === "permission_denied") this.stats.denied++;
       this.replyError(id, wire);
     } finally {
-      clearTimeout(timer);
+      this.serving.delete(req);
       this.inFlight--;
       this.reserved -= reserve;
       if (this.backlog.length > 0 && !this.retryTimer) this.pump();
     }
   }
+
+  /** Sends a request's answer, its encoding charged to the module; throws what serve() turns into an error answer. */
+  private answer(req: Serving, result: unknown, reserve: number, relayed: boolean): void {
+    if (req.timedOut || this.state === "closed") return;
+    const t1 = performance.now();
+    try {
+      // Relayed answers did not wait for room: like invocations, they are held to what the
+      // module has not read (not to its reservations), so that max_requests_in_flight of
+      // them cannot each land a frame past the limit (unreadBound counts one).
+      const unread = this.channel.unsentBytes;
+      if (relayed && unread > this.flow.maxUnreadBytes) {
+        this.flowStats.relayedRefused++;
+        throw new HubError(wireError("quota_exceeded", `${req.method}: module ${this.opts.module} has not read ${unread} bytes the host sent it, over its limit of ${this.flow.maxUnreadBytes} (max_unread_bytes): the answer was dropped; read what the host sends before calling again, or the operator raises max_unread_bytes in [modules.limits.${this.opts.module}]`));
+      }
+      this.sendChecked(undefined, { t: "response", id: req.id }, answerForVersion(this.protocol, req.method, result ?? null), "result", undefined, reserve);
+    } finally {
+      this.charge(performance.now() - t1);
+    }
+  }
+
+  /**
+   * request_timeout_ms: one timer for all the requests being served, not one each. Every request
+   * of a session has the same timeout, so deadlines come in the order requests start (the order
+   * of `serving`): the timer waits for the oldest, and when it fires, answers every request past
+   * its deadline and waits for the next one.
+   */
+  private watchDeadline(req: Serving): void {
+    this.serving.add(req);
+    if (this.deadlineTimer === undefined) this.armDeadline(this.flow.requestTimeoutMs);
+  }
+
+  private armDeadline(ms: number): void {
+    this.deadlineTimer = setTimeout(this.sweepDeadlines, ms);
+    this.deadlineTimer.unref();
+  }
+
+  private readonly sweepDeadlines = (): void => {
+    this.deadlineTimer = undefined;
+    if (this.state === "closed") return;
+    const now = performance.now();
+    for (const req of this.serving) {
+      if (req.deadline > now) {
+        this.armDeadline(Math.max(1, Math.ceil(req.deadline - now)));
+        return;
+      }
+      this.serving.delete(req);
+      req.timedOut = true;
+      this.stats.errors++;
+      this.flowStats.timedOut++;
+      this.replyError(req.id, wireError("timeout", `${req.method}: the host did not finish within ${this.flow.requestTimeoutMs} ms (request_timeout_ms); try again, ask for less, or the operator raises request_timeout_ms in [modules.limits.${this.opts.module}]`));
+    }
+  };
 
   private replyError(id: number, error: WireError): void {
     try {
@@ -886,6 +933,8 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
     clearTimeout(this.handshakeTimer);
     clearTimeout(this.retryTimer);
     clearTimeout(this.unreadTimer);
+    clearTimeout(this.deadlineTimer);
+    this.serving.clear();
     this.backlog.length = 0;
     this.subscription.close();
     const reason = error ?? new Error("connection closed");

@@ -124,6 +124,54 @@ test("request_timeout_ms answers timeout naming the limit; the slot stays taken 
   t.is(peer.framesOf("response").filter((f) => f.id === id).length, 1, "the late result is not sent");
 });
 
+test("request_timeout_ms, one timer for all of a session's requests: each is answered timeout at its own deadline, not with the oldest's, and one served in time is not", async (t) => {
+  const never = new Promise<never>(() => {});
+  const { session, peer } = await stubSession(t, { requestTimeoutMs: 300 }, async (method) => (method === "slow" ? never : "fast"));
+  const sent = new Map<number, number>();
+  const send = (method: string) => {
+    const id = peer.request(method);
+    sent.set(id, performance.now());
+    return id;
+  };
+  const a = send("slow");
+  await sleep(100);
+  const b = send("fast");
+  await sleep(100);
+  const c = send("slow");
+  const waited = async (id: number) => {
+    const r = await peer.response(id);
+    return { code: (r.error as { code?: string } | undefined)?.code, ms: performance.now() - sent.get(id)! };
+  };
+  const [ra, rb, rc] = await Promise.all([waited(a), waited(b), waited(c)]);
+  t.is(rb.code, undefined, "the fast request got its result");
+  t.is(ra.code, "timeout");
+  t.is(rc.code, "timeout");
+  // Not before its own deadline (the timer armed for the oldest must not take the younger with
+  // it), and not long after: a generous bound for a loaded machine.
+  for (const [name, r] of [["first", ra], ["third", rc]] as const) {
+    t.true(r.ms >= 295, `${name} slow request answered after ${r.ms.toFixed(0)} ms, before its 300 ms deadline`);
+    t.true(r.ms < 300 + 1500, `${name} slow request answered after ${r.ms.toFixed(0)} ms`);
+  }
+  t.is(session.flowStats.timedOut, 2);
+  t.is(peer.framesOf("response").filter((f) => f.id === b).length, 1, "the fast request was answered once, never timed out");
+});
+
+test("the answers of requests read together leave together: 50 pipelined requests, their answers settled in one drain, in at most two writes (one per chunk read), not one each", async (t) => {
+  const { peer, channel } = await stubSession(t, { maxInFlight: 64 }, async (method) => method);
+  await peer.response(peer.request("warm"));
+  const socket = (channel as unknown as { socket: { write: (chunk: Buffer) => boolean } }).socket;
+  const write = socket.write.bind(socket);
+  let writes = 0;
+  socket.write = (chunk: Buffer) => {
+    writes++;
+    return write(chunk);
+  };
+  burst(peer, 50);
+  await peer.next(() => peer.framesOf("response").length === 51);
+  // One write of 50 small frames is normally read in one chunk; two if the kernel split it.
+  t.true(writes <= 2, `${writes} writes for 50 answers`);
+});
+
 test("a health invocation is not timed out while the host itself is not reading the module's socket (its requests wait)", async (t) => {
   let finish!: () => void;
   const slow = new Promise<void>((r) => (finish = r));

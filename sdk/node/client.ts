@@ -61,10 +61,20 @@ export type InvocationHandler = (params: Record<string, unknown>) => unknown | P
  */
 export type AnswerSink = (tag: number, error: Error | undefined, value: unknown) => void;
 
+/** A request waiting for its answer: handed to `sink` (requestEach), or settling request()'s promise. */
 interface Pending {
   method: string;
   tag: number;
-  sink: AnswerSink;
+  sink: AnswerSink | undefined;
+  resolve: ((value: unknown) => void) | undefined;
+  reject: ((error: Error) => void) | undefined;
+}
+
+/** Settle a pending request with its answer. */
+function settle(p: Pending, error: Error | undefined, value: unknown): void {
+  if (p.sink) p.sink(p.tag, error, value);
+  else if (error) p.reject!(error);
+  else p.resolve!(value);
 }
 
 export class ModuleClient {
@@ -81,7 +91,7 @@ export class ModuleClient {
   private constructor(readonly channel: FrameChannel, readonly welcome: Welcome) {
     channel.on("message", (body) => this.onMessage(body));
     channel.on("close", (err) => {
-      for (const p of this.pending.values()) p.sink(p.tag, new RequestError(p.method, { code: "unavailable", message: `connection closed${err ? `: ${err.message}` : ""}` }), undefined);
+      for (const p of this.pending.values()) settle(p, new RequestError(p.method, { code: "unavailable", message: `connection closed${err ? `: ${err.message}` : ""}` }), undefined);
       this.pending.clear();
       for (const l of this.closeListeners) l(err);
     });
@@ -121,9 +131,8 @@ export class ModuleClient {
   request(method: string, params: Record<string, unknown> = {}): Promise<unknown> {
     // A closed channel drops what is sent, and no answer would ever come.
     if (this.channel.isClosed) return Promise.reject(new RequestError(method, { code: "unavailable", message: "connection closed" }));
-    return new Promise((resolve, reject) => {
-      this.requestEach(method, params, 0, (_tag, error, value) => (error ? reject(error) : resolve(value)));
-    });
+    // The promise's own resolve and reject wait in `pending`: no answer closure per request.
+    return new Promise((resolve, reject) => this.send(method, params, { method, tag: 0, sink: undefined, resolve, reject }));
   }
 
   /**
@@ -136,17 +145,21 @@ export class ModuleClient {
    * EncodeError) or sent on a closed connection is answered at once, with that error.
    */
   requestEach(method: string, params: Record<string, unknown>, tag: number, sink: AnswerSink): void {
+    this.send(method, params, { method, tag, sink, resolve: undefined, reject: undefined });
+  }
+
+  private send(method: string, params: Record<string, unknown>, p: Pending): void {
     if (this.channel.isClosed) {
-      sink(tag, new RequestError(method, { code: "unavailable", message: "connection closed" }), undefined);
+      settle(p, new RequestError(method, { code: "unavailable", message: "connection closed" }), undefined);
       return;
     }
     const id = this.nextId++;
-    this.pending.set(id, { method, tag, sink });
+    this.pending.set(id, p);
     try {
       this.channel.send({ t: "request", id, method, params });
     } catch (err) {
       this.pending.delete(id);
-      sink(tag, err as Error, undefined);
+      settle(p, err as Error, undefined);
     }
   }
 
@@ -231,8 +244,7 @@ export class ModuleClient {
           return;
         }
         this.pending.delete(msg.id);
-        if (msg.error) p.sink(p.tag, new RequestError(p.method, msg.error), undefined);
-        else p.sink(p.tag, undefined, msg.result ?? null);
+        settle(p, msg.error ? new RequestError(p.method, msg.error) : undefined, msg.error ? undefined : (msg.result ?? null));
         break;
       }
       case "event":
