@@ -9,32 +9,22 @@
 // Every 20 batches it logs "fuzz progress" with its counts, and writes them to progress-SEED.json
 // in its data directory.
 
-import net from "node:net";
 import { writeFileSync } from "node:fs";
 import path from "node:path";
-import { encodeFrame, FrameDecoder } from "../protocol/frame.ts";
-import { decodeBody, encodeBody, HOST_BODY_LIMITS } from "../protocol/codec.ts";
+import { encodeFrame } from "../protocol/frame.ts";
+import { decodeBody, encodeBody } from "../protocol/codec.ts";
 import { parseModuleMessage } from "../protocol/messages.ts";
+import { type Frame, rawChannel } from "../test/fixtures/raw-channel.ts";
 import { mutate, Rng } from "./driver.ts";
 
-type Frame = Record<string, unknown>;
 const PROBE_BASE = 2 ** 50;
-const sock = new net.Socket({ fd: 3, readable: true, writable: true });
-const decoder = new FrameDecoder(64 * 1024 * 1024);
 let onWelcome: ((f: Frame) => void) | undefined;
 let onProbe: ((id: number) => void) | undefined;
 let responses = 0;
 let events = 0;
 let lastSeq = 0;
-sock.on("data", (chunk: Buffer) => {
-  for (const body of decoder.push(chunk)) {
-    let f: Frame;
-    try {
-      f = decodeBody(body, HOST_BODY_LIMITS) as Frame;
-    } catch {
-      process.stderr.write("fuzz: the host sent a frame that does not decode\n");
-      continue;
-    }
+const { sock, send } = rawChannel(
+  (f) => {
     if (onWelcome) {
       const r = onWelcome;
       onWelcome = undefined;
@@ -46,14 +36,12 @@ sock.on("data", (chunk: Buffer) => {
       events++;
       lastSeq = Math.max(lastSeq, f.seq as number);
     } else if (f.t === "invocation") {
-      sock.write(encodeFrame(encodeBody({ t: "invocation_result", id: f.id, result: f.kind === "health" ? { healthy: true } : null })));
+      send({ t: "invocation_result", id: f.id, result: f.kind === "health" ? { healthy: true } : null });
       if (f.kind === "shutdown") setTimeout(() => process.exit(0), 10);
     }
-  }
-});
-sock.on("close", () => process.exit(0));
-sock.on("error", () => process.exit(0));
-const send = (m: unknown) => sock.write(encodeFrame(encodeBody(m)));
+  },
+  () => process.stderr.write("fuzz: the host sent a frame that does not decode\n"),
+);
 
 const me = process.env.MODULE_ID ?? "";
 const welcome = await new Promise<Frame>((resolve) => {
