@@ -90,7 +90,25 @@ function grow(budget: SizeBudget, bytes: number): void {
   }
 }
 
+/**
+ * A refusal found deep in a value: the path to it is put together on the way out (each level
+ * adds its step), so a value that is accepted never builds a path string per field.
+ */
+class Refusal {
+  readonly steps: string[] = [];
+  constructor(readonly message: (path: string) => string) {}
+}
+
 function checkPlain(v: unknown, path: string, depth: number, seen: Set<object>, budget: SizeBudget): void {
+  try {
+    walkPlain(v, depth, seen, budget);
+  } catch (err) {
+    if (!(err instanceof Refusal)) throw err;
+    throw new StorageError("invalid_params", err.message(path + err.steps.reverse().join("")));
+  }
+}
+
+function walkPlain(v: unknown, depth: number, seen: Set<object>, budget: SizeBudget): void {
   switch (typeof v) {
     case "string":
       grow(budget, 1 + v.length); // UTF-8 has at least one byte per UTF-16 unit
@@ -100,11 +118,14 @@ function checkPlain(v: unknown, path: string, depth: number, seen: Set<object>, 
       grow(budget, 1);
       return;
     case "undefined":
-      throw new StorageError("invalid_params", `${path} is undefined; use null or omit the property`);
+      throw new Refusal((path) => `${path} is undefined; use null or omit the property`);
     case "object":
       break;
-    default: // function, symbol, bigint
-      throw new StorageError("invalid_params", `${path} is a ${typeof v}, which cannot be stored`);
+    default: {
+      // function, symbol, bigint
+      const type = typeof v;
+      throw new Refusal((path) => `${path} is a ${type}, which cannot be stored`);
+    }
   }
   if (v === null) {
     grow(budget, 1);
@@ -116,25 +137,35 @@ function checkPlain(v: unknown, path: string, depth: number, seen: Set<object>, 
   }
   grow(budget, 1);
   if (depth >= MAX_VALUE_DEPTH) {
-    throw new StorageError("invalid_params", `${path} is nested deeper than ${MAX_VALUE_DEPTH} levels, the most a data value may have (max_depth, a fixed protocol limit: docs/protocol.md section 3); store a flatter value`);
+    throw new Refusal((path) => `${path} is nested deeper than ${MAX_VALUE_DEPTH} levels, the most a data value may have (max_depth, a fixed protocol limit: docs/protocol.md section 3); store a flatter value`);
   }
-  if (seen.has(v)) throw new StorageError("invalid_params", `${path} is a circular reference`);
+  if (seen.has(v)) throw new Refusal((path) => `${path} is a circular reference`);
   seen.add(v);
   if (Array.isArray(v)) {
-    for (let i = 0; i < v.length; i++) checkPlain(v[i], `${path}[${i}]`, depth + 1, seen, budget);
+    for (let i = 0; i < v.length; i++) {
+      try {
+        walkPlain(v[i], depth + 1, seen, budget);
+      } catch (err) {
+        if (err instanceof Refusal) err.steps.push(`[${i}]`);
+        throw err;
+      }
+    }
   } else {
     const proto: unknown = Object.getPrototypeOf(v);
     if (proto !== Object.prototype && proto !== null) {
-      throw new StorageError(
-        "invalid_params",
-        `${path} is a ${describe(v)}; only plain objects, arrays, Uint8Array and primitives can be stored`,
-      );
+      const what = describe(v);
+      throw new Refusal((path) => `${path} is a ${what}; only plain objects, arrays, Uint8Array and primitives can be stored`);
     }
     for (const k in v) {
       if (!Object.hasOwn(v, k)) continue;
-      if (k === "__proto__") throw new StorageError("invalid_params", `${path} has a "__proto__" key, which is refused (JavaScript readers would take it for the prototype); rename it`);
+      if (k === "__proto__") throw new Refusal((path) => `${path} has a "__proto__" key, which is refused (JavaScript readers would take it for the prototype); rename it`);
       grow(budget, 1 + k.length);
-      checkPlain((v as Record<string, unknown>)[k], `${path}.${k}`, depth + 1, seen, budget);
+      try {
+        walkPlain((v as Record<string, unknown>)[k], depth + 1, seen, budget);
+      } catch (err) {
+        if (err instanceof Refusal) err.steps.push(`.${k}`);
+        throw err;
+      }
     }
   }
   seen.delete(v); // shared (non-circular) references are fine

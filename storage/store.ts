@@ -467,34 +467,66 @@ export class ModuleStore {
 
       // Read and written at the root, with the tree's prefix put on here (storedKeys).
       const stored = storedKeys(t.db.prefix, prepared);
-      // Current size (key + value bytes) of every distinct key touched, or undefined if absent.
-      const distinct = new Map<string, { k: Bytes; at: Bytes }>();
-      prepared.forEach((p, i) => {
-        distinct.set(p.key, { k: p.k, at: stored[i]! });
-      });
-      const olds = (await this.#db.getMany([...distinct.values()].map((d) => d.at))) as Array<Bytes | undefined>;
-      const size = new Map<string, number | undefined>();
-      let i = 0;
-      for (const [key, d] of distinct) {
-        const old = olds[i++];
-        size.set(key, old === undefined ? undefined : d.k.length + old.length);
+      const { bytes: dBytes, keys: dKeys } = await this.#delta(prepared, stored);
+      const rootOps: RootOp[] = new Array(prepared.length);
+      for (let i = 0; i < prepared.length; i++) {
+        const v = prepared[i]!.v;
+        rootOps[i] = v === undefined ? { type: "del", key: stored[i]! } : { type: "put", key: stored[i]!, value: v };
       }
-
-      // Replay the ops on the sizes to get the batch's net delta.
-      let dBytes = 0;
-      let dKeys = 0;
-      const rootOps: RootOp[] = [];
-      prepared.forEach((p, i) => {
-        const before = size.get(p.key);
-        const after = p.v === undefined ? undefined : p.k.length + p.v.length;
-        dBytes += (after ?? 0) - (before ?? 0);
-        dKeys += (after === undefined ? 0 : 1) - (before === undefined ? 0 : 1);
-        size.set(p.key, after);
-        rootOps.push(p.v === undefined ? { type: "del", key: stored[i]! } : { type: "put", key: stored[i]!, value: p.v });
-      });
       this.#checkQuota(dBytes, dKeys);
       await this.#commit(tree, t, rootOps, { bytes: t.bytes + dBytes, keys: t.keys + dKeys });
     });
+  }
+
+  /**
+   * The net change in bytes and keys of applying `prepared` (at `stored`, its keys as stored),
+   * from the old sizes of the keys it touches, read in one getMany. Exact: a key written twice
+   * in one batch counts once, with its last value. The common batch touches every key once:
+   * found with one Set insertion per op, it is then replayed without a map (measured in-process,
+   * 9000 puts of an indexer's shape: the two maps keyed by string and an object per key cost
+   * 10-20 ms of the loop per batch); a batch that repeats a key takes the map's way.
+   */
+  async #delta(prepared: readonly Prepared[], stored: readonly Bytes[]): Promise<Counters> {
+    const n = prepared.length;
+    const seen = new Set<string>();
+    for (let i = 0; i < n; i++) seen.add(prepared[i]!.key);
+    let dBytes = 0;
+    let dKeys = 0;
+    if (seen.size === n) {
+      const olds = (await this.#db.getMany(stored as Bytes[])) as Array<Bytes | undefined>;
+      for (let i = 0; i < n; i++) {
+        const p = prepared[i]!;
+        const old = olds[i];
+        if (old !== undefined) {
+          dBytes -= p.k.length + old.length;
+          dKeys--;
+        }
+        if (p.v !== undefined) {
+          dBytes += p.k.length + p.v.length;
+          dKeys++;
+        }
+      }
+      return { bytes: dBytes, keys: dKeys };
+    }
+    // Current size (key + value bytes) of every distinct key touched, or undefined if absent.
+    const firstAt = new Map<string, number>();
+    for (let i = 0; i < n; i++) if (!firstAt.has(prepared[i]!.key)) firstAt.set(prepared[i]!.key, i);
+    const at = [...firstAt.values()];
+    const olds = (await this.#db.getMany(at.map((i) => stored[i]!))) as Array<Bytes | undefined>;
+    const size = new Map<string, number | undefined>();
+    at.forEach((i, j) => {
+      const old = olds[j];
+      size.set(prepared[i]!.key, old === undefined ? undefined : prepared[i]!.k.length + old.length);
+    });
+    // Replay the ops on the sizes to get the batch's net delta.
+    for (const p of prepared) {
+      const before = size.get(p.key);
+      const after = p.v === undefined ? undefined : p.k.length + p.v.length;
+      dBytes += (after ?? 0) - (before ?? 0);
+      dKeys += (after === undefined ? 0 : 1) - (before === undefined ? 0 : 1);
+      size.set(p.key, after);
+    }
+    return { bytes: dBytes, keys: dKeys };
   }
 
   /** Holds a part of a transaction sent in parts, within MAX_STAGED and MAX_STAGED_BYTES. */
