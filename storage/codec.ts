@@ -31,6 +31,16 @@ const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[
 
 /** Validates that `key` is a well-formed string of at most `maxBytes` UTF-8 bytes; returns its bytes. */
 export function encodeKey(key: unknown, maxBytes: number, what = "key"): Uint8Array {
+  checkKey(key, maxBytes, what);
+  return utf8.encode(key as string);
+}
+
+/**
+ * What encodeKey checks, without encoding: the key's UTF-8 length. For a caller that writes
+ * many keys into one buffer of its own (ModuleStore.batch), instead of a Uint8Array (and an
+ * ArrayBuffer, which the garbage collector tracks one by one) for each.
+ */
+export function checkKey(key: unknown, maxBytes: number, what = "key"): number {
   if (typeof key !== "string") {
     throw new StorageError("invalid_params", `${what} must be a string, got ${describe(key)}`);
   }
@@ -42,14 +52,14 @@ export function encodeKey(key: unknown, maxBytes: number, what = "key"): Uint8Ar
   if (LONE_SURROGATE.test(key)) {
     throw new StorageError("invalid_params", `${what} contains an unpaired UTF-16 surrogate`);
   }
-  const bytes = utf8.encode(key);
-  if (bytes.length > maxBytes) {
+  const length = Buffer.byteLength(key, "utf8");
+  if (length > maxBytes) {
     throw new StorageError(
       "invalid_params",
-      `${what} is ${bytes.length} bytes (UTF-8), over the limit of ${maxBytes} bytes (a fixed limit of storage keys: use a shorter key, e.g. a hash of a long one)`,
+      `${what} is ${length} bytes (UTF-8), over the limit of ${maxBytes} bytes (a fixed limit of storage keys: use a shorter key, e.g. a hash of a long one)`,
     );
   }
-  return bytes;
+  return length;
 }
 
 export function decodeKey(bytes: Uint8Array): string {
@@ -62,7 +72,11 @@ export function decodeKey(bytes: Uint8Array): string {
  * oversized value is refused after work bounded by the limit, not by the value.
  */
 export function encodeValue(value: unknown, maxBytes: number): Uint8Array {
-  checkPlain(value, "value", 0, new Set(), { size: 0, max: maxBytes });
+  try {
+    checkPlain(value, "value", 0, SEEN, { size: 0, max: maxBytes });
+  } finally {
+    SEEN.clear(); // empty already after a walk that accepted the value
+  }
   const bytes = packr.pack(value);
   if (bytes.length > maxBytes) {
     throw new StorageError(
@@ -76,6 +90,9 @@ export function encodeValue(value: unknown, maxBytes: number): Uint8Array {
 export function decodeValue(bytes: Uint8Array): unknown {
   return normalizeBinary(packr.unpack(bytes));
 }
+
+/** The objects on the path of the value being walked (cycles); one set for every value, walks being synchronous. */
+const SEEN = new Set<object>();
 
 interface SizeBudget {
   /** Lower bound of the encoded size of what was walked so far. */

@@ -235,9 +235,9 @@ test("a refused value names the exact path to what is refused, however deep (the
   t.is((await store.usage()).keys, 0);
 });
 
-test("a batch that touches each key once counts exactly: new keys, overwrites that grow and shrink, deletes of present and of absent keys", async (t) => {
+test("a batch that touches each key once counts exactly: new keys, overwrites that grow and shrink, deletes of present and of absent keys, keys of several UTF-8 bytes per character", async (t) => {
   const { store } = await freshStore(t);
-  const keys = Array.from({ length: 400 }, (_, i) => `key:${i}`);
+  const keys = Array.from({ length: 400 }, (_, i) => (i % 3 === 0 ? `ké✓😀:${i}` : `key:${i}`));
   await store.batch("t", keys.slice(0, 300).map((key, i) => ({ op: "put" as const, key, value: "x".repeat(i % 50) })));
   // Every key at most once: 0-99 deleted, 100-199 longer, 200-249 shorter, 250-299 untouched, 300-349 new, 350-399 deleted while absent.
   await store.batch("t", keys.flatMap((key, i): BatchOp[] => {
@@ -249,6 +249,7 @@ test("a batch that touches each key once counts exactly: new keys, overwrites th
   }));
   const entries = await store.iterate("t", { limit: 10_000 });
   t.is(entries.length, 250);
+  t.deepEqual(entries.map((e) => e.key), keys.slice(100, 350).sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b))), "every key reads back, in UTF-8 byte order");
   let bytes = 0;
   for (const e of entries) bytes += keyBytes(e.key) + encodeValue(e.value, 1 << 20).length;
   const usage = await store.usage();
