@@ -76,9 +76,14 @@ export function pageOf<T extends object>(whole: T, field: keyof T & string, offs
     weigh({ [k]: value }, base);
   }
   const end = pageEnd(items, start, base);
-  answer[field] = start === 0 && end === items.length ? items : items.slice(start, end);
+  const frozen = Object.isFrozen(whole);
+  const page = start === 0 && end === items.length ? items : items.slice(start, end);
+  // A page of a frozen list is frozen too (its items already are): the codec encodes only a
+  // deeply frozen answer once (protocol/codec.ts encodeEnvelope). Left unfrozen, the slice
+  // made every page of a 1000-transaction block be encoded again for every reader.
+  answer[field] = frozen && page !== items ? Object.freeze(page) : page;
   answer[next] = end < items.length ? end : null;
-  if (Object.isFrozen(whole)) {
+  if (frozen) {
     let pages = built.get(whole);
     if (!pages) built.set(whole, (pages = new Map()));
     pages.set(start, Object.freeze(answer));

@@ -31,6 +31,16 @@ const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[
 
 /** Validates that `key` is a well-formed string of at most `maxBytes` UTF-8 bytes; returns its bytes. */
 export function encodeKey(key: unknown, maxBytes: number, what = "key"): Uint8Array {
+  checkKey(key, maxBytes, what);
+  return utf8.encode(key as string);
+}
+
+/**
+ * What encodeKey checks, without encoding: the key's UTF-8 length. For a caller that writes
+ * many keys into one buffer of its own (ModuleStore.batch), instead of a Uint8Array (and an
+ * ArrayBuffer, which the garbage collector tracks one by one) for each.
+ */
+export function checkKey(key: unknown, maxBytes: number, what = "key"): number {
   if (typeof key !== "string") {
     throw new StorageError("invalid_params", `${what} must be a string, got ${describe(key)}`);
   }
@@ -42,14 +52,14 @@ export function encodeKey(key: unknown, maxBytes: number, what = "key"): Uint8Ar
   if (LONE_SURROGATE.test(key)) {
     throw new StorageError("invalid_params", `${what} contains an unpaired UTF-16 surrogate`);
   }
-  const bytes = utf8.encode(key);
-  if (bytes.length > maxBytes) {
+  const length = Buffer.byteLength(key, "utf8");
+  if (length > maxBytes) {
     throw new StorageError(
       "invalid_params",
-      `${what} is ${bytes.length} bytes (UTF-8), over the limit of ${maxBytes} bytes (a fixed limit of storage keys: use a shorter key, e.g. a hash of a long one)`,
+      `${what} is ${length} bytes (UTF-8), over the limit of ${maxBytes} bytes (a fixed limit of storage keys: use a shorter key, e.g. a hash of a long one)`,
     );
   }
-  return bytes;
+  return length;
 }
 
 export function decodeKey(bytes: Uint8Array): string {
@@ -62,7 +72,11 @@ export function decodeKey(bytes: Uint8Array): string {
  * oversized value is refused after work bounded by the limit, not by the value.
  */
 export function encodeValue(value: unknown, maxBytes: number): Uint8Array {
-  checkPlain(value, "value", 0, new Set(), { size: 0, max: maxBytes });
+  try {
+    checkPlain(value, "value", 0, SEEN, { size: 0, max: maxBytes });
+  } finally {
+    SEEN.clear(); // empty already after a walk that accepted the value
+  }
   const bytes = packr.pack(value);
   if (bytes.length > maxBytes) {
     throw new StorageError(
@@ -77,6 +91,9 @@ export function decodeValue(bytes: Uint8Array): unknown {
   return normalizeBinary(packr.unpack(bytes));
 }
 
+/** The objects on the path of the value being walked (cycles); one set for every value, walks being synchronous. */
+const SEEN = new Set<object>();
+
 interface SizeBudget {
   /** Lower bound of the encoded size of what was walked so far. */
   size: number;
@@ -90,7 +107,25 @@ function grow(budget: SizeBudget, bytes: number): void {
   }
 }
 
+/**
+ * A refusal found deep in a value: the path to it is put together on the way out (each level
+ * adds its step), so a value that is accepted never builds a path string per field.
+ */
+class Refusal {
+  readonly steps: string[] = [];
+  constructor(readonly message: (path: string) => string) {}
+}
+
 function checkPlain(v: unknown, path: string, depth: number, seen: Set<object>, budget: SizeBudget): void {
+  try {
+    walkPlain(v, depth, seen, budget);
+  } catch (err) {
+    if (!(err instanceof Refusal)) throw err;
+    throw new StorageError("invalid_params", err.message(path + err.steps.reverse().join("")));
+  }
+}
+
+function walkPlain(v: unknown, depth: number, seen: Set<object>, budget: SizeBudget): void {
   switch (typeof v) {
     case "string":
       grow(budget, 1 + v.length); // UTF-8 has at least one byte per UTF-16 unit
@@ -100,11 +135,14 @@ function checkPlain(v: unknown, path: string, depth: number, seen: Set<object>, 
       grow(budget, 1);
       return;
     case "undefined":
-      throw new StorageError("invalid_params", `${path} is undefined; use null or omit the property`);
+      throw new Refusal((path) => `${path} is undefined; use null or omit the property`);
     case "object":
       break;
-    default: // function, symbol, bigint
-      throw new StorageError("invalid_params", `${path} is a ${typeof v}, which cannot be stored`);
+    default: {
+      // function, symbol, bigint
+      const type = typeof v;
+      throw new Refusal((path) => `${path} is a ${type}, which cannot be stored`);
+    }
   }
   if (v === null) {
     grow(budget, 1);
@@ -116,25 +154,35 @@ function checkPlain(v: unknown, path: string, depth: number, seen: Set<object>, 
   }
   grow(budget, 1);
   if (depth >= MAX_VALUE_DEPTH) {
-    throw new StorageError("invalid_params", `${path} is nested deeper than ${MAX_VALUE_DEPTH} levels, the most a data value may have (max_depth, a fixed protocol limit: docs/protocol.md section 3); store a flatter value`);
+    throw new Refusal((path) => `${path} is nested deeper than ${MAX_VALUE_DEPTH} levels, the most a data value may have (max_depth, a fixed protocol limit: docs/protocol.md section 3); store a flatter value`);
   }
-  if (seen.has(v)) throw new StorageError("invalid_params", `${path} is a circular reference`);
+  if (seen.has(v)) throw new Refusal((path) => `${path} is a circular reference`);
   seen.add(v);
   if (Array.isArray(v)) {
-    for (let i = 0; i < v.length; i++) checkPlain(v[i], `${path}[${i}]`, depth + 1, seen, budget);
+    for (let i = 0; i < v.length; i++) {
+      try {
+        walkPlain(v[i], depth + 1, seen, budget);
+      } catch (err) {
+        if (err instanceof Refusal) err.steps.push(`[${i}]`);
+        throw err;
+      }
+    }
   } else {
     const proto: unknown = Object.getPrototypeOf(v);
     if (proto !== Object.prototype && proto !== null) {
-      throw new StorageError(
-        "invalid_params",
-        `${path} is a ${describe(v)}; only plain objects, arrays, Uint8Array and primitives can be stored`,
-      );
+      const what = describe(v);
+      throw new Refusal((path) => `${path} is a ${what}; only plain objects, arrays, Uint8Array and primitives can be stored`);
     }
     for (const k in v) {
       if (!Object.hasOwn(v, k)) continue;
-      if (k === "__proto__") throw new StorageError("invalid_params", `${path} has a "__proto__" key, which is refused (JavaScript readers would take it for the prototype); rename it`);
+      if (k === "__proto__") throw new Refusal((path) => `${path} has a "__proto__" key, which is refused (JavaScript readers would take it for the prototype); rename it`);
       grow(budget, 1 + k.length);
-      checkPlain((v as Record<string, unknown>)[k], `${path}.${k}`, depth + 1, seen, budget);
+      try {
+        walkPlain((v as Record<string, unknown>)[k], depth + 1, seen, budget);
+      } catch (err) {
+        if (err instanceof Refusal) err.steps.push(`.${k}`);
+        throw err;
+      }
     }
   }
   seen.delete(v); // shared (non-circular) references are fine

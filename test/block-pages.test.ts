@@ -8,7 +8,7 @@ import { chain as chainFamily } from "../capabilities/chain.ts";
 import { PAGE_BYTES } from "../capabilities/pages.ts";
 import type { CallContext } from "../capabilities/types.ts";
 import { EmbeddedChain } from "../chain/embedded.ts";
-import { HOST_BODY_LIMITS, encodeBody } from "../protocol/codec.ts";
+import { HOST_BODY_LIMITS, encodeBody, encodeEnvelope } from "../protocol/codec.ts";
 import { startHost } from "./helpers/host.ts";
 import { inlineModule } from "./helpers/modules.ts";
 
@@ -28,10 +28,19 @@ async function bigBlock(chain: EmbeddedChain, size: number): Promise<string> {
 
 const handler = (name: string) => chainFamily.methods.find((m) => m.name === name)!.handler;
 
+/** One chain with one big block, shared by the tests below that read it in-process (mining it takes a while). */
+let shared: Promise<{ chain: EmbeddedChain; hash: string }> | undefined;
+const bigChain = () =>
+  (shared ??= (async () => {
+    const chain = await EmbeddedChain.create({ matureBlocks: 101 });
+    return { chain, hash: await bigBlock(chain, TXS) };
+  })());
+test.after.always(async () => {
+  if (shared) await (await shared).chain.close();
+});
+
 test("get_block answers a big block in pages that each fit one message, and the pages join into the block", async (t) => {
-  const chain = await EmbeddedChain.create({ matureBlocks: 101 });
-  t.teardown(() => chain.close());
-  const hash = await bigBlock(chain, TXS);
+  const { chain, hash } = await bigChain();
   const whole = (await chain.getBlock(hash))!;
   t.is(whole.transactions.length, TXS);
   // What the host sends is checked with HOST_BODY_LIMITS (the protocol's, without the cap on a body's total string bytes).
@@ -64,6 +73,25 @@ test("get_block answers a big block in pages that each fit one message, and the 
   const past = (await handler("get_block")(call, { hash, tx_offset: TXS + 5 })) as Record<string, any>;
   t.deepEqual([past.transactions.length, past.next_tx_offset], [0, null], "an offset past the end: an empty last page");
   t.is(await handler("get_block")(call, { hash: "00".repeat(32), tx_offset: 0 }), null);
+});
+
+test("every page of a big block, full and light, is encoded once: a second reader's answer reuses the first's bytes", async (t) => {
+  const { chain, hash } = await bigChain();
+  const call = { chain } as unknown as CallContext;
+  for (const includeHex of [true, false]) {
+    let pages = 0;
+    for (let at: number | null = 0; at !== null; pages++) {
+      const page = (await handler("get_block")(call, { hash, include_hex: includeHex, tx_offset: at })) as Record<string, any>;
+      const again = (await handler("get_block")(call, { hash, include_hex: includeHex, tx_offset: at })) as Record<string, any>;
+      t.is(again, page, "the same page object for every reader");
+      // encodeEnvelope answers [envelope head, the value's encoding]: the same Buffer when the encoding was kept.
+      const first = encodeEnvelope({ t: "response", id: 1 }, "result", page, HOST_BODY_LIMITS);
+      const second = encodeEnvelope({ t: "response", id: 2 }, "result", again, HOST_BODY_LIMITS);
+      t.is(second[1], first[1], `page at ${at} (include_hex ${includeHex}) was encoded again`);
+      at = page.next_tx_offset;
+    }
+    t.true(pages >= 3, `${pages} pages`);
+  }
 });
 
 const READER = inlineModule("block-reader", ["read_blockchain", "read_chain_state"], `

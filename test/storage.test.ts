@@ -5,7 +5,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ClassicLevel } from "classic-level";
 import { ModuleStore, StorageError, DEFAULT_QUOTA } from "../storage/store.ts";
-import type { IterPage, StorageQuota } from "../storage/store.ts";
+import type { BatchOp, IterPage, StorageQuota } from "../storage/store.ts";
+import { encodeValue } from "../storage/codec.ts";
 
 async function tempDir(t: ExecutionContext): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), "modhost-storage-"));
@@ -219,6 +220,41 @@ test("a batch writes each op under its own tree's prefix: the same keys in trees
   t.deepEqual(await reopened.iterate("a"), expectA);
   t.deepEqual(await reopened.iterate("a.b"), expectB);
   t.like(await reopened.usage(), { keys: usage.keys, bytes: usage.bytes });
+});
+
+test("a refused value names the exact path to what is refused, however deep (the path is put together only when refusing)", async (t) => {
+  const { store } = await freshStore(t);
+  const cases: Array<[unknown, string]> = [
+    [{ a: [1, { b: [null, undefined] }] }, "value.a[1].b[1] is undefined; use null or omit the property"],
+    [[[[() => 1]]], "value[0][0][0] is a function, which cannot be stored"],
+    [{ x: { y: { z: new Date(0) } } }, "value.x.y.z is a Date; only plain objects, arrays, Uint8Array and primitives can be stored"],
+  ];
+  for (const [v, message] of cases) await rejectsCode(t, store.put("t", "k", v), "invalid_params", new RegExp(`^${message.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}$`));
+  // A refused op of a batch is named by its index, then by its path.
+  await rejectsCode(t, store.batch("t", [{ op: "put", key: "a", value: 1 }, { op: "put", key: "b", value: { deep: [undefined] } }]), "invalid_params", /^ops\[1\]: value\.deep\[0\] is undefined/);
+  t.is((await store.usage()).keys, 0);
+});
+
+test("a batch that touches each key once counts exactly: new keys, overwrites that grow and shrink, deletes of present and of absent keys, keys of several UTF-8 bytes per character", async (t) => {
+  const { store } = await freshStore(t);
+  const keys = Array.from({ length: 400 }, (_, i) => (i % 3 === 0 ? `ké✓😀:${i}` : `key:${i}`));
+  await store.batch("t", keys.slice(0, 300).map((key, i) => ({ op: "put" as const, key, value: "x".repeat(i % 50) })));
+  // Every key at most once: 0-99 deleted, 100-199 longer, 200-249 shorter, 250-299 untouched, 300-349 new, 350-399 deleted while absent.
+  await store.batch("t", keys.flatMap((key, i): BatchOp[] => {
+    if (i < 100 || i >= 350) return [{ op: "delete", key }];
+    if (i < 200) return [{ op: "put", key, value: "y".repeat(80) }];
+    if (i < 250) return [{ op: "put", key, value: 7 }];
+    if (i < 300) return [];
+    return [{ op: "put", key, value: { n: i } }];
+  }));
+  const entries = await store.iterate("t", { limit: 10_000 });
+  t.is(entries.length, 250);
+  t.deepEqual(entries.map((e) => e.key), keys.slice(100, 350).sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b))), "every key reads back, in UTF-8 byte order");
+  let bytes = 0;
+  for (const e of entries) bytes += keyBytes(e.key) + encodeValue(e.value, 1 << 20).length;
+  const usage = await store.usage();
+  t.is(usage.keys, 250);
+  t.is(usage.bytes, bytes);
 });
 
 test("batch with an invalid op writes nothing", async (t) => {
