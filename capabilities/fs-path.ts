@@ -16,6 +16,7 @@ import { lstat, mkdir, open, opendir, rmdir, stat, unlink } from "node:fs/promis
 import type { FileHandle } from "node:fs/promises";
 import path from "node:path";
 import { CapabilityError } from "./types.ts";
+import type { DataUsage } from "./fs-usage.ts";
 
 /** Largest file read_file returns and write_file writes (below the 16 MiB protocol frame). */
 export const MAX_FILE_BYTES = 8 * 1024 * 1024;
@@ -100,9 +101,9 @@ function mapError(err: unknown, where: string): unknown {
   }
 }
 
-const fdPath = (fd: number, name?: string): string => (name === undefined ? `/proc/self/fd/${fd}` : `/proc/self/fd/${fd}/${name}`);
+export const fdPath = (fd: number, name?: string): string => (name === undefined ? `/proc/self/fd/${fd}` : `/proc/self/fd/${fd}/${name}`);
 
-const DIR_FLAGS = C.O_RDONLY | C.O_DIRECTORY | C.O_NOFOLLOW;
+export const DIR_FLAGS = C.O_RDONLY | C.O_DIRECTORY | C.O_NOFOLLOW;
 
 let procChecked: Promise<boolean> | undefined;
 
@@ -170,7 +171,7 @@ async function adopt(fh: FileHandle, parentFd: number): Promise<void> {
 }
 
 /** Open directory `parts` (all of them) below the data directory, one component at a time. */
-async function openDirChain(dataDir: string, parts: readonly string[], create = false): Promise<FileHandle> {
+async function openDirChain(dataDir: string, parts: readonly string[], create = false, usage?: DataUsage): Promise<FileHandle> {
   let cur = await openRoot(dataDir);
   try {
     for (let i = 0; i < parts.length; i++) {
@@ -181,9 +182,11 @@ async function openDirChain(dataDir: string, parts: readonly string[], create = 
         next = await open(fdPath(cur.fd, name), DIR_FLAGS);
       } catch (err) {
         if (!create || (err as ErrnoLike | null)?.code !== "ENOENT") throw await dirOpenError(err, cur.fd, name, where);
+        usage?.charge(0, 1, `creating the directory ${JSON.stringify(where)}`);
         try {
           await mkdir(fdPath(cur.fd, name), 0o700);
         } catch (mkErr) {
+          usage?.adjust(0, -1);
           if ((mkErr as ErrnoLike | null)?.code !== "EEXIST") throw mapError(mkErr, where);
         }
         try {
@@ -222,7 +225,7 @@ async function withParent<T>(dataDir: string, p: ParsedPath, fn: (parentFd: numb
 
 // O_NONBLOCK: opening a FIFO a native module left behind must not hang a host thread.
 const READ_FLAGS = C.O_RDONLY | C.O_NOFOLLOW | C.O_NONBLOCK | C.O_NOCTTY;
-const WRITE_FLAGS = C.O_WRONLY | C.O_CREAT | C.O_NOFOLLOW | C.O_NONBLOCK | C.O_NOCTTY;
+const WRITE_FLAGS = C.O_WRONLY | C.O_NOFOLLOW | C.O_NONBLOCK | C.O_NOCTTY;
 
 async function checkRegular(fh: FileHandle, where: string, verb: string): Promise<number> {
   const st = await fh.stat();
@@ -268,19 +271,26 @@ export async function readFileAt(dataDir: string, p: ParsedPath): Promise<Uint8A
 const tooBig = (where: string): CapabilityError =>
   new CapabilityError("quota_exceeded", `${JSON.stringify(where)} is larger than ${MAX_FILE_BYTES} bytes, the most read_file returns`);
 
-export async function writeFileAt(dataDir: string, p: ParsedPath, data: Uint8Array, append: boolean): Promise<number> {
+export async function writeFileAt(dataDir: string, p: ParsedPath, data: Uint8Array, append: boolean, usage?: DataUsage): Promise<number> {
   if (data.byteLength > MAX_FILE_BYTES) {
     throw new CapabilityError("invalid_params", `data is ${data.byteLength} bytes; files are limited to ${MAX_FILE_BYTES} bytes`);
   }
-  return withParent(dataDir, p, async (parentFd, name) => {
+  const write = (): Promise<number> => withParent(dataDir, p, async (parentFd, name) => {
     // No O_TRUNC: the file is checked (regular, one name) before anything in it changes.
-    const fh = await open(fdPath(parentFd, name), WRITE_FLAGS | (append ? C.O_APPEND : 0), 0o600);
+    const flags = WRITE_FLAGS | (append ? C.O_APPEND : 0);
+    const { fh, created } = await openForWrite(parentFd, name, flags, data.byteLength, usage, p.canonical);
+    // What the quota was charged for: the file's size once this write is done.
+    let expected: number | undefined;
     try {
       const size = await checkRegular(fh, p.canonical, "written");
       await adopt(fh, parentFd);
       if (append && size + data.byteLength > MAX_FILE_BYTES) {
         throw new CapabilityError("quota_exceeded", `appending ${data.byteLength} bytes would make ${JSON.stringify(p.canonical)} larger than ${MAX_FILE_BYTES} bytes`);
       }
+      const after = append ? size + data.byteLength : data.byteLength;
+      // A new file was charged when it was created; an existing one is charged what it grows by.
+      if (usage && !created) usage.charge(after - size, 0, `${append ? "appending" : "writing"} ${data.byteLength} bytes to ${JSON.stringify(p.canonical)}`);
+      expected = usage ? after : undefined;
       let off = 0;
       while (off < data.byteLength) {
         const { bytesWritten } = await fh.write(data, off, data.byteLength - off, append ? null : off);
@@ -289,17 +299,52 @@ export async function writeFileAt(dataDir: string, p: ParsedPath, data: Uint8Arr
       // Overwrite, then cut to length: truncating to zero first makes ext4 flush on close,
       // which costs milliseconds per write. Either way a replacing write is not atomic.
       if (!append && data.byteLength < size) await fh.truncate(data.byteLength);
-      return append ? size + data.byteLength : data.byteLength;
+      return after;
+    } catch (err) {
+      // A write that failed part-way (ENOSPC, EFBIG) leaves what it left: count that.
+      if (usage) {
+        const now = await fh.stat().then((st) => st.size, () => undefined);
+        if (now !== undefined) usage.adjust(now - (expected ?? (created ? data.byteLength : now)), 0);
+      }
+      throw err;
     } finally {
       await fh.close();
     }
   });
+  return usage ? usage.lock.run(write) : write();
+}
+
+/**
+ * Open a file to write. Without a quota, O_CREAT as usual. With one, a file that does not exist
+ * is charged an entry and `bytes` before it is created (O_EXCL, so `created` is true only when
+ * this call made it): over the quota, nothing is created.
+ */
+async function openForWrite(parentFd: number, name: string, flags: number, bytes: number, usage: DataUsage | undefined, where: string): Promise<{ fh: FileHandle; created: boolean }> {
+  const at = fdPath(parentFd, name);
+  if (!usage) return { fh: await open(at, flags | C.O_CREAT, 0o600), created: false };
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return { fh: await open(at, flags), created: false };
+    } catch (err) {
+      if ((err as ErrnoLike | null)?.code !== "ENOENT" || attempt >= 2) throw err;
+    }
+    usage.charge(bytes, 1, `creating ${JSON.stringify(where)} with ${bytes} bytes`);
+    try {
+      return { fh: await open(at, flags | C.O_CREAT | C.O_EXCL, 0o600), created: true };
+    } catch (err) {
+      usage.adjust(-bytes, -1);
+      // Created meanwhile (a native module writes there too): open the one that exists.
+      if ((err as ErrnoLike | null)?.code !== "EEXIST") throw err;
+    }
+  }
 }
 
 /** Remove a file or symlink (the link itself), or an empty directory. */
-export async function deleteAt(dataDir: string, p: ParsedPath): Promise<void> {
+export async function deleteAt(dataDir: string, p: ParsedPath, usage?: DataUsage): Promise<void> {
   if (p.parts.length === 0) throw new CapabilityError("invalid_params", "the data directory itself cannot be deleted");
-  await withParent(dataDir, p, async (parentFd, name) => {
+  const remove = (): Promise<void> => withParent(dataDir, p, async (parentFd, name) => {
+    // What it held, for the quota (read before it goes; the API's changes run one at a time).
+    const st = usage ? await lstat(fdPath(parentFd, name)) : undefined;
     try {
       await unlink(fdPath(parentFd, name)); // never follows: removes a symlink, not its target
     } catch (err) {
@@ -307,13 +352,18 @@ export async function deleteAt(dataDir: string, p: ParsedPath): Promise<void> {
       if (code !== "EISDIR") throw err;
       await rmdir(fdPath(parentFd, name)); // ENOTDIR if it was swapped for a symlink meanwhile
     }
+    usage?.adjust(st?.isFile() ? -st.size : 0, -1);
   });
+  return usage ? usage.lock.run(remove) : remove();
 }
 
-/** mkdir -p, one anchored component at a time. */
-export async function mkdirAt(dataDir: string, p: ParsedPath): Promise<void> {
-  const fh = await openDirChain(dataDir, p.parts, true);
-  await fh.close();
+/** mkdir -p, one anchored component at a time; each directory it creates is charged an entry. */
+export async function mkdirAt(dataDir: string, p: ParsedPath, usage?: DataUsage): Promise<void> {
+  const make = async (): Promise<void> => {
+    const fh = await openDirChain(dataDir, p.parts, true, usage);
+    await fh.close();
+  };
+  return usage ? usage.lock.run(make) : make();
 }
 
 export type EntryType = "file" | "directory" | "symlink" | "other";
