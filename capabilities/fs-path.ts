@@ -11,12 +11,13 @@
 // operation (open, unlink, rmdir, mkdir, lstat, readdir) is anchored to the parent's fd the same
 // way. This needs Linux with /proc mounted; elsewhere the family fails closed ("unavailable").
 
-import { constants as C, type Stats } from "node:fs";
+import { closeSync, constants as C, lstatSync, opendirSync, openSync, type Stats } from "node:fs";
 import { lstat, mkdir, open, opendir, rmdir, stat, unlink } from "node:fs/promises";
 import type { FileHandle } from "node:fs/promises";
 import path from "node:path";
+import { performance } from "node:perf_hooks";
 import { CapabilityError } from "./types.ts";
-import type { DataUsage } from "./fs-usage.ts";
+import { isOver, MAX_SCAN_DEPTH, overMessage, type DataQuota, type DataUsage, type Measured } from "./fs-usage.ts";
 
 /** Largest file read_file returns and write_file writes (below the 16 MiB protocol frame). */
 export const MAX_FILE_BYTES = 8 * 1024 * 1024;
@@ -101,9 +102,14 @@ function mapError(err: unknown, where: string): unknown {
   }
 }
 
-export const fdPath = (fd: number, name?: string): string => (name === undefined ? `/proc/self/fd/${fd}` : `/proc/self/fd/${fd}/${name}`);
+/** A refusal of the quota (DataUsage.charge's answer) as the module's error. */
+function refuseOver(why: string | undefined): void {
+  if (why !== undefined) throw new CapabilityError("quota_exceeded", why);
+}
 
-export const DIR_FLAGS = C.O_RDONLY | C.O_DIRECTORY | C.O_NOFOLLOW;
+const fdPath = (fd: number, name?: string): string => (name === undefined ? `/proc/self/fd/${fd}` : `/proc/self/fd/${fd}/${name}`);
+
+const DIR_FLAGS = C.O_RDONLY | C.O_DIRECTORY | C.O_NOFOLLOW;
 
 let procChecked: Promise<boolean> | undefined;
 
@@ -182,7 +188,7 @@ async function openDirChain(dataDir: string, parts: readonly string[], create = 
         next = await open(fdPath(cur.fd, name), DIR_FLAGS);
       } catch (err) {
         if (!create || (err as ErrnoLike | null)?.code !== "ENOENT") throw await dirOpenError(err, cur.fd, name, where);
-        usage?.charge(0, 1, `creating the directory ${JSON.stringify(where)}`);
+        refuseOver(usage?.charge(0, 1, `creating the directory ${JSON.stringify(where)}`));
         try {
           await mkdir(fdPath(cur.fd, name), 0o700);
         } catch (mkErr) {
@@ -289,7 +295,7 @@ export async function writeFileAt(dataDir: string, p: ParsedPath, data: Uint8Arr
       }
       const after = append ? size + data.byteLength : data.byteLength;
       // A new file was charged when it was created; an existing one is charged what it grows by.
-      if (usage && !created) usage.charge(after - size, 0, `${append ? "appending" : "writing"} ${data.byteLength} bytes to ${JSON.stringify(p.canonical)}`);
+      if (usage && !created) refuseOver(usage.charge(after - size, 0, `${append ? "appending" : "writing"} ${data.byteLength} bytes to ${JSON.stringify(p.canonical)}`));
       expected = usage ? after : undefined;
       let off = 0;
       while (off < data.byteLength) {
@@ -328,7 +334,7 @@ async function openForWrite(parentFd: number, name: string, flags: number, bytes
     } catch (err) {
       if ((err as ErrnoLike | null)?.code !== "ENOENT" || attempt >= 2) throw err;
     }
-    usage.charge(bytes, 1, `creating ${JSON.stringify(where)} with ${bytes} bytes`);
+    refuseOver(usage.charge(bytes, 1, `creating ${JSON.stringify(where)} with ${bytes} bytes`));
     try {
       return { fh: await open(at, flags | C.O_CREAT | C.O_EXCL, 0o600), created: true };
     } catch (err) {
@@ -423,4 +429,90 @@ export async function statAt(dataDir: string, p: ParsedPath): Promise<FileMetada
     modified: Math.floor(st.mtimeMs),
     created: st.birthtimeMs > 0 ? Math.floor(st.birthtimeMs) : null,
   };
+}
+
+// ---------------------------------------------------------------------------------------
+// Measuring a data directory (the quota, fs-usage.ts)
+//
+// measureDataDir walks a directory the way fs-path.ts resolves paths: every directory is opened
+// through its parent's fd with O_NOFOLLOW, so a symbolic link is counted as an entry and never
+// followed, and a directory swapped for a link mid-walk is skipped, not entered. The walk is
+// bounded: it stops as soon as the count passes a limit (a directory with more entries than
+// max_data_files is over it whatever the rest holds), and does not go deeper than
+// MAX_SCAN_DEPTH directories (a deeper tree is over the quota: it cannot be measured with a
+// bounded number of open fds). Its system calls are synchronous (a readdir batch of 256
+// entries, an lstat per file: microseconds each on a local disk; through libuv's threads they
+// cost ~10 times the CPU, see bench/data-scan.ts), in slices of at most SLICE_MS on the loop.
+
+/** The walk's longest stretch on the host's loop before it yields (its calls are synchronous). */
+const SLICE_MS = 2;
+
+/**
+ * Measure `dir` without following symbolic links, stopping once over `q` (then `over` says why,
+ * in the operator's words for `module`). A missing directory holds nothing.
+ */
+export async function measureDataDir(dir: string, q: DataQuota, module: string): Promise<Measured> {
+  const m: Measured = { bytes: 0, entries: 0 };
+  let root: number;
+  try {
+    root = openSync(path.resolve(dir), DIR_FLAGS);
+  } catch (err) {
+    if ((err as ErrnoLike | null)?.code === "ENOENT") return m;
+    throw err;
+  }
+  const slice = { start: performance.now() };
+  try {
+    await walk(root, 1, q, m, slice);
+  } finally {
+    closeSync(root);
+  }
+  const why = overMessage(q, m, module);
+  if (why !== undefined) m.over = why;
+  return m;
+}
+
+/** Let the loop run when this turn has taken SLICE_MS. */
+async function yieldIfDue(slice: { start: number }): Promise<void> {
+  if (performance.now() - slice.start < SLICE_MS) return;
+  await new Promise((r) => setImmediate(r));
+  slice.start = performance.now();
+}
+
+async function walk(fd: number, depth: number, q: DataQuota, m: Measured, slice: { start: number }): Promise<void> {
+  const subdirs: string[] = [];
+  const dir = opendirSync(fdPath(fd), { bufferSize: 256 });
+  try {
+    for (let e = dir.readSync(); e !== null; e = dir.readSync()) {
+      m.entries++;
+      if (e.isFile()) {
+        // Gone or replaced since readdir: it holds nothing now.
+        const st = lstatSync(fdPath(fd, e.name), { throwIfNoEntry: false });
+        if (st?.isFile()) m.bytes += st.size;
+      } else if (e.isDirectory()) {
+        subdirs.push(e.name);
+      }
+      if (isOver(q, m)) return;
+      await yieldIfDue(slice);
+    }
+  } finally {
+    dir.closeSync();
+  }
+  for (const name of subdirs) {
+    if (depth >= MAX_SCAN_DEPTH) {
+      m.over = "depth";
+      return;
+    }
+    let sub: number;
+    try {
+      sub = openSync(fdPath(fd, name), DIR_FLAGS);
+    } catch {
+      continue; // removed, or swapped for a link or a file: not entered
+    }
+    try {
+      await walk(sub, depth + 1, q, m, slice);
+    } finally {
+      closeSync(sub);
+    }
+    if (isOver(q, m)) return;
+  }
 }

@@ -14,7 +14,8 @@ import { ApiHub, HubError } from "../host/hub.ts";
 import { parseDescriptor, resolveGrants } from "../capabilities/grants.ts";
 import type { CallContext } from "../capabilities/types.ts";
 import type { ChainBackend } from "../chain/backend.ts";
-import { DataUsage, MAX_SCAN_DEPTH, measureDataDir, type DataQuota } from "../capabilities/fs-usage.ts";
+import { DataUsage, MAX_SCAN_DEPTH, type DataQuota } from "../capabilities/fs-usage.ts";
+import { measureDataDir } from "../capabilities/fs-path.ts";
 
 const ALL = ["read_filesystem", "write_filesystem", "manage_filesystem"];
 const grants = resolveGrants(ALL.map((p) => parseDescriptor(p)), ALL.map((p) => parseDescriptor(p)), []).effective;

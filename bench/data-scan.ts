@@ -1,0 +1,76 @@
+// What the data directory quota's scan costs (host/data-quota.ts: a running native module's
+// directory is measured every 10 s). Not part of `npm run bench`: run it alone,
+//   node_modules/.bin/node --import=tsx --no-node-snapshot bench/data-scan.ts [files]
+// A directory of N files (default 10,000, the default max_data_files) in 10 subdirectories is
+// measured by measureDataDir (capabilities/fs-usage.ts), interleaved with the baseline `du -sb`
+// (GNU du, a C walk of the same tree) in the same run; ROUNDS rounds each, medians. For the
+// scan it also reports the host process's CPU time (all its threads: the loop and libuv's) and
+// the longest the host's loop was held in one turn (a 1 ms interval timer's largest lateness).
+//
+// Run of 2026-12-05 16:10 (2-core machine at load 9-10, shared with other sessions): see
+// docs/architecture.md ("Data directory quota").
+
+import { execFileSync } from "node:child_process";
+import { mkdirSync, writeFileSync } from "node:fs";
+import { mkdtemp, rm } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { performance } from "node:perf_hooks";
+import { measureDataDir } from "../capabilities/fs-path.ts";
+
+const N = Number(process.argv[2] ?? 10_000);
+const ROUNDS = 11;
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+const cpuMs = () => {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1000;
+};
+
+const base = await mkdtemp(path.join(os.tmpdir(), "modhost-bench-scan-"));
+for (let d = 0; d < 10; d++) {
+  mkdirSync(path.join(base, `d${d}`));
+  for (let i = 0; i < N / 10; i++) writeFileSync(path.join(base, `d${d}`, `f${i}`), "0123456789");
+}
+const quota = { maxBytes: 0, maxEntries: N + 100 };
+const scan = { wall: [] as number[], cpu: [] as number[], turn: [] as number[] };
+const du: number[] = [];
+/** The same timer's largest lateness while the loop is idle for as long as a scan took: the machine's own share of it. */
+const idle: number[] = [];
+let entries = 0;
+for (let r = 0; r < ROUNDS; r++) {
+  let last = performance.now();
+  let worst = 0;
+  const tick = setInterval(() => {
+    const now = performance.now();
+    worst = Math.max(worst, now - last);
+    last = now;
+  }, 1);
+  const [w0, c0] = [performance.now(), cpuMs()];
+  const m = await measureDataDir(base, quota, "bench");
+  scan.wall.push(performance.now() - w0);
+  scan.cpu.push(cpuMs() - c0);
+  clearInterval(tick);
+  scan.turn.push(Math.max(0, worst - 1));
+  entries = m.entries;
+  {
+    let lastIdle = performance.now();
+    let worstIdle = 0;
+    const t2 = setInterval(() => {
+      const now = performance.now();
+      worstIdle = Math.max(worstIdle, now - lastIdle);
+      lastIdle = now;
+    }, 1);
+    await new Promise((r) => setTimeout(r, scan.wall.at(-1)));
+    clearInterval(t2);
+    idle.push(Math.max(0, worstIdle - 1));
+  }
+  const d0 = performance.now();
+  execFileSync("du", ["-sb", base]);
+  du.push(performance.now() - d0);
+}
+await rm(base, { recursive: true, force: true });
+const f = (x: number) => x.toFixed(1);
+console.log(`${entries} entries (${N} files, 10 directories), ${ROUNDS} rounds, load ${os.loadavg().map((l) => l.toFixed(1)).join(" ")}`);
+console.log(`measureDataDir: ${f(median(scan.wall))} ms wall, ${f(median(scan.cpu))} ms CPU, longest loop turn +${f(median(scan.turn))} ms (median; max ${f(Math.max(...scan.turn))} ms)`);
+console.log(`idle loop for as long (baseline): longest timer lateness +${f(median(idle))} ms (median; max ${f(Math.max(...idle))} ms)`);
+console.log(`du -sb (baseline): ${f(median(du))} ms wall`);
