@@ -440,7 +440,8 @@ export async function statAt(dataDir: string, p: ParsedPath): Promise<FileMetada
 // bounded: it stops as soon as the count passes a limit (a directory with more entries than
 // max_data_files is over it whatever the rest holds), and does not go deeper than
 // MAX_SCAN_DEPTH directories (a deeper tree is over the quota: it cannot be measured with a
-// bounded number of open fds). Its system calls are synchronous (a readdir batch of 256
+// bounded number of open fds); what it cannot read (a module running as the host's uid can
+// chmod 000 a directory) is over the quota too, never counted as empty. Its system calls are synchronous (a readdir batch of 256
 // entries, an lstat per file: microseconds each on a local disk; through libuv's threads they
 // cost ~10 times the CPU, see bench/data-scan.ts), in slices of at most SLICE_MS on the loop.
 
@@ -478,16 +479,29 @@ async function yieldIfDue(slice: { start: number }): Promise<void> {
   slice.start = performance.now();
 }
 
+/** Vanished, or swapped for a link or a file, since it was listed: it holds nothing now. */
+const GONE = new Set(["ENOENT", "ENOTDIR", "ELOOP"]);
+
 async function walk(fd: number, depth: number, q: DataQuota, m: Measured, slice: { start: number }): Promise<void> {
   const subdirs: string[] = [];
   const dir = opendirSync(fdPath(fd), { bufferSize: 256 });
   try {
     for (let e = dir.readSync(); e !== null; e = dir.readSync()) {
       m.entries++;
-      if (e.isFile()) {
-        // Gone or replaced since readdir: it holds nothing now.
-        const st = lstatSync(fdPath(fd, e.name), { throwIfNoEntry: false });
-        if (st?.isFile()) m.bytes += st.size;
+      // A filesystem without d_type lists entries of no type: lstat tells what they are.
+      const known = e.isDirectory() || e.isSymbolicLink() || e.isFIFO() || e.isSocket() || e.isCharacterDevice() || e.isBlockDevice();
+      if (e.isFile() || !known) {
+        let st: Stats | undefined;
+        try {
+          st = lstatSync(fdPath(fd, e.name));
+        } catch (err) {
+          if (GONE.has((err as ErrnoLike).code as string)) continue;
+          // What the host cannot look at, it cannot count: over the quota, not free.
+          m.over = "unreadable";
+          return;
+        }
+        if (st.isFile()) m.bytes += st.size;
+        else if (st.isDirectory()) subdirs.push(e.name);
       } else if (e.isDirectory()) {
         subdirs.push(e.name);
       }
@@ -505,8 +519,10 @@ async function walk(fd: number, depth: number, q: DataQuota, m: Measured, slice:
     let sub: number;
     try {
       sub = openSync(fdPath(fd, name), DIR_FLAGS);
-    } catch {
-      continue; // removed, or swapped for a link or a file: not entered
+    } catch (err) {
+      if (GONE.has((err as ErrnoLike).code as string)) continue; // removed, or swapped for a link or a file: not entered
+      m.over = "unreadable";
+      return;
     }
     try {
       await walk(sub, depth + 1, q, m, slice);

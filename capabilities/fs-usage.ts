@@ -39,6 +39,7 @@ const fix = (module: string, key: string): string => `delete what it no longer n
 export function overMessage(q: DataQuota, m: Measured, module: string): string | undefined {
   if (!isOver(q, m)) return undefined;
   if (m.over === "depth") return `is nested deeper than ${MAX_SCAN_DEPTH} directories, which the host cannot measure; flatten it`;
+  if (m.over === "unreadable") return "holds a file or directory the host cannot read (its permissions were changed), so it cannot be measured; give the host read access back (chmod u+rwx on its directories) or delete it";
   if (m.entries > q.maxEntries) return `holds more than max_data_files = ${q.maxEntries} entries; ${fix(module, "max_data_files")}`;
   if (q.maxBytes > 0 && m.bytes > q.maxBytes) return `holds at least ${m.bytes} bytes, over max_data_bytes = ${q.maxBytes}; ${fix(module, "max_data_bytes")}`;
   return undefined;

@@ -61,7 +61,8 @@ export function watchDataDir(rec: Watched, proc: ModuleProcess<HostSession>, dat
       log.error(`${rec.name} is over its data quota, stopping it: its data directory ${m.over}`);
       proc.session.closeError ??= new Error(rec.killReason);
       proc.kill();
-    }).catch(() => {}).finally(() => (scanning = false));
+    }).catch((err: unknown) => log.warn(`could not measure ${rec.name}'s data directory (${(err as Error).message}); trying again in ${every / 1000} s`))
+      .finally(() => (scanning = false));
   }, every);
   timer.unref();
   void proc.exited.then(() => clearInterval(timer));

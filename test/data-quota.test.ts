@@ -6,10 +6,12 @@
 
 import test from "ava";
 import type { ExecutionContext } from "ava";
-import { existsSync, mkdirSync, readdirSync, symlinkSync, writeFileSync } from "node:fs";
+import { execFile } from "node:child_process";
+import { chmodSync, chownSync, existsSync, mkdirSync, readdirSync, symlinkSync, writeFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { ApiHub, HubError } from "../host/hub.ts";
 import { parseDescriptor, resolveGrants } from "../capabilities/grants.ts";
 import type { CallContext } from "../capabilities/types.ts";
@@ -155,4 +157,24 @@ test("measureDataDir does not follow symbolic links, stops once past max_data_fi
   for (let i = 0; i <= MAX_SCAN_DEPTH; i++) deep = join(deep, "d");
   mkdirSync(deep, { recursive: true });
   t.regex((await measureDataDir(join(base, "deep"), { maxBytes: 0, maxEntries: 1000 }, "m")).over ?? "", /deeper than 64 directories/);
+});
+
+test("a directory the host cannot read (chmod 000 by a module running as the host's own uid) is over the quota, not free", async (t) => {
+  if (process.getuid?.() !== 0) return t.pass("needs root to run the walk as another uid");
+  // The walk runs as uid 65534 (a host not running as root), the directory is that uid's.
+  const base = await mkdtemp(join(tmpdir(), "modhost-quota-"));
+  t.teardown(() => rm(base, { recursive: true, force: true }));
+  const dir = join(base, "m");
+  mkdirSync(join(dir, "hidden"), { recursive: true });
+  for (let i = 0; i < 50; i++) writeFileSync(join(dir, "hidden", `f${i}`), "x".repeat(1000));
+  for (const p of [base, dir, join(dir, "hidden")]) chownSync(p, 65534, 65534);
+  chmodSync(base, 0o755);
+  chmodSync(join(dir, "hidden"), 0);
+  const script = `import { measureDataDir } from ${JSON.stringify(fileURLToPath(new URL("../capabilities/fs-path.ts", import.meta.url)))};
+console.log(JSON.stringify(await measureDataDir(${JSON.stringify(dir)}, { maxBytes: 10000, maxEntries: 100 }, "m")));`;
+  const out = await new Promise<string>((resolve, reject) => {
+    execFile(process.execPath, ["--import=tsx", "--input-type=module", "-e", script], { uid: 65534, gid: 65534, cwd: fileURLToPath(new URL("..", import.meta.url)) }, (err, stdout, stderr) => (err ? reject(new Error(`${err.message}: ${stderr}`)) : resolve(stdout)));
+  });
+  const m = JSON.parse(out) as { bytes: number; over?: string };
+  t.regex(m.over ?? "", /holds a file or directory the host cannot read .* cannot be measured/, `50 KB hidden behind chmod 000 against a 10000-byte quota: ${out}`);
 });
