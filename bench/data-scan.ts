@@ -2,13 +2,17 @@
 // directory is measured every 10 s). Not part of `npm run bench`: run it alone,
 //   node_modules/.bin/node --import=tsx --no-node-snapshot bench/data-scan.ts [files]
 // A directory of N files (default 10,000, the default max_data_files) in 10 subdirectories is
-// measured by measureDataDir (capabilities/fs-usage.ts), interleaved with the baseline `du -sb`
-// (GNU du, a C walk of the same tree) in the same run; ROUNDS rounds each, medians. For the
+// measured by measureDataDir (capabilities/fs-path.ts), interleaved with two baselines in the
+// same run: the walk as first written (one fs/promises call per file: opendir, lstat) and
+// `du -sb` (GNU du, a C walk of the same tree); ROUNDS rounds each, medians. For the
 // scan it also reports the host process's CPU time (all its threads: the loop and libuv's) and
 // the longest the host's loop was held in one turn (a 1 ms interval timer's largest lateness).
 //
-// Run of 2026-12-05 16:10 (2-core machine at load 9-10, shared with other sessions): see
-// docs/architecture.md ("Data directory quota").
+// Runs of 2026-12-05 16:09 (2-core machine at load 3.2-3.8, shared with other sessions), three
+// runs, medians of 11 rounds each:
+//   measureDataDir: 74-76 ms wall, 78-82 ms CPU; longest timer lateness +3.6-4.3 ms (idle +0.3)
+//   async walk (before): 357-362 ms wall, 378-389 ms CPU; du -sb: 41 ms wall
+// At load 9-10 earlier: measureDataDir 133-193 ms wall, 101-110 ms CPU; async 1086 ms, 794 ms CPU.
 
 import { execFileSync } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
@@ -16,7 +20,29 @@ import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
+import { lstat, open, opendir, type FileHandle } from "node:fs/promises";
+import { constants as C } from "node:fs";
 import { measureDataDir } from "../capabilities/fs-path.ts";
+
+/** The walk before (commit 752f307): the same anchored walk, one fs/promises call per file. */
+async function asyncWalk(dir: FileHandle, m: { bytes: number; entries: number }): Promise<void> {
+  const subdirs: string[] = [];
+  for await (const e of await opendir(`/proc/self/fd/${dir.fd}`, { bufferSize: 256 })) {
+    m.entries++;
+    if (e.isFile()) {
+      const st = await lstat(`/proc/self/fd/${dir.fd}/${e.name}`).catch(() => null);
+      if (st?.isFile()) m.bytes += st.size;
+    } else if (e.isDirectory()) subdirs.push(e.name);
+  }
+  for (const name of subdirs) {
+    const sub = await open(`/proc/self/fd/${dir.fd}/${name}`, C.O_RDONLY | C.O_DIRECTORY | C.O_NOFOLLOW);
+    try {
+      await asyncWalk(sub, m);
+    } finally {
+      await sub.close();
+    }
+  }
+}
 
 const N = Number(process.argv[2] ?? 10_000);
 const ROUNDS = 11;
@@ -34,6 +60,7 @@ for (let d = 0; d < 10; d++) {
 const quota = { maxBytes: 0, maxEntries: N + 100 };
 const scan = { wall: [] as number[], cpu: [] as number[], turn: [] as number[] };
 const du: number[] = [];
+const before = { wall: [] as number[], cpu: [] as number[] };
 /** The same timer's largest lateness while the loop is idle for as long as a scan took: the machine's own share of it. */
 const idle: number[] = [];
 let entries = 0;
@@ -64,6 +91,16 @@ for (let r = 0; r < ROUNDS; r++) {
     clearInterval(t2);
     idle.push(Math.max(0, worstIdle - 1));
   }
+  {
+    const [w0, c0] = [performance.now(), cpuMs()];
+    const root = await open(base, C.O_RDONLY | C.O_DIRECTORY | C.O_NOFOLLOW);
+    const m = { bytes: 0, entries: 0 };
+    await asyncWalk(root, m);
+    await root.close();
+    before.wall.push(performance.now() - w0);
+    before.cpu.push(cpuMs() - c0);
+    if (m.entries !== entries) throw new Error(`the async walk counted ${m.entries}, the scan ${entries}`);
+  }
   const d0 = performance.now();
   execFileSync("du", ["-sb", base]);
   du.push(performance.now() - d0);
@@ -73,4 +110,5 @@ const f = (x: number) => x.toFixed(1);
 console.log(`${entries} entries (${N} files, 10 directories), ${ROUNDS} rounds, load ${os.loadavg().map((l) => l.toFixed(1)).join(" ")}`);
 console.log(`measureDataDir: ${f(median(scan.wall))} ms wall, ${f(median(scan.cpu))} ms CPU, longest loop turn +${f(median(scan.turn))} ms (median; max ${f(Math.max(...scan.turn))} ms)`);
 console.log(`idle loop for as long (baseline): longest timer lateness +${f(median(idle))} ms (median; max ${f(Math.max(...idle))} ms)`);
+console.log(`async walk, one fs/promises call per file (before, baseline): ${f(median(before.wall))} ms wall, ${f(median(before.cpu))} ms CPU`);
 console.log(`du -sb (baseline): ${f(median(du))} ms wall`);
