@@ -441,9 +441,10 @@ export async function statAt(dataDir: string, p: ParsedPath): Promise<FileMetada
 // max_data_files is over it whatever the rest holds), and does not go deeper than
 // MAX_SCAN_DEPTH directories (a deeper tree is over the quota: it cannot be measured with a
 // bounded number of open fds); what it cannot read (a module running as the host's uid can
-// chmod 000 a directory) is over the quota too, never counted as empty. Its system calls are synchronous (a readdir batch of 256
-// entries, an lstat per file: microseconds each on a local disk; through libuv's threads they
-// cost ~10 times the CPU, see bench/data-scan.ts), in slices of at most SLICE_MS on the loop.
+// chmod 000 a directory) is over the quota too, never counted as empty. Its system calls are
+// synchronous (a readdir batch of 256 entries, an lstat per file: microseconds each on a local
+// disk; one fs/promises call per file cost ~5 times the CPU, see bench/data-scan.ts), in slices
+// of at most SLICE_MS on the loop.
 
 /** The walk's longest stretch on the host's loop before it yields (its calls are synchronous). */
 const SLICE_MS = 2;
