@@ -13,6 +13,9 @@
 //   measureDataDir: 74-76 ms wall, 78-82 ms CPU; longest timer lateness +3.6-4.3 ms (idle +0.3)
 //   async walk (before): 357-362 ms wall, 378-389 ms CPU; du -sb: 41 ms wall
 // At load 9-10 earlier: measureDataDir 133-193 ms wall, 101-110 ms CPU; async 1086 ms, 794 ms CPU.
+// write_file of 100 bytes (16:17, load 4-5, two runs): new files 482 / 542 µs with the quota,
+// 402 / 611 µs without; over one file 388 / 458 µs with, 389 / 622 µs without (noisy: the
+// second run's baseline was slower than the quota).
 
 import { execFileSync } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
@@ -22,7 +25,8 @@ import path from "node:path";
 import { performance } from "node:perf_hooks";
 import { lstat, open, opendir, type FileHandle } from "node:fs/promises";
 import { constants as C } from "node:fs";
-import { measureDataDir } from "../capabilities/fs-path.ts";
+import { measureDataDir, parsePath, writeFileAt } from "../capabilities/fs-path.ts";
+import { DataUsage } from "../capabilities/fs-usage.ts";
 
 /** The walk before (commit 752f307): the same anchored walk, one fs/promises call per file. */
 async function asyncWalk(dir: FileHandle, m: { bytes: number; entries: number }): Promise<void> {
@@ -112,3 +116,25 @@ console.log(`measureDataDir: ${f(median(scan.wall))} ms wall, ${f(median(scan.cp
 console.log(`idle loop for as long (baseline): longest timer lateness +${f(median(idle))} ms (median; max ${f(Math.max(...idle))} ms)`);
 console.log(`async walk, one fs/promises call per file (before, baseline): ${f(median(before.wall))} ms wall, ${f(median(before.cpu))} ms CPU`);
 console.log(`du -sb (baseline): ${f(median(du))} ms wall`);
+
+// What the quota adds to the file API: write_file of 100 bytes, 2000 times, to new files and
+// over one file, with the count (lock, no-create open then O_EXCL create) and without, alternating.
+const WRITES = 2000;
+const wdir = await mkdtemp(path.join(os.tmpdir(), "modhost-bench-writes-"));
+const data = new Uint8Array(100);
+const writes = { quota: { fresh: [] as number[], over: [] as number[] }, none: { fresh: [] as number[], over: [] as number[] } };
+for (let r = 0; r < 5; r++) {
+  for (const kind of ["quota", "none"] as const) {
+    const usage = kind === "quota" ? new DataUsage("bench", { maxBytes: 0, maxEntries: 1e6 }, 0, 0) : undefined;
+    const sub = path.join(wdir, `${kind}-${r}`);
+    mkdirSync(sub);
+    let t0 = performance.now();
+    for (let i = 0; i < WRITES; i++) await writeFileAt(sub, parsePath(`f${i}`), data, false, usage);
+    writes[kind].fresh.push(((performance.now() - t0) * 1000) / WRITES);
+    t0 = performance.now();
+    for (let i = 0; i < WRITES; i++) await writeFileAt(sub, parsePath("same"), data, false, usage);
+    writes[kind].over.push(((performance.now() - t0) * 1000) / WRITES);
+  }
+}
+await rm(wdir, { recursive: true, force: true });
+console.log(`write_file of 100 bytes, new files / over one file (median of 5 x ${WRITES}): with the quota ${f(median(writes.quota.fresh))} / ${f(median(writes.quota.over))} µs; without (baseline) ${f(median(writes.none.fresh))} / ${f(median(writes.none.over))} µs`);
