@@ -459,8 +459,13 @@ export async function measureDataDir(dir: string, q: DataQuota, module: string):
   try {
     root = openSync(path.resolve(dir), DIR_FLAGS);
   } catch (err) {
-    if ((err as ErrnoLike | null)?.code === "ENOENT") return m;
-    throw err;
+    const code = (err as ErrnoLike | null)?.code;
+    if (code === "ENOENT") return m;
+    if (code === "EMFILE" || code === "ENFILE") throw err; // the host's trouble: measured next time
+    // Made unreadable (chmod 000 by a module running as the host's uid): over, not empty.
+    m.over = "unreadable";
+    m.over = overMessage(q, m, module);
+    return m;
   }
   const slice = { start: performance.now() };
   try {

@@ -159,7 +159,7 @@ test("measureDataDir does not follow symbolic links, stops once past max_data_fi
   t.regex((await measureDataDir(join(base, "deep"), { maxBytes: 0, maxEntries: 1000 }, "m")).over ?? "", /deeper than 64 directories/);
 });
 
-test("a directory the host cannot read (chmod 000 by a module running as the host's own uid) is over the quota, not free", async (t) => {
+test("a directory the host cannot read (a subdirectory, or the data directory itself, chmod 000 by a module running as the host's own uid) is over the quota, not free", async (t) => {
   if (process.getuid?.() !== 0) return t.pass("needs root to run the walk as another uid");
   // The walk runs as uid 65534 (a host not running as root), the directory is that uid's.
   const base = await mkdtemp(join(tmpdir(), "modhost-quota-"));
@@ -177,4 +177,10 @@ console.log(JSON.stringify(await measureDataDir(${JSON.stringify(dir)}, { maxByt
   });
   const m = JSON.parse(out) as { bytes: number; over?: string };
   t.regex(m.over ?? "", /holds a file or directory the host cannot read .* cannot be measured/, `50 KB hidden behind chmod 000 against a 10000-byte quota: ${out}`);
+  // The data directory itself made unreadable.
+  chmodSync(dir, 0);
+  const root = await new Promise<string>((resolve, reject) => {
+    execFile(process.execPath, ["--import=tsx", "--input-type=module", "-e", script], { uid: 65534, gid: 65534, cwd: fileURLToPath(new URL("..", import.meta.url)) }, (err, stdout, stderr) => (err ? reject(new Error(`${err.message}: ${stderr}`)) : resolve(stdout)));
+  });
+  t.regex((JSON.parse(root) as { over?: string }).over ?? "", /cannot be measured/, `the data directory itself behind chmod 000: ${root}`);
 });
