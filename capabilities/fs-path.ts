@@ -11,11 +11,13 @@
 // operation (open, unlink, rmdir, mkdir, lstat, readdir) is anchored to the parent's fd the same
 // way. This needs Linux with /proc mounted; elsewhere the family fails closed ("unavailable").
 
-import { constants as C, type Stats } from "node:fs";
+import { closeSync, constants as C, lstatSync, opendirSync, openSync, type Stats } from "node:fs";
 import { lstat, mkdir, open, opendir, rmdir, stat, unlink } from "node:fs/promises";
 import type { FileHandle } from "node:fs/promises";
 import path from "node:path";
+import { performance } from "node:perf_hooks";
 import { CapabilityError } from "./types.ts";
+import { isOver, MAX_SCAN_DEPTH, overMessage, type DataQuota, type DataUsage, type Measured } from "./fs-usage.ts";
 
 /** Largest file read_file returns and write_file writes (below the 16 MiB protocol frame). */
 export const MAX_FILE_BYTES = 8 * 1024 * 1024;
@@ -100,6 +102,11 @@ function mapError(err: unknown, where: string): unknown {
   }
 }
 
+/** A refusal of the quota (DataUsage.charge's answer) as the module's error. */
+function refuseOver(why: string | undefined): void {
+  if (why !== undefined) throw new CapabilityError("quota_exceeded", why);
+}
+
 const fdPath = (fd: number, name?: string): string => (name === undefined ? `/proc/self/fd/${fd}` : `/proc/self/fd/${fd}/${name}`);
 
 const DIR_FLAGS = C.O_RDONLY | C.O_DIRECTORY | C.O_NOFOLLOW;
@@ -170,7 +177,7 @@ async function adopt(fh: FileHandle, parentFd: number): Promise<void> {
 }
 
 /** Open directory `parts` (all of them) below the data directory, one component at a time. */
-async function openDirChain(dataDir: string, parts: readonly string[], create = false): Promise<FileHandle> {
+async function openDirChain(dataDir: string, parts: readonly string[], create = false, usage?: DataUsage): Promise<FileHandle> {
   let cur = await openRoot(dataDir);
   try {
     for (let i = 0; i < parts.length; i++) {
@@ -181,9 +188,11 @@ async function openDirChain(dataDir: string, parts: readonly string[], create = 
         next = await open(fdPath(cur.fd, name), DIR_FLAGS);
       } catch (err) {
         if (!create || (err as ErrnoLike | null)?.code !== "ENOENT") throw await dirOpenError(err, cur.fd, name, where);
+        refuseOver(usage?.charge(0, 1, `creating the directory ${JSON.stringify(where)}`));
         try {
           await mkdir(fdPath(cur.fd, name), 0o700);
         } catch (mkErr) {
+          usage?.adjust(0, -1);
           if ((mkErr as ErrnoLike | null)?.code !== "EEXIST") throw mapError(mkErr, where);
         }
         try {
@@ -222,7 +231,7 @@ async function withParent<T>(dataDir: string, p: ParsedPath, fn: (parentFd: numb
 
 // O_NONBLOCK: opening a FIFO a native module left behind must not hang a host thread.
 const READ_FLAGS = C.O_RDONLY | C.O_NOFOLLOW | C.O_NONBLOCK | C.O_NOCTTY;
-const WRITE_FLAGS = C.O_WRONLY | C.O_CREAT | C.O_NOFOLLOW | C.O_NONBLOCK | C.O_NOCTTY;
+const WRITE_FLAGS = C.O_WRONLY | C.O_NOFOLLOW | C.O_NONBLOCK | C.O_NOCTTY;
 
 async function checkRegular(fh: FileHandle, where: string, verb: string): Promise<number> {
   const st = await fh.stat();
@@ -268,19 +277,26 @@ export async function readFileAt(dataDir: string, p: ParsedPath): Promise<Uint8A
 const tooBig = (where: string): CapabilityError =>
   new CapabilityError("quota_exceeded", `${JSON.stringify(where)} is larger than ${MAX_FILE_BYTES} bytes, the most read_file returns`);
 
-export async function writeFileAt(dataDir: string, p: ParsedPath, data: Uint8Array, append: boolean): Promise<number> {
+export async function writeFileAt(dataDir: string, p: ParsedPath, data: Uint8Array, append: boolean, usage?: DataUsage): Promise<number> {
   if (data.byteLength > MAX_FILE_BYTES) {
     throw new CapabilityError("invalid_params", `data is ${data.byteLength} bytes; files are limited to ${MAX_FILE_BYTES} bytes`);
   }
-  return withParent(dataDir, p, async (parentFd, name) => {
+  const write = (): Promise<number> => withParent(dataDir, p, async (parentFd, name) => {
     // No O_TRUNC: the file is checked (regular, one name) before anything in it changes.
-    const fh = await open(fdPath(parentFd, name), WRITE_FLAGS | (append ? C.O_APPEND : 0), 0o600);
+    const flags = WRITE_FLAGS | (append ? C.O_APPEND : 0);
+    const { fh, created } = await openForWrite(parentFd, name, flags, data.byteLength, usage, p.canonical);
+    // What the quota was charged for: the file's size once this write is done.
+    let expected: number | undefined;
     try {
       const size = await checkRegular(fh, p.canonical, "written");
       await adopt(fh, parentFd);
       if (append && size + data.byteLength > MAX_FILE_BYTES) {
         throw new CapabilityError("quota_exceeded", `appending ${data.byteLength} bytes would make ${JSON.stringify(p.canonical)} larger than ${MAX_FILE_BYTES} bytes`);
       }
+      const after = append ? size + data.byteLength : data.byteLength;
+      // A new file was charged when it was created; an existing one is charged what it grows by.
+      if (usage && !created) refuseOver(usage.charge(after - size, 0, `${append ? "appending" : "writing"} ${data.byteLength} bytes to ${JSON.stringify(p.canonical)}`));
+      expected = usage ? after : undefined;
       let off = 0;
       while (off < data.byteLength) {
         const { bytesWritten } = await fh.write(data, off, data.byteLength - off, append ? null : off);
@@ -289,17 +305,52 @@ export async function writeFileAt(dataDir: string, p: ParsedPath, data: Uint8Arr
       // Overwrite, then cut to length: truncating to zero first makes ext4 flush on close,
       // which costs milliseconds per write. Either way a replacing write is not atomic.
       if (!append && data.byteLength < size) await fh.truncate(data.byteLength);
-      return append ? size + data.byteLength : data.byteLength;
+      return after;
+    } catch (err) {
+      // A write that failed part-way (ENOSPC, EFBIG) leaves what it left: count that.
+      if (usage) {
+        const now = await fh.stat().then((st) => st.size, () => undefined);
+        if (now !== undefined) usage.adjust(now - (expected ?? (created ? data.byteLength : now)), 0);
+      }
+      throw err;
     } finally {
       await fh.close();
     }
   });
+  return usage ? usage.lock.run(write) : write();
+}
+
+/**
+ * Open a file to write. Without a quota, O_CREAT as usual. With one, a file that does not exist
+ * is charged an entry and `bytes` before it is created (O_EXCL, so `created` is true only when
+ * this call made it): over the quota, nothing is created.
+ */
+async function openForWrite(parentFd: number, name: string, flags: number, bytes: number, usage: DataUsage | undefined, where: string): Promise<{ fh: FileHandle; created: boolean }> {
+  const at = fdPath(parentFd, name);
+  if (!usage) return { fh: await open(at, flags | C.O_CREAT, 0o600), created: false };
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return { fh: await open(at, flags), created: false };
+    } catch (err) {
+      if ((err as ErrnoLike | null)?.code !== "ENOENT" || attempt >= 2) throw err;
+    }
+    refuseOver(usage.charge(bytes, 1, `creating ${JSON.stringify(where)} with ${bytes} bytes`));
+    try {
+      return { fh: await open(at, flags | C.O_CREAT | C.O_EXCL, 0o600), created: true };
+    } catch (err) {
+      usage.adjust(-bytes, -1);
+      // Created meanwhile (a native module writes there too): open the one that exists.
+      if ((err as ErrnoLike | null)?.code !== "EEXIST") throw err;
+    }
+  }
 }
 
 /** Remove a file or symlink (the link itself), or an empty directory. */
-export async function deleteAt(dataDir: string, p: ParsedPath): Promise<void> {
+export async function deleteAt(dataDir: string, p: ParsedPath, usage?: DataUsage): Promise<void> {
   if (p.parts.length === 0) throw new CapabilityError("invalid_params", "the data directory itself cannot be deleted");
-  await withParent(dataDir, p, async (parentFd, name) => {
+  const remove = (): Promise<void> => withParent(dataDir, p, async (parentFd, name) => {
+    // What it held, for the quota (read before it goes; the API's changes run one at a time).
+    const st = usage ? await lstat(fdPath(parentFd, name)) : undefined;
     try {
       await unlink(fdPath(parentFd, name)); // never follows: removes a symlink, not its target
     } catch (err) {
@@ -307,13 +358,18 @@ export async function deleteAt(dataDir: string, p: ParsedPath): Promise<void> {
       if (code !== "EISDIR") throw err;
       await rmdir(fdPath(parentFd, name)); // ENOTDIR if it was swapped for a symlink meanwhile
     }
+    usage?.adjust(st?.isFile() ? -st.size : 0, -1);
   });
+  return usage ? usage.lock.run(remove) : remove();
 }
 
-/** mkdir -p, one anchored component at a time. */
-export async function mkdirAt(dataDir: string, p: ParsedPath): Promise<void> {
-  const fh = await openDirChain(dataDir, p.parts, true);
-  await fh.close();
+/** mkdir -p, one anchored component at a time; each directory it creates is charged an entry. */
+export async function mkdirAt(dataDir: string, p: ParsedPath, usage?: DataUsage): Promise<void> {
+  const make = async (): Promise<void> => {
+    const fh = await openDirChain(dataDir, p.parts, true, usage);
+    await fh.close();
+  };
+  return usage ? usage.lock.run(make) : make();
 }
 
 export type EntryType = "file" | "directory" | "symlink" | "other";
@@ -373,4 +429,112 @@ export async function statAt(dataDir: string, p: ParsedPath): Promise<FileMetada
     modified: Math.floor(st.mtimeMs),
     created: st.birthtimeMs > 0 ? Math.floor(st.birthtimeMs) : null,
   };
+}
+
+// ---------------------------------------------------------------------------------------
+// Measuring a data directory (the quota, fs-usage.ts)
+//
+// measureDataDir walks a directory the way fs-path.ts resolves paths: every directory is opened
+// through its parent's fd with O_NOFOLLOW, so a symbolic link is counted as an entry and never
+// followed, and a directory swapped for a link mid-walk is skipped, not entered. The walk is
+// bounded: it stops as soon as the count passes a limit (a directory with more entries than
+// max_data_files is over it whatever the rest holds), and does not go deeper than
+// MAX_SCAN_DEPTH directories (a deeper tree is over the quota: it cannot be measured with a
+// bounded number of open fds); what it cannot read (a module running as the host's uid can
+// chmod 000 a directory) is over the quota too, never counted as empty. Its system calls are
+// synchronous (a readdir batch of 256 entries, an lstat per file: microseconds each on a local
+// disk; one fs/promises call per file cost ~5 times the CPU, see bench/data-scan.ts), in slices
+// of at most SLICE_MS on the loop.
+
+/** The walk's longest stretch on the host's loop before it yields (its calls are synchronous). */
+const SLICE_MS = 2;
+
+/**
+ * Measure `dir` without following symbolic links, stopping once over `q` (then `over` says why,
+ * in the operator's words for `module`). A missing directory holds nothing.
+ */
+export async function measureDataDir(dir: string, q: DataQuota, module: string): Promise<Measured> {
+  const m: Measured = { bytes: 0, entries: 0 };
+  let root: number;
+  try {
+    root = openSync(path.resolve(dir), DIR_FLAGS);
+  } catch (err) {
+    const code = (err as ErrnoLike | null)?.code;
+    if (code === "ENOENT") return m;
+    if (code === "EMFILE" || code === "ENFILE") throw err; // the host's trouble: measured next time
+    // Made unreadable (chmod 000 by a module running as the host's uid): over, not empty.
+    m.over = "unreadable";
+    m.over = overMessage(q, m, module);
+    return m;
+  }
+  const slice = { start: performance.now() };
+  try {
+    await walk(root, 1, q, m, slice);
+  } finally {
+    closeSync(root);
+  }
+  const why = overMessage(q, m, module);
+  if (why !== undefined) m.over = why;
+  return m;
+}
+
+/** Let the loop run when this turn has taken SLICE_MS. */
+async function yieldIfDue(slice: { start: number }): Promise<void> {
+  if (performance.now() - slice.start < SLICE_MS) return;
+  await new Promise((r) => setImmediate(r));
+  slice.start = performance.now();
+}
+
+/** Vanished, or swapped for a link or a file, since it was listed: it holds nothing now. */
+const GONE = new Set(["ENOENT", "ENOTDIR", "ELOOP"]);
+
+async function walk(fd: number, depth: number, q: DataQuota, m: Measured, slice: { start: number }): Promise<void> {
+  const subdirs: string[] = [];
+  const dir = opendirSync(fdPath(fd), { bufferSize: 256 });
+  try {
+    for (let e = dir.readSync(); e !== null; e = dir.readSync()) {
+      m.entries++;
+      // A filesystem without d_type lists entries of no type: lstat tells what they are.
+      const known = e.isDirectory() || e.isSymbolicLink() || e.isFIFO() || e.isSocket() || e.isCharacterDevice() || e.isBlockDevice();
+      if (e.isFile() || !known) {
+        let st: Stats | undefined;
+        try {
+          st = lstatSync(fdPath(fd, e.name));
+        } catch (err) {
+          if (GONE.has((err as ErrnoLike).code as string)) continue;
+          // What the host cannot look at, it cannot count: over the quota, not free.
+          m.over = "unreadable";
+          return;
+        }
+        if (st.isFile()) m.bytes += st.size;
+        else if (st.isDirectory()) subdirs.push(e.name);
+      } else if (e.isDirectory()) {
+        subdirs.push(e.name);
+      }
+      if (isOver(q, m)) return;
+      await yieldIfDue(slice);
+    }
+  } finally {
+    dir.closeSync();
+  }
+  for (const name of subdirs) {
+    if (depth >= MAX_SCAN_DEPTH) {
+      m.over = "depth";
+      return;
+    }
+    let sub: number;
+    try {
+      sub = openSync(fdPath(fd, name), DIR_FLAGS);
+    } catch (err) {
+      if (GONE.has((err as ErrnoLike).code as string)) continue; // removed, or swapped for a link or a file: not entered
+      m.over = "unreadable";
+      return;
+    }
+    try {
+      await walk(sub, depth + 1, q, m, slice);
+    } finally {
+      closeSync(sub);
+    }
+    if (isOver(q, m)) return;
+  }
 }

@@ -45,7 +45,7 @@ export const fs: Family = {
       targets: target,
       handler: async (c, p) => {
         const data = typeof p.data === "string" ? Buffer.from(p.data, "utf8") : p.data;
-        await writeFileAt(dataDir(c), parsePath(p.path), data, p.append === true);
+        await writeFileAt(dataDir(c), parsePath(p.path), data, p.append === true, c.dataUsage);
         return true as const;
       },
     }),
@@ -54,7 +54,7 @@ export const fs: Family = {
       summary: "Delete a file, a symbolic link (not its target) or an empty directory.",
       audit: true,
       targets: target,
-      handler: async (c, p) => { await deleteAt(dataDir(c), parsePath(p.path)); return true as const; },
+      handler: async (c, p) => { await deleteAt(dataDir(c), parsePath(p.path), c.dataUsage); return true as const; },
     }),
     method({
       name: "list_directory", result: v.array(DirEntry), js: "listDirectory", permission: "read_filesystem", args: ["path"], params: v.object({ path: filePath }),
@@ -66,7 +66,7 @@ export const fs: Family = {
       name: "create_directory", result: done, js: "createDirectory", permission: "manage_filesystem", args: ["path"], params: v.object({ path: filePath }),
       summary: "Create a directory and any missing parents.",
       targets: target,
-      handler: async (c, p) => { await mkdirAt(dataDir(c), parsePath(p.path)); return true as const; },
+      handler: async (c, p) => { await mkdirAt(dataDir(c), parsePath(p.path), c.dataUsage); return true as const; },
     }),
     method({
       name: "get_file_metadata", result: FileMetadata, js: "stat", permission: "read_filesystem", args: ["path"], params: v.object({ path: filePath }),

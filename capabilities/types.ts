@@ -10,6 +10,7 @@ import type { ChainBackend } from "../chain/backend.ts";
 import type { ModuleStore } from "../storage/store.ts";
 import type { HookPointName, Permission } from "./catalogue.ts";
 import type { LogLevel } from "../protocol/messages.ts";
+import type { DataUsage } from "./fs-usage.ts";
 
 /** Per-module event subscription control, bound to the calling module's connection. */
 interface EventControl {
@@ -135,6 +136,8 @@ export interface CallContext {
   readonly events: EventControl;
   readonly config: Readonly<Record<string, unknown>>;
   readonly dataDir: string;
+  /** What the module's data directory holds, kept by the file API against max_data_bytes and max_data_files; undefined: no quota (tests). */
+  readonly dataUsage?: DataUsage;
   log(level: LogLevel, message: string, fields?: Record<string, unknown>): void;
   /** Largest answer the caller can receive (its frame size): bigger answers are refused before they are built. */
   readonly maxAnswerBytes?: number;

@@ -59,6 +59,8 @@ const LIMIT_FIELDS = {
   storage_max_bytes: limit(int(), 64 * MiB, "storage quota: bytes of keys and values; a write past it fails with `quota_exceeded` and writes nothing", "64 MiB"),
   storage_max_keys: limit(int(), 1_000_000, "storage quota: number of keys (as `storage_max_bytes`)"),
   storage_max_trees: limit(int(), 64, "storage quota: number of trees (as `storage_max_bytes`)"),
+  max_data_bytes: limit(int(), 256 * MiB, "data directory quota: bytes of the files in the module's data directory (`<data_dir>/NAME`; 0 = none). A write, append or `create_directory` through the file API that would pass it fails with `quota_exceeded` and writes nothing; a native module, which writes there directly, is measured at start (over it, it does not start) and every 10 s while it runs (over it, it is stopped, naming this key)", "256 MiB"),
+  max_data_files: limit(int({ min: 1 }), 10_000, "data directory quota: files, directories and links in the module's data directory (as `max_data_bytes`); the host's walk of the directory stops after this many entries"),
   restart: limit(oneOf(RESTART_POLICIES), "on-failure", "after a crash: `never`, `on-failure` (not after a clean exit), `always`"),
   max_restarts: limit(int(), 5, "give up after this many restarts within `restart_window_ms`: the module is then `failed` and stays stopped"),
   restart_window_ms: limit(int({ min: 1 }), 60_000, "the window for `max_restarts`"),

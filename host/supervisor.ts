@@ -11,7 +11,7 @@
 // queue (host/lifecycle.ts KeyedQueue), which the supervisor also uses for its scheduled
 // restarts, so a restart never races a command on the same module.
 
-import { chmod, mkdir, mkdtemp, rm } from "node:fs/promises";
+import { chmod, mkdtemp, rm } from "node:fs/promises";
 import path from "node:path";
 import type { ApiHub } from "./hub.ts";
 import type { HostConfig, Limits } from "./config.ts";
@@ -32,6 +32,7 @@ import { fairDeadline, type KeyedQueue, type LifecycleState, LoopStallMeter, rem
 import { describeExit, type ModuleProcess } from "../runtime/process.ts";
 import { UID_TABLE_FILE, UidTable } from "../runtime/sandbox/index.ts";
 import { stopHealth, watchHealth, watchResources, type WatchEnv } from "./supervisor-health.ts";
+import { openDataDir, watchDataDir } from "./data-quota.ts";
 import { makeRuntimes, type ModuleRuntime, type RuntimeTarget } from "./supervisor-runtimes.ts";
 
 export type ModuleState = "pending" | "starting" | "running" | "stopping" | "stopped" | "crashed" | "failed" | "skipped" | "quarantined";
@@ -85,8 +86,7 @@ interface SupervisorLinks {
 }
 
 /** Start errors a retry cannot fix: a restart that fails with one of these is not retried. */
-const PERMANENT_START_ERRORS = new Set(["verification_failed", "not_found", "permission_denied", "config_error", "internal", "hook_rejected"]);
-
+const PERMANENT_START_ERRORS = new Set(["verification_failed", "not_found", "permission_denied", "config_error", "internal", "hook_rejected", "quota_exceeded"]);
 
 export class Supervisor {
   private readonly log: SourceLogger;
@@ -215,8 +215,7 @@ export class Supervisor {
     }
     try {
       if (!this.opts.chain) throw new ModhostError("internal", "no chain backend: modules cannot start");
-      const dataDir = path.join(this.opts.config.modules.data_dir, rec.name);
-      await mkdir(dataDir, { recursive: true, mode: 0o700 });
+      const { dataDir, usage } = await openDataDir(this.opts.config.modules.data_dir, rec.name, limits);
       await rec.storeClosing;
       rec.store ??= await this.openStore(rec);
       rec.store?.dropStaged(); // a new instance: the last one's unfinished transaction parts are not its own
@@ -233,7 +232,7 @@ export class Supervisor {
           hub: this.links.hub,
           bus: this.opts.bus,
           logger: this.opts.logger,
-          call: { module: rec.name, chain: this.opts.chain, store: rec.store, config, dataDir, ...(services ? { services } : {}) },
+          call: { module: rec.name, chain: this.opts.chain, store: rec.store, config, dataDir, dataUsage: usage, ...(services ? { services } : {}) },
           eventQueue: limits.event_queue, eventQueueBytes: limits.event_queue_bytes,
           eventWindow: limits.event_window,
           flow: flowLimits(limits),
@@ -263,6 +262,7 @@ export class Supervisor {
       rec.state = "running";
       watchHealth(rec, proc, this.watchEnv);
       watchResources(rec, proc, sandboxed.cgroup, this.watchEnv);
+      if (manifest.runtime === "native") watchDataDir(rec, proc, dataDir, usage, this.log);
       this.log.info(`loaded ${rec.name} ${manifest.version}`, { runtime: manifest.runtime, sandbox: rec.sandbox, ...runtime.describe(sandboxed), pid: proc.pid, grants: describeGrants(rec.grants).join(",") || "none", ...(rec.verified ? { verification: rec.verified.report.summary } : {}) });
       this.audit(rec.name, attempt > 0 ? "restart" : "load", { version: manifest.version, runtime: manifest.runtime, sandbox: rec.sandbox, grants: describeGrants(rec.grants), sha256: rec.sha256, verification: rec.verified?.report.summary, pid: proc.pid });
       if (attempt > 0) this.publish("ModuleRestarted", { module: rec.name, attempt });
