@@ -73,10 +73,14 @@ const write = async (name, text) => {
   await writeFile(tmp, text);
   await rename(tmp, path.join(dist, name));
 };
-// Chunks of an earlier build go (bin/modhost.js only runs a build that build.json names).
-for (const old of await readdir(dist)) if (/^chunk-.*\.mjs$/.test(old)) await rm(path.join(dist, old), { force: true });
+// Every file is replaced by a rename, so a host running from dist/ meanwhile never finds one
+// missing or half-written (the tests rebuild dist/ while others run the built host).
 for (const file of cli.outputFiles) await write(path.basename(file.path), file.text);
 await write("isolate-host.mjs", worker.outputFiles[0].text);
 // Last: bin/modhost.js trusts dist/ only once this names what the files above were built from.
 await write("build.json", JSON.stringify({ root, node: process.version, sources }, null, 1) + "\n");
+// Then the chunks of an earlier build that this one has not written again go (their names are
+// content hashes: the same sources write the same chunks, which were replaced in place above).
+const written = new Set(cli.outputFiles.map((f) => path.basename(f.path)));
+for (const old of await readdir(dist)) if (/^chunk-.*\.mjs$/.test(old) && !written.has(old)) await rm(path.join(dist, old), { force: true });
 console.log(`build: dist/ from ${Object.keys(sources).length} source files`);
