@@ -235,7 +235,9 @@ test("a native module that never says ready does not delay the others' start (ev
   await h.manager.unload("native-hangs");
   await starting;
   t.regex(h.mustStatus("native-hangs").problem ?? "", /start cancelled: unloaded by the operator/);
-  t.deepEqual([...(h.events.find((e) => e.type === "NodeStartupCompleted")!.payload as { modules: string[] }).modules].sort(), ["quick-a", "quick-b"]);
+  // The event bus delivers in its own turns (under load, after start() has returned): wait for it.
+  const completed = await h.waitForEvent("NodeStartupCompleted");
+  t.deepEqual([...(completed.payload as { modules: string[] }).modules].sort(), ["quick-a", "quick-b"]);
 });
 
 test("a native module that never answers shutdown (and ignores SIGTERM and its channel closing) delays only what it depends on, not an unrelated module's stop; it is ended after stop_timeout_ms", async (t) => {

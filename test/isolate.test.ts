@@ -47,7 +47,7 @@ test("a module that throws in start fails with the thrown message, and is not re
   t.deepEqual(eventsOf(h, "ModuleCrashed", "throws-in-start"), []);
   t.deepEqual(eventsOf(h, "ModuleRestarted", "throws-in-start"), []);
   t.is(h.mustStatus("throws-in-start").restarts, 0);
-  t.deepEqual((h.events.find((e) => e.type === "NodeStartupCompleted")?.payload as Payload | undefined)?.modules, ["good"]);
+  t.deepEqual(((await h.waitForEvent("NodeStartupCompleted")).payload as Payload).modules, ["good"]);
   await goodStillWorks(t, h);
 });
 
