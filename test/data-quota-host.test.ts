@@ -10,29 +10,21 @@
 import test from "ava";
 import type { ExecutionContext } from "ava";
 import { existsSync, readdirSync } from "node:fs";
-import { chmod, mkdir, rm, writeFile } from "node:fs/promises";
+import { mkdir, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { bundleNodeModule } from "../sdk/node/bundle.ts";
 import { DATA_SCAN_MS } from "../host/data-quota.ts";
-import { startHost, tempDir, writeModule, GOOD_GRANTS, type TestHost } from "./helpers/host.ts";
+import { startHost, tempDir, GOOD_GRANTS, type TestHost } from "./helpers/host.ts";
+import { writeNodeNative } from "./helpers/native.ts";
 import { inlineModule } from "./helpers/modules.ts";
 
 const MAIN = fileURLToPath(new URL("./fixtures/disk-hog/main.ts", import.meta.url));
 const MiB = 1024 * 1024;
-let bundle: string;
-
-test.before(async () => {
-  bundle = await bundleNodeModule(MAIN);
-});
 
 /** The host with the "good" canary and a disk-hog named `name` writing `files` files of `bytes` each. */
 async function hostWithHog(t: ExecutionContext, name: string, attack: { files: number; bytes: number }, limits: Record<string, unknown>, seed?: (dataDir: string) => Promise<void>): Promise<TestHost> {
   const dir = await tempDir(t);
-  const toml = `name = "${name}"\nversion = "0.1.0"\nentry_point = "main.mjs"\nruntime = "native"\ncapabilities = []\n`;
-  const moduleDir = await writeModule(path.join(dir, "modules"), name, { toml, files: {} });
-  await writeFile(path.join(moduleDir, "main.mjs"), bundle, { mode: 0o755 });
-  await chmod(moduleDir, 0o755);
+  await writeNodeNative(path.join(dir, "modules"), name, MAIN);
   const dataDir = path.join(dir, "data", "modules", name);
   await mkdir(dataDir, { recursive: true, mode: 0o700 });
   await seed?.(dataDir);

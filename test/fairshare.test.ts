@@ -5,8 +5,6 @@
 // the attack runs the canary gets every block on time and the host answers RPC calls.
 
 import test, { type ExecutionContext } from "ava";
-import { chmod, writeFile } from "node:fs/promises";
-import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { FrameChannel } from "../protocol/channel.ts";
 import { encodeFrame } from "../protocol/frame.ts";
@@ -15,9 +13,9 @@ import { HostSession } from "../host/session.ts";
 import type { ApiHub } from "../host/hub.ts";
 import { EventBus } from "../host/events/bus.ts";
 import { Logger, type LogRecord } from "../host/log.ts";
-import { bundleNodeModule } from "../sdk/node/bundle.ts";
 import { RawPeer, openSession, socketPair } from "./helpers/peer.ts";
-import { buildModulesDir, sleep, startHost, tempDir, writeModule, GOOD_GRANTS, type TestHost } from "./helpers/host.ts";
+import { buildModulesDir, sleep, startHost, tempDir, GOOD_GRANTS, type TestHost } from "./helpers/host.ts";
+import { writeNodeNative } from "./helpers/native.ts";
 import { inlineModule } from "./helpers/modules.ts";
 import { call } from "./helpers/rpc.ts";
 
@@ -227,10 +225,7 @@ test("max_subscriptions bounds the event types one module keeps (module event na
 const FLOOD = fileURLToPath(new URL("./fixtures/hostile-flood/main.ts", import.meta.url));
 
 async function writeFlooder(modulesDir: string, name: string, capabilities: string[]): Promise<void> {
-  const toml = `name = "${name}"\nversion = "0.1.0"\nentry_point = "main.mjs"\nruntime = "native"\ncapabilities = [${capabilities.map((c) => JSON.stringify(c)).join(", ")}]\n`;
-  const dir = await writeModule(modulesDir, name, { toml, files: {} });
-  await writeFile(path.join(dir, "main.mjs"), await bundleNodeModule(FLOOD), { mode: 0o755 });
-  await chmod(dir, 0o755);
+  await writeNodeNative(modulesDir, name, FLOOD, capabilities);
 }
 
 /** Start a host with the canary and a native flooder in `mode`. */

@@ -11,12 +11,11 @@
 // within the bounds stated below, and every probe can be restarted.
 
 import test from "ava";
-import { chmod, stat, writeFile } from "node:fs/promises";
-import path from "node:path";
+import { stat, } from "node:fs/promises";
 import { fileURLToPath } from "node:url";
 import { monitorEventLoopDelay } from "node:perf_hooks";
-import { bundleNodeModule } from "../sdk/node/bundle.ts";
-import { buildModulesDir, sleep, startHost, tempDir, writeModule, GOOD_GRANTS } from "./helpers/host.ts";
+import { buildModulesDir, sleep, startHost, tempDir, GOOD_GRANTS } from "./helpers/host.ts";
+import { writeNodeNative } from "./helpers/native.ts";
 import { inlineModule } from "./helpers/modules.ts";
 import { call } from "./helpers/rpc.ts";
 
@@ -108,19 +107,8 @@ test("every hostile probe at once: the canary gets every block on time, RPC answ
   t.timeout(480_000); // 21 modules start, attack, and each is restarted: minutes on a shared 2-core machine
   const dir = await tempDir(t);
   const modulesDir = await buildModulesDir(dir, ["good", ...TS_FIXTURES], { ...TS_INLINE, ...TS_COSTS });
-  const code = await bundleNodeModule(PROBE);
-  for (const [name, [, caps]] of Object.entries(NATIVE)) {
-    const toml = `name = "${name}"\nversion = "0.1.0"\nentry_point = "main.mjs"\nruntime = "native"\ncapabilities = [${caps.map((c) => JSON.stringify(c)).join(", ")}]\n`;
-    const d = await writeModule(modulesDir, name, { toml, files: {} });
-    await writeFile(path.join(d, "main.mjs"), code, { mode: 0o755 });
-    await chmod(d, 0o755);
-  }
-  for (const [name, [fixture, , caps]] of Object.entries(NATIVE_COSTS)) {
-    const toml = `name = "${name}"\nversion = "0.1.0"\nentry_point = "main.mjs"\nruntime = "native"\ncapabilities = [${caps.map((c) => JSON.stringify(c)).join(", ")}]\n`;
-    const d = await writeModule(modulesDir, name, { toml, files: {} });
-    await writeFile(path.join(d, "main.mjs"), await bundleNodeModule(fixture), { mode: 0o755 });
-    await chmod(d, 0o755);
-  }
+  for (const [name, [, caps]] of Object.entries(NATIVE)) await writeNodeNative(modulesDir, name, PROBE, caps);
+  for (const [name, [fixture, , caps]] of Object.entries(NATIVE_COSTS)) await writeNodeNative(modulesDir, name, fixture, caps);
   const probes = [...Object.keys(NATIVE), ...Object.keys(NATIVE_COSTS), ...TS_FIXTURES, ...Object.keys(TS_INLINE), ...Object.keys(TS_COSTS)];
   const probeLimits = { log_bytes_per_second: PROBE_LOG_RATE, audit_bytes_per_second: PROBE_AUDIT_RATE, memory_total_mb: 256, processes: 64, max_unread_bytes: 4 * MB };
   const h = await startHost(t, {

@@ -7,26 +7,19 @@
 // answer RPC: both within a generous liveness bound, never a timing assertion on the attack.
 
 import test, { type ExecutionContext } from "ava";
-import { chmod, writeFile } from "node:fs/promises";
-import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { bundleNodeModule } from "../sdk/node/bundle.ts";
 import { MAX_VALUE_DEPTH } from "../protocol/codec.ts";
-import { buildModulesDir, sleep, startHost, tempDir, writeModule, type InlineModule, type TestHost, type TestHostOptions } from "./helpers/host.ts";
+import { buildModulesDir, sleep, startHost, tempDir, type InlineModule, type TestHost, type TestHostOptions } from "./helpers/host.ts";
+import { writeNodeNative } from "./helpers/native.ts";
 import { callApi, inlineModule } from "./helpers/modules.ts";
 import { call } from "./helpers/rpc.ts";
 import { HubError } from "../host/hub.ts";
 
 const FIXTURE = fileURLToPath(new URL("./fixtures/hostile-costs/main.ts", import.meta.url));
-let bundled: Promise<string> | undefined;
 
 /** Write the hostile native module as `name` (its mode comes from the module config). */
 async function writeNative(modulesDir: string, name: string, capabilities: string[], extraToml = ""): Promise<void> {
-  const toml = `name = "${name}"\nversion = "0.1.0"\nentry_point = "main.mjs"\nruntime = "native"\ncapabilities = [${capabilities.map((c) => JSON.stringify(c)).join(", ")}]\n${extraToml}`;
-  const dir = await writeModule(modulesDir, name, { toml, files: {} });
-  bundled ??= bundleNodeModule(FIXTURE);
-  await writeFile(path.join(dir, "main.mjs"), await bundled, { mode: 0o755 });
-  await chmod(dir, 0o755);
+  await writeNodeNative(modulesDir, name, FIXTURE, capabilities, extraToml);
 }
 
 /** A host with the native modules `natives` (name -> capabilities) besides what `opts` asks for. */

@@ -5,12 +5,10 @@
 // writes reaches the host's log, the module restarts (each instance leaving another), the
 // canary stores every block within 5 s and RPC answers within 5 s.
 
-import { chmod, writeFile } from "node:fs/promises";
-import path from "node:path";
 import { fileURLToPath } from "node:url";
 import test from "ava";
-import { bundleNodeModule } from "../sdk/node/bundle.ts";
-import { buildModulesDir, sleep, startHost, tempDir, writeModule, GOOD_GRANTS } from "./helpers/host.ts";
+import { buildModulesDir, sleep, startHost, tempDir, GOOD_GRANTS } from "./helpers/host.ts";
+import { writeNodeNative } from "./helpers/native.ts";
 import { call } from "./helpers/rpc.ts";
 
 const PROBE = fileURLToPath(new URL("./fixtures/hostile-grandchild/main.ts", import.meta.url));
@@ -19,10 +17,7 @@ test("a native module exiting while a detached grandchild keeps its channel open
   t.timeout(180_000);
   const dir = await tempDir(t);
   const modulesDir = await buildModulesDir(dir, ["good"]);
-  const toml = `name = "grandchild"\nversion = "0.1.0"\nentry_point = "main.mjs"\nruntime = "native"\ncapabilities = []\n`;
-  const d = await writeModule(modulesDir, "grandchild", { toml, files: {} });
-  await writeFile(path.join(d, "main.mjs"), await bundleNodeModule(PROBE), { mode: 0o755 });
-  await chmod(d, 0o755);
+  await writeNodeNative(modulesDir, "grandchild", PROBE);
   const h = await startHost(t, {
     dir, modules: [],
     grants: { good: GOOD_GRANTS, grandchild: [] },

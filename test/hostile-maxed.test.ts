@@ -7,14 +7,12 @@
 // collection) is measured before and after, and again once the probe is reloaded (all of it is
 // forgotten with its process): the growth must be bounded and small, and given back.
 
-import { chmod, writeFile } from "node:fs/promises";
-import path from "node:path";
 import { fileURLToPath } from "node:url";
 import v8 from "node:v8";
 import vm from "node:vm";
 import test from "ava";
-import { bundleNodeModule } from "../sdk/node/bundle.ts";
-import { buildModulesDir, sleep, startHost, tempDir, writeModule, GOOD_GRANTS } from "./helpers/host.ts";
+import { buildModulesDir, sleep, startHost, tempDir, GOOD_GRANTS } from "./helpers/host.ts";
+import { writeNodeNative } from "./helpers/native.ts";
 import { callApi, inlineModule } from "./helpers/modules.ts";
 import { call } from "./helpers/rpc.ts";
 
@@ -76,10 +74,7 @@ test.serial(`${probe === "t-max" ? "a TypeScript" : "a native"} module with ever
   const dir = await tempDir(t);
   const modulesDir = await buildModulesDir(dir, ["good"], { ...(probe === "t-max" ? { "t-max": MAXED } : {}), "t-sink": SINK });
   if (probe === "n-max") {
-    const toml = `name = "n-max"\nversion = "0.1.0"\nentry_point = "main.mjs"\nruntime = "native"\ncapabilities = [${MAX_CAPS.map((c) => JSON.stringify(c)).join(", ")}]\n`;
-    const d = await writeModule(modulesDir, "n-max", { toml, files: {} });
-    await writeFile(path.join(d, "main.mjs"), await bundleNodeModule(NATIVE), { mode: 0o755 });
-    await chmod(d, 0o755);
+    await writeNodeNative(modulesDir, "n-max", NATIVE, MAX_CAPS);
   }
   const h = await startHost(t, {
     dir, modules: [],

@@ -4,21 +4,17 @@
 // Every attempt fails, the audit log records the denials, and the good module keeps working.
 
 import test from "ava";
-import { chmod, readFile, writeFile } from "node:fs/promises";
+import { readFile, writeFile } from "node:fs/promises";
 import net from "node:net";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { bundleNodeModule } from "../sdk/node/bundle.ts";
-import { buildModulesDir, startHost, tempDir, writeModule, GOOD_GRANTS } from "./helpers/host.ts";
+import { buildModulesDir, startHost, tempDir, GOOD_GRANTS } from "./helpers/host.ts";
+import { writeNodeNative } from "./helpers/native.ts";
 
 const MAIN = fileURLToPath(new URL("./fixtures/hostile-native/main.ts", import.meta.url));
 
 async function writeHostile(modulesDir: string, name: string): Promise<void> {
-  const toml = `name = "${name}"\nversion = "0.1.0"\nentry_point = "main.mjs"\nruntime = "native"\ncapabilities = ["read_chain_state"]\n`;
-  const dir = await writeModule(modulesDir, name, { toml, files: {} });
-  const code = await bundleNodeModule(MAIN);
-  await writeFile(path.join(dir, "main.mjs"), code, { mode: 0o755 });
-  await chmod(dir, 0o755);
+  await writeNodeNative(modulesDir, name, MAIN, ["read_chain_state"]);
 }
 
 test("a hostile native module is refused at every step; the audit log records it; the host and the good module carry on", async (t) => {

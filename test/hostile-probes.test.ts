@@ -8,12 +8,12 @@
 // within 5 s, the host's heap stays within a stated bound, and every probe restarts.
 
 import test, { type ExecutionContext } from "ava";
-import { chmod, readFile, writeFile } from "node:fs/promises";
+import { readFile, writeFile } from "node:fs/promises";
 import { execa } from "execa";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { bundleNodeModule } from "../sdk/node/bundle.ts";
-import { buildModulesDir, sleep, startHost, tempDir, writeModule, GOOD_GRANTS, type TestHost } from "./helpers/host.ts";
+import { buildModulesDir, sleep, startHost, tempDir, GOOD_GRANTS, type TestHost } from "./helpers/host.ts";
+import { writeNodeNative } from "./helpers/native.ts";
 import { inlineModule } from "./helpers/modules.ts";
 import { call, post } from "./helpers/rpc.ts";
 import { DEFAULT_LIMITS } from "../host/config.ts";
@@ -33,10 +33,7 @@ const BIN = fileURLToPath(new URL("../bin/modhost.js", import.meta.url));
 const MB = 1024 * 1024;
 
 async function writeNative(modulesDir: string, name: string, caps: string[]): Promise<void> {
-  const toml = `name = "${name}"\nversion = "0.1.0"\nentry_point = "main.mjs"\nruntime = "native"\ncapabilities = [${caps.map((c) => JSON.stringify(c)).join(", ")}]\n`;
-  const d = await writeModule(modulesDir, name, { toml, files: {} });
-  await writeFile(path.join(d, "main.mjs"), await bundleNodeModule(PROBE), { mode: 0o755 });
-  await chmod(d, 0o755);
+  await writeNodeNative(modulesDir, name, PROBE, caps);
 }
 
 /**

@@ -21,11 +21,9 @@
 // refused again, for the same reason, and nothing else).
 
 import test from "ava";
-import { chmod, writeFile } from "node:fs/promises";
-import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { bundleNodeModule } from "../sdk/node/bundle.ts";
-import { buildModulesDir, sleep, startHost, tempDir, writeModule, GOOD_GRANTS } from "./helpers/host.ts";
+import { buildModulesDir, sleep, startHost, tempDir, GOOD_GRANTS } from "./helpers/host.ts";
+import { writeNodeNative } from "./helpers/native.ts";
 import { inlineModule } from "./helpers/modules.ts";
 import { call, post } from "./helpers/rpc.ts";
 import { setFlagsFromString } from "node:v8";
@@ -64,13 +62,7 @@ test("native probes of the protocol's conversation (answers twice, to ids never 
   t.timeout(300_000);
   const dir = await tempDir(t);
   const modulesDir = await buildModulesDir(dir, ["good"], { "w-caller": CALLER });
-  const code = await bundleNodeModule(PROBE);
-  for (const [name, [, caps]] of Object.entries(NATIVE)) {
-    const toml = `name = "${name}"\nversion = "0.1.0"\nentry_point = "main.mjs"\nruntime = "native"\ncapabilities = [${caps.map((c) => JSON.stringify(c)).join(", ")}]\n`;
-    const d = await writeModule(modulesDir, name, { toml, files: {} });
-    await writeFile(path.join(d, "main.mjs"), code, { mode: 0o755 });
-    await chmod(d, 0o755);
-  }
+  for (const [name, [, caps]] of Object.entries(NATIVE)) await writeNodeNative(modulesDir, name, PROBE, caps);
   const h = await startHost(t, {
     dir, modules: [],
     grants: { good: GOOD_GRANTS, "w-caller": ["call_module=w-answers"], ...Object.fromEntries(Object.entries(NATIVE).map(([n, [, caps]]) => [n, caps])) },

@@ -10,17 +10,17 @@ import test from "ava";
 import type { ExecutionContext } from "ava";
 import { execFile } from "node:child_process";
 import { existsSync } from "node:fs";
-import { chmod, copyFile, mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { chmod, copyFile, mkdir, mkdtemp, readFile, rm, } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { bundleNodeModule } from "../sdk/node/bundle.ts";
 import { detectCgroups } from "../runtime/sandbox/cgroup.ts";
 import { moduleUid } from "../runtime/sandbox/policy.ts";
 import { UID_TABLE_FILE, UidTable } from "../runtime/sandbox/uids.ts";
 import { isolateHostCgroupLimits } from "../runtime/isolate/runtime.ts";
 import { limitsFor } from "../host/config.ts";
-import { startHost, tempDir, writeModule, GOOD_GRANTS, type TestHost } from "./helpers/host.ts";
+import { startHost, tempDir, GOOD_GRANTS, type TestHost } from "./helpers/host.ts";
+import { writeNodeNative } from "./helpers/native.ts";
 import { eventually, processesOf } from "./helpers/procs.ts";
 
 const SOURCE = fileURLToPath(new URL("./fixtures/hostile/hostile.c", import.meta.url));
@@ -28,7 +28,6 @@ const MAIN = fileURLToPath(new URL("./fixtures/kernel-hog/main.ts", import.meta.
 const MB = 1024 * 1024;
 
 let binary: string;
-let bundle: string;
 
 test.before(async () => {
   const dir = await mkdtemp(path.join(os.tmpdir(), "modhost-kernel-test-"));
@@ -36,15 +35,11 @@ test.before(async () => {
   await new Promise<void>((resolve, reject) => {
     execFile("cc", ["-O1", "-o", binary, SOURCE], (err, _o, stderr) => (err ? reject(new Error(`cc: ${stderr}`)) : resolve()));
   });
-  bundle = await bundleNodeModule(MAIN);
 });
 
 /** A kernel-hog module named `name` in `dir`'s modules directory, its attack binary already in its data directory. */
 async function writeHog(dir: string, name: string): Promise<void> {
-  const toml = `name = "${name}"\nversion = "0.1.0"\nentry_point = "main.mjs"\nruntime = "native"\ncapabilities = []\n`;
-  const moduleDir = await writeModule(path.join(dir, "modules"), name, { toml, files: {} });
-  await writeFile(path.join(moduleDir, "main.mjs"), bundle, { mode: 0o755 });
-  await chmod(moduleDir, 0o755);
+  await writeNodeNative(path.join(dir, "modules"), name, MAIN);
   const dataDir = path.join(dir, "data", "modules", name);
   await mkdir(dataDir, { recursive: true, mode: 0o700 });
   await copyFile(binary, path.join(dataDir, "hostile"));

@@ -6,28 +6,22 @@
 
 import test, { type ExecutionContext } from "ava";
 import { execFile } from "node:child_process";
-import { chmod, readFile, writeFile } from "node:fs/promises";
+import { readFile, } from "node:fs/promises";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
-import { bundleNodeModule } from "../sdk/node/bundle.ts";
 import { LineCutter } from "../runtime/output.ts";
 import { escapeText, Logger, moduleRecord, MODULE_LOG_LIMITS, type LogRecord } from "../host/log.ts";
 import { AuditLog } from "../host/audit.ts";
-import { buildModulesDir, ROOT, startHost, tempDir, writeModule, type TestHost } from "./helpers/host.ts";
+import { buildModulesDir, ROOT, startHost, tempDir, type TestHost } from "./helpers/host.ts";
+import { writeNodeNative } from "./helpers/native.ts";
 import { inlineModule } from "./helpers/modules.ts";
 
 const NOISY = fileURLToPath(new URL("./fixtures/noisy-native/main.ts", import.meta.url));
 const FORGED = "12:00:00.000 ERROR [host] FORGED host line";
-let bundled: Promise<string> | undefined;
 
 async function writeNoisy(modulesDir: string, name: string, capabilities: string[]): Promise<void> {
-  const toml = `name = "${name}"\nversion = "0.1.0"\nentry_point = "main.mjs"\nruntime = "native"\ncapabilities = ${JSON.stringify(capabilities)}\n`;
-  const dir = await writeModule(modulesDir, name, { toml, files: {} });
-  bundled ??= bundleNodeModule(NOISY);
-  await writeFile(path.join(dir, "main.mjs"), await bundled, { mode: 0o755 });
-  await chmod(path.join(dir, "main.mjs"), 0o755);
-  await chmod(dir, 0o755);
+  await writeNodeNative(modulesDir, name, NOISY, capabilities);
 }
 
 /** A host with one noisy native module in `mode` (see test/fixtures/noisy-native/main.ts). */

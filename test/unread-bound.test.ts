@@ -8,11 +8,9 @@
 // frame headers, and once it reads again every answer comes, none refused.
 
 import test from "ava";
-import { chmod, writeFile } from "node:fs/promises";
-import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { bundleNodeModule } from "../sdk/node/bundle.ts";
-import { buildModulesDir, startHost, tempDir, writeModule } from "./helpers/host.ts";
+import { buildModulesDir, startHost, tempDir, } from "./helpers/host.ts";
+import { writeNodeNative } from "./helpers/native.ts";
 import { inlineModule } from "./helpers/modules.ts";
 import { answerBound, FRAME_SIZED_METHODS, SMALL_ANSWER_BYTES } from "../capabilities/answer-bounds.ts";
 import { METHODS } from "../capabilities/families.ts";
@@ -23,10 +21,7 @@ const FIXTURE = fileURLToPath(new URL("./fixtures/unread-pipeline/main.ts", impo
 const MiB = 1024 * 1024;
 
 async function writeNative(modulesDir: string, name: string, capabilities = ["read_storage", "write_storage"]): Promise<void> {
-  const toml = `name = "${name}"\nversion = "0.1.0"\nentry_point = "main.mjs"\nruntime = "native"\ncapabilities = ${JSON.stringify(capabilities)}\n`;
-  const d = await writeModule(modulesDir, name, { toml, files: {} });
-  await writeFile(path.join(d, "main.mjs"), await bundleNodeModule(FIXTURE), { mode: 0o755 });
-  await chmod(d, 0o755);
+  await writeNodeNative(modulesDir, name, FIXTURE, capabilities);
 }
 
 test.serial("a native module pipelining 128 storage_iter requests of ~1 MB answers and not reading: what waits for it never passes max_unread_bytes (4 MiB) but by frame headers; its requests wait, and all are answered once it reads", async (t) => {

@@ -9,12 +9,10 @@
 // not asserted: speed lives in bench/host-loop.ts.
 
 import test from "ava";
-import { chmod, writeFile } from "node:fs/promises";
-import path from "node:path";
 import { monitorEventLoopDelay } from "node:perf_hooks";
 import { fileURLToPath } from "node:url";
-import { bundleNodeModule } from "../sdk/node/bundle.ts";
-import { buildModulesDir, startHost, tempDir, writeModule, GOOD_GRANTS } from "./helpers/host.ts";
+import { buildModulesDir, startHost, tempDir, GOOD_GRANTS } from "./helpers/host.ts";
+import { writeNodeNative } from "./helpers/native.ts";
 import { call, post } from "./helpers/rpc.ts";
 
 const MAIN = fileURLToPath(new URL("./fixtures/wire-cost/main.ts", import.meta.url));
@@ -22,10 +20,7 @@ const MAIN = fileURLToPath(new URL("./fixtures/wire-cost/main.ts", import.meta.u
 test("hostile: the costliest frames a native module can send are refused (distinct keys, strings past 1 MiB, answers 65 deep) or answered (binary, short strings, batches cut at max_response_bytes); blocks keep being stored, RPC keeps answering", async (t) => {
   const dir = await tempDir(t);
   const modulesDir = await buildModulesDir(dir, ["good"]);
-  const toml = `name = "wire"\nversion = "0.1.0"\nentry_point = "main.mjs"\nruntime = "native"\ncapabilities = ["read_chain_state", "read_storage", "write_storage", "register_rpc_endpoint", "submit_block"]\n`;
-  const mdir = await writeModule(modulesDir, "wire", { toml, files: {} });
-  await writeFile(path.join(mdir, "main.mjs"), await bundleNodeModule(MAIN), { mode: 0o755 });
-  await chmod(mdir, 0o755);
+  await writeNodeNative(modulesDir, "wire", MAIN, ["read_chain_state", "read_storage", "write_storage", "register_rpc_endpoint", "submit_block"]);
   const loop = monitorEventLoopDelay({ resolution: 1 });
   loop.enable();
   t.teardown(() => loop.disable());
