@@ -61,7 +61,7 @@ test.serial("a native module pipelining 128 storage_iter requests of ~1 MB answe
 // -> A would wait for its own reservation). Before, each was sent whatever the caller had not
 // read: 64 in flight put 64 answers (up to a frame each) in host memory. Now each is held to
 // what the caller has not read when it arrives, like an invocation.
-test.serial("a native module with 48 call_module requests in flight to a module answering ~1 MB each, not reading: the relayed answers stop at max_unread_bytes (4 MiB) plus one answer, the rest refused naming the limit", async (t) => {
+test.serial("a native module with 48 call_module requests in flight to a module answering ~1 MB each, not reading: the relayed answers stop at max_unread_bytes (4 MiB) plus one answer, the rest refused with quota_exceeded", async (t) => {
   t.timeout(120_000);
   const dir = await tempDir(t);
   const callee = inlineModule("big-answers", ["register_module_api"], `
