@@ -37,7 +37,7 @@ const GRANTS = [
 ];
 
 /** The modhost maintainers' public key (publisher "modhost" in modhost.toml). */
-const MAINTAINERS_KEY = "c36172a23d7d2e820ebcc5776f2fa9610b2149653395e05b887f3ea99e9aad76";
+const MAINTAINERS_KEY = "49cb7b321810fb787f8d1e928725ed9d2cc535786ebfb5b4f5e735552c764697";
 
 interface Update { previous_block_hash: string; height: number; transaction_count: number; coinbase_value: number; reason: string }
 
