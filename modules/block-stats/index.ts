@@ -3,14 +3,15 @@
 // highest stored summary (height and hash) is its cursor. At start and on every chain event
 // it unwinds summaries of blocks no longer on the active chain (their hash differs from the
 // active block at that height: a reorg, while it ran or while it was stopped), then records
-// every block from the cursor to the tip. So nothing is missed across a restart or dropped
-// events, and nothing is recorded twice. Storage keys are zero-padded heights so that
+// every block from the cursor to the tip, each only if it builds on the one recorded before it
+// (a reorg during the catch-up itself sends it back to unwinding). So nothing is missed across
+// a restart or dropped events, nothing is recorded twice, and what it keeps is one chain. Storage keys are zero-padded heights so that
 // iteration is in height order; only the last keep_blocks blocks are kept.
 //
 // Other modules read the statistics through its module API (fee-watch does), operators
 // through its RPC method (`block-stats.summary`) and CLI command (`modhost block-stats last`),
 // and it reports a blocks counter and a fee gauge as metrics.
-import type { ModuleContext } from "modhost/sdk";
+import type { LightBlock, ModuleContext } from "modhost/sdk";
 import { summarise, type BlockSummary } from "./summary.ts";
 
 const TREE = "blocks";
@@ -28,10 +29,9 @@ export default async function start(ctx: ModuleContext): Promise<void> {
     return rows.map((r) => r.value);
   };
 
-  const record = async (height: number): Promise<BlockSummary | null> => {
-    const block = await ctx.chain.getBlockByHeight(height, { include_hex: false });
-    if (!block) return null;
+  const record = async (block: LightBlock): Promise<BlockSummary> => {
     const summary = summarise(block);
+    const height = summary.height;
     await ctx.storage.transaction(TREE, [
       { op: "put", key: heightKey(height), value: summary },
       ...(height >= keep ? [{ op: "delete" as const, key: heightKey(height - keep) }] : []),
@@ -42,24 +42,43 @@ export default async function start(ctx: ModuleContext): Promise<void> {
     return summary;
   };
 
-  /** The catch-up contract: unwind what left the active chain, then record cursor+1 .. tip. */
+  /**
+   * The catch-up contract: unwind what left the active chain, then record cursor+1 .. tip, each
+   * block only if it builds on the one recorded before it. The chain can change between two of
+   * these reads (a reorg while we catch up): a block whose parent is not our cursor means the
+   * cursor left the active chain after we checked it, so we unwind again from there.
+   */
   const catchUp = async (): Promise<{ recorded: number; unwound: number }> => {
     let unwound = 0;
-    let last = await latest();
-    while (last) {
-      const active = await ctx.chain.getBlockByHeight(last.height, { include_hex: false });
-      if (active?.hash === last.hash) break;
-      await ctx.storage.delete(TREE, heightKey(last.height));
-      ctx.log.warn(`block ${last.height} ${last.hash} is no longer on the active chain; its statistics are removed`);
-      unwound++;
-      last = await latest();
-    }
-    const tip = await ctx.chain.getBlockHeight();
-    // Bounded by keep_blocks: a module far behind records only the blocks it would keep.
-    const from = Math.max(last ? last.height + 1 : 0, tip - keep + 1, 0);
     let recorded = 0;
-    for (let h = from; h <= tip; h++) if (await record(h)) recorded++;
-    return { recorded, unwound };
+    for (;;) {
+      let last = await latest();
+      while (last) {
+        const active = await ctx.chain.getBlockByHeight(last.height, { include_hex: false });
+        if (active?.hash === last.hash) break;
+        await ctx.storage.delete(TREE, heightKey(last.height));
+        ctx.log.warn(`block ${last.height} ${last.hash} is no longer on the active chain; its statistics are removed`);
+        unwound++;
+        last = await latest();
+      }
+      const tip = await ctx.chain.getBlockHeight();
+      // Bounded by keep_blocks: a module far behind records only the blocks it would keep.
+      const from = Math.max(last ? last.height + 1 : 0, tip - keep + 1, 0);
+      // The hash the next block must build on; unknown when we skip ahead of the cursor.
+      let parent = last && from === last.height + 1 ? last.hash : null;
+      let forked = false;
+      for (let h = from; h <= tip; h++) {
+        const block = await ctx.chain.getBlockByHeight(h, { include_hex: false });
+        if (!block) break; // the chain got shorter meanwhile: the event that says so catches up again
+        if (parent !== null && block.header.prev_hash !== parent) {
+          forked = true;
+          break;
+        }
+        parent = (await record(block)).hash;
+        recorded++;
+      }
+      if (!forked) return { recorded, unwound };
+    }
   };
   // One catch-up at a time: events arrive concurrently, and each catch-up goes to the tip.
   let queue: Promise<unknown> = Promise.resolve();

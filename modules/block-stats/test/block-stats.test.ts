@@ -48,3 +48,24 @@ test("block-stats replaces the statistics of blocks a reorg took away", async (t
   t.deepEqual(rows.map((r) => r.value.hash), connected, "the replacement blocks, each once");
   t.false(rows.some((r) => r.value.hash === before!.hash), "the replaced block's statistics are gone");
 });
+
+test("block-stats ends as the active chain when a reorg replaces blocks its running catch-up already recorded", async (t) => {
+  const h = await startHost({ modules: [MODULE], teardown: t.teardown.bind(t) });
+  await h.waitForLog(/tracking blocks/, { module: "block-stats" });
+  const base = await h.height();
+  // 40 blocks at once: one catch-up records them one after another. Halfway through it, a reorg
+  // replaces 30 blocks, 10 of them below what that catch-up has recorded: the blocks it reads
+  // next build on blocks it never saw, and the ones it recorded are gone from the chain.
+  await h.mine(40);
+  await h.waitForLog(new RegExp(`^block ${base + 20}:`), { module: "block-stats" });
+  await h.reorg(30);
+  const tip = await h.height();
+  const active: string[] = [];
+  for (let height = base + 1; height <= tip; height++) active.push((await h.chain.getBlockByHeight(height))!.hash);
+  const from = String(base + 1).padStart(10, "0");
+  const rows = await h.waitFor(async () => {
+    const r = await h.storage("block-stats").iterate<Summary>("blocks", { gte: from });
+    return r.map((x) => x.value.hash).join() === active.join() ? r : undefined;
+  }, 20_000, `block-stats' storage for heights ${base + 1}..${tip} to be the active chain`);
+  t.deepEqual(rows.map((r) => r.value.height), active.map((_, i) => base + 1 + i), "each height once");
+});

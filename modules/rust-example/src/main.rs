@@ -131,41 +131,49 @@ struct Synced {
 
 /// The catch-up contract: unwind recorded blocks no longer on the active chain (their hash
 /// differs from the active block at that height), then record every block after the cursor
-/// up to the tip. Without a cursor (a first start) it begins at the tip. Each block is
-/// recorded once: the cursor is the record itself.
+/// up to the tip, each only if it builds on the one recorded before it (otherwise a reorg
+/// replaced the cursor during this catch-up: unwind again). Without a cursor (a first start)
+/// it begins at the tip. Each block is recorded once: the cursor is the record itself.
 fn sync(client: &Client) -> Result<Synced, Error> {
     let mut done = Synced {
         recorded: 0,
         unwound: 0,
     };
-    let mut cursor = last_recorded(client)?;
-    while let Some((height, hash)) = cursor.clone() {
-        if client.get_block_by_height(height)?.is_some_and(|b| b.hash == hash) {
-            break;
+    'catch_up: loop {
+        let mut cursor = last_recorded(client)?;
+        while let Some((height, hash)) = cursor.clone() {
+            if client.get_block_by_height(height)?.is_some_and(|b| b.hash == hash) {
+                break;
+            }
+            client.storage_remove(TREE, &key(height))?;
+            client.warn(&format!(
+                "rust-example: block {height} {hash} is no longer on the active chain; unwound"
+            ));
+            done.unwound += 1;
+            cursor = last_recorded(client)?;
         }
-        client.storage_remove(TREE, &key(height))?;
-        client.warn(&format!(
-            "rust-example: block {height} {hash} is no longer on the active chain; unwound"
-        ));
-        done.unwound += 1;
-        cursor = last_recorded(client)?;
-    }
-    let tip = client.get_block_height()?;
-    let from = cursor.map_or(tip, |(height, _)| height + 1);
-    for height in from..=tip {
-        let block = client
-            .get_block_by_height(height)?
-            .ok_or_else(|| Error::Protocol(format!("block {height} of the active chain not found")))?;
-        client.info(&format!(
-            "rust-example: block {} has {} txs",
-            block.height,
-            block.transactions.len()
-        ));
-        client.storage_insert(TREE, &key(height), &block.hash)?;
-        if client.may_call("report_metric") {
-            client.report_metric("blocks_seen_total", 1, MetricKind::Counter, &[])?;
+        let tip = client.get_block_height()?;
+        let from = cursor.as_ref().map_or(tip, |(height, _)| height + 1);
+        let mut parent = cursor.map(|(_, hash)| hash);
+        for height in from..=tip {
+            let block = client
+                .get_block_by_height(height)?
+                .ok_or_else(|| Error::Protocol(format!("block {height} of the active chain not found")))?;
+            if parent.as_ref().is_some_and(|p| *p != block.header.prev_hash) {
+                continue 'catch_up;
+            }
+            client.info(&format!(
+                "rust-example: block {} has {} txs",
+                block.height,
+                block.transactions.len()
+            ));
+            client.storage_insert(TREE, &key(height), &block.hash)?;
+            if client.may_call("report_metric") {
+                client.report_metric("blocks_seen_total", 1, MetricKind::Counter, &[])?;
+            }
+            done.recorded += 1;
+            parent = Some(block.hash);
         }
-        done.recorded += 1;
+        return Ok(done);
     }
-    Ok(done)
 }

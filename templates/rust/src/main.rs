@@ -74,29 +74,38 @@ fn last(client: &Client) -> Result<Option<(u64, String)>, Error> {
     Ok(rows.into_iter().next().map(|e| (e.key.parse().unwrap_or(0), e.value)))
 }
 
-/// Unwind what left the active chain, then store cursor + 1 .. tip (a first start: the tip).
+/// Unwind what left the active chain, then store cursor + 1 .. tip (a first start: the tip),
+/// each block only if it builds on the one stored before it: otherwise a reorg replaced the
+/// cursor while we were catching up, and we unwind again.
 fn sync(client: &Client) -> Result<(), Error> {
-    let mut cursor = last(client)?;
-    while let Some((height, hash)) = cursor.clone() {
-        if client.get_block_by_height(height)?.is_some_and(|b| b.hash == hash) {
-            break;
+    'catch_up: loop {
+        let mut cursor = last(client)?;
+        while let Some((height, hash)) = cursor.clone() {
+            if client.get_block_by_height(height)?.is_some_and(|b| b.hash == hash) {
+                break;
+            }
+            client.storage_remove(TREE, &key(height))?;
+            client.warn(&format!("block {height} left the active chain: forgotten"));
+            cursor = last(client)?;
         }
-        client.storage_remove(TREE, &key(height))?;
-        client.warn(&format!("block {height} left the active chain: forgotten"));
-        cursor = last(client)?;
+        let tip = client.get_block_height()?;
+        let from = cursor.as_ref().map_or(tip, |(height, _)| height + 1);
+        let mut parent = cursor.map(|(_, hash)| hash);
+        for height in from..=tip {
+            let Some(block) = client.get_block_by_height(height)? else {
+                break;
+            };
+            if parent.as_ref().is_some_and(|p| *p != block.header.prev_hash) {
+                continue 'catch_up;
+            }
+            client.storage_insert(TREE, &key(height), &block.hash)?;
+            client.info(&format!(
+                "block {height} stored: {} txs, hash {}",
+                block.transactions.len(),
+                block.hash
+            ));
+            parent = Some(block.hash);
+        }
+        return Ok(());
     }
-    let tip = client.get_block_height()?;
-    let from = cursor.map_or(tip, |(height, _)| height + 1);
-    for height in from..=tip {
-        let Some(block) = client.get_block_by_height(height)? else {
-            break;
-        };
-        client.storage_insert(TREE, &key(height), &block.hash)?;
-        client.info(&format!(
-            "block {height} stored: {} txs, hash {}",
-            block.transactions.len(),
-            block.hash
-        ));
-    }
-    Ok(())
 }
