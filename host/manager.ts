@@ -18,6 +18,7 @@
 //                  +--> quarantined (quarantine_after failures within quarantine_window_ms;
 //                                    persisted; only `modhost enable` lifts it)
 
+import { stat } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { ApiHub } from "./hub.ts";
@@ -30,7 +31,7 @@ import type { HostEvents } from "../capabilities/event-types.ts";
 import type { SourceLogger } from "./log.ts";
 import { HOST_VERSION } from "./version.ts";
 import { describeGrants, formatDescriptor } from "../capabilities/grants.ts";
-import type { ModuleStore } from "../storage/store.ts";
+import { ModuleStore } from "../storage/store.ts";
 import type { AuditRecord } from "./audit.ts";
 import type { HostServices } from "../capabilities/types.ts";
 import type { HostSession } from "./session.ts";
@@ -507,6 +508,39 @@ export class ModuleManager {
   /** The open store of a running module (the test harness reads it while the module runs). */
   storeOf(name: string): ModuleStore | undefined {
     return this.records.get(name)?.store;
+  }
+
+  /**
+   * Run `fn` with a module's store, for readers outside the module (the test harness): the live
+   * store while an instance has it open; otherwise one opened for the call inside the module's
+   * queue, after any close in progress, so that no load, start or restart opens the directory
+   * meanwhile (LevelDB has one holder: a reader that opened it on its own made a load that came
+   * at the same moment fail with "lock held"). A start that has not opened its store yet is
+   * waited for, briefly, rather than queued behind (its start() may take long).
+   */
+  async withStore<T>(name: string, fn: (store: ModuleStore) => Promise<T>): Promise<T> {
+    for (let waited = 0; ; waited += 5) {
+      const rec = this.records.get(name);
+      if (rec?.store) return fn(rec.store);
+      const opens = rec !== undefined && (["read_storage", "write_storage", "manage_storage"] as const).some((p) => rec.grants.has(p));
+      if (rec?.state !== "starting" || !opens || waited >= 30_000) break;
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    return this.queue.run(name, async () => {
+      const rec = this.records.get(name);
+      if (rec?.store) return fn(rec.store);
+      await rec?.storeClosing;
+      const dir = path.join(this.opts.config.storage.dir, name);
+      if (!(await stat(dir).catch(() => undefined))) {
+        throw new ModhostError("not_found", `module ${name} has no storage (yet): nothing was written, or it lacks read_storage/write_storage`);
+      }
+      const store = await ModuleStore.open(dir);
+      try {
+        return await fn(store);
+      } finally {
+        await store.close();
+      }
+    });
   }
 }
 

@@ -66,6 +66,33 @@ test("with a directory of its own choosing, the host keeps it at stop and storag
   t.deepEqual(await h.storage("echo").iterate("seen"), [{ key: String(height), value: tip }]);
 });
 
+test("reading a module's storage while it loads never takes its store: the load succeeds and the reads see its data", async (t) => {
+  const parent = await tempDir(t);
+  const src = await moduleDir(parent, "echo", ECHO_CAPS, ECHO);
+  const h = await startHost({ modules: [src], teardown: t.teardown.bind(t) });
+  await h.waitForState("echo", "running");
+  const height = await h.mine(1);
+  await h.waitForLog(new RegExp(`^stored ${height}$`), { module: "echo" });
+  const tip = await h.chain.getChainTip();
+  for (let round = 0; round < 3; round++) {
+    await h.host.manager.unload("echo");
+    // Reads in a loop from before the load until after it: a reader that opened the store on
+    // its own while the module was stopped made the load fail ("LevelDB lock held").
+    let loaded = false;
+    const reads: unknown[] = [];
+    const reader = (async () => {
+      while (!loaded) {
+        reads.push(await h.storage("echo").get("seen", String(height)));
+        await new Promise((r) => setImmediate(r)); // a read of an open store is microtasks only: let the load go on
+      }
+    })();
+    const status = await h.host.manager.load("echo").finally(() => (loaded = true));
+    await reader;
+    t.is(status.state, "running", `round ${round}`);
+    t.true(reads.length > 0 && reads.every((r) => r === tip), `round ${round}: ${reads.length} reads, each of the stored value`);
+  }
+});
+
 test("each host has its own directory, chain and port, and stop() removes the directory", async (t) => {
   const src = await moduleDir(await tempDir(t), "echo", ECHO_CAPS, ECHO);
   const [a, b] = await Promise.all([startHost({ modules: [src] }), startHost({ modules: [src] })]);

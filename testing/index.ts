@@ -27,7 +27,7 @@ import { formatDescriptor, parseDescriptor } from "../capabilities/grants.ts";
 import { loadManifest, type ModuleManifest } from "../host/manifest.ts";
 import type { ModuleStatus } from "../host/manager.ts";
 import type { Metric } from "../capabilities/types.ts";
-import { ModuleStore } from "../storage/store.ts";
+import type { ModuleStore } from "../storage/store.ts";
 
 export type { LogRecord, ModuleStatus, Metric, HostConfig, Limits };
 
@@ -246,17 +246,10 @@ export class TestHost {
 
   /** Read a module's storage: through the host's open store while it runs, from its LevelDB after it stopped. */
   storage(module: string): StorageReader {
+    // Through the host, which knows when the module holds its store (LevelDB has one holder).
     const withStore = async <T>(fn: (store: ModuleStore) => Promise<T>): Promise<T> => {
-      const live = this.host.manager?.storeOf(module);
-      if (live) return fn(live);
-      const dir = path.join(this.config.storage.dir, module);
-      if (!(await stat(dir).catch(() => undefined))) throw new Error(`module ${module} has no storage (yet): nothing was written, or it lacks read_storage/write_storage`);
-      const store = await ModuleStore.open(dir);
-      try {
-        return await fn(store);
-      } finally {
-        await store.close();
-      }
+      if (!this.host.manager) throw new Error("the host has not started: call start() first (the host opens module storage)");
+      return this.host.manager.withStore(module, fn);
     };
     return {
       get: <T>(tree: string, key: string) => withStore(async (s) => (await s.get(tree, key)) as T | undefined),
