@@ -5,7 +5,8 @@
 // It follows the catch-up contract (docs/module-guide.md): each entry stores the block hash,
 // and its highest entry is its cursor. On a new block (and at start) it first unwinds entries
 // of blocks no longer on the active chain, then fills the heights between its cursor and the
-// block. Estimates are a property of the moment: for blocks mined while it was stopped (or
+// block, each entry only if its block builds on the entry before (a reorg meanwhile sends it
+// back to unwinding), so what it keeps is one chain. Estimates are a property of the moment: for blocks mined while it was stopped (or
 // whose events it missed) it records an entry marked `missed` without estimates, so its
 // record has no silent gaps and never invents figures.
 import type { ModuleContext } from "modhost/sdk";
@@ -51,32 +52,53 @@ export default async function start(ctx: ModuleContext): Promise<void> {
     return last;
   };
 
-  /** Entries without estimates for heights from..to (blocks we did not see arrive). */
-  const markMissed = async (from: number, to: number): Promise<void> => {
-    if (to < from) return;
-    for (let h = from; h <= to; h++) {
+  /**
+   * Entries without estimates for the blocks after `cursor` up to height `to` (blocks we did not
+   * see arrive), each only if it builds on the entry before it. Returns the hash of the last
+   * entry, or null when the chain changed meanwhile: a reorg replaced the cursor, or the chain
+   * is now shorter than `to` (the caller unwinds again, or gives up a stale event).
+   */
+  const markMissed = async (cursor: { height: number; hash: string }, to: number): Promise<string | null> => {
+    let parent = cursor.hash;
+    for (let h = cursor.height + 1; h <= to; h++) {
       const block = await ctx.chain.getBlockByHeight(h, { include_hex: false });
-      if (!block) continue;
+      if (!block || block.header.prev_hash !== parent) return null;
       await ctx.storage.put(TREE, key(h), { hash: block.hash, estimates: null, paid_avg_fee_rate: null, mempool: null, time: block.header.time, missed: true } satisfies Entry);
+      parent = block.hash;
     }
-    ctx.log.warn(`blocks ${from}..${to} arrived while fee-watch was not watching; recorded without estimates`);
+    if (to > cursor.height) ctx.log.warn(`blocks ${cursor.height + 1}..${to} arrived while fee-watch was not watching; recorded without estimates`);
+    return parent;
   };
 
   const onBlock = async (height: number, hash: string, time: number): Promise<void> => {
-    const last = await unwind();
-    if (last && last.height >= height) return; // already recorded (a replayed or late event)
-    if (last) await markMissed(last.height + 1, height - 1);
-    const estimates: Record<string, number> = {};
-    for (const t of targets) estimates[t] = await ctx.mempool.estimateFee(t);
-    const size = await ctx.mempool.getSize();
-    // What the block actually paid, from block-stats' API (it may lag a block behind, or be
-    // restarting: then we record the estimates alone).
-    const paid = await ctx.modules.call<{ height: number; avg_fee_rate: number } | null>("block-stats", "latest").catch(() => null);
-    const paidRate = paid && paid.height === height ? paid.avg_fee_rate : null;
-    await ctx.storage.put(TREE, key(height), { hash, estimates, paid_avg_fee_rate: paidRate, mempool: size.transaction_count, time } satisfies Entry);
-    warned = size.transaction_count > busy;
-    const paidText = paidRate === null ? "" : `; the block paid avg ${paidRate} sat/vB`;
-    ctx.log.info(`height ${height}: ${targets.map((t) => `${t}-block ${estimates[t]} sat/vB`).join(", ")}; mempool ${size.transaction_count} txs${paidText}`);
+    for (;;) {
+      const last = await unwind();
+      if (last && last.height >= height) return; // already recorded (a replayed or late event)
+      const parent = last ? await markMissed(last, height - 1) : null;
+      if (last && parent === null) {
+        // The chain changed while we filled the gap: unwind again, unless the event's block
+        // is gone (a reorg to a shorter chain), whose own events say what came instead.
+        if ((await ctx.chain.getBlockHeight()) < height) return;
+        continue;
+      }
+      // The event's block must still be on the active chain, on top of what we recorded: if a
+      // reorg replaced it, the reorg's own NewBlock events record its replacements.
+      const block = await ctx.chain.getBlockByHeight(height, { include_hex: false });
+      if (block?.hash !== hash) return;
+      if (parent !== null && block.header.prev_hash !== parent) continue;
+      const estimates: Record<string, number> = {};
+      for (const t of targets) estimates[t] = await ctx.mempool.estimateFee(t);
+      const size = await ctx.mempool.getSize();
+      // What the block actually paid, from block-stats' API (it may lag a block behind, or be
+      // restarting: then we record the estimates alone).
+      const paid = await ctx.modules.call<{ height: number; avg_fee_rate: number } | null>("block-stats", "latest").catch(() => null);
+      const paidRate = paid && paid.height === height ? paid.avg_fee_rate : null;
+      await ctx.storage.put(TREE, key(height), { hash, estimates, paid_avg_fee_rate: paidRate, mempool: size.transaction_count, time } satisfies Entry);
+      warned = size.transaction_count > busy;
+      const paidText = paidRate === null ? "" : `; the block paid avg ${paidRate} sat/vB`;
+      ctx.log.info(`height ${height}: ${targets.map((t) => `${t}-block ${estimates[t]} sat/vB`).join(", ")}; mempool ${size.transaction_count} txs${paidText}`);
+      return;
+    }
   };
 
   // One block at a time, in arrival order.
@@ -89,8 +111,10 @@ export default async function start(ctx: ModuleContext): Promise<void> {
 
   // Catch up with blocks mined while we were stopped (without estimates: they are past).
   await serial(async () => {
-    const last = await unwind();
-    if (last) await markMissed(last.height + 1, await ctx.chain.getBlockHeight());
+    for (;;) {
+      const last = await unwind();
+      if (!last || (await markMissed(last, await ctx.chain.getBlockHeight())) !== null) return;
+    }
   });
 
   await ctx.events.subscribe("NewBlock", (ev) => serial(() => onBlock(ev.payload.height, ev.payload.hash, ev.payload.time)));

@@ -56,9 +56,17 @@ test("block-stats ends as the active chain when a reorg replaces blocks its runn
   // 40 blocks at once: one catch-up records them one after another. Halfway through it, a reorg
   // replaces 30 blocks, 10 of them below what that catch-up has recorded: the blocks it reads
   // next build on blocks it never saw, and the ones it recorded are gone from the chain.
+  // The host holds the write of height base + 20 until the reorg is done.
+  const store = h.host.manager.storeOf("block-stats")!;
+  const batch = store.batch.bind(store);
+  let reorged: Promise<unknown> | undefined;
+  store.batch = async (tree, ops, part) => {
+    if (ops[0]?.key === String(base + 20).padStart(10, "0")) await (reorged ??= h.reorg(30));
+    return batch(tree, ops, part);
+  };
   await h.mine(40);
-  await h.waitForLog(new RegExp(`^block ${base + 20}:`), { module: "block-stats" });
-  await h.reorg(30);
+  await h.waitFor(() => reorged, 20_000, `block-stats' write of height ${base + 20}`);
+  await reorged;
   const tip = await h.height();
   const active: string[] = [];
   for (let height = base + 1; height <= tip; height++) active.push((await h.chain.getBlockByHeight(height))!.hash);
