@@ -355,6 +355,38 @@ test("NewBlock follows the catch-up contract: blocks mined while it was unloaded
   t.true(receiver.received.every((r) => r.signatureValid));
 });
 
+test("NewBlock: a reorg during a catch-up, replacing blocks it already enqueued, gets the replacements delivered too", async (t) => {
+  const receiver = new Receiver(SECRET);
+  await receiver.listen();
+  t.teardown(() => receiver.down());
+  const h = await hostWith(t, receiver, { events: ["NewBlock"] });
+  await h.waitForState("governance-webhook", "running", STARTED);
+  const delivered = () => new Set(receiver.received.filter((r) => r.json.event.type === "NewBlock").map((r) => r.json.event.payload.hash as string));
+  const first = await h.mine(1);
+  await h.waitFor(() => delivered().size >= 1, 20_000, "the first NewBlock");
+  await h.manager.unload("governance-webhook");
+  await h.mine(20);
+  // Loaded again, it enqueues the 20 blocks one after another. The host holds its write of
+  // height first + 10 until a reorg has replaced 15 blocks, 5 of them below that write.
+  const loading = h.manager.load("governance-webhook");
+  loading.catch(() => undefined); // awaited below; a failed load must fail the test, not the process
+  const store = await h.waitFor(() => h.manager.storeOf("governance-webhook"), 20_000, "its store to be open");
+  const batch = store.batch.bind(store);
+  let reorged: Promise<unknown> | undefined;
+  store.batch = async (tree, ops, part) => {
+    if (ops.some((o) => o.op === "put" && o.key === "meta/block" && (o.value as { height: number }).height === first + 10)) await (reorged ??= h.chain.reorg(15));
+    return batch(tree, ops, part);
+  };
+  await loading;
+  await h.waitFor(() => reorged, 20_000, `its write of height ${first + 10}`);
+  await reorged;
+  const tip = await h.chain.getBlockHeight();
+  const active: string[] = [];
+  for (let height = first + 1; height <= tip; height++) active.push((await h.chain.getBlockByHeight(height))!.hash);
+  await h.waitFor(() => active.every((hash) => delivered().has(hash)), 20_000, `every block of the active chain from ${first + 1} to ${tip} delivered`).catch(() => undefined);
+  t.deepEqual(active.filter((hash) => !delivered().has(hash)).length, 0, "no block of the active chain left undelivered");
+});
+
 test("no webhook configured: the module says so and idles; a family it was not granted is named", async (t) => {
   const dir = await tempDir(t);
   await cp(MODULE_DIR, path.join(dir, "modules", "governance-webhook"), { recursive: true });

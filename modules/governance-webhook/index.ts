@@ -352,7 +352,8 @@ export default async function start(ctx: ModuleContext): Promise<void> {
   // deliveries. On every NewBlock, and at start, each block of the active chain after the
   // cursor is enqueued in height order (at most max_catch_up_blocks of them; older ones are
   // skipped with a warning), after walking back from a cursor that a reorg left off the active
-  // chain. Blocks enqueued while catching up carry event.catch_up = true.
+  // chain; a block that does not build on the last one enqueued (a reorg during the catch-up)
+  // sends it back to walking. Blocks enqueued while catching up carry event.catch_up = true.
   const wantsBlocks = (): boolean => settings.webhooks.some((w) => w.events.includes("NewBlock"));
   let blockQueue: Promise<unknown> = Promise.resolve();
   /** `live`: the hash of the block whose NewBlock event asked; every other block is a catch-up. */
@@ -363,39 +364,57 @@ export default async function start(ctx: ModuleContext): Promise<void> {
   };
   const catchUpBlocks = async (live: string | undefined): Promise<void> => {
     if (!wantsBlocks()) return;
-    const tip = await ctx.chain.getBlockHeight();
-    const cursor = await ctx.storage.get<{ height: number; hash: string }>(OUTBOX, BLOCK_KEY);
-    if (!cursor && live === undefined) {
-      // A first start (or NewBlock newly configured): begin at the tip, with no history.
-      const block = await ctx.chain.getBlockByHeight(tip, { include_hex: false });
-      if (block) await ctx.storage.put(OUTBOX, BLOCK_KEY, { height: tip, hash: block.hash });
-      return;
-    }
-    let from = tip;
-    if (cursor) {
-      let height = cursor.height;
-      let hash = cursor.hash;
-      // Walk back to the fork point: blocks that left the active chain are still readable by hash.
-      for (let steps = 0; height >= 0 && steps <= settings.max_catch_up_blocks; steps++) {
-        const active = await ctx.chain.getBlockByHeight(height, { include_hex: false });
-        if (active?.hash === hash) break;
-        const gone = await ctx.chain.getBlock(hash, { include_hex: false });
-        if (!gone) break;
-        hash = gone.header.prev_hash;
-        height--;
+    // Again from the cursor when the chain changed under this catch-up (see below).
+    for (;;) {
+      const tip = await ctx.chain.getBlockHeight();
+      const cursor = await ctx.storage.get<{ height: number; hash: string }>(OUTBOX, BLOCK_KEY);
+      if (!cursor && live === undefined) {
+        // A first start (or NewBlock newly configured): begin at the tip, with no history.
+        const block = await ctx.chain.getBlockByHeight(tip, { include_hex: false });
+        if (block) await ctx.storage.put(OUTBOX, BLOCK_KEY, { height: tip, hash: block.hash });
+        return;
       }
-      from = height + 1;
-    }
-    if (tip - from + 1 > settings.max_catch_up_blocks) {
-      const skip = tip - from + 1 - settings.max_catch_up_blocks;
-      ctx.log.warn(`${skip} blocks (${from}..${from + skip - 1}) were mined while NewBlock was not delivered, more than max_catch_up_blocks (${settings.max_catch_up_blocks}): only the last ${settings.max_catch_up_blocks} are delivered`);
-      from += skip;
-    }
-    for (let h = from; h <= tip; h++) {
-      const block = await ctx.chain.getBlockByHeight(h, { include_hex: false });
-      if (!block) break;
-      const payload = { hash: block.hash, height: block.height, time: block.header.time, tx_count: block.transactions.length };
-      await enqueue({ type: "NewBlock", payload, missed: 0, catch_up: block.hash !== live }, [{ op: "put", key: BLOCK_KEY, value: { height: h, hash: block.hash } }]);
+      let from = tip;
+      // The hash the next block must build on, when known.
+      let parent: string | null = null;
+      if (cursor) {
+        let height = cursor.height;
+        let hash = cursor.hash;
+        // Walk back to the fork point: blocks that left the active chain are still readable by hash.
+        for (let steps = 0; height >= 0 && steps <= settings.max_catch_up_blocks; steps++) {
+          const active = await ctx.chain.getBlockByHeight(height, { include_hex: false });
+          if (active?.hash === hash) {
+            parent = hash;
+            break;
+          }
+          const gone = await ctx.chain.getBlock(hash, { include_hex: false });
+          if (!gone) break;
+          hash = gone.header.prev_hash;
+          height--;
+        }
+        from = height + 1;
+      }
+      if (tip - from + 1 > settings.max_catch_up_blocks) {
+        const skip = tip - from + 1 - settings.max_catch_up_blocks;
+        ctx.log.warn(`${skip} blocks (${from}..${from + skip - 1}) were mined while NewBlock was not delivered, more than max_catch_up_blocks (${settings.max_catch_up_blocks}): only the last ${settings.max_catch_up_blocks} are delivered`);
+        from += skip;
+        parent = null;
+      }
+      let forked = false;
+      for (let h = from; h <= tip; h++) {
+        const block = await ctx.chain.getBlockByHeight(h, { include_hex: false });
+        if (!block) break;
+        // A block that does not build on the last one enqueued: a reorg replaced that one
+        // during this catch-up. Walk back again, so that the replacements are delivered too.
+        if (parent !== null && block.header.prev_hash !== parent) {
+          forked = true;
+          break;
+        }
+        const payload = { hash: block.hash, height: block.height, time: block.header.time, tx_count: block.transactions.length };
+        await enqueue({ type: "NewBlock", payload, missed: 0, catch_up: block.hash !== live }, [{ op: "put", key: BLOCK_KEY, value: { height: h, hash: block.hash } }]);
+        parent = block.hash;
+      }
+      if (!forked) return;
     }
   };
   const resubscribe = async (): Promise<void> => {
