@@ -55,3 +55,35 @@ test("rust-example runs sandboxed, follows blocks and stores height -> hash", as
   t.deepEqual(rows.map((r) => r.value), hashes);
   t.deepEqual(rows.map((r) => r.key), ["0000000101", "0000000102", "0000000103", "0000000104"]);
 });
+
+test("rust-example ends as the active chain when a reorg replaces blocks its running catch-up already recorded", async (t) => {
+  t.true(existsSync(BINARY), `${BINARY} is missing: build it with scripts/build-rust.sh (npm run setup does)`);
+  const h = await startHost(t, {
+    grants: { "rust-example": GRANTS },
+    configure: (config) => {
+      config.modules.modules_dir = path.join(ROOT, "modules");
+      config.modules.enabled_modules = ["rust-example"];
+    },
+  });
+  await h.waitForState("rust-example", "running", 30_000);
+  await h.waitForLog(/rust-example: caught up: 1 blocks recorded, 0 unwound/, { source: "rust-example", timeoutMs: 20_000 });
+  const base = await h.chain.getBlockHeight();
+  // 40 blocks at once: a catch-up records them one after another. The host holds its write of
+  // height base + 20 until a reorg has replaced 30 blocks, 10 of them below that write.
+  const store = h.manager.storeOf("rust-example")!;
+  const put = store.put.bind(store);
+  let reorged: Promise<unknown> | undefined;
+  store.put = async (tree, key, value) => {
+    if (key === String(base + 20).padStart(10, "0")) await (reorged ??= h.chain.reorg(30));
+    return put(tree, key, value);
+  };
+  await h.mine(40);
+  await h.waitFor(() => reorged, 20_000, `its write of height ${base + 20}`);
+  await reorged;
+  const tip = await h.chain.getBlockHeight();
+  const active: string[] = [];
+  for (let height = base; height <= tip; height++) active.push((await h.chain.getBlockByHeight(height))!.hash);
+  const stored = async () => (await store.iterate("tips", { gte: String(base).padStart(10, "0") })).map((r) => r.value);
+  await h.waitFor(async () => (await stored()).join() === active.join(), 20_000, `its records of heights ${base}..${tip} to be the active chain`).catch(() => undefined);
+  t.deepEqual(await stored(), active, "each height of the active chain once");
+});
