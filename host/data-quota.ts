@@ -15,7 +15,8 @@
 // MIN_SCAN_MS to DATA_SCAN_MS: ~1% for a quiet module). Between two scans a native module may
 // pass its quota by what it writes in that time: for a change at the top of its directory until
 // the next scan (0.25 s, or 20 x the last scan's time, after the last one: 1.6 s at 10,000
-// files); for a change only deeper down, until the periodic scan (1 to 10 s). Each file is at
+// files; at most 2 s, however loaded the machine); for a change only deeper down, until the
+// periodic scan (1 to 10 s). Each file is at
 // most file_size_mb (RLIMIT_FSIZE).
 
 import { type FSWatcher, watch } from "node:fs";
@@ -33,9 +34,14 @@ import type { ModuleProcess } from "../runtime/process.ts";
 /** The longest time between two periodic scans of a running native module's data directory. */
 export const DATA_SCAN_MS = 10_000;
 /** The shortest time between two periodic scans (a small directory, cheap to scan). */
-export const MIN_SCAN_MS = 1_000;
+const MIN_SCAN_MS = 1_000;
 /** The shortest time from the end of a scan to a scan triggered by a change the watch saw. */
-export const WATCH_MIN_GAP_MS = 250;
+const WATCH_MIN_GAP_MS = 250;
+/**
+ * The longest: the scan's wall time, which the gap follows, grows with the machine's load, not
+ * only with the directory (a scan reads at most max_data_files entries: ~80 ms of CPU at 10,000).
+ */
+const WATCH_MAX_GAP_MS = 2_000;
 /** A scan for a change the watch saw comes at least this many times the last scan's (wall) time after it. */
 const CHANGE_COST_FACTOR = 20;
 /** The periodic scan comes at least this many times the last scan's (wall) time after it. */
@@ -91,7 +97,7 @@ export function watchDataDir(rec: Watched, proc: ModuleProcess<HostSession>, dat
     timer = setTimeout(scan, Math.max(0, delay));
     timer.unref();
   };
-  const changeGap = () => Math.max(0, lastEnd + Math.max(WATCH_MIN_GAP_MS, CHANGE_COST_FACTOR * lastScanMs) - performance.now());
+  const changeGap = () => Math.max(0, lastEnd + Math.min(WATCH_MAX_GAP_MS, Math.max(WATCH_MIN_GAP_MS, CHANGE_COST_FACTOR * lastScanMs)) - performance.now());
   /** Watch the directory until its first change (then closed: one event per scan at most). */
   const arm = () => {
     if (stopped || watcher) return;

@@ -84,8 +84,10 @@ test("a native module writing a file every 20 ms past max_data_files = 100 is st
   await h.waitForState("steady", "crashed", 10_000);
   const files = readdirSync(path.join(h.config.modules.data_dir, "steady")).length;
   t.log(`${files} files in its directory when it was stopped (quota 100; ~50 written a second)`);
-  // 100 past the quota is 2 s of its writing; the 10 s periodic scan alone let it reach ~500.
-  t.true(files <= 200, `${files} files when stopped`);
+  // The scan a change triggers comes at most 2 s after the last one, however loaded the
+  // machine: 150 past the quota is 3 s of its writing; the 10 s periodic scan alone let it
+  // reach 415 (and ~500 on an idle machine).
+  t.true(files <= 250, `${files} files when stopped`);
   await canaryCarriesOn(t, h);
 });
 
