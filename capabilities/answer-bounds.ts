@@ -11,12 +11,18 @@
 // - small: the answer is a flag, a count, a hash, a short record (SMALL_ANSWER_BYTES);
 // - bounded by a limit of their own: storage_get (a stored value is at most the storage
 //   quota's max_value_bytes), storage_iter (storage_iter_max_bytes, or less: the caller's
-//   frame);
+//   frame), read_file (MAX_FILE_BYTES; a utf8 answer is the same bytes, invalid UTF-8 being
+//   refused), list_directory (MAX_LIST_ENTRIES names of at most 255 bytes, each byte at most
+//   3 on the wire once decoded), the mempool's txids (a page of MEMPOOL_PAGE): with the default
+//   limits 32 MiB of max_unread_bytes then holds 3 reservations of read_file at once, 4 of
+//   list_directory and 55 of the txid pages, not 2 frames;
 // - up to a frame: answers that carry a block, a transaction, a file, another module's answer
-//   or an HTTP body. They are bounded only by max_frame_bytes, which the channel enforces on
+//   or an HTTP body (a utf8 body may grow when decoded). They are bounded only by max_frame_bytes, which the channel enforces on
 //   every frame (protocol/channel.ts), so their reservation is the frame.
 
 import { DEFAULT_QUOTA } from "../storage/store.ts";
+import { MAX_FILE_BYTES, MAX_LIST_ENTRIES } from "./fs-path.ts";
+import { MEMPOOL_PAGE } from "./mempool.ts";
 
 /** The answer of a method not listed below: a flag, a count, a hash, a short record, an error. */
 export const SMALL_ANSWER_BYTES = 64 * 1024;
@@ -24,20 +30,33 @@ export const SMALL_ANSWER_BYTES = 64 * 1024;
 /**
  * Methods whose answer may be as large as a frame (max_frame_bytes): blocks and transactions
  * (a page item can be one whole transaction of up to a block's size, and the first page of a
- * block carries its raw bytes), files, HTTP bodies, other modules' answers, operator-sized
- * lists (config, metrics, peers, modules, a directory).
+ * block carries its raw bytes), HTTP bodies, other modules' answers, operator-sized lists
+ * (config, metrics, peers, modules).
  */
 const FRAME_SIZED = new Set([
   "get_block", "get_block_by_height", "get_transaction",
-  "get_mempool_transactions", "get_mempool_txids", "get_mempool_transaction",
+  "get_mempool_transaction",
   "get_block_template",
-  "read_file", "list_directory",
   "http_request", "get_network_peers",
   "call_module", "discover_modules", "get_module_info",
   "get_lightning_node_url", "get_lightning_info", "get_payment_state",
   "get_module_metrics", "get_all_metrics",
   "get_config",
 ]);
+
+/**
+ * Answers bounded by a fixed limit of their method, not by the frame: the most bytes of
+ * strings and binary they carry, plus SMALL_ANSWER_BYTES for the rest (headers, field names).
+ */
+const LIMITED: Readonly<Record<string, number>> = {
+  read_file: MAX_FILE_BYTES,
+  // An entry: {name, type}; a name of at most 255 bytes on disk (NAME_MAX), each byte at most 3
+  // once decoded (an invalid byte becomes U+FFFD), its headers, the keys and the longest type.
+  list_directory: MAX_LIST_ENTRIES * (3 * 255 + 32),
+  // Txids of 64 hex characters, with their string headers.
+  get_mempool_txids: MEMPOOL_PAGE * 66,
+  get_mempool_transactions: MEMPOOL_PAGE * 66,
+};
 
 /** What one stored entry adds on the wire beyond its key's and value's bytes (map, headers). */
 const ITER_ENTRY_WIRE_OVERHEAD = 32;
@@ -57,6 +76,8 @@ export interface AnswerBoundLimits {
  */
 export function answerBound(method: string, params: Readonly<Record<string, unknown>>, l: AnswerBoundLimits): number {
   if (FRAME_SIZED.has(method)) return l.frameBytes;
+  const limited = LIMITED[method];
+  if (limited !== undefined) return Math.min(l.frameBytes, limited + SMALL_ANSWER_BYTES);
   if (method === "storage_get") return Math.min(l.frameBytes, DEFAULT_QUOTA.maxValueBytes + SMALL_ANSWER_BYTES);
   if (method === "storage_iter") {
     // The store reads at most min(storage_iter_max_bytes, 0.9 × frame) of keys and values

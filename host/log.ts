@@ -12,7 +12,12 @@
 //   log stays valid JSON whatever a module sends;
 // - each module has a budget of log bytes per second (`log_bytes_per_second`, a token bucket
 //   with a few seconds of burst); what is over it is dropped and counted, and one summary line
-//   per interval says how much.
+//   per interval says how much;
+// - the host's own notes about a module (it was throttled, its request was denied, an event
+//   could not be delivered to it, it was disconnected...) have a separate small budget per
+//   module (HOST_NOTE_BYTES_PER_SECOND, HOST_NOTE_BURST_BYTES): a module flooding its own log
+//   cannot hide them, and a flood of events that each cause a note cannot grow the log either
+//   (what is over it is dropped, counted, and summarised once per interval).
 
 import type { LogLevel } from "../protocol/messages.ts";
 
@@ -57,6 +62,10 @@ const DEFAULT_LOG_BYTES_PER_SECOND = 32 * 1024;
 const LOG_BURST_SECONDS = 4;
 /** At most one "dropped" summary line per module per this interval. */
 const LOG_SUMMARY_INTERVAL_MS = 2000;
+/** Bytes per second of the host's notes about one module (not the module's own budget). */
+export const HOST_NOTE_BYTES_PER_SECOND = 2048;
+/** Burst of the host's notes about one module. */
+export const HOST_NOTE_BURST_BYTES = 16 * 1024;
 
 export interface LogRecord {
   time: number;
@@ -124,6 +133,15 @@ export class Logger {
     return m;
   }
 
+  /**
+   * A note of the host about `module` (it was throttled, denied, disconnected...), held to that
+   * module's budget for host notes, not to its own log budget (see ModuleLog.note). `as: "host"`
+   * tags the line [host] (the module named in the text); by default it is tagged with the module.
+   */
+  note(module: string, level: LogLevel, message: string, fields?: Record<string, unknown>, as: "module" | "host" = "module"): boolean {
+    return this.module(module).note(level, message, fields, as);
+  }
+
   /** Would a record at `level` be written (or seen by a sink)? */
   wants(level: LogLevel): boolean {
     return this.sinks.size > 0 || ORDER[level] >= this.level;
@@ -182,15 +200,56 @@ export interface SourceLogger {
  */
 export class ModuleLog {
   private readonly bucket: ByteBucket;
+  /** The host's notes about this module: their own small budget, so the module's flood cannot hide them. */
+  private readonly noteBucket = new ByteBucket(() => HOST_NOTE_BYTES_PER_SECOND, 0, HOST_NOTE_BURST_BYTES);
   /** Records and bytes dropped since the last summary. */
   private dropped = { records: 0, bytes: 0 };
+  private droppedNotes = { records: 0, bytes: 0 };
   private summaryTimer: NodeJS.Timeout | undefined;
   private windowStart = 0;
   /** Totals since the host started, for tests and metrics. */
   readonly totals = { written: 0, writtenBytes: 0, dropped: 0, droppedBytes: 0 };
+  /** Totals of the host's notes about this module. */
+  readonly noteTotals = { written: 0, writtenBytes: 0, dropped: 0, droppedBytes: 0 };
 
   constructor(private readonly logger: Logger, readonly name: string) {
     this.bucket = new ByteBucket(() => logger.moduleBytesPerSecond(name));
+  }
+
+  /**
+   * A note of the host about this module. Its text may quote the module (a denial's reason), so
+   * it is escaped and cut like the module's words; it is charged to the budget for host notes
+   * (HOST_NOTE_BYTES_PER_SECOND, bursts of HOST_NOTE_BURST_BYTES), never to the module's own.
+   */
+  note(level: LogLevel, message: string, fields?: Record<string, unknown>, as: "module" | "host" = "module"): boolean {
+    if (!this.logger.wants(level)) return false;
+    const least = Math.min(message.length, MODULE_LOG_LIMITS.messageChars) + RECORD_OVERHEAD;
+    if (!this.noteBucket.canTake(least)) return this.dropNote(least);
+    const m = moduleRecord(level, this.name, message, fields);
+    const record: LogRecord = as === "host" ? { time: m.time, level, source: "host", message: m.message, fields: { ...m.fields, module: this.name } } : m;
+    const line = this.logger.formatLine(record);
+    const bytes = Buffer.byteLength(line) + 1;
+    if (!this.noteBucket.take(bytes)) return this.dropNote(bytes);
+    this.noteTotals.written++;
+    this.noteTotals.writtenBytes += bytes;
+    this.logger.emit(record, line);
+    return true;
+  }
+
+  private dropNote(bytes: number): false {
+    this.droppedNotes.records++;
+    this.droppedNotes.bytes += bytes;
+    this.noteTotals.dropped++;
+    this.noteTotals.droppedBytes += bytes;
+    this.armSummary();
+    return false;
+  }
+
+  private armSummary(): void {
+    if (this.summaryTimer) return;
+    this.windowStart = Date.now();
+    this.summaryTimer = setTimeout(() => this.summarise(), LOG_SUMMARY_INTERVAL_MS);
+    this.summaryTimer.unref();
   }
 
   /** Log what the module said (or what the host says it did); returns whether it was written. */
@@ -214,11 +273,7 @@ export class ModuleLog {
     this.dropped.bytes += bytes;
     this.totals.dropped++;
     this.totals.droppedBytes += bytes;
-    if (!this.summaryTimer) {
-      this.windowStart = Date.now();
-      this.summaryTimer = setTimeout(() => this.summarise(), LOG_SUMMARY_INTERVAL_MS);
-      this.summaryTimer.unref();
-    }
+    this.armSummary();
     return false;
   }
 
@@ -226,10 +281,20 @@ export class ModuleLog {
   summarise(): void {
     clearTimeout(this.summaryTimer);
     this.summaryTimer = undefined;
+    const seconds = ((Date.now() - this.windowStart) / 1000).toFixed(1);
+    const notes = this.droppedNotes;
+    if (notes.records > 0) {
+      this.droppedNotes = { records: 0, bytes: 0 };
+      // Not charged either; at most one per interval, so the notes' budget is bounded with it.
+      this.logger.emit({
+        time: Date.now(), level: "warn", source: "host",
+        message: `${notes.records} host notes about ${this.name} (${notes.bytes} bytes or more) dropped in ${seconds} s: over the host's budget for notes about one module (${HOST_NOTE_BYTES_PER_SECOND} bytes/s, bursts of ${HOST_NOTE_BURST_BYTES}); the module keeps causing them (see its requests, events and limits)`,
+        fields: { module: this.name, dropped_notes: notes.records, dropped_bytes: notes.bytes },
+      });
+    }
     const { records, bytes } = this.dropped;
     if (records === 0) return;
     this.dropped = { records: 0, bytes: 0 };
-    const seconds = ((Date.now() - this.windowStart) / 1000).toFixed(1);
     const rate = this.logger.moduleBytesPerSecond(this.name);
     const record: LogRecord = {
       time: Date.now(), level: "warn", source: this.name, origin: "module",
@@ -254,12 +319,12 @@ export class ByteBucket {
   private tokens: number;
   private last = Date.now();
 
-  constructor(private readonly rate: () => number, private readonly burstSeconds = LOG_BURST_SECONDS) {
+  constructor(private readonly rate: () => number, private readonly burstSeconds = LOG_BURST_SECONDS, private readonly minBurst = MIN_BURST_BYTES) {
     this.tokens = this.burst();
   }
 
   private burst(): number {
-    return Math.max(this.rate() * this.burstSeconds, MIN_BURST_BYTES);
+    return Math.max(this.rate() * this.burstSeconds, this.minBurst);
   }
 
   private refill(): void {

@@ -75,7 +75,7 @@ export class ModuleManager {
     this.log = opts.logger.for("host");
     this.hub = new ApiHub({
       onDenied: (d) => {
-        opts.logger.log("warn", d.module, `denied: ${d.reason}`);
+        opts.logger.note(d.module, "warn", `denied: ${d.reason}`);
         opts.audit?.write({ kind: "denied", module: d.module, action: d.method, permission: d.permission, reason: d.reason });
       },
       onAction: (a) => {
@@ -86,7 +86,8 @@ export class ModuleManager {
           ...(Object.keys(detail).length > 0 ? { detail } : {}),
         });
       },
-      onInternalError: (module, method, err) => opts.logger.log("error", "host", `${method} from ${module} failed: ${(err as Error)?.stack ?? String(err)}`),
+      // Once per failing request: held to the host's budget for notes about that module.
+      onInternalError: (module, method, err) => opts.logger.note(module, "error", `${method} from ${module} failed: ${(err as Error)?.stack ?? String(err)}`, undefined, "host"),
     });
     this.supervisor = new Supervisor(opts, {
       hub: this.hub,

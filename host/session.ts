@@ -368,7 +368,8 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
       // the other subscribers, which a throw here would: skip it, and count it as missed.
       if (!(err instanceof EncodeError)) throw err;
       this.undeliverable = missed + 1;
-      this.opts.logger.log("warn", "host", `event ${ev.type} #${ev.seq} not delivered to ${this.opts.module}: ${err.message}`);
+      // One note per undeliverable event: held to the host's budget for notes about this module.
+      this.opts.logger.note(this.opts.module, "warn", `event ${ev.type} #${ev.seq} not delivered to ${this.opts.module}: ${err.message}`, undefined, "host");
     }
   }
 
@@ -603,7 +604,7 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
     const now = Date.now();
     if (blocked.limit !== "in_flight" && now - (this.throttleLogged.get(blocked.limit) ?? -Infinity) >= THROTTLE_LOG_MS) {
       this.throttleLogged.set(blocked.limit, now);
-      this.opts.logger.log("info", this.opts.module, `throttled: its requests wait for ${LIMIT_TEXT[blocked.limit](this.flow)}; the operator can raise it in [modules.limits.${this.opts.module}]`, { limit: blocked.limit });
+      this.opts.logger.note(this.opts.module, "info", `throttled: its requests wait for ${LIMIT_TEXT[blocked.limit](this.flow)}; the operator can raise it in [modules.limits.${this.opts.module}]`, { limit: blocked.limit });
     }
     if (blocked.limit === "in_flight") return; // an answer calls pump()
     // Held by reservations: an answer releases one and calls pump(). Held by bytes the module
@@ -658,9 +659,9 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
     const wall = Date.now();
     if (wall - (this.throttleLogged.get("output") ?? -Infinity) >= THROTTLE_LOG_MS) {
       this.throttleLogged.set("output", wall);
-      // The host's line (once per THROTTLE_LOG_MS): the module's own log budget is what its
-      // output has just used up.
-      this.opts.logger.log("info", "host", `${this.opts.module}: throttled: its stdout and stderr are read only as fast as ${LIMIT_TEXT.cpu(this.flow)} allows (its socket is still read); the operator can raise it in [modules.limits.${this.opts.module}]`, { module: this.opts.module, limit: "cpu" });
+      // The host's line (once per THROTTLE_LOG_MS), held to the budget for host notes: the
+      // module's own log budget is what its output has just used up.
+      this.opts.logger.note(this.opts.module, "info", `${this.opts.module}: throttled: its stdout and stderr are read only as fast as ${LIMIT_TEXT.cpu(this.flow)} allows (its socket is still read); the operator can raise it in [modules.limits.${this.opts.module}]`, { limit: "cpu" }, "host");
     }
     return Math.ceil(((this.outputDebt - this.flow.hostCpuMsPerS) / this.flow.hostCpuMsPerS) * 1000);
   }
@@ -710,7 +711,7 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
       const queued = this.channel.unsentBytes;
       if (this.state === "closed" || queued <= this.flow.maxUnreadBytes) return;
       const text = `${queued} bytes of answers and events sent to module ${this.opts.module} are unread, over its limit of ${this.flow.maxUnreadBytes} (max_unread_bytes) for ${UNREAD_GRACE_MS} ms; read what the host sends, or the operator raises max_unread_bytes in [modules.limits.${this.opts.module}]`;
-      this.opts.logger.log("warn", this.opts.module, `disconnected: ${text}`);
+      this.opts.logger.note(this.opts.module, "warn", `disconnected: ${text}`);
       this.fail(wireError("quota_exceeded", text));
     }, UNREAD_GRACE_MS);
     this.unreadTimer.unref();

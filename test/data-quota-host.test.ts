@@ -22,7 +22,7 @@ const MAIN = fileURLToPath(new URL("./fixtures/disk-hog/main.ts", import.meta.ur
 const MiB = 1024 * 1024;
 
 /** The host with the "good" canary and a disk-hog named `name` writing `files` files of `bytes` each. */
-async function hostWithHog(t: ExecutionContext, name: string, attack: { files: number; bytes: number }, limits: Record<string, unknown>, seed?: (dataDir: string) => Promise<void>): Promise<TestHost> {
+async function hostWithHog(t: ExecutionContext, name: string, attack: { files: number; bytes: number; everyMs?: number }, limits: Record<string, unknown>, seed?: (dataDir: string) => Promise<void>): Promise<TestHost> {
   const dir = await tempDir(t);
   await writeNodeNative(path.join(dir, "modules"), name, MAIN);
   const dataDir = path.join(dir, "data", "modules", name);
@@ -73,6 +73,21 @@ test("a native module writing one 16 MiB file past max_data_bytes = 4 MiB is sto
   const crashed = await crashOf(h, "bigfile");
   t.regex((crashed.payload as { error: string }).error, /over its data quota: .* holds at least 16777216 bytes, over max_data_bytes = 4194304; .*raise max_data_bytes in \[modules\.limits\.bigfile\]/);
   await h.waitForState("bigfile", "crashed", 10_000);
+  await canaryCarriesOn(t, h);
+});
+
+test("a native module writing a file every 20 ms past max_data_files = 100 is stopped soon after it passes it (the watch on its directory), not at the next periodic scan", async (t) => {
+  // Before, the directory was measured every 10 s: it had written ~500 files when stopped.
+  const h = await hostWithHog(t, "steady", { files: 100_000, bytes: 10, everyMs: 20 }, { max_data_files: 100, restart: "never" });
+  const crashed = await crashOf(h, "steady");
+  t.regex((crashed.payload as { error: string }).error, /holds more than max_data_files = 100 entries/);
+  await h.waitForState("steady", "crashed", 10_000);
+  const files = readdirSync(path.join(h.config.modules.data_dir, "steady")).length;
+  t.log(`${files} files in its directory when it was stopped (quota 100; ~50 written a second)`);
+  // The scan a change triggers comes at most 2 s after the last one, however loaded the
+  // machine: 150 past the quota is 3 s of its writing; the 10 s periodic scan alone let it
+  // reach 415 (and ~500 on an idle machine).
+  t.true(files <= 250, `${files} files when stopped`);
   await canaryCarriesOn(t, h);
 });
 

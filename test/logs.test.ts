@@ -11,7 +11,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { LineCutter } from "../runtime/output.ts";
-import { escapeText, Logger, moduleRecord, MODULE_LOG_LIMITS, type LogRecord } from "../host/log.ts";
+import { escapeText, HOST_NOTE_BURST_BYTES, HOST_NOTE_BYTES_PER_SECOND, Logger, moduleRecord, MODULE_LOG_LIMITS, type LogRecord } from "../host/log.ts";
 import { AuditLog } from "../host/audit.ts";
 import { buildModulesDir, ROOT, startHost, tempDir, type TestHost } from "./helpers/host.ts";
 import { writeNodeNative } from "./helpers/native.ts";
@@ -207,8 +207,10 @@ test("a module flooding logs, stdout, stderr and denied calls adds a bounded num
   await h.stop();
   const seconds = (Date.now() - started) / 1000;
 
-  // The log: what the module's lines (its own, and the host's about it: denials) cost.
-  const moduleLines = h.lines.filter((l) => / \[noisy\] /.test(l));
+  // The log: what the module's own lines cost (the host's notes about it, its denials, have
+  // their own budget, checked below).
+  const notes = noteLines(h, "noisy");
+  const moduleLines = h.lines.filter((l) => / \[noisy\] /.test(l) && !notes.includes(l));
   const logBytes = moduleLines.reduce((n, l) => n + Buffer.byteLength(l) + 1, 0);
   const totals = h.host.logger.module("noisy").totals;
   const summaries = h.logsOf("noisy").filter((r) => /log records \(\d+ bytes or more\) dropped in [\d.]+ s: over this module's log rate limit of 8192 bytes\/s \(raise log_bytes_per_second/.test(r.message));
@@ -220,6 +222,12 @@ test("a module flooding logs, stdout, stderr and denied calls adds a bounded num
   t.true(summaries.length >= 1, "a summary of what was dropped");
   t.true(totals.droppedBytes > 2 * logBytes, `offered ${totals.droppedBytes + totals.writtenBytes} bytes, wrote ${totals.writtenBytes}`);
   t.log(`log: offered ${totals.writtenBytes + totals.droppedBytes} bytes, wrote ${logBytes} bytes in ${moduleLines.length} lines over ${seconds.toFixed(1)} s (bound ${Math.round(logBound)})`);
+  // The host's notes about it (one per denial, thousands of them): their own bounded budget.
+  const noteBytes = notes.reduce((n, l) => n + Buffer.byteLength(l) + 1, 0);
+  const noteBound = HOST_NOTE_BURST_BYTES + HOST_NOTE_BYTES_PER_SECOND * seconds + Math.max(...notes.map((l) => Buffer.byteLength(l) + 1)) + (seconds / 2 + 1) * 400;
+  t.true(noteBytes <= noteBound, `${noteBytes} bytes of host notes in ${seconds.toFixed(1)} s, bound ${Math.round(noteBound)}`);
+  t.true(notes.some((l) => / \[host\] \d+ host notes about noisy \(/.test(l)), "a summary of the host notes dropped");
+  t.log(`host notes: wrote ${notes.length} lines, ${noteBytes} bytes (bound ${Math.round(noteBound)})`);
 
   // The audit: denials written one by one within the budget, the rest counted in summaries.
   const auditText = await readFile(h.config.host.audit_log, "utf8");
@@ -236,6 +244,62 @@ test("a module flooding logs, stdout, stderr and denied calls adds a bounded num
   t.is(one + counted, denied, "every denial is in the audit: written or counted");
   t.true(counted > 0, `${counted} of ${denied} denials counted in summaries`);
   t.log(`audit: ${denied} denials, ${one} written one by one, ${counted} counted in ${summary.length} summaries; ${auditBytes} bytes (bound ${Math.round(auditBound)})`);
+});
+
+/** The host's notes about `module` among the written lines: tagged with it (throttled, denied, disconnected) or [host] lines naming it. */
+function noteLines(h: TestHost, module: string): string[] {
+  return h.lines.filter((l) => new RegExp(` \\[${module}\\] (throttled|denied|disconnected): `).test(l) || new RegExp(` \\[host\\] .*(module=${module}\\b|host notes about ${module} )`).test(l));
+}
+
+test("the host's notes about a module have their own budget: written while the module's own log budget is spent, and a flood of them is dropped, counted and summarised", (t) => {
+  const lines: string[] = [];
+  const logger = new Logger({ write: (l) => lines.push(l), moduleBytesPerSecond: () => 1024 });
+  const m = logger.module("m");
+  for (let i = 0; i < 100; i++) m.log("info", "x".repeat(8000));
+  t.true(m.totals.dropped > 80, `the module's own budget is spent (${m.totals.dropped} of 100 dropped)`);
+  t.false(m.log("info", "z".repeat(4000)), "its own next line is dropped");
+  t.true(logger.note("m", "warn", "denied: storage_insert needs write_storage"), "the host's note is written all the same");
+  t.regex(lines.at(-1)!, / \[m\] denied: storage_insert needs write_storage$/);
+  t.true(logger.note("m", "info", "m: throttled: its output", { limit: "cpu" }, "host"));
+  t.regex(lines.at(-1)!, / \[host\] m: throttled: its output limit=cpu module=m$/);
+
+  // A flood of notes (each event it causes makes one) is held to the notes' own budget.
+  const before = lines.length;
+  const started = Date.now();
+  for (let i = 0; i < 20_000; i++) logger.note("m", "warn", `event #${i} not delivered to m: ${"y".repeat(100)}`, undefined, "host");
+  const seconds = (Date.now() - started) / 1000;
+  const bytes = lines.slice(before).reduce((n, l) => n + Buffer.byteLength(l) + 1, 0);
+  const bound = HOST_NOTE_BURST_BYTES + HOST_NOTE_BYTES_PER_SECOND * seconds + 400;
+  t.true(bytes <= bound, `${bytes} bytes of notes written, bound ${Math.round(bound)}`);
+  t.true(m.noteTotals.dropped > 19_000, `${m.noteTotals.dropped} of 20 000 notes dropped`);
+  m.summarise();
+  t.regex(lines.at(-2)!, new RegExp(`\\[host\\] \\d+ host notes about m \\(\\d+ bytes or more\\) dropped in [\\d.]+ s: over the host's budget for notes about one module \\(${HOST_NOTE_BYTES_PER_SECOND} bytes/s`));
+});
+
+test("a native module that floods its own log past its budget while being throttled and denied cannot hide the host's throttled and denied notes about it", async (t) => {
+  t.timeout(120_000);
+  const seconds = 14;
+  const h = await noisyHost(t, { mode: "hide", seconds }, { log_bytes_per_second: 1024, requests_per_second: 20 });
+  const started = Date.now();
+  const log = h.host.logger.module("noisy");
+  // Its own budget is spent (a 64 KiB burst, then 1 KiB/s, against lines every 2 ms)...
+  await h.waitFor(() => log.totals.dropped >= 2000, 60_000, "the module's own lines to be dropped");
+  const since = h.mark();
+  const droppedAt = log.totals.dropped;
+  // ...and from then on the host's notes about it are still written: a denial, and (the next
+  // one, at most once per 10 s) the throttled note.
+  await h.waitForLog(/^denied: .*storage_insert/, { source: "noisy", since, timeoutMs: 60_000 });
+  await h.waitForLog(/^throttled: its requests wait for .*requests_per_second \(20\)/, { source: "noisy", since, timeoutMs: 60_000 });
+  t.true(log.totals.dropped > droppedAt, "the module was still flooding its log meanwhile");
+  await h.waitForLog(/^hide over$|^\d+ log records/, { source: "noisy", since, timeoutMs: 60_000 });
+  await h.stop();
+  const elapsed = (Date.now() - started) / 1000;
+  // The notes stay within their own budget: burst + rate x time + one largest + summaries.
+  const notes = noteLines(h, "noisy");
+  const noteBytes = notes.reduce((n, l) => n + Buffer.byteLength(l) + 1, 0);
+  const bound = HOST_NOTE_BURST_BYTES + HOST_NOTE_BYTES_PER_SECOND * elapsed + Math.max(...notes.map((l) => Buffer.byteLength(l) + 1)) + (elapsed / 2 + 1) * 400;
+  t.true(noteBytes <= bound, `${noteBytes} bytes of host notes in ${elapsed.toFixed(1)} s, bound ${Math.round(bound)}`);
+  t.log(`module lines dropped ${log.totals.dropped}, written ${log.totals.written}; host notes written ${log.noteTotals.written} (${noteBytes} bytes), dropped ${log.noteTotals.dropped}`);
 });
 
 test("audit summaries: over the budget, records are counted by kind, method and permission and summarised at close", async (t) => {

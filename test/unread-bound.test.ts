@@ -16,6 +16,9 @@ import { answerBound, FRAME_SIZED_METHODS, SMALL_ANSWER_BYTES } from "../capabil
 import { METHODS } from "../capabilities/families.ts";
 import { DEFAULT_LIMITS } from "../host/config.ts";
 import { DEFAULT_MAX_FRAME_BYTES } from "../protocol/frame.ts";
+import { encodeEnvelope, HOST_BODY_LIMITS } from "../protocol/codec.ts";
+import { MAX_FILE_BYTES, MAX_LIST_ENTRIES } from "../capabilities/fs-path.ts";
+import { MEMPOOL_PAGE } from "../capabilities/mempool.ts";
 
 const FIXTURE = fileURLToPath(new URL("./fixtures/unread-pipeline/main.ts", import.meta.url));
 const MiB = 1024 * 1024;
@@ -92,6 +95,27 @@ test.serial("a native module with 48 call_module requests in flight to a module 
   t.is(done.message, `read ${requests} answers`, "every request was answered, with the answer or an error");
   const errors = done.fields?.["errors"] as Record<string, number>;
   t.true((errors["quota_exceeded"] ?? 0) > 0 && session.flowStats.relayedRefused === errors["quota_exceeded"], "the answers past the limit were refused with quota_exceeded");
+});
+
+test("answers bounded by their method's own limit reserve that bound, not a frame, and the largest such answers fit it: an 8 MiB file (bytes and utf8), 10 000 entries of 255 undecodable bytes, a page of 8192 txids", (t) => {
+  const l = { frameBytes: DEFAULT_MAX_FRAME_BYTES, storageIterMaxBytes: MiB };
+  const body = (result: unknown) => encodeEnvelope({ t: "response", id: 4_294_967_295 }, "result", result, HOST_BODY_LIMITS).reduce((n, b) => n + b.length, 0);
+  const largest: Record<string, unknown[]> = {
+    read_file: [new Uint8Array(MAX_FILE_BYTES), "\u00e9".repeat(MAX_FILE_BYTES / 2), "\u20ac".repeat(Math.floor(MAX_FILE_BYTES / 3))],
+    list_directory: [Array.from({ length: MAX_LIST_ENTRIES }, (_, i) => ({ name: "\ufffd".repeat(255 - String(i).length) + i, type: i % 2 ? "directory" : "symlink" }))],
+    get_mempool_txids: [{ txids: Array.from({ length: MEMPOOL_PAGE }, (_, i) => i.toString(16).padStart(64, "f")), next_after: Number.MAX_SAFE_INTEGER, count: Number.MAX_SAFE_INTEGER, order: "position" }],
+    get_mempool_transactions: [Array.from({ length: MEMPOOL_PAGE }, (_, i) => i.toString(16).padStart(64, "f"))],
+  };
+  for (const [method, answers] of Object.entries(largest)) {
+    const bound = answerBound(method, {}, l);
+    // Before, each was reserved a whole frame: with 32 MiB of max_unread_bytes, 2 at a time.
+    t.true(bound < DEFAULT_MAX_FRAME_BYTES * 0.6, `${method}: reserves ${bound} bytes, not a frame`);
+    for (const answer of answers) {
+      const size = body(answer);
+      t.true(size <= bound, `${method}: the largest answer encodes to ${size} bytes, within its reservation of ${bound}`);
+    }
+    t.log(`${method}: reserves ${(bound / MiB).toFixed(2)} MiB (${Math.floor(DEFAULT_LIMITS.max_unread_bytes / bound)} at once under the default max_unread_bytes); largest answer ${(Math.max(...answers.map(body)) / MiB).toFixed(2)} MiB`);
+  }
 });
 
 test("every method the answer bounds name a whole frame for is in the catalogue", (t) => {
