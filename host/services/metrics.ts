@@ -294,8 +294,8 @@ const PIECE_LINES = 512;
  *
  * A module may hold MAX_SERIES histograms of 28 lines each, their labels at
  * MAX_SERIES_TEXT_CHARS: 6.6 MiB of page per module. It was built in one piece on the host's
- * loop (0.55-0.8 s per such module, at load 24), and a family's lines were spread into one
- * call (`push(...lines)`), past the stack's limit when four modules shared a name: every
+ * loop (0.3-0.5 s per such module at load 8-10), and a family's lines were spread into one
+ * call (`push(...lines)`), past the stack's limit when ten modules shared a name: every
  * scrape failed. Now each series' labels are escaped once, the work gives the loop a turn
  * every few milliseconds (chain/slices.ts), and no list is spread.
  */
