@@ -52,9 +52,14 @@ function pageEnd(items: readonly unknown[], start: number, base: Weight): number
 
 /**
  * Pages of frozen lists (the chain's blocks are frozen and shared), by list and start: the
- * same block asked by many modules is one page object, which the codec encodes once.
+ * same block asked by many modules is one page object, which the codec encodes once. Only the
+ * pages the SDKs read are kept: the one at 0 and each one starting where a kept page ends (its
+ * `next`), so what is kept is one encoding of the list, however many offsets are asked. A page
+ * at any other offset is built for its caller and not kept (not frozen either, so the codec
+ * does not keep its encoding): kept by offset, a module asking a 1,500-transaction block at
+ * offsets 0..299 made the host hold +108 MiB, every offset of a large block several GB.
  */
-const built = new WeakMap<object, Map<number, object>>();
+const built = new WeakMap<object, { pages: Map<number, object>; starts: Set<number> }>();
 
 /**
  * The page of `whole[field]` that starts at `offset`, as the answer: the other fields of
@@ -66,7 +71,8 @@ const built = new WeakMap<object, Map<number, object>>();
 export function pageOf<T extends object>(whole: T, field: keyof T & string, offset: number, next: string, firstOnly: readonly string[] = []): T {
   const items = whole[field] as readonly unknown[];
   const start = Math.min(offset, items.length);
-  const cached = built.get(whole)?.get(start);
+  const kept = built.get(whole);
+  const cached = kept?.pages.get(start);
   if (cached) return cached as T;
   const answer: Record<string, unknown> = {};
   const base: Weight = { values: 0, bytes: 0 };
@@ -76,17 +82,19 @@ export function pageOf<T extends object>(whole: T, field: keyof T & string, offs
     weigh({ [k]: value }, base);
   }
   const end = pageEnd(items, start, base);
-  const frozen = Object.isFrozen(whole);
   const page = start === 0 && end === items.length ? items : items.slice(start, end);
-  // A page of a frozen list is frozen too (its items already are): the codec encodes only a
-  // deeply frozen answer once (protocol/codec.ts encodeEnvelope). Left unfrozen, the slice
+  // Kept only at 0 and where a kept page ends (see `built`).
+  const keep = Object.isFrozen(whole) && (start === 0 || kept?.starts.has(start) === true);
+  // A kept page of a frozen list is frozen too (its items already are): the codec encodes only
+  // a deeply frozen answer once (protocol/codec.ts encodeEnvelope). Left unfrozen, the slice
   // made every page of a 1000-transaction block be encoded again for every reader.
-  answer[field] = frozen && page !== items ? Object.freeze(page) : page;
+  answer[field] = keep && page !== items ? Object.freeze(page) : page;
   answer[next] = end < items.length ? end : null;
-  if (frozen) {
-    let pages = built.get(whole);
-    if (!pages) built.set(whole, (pages = new Map()));
-    pages.set(start, Object.freeze(answer));
+  if (keep) {
+    let entry = kept;
+    if (!entry) built.set(whole, (entry = { pages: new Map(), starts: new Set() }));
+    entry.pages.set(start, Object.freeze(answer));
+    if (end < items.length) entry.starts.add(end);
   }
   return answer as T;
 }

@@ -20,6 +20,7 @@ import { DEFAULT_LIMITS } from "../host/config.ts";
 import { EventBus, type BusEvent } from "../host/events/bus.ts";
 import { FrameDecoder } from "../protocol/frame.ts";
 import { FRAME_DEADLINE_MS } from "../protocol/channel.ts";
+import { fillMempool } from "./helpers/big-block.ts";
 import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
 
@@ -247,6 +248,37 @@ test.serial("four native modules each announcing a 16 MiB frame, sending all but
   }
   for (const d of DRIPS) await h.waitFor(() => (h.status(d)?.restarts ?? 0) >= 1 && h.status(d)?.state === "running", 30_000, `${d} to restart`);
   await underAttack(t, h, 2);
+});
+
+test.serial("a native module asking for a big block at every tx_offset, full and light: the host keeps only the pages that start where the SDKs read them, so its heap stays flat (+366 MB before, +18 MB after), the canary keeps up, RPC answers, it restarts", async (t) => {
+  t.timeout(300_000);
+  const dir = await tempDir(t);
+  const modulesDir = await buildModulesDir(dir, ["good"]);
+  await writeNative(modulesDir, "p-offsets", ["read_blockchain", "read_chain_state"]);
+  const h = await startHost(t, {
+    dir, modules: [], noStart: true,
+    grants: { good: GOOD_GRANTS, "p-offsets": ["read_blockchain", "read_chain_state"] },
+    moduleConfigs: { "p-offsets": { mode: "offsets", duration_ms: 240_000 } },
+  });
+  // The tip the probe finds: a block of 1,001 transactions (a few pages each way).
+  await fillMempool(h.chain, 1000);
+  await h.chain.mine(1, { includeMempool: true });
+  gc();
+  const m0 = process.memoryUsage();
+  await h.host.start();
+  await h.waitForState("good", "running", 30_000);
+  await underAttack(t, h, 6);
+  const done = await h.waitForLog(/^probe offsets asked=\d+ answered=\d+$/, { source: "p-offsets", timeoutMs: 240_000 });
+  const [asked, answered] = done.message.match(/\d+/g)!.map(Number);
+  gc();
+  const m1 = process.memoryUsage();
+  const held = m1.heapUsed + m1.external - m0.heapUsed - m0.external;
+  t.log(`${asked} pages asked, ${answered} answered; host heap and buffers +${(held / MB).toFixed(0)} MB`);
+  t.is(asked, 2 * 1001, "every offset of the block was asked, full and light");
+  t.is(answered, asked);
+  // Kept by offset (before): 2,002 pages of ~60-300 KB each, with their encodings, for as long as the block is cached.
+  t.true(held < 48 * MB, `host heap and buffers grew ${(held / MB).toFixed(0)} MB`);
+  await restartsAll(t, h, ["p-offsets"]);
 });
 
 test("event queue bytes: past queueBytes the oldest queued events are dropped and counted in the next one's missed; the newest is always kept", (t) => {

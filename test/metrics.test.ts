@@ -79,12 +79,12 @@ test("reading metrics costs what the answer holds: 1000 histograms of 1000 obser
   t.is(m.get("heavy", 1_000_000).length, MAX_SERIES);
 });
 
-test("Prometheus text: module label, escaping, histograms with fixed buckets, kind clashes between modules", (t) => {
+test("Prometheus text: module label, escaping, histograms with fixed buckets, kind clashes between modules", async (t) => {
   const m = new MetricsStore();
   m.report("mod-a", { name: "jobs_total", kind: "counter", value: 3, labels: { path: 'a"b\\c\nd' } });
   m.report("mod-a", { name: "lat", kind: "histogram", value: [1, 2, 3, 4, 5], labels: {} });
   m.report("mod-b", { name: "jobs_total", kind: "gauge", value: 9, labels: {} });
-  const text = renderPrometheus([{ name: "modhost_up", help: "Up.", type: "gauge", samples: [{ value: 1 }] }], m);
+  const text = (await renderPrometheus([{ name: "modhost_up", help: "Up.", type: "gauge", samples: [{ value: 1 }] }], m)).join("");
   t.true(text.startsWith("# HELP modhost_up Up.\n# TYPE modhost_up gauge\nmodhost_up 1\n"));
   t.true(text.includes('# TYPE jobs_total counter\njobs_total{module="mod-a",path="a\\"b\\\\c\\nd"} 3\n'), text);
   t.true(text.includes("# TYPE lat histogram\n"), text);
@@ -190,6 +190,27 @@ test("modules report with report_metrics and read with read_metrics; each only w
   // A module's metrics go when its process does.
   await call(h, "unload", { module: "reporter" });
   t.deepEqual(await call(h, "reader.get", { module: "reporter" }), []);
+});
+
+test("the /metrics page of ten modules each holding 1000 histograms with the longest labels under one family name is rendered whole, in slices: 280,000 lines (before: spread into one call, a RangeError), with turns of the loop between slices", async (t) => {
+  t.timeout(120_000);
+  const m = new MetricsStore();
+  for (let mod = 0; mod < 10; mod++) {
+    for (let i = 0; i < MAX_SERIES; i++) m.report(`mod-${mod}`, { name: "h", kind: "histogram", value: [1, 2, 3], labels: { a: "x".repeat(200) + String(i).padStart(6, "0") } });
+  }
+  let turns = 0;
+  let ticking = true;
+  const tick = () => {
+    turns++;
+    if (ticking) setImmediate(tick);
+  };
+  setImmediate(tick);
+  const pieces = await renderPrometheus([], m);
+  ticking = false;
+  let lines = 0;
+  for (const p of pieces) for (let i = p.indexOf("\n"); i !== -1; i = p.indexOf("\n", i + 1)) lines++;
+  t.is(lines, 10 * MAX_SERIES * (HISTOGRAM_BUCKETS.length + 3) + 2, "every bucket, +Inf, sum and count line of every series, and the family's HELP and TYPE");
+  t.true(turns >= 10, `the loop had ${turns} turns while the page was rendered`);
 });
 
 test("GET /metrics renders module and host metrics; auth is required unless metrics_without_auth", async (t) => {

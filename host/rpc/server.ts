@@ -132,8 +132,8 @@ export interface RpcServerOptions {
   port: number;
   auth: RpcAuth;
   dispatch: Dispatch;
-  /** The /metrics page. */
-  metricsText: () => string | Promise<string>;
+  /** The /metrics page, whole or in pieces written one after the other. */
+  metricsText: () => string | string[] | Promise<string | string[]>;
   metricsWithoutAuth?: boolean;
   /** Over DEFAULT_RPC_LIMITS. */
   limits?: Partial<RpcLimits>;
@@ -344,9 +344,7 @@ export class RpcServer {
         return;
       }
       req.resume();
-      const body = await this.opts.metricsText();
-      res.writeHead(200, { "Content-Type": "text/plain; version=0.0.4; charset=utf-8", "Content-Length": Buffer.byteLength(body) });
-      res.end(req.method === "HEAD" ? undefined : body);
+      await this.sendMetrics(res, req.method === "HEAD");
       return;
     }
     if (req.method !== "POST") {
@@ -439,6 +437,33 @@ export class RpcServer {
       return;
     }
     for (const p of parts) res.write(p);
+    res.end();
+  }
+
+  /** The /metrics page being rendered, shared by the scrapes that come meanwhile. */
+  private metricsRendering: Promise<string | string[]> | undefined;
+
+  /**
+   * GET /metrics: the page (rendered once for all the scrapes that arrive while it is being
+   * rendered: a page can be several MiB per module), written a piece at a time, each after the
+   * socket took the one before, so that no single write encodes the whole page on the loop.
+   */
+  private async sendMetrics(res: ServerResponse, headOnly: boolean): Promise<void> {
+    const rendering = (this.metricsRendering ??= Promise.resolve(this.opts.metricsText()).finally(() => (this.metricsRendering = undefined)));
+    const body = await rendering;
+    const pieces = typeof body === "string" ? [body] : body;
+    let length = 0;
+    for (const p of pieces) length += Buffer.byteLength(p);
+    if (res.destroyed) return;
+    res.writeHead(200, { "Content-Type": "text/plain; version=0.0.4; charset=utf-8", "Content-Length": length });
+    if (headOnly || pieces.length === 1) {
+      res.end(headOnly ? undefined : pieces[0]);
+      return;
+    }
+    for (const p of pieces) {
+      if (res.destroyed) return;
+      if (!res.write(p)) await drainedOrClosed(res);
+    }
     res.end();
   }
 
@@ -572,6 +597,19 @@ function sendJson(res: ServerResponse, status: number, body: unknown, close = fa
   const text = JSON.stringify(body);
   res.writeHead(status, { "Content-Type": "application/json", "Content-Length": Buffer.byteLength(text), ...(close ? { Connection: "close" } : {}) });
   res.end(text);
+}
+
+/** Resolves when `res` can take more, or is closed. */
+function drainedOrClosed(res: ServerResponse): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      res.off("drain", done);
+      res.off("close", done);
+      resolve();
+    };
+    res.on("drain", done);
+    res.on("close", done);
+  });
 }
 
 function sendText(res: ServerResponse, status: number, text: string): void {

@@ -18,6 +18,7 @@
 // `modhost_module_up` says the module is down.
 
 import { CapabilityError, type Metric } from "../../capabilities/types.ts";
+import { Slicer } from "../../chain/slices.ts";
 
 const METRIC_NAME_RE = /^[a-zA-Z_][a-zA-Z0-9_]*$/;
 const LABEL_NAME_RE = /^[a-zA-Z_][a-zA-Z0-9_]*$/;
@@ -263,9 +264,14 @@ function escapeLabelValue(v: string): string {
   return v.replace(/\\/g, "\\\\").replace(/\n/g, "\\n").replace(/"/g, '\\"');
 }
 
+/** `k="v",...` of `labels`, escaped, without braces. */
+function labelPairs(labels: Record<string, string>): string {
+  return Object.entries(labels).map(([k, v]) => `${k}="${escapeLabelValue(v)}"`).join(",");
+}
+
 function labelText(labels: Record<string, string>): string {
-  const parts = Object.entries(labels).map(([k, v]) => `${k}="${escapeLabelValue(v)}"`);
-  return parts.length ? `{${parts.join(",")}}` : "";
+  const pairs = labelPairs(labels);
+  return pairs ? `{${pairs}}` : "";
 }
 
 function num(v: number): string {
@@ -276,20 +282,33 @@ function num(v: number): string {
 }
 
 
+/** Lines of the /metrics page joined into one piece: the page is handed over in pieces. */
+const PIECE_LINES = 512;
+
 /**
- * The text page for GET /metrics: the host's families, then every module's metrics with a
- * `module` label. Module metrics keep their names. When two modules use one name for
- * different kinds, the kind of the alphabetically first module keeps the name and the others
- * are rendered as `<name>_<kind>` (one family has one type in Prometheus).
+ * The text page for GET /metrics, in pieces (written one after the other): the host's
+ * families, then every module's metrics with a `module` label. Module metrics keep their
+ * names. When two modules use one name for different kinds, the kind of the alphabetically
+ * first module keeps the name and the others are rendered as `<name>_<kind>` (one family has
+ * one type in Prometheus).
+ *
+ * A module may hold MAX_SERIES histograms of 28 lines each, their labels at
+ * MAX_SERIES_TEXT_CHARS: 6.6 MiB of page per module. It was built in one piece on the host's
+ * loop (0.3-0.5 s per such module at load 8-10), and a family's lines were spread into one
+ * call (`push(...lines)`), past the stack's limit when ten modules shared a name: every
+ * scrape failed. Now each series' labels are escaped once, the work gives the loop a turn
+ * every few milliseconds (chain/slices.ts), and no list is spread.
  */
-export function renderPrometheus(host: readonly HostMetricFamily[], store: MetricsStore): string {
-  const out: string[] = [];
+export async function renderPrometheus(host: readonly HostMetricFamily[], store: MetricsStore): Promise<string[]> {
+  const slicer = new Slicer();
+  const head: string[] = [];
   for (const f of host) {
-    out.push(`# HELP ${f.name} ${f.help}`, `# TYPE ${f.name} ${f.type}`);
-    for (const s of f.samples) out.push(`${f.name}${labelText(s.labels ?? {})} ${num(s.value)}`);
+    head.push(`# HELP ${f.name} ${f.help}`, `# TYPE ${f.name} ${f.type}`);
+    for (const s of f.samples) head.push(`${f.name}${labelText(s.labels ?? {})} ${num(s.value)}`);
   }
-  // family name -> kind and lines
-  const families = new Map<string, { kind: Metric["kind"]; lines: string[] }>();
+  const pieces = [head.length ? head.join("\n") + "\n" : ""];
+  // family name -> kind, finished pieces and the lines of the next one
+  const families = new Map<string, { kind: Metric["kind"]; pieces: string[]; lines: string[] }>();
   for (const { module, series } of store.series()) {
     for (const s of series) {
       let family = s.name;
@@ -297,26 +316,32 @@ export function renderPrometheus(host: readonly HostMetricFamily[], store: Metri
       if (existing && existing.kind !== s.kind) family = `${s.name}_${s.kind}`;
       let f = families.get(family);
       if (!f) {
-        f = { kind: s.kind, lines: [] };
+        f = { kind: s.kind, pieces: [], lines: [] };
         families.set(family, f);
       }
-      const labels = { module, ...s.labels };
+      const pairs = labelPairs({ module, ...s.labels });
       if (s.kind === "histogram") {
         let cumulative = 0;
         for (let i = 0; i < HISTOGRAM_BUCKETS.length; i++) {
           cumulative += s.buckets![i]!;
-          f.lines.push(`${family}_bucket${labelText({ ...labels, le: String(HISTOGRAM_BUCKETS[i]) })} ${num(cumulative)}`);
+          f.lines.push(`${family}_bucket{${pairs},le="${HISTOGRAM_BUCKETS[i]}"} ${num(cumulative)}`);
         }
-        f.lines.push(`${family}_bucket${labelText({ ...labels, le: "+Inf" })} ${num(s.count)}`);
-        f.lines.push(`${family}_sum${labelText(labels)} ${num(s.sum)}`, `${family}_count${labelText(labels)} ${num(s.count)}`);
+        f.lines.push(`${family}_bucket{${pairs},le="+Inf"} ${num(s.count)}`);
+        f.lines.push(`${family}_sum{${pairs}} ${num(s.sum)}`, `${family}_count{${pairs}} ${num(s.count)}`);
       } else {
-        f.lines.push(`${family}${labelText(labels)} ${num(s.value)}`);
+        f.lines.push(`${family}{${pairs}} ${num(s.value)}`);
       }
+      if (f.lines.length >= PIECE_LINES) {
+        f.pieces.push(f.lines.join("\n") + "\n");
+        f.lines = [];
+      }
+      await slicer.tick();
     }
   }
   for (const [name, f] of families) {
-    const type = f.kind;
-    out.push(`# HELP ${name} Reported by modules (${f.kind}).`, `# TYPE ${name} ${type}`, ...f.lines);
+    pieces.push(`# HELP ${name} Reported by modules (${f.kind}).\n# TYPE ${name} ${f.kind}\n`);
+    for (const piece of f.pieces) pieces.push(piece);
+    if (f.lines.length) pieces.push(f.lines.join("\n") + "\n");
   }
-  return out.join("\n") + "\n";
+  return pieces;
 }
