@@ -7,7 +7,9 @@
 // from the first frame: the answers of a chunk's requests settle in one drain of the microtask
 // queue and leave together), in the order they were sent. A write system call per frame cost
 // 39% of the host's time serving pipelined requests; waiting for the end of the loop's turn
-// (setImmediate) instead cost every round trip a trip through the loop. What waits is bounded:
+// (setImmediate) instead cost the host's round trips a trip through the loop (its turn budget
+// resumes work in setImmediate callbacks); the isolate host waits for the end of the loop's phase
+// (ChannelOptions.flushAt "loop": its frames come from many callbacks in one phase). What waits is bounded:
 // once COALESCE_BYTES are waiting they are written at once, and `unsentBytes` (waiting here plus
 // queued in the socket) lets the sender apply backpressure.
 
@@ -86,6 +88,17 @@ export interface ChannelOptions {
    * while this side has been reading, the channel is closed with a FramingError naming it.
    */
   frameDeadlineMs?: number;
+  /**
+   * When the frames waiting are written: "turn" (the default), once the callback that sent the
+   * first of them and its promise continuations are done (process.nextTick); "loop", once the
+   * loop has run every callback of the phase it is in (setImmediate: same iteration from the
+   * poll and timers phases). "loop" is for a process whose frames come from many callbacks run
+   * back to back in one phase, none of them from setImmediate callbacks: the isolate host, where
+   * isolated-vm hands the main thread every call that finished on the isolate's thread in one
+   * wake-up, each in its own callback (runtime/isolate/worker.ts). Not the host: its turn budget
+   * resumes parked work in setImmediate callbacks, whose frames would then wait a whole loop.
+   */
+  flushAt?: "turn" | "loop";
 }
 
 /**
@@ -116,6 +129,7 @@ export class FrameChannel extends EventEmitter<ChannelEvents> {
   private out: Buffer[] = [];
   private outBytes = 0;
   private flushScheduled = false;
+  private readonly flushAtLoop: boolean;
   private readonly gate: ReadGate | undefined;
   /** Chunks read and not yet handled, waiting for the gate (the socket is paused meanwhile). */
   private parked: Array<Buffer | Buffer[]> | undefined;
@@ -149,6 +163,7 @@ export class FrameChannel extends EventEmitter<ChannelEvents> {
     this.decoder = new FrameDecoder(this.maxFrameBytes);
     this.gate = opts.gate;
     this.frameDeadlineMs = opts.frameDeadlineMs;
+    this.flushAtLoop = opts.flushAt === "loop";
     socket.on("data", (chunk: Buffer) => this.onData(chunk));
     socket.on("error", (err) => this.finish(err));
     // What was read before the end is handled before it (a goodbye written just before exiting).
@@ -381,7 +396,8 @@ export class FrameChannel extends EventEmitter<ChannelEvents> {
       this.flush();
     } else if (!this.flushScheduled) {
       this.flushScheduled = true;
-      process.nextTick(this.flushNow);
+      if (this.flushAtLoop) setImmediate(this.flushNow);
+      else process.nextTick(this.flushNow);
     }
     return !this.congested;
   }

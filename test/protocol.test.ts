@@ -187,6 +187,38 @@ test("a frame above the negotiated maximum closes the connection; one at the max
   t.regex(s.closeError?.message ?? "", /65 bytes exceeds the maximum of 64/);
 });
 
+test("flushAt \"loop\" (the isolate host's channel): frames sent from three callbacks of one loop phase leave in one write, in order; the default (\"turn\") writes after each callback, three writes", async (t) => {
+  const writesFor = async (flushAt: "turn" | "loop" | undefined): Promise<{ writes: number; got: unknown[] }> => {
+    const { host, module } = await socketPair(t);
+    const sender = new FrameChannel(module, flushAt ? { flushAt } : {});
+    const receiver = new FrameChannel(host);
+    t.teardown(() => {
+      sender.close();
+      receiver.close();
+    });
+    const got: unknown[] = [];
+    const all = new Promise<void>((resolve) => receiver.on("message", (m) => got.push(m) === 3 && resolve()));
+    const write = module.write.bind(module) as (chunk: Buffer) => boolean;
+    let writes = 0;
+    (module as unknown as { write: (chunk: Buffer) => boolean }).write = (chunk: Buffer) => {
+      writes++;
+      return write(chunk);
+    };
+    // Three timers made together with the same delay run in one timers phase, one callback each,
+    // the tick queue drained between them: as isolated-vm runs the calls that finished on an
+    // isolate's thread.
+    for (const n of [1, 2, 3]) setTimeout(() => sender.send({ t: "log", level: "info", message: `m${n}` }), 1);
+    await all;
+    return { writes, got: got.map((m) => (m as { message: string }).message) };
+  };
+  const loop = await writesFor("loop");
+  t.deepEqual(loop.got, ["m1", "m2", "m3"]);
+  t.is(loop.writes, 1, "one write for the phase's three frames");
+  const turn = await writesFor(undefined);
+  t.deepEqual(turn.got, ["m1", "m2", "m3"]);
+  t.is(turn.writes, 3, "the default flushes after each callback");
+});
+
 test("frame deadline: a frame begun and not finished within frameDeadlineMs closes the channel naming it; frames that each arrive in time, however slowly the stream goes, and time this side did not read do not count", async (t) => {
   // Generous against a loaded machine: a stalled loop runs due timers before it reads.
   const DEADLINE = 1000;
