@@ -10,8 +10,13 @@
 // summary record per interval (kind "summary") says what was left out, so a module hammering
 // a denied method adds a bounded number of bytes and the audit still says what it tried.
 // Lifecycle records and the operator's own actions are always written.
+//
+// The file itself is bounded too: past `audit_max_mb` it is rotated (audit.log -> audit.log.1
+// -> ... -> audit.log.<audit_keep>, the oldest removed), so the audit of a host that runs for
+// months takes at most (audit_keep + 1) x audit_max_mb of disk, and no outside log rotation
+// (which would need the host to reopen the file) is needed.
 
-import { mkdirSync, openSync, writeSync, closeSync } from "node:fs";
+import { mkdirSync, openSync, writeSync, closeSync, fstatSync, renameSync, rmSync } from "node:fs";
 import path from "node:path";
 import { ByteBucket, plainData } from "./log.ts";
 
@@ -39,7 +44,16 @@ const REASON_CHARS = 2048;
 export interface AuditOptions {
   /** A module's audit byte rate; read on every record, so a reload applies. */
   moduleBytesPerSecond?: (module: string) => number;
+  /** Bytes the file may reach before it is rotated (`audit_max_mb`); default 64 MiB. */
+  maxBytes?: number;
+  /** Rotated files kept (`audit_keep`: audit.log.1 is the newest); default 4. */
+  keep?: number;
 }
+
+/** Default size of the audit file before it is rotated (`audit_max_mb`). */
+const DEFAULT_AUDIT_MAX_MB = 64;
+/** Default rotated audit files kept (`audit_keep`). */
+const DEFAULT_AUDIT_KEEP = 4;
 
 interface Pending {
   records: number;
@@ -51,12 +65,16 @@ interface Pending {
 
 export class AuditLog {
   private fd: number | undefined;
+  /** Bytes in the current file (read at open, then counted). */
+  private size = 0;
   private readonly buckets = new Map<string, ByteBucket>();
   private readonly pending = new Map<string, Pending>();
   /** Records written, for tests and metrics. */
   count = 0;
   /** Records of modules not written one by one (counted in summaries). */
   summarised = 0;
+  /** Times the file was rotated. */
+  rotations = 0;
 
   constructor(readonly file: string, private readonly opts: AuditOptions = {}) {}
 
@@ -64,8 +82,26 @@ export class AuditLog {
     if (this.fd === undefined) {
       mkdirSync(path.dirname(this.file), { recursive: true, mode: 0o700 });
       this.fd = openSync(this.file, "a", 0o600);
+      this.size = fstatSync(this.fd).size;
     }
     return this.fd;
+  }
+
+  /** audit.log -> audit.log.1 -> ... -> audit.log.<keep>; the oldest is removed. A few renames. */
+  private rotate(): void {
+    if (this.fd !== undefined) closeSync(this.fd);
+    this.fd = undefined;
+    const keep = Math.max(1, this.opts.keep ?? DEFAULT_AUDIT_KEEP);
+    rmSync(`${this.file}.${keep}`, { force: true });
+    for (let i = keep - 1; i >= 1; i--) {
+      try {
+        renameSync(`${this.file}.${i}`, `${this.file}.${i + 1}`);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+      }
+    }
+    renameSync(this.file, `${this.file}.1`);
+    this.rotations++;
   }
 
   private rate(module: string): number {
@@ -93,9 +129,22 @@ export class AuditLog {
   }
 
   private appendLine(line: string): void {
+    const bytes = Buffer.byteLength(line);
+    const max = this.opts.maxBytes ?? DEFAULT_AUDIT_MAX_MB * 1024 * 1024;
+    this.open();
+    if (this.size > 0 && this.size + bytes > max) {
+      const rotated = this.rotations + 1;
+      this.rotate();
+      this.open();
+      this.writeRaw(JSON.stringify({ time: new Date().toISOString(), kind: "lifecycle", module: "host", action: "audit_rotated", reason: `the file reached audit_max_mb (${max} bytes): earlier records are in ${path.basename(this.file)}.1 (rotation ${rotated} of this host)` }) + "\n");
+    }
+    this.writeRaw(line);
+  }
+
+  private writeRaw(line: string): void {
     // Synchronous and unbuffered: a record is on disk (in the page cache) before the request
     // it describes is answered.
-    writeSync(this.open(), line);
+    this.size += writeSync(this.open(), line);
     this.count++;
   }
 

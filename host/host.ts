@@ -108,7 +108,11 @@ export class Host {
     await this.reportSandbox();
     if (this.stopRequested) return;
 
-    this.audit = new AuditLog(this.config.host.audit_log, { moduleBytesPerSecond: (module) => limitsFor(this.config, module).audit_bytes_per_second });
+    this.audit = new AuditLog(this.config.host.audit_log, {
+      moduleBytesPerSecond: (module) => limitsFor(this.config, module).audit_bytes_per_second,
+      maxBytes: this.config.host.audit_max_mb * 1024 * 1024,
+      keep: this.config.host.audit_keep,
+    });
     this.manager = new ModuleManager({ config: this.config, chain: this.chain, bus: this.bus, logger: this.logger, grantAll: this.opts.grantAll, audit: this.audit,
       onImportantFailure: (module, reason) => {
         this.exitCode = 1;

@@ -6,7 +6,7 @@
 
 import test, { type ExecutionContext } from "ava";
 import { execFile } from "node:child_process";
-import { readFile, } from "node:fs/promises";
+import { readdir, readFile, stat } from "node:fs/promises";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
@@ -319,6 +319,36 @@ test("audit summaries: over the budget, records are counted by kind, method and 
   t.regex(summary.reason, /over its audit rate limit of 1024 bytes\/s \(raise audit_bytes_per_second/);
   t.truthy(records.find((r) => r.kind === "lifecycle" && r.reason === "always written"));
   t.truthy(records.find((r) => r.module === "operator" && r.action === "unload"));
+});
+
+test("the audit file is rotated at audit_max_mb and keeps audit_keep old files: its disk use is bounded, the newest records stay", async (t) => {
+  const dir = await tempDir(t);
+  const file = path.join(dir, "audit.log");
+  const max = 64 * 1024;
+  // An operator's actions are always written, whatever a module's budget: 5000 of ~200 bytes
+  // are ~1 MB, sixteen times the size limit.
+  const audit = new AuditLog(file, { maxBytes: max, keep: 2 });
+  for (let i = 0; i < 5000; i++) audit.write({ kind: "action", module: "operator", action: "reload", reason: `record ${i} ${"x".repeat(150)}`, detail: { via: "rpc" } });
+  audit.close();
+  const names = (await readdir(dir)).sort();
+  t.deepEqual(names, ["audit.log", "audit.log.1", "audit.log.2"], "the file and two rotated ones, the oldest removed");
+  for (const name of names) {
+    const size = (await stat(path.join(dir, name))).size;
+    t.true(size <= max, `${name}: ${size} bytes, limit ${max}`);
+  }
+  const current = (await readFile(file, "utf8")).trim().split("\n").map((l) => JSON.parse(l) as Record<string, any>);
+  t.is(current[0]!.action, "audit_rotated", "a new file says it follows a rotation");
+  t.regex(current[0]!.reason, /earlier records are in audit\.log\.1/);
+  t.regex(current.at(-1)!.reason, /^record 4999 /, "the newest record is in the current file");
+  const previous = (await readFile(`${file}.1`, "utf8")).trim().split("\n").map((l) => JSON.parse(l) as Record<string, any>);
+  const n = (r: Record<string, any>) => Number(/^record (\d+)/.exec(r.reason)?.[1]);
+  t.is(n(previous.at(-1)!) + 1, n(current[1]!), "no record is lost between the two newest files");
+  t.true(audit.rotations > 10, `${audit.rotations} rotations`);
+  // A host started again appends to the file it finds, counting its size.
+  const again = new AuditLog(file, { maxBytes: max, keep: 2 });
+  again.write({ kind: "lifecycle", module: "m", action: "load" });
+  again.close();
+  t.true((await stat(file)).size <= max);
 });
 
 // ---------------------------------------------------------------------------------------
