@@ -3,7 +3,7 @@
 // and shuts down in order: NodeShutdown to every module, modules stopped in reverse dependency
 // levels, NodeShutdownCompleted. At start the RPC port is taken before any module starts.
 
-import { watch, type FSWatcher } from "node:fs";
+import { existsSync, watch, type FSWatcher } from "node:fs";
 import { mkdir } from "node:fs/promises";
 import path from "node:path";
 import { startInspectors, type InspectorServer } from "./inspector.ts";
@@ -22,7 +22,7 @@ import { describeSandboxes, detectSandbox } from "../runtime/sandbox/index.ts";
 import { RpcRegistry } from "./services/rpc.ts";
 import { MetricsStore } from "./services/metrics.ts";
 import { RpcServer } from "./rpc/server.ts";
-import { recoverModulesDir } from "./registry/journal.ts";
+import { JOURNAL, lockModulesDir, recoverModulesDir, STAGING } from "./registry/journal.ts";
 import { RpcAuth } from "./rpc/auth.ts";
 import { createDispatcher, metricsPage, type AdminDeps } from "./rpc/admin.ts";
 import { ModhostError } from "./errors.ts";
@@ -193,11 +193,23 @@ export class Host {
     }
   }
 
-  /** Finish (or undo) an install or update that was interrupted (host/registry/journal.ts) before modules are read. */
+  /**
+   * Finish (or undo) an install or update that was interrupted (host/registry/journal.ts)
+   * before modules are read, holding modules_dir as a registry command would. While a live
+   * command holds it, the host starts with what is there (the command tells it what changed).
+   */
   private async recoverModulesDir(): Promise<void> {
+    const dir = this.config.modules.modules_dir;
+    // Nothing left by a command: no lock to take (modules_dir may be read-only to the host).
+    if (!existsSync(path.join(dir, JOURNAL)) && !existsSync(path.join(dir, STAGING))) return;
     try {
-      const done = await recoverModulesDir(this.config.modules.modules_dir);
-      if (done) this.log.warn(`${done} in ${this.config.modules.modules_dir}`);
+      const lock = await lockModulesDir(this.config.modules.modules_dir);
+      try {
+        const done = await recoverModulesDir(this.config.modules.modules_dir);
+        if (done) this.log.warn(`${done} in ${this.config.modules.modules_dir}`);
+      } finally {
+        await lock.release();
+      }
     } catch (err) {
       this.log.error(`modules directory: ${(err as Error).message}${(err as ModhostError).hint ? ` (fix: ${(err as ModhostError).hint})` : ""}`);
     }
