@@ -3,8 +3,8 @@
 // and shuts down in order: NodeShutdown to every module, modules stopped in reverse dependency
 // levels, NodeShutdownCompleted. At start the RPC port is taken before any module starts.
 
-import { existsSync, watch, type FSWatcher } from "node:fs";
-import { mkdir } from "node:fs/promises";
+import { watch, type FSWatcher } from "node:fs";
+import { mkdir, readdir } from "node:fs/promises";
 import path from "node:path";
 import { startInspectors, type InspectorServer } from "./inspector.ts";
 import { limitsFor, loadConfig, sandboxModeFor, strayModuleWarnings, type HostConfig } from "./config.ts";
@@ -22,7 +22,7 @@ import { describeSandboxes, detectSandbox } from "../runtime/sandbox/index.ts";
 import { RpcRegistry } from "./services/rpc.ts";
 import { MetricsStore } from "./services/metrics.ts";
 import { RpcServer } from "./rpc/server.ts";
-import { JOURNAL, lockModulesDir, recoverModulesDir, STAGING } from "./registry/journal.ts";
+import { leftByCommand, lockModulesDir, recoverModulesDir } from "./registry/journal.ts";
 import { RpcAuth } from "./rpc/auth.ts";
 import { createDispatcher, metricsPage, type AdminDeps } from "./rpc/admin.ts";
 import { ModhostError } from "./errors.ts";
@@ -201,7 +201,7 @@ export class Host {
   private async recoverModulesDir(): Promise<void> {
     const dir = this.config.modules.modules_dir;
     // Nothing left by a command: no lock to take (modules_dir may be read-only to the host).
-    if (!existsSync(path.join(dir, JOURNAL)) && !existsSync(path.join(dir, STAGING))) return;
+    if (!(await readdir(dir).catch(() => [] as string[])).some(leftByCommand)) return;
     try {
       const lock = await lockModulesDir(this.config.modules.modules_dir);
       try {

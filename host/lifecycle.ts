@@ -126,8 +126,12 @@ export class LifecycleState {
 
   private constructor(readonly file: string) {}
 
+  /** Read the state in `dataDir`, which this host holds (host/host.ts lockDataDirs): a temporary file there is a dead host's, removed. */
   static async open(dataDir: string, warn: (message: string) => void): Promise<LifecycleState> {
     const state = new LifecycleState(path.join(dataDir, STATE_FILE));
+    for (const name of await readdir(dataDir).catch(() => [] as string[])) {
+      if (name.startsWith(`${STATE_FILE}.`) && name.endsWith(".tmp")) await rm(path.join(dataDir, name), { force: true });
+    }
     let text: string;
     try {
       text = await readFile(state.file, "utf8");

@@ -7,7 +7,7 @@
 import test from "ava";
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { existsSync } from "node:fs";
-import { mkdir, readdir, utimes, writeFile } from "node:fs/promises";
+import { mkdir, readFile, readdir, utimes, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { buildModulesDir, ROOT, tempDir, waitFor, type InlineModule } from "./helpers/host.ts";
 import { tryLock } from "../storage/lock.ts";
@@ -91,6 +91,50 @@ try { await db.open(); console.log("opened"); await db.close(); } catch (e) { co
   return probe.stdout.trim() || probe.stderr;
 }
 
+/** A process: its pid and start time (so that a reused pid is not taken for it). */
+interface Proc {
+  pid: number;
+  start: string;
+}
+
+/** State and start time of `pid` from /proc/PID/stat, or undefined when it is gone. */
+async function procStat(pid: number): Promise<{ state: string; start: string } | undefined> {
+  const stat = await readFile(`/proc/${pid}/stat`, "utf8").catch(() => "");
+  if (!stat) return undefined;
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  // After the command: state is field 3 of stat, starttime field 22.
+  return { state: fields[0]!, start: fields[19]! };
+}
+
+/** Every descendant of `pid`, read from /proc. */
+async function descendants(pid: number): Promise<Proc[]> {
+  const out: Proc[] = [];
+  const walk = async (p: number) => {
+    for (const task of await readdir(`/proc/${p}/task`).catch(() => [] as string[])) {
+      const kids = (await readFile(`/proc/${p}/task/${task}/children`, "utf8").catch(() => "")).trim().split(/\s+/).filter(Boolean).map(Number);
+      for (const k of kids) {
+        const st = await procStat(k);
+        if (st) out.push({ pid: k, start: st.start });
+        await walk(k);
+      }
+    }
+  };
+  await walk(pid);
+  return out;
+}
+
+/** Those of `procs` still running (the same process, not a zombie), with their command lines. */
+async function alive(procs: Proc[]): Promise<string[]> {
+  const out: string[] = [];
+  for (const p of procs) {
+    const st = await procStat(p.pid);
+    if (!st || st.start !== p.start || st.state === "Z") continue;
+    const cmd = await readFile(`/proc/${p.pid}/cmdline`, "utf8").catch(() => "");
+    out.push(`${p.pid}: ${cmd.replaceAll("\0", " ").slice(0, 160)}`);
+  }
+  return out;
+}
+
 /** The run directory in `tmp` holding the bundle of module `name`. */
 async function runDirOf(tmp: string, name: string): Promise<string | undefined> {
   for (const entry of await readdir(tmp)) {
@@ -101,7 +145,7 @@ async function runDirOf(tmp: string, name: string): Promise<string | undefined> 
   return undefined;
 }
 
-test.serial("a second host on the same data directories, RPC server off, stops before any module's code runs; after kill -9 of the first, the next host starts (no lock left behind)", async (t) => {
+test.serial("a second host on the same data directories, RPC server off, stops before any module's code runs; after kill -9 of the first, the next host starts (no lock left behind) and removes its half-saved state file", async (t) => {
   t.timeout(4 * LONG);
   const name = `canary${process.pid}a`;
   const { dir, config } = await setup(t, name);
@@ -118,8 +162,12 @@ test.serial("a second host on the same data directories, RPC server off, stops b
 
   process.kill(first.pid(), "SIGKILL");
   await first.exited;
+  // As if it was killed while saving the quarantine state (its temporary file, named by pid).
+  const halfSaved = path.join(dir, "data", "modules", ".modhost-lifecycle.json.4242.tmp");
+  await writeFile(halfSaved, "{");
   const third = runHost(t, dir, config);
   await waitFor(() => /ready in \d+ ms/.test(third.output()) && third.output().includes(`${name} up`), LONG, "the host after the kill to be ready", third.output);
+  t.false(existsSync(halfSaved), "the dead host's half-saved state file was removed");
   third.child.kill("SIGTERM");
   t.is(await third.exited, 0, third.output());
 });
@@ -137,9 +185,14 @@ test.serial("run directories: a host killed with kill -9 in another PID namespac
   const killedDir = await waitFor(() => runDirOf(tmp, a), LONG, "the killed host's run directory");
   const liveDir = await waitFor(() => runDirOf(tmp, b), LONG, "the live host's run directory");
 
+  const family = await descendants(killed.pid());
+  t.true(family.length > 0, "the host has module processes (its sandboxes, an isolate host)");
   process.kill(killed.pid(), "SIGKILL");
   await killed.exited;
   t.true(existsSync(killedDir), "kill -9 leaves the run directory behind");
+  // No ghost: every process the killed host had started ends with it.
+  let ghosts: string[] = [];
+  await waitFor(async () => (ghosts = await alive(family)).length === 0, LONG, () => `the killed host's processes to end: ${ghosts.join("; ")}`);
 
   const next = runHost(t, dc.dir, dc.config, { tmp });
   await waitFor(() => next.output().includes(`${c} up`), LONG, "the next host to run its module", next.output);

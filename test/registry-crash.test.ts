@@ -12,7 +12,7 @@ import { defaultConfig, type HostConfig } from "../host/config.ts";
 import { parseDescriptor } from "../capabilities/grants.ts";
 import { buildRegistry } from "../host/registry/build.ts";
 import { activatePending, install, installedModules, recover, remove, update } from "../host/registry/install.ts";
-import { JOURNAL, STAGING } from "../host/registry/journal.ts";
+import { JOURNAL, leftByCommand, STAGING } from "../host/registry/journal.ts";
 import { serveRegistry } from "../host/registry/serve.ts";
 import { snapshotModule, verifyModule } from "../host/verify/module.ts";
 import { ROOT, startHost, tempDir, waitFor } from "./helpers/host.ts";
@@ -100,10 +100,10 @@ async function installedVersions(t: ExecutionContext, config: HostConfig): Promi
   return out;
 }
 
-/** What an interrupted command may leave in modules_dir: its journal, modules set aside, modules it staged. */
+/** What an interrupted command may leave in modules_dir: its journal (or a half-written one), modules set aside, modules it staged. */
 async function leftovers(config: HostConfig): Promise<string[]> {
   const names = await readdir(config.modules.modules_dir);
-  return names.filter((n) => n === JOURNAL || n === ".trash" || n === STAGING);
+  return names.filter((n) => leftByCommand(n) || n === ".trash");
 }
 
 const ALPHA: TsModuleSpec = { name: "alpha", version: "1.0.0" };
@@ -211,7 +211,7 @@ test("a journal whose writer's pid is alive again (PID reuse, a PID namespace) i
   t.deepEqual(await leftovers(w.config), []);
 });
 
-test("a live command holds modules_dir, before its journal exists too: a second command is refused as busy; after kill -9 of it, the next host start removes what it staged and runs the installed version", async (t) => {
+test("a live command holds modules_dir, before its journal exists too: a second command is refused as busy; after kill -9 of it, the next host start removes what it staged (and a half-written journal) and runs the installed version", async (t) => {
   t.timeout(300_000, "child processes and a host on a loaded machine");
   const h = await startHost(t, { noStart: true, grants: { alpha: [] } });
   const w = await world(t, h.config);
@@ -235,6 +235,8 @@ test("a live command holds modules_dir, before its journal exists too: a second 
   child.kill("SIGKILL");
   await exited;
   t.deepEqual(await leftovers(w.config), [STAGING], "the killed update left its staged module");
+  // And a journal killed while being written (writeJournal's temporary file).
+  await writeFile(path.join(w.config.modules.modules_dir, `${JOURNAL}.0badf00d.tmp`), "{");
   await h.host.start();
   await h.waitForLog(/^removed 1 staged module directory of an interrupted command in /, { source: "host" });
   await h.waitForLog(/^started alpha 1\.0\.0$/, { source: "alpha" });

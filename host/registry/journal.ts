@@ -72,6 +72,15 @@ async function fsyncPath(p: string): Promise<void> {
   }
 }
 
+/** Whether `name` (in modules_dir) is a journal's temporary file, or the journal or staging area: something recoverModulesDir clears. */
+export function leftByCommand(name: string): boolean {
+  return name === JOURNAL || name === STAGING || isJournalTemp(name);
+}
+
+function isJournalTemp(name: string): boolean {
+  return name.startsWith(`${JOURNAL}.`) && name.endsWith(".tmp");
+}
+
 async function writeJournal(dir: string, plan: JournalPlan): Promise<void> {
   const file = path.join(dir, JOURNAL);
   const tmp = `${file}.${randomBytes(4).toString("hex")}.tmp`;
@@ -171,6 +180,8 @@ export async function lockModulesDir(dir: string): Promise<DirLock> {
  */
 export async function recoverModulesDir(dir: string): Promise<string | undefined> {
   const journal = await recoverJournal(dir);
+  // A journal being written when its command died (writeJournal's temporary file).
+  for (const name of await readdir(dir).catch(() => [] as string[])) if (isJournalTemp(name)) await rm(path.join(dir, name), { force: true });
   const staged = await readdir(path.join(dir, STAGING)).catch(() => [] as string[]);
   for (const name of staged) await rm(path.join(dir, STAGING, name), { recursive: true, force: true });
   await rmdir(path.join(dir, STAGING)).catch(() => undefined);
