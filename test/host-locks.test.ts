@@ -12,6 +12,7 @@ import path from "node:path";
 import { buildModulesDir, ROOT, tempDir, waitFor, type InlineModule } from "./helpers/host.ts";
 import { tryLock } from "../storage/lock.ts";
 import { ModuleStore } from "../storage/store.ts";
+import { EmbeddedChain } from "../chain/embedded.ts";
 import { createRunDir, removeStaleRunDirs } from "../host/lifecycle.ts";
 
 const MODHOST = path.join(ROOT, "bin", "modhost.js");
@@ -259,4 +260,12 @@ setInterval(() => {}, 1000);
   for (const kept of [mine.dir, fresh, pidNamed]) t.true(existsSync(kept), `${kept} is kept`);
   await mine.remove();
   t.false(existsSync(mine.dir), "remove() takes the host's own directory away");
+});
+
+test("chain database: a second open in this process is refused, and the first keeps its lock against other processes", async (t) => {
+  const dir = path.join(await tempDir(t), "chain");
+  const first = await EmbeddedChain.create({ dataDir: dir, matureBlocks: 1 });
+  t.teardown(() => first.close());
+  await t.throwsAsync(EmbeddedChain.create({ dataDir: dir }), { message: /the chain database .* is in use \(already open in this process\)/ });
+  t.is(otherProcessOpens(dir), "LEVEL_LOCKED");
 });
