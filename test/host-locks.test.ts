@@ -146,7 +146,7 @@ async function runDirOf(tmp: string, name: string): Promise<string | undefined> 
   return undefined;
 }
 
-test.serial("a second host on the same data directories, RPC server off, stops before any module's code runs; after kill -9 of the first, the next host starts (no lock left behind) and removes its half-saved state file", async (t) => {
+test.serial("a second host on the same data directories, RPC server off, stops before any module's code runs; after kill -9 of the first, the next host starts (no lock left behind) and removes its half-saved state files", async (t) => {
   t.timeout(4 * LONG);
   const name = `canary${process.pid}a`;
   const { dir, config } = await setup(t, name);
@@ -166,9 +166,13 @@ test.serial("a second host on the same data directories, RPC server off, stops b
   // As if it was killed while saving the quarantine state (its temporary file, named by pid).
   const halfSaved = path.join(dir, "data", "modules", ".modhost-lifecycle.json.4242.tmp");
   await writeFile(halfSaved, "{");
+  // ... or while saving the module uid table (its temporary file, named at random).
+  const halfUids = path.join(dir, "data", "modules", ".module-uids.json.0123456789ab");
+  await writeFile(halfUids, "{");
   const third = runHost(t, dir, config);
   await waitFor(() => /ready in \d+ ms/.test(third.output()) && third.output().includes(`${name} up`), LONG, "the host after the kill to be ready", third.output);
   t.false(existsSync(halfSaved), "the dead host's half-saved state file was removed");
+  t.false(existsSync(halfUids), "the dead host's half-saved uid table was removed");
   third.child.kill("SIGTERM");
   t.is(await third.exited, 0, third.output());
 });
