@@ -158,7 +158,8 @@ export class Supervisor {
   private async ensureRunDir(): Promise<string> {
     // Locked for this process's lifetime: a later host removes it once the kernel has released
     // the lock (this process is gone), whatever PID namespace either runs in (host/lifecycle.ts).
-    return (await (this.runDir ??= createRunDir())).dir;
+    // A failure is not kept: the next start tries again.
+    return (await (this.runDir ??= createRunDir().catch((err: unknown) => { this.runDir = undefined; throw err; }))).dir;
   }
 
   /** Remove the run directories of hosts that died without cleaning up (their lock is free). */
