@@ -20,6 +20,7 @@
 
 import type { AbstractLevel, AbstractSublevel } from "abstract-level";
 import { mkdir } from "node:fs/promises";
+import path from "node:path";
 import { ClassicLevel } from "classic-level";
 import { MemoryLevel } from "memory-level";
 import { Packr } from "msgpackr";
@@ -84,6 +85,9 @@ export function walletKey(height: number, outpoint: string): string {
   return `${heightKey(height)}:${outpoint}`;
 }
 
+/** Chain databases this process has open (see ChainStore.open). */
+const openInThisProcess = new Set<string>();
+
 export class ChainStore {
   private readonly subs: Record<Sub, SubDb>;
 
@@ -94,6 +98,18 @@ export class ChainStore {
 
   /** Open (creating) the database in `dir`, or an in-memory one without a directory. */
   static async open(dir?: string): Promise<ChainStore> {
+    // Once per process: a second open, refused by LevelDB, would close its LOCK file's
+    // descriptor and so drop the first one's lock (fcntl locks are the process's).
+    const key = dir === undefined ? undefined : path.resolve(dir);
+    if (key !== undefined && openInThisProcess.has(key)) throw new Error(`the chain database ${dir} is in use (already open in this process)`);
+    if (key !== undefined) openInThisProcess.add(key);
+    return ChainStore.openUnclaimed(dir).catch((err: unknown) => {
+      if (key !== undefined) openInThisProcess.delete(key);
+      throw err;
+    });
+  }
+
+  private static async openUnclaimed(dir?: string): Promise<ChainStore> {
     const db = (dir === undefined
       ? new MemoryLevel<string, Uint8Array>({ keyEncoding: "utf8", valueEncoding: "view" })
       : new ClassicLevel<string, Uint8Array>(dir, { keyEncoding: "utf8", valueEncoding: "view" })) as unknown as Db;
@@ -177,5 +193,6 @@ export class ChainStore {
 
   async close(): Promise<void> {
     if (this.db.status === "open") await this.db.close();
+    if (this.location !== null) openInThisProcess.delete(path.resolve(this.location));
   }
 }

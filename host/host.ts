@@ -4,6 +4,7 @@
 // levels, NodeShutdownCompleted. At start the RPC port is taken before any module starts.
 
 import { watch, type FSWatcher } from "node:fs";
+import { mkdir, readdir } from "node:fs/promises";
 import path from "node:path";
 import { startInspectors, type InspectorServer } from "./inspector.ts";
 import { limitsFor, loadConfig, sandboxModeFor, strayModuleWarnings, type HostConfig } from "./config.ts";
@@ -21,13 +22,17 @@ import { describeSandboxes, detectSandbox } from "../runtime/sandbox/index.ts";
 import { RpcRegistry } from "./services/rpc.ts";
 import { MetricsStore } from "./services/metrics.ts";
 import { RpcServer } from "./rpc/server.ts";
-import { recoverModulesDir } from "./registry/journal.ts";
+import { leftByCommand, lockModulesDir, recoverModulesDir } from "./registry/journal.ts";
 import { RpcAuth } from "./rpc/auth.ts";
 import { createDispatcher, metricsPage, type AdminDeps } from "./rpc/admin.ts";
 import { ModhostError } from "./errors.ts";
 import { createChain } from "./chain.ts";
 import { NodeEvents } from "./node-events.ts";
 import type { CoreFacade } from "../chain/bitcoind/facade.ts";
+import { tryLock, type DirLock } from "../storage/lock.ts";
+
+/** The host's lock in each data directory it owns (host/host.ts lockDataDirs). */
+const HOST_LOCK = ".modhost-host.lock";
 
 export interface HostOptions {
   config: HostConfig;
@@ -59,6 +64,8 @@ export class Host {
   private configWatcher: FSWatcher | undefined;
   private stopping: Promise<void> | undefined;
   private reloads: Promise<unknown> = Promise.resolve();
+  /** The host locks in the data directories (lockDataDirs), held until the host has stopped. */
+  private readonly dataLocks: DirLock[] = [];
   /** Module RPC methods and CLI specs. */
   rpc!: RpcRegistry;
   /** Module metrics. */
@@ -83,6 +90,8 @@ export class Host {
     const started = Date.now();
     this.startedAt = started;
     this.log.info(`modhost ${HOST_VERSION} starting`, { config: this.config.file ?? "(defaults)" });
+    // Before anything is opened or started: one host per data directory, whatever else differs.
+    await this.lockDataDirs();
     if (this.opts.grantAll) this.log.warn("development mode: every module gets every capability it requests");
     if (this.opts.chain) this.chain = this.opts.chain;
     else {
@@ -166,11 +175,45 @@ export class Host {
     this.watchConfig();
   }
 
-  /** Finish (or undo) an install or update that was interrupted (host/registry/journal.ts) before modules are read. */
+  /**
+   * Take the host lock in each directory whose contents a host owns (module stores, module
+   * data): a second host on them stops here, before its chain, port or any module. The kernel
+   * releases the locks when this process dies (storage/lock.ts), so a killed host never
+   * leaves one behind, in whatever PID namespace it ran.
+   */
+  private async lockDataDirs(): Promise<void> {
+    const dirs = [...new Set([this.config.storage.dir, this.config.modules.data_dir].map((d) => path.resolve(d)))];
+    for (const dir of dirs) {
+      const lockDir = path.join(dir, HOST_LOCK);
+      await mkdir(dir, { recursive: true, mode: 0o700 });
+      const got = await tryLock(lockDir, true);
+      if (got.state !== "locked") {
+        this.log.error(`another modhost is running on ${dir} (it holds ${lockDir}); stopping`);
+        this.exitCode = 1;
+        await this.stop("another host holds the data directory");
+        throw new ModhostError("busy", `another modhost is running on ${dir} (it holds ${lockDir})`, "stop the other host, or give this one its own [storage] dir and [modules] data_dir");
+      }
+      this.dataLocks.push(got.lock);
+    }
+  }
+
+  /**
+   * Finish (or undo) an install or update that was interrupted (host/registry/journal.ts)
+   * before modules are read, holding modules_dir as a registry command would. While a live
+   * command holds it, the host starts with what is there (the command tells it what changed).
+   */
   private async recoverModulesDir(): Promise<void> {
+    const dir = this.config.modules.modules_dir;
+    // Nothing left by a command: no lock to take (modules_dir may be read-only to the host).
+    if (!(await readdir(dir).catch(() => [] as string[])).some(leftByCommand)) return;
     try {
-      const done = await recoverModulesDir(this.config.modules.modules_dir);
-      if (done) this.log.warn(`${done} in ${this.config.modules.modules_dir}`);
+      const lock = await lockModulesDir(this.config.modules.modules_dir);
+      try {
+        const done = await recoverModulesDir(this.config.modules.modules_dir);
+        if (done) this.log.warn(`${done} in ${this.config.modules.modules_dir}`);
+      } finally {
+        await lock.release();
+      }
     } catch (err) {
       this.log.error(`modules directory: ${(err as Error).message}${(err as ModhostError).hint ? ` (fix: ${(err as ModhostError).hint})` : ""}`);
     }
@@ -338,6 +381,7 @@ export class Host {
       await this.chainFacade?.stop();
       await this.chain?.close();
       this.audit?.close();
+      for (const lock of this.dataLocks.splice(0)) await lock.release();
       this.log.info(`stopped in ${Date.now() - started} ms`);
       this.resolveStopped();
     })();

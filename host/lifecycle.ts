@@ -3,11 +3,11 @@
 // them, the persisted quarantine and failure history, and the clean-up of run directories
 // left behind by hosts that died.
 
-import { mkdir, readFile, readdir, rename, rm, writeFile } from "node:fs/promises";
+import { chmod, mkdir, mkdtemp, readFile, readdir, rename, rm, stat, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
-import { pidAlive } from "../runtime/process.ts";
+import { tryLock } from "../storage/lock.ts";
 
 /**
  * Runs tasks one after another per key; tasks of different keys do not wait for each other.
@@ -126,8 +126,12 @@ export class LifecycleState {
 
   private constructor(readonly file: string) {}
 
+  /** Read the state in `dataDir`, which this host holds (host/host.ts lockDataDirs): a temporary file there is a dead host's, removed. */
   static async open(dataDir: string, warn: (message: string) => void): Promise<LifecycleState> {
     const state = new LifecycleState(path.join(dataDir, STATE_FILE));
+    for (const name of await readdir(dataDir).catch(() => [] as string[])) {
+      if (name.startsWith(`${STATE_FILE}.`) && name.endsWith(".tmp")) await rm(path.join(dataDir, name), { force: true });
+    }
     let text: string;
     try {
       text = await readFile(state.file, "utf8");
@@ -223,32 +227,78 @@ export class LifecycleState {
 }
 
 // ---------------------------------------------------------------------------------------
-// Run directories: <tmpdir>/modhost-run-<pid>-XXXXXX
+// Run directories: <tmpdir>/modhost-run-XXXXXX, each holding its host's lock (storage/lock.ts)
+// in host.lock/ for the host's lifetime. Whether the host that made one is alive is asked of
+// the kernel (can the lock be taken?), never of a pid: across PID namespaces and after PID
+// reuse a pid says nothing about the process that wrote it.
 
 const RUN_DIR_PREFIX = "modhost-run-";
+const RUN_DIR_LOCK = "host.lock";
+/** A run directory without its lock is being made (the lock is taken right after mkdtemp) unless it is older than this. */
+const UNLOCKED_GRACE_MS = 60_000;
 
-/** The prefix for this process's run directory (mkdtemp adds the random part). */
-export function runDirPrefix(): string {
-  return path.join(os.tmpdir(), `${RUN_DIR_PREFIX}${process.pid}-`);
+/** A run directory made by this process, locked until `release()` or this process's death. */
+export interface RunDir {
+  readonly dir: string;
+  /** Give up the lock, then remove the directory. */
+  remove(): Promise<void>;
 }
 
+/** Make this process's run directory (mode 0711: sandboxed modules, under their own uids, pass through but do not list). */
+export async function createRunDir(tmp = os.tmpdir()): Promise<RunDir> {
+  for (let attempt = 0; ; attempt++) {
+    const dir = await mkdtemp(path.join(tmp, RUN_DIR_PREFIX));
+    await chmod(dir, 0o711);
+    const got = await tryLock(path.join(dir, RUN_DIR_LOCK), true).catch((err: Error) => err);
+    if (!(got instanceof Error) && got.state === "locked") {
+      const lock = got.lock;
+      return { dir, remove: async () => { await lock.release(); await rm(dir, { recursive: true, force: true }); } };
+    }
+    // Another host's clean-up took the fresh lock first (it then sees no database and leaves
+    // the directory): start again with a new one.
+    await rm(dir, { recursive: true, force: true });
+    if (attempt >= 2) throw new Error(`cannot lock a run directory in ${tmp}: ${got instanceof Error ? got.message : `the lock was ${got.state}`}`);
+  }
+}
 
-/** Remove the run directories of hosts that are gone (their owner pid no longer exists); returns what was removed. */
-export async function removeStaleRunDirs(dir = os.tmpdir()): Promise<string[]> {
+const LOCKED = /^modhost-run-[A-Za-z0-9]{6}$/;
+
+/**
+ * Remove the run directories of hosts that are gone; returns what was removed. A directory is
+ * gone when its lock can be taken (its holder died: the kernel released it), or it has no lock
+ * and is older than a minute (its host died between making it and locking it). Directories
+ * named after a pid (modhost-run-<pid>-XXXXXX, made before run directories were locked) are
+ * left alone: a pid cannot tell whether their host lives (a host in a PID namespace of its
+ * own sees no other host's pid and would remove every live one's).
+ */
+export async function removeStaleRunDirs(tmp = os.tmpdir(), own?: string): Promise<string[]> {
   let names: string[];
   try {
-    names = await readdir(dir);
+    names = await readdir(tmp);
   } catch {
     return [];
   }
   const removed: string[] = [];
   for (const name of names) {
-    const m = /^modhost-run-(\d+)-[A-Za-z0-9]{6}$/.exec(name);
-    if (!m) continue;
-    const pid = Number(m[1]);
-    if (pid === process.pid || pidAlive(pid)) continue;
-    const full = path.join(dir, name);
+    const full = path.join(tmp, name);
+    if (full === own) continue;
+    if (!LOCKED.test(name) || !(await ownerGone(full))) continue;
     await rm(full, { recursive: true, force: true }).then(() => removed.push(full), () => undefined);
   }
   return removed;
+}
+
+/** Whether the host that made run directory `dir` is gone (see removeStaleRunDirs); anything unclear keeps it. */
+async function ownerGone(dir: string): Promise<boolean> {
+  const lockDir = path.join(dir, RUN_DIR_LOCK);
+  // Not even the lock's directory: probe nothing (LevelDB would make it, and renew the age).
+  const hasLock = await stat(lockDir).then(() => true, () => false);
+  const got = hasLock ? await tryLock(lockDir, false).catch(() => undefined) : { state: "absent" as const };
+  if (got?.state === "locked") {
+    await got.lock.release();
+    return true;
+  }
+  if (got?.state !== "absent") return false;
+  const made = await stat(dir).then((s) => s.mtimeMs, () => Date.now());
+  return Date.now() - made > UNLOCKED_GRACE_MS;
 }

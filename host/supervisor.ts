@@ -11,7 +11,6 @@
 // queue (host/lifecycle.ts KeyedQueue), which the supervisor also uses for its scheduled
 // restarts, so a restart never races a command on the same module.
 
-import { chmod, mkdtemp, rm } from "node:fs/promises";
 import path from "node:path";
 import type { ApiHub } from "./hub.ts";
 import type { HostConfig, Limits } from "./config.ts";
@@ -28,7 +27,7 @@ import type { AuditLog, AuditRecord } from "./audit.ts";
 import type { HostServices } from "../capabilities/types.ts";
 import { HookRejection } from "../capabilities/hooks.ts";
 import { flowLimits, type HostSession, type SessionOptions } from "./session.ts";
-import { fairDeadline, type KeyedQueue, type LifecycleState, LoopStallMeter, removeStaleRunDirs, runDirPrefix } from "./lifecycle.ts";
+import { fairDeadline, type KeyedQueue, type LifecycleState, LoopStallMeter, removeStaleRunDirs, createRunDir, type RunDir } from "./lifecycle.ts";
 import { describeExit, type ModuleProcess } from "../runtime/process.ts";
 import { UID_TABLE_FILE, UidTable } from "../runtime/sandbox/index.ts";
 import { stopHealth, watchHealth, watchResources, type WatchEnv } from "./supervisor-health.ts";
@@ -90,7 +89,7 @@ const PERMANENT_START_ERRORS = new Set(["verification_failed", "not_found", "per
 
 export class Supervisor {
   private readonly log: SourceLogger;
-  private runDir: string | undefined;
+  private runDir: Promise<RunDir> | undefined;
   /** Module name -> uid, persisted in the data directory (runtime/sandbox/uids.ts). */
   private uids: Promise<UidTable> | undefined;
   /** Set once the host shuts down: nothing starts or restarts after it. */
@@ -153,21 +152,19 @@ export class Supervisor {
   async close(): Promise<void> {
     this.meterInstance?.close();
     for (const runtime of Object.values(this.runtimes)) await runtime.close();
-    if (this.runDir) await rm(this.runDir, { recursive: true, force: true });
+    await (await this.runDir?.catch(() => undefined))?.remove();
   }
 
   private async ensureRunDir(): Promise<string> {
-    // The owner's pid is in the name: a later host removes it once this process is gone. Others
-    // may pass through, not list: sandboxed modules (their own uids) read their files here.
-    if (this.runDir) return this.runDir;
-    const dir = await mkdtemp(runDirPrefix());
-    await chmod(dir, 0o711);
-    return (this.runDir = dir);
+    // Locked for this process's lifetime: a later host removes it once the kernel has released
+    // the lock (this process is gone), whatever PID namespace either runs in (host/lifecycle.ts).
+    // A failure is not kept: the next start tries again.
+    return (await (this.runDir ??= createRunDir().catch((err: unknown) => { this.runDir = undefined; throw err; }))).dir;
   }
 
-  /** Remove the run directories of hosts that died without cleaning up (their pid is gone). */
+  /** Remove the run directories of hosts that died without cleaning up (their lock is free). */
   async removeStaleRunDirs(): Promise<void> {
-    const removed = await removeStaleRunDirs();
+    const removed = await removeStaleRunDirs(undefined, (await this.runDir?.catch(() => undefined))?.dir);
     if (removed.length > 0) this.log.info(`removed ${removed.length} run director${removed.length === 1 ? "y" : "ies"} of hosts that are gone`, { dirs: removed.join(",") });
   }
 

@@ -22,6 +22,7 @@
 import { mkdir } from "node:fs/promises";
 import { performance } from "node:perf_hooks";
 import { ClassicLevel } from "classic-level";
+import { claimDir } from "./lock.ts";
 import { StorageError, asStorageError } from "./errors.ts";
 import { Mutex } from "./mutex.ts";
 import { checkKey, compareBytes, decodeKey, decodeValue, encodeKey, encodeValue, prefixUpperBound } from "./codec.ts";
@@ -239,6 +240,9 @@ export class ModuleStore {
   readonly #staged = new Map<number, Staged>();
   #closing: Promise<void> | undefined;
 
+  /** Gives up this process's claim on the directory (storage/lock.ts), once closed. */
+  #unclaim: () => void = () => undefined;
+
   private constructor(db: RootDb, quota: StorageQuota, label: string | undefined, options: OpenOptions = {}) {
     this.#db = db;
     this.#io = new Semaphore(options.ioConcurrency ?? DEFAULT_IO_CONCURRENCY);
@@ -252,10 +256,14 @@ export class ModuleStore {
   static async open(dir: string, quota?: Partial<StorageQuota>, options: OpenOptions = {}): Promise<ModuleStore> {
     const q = resolveQuota(quota);
     await mkdir(dir, { recursive: true });
+    // A second open in this process would drop the first one's lock (storage/lock.ts).
+    const unclaim = claimDir(dir);
+    if (!unclaim) throw new StorageError("storage_error", `storage directory ${dir} is already open in this process; close it first`);
     const db: RootDb = new ClassicLevel<Bytes, Bytes>(dir, { keyEncoding: "view", valueEncoding: "view" });
     try {
       await db.open();
     } catch (err) {
+      unclaim();
       const locked = (err as { cause?: { code?: string } }).cause?.code === "LEVEL_LOCKED";
       throw new StorageError(
         "storage_error",
@@ -272,10 +280,12 @@ export class ModuleStore {
       }
     }
     const store = new ModuleStore(db, q, options.label, options);
+    store.#unclaim = unclaim;
     try {
       await store.#load();
     } catch (err) {
       await db.close().catch(() => {});
+      unclaim();
       throw asStorageError(err);
     }
     return store;
@@ -744,7 +754,11 @@ export class ModuleStore {
   close(): Promise<void> {
     this.#closing ??= (async () => {
       await Promise.all([...this.#inflight]);
-      await this.#db.close();
+      try {
+        await this.#db.close();
+      } finally {
+        this.#unclaim();
+      }
     })();
     return this.#closing;
   }

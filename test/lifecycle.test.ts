@@ -2,14 +2,12 @@
 // step of load and reload, concurrent commands on one module, a load while a restart is
 // pending, restarts whose start fails, quarantine (and `enable`) that survives a host restart,
 // a hung start that must not hold up other modules, a host stall that must not get a healthy
-// module killed, the RPC port taken before any module runs, and run directories of dead hosts.
+// module killed, and a second host stopped before any module runs (test/host-locks.test.ts: run directories).
 
 import test from "ava";
-import { execFile, spawn } from "node:child_process";
+import { execFile } from "node:child_process";
 import { promisify } from "node:util";
-import { existsSync } from "node:fs";
-import { mkdir, readFile, readdir, rm, writeFile } from "node:fs/promises";
-import os from "node:os";
+import { readFile, readdir, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { GOOD_GRANTS, ROOT, sleep, startHost, type InlineModule, type TestHost } from "./helpers/host.ts";
 import { call, RpcFailure } from "./helpers/rpc.ts";
@@ -405,7 +403,7 @@ test("an unresponsive module is still killed by the fair health check", async (t
   t.regex(String((crash.payload as Payload).error), /unresponsive: no answer to a health check within 300 ms \(health_timeout_ms\)/);
 });
 
-test("a second host on the same config stops at the taken RPC port before any module starts", async (t) => {
+test("a second host on the same config stops at the data directories' host lock, one on other directories at the taken RPC port, both before any module starts", async (t) => {
   const h = await startHost(t, { inline: { flaky: FLAKY }, grants: { flaky: FLAKY_GRANTS } });
   await h.waitForLog(/^running 1$/, { source: "flaky", timeoutMs: LONG });
   const port = h.host.rpcServer!.address!.port;
@@ -414,32 +412,17 @@ test("a second host on the same config stops at the taken RPC port before any mo
     configure: (c) => (c.rpc.port = port),
   });
   const err = await t.throwsAsync(h2.host.start());
-  t.regex(err!.message, /the RPC server cannot start: .* is in use/);
+  t.regex(err!.message, /another modhost is running on .*data\/storage \(it holds .*\.modhost-host\.lock\)/);
   t.deepEqual(h2.logsOf("flaky"), [], "the second host ran none of the module's code");
   t.falsy(h2.records.find((r) => /^loaded /.test(r.message)));
+  // On directories of its own but the same port: it stops at the port, again before any module.
+  const h3 = await startHost(t, { inline: { flaky: FLAKY }, grants: { flaky: FLAKY_GRANTS }, noStart: true, configure: (c) => (c.rpc.port = port) });
+  const portErr = await t.throwsAsync(h3.host.start());
+  t.regex(portErr!.message, /the RPC server cannot start: .* is in use/);
+  t.deepEqual(h3.logsOf("flaky"), [], "the host on the taken port ran none of the module's code");
   // The first host and its module are untouched.
   t.is(h.mustStatus("flaky").state, "running");
 });
-
-test("run directories of dead hosts are removed at start; those of live processes are kept", async (t) => {
-  const child = spawn(process.execPath, ["-e", ""], { stdio: "ignore" });
-  const deadPid = await new Promise<number>((resolve) => child.on("exit", () => resolve(child.pid!)));
-  const dead = path.join(os.tmpdir(), `modhost-run-${deadPid}-Ab12Cd`);
-  const live = path.join(os.tmpdir(), `modhost-run-${process.ppid}-Ef34Gh`);
-  await mkdir(path.join(dead, "sub"), { recursive: true });
-  await mkdir(live, { recursive: true });
-  t.teardown(() => Promise.all([rm(dead, { recursive: true, force: true }), rm(live, { recursive: true, force: true })]));
-  const h = await startHost(t, { inline: { flaky: FLAKY }, grants: { flaky: FLAKY_GRANTS } });
-  t.false(existsSync(dead), "the dead host's run directory is gone");
-  t.true(existsSync(live), "a live process's run directory is kept");
-  // This host's own run directory carries its pid.
-  const mine = (await readdir(os.tmpdir())).filter((n) => n.startsWith(`modhost-run-${process.pid}-`));
-  t.true(mine.length >= 1, "this host's run directory is named after its pid");
-  await h.stop();
-});
-
-// ---------------------------------------------------------------------------------------
-// The pieces on their own
 
 test("KeyedQueue: one key's tasks run in order, a failure does not block the next, other keys run meanwhile", async (t) => {
   const q = new KeyedQueue();

@@ -5,17 +5,17 @@
 // is installed and passes the host's verification: never "not installed".
 
 import test, { type ExecutionContext } from "ava";
-import { spawn } from "node:child_process";
-import { mkdir, readdir, writeFile } from "node:fs/promises";
+import { spawn, type ChildProcess } from "node:child_process";
+import { mkdir, readFile, readdir, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { defaultConfig, type HostConfig } from "../host/config.ts";
 import { parseDescriptor } from "../capabilities/grants.ts";
 import { buildRegistry } from "../host/registry/build.ts";
 import { activatePending, install, installedModules, recover, remove, update } from "../host/registry/install.ts";
-import { JOURNAL } from "../host/registry/journal.ts";
+import { JOURNAL, leftByCommand, STAGING } from "../host/registry/journal.ts";
 import { serveRegistry } from "../host/registry/serve.ts";
 import { snapshotModule, verifyModule } from "../host/verify/module.ts";
-import { ROOT, startHost, tempDir } from "./helpers/host.ts";
+import { ROOT, startHost, tempDir, waitFor } from "./helpers/host.ts";
 import { newKey, signWith, writeTsModule, type TsModuleSpec } from "./helpers/signing.ts";
 
 const CHILD = path.join(ROOT, "test/helpers/registry-crash-child.ts");
@@ -70,18 +70,23 @@ async function world(t: ExecutionContext, given?: HostConfig): Promise<World> {
 
 /** Run `op SPEC` in a child that SIGKILLs itself before `step`; resolves with how it ended. */
 async function crashAt(t: ExecutionContext, w: World, op: string, spec: string, step: string): Promise<string> {
-  const file = path.join(path.dirname(w.config.modules.modules_dir), `config-${Math.random().toString(36).slice(2)}.json`);
-  await writeFile(file, JSON.stringify(w.config));
+  const child = await runChild(w, op, spec, step);
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, ["--import=tsx", "--no-node-snapshot", CHILD, file, op, spec, step], { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] });
     let output = "";
-    child.stdout.on("data", (d) => (output += d));
-    child.stderr.on("data", (d) => (output += d));
+    child.stdout?.on("data", (d) => (output += d));
+    child.stderr?.on("data", (d) => (output += d));
     child.on("exit", (code, signal) => {
       if (signal !== "SIGKILL") t.log(`child ${op} ${spec} at ${step}: exit ${code}\n${output}`);
       resolve(signal ?? `exit ${code}`);
     });
   });
+}
+
+/** Start the crash child (test/helpers/registry-crash-child.ts) on `op SPEC`, stopping at `step`. */
+async function runChild(w: World, op: string, spec: string, step: string): Promise<ChildProcess> {
+  const file = path.join(path.dirname(w.config.modules.modules_dir), `config-${Math.random().toString(36).slice(2)}.json`);
+  await writeFile(file, JSON.stringify(w.config));
+  return spawn(process.execPath, ["--import=tsx", "--no-node-snapshot", CHILD, file, op, spec, step], { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] });
 }
 
 /** Name -> version of what is installed; each installed module must pass the host's verification. */
@@ -95,9 +100,10 @@ async function installedVersions(t: ExecutionContext, config: HostConfig): Promi
   return out;
 }
 
+/** What an interrupted command may leave in modules_dir: its journal (or a half-written one), modules set aside, modules it staged. */
 async function leftovers(config: HostConfig): Promise<string[]> {
   const names = await readdir(config.modules.modules_dir);
-  return names.filter((n) => n === JOURNAL || n === ".trash");
+  return names.filter((n) => leftByCommand(n) || n === ".trash");
 }
 
 const ALPHA: TsModuleSpec = { name: "alpha", version: "1.0.0" };
@@ -186,5 +192,53 @@ test("a host started after an update was killed between its renames finishes the
   await h.waitForLog(/^finished an interrupted update of alpha 1\.0\.0 -> 1\.1\.0 in /, { source: "host" });
   await h.waitForLog(/^started alpha 1\.1\.0$/, { source: "alpha" });
   t.is(h.mustStatus("alpha").state, "running");
+  t.deepEqual(await leftovers(w.config), []);
+});
+
+test("a journal whose writer's pid is alive again (PID reuse, a PID namespace) is still recovered: whether its writer lives is the lock's to say", async (t) => {
+  t.timeout(300_000, "child processes on a loaded machine");
+  const w = await world(t);
+  await w.publish([ALPHA]);
+  await install(w.config, "alpha@1.0.0", w.opts);
+  await w.publish([{ ...ALPHA, version: "1.1.0" }]);
+  t.is(await crashAt(t, w, "update", "alpha", "rename 1"), "SIGKILL");
+  // The dead command's pid now names a live process (here: pid 1).
+  const file = path.join(w.config.modules.modules_dir, JOURNAL);
+  await writeFile(file, JSON.stringify({ ...JSON.parse(await readFile(file, "utf8")), pid: 1 }));
+  const next = await update(w.config, "alpha", w.opts);
+  t.is(next[0]!.status, "up-to-date", "the interrupted update was finished, not refused as busy");
+  t.deepEqual(await installedVersions(t, w.config), { alpha: "1.1.0" });
+  t.deepEqual(await leftovers(w.config), []);
+});
+
+test("a live command holds modules_dir, before its journal exists too: a second command is refused as busy; after kill -9 of it, the next host start removes what it staged (and a half-written journal) and runs the installed version", async (t) => {
+  t.timeout(300_000, "child processes and a host on a loaded machine");
+  const h = await startHost(t, { noStart: true, grants: { alpha: [] } });
+  const w = await world(t, h.config);
+  await w.publish([ALPHA]);
+  await install(w.config, "alpha", w.opts);
+  await w.publish([{ ...ALPHA, version: "1.1.0" }]);
+  // Paused with the new version downloaded, verified and staged, no journal written yet.
+  const child = await runChild(w, "update", "alpha", "pause:journal");
+  t.teardown(() => { child.kill("SIGKILL"); });
+  let out = "";
+  child.stdout?.on("data", (d: Buffer) => (out += d.toString()));
+  child.stderr?.on("data", (d: Buffer) => (out += d.toString()));
+  const exited = new Promise((resolve) => child.once("exit", resolve));
+  await waitFor(() => out.includes("paused") || child.exitCode !== null, 240_000, "the update to pause before its journal", () => out);
+  t.true(out.includes("paused"), out);
+
+  const busy = await t.throwsAsync(remove(w.config, "alpha", w.opts));
+  t.regex(busy!.message, /another modhost command is changing \S+ \(it holds \S+\.lock\)/);
+  t.deepEqual(await installedVersions(t, w.config), { alpha: "1.0.0" }, "the refused remove removed nothing");
+
+  child.kill("SIGKILL");
+  await exited;
+  t.deepEqual(await leftovers(w.config), [STAGING], "the killed update left its staged module");
+  // And a journal killed while being written (writeJournal's temporary file).
+  await writeFile(path.join(w.config.modules.modules_dir, `${JOURNAL}.0badf00d.tmp`), "{");
+  await h.host.start();
+  await h.waitForLog(/^removed 1 staged module directory of an interrupted command in /, { source: "host" });
+  await h.waitForLog(/^started alpha 1\.0\.0$/, { source: "alpha" });
   t.deepEqual(await leftovers(w.config), []);
 });

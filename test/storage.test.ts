@@ -166,9 +166,9 @@ test("two stores in two directories are isolated", async (t) => {
   t.is((await s2.usage()).keys, 0);
 });
 
-test("a directory can only be opened once at a time", async (t) => {
+test("a directory can only be opened once at a time: a second open in the same process is refused as such (test/host-locks.test.ts: the first keeps its lock)", async (t) => {
   const { dir } = await freshStore(t);
-  await rejectsCode(t, ModuleStore.open(dir), "storage_error", /in use/);
+  await rejectsCode(t, ModuleStore.open(dir), "storage_error", /storage directory .* is already open in this process; close it first/);
 });
 
 test("batch applies ops in order", async (t) => {

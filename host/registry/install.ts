@@ -30,7 +30,7 @@ import { formatDescriptor, resolveGrants } from "../../capabilities/grants.ts";
 import { clientFor } from "../rpc/client.ts";
 import { snapshotModule, verificationError, verifyModule } from "../verify/module.ts";
 import { fetchIndex } from "./client.ts";
-import { applyPlan, recoverModulesDir, type CrashHook, type Rename } from "./journal.ts";
+import { applyPlan, lockModulesDir, recoverModulesDir, type CrashHook, type Rename } from "./journal.ts";
 import { cleanupStaging, downloadAndStage, type Staged } from "./stage.ts";
 import type { ProgressSink } from "./progress.ts";
 import { availableVersions, parseSpec, resolve } from "./resolve.ts";
@@ -118,11 +118,30 @@ function commit(config: HostConfig, what: string, steps: Rename[], leftovers: st
   return applyPlan(config.modules.modules_dir, what, steps, leftovers, opts.crash);
 }
 
-/** Finish or undo what an interrupted command left (journal.ts); says so when it did something. */
-export async function recover(config: HostConfig, opts: RegistryOptions = {}): Promise<void> {
+/** Finish or undo what an interrupted command left (journal.ts); says so when it did something. The caller holds modules_dir. */
+async function recoverHeld(config: HostConfig, opts: RegistryOptions): Promise<void> {
   const done = await recoverModulesDir(config.modules.modules_dir);
   if (done) out(opts)(`${done} in ${config.modules.modules_dir}`);
   await rmdir(path.join(config.modules.modules_dir, TRASH)).catch(() => undefined); // when empty
+}
+
+/**
+ * Run one command holding modules_dir (journal.ts lockModulesDir: a second command meanwhile
+ * is refused as busy), after finishing what an interrupted one left.
+ */
+async function exclusive<T>(config: HostConfig, opts: RegistryOptions, command: () => Promise<T>): Promise<T> {
+  const lock = await lockModulesDir(config.modules.modules_dir);
+  try {
+    await recoverHeld(config, opts);
+    return await command();
+  } finally {
+    await lock.release();
+  }
+}
+
+/** Finish or undo what an interrupted command left in modules_dir. */
+export function recover(config: HostConfig, opts: RegistryOptions = {}): Promise<void> {
+  return exclusive(config, opts, async () => undefined);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -206,7 +225,13 @@ async function tellHost(config: HostConfig, method: "load" | "reload" | "unload"
 // Commands
 
 export async function search(config: HostConfig, term: string | undefined, opts: RegistryOptions = {}): Promise<Array<{ name: string; latest: string; installed?: string; description?: string }>> {
-  await recover(config, opts);
+  // Reading only: while another command holds modules_dir, search without recovering.
+  const lock = await lockModulesDir(config.modules.modules_dir).catch(() => undefined);
+  try {
+    if (lock) await recoverHeld(config, opts);
+  } finally {
+    await lock?.release();
+  }
   const vi = await fetchIndex(config, opts);
   const installed = await installedModules(config);
   const t = term?.toLowerCase();
@@ -235,10 +260,13 @@ export interface InstallResult {
   installed: Array<{ name: string; version: string; dir: string; verification: string }>;
 }
 
-export async function install(config: HostConfig, spec: string, opts: RegistryOptions = {}): Promise<InstallResult> {
+export function install(config: HostConfig, spec: string, opts: RegistryOptions = {}): Promise<InstallResult> {
+  return exclusive(config, opts, () => installHeld(config, spec, opts));
+}
+
+async function installHeld(config: HostConfig, spec: string, opts: RegistryOptions = {}): Promise<InstallResult> {
   const say = out(opts);
   const { name, range } = parseSpec(spec);
-  await recover(config, opts);
   const vi = await fetchIndex(config, opts);
   const installed = await installedModules(config);
   const have = installed.get(name);
@@ -281,9 +309,12 @@ export interface UpdateOutcome {
   status: "updated" | "pending" | "up-to-date";
 }
 
-export async function update(config: HostConfig, spec: string | undefined, opts: RegistryOptions & { force?: boolean } = {}): Promise<UpdateOutcome[]> {
+export function update(config: HostConfig, spec: string | undefined, opts: RegistryOptions & { force?: boolean } = {}): Promise<UpdateOutcome[]> {
+  return exclusive(config, opts, () => updateHeld(config, spec, opts));
+}
+
+async function updateHeld(config: HostConfig, spec: string | undefined, opts: RegistryOptions & { force?: boolean } = {}): Promise<UpdateOutcome[]> {
   const say = out(opts);
-  await recover(config, opts);
   const vi = await fetchIndex(config, opts);
   let installed = await installedModules(config);
   const targets: { name: string; range: string }[] = [];
@@ -367,9 +398,12 @@ export async function update(config: HostConfig, spec: string | undefined, opts:
 }
 
 /** `modhost update --activate NAME`: verify the pending version again and put it in place if its capabilities are granted now. */
-export async function activatePending(config: HostConfig, name: string, opts: RegistryOptions = {}): Promise<UpdateOutcome> {
+export function activatePending(config: HostConfig, name: string, opts: RegistryOptions = {}): Promise<UpdateOutcome> {
+  return exclusive(config, opts, () => activatePendingHeld(config, name, opts));
+}
+
+async function activatePendingHeld(config: HostConfig, name: string, opts: RegistryOptions = {}): Promise<UpdateOutcome> {
   const say = out(opts);
-  await recover(config, opts);
   const pending = path.join(config.modules.modules_dir, PENDING, name);
   if (!(await exists(path.join(pending, "module.toml")))) {
     throw new ModhostError("not_found", `no pending update of ${name} (${pending})`, `modhost update ${name} fetches one`);
@@ -411,9 +445,12 @@ export async function activatePending(config: HostConfig, name: string, opts: Re
   return { name, from: current?.manifest.version ?? "", to: manifest.version, status: "updated" };
 }
 
-export async function remove(config: HostConfig, name: string, opts: RegistryOptions & { force?: boolean } = {}): Promise<void> {
+export function remove(config: HostConfig, name: string, opts: RegistryOptions & { force?: boolean } = {}): Promise<void> {
+  return exclusive(config, opts, () => removeHeld(config, name, opts));
+}
+
+async function removeHeld(config: HostConfig, name: string, opts: RegistryOptions & { force?: boolean } = {}): Promise<void> {
   const say = out(opts);
-  await recover(config, opts);
   const installed = await installedModules(config);
   const mod = installed.get(name);
   const pending = path.join(config.modules.modules_dir, PENDING, name);

@@ -10,6 +10,13 @@
 // each rename is made durable (its directories fsynced) before the next. Only then are the
 // leftovers deleted and the journal removed.
 //
+// A registry command holds modules_dir for its whole run (lockModulesDir: a lock in
+// modules_dir/.lock that the kernel releases when the command dies, in whatever PID namespace),
+// and so does the host while it recovers at start: a journal found by whoever holds the lock
+// was left by a command that died. (A pid written in the journal cannot tell: across PID
+// namespaces and after PID reuse, a dead command's pid may be alive.) Staged modules that no
+// journal names were left by a command killed while it downloaded and verified: removed too.
+//
 // Whoever finds a journal (the next registry command, or the host at start) finishes it: the
 // plan was written only after everything in it had been downloaded and verified, so it ROLLS
 // FORWARD: the renames the journal counts as made are done; the next one is redone unless it
@@ -19,12 +26,16 @@
 // the old one or the new one, never neither.
 
 import { randomBytes } from "node:crypto";
-import { mkdir, open, readFile, rename, rm, rmdir, stat } from "node:fs/promises";
+import { mkdir, open, readFile, readdir, rename, rm, rmdir, stat } from "node:fs/promises";
 import path from "node:path";
 import { ModhostError } from "../errors.ts";
-import { pidAlive } from "../../runtime/process.ts";
+import { tryLock, type DirLock } from "../../storage/lock.ts";
 
 export const JOURNAL = ".journal.json";
+/** Where a command assembles the modules it installs (stage.ts), inside modules_dir. */
+export const STAGING = ".staging";
+/** The lock a registry command (or the recovering host) holds in modules_dir. */
+const LOCK = ".lock";
 
 export interface Rename {
   from: string;
@@ -35,7 +46,7 @@ interface JournalPlan {
   version: 1;
   /** What the command was doing, for messages ("update alpha 1.0.0 -> 1.1.0"). */
   what: string;
-  /** The process that wrote it (another live process's journal is not touched). */
+  /** The process that wrote it (for people reading the file; liveness is the lock's). */
   pid: number;
   steps: Rename[];
   /** Renames made before the one about to be made when this was written. */
@@ -59,6 +70,15 @@ async function fsyncPath(p: string): Promise<void> {
   } finally {
     await fh.close();
   }
+}
+
+/** Whether `name` (in modules_dir) is a journal's temporary file, or the journal or staging area: something recoverModulesDir clears. */
+export function leftByCommand(name: string): boolean {
+  return name === JOURNAL || name === STAGING || isJournalTemp(name);
+}
+
+function isJournalTemp(name: string): boolean {
+  return name.startsWith(`${JOURNAL}.`) && name.endsWith(".tmp");
 }
 
 async function writeJournal(dir: string, plan: JournalPlan): Promise<void> {
@@ -142,11 +162,34 @@ export async function applyPlan(dir: string, what: string, steps: Rename[], left
 
 
 /**
+ * Hold modules_dir `dir` for one command; throws `busy` when a live process holds it. Released
+ * by `release()`, or by the kernel when this process dies.
+ */
+export async function lockModulesDir(dir: string): Promise<DirLock> {
+  const lockDir = path.join(dir, LOCK);
+  await mkdir(dir, { recursive: true });
+  const got = await tryLock(lockDir, true);
+  if (got.state === "locked") return got.lock;
+  throw new ModhostError("busy", `another modhost command is changing ${dir} (it holds ${lockDir})`, "wait for it to finish, then try again");
+}
+
+/**
  * Finish what an interrupted registry command left in modules_dir `dir` (see the top of this
- * file). Returns a sentence saying what was done, or undefined when there was no journal.
- * Throws when another live process is in the middle of a command.
+ * file): its journal, and its staged modules. The caller holds the lock (lockModulesDir).
+ * Returns a sentence saying what was done, or undefined when there was nothing to do.
  */
 export async function recoverModulesDir(dir: string): Promise<string | undefined> {
+  const journal = await recoverJournal(dir);
+  // A journal being written when its command died (writeJournal's temporary file).
+  for (const name of await readdir(dir).catch(() => [] as string[])) if (isJournalTemp(name)) await rm(path.join(dir, name), { force: true });
+  const staged = await readdir(path.join(dir, STAGING)).catch(() => [] as string[]);
+  for (const name of staged) await rm(path.join(dir, STAGING, name), { recursive: true, force: true });
+  await rmdir(path.join(dir, STAGING)).catch(() => undefined);
+  const removed = staged.length > 0 ? `removed ${staged.length} staged module director${staged.length === 1 ? "y" : "ies"} of an interrupted command` : undefined;
+  return journal && removed ? `${journal}; ${removed}` : (journal ?? removed);
+}
+
+async function recoverJournal(dir: string): Promise<string | undefined> {
   const file = path.join(dir, JOURNAL);
   let text: string;
   try {
@@ -160,9 +203,6 @@ export async function recoverModulesDir(dir: string): Promise<string | undefined
     plan = parsePlan(JSON.parse(text), dir);
   } catch (err) {
     throw new ModhostError("journal", `${file} is damaged (${(err as Error).message}); modules_dir may hold a half-finished install or update`, `look at ${dir} (.staging, .trash, .pending hold the versions involved), put the module you want in place by hand, then delete ${file}`);
-  }
-  if (plan.pid !== process.pid && pidAlive(plan.pid)) {
-    throw new ModhostError("busy", `another modhost command (pid ${plan.pid}) is changing ${dir}: ${plan.what}`, "wait for it to finish, then try again");
   }
   let outcome: string;
   let i = plan.done;

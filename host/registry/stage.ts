@@ -5,7 +5,7 @@
 // operator's trust, and the hash covers every file there is. Nothing here touches modules_dir
 // itself: install.ts puts staged modules in place, journaled.
 
-import { chmod, mkdir, mkdtemp, readdir, rm, rmdir, stat, writeFile } from "node:fs/promises";
+import { chmod, mkdir, mkdtemp, rm, rmdir, writeFile } from "node:fs/promises";
 import path from "node:path";
 import type { HostConfig } from "../config.ts";
 import { ModhostError } from "../errors.ts";
@@ -15,6 +15,7 @@ import { fetchBlob, type VerifiedIndex } from "./client.ts";
 import type { VersionEntry } from "./format.ts";
 import { Progress, type ProgressSink } from "./progress.ts";
 import type { PlannedInstall } from "./resolve.ts";
+import { STAGING } from "./journal.ts";
 
 /** A verified module version in the staging area. */
 export interface Staged {
@@ -32,23 +33,13 @@ interface StageOptions {
   log: (line: string) => void;
 }
 
-const STAGING = ".staging";
 const TRASH = ".trash";
-
-/** What an install interrupted by a crash left in the staging area (an hour old: not a concurrent install). */
-async function removeStale(root: string): Promise<void> {
-  const cutoff = Date.now() - 60 * 60 * 1000;
-  for (const name of await readdir(root).catch(() => [] as string[])) {
-    const p = path.join(root, name);
-    const st = await stat(p).catch(() => undefined);
-    if (st && st.mtimeMs < cutoff) await rm(p, { recursive: true, force: true });
-  }
-}
 
 async function stage(config: HostConfig, vi: VerifiedIndex, p: PlannedInstall, progress: Progress, opts: StageOptions): Promise<Staged> {
   const root = path.join(config.modules.modules_dir, STAGING);
+  // What commands killed while staging left here is removed by the next one, which holds
+  // modules_dir before it stages (journal.ts recoverModulesDir): no guess by age.
   await mkdir(root, { recursive: true, mode: 0o700 });
-  await removeStale(root);
   const dir = await mkdtemp(path.join(root, `${p.name}-`));
   const what = `${p.name} ${p.version}`;
   try {

@@ -11,7 +11,7 @@
 // (the host serves a TypeScript module's files, under its grants), the module's own uid.
 
 import { createRequire } from "node:module";
-import { createHash } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { chmod, chown, lstat, mkdir, readFile, realpath, rename, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
@@ -90,7 +90,8 @@ export function isolateHostScript(): Promise<string> {
     const file = path.join(dir, `isolate-host-${digest}.mjs`);
     const existing = await lstat(file).catch(() => undefined);
     if (!existing?.isFile() || existing.size !== Buffer.byteLength(code)) {
-      const tmp = `${file}.${process.pid}.tmp`;
+      // Not named by pid: hosts in other PID namespaces share this directory, and their pids.
+      const tmp = `${file}.${randomBytes(6).toString("hex")}.tmp`;
       await writeFile(tmp, code, { mode: 0o644 });
       await chmod(tmp, 0o644); // whatever the umask
       await rename(tmp, file);

@@ -64,8 +64,16 @@ export class UidTable {
 
   private constructor(readonly file: string, private readonly byName: Map<string, number>, private singleUseNext = SINGLE_USE_UID_BASE) {}
 
-  /** Load the table at `file` (a missing file is an empty table). A damaged table is an error, never silently replaced: uids own files. */
+  /**
+   * Load the table at `file` (a missing file is an empty table). A damaged table is an error,
+   * never silently replaced: uids own files. Its directory is one host's (host/host.ts holds a
+   * lock on it), so a temporary file of save() found there was left by a host that died: removed.
+   */
   static async open(file: string): Promise<UidTable> {
+    const prefix = `.${path.basename(file)}.`;
+    for (const name of await readdir(path.dirname(file)).catch(() => [] as string[])) {
+      if (name.startsWith(prefix) && /^[0-9a-f]{12}$/.test(name.slice(prefix.length))) await rm(path.join(path.dirname(file), name), { force: true });
+    }
     let text: string;
     try {
       const fh = await open(file, "r");

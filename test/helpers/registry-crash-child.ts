@@ -1,5 +1,6 @@
 // Runs one registry command and kills itself with SIGKILL (no finally, no cleanup: a real
-// crash) just before the journaled step named on the command line. Used by
+// crash) just before the journaled step named on the command line; with STEP "pause:STEP" it
+// says "paused" there instead and waits, alive, to be killed by the test. Used by
 // test/registry-crash.test.ts.
 //   node --import tsx registry-crash-child.ts CONFIG.json install|update|remove|activate SPEC STEP
 
@@ -15,6 +16,11 @@ const opts: RegistryOptions = {
   notifyHost: false,
   crash: (at) => {
     if (at === step) process.kill(process.pid, "SIGKILL");
+    if (`pause:${at}` === step) {
+      process.stdout.write("paused\n");
+      // Blocks this process for good, holding whatever it holds (modules_dir's lock).
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0);
+    }
   },
 };
 if (op === "install") await install(config, spec, opts);
