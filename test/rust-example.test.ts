@@ -14,9 +14,10 @@ import { detectSandbox } from "../runtime/sandbox/index.ts";
 const BINARY = path.join(ROOT, "modules/rust-example/target/release/rust-example");
 const GRANTS = ["read_blockchain", "read_chain_state", "subscribe_events=NewBlock", "read_storage", "write_storage", "register_rpc_endpoint", "report_metrics"];
 
-test("rust-example runs sandboxed, follows blocks and stores height -> hash", async (t) => {
+/** A host running the shipped rust-example from modules/ (built by npm run setup). */
+async function rustExampleHost(t: Parameters<typeof startHost>[0]) {
   t.true(existsSync(BINARY), `${BINARY} is missing: build it with scripts/build-rust.sh (npm run setup does)`);
-  const h = await startHost(t, {
+  return startHost(t, {
     grants: { "rust-example": GRANTS },
     configure: (config) => {
       config.modules.modules_dir = path.join(ROOT, "modules");
@@ -25,6 +26,10 @@ test("rust-example runs sandboxed, follows blocks and stores height -> hash", as
       // modules, and verification is tested in verify.test.ts.
     },
   });
+}
+
+test("rust-example runs sandboxed, follows blocks and stores height -> hash", async (t) => {
+  const h = await rustExampleHost(t);
   const status = await h.waitForState("rust-example", "running", 30_000);
   const caps = await detectSandbox();
   t.is(status.sandbox, caps.best, "the module got the best sandbox this machine offers");
@@ -57,14 +62,7 @@ test("rust-example runs sandboxed, follows blocks and stores height -> hash", as
 });
 
 test("rust-example ends as the active chain when a reorg replaces blocks its running catch-up already recorded", async (t) => {
-  t.true(existsSync(BINARY), `${BINARY} is missing: build it with scripts/build-rust.sh (npm run setup does)`);
-  const h = await startHost(t, {
-    grants: { "rust-example": GRANTS },
-    configure: (config) => {
-      config.modules.modules_dir = path.join(ROOT, "modules");
-      config.modules.enabled_modules = ["rust-example"];
-    },
-  });
+  const h = await rustExampleHost(t);
   await h.waitForState("rust-example", "running", 30_000);
   await h.waitForLog(/rust-example: caught up: 1 blocks recorded, 0 unwound/, { source: "rust-example", timeoutMs: 20_000 });
   const base = await h.chain.getBlockHeight();
