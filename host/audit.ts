@@ -100,7 +100,12 @@ export class AuditLog {
         if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
       }
     }
-    renameSync(this.file, `${this.file}.1`);
+    try {
+      renameSync(this.file, `${this.file}.1`);
+    } catch (err) {
+      // Removed from outside while open: the new file below starts the log again.
+      if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+    }
     this.rotations++;
   }
 
@@ -133,10 +138,16 @@ export class AuditLog {
     const max = this.opts.maxBytes ?? DEFAULT_AUDIT_MAX_MB * 1024 * 1024;
     this.open();
     if (this.size > 0 && this.size + bytes > max) {
-      const rotated = this.rotations + 1;
-      this.rotate();
+      let rotated = false;
+      try {
+        this.rotate();
+        rotated = true;
+      } catch {
+        // Not rotatable (permissions on the directory, say): the record is still written, to
+        // the file as it is, and the next record tries again. An audit record is never dropped.
+      }
       this.open();
-      this.writeRaw(JSON.stringify({ time: new Date().toISOString(), kind: "lifecycle", module: "host", action: "audit_rotated", reason: `the file reached audit_max_mb (${max} bytes): earlier records are in ${path.basename(this.file)}.1 (rotation ${rotated} of this host)` }) + "\n");
+      if (rotated) this.writeRaw(JSON.stringify({ time: new Date().toISOString(), kind: "lifecycle", module: "host", action: "audit_rotated", reason: `the file reached audit_max_mb (${max} bytes): earlier records are in ${path.basename(this.file)}.1 (rotation ${this.rotations} of this host)` }) + "\n");
     }
     this.writeRaw(line);
   }

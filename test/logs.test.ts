@@ -6,7 +6,7 @@
 
 import test, { type ExecutionContext } from "ava";
 import { execFile } from "node:child_process";
-import { readdir, readFile, stat } from "node:fs/promises";
+import { readdir, readFile, rm, stat } from "node:fs/promises";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
@@ -347,8 +347,14 @@ test("the audit file is rotated at audit_max_mb and keeps audit_keep old files: 
   // A host started again appends to the file it finds, counting its size.
   const again = new AuditLog(file, { maxBytes: max, keep: 2 });
   again.write({ kind: "lifecycle", module: "m", action: "load" });
-  again.close();
   t.true((await stat(file)).size <= max);
+  // Removed from outside while open: the next rotation starts a new file; writing never throws.
+  await rm(file);
+  for (let i = 0; i < 1000; i++) again.write({ kind: "action", module: "operator", action: "reload", reason: `after ${i} ${"y".repeat(150)}`, detail: { via: "rpc" } });
+  again.close();
+  const fresh = (await readFile(file, "utf8")).trim().split("\n").map((l) => JSON.parse(l) as Record<string, any>);
+  t.is(fresh[0]!.action, "audit_rotated");
+  t.regex(fresh.at(-1)!.reason, /^after 999 /);
 });
 
 // ---------------------------------------------------------------------------------------
