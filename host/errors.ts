@@ -8,7 +8,9 @@ import path from "node:path";
 
 export class ModhostError extends Error {
   readonly code: string;
-  readonly hint?: string;
+  // Declared, not defined: an error has no property whose value is undefined (test reporters
+  // that serialise a failed test's error, YAML in TAP, refuse undefined and crash).
+  declare readonly hint?: string;
 
   constructor(code: string, message: string, hint?: string) {
     super(message);

@@ -132,11 +132,15 @@ export class CodecError extends Error {
   constructor(
     message: string,
     /** The protocol limit that was exceeded, when that is why ("max_depth", ...). */
-    readonly limit?: string,
+    limit?: string,
   ) {
     super(message);
     this.name = "CodecError";
+    if (limit !== undefined) (this as { limit?: string }).limit = limit;
   }
+
+  /** Declared, not defined: no property of an error is undefined (test reporters refuse it). */
+  declare readonly limit?: string;
 }
 
 export type EncodeErrorCode = "result_too_large" | "not_plain_data";
@@ -146,11 +150,15 @@ export class EncodeError extends Error {
   constructor(
     readonly code: EncodeErrorCode,
     message: string,
-    readonly limit?: string,
+    limit?: string,
   ) {
     super(message);
     this.name = "EncodeError";
+    if (limit !== undefined) (this as { limit?: string }).limit = limit;
   }
+
+  /** Declared, not defined: no property of an error is undefined (test reporters refuse it). */
+  declare readonly limit?: string;
 }
 
 // ---------------------------------------------------------------------------------------

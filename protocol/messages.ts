@@ -148,11 +148,15 @@ export class MessageError extends Error {
     /** The correlation id of the offending message, when one could be read. */
     readonly id: number,
     /** Its kind, when it is a known one (an invocation_result's id is not a request id). */
-    readonly kind?: string,
+    kind?: string,
   ) {
     super(message);
     this.name = "MessageError";
+    if (kind !== undefined) (this as { kind?: string }).kind = kind;
   }
+
+  /** Declared, not defined: no property of an error is undefined (test reporters refuse it). */
+  declare readonly kind?: string;
 }
 
 function checkError(v: unknown, id: number, kind?: string): void {

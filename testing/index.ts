@@ -109,9 +109,13 @@ export interface WaitOptions {
 
 /** An error answer of a JSON-RPC call: `code` (e.g. -32000 for a module handler's throw) and message. */
 export class RpcError extends Error {
-  constructor(readonly code: number, message: string, readonly data?: unknown) {
+  /** Declared, not defined: no property of an error is undefined (see host/errors.ts). */
+  declare readonly data?: unknown;
+
+  constructor(readonly code: number, message: string, data?: unknown) {
     super(message);
     this.name = "RpcError";
+    if (data !== undefined) (this as { data?: unknown }).data = data;
   }
 }
 

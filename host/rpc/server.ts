@@ -52,9 +52,13 @@ export const RPC_ERRORS = {
 } as const;
 
 export class RpcError extends Error {
-  constructor(readonly code: number, message: string, readonly data?: unknown) {
+  /** Declared, not defined: no property of an error is undefined (see host/errors.ts). */
+  declare readonly data?: unknown;
+
+  constructor(readonly code: number, message: string, data?: unknown) {
     super(message);
     this.name = "RpcError";
+    if (data !== undefined) (this as { data?: unknown }).data = data;
   }
 }
 
