@@ -157,6 +157,34 @@ test("a tampered blob is refused with what failed and what to do; nothing is ins
   t.false((await readdir(w.config.registry.cache_dir)).includes(lib.sha256));
 });
 
+test("a download that breaks off midway is a registry error naming the URL and the bytes received; no partial file is left", async (t) => {
+  // A registry whose blob answers stop halfway (the connection is reset after half the declared
+  // body): the body's failure must come out as the registry error, not as the fetch layer's own.
+  const w = await world(t);
+  await w.publish([ALPHA]);
+  const { createServer } = await import("node:http");
+  const broken = createServer(async (req, res) => {
+    const upstream = await fetch(new URL(req.url ?? "/", w.server.url));
+    const body = Buffer.from(await upstream.arrayBuffer());
+    if (!req.url?.startsWith("/blobs/")) {
+      res.writeHead(upstream.status, { "content-length": body.length }).end(body);
+      return;
+    }
+    res.writeHead(200, { "content-length": body.length });
+    res.write(body.subarray(0, Math.floor(body.length / 2)), () => setTimeout(() => res.destroy(), 20));
+  });
+  await new Promise<void>((r) => broken.listen(0, "127.0.0.1", r));
+  t.teardown(() => broken.close());
+  w.config.registry.url = `http://127.0.0.1:${(broken.address() as { port: number }).port}/`;
+  const before = await listing(w.config.modules.modules_dir);
+  const err = await t.throwsAsync(install(w.config, "alpha", w.opts));
+  t.is((err as { code?: string }).code, "registry_unreachable");
+  t.regex(err!.message, /^the download of http:\/\/127\.0\.0\.1:\d+\/blobs\/sha256\/[0-9a-f]{64} broke after \d+ bytes: /);
+  t.regex((err as { hint?: string }).hint ?? "", /registry is up/);
+  t.deepEqual(await listing(w.config.modules.modules_dir), before);
+  t.deepEqual((await readdir(w.config.registry.cache_dir)).filter((f) => f.endsWith(".part")), []);
+});
+
 test("a tampered manifest in a re-signed index is refused: the registry's signature does not replace the maintainers'", async (t) => {
   const w = await world(t);
   await w.publish([{ ...ALPHA, capabilities: ["read_chain_state"] }]);

@@ -54,12 +54,27 @@ async function get(url: string, maxBytes: number): Promise<Uint8Array> {
   if (!res.ok) throw new ModhostError("registry_http", `the registry answered ${res.status} ${res.statusText} for ${url}`, "check [registry] url; the registry may be incomplete");
   const chunks: Uint8Array[] = [];
   let n = 0;
-  for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
-    n += chunk.byteLength;
-    if (n > maxBytes) throw new ModhostError("registry_invalid", `${url} is larger than ${maxBytes} bytes`, "the registry is broken or hostile");
-    chunks.push(chunk);
+  try {
+    for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+      n += chunk.byteLength;
+      if (n > maxBytes) throw new ModhostError("registry_invalid", `${url} is larger than ${maxBytes} bytes`, "the registry is broken or hostile");
+      chunks.push(chunk);
+    }
+  } catch (err) {
+    throw bodyFailed(err, url, n);
   }
   return Buffer.concat(chunks);
+}
+
+/**
+ * A body that stopped arriving (the timeout's DOMException, a reset connection's TypeError) as
+ * the registry error it is; a ModhostError thrown inside the loop passes through.
+ */
+function bodyFailed(err: unknown, url: string, received: number): unknown {
+  if (err instanceof ModhostError) return err;
+  const e = err as { name?: string; message?: string; cause?: { code?: string } };
+  const why = e.name === "TimeoutError" ? `no complete answer within the time limit` : (e.cause?.code ?? e.message ?? String(err));
+  return new ModhostError("registry_unreachable", `the download of ${url} broke after ${received} bytes: ${why}`, "check that the registry is up and try again");
 }
 
 async function readState(file: string): Promise<RegistryState> {
@@ -160,9 +175,12 @@ export async function fetchBlob(config: HostConfig, url: string, hex: string, si
       await fh.write(chunk);
       progress?.add(chunk.byteLength);
     }
-  } finally {
+  } catch (err) {
     await fh.close();
+    await rm(tmp, { force: true });
+    throw bodyFailed(err, blobUrl, n);
   }
+  await fh.close();
   const got = hash.digest("hex");
   if (n !== size || got !== hex) {
     await rm(tmp, { force: true });
