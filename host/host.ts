@@ -248,7 +248,7 @@ export class Host {
       this.rpcServer = server;
       // Only once the port is ours: a second host on the same config must not replace the
       // running host's cookie.
-      await auth.writeCookie();
+      await auth.writeCookie(at.port);
       this.rpcAuth = auth;
       this.logger.log("info", "rpc", `JSON-RPC on http://${at.host.includes(":") ? `[${at.host}]` : at.host}:${at.port}/`, { cookie: rpc.cookie_file });
     } catch (err) {

@@ -169,8 +169,15 @@ test("a host with no modules, or a grant naming a module that does not exist, wa
   child.all!.on("data", (d: Buffer) => (out += d.toString()));
   await waitFor(() => /ready in \d+ ms/.test(out), 180_000, "the host to be ready", () => out);
   t.regex(out, /WARN .*there are no modules in .*modules \(\[modules\] modules_dir in .*modhost\.toml\): the host runs with none/);
+  // [rpc] port = 0: the CLI finds the port the host wrote beside its cookie.
+  const listed = await modhost(["list", "--config", config], dir);
+  t.is(listed.exitCode, 0, listed.all);
+  t.regex(listed.stdout, /no modules/i, listed.stdout);
   child.kill("SIGTERM");
   t.is((await child).exitCode, 0, out);
+  const after = await modhost(["list", "--config", config], dir);
+  t.is(after.exitCode, 1, after.all);
+  t.regex(after.stderr, /no modhost is running at 127\.0\.0\.1, \[rpc\] port = 0 \(no port file at .*\.cookie\.port\)/);
 
   // With a module installed, the misnamed grant is the warning, with the name it most likely meant.
   await cp(path.join(ROOT, "test", "fixtures", "modules", "good"), path.join(dir, "modules", "block-stats"), { recursive: true });

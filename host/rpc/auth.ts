@@ -43,6 +43,7 @@ export function basicHeader(c: Credentials): string {
 
 export class RpcAuth {
   private cookieWritten = false;
+  private portText = "";
   /** Digests of the accepted `user:password` texts, taken once: a check then hashes once. */
   private readonly cookieDigest: Buffer;
   private readonly passwordDigest: Buffer | undefined;
@@ -64,29 +65,31 @@ export class RpcAuth {
   }
 
   /**
-   * Write `__cookie__:<hex>` with mode 0600: to a temporary file first, then renamed into
-   * place, so a reader never sees a half-written cookie.
+   * Write `__cookie__:<hex>` with mode 0600, and the port the server listens on beside it
+   * (`<cookie_file>.port`): each to a temporary file first, then renamed into place, so a
+   * reader never sees a half-written one.
    */
-  async writeCookie(): Promise<void> {
+  async writeCookie(port: number): Promise<void> {
     const file = this.opts.cookieFile;
     await mkdir(path.dirname(file), { recursive: true, mode: 0o700 });
-    const tmp = `${file}.tmp`;
-    await rm(tmp, { force: true });
-    await writeFile(tmp, `${COOKIE_USER}:${this.cookie}`, { mode: 0o600, flag: "wx" });
-    await chmod(tmp, 0o600);
-    await rename(tmp, file);
+    await replaceFile(file, `${COOKIE_USER}:${this.cookie}`);
+    // The port the server listens on, for clients of a host configured with `port = 0`.
+    this.portText = `${port}\n`;
+    await replaceFile(portFileOf(file), this.portText);
     this.cookieWritten = true;
   }
 
-  /** Remove the cookie file, if it is still the one this host wrote. */
+  /** Remove the cookie file and its port file, if they are still the ones this host wrote. */
   async removeCookie(): Promise<void> {
     if (!this.cookieWritten) return;
     this.cookieWritten = false;
-    try {
-      const text = await readFile(this.opts.cookieFile, "utf8");
-      if (text.trim() === `${COOKIE_USER}:${this.cookie}`) await rm(this.opts.cookieFile, { force: true });
-    } catch {
-      // already gone
+    const ours = [[this.opts.cookieFile, `${COOKIE_USER}:${this.cookie}`], [portFileOf(this.opts.cookieFile), this.portText.trim()]] as const;
+    for (const [file, text] of ours) {
+      try {
+        if ((await readFile(file, "utf8")).trim() === text) await rm(file, { force: true });
+      } catch {
+        // already gone
+      }
     }
   }
 
@@ -104,6 +107,20 @@ export class RpcAuth {
 }
 
 /** Read a cookie file: the credentials in it. */
+/** Where a host writes the port it listens on: beside its cookie, `<cookie_file>.port`. */
+export function portFileOf(cookieFile: string): string {
+  return `${cookieFile}.port`;
+}
+
+/** Write `text` to a temporary file with mode 0600, then rename it into place: never half-written. */
+async function replaceFile(file: string, text: string): Promise<void> {
+  const tmp = `${file}.tmp`;
+  await rm(tmp, { force: true });
+  await writeFile(tmp, text, { mode: 0o600, flag: "wx" });
+  await chmod(tmp, 0o600);
+  await rename(tmp, file);
+}
+
 export async function readCookie(file: string): Promise<Credentials> {
   const text = (await readFile(file, "utf8")).trim();
   const colon = text.indexOf(":");

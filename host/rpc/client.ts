@@ -2,11 +2,12 @@
 // `modhost <module> <command>`, ...). It reads the cookie from the config's cookie_file (or
 // uses the configured user and password) and explains plainly when no host is running.
 
+import { readFile } from "node:fs/promises";
 import http from "node:http";
 import { isIP } from "node:net";
 import type { HostConfig, RpcConfig } from "../config.ts";
 import { ModhostError } from "../errors.ts";
-import { basicHeader, readCookie, type Credentials } from "./auth.ts";
+import { basicHeader, portFileOf, readCookie, type Credentials } from "./auth.ts";
 
 export interface ClientOptions {
   host: string;
@@ -90,12 +91,29 @@ function notRunning(where: string, why: string): ModhostError {
   return new ModhostError("not_running", `no modhost is running at ${where} (${why}); start one with modhost run`);
 }
 
+/** The port a host configured with `[rpc] port = 0` wrote beside its cookie. */
+async function listeningPort(cookieFile: string, host: string): Promise<number> {
+  const file = portFileOf(cookieFile);
+  let text: string;
+  try {
+    text = await readFile(file, "utf8");
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") throw notRunning(`${host}, [rpc] port = 0`, `no port file at ${file}`);
+    throw new ModhostError("unauthorised", `cannot read ${file}: ${(err as Error).message}`, "run modhost as the user that runs the host");
+  }
+  const port = Number(text.trim());
+  if (!Number.isInteger(port) || port < 1 || port > 65535) throw new ModhostError("rpc_error", `${file} does not hold a port number`, "restart the host: it writes the file again");
+  return port;
+}
+
 /** A client for the host that `config` describes (its [rpc] bind, port and cookie_file). */
 export async function clientFor(config: { file?: string | null | undefined; rpc: Pick<RpcConfig, "enabled" | "bind" | "port" | "cookie_file" | "user" | "password"> } | HostConfig, timeoutMs?: number): Promise<RpcClient> {
   const rpc = config.rpc;
   const host = connectAddress(rpc.bind);
-  const where = isIP(host) === 6 ? `[${host}]:${rpc.port}` : `${host}:${rpc.port}`;
   if (!rpc.enabled) throw new ModhostError("rpc_disabled", `the RPC server is disabled in ${config.file ?? "the configuration"} ([rpc] enabled = false)`, "set [rpc] enabled = true and restart the host");
+  // `port = 0`: the host listens on a port of the system's choosing and writes it beside its cookie.
+  const port = rpc.port === 0 ? await listeningPort(rpc.cookie_file, host) : rpc.port;
+  const where = isIP(host) === 6 ? `[${host}]:${port}` : `${host}:${port}`;
   let credentials: Credentials;
   try {
     credentials = await readCookie(rpc.cookie_file);
@@ -107,5 +125,5 @@ export async function clientFor(config: { file?: string | null | undefined; rpc:
     else if (code === "EACCES") throw new ModhostError("unauthorised", `cannot read the cookie file ${rpc.cookie_file}: permission denied`, "run modhost as the user that runs the host");
     else throw err;
   }
-  return new RpcClient({ host, port: rpc.port, credentials, ...(timeoutMs !== undefined ? { timeoutMs } : {}) });
+  return new RpcClient({ host, port, credentials, ...(timeoutMs !== undefined ? { timeoutMs } : {}) });
 }
