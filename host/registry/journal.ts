@@ -30,6 +30,7 @@ import { mkdir, open, readFile, readdir, rename, rm, rmdir, stat } from "node:fs
 import path from "node:path";
 import { ModhostError } from "../errors.ts";
 import { tryLock, type DirLock } from "../../storage/lock.ts";
+import { fsyncPath } from "../../storage/durable.ts";
 
 export const JOURNAL = ".journal.json";
 /** Where a command assembles the modules it installs (stage.ts), inside modules_dir. */
@@ -60,16 +61,6 @@ export type CrashHook = (step: string) => void;
 
 async function exists(p: string): Promise<boolean> {
   return stat(p).then(() => true, () => false);
-}
-
-/** fsync a file or directory (directories: makes the renames and creations in it durable). */
-async function fsyncPath(p: string): Promise<void> {
-  const fh = await open(p, "r");
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
 }
 
 /** Whether `name` (in modules_dir) is a journal's temporary file, or the journal or staging area: something recoverModulesDir clears. */

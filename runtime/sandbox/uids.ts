@@ -24,6 +24,7 @@ import { randomBytes } from "node:crypto";
 import { open, readdir, readFile, rename, rm } from "node:fs/promises";
 import path from "node:path";
 import { moduleUid, MODULE_UID_BASE, MODULE_UID_RANGE } from "./policy.ts";
+import { fsyncPath } from "../../storage/durable.ts";
 
 export const UID_TABLE_FILE = "module-uids.json";
 /** The table is the host's own file; a bigger one is not one it wrote. */
@@ -198,5 +199,7 @@ export class UidTable {
     }
     await fh.close();
     await rename(tmp, this.file);
+    // A uid handed out must stay handed out after a power cut too (or two modules could share it).
+    await fsyncPath(path.dirname(this.file));
   }
 }
