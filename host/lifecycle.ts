@@ -8,6 +8,7 @@ import os from "node:os";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
 import { tryLock } from "../storage/lock.ts";
+import { ModhostError } from "./errors.ts";
 
 /**
  * Runs tasks one after another per key; tasks of different keys do not wait for each other.
@@ -247,7 +248,9 @@ export interface RunDir {
 /** Make this process's run directory (mode 0711: sandboxed modules, under their own uids, pass through but do not list). */
 export async function createRunDir(tmp = os.tmpdir()): Promise<RunDir> {
   for (let attempt = 0; ; attempt++) {
-    const dir = await mkdtemp(path.join(tmp, RUN_DIR_PREFIX));
+    const dir = await mkdtemp(path.join(tmp, RUN_DIR_PREFIX)).catch((err: NodeJS.ErrnoException) => {
+      throw new ModhostError("run_dir", `cannot make the host's run directory in ${tmp}: ${err.code ?? err.message}`, "the temporary directory (TMPDIR) must exist and be writable by the host");
+    });
     await chmod(dir, 0o711);
     const got = await tryLock(path.join(dir, RUN_DIR_LOCK), true).catch((err: Error) => err);
     if (!(got instanceof Error) && got.state === "locked") {
