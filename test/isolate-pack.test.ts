@@ -63,6 +63,8 @@ test("the isolate's transaction encoder gives up, so that the old path names the
   };
   for (const [what, value] of Object.entries(cases)) t.is(packOps("t", [{ op: "put", key: "k", value }]), undefined, what);
   t.is(packOps("t", Array.from({ length: 10_001 }, (_, i) => ({ op: "delete", key: `k${i}` }))), undefined, "more ops than a transaction may have (10000)");
+  const mib = new Uint8Array(1024 * 1024);
+  t.is(packOps("t", Array.from({ length: 40 }, (_, i) => ({ op: "put", key: `k${i}`, value: mib }))), undefined, "more than 32 MiB over all parts (what the host holds of a transaction in parts)");
   t.is(packOps("\ud800", [{ op: "delete", key: "k" }]), undefined, "a tree name that is not valid UTF-8");
   t.is(packOps(5, [{ op: "delete", key: "k" }]), undefined, "a tree name that is not a string");
   t.truthy(packOps("t", [{ op: "put", key: "k", value: 1 }]), "while a plain op is encoded");

@@ -21,6 +21,12 @@ import { PART } from "./parts.ts";
 declare const __MODHOST_MAX_VALUE_DEPTH__: number;
 /** Ops of one transaction over all its parts (the host's limit, capabilities/storage.ts); past it the old path's error says so. */
 const MAX_OPS = 10_000;
+/**
+ * Bytes of all the parts together, past which the encoder gives up: the host holds at most 32 MiB
+ * of a module's transactions in parts (storage/store.ts MAX_STAGED_BYTES), and encoding every
+ * part up front must not double, without end, what a module's huge transaction holds.
+ */
+const MAX_PACKED_BYTES = 32 * 1024 * 1024;
 /** A tree name longer than this goes the old way (the host's limit on names is far below). */
 const MAX_TREE_CHARS = 1024;
 /** Map keys up to this many UTF-8 bytes count once per message towards max_map_keys (protocol/codec.ts SHORT_KEY_BYTES). */
@@ -51,6 +57,7 @@ let shortKeys = new Set<string>();
 
 function room(k: number): void {
   if (n + k <= buf.length) return;
+  if (n + k > MAX_PACKED_BYTES) throw GIVE_UP;
   let size = buf.length * 2;
   while (size < n + k) size *= 2;
   const next = new Uint8Array(size);
