@@ -18,6 +18,7 @@
 // baseline asks for the same form.
 // Goal: <= 2x the in-process logic. MODHOST_BENCH_INDEXER_SIZES overrides the sizes ("1000,3000").
 
+import { readdirSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
 import { ClassicLevel } from "classic-level";
@@ -108,6 +109,7 @@ async function measure(dir: string, chain: EmbeddedChain, raw: ClassicLevel<Uint
         return { what: `  host serving ${method}, per block (${counts} crossings)`, kind: "piece", unit: "ms", stats: summarise(per.map((e) => e.ms)), note: "from the request's arrival at the hub to its answer, summed over the block's requests (the host's side of the path; the rest is the module's process and the socket)" };
       }),
       { what: "  host process CPU per block, all its threads", kind: "piece", unit: "ms", stats: summarise(served[i]!.map((blk) => blk.cpuMs)), vs: `  in-process CPU per block, ${n}-tx${form}`, note: "from the block's first get_block to its last answer: the host's work (decoding, the hub, LevelDB's thread pool, garbage collection) in CPU time, which a loaded machine inflates far less than the wall times" },
+      { what: "  module process CPU per block, all its threads (isolate host and isolate)", kind: "piece", unit: "ms", stats: summarise(served[i]!.map((blk) => blk.moduleCpuMs)), vs: `  in-process CPU per block, ${n}-tx${form}`, note: "the same window, the module's processes (the isolate host's threads, the isolate's among them; /proc schedstat, ns): what it costs to carry the block into the isolate and the transaction out, and the module's own code" },
       { what: b, kind: "baseline", unit: "ms", stats: summarise(base[i]!) },
       { what: `  in-process CPU per block, ${n}-tx${form}`, kind: "reference", unit: "ms", stats: summarise(baseCpu[i]!), note: "the baseline's CPU time (all threads of this process)" },
     );
@@ -175,6 +177,39 @@ interface BlockServed {
   methods: Map<string, { n: number; ms: number }>;
   cpuAtStart: number;
   cpuMs: number;
+  moduleCpuAtStart: number;
+  moduleCpuMs: number;
+}
+
+/** `root` and its descendants (the sandbox's launcher, the isolate host), found once per module run. */
+function processTree(root: number | undefined): number[] {
+  if (root === undefined) return [];
+  const parent = new Map<number, number>();
+  for (const name of readdirSync("/proc")) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const stat = readFileSync(`/proc/${name}/stat`, "utf8");
+      parent.set(Number(name), Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  const tree = [root];
+  for (let i = 0; i < tree.length; i++) for (const [pid, ppid] of parent) if (ppid === tree[i]) tree.push(pid);
+  return tree;
+}
+
+/** CPU time of every thread of `pids` so far (/proc/PID/task/TID/schedstat: ns), ms. */
+function treeCpuMs(pids: number[]): number {
+  let ns = 0;
+  for (const pid of pids) {
+    try {
+      for (const tid of readdirSync(`/proc/${pid}/task`)) ns += Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, "utf8").split(" ")[0]);
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return ns / 1e6;
 }
 
 /** CPU time of this process so far (every thread), ms. */
@@ -189,9 +224,14 @@ function processCpuMs(): number {
  */
 function serveLog(manager: ModuleManager): { blocks: BlockServed[] } {
   const blocks: BlockServed[] = [];
+  let pids: number[] | undefined;
+  const moduleCpu = () => {
+    pids ??= processTree(manager.processOf(MODULE)?.pid);
+    return treeCpuMs(pids);
+  };
   const handle = manager.hub.handle.bind(manager.hub);
   manager.hub.handle = (call, grants, method, params) => {
-    if (method === "get_block" && params["tx_offset"] === undefined) blocks.push({ methods: new Map(), cpuAtStart: processCpuMs(), cpuMs: 0 });
+    if (method === "get_block" && params["tx_offset"] === undefined) blocks.push({ methods: new Map(), cpuAtStart: processCpuMs(), cpuMs: 0, moduleCpuAtStart: moduleCpu(), moduleCpuMs: 0 });
     const block = blocks.at(-1);
     const at = performance.now();
     const p = handle(call, grants, method, params);
@@ -202,6 +242,7 @@ function serveLog(manager: ModuleManager): { blocks: BlockServed[] } {
       e.ms += performance.now() - at;
       block.methods.set(method, e);
       block.cpuMs = processCpuMs() - block.cpuAtStart;
+      if (method === "storage_transaction") block.moduleCpuMs = moduleCpu() - block.moduleCpuAtStart;
     };
     p.then(done, done);
     return p;

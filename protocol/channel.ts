@@ -17,7 +17,7 @@ import { EventEmitter } from "node:events";
 import { performance } from "node:perf_hooks";
 import type { Duplex } from "node:stream";
 import { DEFAULT_MAX_FRAME_BYTES, FrameDecoder, FramingError } from "./frame.ts";
-import { CodecError, decodeBody, DEFAULT_BODY_LIMITS, EncodeError, encodeBody, encodeEnvelope, HOST_BODY_LIMITS, readEnvelope, type BodyLimits } from "./codec.ts";
+import { CodecError, decodeBody, DEFAULT_BODY_LIMITS, EncodeError, encodeBody, encodeEnvelope, encodeEnvelopeParts, HOST_BODY_LIMITS, readEnvelope, type BodyLimits } from "./codec.ts";
 
 /** Frames of one chunk handled between two questions to the gate (ChannelOptions.gate). */
 const GATE_EVERY = 64;
@@ -370,6 +370,16 @@ export class FrameChannel extends EventEmitter<ChannelEvents> {
       }
     }
     return this.sendBody(...parts);
+  }
+
+  /**
+   * send() of `{ ...head, [key]: <the value encoded as `encodedValue`> }`: the bytes go into the
+   * frame as they are, unchecked (the isolate host's storage transactions, encoded inside the
+   * isolate). The receiver decodes them with its limits like any frame.
+   */
+  sendEncoded(head: Record<string, unknown>, key: string, encodedValue: Buffer): boolean {
+    if (this.closed) return false;
+    return this.sendBody(...encodeEnvelopeParts(head, key, encodedValue, this.sendLimits));
   }
 
   /** Queue one frame whose body is `parts`, one after the other. */

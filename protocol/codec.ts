@@ -817,7 +817,7 @@ export function encodeEnvelope(head: Record<string, unknown>, key: string, value
       sharedEncodings.set(shared, hit);
     }
     if (hit.error) throw hit.error;
-    return envelopeParts(head, key, hit.bytes!, limits);
+    return encodeEnvelopeParts(head, key, hit.bytes!, limits);
   }
   if (!frozen) return [encodeBody({ ...head, [key]: value }, limits)];
   let hit = frozenEncodings.get(value);
@@ -825,11 +825,11 @@ export function encodeEnvelope(head: Record<string, unknown>, key: string, value
     // The value's own budget leaves room for the envelope, so that the whole body stays within
     // max_values; its depth starts at 1, as inside the envelope.
     const { bytes, state } = encodeValueAlone(key, value, limits);
-    if (!state.frozen || bytes.length < FROZEN_CACHE_MIN_BYTES) return envelopeParts(head, key, bytes, limits);
+    if (!state.frozen || bytes.length < FROZEN_CACHE_MIN_BYTES) return encodeEnvelopeParts(head, key, bytes, limits);
     hit = { limits, bytes, values: limits.maxValues - ENVELOPE_VALUES - state.values };
     frozenEncodings.set(value, hit);
   }
-  return envelopeParts(head, key, hit.bytes, limits);
+  return encodeEnvelopeParts(head, key, hit.bytes, limits);
 }
 
 /** Encodings of values sent to many receivers, by the sender's holder object (encodeEnvelope's `shared`). */
@@ -850,7 +850,7 @@ function encodeValueAlone(key: string, value: unknown, limits: Readonly<BodyLimi
 }
 
 /** The map of head's entries and key: encodedValue, as [head and key, the value's bytes]. */
-function envelopeParts(head: Record<string, unknown>, key: string, encodedValue: Buffer, limits: Readonly<BodyLimits>): Buffer[] {
+export function encodeEnvelopeParts(head: Record<string, unknown>, key: string, encodedValue: Buffer, limits: Readonly<BodyLimits>): Buffer[] {
   // The head's strings (and the key) within what encodeValueAlone left free of max_total_string_bytes.
   const headLimits = limits.maxTotalStringBytes > ENVELOPE_STRING_BYTES ? { ...limits, maxTotalStringBytes: ENVELOPE_STRING_BYTES - Buffer.byteLength(key) } : limits;
   const headBytes = packr.pack(toWire(head, headLimits));

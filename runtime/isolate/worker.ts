@@ -306,6 +306,12 @@ function callOut(batch: CallEntry[]): void {
     return paths ? [[m.name, paths] as const] : [];
   }));
   for (const [id, method, params] of batch) {
+    // Params the bootstrap encoded itself (a storage transaction: in-isolate/pack.ts) go into
+    // the frame as they are; the host decodes them with every limit, as any module's.
+    if (params instanceof Uint8Array) {
+      client.requestEachEncoded(method, Buffer.from(params.buffer, params.byteOffset, params.byteLength), id, onAnswer);
+      continue;
+    }
     const hex = hexPaths.get(method);
     if (hex) hexCalls.set(id, hex);
     client.requestEach(method, params ?? {}, id, onAnswer);

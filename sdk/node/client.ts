@@ -148,7 +148,16 @@ export class ModuleClient {
     this.send(method, params, { method, tag, sink, resolve: undefined, reject: undefined });
   }
 
-  private send(method: string, params: Record<string, unknown>, p: Pending): void {
+  /**
+   * requestEach with params already encoded as a MessagePack map (the isolate host's storage
+   * transactions, encoded inside the isolate): put in the frame as they are. The host decodes
+   * them with every limit of the protocol and refuses a frame that breaks one (invalid_message).
+   */
+  requestEachEncoded(method: string, params: Buffer, tag: number, sink: AnswerSink): void {
+    this.send(method, params, { method, tag, sink, resolve: undefined, reject: undefined });
+  }
+
+  private send(method: string, params: Record<string, unknown> | Buffer, p: Pending): void {
     if (this.channel.isClosed) {
       settle(p, new RequestError(method, { code: "unavailable", message: "connection closed" }), undefined);
       return;
@@ -156,7 +165,8 @@ export class ModuleClient {
     const id = this.nextId++;
     this.pending.set(id, p);
     try {
-      this.channel.send({ t: "request", id, method, params });
+      if (params instanceof Buffer) this.channel.sendEncoded({ t: "request", id, method }, "params", params);
+      else this.channel.send({ t: "request", id, method, params });
     } catch (err) {
       this.pending.delete(id);
       settle(p, err as Error, undefined);

@@ -5,8 +5,12 @@
 
 import type { LogLevel } from "../../../protocol/messages.ts";
 
-/** One host call leaving the isolate: [call id, wire method, named parameters]. */
-export type CallEntry = [id: number, method: string, params: Record<string, unknown>];
+/**
+ * One host call leaving the isolate: [call id, wire method, named parameters], the parameters
+ * either as data or already encoded as a MessagePack map (a storage transaction's: ./pack.ts),
+ * which the isolate host puts in the frame as they are and the host decodes with every limit.
+ */
+export type CallEntry = [id: number, method: string, params: Record<string, unknown> | Uint8Array];
 
 /** One answer coming back: [id, true, value] or [id, false, code, message]. */
 export type AnswerEntry = [id: number, ok: true, value: unknown] | [id: number, ok: false, code: string, message: string];

@@ -18,6 +18,7 @@ import type {
 } from "./contract.ts";
 import type { LogLevel } from "../../../protocol/messages.ts";
 import { checkAnswer, errorCode, errorMessage } from "./answer.ts";
+import { packOps, packParams } from "./pack.ts";
 import { splitOps } from "./parts.ts";
 import { plainFields, toText } from "./text.ts";
 
@@ -102,7 +103,7 @@ const flush = () => {
     }
   }
 };
-const request = (method: string, params: Params): Promise<unknown> =>
+const request = (method: string, params: Params | Uint8Array): Promise<unknown> =>
   new Promise((resolve, reject) => {
     const id = nextCall++;
     calls.set(id, { method, resolve, reject });
@@ -311,8 +312,20 @@ const specialMethods = (): Record<string, (wire: Wire) => Fn> => ({
   // A transaction whose ops do not fit one message (the protocol's limits on values and
   // string bytes per message, docs/protocol.md section 3.1) goes in parts of one id; the
   // host holds them and writes all at once with the last (section 6.2).
+  // Plain ops leave as MessagePack made here (./pack.ts), split the same way; what that
+  // encoder gives up on goes as objects, encoded by the isolate host.
   storage_transaction: (wire) => async (tree, ops) => {
     if (!Array.isArray(ops)) return wire({ tree, ops });
+    const packed = packOps(tree, ops);
+    if (packed) {
+      const n = packed.parts.length;
+      const id = n > 1 ? nextTransactionId++ : 0;
+      let answer: unknown;
+      for (let i = 0; i < n; i++) {
+        answer = await request("storage_transaction", packParams(packed, i, n > 1 ? { id, more: i < n - 1 } : undefined));
+      }
+      return answer;
+    }
     const parts = splitOps(ops);
     if (parts.length === 1) return wire({ tree, ops });
     const id = nextTransactionId++;

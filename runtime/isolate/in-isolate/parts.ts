@@ -5,7 +5,7 @@
 
 import { utf8Length } from "./text.ts";
 
-const PART = { values: 48000, stringBytes: 768 * 1024, keys: 3500, bytes: 12 * 1024 * 1024 };
+export const PART = { values: 48000, stringBytes: 768 * 1024, keys: 3500, bytes: 12 * 1024 * 1024 };
 
 interface Weight {
   values: number;
