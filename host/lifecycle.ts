@@ -241,7 +241,7 @@ const UNLOCKED_GRACE_MS = 60_000;
 /** A run directory made by this process, locked until `release()` or this process's death. */
 export interface RunDir {
   readonly dir: string;
-  /** Give up the lock, then remove the directory. */
+  /** Rename the directory aside, give up the lock, then remove it (removeRunDir). */
   remove(): Promise<void>;
 }
 
@@ -255,7 +255,7 @@ export async function createRunDir(tmp = os.tmpdir()): Promise<RunDir> {
     const got = await tryLock(path.join(dir, RUN_DIR_LOCK), true).catch((err: Error) => err);
     if (!(got instanceof Error) && got.state === "locked") {
       const lock = got.lock;
-      return { dir, remove: async () => { await lock.release(); await rm(dir, { recursive: true, force: true }); } };
+      return { dir, remove: () => removeRunDir(dir, lock) };
     }
     // Another host's clean-up took the fresh lock first (it then sees no database and leaves
     // the directory): start again with a new one.
@@ -265,6 +265,22 @@ export async function createRunDir(tmp = os.tmpdir()): Promise<RunDir> {
 }
 
 const LOCKED = /^modhost-run-[A-Za-z0-9]{6}$/;
+/** A run directory its host was removing (renamed first: see removeRunDir). */
+const REMOVING = /^modhost-run-[A-Za-z0-9]{6}\.removing$/;
+
+/**
+ * Remove this host's run directory. Renamed out of the clean-up's sight first, while the lock
+ * is still held: once released, another host's clean-up may take the lock (LevelDB writes its
+ * files into host.lock/) while this host's rm is under way, and the rm failed with ENOTEMPTY.
+ * A host killed between the rename and the rm leaves `<dir>.removing`, which a later clean-up
+ * removes once its lock is free and it is older than a minute.
+ */
+async function removeRunDir(dir: string, lock: { release(): Promise<void> }): Promise<void> {
+  const aside = `${dir}.removing`;
+  const target = await rename(dir, aside).then(() => aside, () => dir);
+  await lock.release();
+  await rm(target, { recursive: true, force: true });
+}
 
 /**
  * Remove the run directories of hosts that are gone; returns what was removed. A directory is
@@ -274,7 +290,7 @@ const LOCKED = /^modhost-run-[A-Za-z0-9]{6}$/;
  * left alone: a pid cannot tell whether their host lives (a host in a PID namespace of its
  * own sees no other host's pid and would remove every live one's).
  */
-export async function removeStaleRunDirs(tmp = os.tmpdir(), own?: string): Promise<string[]> {
+export async function removeStaleRunDirs(tmp = os.tmpdir(), own?: string, now = Date.now()): Promise<string[]> {
   let names: string[];
   try {
     names = await readdir(tmp);
@@ -285,14 +301,18 @@ export async function removeStaleRunDirs(tmp = os.tmpdir(), own?: string): Promi
   for (const name of names) {
     const full = path.join(tmp, name);
     if (full === own) continue;
-    if (!LOCKED.test(name) || !(await ownerGone(full))) continue;
+    const removing = REMOVING.test(name);
+    if (!(LOCKED.test(name) || removing) || !(await ownerGone(full, now, removing))) continue;
     await rm(full, { recursive: true, force: true }).then(() => removed.push(full), () => undefined);
   }
   return removed;
 }
 
 /** Whether the host that made run directory `dir` is gone (see removeStaleRunDirs); anything unclear keeps it. */
-async function ownerGone(dir: string): Promise<boolean> {
+async function ownerGone(dir: string, now: number, removing: boolean): Promise<boolean> {
+  // Being removed by its live host right now (the lock just released): not this clean-up's.
+  // (ctime: the rename set it; mtime is when the directory's content last changed.)
+  if (removing && now - (await stat(dir).then((s) => s.ctimeMs, () => now)) <= UNLOCKED_GRACE_MS) return false;
   const lockDir = path.join(dir, RUN_DIR_LOCK);
   // Not even the lock's directory: probe nothing (LevelDB would make it, and renew the age).
   const hasLock = await stat(lockDir).then(() => true, () => false);
@@ -302,6 +322,6 @@ async function ownerGone(dir: string): Promise<boolean> {
     return true;
   }
   if (got?.state !== "absent") return false;
-  const made = await stat(dir).then((s) => s.mtimeMs, () => Date.now());
-  return Date.now() - made > UNLOCKED_GRACE_MS;
+  const made = await stat(dir).then((s) => s.mtimeMs, () => now);
+  return now - made > UNLOCKED_GRACE_MS;
 }

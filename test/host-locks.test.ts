@@ -266,6 +266,34 @@ setInterval(() => {}, 1000);
   t.false(existsSync(mine.dir), "remove() takes the host's own directory away");
 });
 
+test("run directories: a host's remove() while other hosts clean up never fails and leaves nothing; an aside left by a killed remove goes once its lock is free and a minute has passed", async (t) => {
+  const tmp = await tempDir(t, "modhost-tmp-");
+  // Other hosts' clean-ups, over and over, while run directories are made and removed: a
+  // clean-up that takes a just-released lock writes LevelDB's files into it, and an rm under
+  // way failed with ENOTEMPTY.
+  let cleaning = true;
+  const cleaners = Array.from({ length: 3 }, async () => {
+    while (cleaning) await removeStaleRunDirs(tmp);
+  });
+  try {
+    for (let round = 0; round < 15; round++) {
+      const dirs = await Promise.all(Array.from({ length: 4 }, () => createRunDir(tmp)));
+      await Promise.all(dirs.map((d) => d.remove()));
+    }
+  } finally {
+    cleaning = false;
+    await Promise.all(cleaners);
+  }
+  t.deepEqual(await readdir(tmp), [], "every run directory is gone");
+
+  // A remove() killed between its rename and its rm: kept while fresh, removed when old.
+  const aside = path.join(tmp, "modhost-run-Aside1.removing");
+  await mkdir(aside);
+  t.deepEqual(await removeStaleRunDirs(tmp), [], "a fresh aside may be its live host's");
+  // ctime cannot be set back: the clean-up is asked as if two minutes had passed.
+  t.deepEqual(await removeStaleRunDirs(tmp, undefined, Date.now() + 120_000), [aside]);
+});
+
 test("chain database: a second open in this process is refused, and the first keeps its lock against other processes", async (t) => {
   const dir = path.join(await tempDir(t), "chain");
   const first = await EmbeddedChain.create({ dataDir: dir, matureBlocks: 1 });
