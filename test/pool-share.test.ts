@@ -232,7 +232,7 @@ test.serial("native and TypeScript modules keeping the thread pool busy with sca
   await h.mine(1); // the hogs attack from this block on
   // The attack is on when the modules' jobs could fill every thread of the pool.
   const busy = () => threadPool.stats().running + threadPool.stats().waiting >= poolThreads();
-  await waitFor(busy, 30_000, "module jobs for every thread of the pool");
+  await waitFor(busy, 60_000, "module jobs for every thread of the pool");
   const rows: Array<{ write: number; read: number; bound: number; longest: number }> = [];
   for (let i = 0; i < BLOCKS; i++) {
     const watch = threadPool.watch();
