@@ -20,8 +20,9 @@ import { isolatePaths } from "./isolate-paths.ts";
 import { manyModules } from "./many-modules.ts";
 import { jsonrpc } from "./jsonrpc.ts";
 import { indexer } from "./indexer.ts";
+import { poolShare } from "./pool-share.ts";
 
-const BENCHMARKS: Benchmark[] = [coldStart, storageCall, roundtrip, sandboxStart, fanout, storageBatch, isolatePaths, manyModules, jsonrpc, indexer];
+const BENCHMARKS: Benchmark[] = [coldStart, storageCall, roundtrip, sandboxStart, fanout, storageBatch, isolatePaths, manyModules, jsonrpc, indexer, poolShare];
 
 process.on("exit", cleanupNow);
 for (const signal of ["SIGINT", "SIGTERM"] as const) {

@@ -12,6 +12,12 @@ import { existsSync } from "node:fs";
 import { constants } from "node:os";
 import { fileURLToPath } from "node:url";
 
+// libuv's thread pool takes its size from UV_THREADPOOL_SIZE at its first use, which comes
+// after this line (nothing above uses it): 8 threads instead of libuv's 4 unless the operator
+// set it. Modules' jobs get at most [host] pool_jobs of them (storage/pool.ts), the rest stay
+// free for the host's own work.
+process.env.UV_THREADPOOL_SIZE ??= "8";
+
 const major = Number(process.versions.node.split(".")[0]);
 if (major < 24) {
   const local = fileURLToPath(new URL("../node_modules/.bin/node", import.meta.url));

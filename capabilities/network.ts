@@ -12,6 +12,7 @@ import {
   headerProblems, httpExchange, parseHttpUrl, systemResolver, type HttpTarget,
 } from "./http.ts";
 import { CapabilityError } from "./types.ts";
+import { lookupPool } from "../storage/pool.ts";
 
 const url = v.pipe(
   v.string("url must be a string"),
@@ -78,7 +79,10 @@ export const network: Family = {
       handler: async (c, p) => {
         const body = p.body === undefined ? undefined : typeof p.body === "string" ? new TextEncoder().encode(p.body) : p.body;
         const request = { target: p.url, method: p.method ?? "GET", headers: p.headers ?? {}, body, timeoutMs: p.timeout_ms ?? DEFAULT_TIMEOUT_MS };
-        const answer = await httpExchange(c.module, request, c.services.resolve?.bind(c.services) ?? systemResolver);
+        // A lookup holds a thread of libuv's pool (getaddrinfo) up to the resolver's timeout: in
+        // the lookups' own fair share (storage/pool.ts), never in the places of storage or files.
+        const resolve = c.services.resolve?.bind(c.services) ?? systemResolver;
+        const answer = await httpExchange(c.module, request, (host) => lookupPool.run(c.module, () => resolve(host)));
         // Isolates have no TextDecoder: "utf8" decodes here (invalid sequences become U+FFFD, as fetch's text() does).
         return p.encoding === "utf8" ? { ...answer, body: new TextDecoder("utf-8").decode(answer.body) } : answer;
       },

@@ -25,6 +25,7 @@ import { ClassicLevel } from "classic-level";
 import { claimDir } from "./lock.ts";
 import { StorageError, asStorageError } from "./errors.ts";
 import { Mutex } from "./mutex.ts";
+import { threadPool, type PoolShare } from "./pool.ts";
 import { checkKey, compareBytes, decodeKey, decodeValue, encodeKey, encodeValue, prefixUpperBound } from "./codec.ts";
 
 export { StorageError } from "./errors.ts";
@@ -100,10 +101,12 @@ export interface OpenOptions {
   iterMaxBytes?: number;
   /**
    * LevelDB operations of this store running at once (storage_io_concurrency); the rest wait
-   * in this store's own FIFO. LevelDB's asynchronous calls run on libuv's thread pool (4
-   * threads shared by every module); this keeps one module from filling it.
+   * in this store's own FIFO. Each of them then waits for the host's share of libuv's thread
+   * pool (`pool`, ./pool.ts), which admits the modules' jobs fairly.
    */
   ioConcurrency?: number;
+  /** The share of libuv's thread pool this store's jobs go through (the process's own by default). */
+  pool?: PoolShare;
 }
 
 const MAX_BATCH_OPS = 10_000;
@@ -234,6 +237,7 @@ export class ModuleStore {
   readonly #pendingDrops = new Set<string>();
   readonly #writeLock = new Mutex();
   readonly #io: Semaphore;
+  readonly #pool: PoolShare;
   readonly #iterMaxBytes: number;
   readonly #inflight = new Set<Promise<void>>();
   /** Earlier parts of transactions sent in parts, by the module's id for each (see batch). */
@@ -246,6 +250,7 @@ export class ModuleStore {
   private constructor(db: RootDb, quota: StorageQuota, label: string | undefined, options: OpenOptions = {}) {
     this.#db = db;
     this.#io = new Semaphore(options.ioConcurrency ?? DEFAULT_IO_CONCURRENCY);
+    this.#pool = options.pool ?? threadPool;
     this.#iterMaxBytes = options.iterMaxBytes ?? DEFAULT_ITER_MAX_BYTES;
     this.#meta = db.sublevel<string, unknown>("meta", { keyEncoding: "utf8", valueEncoding: "json" }) as MetaDb;
     this.#quota = quota;
@@ -293,7 +298,7 @@ export class ModuleStore {
 
   /** Reads the tree registry and counters; finishes drops interrupted by a crash. */
   async #load(): Promise<void> {
-    const entries = await this.#meta.iterator().all();
+    const entries = await this.#job(() => this.#meta.iterator().all());
     let version: unknown;
     for (const [k, v] of entries as Array<[string, unknown]>) {
       if (k === "version") version = v;
@@ -303,7 +308,7 @@ export class ModuleStore {
         this.#trees.set(name, { db: this.#treeDb(name), bytes: c.bytes, keys: c.keys });
       } else if (k.startsWith("drop:")) this.#pendingDrops.add(k.slice(5));
     }
-    if (version === undefined) await this.#meta.put("version", SCHEMA_VERSION);
+    if (version === undefined) await this.#job(() => this.#meta.put("version", SCHEMA_VERSION));
     else if (version !== SCHEMA_VERSION) {
       throw new StorageError("storage_error", `unsupported storage schema version ${String(version)}`);
     }
@@ -327,7 +332,7 @@ export class ModuleStore {
       if (this.#trees.size >= this.#quota.maxTrees) {
         throw this.#quotaError("maxTrees", `cannot create tree "${name}": ${this.#trees.size} of ${this.#quota.maxTrees} trees exist`);
       }
-      await this.#meta.put(`tree:${name}`, { bytes: 0, keys: 0 });
+      await this.#job(() => this.#meta.put(`tree:${name}`, { bytes: 0, keys: 0 }));
       this.#trees.set(name, { db: this.#treeDb(name), bytes: 0, keys: 0 });
     });
   }
@@ -346,10 +351,10 @@ export class ModuleStore {
     return this.#write(async () => {
       checkTreeName(name);
       this.#tree(name);
-      await this.#meta.batch([
+      await this.#job(() => this.#meta.batch([
         { type: "del", key: `tree:${name}` },
         { type: "put", key: `drop:${name}`, value: true },
-      ]);
+      ]));
       this.#trees.delete(name);
       this.#pendingDrops.add(name);
       await this.#purge(name);
@@ -359,8 +364,8 @@ export class ModuleStore {
   /** Physically clears a dropped tree's data. Failures keep it pending unless `mustSucceed`. */
   async #purge(name: string, mustSucceed = false): Promise<void> {
     try {
-      await this.#treeDb(name).clear();
-      await this.#meta.del(`drop:${name}`);
+      await this.#job(() => this.#treeDb(name).clear());
+      await this.#job(() => this.#meta.del(`drop:${name}`));
       this.#pendingDrops.delete(name);
     } catch (err) {
       if (mustSucceed) throw asStorageError(err);
@@ -405,7 +410,7 @@ export class ModuleStore {
   /** getSync once the tree's sublevel is open (a sublevel finishes opening after its first use); until then the asynchronous get. */
   #pointRead(t: TreeState, k: Bytes): Bytes | undefined | Promise<Bytes | undefined> {
     if (t.db.status === "open") return t.db.getSync(k) as Bytes | undefined;
-    return this.#io.run(async () => (await t.db.get(k)) as Bytes | undefined);
+    return this.#job(async () => (await t.db.get(k)) as Bytes | undefined);
   }
 
   /**
@@ -431,7 +436,7 @@ export class ModuleStore {
       const it = t.db.iterator({ ...range, highWaterMarkBytes: ITER_STEP_BYTES } as Record<string, unknown>);
       try {
         outer: while (raw.length < limit) {
-          const step = (await this.#io.run(() => it.nextv(Math.min(ITER_STEP_ENTRIES, limit - raw.length)))) as Array<[Bytes, Bytes]>;
+          const step = (await this.#job(() => it.nextv(Math.min(ITER_STEP_ENTRIES, limit - raw.length)))) as Array<[Bytes, Bytes]>;
           if (step.length === 0) break;
           for (const entry of step) {
             const size = entry[0].length + entry[1].length + ENTRY_OVERHEAD;
@@ -444,7 +449,7 @@ export class ModuleStore {
           }
         }
       } finally {
-        await it.close();
+        await this.#job(() => it.close());
       }
       const entries = raw.map(([k, v]) => ({ key: decodeKey(k), value: decodeValue(v) }));
       if (opts.paged === true) {
@@ -477,7 +482,7 @@ export class ModuleStore {
     return this.#write(async () => {
       const t = this.#tree(tree);
       const k = encodeKey(key, this.#quota.maxKeyBytes);
-      const old = (await t.db.get(k)) as Bytes | undefined;
+      const old = (await this.#job(() => t.db.get(k))) as Bytes | undefined;
       if (old === undefined) return false;
       const next = { bytes: t.bytes - k.length - old.length, keys: t.keys - 1 };
       await this.#commit(tree, t, [{ type: "del", sublevel: t.db, key: k }], next);
@@ -554,7 +559,7 @@ export class ModuleStore {
       }
       // classic-level's typing doesn't model a sublevel op in a root batch; cast.
       (batch as unknown as { put(k: string, v: unknown, o: { sublevel: MetaDb }): void }).put(`tree:${tree}`, next, { sublevel: this.#meta });
-      await batch.write();
+      await this.#job(() => batch.write());
     } catch (err) {
       await batch.close().catch(() => {});
       throw err;
@@ -627,11 +632,11 @@ export class ModuleStore {
 
   /** The stored values at `keys` (undefined where absent), read DELTA_READ_KEYS at a time. */
   async #readMany(keys: readonly Bytes[], slicer: Slicer): Promise<Array<Bytes | undefined>> {
-    if (keys.length <= DELTA_READ_KEYS) return (await this.#db.getMany(keys as Bytes[])) as Array<Bytes | undefined>;
+    if (keys.length <= DELTA_READ_KEYS) return (await this.#job(() => this.#db.getMany(keys as Bytes[]))) as Array<Bytes | undefined>;
     const out: Array<Bytes | undefined> = [];
     for (let from = 0; from < keys.length; from += DELTA_READ_KEYS) {
       if (slicer.due()) await slicer.pause();
-      const olds = (await this.#db.getMany(keys.slice(from, from + DELTA_READ_KEYS) as Bytes[])) as Array<Bytes | undefined>;
+      const olds = (await this.#job(() => this.#db.getMany(keys.slice(from, from + DELTA_READ_KEYS) as Bytes[]))) as Array<Bytes | undefined>;
       for (const old of olds) out.push(old);
     }
     return out;
@@ -710,7 +715,7 @@ export class ModuleStore {
   async #commit(tree: string, t: TreeState, ops: RootOp[], next: Counters): Promise<void> {
     ops.push({ type: "put", sublevel: this.#meta, key: `tree:${tree}`, value: next });
     // classic-level's BatchOperation typing doesn't model mixed-sublevel batches; cast.
-    await this.#db.batch(ops as never);
+    await this.#job(() => this.#db.batch(ops as never));
     t.bytes = next.bytes;
     t.keys = next.keys;
   }
@@ -777,7 +782,17 @@ export class ModuleStore {
   }
 
   #write<T>(fn: () => Promise<T>): Promise<T> {
-    return this.#track(() => this.#writeLock.run(() => this.#io.run(fn)));
+    return this.#track(() => this.#writeLock.run(fn));
+  }
+
+  /**
+   * One LevelDB job (one trip through libuv's thread pool): it waits in this store's FIFO
+   * (storage_io_concurrency at once), then for the host's share of the pool (./pool.ts), which
+   * admits the modules' jobs fairly. Writes take it per job, under their write lock, not for
+   * their whole work: a write's slices on the loop hold no slot of the pool.
+   */
+  #job<T>(fn: () => Promise<T>): Promise<T> {
+    return this.#io.run(() => this.#pool.run(this.#label ?? this, fn));
   }
 
   /** Rejects once closing; tracks in-flight ops so close() can wait for them; wraps foreign errors. */
