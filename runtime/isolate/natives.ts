@@ -41,14 +41,18 @@ export function msgpackrExtractor(msgpackr: string): { entry: string; addon: str
 /** The module that stands for "msgpackr" in the isolate host script (CommonJS): the extractor primed, then msgpackr. */
 function msgpackrModule(msgpackr: string): string {
   const extractor = msgpackrExtractor(msgpackr);
+  // Not fatal: where the addon cannot be loaded in the sandbox (a path outside the packages it
+  // binds, say), msgpackr looks for it itself, as before, and runs without it if that fails too.
   const prime = extractor
     ? [
-        `const entry = ${JSON.stringify(extractor.entry)};`,
-        `const cached = new Module(entry);`,
-        `cached.filename = entry;`,
-        `cached.exports = load(${JSON.stringify(extractor.addon)});`,
-        `cached.loaded = true;`,
-        `load.cache[entry] = cached;`,
+        `try {`,
+        `  const entry = ${JSON.stringify(extractor.entry)};`,
+        `  const cached = new Module(entry);`,
+        `  cached.filename = entry;`,
+        `  cached.exports = load(${JSON.stringify(extractor.addon)});`,
+        `  cached.loaded = true;`,
+        `  load.cache[entry] = cached;`,
+        `} catch {}`,
       ]
     : [];
   return [
