@@ -11,7 +11,7 @@ import { writeFile } from "node:fs/promises";
 import path from "node:path";
 import type { Socket } from "node:net";
 import { isolateHostScript } from "../runtime/isolate/runtime.ts";
-import { msgpackrExtractor } from "../runtime/isolate/natives.ts";
+import { msgpackrExtractor, msgpackrModule } from "../runtime/isolate/natives.ts";
 import { tempDir } from "./helpers/host.ts";
 
 const require = createRequire(import.meta.url);
@@ -61,4 +61,16 @@ test("the isolate host boots without node:child_process, worker_threads or node:
   t.is(boot.extractor, "function", "msgpackr-extract's entry in require's cache holds the addon (msgpackr decodes strings with it)");
   // What the boot still needs (the channel's socket): a check that the report reads the list at all.
   t.true(boot.builtins.includes("net"));
+});
+
+test("an extractor the isolate host cannot load leaves msgpackr to look for it itself: the script still gets msgpackr", (t) => {
+  const msgpackr = require.resolve("msgpackr");
+  const real = msgpackrExtractor(msgpackr);
+  if (!real) throw new Error("msgpackr-extract is not installed here: nothing to check");
+  // As the generated module runs in the isolate host (CommonJS, its own `module`), with an addon
+  // path that does not exist (a sandbox that does not bind it, say).
+  const source = msgpackrModule(msgpackr, { entry: real.entry, addon: path.join(path.dirname(real.addon), "missing.node") });
+  const module = { exports: {} as { Packr?: unknown } };
+  t.notThrows(() => new Function("module", "process", source)(module, process));
+  t.is(typeof module.exports.Packr, "function");
 });

@@ -39,8 +39,7 @@ export function msgpackrExtractor(msgpackr: string): { entry: string; addon: str
 }
 
 /** The module that stands for "msgpackr" in the isolate host script (CommonJS): the extractor primed, then msgpackr. */
-function msgpackrModule(msgpackr: string): string {
-  const extractor = msgpackrExtractor(msgpackr);
+export function msgpackrModule(msgpackr: string, extractor = msgpackrExtractor(msgpackr)): string {
   // Not fatal: where the addon cannot be loaded in the sandbox (a path outside the packages it
   // binds, say), msgpackr looks for it itself, as before, and runs without it if that fails too.
   const prime = extractor
