@@ -4,8 +4,14 @@
 // concurrently, [modules] start_concurrency at a time (0: the CPU count), so the goal is that
 // 50 modules take at most 5x what one takes, not 50x.
 //
-// TypeScript: copies of bench/fixtures/modules/trivial; native: the smallest Node module
-// (bench/fixtures/native-ready.ts, bundled). With an odd count the extra one is TypeScript.
+// TypeScript: copies of bench/fixtures/modules/trivial. Native, each size twice: the smallest
+// Rust module (bench/fixtures/rust-ready, the SDK's Client: connect, ready, wait; what native
+// modules in this project are, e.g. modules/rust-example) and the smallest Node module
+// (bench/fixtures/native-ready.ts, bundled; a Node boot of its own, ~4x the CPU of the Rust
+// one). With an odd count the extra one is TypeScript, so "1 module" is one TypeScript module.
+// The Rust rows need cargo (scripts/build-rust.sh --bench builds the fixture once); without it
+// only the Node rows are measured (said in a note). MODHOST_BENCH_MANY_NATIVE picks the kinds
+// ("rust,node").
 // Bounded: ROUNDS rounds (sizes interleaved in each), every start has start_timeout_ms 120 s.
 // MODHOST_BENCH_MANY_ROUNDS overrides the round count; MODHOST_BENCH_MANY_SIZES the sizes
 // ("1,10,50"); MODHOST_BENCH_MANY_CONCURRENCY sets [modules] start_concurrency (default 0, the
@@ -26,13 +32,17 @@ import { defaultConcurrency, ModuleManager } from "../host/manager.ts";
 import { EventBus } from "../host/events/bus.ts";
 import { EmbeddedChain } from "../chain/embedded.ts";
 import { atCleanup, benchConfigFor, captureLogger, dumpLog, makeTempDir, removeTempDir, type BenchModuleOptions, type Benchmark, type Row } from "./common.ts";
-import { copyModule, writeNativeModule } from "./modules.ts";
+import { copyModule, rustReadyBinary, writeNativeModule, writeRustModule } from "./modules.ts";
 import { summarise } from "./stats.ts";
 
 const ROUNDS = Number(process.env.MODHOST_BENCH_MANY_ROUNDS ?? 2);
 const SIZES = (process.env.MODHOST_BENCH_MANY_SIZES ?? "1,10,50").split(",").map(Number).filter((n) => n > 0);
 const LARGEST = Math.max(...SIZES);
 const CONCURRENCY = Number(process.env.MODHOST_BENCH_MANY_CONCURRENCY ?? 0);
+const KINDS = (process.env.MODHOST_BENCH_MANY_NATIVE ?? "rust,node").split(",").filter((k): k is NativeKind => k === "rust" || k === "node");
+
+/** What the native half of a start is: the Rust fixture or the Node one. */
+type NativeKind = "rust" | "node";
 
 /** CPU time used: the host's own, and the whole tree's where cpuacct is available (ms). */
 interface Cpu {
@@ -70,12 +80,24 @@ class TreeCpu {
   }
 }
 
-function names(n: number): { ts: string[]; native: string[] } {
+function names(n: number, kind: NativeKind): { ts: string[]; native: string[] } {
   const nNative = Math.floor(n / 2);
   return {
     ts: Array.from({ length: n - nNative }, (_, i) => `bench-many-ts-${i}`),
-    native: Array.from({ length: nNative }, (_, i) => `bench-many-native-${i}`),
+    native: Array.from({ length: nNative }, (_, i) => `bench-many-${kind}-${i}`),
   };
+}
+
+/** A size and native kind measured: "1" (one TypeScript module: no native one), "10/rust", ... */
+interface Case {
+  n: number;
+  kind: NativeKind;
+}
+
+function label(c: Case): string {
+  if (c.n === 1) return "1 module to ready";
+  const { ts, native } = names(c.n, c.kind);
+  return `${c.n} modules to ready (${ts.length} TS + ${native.length} ${c.kind === "rust" ? "Rust" : "Node"} native)`;
 }
 
 export const manyModules: Benchmark = {
@@ -87,37 +109,45 @@ export const manyModules: Benchmark = {
     const chain = await EmbeddedChain.create({ matureBlocks: 1 });
     try {
       const modulesDir = path.join(tmp, "modules");
-      const all = names(LARGEST);
-      for (const name of all.ts) await copyModule("trivial", modulesDir, name);
-      for (const name of all.native) await writeNativeModule(modulesDir, name, "native-ready.ts");
+      const notes: string[] = [];
+      const rust = KINDS.includes("rust") ? await rustReadyBinary(notes) : undefined;
+      const kinds = KINDS.filter((k) => k === "node" || rust !== undefined);
+      for (const kind of kinds) {
+        const all = names(LARGEST, kind);
+        if (kind === "node") for (const name of all.native) await writeNativeModule(modulesDir, name, "native-ready.ts");
+        else for (const name of all.native) await writeRustModule(modulesDir, name, rust!);
+      }
+      for (const name of names(LARGEST, "node").ts) await copyModule("trivial", modulesDir, name);
       await chmod(modulesDir, 0o755);
-      const samples = new Map<number, number[]>(SIZES.map((n) => [n, []]));
-      const cpu = new Map<number, Cpu[]>(SIZES.map((n) => [n, []]));
+      // One TypeScript module has no native half: measured once per round, not per kind.
+      const cases: Case[] = SIZES.flatMap((n) => (n === 1 ? [{ n, kind: kinds[0] ?? "node" }] : kinds.map((kind) => ({ n, kind }))));
+      const samples = new Map<Case, number[]>(cases.map((c) => [c, []]));
+      const cpu = new Map<Case, Cpu[]>(cases.map((c) => [c, []]));
       const tree = await TreeCpu.open();
       try {
         // One unmeasured start first (esbuild's service, the isolate host script, the uid table).
-        await startAllOf(tmp, chain, modulesDir, 1, -1, tree);
+        await startAllOf(tmp, chain, modulesDir, { n: 1, kind: "node" }, -1, tree);
         for (let r = 0; r < ROUNDS; r++) {
-          for (const n of SIZES) {
-            const m = await startAllOf(tmp, chain, modulesDir, n, r, tree);
-            samples.get(n)!.push(m.ms);
-            cpu.get(n)!.push(m.cpu);
+          for (const c of cases) {
+            const m = await startAllOf(tmp, chain, modulesDir, c, r, tree);
+            samples.get(c)!.push(m.ms);
+            cpu.get(c)!.push(m.cpu);
           }
         }
       } finally {
         await tree?.close();
       }
       const one = `1 module to ready`;
-      const rows: Row[] = SIZES.map((n) => ({
-        what: n === 1 ? one : `${n} modules to ready (${names(n).ts.length} TS + ${names(n).native.length} native)`,
-        kind: n === 1 ? "baseline" : "result",
+      const rows: Row[] = cases.map((c) => ({
+        what: label(c),
+        kind: c.n === 1 ? "baseline" : "result",
         unit: "ms",
-        stats: summarise(samples.get(n)!),
-        ...(n === 1 ? {} : { vs: one }),
-        note: cpuNote(n, cpu.get(n)!),
+        stats: summarise(samples.get(c)!),
+        ...(c.n === 1 ? {} : { vs: one }),
+        note: cpuNote(c.n, cpu.get(c)!),
       }));
       const conc = CONCURRENCY > 0 ? String(CONCURRENCY) : `0 (the host's default: ${defaultConcurrency()} on ${os.availableParallelism()} CPUs)`;
-      rows[0]!.note = `${ROUNDS} rounds, sizes interleaved; start_concurrency ${conc}; goal: 50 modules <= 5x one; ${rows[0]!.note}`;
+      rows[0]!.note = `${ROUNDS} rounds, sizes interleaved; start_concurrency ${conc}; goal: 50 modules <= 5x one; ${[...notes, rows[0]!.note].join("; ")}`;
       if (!SIZES.includes(1)) for (const r of rows) delete r.vs;
       return rows;
     } finally {
@@ -139,10 +169,11 @@ function cpuNote(n: number, samples: Cpu[]): string {
 }
 
 /** A fresh manager with the first `n` modules enabled: prepare() + startAll() until all run; then shut down. */
-async function startAllOf(tmp: string, chain: EmbeddedChain, modulesDir: string, n: number, round: number, tree: TreeCpu | undefined): Promise<{ ms: number; cpu: Cpu }> {
-  const { ts, native } = names(n);
+async function startAllOf(tmp: string, chain: EmbeddedChain, modulesDir: string, c: Case, round: number, tree: TreeCpu | undefined): Promise<{ ms: number; cpu: Cpu }> {
+  const { n } = c;
+  const { ts, native } = names(n, c.kind);
   const enabled = [...ts, ...native];
-  const dir = path.join(tmp, `run-${n}-${round}`);
+  const dir = path.join(tmp, `run-${n}-${c.kind}-${round}`);
   await mkdir(dir, { recursive: true, mode: 0o711 });
   const { logger, records } = captureLogger();
   const opts: BenchModuleOptions = { limits: { start_timeout_ms: 120_000 } };

@@ -13,8 +13,9 @@
 // once COALESCE_BYTES are waiting they are written at once, and `unsentBytes` (waiting here plus
 // queued in the socket) lets the sender apply backpressure.
 
+// `performance` is the global one: node:perf_hooks would load its histogram and timerify code
+// into every isolate host at boot (runtime/isolate/natives.ts).
 import { EventEmitter } from "node:events";
-import { performance } from "node:perf_hooks";
 import type { Duplex } from "node:stream";
 import { DEFAULT_MAX_FRAME_BYTES, FrameDecoder, FramingError } from "./frame.ts";
 import { CodecError, decodeBody, DEFAULT_BODY_LIMITS, EncodeError, encodeBody, encodeEnvelope, encodeEnvelopeParts, HOST_BODY_LIMITS, readEnvelope, type BodyLimits } from "./codec.ts";

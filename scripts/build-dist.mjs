@@ -18,14 +18,14 @@ import { fileURLToPath } from "node:url";
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const dist = path.join(root, "dist");
 const require = createRequire(import.meta.url);
-/** The isolate host imports these by absolute path (as runtime/isolate/runtime.ts does when it bundles the worker itself). */
-const NATIVE_PACKAGES = ["isolated-vm", "msgpackr"];
 
-// The isolate bootstrap's builder is TypeScript (it shares its settings with the development
-// path, runtime/isolate/runtime.ts): tsx loads it.
+// The isolate bootstrap's builder and the isolate host's packages (runtime/isolate/natives.ts:
+// isolated-vm and msgpackr by absolute path) are TypeScript, shared with the development path
+// (runtime/isolate/runtime.ts): tsx loads them.
 const { register } = await import("tsx/esm/api");
 const unregister = register();
 const { bootstrapDefine, buildBootstrap } = await import("../runtime/isolate/bootstrap.ts");
+const { isolateHostNatives } = await import("../runtime/isolate/natives.ts");
 const bootstrap = await buildBootstrap(root);
 await unregister();
 
@@ -52,19 +52,16 @@ const [cli, worker] = await Promise.all([
     ...common,
     entryPoints: ["runtime/isolate/worker.ts"],
     define: bootstrapDefine(bootstrap),
-    plugins: [{
-      name: "absolute-natives",
-      setup(build) {
-        build.onResolve({ filter: new RegExp(`^(${NATIVE_PACKAGES.join("|")})$`) }, (args) => ({ path: require.resolve(args.path), external: true }));
-      },
-    }],
+    plugins: [isolateHostNatives(require)],
   }),
 ]);
 
-const inputs = new Set([...Object.keys(cli.metafile.inputs), ...Object.keys(worker.metafile.inputs), ...bootstrap.inputs]);
+// natives.ts shapes the isolate host script from outside the bundle (an esbuild plugin); the
+// module it makes for msgpackr is in the metafile under the plugin's namespace, not a file.
+const inputs = new Set([...Object.keys(cli.metafile.inputs), ...Object.keys(worker.metafile.inputs), ...bootstrap.inputs, "runtime/isolate/natives.ts"]);
 const sources = {};
 for (const rel of [...inputs].sort()) {
-  if (rel.startsWith("node_modules/")) continue;
+  if (rel.startsWith("node_modules/") || rel.startsWith("modhost-isolate-natives:")) continue;
   const st = await stat(path.join(root, rel));
   sources[rel] = [st.size, Math.floor(st.mtimeMs)];
 }

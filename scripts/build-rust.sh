@@ -4,9 +4,10 @@
 # --test, the Rust SDK's tests (sdk/rust) and the modules' unit tests. --sdk-only builds no
 # module binary but runs the same tests. --lint checks formatting (rustfmt, with the
 # checkout's rustfmt.toml) and runs clippy with warnings as errors, over the SDK and every
-# module crate, and builds nothing else.
+# module crate, and builds nothing else. --bench builds only the benchmarks' Rust fixtures
+# (bench/fixtures/*/Cargo.toml, release; `npm run bench` runs it when one is missing).
 #
-#   scripts/build-rust.sh [--test] [--sdk-only] [--lint]
+#   scripts/build-rust.sh [--test] [--sdk-only] [--lint] [--bench]
 #
 # Where crates come from:
 #   MODHOST_CARGO_OFFLINE=1  Debian's packaged crates (/usr/share/cargo/registry), no network:
@@ -25,12 +26,14 @@ ROOT=$(pwd)
 RUN_TESTS=0
 MODULES=1
 LINT=0
+BENCH=0
 for arg in "$@"; do
   case "$arg" in
     --test) RUN_TESTS=1 ;;
     --sdk-only) MODULES=0; RUN_TESTS=1 ;;
     --lint) MODULES=0; LINT=1 ;;
-    -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --bench) MODULES=0; BENCH=1 ;;
+    -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "build-rust: unknown argument '$arg' (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -117,6 +120,13 @@ if [ "$MODULES" = 1 ]; then
       MODHOST_REMAP_ROOT="$ROOT" MODHOST_REMAP_CARGO_HOME="${CARGO_HOME:-$HOME/.cargo}" \
       RUSTFLAGS="${RUSTFLAGS:+$RUSTFLAGS }--cfg modhost_reproducible_2" \
       cargo build --release --quiet --manifest-path "$manifest"
+  done
+fi
+
+if [ "$BENCH" = 1 ]; then
+  shopt -s nullglob
+  for manifest in bench/fixtures/*/Cargo.toml; do
+    timed "build $(dirname "$manifest") (release)" cargo build --release --quiet --manifest-path "$manifest"
   done
 fi
 

@@ -19,6 +19,7 @@ import { fileURLToPath } from "node:url";
 import * as esbuild from "esbuild";
 import { bootstrapDefine, buildBootstrap } from "./bootstrap.ts";
 import { compileModule, type CompiledModule } from "./compile.ts";
+import { isolateHostNatives, NATIVE_PACKAGES } from "./natives.ts";
 import { METHODS } from "../../capabilities/families.ts";
 import type { SpawnSpec } from "../process.ts";
 import type { IsolateHostLimits, RuntimeManifest } from "../types.ts";
@@ -29,8 +30,6 @@ import {
 
 const require = createRequire(import.meta.url);
 const WORKER_SOURCE = fileURLToPath(new URL("./worker.ts", import.meta.url));
-/** Resolved from here so the bundled worker finds them wherever it is written. */
-const NATIVE_PACKAGES = ["isolated-vm", "msgpackr"];
 
 let workerPath: Promise<string> | undefined;
 
@@ -51,12 +50,7 @@ async function workerCode(): Promise<string> {
     platform: "node",
     target: "node24",
     logLevel: "silent",
-    plugins: [{
-      name: "absolute-natives",
-      setup(build) {
-        build.onResolve({ filter: new RegExp(`^(${NATIVE_PACKAGES.join("|")})$`) }, (args) => ({ path: require.resolve(args.path), external: true }));
-      },
-    }],
+    plugins: [isolateHostNatives(require)],
   });
   return result.outputFiles[0]!.text;
 }

@@ -13,9 +13,8 @@
 // limit, 72 the module ran past its CPU-time limit, 73 the connection to the host was lost,
 // 74 the isolate host itself failed after start-up.
 
-import { readFile } from "node:fs/promises";
+import { readFileSync } from "node:fs";
 import net from "node:net";
-import { parseArgs } from "node:util";
 import ivm from "isolated-vm";
 import { ModuleClient } from "../../sdk/node/client.ts";
 import { FrameChannel, MODULE_SIDE } from "../../protocol/channel.ts";
@@ -33,6 +32,12 @@ declare const __MODHOST_BOOTSTRAP__: string | undefined;
 const bootstrapScript: string = typeof __MODHOST_BOOTSTRAP__ !== "undefined"
   ? __MODHOST_BOOTSTRAP__
   : (await ((await import(/* not bundled */ new URL("./bootstrap.ts", import.meta.url).href)) as typeof import("./bootstrap.ts")).buildBootstrap()).code;
+
+// Not `import { parseArgs } from "node:util"`: esbuild's interop copies a CommonJS module's
+// property descriptors onto the imported namespace, and reading those of node:util loads every
+// lazy part of it (~34 builtins: streams, worker_threads, the diff and colour code), each
+// compiled at every isolate host's boot without a startup snapshot (natives.ts).
+const { parseArgs } = process.getBuiltinModule("node:util");
 
 export const EXIT = { ok: 0, startFailed: 70, memory: 71, cpu: 72, disconnected: 73, internal: 74 } as const;
 
@@ -110,7 +115,7 @@ const handover: Handover = args.pool
   : {
       module: args["module-id"]!,
       version: args["module-version"]!,
-      bundle: await readFile(args.bundle!, "utf8"),
+      bundle: readFileSync(args.bundle!, "utf8"), // before anything else runs here: nothing to wait for
       memory_mb: Number(args["memory-mb"]),
       cpu_time_ms: Number(args["cpu-time-ms"]),
       start_timeout_ms: Number(args["start-timeout-ms"]),
