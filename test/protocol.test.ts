@@ -6,7 +6,7 @@
 import test from "ava";
 import { readFileSync } from "node:fs";
 import { DEFAULT_MAX_FRAME_BYTES, encodeFrame, FrameDecoder, FramingError } from "../protocol/frame.ts";
-import { CodecError, decodeBody, decodeValidated, DEFAULT_BODY_LIMITS, HOST_BODY_LIMITS, EncodeError, encodeBody, encodeEnvelope as encodeParts, MAX_VALUE_DEPTH, readEnvelope, STRING_HEAVY_BYTES, toWire, validate } from "../protocol/codec.ts";
+import { CodecError, decodeBody, decodeBodyStepped, decodeValidated, DEFAULT_BODY_LIMITS, HOST_BODY_LIMITS, EncodeError, encodeBody, encodeEnvelope as encodeParts, MAX_VALUE_DEPTH, readEnvelope, STEPPED_BUILD_VALUES, STRING_HEAVY_BYTES, toWire, validate } from "../protocol/codec.ts";
 import { parseHostMessage, parseModuleMessage } from "../protocol/messages.ts";
 import { InvocationError } from "../host/session.ts";
 import { answerForVersion } from "../host/older-protocol.ts";
@@ -880,6 +880,57 @@ test("codec: string-heavy bodies are built by decodeValidated, which gives exact
     const b = encodeBody({ t: "x", v: value(0), pad: "p".repeat(rnd(2) ? STRING_HEAVY_BYTES : 10) });
     t.deepEqual(decodeValidated(b), packr.unpack(b), `body ${i}`);
   }
+});
+
+test("codec: a body of many values built in steps (BodyBuilder, stopped at every chance) gives exactly what msgpackr gives, for every format of the subset and for random bodies", (t) => {
+  const packr = new Packr({ useRecords: false, mapsAsObjects: true, variableMapSize: true, int64AsType: "number" });
+  const built = (b: Buffer): unknown => {
+    const r = decodeBodyStepped(b);
+    if (r.done) return t.fail(`a body of ${b.length} bytes was built in one piece`);
+    let steps = 0;
+    while (!r.builder.step(() => true)) steps++;
+    t.true(steps >= 1, "the body took more than one step");
+    return r.builder.value;
+  };
+  let seed = 11;
+  const rnd = (n: number) => ((seed = (seed * 1103515245 + 12345) % 2 ** 31), seed % n);
+  const value = (d: number): unknown => {
+    switch (rnd(d > 3 ? 8 : 10)) {
+      case 0: return null;
+      case 1: return rnd(2) === 0;
+      case 2: return rnd(1 << 30) * (rnd(2) ? -1 : 1) * (rnd(3) === 0 ? 2 ** 22 : 1);
+      case 3: return rnd(1000) / 7;
+      case 4: return "s€".repeat(rnd(40));
+      case 5: return Buffer.alloc(rnd(300), 3);
+      case 6: return "é".repeat(rnd(100));
+      case 7: return rnd(2) ? {} : [];
+      case 8: return Array.from({ length: rnd(8) }, () => value(d + 1));
+      default: return Object.fromEntries(Array.from({ length: rnd(6) }, (_, i) => [`k${i}${"x".repeat(rnd(3))}`, value(d + 1)]));
+    }
+  };
+  for (let i = 0; i < 8; i++) {
+    const v = Array.from({ length: 9000 + rnd(3000) }, () => value(0));
+    const b = encodeBody({ t: "x", v, dup: 1, big: Buffer.alloc(70_000, 1), s: "€".repeat(30_000) });
+    t.deepEqual(built(b), packr.unpack(b), `body ${i}`);
+  }
+  // Every format written by hand, repeated keys (the last wins): 21,001 values.
+  const f32 = Buffer.alloc(5); f32[0] = 0xca; f32.writeFloatBE(1.1, 1);
+  const u64 = Buffer.alloc(9); u64[0] = 0xcf; u64.writeBigUInt64BE(2n ** 53n + 2n, 1);
+  const i64 = Buffer.alloc(9); i64[0] = 0xd3; i64.writeBigInt64BE(-(2n ** 40n) - 7n, 1);
+  const one = Buffer.concat([
+    Buffer.from([0x8a, 0xa1, 0x61]), f32, Buffer.from([0xa1, 0x62]), u64, Buffer.from([0xa1, 0x63]), i64,
+    Buffer.from([0xa1, 0x64, 0xdc, 0x00, 0x02, 0xcd, 0xff, 0xfe, 0xd1, 0x80, 0x01]), Buffer.from([0xa1, 0x65, 0xdf, 0, 0, 0, 0]), Buffer.from([0xa1, 0x66, 0xdd, 0, 0, 0, 0]),
+    Buffer.from([0xa1, 0x67, 0xc5, 0x00, 0x01, 0x09]), Buffer.from([0xa1, 0x68, 0xd9, 0x02, 0xc3, 0xa9]), Buffer.from([0xa1, 0x61, 0x01]), Buffer.from([0xa1, 0x69, 0xc0]),
+  ]);
+  const n = 1000; // 21 values each
+  const body = Buffer.concat([Buffer.from([0xdd, 0, 0, n >> 8, n & 0xff]), ...Array.from({ length: n }, () => one)]);
+  const got = built(body) as Array<Record<string, unknown>>;
+  t.deepEqual(got, packr.unpack(body));
+  t.is(got[n - 1]!.a, 1, "the last of a repeated key wins");
+  t.true(Buffer.isBuffer(got[0]!.g), "binary is a Buffer");
+  // A body of at most STEPPED_BUILD_VALUES values is built in one piece.
+  const small = encodeBody({ t: "x", v: new Array(STEPPED_BUILD_VALUES - 10).fill(0) });
+  t.deepEqual(decodeBodyStepped(small), { done: true, value: packr.unpack(small) });
 });
 
 // ---------------------------------------------------------------------------------------
