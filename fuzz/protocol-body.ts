@@ -5,18 +5,20 @@
 // max_map_keys by an independent count; seeds at that limit (distinct short keys, repeated
 // long ones) let mutations make keys equal, distinct, short or long. Likewise for
 // max_total_string_bytes: what decodes holds at most that many bytes of strings (keys
-// included), and seeds a few bytes under it let mutations lengthen a string past it.
+// included), and seeds a few bytes under it let mutations lengthen a string past it. What
+// decodes is built the same by BodyBuilder, stopped at every chance (a seed of 9,000 tiny
+// containers makes it stop many times).
 
 import { isDeepStrictEqual } from "node:util";
 import { Packr } from "msgpackr";
-import { CodecError, decodeBody, DEFAULT_BODY_LIMITS, encodeBody, readEnvelope, SHORT_KEY_BYTES } from "../protocol/codec.ts";
+import { BodyBuilder, CodecError, decodeBody, DEFAULT_BODY_LIMITS, encodeBody, readEnvelope, SHORT_KEY_BYTES } from "../protocol/codec.ts";
 import { MessageError, parseHostMessage, parseModuleMessage } from "../protocol/messages.ts";
 import { protocolVectorFrames, type FuzzTarget } from "./driver.ts";
 
 export async function bodyTarget(): Promise<FuzzTarget> {
   return {
     name: "protocol-body",
-    seeds: [...(await protocolVectorFrames()).map((f) => f.subarray(4)), ...mapKeySeeds(), ...stringSeeds()],
+    seeds: [...(await protocolVectorFrames()).map((f) => f.subarray(4)), ...mapKeySeeds(), ...stringSeeds(), containerSeed()],
     run(input) {
       const env = readEnvelope(input);
       if (env.id !== undefined && !(Number.isSafeInteger(env.id) && env.id > 0)) throw new Error(`envelope id ${env.id}`);
@@ -27,6 +29,10 @@ export async function bodyTarget(): Promise<FuzzTarget> {
         if (err instanceof CodecError) return;
         throw err;
       }
+      // The host builds a body of many values in steps (BodyBuilder): the same value, however cut.
+      const builder = new BodyBuilder(Buffer.from(input));
+      while (!builder.step(() => true));
+      if (!isDeepStrictEqual(builder.value, value)) throw new Error("BodyBuilder built a different value than decodeBody");
       const keys = distinctKeys(value);
       if (keys > DEFAULT_BODY_LIMITS.maxMapKeys) throw new Error(`decoded a body of ${keys} distinct map keys`);
       const strings = stringBytes(value);
@@ -42,6 +48,11 @@ export async function bodyTarget(): Promise<FuzzTarget> {
       }
     },
   };
+}
+
+/** A body of 9,000 empty maps and arrays: more than STEPPED_BUILD_VALUES, built in steps by the host. */
+function containerSeed(): Uint8Array {
+  return encodeBody({ t: "x", a: Array.from({ length: 9000 }, (_, i) => (i % 2 ? {} : [])) });
 }
 
 /** Bodies at max_map_keys, packed as is (the encoder would check them). */

@@ -18,10 +18,16 @@
 import { EventEmitter } from "node:events";
 import type { Duplex } from "node:stream";
 import { DEFAULT_MAX_FRAME_BYTES, FrameDecoder, FramingError } from "./frame.ts";
-import { CodecError, decodeBody, DEFAULT_BODY_LIMITS, EncodeError, encodeBody, encodeEnvelope, encodeEnvelopeParts, HOST_BODY_LIMITS, readEnvelope, type BodyLimits } from "./codec.ts";
+import { type BodyBuilder, CodecError, decodeBody, decodeBodyStepped, DEFAULT_BODY_LIMITS, EncodeError, encodeBody, encodeEnvelope, encodeEnvelopeParts, HOST_BODY_LIMITS, readEnvelope, type BodyLimits } from "./codec.ts";
 
 /** Frames of one chunk handled between two questions to the gate (ChannelOptions.gate). */
 const GATE_EVERY = 64;
+
+/**
+ * A large body (codec.ts STEPPED_BUILD_VALUES) is built in pieces of at most about this long
+ * (or until the gate's budget for the turn is spent), the loop getting a turn between them.
+ */
+const BUILD_PIECE_MS = 2;
 
 /** Frames waiting for the end of the turn are written at once when they reach this many bytes. */
 const COALESCE_BYTES = 64 * 1024;
@@ -134,6 +140,10 @@ export class FrameChannel extends EventEmitter<ChannelEvents> {
   private readonly gate: ReadGate | undefined;
   /** Chunks read and not yet handled, waiting for the gate (the socket is paused meanwhile). */
   private parked: Array<Buffer | Buffer[]> | undefined;
+  /** A large body being built in pieces (with a gate only); the frames after it wait in `parked`. */
+  private building: BodyBuilder | undefined;
+  /** Set while parked input is handled whatever the budget (the stream ends): a body is built whole. */
+  private draining = false;
   /** The receiver asked not to read (pauseReading); the gate may pause the socket too. */
   private readPaused = false;
   private readonly frameDeadlineMs: number | undefined;
@@ -234,9 +244,14 @@ export class FrameChannel extends EventEmitter<ChannelEvents> {
   private handleParked(): void {
     const items = this.parked;
     this.parked = undefined;
-    for (const item of items ?? []) {
-      let rest = this.closed ? undefined : this.handleTimed(item);
-      while (rest && !this.closed) rest = this.handleTimed(rest);
+    this.draining = true;
+    try {
+      for (const item of items ?? []) {
+        let rest = this.closed ? undefined : this.handleTimed(item);
+        while (rest && !this.closed) rest = this.handleTimed(rest);
+      }
+    } finally {
+      this.draining = false;
     }
   }
 
@@ -246,11 +261,11 @@ export class FrameChannel extends EventEmitter<ChannelEvents> {
   }
 
   /** Handle a chunk read (or the rest of one); returns the frames left for a later turn, if any. */
-  private handleTimed(item: Buffer | Buffer[]): Buffer[] | undefined {
+  private handleTimed(item: Buffer | Buffer[]): Buffer | Buffer[] | undefined {
     // Timed only for a receiver that charges it (the host's session; a module's client does not).
     const start = this.listenerCount("chunk") > 0 ? performance.now() : 0;
     this.handling = true;
-    let rest: Buffer[] | undefined;
+    let rest: Buffer | Buffer[] | undefined;
     try {
       rest = this.handleChunk(item);
     } finally {
@@ -268,9 +283,12 @@ export class FrameChannel extends EventEmitter<ChannelEvents> {
   /**
    * The frames of one chunk, in order. A chunk of 64 KiB can hold thousands of small frames:
    * every GATE_EVERY frames the gate is asked, and past its budget the rest is returned, to
-   * be handled in a later turn (the socket stays paused until then).
+   * be handled in a later turn (the socket stays paused until then). A large body is built in
+   * pieces (buildPiece): while it is not done, the item (or the frames after the body) is
+   * returned, to be handled after it.
    */
-  private handleChunk(item: Buffer | Buffer[]): Buffer[] | undefined {
+  private handleChunk(item: Buffer | Buffer[]): Buffer | Buffer[] | undefined {
+    if (this.building && !this.buildPiece(performance.now())) return item;
     let bodies: Buffer[];
     if (Array.isArray(item)) {
       bodies = item;
@@ -291,7 +309,16 @@ export class FrameChannel extends EventEmitter<ChannelEvents> {
       let value: unknown;
       const t0 = body.length >= TIMED_BODY_BYTES ? performance.now() : 0;
       try {
-        value = decodeBody(body, this.limits);
+        if (this.gate) {
+          // Validated now; a body of many values is built in pieces, the frames after it wait.
+          const r = decodeBodyStepped(body, this.limits);
+          if (!r.done) {
+            this.building = r.builder;
+            if (!this.buildPiece(t0)) return bodies.slice(i + 1);
+            continue;
+          }
+          value = r.value;
+        } else value = decodeBody(body, this.limits);
       } catch (err) {
         const error = err instanceof CodecError ? err : new CodecError(String((err as Error)?.message ?? err));
         const envelope = readEnvelope(body);
@@ -302,6 +329,30 @@ export class FrameChannel extends EventEmitter<ChannelEvents> {
     }
     // Frames before a bad length prefix were delivered above; now the stream is lost.
     if (this.decoder.error && !this.closed) this.close(this.decoder.error);
+  }
+
+  /**
+   * One piece of the body being built, from `t0` (when this piece of work began): until the
+   * body is done (emitted as a message: true) or BUILD_PIECE_MS passed or the gate's budget is
+   * spent (false: the rest in a later turn). Each piece's time is charged with its chunk's
+   * (the "chunk" event), the last one's also as the message's decodeMs.
+   */
+  private buildPiece(t0: number): boolean {
+    const builder = this.building!;
+    let done: boolean;
+    try {
+      done = builder.step(() => !this.draining && (performance.now() - t0 >= BUILD_PIECE_MS || this.gate!.overBudget()));
+    } catch (err) {
+      // validate() accepted the body, so this is a bug in the builder: a refusal, not a crash.
+      this.building = undefined;
+      const error = new CodecError(`invalid MessagePack: ${(err as Error)?.message ?? String(err)}`);
+      this.emit("bad_body", error, {}, performance.now() - t0);
+      return true;
+    }
+    if (!done) return false;
+    this.building = undefined;
+    this.emit("message", builder.value, performance.now() - t0);
+    return true;
   }
 
   /**

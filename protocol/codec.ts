@@ -27,7 +27,11 @@
 // tiniest containers cost most: 65,500 empty maps (one object each) 10 ms median, 30 ms at
 // worst, empty arrays 4 / 15 ms, small integers 2 / 2 ms (in-process, 15 decodes each, load 3);
 // under a real session at load 10, bench/host-loop.ts, the longest stall with empty maps was
-// 26 ms. A 16 MiB frame of tiny items is refused past max_values from its headers, at ~0 cost. Before
+// 26 ms. Since then the host builds a body of more than STEPPED_BUILD_VALUES values in steps
+// (BodyBuilder, below; FrameChannel with a gate), the loop turning between them: the longest
+// piece for 65,500 empty maps went from 9.9 ms median (70 ms worst) to 4.7 ms (9.6 ms) at load
+// 3-4, in-process; the garbage collection of what is built is not split. A 16 MiB frame of tiny
+// items is refused past max_values from its headers, at ~0 cost. Before
 // max_total_string_bytes, 16 MiB of strings cost 45-170 ms (one string or 65,500 of 200
 // bytes: V8 string allocation and the garbage collection it brings): a module's large data
 // travels as binary (docs/protocol.md section 3.1).
@@ -192,6 +196,188 @@ export function decodeBody(bytes: Uint8Array, limits: Readonly<BodyLimits> = DEF
 }
 
 /**
+ * Bodies of more values than this are built in steps (BodyBuilder) by a receiver that can wait
+ * between them (FrameChannel with a gate: the host's module sessions), each step at most this
+ * many values. Building is what grows with the count of values: a body of 65,500 empty maps,
+ * the costliest shape within max_values, held the host's loop 8-45 ms in one piece (msgpackr,
+ * in-process, load 2-4); a step of 8,192 values of that shape ~1-2 ms. Below this count a body
+ * is built in one piece.
+ */
+export const STEPPED_BUILD_VALUES = 8192;
+
+/** A decoded body, or a builder to be run in steps for a large one (decodeBodyStepped). */
+export type SteppedDecode = { done: true; value: unknown } | { done: false; builder: BodyBuilder };
+
+/**
+ * Like decodeBody (same checks, same result), but a body of more than STEPPED_BUILD_VALUES
+ * values is validated now and returned as a BodyBuilder, whose steps the caller runs when the
+ * loop has time for them.
+ */
+export function decodeBodyStepped(bytes: Uint8Array, limits: Readonly<BodyLimits> = DEFAULT_BODY_LIMITS): SteppedDecode {
+  const buf = Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  if (buf.length <= STEPPED_BUILD_VALUES) return { done: true, value: decodeBody(buf, limits) };
+  validate(buf, limits);
+  if (lastScan.values <= STEPPED_BUILD_VALUES) return { done: true, value: buildValidated(buf) };
+  return { done: false, builder: new BodyBuilder(buf) };
+}
+
+/** Builds a validated body in one piece, as decodeBody does after validate(). */
+function buildValidated(buf: Buffer): unknown {
+  try {
+    if (lastScan.longStringBytes > STRING_HEAVY_BYTES && lastScan.longStringBytes > 16 * lastScan.shortStrings) return decodeValidated(buf);
+    return packr.unpack(buf);
+  } catch (err) {
+    throw new CodecError(`invalid MessagePack: ${(err as Error).message}`);
+  }
+}
+
+/** Values a BodyBuilder builds between two questions to its caller's `due`. */
+const BUILD_CHECK_EVERY = 1024;
+
+/**
+ * Builds a body that validate() accepted, in steps: exactly the value decodeValidated (and
+ * msgpackr) gives, but iterative, with an explicit stack (bounded by max_depth), so that it
+ * can stop between any two values and go on later. It trusts validate() for the structure.
+ */
+export class BodyBuilder {
+  readonly #b: Buffer;
+  #pos = 0;
+  /** Open containers, innermost last: the container, whether a map, entries (or elements) announced, filled so far, a map's pending key. */
+  readonly #open: Array<unknown[] | Record<string, unknown>> = [];
+  readonly #isMap: boolean[] = [];
+  readonly #count: number[] = [];
+  readonly #filled: number[] = [];
+  readonly #key: Array<string | undefined> = [];
+  #value: unknown;
+  #done = false;
+  /** Steps run so far (for tests). */
+  steps = 0;
+
+  constructor(b: Buffer) {
+    this.#b = b;
+  }
+
+  get done(): boolean {
+    return this.#done;
+  }
+
+  /** The body's value, once done. */
+  get value(): unknown {
+    if (!this.#done) throw new Error("BodyBuilder: the body is not built yet");
+    return this.#value;
+  }
+
+  /**
+   * Builds values until the body is done (true), or STEPPED_BUILD_VALUES values were built, or
+   * `due()`, asked every BUILD_CHECK_EVERY values, says to stop (false: call again later).
+   */
+  step(due: () => boolean): boolean {
+    this.steps++;
+    for (let built = 0; !this.#done; ) {
+      for (let i = 0; i < BUILD_CHECK_EVERY && !this.#done; i++) this.#next();
+      built += BUILD_CHECK_EVERY;
+      if (!this.#done && (built >= STEPPED_BUILD_VALUES || due())) return false;
+    }
+    return true;
+  }
+
+  /** Reads one value (a container's header opens it) and places what is complete. */
+  #next(): void {
+    const b = this.#b;
+    const m = b[this.#pos++]!;
+    let v: unknown;
+    let n = -1; // entries of a container
+    let map = false;
+    if (m < 0x80) v = m;
+    else if (m >= 0xe0) v = m - 0x100;
+    else if (m < 0x90) (n = m & 0x0f), (map = true);
+    else if (m < 0xa0) n = m & 0x0f;
+    else if (m < 0xc0) v = this.#str(m & 0x1f);
+    else {
+      let x: number;
+      switch (m) {
+        case 0xc0: v = null; break;
+        case 0xc2: v = false; break;
+        case 0xc3: v = true; break;
+        case 0xc4: v = this.#bin(b[this.#pos++]!); break;
+        case 0xc5: x = b.readUInt16BE(this.#pos); this.#pos += 2; v = this.#bin(x); break;
+        case 0xc6: x = b.readUInt32BE(this.#pos); this.#pos += 4; v = this.#bin(x); break;
+        case 0xca: v = b.readFloatBE(this.#pos); this.#pos += 4; break;
+        case 0xcb: v = b.readDoubleBE(this.#pos); this.#pos += 8; break;
+        case 0xcc: v = b[this.#pos++]!; break;
+        case 0xcd: v = b.readUInt16BE(this.#pos); this.#pos += 2; break;
+        case 0xce: v = b.readUInt32BE(this.#pos); this.#pos += 4; break;
+        case 0xcf: v = b.readUInt32BE(this.#pos) * 0x1_0000_0000 + b.readUInt32BE(this.#pos + 4); this.#pos += 8; break;
+        case 0xd0: v = b.readInt8(this.#pos); this.#pos += 1; break;
+        case 0xd1: v = b.readInt16BE(this.#pos); this.#pos += 2; break;
+        case 0xd2: v = b.readInt32BE(this.#pos); this.#pos += 4; break;
+        case 0xd3: v = b.readInt32BE(this.#pos) * 0x1_0000_0000 + b.readUInt32BE(this.#pos + 4); this.#pos += 8; break;
+        case 0xd9: v = this.#str(b[this.#pos++]!); break;
+        case 0xda: x = b.readUInt16BE(this.#pos); this.#pos += 2; v = this.#str(x); break;
+        case 0xdb: x = b.readUInt32BE(this.#pos); this.#pos += 4; v = this.#str(x); break;
+        case 0xdc: n = b.readUInt16BE(this.#pos); this.#pos += 2; break;
+        case 0xdd: n = b.readUInt32BE(this.#pos); this.#pos += 4; break;
+        case 0xde: n = b.readUInt16BE(this.#pos); this.#pos += 2; map = true; break;
+        case 0xdf: n = b.readUInt32BE(this.#pos); this.#pos += 4; map = true; break;
+        default: throw new CodecError(`invalid MessagePack at byte ${this.#pos - 1}: 0x${m.toString(16)} (validate should have refused it)`);
+      }
+    }
+    if (n > 0) {
+      this.#open.push(map ? {} : new Array<unknown>(n));
+      this.#isMap.push(map);
+      this.#count.push(n);
+      this.#filled.push(0);
+      this.#key.push(undefined);
+      return;
+    }
+    this.#place(n === 0 ? (map ? {} : []) : v);
+  }
+
+  /** Puts a complete value into its container, closing every container it completes. */
+  #place(v: unknown): void {
+    for (;;) {
+      const top = this.#open.length - 1;
+      if (top < 0) {
+        this.#value = v;
+        this.#done = true;
+        return;
+      }
+      const c = this.#open[top]!;
+      if (this.#isMap[top]) {
+        const k = this.#key[top];
+        if (k === undefined) {
+          this.#key[top] = v as string;
+          return;
+        }
+        (c as Record<string, unknown>)[k] = v;
+        this.#key[top] = undefined;
+      } else {
+        (c as unknown[])[this.#filled[top]!] = v;
+      }
+      if (++this.#filled[top]! < this.#count[top]!) return;
+      // The container is complete: it is the value to place in its own container.
+      v = c;
+      this.#open.pop();
+      this.#isMap.pop();
+      this.#count.pop();
+      this.#filled.pop();
+      this.#key.pop();
+    }
+  }
+
+  #str(n: number): string {
+    const b = this.#b;
+    const s = n > 64 ? utf8.decode(b.subarray(this.#pos, this.#pos + n)) : b.toString("utf8", this.#pos, this.#pos + n);
+    this.#pos += n;
+    return s;
+  }
+
+  #bin(n: number): Buffer {
+    return this.#b.subarray(this.#pos, (this.#pos += n));
+  }
+}
+
+/**
  * Checks that `b` is exactly one MessagePack value of the protocol's subset, within `limits`,
  * reading only headers (and the bytes of non-ASCII strings, for UTF-8). Iterative, with an
  * explicit stack bounded by maxDepth; allocates nothing proportional to the input.
@@ -204,7 +390,7 @@ function fail(limits: Readonly<BodyLimits>, at: number, message: string, limit?:
 }
 
 /** What the last validate() saw of the strings, for decodeBody's choice of decoder. */
-const lastScan = { shortStrings: 0, longStringBytes: 0 };
+const lastScan = { shortStrings: 0, longStringBytes: 0, values: 0 };
 
 /** Returns the bytes of all strings in the body, map keys included. */
 export function validate(b: Buffer, limits: Readonly<BodyLimits> = DEFAULT_BODY_LIMITS): number {
@@ -227,6 +413,7 @@ export function validate(b: Buffer, limits: Readonly<BodyLimits> = DEFAULT_BODY_
         if (pos !== end) fail(limits, pos, `${end - pos} bytes after the value; a body is exactly one value`);
         lastScan.shortStrings = shortStrings;
         lastScan.longStringBytes = longStringBytes;
+        lastScan.values = limits.maxValues - budget;
         return stringBytes;
       }
       depth--;

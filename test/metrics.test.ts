@@ -3,6 +3,8 @@
 // the RPC server.
 
 import test from "ava";
+import v8 from "node:v8";
+import { runInNewContext } from "node:vm";
 import { MetricsStore, renderPrometheus, HISTOGRAM_BUCKETS, MAX_OBSERVATIONS_PER_REPORT, MAX_SERIES, type HistogramValue } from "../host/services/metrics.ts";
 import { encodeBody } from "../protocol/codec.ts";
 import { CapabilityError, type CallContext } from "../capabilities/types.ts";
@@ -211,6 +213,27 @@ test("the /metrics page of ten modules each holding 1000 histograms with the lon
   for (const p of pieces) for (let i = p.indexOf("\n"); i !== -1; i = p.indexOf("\n", i + 1)) lines++;
   t.is(lines, 10 * MAX_SERIES * (HISTOGRAM_BUCKETS.length + 3) + 2, "every bucket, +Inf, sum and count line of every series, and the family's HELP and TYPE");
   t.true(turns >= 10, `the loop had ${turns} turns while the page was rendered`);
+});
+
+test.serial("the /metrics page of four modules at the limits (26 MiB) is held outside the JavaScript heap while it is written: the garbage collector does not copy it (before: 26 MiB of strings, minor collections of 0.3-0.5 s at load 25)", async (t) => {
+  t.timeout(120_000);
+  v8.setFlagsFromString("--expose-gc");
+  const gc = runInNewContext("gc") as () => void;
+  const m = new MetricsStore();
+  for (let mod = 0; mod < 4; mod++) {
+    for (let i = 0; i < MAX_SERIES; i++) m.report(`m-${mod}`, { name: "h", kind: "histogram", value: [1, 2, 3], labels: { a: "x".repeat(200) + String(i).padStart(6, "0") } });
+  }
+  gc();
+  const heapBefore = v8.getHeapStatistics().used_heap_size;
+  const pieces = await renderPrometheus([], m);
+  gc();
+  const heapHeld = v8.getHeapStatistics().used_heap_size - heapBefore;
+  let bytes = 0;
+  for (const p of pieces) bytes += p.length;
+  t.true(bytes > 26 * 2 ** 20, `the page is ${bytes} bytes`);
+  const MiB = (n: number) => (n / 2 ** 20).toFixed(1);
+  t.true(heapHeld < 2 * 2 ** 20, `holding the ${MiB(bytes)} MiB page takes ${MiB(heapHeld)} MiB of the JavaScript heap (at most 2 MiB)`);
+  t.true(pieces.every((p) => p.length <= 64 * 1024 + 8192), "pieces of at most 64 KiB (a series' lines are never cut)");
 });
 
 test("GET /metrics renders module and host metrics; auth is required unless metrics_without_auth", async (t) => {

@@ -99,6 +99,43 @@ test("non-plain values are rejected with invalid_params", async (t) => {
   t.is((await store.usage()).keys, 1);
 });
 
+test("a value's check hashes none of its objects (65,000 empty maps: no Set call; hashing each fresh object cost 22-28 ms in one piece at load 16, 6.5 ms without); cycles through arrays and maps, short or long, are still refused by path", async (t) => {
+  const value = Array.from({ length: 65_000 }, () => ({}));
+  const add = Set.prototype.add;
+  const has = Set.prototype.has;
+  let calls = 0;
+  Set.prototype.add = function (this: Set<unknown>, v: unknown) {
+    calls++;
+    return add.call(this, v);
+  };
+  Set.prototype.has = function (this: Set<unknown>, v: unknown) {
+    calls++;
+    return has.call(this, v);
+  };
+  let bytes: Uint8Array;
+  try {
+    bytes = encodeValue(value, 1024 * 1024);
+  } finally {
+    Set.prototype.add = add;
+    Set.prototype.has = has;
+  }
+  t.is(calls, 0, "no Set.prototype.add or has while the value was checked");
+  t.is(bytes.length, 3 + 65_000);
+  const { store } = await freshStore(t);
+  const a: Record<string, unknown> = { x: 1 };
+  const b = [0, { c: a }];
+  a.b = b;
+  await rejectsCode(t, store.put("t", "k", { top: a }), "invalid_params", /value\.top\.b\[1\]\.c is a circular reference/);
+  const ring: unknown[] = [];
+  let at: unknown[] = ring;
+  for (let i = 0; i < 40; i++) at = (at[0] = [1]) as unknown[];
+  at[1] = ring;
+  await rejectsCode(t, store.put("t", "k", ring), "invalid_params", /circular reference/);
+  const empty = {};
+  await store.put("t", "k", [empty, [empty, { e: empty }]]);
+  t.deepEqual(await store.get("t", "k"), [{}, [{}, { e: {} }]]);
+});
+
 test("ordered iteration with range options", async (t) => {
   const { store } = await freshStore(t);
   const keys = ["b", "a", "ab", "abc", "b1", "c", "aa", "é", "z", "ac"];
@@ -670,7 +707,11 @@ test("a transaction cut into slices stays atomic: reads in the turns between its
   await store.batch("t", ops);
   done = true;
   const before = seen.filter(([a, b]) => a === undefined && b === undefined).length;
-  const torn = seen.filter(([a, b]) => (a === undefined) !== (b === undefined));
+  // Torn: the first op's key written, the last one's not (what a write in slices would show).
+  // The other way round is a race of the probe's two reads, not of the write: they are two
+  // gets, and the second may wait for an I/O slot (storage_io_concurrency) until the write is
+  // done (seen 2 times in ~14 runs of the whole file at load 10-20).
+  const torn = seen.filter(([a, b]) => a !== undefined && b === undefined);
   t.true(before >= 20, `${before} turns read during the transaction saw none of it`);
   t.deepEqual(torn, [], "no turn saw part of the transaction");
   t.is(await store.get("t", ops[9_999]!.key), "v".repeat(500));

@@ -10,7 +10,7 @@ import os from "node:os";
 import path from "node:path";
 import { mkdtempSync, rmSync } from "node:fs";
 import { FrameChannel, HOST_SIDE } from "../protocol/channel.ts";
-import { encodeBody } from "../protocol/codec.ts";
+import { encodeBody, STEPPED_BUILD_VALUES } from "../protocol/codec.ts";
 import { encodeFrame } from "../protocol/frame.ts";
 import { TurnBudget } from "../runtime/turn.ts";
 
@@ -143,4 +143,75 @@ test.serial("one chunk holding a thousand frames is handled across turns (the ga
   const turns = new Set(got.map(([, k]) => k)).size;
   t.true(turns >= 1000 / 64 / 2, `handled over ${turns} turns`);
   t.true(gate.parkedTotal > 0);
+});
+
+/**
+ * A client writes one frame of 65,500 empty maps (the costliest shape to build within
+ * max_values) and a small frame after it, in one write, to a channel with `gate` (or none).
+ * Returns the turns of the loop (setImmediate ticks) between the first chunk handled and the
+ * big frame's message, and the order of the messages. With `end`, the client ends its stream
+ * right after the write.
+ */
+async function bigFrame(gate: TurnBudget | undefined, end = false): Promise<{ turns: number; order: string[]; length: number }> {
+  const dir = mkdtempSync(path.join(os.tmpdir(), "modhost-turn-"));
+  const sockPath = path.join(dir, "s");
+  let turn = 0;
+  let ticking = true;
+  const tick = () => {
+    turn++;
+    if (ticking) setImmediate(tick);
+  };
+  setImmediate(tick);
+  let firstChunk = -1;
+  let builtAt = -1;
+  let length = 0;
+  const order: string[] = [];
+  let done!: () => void;
+  const all = new Promise<void>((r) => (done = r));
+  const server = net.createServer((socket) => {
+    const channel = new FrameChannel(socket, { ...HOST_SIDE, ...(gate ? { gate } : {}) });
+    channel.on("chunk", () => {
+      if (firstChunk < 0) firstChunk = turn;
+    });
+    channel.on("message", (body) => {
+      const m = body as { t: string; a?: unknown[] };
+      order.push(m.t);
+      if (m.t === "big") (builtAt = turn), (length = m.a!.length);
+      if (order.length === 2) done();
+    });
+  });
+  await new Promise<void>((r) => server.listen(sockPath, r));
+  const client = await new Promise<net.Socket>((r) => {
+    const c = net.connect(sockPath, () => r(c));
+  });
+  const big = encodeBody({ t: "big", a: Array.from({ length: 65_500 }, () => ({})) });
+  client.write(Buffer.concat([encodeFrame(big), encodeFrame(encodeBody({ t: "small" }))]));
+  if (end) client.end();
+  await all;
+  ticking = false;
+  client.destroy();
+  server.close();
+  rmSync(dir, { recursive: true, force: true });
+  return { turns: builtAt - firstChunk, order, length };
+}
+
+test.serial("with the shared budget, a frame of 65,500 empty maps is built over at least 7 turns of the loop (8,192 values a turn at most), whole and before the frame after it", async (t) => {
+  const { turns, order, length } = await bigFrame(new TurnBudget(5));
+  t.is(length, 65_500);
+  t.deepEqual(order, ["big", "small"]);
+  const least = Math.ceil(65_502 / STEPPED_BUILD_VALUES) - 1;
+  t.true(turns >= least, `built over ${turns} turns of the loop (at least ${least})`);
+});
+
+test.serial("without the shared budget (a module's own channel) the same frame is built in one piece: what the budget's pieces prevent on the host", async (t) => {
+  const { turns, order, length } = await bigFrame(undefined);
+  t.is(length, 65_500);
+  t.deepEqual(order, ["big", "small"]);
+  t.true(turns <= 3, `${turns} turns (the frame's chunks may arrive in different turns)`);
+});
+
+test.serial("a frame being built in pieces when its sender ends the stream is still delivered whole, before the frame after it", async (t) => {
+  const { order, length } = await bigFrame(new TurnBudget(5), true);
+  t.is(length, 65_500);
+  t.deepEqual(order, ["big", "small"]);
 });

@@ -435,6 +435,6 @@ async function hostMetricFamilies(deps: AdminDeps): Promise<HostMetricFamily[]> 
   return families;
 }
 
-export async function metricsPage(deps: AdminDeps): Promise<string[]> {
+export async function metricsPage(deps: AdminDeps): Promise<Buffer[]> {
   return renderPrometheus(await hostMetricFamilies(deps), deps.metrics);
 }

@@ -137,7 +137,7 @@ export interface RpcServerOptions {
   auth: RpcAuth;
   dispatch: Dispatch;
   /** The /metrics page, whole or in pieces written one after the other. */
-  metricsText: () => string | string[] | Promise<string | string[]>;
+  metricsText: () => string | Buffer[] | Promise<string | Buffer[]>;
   metricsWithoutAuth?: boolean;
   /** Over DEFAULT_RPC_LIMITS. */
   limits?: Partial<RpcLimits>;
@@ -445,7 +445,7 @@ export class RpcServer {
   }
 
   /** The /metrics page being rendered, shared by the scrapes that come meanwhile. */
-  private metricsRendering: Promise<string | string[]> | undefined;
+  private metricsRendering: Promise<string | Buffer[]> | undefined;
 
   /**
    * GET /metrics: the page (rendered once for all the scrapes that arrive while it is being
