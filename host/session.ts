@@ -63,6 +63,14 @@ export interface FlowLimits {
    * module has not read when they arrive, like invocations (serve()).
    */
   maxUnreadBytes: number;
+  /**
+   * Bytes of the module's requests being served (each its frame's body size: its params stay in
+   * the host until it is answered), max_request_bytes_in_flight. A request larger than
+   * SMALL_REQUEST_BYTES waits while it does not fit beside those being served (one is served
+   * whatever its size when none is); smaller ones are counted but never wait, so what the host
+   * holds stays within this + SMALL_REQUEST_BYTES × maxInFlight.
+   */
+  maxRequestBytes: number;
   /** The module's storage_iter_max_bytes: what bounds a storage_iter answer. */
   storageIterMaxBytes: number;
 }
@@ -76,6 +84,7 @@ export function flowLimits(l: Limits): FlowLimits {
     requestTimeoutMs: l.request_timeout_ms,
     maxSubscriptions: l.max_subscriptions,
     maxUnreadBytes: l.max_unread_bytes,
+    maxRequestBytes: l.max_request_bytes_in_flight,
     storageIterMaxBytes: l.storage_iter_max_bytes,
   };
 }
@@ -101,6 +110,7 @@ const LIMIT_TEXT = {
   cpu: (f: FlowLimits) => `host_cpu_ms_per_s (${f.hostCpuMsPerS} ms of host CPU time per second)`,
   congested: () => "the module to read what the host already sent",
   unread: (f: FlowLimits) => `max_unread_bytes (${f.maxUnreadBytes} bytes sent and not read, or reserved for the answers of its requests being served)`,
+  request_bytes: (f: FlowLimits) => `max_request_bytes_in_flight (${f.maxRequestBytes} bytes of its requests being served)`,
 } as const;
 
 /**
@@ -123,10 +133,13 @@ function cutReason(message: string): string {
  */
 const EVENT_BYTES_BOUND = 128 * 1024;
 
-type Limit = "in_flight" | "rate" | "cpu" | "congested" | "unread";
+type Limit = "in_flight" | "rate" | "cpu" | "congested" | "unread" | "request_bytes";
 
 /** Safety net: requests decoded from chunks already read while the module waits (one socket read holds a few thousand at most). */
 const MAX_BACKLOG = 8192;
+
+/** A request body up to this size never waits for max_request_bytes_in_flight (FlowLimits.maxRequestBytes). */
+const SMALL_REQUEST_BYTES = 64 * 1024;
 
 interface WaitingRequest {
   id: number;
@@ -140,6 +153,8 @@ interface WaitingRequest {
   refusal?: WireError;
   /** The most bytes its answer can take (capabilities/answer-bounds.ts), reserved while it is served. */
   reserve: number;
+  /** Its frame's body size: held in the host (its params) until it is answered. */
+  bytes: number;
   /**
    * Its answer is another module's (RELAYED_ANSWERS): reserved, but it does not wait for room
    * (a call chain A -> B -> A would wait for its own reservation); its answer is sent only while
@@ -212,11 +227,13 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
   /** Requests served and refused, for health and metrics. */
   readonly stats = { requests: 0, errors: 0, denied: 0 };
   /** Times a request had to wait, by the limit that held it; host CPU time spent serving, in ms. */
-  readonly flowStats = { waitedInFlight: 0, waitedRate: 0, waitedCpu: 0, waitedCongested: 0, timedOut: 0, cpuMs: 0, decodeMs: 0, inputMs: 0, slicedMs: 0, outputMs: 0, timerMs: 0, outputPaused: 0, invocationsRefused: 0, answersParked: 0, peakInFlight: 0, waitedUnread: 0, peakUnread: 0, relayedRefused: 0 };
+  readonly flowStats = { waitedInFlight: 0, waitedRate: 0, waitedCpu: 0, waitedCongested: 0, timedOut: 0, cpuMs: 0, decodeMs: 0, inputMs: 0, slicedMs: 0, outputMs: 0, timerMs: 0, outputPaused: 0, invocationsRefused: 0, answersParked: 0, peakInFlight: 0, waitedUnread: 0, peakUnread: 0, relayedRefused: 0, waitedRequestBytes: 0, peakRequestBytes: 0 };
   private readonly flow: FlowLimits;
   private readonly backlog: WaitingRequest[] = [];
   /** Bytes reserved for the answers of the requests being served (see FlowLimits.maxUnreadBytes). */
   private reserved = 0;
+  /** Body bytes of the requests being served (FlowLimits.maxRequestBytes). */
+  private heldRequestBytes = 0;
   private readingPaused = false;
   private retryTimer: NodeJS.Timeout | undefined;
   /** What bounds its answers (capabilities/answer-bounds.ts), made once. */
@@ -276,8 +293,8 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
     // Decoding a large body is host CPU spent for this module like serving its request: it is
     // charged to host_cpu_ms_per_s, and reading stops while the module is over it, so a flood
     // of the heaviest frames the protocol accepts waits instead of holding the host's loop.
-    channel.on("message", (body, decodeMs) => {
-      this.onMessage(body);
+    channel.on("message", (body, decodeMs, bodyBytes) => {
+      this.onMessage(body, bodyBytes);
       this.chargeDecode(decodeMs);
     });
     channel.on("bad_body", (err, envelope, decodeMs) => {
@@ -387,7 +404,7 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
     return [...this.subscription.types];
   }
 
-  private onMessage(body: unknown): void {
+  private onMessage(body: unknown, bodyBytes: number): void {
     // After a refusal (or any close) nothing more is read: frames already on the wire behind a
     // bad first message must not be served while the goodbye is flushed.
     if (this.state === "closed") return;
@@ -409,7 +426,7 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
     }
     switch (msg.t) {
       case "request":
-        this.admit({ id: msg.id, method: msg.method, params: msg.params, reserve: answerBound(msg.method, msg.params, this.answerLimits), relayed: RELAYED_ANSWERS.has(msg.method) });
+        this.admit({ id: msg.id, method: msg.method, params: msg.params, reserve: answerBound(msg.method, msg.params, this.answerLimits), bytes: bodyBytes, relayed: RELAYED_ANSWERS.has(msg.method) });
         break;
       case "ack":
         this.subscription.ack(msg.seq);
@@ -434,7 +451,7 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
         this.close(msg.error ? new Error(`module said goodbye: ${cutReason(msg.error.message)}`) : undefined);
         break;
       case "hello":
-        this.admit({ id: 0, method: "hello", params: {}, refusal: wireError("protocol_error", "hello was already received"), reserve: SMALL_ANSWER_BYTES });
+        this.admit({ id: 0, method: "hello", params: {}, refusal: wireError("protocol_error", "hello was already received"), reserve: SMALL_ANSWER_BYTES, bytes: 0 });
         break;
     }
   }
@@ -456,7 +473,7 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
       id = 0; // not a request id: the module still hears why, as a response to no request
     }
     // Through the module's share like a request (see WaitingRequest.refusal).
-    this.admit({ id, method: kind ?? "message", params: {}, refusal: wireError("invalid_message", reason), reserve: SMALL_ANSWER_BYTES });
+    this.admit({ id, method: kind ?? "message", params: {}, refusal: wireError("invalid_message", reason), reserve: SMALL_ANSWER_BYTES, bytes: 0 });
   }
 
   private onHello(hello: Hello): void {
@@ -500,7 +517,7 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
   private admit(req: WaitingRequest): void {
     // Past the host's budget for this turn (runtime/turn.ts) it waits like one over the
     // module's share: one chunk read can hold hundreds of requests, each served at once before.
-    if (this.backlog.length === 0 && !this.pumpParked && this.blockedBy(req.relayed ? 0 : req.reserve) === undefined && !hostTurn.overBudget()) {
+    if (this.backlog.length === 0 && !this.pumpParked && this.blockedBy(req.relayed ? 0 : req.reserve, req.bytes) === undefined && !hostTurn.overBudget()) {
       this.take();
       this.start(req);
       return;
@@ -517,8 +534,12 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
   }
 
   /** What keeps the next request waiting, with how long to wait when that is known. */
-  private blockedBy(reserve = 0): { limit: Limit; waitMs?: number } | undefined {
+  private blockedBy(reserve = 0, bytes = 0): { limit: Limit; waitMs?: number } | undefined {
     if (this.inFlight >= this.flow.maxInFlight) return { limit: "in_flight" };
+    // Its params stay in the host until it is answered: a large request waits until it fits
+    // beside those being served (a module's 64 call_module requests of 15 MiB to a module that
+    // never answers held ~1 GB of the host for a minute).
+    if (bytes > SMALL_REQUEST_BYTES && this.heldRequestBytes > 0 && this.heldRequestBytes + bytes > this.flow.maxRequestBytes) return { limit: "request_bytes" };
     if (this.channel.congested) return { limit: "congested" };
     // Its answer must fit beside what waits for the module and what is reserved already; when
     // nothing is, it is served whatever its bound (one answer larger than the limit: a frame).
@@ -555,14 +576,15 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
       this.replyError(req.id, req.refusal);
       return;
     }
-    void this.serve(req.id, req.method, req.params, req.reserve, req.relayed === true);
+    void this.serve(req.id, req.method, req.params, req.reserve, req.relayed === true, req.bytes);
   }
 
   /** Serve waiting requests while the share allows; read the socket again once none wait. */
   private pump(): void {
     if (this.state === "closed" || this.pumpParked) return;
     while (this.backlog.length > 0) {
-      const blocked = this.blockedBy(this.backlog[0]!.relayed ? 0 : this.backlog[0]!.reserve);
+      const next = this.backlog[0]!;
+      const blocked = this.blockedBy(next.relayed ? 0 : next.reserve, next.bytes);
       if (blocked) {
         this.waitFor(blocked);
         return;
@@ -600,13 +622,14 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
     else if (blocked.limit === "rate") this.flowStats.waitedRate++;
     else if (blocked.limit === "cpu") this.flowStats.waitedCpu++;
     else if (blocked.limit === "unread") this.flowStats.waitedUnread++;
+    else if (blocked.limit === "request_bytes") this.flowStats.waitedRequestBytes++;
     else this.flowStats.waitedCongested++;
     const now = Date.now();
     if (blocked.limit !== "in_flight" && now - (this.throttleLogged.get(blocked.limit) ?? -Infinity) >= THROTTLE_LOG_MS) {
       this.throttleLogged.set(blocked.limit, now);
       this.opts.logger.note(this.opts.module, "info", `throttled: its requests wait for ${LIMIT_TEXT[blocked.limit](this.flow)}; the operator can raise it in [modules.limits.${this.opts.module}]`, { limit: blocked.limit });
     }
-    if (blocked.limit === "in_flight") return; // an answer calls pump()
+    if (blocked.limit === "in_flight" || blocked.limit === "request_bytes") return; // an answer calls pump()
     // Held by reservations: an answer releases one and calls pump(). Held by bytes the module
     // has not read: when the socket drains (or, below the socket's mark, in a moment).
     if (blocked.limit === "unread" && this.reserved > 0) return;
@@ -721,10 +744,12 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
   private readonly dispatch = (method: string, params: Record<string, unknown>): Promise<unknown> =>
     this.opts.hub.handle(this.call, this.opts.grants, method, params);
 
-  private async serve(id: number, method: string, params: Record<string, unknown>, reserve: number, relayed: boolean): Promise<void> {
+  private async serve(id: number, method: string, params: Record<string, unknown>, reserve: number, relayed: boolean, bytes: number): Promise<void> {
     this.stats.requests++;
     this.inFlight++;
     this.reserved += reserve;
+    this.heldRequestBytes += bytes;
+    if (this.heldRequestBytes > this.flowStats.peakRequestBytes) this.flowStats.peakRequestBytes = this.heldRequestBytes;
     if (this.inFlight > this.flowStats.peakInFlight) this.flowStats.peakInFlight = this.inFlight;
     const t0 = performance.now();
     // The deadline answers the module; the slot stays taken until the host's work really ends,
@@ -774,6 +799,7 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
       this.serving.delete(req);
       this.inFlight--;
       this.reserved -= reserve;
+      this.heldRequestBytes -= bytes;
       if (this.backlog.length > 0 && !this.retryTimer) this.pump();
     }
   }

@@ -52,9 +52,10 @@ export interface ChannelEvents {
   /**
    * A frame whose body decoded to plain data. `decodeMs` is the time decoding it took on this
    * loop, measured for bodies of TIMED_BODY_BYTES or more (0 for smaller ones), so the
-   * receiver can charge it to the sender's share.
+   * receiver can charge it to the sender's share. `bodyBytes` is the body's size: what the
+   * receiver may hold while it acts on the message (the host bounds it per module).
    */
-  message: [body: unknown, decodeMs: number];
+  message: [body: unknown, decodeMs: number, bodyBytes: number];
   /**
    * A whole frame whose body was refused (not MessagePack, not plain data, over a limit); the
    * stream itself is still in sync. `envelope` has the body's `t` and `id` when they could be read.
@@ -142,6 +143,8 @@ export class FrameChannel extends EventEmitter<ChannelEvents> {
   private parked: Array<Buffer | Buffer[]> | undefined;
   /** A large body being built in pieces (with a gate only); the frames after it wait in `parked`. */
   private building: BodyBuilder | undefined;
+  /** The size of the body being built. */
+  private buildingBytes = 0;
   /** Set while parked input is handled whatever the budget (the stream ends): a body is built whole. */
   private draining = false;
   /** The receiver asked not to read (pauseReading); the gate may pause the socket too. */
@@ -314,6 +317,7 @@ export class FrameChannel extends EventEmitter<ChannelEvents> {
           const r = decodeBodyStepped(body, this.limits);
           if (!r.done) {
             this.building = r.builder;
+            this.buildingBytes = body.length;
             if (!this.buildPiece(t0)) return bodies.slice(i + 1);
             continue;
           }
@@ -325,7 +329,7 @@ export class FrameChannel extends EventEmitter<ChannelEvents> {
         this.emit("bad_body", error, envelope, t0 ? performance.now() - t0 : 0);
         continue;
       }
-      this.emit("message", value, t0 ? performance.now() - t0 : 0);
+      this.emit("message", value, t0 ? performance.now() - t0 : 0, body.length);
     }
     // Frames before a bad length prefix were delivered above; now the stream is lost.
     if (this.decoder.error && !this.closed) this.close(this.decoder.error);
@@ -351,7 +355,7 @@ export class FrameChannel extends EventEmitter<ChannelEvents> {
     }
     if (!done) return false;
     this.building = undefined;
-    this.emit("message", builder.value, performance.now() - t0);
+    this.emit("message", builder.value, performance.now() - t0, this.buildingBytes);
     return true;
   }
 

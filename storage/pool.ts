@@ -68,6 +68,8 @@ interface Tenant {
 
 export class PoolShare {
   #jobs: number;
+  /** Jobs one tenant may have running at once (the rest of its jobs wait even while places are free). */
+  readonly #perTenant: number;
   readonly #tenants = new Map<PoolTenant, Tenant>();
   #running = 0;
   #waiting = 0;
@@ -75,8 +77,14 @@ export class PoolShare {
   #longest = 0;
   readonly #watches = new Set<{ jobs: number; longestJobMs: number }>();
 
-  constructor(jobs = defaultPoolJobs()) {
+  /**
+   * `perTenant` caps one tenant's running jobs (default: no cap but `jobs`). For jobs that may
+   * last long (DNS lookups: the resolver's whole timeout), a cap below `jobs` keeps a place free
+   * for another tenant however many jobs one keeps queued.
+   */
+  constructor(jobs = defaultPoolJobs(), perTenant = Number.MAX_SAFE_INTEGER) {
     this.#jobs = checkJobs(jobs);
+    this.#perTenant = checkJobs(perTenant);
   }
 
   /** Module jobs admitted at once from now on (jobs running keep their slots). */
@@ -95,12 +103,14 @@ export class PoolShare {
       t = { queue: [], running: 0, last: 0 };
       this.#tenants.set(tenant, t);
     }
-    if (this.#running < this.#jobs && this.#waiting === 0) this.#admit(t);
+    if (this.#running < this.#jobs && this.#waiting === 0 && t.running < this.#perTenant) this.#admit(t);
     else {
       const waiter = t;
       await new Promise<void>((resolve) => {
         waiter.queue.push(resolve);
         this.#waiting++;
+        // Places may be free while others wait at their cap: this job may take one now.
+        this.#next();
       });
     }
     const start = performance.now();
@@ -137,12 +147,12 @@ export class PoolShare {
     t.last = ++this.#admitted;
   }
 
-  /** Fills free slots: the waiting tenant with the fewest jobs running, then the one admitted longest ago. */
+  /** Fills free slots: the waiting tenant with the fewest jobs running (under its cap), then the one admitted longest ago. */
   #next(): void {
     while (this.#running < this.#jobs && this.#waiting > 0) {
       let pick: Tenant | undefined;
       for (const t of this.#tenants.values()) {
-        if (t.queue.length === 0) continue;
+        if (t.queue.length === 0 || t.running >= this.#perTenant) continue;
         if (pick === undefined || t.running < pick.running || (t.running === pick.running && t.last < pick.last)) pick = t;
       }
       if (pick === undefined) return;
@@ -162,5 +172,9 @@ function checkJobs(jobs: number): number {
 /** The process's share for storage and files: libuv has one thread pool per process. */
 export const threadPool = new PoolShare();
 
-/** The process's share for DNS lookups (LOOKUP_JOBS). */
-export const lookupPool = new PoolShare(LOOKUP_JOBS);
+/**
+ * The process's share for DNS lookups (LOOKUP_JOBS), one running per module: a lookup of a name
+ * whose servers never answer holds its place for the resolver's whole timeout, and one module
+ * asking only such names took every place (others' HTTP requests waited for those timeouts).
+ */
+export const lookupPool = new PoolShare(LOOKUP_JOBS, 1);

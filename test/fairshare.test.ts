@@ -14,7 +14,7 @@ import type { ApiHub } from "../host/hub.ts";
 import { EventBus } from "../host/events/bus.ts";
 import { Logger, type LogRecord } from "../host/log.ts";
 import { RawPeer, openSession, socketPair } from "./helpers/peer.ts";
-import { buildModulesDir, sleep, startHost, tempDir, GOOD_GRANTS, type TestHost } from "./helpers/host.ts";
+import { buildModulesDir, sleep, startHost, tempDir, waitFor, GOOD_GRANTS, type TestHost } from "./helpers/host.ts";
 import { writeNodeNative } from "./helpers/native.ts";
 import { inlineModule } from "./helpers/modules.ts";
 import { call } from "./helpers/rpc.ts";
@@ -95,13 +95,36 @@ test("the channel measures the time it spends decoding a large body and reports 
 test("decoding time reported by the channel is charged to host_cpu_ms_per_s: past it the module's socket is not read until the debt drains", async (t) => {
   const { session, peer, records, channel } = await stubSession(t, { hostCpuMsPerS: 20 }, async () => "done");
   // Three large log messages that took 15 ms each to decode (as the channel reports them).
-  for (let i = 0; i < 3; i++) channel.emit("message", { t: "log", level: "info", message: "x" }, 15);
+  for (let i = 0; i < 3; i++) channel.emit("message", { t: "log", level: "info", message: "x" }, 15, 40);
   t.is(session.flowStats.decodeMs, 45);
   t.true(session.flowStats.cpuMs >= 45, "charged to the module's share");
   t.true(session.flowStats.waitedCpu > 0, "the module is over its share: reading stopped");
   const r = await peer.call("m");
   t.is(r.result, "done", "its next request is served once the debt drained");
   t.truthy(records.find((r) => r.source === "greedy" && /throttled: .*host_cpu_ms_per_s \(20 ms/.test(r.message)));
+});
+
+test("max_request_bytes_in_flight: a request over 64 KiB waits while its frame does not fit beside those being served, and is served once one is answered; the operator is told", async (t) => {
+  let release!: () => void;
+  const held = new Promise<string>((r) => (release = () => r("released")));
+  const started: string[] = [];
+  const { session, peer, records } = await stubSession(t, { maxRequestBytes: 256 * 1024 }, async (method) => {
+    started.push(method);
+    return method === "small" ? "small" : held;
+  });
+  const blob = new Uint8Array(200 * 1024);
+  const first = peer.request("big1", { blob });
+  const second = peer.request("big2", { blob });
+  const third = peer.request("small");
+  await waitFor(() => session.flowStats.waitedRequestBytes > 0, 10_000, "big2 to wait for max_request_bytes_in_flight");
+  t.deepEqual(started, ["big1"], "the second 200 KiB request waits: 400 KiB would pass 256 KiB");
+  t.true(session.flowStats.peakRequestBytes >= 200 * 1024 && session.flowStats.peakRequestBytes < 256 * 1024, `held ${session.flowStats.peakRequestBytes} bytes`);
+  release();
+  t.is((await peer.response(first)).result, "released");
+  t.is((await peer.response(second)).result, "released");
+  t.is((await peer.response(third)).result, "small");
+  t.deepEqual(started, ["big1", "big2", "small"]);
+  t.truthy(records.find((r) => r.source === "greedy" && /throttled: .*max_request_bytes_in_flight \(262144 bytes.*\[modules\.limits\.greedy\]/.test(r.message)));
 });
 
 test("request_timeout_ms answers timeout naming the limit; the slot stays taken until the host's work ends", async (t) => {

@@ -105,10 +105,10 @@ test("a store's LevelDB jobs go through its pool share, and its writes still com
 // ---------------------------------------------------------------------------------------
 // The other work a module makes the host do in the pool: file API calls and DNS lookups
 
-function hubFor(dataDir: string, resolve: HostServices["resolve"]) {
+function hubFor(dataDir: string, resolve: HostServices["resolve"], module = "files") {
   const hub = new ApiHub({});
   const call: CallContext = {
-    module: "files", dataDir, chain: undefined as unknown as ChainBackend, store: undefined, config: {},
+    module, dataDir, chain: undefined as unknown as ChainBackend, store: undefined, config: {},
     services: { publish: () => true, resolve },
     events: { subscribe: () => [], unsubscribe: () => [], subscribed: () => [] },
     log: () => {},
@@ -117,10 +117,10 @@ function hubFor(dataDir: string, resolve: HostServices["resolve"]) {
   return { handle: (permission: string, method: string, params: Record<string, unknown>) => hub.handle(call, grants(permission), method, params) };
 }
 
-/** Takes every place of `share` with jobs of another module; `release` ends them. */
+/** Takes every place of `share` with jobs of other modules (one each: the lookups' share runs one per module); `release` ends them. */
 function fill(share: PoolShare) {
   const held = Array.from({ length: share.stats().jobs }, () => manual());
-  const done = held.map((j) => share.run("another-module", j.fn));
+  const done = held.map((j, i) => share.run(`another-module-${i}`, j.fn));
   return { release: () => Promise.all(held.map((j) => j.end()).concat(done as never[])) };
 }
 
@@ -151,6 +151,54 @@ test.serial("a DNS lookup for a module's HTTP request waits in the lookups' own 
   await full.release();
   t.regex(await request, /ENOTFOUND/);
   t.deepEqual(lookups, ["slow.example"]);
+});
+
+test("a pool share with a cap per module runs at most that many of one module's jobs, and another module's job takes a free place at once while the first's queue waits", async (t) => {
+  const share = new PoolShare(2, 1);
+  const hog = Array.from({ length: 5 }, () => manual());
+  const hogDone = hog.map((j) => share.run("hog", j.fn));
+  await settle();
+  t.deepEqual(hog.map((j) => j.started), [true, false, false, false, false], "one of the hog's jobs runs, though two places exist");
+  const canary = manual();
+  const canaryDone = share.run("canary", canary.fn);
+  await settle();
+  t.true(canary.started, "the canary took the free place while the hog's first job still runs and four of its jobs wait");
+  t.like(share.stats(), { jobs: 2, running: 2, waiting: 4 });
+  canary.end();
+  await canaryDone;
+  t.false(hog[1]!.started, "the hog stays at its cap with a place free");
+  for (const j of hog) j.end();
+  await Promise.all(hogDone);
+  t.like(share.stats(), { running: 0, waiting: 0, admitted: 6 });
+});
+
+test.serial("a module whose DNS lookups never end (16 HTTP requests to names whose servers do not answer) holds one lookup place at most: another module's lookup runs at once", async (t) => {
+  const hanging: Array<() => void> = [];
+  const never = hubFor("", (host) => new Promise((_resolve, reject) => {
+    hanging.push(() => reject(Object.assign(new Error(`getaddrinfo EAI_AGAIN ${host}`), { code: "EAI_AGAIN" })));
+  }), "slow-names");
+  const asked: string[] = [];
+  const other = hubFor("", async (host) => {
+    asked.push(host);
+    throw Object.assign(new Error(`getaddrinfo ENOTFOUND ${host}`), { code: "ENOTFOUND" });
+  }, "other");
+  let settled = 0;
+  const stuck = Array.from({ length: 16 }, (_, i) => never.handle("network_access", "http_request", { url: `http://n${i}.blackhole.example/` }).catch((err: Error) => err.message).finally(() => settled++));
+  await waitFor(() => hanging.length > 0 && lookupPool.stats().waiting + lookupPool.stats().running === 16, 10_000, "slow-names' 16 lookups in the share");
+  t.is(hanging.length, 1, "one of its lookups runs");
+  const answer = await Promise.race([
+    other.handle("network_access", "http_request", { url: "http://elsewhere.example/" }).then(() => "answered", (err: Error) => err.message),
+    new Promise<string>((resolve) => setTimeout(() => resolve("still waiting after 20 s"), 20_000)),
+  ]);
+  t.regex(answer, /ENOTFOUND/, "the other module's lookup ran while slow-names' lookups hung");
+  t.deepEqual(asked, ["elsewhere.example"]);
+  // End the hung lookups (each lets the next of slow-names in).
+  while (settled < 16) {
+    for (const end of hanging.splice(0)) end();
+    await waitFor(() => hanging.length > 0 || settled === 16, 10_000, "slow-names' next lookup");
+  }
+  await Promise.all(stuck);
+  t.like(lookupPool.stats(), { running: 0, waiting: 0 });
 });
 
 // ---------------------------------------------------------------------------------------

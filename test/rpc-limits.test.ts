@@ -172,6 +172,34 @@ test("timeouts: a silent connection and slow headers get 408 naming the keys; an
   t.is(s.server.stats.timeouts >= 2, true);
 });
 
+test("clients that go away while sending a body (100 in a row) are counted, not logged: the host log does not grow with them", async (t) => {
+  const errors: string[] = [];
+  const dir = await tempDir(t);
+  const auth = RpcAuth.create({ cookieFile: path.join(dir, ".cookie") });
+  const server = new RpcServer({
+    bind: "127.0.0.1", port: 0, auth, log: { ...quiet, error: (m: string) => void errors.push(m) }, limits: {}, metricsText: () => "", authFailDelayMs: 1,
+    dispatch: async (_method, params) => params,
+  });
+  const at = await server.start();
+  t.teardown(() => server.stop());
+  const header = basicHeader({ user: COOKIE_USER, password: auth.cookie });
+  for (let i = 0; i < 100; i++) {
+    await new Promise<void>((resolve) => {
+      const sock = net.connect(at.port, "127.0.0.1", () => {
+        sock.write(`POST / HTTP/1.1\r\nHost: x\r\nAuthorization: ${header}\r\nContent-Length: 1000\r\n\r\n{"jsonrpc":`, () => setImmediate(() => sock.destroy()));
+      });
+      sock.on("error", () => undefined);
+      sock.on("close", () => resolve());
+    });
+  }
+  await waitFor(() => server.connections === 0 && server.stats.requests >= 100, 20_000, "the server to see all 100 requests and their ends");
+  await waitFor(() => (server.stats.clientsGone || 0) + errors.length >= 100, 20_000, "each abandoned body to be handled");
+  t.deepEqual(errors.slice(0, 2), [], "nothing logged as an error");
+  t.is(server.stats.clientsGone, 100);
+  // The server still serves.
+  t.is((await rpcPost({ server, port: at.port, auth: header }, { jsonrpc: "2.0", id: 1, method: "echo", params: [1] })).json.result[0], 1);
+});
+
 test("connection caps: idle connections make room for a new client; when all are busy, 503 names the cap (total and per address)", async (t) => {
   let release!: () => void;
   const released = new Promise<void>((r) => (release = r));

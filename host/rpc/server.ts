@@ -167,6 +167,8 @@ export class RpcServer {
     requests: 0, calls: 0, errors: 0, unauthorised: 0,
     /** Connections answered 503 at a cap; idle ones closed to make room; timeouts (408); too large (413, 431). */
     connectionsRefused: 0, connectionsEvicted: 0, timeouts: 0, tooLarge: 0,
+    /** Requests whose client went away while sending the body (not logged: nothing of the host's failed). */
+    clientsGone: 0,
     /** Most connections open at once. */
     peakConnections: 0,
   };
@@ -358,6 +360,12 @@ export class RpcServer {
     }
     const limit = this.limits.max_body_bytes;
     const raw = await readBody(req, limit);
+    if (raw === null) {
+      // The client went away mid-body: counted, not logged (one error line with a stack each
+      // let a client that aborts in a loop grow the host log without bound).
+      this.stats.clientsGone++;
+      return;
+    }
     if (raw === undefined) {
       this.stats.tooLarge++;
       sendJson(res, 413, errorResponse(null, RPC_ERRORS.invalidRequest, `request body larger than ${limit} bytes ([rpc] max_body_bytes)`), true);
@@ -631,13 +639,14 @@ function sendEmpty(res: ServerResponse): void {
  * anything is read, or as soon as a chunked body grows past it; the rest is discarded
  * unbuffered (and the 413 closes the connection).
  */
-function readBody(req: IncomingMessage, limit: number): Promise<Buffer | undefined> {
+/** The body; undefined when it is over `limit`; null when the client went away before its end. */
+function readBody(req: IncomingMessage, limit: number): Promise<Buffer | undefined | null> {
   const declared = Number(req.headers["content-length"]);
   if (Number.isFinite(declared) && declared > limit) {
     req.resume();
     return Promise.resolve(undefined);
   }
-  return new Promise((resolve, reject) => {
+  return new Promise((resolve) => {
     const chunks: Buffer[] = [];
     let size = 0;
     let over = false;
@@ -655,7 +664,7 @@ function readBody(req: IncomingMessage, limit: number): Promise<Buffer | undefin
     req.on("end", () => {
       if (!over) resolve(Buffer.concat(chunks));
     });
-    req.on("error", reject);
+    req.on("error", () => resolve(null));
   });
 }
 
