@@ -22,24 +22,13 @@ export function encodeFrame(body: Uint8Array): Buffer {
 const COMPACT_PARTS = 1024;
 
 /**
- * A frame of at least this many bytes is copied into its own buffer as it arrives, chunk by
- * chunk, once GATHER_AFTER_BYTES of it are there: joining a 16 MiB frame's chunks at its last
- * one was one copy of 16 MiB on the host's loop (into fresh memory: 107 ms median, 445 ms at
- * worst, in-process at load 19; a chunk's copy 4 ms median).
- */
-const GATHER_MIN_BYTES = 1024 * 1024;
-const GATHER_AFTER_BYTES = 64 * 1024;
-
-/**
  * Incremental decoder. Feed it chunks as they arrive; it returns whole bodies. It copies only
  * when a frame spans chunks, so the common case (many small frames per chunk) allocates
  * nothing but the returned views. A large frame arriving in many chunks is gathered without
  * copying until all of it is there, then copied once (joining the buffered chunks on every
  * arrival would cost time quadratic in the frame size: seconds of the host's event loop for
  * one 16 MiB frame), and a frame trickled a few bytes per read has its parts merged every
- * COMPACT_PARTS reads (each of its bytes copied once more). A frame of GATHER_MIN_BYTES or
- * more is copied into a buffer of its size as it arrives instead, so that no read copies more
- * than itself (and the first GATHER_AFTER_BYTES of the frame).
+ * COMPACT_PARTS reads (each of its bytes copied once more).
  */
 export class FrameDecoder {
   private pending: Buffer[] = [];
@@ -48,9 +37,6 @@ export class FrameDecoder {
   private compacted = 0;
   /** Bytes needed before the buffered data can yield anything (a header, or a whole frame). */
   private needed = 4;
-  /** The body of a large frame being copied in as it arrives, and how much of it is. */
-  private gather: Buffer | undefined;
-  private gathered = 0;
 
   constructor(private readonly maxFrameBytes = DEFAULT_MAX_FRAME_BYTES) {}
 
@@ -65,33 +51,6 @@ export class FrameDecoder {
   push(chunk: Buffer): Buffer[] {
     if (this.error) throw this.error;
     if (chunk.length === 0) return [];
-    let body: Buffer | undefined;
-    if (this.gather) {
-      const n = Math.min(chunk.length, this.gather.length - this.gathered);
-      chunk.copy(this.gather, this.gathered, 0, n);
-      this.gathered += n;
-      if (this.gathered < this.gather.length) return [];
-      body = this.gather;
-      this.gather = undefined;
-      this.gathered = 0;
-      this.needed = 4;
-      chunk = chunk.subarray(n);
-      if (chunk.length === 0) return [body];
-    }
-    let out: Buffer[];
-    try {
-      out = this.frames(chunk);
-    } catch (err) {
-      // A bad length prefix after the gathered frame: that frame still counts (see `error`).
-      if (!body || !(err instanceof FramingError)) throw err;
-      this.error = err;
-      return [body];
-    }
-    if (body) out.unshift(body);
-    return out;
-  }
-
-  private frames(chunk: Buffer): Buffer[] {
     let buf: Buffer;
     if (this.pendingBytes === 0) {
       buf = chunk;
@@ -99,10 +58,6 @@ export class FrameDecoder {
       this.pending.push(chunk);
       this.pendingBytes += chunk.length;
       if (this.pendingBytes < this.needed) {
-        if (this.needed - 4 >= GATHER_MIN_BYTES && this.pendingBytes - 4 >= GATHER_AFTER_BYTES) {
-          this.startGather();
-          return [];
-        }
         // A frame trickled in a byte per read would hold one Buffer object (~100 bytes) per byte
         // received: every COMPACT_PARTS parts, those since the last compaction become one, so
         // each byte is copied once more at most and the list holds ~1/1000 of the reads.
@@ -140,39 +95,17 @@ export class FrameDecoder {
       const rest = buf.subarray(off);
       this.pending.push(rest);
       this.pendingBytes = rest.length;
-      // A large frame: from now on each read is copied into its own buffer as it arrives.
-      if (this.needed - 4 >= GATHER_MIN_BYTES && rest.length - 4 >= GATHER_AFTER_BYTES) this.startGather();
     }
     return out;
   }
 
-  /** A large frame whose header is in `pending`: its body so far copied into a buffer of its own. */
-  private startGather(): void {
-    const gather = Buffer.allocUnsafeSlow(this.needed - 4);
-    let at = 0;
-    let skip = 4; // the header
-    for (const part of this.pending) {
-      if (skip >= part.length) {
-        skip -= part.length;
-        continue;
-      }
-      at += part.copy(gather, at, skip);
-      skip = 0;
-    }
-    this.gather = gather;
-    this.gathered = at;
-    this.pending = [];
-    this.pendingBytes = 0;
-    this.compacted = 0;
-  }
-
   /** Bytes received that do not yet form a whole frame (a truncated frame at close). */
   get buffered(): number {
-    return this.gather ? 4 + this.gathered : this.pendingBytes;
+    return this.pendingBytes;
   }
 
   /** Bytes (header included) the frame being received needs before it is whole; 0 when none is. */
   get expected(): number {
-    return this.gather || this.pendingBytes > 0 ? Math.max(this.needed, 4) : 0;
+    return this.pendingBytes > 0 ? Math.max(this.needed, 4) : 0;
   }
 }

@@ -119,74 +119,29 @@ test("frame decoder: frames split at every possible point decode the same", (t) 
   t.throws(() => d.push(Buffer.from([0x10, 0x00])), { instanceOf: FramingError, message: /4096 bytes exceeds the maximum of 1024/ });
 });
 
-test("frame decoder: a maximum-size frame arriving in 64 KiB chunks is copied as it arrives: no push copies more than three chunks' worth (before: the last one joined all 16 MiB), every byte copied about once", (t) => {
+test("frame decoder: a maximum-size frame arriving in small chunks is joined once (work linear in its size), not again on every chunk", (t) => {
   // Joining everything buffered on every chunk took seconds of the host's event loop for one
-  // 16 MiB frame sent in 64 KiB pieces; joining it once at its last chunk was still one copy of
-  // 16 MiB in one piece (107 ms median into fresh memory at load 19). Counted in bytes copied,
-  // not in time.
+  // 16 MiB frame sent in 64 KiB pieces; a module could keep the host busy that way. Counted in
+  // bytes joined, not in time: 256 chunks joined on every arrival would be ~128 frames' worth.
   const body = Buffer.alloc(DEFAULT_MAX_FRAME_BYTES, 7);
-  body.writeUInt32BE(0xdeadbeef, body.length - 4);
   const frame = encodeFrame(body);
   const d = new FrameDecoder();
   const concat = Buffer.concat;
-  const copy = Buffer.prototype.copy;
-  let copied = 0;
+  let joined = 0;
   Buffer.concat = ((list: readonly Uint8Array[], total?: number) => {
     const b = concat(list, total);
-    copied += b.length;
+    joined += b.length;
     return b;
   }) as typeof Buffer.concat;
-  Buffer.prototype.copy = function (this: Buffer, ...args: Parameters<Buffer["copy"]>) {
-    const n = copy.apply(this, args);
-    copied += n;
-    return n;
-  };
   const out: Buffer[] = [];
-  let most = 0;
-  let total = 0;
   try {
-    for (let i = 0; i < frame.length; i += 64 * 1024) {
-      copied = 0;
-      out.push(...d.push(frame.subarray(i, i + 64 * 1024)));
-      most = Math.max(most, copied);
-      total += copied;
-    }
+    for (let i = 0; i < frame.length; i += 64 * 1024) out.push(...d.push(frame.subarray(i, i + 64 * 1024)));
   } finally {
     Buffer.concat = concat;
-    Buffer.prototype.copy = copy;
   }
   t.is(out.length, 1);
   t.true(out[0]!.equals(body));
-  t.is(d.buffered, 0);
-  t.true(most <= 3 * 64 * 1024, `at most ${most} bytes copied by one push`);
-  t.true(total <= frame.length + 128 * 1024, `${total} bytes copied for a frame of ${frame.length}`);
-});
-
-test("frame decoder: large frames copied as they arrive decode the same, split at any size, next to small frames, and a bad length prefix after one still delivers it", (t) => {
-  const big = (n: number, fill: number) => Buffer.alloc(n, fill);
-  const bodies = [Buffer.from([0x01]), big(1024 * 1024, 2), Buffer.from([0x03]), big(3 * 1024 * 1024 + 17, 4), big(1024 * 1024 - 1, 5), Buffer.from([0x06])];
-  const stream = Buffer.concat(bodies.map((b) => encodeFrame(b)));
-  for (const size of [1000, 4096, 65_536, 100_003, 1_048_579, stream.length]) {
-    const d = new FrameDecoder();
-    const out: Buffer[] = [];
-    for (let i = 0; i < stream.length; i += size) out.push(...d.push(stream.subarray(i, i + size)));
-    t.is(out.length, bodies.length, `chunks of ${size}`);
-    t.true(out.every((b, i) => b.equals(bodies[i]!)), `chunks of ${size}`);
-    t.is(d.buffered, 0);
-    t.is(d.expected, 0);
-  }
-  // While a large frame arrives: what is buffered and expected, for the frame deadline.
-  const d = new FrameDecoder();
-  const frame = encodeFrame(big(2 * 1024 * 1024, 9));
-  t.deepEqual(d.push(frame.subarray(0, 200_000)), []);
-  t.is(d.buffered, 200_000);
-  t.is(d.expected, frame.length);
-  // The rest of it, then a zero length prefix in the same chunk: the frame, then the error.
-  const got = d.push(Buffer.concat([frame.subarray(200_000), Buffer.from([0, 0, 0, 0])]));
-  t.is(got.length, 1);
-  t.true(got[0]!.equals(frame.subarray(4)));
-  t.true(d.error instanceof FramingError);
-  t.throws(() => d.push(Buffer.from([1])), { instanceOf: FramingError });
+  t.true(joined > 0 && joined <= 2 * frame.length, `${joined} bytes joined for a frame of ${frame.length}`);
 });
 
 // ---------------------------------------------------------------------------------------
