@@ -951,6 +951,39 @@ export function encodeBody(value: unknown, limits: Readonly<BodyLimits> = DEFAUL
 }
 
 /**
+ * `bytes` in memory of their own when they view more than twice their size; otherwise `bytes`.
+ * A binary value decoded from a frame is a view of it (msgpackr and BodyBuilder copy nothing),
+ * and a frame that arrived within one read is a view of that read: kept as they are, 200 bytes
+ * of a module's would keep its whole frame (up to 16 MiB) or read (64 KiB) alive while only
+ * the 200 bytes are counted. Whoever keeps a module's bytes beyond the request that brought
+ * them (a queued event payload, a transaction in the mempool, a block) keeps what this returns.
+ * The copy costs at most the value's own size, and owns an exact-size allocation (not a slice
+ * of Buffer's shared pool, which would pin 8 KiB).
+ */
+export function ownBytes(bytes: Uint8Array): Uint8Array {
+  if (bytes.buffer.byteLength <= 2 * bytes.byteLength) return bytes;
+  const own = Buffer.allocUnsafeSlow(bytes.byteLength);
+  own.set(bytes);
+  return own;
+}
+
+/**
+ * `value` (decoded plain data: maps, arrays, scalars, bytes) with every byte array in it passed
+ * through ownBytes, in place. Recursion is bounded by the decoded body's depth (max_depth).
+ */
+export function ownBytesIn(value: unknown): unknown {
+  if (value instanceof Uint8Array) return ownBytes(value);
+  if (value === null || typeof value !== "object") return value;
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) if (value[i] !== null && typeof value[i] === "object") value[i] = ownBytesIn(value[i]);
+  } else {
+    const o = value as Record<string, unknown>;
+    for (const k of Object.keys(o)) if (o[k] !== null && typeof o[k] === "object") o[k] = ownBytesIn(o[k]);
+  }
+  return value;
+}
+
+/**
  * Encodings of deeply frozen values, by identity and limits: a value no one can change encodes
  * to the same bytes every time. The embedded chain hands every reader the same frozen block
  * (chain/blocks.ts deepFreeze), and the walk and the packing of a 1000-transaction block (~1.7
