@@ -843,7 +843,7 @@ interface PrepareState {
   /** Still true after the walk when every object and array in the value was frozen. */
   frozen?: boolean;
   /** encodeBodyParts: binary values of OUT_OF_LINE_BYTES or more, replaced by markers (see there). */
-  outOfLine?: { nonce: Uint8Array; values: Uint8Array[] };
+  outOfLine?: OutOfLine;
 }
 
 function pathOf(s: PrepareState): string {
@@ -963,7 +963,14 @@ const OUT_OF_LINE_BYTES = 64 * 1024;
 /** A marker: bin 8 of 16 bytes, a nonce of 12 and the value's index. */
 const MARKER_BYTES = 18;
 
-function outOfLineMarker(o: { nonce: Uint8Array; values: Uint8Array[] }, v: Uint8Array): Buffer {
+/** encodeBodyParts' large binary values, in the order met, and the nonce of their markers (made at the first). */
+interface OutOfLine {
+  nonce: Uint8Array | undefined;
+  values: Uint8Array[];
+}
+
+function outOfLineMarker(o: OutOfLine, v: Uint8Array): Buffer {
+  o.nonce ??= globalThis.crypto.getRandomValues(new Uint8Array(12));
   const m = Buffer.allocUnsafe(16);
   m.set(o.nonce, 0);
   m.writeUInt32BE(o.values.length, 12);
@@ -981,7 +988,7 @@ function outOfLineMarker(o: { nonce: Uint8Array; values: Uint8Array[] }, v: Uint
  * until they are written.
  */
 export function encodeBodyParts(value: unknown, limits: Readonly<BodyLimits> = DEFAULT_BODY_LIMITS): Buffer[] {
-  const outOfLine = { nonce: globalThis.crypto.getRandomValues(new Uint8Array(12)), values: [] as Uint8Array[] };
+  const outOfLine: OutOfLine = { nonce: undefined, values: [] };
   const state: PrepareState = { values: limits.maxValues, stringBytes: limits.maxTotalStringBytes, ancestors: [], keys: [], limits, mapKeys: newKeyCount(), outOfLine };
   const packed = packr.pack(prepare(value, 0, state));
   if (outOfLine.values.length === 0) return [packed];
@@ -991,7 +998,7 @@ export function encodeBodyParts(value: unknown, limits: Readonly<BodyLimits> = D
   const marker = Buffer.allocUnsafe(MARKER_BYTES);
   marker[0] = 0xc4;
   marker[1] = 16;
-  marker.set(outOfLine.nonce, 2);
+  marker.set(outOfLine.nonce!, 2);
   let from = 0;
   for (let i = 0; i < outOfLine.values.length; i++) {
     marker.writeUInt32BE(i, 14);
