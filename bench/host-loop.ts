@@ -42,6 +42,13 @@
 // with its bytes as binary, median 26-29 ms (max 79-83): the rest is the bytes' copies.
 // get_block_template with 20,000 in the mempool now answers the first page of a whole
 // template (296 ms stall at this load, against 50 ms for a cut template at load 6-9 before).
+//
+// Runs of 2026-12-05 23:40 (5 frames of each kind, HOST_LOOP_KINDS='16 MiB of binary|1 MiB
+// binary value|15 puts|16 MiB ASCII', two interleaved pairs, load 8): a 16 MiB binary request,
+// longest stall 194-210 ms with frames joined at their last read, 66 ms gathered as they arrive
+// (protocol/frame.ts); a refused 16 MiB string 209-363 against 113-263 ms; a storage_transaction
+// of 15 values of 1 MiB 250-641 ms both ways (LevelDB's chained batch growing past 8 MiB in one
+// synchronous put: 95-396 ms per such put in the profile; docs/security.md).
 
 import { fork } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
@@ -257,6 +264,10 @@ if (process.argv[2] === "--probe") {
     "storage_transaction of 9,000 puts": () => ({ method: "storage_transaction", params: { tree: "t", ops: Array.from({ length: 9_000 }, (_, i) => ({ op: "put", key: `k${i}`, value: i })) } }),
     "4,090 distinct map keys (under max_map_keys)": () => ({ method: "get_block_height", params: Object.fromEntries(Array.from({ length: 4_090 }, (_, i) => [`q${i.toString(36)}`, null])) }),
     "16 MiB of binary": () => ({ method: "get_block_height", params: { b: Buffer.alloc(16 * 1024 * 1024 - 200) } }),
+    // A storage value at its limit (1 MiB of binary), and a transaction of 15 of them: LevelDB's
+    // batch buffer passes 8 MiB on the way (it grows by doubling, copying what it holds).
+    "storage_insert of a 1 MiB binary value": () => ({ method: "storage_insert", params: { tree: "t", key: "big", value: Buffer.alloc(1024 * 1024 - 64, 7) } }),
+    "storage_transaction of 15 puts of 1 MiB values": () => ({ method: "storage_transaction", params: { tree: "t", ops: Array.from({ length: 15 }, (_, i) => ({ op: "put", key: `big${i}`, value: Buffer.alloc(1024 * 1024 - 64, i) })) } }),
     "log with 16 MiB message and 1 MiB fields": () => ({ t: "log", level: "info", message: "m".repeat(16 * 1024 * 1024 - 2 * 1024 * 1024), fields: { f: "f".repeat(1024 * 1024) } }),
   };
   /** bench/indexer.ts's transaction for a block of `txs` transactions (its keys and values, made up). */
@@ -282,7 +293,10 @@ if (process.argv[2] === "--probe") {
   kinds["get_block_template, 20,000 in the mempool"] = () => ({ method: "get_block_template", params: {} });
   const n = Number(process.argv[4] ?? 5);
   let id = 1;
+  // HOST_LOOP_KINDS=regex: only the kinds whose name matches (the host's setup stays the same).
+  const only = process.env.HOST_LOOP_KINDS ? new RegExp(process.env.HOST_LOOP_KINDS) : undefined;
   for (const [name, make] of Object.entries(kinds)) {
+    if (only && !only.test(name)) continue;
     process.send!({ start: name });
     await new Promise((r) => process.once("message", r));
     const frame = make();

@@ -5,6 +5,7 @@ import * as v from "valibot";
 import { method, type Family } from "./types.ts";
 import { CapabilityError, type CallContext } from "./types.ts";
 import { closest } from "./catalogue.ts";
+import { ownBytesIn } from "../protocol/codec.ts";
 import { HOST_EVENT_NAMES, isHostEvent, MODULE_EVENT, ROLE_EVENT_SCHEMAS, roleOf, type ProviderRole, type RoleEventName } from "./event-types.ts";
 
 const types = v.pipe(v.array(v.string()), v.minLength(1, "name at least one event type"), v.maxLength(256));
@@ -117,10 +118,11 @@ export const events: Family = {
       params: v.object({ name: v.string(), payload: v.optional(v.unknown()) }),
       summary: `Publish an event in this module's namespace, as "module-name:name" (payload: plain data, at most ${MAX_EVENT_PAYLOAD_BYTES} bytes); returns the full event type. A provider role's event (PaymentSettled, BlockTemplateUpdated, ...) is published as the real type, only by the module the operator designated for the role, with a payload checked against its schema.`,
       handler: async (c, p) => {
+        // Queued for subscribers beyond this request: its bytes must not keep the frame alive.
+        const payload = ownBytesIn(p.payload ?? null);
         const role = roleOf(p.name);
-        if (role !== undefined) return publishRoleEvent(c, role, p.name as RoleEventName, p.payload);
+        if (role !== undefined) return publishRoleEvent(c, role, p.name as RoleEventName, payload);
         const type = ownEventType(c.module, p.name);
-        const payload = p.payload ?? null;
         const bytes = checkPayload(payload);
         if (!c.services.publish(type, payload, c.module, bytes)) {
           throw new CapabilityError("quota_exceeded", `${c.module} is publishing faster than ${PUBLISH_RATE} events per second; slow down or batch payloads`);

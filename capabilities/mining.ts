@@ -14,6 +14,7 @@ import { bytesToHex } from "@noble/hashes/utils.js";
 import { describeTransaction, displayHex, sha256d, witnessCommitment } from "../chain/serialise.ts";
 import { parseTransaction } from "../chain/parse.ts";
 import { Slicer } from "../chain/slices.ts";
+import { ownBytes } from "../protocol/codec.ts";
 import { blockSubsidy, coinbaseTransaction } from "../chain/blocks.ts";
 import { bytesOfRaw, hexOfRaw, type BlockTemplate } from "../chain/backend.ts";
 import type { CallContext } from "./types.ts";
@@ -46,9 +47,13 @@ export function rawBytes(maxBytes: number) {
   ], `expected the raw bytes as binary, or as hex (an even number of 0-9a-f characters), at most ${maxBytes} bytes`);
 }
 
-/** The bytes of what rawBytes accepted (hex decoded natively; binary as is, a view of the frame). */
+/**
+ * The bytes of what rawBytes accepted (hex decoded natively; binary as is, a view of the frame,
+ * unless it is less than half of what it views: the chain keeps a block's and a transaction's
+ * bytes, and a small one must not keep a large frame alive, see ownBytes).
+ */
 export function toBytes(raw: string | Uint8Array): Uint8Array {
-  return typeof raw === "string" ? Buffer.from(raw, "hex") : raw;
+  return typeof raw === "string" ? Buffer.from(raw, "hex") : ownBytes(raw);
 }
 
 /** A block is at most 4 MB (weight 4,000,000, every byte at least weight 1). */

@@ -18,7 +18,7 @@
 import { EventEmitter } from "node:events";
 import type { Duplex } from "node:stream";
 import { DEFAULT_MAX_FRAME_BYTES, FrameDecoder, FramingError } from "./frame.ts";
-import { type BodyBuilder, CodecError, decodeBody, decodeBodyStepped, DEFAULT_BODY_LIMITS, EncodeError, encodeBody, encodeEnvelope, encodeEnvelopeParts, HOST_BODY_LIMITS, readEnvelope, type BodyLimits } from "./codec.ts";
+import { type BodyBuilder, CodecError, decodeBody, decodeBodyStepped, DEFAULT_BODY_LIMITS, EncodeError, encodeBodyParts, encodeEnvelope, encodeEnvelopeParts, HOST_BODY_LIMITS, readEnvelope, type BodyLimits } from "./codec.ts";
 
 /** Frames of one chunk handled between two questions to the gate (ChannelOptions.gate). */
 const GATE_EVERY = 64;
@@ -405,7 +405,8 @@ export class FrameChannel extends EventEmitter<ChannelEvents> {
    */
   send(message: unknown): boolean {
     if (this.closed) return false;
-    return this.sendBody(encodeBody(message, this.sendLimits));
+    // Large binary values are parts of their own, not copied (codec.ts encodeBodyParts).
+    return this.sendBody(...encodeBodyParts(message, this.sendLimits));
   }
 
   /**

@@ -842,6 +842,8 @@ interface PrepareState {
   mapKeys: KeyCount;
   /** Still true after the walk when every object and array in the value was frozen. */
   frozen?: boolean;
+  /** encodeBodyParts: binary values of OUT_OF_LINE_BYTES or more, replaced by markers (see there). */
+  outOfLine?: OutOfLine;
 }
 
 function pathOf(s: PrepareState): string {
@@ -898,6 +900,7 @@ function prepare(v: unknown, depth: number, s: PrepareState): unknown {
   if (v instanceof Uint8Array) {
     if (s.frozen && !sealed.has(v)) s.frozen = false; // its bytes can change: never reuse an encoding of it
     if (v.byteLength > s.limits.maxBinaryBytes) tooLarge(`${pathOf(s)} is binary of ${v.byteLength} bytes`, "maxBinaryBytes", s.limits);
+    if (s.outOfLine && v.byteLength >= OUT_OF_LINE_BYTES) return outOfLineMarker(s.outOfLine, v);
     return v;
   }
   if (s.frozen && !Object.isFrozen(v)) s.frozen = false;
@@ -948,6 +951,102 @@ function prepare(v: unknown, depth: number, s: PrepareState): unknown {
 /** Encodes a message body; throws EncodeError when the value cannot be sent (see toWire). */
 export function encodeBody(value: unknown, limits: Readonly<BodyLimits> = DEFAULT_BODY_LIMITS): Buffer {
   return packr.pack(toWire(value, limits));
+}
+
+/**
+ * Binary values of at least this many bytes are not copied into an encoding by encodeBodyParts
+ * (msgpackr copies every value into its output: a 15 MiB binary value took 166-185 ms median
+ * in one piece on this machine kind at load 8, most of it the fresh memory's page faults). At
+ * this size msgpackr writes bin 32, the header encodeBodyParts writes.
+ */
+const OUT_OF_LINE_BYTES = 64 * 1024;
+/** A marker: bin 8 of 16 bytes, a nonce of 12 and the value's index. */
+const MARKER_BYTES = 18;
+
+/** encodeBodyParts' large binary values, in the order met, and the nonce of their markers (made at the first). */
+interface OutOfLine {
+  nonce: Uint8Array | undefined;
+  values: Uint8Array[];
+}
+
+function outOfLineMarker(o: OutOfLine, v: Uint8Array): Buffer {
+  o.nonce ??= globalThis.crypto.getRandomValues(new Uint8Array(12));
+  const m = Buffer.allocUnsafe(16);
+  m.set(o.nonce, 0);
+  m.writeUInt32BE(o.values.length, 12);
+  o.values.push(v);
+  return m;
+}
+
+/**
+ * The bytes of encodeBody(value, limits), as parts to be written one after the other: every
+ * binary value of OUT_OF_LINE_BYTES or more is a part of its own, a view of the value (not
+ * copied), so sending a large answer copies none of its binary on the loop. The value is
+ * packed with each such binary replaced by a marker (16 bytes: a random nonce for this call and
+ * the value's index, so no value of anyone's can equal it), and the markers, found in order,
+ * are replaced by the bin 32 header and the bytes. The caller must not change those bytes
+ * until they are written.
+ */
+export function encodeBodyParts(value: unknown, limits: Readonly<BodyLimits> = DEFAULT_BODY_LIMITS): Buffer[] {
+  const outOfLine: OutOfLine = { nonce: undefined, values: [] };
+  const state: PrepareState = { values: limits.maxValues, stringBytes: limits.maxTotalStringBytes, ancestors: [], keys: [], limits, mapKeys: newKeyCount(), outOfLine };
+  const packed = packr.pack(prepare(value, 0, state));
+  if (outOfLine.values.length === 0) return [packed];
+  // msgpackr's result may share its buffer with later encodings: the packed pieces are copied
+  // (they hold everything but the large binary values).
+  const parts: Buffer[] = [];
+  const marker = Buffer.allocUnsafe(MARKER_BYTES);
+  marker[0] = 0xc4;
+  marker[1] = 16;
+  marker.set(outOfLine.nonce!, 2);
+  let from = 0;
+  for (let i = 0; i < outOfLine.values.length; i++) {
+    marker.writeUInt32BE(i, 14);
+    const at = packed.indexOf(marker, from);
+    if (at < 0) throw new Error(`encodeBodyParts: the marker of binary value ${i} is missing from the packed body`);
+    const v = outOfLine.values[i]!;
+    const head = Buffer.allocUnsafe(at - from + 5);
+    packed.copy(head, 0, from, at);
+    head[at - from] = 0xc6;
+    head.writeUInt32BE(v.byteLength, at - from + 1);
+    parts.push(head, Buffer.isBuffer(v) ? v : Buffer.from(v.buffer, v.byteOffset, v.byteLength));
+    from = at + MARKER_BYTES;
+  }
+  parts.push(Buffer.from(packed.subarray(from)));
+  return parts;
+}
+
+/**
+ * `bytes` in memory of their own when they view more than twice their size; otherwise `bytes`.
+ * A binary value decoded from a frame is a view of it (msgpackr and BodyBuilder copy nothing),
+ * and a frame that arrived within one read is a view of that read: kept as they are, 200 bytes
+ * of a module's would keep its whole frame (up to 16 MiB) or read (64 KiB) alive while only
+ * the 200 bytes are counted. Whoever keeps a module's bytes beyond the request that brought
+ * them (a queued event payload, a transaction in the mempool, a block) keeps what this returns.
+ * The copy costs at most the value's own size, and owns an exact-size allocation (not a slice
+ * of Buffer's shared pool, which would pin 8 KiB).
+ */
+export function ownBytes(bytes: Uint8Array): Uint8Array {
+  if (bytes.buffer.byteLength <= 2 * bytes.byteLength) return bytes;
+  const own = Buffer.allocUnsafeSlow(bytes.byteLength);
+  own.set(bytes);
+  return own;
+}
+
+/**
+ * `value` (decoded plain data: maps, arrays, scalars, bytes) with every byte array in it passed
+ * through ownBytes, in place. Recursion is bounded by the decoded body's depth (max_depth).
+ */
+export function ownBytesIn(value: unknown): unknown {
+  if (value instanceof Uint8Array) return ownBytes(value);
+  if (value === null || typeof value !== "object") return value;
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) if (value[i] !== null && typeof value[i] === "object") value[i] = ownBytesIn(value[i]);
+  } else {
+    const o = value as Record<string, unknown>;
+    for (const k of Object.keys(o)) if (o[k] !== null && typeof o[k] === "object") o[k] = ownBytesIn(o[k]);
+  }
+  return value;
 }
 
 /**

@@ -2,7 +2,8 @@
 // milliseconds": a frame's value is built in pieces. A native module under the real host sends
 // the frames that cost most to build within the protocol's limits (65,500 empty maps, 65,500
 // empty arrays: max_values; 21,800 [key, value] pairs, the shape docs/protocol.md recommends
-// for a map keyed by data), 8 rounds of each, while the test (in-process: host and test share
+// for a map keyed by data), 8 rounds of each, then 8 frames of 16 MiB of binary (copied as they
+// arrive, protocol/frame.ts), while the test (in-process: host and test share
 // the loop) watches the host's loop. Built in one piece, each such frame held the loop 8-45 ms
 // (in-process, load 2-4; more under load); now each piece builds at most 8,192 values
 // (codec.ts STEPPED_BUILD_VALUES) and at most about 2 ms, and the loop turns between pieces:
@@ -21,7 +22,7 @@ import { post } from "./helpers/rpc.ts";
 const MAIN = fileURLToPath(new URL("./fixtures/hostile-build/main.ts", import.meta.url));
 const CAPS = ["read_chain_state", "register_rpc_endpoint"];
 
-test("hostile: frames of 65,500 empty maps, 65,500 empty arrays and 21,800 pairs are each built over at least 7 turns of the host's loop (at most 8,192 values a turn), and every one is answered", async (t) => {
+test("hostile: frames of 65,500 empty maps, 65,500 empty arrays and 21,800 pairs are each built over at least 7 turns of the host's loop (at most 8,192 values a turn), and every one is answered, as are frames of 16 MiB of binary", async (t) => {
   const dir = await tempDir(t);
   const modulesDir = await buildModulesDir(dir, []);
   await writeNodeNative(modulesDir, "build", MAIN, CAPS);
@@ -48,4 +49,12 @@ test("hostile: frames of 65,500 empty maps, 65,500 empty arrays and 21,800 pairs
   t.true(parked >= 24 * piecesAfterFirst, `${parked} pieces of work waited for a later turn of the loop (at least ${24 * piecesAfterFirst} expected)`);
   t.true(ticks > 0, "the canary timer fired while the frames were handled");
   t.log(`24 frames in ${elapsed.toFixed(0)} ms, ${parked} pieces parked, canary ${ticks} ticks; the loop's longest delay ${(loop.max / 1e6).toFixed(1)} ms, p99 ${(loop.percentile(99) / 1e6).toFixed(1)} ms (wall time, garbage collection and the machine's load included)`);
+  // Frames of 16 MiB of binary (a view of the frame on the host), copied as they arrive.
+  loop.reset();
+  loop.enable();
+  const binaryStarted = performance.now();
+  const binary = await post(h, { jsonrpc: "2.0", id: 2, method: "build.go_binary" });
+  loop.disable();
+  t.deepEqual(binary.json.result, { binary_16mib: "answered" }, JSON.stringify(binary.json));
+  t.log(`8 frames of 16 MiB of binary in ${(performance.now() - binaryStarted).toFixed(0)} ms; the loop's longest delay ${(loop.max / 1e6).toFixed(1)} ms, p99 ${(loop.percentile(99) / 1e6).toFixed(1)} ms`);
 });

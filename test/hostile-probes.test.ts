@@ -32,6 +32,7 @@ const gc = runInNewContext("gc") as () => void;
 const PROBE = fileURLToPath(new URL("./fixtures/hostile-probes/main.ts", import.meta.url));
 const BIN = fileURLToPath(new URL("../bin/modhost.js", import.meta.url));
 const MB = 1024 * 1024;
+const FRAME_MEMORY = fileURLToPath(new URL("./fixtures/frame-memory/main.ts", import.meta.url));
 
 async function writeNative(modulesDir: string, name: string, caps: string[]): Promise<void> {
   await writeNodeNative(modulesDir, name, PROBE, caps);
@@ -371,4 +372,20 @@ test("a frame trickled in one byte per read is held as merged parts, not one Buf
   t.is(decoder.buffered, 500_004);
   // One Buffer per read (before the fix): ~60 MB here, ~2 GB for the whole frame, per module.
   t.true(grew < 16 * MB, `holding 500,000 one-byte reads grew the heap and buffers by ${(grew / MB).toFixed(1)} MB`);
+});
+
+test("a 16 MiB frame arriving in 64 KiB reads costs the host at most three times what has arrived plus 2 MiB at every MiB of it (its buffer is allocated at half, not at the first read), and comes out whole", async (t) => {
+  // Gathering a large frame into a buffer of its announced size from its first 64 KiB (as once
+  // tried) let a module make the host hold 16 MiB for 64 KiB sent; joining it at the last read
+  // copied all 16 MiB in one piece. Measured in a process of its own (test/fixtures/frame-memory).
+  const r = await execa(process.execPath, ["--expose-gc", "--import=tsx", FRAME_MEMORY], { reject: false, all: true, timeout: 120_000 });
+  t.is(r.exitCode, 0, r.all);
+  const lines = r.stdout.trim().split("\n").map((l) => JSON.parse(l) as { arrived?: number; grew?: number; whole?: boolean });
+  t.deepEqual(lines.at(-1), { whole: true }, "the frame came out whole");
+  const points = lines.filter((l) => l.arrived !== undefined) as { arrived: number; grew: number }[];
+  t.true(points.length >= 15, `${points.length} measurements`);
+  const worst = points.reduce((w, p) => (p.grew - 3 * p.arrived > w.grew - 3 * w.arrived ? p : w));
+  const said = `${(worst.grew / MB).toFixed(1)} MB held with ${(worst.arrived / MB).toFixed(1)} MB arrived`;
+  t.true(worst.grew <= 3 * worst.arrived + 2 * MB, said);
+  t.log(`worst against three times what arrived: ${said}`);
 });

@@ -55,24 +55,26 @@ async function fund(chain: EmbeddedChain, count: number): Promise<Transaction> {
 
 /** Fill the mempool of `chain` with `count` more transactions (one input, one output each); their txids. */
 export async function fillMempool(chain: EmbeddedChain, count: number): Promise<string[]> {
-  const fundingTx = await fund(chain, count);
+  const txs = await mempoolTransactions(chain, count);
   const txids: string[] = [];
+  // Submitted 1,000 at a time: the chain accepts them one after another, in this order.
+  for (let from = 0; from < count; from += 1000) txids.push(...(await Promise.all(txs.slice(from, from + 1000).map((tx) => chain.submitTransaction(tx)))));
+  return txids;
+}
+
+/** `count` valid transactions for `chain`'s mempool (each spends its own output of one funding transaction), not submitted. */
+export async function mempoolTransactions(chain: EmbeddedChain, count: number): Promise<Uint8Array[]> {
+  const fundingTx = await fund(chain, count);
   const prev = hexToBytes(fundingTx.txid);
   const payout = hexToBytes(PAYOUT);
-  // Submitted 1,000 at a time: the chain accepts them one after another, in this order.
-  for (let from = 0; from < count; from += 1000) {
-    const batch = Array.from({ length: Math.min(1000, count - from) }, (_, k) => {
-      const i = from + k;
-      const raw: RawTransaction = {
-        version: 2, segwitFlag: false, witnesses: undefined, lockTime: 0,
-        inputs: [{ txid: prev, index: i, finalScriptSig: new Uint8Array(0), sequence: 0xffffffff }],
-        outputs: [{ amount: BigInt(fundingTx.outputs[i]!.value - 100), script: payout }],
-      };
-      return chain.submitTransaction(RawTx.encode(raw));
-    });
-    txids.push(...(await Promise.all(batch)));
-  }
-  return txids;
+  return Array.from({ length: count }, (_, i) => {
+    const raw: RawTransaction = {
+      version: 2, segwitFlag: false, witnesses: undefined, lockTime: 0,
+      inputs: [{ txid: prev, index: i, finalScriptSig: new Uint8Array(0), sequence: 0xffffffff }],
+      outputs: [{ amount: BigInt(fundingTx.outputs[i]!.value - 100), script: payout }],
+    };
+    return RawTx.encode(raw);
+  });
 }
 
 /** Prepare `chain` (102 blocks) and return the heavy block for its next height, unsubmitted. */
