@@ -505,98 +505,36 @@ export class ModuleStore {
       this.#lastSlicer = slicer;
       this.#expireStaged();
       const held = part ? this.#staged.get(part.id) : undefined;
-      let applying = false;
+      let prepared: Prepared[];
       try {
         if (held && held.tree !== tree) {
           throw new StorageError("invalid_params", `part of transaction ${part?.id} names tree "${tree}", but its first part named "${held.tree}"`);
         }
-        checkOps(ops);
-        if (part && (held?.ops.length ?? 0) + ops.length > MAX_BATCH_OPS) {
+        if (part && (held?.ops.length ?? 0) + (Array.isArray(ops) ? ops.length : 0) > MAX_BATCH_OPS) {
           throw new StorageError("invalid_params", `transaction ${part.id} has more than the maximum of ${MAX_BATCH_OPS} ops over its parts`);
         }
         this.#tree(tree);
+        prepared = await this.#prepareOps(ops, slicer);
         if (part?.more) {
-          this.#hold(part.id, tree, await this.#prepareOps(ops, slicer), held);
+          this.#hold(part.id, tree, prepared, held);
           return;
         }
+      } catch (err) {
         if (part) this.#staged.delete(part.id);
-        applying = true;
-        await this.#apply(tree, this.#tree(tree), held?.ops ?? [], ops, slicer);
-      } catch (e) {
-        // A refused part or op drops the held parts; a quota or LevelDB error is about the whole.
-        const opError = e instanceof OpError;
-        const err = opError ? e.error : e;
-        if (part) this.#staged.delete(part.id);
-        if (held && (opError || !applying) && err instanceof StorageError) throw new StorageError(err.code, `${err.message} (the transaction's ${held.ops.length} ops held from earlier parts are dropped too)`);
+        if (held && err instanceof StorageError) throw new StorageError(err.code, `${err.message} (the transaction's ${held.ops.length} ops held from earlier parts are dropped too)`);
         throw err;
       }
-    });
-  }
+      if (part) this.#staged.delete(part.id);
+      if (held) prepared = held.ops.concat(prepared);
+      const t = this.#tree(tree);
+      if (prepared.length === 0) return;
 
-  /**
-   * Applies a transaction (`held`, prepared from its earlier parts, then `ops`) atomically: every
-   * op checked and encoded, the quota checked against the net effect, then one LevelDB write of
-   * the ops and the tree's new counters.
-   *
-   * Pipelined, DELTA_READ_KEYS ops at a time: a chunk is checked and encoded on the loop (in
-   * slices), the read of its keys' old values (for the quota) is handed to the thread pool, and
-   * its ops are added to the LevelDB batch, while the reads of the chunks before it run on pool
-   * threads. Sequential, the reads (one pool job each) waited for all of this and one another:
-   * 3000 overwrites of an indexer's shape took 19-22 ms, their reads ~6 ms of it on a pool thread
-   * with the loop idle. A read only sees data from before this write (the write lock is held);
-   * nothing is written if any op, the quota or a read fails, and no read outlives the call.
-   */
-  async #apply(tree: string, t: TreeState, held: readonly Prepared[], ops: readonly unknown[], slicer: Slicer): Promise<void> {
-    const total = held.length + ops.length;
-    if (total === 0) return;
-    const prepared: Prepared[] = new Array(total);
-    const reads: Array<Promise<Array<Bytes | undefined>>> = [];
-    const batch = this.#db.batch();
-    try {
-      for (let from = 0; from < total; from += DELTA_READ_KEYS) {
-        const to = Math.min(total, from + DELTA_READ_KEYS);
-        for (let i = from; i < to; i++) {
-          if (i < held.length) prepared[i] = held[i]!;
-          else {
-            // One op's work is bounded (a key of maxKeyBytes, a value of maxValueBytes): checked per op.
-            if (slicer.due()) await slicer.pause();
-            const at = i - held.length;
-            try {
-              prepared[i] = this.#prepareOp(ops[at], at, ops.length);
-            } catch (err) {
-              throw new OpError(err);
-            }
-          }
-        }
-        const chunk = prepared.slice(from, to);
-        // Read and written at the root, with the tree's prefix put on here (storedKeys).
-        const stored = await storedKeys(t.db.prefix, chunk, slicer);
-        const read = this.#job(() => this.#db.getMany(stored)) as Promise<Array<Bytes | undefined>>;
-        read.catch(() => undefined); // awaited below, or settled before an error leaves
-        reads.push(read);
-        // The native batch copies each key and value as it is added.
-        for (let j = 0; j < chunk.length; j++) {
-          if ((j & 15) === 0 && slicer.due()) await slicer.pause();
-          const v = chunk[j]!.v;
-          if (v === undefined) batch.del(stored[j]!);
-          else batch.put(stored[j]!, v);
-        }
-      }
-      const olds: Array<Bytes | undefined> = [];
-      for (const read of reads) for (const old of await read) olds.push(old);
-      const { bytes: dBytes, keys: dKeys } = await this.#delta(prepared, olds, slicer);
+      // Read and written at the root, with the tree's prefix put on here (storedKeys).
+      const stored = await storedKeys(t.db.prefix, prepared, slicer);
+      const { bytes: dBytes, keys: dKeys } = await this.#delta(prepared, stored, slicer);
       this.#checkQuota(dBytes, dKeys);
-      const next = { bytes: t.bytes + dBytes, keys: t.keys + dKeys };
-      // classic-level's typing doesn't model a sublevel op in a root batch; cast.
-      (batch as unknown as { put(k: string, v: unknown, o: { sublevel: MetaDb }): void }).put(`tree:${tree}`, next, { sublevel: this.#meta });
-      await this.#job(() => batch.write());
-      t.bytes = next.bytes;
-      t.keys = next.keys;
-    } catch (err) {
-      await Promise.allSettled(reads);
-      await batch.close().catch(() => {});
-      throw err;
-    }
+      await this.#commitSliced(tree, t, prepared, stored, { bytes: t.bytes + dBytes, keys: t.keys + dKeys }, slicer);
+    });
   }
 
   /** The slicer of the last batch (for tests: how many turns its work gave the loop). */
@@ -606,14 +544,39 @@ export class ModuleStore {
   }
 
   /**
-   * The net change in bytes and keys of applying `prepared`, from `olds`, the values its keys had
-   * before it (read before anything is written). Exact: a key written twice in one batch counts
-   * once, with its last value. The common batch touches every key once: found with one Set
-   * insertion per op, it is then replayed without a map (measured in-process, 9000 puts of an
-   * indexer's shape: the two maps keyed by string and an object per key cost 10-20 ms of the
-   * loop per batch); a batch that repeats a key takes the map's way.
+   * #commit for a batch: its ops and the tree's new counters go into one chained LevelDB batch,
+   * filled op by op in slices (the native batch copies each key and value as it is added), and
+   * written at once: all or nothing, like the array batch.
    */
-  async #delta(prepared: readonly Prepared[], olds: ReadonlyArray<Bytes | undefined>, slicer: Slicer): Promise<Counters> {
+  async #commitSliced(tree: string, t: TreeState, prepared: readonly Prepared[], stored: readonly Bytes[], next: Counters, slicer: Slicer): Promise<void> {
+    const batch = this.#db.batch();
+    try {
+      for (let i = 0; i < prepared.length; i++) {
+        if ((i & 15) === 0 && slicer.due()) await slicer.pause();
+        const v = prepared[i]!.v;
+        if (v === undefined) batch.del(stored[i]!);
+        else batch.put(stored[i]!, v);
+      }
+      // classic-level's typing doesn't model a sublevel op in a root batch; cast.
+      (batch as unknown as { put(k: string, v: unknown, o: { sublevel: MetaDb }): void }).put(`tree:${tree}`, next, { sublevel: this.#meta });
+      await this.#job(() => batch.write());
+    } catch (err) {
+      await batch.close().catch(() => {});
+      throw err;
+    }
+    t.bytes = next.bytes;
+    t.keys = next.keys;
+  }
+
+  /**
+   * The net change in bytes and keys of applying `prepared` (at `stored`, its keys as stored),
+   * from the old sizes of the keys it touches, read in one getMany. Exact: a key written twice
+   * in one batch counts once, with its last value. The common batch touches every key once:
+   * found with one Set insertion per op, it is then replayed without a map (measured in-process,
+   * 9000 puts of an indexer's shape: the two maps keyed by string and an object per key cost
+   * 10-20 ms of the loop per batch); a batch that repeats a key takes the map's way.
+   */
+  async #delta(prepared: readonly Prepared[], stored: readonly Bytes[], slicer: Slicer): Promise<Counters> {
     const n = prepared.length;
     const seen = new Set<string>();
     for (let i = 0; i < n; i++) {
@@ -623,6 +586,7 @@ export class ModuleStore {
     let dBytes = 0;
     let dKeys = 0;
     if (seen.size === n) {
+      const olds = await this.#readMany(stored, slicer);
       for (let i = 0; i < n; i++) {
         if ((i & 63) === 0 && slicer.due()) await slicer.pause();
         const p = prepared[i]!;
@@ -638,15 +602,20 @@ export class ModuleStore {
       }
       return { bytes: dBytes, keys: dKeys };
     }
-    // Current size (key + value bytes) of every distinct key touched, or undefined if absent:
-    // its value before the batch, as read at its first op.
-    const size = new Map<string, number | undefined>();
+    // Current size (key + value bytes) of every distinct key touched, or undefined if absent.
+    const firstAt = new Map<string, number>();
     for (let i = 0; i < n; i++) {
       if ((i & 63) === 0 && slicer.due()) await slicer.pause();
-      const p = prepared[i]!;
-      if (size.has(p.key)) continue;
-      const old = olds[i];
-      size.set(p.key, old === undefined ? undefined : p.kLen + old.length);
+      if (!firstAt.has(prepared[i]!.key)) firstAt.set(prepared[i]!.key, i);
+    }
+    const at = [...firstAt.values()];
+    const olds = await this.#readMany(at.map((i) => stored[i]!), slicer);
+    const size = new Map<string, number | undefined>();
+    for (let j = 0; j < at.length; j++) {
+      if ((j & 63) === 0 && slicer.due()) await slicer.pause();
+      const i = at[j]!;
+      const old = olds[j];
+      size.set(prepared[i]!.key, old === undefined ? undefined : prepared[i]!.kLen + old.length);
     }
     // Replay the ops on the sizes to get the batch's net delta.
     for (let i = 0; i < n; i++) {
@@ -659,6 +628,18 @@ export class ModuleStore {
       size.set(p.key, after);
     }
     return { bytes: dBytes, keys: dKeys };
+  }
+
+  /** The stored values at `keys` (undefined where absent), read DELTA_READ_KEYS at a time. */
+  async #readMany(keys: readonly Bytes[], slicer: Slicer): Promise<Array<Bytes | undefined>> {
+    if (keys.length <= DELTA_READ_KEYS) return (await this.#job(() => this.#db.getMany(keys as Bytes[]))) as Array<Bytes | undefined>;
+    const out: Array<Bytes | undefined> = [];
+    for (let from = 0; from < keys.length; from += DELTA_READ_KEYS) {
+      if (slicer.due()) await slicer.pause();
+      const olds = (await this.#job(() => this.#db.getMany(keys.slice(from, from + DELTA_READ_KEYS) as Bytes[]))) as Array<Bytes | undefined>;
+      for (const old of olds) out.push(old);
+    }
+    return out;
   }
 
   /** Holds a part of a transaction sent in parts, within MAX_STAGED and MAX_STAGED_BYTES. */
@@ -697,16 +678,16 @@ export class ModuleStore {
   }
 
   /** Validates and encodes batch ops; errors name the offending op index. */
-  async #prepareOps(ops: readonly unknown[], slicer: Slicer): Promise<Prepared[]> {
+  async #prepareOps(ops: unknown, slicer: Slicer): Promise<Prepared[]> {
+    if (!Array.isArray(ops)) throw new StorageError("invalid_params", "ops must be an array");
+    if (ops.length > MAX_BATCH_OPS) {
+      throw new StorageError("invalid_params", `batch has ${ops.length} ops, more than the maximum of ${MAX_BATCH_OPS}`);
+    }
     const out: Prepared[] = new Array(ops.length);
     for (let i = 0; i < ops.length; i++) {
       // One op's work is bounded (a key of maxKeyBytes, a value of maxValueBytes): checked per op.
       if (slicer.due()) await slicer.pause();
-      try {
-        out[i] = this.#prepareOp(ops[i], i, ops.length);
-      } catch (err) {
-        throw new OpError(err);
-      }
+      out[i] = this.#prepareOp(ops[i], i, ops.length);
     }
     return out;
   }
@@ -837,20 +818,6 @@ export class ModuleStore {
 }
 
 // ---- helpers ----------------------------------------------------------------
-
-/** An op of a transaction was refused (its own error inside), as opposed to the quota or LevelDB refusing the whole. */
-class OpError extends Error {
-  constructor(readonly error: unknown) {
-    super("op refused");
-  }
-}
-
-function checkOps(ops: unknown): asserts ops is unknown[] {
-  if (!Array.isArray(ops)) throw new StorageError("invalid_params", "ops must be an array");
-  if (ops.length > MAX_BATCH_OPS) {
-    throw new StorageError("invalid_params", `batch has ${ops.length} ops, more than the maximum of ${MAX_BATCH_OPS}`);
-  }
-}
 
 function resolveQuota(partial: Partial<StorageQuota> | undefined): StorageQuota {
   const q = { ...DEFAULT_QUOTA };

@@ -724,7 +724,7 @@ test("a transaction cut into slices stays atomic: reads in the turns between its
   t.is(await small.get("t", maximalOps("d", "")[0]!.key), undefined);
 });
 
-test("a transaction of several 256-op chunks, read while the next chunk is encoded, counts exactly: random puts, overwrites and deletes with keys repeated across chunks match a fresh count after every transaction; a refusal in its last chunk (a bad op, the quota) writes nothing, and the counters found on disk after a reopen are the exact ones", async (t) => {
+test("a transaction whose quota reads take several 256-key getMany calls counts exactly: random puts, overwrites and deletes with keys repeated across those slices match a fresh count after every transaction; a refusal late in it (a bad op, the quota) writes nothing, and the counters found on disk after a reopen are the exact ones", async (t) => {
   const dir = await tempDir(t);
   const store = await ModuleStore.open(join(dir, "db"), { maxBytes: 400_000 }, { label: "testmod" });
   await store.openTree("t");
@@ -736,7 +736,7 @@ test("a transaction of several 256-op chunks, read while the next chunk is encod
     return { bytes, keys: (await store.iterate("t", { limit: 10_000 })).length };
   };
   for (let round = 0; round < 6; round++) {
-    // 700-1300 ops over ~600 keys: most keys come back in later chunks of the same transaction.
+    // 700-1300 ops over ~600 keys: most keys come back in later slices of the same transaction.
     const ops: BatchOp[] = Array.from({ length: 700 + rnd(600) }, () => {
       const key = `k${rnd(600)}`;
       return rnd(4) === 0 ? { op: "delete", key } : { op: "put", key, value: "v".repeat(rnd(120)) };
