@@ -285,8 +285,9 @@ export class BodyBuilder {
   }
 
   /**
-   * Builds values until the body is done (true), or STEPPED_BUILD_VALUES values were built, or
-   * `due()`, asked every BUILD_CHECK_EVERY values, says to stop (false: call again later).
+   * Builds values until the body is done (true), or STEPPED_BUILD_VALUES units of work were
+   * done (a value built, a header read by spanOf: at most ~258 more in the last call), or
+   * `due()`, asked every BUILD_CHECK_EVERY units, says to stop (false: call again later).
    */
   step(due: () => boolean): boolean {
     this.steps++;
