@@ -434,6 +434,7 @@ function spanOf(b: Buffer, pos: number, maxItems: number, maxValues: number, max
   let mapsBefore = 0;
   item: while (items < maxItems) {
     let pending = 1;
+    let x: number;
     while (pending > 0) {
       if (read > maxValues || pos > limit) break item;
       read++;
@@ -457,8 +458,8 @@ function spanOf(b: Buffer, pos: number, maxItems: number, maxValues: number, max
           case 0xcb: case 0xcf: case 0xd3: pos += 8; break;
           case 0xdc: pending += b.readUInt16BE(pos); pos += 2; break;
           case 0xdd: pending += b.readUInt32BE(pos); pos += 4; break;
-          case 0xde: pending += 2 * b.readUInt16BE(pos); pos += 2; maps++; break;
-          case 0xdf: pending += 2 * b.readUInt32BE(pos); pos += 4; maps++; break;
+          case 0xde: x = b.readUInt16BE(pos); pending += 2 * x; pos += 2; if (x > 0) maps++; break;
+          case 0xdf: x = b.readUInt32BE(pos); pending += 2 * x; pos += 4; if (x > 0) maps++; break;
           // Not of the subset (validate refused it already): the builder says so.
           default: break item;
         }
