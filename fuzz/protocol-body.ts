@@ -7,7 +7,8 @@
 // max_total_string_bytes: what decodes holds at most that many bytes of strings (keys
 // included), and seeds a few bytes under it let mutations lengthen a string past it. What
 // decodes is built the same by BodyBuilder, stopped at every chance (a seed of 9,000 tiny
-// containers makes it stop many times).
+// containers makes it stop many times; one of 1,200 storage ops, small maps, has it build runs
+// of them with msgpackr).
 
 import { isDeepStrictEqual } from "node:util";
 import { Packr } from "msgpackr";
@@ -18,7 +19,7 @@ import { protocolVectorFrames, type FuzzTarget } from "./driver.ts";
 export async function bodyTarget(): Promise<FuzzTarget> {
   return {
     name: "protocol-body",
-    seeds: [...(await protocolVectorFrames()).map((f) => f.subarray(4)), ...mapKeySeeds(), ...stringSeeds(), containerSeed()],
+    seeds: [...(await protocolVectorFrames()).map((f) => f.subarray(4)), ...mapKeySeeds(), ...stringSeeds(), containerSeed(), opsSeed()],
     run(input) {
       const env = readEnvelope(input);
       if (env.id !== undefined && !(Number.isSafeInteger(env.id) && env.id > 0)) throw new Error(`envelope id ${env.id}`);
@@ -53,6 +54,12 @@ export async function bodyTarget(): Promise<FuzzTarget> {
 /** A body of 9,000 empty maps and arrays: more than STEPPED_BUILD_VALUES, built in steps by the host. */
 function containerSeed(): Uint8Array {
   return encodeBody({ t: "x", a: Array.from({ length: 9000 }, (_, i) => (i % 2 ? {} : [])) });
+}
+
+/** A storage transaction of 1,200 puts (~18,000 values): BodyBuilder builds runs of its small maps with msgpackr. */
+function opsSeed(): Uint8Array {
+  const ops = Array.from({ length: 1200 }, (_, n) => ({ op: "put", key: `k${n}`, value: n % 3 ? { n, s: "v".repeat(n % 40), ok: true } : [n, null] }));
+  return encodeBody({ t: 0, id: 1, method: "storage_transaction", params: { tree: "t", ops } });
 }
 
 /** Bodies at max_map_keys, packed as is (the encoder would check them). */

@@ -233,6 +233,17 @@ function buildValidated(buf: Buffer): unknown {
 
 /** Values a BodyBuilder builds between two questions to its caller's `due`. */
 const BUILD_CHECK_EVERY = 1024;
+/**
+ * A run of sibling values of a large body with at most this many values and bytes (containers,
+ * keys and elements counted) is built by msgpackr in one call, not value by value by the builder:
+ * a 1000-tx block's storage transaction (3000 puts, ~45,000 values) took 3.5 ms to validate and
+ * build step by step, against ~1.6 ms to validate and unpack with msgpackr. Bodies at most
+ * STEPPED_BUILD_VALUES values are already unpacked by msgpackr whole, so this is the same
+ * decoder on smaller pieces. The byte bound keeps long strings with the builder (TextDecoder,
+ * see decodeBody); the count bound keeps a step's length bounded.
+ */
+const SUBTREE_VALUES = 256;
+const SUBTREE_BYTES = 16 * 1024;
 
 /**
  * Builds a body that validate() accepted, in steps: exactly the value decodeValidated (and
@@ -250,8 +261,14 @@ export class BodyBuilder {
   readonly #key: Array<string | undefined> = [];
   #value: unknown;
   #done = false;
+  /** Work done so far: values built, and headers read looking for a container's end (spanOf). */
+  #work = 0;
   /** Steps run so far (for tests). */
   steps = 0;
+  /** Values built by msgpackr, in runs (for tests). */
+  unpacked = 0;
+  /** Values of a run without maps still to be built here (spanOf is not asked again for them). */
+  #plain = 0;
 
   constructor(b: Buffer) {
     this.#b = b;
@@ -268,22 +285,43 @@ export class BodyBuilder {
   }
 
   /**
-   * Builds values until the body is done (true), or STEPPED_BUILD_VALUES values were built, or
-   * `due()`, asked every BUILD_CHECK_EVERY values, says to stop (false: call again later).
+   * Builds values until the body is done (true), or STEPPED_BUILD_VALUES units of work were
+   * done (a value built, a header read by spanOf: at most ~258 more in the last call), or
+   * `due()`, asked every BUILD_CHECK_EVERY units, says to stop (false: call again later).
    */
   step(due: () => boolean): boolean {
     this.steps++;
-    for (let built = 0; !this.#done; ) {
-      for (let i = 0; i < BUILD_CHECK_EVERY && !this.#done; i++) this.#next();
-      built += BUILD_CHECK_EVERY;
-      if (!this.#done && (built >= STEPPED_BUILD_VALUES || due())) return false;
+    const start = this.#work;
+    for (;;) {
+      const check = this.#work + BUILD_CHECK_EVERY;
+      while (!this.#done && this.#work < check) this.#next();
+      if (this.#done) return true;
+      if (this.#work - start >= STEPPED_BUILD_VALUES || due()) return false;
     }
-    return true;
   }
 
   /** Reads one value (a container's header opens it) and places what is complete. */
   #next(): void {
     const b = this.#b;
+    if (this.#plain > 0) this.#plain--;
+    else {
+      // The values left in the innermost open container (a map's keys counted), or the body itself.
+      const top = this.#open.length - 1;
+      const left = top < 0 ? 1 : this.#isMap[top] ? 2 * (this.#count[top]! - this.#filled[top]!) - (this.#key[top] === undefined ? 0 : 1) : this.#count[top]! - this.#filled[top]!;
+      const end = spanOf(b, this.#pos, left, SUBTREE_VALUES, SUBTREE_BYTES);
+      this.#work += span.read;
+      if (span.items > 0 && span.maps > 0) {
+        const piece = b.subarray(this.#pos, end);
+        this.#pos = end;
+        this.unpacked += span.items;
+        if (span.items === 1) this.#place(packr.unpack(piece));
+        else for (const v of packr.unpackMultiple(piece) as unknown[]) this.#place(v);
+        return;
+      }
+      // A run without a map (scalars, arrays) is built here: faster than msgpackr's calls for it.
+      if (span.items > 1) this.#plain = span.items - 1;
+    }
+    this.#work++;
     const m = b[this.#pos++]!;
     let v: unknown;
     let n = -1; // entries of a container
@@ -375,6 +413,67 @@ export class BodyBuilder {
   #bin(n: number): Buffer {
     return this.#b.subarray(this.#pos, (this.#pos += n));
   }
+}
+
+/** What spanOf found in its last call: the whole values it spans, and the headers it read (those of a value that did not fit included). */
+const span = { items: 0, read: 0, maps: 0 };
+
+/**
+ * The end of the longest run of whole values from `pos` of a validated body, at most `maxItems`
+ * of them, that has at most `maxValues` values (containers, map keys and elements counted) in
+ * at most `maxBytes` bytes; span.items says how many (0: the first value alone is larger).
+ * span.maps counts the maps with entries among them. Reads headers only, at most `maxValues` +
+ * 1 of them, however large the values.
+ */
+function spanOf(b: Buffer, pos: number, maxItems: number, maxValues: number, maxBytes: number): number {
+  const limit = pos + maxBytes;
+  let end = pos;
+  let items = 0;
+  let read = 0;
+  let maps = 0;
+  let mapsBefore = 0;
+  item: while (items < maxItems) {
+    let pending = 1;
+    let x: number;
+    while (pending > 0) {
+      if (read > maxValues || pos > limit) break item;
+      read++;
+      pending--;
+      const m = b[pos++]!;
+      if (m < 0x80 || m >= 0xe0) continue;
+      if (m < 0x90) {
+        pending += 2 * (m & 0x0f);
+        if (m > 0x80) maps++;
+      } else if (m < 0xa0) pending += m & 0x0f;
+      else if (m < 0xc0) pos += m & 0x1f;
+      else {
+        switch (m) {
+          case 0xc0: case 0xc2: case 0xc3: break;
+          case 0xc4: case 0xd9: pos += 1 + b[pos]!; break;
+          case 0xc5: case 0xda: pos += 2 + b.readUInt16BE(pos); break;
+          case 0xc6: case 0xdb: pos += 4 + b.readUInt32BE(pos); break;
+          case 0xcc: case 0xd0: pos += 1; break;
+          case 0xcd: case 0xd1: pos += 2; break;
+          case 0xca: case 0xce: case 0xd2: pos += 4; break;
+          case 0xcb: case 0xcf: case 0xd3: pos += 8; break;
+          case 0xdc: pending += b.readUInt16BE(pos); pos += 2; break;
+          case 0xdd: pending += b.readUInt32BE(pos); pos += 4; break;
+          case 0xde: x = b.readUInt16BE(pos); pending += 2 * x; pos += 2; if (x > 0) maps++; break;
+          case 0xdf: x = b.readUInt32BE(pos); pending += 2 * x; pos += 4; if (x > 0) maps++; break;
+          // Not of the subset (validate refused it already): the builder says so.
+          default: break item;
+        }
+      }
+    }
+    if (read > maxValues || pos > limit) break;
+    items++;
+    end = pos;
+    mapsBefore = maps;
+  }
+  span.items = items;
+  span.read = read;
+  span.maps = mapsBefore;
+  return end;
 }
 
 /**

@@ -1069,6 +1069,38 @@ test("codec: a body of many values built in steps (BodyBuilder, stopped at every
   t.deepEqual(decodeBodyStepped(small), { done: true, value: packr.unpack(small) });
 });
 
+test("codec: a large body's runs of small values with maps are built by msgpackr, and the value is still exactly msgpackr's: a storage transaction's 3000 ops, runs cut at 256 values and at 16 KiB, containers of 255 and 257 values, long strings, map keys and values in one run, values after a run without maps", (t) => {
+  const packr = new Packr({ useRecords: false, mapsAsObjects: true, variableMapSize: true, int64AsType: "number" });
+  const build = (b: Buffer) => {
+    const r = decodeBodyStepped(b);
+    if (r.done) return { value: r.value, unpacked: -1 };
+    while (!r.builder.step(() => false));
+    return { value: r.builder.value, unpacked: r.builder.unpacked };
+  };
+  const ops = Array.from({ length: 3000 }, (_, n) => ({ op: "put", key: `tx:${n.toString(16).padStart(64, "0")}`, value: { height: 5, index: n, vsize: 141, ok: n % 2 === 0 } }));
+  const tx = encodeBody({ t: 0, id: 7, method: "storage_transaction", params: { tree: "idx", ops } });
+  const got = build(tx);
+  t.deepEqual(got.value, packr.unpack(tx));
+  t.true(got.unpacked >= 3000, `the ops were built by msgpackr (${got.unpacked} values)`);
+  const row = (i: number, n: number) => Object.fromEntries(Array.from({ length: n }, (_, k) => [`k${k}`, i + k]));
+  const mixed = {
+    t: "x",
+    // Maps of 127 entries (255 values) and 128 entries (257): one fits a run, the other is opened.
+    wide: Array.from({ length: 40 }, (_, i) => row(i, i % 2 ? 127 : 128)),
+    // Runs cut by bytes: maps each with a string of 5-9 KiB, and strings of 20 KiB (left to TextDecoder).
+    bytes: Array.from({ length: 60 }, (_, i) => (i % 5 === 4 ? "€".repeat(7000) : { s: "é".repeat(2500 + 100 * i), i })),
+    // Runs without maps (built value by value), then maps again.
+    plain: [...Array.from({ length: 3000 }, (_, i) => [i, -i, i / 3]), ...Array.from({ length: 300 }, (_, i) => ({ i }))],
+    map: row(0, 3000),
+    bin: Buffer.alloc(20_000, 7),
+  };
+  const body = encodeBody(mixed);
+  const m = build(body);
+  t.deepEqual(m.value, packr.unpack(body));
+  t.true(m.unpacked > 0 && m.unpacked < 1000, `some values were built by msgpackr, the plain ones not (${m.unpacked})`);
+  t.true(Buffer.isBuffer((m.value as { bin: unknown }).bin));
+});
+
 // ---------------------------------------------------------------------------------------
 // The strict decoder: the protocol's subset only, limits from the headers, answers by id
 

@@ -723,3 +723,38 @@ test("a transaction cut into slices stays atomic: reads in the turns between its
   t.is((await small.usage()).keys, 0);
   t.is(await small.get("t", maximalOps("d", "")[0]!.key), undefined);
 });
+
+test("a transaction whose quota reads take several 256-key getMany calls counts exactly: random puts, overwrites and deletes with keys repeated across those slices match a fresh count after every transaction; a refusal late in it (a bad op, the quota) writes nothing, and the counters found on disk after a reopen are the exact ones", async (t) => {
+  const dir = await tempDir(t);
+  const store = await ModuleStore.open(join(dir, "db"), { maxBytes: 400_000 }, { label: "testmod" });
+  await store.openTree("t");
+  let seed = 7;
+  const rnd = (n: number) => ((seed = (seed * 1103515245 + 12345) % 2 ** 31), seed % n);
+  const fresh = async () => {
+    let bytes = 0;
+    for (const { key, value } of await store.iterate("t", { limit: 10_000 })) bytes += keyBytes(key) + encodeValue(value, DEFAULT_QUOTA.maxValueBytes).length;
+    return { bytes, keys: (await store.iterate("t", { limit: 10_000 })).length };
+  };
+  for (let round = 0; round < 6; round++) {
+    // 700-1300 ops over ~600 keys: most keys come back in later slices of the same transaction.
+    const ops: BatchOp[] = Array.from({ length: 700 + rnd(600) }, () => {
+      const key = `k${rnd(600)}`;
+      return rnd(4) === 0 ? { op: "delete", key } : { op: "put", key, value: "v".repeat(rnd(120)) };
+    });
+    await store.batch("t", ops);
+    const { bytes, keys } = await store.usage();
+    t.deepEqual({ bytes, keys }, await fresh(), `round ${round}`);
+  }
+  const before = await store.usage();
+  const data = await store.iterate("t", { limit: 10_000 });
+  const grow = Array.from({ length: 900 }, (_, i) => ({ op: "put" as const, key: `g${i}`, value: "x".repeat(500) }));
+  await rejectsCode(t, store.batch("t", grow), "quota_exceeded", /maxBytes/);
+  await rejectsCode(t, store.batch("t", [...grow.slice(0, 800), { op: "put", key: "bad", value: () => 1 } as never]), "invalid_params", /ops\[800\]/);
+  t.deepEqual(await store.iterate("t", { limit: 10_000 }), data, "nothing of either was written");
+  t.deepEqual(await store.usage(), before);
+  await store.close();
+  const reopened = await ModuleStore.open(join(dir, "db"), { maxBytes: 400_000 }, { label: "testmod" });
+  t.teardown(() => reopened.close());
+  const { bytes, keys } = await reopened.usage();
+  t.deepEqual({ bytes, keys }, { bytes: before.bytes, keys: before.keys }, "the counters on disk are the exact ones");
+});
