@@ -11,7 +11,7 @@
 
 import test from "ava";
 import type { ExecutionContext } from "ava";
-import { spawn } from "node:child_process";
+import { execFile, spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import { lstat, mkdir, readdir, readFile, statfs, writeFile } from "node:fs/promises";
 import path from "node:path";
@@ -215,3 +215,48 @@ vtest("a host killed with -9 leaves its module's volume mounted: the next host u
   t.is(await mountsOn(dataDir), 0, "no mount after a clean stop");
   await waitFor(async () => (await loopDevicesOf(image)).length === 0, 30_000, "its loop device to be freed");
 });
+
+vtest("a lowered max_data_bytes: files over it keep the module from starting (naming max_data_bytes); once they are gone the volume is shrunk to the new quota", async (t) => {
+  const h = await hostWithHog(t, "shrinker", { files: 0, bytes: 0 }, { max_data_bytes: 64 * MiB, restart: "never" });
+  const dataDir = path.join(h.config.modules.data_dir, "shrinker");
+  const image = path.join(h.config.modules.data_dir, VOLUMES_DIR, "shrinker.ext4");
+  await writeFile(path.join(dataDir, "big.bin"), Buffer.alloc(6 * MiB, 1));
+  await h.manager.unload("shrinker");
+  const c = h.config;
+  await h.manager.reconfigure({ ...c, modules: { ...c.modules, limits: { ...c.modules.limits, shrinker: { ...c.modules.limits.shrinker, max_data_bytes: 4 * MiB } } } });
+  await h.manager.load("shrinker").catch(() => undefined);
+  const failed = await h.waitForState("shrinker", "failed", 30_000);
+  t.regex(failed.problem ?? "", /max_data_bytes = 4194304/);
+  t.is(await mountsOn(dataDir), 0, "no mount left by the failed start");
+  await waitFor(async () => (await loopDevicesOf(image)).length === 0, 30_000, "no loop device left by the failed start");
+  // The operator removes the file (mounting the image as the operator guide says).
+  const mnt = await tempDir(t, "modhost-mnt-");
+  await run("mount", ["-o", "loop", image, mnt]);
+  await writeFile(path.join(mnt, "big.bin"), "");
+  await run("umount", [mnt]);
+  await waitFor(async () => (await loopDevicesOf(image)).length === 0, 30_000, "the operator's loop device to go");
+  await h.manager.load("shrinker");
+  t.is(h.mustStatus("shrinker").state, "running");
+  const s = await statfs(dataDir);
+  t.true((s.blocks - s.bfree + s.bavail) * s.bsize <= 4 * MiB, "its room is the new quota");
+  t.regex(h.lines.join("\n"), /shrinker: data volume .*shrunk to \d+ bytes for max_data_bytes = 4194304/);
+});
+
+vtest("an image that a loop device already holds (another host's mount, say) is not mounted a second time: the start fails naming the device", async (t) => {
+  const h = await hostWithHog(t, "twice", { files: 0, bytes: 0 }, { max_data_bytes: 4 * MiB, restart: "never" });
+  const image = path.join(h.config.modules.data_dir, VOLUMES_DIR, "twice.ext4");
+  await h.manager.unload("twice");
+  await waitFor(async () => (await loopDevicesOf(image)).length === 0, 30_000, "its loop device to go");
+  const device = (await run("losetup", ["--find", "--show", image])).trim();
+  t.teardown(() => run("losetup", ["-d", device]).then(() => undefined, () => undefined));
+  await h.manager.load("twice").catch(() => undefined);
+  const failed = await h.waitForState("twice", "failed", 30_000);
+  t.regex(failed.problem ?? "", new RegExp(`still held by ${device}`));
+  t.is(await mountsOn(path.join(h.config.modules.data_dir, "twice")), 0);
+});
+
+function run(cmd: string, args: string[]): Promise<string> {
+  return new Promise((resolve, reject) => {
+    execFile(cmd, args, (err, out, stderr) => (err ? reject(new Error(`${cmd}: ${stderr}`)) : resolve(out)));
+  });
+}

@@ -128,10 +128,11 @@ export async function loopDevicesOf(image?: string): Promise<string[]> {
 
 async function waitLoopFree(image: string, ms: number): Promise<string[]> {
   const until = Date.now() + ms;
-  for (;;) {
+  // The kernel frees an autoclear loop device shortly after the last unmount: look again soon, then less often.
+  for (let pause = 1; ; pause = Math.min(pause * 2, 50)) {
     const held = await loopDevicesOf(image);
     if (held.length === 0 || Date.now() >= until) return held;
-    await new Promise((r) => setTimeout(r, 20));
+    await new Promise((r) => setTimeout(r, pause));
   }
 }
 
@@ -177,15 +178,15 @@ export async function cleanStaleVolumes(root: string): Promise<string[]> {
 }
 
 /** The reserve (root-only blocks) that leaves the module exactly `quotaBlocks`, used ones included. */
-async function setReserve(t: Record<Tool, string>, dir: string, device: string, quotaBlocks: number): Promise<"ok" | "small" | "large"> {
+async function setReserve(t: Record<Tool, string>, dir: string, device: string, image: string, quotaBlocks: number): Promise<"ok" | "small" | "large"> {
   const s = await statfs(dir);
   const resv = Number((await readFile(`/sys/fs/ext4/${path.basename(device)}/reserved_clusters`, "utf8").catch(() => "0")).trim()) || 0;
-  const out = await run(t.tune2fs, ["-l", device]);
-  const total = Number(/^Block count:\s+(\d+)/m.exec(out)?.[1] ?? NaN);
-  const current = Number(/^Reserved block count:\s+(\d+)/m.exec(out)?.[1] ?? NaN);
+  const total = Math.floor((await stat(image)).size / BLOCK);
   const want = s.blocks - resv - quotaBlocks;
   if (want < 0) return "small";
   if (want > Math.floor(total / 2)) return "large"; // tune2fs allows at most half
+  // bavail = bfree - reserve - resv while that is positive: the reserve in force, read without a fork.
+  const current = s.bavail > 0 ? s.bfree - s.bavail - resv : NaN;
   if (want !== current) await run(t.tune2fs, ["-r", String(want), device]);
   return "ok";
 }
@@ -304,7 +305,7 @@ export async function mountVolume(root: string, name: string, q: VolumeQuota): P
   const release = async () => unmount(t, dir, image, mounted.id);
   try {
     for (let tries = 0; ; tries++) {
-      const fit = await setReserve(t, dir, mounted.device, quotaBlocks);
+      const fit = await setReserve(t, dir, mounted.device, image, quotaBlocks);
       if (fit === "ok") break;
       if (tries >= 2) throw new Error(`could not fit its volume ${image} to max_data_bytes = ${q.maxBytes}`);
       // Too small for a raised quota, or too large to reserve the rest (tune2fs allows half):
