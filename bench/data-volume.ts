@@ -62,17 +62,20 @@ const dd = (dir: string, sync: boolean): number => {
   return 64 / s;
 };
 const v = await mountVolume(root, "tput", quota);
-await chown(v.dir, UID, UID);
-const plain = path.join(root, "plain");
-await chown(plain, UID, UID);
 const rates: Record<string, number[]> = { "volume, page cache": [], "plain, page cache": [], "volume, fdatasync": [], "plain, fdatasync": [] };
-for (let i = 0; i < rounds; i++) {
-  rates["volume, page cache"]!.push(dd(v.dir, false));
-  rates["plain, page cache"]!.push(dd(plain, false));
-  rates["volume, fdatasync"]!.push(dd(v.dir, true));
-  rates["plain, fdatasync"]!.push(dd(plain, true));
+try {
+  await chown(v.dir, UID, UID);
+  const plain = path.join(root, "plain");
+  await chown(plain, UID, UID);
+  for (let i = 0; i < rounds; i++) {
+    rates["volume, page cache"]!.push(dd(v.dir, false));
+    rates["plain, page cache"]!.push(dd(plain, false));
+    rates["volume, fdatasync"]!.push(dd(v.dir, true));
+    rates["plain, fdatasync"]!.push(dd(plain, true));
+  }
+} finally {
+  await v.release(); // never left mounted, whatever failed
 }
-await v.release();
 for (const [what, xs] of Object.entries(rates)) console.log(`write 64 MiB, ${what}: ${median(xs).toFixed(0)} MB/s (min ${Math.min(...xs).toFixed(0)}, max ${Math.max(...xs).toFixed(0)})`);
 console.log(`load now ${load()}`);
 await rm(root, { recursive: true, force: true });

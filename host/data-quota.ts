@@ -59,6 +59,14 @@ export interface OpenedDataDir {
   release(): Promise<void>;
 }
 
+/** What native modules' data directories get on this machine, for the startup log and `modhost check`. */
+export async function describeDataVolumes(root: string): Promise<{ volumes: boolean; text: string }> {
+  const why = await volumeTools();
+  return typeof why === "string"
+    ? { volumes: false, text: `data directories: no volumes on this machine (${why}): native modules' directories are measured by scans, which a module may overshoot between two` }
+    : { volumes: true, text: `data directories: each native module gets a loop-mounted ext4 volume sized to max_data_bytes (${path.join(root, VOLUMES_DIR)}); the kernel refuses writes past it (data_volume = "auto")` };
+}
+
 /** Why a module gets no volume (null: it gets one, if the machine can). */
 function noVolume(config: HostConfig, limits: Limits, runtime: string): string | null {
   if (limits.data_volume === "scan") return 'data_volume = "scan"';

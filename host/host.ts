@@ -19,7 +19,8 @@ import { HOST_VERSION } from "./version.ts";
 import { AuditLog } from "./audit.ts";
 import { createServices } from "./services/index.ts";
 import { describeSandboxes, detectSandbox } from "../runtime/sandbox/index.ts";
-import { cleanStaleVolumes, volumesReleased, volumeTools } from "../runtime/sandbox/volume.ts";
+import { cleanStaleVolumes, volumesReleased } from "../runtime/sandbox/volume.ts";
+import { describeDataVolumes } from "./data-quota.ts";
 import { RpcRegistry } from "./services/rpc.ts";
 import { MetricsStore } from "./services/metrics.ts";
 import { RpcServer } from "./rpc/server.ts";
@@ -282,10 +283,9 @@ export class Host {
     const { text, full } = describeSandboxes({ native: sandboxModeFor(this.config, "native"), isolate: sandboxModeFor(this.config, "isolate") }, caps);
     if (full) this.log.info(text);
     else this.log.warn(text);
-    const volumes = await volumeTools();
-    this.log.info(typeof volumes === "string"
-      ? `data directories: no volumes on this machine (${volumes}): native modules' directories are measured by scans, which a module may overshoot between two (data_volume = "scan")`
-      : `data directories: native modules get a loop-mounted ext4 volume each, sized to max_data_bytes (${path.join(this.config.modules.data_dir, ".volumes")}); the kernel refuses writes past it (data_volume = "auto")`);
+    const volumes = await describeDataVolumes(this.config.modules.data_dir);
+    if (volumes.volumes) this.log.info(volumes.text);
+    else this.log.warn(volumes.text);
     const pool = this.config.host.isolate_pool;
     this.log.info(pool > 0
       ? `isolate pool: ${pool} pre-booted isolate host${pool === 1 ? "" : "s"} kept for TypeScript module starts ([host] isolate_pool), each in the same sandbox under a single-use uid, moved into its module's cgroup at hand-over`
