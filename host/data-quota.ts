@@ -99,7 +99,7 @@ export async function openDataDir(config: HostConfig, name: string, limits: Limi
     if (volume) {
       if (volume.notes.length > 0) log.info(`${name}: data volume ${volume.image}: ${volume.notes.join("; ")}`);
       const m = await volumeUsage(dataDir);
-      const over = overOf(m, quota, dataDir);
+      const over = overOf(m, quota, name);
       if (over) {
         await volume.release();
         throw new ModhostError("quota_exceeded", `its data directory ${dataDir} ${over}; the module does not start while it is over its quota`);
@@ -118,9 +118,10 @@ export async function openDataDir(config: HostConfig, name: string, limits: Limi
 }
 
 /** A volume's usage against the quota (its blocks, its inodes), or undefined. */
-function overOf(m: { bytes: number; entries: number }, q: DataQuota, dir: string): string | undefined {
-  if (m.entries > q.maxEntries) return `holds ${m.entries} entries, over max_data_files = ${q.maxEntries}`;
-  if (q.maxBytes > 0 && m.bytes > Math.floor(q.maxBytes / 4096) * 4096) return `holds ${m.bytes} bytes in blocks of 4 KiB (${dir}), over max_data_bytes = ${q.maxBytes}`;
+function overOf(m: { bytes: number; entries: number }, q: DataQuota, name: string): string | undefined {
+  const fix = (key: string) => `delete what it no longer needs (its volume can be mounted while it is unloaded: docs/operator-guide.md), or raise ${key} in [modules.limits.${name}]`;
+  if (m.entries > q.maxEntries) return `holds ${m.entries} entries, over max_data_files = ${q.maxEntries}; ${fix("max_data_files")}`;
+  if (q.maxBytes > 0 && m.bytes > Math.floor(q.maxBytes / 4096) * 4096) return `holds ${m.bytes} bytes in blocks of 4 KiB, over max_data_bytes = ${q.maxBytes}; ${fix("max_data_bytes")}`;
   return undefined;
 }
 
@@ -131,15 +132,17 @@ const VOLUME_CHECK_MS = 1_000;
  * While a native module with a volume runs: its usage is read from the file system's counts
  * (for metrics and the file API), and a module over max_data_files (which the kernel's inode
  * count may pass by the rounding of its inode tables) is stopped. Its bytes the kernel holds.
+ * Nothing walks the directory: a statfs a second, whatever it holds.
  */
 export function watchVolume(rec: Watched, proc: ModuleProcess<HostSession>, dataDir: string, usage: DataUsage, log: SourceLogger): void {
   const timer = setInterval(() => {
     if (rec.process !== proc || proc.hasExited) return clearInterval(timer);
     void volumeUsage(dataDir).then((m) => {
       usage.reset(m);
-      const over = overOf(m, usage.quota, dataDir);
+      // Entries only: its bytes the kernel holds (what the file API writes for it, as root, the API's own count does).
+      const over = overOf({ bytes: 0, entries: m.entries }, usage.quota, rec.name);
       if (!over || rec.process !== proc || proc.hasExited) return;
-      rec.killReason = `over its data quota: its data directory ${over}; raise ${over.includes("max_data_files") ? "max_data_files" : "max_data_bytes"} in [modules.limits.${rec.name}]`;
+      rec.killReason = `over its data quota: its data directory ${over}`;
       log.error(`${rec.name} is over its data quota, stopping it: its data directory ${over}`);
       proc.session.closeError ??= new Error(rec.killReason);
       proc.kill();

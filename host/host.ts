@@ -397,7 +397,7 @@ export class Host {
       // Honour the timeout: modules that subscribed get until then to handle the event.
       await this.bus.settled("NodeShutdown", timeout * 1000);
       await this.manager?.shutdown();
-      await volumesReleased(); // modules' data volumes unmounted before the lock goes
+      await volumesReleased(this.config.modules.data_dir); // modules' data volumes unmounted before the lock goes
       this.bus.publish("NodeShutdownCompleted", { duration_ms: Date.now() - started });
       await this.chainFacade?.stop();
       await this.chain?.close();

@@ -126,26 +126,45 @@ export async function loopDevicesOf(image?: string): Promise<string[]> {
   return out;
 }
 
-async function waitLoopFree(image: string, ms: number): Promise<string[]> {
+/** Wait until no loop device (or not `device`) holds `image`; returns those that still do. */
+async function waitLoopFree(image: string, ms: number, device?: string): Promise<string[]> {
   const until = Date.now() + ms;
   // The kernel frees an autoclear loop device shortly after the last unmount: look again soon, then less often.
   for (let pause = 1; ; pause = Math.min(pause * 2, 50)) {
-    const held = await loopDevicesOf(image);
+    const held = (await loopDevicesOf(image)).filter((d) => device === undefined || d === device);
     if (held.length === 0 || Date.now() >= until) return held;
     await new Promise((r) => setTimeout(r, pause));
   }
 }
 
-/** Unmount `dir` (only the mount `id` when given, else whatever is stacked there) and free the image's loop devices. */
-async function unmount(t: Record<Tool, string>, dir: string, image: string, id?: string): Promise<void> {
+/**
+ * Unmount the mount `id` on `dir`: busy (a file the host's file API holds open for a moment) is
+ * tried again for a second, then detached lazily (the kernel finishes when the last file closes;
+ * the loop device goes then, and a new mount waits for it).
+ */
+async function umountOnce(t: Record<Tool, string>, dir: string, id: string): Promise<void> {
+  const gone = async () => !(await mounts()).some((m) => m.id === id);
+  for (let i = 0; i < 10; i++) {
+    const err = await run(t.umount, [dir]).then(() => null, (e: Error) => e);
+    if (!err || (await gone())) return;
+    if (!/busy/i.test(err.message)) throw err;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  await run(t.umount, ["-l", dir]);
+}
+
+/**
+ * Unmount `dir` and free the loop devices: an owner's release (`own`) touches only its own mount
+ * and device, never one another instance or host may have; without it (a dead host's leftovers,
+ * under this host's lock), whatever is stacked there and every device of the image.
+ */
+async function unmount(t: Record<Tool, string>, dir: string, image: string, own?: MountEntry): Promise<void> {
   for (;;) {
     const top = (await mounts()).filter((m) => m.mountpoint === dir).at(-1);
-    if (!top || (id !== undefined && top.id !== id)) break;
-    await run(t.umount, [dir]).catch(async (err: Error) => {
-      if ((await mounts()).some((m) => m.id === top.id)) throw err; // still there: a real failure
-    });
+    if (!top || (own !== undefined && top.id !== own.id)) break;
+    await umountOnce(t, dir, top.id);
   }
-  const held = await waitLoopFree(image, 5000);
+  const held = await waitLoopFree(image, 5000, own?.device);
   // No namespace holds the file system any more, but a loop device without autoclear (a host
   // killed between attach and mount) would: detach it.
   for (const dev of held) await run(t.losetup, ["-d", dev]).catch(() => undefined);
@@ -267,10 +286,13 @@ export async function mountVolume(root: string, name: string, q: VolumeQuota): P
   const vols = path.resolve(root, VOLUMES_DIR);
   const dir = path.resolve(root, name);
   const image = imageOf(path.resolve(root), name);
-  // The last instance's unmount comes after its exit is handled: wait for it (bounded), never stack on it.
-  const last = current.get(dir);
-  if (last) await Promise.race([last, new Promise((r) => setTimeout(r, RELEASE_WAIT_MS).unref())]);
-  await volumesReleased(dir);
+  // The last instance's unmount comes after its exit is handled: wait for it (bounded), then
+  // do it in its place; never stack a mount on it.
+  const last = live.get(dir);
+  if (last) {
+    await Promise.race([last.released, new Promise((r) => setTimeout(r, RELEASE_WAIT_MS).unref())]);
+    await last.release();
+  }
   await mkdir(vols, { recursive: true, mode: 0o700 });
   await chmod(vols, 0o700);
   await mkdir(dir, { recursive: true, mode: 0o700 });
@@ -302,7 +324,7 @@ export async function mountVolume(root: string, name: string, q: VolumeQuota): P
     throw new Error(`its data directory ${dir} holds files beside its volume ${image}: move them into the volume (mount it, see the operator guide) or away`);
   }
   let mounted = await mountImage(t, image, dir);
-  const release = async () => unmount(t, dir, image, mounted.id);
+  const release = async () => unmount(t, dir, image, mounted);
   try {
     for (let tries = 0; ; tries++) {
       const fit = await setReserve(t, dir, mounted.device, image, quotaBlocks);
@@ -325,37 +347,33 @@ export async function mountVolume(root: string, name: string, q: VolumeQuota): P
     throw err;
   }
   let released: Promise<void> | undefined;
-  const done = deferred();
-  current.set(dir, done.promise);
-  return {
-    image, dir, device: mounted.device, notes,
-    release: () => (released ??= track(dir, release().finally(() => {
-      done.resolve();
-      if (current.get(dir) === done.promise) current.delete(dir);
-    }))),
-  };
-}
-
-/** Each directory's mounted volume: resolved once it is released (a new mount waits for it). */
-const current = new Map<string, Promise<void>>();
-function deferred(): { promise: Promise<void>; resolve: () => void } {
   let resolve!: () => void;
-  const promise = new Promise<void>((r) => (resolve = r));
-  return { promise, resolve };
+  const entry: Live = {
+    released: new Promise<void>((r) => (resolve = r)),
+    release: () => (released ??= release().finally(() => {
+      resolve();
+      if (live.get(dir) === entry) live.delete(dir);
+    })),
+  };
+  live.set(dir, entry);
+  return { image, dir, device: mounted.device, notes, release: entry.release };
 }
-/** How long a new mount waits for the last instance's unmount (its process's exit comes first). */
+
+interface Live {
+  /** Resolved once its owner has released it. */
+  released: Promise<void>;
+  release(): Promise<void>;
+}
+/** The volumes this process has mounted, by directory. */
+const live = new Map<string, Live>();
+/** How long a new mount waits for the last instance's unmount (its process's exit is handled first). */
 const RELEASE_WAIT_MS = 30_000;
+/** How long the host's shutdown waits for its modules' exits to release their volumes before it does. */
+const SHUTDOWN_WAIT_MS = 10_000;
 
-/** The unmounts under way, by directory. */
-const pending = new Map<string, Promise<void>>();
-function track(dir: string, p: Promise<void>): Promise<void> {
-  const q = p.finally(() => { if (pending.get(dir) === q) pending.delete(dir); });
-  pending.set(dir, q);
-  return q;
-}
-
-/** Wait for the unmount under way on `dir` (a new mount waits for the last one's), or for all of them (the host's shutdown). */
-export async function volumesReleased(dir?: string): Promise<void> {
-  if (dir !== undefined) return void (await pending.get(path.resolve(dir))?.catch(() => undefined));
-  while (pending.size > 0) await Promise.allSettled([...pending.values()]);
+/** At the host's shutdown (its modules stopped): every volume under `root` released, by its owner or, after SHUTDOWN_WAIT_MS, here. */
+export async function volumesReleased(root: string): Promise<void> {
+  const under = () => [...live].filter(([dir]) => path.dirname(dir) === path.resolve(root)).map(([, v]) => v);
+  await Promise.race([Promise.all(under().map((v) => v.released)), new Promise((r) => setTimeout(r, SHUTDOWN_WAIT_MS).unref())]);
+  await Promise.allSettled(under().map((v) => v.release()));
 }
