@@ -1,7 +1,10 @@
 // The data directory quota of a module (max_data_bytes, max_data_files): its directory is
 // measured before each start, and a module over its quota does not start; the file API keeps
-// the count exact from there (capabilities/fs-usage.ts). A native module writes there directly,
-// so while it runs its directory is measured again, and a module found over its quota is
+// the count exact from there (capabilities/fs-usage.ts). A native module writes there directly:
+// where it gets a data volume (runtime/sandbox/volume.ts, data_volume), the kernel holds it to
+// max_data_bytes and (within the rounding of its inode tables, checked here each second from the
+// file system's counts) max_data_files, and nothing below applies. Without one (scan mode),
+// while it runs its directory is measured again, and a module found over its quota is
 // stopped with a crash reason that names the limit (the restart policy applies; a restart finds
 // it over its quota and fails, until the directory is cleaned).
 //

@@ -19,7 +19,7 @@
 // before any module starts. A mount never reuses an image that a loop device still holds.
 
 import { execFile } from "node:child_process";
-import { chmod, mkdir, open, readFile, readdir, rename, rm, rmdir, stat, statfs, truncate } from "node:fs/promises";
+import { chmod, mkdir, open, readFile, readdir, realpath, rename, rm, rmdir, stat, statfs, truncate } from "node:fs/promises";
 import { constants } from "node:fs";
 import { access } from "node:fs/promises";
 import path from "node:path";
@@ -171,9 +171,10 @@ async function unmount(t: Record<Tool, string>, dir: string, image: string, own?
 }
 
 /** Unmount the volumes that a host killed with -9 left under `root` (and free their loop devices); returns their names. */
-export async function cleanStaleVolumes(root: string): Promise<string[]> {
+export async function cleanStaleVolumes(rootPath: string): Promise<string[]> {
   const t = await volumeTools();
   if (typeof t === "string") return [];
+  const root = await realpath(rootPath).catch(() => path.resolve(rootPath));
   const vols = path.resolve(root, VOLUMES_DIR);
   const images = (await readdir(vols).catch(() => [] as string[])).filter((f) => f.endsWith(".ext4") || f.endsWith(".ext4.new"));
   const cleaned: string[] = [];
@@ -280,9 +281,12 @@ async function isEmpty(dir: string): Promise<boolean> {
  * directory's files into a new one), and fitting it to the quota (grown online, shrunk offline).
  * Throws with what went wrong; the caller decides whether the module falls back to scans.
  */
-export async function mountVolume(root: string, name: string, q: VolumeQuota): Promise<MountedVolume> {
+export async function mountVolume(rootPath: string, name: string, q: VolumeQuota): Promise<MountedVolume> {
   const t = await volumeTools();
   if (typeof t === "string") throw new Error(t);
+  // The kernel's mount table names real paths (no symbolic links).
+  await mkdir(rootPath, { recursive: true, mode: 0o700 });
+  const root = await realpath(rootPath);
   const vols = path.resolve(root, VOLUMES_DIR);
   const dir = path.resolve(root, name);
   const image = imageOf(path.resolve(root), name);
@@ -372,8 +376,9 @@ const RELEASE_WAIT_MS = 30_000;
 const SHUTDOWN_WAIT_MS = 10_000;
 
 /** At the host's shutdown (its modules stopped): every volume under `root` released, by its owner or, after SHUTDOWN_WAIT_MS, here. */
-export async function volumesReleased(root: string): Promise<void> {
-  const under = () => [...live].filter(([dir]) => path.dirname(dir) === path.resolve(root)).map(([, v]) => v);
+export async function volumesReleased(rootPath: string): Promise<void> {
+  const root = await realpath(rootPath).catch(() => path.resolve(rootPath));
+  const under = () => [...live].filter(([dir]) => path.dirname(dir) === root).map(([, v]) => v);
   await Promise.race([Promise.all(under().map((v) => v.released)), new Promise((r) => setTimeout(r, SHUTDOWN_WAIT_MS).unref())]);
   await Promise.allSettled(under().map((v) => v.release()));
 }
