@@ -132,8 +132,8 @@ function printReach(host: Host): void {
 
 async function check({ values }: Parsed): Promise<number> {
   const config = await configFrom(values.config as string | undefined);
-  const [{ Logger }, { ModuleManager }, { EventBus }, { moduleConfig }, { checkModule }, { sandboxModeFor, strayModuleWarnings }, { describeSandboxes, detectSandbox }] = await Promise.all([
-    import("./log.ts"), import("./manager.ts"), import("./events/bus.ts"), import("./module-config.ts"), import("./verify/module.ts"), import("./config.ts"), import("../runtime/sandbox/index.ts"),
+  const [{ Logger }, { ModuleManager }, { EventBus }, { moduleConfig }, { checkModule }, { sandboxModeFor, strayModuleWarnings }, { describeSandboxes, detectSandbox }, { describeDataVolumes }] = await Promise.all([
+    import("./log.ts"), import("./manager.ts"), import("./events/bus.ts"), import("./module-config.ts"), import("./verify/module.ts"), import("./config.ts"), import("../runtime/sandbox/index.ts"), import("./data-quota.ts"),
   ]);
   const logger = new Logger({ level: "error", write: () => {} });
   const manager = new ModuleManager({ config, bus: new EventBus(), logger });
@@ -171,6 +171,7 @@ async function check({ values }: Parsed): Promise<number> {
 
   const caps = await detectSandbox();
   const sandbox = describeSandboxes({ native: sandboxModeFor(config, "native"), isolate: sandboxModeFor(config, "isolate") }, caps);
+  const volumes = await describeDataVolumes(config.modules.data_dir);
   // A designated provider that is not among the modules would leave its role empty.
   for (const [role, name] of Object.entries(config.modules.providers)) {
     if (!byName.has(name)) problems.set(`providers.${role}`, `[modules.providers] ${role} = "${name}", but there is no module "${name}" in ${config.modules.modules_dir}`);
@@ -184,6 +185,7 @@ async function check({ values }: Parsed): Promise<number> {
       modules_dir: config.modules.modules_dir,
       load_order: order,
       sandbox: { full: sandbox.full, text: sandbox.text },
+      data_volumes: { available: volumes.volumes, text: volumes.text },
       providers: config.modules.providers,
       modules: manager.status().map((s) => ({
         name: s.name, version: s.version, runtime: s.runtime, ok: !problems.has(s.name),
@@ -199,6 +201,7 @@ async function check({ values }: Parsed): Promise<number> {
     `modules_dir: ${config.modules.modules_dir}`,
     `load order: ${order.join(" -> ") || "(none)"}`,
     sandbox.full ? sandbox.text : `${sandbox.text} (less protection than the full sandbox: see docs/security.md)`,
+    volumes.text,
     `providers: ${Object.entries(config.modules.providers).map(([role, m]) => `${role} = ${m}`).join(", ") || "(none designated)"}`,
     "",
   ];

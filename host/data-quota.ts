@@ -1,7 +1,10 @@
 // The data directory quota of a module (max_data_bytes, max_data_files): its directory is
 // measured before each start, and a module over its quota does not start; the file API keeps
-// the count exact from there (capabilities/fs-usage.ts). A native module writes there directly,
-// so while it runs its directory is measured again, and a module found over its quota is
+// the count exact from there (capabilities/fs-usage.ts). A native module writes there directly:
+// where it gets a data volume (runtime/sandbox/volume.ts, data_volume), the kernel holds it to
+// max_data_bytes and (within the rounding of its inode tables, checked here each second from the
+// file system's counts) max_data_files, and nothing below applies. Without one (scan mode),
+// while it runs its directory is measured again, and a module found over its quota is
 // stopped with a crash reason that names the limit (the restart policy applies; a restart finds
 // it over its quota and fails, until the directory is cleaned).
 //
@@ -19,13 +22,14 @@
 // periodic scan (1 to 10 s). Each file is at
 // most file_size_mb (RLIMIT_FSIZE).
 
-import { type FSWatcher, watch } from "node:fs";
+import { existsSync, type FSWatcher, watch } from "node:fs";
 import { mkdir } from "node:fs/promises";
 import { performance } from "node:perf_hooks";
 import path from "node:path";
 import { DataUsage, type DataQuota } from "../capabilities/fs-usage.ts";
 import { measureDataDir } from "../capabilities/fs-path.ts";
-import type { Limits } from "./config.ts";
+import { sandboxModeFor, type Limits, type HostConfig } from "./config.ts";
+import { mountVolume, VOLUMES_DIR, volumeTools, volumeUsage, type MountedVolume } from "../runtime/sandbox/volume.ts";
 import { ModhostError } from "./errors.ts";
 import type { SourceLogger } from "./log.ts";
 import type { HostSession } from "./session.ts";
@@ -49,14 +53,106 @@ const PERIODIC_COST_FACTOR = 100;
 
 const quotaOf = (limits: Pick<Limits, "max_data_bytes" | "max_data_files">): DataQuota => ({ maxBytes: limits.max_data_bytes, maxEntries: limits.max_data_files });
 
-/** Create the module's data directory if needed and measure it: over its quota, the start fails (quota_exceeded). */
-export async function openDataDir(root: string, name: string, limits: Limits): Promise<{ dataDir: string; usage: DataUsage }> {
+export interface OpenedDataDir {
+  dataDir: string;
+  usage: DataUsage;
+  /** "volume": the kernel holds it to its quota (runtime/sandbox/volume.ts); "scan": the host measures it. */
+  mode: "volume" | "scan";
+  /** Unmount its volume (once; nothing in scan mode): after its process is gone. */
+  release(): Promise<void>;
+}
+
+/** What native modules' data directories get on this machine, for the startup log and `modhost check`. */
+export async function describeDataVolumes(root: string): Promise<{ volumes: boolean; text: string }> {
+  const why = await volumeTools();
+  return typeof why === "string"
+    ? { volumes: false, text: `data directories: no volumes on this machine (${why}): native modules' directories are measured by scans, which a module may overshoot between two` }
+    : { volumes: true, text: `data directories: each native module gets a loop-mounted ext4 volume sized to max_data_bytes (${path.join(root, VOLUMES_DIR)}); the kernel refuses writes past it (data_volume = "auto")` };
+}
+
+/** Why a module gets no volume (null: it gets one, if the machine can). */
+function noVolume(config: HostConfig, limits: Limits, runtime: string): string | null {
+  if (limits.data_volume === "scan") return 'data_volume = "scan"';
+  if (runtime !== "native") return "a TypeScript module writes through the file API, which counts exactly";
+  if (limits.max_data_bytes === 0) return "max_data_bytes = 0 (no quota)";
+  if (sandboxModeFor(config, "native") === "off") return 'the sandbox is off (mode "off")';
+  return null;
+}
+
+/**
+ * Open the module's data directory: mount its volume where it gets one, else create the
+ * directory; then measure it. Over its quota, the start fails (quota_exceeded).
+ */
+export async function openDataDir(config: HostConfig, name: string, limits: Limits, runtime: string, log: SourceLogger): Promise<OpenedDataDir> {
+  const root = config.modules.data_dir;
   const dataDir = path.join(root, name);
-  await mkdir(dataDir, { recursive: true, mode: 0o700 });
   const quota = quotaOf(limits);
+  const skip = noVolume(config, limits, runtime);
+  const unavailable = skip === null ? await volumeTools() : null;
+  if (skip === null && typeof unavailable !== "string") {
+    let volume: MountedVolume | undefined;
+    try {
+      volume = await mountVolume(root, name, quota);
+    } catch (err) {
+      // A module that has a volume keeps it: its data is there, not in the directory beneath.
+      const has = existsSync(path.join(root, VOLUMES_DIR, `${name}.ext4`));
+      if (limits.data_volume === "volume" || has) throw new ModhostError("volume_unavailable", `its data volume cannot be mounted: ${(err as Error).message}`, `fix that, or set data_volume = "auto" in [modules.limits.${name}] to fall back to scans`);
+      log.warn(`${name}: its data volume cannot be mounted (${(err as Error).message}); its data directory is measured by scans instead`);
+    }
+    if (volume) {
+      if (volume.notes.length > 0) log.info(`${name}: data volume ${volume.image}: ${volume.notes.join("; ")}`);
+      const m = await volumeUsage(dataDir);
+      const over = overOf(m, quota, name);
+      if (over) {
+        await volume.release();
+        throw new ModhostError("quota_exceeded", `its data directory ${dataDir} ${over}; the module does not start while it is over its quota`);
+      }
+      return { dataDir, usage: new DataUsage(name, quota, m.bytes, m.entries), mode: "volume", release: () => volume.release() };
+    }
+  } else if (limits.data_volume === "volume") {
+    throw new ModhostError("volume_unavailable", `it gets no data volume: ${skip ?? (unavailable as string)}`, `set data_volume = "auto" in [modules.limits.${name}] to accept scans`);
+  } else if (typeof unavailable === "string" && runtime === "native") {
+    log.info(`${name}: no data volume (${unavailable}): its data directory is measured by scans, which it may overshoot between two (docs/security.md)`);
+  }
+  await mkdir(dataDir, { recursive: true, mode: 0o700 });
   const m = await measureDataDir(dataDir, quota, name);
   if (m.over) throw new ModhostError("quota_exceeded", `its data directory ${dataDir} ${m.over}; the module does not start while it is over its quota`);
-  return { dataDir, usage: new DataUsage(name, quota, m.bytes, m.entries) };
+  return { dataDir, usage: new DataUsage(name, quota, m.bytes, m.entries), mode: "scan", release: async () => {} };
+}
+
+/** A volume's usage against the quota (its blocks, its inodes), or undefined. */
+function overOf(m: { bytes: number; entries: number }, q: DataQuota, name: string): string | undefined {
+  const fix = (key: string) => `delete what it no longer needs (its volume can be mounted while it is unloaded: docs/operator-guide.md), or raise ${key} in [modules.limits.${name}]`;
+  if (m.entries > q.maxEntries) return `holds ${m.entries} entries, over max_data_files = ${q.maxEntries}; ${fix("max_data_files")}`;
+  if (q.maxBytes > 0 && m.bytes > Math.floor(q.maxBytes / 4096) * 4096) return `holds ${m.bytes} bytes in blocks of 4 KiB, over max_data_bytes = ${q.maxBytes}; ${fix("max_data_bytes")}`;
+  return undefined;
+}
+
+/** How often a running module's volume is read (statfs: O(1), a few microseconds). */
+const VOLUME_CHECK_MS = 1_000;
+
+/**
+ * While a native module with a volume runs: its usage is read from the file system's counts
+ * (for metrics and the file API), and a module over max_data_files (which the kernel's inode
+ * count may pass by the rounding of its inode tables) is stopped. Its bytes the kernel holds.
+ * Nothing walks the directory: a statfs a second, whatever it holds.
+ */
+export function watchVolume(rec: Watched, proc: ModuleProcess<HostSession>, dataDir: string, usage: DataUsage, log: SourceLogger): void {
+  const timer = setInterval(() => {
+    if (rec.process !== proc || proc.hasExited) return clearInterval(timer);
+    void volumeUsage(dataDir).then((m) => {
+      usage.reset(m);
+      // Entries only: its bytes the kernel holds (what the file API writes for it, as root, the API's own count does).
+      const over = overOf({ bytes: 0, entries: m.entries }, usage.quota, rec.name);
+      if (!over || rec.process !== proc || proc.hasExited) return;
+      rec.killReason = `over its data quota: its data directory ${over}`;
+      log.error(`${rec.name} is over its data quota, stopping it: its data directory ${over}`);
+      proc.session.closeError ??= new Error(rec.killReason);
+      proc.kill();
+    }, () => undefined);
+  }, VOLUME_CHECK_MS);
+  timer.unref();
+  void proc.exited.then(() => clearInterval(timer));
 }
 
 interface Watched {

@@ -19,6 +19,8 @@ import { HOST_VERSION } from "./version.ts";
 import { AuditLog } from "./audit.ts";
 import { createServices } from "./services/index.ts";
 import { describeSandboxes, detectSandbox } from "../runtime/sandbox/index.ts";
+import { cleanStaleVolumes, volumesReleased } from "../runtime/sandbox/volume.ts";
+import { describeDataVolumes } from "./data-quota.ts";
 import { RpcRegistry } from "./services/rpc.ts";
 import { MetricsStore } from "./services/metrics.ts";
 import { RpcServer } from "./rpc/server.ts";
@@ -95,6 +97,7 @@ export class Host {
     this.log.info(`modhost ${HOST_VERSION} starting`, { config: this.config.file ?? "(defaults)" });
     // Before anything is opened or started: one host per data directory, whatever else differs.
     await this.lockDataDirs();
+    await this.cleanStaleVolumes();
     if (this.opts.grantAll) this.log.warn("development mode: every module gets every capability it requests");
     if (this.opts.chain) this.chain = this.opts.chain;
     else {
@@ -200,6 +203,16 @@ export class Host {
     }
   }
 
+  /** Unmount the data volumes a host killed with -9 left mounted (under this host's lock, before any module starts). */
+  private async cleanStaleVolumes(): Promise<void> {
+    try {
+      const cleaned = await cleanStaleVolumes(this.config.modules.data_dir);
+      if (cleaned.length > 0) this.log.warn(`unmounted data volumes an earlier host left mounted: ${cleaned.join(", ")}`);
+    } catch (err) {
+      this.log.error(`could not unmount the data volumes an earlier host left (${(err as Error).message}): those modules may fail to start`);
+    }
+  }
+
   /**
    * Finish (or undo) an install or update that was interrupted (host/registry/journal.ts)
    * before modules are read, holding modules_dir as a registry command would. While a live
@@ -270,6 +283,9 @@ export class Host {
     const { text, full } = describeSandboxes({ native: sandboxModeFor(this.config, "native"), isolate: sandboxModeFor(this.config, "isolate") }, caps);
     if (full) this.log.info(text);
     else this.log.warn(text);
+    const volumes = await describeDataVolumes(this.config.modules.data_dir);
+    if (volumes.volumes) this.log.info(volumes.text);
+    else this.log.warn(volumes.text);
     const pool = this.config.host.isolate_pool;
     this.log.info(pool > 0
       ? `isolate pool: ${pool} pre-booted isolate host${pool === 1 ? "" : "s"} kept for TypeScript module starts ([host] isolate_pool), each in the same sandbox under a single-use uid, moved into its module's cgroup at hand-over`
@@ -381,6 +397,7 @@ export class Host {
       // Honour the timeout: modules that subscribed get until then to handle the event.
       await this.bus.settled("NodeShutdown", timeout * 1000);
       await this.manager?.shutdown();
+      await volumesReleased(this.config.modules.data_dir); // modules' data volumes unmounted before the lock goes
       this.bus.publish("NodeShutdownCompleted", { duration_ms: Date.now() - started });
       await this.chainFacade?.stop();
       await this.chain?.close();

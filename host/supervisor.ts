@@ -31,7 +31,7 @@ import { fairDeadline, type KeyedQueue, type LifecycleState, LoopStallMeter, rem
 import { describeExit, type ModuleProcess } from "../runtime/process.ts";
 import { UID_TABLE_FILE, UidTable } from "../runtime/sandbox/index.ts";
 import { stopHealth, watchHealth, watchResources, type WatchEnv } from "./supervisor-health.ts";
-import { openDataDir, watchDataDir } from "./data-quota.ts";
+import { openDataDir, watchDataDir, watchVolume, type OpenedDataDir } from "./data-quota.ts";
 import { makeRuntimes, type ModuleRuntime, type RuntimeTarget } from "./supervisor-runtimes.ts";
 
 export type ModuleState = "pending" | "starting" | "running" | "stopping" | "stopped" | "crashed" | "failed" | "skipped" | "quarantined";
@@ -210,9 +210,10 @@ export class Supervisor {
     if (rec.missing.length > 0) {
       this.log.warn(`${rec.name} loads without: ${rec.missing.map((m) => formatDescriptor(m.permission, m.scope)).join(", ")} (on_missing_grant = "reduce")`);
     }
+    let data: OpenedDataDir | undefined; // its volume goes once its process is gone, or the start failed
     try {
       if (!this.opts.chain) throw new ModhostError("internal", "no chain backend: modules cannot start");
-      const { dataDir, usage } = await openDataDir(this.opts.config.modules.data_dir, rec.name, limits);
+      const { dataDir, usage, mode: dataMode } = (data = await openDataDir(this.opts.config, rec.name, limits, manifest.runtime, this.log));
       await rec.storeClosing;
       rec.store ??= await this.openStore(rec);
       rec.store?.dropStaged(); // a new instance: the last one's unfinished transaction parts are not its own
@@ -248,6 +249,7 @@ export class Supervisor {
       void proc.exited.then(async (info) => {
         const why = (await sandboxed.cgroup?.exitReason().catch(() => null)) ?? undefined;
         if (why) this.log.warn(`${rec.name}: ${why}`);
+        await data?.release().catch((err: Error) => this.log.error(`${rec.name}: its data volume: ${err.message}`));
         this.onExit(rec, proc, info.code, info.signal, why);
         await sandboxed.release();
       });
@@ -259,8 +261,8 @@ export class Supervisor {
       rec.state = "running";
       watchHealth(rec, proc, this.watchEnv);
       watchResources(rec, proc, sandboxed.cgroup, this.watchEnv);
-      if (manifest.runtime === "native") watchDataDir(rec, proc, dataDir, usage, this.log);
-      this.log.info(`loaded ${rec.name} ${manifest.version}`, { runtime: manifest.runtime, sandbox: rec.sandbox, ...runtime.describe(sandboxed), pid: proc.pid, grants: describeGrants(rec.grants).join(",") || "none", ...(rec.verified ? { verification: rec.verified.report.summary } : {}) });
+      if (manifest.runtime === "native") (dataMode === "volume" ? watchVolume : watchDataDir)(rec, proc, dataDir, usage, this.log);
+      this.log.info(`loaded ${rec.name} ${manifest.version}`, { runtime: manifest.runtime, sandbox: rec.sandbox, ...runtime.describe(sandboxed), ...(manifest.runtime === "native" ? { data: dataMode } : {}), pid: proc.pid, grants: describeGrants(rec.grants).join(",") || "none", ...(rec.verified ? { verification: rec.verified.report.summary } : {}) });
       this.audit(rec.name, attempt > 0 ? "restart" : "load", { version: manifest.version, runtime: manifest.runtime, sandbox: rec.sandbox, grants: describeGrants(rec.grants), sha256: rec.sha256, verification: rec.verified?.report.summary, pid: proc.pid });
       if (attempt > 0) this.publish("ModuleRestarted", { module: rec.name, attempt });
       this.publish("ModuleLoaded", { module: rec.name, version: manifest.version, runtime: manifest.runtime });
@@ -274,7 +276,7 @@ export class Supervisor {
         await Promise.race([proc.exited, new Promise((r) => setTimeout(r, limits.kill_timeout_ms + 1000).unref())]);
       }
       stopHealth(rec);
-      await this.releaseStore(rec);
+      await Promise.all([this.releaseStore(rec), data?.release().catch(() => undefined)]);
       rec.cancelStart = undefined;
       if (cancelled) {
         // Not the module's failure: the operator or the shutdown ended the start.

@@ -1,5 +1,7 @@
 // The data directory quota under the real host and sandbox (host/data-quota.ts,
-// capabilities/fs-usage.ts). A hostile native module (test/fixtures/disk-hog) writes straight
+// capabilities/fs-usage.ts), in scan mode: where a native module gets no data volume (the host
+// is not root, no loop devices, or data_volume = "scan", which these tests set; volumes are
+// attacked in test/data-volume.test.ts). A hostile native module (test/fixtures/disk-hog) writes straight
 // into its bind-mounted data directory: many small files past max_data_files, or one big file
 // past max_data_bytes. The host's scan finds it over its quota and stops it, the crash reason
 // naming the limit; its restart is refused while the directory is over the quota, and it starts
@@ -32,7 +34,7 @@ async function hostWithHog(t: ExecutionContext, name: string, attack: { files: n
     dir,
     modules: ["good"],
     grants: { good: GOOD_GRANTS, [name]: [] },
-    moduleLimits: { [name]: limits },
+    moduleLimits: { [name]: { data_volume: "scan", ...limits } },
     moduleConfigs: { [name]: attack },
   });
 }

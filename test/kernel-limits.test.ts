@@ -54,7 +54,8 @@ async function hostWithHog(t: ExecutionContext, name: string, attack: string[], 
     dir,
     modules: ["good"],
     grants: { good: GOOD_GRANTS, [name]: [] },
-    moduleLimits: { [name]: { restart: "never", ...limits } },
+    // Its attack binary runs from its data directory, which a data volume would mount noexec.
+    moduleLimits: { [name]: { restart: "never", data_volume: "scan", ...limits } },
     moduleConfigs: { [name]: { attack } },
   });
 }

@@ -1,0 +1,384 @@
+// A module's data volume: an ext4 file system in a sparse image file, loop-mounted (nosuid,
+// nodev, noexec) on the module's data directory, so that the kernel holds the module to its
+// quota: a write past it fails with ENOSPC, and nothing past it is written.
+//
+// Where: `<data_dir>/.volumes/NAME.ext4` (directory 0700, image 0600, both root's); the module's
+// uid owns the file system's root directory (runtime/sandbox/datadir.ts), never the image.
+//
+// The bound, exactly: ext4 counts blocks of 4 KiB, data and metadata the module causes (its
+// directories, extent blocks) alike. The module runs under its own uid, not root, so the
+// file system's reserved blocks are out of its reach: at each mount the reserve is set so that
+// what the module may use, used blocks included, is floor(max_data_bytes / 4096) blocks (the
+// file system's own overhead — inode tables, journal, bitmaps — is outside that count, and so
+// is ext4's own reserve for delayed allocation). Inodes: `max_data_files` + the 10 that ext4
+// keeps for itself, rounded up by mkfs to fill its inode tables (at most 16 more per block group
+// of 128 MiB); the host checks the exact count (host/data-quota.ts).
+//
+// Lifecycle: mounted before the module's sandbox is built, unmounted once its process is gone;
+// a host killed with -9 leaves its mounts, which the next host start unmounts (cleanStale)
+// before any module starts. A mount never reuses an image that a loop device still holds.
+
+import { execFile } from "node:child_process";
+import { chmod, mkdir, open, readFile, readdir, realpath, rename, rm, rmdir, stat, statfs, truncate } from "node:fs/promises";
+import { constants } from "node:fs";
+import { access } from "node:fs/promises";
+import path from "node:path";
+
+/** The directory of the images, inside the data root. */
+export const VOLUMES_DIR = ".volumes";
+const BLOCK = 4096;
+/** Inodes ext4 keeps for itself (1-10; lost+found, 11, is removed at creation). */
+const RESERVED_INODES = 10;
+const TOOLS = ["mkfs.ext4", "tune2fs", "resize2fs", "e2fsck", "mount", "umount", "losetup", "cp"] as const;
+type Tool = (typeof TOOLS)[number];
+const SYSTEM_DIRS = ["/usr/sbin", "/sbin", "/usr/bin", "/bin"];
+
+let tools: Promise<Record<Tool, string> | string> | undefined;
+
+/** The tools, or why volumes cannot be made here (not root, no loop devices, a tool missing). */
+export function volumeTools(): Promise<Record<Tool, string> | string> {
+  tools ??= (async () => {
+    if (process.getuid?.() !== 0) return "the host is not root (mounting needs root)";
+    if (!(await access("/dev/loop-control", constants.W_OK).then(() => true, () => false))) return "there are no loop devices (/dev/loop-control)";
+    const found: Partial<Record<Tool, string>> = {};
+    for (const t of TOOLS) {
+      for (const dir of SYSTEM_DIRS) {
+        if (await access(`${dir}/${t}`, constants.X_OK).then(() => true, () => false)) {
+          found[t] = `${dir}/${t}`;
+          break;
+        }
+      }
+      if (!found[t]) return `${t} is missing (e2fsprogs, util-linux)`;
+    }
+    return found as Record<Tool, string>;
+  })();
+  return tools;
+}
+
+function run(cmd: string, args: string[], timeoutMs = 60_000, okCodes: number[] = [0]): Promise<string> {
+  return new Promise((resolve, reject) => {
+    execFile(cmd, args, { env: { PATH: SYSTEM_DIRS.join(":") }, timeout: timeoutMs }, (err, stdout, stderr) => {
+      if (err && !(typeof err.code === "number" && okCodes.includes(err.code))) reject(new Error(`${path.basename(cmd)} ${args.join(" ")}: ${String(stderr).trim() || err.message}`));
+      else resolve(String(stdout));
+    });
+  });
+}
+
+export interface VolumeQuota {
+  maxBytes: number;
+  maxEntries: number;
+}
+
+export interface MountedVolume {
+  image: string;
+  dir: string;
+  device: string;
+  /** What happened at this mount, for the log (created, migrated, grown, shrunk). */
+  notes: string[];
+  /** Unmount (once); resolves when the loop device is free, or after a few seconds with a reason. */
+  release(): Promise<void>;
+}
+
+export interface VolumeUsage {
+  bytes: number;
+  entries: number;
+}
+
+/** What the module uses of its mounted volume (O(1): the file system's own counts). */
+export async function volumeUsage(dir: string): Promise<VolumeUsage> {
+  const s = await statfs(dir);
+  return { bytes: (s.blocks - s.bfree) * s.bsize, entries: Math.max(0, s.files - s.ffree - RESERVED_INODES) };
+}
+
+const imageOf = (root: string, name: string) => path.join(root, VOLUMES_DIR, `${name}.ext4`);
+
+/** The size to give a new image: the quota, the inode tables, the journal, and slack for the rest. */
+function imageBytes(q: VolumeQuota): number {
+  const data = Math.ceil(q.maxBytes / BLOCK) * BLOCK;
+  const journal = data < 8 * 1024 * 1024 ? 4 : data < 1024 * 1024 * 1024 ? 32 : 128;
+  return data + (q.maxEntries + RESERVED_INODES + 64) * 256 + journal * 1024 * 1024 + Math.ceil(data / 32) + 2 * 1024 * 1024;
+}
+
+interface MountEntry { id: string; device: string; mountpoint: string }
+
+function unescapeMount(s: string): string {
+  return s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
+}
+
+async function mounts(): Promise<MountEntry[]> {
+  const text = await readFile("/proc/self/mountinfo", "utf8");
+  return text.split("\n").filter(Boolean).map((line) => {
+    const f = line.split(" ");
+    const dash = f.indexOf("-");
+    return { id: f[0] ?? "", device: f[dash + 2] ?? "", mountpoint: unescapeMount(f[4] ?? "") };
+  });
+}
+
+/** Loop devices whose backing file is `image` (a loop device outlives its mount until every namespace lets go). */
+export async function loopDevicesOf(image?: string): Promise<string[]> {
+  const out: string[] = [];
+  for (const dev of await readdir("/sys/block").catch(() => [] as string[])) {
+    if (!dev.startsWith("loop")) continue;
+    const backing = (await readFile(`/sys/block/${dev}/loop/backing_file`, "utf8").catch(() => "")).trim();
+    if (!backing) continue;
+    if (image === undefined || backing === image || backing === `${image} (deleted)`) out.push(`/dev/${dev}`);
+  }
+  return out;
+}
+
+/** Wait until no loop device (or not `device`) holds `image`; returns those that still do. */
+async function waitLoopFree(image: string, ms: number, device?: string): Promise<string[]> {
+  const until = Date.now() + ms;
+  // The kernel frees an autoclear loop device shortly after the last unmount: look again soon, then less often.
+  for (let pause = 1; ; pause = Math.min(pause * 2, 50)) {
+    const held = (await loopDevicesOf(image)).filter((d) => device === undefined || d === device);
+    if (held.length === 0 || Date.now() >= until) return held;
+    await new Promise((r) => setTimeout(r, pause));
+  }
+}
+
+/**
+ * Unmount the mount `id` on `dir`: busy (a file the host's file API holds open for a moment) is
+ * tried again for a second, then detached lazily (the kernel finishes when the last file closes;
+ * the loop device goes then, and a new mount waits for it).
+ */
+async function umountOnce(t: Record<Tool, string>, dir: string, id: string): Promise<void> {
+  const gone = async () => !(await mounts()).some((m) => m.id === id);
+  for (let i = 0; i < 10; i++) {
+    const err = await run(t.umount, [dir]).then(() => null, (e: Error) => e);
+    if (!err || (await gone())) return;
+    if (!/busy/i.test(err.message)) throw err;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  await run(t.umount, ["-l", dir]);
+}
+
+/**
+ * Unmount `dir` and free the loop devices: an owner's release (`own`) touches only its own mount
+ * and device, never one another instance or host may have; without it (a dead host's leftovers,
+ * under this host's lock), whatever is stacked there and every device of the image.
+ */
+async function unmount(t: Record<Tool, string>, dir: string, image: string, own?: MountEntry): Promise<void> {
+  for (;;) {
+    const top = (await mounts()).filter((m) => m.mountpoint === dir).at(-1);
+    if (!top || (own !== undefined && top.id !== own.id)) break;
+    await umountOnce(t, dir, top.id);
+  }
+  const held = await waitLoopFree(image, 5000, own?.device);
+  // No namespace holds the file system any more, but a loop device without autoclear (a host
+  // killed between attach and mount) would: detach it.
+  for (const dev of held) await run(t.losetup, ["-d", dev]).catch(() => undefined);
+}
+
+/** Unmount the volumes that a host killed with -9 left under `root` (and free their loop devices); returns their names. */
+export async function cleanStaleVolumes(rootPath: string): Promise<string[]> {
+  const t = await volumeTools();
+  if (typeof t === "string") return [];
+  const root = await realpath(rootPath).catch(() => path.resolve(rootPath));
+  const vols = path.resolve(root, VOLUMES_DIR);
+  const images = (await readdir(vols).catch(() => [] as string[])).filter((f) => f.endsWith(".ext4") || f.endsWith(".ext4.new"));
+  const cleaned: string[] = [];
+  for (const m of await mounts()) {
+    const name = path.basename(m.mountpoint);
+    const ours = path.dirname(m.mountpoint) === path.resolve(root) || path.dirname(m.mountpoint) === vols;
+    if (!ours || !m.device.startsWith("/dev/loop")) continue;
+    const backing = (await readFile(`/sys/block/${path.basename(m.device)}/loop/backing_file`, "utf8").catch(() => "")).trim();
+    if (!backing.startsWith(vols + path.sep)) continue;
+    await unmount(t, m.mountpoint, backing);
+    cleaned.push(name);
+  }
+  for (const f of images) {
+    const image = path.join(vols, f);
+    for (const dev of await loopDevicesOf(image)) {
+      await run(t.losetup, ["-d", dev]).catch(() => undefined);
+      cleaned.push(f);
+    }
+  }
+  return cleaned;
+}
+
+/** The reserve (root-only blocks) that leaves the module exactly `quotaBlocks`, used ones included. */
+async function setReserve(t: Record<Tool, string>, dir: string, device: string, image: string, quotaBlocks: number): Promise<"ok" | "small" | "large"> {
+  const s = await statfs(dir);
+  const resv = Number((await readFile(`/sys/fs/ext4/${path.basename(device)}/reserved_clusters`, "utf8").catch(() => "0")).trim()) || 0;
+  const total = Math.floor((await stat(image)).size / BLOCK);
+  const want = s.blocks - resv - quotaBlocks;
+  if (want < 0) return "small";
+  if (want > Math.floor(total / 2)) return "large"; // tune2fs allows at most half
+  // bavail = bfree - reserve - resv while that is positive: the reserve in force, read without a fork.
+  const current = s.bavail > 0 ? s.bfree - s.bavail - resv : NaN;
+  if (want !== current) await run(t.tune2fs, ["-r", String(want), device]);
+  return "ok";
+}
+
+async function mountImage(t: Record<Tool, string>, image: string, dir: string): Promise<MountEntry> {
+  const held = await waitLoopFree(image, 5000);
+  if (held.length > 0) throw new Error(`its volume ${image} is still held by ${held.join(", ")} (an earlier instance's processes, or another host)`);
+  await run(t.mount, ["-t", "ext4", "-o", "loop,nosuid,nodev,noexec", image, dir]);
+  const m = (await mounts()).filter((e) => e.mountpoint === dir).at(-1);
+  if (!m) throw new Error(`mounting ${image} on ${dir} left no mount`);
+  return m;
+}
+
+/** Fit the (unmounted) image to the quota: grown or shrunk offline (e2fsck first, as resize2fs asks). */
+async function resizeImage(t: Record<Tool, string>, image: string, target: number): Promise<void> {
+  const size = (await stat(image)).size;
+  await run(t.e2fsck, ["-f", "-p", image], 600_000, [0, 1]);
+  if (target > size) await truncate(image, target);
+  await run(t.resize2fs, [image, `${Math.floor(target / 1024)}K`], 600_000);
+  if (target < size) await truncate(image, target);
+}
+
+async function createImage(t: Record<Tool, string>, image: string, q: VolumeQuota): Promise<void> {
+  await rm(image, { force: true });
+  const fh = await open(image, "wx", 0o600);
+  await fh.close();
+  await truncate(image, imageBytes(q));
+  await run(t["mkfs.ext4"], ["-q", "-F", "-m", "0", "-b", String(BLOCK), "-N", String(q.maxEntries + RESERVED_INODES + 1), "-E", "root_owner=0:0", image]);
+}
+
+/** Mount a fresh image at a private mountpoint, remove lost+found, make its root 0700. */
+async function withFresh<T>(t: Record<Tool, string>, image: string, mnt: string, fn: (mnt: string) => Promise<T>): Promise<T> {
+  await mkdir(mnt, { recursive: true, mode: 0o700 });
+  await mountImage(t, image, mnt);
+  try {
+    await rmdir(path.join(mnt, "lost+found")).catch(() => undefined);
+    await chmod(mnt, 0o700);
+    return await fn(mnt);
+  } finally {
+    await unmount(t, mnt, image);
+    await rmdir(mnt).catch(() => undefined);
+  }
+}
+
+/**
+ * Finish or undo a migration a crash interrupted. The steps (each a rename, so a kill -9
+ * anywhere leaves one of these states): the old files copied into NAME.ext4.new, the directory
+ * renamed to NAME.old, an empty directory made, NAME.ext4.new renamed to NAME.ext4 (the commit),
+ * NAME.old removed.
+ */
+async function recoverMigration(vols: string, name: string, dir: string): Promise<void> {
+  const image = path.join(vols, `${name}.ext4`);
+  const old = path.join(vols, `${name}.old`);
+  const hasOld = await stat(old).then(() => true, () => false);
+  if (hasOld) {
+    if (await stat(image).then(() => true, () => false)) {
+      await rm(old, { recursive: true, force: true }); // committed: the files are in the volume
+    } else {
+      await rmdir(dir).catch((err: NodeJS.ErrnoException) => { if (err.code !== "ENOENT") throw err; });
+      await rename(old, dir); // not committed: the directory as it was; the migration is redone
+    }
+  }
+  await rm(`${image}.new`, { force: true });
+}
+
+async function isEmpty(dir: string): Promise<boolean> {
+  return (await readdir(dir)).length === 0;
+}
+
+/**
+ * Mount the module's volume on `dir` (made if needed), creating its image (or moving an existing
+ * directory's files into a new one), and fitting it to the quota (grown online, shrunk offline).
+ * Throws with what went wrong; the caller decides whether the module falls back to scans.
+ */
+export async function mountVolume(rootPath: string, name: string, q: VolumeQuota): Promise<MountedVolume> {
+  const t = await volumeTools();
+  if (typeof t === "string") throw new Error(t);
+  // The kernel's mount table names real paths (no symbolic links).
+  await mkdir(rootPath, { recursive: true, mode: 0o700 });
+  const root = await realpath(rootPath);
+  const vols = path.resolve(root, VOLUMES_DIR);
+  const dir = path.resolve(root, name);
+  const image = imageOf(path.resolve(root), name);
+  // The last instance's unmount comes after its exit is handled: wait for it (bounded), then
+  // do it in its place; never stack a mount on it.
+  const last = live.get(dir);
+  if (last) {
+    await Promise.race([last.released, new Promise((r) => setTimeout(r, RELEASE_WAIT_MS).unref())]);
+    await last.release();
+  }
+  await mkdir(vols, { recursive: true, mode: 0o700 });
+  await chmod(vols, 0o700);
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  await recoverMigration(vols, name, dir);
+  // A mount left on the directory (an earlier instance whose release failed): not stacked twice.
+  if ((await mounts()).some((m) => m.mountpoint === dir)) await unmount(t, dir, image);
+  const notes: string[] = [];
+  const quotaBlocks = Math.floor(q.maxBytes / BLOCK);
+  if (!(await stat(image).then(() => true, () => false))) {
+    const fresh = `${image}.new`;
+    await createImage(t, fresh, q);
+    const migrate = !(await isEmpty(dir));
+    await withFresh(t, fresh, path.join(vols, `${name}.mnt`), async (mnt) => {
+      if (!migrate) return;
+      // Into the new file system as root (the reserve is not set yet): the fit is checked at mount.
+      await run(t.cp, ["-a", "--sparse=always", "--", `${dir}/.`, `${mnt}/`], 600_000);
+    });
+    const fh = await open(fresh, "r+");
+    await fh.sync();
+    await fh.close();
+    if (migrate) {
+      await rename(dir, path.join(vols, `${name}.old`));
+      await mkdir(dir, { mode: 0o700 });
+    }
+    await rename(fresh, image); // the commit
+    if (migrate) await rm(path.join(vols, `${name}.old`), { recursive: true, force: true });
+    notes.push(migrate ? "its existing data directory was moved into a new volume" : "new volume");
+  } else if (!(await isEmpty(dir))) {
+    throw new Error(`its data directory ${dir} holds files beside its volume ${image}: move them into the volume (mount it, see the operator guide) or away`);
+  }
+  let mounted = await mountImage(t, image, dir);
+  const release = async () => unmount(t, dir, image, mounted);
+  try {
+    for (let tries = 0; ; tries++) {
+      const fit = await setReserve(t, dir, mounted.device, image, quotaBlocks);
+      if (fit === "ok") break;
+      if (tries >= 2) throw new Error(`could not fit its volume ${image} to max_data_bytes = ${q.maxBytes}`);
+      // Too small for a raised quota, or too large to reserve the rest (tune2fs allows half):
+      // resized offline (the online resize of ext4 is refused on this kind of machine).
+      await release();
+      const target = fit === "small" ? Math.max(Math.ceil((await stat(image)).size * 1.05 / BLOCK) * BLOCK, imageBytes(q)) : imageBytes(q);
+      try {
+        await resizeImage(t, image, target);
+      } catch (err) {
+        throw new Error(`its volume cannot be resized to ${target} bytes for max_data_bytes = ${q.maxBytes}${fit === "large" ? " (it holds more than that)" : ""}: ${(err as Error).message}`);
+      }
+      notes.push(`${fit === "small" ? "grown" : "shrunk"} to ${target} bytes for max_data_bytes = ${q.maxBytes}`);
+      mounted = await mountImage(t, image, dir);
+    }
+  } catch (err) {
+    await release().catch(() => undefined);
+    throw err;
+  }
+  let released: Promise<void> | undefined;
+  let resolve!: () => void;
+  const entry: Live = {
+    released: new Promise<void>((r) => (resolve = r)),
+    release: () => (released ??= release().finally(() => {
+      resolve();
+      if (live.get(dir) === entry) live.delete(dir);
+    })),
+  };
+  live.set(dir, entry);
+  return { image, dir, device: mounted.device, notes, release: entry.release };
+}
+
+interface Live {
+  /** Resolved once its owner has released it. */
+  released: Promise<void>;
+  release(): Promise<void>;
+}
+/** The volumes this process has mounted, by directory. */
+const live = new Map<string, Live>();
+/** How long a new mount waits for the last instance's unmount (its process's exit is handled first). */
+const RELEASE_WAIT_MS = 30_000;
+/** How long the host's shutdown waits for its modules' exits to release their volumes before it does. */
+const SHUTDOWN_WAIT_MS = 10_000;
+
+/** At the host's shutdown (its modules stopped): every volume under `root` released, by its owner or, after SHUTDOWN_WAIT_MS, here. */
+export async function volumesReleased(rootPath: string): Promise<void> {
+  const root = await realpath(rootPath).catch(() => path.resolve(rootPath));
+  const under = () => [...live].filter(([dir]) => path.dirname(dir) === root).map(([, v]) => v);
+  await Promise.race([Promise.all(under().map((v) => v.released)), new Promise((r) => setTimeout(r, SHUTDOWN_WAIT_MS).unref())]);
+  await Promise.allSettled(under().map((v) => v.release()));
+}
