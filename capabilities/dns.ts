@@ -4,10 +4,11 @@
 // getaddrinfo (dns.lookup) runs on a pool thread and cannot be cancelled: a name whose servers
 // never answer held a thread for the resolver's whole timeout, so two modules asking such names
 // held every lookup place and every other module's HTTP waited. c-ares (dns.promises.Resolver)
-// sends UDP (TCP for a truncated answer) from the loop instead: a lookup is a socket and a
+// sends UDP (TCP for a truncated answer) from a loop instead: a lookup is a socket and a
 // timer, any number of them wait at no cost to anyone else, and each is cancelled when its
 // request ends (its deadline, or any other end). c-ares parses answers in C and refuses a
-// malformed one (EBADRESP); an answer is at most 64 KiB, so its work is bounded.
+// malformed one (EBADRESP); an answer is at most 64 KiB, but parsing one of 4,000 addresses
+// takes ~20 ms, so c-ares runs in a thread of its own (DnsThread), not on the host's loop.
 //
 // What differs from getaddrinfo (docs/security.md, "Names inside the network"):
 // - The hosts file (/etc/hosts) is read by the host, not through nsswitch: its entries win over
@@ -22,6 +23,7 @@
 import net from "node:net";
 import { open, stat } from "node:fs/promises";
 import { promises as dns } from "node:dns";
+import { Worker } from "node:worker_threads";
 import type { Resolver } from "./address-policy.ts";
 import { CapabilityError } from "./types.ts";
 
@@ -102,21 +104,19 @@ export class DnsResolver {
   };
 
   async #query(name: string, signal: AbortSignal | undefined): Promise<Address[]> {
-    // One channel per lookup: cancel() ends every query of its channel, and only this one's.
-    const channel = new dns.Resolver({ timeout: TRY_TIMEOUT_MS, tries: TRIES, maxTimeout: MAX_TRY_TIMEOUT_MS });
-    if (this.#servers) channel.setServers(this.#servers);
-    const cancel = () => channel.cancel();
     if (signal?.aborted) throw Object.assign(new Error(`lookup of "${name}" cancelled`), { code: "ECANCELLED" });
+    const { id, answer } = dnsThread.ask({ name, servers: this.#servers, tryTimeoutMs: TRY_TIMEOUT_MS, tries: TRIES, maxTryTimeoutMs: MAX_TRY_TIMEOUT_MS, max: MAX_ADDRESSES });
+    const cancel = () => dnsThread.cancel(id);
     signal?.addEventListener("abort", cancel, { once: true });
     try {
-      const [v4, v6] = await Promise.allSettled([channel.resolve4(name), channel.resolve6(name)]);
+      const { v4, v6 } = await answer;
       const found: Address[] = [];
-      if (v4.status === "fulfilled") for (const address of v4.value) found.push({ address, family: 4 });
-      if (v6.status === "fulfilled") for (const address of v6.value) found.push({ address, family: 6 });
+      for (const address of v4.addresses ?? []) found.push({ address, family: 4 });
+      for (const address of v6.addresses ?? []) found.push({ address, family: 6 });
       if (found.length > 0) return found.slice(0, MAX_ADDRESSES);
       // Neither family: the more telling error (a name with no AAAA says ENODATA for it).
-      const errors = [v4, v6].map((r) => (r.status === "rejected" ? (r.reason as { code?: string }) : undefined));
-      throw errors.find((e) => e?.code !== undefined && e.code !== "ENODATA") ?? errors[0] ?? Object.assign(new Error("no addresses"), { code: "ENODATA" });
+      const code = [v4.code, v6.code].find((c) => c !== undefined && c !== "ENODATA") ?? v4.code ?? "ENODATA";
+      throw Object.assign(new Error(`lookup of "${name}" failed: ${code}`), { code });
     } finally {
       signal?.removeEventListener("abort", cancel);
     }
@@ -152,6 +152,99 @@ export class DnsResolver {
     }
   }
 }
+
+interface Question {
+  name: string;
+  servers: readonly string[] | undefined;
+  tryTimeoutMs: number;
+  tries: number;
+  maxTryTimeoutMs: number;
+  /** Addresses of a family sent back at most (the rest are dropped in the thread). */
+  max: number;
+}
+type FamilyAnswer = { addresses?: string[]; code?: string };
+type Answer = { v4: FamilyAnswer; v6: FamilyAnswer };
+
+// The thread's code: c-ares queries, one channel per lookup (cancel() ends only its own). Plain
+// JavaScript, evaluated, so it needs no build step of its own.
+const THREAD_CODE = `
+const { parentPort } = require("node:worker_threads");
+const { promises: dns } = require("node:dns");
+const channels = new Map();
+const family = (r, max) => r.status === "fulfilled" ? { addresses: r.value.slice(0, max) } : { code: String(r.reason && r.reason.code || "EFAIL") };
+parentPort.on("message", async (m) => {
+  if (m.cancel !== undefined) return channels.get(m.cancel)?.cancel();
+  const q = m.question;
+  const channel = new dns.Resolver({ timeout: q.tryTimeoutMs, tries: q.tries, maxTimeout: q.maxTryTimeoutMs });
+  try {
+    if (q.servers) channel.setServers(q.servers);
+    channels.set(m.id, channel);
+    const [v4, v6] = await Promise.allSettled([channel.resolve4(q.name), channel.resolve6(q.name)]);
+    parentPort.postMessage({ id: m.id, answer: { v4: family(v4, q.max), v6: family(v6, q.max) } });
+  } catch (err) {
+    parentPort.postMessage({ id: m.id, answer: { v4: { code: "EFAIL" }, v6: { code: "EFAIL" } } });
+  } finally {
+    channels.delete(m.id);
+  }
+});
+`;
+
+/** Heap of the DNS thread: what it holds is a few lookups' answers (64 KiB each at most). */
+const THREAD_HEAP_MB = 32;
+
+/**
+ * The thread c-ares runs in. c-ares parses an answer on the loop of the thread that asked, and
+ * one answer of 4,000 addresses (a 64 KiB datagram, whoever controls the name's DNS can send
+ * it) cost ~20 ms of that loop: on the host's loop, 16 such lookups in flight per module
+ * would stall everyone. Here it costs the lookups only; the host's loop gets at most
+ * MAX_ADDRESSES strings per family. Started at the first lookup, unref'd; if it dies, its
+ * lookups fail (unavailable) and the next lookup starts another.
+ */
+class DnsThread {
+  #worker: Worker | undefined;
+  #nextId = 1;
+  readonly #waiting = new Map<number, { resolve: (a: Answer) => void; reject: (e: Error) => void }>();
+
+  ask(question: Question): { id: number; answer: Promise<Answer> } {
+    const id = this.#nextId++;
+    const answer = new Promise<Answer>((resolve, reject) => this.#waiting.set(id, { resolve, reject }));
+    this.#thread().postMessage({ id, question });
+    return { id, answer };
+  }
+
+  /** Ends lookup `id` now: its answer rejects with ECANCELLED and its queries stop. */
+  cancel(id: number): void {
+    const w = this.#waiting.get(id);
+    if (!w) return;
+    this.#waiting.delete(id);
+    this.#worker?.postMessage({ cancel: id });
+    w.reject(Object.assign(new Error("lookup cancelled"), { code: "ECANCELLED" }));
+  }
+
+  #thread(): Worker {
+    if (this.#worker) return this.#worker;
+    const worker = new Worker(THREAD_CODE, { eval: true, execArgv: [], resourceLimits: { maxOldGenerationSizeMb: THREAD_HEAP_MB } });
+    worker.on("message", (m: { id: number; answer: Answer }) => {
+      const w = this.#waiting.get(m.id);
+      this.#waiting.delete(m.id);
+      w?.resolve(m.answer);
+    });
+    const gone = (why: string) => {
+      if (this.#worker !== worker) return;
+      this.#worker = undefined;
+      for (const w of this.#waiting.values()) w.reject(Object.assign(new Error(`the DNS thread ended (${why})`), { code: "EDNSTHREAD" }));
+      this.#waiting.clear();
+    };
+    worker.on("error", (err) => gone(err.message));
+    worker.on("exit", (code) => gone(`exit ${code}`));
+    // After the listeners: attaching a "message" listener refs the worker again.
+    worker.unref();
+    this.#worker = worker;
+    return worker;
+  }
+}
+
+const dnsThread = new DnsThread();
 
 let current = new DnsResolver();
 
