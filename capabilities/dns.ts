@@ -1,5 +1,5 @@
-// How http_request resolves host names: the hosts file, then DNS through c-ares, on the host's
-// event loop. No lookup takes a thread of libuv's pool.
+// How http_request resolves host names: the hosts file (read by the host), then DNS through
+// c-ares in a thread of its own. No lookup takes a thread of libuv's pool.
 //
 // getaddrinfo (dns.lookup) runs on a pool thread and cannot be cancelled: a name whose servers
 // never answer held a thread for the resolver's whole timeout, so two modules asking such names
