@@ -14,7 +14,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
 import { DnsResolver, MAX_ADDRESSES, MAX_HOSTS_FILE_BYTES, parseHosts } from "../capabilities/dns.ts";
-import { httpExchange, parseHttpUrl } from "../capabilities/http.ts";
+import { httpExchange, parseHttpUrl, requestsInFlight } from "../capabilities/http.ts";
 import { CapabilityError } from "../capabilities/types.ts";
 import { loadConfig } from "../host/config.ts";
 import { ConfigError } from "../host/errors.ts";
@@ -196,14 +196,21 @@ test.serial("under the real host: two modules with 16 never-answered lookups eac
       `),
     },
     grants: { good: GOOD_GRANTS, "hole-a": ["network_access"], "hole-b": ["network_access"], asker: ["network_access", "subscribe_events"] },
+    // Each http_request reserves a whole frame (16 MiB) of max_unread_bytes for its answer: at
+    // the default only 2 are in flight; room for all 16 (a reservation, not memory held).
+    moduleLimits: { "hole-a": { max_unread_bytes: 512 * 1024 * 1024 }, "hole-b": { max_unread_bytes: 512 * 1024 * 1024 } },
     configure: (c) => {
       c.host.dns_servers = [dns.server];
     },
   });
   await h.waitForState("good", "running", 60_000);
   await h.waitForState("asker", "running", 60_000);
-  // Both hostile modules' lookups are at the server (each lookup asks A and AAAA).
-  await waitFor(() => dns.count("never-hole-a") >= 2 && dns.count("never-hole-b") >= 2, 60_000, () => `the blackhole modules' lookups at the server (${dns.count("never-hole-a")}, ${dns.count("never-hole-b")})`);
+  // Both hostile modules' 16 requests are in flight and their lookups at the server (each asks A and AAAA).
+  await waitFor(
+    () => requestsInFlight("hole-a") === 16 && requestsInFlight("hole-b") === 16 && dns.count("never-hole-a") >= 32 && dns.count("never-hole-b") >= 32,
+    60_000,
+    () => `the blackhole modules' 16 requests each in flight (${requestsInFlight("hole-a")}, ${requestsInFlight("hole-b")}) and their lookups at the server (${dns.count("never-hole-a")}, ${dns.count("never-hole-b")} queries)`,
+  );
   const rounds: Array<Record<string, unknown>> = [];
   let late = 0;
   let unanswered = 0;
