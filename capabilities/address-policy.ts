@@ -104,8 +104,8 @@ export function specialAddressKind(addr: string): string | undefined {
   return undefined;
 }
 
-/** Resolves a host name to its addresses (all of them, in the resolver's order). */
-export type Resolver = (host: string) => Promise<Array<{ address: string; family: number }>>;
+/** Resolves a host name to its addresses (all of them, in the resolver's order); gives up when `signal` aborts (the request ended). */
+export type Resolver = (host: string, signal?: AbortSignal) => Promise<Array<{ address: string; family: number }>>;
 
 const isLocalhost = (host: string) => host === "localhost" || host.endsWith(".localhost");
 
@@ -114,12 +114,13 @@ const isLocalhost = (host: string) => host === "localhost" || host.endsWith(".lo
  * CapabilityError: unavailable when the name does not resolve, permission_denied (a grant
  * denial) when it resolves to an address that is not public.
  */
-export async function addressesFor(t: AddressTarget, resolve: Resolver): Promise<string[]> {
+export async function addressesFor(t: AddressTarget, resolve: Resolver, signal?: AbortSignal): Promise<string[]> {
   if (t.ip !== undefined) return [t.ip];
   let found: Array<{ address: string }>;
   try {
-    found = await resolve(t.host);
+    found = await resolve(t.host, signal);
   } catch (err) {
+    if (err instanceof CapabilityError) throw err;
     const code = (err as { code?: unknown })?.code;
     throw new CapabilityError("unavailable", `cannot resolve "${t.host}"${typeof code === "string" ? ` (${code})` : ""}`);
   }

@@ -7,7 +7,9 @@
 //   dotted quad) goes through canonicalHostPort, the same function that canonicalises grants.
 //   The canonical "host:port" is the scope target the hub checks, and the canonical host is
 //   exactly what is resolved and connected to: no other spelling of the host is ever used.
-// - A host name is resolved ONCE; the socket connects to one of those addresses (by address,
+// - A host name is resolved ONCE (./dns.ts: the hosts file, then DNS through c-ares in a thread
+//   of its own, never a thread of libuv's pool; the lookup is cancelled when the request ends,
+//   at its deadline or otherwise); the socket connects to one of those addresses (by address,
 //   so no second lookup can answer differently). A name must resolve to public addresses only:
 //   a name that resolves to a loopback, private, link-local or other special-use address is
 //   refused (permission_denied), because whoever controls the name's DNS could otherwise point
@@ -25,9 +27,9 @@
 import http from "node:http";
 import net from "node:net";
 import tls from "node:tls";
-import { lookup as dnsLookup } from "node:dns/promises";
 import { canonicalHostPort, GrantSyntaxError } from "./grants.ts";
 import { addressesFor, type Resolver } from "./address-policy.ts";
+import { systemResolver } from "./dns.ts";
 import { CapabilityError } from "./types.ts";
 
 export const HTTP_METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH"] as const;
@@ -153,8 +155,6 @@ export function headerProblems(headers: Readonly<Record<string, string>>): strin
   return problems;
 }
 
-export const systemResolver: Resolver = (host) => dnsLookup(host, { all: true, verbatim: true });
-
 // ---------------------------------------------------------------------------------------
 // The exchange
 
@@ -209,10 +209,13 @@ function exchange(req: HttpRequest, resolve: Resolver): Promise<HttpResponse> {
   return new Promise<HttpResponse>((resolvePromise, rejectPromise) => {
     let done = false;
     const sockets = new Set<net.Socket>();
+    // Aborted when the exchange ends, however: a lookup still under way is cancelled (capabilities/dns.ts).
+    const ended = new AbortController();
     const finish = (err: Error | undefined, value?: HttpResponse) => {
       if (done) return;
       done = true;
       clearTimeout(timer);
+      ended.abort();
       for (const s of sockets) s.destroy();
       if (err) rejectPromise(err);
       else resolvePromise(value!);
@@ -245,7 +248,7 @@ function exchange(req: HttpRequest, resolve: Resolver): Promise<HttpResponse> {
     });
 
     const run = async () => {
-      const addresses = await addressesFor(t, resolve);
+      const addresses = await addressesFor(t, resolve, ended.signal);
       // The addresses of the one resolution, in order, until one accepts the connection.
       let socket: net.Socket | undefined;
       let address = "";

@@ -9,10 +9,10 @@ import { method, type Family } from "./types.ts";
 import { Bytes, HttpResponse, NetworkStats, PeerInfo, none } from "./schemas.ts";
 import {
   DEFAULT_TIMEOUT_MS, HTTP_METHODS, MAX_IN_FLIGHT, MAX_REQUEST_BODY_BYTES, MAX_RESPONSE_BODY_BYTES, MAX_TIMEOUT_MS,
-  headerProblems, httpExchange, parseHttpUrl, systemResolver, type HttpTarget,
+  headerProblems, httpExchange, parseHttpUrl, type HttpTarget,
 } from "./http.ts";
+import { systemResolver } from "./dns.ts";
 import { CapabilityError } from "./types.ts";
-import { lookupPool } from "../storage/pool.ts";
 
 const url = v.pipe(
   v.string("url must be a string"),
@@ -79,10 +79,10 @@ export const network: Family = {
       handler: async (c, p) => {
         const body = p.body === undefined ? undefined : typeof p.body === "string" ? new TextEncoder().encode(p.body) : p.body;
         const request = { target: p.url, method: p.method ?? "GET", headers: p.headers ?? {}, body, timeoutMs: p.timeout_ms ?? DEFAULT_TIMEOUT_MS };
-        // A lookup holds a thread of libuv's pool (getaddrinfo) up to the resolver's timeout: in
-        // the lookups' own fair share (storage/pool.ts), never in the places of storage or files.
+        // Names are resolved by ./dns.ts (the hosts file, then c-ares in its own thread), never on a
+        // thread of libuv's pool, and a lookup is cancelled when its request ends.
         const resolve = c.services.resolve?.bind(c.services) ?? systemResolver;
-        const answer = await httpExchange(c.module, request, (host) => lookupPool.run(c.module, () => resolve(host)));
+        const answer = await httpExchange(c.module, request, resolve);
         // Isolates have no TextDecoder: "utf8" decodes here (invalid sequences become U+FFFD, as fetch's text() does).
         return p.encoding === "utf8" ? { ...answer, body: new TextDecoder("utf-8").decode(answer.body) } : answer;
       },

@@ -95,10 +95,11 @@ export interface HostServices {
     designated(role: ProviderRole): string | undefined;
   };
   /**
-   * How http_request resolves host names: all addresses of a name, in order. Absent: the
-   * system resolver (getaddrinfo). Tests give a fixed table here.
+   * How http_request resolves host names: all addresses of a name, in order; `signal` aborts
+   * when the request ends. Absent: capabilities/dns.ts (the hosts file, then c-ares). Tests
+   * give a fixed table here.
    */
-  resolve?(host: string): Promise<Array<{ address: string; family: number }>>;
+  resolve?(host: string, signal?: AbortSignal): Promise<Array<{ address: string; family: number }>>;
   /** A module is submitting the block with this hash (its NewBlock is then also BlockMined). */
   blockSubmitted?(hash: string, module: string): void;
   /** Hook chains at the host's hook points (host/services/hooks.ts). */

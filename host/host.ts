@@ -32,7 +32,8 @@ import { createChain } from "./chain.ts";
 import { NodeEvents } from "./node-events.ts";
 import type { CoreFacade } from "../chain/bitcoind/facade.ts";
 import { tryLock, type DirLock } from "../storage/lock.ts";
-import { defaultPoolJobs, lookupPool, poolThreads, threadPool } from "../storage/pool.ts";
+import { defaultPoolJobs, poolThreads, threadPool } from "../storage/pool.ts";
+import { configureDns } from "../capabilities/dns.ts";
 
 /** The host's lock in each data directory it owns (host/host.ts lockDataDirs). */
 const HOST_LOCK = ".modhost-host.lock";
@@ -89,6 +90,8 @@ export class Host {
     hostTurn.setBudget(opts.config.host.turn_budget_ms);
     // Modules' jobs in libuv's thread pool at once, all modules together ([host] pool_jobs).
     threadPool.setJobs(opts.config.host.pool_jobs || defaultPoolJobs());
+    // Where http_request's names are looked up ([host] dns_servers; the hosts file first).
+    configureDns({ servers: opts.config.host.dns_servers });
   }
 
   async start(): Promise<void> {
@@ -290,7 +293,7 @@ export class Host {
     this.log.info(pool > 0
       ? `isolate pool: ${pool} pre-booted isolate host${pool === 1 ? "" : "s"} kept for TypeScript module starts ([host] isolate_pool), each in the same sandbox under a single-use uid, moved into its module's cgroup at hand-over`
       : "isolate pool: off ([host] isolate_pool = 0): every TypeScript module start boots its isolate host");
-    this.log.info(`thread pool: ${poolThreads()} threads (UV_THREADPOOL_SIZE); modules' storage and file jobs at most ${threadPool.stats().jobs} at once ([host] pool_jobs), their DNS lookups ${lookupPool.stats().jobs} (one per module), each shared fairly between modules`);
+    this.log.info(`thread pool: ${poolThreads()} threads (UV_THREADPOOL_SIZE); modules' storage and file jobs at most ${threadPool.stats().jobs} at once ([host] pool_jobs), shared fairly between modules; DNS lookups for http_request run in a thread of their own (c-ares), servers ${this.config.host.dns_servers.length > 0 ? this.config.host.dns_servers.join(", ") : "from /etc/resolv.conf"} ([host] dns_servers)`);
   }
 
   /** Re-read the config file when it changes (and on SIGHUP, see the CLI); debounced. */

@@ -199,21 +199,22 @@ export interface SourceLogger {
  * a summary line (at most one per LOG_SUMMARY_INTERVAL_MS) says how much was dropped.
  */
 export class ModuleLog {
-  private readonly bucket: ByteBucket;
+  /** The module's own words (and what the host says it did): its `log_bytes_per_second`. */
+  private readonly own: LogBudget;
   /** The host's notes about this module: their own small budget, so the module's flood cannot hide them. */
-  private readonly noteBucket = new ByteBucket(() => HOST_NOTE_BYTES_PER_SECOND, 0, HOST_NOTE_BURST_BYTES);
-  /** Records and bytes dropped since the last summary. */
-  private dropped = { records: 0, bytes: 0 };
-  private droppedNotes = { records: 0, bytes: 0 };
+  private readonly notes: LogBudget;
   private summaryTimer: NodeJS.Timeout | undefined;
   private windowStart = 0;
   /** Totals since the host started, for tests and metrics. */
-  readonly totals = { written: 0, writtenBytes: 0, dropped: 0, droppedBytes: 0 };
+  readonly totals: BudgetTotals;
   /** Totals of the host's notes about this module. */
-  readonly noteTotals = { written: 0, writtenBytes: 0, dropped: 0, droppedBytes: 0 };
+  readonly noteTotals: BudgetTotals;
 
   constructor(private readonly logger: Logger, readonly name: string) {
-    this.bucket = new ByteBucket(() => logger.moduleBytesPerSecond(name));
+    this.own = new LogBudget(logger, new ByteBucket(() => logger.moduleBytesPerSecond(name)), () => this.armSummary());
+    this.notes = new LogBudget(logger, new ByteBucket(() => HOST_NOTE_BYTES_PER_SECOND, 0, HOST_NOTE_BURST_BYTES), () => this.armSummary());
+    this.totals = this.own.totals;
+    this.noteTotals = this.notes.totals;
   }
 
   /**
@@ -223,26 +224,10 @@ export class ModuleLog {
    */
   note(level: LogLevel, message: string, fields?: Record<string, unknown>, as: "module" | "host" = "module"): boolean {
     if (!this.logger.wants(level)) return false;
-    const least = Math.min(message.length, MODULE_LOG_LIMITS.messageChars) + RECORD_OVERHEAD;
-    if (!this.noteBucket.canTake(least)) return this.dropNote(least);
-    const m = moduleRecord(level, this.name, message, fields);
-    const record: LogRecord = as === "host" ? { time: m.time, level, source: "host", message: m.message, fields: { ...m.fields, module: this.name } } : m;
-    const line = this.logger.formatLine(record);
-    const bytes = Buffer.byteLength(line) + 1;
-    if (!this.noteBucket.take(bytes)) return this.dropNote(bytes);
-    this.noteTotals.written++;
-    this.noteTotals.writtenBytes += bytes;
-    this.logger.emit(record, line);
-    return true;
-  }
-
-  private dropNote(bytes: number): false {
-    this.droppedNotes.records++;
-    this.droppedNotes.bytes += bytes;
-    this.noteTotals.dropped++;
-    this.noteTotals.droppedBytes += bytes;
-    this.armSummary();
-    return false;
+    return this.notes.write(Math.min(message.length, MODULE_LOG_LIMITS.messageChars) + RECORD_OVERHEAD, () => {
+      const m = moduleRecord(level, this.name, message, fields);
+      return as === "host" ? { time: m.time, level, source: "host", message: m.message, fields: { ...m.fields, module: this.name } } : m;
+    });
   }
 
   private armSummary(): void {
@@ -255,10 +240,62 @@ export class ModuleLog {
   /** Log what the module said (or what the host says it did); returns whether it was written. */
   log(level: LogLevel, message: unknown, fields?: unknown, extra?: Record<string, unknown>): boolean {
     if (!this.logger.wants(level)) return false;
-    // Out of budget for even the message alone: drop before doing any work proportional to the record.
     const least = (typeof message === "string" ? Math.min(message.length, MODULE_LOG_LIMITS.messageChars) : 0) + RECORD_OVERHEAD;
+    return this.own.write(least, () => moduleRecord(level, this.name, message, fields, extra));
+  }
+
+  /** Write the summary of what was dropped (if anything) now. */
+  summarise(): void {
+    clearTimeout(this.summaryTimer);
+    this.summaryTimer = undefined;
+    const seconds = ((Date.now() - this.windowStart) / 1000).toFixed(1);
+    const notes = this.notes.takeDropped();
+    if (notes.records > 0) {
+      // Not charged either; at most one per interval, so the notes' budget is bounded with it.
+      this.logger.emit({
+        time: Date.now(), level: "warn", source: "host",
+        message: `${notes.records} host notes about ${this.name} (${notes.bytes} bytes or more) dropped in ${seconds} s: over the host's budget for notes about one module (${HOST_NOTE_BYTES_PER_SECOND} bytes/s, bursts of ${HOST_NOTE_BURST_BYTES}); the module keeps causing them (see its requests, events and limits)`,
+        fields: { module: this.name, dropped_notes: notes.records, dropped_bytes: notes.bytes },
+      });
+    }
+    const { records, bytes } = this.own.takeDropped();
+    if (records === 0) return;
+    const rate = this.logger.moduleBytesPerSecond(this.name);
+    const record: LogRecord = {
+      time: Date.now(), level: "warn", source: this.name, origin: "module",
+      message: `${records} log records (${bytes} bytes or more) dropped in ${seconds} s: over this module's log rate limit of ${rate} bytes/s (raise log_bytes_per_second in [modules.limits.${this.name}])`,
+      fields: { dropped_records: records, dropped_bytes: bytes, limit_bytes_per_second: rate },
+    };
+    // Not charged to the budget (it would be dropped itself); at most one per interval.
+    this.logger.emit(record);
+  }
+}
+
+interface BudgetTotals {
+  written: number;
+  writtenBytes: number;
+  dropped: number;
+  droppedBytes: number;
+}
+
+/**
+ * One stream of log records held to a byte budget: a module's own words, or the host's notes
+ * about it. A record is checked for its least size before it is built (no work proportional
+ * to a record out of budget), then charged for its line; what is dropped is counted for the
+ * owner's summary line.
+ */
+class LogBudget {
+  readonly totals: BudgetTotals = { written: 0, writtenBytes: 0, dropped: 0, droppedBytes: 0 };
+  /** Dropped since the last summary. */
+  private dropped = { records: 0, bytes: 0 };
+
+  constructor(private readonly logger: Logger, private readonly bucket: ByteBucket, private readonly onDrop: () => void) {}
+
+  /** Writes the record `make()` builds when the budget has room for it (at least `least` bytes); whether it was written. */
+  write(least: number, make: () => LogRecord): boolean {
+    // Out of budget for even the message alone: drop before doing any work proportional to the record.
     if (!this.bucket.canTake(least)) return this.drop(least);
-    const record = moduleRecord(level, this.name, message, fields, extra);
+    const record = make();
     const line = this.logger.formatLine(record);
     const bytes = Buffer.byteLength(line) + 1;
     if (!this.bucket.take(bytes)) return this.drop(bytes);
@@ -268,41 +305,20 @@ export class ModuleLog {
     return true;
   }
 
+  /** What was dropped since the last call. */
+  takeDropped(): { records: number; bytes: number } {
+    const d = this.dropped;
+    this.dropped = { records: 0, bytes: 0 };
+    return d;
+  }
+
   private drop(bytes: number): false {
     this.dropped.records++;
     this.dropped.bytes += bytes;
     this.totals.dropped++;
     this.totals.droppedBytes += bytes;
-    this.armSummary();
+    this.onDrop();
     return false;
-  }
-
-  /** Write the summary of what was dropped (if anything) now. */
-  summarise(): void {
-    clearTimeout(this.summaryTimer);
-    this.summaryTimer = undefined;
-    const seconds = ((Date.now() - this.windowStart) / 1000).toFixed(1);
-    const notes = this.droppedNotes;
-    if (notes.records > 0) {
-      this.droppedNotes = { records: 0, bytes: 0 };
-      // Not charged either; at most one per interval, so the notes' budget is bounded with it.
-      this.logger.emit({
-        time: Date.now(), level: "warn", source: "host",
-        message: `${notes.records} host notes about ${this.name} (${notes.bytes} bytes or more) dropped in ${seconds} s: over the host's budget for notes about one module (${HOST_NOTE_BYTES_PER_SECOND} bytes/s, bursts of ${HOST_NOTE_BURST_BYTES}); the module keeps causing them (see its requests, events and limits)`,
-        fields: { module: this.name, dropped_notes: notes.records, dropped_bytes: notes.bytes },
-      });
-    }
-    const { records, bytes } = this.dropped;
-    if (records === 0) return;
-    this.dropped = { records: 0, bytes: 0 };
-    const rate = this.logger.moduleBytesPerSecond(this.name);
-    const record: LogRecord = {
-      time: Date.now(), level: "warn", source: this.name, origin: "module",
-      message: `${records} log records (${bytes} bytes or more) dropped in ${seconds} s: over this module's log rate limit of ${rate} bytes/s (raise log_bytes_per_second in [modules.limits.${this.name}])`,
-      fields: { dropped_records: records, dropped_bytes: bytes, limit_bytes_per_second: rate },
-    };
-    // Not charged to the budget (it would be dropped itself); at most one per interval.
-    this.logger.emit(record);
   }
 }
 

@@ -1,7 +1,6 @@
 // A fair share of libuv's thread pool between modules.
 //
-// Every asynchronous LevelDB operation (classic-level), file-system call and DNS lookup runs as
-// a job on libuv's thread pool: one pool per process, a fixed number of threads
+// Every asynchronous LevelDB operation (classic-level) and file-system call runs as a job on libuv's thread pool: one pool per process, a fixed number of threads
 // (UV_THREADPOOL_SIZE, 4 unless set before its first use), jobs taken in FIFO order and never
 // preempted. Left to libuv, a module that keeps its share of jobs queued (each store admits
 // `storage_io_concurrency` at once) delays every other module's job by the whole queue ahead of
@@ -17,7 +16,7 @@
 
 import { performance } from "node:perf_hooks";
 
-/** Who a job is for: a module's name (its store, its files, its lookups share the one share). */
+/** Who a job is for: a module's name (its store and its files share the one share). */
 export type PoolTenant = string | object;
 
 /** Threads libuv's pool has when UV_THREADPOOL_SIZE is `env` (libuv: 4 unless set, 1-1024). */
@@ -27,18 +26,14 @@ export function poolThreads(env: string | undefined = process.env.UV_THREADPOOL_
 }
 
 /**
- * DNS lookups (getaddrinfo, for modules' HTTP requests) at once, all modules together, in a
- * share of their own: a lookup can hold its thread for the resolver's whole timeout (seconds),
- * so lookups never take the places of storage and file jobs, nor those of the host.
+ * Threads kept for the host's own work (its files, the chain database's reads, the hosts file
+ * read for http_request). Modules' DNS lookups take no thread: capabilities/dns.ts.
  */
-const LOOKUP_JOBS = 2;
+const HOST_THREADS = 4;
 
-/**
- * Module jobs at once when the operator leaves it to the host: the threads but two for the
- * host and LOOKUP_JOBS for lookups (at least one).
- */
+/** Module jobs at once when the operator leaves it to the host: the threads but HOST_THREADS (at least one). */
 export function defaultPoolJobs(threads = poolThreads()): number {
-  return Math.max(1, threads - 2 - LOOKUP_JOBS);
+  return Math.max(1, threads - HOST_THREADS);
 }
 
 export interface PoolStats {
@@ -68,8 +63,6 @@ interface Tenant {
 
 export class PoolShare {
   #jobs: number;
-  /** Jobs one tenant may have running at once (the rest of its jobs wait even while places are free). */
-  readonly #perTenant: number;
   readonly #tenants = new Map<PoolTenant, Tenant>();
   #running = 0;
   #waiting = 0;
@@ -77,14 +70,8 @@ export class PoolShare {
   #longest = 0;
   readonly #watches = new Set<{ jobs: number; longestJobMs: number }>();
 
-  /**
-   * `perTenant` caps one tenant's running jobs (default: no cap but `jobs`). For jobs that may
-   * last long (DNS lookups: the resolver's whole timeout), a cap below `jobs` keeps a place free
-   * for another tenant however many jobs one keeps queued.
-   */
-  constructor(jobs = defaultPoolJobs(), perTenant = Number.MAX_SAFE_INTEGER) {
+  constructor(jobs = defaultPoolJobs()) {
     this.#jobs = checkJobs(jobs);
-    this.#perTenant = checkJobs(perTenant);
   }
 
   /** Module jobs admitted at once from now on (jobs running keep their slots). */
@@ -103,14 +90,12 @@ export class PoolShare {
       t = { queue: [], running: 0, last: 0 };
       this.#tenants.set(tenant, t);
     }
-    if (this.#running < this.#jobs && this.#waiting === 0 && t.running < this.#perTenant) this.#admit(t);
+    if (this.#running < this.#jobs && this.#waiting === 0) this.#admit(t);
     else {
       const waiter = t;
       await new Promise<void>((resolve) => {
         waiter.queue.push(resolve);
         this.#waiting++;
-        // Places may be free while others wait at their cap: this job may take one now.
-        this.#next();
       });
     }
     const start = performance.now();
@@ -147,12 +132,12 @@ export class PoolShare {
     t.last = ++this.#admitted;
   }
 
-  /** Fills free slots: the waiting tenant with the fewest jobs running (under its cap), then the one admitted longest ago. */
+  /** Fills free slots: the waiting tenant with the fewest jobs running, then the one admitted longest ago. */
   #next(): void {
     while (this.#running < this.#jobs && this.#waiting > 0) {
       let pick: Tenant | undefined;
       for (const t of this.#tenants.values()) {
-        if (t.queue.length === 0 || t.running >= this.#perTenant) continue;
+        if (t.queue.length === 0) continue;
         if (pick === undefined || t.running < pick.running || (t.running === pick.running && t.last < pick.last)) pick = t;
       }
       if (pick === undefined) return;
@@ -171,10 +156,3 @@ function checkJobs(jobs: number): number {
 
 /** The process's share for storage and files: libuv has one thread pool per process. */
 export const threadPool = new PoolShare();
-
-/**
- * The process's share for DNS lookups (LOOKUP_JOBS), one running per module: a lookup of a name
- * whose servers never answer holds its place for the resolver's whole timeout, and one module
- * asking only such names took every place (others' HTTP requests waited for those timeouts).
- */
-export const lookupPool = new PoolShare(LOOKUP_JOBS, 1);

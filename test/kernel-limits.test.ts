@@ -167,7 +167,7 @@ test("a TypeScript module's isolate host runs in a cgroup of its own with the is
   const pid = h.mustStatus("good").pid!;
   const memoryLine = (await readFile(`/proc/${pid}/cgroup`, "utf8")).split("\n").find((l) => cg.kind === "v1" ? /:memory:/.test(l) : l.startsWith("0::"))!;
   const cgPath = memoryLine.split(":")[2]!;
-  t.regex(cgPath, /\/modhost-\d+-\d+\/good-\d+$/);
+  t.regex(cgPath, /\/modhost-\d+-\d+-\d+\/good-\d+$/);
   const dir = path.join(path.dirname(cg.hostDirs.memory!), path.basename(path.dirname(cgPath)), path.basename(cgPath));
   const want = isolateHostCgroupLimits(limitsFor(h.config, "good"));
   t.is(want.memory_mb, Math.max(300, 192 + 2 * 64), "memory_total_mb, or what Node and V8 need with memory_mb 64");

@@ -1,5 +1,5 @@
 // The host's fair share of libuv's thread pool (storage/pool.ts, issue #8): modules' LevelDB
-// jobs, file API calls and DNS lookups wait in one share that admits at most `jobs` of them at
+// jobs and file API calls wait in one share that admits at most `jobs` of them at
 // once and gives a free place to the module with the fewest running. First the share alone
 // (deterministic: jobs the test ends by hand), then a store's jobs through it, then hostile
 // modules of both runtimes keeping the pool busy with the longest jobs they can make (scans of
@@ -10,7 +10,7 @@ import test, { type ExecutionContext } from "ava";
 import { fileURLToPath } from "node:url";
 import { writeFile } from "node:fs/promises";
 import path from "node:path";
-import { lookupPool, PoolShare, poolThreads, threadPool } from "../storage/pool.ts";
+import { PoolShare, poolThreads, threadPool } from "../storage/pool.ts";
 import { ApiHub } from "../host/hub.ts";
 import { parseDescriptor, resolveGrants } from "../capabilities/grants.ts";
 import type { CallContext, HostServices } from "../capabilities/types.ts";
@@ -103,7 +103,8 @@ test("a store's LevelDB jobs go through its pool share, and its writes still com
 });
 
 // ---------------------------------------------------------------------------------------
-// The other work a module makes the host do in the pool: file API calls and DNS lookups
+// The other work a module makes the host do in the pool: file API calls (its DNS lookups take
+// no thread: test/dns.test.ts)
 
 function hubFor(dataDir: string, resolve: HostServices["resolve"], module = "files") {
   const hub = new ApiHub({});
@@ -117,7 +118,7 @@ function hubFor(dataDir: string, resolve: HostServices["resolve"], module = "fil
   return { handle: (permission: string, method: string, params: Record<string, unknown>) => hub.handle(call, grants(permission), method, params) };
 }
 
-/** Takes every place of `share` with jobs of other modules (one each: the lookups' share runs one per module); `release` ends them. */
+/** Takes every place of `share` with jobs of other modules (one each); `release` ends them. */
 function fill(share: PoolShare) {
   const held = Array.from({ length: share.stats().jobs }, () => manual());
   const done = held.map((j, i) => share.run(`another-module-${i}`, j.fn));
@@ -135,70 +136,6 @@ test.serial("a file API call is one job in the host's pool share: it waits while
   t.false(answered, "no answer while every place is taken");
   await full.release();
   t.is(await read, "content");
-});
-
-test.serial("a DNS lookup for a module's HTTP request waits in the lookups' own share (two at once, all modules together), not in libuv's queue", async (t) => {
-  const lookups: string[] = [];
-  const { handle } = hubFor("", async (host) => {
-    lookups.push(host);
-    throw Object.assign(new Error(`getaddrinfo ENOTFOUND ${host}`), { code: "ENOTFOUND" });
-  });
-  t.is(lookupPool.stats().jobs, 2);
-  const full = fill(lookupPool);
-  const request = handle("network_access", "http_request", { url: "http://slow.example/" }).then(() => "answered", (err: Error) => err.message);
-  await waitFor(() => lookupPool.stats().waiting > 0, 10_000, "the lookup waiting in its share");
-  t.deepEqual(lookups, [], "not looked up while both places are taken");
-  await full.release();
-  t.regex(await request, /ENOTFOUND/);
-  t.deepEqual(lookups, ["slow.example"]);
-});
-
-test("a pool share with a cap per module runs at most that many of one module's jobs, and another module's job takes a free place at once while the first's queue waits", async (t) => {
-  const share = new PoolShare(2, 1);
-  const hog = Array.from({ length: 5 }, () => manual());
-  const hogDone = hog.map((j) => share.run("hog", j.fn));
-  await settle();
-  t.deepEqual(hog.map((j) => j.started), [true, false, false, false, false], "one of the hog's jobs runs, though two places exist");
-  const canary = manual();
-  const canaryDone = share.run("canary", canary.fn);
-  await settle();
-  t.true(canary.started, "the canary took the free place while the hog's first job still runs and four of its jobs wait");
-  t.like(share.stats(), { jobs: 2, running: 2, waiting: 4 });
-  canary.end();
-  await canaryDone;
-  t.false(hog[1]!.started, "the hog stays at its cap with a place free");
-  for (const j of hog) j.end();
-  await Promise.all(hogDone);
-  t.like(share.stats(), { running: 0, waiting: 0, admitted: 6 });
-});
-
-test.serial("a module whose DNS lookups never end (16 HTTP requests to names whose servers do not answer) holds one lookup place at most: another module's lookup runs at once", async (t) => {
-  const hanging: Array<() => void> = [];
-  const never = hubFor("", (host) => new Promise((_resolve, reject) => {
-    hanging.push(() => reject(Object.assign(new Error(`getaddrinfo EAI_AGAIN ${host}`), { code: "EAI_AGAIN" })));
-  }), "slow-names");
-  const asked: string[] = [];
-  const other = hubFor("", async (host) => {
-    asked.push(host);
-    throw Object.assign(new Error(`getaddrinfo ENOTFOUND ${host}`), { code: "ENOTFOUND" });
-  }, "other");
-  let settled = 0;
-  const stuck = Array.from({ length: 16 }, (_, i) => never.handle("network_access", "http_request", { url: `http://n${i}.blackhole.example/` }).catch((err: Error) => err.message).finally(() => settled++));
-  await waitFor(() => hanging.length > 0 && lookupPool.stats().waiting + lookupPool.stats().running === 16, 10_000, "slow-names' 16 lookups in the share");
-  t.is(hanging.length, 1, "one of its lookups runs");
-  const answer = await Promise.race([
-    other.handle("network_access", "http_request", { url: "http://elsewhere.example/" }).then(() => "answered", (err: Error) => err.message),
-    new Promise<string>((resolve) => setTimeout(() => resolve("still waiting after 20 s"), 20_000)),
-  ]);
-  t.regex(answer, /ENOTFOUND/, "the other module's lookup ran while slow-names' lookups hung");
-  t.deepEqual(asked, ["elsewhere.example"]);
-  // End the hung lookups (each lets the next of slow-names in).
-  while (settled < 16) {
-    for (const end of hanging.splice(0)) end();
-    await waitFor(() => hanging.length > 0 || settled === 16, 10_000, "slow-names' next lookup");
-  }
-  await Promise.all(stuck);
-  t.like(lookupPool.stats(), { running: 0, waiting: 0 });
 });
 
 // ---------------------------------------------------------------------------------------

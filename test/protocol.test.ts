@@ -966,6 +966,34 @@ test("codec: undefined map values are left out and undefined array items become 
   t.deepEqual(decodeBody(body), { t: "request", id: 9, method: "m", params: { b: [1, null], c: { e: 2 } } });
 });
 
+/**
+ * Random plain values of the protocol's subset, the same for the same `seed`: null, booleans,
+ * integers (times `scale` a third of the time), doubles, strings of one- to three-byte
+ * characters, binary, (with `empties`) empty maps and arrays, and arrays (up to `maxItems`
+ * values) and maps nested further while the depth is at most `deepAt`.
+ */
+function randomValues(seed: number, o: { deepAt: number; scale: number; maxBinary: number; maxTwoByte: number; empties: boolean; maxItems: number }) {
+  const rnd = (n: number) => ((seed = (seed * 1103515245 + 12345) % 2 ** 31), seed % n);
+  const kinds = o.empties ? 10 : 9;
+  const value = (d: number): unknown => {
+    const k = rnd(d > o.deepAt ? kinds - 2 : kinds);
+    // Without empties, the kinds after 6 move up one: 7 is an array, 8 a map.
+    switch (!o.empties && k >= 7 ? k + 1 : k) {
+      case 0: return null;
+      case 1: return rnd(2) === 0;
+      case 2: return rnd(1 << 30) * (rnd(2) ? -1 : 1) * (rnd(3) === 0 ? o.scale : 1);
+      case 3: return rnd(1000) / 7;
+      case 4: return "s€".repeat(rnd(40));
+      case 5: return Buffer.alloc(rnd(o.maxBinary), 3);
+      case 6: return "é".repeat(rnd(o.maxTwoByte));
+      case 7: return rnd(2) ? {} : [];
+      case 8: return Array.from({ length: rnd(o.maxItems) }, () => value(d + 1));
+      default: return Object.fromEntries(Array.from({ length: rnd(6) }, (_, i) => [`k${i}${"x".repeat(rnd(3))}`, value(d + 1)]));
+    }
+  };
+  return { rnd, value };
+}
+
 test("codec: string-heavy bodies are built by decodeValidated, which gives exactly what msgpackr gives for every format of the subset", (t) => {
   const packr = new Packr({ useRecords: false, mapsAsObjects: true, variableMapSize: true, int64AsType: "number" });
   const u32 = (n: number) => { const b = Buffer.alloc(4); b.writeUInt32BE(n); return b; };
@@ -997,21 +1025,7 @@ test("codec: string-heavy bodies are built by decodeValidated, which gives exact
   t.is(got.dup, 2);
   t.true(Buffer.isBuffer(got.bin16) && Buffer.isBuffer(expected.bin16), "binary is a Buffer in both");
   // Random bodies, through both paths.
-  let seed = 7;
-  const rnd = (n: number) => ((seed = (seed * 1103515245 + 12345) % 2 ** 31), seed % n);
-  const value = (d: number): unknown => {
-    switch (rnd(d > 4 ? 7 : 9)) {
-      case 0: return null;
-      case 1: return rnd(2) === 0;
-      case 2: return rnd(1 << 30) * (rnd(2) ? -1 : 1) * (rnd(3) === 0 ? 2 ** 20 : 1);
-      case 3: return rnd(1000) / 7;
-      case 4: return "s€".repeat(rnd(40));
-      case 5: return Buffer.alloc(rnd(100), 3);
-      case 6: return "é".repeat(rnd(3000));
-      case 7: return Array.from({ length: rnd(6) }, () => value(d + 1));
-      default: return Object.fromEntries(Array.from({ length: rnd(6) }, (_, i) => [`k${i}${"x".repeat(rnd(3))}`, value(d + 1)]));
-    }
-  };
+  const { rnd, value } = randomValues(7, { deepAt: 4, scale: 2 ** 20, maxBinary: 100, maxTwoByte: 3000, empties: false, maxItems: 6 });
   for (let i = 0; i < 300; i++) {
     const b = encodeBody({ t: "x", v: value(0), pad: "p".repeat(rnd(2) ? STRING_HEAVY_BYTES : 10) });
     t.deepEqual(decodeValidated(b), packr.unpack(b), `body ${i}`);
@@ -1028,22 +1042,7 @@ test("codec: a body of many values built in steps (BodyBuilder, stopped at every
     t.true(steps >= 1, "the body took more than one step");
     return r.builder.value;
   };
-  let seed = 11;
-  const rnd = (n: number) => ((seed = (seed * 1103515245 + 12345) % 2 ** 31), seed % n);
-  const value = (d: number): unknown => {
-    switch (rnd(d > 3 ? 8 : 10)) {
-      case 0: return null;
-      case 1: return rnd(2) === 0;
-      case 2: return rnd(1 << 30) * (rnd(2) ? -1 : 1) * (rnd(3) === 0 ? 2 ** 22 : 1);
-      case 3: return rnd(1000) / 7;
-      case 4: return "s€".repeat(rnd(40));
-      case 5: return Buffer.alloc(rnd(300), 3);
-      case 6: return "é".repeat(rnd(100));
-      case 7: return rnd(2) ? {} : [];
-      case 8: return Array.from({ length: rnd(8) }, () => value(d + 1));
-      default: return Object.fromEntries(Array.from({ length: rnd(6) }, (_, i) => [`k${i}${"x".repeat(rnd(3))}`, value(d + 1)]));
-    }
-  };
+  const { rnd, value } = randomValues(11, { deepAt: 3, scale: 2 ** 22, maxBinary: 300, maxTwoByte: 100, empties: true, maxItems: 8 });
   for (let i = 0; i < 8; i++) {
     const v = Array.from({ length: 9000 + rnd(3000) }, () => value(0));
     const b = encodeBody({ t: "x", v, dup: 1, big: Buffer.alloc(70_000, 1), s: "€".repeat(30_000) });

@@ -22,7 +22,7 @@ import {
 import { eventually, listen, processesOf } from "./helpers/procs.ts";
 import { DEFAULT_CGROUP_LIMITS, moduleUid, MODULE_UID_BASE, MODULE_UID_RANGE } from "../runtime/sandbox/policy.ts";
 import { UID_TABLE_FILE, UidTable } from "../runtime/sandbox/uids.ts";
-import { createModuleCgroup, limitFiles, probeCgroupsWith, type CgroupLimits } from "../runtime/sandbox/cgroup.ts";
+import { createModuleCgroup, limitFiles, probeCgroupsWith, startTimeOf, type CgroupLimits } from "../runtime/sandbox/cgroup.ts";
 
 async function rmdirSafe(dir: string): Promise<void> {
   await rmdir(dir).catch(() => undefined);
@@ -472,14 +472,14 @@ test("cgroup v2: a module's limits are written as memory.max, memory.swap.max, p
   await writeFile(path.join(root, "cgroup.controllers"), "cpuset cpu io memory pids\n");
   await writeFile(path.join(root, "cgroup.subtree_control"), "");
   const support = await probeCgroupsWith({
-    root: true, pid: 4242, pidNs: "1",
+    root: true, pid: 4242, pidNs: "1", startTime: "77",
     mountInfo: `30 20 0:26 / ${root} rw,nosuid - cgroup2 cgroup2 rw\n`,
     procCgroup: "0::/\n",
   });
   t.is(support.kind, "v2", support.problems.join("; "));
   t.is(support.description, "cgroup v2 memory+pids+cpu");
   t.is(await readFile(path.join(root, "cgroup.subtree_control"), "utf8"), "+memory +pids +cpu");
-  t.is(await readFile(path.join(root, "modhost-1-4242", "cgroup.subtree_control"), "utf8"), "+memory +pids +cpu", "and for the module cgroups below");
+  t.is(await readFile(path.join(root, "modhost-1-4242-77", "cgroup.subtree_control"), "utf8"), "+memory +pids +cpu", "and for the module cgroups below");
   t.deepEqual(limitFiles("v2", { memory_mb: 300, processes: 50, cpu_weight: 200, cpu_max_percent: 150 }, true), [
     ["memory", "memory.max", String(300 * MB)], ["memory", "memory.swap.max", "0"], ["pids", "pids.max", "50"],
     ["cpu", "cpu.weight", "200"], ["cpu", "cpu.max", "150000 100000"],
@@ -489,14 +489,14 @@ test("cgroup v2: a module's limits are written as memory.max, memory.swap.max, p
     ["cpu", "cpu.shares", "2048"],
   ]);
   const cg = await createModuleCgroup(support, "price-feed", { memory_mb: 300, processes: 50, cpu_weight: 200, cpu_max_percent: 150 });
-  t.deepEqual(cg.dirs, [path.join(root, "modhost-1-4242", cg.dirs[0]!.split("/").at(-1)!)]);
+  t.deepEqual(cg.dirs, [path.join(root, "modhost-1-4242-77", cg.dirs[0]!.split("/").at(-1)!)]);
   t.regex(cg.dirs[0]!, /\/price-feed-\d+$/);
   t.is(await readFile(path.join(cg.dirs[0]!, "memory.max"), "utf8"), String(300 * MB));
   t.is(await readFile(path.join(cg.dirs[0]!, "cpu.max"), "utf8"), "150000 100000");
 });
 
 test("cgroup probing: not root gives none (rlimits only), and the level says degraded", async (t) => {
-  const support = await probeCgroupsWith({ root: false, pid: 1, pidNs: "1", mountInfo: "", procCgroup: "" });
+  const support = await probeCgroupsWith({ root: false, pid: 1, pidNs: "1", startTime: "1", mountInfo: "", procCgroup: "" });
   t.is(support.kind, "none");
   t.regex(describeKernelLimits(support), /none, rlimits per process only \(the host is not root/);
   const caps: SandboxCapabilities = {
@@ -513,14 +513,14 @@ test("the cgroups of a host that died are removed by the next host", async (t) =
   if (cg.kind === "none") return t.fail("no cgroups on this machine");
   // A pid that is certainly dead: a process that ran and was reaped.
   const dead = await new Promise<number>((resolve) => { const p = spawn("/bin/true"); p.on("exit", () => resolve(p.pid!)); });
-  const ns = /modhost-(\d+)-\d+$/.exec(cg.hostDirs.memory!)![1]!;
+  const ns = /modhost-(\d+)-\d+-\d+$/.exec(cg.hostDirs.memory!)![1]!;
   const stale = [...new Set(Object.values(cg.hostDirs))].map((d) => path.join(path.dirname(d), `modhost-${ns}-${dead}`));
   for (const d of stale) await mkdir(path.join(d, "left-over-1"), { recursive: true });
   const otherNs = path.join(path.dirname(cg.hostDirs.memory!), `modhost-1-${dead}`);
   await mkdir(otherNs);
   t.teardown(() => rmdirSafe(otherNs));
   await probeCgroupsWith({
-    root: true, pid: process.pid, pidNs: ns,
+    root: true, pid: process.pid, pidNs: ns, startTime: (await startTimeOf(process.pid))!,
     mountInfo: await readFile("/proc/self/mountinfo", "utf8"), procCgroup: await readFile("/proc/self/cgroup", "utf8"),
   });
   for (const d of stale) t.false(existsSync(d), `${d} removed`);

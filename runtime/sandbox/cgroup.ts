@@ -6,7 +6,7 @@
 //
 // Layout: the host's own cgroup (from /proc/self/cgroup, so a host run in a delegated or
 // limited cgroup keeps its modules inside it) gets one directory per host process,
-//   <own cgroup>/modhost-<pid namespace inode>-<host pid>/<module>-<n>
+//   <own cgroup>/modhost-<pid namespace inode>-<host pid>-<host start time>/<module>-<n>
 // one per start of a module (a restart never shares a cgroup with the dying processes of the
 // previous run). With cgroup v1 that is done in each of the memory, pids and cpu hierarchies;
 // with cgroup v2 in the one tree. For CPU, all of a host's modules together weigh as much as one
@@ -74,7 +74,26 @@ export interface ModuleCgroup {
 
 const CONTROLLERS: readonly Controller[] = ["memory", "pids", "cpu"];
 const REQUIRED: readonly Controller[] = ["memory", "pids"];
-const HOST_DIR_RE = /^modhost-(\d+)-(\d+)$/;
+/**
+ * A host's directory: `modhost-<pid namespace>-<pid>-<start time>`, the start time being the
+ * host process's (ticks after boot, /proc/PID/stat): a pid is reused, a pid with its start time
+ * is not (and cgroups do not outlive a boot). Directories of hosts before that carry no start time.
+ */
+const HOST_DIR_RE = /^modhost-(\d+)-(\d+)(?:-(\d+))?$/;
+
+/** When process `pid` started, in clock ticks after boot (field 22 of /proc/PID/stat); null when there is none. */
+export async function startTimeOf(pid: number, proc = "/proc"): Promise<string | null> {
+  const text = await readText(path.join(proc, String(pid), "stat"));
+  if (text === null) return null;
+  // The command name (field 2) may hold spaces and parentheses: the fields after it start after the last ")".
+  const after = text.slice(text.lastIndexOf(")") + 2).split(" ");
+  const ticks = after[22 - 3];
+  return ticks !== undefined && /^\d+$/.test(ticks) ? ticks : null;
+}
+
+function hostDirName(input: ProbeInput): string {
+  return `modhost-${input.pidNs}-${input.pid}-${input.startTime}`;
+}
 
 interface MountEntry { root: string; mountPoint: string; fsType: string; superOptions: string[] }
 
@@ -159,14 +178,26 @@ async function removeCgroup(dir: string, kind: "v1" | "v2"): Promise<boolean> {
   return false;
 }
 
-/** Host directories of hosts that are gone (same PID namespace, pid not alive): removed with what they hold. */
-async function cleanStale(parent: string, kind: "v1" | "v2", pidNs: string, ownPid: number): Promise<string[]> {
+/**
+ * Host directories of hosts that are gone, removed with what they hold: in the same PID
+ * namespace, a directory whose pid is not alive, or is alive with another start time than the
+ * one in its name (the pid was reused: by any process, or by a host, whose directory has its
+ * own start time). A directory without a start time (an older host's), or whose pid's start
+ * time cannot be read, is judged by its pid alone: it stays while the pid lives.
+ */
+async function cleanStale(parent: string, kind: "v1" | "v2", input: ProbeInput): Promise<string[]> {
   const removed: string[] = [];
   for (const e of await readdir(parent, { withFileTypes: true }).catch(() => [])) {
     const m = HOST_DIR_RE.exec(e.name);
-    if (!e.isDirectory() || !m || m[1] !== pidNs) continue;
+    if (!e.isDirectory() || !m || m[1] !== input.pidNs || e.name === hostDirName(input)) continue;
     const pid = Number(m[2]);
-    if (pid === ownPid || pid === process.pid || pidAlive(pid)) continue;
+    const started = m[3];
+    if (started === undefined && (pid === input.pid || pid === process.pid)) continue;
+    if (pidAlive(pid)) {
+      // Alive: stale only when the pid's start time is known and not the one in the name.
+      const now = started === undefined ? null : await startTimeOf(pid, input.proc);
+      if (now === null || now === started) continue;
+    }
     if (await removeCgroup(path.join(parent, e.name), kind)) removed.push(path.join(parent, e.name));
   }
   return removed;
@@ -189,6 +220,10 @@ export interface ProbeInput {
   procCgroup: string;
   pid: number;
   pidNs: string;
+  /** The host process's start time (startTimeOf(pid)): its directory's name carries it. */
+  startTime: string;
+  /** Where /proc is (tests): the start times of other pids are read there. */
+  proc?: string;
 }
 
 async function writable(dir: string): Promise<string | null> {
@@ -250,13 +285,13 @@ async function probeV2(mounts: MountEntry[], cgroups: Map<string, string>, input
       }
     }
   }
-  const hostDir = path.join(ownDir, `modhost-${input.pidNs}-${input.pid}`);
+  const hostDir = path.join(ownDir, hostDirName(input));
   const why = await writable(hostDir);
   if (why) {
     problems.push(`cgroup v2: cannot create ${hostDir} (${why})`);
     return null;
   }
-  await cleanStale(ownDir, "v2", input.pidNs, input.pid);
+  await cleanStale(ownDir, "v2", input);
   const hostDirs = Object.fromEntries(use.map((c) => [c, hostDir])) as Partial<Record<Controller, string>>;
   if (use.includes("cpu")) await writeFile(path.join(hostDir, "cpu.weight"), String(Math.min(10_000, 100 * hostCpus()))).catch(() => undefined);
   // v2 enables controllers level by level: the module cgroups below the host directory need them too.
@@ -286,13 +321,13 @@ async function probeV1(mounts: MountEntry[], cgroups: Map<string, string>, input
       problems.push(`cgroup v1 ${c}: the host's cgroup ${own} is outside the mount at ${mount.mountPoint}`);
       continue;
     }
-    const hostDir = path.join(ownDir, `modhost-${input.pidNs}-${input.pid}`);
+    const hostDir = path.join(ownDir, hostDirName(input));
     const why = await writable(hostDir);
     if (why) {
       problems.push(`cgroup v1 ${c}: cannot create ${hostDir} (${why}${why === "EROFS" ? ": mounted read-only" : ""})`);
       continue;
     }
-    await cleanStale(ownDir, "v1", input.pidNs, input.pid);
+    await cleanStale(ownDir, "v1", input);
     if (c === "cpu") await writeFile(path.join(hostDir, "cpu.shares"), String(1024 * hostCpus())).catch(() => undefined);
     hostDirs[c] = hostDir;
   }
@@ -341,6 +376,7 @@ export function detectCgroups(): Promise<CgroupSupport> {
     procCgroup: (await readText("/proc/self/cgroup")) ?? "",
     pid: process.pid,
     pidNs: await pidNamespace(),
+    startTime: (await startTimeOf(process.pid)) ?? "0",
   }))();
   return cached;
 }

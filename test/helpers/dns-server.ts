@@ -1,0 +1,85 @@
+// A fake DNS server on a loopback UDP port for tests of http_request's name resolution
+// (capabilities/dns.ts). What it answers depends on the name's first label:
+//   never-*    no answer, ever (a server that does not answer)
+//   slow-*     an A record 10.0.0.1 after `slowMs`
+//   garbage-*  bytes that are not a DNS message (the right id, then nonsense)
+//   huge-*     4,000 A records in one 64 KiB datagram (public addresses: never connect to them)
+//   private-*  an A record 10.0.0.1 (a private address: the host refuses it before connecting)
+//   public-*   an A record 93.184.0.1 (public: for resolver tests only, never connect to it)
+//   anything else: NXDOMAIN
+// AAAA questions get an empty answer (NOERROR, no records) except for never-* and garbage-*.
+
+import dgram from "node:dgram";
+import { performance } from "node:perf_hooks";
+import type { ExecutionContext } from "ava";
+
+export interface DnsQuery {
+  name: string;
+  /** 1 = A, 28 = AAAA. */
+  type: number;
+  /** performance.now() when it arrived. */
+  at: number;
+}
+
+export interface FakeDns {
+  /** "127.0.0.1:PORT", as `[host] dns_servers` takes it. */
+  readonly server: string;
+  readonly queries: DnsQuery[];
+  /** Queries for names starting with `prefix`. */
+  count(prefix: string): number;
+}
+
+function question(msg: Buffer): { name: string; type: number; end: number } | undefined {
+  const labels: string[] = [];
+  let i = 12;
+  while (i < msg.length && msg[i] !== 0) {
+    const len = msg[i]!;
+    if (len > 63 || i + 1 + len > msg.length) return undefined;
+    labels.push(msg.subarray(i + 1, i + 1 + len).toString("latin1"));
+    i += 1 + len;
+  }
+  if (i + 5 > msg.length) return undefined;
+  return { name: labels.join(".").toLowerCase(), type: msg.readUInt16BE(i + 1), end: i + 5 };
+}
+
+function answer(query: Buffer, end: number, rcode: number, addresses: Array<[number, number, number, number]>): Buffer {
+  const head = Buffer.from([query[0]!, query[1]!, 0x81, 0x80 | rcode, 0, 1, addresses.length >> 8, addresses.length & 255, 0, 0, 0, 0]);
+  const records = addresses.map((a) => Buffer.from([0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, ...a]));
+  return Buffer.concat([head, query.subarray(12, end), ...records]);
+}
+
+/** Starts the server; it closes at the test's end. */
+export async function fakeDns(t: ExecutionContext, slowMs = 300): Promise<FakeDns> {
+  const socket = dgram.createSocket("udp4");
+  const queries: DnsQuery[] = [];
+  const timers = new Set<NodeJS.Timeout>();
+  socket.on("message", (msg, peer) => {
+    const q = question(msg);
+    if (!q) return;
+    queries.push({ name: q.name, type: q.type, at: performance.now() });
+    const send = (out: Buffer) => socket.send(out, peer.port, peer.address, () => undefined);
+    const kind = q.name.split("-")[0];
+    if (kind === "never") return;
+    if (kind === "garbage") return send(Buffer.concat([msg.subarray(0, 2), Buffer.from("\x81\x80\xff\xff\xff\xffnot a DNS answer at all", "latin1")]));
+    if (q.type !== 1) return send(answer(msg, q.end, kind === "private" || kind === "public" || kind === "huge" || kind === "slow" ? 0 : 3, []));
+    if (kind === "huge") return send(answer(msg, q.end, 0, Array.from({ length: 4000 }, (_, k) => [93, 184, k >> 8, k & 255] as [number, number, number, number])));
+    if (kind === "private") return send(answer(msg, q.end, 0, [[10, 0, 0, 1]]));
+    if (kind === "public") return send(answer(msg, q.end, 0, [[93, 184, 0, 1]]));
+    if (kind === "slow") {
+      const timer = setTimeout(() => (timers.delete(timer), send(answer(msg, q.end, 0, [[10, 0, 0, 1]]))), slowMs);
+      timers.add(timer);
+      return;
+    }
+    send(answer(msg, q.end, 3, []));
+  });
+  await new Promise<void>((resolve) => socket.bind(0, "127.0.0.1", resolve));
+  t.teardown(() => {
+    for (const timer of timers) clearTimeout(timer);
+    socket.close();
+  });
+  return {
+    server: `127.0.0.1:${socket.address().port}`,
+    queries,
+    count: (prefix) => queries.filter((q) => q.name.startsWith(prefix)).length,
+  };
+}
