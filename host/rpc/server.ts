@@ -87,6 +87,12 @@ export interface RpcLimits {
   max_method_length: number;
   /** Bytes of JSON in one answer (a batch's answers together); an answer past it is replaced by a -32006 error. */
   max_response_bytes: number;
+  /**
+   * Bytes of answers (and /metrics pages) written to connections and not yet taken by their
+   * sockets, all connections together. Past it, the connections holding the oldest such answers
+   * (clients that do not read) are closed and their answers let go, until the new one fits.
+   */
+  max_unsent_bytes: number;
 }
 
 export const DEFAULT_RPC_LIMITS: Readonly<RpcLimits> = Object.freeze({
@@ -101,7 +107,14 @@ export const DEFAULT_RPC_LIMITS: Readonly<RpcLimits> = Object.freeze({
   max_json_depth: 32,
   max_method_length: 256,
   max_response_bytes: 32 * 1024 * 1024,
+  max_unsent_bytes: 64 * 1024 * 1024,
 });
+
+/**
+ * Answers of at most this many bytes are not counted against max_unsent_bytes: a socket takes
+ * them at once (its kernel buffer), so what they can hold is bounded by the connection cap.
+ */
+const UNSENT_COUNTED_FROM = 64 * 1024;
 
 /** The process's soft RLIMIT_NOFILE (from /proc/self/limits), or undefined where it cannot be read. */
 export function openFileLimit(limitsText?: string): number | undefined {
@@ -171,7 +184,17 @@ export class RpcServer {
     clientsGone: 0,
     /** Most connections open at once. */
     peakConnections: 0,
+    /** Connections closed because their unread answers were the oldest past max_unsent_bytes. */
+    slowReadersClosed: 0,
   };
+  /** Answers over UNSENT_COUNTED_FROM written and not yet taken by their sockets, oldest first: their bytes. */
+  private readonly unsent = new Map<ServerResponse, number>();
+  private unsentBytes = 0;
+
+  /** Bytes of answers written and not yet taken by their sockets (counted from UNSENT_COUNTED_FROM). */
+  get unsentAnswerBytes(): number {
+    return this.unsentBytes;
+  }
 
   constructor(private readonly opts: RpcServerOptions) {
     const limits = { ...DEFAULT_RPC_LIMITS, ...opts.limits };
@@ -444,12 +467,43 @@ export class RpcServer {
     const length = parts.reduce((n, p) => n + p.length, 0);
     if (res.destroyed) return;
     res.writeHead(200, { "Content-Type": "application/json", "Content-Length": length });
+    this.hold(res, length);
     if (parts.length === 1) {
       res.end(parts[0]); // one write with the head
       return;
     }
     for (const p of parts) res.write(p);
     res.end();
+  }
+
+  /**
+   * Count an answer of `bytes` about to be written to `res` against [rpc] max_unsent_bytes, until
+   * its socket has taken it (finish) or is gone (close). Past the limit, the connections whose
+   * answers have waited longest are closed first: a client that does not read its answers holds
+   * them in the host's memory (30 such clients of a module's 14 MiB answer held 523 MB), so it
+   * is the one to let go. The new answer is always written: at most max_unsent_bytes, or this
+   * one answer, is held, besides small answers (UNSENT_COUNTED_FROM each, per connection).
+   */
+  private hold(res: ServerResponse, bytes: number): void {
+    if (bytes <= UNSENT_COUNTED_FROM) return;
+    for (const other of this.unsent.keys()) {
+      if (this.unsentBytes + bytes <= this.limits.max_unsent_bytes) break;
+      this.release(other);
+      this.stats.slowReadersClosed++;
+      other.destroy();
+    }
+    this.unsent.set(res, bytes);
+    this.unsentBytes += bytes;
+    const release = () => this.release(res);
+    res.once("finish", release);
+    res.once("close", release);
+  }
+
+  private release(res: ServerResponse): void {
+    const bytes = this.unsent.get(res);
+    if (bytes === undefined) return;
+    this.unsent.delete(res);
+    this.unsentBytes -= bytes;
   }
 
   /** The /metrics page being rendered, shared by the scrapes that come meanwhile. */
@@ -468,6 +522,7 @@ export class RpcServer {
     for (const p of pieces) length += Buffer.byteLength(p);
     if (res.destroyed) return;
     res.writeHead(200, { "Content-Type": "text/plain; version=0.0.4; charset=utf-8", "Content-Length": length });
+    if (!headOnly) this.hold(res, length);
     if (headOnly || pieces.length === 1) {
       res.end(headOnly ? undefined : pieces[0]);
       return;
