@@ -221,8 +221,11 @@ test("connection caps: idle connections make room for a new client; when all are
   await waitFor(() => s.server.connections === 0, 5000, "connections closed");
 
   // Three busy connections from 127.0.0.1: a fourth is refused by the per-address cap.
+  const before = s.server.stats.requests;
   const busy = [0, 1, 2].map(() => raw(s.port, postText(s.auth, '{"jsonrpc":"2.0","id":1,"method":"hang"}'), 20_000));
   await waitFor(() => s.server.connections === 3, 5000, "three busy connections");
+  // Busy once their requests are being served (a connection whose request is not parsed yet is idle).
+  await waitFor(() => s.server.stats.requests >= before + 3, 5000, "three requests in progress");
   const perAddress = await raw(s.port, postText(s.auth, '{"jsonrpc":"2.0","id":2,"method":"echo"}'));
   t.regex(perAddress.text, /^HTTP\/1\.1 503 /);
   t.regex(perAddress.text, /\[rpc\] max_connections_per_address = 3/);
@@ -231,6 +234,7 @@ test("connection caps: idle connections make room for a new client; when all are
   // with one more busy connection.
   const other = rawFrom("127.0.0.2", s.port, postText(s.auth, '{"jsonrpc":"2.0","id":1,"method":"hang"}'));
   await waitFor(() => s.server.connections === 4, 5000, "four busy connections");
+  await waitFor(() => s.server.stats.requests >= before + 4, 5000, "four requests in progress");
   const total = await rawFrom("127.0.0.3", s.port, postText(s.auth, '{"jsonrpc":"2.0","id":3,"method":"echo"}'));
   t.regex(total.text, /^HTTP\/1\.1 503 /);
   t.regex(total.text, /\[rpc\] max_connections = 4/);
@@ -468,7 +472,8 @@ test("json writer: jsonBytesAtLeast never counts more than the JSON text holds, 
   t.true(jsonBytesAtLeast(Array.from({ length: 1000 }, () => "x".repeat(1000)), 5000) < 10_000, "stopped soon after the bound");
 });
 
-test("clients that never read their answers (JSON-RPC and /metrics, 16 MiB each): past max_unsent_bytes the connections whose answers waited longest are closed, so the server holds at most the limit; a client that reads gets its whole answer", async (t) => {
+// Serial: it writes 8 answers of 16 MiB, and the connection-cap test above counts on a prompt loop.
+test.serial("clients that never read their answers (JSON-RPC and /metrics, 16 MiB each): past max_unsent_bytes the connections whose answers waited longest are closed, so the server holds at most the limit; a client that reads gets its whole answer", async (t) => {
   const MB = 1024 * 1024;
   const big = "x".repeat(16 * MB);
   const cap = 32 * MB;

@@ -188,8 +188,10 @@ export class RpcServer {
     slowReadersClosed: 0,
   };
   /** Answers over UNSENT_COUNTED_FROM written and not yet taken by their sockets, oldest first: their bytes. */
-  private readonly unsent = new Map<ServerResponse, number>();
+  private readonly unsent = new Map<ServerResponse, { bytes: number; page: object | undefined }>();
   private unsentBytes = 0;
+  /** /metrics pages (their pieces, shared by the scrapes that came while one was rendered) -> responses writing them. */
+  private readonly pages = new Map<object, number>();
 
   /** Bytes of answers written and not yet taken by their sockets (counted from UNSENT_COUNTED_FROM). */
   get unsentAnswerBytes(): number {
@@ -483,27 +485,39 @@ export class RpcServer {
    * them in the host's memory (30 such clients of a module's 14 MiB answer held 523 MB), so it
    * is the one to let go. The new answer is always written: at most max_unsent_bytes, or this
    * one answer, is held, besides small answers (UNSENT_COUNTED_FROM each, per connection).
+   * A /metrics page written in Buffer pieces (`page`) is one object however many scrapes write
+   * it (each socket holds a reference to a piece, not a copy): it is counted once.
    */
-  private hold(res: ServerResponse, bytes: number): void {
+  private hold(res: ServerResponse, bytes: number, page?: object): void {
     if (bytes <= UNSENT_COUNTED_FROM) return;
+    const adds = () => (page !== undefined && this.pages.has(page) ? 0 : bytes);
     for (const other of this.unsent.keys()) {
-      if (this.unsentBytes + bytes <= this.limits.max_unsent_bytes) break;
+      if (this.unsentBytes + adds() <= this.limits.max_unsent_bytes) break;
       this.release(other);
       this.stats.slowReadersClosed++;
       other.destroy();
     }
-    this.unsent.set(res, bytes);
-    this.unsentBytes += bytes;
+    this.unsentBytes += adds();
+    this.unsent.set(res, { bytes, page });
+    if (page !== undefined) this.pages.set(page, (this.pages.get(page) ?? 0) + 1);
     const release = () => this.release(res);
     res.once("finish", release);
     res.once("close", release);
   }
 
   private release(res: ServerResponse): void {
-    const bytes = this.unsent.get(res);
-    if (bytes === undefined) return;
+    const held = this.unsent.get(res);
+    if (held === undefined) return;
     this.unsent.delete(res);
-    this.unsentBytes -= bytes;
+    if (held.page !== undefined) {
+      const writers = (this.pages.get(held.page) ?? 1) - 1;
+      if (writers > 0) {
+        this.pages.set(held.page, writers);
+        return;
+      }
+      this.pages.delete(held.page);
+    }
+    this.unsentBytes -= held.bytes;
   }
 
   /** The /metrics page being rendered, shared by the scrapes that come meanwhile. */
@@ -522,7 +536,7 @@ export class RpcServer {
     for (const p of pieces) length += Buffer.byteLength(p);
     if (res.destroyed) return;
     res.writeHead(200, { "Content-Type": "text/plain; version=0.0.4; charset=utf-8", "Content-Length": length });
-    if (!headOnly) this.hold(res, length);
+    if (!headOnly) this.hold(res, length, typeof body === "string" ? undefined : body);
     if (headOnly || pieces.length === 1) {
       res.end(headOnly ? undefined : pieces[0]);
       return;
