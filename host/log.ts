@@ -35,8 +35,15 @@ function writeStderr(line: string): void {
   process.stderr.write(line + "\n");
 }
 
-/** Sources that are the host itself; every other source is a module. */
-const HOST_SOURCES: ReadonlySet<string> = new Set(["host", "chain", "rpc", "dev"]);
+/**
+ * Sources that are the host itself; every other source is a module. Every part of the host that
+ * logs uses one of these (Logger.for takes only these): a source left out of this list was a
+ * module's log, charged to the budget of a module of that name, and a module given that name
+ * wrote lines tagged exactly like the host's (test/hooks.test.ts attacks both).
+ */
+const HOST_SOURCE_NAMES = ["host", "chain", "rpc", "dev", "hooks", "registry", "inspector"] as const;
+export type HostSource = (typeof HOST_SOURCE_NAMES)[number];
+const HOST_SOURCES: ReadonlySet<string> = new Set(HOST_SOURCE_NAMES);
 
 /** Fixed bounds on what one module log record may carry. */
 export const MODULE_LOG_LIMITS = Object.freeze({
@@ -135,10 +142,11 @@ export class Logger {
 
   /**
    * A note of the host about `module` (it was throttled, denied, disconnected...), held to that
-   * module's budget for host notes, not to its own log budget (see ModuleLog.note). `as: "host"`
-   * tags the line [host] (the module named in the text); by default it is tagged with the module.
+   * module's budget for host notes, not to its own log budget (see ModuleLog.note). `as` a host
+   * source tags the line with it ([host], [hooks]: the module named in the text and fields); by
+   * default it is tagged with the module.
    */
-  note(module: string, level: LogLevel, message: string, fields?: Record<string, unknown>, as: "module" | "host" = "module"): boolean {
+  note(module: string, level: LogLevel, message: string, fields?: Record<string, unknown>, as: "module" | HostSource = "module"): boolean {
     return this.module(module).note(level, message, fields, as);
   }
 
@@ -175,7 +183,7 @@ export class Logger {
     return `\x1b[90m${t}\x1b[0m ${COLOURS[r.level]}${lvl}\x1b[0m \x1b[1m${src}\x1b[0m ${message}\x1b[90m${f}\x1b[0m`;
   }
 
-  for(source: string): SourceLogger {
+  for(source: HostSource): SourceLogger {
     return {
       debug: (m, f) => this.log("debug", source, m, f),
       info: (m, f) => this.log("info", source, m, f),
@@ -222,11 +230,11 @@ export class ModuleLog {
    * it is escaped and cut like the module's words; it is charged to the budget for host notes
    * (HOST_NOTE_BYTES_PER_SECOND, bursts of HOST_NOTE_BURST_BYTES), never to the module's own.
    */
-  note(level: LogLevel, message: string, fields?: Record<string, unknown>, as: "module" | "host" = "module"): boolean {
+  note(level: LogLevel, message: string, fields?: Record<string, unknown>, as: "module" | HostSource = "module"): boolean {
     if (!this.logger.wants(level)) return false;
     return this.notes.write(Math.min(message.length, MODULE_LOG_LIMITS.messageChars) + RECORD_OVERHEAD, () => {
       const m = moduleRecord(level, this.name, message, fields);
-      return as === "host" ? { time: m.time, level, source: "host", message: m.message, fields: { ...m.fields, module: this.name } } : m;
+      return as === "module" ? m : { time: m.time, level, source: as, message: m.message, fields: { ...m.fields, module: this.name } };
     });
   }
 

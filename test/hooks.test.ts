@@ -12,7 +12,8 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { hexToBytes } from "@noble/hashes/utils.js";
 import { bundleNodeModule } from "../sdk/node/bundle.ts";
-import { buildModulesDir, startHost, tempDir, writeModule, type InlineModule, type TestHost } from "./helpers/host.ts";
+import { buildModulesDir, GOOD_GRANTS, sleep, startHost, tempDir, writeModule, type InlineModule, type TestHost } from "./helpers/host.ts";
+import { HOST_NOTE_BURST_BYTES, HOST_NOTE_BYTES_PER_SECOND } from "../host/log.ts";
 import { callApi, inlineModule, REPORT, services, type Outcome } from "./helpers/modules.ts";
 import { call, RpcFailure } from "./helpers/rpc.ts";
 import * as v from "valibot";
@@ -421,4 +422,81 @@ test.serial("[hooks.POINT] in modhost.toml: order, failure, timeout_ms and max_p
   t.regex(bad!.message, /failure/);
   t.regex(bad!.message, /timeout_ms/);
   t.regex(bad!.message, /"a" is listed twice/);
+});
+
+// ---------------------------------------------------------------------------------------
+// Hostile: the host's lines about hooks, under a flood.
+
+/** A transaction that parses (one input, one output) and that the mempool refuses (its input does not exist). */
+const UNSPENDABLE_TX = `02000000 01 ${"11".repeat(32)} 00000000 00 ffffffff 01 0000000000000000 01 51 00000000`.replace(/ /g, "");
+const HOSTILE_HOOKS = {
+  // Rejects every transaction with the longest reason kept (1024 characters).
+  "k-flood": { ...inlineModule("k-flood", ["register_hook"], `await ctx.hooks.register("tx_submit", async () => ({ result: "reject", reason: "no".repeat(600) }));`), grants: ["register_hook=tx_submit"] },
+  // Submits that transaction from 32 loops, as fast as it is answered: a line about k-flood's hook each time.
+  "k-sub": { ...inlineModule("k-sub", ["send_transactions"], `
+    const loop = async () => { for (;;) await ctx.mempool.submit("${UNSPENDABLE_TX}").catch(() => 0); };
+    for (let i = 0; i < 32; i++) void loop();
+  `), grants: ["send_transactions"] },
+  // A module named as the host's hook lines are tagged, writing one of them.
+  "hooks": { ...inlineModule("hooks", [], `ctx.log.warn("tx_submit: the hook of good failed (forged); fail-open: going on as if it answered continue");`), grants: [] as string[] },
+  // An honest template hook: its one rejection must be in the log whatever k-flood does.
+  "k-honest": { ...inlineModule("k-honest", ["register_hook"], `await ctx.hooks.register("block_template", async () => ({ result: "reject", reason: "honest filter says no" }));`), grants: ["register_hook=block_template"] },
+};
+
+test.serial("hostile: a hook rejecting every call of a module submitting as fast as it can fills only its own share of the host's notes (2 KiB/s): the line about another module's hook is still written, the canary gets every block, RPC answers; a module named \"hooks\" cannot write a line tagged like the host's [hooks]", async (t) => {
+  t.timeout(300_000);
+  const dir = await tempDir(t);
+  const inline = { ...HOSTILE_HOOKS, submitter: SUBMITTER };
+  await buildModulesDir(dir, ["good"], inline);
+  const probes = Object.keys(HOSTILE_HOOKS);
+  const h = await startHost(t, {
+    dir, modules: [],
+    grants: { good: GOOD_GRANTS, ...Object.fromEntries(Object.entries(inline).map(([n, m]) => [n, m.grants])) },
+    limits: { start_timeout_ms: 60_000 },
+  });
+  for (const m of ["good", "submitter", ...probes]) await h.waitForState(m, "running", 60_000);
+  const logger = h.host.logger;
+  // The flood is on once the lines about k-flood's hook are over their budget (before the fix,
+  // over the budget all hook lines shared, charged to a module named "hooks").
+  const dropped = () => logger.module("k-flood").noteTotals.dropped + logger.module("hooks").totals.dropped;
+  await h.waitFor(() => dropped() > 0, 60_000, "the lines about k-flood's hook to pass their budget");
+  const start = h.lines.length;
+  const started = Date.now();
+
+  // While it floods: blocks stored by the canary within 5 s, RPC answered within 5 s, and the
+  // honest hook's rejection of a template, asked for each round, written each time.
+  let late = 0;
+  let unanswered = 0;
+  let honestWritten = 0;
+  const rounds = 5;
+  for (let i = 0; i < rounds; i++) {
+    const mark = h.mark();
+    const height = await h.mine(1);
+    if (!(await h.waitForLog(new RegExp(`^stored block ${height}$`), { source: "good", since: mark, timeoutMs: 5000 }).then(() => true, () => false))) late++;
+    if (!(await Promise.race([call(h, "list").then(() => true, () => false), sleep(5000).then(() => false)]))) unanswered++;
+    const lines = h.lines.length;
+    const outcome = await callApi<Outcome>(h, "submitter", "template", {}, 30_000);
+    t.like(outcome, { ok: false, code: "hook_rejected" });
+    if (h.lines.slice(lines).some((l) => l.includes("[hooks] block_template: the hook of k-honest rejected: honest filter says no"))) honestWritten++;
+    await sleep(1000);
+  }
+  const seconds = (Date.now() - started) / 1000;
+  t.is(late, 0, "the canary stored every block within 5 s");
+  t.is(unanswered, 0, "the host answered every RPC call within 5 s");
+  t.is(honestWritten, rounds, "each rejection by the honest hook was written while k-flood's were dropped");
+  const floodBytes = h.lines.slice(start).filter((l) => l.includes("the hook of k-flood")).reduce((n, l) => n + Buffer.byteLength(l) + 1, 0);
+  t.log(`over ${seconds.toFixed(1)} s: lines about k-flood's hook ${floodBytes} bytes; dropped ${logger.module("k-flood").noteTotals.dropped}`);
+  // At most a burst and the rate over the window (plus one line in flight).
+  t.true(floodBytes <= HOST_NOTE_BURST_BYTES + HOST_NOTE_BYTES_PER_SECOND * seconds + 4096, `the lines about k-flood's hook came to ${floodBytes} bytes in ${seconds.toFixed(1)} s`);
+  t.true(logger.module("k-flood").noteTotals.dropped > 0, "k-flood's hook lines met their budget");
+
+  // The module named "hooks" is tagged as a module: its text is not a host line.
+  const forged = h.lines.filter((l) => l.includes("the hook of good failed (forged)"));
+  t.true(forged.length > 0, "the module named hooks logged its line");
+  t.true(forged.every((l) => l.includes("[module:hooks] ")), forged.join("\n"));
+
+  for (const p of probes) {
+    await h.manager.reload(p);
+    await h.waitForState(p, "running", 60_000);
+  }
 });

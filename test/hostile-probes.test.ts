@@ -15,7 +15,8 @@ import { fileURLToPath } from "node:url";
 import { buildModulesDir, sleep, startHost, tempDir, GOOD_GRANTS, type TestHost } from "./helpers/host.ts";
 import { writeNodeNative } from "./helpers/native.ts";
 import { inlineModule } from "./helpers/modules.ts";
-import { call, post } from "./helpers/rpc.ts";
+import { call, cookieAuth, post } from "./helpers/rpc.ts";
+import net from "node:net";
 import { DEFAULT_LIMITS } from "../host/config.ts";
 import { EventBus, type BusEvent } from "../host/events/bus.ts";
 import { FrameDecoder } from "../protocol/frame.ts";
@@ -388,4 +389,69 @@ test("a 16 MiB frame arriving in 64 KiB reads costs the host at most three times
   const said = `${(worst.grew / MB).toFixed(1)} MB held with ${(worst.arrived / MB).toFixed(1)} MB arrived`;
   t.true(worst.grew <= 3 * worst.arrived + 2 * MB, said);
   t.log(`worst against three times what arrived: ${said}`);
+});
+
+test.serial("JSON-RPC clients that never read a module's 14 MiB answers (24 of them, 28 MiB of JSON each): the host holds at most [rpc] max_unsent_bytes of answers (retained buffers +688 MB before), closing the connections whose answers waited longest; a client that reads gets the whole answer, the canary gets every block, RPC answers, the module restarts", async (t) => {
+  t.timeout(300_000);
+  const dir = await tempDir(t);
+  const ANSWER = 14 * MB;
+  await buildModulesDir(dir, ["good"], {
+    "rpc-big": inlineModule("rpc-big", ["register_rpc_endpoint"], `
+      const answer = new Uint8Array(${ANSWER}).fill(7);
+      let served = 0;
+      await ctx.rpc.register("big", "a 14 MiB answer", () => { served++; ctx.log.info("served", { served }); return answer; });
+    `),
+  });
+  const h = await startHost(t, {
+    dir, modules: [], grants: { good: GOOD_GRANTS, "rpc-big": ["register_rpc_endpoint"] },
+    // Every call is answered however loaded the machine (the test waits for all of them).
+    configure: (c) => { c.rpc.call_timeout_ms = 120_000; },
+    // Its copies of the answer are its own memory, not what is tested here.
+    moduleLimits: { "rpc-big": { log_bytes_per_second: 1024 * 1024, memory_total_mb: 2048 } },
+  });
+  await h.waitForState("good", "running", 60_000);
+  await h.waitForState("rpc-big", "running", 60_000);
+  const server = h.host.rpcServer!;
+  const cap = server.limits.max_unsent_bytes;
+  const at = server.address!;
+  const authorization = await cookieAuth(h);
+  const body = JSON.stringify({ jsonrpc: "2.0", id: 1, method: "rpc-big.big", params: {} });
+  gc();
+  const buffers0 = process.memoryUsage().arrayBuffers;
+
+  const clients = 24;
+  const served = () => Math.max(0, ...h.logsOf("rpc-big").map((r) => Number((r.fields as { served?: number })?.served ?? 0)));
+  const sockets: net.Socket[] = [];
+  t.teardown(() => { for (const s of sockets) s.destroy(); });
+  for (let i = 0; i < clients; i++) {
+    const s = net.connect(at.port, at.host);
+    s.on("error", () => {});
+    await new Promise((resolve) => s.once("connect", resolve));
+    s.write(`POST / HTTP/1.1\r\nHost: x\r\nAuthorization: ${authorization}\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`);
+    s.pause(); // and never read
+    sockets.push(s);
+    // One call at a time: 24 copies of the answer at once would pass the module's own memory limit.
+    await h.waitFor(() => served() > i, 120_000, `call ${i + 1} to be served by rpc-big`);
+  }
+  await h.waitFor(() => served() >= clients, 180_000, "every call to be served by rpc-big");
+  // Give the last answers time to be written (each is built in slices of ~2 ms on the loop).
+  await h.waitFor(() => server.stats.slowReadersClosed >= clients - Math.ceil(cap / (2 * ANSWER)) - 1, 60_000, () => `connections closed past max_unsent_bytes (${server.stats.slowReadersClosed})`).catch(() => undefined);
+  gc();
+  const held = process.memoryUsage().arrayBuffers - buffers0;
+  t.log(`${clients} unread answers: retained buffers +${(held / MB).toFixed(0)} MB (max_unsent_bytes ${cap / MB} MiB), ${server.stats.slowReadersClosed} connections closed`);
+  // What is retained: at most max_unsent_bytes of answers and one more (28 MiB), the module's
+  // answer being decoded and the channel's buffers (72-145 MB measured): far below 24 x 28 MiB.
+  t.true(held < cap + 192 * MB, `retained buffers grew ${(held / MB).toFixed(0)} MB`);
+  t.true(server.stats.slowReadersClosed > 0, "the connections with the oldest unread answers were closed");
+
+  // Meanwhile: a client that reads gets the whole answer; the canary and RPC keep up.
+  const whole = await post(h, { jsonrpc: "2.0", id: 2, method: "rpc-big.big", params: {} });
+  t.is((whole.json?.result as string | undefined)?.length, ANSWER * 2, `a reading client got the whole answer (hex): ${whole.status} ${whole.text.slice(0, 300)}`);
+  const mark = h.mark();
+  const height = await h.mine(1);
+  await h.waitForLog(new RegExp(`^stored block ${height}$`), { source: "good", since: mark, timeoutMs: 5000 });
+  t.true(await Promise.race([call(h, "list").then(() => true, () => false), sleep(5000).then(() => false)]), "the host answered RPC within 5 s");
+  for (const s of sockets) s.destroy();
+  await h.manager.reload("rpc-big");
+  await h.waitForState("rpc-big", "running", 60_000);
 });

@@ -177,7 +177,7 @@ test("a pooled isolate host handed one module cannot speak for another: the host
   await h.waitForState("pool-i", "running", 60_000);
   const dir = await tempDir(t, "modhost-pool-");
   const table = await UidTable.open(path.join(dir, UID_TABLE_FILE));
-  const log = h.host.logger.for("pool-test");
+  const log = h.host.logger.for("host");
   const pool = new IsolatePool({ size: 1, freshUid: () => table.freshUid(), log, output: h.host.logger.module("isolate-pool") });
   t.teardown(() => pool.close());
   const limits = { ...DEFAULT_LIMITS, ...h.config.modules.default_limits };

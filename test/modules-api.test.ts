@@ -3,7 +3,7 @@
 // module API registry, discovery, and publish_event in the module's own namespace.
 
 import test from "ava";
-import { sleep, startHost, type TestHost } from "./helpers/host.ts";
+import { buildModulesDir, sleep, startHost, tempDir, type TestHost } from "./helpers/host.ts";
 import { REPORT, callApi, directory, hubError, inlineModule, type Outcome } from "./helpers/modules.ts";
 
 /** b: the callee. whoami answers with who called it and what it was sent. */
@@ -192,4 +192,37 @@ test("publish_event cannot forge a node event or another module's event", async 
   // Without the grant: refused by the hub.
   const denied = await hubError(h, "sub", ["subscribe_events"], "publish_event", { name: "x", payload: 1 });
   t.is(denied.code, "permission_denied");
+});
+
+test("hostile: two modules calling each other and a victim keep it handling calls 8 deep (x -> y -> x ... -> v); a call the victim makes to a module outside that chain is still served", async (t) => {
+  t.timeout(240_000);
+  const dir = await tempDir(t);
+  const deep = (self: string, other: string) => inlineModule(self, ["register_module_api", "call_module"], `
+    await ctx.modules.registerApi({ deep: async (p: any) => (p.n >= 7 ? ctx.modules.call("v", "work", {}) : ctx.modules.call("${other}", "deep", { n: p.n + 1 })) });
+    ${self === "x" ? `const loop = async () => { for (;;) await ctx.modules.call("y", "deep", { n: 1 }).catch(() => 0); }; for (let i = 0; i < 8; i++) void loop();` : ""}
+  `);
+  await buildModulesDir(dir, [], {
+    x: deep("x", "y"), y: deep("y", "x"),
+    z: inlineModule("z", ["register_module_api"], `await ctx.modules.registerApi({ ping: () => "pong" });`),
+    v: inlineModule("v", ["register_module_api", "call_module", "manage_timers"], `
+      await ctx.modules.registerApi({
+        // Each call from x/y waits a little: v is nearly always handling one, 8 deep.
+        work: async () => { await new Promise((r) => setTimeout(r, 300)); return 1; },
+        // Its own business: 20 calls to z, the outcomes counted.
+        probe: async () => {
+          const out: Record<string, number> = {};
+          for (let i = 0; i < 20; i++) { const r = await ctx.modules.call("z", "ping", {}).then(() => "ok", (e: any) => e.code + ": " + e.message); out[r] = (out[r] ?? 0) + 1; }
+          return out;
+        },
+      });
+    `),
+  });
+  const h = await startHost(t, {
+    dir, modules: [],
+    grants: { x: ["register_module_api", "call_module=y,v"], y: ["register_module_api", "call_module=x,v"], z: ["register_module_api"], v: ["register_module_api", "call_module=z", "manage_timers"] },
+  });
+  for (const m of ["x", "y", "z", "v"]) await h.waitForState(m, "running", 60_000);
+  await h.waitFor(() => directory(h).chains.depthOf("v") > 0, 60_000, "v to handle x's and y's calls");
+  const out = await callApi<Record<string, number>>(h, "v", "probe", {}, 60_000);
+  t.deepEqual(out, { ok: 20 }, "every call v made to z was served");
 });

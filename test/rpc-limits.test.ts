@@ -27,11 +27,11 @@ interface Served {
 }
 
 /** An RpcServer on loopback with a stub dispatcher ("echo" answers its params, "hang" never answers until released). */
-async function serve(t: ExecutionContext, limits: Partial<RpcLimits>, dispatch?: Dispatch): Promise<Served> {
+async function serve(t: ExecutionContext, limits: Partial<RpcLimits>, dispatch?: Dispatch, metricsText: () => string = () => ""): Promise<Served> {
   const dir = await tempDir(t);
   const auth = RpcAuth.create({ cookieFile: path.join(dir, ".cookie") });
   const server = new RpcServer({
-    bind: "127.0.0.1", port: 0, auth, log: quiet, limits, metricsText: () => "", authFailDelayMs: 1,
+    bind: "127.0.0.1", port: 0, auth, log: quiet, limits, metricsText, authFailDelayMs: 1,
     dispatch: dispatch ?? (async (method, params) => {
       if (method === "echo") return params;
       throw new Error(`no ${method}`);
@@ -221,8 +221,11 @@ test("connection caps: idle connections make room for a new client; when all are
   await waitFor(() => s.server.connections === 0, 5000, "connections closed");
 
   // Three busy connections from 127.0.0.1: a fourth is refused by the per-address cap.
+  const before = s.server.stats.requests;
   const busy = [0, 1, 2].map(() => raw(s.port, postText(s.auth, '{"jsonrpc":"2.0","id":1,"method":"hang"}'), 20_000));
   await waitFor(() => s.server.connections === 3, 5000, "three busy connections");
+  // Busy once their requests are being served (a connection whose request is not parsed yet is idle).
+  await waitFor(() => s.server.stats.requests >= before + 3, 5000, "three requests in progress");
   const perAddress = await raw(s.port, postText(s.auth, '{"jsonrpc":"2.0","id":2,"method":"echo"}'));
   t.regex(perAddress.text, /^HTTP\/1\.1 503 /);
   t.regex(perAddress.text, /\[rpc\] max_connections_per_address = 3/);
@@ -231,6 +234,7 @@ test("connection caps: idle connections make room for a new client; when all are
   // with one more busy connection.
   const other = rawFrom("127.0.0.2", s.port, postText(s.auth, '{"jsonrpc":"2.0","id":1,"method":"hang"}'));
   await waitFor(() => s.server.connections === 4, 5000, "four busy connections");
+  await waitFor(() => s.server.stats.requests >= before + 4, 5000, "four requests in progress");
   const total = await rawFrom("127.0.0.3", s.port, postText(s.auth, '{"jsonrpc":"2.0","id":3,"method":"echo"}'));
   t.regex(total.text, /^HTTP\/1\.1 503 /);
   t.regex(total.text, /\[rpc\] max_connections = 4/);
@@ -466,4 +470,43 @@ test("json writer: jsonBytesAtLeast never counts more than the JSON text holds, 
   t.true(jsonBytesAtLeast({ b: new Uint8Array(10) }, 1 << 30) <= '{"b":"00000000000000000000"}'.length);
   t.true(jsonBytesAtLeast(new Array(100_000).fill("xx"), 1000) > 1000);
   t.true(jsonBytesAtLeast(Array.from({ length: 1000 }, () => "x".repeat(1000)), 5000) < 10_000, "stopped soon after the bound");
+});
+
+// Serial: it writes 8 answers of 16 MiB, and the connection-cap test above counts on a prompt loop.
+test.serial("clients that never read their answers (JSON-RPC and /metrics, 16 MiB each): past max_unsent_bytes the connections whose answers waited longest are closed, so the server holds at most the limit; a client that reads gets its whole answer", async (t) => {
+  const MB = 1024 * 1024;
+  const big = "x".repeat(16 * MB);
+  const cap = 32 * MB;
+  const s = await serve(t, { max_unsent_bytes: cap }, async () => big, () => big);
+  const sockets: net.Socket[] = [];
+  t.teardown(() => { for (const c of sockets) c.destroy(); });
+  const requests = [
+    ...Array.from({ length: 4 }, () => postText(s.auth, JSON.stringify({ jsonrpc: "2.0", id: 1, method: "big" }))),
+    ...Array.from({ length: 4 }, () => `GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: ${s.auth}\r\n\r\n`),
+  ];
+  for (const [i, request] of requests.entries()) {
+    const c = net.connect(s.port, "127.0.0.1");
+    c.on("error", () => undefined);
+    await new Promise((resolve) => c.once("connect", resolve));
+    c.write(request);
+    c.pause(); // never read
+    sockets.push(c);
+    // Each answer is written (counted) before the next request is sent: the oldest is known.
+    await waitFor(() => s.server.stats.requests > i && s.server.unsentAnswerBytes > 0, 30_000, `answer ${i + 1} to be written`);
+    t.true(s.server.unsentAnswerBytes <= cap, `held ${s.server.unsentAnswerBytes} bytes after answer ${i + 1}`);
+  }
+  // 8 answers of 16 MiB against 32 MiB: at most 2 held (a socket's kernel buffer takes some of each).
+  await waitFor(() => s.server.connections <= 2, 30_000, () => `the server to close the connections with the oldest unread answers (${s.server.connections} open)`);
+  t.true(s.server.stats.slowReadersClosed >= 6);
+  // The client sees the close once it reads: the oldest got less than its answer.
+  const got = await Promise.all(sockets.map((c) => new Promise<number>((resolve) => {
+    let n = 0;
+    c.on("data", (d: Buffer) => { n += d.length; });
+    c.once("close", () => resolve(n));
+    setTimeout(() => resolve(n), 10_000).unref();
+    c.resume();
+  })));
+  t.true(got.filter((n) => n < big.length).length >= 6, `at least six were cut short: ${got.join(", ")}`);
+  const whole = await rpcPost(s, { jsonrpc: "2.0", id: 2, method: "big" });
+  t.is(whole.json?.result?.length, big.length, "a reading client gets its whole answer");
 });

@@ -87,6 +87,12 @@ export interface RpcLimits {
   max_method_length: number;
   /** Bytes of JSON in one answer (a batch's answers together); an answer past it is replaced by a -32006 error. */
   max_response_bytes: number;
+  /**
+   * Bytes of answers (and /metrics pages) written to connections and not yet taken by their
+   * sockets, all connections together. Past it, the connections holding the oldest such answers
+   * (clients that do not read) are closed and their answers let go, until the new one fits.
+   */
+  max_unsent_bytes: number;
 }
 
 export const DEFAULT_RPC_LIMITS: Readonly<RpcLimits> = Object.freeze({
@@ -101,7 +107,14 @@ export const DEFAULT_RPC_LIMITS: Readonly<RpcLimits> = Object.freeze({
   max_json_depth: 32,
   max_method_length: 256,
   max_response_bytes: 32 * 1024 * 1024,
+  max_unsent_bytes: 64 * 1024 * 1024,
 });
+
+/**
+ * Answers of at most this many bytes are not counted against max_unsent_bytes: a socket takes
+ * them at once (its kernel buffer), so what they can hold is bounded by the connection cap.
+ */
+const UNSENT_COUNTED_FROM = 64 * 1024;
 
 /** The process's soft RLIMIT_NOFILE (from /proc/self/limits), or undefined where it cannot be read. */
 export function openFileLimit(limitsText?: string): number | undefined {
@@ -171,7 +184,19 @@ export class RpcServer {
     clientsGone: 0,
     /** Most connections open at once. */
     peakConnections: 0,
+    /** Connections closed because their unread answers were the oldest past max_unsent_bytes. */
+    slowReadersClosed: 0,
   };
+  /** Answers over UNSENT_COUNTED_FROM written and not yet taken by their sockets, oldest first: their bytes. */
+  private readonly unsent = new Map<ServerResponse, { bytes: number; page: object | undefined }>();
+  private unsentBytes = 0;
+  /** /metrics pages (their pieces, shared by the scrapes that came while one was rendered) -> responses writing them. */
+  private readonly pages = new Map<object, number>();
+
+  /** Bytes of answers written and not yet taken by their sockets (counted from UNSENT_COUNTED_FROM). */
+  get unsentAnswerBytes(): number {
+    return this.unsentBytes;
+  }
 
   constructor(private readonly opts: RpcServerOptions) {
     const limits = { ...DEFAULT_RPC_LIMITS, ...opts.limits };
@@ -444,12 +469,55 @@ export class RpcServer {
     const length = parts.reduce((n, p) => n + p.length, 0);
     if (res.destroyed) return;
     res.writeHead(200, { "Content-Type": "application/json", "Content-Length": length });
+    this.hold(res, length);
     if (parts.length === 1) {
       res.end(parts[0]); // one write with the head
       return;
     }
     for (const p of parts) res.write(p);
     res.end();
+  }
+
+  /**
+   * Count an answer of `bytes` about to be written to `res` against [rpc] max_unsent_bytes, until
+   * its socket has taken it (finish) or is gone (close). Past the limit, the connections whose
+   * answers have waited longest are closed first: a client that does not read its answers holds
+   * them in the host's memory (30 such clients of a module's 14 MiB answer held 523 MB), so it
+   * is the one to let go. The new answer is always written: at most max_unsent_bytes, or this
+   * one answer, is held, besides small answers (UNSENT_COUNTED_FROM each, per connection).
+   * A /metrics page written in Buffer pieces (`page`) is one object however many scrapes write
+   * it (each socket holds a reference to a piece, not a copy): it is counted once.
+   */
+  private hold(res: ServerResponse, bytes: number, page?: object): void {
+    if (bytes <= UNSENT_COUNTED_FROM) return;
+    const adds = () => (page !== undefined && this.pages.has(page) ? 0 : bytes);
+    for (const other of this.unsent.keys()) {
+      if (this.unsentBytes + adds() <= this.limits.max_unsent_bytes) break;
+      this.release(other);
+      this.stats.slowReadersClosed++;
+      other.destroy();
+    }
+    this.unsentBytes += adds();
+    this.unsent.set(res, { bytes, page });
+    if (page !== undefined) this.pages.set(page, (this.pages.get(page) ?? 0) + 1);
+    const release = () => this.release(res);
+    res.once("finish", release);
+    res.once("close", release);
+  }
+
+  private release(res: ServerResponse): void {
+    const held = this.unsent.get(res);
+    if (held === undefined) return;
+    this.unsent.delete(res);
+    if (held.page !== undefined) {
+      const writers = (this.pages.get(held.page) ?? 1) - 1;
+      if (writers > 0) {
+        this.pages.set(held.page, writers);
+        return;
+      }
+      this.pages.delete(held.page);
+    }
+    this.unsentBytes -= held.bytes;
   }
 
   /** The /metrics page being rendered, shared by the scrapes that come meanwhile. */
@@ -468,6 +536,7 @@ export class RpcServer {
     for (const p of pieces) length += Buffer.byteLength(p);
     if (res.destroyed) return;
     res.writeHead(200, { "Content-Type": "text/plain; version=0.0.4; charset=utf-8", "Content-Length": length });
+    if (!headOnly) this.hold(res, length, typeof body === "string" ? undefined : body);
     if (headOnly || pieces.length === 1) {
       res.end(headOnly ? undefined : pieces[0]);
       return;

@@ -37,6 +37,12 @@ export interface HookRegistryOptions {
   /** The operator's [hooks] section, read at each use (a config reload applies at once). */
   config?: () => HooksConfig | undefined;
   log?: (level: LogLevel, source: string, message: string, fields?: Record<string, unknown>) => void;
+  /**
+   * A line about the hook of `module` (it rejected, failed, modified), charged to the host's
+   * budget for notes about that module: a hook answering every call badly, as fast as calls
+   * come, fills only its own module's share, never the lines about other modules' hooks.
+   */
+  note?: (module: string, level: LogLevel, message: string, fields?: Record<string, unknown>) => void;
 }
 
 /** The effective settings of a point: the operator's overrides over the point's defaults. */
@@ -128,12 +134,12 @@ export class HookRegistry implements HookService {
           const raw = await session.invoke("hook", { point, payload: current }, s.timeoutMs);
           const answer = checkAnswer(HOOK_POINTS[point], current, raw, s.maxPayloadBytes, key);
           if (answer.result === "reject") {
-            this.log("info", `${point}: the hook of ${module} rejected: ${answer.reason}`, { point, hook: module });
+            this.note(module, "info", `${point}: the hook of ${module} rejected: ${answer.reason}`, { point, hook: module });
             throw new HookRejection(point, module, answer.reason, false);
           }
           if (answer.result === "modify") {
             current = answer.payload;
-            this.log("debug", `${point}: the hook of ${module} modified the payload`, { point, hook: module });
+            this.note(module, "debug", `${point}: the hook of ${module} modified the payload`, { point, hook: module });
           }
           continue;
         } catch (err) {
@@ -142,16 +148,21 @@ export class HookRegistry implements HookService {
         }
       }
       if (s.failure === "closed") {
-        this.log("error", `${point}: the hook of ${module} failed (${failure}); fail-closed: refused`, { point, hook: module });
+        this.note(module, "error", `${point}: the hook of ${module} failed (${failure}); fail-closed: refused`, { point, hook: module });
         throw new HookRejection(point, module, failure, true);
       }
-      this.log("warn", `${point}: the hook of ${module} failed (${failure}); fail-open: going on as if it answered continue`, { point, hook: module });
+      this.note(module, "warn", `${point}: the hook of ${module} failed (${failure}); fail-open: going on as if it answered continue`, { point, hook: module });
     }
     return current as T;
   }
 
   private log(level: LogLevel, message: string, fields?: Record<string, unknown>): void {
     this.opts.log?.(level, "hooks", message, fields);
+  }
+
+  private note(module: string, level: LogLevel, message: string, fields?: Record<string, unknown>): void {
+    if (this.opts.note) this.opts.note(module, level, message, fields);
+    else this.log(level, message, fields);
   }
 
   /** Topological order under the operator's order and the registrations' before/after, or the cycle. */

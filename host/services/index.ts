@@ -13,6 +13,7 @@ import { HookRegistry } from "./hooks.ts";
 import type { HooksConfig } from "../../capabilities/hooks.ts";
 import { RateLimiter, type Logger } from "../log.ts";
 import { PUBLISH_RATE } from "../../capabilities/events.ts";
+import type { LogLevel } from "../../protocol/messages.ts";
 
 export interface ServiceDeps {
   bus: EventBus;
@@ -30,6 +31,11 @@ export interface ServiceDeps {
   /** The operator's [hooks] section, read at each use (reloads apply at once). */
   hooks?: () => HooksConfig | undefined;
 }
+
+/** Lines about a module's hook: the host's notes about that module, tagged [hooks]. */
+const hookNotes = (logger: Logger) => (module: string, level: LogLevel, message: string, fields?: Record<string, unknown>) => {
+  logger.note(module, level, message, fields, "hooks");
+};
 
 export function createServices(deps: ServiceDeps): HostServices {
   // A module flooding the bus would cost every subscriber: each module may publish at most
@@ -86,7 +92,7 @@ export function createServices(deps: ServiceDeps): HostServices {
       return s?.isOpen ? s : undefined;
     },
     ...(deps.hooks ? { config: deps.hooks } : {}),
-    ...(deps.logger ? { log: deps.logger.log.bind(deps.logger) } : {}),
+    ...(deps.logger ? { log: deps.logger.log.bind(deps.logger), note: hookNotes(deps.logger) } : {}),
   });
   services.hooks = hooks;
   forgetters.push((module) => hooks.forget(module));

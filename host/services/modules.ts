@@ -9,8 +9,12 @@
 // tracks itself: while a module is handling calls, a call it makes counts as nested inside
 // the deepest of them. A module cannot lower its depth by leaving anything out of its request.
 // (A call a module makes from a timer while it also handles a call counts as nested too: the
-// bound errs on the side of refusing.) Calls nested more than MAX_CALL_DEPTH deep are refused
-// with quota_exceeded, naming the chain.
+// bound errs on the side of refusing.) A call nested more than MAX_CALL_DEPTH deep that goes
+// back to a module already in its chain (a loop) is refused with quota_exceeded, naming the
+// chain; one to a module not in it, only past twice MAX_CALL_DEPTH. Refusing every call past
+// MAX_CALL_DEPTH let two modules that call each other and a victim V keep V handling a call 8
+// deep, so that each call V made for anything else was refused (38 of 40 to a third module).
+// Past MAX_CALL_DEPTH a chain only grows by modules not yet in it, so it still ends.
 
 import { wireError, type ErrorCode } from "../../protocol/messages.ts";
 import { InvocationError, type HostSession } from "../session.ts";
@@ -125,8 +129,11 @@ export class ModuleApiDirectory implements ModuleDirectory {
     }
     const chain = [...this.chains.chainFrom(caller), target];
     const depth = chain.length - 1;
-    if (depth > this.maxDepth) {
-      throw fail("quota_exceeded", `call from "${caller}" to "${target}" refused: module calls may nest at most ${this.maxDepth} deep (${chain.join(" -> ")}); is there a call loop?`);
+    const loops = chain.indexOf(target) < depth;
+    if ((depth > this.maxDepth && loops) || depth > 2 * this.maxDepth) {
+      throw fail("quota_exceeded", loops
+        ? `call from "${caller}" to "${target}" refused: module calls may nest at most ${this.maxDepth} deep (${chain.join(" -> ")}); is there a call loop?`
+        : `call from "${caller}" to "${target}" refused: module calls may nest at most ${2 * this.maxDepth} deep (${chain.join(" -> ")}), ${this.maxDepth} when they go back to a module already in the chain`);
     }
     const release = this.chains.enter(target, chain);
     try {
