@@ -73,7 +73,7 @@ test("invocations that arrive together are started in one crossing, in the order
 });
 
 test("in a batch, one stuck handler is given up on after handler_timeout_ms while the others are answered at once", async (t) => {
-  const handlerTimeoutMs = 3000;
+  const handlerTimeoutMs = 5000;
   const h = await startModule(t, { handler_timeout_ms: handlerTimeoutMs });
   const calls = [
     { method: "turn", params: { tag: 0 } },
