@@ -50,6 +50,11 @@ export const jsonrpc: Benchmark = {
     const config = benchConfigFor(path.join(tmp, "host"), { [MODULE]: { allow: ["register_rpc_endpoint"], limits: { ...FAIR_SHARE_RAISED, start_timeout_ms: 120_000 } } }, modulesDir);
     config.rpc.port = 0;
     config.rpc.cookie_file = path.join(tmp, "cookie");
+    // The client's keep-alive agents hold 1 + CONCURRENCY + CONCURRENCY_HIGH connections, all
+    // from 127.0.0.1: over the defaults (64, 32 per address), as an operator would raise them
+    // for one local client that keeps that many open.
+    config.rpc.max_connections = 128;
+    config.rpc.max_connections_per_address = 128;
     const { logger, records } = captureLogger();
     const host = new Host({ config, logger, chain });
     const agentOne = new http.Agent({ keepAlive: true, maxSockets: 1 });
