@@ -19,10 +19,11 @@ import { storageBatch } from "./storage-batch.ts";
 import { isolatePaths } from "./isolate-paths.ts";
 import { manyModules } from "./many-modules.ts";
 import { jsonrpc } from "./jsonrpc.ts";
+import { moduleApi } from "./module-api.ts";
 import { indexer } from "./indexer.ts";
 import { poolShare } from "./pool-share.ts";
 
-const BENCHMARKS: Benchmark[] = [coldStart, storageCall, roundtrip, sandboxStart, fanout, storageBatch, isolatePaths, manyModules, jsonrpc, indexer, poolShare];
+const BENCHMARKS: Benchmark[] = [coldStart, storageCall, roundtrip, sandboxStart, fanout, storageBatch, isolatePaths, manyModules, jsonrpc, moduleApi, indexer, poolShare];
 
 process.on("exit", cleanupNow);
 for (const signal of ["SIGINT", "SIGTERM"] as const) {

@@ -20,7 +20,7 @@ import { ModuleClient } from "../../sdk/node/client.ts";
 import { FrameChannel, MODULE_SIDE } from "../../protocol/channel.ts";
 import { bundleUrl, splitSourceMap, StackMapper } from "./sourcemap.ts";
 import { splitHexPaths, withRawHex } from "../../protocol/raw-hex.ts";
-import type { AnswerEntry, CallEntry, EventEntry, IsolateRuntime, MethodShape } from "./in-isolate/contract.ts";
+import type { AnswerEntry, CallEntry, EventEntry, InvocationKind, InvokeAnswer, InvokedEntry, InvokeEntry, IsolateRuntime, MethodShape } from "./in-isolate/contract.ts";
 import type { LogLevel } from "../../protocol/messages.ts";
 
 /**
@@ -200,12 +200,13 @@ async function prepareIsolate(memoryLimitMb: number, withInspector: boolean) {
   // (one run 13.7), the whole process's 7.1-10.0 against 3.3-6.5 us.
   await jail.set("__modhost_call", new ivm.Callback(callOut, { ignored: true }));
   await jail.set("__modhost_log", new ivm.Callback(logOut, { ignored: true }));
+  await jail.set("__modhost_done", new ivm.Callback(invokedOut, { ignored: true }));
   await context.eval(bootstrapScript, { timeout: 1000 });
   const runtime = (await jail.get("__modhost_runtime", { reference: true })) as ivm.Reference<IsolateRuntime>;
   await jail.delete("__modhost_runtime");
   /** One function of the bootstrap's runtime object, typed by the contract both sides import (in-isolate/contract.ts). */
   const fn = async <K extends keyof IsolateRuntime>(name: K) => (await runtime.get(name, { reference: true })) as ivm.Reference<IsolateRuntime[K]>;
-  const rt = { init: await fn("init"), start: await fn("start"), stop: await fn("stop"), dispatch: await fn("dispatch"), progress: await fn("progress"), invoke: await fn("invoke"), settle: await fn("settle") };
+  const rt = { init: await fn("init"), start: await fn("start"), stop: await fn("stop"), dispatch: await fn("dispatch"), progress: await fn("progress"), invokeMany: await fn("invokeMany"), invokeStarted: await fn("invokeStarted"), settle: await fn("settle") };
   return { memoryLimitMb, withInspector, isolate, context, rt, probeScript: await isolate.compileScript("0") };
 }
 
@@ -553,13 +554,87 @@ client.onInvocation("shutdown", async (params) => {
 
 // Calls into the module: its API, its RPC methods, timers, CLI commands, provider calls and
 // configuration updates all go through the bootstrap's invoke(), which answers with data only.
+//
+// INVOKE_BATCHED: the invocations of one read cross into the isolate together: queued as they
+// are decoded and handed over in one invokeMany() call (a microtask, after the read's last
+// frame), which starts them in order; those that arrive while a batch is crossing make the
+// next batch. Each answer comes back on its own as soon as its handler is done (__modhost_done,
+// the answers of one turn together), so each invocation keeps its own handler_timeout_ms here,
+// its own error, and its own answer frame. invokeMany() starts handlers for at most
+// INVOKE_SLICE_MS and sends back how many it started, the rest going in the next crossing: the
+// CPU watchdog still sees about one handler's stretch per crossing, not a whole batch's.
+// shutdown and health are not queued (above, below). What waits here is bounded by the host:
+// it keeps at most MAX_PENDING_INVOCATIONS (host/session.ts) unanswered.
+const INVOKE_SLICE_MS = Math.max(1, Math.min(5, Math.floor(cpuTimeMs / 20)));
+const invocations = new Map<number, { resolve: (answer: InvokeAnswer) => void; reject: (err: unknown) => void; timer: NodeJS.Timeout }>();
+let invocationSeq = 0;
+let invokeQueue: InvokeEntry[] = [];
+let crossing = false;
+async function deliverInvocations(): Promise<void> {
+  crossing = true;
+  try {
+    while (invokeQueue.length > 0 && !exiting && !isolate.isDisposed) {
+      // Those given up on (handler_timeout_ms) while they waited here are not started.
+      const batch = invokeQueue.filter(([id]) => invocations.has(id));
+      invokeQueue = [];
+      if (batch.length === 0) continue;
+      let started: number;
+      try {
+        // apply, as settle: the handlers' synchronous parts run in this task, and a promise they
+        // leave rejected with no handler is what the task fails with. Their answers are not lost
+        // with it (they leave through __modhost_done): it is reported, and they go on.
+        started = (await rt.invokeMany.apply(undefined, [batch, INVOKE_SLICE_MS], { arguments: { copy: true }, result: { copy: true } })) as number;
+      } catch (err) {
+        try {
+          if (explain(err).code !== 0) throw err;
+          unhandledRejection(err);
+          started = (await rt.invokeStarted.apply(undefined, [], { result: { copy: true } })) as number;
+        } catch (fatalErr) {
+          // The isolate is gone: each waiting invocation fails with why (guarded exits with its code).
+          for (const [id] of batch) {
+            const waiting = invocations.get(id);
+            if (!waiting) continue;
+            invocations.delete(id);
+            clearTimeout(waiting.timer);
+            waiting.reject(fatalErr);
+          }
+          return;
+        }
+      }
+      if (started < batch.length) invokeQueue = [...batch.slice(started), ...invokeQueue];
+    }
+  } finally {
+    crossing = false;
+  }
+}
+function invokedOut(answers: InvokedEntry[]): void {
+  for (const [id, answer] of answers) {
+    const waiting = invocations.get(id);
+    if (!waiting) continue; // given up on (handler_timeout_ms): its caller has been answered
+    invocations.delete(id);
+    clearTimeout(waiting.timer);
+    waiting.resolve(answer);
+  }
+}
+/** One invocation, queued for the next batch; fails with code "timeout" after handler_timeout_ms. */
+function invoke(kind: InvocationKind, params: Record<string, unknown>): Promise<InvokeAnswer> {
+  return new Promise((resolve, reject) => {
+    const id = ++invocationSeq;
+    const timer = setTimeout(() => {
+      invocations.delete(id);
+      reject(Object.assign(new Error(`the module's ${kind} handler took longer than ${handlerTimeoutMs} ms (handler_timeout_ms) and was given up on`), { code: "timeout" }));
+    }, handlerTimeoutMs);
+    // Nothing to wait for once the isolate is gone (a handler stopped by the watchdog while
+    // others wait): die() lets the loop drain, and a deadline must not hold it.
+    timer.unref();
+    invocations.set(id, { resolve, reject, timer });
+    invokeQueue.push([id, kind, params]);
+    if (!crossing && invokeQueue.length === 1) queueMicrotask(() => void deliverInvocations());
+  });
+}
 for (const kind of ["module_api", "rpc", "cli", "timer", "provider", "config", "hook"] as const) {
   client.onInvocation(kind, async (params) => {
-    const answer = (await guarded(`${kind} invocation`, () => withTimeout(
-      rt.invoke.apply(undefined, [kind, params], { arguments: { copy: true }, result: { promise: true, copy: true } }) as Promise<unknown>,
-      handlerTimeoutMs,
-      `the module's ${kind} handler took longer than ${handlerTimeoutMs} ms (handler_timeout_ms) and was given up on`,
-    ), true)) as { ok: boolean; value?: unknown; code?: string; message?: string; stack?: string };
+    const answer = await guarded(`${kind} invocation`, () => invoke(kind, params));
     if (answer.ok) return answer.value;
     throw Object.assign(new Error(located(answer.message ?? "failed", answer.stack)), { code: answer.code ?? "module_error" });
   });

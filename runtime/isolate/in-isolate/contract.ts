@@ -55,6 +55,12 @@ export interface InitLimits {
 /** invoke()'s answer: only data crosses back. */
 export type InvokeAnswer = { ok: true; value: unknown } | { ok: false; code: string; message: string; stack: string | undefined };
 
+/** One invocation of a batch handed to invokeMany(): [invocation id, kind, params]. */
+export type InvokeEntry = [id: number, kind: InvocationKind, params: Record<string, unknown>];
+
+/** One invocation's answer leaving through __modhost_done: [invocation id, answer]. */
+export type InvokedEntry = [id: number, answer: InvokeAnswer];
+
 /** progress()'s answer for the running batch. */
 export interface Progress {
   index: number;
@@ -69,6 +75,10 @@ export interface IsolateRuntime {
   start(): Promise<void>;
   stop(reason: string): Promise<void>;
   invoke(kind: InvocationKind, params: Record<string, unknown>): Promise<InvokeAnswer>;
+  /** Start the invocations of a batch in order, for up to sliceMs; each answer leaves through __modhost_done when ready. How many it started. */
+  invokeMany(batch: InvokeEntry[], sliceMs: number): number;
+  /** How many of the last invokeMany() batch were started. */
+  invokeStarted(): number;
   dispatch(batchId: number, batch: EventEntry[]): Promise<void>;
   progress(batchId: number, timeoutMs: number): Progress | null;
 }
@@ -80,5 +90,7 @@ export interface IsolateRuntime {
  */
 /** __modhost_call: a batch of calls made in one turn of module code. */
 export type CallFunction = (batch: CallEntry[]) => void;
+/** __modhost_done: the answers of the invocations that finished in one turn of module code. */
+export type DoneFunction = (answers: InvokedEntry[]) => void;
 /** __modhost_log: one log line (fields are plain data or absent). */
 export type LogFunction = (level: LogLevel, message: string, fields: Record<string, unknown> | undefined) => void;

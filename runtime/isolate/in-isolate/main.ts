@@ -13,8 +13,8 @@
 // still reach only what it was granted. This code gives well-behaved modules a good API.
 
 import type {
-  AnswerEntry, CallEntry, CallFunction, EventEntry, InitLimits, InvocationKind, InvokeAnswer, IsolateRuntime, LogFunction,
-  MethodShape, ModuleMeta, Progress,
+  AnswerEntry, CallEntry, CallFunction, DoneFunction, EventEntry, InitLimits, InvocationKind, InvokeAnswer, InvokedEntry, InvokeEntry,
+  IsolateRuntime, LogFunction, MethodShape, ModuleMeta, Progress,
 } from "./contract.ts";
 import type { LogLevel } from "../../../protocol/messages.ts";
 import { checkAnswer, errorCode, errorMessage } from "./answer.ts";
@@ -36,6 +36,7 @@ interface ModuleExports {
 interface IsolateGlobal {
   __modhost_call?: CallFunction;
   __modhost_log?: LogFunction;
+  __modhost_done?: DoneFunction;
   __modhost_runtime?: IsolateRuntime;
   __modhost_exports?: ModuleExports;
   console: unknown;
@@ -51,8 +52,10 @@ interface IsolateGlobal {
 const global = globalThis as unknown as IsolateGlobal;
 const callOut = global.__modhost_call!;
 const logOut = global.__modhost_log!;
+const doneOut = global.__modhost_done!;
 delete global.__modhost_call;
 delete global.__modhost_log;
+delete global.__modhost_done;
 // WebAssembly memory is allocated outside the heap limit; shared memory and Atomics.wait
 // could block the isolate host's thread. Modules get neither.
 for (const name of ["WebAssembly", "SharedArrayBuffer", "Atomics"] as const) delete global[name];
@@ -455,6 +458,37 @@ async function invokeRaw(kind: InvocationKind, params: Params): Promise<unknown>
   }
 }
 
+// Invocations come in batches too (every invocation of one read: worker.ts), all started in
+// order in one crossing. Each answer leaves as soon as its handler is done, not with its
+// batch: the answers ready in one turn leave together (a microtask), so a slow handler holds
+// back no other's answer, and the isolate host keeps a deadline per invocation.
+let doneBox: InvokedEntry[] | null = null;
+let invokeStarted = 0;
+const flushDone = () => {
+  const batch = doneBox!;
+  doneBox = null;
+  try {
+    doneOut(batch);
+  } catch {
+    // One answer cannot be copied out (checkAnswer lets through what the copy refuses): the
+    // others leave, and that one becomes its caller's error.
+    for (const entry of batch) {
+      try {
+        doneOut([entry]);
+      } catch (err) {
+        doneOut([[entry[0], { ok: false, code: "not_plain_data", message: "the answer could not be copied out of the isolate (" + toText(err && (err as Error).message ? (err as Error).message : err) + "); answer with plain data", stack: undefined }]]);
+      }
+    }
+  }
+};
+const invoked = (id: number, answer: InvokeAnswer) => {
+  if (!doneBox) {
+    doneBox = [];
+    Promise.resolve().then(flushDone);
+  }
+  doneBox.push([id, answer]);
+};
+
 const runtime: IsolateRuntime = {
   settle,
   init(methods: MethodShape[], config: unknown, meta: ModuleMeta, limits: InitLimits | undefined) {
@@ -495,6 +529,28 @@ const runtime: IsolateRuntime = {
       }
       return { ok: false, code: errorCode(err), message: errorMessage(err), stack };
     }
+  },
+  /**
+   * Start the invocations of a batch in order; each answer leaves through __modhost_done.
+   * Starts no more once sliceMs have gone by (at least one is started): the CPU watchdog sees
+   * one stretch of module code per crossing, which must stay about one handler's, as when each
+   * invocation crossed alone. Answers how many it started; the isolate host sends the rest again.
+   */
+  invokeMany(batch: InvokeEntry[], sliceMs: number) {
+    const t0 = Date.now();
+    let started = 0;
+    invokeStarted = 0;
+    for (const [id, kind, params] of batch) {
+      if (started > 0 && Date.now() - t0 >= sliceMs) break;
+      started++;
+      invokeStarted = started;
+      void runtime.invoke(kind, params).then((answer) => invoked(id, answer));
+    }
+    return started;
+  },
+  /** How many of the last invokeMany() batch were started (its answer is lost when the module left a rejection unhandled in that task). */
+  invokeStarted() {
+    return invokeStarted;
   },
   /**
    * A batch of events, [type, payload, seq, missed] each: every handler of each, in order.
