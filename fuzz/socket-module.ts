@@ -9,7 +9,7 @@
 // Every 20 batches it logs "fuzz progress" with its counts, and writes them to progress-SEED.json
 // in its data directory.
 
-import { writeFileSync } from "node:fs";
+import { renameSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { encodeFrame } from "../protocol/frame.ts";
 import { decodeBody, encodeBody } from "../protocol/codec.ts";
@@ -114,6 +114,9 @@ for (let round = 1; ; round++) {
     const progress = { seed, sent, probes, responses, events };
     send({ t: "log", level: "info", message: "fuzz progress", fields: progress });
     // Also in its data directory: its log lines share a budget with the mutated ones.
-    writeFileSync(path.join(welcome.data_dir as string, `progress-${seed}.json`), JSON.stringify(progress));
+    // Written aside and renamed, so the harness never reads a file half-written (it read 0 then).
+    const file = path.join(welcome.data_dir as string, `progress-${seed}.json`);
+    writeFileSync(`${file}.tmp`, JSON.stringify(progress));
+    renameSync(`${file}.tmp`, file);
   }
 }

@@ -117,7 +117,7 @@ function framesSent(): number {
   for (const n of names) {
     const dir = path.join(h.config.modules.data_dir, n);
     for (const f of existsSync(dir) ? readdirSync(dir) : []) {
-      if (f.startsWith("progress-")) total += (JSON.parse(readFileSync(path.join(dir, f), "utf8") || "{}") as { sent?: number }).sent ?? 0;
+      if (f.startsWith("progress-") && f.endsWith(".json")) total += (JSON.parse(readFileSync(path.join(dir, f), "utf8") || "{}") as { sent?: number }).sent ?? 0;
     }
   }
   return total;
