@@ -21,7 +21,7 @@ import { ConfigError } from "../host/errors.ts";
 import { fakeDns } from "./helpers/dns-server.ts";
 import { GOOD_GRANTS, sleep, startHost, waitFor } from "./helpers/host.ts";
 import { inlineModule } from "./helpers/modules.ts";
-import { call } from "./helpers/rpc.ts";
+import { canaryRound } from "./helpers/canary.ts";
 
 async function hostsFile(text: string): Promise<string> {
   const file = path.join(await mkdtemp(path.join(tmpdir(), "modhost-hosts-")), "hosts");
@@ -215,10 +215,9 @@ test.serial("under the real host: two modules with 16 never-answered lookups eac
   let late = 0;
   let unanswered = 0;
   for (let i = 0; i < 4; i++) {
-    const mark = h.mark();
-    const height = await h.mine(1);
-    if (!(await h.waitForLog(new RegExp(`^stored block ${height}$`), { source: "good", since: mark, timeoutMs: 5000 }).then(() => true, () => false))) late++;
-    if (!(await Promise.race([call(h, "list").then(() => true, () => false), sleep(5000).then(() => false)]))) unanswered++;
+    const { mark, stored, answered } = await canaryRound(h);
+    if (!stored) late++;
+    if (!answered) unanswered++;
     rounds.push((await h.waitForLog(/^asked$/, { source: "asker", since: mark, timeoutMs: 30_000 })).fields as Record<string, unknown>);
   }
   t.log("asker rounds", rounds, `blackhole queries: ${dns.count("never-hole-a")} + ${dns.count("never-hole-b")}`);

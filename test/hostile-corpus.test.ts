@@ -17,7 +17,7 @@ import { monitorEventLoopDelay } from "node:perf_hooks";
 import { buildModulesDir, sleep, startHost, tempDir, GOOD_GRANTS } from "./helpers/host.ts";
 import { writeNodeNative } from "./helpers/native.ts";
 import { inlineModule } from "./helpers/modules.ts";
-import { call } from "./helpers/rpc.ts";
+import { canaryRound } from "./helpers/canary.ts";
 
 const PROBE = fileURLToPath(new URL("./fixtures/hostile-corpus/main.ts", import.meta.url));
 /** Issue 13's native probes ("requests that cost more than they weigh"): other fixtures, their own modes. */
@@ -151,11 +151,8 @@ test("every hostile probe at once: the canary gets every block on time, RPC answ
   let late = 0;
   let unanswered = 0;
   for (let i = 0; i < 8; i++) {
-    const mark = h.mark();
-    const height = await h.mine(1);
-    const stored = await h.waitForLog(new RegExp(`^stored block ${height}$`), { source: "good", since: mark, timeoutMs: 5000 }).then(() => true, () => false);
+    const { stored, answered } = await canaryRound(h);
     if (!stored) late++;
-    const answered = await Promise.race([call(h, "list").then(() => true, () => false), sleep(5000).then(() => false)]);
     if (!answered) unanswered++;
     await sleep(1500);
   }

@@ -9,7 +9,7 @@ import { fileURLToPath } from "node:url";
 import test from "ava";
 import { buildModulesDir, sleep, startHost, tempDir, GOOD_GRANTS } from "./helpers/host.ts";
 import { writeNodeNative } from "./helpers/native.ts";
-import { call } from "./helpers/rpc.ts";
+import { canaryRound } from "./helpers/canary.ts";
 
 const PROBE = fileURLToPath(new URL("./fixtures/hostile-grandchild/main.ts", import.meta.url));
 
@@ -31,10 +31,9 @@ test("a native module exiting while a detached grandchild keeps its channel open
   let late = 0;
   let unanswered = 0;
   for (let i = 0; i < 4; i++) {
-    const mark = h.mark();
-    const height = await h.mine(1);
-    if (!(await h.waitForLog(new RegExp(`^stored block ${height}$`), { source: "good", since: mark, timeoutMs: 5000 }).then(() => true, () => false))) late++;
-    if (!(await Promise.race([call(h, "list").then(() => true, () => false), sleep(5000).then(() => false)]))) unanswered++;
+    const { stored, answered } = await canaryRound(h);
+    if (!stored) late++;
+    if (!answered) unanswered++;
     await sleep(500);
   }
   t.is(late, 0, "the canary stored every block within 5 s");

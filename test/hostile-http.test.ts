@@ -14,7 +14,7 @@ import { httpExchange, MAX_RESPONSE_BODY_BYTES, MAX_RESPONSE_BODY_PIECES, parseH
 import { CapabilityError } from "../capabilities/types.ts";
 import { buildModulesDir, sleep, startHost, tempDir, GOOD_GRANTS } from "./helpers/host.ts";
 import { inlineModule } from "./helpers/modules.ts";
-import { call } from "./helpers/rpc.ts";
+import { canaryRound } from "./helpers/canary.ts";
 
 setFlagsFromString("--expose-gc");
 const gc = runInNewContext("gc") as () => void;
@@ -98,10 +98,9 @@ test.serial("under the real host: a TypeScript module keeping 16 one-byte-chunk 
   let late = 0;
   let unanswered = 0;
   for (let i = 0; i < 5; i++) {
-    const mark = h.mark();
-    const height = await h.mine(1);
-    if (!(await h.waitForLog(new RegExp(`^stored block ${height}$`), { source: "good", since: mark, timeoutMs: 5000 }).then(() => true, () => false))) late++;
-    if (!(await Promise.race([call(h, "list").then(() => true, () => false), sleep(5000).then(() => false)]))) unanswered++;
+    const { stored, answered } = await canaryRound(h);
+    if (!stored) late++;
+    if (!answered) unanswered++;
     gc();
     peak = Math.max(peak, process.memoryUsage().heapUsed - heap0);
     await sleep(1000);

@@ -20,7 +20,8 @@
 import test from "ava";
 import { buildModulesDir, sleep, startHost, tempDir, GOOD_GRANTS } from "./helpers/host.ts";
 import { inlineModule, timerService } from "./helpers/modules.ts";
-import { call, post } from "./helpers/rpc.ts";
+import { post } from "./helpers/rpc.ts";
+import { canaryRound } from "./helpers/canary.ts";
 
 const TRAPS = ["throwingGetter", "throwingProxy", "hugeProxyArray", "thenable", "toJson", "errorProxy"];
 const LOOPS = ["loopingGetter", "loopingKeys"];
@@ -136,10 +137,9 @@ test("TypeScript probes of the isolate's edges (microtask loops, answers and arg
   let unanswered = 0;
   const rpcAnswers: Record<string, string> = {};
   for (let i = 0; i < 6; i++) {
-    const mark = h.mark();
-    const height = await h.mine(1);
-    if (!(await h.waitForLog(new RegExp(`^stored block ${height}$`), { source: "good", since: mark, timeoutMs: 5000 }).then(() => true, () => false))) late++;
-    if (!(await Promise.race([call(h, "list").then(() => true, () => false), sleep(5000).then(() => false)]))) unanswered++;
+    const { stored, answered } = await canaryRound(h);
+    if (!stored) late++;
+    if (!answered) unanswered++;
     // A JSON-RPC client calling the trapped answers: each is answered, never left hanging.
     const m = TRAPS[i % TRAPS.length]!;
     rpcAnswers[m] = await Promise.race([post(h, { jsonrpc: "2.0", id: 1, method: `t-traps.${m}`, params: {} }).then((a) => (a.json?.error ? `error ${a.json.error.data?.code ?? a.json.error.code}` : "result")), sleep(20_000).then(() => "no answer")]);

@@ -22,6 +22,7 @@ import { EventBus, type BusEvent } from "../host/events/bus.ts";
 import { FrameDecoder } from "../protocol/frame.ts";
 import { FRAME_DEADLINE_MS } from "../protocol/channel.ts";
 import { fillMempool } from "./helpers/big-block.ts";
+import { canaryRound } from "./helpers/canary.ts";
 import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
 
@@ -55,10 +56,9 @@ async function underAttack(t: ExecutionContext, h: TestHost, blocks: number): Pr
   let late = 0;
   let unanswered = 0;
   for (let i = 0; i < blocks; i++) {
-    const mark = h.mark();
-    const height = await h.mine(1);
-    if (!(await h.waitForLog(new RegExp(`^stored block ${height}$`), { source: "good", since: mark, timeoutMs: 5000 }).then(() => true, () => false))) late++;
-    if (!(await Promise.race([call(h, "list").then(() => true, () => false), sleep(5000).then(() => false)]))) unanswered++;
+    const { stored, answered } = await canaryRound(h);
+    if (!stored) late++;
+    if (!answered) unanswered++;
     peak = Math.max(peak, held() - heap0);
     await sleep(1000);
   }

@@ -13,7 +13,8 @@
 import test from "ava";
 import { buildModulesDir, sleep, startHost, tempDir, GOOD_GRANTS } from "./helpers/host.ts";
 import { inlineModule } from "./helpers/modules.ts";
-import { call, post } from "./helpers/rpc.ts";
+import { post } from "./helpers/rpc.ts";
+import { canaryRound } from "./helpers/canary.ts";
 
 const PROBE = inlineModule("t-rejects", ["read_chain_state", "subscribe_events", "register_rpc_endpoint"], `
   await ctx.rpc.register("lost", "answers 42, leaving a promise rejected on the way", () => {
@@ -57,10 +58,9 @@ test("a module's unhandled promise rejections (after an await, in a flood, in ev
   const flooding = () => !h.logsOf("t-rejects", start).some((r) => r.message === "flood over");
   const handlersReported = () => ["rejected in an event handler", "rejected in an rpc handler"].every((m) => reportsOf().some((r) => r.message.includes(m)));
   for (let i = 0; i < 30 && (i < 3 || flooding() || !handlersReported()); i++) {
-    const mark = h.mark();
-    const height = await h.mine(1);
-    if (!(await h.waitForLog(new RegExp(`^stored block ${height}$`), { source: "good", since: mark, timeoutMs: 5000 }).then(() => true, () => false))) late++;
-    if (!(await Promise.race([call(h, "list").then(() => true, () => false), sleep(5000).then(() => false)]))) unanswered++;
+    const { stored, answered } = await canaryRound(h);
+    if (!stored) late++;
+    if (!answered) unanswered++;
     rpcAnswer = await post(h, { jsonrpc: "2.0", id: 1, method: "t-rejects.lost", params: {} }).then((a) => a.json);
     await sleep(500);
   }
@@ -132,9 +132,7 @@ test("values whose every way to text throws (a stack getter, toJSON and Symbol.t
   }
   let late = 0;
   for (let i = 0; i < 4; i++) {
-    const mark = h.mark();
-    const height = await h.mine(1);
-    if (!(await h.waitForLog(new RegExp(`^stored block ${height}$`), { source: "good", since: mark, timeoutMs: 5000 }).then(() => true, () => false))) late++;
+    if (!(await canaryRound(h, { rpc: false })).stored) late++;
   }
   t.is(late, 0, "the canary stored every block within 5 s");
   await h.waitForLog(/^event 4$/, { source: "t-text", timeoutMs: 10_000 });

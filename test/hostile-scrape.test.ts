@@ -12,10 +12,11 @@
 
 import test from "ava";
 import { monitorEventLoopDelay } from "node:perf_hooks";
-import { buildModulesDir, sleep, startHost, tempDir, GOOD_GRANTS } from "./helpers/host.ts";
+import { buildModulesDir, startHost, tempDir, GOOD_GRANTS } from "./helpers/host.ts";
 import { inlineModule } from "./helpers/modules.ts";
 import { execa } from "execa";
-import { call, cookieAuth, rpcUrl } from "./helpers/rpc.ts";
+import { cookieAuth, rpcUrl } from "./helpers/rpc.ts";
+import { canaryRound } from "./helpers/canary.ts";
 
 const REPORTERS = ["m-0", "m-1", "m-2", "m-3"];
 /**
@@ -57,10 +58,9 @@ test("four modules each holding 1000 histograms with the longest labels, under o
   const counts: number[] = [];
   for (let i = 0; i < 6; i++) {
     const scrapes = Array.from({ length: 3 }, () => execa(process.execPath, ["--input-type=module", "-e", SCRAPER, rpcUrl(h, "/metrics"), auth]));
-    const mark = h.mark();
-    const height = await h.mine(1);
-    if (!(await h.waitForLog(new RegExp(`^stored block ${height}$`), { source: "good", since: mark, timeoutMs: 5000 }).then(() => true, () => false))) late++;
-    if (!(await Promise.race([call(h, "list").then(() => true, () => false), sleep(5000).then(() => false)]))) unanswered++;
+    const { stored, answered } = await canaryRound(h);
+    if (!stored) late++;
+    if (!answered) unanswered++;
     for (const scrape of await Promise.all(scrapes)) {
       const [status, count] = scrape.stdout.trim().split(" ").map(Number);
       statuses.push(status!);

@@ -26,6 +26,7 @@ import { buildModulesDir, sleep, startHost, tempDir, GOOD_GRANTS } from "./helpe
 import { writeNodeNative } from "./helpers/native.ts";
 import { inlineModule } from "./helpers/modules.ts";
 import { call, post } from "./helpers/rpc.ts";
+import { canaryRound } from "./helpers/canary.ts";
 import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
 
@@ -82,10 +83,9 @@ test("native probes of the protocol's conversation (answers twice, to ids never 
   const rpcSizes: number[] = [];
   const healthSizes: number[] = [];
   for (let i = 0; i < 6; i++) {
-    const mark = h.mark();
-    const height = await h.mine(1);
-    if (!(await h.waitForLog(new RegExp(`^stored block ${height}$`), { source: "good", since: mark, timeoutMs: 5000 }).then(() => true, () => false))) late++;
-    if (!(await Promise.race([call(h, "list").then(() => true, () => false), sleep(5000).then(() => false)]))) unanswered++;
+    const { stored, answered } = await canaryRound(h);
+    if (!stored) late++;
+    if (!answered) unanswered++;
     // The module's 900 KiB error, passed on to a JSON-RPC client and into `health`: cut.
     const m = await post(h, { jsonrpc: "2.0", id: 1, method: "w-answers.m", params: {} });
     rpcSizes.push(m.text.length);

@@ -1,0 +1,24 @@
+// The check the hostile tests make while an attack runs: a block is mined, the canary module
+// ("good", test/fixtures/modules/good) must store it within 5 s, and the host's RPC server must
+// answer `list` within 5 s. One round; the tests count the rounds that failed.
+
+import { sleep, type TestHost } from "./host.ts";
+import { call } from "./rpc.ts";
+
+export interface CanaryRound {
+  /** h.mark() before the block was mined: the round's log records start there. */
+  mark: number;
+  height: number;
+  /** The canary stored the block within 5 s. */
+  stored: boolean;
+  /** The RPC server answered `list` within 5 s (true when not asked). */
+  answered: boolean;
+}
+
+export async function canaryRound(h: TestHost, opts: { rpc?: boolean } = {}): Promise<CanaryRound> {
+  const mark = h.mark();
+  const height = await h.mine(1);
+  const stored = await h.waitForLog(new RegExp(`^stored block ${height}$`), { source: "good", since: mark, timeoutMs: 5000 }).then(() => true, () => false);
+  const answered = opts.rpc === false || (await Promise.race([call(h, "list").then(() => true, () => false), sleep(5000).then(() => false)]));
+  return { mark, height, stored, answered };
+}
