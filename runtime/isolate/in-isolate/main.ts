@@ -87,24 +87,32 @@ const calls = new Map<number, { method: string; resolve: (v: unknown) => void; r
 let nextCall = 1;
 let outbox: CallEntry[] | null = null;
 const send = (batch: CallEntry[]) => callOut(batch);
-const flush = () => {
-  const batch = outbox!;
-  outbox = null;
+/**
+ * Sends a batch out of the isolate in one crossing. If the batch cannot be copied out, each
+ * entry goes alone, and `refused` is told of each one that cannot (and why): the others leave.
+ */
+function sendBatch<E>(out: (batch: E[]) => void, batch: E[], refused: (entry: E, why: string) => void): void {
   try {
-    send(batch);
+    out(batch);
   } catch {
-    // One call's arguments cannot be copied out (a function, say): send the others, and
-    // fail only that one.
     for (const entry of batch) {
       try {
-        send([entry]);
+        out([entry]);
       } catch (err) {
-        const c = calls.get(entry[0]);
-        calls.delete(entry[0]);
-        if (c) c.reject(new TypeError(entry[1] + ": arguments must be plain data (" + toText(err && (err as Error).message ? (err as Error).message : err) + ")"));
+        refused(entry, toText(err && (err as Error).message ? (err as Error).message : err));
       }
     }
   }
+}
+const flush = () => {
+  const batch = outbox!;
+  outbox = null;
+  // One call's arguments cannot be copied out (a function, say): only that one fails.
+  sendBatch(send, batch, (entry, why) => {
+    const c = calls.get(entry[0]);
+    calls.delete(entry[0]);
+    if (c) c.reject(new TypeError(entry[1] + ": arguments must be plain data (" + why + ")"));
+  });
 };
 const request = (method: string, params: Params | Uint8Array): Promise<unknown> =>
   new Promise((resolve, reject) => {
@@ -467,19 +475,11 @@ let invokeStarted = 0;
 const flushDone = () => {
   const batch = doneBox!;
   doneBox = null;
-  try {
-    doneOut(batch);
-  } catch {
-    // One answer cannot be copied out (checkAnswer lets through what the copy refuses): the
-    // others leave, and that one becomes its caller's error.
-    for (const entry of batch) {
-      try {
-        doneOut([entry]);
-      } catch (err) {
-        doneOut([[entry[0], { ok: false, code: "not_plain_data", message: "the answer could not be copied out of the isolate (" + toText(err && (err as Error).message ? (err as Error).message : err) + "); answer with plain data", stack: undefined }]]);
-      }
-    }
-  }
+  // One answer cannot be copied out (checkAnswer lets through what the copy refuses): that one
+  // becomes its caller's error.
+  sendBatch(doneOut, batch, (entry, why) => {
+    doneOut([[entry[0], { ok: false, code: "not_plain_data", message: "the answer could not be copied out of the isolate (" + why + "); answer with plain data", stack: undefined }]]);
+  });
 };
 const invoked = (id: number, answer: InvokeAnswer) => {
   if (!doneBox) {
