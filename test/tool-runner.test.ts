@@ -75,6 +75,7 @@ test.serial("a tool past its timeout is ended and reported as timed out", async 
 });
 
 test.serial("a runner killed mid-call fails that call saying so, takes its tool with it, and the next call starts a new runner", async (t) => {
+  t.timeout(120_000); // a new runner's Node start on a loaded machine
   await runTool({ file: CP, args: ["--version"] });
   const pid = toolRunnerPid();
   if (pid === undefined) return t.fail("no runner after a call");
@@ -101,6 +102,7 @@ test.serial("stopToolRunner ends the runner; a later call starts another", async
 });
 
 test.serial("a host killed with -9 leaves no runner and no tool behind: the runner exits when its IPC channel closes", async (t) => {
+  t.timeout(120_000); // a Node start with tsx, and the runner's, on a loaded machine
   const script = [
     `import { runTool, toolRunnerPid } from ${JSON.stringify(path.resolve("runtime/sandbox/tool-runner.ts"))};`,
     `void runTool({ file: "${CP}", args: ["/dev/zero", "/dev/null"], timeoutMs: 120000 });`,
