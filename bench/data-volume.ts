@@ -8,6 +8,7 @@
 // 2. Write throughput a module gets, as an unprivileged uid (setpriv): dd of 64 MiB in 1 MiB
 //    writes into a volume and into a plain directory on the host's file system, interleaved,
 //    page cache (no sync) and to disk (conv=fdatasync).
+// (3. below, before 2.: the host's loop during start/stop, tool runner against forks.)
 
 import { execFileSync } from "node:child_process";
 import { chmod, chown, mkdir, mkdtemp, rm } from "node:fs/promises";
@@ -15,6 +16,8 @@ import os from "node:os";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
 import { measureDataDir } from "../capabilities/fs-path.ts";
+import { prepareDataDir } from "../runtime/sandbox/datadir.ts";
+import { runToolsInline, startToolRunner, toolRuns } from "../runtime/sandbox/tool-runner.ts";
 import { mountVolume, volumeTools } from "../runtime/sandbox/volume.ts";
 import { median } from "./stats.ts";
 
@@ -24,6 +27,7 @@ if (typeof (await volumeTools()) === "string") {
   process.exit(0);
 }
 const MiB = 1024 * 1024;
+startToolRunner(); // as the host does at boot, before its heap grows
 const quota = { maxBytes: 256 * MiB, maxEntries: 10_000 };
 const root = await mkdtemp(path.join(os.tmpdir(), "modhost-volume-bench-"));
 await chmod(root, 0o755); // the writing uid must reach its directories
@@ -52,6 +56,64 @@ const ms = (xs: number[]) => `${median(xs).toFixed(1)} ms (min ${Math.min(...xs)
 console.log(`start+stop, existing volume: ${ms(volume)}`);
 console.log(`start+stop, scan mode (mkdir, measure the empty directory): ${ms(scan)}`);
 console.log(`first start+stop, creating the volume: ${ms(created)}`);
+
+// 3. The host's event loop during start/stop: 20 cycles of a module's data directory (mount,
+//    hand-over, unmount) in a process whose heap has grown like a host's (~300 MB of live
+//    objects), the tools run by the tool runner (runtime/sandbox/tool-runner.ts) against the
+//    same tools forked from this process with execFile (as before the runner), cycle by cycle
+//    interleaved; the loop's lateness (a 1 ms interval) over each mode's cycles, and the tools each cycle ran.
+{
+  const cycles = 20;
+  // Memory like a host's that has run a while: 256 MiB touched (a fork copies the page tables
+  // of all of it) and ~60 MiB of live objects (kept small so major GCs do not dominate the delay).
+  const rss = Buffer.alloc(256 * MiB, 1);
+  const heap: unknown[] = [];
+  for (let i = 0; i < 500_000; i++) heap.push({ i, s: `entry ${i}`, a: [i] });
+  // The loop's lateness, sampled by a 1 ms interval and charged to the mode running then (one
+  // monitorEventLoopDelay per mode cannot be used: re-enabling one records the gap since it
+  // was disabled as a delay).
+  const delays: Record<"runner" | "inline", number[]> = { runner: [], inline: [] };
+  let current: "runner" | "inline" | undefined;
+  let last = performance.now();
+  const sampler = setInterval(() => {
+    const now = performance.now();
+    if (current) delays[current].push(Math.max(0, now - last - 1));
+    last = now;
+  }, 1);
+  const times: Record<"runner" | "inline", number[]> = { runner: [], inline: [] };
+  // One unmeasured cycle each first: the images created (mkfs), the runner and the code warm.
+  for (const mode of ["runner", "inline"] as const) {
+    runToolsInline(mode === "inline");
+    await (await mountVolume(root, `loop-${mode}`, quota)).release();
+  }
+  const before = toolRuns();
+  for (let i = 0; i < cycles; i++) {
+    for (const mode of i % 2 === 0 ? (["runner", "inline"] as const) : (["inline", "runner"] as const)) {
+      runToolsInline(mode === "inline");
+      current = mode;
+      last = performance.now();
+      const t0 = performance.now();
+      const v = await mountVolume(root, `loop-${mode}`, quota);
+      await prepareDataDir(v.dir, 61_235, 61_235, "/bin/chown");
+      await v.release();
+      times[mode].push(performance.now() - t0);
+      current = undefined;
+    }
+  }
+  runToolsInline(false);
+  clearInterval(sampler);
+  const after = toolRuns();
+  const ran = Object.entries(after).map(([k, n]) => [k, (n - (before[k] ?? 0)) / (2 * cycles)] as const).filter(([, n]) => n > 0);
+  console.log(`host loop over ${cycles} start/stop cycles each (heap ${(process.memoryUsage().heapUsed / MiB).toFixed(0)} MiB, rss ${(process.memoryUsage().rss / MiB).toFixed(0)} MiB), load ${load()}:`);
+  for (const mode of ["runner", "inline"] as const) {
+    const d = delays[mode].sort((a, b) => a - b);
+    const sum = d.reduce((a, b) => a + b, 0);
+    console.log(`  tools ${mode === "runner" ? "in the tool runner" : "forked from the host (before)"}: loop delay max ${d.at(-1)!.toFixed(1)} ms, p99 ${d[Math.floor(d.length * 0.99)]!.toFixed(1)} ms, total ${sum.toFixed(0)} ms over ${d.length} samples; start+stop ${ms(times[mode])}`);
+  }
+  console.log(`  tools run per start+stop of an existing volume: ${ran.map(([k, n]) => `${k} ${n}`).join(", ")}`);
+  heap.length = 0;
+  rss.fill(0, 0, 1); // kept alive until here
+}
 
 const UID = 61_234;
 const dd = (dir: string, sync: boolean): number => {

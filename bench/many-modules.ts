@@ -13,7 +13,8 @@
 // only the Node rows are measured (said in a note). MODHOST_BENCH_MANY_NATIVE picks the kinds
 // ("rust,node").
 // Bounded: ROUNDS rounds (sizes interleaved in each), every start has start_timeout_ms 120 s.
-// MODHOST_BENCH_MANY_ROUNDS overrides the round count; MODHOST_BENCH_MANY_SIZES the sizes
+// MODHOST_BENCH_MANY_DATA="volume,scan" measures each native size with and without data volumes,
+// interleaved (default "auto": the host's choice). MODHOST_BENCH_MANY_ROUNDS overrides the round count; MODHOST_BENCH_MANY_SIZES the sizes
 // ("1,10,50"); MODHOST_BENCH_MANY_CONCURRENCY sets [modules] start_concurrency (default 0, the
 // host's default).
 //
@@ -40,6 +41,9 @@ const SIZES = (process.env.MODHOST_BENCH_MANY_SIZES ?? "1,10,50").split(",").map
 const LARGEST = Math.max(...SIZES);
 const CONCURRENCY = Number(process.env.MODHOST_BENCH_MANY_CONCURRENCY ?? 0);
 const KINDS = (process.env.MODHOST_BENCH_MANY_NATIVE ?? "rust,node").split(",").filter((k): k is NativeKind => k === "rust" || k === "node");
+/** How native modules' data directories are held (data_volume), each interleaved with the others: "auto" (the default), or e.g. "volume,scan" to see what volumes cost. */
+const DATA = (process.env.MODHOST_BENCH_MANY_DATA ?? "auto").split(",").filter((d): d is DataMode => d === "auto" || d === "volume" || d === "scan");
+type DataMode = "auto" | "volume" | "scan";
 
 /** What the native half of a start is: the Rust fixture or the Node one. */
 type NativeKind = "rust" | "node";
@@ -92,12 +96,13 @@ function names(n: number, kind: NativeKind): { ts: string[]; native: string[] } 
 interface Case {
   n: number;
   kind: NativeKind;
+  data: DataMode;
 }
 
 function label(c: Case): string {
   if (c.n === 1) return "1 module to ready";
   const { ts, native } = names(c.n, c.kind);
-  return `${c.n} modules to ready (${ts.length} TS + ${native.length} ${c.kind === "rust" ? "Rust" : "Node"} native)`;
+  return `${c.n} modules to ready (${ts.length} TS + ${native.length} ${c.kind === "rust" ? "Rust" : "Node"} native)${c.data === "auto" ? "" : `, data_volume = "${c.data}"`}`;
 }
 
 export const manyModules: Benchmark = {
@@ -120,13 +125,13 @@ export const manyModules: Benchmark = {
       for (const name of names(LARGEST, "node").ts) await copyModule("trivial", modulesDir, name);
       await chmod(modulesDir, 0o755);
       // One TypeScript module has no native half: measured once per round, not per kind.
-      const cases: Case[] = SIZES.flatMap((n) => (n === 1 ? [{ n, kind: kinds[0] ?? "node" }] : kinds.map((kind) => ({ n, kind }))));
+      const cases: Case[] = SIZES.flatMap((n) => (n === 1 ? [{ n, kind: kinds[0] ?? "node", data: "auto" as const }] : kinds.flatMap((kind) => DATA.map((data) => ({ n, kind, data })))));
       const samples = new Map<Case, number[]>(cases.map((c) => [c, []]));
       const cpu = new Map<Case, Cpu[]>(cases.map((c) => [c, []]));
       const tree = await TreeCpu.open();
       try {
         // One unmeasured start first (esbuild's service, the isolate host script, the uid table).
-        await startAllOf(tmp, chain, modulesDir, { n: 1, kind: "node" }, -1, tree);
+        await startAllOf(tmp, chain, modulesDir, { n: 1, kind: "node", data: "auto" }, -1, tree);
         for (let r = 0; r < ROUNDS; r++) {
           for (const c of cases) {
             const m = await startAllOf(tmp, chain, modulesDir, c, r, tree);
@@ -173,11 +178,13 @@ async function startAllOf(tmp: string, chain: EmbeddedChain, modulesDir: string,
   const { n } = c;
   const { ts, native } = names(n, c.kind);
   const enabled = [...ts, ...native];
-  const dir = path.join(tmp, `run-${n}-${c.kind}-${round}`);
+  const dir = path.join(tmp, `run-${n}-${c.kind}-${c.data}-${round}`);
   await mkdir(dir, { recursive: true, mode: 0o711 });
   const { logger, records } = captureLogger();
   const opts: BenchModuleOptions = { limits: { start_timeout_ms: 120_000 } };
-  const config = benchConfigFor(dir, Object.fromEntries(enabled.map((m) => [m, opts])), modulesDir);
+  // data_volume for the native half only (a TypeScript module never gets a volume).
+  const nativeOpts: BenchModuleOptions = { limits: { start_timeout_ms: 120_000, ...(c.data === "auto" ? {} : { data_volume: c.data }) } };
+  const config = benchConfigFor(dir, Object.fromEntries(enabled.map((m) => [m, native.includes(m) ? nativeOpts : opts])), modulesDir);
   config.modules.start_concurrency = CONCURRENCY;
   const manager = new ModuleManager({ config, chain, bus: new EventBus(), logger });
   const forget = atCleanup(() => {

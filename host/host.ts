@@ -20,6 +20,7 @@ import { AuditLog } from "./audit.ts";
 import { createServices } from "./services/index.ts";
 import { describeSandboxes, detectSandbox } from "../runtime/sandbox/index.ts";
 import { cleanStaleVolumes, volumesReleased } from "../runtime/sandbox/volume.ts";
+import { startToolRunner, stopToolRunner } from "../runtime/sandbox/tool-runner.ts";
 import { describeDataVolumes } from "./data-quota.ts";
 import { RpcRegistry } from "./services/rpc.ts";
 import { MetricsStore } from "./services/metrics.ts";
@@ -98,6 +99,9 @@ export class Host {
     const started = Date.now();
     this.startedAt = started;
     this.log.info(`modhost ${HOST_VERSION} starting`, { config: this.config.file ?? "(defaults)" });
+    // The process that runs mount, chown and the sandbox probes for the host, forked now while
+    // the heap is small, so the host's loop never forks for them (runtime/sandbox/tool-runner.ts).
+    startToolRunner();
     // Before anything is opened or started: one host per data directory, whatever else differs.
     await this.lockDataDirs();
     await this.cleanStaleVolumes();
@@ -406,6 +410,7 @@ export class Host {
       await this.chain?.close();
       this.audit?.close();
       for (const lock of this.dataLocks.splice(0)) await lock.release();
+      await stopToolRunner();
       this.log.info(`stopped in ${Date.now() - started} ms`);
       this.resolveStopped();
     })();

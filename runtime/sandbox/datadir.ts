@@ -5,11 +5,11 @@
 // module's uid: the first start, or after the uid changed. A directory the host has just made
 // (owned by the host's own uid, still empty) is handed over in-process with lchown instead:
 // there is nothing in it to walk, and no other uid can have put anything there (it is the
-// host's, mode 0700), while spawning chown from the host costs a fork of the host process
-// (15-40 ms of the host's loop here, per module, at a first boot).
+// host's, mode 0700), and chown runs in the tool runner (runtime/sandbox/tool-runner.ts), not
+// as a fork of the host process (15-40 ms of the host's loop here, per module, at a first boot).
 
-import { execFile } from "node:child_process";
 import { chmod, lchown, lstat, readdir } from "node:fs/promises";
+import { runTool, toolFailure } from "./tool-runner.ts";
 
 export async function prepareDataDir(dir: string, uid: number, gid: number, chown: string): Promise<void> {
   const st = await lstat(dir);
@@ -21,12 +21,9 @@ export async function prepareDataDir(dir: string, uid: number, gid: number, chow
       if ((st.mode & 0o777) !== 0o700) await chmod(dir, 0o700);
       return;
     }
-    await new Promise<void>((resolve, reject) => {
-      execFile(chown, ["-R", "-P", "-h", "--", `${uid}:${gid}`, dir], { env: {}, timeout: 60_000 }, (err, _out, stderr) => {
-        if (err) reject(new Error(`could not hand ${dir} to uid ${uid}: ${String(stderr).trim() || err.message}`));
-        else resolve();
-      });
-    });
+    const call = { file: chown, args: ["-R", "-P", "-h", "--", `${uid}:${gid}`, dir], timeoutMs: 60_000 };
+    const failed = toolFailure(call, await runTool(call));
+    if (failed) throw new Error(`could not hand ${dir} to uid ${uid}: ${failed.message}`);
   }
   // Nobody else's business (other module uids included).
   if ((st.mode & 0o777) !== 0o700) await chmod(dir, 0o700);

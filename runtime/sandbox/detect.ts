@@ -2,11 +2,11 @@
 // in the system directories only, never through PATH, since the host runs them as root) and
 // whether they actually work here (a container may forbid namespaces; only a real run tells).
 
-import { execFile } from "node:child_process";
 import { access, constants, readFile } from "node:fs/promises";
 import { hostSeccompArch, type SeccompArch } from "./seccomp.ts";
 import type { SandboxLevel } from "./policy.ts";
 import { detectCgroups, type CgroupSupport } from "./cgroup.ts";
+import { runTool } from "./tool-runner.ts";
 
 export interface SandboxTools {
   bwrap: string | null;
@@ -57,12 +57,11 @@ async function findTool(name: string): Promise<string | null> {
   return null;
 }
 
-function run(command: string, args: string[]): Promise<{ ok: boolean; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(command, args, { env: {}, timeout: 5000 }, (err, _stdout, stderr) => {
-      resolve({ ok: !err, stderr: String(stderr).trim() || (err?.message ?? "") });
-    });
-  });
+/** A probe, run by the tool runner (no fork of the host). */
+async function run(command: string, args: string[]): Promise<{ ok: boolean; stderr: string }> {
+  const r = await runTool({ file: command, args, timeoutMs: 5000 }).catch((err: Error) => ({ code: null, stderr: "", error: err.message, timedOut: false, signal: null }));
+  const ok = r.code === 0 && !r.error && !r.timedOut;
+  return { ok, stderr: r.stderr.trim() || (r.error ?? (r.timedOut ? "timed out after 5000 ms" : ok ? "" : `exited with ${r.signal ?? `code ${r.code}`}`)) };
 }
 
 async function probe(): Promise<SandboxCapabilities> {

@@ -18,11 +18,11 @@
 // a host killed with -9 leaves its mounts, which the next host start unmounts (cleanStale)
 // before any module starts. A mount never reuses an image that a loop device still holds.
 
-import { execFile } from "node:child_process";
 import { chmod, mkdir, open, readFile, readdir, realpath, rename, rm, rmdir, stat, statfs, truncate } from "node:fs/promises";
 import { constants } from "node:fs";
 import { access } from "node:fs/promises";
 import path from "node:path";
+import { runTool, toolFailure } from "./tool-runner.ts";
 
 /** The directory of the images, inside the data root. */
 export const VOLUMES_DIR = ".volumes";
@@ -55,13 +55,11 @@ export function volumeTools(): Promise<Record<Tool, string> | string> {
   return tools;
 }
 
-function run(cmd: string, args: string[], timeoutMs = 60_000, okCodes: number[] = [0]): Promise<string> {
-  return new Promise((resolve, reject) => {
-    execFile(cmd, args, { env: { PATH: SYSTEM_DIRS.join(":") }, timeout: timeoutMs }, (err, stdout, stderr) => {
-      if (err && !(typeof err.code === "number" && okCodes.includes(err.code))) reject(new Error(`${path.basename(cmd)} ${args.join(" ")}: ${String(stderr).trim() || err.message}`));
-      else resolve(String(stdout));
-    });
-  });
+/** Run a tool in the tool runner (runtime/sandbox/tool-runner.ts: no fork of the host's process on its loop). */
+async function run(cmd: string, args: string[], timeoutMs = 60_000, okCodes: number[] = [0]): Promise<void> {
+  const call = { file: cmd, args, env: { PATH: SYSTEM_DIRS.join(":") }, timeoutMs };
+  const failed = toolFailure(call, await runTool(call), okCodes);
+  if (failed) throw failed;
 }
 
 export interface VolumeQuota {
