@@ -6,9 +6,10 @@
 // with the first such promise; the isolate host reports it in the module's log, at most 10 a
 // second, the rest counted in one line a second, each line cut, then held to the module's log
 // budget by the host. Checks: the rejections are in the log (before the fix those after an
-// await were dropped unseen), the flood's lines stay within that rate, the JSON-RPC caller is
-// told its answer was lost, the canary stores every block within 5 s, RPC answers within 5 s,
-// and the probe restarts.
+// await were dropped unseen), the flood's lines stay within that rate, the JSON-RPC caller gets
+// the handler's answer (invocations cross in batches and each answer leaves on its own, so the
+// task's rejection no longer takes it: before, the caller got module_error, "answer is lost"),
+// the canary stores every block within 5 s, RPC answers within 5 s, and the probe restarts.
 
 import test from "ava";
 import { buildModulesDir, sleep, startHost, tempDir, GOOD_GRANTS } from "./helpers/host.ts";
@@ -35,7 +36,7 @@ const PROBE = inlineModule("t-rejects", ["read_chain_state", "subscribe_events",
   })();
 `);
 
-test("a module's unhandled promise rejections (after an await, in a flood, in event and JSON-RPC handlers, with huge or trapped values) are reported in its log at most 10 lines a second, each cut; the RPC caller is told its answer was lost; the canary gets every block, RPC answers, the probe restarts", async (t) => {
+test("a module's unhandled promise rejections (after an await, in a flood, in event and JSON-RPC handlers, with huge or trapped values) are reported in its log at most 10 lines a second, each cut; the RPC caller still gets the handler's answer; the canary gets every block, RPC answers, the probe restarts", async (t) => {
   t.timeout(180_000);
   const dir = await tempDir(t);
   await buildModulesDir(dir, ["good"], { "t-rejects": PROBE });
@@ -80,8 +81,7 @@ test("a module's unhandled promise rejections (after an await, in a flood, in ev
   t.true(reports.length <= 10 * (Math.ceil(seconds) + 1), `at most 10 reports a second (${reports.length} in ${seconds.toFixed(1)} s)`);
   t.true(lines.every((r) => r.message.length <= 8192), "every line is cut to the module log's message limit");
 
-  t.is(rpcAnswer?.error?.data?.code, "module_error", "the JSON-RPC caller gets an error, not a hang");
-  t.regex(String(rpcAnswer?.error?.message), /answer is lost/, "and is told its answer was lost to the rejection");
+  t.is(rpcAnswer?.result, 42, `the JSON-RPC caller gets the handler's answer, not a hang or a lost answer: ${JSON.stringify(rpcAnswer)?.slice(0, 300)}`);
   t.is(h.status("t-rejects")?.state, "running", "the probe keeps running");
 
   await h.manager.reload("t-rejects");

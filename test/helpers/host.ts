@@ -16,7 +16,8 @@
 // Every host is stopped in t.teardown, and its temp directory removed.
 
 import type { ExecutionContext } from "ava";
-import { cp, mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { cp, mkdir, mkdtemp, readFile, realpath, rm, writeFile } from "node:fs/promises";
+import { execa } from "execa";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -196,8 +197,25 @@ export function sleep(ms: number): Promise<void> {
 
 export async function tempDir(t: ExecutionContext, prefix = "modhost-test-"): Promise<string> {
   const dir = await mkdtemp(path.join(tmpdir(), prefix));
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  t.teardown(async () => {
+    await unmountUnder(dir);
+    await rm(dir, { recursive: true, force: true });
+  });
   return dir;
+}
+
+/**
+ * Detach what is mounted under `dir`: a host killed with -9 (a test's teardown kills its
+ * child) leaves its native modules' data volumes mounted (the next host start would unmount
+ * them), and removing the directory would then fail with EBUSY. Lazily, so files a dying
+ * module still holds do not keep it; the loop device goes with the last of them.
+ */
+async function unmountUnder(dir: string): Promise<void> {
+  const mountinfo = await readFile("/proc/self/mountinfo", "utf8").catch(() => "");
+  const root = (await realpath(dir).catch(() => dir)) + "/";
+  // Field 5 is the mount point (octal escapes for spaces and the like); deepest first.
+  const points = mountinfo.split("\n").map((l) => l.split(" ")[4] ?? "").filter((p) => p.startsWith(root)).sort((a, b) => b.length - a.length);
+  for (const point of points) await execa("umount", ["-l", point], { reject: false });
 }
 
 /** Write a module directory: module.toml and its files. */
