@@ -20,7 +20,7 @@ import { AuditLog } from "./audit.ts";
 import { createServices } from "./services/index.ts";
 import { describeSandboxes, detectSandbox } from "../runtime/sandbox/index.ts";
 import { cleanStaleVolumes, volumesReleased } from "../runtime/sandbox/volume.ts";
-import { startToolRunner, stopToolRunner } from "../runtime/sandbox/tool-runner.ts";
+import { holdToolRunner } from "../runtime/sandbox/tool-runner.ts";
 import { describeDataVolumes } from "./data-quota.ts";
 import { RpcRegistry } from "./services/rpc.ts";
 import { MetricsStore } from "./services/metrics.ts";
@@ -68,6 +68,8 @@ export class Host {
   private blockTimer: NodeJS.Timeout | undefined;
   private configWatcher: FSWatcher | undefined;
   private stopping: Promise<void> | undefined;
+  /** This host's hold on the shared tool runner (runtime/sandbox/tool-runner.ts), let go at stop. */
+  private releaseToolRunner: (() => Promise<void>) | undefined;
   private reloads: Promise<unknown> = Promise.resolve();
   /** The host locks in the data directories (lockDataDirs), held until the host has stopped. */
   private readonly dataLocks: DirLock[] = [];
@@ -101,7 +103,7 @@ export class Host {
     this.log.info(`modhost ${HOST_VERSION} starting`, { config: this.config.file ?? "(defaults)" });
     // The process that runs mount, chown and the sandbox probes for the host, forked now while
     // the heap is small, so the host's loop never forks for them (runtime/sandbox/tool-runner.ts).
-    startToolRunner();
+    this.releaseToolRunner = holdToolRunner();
     // Before anything is opened or started: one host per data directory, whatever else differs.
     await this.lockDataDirs();
     await this.cleanStaleVolumes();
@@ -410,7 +412,7 @@ export class Host {
       await this.chain?.close();
       this.audit?.close();
       for (const lock of this.dataLocks.splice(0)) await lock.release();
-      await stopToolRunner();
+      await this.releaseToolRunner?.();
       this.log.info(`stopped in ${Date.now() - started} ms`);
       this.resolveStopped();
     })();

@@ -10,7 +10,7 @@ import { execFile, spawn } from "node:child_process";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { OUTPUT_LIMIT, runTool, stopToolRunner, toolFailure, toolRunnerPid } from "../runtime/sandbox/tool-runner.ts";
+import { holdToolRunner, OUTPUT_LIMIT, runTool, stopToolRunner, toolFailure, toolRunnerPid } from "../runtime/sandbox/tool-runner.ts";
 
 const CP = "/usr/bin/cp";
 
@@ -99,6 +99,24 @@ test.serial("stopToolRunner ends the runner; a later call starts another", async
   await until("the stopped runner is gone", async () => !(await alive(pid)));
   t.is((await runTool({ file: CP, args: ["--version"] })).code, 0);
   await stopToolRunner();
+});
+
+test.serial("hosts of one process share the runner: the first host to let go does not stop it under the others, the last one does", async (t) => {
+  // Before: each host stopped the runner at its own stop, and tools the other hosts of the same
+  // process were running failed ("the tool runner ended while running tune2fs"), as in CI.
+  await stopToolRunner();
+  const first = holdToolRunner();
+  const second = holdToolRunner();
+  const pid = toolRunnerPid()!;
+  const long = runTool({ file: CP, args: ["--version"] });
+  await first();
+  await first(); // letting go twice counts once
+  t.is((await long).code, 0, "a call in flight when one host let go completes");
+  t.is((await runTool({ file: CP, args: ["--version"] })).code, 0);
+  t.is(toolRunnerPid(), pid, "the same runner serves the host still holding it");
+  await second();
+  t.is(toolRunnerPid(), undefined, "stopped when the last host let go");
+  await until("the runner is gone", async () => !(await alive(pid)));
 });
 
 test.serial("a host killed with -9 leaves no runner and no tool behind: the runner exits when its IPC channel closes", async (t) => {

@@ -181,7 +181,25 @@ export function startToolRunner(): void {
   runner ??= new Runner();
 }
 
-/** Stop the runner (the host's shutdown); a later call starts a new one. */
+let holders = 0;
+
+/**
+ * A host's hold on the runner, started now if none runs (the host at boot, while its heap is
+ * small). The hosts of one process (tests, `modhost/testing`) share the runner: it is stopped
+ * when the last of them lets go (the function returned), not by the first host that stops.
+ */
+export function holdToolRunner(): () => Promise<void> {
+  holders++;
+  startToolRunner();
+  let released = false;
+  return async () => {
+    if (released) return;
+    released = true;
+    if (--holders === 0) await stopToolRunner();
+  };
+}
+
+/** Stop the runner now, whoever holds it (tests); a later call starts a new one. */
 export async function stopToolRunner(): Promise<void> {
   const r = runner;
   if (!r) return;
