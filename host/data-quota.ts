@@ -96,7 +96,12 @@ export async function openDataDir(config: HostConfig, name: string, limits: Limi
     } catch (err) {
       // A module that has a volume keeps it: its data is there, not in the directory beneath.
       const has = existsSync(path.join(root, VOLUMES_DIR, `${name}.ext4`));
-      if (limits.data_volume === "volume" || has) throw new ModhostError("volume_unavailable", `its data volume cannot be mounted: ${(err as Error).message}`, `fix that, or set data_volume = "auto" in [modules.limits.${name}] to fall back to scans`);
+      if (limits.data_volume === "volume" || has) {
+        const fix = has
+          ? `its data is in ${path.join(root, VOLUMES_DIR, `${name}.ext4`)}, so it does not fall back to scans: fix the cause and start it again (the operator guide says how to inspect or move a volume)`
+          : `fix that, or set data_volume = "auto" in [modules.limits.${name}] to fall back to scans`;
+        throw new ModhostError("volume_unavailable", `its data volume cannot be mounted: ${(err as Error).message}`, fix);
+      }
       log.warn(`${name}: its data volume cannot be mounted (${(err as Error).message}); its data directory is measured by scans instead`);
     }
     if (volume) {

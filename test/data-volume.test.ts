@@ -253,7 +253,7 @@ vtest("a lowered max_data_bytes: files over it keep the module from starting (na
   t.regex(h.lines.join("\n"), /shrinker: data volume .*shrunk to \d+ bytes for max_data_bytes = 4194304/);
 });
 
-vtest("an image that a loop device already holds (another host's mount, say) is not mounted a second time: the start fails naming the device", async (t) => {
+vtest("an image that a loop device already holds (another host's mount, say) is not mounted a second time: the start fails naming the device, and does not fall back to scans", async (t) => {
   const h = await hostWithHog(t, "twice", { files: 0, bytes: 0 }, { max_data_bytes: 4 * MiB, restart: "never" });
   const image = path.join(h.config.modules.data_dir, VOLUMES_DIR, "twice.ext4");
   await h.manager.unload("twice");
@@ -263,6 +263,8 @@ vtest("an image that a loop device already holds (another host's mount, say) is 
   await h.manager.load("twice").catch(() => undefined);
   const failed = await h.waitForState("twice", "failed", 30_000);
   t.regex(failed.problem ?? "", new RegExp(`still held by ${device}`));
+  // It has a volume, so it never falls back to scans (its data is in the image): the fix says so.
+  t.regex(failed.problem ?? "", /does not fall back to scans: fix the cause/);
   t.is(await mountsOn(path.join(h.config.modules.data_dir, "twice")), 0);
 });
 
