@@ -5,7 +5,8 @@
 // stopped by the host within its inode rounding; a host killed with -9 leaves mounts that the
 // next host removes before starting the module with its data intact; load/unload/reload cycles
 // leave no mount and no loop device; an existing directory with files is moved into a volume,
-// and a migration a crash interrupted is finished; a raised quota grows the volume.
+// and a migration a crash interrupted is finished; a raised quota grows the volume, a raised
+// max_data_files rebuilds it with more inodes.
 // Needs root, loop devices and e2fsprogs: CI here has them (and counts a skip as a failure);
 // elsewhere each test says why it skips.
 
@@ -174,6 +175,37 @@ vtest("a raised max_data_bytes grows the volume at the next start, and the modul
   t.log(`room for the module: ${room} bytes (max_data_bytes = ${64 * MiB})`);
   t.true(room <= 64 * MiB && room >= 64 * MiB - 4096, "exactly its quota, to the block");
   t.regex(h.lines.join("\n"), /grower: data volume .*grown to \d+ bytes for max_data_bytes = 67108864/);
+});
+
+vtest("a raised max_data_files rebuilds the volume with that many inodes at the next start, its files kept, and the module can create past the old count", async (t) => {
+  const h = await hostWithHog(t, "inoder", { files: 60, bytes: 100 }, { max_data_files: 100 }, (dir) => writeFile(path.join(dir, "precious"), "do not lose me"));
+  const dataDir = path.join(h.config.modules.data_dir, "inoder");
+  await waitFor(() => h.lines.some((l) => l.includes("disk-hog wrote")), LONG, "the module to write its files", () => h.lines.join("\n"));
+  const before = await statfs(dataDir);
+  t.true(before.files < 400, `few inodes at first (${before.files})`);
+  await h.manager.unload("inoder");
+  const c = h.config;
+  await h.manager.reconfigure({
+    ...c,
+    modules: {
+      ...c.modules,
+      limits: { ...c.modules.limits, inoder: { ...c.modules.limits.inoder, max_data_files: 3000 } },
+      module_configs: { ...c.modules.module_configs, inoder: { files: 1000, bytes: 10 } },
+    },
+  });
+  const wroteBefore = h.lines.filter((l) => l.includes("disk-hog wrote")).length;
+  await h.manager.load("inoder");
+  t.regex(h.lines.join("\n"), /inoder: data volume .*rebuilt with 3000 entries for max_data_files = 3000/);
+  await waitFor(() => h.lines.filter((l) => l.includes("disk-hog wrote")).length > wroteBefore, LONG, "the module to write again", () => h.lines.join("\n"));
+  const after = await statfs(dataDir);
+  t.true(after.files >= 3000 + 10, `inodes for the new count (${after.files})`);
+  const last = h.lines.filter((l) => l.includes("disk-hog wrote")).at(-1) ?? "";
+  // No error at all: 1000 files fit (no ENOSPC), and the 60 it had were still its own to
+  // overwrite (the copy kept their owner; root's files would fail with EACCES).
+  t.notRegex(last, /error/, last);
+  t.is((await readdir(dataDir)).filter((n) => n.startsWith("hog-")).length, 1000);
+  t.is(await readFile(path.join(dataDir, "precious"), "utf8"), "do not lose me");
+  t.false(existsSync(path.join(h.config.modules.data_dir, VOLUMES_DIR, "inoder.ext4.new")), "no new image left beside it");
 });
 
 /** `modhost run` as a process, its output gathered. */

@@ -255,6 +255,28 @@ async function withFresh<T>(t: Record<Tool, string>, image: string, mnt: string,
  * renamed to NAME.old, an empty directory made, NAME.ext4.new renamed to NAME.ext4 (the commit),
  * NAME.old removed.
  */
+/**
+ * A new image for the one mounted on `dir`, with the inodes `q` needs: made beside it
+ * (`NAME.ext4.new`), the files copied in as root with their owners and modes, synced; returns
+ * its path. The caller unmounts the old one and renames the new one over it (the commit): a
+ * crash before that leaves the old image whole and a `.new` the next start removes
+ * (recoverMigration).
+ */
+async function rebuildImage(t: Record<Tool, string>, image: string, dir: string, vols: string, name: string, q: VolumeQuota): Promise<string> {
+  const fresh = `${image}.new`;
+  try {
+    await createImage(t, fresh, q);
+    await withFresh(t, fresh, path.join(vols, `${name}.mnt`), (mnt) => run(t.cp, ["-a", "--sparse=always", "--", `${dir}/.`, `${mnt}/`], 600_000));
+    const fh = await open(fresh, "r+");
+    await fh.sync();
+    await fh.close();
+  } catch (err) {
+    await rm(fresh, { force: true });
+    throw new Error(`its volume could not be rebuilt for max_data_files = ${q.maxEntries} (the old one is kept): ${(err as Error).message}`);
+  }
+  return fresh;
+}
+
 async function recoverMigration(vols: string, name: string, dir: string): Promise<void> {
   const image = path.join(vols, `${name}.ext4`);
   const old = path.join(vols, `${name}.old`);
@@ -328,6 +350,16 @@ export async function mountVolume(rootPath: string, name: string, q: VolumeQuota
   let mounted = await mountImage(t, image, dir);
   const release = async () => unmount(t, dir, image, mounted);
   try {
+    // Too few inodes for a raised max_data_files (the count is fixed when an image is made):
+    // a new image with enough, the files copied in, put in place by one rename.
+    const inodes = (await statfs(dir)).files;
+    if (inodes < q.maxEntries + RESERVED_INODES) {
+      const fresh = await rebuildImage(t, image, dir, vols, name, q);
+      await release();
+      await rename(fresh, image); // the commit
+      notes.push(`rebuilt with ${q.maxEntries} entries for max_data_files = ${q.maxEntries} (it had ${inodes - RESERVED_INODES})`);
+      mounted = await mountImage(t, image, dir);
+    }
     for (let tries = 0; ; tries++) {
       const fit = await setReserve(t, dir, mounted.device, image, quotaBlocks);
       if (fit === "ok") break;
