@@ -317,7 +317,7 @@ export async function writeFileAt(dataDir: string, p: ParsedPath, data: Uint8Arr
       await fh.close();
     }
   });
-  return usage ? usage.lock.run(write) : write();
+  return usage ? usage.run(write) : write();
 }
 
 /**
@@ -360,7 +360,7 @@ export async function deleteAt(dataDir: string, p: ParsedPath, usage?: DataUsage
     }
     usage?.adjust(st?.isFile() ? -st.size : 0, -1);
   });
-  return usage ? usage.lock.run(remove) : remove();
+  return usage ? usage.run(remove) : remove();
 }
 
 /** mkdir -p, one anchored component at a time; each directory it creates is charged an entry. */
@@ -369,7 +369,7 @@ export async function mkdirAt(dataDir: string, p: ParsedPath, usage?: DataUsage)
     const fh = await openDirChain(dataDir, p.parts, true, usage);
     await fh.close();
   };
-  return usage ? usage.lock.run(make) : make();
+  return usage ? usage.run(make) : make();
 }
 
 export type EntryType = "file" | "directory" | "symlink" | "other";

@@ -55,7 +55,24 @@ export class DataUsage {
     readonly quota: DataQuota,
     private bytesNow: number,
     private entriesNow: number,
+    /**
+     * A fresh measurement before each change, where one is cheap and the module also writes
+     * without the API (a data volume: statfs, O(1)); without it the count is the API's own.
+     */
+    private readonly measure?: () => Promise<Measured>,
   ) {}
+
+  /**
+   * Run one of the API's changes: one at a time, and, where the module also writes directly,
+   * against a count measured just before (not the last second's), so that the API, which
+   * writes as root past the kernel's reserve, passes the quota by at most its own change.
+   */
+  run<T>(change: () => Promise<T>): Promise<T> {
+    return this.lock.run(async () => {
+      if (this.measure) this.reset(await this.measure());
+      return change();
+    });
+  }
 
   get bytes(): number { return this.bytesNow; }
   get entries(): number { return this.entriesNow; }

@@ -112,7 +112,7 @@ export async function openDataDir(config: HostConfig, name: string, limits: Limi
         await volume.release();
         throw new ModhostError("quota_exceeded", `its data directory ${dataDir} ${over}; the module does not start while it is over its quota`);
       }
-      return { dataDir, usage: new DataUsage(name, quota, m.bytes, m.entries), mode: "volume", release: () => volume.release() };
+      return { dataDir, usage: new DataUsage(name, quota, m.bytes, m.entries, () => volumeUsage(dataDir)), mode: "volume", release: () => volume.release() };
     }
   } else if (limits.data_volume === "volume") {
     throw new ModhostError("volume_unavailable", `it gets no data volume: ${skip ?? (unavailable as string)}`, `set data_volume = "auto" in [modules.limits.${name}] to accept scans`);

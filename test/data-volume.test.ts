@@ -50,13 +50,13 @@ async function diskBytes(dir: string): Promise<number> {
   return sum;
 }
 
-async function hostWithHog(t: ExecutionContext, name: string, attack: Record<string, number>, limits: Record<string, unknown>, seed?: (dataDir: string, root: string) => Promise<void>): Promise<TestHost> {
+async function hostWithHog(t: ExecutionContext, name: string, attack: Record<string, number>, limits: Record<string, unknown>, seed?: (dataDir: string, root: string) => Promise<void>, grants: string[] = []): Promise<TestHost> {
   const dir = await tempDir(t);
-  await writeNodeNative(path.join(dir, "modules"), name, MAIN);
+  await writeNodeNative(path.join(dir, "modules"), name, MAIN, grants);
   const root = path.join(dir, "data", "modules");
   await mkdir(path.join(root, name), { recursive: true, mode: 0o700 });
   await seed?.(path.join(root, name), root);
-  return startHost(t, { dir, modules: ["good"], grants: { good: GOOD_GRANTS, [name]: [] }, moduleLimits: { [name]: limits }, moduleConfigs: { [name]: attack } });
+  return startHost(t, { dir, modules: ["good"], grants: { good: GOOD_GRANTS, [name]: grants }, moduleLimits: { [name]: limits }, moduleConfigs: { [name]: attack } });
 }
 
 async function canaryCarriesOn(t: ExecutionContext, h: TestHost): Promise<void> {
@@ -206,6 +206,18 @@ vtest("a raised max_data_files rebuilds the volume with that many inodes at the 
   t.is((await readdir(dataDir)).filter((n) => n.startsWith("hog-")).length, 1000);
   t.is(await readFile(path.join(dataDir, "precious"), "utf8"), "do not lose me");
   t.false(existsSync(path.join(h.config.modules.data_dir, VOLUMES_DIR, "inoder.ext4.new")), "no new image left beside it");
+});
+
+vtest("a module that fills its volume directly and then writes through the file API (written as root, past the kernel's reserve) is refused with quota_exceeded, counted from a fresh measurement: nothing past the quota on disk", async (t) => {
+  const h = await hostWithHog(t, "apiwriter", { files: 64, bytes: 64 * 1024, apiBytes: MiB }, { max_data_bytes: 4 * MiB }, undefined, ["write_filesystem"]);
+  const dataDir = path.join(h.config.modules.data_dir, "apiwriter");
+  await waitFor(() => h.lines.some((l) => l.includes("disk-hog api")), LONG, "the module's file API write", () => h.lines.join("\n"));
+  const api = h.lines.find((l) => l.includes("disk-hog api")) ?? "";
+  t.log(api);
+  t.regex(api, /quota_exceeded: creating \\?"api-file\\?" with 1048576 bytes would make \d+ bytes .*over max_data_bytes = 4194304 \(it holds \d+\)/);
+  t.false(existsSync(path.join(dataDir, "api-file")) && (await lstat(path.join(dataDir, "api-file"))).size > 0, "nothing of it written");
+  const du = await diskBytes(dataDir);
+  t.true(du <= 4 * MiB, `at most the quota on disk (${du} bytes)`);
 });
 
 /** `modhost run` as a process, its output gathered. */
