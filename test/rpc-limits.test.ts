@@ -172,7 +172,8 @@ test("authentication is checked once per connection: the header that passed is n
     checks++;
     return check(header);
   };
-  const server = new RpcServer({ bind: "127.0.0.1", port: 0, auth, log: quiet, metricsText: () => "", authFailDelayMs: 1, dispatch: async (_m, params) => params });
+  // A long idle timeout: the connection must stay open between requests on a loaded machine.
+  const server = new RpcServer({ bind: "127.0.0.1", port: 0, auth, log: quiet, metricsText: () => "", authFailDelayMs: 1, limits: { idle_timeout_ms: 120_000 }, dispatch: async (_m, params) => params });
   const { port } = await server.start();
   const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
   t.teardown(async () => {
