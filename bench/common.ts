@@ -158,6 +158,10 @@ export function benchConfigFor(dir: string, modules: Record<string, BenchModuleO
   const config = defaultConfig(dir);
   config.modules.modules_dir = modulesDir;
   config.modules.enabled_modules = Object.keys(modules);
+  // Any free port for the RPC server: the default (8339) is taken by whichever host runs first,
+  // so a benchmark started while another host runs on the machine (another checkout's bench or
+  // tests) failed at start ("127.0.0.1:8339 is in use").
+  config.rpc.port = 0;
   // The fixtures are not signed: run them as local development modules, as an operator
   // would with [modules.trust.NAME] signatures = "allow-unsigned". (Written without the
   // config's types so that the benchmarks also build on a host without signature checks.)

@@ -2,10 +2,11 @@
 // real Host with bench-rpc-echo and a bare node:http server answering the same bytes (as in
 // bench/jsonrpc.ts), ROUNDS alternating rounds of N sequential calls over one keep-alive
 // connection each. Per round: the latency median and the CPU per call of this process (client
-// and server) and, for the host, of the isolate host's process tree (/proc): CPU time is
-// steadier than wall time on a loaded machine. Run it under --cpu-prof to profile the host;
-// RPC_PROFILE_SANDBOX_OFF=1 runs the module unsandboxed (perf -p on the isolate host, or
-// --cpu-prof added to its arguments in runtime/isolate/runtime.ts, need that):
+// and server; its main thread apart from its other threads) and, for the host, of the isolate
+// host's process tree (/proc): CPU time is steadier than wall time on a loaded machine. Run it
+// under --cpu-prof to profile the host; RPC_PROFILE_SANDBOX_OFF=1 runs the module unsandboxed
+// (perf -p on the isolate host, or --cpu-prof added to its arguments in
+// runtime/isolate/runtime.ts, need that):
 //   node --no-node-snapshot [--cpu-prof --cpu-prof-dir=DIR] --import tsx bench/rpc-profile.ts [--n 3000] [--rounds 3]
 import http from "node:http";
 import type { AddressInfo } from "node:net";
@@ -25,6 +26,19 @@ const ROUNDS = Number(values.rounds);
 const MODULE = "bench-rpc-echo";
 const CALL = JSON.stringify({ jsonrpc: "2.0", id: 1, method: `${MODULE}.echo`, params: { a: 1, b: "two" } });
 const TICK_US = 1e6 / 100; // USER_HZ
+
+/** CPU time (utime + stime, microseconds) of this process's main thread and of its other threads (V8's GC helpers, libuv's pool). */
+async function ownThreadsUs(): Promise<{ main: number; others: number }> {
+  const out = { main: 0, others: 0 };
+  for (const t of await readdir("/proc/self/task").catch(() => [] as string[])) {
+    const stat = await readFile(`/proc/self/task/${t}/stat`, "utf8").catch(() => "");
+    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    const us = (Number(f[11]) + Number(f[12])) * TICK_US || 0;
+    if (Number(t) === process.pid) out.main += us;
+    else out.others += us;
+  }
+  return out;
+}
 
 /** utime and stime of every process under `pid` (itself included), in microseconds. */
 async function treeCpuUs(pid: number): Promise<{ user: number; sys: number }> {
@@ -85,6 +99,7 @@ try {
   const round = async (to: number) => {
     const lat: number[] = [];
     const selfBefore = process.cpuUsage();
+    const threadsBefore = await ownThreadsUs();
     const treeBefore = await treeCpuUs(process.pid);
     for (let i = 0; i < N; i++) {
       const t0 = performance.now();
@@ -92,11 +107,14 @@ try {
       lat.push(performance.now() - t0);
     }
     const self = process.cpuUsage(selfBefore);
+    const threads = await ownThreadsUs();
     const selfUs = self.user + self.system;
     const tree = await treeCpuUs(process.pid);
     const user = tree.user - treeBefore.user - self.user;
     const sys = tree.sys - treeBefore.sys - self.system;
-    return { median: summarise(lat).median * 1000, self: selfUs / N, selfSys: self.system / N, children: (user + sys) / N, childrenSys: sys / N };
+    const main = (threads.main - threadsBefore.main) / N;
+    const others = (threads.others - threadsBefore.others) / N;
+    return { median: summarise(lat).median * 1000, self: selfUs / N, selfSys: self.system / N, main, others, children: (user + sys) / N, childrenSys: sys / N };
   };
   for (let i = 0; i < 300; i++) await post(port);
   for (let i = 0; i < 300; i++) await post(barePort);
@@ -104,6 +122,9 @@ try {
     const b = await round(barePort);
     const m = await round(port);
     console.log(`round ${r + 1}, n ${N}: bare node:http ${b.median.toFixed(1)} us, CPU/call ${b.self.toFixed(1)} us (sys ${b.selfSys.toFixed(1)}) | module method ${m.median.toFixed(1)} us (${(m.median / b.median).toFixed(2)}x), CPU/call client+host ${m.self.toFixed(1)} us (sys ${m.selfSys.toFixed(1)}), isolate host ${m.children.toFixed(1)} us (sys ${m.childrenSys.toFixed(1)})`);
+    // The client runs on this main thread in both: the difference is what the host's main thread
+    // does beyond the bare server per call (ticks of 10 ms: use thousands of calls per round).
+    console.log(`  main thread CPU/call: bare ${b.main.toFixed(1)} us, module method ${m.main.toFixed(1)} us (host beyond the bare server: ${(m.main - b.main).toFixed(1)} us); other threads (GC, pool): bare ${b.others.toFixed(1)} us, module method ${m.others.toFixed(1)} us`);
   }
 } finally {
   agent.destroy();

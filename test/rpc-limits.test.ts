@@ -6,11 +6,12 @@
 
 import test, { type ExecutionContext } from "ava";
 import { spawn } from "node:child_process";
+import http from "node:http";
 import net from "node:net";
 import path from "node:path";
 import { RpcAuth, basicHeader, COOKIE_USER } from "../host/rpc/auth.ts";
 import {
-  DEFAULT_RPC_LIMITS, effectiveConnectionCap, jsonDepth, openFileLimit, parseJsonRpcBody, RpcServer,
+  DEFAULT_RPC_LIMITS, effectiveConnectionCap, jsonDepth, openFileLimit, parseJsonRpcBody, RpcServer, sameText,
   type Dispatch, type RpcLimits,
 } from "../host/rpc/server.ts";
 import { parseConfig } from "../host/config.ts";
@@ -146,6 +147,81 @@ test("refusals name the limit and its [rpc] key: body (Content-Length and chunke
 
   const ok = await rpcPost(s, { jsonrpc: "2.0", id: 1, method: "echo", params: [[1]] });
   t.deepEqual(ok.json, { jsonrpc: "2.0", id: 1, result: [[1]] }, "requests within every limit are served");
+});
+
+test("sameText (the kept header's compare) says equal only for the same text: differences anywhere, in length, or of a prefix are unequal", (t) => {
+  const kept = "Basic X19jb29raWVfXzphYmNkZWY=";
+  t.true(sameText(kept, `${kept}`));
+  t.true(sameText("", ""));
+  t.false(sameText(kept, `x${kept.slice(1)}`), "first character");
+  t.false(sameText(kept, `${kept.slice(0, -1)}x`), "last character");
+  t.false(sameText(kept, kept.slice(0, -1)), "a prefix");
+  t.false(sameText(kept, `${kept}=`), "one character more");
+  t.false(sameText(kept, ""), "empty");
+  t.false(sameText("", kept), "kept empty");
+  t.false(sameText("Basic \u00e9", "Basic \u00e8"), "beyond ASCII");
+  t.false(sameText("ab", "a\u0000"), "a NUL where the kept text has a character");
+});
+
+test("authentication is checked once per connection: the header that passed is not hashed again there; any other header on it (or on another connection) is checked in full, and a refused one is not remembered", async (t) => {
+  const dir = await tempDir(t);
+  const auth = RpcAuth.create({ cookieFile: path.join(dir, ".cookie") });
+  let checks = 0;
+  const check = auth.check.bind(auth);
+  auth.check = (header) => {
+    checks++;
+    return check(header);
+  };
+  // A long idle timeout: the connection must stay open between requests on a loaded machine.
+  const server = new RpcServer({ bind: "127.0.0.1", port: 0, auth, log: quiet, metricsText: () => "", authFailDelayMs: 1, limits: { idle_timeout_ms: 120_000 }, dispatch: async (_m, params) => params });
+  const { port } = await server.start();
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  t.teardown(async () => {
+    agent.destroy();
+    await server.stop();
+  });
+  const good = basicHeader({ user: COOKIE_USER, password: auth.cookie });
+  // The right cookie with one character changed: same length, same user.
+  const bad = basicHeader({ user: COOKIE_USER, password: `${auth.cookie.slice(0, -1)}${auth.cookie.endsWith("0") ? "1" : "0"}` });
+  const sockets = new Set<unknown>();
+  const post = (authorization: string | undefined) => new Promise<number>((resolve, reject) => {
+    const body = JSON.stringify({ jsonrpc: "2.0", id: 1, method: "echo", params: [1] });
+    const req = http.request({ host: "127.0.0.1", port, method: "POST", path: "/", agent, headers: { "Content-Length": body.length, ...(authorization === undefined ? {} : { Authorization: authorization }) } }, (res) => {
+      sockets.add(res.socket);
+      res.resume();
+      res.on("end", () => resolve(res.statusCode ?? 0));
+    });
+    req.on("error", reject);
+    req.end(body);
+  });
+
+  t.is(await post(good), 200);
+  t.is(await post(good), 200);
+  t.is(await post(good), 200);
+  t.is(sockets.size, 1, "the three requests share one keep-alive connection");
+  t.is(checks, 1, "the header that passed on this connection is not checked again on it");
+
+  t.is(await post(bad), 401, "a different header on an authenticated connection is refused");
+  t.is(await post(undefined), 401, "no header on an authenticated connection is refused");
+  t.is(checks, 3, "each other header is checked in full");
+  t.is(await post(good), 200);
+  t.is(checks, 4, "after a refusal, the good header is checked in full again (nothing kept)");
+  t.is(sockets.size, 1, "all on the same connection");
+
+  // A new connection starts with nothing kept.
+  agent.destroy();
+  const fresh = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  t.teardown(() => fresh.destroy());
+  const status = await new Promise<number>((resolve, reject) => {
+    const req = http.request({ host: "127.0.0.1", port, method: "POST", path: "/", agent: fresh, headers: { Authorization: bad } }, (res) => {
+      res.resume();
+      res.on("end", () => resolve(res.statusCode ?? 0));
+    });
+    req.on("error", reject);
+    req.end("{}");
+  });
+  t.is(status, 401);
+  t.is(checks, 5);
 });
 
 test("timeouts: a silent connection and slow headers get 408 naming the keys; an idle keep-alive connection is closed", async (t) => {
