@@ -313,7 +313,7 @@ test("CLI: modhost list, a module command, call and stop against a running host"
     child.kill("SIGKILL");
   });
   const cookie = path.join(dir, "run", ".cookie");
-  await waitFor(() => existsSync(cookie) && /serving echo\.echo/.test(log), 30_000, "the host to serve", () => log);
+  await waitFor(() => existsSync(cookie) && /serving echo\.echo/.test(log), 90_000, "the host to serve", () => log);
 
   const list = await modhost(["list", "--config", config]);
   t.is(list.code, 0, list.stderr);
