@@ -299,6 +299,7 @@ async function modhost(args: string[]): Promise<{ code: number; stdout: string; 
 }
 
 test("CLI: modhost list, a module command, call and stop against a running host", async (t) => {
+  t.timeout(180_000);
   const dir = await tempDir(t);
   await mkdir(path.join(dir, "modules", "echo"), { recursive: true });
   await writeFile(path.join(dir, "modules", "echo", "module.toml"), ECHO.toml);
