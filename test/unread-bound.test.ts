@@ -207,7 +207,7 @@ async function fetchers(t: import("ava").ExecutionContext, port: number, options
 
 test.serial("under the real host, a TypeScript module's 8 http_requests with max_bytes = 64 KiB are served at once under the default max_unread_bytes (each reserved a whole frame before: 2 at a time); without max_bytes at most 3 (8.2 MiB each), every one answered", async (t) => {
   t.timeout(240_000);
-  const small = await gatheringServer(t, 8, 3000);
+  const small = await gatheringServer(t, 8, 5000);
   const h1 = await fetchers(t, small.port, `{ max_bytes: 65536, timeout_ms: 60000 }`);
   const r1 = await h1.waitForLog(/^fetched$/, { source: "fetcher", timeoutMs: 120_000 });
   t.log(`max_bytes = 64 KiB: at most ${small.peak()} requests at the server at once; ${JSON.stringify(r1.fields)}`);
@@ -215,7 +215,7 @@ test.serial("under the real host, a TypeScript module's 8 http_requests with max
   t.is(small.peak(), 8, "all 8 at the server at once");
   await h1.stop();
 
-  const large = await gatheringServer(t, 8, 1500);
+  const large = await gatheringServer(t, 8, 3000);
   const h2 = await fetchers(t, large.port, `{ timeout_ms: 60000 }`);
   const r2 = await h2.waitForLog(/^fetched$/, { source: "fetcher", timeoutMs: 120_000 });
   t.log(`no max_bytes: at most ${large.peak()} requests at the server at once; ${JSON.stringify(r2.fields)}`);
