@@ -112,7 +112,8 @@ vtest("a native module's data volume usage is shown against its quota by list (R
   t.true(data.files >= 40 && data.files <= 48, `${data.files} files: its 40 (and the file system's own directories at most)`);
   t.is(data.max_bytes, 4 * MiB);
   t.is(data.max_files, 1000);
-  const page = (await get(h, "/metrics")).text;
+  // The same figures on /metrics (read until they are the file system's: the host reads them each second).
+  const page = await waitFor(async () => { const text = (await get(h, "/metrics")).text; return text.includes(`modhost_module_data_bytes{module="filler"} ${await usedNow()}\n`) ? text : undefined; }, 30_000, "/metrics to show the bytes used");
   t.true(page.includes(`modhost_module_data_bytes{module="filler"} ${data.bytes}\n`), "/metrics: modhost_module_data_bytes");
   t.true(page.includes(`modhost_module_data_files{module="filler"} ${data.files}\n`), "/metrics: modhost_module_data_files");
   t.true(page.includes(`modhost_module_data_max_bytes{module="filler"} ${4 * MiB}\n`), "/metrics: modhost_module_data_max_bytes");
