@@ -49,13 +49,20 @@
 // (protocol/frame.ts); a refused 16 MiB string 209-363 against 113-263 ms; a storage_transaction
 // of 15 values of 1 MiB 250-641 ms both ways (LevelDB's chained batch growing past 8 MiB in one
 // synchronous put: 95-396 ms per such put in the profile; docs/security.md).
+//
+// Runs of 2026-12-06 02:46-03:06 (5 frames of each kind, same three kinds, three runs at load
+// 11-30: other sessions' suites), with the host's GC pauses per kind (PerformanceObserver): 16 MiB
+// of binary, longest stall 188 / 134 / 462 ms, longest GC 120 / 118 / 381 ms (major, the third
+// run records kinds); storage_insert of 1 MiB, 81 / 66 / 338 ms, GC 33 / 42 / 63 ms (major);
+// 15 puts of 1 MiB, 406 / 348 / 648 ms, GC 139 / 104 / 121 ms. The batch's puts alone:
+// bench/leveldb-batch.ts.
 
 import { fork } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
-import { monitorEventLoopDelay } from "node:perf_hooks";
+import { monitorEventLoopDelay, PerformanceObserver } from "node:perf_hooks";
 import { FrameChannel, HOST_SIDE } from "../protocol/channel.ts";
 import { HostSession } from "../host/session.ts";
 import { ApiHub } from "../host/hub.ts";
@@ -354,9 +361,20 @@ const server = net.createServer((socket) => {
 await new Promise<void>((r) => server.listen(sockPath, r));
 const probe = fork(new URL(import.meta.url).pathname, ["--probe", sockPath, String(n), heavyPath, String(heavyHeight), String(fatHeight)], { execArgv: ["--import=tsx"] });
 const h = monitorEventLoopDelay({ resolution: 1 });
+// The host's garbage collections during each kind: the longest pause (and its kind: major
+// mark-compact, minor scavenge), and the sum (ms).
+let gcs: Array<{ ms: number; kind: string }> = [];
+const GC_KINDS: Record<number, string> = { 1: "minor", 4: "major", 8: "incremental", 16: "weak callbacks" };
+new PerformanceObserver((list) => {
+  for (const e of list.getEntries()) gcs.push({ ms: e.duration, kind: GC_KINDS[((e as unknown as { detail?: { kind?: number } }).detail)?.kind ?? 0] ?? "?" });
+}).observe({ entryTypes: ["gc"] });
+const longestGc = (list: typeof gcs) => {
+  const top = list.reduce<(typeof gcs)[number] | undefined>((a, g) => (!a || g.ms > a.ms ? g : a), undefined);
+  return top ? `${top.ms.toFixed(1)} ${top.kind}` : "-";
+};
 let t0 = 0, cpu0 = 0;
 console.log(`${n} frames of each kind, then one small request; host_cpu_ms_per_s 250 (the default)`);
-console.log("kind | outcome | longest loop stall (ms) | decode charged (ms) | loop time charged (ms) | wall (ms)");
+console.log("kind | outcome | longest loop stall (ms) | decode charged (ms) | loop time charged (ms) | wall (ms) | longest GC (ms) | GC in all (ms)");
 probe.on("message", (m: { start?: string; done?: string; outcome?: string }) => {
   if (m.start) {
     h.reset();
@@ -364,10 +382,11 @@ probe.on("message", (m: { start?: string; done?: string; outcome?: string }) => 
     t0 = performance.now();
     cpu0 = session!.flowStats.cpuMs;
     (session!.flowStats as { decodeMs: number }).decodeMs = 0;
+    gcs = [];
   } else {
     h.disable();
     const wall = performance.now() - t0;
-    console.log(`${m.done} | ${m.outcome} | ${(h.max / 1e6).toFixed(1)} | ${session!.flowStats.decodeMs.toFixed(1)} | ${(session!.flowStats.cpuMs - cpu0).toFixed(1)} | ${wall.toFixed(0)}`);
+    console.log(`${m.done} | ${m.outcome} | ${(h.max / 1e6).toFixed(1)} | ${session!.flowStats.decodeMs.toFixed(1)} | ${(session!.flowStats.cpuMs - cpu0).toFixed(1)} | ${wall.toFixed(0)} | ${longestGc(gcs)} | ${gcs.reduce((a, g) => a + g.ms, 0).toFixed(1)}`);
   }
   probe.send("go");
 });

@@ -13,16 +13,19 @@
 //   quota's max_value_bytes), storage_iter (storage_iter_max_bytes, or less: the caller's
 //   frame), read_file (MAX_FILE_BYTES; a utf8 answer is the same bytes, invalid UTF-8 being
 //   refused), list_directory (MAX_LIST_ENTRIES names of at most 255 bytes, each byte at most
-//   3 on the wire once decoded), the mempool's txids (a page of MEMPOOL_PAGE): with the default
+//   3 on the wire once decoded), the mempool's txids (a page of MEMPOOL_PAGE), http_request
+//   (its own max_bytes, or MAX_RESPONSE_BODY_BYTES; three times as utf8): with the default
 //   limits 32 MiB of max_unread_bytes then holds 3 reservations of read_file at once, 4 of
-//   list_directory and 55 of the txid pages, not 2 frames;
-// - up to a frame: answers that carry a block, a transaction, a file, another module's answer
-//   or an HTTP body (a utf8 body may grow when decoded). They are bounded only by max_frame_bytes, which the channel enforces on
+//   list_directory, 55 of the txid pages, 3 HTTP requests of bytes (110 with max_bytes = 64 KiB),
+//   not 2 frames;
+// - up to a frame: answers that carry a block, a transaction, another module's answer or an
+//   operator-sized list. They are bounded only by max_frame_bytes, which the channel enforces on
 //   every frame (protocol/channel.ts), so their reservation is the frame.
 
 import { DEFAULT_QUOTA } from "../storage/store.ts";
 import { MAX_FILE_BYTES, MAX_LIST_ENTRIES } from "./fs-path.ts";
 import { MEMPOOL_PAGE } from "./mempool.ts";
+import { MAX_RESPONSE_BODY_BYTES, MAX_RESPONSE_HEADER_BYTES, MAX_URL_CHARS } from "./http.ts";
 
 /** The answer of a method not listed below: a flag, a count, a hash, a short record, an error. */
 export const SMALL_ANSWER_BYTES = 64 * 1024;
@@ -30,14 +33,14 @@ export const SMALL_ANSWER_BYTES = 64 * 1024;
 /**
  * Methods whose answer may be as large as a frame (max_frame_bytes): blocks and transactions
  * (a page item can be one whole transaction of up to a block's size, and the first page of a
- * block carries its raw bytes), HTTP bodies, other modules' answers, operator-sized lists
+ * block carries its raw bytes), other modules' answers, operator-sized lists
  * (config, metrics, peers, modules).
  */
 const FRAME_SIZED = new Set([
   "get_block", "get_block_by_height", "get_transaction",
   "get_mempool_transaction",
   "get_block_template",
-  "http_request", "get_network_peers",
+  "get_network_peers",
   "call_module", "discover_modules", "get_module_info",
   "get_lightning_node_url", "get_lightning_info", "get_payment_state",
   "get_module_metrics", "get_all_metrics",
@@ -57,6 +60,21 @@ const LIMITED: Readonly<Record<string, number>> = {
   get_mempool_txids: MEMPOOL_PAGE * 66,
   get_mempool_transactions: MEMPOOL_PAGE * 66,
 };
+
+/**
+ * http_request's answer: {status, headers, body, url}. The body is at most the request's
+ * max_bytes (default and at most MAX_RESPONSE_BODY_BYTES; ./http.ts refuses a longer one), three
+ * times that as utf8 (each undecodable byte becomes U+FFFD, 3 bytes); the headers are at most
+ * MAX_RESPONSE_HEADER_BYTES of head read as latin1 (at most 2 bytes a character in UTF-8, a
+ * repeated name joined with ", " shorter than its own line), 3 times for the string headers'
+ * margin; the url is the request's, at most MAX_URL_CHARS characters normalised (percent-escaped:
+ * at most 9 bytes a character; punycode fewer).
+ */
+function httpBound(params: Readonly<Record<string, unknown>>): number {
+  const m = params["max_bytes"];
+  const body = typeof m === "number" && Number.isInteger(m) && m >= 0 && m <= MAX_RESPONSE_BODY_BYTES ? m : MAX_RESPONSE_BODY_BYTES;
+  return (params["encoding"] === "utf8" ? 3 : 1) * body + 3 * MAX_RESPONSE_HEADER_BYTES + 9 * MAX_URL_CHARS + SMALL_ANSWER_BYTES;
+}
 
 /** What one stored entry adds on the wire beyond its key's and value's bytes (map, headers). */
 const ITER_ENTRY_WIRE_OVERHEAD = 32;
@@ -78,6 +96,7 @@ export function answerBound(method: string, params: Readonly<Record<string, unkn
   if (FRAME_SIZED.has(method)) return l.frameBytes;
   const limited = LIMITED[method];
   if (limited !== undefined) return Math.min(l.frameBytes, limited + SMALL_ANSWER_BYTES);
+  if (method === "http_request") return Math.min(l.frameBytes, httpBound(params));
   if (method === "storage_get") return Math.min(l.frameBytes, DEFAULT_QUOTA.maxValueBytes + SMALL_ANSWER_BYTES);
   if (method === "storage_iter") {
     // The store reads at most min(storage_iter_max_bytes, 0.9 × frame) of keys and values

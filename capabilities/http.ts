@@ -36,7 +36,7 @@ export const HTTP_METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH"] as
 type HttpMethod = (typeof HTTP_METHODS)[number];
 
 /** Longest URL accepted, in characters. */
-const MAX_URL_CHARS = 8192;
+export const MAX_URL_CHARS = 8192;
 /** Largest request body (1 MiB). */
 export const MAX_REQUEST_BODY_BYTES = 1024 * 1024;
 /** Largest response body (8 MiB); a longer one fails with quota_exceeded. */
@@ -164,6 +164,12 @@ export interface HttpRequest {
   headers: Readonly<Record<string, string>>;
   body: Uint8Array | undefined;
   timeoutMs: number;
+  /**
+   * The longest body the module takes (its `max_bytes`; at most and by default
+   * MAX_RESPONSE_BODY_BYTES): a longer one fails with quota_exceeded. Its answer's reservation of
+   * max_unread_bytes is computed from it (./answer-bounds.ts).
+   */
+  maxBodyBytes?: number;
 }
 
 export interface HttpResponse {
@@ -206,6 +212,7 @@ export async function httpExchange(module: string, req: HttpRequest, resolve: Re
 
 function exchange(req: HttpRequest, resolve: Resolver): Promise<HttpResponse> {
   const t = req.target;
+  const maxBody = Math.min(req.maxBodyBytes ?? MAX_RESPONSE_BODY_BYTES, MAX_RESPONSE_BODY_BYTES);
   return new Promise<HttpResponse>((resolvePromise, rejectPromise) => {
     let done = false;
     const sockets = new Set<net.Socket>();
@@ -306,8 +313,8 @@ function exchange(req: HttpRequest, resolve: Resolver): Promise<HttpResponse> {
         }
         const bodiless = req.method === "HEAD" || res.statusCode === 204 || res.statusCode === 304;
         const declared = Number(res.headers["content-length"]);
-        if (!bodiless && Number.isFinite(declared) && declared > MAX_RESPONSE_BODY_BYTES) {
-          finish(tooLarge(t));
+        if (!bodiless && Number.isFinite(declared) && declared > maxBody) {
+          finish(tooLarge(t, maxBody));
           return;
         }
         const chunks: Buffer[] = [];
@@ -316,7 +323,7 @@ function exchange(req: HttpRequest, resolve: Resolver): Promise<HttpResponse> {
           // The rest of a read already parsed still arrives after a finish: drop it.
           if (done) return;
           size += chunk.length;
-          if (size > MAX_RESPONSE_BODY_BYTES) finish(tooLarge(t));
+          if (size > maxBody) finish(tooLarge(t, maxBody));
           else if (chunks.length >= MAX_RESPONSE_BODY_PIECES) {
             finish(new CapabilityError("quota_exceeded", `the answer from ${t.target} came in more than ${MAX_RESPONSE_BODY_PIECES} pieces (chunks of a chunked answer, or reads) (MAX_RESPONSE_BODY_PIECES, a fixed limit); its server must send the body in larger chunks`));
           } else chunks.push(chunk);
@@ -336,7 +343,10 @@ function exchange(req: HttpRequest, resolve: Resolver): Promise<HttpResponse> {
   });
 }
 
-function tooLarge(t: HttpTarget): CapabilityError {
+function tooLarge(t: HttpTarget, maxBody: number): CapabilityError {
+  if (maxBody < MAX_RESPONSE_BODY_BYTES) {
+    return new CapabilityError("quota_exceeded", `the answer from ${t.target} has a body larger than the request's max_bytes = ${maxBody}; raise max_bytes (at most ${MAX_RESPONSE_BODY_BYTES})`);
+  }
   return new CapabilityError("quota_exceeded", `the answer from ${t.target} is larger than ${MAX_RESPONSE_BODY_BYTES / 1024 / 1024} MiB (MAX_RESPONSE_BODY_BYTES)`);
 }
 

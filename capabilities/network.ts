@@ -41,6 +41,12 @@ const httpParams = v.pipe(
     headers: v.optional(headers),
     body: v.optional(v.union([v.string(), Bytes], "body must be a string or a Uint8Array")),
     encoding: v.optional(v.picklist(["utf8", "binary"], 'encoding must be "utf8" or "binary"')),
+    max_bytes: v.optional(v.pipe(
+      v.number(),
+      v.integer("max_bytes must be an integer"),
+      v.minValue(0, "max_bytes must be at least 0"),
+      v.maxValue(MAX_RESPONSE_BODY_BYTES, `max_bytes must be at most ${MAX_RESPONSE_BODY_BYTES} (MAX_RESPONSE_BODY_BYTES)`),
+    )),
     timeout_ms: v.optional(v.pipe(
       v.number(),
       v.integer("timeout_ms must be an integer"),
@@ -71,14 +77,15 @@ export const network: Family = {
         `An HTTP(S) request to a granted host (the scope target is the URL's canonical \`host:port\`), made by the host; ` +
         `options: \`method\` (${HTTP_METHODS.join(", ")}; default GET), \`headers\` (not Host, Connection, Content-Length, Transfer-Encoding, Proxy-* ...), ` +
         `\`body\` (string or bytes, at most ${MAX_REQUEST_BODY_BYTES / 1024 / 1024} MiB), \`timeout_ms\` (default ${DEFAULT_TIMEOUT_MS}, at most ${MAX_TIMEOUT_MS}), ` +
-        `\`encoding\` ("utf8": the answer's body as a string). ` +
+        `\`encoding\` ("utf8": the answer's body as a string), \`max_bytes\` (the longest body taken, default and at most ${MAX_RESPONSE_BODY_BYTES / 1024 / 1024} MiB; a longer one fails with quota_exceeded; ` +
+        `the answer holds that much of the module's max_unread_bytes while it is served, three times that for utf8, so smaller bounds let more requests run at once). ` +
         `Returns { status, headers (lowercased), body (bytes, at most ${MAX_RESPONSE_BODY_BYTES / 1024 / 1024} MiB), url }. ` +
         `Redirects are not followed; a host name must resolve to public addresses; at most ${MAX_IN_FLIGHT} requests in flight per module.`,
       audit: "always",
       targets: (p) => [p.url.target],
       handler: async (c, p) => {
         const body = p.body === undefined ? undefined : typeof p.body === "string" ? new TextEncoder().encode(p.body) : p.body;
-        const request = { target: p.url, method: p.method ?? "GET", headers: p.headers ?? {}, body, timeoutMs: p.timeout_ms ?? DEFAULT_TIMEOUT_MS };
+        const request = { target: p.url, method: p.method ?? "GET", headers: p.headers ?? {}, body, timeoutMs: p.timeout_ms ?? DEFAULT_TIMEOUT_MS, maxBodyBytes: p.max_bytes ?? MAX_RESPONSE_BODY_BYTES };
         // Names are resolved by ./dns.ts (the hosts file, then c-ares in its own thread), never on a
         // thread of libuv's pool, and a lookup is cancelled when its request ends.
         const resolve = c.services.resolve?.bind(c.services) ?? systemResolver;

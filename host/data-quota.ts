@@ -62,6 +62,25 @@ export interface OpenedDataDir {
   release(): Promise<void>;
 }
 
+/**
+ * A data directory's usage against its quota, as `modhost list` and /metrics show it: bytes and
+ * files (entries: files, directories, links) now, and the quota's max_data_bytes (0: none) and
+ * max_data_files. A volume's figures are the file system's counts, read each second while its
+ * module runs (bytes in blocks of 4 KiB, its directories included); a scanned directory's are
+ * the last scan's, plus what the file API changed since (exact for TypeScript modules).
+ */
+export interface DataStatus {
+  mode: "volume" | "scan";
+  bytes: number;
+  files: number;
+  max_bytes: number;
+  max_files: number;
+}
+
+export const dataStatus = (d: OpenedDataDir): DataStatus => ({
+  mode: d.mode, bytes: d.usage.bytes, files: d.usage.entries, max_bytes: d.usage.quota.maxBytes, max_files: d.usage.quota.maxEntries,
+});
+
 /** What native modules' data directories get on this machine, for the startup log and `modhost check`. */
 export async function describeDataVolumes(root: string): Promise<{ volumes: boolean; text: string }> {
   const why = await volumeTools();

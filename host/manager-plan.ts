@@ -12,6 +12,7 @@ import { ConfigError, ModhostError, formatProblem } from "./errors.ts";
 import { describeGrants, formatDescriptor, resolveGrants, type Descriptor, type MissingGrant } from "../capabilities/grants.ts";
 import type { ModuleRecord, ModuleState } from "./supervisor.ts";
 import { snapshotModule, verificationError, verifyModule } from "./verify/module.ts";
+import { dataStatus, type DataStatus } from "./data-quota.ts";
 
 export interface ModuleStatus {
   name: string;
@@ -29,6 +30,8 @@ export interface ModuleStatus {
   sandbox?: string;
   /** Integrity and signature verification of what runs (host/verify). */
   verification?: string;
+  /** Its data directory's usage against its quota (host/data-quota.ts), as last measured; absent before its first start. */
+  data?: DataStatus;
 }
 
 export interface Discovery {
@@ -177,6 +180,7 @@ export function statusOf(rec: ModuleRecord): ModuleStatus {
     ...(rec.sha256 ? { sha256: rec.sha256 } : {}),
     ...(rec.sandbox ? { sandbox: rec.sandbox } : {}),
     ...(rec.verified ? { verification: rec.verified.report.summary } : {}),
+    ...(rec.data ? { data: dataStatus(rec.data) } : {}),
   };
 }
 

@@ -57,6 +57,7 @@ export interface ModuleRecord extends RuntimeTarget {
   killReason?: string;
   /** Bumped by every operator command and by shutdown: a restart scheduled before it is void. */
   epoch: number;
+  /** Its data directory as last opened: its usage against the quota, for `modhost list` and /metrics. */ data?: OpenedDataDir;
 }
 
 export interface SupervisorOptions {
@@ -213,7 +214,7 @@ export class Supervisor {
     let data: OpenedDataDir | undefined; // its volume goes once its process is gone, or the start failed
     try {
       if (!this.opts.chain) throw new ModhostError("internal", "no chain backend: modules cannot start");
-      const { dataDir, usage, mode: dataMode } = (data = await openDataDir(this.opts.config, rec.name, limits, manifest.runtime, this.log));
+      const { dataDir, usage, mode: dataMode } = (data = rec.data = await openDataDir(this.opts.config, rec.name, limits, manifest.runtime, this.log));
       await rec.storeClosing;
       rec.store ??= await this.openStore(rec);
       rec.store?.dropStaged(); // a new instance: the last one's unfinished transaction parts are not its own

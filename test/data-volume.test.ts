@@ -20,6 +20,7 @@ import { fileURLToPath } from "node:url";
 import { loopDevicesOf, VOLUMES_DIR, volumeTools } from "../runtime/sandbox/volume.ts";
 import { ROOT, startHost, tempDir, waitFor, GOOD_GRANTS, type TestHost } from "./helpers/host.ts";
 import { writeNodeNative } from "./helpers/native.ts";
+import { call, get } from "./helpers/rpc.ts";
 
 const MAIN = fileURLToPath(new URL("./fixtures/disk-hog/main.ts", import.meta.url));
 const MODHOST = path.join(ROOT, "bin", "modhost.js");
@@ -93,6 +94,36 @@ vtest("a native module creating files past max_data_files = 1000 is refused by t
   const crashed = await h.waitFor(() => h.events.find((e) => e.type === "ModuleCrashed" && (e.payload as { module: string }).module === "spawner"), 30_000, "its stop");
   t.regex((crashed.payload as { error: string }).error, /holds \d+ entries, over max_data_files = 1000; .*raise max_data_files in \[modules\.limits\.spawner\]/);
   await canaryCarriesOn(t, h);
+});
+
+vtest("a native module's data volume usage is shown against its quota by list (RPC and its JSON), modhost list's DATA and FILES columns and /metrics, as the file system counts it", async (t) => {
+  const h = await hostWithHog(t, "filler", { files: 40, bytes: 50_000 }, { max_data_bytes: 4 * MiB, max_data_files: 1000, restart: "never" });
+  const wrote = await h.waitForLog(/^disk-hog wrote$/, { source: "filler", timeoutMs: 60_000 });
+  t.is((wrote.fields as { files: number }).files, 40, "it wrote its 40 files");
+  const dataDir = path.join(h.config.modules.data_dir, "filler");
+  // The host reads the volume's counts each second: wait until its figure is the file system's own.
+  const usedNow = async () => { const s = await statfs(dataDir); return (s.blocks - s.bfree) * s.bsize; };
+  let used = await usedNow();
+  type Data = { mode: string; bytes: number; files: number; max_bytes: number; max_files: number };
+  const listed = async () => ((await call(h, "list")) as Array<{ name: string; data?: Data }>).find((m) => m.name === "filler")?.data;
+  const data = await waitFor(async () => { const d = await listed(); used = await usedNow(); return d && d.bytes === used ? d : undefined; }, 30_000, () => `list to show ${used} bytes used`);
+  t.log(`list: ${JSON.stringify(data)}; statfs: ${used} bytes used`);
+  t.is(data.mode, "volume");
+  t.true(data.bytes >= 40 * 50_000 && data.bytes <= 4 * MiB, `${data.bytes} bytes: its 40 files of 50,000 bytes, within the quota`);
+  t.true(data.files >= 40 && data.files <= 48, `${data.files} files: its 40 (and the file system's own directories at most)`);
+  t.is(data.max_bytes, 4 * MiB);
+  t.is(data.max_files, 1000);
+  // The same figures on /metrics (read until they are the file system's: the host reads them each second).
+  const page = await waitFor(async () => { const text = (await get(h, "/metrics")).text; return text.includes(`modhost_module_data_bytes{module="filler"} ${await usedNow()}\n`) ? text : undefined; }, 30_000, "/metrics to show the bytes used");
+  t.true(page.includes(`modhost_module_data_bytes{module="filler"} ${data.bytes}\n`), "/metrics: modhost_module_data_bytes");
+  t.true(page.includes(`modhost_module_data_files{module="filler"} ${data.files}\n`), "/metrics: modhost_module_data_files");
+  t.true(page.includes(`modhost_module_data_max_bytes{module="filler"} ${4 * MiB}\n`), "/metrics: modhost_module_data_max_bytes");
+  t.true(page.includes(`modhost_module_data_max_files{module="filler"} 1000\n`), "/metrics: modhost_module_data_max_files");
+  const port = h.host.rpcServer!.address!.port;
+  const text = await run(process.execPath, [MODHOST, "list", "--rpcport", String(port), "--rpccookiefile", h.config.rpc.cookie_file]);
+  t.log(text);
+  t.regex(text, /^MODULE .* RESTARTS\s+DATA\s+FILES$/m, "the columns");
+  t.regex(text, new RegExp(`^filler .* \\d+\\.\\d MiB/4\\.0 MiB\\s+${data.files}/1000$`, "m"), "its row: bytes and files against the quota");
 });
 
 /** Loop devices holding an image under `dir` (the kernel names backing files by their real path). */

@@ -75,3 +75,15 @@ test("an answer that trickles in slower than the deadline fails with timeout", a
   });
   await refused(t, get(port, 400), "timeout", /no complete answer from 127\.0\.0\.1:\d+ within 400 ms/);
 });
+
+test("a body longer than the request's max_bytes fails with quota_exceeded naming max_bytes, whether declared or arriving chunked; a body of exactly max_bytes is read", async (t) => {
+  const limited = (port: number, maxBodyBytes: number) =>
+    httpExchange(`test-${port}`, { target: parseHttpUrl(`http://127.0.0.1:${port}/x`), method: "GET", headers: {}, body: undefined, timeoutMs: 5000, maxBodyBytes });
+  await refused(t, limited(await hostile(t, head([], "x".repeat(101))), 100), "quota_exceeded", /a body larger than the request's max_bytes = 100; raise max_bytes \(at most 8388608\)/);
+  const chunked = `HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n${"32\r\n" + "y".repeat(50) + "\r\n"}${"33\r\n" + "z".repeat(51) + "\r\n"}0\r\n\r\n`;
+  await refused(t, limited(await hostile(t, chunked), 100), "quota_exceeded", /max_bytes = 100/);
+  const ok = await limited(await hostile(t, head([], "x".repeat(100))), 100);
+  t.is(ok.body.length, 100, "exactly max_bytes is fine");
+  const bodiless = await limited(await hostile(t, "HTTP/1.1 204 No Content\r\n\r\n"), 0);
+  t.is(bodiless.status, 204, "max_bytes = 0 takes an answer without a body");
+});

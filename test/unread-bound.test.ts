@@ -9,7 +9,7 @@
 
 import test from "ava";
 import { fileURLToPath } from "node:url";
-import { buildModulesDir, startHost, tempDir, } from "./helpers/host.ts";
+import { buildModulesDir, startHost, tempDir, type TestHost } from "./helpers/host.ts";
 import { writeNodeNative } from "./helpers/native.ts";
 import { inlineModule } from "./helpers/modules.ts";
 import { answerBound, FRAME_SIZED_METHODS, SMALL_ANSWER_BYTES } from "../capabilities/answer-bounds.ts";
@@ -19,6 +19,9 @@ import { DEFAULT_MAX_FRAME_BYTES } from "../protocol/frame.ts";
 import { encodeEnvelope, HOST_BODY_LIMITS } from "../protocol/codec.ts";
 import { MAX_FILE_BYTES, MAX_LIST_ENTRIES } from "../capabilities/fs-path.ts";
 import { MEMPOOL_PAGE } from "../capabilities/mempool.ts";
+import { MAX_RESPONSE_BODY_BYTES, MAX_RESPONSE_HEADER_BYTES, MAX_RESPONSE_HEADERS, MAX_URL_CHARS } from "../capabilities/http.ts";
+import http from "node:http";
+import type { AddressInfo } from "node:net";
 
 const FIXTURE = fileURLToPath(new URL("./fixtures/unread-pipeline/main.ts", import.meta.url));
 const MiB = 1024 * 1024;
@@ -133,4 +136,89 @@ test("answer bounds: small answers, storage_get by the value quota, storage_iter
   t.true(answerBound("storage_iter", {}, { ...l, storageIterMaxBytes: 8 * MiB }) > 8 * MiB);
   t.is(answerBound("get_block", { hash: "00" }, l), DEFAULT_MAX_FRAME_BYTES);
   t.is(answerBound("storage_iter", {}, { frameBytes: MiB, storageIterMaxBytes: 8 * MiB }), MiB, "never more than a frame");
+});
+
+test("http_request reserves its own max_bytes (or 8 MiB), three times as utf8, not a frame; the largest answers of each form fit their reservation: a body of max_bytes undecodable bytes as utf8, 32 KiB of latin1 head in 200 fields, the longest URL percent-escaped", (t) => {
+  const l = { frameBytes: DEFAULT_MAX_FRAME_BYTES, storageIterMaxBytes: MiB };
+  const body = (result: unknown) => encodeEnvelope({ t: "response", id: 4_294_967_295 }, "result", result, HOST_BODY_LIMITS).reduce((n, b) => n + b.length, 0);
+  // Names and values of 0xff characters (2 bytes each in UTF-8) filling the head, within MAX_RESPONSE_HEADERS fields.
+  const per = Math.floor(MAX_RESPONSE_HEADER_BYTES / (MAX_RESPONSE_HEADERS - 1) / 2) - 4;
+  const headers = Object.fromEntries(Array.from({ length: MAX_RESPONSE_HEADERS - 1 }, (_, i) => [`${i}`.padEnd(per, "\u00ff"), "\u00ff".repeat(per)]));
+  // The longest URL, every character escaped as %XX%XX%XX.
+  const url = `http://${"a".repeat(32)}/${"%EF%BF%BD".repeat(MAX_URL_CHARS)}`;
+  const answer = (b: Uint8Array | string) => ({ status: 599, headers, body: b, url });
+  for (const [params, largest] of [
+    [{}, new Uint8Array(MAX_RESPONSE_BODY_BYTES)],
+    [{ encoding: "binary", max_bytes: 64 * 1024 }, new Uint8Array(64 * 1024)],
+    [{ encoding: "utf8", max_bytes: 64 * 1024 }, "\ufffd".repeat(64 * 1024)],
+    [{ encoding: "utf8", max_bytes: 2 * MiB }, "\ufffd".repeat(2 * MiB)],
+    [{ max_bytes: 0 }, new Uint8Array(0)],
+  ] as const) {
+    const bound = answerBound("http_request", params, l);
+    const size = body(answer(largest));
+    t.true(size <= bound, `${JSON.stringify(params)}: the largest answer encodes to ${size} bytes, within its reservation of ${bound}`);
+    t.true(bound < DEFAULT_MAX_FRAME_BYTES * 0.6, `${JSON.stringify(params)}: reserves ${bound} bytes, not a frame`);
+    t.log(`${JSON.stringify(params)}: reserves ${(bound / MiB).toFixed(2)} MiB (${Math.floor(DEFAULT_LIMITS.max_unread_bytes / bound)} at once under the default max_unread_bytes); largest answer ${(size / MiB).toFixed(2)} MiB`);
+  }
+  t.is(answerBound("http_request", { encoding: "utf8" }, l), DEFAULT_MAX_FRAME_BYTES, "8 MiB as utf8 may be 24 MiB: the frame bounds it");
+  t.is(answerBound("http_request", { max_bytes: "1" }, l), answerBound("http_request", {}, l), "a max_bytes the method refuses reserves the default");
+  t.is(answerBound("http_request", { max_bytes: MAX_RESPONSE_BODY_BYTES * 4 }, l), answerBound("http_request", {}, l), "never more than the capability's limit");
+});
+
+/**
+ * A local server that holds every request until `want` are open at once (or none came for
+ * `idleMs`), then answers each with a few bytes: the most it saw at once is how many of the
+ * module's requests the host served together.
+ */
+async function gatheringServer(t: import("ava").ExecutionContext, want: number, idleMs: number): Promise<{ port: number; peak: () => number; served: () => number }> {
+  const held: http.ServerResponse[] = [];
+  let peak = 0;
+  let served = 0;
+  let idle: NodeJS.Timeout | undefined;
+  const release = () => {
+    clearTimeout(idle);
+    for (const res of held.splice(0)) { served++; res.end("ok"); }
+  };
+  const srv = http.createServer((req, res) => {
+    req.resume();
+    held.push(res);
+    peak = Math.max(peak, held.length);
+    clearTimeout(idle);
+    if (held.length >= want) release();
+    else idle = setTimeout(release, idleMs);
+  });
+  await new Promise<void>((r) => srv.listen(0, "127.0.0.1", r));
+  t.teardown(() => { clearTimeout(idle); srv.closeAllConnections(); srv.close(); });
+  return { port: (srv.address() as AddressInfo).port, peak: () => peak, served: () => served };
+}
+
+async function fetchers(t: import("ava").ExecutionContext, port: number, options: string): Promise<TestHost> {
+  const dir = await tempDir(t);
+  const grant = `network_access=127.0.0.1:${port}`;
+  await buildModulesDir(dir, [], {
+    fetcher: inlineModule("fetcher", [grant], `
+      const codes: Record<string, number> = {};
+      await Promise.all(Array.from({ length: 8 }, () => ctx.network.fetch("http://127.0.0.1:${port}/x", ${options}).then(() => (codes.ok = (codes.ok ?? 0) + 1), (e: any) => (codes[e.code] = (codes[e.code] ?? 0) + 1))));
+      ctx.log.info("fetched", codes);
+    `),
+  });
+  return startHost(t, { dir, modules: [], grants: { fetcher: [grant] }, moduleLimits: { fetcher: { health_interval_ms: 0 } } });
+}
+
+test.serial("under the real host, a TypeScript module's 8 http_requests with max_bytes = 64 KiB are served at once under the default max_unread_bytes (each reserved a whole frame before: 2 at a time); without max_bytes at most 3 (8.2 MiB each), every one answered", async (t) => {
+  t.timeout(240_000);
+  const small = await gatheringServer(t, 8, 5000);
+  const h1 = await fetchers(t, small.port, `{ max_bytes: 65536, timeout_ms: 60000 }`);
+  const r1 = await h1.waitForLog(/^fetched$/, { source: "fetcher", timeoutMs: 120_000 });
+  t.log(`max_bytes = 64 KiB: at most ${small.peak()} requests at the server at once; ${JSON.stringify(r1.fields)}`);
+  t.deepEqual(r1.fields, { ok: 8 });
+  t.is(small.peak(), 8, "all 8 at the server at once");
+  await h1.stop();
+
+  const large = await gatheringServer(t, 8, 3000);
+  const h2 = await fetchers(t, large.port, `{ timeout_ms: 60000 }`);
+  const r2 = await h2.waitForLog(/^fetched$/, { source: "fetcher", timeoutMs: 120_000 });
+  t.log(`no max_bytes: at most ${large.peak()} requests at the server at once; ${JSON.stringify(r2.fields)}`);
+  t.deepEqual(r2.fields, { ok: 8 });
+  t.true(large.peak() >= 2 && large.peak() <= 3, `${large.peak()} at once: as many as 8.2 MiB reservations fit in 32 MiB`);
 });

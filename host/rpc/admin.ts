@@ -423,6 +423,10 @@ async function hostMetricFamilies(deps: AdminDeps): Promise<HostMetricFamily[]> 
     { name: "modhost_module_events_dropped_total", help: "Events dropped for the module's current process (its queue was full).", type: "counter", samples: per((n) => session(n)?.eventStats.dropped) },
     { name: "modhost_module_events_pending", help: "Events queued for the module, not yet sent.", type: "gauge", samples: per((n) => session(n)?.eventStats.pending) },
     { name: "modhost_module_metric_series", help: "Metric series the module reported.", type: "gauge", samples: per((n) => deps.metrics.seriesCount(n)) },
+    { name: "modhost_module_data_bytes", help: "Bytes in the module's data directory, as last measured (a volume's blocks of 4 KiB, read each second while it runs).", type: "gauge", samples: per((n) => statuses.find((s) => s.name === n)?.data?.bytes) },
+    { name: "modhost_module_data_max_bytes", help: "The module's max_data_bytes (0: no quota).", type: "gauge", samples: per((n) => statuses.find((s) => s.name === n)?.data?.max_bytes) },
+    { name: "modhost_module_data_files", help: "Files, directories and links in the module's data directory, as last measured.", type: "gauge", samples: per((n) => statuses.find((s) => s.name === n)?.data?.files) },
+    { name: "modhost_module_data_max_files", help: "The module's max_data_files.", type: "gauge", samples: per((n) => statuses.find((s) => s.name === n)?.data?.max_files) },
   ];
   if (server) {
     families.push(

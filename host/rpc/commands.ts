@@ -355,10 +355,26 @@ function callParams(args: string[]): unknown {
   return args.map(parse);
 }
 
+/** Bytes for a person: 0, 512 B, 4.0 KiB, 12.5 MiB, 1.0 GiB. */
+function shortBytes(n: number): string {
+  if (n < 1024) return `${n} B`;
+  const units = ["KiB", "MiB", "GiB", "TiB"];
+  let v = n / 1024;
+  let u = 0;
+  while (v >= 1024 && u < units.length - 1) { v /= 1024; u++; }
+  return `${v.toFixed(1)} ${units[u]}`;
+}
+
+/** A module's data directory against its quota: "12.5 MiB/256.0 MiB", "12/10000" (max_data_bytes = 0: no quota). */
+function dataColumns(d: ModuleStatus["data"]): [string, string] {
+  if (!d) return ["-", "-"];
+  return [`${shortBytes(d.bytes)}/${d.max_bytes > 0 ? shortBytes(d.max_bytes) : "no quota"}`, `${d.files}/${d.max_files}`];
+}
+
 function formatList(list: ModuleStatus[]): string {
   if (list.length === 0) return "no modules";
-  const rows = list.map((s) => [s.name, s.version ?? "-", s.runtime ?? "-", s.sandbox ?? "-", s.state, s.pid ? String(s.pid) : "-", String(s.restarts)]);
-  const head = ["MODULE", "VERSION", "RUNTIME", "SANDBOX", "STATE", "PID", "RESTARTS"];
+  const rows = list.map((s) => [s.name, s.version ?? "-", s.runtime ?? "-", s.sandbox ?? "-", s.state, s.pid ? String(s.pid) : "-", String(s.restarts), ...dataColumns(s.data)]);
+  const head = ["MODULE", "VERSION", "RUNTIME", "SANDBOX", "STATE", "PID", "RESTARTS", "DATA", "FILES"];
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   const line = (r: string[]) => r.map((c, i) => c.padEnd(widths[i]!)).join("  ").trimEnd();
   const out = [line(head)];

@@ -162,6 +162,12 @@ export interface HttpRequestOptions {
   timeout_ms?: number;
   /** "utf8": the answer's body as a string (invalid UTF-8 becomes U+FFFD). Default: bytes. */
   encoding?: "utf8" | "binary";
+  /**
+   * The longest body taken (default and at most 8 MiB); a longer one fails with quota_exceeded.
+   * While the request runs its answer holds this much of the module's max_unread_bytes (three
+   * times as utf8): a small bound lets more requests run at once.
+   */
+  max_bytes?: number;
 }
 
 export interface HttpResponse<Body extends Uint8Array | string = Uint8Array> {
