@@ -287,7 +287,7 @@ test("a native module that never calls ready() is told what was expected", async
 });
 
 test("modhost/sdk and modhost/testing types are importable outside the checkout: exports' types condition and the built declarations", async (t) => {
-  t.timeout(300_000);
+  t.timeout(600_000);
   const tmp = await tempDir(t, "modhost-sdk-");
   const pkg = JSON.parse(await readFile(path.join(ROOT, "package.json"), "utf8")) as { files: string[]; exports: Record<string, Record<string, string>> };
   const types = pkg.exports["./sdk"]!.types!;
@@ -301,14 +301,14 @@ test("modhost/sdk and modhost/testing types are importable outside the checkout:
   // The dependencies a consumer's npm install brings.
   for (const dep of ["valibot", "typescript"]) await cp(path.join(ROOT, "node_modules", dep), path.join(tmp, "node_modules", dep), { recursive: true });
   // npm run build:types (prepack), into the copy.
-  await execa(process.execPath, [path.join(ROOT, "node_modules", "typescript", "bin", "tsc"), "-p", "tsconfig.types.json", "--outDir", path.join(into, "types")], { cwd: ROOT, timeout: 120_000 });
+  await execa(process.execPath, [path.join(ROOT, "node_modules", "typescript", "bin", "tsc"), "-p", "tsconfig.types.json", "--outDir", path.join(into, "types")], { cwd: ROOT, timeout: 240_000 });
   t.true(existsSync(path.join(into, types)), `${types} was built`);
   await writeFile(path.join(tmp, "package.json"), '{"type":"module"}');
   await writeFile(path.join(tmp, "tsconfig.json"), JSON.stringify({ compilerOptions: { target: "es2022", module: "nodenext", moduleResolution: "nodenext", strict: true, noEmit: true, skipLibCheck: false, types: [] }, include: ["index.ts"] }));
   // biome-ignore lint/suspicious/noTemplateCurlyInString: module source code, interpolated when the module runs.
   const good = 'import type { ModuleContext } from "modhost/sdk";\nexport default async function start(ctx: ModuleContext): Promise<void> {\n  ctx.log.info(`height ${await ctx.chain.getBlockHeight()}`);\n}\n';
   await writeFile(path.join(tmp, "index.ts"), good);
-  const tsc = (cwd: string) => execa(process.execPath, [path.join(tmp, "node_modules", "typescript", "bin", "tsc"), "-p", "."], { cwd, reject: false, all: true, timeout: 120_000 });
+  const tsc = (cwd: string) => execa(process.execPath, [path.join(tmp, "node_modules", "typescript", "bin", "tsc"), "-p", "."], { cwd, reject: false, all: true, timeout: 240_000 });
   const ok = await tsc(tmp);
   t.is(ok.exitCode, 0, ok.all);
   // And the types are real: a misuse is an error, not an any.
