@@ -185,13 +185,15 @@ export interface Arrival {
 /** Stamp every request as it reaches `hub`, and when the hub has served it (host-side timing). */
 export function stampRequests(hub: ApiHub): Arrival[] {
   const arrivals: Arrival[] = [];
-  const handle = hub.handle.bind(hub);
-  hub.handle = (call, grants, method, params) => {
+  // The session calls dispatch(): a value when the handler answered at once, else a promise.
+  const dispatch = hub.dispatch.bind(hub);
+  hub.dispatch = (call, grants, method, params) => {
     const rec: Arrival = { method, at: performance.now() };
     arrivals.push(rec);
-    const p = handle(call, grants, method, params);
+    const p = dispatch(call, grants, method, params);
     const served = () => (rec.served = performance.now());
-    p.then(served, served);
+    if (p instanceof Promise) p.then(served, served);
+    else served();
     return p;
   };
   return arrivals;

@@ -229,12 +229,13 @@ function serveLog(manager: ModuleManager): { blocks: BlockServed[] } {
     pids ??= processTree(manager.processOf(MODULE)?.pid);
     return treeCpuMs(pids);
   };
-  const handle = manager.hub.handle.bind(manager.hub);
-  manager.hub.handle = (call, grants, method, params) => {
+  // The session calls dispatch(): a value when the handler answered at once, else a promise.
+  const dispatch = manager.hub.dispatch.bind(manager.hub);
+  manager.hub.dispatch = (call, grants, method, params) => {
     if (method === "get_block" && params["tx_offset"] === undefined) blocks.push({ methods: new Map(), cpuAtStart: processCpuMs(), cpuMs: 0, moduleCpuAtStart: moduleCpu(), moduleCpuMs: 0 });
     const block = blocks.at(-1);
     const at = performance.now();
-    const p = handle(call, grants, method, params);
+    const p = dispatch(call, grants, method, params);
     const done = () => {
       if (!block) return;
       const e = block.methods.get(method) ?? { n: 0, ms: 0 };
@@ -244,7 +245,8 @@ function serveLog(manager: ModuleManager): { blocks: BlockServed[] } {
       block.cpuMs = processCpuMs() - block.cpuAtStart;
       if (method === "storage_transaction") block.moduleCpuMs = moduleCpu() - block.moduleCpuAtStart;
     };
-    p.then(done, done);
+    if (p instanceof Promise) p.then(done, done);
+    else done();
     return p;
   };
   return { blocks };

@@ -64,6 +64,8 @@ const iterBounds = {
 const IterOptions = named("IterOptions", v.object(iterBounds), { rust: "built with its own methods" });
 const iterOpts = v.object({ tree, ...IterOptions.entries });
 
+const orNull = (value: unknown) => value ?? null;
+
 function store(c: CallContext): ModuleStore {
   if (!c.store) throw new CapabilityError("unavailable", "storage is not open for this module");
   return c.store;
@@ -78,7 +80,12 @@ export const storage: Family = {
     method({ name: "storage_open_tree", result: done, js: "openTree", permission: "write_storage", args: ["tree"], params: v.object({ tree }), summary: "Create a tree if it does not exist.", handler: async (c, p) => { await store(c).openTree(p.tree); return true as const; } }),
     method({ name: "storage_list_trees", result: v.array(v.string()), js: "listTrees", permission: "read_storage", args: [], params: v.object({}), summary: "Names of the module's trees.", handler: (c) => store(c).listTrees() }),
     method({ name: "storage_drop_tree", result: done, js: "dropTree", permission: "manage_storage", args: ["tree"], params: v.object({ tree }), summary: "Delete a tree and all its keys.", audit: true, handler: async (c, p) => { await store(c).dropTree(p.tree); return true as const; } }),
-    method({ name: "storage_get", result: v.nullable(Plain), js: "get", permission: "read_storage", args: ["tree", "key"], params: v.object({ tree, key }), summary: "Value of a key, or null.", handler: async (c, p) => (await store(c).get(p.tree, p.key)) ?? null }),
+    method({ name: "storage_get", result: v.nullable(Plain), js: "get", permission: "read_storage", args: ["tree", "key"], params: v.object({ tree, key }), summary: "Value of a key, or null.", handler: (c, p) => {
+      // An open tree is read at once (getNow: a synchronous read), and the value is answered
+      // as it is: the session sends it in the same pass (host/session.ts serve).
+      const value = store(c).getNow(p.tree, p.key);
+      return value instanceof Promise ? value.then(orNull) : (value ?? null);
+    } }),
     method({ name: "storage_contains_key", result: v.boolean(), js: "has", permission: "read_storage", args: ["tree", "key"], params: v.object({ tree, key }), summary: "Whether a key exists.", handler: (c, p) => store(c).has(p.tree, p.key) }),
     method({ name: "storage_insert", result: done, js: "put", permission: "write_storage", args: ["tree", "key", "value"], params: v.object({ tree, key, value: v.unknown() }), summary: "Set a key to a value (any plain data).", handler: async (c, p) => { await store(c).put(p.tree, p.key, p.value); return true as const; } }),
     method({ name: "storage_remove", result: v.boolean(), js: "delete", permission: "write_storage", args: ["tree", "key"], params: v.object({ tree, key }), summary: "Delete a key; true if it existed.", handler: (c, p) => store(c).delete(p.tree, p.key) }),

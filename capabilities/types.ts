@@ -221,7 +221,12 @@ export interface MethodDef<S extends v.GenericSchema = v.GenericSchema, R extend
   readonly audit?: boolean | "always";
   /** For scoped permissions: the canonical target of this call (path, host, module, event). */
   readonly targets?: (params: v.InferOutput<S>, call: CallContext) => string[] | Promise<string[]>;
-  readonly handler: (call: CallContext, params: v.InferOutput<S>) => Promise<v.InferInput<R>>;
+  /**
+   * The method's work. A handler that has its answer at once may return it as a value (not a
+   * promise): the session then answers in the same pass (host/session.ts), with no promise
+   * hop; storage_get's synchronous read does.
+   */
+  readonly handler: (call: CallContext, params: v.InferOutput<S>) => Promise<v.InferInput<R>> | v.InferInput<R>;
 }
 
 export interface Family {

@@ -82,6 +82,17 @@ export class ApiHub {
    * failures turned into protocol errors: no async frame of its own per call.
    */
   handle(call: CallContext, grants: EffectiveGrants, method: string, params: Record<string, unknown>): Promise<unknown> {
+    const served = this.dispatch(call, grants, method, params);
+    return served instanceof Promise ? served : Promise.resolve(served);
+  }
+
+  /**
+   * handle(), but a handler that answered at once (a value: storage_get's synchronous read) has
+   * its value returned as it is, not in a promise; anything else (refusals and failures among
+   * them) is a promise. The session answers a value in the same pass, with no promise hop
+   * (host/session.ts serve). A value is never a Promise: answers are plain data.
+   */
+  dispatch(call: CallContext, grants: EffectiveGrants, method: string, params: Record<string, unknown>): unknown {
     const def = METHODS.get(method);
     let input: unknown;
     try {
@@ -97,7 +108,9 @@ export class ApiHub {
     } catch (err) {
       return Promise.reject(this.failed(call.module, method, d, err, [], true));
     }
-    // Promise.resolve: the handler's own promise as it is (or a value or thenable made one).
+    // A value (plain data: never a function, so never a thenable) is the answer as it is.
+    if (typeof (result as { then?: unknown } | null)?.then !== "function") return result;
+    // Promise.resolve: the handler's own promise as it is (or a thenable made one).
     return Promise.resolve(result).then(undefined, (err: unknown) => {
       throw this.failed(call.module, method, d, err, [], true);
     });

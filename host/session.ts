@@ -741,10 +741,10 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
   }
 
   /** The hub's dispatch of one request of this module (made once: no closure per request). */
-  private readonly dispatch = (method: string, params: Record<string, unknown>): Promise<unknown> =>
-    this.opts.hub.handle(this.call, this.opts.grants, method, params);
+  private readonly dispatch = (method: string, params: Record<string, unknown>): unknown =>
+    this.opts.hub.dispatch(this.call, this.opts.grants, method, params);
 
-  private async serve(id: number, method: string, params: Record<string, unknown>, reserve: number, relayed: boolean, bytes: number): Promise<void> {
+  private serve(id: number, method: string, params: Record<string, unknown>, reserve: number, relayed: boolean, bytes: number): void {
     this.stats.requests++;
     this.inFlight++;
     this.reserved += reserve;
@@ -752,14 +752,37 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
     if (this.heldRequestBytes > this.flowStats.peakRequestBytes) this.flowStats.peakRequestBytes = this.heldRequestBytes;
     if (this.inFlight > this.flowStats.peakInFlight) this.flowStats.peakInFlight = this.inFlight;
     const t0 = performance.now();
+    const req: Serving = { id, method, deadline: t0 + this.flow.requestTimeoutMs, timedOut: false };
+    // Work the request leaves for later turns of the loop, in slices, is charged too.
+    const served = sliceAccount.run(this.chargeSlice, this.dispatch, method, params);
+    this.charge(performance.now() - t0);
+    if (served instanceof Promise || hostTurn.overBudget()) {
+      void this.serveLater(req, served, reserve, relayed, bytes);
+      return;
+    }
+    // Answered at once (storage_get's synchronous read): the answer is sent, and its reservation
+    // released, in this pass, before the next request is admitted. Held until a later microtask,
+    // the reservations of one read's requests piled up: 30 storage_get (1 MiB each) filled the
+    // default max_unread_bytes, so a Promise.all of 1000 gets was served 30 at a time, each 30
+    // in a write and a crossing into the isolate of their own. No pump() here: the caller (pump's
+    // loop, or admit with nothing waiting) goes on.
+    try {
+      this.answer(req, served, reserve, relayed);
+    } catch (err) {
+      this.failed(req, err);
+    } finally {
+      this.inFlight--;
+      this.reserved -= reserve;
+      this.heldRequestBytes -= bytes;
+    }
+  }
+
+  /** serve() of a request whose answer is a promise (or is to be encoded in a later turn). */
+  private async serveLater(req: Serving, pending: unknown, reserve: number, relayed: boolean, bytes: number): Promise<void> {
     // The deadline answers the module; the slot stays taken until the host's work really ends,
     // so work that cannot be cancelled still counts against max_requests_in_flight.
-    const req: Serving = { id, method, deadline: t0 + this.flow.requestTimeoutMs, timedOut: false };
     this.watchDeadline(req);
     try {
-      // Work the request leaves for later turns of the loop, in slices, is charged too.
-      const pending = sliceAccount.run(this.chargeSlice, this.dispatch, method, params);
-      this.charge(performance.now() - t0);
       const result = await pending;
       if (req.timedOut || this.state === "closed") return;
       // Encoding the answer is work on the host's loop like any other: past this turn's budget
@@ -781,20 +804,7 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
       }
     } catch (err) {
       if (req.timedOut) return;
-      this.stats.errors++;
-      let wire: WireError;
-      if (err instanceof HubError) {
-        wire = err.wire;
-      } else if (err instanceof EncodeError) {
-        // The answer cannot be sent (too large for a frame or the protocol limits, a wide
-        // storage_iter, say; or not plain data): say so, and how to get it, not "internal error".
-        wire = wireError(err.code, `${method}: the result cannot be sent: ${err.message}${err.code === "result_too_large" ? "; ask for less at a time, e.g. with a smaller limit" : ""}`);
-      } else {
-        this.opts.logger.log("error", "host", `serving ${method} for ${this.opts.module} failed: ${(err as Error)?.stack ?? String(err)}`);
-        wire = wireError("internal", "internal error");
-      }
-      if (wire.code === "permission_denied") this.stats.denied++;
-      this.replyError(id, wire);
+      this.failed(req, err);
     } finally {
       this.serving.delete(req);
       this.inFlight--;
@@ -802,6 +812,24 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
       this.heldRequestBytes -= bytes;
       if (this.backlog.length > 0 && !this.retryTimer) this.pump();
     }
+  }
+
+  /** The error answer of a request that failed (or whose answer cannot be sent). */
+  private failed(req: Serving, err: unknown): void {
+    this.stats.errors++;
+    let wire: WireError;
+    if (err instanceof HubError) {
+      wire = err.wire;
+    } else if (err instanceof EncodeError) {
+      // The answer cannot be sent (too large for a frame or the protocol limits, a wide
+      // storage_iter, say; or not plain data): say so, and how to get it, not "internal error".
+      wire = wireError(err.code, `${req.method}: the result cannot be sent: ${err.message}${err.code === "result_too_large" ? "; ask for less at a time, e.g. with a smaller limit" : ""}`);
+    } else {
+      this.opts.logger.log("error", "host", `serving ${req.method} for ${this.opts.module} failed: ${(err as Error)?.stack ?? String(err)}`);
+      wire = wireError("internal", "internal error");
+    }
+    if (wire.code === "permission_denied") this.stats.denied++;
+    this.replyError(req.id, wire);
   }
 
   /** Sends a request's answer, its encoding charged to the module; throws what serve() turns into an error answer. */

@@ -381,6 +381,20 @@ export class ModuleStore {
   // for the asynchronous get; over the module channel 43 us against 125 us a storage_get).
 
   get(tree: string, key: string): Promise<StorageValue | undefined> {
+    try {
+      const value = this.getNow(tree, key);
+      return value instanceof Promise ? value : Promise.resolve(value);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  /**
+   * get(), with the value itself (not a promise) when the tree is open: the read is then
+   * synchronous, and so is a failure (thrown). A promise otherwise (a tree not opened yet).
+   * A stored value is plain data, never a Promise.
+   */
+  getNow(tree: string, key: string): StorageValue | Promise<StorageValue> {
     // An open tree is read synchronously, here: nothing is left in flight for close() to wait
     // for, so the tracking (#track: four promises and three closures a call) is not needed.
     // (Only trees whose names were checked are in #trees; any other name takes the path below.)
@@ -388,9 +402,9 @@ export class ModuleStore {
     if (open !== undefined && open.db.status === "open") {
       try {
         const raw = open.db.getSync(encodeKey(key, this.#quota.maxKeyBytes)) as Bytes | undefined;
-        return Promise.resolve(raw === undefined ? undefined : decodeValue(raw));
+        return raw === undefined ? undefined : decodeValue(raw);
       } catch (err) {
-        return Promise.reject(asStorageError(err));
+        throw asStorageError(err);
       }
     }
     return this.#read(async () => {

@@ -22,13 +22,13 @@ import { call } from "./helpers/rpc.ts";
 // ---------------------------------------------------------------------------------------
 // The session against a raw peer, with a hub whose cost the test chooses
 
-/** A session whose hub answers every request with `work(method)` (sync part, then async). */
+/** A session whose hub answers every request with `work(method)` (sync part, then async; the session calls the hub's dispatch()). */
 async function stubSession(t: ExecutionContext, flow: Record<string, number>, work: (method: string) => Promise<unknown>) {
   const { host, module } = await socketPair(t);
   const records: LogRecord[] = [];
   const logger = new Logger({ level: "debug", write: () => {} });
   logger.addSink((r) => records.push(r));
-  const hub = { handle: (_c: unknown, _g: unknown, method: string) => work(method), methodsFor: () => [] } as unknown as ApiHub;
+  const hub = { dispatch: (_c: unknown, _g: unknown, method: string) => work(method), methodsFor: () => [] } as unknown as ApiHub;
   const channel = new FrameChannel(host);
   const session = new HostSession(channel, {
     module: "greedy", grants: new Map() as never, hub, bus: new EventBus(), logger,

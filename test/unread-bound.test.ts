@@ -63,6 +63,39 @@ test.serial("a native module pipelining 128 storage_iter requests of ~1 MB answe
   t.is(session.reservedBytes, 0, "every reservation was released");
 });
 
+// storage_get is answered in the pass that admits it (a synchronous read: host/session.ts
+// serve), its reservation released at once: what bounds the module is then the answers it has
+// not read, each admitted only while its reservation fits beside them.
+test.serial("a native module pipelining 128 storage_get of a ~1 MB value (answered at once) and not reading: what waits for it never passes max_unread_bytes (4 MiB) but by frame headers, and all are answered once it reads", async (t) => {
+  t.timeout(120_000);
+  const dir = await tempDir(t);
+  const modulesDir = await buildModulesDir(dir, []);
+  await writeNative(modulesDir, "getter");
+  const limit = 4 * MiB;
+  const h = await startHost(t, {
+    dir,
+    modules: [],
+    grants: { getter: ["read_storage", "write_storage"] },
+    moduleLimits: { getter: { max_unread_bytes: limit, health_interval_ms: 0, restart: "never" } },
+    moduleConfigs: { getter: { requests: 128, pause_ms: 3000, get: true } },
+  });
+  await h.waitForLog(/^sent 128 storage_get requests, not reading$/, { source: "getter", timeoutMs: 30_000 });
+  const session = h.manager.session("getter")!;
+  const done = await h.waitForLog(/^read \d+ answers$/, { source: "getter", timeoutMs: 60_000 });
+  const peak = session.flowStats.peakUnread;
+  const waited = session.flowStats.waitedUnread + session.flowStats.waitedCongested;
+  t.log(`peak unread ${(peak / MiB).toFixed(2)} MiB against ${limit / MiB} MiB; requests waited for max_unread_bytes ${session.flowStats.waitedUnread} times, for the socket to drain ${session.flowStats.waitedCongested} times`);
+  t.true(peak <= limit + 4 * DEFAULT_LIMITS.max_requests_in_flight, `at most ${peak} bytes waited for the module`);
+  // At least most of one ~1 MB answer waited (the kernel's socket buffer takes ~200 KB of it):
+  // the module really did not read. How far past that it piles up depends on whether the
+  // socket's own backpressure (congested) or max_unread_bytes holds the next request first.
+  t.true(peak > limit / 8, `the answers did pile up (${peak} bytes): the module really did not read`);
+  t.true(waited > 0, "requests waited for room (max_unread_bytes or the socket draining) while it did not read");
+  t.is(done.message, "read 128 answers");
+  t.deepEqual(done.fields?.["errors"], {}, "no answer was refused");
+  t.is(session.reservedBytes, 0, "every reservation was released");
+});
+
 // Answers relayed from another module (call_module) do not wait for room (a call chain A -> B
 // -> A would wait for its own reservation). Before, each was sent whatever the caller had not
 // read: 64 in flight put 64 answers (up to a frame each) in host memory. Now each is held to
