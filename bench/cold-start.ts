@@ -238,7 +238,7 @@ async function stepwiseStart(chain: EmbeddedChain, manifest: ModuleManifest): Pr
     const limits = limitsFor(config, MODULE);
     const spec = await isolateSpawnSpec(manifest, bundle, limits, dataDir);
     const t2 = performance.now();
-    proc = spawnModule(spec, {
+    proc = await spawnModule(spec, {
       module: MODULE,
       grants: new Map(),
       hub: new ApiHub(),

@@ -2,7 +2,6 @@
 // processes that are always cleaned up (also on Ctrl-C), a logger that keeps every record in
 // memory instead of printing it, and the host configuration the module benchmarks run with.
 
-import type { ChildProcess } from "node:child_process";
 import { rmSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
@@ -45,7 +44,15 @@ export interface Benchmark {
 
 // ---- cleanup ------------------------------------------------------------------------------
 
-const children = new Set<ChildProcess>();
+/** A child process (or one the spawner started, runtime/sandbox/spawner.ts: it kills those itself when this process ends). */
+interface Tracked {
+  readonly exitCode: number | null;
+  readonly signalCode: NodeJS.Signals | null;
+  kill(signal?: NodeJS.Signals): boolean;
+  once(event: "exit", listener: () => void): unknown;
+}
+
+const children = new Set<Tracked>();
 const tempDirs = new Set<string>();
 const callbacks = new Set<() => void>();
 
@@ -56,7 +63,7 @@ export function atCleanup(fn: () => void): () => void {
 }
 
 /** Kill `child` if the benchmark process ends (or is interrupted) while it still runs. */
-export function track(child: ChildProcess): ChildProcess {
+export function track<C extends Tracked>(child: C): C {
   if (child.exitCode === null && child.signalCode === null) {
     children.add(child);
     child.once("exit", () => children.delete(child));

@@ -35,6 +35,7 @@ import { EmbeddedChain } from "../chain/embedded.ts";
 import { atCleanup, benchConfigFor, captureLogger, dumpLog, makeTempDir, removeTempDir, type BenchModuleOptions, type Benchmark, type Row } from "./common.ts";
 import { copyModule, rustReadyBinary, writeNativeModule, writeRustModule } from "./modules.ts";
 import { summarise } from "./stats.ts";
+import { spawnModulesDirectly } from "../runtime/process.ts";
 
 const ROUNDS = Number(process.env.MODHOST_BENCH_MANY_ROUNDS ?? 2);
 const SIZES = (process.env.MODHOST_BENCH_MANY_SIZES ?? "1,10,50").split(",").map(Number).filter((n) => n > 0);
@@ -44,6 +45,13 @@ const KINDS = (process.env.MODHOST_BENCH_MANY_NATIVE ?? "rust,node").split(",").
 /** How native modules' data directories are held (data_volume), each interleaved with the others: "auto" (the default), or e.g. "volume,scan" to see what volumes cost. */
 const DATA = (process.env.MODHOST_BENCH_MANY_DATA ?? "auto").split(",").filter((d): d is DataMode => d === "auto" || d === "volume" || d === "scan");
 type DataMode = "auto" | "volume" | "scan";
+/**
+ * Who forks the module processes, each interleaved with the others: "spawner" (the default: the
+ * spawner process, runtime/sandbox/spawner.ts) and "host" (this process, as before the spawner:
+ * spawnModulesDirectly), e.g. MODHOST_BENCH_MANY_SPAWN="spawner,host" for a before/after.
+ */
+const SPAWN = (process.env.MODHOST_BENCH_MANY_SPAWN ?? "spawner").split(",").filter((d): d is SpawnMode => d === "spawner" || d === "host");
+type SpawnMode = "spawner" | "host";
 
 /** What the native half of a start is: the Rust fixture or the Node one. */
 type NativeKind = "rust" | "node";
@@ -97,12 +105,14 @@ interface Case {
   n: number;
   kind: NativeKind;
   data: DataMode;
+  spawn: SpawnMode;
 }
 
 function label(c: Case): string {
-  if (c.n === 1) return "1 module to ready";
+  const by = SPAWN.length > 1 ? (c.spawn === "host" ? ", forked by the host (before)" : ", forked by the spawner") : "";
+  if (c.n === 1) return `1 module to ready${by}`;
   const { ts, native } = names(c.n, c.kind);
-  return `${c.n} modules to ready (${ts.length} TS + ${native.length} ${c.kind === "rust" ? "Rust" : "Node"} native)${c.data === "auto" ? "" : `, data_volume = "${c.data}"`}`;
+  return `${c.n} modules to ready (${ts.length} TS + ${native.length} ${c.kind === "rust" ? "Rust" : "Node"} native)${c.data === "auto" ? "" : `, data_volume = "${c.data}"`}${by}`;
 }
 
 export const manyModules: Benchmark = {
@@ -125,13 +135,13 @@ export const manyModules: Benchmark = {
       for (const name of names(LARGEST, "node").ts) await copyModule("trivial", modulesDir, name);
       await chmod(modulesDir, 0o755);
       // One TypeScript module has no native half: measured once per round, not per kind.
-      const cases: Case[] = SIZES.flatMap((n) => (n === 1 ? [{ n, kind: kinds[0] ?? "node", data: "auto" as const }] : kinds.flatMap((kind) => DATA.map((data) => ({ n, kind, data })))));
+      const cases: Case[] = SIZES.flatMap((n) => SPAWN.flatMap((spawn) => (n === 1 ? [{ n, kind: kinds[0] ?? "node", data: "auto" as const, spawn }] : kinds.flatMap((kind) => DATA.map((data) => ({ n, kind, data, spawn }))))));
       const samples = new Map<Case, number[]>(cases.map((c) => [c, []]));
       const cpu = new Map<Case, Cpu[]>(cases.map((c) => [c, []]));
       const tree = await TreeCpu.open();
       try {
         // One unmeasured start first (esbuild's service, the isolate host script, the uid table).
-        await startAllOf(tmp, chain, modulesDir, { n: 1, kind: "node", data: "auto" }, -1, tree);
+        for (const spawn of SPAWN) await startAllOf(tmp, chain, modulesDir, { n: 1, kind: "node", data: "auto", spawn }, -1, tree);
         for (let r = 0; r < ROUNDS; r++) {
           for (const c of cases) {
             const m = await startAllOf(tmp, chain, modulesDir, c, r, tree);
@@ -142,13 +152,12 @@ export const manyModules: Benchmark = {
       } finally {
         await tree?.close();
       }
-      const one = `1 module to ready`;
       const rows: Row[] = cases.map((c) => ({
         what: label(c),
         kind: c.n === 1 ? "baseline" : "result",
         unit: "ms",
         stats: summarise(samples.get(c)!),
-        ...(c.n === 1 ? {} : { vs: one }),
+        ...(c.n === 1 ? {} : { vs: label({ ...c, n: 1 }) }),
         note: cpuNote(c.n, cpu.get(c)!),
       }));
       const conc = CONCURRENCY > 0 ? String(CONCURRENCY) : `0 (the host's default: ${defaultConcurrency()} on ${os.availableParallelism()} CPUs)`;
@@ -178,7 +187,8 @@ async function startAllOf(tmp: string, chain: EmbeddedChain, modulesDir: string,
   const { n } = c;
   const { ts, native } = names(n, c.kind);
   const enabled = [...ts, ...native];
-  const dir = path.join(tmp, `run-${n}-${c.kind}-${c.data}-${round}`);
+  const dir = path.join(tmp, `run-${n}-${c.kind}-${c.data}-${c.spawn}-${round}`);
+  spawnModulesDirectly(c.spawn === "host");
   await mkdir(dir, { recursive: true, mode: 0o711 });
   const { logger, records } = captureLogger();
   const opts: BenchModuleOptions = { limits: { start_timeout_ms: 120_000 } };
@@ -207,5 +217,6 @@ async function startAllOf(tmp: string, chain: EmbeddedChain, modulesDir: string,
   } finally {
     await manager.shutdown().catch(() => {});
     forget();
+    spawnModulesDirectly(false);
   }
 }

@@ -218,7 +218,7 @@ async function runReal(c: Case, chain: EmbeddedChain, dir: string, cpu: number |
   const { logger, records } = captureLogger();
   const out = path.join(dir, `rt-${process.hrtime.bigint()}.json`);
   const requested = [parseDescriptor(c.permission)];
-  const proc = spawnModule({
+  const proc = await spawnModule({
     ...nodeCommand(cpu, ["--import", "tsx", RT_CLIENT, "--module", MODULE, "--out", out, "--method", c.method, "--params", JSON.stringify(c.params), ...loopArgs()]),
     env: { PATH: process.env.PATH ?? "/usr/bin:/bin" },
     cwd: ROOT,

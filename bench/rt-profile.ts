@@ -23,7 +23,7 @@ const chain = await EmbeddedChain.create({ matureBlocks: 1 });
 const { logger, records } = captureLogger();
 const out = path.join(dir, "rt-profile.json");
 const requested = [parseDescriptor("read_chain_state")];
-const proc = spawnModule({
+const proc = await spawnModule({
   command: process.execPath,
   args: ["--cpu-prof", `--cpu-prof-dir=${dir}`, "--import", "tsx", fileURLToPath(new URL("./fixtures/rt-client.ts", import.meta.url)), "--module", "rt", "--out", out, "--warmup", "2000", "--n", n, "--total", "1000", "--window", "64", "--reps", "1"],
   env: { PATH: process.env.PATH ?? "/usr/bin:/bin" },

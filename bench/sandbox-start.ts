@@ -237,7 +237,7 @@ async function moduleStart(chain: EmbeddedChain, m: Subject, mode: SandboxMode |
       level = s.level;
     }
     const t1 = performance.now();
-    proc = spawnModule(spec, {
+    proc = await spawnModule(spec, {
       module: name,
       grants: m.grants,
       hub: new ApiHub(),

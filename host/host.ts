@@ -21,6 +21,7 @@ import { createServices } from "./services/index.ts";
 import { describeSandboxes, detectSandbox } from "../runtime/sandbox/index.ts";
 import { cleanStaleVolumes, volumesReleased } from "../runtime/sandbox/volume.ts";
 import { holdToolRunner } from "../runtime/sandbox/tool-runner.ts";
+import { holdSpawner } from "../runtime/sandbox/spawner.ts";
 import { describeDataVolumes } from "./data-quota.ts";
 import { RpcRegistry } from "./services/rpc.ts";
 import { MetricsStore } from "./services/metrics.ts";
@@ -70,6 +71,7 @@ export class Host {
   private stopping: Promise<void> | undefined;
   /** This host's hold on the shared tool runner (runtime/sandbox/tool-runner.ts), let go at stop. */
   private releaseToolRunner: (() => Promise<void>) | undefined;
+  private releaseSpawner: (() => Promise<void>) | undefined;
   private reloads: Promise<unknown> = Promise.resolve();
   /** The host locks in the data directories (lockDataDirs), held until the host has stopped. */
   private readonly dataLocks: DirLock[] = [];
@@ -104,6 +106,8 @@ export class Host {
     // The process that runs mount, chown and the sandbox probes for the host, forked now while
     // the heap is small, so the host's loop never forks for them (runtime/sandbox/tool-runner.ts).
     this.releaseToolRunner = holdToolRunner();
+    // The process that starts the module processes, for the same reason (runtime/sandbox/spawner.ts).
+    this.releaseSpawner = holdSpawner();
     // Before anything is opened or started: one host per data directory, whatever else differs.
     await this.lockDataDirs();
     await this.cleanStaleVolumes();
@@ -413,6 +417,7 @@ export class Host {
       this.audit?.close();
       for (const lock of this.dataLocks.splice(0)) await lock.release();
       await this.releaseToolRunner?.();
+      await this.releaseSpawner?.();
       this.log.info(`stopped in ${Date.now() - started} ms`);
       this.resolveStopped();
     })();

@@ -1014,7 +1014,7 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
 }
 
 /** Start a module process served by a HostSession (runtime/process.ts does the process side). */
-export function spawnModule(spec: SpawnSpec, options: SessionOptions, logger: Logger): ModuleProcess<HostSession> {
+export function spawnModule(spec: SpawnSpec, options: SessionOptions, logger: Logger): Promise<ModuleProcess<HostSession>> {
   return spawnModuleProcess(spec, options.module, (channel) => new HostSession(channel, options), logger.module(options.module));
 }
 

@@ -56,7 +56,7 @@ export interface ModuleRuntime {
   /** Verify what runs and say how to start it, in the sandbox the operator asks for. */
   prepare(rec: RuntimeTarget, dataDir: string, config: Record<string, unknown>): Promise<Prepared>;
   /** Start the prepared process with its session: spawn it, or adopt the pre-booted one. */
-  launch(prepared: Prepared, session: SessionOptions, logger: Logger): ModuleProcess<HostSession>;
+  launch(prepared: Prepared, session: SessionOptions, logger: Logger): Promise<ModuleProcess<HostSession>>;
   /** Fields the "loaded" log line adds for this runtime. */
   describe(prepared: Prepared): Record<string, string>;
   /** Why a start that did not become ready within `timeoutMs` failed, and the fix. */
@@ -66,7 +66,7 @@ export interface ModuleRuntime {
 }
 
 /** Spawn the spec, or adopt the child a pool booted before. */
-function launch(prepared: Prepared, session: SessionOptions, logger: Logger): ModuleProcess<HostSession> {
+async function launch(prepared: Prepared, session: SessionOptions, logger: Logger): Promise<ModuleProcess<HostSession>> {
   return prepared.pooled ? adoptModule(prepared.pooled, session, logger) : spawnModule(prepared.spec, session, logger);
 }
 

@@ -239,7 +239,7 @@ export class Supervisor {
           handshakeTimeoutMs: limits.start_timeout_ms * 4,
           replay: (type) => this.links.replay(rec.name, type),
         };
-        proc = runtime.launch(sandboxed, sessionOptions, this.opts.logger);
+        proc = await runtime.launch(sandboxed, sessionOptions, this.opts.logger);
       } catch (err) {
         sandboxed.pooled?.child.kill("SIGKILL");
         await sandboxed.release();

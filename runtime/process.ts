@@ -12,13 +12,14 @@
 // last-resort handler can be attributed to the module whose input caused it.
 
 import { AsyncLocalStorage } from "node:async_hooks";
-import { spawn, type ChildProcess } from "node:child_process";
+import { spawn } from "node:child_process";
 import type { Socket } from "node:net";
 import { constants as osConstants } from "node:os";
 import { FrameChannel, HOST_SIDE } from "../protocol/channel.ts";
 import type { LogLevel } from "../protocol/messages.ts";
 import { LineCutter, OUTPUT_LINE_BYTES } from "./output.ts";
 import { hostTurn } from "./turn.ts";
+import { spawnViaSpawner } from "./sandbox/spawner.ts";
 
 /** The module on whose behalf the current code runs (see the header). */
 export const moduleScope = new AsyncLocalStorage<string>();
@@ -29,6 +30,20 @@ export interface SpawnSpec {
   env: Record<string, string>;
   cwd: string;
   maxFrameBytes?: number;
+}
+
+/**
+ * A module's process as the host sees it: started by the spawner (runtime/sandbox/spawner.ts
+ * SpawnedProcess), or by the host itself (benches' baseline: a ChildProcess).
+ */
+export interface ChildHandle {
+  readonly pid?: number | undefined;
+  readonly exitCode: number | null;
+  readonly signalCode: NodeJS.Signals | null;
+  kill(signal?: NodeJS.Signals): boolean;
+  once(event: "exit", listener: (code: number | null, signal: NodeJS.Signals | null) => void): unknown;
+  /** Why it is reported as ended without an exit of its own (its spawner died). */
+  readonly lost?: string;
 }
 
 export interface ExitInfo {
@@ -78,7 +93,7 @@ export class ModuleProcess<S extends ChannelSession = ChannelSession> {
   /** Set by the output reader when the module's stderr shows it ran out of memory. */
   outOfMemory: string | undefined;
 
-  constructor(readonly child: ChildProcess, session: S) {
+  constructor(readonly child: ChildHandle, session: S) {
     this.session = session;
     const sessionClosed = new Promise<void>((resolve) => session.once("closed", () => resolve()));
     session.once("closed", (err) => {
@@ -132,7 +147,9 @@ export class ModuleProcess<S extends ChannelSession = ChannelSession> {
    */
   endReason(info: ExitInfo): string {
     let how = describeExit(info.code, info.signal);
-    if (this.killedForClosedChannel) {
+    if (this.child.lost) {
+      how = this.child.lost;
+    } else if (this.killedForClosedChannel) {
       how = this.session.closeError
         ? `did not exit within ${CLOSED_CHANNEL_GRACE_MS} ms after its channel was closed: killed by SIGKILL`
         : `closed its channel and did not exit within ${CLOSED_CHANNEL_GRACE_MS} ms: killed by SIGKILL`;
@@ -213,15 +230,10 @@ function sleep(ms: number): Promise<void> {
  * channel (the host's HostSession); `output` receives its stdout and stderr lines, cut and
  * escaped by the logger.
  */
-export function spawnModuleProcess<S extends ChannelSession>(spec: SpawnSpec, module: string, session: (channel: FrameChannel) => S, output: OutputLog): ModuleProcess<S> {
+export function spawnModuleProcess<S extends ChannelSession>(spec: SpawnSpec, module: string, session: (channel: FrameChannel) => S, output: OutputLog): Promise<ModuleProcess<S>> {
   // In the module's async context: the child's pipes and channel, and so every callback on
   // the module's input, carry the module's name (moduleScope).
-  return moduleScope.run(module, () => spawnInScope(spec, session, output));
-}
-
-function spawnInScope<S extends ChannelSession>(spec: SpawnSpec, session: (channel: FrameChannel) => S, log: OutputLog): ModuleProcess<S> {
-  const warm = spawnChild(spec, log);
-  return warm.adopt(session, log);
+  return moduleScope.run(module, async () => (await spawnChild(spec, output)).adopt(session, output));
 }
 
 /**
@@ -229,36 +241,66 @@ function spawnInScope<S extends ChannelSession>(spec: SpawnSpec, session: (chann
  * runtime/isolate/pool.ts): its channel is open, its output goes to `output` until adopt().
  */
 export interface StartedChild {
-  readonly child: ChildProcess;
+  readonly child: ChildHandle;
   readonly channel: FrameChannel;
   /** Wrap the channel in the module's session; from now on its output goes to `output`. */
   adopt<S extends ChannelSession>(session: (channel: FrameChannel) => S, output: OutputLog): ModuleProcess<S>;
 }
 
-/** Start a process with its channel on fd 3 and its output drained (see spawnModuleProcess); its session comes later. */
-export function spawnChild(spec: SpawnSpec, output: OutputLog): StartedChild {
+let direct = false;
+
+/**
+ * Benches only, for a baseline in the same run: spawn module processes from this process (a
+ * fork of it on its loop, as the host did before the spawner) instead of through the spawner.
+ */
+export function spawnModulesDirectly(on: boolean): void {
+  direct = on;
+}
+
+/** The process and its three sockets, started by the spawner (or directly: spawnModulesDirectly). */
+async function start(spec: SpawnSpec): Promise<{ child: ChildHandle; stdout: Socket; stderr: Socket; socket: Socket }> {
+  const req = { command: spec.command, args: spec.args, env: spec.env, cwd: spec.cwd };
+  if (!direct) {
+    const s = await spawnViaSpawner(req);
+    return { child: s.child, stdout: s.stdout, stderr: s.stderr, socket: s.channel };
+  }
   const child = spawn(spec.command, spec.args, {
     cwd: spec.cwd,
     env: spec.env,
     stdio: ["ignore", "pipe", "pipe", "pipe"],
-    // Its own process group: a Ctrl-C at the terminal reaches the host, which then stops
-    // modules in order, instead of killing every module at once.
+    // Its own process group, as the spawner starts it.
     detached: true,
   });
-  const socket = child.stdio[3] as Socket;
+  const spawnError = new Promise<Error>((resolve) => child.on("error", resolve));
+  if (child.pid === undefined) throw new Error(`could not start process: ${(await spawnError).message}`);
+  return { child, stdout: child.stdout as Socket, stderr: child.stderr as Socket, socket: child.stdio[3] as Socket };
+}
+
+/**
+ * Start a process with its channel on fd 3 and its output drained (see spawnModuleProcess); its
+ * session comes later. The spawner (runtime/sandbox/spawner.ts) forks it, not the host: it
+ * passes the sockets back and reports the exit. Rejects when the process could not be started.
+ */
+export async function spawnChild(spec: SpawnSpec, output: OutputLog): Promise<StartedChild> {
+  const startedFor = moduleScope.getStore();
+  const { child, stdout, stderr, socket } = await start(spec);
+  // The module whose input this is (moduleScope): the one it was started for, or the one that
+  // adopted it. The sockets came from the spawner's channel, so their events are re-entered in
+  // the module's scope here (as are the channel's own: see adopt).
+  let scope = startedFor;
+  for (const s of [stdout, stderr, socket]) {
+    const emit = s.emit.bind(s) as (...args: unknown[]) => boolean;
+    (s as { emit: (...args: unknown[]) => boolean }).emit = (...args: unknown[]) => (scope !== undefined ? moduleScope.run(scope, () => emit(...args)) : emit(...args));
+  }
   // Its input shares the host's budget per turn of the loop with every other module's (turn.ts).
   const channel = new FrameChannel(socket, { maxFrameBytes: spec.maxFrameBytes, ...HOST_SIDE, gate: hostTurn });
+  const channelEmit = channel.emit.bind(channel) as (...args: unknown[]) => boolean;
+  (channel as { emit: (...args: unknown[]) => boolean }).emit = (...args: unknown[]) => (scope !== undefined ? moduleScope.run(scope, () => channelEmit(...args)) : channelEmit(...args));
   let log = output;
-  // A process adopted by a module other than the one (or none) it was started for runs its
-  // input in that module's scope from then on (moduleScope; the socket and pipes keep the
-  // context they were made in, so their events are re-entered in the module's).
-  const startedFor = moduleScope.getStore();
-  let adoptedBy: string | undefined;
-  const inScope = (fn: () => void) => (adoptedBy !== undefined ? moduleScope.run(adoptedBy, fn) : fn());
+  const inScope = (fn: () => void) => (scope !== undefined ? moduleScope.run(scope, fn) : fn());
   let proc: ModuleProcess<ChannelSession> | undefined;
   let oom: string | undefined;
-  for (const [stream, level, name] of [[child.stdout, "info", "stdout"], [child.stderr, "warn", "stderr"]] as const) {
-    if (!stream) continue;
+  for (const [stream, level, name] of [[stdout, "info", "stdout"], [stderr, "warn", "stderr"]] as const) {
     const cutter = new LineCutter((line, cut) => {
       const text = line.toString("utf8");
       if (name === "stderr" && !oom) {
@@ -313,30 +355,16 @@ export function spawnChild(spec: SpawnSpec, output: OutputLog): StartedChild {
     // A read error on a pipe ends the output, nothing else.
     stream.on("error", () => cutter.end());
   }
-  let spawnError: Error | undefined;
-  let onError: ((err: Error) => void) | undefined;
-  child.on("error", (err) => {
-    log.log("error", `could not start process: ${err.message}`);
-    spawnError = err;
-    onError?.(err);
-  });
   return {
     child,
     channel,
     adopt<S extends ChannelSession>(session: (channel: FrameChannel) => S, out: OutputLog): ModuleProcess<S> {
       log = out;
-      const module = moduleScope.getStore();
-      if (module !== undefined && module !== startedFor) {
-        adoptedBy = module;
-        const emit = channel.emit.bind(channel) as (...args: unknown[]) => boolean;
-        (channel as { emit: (...args: unknown[]) => boolean }).emit = (...args: unknown[]) => moduleScope.run(module, () => emit(...args));
-      }
+      scope = moduleScope.getStore() ?? scope;
       const hostSession = session(channel);
       const adopted = new ModuleProcess(child, hostSession);
       proc = adopted;
       if (oom) adopted.outOfMemory = oom;
-      onError = (err) => hostSession.close(err);
-      if (spawnError) hostSession.close(spawnError);
       return adopted;
     },
   };

@@ -262,7 +262,18 @@ export class IsolatePool {
     }
     // Outside any module's scope (a refill may be set off by some module's exit): adopted, it
     // runs in its own module's (runtime/process.ts).
-    const started = moduleScope.exit(() => spawnChild(sandboxed.spec, this.opts.output));
+    let started: StartedChild;
+    try {
+      started = await moduleScope.exit(() => spawnChild(sandboxed.spec, this.opts.output));
+    } catch (err) {
+      await sandboxed.release();
+      throw err;
+    }
+    if (this.closed) {
+      started.child.kill("SIGKILL");
+      await sandboxed.release();
+      return;
+    }
     let readyNow!: (ok: boolean) => void;
     const w: Warm = { key: profileKey(profile), uid, started, sandboxed, bootedAt: Date.now(), exited: false, done: false, isReady: false, ready: new Promise((r) => (readyNow = r)) };
     this.stats.booted++;

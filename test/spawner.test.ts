@@ -1,0 +1,192 @@
+// The spawner (runtime/sandbox/spawner.ts): the process that starts module processes for the
+// host, so the host's loop never forks for them. What it must do: pass a child's stdout, stderr
+// and channel (fd 3, a socketpair) back to the host as handles that carry bytes both ways,
+// report the pid and the exit, leave nothing of itself in the child, refuse malformed calls;
+// under the real host, be the parent of every module process (native, isolate host), take
+// them with it when it is killed (each module then restarts per its policy, the log naming the
+// spawner), and leave no module process behind when the host is killed with -9.
+
+import test from "ava";
+import { spawn } from "node:child_process";
+import { readdir, readFile, readlink, writeFile } from "node:fs/promises";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { SPAWN_LIMITS, spawnerPid, spawnViaSpawner, stopSpawner, type Spawned } from "../runtime/sandbox/spawner.ts";
+import { ROOT, startHost, tempDir, waitFor, writeModule, type InlineModule, type TestHost } from "./helpers/host.ts";
+import { writeNodeNative } from "./helpers/native.ts";
+
+const LONG = 120_000;
+const PROBE = fileURLToPath(new URL("./fixtures/native-probe/main.ts", import.meta.url));
+
+/** Alive and not a zombie. */
+async function alive(pid: number): Promise<boolean> {
+  const stat = await readFile(`/proc/${pid}/stat`, "utf8").catch(() => "");
+  return stat !== "" && !/^\d+ \(.*\) [ZX] /s.test(stat);
+}
+
+async function parentOf(pid: number): Promise<number> {
+  const stat = await readFile(`/proc/${pid}/stat`, "utf8");
+  return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+}
+
+/** Everything read from `s` until it ends. */
+function readAll(s: NodeJS.ReadableStream): Promise<string> {
+  return new Promise((resolve) => {
+    let out = "";
+    s.on("data", (b: Buffer) => (out += b.toString()));
+    s.on("end", () => resolve(out));
+  });
+}
+
+function exitOf(s: Spawned): Promise<[number | null, NodeJS.Signals | null]> {
+  if (s.child.exitCode !== null || s.child.signalCode !== null) return Promise.resolve([s.child.exitCode, s.child.signalCode]);
+  return new Promise((resolve) => s.child.once("exit", (code: number | null, signal: NodeJS.Signals | null) => resolve([code, signal])));
+}
+
+test.after.always(() => stopSpawner());
+
+function quiet(name: string): InlineModule {
+  return {
+    toml: `name = "${name}"\nversion = "1.0.0"\nentry_point = "index.ts"\ncapabilities = []\n`,
+    files: { "index.ts": `import type { ModuleContext } from "modhost/sdk";\nexport default function start(ctx: ModuleContext): void { ctx.log.info("${name} up"); }\n` },
+  };
+}
+
+function pidOf(h: TestHost, name: string): number {
+  const pid = h.manager.processOf(name)?.pid;
+  if (pid === undefined) throw new Error(`${name} has no process`);
+  return pid;
+}
+
+test.serial("the spawner passes stdout, stderr and the fd-3 socketpair back as handles: bytes flow both ways, written before the hand-over too; the pid comes at once, the exit with its code; the child is the spawner's", async (t) => {
+  t.timeout(LONG);
+  // The child writes on all three before the host has its handles (nothing may be lost or read
+  // by the spawner), then echoes a line over its channel and exits with 7.
+  const script = "echo early-out; echo early-err >&2; echo early-ch >&3; read x <&3; echo got:$x >&3; exit 7";
+  const s = await spawnViaSpawner({ command: "/bin/sh", args: ["-c", script], env: {}, cwd: "/" });
+  t.true(Number.isInteger(s.child.pid));
+  t.teardown(() => void s.child.kill("SIGKILL"));
+  t.is(await parentOf(s.child.pid!), spawnerPid()!, "its parent is the spawner");
+  t.not(await parentOf(s.child.pid!), process.pid);
+  const out = readAll(s.stdout);
+  const err = readAll(s.stderr);
+  const ch = readAll(s.channel);
+  s.channel.write("hello\n");
+  t.deepEqual(await exitOf(s), [7, null]);
+  t.is(await out, "early-out\n");
+  t.is(await err, "early-err\n");
+  t.is(await ch, "early-ch\ngot:hello\n");
+  t.false(s.child.kill("SIGKILL"), "no kill after the exit: the spawner has reaped that pid");
+});
+
+test.serial("a child holds fds 0-3 only (stdin /dev/null, three sockets): nothing of the spawner (its IPC channel, descriptors it inherited) reaches it", async (t) => {
+  const s = await spawnViaSpawner({ command: "/bin/sleep", args: ["600"], env: {}, cwd: "/" });
+  t.teardown(() => void s.child.kill("SIGKILL"));
+  t.deepEqual((await readdir(`/proc/${s.child.pid}/fd`)).sort(), ["0", "1", "2", "3"]);
+  t.is(await readlink(`/proc/${s.child.pid}/fd/0`), "/dev/null");
+  const sockets = await Promise.all(["1", "2", "3"].map((fd) => readlink(`/proc/${s.child.pid}/fd/${fd}`)));
+  for (const l of sockets) t.regex(l, /^socket:/);
+  t.is(new Set(sockets).size, 3, "three distinct socketpairs");
+  const spawnerIpc = await readlink(`/proc/${spawnerPid()}/fd/3`);
+  t.false(sockets.includes(spawnerIpc), "not the spawner's IPC channel");
+  t.true(s.child.kill("SIGKILL"));
+  t.deepEqual(await exitOf(s), [null, "SIGKILL"]);
+});
+
+test.serial(`a call past the spawner's bounds (${SPAWN_LIMITS.args} arguments) is refused naming them; a command that cannot start is an error naming it; the spawner carries on`, async (t) => {
+  const over = await t.throwsAsync(spawnViaSpawner({ command: "/bin/true", args: Array.from({ length: SPAWN_LIMITS.args + 1 }, () => "x"), env: {}, cwd: "/" }));
+  t.regex(over!.message, new RegExp(`refused a malformed call \\(over ${SPAWN_LIMITS.args} arguments or ${SPAWN_LIMITS.bytes} bytes`));
+  const missing = await t.throwsAsync(spawnViaSpawner({ command: "/nonexistent/module", args: [], env: {}, cwd: "/" }));
+  t.regex(missing!.message, /could not start process: spawn \/nonexistent\/module ENOENT/);
+  const s = await spawnViaSpawner({ command: "/bin/true", args: [], env: {}, cwd: "/" });
+  t.deepEqual(await exitOf(s), [0, null]);
+});
+
+test.serial("a spawner killed with -9 fails nothing silently: a process it ran is reported as ended naming the spawner, and the next spawn starts a new spawner", async (t) => {
+  t.timeout(LONG);
+  const s = await spawnViaSpawner({ command: "/bin/sleep", args: ["600"], env: {}, cwd: "/" });
+  const old = spawnerPid()!;
+  process.kill(old, "SIGKILL");
+  t.deepEqual(await exitOf(s), [null, null]);
+  t.regex(s.child.lost ?? "", new RegExp(`its spawner \\(pid ${old}\\) killed by SIGKILL`));
+  const next = await spawnViaSpawner({ command: "/bin/true", args: [], env: {}, cwd: "/" });
+  t.not(spawnerPid(), old);
+  t.deepEqual(await exitOf(next), [0, null]);
+  // sleep runs unsandboxed here (no bwrap, no cgroup): its channel closed by the host ends a
+  // module; a bare sleep is ended by hand.
+  s.channel.destroy();
+  if (await alive(s.child.pid!)) process.kill(s.child.pid!, "SIGKILL");
+  await stopSpawner();
+});
+
+test.serial("under the real host, module processes (a native module, an isolate host) are children of the spawner, not of the host", async (t) => {
+  t.timeout(2 * LONG);
+  const dir = await tempDir(t, "modhost-spawner-");
+  const modulesDir = path.join(dir, "modules");
+  await writeNodeNative(modulesDir, "probe", PROBE);
+  const h = await startHost(t, { dir, inline: { quiet: quiet("quiet") }, grants: { probe: [], quiet: [] } });
+  t.teardown(() => h.stop());
+  await h.waitForState("probe", "running", LONG);
+  await h.waitForState("quiet", "running", LONG);
+  const spawner = spawnerPid()!;
+  t.truthy(spawner);
+  for (const name of ["probe", "quiet"]) {
+    t.is(await parentOf(pidOf(h, name)), spawner, `${name}'s parent is the spawner`);
+  }
+});
+
+test.serial("under the real host, a spawner killed with -9 takes its module processes with it; each module restarts per its policy under a new spawner, the log naming the spawner", async (t) => {
+  t.timeout(3 * LONG);
+  const dir = await tempDir(t, "modhost-spawner-");
+  await writeNodeNative(path.join(dir, "modules"), "probe", PROBE);
+  const h = await startHost(t, { dir, inline: { quiet: quiet("quiet") }, grants: { probe: [], quiet: [] } });
+  t.teardown(() => h.stop());
+  await h.waitForState("probe", "running", LONG);
+  await h.waitForState("quiet", "running", LONG);
+  const old = spawnerPid()!;
+  const before = { probe: pidOf(h, "probe"), quiet: pidOf(h, "quiet") };
+  const since = h.mark();
+  process.kill(old, "SIGKILL");
+  for (const name of ["probe", "quiet"] as const) {
+    await h.waitForLog(new RegExp(`^${name} crashed: its spawner \\(pid ${old}\\) killed by SIGKILL`), { source: "host", since, timeoutMs: LONG });
+    await h.waitFor(async () => h.status(name)?.state === "running" && h.manager.processOf(name)?.pid !== before[name], LONG, `${name} to run again`);
+    await waitFor(async () => !(await alive(before[name])), LONG, `${name}'s old process (pid ${before[name]}) to be gone`);
+    const spawner = spawnerPid()!;
+    t.not(spawner, old);
+    t.is(await parentOf(pidOf(h, name)), spawner, `${name} runs under the new spawner`);
+  }
+});
+
+test.serial("a host killed with -9 leaves no module process and no spawner behind", async (t) => {
+  t.timeout(3 * LONG);
+  const dir = await tempDir(t, "modhost-spawner-");
+  await writeNodeNative(path.join(dir, "modules"), "probe", PROBE);
+  await writeModule(path.join(dir, "modules"), "quiet", quiet("quiet"));
+  const config = path.join(dir, "modhost.toml");
+  await writeFile(config, [
+    "[chain]", "block_interval_seconds = 0", "",
+    "[modules]", 'modules_dir = "modules"', 'data_dir = "data/modules"', "",
+    "[storage]", 'dir = "data/storage"', "",
+    "[rpc]", "enabled = false", "",
+    "[trust]", 'signatures = "allow-unsigned"', "",
+  ].join("\n"));
+  const host = spawn(process.execPath, [path.join(ROOT, "bin", "modhost.js"), "run", "--config", config], { cwd: dir, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, NO_COLOR: "1" } });
+  t.teardown(() => void host.kill("SIGKILL"));
+  let out = "";
+  host.stdout.on("data", (d: Buffer) => (out += d.toString()));
+  host.stderr.on("data", (d: Buffer) => (out += d.toString()));
+  const exited = new Promise((resolve) => host.once("exit", resolve));
+  const pids: number[] = [];
+  for (const name of ["probe", "quiet"]) {
+    const m = await waitFor(() => new RegExp(`loaded ${name} .*pid=(\\d+)`).exec(out), LONG, `${name} to be loaded`, () => out);
+    pids.push(Number(m[1]));
+  }
+  const spawner = await parentOf(pids[0]!);
+  t.not(spawner, host.pid, "the module's parent is not the host");
+  t.is(await parentOf(spawner), host.pid!, "its parent is the host's spawner");
+  host.kill("SIGKILL");
+  await exited;
+  await waitFor(async () => !(await alive(spawner)), LONG, "the spawner to be gone");
+  for (const pid of pids) await waitFor(async () => !(await alive(pid)), LONG, `module process ${pid} to be gone`);
+  t.pass();
+});
