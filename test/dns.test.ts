@@ -95,8 +95,10 @@ test.serial("24 modules, each with its 16 HTTP requests in flight, whose names g
   const resolver = new DnsResolver({ servers: [dns.server], hostsFile: "" });
   // 384 lookups, each held until its IPv6 query gave up (~14 s): the thread kept every IPv4
   // answer whole until then (4,000 strings each), ran out of its heap, and every lookup in
-  // flight, any module's, failed ("the DNS thread ended"). The addresses are private, so a
-  // lookup that ends is refused before any connection.
+  // flight, any module's, failed ("the DNS thread ended"). 16 requests at once is http.ts's cap
+  // per module; under the host a module also needs the max_unread_bytes for 16 bodies (its
+  // default holds 2), so these are 24 modules with it raised, or ~190 with the defaults. The
+  // addresses are private, so a lookup that ends is refused before any connection.
   const modules = Array.from({ length: 24 }, (_, m) => `dns-held-${m}`);
   const outcomes = await Promise.all(modules.flatMap((module, m) => Array.from({ length: 16 }, (_, i) =>
     httpExchange(module, { target: parseHttpUrl(`http://hugeheld-${m}-${i}.example/`), method: "GET", headers: {}, body: undefined, timeoutMs: 45_000 }, resolver.resolve)
