@@ -88,6 +88,37 @@ test("a DNS answer of 4,000 addresses in one 64 KiB datagram gives the first MAX
   t.deepEqual(found[0], { address: "93.184.0.0", family: 4 });
 });
 
+// Serial (ava runs these before the others): the DNS thread is the process's, and this keeps it busy for seconds.
+test.serial("24 modules, each with its 16 HTTP requests in flight, whose names get 4,000 IPv4 addresses at once and an IPv6 answer never: the DNS thread keeps only MAX_ADDRESSES of each and lives, so every lookup ends on its own", async (t) => {
+  t.timeout(180_000);
+  const dns = await fakeDns(t);
+  const resolver = new DnsResolver({ servers: [dns.server], hostsFile: "" });
+  // 384 lookups, each held until its IPv6 query gave up (~14 s): the thread kept every IPv4
+  // answer whole until then (4,000 strings each), ran out of its heap, and every lookup in
+  // flight, any module's, failed ("the DNS thread ended"). 16 requests at once is http.ts's cap
+  // per module; under the host a module also needs the max_unread_bytes for 16 bodies (its
+  // default holds 2), so these are 24 modules with it raised, or ~190 with the defaults. The
+  // addresses are private, so a lookup that ends is refused before any connection.
+  const modules = Array.from({ length: 24 }, (_, m) => `dns-held-${m}`);
+  const outcomes = await Promise.all(modules.flatMap((module, m) => Array.from({ length: 16 }, (_, i) =>
+    httpExchange(module, { target: parseHttpUrl(`http://hugeheld-${m}-${i}.example/`), method: "GET", headers: {}, body: undefined, timeoutMs: 45_000 }, resolver.resolve)
+      .then(() => "answered", (err: CapabilityError) => `${err.code}: ${err.message.replace(/hugeheld-\d+-\d+/, "NAME")}`))));
+  const counts: Record<string, number> = {};
+  for (const o of outcomes) counts[o] = (counts[o] ?? 0) + 1;
+  t.log(counts, `${dns.count("hugeheld-")} queries`);
+  t.true(dns.count("hugeheld-") >= 384, "every name was asked");
+  t.deepEqual(outcomes.filter((o) => /EDNSTHREAD|DNS thread ended/.test(o)), [], "no lookup failed because the DNS thread died");
+  const refused = outcomes.filter((o) => /^permission_denied: .*NAME\.example.*10\.1\./.test(o)).length;
+  // On a loaded machine the thread may not parse some answers within their tries (ETIMEOUT), or
+  // within the request's deadline (one run at load 31 had 344 of 384 end neither refused nor
+  // ETIMEOUT, the thread alive: most likely this): those end on their own too.
+  const timedOut = outcomes.filter((o) => /^unavailable: .*NAME\.example.*ETIMEOUT/.test(o) || /^timeout: no complete answer from NAME\.example:80 within 45000 ms$/.test(o)).length;
+  t.log(`${refused} lookups got their 4,000 addresses (refused as private), ${timedOut} timed out`);
+  t.is(refused + timedOut, 384, "each lookup ended with its own answer (a private address, refused) or its own timeout");
+  // The thread still answers.
+  t.deepEqual(await resolver.resolve("public-after.example"), [{ address: "93.184.0.1", family: 4 }]);
+});
+
 // The fake server in a process of its own, so that this process's CPU is the resolver's alone.
 const HUGE_SERVER = `
 const dgram = require("node:dgram");

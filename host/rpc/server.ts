@@ -18,7 +18,8 @@
 // process's RLIMIT_NOFILE, so storage, modules and logs keep their file descriptors); a
 // connection over a cap gets 503 naming the cap and is closed. A connection that has not sent
 // complete headers within header_timeout_ms (idle ones included), a request not complete within
-// request_timeout_ms, and a keep-alive connection idle for idle_timeout_ms are closed. Headers
+// request_timeout_ms, and a keep-alive connection idle for idle_timeout_ms are closed; a
+// connection has at most MAX_PIPELINED_REQUESTS requests in progress (more get 429). Headers
 // are limited in size by the HTTP parser; a body is refused from its Content-Length and, when
 // chunked, as soon as it grows past the limit, before it is buffered; a JSON-RPC body is
 // scanned for nesting depth before it is parsed; batches and method names have a length limit.
@@ -116,6 +117,16 @@ export const DEFAULT_RPC_LIMITS: Readonly<RpcLimits> = Object.freeze({
  */
 const UNSENT_COUNTED_FROM = 64 * 1024;
 
+/**
+ * Requests one connection may have in progress at once (HTTP/1.1 pipelining: sent before the
+ * answers to earlier ones were read). Node's server starts every pipelined request it has read
+ * and stops reading only once answers wait to be written, so requests sent without reading were
+ * all in progress together: 4 connections of 50,000 pipelined requests held +244 MB of host
+ * memory and its loop up to 0.4-0.9 s. Past this a request is answered 429 at once, in order,
+ * without being served, and the answers waiting soon stop the reading.
+ */
+export const MAX_PIPELINED_REQUESTS = 16;
+
 /** The process's soft RLIMIT_NOFILE (from /proc/self/limits), or undefined where it cannot be read. */
 export function openFileLimit(limitsText?: string): number | undefined {
   let text = limitsText;
@@ -194,6 +205,8 @@ export class RpcServer {
     peakConnections: 0,
     /** Connections closed because their unread answers were the oldest past max_unsent_bytes. */
     slowReadersClosed: 0,
+    /** Requests answered 429 because their connection had MAX_PIPELINED_REQUESTS in progress. */
+    pipelinedRefused: 0,
   };
   /** Answers over UNSENT_COUNTED_FROM written and not yet taken by their sockets, oldest first: their bytes. */
   private readonly unsent = new Map<ServerResponse, { bytes: number; page: object | undefined }>();
@@ -228,6 +241,12 @@ export class RpcServer {
         return;
       }
       const conn = this.conns.get(req.socket);
+      if (conn && conn.busy >= MAX_PIPELINED_REQUESTS) {
+        this.stats.pipelinedRefused++;
+        req.resume();
+        sendText(res, 429, `more than ${MAX_PIPELINED_REQUESTS} requests in progress on this connection (MAX_PIPELINED_REQUESTS, a fixed limit): this one was not served; read the answers before sending more, send a JSON-RPC batch, or open another connection\n`);
+        return;
+      }
       if (conn) {
         conn.busy++;
         res.once("close", () => conn.busy--);

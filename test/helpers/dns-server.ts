@@ -4,10 +4,12 @@
 //   slow-*     an A record 10.0.0.1 after `slowMs`
 //   garbage-*  bytes that are not a DNS message (the right id, then nonsense)
 //   huge-*     4,000 A records in one 64 KiB datagram (public addresses: never connect to them)
+//   hugeheld-* 4,000 A records of private addresses (refused before any connect) and no answer
+//              to AAAA questions, so that a lookup holds its A answer until the AAAA one gives up
 //   private-*  an A record 10.0.0.1 (a private address: the host refuses it before connecting)
 //   public-*   an A record 93.184.0.1 (public: for resolver tests only, never connect to it)
 //   anything else: NXDOMAIN
-// AAAA questions get an empty answer (NOERROR, no records) except for never-* and garbage-*.
+// AAAA questions get an empty answer (NOERROR, no records) except for never-*, hugeheld-* and garbage-*.
 
 import dgram from "node:dgram";
 import { performance } from "node:perf_hooks";
@@ -48,6 +50,9 @@ function answer(query: Buffer, end: number, rcode: number, addresses: Array<[num
   return Buffer.concat([head, query.subarray(12, end), ...records]);
 }
 
+/** 4,000 A records of 10.1.x.y, each naming the question (a pointer to offset 12). */
+const HUGE_PRIVATE_RECORDS = Buffer.concat(Array.from({ length: 4000 }, (_, k) => Buffer.from([0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 10, 1, k >> 8, k & 255])));
+
 /** Starts the server; it closes at the test's end. */
 export async function fakeDns(t: ExecutionContext, slowMs = 300): Promise<FakeDns> {
   const socket = dgram.createSocket("udp4");
@@ -60,9 +65,15 @@ export async function fakeDns(t: ExecutionContext, slowMs = 300): Promise<FakeDn
     const send = (out: Buffer) => socket.send(out, peer.port, peer.address, () => undefined);
     const kind = q.name.split("-")[0];
     if (kind === "never") return;
+    if (kind === "hugeheld" && q.type !== 1) return;
     if (kind === "garbage") return send(Buffer.concat([msg.subarray(0, 2), Buffer.from("\x81\x80\xff\xff\xff\xffnot a DNS answer at all", "latin1")]));
     if (q.type !== 1) return send(answer(msg, q.end, kind === "private" || kind === "public" || kind === "huge" || kind === "slow" ? 0 : 3, []));
     if (kind === "huge") return send(answer(msg, q.end, 0, Array.from({ length: 4000 }, (_, k) => [93, 184, k >> 8, k & 255] as [number, number, number, number])));
+    if (kind === "hugeheld") {
+      // Hundreds of these at once: the records are made once, so that the server keeps up.
+      const head = Buffer.from([msg[0]!, msg[1]!, 0x81, 0x80, 0, 1, 4000 >> 8, 4000 & 255, 0, 0, 0, 0]);
+      return send(Buffer.concat([head, msg.subarray(12, q.end), HUGE_PRIVATE_RECORDS]));
+    }
     if (kind === "private") return send(answer(msg, q.end, 0, [[10, 0, 0, 1]]));
     if (kind === "public") return send(answer(msg, q.end, 0, [[93, 184, 0, 1]]));
     if (kind === "slow") {
