@@ -159,6 +159,19 @@ async function findPackage(name: string, from: string): Promise<string | undefin
   return undefined;
 }
 
+/**
+ * SYNC_CROSSINGS, the one switch of sync crossings: module code runs in synchronous crossings
+ * on the isolate host's main thread (a call's answer reaches the module without a hand-over to
+ * the isolate's thread), each bounded by a watchdog thread (sync-watchdog.ts). Read when an
+ * isolate host is spawned: MODHOST_ISOLATE_SYNC=1 turns it on, 0 off; the default is below
+ * (docs/architecture.md, "Sync crossings", has the figures that chose it).
+ */
+export function syncCrossings(): boolean {
+  const v = process.env.MODHOST_ISOLATE_SYNC;
+  return v === undefined || v === "" ? SYNC_CROSSINGS_DEFAULT : v === "1";
+}
+const SYNC_CROSSINGS_DEFAULT = false;
+
 export async function compileForIsolate(manifest: RuntimeManifest): Promise<CompiledModule> {
   return compileModule(manifest.dir, manifest.entry_point);
 }
@@ -188,6 +201,7 @@ export async function isolateSpawnSpec(manifest: RuntimeManifest, bundleFile: st
       "--start-timeout-ms", String(limits.start_timeout_ms),
       "--handler-timeout-ms", String(limits.handler_timeout_ms),
       ...(limits.inspect ? ["--inspect"] : []),
+      ...(syncCrossings() ? ["--sync-crossings"] : []),
     ],
     env: { PATH: "/usr/local/bin:/usr/bin:/bin", MODULE_ID: manifest.name, MODULE_NAME: manifest.name, ...(dataDir ? { DATA_DIR: dataDir } : {}) },
     cwd: dataDir ?? "/",
@@ -341,7 +355,7 @@ export async function pooledIsolateSandbox(profile: PoolProfile, uid: number): P
   const script = await isolateHostScript();
   const spec: SpawnSpec = {
     command: process.execPath,
-    args: ["--no-node-snapshot", `--max-old-space-size=${profile.maxOldSpaceMb}`, script, "--pool", "--memory-mb", String(profile.memoryMb)],
+    args: ["--no-node-snapshot", `--max-old-space-size=${profile.maxOldSpaceMb}`, script, "--pool", "--memory-mb", String(profile.memoryMb), ...(syncCrossings() ? ["--sync-crossings"] : [])],
     env: { PATH: "/usr/local/bin:/usr/bin:/bin" },
     cwd: "/",
   };
