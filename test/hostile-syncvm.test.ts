@@ -21,8 +21,12 @@ import { canaryRound } from "./helpers/canary.ts";
 // Read by the host at each isolate host it spawns: every one of this file is in sync crossings.
 process.env.MODHOST_ISOLATE_SYNC = "1";
 
-const CPU_TIME_MS = 300;
-const MEMORY_MB = 64;
+// cpu_time_ms leaves the memory attack room to reach memory_mb first on a loaded machine (at
+// 300 ms, one run at load ~20 was stopped for CPU while it grew); health_timeout_ms keeps the
+// module in sync crossings (runtime.ts syncCrossingsFor: at least twice the longest crossing).
+const CPU_TIME_MS = 1000;
+const MEMORY_MB = 32;
+const HEALTH_TIMEOUT_MS = 10_000;
 const GRANTS = ["read_chain_state", "subscribe_events", "register_rpc_endpoint", "manage_timers"];
 
 const ATTACK = inlineModule("s-attack", GRANTS, `
@@ -52,11 +56,11 @@ const ATTACKS: Array<{ kind: string; reason: RegExp }> = [
   { kind: "rpc", reason: /cpu_time_ms/ },
   { kind: "event", reason: /cpu_time_ms/ },
   { kind: "timer", reason: /cpu_time_ms/ },
-  { kind: "memory", reason: /memory limit of 64 MB \(memory_mb\)/ },
+  { kind: "memory", reason: /memory limit of 32 MB \(memory_mb\)/ },
 ];
 /**
  * From the attack's start to the crash record: cpu_time_ms of CPU plus the watchdog's sampling
- * (2 x 75 ms + a 10 ms tick), on a loaded 2-core machine where the main thread may get a
+ * (2 x 100 ms + a 10 ms tick), on a loaded 2-core machine where the main thread may get a
  * fraction of a core: generous.
  */
 const CRASH_WITHIN_MS = 20_000;
@@ -69,11 +73,13 @@ test("under sync crossings, module code that spins (a microtask chain, an answer
     dir, modules: [],
     grants: { good: GOOD_GRANTS, "s-attack": GRANTS },
     // restart_window_ms 1: each restart waits the first backoff step (250 ms), not a growing one.
-    moduleLimits: { "s-attack": { cpu_time_ms: CPU_TIME_MS, memory_mb: MEMORY_MB, max_restarts: 50, restart_window_ms: 1, quarantine_after: 0 } },
+    moduleLimits: { "s-attack": { cpu_time_ms: CPU_TIME_MS, memory_mb: MEMORY_MB, health_timeout_ms: HEALTH_TIMEOUT_MS, max_restarts: 50, restart_window_ms: 1, quarantine_after: 0 } },
   });
   await h.waitForState("good", "running", 30_000);
   await h.waitForState("s-attack", "running", 30_000);
   t.is(await call(h, "s-attack.ping"), "pong");
+  const crossings = async () => ((await call(h, "health")).modules as any[]).find((m) => m.name === "s-attack")?.health?.crossings;
+  t.is(await crossings(), "sync", "the module runs in sync crossings (its isolate host says so in its health answer)");
 
   for (const { kind, reason } of ATTACKS) {
     const mark = h.mark();
@@ -95,5 +101,6 @@ test("under sync crossings, module code that spins (a microtask chain, an answer
     await h.waitForLog(/^loaded s-attack /, { source: "host", since: mark, timeoutMs: 60_000 });
     await h.waitForState("s-attack", "running", 60_000);
     t.is(await call(h, "s-attack.ping"), "pong", `${kind}: the module answers after its restart`);
+    t.is(await crossings(), "sync", `${kind}: the restarted module runs in sync crossings too`);
   }
 });

@@ -172,6 +172,28 @@ export function syncCrossings(): boolean {
 }
 const SYNC_CROSSINGS_DEFAULT = false;
 
+/**
+ * Whether this module's isolate host runs sync crossings. While a crossing runs, the isolate
+ * host's main thread answers nothing (health, shutdown): the longest a crossing can hold it is
+ * cpu_time_ms + 2 sampling periods + a 10 ms tick of CPU time (sync-watchdog.ts), and then the
+ * process is ended. A module whose health_timeout_ms is not at least twice that (room for a
+ * loaded machine, where CPU time lags the clock) keeps the asynchronous form, so a legitimate
+ * long stretch is never taken for an unresponsive module. The defaults (1000 and 5000) qualify.
+ * Not with the inspector (development), which needs the isolate's own thread.
+ */
+export function syncCrossingsFor(limits: Pick<IsolateHostLimits, "cpu_time_ms" | "health_timeout_ms" | "inspect">): boolean {
+  if (!syncCrossings() || limits.inspect) return false;
+  return limits.health_timeout_ms === undefined || limits.health_timeout_ms >= 2 * longestCrossingMs(limits.cpu_time_ms);
+}
+/** The most CPU time a synchronous crossing may take before the watchdog ends it (sync-watchdog.ts). */
+export function longestCrossingMs(cpuTimeMs: number): number {
+  return cpuTimeMs + 2 * watchdogSampleMs(cpuTimeMs) + 10;
+}
+/** How often the watchdogs look (worker.ts SAMPLE_MS, sync-watchdog.ts). */
+function watchdogSampleMs(cpuTimeMs: number): number {
+  return Math.min(100, Math.max(5, Math.floor(Math.max(10, cpuTimeMs) / 4)));
+}
+
 export async function compileForIsolate(manifest: RuntimeManifest): Promise<CompiledModule> {
   return compileModule(manifest.dir, manifest.entry_point);
 }
@@ -201,7 +223,7 @@ export async function isolateSpawnSpec(manifest: RuntimeManifest, bundleFile: st
       "--start-timeout-ms", String(limits.start_timeout_ms),
       "--handler-timeout-ms", String(limits.handler_timeout_ms),
       ...(limits.inspect ? ["--inspect"] : []),
-      ...(syncCrossings() ? ["--sync-crossings"] : []),
+      ...(syncCrossingsFor(limits) ? ["--sync-crossings"] : []),
     ],
     env: { PATH: "/usr/local/bin:/usr/bin:/bin", MODULE_ID: manifest.name, MODULE_NAME: manifest.name, ...(dataDir ? { DATA_DIR: dataDir } : {}) },
     cwd: dataDir ?? "/",
@@ -388,5 +410,8 @@ export function handoverMessage(manifest: RuntimeManifest, bundleCode: string, l
     start_timeout_ms: limits.start_timeout_ms,
     handler_timeout_ms: limits.handler_timeout_ms,
     inspect: Boolean(limits.inspect),
+    // The pool process runs the watchdog thread if the switch was on when it booted; this says
+    // whether this module uses it.
+    sync_crossings: syncCrossingsFor(limits),
   };
 }

@@ -24,7 +24,7 @@ const SEQ = 1;
 const STOP = 2;
 
 /** What the watchdog needs once the module is known (a pooled isolate host starts it before). */
-export interface WatchdogArming {
+interface WatchdogArming {
   limitMs: number;
   sampleMs: number;
   /** Frames (each with its length header) the watchdog writes to the channel on an overrun. */

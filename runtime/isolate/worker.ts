@@ -77,6 +77,8 @@ interface Handover {
   start_timeout_ms: number;
   handler_timeout_ms: number;
   inspect: boolean;
+  /** Sync crossings for this module (runtime.ts syncCrossingsFor); the watchdog thread runs if the pool booted with them. */
+  sync_crossings?: boolean;
 }
 
 /** The first (and only) message a pooled isolate host reads before its hello: the hand-over. */
@@ -90,7 +92,7 @@ async function awaitHandover(channel: FrameChannel): Promise<Handover> {
     const onMessage = (body: unknown) => {
       const m = body as Partial<Handover> & { t?: unknown };
       const ok = m !== null && typeof m === "object" && m.t === "handover" && typeof m.module === "string" && typeof m.version === "string"
-        && typeof m.bundle === "string" && typeof m.inspect === "boolean"
+        && typeof m.bundle === "string" && typeof m.inspect === "boolean" && (m.sync_crossings === undefined || typeof m.sync_crossings === "boolean")
         && [m.memory_mb, m.cpu_time_ms, m.start_timeout_ms, m.handler_timeout_ms].every((n) => typeof n === "number" && Number.isFinite(n));
       done(() => (ok ? resolve(m as Handover) : reject(new Error("the first message of a pooled isolate host must be a valid hand-over"))));
     };
@@ -129,6 +131,7 @@ const handover: Handover = args.pool
       start_timeout_ms: Number(args["start-timeout-ms"]),
       handler_timeout_ms: Number(args["handler-timeout-ms"]),
       inspect: args.inspect === true,
+      sync_crossings: args["sync-crossings"] === true,
     };
 
 const moduleId = handover.module;
@@ -140,7 +143,7 @@ const cpuTimeMs = inspect ? PAUSABLE_MS : Math.max(10, handover.cpu_time_ms);
 const startTimeoutMs = inspect ? PAUSABLE_MS : handover.start_timeout_ms;
 const handlerTimeoutMs = inspect ? PAUSABLE_MS : Math.max(1, handover.handler_timeout_ms);
 /** Module code runs in synchronous crossings on this thread, bounded by the watchdog thread; the inspector keeps the asynchronous form. */
-const syncCrossings = watchdog !== undefined && !inspect;
+const syncCrossings = watchdog !== undefined && !inspect && handover.sync_crossings === true;
 if (watchdog && !syncCrossings) watchdog.stop();
 
 const client = await ModuleClient.connect({ module: moduleId, version: handover.version, sdk: "modhost-isolate", socket, channel });
@@ -234,6 +237,8 @@ const { isolate, context, rt, probeScript } = prepared ?? (await prepareIsolate(
 const settleRef = rt.settle;
 
 /** What the CPU watchdogs say when they stop a stretch of module code (the host shows it as the reason). */
+/** How often the watchdogs look (runtime.ts watchdogSampleMs, which the host uses for the longest crossing). */
+const SAMPLE_MS = Math.min(100, Math.max(5, Math.floor(cpuTimeMs / 4)));
 const CPU_OVERRUN = `module ran for more than ${cpuTimeMs} ms without yielding (cpu_time_ms limit); its isolate was stopped`;
 if (syncCrossings) {
   // Armed before any module code runs: its last words are encoded now (the watchdog thread
@@ -247,7 +252,7 @@ if (syncCrossings) {
   };
   watchdog!.arm({
     limitMs: cpuTimeMs,
-    sampleMs: Math.min(100, Math.max(5, Math.floor(cpuTimeMs / 4))),
+    sampleMs: SAMPLE_MS,
     lastWords: new Uint8Array(Buffer.concat([
       ...frame({ t: "log", level: "error", message: CPU_OVERRUN }),
       ...frame({ t: "goodbye", error: { code: "module_error", message: CPU_OVERRUN } }),
@@ -303,10 +308,8 @@ const deliverAnswers = () => {
     }
     return;
   }
-  // applyIgnored, not applySync: a synchronous call would run the module's continuations on
-  // this thread (faster by one thread hand-over), but it waits for the isolate's lock, so a
-  // module spinning on the isolate's thread would block this thread and the CPU watchdog on it.
-  // apply, not applyIgnored: the module's continuations run in this task, and a promise they
+  // The asynchronous form: the continuations run on the isolate's thread, and this thread (with
+  // the probe watchdog on it) stays free. apply, not applyIgnored: the module's continuations run in this task, and a promise they
   // reject with no handler is what the task fails with (isolated-vm checks after each task);
   // applyIgnored dropped it unseen. It is reported in the module's log (unhandledRejection).
   try {
@@ -447,7 +450,6 @@ const located = (message: string, stack: unknown) => {
 // 307 / 257 us and the latency median from 1023 / 611 us to 583 / 526 us. A handler that spins
 // is still stopped after cpu_time_ms (test/isolate.test.ts: an event handler, an RPC handler).
 // One-off calls (loading the module, start, stop) keep their `timeout`.
-const SAMPLE_MS = Math.min(100, Math.max(5, Math.floor(cpuTimeMs / 4)));
 let probe: { sentAt: number; cpu: bigint } | undefined;
 /** Heap statistics, refreshed whenever the isolate is idle (health must not wait for a busy isolate). */
 let heap: { used: number; at: number } | undefined;
@@ -760,6 +762,8 @@ client.onInvocation("health", () => {
     heap_limit_bytes: memoryMb * 1024 * 1024,
     cpu_time_ms: disposed ? 0 : Number(isolate.cpuTime / 1000000n),
     busy_ms: probe && !disposed ? Date.now() - probe.sentAt : 0,
+    // Where module code runs: "sync" on this thread (sync crossings), "async" on the isolate's.
+    crossings: syncCrossings ? "sync" : "async",
   };
 });
 
