@@ -119,7 +119,11 @@ const channel = new FrameChannel(socket, { ...MODULE_SIDE, flushAt: "loop" });
 // processes: its launcher has entered the pool's cgroup by then, so all of it moves to the
 // module's).
 const pooled = args.pool ? await prepareIsolate(Math.max(8, Number(args["memory-mb"])), false) : undefined;
-if (args.pool) channel.send({ t: "pool_ready" });
+// With sync crossings, the watchdog thread is part of being booted: a pooled start must not wait for it.
+if (args.pool) {
+  await watchdog?.ready;
+  channel.send({ t: "pool_ready" });
+}
 const handover: Handover = args.pool
   ? await awaitHandover(channel)
   : {
