@@ -18,6 +18,8 @@ export interface IsolateHostLimits {
   readonly cpu_time_ms: number;
   readonly start_timeout_ms: number;
   readonly handler_timeout_ms: number;
+  /** The host's health check deadline: sync crossings only where it exceeds their longest hold (isolate/runtime.ts syncCrossingsFor). */
+  readonly health_timeout_ms?: number;
   /** Development only: a loopback address turns the V8 inspector on ("" or absent: off). */
   readonly inspect?: string;
   readonly address_space_mb: number;

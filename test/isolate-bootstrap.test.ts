@@ -25,12 +25,13 @@ test("the built bootstrap runs alone in a bare isolate: it hides the host functi
   await jail.set("__modhost_call", new ivm.Callback((batch: CallEntry[]) => void batches.push(batch), { ignored: true }));
   await jail.set("__modhost_log", new ivm.Callback(() => {}, { ignored: true }));
   await jail.set("__modhost_done", new ivm.Callback(() => {}, { ignored: true }));
+  await jail.set("__modhost_dispatched", new ivm.Callback(() => {}, { ignored: true }));
   await context.eval(built.code, { timeout: 1000 });
 
-  const gone = await context.eval(`["__modhost_call", "__modhost_log", "__modhost_done", "WebAssembly", "SharedArrayBuffer", "Atomics"].filter((n) => n in globalThis).join()`);
+  const gone = await context.eval(`["__modhost_call", "__modhost_log", "__modhost_done", "__modhost_dispatched", "WebAssembly", "SharedArrayBuffer", "Atomics"].filter((n) => n in globalThis).join()`);
   t.is(gone, "", "the host references and what policy forbids are gone");
   const runtime = (await jail.get("__modhost_runtime", { reference: true })) as ivm.Reference<Record<string, unknown>>;
-  for (const name of ["settle", "init", "start", "stop", "invoke", "invokeMany", "invokeStarted", "dispatch", "progress"]) {
+  for (const name of ["settle", "init", "start", "stop", "invoke", "invokeMany", "invokeStarted", "dispatch", "dispatchStart", "progress"]) {
     t.is(await context.eval(`typeof __modhost_runtime.${name}`), "function", name);
   }
 

@@ -159,6 +159,41 @@ async function findPackage(name: string, from: string): Promise<string | undefin
   return undefined;
 }
 
+/**
+ * SYNC_CROSSINGS, the one switch of sync crossings: module code runs in synchronous crossings
+ * on the isolate host's main thread (a call's answer reaches the module without a hand-over to
+ * the isolate's thread), each bounded by a watchdog thread (sync-watchdog.ts). Read when an
+ * isolate host is spawned: MODHOST_ISOLATE_SYNC=1 turns it on, 0 off; the default is below
+ * (docs/architecture.md, "Sync crossings", has the figures that chose it).
+ */
+export function syncCrossings(): boolean {
+  const v = process.env.MODHOST_ISOLATE_SYNC;
+  return v === undefined || v === "" ? SYNC_CROSSINGS_DEFAULT : v === "1";
+}
+const SYNC_CROSSINGS_DEFAULT = false;
+
+/**
+ * Whether this module's isolate host runs sync crossings. While a crossing runs, the isolate
+ * host's main thread answers nothing (health, shutdown): the longest a crossing can hold it is
+ * cpu_time_ms + 2 sampling periods + a 10 ms tick of CPU time (sync-watchdog.ts), and then the
+ * process is ended. A module whose health_timeout_ms is not at least twice that (room for a
+ * loaded machine, where CPU time lags the clock) keeps the asynchronous form, so a legitimate
+ * long stretch is never taken for an unresponsive module. The defaults (1000 and 5000) qualify.
+ * Not with the inspector (development), which needs the isolate's own thread.
+ */
+export function syncCrossingsFor(limits: Pick<IsolateHostLimits, "cpu_time_ms" | "health_timeout_ms" | "inspect">): boolean {
+  if (!syncCrossings() || limits.inspect) return false;
+  return limits.health_timeout_ms === undefined || limits.health_timeout_ms >= 2 * longestCrossingMs(limits.cpu_time_ms);
+}
+/** The most CPU time a synchronous crossing may take before the watchdog ends it (sync-watchdog.ts). */
+export function longestCrossingMs(cpuTimeMs: number): number {
+  return cpuTimeMs + 2 * watchdogSampleMs(cpuTimeMs) + 10;
+}
+/** How often the watchdogs look (worker.ts SAMPLE_MS, sync-watchdog.ts). */
+function watchdogSampleMs(cpuTimeMs: number): number {
+  return Math.min(100, Math.max(5, Math.floor(Math.max(10, cpuTimeMs) / 4)));
+}
+
 export async function compileForIsolate(manifest: RuntimeManifest): Promise<CompiledModule> {
   return compileModule(manifest.dir, manifest.entry_point);
 }
@@ -188,6 +223,7 @@ export async function isolateSpawnSpec(manifest: RuntimeManifest, bundleFile: st
       "--start-timeout-ms", String(limits.start_timeout_ms),
       "--handler-timeout-ms", String(limits.handler_timeout_ms),
       ...(limits.inspect ? ["--inspect"] : []),
+      ...(syncCrossingsFor(limits) ? ["--sync-crossings"] : []),
     ],
     env: { PATH: "/usr/local/bin:/usr/bin:/bin", MODULE_ID: manifest.name, MODULE_NAME: manifest.name, ...(dataDir ? { DATA_DIR: dataDir } : {}) },
     cwd: dataDir ?? "/",
@@ -341,7 +377,7 @@ export async function pooledIsolateSandbox(profile: PoolProfile, uid: number): P
   const script = await isolateHostScript();
   const spec: SpawnSpec = {
     command: process.execPath,
-    args: ["--no-node-snapshot", `--max-old-space-size=${profile.maxOldSpaceMb}`, script, "--pool", "--memory-mb", String(profile.memoryMb)],
+    args: ["--no-node-snapshot", `--max-old-space-size=${profile.maxOldSpaceMb}`, script, "--pool", "--memory-mb", String(profile.memoryMb), ...(syncCrossings() ? ["--sync-crossings"] : [])],
     env: { PATH: "/usr/local/bin:/usr/bin:/bin" },
     cwd: "/",
   };
@@ -374,5 +410,8 @@ export function handoverMessage(manifest: RuntimeManifest, bundleCode: string, l
     start_timeout_ms: limits.start_timeout_ms,
     handler_timeout_ms: limits.handler_timeout_ms,
     inspect: Boolean(limits.inspect),
+    // The pool process runs the watchdog thread if the switch was on when it booted; this says
+    // whether this module uses it.
+    sync_crossings: syncCrossingsFor(limits),
   };
 }

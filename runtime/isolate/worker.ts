@@ -22,6 +22,8 @@ import { bundleUrl, splitSourceMap, StackMapper } from "./sourcemap.ts";
 import { splitHexPaths, withRawHex } from "../../protocol/raw-hex.ts";
 import type { AnswerEntry, CallEntry, EventEntry, InvocationKind, InvokeAnswer, InvokedEntry, InvokeEntry, IsolateRuntime, MethodShape } from "./in-isolate/contract.ts";
 import type { LogLevel } from "../../protocol/messages.ts";
+import { encodeBodyParts } from "../../protocol/codec.ts";
+import { startSyncWatchdog } from "./sync-watchdog.ts";
 
 /**
  * The isolate bootstrap (./in-isolate/main.ts), built into one script and written in as a
@@ -58,6 +60,9 @@ const { values: args } = parseArgs({
     // it waits for the hand-over on its channel (the module, its bundle and its limits) and
     // only then does anything of a module's.
     pool: { type: "boolean", default: false },
+    // Sync crossings (runtime.ts SYNC_CROSSINGS): module code runs on this process's main
+    // thread, bounded by a watchdog thread (./sync-watchdog.ts). Not with the inspector.
+    "sync-crossings": { type: "boolean", default: false },
   },
   strict: true,
 });
@@ -72,6 +77,8 @@ interface Handover {
   start_timeout_ms: number;
   handler_timeout_ms: number;
   inspect: boolean;
+  /** Sync crossings for this module (runtime.ts syncCrossingsFor); the watchdog thread runs if the pool booted with them. */
+  sync_crossings?: boolean;
 }
 
 /** The first (and only) message a pooled isolate host reads before its hello: the hand-over. */
@@ -85,7 +92,7 @@ async function awaitHandover(channel: FrameChannel): Promise<Handover> {
     const onMessage = (body: unknown) => {
       const m = body as Partial<Handover> & { t?: unknown };
       const ok = m !== null && typeof m === "object" && m.t === "handover" && typeof m.module === "string" && typeof m.version === "string"
-        && typeof m.bundle === "string" && typeof m.inspect === "boolean"
+        && typeof m.bundle === "string" && typeof m.inspect === "boolean" && (m.sync_crossings === undefined || typeof m.sync_crossings === "boolean")
         && [m.memory_mb, m.cpu_time_ms, m.start_timeout_ms, m.handler_timeout_ms].every((n) => typeof n === "number" && Number.isFinite(n));
       done(() => (ok ? resolve(m as Handover) : reject(new Error("the first message of a pooled isolate host must be a valid hand-over"))));
     };
@@ -96,7 +103,10 @@ async function awaitHandover(channel: FrameChannel): Promise<Handover> {
   });
 }
 
-const socket = new net.Socket({ fd: Number(process.env.MODHOST_FD ?? 3), readable: true, writable: true });
+const channelFd = Number(process.env.MODHOST_FD ?? 3);
+// Started first: its thread boots (a Node environment, ~70-250 ms here) while this one does.
+const watchdog = args["sync-crossings"] ? startSyncWatchdog(channelFd) : undefined;
+const socket = new net.Socket({ fd: channelFd, readable: true, writable: true });
 // Frames leave at the end of the loop's phase, not of each callback (flushAt "loop"): isolated-vm
 // hands this thread every call that finished on the isolate's thread in one wake-up, but runs
 // each in a callback of its own, with Node's tick queue drained between them, so the answers of
@@ -109,7 +119,11 @@ const channel = new FrameChannel(socket, { ...MODULE_SIDE, flushAt: "loop" });
 // processes: its launcher has entered the pool's cgroup by then, so all of it moves to the
 // module's).
 const pooled = args.pool ? await prepareIsolate(Math.max(8, Number(args["memory-mb"])), false) : undefined;
-if (args.pool) channel.send({ t: "pool_ready" });
+// With sync crossings, the watchdog thread is part of being booted: a pooled start must not wait for it.
+if (args.pool) {
+  await watchdog?.ready;
+  channel.send({ t: "pool_ready" });
+}
 const handover: Handover = args.pool
   ? await awaitHandover(channel)
   : {
@@ -121,6 +135,7 @@ const handover: Handover = args.pool
       start_timeout_ms: Number(args["start-timeout-ms"]),
       handler_timeout_ms: Number(args["handler-timeout-ms"]),
       inspect: args.inspect === true,
+      sync_crossings: args["sync-crossings"] === true,
     };
 
 const moduleId = handover.module;
@@ -131,6 +146,9 @@ const memoryMb = Math.max(8, handover.memory_mb);
 const cpuTimeMs = inspect ? PAUSABLE_MS : Math.max(10, handover.cpu_time_ms);
 const startTimeoutMs = inspect ? PAUSABLE_MS : handover.start_timeout_ms;
 const handlerTimeoutMs = inspect ? PAUSABLE_MS : Math.max(1, handover.handler_timeout_ms);
+/** Module code runs in synchronous crossings on this thread, bounded by the watchdog thread; the inspector keeps the asynchronous form. */
+const syncCrossings = watchdog !== undefined && !inspect && handover.sync_crossings === true;
+if (watchdog && !syncCrossings) watchdog.stop();
 
 const client = await ModuleClient.connect({ module: moduleId, version: handover.version, sdk: "modhost-isolate", socket, channel });
 let exiting = false;
@@ -201,12 +219,13 @@ async function prepareIsolate(memoryLimitMb: number, withInspector: boolean) {
   await jail.set("__modhost_call", new ivm.Callback(callOut, { ignored: true }));
   await jail.set("__modhost_log", new ivm.Callback(logOut, { ignored: true }));
   await jail.set("__modhost_done", new ivm.Callback(invokedOut, { ignored: true }));
+  await jail.set("__modhost_dispatched", new ivm.Callback(dispatchedOut, { ignored: true }));
   await context.eval(bootstrapScript, { timeout: 1000 });
   const runtime = (await jail.get("__modhost_runtime", { reference: true })) as ivm.Reference<IsolateRuntime>;
   await jail.delete("__modhost_runtime");
   /** One function of the bootstrap's runtime object, typed by the contract both sides import (in-isolate/contract.ts). */
   const fn = async <K extends keyof IsolateRuntime>(name: K) => (await runtime.get(name, { reference: true })) as ivm.Reference<IsolateRuntime[K]>;
-  const rt = { init: await fn("init"), start: await fn("start"), stop: await fn("stop"), dispatch: await fn("dispatch"), progress: await fn("progress"), invokeMany: await fn("invokeMany"), invokeStarted: await fn("invokeStarted"), settle: await fn("settle") };
+  const rt = { init: await fn("init"), start: await fn("start"), stop: await fn("stop"), dispatch: await fn("dispatch"), dispatchStart: await fn("dispatchStart"), progress: await fn("progress"), invokeMany: await fn("invokeMany"), invokeStarted: await fn("invokeStarted"), settle: await fn("settle") };
   return { memoryLimitMb, withInspector, isolate, context, rt, probeScript: await isolate.compileScript("0") };
 }
 
@@ -221,6 +240,62 @@ if (prepared && (prepared.memoryLimitMb !== memoryMb || prepared.withInspector !
 const { isolate, context, rt, probeScript } = prepared ?? (await prepareIsolate(memoryMb, inspect));
 const settleRef = rt.settle;
 
+/** What the CPU watchdogs say when they stop a stretch of module code (the host shows it as the reason). */
+/** How often the watchdogs look (runtime.ts watchdogSampleMs, which the host uses for the longest crossing). */
+const SAMPLE_MS = Math.min(100, Math.max(5, Math.floor(cpuTimeMs / 4)));
+const CPU_OVERRUN = `module ran for more than ${cpuTimeMs} ms without yielding (cpu_time_ms limit); its isolate was stopped`;
+if (syncCrossings) {
+  // Armed before any module code runs: its last words are encoded now (the watchdog thread
+  // cannot encode, and the main thread is busy when they are needed).
+  await watchdog!.ready;
+  const frame = (message: unknown) => {
+    const parts = encodeBodyParts(message);
+    const header = Buffer.alloc(4);
+    header.writeUInt32BE(parts.reduce((n, p) => n + p.length, 0), 0);
+    return [header, ...parts];
+  };
+  watchdog!.arm({
+    limitMs: cpuTimeMs,
+    sampleMs: SAMPLE_MS,
+    lastWords: new Uint8Array(Buffer.concat([
+      ...frame({ t: "log", level: "error", message: CPU_OVERRUN }),
+      ...frame({ t: "goodbye", error: { code: "module_error", message: CPU_OVERRUN } }),
+    ])),
+    line: `isolate host: ${CPU_OVERRUN}`,
+  });
+}
+/**
+ * One synchronous crossing (sync crossings on): `fn` runs module code on this thread, the
+ * isolate's microtask checkpoint included, while the watchdog thread watches the heartbeat.
+ * Ignored callbacks the module made (its calls, answers, logs) run here right after, on this
+ * thread, before applySync returns.
+ */
+function crossSync<T>(fn: () => T): T {
+  // A frame partly written (the socket's buffer was full): the watchdog must not write into it.
+  watchdog!.enter(socket.writableLength > 0);
+  try {
+    return fn();
+  } finally {
+    watchdog!.leave();
+    if (!heap || Date.now() - heap.at > 1000) refreshHeapSync();
+  }
+}
+/** A synchronous crossing failed: the isolate died (exit with why), or the module left a rejection unhandled (reported). */
+function syncFailure(err: unknown): void {
+  const { code, message } = explain(err);
+  if (code !== 0) die(code, message);
+  else unhandledRejection(err);
+}
+function refreshHeapSync(): void {
+  if (isolate.isDisposed || exiting) return;
+  try {
+    const stats = isolate.getHeapStatisticsSync();
+    heap = { used: stats.used_heap_size + stats.externally_allocated_size, at: Date.now() };
+  } catch {
+    // disposed meanwhile
+  }
+}
+
 // Calls come in batches (all the calls of one turn of module code, bootstrap.ts) and go to the
 // host in one write; their answers are gathered and handed back in batches too (settle), one
 // crossing for all the answers that arrived together.
@@ -229,10 +304,16 @@ const deliverAnswers = () => {
   const batch = answers;
   answers = [];
   if (exiting || isolate.isDisposed) return;
-  // applyIgnored, not applySync: a synchronous call would run the module's continuations on
-  // this thread (faster by one thread hand-over), but it waits for the isolate's lock, so a
-  // module spinning on the isolate's thread would block this thread and the CPU watchdog on it.
-  // apply, not applyIgnored: the module's continuations run in this task, and a promise they
+  if (syncCrossings) {
+    try {
+      crossSync(() => settleRef.applySync(undefined, [batch], { arguments: { copy: true } }));
+    } catch (err) {
+      syncFailure(err);
+    }
+    return;
+  }
+  // The asynchronous form: the continuations run on the isolate's thread, and this thread (with
+  // the probe watchdog on it) stays free. apply, not applyIgnored: the module's continuations run in this task, and a promise they
   // reject with no handler is what the task fails with (isolated-vm checks after each task);
   // applyIgnored dropped it unseen. It is reported in the module's log (unhandledRejection).
   try {
@@ -373,17 +454,24 @@ const located = (message: string, stack: unknown) => {
 // 307 / 257 us and the latency median from 1023 / 611 us to 583 / 526 us. A handler that spins
 // is still stopped after cpu_time_ms (test/isolate.test.ts: an event handler, an RPC handler).
 // One-off calls (loading the module, start, stop) keep their `timeout`.
-const SAMPLE_MS = Math.min(100, Math.max(5, Math.floor(cpuTimeMs / 4)));
 let probe: { sentAt: number; cpu: bigint } | undefined;
 /** Heap statistics, refreshed whenever the isolate is idle (health must not wait for a busy isolate). */
 let heap: { used: number; at: number } | undefined;
-setInterval(() => {
+// With sync crossings on, module code runs on the isolate's thread only while it starts (the
+// start task and its microtasks; later continuations come through settle on this thread): this
+// watchdog covers that, and stops once the module runs (probeTimer below).
+const probeTimer = setInterval(() => {
   if (isolate.isDisposed || exiting) return;
+  if (syncCrossings && running) {
+    clearInterval(probeTimer);
+    probe = undefined;
+    return;
+  }
   if (probe) {
     const usedMs = Number(isolate.cpuTime - probe.cpu) / 1e6;
     if (usedMs > cpuTimeMs) {
       isolate.dispose();
-      die(EXIT.cpu, `module ran for more than ${cpuTimeMs} ms without yielding (cpu_time_ms limit); its isolate was stopped`);
+      die(EXIT.cpu, CPU_OVERRUN);
     }
     return;
   }
@@ -496,7 +584,7 @@ client.onEvents(async (events) => {
     try {
       // No isolated-vm `timeout` here or on invoke (below): the watchdog stops a handler that
       // spins, synchronously or in a continuation (see CALL_WITHOUT_TIMEOUT).
-      const run = rt.dispatch.apply(undefined, [id, batch], { arguments: { copy: true }, result: { promise: true } }) as Promise<unknown>;
+      const run = syncCrossings ? dispatchSync(id, batch) : rt.dispatch.apply(undefined, [id, batch], { arguments: { copy: true }, result: { promise: true } }) as Promise<unknown>;
       const stuck = await guarded(what, () => untilDoneOrStuck(run, id), true);
       if (stuck === null) return;
       client.log("error", `the handlers of event ${rest[stuck]!.type} (seq ${rest[stuck]!.seq}) did not finish within ${handlerTimeoutMs} ms (handler_timeout_ms); it is given up on and the next events are delivered`);
@@ -508,6 +596,25 @@ client.onEvents(async (events) => {
     }
   }
 });
+
+/** Event batches started in a synchronous crossing, by id: each resolves when __modhost_dispatched says it is done. */
+const dispatched = new Map<number, () => void>();
+function dispatchedOut(batchId: number): void {
+  const done = dispatched.get(batchId);
+  dispatched.delete(batchId);
+  done?.();
+}
+/** dispatch() in a synchronous crossing; fails as the asynchronous call would (the isolate died, a rejection left unhandled). */
+function dispatchSync(id: number, batch: EventEntry[]): Promise<unknown> {
+  const done = new Promise<void>((resolve) => dispatched.set(id, resolve));
+  try {
+    crossSync(() => rt.dispatchStart.applySync(undefined, [id, batch], { arguments: { copy: true } }));
+  } catch (err) {
+    dispatched.delete(id);
+    return Promise.reject(err);
+  }
+  return done;
+}
 
 /** null once `run` is done; the index of the event given up on if one ran past handler_timeout_ms. */
 async function untilDoneOrStuck(run: Promise<unknown>, id: number): Promise<number | null> {
@@ -547,6 +654,7 @@ client.onInvocation("shutdown", async (params) => {
     ));
   } finally {
     exiting = true;
+    watchdog?.stop();
     setTimeout(() => process.exit(EXIT.ok), 20).unref();
   }
   return { stopped: true };
@@ -583,12 +691,16 @@ async function deliverInvocations(): Promise<void> {
         // apply, as settle: the handlers' synchronous parts run in this task, and a promise they
         // leave rejected with no handler is what the task fails with. Their answers are not lost
         // with it (they leave through __modhost_done): it is reported, and they go on.
-        started = (await rt.invokeMany.apply(undefined, [batch, INVOKE_SLICE_MS], { arguments: { copy: true }, result: { copy: true } })) as number;
+        started = syncCrossings
+          ? crossSync(() => rt.invokeMany.applySync(undefined, [batch, INVOKE_SLICE_MS], { arguments: { copy: true }, result: { copy: true } })) as number
+          : (await rt.invokeMany.apply(undefined, [batch, INVOKE_SLICE_MS], { arguments: { copy: true }, result: { copy: true } })) as number;
       } catch (err) {
         try {
           if (explain(err).code !== 0) throw err;
           unhandledRejection(err);
-          started = (await rt.invokeStarted.apply(undefined, [], { result: { copy: true } })) as number;
+          started = syncCrossings
+            ? rt.invokeStarted.applySync(undefined, [], { result: { copy: true } }) as number
+            : (await rt.invokeStarted.apply(undefined, [], { result: { copy: true } })) as number;
         } catch (fatalErr) {
           // The isolate is gone: each waiting invocation fails with why (guarded exits with its code).
           for (const [id] of batch) {
@@ -601,7 +713,11 @@ async function deliverInvocations(): Promise<void> {
           return;
         }
       }
-      if (started < batch.length) invokeQueue = [...batch.slice(started), ...invokeQueue];
+      if (started < batch.length) {
+        invokeQueue = [...batch.slice(started), ...invokeQueue];
+        // Synchronous crossings hold this thread: let health, shutdown and answers in between slices.
+        if (syncCrossings) await new Promise((resolve) => setImmediate(resolve));
+      }
     }
   } finally {
     crossing = false;
@@ -650,6 +766,8 @@ client.onInvocation("health", () => {
     heap_limit_bytes: memoryMb * 1024 * 1024,
     cpu_time_ms: disposed ? 0 : Number(isolate.cpuTime / 1000000n),
     busy_ms: probe && !disposed ? Date.now() - probe.sentAt : 0,
+    // Where module code runs: "sync" on this thread (sync crossings), "async" on the isolate's.
+    crossings: syncCrossings ? "sync" : "async",
   };
 });
 

@@ -80,6 +80,8 @@ export interface IsolateRuntime {
   /** How many of the last invokeMany() batch were started. */
   invokeStarted(): number;
   dispatch(batchId: number, batch: EventEntry[]): Promise<void>;
+  /** dispatch() started from a synchronous crossing: its end is told through __modhost_dispatched(batchId). */
+  dispatchStart(batchId: number, batch: EventEntry[]): void;
   progress(batchId: number, timeoutMs: number): Progress | null;
 }
 
@@ -92,5 +94,7 @@ export interface IsolateRuntime {
 export type CallFunction = (batch: CallEntry[]) => void;
 /** __modhost_done: the answers of the invocations that finished in one turn of module code. */
 export type DoneFunction = (answers: InvokedEntry[]) => void;
+/** __modhost_dispatched: the event batch batchId (dispatchStart) is done. */
+export type DispatchedFunction = (batchId: number) => void;
 /** __modhost_log: one log line (fields are plain data or absent). */
 export type LogFunction = (level: LogLevel, message: string, fields: Record<string, unknown> | undefined) => void;

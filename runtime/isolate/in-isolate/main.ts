@@ -13,7 +13,7 @@
 // still reach only what it was granted. This code gives well-behaved modules a good API.
 
 import type {
-  AnswerEntry, CallEntry, CallFunction, DoneFunction, EventEntry, InitLimits, InvocationKind, InvokeAnswer, InvokedEntry, InvokeEntry,
+  AnswerEntry, CallEntry, CallFunction, DispatchedFunction, DoneFunction, EventEntry, InitLimits, InvocationKind, InvokeAnswer, InvokedEntry, InvokeEntry,
   IsolateRuntime, LogFunction, MethodShape, ModuleMeta, Progress,
 } from "./contract.ts";
 import type { LogLevel } from "../../../protocol/messages.ts";
@@ -37,6 +37,7 @@ interface IsolateGlobal {
   __modhost_call?: CallFunction;
   __modhost_log?: LogFunction;
   __modhost_done?: DoneFunction;
+  __modhost_dispatched?: DispatchedFunction;
   __modhost_runtime?: IsolateRuntime;
   __modhost_exports?: ModuleExports;
   console: unknown;
@@ -53,9 +54,11 @@ const global = globalThis as unknown as IsolateGlobal;
 const callOut = global.__modhost_call!;
 const logOut = global.__modhost_log!;
 const doneOut = global.__modhost_done!;
+const dispatchedOut = global.__modhost_dispatched!;
 delete global.__modhost_call;
 delete global.__modhost_log;
 delete global.__modhost_done;
+delete global.__modhost_dispatched;
 // WebAssembly memory is allocated outside the heap limit; shared memory and Atomics.wait
 // could block the isolate host's thread. Modules get neither.
 for (const name of ["WebAssembly", "SharedArrayBuffer", "Atomics"] as const) delete global[name];
@@ -578,6 +581,13 @@ const runtime: IsolateRuntime = {
       }
     }
     if (dispatching === state) dispatching = null;
+  },
+  /**
+   * dispatch() for a synchronous crossing (the isolate host's sync crossings), which cannot
+   * wait for a promise: the batch is started here and its end told through __modhost_dispatched.
+   */
+  dispatchStart(batchId: number, batch: EventEntry[]) {
+    void runtime.dispatch(batchId, batch).then(() => dispatchedOut(batchId));
   },
   /** The running batch batchId: which event, for how long; abandoned if that is timeoutMs or more. */
   progress(batchId: number, timeoutMs: number): Progress | null {
