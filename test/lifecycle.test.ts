@@ -271,7 +271,7 @@ test("CLI: modhost list shows a quarantined module with the way out; modhost ena
   await writeFile(file, `[rpc]\nport = ${h.host.rpcServer!.address!.port}\ncookie_file = ${JSON.stringify(h.config.rpc.cookie_file)}\n`);
   const modhost = (...args: string[]) => promisify(execFile)(process.execPath, [path.join(ROOT, "bin/modhost.js"), ...args, "--config", file], { cwd: ROOT, timeout: LONG });
   const list = await modhost("list");
-  t.regex(list.stdout, /^flaky\s+0\.1\.0\s+isolate\s+\S+\s+quarantined\s+-\s+\d+$/m);
+  t.regex(list.stdout, /^flaky\s+0\.1\.0\s+isolate\s+\S+\s+quarantined\s+-\s+\d+\s+\d+(\.\d+)? \S+\/\d+(\.\d+)? \S+\s+\d+\/\d+$/m);
   t.regex(list.stdout, /^ {4}quarantined since .* after 1 failures .*modhost enable flaky$/m);
   const enabled = await modhost("enable", "flaky");
   t.regex(enabled.stdout, /^enabled and loaded flaky 0\.1\.0 \(running, pid \d+\)$/m);

@@ -319,7 +319,7 @@ test("CLI: modhost list, a module command, call and stop against a running host"
   const list = await modhost(["list", "--config", config]);
   t.is(list.code, 0, list.stderr);
   t.regex(list.stdout, /^MODULE\s+VERSION\s+RUNTIME\s+SANDBOX\s+STATE/m);
-  t.regex(list.stdout, /^echo\s+0\.1\.0\s+isolate\s+(isolate|full|degraded)\s+running\s+\d+\s+0$/m);
+  t.regex(list.stdout, /^echo\s+0\.1\.0\s+isolate\s+(isolate|full|degraded)\s+running\s+\d+\s+0\s+\d+(\.\d+)? \S+\/\d+(\.\d+)? \S+\s+\d+\/\d+$/m);
 
   const greet = await modhost(["echo", "greet", "world", "--config", config]);
   t.is(greet.code, 0, greet.stderr);
