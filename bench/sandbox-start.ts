@@ -26,6 +26,7 @@ import { access, chmod, mkdir } from "node:fs/promises";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
 import { ModuleManager } from "../host/manager.ts";
+import { volumesReleased } from "../runtime/sandbox/volume.ts";
 import { EventBus } from "../host/events/bus.ts";
 import { EmbeddedChain } from "../chain/embedded.ts";
 import { ApiHub } from "../host/hub.ts";
@@ -269,7 +270,8 @@ async function managerStart(chain: EmbeddedChain, modulesDir: string): Promise<{
   const dir = await makeTempDir("sbx-mgr");
   await chmod(dir, 0o711);
   const { logger, records } = captureLogger();
-  const manager = new ModuleManager({ config: benchConfigFor(dir, { [MODULE]: {} }, modulesDir), chain, bus: new EventBus(), logger });
+  const config = benchConfigFor(dir, { [MODULE]: {} }, modulesDir);
+  const manager = new ModuleManager({ config, chain, bus: new EventBus(), logger });
   // A process the manager starts is only reachable through it (and runs in its own group).
   const forget = atCleanup(() => manager.processOf(MODULE)?.kill());
   try {
@@ -282,6 +284,9 @@ async function managerStart(chain: EmbeddedChain, modulesDir: string): Promise<{
     return { ms: t1 - t0, level: status.sandbox ?? "(not reported)" };
   } finally {
     await manager.shutdown().catch(() => {});
+    // Its data volume is unmounted after its process is gone, as the host's stop waits for
+    // (host/host.ts): removing the directory before that fails with EBUSY.
+    await volumesReleased(config.modules.data_dir).catch(() => {});
     forget();
     await removeTempDir(dir);
   }
