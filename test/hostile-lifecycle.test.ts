@@ -10,36 +10,17 @@
 
 import test from "ava";
 import { readFileSync } from "node:fs";
-import { readFile, readdir } from "node:fs/promises";
+import { readFile } from "node:fs/promises";
 import path from "node:path";
 import { monitorEventLoopDelay } from "node:perf_hooks";
 import { fileURLToPath } from "node:url";
 import { buildModulesDir, sleep, startHost, tempDir, GOOD_GRANTS, type TestHost } from "./helpers/host.ts";
 import { writeNodeNative } from "./helpers/native.ts";
 import { canaryRound } from "./helpers/canary.ts";
+import { descendants } from "./helpers/procs.ts";
 
 const PROBE = fileURLToPath(new URL("./fixtures/hostile-lifecycle/main.ts", import.meta.url));
 const LONG = 120_000;
-
-/** Every descendant of `pid`, from /proc. */
-async function descendants(pid: number): Promise<number[]> {
-  const parent = new Map<number, number>();
-  for (const name of await readdir("/proc")) {
-    if (!/^\d+$/.test(name)) continue;
-    try {
-      const stat = await readFile(`/proc/${name}/stat`, "utf8");
-      parent.set(Number(name), Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]));
-    } catch {
-      // gone meanwhile
-    }
-  }
-  const out: number[] = [];
-  const walk = (p: number) => {
-    for (const [child, pp] of parent) if (pp === p) (out.push(child), walk(child));
-  };
-  walk(pid);
-  return out;
-}
 
 function alive(pid: number): boolean {
   try {

@@ -7,11 +7,12 @@
 import test from "ava";
 import { execFile } from "node:child_process";
 import { promisify } from "node:util";
-import { readFile, readdir, writeFile } from "node:fs/promises";
+import { readFile, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { GOOD_GRANTS, ROOT, sleep, startHost, type InlineModule, type TestHost } from "./helpers/host.ts";
 import { call, RpcFailure } from "./helpers/rpc.ts";
 import { KeyedQueue, LoopStallMeter, fairDeadline } from "../host/lifecycle.ts";
+import { descendants } from "./helpers/procs.ts";
 
 type Payload = Record<string, unknown>;
 
@@ -74,26 +75,6 @@ function gone(pid: number | undefined): boolean {
   } catch (err) {
     return (err as NodeJS.ErrnoException).code === "ESRCH";
   }
-}
-
-/** Every descendant of `pid`, from /proc. */
-async function descendants(pid: number): Promise<number[]> {
-  const parent = new Map<number, number>();
-  for (const name of await readdir("/proc")) {
-    if (!/^\d+$/.test(name)) continue;
-    try {
-      const stat = await readFile(`/proc/${name}/stat`, "utf8");
-      parent.set(Number(name), Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]));
-    } catch {
-      // gone meanwhile
-    }
-  }
-  const out: number[] = [];
-  const walk = (p: number) => {
-    for (const [child, pp] of parent) if (pp === p) (out.push(child), walk(child));
-  };
-  walk(pid);
-  return out;
 }
 
 function eventsOf(h: TestHost, type: string, module: string) {

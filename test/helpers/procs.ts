@@ -1,5 +1,6 @@
-// Process and network helpers for the sandbox tests: who runs under a uid, polling a check,
-// a TCP server on the host's loopback for modules to try to reach.
+// Process and network helpers for the sandbox and lifecycle tests: who runs under a uid, a
+// process's descendants, polling a check, a TCP server on the host's loopback for modules to
+// try to reach.
 
 import { readdir, readFile } from "node:fs/promises";
 import { createServer, type Server } from "node:net";
@@ -34,4 +35,24 @@ export function listen(): Promise<{ server: Server; port: number }> {
     });
     server.listen(0, "127.0.0.1", () => resolve({ server, port: (server.address() as { port: number }).port }));
   });
+}
+
+/** Every descendant of `pid`, from /proc (processes that end meanwhile are skipped). */
+export async function descendants(pid: number): Promise<number[]> {
+  const parent = new Map<number, number>();
+  for (const name of await readdir("/proc")) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const stat = await readFile(`/proc/${name}/stat`, "utf8");
+      parent.set(Number(name), Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  const out: number[] = [];
+  const walk = (p: number) => {
+    for (const [child, pp] of parent) if (pp === p) (out.push(child), walk(child));
+  };
+  walk(pid);
+  return out;
 }
