@@ -8,7 +8,6 @@
 // To profile, run the host under --cpu-prof (--cpu-prof-dir=DIR) and, for the isolate host, add
 // "--cpu-prof", "--cpu-prof-dir=DIR" to its arguments in runtime/isolate/runtime.ts by hand and
 // set ALLGET_UNSANDBOXED=1 (--cpu-prof needs a writable directory, which the sandbox does not give).
-import { readdirSync, readFileSync } from "node:fs";
 import path from "node:path";
 import os from "node:os";
 import { parseArgs } from "node:util";
@@ -18,7 +17,7 @@ import { ModuleManager } from "../host/manager.ts";
 import { EventBus } from "../host/events/bus.ts";
 import { EmbeddedChain } from "../chain/embedded.ts";
 import { decodeValue, encodeKey, encodeValue } from "../storage/codec.ts";
-import { benchConfig, captureLogger, dumpLog, makeTempDir, removeTempDir, FAIR_SHARE_RAISED } from "./common.ts";
+import { benchConfig, captureLogger, dumpLog, makeTempDir, processTree, removeTempDir, treeCpuMs, FAIR_SHARE_RAISED } from "./common.ts";
 import { summarise } from "./stats.ts";
 
 const { values } = parseArgs({ options: { runs: { type: "string" } } });
@@ -28,36 +27,6 @@ const N = 10;
 const BATCH = 1000;
 const MODULE = "bench-isolate-paths";
 const VALUE = { height: 812345, hash: "00000000000000000002a7c4c1e48d76", ok: true };
-
-/** `root` and its descendants. */
-function processTree(root: number | undefined): number[] {
-  if (root === undefined) return [];
-  const parent = new Map<number, number>();
-  for (const name of readdirSync("/proc")) {
-    if (!/^\d+$/.test(name)) continue;
-    try {
-      const stat = readFileSync(`/proc/${name}/stat`, "utf8");
-      parent.set(Number(name), Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]));
-    } catch {
-      // gone meanwhile
-    }
-  }
-  const tree = [root];
-  for (let i = 0; i < tree.length; i++) for (const [pid, ppid] of parent) if (ppid === tree[i]) tree.push(pid);
-  return tree;
-}
-
-function treeCpuMs(pids: number[]): number {
-  let ns = 0;
-  for (const pid of pids) {
-    try {
-      for (const tid of readdirSync(`/proc/${pid}/task`)) ns += Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, "utf8").split(" ")[0]);
-    } catch {
-      // gone meanwhile
-    }
-  }
-  return ns / 1e6;
-}
 
 const hostCpuMs = () => {
   const u = process.cpuUsage();

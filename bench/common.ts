@@ -2,7 +2,7 @@
 // processes that are always cleaned up (also on Ctrl-C), a logger that keeps every record in
 // memory instead of printing it, and the host configuration the module benchmarks run with.
 
-import { rmSync } from "node:fs";
+import { readdirSync, readFileSync, rmSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
@@ -208,4 +208,37 @@ export function stampRequests(hub: ApiHub): Arrival[] {
 
 export function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
+}
+
+// ---- process trees -----------------------------------------------------------------------
+
+/** `root` and its descendants (the sandbox's launcher, the isolate host), found once per module run. */
+export function processTree(root: number | undefined): number[] {
+  if (root === undefined) return [];
+  const parent = new Map<number, number>();
+  for (const name of readdirSync("/proc")) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const stat = readFileSync(`/proc/${name}/stat`, "utf8");
+      parent.set(Number(name), Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  const tree = [root];
+  for (let i = 0; i < tree.length; i++) for (const [pid, ppid] of parent) if (ppid === tree[i]) tree.push(pid);
+  return tree;
+}
+
+/** CPU time of every thread of `pids` so far (/proc/PID/task/TID/schedstat: ns), ms. */
+export function treeCpuMs(pids: number[]): number {
+  let ns = 0;
+  for (const pid of pids) {
+    try {
+      for (const tid of readdirSync(`/proc/${pid}/task`)) ns += Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, "utf8").split(" ")[0]);
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return ns / 1e6;
 }

@@ -18,7 +18,6 @@
 // baseline asks for the same form.
 // Goal: <= 2x the in-process logic. MODHOST_BENCH_INDEXER_SIZES overrides the sizes ("1000,3000").
 
-import { readdirSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
 import { ClassicLevel } from "classic-level";
@@ -26,7 +25,7 @@ import { ModuleManager } from "../host/manager.ts";
 import { EventBus } from "../host/events/bus.ts";
 import { EmbeddedChain } from "../chain/embedded.ts";
 import { encodeKey, encodeValue } from "../storage/codec.ts";
-import { atCleanup, benchConfig, captureLogger, dumpLog, FAIR_SHARE_RAISED, makeTempDir, removeTempDir, type Benchmark, type Row } from "./common.ts";
+import { atCleanup, benchConfig, captureLogger, dumpLog, FAIR_SHARE_RAISED, makeTempDir, processTree, removeTempDir, treeCpuMs, type Benchmark, type Row } from "./common.ts";
 import { summarise } from "./stats.ts";
 
 const MODULE = "bench-indexer";
@@ -179,37 +178,6 @@ interface BlockServed {
   cpuMs: number;
   moduleCpuAtStart: number;
   moduleCpuMs: number;
-}
-
-/** `root` and its descendants (the sandbox's launcher, the isolate host), found once per module run. */
-function processTree(root: number | undefined): number[] {
-  if (root === undefined) return [];
-  const parent = new Map<number, number>();
-  for (const name of readdirSync("/proc")) {
-    if (!/^\d+$/.test(name)) continue;
-    try {
-      const stat = readFileSync(`/proc/${name}/stat`, "utf8");
-      parent.set(Number(name), Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]));
-    } catch {
-      // gone meanwhile
-    }
-  }
-  const tree = [root];
-  for (let i = 0; i < tree.length; i++) for (const [pid, ppid] of parent) if (ppid === tree[i]) tree.push(pid);
-  return tree;
-}
-
-/** CPU time of every thread of `pids` so far (/proc/PID/task/TID/schedstat: ns), ms. */
-function treeCpuMs(pids: number[]): number {
-  let ns = 0;
-  for (const pid of pids) {
-    try {
-      for (const tid of readdirSync(`/proc/${pid}/task`)) ns += Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, "utf8").split(" ")[0]);
-    } catch {
-      // gone meanwhile
-    }
-  }
-  return ns / 1e6;
 }
 
 /** CPU time of this process so far (every thread), ms. */
