@@ -141,3 +141,34 @@ test.serial("a host killed with -9 leaves no runner and no tool behind: the runn
   await until("its tool is gone", async () => !(await alive(tools[0]!)));
   t.pass();
 });
+
+test.serial("a tool holds fds 0-2 only: neither the runner's IPC channel (fd 3) nor a descriptor the host inherited without close-on-exec (fd 40) reaches it", async (t) => {
+  t.timeout(120_000); // a Node start with tsx, and the runner's, on a loaded machine
+  const dir = await mkdtemp(path.join(os.tmpdir(), "modhost-runner-fds-"));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  // The "host" is started by a shell that opened fd 40 without close-on-exec (as an operator's
+  // shell or a development loader can pass one down). cp stats its source before it opens anything, so copying
+  // /proc/self/fdinfo/N fails with "cannot stat" exactly when the tool does not hold fd N.
+  const copy = (fd: number) => `await runTool({ file: "${CP}", args: ["/proc/self/fdinfo/${fd}", ${JSON.stringify(path.join(dir, "fd"))} + ${fd}] })`;
+  const script = [
+    `import { readdirSync } from "node:fs";`,
+    `import { runTool, stopToolRunner } from ${JSON.stringify(path.resolve("runtime/sandbox/tool-runner.ts"))};`,
+    `const r = { 2: ${copy(2)}, 3: ${copy(3)}, 40: ${copy(40)} };`,
+    `console.log(JSON.stringify({ r, hostHas40: readdirSync("/proc/self/fd").includes("40") }));`,
+    `await stopToolRunner();`,
+  ].join("\n");
+  const out = await new Promise<string>((resolve, reject) => {
+    const host = spawn("/bin/bash", ["-c", 'exec 40</dev/null; exec "$0" "$@"', process.execPath, "--import", "tsx", "--input-type=module", "-e", script], { stdio: ["ignore", "pipe", "inherit"] });
+    let text = "";
+    host.stdout!.on("data", (b: Buffer) => (text += b));
+    host.on("error", reject);
+    host.on("exit", (code) => (code === 0 ? resolve(text) : reject(new Error(`the host exited ${code}: ${text}`))));
+  });
+  const { r, hostHas40 } = JSON.parse(out.trim().split("\n").pop()!) as { r: Record<string, { code: number; stderr: string }>; hostHas40: boolean };
+  t.true(hostHas40, "the host process really had the inherited descriptor on fd 40");
+  t.is(r[2]!.code, 0, `the tool holds its stderr (the probe works): ${r[2]!.stderr}`);
+  for (const fd of [3, 40]) {
+    t.is(r[fd]!.code, 1, `fd ${fd} is not the tool's`);
+    t.regex(r[fd]!.stderr, new RegExp(`cannot stat '/proc/self/fdinfo/${fd}'`));
+  }
+});

@@ -35,6 +35,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { EventEmitter } from "node:events";
 import type { Socket } from "node:net";
+import { CLOSE_INHERITED_FDS } from "./inherited-fds.ts";
 
 /** Bounds of one spawn call (the host builds them; the spawner refuses anything past them). */
 export const SPAWN_LIMITS = { args: 4096, bytes: 1024 * 1024 } as const;
@@ -54,15 +55,7 @@ const { spawn } = require("node:child_process");
 const fs = require("node:fs");
 // Descriptors inherited without close-on-exec (besides stdio and this channel, fd 3) would
 // reach every module: closed now.
-for (const name of fs.readdirSync("/proc/self/fd")) {
-  const fd = Number(name);
-  if (!(fd > 3)) continue;
-  try {
-    const m = /^flags:\\s*([0-7]+)/m.exec(fs.readFileSync("/proc/self/fdinfo/" + fd, "utf8"));
-    if (m && (parseInt(m[1], 8) & 0o2000000) === 0) fs.closeSync(fd);
-  } catch {}
-}
-const LIMITS = ${JSON.stringify(SPAWN_LIMITS)};
+${CLOSE_INHERITED_FDS}const LIMITS = ${JSON.stringify(SPAWN_LIMITS)};
 const kids = new Map();
 const send = (m, h) => { if (process.connected) process.send(m, h); };
 const live = (c) => c.exitCode === null && c.signalCode === null;

@@ -21,6 +21,7 @@
 
 import { execFile, spawn, type ChildProcess } from "node:child_process";
 import path from "node:path";
+import { CLOSE_INHERITED_FDS } from "./inherited-fds.ts";
 
 /** The tools the runner may run (basenames); each only from SYSTEM_DIRS. */
 const RUNNER_TOOLS = ["mount", "umount", "losetup", "tune2fs", "mkfs.ext4", "e2fsck", "resize2fs", "cp", "chown", "bwrap", "unshare"] as const;
@@ -57,6 +58,9 @@ export interface ToolResult {
 const PROGRAM = `"use strict";
 const { spawn } = require("node:child_process");
 const fs = require("node:fs");
+// Descriptors inherited without close-on-exec (besides stdio and this channel, fd 3) would
+// reach every tool: closed now.
+${CLOSE_INHERITED_FDS}
 // Each tool under setpriv --pdeathsig KILL: a runner that dies (even by SIGKILL) takes its tools with it.
 const setpriv = ["/usr/bin/setpriv", "/bin/setpriv"].find((f) => { try { fs.accessSync(f, fs.constants.X_OK); return true; } catch { return false; } });
 const allowed = new Set(${JSON.stringify(SYSTEM_DIRS.flatMap((d) => RUNNER_TOOLS.map((t) => `${d}/${t}`)))});
