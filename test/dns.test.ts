@@ -261,6 +261,22 @@ test("an answer counts only from the server asked, with the query's id and quest
   t.deepEqual(await resolver.resolve("forged.example"), [{ address: "93.184.0.5", family: 4 }]);
 });
 
+test("a lookup whose socket is sent more than MAX_STRAY_DATAGRAMS (64) datagrams answering none of its queries fails with unavailable naming the limit", async (t) => {
+  const server = dgram.createSocket("udp4");
+  t.teardown(() => server.close());
+  let sent = 0;
+  server.on("message", (_q, peer) => {
+    // One-byte datagrams answer nothing; the real answer never comes.
+    for (let i = 0; i < 40; i++, sent++) server.send(Buffer.from([0]), peer.port, peer.address);
+  });
+  await new Promise<void>((resolve) => server.bind(0, "127.0.0.1", resolve));
+  const resolver = new DnsResolver({ servers: [`127.0.0.1:${server.address().port}`], hostsFile: "" });
+  const err = await t.throwsAsync(get("http://stray.example/", resolver, 8000));
+  t.is((err as CapabilityError).code, "unavailable");
+  t.regex(err!.message, /cannot resolve "stray\.example": more than 64 datagrams .*MAX_STRAY_DATAGRAMS/);
+  t.true(sent >= 65, `${sent} stray datagrams sent`);
+});
+
 test("DNS servers are taken as resolv.conf and dns_servers write them (IPv4 or IPv6, a port with brackets for IPv6); names, bad ports and bracketed IPv4 are refused", (t) => {
   for (const ok of ["192.0.2.53", "192.0.2.53:5353", "::1", "[::1]:53", "[2001:db8::53]", "2001:DB8::53"]) t.is(dnsServerProblem(ok), undefined, ok);
   t.regex(dnsServerProblem("dns.example")!, /not an IP address/);
