@@ -118,7 +118,16 @@ export async function fakeDns(t: ExecutionContext, slowMs = 300, opts: { rcode?:
       tcp.once("error", () => resolve(false));
       tcp.listen(socket.address().port, "127.0.0.1", () => resolve(true));
     });
-    if (ok) break;
+    if (ok) {
+      // Room for the bursts of queries of hundreds of lookups at once (the kernel caps it at
+      // net.core.rmem_max): the default (~200 KiB) drops most of them while this loop is busy.
+      try {
+        socket.setRecvBufferSize(4 * 1024 * 1024);
+      } catch {
+        // Kept at the default: some queries are lost and asked again, as the tests allow.
+      }
+      break;
+    }
     if (attempt >= 20) throw new Error("no port free for both UDP and TCP after 20 tries");
     await new Promise<void>((resolve) => socket.close(() => resolve()));
     socket = dgram.createSocket("udp4");
