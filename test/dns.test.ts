@@ -142,6 +142,7 @@ test.serial("1,024 lookups at once (MAX_LOOKUPS_IN_FLIGHT), each answered 4,000 
   // Every lookup asked both questions (the AAAA ones are asked again until they give up): what
   // the lookups hold while they wait, after a full collection.
   // (Or, on a machine so loaded that lookups began to end before, what those in flight hold.)
+  await waitFor(() => dnsLookupsInFlight() === 1024, 60_000, () => `the 1,024 lookups started (${dnsLookupsInFlight()})`);
   await waitFor(() => dns.count("hugeheld-many-") >= 2 * 1024 || dnsLookupsInFlight() < 1024, 60_000, () => `the 1,024 lookups' queries at the server (${dns.count("hugeheld-many-")})`);
   gc();
   const heldMb = (process.memoryUsage().heapUsed - heap0) / 1048576;
@@ -410,4 +411,58 @@ test.serial("under the real host: two modules with 16 never-answered lookups eac
   }
   await h.manager.reload("hole-a");
   await h.waitForState("hole-a", "running", 60_000);
+});
+
+test.serial("under the real host: a module whose 16 requests in flight ask, again and again, names answered 4,000 addresses each delays neither the canary's storage nor another module's lookups", async (t) => {
+  t.timeout(240_000);
+  const dns = await fakeDns(t);
+  const h = await startHost(t, {
+    modules: ["good"],
+    inline: {
+      flood: inlineModule("flood", ["network_access"], `
+        const worker = async (i: number) => {
+          for (let round = 0; ; round++) {
+            await ctx.network.fetch("http://flood-" + i + "-" + round + ".example/", { timeout_ms: 60000 }).catch(() => undefined);
+          }
+        };
+        for (let i = 0; i < 16; i++) void worker(i);
+      `),
+      asker: inlineModule("asker", ["network_access", "subscribe_events"], `
+        await ctx.events.subscribe("NewBlock", async (e: any) => {
+          const started = Date.now();
+          const codes = await Promise.all([0, 1, 2, 3].map((k) =>
+            ctx.network.fetch("http://private-" + e.height + "-" + k + ".example/", { timeout_ms: 60000 }).then(() => "ok", (err: any) => err.code)));
+          ctx.log.info("asked", { height: e.height, ms: Date.now() - started, codes: codes.join(",") });
+        });
+      `),
+    },
+    grants: { good: GOOD_GRANTS, flood: ["network_access"], asker: ["network_access", "subscribe_events"] },
+    moduleLimits: { flood: { max_unread_bytes: 512 * 1024 * 1024 } },
+    configure: (c) => {
+      c.host.dns_servers = [dns.server];
+    },
+  });
+  await h.waitForState("good", "running", 60_000);
+  await h.waitForState("asker", "running", 60_000);
+  // The flood is under way: hundreds of 64 KiB answers have come.
+  await waitFor(() => dns.count("flood-") >= 400, 60_000, () => `the flood's queries (${dns.count("flood-")})`);
+  const before = dns.count("flood-");
+  let late = 0;
+  let unanswered = 0;
+  const rounds: Array<Record<string, unknown>> = [];
+  for (let i = 0; i < 4; i++) {
+    const { mark, stored, answered } = await canaryRound(h);
+    if (!stored) late++;
+    if (!answered) unanswered++;
+    rounds.push((await h.waitForLog(/^asked$/, { source: "asker", since: mark, timeoutMs: 30_000 })).fields as Record<string, unknown>);
+  }
+  const during = dns.count("flood-") - before;
+  t.log("asker rounds", rounds.map((r) => r.ms), `flood: ${before} queries before the rounds, ${during} during them (half A, each answered 4,000 addresses)`);
+  t.true(during >= 100, `the flood went on during the rounds (${during} queries)`);
+  t.is(late, 0, "the canary stored every block within 5 s");
+  t.is(unanswered, 0, "the host answered every RPC call within 5 s");
+  for (const r of rounds) {
+    t.is(r.codes, "permission_denied,permission_denied,permission_denied,permission_denied", "each name resolved (to a private address, refused before any connection)");
+    t.true((r.ms as number) < 3000, `four lookups took ${String(r.ms)} ms`);
+  }
 });

@@ -6,6 +6,7 @@
 //   huge-*     4,000 A records in one 64 KiB datagram (public addresses: never connect to them)
 //   hugeheld-* 4,000 A records of private addresses (refused before any connect) and no answer
 //              to AAAA questions, so that a lookup holds its A answer until the AAAA one gives up
+//   flood-*    4,000 A records of private addresses (10.1.x.y) and an empty AAAA answer, at once
 //   private-*  an A record 10.0.0.1 (a private address: the host refuses it before connecting)
 //   public-*   an A record 93.184.0.1 (public: for resolver tests only, never connect to it)
 //   tc-*       over UDP an empty answer marked truncated (TC); over TCP (the same port) three A
@@ -76,9 +77,9 @@ export async function fakeDns(t: ExecutionContext, slowMs = 300, opts: { rcode?:
     if (kind === "never") return;
     if (kind === "hugeheld" && q.type !== 1) return;
     if (kind === "garbage") return send(Buffer.concat([msg.subarray(0, 2), Buffer.from("\x81\x80\xff\xff\xff\xffnot a DNS answer at all", "latin1")]));
-    if (q.type !== 1) return send(answer(msg, q.end, kind === "private" || kind === "public" || kind === "huge" || kind === "slow" ? 0 : 3, []));
+    if (q.type !== 1) return send(answer(msg, q.end, kind === "private" || kind === "public" || kind === "huge" || kind === "slow" || kind === "flood" ? 0 : 3, []));
     if (kind === "huge") return send(answer(msg, q.end, 0, Array.from({ length: 4000 }, (_, k) => [93, 184, k >> 8, k & 255] as [number, number, number, number])));
-    if (kind === "hugeheld") {
+    if (kind === "hugeheld" || kind === "flood") {
       // Hundreds of these at once: the records are made once, so that the server keeps up.
       const head = Buffer.from([msg[0]!, msg[1]!, 0x81, 0x80, 0, 1, 4000 >> 8, 4000 & 255, 0, 0, 0, 0]);
       return send(Buffer.concat([head, msg.subarray(12, q.end), HUGE_PRIVATE_RECORDS]));
