@@ -36,7 +36,9 @@ import { CapabilityError } from "./types.ts";
 /**
  * Wait for one try of a query before the next: TRY_TIMEOUT_MS, doubled each round up to
  * MAX_TRY_TIMEOUT_MS, so a silent server is given up after ~14 s (2 + 4 + 8), unless the
- * request's deadline comes first (default 10 s).
+ * request's deadline comes first (default 10 s). Each try has an id of its own and only its
+ * answer counts (c-ares also took a late answer to an earlier try): a server slower than a try's
+ * wait is heard at a later, longer try.
  */
 const TRY_TIMEOUT_MS = 2000;
 const MAX_TRY_TIMEOUT_MS = 8000;
@@ -48,7 +50,11 @@ export const MAX_HOSTS_FILE_BYTES = 1024 * 1024;
 export const MAX_ADDRESSES = 64;
 /** DNS lookups in flight at once, all modules together (each holds a socket); one more is refused, naming this. */
 export const MAX_LOOKUPS_IN_FLIGHT = 1024;
-/** Datagrams a lookup's socket takes that answer none of its queries (another id, sender or question) before the lookup fails. */
+/**
+ * Datagrams a lookup's socket takes that answer none of its queries (another id, sender or
+ * question) before the lookup fails. Late answers to its own earlier tries count here: at most
+ * 2 families x TRIES x 8 servers = 48.
+ */
 const MAX_STRAY_DATAGRAMS = 64;
 /** How long a read of the hosts file is used before the file is looked at again. */
 const HOSTS_RECHECK_MS = 1000;
