@@ -53,10 +53,10 @@ module.exports = {
     {
       name: "no-ambient-io-in-capabilities",
       comment:
-        "All I/O a module can reach goes through a few audited files: only capabilities/fs.ts, fs-path.ts, http.ts and dns.ts (http_request's name resolution) may import node:fs, node:net, node:http(s), node:dns, node:child_process (grants.ts and address-policy.ts take net.isIP, a pure function, to canonicalise network scopes and judge addresses).",
+        "All I/O a module can reach goes through a few audited files: only capabilities/fs.ts, fs-path.ts, http.ts and dns.ts (http_request's name resolution) may import node:fs, node:net, node:dgram, node:http(s), node:dns, node:child_process (grants.ts and address-policy.ts take net.isIP, a pure function, to canonicalise network scopes and judge addresses).",
       severity: "error",
       from: { path: "^capabilities/", pathNot: "^capabilities/(fs|fs-path|http|dns|grants|address-policy)\\.ts$" },
-      to: { dependencyTypes: ["core"], path: "^(node:)?(fs|fs/promises|net|http|https|dns|dns/promises|child_process)$" },
+      to: { dependencyTypes: ["core"], path: "^(node:)?(fs|fs/promises|net|dgram|http|https|dns|dns/promises|child_process)$" },
     },
     {
       name: "no-circular-folders",

@@ -22,8 +22,9 @@ import { jsonrpc } from "./jsonrpc.ts";
 import { moduleApi } from "./module-api.ts";
 import { indexer } from "./indexer.ts";
 import { poolShare } from "./pool-share.ts";
+import { dnsBench } from "./dns.ts";
 
-const BENCHMARKS: Benchmark[] = [coldStart, storageCall, roundtrip, sandboxStart, fanout, storageBatch, isolatePaths, manyModules, jsonrpc, moduleApi, indexer, poolShare];
+const BENCHMARKS: Benchmark[] = [coldStart, storageCall, roundtrip, sandboxStart, fanout, storageBatch, isolatePaths, manyModules, jsonrpc, moduleApi, indexer, poolShare, dnsBench];
 
 process.on("exit", cleanupNow);
 for (const signal of ["SIGINT", "SIGTERM"] as const) {

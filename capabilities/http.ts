@@ -7,8 +7,8 @@
 //   dotted quad) goes through canonicalHostPort, the same function that canonicalises grants.
 //   The canonical "host:port" is the scope target the hub checks, and the canonical host is
 //   exactly what is resolved and connected to: no other spelling of the host is ever used.
-// - A host name is resolved ONCE (./dns.ts: the hosts file, then DNS through c-ares in a thread
-//   of its own, never a thread of libuv's pool; the lookup is cancelled when the request ends,
+// - A host name is resolved ONCE (./dns.ts: the hosts file, then DNS through the host's own
+//   stub resolver, never a thread of libuv's pool; the lookup is cancelled when the request ends,
 //   at its deadline or otherwise); the socket connects to one of those addresses (by address,
 //   so no second lookup can answer differently). A name must resolve to public addresses only:
 //   a name that resolves to a loopback, private, link-local or other special-use address is

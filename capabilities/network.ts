@@ -86,7 +86,7 @@ export const network: Family = {
       handler: async (c, p) => {
         const body = p.body === undefined ? undefined : typeof p.body === "string" ? new TextEncoder().encode(p.body) : p.body;
         const request = { target: p.url, method: p.method ?? "GET", headers: p.headers ?? {}, body, timeoutMs: p.timeout_ms ?? DEFAULT_TIMEOUT_MS, maxBodyBytes: p.max_bytes ?? MAX_RESPONSE_BODY_BYTES };
-        // Names are resolved by ./dns.ts (the hosts file, then c-ares in its own thread), never on a
+        // Names are resolved by ./dns.ts (the hosts file, then its own DNS stub resolver), never on a
         // thread of libuv's pool, and a lookup is cancelled when its request ends.
         const resolve = c.services.resolve?.bind(c.services) ?? systemResolver;
         const answer = await httpExchange(c.module, request, resolve);

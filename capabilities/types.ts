@@ -96,7 +96,7 @@ export interface HostServices {
   };
   /**
    * How http_request resolves host names: all addresses of a name, in order; `signal` aborts
-   * when the request ends. Absent: capabilities/dns.ts (the hosts file, then c-ares). Tests
+   * when the request ends. Absent: capabilities/dns.ts (the hosts file, then DNS). Tests
    * give a fixed table here.
    */
   resolve?(host: string, signal?: AbortSignal): Promise<Array<{ address: string; family: number }>>;

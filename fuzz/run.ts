@@ -8,6 +8,7 @@ import { bodyTarget } from "./protocol-body.ts";
 import { handshakeTarget } from "./protocol-handshake.ts";
 import { sessionTarget } from "./protocol-session.ts";
 import { chainParseTarget } from "./chain-parse.ts";
+import { dnsAnswerTarget } from "./dns-answer.ts";
 
 const TARGETS: Record<string, { make: () => Promise<FuzzTarget>; iterations: number; hangMs: number }> = {
   frame: { make: () => frameTarget(), iterations: 100_000, hangMs: 1000 },
@@ -15,6 +16,7 @@ const TARGETS: Record<string, { make: () => Promise<FuzzTarget>; iterations: num
   handshake: { make: () => handshakeTarget(), iterations: 10_000, hangMs: 5000 },
   session: { make: () => sessionTarget(), iterations: 1_000_000, hangMs: 15_000 },
   chain: { make: () => chainParseTarget(), iterations: 200_000, hangMs: 5000 },
+  dns: { make: () => Promise.resolve(dnsAnswerTarget()), iterations: 1_000_000, hangMs: 100 },
 };
 
 const args = process.argv.slice(2);

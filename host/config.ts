@@ -138,7 +138,7 @@ const moduleNames = () =>
     }),
   );
 
-/** DNS servers as c-ares takes them ("IP", "IP:port", "[IPv6]:port"), each checked by Node's own parser. */
+/** DNS servers as resolv.conf lines read by Node give them ("IP", "IP:port", "[IPv6]:port"), each checked by capabilities/dns.ts. */
 const dnsServers = () =>
   v.pipe(
     strings(
@@ -148,7 +148,7 @@ const dnsServers = () =>
         if (bad) addIssue({ message: say(`"${dataset.value}" is not a DNS server address (${bad})`, 'write an IP address, with a port if not 53: "192.0.2.53", "192.0.2.53:5353", "[2001:db8::53]:5353"') });
       }),
     ),
-    v.maxLength(8, say("more than 8 DNS servers", "list at most 8 (c-ares asks them in turn)")),
+    v.maxLength(8, say("more than 8 DNS servers", "list at most 8 (they are asked in turn)")),
   );
 
 /** A path, relative to the config file's directory (`base`) or absolute; resolved. */
@@ -177,7 +177,7 @@ function hostSchema(base: string) {
     disk_space_low_mb: v.optional(doc(int(), "publish `DiskSpaceLow` when free space on the data directory's disk falls below this (once per crossing); 0 = never"), 1024),
     isolate_pool: v.optional(doc(int({ min: 0, max: 16 }), "pre-booted isolate hosts kept for TypeScript module starts, restarts and `modhost dev` reloads (0-16; 0 = off): a start that finds one skips Node's boot (~120 ms instead of ~330 ms or more for a trivial module). Each is sandboxed as a fresh isolate host, under a single-use uid, and costs ~25 MB while it waits; refilled in the background after a start. Only modules whose `memory_mb` and rlimits equal those of the last start that wanted one can take it: the startup log and each `loaded` line (`isolate_pool=warm` or `cold`) say what happened. [security.md](security.md#sandbox-levels) says what the pool changes"), 1),
     pool_jobs: v.optional(doc(int({ min: 0, max: 1024 }), "modules' jobs in libuv's thread pool (their LevelDB operations and file API calls) running at once, all modules together (0-1024; 0 = the pool's threads minus four, at least one: four are kept for the host's own work; modules' DNS lookups take no thread, see `dns_servers`): the rest wait, and a free place goes to the waiting module with the fewest jobs running, so a module waits for at most one job of those running, never for another module's queue ([architecture.md](architecture.md#the-thread-pool-share)). Keep it below the pool's threads: the rest are the host's own. The pool has `UV_THREADPOOL_SIZE` threads, which `modhost` sets to 8 unless the environment already sets it (1-1024; each thread reserves 8 MB of address space and takes ~10 KB of memory). A change takes effect at the next host start", { shown: "`0` (4 with 8 threads)" }), 0),
-    dns_servers: v.optional(doc(dnsServers(), "DNS servers that `http_request` asks for host names (at most 8; `\"IP\"` or `\"IP:port\"`); empty: the `nameserver` lines of /etc/resolv.conf. Names in /etc/hosts are answered from it first. Lookups run through c-ares in a thread of their own (never a thread of the pool) and are cancelled at the request's deadline; unlike getaddrinfo, no search domains and no other nsswitch sources ([security.md](security.md#what-is-not-protected)). A change takes effect at the next host start", { shown: "`[]` (resolv.conf's)" }), []),
+    dns_servers: v.optional(doc(dnsServers(), "DNS servers that `http_request` asks for host names (at most 8; `\"IP\"` or `\"IP:port\"`); empty: the `nameserver` lines of /etc/resolv.conf. Names in /etc/hosts are answered from it first. Lookups run on the host's own stub resolver (UDP, TCP for a truncated answer; never a thread of the pool; at most 1024 at once, all modules together), each server in turn when one fails (SERVFAIL, REFUSED, a malformed answer, no answer), and are cancelled at the request's deadline; unlike getaddrinfo, no search domains and no other nsswitch sources ([security.md](security.md#what-is-not-protected)). A change takes effect at the next host start", { shown: "`[]` (resolv.conf's)" }), []),
     turn_budget_ms: v.optional(doc(int({ min: 1, max: 1000 }), "work on modules' input (chunks read from their sockets, their stdout and stderr, their waiting requests and answers) the host does in one turn of its event loop before the rest waits for the next turn (1-1000 ms; runtime/turn.ts). Lower keeps timers, the RPC server and quiet modules' events prompt while many modules flood it; higher lets floods through with fewer turns. A change takes effect at the next host start"), 5),
   });
 }

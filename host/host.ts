@@ -35,7 +35,7 @@ import { NodeEvents } from "./node-events.ts";
 import type { CoreFacade } from "../chain/bitcoind/facade.ts";
 import { tryLock, type DirLock } from "../storage/lock.ts";
 import { defaultPoolJobs, poolThreads, threadPool } from "../storage/pool.ts";
-import { configureDns } from "../capabilities/dns.ts";
+import { configureDns, MAX_LOOKUPS_IN_FLIGHT } from "../capabilities/dns.ts";
 
 /** The host's lock in each data directory it owns (host/host.ts lockDataDirs). */
 const HOST_LOCK = ".modhost-host.lock";
@@ -303,7 +303,7 @@ export class Host {
     this.log.info(pool > 0
       ? `isolate pool: ${pool} pre-booted isolate host${pool === 1 ? "" : "s"} kept for TypeScript module starts ([host] isolate_pool), each in the same sandbox under a single-use uid, moved into its module's cgroup at hand-over`
       : "isolate pool: off ([host] isolate_pool = 0): every TypeScript module start boots its isolate host");
-    this.log.info(`thread pool: ${poolThreads()} threads (UV_THREADPOOL_SIZE); modules' storage and file jobs at most ${threadPool.stats().jobs} at once ([host] pool_jobs), shared fairly between modules; DNS lookups for http_request run in a thread of their own (c-ares), servers ${this.config.host.dns_servers.length > 0 ? this.config.host.dns_servers.join(", ") : "from /etc/resolv.conf"} ([host] dns_servers)`);
+    this.log.info(`thread pool: ${poolThreads()} threads (UV_THREADPOOL_SIZE); modules' storage and file jobs at most ${threadPool.stats().jobs} at once ([host] pool_jobs), shared fairly between modules; DNS lookups for http_request take no thread (the host's own stub resolver, at most ${MAX_LOOKUPS_IN_FLIGHT} at once), servers ${this.config.host.dns_servers.length > 0 ? this.config.host.dns_servers.join(", ") : "from /etc/resolv.conf"} ([host] dns_servers)`);
   }
 
   /** Re-read the config file when it changes (and on SIGHUP, see the CLI); debounced. */
