@@ -584,7 +584,7 @@ export class ModuleStore {
 
   /**
    * The net change in bytes and keys of applying `prepared` (at `stored`, its keys as stored),
-   * from the old sizes of the keys it touches, read in one getMany. Exact: a key written twice
+   * from the old sizes of the keys it touches (#readMany). Exact: a key written twice
    * in one batch counts once, with its last value. The common batch touches every key once:
    * found with one Set insertion per op, it is then replayed without a map (measured in-process,
    * 9000 puts of an indexer's shape: the two maps keyed by string and an object per key cost
@@ -600,7 +600,7 @@ export class ModuleStore {
     let dBytes = 0;
     let dKeys = 0;
     if (seen.size === n) {
-      const olds = await this.#readMany(stored, slicer);
+      const olds = await this.#readMany(stored);
       for (let i = 0; i < n; i++) {
         if ((i & 63) === 0 && slicer.due()) await slicer.pause();
         const p = prepared[i]!;
@@ -623,7 +623,7 @@ export class ModuleStore {
       if (!firstAt.has(prepared[i]!.key)) firstAt.set(prepared[i]!.key, i);
     }
     const at = [...firstAt.values()];
-    const olds = await this.#readMany(at.map((i) => stored[i]!), slicer);
+    const olds = await this.#readMany(at.map((i) => stored[i]!));
     const size = new Map<string, number | undefined>();
     for (let j = 0; j < at.length; j++) {
       if ((j & 63) === 0 && slicer.due()) await slicer.pause();
@@ -644,16 +644,22 @@ export class ModuleStore {
     return { bytes: dBytes, keys: dKeys };
   }
 
-  /** The stored values at `keys` (undefined where absent), read DELTA_READ_KEYS at a time. */
-  async #readMany(keys: readonly Bytes[], slicer: Slicer): Promise<Array<Bytes | undefined>> {
-    if (keys.length <= DELTA_READ_KEYS) return (await this.#job(() => this.#db.getMany(keys as Bytes[]))) as Array<Bytes | undefined>;
-    const out: Array<Bytes | undefined> = [];
+  /**
+   * The stored values at `keys` (undefined where absent), read DELTA_READ_KEYS at a time. The
+   * reads are queued at once (the store's ioConcurrency and the pool's share admit them in
+   * order), so each starts as soon as the one before is done: awaited one after the other, with
+   * a turn of the loop between them, a 9000-key transaction's 36 reads each waited for this
+   * code to be scheduled again (docs/architecture.md, "indexer"). The synchronous part of each
+   * read (copying its keys in, its values out) is still that of DELTA_READ_KEYS keys, and each
+   * read ends in a callback of its own, so the loop gets its turns between them.
+   */
+  async #readMany(keys: readonly Bytes[]): Promise<Array<Bytes | undefined>> {
+    const reads: Array<Promise<Array<Bytes | undefined>>> = [];
     for (let from = 0; from < keys.length; from += DELTA_READ_KEYS) {
-      if (slicer.due()) await slicer.pause();
-      const olds = (await this.#job(() => this.#db.getMany(keys.slice(from, from + DELTA_READ_KEYS) as Bytes[]))) as Array<Bytes | undefined>;
-      for (const old of olds) out.push(old);
+      const chunk = keys.slice(from, from + DELTA_READ_KEYS) as Bytes[];
+      reads.push(this.#job(() => this.#db.getMany(chunk)) as Promise<Array<Bytes | undefined>>);
     }
-    return out;
+    return (await Promise.all(reads)).flat();
   }
 
   /** Holds a part of a transaction sent in parts, within MAX_STAGED and MAX_STAGED_BYTES. */

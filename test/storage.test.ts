@@ -724,23 +724,33 @@ test("a transaction cut into slices stays atomic: reads in the turns between its
   t.is(await small.get("t", maximalOps("d", "")[0]!.key), undefined);
 });
 
-test("a transaction whose quota reads take several 256-key getMany calls counts exactly: random puts, overwrites and deletes with keys repeated across those slices match a fresh count after every transaction; a refusal late in it (a bad op, the quota) writes nothing, and the counters found on disk after a reopen are the exact ones", async (t) => {
+test("a transaction whose quota reads take several 256-key getMany calls counts exactly: random puts, overwrites and deletes of keys of different lengths, over 512 distinct keys, with keys repeated across those slices or each key once, match a fresh count after every transaction; a refusal late in it (a bad op, the quota) writes nothing, and the counters found on disk after a reopen are the exact ones", async (t) => {
   const dir = await tempDir(t);
   const store = await ModuleStore.open(join(dir, "db"), { maxBytes: 400_000 }, { label: "testmod" });
   await store.openTree("t");
+  // A 32-bit LCG read from its high bits: the low bits of one cycle quickly (computed in floats
+  // past 2^53 and read from the low bits, as this test once did, its ops touched 76-83 keys,
+  // all read in one getMany).
   let seed = 7;
-  const rnd = (n: number) => ((seed = (seed * 1103515245 + 12345) % 2 ** 31), seed % n);
+  const rnd = (n: number) => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0), (seed >>> 8) % n);
+  // Keys of 2 to ~60 bytes, so that an old size read for another key than its own would change the count.
+  const keyOf = (i: number) => `k${i}${"-".repeat(i % 57)}`;
   const fresh = async () => {
     let bytes = 0;
     for (const { key, value } of await store.iterate("t", { limit: 10_000 })) bytes += keyBytes(key) + encodeValue(value, DEFAULT_QUOTA.maxValueBytes).length;
     return { bytes, keys: (await store.iterate("t", { limit: 10_000 })).length };
   };
   for (let round = 0; round < 6; round++) {
-    // 700-1300 ops over ~600 keys: most keys come back in later slices of the same transaction.
-    const ops: BatchOp[] = Array.from({ length: 700 + rnd(600) }, () => {
-      const key = `k${rnd(600)}`;
+    // 1000-1600 ops over 1200 keys: more than 512 distinct keys (three reads of 256 keys or
+    // more). In even rounds many keys come back in later slices of the same transaction; odd
+    // rounds keep each key's last op only (every key once: the way without a map).
+    const drawn: BatchOp[] = Array.from({ length: 1000 + rnd(600) }, () => {
+      const key = keyOf(rnd(1200));
       return rnd(4) === 0 ? { op: "delete", key } : { op: "put", key, value: "v".repeat(rnd(120)) };
     });
+    const ops = round % 2 === 0 ? drawn : [...new Map(drawn.map((op) => [op.key, op])).values()];
+    const distinct = new Set(ops.map((op) => op.key)).size;
+    t.true(distinct > 2 * 256, `round ${round}: ${distinct} distinct keys`);
     await store.batch("t", ops);
     const { bytes, keys } = await store.usage();
     t.deepEqual({ bytes, keys }, await fresh(), `round ${round}`);
