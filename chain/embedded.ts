@@ -25,7 +25,8 @@
 // host's data directory (`dataDir`), so a restarted host continues the same chain, or
 // memory-level for a throwaway chain. Every connected or disconnected block is one atomic
 // batch, so a process killed between (or during) blocks reopens on a consistent tip. In memory
-// the chain keeps at most `blockCache` full blocks (with their undo data) plus the tip, the
+// the chain keeps at most `blockCache` full blocks (with their undo data, and together at most
+// `blockCacheBytes` by storedBlockBytes' estimate) plus the tip, the
 // summaries (hash, time, work) of the last HEADER_WINDOW blocks of the active chain, at most
 // `utxoCache` UTXOs, and the mempool; everything else is read from the database when asked
 // for. The mempool is not persisted: after a restart it is empty, and the wallet coins its
@@ -112,6 +113,17 @@ const HEADER_WINDOW = HASH_RATE_BLOCKS;
 /** Defaults of the memory bounds (see EmbeddedChainOptions). */
 const DEFAULT_BLOCK_CACHE = 64;
 const DEFAULT_UTXO_CACHE = 20_000;
+const DEFAULT_BLOCK_CACHE_BYTES = 128 * 1024 * 1024;
+
+/**
+ * What a cached block holds of host memory, estimated from above: its serialisation, its
+ * transactions' bytes, the hex of their scripts and witness items (two characters a byte), the
+ * pages modules read it in (kept with the block) and the objects of each transaction.
+ * Measured: a block of one 3.9 MB-witness transaction held ~10 MB in the chain, more once read.
+ */
+function storedBlockBytes(stored: StoredBlock): number {
+  return 6 * stored.block.size + 1024 * stored.block.transactions.length;
+}
 /** A submitted block or transaction is at most this many bytes (weight 4,000,000, every byte at least weight 1). */
 const MAX_TX_BYTES = 4_000_000;
 
@@ -128,6 +140,10 @@ export interface EmbeddedChainOptions {
   blockCache?: number;
   /** UTXOs kept in memory (default 20000, [chain] utxo_cache). */
   utxoCache?: number;
+  /** What the cached blocks may hold of host memory together, estimated (default 128 MiB, [chain] block_cache_mb; storedBlockBytes). */
+  blockCacheBytes?: number;
+  /** What the mempool's transactions may hold of host memory (default 300 MiB, [chain] max_mempool_mb; ./mempool.ts heldBytes). */
+  mempoolBytes?: number;
 }
 
 /** What the chain keeps in memory of a recent active block. */
@@ -141,9 +157,13 @@ interface HeaderSummary {
 /** Counts of what the chain holds in memory (for tests and metrics). */
 export interface MemoryCounts {
   blocks: number;
+  /** What the cached blocks hold, estimated (storedBlockBytes), against [chain] block_cache_mb. */
+  blockBytes: number;
   headers: number;
   utxos: number;
   mempool: number;
+  /** What the mempool's transactions hold, estimated (./mempool.ts heldBytes), against its bound. */
+  mempoolBytes: number;
 }
 
 export class EmbeddedChain implements ChainBackend {
@@ -165,7 +185,7 @@ export class EmbeddedChain implements ChainBackend {
   private readonly utxoCache: Lru<string, Utxo>;
   /** Light views of blocks (no hex), made once per block. */
   private readonly lightViews = new WeakMap<Block, LightBlock>();
-  private readonly mempool = new Mempool();
+  private readonly mempool: Mempool;
   /** Coinbase extra nonce, never reused, so blocks rebuilt at a height get new hashes. */
   private extraNonce = 0;
   /** Changes with every block written: a UTXO read that spans a write does not fill the cache. */
@@ -182,8 +202,9 @@ export class EmbeddedChain implements ChainBackend {
     const utxoCache = opts.utxoCache ?? DEFAULT_UTXO_CACHE;
     assertCount("blockCache", blockCache);
     assertCount("utxoCache", utxoCache);
-    this.blocks = new Lru(blockCache);
+    this.blocks = new Lru(blockCache, { maxBytes: opts.blockCacheBytes ?? DEFAULT_BLOCK_CACHE_BYTES, weigh: storedBlockBytes });
     this.utxoCache = new Lru(utxoCache);
+    this.mempool = new Mempool(opts.mempoolBytes);
     this.genesis = genesisBlock();
     this.tipBlock = this.genesis;
     this.headers = [summaryOf(this.genesis)];
@@ -221,7 +242,7 @@ export class EmbeddedChain implements ChainBackend {
 
   /** What the chain holds in memory right now (entries, not bytes). */
   memoryCounts(): MemoryCounts {
-    return { blocks: this.blocks.size, headers: this.headers.length, utxos: this.utxoCache.size, mempool: this.mempool.size };
+    return { blocks: this.blocks.size, blockBytes: this.blocks.bytes, headers: this.headers.length, utxos: this.utxoCache.size, mempool: this.mempool.size, mempoolBytes: this.mempool.held };
   }
 
   // ---- Mining and reorganisation ----
@@ -923,6 +944,12 @@ export class EmbeddedChain implements ChainBackend {
     }
 
     const record: MempoolRecord = { tx: deepFreeze(tx), fee: inputValue - outputValue, time: Math.floor(this.now()) };
+    // Bounded: a full mempool takes it only in place of lower fee rates (throws, evicting nothing, otherwise).
+    const slicer = new Slicer();
+    for (const low of this.mempool.evictionsFor(record)) {
+      this.removeFromMempool(low.tx.txid, "evicted");
+      await slicer.tick();
+    }
     this.mempool.add(record);
     const { txid, fee, vsize, fee_rate } = mempoolEntry(record);
     this.emit("MempoolTransactionAdded", { txid, fee, vsize, fee_rate });

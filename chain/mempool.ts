@@ -2,7 +2,9 @@
 // accepted transactions with their fees, which outpoints they spend (conflicts are found by
 // outpoint, in O(1)), and block-template selection by fee rate. What may enter is decided by
 // the chain (./embedded.ts acceptToMempool, against the UTXO set and ./validation.ts); this
-// file only keeps what was accepted. Not persisted: a restarted chain starts with it empty.
+// file only keeps what was accepted, within its bound (`maxBytes`, `[chain] max_mempool_mb`: a
+// full mempool takes a transaction only by evicting lower fee rates). Not persisted: a
+// restarted chain starts with it empty.
 
 import type { Hex, MempoolEntry, MempoolInfo, Transaction } from "./backend.ts";
 import { outpointKey } from "./validation.ts";
@@ -17,7 +19,33 @@ export interface MempoolRecord {
   seq?: number;
 }
 
+/** Default of `[chain] max_mempool_mb`: what the mempool's transactions may hold of host memory (heldBytes); bitcoind's -maxmempool default. */
+const DEFAULT_MEMPOOL_BYTES = 300 * 1024 * 1024;
+
+/**
+ * What a transaction costs the host's memory while in the mempool, estimated from above: its
+ * serialisation (kept as bytes), the hex of its scripts and witness items (two characters a
+ * byte), and the objects and txid strings of its inputs and outputs. Measured under the real
+ * host: a 3.9 MB-witness transaction held ~12-16 MB of heap and external memory (3x its size
+ * plus the frame it came in until collected), a 1-in-1-out one of 61 bytes ~1.7 KB (estimated
+ * 2.2 KB).
+ */
+export function heldBytes(tx: Transaction): number {
+  return 3 * tx.size + 512 * (tx.inputs.length + tx.outputs.length) + 1024;
+}
+
+/** The mempool cannot take a transaction without going over its bound (the message says what to do). */
+export class MempoolFull extends Error {}
+
 export class Mempool {
+  /**
+   * @param maxBytes what the records may hold together (heldBytes); a transaction that would
+   * pass it is taken only by evicting transactions of lower fee rates (evictionsFor).
+   */
+  constructor(readonly maxBytes = DEFAULT_MEMPOOL_BYTES) {
+    if (!Number.isSafeInteger(maxBytes) || maxBytes < 1) throw new Error(`mempool maxBytes must be a positive integer, not ${maxBytes}`);
+  }
+
   readonly #records = new Map<Hex, MempoolRecord>();
   /** Outpoints spent by mempool transactions -> the spending txid. */
   readonly #spends = new Map<string, Hex>();
@@ -71,6 +99,7 @@ export class Mempool {
     }
     byRate.splice(lo, 0, record);
     this.#vsize += record.tx.vsize;
+    this.#held += heldBytes(record.tx);
     this.#fees += record.fee;
     this.version++;
     this.#order.push(record);
@@ -85,6 +114,7 @@ export class Mempool {
     this.#records.delete(txid);
     this.#stale++;
     this.#vsize -= record.tx.vsize;
+    this.#held -= heldBytes(record.tx);
     this.#fees -= record.fee;
     this.version++;
     for (const input of record.tx.inputs) this.#spends.delete(outpointKey(input.txid, input.vout));
@@ -146,7 +176,43 @@ export class Mempool {
   #stale = 0;
   /** Sums over the records, kept as they come and go (info() in O(1)). */
   #vsize = 0;
+  #held = 0;
   #fees = 0;
+
+  /** What the records hold together (heldBytes), against maxBytes. */
+  get held(): number {
+    return this.#held;
+  }
+
+  /**
+   * The records to evict so that `record` fits under maxBytes: the lowest fee rates first, each
+   * strictly lower than the newcomer's (bitcoind's rule for a full mempool, without its rising
+   * minimum fee). Throws MempoolFull, evicting nothing, when that cannot make room: the
+   * transaction alone is over the bound, or what it would have to evict pays as much as it
+   * does. Costs a walk over the records it evicts (plus removed ones not yet compacted away).
+   */
+  evictionsFor(record: MempoolRecord): MempoolRecord[] {
+    const need = heldBytes(record.tx);
+    if (need > this.maxBytes) {
+      throw new MempoolFull(`transaction ${record.tx.txid} would hold ~${need} bytes of the mempool's ${this.maxBytes} ([chain] max_mempool_mb) alone: it cannot be taken; send a smaller transaction, or the operator raises max_mempool_mb`);
+    }
+    const evict: MempoolRecord[] = [];
+    let free = this.maxBytes - this.#held;
+    if (need <= free) return evict;
+    const rate = feeRate(record);
+    const byRate = this.byFeeRate();
+    for (let i = byRate.length - 1; i >= 0 && need > free; i--) {
+      const low = byRate[i] as MempoolRecord;
+      if (feeRate(low) >= rate) break;
+      evict.push(low);
+      free += heldBytes(low.tx);
+    }
+    if (need > free) {
+      const lowest = byRate.length > 0 ? feeRate(byRate[byRate.length - 1] as MempoolRecord) : 0;
+      throw new MempoolFull(`mempool full: its transactions hold ~${this.#held} of the ${this.maxBytes} bytes [chain] max_mempool_mb allows, and this transaction's fee rate (${rate.toFixed(3)} sat/vB) does not beat enough of them (lowest ${lowest.toFixed(3)} sat/vB) to make room for its ~${need} bytes; pay a higher fee rate, or wait for a block to take transactions out`);
+    }
+    return evict;
+  }
   /** Changes with every transaction added or removed (what depends on the whole pool is cached against it). */
   version = 0;
 

@@ -211,7 +211,9 @@ function chainSchema(base: string) {
     mature_blocks: v.optional(doc(int(), "blocks mined when the chain is created (first start on an empty `data_dir`) so coinbase outputs are spendable"), 101),
     data_dir: v.optional(doc(pathString(base), "the embedded chain's own LevelDB database (blocks, undo data, UTXO set, wallet coins); relative to the config file"), "data/chain"),
     block_cache: v.optional(doc(int({ min: 1, max: 100_000 }), "full blocks (with undo data) kept in memory besides the tip (1 to 100000)"), 64),
+    block_cache_mb: v.optional(doc(int({ min: 1, max: 65_536 }), "what the cached blocks may hold of host memory together, estimated (6 bytes a serialised byte, plus 1 KiB a transaction): a block of heavy witness data holds ~20 MB, so `block_cache` alone could reach gigabytes (1 to 65536)"), 128),
     utxo_cache: v.optional(doc(int({ min: 0, max: 10_000_000 }), "UTXOs kept in memory (0 to 10000000)"), 20_000),
+    max_mempool_mb: v.optional(doc(int({ min: 1, max: 65_536 }), "what the mempool's transactions may hold of host memory, estimated (3 bytes a serialised byte, plus 512 an input or output, plus 1 KiB), as bitcoind's `-maxmempool`; a full mempool takes a transaction only in place of lower fee rates, which it evicts (1 to 65536)"), 300),
     max_blocks_per_call: v.optional(doc(int({ min: 1, max: 100_000 }), "most blocks one `modhost chain mine` mines, and the deepest `modhost chain reorg` (1 to 100000)"), 1000),
   });
 }

@@ -113,6 +113,31 @@ test("a process killed with SIGKILL while mining leaves a consistent chain that 
   await chain.close();
 });
 
+test("blocks of heavy witness data are cached within [chain] block_cache_mb, not only block_cache: 12 blocks of one 3.9 MB-witness transaction each (~23 MB estimated each) against 64 MiB, all still read back whole", async (t) => {
+  const { mempoolTransactions } = await import("./helpers/big-block.ts");
+  const { RawTx } = await import("@scure/btc-signer");
+  const budget = 64 * 1024 * 1024;
+  const chain = await EmbeddedChain.create({ blockCacheBytes: budget, mempoolBytes: 1 << 30 });
+  const base = await mempoolTransactions(chain, 12);
+  const hashes: string[] = [];
+  for (let i = 0; i < 12; i++) {
+    await chain.submitTransaction(RawTx.encode({ ...RawTx.decode(base[i]!), segwitFlag: true, witnesses: [[new Uint8Array(3_900_000).fill(i)]] }));
+    hashes.push(...(await chain.mine(1)));
+    const counts = chain.memoryCounts();
+    t.true(counts.blockBytes <= budget, `${counts.blockBytes} bytes of blocks cached after ${i + 1}, over ${budget}`);
+  }
+  const counts = chain.memoryCounts();
+  t.log(counts);
+  // Before the budget every one of them stayed (block_cache is 64): 12 x ~23 MB estimated.
+  t.true(counts.blocks < 12, `${counts.blocks} heavy blocks cached`);
+  for (const [i, hash] of hashes.entries()) {
+    const block = await chain.getBlock(hash);
+    t.is(block!.transactions[1]!.inputs[0]!.witness[0]!.length, 2 * 3_900_000, `block ${i} read back whole`);
+  }
+  t.true(chain.memoryCounts().blockBytes <= budget);
+  await chain.close();
+});
+
 test("only a bounded number of blocks and UTXOs stay in memory; older blocks are read from disk", async (t) => {
   const dir = await tempDir(t);
   const chain = await EmbeddedChain.create({ dataDir: dir, matureBlocks: 101, blockCache: 8, utxoCache: 50 });

@@ -4,7 +4,7 @@
 // totals must be the sums over what is present.
 
 import test from "ava";
-import { Mempool, feeRate, type MempoolRecord } from "../chain/mempool.ts";
+import { Mempool, MempoolFull, feeRate, heldBytes, type MempoolRecord } from "../chain/mempool.ts";
 import type { Transaction } from "../chain/backend.ts";
 
 function record(n: number, fee: number, vsize: number): MempoolRecord {
@@ -57,4 +57,59 @@ test("the fee estimate's quantile is the value a sort puts at that index, for ra
       t.is(nthSmallest(Float64Array.from(values), k), sorted[k]!, `k = ${k} of ${values.length}`);
     }
   }
+});
+
+test("a full mempool (maxBytes) takes a transaction only by evicting strictly lower fee rates, lowest first; otherwise it refuses naming max_mempool_mb and evicts nothing", (t) => {
+  const one = heldBytes(record(0, 100, 1000).tx);
+  const pool = new Mempool(10 * one);
+  // Ten of 1000 vB at fee rates 0.1 ... 1.0 sat/vB: full.
+  for (let i = 0; i < 10; i++) {
+    const r = record(i, (i + 1) * 100, 1000);
+    t.deepEqual(pool.evictionsFor(r), []);
+    pool.add(r);
+  }
+  t.is(pool.held, 10 * one);
+  // Same rate as the lowest: nothing to evict for it.
+  const same = record(100, 100, 1000);
+  t.throws(() => pool.evictionsFor(same), { instanceOf: MempoolFull, message: /mempool full.*\[chain\] max_mempool_mb.*pay a higher fee rate/ });
+  // Three times the size at 0.35 sat/vB: the three lowest (0.1, 0.2, 0.3) make room, lowest first.
+  const big = record(101, 1050, 3000);
+  t.deepEqual(pool.evictionsFor(big).map((r) => r.fee), [100, 200, 300]);
+  // Five times the size at 0.35 sat/vB: only three are lower; refused, and nothing changed.
+  t.throws(() => pool.evictionsFor(record(102, 1750, 5000)), { instanceOf: MempoolFull });
+  t.is(pool.size, 10);
+  t.is(pool.held, 10 * one);
+  // Over the bound alone: refused whatever it pays.
+  t.throws(() => pool.evictionsFor(record(103, 1e9, 16 * 1000)), { instanceOf: MempoolFull, message: /alone/ });
+  for (const r of pool.evictionsFor(big)) pool.remove(r.tx.txid);
+  pool.add(big);
+  t.true(pool.held <= 10 * one);
+  t.is(pool.size, 8);
+});
+
+test("the embedded chain's submitTransaction refuses past max bytes and evicts a lower fee rate for a higher one, announcing it as evicted", async (t) => {
+  const { EmbeddedChain } = await import("../chain/embedded.ts");
+  const { mempoolTransactions } = await import("./helpers/big-block.ts");
+  const { RawTx } = await import("@scure/btc-signer");
+  const chain = await EmbeddedChain.create({ mempoolBytes: 4 * 1024 * 1024 });
+  const base = await mempoolTransactions(chain, 6);
+  const removed: Array<{ txid: string; reason: string }> = [];
+  chain.subscribe((name, payload) => {
+    if (name === "MempoolTransactionRemoved") removed.push(payload as { txid: string; reason: string });
+  });
+  // Each with 400 KB of witness (~1.2 MB held): three fit in 4 MiB, the fourth is refused.
+  const heavy = (i: number, feeCut: number) => {
+    const tx = RawTx.decode(base[i]!);
+    tx.outputs[0]!.amount -= BigInt(feeCut);
+    return RawTx.encode({ ...tx, segwitFlag: true, witnesses: [[new Uint8Array(400_000).fill(i)]] });
+  };
+  const txids: string[] = [];
+  for (let i = 0; i < 3; i++) txids.push(await chain.submitTransaction(heavy(i, 0)));
+  await t.throwsAsync(chain.submitTransaction(heavy(3, 0)), { message: /mempool full/ });
+  t.is(chain.memoryCounts().mempool, 3);
+  const rich = await chain.submitTransaction(heavy(4, 100_000));
+  t.is(chain.memoryCounts().mempool, 3);
+  t.true(chain.memoryCounts().mempoolBytes <= 4 * 1024 * 1024);
+  t.deepEqual(removed, [{ txid: txids[2], reason: "evicted" }], "the last of the equal rates (acceptance order) went");
+  t.truthy(await chain.getMempoolEntry(rich));
 });

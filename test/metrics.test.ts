@@ -81,6 +81,39 @@ test("reading metrics costs what the answer holds: 1000 histograms of 1000 obser
   t.is(m.get("heavy", 1_000_000).length, MAX_SERIES);
 });
 
+test("an answer one message cannot carry is refused before it is built, whatever the reason: histograms with every bucket filled until past max_values (the last answer that passes encodes), 16 distinct label names a series until past max_map_keys", (t) => {
+  // Every bucket filled: 0.001 ... 100000 and +Inf.
+  const everywhere = [...HISTOGRAM_BUCKETS, 1e9];
+  const m = new MetricsStore();
+  let passing = 0;
+  for (let i = 0; i < MAX_SERIES; i++) {
+    m.report("full", { name: "lat", kind: "histogram", value: everywhere, labels: { i: String(i) } });
+    try {
+      m.get("full", 16 * 1024 * 1024);
+      passing = i + 1;
+    } catch (err) {
+      t.is((err as CapabilityError).code, "invalid_params");
+      t.regex((err as Error).message, /get_module_metrics: the answer would hold \d+ values, more than the 65536 one message may carry \(max_values/);
+      break;
+    }
+  }
+  // Before: all 1000 were built (get answered) and the answer then failed to encode.
+  t.true(passing > 600 && passing < MAX_SERIES, `${passing} series passed`);
+  const m2 = new MetricsStore();
+  for (let i = 0; i < passing; i++) m2.report("full", { name: "lat", kind: "histogram", value: everywhere, labels: { i: String(i) } });
+  t.notThrows(() => encodeBody({ t: "response", id: 1, result: m2.get("full", 16 * 1024 * 1024) }), "the largest answer that passes is one message");
+  t.throws(() => m.all(16 * 1024 * 1024), { message: /get_all_metrics: the answer would hold \d+ values/ });
+
+  const k = new MetricsStore();
+  for (let i = 0; i < 250; i++) k.report("keys", { name: `g${i}`, kind: "gauge", value: 1, labels: Object.fromEntries(Array.from({ length: 16 }, (_, j) => [`l${i}_${j}`, "x"])) });
+  t.notThrows(() => encodeBody({ t: "response", id: 1, result: k.get("keys", 16 * 1024 * 1024) }), "4000 distinct label names: one message");
+  for (let i = 250; i < 260; i++) k.report("keys", { name: `g${i}`, kind: "gauge", value: 1, labels: Object.fromEntries(Array.from({ length: 16 }, (_, j) => [`l${i}_${j}`, "x"])) });
+  t.throws(() => k.get("keys", 16 * 1024 * 1024), { message: /the answer could hold \d+ distinct map keys \(label names\), more than the 4096 one message may carry \(max_map_keys/ });
+  // Forgotten with the module's process.
+  k.forget("keys");
+  t.deepEqual(k.get("keys", 16 * 1024 * 1024), []);
+});
+
 test("Prometheus text: module label, escaping, histograms with fixed buckets, kind clashes between modules", async (t) => {
   const m = new MetricsStore();
   m.report("mod-a", { name: "jobs_total", kind: "counter", value: 3, labels: { path: 'a"b\\c\nd' } });

@@ -19,6 +19,7 @@
 
 import { CapabilityError, type Metric } from "../../capabilities/types.ts";
 import { Slicer } from "../../chain/slices.ts";
+import { DEFAULT_BODY_LIMITS } from "../../protocol/codec.ts";
 
 const METRIC_NAME_RE = /^[a-zA-Z_][a-zA-Z0-9_]*$/;
 const LABEL_NAME_RE = /^[a-zA-Z_][a-zA-Z0-9_]*$/;
@@ -40,6 +41,16 @@ export const HISTOGRAM_BUCKETS: readonly number[] = Object.freeze([
   ...[-3, -2, -1, 0, 1, 2, 3, 4].flatMap((e) => [1, 2.5, 5].map((m) => Number((m * 10 ** e).toPrecision(3)))),
   100000,
 ]);
+/**
+ * Values (containers, map keys and elements, as the protocol counts max_values) one series
+ * adds to an answer: its map, five keys and five values. Its labels add two each; a histogram's
+ * value six more (a map of count, sum and the buckets' array) and three per bucket holding any.
+ */
+const SERIES_VALUES = 11;
+const HISTOGRAM_VALUES = 6;
+const BUCKET_VALUES = 3;
+/** The map keys every answer may use besides label names: a series' five and a histogram's three, the envelope's. */
+const FIXED_KEYS = 16;
 /** What one series adds to an answer beyond its name and labels (kind, value, timestamp, framing). */
 const SERIES_OVERHEAD_BYTES = 64;
 /** What a histogram's value adds: count, sum and its buckets as [le, count] pairs. */
@@ -65,6 +76,14 @@ interface Series {
   answerBytes: number;
 }
 
+/** Per module: what its series put in a get/all answer besides bytes (the protocol's max_values and max_map_keys). */
+interface AnswerShape {
+  /** Values, exactly as the answer will hold them (SERIES_VALUES ...). */
+  values: number;
+  /** Label names in use, with the number of series using each: its distinct map keys. */
+  labelNames: Map<string, number>;
+}
+
 /** What get/all answer for a histogram: observations counted in fixed buckets. */
 export interface HistogramValue {
   count: number;
@@ -79,6 +98,8 @@ export class MetricsStore {
   private readonly answerBytes = new Map<string, number>();
   /** Per module: the characters of its series' keys (MAX_SERIES_TEXT_CHARS). */
   private readonly textChars = new Map<string, number>();
+  /** Per module: the values and distinct keys of its answer. */
+  private readonly shapes = new Map<string, AnswerShape>();
 
   constructor(private readonly now: () => number = Date.now) {}
 
@@ -132,13 +153,22 @@ export class MetricsStore {
       s = { name, kind, labels, value: 0, buckets: kind === "histogram" ? new Float64Array(HISTOGRAM_BUCKETS.length + 1) : undefined, count: 0, sum: 0, timestamp: 0, answerBytes };
       series.set(key, s);
       this.answerBytes.set(module, (this.answerBytes.get(module) ?? 0) + answerBytes);
+      let shape = this.shapes.get(module);
+      if (!shape) this.shapes.set(module, (shape = { values: 0, labelNames: new Map() }));
+      const names = Object.keys(labels);
+      shape.values += SERIES_VALUES + 2 * names.length + (kind === "histogram" ? HISTOGRAM_VALUES : 0);
+      for (const n of names) shape.labelNames.set(n, (shape.labelNames.get(n) ?? 0) + 1);
     }
     s.timestamp = this.now();
     if (kind === "counter") s.value += values[0]!;
     else if (kind === "gauge") s.value = values[0]!;
     else {
+      const shape = this.shapes.get(module)!;
       for (const v of values) {
-        s.buckets![bucketOf(v)]!++;
+        const b = bucketOf(v);
+        // A bucket that holds its first observation is one more [le, count] pair in answers (not +Inf's).
+        if (s.buckets![b] === 0 && b < HISTOGRAM_BUCKETS.length) shape.values += BUCKET_VALUES;
+        s.buckets![b]!++;
         s.count++;
         s.sum += v;
       }
@@ -170,11 +200,32 @@ export class MetricsStore {
     return bytes;
   }
 
+  /**
+   * Refuses, before it is built, an answer one message could not carry: over `maxBytes`, or
+   * over the protocol's max_values or max_map_keys (before: 1000 histograms with their buckets
+   * filled, ~95,000 values, or 256 series of 16 distinct label names were built, 6-10 ms, and
+   * then failed to encode, 6-26 ms more, on the host's loop at every call).
+   */
   private checkSize(modules: readonly string[], maxBytes: number | undefined, method: string): void {
     if (maxBytes === undefined) return;
     const size = this.answerSize(modules);
+    const what = modules.length === 1 ? "ask the module to report fewer series" : "read one module at a time with get_module_metrics, or ask the modules to report fewer series";
     if (size > maxBytes) {
-      throw new CapabilityError("invalid_params", `${method}: the answer could be ${size} bytes, more than the ${maxBytes} bytes one message may carry; read one module at a time with get_module_metrics, or ask the module to report fewer series`);
+      throw new CapabilityError("invalid_params", `${method}: the answer could be ${size} bytes, more than the ${maxBytes} bytes one message may carry; ${what}`);
+    }
+    // The outer map of get_all_metrics: a key and an array per module; the envelope: a few.
+    let values = 16;
+    let keys = FIXED_KEYS + (modules.length > 1 ? modules.length : 0);
+    for (const m of modules) {
+      const shape = this.shapes.get(m);
+      values += 2 + (shape?.values ?? 0);
+      keys += shape?.labelNames.size ?? 0;
+    }
+    if (values > DEFAULT_BODY_LIMITS.maxValues) {
+      throw new CapabilityError("invalid_params", `${method}: the answer would hold ${values} values, more than the ${DEFAULT_BODY_LIMITS.maxValues} one message may carry (max_values, docs/protocol.md section 3); ${what} (a histogram is up to ${SERIES_VALUES + HISTOGRAM_VALUES + BUCKET_VALUES * HISTOGRAM_BUCKETS.length} values)`);
+    }
+    if (keys > DEFAULT_BODY_LIMITS.maxMapKeys) {
+      throw new CapabilityError("invalid_params", `${method}: the answer could hold ${keys} distinct map keys (label names), more than the ${DEFAULT_BODY_LIMITS.maxMapKeys} one message may carry (max_map_keys, docs/protocol.md section 3); ${what}, or use fewer distinct label names`);
     }
   }
 
@@ -187,6 +238,7 @@ export class MetricsStore {
     this.modules.delete(module);
     this.answerBytes.delete(module);
     this.textChars.delete(module);
+    this.shapes.delete(module);
   }
 
   /** Every module's series, for rendering. */

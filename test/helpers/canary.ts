@@ -15,9 +15,10 @@ export interface CanaryRound {
   answered: boolean;
 }
 
-export async function canaryRound(h: TestHost, opts: { rpc?: boolean } = {}): Promise<CanaryRound> {
+/** `mine`: how the round's block is mined (default h.mine(1): filled from the mempool); the new height. */
+export async function canaryRound(h: TestHost, opts: { rpc?: boolean; mine?: () => Promise<number> } = {}): Promise<CanaryRound> {
   const mark = h.mark();
-  const height = await h.mine(1);
+  const height = await (opts.mine ?? (() => h.mine(1)))();
   const stored = await h.waitForLog(new RegExp(`^stored block ${height}$`), { source: "good", since: mark, timeoutMs: 5000 }).then(() => true, () => false);
   const answered = opts.rpc === false || (await Promise.race([call(h, "list").then(() => true, () => false), sleep(5000).then(() => false)]));
   return { mark, height, stored, answered };

@@ -259,7 +259,7 @@ export async function startHost(t: ExecutionContext, opts: TestHostOptions = {})
     }
   }
   const config = testConfig(dir, modulesDir, { ...opts, grants });
-  const chain = await EmbeddedChain.create({ matureBlocks: config.chain.mature_blocks });
+  const chain = await EmbeddedChain.create({ matureBlocks: config.chain.mature_blocks, blockCacheBytes: config.chain.block_cache_mb * 1024 * 1024, mempoolBytes: config.chain.max_mempool_mb * 1024 * 1024 });
   const h = new TestHost(dir, config, chain);
   // ava runs teardowns in reverse order of registration: the host stops before its
   // directory is removed.
