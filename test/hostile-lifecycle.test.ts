@@ -17,19 +17,10 @@ import { fileURLToPath } from "node:url";
 import { buildModulesDir, sleep, startHost, tempDir, GOOD_GRANTS, type TestHost } from "./helpers/host.ts";
 import { writeNodeNative } from "./helpers/native.ts";
 import { canaryRound } from "./helpers/canary.ts";
-import { descendants } from "./helpers/procs.ts";
+import { alive, descendants } from "./helpers/procs.ts";
 
 const PROBE = fileURLToPath(new URL("./fixtures/hostile-lifecycle/main.ts", import.meta.url));
 const LONG = 120_000;
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code !== "ESRCH";
-  }
-}
 
 function readCmd(pid: number): string {
   try {

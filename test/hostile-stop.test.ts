@@ -13,18 +13,10 @@ import { fileURLToPath } from "node:url";
 import { buildModulesDir, sleep, startHost, tempDir, GOOD_GRANTS, waitFor } from "./helpers/host.ts";
 import { writeNodeNative } from "./helpers/native.ts";
 import { canaryRound } from "./helpers/canary.ts";
+import { alive } from "./helpers/procs.ts";
 
 const PROBE = fileURLToPath(new URL("./fixtures/hostile-stop/main.ts", import.meta.url));
 const CAPS = ["subscribe_events", "read_chain_state"];
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code !== "ESRCH";
-  }
-}
 
 test.serial("a native module that stops itself (SIGSTOP) with requests in flight, one that half-closes its socket, one that trickles frames a byte at a time: the first two are ended, restarted and finally quarantined with no process left, the trickler runs on, the canary keeps up", async (t) => {
   t.timeout(300_000);

@@ -16,6 +16,16 @@ export async function processesOf(uid: number): Promise<number> {
   return n;
 }
 
+/** Whether a process with this pid exists (a zombie counts: it has not been reaped). */
+export function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code !== "ESRCH";
+  }
+}
+
 /** Poll `check` every 50 ms; true once it holds, false after `ms`. */
 export async function eventually(check: () => Promise<boolean>, ms: number): Promise<boolean> {
   const deadline = Date.now() + ms;
