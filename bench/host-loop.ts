@@ -56,6 +56,16 @@
 // run records kinds); storage_insert of 1 MiB, 81 / 66 / 338 ms, GC 33 / 42 / 63 ms (major);
 // 15 puts of 1 MiB, 406 / 348 / 648 ms, GC 139 / 104 / 121 ms. The batch's puts alone:
 // bench/leveldb-batch.ts.
+//
+// Runs of 2026-12-06 06:45 (3 frames of each kind, a quiet machine: load 1.5-1.8), V8's default
+// young generation against `node --max-semi-space-size=4`, two interleaved pairs (default / 4):
+// get_block_template with 20,000 in the mempool, longest stall 88, 100 / 26, 21 ms (longest
+// minor GC 83, 95 / 16, 13 ms; GC in all 83, 95 / 138, 134 ms, wall 739, 740 / 952, 887 ms);
+// the 15,000-transaction block 39, 53 / 28, 33 ms; 16 MiB of binary 32, 30 / 21, 34 ms; 15 puts
+// of 1 MiB 89, 27 / 109, 95 ms (the batch's growth, not GC); the rest within noise. A smaller
+// young generation cuts the longest pause where many objects survive a scavenge (the template,
+// the block) for more GC in all; the host does not set it (a flag must be given at Node's
+// start, before the heap is made): not adopted without the throughput benches beside it.
 
 import { fork } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
