@@ -242,3 +242,28 @@ export function treeCpuMs(pids: number[]): number {
   }
   return ns / 1e6;
 }
+
+/**
+ * The loop's lateness, sampled by a 1 ms interval and charged to the mode running then
+ * (`charge(mode)`, or `charge(undefined)` between measurements). One monitorEventLoopDelay per
+ * mode cannot be used: re-enabling one records the gap since it was disabled as a delay.
+ */
+export function loopLateness<M extends string>(modes: readonly M[]): { delays: Record<M, number[]>; charge(mode: M | undefined): void; charged(): M | undefined; stop(): void } {
+  const delays = Object.fromEntries(modes.map((m) => [m, [] as number[]])) as Record<M, number[]>;
+  let current: M | undefined;
+  let last = performance.now();
+  const sampler = setInterval(() => {
+    const now = performance.now();
+    if (current !== undefined) delays[current].push(Math.max(0, now - last - 1));
+    last = now;
+  }, 1);
+  return {
+    delays,
+    charge(mode) {
+      current = mode;
+      last = performance.now();
+    },
+    charged: () => current,
+    stop: () => clearInterval(sampler),
+  };
+}

@@ -19,6 +19,7 @@ import { measureDataDir } from "../capabilities/fs-path.ts";
 import { prepareDataDir } from "../runtime/sandbox/datadir.ts";
 import { runToolsInline, startToolRunner, toolRuns } from "../runtime/sandbox/tool-runner.ts";
 import { mountVolume, volumeTools } from "../runtime/sandbox/volume.ts";
+import { loopLateness } from "./common.ts";
 import { median } from "./stats.ts";
 
 const rounds = Number(process.argv[2] ?? 11);
@@ -69,17 +70,9 @@ console.log(`first start+stop, creating the volume: ${ms(created)}`);
   const rss = Buffer.alloc(256 * MiB, 1);
   const heap: unknown[] = [];
   for (let i = 0; i < 500_000; i++) heap.push({ i, s: `entry ${i}`, a: [i] });
-  // The loop's lateness, sampled by a 1 ms interval and charged to the mode running then (one
-  // monitorEventLoopDelay per mode cannot be used: re-enabling one records the gap since it
-  // was disabled as a delay).
-  const delays: Record<"runner" | "inline", number[]> = { runner: [], inline: [] };
-  let current: "runner" | "inline" | undefined;
-  let last = performance.now();
-  const sampler = setInterval(() => {
-    const now = performance.now();
-    if (current) delays[current].push(Math.max(0, now - last - 1));
-    last = now;
-  }, 1);
+  // The loop's lateness, charged to the mode running then.
+  const lateness = loopLateness(["runner", "inline"] as const);
+  const delays = lateness.delays;
   const times: Record<"runner" | "inline", number[]> = { runner: [], inline: [] };
   // One unmeasured cycle each first: the images created (mkfs), the runner and the code warm.
   for (const mode of ["runner", "inline"] as const) {
@@ -90,18 +83,17 @@ console.log(`first start+stop, creating the volume: ${ms(created)}`);
   for (let i = 0; i < cycles; i++) {
     for (const mode of i % 2 === 0 ? (["runner", "inline"] as const) : (["inline", "runner"] as const)) {
       runToolsInline(mode === "inline");
-      current = mode;
-      last = performance.now();
+      lateness.charge(mode);
       const t0 = performance.now();
       const v = await mountVolume(root, `loop-${mode}`, quota);
       await prepareDataDir(v.dir, 61_235, 61_235, "/bin/chown");
       await v.release();
       times[mode].push(performance.now() - t0);
-      current = undefined;
+      lateness.charge(undefined);
     }
   }
   runToolsInline(false);
-  clearInterval(sampler);
+  lateness.stop();
   const after = toolRuns();
   const ran = Object.entries(after).map(([k, n]) => [k, (n - (before[k] ?? 0)) / (2 * cycles)] as const).filter(([, n]) => n > 0);
   console.log(`host loop over ${cycles} start/stop cycles each (heap ${(process.memoryUsage().heapUsed / MiB).toFixed(0)} MiB, rss ${(process.memoryUsage().rss / MiB).toFixed(0)} MiB), load ${load()}:`);

@@ -25,7 +25,7 @@ import { EventBus } from "../host/events/bus.ts";
 import { EmbeddedChain } from "../chain/embedded.ts";
 import { spawnModulesDirectly } from "../runtime/process.ts";
 import { holdSpawner, stopSpawner } from "../runtime/sandbox/spawner.ts";
-import { benchConfigFor, captureLogger, dumpLog, makeTempDir, removeTempDir, sleep } from "./common.ts";
+import { benchConfigFor, captureLogger, dumpLog, loopLateness, makeTempDir, removeTempDir, sleep } from "./common.ts";
 import { copyModule, writeNativeModule } from "./modules.ts";
 
 const cycles = Number(process.argv[2] ?? 20);
@@ -37,18 +37,11 @@ const MODES: Mode[] = ["spawner", "host"];
 const label = (m: Mode) => (m === "spawner" ? "spawner" : "forked by the host (before)");
 
 // Lateness of a 1 ms interval, charged to the mode running then.
-const delays: Record<Mode, number[]> = { spawner: [], host: [] };
-let current: Mode | undefined;
-let last = performance.now();
-const sampler = setInterval(() => {
-  const now = performance.now();
-  if (current) delays[current].push(Math.max(0, now - last - 1));
-  last = now;
-}, 1);
+const lateness = loopLateness(MODES);
+const delays = lateness.delays;
 function run(mode: Mode): void {
   spawnModulesDirectly(mode === "host");
-  current = mode;
-  last = performance.now();
+  lateness.charge(mode);
 }
 const pct = (xs: number[], p: number) => {
   const s = [...xs].sort((a, b) => a - b);
@@ -104,7 +97,7 @@ try {
         cpu[mode][name]!.push((c.user + c.system) / 1000);
         if (s.state !== "running") throw new Error(`${name} did not start: ${s.problem}\n${dumpLog(records)}`);
       }
-      current = undefined;
+      lateness.charge(undefined);
     }
   }
   console.log(`1. start/stop cycles (heap ${(process.memoryUsage().heapUsed / MiB).toFixed(0)} MiB, rss ${(process.memoryUsage().rss / MiB).toFixed(0)} MiB), load ${load()}:`);
@@ -135,10 +128,10 @@ try {
       while (Date.now() < end) {
         const t0 = performance.now();
         await new Promise<void>((resolve, reject) => http.get({ port, host: "127.0.0.1", agent, path: "/" }, (res) => { res.resume(); res.on("end", resolve); }).on("error", reject));
-        if (current === mode) latency[mode].push(performance.now() - t0);
+        if (lateness.charged() === mode) latency[mode].push(performance.now() - t0);
         await sleep(20);
       }
-      current = undefined;
+      lateness.charge(undefined);
       for (const name of STORM) await manager.unload(name).catch(() => undefined);
       starts[mode] += records.filter((r) => /^restarting crash\d/.test(r.message)).length - before;
     }
@@ -152,7 +145,7 @@ try {
   }
   await manager.shutdown();
 } finally {
-  clearInterval(sampler);
+  lateness.stop();
   spawnModulesDirectly(false);
   heap.length = 0;
   rss.fill(0, 0, 1);
