@@ -2,7 +2,10 @@
 // channel, against a raw socket ping-pong of the same sizes measured in the same run.
 //
 // Result: a child Node process (bench/fixtures/rt-client.ts) uses the SDK's ModuleClient on
-// its fd 3, and the host side is the real thing: spawnModule (socketpair on fd 3,
+// its fd 3 (what a module author gets), and a second one (bench/fixtures/wire-client.ts) speaks
+// the same protocol with the raw client's economy: precomputed request frames, answers matched
+// by their bytes, so that host and raw server are measured by the same kind of client (the
+// issue's "native request RTT" compares servers). In both, the host side is the real thing: spawnModule (socketpair on fd 3,
 // FrameChannel, HostSession), the ApiHub (method lookup, grant check, valibot parameters) and
 // the method's handler. Two methods, each against its own baseline:
 // - get_block_height (EmbeddedChain.getBlockHeight);
@@ -54,6 +57,7 @@ import { summarise } from "./stats.ts";
 
 const RT_CLIENT = fileURLToPath(new URL("./fixtures/rt-client.ts", import.meta.url));
 const RAW_CLIENT = fileURLToPath(new URL("./fixtures/raw-client.ts", import.meta.url));
+const WIRE_CLIENT = fileURLToPath(new URL("./fixtures/wire-client.ts", import.meta.url));
 
 const MODULE = "bench-roundtrip";
 /** Fair-share limits raised so that they do not cap the rate measured (defaults: 2000 req/s, 250 ms/s). */
@@ -118,10 +122,12 @@ export const roundtrip: Benchmark = {
       for (const c of cases) {
         for (const place of placements) {
           const real: Samples[] = [];
+          const wire: Samples[] = [];
           const base: Samples[] = [];
           for (let i = 0; i < ROUNDS; i++) {
             base.push(await rawRun(c, place.cpu));
-            real.push(await runReal(c, chain, dir, place.cpu));
+            real.push(await runReal(c, chain, dir, place.cpu, RT_CLIENT));
+            wire.push(await runReal(c, chain, dir, place.cpu, WIRE_CLIENT));
           }
           const pool = (xs: Samples[], k: "latency_ms" | "rates") => xs.flatMap((x) => x[k]);
           const stand = c.store ? "raw socketpair server + classic-level getSync" : "raw socketpair ping-pong";
@@ -131,6 +137,8 @@ export const roundtrip: Benchmark = {
           rows.push(
             { what: `${c.method} round trip, sequential [${place.label}]`, kind: "result", unit: "ms", stats: summarise(pool(real, "latency_ms")), vs: bLat, note: `the module process's CPU time per sequential call ${cpu(real)} µs (median of the rounds), the raw client's ${cpu(base)} µs` },
             { what: `${c.method}, ${WINDOW} in flight [${place.label}]`, kind: "result", unit: "ops/s", stats: summarise(pool(real, "rates")), vs: bThr },
+            { what: `${c.method} round trip, sequential, raw client [${place.label}]`, kind: "result", unit: "ms", stats: summarise(pool(wire, "latency_ms")), vs: bLat, note: `the raw baseline's client speaking the protocol (precomputed frames, answers matched by their bytes): the host alone against the raw server; its CPU per call ${cpu(wire)} µs` },
+            { what: `${c.method}, ${WINDOW} in flight, raw client [${place.label}]`, kind: "result", unit: "ops/s", stats: summarise(pool(wire, "rates")), vs: bThr },
             { what: bLat, kind: "baseline", unit: "ms", stats: summarise(pool(base, "latency_ms")) },
             { what: bThr, kind: "baseline", unit: "ops/s", stats: summarise(pool(base, "rates")) },
           );
@@ -213,13 +221,16 @@ function setAffinity(pid: number, cpus: string): void {
   if (out.status !== 0) throw new Error(`taskset -a -pc ${cpus} ${pid} failed: ${out.stderr}`);
 }
 
-/** The real path: a module process with ModuleClient, served by HostSession + ApiHub. */
-async function runReal(c: Case, chain: EmbeddedChain, dir: string, cpu: number | undefined): Promise<Samples> {
+/**
+ * The real path: a module process served by HostSession + ApiHub. `client` is rt-client.ts (the
+ * SDK's ModuleClient) or wire-client.ts (the raw client's loops on the real protocol).
+ */
+async function runReal(c: Case, chain: EmbeddedChain, dir: string, cpu: number | undefined, client: string): Promise<Samples> {
   const { logger, records } = captureLogger();
   const out = path.join(dir, `rt-${process.hrtime.bigint()}.json`);
   const requested = [parseDescriptor(c.permission)];
   const proc = await spawnModule({
-    ...nodeCommand(cpu, ["--import", "tsx", RT_CLIENT, "--module", MODULE, "--out", out, "--method", c.method, "--params", JSON.stringify(c.params), ...loopArgs()]),
+    ...nodeCommand(cpu, ["--import", "tsx", client, "--module", MODULE, "--out", out, "--method", c.method, "--params", JSON.stringify(c.params), ...loopArgs()]),
     env: { PATH: process.env.PATH ?? "/usr/bin:/bin" },
     cwd: ROOT,
   }, {

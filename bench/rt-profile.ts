@@ -1,8 +1,9 @@
 // Profiling aid for the round trip (not part of `npm run bench`): runs the real path of
 // bench/roundtrip.ts (rt-client.ts over spawnModule, HostSession, ApiHub) with only sequential
 // calls, CPU-pinned like the benchmark's "same CPU" case, the child under --cpu-prof into
-// --dir. Run the host under --cpu-prof too:
-//   node --no-node-snapshot --cpu-prof --cpu-prof-dir=DIR --import tsx bench/rt-profile.ts --dir DIR [--n 20000]
+// --dir. `--client wire` runs wire-client.ts instead (the raw client's loops on the protocol: what
+// is left is the host's part). Run the host under --cpu-prof too:
+//   node --no-node-snapshot --cpu-prof --cpu-prof-dir=DIR --import tsx bench/rt-profile.ts --dir DIR [--n 20000] [--client wire]
 import { readFile } from "node:fs/promises";
 import path from "node:path";
 import { parseArgs } from "node:util";
@@ -16,7 +17,8 @@ import { ROOT, captureLogger, waitForRecord } from "./common.ts";
 import { BENCH_FLOW } from "./roundtrip.ts";
 import { summarise } from "./stats.ts";
 
-const { values } = parseArgs({ options: { dir: { type: "string" }, n: { type: "string" } } });
+const { values } = parseArgs({ options: { dir: { type: "string" }, n: { type: "string" }, client: { type: "string" } } });
+const client = values.client === "wire" ? "./fixtures/wire-client.ts" : "./fixtures/rt-client.ts";
 const dir = values.dir ?? "/tmp";
 const n = values.n ?? "20000";
 const chain = await EmbeddedChain.create({ matureBlocks: 1 });
@@ -25,7 +27,7 @@ const out = path.join(dir, "rt-profile.json");
 const requested = [parseDescriptor("read_chain_state")];
 const proc = await spawnModule({
   command: process.execPath,
-  args: ["--cpu-prof", `--cpu-prof-dir=${dir}`, "--import", "tsx", fileURLToPath(new URL("./fixtures/rt-client.ts", import.meta.url)), "--module", "rt", "--out", out, "--warmup", "2000", "--n", n, "--total", "1000", "--window", "64", "--reps", "1"],
+  args: ["--cpu-prof", `--cpu-prof-dir=${dir}`, "--import", "tsx", fileURLToPath(new URL(client, import.meta.url)), "--module", "rt", "--out", out, "--warmup", "2000", "--n", n, "--total", "1000", "--window", "64", "--reps", "1"],
   env: { PATH: process.env.PATH ?? "/usr/bin:/bin" },
   cwd: ROOT,
 }, {
