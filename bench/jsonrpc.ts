@@ -1,7 +1,9 @@
 // JSON-RPC: an HTTP client calling, through a real Host's RPC server (authentication, body
 // limits, JSON parsing, dispatch),
 //  - a TypeScript module's method (bench-rpc-echo.echo: host -> isolate host -> isolate ->
-//    back), and
+//    back),
+//  - the same method in a native module (bench-rpc-echo-native.echo: host -> the module's
+//    process, a Node ModuleClient bundled from bench/fixtures/rpc-echo-native.ts -> back), and
 //  - a host method (chain_info),
 // against a bare node:http server in the same process answering with the same bytes (the
 // answers are captured from the host first). Goals: a module method within 2x the bare
@@ -21,7 +23,7 @@ import { performance } from "node:perf_hooks";
 import { Host } from "../host/host.ts";
 import { EmbeddedChain } from "../chain/embedded.ts";
 import { benchConfigFor, captureLogger, dumpLog, FAIR_SHARE_RAISED, makeTempDir, removeTempDir, waitForRecord, type Benchmark, type Row } from "./common.ts";
-import { copyModule } from "./modules.ts";
+import { copyModule, writeNativeModule } from "./modules.ts";
 import { summarise } from "./stats.ts";
 
 const MODULE = "bench-rpc-echo";
@@ -32,6 +34,8 @@ const CONCURRENCY = 16;
 /** A module method is also measured with more in flight: what arrives together crosses into its isolate together. */
 const CONCURRENCY_HIGH = 64;
 const MODULE_CALL = { jsonrpc: "2.0", id: 1, method: `${MODULE}.echo`, params: { a: 1, b: "two" } };
+const NATIVE = "bench-rpc-echo-native";
+const NATIVE_CALL = { ...MODULE_CALL, method: `${NATIVE}.echo` };
 const HOST_CALL = { jsonrpc: "2.0", id: 1, method: "chain_info", params: [] };
 
 interface Target {
@@ -41,13 +45,15 @@ interface Target {
 
 export const jsonrpc: Benchmark = {
   name: "jsonrpc",
-  title: "JSON-RPC over HTTP: a TS module's method and a host method vs bare node:http with the same answer",
+  title: "JSON-RPC over HTTP: a TS and a native module's method and a host method vs bare node:http with the same answer",
   async run(): Promise<Row[]> {
     const tmp = await makeTempDir("rpc");
     const chain = await EmbeddedChain.create({ matureBlocks: 1 });
     const modulesDir = path.join(tmp, "modules");
     await copyModule("rpc-echo", modulesDir, MODULE);
-    const config = benchConfigFor(path.join(tmp, "host"), { [MODULE]: { allow: ["register_rpc_endpoint"], limits: { ...FAIR_SHARE_RAISED, start_timeout_ms: 120_000 } } }, modulesDir);
+    await writeNativeModule(modulesDir, NATIVE, "rpc-echo-native.ts", ["register_rpc_endpoint"]);
+    const grant = { allow: ["register_rpc_endpoint"], limits: { ...FAIR_SHARE_RAISED, start_timeout_ms: 120_000 } };
+    const config = benchConfigFor(path.join(tmp, "host"), { [MODULE]: grant, [NATIVE]: grant }, modulesDir);
     config.rpc.port = 0;
     config.rpc.cookie_file = path.join(tmp, "cookie");
     // The client's keep-alive agents hold 1 + CONCURRENCY + CONCURRENCY_HIGH connections, all
@@ -64,6 +70,7 @@ export const jsonrpc: Benchmark = {
     try {
       await host.start();
       await waitForRecord(records, (r) => r.source === MODULE && r.message === "serving", 120_000);
+      await waitForRecord(records, (r) => r.source === NATIVE && r.message === "serving", 120_000);
       const address = host.rpcServer?.address;
       if (!address) throw new Error(`the RPC server did not start\n${dumpLog(records)}`);
       const cookie = await readFile(config.rpc.cookie_file, "utf8");
@@ -72,7 +79,10 @@ export const jsonrpc: Benchmark = {
       // The bare server answers each call with the bytes the host answered it with.
       const moduleAnswer = await post(agentOne, real, MODULE_CALL);
       const hostAnswer = await post(agentOne, real, HOST_CALL);
+      const nativeAnswer = await post(agentOne, real, NATIVE_CALL);
       if (!moduleAnswer.includes('"echoed"')) throw new Error(`unexpected answer from ${MODULE_CALL.method}: ${moduleAnswer}`);
+      // One bare answer stands for both module methods: they must answer the same bytes.
+      if (nativeAnswer !== moduleAnswer) throw new Error(`${NATIVE_CALL.method} answered ${nativeAnswer}, not ${moduleAnswer}`);
       if (!hostAnswer.includes('"result"')) throw new Error(`unexpected answer from chain_info: ${hostAnswer}`);
       bare = http.createServer((req, res) => {
         const chunks: Buffer[] = [];
@@ -86,17 +96,20 @@ export const jsonrpc: Benchmark = {
       await new Promise<void>((resolve) => bare!.listen(0, "127.0.0.1", resolve));
       const base: Target = { port: (bare.address() as AddressInfo).port };
 
-      const s = { modLat: [] as number[], hostLat: [] as number[], bareLat: [] as number[], modRate: [] as number[], hostRate: [] as number[], bareRate: [] as number[], modHigh: [] as number[], bareHigh: [] as number[] };
+      const s = { modLat: [] as number[], hostLat: [] as number[], bareLat: [] as number[], modRate: [] as number[], hostRate: [] as number[], bareRate: [] as number[], modHigh: [] as number[], bareHigh: [] as number[], natLat: [] as number[], natRate: [] as number[] };
       // Warm-up of every path.
       await sequential(agentOne, base, MODULE_CALL, 100);
       await sequential(agentOne, real, MODULE_CALL, 100);
+      await sequential(agentOne, real, NATIVE_CALL, 100);
       await sequential(agentOne, real, HOST_CALL, 100);
       for (let r = 0; r < ROUNDS; r++) {
         s.bareLat.push(...(await sequential(agentOne, base, MODULE_CALL, SEQUENTIAL)));
         s.modLat.push(...(await sequential(agentOne, real, MODULE_CALL, SEQUENTIAL)));
+        s.natLat.push(...(await sequential(agentOne, real, NATIVE_CALL, SEQUENTIAL)));
         s.hostLat.push(...(await sequential(agentOne, real, HOST_CALL, SEQUENTIAL)));
         s.bareRate.push(await throughput(agentMany, base, HOST_CALL));
         s.modRate.push(await throughput(agentMany, real, MODULE_CALL));
+        s.natRate.push(await throughput(agentMany, real, NATIVE_CALL));
         s.hostRate.push(await throughput(agentMany, real, HOST_CALL));
         s.bareHigh.push(await throughput(agentHigh, base, MODULE_CALL, CONCURRENCY_HIGH));
         s.modHigh.push(await throughput(agentHigh, real, MODULE_CALL, CONCURRENCY_HIGH));
@@ -106,9 +119,11 @@ export const jsonrpc: Benchmark = {
       const bHigh = `bare node:http, same answer: ${CONCURRENCY_HIGH} in flight`;
       return [
         { what: `module method ${MODULE_CALL.method}: latency`, kind: "result", unit: "ms", stats: summarise(s.modLat), vs: bLat, note: "goal <= 2x" },
+        { what: `native module method ${NATIVE_CALL.method}: latency`, kind: "result", unit: "ms", stats: summarise(s.natLat), vs: bLat, note: "goal <= 2x" },
         { what: `host method chain_info: latency`, kind: "result", unit: "ms", stats: summarise(s.hostLat), vs: bLat },
         { what: bLat, kind: "baseline", unit: "ms", stats: summarise(s.bareLat) },
         { what: `module method: ${CONCURRENCY} in flight`, kind: "result", unit: "ops/s", stats: summarise(s.modRate), vs: bRate },
+        { what: `native module method: ${CONCURRENCY} in flight`, kind: "result", unit: "ops/s", stats: summarise(s.natRate), vs: bRate },
         { what: `host method chain_info: ${CONCURRENCY} in flight`, kind: "result", unit: "ops/s", stats: summarise(s.hostRate), vs: bRate, note: "goal >= 0.8x the bare server's throughput (cost <= 1.25x)" },
         { what: bRate, kind: "baseline", unit: "ops/s", stats: summarise(s.bareRate), note: `${ROUNDS} rounds x ${TOTAL} requests; client, host and bare server share this process; keep-alive connections` },
         { what: `module method: ${CONCURRENCY_HIGH} in flight`, kind: "result", unit: "ops/s", stats: summarise(s.modHigh), vs: bHigh },

@@ -7,7 +7,9 @@
 // under --cpu-prof to profile the host; RPC_PROFILE_SANDBOX_OFF=1 runs the module unsandboxed
 // (perf -p on the isolate host, or --cpu-prof added to its arguments in
 // runtime/isolate/runtime.ts, need that):
-//   node --no-node-snapshot [--cpu-prof --cpu-prof-dir=DIR] --import tsx bench/rpc-profile.ts [--n 3000] [--rounds 3]
+// --native serves the method from a native module instead (bench/fixtures/rpc-echo-native.ts):
+// host -> the module's process -> back, no isolate host.
+//   node --no-node-snapshot [--cpu-prof --cpu-prof-dir=DIR] --import tsx bench/rpc-profile.ts [--n 3000] [--rounds 3] [--native]
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import { readFile, readdir } from "node:fs/promises";
@@ -17,13 +19,13 @@ import { performance } from "node:perf_hooks";
 import { Host } from "../host/host.ts";
 import { EmbeddedChain } from "../chain/embedded.ts";
 import { benchConfigFor, captureLogger, FAIR_SHARE_RAISED, makeTempDir, removeTempDir, waitForRecord } from "./common.ts";
-import { copyModule } from "./modules.ts";
+import { copyModule, writeNativeModule } from "./modules.ts";
 import { summarise } from "./stats.ts";
 
-const { values } = parseArgs({ options: { n: { type: "string", default: "3000" }, rounds: { type: "string", default: "3" } } });
+const { values } = parseArgs({ options: { n: { type: "string", default: "3000" }, rounds: { type: "string", default: "3" }, native: { type: "boolean", default: false } } });
 const N = Number(values.n);
 const ROUNDS = Number(values.rounds);
-const MODULE = "bench-rpc-echo";
+const MODULE = values.native ? "bench-rpc-echo-native" : "bench-rpc-echo";
 const CALL = JSON.stringify({ jsonrpc: "2.0", id: 1, method: `${MODULE}.echo`, params: { a: 1, b: "two" } });
 const TICK_US = 1e6 / 100; // USER_HZ
 
@@ -60,7 +62,8 @@ async function treeCpuUs(pid: number): Promise<{ user: number; sys: number }> {
 const tmp = await makeTempDir("rpcprof");
 const chain = await EmbeddedChain.create({ matureBlocks: 1 });
 const modulesDir = path.join(tmp, "modules");
-await copyModule("rpc-echo", modulesDir, MODULE);
+if (values.native) await writeNativeModule(modulesDir, MODULE, "rpc-echo-native.ts", ["register_rpc_endpoint"]);
+else await copyModule("rpc-echo", modulesDir, MODULE);
 const config = benchConfigFor(path.join(tmp, "host"), { [MODULE]: { allow: ["register_rpc_endpoint"], limits: { ...FAIR_SHARE_RAISED, start_timeout_ms: 120_000 } } }, modulesDir);
 config.rpc.port = 0;
 if (process.env.RPC_PROFILE_SANDBOX_OFF) config.modules.sandbox = "off"; // to profile the isolate host (--cpu-prof needs a writable directory)
