@@ -194,6 +194,8 @@ export interface SubmitBlockResult {
   reason?: string;
   /** The block hash, when the block could be decoded. */
   hash?: Hex;
+  /** Bytes the chain wrote to its database for an accepted block (embedded chain; not sent to modules). */
+  storedBytes?: number;
 }
 
 /** Events a backend emits (payloads in protocol/events.ts, shared with the SDKs). Payloads are plain data. */

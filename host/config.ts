@@ -26,6 +26,7 @@ import { descriptorList, MODULE_NAME_HINT, MODULE_NAME_RE } from "./manifest.ts"
 import { PROVIDER_ROLES, type ProviderRole } from "../capabilities/event-types.ts";
 import { Checker, isTable, readToml, typeName } from "./toml.ts";
 import { HOOK_PAYLOAD_RANGE, HOOK_POINT_NAMES, HOOK_TIMEOUT_RANGE, type HooksConfig } from "../capabilities/hooks.ts";
+import { DEFAULT_BLOCK_RATE } from "../capabilities/block-budget.ts";
 import { bool, checked, checkSchema, doc, int, KEY, namedTables, oneOf, PATH, type Range, say, type Schema, str, strings, table, valid } from "./schema.ts";
 import {
   checkPublisherRefs, MODULE_TRUST_SCHEMA, moduleTrustRules, readTrustRules, registryRules, registrySchema, TRUST_SCHEMA,
@@ -93,6 +94,8 @@ const LIMIT_FIELDS = {
   max_request_bytes_in_flight: limit(int({ min: MiB }), 32 * MiB, "bytes of the module's requests the host holds while serving them (each request's frame; min 1 MiB): a request larger than 64 KiB waits (the host stops reading its socket) while it does not fit beside those being served, one is served whatever its size when none is; smaller ones never wait, so the host holds at most this + 64 KiB × `max_requests_in_flight` of them. A `call_module` holds its params until the callee answers (up to 60 s)", "32 MiB"),
   event_window: limit(int({ min: 1 }), 64, "events sent and not yet acknowledged (one more when drops begin, to say so at once); further events wait in `event_queue`"),
   event_queue_bytes: limit(int({ min: MiB }), 8 * MiB, "bytes of event payloads queued for a slow module (min 1 MiB; a module event's payload may be 64 KiB); past it the oldest are dropped and counted like those over `event_queue`", "8 MiB"),
+  submit_blocks_per_minute: limit(int({ min: 1 }), DEFAULT_BLOCK_RATE.blocksPerMinute, "blocks the module may hand the chain per minute (`submit_block`, `queue_received_block`; bursts of one minute's worth): a block over it is refused with `quota_exceeded` before it is read, saying when to try again; a block the chain does not accept (rejected, duplicate) does not count. Regtest proof of work is trivial, so this, `submit_block_mb_per_minute` and `[chain] max_chain_mb` are what bound the chain's growth"),
+  submit_block_mb_per_minute: limit(int({ min: 1 }), DEFAULT_BLOCK_RATE.mbPerMinute, "bytes (in MB of 1,000,000) the chain may write per minute for the module's blocks, as `submit_blocks_per_minute` (bursts of one minute's worth, at least one 4 MB block): a block is admitted against its size, and what the chain wrote for it beyond that (undo data, transaction index, UTXO set: a block of many small outputs writes ~25 times its size) is charged after it, so its next blocks wait longer"),
   storage_iter_max_bytes: limit(int({ min: 1024 }), MiB, "keys and values one `storage_iter` reads; a wider range is refused unless paged (`paged: true`, then follow `cursor`)", "1 MiB"),
   storage_io_concurrency: limit(int({ min: 1 }), 2, "the module's LevelDB operations running at once; the rest wait in its own queue (first come, first served), then for their turn in the host's share of the thread pool (`[host] pool_jobs`)"),
   inspect: limit(
@@ -213,7 +216,9 @@ function chainSchema(base: string) {
     block_cache: v.optional(doc(int({ min: 1, max: 100_000 }), "full blocks (with undo data) kept in memory besides the tip (1 to 100000)"), 64),
     block_cache_mb: v.optional(doc(int({ min: 1, max: 65_536 }), "what the cached blocks may hold of host memory together, estimated (6 bytes a serialised byte, plus 1 KiB a transaction): a block of heavy witness data holds ~20 MB, so `block_cache` alone could reach gigabytes (1 to 65536)"), 128),
     utxo_cache: v.optional(doc(int({ min: 0, max: 10_000_000 }), "UTXOs kept in memory (0 to 10000000)"), 20_000),
+    utxo_cache_mb: v.optional(doc(int({ min: 1, max: 65_536 }), "what the cached UTXOs may hold of host memory together, estimated (2 bytes a character of their script and address, plus 256): a block's outputs can carry ~4 MB of script, so `utxo_cache` alone could reach gigabytes (1 to 65536)"), 64),
     max_mempool_mb: v.optional(doc(int({ min: 1, max: 65_536 }), "what the mempool's transactions may hold of host memory, estimated (3 bytes a serialised byte, plus 512 an input or output, plus 1 KiB), as bitcoind's `-maxmempool`; a full mempool takes a transaction only in place of lower fee rates, which it evicts (1 to 65536)"), 300),
+    max_chain_mb: v.optional(doc(int({ min: 16, max: 16_777_216 }), "embedded: what the chain may write to `data_dir` for the blocks it connects (MB of 1,000,000 bytes: blocks, undo data, transaction index and UTXO set, counted as written, not reduced by spent outputs or reorganisations; 16 to 16777216). At it, blocks handed by modules or over Core's RPC are rejected (`chain-full`, naming this key) and mined blocks carry no mempool transactions, so the chain goes on with small blocks; `modhost chain info` shows `stored_bytes`. Raise it, or start a new chain (another `data_dir`); a chain made before this setting counts from the first start that has it"), 4096),
     max_blocks_per_call: v.optional(doc(int({ min: 1, max: 100_000 }), "most blocks one `modhost chain mine` mines, and the deepest `modhost chain reorg` (1 to 100000)"), 1000),
   });
 }
