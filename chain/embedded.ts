@@ -173,6 +173,8 @@ interface HeaderSummary {
   height: number;
   time: number;
   chainWork: bigint;
+  /** The block's serialised size and its largest transaction's (knownBlockSize); absent when read back from the database. */
+  sizes?: { size: number; largestTx: number };
 }
 
 /** Counts of what the chain holds in memory (for tests and metrics). */
@@ -508,6 +510,18 @@ export class EmbeddedChain implements ChainBackend {
   }
 
   // ---- ChainBackend: blocks and transactions ----
+
+  /** Sizes of the tip, a cached block or one of the last HEADER_WINDOW active blocks; no I/O. */
+  knownBlockSize(hash: Hex): { size: number; largestTx: number } | undefined {
+    if (hash === this.tipBlock.block.hash) return sizesOf(this.tipBlock);
+    const cached = this.blocks.peek(hash);
+    if (cached !== undefined) return sizesOf(cached);
+    for (let i = this.headers.length - 1; i >= 0; i--) {
+      const h = this.headers[i] as HeaderSummary;
+      if (h.hash === hash) return h.sizes;
+    }
+    return undefined;
+  }
 
   /**
    * A block by hash (active or reorganised away), or null. The same frozen object goes to
@@ -1092,7 +1106,20 @@ function feeBound(feeRate: number, outputs: number): number {
 }
 
 function summaryOf(stored: StoredBlock): HeaderSummary {
-  return { hash: stored.block.hash, height: stored.block.height, time: stored.block.header.time, chainWork: stored.chainWork };
+  return { hash: stored.block.hash, height: stored.block.height, time: stored.block.header.time, chainWork: stored.chainWork, sizes: sizesOf(stored) };
+}
+
+/** A block's size and its largest transaction's, worked out once per block. */
+const sizes = new WeakMap<StoredBlock, { size: number; largestTx: number }>();
+function sizesOf(stored: StoredBlock): { size: number; largestTx: number } {
+  let known = sizes.get(stored);
+  if (known === undefined) {
+    let largestTx = 0;
+    for (const tx of stored.block.transactions) largestTx = Math.max(largestTx, tx.size);
+    known = Object.freeze({ size: stored.block.size, largestTx });
+    sizes.set(stored, known);
+  }
+  return known;
 }
 
 function blockRecord(stored: StoredBlock): BlockRecord {
