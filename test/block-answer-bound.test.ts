@@ -17,6 +17,8 @@ import { HOST_BODY_LIMITS, encodeEnvelope } from "../protocol/codec.ts";
 import { DEFAULT_MAX_FRAME_BYTES } from "../protocol/frame.ts";
 import { bigBlock, coinbaseBlock } from "./helpers/big-block.ts";
 import { PAYOUT } from "./helpers/blocks.ts";
+import { startHost } from "./helpers/host.ts";
+import { inlineModule } from "./helpers/modules.ts";
 
 const getBlock = chainFamily.methods.find((m) => m.name === "get_block")!.handler;
 const MiB = 1024 * 1024;
@@ -83,4 +85,20 @@ test("get_block reserves from the known size only: a small block far less than a
   t.is(answerBound("get_block", { hash: 7 }, limits), DEFAULT_MAX_FRAME_BYTES);
   t.is(answerBound("get_block_by_height", { height: 5 }, limits), DEFAULT_MAX_FRAME_BYTES, "the block at a height can change before the answer");
   t.is(answerBound("get_block", { hash: tip }, { ...limits, frameBytes: 32 * 1024 }), 32 * 1024, "never more than a frame");
+});
+
+const PIPELINER = inlineModule("block-pipeliner", ["read_blockchain", "read_chain_state"], `
+  const hash = await ctx.chain.getChainTip();
+  const blocks = await Promise.all(Array.from({ length: 24 }, () => ctx.chain.getBlock(hash)));
+  ctx.log.info("read", { same: blocks.filter((b) => b !== null && b.hash === hash).length });
+`);
+
+test.serial("under the real host, a TypeScript module's 24 get_block of the tip (one small block) at once never wait for max_unread_bytes (each reserved a 16 MiB frame before: 2 at a time against 32 MiB)", async (t) => {
+  t.timeout(120_000);
+  const h = await startHost(t, { inline: { "block-pipeliner": PIPELINER }, grants: { "block-pipeliner": ["read_blockchain", "read_chain_state"] } });
+  const done = await h.waitForLog(/^read$/, { source: "block-pipeliner", timeoutMs: 60_000 });
+  const stats = h.manager.session("block-pipeliner")!.flowStats;
+  t.log(`peak in flight ${stats.peakInFlight}; waited for max_unread_bytes ${stats.waitedUnread} times`);
+  t.is(done.fields?.["same"], 24);
+  t.is(stats.waitedUnread, 0, "no get_block waited for room in max_unread_bytes");
 });
