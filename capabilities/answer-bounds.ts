@@ -18,14 +18,19 @@
 //   limits 32 MiB of max_unread_bytes then holds 3 reservations of read_file at once, 4 of
 //   list_directory, 55 of the txid pages, 3 HTTP requests of bytes (110 with max_bytes = 64 KiB),
 //   not 2 frames;
-// - up to a frame: answers that carry a block, a transaction, another module's answer or an
-//   operator-sized list. They are bounded only by max_frame_bytes, which the channel enforces on
-//   every frame (protocol/channel.ts), so their reservation is the frame.
+// - a block's page by hash (get_block) when the chain knows the block's size
+//   without reading it (blockPageBound): what its page can take from that size, its largest
+//   transaction and the page limits, never more than a frame;
+// - up to a frame: answers that carry a block the chain does not hold in memory, a transaction,
+//   another module's answer or an operator-sized list. They are bounded only by
+//   max_frame_bytes, which the channel enforces on every frame (protocol/channel.ts), so their
+//   reservation is the frame.
 
 import { DEFAULT_QUOTA } from "../storage/store.ts";
 import { MAX_FILE_BYTES, MAX_LIST_ENTRIES } from "./fs-path.ts";
 import { MEMPOOL_PAGE } from "./mempool.ts";
 import { MAX_RESPONSE_BODY_BYTES, MAX_RESPONSE_HEADER_BYTES, MAX_URL_CHARS } from "./http.ts";
+import { PAGE_BYTES, PAGE_VALUES } from "./pages.ts";
 
 /** The answer of a method not listed below: a flag, a count, a hash, a short record, an error. */
 export const SMALL_ANSWER_BYTES = 64 * 1024;
@@ -86,6 +91,43 @@ export interface AnswerBoundLimits {
   frameBytes: number;
   /** The module's storage_iter_max_bytes. */
   storageIterMaxBytes: number;
+  /** A block's serialised size and its largest transaction's, when the chain knows them without I/O (ChainBackend.knownBlockSize). */
+  blockSize?: (ref: { hash: string }) => KnownBlockSize | undefined;
+}
+
+interface KnownBlockSize {
+  /** The serialised block, bytes. */
+  size: number;
+  /** Its largest transaction, serialised bytes. */
+  largestTx: number;
+}
+
+/**
+ * What a block's transactions weigh on the wire, described (capabilities/schemas.ts Block), per
+ * serialised byte, from above: the smallest parts blow up most. An output of 9 bytes (value,
+ * empty script) becomes a map of value, script_pubkey, address and their keys (~40 bytes); an
+ * input of 41 bytes its txid as 64 characters, vout, script_sig, sequence, witness and keys
+ * (~130); a transaction of 60 bytes its txid, wtxid, sizes and keys (~250). With include_hex
+ * every part's hex comes on top (2 bytes a byte). test/block-answer-bound.test.ts encodes pages
+ * of blocks made of only such parts against this.
+ */
+const DESCRIBED_PER_BYTE = 8;
+/** Header bytes of one MessagePack value (a number, a string's or map's header), at most. */
+const VALUE_HEADER_BYTES = 9;
+
+/**
+ * The most bytes a page of a block's answer can take when the block's size is known: the
+ * whole block described, or a page's limits (PAGE_BYTES of strings and PAGE_VALUES values, plus
+ * the one item that may pass them: the largest transaction), whichever is less; the first page
+ * with include_hex carries the block's raw hex besides.
+ */
+function blockPageBound(known: KnownBlockSize, params: Readonly<Record<string, unknown>>): number {
+  const hex = params["include_hex"] !== false;
+  const first = params["tx_offset"] === undefined || params["tx_offset"] === 0;
+  const perByte = DESCRIBED_PER_BYTE + (hex ? 2 : 0) + VALUE_HEADER_BYTES;
+  const whole = perByte * known.size;
+  const page = PAGE_BYTES + VALUE_HEADER_BYTES * PAGE_VALUES + perByte * known.largestTx;
+  return Math.min(whole, page) + (hex && first ? 2 * known.size : 0) + SMALL_ANSWER_BYTES;
 }
 
 /**
@@ -93,6 +135,12 @@ export interface AnswerBoundLimits {
  * 4-byte header comes on top: two frame-sized reservations then fit the default limit).
  */
 export function answerBound(method: string, params: Readonly<Record<string, unknown>>, l: AnswerBoundLimits): number {
+  // By hash only: a hash names one block for good, while the block at a height can be
+  // replaced by a larger one (a reorganisation) between admission and answer.
+  if (l.blockSize && method === "get_block" && typeof params["hash"] === "string") {
+    const known = l.blockSize({ hash: params["hash"] });
+    if (known) return Math.min(l.frameBytes, blockPageBound(known, params));
+  }
   if (FRAME_SIZED.has(method)) return l.frameBytes;
   const limited = LIMITED[method];
   if (limited !== undefined) return Math.min(l.frameBytes, limited + SMALL_ANSWER_BYTES);

@@ -18,6 +18,7 @@ import { ownBytes } from "../protocol/codec.ts";
 import { blockSubsidy, coinbaseTransaction } from "../chain/blocks.ts";
 import { bytesOfRaw, hexOfRaw, type BlockTemplate } from "../chain/backend.ts";
 import type { CallContext } from "./types.ts";
+import { BlockBudget } from "./block-budget.ts";
 
 /** Hex of raw bytes, at most `maxBytes` bytes. */
 function rawHex(maxBytes: number) {
@@ -127,6 +128,29 @@ function laterTemplatePage(c: CallContext, cursor: string) {
   return templatePage(kept.template, id, offset);
 }
 
+/** The budget of hosts that give none (unit tests): every module at DEFAULT_BLOCK_RATE. */
+const defaultBudget = new BlockBudget();
+
+/**
+ * Hand a module's block to the chain, within its rate (./block-budget.ts): over it, refused
+ * before the block is read; a block the chain does not accept gives its share back.
+ */
+async function handBlock(c: CallContext, raw: string | Uint8Array, before?: (bytes: Uint8Array) => void) {
+  const size = typeof raw === "string" ? raw.length / 2 : raw.byteLength;
+  const charge = (c.services.blockBudget ?? defaultBudget).take(c.module, size);
+  let accepted = false;
+  try {
+    const bytes = toBytes(raw);
+    before?.(bytes);
+    const { storedBytes, ...answer } = await c.chain.submitBlock(bytes);
+    accepted = answer.result === "accepted";
+    if (accepted) charge.written(storedBytes ?? size);
+    return answer;
+  } finally {
+    if (!accepted) charge.giveBack();
+  }
+}
+
 export const mining: Family = {
   name: "mining",
   summary: "Block templates, and submitting mined blocks.",
@@ -149,19 +173,17 @@ export const mining: Family = {
       handWritten: { rust: "submit_block (hex, sent as binary) and submit_block_bytes" },
       summary: 'Submit a serialised block (binary, or hex); answers {result, reason?, hash?} with result "accepted", "duplicate" or "rejected" (reason: why).',
       audit: true,
-      handler: (c, p) => {
-        const bytes = toBytes(p.hex);
+      handler: (c, p) => handBlock(c, p.hex, (bytes) => {
         // Said before submitting: a backend may announce the block (NewBlock) before it answers.
         if (bytes.length >= 80) c.services.blockSubmitted?.(displayHex(sha256d(bytes.subarray(0, 80))), c.module);
-        return c.chain.submitBlock(bytes);
-      },
+      }),
     }),
     method({
       name: "queue_received_block", result: SubmitBlockResult, js: "queueBlock", permission: "queue_inbound_block", args: ["hex"], params: v.object({ hex: rawBytes(MAX_BLOCK_BYTES) }),
       handWritten: { rust: "queue_received_block (hex, sent as binary) and queue_received_block_bytes" },
       summary: "Hand the node a serialised block (binary, or hex) as if a peer had sent it; checked and connected like submit_block, same answer.",
       audit: true,
-      handler: (c, p) => c.chain.submitBlock(toBytes(p.hex)),
+      handler: (c, p) => handBlock(c, p.hex),
     }),
   ],
 };

@@ -7,7 +7,7 @@
 // them (MethodDef.pages); docs/protocol.md, "Paged answers", is the wire's side.
 
 /** MessagePack values in one page, the answer's own fields included. */
-const PAGE_VALUES = 16_384;
+export const PAGE_VALUES = 16_384;
 /** Bytes of strings and binary in one page (a block's raw hex comes on top, see pageOf). */
 export const PAGE_BYTES = 1 << 20;
 

@@ -102,6 +102,8 @@ export interface HostServices {
   resolve?(host: string, signal?: AbortSignal): Promise<Array<{ address: string; family: number }>>;
   /** A module is submitting the block with this hash (its NewBlock is then also BlockMined). */
   blockSubmitted?(hash: string, module: string): void;
+  /** Each module's rate of blocks handed to the chain (capabilities/block-budget.ts); absent: the defaults. */
+  blockBudget?: { take(module: string, bytes: number): { giveBack(): void; written(storedBytes: number): void } };
   /** Hook chains at the host's hook points (host/services/hooks.ts). */
   hooks?: HookService;
   /** Drop everything a module registered (it stopped or crashed): timers, API, RPC methods, providers. */
@@ -238,7 +240,7 @@ export interface Family {
   readonly types?: readonly v.GenericSchema[];
 }
 
-type ServiceName = Exclude<keyof HostServices, "publish" | "forget" | "resolve" | "blockSubmitted">;
+type ServiceName = Exclude<keyof HostServices, "publish" | "forget" | "resolve" | "blockSubmitted" | "blockBudget">;
 
 const SERVICE_TEXT: Record<ServiceName, string> = {
   modules: "module calls are",

@@ -194,6 +194,8 @@ export interface SubmitBlockResult {
   reason?: string;
   /** The block hash, when the block could be decoded. */
   hash?: Hex;
+  /** Bytes the chain wrote to its database for an accepted block (embedded chain; not sent to modules). */
+  storedBytes?: number;
 }
 
 /** Events a backend emits (payloads in protocol/events.ts, shared with the SDKs). Payloads are plain data. */
@@ -249,6 +251,12 @@ export interface ChainBackend {
   getBlockTemplate(opts?: { coinbaseScript?: Hex }): Promise<BlockTemplate>;
   /** Check a serialised block (raw bytes, or their hex) fully and connect it on the tip; never throws for a bad block. */
   submitBlock(block: Hex | Uint8Array): Promise<SubmitBlockResult>;
+  /**
+   * A block's serialised size and its largest transaction's, if the backend holds them in
+   * memory (no I/O: the host asks before it admits a request, capabilities/answer-bounds.ts);
+   * undefined otherwise, and from backends that never know.
+   */
+  knownBlockSize?(hash: Hex): { size: number; largestTx: number } | undefined;
   /** Accept a serialised transaction (raw bytes, or their hex) into the mempool; throws an Error whose message is the reason when refused. */
   submitTransaction(tx: Hex | Uint8Array): Promise<Hex>;
 

@@ -114,6 +114,17 @@ const HEADER_WINDOW = HASH_RATE_BLOCKS;
 const DEFAULT_BLOCK_CACHE = 64;
 const DEFAULT_UTXO_CACHE = 20_000;
 const DEFAULT_BLOCK_CACHE_BYTES = 128 * 1024 * 1024;
+const DEFAULT_MAX_STORED_BYTES = 4096 * 1_000_000;
+const DEFAULT_UTXO_CACHE_BYTES = 64 * 1024 * 1024;
+
+/**
+ * What a cached UTXO holds of host memory, estimated from above: its script and address
+ * strings and the object. A block's outputs can carry ~4 MB of script between them, so the
+ * count alone (utxoCache) let the cache hold gigabytes of scripts.
+ */
+function utxoBytes(utxo: Utxo): number {
+  return 2 * (utxo.script_pubkey.length + (utxo.address?.length ?? 0)) + 256;
+}
 
 /**
  * What a cached block holds of host memory, estimated from above: its serialisation, its
@@ -140,10 +151,20 @@ export interface EmbeddedChainOptions {
   blockCache?: number;
   /** UTXOs kept in memory (default 20000, [chain] utxo_cache). */
   utxoCache?: number;
+  /** What the cached UTXOs may hold of host memory together, estimated (default 64 MiB, [chain] utxo_cache_mb; utxoBytes). */
+  utxoCacheBytes?: number;
   /** What the cached blocks may hold of host memory together, estimated (default 128 MiB, [chain] block_cache_mb; storedBlockBytes). */
   blockCacheBytes?: number;
   /** What the mempool's transactions may hold of host memory (default 300 MiB, [chain] max_mempool_mb; ./mempool.ts heldBytes). */
   mempoolBytes?: number;
+  /**
+   * What the chain may write for the blocks it connects (default 4096 MB, [chain] max_chain_mb;
+   * ChainState.storedBytes). At it, submitted blocks are rejected (chain-full) and mined blocks
+   * carry no mempool transactions.
+   */
+  maxStoredBytes?: number;
+  /** The setting that sets maxStoredBytes, named in the rejection (default "[chain] max_chain_mb"). */
+  maxStoredSetting?: string;
 }
 
 /** What the chain keeps in memory of a recent active block. */
@@ -152,6 +173,8 @@ interface HeaderSummary {
   height: number;
   time: number;
   chainWork: bigint;
+  /** The block's serialised size and its largest transaction's (knownBlockSize); absent when read back from the database. */
+  sizes?: { size: number; largestTx: number };
 }
 
 /** Counts of what the chain holds in memory (for tests and metrics). */
@@ -161,9 +184,14 @@ export interface MemoryCounts {
   blockBytes: number;
   headers: number;
   utxos: number;
+  /** What the cached UTXOs hold, estimated (utxoBytes), against [chain] utxo_cache_mb. */
+  utxoBytes: number;
   mempool: number;
   /** What the mempool's transactions hold, estimated (./mempool.ts heldBytes), against its bound. */
   mempoolBytes: number;
+  /** Bytes written for connected blocks (on disk, not in memory), against maxStoredBytes. */
+  storedBytes: number;
+  maxStoredBytes: number;
 }
 
 export class EmbeddedChain implements ChainBackend {
@@ -193,6 +221,10 @@ export class EmbeddedChain implements ChainBackend {
   /** Mutations run one after another. */
   private queue: Promise<unknown> = Promise.resolve();
   private closed = false;
+  /** Bytes written for connected blocks (ChainState.storedBytes), and their bound. */
+  private storedBytes = 0;
+  private readonly maxStoredBytes: number;
+  private readonly maxStoredSetting: string;
 
   private constructor(opts: EmbeddedChainOptions, private readonly store: ChainStore) {
     this.now = opts.now ?? (() => Date.now() / 1000);
@@ -203,8 +235,10 @@ export class EmbeddedChain implements ChainBackend {
     assertCount("blockCache", blockCache);
     assertCount("utxoCache", utxoCache);
     this.blocks = new Lru(blockCache, { maxBytes: opts.blockCacheBytes ?? DEFAULT_BLOCK_CACHE_BYTES, weigh: storedBlockBytes });
-    this.utxoCache = new Lru(utxoCache);
+    this.utxoCache = new Lru(utxoCache, { maxBytes: opts.utxoCacheBytes ?? DEFAULT_UTXO_CACHE_BYTES, weigh: utxoBytes });
     this.mempool = new Mempool(opts.mempoolBytes);
+    this.maxStoredBytes = opts.maxStoredBytes ?? DEFAULT_MAX_STORED_BYTES;
+    this.maxStoredSetting = opts.maxStoredSetting ?? "[chain] max_chain_mb";
     this.genesis = genesisBlock();
     this.tipBlock = this.genesis;
     this.headers = [summaryOf(this.genesis)];
@@ -242,7 +276,7 @@ export class EmbeddedChain implements ChainBackend {
 
   /** What the chain holds in memory right now (entries, not bytes). */
   memoryCounts(): MemoryCounts {
-    return { blocks: this.blocks.size, blockBytes: this.blocks.bytes, headers: this.headers.length, utxos: this.utxoCache.size, mempool: this.mempool.size, mempoolBytes: this.mempool.held };
+    return { blocks: this.blocks.size, blockBytes: this.blocks.bytes, headers: this.headers.length, utxos: this.utxoCache.size, utxoBytes: this.utxoCache.bytes, mempool: this.mempool.size, mempoolBytes: this.mempool.held, storedBytes: this.storedBytes, maxStoredBytes: this.maxStoredBytes };
   }
 
   // ---- Mining and reorganisation ----
@@ -440,6 +474,8 @@ export class EmbeddedChain implements ChainBackend {
     let parsed: ParsedBlock;
     try {
       const bytes = rawOf(hexOrBytes, "block");
+      // Before any work proportional to the block: a chain at its cap takes no more.
+      if (this.storedBytes + bytes.length > this.maxStoredBytes) return this.chainFull(bytes.length);
       parsed = await parseBlock(bytes, { maxWeight: MAX_BLOCK_WEIGHT }, slicer);
     } catch (err) {
       // Whatever the bytes made the reader throw, the answer is a rejection (the interface never throws for a bad block).
@@ -462,12 +498,30 @@ export class EmbeddedChain implements ChainBackend {
         if (err instanceof BlockRejected) return { result: "rejected" as const, reason: err.message, hash };
         throw err;
       }
+      const before = this.storedBytes;
       await this.connectBlock(stored, slicer);
-      return { result: "accepted" as const, hash };
+      return { result: "accepted" as const, hash, storedBytes: this.storedBytes - before };
     });
   }
 
+  private chainFull(size: number): SubmitBlockResult {
+    const mb = (n: number) => (n / 1_000_000).toFixed(1);
+    return { result: "rejected", reason: `chain-full: the embedded chain has written ${mb(this.storedBytes)} MB for its blocks; this ${size}-byte block would pass its limit of ${mb(this.maxStoredBytes)} MB (${this.maxStoredSetting}): the operator raises it, or starts a new chain in another data_dir` };
+  }
+
   // ---- ChainBackend: blocks and transactions ----
+
+  /** Sizes of the tip, a cached block or one of the last HEADER_WINDOW active blocks; no I/O. */
+  knownBlockSize(hash: Hex): { size: number; largestTx: number } | undefined {
+    if (hash === this.tipBlock.block.hash) return sizesOf(this.tipBlock);
+    const cached = this.blocks.peek(hash);
+    if (cached !== undefined) return sizesOf(cached);
+    for (let i = this.headers.length - 1; i >= 0; i--) {
+      const h = this.headers[i] as HeaderSummary;
+      if (h.hash === hash) return h.sizes;
+    }
+    return undefined;
+  }
 
   /**
    * A block by hash (active or reorganised away), or null. The same frozen object goes to
@@ -703,6 +757,7 @@ export class EmbeddedChain implements ChainBackend {
     }
     this.tipBlock = tip;
     this.extraNonce = state.extraNonce;
+    this.storedBytes = state.storedBytes ?? 0;
     this.wallet.restore(state);
     await this.refillHeaders();
   }
@@ -718,7 +773,7 @@ export class EmbeddedChain implements ChainBackend {
   }
 
   private stateRecord(tip: Hex, height: number): ChainState {
-    return { version: STORE_VERSION, tip, height, extraNonce: this.extraNonce, ...this.wallet.state, wallet: this.wallet.mainAddress };
+    return { version: STORE_VERSION, tip, height, extraNonce: this.extraNonce, ...this.wallet.state, wallet: this.wallet.mainAddress, storedBytes: this.storedBytes };
   }
 
   /** A block by hash from the cache or the database (decoded and frozen once). */
@@ -758,10 +813,10 @@ export class EmbeddedChain implements ChainBackend {
    * (in slices too). Reads that started before the write cannot put what it changed back into
    * the cache (utxoGeneration); the next mutation starts only when this one has finished.
    */
-  private async writeAndCache(ops: StoreOp[], utxoView: Map<string, Utxo | null>, slicer: Slicer): Promise<void> {
+  private async writeAndCache(ops: StoreOp[], utxoView: Map<string, Utxo | null>, slicer: Slicer, written?: (bytes: number) => void): Promise<void> {
     this.utxoGeneration++;
     try {
-      await this.store.write(ops, slicer);
+      await this.store.write(ops, slicer, written);
     } finally {
       this.utxoGeneration++;
     }
@@ -778,7 +833,9 @@ export class EmbeddedChain implements ChainBackend {
       const parent = this.tip;
       const stored = await mineBlock({
         parent,
-        transactions: includeMempool ? this.mempool.select(BLOCK_TX_WEIGHT) : [],
+        // Near its cap (maxStoredBytes) the chain takes only what fits (weight counts every
+        // byte at least once); at it, it goes on with blocks of their coinbase alone.
+        transactions: includeMempool && this.storedBytes < this.maxStoredBytes ? this.mempool.select(Math.min(BLOCK_TX_WEIGHT, this.maxStoredBytes - this.storedBytes)) : [],
         time: Math.max(Math.floor(this.now()), this.medianTimePast(parent.block.height) + 1),
         extraNonce: this.extraNonce++,
         payoutScript: this.wallet.mainScript,
@@ -847,12 +904,15 @@ export class EmbeddedChain implements ChainBackend {
       ops.push(utxo === null ? { type: "del", sub: "u", key } : { type: "put", sub: "u", key, value: utxo });
     }
     ops.push(...walletOps.values());
+    const state = this.stateRecord(block.hash, block.height);
     ops.push(
       { type: "put", sub: "b", key: block.hash, value: blockRecord(stored) },
       { type: "put", sub: "h", key: heightKey(block.height), value: { hash: block.hash, time: block.header.time, work: stored.chainWork.toString() } },
-      { type: "put", sub: "s", key: "state", value: this.stateRecord(block.hash, block.height) },
+      { type: "put", sub: "s", key: "state", value: state },
     );
-    await this.writeAndCache(ops, utxoView, slicer);
+    // The state record carries what this batch writes besides it (./store.ts write).
+    await this.writeAndCache(ops, utxoView, slicer, (bytes) => { state.storedBytes = this.storedBytes + bytes; });
+    this.storedBytes = state.storedBytes ?? this.storedBytes;
     this.blocks.set(this.tipBlock.block.hash, this.tipBlock);
     this.tipBlock = stored;
     this.headers.push(summaryOf(stored));
@@ -1046,7 +1106,20 @@ function feeBound(feeRate: number, outputs: number): number {
 }
 
 function summaryOf(stored: StoredBlock): HeaderSummary {
-  return { hash: stored.block.hash, height: stored.block.height, time: stored.block.header.time, chainWork: stored.chainWork };
+  return { hash: stored.block.hash, height: stored.block.height, time: stored.block.header.time, chainWork: stored.chainWork, sizes: sizesOf(stored) };
+}
+
+/** A block's size and its largest transaction's, worked out once per block. */
+const sizes = new WeakMap<StoredBlock, { size: number; largestTx: number }>();
+function sizesOf(stored: StoredBlock): { size: number; largestTx: number } {
+  let known = sizes.get(stored);
+  if (known === undefined) {
+    let largestTx = 0;
+    for (const tx of stored.block.transactions) largestTx = Math.max(largestTx, tx.size);
+    known = Object.freeze({ size: stored.block.size, largestTx });
+    sizes.set(stored, known);
+  }
+  return known;
 }
 
 function blockRecord(stored: StoredBlock): BlockRecord {

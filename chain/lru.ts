@@ -39,6 +39,11 @@ export class Lru<K, V> {
     return value;
   }
 
+  /** The value, without making it the most recent. */
+  peek(key: K): V | undefined {
+    return this.map.get(key);
+  }
+
   has(key: K): boolean {
     return this.map.has(key);
   }

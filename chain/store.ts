@@ -67,6 +67,11 @@ export interface ChainState {
   nextRecipient: number;
   /** The wallet's main address: a database made with another seed is refused. */
   wallet: string;
+  /**
+   * Bytes written for connected blocks (keys and values of every put but this record's),
+   * never reduced: what [chain] max_chain_mb bounds. Absent in a database made before it (0).
+   */
+  storedBytes?: number;
 }
 
 type Sub = "b" | "h" | "t" | "u" | "w" | "s";
@@ -175,14 +180,27 @@ export class ChainStore {
   /**
    * Apply `ops` as one atomic batch. The batch is built an op at a time in slices (a block of
    * 15,000 transactions is ~45,000 ops, ~100 ms of encoding in one piece) and written at once.
+   * The chain state ops (sub "s") go in last: `written` is told first the bytes (keys and
+   * packed values) of every other put, so the state record can carry the count it is part of.
    */
-  async write(ops: StoreOp[], slicer = new Slicer()): Promise<void> {
+  async write(ops: StoreOp[], slicer = new Slicer(), written?: (bytes: number) => void): Promise<void> {
     const batch = this.db.batch();
+    let bytes = 0;
     try {
       for (const op of ops) {
+        if (op.sub === "s") continue;
+        if (op.type === "put") {
+          const value = packr.pack(op.value);
+          bytes += op.key.length + value.length;
+          batch.put(op.key, value, { sublevel: this.subs[op.sub] } as never);
+        } else batch.del(op.key, { sublevel: this.subs[op.sub] } as never);
+        await slicer.tick();
+      }
+      written?.(bytes);
+      for (const op of ops) {
+        if (op.sub !== "s") continue;
         if (op.type === "put") batch.put(op.key, packr.pack(op.value), { sublevel: this.subs[op.sub] } as never);
         else batch.del(op.key, { sublevel: this.subs[op.sub] } as never);
-        await slicer.tick();
       }
     } catch (err) {
       await batch.close();

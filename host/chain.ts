@@ -40,7 +40,7 @@ export async function createChain(config: HostConfig, log: SourceLogger): Promis
       );
     }
   }
-  const backend = await EmbeddedChain.create({ matureBlocks: c.mature_blocks, dataDir: c.data_dir, blockCache: c.block_cache, blockCacheBytes: c.block_cache_mb * 1024 * 1024, utxoCache: c.utxo_cache, mempoolBytes: c.max_mempool_mb * 1024 * 1024 });
+  const backend = await EmbeddedChain.create({ matureBlocks: c.mature_blocks, dataDir: c.data_dir, blockCache: c.block_cache, blockCacheBytes: c.block_cache_mb * 1024 * 1024, utxoCache: c.utxo_cache, utxoCacheBytes: c.utxo_cache_mb * 1024 * 1024, mempoolBytes: c.max_mempool_mb * 1024 * 1024, maxStoredBytes: c.max_chain_mb * 1_000_000 });
   if (!c.core_rpc_bind && !c.core_zmq_bind) return { backend };
   const [host, port] = splitHostPort(c.core_rpc_bind ?? "127.0.0.1:0");
   // A cookie like bitcoind's: bitcoin-cli -rpccookiefile=PATH reads it.

@@ -153,6 +153,10 @@ export class Host {
       bus: this.bus, manager: this.manager, rpc: this.rpc, metrics: this.metrics, logger: this.logger,
       providers: this.config.modules.providers, grantAll: this.opts.grantAll === true,
       hooks: () => this.config.hooks,
+      blockRate: (module) => {
+        const l = limitsFor(this.config, module);
+        return { blocksPerMinute: l.submit_blocks_per_minute, mbPerMinute: l.submit_block_mb_per_minute };
+      },
     });
     this.manager.services.blockSubmitted = (hash, module) => this.nodeEvents?.blockSubmitted(hash, module);
     await this.manager.removeStaleRunDirs();

@@ -29,7 +29,7 @@ import { DEFAULT_LIMITS, type Limits } from "./config.ts";
 import { sliceAccount } from "../chain/slices.ts";
 import { hostTurn } from "../runtime/turn.ts";
 import { answerForVersion } from "./older-protocol.ts";
-import { answerBound, RELAYED_ANSWERS, SMALL_ANSWER_BYTES } from "../capabilities/answer-bounds.ts";
+import { answerBound, RELAYED_ANSWERS, SMALL_ANSWER_BYTES, type AnswerBoundLimits } from "../capabilities/answer-bounds.ts";
 
 /**
  * What one module may make the host do for it (its fair share). Requests beyond the first
@@ -237,7 +237,7 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
   private readingPaused = false;
   private retryTimer: NodeJS.Timeout | undefined;
   /** What bounds its answers (capabilities/answer-bounds.ts), made once. */
-  private readonly answerLimits: { frameBytes: number; storageIterMaxBytes: number };
+  private readonly answerLimits: AnswerBoundLimits;
   /** Requests being served, oldest first, and the one timer of their deadlines (watchDeadline). */
   private readonly serving = new Set<Serving>();
   private deadlineTimer: NodeJS.Timeout | undefined;
@@ -258,7 +258,8 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
     super();
     this.flow = { ...DEFAULT_FLOW, ...opts.flow, ...(opts.maxInFlight !== undefined ? { maxInFlight: opts.maxInFlight } : {}) };
     this.tokens = this.flow.requestsPerSecond;
-    this.answerLimits = { frameBytes: channel.maxFrameBytes, storageIterMaxBytes: this.flow.storageIterMaxBytes };
+    const chain = opts.call.chain;
+    this.answerLimits = { frameBytes: channel.maxFrameBytes, storageIterMaxBytes: this.flow.storageIterMaxBytes, ...(chain.knownBlockSize ? { blockSize: (ref) => chain.knownBlockSize?.(ref.hash) } : {}) };
     this.handshake = new Promise((res, rej) => ((this.resolveHello = res), (this.rejectHello = rej)));
     this.ready = new Promise((res, rej) => ((this.resolveReady = res), (this.rejectReady = rej)));
     // Nobody may be waiting on these yet; a rejection is still reported through `closed`.

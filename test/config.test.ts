@@ -75,7 +75,7 @@ test("defaults", (t) => {
   t.deepEqual(c.host, { log_level: "info", log_format: "pretty", audit_log: "/srv/node/data/audit.log", audit_max_mb: 64, audit_keep: 4, health_event_seconds: 60, disk_space_low_mb: 1024, isolate_pool: 1, pool_jobs: 0, dns_servers: [], turn_budget_ms: 5 });
   t.deepEqual(c.chain, {
     backend: "embedded", block_interval_seconds: 0, transactions_per_block: 3, mature_blocks: 101,
-    data_dir: "/srv/node/data/chain", block_cache: 64, block_cache_mb: 128, utxo_cache: 20_000, max_mempool_mb: 300, max_blocks_per_call: 1000,
+    data_dir: "/srv/node/data/chain", block_cache: 64, block_cache_mb: 128, utxo_cache: 20_000, utxo_cache_mb: 64, max_mempool_mb: 300, max_chain_mb: 4096, max_blocks_per_call: 1000,
     rpc_url: "http://127.0.0.1:8332/", rpc_cookie_file: null, rpc_user: null, rpc_password: null, zmq_sequence: null, poll_interval_ms: 0, core_rpc_bind: null, core_zmq_bind: null,
   });
   t.is(c.modules.enabled, true);
@@ -106,7 +106,7 @@ test("a full config parses, with paths resolved against the config directory", a
   t.is(c.host.log_format, "json");
   t.deepEqual(c.chain, {
     backend: "embedded", block_interval_seconds: 10, transactions_per_block: 0, mature_blocks: 100,
-    data_dir: path.join(dir, "chaindata"), block_cache: 8, block_cache_mb: 128, utxo_cache: 500, max_mempool_mb: 300, max_blocks_per_call: 50,
+    data_dir: path.join(dir, "chaindata"), block_cache: 8, block_cache_mb: 128, utxo_cache: 500, utxo_cache_mb: 64, max_mempool_mb: 300, max_chain_mb: 4096, max_blocks_per_call: 50,
     rpc_url: "http://127.0.0.1:8332/", rpc_cookie_file: null, rpc_user: null, rpc_password: null, zmq_sequence: null, poll_interval_ms: 0, core_rpc_bind: null, core_zmq_bind: null,
   });
   t.is(c.modules.modules_dir, path.join(dir, "mods"));

@@ -278,15 +278,16 @@ function chainMethods(deps: AdminDeps, audit: Audit): Record<ChainMethodName, Ad
   };
   return {
     chain_info: {
-      description: "The chain: backend, tip, height, chain work, mempool, and (embedded) its data directory, wallet address and what it holds in memory.",
+      description: "The chain: backend, tip, height, chain work, mempool, and (embedded) its data directory, wallet address, what it holds in memory, and the bytes it wrote for its blocks against [chain] max_chain_mb (stored_bytes, max_stored_bytes).",
       params: [],
       handler: async () => {
         const info = await deps.chain.getChainInfo();
         const mempool = await deps.chain.getMempoolInfo();
         const chain = deps.chain instanceof EmbeddedChain ? deps.chain : undefined;
+        const counts = chain?.memoryCounts();
         return {
           backend: deps.chain.name, ...info, mempool,
-          ...(chain ? { data_dir: chain.dataDir, wallet_address: chain.walletAddress, memory: chain.memoryCounts(), max_blocks_per_call: max } : {}),
+          ...(counts ? { data_dir: chain!.dataDir, wallet_address: chain!.walletAddress, memory: counts, stored_bytes: counts.storedBytes, max_stored_bytes: counts.maxStoredBytes, max_blocks_per_call: max } : {}),
         };
       },
     },

@@ -14,6 +14,7 @@ import type { HooksConfig } from "../../capabilities/hooks.ts";
 import { RateLimiter, type Logger } from "../log.ts";
 import { PUBLISH_RATE } from "../../capabilities/events.ts";
 import type { LogLevel } from "../../protocol/messages.ts";
+import { BlockBudget, type BlockRate } from "../../capabilities/block-budget.ts";
 
 export interface ServiceDeps {
   bus: EventBus;
@@ -30,6 +31,8 @@ export interface ServiceDeps {
   grantAll?: boolean;
   /** The operator's [hooks] section, read at each use (reloads apply at once). */
   hooks?: () => HooksConfig | undefined;
+  /** Each module's rate of blocks handed to the chain ([modules.limits.NAME]); absent: the defaults. */
+  blockRate?: (module: string) => BlockRate;
 }
 
 /** Lines about a module's hook: the host's notes about that module, tagged [hooks]. */
@@ -54,6 +57,8 @@ export function createServices(deps: ServiceDeps): HostServices {
     forget: (module) => {
       for (const forget of forgetters) forget(module);
     },
+    // Kept across a module's restarts (not forgotten): a crash must not refill its budget.
+    blockBudget: new BlockBudget(deps.blockRate),
   };
   const forgetters: Array<(module: string) => void> = [(module) => publishers.delete(module)];
   const rpc = deps.rpc ?? new RpcRegistry({ session: (module) => deps.manager.session(module) });

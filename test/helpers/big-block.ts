@@ -34,6 +34,26 @@ function blockOn(tpl: BlockTemplate, txs: Array<{ txid: string; wtxid: string; h
   return encodeBlock(header, all.map((t) => t.hex));
 }
 
+/**
+ * A block on `tpl` of its coinbase alone, paying the subsidy to one output per script in
+ * `scripts` (the first gets it all): how a module makes a block of any size up to the weight
+ * limit (non-witness bytes weigh 4: ~990 KB of script at most) without spending anything.
+ */
+export function coinbaseBlock(tpl: Pick<BlockTemplate, "height" | "version" | "previous_block_hash" | "cur_time" | "bits" | "target">, scripts: Uint8Array[], extraNonce = 7): Uint8Array {
+  const value = blockSubsidy(tpl.height);
+  const raw = coinbaseTransaction(tpl.height, extraNonce, value, hexToBytes(PAYOUT), []);
+  raw.outputs = scripts.map((script, i) => ({ amount: BigInt(i === 0 ? value : 0), script }));
+  raw.segwitFlag = false;
+  raw.witnesses = undefined;
+  const coinbase = describeTransaction(raw);
+  const header = encodeHeader({
+    version: tpl.version, prev_hash: tpl.previous_block_hash, merkle_root: coinbase.txid,
+    time: tpl.cur_time, bits: tpl.bits, nonce: 0,
+  });
+  grindNonce(header, BigInt(`0x${tpl.target}`));
+  return encodeBlock(header, [coinbase.hex]);
+}
+
 export interface BigBlockShape {
   /** Non-coinbase transactions. */
   count: number;

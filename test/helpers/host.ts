@@ -259,7 +259,10 @@ export async function startHost(t: ExecutionContext, opts: TestHostOptions = {})
     }
   }
   const config = testConfig(dir, modulesDir, { ...opts, grants });
-  const chain = await EmbeddedChain.create({ matureBlocks: config.chain.mature_blocks, blockCacheBytes: config.chain.block_cache_mb * 1024 * 1024, mempoolBytes: config.chain.max_mempool_mb * 1024 * 1024 });
+  const chain = await EmbeddedChain.create({
+    matureBlocks: config.chain.mature_blocks, blockCacheBytes: config.chain.block_cache_mb * 1024 * 1024, mempoolBytes: config.chain.max_mempool_mb * 1024 * 1024,
+    utxoCacheBytes: config.chain.utxo_cache_mb * 1024 * 1024, maxStoredBytes: config.chain.max_chain_mb * 1_000_000,
+  });
   const h = new TestHost(dir, config, chain);
   // ava runs teardowns in reverse order of registration: the host stops before its
   // directory is removed.
