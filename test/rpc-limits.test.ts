@@ -12,7 +12,7 @@ import path from "node:path";
 import { monitorEventLoopDelay, performance } from "node:perf_hooks";
 import { RpcAuth, basicHeader, COOKIE_USER } from "../host/rpc/auth.ts";
 import {
-  DEFAULT_RPC_LIMITS, effectiveConnectionCap, jsonDepth, MAX_PIPELINED_REQUESTS, MAX_REQUEST_BODY_PIECES, openFileLimit, parseJsonRpcBody, RpcServer, sameText,
+  DEFAULT_RPC_LIMITS, effectiveConnectionCap, jsonDepth, MAX_PIPELINED_REQUESTS, MAX_REQUEST_BODY_PIECES, bodyPieces, openFileLimit, parseJsonRpcBody, RpcServer, sameText,
   type Dispatch, type RpcLimits,
 } from "../host/rpc/server.ts";
 import { parseConfig } from "../host/config.ts";
@@ -326,6 +326,9 @@ test("a chunked body one byte per chunk is refused past MAX_REQUEST_BODY_PIECES 
   t.is(s.server.stats.tooLarge, 1);
   // The server still serves, on a new connection.
   t.is((await rpcPost(s, { jsonrpc: "2.0", id: 1, method: "echo", params: [1] })).json.result[0], 1);
+  // A raised max_body_bytes allows a piece per 256 bytes (a large body over a slow link).
+  t.is(bodyPieces(DEFAULT_RPC_LIMITS.max_body_bytes), MAX_REQUEST_BODY_PIECES);
+  t.is(bodyPieces(32 * 1024 * 1024), 131_072);
 });
 
 test("connection caps: idle connections make room for a new client; when all are busy, 503 names the cap (total and per address)", async (t) => {

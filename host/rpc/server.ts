@@ -137,6 +137,15 @@ export const MAX_PIPELINED_REQUESTS = 16;
  */
 export const MAX_REQUEST_BODY_PIECES = 4096;
 
+/**
+ * The pieces a body of at most `maxBodyBytes` may come in: MAX_REQUEST_BODY_PIECES, or one per
+ * 256 bytes of the limit where an operator raised max_body_bytes past 1 MiB (a large body sent
+ * with Content-Length over a slow link may arrive in reads of one TCP segment, ~1,448 bytes).
+ */
+export function bodyPieces(maxBodyBytes: number): number {
+  return Math.max(MAX_REQUEST_BODY_PIECES, Math.ceil(maxBodyBytes / 256));
+}
+
 /** The process's soft RLIMIT_NOFILE (from /proc/self/limits), or undefined where it cannot be read. */
 export function openFileLimit(limitsText?: string): number | undefined {
   let text = limitsText;
@@ -459,7 +468,7 @@ export class RpcServer {
       this.stats.tooLarge++;
       const why = raw === "bytes"
         ? `request body larger than ${limit} bytes ([rpc] max_body_bytes)`
-        : `request body sent in more than ${MAX_REQUEST_BODY_PIECES} pieces (chunks of a chunked body, or reads) (MAX_REQUEST_BODY_PIECES, a fixed limit); send it with Content-Length, or in larger chunks`;
+        : `request body sent in more than ${bodyPieces(limit)} pieces (chunks of a chunked body, or reads) (MAX_REQUEST_BODY_PIECES, ${MAX_REQUEST_BODY_PIECES}, or one per 256 bytes of [rpc] max_body_bytes when that is more); send it with Content-Length, or in larger chunks`;
       sendJson(res, 413, errorResponse(null, RPC_ERRORS.invalidRequest, why), true);
       return;
     }
@@ -787,7 +796,7 @@ type BodyRefusal = "bytes" | "pieces";
 /**
  * The body; "bytes" when it is over `limit` (refused from Content-Length before anything is
  * read, or as soon as a chunked body grows past it); "pieces" when it came in more than
- * MAX_REQUEST_BODY_PIECES pieces; null when the client went away before its end. Each piece is
+ * bodyPieces(limit) pieces; null when the client went away before its end. Each piece is
  * copied into one buffer as it comes (grown by doubling, never past `limit`), so what the body
  * holds is its bytes, not a Buffer per piece. On a refusal the rest is not read (stopBody).
  */
@@ -797,6 +806,7 @@ function readBody(req: IncomingMessage, res: ServerResponse, limit: number): Pro
     stopBody(req, res);
     return Promise.resolve("bytes");
   }
+  const maxPieces = bodyPieces(limit);
   return new Promise((resolve) => {
     let buf = Buffer.allocUnsafe(Number.isFinite(declared) && declared > 0 ? declared : Math.min(limit, 16 * 1024));
     let size = 0;
@@ -810,7 +820,7 @@ function readBody(req: IncomingMessage, res: ServerResponse, limit: number): Pro
     req.on("data", (chunk: Buffer) => {
       if (done) return;
       if (size + chunk.length > limit) return refuse("bytes");
-      if (++pieces > MAX_REQUEST_BODY_PIECES) return refuse("pieces");
+      if (++pieces > maxPieces) return refuse("pieces");
       if (size + chunk.length > buf.length) {
         const grown = Buffer.allocUnsafe(Math.min(limit, Math.max(buf.length * 2, size + chunk.length)));
         buf.copy(grown, 0, 0, size);
@@ -829,16 +839,17 @@ function readBody(req: IncomingMessage, res: ServerResponse, limit: number): Pro
 /**
  * Read and drop a body the server will not use (an unauthorised request, a wrong path or
  * method, a request refused for pipelining, a GET with a body): at most max_body_bytes in at most
- * MAX_REQUEST_BODY_PIECES pieces, then the rest is not read and the connection is closed. Before,
+ * bodyPieces(limit) pieces, then the rest is not read and the connection is closed. Before,
  * such bodies were read without a bound until request_timeout_ms: one unauthenticated client
  * sending a chunked body one byte per chunk kept the loop busy with an event per byte.
  */
 function discardBody(req: IncomingMessage, res: ServerResponse, limit: number): void {
+  const maxPieces = bodyPieces(limit);
   let size = 0;
   let pieces = 0;
   const onData = (chunk: Buffer) => {
     size += chunk.length;
-    if (size > limit || ++pieces > MAX_REQUEST_BODY_PIECES) {
+    if (size > limit || ++pieces > maxPieces) {
       req.off("data", onData);
       stopBody(req, res);
     }
