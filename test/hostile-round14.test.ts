@@ -36,7 +36,7 @@ const MB = 1024 * 1024;
 const SPARSE = `const sparse = () => { const a: unknown[] = []; a[2 ** 32 - 2] = 1; return a; };`;
 
 const MODULES = {
-  "r-sparse": inlineModule("r-sparse", ["read_storage", "write_storage", "publish_events", "report_metrics", "register_module_api", "register_rpc_endpoint"], `
+  "r-sparse": inlineModule("r-sparse", ["read_storage", "write_storage", "publish_events", "subscribe_events", "report_metrics", "register_module_api", "register_rpc_endpoint"], `
     ${SPARSE}
     await ctx.modules.registerApi({ sparse: () => sparse(), throwSparse: () => { throw sparse(); } });
     await ctx.rpc.register("sparse", "answers a sparse array", () => sparse());
@@ -47,6 +47,7 @@ const MODULES = {
         putNested: () => ctx.storage.put("t", "k", { deep: [[sparse()]] }),
         publish: () => ctx.events.publish("x", { a: sparse() }),
         metricLabels: () => ctx.metrics.report("m", 1, { labels: sparse() as any }),
+        subscribe: () => ctx.events.subscribe(sparse(), () => {}),
       };
       const outcomes: Record<string, string> = {};
       for (const [k, f] of Object.entries(tries)) {
@@ -182,7 +183,7 @@ test("round 14: sparse arrays 2^32-1 long passed to every ctx API and answered, 
   const report = async (source: string, message: string) => (await h.waitForLog(new RegExp(`^${message}$`), { source, timeoutMs: 120_000 })).fields as Record<string, string>;
   const sparse = await report("r-sparse", "sparse report");
   t.log("r-sparse", sparse);
-  for (const k of ["put", "putNested", "publish", "metricLabels"]) t.regex(sparse[k] ?? "", /max_values|quota_exceeded|invalid/, `${k}: refused, naming its limit`);
+  for (const k of ["put", "putNested", "publish", "metricLabels", "subscribe"]) t.regex(sparse[k] ?? "", /^result_too_large: .*max_values/, `${k}: refused, naming max_values`);
   t.truthy(h.logsOf("r-sparse").find((r) => r.message === "sparse fields"), "the log line with a sparse field got through (its fields replaced)");
   t.truthy(h.logsOf("r-sparse").find((r) => r.message === "(an array of 4294967295 elements that cannot be shown as text)"), "a sparse array logged as the message is described, not joined");
   const caller = await report("r-caller", "caller report");
