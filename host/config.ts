@@ -262,7 +262,7 @@ const RPC_LIMIT_DOCS: Record<keyof RpcLimits, string> = {
   request_timeout_ms: "a whole request (headers and body) must arrive within this (`408`); at least `header_timeout_ms`",
   idle_timeout_ms: "a keep-alive connection with no request for this long is closed",
   max_header_bytes: "request line and headers (`431`)",
-  max_body_bytes: "request body, refused from `Content-Length` or as a chunked body grows (`413`)",
+  max_body_bytes: "request body, refused from `Content-Length` or as a chunked body grows (`413`); a body in more than 4,096 pieces (chunks, or reads: `MAX_REQUEST_BODY_PIECES`; one per 256 bytes of this limit when that is more) is refused too, and a body the server will not use (an unauthorised request, say) is read at most this far before its connection is closed",
   max_batch: "requests in one JSON-RPC batch",
   max_json_depth: "nesting of arrays and objects in a body, checked before it is parsed",
   max_method_length: "characters in a method name",

@@ -1008,6 +1008,11 @@ function prepare(v: unknown, depth: number, s: PrepareState): unknown {
   s.ancestors.push(v);
   let result: unknown;
   if (Array.isArray(v)) {
+    // Its length against what is left of max_values before any element is visited: a sparse
+    // array (`a[2 ** 32 - 2] = 1`, 4,294,967,295 long and a few bytes of memory) was walked, and
+    // copied whole by slice() at its first hole, for minutes (a module's log field or request
+    // param held its isolate host's thread, where no CPU watchdog runs).
+    if (v.length > s.values) tooLarge(`${pathOf(s)} is an array of ${v.length} elements, more than ${s.limits.maxValues} values in one message`, "maxValues", s.limits);
     let out: unknown[] | undefined;
     for (let i = 0; i < v.length; i++) {
       s.keys.push(i);

@@ -1032,6 +1032,28 @@ test("codec: string-heavy bodies are built by decodeValidated, which gives exact
   }
 });
 
+// Before: toWire walked a sparse array element by element and, at its first hole, copied it
+// whole with slice(): `a[2 ** 32 - 2] = 1` (a few bytes of memory) in a log field or request
+// param held the sender's thread for minutes (a TypeScript module's isolate host, outside the
+// reach of its CPU watchdog). The test's 10 s ava timeout catches the old walk.
+test("codec: a sparse array 4,294,967,295 long (and one a value past what is left of max_values) is refused naming max_values before any element is visited; one that fits still encodes", (t) => {
+  const sparse: unknown[] = [];
+  sparse[2 ** 32 - 2] = 1;
+  for (const f of [() => toWire({ t: "log", fields: { a: sparse } }), () => encodeBodyParts({ t: "request", id: 1, method: "m", params: { v: sparse } }), () => encodeBody([sparse])]) {
+    const err = t.throws(f, { instanceOf: EncodeError });
+    t.regex(err!.message, /is an array of 4294967295 elements, more than 65536 values in one message: over the protocol limit max_values/);
+  }
+  // The array's own value and its elements count as the walk counts them: a top-level array of
+  // max_values - 1 elements fits exactly, one more does not.
+  const max = DEFAULT_BODY_LIMITS.maxValues;
+  const fits: unknown[] = [];
+  fits[max - 2] = 0;
+  t.is((toWire(fits) as unknown[]).length, max - 1);
+  const over: unknown[] = [];
+  over[max - 1] = 0;
+  t.throws(() => toWire(over), { message: /array of 65536 elements/ });
+});
+
 test("codec: a body of many values built in steps (BodyBuilder, stopped at every chance) gives exactly what msgpackr gives, for every format of the subset and for random bodies", (t) => {
   const packr = new Packr({ useRecords: false, mapsAsObjects: true, variableMapSize: true, int64AsType: "number" });
   const built = (b: Buffer): unknown => {

@@ -12,7 +12,7 @@ import path from "node:path";
 import { monitorEventLoopDelay, performance } from "node:perf_hooks";
 import { RpcAuth, basicHeader, COOKIE_USER } from "../host/rpc/auth.ts";
 import {
-  DEFAULT_RPC_LIMITS, effectiveConnectionCap, jsonDepth, MAX_PIPELINED_REQUESTS, openFileLimit, parseJsonRpcBody, RpcServer, sameText,
+  DEFAULT_RPC_LIMITS, effectiveConnectionCap, jsonDepth, MAX_PIPELINED_REQUESTS, MAX_REQUEST_BODY_PIECES, bodyPieces, openFileLimit, parseJsonRpcBody, RpcServer, sameText,
   type Dispatch, type RpcLimits,
 } from "../host/rpc/server.ts";
 import { parseConfig } from "../host/config.ts";
@@ -276,6 +276,59 @@ test("clients that go away while sending a body (100 in a row) are counted, not 
   t.is(server.stats.clientsGone, 100);
   // The server still serves.
   t.is((await rpcPost({ server, port: at.port, auth: header }, { jsonrpc: "2.0", id: 1, method: "echo", params: [1] })).json.result[0], 1);
+});
+
+/**
+ * Send a chunked POST whose body comes one byte per chunk (`chunks` of them, never finished),
+ * in 60 KB writes; what the server answered and whether it closed the connection (within `waitMs`).
+ */
+function oneByteChunks(port: number, auth: string | undefined, chunks: number, waitMs: number): Promise<{ text: string; closed: boolean; sent: number }> {
+  return new Promise((resolve) => {
+    const s = net.connect(port, "127.0.0.1");
+    let text = "";
+    let sent = 0;
+    const timer = setTimeout(() => { s.destroy(); resolve({ text, closed: false, sent }); }, waitMs);
+    const piece = Buffer.from("1\r\n \r\n".repeat(10_000));
+    const pump = () => {
+      while (sent < chunks && !s.destroyed) {
+        sent += 10_000;
+        if (!s.write(piece)) return void s.once("drain", pump);
+      }
+    };
+    s.on("connect", () => {
+      s.write(`POST / HTTP/1.1\r\nHost: x\r\n${auth ? `Authorization: ${auth}\r\n` : ""}Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n`);
+      pump();
+    });
+    s.on("data", (d) => (text += d.toString("latin1")));
+    s.on("error", () => undefined);
+    s.on("close", () => { clearTimeout(timer); resolve({ text, closed: true, sent }); });
+  });
+}
+
+// Before: the body's pieces were kept as Buffers (four connections of ~155,000 one-byte chunks:
+// +828 MB of heap, loop delays up to 609 ms), and the bodies of unauthorised requests were read
+// and dropped without a bound until request_timeout_ms (an event per byte for 30 s): neither
+// connection below was closed, and the first was not answered.
+test("a chunked body one byte per chunk is refused past MAX_REQUEST_BODY_PIECES (413 naming it), and an unauthorised one is not read past it (401): both connections are closed, not read to the end", async (t) => {
+  t.timeout(120_000);
+  const s = await serve(t, { request_timeout_ms: 120_000, header_timeout_ms: 60_000 });
+  const chunks = 100_000; // 100 KB of body: within max_body_bytes, far past the pieces
+  const [authorised, unauthorised] = await Promise.all([
+    oneByteChunks(s.port, s.auth, chunks, 60_000),
+    oneByteChunks(s.port, undefined, chunks, 60_000),
+  ]);
+  t.true(authorised.closed, "the server closed the connection of the authorised client");
+  t.regex(authorised.text, /^HTTP\/1\.1 413 /);
+  t.regex(authorised.text, new RegExp(`more than ${MAX_REQUEST_BODY_PIECES} pieces .*MAX_REQUEST_BODY_PIECES`));
+  t.regex(authorised.text, /Connection: close/i);
+  t.true(unauthorised.closed, "the server closed the connection of the unauthorised client");
+  t.regex(unauthorised.text, /^HTTP\/1\.1 401 /);
+  t.is(s.server.stats.tooLarge, 1);
+  // The server still serves, on a new connection.
+  t.is((await rpcPost(s, { jsonrpc: "2.0", id: 1, method: "echo", params: [1] })).json.result[0], 1);
+  // A raised max_body_bytes allows a piece per 256 bytes (a large body over a slow link).
+  t.is(bodyPieces(DEFAULT_RPC_LIMITS.max_body_bytes), MAX_REQUEST_BODY_PIECES);
+  t.is(bodyPieces(32 * 1024 * 1024), 131_072);
 });
 
 test("connection caps: idle connections make room for a new client; when all are busy, 503 names the cap (total and per address)", async (t) => {

@@ -127,6 +127,25 @@ const UNSENT_COUNTED_FROM = 64 * 1024;
  */
 export const MAX_PIPELINED_REQUESTS = 16;
 
+/**
+ * Pieces a request body may arrive in (each chunk of a chunked body, or each read); past it the
+ * request is answered 413 naming this limit and the connection closed. Each piece is an event
+ * on the host's loop and, kept, a Buffer: four connections sending chunked bodies one byte per
+ * chunk (~155,000 chunks each) held +828 MB of host heap and delayed its loop up to 609 ms.
+ * 4,096 pieces is 256 bytes each for a body of the default max_body_bytes (1 MiB); a chunk split
+ * between two reads is two pieces.
+ */
+export const MAX_REQUEST_BODY_PIECES = 4096;
+
+/**
+ * The pieces a body of at most `maxBodyBytes` may come in: MAX_REQUEST_BODY_PIECES, or one per
+ * 256 bytes of the limit where an operator raised max_body_bytes past 1 MiB (a large body sent
+ * with Content-Length over a slow link may arrive in reads of one TCP segment, ~1,448 bytes).
+ */
+export function bodyPieces(maxBodyBytes: number): number {
+  return Math.max(MAX_REQUEST_BODY_PIECES, Math.ceil(maxBodyBytes / 256));
+}
+
 /** The process's soft RLIMIT_NOFILE (from /proc/self/limits), or undefined where it cannot be read. */
 export function openFileLimit(limitsText?: string): number | undefined {
   let text = limitsText;
@@ -237,13 +256,13 @@ export class RpcServer {
       requireHostHeader: false,
     }, (req, res) => {
       if (this.refused.has(req.socket)) {
-        req.resume();
+        discardBody(req, res, limits.max_body_bytes);
         return;
       }
       const conn = this.conns.get(req.socket);
       if (conn && conn.busy >= MAX_PIPELINED_REQUESTS) {
         this.stats.pipelinedRefused++;
-        req.resume();
+        discardBody(req, res, limits.max_body_bytes);
         sendText(res, 429, `more than ${MAX_PIPELINED_REQUESTS} requests in progress on this connection (MAX_PIPELINED_REQUESTS, a fixed limit): this one was not served; read the answers before sending more, send a JSON-RPC batch, or open another connection\n`);
         return;
       }
@@ -260,6 +279,13 @@ export class RpcServer {
     // Past the cap plus a few sockets being told why, Node drops new connections at once.
     this.server.maxConnections = this.connectionCap + REFUSING_SLOTS;
     this.server.on("connection", (socket: Socket) => this.admit(socket));
+    // `Expect: 100-continue`: a body announced over max_body_bytes is refused (413) without
+    // asking the client to send it (Node's default says 100 Continue to every such request).
+    this.server.on("checkContinue", (req: IncomingMessage, res: ServerResponse) => {
+      const declared = Number(req.headers["content-length"]);
+      if (!(Number.isFinite(declared) && declared > limits.max_body_bytes)) res.writeContinue();
+      this.server.emit("request", req, res);
+    });
     this.server.on("clientError", (err: NodeJS.ErrnoException, socket: Socket) => this.clientError(err, socket));
   }
 
@@ -402,43 +428,48 @@ export class RpcServer {
     const pathname = req.url === "/" ? "/" : new URL(req.url ?? "/", "http://localhost").pathname;
     const isMetrics = pathname === "/metrics";
     if (!isMetrics && pathname !== "/") {
+      discardBody(req, res, this.limits.max_body_bytes);
       sendText(res, 404, "not found: POST JSON-RPC to / or GET /metrics\n");
       return;
     }
     if (!(isMetrics && this.opts.metricsWithoutAuth) && !this.authorised(req.headers.authorization, conn)) {
       this.stats.unauthorised++;
-      req.resume();
+      discardBody(req, res, this.limits.max_body_bytes);
       await sleep(this.opts.authFailDelayMs ?? 250);
       res.setHeader("WWW-Authenticate", 'Basic realm="modhost"');
       sendText(res, 401, "unauthorised: use the cookie in the host's cookie_file (user __cookie__) or the [rpc] user and password\n");
       return;
     }
     if (isMetrics) {
+      discardBody(req, res, this.limits.max_body_bytes);
       if (req.method !== "GET" && req.method !== "HEAD") {
         res.setHeader("Allow", "GET, HEAD");
         sendText(res, 405, "use GET\n");
         return;
       }
-      req.resume();
       await this.sendMetrics(res, req.method === "HEAD");
       return;
     }
     if (req.method !== "POST") {
+      discardBody(req, res, this.limits.max_body_bytes);
       res.setHeader("Allow", "POST");
       sendText(res, 405, "use POST with a JSON-RPC 2.0 body\n");
       return;
     }
     const limit = this.limits.max_body_bytes;
-    const raw = await readBody(req, limit);
+    const raw = await readBody(req, res, limit);
     if (raw === null) {
       // The client went away mid-body: counted, not logged (one error line with a stack each
       // let a client that aborts in a loop grow the host log without bound).
       this.stats.clientsGone++;
       return;
     }
-    if (raw === undefined) {
+    if (typeof raw === "string") {
       this.stats.tooLarge++;
-      sendJson(res, 413, errorResponse(null, RPC_ERRORS.invalidRequest, `request body larger than ${limit} bytes ([rpc] max_body_bytes)`), true);
+      const why = raw === "bytes"
+        ? `request body larger than ${limit} bytes ([rpc] max_body_bytes)`
+        : `request body sent in more than ${bodyPieces(limit)} pieces (chunks of a chunked body, or reads) (MAX_REQUEST_BODY_PIECES, ${MAX_REQUEST_BODY_PIECES}, or one per 256 bytes of [rpc] max_body_bytes when that is more); send it with Content-Length, or in larger chunks`;
+      sendJson(res, 413, errorResponse(null, RPC_ERRORS.invalidRequest, why), true);
       return;
     }
     const parsed = parseJsonRpcBody(raw, this.limits);
@@ -759,38 +790,82 @@ function sendEmpty(res: ServerResponse): void {
   res.end();
 }
 
+/** Why a request body was not read whole: over max_body_bytes, or in more than MAX_REQUEST_BODY_PIECES pieces. */
+type BodyRefusal = "bytes" | "pieces";
+
 /**
- * The body, or undefined when it exceeds `limit` bytes: refused from Content-Length before
- * anything is read, or as soon as a chunked body grows past it; the rest is discarded
- * unbuffered (and the 413 closes the connection).
+ * The body; "bytes" when it is over `limit` (refused from Content-Length before anything is
+ * read, or as soon as a chunked body grows past it); "pieces" when it came in more than
+ * bodyPieces(limit) pieces; null when the client went away before its end. Each piece is
+ * copied into one buffer as it comes (grown by doubling, never past `limit`), so what the body
+ * holds is its bytes, not a Buffer per piece. On a refusal the rest is not read (stopBody).
  */
-/** The body; undefined when it is over `limit`; null when the client went away before its end. */
-function readBody(req: IncomingMessage, limit: number): Promise<Buffer | undefined | null> {
+function readBody(req: IncomingMessage, res: ServerResponse, limit: number): Promise<Buffer | BodyRefusal | null> {
   const declared = Number(req.headers["content-length"]);
   if (Number.isFinite(declared) && declared > limit) {
-    req.resume();
-    return Promise.resolve(undefined);
+    stopBody(req, res);
+    return Promise.resolve("bytes");
   }
+  const maxPieces = bodyPieces(limit);
   return new Promise((resolve) => {
-    const chunks: Buffer[] = [];
+    let buf = Buffer.allocUnsafe(Number.isFinite(declared) && declared > 0 ? declared : Math.min(limit, 16 * 1024));
     let size = 0;
-    let over = false;
+    let pieces = 0;
+    let done = false;
+    const refuse = (why: BodyRefusal) => {
+      done = true;
+      stopBody(req, res);
+      resolve(why);
+    };
     req.on("data", (chunk: Buffer) => {
-      if (over) return;
-      size += chunk.length;
-      if (size > limit) {
-        over = true;
-        chunks.length = 0;
-        resolve(undefined);
-        return;
+      if (done) return;
+      if (size + chunk.length > limit) return refuse("bytes");
+      if (++pieces > maxPieces) return refuse("pieces");
+      if (size + chunk.length > buf.length) {
+        const grown = Buffer.allocUnsafe(Math.min(limit, Math.max(buf.length * 2, size + chunk.length)));
+        buf.copy(grown, 0, 0, size);
+        buf = grown;
       }
-      chunks.push(chunk);
+      chunk.copy(buf, size);
+      size += chunk.length;
     });
     req.on("end", () => {
-      if (!over) resolve(Buffer.concat(chunks));
+      if (!done) resolve(buf.subarray(0, size));
     });
     req.on("error", () => resolve(null));
   });
+}
+
+/**
+ * Read and drop a body the server will not use (an unauthorised request, a wrong path or
+ * method, a request refused for pipelining, a GET with a body): at most max_body_bytes in at most
+ * bodyPieces(limit) pieces, then the rest is not read and the connection is closed. Before,
+ * such bodies were read without a bound until request_timeout_ms: one unauthenticated client
+ * sending a chunked body one byte per chunk kept the loop busy with an event per byte.
+ */
+function discardBody(req: IncomingMessage, res: ServerResponse, limit: number): void {
+  const maxPieces = bodyPieces(limit);
+  let size = 0;
+  let pieces = 0;
+  const onData = (chunk: Buffer) => {
+    size += chunk.length;
+    if (size > limit || ++pieces > maxPieces) {
+      req.off("data", onData);
+      stopBody(req, res);
+    }
+  };
+  req.on("data", onData);
+}
+
+/** Read no more of this request's body: its socket is not read again, and closes once the answer is written (at once if it was). */
+function stopBody(req: IncomingMessage, res: ServerResponse): void {
+  // The socket itself: pausing only the request would let the parser push pieces into it until
+  // its buffer passed the high-water mark (64 KiB: 65,536 one-byte pieces).
+  req.socket.pause();
+  req.pause();
+  if (!res.headersSent) res.shouldKeepAlive = false;
+  else if (res.writableFinished) req.socket.destroy();
+  else res.once("finish", () => req.socket.destroy());
 }
 
 function sleep(ms: number): Promise<void> {

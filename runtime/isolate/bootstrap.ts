@@ -8,7 +8,7 @@
 import { fileURLToPath } from "node:url";
 import path from "node:path";
 import * as esbuild from "esbuild";
-import { MAX_VALUE_DEPTH } from "../../protocol/codec.ts";
+import { DEFAULT_BODY_LIMITS, MAX_VALUE_DEPTH } from "../../protocol/codec.ts";
 
 const ENTRY = fileURLToPath(new URL("./in-isolate/main.ts", import.meta.url));
 
@@ -32,7 +32,7 @@ export async function buildBootstrap(root: string = path.resolve(path.dirname(EN
     platform: "neutral",
     target: "node24",
     logLevel: "silent",
-    define: { __MODHOST_MAX_VALUE_DEPTH__: String(MAX_VALUE_DEPTH) },
+    define: { __MODHOST_MAX_VALUE_DEPTH__: String(MAX_VALUE_DEPTH), __MODHOST_MAX_VALUES__: String(DEFAULT_BODY_LIMITS.maxValues) },
   });
   return { code: result.outputFiles[0]!.text, inputs: Object.keys(result.metafile.inputs) };
 }

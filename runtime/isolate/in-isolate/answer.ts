@@ -13,6 +13,9 @@ import { toText, UNSHOWABLE, utf8Length } from "./text.ts";
  */
 declare const __MODHOST_MAX_VALUE_DEPTH__: number;
 const MAX_DEPTH = __MODHOST_MAX_VALUE_DEPTH__;
+/** The protocol's max_values (protocol/codec.ts DEFAULT_BODY_LIMITS; written in when the bootstrap is built): values in one message. */
+declare const __MODHOST_MAX_VALUES__: number;
+const MAX_VALUES = __MODHOST_MAX_VALUES__;
 const MAX_ERROR_CHARS = 4096;
 
 const cut = (value: string): string => {
@@ -81,8 +84,17 @@ export const checkAnswer = (value: unknown, what: string, answerBytes: number): 
     low += n;
     high += n;
   };
+  // Values visited (the message around the answer takes a few more: the encoder counts exactly).
+  let values = 0;
+  const tooMany = (path: string, count: number) =>
+    new AnswerError(
+      "result_too_large",
+      what + " has more than " + MAX_VALUES + " values" + (count > 0 ? " (" + (path || "the value") + " is an array of " + count + " elements)" : "") +
+        ": over the protocol limit max_values of one message (fixed; docs/protocol.md section 3); answer with less, for example a page of the data and a key to ask for the next",
+    );
   const walk = (v: unknown, path: string, depth: number): void => {
     if (low > answerBytes) return;
+    if (++values > MAX_VALUES) throw tooMany("", 0);
     if (v === null || v === undefined || typeof v === "boolean") {
       fixed(1);
       return;
@@ -111,6 +123,9 @@ export const checkAnswer = (value: unknown, what: string, answerBytes: number): 
     if (ancestors.has(v)) throw notPlain(path, "a cycle (it contains itself)");
     ancestors.add(v);
     if (Array.isArray(v)) {
+      // Before any element: a sparse array 4,294,967,295 long (a few bytes of memory) was walked
+      // hole by hole up to the answer's bytes, 16 M steps, and cost its module its isolate (cpu_time_ms).
+      if (values + v.length > MAX_VALUES) throw tooMany(path, v.length);
       fixed(5);
       for (let i = 0; i < v.length && low <= answerBytes; i++) walk(v[i], exact ? "" : path + "[" + i + "]", depth + 1);
     } else {
@@ -133,6 +148,7 @@ export const checkAnswer = (value: unknown, what: string, answerBytes: number): 
   if (low <= answerBytes && high > answerBytes) {
     exact = true;
     low = high = 0;
+    values = 0;
     walk(value, "", 0);
   }
   if (low > answerBytes) {

@@ -71,6 +71,10 @@ const freeze = <T>(v: T): T => {
   return v;
 };
 
+/** The protocol's max_values (protocol/codec.ts DEFAULT_BODY_LIMITS; written in when the bootstrap is built). */
+declare const __MODHOST_MAX_VALUES__: number;
+const MAX_VALUES = __MODHOST_MAX_VALUES__;
+
 class ModhostError extends Error {
   declare code: string;
   declare method: string;
@@ -243,6 +247,11 @@ const timerMethod = (js: string, key: "interval_seconds" | "delay_seconds", once
 
 const specialMethods = (): Record<string, (wire: Wire) => Fn> => ({
   subscribe_events: (wire) => async (types, handler) => {
+    // Its length before slice() and the loop below: a sparse array 4,294,967,295 long was
+    // copied and walked hole by hole until cpu_time_ms stopped the isolate.
+    if (Array.isArray(types) && types.length > MAX_VALUES) {
+      throw new ModhostError("result_too_large", "events.subscribe: " + types.length + " event types, more than the protocol's max_values (" + MAX_VALUES + ") values one message can carry; subscribe to fewer", "subscribe_events");
+    }
     const list = (Array.isArray(types) ? types.slice() : [types]) as string[];
     if (typeof handler !== "function") throw new TypeError("events.subscribe(types, handler): handler must be a function");
     for (const t of list) {

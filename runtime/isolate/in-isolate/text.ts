@@ -22,6 +22,10 @@ export const toText = (a: unknown): string => {
     // one of its ways to text threw: try the plainest
   }
   try {
+    // Not String() of an array: it joins every element, holes included, so a sparse array
+    // 4,294,967,295 long (whose JSON is refused at once: "Invalid string length") held the
+    // isolate until cpu_time_ms stopped it, for a log line.
+    if (Array.isArray(a)) return "(an array of " + a.length + " elements that cannot be shown as text)";
     return String(a);
   } catch {
     return UNSHOWABLE;
