@@ -96,7 +96,8 @@ interface Outgoing {
   valid: boolean;
 }
 
-export async function grammarTarget(opts: { host?: GrammarHost } = {}): Promise<GrammarTarget> {
+export async function grammarTarget(opts: { host?: GrammarHost; burstBytes?: number } = {}): Promise<GrammarTarget> {
+  const burstBytes = opts.burstBytes ?? BURST_BYTES;
   const host = opts.host ?? (await grammarHost());
   const stats = new Map<string, MethodStat>();
   let nextId = 1;
@@ -242,8 +243,8 @@ export async function grammarTarget(opts: { host?: GrammarHost } = {}): Promise<
         return { label: name, turn: await exchange(e, [request(m, gen, d.mode).out], false), requests: 1 };
       case "burst": {
         const { out: one, params } = request(m, gen, d.mode);
-        // Up to max_requests_in_flight, and up to 3x max_request_bytes_in_flight (32 MiB) of requests: past it they wait.
-        const count = Math.max(2, Math.min(IN_FLIGHT, Math.floor(BURST_BYTES / one.body.length)));
+        // Up to max_requests_in_flight, and by default up to 3x max_request_bytes_in_flight (32 MiB) of requests: past it they wait.
+        const count = Math.max(2, Math.min(IN_FLIGHT, Math.floor(burstBytes / one.body.length)));
         const out = [one, ...Array.from({ length: count - 1 }, () => {
           const id = nextId++;
           return { ...one, id, body: encodeBody({ t: "request", id, method: m.name, params }) };
