@@ -8,7 +8,8 @@ import * as v from "valibot";
 import { METHODS } from "../capabilities/families.ts";
 import { formatReport, fuzz, Rng } from "../fuzz/driver.ts";
 import { ParamsGenerator, type Mode } from "../fuzz/grammar.ts";
-import { formatStats, grammarTarget } from "../fuzz/protocol-grammar.ts";
+import { descriptor, formatStats, grammarTarget } from "../fuzz/protocol-grammar.ts";
+import { grammarHost, type GrammarHost } from "../fuzz/grammar-host.ts";
 
 /** A generous bound for one turn of the host's loop (CPU time of its thread) on a loaded machine; the long run's figures are far below. */
 const TURN_BOUND_MS = 250;
@@ -65,4 +66,47 @@ test.serial("fuzz protocol-grammar: every method with min, max, past-the-limit a
   const over = stats.filter((s) => s.worstCpuMs > TURN_BOUND_MS).map((s) => `${s.label}: ${s.worstCpuMs.toFixed(1)} ms (${s.worst})`);
   t.deepEqual(over, [], `turns of the host's loop past ${TURN_BOUND_MS} ms of CPU`);
   t.true(target.sent() >= iterations, `${target.sent()} requests`);
+});
+
+/** The real host, with what its module's end hears changed by `change` (a host that answers wrongly). */
+async function lyingHost(change: (msg: Record<string, unknown>, deliver: (m: Record<string, unknown>) => void) => void): Promise<GrammarHost> {
+  const real = await grammarHost();
+  return {
+    ...real,
+    connect() {
+      const end = real.connect();
+      let inner: ((m: Record<string, unknown>) => void) | undefined;
+      Object.defineProperty(end, "onResponse", {
+        get: () => inner,
+        set: (fn?: (m: Record<string, unknown>) => void) => (inner = fn && ((m) => change(m, fn))),
+      });
+      return end;
+    },
+  };
+}
+
+test.serial("the grammar target fails a host that answers a request twice, or refuses a request past a limit without naming the limit", async (t) => {
+  t.timeout(120_000);
+  const twice = await lyingHost((m, deliver) => (deliver(m), deliver(m)));
+  const a = await grammarTarget({ host: twice });
+  await t.throwsAsync(async () => a.run(a.seeds[0]!), { message: /answered twice/ });
+  await a.close?.();
+  await twice.close();
+
+  const vague = await lyingHost((m, deliver) => {
+    const error = m.error as { message?: string } | undefined;
+    deliver(error ? { ...m, error: { ...error, message: "invalid parameters" } } : m);
+  });
+  const b = await grammarTarget({ host: vague });
+  const failures: string[] = [];
+  for (const input of b.seeds.filter((s) => descriptor(s).mode === "past")) {
+    try {
+      await b.run(input);
+    } catch (err) {
+      failures.push((err as Error).message);
+    }
+  }
+  await b.close?.();
+  await vague.close();
+  t.true(failures.some((f) => /past the limit \d+ got "invalid parameters", not a refusal naming the limit/.test(f)), failures.slice(0, 3).join("\n"));
 });
