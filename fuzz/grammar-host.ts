@@ -43,6 +43,13 @@ export interface ModuleEnd {
   onResponse?: (msg: Record<string, unknown>) => void;
   /** Milliseconds (wall, and CPU of this thread) the module's end spent on what it received since the last call: not the host's time. */
   takeOwn(): { wall: number; cpu: number };
+  /**
+   * Set while a frame is written in parts: the module's end then holds its answers to
+   * invocations (a timer fires at any time) until the frame is whole, as a module's socket
+   * writer would, instead of cutting into it; `flush` sends what it held.
+   */
+  midFrame: boolean;
+  flush(): void;
   /** The last event sequence number received (for acks). */
   lastSeq: number;
   /** Frames the host sent that do not decode. */
@@ -109,8 +116,12 @@ export async function grammarHost(): Promise<GrammarHost> {
       });
       let ownWall = 0;
       let ownCpu = 0;
+      const held: Buffer[] = [];
       const end: ModuleEnd = {
-        session, peer, lastSeq: 0, junk: 0, closed: false,
+        session, peer, lastSeq: 0, junk: 0, closed: false, midFrame: false,
+        flush() {
+          if (!end.midFrame) for (const h of held.splice(0)) peer.write(h);
+        },
         takeOwn() {
           const own = { wall: ownWall, cpu: ownCpu };
           ownWall = 0;
@@ -136,7 +147,11 @@ export async function grammarHost(): Promise<GrammarHost> {
           }
           if (msg.t === "response") end.onResponse?.(msg);
           else if (msg.t === "event") end.lastSeq = Math.max(end.lastSeq, msg.seq as number);
-          else if (msg.t === "invocation") peer.write(frame(encodeBody({ t: "invocation_result", id: msg.id, result: msg.kind === "health" ? { healthy: true } : null })));
+          else if (msg.t === "invocation") {
+            const answer = frame(encodeBody({ t: "invocation_result", id: msg.id, result: msg.kind === "health" ? { healthy: true } : null }));
+            if (end.midFrame) held.push(answer);
+            else peer.write(answer);
+          }
         }
         ownWall += performance.now() - t0;
         ownCpu += threadCpuMs() - c0;

@@ -13,9 +13,13 @@ import * as v from "valibot";
 import { MAX_VALUE_DEPTH } from "../protocol/codec.ts";
 import type { Rng } from "./driver.ts";
 
-/** How a request's parameters are picked. */
-export type Mode = "min" | "max" | "past" | "mixed";
+/**
+ * How a request's parameters are picked. `state` is `mixed` with strings from a few names, so
+ * that a sequence builds state (trees, keys, series, subscriptions) that later reads cover.
+ */
+export type Mode = "min" | "max" | "past" | "mixed" | "state";
 export const MODES: readonly Mode[] = ["min", "max", "past", "mixed"];
+const NAMES = ["t0", "t1", "t2", "t3", "t4", "t5", "t6", "t7"];
 
 export interface Generated {
   params: Record<string, unknown>;
@@ -209,6 +213,7 @@ export class ParamsGenerator {
     const min = l.minLength ?? 0;
     const hint = FIELD_HINTS[field];
     if (l.regex.length > 0) return this.regexString(l, path);
+    if (this.mode === "state" && !hint) return this.rng.pick(NAMES);
     let n = this.size(l.maxLength, min, this.rng.pick([64, 1024, 4096, 65_536, 1024 * 1024]));
     if (l.maxLength !== undefined && this.cross(path, l.maxLength)) n = l.maxLength + 1;
     n = Math.max(0, Math.min(n, this.budget.stringBytes));

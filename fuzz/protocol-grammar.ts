@@ -24,6 +24,8 @@ import { grammarHost, threadCpuMs, type GrammarHost, type ModuleEnd } from "./gr
 import { frame, MODULE } from "./session-harness.ts";
 
 const METHOD_LIST = [...METHODS.values()];
+/** A body of its own: encodeBody's result may share msgpackr's buffer with the next encoding, and requests are encoded before they are sent. */
+const encode = (value: unknown): Buffer => Buffer.from(encodeBody(value));
 /** Module messages that get no answer: each is followed by a probe request. */
 const MESSAGES = ["log", "ack", "invocation_result", "ready"] as const;
 const ITEMS = [...METHOD_LIST.map((m) => m.name), ...MESSAGES.map((m) => `msg:${m}`)];
@@ -106,9 +108,9 @@ export async function grammarTarget(opts: { host?: GrammarHost; burstBytes?: num
 
   async function open(): Promise<ModuleEnd> {
     const e = host.connect();
-    e.peer.write(frame(encodeBody({ t: "hello", protocol: [1, 2], module: MODULE, version: "1.0.0", sdk: "grammar-fuzz" })));
+    e.peer.write(frame(encode({ t: "hello", protocol: [1, 2], module: MODULE, version: "1.0.0", sdk: "grammar-fuzz" })));
     await e.session.handshake;
-    e.peer.write(frame(encodeBody({ t: "ready" })));
+    e.peer.write(frame(encode({ t: "ready" })));
     return e;
   }
 
@@ -118,7 +120,7 @@ export async function grammarTarget(opts: { host?: GrammarHost; burstBytes?: num
       const valid = m.accepts?.(g.params) === true || v.safeParse(m.params, g.params).success;
       const id = nextId++;
       try {
-        const body = encodeBody({ t: "request", id, method: m.name, params: g.params });
+        const body = encode({ t: "request", id, method: m.name, params: g.params });
         return { out: { body, id, valid, ...(!valid && g.crossed ? { limit: g.crossed.limit } : {}) }, params: g.params };
       } catch (err) {
         // Over what one body may hold (the generator's budget is an estimate): pick again.
@@ -131,14 +133,14 @@ export async function grammarTarget(opts: { host?: GrammarHost; burstBytes?: num
     switch (kind) {
       case "log": {
         const g = gen.params(v.object({ message: v.string(), fields: v.optional(v.record(v.string(), v.unknown())) }), mode);
-        return encodeBody({ t: "log", level: r.pick(["debug", "info", "warn", "error"]), message: g.params.message ?? "", ...(g.params.fields ? { fields: g.params.fields } : {}) });
+        return encode({ t: "log", level: r.pick(["debug", "info", "warn", "error"]), message: g.params.message ?? "", ...(g.params.fields ? { fields: g.params.fields } : {}) });
       }
-      case "ack": return encodeBody({ t: "ack", seq: mode === "max" ? Number.MAX_SAFE_INTEGER : mode === "min" ? 0 : end?.lastSeq ?? 0 });
+      case "ack": return encode({ t: "ack", seq: mode === "max" ? Number.MAX_SAFE_INTEGER : mode === "min" ? 0 : end?.lastSeq ?? 0 });
       case "invocation_result": {
         const g = gen.params(v.object({ id: v.number(), result: v.unknown() }), mode);
-        return encodeBody({ t: "invocation_result", id: g.params.id, result: g.params.result });
+        return encode({ t: "invocation_result", id: g.params.id, result: g.params.result });
       }
-      case "ready": return encodeBody({ t: "ready" });
+      case "ready": return encode({ t: "ready" });
     }
   }
 
@@ -154,7 +156,7 @@ export async function grammarTarget(opts: { host?: GrammarHost; burstBytes?: num
     let probeId: number | undefined;
     if (probe) {
       probeId = nextId++;
-      waiting.set(probeId, { body: encodeBody({ t: "request", id: probeId, method: "get_block_height", params: {} }), id: probeId, valid: true });
+      waiting.set(probeId, { body: encode({ t: "request", id: probeId, method: "get_block_height", params: {} }), id: probeId, valid: true });
     }
     const answered = new Set<number>();
     e.onResponse = (msg) => {
@@ -191,8 +193,12 @@ export async function grammarTarget(opts: { host?: GrammarHost; burstBytes?: num
       const chunk = chunks.next();
       const ownWall = performance.now() - t0;
       const ownCpu = threadCpuMs() - c0;
-      if (!chunk.done) e.peer.write(chunk.value);
-      else if (waiting.size === 0 || e.closed) break;
+      if (!chunk.done) {
+        e.midFrame = true;
+        e.peer.write(chunk.value.bytes);
+        e.midFrame = !chunk.value.whole;
+        e.flush(); // what the module's end held meanwhile, once the frame is whole
+      } else if (waiting.size === 0 || e.closed) break;
       await new Promise((r) => setImmediate(r));
       const now = performance.now();
       const cpu = threadCpuMs();
@@ -209,7 +215,8 @@ export async function grammarTarget(opts: { host?: GrammarHost; burstBytes?: num
     if (host.errors.length > 0) throw new Error(`failed inside the host: ${host.errors[0]!.message.slice(0, 2000)}`);
     if (problems.length > 0) throw new Error(problems.slice(0, 3).join("; "));
     // Events delivered so far are handled: the window moves on (not measured).
-    if (e.lastSeq > 0) e.peer.write(frame(encodeBody({ t: "ack", seq: e.lastSeq })));
+    e.flush();
+    if (e.lastSeq > 0) e.peer.write(frame(encode({ t: "ack", seq: e.lastSeq })));
     return worst;
   }
 
@@ -247,7 +254,7 @@ export async function grammarTarget(opts: { host?: GrammarHost; burstBytes?: num
         const count = Math.max(2, Math.min(IN_FLIGHT, Math.floor(burstBytes / one.body.length)));
         const out = [one, ...Array.from({ length: count - 1 }, () => {
           const id = nextId++;
-          return { ...one, id, body: encodeBody({ t: "request", id, method: m.name, params }) };
+          return { ...one, id, body: encode({ t: "request", id, method: m.name, params }) };
         })];
         return { label: `${name} x${IN_FLIGHT}`, turn: await exchange(e, out, false), requests: count };
       }
@@ -255,11 +262,11 @@ export async function grammarTarget(opts: { host?: GrammarHost; burstBytes?: num
         let worst: Turn = { wall: 0, cpu: 0 };
         for (let done = 0; done < STATE_REQUESTS; done += IN_FLIGHT) {
           const n = Math.min(IN_FLIGHT, STATE_REQUESTS - done);
-          worst = longest(worst, await exchange(e, Array.from({ length: n }, () => request(m, gen, "mixed").out), false));
+          worst = longest(worst, await exchange(e, Array.from({ length: n }, () => request(m, gen, "state").out), false));
         }
         // Then every method of its family, over all that was built.
         const family = METHOD_LIST.filter((x) => x.family === m.family);
-        worst = longest(worst, await exchange(e, family.map((x) => request(x, gen, "min").out), false));
+        worst = longest(worst, await exchange(e, family.map((x) => request(x, gen, "state").out), false));
         return { label: `${name} (state)`, turn: worst, requests: STATE_REQUESTS + family.length };
       }
     }
@@ -304,8 +311,8 @@ export async function grammarTarget(opts: { host?: GrammarHost; burstBytes?: num
 
 const CHUNK_BYTES = 64 * 1024;
 
-/** The frames of `bodies` cut and joined into chunks of at most 64 KiB, as a socket reads them. */
-function* socketChunks(bodies: Uint8Array[]): globalThis.Generator<Buffer> {
+/** The frames of `bodies` cut and joined into chunks of at most 64 KiB, as a socket reads them; `whole`: the chunk ends where a frame does. */
+function* socketChunks(bodies: Uint8Array[]): globalThis.Generator<{ bytes: Buffer; whole: boolean }> {
   let parts: Buffer[] = [];
   let size = 0;
   for (const body of bodies) {
@@ -316,13 +323,13 @@ function* socketChunks(bodies: Uint8Array[]): globalThis.Generator<Buffer> {
       size += n;
       at += n;
       if (size === CHUNK_BYTES) {
-        yield Buffer.concat(parts);
+        yield { bytes: Buffer.concat(parts), whole: at === f.length };
         parts = [];
         size = 0;
       }
     }
   }
-  if (size > 0) yield Buffer.concat(parts);
+  if (size > 0) yield { bytes: Buffer.concat(parts), whole: true };
 }
 
 export function formatStats(stats: MethodStat[], top = stats.length): string {
