@@ -241,7 +241,6 @@ export class ParamsGenerator {
       for (const alphabet of ALPHABETS) {
         let s = "";
         for (let i = 0; i < n; i++) s += alphabet[(i * 7 + this.rng.below(alphabet.length)) % alphabet.length];
-        if (l.maxLength !== undefined && n === l.maxLength * 1) s = s.slice(0, l.maxLength);
         if (ok(s)) {
           if (l.maxLength !== undefined && l.maxLength > s.length && this.mode !== "min") {
             // A maxLength larger than the lengths tried (hex of a block): fill it, if the regex allows.
