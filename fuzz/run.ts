@@ -19,7 +19,7 @@ const TARGETS: Record<string, { make: () => Promise<FuzzTarget>; iterations: num
   chain: { make: () => chainParseTarget(), iterations: 200_000, hangMs: 5000 },
   dns: { make: () => Promise.resolve(dnsAnswerTarget()), iterations: 1_000_000, hangMs: 100 },
   // Inputs are requests (bursts of 64 and state sequences of ~200 among them): see protocol-grammar.ts.
-  grammar: { make: () => grammarTarget(), iterations: 20_000, hangMs: 120_000, after: (t) => formatStats((t as Awaited<ReturnType<typeof grammarTarget>>).stats()) },
+  grammar: { make: () => grammarTarget(), iterations: 20_000, hangMs: 200_000, after: (t) => formatStats((t as Awaited<ReturnType<typeof grammarTarget>>).stats()) },
 };
 
 const args = process.argv.slice(2);

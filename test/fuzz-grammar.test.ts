@@ -51,7 +51,7 @@ test.serial("fuzz protocol-grammar: every method with min, max, past-the-limit a
   const target = await grammarTarget({ burstBytes: 8 * 1024 * 1024 });
   // The seeds: each method and message kind in each mode, then each method 64 at once.
   const iterations = target.seeds.length;
-  const r = await fuzz(target, { iterations, seed: 20261206, hangMs: 120_000, maxHeapGrowthMb: 64 });
+  const r = await fuzz(target, { iterations, seed: 20261206, hangMs: 200_000, maxHeapGrowthMb: 64 });
   const stats = target.stats();
   t.log(`${r.iterations} inputs in ${(r.elapsedMs / 1000).toFixed(1)} s`);
   t.log(formatStats(stats, 12));
