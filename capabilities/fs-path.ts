@@ -17,6 +17,7 @@ import type { FileHandle } from "node:fs/promises";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
 import { CapabilityError } from "./types.ts";
+import { quoted } from "../protocol/messages.ts";
 import { isOver, MAX_SCAN_DEPTH, overMessage, type DataQuota, type DataUsage, type Measured } from "./fs-usage.ts";
 
 /** Largest file read_file returns and write_file writes (below the 16 MiB protocol frame). */
@@ -37,8 +38,9 @@ export interface ParsedPath {
   readonly parts: readonly string[];
 }
 
+/** A refused path, quoted in part (the checks below run before its length is known to be within MAX_PATH_BYTES). */
 const bad = (raw: string, why: string): CapabilityError =>
-  new CapabilityError("invalid_params", `path ${JSON.stringify(raw)} ${why}`);
+  new CapabilityError("invalid_params", `path ${quoted(raw)} ${why}`);
 
 /**
  * Parse a module-supplied path. The canonical form agrees with `canonicalRelativePath` from
@@ -54,15 +56,15 @@ export function parsePath(raw: string): ParsedPath {
   // them keeps the name used and the name checked identical.
   if (raw.includes("\\")) throw bad(raw, "contains a backslash; use \"/\" to separate directories");
   if (raw.startsWith("/")) throw bad(raw, "is absolute; paths are relative to the module's data directory");
-  if (Buffer.byteLength(raw, "utf8") > MAX_PATH_BYTES) throw bad(raw.slice(0, 64) + "...", `is longer than ${MAX_PATH_BYTES} bytes`);
+  if (Buffer.byteLength(raw, "utf8") > MAX_PATH_BYTES) throw bad(raw, `is longer than ${MAX_PATH_BYTES} bytes`);
   const parts: string[] = [];
   for (const part of raw.split("/")) {
     if (part === "" || part === ".") continue;
     if (part === "..") throw bad(raw, "contains \"..\"; paths may not leave the module's data directory");
-    if (Buffer.byteLength(part, "utf8") > MAX_NAME_BYTES) throw bad(raw.slice(0, 64) + "...", `has a component longer than ${MAX_NAME_BYTES} bytes`);
+    if (Buffer.byteLength(part, "utf8") > MAX_NAME_BYTES) throw bad(raw, `has a component longer than ${MAX_NAME_BYTES} bytes`);
     parts.push(part);
   }
-  if (parts.length > MAX_DEPTH) throw bad(raw.slice(0, 64) + "...", `is deeper than ${MAX_DEPTH} directories`);
+  if (parts.length > MAX_DEPTH) throw bad(raw, `is deeper than ${MAX_DEPTH} directories`);
   return { canonical: parts.length === 0 ? "." : parts.join("/"), parts };
 }
 

@@ -24,7 +24,37 @@ const SLICE_MS = 4;
 /** Elements between two looks at the clock (a look costs ~50 ns; an element ~0.2-20 µs). */
 const CHECK_EVERY = 32;
 
-const turn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+/**
+ * Sliced jobs waiting for their next slice, resumed one per turn of the loop, oldest first.
+ * Each job used to resume in its own setImmediate: all of them ran in the same turn, so 64
+ * blocks submitted at once held the loop for 64 slices (~250-700 ms of CPU in one turn,
+ * fuzz/protocol-grammar.ts); now a turn runs one slice of sliced work, however many jobs wait.
+ */
+const waiting: Array<(() => void) | undefined> = [];
+let head = 0;
+let scheduled = false;
+
+function resumeNext(): void {
+  const resume = waiting[head];
+  waiting[head++] = undefined;
+  if (head === waiting.length) {
+    waiting.length = 0;
+    head = 0;
+    scheduled = false;
+  } else {
+    // Scheduled while the loop runs its immediates: it runs in the next turn, not this one.
+    setImmediate(resumeNext);
+  }
+  resume?.();
+}
+
+const turn = (): Promise<void> => new Promise((resolve) => {
+  waiting.push(resolve);
+  if (!scheduled) {
+    scheduled = true;
+    setImmediate(resumeNext);
+  }
+});
 
 export class Slicer {
   #deadline: number;

@@ -9,14 +9,17 @@ import { handshakeTarget } from "./protocol-handshake.ts";
 import { sessionTarget } from "./protocol-session.ts";
 import { chainParseTarget } from "./chain-parse.ts";
 import { dnsAnswerTarget } from "./dns-answer.ts";
+import { formatStats, grammarTarget } from "./protocol-grammar.ts";
 
-const TARGETS: Record<string, { make: () => Promise<FuzzTarget>; iterations: number; hangMs: number }> = {
+const TARGETS: Record<string, { make: () => Promise<FuzzTarget>; iterations: number; hangMs: number; after?: (t: FuzzTarget) => string }> = {
   frame: { make: () => frameTarget(), iterations: 100_000, hangMs: 1000 },
   body: { make: () => bodyTarget(), iterations: 200_000, hangMs: 1000 },
   handshake: { make: () => handshakeTarget(), iterations: 10_000, hangMs: 5000 },
   session: { make: () => sessionTarget(), iterations: 1_000_000, hangMs: 15_000 },
   chain: { make: () => chainParseTarget(), iterations: 200_000, hangMs: 5000 },
   dns: { make: () => Promise.resolve(dnsAnswerTarget()), iterations: 1_000_000, hangMs: 100 },
+  // Inputs are requests (bursts of 64 and state sequences of ~200 among them): see protocol-grammar.ts.
+  grammar: { make: () => grammarTarget(), iterations: 20_000, hangMs: 200_000, after: (t) => formatStats((t as Awaited<ReturnType<typeof grammarTarget>>).stats()) },
 };
 
 const args = process.argv.slice(2);
@@ -46,6 +49,7 @@ for (const name of chosen) {
     onProgress: (done, r) => console.log(`  ${done} inputs, ${r.failures.length} failures, heap ${Math.round(process.memoryUsage().heapUsed / 1048576)} MB`),
   });
   console.log(formatReport(report));
+  if (spec.after) console.log(spec.after(target));
   if (report.failures.length) failed = true;
 }
 process.exit(failed ? 1 : 0);

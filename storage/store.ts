@@ -26,6 +26,7 @@ import { claimDir } from "./lock.ts";
 import { StorageError, asStorageError } from "./errors.ts";
 import { Mutex } from "./mutex.ts";
 import { threadPool, type PoolShare } from "./pool.ts";
+import { quoted } from "../protocol/messages.ts";
 import { checkKey, compareBytes, decodeKey, decodeValue, encodeKey, encodeValue, prefixUpperBound } from "./codec.ts";
 
 export { StorageError } from "./errors.ts";
@@ -718,7 +719,7 @@ export class ModuleStore {
       if (op === null || typeof op !== "object") throw new StorageError("invalid_params", "op must be an object");
       const { op: kind, key, value } = op as { op?: unknown; key?: unknown; value?: unknown };
       if (kind !== "put" && kind !== "delete") {
-        throw new StorageError("invalid_params", `op must be "put" or "delete", got ${JSON.stringify(kind) ?? "undefined"}`);
+        throw new StorageError("invalid_params", `op must be "put" or "delete", got ${quoted(kind)}`);
       }
       const kLen = checkKey(key, this.#quota.maxKeyBytes);
       const v = kind === "put" ? encodeValue(value, this.#quota.maxValueBytes) : undefined;
@@ -856,7 +857,7 @@ function checkTreeName(name: unknown): void {
   if (typeof name !== "string" || !TREE_NAME.test(name)) {
     throw new StorageError(
       "invalid_params",
-      `invalid tree name ${JSON.stringify(name) ?? String(name)}: use 1-64 characters of A-Z a-z 0-9 _ . -`,
+      `invalid tree name ${quoted(name)}: use 1-64 characters of A-Z a-z 0-9 _ . -`,
     );
   }
 }

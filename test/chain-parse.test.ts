@@ -63,6 +63,18 @@ test("parseBlock stops at the weight limit and refuses a transaction count the b
   await t.throwsAsync(parseBlock(Uint8Array.from([...new Uint8Array(80), 0xfd, 0xff, 0xff, 1, 2, 3]), { maxWeight: 4_000_000 }), { instanceOf: ParseError, message: /claims 65535 transactions in 3 bytes/ });
 });
 
+test("a block of 40,000 transactions with no inputs or outputs (zeros after its header) is read in slices: the loop turns meanwhile", async (t) => {
+  // Each such transaction is 10 bytes and ticked nowhere (no input, output or witness item):
+  // the whole block was read in one stretch of the host's loop (fuzz/protocol-grammar.ts).
+  const { Slicer } = await import("../chain/slices.ts");
+  const bytes = new Uint8Array(80 + 3 + 400_000);
+  bytes.set([0xfd, 0x40, 0x9c], 80); // CompactSize 40,000
+  const slicer = new Slicer();
+  const block = await parseBlock(bytes, { maxWeight: 4_000_000 }, slicer);
+  t.is(block.transactions.length, 40_000);
+  t.true(slicer.yields > 0, `${slicer.yields} turns given`);
+});
+
 test("a 15,000-transaction block is checked and connected in slices: the event loop turns many times meanwhile, and the block is whole", async (t) => {
   const chain = await EmbeddedChain.create({ matureBlocks: 1 });
   t.teardown(() => chain.close());

@@ -232,6 +232,15 @@ test("scoped grants: read_filesystem=reports covers reports/ only; a scoped deny
   t.is(text(join(w.data, "reports/x")), "w");
 });
 
+test("a 1 MiB path refused for its characters is quoted by 64 of them and its length, not escaped whole", (t) => {
+  // Its NUL, control character, surrogate, backslash and absolute checks come before the length
+  // check: each quoted the whole path (JSON.stringify: ~6 MiB for 1 MiB of NULs) on the host's loop.
+  for (const raw of ["\u0000".repeat(1 << 20), "a\u0001".repeat(1 << 19), "\\".repeat(1 << 20), `/${"a".repeat(1 << 20)}`, "\uD800".repeat(1 << 20)]) {
+    const err = t.throws(() => parsePath(raw), { message: /^path ".{1,400}"\.\.\. \(\d+ characters\) / });
+    t.true(err!.message.length < 600, `${err!.message.length} characters`);
+  }
+});
+
 test("the canonical path checked against grants is the grant syntax's canonical form", (t) => {
   for (const raw of ["", ".", "a", "a/b", "./a//b/", "a/./b/.", "reports/secret/k", "dir/~x", "é/ü"]) {
     t.is(parsePath(raw).canonical, canonicalRelativePath(raw), raw);

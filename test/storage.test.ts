@@ -533,6 +533,16 @@ test("invalid tree names and keys are rejected", async (t) => {
   t.is((await store.usage()).keys, 3);
 });
 
+test("a 1 MiB tree name of control characters is refused with a message that quotes 64 of its characters and its length, not all of it escaped", async (t) => {
+  // JSON.stringify of all of it took 50-70 ms of the host's loop per request (fuzz/protocol-grammar.ts).
+  const { store } = await freshStore(t);
+  const name = "\u0000x".repeat(512 * 1024);
+  for (const p of [store.openTree(name), store.get(name, "k"), store.delete(name, "k"), store.dropTree(name)]) {
+    const err = await t.throwsAsync(p, { instanceOf: StorageError, message: /invalid tree name "(\\u0000x){32}"\.\.\. \(1048576 characters\): use 1-64 characters/ });
+    t.true(err!.message.length < 600, `${err!.message.length} characters`);
+  }
+});
+
 test("an oversized value is refused after work bounded by the limit, not by the value: the walk stops just past the value limit", async (t) => {
   const { store } = await freshStore(t, { maxValueBytes: 1024 });
   await store.openTree("t");
