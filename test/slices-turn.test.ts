@@ -4,7 +4,7 @@
 // machine does not stretch.
 
 import test from "ava";
-import { Slicer } from "../chain/slices.ts";
+import { Slicer, sliceQueueHeld } from "../chain/slices.ts";
 
 const cpuMs = () => {
   const u = process.threadCpuUsage();
@@ -52,4 +52,21 @@ test("64 jobs sliced at once share the loop's turns: no turn runs more than a fe
   // One slice is ~4 ms; each job resuming in its own immediate ran every waiting job's slice in one turn (~100 ms here).
   t.true(longest < 30, `longest turn ${longest.toFixed(1)} ms`);
   t.true(turns > 200, `${turns} turns`);
+});
+
+test.serial("sliced work that never lets the queue empty: the queue holds the jobs waiting, not every slice since it was last empty", async (t) => {
+  // Three jobs pausing 3,000 times each, one always waiting while another runs: the queue
+  // never empties until the end. It held all 9,000 entries before it was trimmed from the front.
+  let most = 0;
+  const job = async () => {
+    const slicer = new Slicer(0);
+    for (let i = 0; i < 3000; i++) {
+      await slicer.pause();
+      most = Math.max(most, sliceQueueHeld());
+    }
+  };
+  await Promise.all([job(), job(), job()]);
+  t.log(`the queue held at most ${most} entries over 9,000 slices`);
+  t.true(most <= 2100, `held ${most}`);
+  t.is(sliceQueueHeld(), 0);
 });
