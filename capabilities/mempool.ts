@@ -1,6 +1,7 @@
 // Mempool data and fee estimates, read from the chain backend.
 import * as v from "valibot";
 import { CapabilityError, method, type Family } from "./types.ts";
+import { answerTxOrNull } from "./tx-form.ts";
 import { Hex, MempoolEntry, MempoolInfo, MempoolTxids, Transaction, f64, hash, none } from "./schemas.ts";
 import { MAX_BLOCK_BYTES, rawBytes, toBytes } from "./mining.ts";
 import { HookRejection } from "./hooks.ts";
@@ -39,7 +40,7 @@ export const mempool: Family = {
       summary: `Txids in the mempool, a page of at most ${MEMPOOL_PAGE.toLocaleString("en")} at a time after \`after\` (default 0: the first page); the SDKs read every page.`,
       handler: (c, p) => c.chain.getMempoolPage(p.after ?? 0, MEMPOOL_PAGE),
     }),
-    method({ name: "get_mempool_transaction", result: v.nullable(Transaction), js: "getTransaction", permission: "read_mempool", args: ["txid"], params: v.object({ txid: hash }), summary: "Mempool transaction by txid, or null.", handler: (c, p) => c.chain.getMempoolTransaction(p.txid) }),
+    method({ name: "get_mempool_transaction", result: v.nullable(Transaction), js: "getTransaction", permission: "read_mempool", args: ["txid"], params: v.object({ txid: hash }), summary: "Mempool transaction by txid, or null.", handler: async (c, p) => answerTxOrNull(await c.chain.getMempoolTransaction(p.txid)) }),
     method({ name: "get_mempool_entry", result: v.nullable(MempoolEntry), js: "getEntry", permission: "read_mempool", args: ["txid"], params: v.object({ txid: hash }), summary: "Fee, vsize and fee rate of a mempool transaction, or null.", handler: (c, p) => c.chain.getMempoolEntry(p.txid) }),
     method({ name: "get_mempool_size", result: MempoolInfo, js: "getSize", permission: "read_mempool", args: [], params: none, summary: "Transaction count, bytes and total fees.", handler: (c) => c.chain.getMempoolInfo() }),
     method({ name: "check_transaction_in_mempool", result: v.boolean(), js: "has", permission: "read_mempool", args: ["txid"], params: v.object({ txid: hash }), summary: "Whether a txid is in the mempool.", handler: (c, p) => c.chain.isInMempool(p.txid) }),

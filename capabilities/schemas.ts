@@ -34,6 +34,12 @@ export function rustByHand(schema: object): string | undefined {
  * struct for both forms reads it as empty when absent.
  */
 const omittedWhenLight = <S extends v.GenericSchema>(schema: S) => v.pipe(schema, v.metadata({ omittedWhenLight: true }));
+/**
+ * A field the generated Rust SDK leaves out (serde skips fields a struct does not name): the
+ * shipped native modules pin the hashes of their signed binaries, built from sdk/rust, and any
+ * change to its structs changes those binaries. Each such field says what Rust reads instead.
+ */
+const notInRust = <S extends v.GenericSchema>(schema: S) => v.pipe(schema, v.metadata({ notInRust: true }));
 
 /** A field's or type's description in the SDKs (a doc comment there). */
 export const doc = <S extends v.GenericSchema>(text: string, schema: S) => v.pipe(schema, v.description(text));
@@ -84,7 +90,16 @@ const TxOutput = named("TxOutput", v.object({
   address: doc("The regtest address of the output script, when it has one.", v.nullable(v.string())),
 }));
 const txFields = {
-  txid: Hex, wtxid: Hex, version: i64, locktime: u64, inputs: v.array(TxInput), outputs: v.array(TxOutput), size: u64, vsize: u64, weight: u64,
+  txid: Hex, wtxid: Hex, version: i64, locktime: u64,
+  // Empty when `truncated` (documented there: a doc here would change the Rust SDK, see notInRust).
+  inputs: v.array(TxInput), outputs: v.array(TxOutput),
+  size: u64, vsize: u64, weight: u64,
+  truncated: doc(
+    "Present, and true, when the transaction is too wide to describe in one message (its description would pass 61,440 MessagePack values: 13 per input, one per witness item, 7 per output; about 8,700 outputs): `inputs` and `outputs` are then empty, `input_count` and `output_count` say how many it has, and its raw `hex` (get_transaction, or a block read with include_hex) holds them all (docs/protocol.md, \"Wide transactions\"). Absent otherwise. Not in the Rust SDK's struct: there, empty `inputs` say it (a transaction has one input at least).",
+    notInRust(v.optional(v.boolean())),
+  ),
+  input_count: doc("With `truncated`: how many inputs the transaction has.", notInRust(v.optional(u64))),
+  output_count: doc("With `truncated`: how many outputs the transaction has.", notInRust(v.optional(u64))),
 };
 const LightTransaction = named("LightTransaction", v.object(txFields), { rust: "the Rust SDK reads both forms into Transaction" });
 export const Transaction = named("Transaction", v.object({ ...txFields, hex: doc("Full serialisation, witness included (binary on the wire, hex in the SDKs).", omittedWhenLight(RawHex)) }));

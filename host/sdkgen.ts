@@ -325,6 +325,8 @@ function rustStructs(families: readonly Family[]): { code: string[]; byHand: str
     if (!x.type.endsWith("object")) fail(name, `a named schema of type "${x.type}"`, "rust");
     code.push(...rustDoc([literal(descriptionOf(x) ?? "")], ""), "#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]", `pub struct ${name} {`);
     for (const [k, e] of Object.entries(entries(x))) {
+      // Left out of the Rust struct (serde skips what it does not name): see capabilities/schemas.ts notInRust.
+      if (metadata(e, "notInRust")) continue;
       const type = rustFieldType(e, `${name}.${k}`);
       code.push(...rustDoc([literal(descriptionOf(e) ?? "")], "    "));
       // Absent, an Option reads as None and a list as empty (older hosts, lighter forms).

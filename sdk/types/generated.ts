@@ -52,6 +52,20 @@ export interface Transaction {
   size: number;
   vsize: number;
   weight: number;
+  /**
+   * Present, and true, when the transaction is too wide to describe in one message (its
+   * description would pass 61,440 MessagePack values: 13 per input, one per witness item, 7 per
+   * output; about 8,700 outputs): `inputs` and `outputs` are then empty, `input_count` and
+   * `output_count` say how many it has, and its raw `hex` (get_transaction, or a block read with
+   * include_hex) holds them all (docs/protocol.md, "Wide transactions"). Absent otherwise. Not
+   * in the Rust SDK's struct: there, empty `inputs` say it (a transaction has one input at
+   * least).
+   */
+  truncated?: boolean;
+  /** With `truncated`: how many inputs the transaction has. */
+  input_count?: number;
+  /** With `truncated`: how many outputs the transaction has. */
+  output_count?: number;
   /** Full serialisation, witness included (binary on the wire, hex in the SDKs). */
   hex: string;
 }
@@ -96,6 +110,20 @@ export interface LightTransaction {
   size: number;
   vsize: number;
   weight: number;
+  /**
+   * Present, and true, when the transaction is too wide to describe in one message (its
+   * description would pass 61,440 MessagePack values: 13 per input, one per witness item, 7 per
+   * output; about 8,700 outputs): `inputs` and `outputs` are then empty, `input_count` and
+   * `output_count` say how many it has, and its raw `hex` (get_transaction, or a block read with
+   * include_hex) holds them all (docs/protocol.md, "Wide transactions"). Absent otherwise. Not
+   * in the Rust SDK's struct: there, empty `inputs` say it (a transaction has one input at
+   * least).
+   */
+  truncated?: boolean;
+  /** With `truncated`: how many inputs the transaction has. */
+  input_count?: number;
+  /** With `truncated`: how many outputs the transaction has. */
+  output_count?: number;
 }
 
 /**
