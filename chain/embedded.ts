@@ -952,18 +952,25 @@ export class EmbeddedChain implements ChainBackend {
     const utxoView = new Map<string, Utxo | null>();
     const walletOps = new Map<string, StoreOp>();
     const ops: StoreOp[] = [];
+    // In slices, as connecting is: a block of 15,000 transactions, or one of 40,000 outputs.
+    const slicer = new Slicer();
     for (let index = txs.length - 1; index >= 0; index--) {
       const tx = txs[index] as Transaction;
-      tx.outputs.forEach((output, vout) => {
+      for (let vout = 0; vout < tx.outputs.length; vout++) {
+        const pause = slicer.tick();
+        if (pause) await pause;
+        const output = tx.outputs[vout]!;
         const key = outpointKey(tx.txid, vout);
         utxoView.set(key, null);
         if (this.wallet.owns(output.script_pubkey)) {
           const wkey = walletKey(stored.block.height, key);
           walletOps.set(wkey, { type: "del", sub: "w", key: wkey });
         }
-      });
+      }
       ops.push({ type: "del", sub: "t", key: tx.txid });
       for (const utxo of stored.undo[index] ?? []) {
+        const pause = slicer.tick();
+        if (pause) await pause;
         const key = outpointKey(utxo.txid, utxo.vout);
         utxoView.set(key, utxo);
         if (this.wallet.owns(utxo.script_pubkey)) {
@@ -974,13 +981,15 @@ export class EmbeddedChain implements ChainBackend {
     }
     for (const [key, utxo] of utxoView) {
       ops.push(utxo === null ? { type: "del", sub: "u", key } : { type: "put", sub: "u", key, value: utxo });
+      const pause = slicer.tick();
+      if (pause) await pause;
     }
     ops.push(...walletOps.values());
     ops.push(
       { type: "del", sub: "h", key: heightKey(stored.block.height) },
       { type: "put", sub: "s", key: "state", value: this.stateRecord(parent.block.hash, parent.block.height) },
     );
-    await this.writeAndCache(ops, utxoView, new Slicer());
+    await this.writeAndCache(ops, utxoView, slicer);
     this.blocks.set(stored.block.hash, stored);
     this.blocks.delete(parent.block.hash);
     this.tipBlock = parent;
