@@ -26,7 +26,7 @@ import { runInNewContext } from "node:vm";
 import { MAX_REQUEST_BODY_PIECES } from "../host/rpc/server.ts";
 import { buildModulesDir, startHost, tempDir, GOOD_GRANTS, type TestHost } from "./helpers/host.ts";
 import { inlineModule } from "./helpers/modules.ts";
-import { cookieAuth, post } from "./helpers/rpc.ts";
+import { cookieAuth, oneByteChunks, post } from "./helpers/rpc.ts";
 import { canaryRound } from "./helpers/canary.ts";
 
 setFlagsFromString("--expose-gc");
@@ -89,33 +89,6 @@ const MODULES = {
     })();
   `),
 };
-
-/**
- * A chunked POST whose body comes one byte per chunk (`chunks` of them, never finished), in
- * 60 KB writes; what the server answered and whether it closed the connection within `waitMs`.
- */
-function oneByteChunks(port: number, auth: string | undefined, chunks: number, waitMs: number): Promise<{ text: string; closed: boolean }> {
-  return new Promise((resolve) => {
-    const s = net.connect(port, "127.0.0.1");
-    let text = "";
-    let sent = 0;
-    const timer = setTimeout(() => { s.destroy(); resolve({ text, closed: false }); }, waitMs);
-    const piece = Buffer.from("1\r\n \r\n".repeat(10_000));
-    const pump = () => {
-      while (sent < chunks && !s.destroyed) {
-        sent += 10_000;
-        if (!s.write(piece)) return void s.once("drain", pump);
-      }
-    };
-    s.on("connect", () => {
-      s.write(`POST / HTTP/1.1\r\nHost: x\r\n${auth ? `Authorization: ${auth}\r\n` : ""}Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n`);
-      pump();
-    });
-    s.on("data", (d) => (text += d.toString("latin1")));
-    s.on("error", () => undefined);
-    s.on("close", () => { clearTimeout(timer); resolve({ text, closed: true }); });
-  });
-}
 
 /** Headers only, announcing a body over max_body_bytes and asking whether to send it: what comes back before the server closes. */
 function expectContinue(port: number, auth: string): Promise<string> {

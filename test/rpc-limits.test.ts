@@ -19,7 +19,7 @@ import { parseConfig } from "../host/config.ts";
 import { ConfigError } from "../host/errors.ts";
 import { sleep, startHost, tempDir, waitFor, GOOD_GRANTS } from "./helpers/host.ts";
 import { canaryRound } from "./helpers/canary.ts";
-import { call, manifest } from "./helpers/rpc.ts";
+import { call, manifest, oneByteChunks } from "./helpers/rpc.ts";
 
 const quiet = { debug() {}, info() {}, warn() {}, error() {} };
 
@@ -277,33 +277,6 @@ test("clients that go away while sending a body (100 in a row) are counted, not 
   // The server still serves.
   t.is((await rpcPost({ server, port: at.port, auth: header }, { jsonrpc: "2.0", id: 1, method: "echo", params: [1] })).json.result[0], 1);
 });
-
-/**
- * Send a chunked POST whose body comes one byte per chunk (`chunks` of them, never finished),
- * in 60 KB writes; what the server answered and whether it closed the connection (within `waitMs`).
- */
-function oneByteChunks(port: number, auth: string | undefined, chunks: number, waitMs: number): Promise<{ text: string; closed: boolean; sent: number }> {
-  return new Promise((resolve) => {
-    const s = net.connect(port, "127.0.0.1");
-    let text = "";
-    let sent = 0;
-    const timer = setTimeout(() => { s.destroy(); resolve({ text, closed: false, sent }); }, waitMs);
-    const piece = Buffer.from("1\r\n \r\n".repeat(10_000));
-    const pump = () => {
-      while (sent < chunks && !s.destroyed) {
-        sent += 10_000;
-        if (!s.write(piece)) return void s.once("drain", pump);
-      }
-    };
-    s.on("connect", () => {
-      s.write(`POST / HTTP/1.1\r\nHost: x\r\n${auth ? `Authorization: ${auth}\r\n` : ""}Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n`);
-      pump();
-    });
-    s.on("data", (d) => (text += d.toString("latin1")));
-    s.on("error", () => undefined);
-    s.on("close", () => { clearTimeout(timer); resolve({ text, closed: true, sent }); });
-  });
-}
 
 // Before: the body's pieces were kept as Buffers (four connections of ~155,000 one-byte chunks:
 // +828 MB of heap, loop delays up to 609 ms), and the bodies of unauthorised requests were read

@@ -5,11 +5,7 @@
 
 import test from "ava";
 import { Slicer, sliceQueueHeld } from "../chain/slices.ts";
-
-const cpuMs = () => {
-  const u = process.threadCpuUsage();
-  return (u.user + u.system) / 1000;
-};
+import { watchTurns } from "./helpers/turns.ts";
 
 /** A job of ~`ms` of its own work in slices: ticks after every 20 µs of busy work. */
 async function job(ms: number): Promise<void> {
@@ -24,20 +20,7 @@ async function job(ms: number): Promise<void> {
 
 test("64 jobs sliced at once share the loop's turns: no turn runs more than a few slices of 4 ms", async (t) => {
   t.timeout(120_000);
-  let longest = 0;
-  let running = true;
-  let turns = 0;
-  // The loop's turns, from the outside: CPU time between two of them.
-  const ticker = (async () => {
-    let last = cpuMs();
-    while (running) {
-      await new Promise((r) => setImmediate(r));
-      const now = cpuMs();
-      longest = Math.max(longest, now - last);
-      last = now;
-      turns++;
-    }
-  })();
+  const watch = watchTurns();
   // Started a turn apart, as the host's session starts requests (runtime/turn.ts); each then
   // runs a first slice and waits for its next.
   const jobs: Array<Promise<void>> = [];
@@ -46,8 +29,8 @@ test("64 jobs sliced at once share the loop's turns: no turn runs more than a fe
     await new Promise((r) => setImmediate(r));
   }
   await Promise.all(jobs);
-  running = false;
-  await ticker;
+  await watch.stop();
+  const { longest, turns } = watch;
   t.log(`longest turn ${longest.toFixed(1)} ms of CPU over ${turns} turns (64 jobs of 40 ms in slices of 4 ms)`);
   // One slice is ~4 ms; each job resuming in its own immediate ran every waiting job's slice in one turn (~100 ms here).
   t.true(longest < 30, `longest turn ${longest.toFixed(1)} ms`);

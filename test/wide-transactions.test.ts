@@ -28,6 +28,7 @@ import { coinbaseBlock } from "./helpers/big-block.ts";
 import { canaryRound } from "./helpers/canary.ts";
 import { buildModulesDir, sleep, startHost, tempDir, GOOD_GRANTS, ROOT, waitFor } from "./helpers/host.ts";
 import { inlineModule } from "./helpers/modules.ts";
+import { watchTurns } from "./helpers/turns.ts";
 import { writeNodeNative } from "./helpers/native.ts";
 
 /** Outputs of the wide coinbase: 7 values each, 280,000 in all. */
@@ -76,28 +77,13 @@ test.serial("connecting a block whose coinbase has 40,000 outputs and disconnect
   t.teardown(() => chain.close());
   await chain.mine(1);
   const block = coinbaseBlock(await chain.getBlockTemplate(), Array.from({ length: WIDE }, () => new Uint8Array(0)));
-  const cpuMs = () => {
-    const u = process.threadCpuUsage();
-    return (u.user + u.system) / 1000;
-  };
-  let longest = 0;
-  let running = true;
-  const ticker = (async () => {
-    let last = cpuMs();
-    while (running) {
-      await new Promise((r) => setImmediate(r));
-      const now = cpuMs();
-      longest = Math.max(longest, now - last);
-      last = now;
-    }
-  })();
+  const watch = watchTurns();
   const r = await chain.submitBlock(block);
-  const connecting = longest;
-  longest = 0;
+  const connecting = watch.reset();
   // Disconnecting it (an operator's reorg) restores what it spent and removes its outputs.
   const reorg = await chain.reorg(1, { newBlocks: 1 });
-  running = false;
-  await ticker;
+  await watch.stop();
+  const longest = watch.longest;
   t.is(r.result, "accepted", r.reason);
   t.is(reorg.disconnected.length, 1);
   t.log(`longest turn ${connecting.toFixed(1)} ms of CPU while the wide block was checked and connected, ${longest.toFixed(1)} ms while it was disconnected`);

@@ -85,3 +85,30 @@ export async function freePort(): Promise<number> {
 export function manifest(name: string, capabilities: string[]): string {
   return `name = "${name}"\nversion = "0.1.0"\nentry_point = "index.ts"\ncapabilities = ${JSON.stringify(capabilities)}\n`;
 }
+
+/**
+ * Send a chunked POST whose body comes one byte per chunk (`chunks` of them, never finished),
+ * in 60 KB writes; what the server answered and whether it closed the connection (within `waitMs`).
+ */
+export function oneByteChunks(port: number, auth: string | undefined, chunks: number, waitMs: number): Promise<{ text: string; closed: boolean; sent: number }> {
+  return new Promise((resolve) => {
+    const s = net.connect(port, "127.0.0.1");
+    let text = "";
+    let sent = 0;
+    const timer = setTimeout(() => { s.destroy(); resolve({ text, closed: false, sent }); }, waitMs);
+    const piece = Buffer.from("1\r\n \r\n".repeat(10_000));
+    const pump = () => {
+      while (sent < chunks && !s.destroyed) {
+        sent += 10_000;
+        if (!s.write(piece)) return void s.once("drain", pump);
+      }
+    };
+    s.on("connect", () => {
+      s.write(`POST / HTTP/1.1\r\nHost: x\r\n${auth ? `Authorization: ${auth}\r\n` : ""}Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n`);
+      pump();
+    });
+    s.on("data", (d) => (text += d.toString("latin1")));
+    s.on("error", () => undefined);
+    s.on("close", () => { clearTimeout(timer); resolve({ text, closed: true, sent }); });
+  });
+}
