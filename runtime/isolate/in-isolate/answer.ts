@@ -15,7 +15,7 @@ declare const __MODHOST_MAX_VALUE_DEPTH__: number;
 const MAX_DEPTH = __MODHOST_MAX_VALUE_DEPTH__;
 /** The protocol's max_values (protocol/codec.ts DEFAULT_BODY_LIMITS; written in when the bootstrap is built): values in one message. */
 declare const __MODHOST_MAX_VALUES__: number;
-const MAX_VALUES = __MODHOST_MAX_VALUES__;
+export const MAX_VALUES = __MODHOST_MAX_VALUES__;
 const MAX_ERROR_CHARS = 4096;
 
 const cut = (value: string): string => {

@@ -17,7 +17,7 @@ import type {
   IsolateRuntime, LogFunction, MethodShape, ModuleMeta, Progress,
 } from "./contract.ts";
 import type { LogLevel } from "../../../protocol/messages.ts";
-import { checkAnswer, errorCode, errorMessage } from "./answer.ts";
+import { checkAnswer, errorCode, errorMessage, MAX_VALUES } from "./answer.ts";
 import { packOps, packParams } from "./pack.ts";
 import { splitOps } from "./parts.ts";
 import { plainFields, toText } from "./text.ts";
@@ -70,10 +70,6 @@ const freeze = <T>(v: T): T => {
   }
   return v;
 };
-
-/** The protocol's max_values (protocol/codec.ts DEFAULT_BODY_LIMITS; written in when the bootstrap is built). */
-declare const __MODHOST_MAX_VALUES__: number;
-const MAX_VALUES = __MODHOST_MAX_VALUES__;
 
 class ModhostError extends Error {
   declare code: string;
