@@ -244,7 +244,7 @@ for (const [label, runs] of [["module", mods], ["bare", bares]] as const) {
       const sw = med(runs.map((r) => r[phase].get(k)?.sw ?? 0));
       return { k, us, sw };
     }).filter((t) => t.us >= 0.5);
-    const total = threads.reduce((s, t) => s + t.us, 0);
+    const total = threads.filter((t) => !t.k.includes(": ")).reduce((s, t) => s + t.us, 0); // threads only, not the GC pseudo-rows
     console.log(`${label} ${phase}: wall ${wall.map((x) => x.toFixed(1)).join(" ")} µs/call (median ${med(wall).toFixed(1)}); CPU ${total.toFixed(1)} µs/call`);
     for (const t of threads) console.log(`    ${t.k.padEnd(28)} ${t.us.toFixed(1).padStart(7)} µs  ${t.sw.toFixed(2)} sw`);
   }
