@@ -14,6 +14,8 @@
 //   r15-deaf     stops reading while JSON-RPC calls of its method and NewBlock events come:
 //                disconnected naming max_unread_bytes, restarted
 //   r15-connect  connects to every Unix socket it can see (/proc/net/unix, abstract names too)
+//   r15-abstract (network_access, test/fixtures/hostile/hostile.c) connects to an abstract Unix
+//                socket the test holds in the host's network namespace: before, it connected
 // and module calls across both runtimes, and names by the thousand (r15-caller, TypeScript):
 // calls whose callee (native, r15-callee) answers after the caller gave up, answers twice,
 // exits mid-call, or is reloaded mid-call; a chain r15-t1 (TS) -> r15-n1 (native) -> r15-t2
@@ -27,7 +29,11 @@
 // test/hostile-probes.test.ts's; it takes the 30 s frame deadline.)
 
 import test from "ava";
+import { execFile } from "node:child_process";
 import { readdirSync } from "node:fs";
+import { chmod, mkdir } from "node:fs/promises";
+import { createServer } from "node:net";
+import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
@@ -41,6 +47,9 @@ import { watchTurns } from "./helpers/turns.ts";
 setFlagsFromString("--expose-gc");
 const gc = runInNewContext("gc") as () => void;
 const PROBE = fileURLToPath(new URL("./fixtures/hostile-round15/main.ts", import.meta.url));
+// r15-abstract: the kernel-hog module (test/kernel-limits.test.ts) running hostile.c's "abstract" attack.
+const HOSTILE_C = fileURLToPath(new URL("./fixtures/hostile/hostile.c", import.meta.url));
+const KERNEL_HOG = fileURLToPath(new URL("./fixtures/kernel-hog/main.ts", import.meta.url));
 const MB = 1024 * 1024;
 const openFds = () => readdirSync("/proc/self/fd").length;
 
@@ -120,12 +129,33 @@ test("native probes of the channel (descriptors passed with SCM_RIGHTS by a chil
   const dir = await tempDir(t);
   const modulesDir = await buildModulesDir(dir, ["good"], INLINE);
   for (const [name, [, caps]] of Object.entries(NATIVE)) await writeNodeNative(modulesDir, name, PROBE, caps);
+  // An abstract Unix socket of the host's network namespace, which r15-abstract (network_access) tries.
+  const abstractName = `modhost-r15-${process.pid}-${Date.now()}`;
+  let abstractAccepted = 0;
+  const abstractServer = createServer((c) => {
+    abstractAccepted++;
+    c.destroy();
+  });
+  await new Promise<void>((resolve, reject) => abstractServer.once("error", reject).listen(`\0${abstractName}`, () => resolve()));
+  t.teardown(() => abstractServer.close());
+  await writeNodeNative(modulesDir, "r15-abstract", KERNEL_HOG, ["network_access"]);
+  const abstractData = path.join(dir, "data", "modules", "r15-abstract");
+  await mkdir(abstractData, { recursive: true, mode: 0o700 });
+  await new Promise<void>((resolve, reject) => execFile("cc", ["-O1", "-o", path.join(abstractData, "hostile"), HOSTILE_C], (err, _o, stderr) => (err ? reject(new Error(`cc: ${stderr}`)) : resolve())));
+  await chmod(path.join(abstractData, "hostile"), 0o755);
   const h = await startHost(t, {
     dir, modules: [],
-    grants: GRANTS,
-    moduleConfigs: Object.fromEntries(Object.entries(NATIVE).map(([n, [mode, , extra]]) => [n, { mode, duration_ms: 10_000, ...extra }])),
-    // The deaf probe goes over it with a few padded calls (1 MiB is the least allowed).
-    moduleLimits: { "r15-deaf": { max_unread_bytes: MB } },
+    grants: { ...GRANTS, "r15-abstract": ["network_access"] },
+    moduleConfigs: {
+      ...Object.fromEntries(Object.entries(NATIVE).map(([n, [mode, , extra]]) => [n, { mode, duration_ms: 10_000, ...extra }])),
+      "r15-abstract": { attack: ["abstract", abstractName] },
+    },
+    moduleLimits: {
+      // The deaf probe goes over it with a few padded calls (1 MiB is the least allowed).
+      "r15-deaf": { max_unread_bytes: MB },
+      // Its attack binary runs from its data directory, which a data volume would mount noexec.
+      "r15-abstract": { data_volume: "scan" },
+    },
   });
   await h.waitForState("good", "running", 60_000);
   gc();
@@ -192,6 +222,9 @@ test("native probes of the channel (descriptors passed with SCM_RIGHTS by a chil
   t.regex(crashOf("r15-shutwr")!.error, /closed its channel and did not exit/, "a half-closed channel is a closed one");
   t.log("JSON-RPC calls of r15-deaf.m:", [...new Set(deafCalls.map((c) => c.replace(/\d+/g, "N")))].join(" | "));
   t.regex(crashOf("r15-deaf")?.error ?? "", /unread, over its limit of 1048576 \(max_unread_bytes\)/, "the module that stopped reading was disconnected naming max_unread_bytes");
+  const abstract = (await h.waitForLog(/^kernel-hog report$/, { source: "r15-abstract", timeoutMs: 120_000 })).fields as { results: Record<string, string> };
+  t.is(abstract.results.abstract, "EPERM socket", "a native module with network_access cannot create a Unix socket (before: \"ok connect\")");
+  t.is(abstractAccepted, 0, "the host's abstract Unix socket was never reached");
   const connect = await report("r15-connect");
   t.log("r15-connect", JSON.stringify(connect));
   t.is(connect.connected, 0, "no Unix socket of the host or another module was reachable");
