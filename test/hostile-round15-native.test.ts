@@ -6,14 +6,15 @@
 //                are counted) and serves the frames as any others
 //   r15-split    every frame written one byte per write, its header included
 //   r15-tiny     20,000 small requests in one write, then 20,000 bodies that are no message
-//   r15-nonreq   frames no request rate applies to (acks, answers to invocations never made,
-//                logs, readys, unknown types), 20,000 of each kind per write
+//   r15-nonreq   frames that are not requests (acks, answers to invocations never made, logs,
+//                readys, unknown types), 20,000 of each kind per write
 //   r15-overmax  a length one byte over max_frame_bytes, then valid frames: the channel is
-//                closed naming the limit, none of the frames after it is served
+//                closed naming the limit
 //   r15-shutwr   shutdown(SHUT_WR) after a request, the process staying: killed, restarted
 //   r15-deaf     stops reading while JSON-RPC calls of its method and NewBlock events come:
 //                disconnected naming max_unread_bytes, restarted
-//   r15-connect  connects to every Unix socket it can see (/proc/net/unix, abstract names too)
+//   r15-connect  connects to every Unix socket it can see (/proc/net/unix, abstract names too:
+//                without network access it sees none)
 //   r15-abstract (network_access, test/fixtures/hostile/hostile.c) connects to an abstract Unix
 //                socket the test holds in the host's network namespace: before, it connected
 // and module calls across both runtimes, and names by the thousand (r15-caller, TypeScript):
