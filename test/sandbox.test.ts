@@ -7,7 +7,7 @@ import type { ExecutionContext } from "ava";
 import { execFile, spawn } from "node:child_process";
 import { chmod, chown, mkdir, mkdtemp, readdir, readFile, rm, rmdir, stat, writeFile } from "node:fs/promises";
 import { existsSync } from "node:fs";
-import type { Socket } from "node:net";
+import { createServer, type Socket } from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -304,14 +304,31 @@ test("with network_access: TCP to the host's loopback works", async (t) => {
   t.true(r.sandbox.notes.some((n) => n.includes("network_access")));
 });
 
-test("raw, packet and netlink sockets are denied, with or without network", async (t) => {
+test("raw, packet and netlink sockets are denied, with or without network; Unix sockets only without network", async (t) => {
   for (const network of [false, true]) {
     const r = await run(t, ["rawsock"], { network });
     t.is(outcome(r, "rawsock-packet"), "EPERM");
     t.is(outcome(r, "rawsock-inet"), "EPERM");
     t.is(outcome(r, "rawsock-netlink"), "EPERM");
-    t.is(outcome(r, "unix-socket"), "ok");
+    t.is(outcome(r, "unix-socket"), network ? "EPERM" : "ok");
   }
+});
+
+test("attack: connecting to an abstract Unix socket of the host's network namespace (no file: no permission stands in the way) fails with network_access (socket(AF_UNIX) is denied) and without it (its own namespace has none)", async (t) => {
+  // Before: with network_access the module shared the host's namespace and socket(AF_UNIX) was allowed: "ok connect", accepted.
+  const name = `modhost-sandbox-test-${process.pid}-${Date.now()}`;
+  let accepted = 0;
+  const server = createServer((c) => {
+    accepted++;
+    c.destroy();
+  });
+  await new Promise<void>((resolve, reject) => server.once("error", reject).listen(`\0${name}`, () => resolve()));
+  t.teardown(() => server.close());
+  const withNetwork = await run(t, ["abstract", name], { network: true });
+  t.deepEqual(withNetwork.results.get("abstract"), ["EPERM", "socket"]);
+  const without = await run(t, ["abstract", name]);
+  t.deepEqual(without.results.get("abstract"), ["ECONNREFUSED", "connect"]);
+  t.is(accepted, 0, "the host's abstract socket was never reached");
 });
 
 // ---------------------------------------------------------------------------------------
@@ -759,7 +776,7 @@ test("seccomp decisions on x86_64 and aarch64", (t) => {
       t.is(runBpf(p, { nr: s.clone, arch: a, args: [17 /* SIGCHLD: fork */] }), SECCOMP_RET_ALLOW);
       t.is(runBpf(p, { nr: s.clone, arch: a, args: [0x003d0f00 /* pthread_create */] }), SECCOMP_RET_ALLOW);
       t.is(runBpf(p, { nr: s.clone, arch: a, args: [0x10000000 | 17 /* CLONE_NEWUSER */] }), EPERM);
-      t.is(runBpf(p, { nr: s.socket, arch: a, args: [1] }), SECCOMP_RET_ALLOW, "AF_UNIX");
+      t.is(runBpf(p, { nr: s.socket, arch: a, args: [1] }), network ? EPERM : SECCOMP_RET_ALLOW, "AF_UNIX (with network: the host's abstract sockets)");
       t.is(runBpf(p, { nr: s.socket, arch: a, args: [2] }), network ? SECCOMP_RET_ALLOW : EPERM, "AF_INET");
       t.is(runBpf(p, { nr: s.socket, arch: a, args: [10] }), network ? SECCOMP_RET_ALLOW : EPERM, "AF_INET6");
       t.is(runBpf(p, { nr: s.socket, arch: a, args: [17] }), EPERM, "AF_PACKET");

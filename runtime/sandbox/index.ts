@@ -48,7 +48,8 @@ const NO_RELEASE = async () => undefined;
 export type Variant = "bwrap" | "bwrap-unprivileged" | "util-linux";
 
 const NETWORK_NOTE = "network_access: the module shares the host's network namespace; host and port scopes are enforced "
-  + "only for requests made through the host, not for the module's own sockets (including to services on the host's loopback)";
+  + "only for requests made through the host, not for the module's own sockets (including to services on the host's loopback); "
+  + "it may not create Unix sockets (the namespace holds the machine's abstract ones)";
 
 /** Which sandbox to build (exported for tests). */
 export function chooseVariant(policy: Pick<SandboxPolicy, "mode">, caps: SandboxCapabilities): Variant {

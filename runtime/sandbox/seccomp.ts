@@ -7,8 +7,12 @@
 // eBPF, io_uring (its SOCKET opcode would bypass the socket-family check below), the clock,
 // reboot/swap/kexec. Denied calls fail with EPERM (SECCOMP_RET_ERRNO) so a program sees an
 // ordinary error instead of dying. Two argument checks:
-//   - socket(): only AF_UNIX, plus AF_INET/AF_INET6 when the module has network access.
-//     No AF_PACKET, AF_NETLINK, raw sockets of other families, etc.
+//   - socket(): AF_UNIX without network access; only AF_INET/AF_INET6 with it. No AF_PACKET,
+//     AF_NETLINK, raw sockets of other families, etc. A module with network access shares the
+//     host's network namespace, and with it every abstract Unix socket of the machine (names
+//     starting with a NUL byte: no file, so no file permission and no mount namespace stands
+//     between them and any process of that namespace): socket(AF_UNIX) would let it connect to
+//     them all. socketpair() stays allowed (a program's pipes to its own children).
 //   - clone(): no namespace flags (a new user namespace would hand the module a fresh set of
 //     capabilities to attack the kernel with). clone3() passes its flags in memory, which BPF
 //     cannot read, so it fails with ENOSYS and libc falls back to clone() (what Docker does).
@@ -109,7 +113,7 @@ export const SYSCALLS: Record<SeccompArch, SyscallTable> = {
 };
 
 export interface SeccompOptions {
-  /** Allow AF_INET and AF_INET6 sockets (the module has network access). */
+  /** Allow AF_INET and AF_INET6 sockets, and no AF_UNIX ones (the module has network access). */
   network: boolean;
 }
 
@@ -176,7 +180,8 @@ const ARG0_LO = 16;
 
 /** The raw BPF program (sock_filter array) for `bwrap --seccomp FD`. */
 export function seccompProgram(opts: SeccompOptions): Buffer {
-  const families = opts.network ? [AF_UNIX, AF_INET, AF_INET6] : [AF_UNIX];
+  // Not AF_UNIX with network access: the host's network namespace holds the machine's abstract Unix sockets.
+  const families = opts.network ? [AF_INET, AF_INET6] : [AF_UNIX];
   const p = new Program();
   p.load(ARCH);
   p.jeq(AUDIT_ARCH.x86_64, 0, 1).ja("x86_64");
