@@ -209,7 +209,7 @@ function isSocketError(err: Error): boolean {
  * How a process ended, in words. Inside the sandbox a module runs under a shell and a launcher,
  * so a module killed by a signal shows up as exit code 128 + N: name the signal then.
  */
-export function describeExit(code: number | null, signal: NodeJS.Signals | null): string {
+function describeExit(code: number | null, signal: NodeJS.Signals | null): string {
   if (signal) return `killed by ${signal}`;
   if (code !== null && code > 128 && code < 128 + 65) {
     const name = Object.entries(osConstants.signals).find(([, n]) => n === code - 128)?.[0];

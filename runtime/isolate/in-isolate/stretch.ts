@@ -11,11 +11,11 @@
 // in the isolate alone, and the watchdog stops it.
 
 /** Log lines one stretch may send; the rest are dropped and counted. */
-export const MAX_LOG_LINES_PER_STRETCH = 4096;
+const MAX_LOG_LINES_PER_STRETCH = 4096;
 /** Characters of log messages and fields (as JSON) one stretch may send. */
-export const MAX_LOG_CHARS_PER_STRETCH = 4 * 1024 * 1024;
+const MAX_LOG_CHARS_PER_STRETCH = 4 * 1024 * 1024;
 /** Host calls one stretch may make; past it each fails with quota_exceeded. */
-export const MAX_CALLS_PER_STRETCH = 65_536;
+const MAX_CALLS_PER_STRETCH = 65_536;
 
 let lines = 0;
 let chars = 0;

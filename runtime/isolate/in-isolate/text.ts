@@ -32,10 +32,7 @@ export const toText = (a: unknown): string => {
   }
 };
 
-/** A log line's fields as plain data (a JSON round trip), or undefined when they are not an object or cannot be. */
-export const plainFields = (f: unknown): Record<string, unknown> | undefined => plainFieldsSized(f)[0];
-
-/** plainFields, and the length of their JSON (0 when there are none). */
+/** A log line's fields as plain data (a JSON round trip), or undefined when they are not an object or cannot be; and the length of their JSON (0 when none). */
 export const plainFieldsSized = (f: unknown): [Record<string, unknown> | undefined, number] => {
   if (!f || typeof f !== "object" || Array.isArray(f)) return [undefined, 0];
   try {
