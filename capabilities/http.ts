@@ -23,7 +23,11 @@
 //   deadline for the whole exchange, at most MAX_IN_FLIGHT requests per module at a time.
 // - https: verified against Node's CA store (NODE_EXTRA_CA_CERTS adds to it), for the host
 //   name in the URL (SNI); for an IP literal, against the certificate's IP addresses. A
-//   server's request to renegotiate is refused (the connection fails).
+//   server's request to renegotiate is refused (the connection fails). Key exchange is ECDHE on
+//   X25519, P-256 or P-384 only (TLS_KEY_EXCHANGE): with finite-field DHE the server chooses the
+//   group, and a 10,000-bit one made of any odd number cost the host's loop ~0.8-1.1 s of CPU
+//   per handshake (OpenSSL's client checks its size, not its primality, and exponentiates by a
+//   full-length key).
 
 import { constants } from "node:crypto";
 import http from "node:http";
@@ -64,6 +68,12 @@ export const MAX_INFORMATIONAL_RESPONSES = 8;
  * (a chunk split between two reads is two pieces).
  */
 export const MAX_RESPONSE_BODY_PIECES = 16_384;
+/**
+ * What the host's TLS client offers for key exchange: ECDHE on these groups (TLS 1.2 and 1.3),
+ * each a fixed, small cost. Never finite-field DHE, whose group the server picks: any odd
+ * number up to 10,000 bits, each handshake then ~1 s of the host's CPU.
+ */
+export const TLS_KEY_EXCHANGE = { groups: "X25519:P-256:P-384", ciphers: `${tls.DEFAULT_CIPHERS}:!kDHE` } as const;
 
 /** A parsed, checked URL: what the hub checks and what the engine connects to. */
 export interface HttpTarget {
@@ -253,6 +263,8 @@ function exchange(req: HttpRequest, resolve: Resolver): Promise<HttpResponse> {
         // server asks for, each a key exchange and a certificate check on the host's loop, and a
         // server asking again at once made the host do ~2,000 a second for the whole request.
         secureOptions: constants.SSL_OP_NO_RENEGOTIATION,
+        ecdhCurve: TLS_KEY_EXCHANGE.groups,
+        ciphers: TLS_KEY_EXCHANGE.ciphers,
       });
       sockets.add(s);
       s.once("secureConnect", () => ok(s));
@@ -282,7 +294,7 @@ function exchange(req: HttpRequest, resolve: Resolver): Promise<HttpResponse> {
         try {
           socket = await secure(socket, address);
         } catch (err) {
-          throw failure(t, "TLS with", err);
+          throw tlsFailure(t, err);
         }
       }
       if (done) return;
@@ -347,6 +359,14 @@ function exchange(req: HttpRequest, resolve: Resolver): Promise<HttpResponse> {
     };
     run().catch((err: unknown) => finish(err instanceof Error ? err : new Error(String(err))));
   });
+}
+
+/** A failed handshake; one refused for its key exchange says what the host offers. */
+function tlsFailure(t: HttpTarget, err: unknown): CapabilityError {
+  const e = failure(t, "TLS with", err);
+  const code = (err as { code?: unknown })?.code;
+  if (typeof code !== "string" || !/HANDSHAKE_FAILURE|NO_SHARED|NO_SUITABLE/.test(code)) return e;
+  return new CapabilityError("unavailable", `${e.message} (the host's TLS client offers only ECDHE key exchange on ${TLS_KEY_EXCHANGE.groups} (TLS_KEY_EXCHANGE), never finite-field DHE, whose cost the server would choose; the server must offer one of those)`);
 }
 
 function tooLarge(t: HttpTarget, maxBody: number): CapabilityError {

@@ -20,6 +20,7 @@ import type { SandboxLevel } from "../runtime/sandbox/policy.ts";
 import type { SandboxedSpawn, UidTable } from "../runtime/sandbox/index.ts";
 import { poolProfile, sandboxedIsolateSpawnSpec } from "../runtime/isolate/runtime.ts";
 import { IsolatePool, type PoolStats } from "../runtime/isolate/pool.ts";
+import { EXIT_MEANINGS } from "../runtime/isolate/exit-codes.ts";
 import { materialiseBinary, verifyForStart, type VerifiedModule } from "./verify/module.ts";
 
 /** What a runtime reads of a module's record, and what it fills in (what runs, and how sandboxed). */
@@ -166,7 +167,11 @@ class IsolateRuntime implements ModuleRuntime {
     return sandboxed;
   }
 
-  launch = launch;
+  async launch(prepared: Prepared, session: SessionOptions, logger: Logger): Promise<ModuleProcess<HostSession>> {
+    const proc = await launch(prepared, session, logger);
+    proc.exitMeanings = EXIT_MEANINGS;
+    return proc;
+  }
 
   describe(prepared: Prepared): Record<string, string> {
     return { isolate_pool: prepared.pooled ? "warm" : "cold" };

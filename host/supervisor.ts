@@ -28,7 +28,7 @@ import type { HostServices } from "../capabilities/types.ts";
 import { HookRejection } from "../capabilities/hooks.ts";
 import { flowLimits, type HostSession, type SessionOptions } from "./session.ts";
 import { fairDeadline, type KeyedQueue, type LifecycleState, LoopStallMeter, removeStaleRunDirs, createRunDir, type RunDir } from "./lifecycle.ts";
-import { describeExit, type ModuleProcess } from "../runtime/process.ts";
+import type { ModuleProcess } from "../runtime/process.ts";
 import { UID_TABLE_FILE, UidTable } from "../runtime/sandbox/index.ts";
 import { stopHealth, watchHealth, watchResources, type WatchEnv } from "./supervisor-health.ts";
 import { openDataDir, watchDataDir, watchVolume, type OpenedDataDir } from "./data-quota.ts";
@@ -323,14 +323,14 @@ export class Supervisor {
     const ready = proc.session.ready.catch(async (err: Error) => {
       if (proc.session.closeError) throw err;
       const info = await Promise.race([proc.exited, new Promise<undefined>((r) => setTimeout(() => r(undefined), 1000).unref())]);
-      throw info ? new Error(`process ${describeExit(info.code, info.signal)} during start-up`) : err;
+      throw info ? new Error(`process ${proc.endReason(info)} during start-up`) : err;
     });
     const outcome = Promise.race([
       ready,
       proc.exited.then(async (info) => {
         // Let a goodbye that explains the exit arrive first.
         await new Promise((r) => setImmediate(r));
-        throw new Error(proc.session.closeError?.message ?? `process ${describeExit(info.code, info.signal)} during start-up`);
+        throw new Error(proc.session.closeError?.message ?? `process ${proc.endReason(info)} during start-up`);
       }),
     ]);
     let settled = false;

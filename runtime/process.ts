@@ -92,6 +92,8 @@ export class ModuleProcess<S extends ChannelSession = ChannelSession> {
   private killedForClosedChannel = false;
   /** Set by the output reader when the module's stderr shows it ran out of memory. */
   outOfMemory: string | undefined;
+  /** What the runtime's own exit codes mean (the isolate host's: runtime/isolate/exit-codes.ts), said when no goodbye was heard. */
+  exitMeanings: Readonly<Record<number, string>> | undefined;
 
   constructor(readonly child: ChildHandle, session: S) {
     this.session = session;
@@ -158,6 +160,8 @@ export class ModuleProcess<S extends ChannelSession = ChannelSession> {
     }
     const why = this.session.closeError?.message;
     if (why && !why.includes(how)) return `${why} (${how})`;
+    const meaning = info.code === null ? undefined : this.exitMeanings?.[info.code];
+    if (!why && meaning && how === describeExit(info.code, info.signal)) return `${how} (${meaning}; its goodbye saying why did not reach the host)`;
     return why ?? how;
   }
 
@@ -205,7 +209,7 @@ function isSocketError(err: Error): boolean {
  * How a process ended, in words. Inside the sandbox a module runs under a shell and a launcher,
  * so a module killed by a signal shows up as exit code 128 + N: name the signal then.
  */
-export function describeExit(code: number | null, signal: NodeJS.Signals | null): string {
+function describeExit(code: number | null, signal: NodeJS.Signals | null): string {
   if (signal) return `killed by ${signal}`;
   if (code !== null && code > 128 && code < 128 + 65) {
     const name = Object.entries(osConstants.signals).find(([, n]) => n === code - 128)?.[0];

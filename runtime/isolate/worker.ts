@@ -24,6 +24,7 @@ import type { AnswerEntry, CallEntry, EventEntry, InvocationKind, InvokeAnswer, 
 import type { LogLevel } from "../../protocol/messages.ts";
 import { encodeBodyParts } from "../../protocol/codec.ts";
 import { startSyncWatchdog } from "./sync-watchdog.ts";
+import { EXIT } from "./exit-codes.ts";
 
 /**
  * The isolate bootstrap (./in-isolate/main.ts), built into one script and written in as a
@@ -41,7 +42,6 @@ const bootstrapScript: string = typeof __MODHOST_BOOTSTRAP__ !== "undefined"
 // compiled at every isolate host's boot without a startup snapshot (natives.ts).
 const { parseArgs } = process.getBuiltinModule("node:util");
 
-export const EXIT = { ok: 0, startFailed: 70, memory: 71, cpu: 72, disconnected: 73, internal: 74 } as const;
 
 const { values: args } = parseArgs({
   options: {
@@ -494,7 +494,12 @@ const probeTimer = setInterval(() => {
 function explain(err: unknown): { code: number; message: string } {
   const message = (err as Error)?.message ?? String(err);
   if (isolate.isDisposed || /memory limit/i.test(message)) {
-    if (/memory limit/i.test(message)) return { code: EXIT.memory, message: `module exceeded its memory limit of ${memoryMb} MB (memory_mb); its isolate was stopped` };
+    // isolated-vm disposes an isolate of its own accord only at its memory limit; the host's
+    // own disposals (the CPU watchdog, die) set `exiting` before any failure can be seen. The
+    // first failure seen is not always the one that names the limit: a call waiting on a promise
+    // of the module's (an event handler past an await that allocated until the limit) fails
+    // with "Promise was abandoned".
+    if (/memory limit/i.test(message) || !exiting) return { code: EXIT.memory, message: `module exceeded its memory limit of ${memoryMb} MB (memory_mb); its isolate was stopped` };
     return { code: EXIT.cpu, message: `module isolate was stopped: ${message}` };
   }
   if (/timed out/i.test(message)) return { code: EXIT.cpu, message: `module ran for more than ${cpuTimeMs} ms without yielding (cpu_time_ms limit)` };

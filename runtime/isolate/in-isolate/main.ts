@@ -20,7 +20,8 @@ import type { LogLevel } from "../../../protocol/messages.ts";
 import { checkAnswer, errorCode, errorMessage, MAX_VALUES } from "./answer.ts";
 import { packOps, packParams } from "./pack.ts";
 import { splitOps } from "./parts.ts";
-import { plainFields, toText } from "./text.ts";
+import { plainFieldsSized, toText } from "./text.ts";
+import { countLogChars, droppedLinesText, newStretch, takeCall, takeLogLine, tooManyCallsText } from "./stretch.ts";
 
 type Fn = (...args: unknown[]) => unknown;
 type Params = Record<string, unknown>;
@@ -119,6 +120,10 @@ const flush = () => {
 };
 const request = (method: string, params: Params | Uint8Array): Promise<unknown> =>
   new Promise((resolve, reject) => {
+    if (!takeCall()) {
+      reject(new ModhostError("quota_exceeded", tooManyCallsText(), method));
+      return;
+    }
     const id = nextCall++;
     calls.set(id, { method, resolve, reject });
     if (!outbox) {
@@ -138,8 +143,15 @@ const settle = (answers: AnswerEntry[]) => {
   }
 };
 
+/** The isolate host keeps this much of a message (its MAX_LOG_CHARS, after mapping stack positions, which may lengthen it): no more crosses. */
+const LOG_CHARS_OUT = 2 * 8192;
 const log = (level: LogLevel, message: unknown, fields?: unknown) => {
-  logOut(level, toText(message), plainFields(fields));
+  if (!takeLogLine()) return;
+  let text = toText(message);
+  if (text.length > LOG_CHARS_OUT) text = text.slice(0, LOG_CHARS_OUT);
+  const [plain, size] = plainFieldsSized(fields);
+  countLogChars(text.length + size);
+  logOut(level, text, plain);
 };
 const logger = freeze({
   debug: (m: unknown, f?: unknown) => log("debug", m, f),
@@ -606,4 +618,22 @@ const runtime: IsolateRuntime = {
     return { index: state.index, elapsed, abandoned: state.abandoned };
   },
 };
-global.__modhost_runtime = runtime;
+// What the isolate host calls: each call is the start of a stretch (./stretch.ts). The
+// functions above call each other unwrapped (invokeMany -> invoke is one stretch).
+const entry = <A extends unknown[], R>(f: (...args: A) => R) => (...args: A): R => {
+  const dropped = newStretch();
+  if (dropped > 0) log("warn", droppedLinesText(dropped));
+  return f(...args);
+};
+global.__modhost_runtime = {
+  settle: entry(runtime.settle),
+  init: entry(runtime.init),
+  start: entry(runtime.start),
+  stop: entry(runtime.stop),
+  invoke: entry(runtime.invoke),
+  invokeMany: entry(runtime.invokeMany),
+  invokeStarted: runtime.invokeStarted,
+  dispatch: entry(runtime.dispatch),
+  dispatchStart: entry(runtime.dispatchStart),
+  progress: runtime.progress,
+};

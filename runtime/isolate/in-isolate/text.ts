@@ -32,13 +32,14 @@ export const toText = (a: unknown): string => {
   }
 };
 
-/** A log line's fields as plain data (a JSON round trip), or undefined when they are not an object or cannot be. */
-export const plainFields = (f: unknown): Record<string, unknown> | undefined => {
-  if (!f || typeof f !== "object" || Array.isArray(f)) return undefined;
+/** A log line's fields as plain data (a JSON round trip), or undefined when they are not an object or cannot be; and the length of their JSON (0 when none). */
+export const plainFieldsSized = (f: unknown): [Record<string, unknown> | undefined, number] => {
+  if (!f || typeof f !== "object" || Array.isArray(f)) return [undefined, 0];
   try {
-    return JSON.parse(JSON.stringify(f)) as Record<string, unknown>;
+    const json = JSON.stringify(f);
+    return [JSON.parse(json) as Record<string, unknown>, json.length];
   } catch {
-    return undefined;
+    return [undefined, 0];
   }
 };
 

@@ -1,0 +1,59 @@
+// What one stretch of module code may send out of the isolate (runs inside the isolate).
+//
+// A stretch runs from the isolate host's entry into the isolate (an answer, an event, an
+// invocation, start) until the module's code yields (its microtasks done). Each log line and
+// each batch of host calls leaves the isolate as a task for the isolate host's thread. Code
+// that never yields but logs or calls in each turn (`for (;;) { ctx.log.info("x"); await null; }`)
+// queued them faster than that thread could take them: it never got to its CPU watchdog (the
+// module ran for good, past cpu_time_ms), and its process grew by ~150 MB a second until the
+// kernel killed it at memory_total_mb. Past these bounds a stretch's lines are dropped (counted,
+// and said at the next stretch) and its calls refused, before any copy: the code then spins
+// in the isolate alone, and the watchdog stops it.
+
+/** Log lines one stretch may send; the rest are dropped and counted. */
+const MAX_LOG_LINES_PER_STRETCH = 4096;
+/** Characters of log messages and fields (as JSON) one stretch may send. */
+const MAX_LOG_CHARS_PER_STRETCH = 4 * 1024 * 1024;
+/** Host calls one stretch may make; past it each fails with quota_exceeded. */
+const MAX_CALLS_PER_STRETCH = 65_536;
+
+let lines = 0;
+let chars = 0;
+let calls = 0;
+let dropped = 0;
+
+/** A new stretch begins (the isolate host entered the isolate): the lines dropped in the last one, to be said. */
+export function newStretch(): number {
+  const n = dropped;
+  lines = 0;
+  chars = 0;
+  calls = 0;
+  dropped = 0;
+  return n;
+}
+
+/** Whether one more log line may leave in this stretch (false: it is dropped and counted). */
+export function takeLogLine(): boolean {
+  if (lines >= MAX_LOG_LINES_PER_STRETCH || chars >= MAX_LOG_CHARS_PER_STRETCH) {
+    dropped++;
+    return false;
+  }
+  lines++;
+  return true;
+}
+
+/** Count the characters of a line that leaves. */
+export function countLogChars(n: number): void {
+  chars += n;
+}
+
+/** Whether one more host call may leave in this stretch. */
+export function takeCall(): boolean {
+  return ++calls <= MAX_CALLS_PER_STRETCH;
+}
+
+export const droppedLinesText = (n: number): string =>
+  `${n} log lines dropped: one stretch of module code (from one entry into the isolate until it yields) may send at most ${MAX_LOG_LINES_PER_STRETCH} lines and ${MAX_LOG_CHARS_PER_STRETCH} characters (MAX_LOG_LINES_PER_STRETCH, MAX_LOG_CHARS_PER_STRETCH)`;
+
+export const tooManyCallsText = (): string =>
+  `more than ${MAX_CALLS_PER_STRETCH} host calls in one stretch of module code without yielding (MAX_CALLS_PER_STRETCH); await some of them before making more`;
