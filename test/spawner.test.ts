@@ -17,6 +17,7 @@ import { writeNodeNative } from "./helpers/native.ts";
 
 const LONG = 120_000;
 const PROBE = fileURLToPath(new URL("./fixtures/native-probe/main.ts", import.meta.url));
+const CLINGING = fileURLToPath(new URL("./fixtures/clinging/main.ts", import.meta.url));
 
 /** Alive and not a zombie. */
 async function alive(pid: number): Promise<boolean> {
@@ -102,20 +103,20 @@ test.serial(`a call past the spawner's bounds (${SPAWN_LIMITS.args} arguments) i
   t.deepEqual(await exitOf(s), [0, null]);
 });
 
-test.serial("a spawner killed with -9 fails nothing silently: a process it ran is reported as ended naming the spawner, and the next spawn starts a new spawner", async (t) => {
+test.serial("a spawner killed with -9 fails nothing silently: a process it ran is reported as ended naming the spawner, and is gone with it though nothing sandboxes it; the next spawn starts a new spawner", async (t) => {
   t.timeout(LONG);
   const s = await spawnViaSpawner({ command: "/bin/sleep", args: ["600"], env: {}, cwd: "/" });
   const old = spawnerPid()!;
   process.kill(old, "SIGKILL");
   t.deepEqual(await exitOf(s), [null, null]);
   t.regex(s.child.lost ?? "", new RegExp(`its spawner \\(pid ${old}\\) killed by SIGKILL`));
+  // A bare sleep (no bwrap, no cgroup, its channel still open) dies with its spawner
+  // (setpriv --pdeathsig KILL); before, it ran on for its 600 s.
+  await waitFor(async () => !(await alive(s.child.pid!)), 30_000, `sleep (pid ${s.child.pid}) to die with its spawner`);
   const next = await spawnViaSpawner({ command: "/bin/true", args: [], env: {}, cwd: "/" });
   t.not(spawnerPid(), old);
   t.deepEqual(await exitOf(next), [0, null]);
-  // sleep runs unsandboxed here (no bwrap, no cgroup): its channel closed by the host ends a
-  // module; a bare sleep is ended by hand.
   s.channel.destroy();
-  if (await alive(s.child.pid!)) process.kill(s.child.pid!, "SIGKILL");
   await stopSpawner();
 });
 
@@ -188,5 +189,70 @@ test.serial("a host killed with -9 leaves no module process and no spawner behin
   await exited;
   await waitFor(async () => !(await alive(spawner)), LONG, "the spawner to be gone");
   for (const pid of pids) await waitFor(async () => !(await alive(pid)), LONG, `module process ${pid} to be gone`);
+  t.pass();
+});
+
+// With the sandbox "off" nothing but the spawner's own setpriv --pdeathsig KILL ties a module to
+// it: no bwrap (--die-with-parent), no cgroup. The module here ignores SIGTERM and the close of
+// its channel, so only that ends it; before, it outlived a spawner killed with -9.
+test.serial("with the sandbox \"off\", a spawner killed with -9 takes its module processes with it (a native module that ignores SIGTERM and its channel's close, an isolate host); each restarts under a new spawner", async (t) => {
+  t.timeout(3 * LONG);
+  const dir = await tempDir(t, "modhost-spawner-");
+  await writeNodeNative(path.join(dir, "modules"), "clinging", CLINGING);
+  const h = await startHost(t, {
+    dir, inline: { quiet: quiet("quiet") }, grants: { clinging: [], quiet: [] },
+    configure: (c) => {
+      c.modules.sandbox = "off";
+      c.modules.native_sandbox = null;
+    },
+  });
+  t.teardown(() => h.stop());
+  await h.waitForState("clinging", "running", LONG);
+  await h.waitForState("quiet", "running", LONG);
+  for (const name of ["clinging", "quiet"]) {
+    const loaded = h.records.find((r) => r.message.startsWith(`loaded ${name} `));
+    t.is(loaded?.fields?.sandbox, "none", `${name} runs unsandboxed`);
+  }
+  const old = spawnerPid()!;
+  const before = { clinging: pidOf(h, "clinging"), quiet: pidOf(h, "quiet") };
+  const since = h.mark();
+  const killed = performance.now();
+  process.kill(old, "SIGKILL");
+  for (const name of ["clinging", "quiet"] as const) {
+    await waitFor(async () => !(await alive(before[name])), 30_000, `${name}'s process (pid ${before[name]}) to die with its spawner`);
+    t.log(`${name} gone ${(performance.now() - killed).toFixed(0)} ms after the spawner was killed`);
+  }
+  for (const name of ["clinging", "quiet"] as const) {
+    await h.waitForLog(new RegExp(`^${name} crashed: its spawner \\(pid ${old}\\) killed by SIGKILL`), { source: "host", since, timeoutMs: LONG });
+    await h.waitFor(async () => h.status(name)?.state === "running" && h.manager.processOf(name)?.pid !== before[name], LONG, `${name} to run again`);
+  }
+});
+
+test.serial("with the sandbox \"off\", a host killed with -9 leaves no module process (one that ignores SIGTERM and its channel's close) and no spawner behind", async (t) => {
+  t.timeout(3 * LONG);
+  const dir = await tempDir(t, "modhost-spawner-");
+  await writeNodeNative(path.join(dir, "modules"), "clinging", CLINGING);
+  const config = path.join(dir, "modhost.toml");
+  await writeFile(config, [
+    "[chain]", "block_interval_seconds = 0", "",
+    "[modules]", 'modules_dir = "modules"', 'data_dir = "data/modules"', 'sandbox = "off"', "",
+    "[storage]", 'dir = "data/storage"', "",
+    "[rpc]", "enabled = false", "",
+    "[trust]", 'signatures = "allow-unsigned"', "",
+  ].join("\n"));
+  const host = spawn(process.execPath, [path.join(ROOT, "bin", "modhost.js"), "run", "--config", config], { cwd: dir, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, NO_COLOR: "1" } });
+  t.teardown(() => void host.kill("SIGKILL"));
+  let out = "";
+  host.stdout.on("data", (d: Buffer) => (out += d.toString()));
+  host.stderr.on("data", (d: Buffer) => (out += d.toString()));
+  const exited = new Promise((resolve) => host.once("exit", resolve));
+  const m = await waitFor(() => /loaded clinging .*sandbox=none.*pid=(\d+)/.exec(out), LONG, "clinging to be loaded unsandboxed", () => out);
+  const pid = Number(m[1]);
+  const spawner = await parentOf(pid);
+  t.is(await parentOf(spawner), host.pid!, "the module's parent is the host's spawner");
+  host.kill("SIGKILL");
+  await exited;
+  await waitFor(async () => !(await alive(spawner)), 30_000, "the spawner to be gone");
+  await waitFor(async () => !(await alive(pid)), 30_000, `module process ${pid} to be gone`);
   t.pass();
 });
