@@ -18,6 +18,7 @@ import { writeNodeNative } from "./helpers/native.ts";
 const LONG = 120_000;
 const PROBE = fileURLToPath(new URL("./fixtures/native-probe/main.ts", import.meta.url));
 const CLINGING = fileURLToPath(new URL("./fixtures/clinging/main.ts", import.meta.url));
+const SLOW_READY = fileURLToPath(new URL("./fixtures/slow-ready/main.ts", import.meta.url));
 
 /** Alive and not a zombie. */
 async function alive(pid: number): Promise<boolean> {
@@ -83,6 +84,9 @@ test.serial("the spawner passes stdout, stderr and the fd-3 socketpair back as h
 test.serial("a child holds fds 0-3 only (stdin /dev/null, three sockets): nothing of the spawner (its IPC channel, descriptors it inherited) reaches it", async (t) => {
   const s = await spawnViaSpawner({ command: "/bin/sleep", args: ["600"], env: {}, cwd: "/" });
   t.teardown(() => void s.child.kill("SIGKILL"));
+  // What the command holds once it runs: the steps before it (setpriv, the parent check's shell,
+  // each exec'ing the next) hold their own descriptors for a moment.
+  await waitFor(async () => (await readFile(`/proc/${s.child.pid}/cmdline`, "utf8")).startsWith("/bin/sleep\0"), 30_000, "sleep to be exec'd");
   t.deepEqual((await readdir(`/proc/${s.child.pid}/fd`)).sort(), ["0", "1", "2", "3"]);
   t.is(await readlink(`/proc/${s.child.pid}/fd/0`), "/dev/null");
   const sockets = await Promise.all(["1", "2", "3"].map((fd) => readlink(`/proc/${s.child.pid}/fd/${fd}`)));
@@ -255,4 +259,71 @@ test.serial("with the sandbox \"off\", a host killed with -9 leaves no module pr
   await waitFor(async () => !(await alive(spawner)), 30_000, "the spawner to be gone");
   await waitFor(async () => !(await alive(pid)), 30_000, `module process ${pid} to be gone`);
   t.pass();
+});
+
+/** Mounts at or under `dir` (this process's mount namespace, which the host's tool runner shares). */
+async function mountsUnder(dir: string): Promise<number> {
+  const root = path.resolve(dir);
+  return (await readFile("/proc/self/mountinfo", "utf8")).split("\n").filter((l) => {
+    const at = l.split(" ")[4];
+    return at !== undefined && (at === root || at.startsWith(`${root}/`));
+  }).length;
+}
+
+/** Every live process below `root` (children, theirs, ...), by the parents in /proc. */
+async function descendants(root: number): Promise<number[]> {
+  const parents = new Map<number, number>();
+  for (const name of await readdir("/proc")) {
+    if (!/^\d+$/.test(name)) continue;
+    const stat = await readFile(`/proc/${name}/stat`, "utf8").catch(() => "");
+    if (stat) parents.set(Number(name), Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]));
+  }
+  const out: number[] = [];
+  const walk = (p: number) => {
+    for (const [child, parent] of parents) if (parent === p) { out.push(child); walk(child); }
+  };
+  walk(root);
+  return out;
+}
+
+/** `modhost run` of `config` as its own process, its output collected. */
+function runHost(t: import("ava").ExecutionContext, dir: string, config: string) {
+  const host = spawn(process.execPath, [path.join(ROOT, "bin", "modhost.js"), "run", "--config", config], { cwd: dir, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, NO_COLOR: "1" } });
+  t.teardown(() => void host.kill("SIGKILL"));
+  const run = { host, out: "", exited: new Promise<void>((resolve) => host.once("exit", () => resolve())) };
+  host.stdout.on("data", (d: Buffer) => (run.out += d.toString()));
+  host.stderr.on("data", (d: Buffer) => (run.out += d.toString()));
+  return run;
+}
+
+test.serial("a host killed with -9 while a native module starts (spawned, its volume mounted, hello said, not ready): module and spawner gone; the next host on the same directories starts it on its volume and, stopped, leaves no mount behind", async (t) => {
+  t.timeout(4 * LONG);
+  const dir = await tempDir(t, "modhost-spawner-");
+  await writeNodeNative(path.join(dir, "modules"), "slow", SLOW_READY);
+  const config = path.join(dir, "modhost.toml");
+  await writeFile(config, [
+    "[chain]", "block_interval_seconds = 0", "",
+    "[modules]", 'modules_dir = "modules"', 'data_dir = "data/modules"', "",
+    "[modules.limits.slow]", "start_timeout_ms = 120000", "",
+    "[storage]", 'dir = "data/storage"', "",
+    "[rpc]", "enabled = false", "",
+    "[trust]", 'signatures = "allow-unsigned"', "",
+  ].join("\n"));
+  const first = runHost(t, dir, config);
+  // Its pid as it says it is its sandbox's (a pid namespace): the host's processes are found by their parents.
+  await waitFor(() => /slow-ready pid \d+/.exec(first.out), LONG, "slow to say hello", () => first.out);
+  const left = await descendants(first.host.pid!);
+  t.true(left.length >= 3, `the host's spawner, its tool runner and the module's processes: ${left.join(", ")}`);
+  first.host.kill("SIGKILL");
+  await first.exited;
+  for (const pid of left) await waitFor(async () => !(await alive(pid)), 30_000, `process ${pid} of the killed host to be gone`);
+
+  const second = runHost(t, dir, config);
+  const ready = await waitFor(() => /loaded slow .*pid=(\d+)/.exec(second.out), LONG, "slow to be loaded by the next host", () => second.out);
+  t.regex(second.out, /slow-ready ready pid/, "it found the marker it wrote on its volume before the kill");
+  t.true(await alive(Number(ready[1])));
+  second.host.kill("SIGTERM");
+  await second.exited;
+  await waitFor(async () => !(await alive(Number(ready[1]))), 30_000, "the module to be gone after the host's stop");
+  t.is(await mountsUnder(path.join(dir, "data")), 0, "no mount left under the data directory");
 });
