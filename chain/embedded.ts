@@ -96,7 +96,7 @@ import { Slicer } from "./slices.ts";
 import { Mempool, type MempoolRecord, feeRate, mempoolEntry } from "./mempool.ts";
 import { Wallet, type Payment } from "./wallet.ts";
 import { Lru } from "./lru.ts";
-import { ChainStore, STORE_VERSION, heightKey, walletKey, type BlockRecord, type ChainState, type StoreOp } from "./store.ts";
+import { ChainStore, STORE_VERSION, heightKey, walletKey, type BatchBytes, type BlockRecord, type ChainState, type StoreOp } from "./store.ts";
 
 /** Header version of templates: BIP9 version bits, nothing signalled (as the embedded miner). */
 const TEMPLATE_VERSION = 0x20000000;
@@ -158,9 +158,9 @@ export interface EmbeddedChainOptions {
   /** What the mempool's transactions may hold of host memory (default 300 MiB, [chain] max_mempool_mb; ./mempool.ts heldBytes). */
   mempoolBytes?: number;
   /**
-   * What the chain may write for the blocks it connects (default 4096 MB, [chain] max_chain_mb;
-   * ChainState.storedBytes). At it, submitted blocks are rejected (chain-full) and mined blocks
-   * carry no mempool transactions.
+   * What the chain's database may hold (default 4096 MB, [chain] max_chain_mb; ChainState.liveBytes).
+   * A submitted block whose batch would pass it is rejected (chain-full) before it is written;
+   * near and at it mined blocks carry only the mempool transactions that fit, then none.
    */
   maxStoredBytes?: number;
   /** The setting that sets maxStoredBytes, named in the rejection (default "[chain] max_chain_mb"). */
@@ -221,8 +221,12 @@ export class EmbeddedChain implements ChainBackend {
   /** Mutations run one after another. */
   private queue: Promise<unknown> = Promise.resolve();
   private closed = false;
-  /** Bytes written for connected blocks (ChainState.storedBytes), and their bound. */
+  /** What the database holds (ChainState.liveBytes), and its bound. */
   private storedBytes = 0;
+  /** False while the count of a database made before it is measured (measureStored). */
+  private counted = true;
+  /** The measuring of an older database's count, while it runs. */
+  measuring: Promise<void> | undefined;
   private readonly maxStoredBytes: number;
   private readonly maxStoredSetting: string;
 
@@ -498,15 +502,21 @@ export class EmbeddedChain implements ChainBackend {
         if (err instanceof BlockRejected) return { result: "rejected" as const, reason: err.message, hash };
         throw err;
       }
-      const before = this.storedBytes;
-      await this.connectBlock(stored, slicer);
-      return { result: "accepted" as const, hash, storedBytes: this.storedBytes - before };
+      let written = 0;
+      try {
+        written = await this.connectBlock(stored, slicer, this.maxStoredBytes);
+      } catch (err) {
+        if (err instanceof ChainFull) return { ...this.chainFull(err.size, err.adds), hash };
+        throw err;
+      }
+      return { result: "accepted" as const, hash, storedBytes: written };
     });
   }
 
-  private chainFull(size: number): SubmitBlockResult {
+  private chainFull(size: number, adds?: number): SubmitBlockResult {
     const mb = (n: number) => (n / 1_000_000).toFixed(1);
-    return { result: "rejected", reason: `chain-full: the embedded chain has written ${mb(this.storedBytes)} MB for its blocks; this ${size}-byte block would pass its limit of ${mb(this.maxStoredBytes)} MB (${this.maxStoredSetting}): the operator raises it, or starts a new chain in another data_dir` };
+    const what = adds === undefined ? `this ${size}-byte block` : `this ${size}-byte block, whose writes would add ${mb(adds)} MB,`;
+    return { result: "rejected", reason: `chain-full: the embedded chain's database holds ${mb(this.storedBytes)} MB; ${what} would pass its limit of ${mb(this.maxStoredBytes)} MB (${this.maxStoredSetting}): the operator raises it, or starts a new chain in another data_dir` };
   }
 
   // ---- ChainBackend: blocks and transactions ----
@@ -735,11 +745,12 @@ export class EmbeddedChain implements ChainBackend {
   /** A new database: the genesis block at height 0 and the initial chain state. */
   private async writeGenesis(): Promise<void> {
     const genesis = this.genesis;
+    const state = this.stateRecord(genesis.block.hash, 0);
     await this.store.write([
       { type: "put", sub: "b", key: genesis.block.hash, value: blockRecord(genesis) },
       { type: "put", sub: "h", key: heightKey(0), value: { hash: genesis.block.hash, time: genesis.block.header.time, work: genesis.chainWork.toString() } },
-      { type: "put", sub: "s", key: "state", value: this.stateRecord(genesis.block.hash, 0) },
-    ]);
+      { type: "put", sub: "s", key: "state", value: state },
+    ], undefined, (b) => { state.liveBytes = this.storedBytes = b.written; });
   }
 
   /** An existing database: continue from its tip. */
@@ -757,9 +768,31 @@ export class EmbeddedChain implements ChainBackend {
     }
     this.tipBlock = tip;
     this.extraNonce = state.extraNonce;
-    this.storedBytes = state.storedBytes ?? 0;
     this.wallet.restore(state);
     await this.refillHeaders();
+    if (typeof state.liveBytes === "number") {
+      this.storedBytes = state.liveBytes;
+    } else {
+      // A database made before the count: the older count (every put, never lowered) stands in
+      // while the database is walked, in slices, after the open returns.
+      this.storedBytes = state.storedBytes ?? 0;
+      this.counted = false;
+      this.measuring = this.measureStored();
+    }
+  }
+
+  /** Walk the database for what it holds; blocks written meanwhile are added to the walk's snapshot. */
+  private async measureStored(): Promise<void> {
+    const before = this.storedBytes;
+    try {
+      const walked = await this.store.measure();
+      this.storedBytes = walked + (this.storedBytes - before);
+      this.counted = true;
+    } catch {
+      // Closed meanwhile: the next open measures again.
+    } finally {
+      this.measuring = undefined;
+    }
   }
 
   /** Reload the header window from the database, ending at the tip. */
@@ -773,7 +806,7 @@ export class EmbeddedChain implements ChainBackend {
   }
 
   private stateRecord(tip: Hex, height: number): ChainState {
-    return { version: STORE_VERSION, tip, height, extraNonce: this.extraNonce, ...this.wallet.state, wallet: this.wallet.mainAddress, storedBytes: this.storedBytes };
+    return { version: STORE_VERSION, tip, height, extraNonce: this.extraNonce, ...this.wallet.state, wallet: this.wallet.mainAddress, ...(this.counted ? { liveBytes: this.storedBytes } : { storedBytes: this.storedBytes }) };
   }
 
   /** A block by hash from the cache or the database (decoded and frozen once). */
@@ -813,10 +846,10 @@ export class EmbeddedChain implements ChainBackend {
    * (in slices too). Reads that started before the write cannot put what it changed back into
    * the cache (utxoGeneration); the next mutation starts only when this one has finished.
    */
-  private async writeAndCache(ops: StoreOp[], utxoView: Map<string, Utxo | null>, slicer: Slicer, written?: (bytes: number) => void): Promise<void> {
+  private async writeAndCache(ops: StoreOp[], utxoView: Map<string, Utxo | null>, slicer: Slicer, counted?: (bytes: BatchBytes) => void): Promise<void> {
     this.utxoGeneration++;
     try {
-      await this.store.write(ops, slicer, written);
+      await this.store.write(ops, slicer, counted);
     } finally {
       this.utxoGeneration++;
     }
@@ -846,14 +879,20 @@ export class EmbeddedChain implements ChainBackend {
     return hashes;
   }
 
-  /** Connect a checked block on the tip: one database batch, then memory, then events. */
-  private async connectBlock(stored: StoredBlock, slicer = new Slicer()): Promise<void> {
+  /**
+   * Connect a checked block on the tip: one database batch, then memory, then events. With a
+   * `limit`, a batch that would make the database hold more is dropped before it is written
+   * (ChainFull), the chain unchanged. Returns the bytes the batch wrote (its puts).
+   */
+  private async connectBlock(stored: StoredBlock, slicer = new Slicer(), limit?: number): Promise<number> {
     const { block } = stored;
     const confirmed: Hex[] = [];
     const conflicts = new Set<Hex>();
     // The UTXO changes of this block (null: spent), so a transaction can spend an output
     // created earlier in the same block.
     const utxoView = new Map<string, Utxo | null>();
+    // The spent outputs read from the database (not created in this block): their deletion frees bytes.
+    const spentStored = new Map<string, Utxo>();
     const walletOps = new Map<string, StoreOp>();
     const ops: StoreOp[] = [];
     for (let index = 0; index < block.transactions.length; index++) {
@@ -864,14 +903,16 @@ export class EmbeddedChain implements ChainBackend {
         if (input.coinbase) continue;
         await slicer.tick();
         const key = outpointKey(input.txid, input.vout);
-        const utxo = utxoView.has(key) ? utxoView.get(key) : await this.readUtxo(key);
+        const inBlock = utxoView.has(key);
+        const utxo = inBlock ? utxoView.get(key) : await this.readUtxo(key);
         // Blocks are built only from mempool transactions checked against this UTXO set.
         if (utxo === undefined || utxo === null) throw new Error(`internal error: block spends missing output ${key}`);
         spent.push(utxo);
         utxoView.set(key, null);
+        if (!inBlock) spentStored.set(key, utxo);
         if (this.wallet.owns(utxo.script_pubkey)) {
           const wkey = walletKey(utxo.height, key);
-          walletOps.set(wkey, { type: "del", sub: "w", key: wkey });
+          walletOps.set(wkey, { type: "del", sub: "w", key: wkey, ...(inBlock ? {} : { value: walletCoin(utxo) }) });
         }
         // Blocks mined from a conflict-free mempool never trigger this; it is the rule for
         // any block that confirms a different spend of an output a mempool transaction spends.
@@ -887,26 +928,18 @@ export class EmbeddedChain implements ChainBackend {
         if (pause) await pause;
         if (output.script_pubkey.startsWith("6a")) continue; // OP_RETURN: provably unspendable
         const key = outpointKey(tx.txid, vout);
-        const utxo: Utxo = {
-          txid: tx.txid,
-          vout,
-          value: output.value,
-          script_pubkey: output.script_pubkey,
-          address: output.address,
-          height: block.height,
-          coinbase: index === 0,
-        };
+        const utxo = utxoOf(tx, vout, block.height, index);
         utxoView.set(key, utxo);
         if (this.wallet.owns(output.script_pubkey)) {
           const wkey = walletKey(block.height, key);
-          walletOps.set(wkey, { type: "put", sub: "w", key: wkey, value: { value: output.value, coinbase: index === 0 } });
+          walletOps.set(wkey, { type: "put", sub: "w", key: wkey, value: walletCoin(utxo) });
         }
       }
-      ops.push({ type: "put", sub: "t", key: tx.txid, value: { hash: block.hash, index } });
+      ops.push({ type: "put", sub: "t", key: tx.txid, value: txLocation(block.hash, index) });
       if (this.mempool.has(tx.txid)) confirmed.push(tx.txid);
     }
     for (const [key, utxo] of utxoView) {
-      ops.push(utxo === null ? { type: "del", sub: "u", key } : { type: "put", sub: "u", key, value: utxo });
+      ops.push(utxo === null ? { type: "del", sub: "u", key, value: spentStored.get(key) } : { type: "put", sub: "u", key, value: utxo });
       const pause = slicer.tick();
       if (pause) await pause;
     }
@@ -914,12 +947,21 @@ export class EmbeddedChain implements ChainBackend {
     const state = this.stateRecord(block.hash, block.height);
     ops.push(
       { type: "put", sub: "b", key: block.hash, value: blockRecord(stored) },
-      { type: "put", sub: "h", key: heightKey(block.height), value: { hash: block.hash, time: block.header.time, work: stored.chainWork.toString() } },
+      { type: "put", sub: "h", key: heightKey(block.height), value: heightEntry(stored) },
       { type: "put", sub: "s", key: "state", value: state },
     );
-    // The state record carries what this batch writes besides it (./store.ts write).
-    await this.writeAndCache(ops, utxoView, slicer, (bytes) => { state.storedBytes = this.storedBytes + bytes; });
-    this.storedBytes = state.storedBytes ?? this.storedBytes;
+    // The state record carries what the database holds after this batch (./store.ts write);
+    // past `limit` the batch is dropped before it is written.
+    let written = 0;
+    let holds = this.storedBytes;
+    await this.writeAndCache(ops, utxoView, slicer, (bytes) => {
+      holds = this.storedBytes + bytes.written - bytes.freed;
+      if (limit !== undefined && holds > limit && holds > this.storedBytes) throw new ChainFull(block.size, holds - this.storedBytes);
+      written = bytes.written;
+      if (this.counted) state.liveBytes = holds;
+      else state.storedBytes = holds;
+    });
+    this.storedBytes = holds;
     this.blocks.set(this.tipBlock.block.hash, this.tipBlock);
     this.tipBlock = stored;
     this.headers.push(summaryOf(stored));
@@ -941,6 +983,7 @@ export class EmbeddedChain implements ChainBackend {
       time: block.header.time,
       tx_count: block.transactions.length,
     });
+    return written;
   }
 
   /** Disconnect the tip: one database batch restoring the UTXOs it spent, then memory, then the event. */
@@ -949,9 +992,13 @@ export class EmbeddedChain implements ChainBackend {
     const parent = await this.loadBlock(stored.block.header.prev_hash);
     if (parent === undefined || stored.block.height === 0) throw new Error(`internal error: the parent of block ${stored.block.hash} is missing`);
     const txs = stored.block.transactions;
+    const height = stored.block.height;
     const utxoView = new Map<string, Utxo | null>();
     const walletOps = new Map<string, StoreOp>();
     const ops: StoreOp[] = [];
+    // Outputs of this block spent in it were never in the database: deleting them frees nothing.
+    const spentInBlock = new Set<string>();
+    for (const spent of stored.undo) for (const u of spent) if (u.height === height) spentInBlock.add(outpointKey(u.txid, u.vout));
     // In slices, as connecting is: a block of 15,000 transactions, or one of 40,000 outputs.
     const slicer = new Slicer();
     for (let index = txs.length - 1; index >= 0; index--) {
@@ -961,13 +1008,16 @@ export class EmbeddedChain implements ChainBackend {
         if (pause) await pause;
         const output = tx.outputs[vout]!;
         const key = outpointKey(tx.txid, vout);
+        // As connectBlock put it: what its deletion frees.
+        const held = output.script_pubkey.startsWith("6a") || spentInBlock.has(key) ? undefined : utxoOf(tx, vout, height, index);
         utxoView.set(key, null);
+        ops.push({ type: "del", sub: "u", key, ...(held ? { value: held } : {}) });
         if (this.wallet.owns(output.script_pubkey)) {
-          const wkey = walletKey(stored.block.height, key);
-          walletOps.set(wkey, { type: "del", sub: "w", key: wkey });
+          const wkey = walletKey(height, key);
+          walletOps.set(wkey, { type: "del", sub: "w", key: wkey, ...(held ? { value: walletCoin(held) } : {}) });
         }
       }
-      ops.push({ type: "del", sub: "t", key: tx.txid });
+      ops.push({ type: "del", sub: "t", key: tx.txid, value: txLocation(stored.block.hash, index) });
       for (const utxo of stored.undo[index] ?? []) {
         const pause = slicer.tick();
         if (pause) await pause;
@@ -980,16 +1030,24 @@ export class EmbeddedChain implements ChainBackend {
       }
     }
     for (const [key, utxo] of utxoView) {
-      ops.push(utxo === null ? { type: "del", sub: "u", key } : { type: "put", sub: "u", key, value: utxo });
+      // The outputs it created are deleted above (with what each frees): only the restored ones here.
+      if (utxo !== null) ops.push({ type: "put", sub: "u", key, value: utxo });
       const pause = slicer.tick();
       if (pause) await pause;
     }
     ops.push(...walletOps.values());
+    const state = this.stateRecord(parent.block.hash, parent.block.height);
     ops.push(
-      { type: "del", sub: "h", key: heightKey(stored.block.height) },
-      { type: "put", sub: "s", key: "state", value: this.stateRecord(parent.block.hash, parent.block.height) },
+      { type: "del", sub: "h", key: heightKey(height), value: heightEntry(stored) },
+      { type: "put", sub: "s", key: "state", value: state },
     );
-    await this.writeAndCache(ops, utxoView, slicer);
+    let holds = this.storedBytes;
+    await this.writeAndCache(ops, utxoView, slicer, (bytes) => {
+      holds = this.storedBytes + bytes.written - bytes.freed;
+      if (this.counted) state.liveBytes = holds;
+      else state.storedBytes = holds;
+    });
+    this.storedBytes = holds;
     this.blocks.set(stored.block.hash, stored);
     this.blocks.delete(parent.block.hash);
     this.tipBlock = parent;
@@ -1191,4 +1249,29 @@ export function nthSmallest(a: Float64Array, k: number): number {
 
 function assertCount(what: string, value: number): void {
   if (!Number.isInteger(value) || value < 0) throw new RangeError(`${what} must be a non-negative integer, got ${value}`);
+}
+
+/** A UTXO record as connectBlock puts it (and disconnectTip counts its deletion): the same fields in the same order. */
+function utxoOf(tx: Transaction, vout: number, height: number, index: number): Utxo {
+  const output = tx.outputs[vout]!;
+  return { txid: tx.txid, vout, value: output.value, script_pubkey: output.script_pubkey, address: output.address, height, coinbase: index === 0 };
+}
+
+function walletCoin(utxo: Utxo): { value: number; coinbase: boolean } {
+  return { value: utxo.value, coinbase: utxo.coinbase };
+}
+
+function txLocation(hash: Hex, index: number): { hash: Hex; index: number } {
+  return { hash, index };
+}
+
+function heightEntry(stored: StoredBlock): { hash: Hex; time: number; work: string } {
+  return { hash: stored.block.hash, time: stored.block.header.time, work: stored.chainWork.toString() };
+}
+
+/** A submitted block whose batch would pass max_chain_mb: dropped before it is written. */
+class ChainFull extends Error {
+  constructor(readonly size: number, readonly adds: number) {
+    super(`the block would add ${adds} bytes past the chain's limit`);
+  }
 }

@@ -68,14 +68,29 @@ export interface ChainState {
   /** The wallet's main address: a database made with another seed is refused. */
   wallet: string;
   /**
-   * Bytes written for connected blocks (keys and values of every put but this record's),
-   * never reduced: what [chain] max_chain_mb bounds. Absent in a database made before it (0).
+   * What the database holds: keys and packed values of every record but this one, raised by
+   * what a block's batch puts and lowered by what it deletes (spent outputs, a disconnected
+   * block's index entries): what [chain] max_chain_mb bounds. Absent in a database made before
+   * it: measured (ChainStore.measure) at its first open.
    */
+  liveBytes?: number;
+  /** The older count (sessions 14-15: every put, never lowered); read only to stand in while liveBytes is measured. */
   storedBytes?: number;
 }
 
 type Sub = "b" | "h" | "t" | "u" | "w" | "s";
-export type StoreOp = { type: "put"; sub: Sub; key: string; value: unknown } | { type: "del"; sub: Sub; key: string };
+/**
+ * A change in a batch. A del names the record it deletes (`value`, as it was put) when that
+ * record is in the database, so the count of what it holds is lowered by its bytes; a del of a
+ * key the batch itself never finds there (an output created and spent in one block) has none.
+ */
+export type StoreOp = { type: "put"; sub: Sub; key: string; value: unknown } | { type: "del"; sub: Sub; key: string; value?: unknown };
+
+/** What a batch puts (keys and packed values) and what its dels free, state record aside. */
+export interface BatchBytes {
+  written: number;
+  freed: number;
+}
 
 const packr = new Packr({ useRecords: false, mapsAsObjects: true, variableMapSize: true });
 
@@ -180,23 +195,27 @@ export class ChainStore {
   /**
    * Apply `ops` as one atomic batch. The batch is built an op at a time in slices (a block of
    * 15,000 transactions is ~45,000 ops, ~100 ms of encoding in one piece) and written at once.
-   * The chain state ops (sub "s") go in last: `written` is told first the bytes (keys and
-   * packed values) of every other put, so the state record can carry the count it is part of.
+   * The chain state ops (sub "s") go in last: `counted` is told first the bytes every other op
+   * puts and frees, so the state record can carry the count it is part of; a throw from it
+   * drops the batch, nothing written (a block that would pass max_chain_mb).
    */
-  async write(ops: StoreOp[], slicer = new Slicer(), written?: (bytes: number) => void): Promise<void> {
+  async write(ops: StoreOp[], slicer = new Slicer(), counted?: (bytes: BatchBytes) => void): Promise<void> {
     const batch = this.db.batch();
-    let bytes = 0;
+    const bytes: BatchBytes = { written: 0, freed: 0 };
     try {
       for (const op of ops) {
         if (op.sub === "s") continue;
         if (op.type === "put") {
           const value = packr.pack(op.value);
-          bytes += op.key.length + value.length;
+          bytes.written += op.key.length + value.length;
           batch.put(op.key, value, { sublevel: this.subs[op.sub] } as never);
-        } else batch.del(op.key, { sublevel: this.subs[op.sub] } as never);
+        } else {
+          if (op.value !== undefined) bytes.freed += op.key.length + packr.pack(op.value).length;
+          batch.del(op.key, { sublevel: this.subs[op.sub] } as never);
+        }
         await slicer.tick();
       }
-      written?.(bytes);
+      counted?.(bytes);
       for (const op of ops) {
         if (op.sub !== "s") continue;
         if (op.type === "put") batch.put(op.key, packr.pack(op.value), { sublevel: this.subs[op.sub] } as never);
@@ -207,6 +226,34 @@ export class ChainStore {
       throw err;
     }
     await batch.write();
+  }
+
+  /**
+   * What the database holds, counted as write() counts it (keys and values of every record but
+   * the state), by walking it: for a database made before the state carried the count. In
+   * slices (`slicer`), never in one piece on the loop; each sublevel read from a snapshot taken
+   * when this is called (all at once), so what is written meanwhile is for the caller to add.
+   */
+  async measure(slicer = new Slicer()): Promise<number> {
+    const subs: Sub[] = ["b", "h", "t", "u", "w"];
+    const iterators = subs.map((sub) => this.subs[sub].iterator({ keyEncoding: "utf8", valueEncoding: "view" }));
+    let bytes = 0;
+    try {
+      for (const it of iterators) {
+        for (;;) {
+          const entries = await it.nextv(1000);
+          if (entries.length === 0) break;
+          for (const [key, value] of entries) {
+            bytes += (key as string).length + (value as Uint8Array).length;
+            const pause = slicer.tick();
+            if (pause) await pause;
+          }
+        }
+      }
+    } finally {
+      await Promise.all(iterators.map((it) => it.close()));
+    }
+    return bytes;
   }
 
   async close(): Promise<void> {

@@ -186,9 +186,9 @@ export async function grammarTarget(opts: { host?: GrammarHost; burstBytes?: num
       }
       if (o.valid && error?.code === "backend_error" && /failed inside the host/.test(String(error.message))) problems.push(`a valid request failed inside the host: ${error.message}`);
     };
-    // Generous: a module's own block_template hook makes each of its 64 templates wait the hook's
-    // 1 s deadline (its answer waits behind its own queued requests: the host stops reading the
-    // module's socket while they wait), 64 s in all.
+    // Generous: a hook or module call can wait for its deadline (a module's own block_template
+    // hook made each of its 64 templates wait the hook's 1 s, 64 s in all, until the host read
+    // its answers past its waiting requests: test/answers-first.test.ts).
     const deadline = performance.now() + EXCHANGE_MS;
     const bodies = out.map((o) => o.body);
     if (probeId !== undefined) bodies.push(waiting.get(probeId)!.body);

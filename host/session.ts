@@ -235,6 +235,14 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
   /** Body bytes of the requests being served (FlowLimits.maxRequestBytes). */
   private heldRequestBytes = 0;
   private readingPaused = false;
+  /**
+   * Why the socket is not read: "backlog" while only its own requests wait for their share
+   * (lifted while the host waits for its answers: see pauseReading), "budget" for the host's
+   * turn or the module's CPU share (a wait of a known, short time).
+   */
+  private pausedFor: "backlog" | "budget" | undefined;
+  /** Frame bytes of the requests in the backlog (bounded while the host reads past them for answers). */
+  private backlogBytes = 0;
   private retryTimer: NodeJS.Timeout | undefined;
   /** What bounds its answers (capabilities/answer-bounds.ts), made once. */
   private readonly answerLimits: AnswerBoundLimits;
@@ -437,9 +445,10 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
         break;
       case "invocation_result": {
         const p = this.pending.get(msg.id);
-        if (!p) return; // late answer to an invocation that already timed out
-        this.pending.delete(msg.id);
-        clearTimeout(p.timer);
+        // A late answer to an invocation that already timed out, a duplicate or one to no
+        // invocation: dropped. Its reading was charged to host_cpu_ms_per_s like any message.
+        if (!p) return;
+        this.settled(msg.id, p);
         if (msg.error) p.reject(new InvocationError(msg.error.message.length > MAX_GOODBYE_CHARS ? { ...msg.error, message: cutReason(msg.error.message) } : msg.error));
         else p.resolve(msg.result ?? null);
         break;
@@ -467,8 +476,7 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
     if (kind === "invocation_result") {
       const p = this.pending.get(id);
       if (p) {
-        this.pending.delete(id);
-        clearTimeout(p.timer);
+        this.settled(id, p);
         p.reject(new InvocationError(wireError("invalid_message", `the module's invocation_result was refused: ${reason}`)));
       }
       id = 0; // not a request id: the module still hears why, as a response to no request
@@ -529,8 +537,17 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
       this.replyError(req.id, wireError("unavailable", `more than ${MAX_BACKLOG} requests waiting; wait for answers before sending more`));
       return;
     }
+    // Read while the host waits for its answers (pauseReading): what waits is held to
+    // max_request_bytes_in_flight, past it refused, not kept.
+    if (this.backlog.length > 0 && !this.readingPaused && this.backlogBytes + req.bytes > this.flow.maxRequestBytes) {
+      this.stats.requests++;
+      this.stats.errors++;
+      this.replyError(req.id, wireError("unavailable", `${this.backlog.length} requests of ${this.backlogBytes} bytes wait for this module's share, and this one of ${req.bytes} bytes would pass ${LIMIT_TEXT.request_bytes(this.flow)} of them; the host reads its socket past them only for its answers to the ${this.pending.size} invocations it waits for: wait for answers before sending more, or the operator raises max_request_bytes_in_flight in [modules.limits.${this.opts.module}]`));
+      return;
+    }
     this.backlog.push(req);
-    this.pauseReading();
+    this.backlogBytes += req.bytes;
+    this.pauseReading("backlog");
     this.pump();
   }
 
@@ -587,6 +604,9 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
       const next = this.backlog[0]!;
       const blocked = this.blockedBy(next.relayed ? 0 : next.reserve, next.bytes);
       if (blocked) {
+        // Past a wait for the host's budget, what holds the socket now is its own requests.
+        if (blocked.limit !== "cpu" && this.pausedFor === "budget") this.pausedFor = "backlog";
+        if (this.pausedFor === "backlog" && this.pending.size > 0) this.resumeReading();
         this.waitFor(blocked);
         return;
       }
@@ -599,7 +619,9 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
         return;
       }
       this.take();
-      this.start(this.backlog.shift()!);
+      const req = this.backlog.shift()!;
+      this.backlogBytes -= req.bytes;
+      this.start(req);
     }
     // Nothing waits, but decoding what it sent may have put the module over its CPU share.
     const blocked = this.blockedBy();
@@ -648,8 +670,19 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
     }, Math.max(1, blocked.waitMs ?? 1));
   }
 
-  private pauseReading(): void {
+  /**
+   * Stop reading the module's socket. Not for its waiting requests ("backlog") while the host
+   * waits for its answers to invocations: those answers must not wait behind its own requests
+   * (a module's get_block_template served through its own block_template hook, A calling B while
+   * B calls A, a JSON-RPC method it serves): each waited for the invocation's deadline, 64
+   * templates ~64 s. Requests read meanwhile wait in the backlog within MAX_BACKLOG and
+   * max_request_bytes_in_flight (admit); invocations are at most MAX_PENDING_INVOCATIONS.
+   */
+  private pauseReading(why: "backlog" | "budget" = "budget"): void {
+    if (why === "backlog" && this.pending.size > 0) return;
+    if (why === "budget") this.pausedFor = "budget";
     if (this.readingPaused) return;
+    this.pausedFor = why;
     this.readingPaused = true;
     this.channel.pauseReading();
   }
@@ -657,6 +690,7 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
   private resumeReading(): void {
     if (!this.readingPaused) return;
     this.readingPaused = false;
+    this.pausedFor = undefined;
     this.channel.resumeReading();
   }
 
@@ -931,12 +965,14 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
           if (p) (p.timer = setTimeout(expire, timeoutMs)).unref();
           return;
         }
-        this.pending.delete(id);
+        this.settled(id);
         reject(new InvocationError(wireError("timeout", `${kind} invocation of ${this.opts.module} did not answer within ${timeoutMs} ms`)));
       };
       const timer = setTimeout(expire, timeoutMs);
       timer.unref();
       this.pending.set(id, { resolve, reject, timer });
+      // Its answer is read past its own waiting requests (pauseReading).
+      if (this.pausedFor === "backlog") this.resumeReading();
       // A timer's run is the module's own work (it asked for it, at up to 20 a second for each
       // of 256 timers): its sending is charged to host_cpu_ms_per_s, as its answer's reading is.
       const t0 = kind === "timer" ? performance.now() : 0;
@@ -952,7 +988,7 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
         // client, more than a frame): the caller's error, said at once, not an internal error
         // and a pending invocation left to time out.
         clearTimeout(timer);
-        this.pending.delete(id);
+        this.settled(id);
         if (!(err instanceof EncodeError)) throw err;
         reject(new InvocationError(wireError("invalid_params", `the ${kind} invocation cannot be sent to module ${this.opts.module}: ${err.message}`)));
       }
@@ -992,6 +1028,7 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
     clearTimeout(this.deadlineTimer);
     this.serving.clear();
     this.backlog.length = 0;
+    this.backlogBytes = 0;
     this.subscription.close();
     const reason = error ?? new Error("connection closed");
     this.rejectHello(reason);
@@ -1002,6 +1039,13 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
     }
     this.pending.clear();
     this.emit("closed", error);
+  }
+
+  /** An invocation no longer awaited: with none left, its waiting requests stop the reading again. */
+  private settled(id: number, p?: PendingInvocation): void {
+    this.pending.delete(id);
+    if (p) clearTimeout(p.timer);
+    if (this.pending.size === 0 && this.backlog.length > 0 && this.state !== "closed") this.pauseReading("backlog");
   }
 
   get isOpen(): boolean {

@@ -9,11 +9,7 @@ import { fileURLToPath } from "node:url";
 import { FrameChannel } from "../protocol/channel.ts";
 import { encodeFrame } from "../protocol/frame.ts";
 import { encodeBody } from "../protocol/codec.ts";
-import { HostSession } from "../host/session.ts";
-import type { ApiHub } from "../host/hub.ts";
-import { EventBus } from "../host/events/bus.ts";
-import { Logger, type LogRecord } from "../host/log.ts";
-import { RawPeer, openSession, socketPair } from "./helpers/peer.ts";
+import { type RawPeer, openSession, socketPair, stubSession } from "./helpers/peer.ts";
 import { buildModulesDir, sleep, startHost, tempDir, waitFor, GOOD_GRANTS, type TestHost } from "./helpers/host.ts";
 import { writeNodeNative } from "./helpers/native.ts";
 import { inlineModule } from "./helpers/modules.ts";
@@ -21,26 +17,6 @@ import { call } from "./helpers/rpc.ts";
 
 // ---------------------------------------------------------------------------------------
 // The session against a raw peer, with a hub whose cost the test chooses
-
-/** A session whose hub answers every request with `work(method)` (sync part, then async; the session calls the hub's dispatch()). */
-async function stubSession(t: ExecutionContext, flow: Record<string, number>, work: (method: string) => Promise<unknown>) {
-  const { host, module } = await socketPair(t);
-  const records: LogRecord[] = [];
-  const logger = new Logger({ level: "debug", write: () => {} });
-  logger.addSink((r) => records.push(r));
-  const hub = { dispatch: (_c: unknown, _g: unknown, method: string) => work(method), methodsFor: () => [] } as unknown as ApiHub;
-  const channel = new FrameChannel(host);
-  const session = new HostSession(channel, {
-    module: "greedy", grants: new Map() as never, hub, bus: new EventBus(), logger,
-    call: { module: "greedy", chain: undefined as never, store: undefined, config: {}, dataDir: "/d" },
-    flow,
-  });
-  t.teardown(() => session.close());
-  const peer = new RawPeer(module);
-  peer.hello("greedy");
-  await peer.next((f) => f.t === "welcome");
-  return { session, peer, records, channel };
-}
 
 function burst(peer: RawPeer, n: number, method = "m"): void {
   peer.socket.write(Buffer.concat(Array.from({ length: n }, (_, i) => encodeFrame(encodeBody({ t: "request", id: i + 1, method, params: {} })))));

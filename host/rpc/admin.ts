@@ -278,7 +278,7 @@ function chainMethods(deps: AdminDeps, audit: Audit): Record<ChainMethodName, Ad
   };
   return {
     chain_info: {
-      description: "The chain: backend, tip, height, chain work, mempool, and (embedded) its data directory, wallet address, what it holds in memory, and the bytes it wrote for its blocks against [chain] max_chain_mb (stored_bytes, max_stored_bytes).",
+      description: "The chain: backend, tip, height, chain work, mempool, and (embedded) its data directory, wallet address, what it holds in memory, and what its database holds against [chain] max_chain_mb (stored_bytes, max_stored_bytes).",
       params: [],
       handler: async () => {
         const info = await deps.chain.getChainInfo();

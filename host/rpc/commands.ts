@@ -307,7 +307,7 @@ async function chainCommand(client: RpcClient, rest: string[], json: boolean): P
           `mempool: ${i.mempool.transaction_count} transactions, ${i.mempool.size_bytes} vB`,
           ...(i.data_dir !== undefined ? [`data: ${i.data_dir ?? "in memory (not kept across restarts)"}`] : []),
           ...(i.wallet_address ? [`wallet: ${i.wallet_address}`] : []),
-          ...(i.stored_bytes !== undefined && i.max_stored_bytes !== undefined ? [`written for blocks: ${(i.stored_bytes / 1e6).toFixed(1)} of ${(i.max_stored_bytes / 1e6).toFixed(0)} MB ([chain] max_chain_mb)`] : []),
+          ...(i.stored_bytes !== undefined && i.max_stored_bytes !== undefined ? [`held by its database: ${(i.stored_bytes / 1e6).toFixed(1)} of ${(i.max_stored_bytes / 1e6).toFixed(0)} MB ([chain] max_chain_mb)`] : []),
         ].join("\n"));
       }
       return 0;

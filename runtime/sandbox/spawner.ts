@@ -28,9 +28,10 @@
 // the channel), it kills the process group of every child it still has and exits, so a host
 // killed -9 leaves no module process behind. When the spawner dies, every call in flight fails
 // naming it, and each process it started is reported as ended ("its spawner ended ...": the
-// supervisor restarts it per its policy); those processes die with it where bwrap runs them
-// (--die-with-parent), are killed with their cgroup (released at their exit), and otherwise
-// see their channel closed by the host. The next spawn starts a new spawner.
+// supervisor restarts it per its policy); those processes die with it in every sandbox mode:
+// each runs under setpriv --pdeathsig KILL (and bwrap's --die-with-parent where bwrap runs
+// it), and is killed with its cgroup (released at its exit). The next spawn starts a new
+// spawner.
 
 import { spawn, type ChildProcess } from "node:child_process";
 import { EventEmitter } from "node:events";
@@ -56,6 +57,13 @@ const fs = require("node:fs");
 // Descriptors inherited without close-on-exec (besides stdio and this channel, fd 3) would
 // reach every module: closed now.
 ${CLOSE_INHERITED_FDS}const LIMITS = ${JSON.stringify(SPAWN_LIMITS)};
+// Each child under setpriv --pdeathsig KILL (util-linux), then a shell that goes on only while
+// its parent is still this spawner (one that died before setpriv's prctl would not signal it),
+// each exec'ing the next (same pid): a spawner that dies, even by SIGKILL, takes it along in
+// every sandbox mode. Before, only bwrap's --die-with-parent did, so a module run with the
+// sandbox "off" outlived a spawner killed -9.
+const setpriv = ["/usr/bin/setpriv", "/bin/setpriv"].find((f) => { try { fs.accessSync(f, fs.constants.X_OK); return true; } catch { return false; } });
+const WITH_PARENT = setpriv ? [setpriv, "--pdeathsig", "KILL", "--", "/bin/sh", "-c", '[ "$PPID" = "$0" ] || exit 97; exec "$@"', String(process.pid)] : [];
 const kids = new Map();
 const send = (m, h) => { if (process.connected) process.send(m, h); };
 const live = (c) => c.exitCode === null && c.signalCode === null;
@@ -78,7 +86,13 @@ process.on("message", (m) => {
   if (m.t !== "spawn") return;
   if (!valid(m)) { send({ t: "failed", id: m.id, error: "the spawner refused a malformed call (over " + LIMITS.args + " arguments or " + LIMITS.bytes + " bytes, or not strings)" }); return; }
   let c;
-  try { c = spawn(m.command, m.args, { cwd: m.cwd, env: m.env, stdio: ["ignore", "pipe", "pipe", "pipe"], detached: true }); }
+  // A command that cannot start is said as Node says it, not as setpriv's exit.
+  if (setpriv && m.command.startsWith("/")) {
+    try { fs.accessSync(m.command, fs.constants.X_OK); }
+    catch (err) { send({ t: "failed", id: m.id, error: "spawn " + m.command + " " + (err && err.code || "EACCES") }); return; }
+  }
+  const [file, argv] = setpriv ? [setpriv, [...WITH_PARENT.slice(1), m.command, ...m.args]] : [m.command, m.args];
+  try { c = spawn(file, argv, { cwd: m.cwd, env: m.env, stdio: ["ignore", "pipe", "pipe", "pipe"], detached: true }); }
   catch (err) { send({ t: "failed", id: m.id, error: String(err && err.message || err) }); return; }
   const socks = [c.stdio[1], c.stdio[2], c.stdio[3]];
   // Not one byte is read here: what the module writes is the host's to read.

@@ -28,12 +28,16 @@ export class RawPeer {
   private readonly decoder = new FrameDecoder();
   private nextId = 1;
   isClosed = false;
+  /** Called with each frame as it arrives (a module answering invocations, say). */
+  onFrame: ((f: Frame) => void) | undefined;
 
   constructor(readonly socket: net.Socket) {
     socket.on("data", (chunk: Buffer) => {
       for (const body of this.decoder.push(chunk)) {
         try {
-          this.frames.push(decodeBody(body) as Frame);
+          const f = decodeBody(body) as Frame;
+          this.frames.push(f);
+          this.onFrame?.(f);
         } catch {
           this.junk.push(Buffer.from(body));
         }
@@ -187,4 +191,24 @@ export async function openSession(t: ExecutionContext, setup: SessionSetup = {})
     pair.welcome = await peer.next((f) => f.t === "welcome");
   }
   return pair;
+}
+
+/** A session whose hub answers every request with `work(method)` (sync part, then async; the session calls the hub's dispatch()). */
+export async function stubSession(t: ExecutionContext, flow: Record<string, number>, work: (method: string, params: Record<string, unknown>) => Promise<unknown>) {
+  const { host, module } = await socketPair(t);
+  const records: LogRecord[] = [];
+  const logger = new Logger({ level: "debug", write: () => {} });
+  logger.addSink((r) => records.push(r));
+  const hub = { dispatch: (_c: unknown, _g: unknown, method: string, params: Record<string, unknown>) => work(method, params), methodsFor: () => [] } as unknown as ApiHub;
+  const channel = new FrameChannel(host);
+  const session = new HostSession(channel, {
+    module: "greedy", grants: new Map() as never, hub, bus: new EventBus(), logger,
+    call: { module: "greedy", chain: undefined as never, store: undefined, config: {}, dataDir: "/d" },
+    flow,
+  });
+  t.teardown(() => session.close());
+  const peer = new RawPeer(module);
+  peer.hello("greedy");
+  await peer.next((f) => f.t === "welcome");
+  return { session, peer, records, channel };
 }
