@@ -167,23 +167,12 @@ test.serial("a host killed with -9 leaves no module process and no spawner behin
   const dir = await tempDir(t, "modhost-spawner-");
   await writeNodeNative(path.join(dir, "modules"), "probe", PROBE);
   await writeModule(path.join(dir, "modules"), "quiet", quiet("quiet"));
-  const config = path.join(dir, "modhost.toml");
-  await writeFile(config, [
-    "[chain]", "block_interval_seconds = 0", "",
-    "[modules]", 'modules_dir = "modules"', 'data_dir = "data/modules"', "",
-    "[storage]", 'dir = "data/storage"', "",
-    "[rpc]", "enabled = false", "",
-    "[trust]", 'signatures = "allow-unsigned"', "",
-  ].join("\n"));
-  const host = spawn(process.execPath, [path.join(ROOT, "bin", "modhost.js"), "run", "--config", config], { cwd: dir, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, NO_COLOR: "1" } });
-  t.teardown(() => void host.kill("SIGKILL"));
-  let out = "";
-  host.stdout.on("data", (d: Buffer) => (out += d.toString()));
-  host.stderr.on("data", (d: Buffer) => (out += d.toString()));
-  const exited = new Promise((resolve) => host.once("exit", resolve));
+  const config = await writeHostConfig(dir);
+  const run = runHost(t, dir, config);
+  const { host, exited } = run;
   const pids: number[] = [];
   for (const name of ["probe", "quiet"]) {
-    const m = await waitFor(() => new RegExp(`loaded ${name} .*pid=(\\d+)`).exec(out), LONG, `${name} to be loaded`, () => out);
+    const m = await waitFor(() => new RegExp(`loaded ${name} .*pid=(\\d+)`).exec(run.out), LONG, `${name} to be loaded`, () => run.out);
     pids.push(Number(m[1]));
   }
   const spawner = await parentOf(pids[0]!);
@@ -236,21 +225,10 @@ test.serial("with the sandbox \"off\", a host killed with -9 leaves no module pr
   t.timeout(3 * LONG);
   const dir = await tempDir(t, "modhost-spawner-");
   await writeNodeNative(path.join(dir, "modules"), "clinging", CLINGING);
-  const config = path.join(dir, "modhost.toml");
-  await writeFile(config, [
-    "[chain]", "block_interval_seconds = 0", "",
-    "[modules]", 'modules_dir = "modules"', 'data_dir = "data/modules"', 'sandbox = "off"', "",
-    "[storage]", 'dir = "data/storage"', "",
-    "[rpc]", "enabled = false", "",
-    "[trust]", 'signatures = "allow-unsigned"', "",
-  ].join("\n"));
-  const host = spawn(process.execPath, [path.join(ROOT, "bin", "modhost.js"), "run", "--config", config], { cwd: dir, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, NO_COLOR: "1" } });
-  t.teardown(() => void host.kill("SIGKILL"));
-  let out = "";
-  host.stdout.on("data", (d: Buffer) => (out += d.toString()));
-  host.stderr.on("data", (d: Buffer) => (out += d.toString()));
-  const exited = new Promise((resolve) => host.once("exit", resolve));
-  const m = await waitFor(() => /loaded clinging .*sandbox=none.*pid=(\d+)/.exec(out), LONG, "clinging to be loaded unsandboxed", () => out);
+  const config = await writeHostConfig(dir, ['sandbox = "off"']);
+  const run = runHost(t, dir, config);
+  const { host, exited } = run;
+  const m = await waitFor(() => /loaded clinging .*sandbox=none.*pid=(\d+)/.exec(run.out), LONG, "clinging to be loaded unsandboxed", () => run.out);
   const pid = Number(m[1]);
   const spawner = await parentOf(pid);
   t.is(await parentOf(spawner), host.pid!, "the module's parent is the host's spawner");
@@ -287,6 +265,20 @@ async function descendants(root: number): Promise<number[]> {
 }
 
 /** `modhost run` of `config` as its own process, its output collected. */
+/** A host config in `dir` (modules in dir/modules, no RPC, unsigned modules allowed); `modules` adds [modules] keys, `extra` whole sections. */
+async function writeHostConfig(dir: string, modules: string[] = [], extra: string[] = []): Promise<string> {
+  const config = path.join(dir, "modhost.toml");
+  await writeFile(config, [
+    "[chain]", "block_interval_seconds = 0", "",
+    "[modules]", 'modules_dir = "modules"', 'data_dir = "data/modules"', ...modules, "",
+    ...extra,
+    "[storage]", 'dir = "data/storage"', "",
+    "[rpc]", "enabled = false", "",
+    "[trust]", 'signatures = "allow-unsigned"', "",
+  ].join("\n"));
+  return config;
+}
+
 function runHost(t: import("ava").ExecutionContext, dir: string, config: string) {
   const host = spawn(process.execPath, [path.join(ROOT, "bin", "modhost.js"), "run", "--config", config], { cwd: dir, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, NO_COLOR: "1" } });
   t.teardown(() => void host.kill("SIGKILL"));
@@ -300,15 +292,7 @@ test.serial("a host killed with -9 while a native module starts (spawned, its vo
   t.timeout(4 * LONG);
   const dir = await tempDir(t, "modhost-spawner-");
   await writeNodeNative(path.join(dir, "modules"), "slow", SLOW_READY);
-  const config = path.join(dir, "modhost.toml");
-  await writeFile(config, [
-    "[chain]", "block_interval_seconds = 0", "",
-    "[modules]", 'modules_dir = "modules"', 'data_dir = "data/modules"', "",
-    "[modules.limits.slow]", "start_timeout_ms = 120000", "",
-    "[storage]", 'dir = "data/storage"', "",
-    "[rpc]", "enabled = false", "",
-    "[trust]", 'signatures = "allow-unsigned"', "",
-  ].join("\n"));
+  const config = await writeHostConfig(dir, [], ["[modules.limits.slow]", "start_timeout_ms = 120000", ""]);
   const first = runHost(t, dir, config);
   // Its pid as it says it is its sandbox's (a pid namespace): the host's processes are found by their parents.
   await waitFor(() => /slow-ready pid \d+/.exec(first.out), LONG, "slow to say hello", () => first.out);
