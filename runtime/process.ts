@@ -30,6 +30,8 @@ export interface SpawnSpec {
   env: Record<string, string>;
   cwd: string;
   maxFrameBytes?: number;
+  /** No sandbox ties the process to the spawner (sandbox "off"): the spawner does (runtime/sandbox/spawner.ts). */
+  tieToSpawner?: boolean;
 }
 
 /**
@@ -263,7 +265,7 @@ export function spawnModulesDirectly(on: boolean): void {
 
 /** The process and its three sockets, started by the spawner (or directly: spawnModulesDirectly). */
 async function start(spec: SpawnSpec): Promise<{ child: ChildHandle; stdout: Socket; stderr: Socket; socket: Socket }> {
-  const req = { command: spec.command, args: spec.args, env: spec.env, cwd: spec.cwd };
+  const req = { command: spec.command, args: spec.args, env: spec.env, cwd: spec.cwd, tie: spec.tieToSpawner === true };
   if (!direct) {
     const s = await spawnViaSpawner(req);
     return { child: s.child, stdout: s.stdout, stderr: s.stderr, socket: s.channel };

@@ -109,13 +109,13 @@ test.serial(`a call past the spawner's bounds (${SPAWN_LIMITS.args} arguments) i
 
 test.serial("a spawner killed with -9 fails nothing silently: a process it ran is reported as ended naming the spawner, and is gone with it though nothing sandboxes it; the next spawn starts a new spawner", async (t) => {
   t.timeout(LONG);
-  const s = await spawnViaSpawner({ command: "/bin/sleep", args: ["600"], env: {}, cwd: "/" });
+  const s = await spawnViaSpawner({ command: "/bin/sleep", args: ["600"], env: {}, cwd: "/", tie: true });
   const old = spawnerPid()!;
   process.kill(old, "SIGKILL");
   t.deepEqual(await exitOf(s), [null, null]);
   t.regex(s.child.lost ?? "", new RegExp(`its spawner \\(pid ${old}\\) killed by SIGKILL`));
-  // A bare sleep (no bwrap, no cgroup, its channel still open) dies with its spawner
-  // (setpriv --pdeathsig KILL); before, it ran on for its 600 s.
+  // A bare sleep (no bwrap, no cgroup, its channel still open), tied as the host ties an
+  // unsandboxed process, dies with its spawner (setpriv --pdeathsig KILL); before, it ran on for its 600 s.
   await waitFor(async () => !(await alive(s.child.pid!)), 30_000, `sleep (pid ${s.child.pid}) to die with its spawner`);
   const next = await spawnViaSpawner({ command: "/bin/true", args: [], env: {}, cwd: "/" });
   t.not(spawnerPid(), old);

@@ -190,7 +190,8 @@ export function describeSandboxes(modes: { native: SandboxMode; isolate: Sandbox
 export async function sandboxSpawnSpec(spec: SpawnSpec, policy: SandboxPolicy): Promise<SandboxedSpawn> {
   const mode = policy.mode ?? "auto";
   if (mode === "off") {
-    return { spec, level: "none", notes: ["not sandboxed: the operator turned the sandbox off (mode \"off\")"], release: NO_RELEASE };
+    // Nothing else ties it to the spawner (no bwrap --die-with-parent, no cgroup): the spawner does.
+    return { spec: { ...spec, tieToSpawner: true }, level: "none", notes: ["not sandboxed: the operator turned the sandbox off (mode \"off\")"], release: NO_RELEASE };
   }
   checkPolicy(spec, policy);
   const caps = await detectSandbox();

@@ -48,6 +48,8 @@ export interface SpawnRequest {
   args: string[];
   env: Record<string, string>;
   cwd: string;
+  /** Tie the process to the spawner (setpriv --pdeathsig KILL and a parent check): for a process no sandbox ties to it. */
+  tie?: boolean;
 }
 
 // The spawner's program (CommonJS, run with `node -e`), short enough to read whole.
@@ -57,11 +59,13 @@ const fs = require("node:fs");
 // Descriptors inherited without close-on-exec (besides stdio and this channel, fd 3) would
 // reach every module: closed now.
 ${CLOSE_INHERITED_FDS}const LIMITS = ${JSON.stringify(SPAWN_LIMITS)};
-// Each child under setpriv --pdeathsig KILL (util-linux), then a shell that goes on only while
-// its parent is still this spawner (one that died before setpriv's prctl would not signal it),
-// each exec'ing the next (same pid): a spawner that dies, even by SIGKILL, takes it along in
-// every sandbox mode. Before, only bwrap's --die-with-parent did, so a module run with the
-// sandbox "off" outlived a spawner killed -9.
+// A call with tie: true (a process no sandbox ties to this spawner: sandbox "off") runs under
+// setpriv --pdeathsig KILL (util-linux), then a shell that goes on only while its parent is
+// still this spawner (one that died before setpriv's prctl would not signal it), each exec'ing
+// the next (same pid): a spawner that dies, even by SIGKILL, takes it along. Before, a module
+// run with the sandbox "off" outlived a spawner killed -9. Sandboxed processes have bwrap's
+// --die-with-parent or the fallback's own setpriv, and their cgroup, killed when the host
+// learns that the spawner ended: the two execs (~9 ms a start at load 4 here) are not paid twice.
 const setpriv = ["/usr/bin/setpriv", "/bin/setpriv"].find((f) => { try { fs.accessSync(f, fs.constants.X_OK); return true; } catch { return false; } });
 const WITH_PARENT = setpriv ? [setpriv, "--pdeathsig", "KILL", "--", "/bin/sh", "-c", '[ "$PPID" = "$0" ] || exit 97; exec "$@"', String(process.pid)] : [];
 const kids = new Map();
@@ -86,12 +90,13 @@ process.on("message", (m) => {
   if (m.t !== "spawn") return;
   if (!valid(m)) { send({ t: "failed", id: m.id, error: "the spawner refused a malformed call (over " + LIMITS.args + " arguments or " + LIMITS.bytes + " bytes, or not strings)" }); return; }
   let c;
+  const tied = setpriv !== undefined && m.tie === true;
   // A command that cannot start is said as Node says it, not as setpriv's exit.
-  if (setpriv && m.command.startsWith("/")) {
+  if (tied && m.command.startsWith("/")) {
     try { fs.accessSync(m.command, fs.constants.X_OK); }
     catch (err) { send({ t: "failed", id: m.id, error: "spawn " + m.command + " " + (err && err.code || "EACCES") }); return; }
   }
-  const [file, argv] = setpriv ? [setpriv, [...WITH_PARENT.slice(1), m.command, ...m.args]] : [m.command, m.args];
+  const [file, argv] = tied ? [setpriv, [...WITH_PARENT.slice(1), m.command, ...m.args]] : [m.command, m.args];
   try { c = spawn(file, argv, { cwd: m.cwd, env: m.env, stdio: ["ignore", "pipe", "pipe", "pipe"], detached: true }); }
   catch (err) { send({ t: "failed", id: m.id, error: String(err && err.message || err) }); return; }
   const socks = [c.stdio[1], c.stdio[2], c.stdio[3]];
@@ -204,7 +209,7 @@ class Spawner {
       }), SPAWN_DEADLINE_MS);
       this.pending.set(id, { what, proc, socks: {}, resolve, reject, deadline });
       this.refresh();
-      this.child.send({ t: "spawn", id, command: req.command, args: req.args, env: req.env, cwd: req.cwd }, (err) => {
+      this.child.send({ t: "spawn", id, command: req.command, args: req.args, env: req.env, cwd: req.cwd, tie: req.tie === true }, (err) => {
         if (!err || !this.pending.has(id)) return;
         this.settle(id);
         reject(new Error(`could not hand ${what} to the spawner: ${err.message}`));
