@@ -269,6 +269,8 @@ test.serial("a native module asking for a big block at every tx_offset, full and
   const m0 = process.memoryUsage();
   await h.host.start();
   await h.waitForState("good", "running", 30_000);
+  // The canary's rounds mine blocks: not before the probe has read the tip (the big block).
+  await h.waitForLog(/^probe offsets tip read$/, { source: "p-offsets", timeoutMs: 60_000 });
   await underAttack(t, h, 6);
   const done = await h.waitForLog(/^probe offsets asked=\d+ answered=\d+$/, { source: "p-offsets", timeoutMs: 240_000 });
   const [asked, answered] = done.message.match(/\d+/g)!.map(Number);
