@@ -628,13 +628,13 @@ test("degraded: SIGKILL ends every process of the module (SIGTERM does not: unsh
   t.true(await eventually(async () => (await processesOf(r.uid)) === 0, 2000));
 });
 
-test("mode off: the spec is returned as is, level none", async (t) => {
+test("mode off: the spec is returned unwrapped, level none, tied to the spawner (nothing else would kill it with the spawner)", async (t) => {
   const spec = { command: "/x/bin", args: ["a"], env: { A: "1" }, cwd: "/x" };
   const r = await sandboxSpawnSpec(spec, {
     dataDir: "/x", moduleDir: "/x", binary: "/x/bin", network: false, limits: DEFAULT_SANDBOX_LIMITS, uid: 5, gid: 5, mode: "off",
   });
   t.is(r.level, "none");
-  t.is(r.spec, spec);
+  t.deepEqual(r.spec, { ...spec, tieToSpawner: true });
 });
 
 test("choosing: none available refuses (pointing at the opt-out); full refuses when only degraded exists", (t) => {
