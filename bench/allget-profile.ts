@@ -13,19 +13,18 @@ import os from "node:os";
 import { parseArgs } from "node:util";
 import { performance } from "node:perf_hooks";
 import { ClassicLevel } from "classic-level";
-import { ModuleManager } from "../host/manager.ts";
-import { EventBus } from "../host/events/bus.ts";
 import { EmbeddedChain } from "../chain/embedded.ts";
 import { decodeValue, encodeKey, encodeValue } from "../storage/codec.ts";
-import { benchConfig, captureLogger, dumpLog, makeTempDir, processTree, removeTempDir, treeCpuMs, FAIR_SHARE_RAISED } from "./common.ts";
+import { makeTempDir, processTree, removeTempDir, treeCpuMs } from "./common.ts";
 import { summarise } from "./stats.ts";
+import { ISOLATE_PATHS_MODULE, runIsolatePathsModule } from "./isolate-paths-module.ts";
 
 const { values } = parseArgs({ options: { runs: { type: "string" } } });
 const RUNS = Number(values.runs ?? 3);
 const ROUNDS = 30;
 const N = 10;
 const BATCH = 1000;
-const MODULE = "bench-isolate-paths";
+const MODULE = ISOLATE_PATHS_MODULE;
 const VALUE = { height: 812345, hash: "00000000000000000002a7c4c1e48d76", ok: true };
 
 const hostCpuMs = () => {
@@ -39,33 +38,24 @@ const hostCpuMs = () => {
  * round to the first get of the last (rounds - 1 whole rounds), taken where the host dispatches them.
  */
 async function moduleRun(dir: string, chain: EmbeddedChain, rounds: number): Promise<{ allMs: number; hostMs: number; moduleMs: number }> {
-  const { logger, records } = captureLogger();
-  const config = benchConfig(dir, MODULE, { allow: ["read_storage", "write_storage", "read_chain_state"], limits: { ...FAIR_SHARE_RAISED, start_timeout_ms: 300_000, cpu_time_ms: 5000, handler_timeout_ms: 300_000 }, config: { n: N, rounds, batch: BATCH } });
-  if (process.env.ALLGET_UNSANDBOXED) config.modules.sandbox = "off";
-  const manager = new ModuleManager({ config, chain, bus: new EventBus(), logger });
   // The module's gets: 300 warm-up, N sequential, one warm-up round, then the timed rounds.
   const first = 300 + N + BATCH + 1;
   const last = first + (rounds - 1) * BATCH;
   let gets = 0;
   let pids: number[] | undefined;
   const marks: Array<{ host: number; module: number }> = [];
-  const dispatch = manager.hub.dispatch.bind(manager.hub);
-  manager.hub.dispatch = (call, grants, method, params) => {
-    if (method === "storage_get" && (++gets === first || gets === last)) {
-      pids ??= processTree(manager.processOf(MODULE)?.pid);
-      marks.push({ host: hostCpuMs(), module: treeCpuMs(pids) });
-    }
-    return dispatch(call, grants, method, params);
-  };
-  try {
-    await manager.prepare();
-    await manager.startAll();
-  } finally {
-    await manager.shutdown();
-  }
-  const done = records.find((r) => r.source === MODULE && r.message === "isolate-paths done");
-  if (!done?.fields || marks.length !== 2) throw new Error(`${MODULE} did not report (${marks.length} marks)\n${dumpLog(records)}`);
-  return { allMs: (done.fields as { all_ms: number }).all_ms, hostMs: (marks[1]!.host - marks[0]!.host) / (rounds - 1), moduleMs: (marks[1]!.module - marks[0]!.module) / (rounds - 1) };
+  const fields = await runIsolatePathsModule(dir, chain, {
+    config: { n: N, rounds, batch: BATCH },
+    unsandboxed: Boolean(process.env.ALLGET_UNSANDBOXED),
+    onRequest: (method, manager) => {
+      if (method === "storage_get" && (++gets === first || gets === last)) {
+        pids ??= processTree(manager.processOf(MODULE)?.pid);
+        marks.push({ host: hostCpuMs(), module: treeCpuMs(pids) });
+      }
+    },
+  });
+  if (marks.length !== 2) throw new Error(`${MODULE} reported with ${marks.length} marks taken, not 2`);
+  return { allMs: (fields as { all_ms: number }).all_ms, hostMs: (marks[1]!.host - marks[0]!.host) / (rounds - 1), moduleMs: (marks[1]!.module - marks[0]!.module) / (rounds - 1) };
 }
 
 const dir = await makeTempDir("allget");

@@ -23,17 +23,17 @@ import { parseArgs } from "node:util";
 import { PerformanceObserver, constants as perfConstants } from "node:perf_hooks";
 import ivm from "isolated-vm";
 import { ClassicLevel } from "classic-level";
-import { ModuleManager } from "../host/manager.ts";
-import { EventBus } from "../host/events/bus.ts";
+import type { ModuleManager } from "../host/manager.ts";
 import { EmbeddedChain } from "../chain/embedded.ts";
 import { decodeValue, encodeKey, encodeValue } from "../storage/codec.ts";
-import { benchConfig, captureLogger, dumpLog, makeTempDir, processTree, removeTempDir, FAIR_SHARE_RAISED } from "./common.ts";
+import { makeTempDir, processTree, removeTempDir } from "./common.ts";
 import { summarise } from "./stats.ts";
+import { ISOLATE_PATHS_MODULE, runIsolatePathsModule } from "./isolate-paths-module.ts";
 
 const { values } = parseArgs({ options: { runs: { type: "string" }, n: { type: "string" } } });
 const RUNS = Number(values.runs ?? 3);
 const N = Number(values.n ?? 5000);
-const MODULE = "bench-isolate-paths";
+const MODULE = ISOLATE_PATHS_MODULE;
 const VALUE = { height: 812345, hash: "00000000000000000002a7c4c1e48d76", ok: true };
 
 /** Per thread (process role / thread name): CPU ns and voluntary context switches so far. */
@@ -118,16 +118,12 @@ new PerformanceObserver((list) => {
 }).observe({ entryTypes: ["gc"] });
 
 async function moduleRun(dir: string, chain: EmbeddedChain): Promise<{ get_us: number; height_us: number; get: Phase; height: Phase }> {
-  const { logger, records } = captureLogger();
-  const config = benchConfig(dir, MODULE, { allow: ["read_storage", "write_storage", "read_chain_state"], limits: { ...FAIR_SHARE_RAISED, start_timeout_ms: 300_000, cpu_time_ms: 5000, handler_timeout_ms: 300_000 }, config: { n: N, rounds: 1, batch: 1 } });
-  if (process.env.SEQ_UNSANDBOXED) config.modules.sandbox = "off";
-  const manager = new ModuleManager({ config, chain, bus: new EventBus(), logger });
   let gets = 0;
   let heights = 0;
   let roles: Array<[string, number]> | undefined;
   let tracers: ChildProcess[] = [];
   const marks: Record<string, Sample> = {};
-  const mark = (name: string) => {
+  const mark = (name: string, manager: ModuleManager) => {
     roles ??= [["host", process.pid], ...processTree(manager.processOf(MODULE)?.pid).map((p, i): [string, number] => [`mod${i}`, p])];
     marks[name] = sample(roles);
     // For cutting a --cpu-prof profile into the phases (its timestamps are this clock's, µs).
@@ -141,28 +137,23 @@ async function moduleRun(dir: string, chain: EmbeddedChain): Promise<{ get_us: n
     // SEQ_HEAP=1: where this process allocates over each phase (sampled, collected objects included).
     if (process.env.SEQ_HEAP) heapMark(name);
   };
-  const dispatch = manager.hub.dispatch.bind(manager.hub);
-  manager.hub.dispatch = (call, grants, method, params) => {
-    if (method === "storage_get") {
-      ++gets;
-      if (gets === 301) mark("get0");
-      if (gets === 300 + N) mark("get1");
-    } else if (method === "get_block_height") {
-      ++heights;
-      if (heights === 301) mark("h0");
-      if (heights === 301 + N - 1) mark("h1");
-    }
-    return dispatch(call, grants, method, params);
-  };
-  try {
-    await manager.prepare();
-    await manager.startAll();
-  } finally {
-    await manager.shutdown();
-  }
-  const done = records.find((r) => r.source === MODULE && r.message === "isolate-paths done");
-  if (!done?.fields || !marks.h1) throw new Error(`${MODULE} did not report\n${dumpLog(records)}`);
-  const f = done.fields as { get_us: number; height_us: number };
+  const fields = await runIsolatePathsModule(dir, chain, {
+    config: { n: N, rounds: 1, batch: 1 },
+    unsandboxed: Boolean(process.env.SEQ_UNSANDBOXED),
+    onRequest: (method, manager) => {
+      if (method === "storage_get") {
+        ++gets;
+        if (gets === 301) mark("get0", manager);
+        if (gets === 300 + N) mark("get1", manager);
+      } else if (method === "get_block_height") {
+        ++heights;
+        if (heights === 301) mark("h0", manager);
+        if (heights === 301 + N - 1) mark("h1", manager);
+      }
+    },
+  });
+  if (!marks.h1) throw new Error(`${MODULE} reported before its last height was marked`);
+  const f = fields as { get_us: number; height_us: number };
   return { ...f, get: perCall(marks.get0!, marks.get1!, N - 1), height: perCall(marks.h0!, marks.h1!, N - 1) };
 }
 
