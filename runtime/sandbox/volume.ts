@@ -95,8 +95,9 @@ const imageOf = (root: string, name: string) => path.join(root, VOLUMES_DIR, `${
  * the image's size counts the journal it gets. mkfs's own choice follows the image's size: it
  * chose 4 MiB where 32 were counted, which left a quota of 8-24 MiB an image too large to
  * reserve the rest of (such a module never started). A small journal also lets a volume shrink
- * to a small quota later (resize2fs cannot shrink a journal). From 1 GiB, mkfs chooses (at most
- * the 128 MiB counted: 32-64 MiB at these sizes), and the rest is a fraction of the quota.
+ * to a small quota later (resize2fs cannot shrink a journal). From 1 GiB, mkfs chooses by the
+ * image's size (32 MiB up to 2 GiB, 64 MiB up to 16 GiB: within the 128 MiB counted), and any
+ * difference is a small fraction of the quota.
  */
 function journalMiB(q: VolumeQuota): { counted: number; forced: boolean } {
   const small = Math.ceil(q.maxBytes / BLOCK) * BLOCK < 1024 * 1024 * 1024;
