@@ -13,9 +13,12 @@
 //   r16-stdio    invalid UTF-8, terminal escapes, NULs and 1 MiB lines on stdout and stderr
 //   r16-fill     fills its data volume until the kernel refuses, exits, and starts again
 //   r16-storage  storage at its limits, transactions racing storage_max_bytes, a full store reopened
+//   r16-pub      events of the largest payload as fast as the host takes them, to r16-sub (keeps
+//                up), r16-stuck (never acknowledges) and r16-deafsub (stops reading)
 // While they run: the canary stores every block within 5 s, RPC answers within 5 s, no turn of
 // the host's loop takes more than 250 ms of its CPU, its heap, log and open descriptors stay
-// within stated bounds.
+// within stated bounds. After each module's unload no process of its uid, no mount and no
+// cgroup of it is left.
 
 import test from "ava";
 import { execFile } from "node:child_process";
@@ -31,6 +34,7 @@ import { canaryRound } from "./helpers/canary.ts";
 import { watchTurns } from "./helpers/turns.ts";
 import { eventually, processesOf } from "./helpers/procs.ts";
 import { UID_TABLE_FILE, UidTable } from "../runtime/sandbox/uids.ts";
+import { detectCgroups } from "../runtime/sandbox/cgroup.ts";
 
 setFlagsFromString("--expose-gc");
 const gc = runInNewContext("gc") as () => void;
@@ -38,6 +42,11 @@ const PROBE = fileURLToPath(new URL("./fixtures/hostile-round16/main.ts", import
 const HOSTILE_C = fileURLToPath(new URL("./fixtures/hostile/hostile.c", import.meta.url));
 const MB = 1024 * 1024;
 const openFds = () => readdirSync("/proc/self/fd").length;
+/** The module's cgroup directories (`NAME-N`) left under the host's, in every controller. */
+const cgroupsOf = async (name: string) => {
+  const { hostDirs } = await detectCgroups();
+  return [...new Set(Object.values(hostDirs))].flatMap((d) => readdirSync(d!).filter((e) => new RegExp(`^${name}-\\d+$`).test(e)));
+};
 const mountedOn = (dir: string) => readFileSync("/proc/self/mountinfo", "utf8").split("\n").some((l) => l.split(" ")[4] === dir);
 
 /** name -> [config, capabilities, limits] */
@@ -51,9 +60,15 @@ const PROBES: Record<string, [Record<string, unknown>, string[], Record<string, 
   "r16-stdio": [{ mode: "stdio", duration_ms: 4000 }, [], { data_volume: "scan" }],
   "r16-fill": [{ mode: "fill", exit: true }, [], { max_data_bytes: 8 * MB }],
   "r16-storage": [{ mode: "storage", racers: 12, racer_bytes: 200_000, exit: true }, ["read_storage", "write_storage"], { storage_max_bytes: MB, data_volume: "scan" }],
+  // Events of the largest payload as fast as the host takes them, to a subscriber that keeps
+  // up, one that never finishes handling (no ack) and one that stops reading.
+  "r16-pub": [{ mode: "publish", duration_ms: 8000 }, ["publish_events"], { data_volume: "scan" }],
+  "r16-sub": [{ mode: "sub", topic: "r16-pub:big" }, ["subscribe_events"], { data_volume: "scan" }],
+  "r16-stuck": [{ mode: "stuck", topic: "r16-pub:big" }, ["subscribe_events"], { data_volume: "scan" }],
+  "r16-deafsub": [{ mode: "deaf", topic: "r16-pub:big" }, ["subscribe_events"], { data_volume: "scan", max_unread_bytes: MB, restart: "never" }],
 };
 
-test("native probes of what the host reads and owns for a module (a double-forked daemon holding its data volume, forking without end at its process limit, threads to the limit, hostile names, links and deep trees in its data directory and volume, garbage on stdout/stderr, a volume filled to the last block, storage at its limits and racing its quota): the canary keeps up, RPC answers, no loop turn over 250 ms of CPU, nothing of a stopped module is left, and each starts again", async (t) => {
+test("native probes of what the host reads and owns for a module (a double-forked daemon holding its data volume, forking without end at its process limit, threads to the limit, hostile names, links and deep trees in its data directory and volume, its volume's block device, garbage on stdout/stderr, a volume filled to the last block, storage at its limits and racing its quota, events of the largest payload to a subscriber that keeps up, one that never acknowledges and one that stops reading): the canary keeps up, RPC answers, no loop turn over 250 ms of CPU, no process, mount or cgroup of a stopped module is left, and each starts again", async (t) => {
   t.timeout(600_000);
   const dir = await tempDir(t);
   const modulesDir = await buildModulesDir(dir, ["good"]);
@@ -140,6 +155,7 @@ test("native probes of what the host reads and owns for a module (a double-forke
   for (const n of ["r16-names", "r16-vnames"]) {
     t.deepEqual(Object.entries(reports.get(n)!.done).filter(([k, v]) => v !== "ok" && k !== "sparse"), [], `${n} made every hostile name`);
     t.is(h.status(n)?.state, "running", `${n} runs`);
+    t.deepEqual(Object.entries(reports.get(n)!.devices).filter(([, v]) => v !== "ENOENT"), [], `${n} finds no block device to write (its volume's loop device included)`);
   }
   t.true(await eventually(async () => (h.status("r16-names")?.data?.files ?? 0) > 2000, 30_000), "the scan counted its files and links, following none");
   // Garbage on stdout and stderr: escaped, cut, and held to the log rate.
@@ -163,6 +179,14 @@ test("native probes of what the host reads and owns for a module (a double-forke
   const again = (await h.waitForLog(/^probe report$/, { source: "r16-storage", since: h.records.indexOf(h.records.find((r) => r.source === "r16-storage" && /^probe report$/.test(r.message))!) + 1, timeoutMs: 60_000 })).fields as Record<string, any>;
   t.deepEqual(again.again, st.usage, "the store reopens as it was left");
 
+  // Fan-out: the publisher is held to what its subscribers take; the one that stopped reading is disconnected.
+  const pub = reports.get("r16-pub")!;
+  t.log("r16-pub", JSON.stringify(pub));
+  t.true(pub.published > 0 && pub.codes.ok > 0, "the publisher published");
+  const deafCrash = await h.waitFor(() => h.events.find((e) => e.type === "ModuleCrashed" && (e.payload as { module: string }).module === "r16-deafsub"), 60_000, "r16-deafsub to be disconnected");
+  t.regex((deafCrash.payload as { error: string }).error, /max_unread_bytes/, "the subscriber that stopped reading was disconnected naming max_unread_bytes");
+  for (const n of ["r16-sub", "r16-stuck"]) t.is(h.status(n)?.state, "running", `${n} runs`);
+
   sample();
   await turns.stop();
   const seconds = (Date.now() - started) / 1000;
@@ -174,10 +198,12 @@ test("native probes of what the host reads and owns for a module (a double-forke
   const attackers = Object.keys(PROBES).length;
   t.true(logGrowth <= attackers * (64 * 1024 + 32 * 1024 * seconds) + MB, `host log grew ${logGrowth} bytes in ${seconds.toFixed(0)} s`);
 
+  t.true((await cgroupsOf("r16-names")).length > 0, "a running module's cgroups are found where the check below looks");
   for (const n of Object.keys(PROBES)) {
     await h.manager.unload(n).catch(() => undefined);
     t.true(await eventually(async () => (await processesOf(uidOf(n))) === 0, 10_000), `no process of ${n} is left after its unload`);
     t.true(await eventually(async () => !mountedOn(dataOf(n)), 20_000), `${n}'s volume is unmounted`);
+    t.true(await eventually(async () => (await cgroupsOf(n)).length === 0, 20_000), `${n}'s cgroups are removed`);
   }
   await canaryRound(h).then((r) => t.true(r.stored, "the canary stores the next block"));
 });
