@@ -132,7 +132,7 @@ test("native probes of what the host reads and owns for a module (a double-forke
   t.regex(String(reports.get("r16-daemon")!.held), /^daemon \d+/, "the daemon holds a file open on its data volume");
   const beforeReload = Date.now();
   await h.manager.unload("r16-daemon");
-  t.true(await eventually(async () => (await processesOf(uidOf("r16-daemon"))) === 0, 10_000), "no process of r16-daemon is left, its daemon included");
+  t.true(await eventually(async () => (await processesOf(uidOf("r16-daemon"))) === 0, 30_000), "no process of r16-daemon is left, its daemon included");
   const unmounted = await eventually(async () => !mountedOn(dataOf("r16-daemon")), 20_000);
   t.log(`r16-daemon: processes gone and volume ${unmounted ? "unmounted" : "still mounted"} ${Date.now() - beforeReload} ms after its unload began`);
   t.true(unmounted, "its volume is unmounted");
@@ -147,7 +147,7 @@ test("native probes of what the host reads and owns for a module (a double-forke
   t.true((await processesOf(uidOf("r16-respawn"))) > 1, "it forks");
   const t0 = Date.now();
   await h.manager.unload("r16-respawn");
-  t.true(await eventually(async () => (await processesOf(uidOf("r16-respawn"))) === 0, 10_000), "no process of r16-respawn is left");
+  t.true(await eventually(async () => (await processesOf(uidOf("r16-respawn"))) === 0, 30_000), "no process of r16-respawn is left");
   t.log(`r16-respawn unloaded, every process gone, in ${Date.now() - t0} ms`);
   t.regex(String(reports.get("r16-threads")!.results?.threads), /^EAGAIN \d+$/, "threads are refused at the process limit");
 
@@ -201,7 +201,7 @@ test("native probes of what the host reads and owns for a module (a double-forke
   t.true((await cgroupsOf("r16-names")).length > 0, "a running module's cgroups are found where the check below looks");
   for (const n of Object.keys(PROBES)) {
     await h.manager.unload(n).catch(() => undefined);
-    t.true(await eventually(async () => (await processesOf(uidOf(n))) === 0, 10_000), `no process of ${n} is left after its unload`);
+    t.true(await eventually(async () => (await processesOf(uidOf(n))) === 0, 30_000), `no process of ${n} is left after its unload`);
     t.true(await eventually(async () => !mountedOn(dataOf(n)), 20_000), `${n}'s volume is unmounted`);
     t.true(await eventually(async () => (await cgroupsOf(n)).length === 0, 20_000), `${n}'s cgroups are removed`);
   }
