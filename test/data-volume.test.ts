@@ -17,7 +17,7 @@ import { existsSync } from "node:fs";
 import { lstat, mkdir, readdir, readFile, realpath, statfs, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { loopDevicesOf, VOLUMES_DIR, volumeTools } from "../runtime/sandbox/volume.ts";
+import { loopDevicesOf, mountVolume, VOLUMES_DIR, volumeTools } from "../runtime/sandbox/volume.ts";
 import { ROOT, startHost, tempDir, waitFor, GOOD_GRANTS, type TestHost } from "./helpers/host.ts";
 import { writeNodeNative } from "./helpers/native.ts";
 import { call, get } from "./helpers/rpc.ts";
@@ -341,6 +341,20 @@ vtest("an image that a loop device already holds (another host's mount, say) is 
   // It has a volume, so it never falls back to scans (its data is in the image): the fix says so.
   t.regex(failed.problem ?? "", /does not fall back to scans: fix the cause/);
   t.is(await mountsOn(path.join(h.config.modules.data_dir, "twice")), 0);
+});
+
+vtest("a new volume for max_data_bytes of 8, 16 and 24 MiB mounts with exactly its quota free to the module (before, mkfs chose a smaller journal than the image counted, and the image was too large to reserve the rest of: such a module never started)", async (t) => {
+  const root = path.join(await tempDir(t), "data");
+  for (const mb of [8, 16, 24]) {
+    const v = await mountVolume(root, `m${mb}`, { maxBytes: mb * MiB, maxEntries: 10_000 });
+    try {
+      const s = await statfs(v.dir);
+      // What the module may still use, with what is used (its root directory) : the quota's blocks.
+      t.is((s.bavail + (s.blocks - s.bfree)) * s.bsize, mb * MiB, `max_data_bytes = ${mb} MiB`);
+    } finally {
+      await v.release();
+    }
+  }
 });
 
 function run(cmd: string, args: string[]): Promise<string> {

@@ -90,11 +90,24 @@ export async function volumeUsage(dir: string): Promise<VolumeUsage> {
 
 const imageOf = (root: string, name: string) => path.join(root, VOLUMES_DIR, `${name}.ext4`);
 
+/**
+ * The journal of a new image, in MiB: below 1 GiB of quota given to mkfs (-J size=4), so that
+ * the image's size counts the journal it gets. mkfs's own choice follows the image's size: it
+ * chose 4 MiB where 32 were counted, which left a quota of 8-24 MiB an image too large to
+ * reserve the rest of (such a module never started). A small journal also lets a volume shrink
+ * to a small quota later (resize2fs cannot shrink a journal). From 1 GiB, mkfs chooses by the
+ * image's size (32 MiB up to 2 GiB, 64 MiB up to 16 GiB: within the 128 MiB counted), and any
+ * difference is a small fraction of the quota.
+ */
+function journalMiB(q: VolumeQuota): { counted: number; forced: boolean } {
+  const small = Math.ceil(q.maxBytes / BLOCK) * BLOCK < 1024 * 1024 * 1024;
+  return small ? { counted: 4, forced: true } : { counted: 128, forced: false };
+}
+
 /** The size to give a new image: the quota, the inode tables, the journal, and slack for the rest. */
 function imageBytes(q: VolumeQuota): number {
   const data = Math.ceil(q.maxBytes / BLOCK) * BLOCK;
-  const journal = data < 8 * 1024 * 1024 ? 4 : data < 1024 * 1024 * 1024 ? 32 : 128;
-  return data + (q.maxEntries + RESERVED_INODES + 64) * 256 + journal * 1024 * 1024 + Math.ceil(data / 32) + 2 * 1024 * 1024;
+  return data + (q.maxEntries + RESERVED_INODES + 64) * 256 + journalMiB(q).counted * 1024 * 1024 + Math.ceil(data / 32) + 2 * 1024 * 1024;
 }
 
 interface MountEntry { id: string; device: string; mountpoint: string }
@@ -232,7 +245,7 @@ async function createImage(t: Record<Tool, string>, image: string, q: VolumeQuot
   const fh = await open(image, "wx", 0o600);
   await fh.close();
   await truncate(image, imageBytes(q));
-  await run(t["mkfs.ext4"], ["-q", "-F", "-m", "0", "-b", String(BLOCK), "-N", String(q.maxEntries + RESERVED_INODES + 1), "-E", "root_owner=0:0", image]);
+  await run(t["mkfs.ext4"], ["-q", "-F", "-m", "0", "-b", String(BLOCK), "-N", String(q.maxEntries + RESERVED_INODES + 1), ...(journalMiB(q).forced ? ["-J", `size=${journalMiB(q).counted}`] : []), "-E", "root_owner=0:0", image]);
 }
 
 /** Mount a fresh image at a private mountpoint, remove lost+found, make its root 0700. */
