@@ -47,6 +47,9 @@ class StubSocket extends EventEmitter {
 
 type Run = (count: number) => Promise<void>;
 
+/** Each tree's bench/common.ts cleanup (its temporary directories), run before exiting. */
+const cleanups: Array<() => void> = [];
+
 /** A session of `tree`'s code on a stub socket, after its handshake; returns a runner of `count` sequential requests. */
 async function setup(tree: string): Promise<Run> {
   // Each tree's own modules (import paths differ, so a second tree is a second instance).
@@ -56,6 +59,7 @@ async function setup(tree: string): Promise<Run> {
     imp("protocol/channel.ts"), imp("runtime/turn.ts"), imp("runtime/process.ts"), imp("protocol/codec.ts"), imp("protocol/frame.ts"), imp("protocol/messages.ts"),
     imp("bench/common.ts"), imp("bench/roundtrip.ts"),
   ]);
+  cleanups.push(common.cleanupNow);
   const chain = await EmbeddedChain.create({ matureBlocks: 1 });
   const dir = await common.makeTempDir("rt-inproc");
   const storage = METHOD === "storage_get";
@@ -117,4 +121,5 @@ if (runs.length === 2) {
   const diffs = cpu[0]!.map((a, k) => a - cpu[1]![k]!);
   console.log(`B - A: median of the paired differences ${fmt(-summarise(diffs).median)}; B cheaper in ${diffs.filter((d) => d > 0).length} of ${diffs.length} pairs`);
 }
+for (const cleanup of cleanups) cleanup();
 process.exit(0);
