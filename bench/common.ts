@@ -28,8 +28,8 @@ export const FIXTURES = fileURLToPath(new URL("./fixtures/", import.meta.url));
 export interface Row {
   what: string;
   kind: "result" | "baseline" | "piece" | "reference";
-  /** "ms": the samples are durations in milliseconds; "ops/s": the samples are rates. */
-  unit: "ms" | "ops/s";
+  /** "ms": the samples are durations in milliseconds; "ops/s": rates; "MB": sizes in MiB (like durations, less is better). */
+  unit: "ms" | "ops/s" | "MB";
   stats: Summary;
   /** `what` of the row (in the same benchmark) this one is compared with. */
   vs?: string;

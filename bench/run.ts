@@ -9,7 +9,7 @@
 import os from "node:os";
 import * as esbuild from "esbuild";
 import { cleanupNow, type Benchmark, type Row } from "./common.ts";
-import { fmtMs, fmtRate } from "./stats.ts";
+import { fmtMB, fmtMs, fmtRate } from "./stats.ts";
 import { coldStart } from "./cold-start.ts";
 import { storageCall } from "./storage-call.ts";
 import { roundtrip } from "./roundtrip.ts";
@@ -49,12 +49,12 @@ function pick(names: string[]): Benchmark[] {
 }
 
 function value(row: Row, v: number): string {
-  return row.unit === "ms" ? fmtMs(v) : fmtRate(v);
+  return row.unit === "ms" ? fmtMs(v) : row.unit === "MB" ? fmtMB(v) : fmtRate(v);
 }
 
 /** Cost of `row` relative to `base` (>1: slower). */
 function ratio(row: Row, base: Row): number {
-  return row.unit === "ms" ? row.stats.median / base.stats.median : base.stats.median / row.stats.median;
+  return row.unit === "ops/s" ? base.stats.median / row.stats.median : row.stats.median / base.stats.median;
 }
 
 function fmtRatio(r: number): string {
@@ -68,7 +68,7 @@ function pad(s: string, n: number, right = false): string {
 function table(rows: Array<{ bench: string; row: Row; base?: Row }>, withBench: boolean): string {
   const head = [...(withBench ? ["benchmark"] : []), "measurement", "kind", "median", "p90", "p99", "n", "cost x", "baseline"];
   const lines = rows.map(({ bench, row, base }) => {
-    const lat = row.unit === "ms";
+    const lat = row.unit !== "ops/s";
     return [
       ...(withBench ? [bench] : []),
       row.what,

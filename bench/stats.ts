@@ -50,6 +50,12 @@ export function fmtMs(ms: number): string {
   return `${ms.toFixed(0)} ms`;
 }
 
+/** A size given in MiB. */
+export function fmtMB(mb: number): string {
+  if (!Number.isFinite(mb)) return "-";
+  return `${mb.toFixed(mb < 10 ? 2 : 1)} MB`;
+}
+
 /** Operations per second. */
 export function fmtRate(perSecond: number): string {
   if (!Number.isFinite(perSecond)) return "-";

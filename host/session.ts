@@ -526,10 +526,13 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
   private admit(req: WaitingRequest): void {
     // Past the host's budget for this turn (runtime/turn.ts) it waits like one over the
     // module's share: one chunk read can hold hundreds of requests, each served at once before.
-    if (this.backlog.length === 0 && !this.pumpParked && this.blockedBy(req.relayed ? 0 : req.reserve, req.bytes) === undefined && !hostTurn.overBudget()) {
-      this.take();
-      this.start(req);
-      return;
+    if (this.backlog.length === 0 && !this.pumpParked) {
+      const now = performance.now(); // one clock reading for the share's buckets and the turn's budget
+      if (this.blockedBy(req.relayed ? 0 : req.reserve, req.bytes, now) === undefined && !hostTurn.overBudget(now)) {
+        this.take();
+        this.start(req);
+        return;
+      }
     }
     if (this.backlog.length >= MAX_BACKLOG) {
       this.stats.requests++;
@@ -552,7 +555,7 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
   }
 
   /** What keeps the next request waiting, with how long to wait when that is known. */
-  private blockedBy(reserve = 0, bytes = 0): { limit: Limit; waitMs?: number } | undefined {
+  private blockedBy(reserve = 0, bytes = 0, now?: number): { limit: Limit; waitMs?: number } | undefined {
     if (this.inFlight >= this.flow.maxInFlight) return { limit: "in_flight" };
     // Its params stay in the host until it is answered: a large request waits until it fits
     // beside those being served (a module's 64 call_module requests of 15 MiB to a module that
@@ -565,7 +568,7 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
       const committed = this.channel.unsentBytes + this.reserved;
       if (committed > 0 && committed + reserve > this.flow.maxUnreadBytes) return { limit: "unread" };
     }
-    this.refill();
+    this.refill(now);
     if (this.cpuDebt > this.flow.hostCpuMsPerS) {
       return { limit: "cpu", waitMs: Math.ceil(((this.cpuDebt - this.flow.hostCpuMsPerS) / this.flow.hostCpuMsPerS) * 1000) };
     }
@@ -574,8 +577,7 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
   }
 
   /** Tokens and CPU debt as of now (both leaky buckets drain with time). */
-  private refill(): void {
-    const now = performance.now();
+  private refill(now = performance.now()): void {
     const elapsed = (now - this.lastRefill) / 1000;
     this.lastRefill = now;
     this.tokens = Math.min(this.flow.requestsPerSecond, this.tokens + elapsed * this.flow.requestsPerSecond);
@@ -602,7 +604,8 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
     if (this.state === "closed" || this.pumpParked) return;
     while (this.backlog.length > 0) {
       const next = this.backlog[0]!;
-      const blocked = this.blockedBy(next.relayed ? 0 : next.reserve, next.bytes);
+      const now = performance.now(); // one clock reading for the share's buckets and the turn's budget
+      const blocked = this.blockedBy(next.relayed ? 0 : next.reserve, next.bytes, now);
       if (blocked) {
         // Past a wait for the host's budget, what holds the socket now is its own requests.
         if (blocked.limit !== "cpu" && this.pausedFor === "budget") this.pausedFor = "backlog";
@@ -612,7 +615,7 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
       }
       // The host's budget for this turn of its loop, shared by all modules (runtime/turn.ts):
       // past it, what waits is served in a later turn, after the other modules' parked work.
-      if (hostTurn.overBudget()) {
+      if (hostTurn.overBudget(now)) {
         this.pumpParked = true;
         this.pauseReading();
         hostTurn.park(this.resumePump);
@@ -790,8 +793,9 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
     const req: Serving = { id, method, deadline: t0 + this.flow.requestTimeoutMs, timedOut: false };
     // Work the request leaves for later turns of the loop, in slices, is charged too.
     const served = sliceAccount.run(this.chargeSlice, this.dispatch, method, params);
-    this.charge(performance.now() - t0);
-    if (served instanceof Promise || hostTurn.overBudget()) {
+    const t1 = performance.now();
+    this.charge(t1 - t0);
+    if (served instanceof Promise || hostTurn.overBudget(t1)) {
       void this.serveLater(req, served, reserve, relayed, bytes);
       return;
     }
@@ -802,7 +806,7 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
     // in a write and a crossing into the isolate of their own. No pump() here: the caller (pump's
     // loop, or admit with nothing waiting) goes on.
     try {
-      this.answer(req, served, reserve, relayed);
+      this.answer(req, served, reserve, relayed, t1);
     } catch (err) {
       this.failed(req, err);
     } finally {
@@ -868,9 +872,8 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
   }
 
   /** Sends a request's answer, its encoding charged to the module; throws what serve() turns into an error answer. */
-  private answer(req: Serving, result: unknown, reserve: number, relayed: boolean): void {
+  private answer(req: Serving, result: unknown, reserve: number, relayed: boolean, t1 = performance.now()): void {
     if (req.timedOut || this.state === "closed") return;
-    const t1 = performance.now();
     try {
       // Relayed answers did not wait for room: like invocations, they are held to what the
       // module has not read (not to its reservations), so that max_requests_in_flight of

@@ -47,9 +47,8 @@ export class TurnBudget {
     this.budgetMs = ms;
   }
 
-  /** True when this turn's work passed the budget: park instead of working now. */
-  overBudget(): boolean {
-    const now = performance.now();
+  /** True when this turn's work passed the budget: park instead of working now. `now`: the caller's clock reading of this moment, when it has one. */
+  overBudget(now = performance.now()): boolean {
     if (this.windowStart === 0) {
       this.windowStart = now;
       this.scheduleEnd();
