@@ -242,9 +242,10 @@ vtest("under the real host: killed with -9 at the commit of a first mount (its d
   }
   // The set-aside directory was put back and moved in again: nothing of it is lost.
   const third = runHost(t, dir, config);
-  await waitFor(() => third.output().includes("disk-hog wrote"), LONG, "the module to run under the third host", third.output);
+  // The module writes as soon as it is ready, which may come before the host's "loaded" line.
+  const loaded = new RegExp(`loaded ${name} .*data=volume`);
+  await waitFor(() => third.output().includes("disk-hog wrote") && loaded.test(third.output()), LONG, "the module to run under the third host", third.output);
   t.regex(third.output(), /unmounted data volumes an earlier host left mounted/);
-  t.regex(third.output(), new RegExp(`loaded ${name} .*data=volume`));
   const files = await contents(dataDir);
   t.deepEqual(files, { ...expected, "hog-0": "a".repeat(1000), "hog-1": "a".repeat(1000) }, "the acknowledged data and what the module wrote now, nothing else");
   const own = `mount on ${await realpath(dataDir)}`;
@@ -265,15 +266,16 @@ const EVENTS = 120;
 const QUIET = { restart_backoff_ms: 100, max_restarts: 50, restart_window_ms: 600_000, quarantine_after: 3, quarantine_window_ms: 600_000 };
 
 const STORM: Record<string, InlineModule> = {
-  // Spins 50 ms after each start from its very first: stopped by cpu_time_ms, again and again.
-  "c-boot": inlineModule("c-boot", ["manage_timers"], `setTimeout(() => { for (;;) {} }, 50);`),
+  // Spins 1.5 s after each start from its very first (well after the host has it running, even
+  // on a loaded machine: a start that failed would not be retried): stopped by cpu_time_ms, again and again.
+  "c-boot": inlineModule("c-boot", ["manage_timers"], `setTimeout(() => { for (;;) {} }, 1500);`),
   // Calm at its first start; every start after it (the reload's, the restarts') spins.
   "c-reload": inlineModule("c-reload", ["read_storage", "write_storage", "manage_timers"], `
     await ctx.storage.openTree("t");
     const n = (((await ctx.storage.get("t", "starts")) as number | null) ?? 0) + 1;
     await ctx.storage.put("t", "starts", n);
     ctx.log.info("start " + n);
-    if (n > 1) setTimeout(() => { for (;;) {} }, 50);
+    if (n > 1) setTimeout(() => { for (;;) {} }, 1500);
   `),
   // From the first block on, publishes EVENTS events of 32 KiB, one at a time (waiting out the rate).
   publisher: inlineModule("publisher", ["publish_events", "subscribe_events"], `
