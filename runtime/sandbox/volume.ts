@@ -18,7 +18,7 @@
 // a host killed with -9 leaves its mounts, which the next host start unmounts (cleanStale)
 // before any module starts. A mount never reuses an image that a loop device still holds.
 
-import { chmod, mkdir, open, readFile, readdir, realpath, rename, rm, rmdir, stat, statfs, truncate } from "node:fs/promises";
+import { chmod, lstat, mkdir, open, readFile, readdir, realpath, rename, rm, rmdir, stat, statfs, truncate } from "node:fs/promises";
 import { constants } from "node:fs";
 import { access } from "node:fs/promises";
 import path from "node:path";
@@ -228,7 +228,20 @@ async function mountImage(t: Record<Tool, string>, image: string, dir: string): 
   await run(t.mount, ["-t", "ext4", "-o", "loop,nosuid,nodev,noexec", image, dir]);
   const m = (await mounts()).filter((e) => e.mountpoint === dir).at(-1);
   if (!m) throw new Error(`mounting ${image} on ${dir} left no mount`);
+  await dropLostFound(dir);
   return m;
+}
+
+/**
+ * Remove the file system's own lost+found: mkfs makes one, and so does e2fsck before a resize
+ * where there is none. Left there, a root-owned directory would appear among the module's files
+ * and count against max_data_files. Only an empty one owned by root goes: the module's own
+ * directories are its uid's (the file API hands what it makes to the module's uid too).
+ */
+async function dropLostFound(dir: string): Promise<void> {
+  const lf = path.join(dir, "lost+found");
+  const st = await lstat(lf).catch(() => null);
+  if (st?.isDirectory() && st.uid === 0) await rmdir(lf).catch(() => undefined); // not empty: kept
 }
 
 /** Fit the (unmounted) image to the quota: grown or shrunk offline (e2fsck first, as resize2fs asks). */
@@ -248,12 +261,11 @@ async function createImage(t: Record<Tool, string>, image: string, q: VolumeQuot
   await run(t["mkfs.ext4"], ["-q", "-F", "-m", "0", "-b", String(BLOCK), "-N", String(q.maxEntries + RESERVED_INODES + 1), ...(journalMiB(q).forced ? ["-J", `size=${journalMiB(q).counted}`] : []), "-E", "root_owner=0:0", image]);
 }
 
-/** Mount a fresh image at a private mountpoint, remove lost+found, make its root 0700. */
+/** Mount a fresh image at a private mountpoint (its lost+found removed, as at every mount), make its root 0700. */
 async function withFresh<T>(t: Record<Tool, string>, image: string, mnt: string, fn: (mnt: string) => Promise<T>): Promise<T> {
   await mkdir(mnt, { recursive: true, mode: 0o700 });
   await mountImage(t, image, mnt);
   try {
-    await rmdir(path.join(mnt, "lost+found")).catch(() => undefined);
     await chmod(mnt, 0o700);
     return await fn(mnt);
   } finally {
