@@ -84,7 +84,7 @@ export const MAX_RESPONSE_FRAMING_BYTES = 1024 * 1024;
  * loop, and with TLS each record may be one): MAX_RESPONSE_BODY_PIECES, and one per 64 bytes
  * of MAX_RESPONSE_HEADER_BYTES for the head.
  */
-export const MAX_RESPONSE_READS = MAX_RESPONSE_BODY_PIECES + MAX_RESPONSE_HEADER_BYTES / 64;
+const MAX_RESPONSE_READS = MAX_RESPONSE_BODY_PIECES + MAX_RESPONSE_HEADER_BYTES / 64;
 /**
  * What the host's TLS client offers for key exchange: ECDHE on these groups (TLS 1.2 and 1.3),
  * each a fixed, small cost. Never finite-field DHE, whose group the server picks: any odd
