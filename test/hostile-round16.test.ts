@@ -88,7 +88,10 @@ test("an HTTP(S) answer of endless chunk-size zeros or header spaces (bytes the 
 });
 
 const CAPS = ["read_storage", "write_storage", "register_module_api", "manage_timers"];
-/** Its first start floods when asked; every start answers ping with its start count. */
+/**
+ * Floods when asked; every start answers ping with its start count. `die` overruns in the
+ * handler itself: a setTimeout is a host call too, refused while MAX_CALLS_UNANSWERED calls wait.
+ */
 const FLOODER = (after: string) => `
   await ctx.storage.openTree("t");
   const runs = ((await ctx.storage.get("t", "runs")) as number | null) ?? 0;
@@ -114,8 +117,8 @@ const FLOODER = (after: string) => `
   });
 `;
 const MODULES = {
-  "q-cpu": inlineModule("q-cpu", CAPS, FLOODER(`die: () => { setTimeout(() => { for (;;) {} }, 0); return 1; },`)),
-  "q-mem": inlineModule("q-mem", CAPS, FLOODER(`die: () => { setTimeout(() => { const k: unknown[] = []; for (;;) k.push(new Array(1e6).fill(0.5)); }, 0); return 1; },`)),
+  "q-cpu": inlineModule("q-cpu", CAPS, FLOODER(`die: () => { for (;;) {} },`)),
+  "q-mem": inlineModule("q-mem", CAPS, FLOODER(`die: () => { const k: unknown[] = []; for (;;) k.push(new Array(1e6).fill(0.5)); },`)),
   "q-big": inlineModule("q-big", CAPS, FLOODER("")),
   "r-slow": inlineModule("r-slow", ["register_rpc_endpoint", "manage_timers"], `
     await ctx.rpc.register("slow", "answers in 2 s", () => new Promise((r) => setTimeout(() => r(1), 2000)));
@@ -195,22 +198,31 @@ test.serial("round 16 under the real host: calls queued past MAX_CALLS_UNANSWERE
     rounds = Math.max(rounds, 4);
   });
 
+  const figures: Record<string, unknown> = {};
+  let longest = 0;
+  let step = "start";
+  const probes = async () => {
   // q-cpu and q-mem: 40 turns of 1,000 calls in one stretch (below MAX_CALLS_PER_STRETCH), then overrun.
   const crashOf = (n: string, since: number) => h.records.slice(since).find((r) => r.source === "host" && r.message.startsWith(`${n} crashed: `))?.message;
-  const figures: Record<string, unknown> = {};
   for (const [n, limit] of [["q-cpu", /cpu_time_ms/], ["q-mem", /memory_mb/]] as const) {
     const node = await nodeProcess(h.status(n)!.pid!);
     let rssPeak = 0;
     let sampling = true;
+    // However the test ends, the sampler stops (a loop of timers would keep ava's worker alive).
+    t.teardown(() => {
+      sampling = false;
+    });
     const sampler = (async () => {
       while (sampling && node !== undefined) {
         rssPeak = Math.max(rssPeak, await rssMb(node));
         await sleep(25);
       }
     })();
+    step = `${n} flood`;
     const seen = await callApi<{ refused: number; other: number; message: string }>(h, n, "flood", { batches: 40, per: 1000 }, 60_000);
     t.true(seen.refused >= 40_000 - 16_384 - 1000, `${n}: ${seen.refused} of 40,000 calls refused at once`);
     t.regex(seen.message, /16384 host calls are unanswered.*MAX_CALLS_UNANSWERED/, `${n}: the refusal names MAX_CALLS_UNANSWERED and its value`);
+    step = `${n} overrun`;
     const mark = h.mark();
     const t0 = Date.now();
     await callApi(h, n, "die", {}, 30_000).catch(() => undefined);
@@ -222,10 +234,12 @@ test.serial("round 16 under the real host: calls queued past MAX_CALLS_UNANSWERE
     figures[n] = { refused: seen.refused, crashMs, isolateHostRssPeakMb: Math.round(rssPeak), reason: crashOf(n, mark)!.slice(0, 200) };
     // The watchdog needs cpu_time_ms (1 s) of the isolate's CPU, stretched by load; the exit after it is prompt.
     t.true(crashMs < 30_000, `${n}: stopped and reported ${crashMs} ms after it began to overrun`);
+    step = `${n} back`;
     await h.waitForState(n, "running", 60_000);
     t.is(await callApi(h, n, "ping", {}, 30_000), 1, `${n} runs again`);
   }
 
+  step = "q-big";
   // q-big: 200 calls of 100 KB while the host takes 5 a second.
   await callApi(h, "q-big", "flood", { batches: 1, per: 200, size: 100_000 }, 60_000);
   const big = await h.waitFor(async () => {
@@ -236,6 +250,7 @@ test.serial("round 16 under the real host: calls queued past MAX_CALLS_UNANSWERE
   t.regex(big.message, /MAX_UNSENT_CALL_BYTES \(8388608\)/, "q-big: the refusal names MAX_UNSENT_CALL_BYTES and its value");
 
   // A remote JSON-RPC party; every turn of the host's loop watched meanwhile (a busy ticker: only here).
+  step = "rpc";
   const turns = watchTurns();
   t.teardown(() => turns.stop());
   const port = h.host.rpcServer!.address!.port;
@@ -257,8 +272,14 @@ test.serial("round 16 under the real host: calls queued past MAX_CALLS_UNANSWERE
   t.is((piped.match(/HTTP\/1.1 200/g) ?? []).length + (piped.match(/HTTP\/1.1 429/g) ?? []).length, 100, "100 pipelined requests: each answered, 200 or 429");
   t.regex(piped, /MAX_PIPELINED_REQUESTS/, "the 429s name MAX_PIPELINED_REQUESTS");
 
-  const longest = turns.longest;
+  longest = turns.longest;
   await turns.stop();
+  };
+  await probes().catch((err: Error) => {
+    // Said at once: a failed step names itself here, whatever ava prints later.
+    console.error(`round 16 failed at ${step}: ${err.stack ?? err.message}\n${h.tail(20)}`);
+    throw err;
+  });
   over = true;
   await canary;
   const logChars = h.records.reduce((a, r) => a + r.message.length, 0);
