@@ -69,6 +69,23 @@ export const MAX_INFORMATIONAL_RESPONSES = 8;
  */
 export const MAX_RESPONSE_BODY_PIECES = 16_384;
 /**
+ * Bytes an answer may take on the wire, whatever the parser makes of them: before its status
+ * (informational answers and the head), MAX_RESPONSE_HEAD_WIRE_BYTES; in all, that plus the
+ * body's bound (the request's max_bytes) plus MAX_RESPONSE_FRAMING_BYTES for chunk-size lines
+ * and trailers. Past either, the exchange fails with quota_exceeded naming it. Bytes the parser
+ * takes without counting them toward any limit (a chunk size written with endless leading
+ * zeros, a header value of endless spaces) cost the host's loop ~0.5 s of CPU a second until the
+ * request's timeout (up to MAX_TIMEOUT_MS, MAX_IN_FLIGHT requests at once).
+ */
+export const MAX_RESPONSE_HEAD_WIRE_BYTES = (MAX_INFORMATIONAL_RESPONSES + 1) * MAX_RESPONSE_HEADER_BYTES;
+export const MAX_RESPONSE_FRAMING_BYTES = 1024 * 1024;
+/**
+ * Reads of an answer from its socket, head and body (each a Buffer and an event on the host's
+ * loop, and with TLS each record may be one): MAX_RESPONSE_BODY_PIECES, and one per 64 bytes
+ * of MAX_RESPONSE_HEADER_BYTES for the head.
+ */
+const MAX_RESPONSE_READS = MAX_RESPONSE_BODY_PIECES + MAX_RESPONSE_HEADER_BYTES / 64;
+/**
  * What the host's TLS client offers for key exchange: ECDHE on these groups (TLS 1.2 and 1.3),
  * each a fixed, small cost. Never finite-field DHE, whose group the server picks: any odd
  * number up to 10,000 bits, each handshake then ~1 s of the host's CPU.
@@ -305,6 +322,27 @@ function exchange(req: HttpRequest, resolve: Resolver): Promise<HttpResponse> {
         headers["Content-Length"] = String(body?.byteLength ?? 0);
       }
       const connected = socket;
+      // Every byte the server sends, counted before the parser sees it (this listener comes
+      // first): the wire bounds above, and the pieces bound for every read, head included.
+      let wire = 0;
+      let reads = 0;
+      let headDone = false;
+      const maxWire = MAX_RESPONSE_HEAD_WIRE_BYTES + maxBody + MAX_RESPONSE_FRAMING_BYTES;
+      let over: CapabilityError | undefined;
+      connected.on("data", (chunk: Buffer) => {
+        if (done || over) return;
+        wire += chunk.length;
+        if (!headDone && wire > MAX_RESPONSE_HEAD_WIRE_BYTES) {
+          over = new CapabilityError("quota_exceeded", `${t.target} sent more than ${MAX_RESPONSE_HEAD_WIRE_BYTES} bytes before its answer's status and headers were complete (MAX_RESPONSE_HEAD_WIRE_BYTES, a fixed limit)`);
+        } else if (wire > maxWire) {
+          over = new CapabilityError("quota_exceeded", `the answer from ${t.target} took more than ${maxWire} bytes on the wire: its body's bound (${maxBody}) plus ${MAX_RESPONSE_HEAD_WIRE_BYTES} for its head and ${MAX_RESPONSE_FRAMING_BYTES} for chunk framing and trailers (MAX_RESPONSE_FRAMING_BYTES, a fixed limit)`);
+        } else if (++reads > MAX_RESPONSE_READS) {
+          over = new CapabilityError("quota_exceeded", `the answer from ${t.target} came in more than ${MAX_RESPONSE_READS} reads (MAX_RESPONSE_READS, a fixed limit); its server must send it in larger pieces`);
+        }
+        // Not while this read is being handed out: Node's HTTP client, which listens after this,
+        // asserts its parser is still on the socket (a destroyed one killed the process).
+        if (over) process.nextTick(finish, over);
+      });
       const request = http.request({
         createConnection: () => connected,
         method: req.method,
@@ -324,6 +362,7 @@ function exchange(req: HttpRequest, resolve: Resolver): Promise<HttpResponse> {
       request.on("error", (err) => finish(answerError(t, err) ?? failure(t, "request to", err)));
       request.on("upgrade", () => finish(new CapabilityError("unavailable", `${t.target} switched protocols; only plain HTTP answers are supported`)));
       request.on("response", (res) => {
+        headDone = true;
         // A HEAD answer (and a 204 or 304) declares a length but carries no body.
         if (res.rawHeaders.length / 2 > MAX_RESPONSE_HEADERS) {
           finish(new CapabilityError("quota_exceeded", `the answer from ${t.target} has more than ${MAX_RESPONSE_HEADERS} header fields (MAX_RESPONSE_HEADERS)`));

@@ -171,6 +171,8 @@ process.on("unhandledRejection", fatal);
 function die(code: number, message: string): Exit {
   if (exiting) return new Exit(code, message);
   exiting = true;
+  // The calls the module queued that are still here go no further: the goodbye goes ahead of them.
+  channel.dropUnsent();
   try {
     client.log("error", message);
     client.goodbye({ code: "module_error", message });
@@ -387,12 +389,29 @@ function rejectionText(err: unknown): string {
 // the isolate (~20-40 ms). The calls whose answers carry them, by id.
 const hexCalls = new Map<number, readonly (readonly string[])[]>();
 let hexPaths: Map<string, readonly (readonly string[])[]> | undefined;
+// What the module's calls may hold here in bytes (the bootstrap bounds their count:
+// in-isolate/stretch.ts MAX_CALLS_UNANSWERED): calls the host has not taken yet (it reads a
+// module's socket at requests_per_second once its requests wait) stay in this process. Past the
+// bound a call is refused at once (quota_exceeded, naming it), before it is encoded; one call is
+// sent whatever its size (up to max_frame_bytes) when less is waiting.
+/** Bytes sent (calls and any other frames) but not yet taken by the host's end of the socket. */
+const MAX_UNSENT_CALL_BYTES = 8 * 1024 * 1024;
+const unsentRefusal = () => Object.assign(
+  new Error(`the host has not yet taken ${client.unsentBytes} bytes of this module's calls, past MAX_UNSENT_CALL_BYTES (${MAX_UNSENT_CALL_BYTES}): it is behind (requests_per_second, host_cpu_ms_per_s); await some calls before making more`),
+  { code: "quota_exceeded" },
+);
 function callOut(batch: CallEntry[]): void {
   hexPaths ??= new Map(catalogue.flatMap((m) => {
     const paths = splitHexPaths(m.sdk?.hex);
     return paths ? [[m.name, paths] as const] : [];
   }));
+  // The module is being stopped (die): nothing more goes out ahead of its goodbye.
+  if (exiting) return;
   for (const [id, method, params] of batch) {
+    if (client.unsentBytes >= MAX_UNSENT_CALL_BYTES) {
+      onAnswer(id, unsentRefusal(), undefined);
+      continue;
+    }
     // Params the bootstrap encoded itself (a storage transaction: in-isolate/pack.ts) go into
     // the frame as they are; the host decodes them with every limit, as any module's.
     if (params instanceof Uint8Array) {

@@ -157,6 +157,11 @@ export class ModuleClient {
     this.send(method, params, { method, tag, sink, resolve: undefined, reject: undefined });
   }
 
+  /** Bytes sent on the channel and not yet handed to the kernel. */
+  get unsentBytes(): number {
+    return this.channel.unsentBytes;
+  }
+
   private send(method: string, params: Record<string, unknown> | Buffer, p: Pending): void {
     if (this.channel.isClosed) {
       settle(p, new RequestError(method, { code: "unavailable", message: "connection closed" }), undefined);

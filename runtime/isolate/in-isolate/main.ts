@@ -21,7 +21,7 @@ import { checkAnswer, errorCode, errorMessage, MAX_VALUES } from "./answer.ts";
 import { packOps, packParams } from "./pack.ts";
 import { splitOps } from "./parts.ts";
 import { plainFieldsSized, toText } from "./text.ts";
-import { countLogChars, droppedLinesText, newStretch, takeCall, takeLogLine, tooManyCallsText } from "./stretch.ts";
+import { countLogChars, droppedLinesText, MAX_CALLS_UNANSWERED, newStretch, takeCall, takeLogLine, tooManyCallsText, tooManyUnansweredText } from "./stretch.ts";
 
 type Fn = (...args: unknown[]) => unknown;
 type Params = Record<string, unknown>;
@@ -120,6 +120,10 @@ const flush = () => {
 };
 const request = (method: string, params: Params | Uint8Array): Promise<unknown> =>
   new Promise((resolve, reject) => {
+    if (calls.size >= MAX_CALLS_UNANSWERED) {
+      reject(new ModhostError("quota_exceeded", tooManyUnansweredText(), method));
+      return;
+    }
     if (!takeCall()) {
       reject(new ModhostError("quota_exceeded", tooManyCallsText(), method));
       return;

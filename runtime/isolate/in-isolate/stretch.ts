@@ -16,6 +16,13 @@ const MAX_LOG_LINES_PER_STRETCH = 4096;
 const MAX_LOG_CHARS_PER_STRETCH = 4 * 1024 * 1024;
 /** Host calls one stretch may make; past it each fails with quota_exceeded. */
 const MAX_CALLS_PER_STRETCH = 65_536;
+/**
+ * Host calls the module may have unanswered at once, whatever the stretches. Each costs the
+ * isolate host ~2 KB until answered (its copy out, its frame, its answer's copy back in, which
+ * waits for the isolate): 60,000 queued calls took that process to ~190-310 MB, and its goodbye
+ * waited behind them. Past it a call fails at once, before it leaves the isolate.
+ */
+export const MAX_CALLS_UNANSWERED = 16_384;
 
 let lines = 0;
 let chars = 0;
@@ -54,6 +61,9 @@ export function takeCall(): boolean {
 
 export const droppedLinesText = (n: number): string =>
   `${n} log lines dropped: one stretch of module code (from one entry into the isolate until it yields) may send at most ${MAX_LOG_LINES_PER_STRETCH} lines and ${MAX_LOG_CHARS_PER_STRETCH} characters (MAX_LOG_LINES_PER_STRETCH, MAX_LOG_CHARS_PER_STRETCH)`;
+
+export const tooManyUnansweredText = (): string =>
+  `${MAX_CALLS_UNANSWERED} host calls are unanswered, the most an isolate module may have at once (MAX_CALLS_UNANSWERED); await some of them before making more`;
 
 export const tooManyCallsText = (): string =>
   `more than ${MAX_CALLS_PER_STRETCH} host calls in one stretch of module code without yielding (MAX_CALLS_PER_STRETCH); await some of them before making more`;
