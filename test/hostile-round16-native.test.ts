@@ -26,22 +26,17 @@ import { readdirSync, readFileSync } from "node:fs";
 import { chmod, mkdir } from "node:fs/promises";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { setFlagsFromString } from "node:v8";
-import { runInNewContext } from "node:vm";
 import { buildModulesDir, sleep, startHost, tempDir, GOOD_GRANTS } from "./helpers/host.ts";
 import { writeNodeNative } from "./helpers/native.ts";
 import { canaryRound } from "./helpers/canary.ts";
-import { watchTurns } from "./helpers/turns.ts";
+import { watchHost } from "./helpers/host-watch.ts";
 import { eventually, processesOf } from "./helpers/procs.ts";
 import { UID_TABLE_FILE, UidTable } from "../runtime/sandbox/uids.ts";
 import { detectCgroups } from "../runtime/sandbox/cgroup.ts";
 
-setFlagsFromString("--expose-gc");
-const gc = runInNewContext("gc") as () => void;
 const PROBE = fileURLToPath(new URL("./fixtures/hostile-round16/main.ts", import.meta.url));
 const HOSTILE_C = fileURLToPath(new URL("./fixtures/hostile/hostile.c", import.meta.url));
 const MB = 1024 * 1024;
-const openFds = () => readdirSync("/proc/self/fd").length;
 /** The module's cgroup directories (`NAME-N`) left under the host's, in every controller. */
 const cgroupsOf = async (name: string) => {
   const { hostDirs } = await detectCgroups();
@@ -89,36 +84,13 @@ test("native probes of what the host reads and owns for a module (a double-forke
   });
   await h.waitForState("good", "running", 60_000);
   for (const n of ["r16-daemon", "r16-vnames", "r16-fill"]) t.is(h.status(n)?.data?.mode, "volume", `${n} has a data volume`);
-  gc();
-  const heap0 = process.memoryUsage().heapUsed;
-  const fds0 = openFds();
-  const logBytes = () => h.lines.reduce((n, l) => n + Buffer.byteLength(l) + 1, 0);
-  const log0 = logBytes();
-  const started = Date.now();
-  const turns = watchTurns();
-  t.teardown(() => turns.stop());
-  let longestTurn = 0;
-  let late = 0;
-  let unanswered = 0;
-  let peak = 0;
-  let fdsPeak = 0;
-  const sample = () => {
-    // Forced collections are the test's, not the host's: the turn they run in is not counted.
-    longestTurn = Math.max(longestTurn, turns.reset());
-    gc();
-    turns.reset();
-    peak = Math.max(peak, process.memoryUsage().heapUsed - heap0);
-    fdsPeak = Math.max(fdsPeak, openFds());
-  };
+  const watch = watchHost(t, h);
   for (let i = 0; i < 6; i++) {
-    const { stored, answered } = await canaryRound(h);
-    if (!stored) late++;
-    if (!answered) unanswered++;
-    sample();
+    await watch.round();
+    watch.sample();
     await sleep(1000);
   }
-  t.is(late, 0, "the canary stored every block within 5 s");
-  t.is(unanswered, 0, "the host answered every RPC call within 5 s");
+  watch.assertCanary(t);
   const reports = new Map<string, Record<string, any>>();
   const report = async (source: string, since?: number) => (await h.waitForLog(/^probe report$/, { source, since, timeoutMs: 120_000 })).fields as Record<string, any>;
   for (const n of Object.keys(PROBES)) reports.set(n, await report(n));
@@ -187,16 +159,7 @@ test("native probes of what the host reads and owns for a module (a double-forke
   t.regex((deafCrash.payload as { error: string }).error, /max_unread_bytes/, "the subscriber that stopped reading was disconnected naming max_unread_bytes");
   for (const n of ["r16-sub", "r16-stuck"]) t.is(h.status(n)?.state, "running", `${n} runs`);
 
-  sample();
-  await turns.stop();
-  const seconds = (Date.now() - started) / 1000;
-  const logGrowth = logBytes() - log0;
-  t.log(`over ${seconds.toFixed(0)} s: longest host loop turn ${longestTurn.toFixed(0)} ms of CPU (forced collections excluded); heap +${(peak / MB).toFixed(1)} MB at most; open descriptors ${fds0} -> at most ${fdsPeak}, ${openFds()} after; host log +${(logGrowth / 1024).toFixed(0)} KiB`);
-  t.true(longestTurn < 250, `no turn of the host's loop took 250 ms of its CPU (${longestTurn.toFixed(0)} ms)`);
-  t.true(peak < 96 * MB, `host heap grew ${(peak / MB).toFixed(0)} MB`);
-  t.true(fdsPeak - fds0 < 200, `the host's open descriptors went from ${fds0} to at most ${fdsPeak}`);
-  const attackers = Object.keys(PROBES).length;
-  t.true(logGrowth <= attackers * (64 * 1024 + 32 * 1024 * seconds) + MB, `host log grew ${logGrowth} bytes in ${seconds.toFixed(0)} s`);
+  await watch.finish(t, Object.keys(PROBES).length);
 
   t.true((await cgroupsOf("r16-names")).length > 0, "a running module's cgroups are found where the check below looks");
   for (const n of Object.keys(PROBES)) {
