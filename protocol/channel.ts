@@ -527,16 +527,6 @@ export class FrameChannel extends EventEmitter<ChannelEvents> {
     this.socket.destroy();
   }
 
-  /**
-   * Forget the frames sent but still waiting here for the end of the turn (whole frames: none
-   * has reached the socket yet). For a sender that is stopping: its last message then goes out
-   * ahead of them (the isolate host's goodbye, ahead of calls its module queued).
-   */
-  dropUnsent(): void {
-    this.out = [];
-    this.outBytes = 0;
-  }
-
   /** Send a last message after those already sent, then end the stream once it is flushed. */
   closeAfter(message: unknown): void {
     if (this.closed) return;

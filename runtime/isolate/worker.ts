@@ -171,8 +171,9 @@ process.on("unhandledRejection", fatal);
 function die(code: number, message: string): Exit {
   if (exiting) return new Exit(code, message);
   exiting = true;
-  // The calls the module queued that are still here go no further: the goodbye goes ahead of them.
-  channel.dropUnsent();
+  // What the module sent before this (its last log lines: a failed start's stack) goes out
+  // first; calls it queued before are held to MAX_UNSENT_CALL_BYTES below, so the goodbye waits
+  // behind at most that, and callOut sends nothing more from now on.
   try {
     client.log("error", message);
     client.goodbye({ code: "module_error", message });
