@@ -42,7 +42,6 @@ const bootstrapScript: string = typeof __MODHOST_BOOTSTRAP__ !== "undefined"
 // compiled at every isolate host's boot without a startup snapshot (natives.ts).
 const { parseArgs } = process.getBuiltinModule("node:util");
 
-
 const { values: args } = parseArgs({
   options: {
     "module-id": { type: "string" },
@@ -406,7 +405,7 @@ function callOut(batch: CallEntry[]): void {
     const paths = splitHexPaths(m.sdk?.hex);
     return paths ? [[m.name, paths] as const] : [];
   }));
-  // The module is being stopped (die): nothing more goes out ahead of its goodbye.
+  // The module is being stopped (die): its goodbye has gone out, nothing follows it.
   if (exiting) return;
   for (const [id, method, params] of batch) {
     if (client.unsentBytes >= MAX_UNSENT_CALL_BYTES) {
