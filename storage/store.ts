@@ -650,7 +650,7 @@ export class ModuleStore {
    * reads are queued at once (the store's ioConcurrency and the pool's share admit them in
    * order), so each starts as soon as the one before is done: awaited one after the other, with
    * a turn of the loop between them, a 9000-key transaction's 36 reads each waited for this
-   * code to be scheduled again (docs/architecture.md, "indexer"). The synchronous part of each
+   * code to be scheduled again (docs/performance-log.md, "indexer"). The synchronous part of each
    * read (copying its keys in, its values out) is still that of DELTA_READ_KEYS keys, and each
    * read ends in a callback of its own, so the loop gets its turns between them.
    */

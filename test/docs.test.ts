@@ -53,7 +53,7 @@ const read = (file: string) => readFile(new URL(`../${file}`, import.meta.url), 
 /** The docs this file holds to the code (permissions.md and events.md are generated from the catalogue, and held too). */
 const AUTHORED_DOCS = [
   "README.md", "docs/operator-guide.md", "docs/module-guide.md", "docs/protocol.md", "docs/signing.md",
-  "docs/security.md", "docs/architecture.md", "docs/permissions.md", "docs/events.md",
+  "docs/security.md", "docs/architecture.md", "docs/performance-log.md", "docs/permissions.md", "docs/events.md",
   "fuzz/README.md", "templates/ts/README.md", "templates/rust/README.md", "sdk/rust/README.md", "sdk/node/README.md",
 ];
 

@@ -164,7 +164,7 @@ async function findPackage(name: string, from: string): Promise<string | undefin
  * on the isolate host's main thread (a call's answer reaches the module without a hand-over to
  * the isolate's thread), each bounded by a watchdog thread (sync-watchdog.ts). Read when an
  * isolate host is spawned: MODHOST_ISOLATE_SYNC=1 turns it on, 0 off; the default is below
- * (docs/architecture.md, "Sync crossings", has the figures that chose it).
+ * (docs/performance-log.md, "Sync crossings", has the figures that chose it).
  */
 export function syncCrossings(): boolean {
   const v = process.env.MODHOST_ISOLATE_SYNC;

@@ -1,7 +1,7 @@
 // A storage transaction leaves the isolate as MessagePack bytes made here, not as an object
 // graph: copying 3,000 ops out (a structured clone on each side of the crossing) and encoding
 // them again in the isolate host cost more than the whole in-process indexer (bench/indexer.ts,
-// docs/architecture.md). The isolate host puts the bytes in the request's frame as they are.
+// docs/performance-log.md). The isolate host puts the bytes in the request's frame as they are.
 //
 // Nothing here is a security boundary (a module can tamper with anything in its isolate): the
 // host decodes these bytes with every limit of the codec (protocol/codec.ts), as it decodes a
