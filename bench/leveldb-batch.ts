@@ -13,7 +13,7 @@
 //                writes the whole size (and classic-level copies its value first) in one piece.
 // Reports, per round, the longest single put (which one) and the presizing put.
 //
-// Run of 2026-12-06 02:57 (3 rounds each, twice interleaved, load 16-17: other sessions' tests):
+// Run of 2026-12-06 02:57 (3 rounds each, twice interleaved, load 16-17: other workloads' tests):
 // fill 15: longest put 188-466 ms (median ~443), always the 9th (past 8 MiB), the others' median
 // 30-68 ms; presize 15: the presizing put 316-1587 ms (median ~1180), then every put under
 // 41 ms; fill 47: longest put 354-768 ms (median ~720), the 33rd (past 32 MiB). At load 1.5-1.8
