@@ -1,0 +1,86 @@
+// Servers behind a granted http_request that send their answer one byte per write (over TLS,
+// one byte per record): a status line and headers that never end, a declared body, a chunked
+// body of one-byte chunks (their size lines written a byte at a time too). Each read cost the
+// host's loop ~10-40 µs whatever its size, and the host read as fast as the bytes came: one
+// request cost 200-440 ms of the loop's CPU at 210-410 ms a second (load 7-9) until
+// MAX_RESPONSE_READS or MAX_RESPONSE_BODY_PIECES stopped it, and none of it was charged to the
+// module. Now small reads are paced (SMALL_READS_PER_SECOND after SMALL_READ_BURST, TLS records
+// counted by TLS_RECORDS_PER_READ), and what reading and parsing cost is charged to the
+// module's account (host_cpu_ms_per_s), whose wait the reading honours.
+
+import test from "ava";
+import { spawn } from "node:child_process";
+import { readFile } from "node:fs/promises";
+import tls from "node:tls";
+import { fileURLToPath } from "node:url";
+import { httpExchange, parseHttpUrl } from "../capabilities/http.ts";
+import { CapabilityError } from "../capabilities/types.ts";
+import { sliceAccount } from "../chain/slices.ts";
+import { threadCpuMs } from "./helpers/turns.ts";
+
+const TLS_DIR = fileURLToPath(new URL("./fixtures/tls/", import.meta.url));
+const DRIBBLE_SERVER = fileURLToPath(new URL("./fixtures/http-dribble/dribble-server.cjs", import.meta.url));
+
+type Mode = "head" | "body" | "chunked";
+type Kind = "plain" | "tls";
+
+async function dribbler(t: import("ava").ExecutionContext, mode: Mode, kind: Kind): Promise<number> {
+  // Its own process: the CPU measured here is the host side's only.
+  const server = spawn(process.execPath, [DRIBBLE_SERVER, mode, kind, `${TLS_DIR}key.pem`, `${TLS_DIR}cert.pem`], { stdio: ["pipe", "pipe", "inherit"] });
+  t.teardown(() => server.kill("SIGKILL"));
+  return new Promise<number>((resolve, reject) => {
+    let text = "";
+    server.stdout.on("data", (d: Buffer) => {
+      text += d.toString();
+      if (text.includes("\n")) resolve(Number(text.split("\n")[0]));
+    });
+    server.once("exit", (code) => reject(new Error(`the dribble server exited (${code})`)));
+  });
+}
+
+const request = (port: number, kind: Kind, timeoutMs: number) =>
+  httpExchange(`dribble-${port}`, { target: parseHttpUrl(`${kind === "tls" ? "https" : "http"}://127.0.0.1:${port}/`), method: "GET", headers: {}, body: undefined, timeoutMs });
+
+/**
+ * Host loop CPU per second of a request to a dribbling server (this thread's user + system time,
+ * the kernel's receiving of one-byte segments included). After the fix: 5-55 ms a second for
+ * those that run to their timeout, ~95 for the plain chunked one that ends at
+ * MAX_RESPONSE_BODY_PIECES after ~0.5 s (its cost is its pieces, ~3 µs each, bounded by that
+ * limit and charged to the module); before: 210-410. The bound leaves ~1.5x over the worst.
+ */
+const MAX_CPU_MS_PER_S = 150;
+
+test.serial("a server answering one byte per write (head, body, chunked framing; plain TCP and TLS records of one byte) costs the host's loop under 150 ms of CPU per second of the request, and that cost is charged to the module's account", async (t) => {
+  t.timeout(120_000);
+  tls.setDefaultCACertificates([...tls.getCACertificates("default"), await readFile(`${TLS_DIR}cert.pem`, "utf8")]);
+  for (const kind of ["plain", "tls"] as const) {
+    for (const mode of ["head", "body", "chunked"] as const) {
+      const port = await dribbler(t, mode, kind);
+      let charged = 0;
+      const cpu0 = threadCpuMs();
+      const t0 = performance.now();
+      const err = await sliceAccount.run((ms) => void (charged += ms), () => t.throwsAsync(request(port, kind, 3000)));
+      const wall = performance.now() - t0;
+      const cpu = threadCpuMs() - cpu0;
+      const perS = (cpu / wall) * 1000;
+      t.log(`${kind}/${mode}: ${wall.toFixed(0)} ms, ${cpu.toFixed(0)} ms of the loop's CPU (${perS.toFixed(0)} ms/s), ${charged.toFixed(1)} ms charged: ${err?.message.slice(0, 100)}`);
+      t.true(err instanceof CapabilityError, `${kind}/${mode}: a capability error`);
+      t.true(["timeout", "quota_exceeded"].includes((err as CapabilityError).code), `${kind}/${mode}: it timed out or hit a limit (${(err as CapabilityError).code})`);
+      t.true(perS < MAX_CPU_MS_PER_S, `${kind}/${mode}: ${perS.toFixed(0)} ms of CPU per second of the request, over ${MAX_CPU_MS_PER_S}`);
+      t.true(charged > 0.5, `${kind}/${mode}: the reading was charged to the module's account (${charged.toFixed(2)} ms)`);
+    }
+  }
+});
+
+test.serial("an answer's reading waits while its module is over its host_cpu_ms_per_s: an account that answers 1000 ms is asked about once per pause, and the request times out", async (t) => {
+  t.timeout(60_000);
+  const port = await dribbler(t, "body", "plain");
+  let asked = 0;
+  const cpu0 = threadCpuMs();
+  const err = await sliceAccount.run(() => (asked++, 1000), () => t.throwsAsync(request(port, "plain", 2500)));
+  const cpu = threadCpuMs() - cpu0;
+  t.log(`asked ${asked} times, ${cpu.toFixed(0)} ms of the loop's CPU in 2.5 s`);
+  t.is((err as CapabilityError).code, "timeout");
+  // A read, then a resume each second (each asks once when the read comes, once at the resume).
+  t.true(asked >= 1 && asked <= 8, `the account was asked ${asked} times in 2.5 s (a pause of 1 s each time)`);
+});
