@@ -39,6 +39,7 @@ import { sliceAccount } from "../chain/slices.ts";
 import { canonicalHostPort, GrantSyntaxError } from "./grants.ts";
 import { addressesFor, type Resolver } from "./address-policy.ts";
 import { systemResolver } from "./dns.ts";
+import { ReadPace } from "./read-pace.ts";
 import { CapabilityError } from "./types.ts";
 
 export const HTTP_METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH"] as const;
@@ -459,8 +460,7 @@ function exchange(req: HttpRequest, resolve: Resolver): Promise<HttpResponse> {
  * is charged to `account` (the module's host_cpu_ms_per_s).
  */
 class PacedSocket extends Duplex {
-  #tokens = SMALL_READ_BURST;
-  #refilled = performance.now();
+  readonly #pace = new ReadPace(SMALL_READS_PER_SECOND, SMALL_READ_BURST);
   /** Reads that came while the socket was being paused (TLS records already decrypted). */
   #held: Buffer[] = [];
   #timer: NodeJS.Timeout | undefined;
@@ -496,10 +496,7 @@ class PacedSocket extends Duplex {
     const t0 = performance.now();
     if (!this.count(chunk)) return;
     this.#held.push(chunk);
-    if (chunk.length < PACED_READ_BYTES) {
-      this.#refill(t0);
-      this.#tokens -= 1;
-    }
+    if (chunk.length < PACED_READ_BYTES) this.#pace.spend(1, t0);
     if (this.cipherBytes) {
       this.#plainSinceCheck += chunk.length;
       if (!this.#recordCheck) {
@@ -538,16 +535,10 @@ class PacedSocket extends Duplex {
     this.#plainSinceCheck = 0;
     if (this.#overhead <= 0) return;
     const now = performance.now();
-    this.#refill(now);
-    this.#tokens -= this.#overhead / TLS_RECORD_OVERHEAD_BYTES / TLS_RECORDS_PER_READ;
+    this.#pace.spend(this.#overhead / TLS_RECORD_OVERHEAD_BYTES / TLS_RECORDS_PER_READ, now);
     this.#overhead = 0;
     this.#settle(now);
   };
-
-  #refill(now: number): void {
-    this.#tokens = Math.min(SMALL_READ_BURST, this.#tokens + ((now - this.#refilled) * SMALL_READS_PER_SECOND) / 1000);
-    this.#refilled = now;
-  }
 
   /**
    * Charges the module for the work since `t0`, and stops reading until the next small read is
@@ -557,8 +548,7 @@ class PacedSocket extends Duplex {
     const now = performance.now();
     const owed = this.account?.(now - t0) ?? 0;
     if (this.#timer !== undefined || this.destroyed) return;
-    this.#refill(now);
-    const wait = Math.max(owed, this.#tokens < 0 ? (-this.#tokens * 1000) / SMALL_READS_PER_SECOND : 0);
+    const wait = Math.max(owed, this.#pace.waitMs(now));
     if (wait <= 0) return;
     // What the kernel gathers meanwhile comes in one read.
     this.socket.pause();
@@ -574,10 +564,7 @@ class PacedSocket extends Duplex {
     // The parser made body pieces of it (chunks of a chunked answer): each is an event and a
     // Buffer on the loop (~3 µs). Past the first, every BODY_PIECES_PER_READ count as a small read.
     const extra = this.bodyPieces - before - 1;
-    if (extra > 0) {
-      this.#refill(performance.now());
-      this.#tokens -= extra / BODY_PIECES_PER_READ;
-    }
+    if (extra > 0) this.#pace.spend(extra / BODY_PIECES_PER_READ);
   }
 
   override _read(): void {
