@@ -18,6 +18,7 @@ import { DnsResolver } from "../capabilities/dns.ts";
 import { httpExchange, parseHttpUrl } from "../capabilities/http.ts";
 import { CapabilityError } from "../capabilities/types.ts";
 import { sliceAccount } from "../chain/slices.ts";
+import { openSession } from "./helpers/peer.ts";
 import { threadCpuMs } from "./helpers/turns.ts";
 
 const TLS_DIR = fileURLToPath(new URL("./fixtures/tls/", import.meta.url));
@@ -107,4 +108,18 @@ test.serial("a DNS server answering over TCP one byte per write costs the host's
   // Before: ~1 s of CPU in 3.8 s (254 ms/s) until 65,535 zeros made a malformed answer.
   t.true(perS < MAX_CPU_MS_PER_S, `${perS.toFixed(0)} ms of CPU per second of the lookup, over ${MAX_CPU_MS_PER_S}`);
   t.true(charged > 0.5, `the reading was charged to the module's account (${charged.toFixed(2)} ms)`);
+});
+
+test.serial("through a module's session: an http_request to a server answering one byte per write is charged to that module's host_cpu_ms_per_s account", async (t) => {
+  t.timeout(60_000);
+  const port = await dribbler(t, "body", "plain");
+  const pair = await openSession(t, { module: "dribbled", grants: [`network_access=127.0.0.1:${port}`] });
+  const sliced0 = pair.session.flowStats.slicedMs;
+  const cpu0 = pair.session.flowStats.cpuMs;
+  const answer = await pair.peer.call("http_request", { url: `http://127.0.0.1:${port}/`, timeout_ms: 2500 });
+  const sliced = pair.session.flowStats.slicedMs - sliced0;
+  t.log(`answer: ${JSON.stringify(answer.error ?? answer.result).slice(0, 120)}; charged to the module: ${sliced.toFixed(1)} ms (its host CPU in all: ${(pair.session.flowStats.cpuMs - cpu0).toFixed(1)} ms)`);
+  t.is((answer.error as { code?: string } | undefined)?.code, "timeout", "the dribbled answer ran to its timeout");
+  // Before: only the request's synchronous part was charged; the reading was charged to no one.
+  t.true(sliced > 1, `the answer's reading was charged to the module (${sliced.toFixed(2)} ms)`);
 });
