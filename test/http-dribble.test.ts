@@ -18,11 +18,16 @@ import { DnsResolver } from "../capabilities/dns.ts";
 import { httpExchange, parseHttpUrl } from "../capabilities/http.ts";
 import { CapabilityError } from "../capabilities/types.ts";
 import { sliceAccount } from "../chain/slices.ts";
+import path from "node:path";
+import { RpcAuth } from "../host/rpc/auth.ts";
+import { RpcServer } from "../host/rpc/server.ts";
+import { tempDir } from "./helpers/host.ts";
 import { openSession } from "./helpers/peer.ts";
 import { threadCpuMs } from "./helpers/turns.ts";
 
 const TLS_DIR = fileURLToPath(new URL("./fixtures/tls/", import.meta.url));
 const DRIBBLE_SERVER = fileURLToPath(new URL("./fixtures/http-dribble/dribble-server.cjs", import.meta.url));
+const DRIBBLE_CLIENT = fileURLToPath(new URL("./fixtures/http-dribble/dribble-client.cjs", import.meta.url));
 const DNS_DRIBBLE_SERVER = fileURLToPath(new URL("./fixtures/http-dribble/dns-dribble-server.cjs", import.meta.url));
 
 type Mode = "head" | "body" | "chunked";
@@ -122,4 +127,32 @@ test.serial("through a module's session: an http_request to a server answering o
   t.is((answer.error as { code?: string } | undefined)?.code, "timeout", "the dribbled answer ran to its timeout");
   // Before: only the request's synchronous part was charged; the reading was charged to no one.
   t.true(sliced > 1, `the answer's reading was charged to the module (${sliced.toFixed(2)} ms)`);
+});
+
+test.serial("JSON-RPC clients writing their request one byte per write (8 connections, an endless head or an unauthenticated body) cost the host's loop under 150 ms of CPU per second", async (t) => {
+  t.timeout(60_000);
+  const dir = await tempDir(t);
+  const quiet = { debug() {}, info() {}, warn() {}, error() {} };
+  const server = new RpcServer({
+    bind: "127.0.0.1", port: 0, auth: RpcAuth.create({ cookieFile: path.join(dir, ".cookie") }), log: quiet, limits: {}, metricsText: () => "", authFailDelayMs: 1,
+    dispatch: async () => 1,
+  });
+  const { port } = await server.start();
+  t.teardown(() => server.stop());
+  for (const mode of ["head", "body"] as const) {
+    const cpu0 = threadCpuMs();
+    const t0 = performance.now();
+    const client = spawn(process.execPath, [DRIBBLE_CLIENT, String(port), "8", mode, "3"], { stdio: ["ignore", "pipe", "inherit"] });
+    t.teardown(() => client.kill("SIGKILL"));
+    let out = "";
+    client.stdout.on("data", (d: Buffer) => (out += d.toString()));
+    await new Promise((r) => client.once("exit", r));
+    const wall = performance.now() - t0;
+    const cpu = threadCpuMs() - cpu0;
+    const perS = (cpu / wall) * 1000;
+    t.log(`${mode}: ${cpu.toFixed(0)} ms of the loop's CPU in ${wall.toFixed(0)} ms (${perS.toFixed(0)} ms/s), connections closed ${out.trim()}`);
+    // Before: ~350-360 ms/s at load 5-6 (one connection as much as 32), 190-300 at load 11.
+    // After: 36-95 (load 11-17).
+    t.true(perS < 150, `${mode}: ${perS.toFixed(0)} ms of CPU per second`);
+  }
 });
