@@ -258,7 +258,7 @@ function modulesSchema(base: string) {
 const RPC_LIMIT_DOCS: Record<keyof RpcLimits, string> = {
   max_connections: "connections open at once, from everyone; never more than a quarter of the host's open-file limit (`ulimit -n`; the host logs when it lowers the cap)",
   max_connections_per_address: "connections open at once from one address (local clients all share `127.0.0.1`)",
-  header_timeout_ms: "a connection must send complete request headers within this, idle new connections included (`408`)",
+  header_timeout_ms: "a connection must send complete request headers within this, idle new connections included (`408`). Meanwhile a connection whose bytes have made no whole request for 20 ms is read once every 20 ms (what came meanwhile, at once), so a client sending a byte at a time costs ~50 reads a second, not one per byte",
   request_timeout_ms: "a whole request (headers and body) must arrive within this (`408`); at least `header_timeout_ms`",
   idle_timeout_ms: "a keep-alive connection with no request for this long is closed",
   max_header_bytes: "request line and headers (`431`)",
