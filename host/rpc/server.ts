@@ -291,6 +291,8 @@ export class RpcServer {
         conn.busy++;
         res.once("close", () => conn.busy--);
         this.requestHead(req.socket, conn);
+        // Its body's bytes, read after the head, are a whole request too.
+        req.once("end", () => this.requestHead(req.socket, conn));
       }
       this.handle(req, res, conn).catch((err) => {
         opts.log.error(`RPC request failed: ${(err as Error)?.stack ?? String(err)}`);
@@ -354,7 +356,7 @@ export class RpcServer {
     });
   }
 
-  /** A request's head is complete: its connection is read freely again. */
+  /** A request's head (or its body) is complete: its connection is read freely again. */
   private requestHead(socket: Socket, conn: Conn): void {
     conn.requestBytes = socket.bytesRead;
     conn.slowSince = 0;
