@@ -23,8 +23,9 @@ import { moduleApi } from "./module-api.ts";
 import { indexer } from "./indexer.ts";
 import { poolShare } from "./pool-share.ts";
 import { dnsBench } from "./dns.ts";
+import { paceBench } from "./pace.ts";
 
-const BENCHMARKS: Benchmark[] = [coldStart, storageCall, roundtrip, sandboxStart, fanout, storageBatch, isolatePaths, manyModules, jsonrpc, moduleApi, indexer, poolShare, dnsBench];
+const BENCHMARKS: Benchmark[] = [coldStart, storageCall, roundtrip, sandboxStart, fanout, storageBatch, isolatePaths, manyModules, jsonrpc, moduleApi, indexer, poolShare, dnsBench, paceBench];
 
 process.on("exit", cleanupNow);
 for (const signal of ["SIGINT", "SIGTERM"] as const) {

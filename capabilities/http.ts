@@ -32,10 +32,14 @@
 import { constants } from "node:crypto";
 import http from "node:http";
 import net from "node:net";
+import { performance } from "node:perf_hooks";
+import { Duplex } from "node:stream";
 import tls from "node:tls";
+import { sliceAccount } from "../chain/slices.ts";
 import { canonicalHostPort, GrantSyntaxError } from "./grants.ts";
 import { addressesFor, type Resolver } from "./address-policy.ts";
 import { systemResolver } from "./dns.ts";
+import { ReadPace } from "./read-pace.ts";
 import { CapabilityError } from "./types.ts";
 
 export const HTTP_METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH"] as const;
@@ -85,6 +89,38 @@ export const MAX_RESPONSE_FRAMING_BYTES = 1024 * 1024;
  * of MAX_RESPONSE_HEADER_BYTES for the head.
  */
 const MAX_RESPONSE_READS = MAX_RESPONSE_BODY_PIECES + MAX_RESPONSE_HEADER_BYTES / 64;
+/**
+ * A read of an answer smaller than this (a TLS record's most, 16 KiB) is a small read: small reads
+ * are paced. Each read costs the host's loop ~10-40 µs whatever its size (a Buffer, an event, a
+ * turn of Node's HTTP parser), and a server writing one byte at a time made the host read one or a
+ * few bytes per read, as fast as it could: 200-420 ms of the loop's CPU for one request, in ~0.5-1.2
+ * s, until MAX_RESPONSE_READS stopped it (16 in flight per module kept a core busy).
+ */
+const PACED_READ_BYTES = 16 * 1024;
+/**
+ * Small reads of one answer per second, after a first SMALL_READ_BURST: past them the socket is
+ * not read until the next is due (bytes wait in the kernel, and the next read takes all that came
+ * meanwhile: a peer dribbling bytes gets 50 reads a second of the host, whatever it does).
+ */
+export const SMALL_READS_PER_SECOND = 50;
+/**
+ * Over TLS, records of an answer that count as one small read. Each record is decrypted on the
+ * host's loop (~3-5 µs), and a server sending one byte per record got ~2,800 of them into
+ * each read of 64 KiB.
+ */
+const TLS_RECORDS_PER_READ = 16;
+/**
+ * Body pieces the parser makes of one read (chunks of a chunked answer) that count as one small
+ * read, past the first. A server sending one-byte chunks got ~500 of them into each read of 3 KB
+ * (~3 µs each); an answer in chunks of 1 KiB makes ~64 of a read of 64 KiB (one small read more).
+ */
+const BODY_PIECES_PER_READ = 64;
+/** What a TLS record takes on the wire beyond its plaintext (TLS 1.3, AES-GCM; 1.2 takes more, so records are overcounted there, never under). */
+const TLS_RECORD_OVERHEAD_BYTES = 22;
+/** Longest pause of an answer's reading at a time; then the module's account is asked again. */
+const MAX_READ_PAUSE_MS = 1000;
+/** Small reads of an answer before pacing starts: an ordinary answer (its head, a few writes of body) is never delayed. */
+export const SMALL_READ_BURST = 64;
 /**
  * What the host's TLS client offers for key exchange: ECDHE on these groups (TLS 1.2 and 1.3),
  * each a fixed, small cost. Never finite-field DHE, whose group the server picks: any odd
@@ -241,6 +277,9 @@ export async function httpExchange(module: string, req: HttpRequest, resolve: Re
 
 function exchange(req: HttpRequest, resolve: Resolver): Promise<HttpResponse> {
   const t = req.target;
+  // The module's account of host CPU (host_cpu_ms_per_s): what reading and parsing its answer
+  // costs the host's loop is charged to it, in the turns where it is spent.
+  const account = sliceAccount.getStore();
   const maxBody = Math.min(req.maxBodyBytes ?? MAX_RESPONSE_BODY_BYTES, MAX_RESPONSE_BODY_BYTES);
   return new Promise<HttpResponse>((resolvePromise, rejectPromise) => {
     let done = false;
@@ -262,7 +301,11 @@ function exchange(req: HttpRequest, resolve: Resolver): Promise<HttpResponse> {
 
     const connect = (address: string): Promise<net.Socket> => new Promise((ok, fail) => {
       // By address: net.connect does no lookup for an IP, so this is the address checked.
-      const s = net.connect({ host: address, port: t.port, noDelay: true });
+      // A high-water mark of one byte: a paused socket stops reading the kernel at once
+      // (PacedSocket), instead of reading 64 KiB more into its buffer, a read per byte.
+      // (Node passes a socket's options to its stream; the typings do not list this one.)
+      const options = { host: address, port: t.port, noDelay: true, readableHighWaterMark: 1 };
+      const s = net.connect(options);
       sockets.add(s);
       s.once("connect", () => ok(s));
       s.once("error", (err) => { s.destroy(); fail(err); });
@@ -270,7 +313,7 @@ function exchange(req: HttpRequest, resolve: Resolver): Promise<HttpResponse> {
     });
 
     const secure = (raw: net.Socket, address: string): Promise<net.Socket> => new Promise((ok, fail) => {
-      const s = tls.connect({
+      const options = {
         socket: raw,
         // SNI and certificate checks for the name in the URL; an IP literal is checked
         // against the certificate's IP addresses (SNI may not carry an address).
@@ -282,7 +325,10 @@ function exchange(req: HttpRequest, resolve: Resolver): Promise<HttpResponse> {
         secureOptions: constants.SSL_OP_NO_RENEGOTIATION,
         ecdhCurve: TLS_KEY_EXCHANGE.groups,
         ciphers: TLS_KEY_EXCHANGE.ciphers,
-      });
+        // As for the socket under it: paused, it stops reading at once (tls.connect's highWaterMark).
+        highWaterMark: 1,
+      };
+      const s = tls.connect(options);
       sockets.add(s);
       s.once("secureConnect", () => ok(s));
       s.once("error", (err) => { s.destroy(); fail(err); });
@@ -307,6 +353,7 @@ function exchange(req: HttpRequest, resolve: Resolver): Promise<HttpResponse> {
       }
       if (done) return;
       if (!socket) throw failure(t, "cannot connect to", lastError);
+      const tcp = socket;
       if (t.tls) {
         try {
           socket = await secure(socket, address);
@@ -321,16 +368,15 @@ function exchange(req: HttpRequest, resolve: Resolver): Promise<HttpResponse> {
       if (body !== undefined || req.method === "POST" || req.method === "PUT" || req.method === "PATCH") {
         headers["Content-Length"] = String(body?.byteLength ?? 0);
       }
-      const connected = socket;
-      // Every byte the server sends, counted before the parser sees it (this listener comes
-      // first): the wire bounds above, and the pieces bound for every read, head included.
+      // Every byte the server sends, counted before the parser sees it (PacedSocket, below,
+      // counts each read first): the wire bounds above, and the pieces bound for every read.
       let wire = 0;
       let reads = 0;
       let headDone = false;
       const maxWire = MAX_RESPONSE_HEAD_WIRE_BYTES + maxBody + MAX_RESPONSE_FRAMING_BYTES;
       let over: CapabilityError | undefined;
-      connected.on("data", (chunk: Buffer) => {
-        if (done || over) return;
+      const count = (chunk: Buffer): boolean => {
+        if (done || over) return false;
         wire += chunk.length;
         if (!headDone && wire > MAX_RESPONSE_HEAD_WIRE_BYTES) {
           over = new CapabilityError("quota_exceeded", `${t.target} sent more than ${MAX_RESPONSE_HEAD_WIRE_BYTES} bytes before its answer's status and headers were complete (MAX_RESPONSE_HEAD_WIRE_BYTES, a fixed limit)`);
@@ -339,10 +385,12 @@ function exchange(req: HttpRequest, resolve: Resolver): Promise<HttpResponse> {
         } else if (++reads > MAX_RESPONSE_READS) {
           over = new CapabilityError("quota_exceeded", `the answer from ${t.target} came in more than ${MAX_RESPONSE_READS} reads (MAX_RESPONSE_READS, a fixed limit); its server must send it in larger pieces`);
         }
-        // Not while this read is being handed out: Node's HTTP client, which listens after this,
-        // asserts its parser is still on the socket (a destroyed one killed the process).
+        // Not while this read is being handed out (over TLS, Node's HTTP client asserted its
+        // parser was still on the socket, and a destroyed one killed the process): on nextTick.
         if (over) process.nextTick(finish, over);
-      });
+        return over === undefined;
+      };
+      const connected = new PacedSocket(socket, count, account, t.tls ? () => tcp.bytesRead : undefined);
       const request = http.request({
         createConnection: () => connected,
         method: req.method,
@@ -379,6 +427,7 @@ function exchange(req: HttpRequest, resolve: Resolver): Promise<HttpResponse> {
         res.on("data", (chunk: Buffer) => {
           // The rest of a read already parsed still arrives after a finish: drop it.
           if (done) return;
+          connected.bodyPieces++;
           size += chunk.length;
           if (size > maxBody) finish(tooLarge(t, maxBody));
           else if (chunks.length >= MAX_RESPONSE_BODY_PIECES) {
@@ -398,6 +447,146 @@ function exchange(req: HttpRequest, resolve: Resolver): Promise<HttpResponse> {
     };
     run().catch((err: unknown) => finish(err instanceof Error ? err : new Error(String(err))));
   });
+}
+
+/**
+ * The socket as Node's HTTP client sees it: what it reads from the server's socket (plain or TLS),
+ * counted by `count` before anything else sees it (false: dropped, the exchange is over), then
+ * handed to the client's parser, with small reads paced (PACED_READ_BYTES, SMALL_READS_PER_SECOND).
+ * The server's socket itself cannot be paused for this: Node's HTTP client resumes its socket as
+ * the answer is read. Here the client pauses and resumes this stream, and only this stream
+ * pauses the socket. Over TLS a read is a record; the records that arrive together are handed
+ * to the parser as one piece. The time each read costs the loop, the parser's work included,
+ * is charged to `account` (the module's host_cpu_ms_per_s).
+ */
+class PacedSocket extends Duplex {
+  readonly #pace = new ReadPace(SMALL_READS_PER_SECOND, SMALL_READ_BURST);
+  /** Reads that came while the socket was being paused (TLS records already decrypted). */
+  #held: Buffer[] = [];
+  #timer: NodeJS.Timeout | undefined;
+  #cipherSeen: number;
+  #plainSinceCheck = 0;
+  #overhead = 0;
+  #recordCheck = false;
+  /** Body pieces the parser has made so far (the exchange counts them). */
+  bodyPieces = 0;
+
+  /**
+   * @param cipherBytes over TLS, the bytes read from the TCP socket under it so far (records
+   *   and their overhead): the records a read came in are counted from them.
+   */
+  constructor(
+    private readonly socket: net.Socket,
+    private readonly count: (chunk: Buffer) => boolean,
+    private readonly account: ((ms: number) => number | undefined) | undefined,
+    private readonly cipherBytes: (() => number) | undefined,
+  ) {
+    super({ allowHalfOpen: false });
+    this.#cipherSeen = cipherBytes?.() ?? 0;
+    socket.on("data", this.#onData);
+    socket.on("end", () => {
+      this.#flush();
+      this.push(null);
+    });
+    socket.on("error", (err) => this.destroy(err));
+    socket.on("close", () => this.destroy());
+  }
+
+  readonly #onData = (chunk: Buffer): void => {
+    const t0 = performance.now();
+    if (!this.count(chunk)) return;
+    this.#held.push(chunk);
+    if (chunk.length < PACED_READ_BYTES) this.#pace.spend(1, t0);
+    if (this.cipherBytes) {
+      this.#plainSinceCheck += chunk.length;
+      if (!this.#recordCheck) {
+        this.#recordCheck = true;
+        setImmediate(this.#checkRecords);
+      }
+    }
+    // While the socket is being paused, reads that still come (TLS records decrypted from the
+    // last read) wait for the resume, to go to the parser as one piece.
+    if (this.#timer === undefined) this.#flush();
+    this.#settle(t0);
+  };
+
+  readonly #resume = (): void => {
+    const t0 = performance.now();
+    this.#timer = undefined;
+    this.#flush();
+    if (!this.destroyed) this.socket.resume();
+    this.#settle(t0);
+  };
+
+  /**
+   * Over TLS, the records that came since the last look were each decrypted on the loop: every
+   * TLS_RECORDS_PER_READ of them count as one more small read. A record is its plaintext plus
+   * ~22 bytes on the wire (TLS_RECORD_OVERHEAD_BYTES), so the bytes read from the TCP socket
+   * beyond the plaintext say how many came. Looked at once the reads of a turn are done (the
+   * records of one TCP read come as several reads, the first seeing all of its bytes), and
+   * what was read ahead of its plaintext is offset when that comes.
+   */
+  readonly #checkRecords = (): void => {
+    this.#recordCheck = false;
+    if (this.destroyed || !this.cipherBytes) return;
+    const cipher = this.cipherBytes();
+    this.#overhead += cipher - this.#cipherSeen - this.#plainSinceCheck;
+    this.#cipherSeen = cipher;
+    this.#plainSinceCheck = 0;
+    if (this.#overhead <= 0) return;
+    const now = performance.now();
+    this.#pace.spend(this.#overhead / TLS_RECORD_OVERHEAD_BYTES / TLS_RECORDS_PER_READ, now);
+    this.#overhead = 0;
+    this.#settle(now);
+  };
+
+  /**
+   * Charges the module for the work since `t0`, and stops reading until the next small read is
+   * due, or while the module is over its host_cpu_ms_per_s (its account says how long).
+   */
+  #settle(t0: number): void {
+    const now = performance.now();
+    const owed = this.account?.(now - t0) ?? 0;
+    if (this.#timer !== undefined || this.destroyed) return;
+    const wait = Math.max(owed, this.#pace.waitMs(now));
+    if (wait <= 0) return;
+    // What the kernel gathers meanwhile comes in one read.
+    this.socket.pause();
+    this.#timer = setTimeout(this.#resume, Math.min(Math.ceil(wait), MAX_READ_PAUSE_MS));
+  }
+
+  #flush(): void {
+    if (this.#held.length === 0 || this.destroyed) return;
+    const piece = this.#held.length === 1 ? this.#held[0]! : Buffer.concat(this.#held);
+    this.#held = [];
+    const before = this.bodyPieces;
+    this.push(piece);
+    // The parser made body pieces of it (chunks of a chunked answer): each is an event and a
+    // Buffer on the loop (~3 µs). Past the first, every BODY_PIECES_PER_READ count as a small read.
+    const extra = this.bodyPieces - before - 1;
+    if (extra > 0) this.#pace.spend(extra / BODY_PIECES_PER_READ);
+  }
+
+  override _read(): void {
+    // Pushed as it is read; what the parser has not taken is bounded by the wire bounds.
+  }
+
+  override _write(chunk: Buffer, _encoding: BufferEncoding, done: (err?: Error | null) => void): void {
+    this.socket.write(chunk, done);
+  }
+
+  override _final(done: (err?: Error | null) => void): void {
+    this.socket.end();
+    done();
+  }
+
+  override _destroy(err: Error | null, done: (err?: Error | null) => void): void {
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    this.#held = [];
+    this.socket.destroy();
+    done(err);
+  }
 }
 
 /** A failed handshake; one refused for its key exchange says what the host offers. */

@@ -8,7 +8,7 @@ import * as v from "valibot";
 import { method, type Family } from "./types.ts";
 import { Bytes, HttpResponse, NetworkStats, PeerInfo, none } from "./schemas.ts";
 import {
-  DEFAULT_TIMEOUT_MS, HTTP_METHODS, MAX_IN_FLIGHT, MAX_REQUEST_BODY_BYTES, MAX_RESPONSE_BODY_BYTES, MAX_TIMEOUT_MS,
+  DEFAULT_TIMEOUT_MS, HTTP_METHODS, MAX_IN_FLIGHT, SMALL_READ_BURST, SMALL_READS_PER_SECOND, MAX_REQUEST_BODY_BYTES, MAX_RESPONSE_BODY_BYTES, MAX_TIMEOUT_MS,
   headerProblems, httpExchange, parseHttpUrl, type HttpTarget,
 } from "./http.ts";
 import { systemResolver } from "./dns.ts";
@@ -80,7 +80,7 @@ export const network: Family = {
         `\`encoding\` ("utf8": the answer's body as a string), \`max_bytes\` (the longest body taken, default and at most ${MAX_RESPONSE_BODY_BYTES / 1024 / 1024} MiB; a longer one fails with quota_exceeded; ` +
         `the answer holds that much of the module's max_unread_bytes while it is served, three times that for utf8, so smaller bounds let more requests run at once). ` +
         `Returns { status, headers (lowercased), body (bytes, at most ${MAX_RESPONSE_BODY_BYTES / 1024 / 1024} MiB), url }. ` +
-        `Redirects are not followed; a host name must resolve to public addresses; at most ${MAX_IN_FLIGHT} requests in flight per module.`,
+        `Redirects are not followed; a host name must resolve to public addresses; at most ${MAX_IN_FLIGHT} requests in flight per module. An answer that comes in small pieces is read at most ${SMALL_READS_PER_SECOND} times a second after its first ${SMALL_READ_BURST} reads; reading and parsing answers counts toward the module's host_cpu_ms_per_s, and while it is over, its answers wait.`,
       audit: "always",
       targets: (p) => [p.url.target],
       handler: async (c, p) => {

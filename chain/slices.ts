@@ -15,9 +15,11 @@ import { performance } from "node:perf_hooks";
  * request's synchronous part (a submitted block read and connected in slices) still counts. The
  * last, partial slice of a job is not charged, and a first slice run inside the request's
  * synchronous part is charged twice (at most SLICE_MS each way); work outside any request (the
- * host's own mining) has no account.
+ * host's own mining) has no account. The reading and parsing of an http_request answer is
+ * charged the same way (capabilities/http.ts). The account answers how long its module is over
+ * its share (ms; 0 or nothing: it is not), for work that can wait (an answer's reading does).
  */
-export const sliceAccount = new AsyncLocalStorage<(ms: number) => void>();
+export const sliceAccount = new AsyncLocalStorage<(ms: number) => number | undefined>();
 
 /** Longest stretch of sliced work between two turns of the event loop. */
 const SLICE_MS = 4;

@@ -735,11 +735,14 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
     this.pump();
   }
 
-  /** A slice of work one of this module's requests started (chain/slices.ts sliceAccount). */
-  private readonly chargeSlice = (ms: number): void => {
-    if (this.state === "closed") return;
+  /** A slice of work one of this module's requests started, or the reading of its HTTP answer (chain/slices.ts sliceAccount). */
+  private readonly chargeSlice = (ms: number): number => {
+    if (this.state === "closed") return 0;
     this.charge(ms);
     this.flowStats.slicedMs += ms;
+    // How long it is over its share: work that can wait for it (an HTTP answer's reading) does.
+    this.refill();
+    return this.cpuDebt > this.flow.hostCpuMsPerS ? Math.ceil(((this.cpuDebt - this.flow.hostCpuMsPerS) / this.flow.hostCpuMsPerS) * 1000) : 0;
   };
 
   /** Host CPU time spent for this module (ms), drained at host_cpu_ms_per_s. */

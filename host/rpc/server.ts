@@ -28,6 +28,7 @@
 import { readFileSync } from "node:fs";
 import http, { type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo, Socket } from "node:net";
+import { performance } from "node:perf_hooks";
 import type { RpcAuth } from "./auth.ts";
 import { jsonBytesAtLeast, jsonChunks, JsonTooLargeError, smallJson } from "./json-writer.ts";
 import type { SourceLogger } from "../log.ts";
@@ -138,6 +139,18 @@ export const MAX_PIPELINED_REQUESTS = 16;
 export const MAX_REQUEST_BODY_PIECES = 4096;
 
 /**
+ * A connection whose bytes have not made a whole request (head, or head and body) within this
+ * long is read in windows: once every SLOW_READ_EVERY_MS, for one turn of the loop (a read or
+ * two: what the kernel gathered meanwhile), until a request is complete. A client writing one
+ * byte at a time made the host read one byte per read, as fast as it wrote: one unauthenticated
+ * client cost ~350 ms of the loop's CPU a second (load 5-6), whatever the header and body limits.
+ * Node's server reads the socket in its parser, without an event per read, so the reads cannot
+ * be counted; they are windowed instead.
+ */
+const SLOW_REQUEST_GRACE_MS = 20;
+const SLOW_READ_EVERY_MS = 20;
+
+/**
  * The pieces a body of at most `maxBodyBytes` may come in: MAX_REQUEST_BODY_PIECES, or one per
  * 256 bytes of the limit where an operator raised max_body_bytes past 1 MiB (a large body sent
  * with Content-Length over a slow link may arrive in reads of one TCP segment, ~1,448 bytes).
@@ -193,6 +206,12 @@ export interface RpcServerOptions {
 interface Conn {
   address: string;
   busy: number;
+  /** Bytes read from it when its last request's head was complete. */
+  requestBytes: number;
+  /** Since when bytes read from it have not made a whole request (0: they have). */
+  slowSince: number;
+  /** Paused by the window of slow reading (not by Node's server). */
+  windowed: boolean;
   /** The exact header text that passed RpcAuth.check on this connection (per-connection cache). */
   authorized: string | undefined;
 }
@@ -212,6 +231,8 @@ export class RpcServer {
   readonly connectionCap: number;
   /** Served connections, oldest first, with their requests in progress. */
   private readonly conns = new Map<Socket, Conn>();
+  /** The timer of slow reading (SLOW_READ_EVERY_MS), while connections are open. */
+  private slowTimer: NodeJS.Timeout | undefined;
   private readonly perAddress = new Map<string, number>();
   private readonly refused = new WeakSet<Socket>();
   readonly stats = {
@@ -269,6 +290,9 @@ export class RpcServer {
       if (conn) {
         conn.busy++;
         res.once("close", () => conn.busy--);
+        this.requestHead(req.socket, conn);
+        // Its body's bytes, read after the head, are a whole request too.
+        req.once("end", () => this.requestHead(req.socket, conn));
       }
       this.handle(req, res, conn).catch((err) => {
         opts.log.error(`RPC request failed: ${(err as Error)?.stack ?? String(err)}`);
@@ -317,8 +341,11 @@ export class RpcServer {
       setTimeout(() => socket.destroy(), 1000).unref();
       return;
     }
-    const conn: Conn = { address, busy: 0, authorized: undefined };
+    const conn: Conn = { address, busy: 0, authorized: undefined, requestBytes: 0, slowSince: 0, windowed: false };
     this.conns.set(socket, conn);
+    // Not unref'd: a paused socket does not hold the loop, and its peer's close is seen only
+    // when it is read again (as an open connection held the loop before).
+    this.slowTimer ??= setInterval(this.readSlowly, SLOW_READ_EVERY_MS);
     this.perAddress.set(address, (this.perAddress.get(address) ?? 0) + 1);
     if (this.conns.size > this.stats.peakConnections) this.stats.peakConnections = this.conns.size;
     socket.once("close", () => {
@@ -328,6 +355,53 @@ export class RpcServer {
       else this.perAddress.set(address, left);
     });
   }
+
+  /** A request's head (or its body) is complete: its connection is read freely again. */
+  private requestHead(socket: Socket, conn: Conn): void {
+    conn.requestBytes = socket.bytesRead;
+    conn.slowSince = 0;
+    if (conn.windowed) {
+      conn.windowed = false;
+      socket.resume();
+    }
+  }
+
+  /**
+   * Every SLOW_READ_EVERY_MS: a connection whose bytes have not made a request within
+   * SLOW_REQUEST_GRACE_MS is paused, and one paused so is read for one turn of the loop.
+   * (Node's server stops reading a socket it parses when the socket is paused.)
+   */
+  private readonly readSlowly = (): void => {
+    if (this.conns.size === 0) {
+      clearInterval(this.slowTimer);
+      this.slowTimer = undefined;
+      return;
+    }
+    const now = performance.now();
+    const opened: Socket[] = [];
+    for (const [socket, conn] of this.conns) {
+      if (socket.destroyed) continue;
+      if (conn.windowed) {
+        socket.resume();
+        opened.push(socket);
+        continue;
+      }
+      if (socket.bytesRead <= conn.requestBytes || socket.isPaused()) continue;
+      if (conn.slowSince === 0) conn.slowSince = now;
+      else if (now - conn.slowSince >= SLOW_REQUEST_GRACE_MS) {
+        conn.windowed = true;
+        socket.pause();
+      }
+    }
+    if (opened.length > 0) {
+      setImmediate(() => {
+        for (const socket of opened) {
+          const conn = this.conns.get(socket);
+          if (conn?.windowed && !socket.destroyed) socket.pause();
+        }
+      });
+    }
+  };
 
   /** Close the oldest connection with no request in progress (from `address`, or any); whether there was one. */
   private evictIdle(address: string | undefined): boolean {
@@ -402,6 +476,8 @@ export class RpcServer {
       // Give answers being written a moment, then cut what is left.
       setTimeout(() => this.server.closeAllConnections(), 500).unref();
     });
+    clearInterval(this.slowTimer);
+    this.slowTimer = undefined;
   }
 
   /**
