@@ -6,7 +6,7 @@
 // collects every schema problem of one file, located, and throws them together as one
 // ConfigError; the schemas themselves are valibot (host/schema.ts maps their issues here).
 
-import { readFile, stat } from "node:fs/promises";
+import { ModuleFileError, readModuleFile } from "../runtime/module-file.ts";
 import { parse, TomlError } from "smol-toml";
 import { closest } from "../capabilities/catalogue.ts";
 import { ConfigError, type ConfigProblem } from "./errors.ts";
@@ -20,17 +20,18 @@ export { locate, MAX_TOML_DEPTH, type TomlPath };
 /** Largest TOML file read (modhost.toml, module.toml): checked before reading. */
 export const MAX_TOML_BYTES = 1024 * 1024;
 
+const TOML_HINT = "keep large data out of TOML files: a module can read it from its data directory";
+
 export async function readToml(file: string): Promise<{ data: Record<string, unknown>; source: string }> {
   let source: string;
   try {
-    const size = (await stat(file)).size;
-    if (size > MAX_TOML_BYTES) {
-      throw new ConfigError([{ file, message: `the file is ${size} bytes, more than the ${MAX_TOML_BYTES} a modhost TOML file may have (MAX_TOML_BYTES)`, hint: "keep large data out of TOML files: a module can read it from its data directory" }]);
-    }
-    source = await readFile(file, "utf8");
+    // A regular file only, read at most to the limit (a FIFO module.toml hung the load, and a
+    // file that grew after its size was checked was read whole).
+    source = (await readModuleFile(file, { maxBytes: MAX_TOML_BYTES, name: "MAX_TOML_BYTES", fix: "", what: "a modhost TOML file may have" }, "the file")).bytes.toString("utf8");
   } catch (err) {
-    if (err instanceof ConfigError) throw err;
-    throw new ConfigError([readProblem(file, err)]);
+    if (!(err instanceof ModuleFileError)) throw new ConfigError([readProblem(file, err)]);
+    if (err.code) throw new ConfigError([readProblem(file, err)]);
+    throw new ConfigError([{ file, message: err.message, hint: err.reason === "too_large" ? TOML_HINT : "replace it with a regular file" }]);
   }
   let data: Record<string, unknown>;
   try {

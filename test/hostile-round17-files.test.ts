@@ -1,0 +1,185 @@
+// Hostile probes of issue #8: what the host reads from a module's own files. A module's files
+// are its author's to shape; the host reads them when it discovers a module (module.toml),
+// verifies and bundles it (every source esbuild loads, the package.json files esbuild's resolver
+// reads itself, the bundle cache's listing), and reads a native module's binary whole.
+//
+// 1. Special files and links, under the real host beside the canary ("good"): a FIFO as a
+//    source, as package.json, as module.toml and as a native binary; a device node (mknod
+//    /dev/zero's numbers) as a source and a binary; symlinks to /dev/zero, /proc/self/environ and
+//    /proc/self/exe; a symlink loop; a 4 GiB sparse source and a 200 MiB sparse binary; three
+//    sources of 0.9 MiB. Before: a FIFO read blocked one of libuv's four pool threads forever
+//    (the host's start never finished, and the process could not exit: Node joins the pool at
+//    exit); a FIFO package.json hung esbuild's build forever; a symlinked binary was read from
+//    wherever it pointed and a sparse one read whole into the host's memory. Now each such
+//    module fails its load with an error naming the file's kind or the limit, the others run.
+// 2. Sources nested a million deep overflow esbuild's parser stack, a fatal error of its
+//    service process. Before: every later build of every module failed ("The service is no
+//    longer running") until the host restarted. Now that module fails naming the bundler's
+//    crash, and the next module's build starts a new service.
+// Each test watches the host (helpers/host-watch.ts): the canary stores every block within 5 s,
+// RPC answers within 5 s, the longest turn of the host's loop, its heap, descriptors and log.
+
+import test from "ava";
+import { execFileSync } from "node:child_process";
+import { mkdir, symlink, truncate, writeFile } from "node:fs/promises";
+import path from "node:path";
+import { MAX_SOURCE_BYTES, MAX_SOURCE_FILES } from "../runtime/isolate/compile.ts";
+import { MAX_SOURCE_FILE_BYTES } from "../runtime/isolate/hashing.ts";
+import { MAX_BINARY_BYTES } from "../host/verify/module.ts";
+import { sleep, startHost, writeModule, GOOD_GRANTS, type TestHost } from "./helpers/host.ts";
+import { inlineModule } from "./helpers/modules.ts";
+import { watchHost } from "./helpers/host-watch.ts";
+
+const GiB = 1024 * 1024 * 1024;
+
+function nativeToml(name: string, entry: string): string {
+  return `name = "${name}"\nversion = "0.1.0"\nentry_point = "${entry}"\nruntime = "native"\ncapabilities = []\n`;
+}
+
+/** A TypeScript module whose index.ts imports `./lib.ts` (written by the caller, any kind). */
+function importer(name: string, spec = "./lib.ts"): ReturnType<typeof inlineModule> {
+  const m = inlineModule(name, [], "void x;", `import { x } from ${JSON.stringify(spec)};`);
+  return m;
+}
+
+/** Resolves with the value, or "pending" after `ms`. */
+function within<T>(p: Promise<T>, ms: number): Promise<T | "pending"> {
+  return Promise.race([p, sleep(ms).then(() => "pending" as const)]);
+}
+
+async function failed(h: TestHost, name: string): Promise<string> {
+  const s = await h.waitFor(() => {
+    const st = h.status(name);
+    return st && st.state !== "running" && st.state !== "starting" && st.problem ? st : undefined;
+  }, 20_000, () => `${name} to fail (now ${h.status(name)?.state}: ${h.status(name)?.problem})`);
+  return `${s.state}: ${s.problem}`;
+}
+
+test("FIFOs, device nodes, symlinks out of the directory or looping, and sparse files as a module's sources, package.json, module.toml or native binary fail that module's load naming the file's kind or the limit, while the host starts, the canary stores every block and a module added later loads", async (t) => {
+  t.timeout(240_000);
+  const h = await startHost(t, {
+    modules: ["good"],
+    grants: { good: GOOD_GRANTS },
+    noStart: true,
+    inline: {
+      "f-src": importer("f-src"),
+      "f-pkg": inlineModule("f-pkg", [], "void 0;"),
+      "f-toml": inlineModule("f-toml", [], "void 0;"),
+      "dev-src": importer("dev-src"),
+      "zero-link": importer("zero-link"),
+      "proc-entry": inlineModule("proc-entry", [], "void 0;"),
+      "loop-src": importer("loop-src", "./lib"),
+      "sparse-src": importer("sparse-src"),
+      "sum-src": inlineModule("sum-src", [], "void [a, b, c];", `import { a } from "./a.ts"; import { b } from "./b.ts"; import { c } from "./c.ts";`),
+      "n-fifo": { toml: nativeToml("n-fifo", "main"), files: {} },
+      "n-dev": { toml: nativeToml("n-dev", "main"), files: {} },
+      "n-zero": { toml: nativeToml("n-zero", "main"), files: {} },
+      "n-exe": { toml: nativeToml("n-exe", "main"), files: {} },
+      "n-sparse": { toml: nativeToml("n-sparse", "main"), files: {} },
+    },
+  });
+  const dir = (name: string) => path.join(h.config.modules.modules_dir, name);
+  execFileSync("mkfifo", [path.join(dir("f-src"), "lib.ts"), path.join(dir("f-pkg"), "package.json"), path.join(dir("n-fifo"), "main")]);
+  execFileSync("rm", [path.join(dir("f-toml"), "module.toml")]);
+  execFileSync("mkfifo", [path.join(dir("f-toml"), "module.toml")]);
+  execFileSync("mknod", [path.join(dir("dev-src"), "lib.ts"), "c", "1", "5"]);
+  execFileSync("mknod", [path.join(dir("n-dev"), "main"), "c", "1", "5"]);
+  await symlink("/dev/zero", path.join(dir("zero-link"), "lib.ts"));
+  // The native ones executable: the host checks that before it reads the binary.
+  execFileSync("chmod", ["0755", path.join(dir("n-fifo"), "main"), path.join(dir("n-dev"), "main")]);
+  // A device node outside the directory, /dev/zero's numbers, executable.
+  const zero = path.join(h.dir, "zero");
+  execFileSync("mknod", ["-m", "0755", zero, "c", "1", "5"]);
+  await symlink(zero, path.join(dir("n-zero"), "main"));
+  await symlink("/proc/self/exe", path.join(dir("n-exe"), "main"));
+  execFileSync("rm", [path.join(dir("proc-entry"), "index.ts")]);
+  await symlink("/proc/self/environ", path.join(dir("proc-entry"), "index.ts"));
+  await symlink("lib", path.join(dir("loop-src"), "lib.ts"));
+  await symlink("lib.ts", path.join(dir("loop-src"), "lib"));
+  await writeFile(path.join(dir("sparse-src"), "lib.ts"), "export const x = 1;\n");
+  await truncate(path.join(dir("sparse-src"), "lib.ts"), 4 * GiB);
+  await writeFile(path.join(dir("n-sparse"), "main"), "#!/bin/sh\n", { mode: 0o755 });
+  await truncate(path.join(dir("n-sparse"), "main"), 200 * 1024 * 1024);
+  const filler = (v: string) => `export const ${v} = 1;\n// ${"x".repeat(Math.floor(MAX_SOURCE_BYTES / 2.2))}\n`;
+  for (const v of ["a", "b", "c"]) await writeFile(path.join(dir("sum-src"), `${v}.ts`), filler(v));
+
+  const watch = watchHost(t, h);
+  const t0 = Date.now();
+  const started = await within(h.host.start().then(() => "started"), 60_000);
+  t.log(`host start: ${started} after ${Date.now() - t0} ms`);
+  t.is(started, "started", "the host's start finished (a FIFO read hung it before)");
+
+  const expect: Record<string, RegExp> = {
+    "f-src": /lib\.ts is a FIFO \(named pipe\), not a regular file/,
+    "f-pkg": /package\.json is a FIFO \(named pipe\), not a regular file/,
+    "f-toml": /is a FIFO \(named pipe\), not a regular file/,
+    "dev-src": /lib\.ts is a character device, not a regular file/,
+    "zero-link": /"\.\/lib\.ts" \(imported by index\.ts\) is outside the module directory/,
+    "proc-entry": /environ is outside the module directory/,
+    "loop-src": /Could not resolve "\.\/lib"|too many levels of symbolic links/,
+    "sparse-src": new RegExp(`lib\\.ts is ${4 * GiB} bytes, more than the ${MAX_SOURCE_FILE_BYTES} allowed \\(MAX_SOURCE_FILE_BYTES\\)`),
+    "sum-src": new RegExp(`pass ${MAX_SOURCE_BYTES} bytes together \\(MAX_SOURCE_BYTES\\)`),
+    "n-fifo": /main is a FIFO \(named pipe\), not a regular file/,
+    "n-dev": /main is a character device, not a regular file/,
+    "n-zero": new RegExp(`is a symbolic link to ${zero}, outside the module directory`),
+    "n-exe": /is a symbolic link to \/\S+, outside the module directory/,
+    "n-sparse": new RegExp(`main is ${200 * 1024 * 1024} bytes, more than the ${MAX_BINARY_BYTES} allowed \\(MAX_BINARY_BYTES\\)`),
+  };
+  for (const [name, re] of Object.entries(expect)) {
+    const got = await failed(h, name).catch((err: Error) => err.message);
+    t.regex(got, re, `${name}: ${got.slice(0, 300)}`);
+  }
+  t.is(h.mustStatus("good").state, "running");
+
+  for (let i = 0; i < 3; i++) {
+    await watch.round();
+    watch.sample();
+  }
+  // A module added now loads: nothing the hostile ones did holds the pool's threads or the bundler.
+  await writeModule(h.config.modules.modules_dir, "late", inlineModule("late", [], `ctx.log.info("late started");`));
+  const late = await within(h.manager.load("late"), 30_000);
+  t.not(late, "pending", "a module added after the attacks loaded within 30 s");
+  if (late !== "pending") t.is(late.state, "running");
+  watch.assertCanary(t);
+  await watch.finish(t, Object.keys(expect).length);
+  const stopped = await within(h.stop().then(() => "stopped"), 30_000);
+  t.is(stopped, "stopped", "the host stopped");
+});
+
+test("sources nested a million deep crash esbuild's service: that module fails naming the bundler's crash, and modules loaded after it still build (before, every later build failed until the host restarted)", async (t) => {
+  t.timeout(240_000);
+  const h = await startHost(t, { modules: ["good"], grants: { good: GOOD_GRANTS } });
+  const watch = watchHost(t, h);
+  await watch.round();
+  const modulesDir = h.config.modules.modules_dir;
+  // A million unary operators: one byte a level, within MAX_SOURCE_FILE_BYTES.
+  await writeModule(modulesDir, "deep", inlineModule("deep", [], "void y;", `const y = ${"!".repeat(1_000_000)}1;`));
+  const err = await t.throwsAsync(h.manager.load("deep"));
+  t.regex(err!.message, /the bundler stopped twice while building this module \(esbuild's service crashed/);
+  watch.sample();
+  for (const name of ["after-1", "after-2"]) {
+    await writeModule(modulesDir, name, inlineModule(name, [], `ctx.log.info("${name} started");`));
+    const s = await within(h.manager.load(name).catch((e: Error) => e), 60_000);
+    t.true(!(s instanceof Error) && s !== "pending" && s.state === "running", `${name} loaded after the crash: ${s instanceof Error ? s.message : s === "pending" ? s : s.state}`);
+  }
+  await watch.round();
+  watch.assertCanary(t);
+  await watch.finish(t, 1);
+});
+
+test("a bundle is built from at most MAX_SOURCE_FILES files: one more is refused naming the limit before esbuild parses it", async (t) => {
+  t.timeout(120_000);
+  const h = await startHost(t, { modules: ["good"], grants: { good: GOOD_GRANTS } });
+  const modulesDir = h.config.modules.modules_dir;
+  const mod = inlineModule("many-files", [], "void n;", `import { n } from "./f/0.ts";`);
+  const dir = await writeModule(modulesDir, "many-files", mod);
+  await mkdir(path.join(dir, "f"));
+  // A chain: each file imports the next, MAX_SOURCE_FILES of them beside index.ts.
+  for (let i = 0; i < MAX_SOURCE_FILES; i++) {
+    const next = i + 1 < MAX_SOURCE_FILES ? `import { n as m } from "./${i + 1}.ts"; export const n = m + 1;` : "export const n = 0;";
+    await writeFile(path.join(dir, "f", `${i}.ts`), `${next}\n`);
+  }
+  const err = await t.throwsAsync(h.manager.load("many-files"));
+  t.regex(err!.message, new RegExp(`more than ${MAX_SOURCE_FILES} files \\(MAX_SOURCE_FILES\\)`));
+  t.is(h.mustStatus("good").state, "running");
+});
