@@ -182,9 +182,19 @@ const MAINTAINER_SIGNATURE = v.pipe(
   }),
 );
 
+/**
+ * Maintainer signatures a manifest may carry. Each is a Schnorr or ECDSA verification on the
+ * host's loop at every load and reload: the 1 MiB a module.toml may have holds ~3,500, seconds
+ * of the loop. A module is signed by a few maintainers.
+ */
+export const MAX_MAINTAINER_SIGNATURES = 16;
+
 const SIGNATURES = table({
   maintainers: v.optional(
-    v.array(MAINTAINER_SIGNATURE, (i: v.ArrayIssue) => say(`expected an array of tables, found ${typeName(i.input)}`, 'write maintainers = [{ name = "...", key = "...", signature = "..." }]')),
+    v.pipe(
+      v.array(MAINTAINER_SIGNATURE, (i: v.ArrayIssue) => say(`expected an array of tables, found ${typeName(i.input)}`, 'write maintainers = [{ name = "...", key = "...", signature = "..." }]')),
+      v.maxLength(MAX_MAINTAINER_SIGNATURES, (i) => say(`${(i.input as unknown[]).length} signatures, more than the ${MAX_MAINTAINER_SIGNATURES} a manifest may carry (MAX_MAINTAINER_SIGNATURES)`, "keep the signatures of the maintainers the threshold names")),
+    ),
     [],
   ),
   threshold: v.optional(threshold()),

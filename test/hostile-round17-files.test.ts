@@ -16,6 +16,11 @@
 //    service process. Before: every later build of every module failed ("The service is no
 //    longer running") until the host restarted. Now that module fails naming the bundler's
 //    crash, and the next module's build starts a new service.
+// 3. Signature floods: an index.sig of 4,700 signatures (what the 1 MiB it may have holds) from
+//    a registry the running host looks at (discovery), and a module.toml carrying 3,000
+//    maintainer signatures. Before: each was verified on the host's loop (22 s for the index's
+//    at load 12, at every look; the manifest's at every load). Now both are refused by count
+//    before any is verified (MAX_INDEX_SIGNATURES, MAX_MAINTAINER_SIGNATURES).
 // Each test watches the host (helpers/host-watch.ts): the canary stores every block within 5 s,
 // RPC answers within 5 s, the longest turn of the host's loop, its heap, descriptors and log.
 
@@ -26,7 +31,13 @@ import path from "node:path";
 import { MAX_SOURCE_BYTES, MAX_SOURCE_FILES } from "../runtime/isolate/compile.ts";
 import { MAX_SOURCE_FILE_BYTES } from "../runtime/isolate/hashing.ts";
 import { MAX_BINARY_BYTES } from "../host/verify/module.ts";
-import { sleep, startHost, writeModule, GOOD_GRANTS, type TestHost } from "./helpers/host.ts";
+import { loadManifest, MAX_MAINTAINER_SIGNATURES } from "../host/manifest.ts";
+import type { ConfigError } from "../host/errors.ts";
+import { INDEX_FILE, MAX_INDEX_SIGNATURES, SIGNATURE_FILE } from "../host/registry/format.ts";
+import { serveRegistry } from "../host/registry/serve.ts";
+import { randomBytes } from "node:crypto";
+import { newKey } from "./helpers/signing.ts";
+import { sleep, startHost, tempDir, writeModule, GOOD_GRANTS, type TestHost } from "./helpers/host.ts";
 import { inlineModule } from "./helpers/modules.ts";
 import { watchHost } from "./helpers/host-watch.ts";
 
@@ -182,4 +193,53 @@ test("a bundle is built from at most MAX_SOURCE_FILES files: one more is refused
   const err = await t.throwsAsync(h.manager.load("many-files"));
   t.regex(err!.message, new RegExp(`more than ${MAX_SOURCE_FILES} files \\(MAX_SOURCE_FILES\\)`));
   t.is(h.mustStatus("good").state, "running");
+});
+
+/** `n` signature entries of well-formed keys and signatures that verify under no key. */
+function junkSignatures(n: number): Array<{ key: string; signature: string }> {
+  return Array.from({ length: n }, () => ({ key: randomBytes(32).toString("hex"), signature: randomBytes(64).toString("hex") }));
+}
+
+test("an index.sig of 4,700 signatures from the registry the running host looks at is refused by count (MAX_INDEX_SIGNATURES) before any is verified, and a module.toml carrying 3,000 maintainer signatures fails its load naming MAX_MAINTAINER_SIGNATURES; the host's loop never stalls and the canary stores every block", async (t) => {
+  t.timeout(240_000);
+  const regDir = await tempDir(t, "modhost-registry-");
+  const sigs = { format: "modhost-registry-signature-v1", index_sha256: "0".repeat(64), signatures: junkSignatures(4700) };
+  const sigText = JSON.stringify(sigs);
+  t.true(sigText.length <= 1024 * 1024, `index.sig is ${sigText.length} bytes, within the 1 MiB it may have`);
+  await writeFile(path.join(regDir, SIGNATURE_FILE), sigText);
+  await writeFile(path.join(regDir, INDEX_FILE), JSON.stringify({ format: "modhost-registry-index-v1", version: 1, modules: {} }));
+  const server = await serveRegistry(regDir);
+  t.teardown(() => server.close());
+  const registryKey = newKey("registry");
+  const h = await startHost(t, {
+    modules: ["good"],
+    grants: { good: GOOD_GRANTS },
+    noStart: true,
+    configure: (c) => {
+      c.registry.url = server.url;
+      c.registry.keys = [registryKey.publicKey];
+      c.registry.discover_minutes = 1;
+    },
+  });
+  const watch = watchHost(t, h);
+  await h.host.start();
+  const warned = await h.waitForLog(/registry not checked for new modules/, { timeoutMs: 60_000 });
+  t.regex(warned.message, new RegExp(`carries 4700 signatures, more than the ${MAX_INDEX_SIGNATURES} allowed \\(MAX_INDEX_SIGNATURES\\)`));
+  t.true(warned.message.length < 2000, `the warning is ${warned.message.length} characters`);
+  await watch.round();
+  watch.sample();
+
+  const maintainers = junkSignatures(3000).map((s, i) => `[[signatures.maintainers]]\nname = "m${i}"\nkey = "${s.key}"\nsignature = "${s.signature}"\n`).join("");
+  const mod = inlineModule("many-sigs", [], "void 0;");
+  mod.toml += `\n${maintainers}`;
+  t.true(mod.toml.length <= 1024 * 1024, `module.toml is ${mod.toml.length} bytes, within MAX_TOML_BYTES`);
+  await writeModule(h.config.modules.modules_dir, "many-sigs", mod);
+  const loadErr = await t.throwsAsync(h.manager.load("many-sigs"));
+  t.regex(loadErr!.message, /no module named many-sigs/, "its manifest is refused when it is read");
+  const bad = await t.throwsAsync(loadManifest(path.join(h.config.modules.modules_dir, "many-sigs", "module.toml")));
+  const problem = (bad as ConfigError).problems?.map((p) => p.message).join("\n") ?? bad!.message;
+  t.regex(problem, new RegExp(`3000 signatures, more than the ${MAX_MAINTAINER_SIGNATURES} a manifest may carry \\(MAX_MAINTAINER_SIGNATURES\\)`));
+  await watch.round();
+  watch.assertCanary(t);
+  await watch.finish(t, 1);
 });
