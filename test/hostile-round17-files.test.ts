@@ -21,6 +21,10 @@
 //    maintainer signatures. Before: each was verified on the host's loop (22 s for the index's
 //    at load 12, at every look; the manifest's at every load). Now both are refused by count
 //    before any is verified (MAX_INDEX_SIGNATURES, MAX_MAINTAINER_SIGNATURES).
+// 4. A registry index that declares a module version expanding hugely (a file of 200 GiB, 100
+//    files of 100 MiB, 5,000 files): before, install downloaded to the declared sizes, then read
+//    each file whole into memory. Now the index is refused before any download, naming
+//    MAX_BINARY_BYTES, MAX_PACKAGE_BYTES or MAX_PACKAGE_FILES.
 // Each test watches the host (helpers/host-watch.ts): the canary stores every block within 5 s,
 // RPC answers within 5 s, the longest turn of the host's loop, its heap, descriptors and log.
 
@@ -33,7 +37,7 @@ import { MAX_SOURCE_FILE_BYTES } from "../runtime/isolate/hashing.ts";
 import { MAX_BINARY_BYTES } from "../host/verify/module.ts";
 import { loadManifest, MAX_MAINTAINER_SIGNATURES } from "../host/manifest.ts";
 import type { ConfigError } from "../host/errors.ts";
-import { INDEX_FILE, MAX_INDEX_SIGNATURES, SIGNATURE_FILE } from "../host/registry/format.ts";
+import { INDEX_FILE, MAX_INDEX_SIGNATURES, MAX_PACKAGE_BYTES, MAX_PACKAGE_FILES, parseIndex, SIGNATURE_FILE } from "../host/registry/format.ts";
 import { serveRegistry } from "../host/registry/serve.ts";
 import { randomBytes } from "node:crypto";
 import { newKey } from "./helpers/signing.ts";
@@ -242,4 +246,26 @@ test("an index.sig of 4,700 signatures from the registry the running host looks 
   await watch.round();
   watch.assertCanary(t);
   await watch.finish(t, 1);
+});
+
+test("a registry index declaring a module version that expands hugely (one file of 200 GiB, 100 files of 100 MiB, 5,000 files) is refused when it is read, before any download, naming MAX_BINARY_BYTES, MAX_PACKAGE_BYTES or MAX_PACKAGE_FILES", (t) => {
+  const h64 = "ab".repeat(32);
+  const index = (files: Array<{ path: string; size: number }>) => Buffer.from(JSON.stringify({
+    format: "modhost-registry-index-v1", version: 1, generated: "2026-01-01T00:00:00Z", expires: "2030-01-01T00:00:00Z",
+    modules: { big: { versions: { "1.0.0": {
+      runtime: "native", hash: `sha256:${h64}`, manifest: { sha256: h64, size: 100 },
+      files: files.map((f) => ({ ...f, sha256: h64 })), capabilities: [], dependencies: {}, signers: [], published: "2026-01-01T00:00:00Z",
+    } } } },
+  }));
+  const cases: Array<[string, Array<{ path: string; size: number }>, RegExp]> = [
+    ["one file of 200 GiB", [{ path: "main", size: 200 * GiB }], new RegExp(`larger than the ${MAX_BINARY_BYTES} bytes a module's file may have \\(MAX_BINARY_BYTES\\)`)],
+    ["100 files of 100 MiB", Array.from({ length: 100 }, (_, i) => ({ path: `f${i}`, size: 100 * 1024 * 1024 })), new RegExp(`more than the ${MAX_PACKAGE_BYTES} bytes a module version may have together \\(MAX_PACKAGE_BYTES\\)`)],
+    ["5,000 files", Array.from({ length: 5000 }, (_, i) => ({ path: `f${i}`, size: 1 })), new RegExp(`more than the ${MAX_PACKAGE_FILES} files a module version may have \\(MAX_PACKAGE_FILES\\)`)],
+  ];
+  for (const [what, files, re] of cases) {
+    const err = t.throws(() => parseIndex(index(files), "test"), undefined, what);
+    t.regex(err?.message ?? "", re, what);
+  }
+  // Within every bound, the same index is taken.
+  t.is(Object.keys(parseIndex(index([{ path: "main", size: 1024 }]), "test").modules).length, 1);
 });
