@@ -192,8 +192,15 @@ export function typeName(value: unknown): string {
  * Collects located problems of one file and throws them together. The schemas of the files
  * (host/schema.ts) report through it; so do rules across keys that run after a schema.
  */
+/**
+ * Problems of one file reported at most; the rest are counted. Each is located in the source by
+ * a linear scan: 50,000 bad capabilities in a 640 KB module.toml took 4.6 s of the host's loop.
+ */
+export const MAX_REPORTED_PROBLEMS = 50;
+
 export class Checker {
   readonly problems: ConfigProblem[] = [];
+  private unreported = 0;
 
   constructor(
     readonly file: string,
@@ -201,6 +208,10 @@ export class Checker {
   ) {}
 
   report(path: TomlPath, message: string, hint?: string): void {
+    if (this.problems.length >= MAX_REPORTED_PROBLEMS) {
+      this.unreported++;
+      return;
+    }
     const at = locate(this.source, path);
     const problem: ConfigProblem = { file: this.file, message };
     if (at) Object.assign(problem, at);
@@ -213,7 +224,9 @@ export class Checker {
   throwIfProblems(): void {
     if (this.problems.length === 0) return;
     const line = (p: ConfigProblem) => p.line ?? Number.MAX_SAFE_INTEGER;
-    throw new ConfigError([...this.problems].sort((a, b) => line(a) - line(b) || (a.column ?? 0) - (b.column ?? 0)));
+    const sorted = [...this.problems].sort((a, b) => line(a) - line(b) || (a.column ?? 0) - (b.column ?? 0));
+    if (this.unreported > 0) sorted.push({ file: this.file, message: `${this.unreported} more problem(s) not shown (MAX_REPORTED_PROBLEMS)`, hint: "fix the ones above first" });
+    throw new ConfigError(sorted);
   }
 
   /** Reports every key of `table` not in `known`, with the closest known key. */

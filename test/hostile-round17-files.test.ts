@@ -25,6 +25,10 @@
 //    files of 100 MiB, 5,000 files): before, install downloaded to the declared sizes, then read
 //    each file whole into memory. Now the index is refused before any download, naming
 //    MAX_BINARY_BYTES, MAX_PACKAGE_BYTES or MAX_PACKAGE_FILES.
+// 5. A module.toml of 50,000 capabilities (unknown ones: each got a did-you-mean and a located
+//    error, 4.6 s of the host's loop at every discovery) or 100 dependencies: refused by count
+//    before any is checked (MAX_MANIFEST_CAPABILITIES, MAX_MANIFEST_DEPENDENCIES); a file's
+//    problems are located at most MAX_REPORTED_PROBLEMS times, the rest counted.
 // Each test watches the host (helpers/host-watch.ts): the canary stores every block within 5 s,
 // RPC answers within 5 s, the longest turn of the host's loop, its heap, descriptors and log.
 
@@ -35,7 +39,8 @@ import path from "node:path";
 import { MAX_SOURCE_BYTES, MAX_SOURCE_FILES } from "../runtime/isolate/compile.ts";
 import { MAX_SOURCE_FILE_BYTES } from "../runtime/isolate/hashing.ts";
 import { MAX_BINARY_BYTES } from "../host/verify/module.ts";
-import { loadManifest, MAX_MAINTAINER_SIGNATURES } from "../host/manifest.ts";
+import { loadManifest, MAX_MAINTAINER_SIGNATURES, MAX_MANIFEST_CAPABILITIES, MAX_MANIFEST_DEPENDENCIES } from "../host/manifest.ts";
+import { MAX_REPORTED_PROBLEMS } from "../host/toml.ts";
 import type { ConfigError } from "../host/errors.ts";
 import { INDEX_FILE, MAX_INDEX_SIGNATURES, MAX_PACKAGE_BYTES, MAX_PACKAGE_FILES, parseIndex, SIGNATURE_FILE } from "../host/registry/format.ts";
 import { serveRegistry } from "../host/registry/serve.ts";
@@ -268,4 +273,26 @@ test("a registry index declaring a module version that expands hugely (one file 
   }
   // Within every bound, the same index is taken.
   t.is(Object.keys(parseIndex(index([{ path: "main", size: 1024 }]), "test").modules).length, 1);
+});
+
+test("a module.toml of 50,000 capabilities or 100 dependencies is refused by count before any is checked (MAX_MANIFEST_CAPABILITIES, MAX_MANIFEST_DEPENDENCIES), and one of 300 unknown keys reports MAX_REPORTED_PROBLEMS of them located and counts the rest", async (t) => {
+  const dir = await tempDir(t);
+  const head = `name = "m"\nversion = "0.1.0"\nentry_point = "index.ts"\n`;
+  const problemsOf = async (toml: string) => {
+    const file = path.join(dir, "module.toml");
+    await writeFile(file, toml);
+    const t0 = performance.now();
+    const err = await t.throwsAsync(loadManifest(file));
+    return { problems: (err as ConfigError).problems ?? [], ms: performance.now() - t0 };
+  };
+  const caps = await problemsOf(`${head}capabilities = [${Array.from({ length: 50_000 }, (_, i) => `"nope${i}"`).join(",")}]\n`);
+  t.is(caps.problems.length, 1);
+  t.regex(caps.problems[0]!.message, new RegExp(`50000 entries, more than the ${MAX_MANIFEST_CAPABILITIES} a manifest may have \\(MAX_MANIFEST_CAPABILITIES\\)`));
+  const deps = await problemsOf(`${head}capabilities = []\n[dependencies]\n${Array.from({ length: 100 }, (_, i) => `d${i} = ">=1.0.0"`).join("\n")}\n`);
+  t.is(deps.problems.length, 1);
+  t.regex(deps.problems[0]!.message, new RegExp(`100 entries, more than the ${MAX_MANIFEST_DEPENDENCIES} a manifest may have \\(MAX_MANIFEST_DEPENDENCIES\\)`));
+  const keys = await problemsOf(`${head}capabilities = []\n${Array.from({ length: 300 }, (_, i) => `k${i} = 1`).join("\n")}\n`);
+  t.is(keys.problems.length, MAX_REPORTED_PROBLEMS + 1);
+  t.regex(keys.problems.at(-1)!.message, new RegExp(`${300 - MAX_REPORTED_PROBLEMS} more problem\\(s\\) not shown \\(MAX_REPORTED_PROBLEMS\\)`));
+  t.log(`50,000 capabilities refused in ${caps.ms.toFixed(0)} ms, 100 dependencies in ${deps.ms.toFixed(0)} ms, 300 unknown keys in ${keys.ms.toFixed(0)} ms`);
 });
