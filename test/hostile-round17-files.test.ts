@@ -29,6 +29,9 @@
 //    error, 4.6 s of the host's loop at every discovery) or 100 dependencies: refused by count
 //    before any is checked (MAX_MANIFEST_CAPABILITIES, MAX_MANIFEST_DEPENDENCIES); a file's
 //    problems are located at most MAX_REPORTED_PROBLEMS times, the rest counted.
+// 6. modhost dev's watcher over a module directory of 100,000 files: before, it stat'ed every
+//    entry on the host's loop to find subdirectories (1.1-1.3 s in one piece, load 12); now it
+//    reads entry types, at most MAX_SCANNED_ENTRIES per directory.
 // Each test watches the host (helpers/host-watch.ts): the canary stores every block within 5 s,
 // RPC answers within 5 s, the longest turn of the host's loop, its heap, descriptors and log.
 
@@ -49,6 +52,7 @@ import { newKey } from "./helpers/signing.ts";
 import { sleep, startHost, tempDir, writeModule, GOOD_GRANTS, type TestHost } from "./helpers/host.ts";
 import { inlineModule } from "./helpers/modules.ts";
 import { watchHost } from "./helpers/host-watch.ts";
+import { DevReloader } from "../host/dev.ts";
 
 const GiB = 1024 * 1024 * 1024;
 
@@ -295,4 +299,21 @@ test("a module.toml of 50,000 capabilities or 100 dependencies is refused by cou
   t.is(keys.problems.length, MAX_REPORTED_PROBLEMS + 1);
   t.regex(keys.problems.at(-1)!.message, new RegExp(`${300 - MAX_REPORTED_PROBLEMS} more problem\\(s\\) not shown \\(MAX_REPORTED_PROBLEMS\\)`));
   t.log(`50,000 capabilities refused in ${caps.ms.toFixed(0)} ms, 100 dependencies in ${deps.ms.toFixed(0)} ms, 300 unknown keys in ${keys.ms.toFixed(0)} ms`);
+});
+
+test("modhost dev's watcher over a module directory of 100,000 files looks at most MAX_SCANNED_ENTRIES of them, by type, without a long turn of the host's loop (before: a stat of each, 1.1-1.3 s in one piece)", async (t) => {
+  t.timeout(240_000);
+  const h = await startHost(t, { modules: ["good"], grants: { good: GOOD_GRANTS }, inline: { wide: inlineModule("wide", [], "void 0;") } });
+  const wide = path.join(h.config.modules.modules_dir, "wide");
+  execFileSync("sh", ["-c", `cd '${wide}' && seq 100000 | sed 's/^/f/' | xargs touch && mkdir sub`]);
+  const watch = watchHost(t, h);
+  const mark = h.mark();
+  const dev = new DevReloader(h.host);
+  t.teardown(() => dev.close());
+  dev.start();
+  watch.sample();
+  await h.waitForLog(/past its first 10000 entries \(MAX_SCANNED_ENTRIES\)/, { since: mark, source: "dev" });
+  await watch.round();
+  watch.assertCanary(t);
+  await watch.finish(t, 1);
 });
