@@ -32,7 +32,8 @@
 // 6. modhost dev's watcher over a module directory of 100,000 files: before, it stat'ed every
 //    entry on the host's loop to find subdirectories (1.1-1.3 s in one piece, load 12); now it
 //    reads entry types, at most MAX_SCANNED_ENTRIES per directory.
-// Each test watches the host (helpers/host-watch.ts): the canary stores every block within 5 s,
+// The tests that watch the host run one at a time (the watch measures this whole process's
+// loop, which the unit tests' own work would load). Each watches the host (helpers/host-watch.ts): the canary stores every block within 5 s,
 // RPC answers within 5 s, the longest turn of the host's loop, its heap, descriptors and log.
 
 import test from "ava";
@@ -79,7 +80,7 @@ async function failed(h: TestHost, name: string): Promise<string> {
   return `${s.state}: ${s.problem}`;
 }
 
-test("FIFOs, device nodes, symlinks out of the directory or looping, and sparse files as a module's sources, package.json, module.toml or native binary fail that module's load naming the file's kind or the limit, while the host starts, the canary stores every block and a module added later loads", async (t) => {
+test.serial("FIFOs, device nodes, symlinks out of the directory or looping, and sparse files as a module's sources, package.json, module.toml or native binary fail that module's load naming the file's kind or the limit, while the host starts, the canary stores every block and a module added later loads", async (t) => {
   t.timeout(240_000);
   const h = await startHost(t, {
     modules: ["good"],
@@ -170,7 +171,7 @@ test("FIFOs, device nodes, symlinks out of the directory or looping, and sparse 
   t.is(stopped, "stopped", "the host stopped");
 });
 
-test("sources nested a million deep crash esbuild's service: that module fails naming the bundler's crash, and modules loaded after it still build (before, every later build failed until the host restarted)", async (t) => {
+test.serial("sources nested a million deep crash esbuild's service: that module fails naming the bundler's crash, and modules loaded after it still build (before, every later build failed until the host restarted)", async (t) => {
   t.timeout(240_000);
   const h = await startHost(t, { modules: ["good"], grants: { good: GOOD_GRANTS } });
   const watch = watchHost(t, h);
@@ -213,7 +214,7 @@ function junkSignatures(n: number): Array<{ key: string; signature: string }> {
   return Array.from({ length: n }, () => ({ key: randomBytes(32).toString("hex"), signature: randomBytes(64).toString("hex") }));
 }
 
-test("an index.sig of 4,700 signatures from the registry the running host looks at is refused by count (MAX_INDEX_SIGNATURES) before any is verified, and a module.toml carrying 3,000 maintainer signatures fails its load naming MAX_MAINTAINER_SIGNATURES; the host's loop never stalls and the canary stores every block", async (t) => {
+test.serial("an index.sig of 4,700 signatures from the registry the running host looks at is refused by count (MAX_INDEX_SIGNATURES) before any is verified, and a module.toml carrying 3,000 maintainer signatures fails its load naming MAX_MAINTAINER_SIGNATURES; the host's loop never stalls and the canary stores every block", async (t) => {
   t.timeout(240_000);
   const regDir = await tempDir(t, "modhost-registry-");
   const sigs = { format: "modhost-registry-signature-v1", index_sha256: "0".repeat(64), signatures: junkSignatures(4700) };
@@ -301,7 +302,7 @@ test("a module.toml of 50,000 capabilities or 100 dependencies is refused by cou
   t.log(`50,000 capabilities refused in ${caps.ms.toFixed(0)} ms, 100 dependencies in ${deps.ms.toFixed(0)} ms, 300 unknown keys in ${keys.ms.toFixed(0)} ms`);
 });
 
-test("modhost dev's watcher over a module directory of 100,000 files looks at most MAX_SCANNED_ENTRIES of them, by type, without a long turn of the host's loop (before: a stat of each, 1.1-1.3 s in one piece)", async (t) => {
+test.serial("modhost dev's watcher over a module directory of 100,000 files looks at most MAX_SCANNED_ENTRIES of them, by type, without a long turn of the host's loop (before: a stat of each, 1.1-1.3 s in one piece)", async (t) => {
   t.timeout(240_000);
   const h = await startHost(t, { modules: ["good"], grants: { good: GOOD_GRANTS }, inline: { wide: inlineModule("wide", [], "void 0;") } });
   const wide = path.join(h.config.modules.modules_dir, "wide");
