@@ -16,6 +16,8 @@ import * as v from "valibot";
 import { ModhostError } from "../errors.ts";
 import { isStrictVersion, MODULE_NAME_RE } from "../manifest.ts";
 import { sha256Bytes, sha256Hex, checkListedPath } from "../verify/hash.ts";
+import { MAX_BINARY_BYTES } from "../verify/module.ts";
+import { MAX_TOML_BYTES } from "../toml.ts";
 import { signDigest, verifyDigest, xOnlyKey, shortKey, type SecretKey } from "../verify/keys.ts";
 
 export const INDEX_FORMAT = "modhost-registry-index-v1";
@@ -23,7 +25,22 @@ const SIGNATURE_FORMAT = "modhost-registry-signature-v1";
 const INDEX_DOMAIN = "modhost-registry-index-v1\n";
 export const INDEX_FILE = "index.json";
 export const SIGNATURE_FILE = "index.sig";
-export const MAX_INDEX_BYTES = 32 * 1024 * 1024;
+/**
+ * Bytes of index.json. Parsing and checking it runs on the caller's loop (the running host's,
+ * for discovery) in one piece: 32 MiB of index (62,500 module versions) took 7.1 s at load 10.
+ * 8 MiB holds ~16,000 versions.
+ */
+export const MAX_INDEX_BYTES = 8 * 1024 * 1024;
+/** Files of one module version in the index (a TypeScript bundle is built from at most 1,000). */
+export const MAX_PACKAGE_FILES = 2000;
+/** Bytes of one module version's files together, as the index declares them (checked before any is downloaded). */
+export const MAX_PACKAGE_BYTES = 256 * 1024 * 1024;
+/**
+ * Signatures index.sig may carry. Each one a pinned key made costs a Schnorr verification on
+ * the caller's loop (the running host's, for discovery): 4,700 of them, what 1 MiB holds, took
+ * 22 s of it (load 12) and made a 179 KB error message. A registry signs with a few keys.
+ */
+export const MAX_INDEX_SIGNATURES = 16;
 
 export function blobPath(hex: string): string {
   return `blobs/sha256/${hex}`;
@@ -31,6 +48,7 @@ export function blobPath(hex: string): string {
 
 const Hex64 = v.pipe(v.string(), v.regex(/^[0-9a-f]{64}$/, "expected 64 lowercase hex characters"));
 const Size = v.pipe(v.number(), v.integer(), v.minValue(0));
+const FileSize = v.pipe(Size, v.maxValue(MAX_BINARY_BYTES, `larger than the ${MAX_BINARY_BYTES} bytes a module's file may have (MAX_BINARY_BYTES)`));
 const FileEntry = v.strictObject({
   path: v.pipe(v.string(), v.check((p) => {
     try {
@@ -41,22 +59,22 @@ const FileEntry = v.strictObject({
     }
   }, "not a safe relative path")),
   sha256: Hex64,
-  size: Size,
+  size: FileSize,
   executable: v.optional(v.boolean()),
 });
-const VersionEntry = v.strictObject({
+const VersionEntry = v.pipe(v.strictObject({
   runtime: v.picklist(["isolate", "native"]),
   description: v.optional(v.string()),
   /** The module hash ([binary] hash). */
   hash: v.pipe(v.string(), v.regex(/^sha256:[0-9a-f]{64}$/)),
-  manifest: v.strictObject({ sha256: Hex64, size: Size }),
-  files: v.array(FileEntry),
+  manifest: v.strictObject({ sha256: Hex64, size: v.pipe(Size, v.maxValue(MAX_TOML_BYTES, `larger than the ${MAX_TOML_BYTES} bytes a module.toml may have (MAX_TOML_BYTES)`)) }),
+  files: v.pipe(v.array(FileEntry), v.maxLength(MAX_PACKAGE_FILES, `more than the ${MAX_PACKAGE_FILES} files a module version may have (MAX_PACKAGE_FILES)`)),
   capabilities: v.array(v.string()),
   dependencies: v.record(v.string(), v.string()),
   /** x-only keys of valid maintainer signatures at build time (informational). */
   signers: v.array(Hex64),
   published: v.string(),
-});
+}), v.check((e) => e.files.reduce((n, f) => n + f.size, 0) <= MAX_PACKAGE_BYTES, `its files are more than the ${MAX_PACKAGE_BYTES} bytes a module version may have together (MAX_PACKAGE_BYTES)`));
 const ModuleEntry = v.strictObject({
   versions: v.record(v.pipe(v.string(), v.check(isStrictVersion, "not a semantic version")), VersionEntry),
 });
@@ -102,6 +120,10 @@ export function parseSignatures(bytes: Uint8Array, where: string): IndexSignatur
   } catch (err) {
     throw new ModhostError("registry_invalid", `the index signature file from ${where} is not JSON: ${(err as Error).message}`);
   }
+  const count = (data as { signatures?: unknown } | null)?.signatures;
+  if (Array.isArray(count) && count.length > MAX_INDEX_SIGNATURES) {
+    throw new ModhostError("registry_invalid", `the index signature file from ${where} carries ${count.length} signatures, more than the ${MAX_INDEX_SIGNATURES} allowed (MAX_INDEX_SIGNATURES)`, "the registry is broken or hostile; tell its operator (a registry is signed by a few keys)");
+  }
   const r = v.safeParse(SignatureSchema, data);
   if (!r.success) throw new ModhostError("registry_invalid", `the index signature file from ${where} is malformed: ${problems(r.issues)}`);
   return r.output;
@@ -129,14 +151,16 @@ export function verifyIndexSignatures(indexBytes: Uint8Array, sigs: IndexSignatu
   const pinned = new Set(trusted.map((k) => xOnlyKey(k) ?? k));
   const good = new Set<string>();
   const seen: string[] = [];
-  for (const s of sigs.signatures) {
+  let tampered = false;
+  // parseSignatures bounds how many there are (MAX_INDEX_SIGNATURES): each is verified once.
+  for (const s of sigs.signatures.slice(0, MAX_INDEX_SIGNATURES)) {
     const valid = verifyDigest(digest, s.signature, s.key, "schnorr");
     const isTrusted = pinned.has(s.key);
     seen.push(`${shortKey(s.key)} (${valid ? "valid" : "INVALID"}, ${isTrusted ? "trusted" : "not trusted"})`);
     if (valid && isTrusted) good.add(s.key);
+    if (!valid && isTrusted) tampered = true;
   }
   if (good.size >= threshold) return;
-  const tampered = sigs.signatures.some((s) => pinned.has(s.key) && !verifyDigest(digest, s.signature, s.key, "schnorr"));
   throw new ModhostError(
     "registry_signature",
     `the registry index from ${where} is not signed by the registry's keys: ${good.size} of ${threshold} required valid signatures from [registry] keys; signed by: ${seen.join(", ") || "nobody"}; trusted: ${[...pinned].map(shortKey).join(", ")}`,

@@ -52,11 +52,6 @@ export function sourceTreeHash(files: readonly HashedFile[]): string {
   return `sha256:${sha256Hex(sourceListing(files))}`;
 }
 
-/** "sha256:<hex>" of a native binary. */
-export function binaryHash(bytes: Uint8Array): string {
-  return `sha256:${sha256Hex(bytes)}`;
-}
-
 /** "sha256:0123456789ab…" for messages. */
 export function shortHash(hash: string, chars = 12): string {
   return hash.length > 7 + chars ? `${hash.slice(0, 7 + chars)}…` : hash;

@@ -16,7 +16,7 @@
 //   - signatures = "allow-unsigned": missing or insufficient signatures and a missing hash are
 //     allowed, with a warning at every start.
 
-import { chmod, mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { chmod, mkdir, mkdtemp, realpath, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { isDeepStrictEqual } from "node:util";
 import type { HostConfig } from "../config.ts";
@@ -24,10 +24,11 @@ import { ModhostError } from "../errors.ts";
 import { parseManifest, type ModuleManifest } from "../manifest.ts";
 import { readToml } from "../toml.ts";
 import { compileModule, CompileError } from "../../runtime/isolate/compile.ts";
+import { ModuleFileError, readModuleFile } from "../../runtime/module-file.ts";
 import { manifestDigest } from "./canonical.ts";
 import { checkCompatibility, type CompatResult } from "./compat.ts";
 import type { SignaturePolicy } from "./config.ts";
-import { binaryHash, hashFile, shortHash, sourceTreeHash, type HashedFile } from "./hash.ts";
+import { shortHash, sourceTreeHash, type HashedFile } from "./hash.ts";
 import { checkSignatures, describeRoot, describeSigners, policyFor, type SignatureResult, type TrustRoot } from "./trust.ts";
 
 export interface ModuleSnapshot {
@@ -113,14 +114,37 @@ export async function snapshotModule(manifest: ModuleManifest, data?: Record<str
     };
   }
   const file = path.resolve(manifest.dir, manifest.entry_point);
-  let bytes: Uint8Array;
+  const buildIt = "build it first: npm run setup builds the shipped native modules (or scripts/build-rust.sh)";
+  let real: string;
   try {
-    bytes = await readFile(file);
+    real = await realpath(file);
   } catch (err) {
-    throw new ModhostError("not_found", `${manifest.name}: entry point ${file} cannot be read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`, "build it first: npm run setup builds the shipped native modules (or scripts/build-rust.sh)");
+    throw new ModhostError("not_found", `${manifest.name}: entry point ${file} cannot be read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`, buildIt);
   }
-  return { ...base, hash: binaryHash(bytes), size: bytes.byteLength, files: [hashFile(manifest.entry_point, bytes)], binary: bytes };
+  const dir = await realpath(manifest.dir);
+  if (!real.startsWith(dir + path.sep)) {
+    // A symlink to /proc/self/exe, /dev/zero or a host file: the host would read it, hash it
+    // and copy it where the module runs.
+    throw new ModhostError("verification_failed", `${manifest.name}: entry point ${file} is a symbolic link to ${real}, outside the module directory`, "copy the binary into the module directory");
+  }
+  let read: { bytes: Buffer; sha256: string };
+  try {
+    read = await readModuleFile(real, BINARY_LIMIT, file);
+  } catch (err) {
+    if (!(err instanceof ModuleFileError)) throw err;
+    throw new ModhostError(err.reason === "unreadable" ? "not_found" : "verification_failed", `${manifest.name}: entry point ${err.message}`, err.reason === "unreadable" ? buildIt : undefined);
+  }
+  const bytes = read.bytes;
+  return { ...base, hash: `sha256:${read.sha256}`, size: bytes.byteLength, files: [{ path: manifest.entry_point, sha256: read.sha256, size: bytes.byteLength }], binary: bytes };
 }
+
+/**
+ * Bytes of a native module's binary: the host reads it whole (and keeps it while the module
+ * runs: exactly these bytes are executed). A 1.9 GiB sparse file was read into the host's
+ * memory; the shipped binaries are ~1 MB.
+ */
+export const MAX_BINARY_BYTES = 128 * 1024 * 1024;
+const BINARY_LIMIT = { maxBytes: MAX_BINARY_BYTES, name: "MAX_BINARY_BYTES", fix: "strip the binary (debug information) or build it in release mode" };
 
 function manifestDigestOrThrow(name: string, data: Record<string, unknown>): Uint8Array {
   try {

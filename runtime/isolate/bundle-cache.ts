@@ -24,10 +24,10 @@
 // cached: walking it at every start could cost more than bundling.
 
 import path from "node:path";
-import { createHash } from "node:crypto";
-import type { Dirent } from "node:fs";
-import { lstat, readdir, readFile, readlink } from "node:fs/promises";
-import { hashFile, sha256Hex, type HashedFile } from "./hashing.ts";
+import type { Dir } from "node:fs";
+import { lstat, opendir, readlink } from "node:fs/promises";
+import { MAX_SOURCE_FILE_BYTES, sha256Hex, type HashedFile } from "./hashing.ts";
+import { readModuleFile, type FileLimit } from "../module-file.ts";
 
 /** Bundles kept at most (least recently used dropped first). */
 const MAX_CACHED_BUNDLES = 64;
@@ -41,6 +41,13 @@ export const MAX_TREE_ENTRIES = 2000;
 const MAX_TREE_DEPTH = 16;
 /** Entries per key (copies of one listing with different sources). */
 const MAX_PER_KEY = 4;
+
+/**
+ * What the cache reads again: files of at most a bundle's source file limit (compile.ts
+ * MAX_SOURCE_FILE_BYTES; a file past it, or not a regular file, is a miss, and the compile
+ * that follows says why).
+ */
+const REREAD_LIMIT: FileLimit = { maxBytes: MAX_SOURCE_FILE_BYTES, name: "MAX_SOURCE_FILE_BYTES", fix: "" };
 
 /** Files esbuild's resolver reads itself (not through onLoad): their contents are in the key. */
 const RESOLVER_FILES = new Set(["package.json", "tsconfig.json", "jsconfig.json"]);
@@ -175,14 +182,14 @@ async function rehash(root: string, sources: HashedFile[]): Promise<HashedFile[]
   const reader = async () => {
     for (let i = next++; i < sources.length && !changed; i = next++) {
       const s = sources[i]!;
-      let bytes: Buffer;
+      let read: { bytes: Buffer; sha256: string };
       try {
-        bytes = await readFile(path.join(root, ...s.path.split("/")));
+        read = await readModuleFile(path.join(root, ...s.path.split("/")), REREAD_LIMIT);
       } catch {
         changed = true;
         return;
       }
-      const h = hashFile(s.path, bytes);
+      const h = { path: s.path, sha256: read.sha256, size: read.bytes.byteLength };
       if (h.sha256 !== s.sha256 || h.size !== s.size) changed = true;
       fresh[i] = h;
     }
@@ -200,32 +207,43 @@ async function treeListing(root: string): Promise<string[] | undefined> {
   const out: string[] = [];
   const walk = async (dir: string, rel: string, depth: number): Promise<boolean> => {
     if (depth > MAX_TREE_DEPTH) return false;
-    let names: Dirent[];
+    // Entries a few dozen at a time, stopping past the limit: readdir() listed a directory of
+    // 100,000 files whole, 72-108 ms of the host's loop at each start, to give up on it.
+    let handle: Dir;
     try {
-      names = await readdir(dir, { withFileTypes: true });
+      handle = await opendir(dir, { bufferSize: 64 });
     } catch {
       return false;
     }
-    if (out.length + names.length > MAX_TREE_ENTRIES) return false;
-    for (const d of names) {
-      const p = rel ? `${rel}/${d.name}` : d.name;
-      const full = path.join(dir, d.name);
-      if (d.isDirectory()) {
-        out.push(`d ${p}`);
-        if (!(await walk(full, p, depth + 1))) return false;
-      } else if (d.isSymbolicLink()) {
-        out.push(`l ${p} -> ${await readlink(full).catch(() => "?")}`);
-      } else if (d.isFile()) {
-        if (RESOLVER_FILES.has(d.name)) {
-          const bytes = await readFile(full).catch(() => undefined);
-          out.push(`f ${p} ${bytes ? createHash("sha256").update(bytes).digest("hex") : "?"}`);
+    const subdirs: Array<[string, string]> = [];
+    try {
+      for await (const d of handle) {
+        if (out.length >= MAX_TREE_ENTRIES) return false;
+        const p = rel ? `${rel}/${d.name}` : d.name;
+        const full = path.join(dir, d.name);
+        if (d.isDirectory()) {
+          out.push(`d ${p}`);
+          subdirs.push([full, p]);
+        } else if (d.isSymbolicLink()) {
+          out.push(`l ${p} -> ${await readlink(full).catch(() => "?")}`);
+        } else if (d.isFile()) {
+          if (RESOLVER_FILES.has(d.name)) {
+            const read = await readModuleFile(full, REREAD_LIMIT).catch(() => undefined);
+            out.push(`f ${p} ${read ? read.sha256 : "?"}`);
+          } else {
+            out.push(`f ${p}`);
+          }
         } else {
-          out.push(`f ${p}`);
+          out.push(`o ${p}`);
         }
-      } else {
-        out.push(`o ${p}`);
       }
+    } catch {
+      return false;
+    } finally {
+      // A loop left early closes it (for await calls return()); closing twice is refused.
+      await handle.close().catch(() => {});
     }
+    for (const [full, p] of subdirs) if (!(await walk(full, p, depth + 1))) return false;
     return true;
   };
   const st = await lstat(root).catch(() => undefined);

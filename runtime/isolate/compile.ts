@@ -6,11 +6,12 @@
 
 import path from "node:path";
 import { createHash } from "node:crypto";
-import { readFile, realpath } from "node:fs/promises";
+import { lstat, realpath } from "node:fs/promises";
 import { builtinModules } from "node:module";
 import * as esbuild from "esbuild";
-import { hashFile, type HashedFile } from "./hashing.ts";
+import { MAX_SOURCE_FILE_BYTES, type HashedFile } from "./hashing.ts";
 import { bundleCache, type BundleCache } from "./bundle-cache.ts";
+import { checkModuleFile, ModuleFileError, readModuleFile, type FileLimit } from "../module-file.ts";
 
 export interface CompiledModule {
   /** The script that runs in the isolate (an IIFE assigning the module's exports to a global). */
@@ -38,6 +39,20 @@ export class CompileError extends Error {
 const EXPORTS_GLOBAL = "__modhost_exports";
 
 const BUILTINS = new Set(builtinModules);
+
+// What a module's sources may be: checked as each file is read, before esbuild parses it (a
+// 50 MB index.ts took esbuild 49 s and the host's loop a stall of 1.1 s decoding its 175 MB
+// bundle, the host's memory +0.6 GB; the shipped modules' sources are 84 KB together).
+/** Bytes of all the files one bundle is built from. */
+export const MAX_SOURCE_BYTES = 2 * 1024 * 1024;
+/** Files one bundle is built from. */
+export const MAX_SOURCE_FILES = 1000;
+
+const SOURCE_FILE_LIMIT: FileLimit = {
+  maxBytes: MAX_SOURCE_FILE_BYTES,
+  name: "MAX_SOURCE_FILE_BYTES",
+  fix: "split the file, or keep large data out of the sources (a module can read it from its data directory)",
+};
 
 /**
  * esbuild's options for a module bundle, but the entry point, the directory and the plugins.
@@ -93,6 +108,9 @@ export async function compileModule(moduleDir: string, entryPoint: string, optio
 }
 
 async function build(root: string, entry: string): Promise<CompiledModule> {
+  const resolverFiles = new ResolverFiles(root);
+  const entryProblem = await resolverFiles.check(entry);
+  if (entryProblem) throw new CompileError(entryProblem);
   const refuse: esbuild.Plugin = {
     name: "modhost-imports",
     setup(build) {
@@ -116,13 +134,15 @@ async function build(root: string, entry: string): Promise<CompiledModule> {
         if (real !== root && !real.startsWith(root + path.sep)) {
           return { errors: [{ text: `"${spec}" (imported by ${where}) is outside the module directory` }] };
         }
-        return undefined;
+        const problem = await resolverFiles.check(resolved);
+        return problem ? { errors: [{ text: problem }] } : undefined;
       });
     },
   };
   // Every file esbuild loads is read here, once; the bundle is built from these bytes and
   // their hashes are the module's identity (no window between hashing and bundling).
   const sources = new Map<string, HashedFile>();
+  let sourceBytes = 0;
   const snapshot: esbuild.Plugin = {
     name: "modhost-snapshot",
     setup(build) {
@@ -131,21 +151,42 @@ async function build(root: string, entry: string): Promise<CompiledModule> {
         if (rel === "" || rel.startsWith("../") || rel === ".." || path.isAbsolute(rel)) {
           return { errors: [{ text: `${args.path} is outside the module directory` }] };
         }
-        const bytes = await readFile(args.path);
-        sources.set(rel, hashFile(rel, bytes));
-        return { contents: bytes, loader: "default" };
+        if (sources.size >= MAX_SOURCE_FILES) {
+          return { errors: [{ text: `${rel}: the bundle would be built from more than ${MAX_SOURCE_FILES} files (MAX_SOURCE_FILES); merge small files` }] };
+        }
+        let read: { bytes: Buffer; sha256: string };
+        try {
+          read = await readModuleFile(args.path, SOURCE_FILE_LIMIT, rel);
+        } catch (err) {
+          if (err instanceof ModuleFileError) return { errors: [{ text: err.message }] };
+          throw err;
+        }
+        sourceBytes += read.bytes.byteLength;
+        if (sourceBytes > MAX_SOURCE_BYTES) {
+          return { errors: [{ text: `${rel}: the bundle's sources pass ${MAX_SOURCE_BYTES} bytes together (MAX_SOURCE_BYTES); keep large data out of the sources (a module can read it from its data directory)` }] };
+        }
+        sources.set(rel, { path: rel, sha256: read.sha256, size: read.bytes.byteLength });
+        return { contents: read.bytes, loader: "default" };
       });
     },
   };
   let result: esbuild.BuildResult<{ write: false; metafile: true }>;
+  const run = () => esbuild.build({ ...BUILD_OPTIONS, entryPoints: [entry], absWorkingDir: root, plugins: [refuse, snapshot] });
   try {
-    result = await esbuild.build({
-      ...BUILD_OPTIONS,
-      entryPoints: [entry],
-      absWorkingDir: root,
-      plugins: [refuse, snapshot],
-    });
+    try {
+      result = await run();
+    } catch (err) {
+      // esbuild's service died (its Go runtime's fatal error on sources nested too deep):
+      // started again, and this build run once more on the new one. It may have been
+      // another module's build that crashed it; this module's own sources crash it again.
+      if (!(await restartedBundler(err))) throw err;
+      result = await run();
+    }
   } catch (err) {
+    if (STOPPED.test((err as Error).message)) {
+      await restartedBundler(err);
+      throw new CompileError(`the bundler stopped twice while building this module (esbuild's service crashed: sources nested hundreds of thousands deep overflow its parser's stack); it is started again for the next build`);
+    }
     const failure = err as esbuild.BuildFailure;
     // esbuild names files relative to the module directory ("index.ts"); name them the way
     // config errors do, so the line says which module's file it is and an editor can open it.
@@ -162,6 +203,70 @@ async function build(root: string, entry: string): Promise<CompiledModule> {
     files: Object.keys(result.metafile.inputs).sort(),
     sources: [...sources.values()],
   };
+}
+
+/** esbuild's errors when its service process has exited. */
+const STOPPED = /The service (was stopped|is no longer running)/;
+
+/**
+ * After esbuild's service process died (a Go stack overflow on deeply nested sources ends it
+ * with a fatal error), every later build failed with "The service is no longer running" until
+ * the host restarted: one module's sources stopped every other TypeScript module from loading.
+ * esbuild.stop() lets the next build start a new service. True when `err` says the service
+ * had stopped.
+ */
+async function restartedBundler(err: unknown): Promise<boolean> {
+  if (!STOPPED.test((err as Error)?.message ?? "")) return false;
+  await esbuild.stop();
+  return true;
+}
+
+/**
+ * esbuild's resolver reads package.json itself (not through onLoad) in the directory of each
+ * file it resolves and in every directory above it: a FIFO there hung the build forever, and
+ * a symlink to /proc/self/environ or a huge file was read by the bundler. Each such
+ * package.json inside the module directory is checked before esbuild resolves a path under
+ * it: a regular file (a symlink only to one inside the directory) of at most
+ * MAX_SOURCE_FILE_BYTES. Directories above the module directory are the operator's.
+ */
+class ResolverFiles {
+  private readonly checked = new Map<string, string | undefined>();
+  private readonly root: string;
+  constructor(root: string) {
+    this.root = root;
+  }
+
+  /** The problem with a package.json in `target` or a directory above it up to the root, or undefined. */
+  async check(target: string): Promise<string | undefined> {
+    for (let dir = target; dir === this.root || dir.startsWith(this.root + path.sep); dir = path.dirname(dir)) {
+      let problem = this.checked.get(dir);
+      if (!this.checked.has(dir)) {
+        problem = await this.checkOne(path.join(dir, "package.json"));
+        this.checked.set(dir, problem);
+      }
+      if (problem) return problem;
+      if (dir === this.root) break;
+    }
+    return undefined;
+  }
+
+  private async checkOne(file: string): Promise<string | undefined> {
+    const rel = path.relative(this.root, file);
+    const st = await lstat(file).catch(() => undefined);
+    if (!st) return undefined;
+    if (st.isSymbolicLink()) {
+      const real = await realpath(file).catch(() => undefined);
+      if (real === undefined) return `${rel} is a symbolic link that does not resolve`;
+      if (!real.startsWith(this.root + path.sep)) return `${rel} is a symbolic link to outside the module directory`;
+    }
+    try {
+      await checkModuleFile(file, SOURCE_FILE_LIMIT, rel);
+    } catch (err) {
+      if (err instanceof ModuleFileError) return err.message;
+      throw err;
+    }
+    return undefined;
+  }
 }
 
 /** At most this many compile errors are shown (esbuild stops at a few anyway). */

@@ -3,6 +3,9 @@
 
 import { createHash } from "node:crypto";
 
+/** Bytes of one source file (and of a package.json esbuild's resolver reads): compile.ts checks it before esbuild parses the file. */
+export const MAX_SOURCE_FILE_BYTES = 1024 * 1024;
+
 export interface HashedFile {
   /** Relative to the module directory, "/"-separated. */
   path: string;
