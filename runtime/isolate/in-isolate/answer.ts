@@ -32,9 +32,8 @@ const byteLengthOf = Object.getOwnPropertyDescriptor(typedArrayProto, "byteLengt
 const typedArrayTag = Object.getOwnPropertyDescriptor(typedArrayProto, Symbol.toStringTag)!.get!;
 /** Whether v is a Uint8Array, by its internal slots (instanceof asks Uint8Array[Symbol.hasInstance], which a module can define). */
 export const isUint8Array = (v: unknown): v is Uint8Array => typeof v === "object" && v !== null && apply(typedArrayTag, v, []) === "Uint8Array";
-const SetOf = Set;
-const { has: setHas, add: setAdd, delete: setDelete } = Set.prototype;
 const defineProp = Object.defineProperty;
+const setProto = Object.setPrototypeOf;
 /** An own data property, whatever setters or accessors module code left on the prototypes. */
 export const put = (o: object, k: string | number, value: unknown) =>
   defineProp(o, k, { __proto__: null, value, writable: true, enumerable: true, configurable: true } as PropertyDescriptor);
@@ -106,7 +105,9 @@ const checkValue = (value: unknown, what: string, answerBytes: number, params: b
   let low = 0;
   let high = 0;
   let exact = false;
-  const ancestors = new SetOf<object>();
+  // The objects above the one being walked (at most MAX_DEPTH), for cycles; no prototype.
+  const ancestors: object[] = [];
+  setProto(ancestors, null);
   const fix = params ? "send " : "answer with ";
   const notPlain = (path: string, why: string) =>
     new AnswerError(
@@ -174,8 +175,8 @@ const checkValue = (value: unknown, what: string, answerBytes: number, params: b
           ": over the protocol limit max_depth of a data value (fixed; docs/protocol.md section 3); " + fix + "a flatter value",
       );
     }
-    if (apply(setHas, ancestors, [v])) throw notPlain(path, "a cycle (it contains itself)");
-    apply(setAdd, ancestors, [v]);
+    for (let i = 0; i < depth; i++) if (ancestors[i] === v) throw notPlain(path, "a cycle (it contains itself)");
+    ancestors[depth] = v;
     let copy: object;
     if (isArray(v)) {
       // Before any element: a sparse array 4,294,967,295 long (a few bytes of memory) was walked
@@ -183,8 +184,12 @@ const checkValue = (value: unknown, what: string, answerBytes: number, params: b
       if (values + v.length > MAX_VALUES) throw tooMany(path, v.length);
       fixed(5);
       const n = v.length;
-      copy = [];
-      for (let i = 0; i < n && low <= answerBytes; i++) put(copy, i, walk(v[i], exact ? "" : path + "[" + i + "]", depth + 1));
+      const list: unknown[] = [];
+      // No prototype: nothing a module set on Array.prototype is reached by these writes (the
+      // copy is only ever sent; the other side gets an ordinary array).
+      setProto(list, null);
+      for (let i = 0; i < n && low <= answerBytes; i++) list[i] = walk(v[i], exact ? "" : path + "[" + i + "]", depth + 1);
+      copy = list;
     } else {
       const proto: unknown = protoOf(v);
       if (proto !== OBJECT_PROTO && proto !== null) {
@@ -194,14 +199,15 @@ const checkValue = (value: unknown, what: string, answerBytes: number, params: b
       fixed(5);
       const record = v as Record<string, unknown>;
       const keys = keysOf(record);
-      copy = {};
+      const fields: Record<string, unknown> = { __proto__: null } as unknown as Record<string, unknown>;
       for (let i = 0; i < keys.length && low <= answerBytes; i++) {
         const k = keys[i]!;
         text(k);
-        put(copy, k, walk(record[k], exact ? "" : path ? path + "." + k : k, depth + 1));
+        fields[k] = walk(record[k], exact ? "" : path ? path + "." + k : k, depth + 1);
       }
+      copy = fields;
     }
-    apply(setDelete, ancestors, [v]);
+    ancestors[depth] = null as unknown as object;
     return copy;
   };
   const copy = walk(value, "", 0);
