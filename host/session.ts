@@ -537,7 +537,7 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
     if (this.backlog.length >= MAX_BACKLOG) {
       this.stats.requests++;
       this.stats.errors++;
-      this.replyError(req.id, wireError("unavailable", `more than ${MAX_BACKLOG} requests waiting; wait for answers before sending more`));
+      this.replyError(req.id, wireError("unavailable", `more than ${MAX_BACKLOG} requests waiting (MAX_BACKLOG); wait for answers before sending more`));
       return;
     }
     // Read while the host waits for its answers (pauseReading): what waits is held to

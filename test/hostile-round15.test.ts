@@ -33,18 +33,14 @@ import { spawn } from "node:child_process";
 import { readFile } from "node:fs/promises";
 import { fileURLToPath } from "node:url";
 import { monitorEventLoopDelay } from "node:perf_hooks";
-import { setFlagsFromString } from "node:v8";
-import { runInNewContext } from "node:vm";
 import { httpExchange, parseHttpUrl, TLS_KEY_EXCHANGE } from "../capabilities/http.ts";
 import { CapabilityError } from "../capabilities/types.ts";
 import { buildModulesDir, sleep, startHost, tempDir, GOOD_GRANTS, type TestHost } from "./helpers/host.ts";
 import { callApi, inlineModule, timerService } from "./helpers/modules.ts";
 import { post } from "./helpers/rpc.ts";
-import { canaryRound } from "./helpers/canary.ts";
+import { watchHost } from "./helpers/host-watch.ts";
 import { descendants } from "./helpers/procs.ts";
 
-setFlagsFromString("--expose-gc");
-const gc = runInNewContext("gc") as () => void;
 const MB = 1024 * 1024;
 
 const TLS_DIR = fileURLToPath(new URL("./fixtures/tls/", import.meta.url));
@@ -212,20 +208,10 @@ test.serial("round 15 under the real host: code that never yields but logs or ca
   });
   for (const m of ["good", "s-log", "s-call", "s-alloc", "s-errors", "l-sink", "l-flood", "l-stop"]) await h.waitForState(m, "running", 60_000);
   const phase0 = Date.now();
-  gc();
-  const heap0 = process.memoryUsage().heapUsed;
-  let peak = 0;
-  let late = 0;
-  let unanswered = 0;
-  let rounds = 0;
-  const round = async () => {
-    const r = await canaryRound(h);
-    rounds++;
-    if (!r.stored) late++;
-    if (!r.answered) unanswered++;
-    gc();
-    peak = Math.max(peak, process.memoryUsage().heapUsed - heap0);
-  };
+  // Loads, reloads and unloads compile and start modules on the host's loop: its turns are not
+  // what this round bounds (no ticker of the watch's).
+  const watch = watchHost(t, h, { turns: false });
+  const round = () => watch.round();
 
   // The spinning probes, the allocating handler (its block comes with the first round), the
   // crash-loopers and the error tricks (through JSON-RPC), while blocks are mined.
@@ -246,7 +232,7 @@ test.serial("round 15 under the real host: code that never yields but logs or ca
   do {
     await round();
     await sleep(300);
-  } while (!over || rounds < 4);
+  } while (!over || watch.tally.rounds < 4);
   await attack;
   const phase1 = Date.now();
 
@@ -324,9 +310,8 @@ test.serial("round 15 under the real host: code that never yields but logs or ca
   const logChars = h.records.reduce((a, r) => a + r.message.length, 0);
   const longest = Math.max(...h.records.map((r) => r.message.length));
   t.log(`probes ${((phase1 - phase0) / 1000).toFixed(0)} s, lifecycle ${((Date.now() - phase1) / 1000).toFixed(0)} s`, steps);
-  t.log(`canary rounds ${rounds}, late ${late}, unanswered ${unanswered}; host heap +${(peak / MB).toFixed(0)} MB at most; host log ${h.records.length} records, ${(logChars / MB).toFixed(1)} MB, longest ${longest} chars; unload of l-stop ${unloadMs} ms`);
-  t.is(late, 0, "the canary stored every block within 5 s");
-  t.is(unanswered, 0, "the host answered every RPC call within 5 s");
-  t.true(peak < 96 * MB, `host heap grew ${(peak / MB).toFixed(0)} MB`);
+  t.log(`host log ${h.records.length} records, ${(logChars / MB).toFixed(1)} MB, longest ${longest} chars; unload of l-stop ${unloadMs} ms`);
+  watch.assertCanary(t);
   t.true(longest < 16_384, `the longest log line is ${longest} characters`);
+  await watch.finish(t, Object.keys(MODULES).length + 1);
 });

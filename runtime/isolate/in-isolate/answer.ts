@@ -16,6 +16,27 @@ const MAX_DEPTH = __MODHOST_MAX_VALUE_DEPTH__;
 /** The protocol's max_values (protocol/codec.ts DEFAULT_BODY_LIMITS; written in when the bootstrap is built): values in one message. */
 declare const __MODHOST_MAX_VALUES__: number;
 export const MAX_VALUES = __MODHOST_MAX_VALUES__;
+/** The protocol's max_total_string_bytes of what a module sends (protocol/codec.ts DEFAULT_BODY_LIMITS; written in too). */
+declare const __MODHOST_MAX_TOTAL_STRING_BYTES__: number;
+const MAX_TOTAL_STRING_BYTES = __MODHOST_MAX_TOTAL_STRING_BYTES__;
+// What the checks below use, taken before any module code runs: a module that replaced
+// Object.keys, Array.isArray or Object.getPrototypeOf (it shares the isolate) would otherwise
+// see its values waved through and copied out whole.
+const keysOf = Object.keys;
+const isArray = Array.isArray;
+const protoOf = Object.getPrototypeOf;
+const OBJECT_PROTO = Object.prototype;
+const apply = Reflect.apply;
+const typedArrayProto = Object.getPrototypeOf(Uint8Array.prototype) as object;
+const byteLengthOf = Object.getOwnPropertyDescriptor(typedArrayProto, "byteLength")!.get!;
+const typedArrayTag = Object.getOwnPropertyDescriptor(typedArrayProto, Symbol.toStringTag)!.get!;
+/** Whether v is a Uint8Array, by its internal slots (instanceof asks Uint8Array[Symbol.hasInstance], which a module can define). */
+export const isUint8Array = (v: unknown): v is Uint8Array => typeof v === "object" && v !== null && apply(typedArrayTag, v, []) === "Uint8Array";
+const defineProp = Object.defineProperty;
+const setProto = Object.setPrototypeOf;
+/** An own data property, whatever setters or accessors module code left on the prototypes. */
+export const put = (o: object, k: string | number, value: unknown) =>
+  defineProp(o, k, { __proto__: null, value, writable: true, enumerable: true, configurable: true } as PropertyDescriptor);
 const MAX_ERROR_CHARS = 4096;
 
 const cut = (value: string): string => {
@@ -46,7 +67,8 @@ export const errorMessage = (err: unknown): string => {
   return cut(toText(message));
 };
 
-class AnswerError extends Error {
+/** A limit or shape the check refused: its wire code and message. */
+export class AnswerError extends Error {
   declare code: string;
   constructor(code: string, message: string) {
     super(message);
@@ -59,18 +81,41 @@ class AnswerError extends Error {
  * answer of at most answerBytes. The first pass checks the shape and bounds the size from
  * string lengths (a character is 1 to 3 bytes of UTF-8); only when the bounds straddle the
  * limit does a second pass count the bytes of each string.
+ *
+ * Answers the value's copy as it was checked: plain objects and arrays made here, its strings
+ * and Uint8Arrays shared. That copy, not the module's value, is what leaves the isolate: the
+ * module's value is read once (its getters run once), and nothing the module does after the
+ * check (a getter answering otherwise the second time, the value changed before the turn's
+ * crossing) reaches what is sent.
  */
-export const checkAnswer = (value: unknown, what: string, answerBytes: number): void => {
+export const checkAnswer = (value: unknown, what: string, answerBytes: number): unknown => checkValue(value, what, answerBytes, false);
+
+/**
+ * checkAnswer for the params of a host call, before they are copied out of the isolate (the
+ * copy is made of every reference: one 1 MiB string named by 2,000 calls of one turn, or by
+ * 2,000 elements of one array, was 2 GB copied into the isolate host, outside memory_mb).
+ * Also holds their strings to max_total_string_bytes (the host refuses more) counted from
+ * their lengths, and lets 64-bit bigints through (the encoder takes those). Answers the
+ * params' checked copy, which is what is sent.
+ */
+export const checkParams = (value: unknown, method: string, frameBytes: number): unknown => checkValue(value, method + ": the params", frameBytes, true);
+
+const checkValue = (value: unknown, what: string, answerBytes: number, params: boolean): unknown => {
+  let strings = 0;
   let low = 0;
   let high = 0;
   let exact = false;
-  const ancestors = new Set<object>();
+  // The objects above the one being walked (at most MAX_DEPTH), for cycles; no prototype.
+  const ancestors: object[] = [];
+  setProto(ancestors, null);
+  const fix = params ? "send " : "answer with ";
   const notPlain = (path: string, why: string) =>
     new AnswerError(
       "not_plain_data",
-      what + " is not plain data: " + (path || "the value") + " is " + why + "; answer with null, booleans, numbers, strings, Uint8Array, arrays and plain objects only",
+      what + " is not plain data: " + (path || "the value") + " is " + why + "; " + fix + "null, booleans, numbers, strings, Uint8Array, arrays and plain objects only",
     );
   const text = (s: string) => {
+    if (params && !exact && (strings += s.length) > MAX_TOTAL_STRING_BYTES) throw tooManyStrings();
     if (exact) {
       const n = 5 + utf8Length(s, answerBytes - low);
       low += n;
@@ -84,78 +129,101 @@ export const checkAnswer = (value: unknown, what: string, answerBytes: number): 
     low += n;
     high += n;
   };
+  const tooManyStrings = () =>
+    new AnswerError(
+      "result_too_large",
+      what + " hold more than " + MAX_TOTAL_STRING_BYTES + " bytes of strings, every reference to a string counted (send large data, such as a block, a file or an HTTP body, as a Uint8Array: strings cost the receiver far more): over the protocol limit max_total_string_bytes = " +
+        MAX_TOTAL_STRING_BYTES + " (docs/protocol.md, section 3); send less at a time",
+    );
   // Values visited (the message around the answer takes a few more: the encoder counts exactly).
   let values = 0;
   const tooMany = (path: string, count: number) =>
     new AnswerError(
       "result_too_large",
       what + " has more than " + MAX_VALUES + " values" + (count > 0 ? " (" + (path || "the value") + " is an array of " + count + " elements)" : "") +
-        ": over the protocol limit max_values of one message (fixed; docs/protocol.md section 3); answer with less, for example a page of the data and a key to ask for the next",
+        ": over the protocol limit max_values of one message (fixed; docs/protocol.md section 3); " + fix + "less, for example a page of the data and a key to ask for the next",
     );
-  const walk = (v: unknown, path: string, depth: number): void => {
-    if (low > answerBytes) return;
+  const walk = (v: unknown, path: string, depth: number): unknown => {
+    if (low > answerBytes) return undefined;
     if (++values > MAX_VALUES) throw tooMany("", 0);
     if (v === null || v === undefined || typeof v === "boolean") {
       fixed(1);
-      return;
+      return v;
     }
     if (typeof v === "number") {
       fixed(9);
-      return;
+      return v;
     }
     if (typeof v === "string") {
       text(v);
-      return;
+      return v;
     }
-    if (typeof v === "bigint") throw notPlain(path, "a bigint (send it as a string or a number)");
+    if (typeof v === "bigint") {
+      if (!params || v < -(2n ** 63n) || v >= 2n ** 64n) throw notPlain(path, "a bigint" + (params ? " outside the 64-bit integer range" : "") + " (send it as a string or a number)");
+      fixed(9);
+      return v;
+    }
     if (typeof v !== "object") throw notPlain(path, "a " + typeof v);
-    if (v instanceof Uint8Array) {
-      fixed(5 + v.byteLength);
-      return;
+    if (isUint8Array(v)) {
+      fixed(5 + (apply(byteLengthOf, v, []) as number));
+      return v;
     }
     if (depth >= MAX_DEPTH) {
       throw new AnswerError(
         "result_too_large",
         what + " is nested deeper than " + MAX_DEPTH + " levels at " + (path || "the value") +
-          ": over the protocol limit max_depth of a data value (fixed; docs/protocol.md section 3); answer with a flatter value",
+          ": over the protocol limit max_depth of a data value (fixed; docs/protocol.md section 3); " + fix + "a flatter value",
       );
     }
-    if (ancestors.has(v)) throw notPlain(path, "a cycle (it contains itself)");
-    ancestors.add(v);
-    if (Array.isArray(v)) {
+    for (let i = 0; i < depth; i++) if (ancestors[i] === v) throw notPlain(path, "a cycle (it contains itself)");
+    ancestors[depth] = v;
+    let copy: object;
+    if (isArray(v)) {
       // Before any element: a sparse array 4,294,967,295 long (a few bytes of memory) was walked
       // hole by hole up to the answer's bytes, 16 M steps, and cost its module its isolate (cpu_time_ms).
       if (values + v.length > MAX_VALUES) throw tooMany(path, v.length);
       fixed(5);
-      for (let i = 0; i < v.length && low <= answerBytes; i++) walk(v[i], exact ? "" : path + "[" + i + "]", depth + 1);
+      const n = v.length;
+      const list: unknown[] = [];
+      // No prototype: nothing a module set on Array.prototype is reached by these writes (the
+      // copy is only ever sent; the other side gets an ordinary array).
+      setProto(list, null);
+      for (let i = 0; i < n && low <= answerBytes; i++) list[i] = walk(v[i], exact ? "" : path + "[" + i + "]", depth + 1);
+      copy = list;
     } else {
-      const proto: unknown = Object.getPrototypeOf(v);
-      if (proto !== Object.prototype && proto !== null) {
+      const proto: unknown = protoOf(v);
+      if (proto !== OBJECT_PROTO && proto !== null) {
         const ctor = (v as { constructor?: { name?: unknown } }).constructor;
         throw notPlain(path, "a " + (ctor?.name || "non-plain object"));
       }
       fixed(5);
       const record = v as Record<string, unknown>;
-      for (const k of Object.keys(record)) {
-        if (low > answerBytes) break;
+      const keys = keysOf(record);
+      const fields: Record<string, unknown> = { __proto__: null } as unknown as Record<string, unknown>;
+      for (let i = 0; i < keys.length && low <= answerBytes; i++) {
+        const k = keys[i]!;
         text(k);
-        walk(record[k], exact ? "" : path ? path + "." + k : k, depth + 1);
+        fields[k] = walk(record[k], exact ? "" : path ? path + "." + k : k, depth + 1);
       }
+      copy = fields;
     }
-    ancestors.delete(v);
+    ancestors[depth] = null as unknown as object;
+    return copy;
   };
-  walk(value, "", 0);
+  const copy = walk(value, "", 0);
   if (low <= answerBytes && high > answerBytes) {
+    // The copy, now: plain data, no getter or proxy of the module's left to run.
     exact = true;
     low = high = 0;
     values = 0;
-    walk(value, "", 0);
+    walk(copy, "", 0);
   }
   if (low > answerBytes) {
     throw new AnswerError(
       "result_too_large",
       what + " is larger than " + answerBytes + " bytes, more than one message of the module protocol carries (its frame limit, max_frame_bytes " +
-        (answerBytes + 4096) + ", is fixed); answer with less, for example a page of the data and a key to ask for the next",
+        (answerBytes + 4096) + ", is fixed); " + fix + "less, for example a page of the data and a key to ask for the next",
     );
   }
+  return copy;
 };

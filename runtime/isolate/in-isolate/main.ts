@@ -17,10 +17,10 @@ import type {
   IsolateRuntime, LogFunction, MethodShape, ModuleMeta, Progress,
 } from "./contract.ts";
 import type { LogLevel } from "../../../protocol/messages.ts";
-import { checkAnswer, errorCode, errorMessage, MAX_VALUES } from "./answer.ts";
+import { AnswerError, checkAnswer, checkParams, errorCode, errorMessage, isUint8Array, MAX_VALUES, put } from "./answer.ts";
 import { packOps, packParams } from "./pack.ts";
 import { splitOps } from "./parts.ts";
-import { plainFieldsSized, toText } from "./text.ts";
+import { MAX_LOG_FIELDS_CHARS, plainFieldsSized, toText } from "./text.ts";
 import { countLogChars, droppedLinesText, MAX_CALLS_UNANSWERED, newStretch, takeCall, takeLogLine, tooManyCallsText, tooManyUnansweredText } from "./stretch.ts";
 
 type Fn = (...args: unknown[]) => unknown;
@@ -88,6 +88,17 @@ class ModhostError extends Error {
 // microtask), and the isolate host sends them on in one write. Answers come back the same
 // way, in batches, through settle().
 const calls = new Map<number, { method: string; resolve: (v: unknown) => void; reject: (e: unknown) => void }>();
+// The table's methods as they were before module code ran: the bound on unanswered calls reads
+// its size, which a module could otherwise redefine (Map.prototype.size is configurable) to
+// make without end calls that each cost the isolate host until answered.
+const apply = Reflect.apply;
+const promiseThen = Promise.prototype.then;
+const mapSize = Object.getOwnPropertyDescriptor(Map.prototype, "size")!.get!;
+const { get: mapGet, set: mapSet, delete: mapDelete } = Map.prototype;
+type Call = { method: string; resolve: (v: unknown) => void; reject: (e: unknown) => void };
+const callsSize = () => apply(mapSize, calls, []) as number;
+const callOf = (id: number) => apply(mapGet, calls, [id]) as Call | undefined;
+const dropCall = (id: number) => apply(mapDelete, calls, [id]) as boolean;
 let nextCall = 1;
 let outbox: CallEntry[] | null = null;
 const send = (batch: CallEntry[]) => callOut(batch);
@@ -113,35 +124,50 @@ const flush = () => {
   outbox = null;
   // One call's arguments cannot be copied out (a function, say): only that one fails.
   sendBatch(send, batch, (entry, why) => {
-    const c = calls.get(entry[0]);
-    calls.delete(entry[0]);
+    const c = callOf(entry[0]);
+    dropCall(entry[0]);
     if (c) c.reject(new TypeError(entry[1] + ": arguments must be plain data (" + why + ")"));
   });
 };
 const request = (method: string, params: Params | Uint8Array): Promise<unknown> =>
   new Promise((resolve, reject) => {
-    if (calls.size >= MAX_CALLS_UNANSWERED) {
+    if (callsSize() >= MAX_CALLS_UNANSWERED) {
       reject(new ModhostError("quota_exceeded", tooManyUnansweredText(), method));
       return;
+    }
+    // Checked before anything is copied out (the copy is made of every reference, outside
+    // memory_mb); what is sent is the checked copy, which module code cannot change.
+    let sent = params;
+    if (!isUint8Array(params)) {
+      try {
+        sent = checkParams(params, method, answerBytes) as Params;
+      } catch (err) {
+        // A limit (AnswerError, with its code), or a getter or proxy trap of the params that threw.
+        const code = err instanceof AnswerError ? err.code : "not_plain_data";
+        reject(new ModhostError(code, code === "not_plain_data" && !(err instanceof AnswerError) ? method + ": the params could not be read: " + errorMessage(err) : (err as Error).message, method));
+        return;
+      }
     }
     if (!takeCall()) {
       reject(new ModhostError("quota_exceeded", tooManyCallsText(), method));
       return;
     }
     const id = nextCall++;
-    calls.set(id, { method, resolve, reject });
+    apply(mapSet, calls, [id, { method, resolve, reject }]);
     if (!outbox) {
       outbox = [];
       Promise.resolve().then(flush);
     }
-    outbox.push([id, method, params]);
+    // Not push(): a module that replaced Array.prototype.push would be handed the entry, to
+    // change what was checked before it crosses.
+    put(outbox, outbox.length, [id, method, sent]);
   });
 /** Answers from the isolate host: [id, true, value] or [id, false, code, message] each. */
 const settle = (answers: AnswerEntry[]) => {
   for (const a of answers) {
-    const c = calls.get(a[0]);
+    const c = callOf(a[0]);
     if (!c) continue;
-    calls.delete(a[0]);
+    dropCall(a[0]);
     if (a[1]) c.resolve(a[2]);
     else c.reject(new ModhostError(a[2], a[3], c.method));
   }
@@ -154,7 +180,8 @@ const log = (level: LogLevel, message: unknown, fields?: unknown) => {
   let text = toText(message);
   if (text.length > LOG_CHARS_OUT) text = text.slice(0, LOG_CHARS_OUT);
   const [plain, size] = plainFieldsSized(fields);
-  countLogChars(text.length + size);
+  if (size < 0) text += " [fields dropped: more than " + MAX_LOG_FIELDS_CHARS + " characters as JSON (MAX_LOG_FIELDS_CHARS)]";
+  countLogChars(text.length + Math.max(size, 0));
   logOut(level, text, plain);
 };
 const logger = freeze({
@@ -510,7 +537,7 @@ const invoked = (id: number, answer: InvokeAnswer) => {
     doneBox = [];
     Promise.resolve().then(flushDone);
   }
-  doneBox.push([id, answer]);
+  put(doneBox, doneBox.length, [id, answer]);
 };
 
 const runtime: IsolateRuntime = {
@@ -540,8 +567,9 @@ const runtime: IsolateRuntime = {
   async invoke(kind: InvocationKind, params: Params): Promise<InvokeAnswer> {
     try {
       const value = await invokeRaw(kind, params);
-      checkAnswer(value, "the answer of the " + kind + " handler", answerBytes);
-      return { ok: true, value };
+      // No prototype: an async function's result is looked up for a `then`, and a module that
+      // defined Object.prototype.then would be handed the answer's resolution, to forge it.
+      return { __proto__: null, ok: true, value: checkAnswer(value, "the answer of the " + kind + " handler", answerBytes) } as InvokeAnswer;
     } catch (err) {
       // The stack (cut) lets the isolate host say where in the module's files it was thrown.
       let stack: string | undefined;
@@ -551,7 +579,7 @@ const runtime: IsolateRuntime = {
       } catch (_) {
         // a getter of the module's that throws: no position, then
       }
-      return { ok: false, code: errorCode(err), message: errorMessage(err), stack };
+      return { __proto__: null, ok: false, code: errorCode(err), message: errorMessage(err), stack } as InvokeAnswer;
     }
   },
   /**
@@ -568,7 +596,8 @@ const runtime: IsolateRuntime = {
       if (started > 0 && Date.now() - t0 >= sliceMs) break;
       started++;
       invokeStarted = started;
-      void runtime.invoke(kind, params).then((answer) => invoked(id, answer));
+      // Promise.prototype.then as it was: a module's own would be handed the answer to change.
+      apply(promiseThen, runtime.invoke(kind, params), [(answer: InvokeAnswer) => invoked(id, answer)]);
     }
     return started;
   },
