@@ -1,4 +1,4 @@
-// Hostile probes of session 14 (issue #8), under the real host and sandbox, all in one run next
+// Hostile probes of round 14 (issue #8), under the real host and sandbox, all in one run next
 // to the canary ("good", which stores every block):
 //   r-sparse   a TypeScript module passing a sparse array 4,294,967,295 long (`a[2 ** 32 - 2] = 1`,
 //              a few bytes of memory) to ctx: a storage value, an event payload, log fields,

@@ -1,4 +1,4 @@
-// Hostile probes of session 15 (issue #8), under the real host and sandbox, all in one run next
+// Hostile probes of round 15 (issue #8), under the real host and sandbox, all in one run next
 // to the canary ("good", which stores every block). Native modules attack the channel itself,
 // below the protocol's messages (test/fixtures/hostile-round15/main.ts):
 //   r15-scm      a child of the module inherits fd 3 and writes 2,000 request frames on it, each

@@ -1,4 +1,4 @@
-// Hostile probes of session 15 (issue #8).
+// Hostile probes of round 15 (issue #8).
 //
 // 1. An HTTPS server behind a granted http_request that offers only finite-field DHE key
 //    exchange (TLS 1.2) with a 10,000-bit group of its choosing: any odd number, as OpenSSL's

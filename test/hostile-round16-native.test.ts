@@ -1,4 +1,4 @@
-// Hostile probes of session 16 (issue #8), under the real host and sandbox, in one run next to
+// Hostile probes of round 16 (issue #8), under the real host and sandbox, in one run next to
 // the canary ("good", which stores every block). Native modules attack what the host reads and
 // owns on their behalf (test/fixtures/hostile-round16/main.ts, test/fixtures/hostile/hostile.c):
 //   r16-daemon   double-forks a daemon (setsid, SIGTERM and SIGHUP ignored) that holds a file open

@@ -1,4 +1,4 @@
-// Hostile probes of session 16 (issue #8): remote parties the host talks to, and the isolate
+// Hostile probes of round 16 (issue #8): remote parties the host talks to, and the isolate
 // host's way out.
 //
 // 1. An HTTP(S) server behind a granted http_request that sends bytes Node's parser takes
