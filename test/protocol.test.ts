@@ -938,7 +938,8 @@ test("hub: get_block_height, get_chain_tip and storage_get of an open tree answe
   }
   const d = ["read_chain_state", "read_storage"].map((x) => parseDescriptor(x));
   const grants = resolveGrants(d, d, []).effective;
-  const call = { module: "values", chain, store, config: {}, dataDir: dir };
+  // Only what these handlers read: the chain and the store.
+  const call = { module: "values", chain, store, config: {}, dataDir: dir } as unknown as import("../capabilities/types.ts").CallContext;
   const hub = new ApiHub();
   t.is(hub.dispatch(call, grants, "get_block_height", {}), chain.blockHeightNow());
   t.is(hub.dispatch(call, grants, "get_chain_tip", {}), await chain.getChainTip());
