@@ -226,6 +226,14 @@ export interface ChainBackend {
   hasTransaction(txid: Hex): Promise<boolean>;
   getChainTip(): Promise<Hex>;
   getBlockHeight(): Promise<number>;
+  /**
+   * The tip's hash and height when this backend knows them without asking anyone (the embedded
+   * chain keeps its tip in memory): get_chain_tip and get_block_height answer them as values, in
+   * the same pass as the request (host/session.ts serve), without a promise per call. A backend
+   * that must ask its node leaves them out.
+   */
+  chainTipNow?(): Hex;
+  blockHeightNow?(): number;
   getUtxo(outpoint: OutPoint): Promise<Utxo | null>;
   getChainInfo(): Promise<ChainInfo>;
 

@@ -575,6 +575,14 @@ export class EmbeddedChain implements ChainBackend {
     return this.height;
   }
 
+  chainTipNow(): Hex {
+    return this.tip.block.hash;
+  }
+
+  blockHeightNow(): number {
+    return this.height;
+  }
+
   /** An output of the confirmed UTXO set; mempool spends do not hide it. */
   async getUtxo(outpoint: OutPoint): Promise<Utxo | null> {
     const utxo = await this.readUtxo(outpointKey(outpoint.txid, outpoint.vout));

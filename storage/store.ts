@@ -157,6 +157,8 @@ interface Counters {
 }
 interface TreeState extends Counters {
   db: TreeDb;
+  /** The sublevel's prefix as bytes (made at the first point read): keys in their stored form (getNow). */
+  prefix?: Buffer;
 }
 /** A batch op validated and encoded: its key and the key's UTF-8 length, and its value (undefined for a delete). */
 interface Prepared {
@@ -399,10 +401,18 @@ export class ModuleStore {
     // An open tree is read synchronously, here: nothing is left in flight for close() to wait
     // for, so the tracking (#track: four promises and three closures a call) is not needed.
     // (Only trees whose names were checked are in #trees; any other name takes the path below.)
+    // The key is written in its stored form (the tree's prefix, then its UTF-8) and read from
+    // the root: through the sublevel, getSync encoded the key, copied it behind the prefix and
+    // went through the root's option path, ~1 µs of a ~2 µs read (classic-level 3, load 6).
     const open = this.#closing === undefined ? this.#trees.get(tree) : undefined;
     if (open !== undefined && open.db.status === "open") {
       try {
-        const raw = open.db.getSync(encodeKey(key, this.#quota.maxKeyBytes)) as Bytes | undefined;
+        const kLen = checkKey(key, this.#quota.maxKeyBytes);
+        const pre = (open.prefix ??= Buffer.from(open.db.prefix, "utf8"));
+        const stored = Buffer.allocUnsafe(pre.length + kLen);
+        pre.copy(stored, 0);
+        stored.write(key as string, pre.length, kLen, "utf8");
+        const raw = this.#db.getSync(stored) as Bytes | undefined;
         return raw === undefined ? undefined : decodeValue(raw);
       } catch (err) {
         throw asStorageError(err);

@@ -917,6 +917,44 @@ test("client: connect, request, RequestError with code and data, events acknowle
   t.deepEqual(seen, [102, 103, 104, 105, 106], "in order, one at a time");
 });
 
+test("hub: get_block_height, get_chain_tip and storage_get of an open tree answer values in the dispatch itself (no promise): the chain's tip, each tree's own value for the same key, null for a missing key, and a key over the limit refused naming it", async (t) => {
+  const { parseDescriptor, resolveGrants } = await import("../capabilities/grants.ts");
+  const { ModuleStore } = await import("../storage/store.ts");
+  const { mkdtemp, rm } = await import("node:fs/promises");
+  const { tmpdir } = await import("node:os");
+  const path = await import("node:path");
+  const dir = await mkdtemp(path.join(tmpdir(), "hub-values-"));
+  const chain = await EmbeddedChain.create({ matureBlocks: 0 });
+  const store = await ModuleStore.open(path.join(dir, "store"), undefined, { label: "values" });
+  t.teardown(async () => {
+    await store.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+  // Trees whose prefixes share their start, and keys that look like another tree's stored form.
+  for (const [tree, value] of [["a", 1], ["ab", 2], ["a.b", 3]] as const) {
+    await store.openTree(tree);
+    await store.put(tree, "k", value);
+    await store.put(tree, "!t:ab!k", value * 10);
+  }
+  const d = ["read_chain_state", "read_storage"].map((x) => parseDescriptor(x));
+  const grants = resolveGrants(d, d, []).effective;
+  // Only what these handlers read: the chain and the store.
+  const call = { module: "values", chain, store, config: {}, dataDir: dir } as unknown as import("../capabilities/types.ts").CallContext;
+  const hub = new ApiHub();
+  t.is(hub.dispatch(call, grants, "get_block_height", {}), chain.blockHeightNow());
+  t.is(hub.dispatch(call, grants, "get_chain_tip", {}), await chain.getChainTip());
+  t.is(hub.dispatch(call, grants, "storage_get", { tree: "a", key: "k" }), 1);
+  t.is(hub.dispatch(call, grants, "storage_get", { tree: "ab", key: "k" }), 2);
+  t.is(hub.dispatch(call, grants, "storage_get", { tree: "a.b", key: "k" }), 3);
+  t.is(hub.dispatch(call, grants, "storage_get", { tree: "a", key: "!t:ab!k" }), 10);
+  t.is(hub.dispatch(call, grants, "storage_get", { tree: "a", key: "b!k" }), null);
+  t.is(hub.dispatch(call, grants, "storage_get", { tree: "a", key: "" }), null);
+  t.is(hub.dispatch(call, grants, "storage_get", { tree: "a", key: "kk" }), null);
+  const tooLong = hub.dispatch(call, grants, "storage_get", { tree: "a", key: "x".repeat(1025) });
+  t.true(tooLong instanceof Promise);
+  await t.throwsAsync(tooLong as Promise<unknown>, { message: /over the limit of 1024 bytes/ });
+});
+
 test("client: a request after the connection closed rejects at once instead of hanging", async (t) => {
   const { host, module } = await socketPair(t);
   const session = new HostSession(new FrameChannel(host), {
