@@ -25,7 +25,6 @@
 // heap and log stay bounded, its longest loop turn is measured.
 
 import test from "ava";
-import { spawn } from "node:child_process";
 import { readFile } from "node:fs/promises";
 import net from "node:net";
 import tls from "node:tls";
@@ -36,24 +35,15 @@ import { buildModulesDir, sleep, startHost, tempDir, GOOD_GRANTS } from "./helpe
 import { callApi, inlineModule } from "./helpers/modules.ts";
 import { cookieAuth, post } from "./helpers/rpc.ts";
 import { watchHost } from "./helpers/host-watch.ts";
-import { descendants } from "./helpers/procs.ts";
+import { descendants, spawnPortServer } from "./helpers/procs.ts";
 import { threadCpuMs, watchTurns } from "./helpers/turns.ts";
 
 const MB = 1024 * 1024;
 const TLS_DIR = fileURLToPath(new URL("./fixtures/tls/", import.meta.url));
 const WIRE_SERVER = fileURLToPath(new URL("./fixtures/hostile-round16/wire-server.cjs", import.meta.url));
 
-async function wireServer(t: import("ava").ExecutionContext, mode: "zeros" | "spaces", kind: "plain" | "tls"): Promise<number> {
-  const server = spawn(process.execPath, [WIRE_SERVER, mode, kind, `${TLS_DIR}key.pem`, `${TLS_DIR}cert.pem`], { stdio: ["pipe", "pipe", "inherit"] });
-  t.teardown(() => server.kill("SIGKILL"));
-  return new Promise<number>((resolve, reject) => {
-    let text = "";
-    server.stdout.on("data", (d: Buffer) => {
-      text += d.toString();
-      if (text.includes("\n")) resolve(Number(text.split("\n")[0]));
-    });
-    server.once("exit", (code) => reject(new Error(`the wire server exited (${code})`)));
-  });
+function wireServer(t: import("ava").ExecutionContext, mode: "zeros" | "spaces", kind: "plain" | "tls"): Promise<number> {
+  return spawnPortServer(t, "wire server", WIRE_SERVER, [mode, kind, `${TLS_DIR}key.pem`, `${TLS_DIR}cert.pem`]);
 }
 
 test("an HTTP(S) answer of endless chunk-size zeros or header spaces (bytes the parser counts toward no limit) fails with quota_exceeded naming the wire bound, long before its timeout and with bounded CPU, over TLS too", async (t) => {
@@ -168,17 +158,7 @@ test.serial("round 16 under the real host: calls queued past MAX_CALLS_UNANSWERE
   for (const m of ["good", ...Object.keys(MODULES)]) await h.waitForState(m, "running", 90_000);
   // The JSON-RPC probes time the loop's turns themselves (below): no ticker of the watch's.
   const watch = watchHost(t, h, { turns: false });
-  let over = false;
-  const canary = (async () => {
-    do {
-      await watch.round();
-      await sleep(300);
-    } while (!over || watch.tally.rounds < 4);
-  })();
-  // However the test ends, the canary stops.
-  t.teardown(() => {
-    over = true;
-  });
+  const canary = watch.canaryLoop(300, 4);
 
   const figures: Record<string, unknown> = {};
   let longest = 0;
@@ -262,8 +242,7 @@ test.serial("round 16 under the real host: calls queued past MAX_CALLS_UNANSWERE
     console.error(`round 16 failed at ${step}: ${err.stack ?? err.message}\n${h.tail(20)}`);
     throw err;
   });
-  over = true;
-  await canary;
+  await canary.stop();
   const logChars = h.records.reduce((a, r) => a + r.message.length, 0);
   t.log(figures);
   t.log(`longest host loop turn during the JSON-RPC probes ${longest.toFixed(0)} ms of CPU; host log ${h.records.length} records, ${(logChars / MB).toFixed(1)} MB`);

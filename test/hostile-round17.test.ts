@@ -96,16 +96,7 @@ test.serial("round 17 under the real host: params, log text and fields copied on
   });
   for (const m of ["good", ...NAMES]) await h.waitForState(m, "running", 90_000);
   const watch = watchHost(t, h);
-  let over = false;
-  const canary = (async () => {
-    do {
-      await watch.round();
-      await sleep(300);
-    } while (!over || watch.tally.rounds < 4);
-  })();
-  t.teardown(() => {
-    over = true;
-  });
+  const canary = watch.canaryLoop(300, 4);
 
   const figures: Record<string, unknown> = {};
   const call = <T>(n: string, m: string, ms = 60_000) => callApi<T>(h, n, m, {}, ms);
@@ -217,8 +208,7 @@ test.serial("round 17 under the real host: params, log text and fields copied on
   try {
     await Promise.all([amp(), cpu(), others()]);
   } finally {
-    over = true;
-    await canary;
+    await canary.stop();
   }
   t.log(figures);
   for (const n of NAMES) t.is(await callApi(h, n, "ping", {}, 30_000), "pong", `${n} answers after the round`);

@@ -23,6 +23,7 @@ import { RpcAuth } from "../host/rpc/auth.ts";
 import { RpcServer } from "../host/rpc/server.ts";
 import { tempDir } from "./helpers/host.ts";
 import { openSession } from "./helpers/peer.ts";
+import { spawnPortServer } from "./helpers/procs.ts";
 import { threadCpuMs } from "./helpers/turns.ts";
 
 const TLS_DIR = fileURLToPath(new URL("./fixtures/tls/", import.meta.url));
@@ -33,18 +34,8 @@ const DNS_DRIBBLE_SERVER = fileURLToPath(new URL("./fixtures/http-dribble/dns-dr
 type Mode = "head" | "body" | "chunked";
 type Kind = "plain" | "tls";
 
-async function dribbler(t: import("ava").ExecutionContext, mode: Mode, kind: Kind): Promise<number> {
-  // Its own process: the CPU measured here is the host side's only.
-  const server = spawn(process.execPath, [DRIBBLE_SERVER, mode, kind, `${TLS_DIR}key.pem`, `${TLS_DIR}cert.pem`], { stdio: ["pipe", "pipe", "inherit"] });
-  t.teardown(() => server.kill("SIGKILL"));
-  return new Promise<number>((resolve, reject) => {
-    let text = "";
-    server.stdout.on("data", (d: Buffer) => {
-      text += d.toString();
-      if (text.includes("\n")) resolve(Number(text.split("\n")[0]));
-    });
-    server.once("exit", (code) => reject(new Error(`the dribble server exited (${code})`)));
-  });
+function dribbler(t: import("ava").ExecutionContext, mode: Mode, kind: Kind): Promise<number> {
+  return spawnPortServer(t, "dribble server", DRIBBLE_SERVER, [mode, kind, `${TLS_DIR}key.pem`, `${TLS_DIR}cert.pem`]);
 }
 
 const request = (port: number, kind: Kind, timeoutMs: number) =>
@@ -98,9 +89,7 @@ test.serial("an answer's reading waits while its module is over its host_cpu_ms_
 
 test.serial("a DNS server answering over TCP one byte per write costs the host's loop under 200 ms of CPU per second of the lookup, charged to the module's account", async (t) => {
   t.timeout(60_000);
-  const server = spawn(process.execPath, [DNS_DRIBBLE_SERVER], { stdio: ["ignore", "pipe", "inherit"] });
-  t.teardown(() => server.kill("SIGKILL"));
-  const port = await new Promise<number>((resolve) => server.stdout.once("data", (d: Buffer) => resolve(Number(String(d).trim()))));
+  const port = await spawnPortServer(t, "DNS dribble server", DNS_DRIBBLE_SERVER, []);
   const resolver = new DnsResolver({ servers: [`127.0.0.1:${port}`], hostsFile: "" });
   let charged = 0;
   const cpu0 = threadCpuMs();

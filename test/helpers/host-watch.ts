@@ -6,6 +6,7 @@
 
 import type { ExecutionContext } from "ava";
 import { readdirSync } from "node:fs";
+import { setTimeout as sleep } from "node:timers/promises";
 import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
 import type { TestHost } from "./host.ts";
@@ -25,6 +26,12 @@ export interface HostWatch {
    * unanswered when RPC was not; a round that failed (mining threw) counts as both, its error kept.
    */
   round(): Promise<CanaryRound>;
+  /**
+   * Canary rounds in the background, one every `pauseMs` after the last, until the returned
+   * `stop()` is called and at least `minRounds` ran; `stop()` resolves when the last round is done.
+   * The test's teardown stops them however the test ends.
+   */
+  canaryLoop(pauseMs: number, minRounds: number): { stop(): Promise<void> };
   /** The rounds so far: how many, late, unanswered, and the host heap's growth at most (MB). */
   readonly tally: { rounds: number; late: number; unanswered: number; heapMb: number; errors: string[] };
   /** t.is(late, 0), t.is(unanswered, 0) and no failed round, for the rounds so far. */
@@ -70,8 +77,26 @@ export function watchHost(t: ExecutionContext, h: TestHost, opts: WatchOptions =
     peak = Math.max(peak, process.memoryUsage().heapUsed - heap0);
     fdsPeak = Math.max(fdsPeak, openFds());
   };
-  return {
+  const watch: HostWatch = {
     sample,
+    canaryLoop(pauseMs, minRounds) {
+      let over = false;
+      const loop = (async () => {
+        do {
+          await watch.round();
+          await sleep(pauseMs);
+        } while (!over || rounds < minRounds);
+      })();
+      t.teardown(() => {
+        over = true;
+      });
+      return {
+        stop() {
+          over = true;
+          return loop;
+        },
+      };
+    },
     async round() {
       const r = await canaryRound(h).catch((err: Error): CanaryRound => {
         errors.push(err.message);
@@ -104,4 +129,5 @@ export function watchHost(t: ExecutionContext, h: TestHost, opts: WatchOptions =
       t.true(logGrowth <= attackers * (64 * 1024 + 32 * 1024 * seconds) + MB, `host log grew ${logGrowth} bytes in ${seconds.toFixed(0)} s`);
     },
   };
+  return watch;
 }

@@ -1,7 +1,9 @@
 // Process and network helpers for the sandbox and lifecycle tests: who runs under a uid, a
 // process's descendants, polling a check, a TCP server on the host's loopback for modules to
-// try to reach.
+// try to reach, a server script in a process of its own.
 
+import type { ExecutionContext } from "ava";
+import { spawn } from "node:child_process";
 import { readdir, readFile } from "node:fs/promises";
 import { createServer, type Server } from "node:net";
 
@@ -65,4 +67,21 @@ export async function descendants(pid: number): Promise<number[]> {
   };
   walk(pid);
   return out;
+}
+
+/**
+ * A server script run in its own process (so the CPU this test process measures is the host's
+ * side only), which prints the port it listens on as its first line; killed at teardown.
+ */
+export function spawnPortServer(t: ExecutionContext, what: string, script: string, args: string[]): Promise<number> {
+  const server = spawn(process.execPath, [script, ...args], { stdio: ["pipe", "pipe", "inherit"] });
+  t.teardown(() => server.kill("SIGKILL"));
+  return new Promise<number>((resolve, reject) => {
+    let text = "";
+    server.stdout.on("data", (d: Buffer) => {
+      text += d.toString();
+      if (text.includes("\n")) resolve(Number(text.split("\n")[0]));
+    });
+    server.once("exit", (code) => reject(new Error(`the ${what} exited (${code})`)));
+  });
 }
