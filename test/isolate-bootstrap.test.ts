@@ -13,7 +13,7 @@ import type { AnswerEntry, CallEntry } from "../runtime/isolate/in-isolate/contr
 test("the built bootstrap runs alone in a bare isolate: it hides the host functions, batches one turn's calls into one crossing, and fails only a call that cannot be copied out", async (t) => {
   const built = await buildBootstrap();
   t.true(built.inputs.includes("runtime/isolate/in-isolate/main.ts"), built.inputs.join(", "));
-  t.notRegex(built.code, /\brequire\(|\bimport\b|__MODHOST_MAX_VALUE_DEPTH__|__MODHOST_MAX_VALUES__/, "one script with nothing left to resolve");
+  t.notRegex(built.code, /\brequire\(|\bimport\b|__MODHOST_MAX_VALUE_DEPTH__|__MODHOST_MAX_FRAME_DEPTH__|__MODHOST_MAX_VALUES__/, "one script with nothing left to resolve");
 
   const isolate = new ivm.Isolate({ memoryLimit: 32 });
   t.teardown(() => isolate.dispose());

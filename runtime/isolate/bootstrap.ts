@@ -32,7 +32,7 @@ export async function buildBootstrap(root: string = path.resolve(path.dirname(EN
     platform: "neutral",
     target: "node24",
     logLevel: "silent",
-    define: { __MODHOST_MAX_VALUE_DEPTH__: String(MAX_VALUE_DEPTH), __MODHOST_MAX_VALUES__: String(DEFAULT_BODY_LIMITS.maxValues), __MODHOST_MAX_TOTAL_STRING_BYTES__: String(DEFAULT_BODY_LIMITS.maxTotalStringBytes) },
+    define: { __MODHOST_MAX_VALUE_DEPTH__: String(MAX_VALUE_DEPTH), __MODHOST_MAX_FRAME_DEPTH__: String(DEFAULT_BODY_LIMITS.maxDepth), __MODHOST_MAX_VALUES__: String(DEFAULT_BODY_LIMITS.maxValues), __MODHOST_MAX_TOTAL_STRING_BYTES__: String(DEFAULT_BODY_LIMITS.maxTotalStringBytes) },
   });
   return { code: result.outputFiles[0]!.text, inputs: Object.keys(result.metafile.inputs) };
 }

@@ -13,6 +13,15 @@ import { toText, UNSHOWABLE, utf8Length } from "./text.ts";
  */
 declare const __MODHOST_MAX_VALUE_DEPTH__: number;
 const MAX_DEPTH = __MODHOST_MAX_VALUE_DEPTH__;
+/**
+ * The frame's max_depth (protocol/codec.ts DEFAULT_BODY_LIMITS; written in too): containers on
+ * the path to the deepest value of a body, its own map included. A call's params sit one level
+ * below the request's map, so they may have one container fewer; the data values inside them
+ * (a stored value, a payload) are held to MAX_DEPTH by the host, which names the field.
+ */
+declare const __MODHOST_MAX_FRAME_DEPTH__: number;
+const MAX_FRAME_DEPTH = __MODHOST_MAX_FRAME_DEPTH__;
+const MAX_PARAMS_DEPTH = MAX_FRAME_DEPTH - 1;
 /** The protocol's max_values (protocol/codec.ts DEFAULT_BODY_LIMITS; written in when the bootstrap is built): values in one message. */
 declare const __MODHOST_MAX_VALUES__: number;
 export const MAX_VALUES = __MODHOST_MAX_VALUES__;
@@ -105,7 +114,7 @@ const checkValue = (value: unknown, what: string, answerBytes: number, params: b
   let low = 0;
   let high = 0;
   let exact = false;
-  // The objects above the one being walked (at most MAX_DEPTH), for cycles; no prototype.
+  // The objects above the one being walked (at most MAX_PARAMS_DEPTH), for cycles; no prototype.
   const ancestors: object[] = [];
   setProto(ancestors, null);
   const fix = params ? "send " : "answer with ";
@@ -168,7 +177,15 @@ const checkValue = (value: unknown, what: string, answerBytes: number, params: b
       fixed(5 + (apply(byteLengthOf, v, []) as number));
       return v;
     }
-    if (depth >= MAX_DEPTH) {
+    if (params && depth >= MAX_PARAMS_DEPTH) {
+      throw new AnswerError(
+        "result_too_large",
+        what + " is nested too deeply: over the protocol limit max_depth = " + MAX_FRAME_DEPTH +
+          " of a frame (containers on the path to its deepest value, the request's own included; fixed; docs/protocol.md section 3); send a flatter value (too deep at " +
+          (path || "the value") + ")",
+      );
+    }
+    if (!params && depth >= MAX_DEPTH) {
       throw new AnswerError(
         "result_too_large",
         what + " is nested deeper than " + MAX_DEPTH + " levels at " + (path || "the value") +
