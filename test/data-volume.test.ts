@@ -343,6 +343,24 @@ vtest("an image that a loop device already holds (another host's mount, say) is 
   t.is(await mountsOn(path.join(h.config.modules.data_dir, "twice")), 0);
 });
 
+vtest("a volume's release detaches only its own loop device: the same device, freed by the kernel after the unmount and attached to the same image by someone else at once, is left holding it (before, the release waited 5 s for the name and then detached it)", async (t) => {
+  const root = path.join(await tempDir(t), "data");
+  const v = await mountVolume(root, "reuse", { maxBytes: 4 * MiB, maxEntries: 1000 });
+  const { image, device } = v;
+  t.teardown(() => run("losetup", ["-d", device]).then(() => undefined, () => undefined));
+  // Someone else's losetup on the very name, as soon as the kernel frees it.
+  const attacher = (async () => {
+    for (const until = Date.now() + 15_000; Date.now() < until; ) {
+      if (!(await loopDevicesOf(image)).includes(device) && (await run("losetup", [device, image]).then(() => true, () => false))) return true;
+    }
+    return false;
+  })();
+  await v.release();
+  t.true(await attacher, `${device} was attached again after the release freed it`);
+  await new Promise((r) => setTimeout(r, 200));
+  t.deepEqual(await loopDevicesOf(image), [device], "the other party's device still holds the image");
+});
+
 vtest("a new volume for max_data_bytes of 8, 16 and 24 MiB mounts with exactly its quota free to the module (before, mkfs chose a smaller journal than the image counted, and the image was too large to reserve the rest of: such a module never started)", async (t) => {
   const root = path.join(await tempDir(t), "data");
   for (const mb of [8, 16, 24]) {

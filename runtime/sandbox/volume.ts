@@ -110,7 +110,8 @@ function imageBytes(q: VolumeQuota): number {
   return data + (q.maxEntries + RESERVED_INODES + 64) * 256 + journalMiB(q).counted * 1024 * 1024 + Math.ceil(data / 32) + 2 * 1024 * 1024;
 }
 
-interface MountEntry { id: string; device: string; mountpoint: string }
+/** A mount; `seq` (a mount of ours): its loop device's diskseq when mounted, which the kernel changes at every attach. */
+interface MountEntry { id: string; device: string; mountpoint: string; seq?: string }
 
 function unescapeMount(s: string): string {
   return s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
@@ -137,12 +138,22 @@ export async function loopDevicesOf(image?: string): Promise<string[]> {
   return out;
 }
 
-/** Wait until no loop device (or not `device`) holds `image`; returns those that still do. */
-async function waitLoopFree(image: string, ms: number, device?: string): Promise<string[]> {
+/** A loop device's disk sequence number ("" where the kernel has none): a new one at every attach. */
+const diskSeq = (device: string): Promise<string> => readFile(`/sys/block/${path.basename(device)}/diskseq`, "utf8").then((s) => s.trim(), () => "");
+
+/**
+ * Wait until no loop device (or not `own`'s) holds `image`; returns those that still do. `own`'s
+ * device is only its own while its diskseq is the one it had when mounted: once the kernel freed
+ * it, the same name may be attached to the same image by someone else (another host, an
+ * operator's losetup), whose device is not ours to detach.
+ */
+async function waitLoopFree(image: string, ms: number, own?: MountEntry): Promise<string[]> {
   const until = Date.now() + ms;
+  const ours = async (d: string) => own === undefined || (d === own.device && (!own.seq || (await diskSeq(d)) === own.seq));
   // The kernel frees an autoclear loop device shortly after the last unmount: look again soon, then less often.
   for (let pause = 1; ; pause = Math.min(pause * 2, 50)) {
-    const held = (await loopDevicesOf(image)).filter((d) => device === undefined || d === device);
+    const held: string[] = [];
+    for (const d of await loopDevicesOf(image)) if (await ours(d)) held.push(d);
     if (held.length === 0 || Date.now() >= until) return held;
     await new Promise((r) => setTimeout(r, pause));
   }
@@ -175,7 +186,7 @@ async function unmount(t: Record<Tool, string>, dir: string, image: string, own?
     if (!top || (own !== undefined && top.id !== own.id)) break;
     await umountOnce(t, dir, top.id);
   }
-  const held = await waitLoopFree(image, 5000, own?.device);
+  const held = await waitLoopFree(image, 5000, own);
   // No namespace holds the file system any more, but a loop device without autoclear (a host
   // killed between attach and mount) would: detach it.
   for (const dev of held) await run(t.losetup, ["-d", dev]).catch(() => undefined);
@@ -228,6 +239,7 @@ async function mountImage(t: Record<Tool, string>, image: string, dir: string): 
   await run(t.mount, ["-t", "ext4", "-o", "loop,nosuid,nodev,noexec", image, dir]);
   const m = (await mounts()).filter((e) => e.mountpoint === dir).at(-1);
   if (!m) throw new Error(`mounting ${image} on ${dir} left no mount`);
+  if (m.device.startsWith("/dev/loop")) m.seq = await diskSeq(m.device);
   await dropLostFound(dir);
   return m;
 }
