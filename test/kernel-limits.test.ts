@@ -137,7 +137,7 @@ test("a module whose name hashes to another module's uid gets a uid of its own: 
   const h = await hostWithHog(t, evil, ["holdprocs", "100000"], { processes: 64 });
   const report = await h.waitForLog(/^kernel-hog report$/, { source: evil, timeoutMs: 60_000 });
   t.log(`${evil} holds: ${JSON.stringify((report.fields as { results: unknown }).results)}`);
-  t.regex(String((report.fields as { results: Record<string, string> }).results.holdprocs), /^EAGAIN \d+$/);
+  t.regex(String((report.fields as { results: Record<string, string> }).results.holdprocs), /^EAGAIN \d+$/, `its report: ${JSON.stringify(report.fields)}`);
   const [evilUid, goodUid] = [await uidOf(h, evil), await uidOf(h, "good")];
   t.not(evilUid, goodUid, "two names, two uids");
   // It holds as many as the kernel let it have, all under its own uid. How many varies: 50 on
