@@ -35,12 +35,20 @@ test.serial("fuzz protocol-session: 3000 frames through the real session and hub
   t.is(r.iterations, 3000);
 });
 
-test.serial("fuzz driver: a crash, a hang and a leak in a target are each reported with the input", async (t) => {
+test.serial("fuzz driver: a crash, a hang (by the wall for a promise, by CPU time for a synchronous input) and a leak in a target are each reported with the input; a synchronous input that only waits is not a hang", async (t) => {
   const seeds = [Buffer.from("81a174a3616b63", "hex")];
   const crash = await fuzz({ name: "crash", seeds, run: (b) => { if (b.includes(0xc1)) throw new Error("boom"); } }, { iterations: 2000, seed: 3 });
   t.true(crash.failures.some((f) => f.kind === "crash" && f.message.includes("boom") && f.input.includes("c1")), formatReport(crash));
   const hang = await fuzz({ name: "hang", seeds, run: (b) => (b.length > 12 ? new Promise(() => {}) : undefined) }, { iterations: 200, seed: 3, hangMs: 50 });
   t.true(hang.failures.some((f) => f.kind === "hang"), formatReport(hang));
+  // A synchronous input is a hang by the CPU it takes, not by the wall: one that burns 80 ms is
+  // reported; one that waits 80 ms without running (as a busy machine makes any input wait) is not.
+  const burn = (ms: number) => { const end = process.threadCpuUsage().user + ms * 1000; while (process.threadCpuUsage().user < end); };
+  const slow = await fuzz({ name: "burns", seeds, run: (b) => void (b.length > 12 && burn(80)) }, { iterations: 30, seed: 3, hangMs: 50 });
+  t.true(slow.failures.some((f) => f.kind === "hang" && /ms of CPU/.test(f.message)), formatReport(slow));
+  const cell = new Int32Array(new SharedArrayBuffer(4));
+  const waits = await fuzz({ name: "waits", seeds, run: (b) => void (b.length > 12 && Atomics.wait(cell, 0, 0, 80)) }, { iterations: 30, seed: 3, hangMs: 50 });
+  t.false(waits.failures.some((f) => f.kind === "hang"), formatReport(waits));
   const kept: unknown[] = [];
   const leak = await fuzz({ name: "leak", seeds, run: () => void kept.push(new Array(10_000).fill(1)) }, { iterations: 300, seed: 3, maxHeapGrowthMb: 8 });
   t.true(leak.failures.some((f) => f.kind === "leak"), formatReport(leak));
