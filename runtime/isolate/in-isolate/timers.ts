@@ -316,6 +316,9 @@ export function installTimers(global: Globals, host: TimerHost): void {
             t.at += late < t.delay ? t.delay : t.delay * (Math.floor(late / t.delay) + 1);
           }
           insert(t);
+        } else if (t.slot < 0 && t.id) {
+          // Numbered during its own callback (+this) and not set again: no longer known by it.
+          byId.delete(t.id);
         }
       }
     } finally {
