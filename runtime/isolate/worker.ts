@@ -145,6 +145,8 @@ const memoryMb = Math.max(8, handover.memory_mb);
 const cpuTimeMs = inspect ? PAUSABLE_MS : Math.max(10, handover.cpu_time_ms);
 const startTimeoutMs = inspect ? PAUSABLE_MS : handover.start_timeout_ms;
 const handlerTimeoutMs = inspect ? PAUSABLE_MS : Math.max(1, handover.handler_timeout_ms);
+/** One slice of a batch of invocations (INVOKE_BATCHED below), and of due timer callbacks in the isolate (in-isolate/timers.ts). */
+const INVOKE_SLICE_MS = Math.max(1, Math.min(5, Math.floor(cpuTimeMs / 20)));
 /** Module code runs in synchronous crossings on this thread, bounded by the watchdog thread; the inspector keeps the asynchronous form. */
 const syncCrossings = watchdog !== undefined && !inspect && handover.sync_crossings === true;
 if (watchdog && !syncCrossings) watchdog.stop();
@@ -572,7 +574,7 @@ const methods = client.welcome.methods.flatMap((name) => {
 const meta = { name: moduleId, version: handover.version, id: client.welcome.module_id, grants: client.welcome.grants };
 
 try {
-  await rt.init.apply(undefined, [methods, client.welcome.config, meta, { maxFrameBytes: client.welcome.max_frame_bytes }], { arguments: { copy: true }, timeout: 1000 });
+  await rt.init.apply(undefined, [methods, client.welcome.config, meta, { maxFrameBytes: client.welcome.max_frame_bytes, timerSliceMs: INVOKE_SLICE_MS }], { arguments: { copy: true }, timeout: 1000 });
   // With the inspector on, the bundle keeps its inline source map: the debugger shows the
   // module's .ts files and sets breakpoints in them.
   const script = await isolate.compileScript(inspect ? code : bundle.code, { filename: scriptUrl });
@@ -697,7 +699,6 @@ client.onInvocation("shutdown", async (params) => {
 // CPU watchdog still sees about one handler's stretch per crossing, not a whole batch's.
 // shutdown and health are not queued (above, below). What waits here is bounded by the host:
 // it keeps at most MAX_PENDING_INVOCATIONS (host/session.ts) unanswered.
-const INVOKE_SLICE_MS = Math.max(1, Math.min(5, Math.floor(cpuTimeMs / 20)));
 const invocations = new Map<number, { resolve: (answer: InvokeAnswer) => void; reject: (err: unknown) => void; timer: NodeJS.Timeout }>();
 let invocationSeq = 0;
 let invokeQueue: InvokeEntry[] = [];

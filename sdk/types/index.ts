@@ -124,7 +124,8 @@ export interface ModulesApi extends ModulesMethods {
  * Needs manage_timers. Host timers, delivered into the module; they die with it. At most 256
  * timers and pending tasks per module; intervals are at least 0.05 s; a tick is skipped while
  * the previous run of the same timer is still going. With this family, setTimeout and
- * setInterval work too.
+ * setInterval work too: kept in the module's isolate, not as host timers (at most 100,000
+ * waiting, MAX_PENDING_TIMERS), and run by one host task.
  */
 export interface TimersApi extends TimersMethods {
   every(intervalSeconds: number, fn: () => void | Promise<void>): Promise<number>;

@@ -50,6 +50,8 @@ export interface ModuleMeta {
 
 export interface InitLimits {
   maxFrameBytes: number;
+  /** How long one slice of due timer callbacks may run, in ms (the invocation slice). */
+  timerSliceMs?: number;
 }
 
 /** invoke()'s answer: only data crosses back. */

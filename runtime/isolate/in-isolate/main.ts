@@ -21,6 +21,7 @@ import { AnswerError, checkAnswer, checkParams, errorCode, errorMessage, isUint8
 import { packOps, packParams } from "./pack.ts";
 import { splitOps } from "./parts.ts";
 import { MAX_LOG_FIELDS_CHARS, plainFieldsSized, toText } from "./text.ts";
+import { installTimers } from "./timers.ts";
 import { countLogChars, droppedLinesText, MAX_CALLS_UNANSWERED, newStretch, takeCall, takeLogLine, tooManyCallsText, tooManyUnansweredText } from "./stretch.ts";
 
 type Fn = (...args: unknown[]) => unknown;
@@ -210,6 +211,8 @@ let dispatching: { id: number; index: number; startedAt: number; abandoned: bool
 let ctx: Record<string, unknown> | null = null;
 let moduleStop: Fn | null = null;
 let answerBytes = 16 * 1024 * 1024 - 4096;
+/** How long one slice of due timer callbacks may run (the isolate host's invocation slice). */
+let timerSliceMs = 5;
 
 // Timer ids are the host's: a callback can be filed under its id only once schedule_task
 // (or register_timer) has answered, and the host may fire the timer before that answer is
@@ -401,35 +404,14 @@ const specialMethods = (): Record<string, (wire: Wire) => Fn> => ({
   },
 });
 
-/** With manage_timers, the familiar timer functions work too, on top of host timers. */
+/** With manage_timers, the familiar timer functions work too: kept in the isolate (./timers.ts), run by one host task. */
 function installTimerGlobals(t: Record<string, Fn>): void {
-  type Box = { id: unknown; cancelled: boolean };
-  const later =
-    (once: boolean) =>
-    (fn: unknown, ms?: unknown, ...args: unknown[]): Box => {
-      const box: Box = { id: 0, cancelled: false };
-      if (typeof fn !== "function") throw new TypeError((once ? "setTimeout" : "setInterval") + "(fn, ms): fn must be a function");
-      (((once ? t.after : t.every)!)(Math.max(0.001, (Number(ms) || 0) / 1000), () => fn(...args)) as Promise<unknown>).then(
-        (id) => {
-          box.id = id;
-          if (box.cancelled) (t.cancel!(id) as Promise<unknown>).catch(() => {});
-        },
-        (err: unknown) => {
-          // quota_exceeded and the like: there is no promise to reject, so say it in the log.
-          log("error", (once ? "setTimeout" : "setInterval") + " could not schedule its callback: " + toText(err && (err as Error).message ? (err as Error).message : err));
-        },
-      );
-      return box;
-    };
-  const clear = (box: Box | undefined) => {
-    if (!box) return;
-    box.cancelled = true;
-    if (box.id) (t.cancel!(box.id) as Promise<unknown>).catch(() => {});
-  };
-  global.setTimeout = later(true);
-  global.setInterval = later(false);
-  global.clearTimeout = clear;
-  global.clearInterval = clear;
+  installTimers(global, {
+    after: (seconds, fn) => t.after!(seconds, fn) as Promise<unknown>,
+    cancel: (id) => t.cancel!(id) as Promise<unknown>,
+    log: (level, message) => log(level, message),
+    sliceMs: () => timerSliceMs,
+  });
 }
 
 function buildCtx(methods: MethodShape[], config: unknown, meta: ModuleMeta): void {
@@ -544,6 +526,7 @@ const runtime: IsolateRuntime = {
   settle,
   init(methods: MethodShape[], config: unknown, meta: ModuleMeta, limits: InitLimits | undefined) {
     if (limits && limits.maxFrameBytes > 65536) answerBytes = limits.maxFrameBytes - 4096;
+    if (limits?.timerSliceMs && limits.timerSliceMs > 0) timerSliceMs = limits.timerSliceMs;
     buildCtx(methods, config, meta);
   },
   async start() {
