@@ -13,7 +13,7 @@ import semver from "semver";
 import * as v from "valibot";
 import { GrantSyntaxError, parseDescriptor, type Descriptor } from "../capabilities/grants.ts";
 import { bool, checked, checkSchema, doc, either, int, KEY, namedTables, oneOf, pathTo, say, str, strings, table } from "./schema.ts";
-import { Checker, isTable, readToml, typeName } from "./toml.ts";
+import { Checker, isTable, MANIFEST_LIMIT, readToml, typeName } from "./toml.ts";
 
 type Runtime = "isolate" | "native";
 
@@ -272,7 +272,7 @@ export type ModuleManifest = Omit<Parsed, "runtime"> & {
 
 export async function loadManifest(file: string): Promise<ModuleManifest> {
   const abs = path.resolve(file);
-  const { data, source } = await readToml(abs);
+  const { data, source } = await readToml(abs, MANIFEST_LIMIT);
   return parseManifest(data, source, abs);
 }
 
