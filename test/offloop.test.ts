@@ -15,6 +15,9 @@ import { fileURLToPath } from "node:url";
 import { BackendUnavailableError } from "../chain/backend.ts";
 import { CoreRpc, CoreRpcError } from "../chain/bitcoind/rpc.ts";
 import { defaultConfig } from "../host/config.ts";
+import type { ConfigError } from "../host/errors.ts";
+import { loadManifest, MAX_MAINTAINER_SIGNATURES } from "../host/manifest.ts";
+import { MAX_MANIFEST_BYTES } from "../host/toml.ts";
 import { fetchIndex } from "../host/registry/client.ts";
 import { RegistryDiscovery } from "../host/registry/discover.ts";
 import { INDEX_FORMAT, MAX_INDEX_BYTES, signIndex } from "../host/registry/format.ts";
@@ -138,4 +141,22 @@ test.serial("the bitcoind JSON-RPC client reading a node that answers one byte p
     }
     t.true(perS < MAX_RPC_CPU_MS_PER_S, `${mode}: ${perS.toFixed(0)} ms of the loop's CPU a second`);
   }
+});
+
+test("a module.toml filling MAX_MANIFEST_BYTES with bogus maintainer signatures is refused by their count alone (one problem naming MAX_MAINTAINER_SIGNATURES), before any entry is checked", async (t) => {
+  const dir = await tempDir(t, "modhost-offloop-");
+  const file = path.join(dir, "module.toml");
+  let toml = `name = "m"\nversion = "0.1.0"\nentry_point = "index.ts"\ncapabilities = []\n`;
+  let n = 0;
+  for (;; n++) {
+    const entry = `[[signatures.maintainers]]\nname = "m${n}"\nkey = "k"\nsignature = "s"\n`;
+    if (toml.length + entry.length > MAX_MANIFEST_BYTES) break;
+    toml += entry;
+  }
+  await writeFile(file, toml);
+  const err = await t.throwsAsync(loadManifest(file));
+  const problems = (err as ConfigError).problems ?? [];
+  t.log(`${n} signatures: ${problems.length} problem(s): ${problems[0]?.message}`);
+  t.is(problems.length, 1, "one problem, not one per entry");
+  t.regex(problems[0]!.message, new RegExp(`${n} signatures, more than the ${MAX_MAINTAINER_SIGNATURES} a manifest may carry \\(MAX_MAINTAINER_SIGNATURES\\)`));
 });
