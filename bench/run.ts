@@ -25,8 +25,9 @@ import { poolShare } from "./pool-share.ts";
 import { dnsBench } from "./dns.ts";
 import { paceBench } from "./pace.ts";
 import { timersBench } from "./timers.ts";
+import { offloopBench } from "./offloop.ts";
 
-const BENCHMARKS: Benchmark[] = [coldStart, storageCall, roundtrip, sandboxStart, fanout, storageBatch, isolatePaths, manyModules, jsonrpc, moduleApi, indexer, poolShare, dnsBench, paceBench, timersBench];
+const BENCHMARKS: Benchmark[] = [coldStart, storageCall, roundtrip, sandboxStart, fanout, storageBatch, isolatePaths, manyModules, jsonrpc, moduleApi, indexer, poolShare, dnsBench, paceBench, timersBench, offloopBench];
 
 process.on("exit", cleanupNow);
 for (const signal of ["SIGINT", "SIGTERM"] as const) {

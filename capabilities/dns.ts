@@ -33,7 +33,7 @@ import { performance } from "node:perf_hooks";
 import { sliceAccount } from "../chain/slices.ts";
 import type { Resolver } from "./address-policy.ts";
 import { type Answer, DnsAnswerError, encodeName, encodeQuery, readAnswer, TYPE_A, TYPE_AAAA, type Expected } from "./dns-message.ts";
-import { ReadPace } from "./read-pace.ts";
+import { ReadPace } from "../chain/paced-socket.ts";
 import { CapabilityError } from "./types.ts";
 
 /**
@@ -61,7 +61,7 @@ export const MAX_LOOKUPS_IN_FLIGHT = 1024;
 const MAX_STRAY_DATAGRAMS = 64;
 /**
  * An answer over TCP read in pieces smaller than this is paced: TCP_SMALL_READS_PER_SECOND reads
- * a second after TCP_SMALL_READ_BURST (./read-pace.ts). A server writing its 65,535-byte answer a
+ * a second after TCP_SMALL_READ_BURST (chain/paced-socket.ts). A server writing its 65,535-byte answer a
  * byte at a time cost the host's loop ~1 s of CPU per lookup (250-350 ms a second, load 6).
  */
 const TCP_PACED_READ_BYTES = 4096;

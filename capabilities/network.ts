@@ -8,9 +8,10 @@ import * as v from "valibot";
 import { method, type Family } from "./types.ts";
 import { Bytes, HttpResponse, NetworkStats, PeerInfo, none } from "./schemas.ts";
 import {
-  DEFAULT_TIMEOUT_MS, HTTP_METHODS, MAX_IN_FLIGHT, SMALL_READ_BURST, SMALL_READS_PER_SECOND, MAX_REQUEST_BODY_BYTES, MAX_RESPONSE_BODY_BYTES, MAX_TIMEOUT_MS,
+  DEFAULT_TIMEOUT_MS, HTTP_METHODS, MAX_IN_FLIGHT, MAX_REQUEST_BODY_BYTES, MAX_RESPONSE_BODY_BYTES, MAX_TIMEOUT_MS,
   headerProblems, httpExchange, parseHttpUrl, type HttpTarget,
 } from "./http.ts";
+import { SMALL_READ_BURST, SMALL_READS_PER_SECOND } from "../chain/paced-socket.ts";
 import { systemResolver } from "./dns.ts";
 import { CapabilityError } from "./types.ts";
 

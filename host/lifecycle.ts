@@ -205,9 +205,9 @@ export class LifecycleState {
     return out;
   }
 
-  /** The version of `name` last announced as discovered in a registry. */
-  announcedVersion(name: string): string | undefined {
-    return Object.hasOwn(this.discovered, name) ? this.discovered[name] : undefined;
+  /** Every module announced, with its version. */
+  announcedVersions(): Array<[string, string]> {
+    return Object.entries(this.discovered);
   }
 
   announce(name: string, version: string): void {

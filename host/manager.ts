@@ -154,9 +154,9 @@ export class ModuleManager {
   }
 
   /** The module versions announced as ModuleDiscovered, kept in the lifecycle state file. */
-  async announcements(): Promise<{ get(name: string): string | undefined; set(name: string, version: string): void; save(): Promise<void> }> {
+  async announcements(): Promise<{ all(): Array<[string, string]>; set(name: string, version: string): void; save(): Promise<void> }> {
     const state = await this.state();
-    return { get: (n) => state.announcedVersion(n), set: (n, v) => state.announce(n, v), save: () => state.save() };
+    return { all: () => state.announcedVersions(), set: (n, v) => state.announce(n, v), save: () => state.save() };
   }
 
   /** Read every `<modules_dir>/<dir>/module.toml`. Broken manifests are reported, not fatal. */

@@ -34,7 +34,8 @@ const common = { bundle: true, format: "esm", platform: "node", target: "node24"
 const [cli, worker] = await Promise.all([
   esbuild.build({
     ...common,
-    entryPoints: { modhost: "host/cli.ts" },
+    // registry-look.mjs: the worker thread of a registry look (host/registry/look.ts).
+    entryPoints: { modhost: "host/cli.ts", "registry-look": "host/registry/look-worker.ts" },
     packages: "external",
     // Split at host/cli.ts's dynamic imports: `modhost version`, `--help` and the remote commands
     // load a small chunk, not the host (chunks sit next to modhost.mjs: runtime/isolate/runtime.ts

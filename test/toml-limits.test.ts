@@ -1,15 +1,16 @@
 // Bounds of TOML reading (host/toml.ts), shared by modhost.toml and module.toml: file size is
-// checked before the file is read, nesting depth (dotted keys included) after parsing, with an
+// checked before the file is read (MAX_TOML_BYTES for modhost.toml, MAX_MANIFEST_BYTES for a
+// module.toml), nesting depth (dotted keys included) after parsing, with an
 // iterative walk; both are ConfigErrors naming the limit. A 100 000-part dotted key used to take
 // minutes in the error locator (quadratic); it is now refused in linear time.
 
 import test from "ava";
-import { writeFile } from "node:fs/promises";
+import { readdir, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { loadConfig } from "../host/config.ts";
 import { ConfigError } from "../host/errors.ts";
 import { loadManifest } from "../host/manifest.ts";
-import { deeperThan, locate, MAX_TOML_BYTES, MAX_TOML_DEPTH } from "../host/toml.ts";
+import { deeperThan, locate, MAX_MANIFEST_BYTES, MAX_TOML_BYTES, MAX_TOML_DEPTH } from "../host/toml.ts";
 import { tempDir } from "./helpers/host.ts";
 
 test("a TOML file over MAX_TOML_BYTES is refused before it is read, naming the limit", async (t) => {
@@ -19,17 +20,44 @@ test("a TOML file over MAX_TOML_BYTES is refused before it is read, naming the l
   t.regex(err!.message, /more than the 1048576 a modhost TOML file may have \(MAX_TOML_BYTES\)/);
 });
 
+test("a module.toml over MAX_MANIFEST_BYTES (32 KiB) is refused before it is parsed, naming the limit, while one at the limit is read; every shipped module's and template's manifest is under a quarter of it", async (t) => {
+  const dir = await tempDir(t);
+  const file = path.join(dir, "module.toml");
+  const head = `name = "m"\nversion = "0.1.0"\nentry_point = "index.ts"\ncapabilities = []\n`;
+  await writeFile(file, `${head}# ${"x".repeat(MAX_MANIFEST_BYTES - head.length - 3)}\n`);
+  const atLimit = await loadManifest(file);
+  t.is(atLimit.name, "m", "a manifest of exactly MAX_MANIFEST_BYTES is read");
+  await writeFile(file, `${head}# ${"x".repeat(MAX_MANIFEST_BYTES - head.length - 2)}\n`);
+  const err = await t.throwsAsync(loadManifest(file), { instanceOf: ConfigError });
+  t.regex(err!.message, new RegExp(`more than the ${MAX_MANIFEST_BYTES} a module.toml may have \\(MAX_MANIFEST_BYTES\\)`));
+  const shipped = [
+    ...(await readdir("modules")).map((m) => path.join("modules", m, "module.toml")),
+    ...(await readdir("templates")).map((m) => path.join("templates", m, "module.toml")),
+  ];
+  let largest = 0;
+  for (const f of shipped) {
+    const size = await stat(f).then((s) => s.size, () => 0);
+    largest = Math.max(largest, size);
+  }
+  t.true(largest > 0, "the shipped manifests were found");
+  t.true(largest < MAX_MANIFEST_BYTES / 4, `the largest shipped manifest is ${largest} bytes`);
+  t.log(`the largest of ${shipped.length} shipped manifests is ${largest} bytes`);
+});
+
 test("nesting deeper than MAX_TOML_DEPTH (dotted keys, headers, arrays) is a located ConfigError; the limit itself is fine", async (t) => {
   const dir = await tempDir(t);
   const file = path.join(dir, "module.toml");
-  const cases = [
-    `name = "x"\nversion = "1.0.0"\nentry_point = "index.ts"\n[config]\n${"a." .repeat(100_000)}a = 1\n`,
-    `[${"b.".repeat(MAX_TOML_DEPTH)}b]\n`,
-    `c = ${"[".repeat(MAX_TOML_DEPTH + 1)}1${"]".repeat(MAX_TOML_DEPTH + 1)}\n`,
+  // A 100 000-part dotted key (200 KB) fits only modhost.toml's MAX_TOML_BYTES, not a manifest.
+  const config = path.join(dir, "modhost.toml");
+  const cases: Array<[string, (f: string) => Promise<unknown>, string]> = [
+    [config, loadConfig, `[host]\n${"a.".repeat(100_000)}a = 1\n`],
+    [file, loadManifest, `name = "x"\nversion = "1.0.0"\nentry_point = "index.ts"\n[config]\n${"a.".repeat(10_000)}a = 1\n`],
+    [file, loadManifest, `[${"b.".repeat(MAX_TOML_DEPTH)}b]\n`],
+    [file, loadManifest, `c = ${"[".repeat(MAX_TOML_DEPTH + 1)}1${"]".repeat(MAX_TOML_DEPTH + 1)}\n`],
   ];
-  for (const text of cases) {
-    await writeFile(file, text);
-    const err = await t.throwsAsync(loadManifest(file), { instanceOf: ConfigError });
+  for (const [where, load, text] of cases) {
+    await writeFile(where, text);
+    const err = await t.throwsAsync(load(where), { instanceOf: ConfigError });
     t.regex(err!.message, /tables and arrays nest more than 64 deep \(MAX_TOML_DEPTH\)/);
     t.true((err as ConfigError).problems[0]!.line !== undefined, "located");
   }

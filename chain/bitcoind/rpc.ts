@@ -1,10 +1,13 @@
 // A JSON-RPC client for Bitcoin Core (bitcoind).
 //
-// Built on Node's fetch (undici: keep-alive connection pooling, timeouts through AbortSignal)
-// rather than a JSON-RPC package: Core's HTTP surface is small (POST a JSON-RPC 1.0 body with
-// HTTP basic authentication), and owning the few lines lets us bound every answer and say
-// precisely why a call failed, which is what an operator needs when the node's rpcwhitelist
-// is too narrow or the node is down.
+// Built on the host's paced HTTP client (chain/paced-http.ts) rather than a JSON-RPC package:
+// Core's HTTP surface is small (POST a JSON-RPC 1.0 body with HTTP basic authentication), and
+// owning the few lines lets us bound every answer and say precisely why a call failed, which is
+// what an operator needs when the node's rpcwhitelist is too narrow or the node is down. Its
+// answers are read as modules' http_request answers are: small reads paced, the reading's cost
+// to the loop within RPC_CLIENT_CPU_MS_PER_S for all calls together, each call's whole answer
+// within its timeout. Before (fetch), a node or anything in its place answering one byte per
+// write cost the host's loop 310-390 ms of CPU a second for the call's whole 30 s.
 //
 // Failure kinds, each its own error:
 //  - BackendUnavailableError: the node could not be reached (refused, reset, timed out,
@@ -15,6 +18,7 @@
 
 import { readFile } from "node:fs/promises";
 import { BackendUnavailableError } from "../backend.ts";
+import { CpuBudget, PacedHttpError, pacedHttpRequest, type PacedAnswer } from "../paced-http.ts";
 
 export type CoreAuth = { cookieFile: string } | { user: string; password: string };
 
@@ -67,12 +71,19 @@ export class CoreRpcRefused extends Error {
 
 const DEFAULT_TIMEOUT_MS = 30_000;
 const DEFAULT_MAX_RESPONSE = 64 * 1024 * 1024;
+/**
+ * The loop's CPU a second that reading answers may take, all calls of one client together
+ * (reads and HTTP parsing, not the JSON parse); past it the answers wait. A 4 MB block's answer
+ * (8 MB of hex, ~130 reads of 64 KiB) costs a few ms.
+ */
+const RPC_CLIENT_CPU_MS_PER_S = 100;
 
 export class CoreRpc {
   private readonly timeoutMs: number;
   private readonly maxResponseBytes: number;
   private cookieHeader: string | null = null;
   private nextId = 1;
+  private readonly budget = new CpuBudget(RPC_CLIENT_CPU_MS_PER_S);
 
   constructor(private readonly opts: CoreRpcOptions) {
     this.timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
@@ -93,15 +104,10 @@ export class CoreRpc {
     let res = await this.post(method, body, await this.authorization(false));
     if (res.status === 401 && "cookieFile" in this.opts.auth) {
       // bitcoind writes a new cookie at every start: read it again once.
-      await res.body?.cancel();
       res = await this.post(method, body, await this.authorization(true));
     }
-    if (res.status === 401) {
-      await res.body?.cancel();
-      throw new CoreRpcRefused(method, 401, this.credentialsHint());
-    }
+    if (res.status === 401) throw new CoreRpcRefused(method, 401, this.credentialsHint());
     if (res.status === 403) {
-      await res.body?.cancel();
       throw new CoreRpcRefused(
         method,
         403,
@@ -109,10 +115,9 @@ export class CoreRpc {
           "add it to the node's rpcwhitelist line (`modhost bitcoind-config` prints one with every method modhost uses)",
       );
     }
-    const text = await this.readBody(method, res);
     let parsed: { result?: unknown; error?: { code?: unknown; message?: unknown } | null };
     try {
-      parsed = JSON.parse(text) as typeof parsed;
+      parsed = JSON.parse(res.body.toString("utf8")) as typeof parsed;
     } catch {
       if (res.status === 503) throw new BackendUnavailableError(`the node at ${this.opts.url} is not ready (HTTP 503)`);
       throw new CoreRpcError(method, RPC_CODES.MISC_ERROR, `the node answered ${method} with HTTP ${res.status} and a body that is not JSON`);
@@ -126,49 +131,29 @@ export class CoreRpc {
       }
       throw new CoreRpcError(method, code, message);
     }
-    if (!res.ok) throw new CoreRpcError(method, RPC_CODES.MISC_ERROR, `the node answered ${method} with HTTP ${res.status}`);
+    if (res.status < 200 || res.status > 299) throw new CoreRpcError(method, RPC_CODES.MISC_ERROR, `the node answered ${method} with HTTP ${res.status}`);
     return parsed.result as T;
   }
 
-  private async post(method: string, body: string, authorization: string): Promise<Response> {
+  /** One exchange; the answer's body is bounded (maxResponseBytes) and read paced. */
+  private async post(method: string, body: string, authorization: string): Promise<PacedAnswer> {
     try {
-      return await fetch(this.opts.url, {
+      return await pacedHttpRequest({
+        url: new URL(this.opts.url),
         method: "POST",
         headers: { "content-type": "application/json", authorization },
         body,
-        signal: AbortSignal.timeout(this.timeoutMs),
+        timeoutMs: this.timeoutMs,
+        maxBodyBytes: this.maxResponseBytes,
+        budget: this.budget,
       });
     } catch (err) {
-      const cause = (err as { cause?: { code?: string; message?: string } }).cause;
-      const why = (err as Error).name === "TimeoutError" ? `no answer within ${this.timeoutMs} ms` : (cause?.code ?? cause?.message ?? (err as Error).message);
+      if (err instanceof PacedHttpError && err.kind === "too_large") {
+        throw new CoreRpcError(method, RPC_CODES.MISC_ERROR, `the node's answer to ${method}: ${err.message}`);
+      }
+      const why = err instanceof PacedHttpError && err.kind === "timeout" ? `no answer within ${this.timeoutMs} ms` : (err as Error).message;
       throw new BackendUnavailableError(`the node at ${this.opts.url} is unreachable (${method}: ${why})`);
     }
-  }
-
-  /** The answer's text, refusing bodies over maxResponseBytes before holding them. */
-  private async readBody(method: string, res: Response): Promise<string> {
-    const declared = Number(res.headers.get("content-length") ?? NaN);
-    if (declared > this.maxResponseBytes) {
-      await res.body?.cancel();
-      throw new CoreRpcError(method, RPC_CODES.MISC_ERROR, `the node's answer to ${method} is ${declared} bytes, over the limit of ${this.maxResponseBytes}`);
-    }
-    if (!res.body) return "";
-    const chunks: Uint8Array[] = [];
-    let size = 0;
-    try {
-      for await (const chunk of res.body) {
-        size += chunk.length;
-        if (size > this.maxResponseBytes) {
-          await res.body.cancel().catch(() => {});
-          throw new CoreRpcError(method, RPC_CODES.MISC_ERROR, `the node's answer to ${method} exceeds the limit of ${this.maxResponseBytes} bytes`);
-        }
-        chunks.push(chunk);
-      }
-    } catch (err) {
-      if (err instanceof CoreRpcError) throw err;
-      throw new BackendUnavailableError(`the connection to ${this.opts.url} broke while reading ${method}: ${(err as Error).message}`);
-    }
-    return Buffer.concat(chunks, size).toString("utf8");
   }
 
   private async authorization(reload: boolean): Promise<string> {

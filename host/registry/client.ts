@@ -35,7 +35,10 @@ interface RegistryState {
 
 const TIMEOUT_MS = 60_000;
 
-function registryOf(config: HostConfig): { url: string; keys: string[]; threshold: number } {
+/** What reading a registry needs of the configuration (a worker thread gets just this). */
+export type RegistrySettings = Pick<HostConfig, "file" | "registry">;
+
+function registryOf(config: RegistrySettings): { url: string; keys: string[]; threshold: number } {
   const r = config.registry;
   if (!r.url) {
     throw new ModhostError("no_registry", `no registry configured in ${config.file ?? "the configuration"}`, 'add a [registry] section with url = "..." and keys = ["<the registry\'s public key>"] to modhost.toml');
@@ -96,7 +99,7 @@ async function writeState(file: string, state: RegistryState): Promise<void> {
 }
 
 /** Fetch index.json and index.sig, verify them, check expiry and rollback, record the version. */
-export async function fetchIndex(config: HostConfig, opts: { now?: Date } = {}): Promise<VerifiedIndex> {
+export async function fetchIndex(config: RegistrySettings, opts: { now?: Date } = {}): Promise<VerifiedIndex> {
   const { url, keys, threshold } = registryOf(config);
   const indexUrl = new URL(INDEX_FILE, url).href;
   const bytes = await get(indexUrl, MAX_INDEX_BYTES);

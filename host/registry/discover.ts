@@ -4,26 +4,23 @@
 // pinned keys, not expired, never older than one already seen); a registry that is down or
 // refused is logged (once per distinct reason), never fatal. Each module version is announced
 // once: what was announced is kept in the lifecycle state file across restarts. Off by
-// default: the host contacts no registry unless the operator asks for it.
+// default: the host contacts no registry unless the operator asks for it. Each look runs in a
+// worker thread (host/registry/look.ts): an index of MAX_INDEX_BYTES costs the host's loop nothing.
 
-import semver from "semver";
 import type { HostConfig } from "../config.ts";
 import type { HostEvents } from "../../capabilities/event-types.ts";
-import { fetchIndex } from "./client.ts";
-import { availableVersions } from "./resolve.ts";
+import { lookInWorker } from "./look.ts";
+import { MAX_DISCOVERED_PER_LOOK } from "./look-worker.ts";
 
 export interface DiscoveryDeps {
   config: () => HostConfig;
   /** What modules_dir holds: name -> version. */
   installed: () => Promise<ReadonlyMap<string, string>>;
   /** The versions announced before (name -> version), and a way to record new ones. */
-  announced: () => Promise<{ get(name: string): string | undefined; set(name: string, version: string): void; save(): Promise<void> }>;
+  announced: () => Promise<{ all(): Array<[string, string]>; set(name: string, version: string): void; save(): Promise<void> }>;
   publish: (payload: HostEvents["ModuleDiscovered"]) => void;
   log: { info(message: string): void; warn(message: string): void };
 }
-
-/** At most this many modules are announced per look (a registry offering thousands floods nobody). */
-const MAX_DISCOVERED_PER_LOOK = 100;
 
 export class RegistryDiscovery {
   private timer: NodeJS.Timeout | undefined;
@@ -60,37 +57,28 @@ export class RegistryDiscovery {
 
   private async lookOnce(): Promise<void> {
     const config = this.deps.config();
-    let verified: Awaited<ReturnType<typeof fetchIndex>>;
-    try {
-      verified = await fetchIndex(config);
-    } catch (err) {
-      const problem = (err as Error).message;
-      if (problem !== this.lastProblem) this.deps.log.warn(`registry not checked for new modules: ${problem}`);
-      this.lastProblem = problem;
+    const installed = await this.deps.installed();
+    const announced = await this.deps.announced();
+    // Off the host's loop (host/registry/look.ts): the download, the signatures, the index's
+    // parse and validation, and the comparison of its versions with what is installed.
+    const result = await lookInWorker({
+      settings: { file: config.file, registry: config.registry },
+      installed: [...installed],
+      announced: announced.all(),
+    });
+    if (!result.ok) {
+      if (result.message !== this.lastProblem) this.deps.log.warn(`registry not checked for new modules: ${result.message}`);
+      this.lastProblem = result.message;
       return;
     }
     this.lastProblem = "";
     if (this.stopped) return;
-    const installed = await this.deps.installed();
-    const announced = await this.deps.announced();
-    let count = 0;
-    for (const name of Object.keys(verified.index.modules).sort()) {
-      const stable = availableVersions(verified.index, name).filter((v) => semver.prerelease(v) === null);
-      const latest = stable.at(-1);
-      if (!latest) continue;
-      const have = installed.get(name);
-      if (have !== undefined && !semver.gt(latest, have)) continue;
-      const told = announced.get(name);
-      if (told !== undefined && !semver.gt(latest, told)) continue;
-      if (count >= MAX_DISCOVERED_PER_LOOK) {
-        this.deps.log.warn(`the registry offers more than ${MAX_DISCOVERED_PER_LOOK} new modules; the rest are announced at the next look`);
-        break;
-      }
-      announced.set(name, latest);
-      this.deps.log.info(`the registry offers ${name} ${latest}${have ? ` (installed: ${have}; modhost update ${name})` : ` (modhost install ${name})`}`);
-      this.deps.publish({ module: name, version: latest, source: verified.url });
-      count++;
+    for (const offer of result.offers) {
+      announced.set(offer.module, offer.version);
+      this.deps.log.info(`the registry offers ${offer.module} ${offer.version}${offer.installed ? ` (installed: ${offer.installed}; modhost update ${offer.module})` : ` (modhost install ${offer.module})`}`);
+      this.deps.publish({ module: offer.module, version: offer.version, source: result.url });
     }
-    if (count > 0) await announced.save();
+    if (result.more) this.deps.log.warn(`the registry offers more than ${MAX_DISCOVERED_PER_LOOK} new modules; the rest are announced at the next look`);
+    if (result.offers.length > 0) await announced.save();
   }
 }

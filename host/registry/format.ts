@@ -17,7 +17,7 @@ import { ModhostError } from "../errors.ts";
 import { isStrictVersion, MODULE_NAME_RE } from "../manifest.ts";
 import { sha256Bytes, sha256Hex, checkListedPath } from "../verify/hash.ts";
 import { MAX_BINARY_BYTES } from "../verify/module.ts";
-import { MAX_TOML_BYTES } from "../toml.ts";
+import { MAX_MANIFEST_BYTES } from "../toml.ts";
 import { signDigest, verifyDigest, xOnlyKey, shortKey, type SecretKey } from "../verify/keys.ts";
 
 export const INDEX_FORMAT = "modhost-registry-index-v1";
@@ -67,7 +67,7 @@ const VersionEntry = v.pipe(v.strictObject({
   description: v.optional(v.string()),
   /** The module hash ([binary] hash). */
   hash: v.pipe(v.string(), v.regex(/^sha256:[0-9a-f]{64}$/)),
-  manifest: v.strictObject({ sha256: Hex64, size: v.pipe(Size, v.maxValue(MAX_TOML_BYTES, `larger than the ${MAX_TOML_BYTES} bytes a module.toml may have (MAX_TOML_BYTES)`)) }),
+  manifest: v.strictObject({ sha256: Hex64, size: v.pipe(Size, v.maxValue(MAX_MANIFEST_BYTES, `larger than the ${MAX_MANIFEST_BYTES} bytes a module.toml may have (MAX_MANIFEST_BYTES)`)) }),
   files: v.pipe(v.array(FileEntry), v.maxLength(MAX_PACKAGE_FILES, `more than the ${MAX_PACKAGE_FILES} files a module version may have (MAX_PACKAGE_FILES)`)),
   capabilities: v.array(v.string()),
   dependencies: v.record(v.string(), v.string()),

@@ -22,7 +22,7 @@ import { isDeepStrictEqual } from "node:util";
 import type { HostConfig } from "../config.ts";
 import { ModhostError } from "../errors.ts";
 import { parseManifest, type ModuleManifest } from "../manifest.ts";
-import { readToml } from "../toml.ts";
+import { MANIFEST_LIMIT, readToml } from "../toml.ts";
 import { compileModule, CompileError } from "../../runtime/isolate/compile.ts";
 import { ModuleFileError, readModuleFile } from "../../runtime/module-file.ts";
 import { manifestDigest } from "./canonical.ts";
@@ -88,7 +88,7 @@ export interface VerifiedModule {
  * in use, so that is an error.
  */
 async function readManifestData(manifest: ModuleManifest): Promise<Record<string, unknown>> {
-  const { data, source } = await readToml(manifest.file);
+  const { data, source } = await readToml(manifest.file, MANIFEST_LIMIT);
   const again = parseManifest(data, source, manifest.file);
   if (!isDeepStrictEqual(again, manifest)) {
     throw new ModhostError("verification_failed", `${manifest.name}: ${manifest.file} changed while the module was being loaded`, `load it again (modhost load ${manifest.name})`);
