@@ -4,7 +4,7 @@
 // 1. The data directory's part of a module start and stop, interleaved: mountVolume + release
 //    of an existing 256 MiB image (mount, reserve check, unmount, loop device freed) against
 //    scan mode's (mkdir, measureDataDir of the empty directory); and the first start's creation
-//    (truncate, mkfs.ext4, mount, lost+found removed, unmount, mount, reserve).
+//    (truncate, mkfs.ext4, mount, lost+found removed, root made private, reserve).
 // 2. Write throughput a module gets, as an unprivileged uid (setpriv): dd of 64 MiB in 1 MiB
 //    writes into a volume and into a plain directory on the host's file system, interleaved,
 //    page cache (no sync) and to disk (conv=fdatasync).

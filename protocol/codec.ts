@@ -48,6 +48,7 @@
 // would write float64, which a typed decoder such as rmp-serde rejects for u64 fields).
 
 import { isUtf8 } from "node:buffer";
+import { closeSync, openSync, readSync } from "node:fs";
 import { Packr } from "msgpackr";
 
 const packr = new Packr({ useRecords: false, mapsAsObjects: true, variableMapSize: true, int64AsType: "number" });
@@ -684,8 +685,34 @@ class KeyCounter {
   }
 }
 
-const KEY_COEF = new Int32Array(SHORT_KEY_BYTES + 1);
-crypto.getRandomValues(KEY_COEF);
+const KEY_COEF = randomInts(SHORT_KEY_BYTES + 1);
+
+/**
+ * `n` random 32-bit integers from the kernel (/dev/urandom, which every module process has: the
+ * sandbox's /dev holds it), or from Web Crypto where it cannot be read. Not the `crypto` global
+ * first: touching it loads Web Crypto's modules, ~20 ms of CPU at every boot of a Node process
+ * without a startup snapshot, which is how every isolate host boots (this file is part of it;
+ * docs/performance-log.md, 2026-12-06 "Start CPU").
+ */
+function randomInts(n: number): Int32Array {
+  const out = new Int32Array(n);
+  const bytes = new Uint8Array(out.buffer);
+  try {
+    const fd = openSync("/dev/urandom", "r");
+    try {
+      for (let got = 0; got < bytes.length; ) {
+        const r = readSync(fd, bytes, got, bytes.length - got, null);
+        if (r <= 0) throw new Error("/dev/urandom ended");
+        got += r;
+      }
+    } finally {
+      closeSync(fd);
+    }
+  } catch {
+    crypto.getRandomValues(out);
+  }
+  return out;
+}
 /** One counter per limit in use (validate is synchronous: a counter serves one body at a time). */
 const keyCounters = new Map<number, KeyCounter>();
 

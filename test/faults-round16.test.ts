@@ -14,7 +14,7 @@ import type { ExecutionContext } from "ava";
 import { execFile, spawn } from "node:child_process";
 import { connect, type Socket } from "node:net";
 import { promisify } from "node:util";
-import { mkdir, readdir, readFile, realpath, rm, writeFile } from "node:fs/promises";
+import { mkdir, readdir, readFile, realpath, rm, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { cleanStaleVolumes, loopDevicesOf, mountVolume, VOLUMES_DIR, volumeTools, type VolumeQuota } from "../runtime/sandbox/volume.ts";
@@ -98,6 +98,8 @@ async function seed(dir: string): Promise<void> {
 interface Scenario {
   /** The module's volume before the mount that is killed (undefined: none yet, its directory holds the seeded files). */
   before?: VolumeQuota;
+  /** No volume and no files yet (a module's first start): nothing seeded, nothing expected. */
+  empty?: boolean;
   /** The quota of the mount that is killed. */
   after: VolumeQuota;
   /** A step the mount must take (so that the scenario is what it says). */
@@ -107,6 +109,7 @@ interface Scenario {
 /** A root holding the scenario's starting point: a directory of files, or a volume made at `before` with them inside. */
 async function prepare(t: ExecutionContext, s: Scenario, name: string): Promise<string> {
   const root = await tempDir(t, "modhost-volcrash-");
+  if (s.empty) return root;
   if (!s.before) {
     await seed(path.join(root, name));
     return root;
@@ -141,7 +144,7 @@ async function sweep(t: ExecutionContext, s: Scenario): Promise<void> {
   t.true(full.steps.some((x) => s.takes.test(x)), `the mount takes ${s.takes}: ${full.steps.join("; ")}`);
   const expected = await (async () => {
     const d = await tempDir(t);
-    await seed(d);
+    if (!s.empty) await seed(d);
     return contents(d);
   })();
   // With a volume there already, the steps before its first mount (making the directories that
@@ -159,6 +162,7 @@ async function sweep(t: ExecutionContext, s: Scenario): Promise<void> {
     await cleanStaleVolumes(root);
     const v = await mountVolume(root, name, s.after);
     t.deepEqual(await contents(v.dir), expected, `after a kill before step ${k} (${full.steps[k - 1]}): every file, and nothing else`);
+    t.is((await stat(v.dir)).mode & 0o777, 0o700, `after a kill before step ${k} (${full.steps[k - 1]}): the volume's root is private`);
     await v.release();
     t.deepEqual(await leftovers(root, name), [], `after a kill before step ${k} (${full.steps[k - 1]}) and the next start: nothing left behind`);
     await rm(root, { recursive: true, force: true });
@@ -171,6 +175,11 @@ async function sweep(t: ExecutionContext, s: Scenario): Promise<void> {
 vtest("kill -9 before each step (KILL_BEFORE) of a first mount that moves an existing data directory into a new volume: the next start has every file, no mount, loop device, .new, .old or .mnt left", async (t) => {
   t.timeout(10 * LONG);
   await sweep(t, { after: { maxBytes: 4 * MiB, maxEntries: 100 }, takes: /^cp / });
+});
+
+vtest("kill -9 before each step (KILL_BEFORE) of a first mount of an empty data directory (no mount of the new image of its own, no copy): the next start mounts an empty volume whose root is private (0700), nothing left behind", async (t) => {
+  t.timeout(10 * LONG);
+  await sweep(t, { empty: true, after: { maxBytes: 4 * MiB, maxEntries: 100 }, takes: /^mkfs\.ext4 / });
 });
 
 vtest("kill -9 before each step (KILL_BEFORE) of a mount that grows the volume offline for a raised max_data_bytes: the next start has every file (and no lost+found of e2fsck's), nothing left behind", async (t) => {

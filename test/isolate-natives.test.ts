@@ -50,12 +50,13 @@ async function bootReport(t: ExecutionContext): Promise<Boot> {
   return JSON.parse(line) as Boot;
 }
 
-test("the isolate host boots without node:child_process, worker_threads or node:util's lazy parts, and with msgpackr's native extractor", async (t) => {
+test("the isolate host boots without node:child_process, worker_threads, node:util's lazy parts or Web Crypto, and with msgpackr's native extractor", async (t) => {
   const boot = await bootReport(t);
   // msgpackr-extract found through node-gyp-build-optional-packages and detect-libc brings
   // node:child_process (and node:dgram); an ES import of node:util, or esbuild's interop reading
-  // its descriptors, brings worker_threads, the diff code and more; of node:fs, its promises.
-  for (const name of ["child_process", "dgram", "worker_threads", "internal/util/diff", "internal/fs/promises", "internal/readline/interface", "perf_hooks"]) {
+  // its descriptors, brings worker_threads, the diff code and more; of node:fs, its promises;
+  // the `crypto` global (protocol/codec.ts's hash coefficients, once), Web Crypto and its keys.
+  for (const name of ["child_process", "dgram", "worker_threads", "internal/util/diff", "internal/fs/promises", "internal/readline/interface", "perf_hooks", "internal/crypto/webcrypto", "internal/crypto/keys"]) {
     t.false(boot.builtins.includes(name), `${name} is loaded at boot`);
   }
   t.is(boot.extractor, "function", "msgpackr-extract's entry in require's cache holds the addon (msgpackr decodes strings with it)");

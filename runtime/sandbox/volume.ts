@@ -366,11 +366,9 @@ export async function mountVolume(rootPath: string, name: string, q: VolumeQuota
     const fresh = `${image}.new`;
     await createImage(t, fresh, q);
     const migrate = !(await isEmpty(dir));
-    await withFresh(t, fresh, path.join(vols, `${name}.mnt`), async (mnt) => {
-      if (!migrate) return;
-      // Into the new file system as root (the reserve is not set yet): the fit is checked at mount.
-      await run(t.cp, ["-a", "--sparse=always", "--", `${dir}/.`, `${mnt}/`], 600_000);
-    });
+    // Into the new file system as root (the reserve is not set yet): the fit is checked at mount.
+    // Nothing to copy, no mount of its own: its root is made private at the mount below.
+    if (migrate) await withFresh(t, fresh, path.join(vols, `${name}.mnt`), (mnt) => run(t.cp, ["-a", "--sparse=always", "--", `${dir}/.`, `${mnt}/`], 600_000));
     const fh = await open(fresh, "r+");
     await fh.sync();
     await fh.close();
@@ -387,6 +385,11 @@ export async function mountVolume(rootPath: string, name: string, q: VolumeQuota
   let mounted = await mountImage(t, image, dir);
   const release = async () => unmount(t, dir, image, mounted);
   try {
+    // A new file system's root is mkfs's (root's, 0755): private before anything else sees it,
+    // as prepareDataDir hands a private empty directory over without walking it. (After a kill
+    // -9 before this, the next start finds it open and hands it over with chown -R: also right.)
+    const top = await lstat(dir);
+    if (top.uid === 0 && (top.mode & 0o077) !== 0) await chmod(dir, 0o700);
     // Too few inodes for a raised max_data_files (the count is fixed when an image is made):
     // a new image with enough, the files copied in, put in place by one rename.
     const inodes = (await statfs(dir)).files;
