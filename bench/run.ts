@@ -24,8 +24,9 @@ import { indexer } from "./indexer.ts";
 import { poolShare } from "./pool-share.ts";
 import { dnsBench } from "./dns.ts";
 import { paceBench } from "./pace.ts";
+import { uidsBench } from "./uids.ts";
 
-const BENCHMARKS: Benchmark[] = [coldStart, storageCall, roundtrip, sandboxStart, fanout, storageBatch, isolatePaths, manyModules, jsonrpc, moduleApi, indexer, poolShare, dnsBench, paceBench];
+const BENCHMARKS: Benchmark[] = [coldStart, storageCall, roundtrip, sandboxStart, fanout, storageBatch, isolatePaths, manyModules, jsonrpc, moduleApi, indexer, poolShare, dnsBench, paceBench, uidsBench];
 
 process.on("exit", cleanupNow);
 for (const signal of ["SIGINT", "SIGTERM"] as const) {
