@@ -176,7 +176,11 @@ export class UidClaims {
   }
 
   private static async create(dir: string): Promise<UidClaims> {
-    await mkdir(path.join(dir, ".holders"), { recursive: true, mode: 0o700 });
+    try {
+      await mkdir(path.join(dir, ".holders"), { recursive: true, mode: 0o700 });
+    } catch (err) {
+      throw new Error(`cannot make the uid claims directory ${dir} (${(err as Error).message}): make it (root's, mode 0700) or set [host] uid_claims_dir to a writable place every host on this machine uses`);
+    }
     const st = await lstat(dir);
     if (!st.isDirectory() || st.uid !== process.getuid?.() || (st.mode & 0o077) !== 0) {
       throw new Error(`the uid claims directory ${dir} must be a directory of this host's user (uid ${process.getuid?.()}) with mode 0700: it is ${st.isDirectory() ? `owned by uid ${st.uid}, mode ${(st.mode & 0o777).toString(8)}` : "not a directory"}; fix it with chown/chmod or set [host] uid_claims_dir`);
