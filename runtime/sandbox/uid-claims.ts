@@ -87,7 +87,7 @@ interface Claim {
 }
 
 /** What a claim found: `claimed` (ours now, or already), `live` (someone else's). */
-type ClaimResult = { state: "claimed" } | { state: "live"; claim: Claim };
+type ClaimResult = { state: "claimed" } | { state: "live"; claim?: Claim };
 
 async function bootId(): Promise<string> {
   return (await readFile("/proc/sys/kernel/random/boot_id", "utf8").catch(() => "")).trim();
@@ -336,7 +336,9 @@ export class UidClaims {
       if (!found) {
         await this.bound(ctx);
         if (await this.write(claim)) return { state: "claimed" };
-        continue; // a file that is not a claim (unreadable): judged below on the next read
+        // A file there that is not a claim (claims are linked whole, never half written): not modhost's.
+        await unlink(this.file(uid)).catch(() => undefined);
+        continue;
       }
       if (await this.ownedBy(found, own)) {
         // Ours: for this name, or for a name the table no longer lists with this uid (taken over).
@@ -348,7 +350,7 @@ export class UidClaims {
       await unlink(this.file(uid)).catch(() => undefined);
       this.made--;
     }
-    return { state: "live", claim: (await this.read(uid))! };
+    return { state: "live", claim: await this.read(uid) };
   }
 
   /**
@@ -371,14 +373,17 @@ export class UidClaims {
    * restored from a backup, or moved). Returns the entries another live claim holds: those
    * names need new uids.
    */
-  ensure(own: ModuleOwner, entries: Array<[string, number]>): Promise<Array<{ name: string; uid: number; holder: Claim }>> {
+  async ensure(own: ModuleOwner, entries: Array<[string, number]>): Promise<Array<{ name: string; uid: number; holder?: Claim }>> {
+    // The usual case, every entry claimed by this table already: one read each, no lock.
+    const ours = (c: Claim | undefined, name: string) => c?.name === name && c.table === own.table && c.table_id === own.id;
+    const todo: Array<[string, number]> = [];
+    for (const [name, uid] of entries) if (!ours(await this.read(uid), name)) todo.push([name, uid]);
+    if (todo.length === 0) return [];
     return this.locked(async () => {
       const ctx = JudgeContext.now();
       const table = new Map(entries);
-      const conflicts: Array<{ name: string; uid: number; holder: Claim }> = [];
-      for (const [name, uid] of entries) {
-        const found = await this.read(uid);
-        if (found && found.name === name && found.table === own.table && found.table_id === own.id) continue; // the usual case: one read
+      const conflicts: Array<{ name: string; uid: number; holder?: Claim }> = [];
+      for (const [name, uid] of todo) {
         const got = await this.claimOne(uid, own, name, (n, u) => table.get(n) === u, ctx);
         if (got.state === "live") conflicts.push({ name, uid, holder: got.claim });
       }

@@ -151,7 +151,7 @@ export class UidTable {
       const fresh = await this.claimNew(name);
       this.byName.set(name, fresh);
       changed = true;
-      opts.log?.warn(`module ${name}'s uid ${uid} (${this.file}) is claimed by ${holder.kind === "module" ? `module ${holder.name} of ${holder.table}` : "a running isolate host"}: it gets uid ${fresh}; its data directory is handed to that uid at its next start`, { module: name, old_uid: uid, uid: fresh });
+      opts.log?.warn(`module ${name}'s uid ${uid} (${this.file}) is claimed by ${holder?.kind === "module" ? `module ${holder.name} of ${holder.table}` : holder ? "a pre-booted isolate host's process" : "another host"}: it gets uid ${fresh}; its data directory is handed to that uid at its next start`, { module: name, old_uid: uid, uid: fresh });
     }
     if (changed) await this.save();
     if ((await claims.count()) > SWEEP_AT) {
