@@ -10,7 +10,7 @@
 import test from "ava";
 import type { ExecutionContext } from "ava";
 import { execFile, spawn } from "node:child_process";
-import { chmod, copyFile, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { chmod, copyFile, mkdir, mkdtemp, readdir, readFile, rm, utimes, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -157,6 +157,26 @@ test(`a claims directory with more than SWEEP_AT stale claims is swept when a ta
   await UidTable.open(path.join(dir, "data", UID_TABLE_FILE), { claimsDir: claims });
   const left = async () => (await readdir(claims)).filter((f) => /^\d+$/.test(f)).length;
   t.true(await eventually(async () => (await left()) === 0, 60_000), `${await left()} of ${n} stale claims left`);
+});
+
+test("more than SWEEP_AT holder directories of processes gone are swept when a table is opened; one being made (no lock yet, fresh) is kept", async (t) => {
+  const dir = await tempDir(t, "modhost-uids-");
+  const claims = path.join(dir, "claims");
+  await mkdir(path.join(claims, ".holders"), { recursive: true, mode: 0o700 });
+  const old = new Date(Date.now() - 5 * 60_000);
+  const n = SWEEP_AT + 50;
+  for (let i = 0; i < n; i++) {
+    const d = path.join(claims, ".holders", (0x1000000000000000n + BigInt(i)).toString(16));
+    await mkdir(d);
+    await utimes(d, old, old);
+  }
+  await mkdir(path.join(claims, ".holders", "fedcba9876543210"));
+  await mkdir(path.join(dir, "data"));
+  await UidTable.open(path.join(dir, "data", UID_TABLE_FILE), { claimsDir: claims });
+  const left = async () => (await readdir(path.join(claims, ".holders"))).length;
+  // This process's own holder and the fresh one stay.
+  t.true(await eventually(async () => (await left()) === 2, 60_000), `${await left()} of ${n + 2} holder directories left`);
+  t.true((await readdir(path.join(claims, ".holders"))).includes("fedcba9876543210"), "the fresh one is kept");
 });
 
 // ---- two real hosts at once ----

@@ -52,7 +52,7 @@ import { fsyncPath } from "../../storage/durable.ts";
 
 /** Claim files the directory may hold: 64 bytes of directory entry and ~300 bytes of file each. */
 const MAX_UID_CLAIMS = 65_536;
-/** A table opened when the directory holds more claims than this starts a sweep. */
+/** A table opened when the directory holds more claims (or holder directories) than this starts a sweep. */
 export const SWEEP_AT = 2048;
 /** How long a change waits for the directory's lock before it fails. */
 const LOCK_WAIT_MS = 60_000;
@@ -190,6 +190,14 @@ export class UidClaims {
     if (got.state !== "locked") throw new Error(`cannot take this process's holder lock in ${dir}`);
     const holder: Holder = { id, pid: process.pid, start: (await startTime(process.pid)) ?? 0, boot: await bootId() };
     return new UidClaims(dir, holder, got.lock);
+  }
+
+  /**
+   * Whether a sweep is due: more than SWEEP_AT claims, or more than SWEEP_AT holder
+   * directories (each host run leaves one when it exits, a LevelDB directory of a few KB).
+   */
+  async sweepDue(): Promise<boolean> {
+    return (await this.count()) > SWEEP_AT || (await readdir(path.join(this.dir, ".holders"))).length > SWEEP_AT;
   }
 
   /** How many claim files the directory holds (a readdir: ~5 ms for 10,000). */
@@ -485,13 +493,20 @@ export class UidClaims {
       // Called from bound() the lock is held already; from sweep() it is taken per batch.
       await (ctx.holding ? remove() : this.locked(remove));
     }
-    for (const id of await readdir(path.join(this.dir, ".holders"))) {
-      if (id === this.holder.id || (await ctx.holders.get(id))) continue;
-      const got = await tryLock(path.join(this.dir, ".holders", id), false);
-      if (got.state === "locked") {
-        await got.lock.release();
-        await rm(path.join(this.dir, ".holders", id), { recursive: true, force: true });
-      }
+    // Holders of processes gone (every host run leaves one when it exits): removed. One with
+    // no lock in it yet is a process's being made, unless it is a minute old.
+    const holders = await readdir(path.join(this.dir, ".holders"));
+    for (let i = 0; i < holders.length; i += 16) {
+      await Promise.all(holders.slice(i, i + 16).map(async (id) => {
+        if (id === this.holder.id || (await ctx.holders.get(id))) return;
+        const dir = path.join(this.dir, ".holders", id);
+        // Its age before the probe: LevelDB's open makes a LOCK file in it even when it finds no database.
+        const age = Date.now() - ((await stat(dir).catch(() => undefined))?.mtimeMs ?? Date.now());
+        const got = await tryLock(dir, false).catch(() => ({ state: "held" as const }));
+        if (got.state === "locked") await got.lock.release();
+        const old = got.state === "absent" && age > 60_000;
+        if (got.state === "locked" || old) await rm(dir, { recursive: true, force: true });
+      }));
     }
     await this.count();
     return removed;

@@ -31,7 +31,7 @@ import { randomBytes } from "node:crypto";
 import { open, readdir, rename, rm } from "node:fs/promises";
 import path from "node:path";
 import { moduleUid, MODULE_UID_BASE, MODULE_UID_RANGE } from "./policy.ts";
-import { runningUids, UidClaims, SWEEP_AT, type ModuleOwner } from "./uid-claims.ts";
+import { runningUids, UidClaims, type ModuleOwner } from "./uid-claims.ts";
 import { fsyncPath } from "../../storage/durable.ts";
 
 export const UID_TABLE_FILE = "module-uids.json";
@@ -141,7 +141,7 @@ export class UidTable {
   /**
    * Claim every entry machine-wide (uid-claims.ts), and give an entry whose uid another live
    * table claims a new one (told in the log); the table is written when it changed (an id
-   * added, an entry moved). A claims directory past SWEEP_AT claims is swept in the background.
+   * added, an entry moved). A claims directory past SWEEP_AT claims or holders is swept in the background.
    */
   private async claimEntries(opts: UidTableOptions): Promise<void> {
     const { claims, own } = this.claims!;
@@ -154,7 +154,7 @@ export class UidTable {
       opts.log?.warn(`module ${name}'s uid ${uid} (${this.file}) is claimed by ${holder?.kind === "module" ? `module ${holder.name} of ${holder.table}` : holder ? "a pre-booted isolate host's process" : "another host"}: it gets uid ${fresh}; its data directory is handed to that uid at its next start`, { module: name, old_uid: uid, uid: fresh });
     }
     if (changed) await this.save();
-    if ((await claims.count()) > SWEEP_AT) {
+    if (await claims.sweepDue()) {
       void claims.sweep().catch((err: Error) => opts.log?.warn(`could not sweep the uid claims in ${claims.dir}: ${err.message}`));
     }
   }
