@@ -26,8 +26,9 @@ import { dnsBench } from "./dns.ts";
 import { paceBench } from "./pace.ts";
 import { timersBench } from "./timers.ts";
 import { offloopBench } from "./offloop.ts";
+import { uidsBench } from "./uids.ts";
 
-const BENCHMARKS: Benchmark[] = [coldStart, storageCall, roundtrip, sandboxStart, fanout, storageBatch, isolatePaths, manyModules, jsonrpc, moduleApi, indexer, poolShare, dnsBench, paceBench, timersBench, offloopBench];
+const BENCHMARKS: Benchmark[] = [coldStart, storageCall, roundtrip, sandboxStart, fanout, storageBatch, isolatePaths, manyModules, jsonrpc, moduleApi, indexer, poolShare, dnsBench, paceBench, timersBench, offloopBench, uidsBench];
 
 process.on("exit", cleanupNow);
 for (const signal of ["SIGINT", "SIGTERM"] as const) {

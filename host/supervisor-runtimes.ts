@@ -194,6 +194,7 @@ class IsolateRuntime implements ModuleRuntime {
     this.pool ??= new IsolatePool({
       size,
       freshUid: async () => (await env.uids()).freshUid(),
+      releaseUid: async (uid) => (await env.uids()).releaseUid(uid),
       log: env.log,
       output: env.logger.module("isolate-pool"),
     });

@@ -422,7 +422,7 @@ export class Supervisor {
 
   private uidTable(): Promise<UidTable> {
     // A damaged table fails this start with the problem named; it is read again at the next one.
-    this.uids ??= UidTable.open(path.join(this.opts.config.modules.data_dir, UID_TABLE_FILE)).catch((err: Error) => {
+    this.uids ??= UidTable.open(path.join(this.opts.config.modules.data_dir, UID_TABLE_FILE), { claimsDir: process.getuid?.() === 0 ? this.opts.config.host.uid_claims_dir : undefined, log: this.log }).catch((err: Error) => {
       this.uids = undefined;
       throw new ModhostError("config_error", err.message, `fix or restore ${UID_TABLE_FILE} in [modules] data_dir`);
     });

@@ -140,10 +140,10 @@ test("a module whose name hashes to another module's uid gets a uid of its own: 
   t.regex(String((report.fields as { results: Record<string, string> }).results.holdprocs), /^EAGAIN \d+$/, `its report: ${JSON.stringify(report.fields)}`);
   const [evilUid, goodUid] = [await uidOf(h, evil), await uidOf(h, "good")];
   t.not(evilUid, goodUid, "two names, two uids");
-  // It holds as many as the kernel let it have, all under its own uid. How many varies: 50 on
-  // a quiet machine, fewer when other hosts run at once (test files in parallel: each host has
-  // its own uid table, so another host's running "good" can hold processes under the same uid,
-  // which RLIMIT_NPROC counts; the uid table's header says so). What matters here is that
+  // It holds as many as the kernel let it have, all under its own uid (50 on a quiet machine).
+  // The uid is its own machine-wide: the hosts of test files running at once claim theirs in
+  // the same claims directory (runtime/sandbox/uid-claims.ts); before, another host's "good"
+  // could run under it, and RLIMIT_NPROC counted its processes too. What matters here is that
   // the victim restarts while the attacker holds every process it may have.
   const held = Number(/^EAGAIN (\d+)$/.exec(String((report.fields as { results: Record<string, string> }).results.holdprocs))?.[1] ?? NaN);
   t.true(held >= 1 && (await processesOf(evilUid)) >= held, `it holds its ${held} processes`);

@@ -99,6 +99,8 @@ export interface IsolatePoolOptions {
   size: number;
   /** A uid no process has had or will have (UidTable.freshUid). */
   freshUid: () => Promise<number>;
+  /** Its process has exited (taken or not): the uid's machine-wide claim is given back (UidTable.releaseUid). */
+  releaseUid?: (uid: number) => Promise<void>;
   log: PoolLog;
   /** Where a pool process's stdout and stderr go until hand-over. */
   output: OutputLog;
@@ -255,9 +257,17 @@ export class IsolatePool {
 
   private async boot(profile: PoolProfile): Promise<void> {
     const uid = await this.opts.freshUid();
-    const sandboxed = await pooledIsolateSpawnSpec(profile, uid);
+    const releaseUid = () => void this.opts.releaseUid?.(uid).catch((err: Error) => this.opts.log.warn(`could not give back the claim of single-use uid ${uid}: ${err.message}`));
+    let sandboxed: SandboxedSpawn;
+    try {
+      sandboxed = await pooledIsolateSpawnSpec(profile, uid);
+    } catch (err) {
+      releaseUid();
+      throw err;
+    }
     if (this.closed) {
       await sandboxed.release();
+      releaseUid();
       return;
     }
     // Outside any module's scope (a refill may be set off by some module's exit): adopted, it
@@ -267,8 +277,11 @@ export class IsolatePool {
       started = await moduleScope.exit(() => spawnChild(sandboxed.spec, this.opts.output));
     } catch (err) {
       await sandboxed.release();
+      releaseUid();
       throw err;
     }
+    // Its uid is its until it exits, in the pool or handed to a module.
+    started.child.once("exit", releaseUid);
     if (this.closed) {
       started.child.kill("SIGKILL");
       await sandboxed.release();

@@ -101,6 +101,8 @@ export interface SandboxPolicy {
  * easy to find, which is why the table, not the hash, decides).
  */
 export const MODULE_UID_BASE = 1_900_000_000;
+/** Where root hosts claim their uids machine-wide (uid-claims.ts; [host] uid_claims_dir). */
+export const DEFAULT_UID_CLAIMS_DIR = "/var/lib/modhost/uid-claims";
 export const MODULE_UID_RANGE = 1 << 24;
 
 export function moduleUid(name: string): number {
