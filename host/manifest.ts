@@ -86,6 +86,14 @@ const entryPoint = () =>
     }),
   );
 
+/**
+ * The characters a dependency range may have. semver reads a range in time that grows with
+ * it, with large constants (a range of 1 MB, "1.x 1.x ...", took 5.3 s to check and 4.8 s to
+ * match a version, at load 5-7), and every discovery of the modules (each start, load, unload
+ * and reload) reads every module.toml on the host's loop. Real ranges take a few dozen.
+ */
+export const MAX_RANGE_CHARS = 256;
+
 /** [dependencies] and [optional_dependencies]: module name -> semver range (commas turned into spaces). */
 const dependencies = () =>
   namedTables(
@@ -93,6 +101,10 @@ const dependencies = () =>
     v.pipe(
       v.string((i: v.StringIssue) => say(`expected a version range string, found ${typeName(i.input)}`, `write "${KEY}" = ">=1.0.0"`)),
       v.rawTransform<string, string>(({ dataset, addIssue, NEVER }) => {
+        if (dataset.value.length > MAX_RANGE_CHARS) {
+          addIssue({ message: say(`a version range of ${dataset.value.length} characters, more than the ${MAX_RANGE_CHARS} a range may have (MAX_RANGE_CHARS): "${dataset.value.slice(0, 40)}..."`, 'write a short range, e.g. ">=1.0.0 <2.0.0" or "^1.2.0 || ^2.0.0"') });
+          return NEVER;
+        }
         const range = normaliseRange(dataset.value);
         if (range !== undefined) return range;
         addIssue({ message: say(`"${dataset.value}" is not a version range`, 'use ">=1.0.0", "<=2.0.0", "=1.2.3", "^1.0.0", "~1.2.0" or ">=1.0.0,<2.0.0"') });

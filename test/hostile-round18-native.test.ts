@@ -1,6 +1,12 @@
 // Hostile probes of round 18 (issue #8), under the real host and sandbox, each next to the
 // canary ("good", which stores every block). Native modules attack what the host reads and
 // keeps on their behalf:
+//   r18-range   a module.toml whose dependency range is ~1 MB of "0.x 0.x ...": semver took
+//               5.3 s to check such a range and 4.8 s to match a version against it, on the
+//               host's loop, at every discovery of the modules (each start, load, unload and
+//               reload, twice for a command). Now a range has at most MAX_RANGE_CHARS (256)
+//               characters, counted before semver reads it; the manifest is refused naming it
+//               (and a registry index's ranges are held to the same limit).
 //   r18-churn   churns what the host keeps per module (test/fixtures/hostile-round18/main.ts):
 //               subscriptions, JSON-RPC methods and module APIs of the longest names, timers,
 //               storage trees, each added and removed thousands of times: nothing is left.
@@ -9,13 +15,63 @@
 // The tests watch this process's loop, so they run one at a time.
 
 import test from "ava";
+import { writeFile } from "node:fs/promises";
+import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { MAX_RANGE_CHARS } from "../host/manifest.ts";
+import { parseIndex } from "../host/registry/format.ts";
 import { buildModulesDir, startHost, tempDir, GOOD_GRANTS } from "./helpers/host.ts";
 import { writeNodeNative } from "./helpers/native.ts";
 import { watchHost } from "./helpers/host-watch.ts";
 import { call } from "./helpers/rpc.ts";
 
 const PROBE = fileURLToPath(new URL("./fixtures/hostile-round18/main.ts", import.meta.url));
+
+test.serial(`a native module whose module.toml names a dependency range of ~1 MB ("0.x 0.x ...") is refused naming MAX_RANGE_CHARS before semver reads the range, at the host's start and at each load asked for, with no turn of the host's loop over 250 ms of CPU while the canary stores every block and RPC answers (before: 5 s of the loop to check the range and 5 s to match it, at every discovery)`, async (t) => {
+  t.timeout(300_000);
+  const dir = await tempDir(t);
+  const modulesDir = await buildModulesDir(dir, ["good"]);
+  const modDir = await writeNodeNative(modulesDir, "r18-range", PROBE);
+  const range = Array.from({ length: 249_000 }, () => "0.x").join(" ");
+  const toml = `name = "r18-range"\nversion = "0.1.0"\nentry_point = "main.mjs"\nruntime = "native"\ncapabilities = []\n[dependencies]\ngood = "${range}"\n`;
+  t.true(Buffer.byteLength(toml) < 1024 * 1024, "the manifest is within MAX_TOML_BYTES");
+  await writeFile(path.join(modDir, "module.toml"), toml);
+  const h = await startHost(t, { dir, modules: [], grants: { good: GOOD_GRANTS, "r18-range": [] }, moduleConfigs: { "r18-range": { rounds: 0, tree_rounds: 0, at_once: 1 } } });
+  await h.waitForState("good", "running", 60_000);
+  const problem = h.status("r18-range")?.problem ?? "";
+  t.log(`r18-range at start: ${h.status("r18-range")?.state}: ${problem.slice(0, 300)}`);
+  t.regex(problem, new RegExp(`${range.length} characters, more than the ${MAX_RANGE_CHARS} a range may have \\(MAX_RANGE_CHARS\\)`), "the manifest is refused naming the limit");
+  t.true(problem.length < 2000, `the problem does not repeat the range (${problem.length} characters)`);
+
+  const watch = watchHost(t, h);
+  const canary = watch.canaryLoop(500, 4);
+  for (let i = 0; i < 3; i++) {
+    const t0 = performance.now();
+    const err = await t.throwsAsync(h.manager.load("r18-range"));
+    const listed = await call(h, "list");
+    t.log(`load ${i + 1}: refused in ${(performance.now() - t0).toFixed(0)} ms: ${err?.message.slice(0, 160)}; list answered with ${(listed as unknown[]).length} modules`);
+    watch.sample();
+  }
+  await canary.stop();
+  t.regex(h.status("r18-range")?.problem ?? "", /MAX_RANGE_CHARS/, "its status still names the limit");
+  watch.assertCanary(t);
+  await watch.finish(t, 1);
+});
+
+test("a registry index whose module version names a dependency range longer than MAX_RANGE_CHARS is refused when it is read, naming the limit; one of MAX_RANGE_CHARS is taken", (t) => {
+  const h64 = "ab".repeat(32);
+  const index = (range: string) => Buffer.from(JSON.stringify({
+    format: "modhost-registry-index-v1", version: 1, generated: "2026-01-01T00:00:00Z", expires: "2030-01-01T00:00:00Z",
+    modules: { m: { versions: { "1.0.0": {
+      runtime: "native", hash: `sha256:${h64}`, manifest: { sha256: h64, size: 100 },
+      files: [{ path: "main", size: 1, sha256: h64 }], capabilities: [], dependencies: { good: range }, signers: [], published: "2026-01-01T00:00:00Z",
+    } } } },
+  }));
+  const long = Array.from({ length: 250_000 }, () => "0.x").join(" ");
+  const err = t.throws(() => parseIndex(index(long), "test"));
+  t.regex(err?.message ?? "", new RegExp(`longer than the ${MAX_RANGE_CHARS} characters a range may have \\(MAX_RANGE_CHARS\\)`));
+  t.is(Object.keys(parseIndex(index("0.x ".repeat(MAX_RANGE_CHARS / 4).trim()), "test").modules).length, 1);
+});
 
 test.serial("a native module that adds and removes, thousands of times each, a subscription to a fresh event type, a JSON-RPC method of the longest name with a 1 KiB description, a module API of 256 of the longest names, a timer and a storage tree with a value in it is answered every time and leaves nothing behind (no method, API, timer, tree or byte of storage), while the canary stores every block, RPC answers, no turn of the host's loop takes 250 ms of CPU and the host's heap grows less than 32 MB (before: +89 MB for 10,000 trees)", async (t) => {
   t.timeout(600_000);
