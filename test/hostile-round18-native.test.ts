@@ -10,6 +10,11 @@
 //   r18-churn   churns what the host keeps per module (test/fixtures/hostile-round18/main.ts):
 //               subscriptions, JSON-RPC methods and module APIs of the longest names, timers,
 //               storage trees, each added and removed thousands of times: nothing is left.
+//   r18-wire    breaks the protocol's state machine on the raw frame client
+//               (test/fixtures/hostile-round18/wire.ts): requests before ready, a second hello,
+//               1,000 readys, answers to invocations never made and answers twice, requests with
+//               ids at and past 2^53, negative and fractional, 64 in flight under one id: each
+//               request is answered or refused, nothing else changes (a probe that found nothing).
 // While they run: the canary stores every block within 5 s, RPC answers within 5 s, no turn of
 // the host's loop takes 250 ms of its CPU, its heap, log and descriptors stay within bounds.
 // The tests watch this process's loop, so they run one at a time.
@@ -26,6 +31,7 @@ import { watchHost } from "./helpers/host-watch.ts";
 import { call } from "./helpers/rpc.ts";
 
 const PROBE = fileURLToPath(new URL("./fixtures/hostile-round18/main.ts", import.meta.url));
+const WIRE = fileURLToPath(new URL("./fixtures/hostile-round18/wire.ts", import.meta.url));
 
 test.serial(`a native module whose module.toml names a dependency range of ~1 MB ("0.x 0.x ...") is refused naming MAX_RANGE_CHARS before semver reads the range, at the host's start and at each load asked for, with no turn of the host's loop over 250 ms of CPU while the canary stores every block and RPC answers (before: 5 s of the loop to check the range and 5 s to match it, at every discovery)`, async (t) => {
   t.timeout(300_000);
@@ -111,6 +117,31 @@ test.serial("a native module that adds and removes, thousands of times each, a s
   // Before: each tree created and dropped kept its sublevels attached to the store's root, ~9 KB
   // of the host's heap each until the module stopped (10,000: +89 MB).
   t.true(watch.tally.heapMb < 32, `the host's heap grew ${watch.tally.heapMb.toFixed(1)} MB at most during the churn`);
+  watch.assertCanary(t);
+  await watch.finish(t, 1);
+});
+
+test.serial("a native module that breaks the protocol's state machine (requests before ready, a second hello, 1,000 readys, answers to invocations never made with ids 0, -1, 2^53 and 1.5, every health check answered twice, requests with ids 2^53 - 1, 2^53, -1, 0 and 1.5, 64 requests in flight under one id) has every request answered or refused, stays connected and healthy, while the canary stores every block and RPC answers", async (t) => {
+  t.timeout(300_000);
+  const dir = await tempDir(t);
+  const modulesDir = await buildModulesDir(dir, ["good"]);
+  await writeNodeNative(modulesDir, "r18-wire", WIRE, ["read_chain_state"]);
+  const h = await startHost(t, { dir, modules: [], grants: { good: GOOD_GRANTS, "r18-wire": ["read_chain_state"] }, moduleLimits: { "r18-wire": { data_volume: "scan", health_interval_ms: 500 } } });
+  await h.waitForState("good", "running", 60_000);
+  const watch = watchHost(t, h);
+  const canary = watch.canaryLoop(500, 4);
+  const report = (await h.waitForLog(/^probe report$/, { source: "r18-wire", since: 0, timeoutMs: 120_000 })).fields as Record<string, any>;
+  await canary.stop();
+  t.log(JSON.stringify(report));
+  t.true(report.beforeReady.ok, "a request before ready is served");
+  t.true(report.afterFlood.ok, "after a second hello, 1,000 readys and answers to no invocation, requests are served");
+  t.true(report.afterAll.ok, "and after the odd ids");
+  t.is(report.sameId.answered, 64, "64 requests under one id are each answered");
+  t.is(report.oddIds.length, 5, "each request with an odd id is answered or refused");
+  t.true(report.healthAnswers >= 3, `health checks answered twice each: ${report.healthAnswers}`);
+  t.deepEqual(report.stray, [], "nothing but answers and invocations reaches it");
+  t.is(h.status("r18-wire")?.state, "running", "it stays connected");
+  t.is(h.status("r18-wire")?.restarts, 0, "it was never restarted");
   watch.assertCanary(t);
   await watch.finish(t, 1);
 });
