@@ -1,12 +1,15 @@
 // Hostile probes of round 18 (issue #8), under the real host and sandbox, each next to the
 // canary ("good", which stores every block). Native modules attack what the host reads and
 // keeps on their behalf:
-//   r18-range   a module.toml whose dependency range is ~1 MB of "0.x 0.x ...": semver took
-//               5.3 s to check such a range and 4.8 s to match a version against it, on the
+//   r18-range   a module.toml whose dependency range is 500 KB of "0.x 0.x ...": semver took
+//               5.3 s to check such a range of 1 MB and 4.8 s to match a version against it, on the
 //               host's loop, at every discovery of the modules (each start, load, unload and
 //               reload, twice for a command). Now a range has at most MAX_RANGE_CHARS (256)
 //               characters, counted before semver reads it; the manifest is refused naming it
 //               (and a registry index's ranges are held to the same limit).
+//   r18-entry   a module.toml whose entry_point is "../" repeated to 150 KB: Node's path.normalize
+//               on it took 1.6 s at 100 KB and 97 s at 200 KB. Now at most MAX_ENTRY_POINT_CHARS
+//               (1024), counted before the path is read.
 //   r18-churn   churns what the host keeps per module (test/fixtures/hostile-round18/main.ts):
 //               subscriptions, JSON-RPC methods and module APIs of the longest names, timers,
 //               storage trees, each added and removed thousands of times: nothing is left.
@@ -23,7 +26,7 @@ import test from "ava";
 import { writeFile } from "node:fs/promises";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { MAX_RANGE_CHARS } from "../host/manifest.ts";
+import { MAX_ENTRY_POINT_CHARS, MAX_RANGE_CHARS } from "../host/manifest.ts";
 import { parseIndex } from "../host/registry/format.ts";
 import { buildModulesDir, startHost, tempDir, GOOD_GRANTS } from "./helpers/host.ts";
 import { writeNodeNative } from "./helpers/native.ts";
@@ -33,17 +36,25 @@ import { call } from "./helpers/rpc.ts";
 const PROBE = fileURLToPath(new URL("./fixtures/hostile-round18/main.ts", import.meta.url));
 const WIRE = fileURLToPath(new URL("./fixtures/hostile-round18/wire.ts", import.meta.url));
 
-test.serial(`a native module whose module.toml names a dependency range of ~1 MB ("0.x 0.x ...") is refused naming MAX_RANGE_CHARS before semver reads the range, at the host's start and at each load asked for, with no turn of the host's loop over 250 ms of CPU while the canary stores every block and RPC answers (before: 5 s of the loop to check the range and 5 s to match it, at every discovery)`, async (t) => {
+test.serial(`a native module whose module.toml names a dependency range of 500 KB ("0.x 0.x ...") is refused naming MAX_RANGE_CHARS before semver reads the range, and one whose entry_point is "../" repeated to 150 KB naming MAX_ENTRY_POINT_CHARS before the path is normalised, at the host's start and at each load asked for, with no turn of the host's loop over 250 ms of CPU while the canary stores every block and RPC answers (before: 5 s of the loop to check the range and 5 s to match it, and seconds to normalise the path, at every discovery)`, async (t) => {
   t.timeout(300_000);
   const dir = await tempDir(t);
   const modulesDir = await buildModulesDir(dir, ["good"]);
   const modDir = await writeNodeNative(modulesDir, "r18-range", PROBE);
-  const range = Array.from({ length: 249_000 }, () => "0.x").join(" ");
+  const range = Array.from({ length: 125_000 }, () => "0.x").join(" ");
   const toml = `name = "r18-range"\nversion = "0.1.0"\nentry_point = "main.mjs"\nruntime = "native"\ncapabilities = []\n[dependencies]\ngood = "${range}"\n`;
   t.true(Buffer.byteLength(toml) < 1024 * 1024, "the manifest is within MAX_TOML_BYTES");
   await writeFile(path.join(modDir, "module.toml"), toml);
-  const h = await startHost(t, { dir, modules: [], grants: { good: GOOD_GRANTS, "r18-range": [] }, moduleConfigs: { "r18-range": { rounds: 0, tree_rounds: 0, at_once: 1 } } });
+  // An entry point of "../" repeated to 150 KB: path.normalize on it took 1.6 s at 100 KB and 97 s at 200 KB.
+  const entryDir = await writeNodeNative(modulesDir, "r18-entry", PROBE);
+  const entry = "../".repeat(50_000);
+  await writeFile(path.join(entryDir, "module.toml"), `name = "r18-entry"\nversion = "0.1.0"\nentry_point = "${entry}"\nruntime = "native"\ncapabilities = []\n`);
+  const h = await startHost(t, { dir, modules: [], grants: { good: GOOD_GRANTS, "r18-range": [], "r18-entry": [] }, moduleConfigs: { "r18-range": { rounds: 0, tree_rounds: 0, at_once: 1 } } });
   await h.waitForState("good", "running", 60_000);
+  const entryProblem = h.status("r18-entry")?.problem ?? "";
+  t.log(`r18-entry at start: ${h.status("r18-entry")?.state}: ${entryProblem.slice(0, 300)}`);
+  t.regex(entryProblem, new RegExp(`an entry_point of ${entry.length} characters, more than the ${MAX_ENTRY_POINT_CHARS} it may have \\(MAX_ENTRY_POINT_CHARS\\)`), "the manifest with the long entry point is refused naming the limit");
+  t.true(entryProblem.length < 2000, `the problem does not repeat the entry point (${entryProblem.length} characters)`);
   const problem = h.status("r18-range")?.problem ?? "";
   t.log(`r18-range at start: ${h.status("r18-range")?.state}: ${problem.slice(0, 300)}`);
   t.regex(problem, new RegExp(`${range.length} characters, more than the ${MAX_RANGE_CHARS} a range may have \\(MAX_RANGE_CHARS\\)`), "the manifest is refused naming the limit");
@@ -53,7 +64,7 @@ test.serial(`a native module whose module.toml names a dependency range of ~1 MB
   const canary = watch.canaryLoop(500, 4);
   for (let i = 0; i < 3; i++) {
     const t0 = performance.now();
-    const err = await t.throwsAsync(h.manager.load("r18-range"));
+    const err = await t.throwsAsync(h.manager.load(i === 1 ? "r18-entry" : "r18-range"));
     const listed = await call(h, "list");
     t.log(`load ${i + 1}: refused in ${(performance.now() - t0).toFixed(0)} ms: ${err?.message.slice(0, 160)}; list answered with ${(listed as unknown[]).length} modules`);
     watch.sample();
