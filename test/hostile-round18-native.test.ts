@@ -10,6 +10,8 @@
 //   r18-entry   a module.toml whose entry_point is "../" repeated to 150 KB: Node's path.normalize
 //               on it took 1.6 s at 100 KB and 97 s at 200 KB. Now at most MAX_ENTRY_POINT_CHARS
 //               (1024), counted before the path is read.
+//   r18-scope   the same as a read_filesystem path scope (300 KB: 182 s); now at most
+//               MAX_PATH_SCOPE_CHARS (1024).
 //   r18-churn   churns what the host keeps per module (test/fixtures/hostile-round18/main.ts):
 //               subscriptions, JSON-RPC methods and module APIs of the longest names, timers,
 //               storage trees, each added and removed thousands of times: nothing is left.
@@ -27,6 +29,7 @@ import { writeFile } from "node:fs/promises";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { MAX_ENTRY_POINT_CHARS, MAX_RANGE_CHARS } from "../host/manifest.ts";
+import { MAX_PATH_SCOPE_CHARS } from "../capabilities/grants.ts";
 import { parseIndex } from "../host/registry/format.ts";
 import { buildModulesDir, startHost, tempDir, GOOD_GRANTS } from "./helpers/host.ts";
 import { writeNodeNative } from "./helpers/native.ts";
@@ -36,7 +39,7 @@ import { call } from "./helpers/rpc.ts";
 const PROBE = fileURLToPath(new URL("./fixtures/hostile-round18/main.ts", import.meta.url));
 const WIRE = fileURLToPath(new URL("./fixtures/hostile-round18/wire.ts", import.meta.url));
 
-test.serial(`a native module whose module.toml names a dependency range of 500 KB ("0.x 0.x ...") is refused naming MAX_RANGE_CHARS before semver reads the range, and one whose entry_point is "../" repeated to 150 KB naming MAX_ENTRY_POINT_CHARS before the path is normalised, at the host's start and at each load asked for, with no turn of the host's loop over 250 ms of CPU while the canary stores every block and RPC answers (before: 5 s of the loop to check the range and 5 s to match it, and seconds to normalise the path, at every discovery)`, async (t) => {
+test.serial(`a native module whose module.toml names a dependency range of 500 KB ("0.x 0.x ...") is refused naming MAX_RANGE_CHARS before semver reads the range, one whose entry_point and one whose read_filesystem scope is "../" repeated to 150 KB naming MAX_ENTRY_POINT_CHARS and MAX_PATH_SCOPE_CHARS before the path is normalised, at the host's start and at each load asked for, with no turn of the host's loop over 250 ms of CPU while the canary stores every block and RPC answers (before: 5 s of the loop to check the range and 5 s to match it, and seconds to normalise the path, at every discovery)`, async (t) => {
   t.timeout(300_000);
   const dir = await tempDir(t);
   const modulesDir = await buildModulesDir(dir, ["good"]);
@@ -49,12 +52,19 @@ test.serial(`a native module whose module.toml names a dependency range of 500 K
   const entryDir = await writeNodeNative(modulesDir, "r18-entry", PROBE);
   const entry = "../".repeat(50_000);
   await writeFile(path.join(entryDir, "module.toml"), `name = "r18-entry"\nversion = "0.1.0"\nentry_point = "${entry}"\nruntime = "native"\ncapabilities = []\n`);
-  const h = await startHost(t, { dir, modules: [], grants: { good: GOOD_GRANTS, "r18-range": [], "r18-entry": [] }, moduleConfigs: { "r18-range": { rounds: 0, tree_rounds: 0, at_once: 1 } } });
+  // A path scope of "../" repeated to 150 KB: the same normalisation (300 KB: 182 s).
+  const scopeDir = await writeNodeNative(modulesDir, "r18-scope", PROBE);
+  await writeFile(path.join(scopeDir, "module.toml"), `name = "r18-scope"\nversion = "0.1.0"\nentry_point = "main.mjs"\nruntime = "native"\ncapabilities = ["read_filesystem=${entry}x"]\n`);
+  const h = await startHost(t, { dir, modules: [], grants: { good: GOOD_GRANTS, "r18-range": [], "r18-entry": [], "r18-scope": [] }, moduleConfigs: { "r18-range": { rounds: 0, tree_rounds: 0, at_once: 1 } } });
   await h.waitForState("good", "running", 60_000);
   const entryProblem = h.status("r18-entry")?.problem ?? "";
   t.log(`r18-entry at start: ${h.status("r18-entry")?.state}: ${entryProblem.slice(0, 300)}`);
   t.regex(entryProblem, new RegExp(`an entry_point of ${entry.length} characters, more than the ${MAX_ENTRY_POINT_CHARS} it may have \\(MAX_ENTRY_POINT_CHARS\\)`), "the manifest with the long entry point is refused naming the limit");
   t.true(entryProblem.length < 2000, `the problem does not repeat the entry point (${entryProblem.length} characters)`);
+  const scopeProblem = h.status("r18-scope")?.problem ?? "";
+  t.log(`r18-scope at start: ${h.status("r18-scope")?.state}: ${scopeProblem.slice(0, 300)}`);
+  t.regex(scopeProblem, new RegExp(`a path scope of ${entry.length + 1} characters, more than the ${MAX_PATH_SCOPE_CHARS} it may have \\(MAX_PATH_SCOPE_CHARS\\)`), "the manifest with the long path scope is refused naming the limit");
+  t.true(scopeProblem.length < 2000, `the problem does not repeat the path scope (${scopeProblem.length} characters)`);
   const problem = h.status("r18-range")?.problem ?? "";
   t.log(`r18-range at start: ${h.status("r18-range")?.state}: ${problem.slice(0, 300)}`);
   t.regex(problem, new RegExp(`${range.length} characters, more than the ${MAX_RANGE_CHARS} a range may have \\(MAX_RANGE_CHARS\\)`), "the manifest is refused naming the limit");
@@ -64,7 +74,7 @@ test.serial(`a native module whose module.toml names a dependency range of 500 K
   const canary = watch.canaryLoop(500, 4);
   for (let i = 0; i < 3; i++) {
     const t0 = performance.now();
-    const err = await t.throwsAsync(h.manager.load(i === 1 ? "r18-entry" : "r18-range"));
+    const err = await t.throwsAsync(h.manager.load(["r18-range", "r18-entry", "r18-scope"][i]!));
     const listed = await call(h, "list");
     t.log(`load ${i + 1}: refused in ${(performance.now() - t0).toFixed(0)} ms: ${err?.message.slice(0, 160)}; list answered with ${(listed as unknown[]).length} modules`);
     watch.sample();
