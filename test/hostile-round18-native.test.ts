@@ -28,7 +28,9 @@ import test from "ava";
 import { writeFile } from "node:fs/promises";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { MAX_ENTRY_POINT_CHARS, MAX_RANGE_CHARS } from "../host/manifest.ts";
+import { loadManifest, MAX_ENTRY_POINT_CHARS, MAX_RANGE_CHARS } from "../host/manifest.ts";
+import { MAX_PROBLEM_CHARS } from "../host/toml.ts";
+import type { ConfigError } from "../host/errors.ts";
 import { MAX_PATH_SCOPE_CHARS } from "../capabilities/grants.ts";
 import { parseIndex } from "../host/registry/format.ts";
 import { buildModulesDir, startHost, tempDir, GOOD_GRANTS } from "./helpers/host.ts";
@@ -83,6 +85,21 @@ test.serial(`a native module whose module.toml names a dependency range of 500 K
   t.regex(h.status("r18-range")?.problem ?? "", /MAX_RANGE_CHARS/, "its status still names the limit");
   watch.assertCanary(t);
   await watch.finish(t, 1);
+});
+
+test("a module.toml whose version, [binary] hash, config field type and signature threshold are each 200 KB is refused with each problem cut at MAX_PROBLEM_CHARS, naming it (before: each quoted its value whole)", async (t) => {
+  const dir = await tempDir(t);
+  const big = "x".repeat(200_000);
+  const file = path.join(dir, "module.toml");
+  await writeFile(file, `name = "m"\nversion = "${big}"\nentry_point = "a.ts"\ncapabilities = []\n[binary]\nhash = "sha256:${big}"\n[config_schema]\nx = { type = "${big}" }\n[signatures]\nthreshold = "${big}"\n`);
+  const err = (await t.throwsAsync(loadManifest(file))) as ConfigError;
+  const problems = err.problems ?? [];
+  t.log(problems.map((p) => `${p.path}: ${p.message.length} characters`).join("; "));
+  t.true(problems.length >= 4, `${problems.length} problems`);
+  for (const p of problems) {
+    t.true(p.message.length <= MAX_PROBLEM_CHARS + 80, `${p.path}: ${p.message.length} characters`);
+    t.regex(p.message, /\.\.\. \(\d+ characters, cut at MAX_PROBLEM_CHARS\)$/, `${p.path} names the cut`);
+  }
 });
 
 test("a registry index whose module version names a dependency range longer than MAX_RANGE_CHARS is refused when it is read, naming the limit; one of MAX_RANGE_CHARS is taken", (t) => {
