@@ -66,6 +66,14 @@ const version = () => checked((s) => (isStrictVersion(s) ? undefined : { message
 
 const ENTRY_HINT = 'name a file inside the module directory, e.g. "index.ts" or "bin/my-module"';
 
+/**
+ * The characters an entry point may have. Node's path.normalize takes time that grows faster
+ * than the path with many ".." segments: an entry_point of "../" repeated to 200 KB held the
+ * host's loop for 97 s (100 KB: 1.6 s; 4 KB: 16-19 ms; 1 KB: 0.1 ms, load 14), at every
+ * discovery of the modules.
+ */
+export const MAX_ENTRY_POINT_CHARS = 1024;
+
 /** The entry point, normalised, never leaving the module directory. */
 const entryPoint = () =>
   v.pipe(
@@ -76,6 +84,7 @@ const entryPoint = () =>
         addIssue({ message: say(message, ENTRY_HINT) });
         return NEVER;
       };
+      if (entry.length > MAX_ENTRY_POINT_CHARS) return fail(`an entry_point of ${entry.length} characters, more than the ${MAX_ENTRY_POINT_CHARS} it may have (MAX_ENTRY_POINT_CHARS): "${entry.slice(0, 40)}..."`);
       if (entry.trim() === "" || entry.includes("\0")) return fail("entry_point is empty");
       const slashed = entry.replace(/\\/g, "/");
       if (path.isAbsolute(entry) || slashed.startsWith("/") || /^[A-Za-z]:/.test(slashed) || slashed.startsWith("~")) return fail(`"${entry}" is an absolute path`);
@@ -86,6 +95,14 @@ const entryPoint = () =>
     }),
   );
 
+/**
+ * The characters a dependency range may have. semver reads a range in time that grows with
+ * it, with large constants (a range of 1 MB, "1.x 1.x ...", took 5.3 s to check and 4.8 s to
+ * match a version, at load 5-7), and every discovery of the modules (each start, load, unload
+ * and reload) reads every module.toml on the host's loop. Real ranges take a few dozen.
+ */
+export const MAX_RANGE_CHARS = 256;
+
 /** [dependencies] and [optional_dependencies]: module name -> semver range (commas turned into spaces). */
 const dependencies = () =>
   namedTables(
@@ -93,6 +110,10 @@ const dependencies = () =>
     v.pipe(
       v.string((i: v.StringIssue) => say(`expected a version range string, found ${typeName(i.input)}`, `write "${KEY}" = ">=1.0.0"`)),
       v.rawTransform<string, string>(({ dataset, addIssue, NEVER }) => {
+        if (dataset.value.length > MAX_RANGE_CHARS) {
+          addIssue({ message: say(`a version range of ${dataset.value.length} characters, more than the ${MAX_RANGE_CHARS} a range may have (MAX_RANGE_CHARS): "${dataset.value.slice(0, 40)}..."`, 'write a short range, e.g. ">=1.0.0 <2.0.0" or "^1.2.0 || ^2.0.0"') });
+          return NEVER;
+        }
         const range = normaliseRange(dataset.value);
         if (range !== undefined) return range;
         addIssue({ message: say(`"${dataset.value}" is not a version range`, 'use ">=1.0.0", "<=2.0.0", "=1.2.3", "^1.0.0", "~1.2.0" or ">=1.0.0,<2.0.0"') });

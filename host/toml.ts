@@ -219,6 +219,17 @@ export function typeName(value: unknown): string {
  */
 export const MAX_REPORTED_PROBLEMS = 50;
 
+/**
+ * The characters of a problem's message (and of its fix) kept: many quote the value they
+ * refuse, and a module.toml's version, [binary] hash, config type or threshold of 300 KB was
+ * quoted whole, into the host's log and every status and check that shows the problem.
+ */
+export const MAX_PROBLEM_CHARS = 2048;
+
+function cutProblem(text: string): string {
+  return text.length <= MAX_PROBLEM_CHARS ? text : `${text.slice(0, MAX_PROBLEM_CHARS)}... (${text.length} characters, cut at MAX_PROBLEM_CHARS)`;
+}
+
 export class Checker {
   readonly problems: ConfigProblem[] = [];
   private unreported = 0;
@@ -234,10 +245,10 @@ export class Checker {
       return;
     }
     const at = locate(this.source, path);
-    const problem: ConfigProblem = { file: this.file, message };
+    const problem: ConfigProblem = { file: this.file, message: cutProblem(message) };
     if (at) Object.assign(problem, at);
     if (path.length > 0) problem.path = formatPath(path);
-    if (hint !== undefined) problem.hint = hint;
+    if (hint !== undefined) problem.hint = cutProblem(hint);
     this.problems.push(problem);
   }
 

@@ -14,7 +14,7 @@
 
 import * as v from "valibot";
 import { ModhostError } from "../errors.ts";
-import { isStrictVersion, MODULE_NAME_RE } from "../manifest.ts";
+import { isStrictVersion, MAX_RANGE_CHARS, MODULE_NAME_RE } from "../manifest.ts";
 import { sha256Bytes, sha256Hex, checkListedPath } from "../verify/hash.ts";
 import { MAX_BINARY_BYTES } from "../verify/module.ts";
 import { MAX_MANIFEST_BYTES } from "../toml.ts";
@@ -70,7 +70,7 @@ const VersionEntry = v.pipe(v.strictObject({
   manifest: v.strictObject({ sha256: Hex64, size: v.pipe(Size, v.maxValue(MAX_MANIFEST_BYTES, `larger than the ${MAX_MANIFEST_BYTES} bytes a module.toml may have (MAX_MANIFEST_BYTES)`)) }),
   files: v.pipe(v.array(FileEntry), v.maxLength(MAX_PACKAGE_FILES, `more than the ${MAX_PACKAGE_FILES} files a module version may have (MAX_PACKAGE_FILES)`)),
   capabilities: v.array(v.string()),
-  dependencies: v.record(v.string(), v.string()),
+  dependencies: v.record(v.string(), v.pipe(v.string(), v.maxLength(MAX_RANGE_CHARS, `a dependency range longer than the ${MAX_RANGE_CHARS} characters a range may have (MAX_RANGE_CHARS)`))),
   /** x-only keys of valid maintainer signatures at build time (informational). */
   signers: v.array(Hex64),
   published: v.string(),
