@@ -30,20 +30,18 @@
 // test/hostile-probes.test.ts's; it takes the 30 s frame deadline.)
 
 import test from "ava";
-import { execFile } from "node:child_process";
 import { chmod, mkdir } from "node:fs/promises";
 import { createServer } from "node:net";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { buildModulesDir, sleep, startHost, tempDir, GOOD_GRANTS } from "./helpers/host.ts";
-import { writeNodeNative } from "./helpers/native.ts";
+import { compileHostile, writeNodeNative } from "./helpers/native.ts";
 import { inlineModule } from "./helpers/modules.ts";
 import { post } from "./helpers/rpc.ts";
 import { watchHost } from "./helpers/host-watch.ts";
 
 const PROBE = fileURLToPath(new URL("./fixtures/hostile-round15/main.ts", import.meta.url));
 // r15-abstract: the kernel-hog module (test/kernel-limits.test.ts) running hostile.c's "abstract" attack.
-const HOSTILE_C = fileURLToPath(new URL("./fixtures/hostile/hostile.c", import.meta.url));
 const KERNEL_HOG = fileURLToPath(new URL("./fixtures/kernel-hog/main.ts", import.meta.url));
 const MB = 1024 * 1024;
 
@@ -135,7 +133,7 @@ test("native probes of the channel (descriptors passed with SCM_RIGHTS by a chil
   await writeNodeNative(modulesDir, "r15-abstract", KERNEL_HOG, ["network_access"]);
   const abstractData = path.join(dir, "data", "modules", "r15-abstract");
   await mkdir(abstractData, { recursive: true, mode: 0o700 });
-  await new Promise<void>((resolve, reject) => execFile("cc", ["-O1", "-o", path.join(abstractData, "hostile"), HOSTILE_C], (err, _o, stderr) => (err ? reject(new Error(`cc: ${stderr}`)) : resolve())));
+  await compileHostile(path.join(abstractData, "hostile"));
   await chmod(path.join(abstractData, "hostile"), 0o755);
   const h = await startHost(t, {
     dir, modules: [],

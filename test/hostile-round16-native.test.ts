@@ -21,13 +21,12 @@
 // cgroup of it is left.
 
 import test from "ava";
-import { execFile } from "node:child_process";
 import { readdirSync, readFileSync } from "node:fs";
 import { chmod, mkdir } from "node:fs/promises";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { buildModulesDir, sleep, startHost, tempDir, GOOD_GRANTS } from "./helpers/host.ts";
-import { writeNodeNative } from "./helpers/native.ts";
+import { compileHostile, writeNodeNative } from "./helpers/native.ts";
 import { canaryRound } from "./helpers/canary.ts";
 import { watchHost } from "./helpers/host-watch.ts";
 import { eventually, processesOf } from "./helpers/procs.ts";
@@ -35,7 +34,6 @@ import { UID_TABLE_FILE, UidTable } from "../runtime/sandbox/uids.ts";
 import { detectCgroups } from "../runtime/sandbox/cgroup.ts";
 
 const PROBE = fileURLToPath(new URL("./fixtures/hostile-round16/main.ts", import.meta.url));
-const HOSTILE_C = fileURLToPath(new URL("./fixtures/hostile/hostile.c", import.meta.url));
 const MB = 1024 * 1024;
 /** The module's cgroup directories (`NAME-N`) left under the host's, in every controller. */
 const cgroupsOf = async (name: string) => {
@@ -73,7 +71,7 @@ test("native probes of what the host reads and owns for a module (a double-forke
     // Its attack binary runs from its data directory, which a data volume would mount noexec.
     const dataDir = path.join(dir, "data", "modules", name);
     await mkdir(dataDir, { recursive: true, mode: 0o700 });
-    await new Promise<void>((resolve, reject) => execFile("cc", ["-O1", "-o", path.join(dataDir, "hostile"), HOSTILE_C], (err, _o, stderr) => (err ? reject(new Error(`cc: ${stderr}`)) : resolve())));
+    await compileHostile(path.join(dataDir, "hostile"));
     await chmod(path.join(dataDir, "hostile"), 0o755);
   }
   const h = await startHost(t, {

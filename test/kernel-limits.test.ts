@@ -8,7 +8,6 @@
 
 import test from "ava";
 import type { ExecutionContext } from "ava";
-import { execFile } from "node:child_process";
 import { existsSync } from "node:fs";
 import { chmod, copyFile, mkdir, mkdtemp, readFile, rm, } from "node:fs/promises";
 import os from "node:os";
@@ -20,10 +19,9 @@ import { UID_TABLE_FILE, UidTable } from "../runtime/sandbox/uids.ts";
 import { isolateHostCgroupLimits } from "../runtime/isolate/runtime.ts";
 import { limitsFor } from "../host/config.ts";
 import { startHost, tempDir, GOOD_GRANTS, type TestHost } from "./helpers/host.ts";
-import { writeNodeNative } from "./helpers/native.ts";
+import { compileHostile, writeNodeNative } from "./helpers/native.ts";
 import { eventually, processesOf } from "./helpers/procs.ts";
 
-const SOURCE = fileURLToPath(new URL("./fixtures/hostile/hostile.c", import.meta.url));
 const MAIN = fileURLToPath(new URL("./fixtures/kernel-hog/main.ts", import.meta.url));
 const MB = 1024 * 1024;
 
@@ -32,9 +30,7 @@ let binary: string;
 test.before(async () => {
   const dir = await mkdtemp(path.join(os.tmpdir(), "modhost-kernel-test-"));
   binary = path.join(dir, "hostile");
-  await new Promise<void>((resolve, reject) => {
-    execFile("cc", ["-O1", "-o", binary, SOURCE], (err, _o, stderr) => (err ? reject(new Error(`cc: ${stderr}`)) : resolve()));
-  });
+  await compileHostile(binary);
 });
 
 /** A kernel-hog module named `name` in `dir`'s modules directory, its attack binary already in its data directory. */

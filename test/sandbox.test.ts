@@ -4,7 +4,7 @@
 
 import test from "ava";
 import type { ExecutionContext } from "ava";
-import { execFile, spawn } from "node:child_process";
+import { spawn } from "node:child_process";
 import { chmod, chown, mkdir, mkdtemp, readdir, readFile, rm, rmdir, stat, writeFile } from "node:fs/promises";
 import { existsSync } from "node:fs";
 import { createServer, type Socket } from "node:net";
@@ -23,6 +23,7 @@ import { eventually, listen, processesOf } from "./helpers/procs.ts";
 import { DEFAULT_CGROUP_LIMITS, moduleUid, MODULE_UID_BASE, MODULE_UID_RANGE } from "../runtime/sandbox/policy.ts";
 import { UID_TABLE_FILE, UidTable } from "../runtime/sandbox/uids.ts";
 import { createModuleCgroup, limitFiles, probeCgroupsWith, startTimeOf, type CgroupLimits } from "../runtime/sandbox/cgroup.ts";
+import { compileHostile } from "./helpers/native.ts";
 
 async function rmdirSafe(dir: string): Promise<void> {
   await rmdir(dir).catch(() => undefined);
@@ -39,7 +40,6 @@ async function pidsOfUid(uid: number): Promise<number[]> {
   return out;
 }
 
-const SOURCE = fileURLToPath(new URL("./fixtures/hostile/hostile.c", import.meta.url));
 const HOST = fileURLToPath(new URL("./fixtures/hostile/host.ts", import.meta.url));
 
 interface World {
@@ -63,9 +63,7 @@ let world: World;
 async function compile(dir: string): Promise<void> {
   await mkdir(dir, { recursive: true });
   await chmod(dir, 0o755);
-  await new Promise<void>((resolve, reject) => {
-    execFile("cc", ["-O1", "-o", path.join(dir, "hostile"), SOURCE], (err, _o, stderr) => (err ? reject(new Error(`cc: ${stderr}`)) : resolve()));
-  });
+  await compileHostile(path.join(dir, "hostile"));
 }
 
 test.before(async () => {

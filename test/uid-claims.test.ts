@@ -9,7 +9,7 @@
 
 import test from "ava";
 import type { ExecutionContext } from "ava";
-import { execFile, spawn } from "node:child_process";
+import { spawn } from "node:child_process";
 import { chmod, copyFile, mkdir, mkdtemp, readdir, readFile, rm, utimes, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
@@ -18,11 +18,10 @@ import { moduleUid } from "../runtime/sandbox/policy.ts";
 import { UID_TABLE_FILE, UidTable } from "../runtime/sandbox/uids.ts";
 import { SWEEP_AT, UidClaims } from "../runtime/sandbox/uid-claims.ts";
 import { startHost, tempDir, GOOD_GRANTS, type TestHost } from "./helpers/host.ts";
-import { writeNodeNative } from "./helpers/native.ts";
+import { compileHostile, writeNodeNative } from "./helpers/native.ts";
 import { eventually, processesOf } from "./helpers/procs.ts";
 
 const CHILD = fileURLToPath(new URL("./helpers/uid-claims-child.ts", import.meta.url));
-const SOURCE = fileURLToPath(new URL("./fixtures/hostile/hostile.c", import.meta.url));
 const MAIN = fileURLToPath(new URL("./fixtures/kernel-hog/main.ts", import.meta.url));
 // "evil-mm7zi" was found by brute force: its hashed uid is "good"'s.
 const EVIL = "evil-mm7zi";
@@ -186,9 +185,7 @@ let binary: string;
 test.before(async () => {
   const dir = await mkdtemp(path.join(os.tmpdir(), "modhost-uids-cc-"));
   binary = path.join(dir, "hostile");
-  await new Promise<void>((resolve, reject) => {
-    execFile("cc", ["-O1", "-o", binary, SOURCE], (err, _o, stderr) => (err ? reject(new Error(`cc: ${stderr}`)) : resolve()));
-  });
+  await compileHostile(binary);
 });
 
 async function uidOf(h: TestHost, name: string): Promise<number> {

@@ -225,32 +225,26 @@ export class UidTable {
   private async allocate(name: string): Promise<number> {
     const known = this.byName.get(name);
     if (known !== undefined) return known;
-    if (this.claims) {
-      const uid = await this.claimNew(name);
-      this.byName.set(name, uid);
-      try {
-        await this.save();
-      } catch (err) {
-        // Its claim stays this process's until it exits; then no table lists it: stale.
-        this.byName.delete(name);
-        throw new Error(`cannot record the uid of module ${name} in ${this.file}: ${(err as Error).message}`);
-      }
-      return uid;
+    const uid = this.claims ? await this.claimNew(name) : await this.firstFree(name);
+    this.byName.set(name, uid);
+    try {
+      await this.save();
+    } catch (err) {
+      // A claim stays this process's until it exits; then no table lists it: stale.
+      this.byName.delete(name);
+      throw new Error(`cannot record the uid of module ${name} in ${this.file}: ${(err as Error).message}`);
     }
+    return uid;
+  }
+
+  /** Without a claims directory (a host that is not root): the first uid from the name's hash that no name in the table has and no running process uses. */
+  private async firstFree(name: string): Promise<number> {
     const taken = new Set(this.byName.values());
     const running = await runningUids();
     const first = moduleUid(name) - MODULE_UID_BASE;
     for (let i = 0; i < MODULE_UID_RANGE; i++) {
       const uid = MODULE_UID_BASE + ((first + i) % MODULE_UID_RANGE);
-      if (taken.has(uid) || running.has(uid)) continue;
-      this.byName.set(name, uid);
-      try {
-        await this.save();
-      } catch (err) {
-        this.byName.delete(name);
-        throw new Error(`cannot record the uid of module ${name} in ${this.file}: ${(err as Error).message}`);
-      }
-      return uid;
+      if (!taken.has(uid) && !running.has(uid)) return uid;
     }
     throw new Error(`no free module uid left in ${MODULE_UID_BASE}..${MODULE_UID_BASE + MODULE_UID_RANGE - 1}`);
   }

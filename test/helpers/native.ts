@@ -3,6 +3,7 @@
 // bundled into one executable script (sdk/node/bundle.ts), since a native module's sandbox
 // holds only its own directory.
 
+import { execFile } from "node:child_process";
 import { chmod, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -26,4 +27,14 @@ export async function writeNodeNative(modulesDir: string, name: string, fixture:
   await writeFile(path.join(dir, "main.mjs"), await code, { mode: 0o755 });
   await chmod(dir, 0o755);
   return dir;
+}
+
+/** test/fixtures/hostile/hostile.c: the hostile program the sandbox and kernel-limit tests run. */
+const HOSTILE_C = fileURLToPath(new URL("../fixtures/hostile/hostile.c", import.meta.url));
+
+/** Compile hostile.c to `out` (an executable), with the machine's cc. */
+export function compileHostile(out: string): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    execFile("cc", ["-O1", "-o", out, HOSTILE_C], (err, _o, stderr) => (err ? reject(new Error(`cc: ${stderr}`)) : resolve()));
+  });
 }
