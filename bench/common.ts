@@ -2,10 +2,12 @@
 // processes that are always cleaned up (also on Ctrl-C), a logger that keeps every record in
 // memory instead of printing it, and the host configuration the module benchmarks run with.
 
+import { spawn } from "node:child_process";
 import { readdirSync, readFileSync, rmSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
+import { performance } from "node:perf_hooks";
 import { fileURLToPath } from "node:url";
 import { defaultConfig, type HostConfig, type Limits } from "../host/config.ts";
 import { Logger, type LogRecord } from "../host/log.ts";
@@ -69,6 +71,27 @@ export function track<C extends Tracked>(child: C): C {
     child.once("exit", () => children.delete(child));
   }
   return child;
+}
+
+/** A port server in a child Node (a test fixture that prints its port on its first line of stdout), killed by `stop` or at the end. */
+export async function portServer(args: string[]): Promise<{ port: number; stop: () => void }> {
+  const server = track(spawn(process.execPath, args, { stdio: ["pipe", "pipe", "inherit"] }));
+  const port = await new Promise<number>((resolve) => server.stdout!.once("data", (d: Buffer) => resolve(Number(d.toString().trim()))));
+  return { port, stop: () => server.kill("SIGKILL") };
+}
+
+/** CPU time of this thread, in ms. */
+const threadCpuMs = (): number => {
+  const u = process.threadCpuUsage();
+  return (u.user + u.system) / 1000;
+};
+
+/** CPU of this thread per second of `run`, in ms (`run` runs to its own deadline; its failure is part of what is measured). */
+export async function cpuPerSecond(run: () => Promise<unknown>): Promise<number> {
+  const cpu0 = threadCpuMs();
+  const t0 = performance.now();
+  await run().catch(() => undefined);
+  return ((threadCpuMs() - cpu0) / (performance.now() - t0)) * 1000;
 }
 
 export async function makeTempDir(prefix: string): Promise<string> {

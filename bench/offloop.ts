@@ -8,7 +8,6 @@
 // this thread, as the look did before; the bitcoind client's loop CPU per second against a node
 // answering a byte per write, against fetch reading the same answer (the old client).
 
-import { spawn } from "node:child_process";
 import { mkdir, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
@@ -23,17 +22,12 @@ import { serveRegistry } from "../host/registry/serve.ts";
 import { MAX_MANIFEST_BYTES, readToml } from "../host/toml.ts";
 import { newKey } from "../test/helpers/signing.ts";
 import { watchTurns } from "../test/helpers/turns.ts";
-import { atCleanup, track, type Benchmark, type Row } from "./common.ts";
+import { atCleanup, cpuPerSecond, portServer, type Benchmark, type Row } from "./common.ts";
 import { summarise } from "./stats.ts";
 
 const ROUNDS = 3;
 const DRIBBLE_MS = 3000;
 const FIXTURES = fileURLToPath(new URL("../test/fixtures/", import.meta.url));
-
-const cpuMs = () => {
-  const u = process.threadCpuUsage();
-  return (u.user + u.system) / 1000;
-};
 
 function tables(bytes: number): string {
   let s = `name = "m"\nversion = "0.1.0"\nentry_point = "index.ts"\ncapabilities = []\n`;
@@ -61,18 +55,7 @@ function hugeIndex(): Buffer {
   return Buffer.from(`${head}${parts.join(",")}}}`);
 }
 
-async function dribbler(): Promise<{ port: number; stop: () => void }> {
-  const server = track(spawn(process.execPath, [`${FIXTURES}http-dribble/dribble-server.cjs`, "body", "plain", "", ""], { stdio: ["pipe", "pipe", "inherit"] }));
-  const port = await new Promise<number>((resolve) => server.stdout!.once("data", (d: Buffer) => resolve(Number(d.toString().trim()))));
-  return { port, stop: () => server.kill("SIGKILL") };
-}
-
-async function perSecond(run: () => Promise<unknown>): Promise<number> {
-  const cpu0 = cpuMs();
-  const t0 = performance.now();
-  await run().catch(() => undefined);
-  return ((cpuMs() - cpu0) / (performance.now() - t0)) * 1000;
-}
+const dribbler = () => portServer([`${FIXTURES}http-dribble/dribble-server.cjs`, "body", "plain", "", ""]);
 
 /** The old client's read: fetch, its body read to the deadline. */
 async function fetchAll(url: string, timeoutMs: number): Promise<void> {
@@ -123,10 +106,10 @@ export const offloopBench: Benchmark = {
     }
     for (let r = 0; r < ROUNDS; r++) {
       const node = await dribbler();
-      s.rpc.push(await perSecond(() => new CoreRpc({ url: `http://127.0.0.1:${node.port}/`, auth: { user: "u", password: "p" }, timeoutMs: DRIBBLE_MS }).call("getblockcount")));
+      s.rpc.push(await cpuPerSecond(() => new CoreRpc({ url: `http://127.0.0.1:${node.port}/`, auth: { user: "u", password: "p" }, timeoutMs: DRIBBLE_MS }).call("getblockcount")));
       node.stop();
       const old = await dribbler();
-      s.fetch.push(await perSecond(() => fetchAll(`http://127.0.0.1:${old.port}/`, DRIBBLE_MS)));
+      s.fetch.push(await cpuPerSecond(() => fetchAll(`http://127.0.0.1:${old.port}/`, DRIBBLE_MS)));
       old.stop();
     }
     const oldManifest = "module.toml of 640 KiB, read as the old 1 MiB limit allowed";

@@ -7,39 +7,19 @@
 // thread's CPU is the host side's alone. Then an ordinary request to a local server (a small
 // answer, and 1 MiB), its latency, LATENCY_ROUNDS times.
 
-import { spawn } from "node:child_process";
 import http from "node:http";
 import { readFileSync } from "node:fs";
 import tls from "node:tls";
 import { fileURLToPath } from "node:url";
 import { DnsResolver } from "../capabilities/dns.ts";
 import { httpExchange, parseHttpUrl } from "../capabilities/http.ts";
-import { track, type Benchmark, type Row } from "./common.ts";
+import { cpuPerSecond, portServer, type Benchmark, type Row } from "./common.ts";
 import { summarise } from "./stats.ts";
 
 const ROUNDS = 3;
 const DRIBBLE_MS = 2000;
 const LATENCY_ROUNDS = 200;
 const FIXTURES = fileURLToPath(new URL("../test/fixtures/", import.meta.url));
-
-const cpuMs = () => {
-  const u = process.threadCpuUsage();
-  return (u.user + u.system) / 1000;
-};
-
-async function child(args: string[]): Promise<{ port: number; stop: () => void }> {
-  const server = track(spawn(process.execPath, args, { stdio: ["pipe", "pipe", "inherit"] }));
-  const port = await new Promise<number>((resolve) => server.stdout!.once("data", (d: Buffer) => resolve(Number(d.toString().trim()))));
-  return { port, stop: () => server.kill("SIGKILL") };
-}
-
-/** CPU of this thread per second of `run` (which runs to its deadline). */
-async function perSecond(run: () => Promise<unknown>): Promise<number> {
-  const cpu0 = cpuMs();
-  const t0 = performance.now();
-  await run().catch(() => undefined);
-  return ((cpuMs() - cpu0) / (performance.now() - t0)) * 1000;
-}
 
 const get = (url: string, timeoutMs: number) => httpExchange("bench-pace", { target: parseHttpUrl(url), method: "GET", headers: {}, body: undefined, timeoutMs });
 
@@ -51,13 +31,13 @@ export const paceBench: Benchmark = {
     const s = { plain: [] as number[], tls: [] as number[], dns: [] as number[], small: [] as number[], big: [] as number[] };
     for (let r = 0; r < ROUNDS; r++) {
       for (const kind of ["plain", "tls"] as const) {
-        const server = await child([`${FIXTURES}http-dribble/dribble-server.cjs`, "body", kind, `${FIXTURES}tls/key.pem`, `${FIXTURES}tls/cert.pem`]);
-        s[kind].push(await perSecond(() => get(`${kind === "tls" ? "https" : "http"}://127.0.0.1:${server.port}/`, DRIBBLE_MS)));
+        const server = await portServer([`${FIXTURES}http-dribble/dribble-server.cjs`, "body", kind, `${FIXTURES}tls/key.pem`, `${FIXTURES}tls/cert.pem`]);
+        s[kind].push(await cpuPerSecond(() => get(`${kind === "tls" ? "https" : "http"}://127.0.0.1:${server.port}/`, DRIBBLE_MS)));
         server.stop();
       }
-      const dns = await child([`${FIXTURES}http-dribble/dns-dribble-server.cjs`]);
+      const dns = await portServer([`${FIXTURES}http-dribble/dns-dribble-server.cjs`]);
       const resolver = new DnsResolver({ servers: [`127.0.0.1:${dns.port}`], hostsFile: "" });
-      s.dns.push(await perSecond(() => resolver.resolve(`dribble-${r}.example`, AbortSignal.timeout(DRIBBLE_MS))));
+      s.dns.push(await cpuPerSecond(() => resolver.resolve(`dribble-${r}.example`, AbortSignal.timeout(DRIBBLE_MS))));
       dns.stop();
     }
     const big = Buffer.alloc(1 << 20, 120);
