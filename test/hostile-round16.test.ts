@@ -147,7 +147,11 @@ test.serial("round 16 under the real host: calls queued past MAX_CALLS_UNANSWERE
     dir, modules: [],
     grants: { good: GOOD_GRANTS, "q-cpu": CAPS, "q-mem": CAPS, "q-big": CAPS, "r-slow": ["register_rpc_endpoint", "manage_timers"] },
     moduleLimits: {
-      "q-cpu": again,
+      // Its flood (40,000 calls and their refusals' handlers, with `await null` between batches:
+      // one crossing of the isolate) took ~1 s of CPU at load 7 in the fresh-clone CI, and was
+      // stopped by the default cpu_time_ms (1 s) before it answered: the spin of `die`, not the
+      // flood, must be what the watchdog stops, so it gets 3 s.
+      "q-cpu": { ...again, cpu_time_ms: 3000 },
       // Allocating past memory_mb can take a while of CPU on a loaded machine: the memory
       // limit, not the CPU watchdog, must be what stops it.
       "q-mem": { ...again, cpu_time_ms: 10_000 },
@@ -194,7 +198,7 @@ test.serial("round 16 under the real host: calls queued past MAX_CALLS_UNANSWERE
     await sampler;
     t.regex(crashOf(n, mark)!, limit, `${n}: the crash reason names its limit`);
     figures[n] = { refused: seen.refused, crashMs, isolateHostRssPeakMb: Math.round(rssPeak), reason: crashOf(n, mark)!.slice(0, 200) };
-    // The watchdog needs cpu_time_ms (1 s) of the isolate's CPU, stretched by load; the exit after it is prompt.
+    // The watchdog needs cpu_time_ms (3 s for q-cpu, 10 s for q-mem, which its memory limit stops first) of the isolate's CPU, stretched by load; the exit after it is prompt.
     t.true(crashMs < 30_000, `${n}: stopped and reported ${crashMs} ms after it began to overrun`);
     step = `${n} back`;
     await h.waitForState(n, "running", 60_000);
