@@ -9,20 +9,19 @@
 import test from "ava";
 import type { ExecutionContext } from "ava";
 import { existsSync } from "node:fs";
-import { chmod, copyFile, mkdir, mkdtemp, readFile, rm, } from "node:fs/promises";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
 import { detectCgroups } from "../runtime/sandbox/cgroup.ts";
 import { moduleUid } from "../runtime/sandbox/policy.ts";
-import { UID_TABLE_FILE, UidTable } from "../runtime/sandbox/uids.ts";
+import { UID_TABLE_FILE } from "../runtime/sandbox/uids.ts";
 import { isolateHostCgroupLimits } from "../runtime/isolate/runtime.ts";
 import { limitsFor } from "../host/config.ts";
 import { startHost, tempDir, GOOD_GRANTS, type TestHost } from "./helpers/host.ts";
-import { compileHostile, writeNodeNative } from "./helpers/native.ts";
+import { compileHostile } from "./helpers/native.ts";
 import { eventually, processesOf } from "./helpers/procs.ts";
+import { canaryCarriesOn, uidOf, writeHog } from "./helpers/kernel-hog.ts";
 
-const MAIN = fileURLToPath(new URL("./fixtures/kernel-hog/main.ts", import.meta.url));
 const MB = 1024 * 1024;
 
 let binary: string;
@@ -33,19 +32,10 @@ test.before(async () => {
   await compileHostile(binary);
 });
 
-/** A kernel-hog module named `name` in `dir`'s modules directory, its attack binary already in its data directory. */
-async function writeHog(dir: string, name: string): Promise<void> {
-  await writeNodeNative(path.join(dir, "modules"), name, MAIN);
-  const dataDir = path.join(dir, "data", "modules", name);
-  await mkdir(dataDir, { recursive: true, mode: 0o700 });
-  await copyFile(binary, path.join(dataDir, "hostile"));
-  await chmod(path.join(dataDir, "hostile"), 0o755);
-}
-
 /** The host with the "good" canary and one hog; `attack` is the hog's configuration. */
 async function hostWithHog(t: ExecutionContext, name: string, attack: string[], limits: Record<string, unknown>): Promise<TestHost> {
   const dir = await tempDir(t);
-  await writeHog(dir, name);
+  await writeHog(dir, name, binary);
   return startHost(t, {
     dir,
     modules: ["good"],
@@ -54,20 +44,6 @@ async function hostWithHog(t: ExecutionContext, name: string, attack: string[], 
     moduleLimits: { [name]: { restart: "never", data_volume: "scan", ...limits } },
     moduleConfigs: { [name]: { attack } },
   });
-}
-
-async function uidOf(h: TestHost, name: string): Promise<number> {
-  const uid = (await UidTable.open(path.join(h.config.modules.data_dir, UID_TABLE_FILE))).get(name);
-  if (uid === undefined) throw new Error(`no uid recorded for ${name}`);
-  return uid;
-}
-
-/** The canary stores the next block, and the host still answers. */
-async function canaryCarriesOn(t: ExecutionContext, h: TestHost): Promise<void> {
-  const mark = h.mark();
-  const height = await h.mine(1);
-  await h.waitForLog(new RegExp(`stored block ${height}`), { source: "good", since: mark, timeoutMs: 20_000 });
-  t.is(h.mustStatus("good").state, "running", "the canary runs");
 }
 
 test.before(async (t) => {

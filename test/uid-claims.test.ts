@@ -8,9 +8,8 @@
 // test/kernel-limits.test.ts).
 
 import test from "ava";
-import type { ExecutionContext } from "ava";
 import { spawn } from "node:child_process";
-import { chmod, copyFile, mkdir, mkdtemp, readdir, readFile, rm, utimes, writeFile } from "node:fs/promises";
+import { copyFile, mkdir, mkdtemp, readdir, readFile, rm, utimes, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -18,11 +17,11 @@ import { moduleUid } from "../runtime/sandbox/policy.ts";
 import { UID_TABLE_FILE, UidTable } from "../runtime/sandbox/uids.ts";
 import { SWEEP_AT, UidClaims } from "../runtime/sandbox/uid-claims.ts";
 import { startHost, tempDir, GOOD_GRANTS, type TestHost } from "./helpers/host.ts";
-import { compileHostile, writeNodeNative } from "./helpers/native.ts";
+import { compileHostile } from "./helpers/native.ts";
 import { eventually, processesOf } from "./helpers/procs.ts";
+import { canaryCarriesOn, uidOf, writeHog } from "./helpers/kernel-hog.ts";
 
 const CHILD = fileURLToPath(new URL("./helpers/uid-claims-child.ts", import.meta.url));
-const MAIN = fileURLToPath(new URL("./fixtures/kernel-hog/main.ts", import.meta.url));
 // "evil-mm7zi" was found by brute force: its hashed uid is "good"'s.
 const EVIL = "evil-mm7zi";
 
@@ -188,28 +187,6 @@ test.before(async () => {
   await compileHostile(binary);
 });
 
-async function uidOf(h: TestHost, name: string): Promise<number> {
-  const uid = (await UidTable.open(path.join(h.config.modules.data_dir, UID_TABLE_FILE))).get(name);
-  if (uid === undefined) throw new Error(`no uid recorded for ${name}`);
-  return uid;
-}
-
-async function canaryCarriesOn(t: ExecutionContext, h: TestHost): Promise<void> {
-  const mark = h.mark();
-  const height = await h.mine(1);
-  await h.waitForLog(new RegExp(`stored block ${height}`), { source: "good", since: mark, timeoutMs: 20_000 });
-  t.is(h.mustStatus("good").state, "running", "the canary runs");
-}
-
-/** A kernel-hog module named `name` in `dir`'s modules directory, its attack binary in its data directory. */
-async function writeHog(dir: string, name: string): Promise<void> {
-  await writeNodeNative(path.join(dir, "modules"), name, MAIN);
-  const data = path.join(dir, "data", "modules", name);
-  await mkdir(data, { recursive: true, mode: 0o700 });
-  await copyFile(binary, path.join(data, "hostile"));
-  await chmod(path.join(data, "hostile"), 0o755);
-}
-
 test("two hosts with different data directories: a module whose name hashes to another host's module's uid gets its own, even while that one is stopped; the victim restarts while the attacker holds every process it may have", async (t) => {
   const claims = path.join(await tempDir(t, "modhost-uids-"), "claims");
   const configure = (c: TestHost["config"]) => {
@@ -219,8 +196,8 @@ test("two hosts with different data directories: a module whose name hashes to a
   const [evil, victim] = ["uid-evil-wanm", "uid-victim"];
   t.is(moduleUid(evil), moduleUid(victim), "the names collide under the hash");
   const [dirA, dirB] = [await tempDir(t), await tempDir(t)];
-  await writeHog(dirA, evil);
-  await writeHog(dirB, victim);
+  await writeHog(dirA, evil, binary);
+  await writeHog(dirB, victim, binary);
   const hostA = () => startHost(t, {
     dir: dirA, modules: ["good"], grants: { good: GOOD_GRANTS, [evil]: [] }, configure,
     moduleLimits: { [evil]: { restart: "never", data_volume: "scan", processes: 64 } },
