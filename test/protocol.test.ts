@@ -999,6 +999,73 @@ test("client: pending requests reject when the connection closes", async (t) => 
   t.is(err?.code, "unavailable");
 });
 
+/** A "host" on `host` that says welcome to the hello and keeps every later frame it receives. */
+function fakeHost(host: import("node:net").Socket): { channel: FrameChannel; frames: Frame[] } {
+  const channel = new FrameChannel(host);
+  const frames: Frame[] = [];
+  channel.on("message", (m) => {
+    const f = m as Frame;
+    if (f.t === "hello") channel.send({ t: "welcome", protocol: 1, host: "fake", module_id: "m", grants: [], methods: [], config: {}, data_dir: "/", event_window: 1, max_frame_bytes: 1024 * 1024 });
+    else frames.push(f);
+  });
+  return { channel, frames };
+}
+
+test("client: every form of invocation handler is answered by id: a value, undefined (nil), a throw, a promise, a thenable that is not a promise, a rejection with a non-Error, a `then` getter that throws, and an answer that is not plain data", async (t) => {
+  const { host, module } = await socketPair(t);
+  const fake = fakeHost(host);
+  t.teardown(() => fake.channel.close());
+  const client = await ModuleClient.connect({ module: "m", version: "1.0.0", socket: module });
+  const forms: Record<string, () => unknown> = {
+    value: () => ({ v: 1 }),
+    nothing: () => undefined,
+    throws: () => {
+      throw Object.assign(new Error("bad input"), { code: "invalid_params" });
+    },
+    promise: async () => ({ v: 2 }),
+    // biome-ignore lint/suspicious/noThenProperty: a thenable that is not a promise, on purpose.
+    thenable: () => ({ then: (ok: (v: unknown) => void) => ok({ v: 3 }) }),
+    rejectsText: () => Promise.reject("just text"),
+    thenGetterThrows: () => ({
+      // biome-ignore lint/suspicious/noThenProperty: a `then` that throws when read, on purpose.
+      get then() {
+        throw new Error("then getter");
+      },
+    }),
+    notPlain: () => ({ f: () => 1 }),
+  };
+  client.onInvocation("rpc", (p) => forms[p.method as string]!());
+  const names = Object.keys(forms);
+  for (const [i, method] of names.entries()) fake.channel.send({ t: "invocation", id: i + 1, kind: "rpc", params: { method } });
+  await waitFor(() => fake.frames.filter((f) => f.t === "invocation_result").length === names.length, 10_000, "every answer");
+  const byId = new Map(fake.frames.filter((f) => f.t === "invocation_result").map((f) => [f.id as number, f]));
+  const answer = (method: string) => byId.get(names.indexOf(method) + 1)!;
+  t.deepEqual(answer("value").result, { v: 1 });
+  t.is(answer("nothing").result, null);
+  t.deepEqual(answer("throws").error, { code: "invalid_params", message: "bad input" });
+  t.deepEqual(answer("promise").result, { v: 2 });
+  t.deepEqual(answer("thenable").result, { v: 3 });
+  t.deepEqual(answer("rejectsText").error, { code: "module_error", message: "just text" });
+  t.deepEqual(answer("thenGetterThrows").error, { code: "module_error", message: "then getter" });
+  t.is((answer("notPlain").error as { code: string }).code, "not_plain_data");
+  t.is(byId.size, names.length);
+});
+
+test("client: a handler that returns a value is answered in the same turn, before a microtask it queued sends anything (the answer no longer waits a microtask turn of its own)", async (t) => {
+  const { host, module } = await socketPair(t);
+  const fake = fakeHost(host);
+  t.teardown(() => fake.channel.close());
+  const client = await ModuleClient.connect({ module: "m", version: "1.0.0", socket: module });
+  client.onInvocation("rpc", () => {
+    queueMicrotask(() => client.log("info", "queued by the handler"));
+    return "answer";
+  });
+  fake.channel.send({ t: "invocation", id: 1, kind: "rpc", params: {} });
+  await waitFor(() => fake.frames.length === 2, 10_000, "the answer and the log line");
+  t.deepEqual(fake.frames.map((f) => f.t), ["invocation_result", "log"]);
+  t.is(fake.frames[0]!.result, "answer");
+});
+
 test("codec: undefined map values are left out and undefined array items become nil, so such a request is still answered by id", (t) => {
   const body = encodeBody({ t: "request", id: 9, method: "m", params: { a: undefined, b: [1, undefined], c: { d: undefined, e: 2 } } });
   t.deepEqual(decodeBody(body), { t: "request", id: 9, method: "m", params: { b: [1, null], c: { e: 2 } } });

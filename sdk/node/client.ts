@@ -49,6 +49,12 @@ const MAX_EVENT_BATCH = 256;
 /** Longest error message sent back for a failed invocation; the rest is cut (and said so). */
 const MAX_ERROR_MESSAGE_CHARS = 4096;
 
+/** The answer to invocation `id` whose handler threw or rejected with `err`. */
+function failed(id: number, err: unknown): object {
+  const e = err as { code?: unknown; message?: unknown };
+  return { t: "invocation_result", id, error: { code: typeof e?.code === "string" ? e.code : "module_error", message: cutText(String(e?.message ?? err)) } };
+}
+
 /** `text`, cut to `max` characters with a note saying how much went. */
 function cutText(text: string, max = MAX_ERROR_MESSAGE_CHARS): string {
   return text.length <= max ? text : `${text.slice(0, max)} ... [${text.length - max} more characters cut]`;
@@ -267,7 +273,7 @@ export class ModuleClient {
         void this.drainEvents();
         break;
       case "invocation":
-        void this.answer(msg.id, msg.kind, msg.params);
+        this.answer(msg.id, msg.kind, msg.params);
         break;
       case "goodbye":
         this.channel.close(msg.error ? new Error(msg.error.message) : undefined);
@@ -290,21 +296,41 @@ export class ModuleClient {
     }
   }
 
-  private async answer(id: number, kind: string, params: Record<string, unknown>): Promise<void> {
+  /**
+   * Run the handler of an invocation and send its answer: at once when the handler returns a
+   * value, when its promise settles otherwise (a handler that returns a value no longer waits a
+   * microtask turn, and no promise is made for it).
+   */
+  private answer(id: number, kind: string, params: Record<string, unknown>): void {
     const handler = this.invocationHandlers.get(kind);
-    let reply: object;
     if (!handler) {
-      reply = kind === "health"
+      this.reply(id, kind, kind === "health"
         ? { t: "invocation_result", id, result: { status: "ok" } }
-        : { t: "invocation_result", id, error: { code: "unknown_method", message: `this module does not handle ${kind} invocations` } };
-    } else {
-      try {
-        reply = { t: "invocation_result", id, result: (await handler(params)) ?? null };
-      } catch (err) {
-        const e = err as { code?: unknown; message?: unknown };
-        reply = { t: "invocation_result", id, error: { code: typeof e?.code === "string" ? e.code : "module_error", message: cutText(String(e?.message ?? err)) } };
-      }
+        : { t: "invocation_result", id, error: { code: "unknown_method", message: `this module does not handle ${kind} invocations` } });
+      return;
     }
+    let out: unknown;
+    let later: Promise<unknown> | undefined;
+    try {
+      out = handler(params);
+      // What `await` did: any thenable, adopted through a promise (a `then` getter that throws included).
+      if (out !== null && (typeof out === "object" || typeof out === "function") && typeof (out as { then?: unknown }).then === "function") later = Promise.resolve(out);
+    } catch (err) {
+      this.reply(id, kind, failed(id, err));
+      return;
+    }
+    if (later) {
+      later.then(
+        (value) => this.reply(id, kind, { t: "invocation_result", id, result: value ?? null }),
+        (err: unknown) => this.reply(id, kind, failed(id, err)),
+      );
+      return;
+    }
+    this.reply(id, kind, { t: "invocation_result", id, result: out ?? null });
+  }
+
+  /** Send the answer to invocation `id`, or the error saying why it cannot be sent. */
+  private reply(id: number, kind: string, reply: object): void {
     if (this.channel.isClosed) return;
     try {
       this.channel.send(reply);
