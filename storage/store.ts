@@ -27,6 +27,7 @@ import { StorageError, asStorageError } from "./errors.ts";
 import { Mutex } from "./mutex.ts";
 import { threadPool, type PoolShare } from "./pool.ts";
 import { quoted } from "../protocol/messages.ts";
+import { sliceAccount } from "../chain/slices.ts";
 import { checkKey, compareBytes, decodeKey, decodeValue, encodeKey, encodeValue, prefixUpperBound } from "./codec.ts";
 
 export { StorageError } from "./errors.ts";
@@ -169,11 +170,21 @@ interface Prepared {
 /**
  * Time-sliced synchronous work: `due()` says the slice is over (checked between items, cheap),
  * then `await pause()` gives the loop a turn and starts the next slice. One item is never cut.
+ * Each slice that ends with a turn is charged to `account`, the requesting module's host CPU
+ * share (chain/slices.ts sliceAccount), as a submitted block's slices are: the request's
+ * synchronous part is all the session times itself, and a transaction's work (its ops checked
+ * and encoded, the quota's reads, the batch filled) runs on in later turns.
  */
 class Slicer {
   #start = performance.now();
   /** Turns given to the loop (for tests). */
   pauses = 0;
+
+  readonly #account: ((ms: number) => unknown) | undefined;
+
+  constructor(account: ((ms: number) => unknown) | undefined) {
+    this.#account = account;
+  }
 
   due(): boolean {
     return performance.now() - this.#start >= SLICE_MS;
@@ -181,6 +192,7 @@ class Slicer {
 
   async pause(): Promise<void> {
     this.pauses++;
+    this.#account?.(performance.now() - this.#start);
     await new Promise<void>((resolve) => setImmediate(resolve));
     this.#start = performance.now();
   }
@@ -532,8 +544,10 @@ export class ModuleStore {
    * own, in order, atomically. Any error drops the whole transaction (its held parts too).
    */
   batch(tree: string, ops: BatchOp[], part?: { id: number; more: boolean }): Promise<void> {
+    // Taken here, in the request's own call: the write lock may run the work from another's turn.
+    const account = sliceAccount.getStore();
     return this.#write(async () => {
-      const slicer = new Slicer();
+      const slicer = new Slicer(account);
       this.#lastSlicer = slicer;
       this.#expireStaged();
       const held = part ? this.#staged.get(part.id) : undefined;
