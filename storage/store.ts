@@ -675,7 +675,8 @@ export class ModuleStore {
    * getMany, 256 keys a thread-pool job, a 3000-key transaction cost ~20% more CPU in all
    * (copying every key in and every value out, a job and a wake-up per 256 keys) and held
    * every old value it read until the last read was done: up to the module's storage quota of
-   * values at once, where one at a time is held now (docs/performance-log.md, "indexer").
+   * values at once, where each is dropped now as soon as its length is taken
+   * (docs/performance-log.md, "a storage transaction's quota reads as point reads").
    */
   #oldSize(key: Bytes): number | undefined {
     const old = this.#db.getSync(key) as Bytes | undefined;
