@@ -16,7 +16,8 @@
 // Each size is measured twice: with getBlock's full answer (every transaction's raw hex and the
 // block's) and with the light form (include_hex: false), which is all an indexer needs; the
 // baseline asks for the same form.
-// Goal: <= 2x the in-process logic. MODHOST_BENCH_INDEXER_SIZES overrides the sizes ("1000,3000").
+// Goal: <= 2x the in-process logic. MODHOST_BENCH_INDEXER_SIZES overrides the sizes ("1000,3000"),
+// MODHOST_BENCH_INDEXER_ROUNDS the timed blocks of each module run (3; more for a profile).
 
 import path from "node:path";
 import { performance } from "node:perf_hooks";
@@ -29,7 +30,7 @@ import { atCleanup, benchConfig, captureLogger, dumpLog, FAIR_SHARE_RAISED, make
 import { summarise } from "./stats.ts";
 
 const MODULE = "bench-indexer";
-const ROUNDS = 3;
+const ROUNDS = Math.max(1, Math.floor(Number(process.env.MODHOST_BENCH_INDEXER_ROUNDS ?? 3)) || 3);
 /** Blocks each module run indexes before the timed ones (a fresh process: V8 compiles as it goes). */
 const WARMUP = 2;
 const SIZES = (process.env.MODHOST_BENCH_INDEXER_SIZES ?? "1000,3000").split(",").map(Number).filter((n) => n > 0);

@@ -27,6 +27,7 @@ import { StorageError, asStorageError } from "./errors.ts";
 import { Mutex } from "./mutex.ts";
 import { threadPool, type PoolShare } from "./pool.ts";
 import { quoted } from "../protocol/messages.ts";
+import { sliceAccount } from "../chain/slices.ts";
 import { checkKey, compareBytes, decodeKey, decodeValue, encodeKey, encodeValue, prefixUpperBound } from "./codec.ts";
 
 export { StorageError } from "./errors.ts";
@@ -138,8 +139,6 @@ const SCHEMA_VERSION = 1;
  * the slices run under the store's write lock and the batch is written by one LevelDB write.
  */
 const SLICE_MS = 2;
-/** Keys whose old sizes one getMany reads (its synchronous part, copying keys and values, grows with it). */
-const DELTA_READ_KEYS = 256;
 const TREE_NAME = /^[A-Za-z0-9_.-]{1,64}$/;
 const ITER_OPTION_KEYS = new Set(["gt", "gte", "lt", "lte", "prefix", "reverse", "limit", "paged", "cursor"]);
 /** Range bounds are not stored, so they get a generous length cap instead of maxKeyBytes. */
@@ -169,11 +168,21 @@ interface Prepared {
 /**
  * Time-sliced synchronous work: `due()` says the slice is over (checked between items, cheap),
  * then `await pause()` gives the loop a turn and starts the next slice. One item is never cut.
+ * Each slice that ends with a turn is charged to `account`, the requesting module's host CPU
+ * share (chain/slices.ts sliceAccount), as a submitted block's slices are: the request's
+ * synchronous part is all the session times itself, and a transaction's work (its ops checked
+ * and encoded, the quota's reads, the batch filled) runs on in later turns.
  */
 class Slicer {
   #start = performance.now();
   /** Turns given to the loop (for tests). */
   pauses = 0;
+
+  readonly #account: ((ms: number) => unknown) | undefined;
+
+  constructor(account: ((ms: number) => unknown) | undefined) {
+    this.#account = account;
+  }
 
   due(): boolean {
     return performance.now() - this.#start >= SLICE_MS;
@@ -181,6 +190,7 @@ class Slicer {
 
   async pause(): Promise<void> {
     this.pauses++;
+    this.#account?.(performance.now() - this.#start);
     await new Promise<void>((resolve) => setImmediate(resolve));
     this.#start = performance.now();
   }
@@ -532,8 +542,10 @@ export class ModuleStore {
    * own, in order, atomically. Any error drops the whole transaction (its held parts too).
    */
   batch(tree: string, ops: BatchOp[], part?: { id: number; more: boolean }): Promise<void> {
+    // Taken here, in the request's own call: the write lock may run the work from another's turn.
+    const account = sliceAccount.getStore();
     return this.#write(async () => {
-      const slicer = new Slicer();
+      const slicer = new Slicer(account);
       this.#lastSlicer = slicer;
       this.#expireStaged();
       const held = part ? this.#staged.get(part.id) : undefined;
@@ -602,7 +614,7 @@ export class ModuleStore {
 
   /**
    * The net change in bytes and keys of applying `prepared` (at `stored`, its keys as stored),
-   * from the old sizes of the keys it touches (#readMany). Exact: a key written twice
+   * from the old sizes of the keys it touches (#oldSize). Exact: a key written twice
    * in one batch counts once, with its last value. The common batch touches every key once:
    * found with one Set insertion per op, it is then replayed without a map (measured in-process,
    * 9000 puts of an indexer's shape: the two maps keyed by string and an object per key cost
@@ -618,13 +630,14 @@ export class ModuleStore {
     let dBytes = 0;
     let dKeys = 0;
     if (seen.size === n) {
-      const olds = await this.#readMany(stored);
       for (let i = 0; i < n; i++) {
-        if ((i & 63) === 0 && slicer.due()) await slicer.pause();
+        // The clock at every read (~50 ns, a read a microsecond or more): one that goes to the disk
+        // ends its slice at once.
+        if (slicer.due()) await slicer.pause();
         const p = prepared[i]!;
-        const old = olds[i];
+        const old = this.#oldSize(stored[i]!);
         if (old !== undefined) {
-          dBytes -= p.kLen + old.length;
+          dBytes -= p.kLen + old;
           dKeys--;
         }
         if (p.v !== undefined) {
@@ -635,19 +648,13 @@ export class ModuleStore {
       return { bytes: dBytes, keys: dKeys };
     }
     // Current size (key + value bytes) of every distinct key touched, or undefined if absent.
-    const firstAt = new Map<string, number>();
-    for (let i = 0; i < n; i++) {
-      if ((i & 63) === 0 && slicer.due()) await slicer.pause();
-      if (!firstAt.has(prepared[i]!.key)) firstAt.set(prepared[i]!.key, i);
-    }
-    const at = [...firstAt.values()];
-    const olds = await this.#readMany(at.map((i) => stored[i]!));
     const size = new Map<string, number | undefined>();
-    for (let j = 0; j < at.length; j++) {
-      if ((j & 63) === 0 && slicer.due()) await slicer.pause();
-      const i = at[j]!;
-      const old = olds[j];
-      size.set(prepared[i]!.key, old === undefined ? undefined : prepared[i]!.kLen + old.length);
+    for (let i = 0; i < n; i++) {
+      if (slicer.due()) await slicer.pause();
+      const p = prepared[i]!;
+      if (size.has(p.key)) continue;
+      const old = this.#oldSize(stored[i]!);
+      size.set(p.key, old === undefined ? undefined : p.kLen + old);
     }
     // Replay the ops on the sizes to get the batch's net delta.
     for (let i = 0; i < n; i++) {
@@ -663,21 +670,17 @@ export class ModuleStore {
   }
 
   /**
-   * The stored values at `keys` (undefined where absent), read DELTA_READ_KEYS at a time. The
-   * reads are queued at once (the store's ioConcurrency and the pool's share admit them in
-   * order), so each starts as soon as the one before is done: awaited one after the other, with
-   * a turn of the loop between them, a 9000-key transaction's 36 reads each waited for this
-   * code to be scheduled again (docs/performance-log.md, "indexer"). The synchronous part of each
-   * read (copying its keys in, its values out) is still that of DELTA_READ_KEYS keys, and each
-   * read ends in a callback of its own, so the loop gets its turns between them.
+   * The size of the value stored at `key` (its stored form), or undefined if absent: read
+   * synchronously, on the loop, in the caller's slices (a point read, as getNow's). Through
+   * getMany, 256 keys a thread-pool job, a 3000-key transaction cost ~20% more CPU in all
+   * (copying every key in and every value out, a job and a wake-up per 256 keys) and held
+   * every old value it read until the last read was done: up to the module's storage quota of
+   * values at once, where each is dropped now as soon as its length is taken
+   * (docs/performance-log.md, "a storage transaction's quota reads as point reads").
    */
-  async #readMany(keys: readonly Bytes[]): Promise<Array<Bytes | undefined>> {
-    const reads: Array<Promise<Array<Bytes | undefined>>> = [];
-    for (let from = 0; from < keys.length; from += DELTA_READ_KEYS) {
-      const chunk = keys.slice(from, from + DELTA_READ_KEYS) as Bytes[];
-      reads.push(this.#job(() => this.#db.getMany(chunk)) as Promise<Array<Bytes | undefined>>);
-    }
-    return (await Promise.all(reads)).flat();
+  #oldSize(key: Bytes): number | undefined {
+    const old = this.#db.getSync(key) as Bytes | undefined;
+    return old === undefined ? undefined : old.length;
   }
 
   /** Holds a part of a transaction sent in parts, within MAX_STAGED and MAX_STAGED_BYTES. */

@@ -181,7 +181,7 @@ const CANARY = inlineModule("canary", ["subscribe_events", "read_storage", "writ
 const NATIVE_HOGS = ["hog-native-1", "hog-native-2"];
 const TS_HOGS = ["hog-ts-1", "hog-ts-2"];
 const HOGS = [...NATIVE_HOGS, ...TS_HOGS];
-/** Pool jobs per canary operation (a put: getMany and the batch; an iteration: its step and its close). */
+/** Pool jobs per canary operation, at most (a put: its batch, the quota's read of the old size being synchronous; an iteration: its step and its close). */
 const JOBS_PER_OP = 2;
 /** The canary's own RPC round trip, its slices of work and the answer on a loaded machine, beside the pool. */
 const OVERHEAD_MS = 300;

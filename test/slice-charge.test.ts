@@ -17,6 +17,9 @@ import { EmbeddedChain } from "../chain/embedded.ts";
 import { Slicer, sliceAccount } from "../chain/slices.ts";
 import { parseDescriptor, resolveGrants } from "../capabilities/grants.ts";
 import { bigBlock } from "./helpers/big-block.ts";
+import { tempDir } from "./helpers/host.ts";
+import { ModuleStore } from "../storage/store.ts";
+import { join } from "node:path";
 
 test("a submitted block's sliced work is charged to the submitting module's host CPU share", async (t) => {
   const chain = await EmbeddedChain.create({ matureBlocks: 1 });
@@ -53,6 +56,53 @@ test("a submitted block's sliced work is charged to the submitting module's host
   const answer = received.find((m) => m.t === "response" && m.id === 1);
   t.truthy(answer, "submit_block answered");
   t.is((answer as { error?: unknown }).error, undefined, JSON.stringify(answer).slice(0, 300));
+  t.true(session.flowStats.slicedMs > 0, `sliced work charged: ${session.flowStats.slicedMs} ms`);
+  t.true(session.flowStats.cpuMs >= session.flowStats.slicedMs, "and counted in the module's host CPU time");
+});
+
+test("a storage transaction's sliced work on the host's loop is charged to the writing module's host CPU share", async (t) => {
+  const store = await ModuleStore.open(join(await tempDir(t), "db"));
+  t.teardown(() => store.close());
+  await store.openTree("t");
+  const grants = ["write_storage"];
+  const { effective } = resolveGrants(grants.map((d) => parseDescriptor(d)), grants.map((d) => parseDescriptor(d)), []);
+  const [hostEnd, peer] = duplexPair();
+  const session = new HostSession(new FrameChannel(hostEnd, HOST_SIDE), {
+    module: "writer", grants: effective, hub: new ApiHub(), bus: new EventBus(), logger: new Logger({ level: "error", write: () => {} }),
+    call: { module: "writer", chain: undefined as never, store, config: {}, dataDir: "/data/writer" },
+    handshakeTimeoutMs: 60_000,
+  });
+  t.teardown(() => {
+    session.close();
+    peer.destroy();
+  });
+  const received: Array<Record<string, unknown>> = [];
+  const decoder = new FrameDecoder();
+  peer.on("data", (chunk: Buffer) => {
+    for (const body of decoder.push(chunk)) received.push(decodeBody(body) as Record<string, unknown>);
+  });
+  const send = (msg: Record<string, unknown>) => {
+    const body = encodeBody(msg);
+    const frame = Buffer.alloc(4 + body.length);
+    frame.writeUInt32BE(body.length, 0);
+    frame.set(body, 4);
+    peer.write(frame);
+  };
+  send({ t: "hello", protocol: [1, 1], module: "writer", version: "1.0.0", sdk: "test" });
+  // 5,000 puts of 100-byte keys, twice (fresh keys, then the same keys overwritten): far more
+  // than one slice of work each, on any machine (and within a message's 1 MiB of strings).
+  const ops = Array.from({ length: 5_000 }, (_, i) => ({ op: "put", key: `${String(i).padStart(8, "0")}${"k".repeat(92)}`, value: { i, b: new Uint8Array(40).fill(i) } }));
+  for (const id of [1, 2]) send({ t: "request", id, method: "storage_transaction", params: { tree: "t", ops } });
+  const deadline = Date.now() + 120_000;
+  while (!received.some((m) => m.t === "response" && m.id === 2) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  for (const id of [1, 2]) {
+    const answer = received.find((m) => m.t === "response" && m.id === id);
+    t.truthy(answer, `storage_transaction ${id} answered`);
+    t.is((answer as { error?: unknown }).error, undefined, JSON.stringify(answer).slice(0, 300));
+  }
+  t.is((await store.usage()).keys, 5_000, "both transactions written");
+  t.log(`slices charged: ${session.flowStats.slicedMs.toFixed(1)} ms of ${session.flowStats.cpuMs.toFixed(1)} ms of host CPU charged in all; the store gave the loop ${store.lastBatchPauses} turns in the last transaction`);
+  t.true(store.lastBatchPauses > 0, "the transaction was cut into slices");
   t.true(session.flowStats.slicedMs > 0, `sliced work charged: ${session.flowStats.slicedMs} ms`);
   t.true(session.flowStats.cpuMs >= session.flowStats.slicedMs, "and counted in the module's host CPU time");
 });

@@ -734,13 +734,13 @@ test("a transaction cut into slices stays atomic: reads in the turns between its
   t.is(await small.get("t", maximalOps("d", "")[0]!.key), undefined);
 });
 
-test("a transaction whose quota reads take several 256-key getMany calls counts exactly: random puts, overwrites and deletes of keys of different lengths, over 512 distinct keys, with keys repeated across those slices or each key once, match a fresh count after every transaction; a refusal late in it (a bad op, the quota) writes nothing, and the counters found on disk after a reopen are the exact ones", async (t) => {
+test("a transaction whose quota reads span several slices counts exactly: random puts, overwrites and deletes of keys of different lengths, over 512 distinct keys, with keys repeated across those slices or each key once, match a fresh count after every transaction; a refusal late in it (a bad op, the quota) writes nothing, and the counters found on disk after a reopen are the exact ones", async (t) => {
   const dir = await tempDir(t);
   const store = await ModuleStore.open(join(dir, "db"), { maxBytes: 400_000 }, { label: "testmod" });
   await store.openTree("t");
   // A 32-bit LCG read from its high bits: the low bits of one cycle quickly (computed in floats
   // past 2^53 and read from the low bits, as this test once did, its ops touched 76-83 keys,
-  // all read in one getMany).
+  // all read in one getMany, as the quota's reads then were).
   let seed = 7;
   const rnd = (n: number) => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0), (seed >>> 8) % n);
   // Keys of 2 to ~60 bytes, so that an old size read for another key than its own would change the count.
