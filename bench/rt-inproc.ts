@@ -71,9 +71,13 @@ async function setup(tree: string): Promise<Run> {
   const requested = [grants.parseDescriptor(storage ? "read_storage" : "read_chain_state")];
   const socket = new StubSocket();
   // The module's scope on the socket's and the channel's events, as runtime/process.ts spawnChild sets it.
+  // (A tree without moduleContext entered it with moduleScope.run.)
+  const context = proc.moduleContext?.("rt");
   const inScope = (e: EventEmitter) => {
     const emit = e.emit.bind(e);
-    e.emit = (...a: Parameters<typeof emit>) => proc.moduleScope.run("rt", () => emit(...a));
+    e.emit = context
+      ? (...a: Parameters<typeof emit>) => (proc.moduleScope.getStore() === "rt" ? emit(...a) : context.runInAsyncScope(emit, null, ...a))
+      : (...a: Parameters<typeof emit>) => proc.moduleScope.run("rt", () => emit(...a));
   };
   inScope(socket);
   const channel = new FrameChannel(socket, { ...HOST_SIDE, gate: hostTurn });
