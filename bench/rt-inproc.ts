@@ -10,7 +10,9 @@
 // loads both in one process and alternates their rounds, so that both see the same machine:
 // the A/B for a change to this path (medians, the median of the paired differences, and in how
 // many pairs B was cheaper). Single-tree runs also work under --cpu-prof.
-//   node --no-node-snapshot --import tsx bench/rt-inproc.ts [--method get_block_height|storage_get] [--n 10000] [--rounds 12] [TREE_A [TREE_B]]
+//   node --no-node-snapshot --import tsx bench/rt-inproc.ts [--method get_block_height|storage_get] [--n 10000] [--rounds 12] [--pause] [TREE_A [TREE_B]]
+// Instructions per request (load-independent): one tree per run, under callgrind with --pause
+// (see handOver), e.g. scripts driven by `callgrind_control -i on|off PID`.
 import { EventEmitter } from "node:events";
 import path from "node:path";
 import { parseArgs } from "node:util";
@@ -18,7 +20,7 @@ import { fileURLToPath } from "node:url";
 import { summarise } from "./stats.ts";
 
 const { values, positionals } = parseArgs({
-  options: { method: { type: "string", default: "get_block_height" }, n: { type: "string", default: "10000" }, rounds: { type: "string", default: "12" } },
+  options: { method: { type: "string", default: "get_block_height" }, n: { type: "string", default: "10000" }, rounds: { type: "string", default: "12" }, pause: { type: "boolean", default: false } },
   allowPositionals: true,
 });
 const METHOD = values.method;
@@ -71,9 +73,13 @@ async function setup(tree: string): Promise<Run> {
   const requested = [grants.parseDescriptor(storage ? "read_storage" : "read_chain_state")];
   const socket = new StubSocket();
   // The module's scope on the socket's and the channel's events, as runtime/process.ts spawnChild sets it.
+  // (A tree without moduleContext entered it with moduleScope.run.)
+  const context = proc.moduleContext?.("rt");
   const inScope = (e: EventEmitter) => {
     const emit = e.emit.bind(e);
-    e.emit = (...a: Parameters<typeof emit>) => proc.moduleScope.run("rt", () => emit(...a));
+    e.emit = context
+      ? (...a: Parameters<typeof emit>) => (proc.moduleScope.getStore() === "rt" ? emit(...a) : context.runInAsyncScope(emit, null, ...a))
+      : (...a: Parameters<typeof emit>) => proc.moduleScope.run("rt", () => emit(...a));
   };
   inScope(socket);
   const channel = new FrameChannel(socket, { ...HOST_SIDE, gate: hostTurn });
@@ -98,9 +104,21 @@ async function setup(tree: string): Promise<Run> {
   });
 }
 
+/**
+ * With --pause: says `word` on stdout and waits for a line on stdin, so that a driver can turn
+ * valgrind's instrumentation on for the measured rounds only (`valgrind --tool=callgrind
+ * --instr-atstart=no`, then `callgrind_control -i on PID` after "warm", `-i off` after "done").
+ */
+async function handOver(word: string): Promise<void> {
+  if (!values.pause) return;
+  console.log(word);
+  await new Promise<void>((resolve) => process.stdin.once("data", () => resolve()));
+}
+
 const runs: Run[] = [];
 for (const tree of trees) runs.push(await setup(tree));
 for (const run of runs) await run(5000); // warm-up
+await handOver("warm");
 const cpu: number[][] = runs.map(() => []);
 for (let r = 0; r < ROUNDS; r++) {
   // Alternate which tree goes first.
@@ -112,6 +130,7 @@ for (let r = 0; r < ROUNDS; r++) {
     cpu[i]!.push((c.user + c.system) / N);
   }
 }
+await handOver("done");
 const fmt = (us: number) => `${us.toFixed(2)} µs`;
 trees.forEach((tree, i) => {
   const s = summarise(cpu[i]!);

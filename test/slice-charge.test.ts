@@ -15,6 +15,7 @@ import { EventBus } from "../host/events/bus.ts";
 import { Logger } from "../host/log.ts";
 import { EmbeddedChain } from "../chain/embedded.ts";
 import { Slicer, sliceAccount } from "../chain/slices.ts";
+import { moduleContext, moduleScope } from "../runtime/process.ts";
 import { parseDescriptor, resolveGrants } from "../capabilities/grants.ts";
 import { bigBlock } from "./helpers/big-block.ts";
 import { tempDir } from "./helpers/host.ts";
@@ -117,4 +118,15 @@ test("sliced work outside any module's request (the host's own) is charged to no
   t.is(charged.length, 2, "each slice that ended with a turn, inside a request");
   await new Slicer(0).pause();
   t.is(charged.length, 2, "nothing charged from outside");
+});
+
+test("moduleContext: code run in a module's context sees that module's moduleScope and no store of the code that made it or enters it (a slice account there does not reach the module's input)", (t) => {
+  const foreign = (): number => 0;
+  // Made inside another module's scope and a request's account, as a module started by work done for another could be.
+  const context = moduleScope.run("other", () => sliceAccount.run(foreign, () => moduleContext("m")));
+  const seen = sliceAccount.run(foreign, () => context.runInAsyncScope(() => ({ module: moduleScope.getStore(), account: sliceAccount.getStore() })));
+  t.deepEqual(seen, { module: "m", account: undefined });
+  // Left as it was entered.
+  t.is(moduleScope.getStore(), undefined);
+  t.is(sliceAccount.run(foreign, () => (context.runInAsyncScope(() => undefined), sliceAccount.getStore())), foreign);
 });
