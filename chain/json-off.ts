@@ -26,7 +26,7 @@ export const JSON_ON_LOOP_BYTES = 64 * 1024;
 const JSON_VALUES_PER_PIECE = 8192;
 /** The worker's old-generation heap: a 64 MiB text of tiny values parses into ~200 MB. */
 const JSON_WORKER_HEAP_MB = 384;
-/** One parse in the worker, from its start to the last piece received. */
+/** One parse in the worker: from the first bytes sent to its first answer. */
 const JSON_PARSE_DEADLINE_MS = 20_000;
 /** Bytes of the text copied to the worker in one turn of the loop. */
 const JSON_SEND_BYTES = 1024 * 1024;
@@ -256,6 +256,9 @@ class JsonWorker {
       end(new JsonLimitError(`parsing a JSON text of ${job.bytes} bytes did not end within ${JSON_PARSE_DEADLINE_MS} ms (JSON_PARSE_DEADLINE_MS)`));
     }, JSON_PARSE_DEADLINE_MS);
     const onMessage = (p: Piece) => {
+      // The deadline is the worker's: its first answer ends it. Handing the value back takes a
+      // turn a piece, as many as the value's size (bounded by maxValues) and the loop's pace.
+      clearTimeout(timer);
       if (p.kind === "syntax") return end(new JsonSyntaxError(p.message));
       if (p.kind === "limit") return end(new JsonLimitError(p.message));
       if (p.kind === "text") {
@@ -310,20 +313,28 @@ class JsonWorker {
     worker.postMessage({ begin: job.bytes });
     const send = (piece: number, offset: number) => {
       if (this.current !== job) return;
-      const group: Uint8Array[] = [];
+      // Copied into a buffer of its own, which is transferred: a view posted as it is would
+      // clone its whole ArrayBuffer (a 60 MB text, once per MiB sent).
+      while (piece < job.pieces.length && job.pieces[piece]!.byteLength === offset) {
+        piece++;
+        offset = 0;
+      }
       let size = 0;
-      while (piece < job.pieces.length && size < JSON_SEND_BYTES) {
+      for (let i = piece, o = offset; i < job.pieces.length && size < JSON_SEND_BYTES; i++, o = 0) size += Math.min(job.pieces[i]!.byteLength - o, JSON_SEND_BYTES - size);
+      const group = new Uint8Array(size);
+      let filled = 0;
+      while (filled < size) {
         const p = job.pieces[piece]!;
-        const take = Math.min(p.byteLength - offset, JSON_SEND_BYTES - size);
-        group.push(p.subarray(offset, offset + take));
-        size += take;
+        const take = Math.min(p.byteLength - offset, size - filled);
+        group.set(p.subarray(offset, offset + take), filled);
+        filled += take;
         offset += take;
         if (offset === p.byteLength) {
           piece++;
           offset = 0;
         }
       }
-      worker.postMessage({ chunks: group });
+      worker.postMessage({ chunks: [group] }, [group.buffer]);
       if (piece < job.pieces.length) setImmediate(() => send(piece, offset));
       else worker.postMessage({ end: true, maxValues: l.maxValues, valuesName: l.valuesName, per: l.valuesPerPiece ?? JSON_VALUES_PER_PIECE, maxDepth: l.maxDepth, depthName: l.depthName });
     };
