@@ -25,10 +25,11 @@ import { poolShare } from "./pool-share.ts";
 import { dnsBench } from "./dns.ts";
 import { paceBench } from "./pace.ts";
 import { timersBench } from "./timers.ts";
+import { jsonoffBench } from "./jsonoff.ts";
 import { offloopBench } from "./offloop.ts";
 import { uidsBench } from "./uids.ts";
 
-const BENCHMARKS: Benchmark[] = [coldStart, storageCall, roundtrip, sandboxStart, fanout, storageBatch, isolatePaths, manyModules, jsonrpc, moduleApi, indexer, poolShare, dnsBench, paceBench, timersBench, offloopBench, uidsBench];
+const BENCHMARKS: Benchmark[] = [coldStart, storageCall, roundtrip, sandboxStart, fanout, storageBatch, isolatePaths, manyModules, jsonrpc, moduleApi, indexer, poolShare, dnsBench, paceBench, timersBench, offloopBench, jsonoffBench, uidsBench];
 
 process.on("exit", cleanupNow);
 for (const signal of ["SIGINT", "SIGTERM"] as const) {

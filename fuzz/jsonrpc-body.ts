@@ -1,10 +1,16 @@
-// Fuzz target: JSON-RPC request bodies, through parseJsonRpcBody (never throws, depth checked
-// before parsing) and through the real RpcServer on loopback (every answer a well-formed
-// JSON-RPC response or 204/413, never a 500 or an error in the server's log).
+// Fuzz target: JSON-RPC request bodies, through parseJsonRpcBody (never rejects, depth checked
+// before parsing), through the worker path of chain/json-off.ts (the body padded past
+// JSON_ON_LOOP_BYTES with whitespace, pieces of 3 values so that every container is split: the
+// value handed back in pieces must be JSON.parse's,
+// own "__proto__" keys and key order included, or both must refuse it) and through the real
+// RpcServer on loopback (every answer a well-formed JSON-RPC response or 204/413, never a 500
+// or an error in the server's log).
 
 import os from "node:os";
 import path from "node:path";
 import { mkdtemp, rm } from "node:fs/promises";
+import { isDeepStrictEqual } from "node:util";
+import { JSON_ON_LOOP_BYTES, JsonLimitError, JsonSyntaxError, parseJson } from "../chain/json-off.ts";
 import { basicHeader, COOKIE_USER, RpcAuth } from "../host/rpc/auth.ts";
 import { DEFAULT_RPC_LIMITS, parseJsonRpcBody, RPC_ERRORS, RpcError, RpcServer } from "../host/rpc/server.ts";
 import type { EdgesTarget } from "./edges-driver.ts";
@@ -21,6 +27,30 @@ function checkResponse(r: unknown): void {
   const o = r as { jsonrpc?: unknown; result?: unknown; error?: { code?: unknown; message?: unknown } };
   if (o?.jsonrpc !== "2.0") throw new Error(`not a JSON-RPC 2.0 response: ${JSON.stringify(r)}`);
   if (o.error !== undefined && (!CODES.has(o.error.code as number) || typeof o.error.message !== "string")) throw new Error(`bad error object: ${JSON.stringify(o.error)}`);
+}
+
+/** parseJson through its worker (the input padded past JSON_ON_LOOP_BYTES) agrees with JSON.parse. */
+async function sameAsJsonParse(input: Uint8Array): Promise<void> {
+  let expected: unknown;
+  let bad = false;
+  try {
+    expected = JSON.parse(Buffer.from(input).toString("utf8"));
+  } catch {
+    bad = true;
+  }
+  const padded = Buffer.concat([Buffer.from(input), Buffer.alloc(JSON_ON_LOOP_BYTES + 1 - Math.min(input.byteLength, JSON_ON_LOOP_BYTES), 0x20)]);
+  const got = await parseJson(padded, { maxValues: Number.MAX_SAFE_INTEGER, valuesName: "none", valuesPerPiece: 3 }).then(
+    (v) => ({ ok: true as const, v }),
+    (err: Error) => {
+      // A key longer than 16 × the piece's values is refused by name, not split.
+      if (err instanceof JsonLimitError && /object key of more than 48 characters/.test(err.message)) return { ok: "key" as const };
+      if (!(err instanceof JsonSyntaxError)) throw err;
+      return { ok: false as const };
+    },
+  );
+  if (got.ok === "key") return;
+  if (bad !== !got.ok) throw new Error(`JSON.parse ${bad ? "refused" : "accepted"} it, the worker ${got.ok ? "accepted" : "refused"} it`);
+  if (got.ok && (!isDeepStrictEqual(got.v, expected) || JSON.stringify(got.v) !== JSON.stringify(expected))) throw new Error("the worker's value differs from JSON.parse's");
 }
 
 const target: EdgesTarget = {
@@ -55,8 +85,9 @@ const target: EdgesTarget = {
     await rm(dir, { recursive: true, force: true });
   },
   async run(input) {
-    const parsed = parseJsonRpcBody(input, DEFAULT_RPC_LIMITS); // must not throw
+    const parsed = await parseJsonRpcBody(Buffer.from(input), DEFAULT_RPC_LIMITS); // must not reject
     if (!parsed.ok && !CODES.has(parsed.code)) throw new Error(`unknown code ${parsed.code}`);
+    await sameAsJsonParse(input);
     const r = await postRaw(port, auth, input);
     if (errors.length) throw new Error(`the server logged an error: ${errors.splice(0).join("; ")}`);
     if (r.status === 204) return;

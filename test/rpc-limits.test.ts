@@ -92,21 +92,21 @@ test("config: [rpc] limit keys are read, checked (whole numbers from 1) and docu
   t.regex(bad.message, /header_timeout_ms \(5000\) is longer than request_timeout_ms \(1000\)/);
 });
 
-test("JSON-RPC body: depth measured before parsing (strings ignored), batch length, never throws", (t) => {
+test("JSON-RPC body: depth measured before parsing (strings ignored), batch length, never throws", async (t) => {
   const enc = (s: string) => Buffer.from(s);
   t.is(jsonDepth(enc('{"a":[1,{"b":"[[[[{{{{"}]}'), 100), 3);
   t.is(jsonDepth(enc('"\\"[[["'), 100), 0, "escaped quotes do not end a string");
   const deep = "[".repeat(1_000_000) + "]".repeat(1_000_000);
-  const r = parseJsonRpcBody(enc(deep), { max_json_depth: 32, max_batch: 10 });
+  const r = await parseJsonRpcBody(enc(deep), { max_json_depth: 32, max_batch: 10 });
   t.false(r.ok);
   if (!r.ok) {
     t.is(r.code, -32600);
     t.regex(r.message, /more than 32 deep \(\[rpc\] max_json_depth\)/);
   }
-  const batch = parseJsonRpcBody(enc(JSON.stringify(Array(11).fill({ method: "x" }))), { max_json_depth: 32, max_batch: 10 });
+  const batch = await parseJsonRpcBody(enc(JSON.stringify(Array(11).fill({ method: "x" }))), { max_json_depth: 32, max_batch: 10 });
   t.false(batch.ok);
   if (!batch.ok) t.regex(batch.message, /at most 10 requests, this one has 11 \(\[rpc\] max_batch\)/);
-  const garbage = parseJsonRpcBody(enc("\xff\xfe{"), { max_json_depth: 32, max_batch: 10 });
+  const garbage = await parseJsonRpcBody(enc("\xff\xfe{"), { max_json_depth: 32, max_batch: 10 });
   t.false(garbage.ok);
   if (!garbage.ok) t.is(garbage.code, -32700);
 });

@@ -18,6 +18,7 @@
 
 import { readFile } from "node:fs/promises";
 import { BackendUnavailableError } from "../backend.ts";
+import { JsonLimitError, parseJson } from "../json-off.ts";
 import { CpuBudget, PacedHttpError, pacedHttpRequest, type PacedAnswer } from "../paced-http.ts";
 
 export type CoreAuth = { cookieFile: string } | { user: string; password: string };
@@ -77,6 +78,11 @@ const DEFAULT_MAX_RESPONSE = 64 * 1024 * 1024;
  * (8 MB of hex, ~130 reads of 64 KiB) costs a few ms.
  */
 const RPC_CLIENT_CPU_MS_PER_S = 100;
+/**
+ * Values (chain/json-off.ts) one answer may hold: the largest modhost asks for is
+ * getrawmempool's list of txids (300,000 in a full mempool, one value each), far below this.
+ */
+const RPC_CLIENT_MAX_VALUES = 4_000_000;
 
 export class CoreRpc {
   private readonly timeoutMs: number;
@@ -115,12 +121,18 @@ export class CoreRpc {
           "add it to the node's rpcwhitelist line (`modhost bitcoind-config` prints one with every method modhost uses)",
       );
     }
-    let parsed: { result?: unknown; error?: { code?: unknown; message?: unknown } | null };
+    // Parsed off the loop when large (chain/json-off.ts): an answer of up to 64 MiB was parsed
+    // here in one stretch.
+    let parsed: { result?: unknown; error?: { code?: unknown; message?: unknown } | null } | null;
     try {
-      parsed = JSON.parse(res.body.toString("utf8")) as typeof parsed;
-    } catch {
+      parsed = (await parseJson(res.pieces, { maxValues: RPC_CLIENT_MAX_VALUES, valuesName: "RPC_CLIENT_MAX_VALUES" })) as typeof parsed;
+    } catch (err) {
       if (res.status === 503) throw new BackendUnavailableError(`the node at ${this.opts.url} is not ready (HTTP 503)`);
+      if (err instanceof JsonLimitError) throw new CoreRpcError(method, RPC_CODES.MISC_ERROR, `the node's answer to ${method}: ${err.message}`);
       throw new CoreRpcError(method, RPC_CODES.MISC_ERROR, `the node answered ${method} with HTTP ${res.status} and a body that is not JSON`);
+    }
+    if (parsed === null || typeof parsed !== "object") {
+      throw new CoreRpcError(method, RPC_CODES.MISC_ERROR, `the node answered ${method} with HTTP ${res.status} and JSON that is not a JSON-RPC answer`);
     }
     if (parsed.error) {
       const code = typeof parsed.error.code === "number" ? parsed.error.code : RPC_CODES.MISC_ERROR;

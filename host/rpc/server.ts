@@ -29,6 +29,7 @@ import { readFileSync } from "node:fs";
 import http, { type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo, Socket } from "node:net";
 import { performance } from "node:perf_hooks";
+import { JsonLimitError, parseJson } from "../../chain/json-off.ts";
 import type { RpcAuth } from "./auth.ts";
 import { jsonBytesAtLeast, jsonChunks, JsonTooLargeError, smallJson } from "./json-writer.ts";
 import type { SourceLogger } from "../log.ts";
@@ -548,7 +549,7 @@ export class RpcServer {
       sendJson(res, 413, errorResponse(null, RPC_ERRORS.invalidRequest, why), true);
       return;
     }
-    const parsed = parseJsonRpcBody(raw, this.limits);
+    const parsed = await parseJsonRpcBody(raw, this.limits);
     if (!parsed.ok) {
       sendJson(res, 200, errorResponse(null, parsed.code, parsed.message));
       return;
@@ -767,22 +768,33 @@ export class RpcServer {
   }
 }
 
+/**
+ * Values (arrays, objects, strings, numbers, booleans, nulls) one request body may hold. The
+ * default max_body_bytes holds at most ~500,000; past this a raised one is refused, not handed
+ * to the host's heap: 8 million 0s (16 MiB) cost the loop a turn of 88-270 ms even parsed off
+ * it, most of it the collector moving and marking the array.
+ */
+const RPC_BODY_MAX_VALUES = 1_000_000;
+
 export type ParsedBody = { ok: true; body: unknown } | { ok: false; code: number; message: string };
 
 /**
  * A JSON-RPC body, checked before and after JSON.parse: the nesting depth is measured on the
  * bytes first (JSON.parse of deep nesting would cost stack and time), then the batch length.
- * Never throws.
+ * Never rejects.
  */
-export function parseJsonRpcBody(raw: Uint8Array, limits: Pick<RpcLimits, "max_json_depth" | "max_batch">): ParsedBody {
-  const depth = jsonDepth(raw, limits.max_json_depth);
-  if (depth > limits.max_json_depth) {
-    return { ok: false, code: RPC_ERRORS.invalidRequest, message: `the JSON body nests arrays and objects more than ${limits.max_json_depth} deep ([rpc] max_json_depth)` };
-  }
+export async function parseJsonRpcBody(raw: Uint8Array, limits: Pick<RpcLimits, "max_json_depth" | "max_batch">): Promise<ParsedBody> {
+  // Measured, then parsed, off the loop past JSON_ON_LOOP_BYTES (chain/json-off.ts): the depth
+  // scan and JSON.parse of 16 MiB of tiny values (max_body_bytes raised) took one stretch of
+  // 250 ms or more on the loop, and 8 million values are a 64 MB array on the host's heap.
   let body: unknown;
   try {
-    body = JSON.parse(Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength).toString("utf8"));
+    body = await parseJson(raw, { maxValues: RPC_BODY_MAX_VALUES, valuesName: "RPC_BODY_MAX_VALUES; send smaller batches or parameters", maxDepth: limits.max_json_depth, depthName: "[rpc] max_json_depth" });
   } catch (err) {
+    if (err instanceof JsonLimitError) {
+      const message = err.message.replace("the JSON nests", "the JSON body nests");
+      return { ok: false, code: RPC_ERRORS.invalidRequest, message };
+    }
     return { ok: false, code: RPC_ERRORS.parse, message: `parse error: ${(err as Error).message}` };
   }
   if (Array.isArray(body)) {
@@ -794,29 +806,7 @@ export function parseJsonRpcBody(raw: Uint8Array, limits: Pick<RpcLimits, "max_j
   return { ok: true, body };
 }
 
-/** Deepest nesting of [ and { outside strings, counting stops just past `max`. */
-export function jsonDepth(raw: Uint8Array, max: number): number {
-  let depth = 0;
-  let deepest = 0;
-  let inString = false;
-  for (let i = 0; i < raw.length; i++) {
-    const b = raw[i]!;
-    if (inString) {
-      if (b === 0x5c) i++; // backslash: skip the escaped byte
-      else if (b === 0x22) inString = false;
-      continue;
-    }
-    if (b === 0x22) inString = true;
-    else if (b === 0x5b || b === 0x7b) {
-      depth++;
-      if (depth > deepest) {
-        deepest = depth;
-        if (deepest > max) return deepest;
-      }
-    } else if (b === 0x5d || b === 0x7d) depth--;
-  }
-  return deepest;
-}
+export { jsonDepth } from "../../chain/json-off.ts";
 
 const COMMA = Buffer.from(",");
 const OPEN_BRACKET = Buffer.from("[");
