@@ -4,7 +4,7 @@
 // body of 32 MB (the Core-compatible face's limit) cost 0.64-0.99 s of one turn at load 14-17,
 // a bitcoind answer of up to 64 MiB was parsed whole on the loop. Here a text of at most
 // JSON_ON_LOOP_BYTES is parsed on the loop (about 1 ms for its worst shapes: `npm run bench --
-// jsonoff`); a larger one is copied to a worker thread kept warm for the next, JSON_SEND_BYTES
+// jsonoff`); a larger one is copied to its lane's worker thread (JsonLane: one per reader), kept warm for the next, JSON_SEND_BYTES
 // a turn (one parse at a time, the rest queued up to JSON_QUEUE), measured for depth when the
 // caller asks, parsed there under its own heap (JSON_WORKER_HEAP_MB) and a deadline
 // (JSON_PARSE_DEADLINE_MS), past either of which the worker is ended and replaced and the
@@ -31,7 +31,7 @@ const JSON_PARSE_DEADLINE_MS = 20_000;
 /** Bytes of the text copied to the worker in one turn of the loop. */
 const JSON_SEND_BYTES = 1024 * 1024;
 /** Parses waiting for the worker; more are refused. */
-const JSON_QUEUE = 64;
+export const JSON_QUEUE = 64;
 
 /** The text is not JSON (the parser's message). */
 export class JsonSyntaxError extends Error {
@@ -43,7 +43,16 @@ export class JsonLimitError extends Error {
   override name = "JsonLimitError";
 }
 
+/**
+ * Who parses: each lane has its own worker and queue, so that one party's texts (an
+ * authenticated RPC client's 16 MiB bodies, say) never wait ahead of, or fill the queue
+ * against, another's (the bitcoind client's answers, which the chain backend lives on).
+ */
+export type JsonLane = "rpc-server" | "core-face" | "bitcoind-client" | "fuzz";
+
 export interface JsonLimits {
+  /** Whose worker and queue parse a text past JSON_ON_LOOP_BYTES (see JsonLane). */
+  lane: JsonLane;
   /** Values the result may hold (each array, object, string, number, boolean and null; keys not counted). */
   maxValues: number;
   /** How the caller's limit is named in an error, e.g. "TOKENS_PER_CALL × the batch limit". */
@@ -417,7 +426,8 @@ export function jsonDepth(raw: Uint8Array, max: number): number {
   return deepest;
 }
 
-let shared: JsonWorker | null = null;
+/** The worker of each lane, made when its first large text arrives. */
+const workers = new Map<JsonLane, JsonWorker>();
 
 /**
  * Parse UTF-8 JSON given whole or in pieces (they are copied, never changed). Rejects with
@@ -444,7 +454,7 @@ export function parseJson(text: Uint8Array | readonly Uint8Array[], limits: Json
     }
     return Promise.resolve(value);
   }
-  shared ??= new JsonWorker();
-  const worker = shared;
+  let worker = workers.get(limits.lane);
+  if (!worker) workers.set(limits.lane, (worker = new JsonWorker()));
   return new Promise((resolve, reject) => worker.submit({ pieces, bytes, limits, resolve, reject }));
 }

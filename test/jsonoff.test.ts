@@ -18,7 +18,7 @@ import { CoreFacade } from "../chain/bitcoind/facade.ts";
 import { CoreRpc, CoreRpcError } from "../chain/bitcoind/rpc.ts";
 import { rpcauthLine } from "../chain/bitcoind/rpcauth.ts";
 import { EmbeddedChain } from "../chain/embedded.ts";
-import { JSON_ON_LOOP_BYTES, JsonLimitError, JsonSyntaxError, parseJson } from "../chain/json-off.ts";
+import { JSON_ON_LOOP_BYTES, JSON_QUEUE, JsonLimitError, JsonSyntaxError, parseJson } from "../chain/json-off.ts";
 import { basicHeader, COOKIE_USER, RpcAuth } from "../host/rpc/auth.ts";
 import { RPC_ERRORS, RpcError, RpcServer } from "../host/rpc/server.ts";
 import { spawnPortServer } from "./helpers/procs.ts";
@@ -157,7 +157,7 @@ test("parseJson hands back what JSON.parse makes, through its worker and in piec
   for (const text of texts) {
     t.true(text.length > JSON_ON_LOOP_BYTES);
     for (const valuesPerPiece of [undefined, 3]) {
-      const value = await parseJson(Buffer.from(text), { maxValues: 10_000_000, valuesName: "test", valuesPerPiece });
+      const value = await parseJson(Buffer.from(text), { lane: "fuzz", maxValues: 10_000_000, valuesName: "test", valuesPerPiece });
       t.deepEqual(value, JSON.parse(text));
       t.is(JSON.stringify(value), JSON.stringify(JSON.parse(text)));
     }
@@ -167,12 +167,28 @@ test("parseJson hands back what JSON.parse makes, through its worker and in piec
 
 test("parseJson refuses, naming the limit: more values than the caller allows (on the loop and in the worker), and what is not JSON", async (t) => {
   const big = Buffer.from(JSON.stringify(Array(100_000).fill(0)));
-  const e1 = await t.throwsAsync(parseJson(big, { maxValues: 50_000, valuesName: "SOME_LIMIT" }));
+  const e1 = await t.throwsAsync(parseJson(big, { lane: "fuzz", maxValues: 50_000, valuesName: "SOME_LIMIT" }));
   t.true(e1 instanceof JsonLimitError);
   t.regex(e1!.message, /more than 50000 values \(SOME_LIMIT\)/);
-  const e2 = await t.throwsAsync(parseJson(Buffer.from("[1,2,3]"), { maxValues: 2, valuesName: "SOME_LIMIT" }));
+  const e2 = await t.throwsAsync(parseJson(Buffer.from("[1,2,3]"), { lane: "fuzz", maxValues: 2, valuesName: "SOME_LIMIT" }));
   t.true(e2 instanceof JsonLimitError);
   t.regex(e2!.message, /more than 2 values \(SOME_LIMIT\)/);
-  const e3 = await t.throwsAsync(parseJson(Buffer.from(`[${"1,".repeat(100_000)}`), { maxValues: 1e9, valuesName: "x" }));
+  const e3 = await t.throwsAsync(parseJson(Buffer.from(`[${"1,".repeat(100_000)}`), { lane: "fuzz", maxValues: 1e9, valuesName: "x" }));
   t.true(e3 instanceof JsonSyntaxError, String(e3));
+});
+
+test("parseJson's lanes have a worker and a queue each: an RPC client that fills its lane's JSON_QUEUE neither refuses nor delays the bitcoind client's large answers", async (t) => {
+  // Each text is past JSON_ON_LOOP_BYTES, so each goes to its lane's worker; the first of the
+  // RPC server's lane is being parsed, JSON_QUEUE wait behind it, and one more is refused.
+  const body = Buffer.from(JSON.stringify(Array(40_000).fill("xyz")));
+  t.true(body.length > JSON_ON_LOOP_BYTES);
+  const flood = Array.from({ length: JSON_QUEUE + 2 }, () => parseJson(body, { lane: "rpc-server", maxValues: 1e6, valuesName: "test" }).then(() => "parsed", (err: Error) => err.message));
+  const answer = Buffer.from(JSON.stringify({ result: Array(20_000).fill("ab".repeat(16)), error: null, id: 1 }));
+  const parsed = (await parseJson(answer, { lane: "bitcoind-client", maxValues: 1e6, valuesName: "test" })) as { result: string[] };
+  t.is(parsed.result.length, 20_000);
+  // When the client's answer was ready, the RPC lane's flood was not yet through (its own
+  // queue) and its last text was refused by that lane's bound, not the client's.
+  const outcomes = await Promise.all(flood);
+  t.is(outcomes.filter((o) => o === "parsed").length, JSON_QUEUE + 1);
+  t.regex(outcomes.at(-1)!, /already waiting to be parsed \(JSON_QUEUE\)/);
 });

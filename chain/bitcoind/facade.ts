@@ -230,7 +230,7 @@ export class CoreFacade {
     // of one turn at load 14-17 parsed here. Its values are at most two per token counted.
     let request: unknown;
     try {
-      request = await parseJson(chunks, { maxValues: 2 * maxTokens + 1, valuesName: "TOKENS_PER_CALL × the batch limit" });
+      request = await parseJson(chunks, { lane: "core-face", maxValues: 2 * maxTokens + 1, valuesName: "TOKENS_PER_CALL × the batch limit" });
     } catch (err) {
       if (err instanceof JsonLimitError) return reply(413, { result: null, error: { code: RPC_CODES.INVALID_REQUEST, message: `${err.message}; send smaller requests` }, id: null });
       return reply(500, { result: null, error: { code: -32700, message: "Parse error" }, id: null });

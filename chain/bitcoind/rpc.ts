@@ -125,7 +125,7 @@ export class CoreRpc {
     // here in one stretch.
     let parsed: { result?: unknown; error?: { code?: unknown; message?: unknown } | null } | null;
     try {
-      parsed = (await parseJson(res.pieces, { maxValues: RPC_CLIENT_MAX_VALUES, valuesName: "RPC_CLIENT_MAX_VALUES" })) as typeof parsed;
+      parsed = (await parseJson(res.pieces, { lane: "bitcoind-client", maxValues: RPC_CLIENT_MAX_VALUES, valuesName: "RPC_CLIENT_MAX_VALUES" })) as typeof parsed;
     } catch (err) {
       if (res.status === 503) throw new BackendUnavailableError(`the node at ${this.opts.url} is not ready (HTTP 503)`);
       if (err instanceof JsonLimitError) throw new CoreRpcError(method, RPC_CODES.MISC_ERROR, `the node's answer to ${method}: ${err.message}`);

@@ -789,7 +789,7 @@ export async function parseJsonRpcBody(raw: Uint8Array, limits: Pick<RpcLimits, 
   // 250 ms or more on the loop, and 8 million values are a 64 MB array on the host's heap.
   let body: unknown;
   try {
-    body = await parseJson(raw, { maxValues: RPC_BODY_MAX_VALUES, valuesName: "RPC_BODY_MAX_VALUES; send smaller batches or parameters", maxDepth: limits.max_json_depth, depthName: "[rpc] max_json_depth" });
+    body = await parseJson(raw, { lane: "rpc-server", maxValues: RPC_BODY_MAX_VALUES, valuesName: "RPC_BODY_MAX_VALUES; send smaller batches or parameters", maxDepth: limits.max_json_depth, depthName: "[rpc] max_json_depth" });
   } catch (err) {
     if (err instanceof JsonLimitError) {
       const message = err.message.replace("the JSON nests", "the JSON body nests");
