@@ -239,7 +239,7 @@ async function hostCommand(client: RpcClient, command: string, rest: string[], j
         print(s);
         return 0;
       }
-      console.log(`${command === "load" ? "loaded" : command === "reload" ? "reloaded" : "enabled and loaded"} ${s.name} ${s.version ?? ""} (${s.state}${s.pid ? `, pid ${s.pid}` : ""})`);
+      console.log(`${command === "load" ? "loaded" : command === "reload" ? "reloaded" : "enabled and loaded"} ${shown(s.name)} ${shown(s.version ?? "")} (${s.state}${s.pid ? `, pid ${s.pid}` : ""})`);
       return 0;
     }
     case "unload": {
@@ -248,7 +248,7 @@ async function hostCommand(client: RpcClient, command: string, rest: string[], j
         print(s);
         return 0;
       }
-      console.log(`unloaded ${s.name} (${s.state})`);
+      console.log(`unloaded ${shown(s.name)} (${s.state})`);
       return 0;
     }
     case "health": {
@@ -374,7 +374,7 @@ function dataColumns(d: ModuleStatus["data"]): [string, string] {
 
 function formatList(list: ModuleStatus[]): string {
   if (list.length === 0) return "no modules";
-  const rows = list.map((s) => [s.name, s.version ?? "-", s.runtime ?? "-", s.sandbox ?? "-", s.state, s.pid ? String(s.pid) : "-", String(s.restarts), ...dataColumns(s.data)]);
+  const rows = list.map((s) => [shown(s.name), shown(s.version ?? "-"), s.runtime ?? "-", s.sandbox ?? "-", s.state, s.pid ? String(s.pid) : "-", String(s.restarts), ...dataColumns(s.data)]);
   const head = ["MODULE", "VERSION", "RUNTIME", "SANDBOX", "STATE", "PID", "RESTARTS", "DATA", "FILES"];
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   const line = (r: string[]) => r.map((c, i) => c.padEnd(widths[i]!)).join("  ").trimEnd();
@@ -398,7 +398,7 @@ function formatHealth(h: HealthAnswer): string {
   const out = [`${h.status}: modhost ${h.version}, up ${h.uptime_seconds} s, chain ${h.chain.chain} (${h.chain.backend}) at height ${h.chain.height}`];
   for (const m of h.modules) {
     const health = m.health ? ` health=${shown(m.health.status ?? "?")}${m.health.error ? ` (${shown(m.health.error)})` : ""}` : "";
-    out.push(`  ${m.name}: ${m.state}${health}${m.restarts ? ` restarts=${m.restarts}` : ""}${m.problem ? ` - ${shown(m.problem.split("\n")[0])}` : ""}`);
+    out.push(`  ${shown(m.name)}: ${m.state}${health}${m.restarts ? ` restarts=${m.restarts}` : ""}${m.problem ? ` - ${shown(m.problem.split("\n")[0])}` : ""}`);
   }
   return out.join("\n");
 }
@@ -414,7 +414,7 @@ interface InfoAnswer extends ModuleStatus {
 
 /** `modhost info MODULE` for a person (--json prints the answer itself). */
 function formatInfo(i: InfoAnswer): string {
-  const out = [`${i.name} ${i.version ?? ""} (${i.runtime ?? "?"}): ${i.state}${i.pid ? `, pid ${i.pid}` : ""}${i.restarts ? `, ${i.restarts} restarts` : ""}${i.sandbox ? `, sandbox ${i.sandbox}` : ""}`];
+  const out = [`${shown(i.name)} ${shown(i.version ?? "")} (${i.runtime ?? "?"}): ${i.state}${i.pid ? `, pid ${i.pid}` : ""}${i.restarts ? `, ${i.restarts} restarts` : ""}${i.sandbox ? `, sandbox ${i.sandbox}` : ""}`];
   if (i.problem) out.push(...shownLines(i.problem).map((l) => `  ${l}`));
   if (i.manifest) {
     if (i.manifest.description) out.push(`  ${shown(i.manifest.description)}`);
