@@ -132,7 +132,7 @@ function printReach(host: Host): void {
 
 async function check({ values }: Parsed): Promise<number> {
   const config = await configFrom(values.config as string | undefined);
-  const [{ Logger, escapeText }, { ModuleManager }, { EventBus }, { moduleConfig }, { checkModule }, { sandboxModeFor, strayModuleWarnings }, { describeSandboxes, detectSandbox }, { describeDataVolumes }] = await Promise.all([
+  const [{ Logger, escapeText, terminalJson }, { ModuleManager }, { EventBus }, { moduleConfig }, { checkModule }, { sandboxModeFor, strayModuleWarnings }, { describeSandboxes, detectSandbox }, { describeDataVolumes }] = await Promise.all([
     import("./log.ts"), import("./manager.ts"), import("./events/bus.ts"), import("./module-config.ts"), import("./verify/module.ts"), import("./config.ts"), import("../runtime/sandbox/index.ts"), import("./data-quota.ts"),
   ]);
   const logger = new Logger({ level: "error", write: () => {} });
@@ -180,7 +180,7 @@ async function check({ values }: Parsed): Promise<number> {
   const warnings = strayModuleWarnings(config, [...discovered.manifests.map((m) => m.name), ...discovered.broken.map((b) => path.basename(b.dir))]);
   if (values.json) {
     // Stable keys, documented in docs/operator-guide.md ("modhost check --json").
-    console.log(JSON.stringify({
+    console.log(terminalJson({
       config: config.file ?? null,
       modules_dir: config.modules.modules_dir,
       load_order: order,
@@ -193,7 +193,7 @@ async function check({ values }: Parsed): Promise<number> {
       })),
       problems: [...problems].map(([key, problem]) => ({ key, problem })),
       warnings,
-    }, null, 2));
+    }, 2));
     return problems.size ? 1 : 0;
   }
   // Names of module directories and the problems found in them (manifest excerpts included) are

@@ -211,10 +211,10 @@ test("a modules_dir of MAX_MODULES + 1 entries is refused naming MAX_MODULES bef
   t.regex((err as { hint?: string } | undefined)?.hint ?? "", /keep at most/);
 });
 
-test("modhost check prints a module directory named with ESC, BEL and a newline, and its manifest's excerpt holding ESC, escaped (before: raw on the operator's terminal)", async (t) => {
+test("modhost check, and check --json, print a module directory named with ESC, BEL, CSI (U+009B) and a newline, and its manifest's excerpt holding ESC, escaped (before: raw on the operator's terminal; --json left U+009B raw)", async (t) => {
   const dir = await tempDir(t);
   const modulesDir = path.join(dir, "modules");
-  const evil = "r19-\x1b]0;owned\x07\x1b[2J\nfake-row";
+  const evil = "r19-\x1b]0;owned\x07\x1b[2J\nfake-row\u009b2J";
   await mkdir(path.join(modulesDir, evil), { recursive: true });
   await writeFile(path.join(modulesDir, evil, "module.toml"), `name = "x\x1b[31mred"\nversion = "0.1.0"\n`);
   const file = path.join(dir, "modhost.toml");
@@ -222,6 +222,10 @@ test("modhost check prints a module directory named with ESC, BEL and a newline,
   const out = await run(process.execPath, [path.join(ROOT, "bin/modhost.js"), "check", "--config", file], { cwd: ROOT, timeout: 60_000 }).catch((err: { stdout: string; stderr: string }) => err);
   t.log(out.stdout.split("\n").filter((l) => /r19|red/.test(l)).join("\n"));
   t.false(RAW_CONTROL.test(out.stdout), "no raw control character");
-  t.regex(out.stdout, /✗ r19-\\x1b\]0;owned\\x07\\x1b\[2J\\nfake-row/, "the name on one line, escaped");
+  t.regex(out.stdout, /✗ r19-\\x1b\]0;owned\\x07\\x1b\[2J\\nfake-row\\x9b2J/, "the name on one line, escaped");
   t.regex(out.stdout, /\\x1b\[31mred/, "the excerpt escaped");
+  const json = await run(process.execPath, [path.join(ROOT, "bin/modhost.js"), "check", "--json", "--config", file], { cwd: ROOT, timeout: 60_000 }).catch((err: { stdout: string; stderr: string }) => err);
+  t.false(RAW_CONTROL.test(json.stdout), "no raw control character in --json either");
+  const parsed = JSON.parse(json.stdout) as { modules: Array<{ name: string }> };
+  t.true(parsed.modules.some((m) => m.name === evil), "--json still carries the name exactly (as JSON escapes)");
 });

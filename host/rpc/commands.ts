@@ -19,7 +19,7 @@ import { ModhostError } from "../errors.ts";
 import type { ModuleStatus } from "../manager.ts";
 import type { CliSpec } from "../../capabilities/types.ts";
 import { clientFor, type RpcClient } from "./client.ts";
-import { escapeText } from "../log.ts";
+import { escapeText, terminalJson } from "../log.ts";
 
 /**
  * Text a module controls (a crash reason with its goodbye or start error, a health error, its
@@ -28,8 +28,6 @@ import { escapeText } from "../log.ts";
  * \u202e), so that it can neither drive the terminal nor pass for another row of the table.
  */
 const shown = (s: string | null | undefined): string => escapeText(String(s ?? ""), Infinity).text;
-/** What JSON.stringify leaves unescaped in strings that a terminal still acts on. */
-const JSON_UNSAFE = /[\u007f-\u009f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029]/g;
 /** shown() line by line, for text whose own lines are printed one under the other. */
 const shownLines = (s: string): string[] => s.split("\n").map(shown);
 
@@ -134,7 +132,7 @@ function print(value: unknown): void {
   if (value === null || value === undefined) return;
   // A string (a module's CLI output) keeps its lines and tabs; anything else is JSON, whose strings may
   // still hold what JSON.stringify leaves raw (DEL, C1 controls, bidi controls): \u escapes.
-  console.log(typeof value === "string" ? value.replace(/\n$/, "").split("\t").map((part) => escapeText(part, Infinity, true).text).join("\t") : JSON.stringify(value, null, 2).replace(JSON_UNSAFE, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`));
+  console.log(typeof value === "string" ? value.replace(/\n$/, "").split("\t").map((part) => escapeText(part, Infinity, true).text).join("\t") : terminalJson(value, 2));
 }
 
 /** A host command of the table (host/cli-table.ts), its options parsed there. */
