@@ -132,7 +132,7 @@ function printReach(host: Host): void {
 
 async function check({ values }: Parsed): Promise<number> {
   const config = await configFrom(values.config as string | undefined);
-  const [{ Logger }, { ModuleManager }, { EventBus }, { moduleConfig }, { checkModule }, { sandboxModeFor, strayModuleWarnings }, { describeSandboxes, detectSandbox }, { describeDataVolumes }] = await Promise.all([
+  const [{ Logger, escapeText, terminalJson }, { ModuleManager }, { EventBus }, { moduleConfig }, { checkModule }, { sandboxModeFor, strayModuleWarnings }, { describeSandboxes, detectSandbox }, { describeDataVolumes }] = await Promise.all([
     import("./log.ts"), import("./manager.ts"), import("./events/bus.ts"), import("./module-config.ts"), import("./verify/module.ts"), import("./config.ts"), import("../runtime/sandbox/index.ts"), import("./data-quota.ts"),
   ]);
   const logger = new Logger({ level: "error", write: () => {} });
@@ -180,7 +180,7 @@ async function check({ values }: Parsed): Promise<number> {
   const warnings = strayModuleWarnings(config, [...discovered.manifests.map((m) => m.name), ...discovered.broken.map((b) => path.basename(b.dir))]);
   if (values.json) {
     // Stable keys, documented in docs/operator-guide.md ("modhost check --json").
-    console.log(JSON.stringify({
+    console.log(terminalJson({
       config: config.file ?? null,
       modules_dir: config.modules.modules_dir,
       load_order: order,
@@ -193,28 +193,31 @@ async function check({ values }: Parsed): Promise<number> {
       })),
       problems: [...problems].map(([key, problem]) => ({ key, problem })),
       warnings,
-    }, null, 2));
+    }, 2));
     return problems.size ? 1 : 0;
   }
+  // Names of module directories and the problems found in them (manifest excerpts included) are
+  // the modules' text: control characters and terminal escapes are shown, not acted on.
+  const shown = (text: string) => escapeText(text, Infinity).text;
   const out = [
     `config: ${config.file ?? "(defaults)"}`,
     `modules_dir: ${config.modules.modules_dir}`,
-    `load order: ${order.join(" -> ") || "(none)"}`,
+    `load order: ${shown(order.join(" -> ")) || "(none)"}`,
     sandbox.full ? sandbox.text : `${sandbox.text} (less protection than the full sandbox: see docs/security.md)`,
     volumes.text,
     `providers: ${Object.entries(config.modules.providers).map(([role, m]) => `${role} = ${m}`).join(", ") || "(none designated)"}`,
     "",
   ];
-  for (const [key, problem] of problems) if (key.startsWith("providers.")) out.push(`✗ ${problem}`);
-  for (const w of warnings) out.push(`! warning: ${w}`);
+  for (const [key, problem] of problems) if (key.startsWith("providers.")) out.push(`✗ ${shown(problem)}`);
+  for (const w of warnings) out.push(`! warning: ${shown(w)}`);
   for (const s of manager.status()) {
     const problem = problems.get(s.name);
-    out.push(`${problem ? "✗" : "✓"} ${s.name} ${s.version ?? ""} (${s.runtime ?? "?"})`);
+    out.push(`${problem ? "✗" : "✓"} ${shown(s.name)} ${shown(s.version ?? "")} (${s.runtime ?? "?"})`);
     if (s.grants.length) out.push(`    granted: ${s.grants.join(", ")}`);
     if (s.missing.length) out.push(`    missing: ${s.missing.join(", ")}`);
     const verified = verification.get(s.name);
     if (verified && !problem) out.push(`    ${verified}`);
-    if (problem) out.push(...problem.split("\n").map((l) => `    ${l}`));
+    if (problem) out.push(...problem.split("\n").map((l) => `    ${shown(l)}`));
   }
   out.push("", `${problems.size ? `${problems.size} problem(s) found` : "no problems found"}${warnings.length ? `, ${warnings.length} warning(s)` : ""}`);
   console.log(out.join("\n"));

@@ -490,6 +490,14 @@ function escapeChar(c: string): string {
   return code <= 0xff ? `\\x${code.toString(16).padStart(2, "0")}` : `\\u${code.toString(16).padStart(4, "0")}`;
 }
 
+/** What JSON.stringify leaves unescaped in strings that a terminal still acts on (DEL, C1 controls, bidi controls, line separators). */
+const JSON_UNSAFE = /[\u007f-\u009f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029]/g;
+
+/** JSON for the operator's terminal: JSON.stringify, then \u escapes for what it leaves raw that a terminal acts on. */
+export function terminalJson(value: unknown, indent?: number): string {
+  return JSON.stringify(value, null, indent).replace(JSON_UNSAFE, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
+}
+
 /**
  * Make text safe to print on one line: control characters, terminal escapes, bidirectional
  * controls and unpaired surrogates become visible escapes. At most `maxChars` characters come

@@ -4,7 +4,7 @@
 // the configuration and of what modules_dir holds; the manager (host/manager.ts) keeps the
 // records they make and runs the operator's commands on them.
 
-import { readdir } from "node:fs/promises";
+import { opendir } from "node:fs/promises";
 import path from "node:path";
 import { grantsFor, limitsFor, missingGrantPolicy, type HostConfig } from "./config.ts";
 import { loadManifest, type ModuleManifest } from "./manifest.ts";
@@ -44,13 +44,30 @@ export interface Discovery {
 /** How many module.toml files discoverModules reads at once. */
 const DISCOVER_READS = 8;
 
+/**
+ * The most entries modules_dir may hold (module directories and anything else), counted before
+ * any manifest is read. Every start, load, unload and reload reads every manifest in it (twice
+ * for a command) and plans them together: what that costs grows with the modules and their
+ * dependencies (up to 64 hard and 64 optional each), and without a limit a directory of 10,000
+ * entries made each command parse 20,000 manifests.
+ */
+export const MAX_MODULES = 256;
+
 export async function discoverModules(dir: string): Promise<Discovery> {
-  let entries: string[];
+  const entries: string[] = [];
+  let seen = 0;
   try {
-    entries = (await readdir(dir, { withFileTypes: true })).filter((e) => e.isDirectory()).map((e) => e.name).sort();
+    for await (const e of await opendir(dir)) {
+      if (++seen > MAX_MODULES) {
+        throw new ModhostError("config_error", `modules_dir ${dir} holds more than the ${MAX_MODULES} entries it may hold (MAX_MODULES)`, `keep at most ${MAX_MODULES} modules (and nothing else) in ${dir}; move the rest to another directory`);
+      }
+      if (e.isDirectory()) entries.push(e.name);
+    }
   } catch (err) {
+    if (err instanceof ModhostError) throw err;
     throw new ModhostError("config_error", `modules_dir ${dir} cannot be read: ${(err as Error).message}`, "set [modules] modules_dir in modhost.toml to a directory that holds your modules");
   }
+  entries.sort();
   // Read DISCOVER_READS manifests at a time: one after another, each read waited for its
   // round trip through libuv's thread pool (~1 ms each on a busy machine), and every load,
   // unload and reload discovers twice (the command, then the inventory). Results keep the
@@ -151,8 +168,12 @@ export function dependencyLevels(order: readonly string[], manifestOf: (name: st
  */
 export async function preverify(name: string, running: boolean, config: HostConfig): Promise<void> {
   const keeps = running ? "; the running version keeps running" : "";
-  const manifest = (await discoverModules(config.modules.modules_dir)).manifests.find((m) => m.name === name);
-  if (!manifest) throw new ModhostError("not_found", `reload of ${name} refused: no module named ${name} in ${config.modules.modules_dir}${keeps}`);
+  const { manifests, broken } = await discoverModules(config.modules.modules_dir);
+  const manifest = manifests.find((m) => m.name === name);
+  if (!manifest) {
+    const e = notFound(name, broken, config.modules.modules_dir, `reload of ${name} refused: `);
+    throw new ModhostError(e.code, `${e.message}${keeps}`, e.hint);
+  }
   let report: ReturnType<typeof verifyModule>;
   try {
     report = verifyModule(manifest, await snapshotModule(manifest), config);
@@ -163,6 +184,17 @@ export async function preverify(name: string, running: boolean, config: HostConf
     const e = verificationError(report);
     throw new ModhostError("verification_failed", `reload of ${name} refused: ${e.message}${keeps}`, e.hint);
   }
+}
+
+/**
+ * The answer to a command for a module that discovery did not find: when its directory is there
+ * but its manifest is broken, the problem as discovery reports it (file, line, column, fix), not
+ * "no module named" (which is what load and reload answered before while its status named it).
+ */
+export function notFound(name: string, broken: Discovery["broken"], modulesDir: string, prefix = ""): ModhostError {
+  const b = broken.find((x) => path.basename(x.dir) === name);
+  if (b) return new ModhostError("invalid_manifest", `${prefix}${name} has an invalid manifest:\n${b.error}`, `fix ${path.join(b.dir, "module.toml")}, then load it again`);
+  return new ModhostError("not_found", `${prefix}no module named ${name} in ${modulesDir}`);
 }
 
 /** What `modhost list` shows of a module that has a record. */

@@ -24,7 +24,7 @@ import path from "node:path";
 import { ApiHub } from "./hub.ts";
 import { CONFIG_SECTIONS, limitsFor, type HostConfig } from "./config.ts";
 import type { ModuleManifest } from "./manifest.ts";
-import { planLoad } from "./deps.ts";
+import { checkRanges, planLoad } from "./deps.ts";
 import { moduleConfig } from "./module-config.ts";
 import { ModhostError } from "./errors.ts";
 import type { HostEvents } from "../capabilities/event-types.ts";
@@ -38,7 +38,7 @@ import type { HostSession } from "./session.ts";
 import { KeyedQueue, LifecycleState } from "./lifecycle.ts";
 import type { ModuleProcess } from "../runtime/process.ts";
 import { quarantineProblem, Supervisor, type ModuleRecord, type SupervisorOptions } from "./supervisor.ts";
-import { changedSections, dependencyLevels, discoverModules, newRecord, preverify, selectModules, Semaphore, statusOf, type Discovery, type ModuleStatus } from "./manager-plan.ts";
+import { changedSections, dependencyLevels, discoverModules, newRecord, notFound, preverify, selectModules, Semaphore, statusOf, type Discovery, type ModuleStatus } from "./manager-plan.ts";
 
 export { changedSections, type Discovery, type ModuleStatus };
 
@@ -175,7 +175,7 @@ export class ModuleManager {
 
     const wanted = selectModules(config, manifests, this.notLoaded);
 
-    const plan = planLoad(wanted, HOST_VERSION);
+    const plan = planLoad(wanted, HOST_VERSION, await checkRanges(wanted, HOST_VERSION));
     for (const s of plan.skipped) this.notLoaded.set(s.name, { problem: s.reason, manifest: wanted.find((m) => m.name === s.name) });
     for (const n of plan.notes) this.log.info(`${n.name}: ${n.note}`);
 
@@ -328,12 +328,12 @@ export class ModuleManager {
     if (existing?.state === "quarantined" || this.lifecycleState?.peek(name)?.quarantined) {
       throw new ModhostError("quarantined", `${name} is quarantined: ${existing?.problem ?? "too many failures"}`, `fix the module, then run: modhost enable ${name}`);
     }
-    const { manifests } = await this.discover();
+    const { manifests, broken } = await this.discover();
     const manifest = manifests.find((m) => m.name === name);
-    if (!manifest) throw new ModhostError("not_found", `no module named ${name} in ${this.opts.config.modules.modules_dir}`);
+    if (!manifest) throw notFound(name, broken, this.opts.config.modules.modules_dir);
     if (this.opts.config.modules.disabled_modules.includes(name)) throw new ModhostError("invalid_state", `${name} is in [modules] disabled_modules`);
     const running = [...this.records.values()].filter((r) => r.state === "running" && r.name !== name).map((r) => r.manifest);
-    const plan = planLoad([...running, manifest], HOST_VERSION);
+    const plan = planLoad([...running, manifest], HOST_VERSION, await checkRanges([...running, manifest], HOST_VERSION));
     const skipped = plan.skipped.find((s) => s.name === name);
     if (skipped) throw new ModhostError("dependency", `${name} cannot load: ${skipped.reason}`);
     const fresh = this.makeRecord(manifest, existing);
@@ -358,7 +358,11 @@ export class ModuleManager {
 
   /** Stop a module and load it again from disk (new code, manifest and grants are re-read); one queued command. */
   async reload(name: string): Promise<ModuleStatus> {
-    if (!this.records.has(name)) throw new ModhostError("not_found", `no module named ${name}`);
+    if (!this.records.has(name)) {
+      const nl = this.notLoaded.get(name);
+      if (nl) throw new ModhostError("invalid_state", `${name} is not loaded: ${nl.problem}`, `fix it, then run: modhost load ${name}`);
+      throw new ModhostError("not_found", `no module named ${name}`);
+    }
     this.records.get(name)!.cancelStart?.("reload");
     try {
       return await this.reloadQueued(name);

@@ -302,6 +302,14 @@ export async function loadManifest(file: string): Promise<ModuleManifest> {
 export const MAX_MANIFEST_CAPABILITIES = 256;
 /** Modules [dependencies] (and, apart, [optional_dependencies]) may name. */
 export const MAX_MANIFEST_DEPENDENCIES = 64;
+/**
+ * The characters of all the version ranges of one manifest together ([dependencies] and
+ * [optional_dependencies]), counted before any is read: semver reads a `||` chain of prereleases
+ * of MAX_RANGE_CHARS in ~0.15-1.7 ms (spikes of 100 ms and more under load, much of it garbage
+ * collection), so 128 such ranges took 60-75 ms of the loop per manifest at every discovery, and
+ * the plan matched each against a version again. Real manifests take a few dozen characters.
+ */
+export const MAX_MANIFEST_RANGE_CHARS = 2048;
 
 /**
  * Counted before anything is checked (maintainer signatures too): each capability and dependency costs a parse, a
@@ -322,6 +330,27 @@ function checkCounts(c: Checker, data: Record<string, unknown>): boolean {
       c.report([key], `${n} entries, more than the ${max} a manifest may have (${name})`, key === "capabilities" ? "request what the module uses; a scoped permission takes several targets in one entry" : "a module depends on a few others");
       ok = false;
     }
+  }
+  // A range longer than MAX_RANGE_CHARS is refused naming that limit (here too, so that none of
+  // the others is read either).
+  let rangeChars = 0;
+  let overlong = false;
+  for (const key of ["dependencies", "optional_dependencies"]) {
+    const table = data[key];
+    if (table === null || typeof table !== "object" || Array.isArray(table)) continue;
+    for (const [name, range] of Object.entries(table as Record<string, unknown>)) {
+      if (typeof range !== "string") continue;
+      rangeChars += range.length;
+      if (range.length > MAX_RANGE_CHARS && !overlong) {
+        c.report([key, name], `a version range of ${range.length} characters, more than the ${MAX_RANGE_CHARS} a range may have (MAX_RANGE_CHARS): "${range.slice(0, 40)}..."`, 'write a short range, e.g. ">=1.0.0 <2.0.0" or "^1.2.0 || ^2.0.0"');
+        overlong = true;
+        ok = false;
+      }
+    }
+  }
+  if (rangeChars > MAX_MANIFEST_RANGE_CHARS && !overlong) {
+    c.report(["dependencies"], `version ranges of ${rangeChars} characters in all, more than the ${MAX_MANIFEST_RANGE_CHARS} a manifest may have (MAX_MANIFEST_RANGE_CHARS)`, 'write short ranges, e.g. ">=1.0.0 <2.0.0" or "^1.2.0"');
+    ok = false;
   }
   // Maintainer signatures too: the schema checked every entry (key, signature, name) before
   // their count, ~470 bogus ones in 32 KiB, 52 ms of the loop at load 13-25.

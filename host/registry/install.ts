@@ -215,7 +215,8 @@ async function tellHost(config: HostConfig, method: "load" | "reload" | "unload"
       say(`no host is running: ${method === "unload" ? "nothing to stop" : `${name} loads at the next start (modhost run)`}`);
       return;
     }
-    if (method === "reload" && /no module named/.test((err as Error).message)) return tellHost(config, "load", name, opts);
+    // Not running (never found, or left out with a problem, which the new version may fix): load it.
+    if (method === "reload" && /no module named| is not loaded: /.test((err as Error).message)) return tellHost(config, "load", name, opts);
     if (method === "unload" && /no module named/.test((err as Error).message)) return;
     say(`the running host could not ${method} ${name}: ${(err as Error).message}${(err as ModhostError).hint ? `\n  fix: ${(err as ModhostError).hint}` : ""}`);
   }

@@ -19,7 +19,7 @@ import { ModhostError } from "../errors.ts";
 import type { ModuleStatus } from "../manager.ts";
 import type { CliSpec } from "../../capabilities/types.ts";
 import { clientFor, type RpcClient } from "./client.ts";
-import { escapeText } from "../log.ts";
+import { escapeText, terminalJson } from "../log.ts";
 
 /**
  * Text a module controls (a crash reason with its goodbye or start error, a health error, its
@@ -28,8 +28,6 @@ import { escapeText } from "../log.ts";
  * \u202e), so that it can neither drive the terminal nor pass for another row of the table.
  */
 const shown = (s: string | null | undefined): string => escapeText(String(s ?? ""), Infinity).text;
-/** What JSON.stringify leaves unescaped in strings that a terminal still acts on. */
-const JSON_UNSAFE = /[\u007f-\u009f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029]/g;
 /** shown() line by line, for text whose own lines are printed one under the other. */
 const shownLines = (s: string): string[] => s.split("\n").map(shown);
 
@@ -134,7 +132,7 @@ function print(value: unknown): void {
   if (value === null || value === undefined) return;
   // A string (a module's CLI output) keeps its lines and tabs; anything else is JSON, whose strings may
   // still hold what JSON.stringify leaves raw (DEL, C1 controls, bidi controls): \u escapes.
-  console.log(typeof value === "string" ? value.replace(/\n$/, "").split("\t").map((part) => escapeText(part, Infinity, true).text).join("\t") : JSON.stringify(value, null, 2).replace(JSON_UNSAFE, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`));
+  console.log(typeof value === "string" ? value.replace(/\n$/, "").split("\t").map((part) => escapeText(part, Infinity, true).text).join("\t") : terminalJson(value, 2));
 }
 
 /** A host command of the table (host/cli-table.ts), its options parsed there. */
@@ -239,7 +237,7 @@ async function hostCommand(client: RpcClient, command: string, rest: string[], j
         print(s);
         return 0;
       }
-      console.log(`${command === "load" ? "loaded" : command === "reload" ? "reloaded" : "enabled and loaded"} ${s.name} ${s.version ?? ""} (${s.state}${s.pid ? `, pid ${s.pid}` : ""})`);
+      console.log(`${command === "load" ? "loaded" : command === "reload" ? "reloaded" : "enabled and loaded"} ${shown(s.name)} ${shown(s.version ?? "")} (${s.state}${s.pid ? `, pid ${s.pid}` : ""})`);
       return 0;
     }
     case "unload": {
@@ -248,7 +246,7 @@ async function hostCommand(client: RpcClient, command: string, rest: string[], j
         print(s);
         return 0;
       }
-      console.log(`unloaded ${s.name} (${s.state})`);
+      console.log(`unloaded ${shown(s.name)} (${s.state})`);
       return 0;
     }
     case "health": {
@@ -374,7 +372,7 @@ function dataColumns(d: ModuleStatus["data"]): [string, string] {
 
 function formatList(list: ModuleStatus[]): string {
   if (list.length === 0) return "no modules";
-  const rows = list.map((s) => [s.name, s.version ?? "-", s.runtime ?? "-", s.sandbox ?? "-", s.state, s.pid ? String(s.pid) : "-", String(s.restarts), ...dataColumns(s.data)]);
+  const rows = list.map((s) => [shown(s.name), shown(s.version ?? "-"), s.runtime ?? "-", s.sandbox ?? "-", s.state, s.pid ? String(s.pid) : "-", String(s.restarts), ...dataColumns(s.data)]);
   const head = ["MODULE", "VERSION", "RUNTIME", "SANDBOX", "STATE", "PID", "RESTARTS", "DATA", "FILES"];
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   const line = (r: string[]) => r.map((c, i) => c.padEnd(widths[i]!)).join("  ").trimEnd();
@@ -398,7 +396,7 @@ function formatHealth(h: HealthAnswer): string {
   const out = [`${h.status}: modhost ${h.version}, up ${h.uptime_seconds} s, chain ${h.chain.chain} (${h.chain.backend}) at height ${h.chain.height}`];
   for (const m of h.modules) {
     const health = m.health ? ` health=${shown(m.health.status ?? "?")}${m.health.error ? ` (${shown(m.health.error)})` : ""}` : "";
-    out.push(`  ${m.name}: ${m.state}${health}${m.restarts ? ` restarts=${m.restarts}` : ""}${m.problem ? ` - ${shown(m.problem.split("\n")[0])}` : ""}`);
+    out.push(`  ${shown(m.name)}: ${m.state}${health}${m.restarts ? ` restarts=${m.restarts}` : ""}${m.problem ? ` - ${shown(m.problem.split("\n")[0])}` : ""}`);
   }
   return out.join("\n");
 }
@@ -414,7 +412,7 @@ interface InfoAnswer extends ModuleStatus {
 
 /** `modhost info MODULE` for a person (--json prints the answer itself). */
 function formatInfo(i: InfoAnswer): string {
-  const out = [`${i.name} ${i.version ?? ""} (${i.runtime ?? "?"}): ${i.state}${i.pid ? `, pid ${i.pid}` : ""}${i.restarts ? `, ${i.restarts} restarts` : ""}${i.sandbox ? `, sandbox ${i.sandbox}` : ""}`];
+  const out = [`${shown(i.name)} ${shown(i.version ?? "")} (${i.runtime ?? "?"}): ${i.state}${i.pid ? `, pid ${i.pid}` : ""}${i.restarts ? `, ${i.restarts} restarts` : ""}${i.sandbox ? `, sandbox ${i.sandbox}` : ""}`];
   if (i.problem) out.push(...shownLines(i.problem).map((l) => `  ${l}`));
   if (i.manifest) {
     if (i.manifest.description) out.push(`  ${shown(i.manifest.description)}`);
