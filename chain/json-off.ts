@@ -48,7 +48,7 @@ export class JsonLimitError extends Error {
  * authenticated RPC client's 16 MiB bodies, say) never wait ahead of, or fill the queue
  * against, another's (the bitcoind client's answers, which the chain backend lives on).
  */
-export type JsonLane = "rpc-server" | "core-face" | "bitcoind-client" | "fuzz";
+type JsonLane = "rpc-server" | "core-face" | "bitcoind-client" | "fuzz";
 
 export interface JsonLimits {
   /** Whose worker and queue parse a text past JSON_ON_LOOP_BYTES (see JsonLane). */
