@@ -4,7 +4,7 @@
 // blocks back to back is held to its share like any other. A real HostSession and ApiHub on an
 // in-process stream pair, a real embedded chain.
 
-import test from "ava";
+import test, { type ExecutionContext } from "ava";
 import { duplexPair } from "node:stream";
 import { FrameChannel, HOST_SIDE } from "../protocol/channel.ts";
 import { FrameDecoder } from "../protocol/frame.ts";
@@ -22,16 +22,17 @@ import { tempDir } from "./helpers/host.ts";
 import { ModuleStore } from "../storage/store.ts";
 import { join } from "node:path";
 
-test("a submitted block's sliced work is charged to the submitting module's host CPU share", async (t) => {
-  const chain = await EmbeddedChain.create({ matureBlocks: 1 });
-  t.teardown(() => chain.close());
-  const bytes = await bigBlock(chain, { count: 5_000, witnessBytes: 0 });
-  const grants = ["submit_block"];
+/**
+ * A real HostSession for `module` with `grants`, its module end an in-process stream: `send`
+ * writes a frame from the module (the hello is sent), `answers` waits (up to 120 s) for the
+ * responses to `ids` and returns them in that order (undefined for one not answered).
+ */
+function sessionPair(t: ExecutionContext, module: string, grants: string[], call: { chain: EmbeddedChain; store: ModuleStore | undefined }) {
   const { effective } = resolveGrants(grants.map((d) => parseDescriptor(d)), grants.map((d) => parseDescriptor(d)), []);
   const [hostEnd, peer] = duplexPair();
   const session = new HostSession(new FrameChannel(hostEnd, HOST_SIDE), {
-    module: "submitter", grants: effective, hub: new ApiHub(), bus: new EventBus(), logger: new Logger({ level: "error", write: () => {} }),
-    call: { module: "submitter", chain, store: undefined, config: {}, dataDir: "/data/submitter" },
+    module, grants: effective, hub: new ApiHub(), bus: new EventBus(), logger: new Logger({ level: "error", write: () => {} }),
+    call: { module, ...call, config: {}, dataDir: `/data/${module}` },
     handshakeTimeoutMs: 60_000,
   });
   t.teardown(() => {
@@ -50,11 +51,23 @@ test("a submitted block's sliced work is charged to the submitting module's host
     frame.set(body, 4);
     peer.write(frame);
   };
-  send({ t: "hello", protocol: [1, 1], module: "submitter", version: "1.0.0", sdk: "test" });
+  send({ t: "hello", protocol: [1, 1], module, version: "1.0.0", sdk: "test" });
+  const response = (id: number) => received.find((m) => m.t === "response" && m.id === id);
+  const answers = async (ids: number[]) => {
+    const deadline = Date.now() + 120_000;
+    while (ids.some((id) => !response(id)) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    return ids.map(response);
+  };
+  return { session, send, answers };
+}
+
+test("a submitted block's sliced work is charged to the submitting module's host CPU share", async (t) => {
+  const chain = await EmbeddedChain.create({ matureBlocks: 1 });
+  t.teardown(() => chain.close());
+  const bytes = await bigBlock(chain, { count: 5_000, witnessBytes: 0 });
+  const { session, send, answers } = sessionPair(t, "submitter", ["submit_block"], { chain, store: undefined });
   send({ t: "request", id: 1, method: "submit_block", params: { hex: bytes } });
-  const deadline = Date.now() + 120_000;
-  while (!received.some((m) => m.t === "response" && m.id === 1) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
-  const answer = received.find((m) => m.t === "response" && m.id === 1);
+  const [answer] = await answers([1]);
   t.truthy(answer, "submit_block answered");
   t.is((answer as { error?: unknown }).error, undefined, JSON.stringify(answer).slice(0, 300));
   t.true(session.flowStats.slicedMs > 0, `sliced work charged: ${session.flowStats.slicedMs} ms`);
@@ -65,40 +78,13 @@ test("a storage transaction's sliced work on the host's loop is charged to the w
   const store = await ModuleStore.open(join(await tempDir(t), "db"));
   t.teardown(() => store.close());
   await store.openTree("t");
-  const grants = ["write_storage"];
-  const { effective } = resolveGrants(grants.map((d) => parseDescriptor(d)), grants.map((d) => parseDescriptor(d)), []);
-  const [hostEnd, peer] = duplexPair();
-  const session = new HostSession(new FrameChannel(hostEnd, HOST_SIDE), {
-    module: "writer", grants: effective, hub: new ApiHub(), bus: new EventBus(), logger: new Logger({ level: "error", write: () => {} }),
-    call: { module: "writer", chain: undefined as never, store, config: {}, dataDir: "/data/writer" },
-    handshakeTimeoutMs: 60_000,
-  });
-  t.teardown(() => {
-    session.close();
-    peer.destroy();
-  });
-  const received: Array<Record<string, unknown>> = [];
-  const decoder = new FrameDecoder();
-  peer.on("data", (chunk: Buffer) => {
-    for (const body of decoder.push(chunk)) received.push(decodeBody(body) as Record<string, unknown>);
-  });
-  const send = (msg: Record<string, unknown>) => {
-    const body = encodeBody(msg);
-    const frame = Buffer.alloc(4 + body.length);
-    frame.writeUInt32BE(body.length, 0);
-    frame.set(body, 4);
-    peer.write(frame);
-  };
-  send({ t: "hello", protocol: [1, 1], module: "writer", version: "1.0.0", sdk: "test" });
+  const { session, send, answers } = sessionPair(t, "writer", ["write_storage"], { chain: undefined as never, store });
   // 5,000 puts of 100-byte keys, twice (fresh keys, then the same keys overwritten): far more
   // than one slice of work each, on any machine (and within a message's 1 MiB of strings).
   const ops = Array.from({ length: 5_000 }, (_, i) => ({ op: "put", key: `${String(i).padStart(8, "0")}${"k".repeat(92)}`, value: { i, b: new Uint8Array(40).fill(i) } }));
   for (const id of [1, 2]) send({ t: "request", id, method: "storage_transaction", params: { tree: "t", ops } });
-  const deadline = Date.now() + 120_000;
-  while (!received.some((m) => m.t === "response" && m.id === 2) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
-  for (const id of [1, 2]) {
-    const answer = received.find((m) => m.t === "response" && m.id === id);
-    t.truthy(answer, `storage_transaction ${id} answered`);
+  for (const [i, answer] of (await answers([1, 2])).entries()) {
+    t.truthy(answer, `storage_transaction ${i + 1} answered`);
     t.is((answer as { error?: unknown }).error, undefined, JSON.stringify(answer).slice(0, 300));
   }
   t.is((await store.usage()).keys, 5_000, "both transactions written");
