@@ -18,11 +18,16 @@ import type { Duplex } from "node:stream";
 import { DEFAULT_MAX_FRAME_BYTES, FrameDecoder, FramingError } from "./frame.ts";
 import { type BodyBuilder, CodecError, decodeBody, decodeBodyStepped, DEFAULT_BODY_LIMITS, EncodeError, encodeBodyParts, encodeEnvelope, encodeEnvelopeParts, HOST_BODY_LIMITS, readEnvelope, type BodyLimits } from "./codec.ts";
 
-// `performance` is the global one (node:perf_hooks would load its histogram and timerify code
-// into every isolate host at boot: runtime/isolate/natives.ts), read once: the global is a
-// lazy accessor that Node runs on every read (~0.15 µs at load 5-9, where the call to now()
-// itself costs about as much), and this file reads the clock about three times per chunk read.
-const performance = globalThis.performance;
+// The clock is the global `performance` (node:perf_hooks would load its histogram and timerify
+// code into every isolate host at boot: runtime/isolate/natives.ts), read once at its first
+// use, not when this file loads (reading the global loads perf_hooks too): the global is a lazy
+// accessor that Node runs on every read (~0.15 µs at load 5-9, where the call to now() itself
+// costs about as much), and this file reads the clock about three times per chunk read.
+let clock: typeof globalThis.performance | undefined;
+/** performance.now(). */
+function clockNow(): number {
+  return (clock ??= globalThis.performance).now();
+}
 
 /** Frames of one chunk handled between two questions to the gate (ChannelOptions.gate). */
 const GATE_EVERY = 64;
@@ -205,7 +210,7 @@ export class FrameChannel extends EventEmitter<ChannelEvents> {
       return;
     }
     // One clock reading for the gate and the chunk's timing.
-    const now = this.gate ? performance.now() : undefined;
+    const now = this.gate ? clockNow() : undefined;
     if (now !== undefined && this.gate!.overBudget(now)) {
       this.park([chunk]);
       return;
@@ -273,7 +278,7 @@ export class FrameChannel extends EventEmitter<ChannelEvents> {
   /** Handle a chunk read (or the rest of one); returns the frames left for a later turn, if any. `now`: the clock read just before, if it was. */
   private handleTimed(item: Buffer | Buffer[], now?: number): Buffer | Buffer[] | undefined {
     // Timed only for a receiver that charges it (the host's session; a module's client does not).
-    const start = this.listenerCount("chunk") > 0 ? (now ?? performance.now()) : 0;
+    const start = this.listenerCount("chunk") > 0 ? (now ?? clockNow()) : 0;
     this.handling = true;
     let rest: Buffer | Buffer[] | undefined;
     try {
@@ -281,7 +286,7 @@ export class FrameChannel extends EventEmitter<ChannelEvents> {
     } finally {
       this.handling = false;
     }
-    if (!this.closed && start > 0) this.emit("chunk", performance.now() - start);
+    if (!this.closed && start > 0) this.emit("chunk", clockNow() - start);
     return rest;
   }
 
@@ -298,7 +303,7 @@ export class FrameChannel extends EventEmitter<ChannelEvents> {
    * returned, to be handled after it.
    */
   private handleChunk(item: Buffer | Buffer[]): Buffer | Buffer[] | undefined {
-    if (this.building && !this.buildPiece(performance.now())) return item;
+    if (this.building && !this.buildPiece(clockNow())) return item;
     let bodies: Buffer[];
     if (Array.isArray(item)) {
       bodies = item;
@@ -317,7 +322,7 @@ export class FrameChannel extends EventEmitter<ChannelEvents> {
       if (i > 0 && i % GATE_EVERY === 0 && this.gate?.overBudget()) return bodies.slice(i);
       const body = bodies[i]!;
       let value: unknown;
-      const t0 = body.length >= TIMED_BODY_BYTES ? performance.now() : 0;
+      const t0 = body.length >= TIMED_BODY_BYTES ? clockNow() : 0;
       try {
         if (this.gate) {
           // Validated now; a body of many values is built in pieces, the frames after it wait.
@@ -333,10 +338,10 @@ export class FrameChannel extends EventEmitter<ChannelEvents> {
       } catch (err) {
         const error = err instanceof CodecError ? err : new CodecError(String((err as Error)?.message ?? err));
         const envelope = readEnvelope(body);
-        this.emit("bad_body", error, envelope, t0 ? performance.now() - t0 : 0);
+        this.emit("bad_body", error, envelope, t0 ? clockNow() - t0 : 0);
         continue;
       }
-      this.emit("message", value, t0 ? performance.now() - t0 : 0, body.length);
+      this.emit("message", value, t0 ? clockNow() - t0 : 0, body.length);
     }
     // Frames before a bad length prefix were delivered above; now the stream is lost.
     if (this.decoder.error && !this.closed) this.close(this.decoder.error);
@@ -352,17 +357,17 @@ export class FrameChannel extends EventEmitter<ChannelEvents> {
     const builder = this.building!;
     let done: boolean;
     try {
-      done = builder.step(() => !this.draining && (performance.now() - t0 >= BUILD_PIECE_MS || this.gate!.overBudget()));
+      done = builder.step(() => !this.draining && (clockNow() - t0 >= BUILD_PIECE_MS || this.gate!.overBudget()));
     } catch (err) {
       // validate() accepted the body, so this is a bug in the builder: a refusal, not a crash.
       this.building = undefined;
       const error = new CodecError(`invalid MessagePack: ${(err as Error)?.message ?? String(err)}`);
-      this.emit("bad_body", error, {}, performance.now() - t0);
+      this.emit("bad_body", error, {}, clockNow() - t0);
       return true;
     }
     if (!done) return false;
     this.building = undefined;
-    this.emit("message", builder.value, performance.now() - t0, this.buildingBytes);
+    this.emit("message", builder.value, clockNow() - t0, this.buildingBytes);
     return true;
   }
 
