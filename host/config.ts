@@ -267,7 +267,7 @@ const RPC_LIMIT_DOCS: Record<keyof RpcLimits, string> = {
   max_batch: "requests in one JSON-RPC batch",
   max_json_depth: "nesting of arrays and objects in a body, checked before it is parsed",
   max_method_length: "characters in a method name",
-  max_response_bytes: "bytes of JSON in one answer (a batch's answers together); an answer that does not fit is replaced by a `-32006` error with its id (in a batch, at once as it arrives: its data is not held while the rest of the batch runs). Answers are written in slices of ~2 ms, binary as hex",
+  max_response_bytes: "bytes of JSON in one answer (a batch's answers together); an answer that does not fit is replaced by a `-32006` error with its id (in a batch, at once as it arrives: its data is not held while the rest of the batch runs). Answers are written in slices of ~2 ms, binary as hex. The command line (`modhost call`, `list`, ...) takes an answer of at most this (from the configuration it reads) plus 64 KiB, counted as it arrives",
   max_unsent_bytes: "bytes of answers (and `/metrics` pages) written to clients and not yet taken by their sockets, all connections together; past it, the connections whose answers waited longest (clients that do not read) are closed until the new answer fits. Answers of 64 KiB or less are not counted",
 };
 

@@ -357,12 +357,12 @@ test("modhost dev prints the exact command that reaches it, and that command wor
   t.is((await child).exitCode, 0, out);
 });
 
-test("the connection defaults used without a modhost.toml are defaultConfig's [rpc] and modules_dir", async (t) => {
+test("the connection defaults used without a modhost.toml are defaultConfig's [rpc] (address, cookie, max_response_bytes) and modules_dir", async (t) => {
   const { connectionDefaults } = await import("../host/rpc/commands.ts");
   const { defaultConfig } = await import("../host/config.ts");
   const d = defaultConfig("/srv/node");
   const c = connectionDefaults("/srv/node");
-  t.deepEqual(c.rpc, { enabled: d.rpc.enabled, bind: d.rpc.bind, port: d.rpc.port, cookie_file: d.rpc.cookie_file });
+  t.deepEqual(c.rpc, { enabled: d.rpc.enabled, bind: d.rpc.bind, port: d.rpc.port, cookie_file: d.rpc.cookie_file, max_response_bytes: d.rpc.max_response_bytes });
   t.is(c.modules.modules_dir, d.modules.modules_dir);
   t.is(d.rpc.user, undefined);
 });

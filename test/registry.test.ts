@@ -111,6 +111,22 @@ const BETA: TsModuleSpec = { name: "beta", version: "1.0.0", dependencies: { alp
 
 // ---------------------------------------------------------------------------------------
 
+test("modhost search prints what a signed index says of a module (its description: terminal escapes, a bidi override, a line of 100,000 characters) escaped and cut, never raw", async (t) => {
+  const w = await world(t);
+  await w.publish([ALPHA]);
+  const evil = "\r\x1b]52;c;ZXZpbA==\x07\x1b[2J\u009b31m\u202eforged\nbeta 9.9.9";
+  await resign(w, (index) => {
+    index.modules.alpha!.versions["1.0.0"]!.description = evil + "x".repeat(100_000);
+  });
+  const found = await search(w.config, undefined, w.opts);
+  t.is(found.length, 1);
+  t.log(w.lines.map((l) => l.slice(0, 200)).join("\n"));
+  t.false(w.lines.some((l) => /[\x00-\x1f\x7f-\x9f\u202e]/.test(l)), "no printed line holds a raw control character or bidi override");
+  t.true(w.lines.some((l) => l.includes("\\r\\x1b]52;c;ZXZpbA==\\x07\\x1b[2J\\x9b31m\\u202eforged\\nbeta 9.9.9")), "the description is shown, escaped");
+  t.true(w.lines.every((l) => l.length < 2100), "each line is cut");
+  t.true(w.lines.some((l) => /\.\.\. \(\d+ more characters\)$/.test(l)), "and says how much was cut");
+});
+
 test("a valid install over HTTP: dependencies first, every file verified, cached, nothing left in staging", async (t) => {
   const w = await world(t);
   await w.publish([ALPHA, BETA]);

@@ -28,6 +28,7 @@ import { loadManifest, NODE_DEPENDENCY_NAMES, type ModuleManifest } from "../man
 import { satisfies } from "../deps.ts";
 import { formatDescriptor, resolveGrants } from "../../capabilities/grants.ts";
 import { clientFor } from "../rpc/client.ts";
+import { escapeText } from "../log.ts";
 import { snapshotModule, verificationError, verifyModule } from "../verify/module.ts";
 import { fetchIndex } from "./client.ts";
 import { applyPlan, lockModulesDir, recoverModulesDir, type CrashHook, type Rename } from "./journal.ts";
@@ -225,6 +226,9 @@ async function tellHost(config: HostConfig, method: "load" | "reload" | "unload"
 // ---------------------------------------------------------------------------------------
 // Commands
 
+/** The longest line `modhost search` prints of what the index says of one module. */
+const MAX_SEARCH_LINE_CHARS = 2000;
+
 export async function search(config: HostConfig, term: string | undefined, opts: RegistryOptions = {}): Promise<Array<{ name: string; latest: string; installed?: string; description?: string }>> {
   // Reading only: while another command holds modules_dir, search without recovering.
   const lock = await lockModulesDir(config.modules.modules_dir).catch(() => undefined);
@@ -248,7 +252,12 @@ export async function search(config: HostConfig, term: string | undefined, opts:
     if (have) row.installed = have;
     if (e.description) row.description = e.description;
     rows.push(row);
-    const say = out(opts);
+    // What the index says of a module is its author's text (a description, capabilities,
+    // ranges): escaped for the operator's terminal, each line cut at MAX_SEARCH_LINE_CHARS.
+    const say = (line: string) => {
+      const shown = escapeText(line, MAX_SEARCH_LINE_CHARS);
+      out(opts)(shown.cut > 0 ? `${shown.text}... (${shown.cut} more characters)` : shown.text);
+    };
     say(`${name} ${latest}${have ? ` (installed: ${have})` : ""}${versions.length > 1 ? ` [versions: ${versions.join(", ")}]` : ""}`);
     if (e.description) say(`    ${e.description}`);
     say(`    ${e.runtime}; capabilities: ${e.capabilities.join(", ") || "none"}${Object.keys(e.dependencies).length ? `; depends on: ${Object.entries(e.dependencies).map(([d, r]) => `${d} ${r}`).join(", ")}` : ""}`);

@@ -7,6 +7,7 @@ import http from "node:http";
 import { isIP } from "node:net";
 import type { HostConfig, RpcConfig } from "../config.ts";
 import { ModhostError } from "../errors.ts";
+import { ANSWER_ENVELOPE_BYTES } from "./answer-limit.ts";
 import { basicHeader, portFileOf, readCookie, type Credentials } from "./auth.ts";
 
 export interface ClientOptions {
@@ -15,7 +16,14 @@ export interface ClientOptions {
   credentials: Credentials;
   /** Give up after this long; default 60 s. */
   timeoutMs?: number;
+  /**
+   * The largest answer taken: the `[rpc] max_response_bytes` of the config the command reads
+   * (the host's answers are never larger) plus ANSWER_ENVELOPE_BYTES. Counted as the answer
+   * arrives, before it is held whole or parsed.
+   */
+  maxResponseBytes: number;
 }
+
 
 /** An error answer from the server: its JSON-RPC code, message and data. */
 class RpcCallError extends ModhostError {
@@ -71,8 +79,27 @@ export class RpcClient {
         headers: { "Content-Type": "application/json", "Content-Length": Buffer.byteLength(body), Authorization: basicHeader(credentials) },
         timeout: this.opts.timeoutMs ?? 60_000,
       }, (res) => {
+        // Whoever listens at the address answers: a host never sends more than its
+        // max_response_bytes, so more than that (declared, or as it arrives) is refused before
+        // it is held. Before, an answer of any size was gathered whole, then parsed.
+        const limit = this.opts.maxResponseBytes + ANSWER_ENVELOPE_BYTES;
+        const tooLarge = (n: number) => new ModhostError("rpc_error", `the answer from ${this.where} is ${n} bytes or more, larger than the ${limit} bytes a modhost answer may be ([rpc] max_response_bytes = ${this.opts.maxResponseBytes} plus ANSWER_ENVELOPE_BYTES); nothing of it was printed`, "check that --rpcconnect/--rpcport name a modhost, or raise [rpc] max_response_bytes in the configuration this command reads to the host's");
+        const declared = Number(res.headers["content-length"]);
+        if (Number.isFinite(declared) && declared > limit) {
+          req.destroy(tooLarge(declared));
+          return;
+        }
         const chunks: Buffer[] = [];
-        res.on("data", (c: Buffer) => chunks.push(c));
+        let received = 0;
+        res.on("data", (c: Buffer) => {
+          received += c.length;
+          if (received > limit) {
+            chunks.length = 0;
+            req.destroy(tooLarge(received));
+            return;
+          }
+          chunks.push(c);
+        });
         res.on("end", () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString("utf8") }));
         res.on("error", reject);
       });
@@ -107,7 +134,7 @@ async function listeningPort(cookieFile: string, host: string): Promise<number> 
 }
 
 /** A client for the host that `config` describes (its [rpc] bind, port and cookie_file). */
-export async function clientFor(config: { file?: string | null | undefined; rpc: Pick<RpcConfig, "enabled" | "bind" | "port" | "cookie_file" | "user" | "password"> } | HostConfig, timeoutMs?: number): Promise<RpcClient> {
+export async function clientFor(config: { file?: string | null | undefined; rpc: Pick<RpcConfig, "enabled" | "bind" | "port" | "cookie_file" | "user" | "password" | "max_response_bytes"> } | HostConfig, timeoutMs?: number): Promise<RpcClient> {
   const rpc = config.rpc;
   const host = connectAddress(rpc.bind);
   if (!rpc.enabled) throw new ModhostError("rpc_disabled", `the RPC server is disabled in ${config.file ?? "the configuration"} ([rpc] enabled = false)`, "set [rpc] enabled = true and restart the host");
@@ -125,5 +152,5 @@ export async function clientFor(config: { file?: string | null | undefined; rpc:
     else if (code === "EACCES") throw new ModhostError("unauthorised", `cannot read the cookie file ${rpc.cookie_file}: permission denied`, "run modhost as the user that runs the host");
     else throw err;
   }
-  return new RpcClient({ host, port, credentials, ...(timeoutMs !== undefined ? { timeoutMs } : {}) });
+  return new RpcClient({ host, port, credentials, maxResponseBytes: rpc.max_response_bytes, ...(timeoutMs !== undefined ? { timeoutMs } : {}) });
 }

@@ -10,6 +10,7 @@
 // and --datadir, which override [rpc]. For module commands these are taken out of the
 // arguments unless they come after `--`.
 
+import { DEFAULT_MAX_RESPONSE_BYTES } from "./answer-limit.ts";
 import { existsSync } from "node:fs";
 import { isIP } from "node:net";
 import { readdir } from "node:fs/promises";
@@ -72,7 +73,7 @@ function split(argv: string[]): Split {
 /** What a client needs of a configuration: where the host is, and where its modules are. */
 export interface ConnectionConfig {
   file?: string | null | undefined;
-  rpc: Pick<RpcConfig, "enabled" | "bind" | "port" | "cookie_file" | "user" | "password">;
+  rpc: Pick<RpcConfig, "enabled" | "bind" | "port" | "cookie_file" | "user" | "password" | "max_response_bytes">;
   modules: Pick<HostConfig["modules"], "modules_dir">;
 }
 
@@ -82,7 +83,7 @@ export interface ConnectionConfig {
  * test/cli-help.test.ts checks these against defaultConfig.
  */
 export function connectionDefaults(dir: string): ConnectionConfig {
-  return { rpc: { enabled: true, bind: "127.0.0.1", port: 8339, cookie_file: path.resolve(dir, "data/.cookie") }, modules: { modules_dir: path.resolve(dir, "modules") } };
+  return { rpc: { enabled: true, bind: "127.0.0.1", port: 8339, cookie_file: path.resolve(dir, "data/.cookie"), max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES }, modules: { modules_dir: path.resolve(dir, "modules") } };
 }
 
 async function configFrom(file: string | undefined): Promise<ConnectionConfig> {

@@ -25,6 +25,7 @@
 // scanned for nesting depth before it is parsed; batches and method names have a length limit.
 // Every refusal names its limit and the config key that raises it.
 
+import { DEFAULT_MAX_RESPONSE_BYTES } from "./answer-limit.ts";
 import { readFileSync } from "node:fs";
 import http, { type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo, Socket } from "node:net";
@@ -109,7 +110,7 @@ export const DEFAULT_RPC_LIMITS: Readonly<RpcLimits> = Object.freeze({
   max_batch: 1000,
   max_json_depth: 32,
   max_method_length: 256,
-  max_response_bytes: 32 * 1024 * 1024,
+  max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
   max_unsent_bytes: 64 * 1024 * 1024,
 });
 
