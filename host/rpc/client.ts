@@ -24,7 +24,6 @@ export interface ClientOptions {
   maxResponseBytes: number;
 }
 
-
 /** An error answer from the server: its JSON-RPC code, message and data. */
 class RpcCallError extends ModhostError {
   constructor(readonly rpcCode: number, message: string, readonly data?: unknown) {
