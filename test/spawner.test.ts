@@ -304,6 +304,8 @@ test.serial("a host killed with -9 while a native module starts (spawned, its vo
 
   const second = runHost(t, dir, config);
   const ready = await waitFor(() => /loaded slow .*pid=(\d+)/.exec(second.out), LONG, "slow to be loaded by the next host", () => second.out);
+  // Its stderr line and the host's "loaded" line come by different ways (a pipe, its socket): either may be printed first.
+  await waitFor(() => /slow-ready ready pid/.test(second.out), LONG, "slow to say it found the marker it wrote on its volume before the kill", () => second.out);
   t.regex(second.out, /slow-ready ready pid/, "it found the marker it wrote on its volume before the kill");
   t.true(await alive(Number(ready[1])));
   second.host.kill("SIGTERM");
