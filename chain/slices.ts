@@ -69,14 +69,24 @@ export function sliceQueueHeld(): number {
   return waiting.length;
 }
 
+/** Who a slice is charged to: the function sliceAccount holds, or no one. */
+type Account = ((ms: number) => unknown) | undefined;
+
 export class Slicer {
   #deadline: number;
   #count = 0;
+  readonly #fixed: { readonly account: Account } | undefined;
   /** Turns given so far (tests check that long work did yield). */
   yields = 0;
 
-  constructor(private readonly budgetMs = SLICE_MS) {
+  /**
+   * `fixed`: charge every slice to this account, taken when the work was asked for, instead of
+   * the one sliceAccount holds when the slice ends. A module's storage transaction needs it: the
+   * store's write lock may run the work from another request's turn (storage/store.ts).
+   */
+  constructor(private readonly budgetMs = SLICE_MS, fixed?: { readonly account: Account }) {
     this.#deadline = performance.now() + budgetMs;
+    this.#fixed = fixed;
   }
 
   /** One element done; resolves at once, or after a turn of the loop when the slice is used up. */
@@ -93,7 +103,7 @@ export class Slicer {
   /** Give the loop a turn now and start a new slice. */
   async pause(): Promise<void> {
     this.yields++;
-    sliceAccount.getStore()?.(performance.now() - (this.#deadline - this.budgetMs));
+    (this.#fixed ? this.#fixed.account : sliceAccount.getStore())?.(performance.now() - (this.#deadline - this.budgetMs));
     await turn();
     this.#deadline = performance.now() + this.budgetMs;
   }

@@ -20,14 +20,13 @@
  * serialised per store by a mutex so concurrent deltas are computed correctly.
  */
 import { mkdir } from "node:fs/promises";
-import { performance } from "node:perf_hooks";
 import { ClassicLevel } from "classic-level";
 import { claimDir } from "./lock.ts";
 import { StorageError, asStorageError } from "./errors.ts";
 import { Mutex } from "./mutex.ts";
 import { threadPool, type PoolShare } from "./pool.ts";
 import { quoted } from "../protocol/messages.ts";
-import { sliceAccount } from "../chain/slices.ts";
+import { Slicer, sliceAccount } from "../chain/slices.ts";
 import { checkKey, compareBytes, decodeKey, decodeValue, encodeKey, encodeValue, prefixUpperBound } from "./codec.ts";
 
 export { StorageError } from "./errors.ts";
@@ -165,37 +164,6 @@ interface Prepared {
   kLen: number;
   v: Bytes | undefined;
 }
-/**
- * Time-sliced synchronous work: `due()` says the slice is over (checked between items, cheap),
- * then `await pause()` gives the loop a turn and starts the next slice. One item is never cut.
- * Each slice that ends with a turn is charged to `account`, the requesting module's host CPU
- * share (chain/slices.ts sliceAccount), as a submitted block's slices are: the request's
- * synchronous part is all the session times itself, and a transaction's work (its ops checked
- * and encoded, the quota's reads, the batch filled) runs on in later turns.
- */
-class Slicer {
-  #start = performance.now();
-  /** Turns given to the loop (for tests). */
-  pauses = 0;
-
-  readonly #account: ((ms: number) => unknown) | undefined;
-
-  constructor(account: ((ms: number) => unknown) | undefined) {
-    this.#account = account;
-  }
-
-  due(): boolean {
-    return performance.now() - this.#start >= SLICE_MS;
-  }
-
-  async pause(): Promise<void> {
-    this.pauses++;
-    this.#account?.(performance.now() - this.#start);
-    await new Promise<void>((resolve) => setImmediate(resolve));
-    this.#start = performance.now();
-  }
-}
-
 /** The held parts of a transaction sent in parts. */
 interface Staged {
   tree: string;
@@ -229,7 +197,8 @@ async function storedKeys(prefix: string, prepared: readonly Prepared[], slicer:
   const out: Bytes[] = new Array(prepared.length);
   let at = 0;
   for (let i = 0; i < prepared.length; i++) {
-    if ((i & 63) === 0 && slicer.due()) await slicer.pause();
+    const wait = slicer.tick();
+    if (wait) await wait;
     const p = prepared[i]!;
     pre.copy(slab, at);
     const written = slab.write(p.key, at + pre.length, p.kLen, "utf8");
@@ -545,7 +514,7 @@ export class ModuleStore {
     // Taken here, in the request's own call: the write lock may run the work from another's turn.
     const account = sliceAccount.getStore();
     return this.#write(async () => {
-      const slicer = new Slicer(account);
+      const slicer = new Slicer(SLICE_MS, { account });
       this.#lastSlicer = slicer;
       this.#expireStaged();
       const held = part ? this.#staged.get(part.id) : undefined;
@@ -584,7 +553,7 @@ export class ModuleStore {
   /** The slicer of the last batch (for tests: how many turns its work gave the loop). */
   #lastSlicer: Slicer | undefined;
   get lastBatchPauses(): number {
-    return this.#lastSlicer?.pauses ?? 0;
+    return this.#lastSlicer?.yields ?? 0;
   }
 
   /**
@@ -596,7 +565,8 @@ export class ModuleStore {
     const batch = this.#db.batch();
     try {
       for (let i = 0; i < prepared.length; i++) {
-        if ((i & 15) === 0 && slicer.due()) await slicer.pause();
+        const wait = slicer.tick();
+        if (wait) await wait;
         const v = prepared[i]!.v;
         if (v === undefined) batch.del(stored[i]!);
         else batch.put(stored[i]!, v);
@@ -624,7 +594,8 @@ export class ModuleStore {
     const n = prepared.length;
     const seen = new Set<string>();
     for (let i = 0; i < n; i++) {
-      if ((i & 63) === 0 && slicer.due()) await slicer.pause();
+      const wait = slicer.tick();
+      if (wait) await wait;
       seen.add(prepared[i]!.key);
     }
     let dBytes = 0;
@@ -633,7 +604,8 @@ export class ModuleStore {
       for (let i = 0; i < n; i++) {
         // The clock at every read (~50 ns, a read a microsecond or more): one that goes to the disk
         // ends its slice at once.
-        if (slicer.due()) await slicer.pause();
+        const wait = slicer.due();
+        if (wait) await wait;
         const p = prepared[i]!;
         const old = this.#oldSize(stored[i]!);
         if (old !== undefined) {
@@ -650,7 +622,8 @@ export class ModuleStore {
     // Current size (key + value bytes) of every distinct key touched, or undefined if absent.
     const size = new Map<string, number | undefined>();
     for (let i = 0; i < n; i++) {
-      if (slicer.due()) await slicer.pause();
+      const wait = slicer.due();
+      if (wait) await wait;
       const p = prepared[i]!;
       if (size.has(p.key)) continue;
       const old = this.#oldSize(stored[i]!);
@@ -658,7 +631,8 @@ export class ModuleStore {
     }
     // Replay the ops on the sizes to get the batch's net delta.
     for (let i = 0; i < n; i++) {
-      if ((i & 63) === 0 && slicer.due()) await slicer.pause();
+      const wait = slicer.tick();
+      if (wait) await wait;
       const p = prepared[i]!;
       const before = size.get(p.key);
       const after = p.v === undefined ? undefined : p.kLen + p.v.length;
@@ -727,7 +701,8 @@ export class ModuleStore {
     const out: Prepared[] = new Array(ops.length);
     for (let i = 0; i < ops.length; i++) {
       // One op's work is bounded (a key of maxKeyBytes, a value of maxValueBytes): checked per op.
-      if (slicer.due()) await slicer.pause();
+      const wait = slicer.due();
+      if (wait) await wait;
       out[i] = this.#prepareOp(ops[i], i, ops.length);
     }
     return out;
