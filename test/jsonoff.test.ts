@@ -165,6 +165,25 @@ test("parseJson hands back what JSON.parse makes, through its worker and in piec
   t.is(({} as { polluted?: number }).polluted, undefined, "no prototype was polluted");
 });
 
+test("parseJson leaves the caller's pieces as they were: pieces that are slices of one ArrayBuffer holding other bytes too (as a socket's reads are) keep their buffer, length and bytes after a parse in the worker", async (t) => {
+  const text = JSON.stringify({ a: "x".repeat(JSON_ON_LOOP_BYTES * 3), b: Array(20_000).fill(7) });
+  const body = Buffer.from(text);
+  // One slab: 16 bytes of the caller's own before, the text in three pieces, 16 bytes after.
+  const slab = new Uint8Array(body.length + 32);
+  slab.fill(0xa5, 0, 16);
+  slab.set(body, 16);
+  slab.fill(0x5a, 16 + body.length);
+  const cut1 = 16 + Math.floor(body.length / 3);
+  const cut2 = 16 + Math.floor((2 * body.length) / 3);
+  const pieces = [slab.subarray(16, cut1), slab.subarray(cut1, cut2), slab.subarray(cut2, 16 + body.length)];
+  const before = Buffer.from(slab);
+  const value = await parseJson(pieces, { lane: "fuzz", maxValues: 1_000_000, valuesName: "test" });
+  t.deepEqual(value, JSON.parse(text));
+  t.is(slab.buffer.byteLength, body.length + 32, "the slab's buffer is not detached (transferred away)");
+  t.deepEqual(pieces.map((p) => p.byteLength), [cut1 - 16, cut2 - cut1, 16 + body.length - cut2]);
+  t.true(Buffer.from(slab).equals(before), "every byte of the slab, the caller's own included, is as it was");
+});
+
 test("parseJson refuses, naming the limit: more values than the caller allows (on the loop and in the worker), and what is not JSON", async (t) => {
   const big = Buffer.from(JSON.stringify(Array(100_000).fill(0)));
   const e1 = await t.throwsAsync(parseJson(big, { lane: "fuzz", maxValues: 50_000, valuesName: "SOME_LIMIT" }));
