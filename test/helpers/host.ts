@@ -199,7 +199,10 @@ export async function tempDir(t: ExecutionContext, prefix = "modhost-test-"): Pr
   const dir = await mkdtemp(path.join(tmpdir(), prefix));
   t.teardown(async () => {
     await unmountUnder(dir);
-    await rm(dir, { recursive: true, force: true });
+    // Retried: a module's process that outlives its host's stop by a moment (a grandchild, or a
+    // killed host's child) may still create a file while the walk removes the directory
+    // (ENOTEMPTY, seen in CI at load 17-21).
+    await rm(dir, { recursive: true, force: true, maxRetries: 10, retryDelay: 100 });
   });
   return dir;
 }
