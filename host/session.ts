@@ -270,7 +270,8 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
   /**
    * Its account in the host's cap over all modules ([host] module_bytes_mb, protocol/host-bytes.ts):
    * what it holds is its requests' params, the reservations of their answers, what was sent and
-   * not read, and its queued events.
+   * not read, its queued events, and the frame it is sending (counted, not held back: it is read
+   * before anything says what it is; max_frame_bytes bounds it).
    */
   private readonly held: HeldAccount;
   /** A request admitted past its fair part of module_bytes_mb is being served (one at a time). */
@@ -295,7 +296,7 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
       (ev) => this.deliver(ev),
       { window: opts.eventWindow ?? DEFAULT_LIMITS.event_window, queueLimit: opts.eventQueue ?? DEFAULT_LIMITS.event_queue, queueBytes: opts.eventQueueBytes ?? DEFAULT_LIMITS.event_queue_bytes, admits: (bytes) => this.held.admits(bytes) !== false },
     );
-    this.held = hostBytes.join(opts.module, () => this.reserved + this.heldRequestBytes + this.channel.unsentBytes + this.subscription.pendingBytes);
+    this.held = hostBytes.join(opts.module, () => this.reserved + this.heldRequestBytes + this.channel.unsentBytes + this.subscription.pendingBytes + this.channel.arrivingBytes);
     this.call = {
       ...opts.call,
       services: opts.call.services ?? { publish: (type, payload, _from, bytes) => (opts.bus.publish(type, payload, bytes), true) },
