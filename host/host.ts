@@ -10,6 +10,7 @@ import { startInspectors, type InspectorServer } from "./inspector.ts";
 import { limitsFor, loadConfig, sandboxModeFor, strayModuleWarnings, type HostConfig } from "./config.ts";
 import { EventBus } from "./events/bus.ts";
 import { hostTurn } from "../runtime/turn.ts";
+import { hostBytes } from "../protocol/host-bytes.ts";
 import { Logger, type SourceLogger } from "./log.ts";
 import { changedSections, ModuleManager } from "./manager.ts";
 import { RegistryDiscovery } from "./registry/discover.ts";
@@ -95,6 +96,8 @@ export class Host {
     hostTurn.setBudget(opts.config.host.turn_budget_ms);
     // Modules' jobs in libuv's thread pool at once, all modules together ([host] pool_jobs).
     threadPool.setJobs(opts.config.host.pool_jobs || defaultPoolJobs());
+    // What the host holds for all modules together ([host] module_bytes_mb).
+    hostBytes.setCap(opts.config.host.module_bytes_mb * 1024 * 1024);
     // Where http_request's names are looked up ([host] dns_servers; the hosts file first).
     configureDns({ servers: opts.config.host.dns_servers });
   }

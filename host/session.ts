@@ -29,6 +29,7 @@ import { moduleScope, spawnModuleProcess, type ModuleProcess, type SpawnSpec, ty
 import { DEFAULT_LIMITS, type Limits } from "./config.ts";
 import { sliceAccount } from "../chain/slices.ts";
 import { hostTurn } from "../runtime/turn.ts";
+import { hostBytes, type HeldAccount } from "../protocol/host-bytes.ts";
 import { answerForVersion } from "./older-protocol.ts";
 import { answerBound, RELAYED_ANSWERS, SMALL_ANSWER_BYTES, type AnswerBoundLimits } from "../capabilities/answer-bounds.ts";
 
@@ -102,6 +103,9 @@ const UNREAD_GRACE_MS = 5000;
  */
 const MAX_PENDING_INVOCATIONS = 1024;
 
+/** A request waiting for room in [host] module_bytes_mb asks again this often (room is not announced). */
+const HOST_BYTES_RETRY_MS = 10;
+
 /** A module held back by a limit is told to the operator at most this often per limit. */
 const THROTTLE_LOG_MS = 10_000;
 
@@ -112,6 +116,7 @@ const LIMIT_TEXT = {
   congested: () => "the module to read what the host already sent",
   unread: (f: FlowLimits) => `max_unread_bytes (${f.maxUnreadBytes} bytes sent and not read, or reserved for the answers of its requests being served)`,
   request_bytes: (f: FlowLimits) => `max_request_bytes_in_flight (${f.maxRequestBytes} bytes of its requests being served)`,
+  host_bytes: () => `[host] module_bytes_mb (${hostBytes.cap} bytes for all modules together: the host holds more than half of it and this module more than its fair part, ${hostBytes.cap / 2} / ${hostBytes.accounts} accounts)`,
 } as const;
 
 /**
@@ -134,7 +139,7 @@ function cutReason(message: string): string {
  */
 const EVENT_BYTES_BOUND = 128 * 1024;
 
-type Limit = "in_flight" | "rate" | "cpu" | "congested" | "unread" | "request_bytes";
+type Limit = "in_flight" | "rate" | "cpu" | "congested" | "unread" | "request_bytes" | "host_bytes";
 
 /** Safety net: requests decoded from chunks already read while the module waits (one socket read holds a few thousand at most). */
 const MAX_BACKLOG = 8192;
@@ -228,7 +233,7 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
   /** Requests served and refused, for health and metrics. */
   readonly stats = { requests: 0, errors: 0, denied: 0 };
   /** Times a request had to wait, by the limit that held it; host CPU time spent serving, in ms. */
-  readonly flowStats = { waitedInFlight: 0, waitedRate: 0, waitedCpu: 0, waitedCongested: 0, timedOut: 0, cpuMs: 0, decodeMs: 0, inputMs: 0, slicedMs: 0, outputMs: 0, timerMs: 0, outputPaused: 0, invocationsRefused: 0, answersParked: 0, peakInFlight: 0, waitedUnread: 0, peakUnread: 0, relayedRefused: 0, waitedRequestBytes: 0, peakRequestBytes: 0 };
+  readonly flowStats = { waitedInFlight: 0, waitedRate: 0, waitedCpu: 0, waitedCongested: 0, timedOut: 0, cpuMs: 0, decodeMs: 0, inputMs: 0, slicedMs: 0, outputMs: 0, timerMs: 0, outputPaused: 0, invocationsRefused: 0, answersParked: 0, peakInFlight: 0, waitedUnread: 0, peakUnread: 0, relayedRefused: 0, waitedRequestBytes: 0, peakRequestBytes: 0, waitedHostBytes: 0 };
   private readonly flow: FlowLimits;
   private readonly backlog: WaitingRequest[] = [];
   /** Bytes reserved for the answers of the requests being served (see FlowLimits.maxUnreadBytes). */
@@ -262,6 +267,17 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
   private chargedInChunk = 0;
   /** When each limit was last reported in the log (at most once per THROTTLE_LOG_MS each). */
   private readonly throttleLogged = new Map<string, number>();
+  /**
+   * Its account in the host's cap over all modules ([host] module_bytes_mb, protocol/host-bytes.ts):
+   * what it holds is its requests' params, the reservations of their answers, what was sent and
+   * not read, its queued events, and the frame it is sending (counted, not held back: it is read
+   * before anything says what it is; max_frame_bytes bounds it).
+   */
+  private readonly held: HeldAccount;
+  /** A request admitted past its fair part of module_bytes_mb is being served (one at a time). */
+  private oneServed = false;
+  /** blockedBy() just admitted a request as that one: serve() takes it. */
+  private admittedAsOne = false;
 
   constructor(private readonly channel: FrameChannel, private readonly opts: SessionOptions) {
     super();
@@ -278,8 +294,9 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
     this.subscription = opts.bus.subscribe(
       opts.module,
       (ev) => this.deliver(ev),
-      { window: opts.eventWindow ?? DEFAULT_LIMITS.event_window, queueLimit: opts.eventQueue ?? DEFAULT_LIMITS.event_queue, queueBytes: opts.eventQueueBytes ?? DEFAULT_LIMITS.event_queue_bytes },
+      { window: opts.eventWindow ?? DEFAULT_LIMITS.event_window, queueLimit: opts.eventQueue ?? DEFAULT_LIMITS.event_queue, queueBytes: opts.eventQueueBytes ?? DEFAULT_LIMITS.event_queue_bytes, admits: (bytes) => this.held.admits(bytes) !== false },
     );
+    this.held = hostBytes.join(opts.module, () => this.reserved + this.heldRequestBytes + this.channel.unsentBytes + this.subscription.pendingBytes + this.channel.arrivingBytes);
     this.call = {
       ...opts.call,
       services: opts.call.services ?? { publish: (type, payload, _from, bytes) => (opts.bus.publish(type, payload, bytes), true) },
@@ -569,6 +586,14 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
       const committed = this.channel.unsentBytes + this.reserved;
       if (committed > 0 && committed + reserve > this.flow.maxUnreadBytes) return { limit: "unread" };
     }
+    // And beside what every module makes the host hold: past its fair part of [host]
+    // module_bytes_mb, while the host holds more than half of it, it waits.
+    this.admittedAsOne = false;
+    if (reserve + bytes > 0) {
+      const ground = this.held.admits(reserve + bytes, !this.oneServed);
+      if (ground === false) return { limit: "host_bytes", waitMs: HOST_BYTES_RETRY_MS };
+      this.admittedAsOne = ground === "one";
+    }
     this.refill(now);
     if (this.cpuDebt > this.flow.hostCpuMsPerS) {
       return { limit: "cpu", waitMs: Math.ceil(((this.cpuDebt - this.flow.hostCpuMsPerS) / this.flow.hostCpuMsPerS) * 1000) };
@@ -650,11 +675,12 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
     else if (blocked.limit === "cpu") this.flowStats.waitedCpu++;
     else if (blocked.limit === "unread") this.flowStats.waitedUnread++;
     else if (blocked.limit === "request_bytes") this.flowStats.waitedRequestBytes++;
+    else if (blocked.limit === "host_bytes") this.flowStats.waitedHostBytes++;
     else this.flowStats.waitedCongested++;
     const now = Date.now();
     if (blocked.limit !== "in_flight" && now - (this.throttleLogged.get(blocked.limit) ?? -Infinity) >= THROTTLE_LOG_MS) {
       this.throttleLogged.set(blocked.limit, now);
-      this.opts.logger.note(this.opts.module, "info", `throttled: its requests wait for ${LIMIT_TEXT[blocked.limit](this.flow)}; the operator can raise it in [modules.limits.${this.opts.module}]`, { limit: blocked.limit });
+      this.opts.logger.note(this.opts.module, "info", `throttled: its requests wait for ${LIMIT_TEXT[blocked.limit](this.flow)}; the operator can raise it${blocked.limit === "host_bytes" ? "" : ` in [modules.limits.${this.opts.module}]`}`, { limit: blocked.limit });
     }
     if (blocked.limit === "in_flight" || blocked.limit === "request_bytes") return; // an answer calls pump()
     // Held by reservations: an answer releases one and calls pump(). Held by bytes the module
@@ -794,6 +820,9 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
     this.opts.hub.dispatch(this.call, this.opts.grants, method, params);
 
   private serve(id: number, method: string, params: Record<string, unknown>, reserve: number, relayed: boolean, bytes: number): void {
+    const one = this.admittedAsOne;
+    this.admittedAsOne = false;
+    if (one) this.oneServed = true;
     this.stats.requests++;
     this.inFlight++;
     this.reserved += reserve;
@@ -807,7 +836,7 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
     const t1 = performance.now();
     this.charge(t1 - t0);
     if (served instanceof Promise || hostTurn.overBudget(t1)) {
-      void this.serveLater(req, served, reserve, relayed, bytes);
+      void this.serveLater(req, served, reserve, relayed, bytes, one);
       return;
     }
     // Answered at once (storage_get's synchronous read): the answer is sent, and its reservation
@@ -824,11 +853,12 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
       this.inFlight--;
       this.reserved -= reserve;
       this.heldRequestBytes -= bytes;
+      if (one) this.oneServed = false;
     }
   }
 
   /** serve() of a request whose answer is a promise (or is to be encoded in a later turn). */
-  private async serveLater(req: Serving, pending: unknown, reserve: number, relayed: boolean, bytes: number): Promise<void> {
+  private async serveLater(req: Serving, pending: unknown, reserve: number, relayed: boolean, bytes: number, one: boolean): Promise<void> {
     // The deadline answers the module; the slot stays taken until the host's work really ends,
     // so work that cannot be cancelled still counts against max_requests_in_flight.
     this.watchDeadline(req);
@@ -860,6 +890,7 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
       this.inFlight--;
       this.reserved -= reserve;
       this.heldRequestBytes -= bytes;
+      if (one) this.oneServed = false;
       if (this.backlog.length > 0 && !this.retryTimer) this.pump();
     }
   }
@@ -1044,6 +1075,7 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
     this.backlog.length = 0;
     this.backlogBytes = 0;
     this.subscription.close();
+    this.held.leave();
     const reason = error ?? new Error("connection closed");
     this.rejectHello(reason);
     this.rejectReady(reason);

@@ -498,6 +498,11 @@ export class FrameChannel extends EventEmitter<ChannelEvents> {
     }
   }
 
+  /** Bytes held for the frame being received (FrameDecoder.held): at most about its size. */
+  get arrivingBytes(): number {
+    return this.decoder.held;
+  }
+
   /** Bytes sent but not yet handed to the kernel: waiting here plus queued in the socket. */
   get unsentBytes(): number {
     return this.outBytes + this.socket.writableLength;

@@ -26,6 +26,7 @@ import { StorageError, asStorageError } from "./errors.ts";
 import { Mutex } from "./mutex.ts";
 import { threadPool, type PoolShare } from "./pool.ts";
 import { quoted } from "../protocol/messages.ts";
+import { hostBytes, type HeldAccount } from "../protocol/host-bytes.ts";
 import { Slicer, sliceAccount } from "../chain/slices.ts";
 import { checkKey, compareBytes, decodeKey, decodeValue, encodeKey, encodeValue, prefixUpperBound } from "./codec.ts";
 
@@ -224,6 +225,11 @@ export class ModuleStore {
   readonly #inflight = new Set<Promise<void>>();
   /** Earlier parts of transactions sent in parts, by the module's id for each (see batch). */
   readonly #staged = new Map<number, Staged>();
+  /**
+   * Its account in the host's cap over all modules ([host] module_bytes_mb,
+   * protocol/host-bytes.ts) while it holds staged parts: joined at the first, left at the last.
+   */
+  #held: HeldAccount | undefined;
   #closing: Promise<void> | undefined;
 
   /** Gives up this process's claim on the directory (storage/lock.ts), once closed. */
@@ -533,11 +539,11 @@ export class ModuleStore {
           return;
         }
       } catch (err) {
-        if (part) this.#staged.delete(part.id);
+        if (part) this.#unstage(part.id);
         if (held && err instanceof StorageError) throw new StorageError(err.code, `${err.message} (the transaction's ${held.ops.length} ops held from earlier parts are dropped too)`);
         throw err;
       }
-      if (part) this.#staged.delete(part.id);
+      if (part) this.#unstage(part.id);
       if (held) prepared = held.ops.concat(prepared);
       const t = this.#tree(tree);
       if (prepared.length === 0) return;
@@ -664,10 +670,17 @@ export class ModuleStore {
     }
     let bytes = 0;
     for (const p of prepared) bytes += p.kLen + (p.v?.length ?? 0);
-    let total = bytes;
-    for (const s of this.#staged.values()) total += s.bytes;
+    const staged = this.#stagedBytes();
+    const total = staged + bytes;
     if (total > MAX_STAGED_BYTES) {
       throw new StorageError("quota_exceeded", `transactions sent in parts would hold ${total} bytes of keys and values, more than the ${MAX_STAGED_BYTES} the host holds for a module; write less in one transaction`);
+    }
+    // And beside what all modules make the host hold ([host] module_bytes_mb): past its fair
+    // part, while the host holds more than half of the cap, the part is refused.
+    this.#held ??= hostBytes.join(this.#label ?? "storage", () => this.#stagedBytes());
+    if (this.#held.admits(bytes, staged === 0) === false) {
+      if (this.#staged.size === 0) this.#leaveHeld();
+      throw new StorageError("quota_exceeded", `a part of ${bytes} bytes would pass this module's fair part of [host] module_bytes_mb (${hostBytes.cap} bytes for all modules together, ${this.#held?.fairPart() ?? 0} now its own, ${staged} of them staged): the host holds more than half of it; send the transaction again later or in one piece, or the operator raises [host] module_bytes_mb`);
     }
     if (held) {
       for (const p of prepared) held.ops.push(p);
@@ -682,6 +695,24 @@ export class ModuleStore {
   #expireStaged(): void {
     const now = Date.now();
     for (const [id, s] of this.#staged) if (now - s.touched > STAGED_IDLE_MS) this.#staged.delete(id);
+    if (this.#staged.size === 0) this.#leaveHeld();
+  }
+
+  /** Bytes of keys and values its transactions sent in parts hold (at most MAX_STAGED of them). */
+  #stagedBytes(): number {
+    let total = 0;
+    for (const s of this.#staged.values()) total += s.bytes;
+    return total;
+  }
+
+  #unstage(id: number): void {
+    this.#staged.delete(id);
+    if (this.#staged.size === 0) this.#leaveHeld();
+  }
+
+  #leaveHeld(): void {
+    this.#held?.leave();
+    this.#held = undefined;
   }
 
   /**
@@ -690,6 +721,7 @@ export class ModuleStore {
    */
   dropStaged(): void {
     this.#staged.clear();
+    this.#leaveHeld();
   }
 
   /** Validates and encodes batch ops; errors name the offending op index. */
@@ -778,6 +810,8 @@ export class ModuleStore {
       try {
         await this.#db.close();
       } finally {
+        this.#staged.clear();
+        this.#leaveHeld();
         this.#unclaim();
       }
     })();

@@ -55,6 +55,12 @@ export interface SubscriberOptions {
   window: number;
   /** Max bytes of queued (not yet sent) payloads before the oldest are dropped. */
   queueBytes: number;
+  /**
+   * Whether the subscriber may hold `bytes` more beside what every module makes the host hold
+   * ([host] module_bytes_mb, protocol/host-bytes.ts); when not, its queue does not grow: the
+   * oldest are dropped for the new one, counted in `missed` like those over queueBytes.
+   */
+  admits?: (bytes: number) => boolean;
 }
 
 export interface EventBusOptions {
@@ -100,11 +106,13 @@ export class Subscription {
   /** Called by the bus. */
   offer(type: string, payload: unknown, time: number, shared?: object, bytes = UNMEASURED_EVENT_BYTES): void {
     if (this.closed) return;
+    // Past its fair part of the host's cap over all modules, the queue holds no more than it does now.
+    const hostBytes = this.queuedBytes > 0 && this.opts.admits?.(bytes) === false ? this.queuedBytes : Infinity;
     this.queue.push(shared ? { seq: this.nextSeq++, type, payload, time, shared, bytes } : { seq: this.nextSeq++, type, payload, time, bytes });
     this.queuedBytes += bytes;
     let dropped = false;
     // The newest event is always kept: a queue over its bytes holds at least the one just offered.
-    while (this.queue.length - this.head > this.opts.queueLimit || (this.queuedBytes > this.opts.queueBytes && this.queue.length - this.head > 1)) {
+    while (this.queue.length - this.head > this.opts.queueLimit || ((this.queuedBytes > this.opts.queueBytes || this.queuedBytes > hostBytes) && this.queue.length - this.head > 1)) {
       const old = this.queue[this.head]!;
       this.queue[this.head] = undefined as unknown as BusEvent; // let its payload go now
       this.head++;
@@ -232,7 +240,7 @@ export class EventBus {
   constructor(private readonly options: EventBusOptions = {}) {}
 
   subscribe(id: string, deliver: Deliver, opts: Partial<SubscriberOptions> = {}): Subscription {
-    const sub = new Subscription(id, deliver, { queueLimit: opts.queueLimit ?? 1024, window: opts.window ?? Infinity, queueBytes: opts.queueBytes ?? Infinity }, (s) => this.subs.delete(s), this.options.gate);
+    const sub = new Subscription(id, deliver, { queueLimit: opts.queueLimit ?? 1024, window: opts.window ?? Infinity, queueBytes: opts.queueBytes ?? Infinity, ...(opts.admits ? { admits: opts.admits } : {}) }, (s) => this.subs.delete(s), this.options.gate);
     this.subs.add(sub);
     return sub;
   }
