@@ -204,7 +204,7 @@ test("a module with a block on its way still gets its JSON-RPC calls and hooks: 
   for (let i = 0; i < 200 && session.reservedBytes === 0; i++) await sleep(25);
   t.true(session.reservedBytes > 8 * 1024 * 1024, `${session.reservedBytes} bytes reserved, over the limit`);
   for (const kind of ["rpc", "hook", "module_api"] as const) {
-    const answer = session.invoke(kind, {}, 5_000);
+    const answer = session.invoke(kind, {}, 30_000);
     const inv = await peer.next((f) => f.t === "invocation" && f.kind === kind);
     peer.send({ t: "invocation_result", id: inv.id, result: kind });
     t.is(await answer, kind, `the ${kind} invocation reached the module`);
