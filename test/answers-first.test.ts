@@ -11,7 +11,7 @@ import { encodeFrame } from "../protocol/frame.ts";
 import { encodeBody } from "../protocol/codec.ts";
 import { InvocationError, type HostSession } from "../host/session.ts";
 import { stubSession, type Frame } from "./helpers/peer.ts";
-import { buildModulesDir, startHost, tempDir, writeModule } from "./helpers/host.ts";
+import { buildModulesDir, startHost, tempDir, waitFor, writeModule } from "./helpers/host.ts";
 import { writeNodeNative } from "./helpers/native.ts";
 import { callApi, inlineModule } from "./helpers/modules.ts";
 
@@ -62,9 +62,9 @@ test.serial("with only its own requests waiting its socket is not read; an invoc
   const { peer, session, channel } = await stubSession(t, { maxInFlight: 1 }, async (method) => (method === "slow" ? gate.then(() => "slow") : "fast"));
   peer.request("slow");
   peer.request("fast"); // waits for the slot: with no invocation awaited, the socket is not read
-  for (let i = 0; i < 200 && !(channel as unknown as { readPaused: boolean }).readPaused; i++) await new Promise((r) => setTimeout(r, 10));
+  await waitFor(() => (channel as unknown as { readPaused: boolean }).readPaused, 30_000, "the socket to be left unread").catch(() => undefined);
   t.true((channel as unknown as { readPaused: boolean }).readPaused, "not read while only its requests wait");
-  const health = session.invoke("health", {}, 5_000);
+  const health = session.invoke("health", {}, 30_000);
   const inv = await peer.next((f) => f.t === "invocation");
   t.false((channel as unknown as { readPaused: boolean }).readPaused, "read while the host waits for its answer");
   peer.send({ t: "invocation_result", id: inv.id, result: { ok: true } });

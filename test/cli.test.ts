@@ -31,6 +31,8 @@ async function setup(t: ExecutionContext, fixtures: string[], grants: Record<str
     "",
     "[modules.default_limits]",
     "stop_timeout_ms = 1000",
+    // The product's 10 s is what a module's start can take at load 20 (the harness's own is 60 s).
+    "start_timeout_ms = 60000",
     "",
     "[storage]",
     'dir = "data/storage"',
@@ -156,6 +158,9 @@ test("modhost check with a missing config file says so", async (t) => {
 });
 
 test("modhost run starts the modules and stops them gracefully on SIGTERM", async (t) => {
+  // A new modhost process (its Node boot, its TypeScript loaded) and its module's start: over
+  // 30 s at load ~37. The waits are for that, not for speed.
+  t.timeout(300_000);
   const { dir, config } = await setup(t, ["good"], { good: GOOD_GRANTS });
   const child: ResultPromise = execa(process.execPath, [BIN, "run", "--config", config], { cwd: dir, reject: false, all: true, env: { NO_COLOR: "1" } });
   t.teardown(() => {
@@ -163,7 +168,7 @@ test("modhost run starts the modules and stops them gracefully on SIGTERM", asyn
   });
   let output = "";
   child.all?.on("data", (chunk: Buffer) => (output += chunk.toString()));
-  await waitFor(() => /ready in \d+ ms running=good/.test(output), 30_000, "the host to be ready", () => output);
+  await waitFor(() => /ready in \d+ ms running=good/.test(output), 120_000, "the host to be ready", () => output);
   child.kill("SIGTERM");
   const r = await child;
   t.is(r.exitCode, 0, output);
@@ -177,6 +182,7 @@ test("modhost run starts the modules and stops them gracefully on SIGTERM", asyn
 });
 
 test("modhost dev reloads a module when its files change; a change that does not compile is refused with the error and the running version keeps running", async (t) => {
+  t.timeout(300_000);
   const { dir, config } = await setup(t, [], {});
   const mod = path.join(dir, "modules", "draft");
   const { mkdir } = await import("node:fs/promises");
@@ -188,11 +194,11 @@ test("modhost dev reloads a module when its files change; a change that does not
   t.teardown(() => { child.kill("SIGKILL"); });
   let out = "";
   child.all!.on("data", (d: Buffer) => (out += d.toString()));
-  await waitFor(() => /draft says first at 101/.test(out) && /\[dev\] watching .* for changes/.test(out), 30_000, "the module to start and the watch", () => out);
+  await waitFor(() => /draft says first at 101/.test(out) && /\[dev\] watching .* for changes/.test(out), 120_000, "the module to start and the watch", () => out);
   await writeFile(path.join(mod, "index.ts"), source("second"));
-  await waitFor(() => /draft says second at 101/.test(out) && /reloaded draft/.test(out), 30_000, "the module to reload", () => out);
+  await waitFor(() => /draft says second at 101/.test(out) && /reloaded draft/.test(out), 120_000, "the module to reload", () => out);
   await writeFile(path.join(mod, "index.ts"), `import fs from "node:fs";\nexport const read = fs.readFileSync;\n${source("third")}`);
-  await waitFor(() => /reload of draft failed: .*node:fs/.test(out), 30_000, "the failed reload to be reported", () => out);
+  await waitFor(() => /reload of draft failed: .*node:fs/.test(out), 120_000, "the failed reload to be reported", () => out);
   t.false(/draft says third/.test(out));
   // Refused before the running version was stopped: only the reload to "second" unloaded it.
   t.is(out.match(/unloaded draft/g)?.length ?? 0, 1, out);

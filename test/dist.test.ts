@@ -42,6 +42,8 @@ test("dist/ counts as fresh only for the same sources (size and mtime), checkout
 });
 
 test("the built host (dist/modhost.mjs) runs a TypeScript module through the prebuilt isolate host", async (t) => {
+  // A build, a new host process and its module's start: the waits are for a loaded machine.
+  t.timeout(300_000);
   const build = await execa(process.execPath, [path.join(ROOT, "scripts", "build-dist.mjs")], { cwd: ROOT, reject: false, all: true });
   t.is(build.exitCode, 0, build.all);
   const manifest = JSON.parse(await readFile(path.join(ROOT, "dist", "build.json"), "utf8")) as { sources: Record<string, unknown> };
@@ -59,7 +61,8 @@ test("the built host (dist/modhost.mjs) runs a TypeScript module through the pre
     "[trust]", 'signatures = "allow-unsigned"', "", // the fixtures are not signed
     // RLIMIT_NPROC counts the threads of the module's uid machine-wide, and other hosts in
     // this test run have a "good" too (as in test/helpers/host.ts TEST_LIMITS).
-    "[modules.default_limits]", "processes = 4096", "",
+    // start_timeout_ms: the product's 10 s is what a module's start can take at load 20.
+    "[modules.default_limits]", "processes = 4096", "start_timeout_ms = 60000", "",
     "[modules.grants.good]", `allow = [${GOOD_GRANTS.map((g) => JSON.stringify(g)).join(", ")}]`, "",
   ].join("\n"));
   const child: ResultPromise = execa(process.execPath, ["--no-node-snapshot", path.join(ROOT, "dist", "modhost.mjs"), "run", "--config", config], { cwd: dir, reject: false, all: true, env: { NO_COLOR: "1" } });
@@ -68,7 +71,7 @@ test("the built host (dist/modhost.mjs) runs a TypeScript module through the pre
   });
   let output = "";
   child.all?.on("data", (chunk: Buffer) => (output += chunk.toString()));
-  await waitFor(() => /ready in \d+ ms running=good/.test(output), 30_000, "the built host to be ready", () => output);
+  await waitFor(() => /ready in \d+ ms running=good/.test(output), 120_000, "the built host to be ready", () => output);
   child.kill("SIGTERM");
   const r = await child;
   t.is(r.exitCode, 0, output);

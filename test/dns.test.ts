@@ -403,11 +403,12 @@ test.serial("under the real host: two modules with 16 never-answered lookups eac
   t.is(unanswered, 0, "the host answered every RPC call within 5 s");
   for (const r of rounds) {
     t.is(r.codes, "permission_denied,permission_denied,permission_denied,permission_denied", "each name resolved (to a private address, refused before any connection)");
-    // The server answers at once; a silent server is given up after ~14 s: a lookup that
-    // waited for a place behind the blackholes' lookups would take that long.
-    t.true((r.ms as number) < 3000, `four lookups took ${String(r.ms)} ms`);
+    // The server answers at once (tens of ms quiet, up to 1.7 s seen at load ~29); a silent
+    // server is given up after ~14 s (2 + 4 + 8 s of tries): a lookup that waited for a place
+    // behind the blackholes' lookups, or a request that outlived its deadline, would take that long.
+    t.true((r.ms as number) < 10_000, `four lookups took ${String(r.ms)} ms`);
     t.is(r.deadline, "timeout");
-    t.true((r.deadlineMs as number) >= 1400 && (r.deadlineMs as number) < 5000, `the request to a silent name ended after ${String(r.deadlineMs)} ms (timeout_ms 1500)`);
+    t.true((r.deadlineMs as number) >= 1400 && (r.deadlineMs as number) < 10_000, `the request to a silent name ended after ${String(r.deadlineMs)} ms (timeout_ms 1500)`);
   }
   await h.manager.reload("hole-a");
   await h.waitForState("hole-a", "running", 60_000);
@@ -463,6 +464,7 @@ test.serial("under the real host: a module whose 16 requests in flight ask, agai
   t.is(unanswered, 0, "the host answered every RPC call within 5 s");
   for (const r of rounds) {
     t.is(r.codes, "permission_denied,permission_denied,permission_denied,permission_denied", "each name resolved (to a private address, refused before any connection)");
-    t.true((r.ms as number) < 3000, `four lookups took ${String(r.ms)} ms`);
+    // Tens of ms quiet; 763-1,692 ms at load ~29: a liveness bound, not a speed.
+    t.true((r.ms as number) < 10_000, `four lookups took ${String(r.ms)} ms`);
   }
 });

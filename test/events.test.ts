@@ -17,15 +17,17 @@ test("a module flooding the bus is throttled; subscribers and the host keep work
       if (started) return;
       started = true;
       let ok = 0, throttled = 0, other = "";
-      // 32 publishes in flight at a time: faster than the rate refills even on a loaded machine
-      // (one at a time, a slow machine published about as fast as the rate and was never throttled).
-      for (let i = 0; i < 20000; i += 32) {
-        await Promise.all(Array.from({ length: 32 }, (_, k) => ctx.events.publish("tick", { i: i + k }).then(
+      // 256 publishes in flight at a time, to go faster than the rate refills (one at a time, a
+      // slow machine published about as fast as the rate and was never throttled; 32 at a time,
+      // one at load ~27 was not either).
+      const floodStart = Date.now();
+      for (let i = 0; i < 20000; i += 256) {
+        await Promise.all(Array.from({ length: Math.min(256, 20000 - i) }, (_, k) => ctx.events.publish("tick", { i: i + k }).then(
           () => { ok++; },
           (e: any) => { if (e.code === "quota_exceeded") throttled++; else other = e.code; },
         )));
       }
-      ctx.log.info("flood done", { ok, throttled, other });
+      ctx.log.info("flood done", { ok, throttled, other, ms: Date.now() - floodStart });
     });
   `);
   const listener = inlineModule("listener", ["subscribe_events", "read_chain_state"], `
@@ -46,12 +48,16 @@ test("a module flooding the bus is throttled; subscribers and the host keep work
   await h.waitForState("flooder", "running");
   await h.mine(1);
   const done = await h.waitForLog(/^flood done$/, { source: "flooder", timeoutMs: 60_000 });
-  const { ok, throttled, other } = done.fields as { ok: number; throttled: number; other: string };
+  const { ok, throttled, other, ms } = done.fields as { ok: number; throttled: number; other: string; ms: number };
   t.is(other, "", "no error other than quota_exceeded");
-  t.true(throttled > 0, "publishing was throttled");
-  t.true(ok <= 20000 - throttled);
-  // A burst of twice the rate plus what refills while the loop runs, never all 20000.
-  t.true(ok < 20000, `published ${ok}`);
+  t.is(ok + throttled, 20000, "every publish was answered");
+  // A burst of twice the rate plus what refilled while the flood ran (its own clock spans the
+  // host's): 20,000 in ~1-3 s on a quiet machine, throttled to ~4,000-5,000. A machine so loaded
+  // that the module could not publish faster than that is not throttled, and keeps the bound.
+  const bound = 2 * PUBLISH_RATE + (PUBLISH_RATE * ms) / 1000 + 2;
+  t.log(throttled > 0 ? `throttled: ${ok} published, ${throttled} refused in ${ms} ms (bound ${bound.toFixed(0)})` : `not throttled: the module published its ${ok} in ${ms} ms (bound ${bound.toFixed(0)})`);
+  t.true(ok <= bound, `published ${ok} in ${ms} ms: at most a burst of ${2 * PUBLISH_RATE} and ${PUBLISH_RATE} a second`);
+  if (bound < 20000) t.true(throttled > 0, "publishing faster than the rate was throttled");
   t.true(ok >= PUBLISH_RATE, `at least a full burst got through (${ok})`);
   // The listener still reacts to node events, and nothing it was owed was dropped silently.
   const mark = h.mark();
@@ -163,18 +169,19 @@ test("NodeShutdown is delivered and its timeout honoured before modules are stop
   const mod = inlineModule("careful", ["subscribe_events", "read_storage", "write_storage"], `
     await ctx.storage.openTree("t");
     await ctx.events.subscribe("NodeShutdown", async (ev: any) => {
-      // Work that needs most of a second, within the advertised timeout.
+      // 21 storage writes, within the advertised timeout (stop_timeout_ms 10 s: 2 s left a
+      // loaded machine, where each write is a round trip through a busy host, little room).
       for (let i = 0; i < 20; i++) await ctx.storage.put("t", "step", i);
       await ctx.storage.put("t", "timeout", ev.payload.timeout_seconds);
       ctx.log.info("shutdown handled", { timeout: ev.payload.timeout_seconds });
     });
   `);
-  const h = await startHost(t, { inline: { careful: mod }, grantRequested: true, limits: { stop_timeout_ms: 2000 } });
+  const h = await startHost(t, { inline: { careful: mod }, grantRequested: true, limits: { stop_timeout_ms: 10_000 } });
   await h.waitForState("careful", "running");
   await h.stop();
   const handled = h.records.find((r) => r.source === "careful" && r.message === "shutdown handled");
   t.truthy(handled, "the module handled NodeShutdown before it was stopped");
-  t.is((handled!.fields as { timeout: number }).timeout, 2);
+  t.is((handled!.fields as { timeout: number }).timeout, 10);
   const iShutdown = h.records.findIndex((r) => r.source === "careful" && r.message === "shutdown handled");
   const iUnload = h.records.findIndex((r) => r.source === "host" && /^unloaded careful/.test(r.message));
   t.true(iShutdown >= 0 && iUnload > iShutdown, "handled before it was unloaded");

@@ -123,6 +123,9 @@ test("graceful shutdown: NodeShutdown, every module unloaded, NodeShutdownComple
   const h = await startHost(t, { modules: ["good", "watcher"], grants: { good: GOOD_GRANTS, watcher: ["subscribe_events=ModuleLoaded,ModuleCrashed,ModuleRestarted"] } });
   t.deepEqual([...h.manager.order], ["good", "watcher"]);
   await h.stop();
+  // The bus delivers in its own turns: the last events of a shutdown may reach the test's
+  // recorder after the host's stop returns. NodeShutdownCompleted is published last.
+  await h.waitForEvent("NodeShutdownCompleted");
   const types = h.events.map((e) => e.type);
   const unloaded = h.events.filter((e) => e.type === "ModuleUnloaded").map((e) => (e.payload as { module: string }).module);
   t.deepEqual([...unloaded].sort(), ["good", "watcher"]);

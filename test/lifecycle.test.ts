@@ -323,7 +323,10 @@ test("shutdown stops dependants before what they depend on, and a hung stop() do
     moduleLimits: { "stop-hangs": { stop_timeout_ms: 4000, cpu_time_ms: 10_000 } },
   });
   await h.stop();
-  const unloaded = h.events.filter((e) => e.type === "ModuleUnloaded").map((e) => (e.payload as Payload).module);
+  // From the host's log, written as each unload ends: the bus's ModuleUnloaded events are
+  // delivered in the bus's own turns, and the last of a shutdown may not have reached the test's
+  // recorder when the host's stop returns.
+  const unloaded = h.logsOf("host").flatMap((r) => /^unloaded (\S+)$/.exec(r.message)?.[1] ?? []);
   t.deepEqual(unloaded, ["user", "base", "stop-hangs"], "user (level 1) first; base unloaded while stop-hangs still waits");
   for (const name of ["user", "base", "stop-hangs"]) t.is(h.mustStatus(name).state, "stopped");
 });

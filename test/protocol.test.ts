@@ -713,6 +713,7 @@ test("a log message is forwarded to the host log tagged with the module; a flood
   t.deepEqual(first.fields, { n: 1 });
 
   const before = records.length;
+  const t0 = performance.now();
   peer.socket.write(Buffer.concat(Array.from({ length: 20_000 }, (_, i) => encodeFrame(encodeBody({ t: "log", level: "info", message: `flood ${i}` })))));
   // A request answered means every frame before it was read; then the budget refills a little.
   await peer.call("get_config");
@@ -728,8 +729,15 @@ test("a log message is forwarded to the host log tagged with the module; a flood
   };
   await peer.next(() => tally().total === 20_000, 10_000).catch(() => undefined);
   const { flood, reports, total } = tally();
-  t.true(flood < 10_000, `${flood} flood lines reached the log`);
-  t.true(reports >= 1, "the drop is reported");
+  const seconds = (performance.now() - t0) / 1000;
+  // What the budget lets through: a burst of 4 s of log_bytes_per_second (32 KiB/s by default)
+  // and what refilled while the flood was read, which a loaded machine makes longer (11,199
+  // lines at load ~22, over the 10,000 this test allowed); each line is at least its tag and message long.
+  const floodBytes = records.slice(before).filter((r) => r.message.startsWith("flood ")).reduce((n, r) => n + Buffer.byteLength(`[chatty] ${r.message}\n`), 0);
+  const budget = 32 * 1024 * (4 + seconds) + 8192;
+  t.log(`${flood} of 20,000 flood lines reached the log (${floodBytes} bytes or more) in ${seconds.toFixed(1)} s: the budget allowed ${budget.toFixed(0)}`);
+  t.true(floodBytes <= budget, `${flood} flood lines (${floodBytes} bytes or more) reached the log in ${seconds.toFixed(1)} s`);
+  if (flood < 20_000) t.true(reports >= 1, "the drop is reported");
   t.is(total, 20_000, "every line is either logged or counted as dropped");
   // Overlong messages are cut.
   peer.send({ t: "log", level: "info", message: "y".repeat(100_000) });
@@ -832,14 +840,15 @@ test("events: subscribing to ModuleLoaded replays one event per module already l
 
 test("invocations: answered by id, errors become InvocationError, no answer is a timeout", async (t) => {
   const { peer, session } = await openSession(t);
-  const health = session.invoke("health", {}, 2000);
+  // Deadlines no loaded machine reaches for the answered ones: what is checked is the pairing by id.
+  const health = session.invoke("health", {}, 30_000);
   const inv = await peer.next((f) => f.t === "invocation" && f.kind === "health");
   t.is(typeof inv.id, "number");
   t.deepEqual(inv.params, {});
   peer.send({ t: "invocation_result", id: inv.id, result: { status: "ok" } });
   t.deepEqual(await health, { status: "ok" });
 
-  const cli = session.invoke("cli", { command: "x" }, 2000);
+  const cli = session.invoke("cli", { command: "x" }, 30_000);
   const inv2 = await peer.next((f) => f.t === "invocation" && f.kind === "cli");
   t.not(inv2.id, inv.id);
   peer.send({ t: "invocation_result", id: inv2.id, error: { code: "unknown_method", message: "no cli here" } });

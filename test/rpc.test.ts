@@ -217,7 +217,7 @@ test("admin methods: list, info, unload, load, reload one module while the other
 
   const loaded = await call(h, "load", { module: "echo" });
   t.is(loaded.state, "running");
-  await h.waitFor(async () => (await call(h, "rpc_methods")).modules.some((m: { method: string }) => m.method === "echo.echo"), 5000, "echo.echo registered again");
+  await h.waitFor(async () => (await call(h, "rpc_methods")).modules.some((m: { method: string }) => m.method === "echo.echo"), 30_000, "echo.echo registered again");
   t.is((await call(h, "echo.echo", {})).from, "echo");
 
   const before = h.mustStatus("echo").pid;

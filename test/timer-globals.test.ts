@@ -138,12 +138,17 @@ test("clearTimeout of a timer due in the same slice, by its handle or its number
   t.is(r.primitive, "number", "a handle converts to a number");
 });
 
-test("a chain of 1,000 nested setTimeout(0) takes well under a second", async (t) => {
+test("a chain of 1,000 nested setTimeout(0) runs in a few host tasks, not one per link, and ends", async (t) => {
   const h = await startHost(t, { inline: { globals: GLOBALS }, grants: { globals: CAPS } });
   const before = timerService(h).stats("globals").fired;
-  const ms = await callApi<number>(h, "globals", "chain", {}, 30_000);
-  t.log(`1,000 links in ${ms} ms, ${timerService(h).stats("globals").fired - before} host tasks`);
-  t.true(ms < 1000, `1,000 links took ${ms} ms`);
+  const ms = await callApi<number>(h, "globals", "chain", {}, 60_000);
+  const tasks = timerService(h).stats("globals").fired - before;
+  t.log(`1,000 links in ${ms} ms, ${tasks} host tasks`);
+  // The links are run in the isolate's slices (5 host tasks at load ~29, 315 ms): one host task
+  // per link would be 1,000 round trips. The time is a liveness bound only: 1,622 ms at load ~31
+  // failed the second this test used to allow.
+  t.true(tasks < 100, `1,000 links took ${tasks} host tasks`);
+  t.true(ms < 30_000, `1,000 links took ${ms} ms`);
 });
 
 test("MAX_PENDING_TIMERS waiting timers: one more is refused with a RangeError naming it; the 100,000 due at once run in slices, the module not stopped by its cpu_time_ms (200 ms), the canary missing no block", async (t) => {

@@ -85,7 +85,10 @@ export const TEST_LIMITS: Partial<Limits> = {
   // the isolate, descheduled or not, so on a loaded machine a short stretch can read as hundreds
   // of ms. Tests about the limit set their own.
   cpu_time_ms: 1000,
-  start_timeout_ms: 20_000,
+  // A start is its process's boot and the module's start(): at load 20-30 with other test
+  // hosts booting beside it, a module whose start() makes a few hundred host calls took over
+  // 20 s. Tests about the limit set their own.
+  start_timeout_ms: 60_000,
   stop_timeout_ms: 1000,
   max_restarts: 3,
   restart_window_ms: 60_000,
@@ -97,7 +100,7 @@ export const TEST_LIMITS: Partial<Limits> = {
 };
 
 export interface WaitOptions {
-  /** Default 10 s. */
+  /** Default 30 s. */
   timeoutMs?: number;
   /** Only lines from this source: a module's name, or "host", "chain", "rpc". */
   module?: string;
@@ -235,7 +238,7 @@ export class TestHost {
   callModule(module: string, method: string, params: unknown = {}, opts: { caller?: string; timeoutMs?: number } = {}): Promise<any> {
     const directory = this.host.manager.services?.modules;
     if (!directory) throw new Error("the host has not started its module services yet (call after startHost resolves)");
-    return directory.call(opts.caller ?? "test", module, method, params, opts.timeoutMs ?? 10_000);
+    return directory.call(opts.caller ?? "test", module, method, params, opts.timeoutMs ?? 30_000);
   }
 
   /** A module's metrics as it reported them (what `ctx.metrics.get(module)` returns). */
@@ -280,7 +283,7 @@ export class TestHost {
   // ---- waiting ----
 
   /** Poll `predicate` (every 25 ms) until it returns a truthy value; throws after `timeoutMs` with the log's tail. */
-  async waitFor<T>(predicate: () => T | Promise<T>, timeoutMs = 10_000, what = "a condition"): Promise<NonNullable<T>> {
+  async waitFor<T>(predicate: () => T | Promise<T>, timeoutMs = 30_000, what = "a condition"): Promise<NonNullable<T>> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       const v = await predicate();
@@ -295,7 +298,7 @@ export class TestHost {
     const source = opts.module ?? opts.source;
     return this.waitFor(
       () => this.records.slice(opts.since ?? 0).find((r) => (source === undefined || r.source === source) && re.test(r.message)),
-      opts.timeoutMs ?? 10_000,
+      opts.timeoutMs ?? 30_000,
       `a log line matching ${re}${source ? ` from ${source}` : ""}`,
     );
   }
@@ -304,13 +307,13 @@ export class TestHost {
   waitForEvent(type: string, match: (payload: any) => boolean = () => true, opts: { timeoutMs?: number; since?: number } = {}): Promise<{ type: string; payload: any; time: number }> {
     return this.waitFor(
       () => this.events.slice(opts.since ?? 0).find((e) => e.type === type && match(e.payload)),
-      opts.timeoutMs ?? 10_000,
+      opts.timeoutMs ?? 30_000,
       `a ${type} event`,
     );
   }
 
   /** Wait until a module is in one of `states` ("running", "failed", "crashed", ...). */
-  waitForState(name: string, states: ModuleStatus["state"] | Array<ModuleStatus["state"]>, timeoutMs = 10_000): Promise<ModuleStatus> {
+  waitForState(name: string, states: ModuleStatus["state"] | Array<ModuleStatus["state"]>, timeoutMs = 30_000): Promise<ModuleStatus> {
     const want = Array.isArray(states) ? states : [states];
     return this.waitFor(() => {
       const s = this.status(name);

@@ -69,6 +69,13 @@ export interface TestHostOptions {
   grantRequested?: boolean;
 }
 
+/**
+ * How long a wait waits when the test does not say: a condition that follows a module's work
+ * on a machine at load 20-30 (a TypeScript module's start alone can take 10 s there). A wait
+ * ends as soon as its condition holds: this only bounds a failure.
+ */
+export const WAIT_MS = 30_000;
+
 export interface WaitOptions {
   timeoutMs?: number;
   /** Only lines from this source (a module name, "host", "chain"). */
@@ -126,7 +133,7 @@ export class TestHost {
   }
 
   /** Poll `predicate` until it returns a truthy value; throws with `what` after the timeout. */
-  async waitFor<T>(predicate: () => T | Promise<T>, timeoutMs = 10_000, what: string | (() => string) = "condition"): Promise<NonNullable<T>> {
+  async waitFor<T>(predicate: () => T | Promise<T>, timeoutMs = WAIT_MS, what: string | (() => string) = "condition"): Promise<NonNullable<T>> {
     return waitFor(predicate, timeoutMs, what, () => this.tail());
   }
 
@@ -135,7 +142,7 @@ export class TestHost {
     const since = opts.since ?? 0;
     return this.waitFor(
       () => this.records.slice(since).find((r) => (opts.source === undefined || r.source === opts.source) && re.test(r.message)),
-      opts.timeoutMs ?? 10_000,
+      opts.timeoutMs ?? WAIT_MS,
       `a log line matching ${re}${opts.source ? ` from ${opts.source}` : ""}`,
     );
   }
@@ -144,12 +151,12 @@ export class TestHost {
   async waitForEvent(type: string, match: (payload: Record<string, unknown>) => boolean = () => true, opts: { timeoutMs?: number; since?: number } = {}) {
     return this.waitFor(
       () => this.events.slice(opts.since ?? 0).find((e) => e.type === type && match(e.payload as Record<string, unknown>)),
-      opts.timeoutMs ?? 10_000,
+      opts.timeoutMs ?? WAIT_MS,
       `a ${type} event`,
     );
   }
 
-  async waitForState(name: string, state: ModuleStatus["state"] | ModuleStatus["state"][], timeoutMs = 10_000): Promise<ModuleStatus> {
+  async waitForState(name: string, state: ModuleStatus["state"] | ModuleStatus["state"][], timeoutMs = WAIT_MS): Promise<ModuleStatus> {
     const states = Array.isArray(state) ? state : [state];
     return this.waitFor(() => {
       const s = this.status(name);
@@ -179,7 +186,7 @@ const ALL_EVENT_TYPES = [
   "NodeStartupCompleted", "NodeShutdown", "NodeShutdownCompleted",
 ];
 
-export async function waitFor<T>(predicate: () => T | Promise<T>, timeoutMs = 10_000, what: string | (() => string) = "condition", context?: () => string): Promise<NonNullable<T>> {
+export async function waitFor<T>(predicate: () => T | Promise<T>, timeoutMs = WAIT_MS, what: string | (() => string) = "condition", context?: () => string): Promise<NonNullable<T>> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const v = await predicate();

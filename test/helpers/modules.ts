@@ -2,7 +2,7 @@
 // inline TypeScript modules in one line, calls into a module's API from the test, and calls
 // through the real API hub as a given module with given grants.
 
-import type { InlineModule, TestHost } from "./host.ts";
+import { type InlineModule, type TestHost, WAIT_MS } from "./host.ts";
 import { parseDescriptor, resolveGrants } from "../../capabilities/grants.ts";
 import type { CallContext, HostServices } from "../../capabilities/types.ts";
 import { HubError } from "../../host/hub.ts";
@@ -62,7 +62,7 @@ export function providerRegistry(h: TestHost): ProviderRegistry {
 }
 
 /** Call `method` of `target`'s module API from the test (caller "test-driver"). */
-export function callApi<T = unknown>(h: TestHost, target: string, method: string, params: unknown = {}, timeoutMs = 10_000): Promise<T> {
+export function callApi<T = unknown>(h: TestHost, target: string, method: string, params: unknown = {}, timeoutMs = WAIT_MS): Promise<T> {
   return directory(h).call("test-driver", target, method, params, timeoutMs) as Promise<T>;
 }
 

@@ -15,7 +15,7 @@ import { Logger, type LogRecord } from "../../host/log.ts";
 import { EmbeddedChain } from "../../chain/embedded.ts";
 import { parseDescriptor, resolveGrants, type EffectiveGrants } from "../../capabilities/grants.ts";
 import { ModuleStore } from "../../storage/store.ts";
-import { tempDir, waitFor } from "./host.ts";
+import { tempDir, WAIT_MS, waitFor } from "./host.ts";
 
 export type Frame = Record<string, unknown> & { t: string };
 
@@ -69,11 +69,11 @@ export class RawPeer {
   }
 
   /** The first frame (from index `since`) matching `match`. */
-  async next(match: (f: Frame) => boolean, timeoutMs = 15_000, since = 0): Promise<Frame> {
+  async next(match: (f: Frame) => boolean, timeoutMs = WAIT_MS, since = 0): Promise<Frame> {
     return waitFor(() => this.frames.slice(since).find(match), timeoutMs, "a matching frame", () => JSON.stringify(this.frames.slice(-10)));
   }
 
-  response(id: number, timeoutMs = 15_000): Promise<Frame> {
+  response(id: number, timeoutMs = WAIT_MS): Promise<Frame> {
     return this.next((f) => f.t === "response" && f.id === id, timeoutMs);
   }
 
