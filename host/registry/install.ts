@@ -216,7 +216,7 @@ async function tellHost(config: HostConfig, method: "load" | "reload" | "unload"
   if (opts.notifyHost === false) return;
   let client: Awaited<ReturnType<typeof clientFor>>;
   try {
-    client = await clientFor(config, 60_000);
+    client = await clientFor(config);
   } catch (err) {
     const later = method === "unload" ? "nothing to stop" : `${name} loads at the next start (modhost run)`;
     if ((err as ModhostError).code === "not_running") say(`no host is running: ${later}`);

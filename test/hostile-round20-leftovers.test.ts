@@ -1,0 +1,81 @@
+// Small gaps left by the last round, each attacked here:
+// - whoever listens at the RPC address the command line is pointed at dribbles its answer a
+//   byte at a time, never silent long enough for the idle timeout (before: `modhost call`
+//   waited for ever); the command now has a total deadline (`--timeout`, default 300 s).
+
+import test from "ava";
+import { execa } from "execa";
+import { writeFile } from "node:fs/promises";
+import http from "node:http";
+import type { AddressInfo } from "node:net";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { CLIENT_IDLE_TIMEOUT_MS, DEFAULT_CALL_DEADLINE_MS, RpcClient } from "../host/rpc/client.ts";
+import { tempDir } from "./helpers/host.ts";
+
+const BIN = fileURLToPath(new URL("../bin/modhost.js", import.meta.url));
+
+/** A server that answers every request with a head, then one byte every `everyMs`, never ending; or, `silent`, nothing at all. */
+async function dribbler(t: import("ava").ExecutionContext, everyMs: number, silent = false): Promise<{ port: number; bytes: () => number }> {
+  let bytes = 0;
+  const timers = new Set<NodeJS.Timeout>();
+  const server = http.createServer((req, res) => {
+    req.resume();
+    if (silent) return;
+    res.writeHead(200, { "Content-Type": "application/json" });
+    const timer = setInterval(() => {
+      if (res.destroyed) return clearInterval(timer);
+      res.write(" ");
+      bytes++;
+    }, everyMs);
+    timers.add(timer);
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  t.teardown(() => {
+    for (const timer of timers) clearInterval(timer);
+    server.closeAllConnections();
+    server.close();
+  });
+  return { port: (server.address() as AddressInfo).port, bytes: () => bytes };
+}
+
+/** `promise`, or a failure once `ms` have passed without it settling. */
+function within<T>(promise: Promise<T>, ms: number): Promise<T | "still waiting"> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([promise, new Promise<"still waiting">((r) => (timer = setTimeout(() => r("still waiting"), ms)))]).finally(() => clearTimeout(timer));
+}
+
+test("`modhost call --timeout 2` against an answer dribbled a byte every 200 ms (never silent for the 60 s idle timeout) gives up after its total deadline, naming --timeout; so does the client with its deadline, and a silent server still meets the idle timeout", async (t) => {
+  t.timeout(120_000);
+  t.is(CLIENT_IDLE_TIMEOUT_MS, 60_000);
+  t.is(DEFAULT_CALL_DEADLINE_MS, 300_000);
+  const dir = await tempDir(t);
+  const cookie = path.join(dir, ".cookie");
+  await writeFile(cookie, "__cookie__:secret");
+  const drip = await dribbler(t, 200);
+
+  const t0 = performance.now();
+  const r = await execa(process.execPath, [BIN, "call", "anything", "--rpcport", String(drip.port), "--rpccookiefile", cookie, "--timeout", "2"], { reject: false, timeout: 60_000, env: { NO_COLOR: "1" } });
+  const ms = performance.now() - t0;
+  t.log(`exit ${r.exitCode} after ${ms.toFixed(0)} ms, ${drip.bytes()} bytes dribbled: ${r.stderr}`);
+  t.is(r.exitCode, 1);
+  t.regex(r.stderr, /did not answer in full within 2 s \(--timeout SECONDS, default 300\)/);
+  t.true(ms < 30_000, `gave up after ${ms.toFixed(0)} ms`);
+
+  // The client the commands use, with a deadline of 1.5 s (the idle timeout left at 60 s).
+  const client = new RpcClient({ host: "127.0.0.1", port: drip.port, credentials: { user: "__cookie__", password: "secret" }, maxResponseBytes: 1024 * 1024, deadlineMs: 1500 });
+  const outcome = await within(client.call("anything").then(() => "answered", (err: Error) => err.message), 20_000);
+  t.log(`client: ${outcome}`);
+  t.regex(String(outcome), /did not answer in full within 1\.5 s/);
+
+  // A server that sends nothing: the idle timeout, named.
+  const quiet = await dribbler(t, 200, true);
+  const idle = new RpcClient({ host: "127.0.0.1", port: quiet.port, credentials: { user: "__cookie__", password: "secret" }, maxResponseBytes: 1024 * 1024, timeoutMs: 500 });
+  const silent = await within(idle.call("anything").then(() => "answered", (err: Error) => err.message), 20_000);
+  t.log(`silent server: ${silent}`);
+  t.regex(String(silent), /sent nothing for 0\.5 s \(CLIENT_IDLE_TIMEOUT_MS\)/);
+
+  const bad = await execa(process.execPath, [BIN, "call", "anything", "--rpcport", String(drip.port), "--rpccookiefile", cookie, "--timeout", "0"], { reject: false, timeout: 60_000 });
+  t.is(bad.exitCode, 2);
+  t.regex(bad.stderr, /--timeout must be a number of seconds above 0 and at most 86400/);
+});
