@@ -2,6 +2,8 @@
 // - whoever listens at the RPC address the command line is pointed at dribbles its answer a
 //   byte at a time, never silent long enough for the idle timeout (before: `modhost call`
 //   waited for ever); the command now has a total deadline (`--timeout`, default 300 s).
+// - `modhost load` of a module whose dependency is installed but stopped said the dependency
+//   was "not installed": it planned against the running modules only.
 
 import test from "ava";
 import { execa } from "execa";
@@ -11,7 +13,8 @@ import type { AddressInfo } from "node:net";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { CLIENT_IDLE_TIMEOUT_MS, DEFAULT_CALL_DEADLINE_MS, RpcClient } from "../host/rpc/client.ts";
-import { tempDir } from "./helpers/host.ts";
+import { startHost, tempDir } from "./helpers/host.ts";
+import type { InlineModule } from "./helpers/host.ts";
 
 const BIN = fileURLToPath(new URL("../bin/modhost.js", import.meta.url));
 
@@ -78,4 +81,39 @@ test("`modhost call --timeout 2` against an answer dribbled a byte every 200 ms 
   const bad = await execa(process.execPath, [BIN, "call", "anything", "--rpcport", String(drip.port), "--rpccookiefile", cookie, "--timeout", "0"], { reject: false, timeout: 60_000 });
   t.is(bad.exitCode, 2);
   t.regex(bad.stderr, /--timeout must be a number of seconds above 0 and at most 86400/);
+});
+
+/** An isolate module that logs "up" when started, with `[dependencies]`. */
+function moduleWith(name: string, version: string, dependencies: Record<string, string>): InlineModule {
+  return {
+    toml: [`name = "${name}"`, `version = "${version}"`, `entry_point = "index.ts"`, "capabilities = []", "", "[dependencies]", ...Object.entries(dependencies).map(([d, r]) => `${d} = "${r}"`), ""].join("\n"),
+    files: { "index.ts": "export default async function start(ctx: any): Promise<void> {\n  ctx.log.info(\"up\");\n}\n" },
+  };
+}
+
+test("modhost load of a module whose dependency is installed but stopped says so and what to do (before: \"which is not installed\"); once the dependency is loaded it loads; a dependency that is really missing is still \"not installed\"", async (t) => {
+  const h = await startHost(t, {
+    inline: {
+      "r20-base": moduleWith("r20-base", "1.2.0", {}),
+      "r20-user": moduleWith("r20-user", "0.1.0", { "r20-base": "^1.0.0" }),
+      "r20-orphan": moduleWith("r20-orphan", "0.1.0", { "r20-absent": "^1.0.0" }),
+    },
+  });
+  await h.waitForState("r20-user", "running", 60_000);
+  await h.manager.unload("r20-user");
+  await h.manager.unload("r20-base");
+  const state = h.mustStatus("r20-base").state;
+
+  const err = await t.throwsAsync(h.manager.load("r20-user"));
+  t.log(err!.message, "| fix:", (err as { hint?: string }).hint);
+  t.is(err!.message, `r20-user cannot load: it needs r20-base ^1.0.0 (1.2.0 is installed, ${state}), installed but not running`);
+  t.is((err as { hint?: string }).hint, "start it first: modhost load r20-base; then load r20-user again");
+  t.not(h.mustStatus("r20-user").state, "running");
+
+  await h.manager.load("r20-base");
+  const loaded = await h.manager.load("r20-user");
+  t.is(loaded.state, "running");
+
+  const orphan = await t.throwsAsync(h.manager.load("r20-orphan"));
+  t.is(orphan!.message, "r20-orphan cannot load: needs r20-absent ^1.0.0, which is not installed");
 });
