@@ -4,6 +4,8 @@
 //   waited for ever); the command now has a total deadline (`--timeout`, default 300 s).
 // - `modhost load` of a module whose dependency is installed but stopped said the dependency
 //   was "not installed": it planned against the running modules only.
+// - modhost.toml was read, parsed and checked on the host's loop at a reload: its worst 1 MiB
+//   shapes take seconds (smol-toml's parse alone 1.3-5.5 s at load 17-21).
 
 import test from "ava";
 import { execa } from "execa";
@@ -12,8 +14,10 @@ import http from "node:http";
 import type { AddressInfo } from "node:net";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { MAX_TOML_BYTES } from "../host/toml.ts";
 import { CLIENT_IDLE_TIMEOUT_MS, DEFAULT_CALL_DEADLINE_MS, RpcClient } from "../host/rpc/client.ts";
 import { startHost, tempDir } from "./helpers/host.ts";
+import { inlineModule } from "./helpers/modules.ts";
 import type { InlineModule } from "./helpers/host.ts";
 
 const BIN = fileURLToPath(new URL("../bin/modhost.js", import.meta.url));
@@ -116,4 +120,47 @@ test("modhost load of a module whose dependency is installed but stopped says so
 
   const orphan = await t.throwsAsync(h.manager.load("r20-orphan"));
   t.is(orphan!.message, "r20-orphan cannot load: needs r20-absent ^1.0.0, which is not installed");
+});
+
+test.serial("a reload of a modhost.toml of MAX_TOML_BYTES (71,000 unknown keys) is read, parsed and checked off the host's loop: its longest stall stays far below the seconds it took on the loop, the problems come back located, the running configuration is kept; a good file after it is applied", async (t) => {
+  t.timeout(180_000);
+  const mod = inlineModule("r20-steady", [], `ctx.log.info("up");`);
+  const h = await startHost(t, { inline: { "r20-steady": mod }, noStart: true });
+  const file = path.join(h.dir, "modhost.toml");
+  await writeFile(file, "");
+  h.config.file = file;
+  await h.host.start();
+  await h.waitForState("r20-steady", "running", 60_000);
+  const lines = ["[host]"];
+  let size = 7;
+  for (let i = 0; size + 16 < MAX_TOML_BYTES; i++) {
+    lines.push(`k${i} = ${i}`);
+    size += lines.at(-1)!.length + 1;
+  }
+  await writeFile(file, `${lines.join("\n")}\n`);
+  // The longest gap between two ticks of a 5 ms timer, while the reload runs and just after.
+  let stall = 0;
+  let last = performance.now();
+  const tick = setInterval(() => {
+    const now = performance.now();
+    stall = Math.max(stall, now - last);
+    last = now;
+  }, 5);
+  const t0 = performance.now();
+  const changed = await h.host.reloadConfig();
+  const ms = performance.now() - t0;
+  await new Promise((r) => setTimeout(r, 100));
+  clearInterval(tick);
+  const note = await h.waitForLog(/configuration not reloaded, keeping the running one/, { source: "host" });
+  t.log(`reload of ${size} bytes refused after ${ms.toFixed(0)} ms; the loop's longest stall ${stall.toFixed(0)} ms; ${note.message.slice(0, 300)}`);
+  t.deepEqual(changed, []);
+  t.regex(note.message, /modhost\.toml:2:1: host\.k0: unknown key "k0"/);
+  t.regex(note.message, /more problem\(s\) not shown \(MAX_REPORTED_PROBLEMS\)/);
+  // On the loop the read took 1.6 s at load 5, 3-10 s at load 16-20 (problems appended in place).
+  t.true(stall < 600, `the loop's longest stall: ${stall.toFixed(0)} ms`);
+  t.is(h.mustStatus("r20-steady").state, "running");
+
+  await writeFile(file, "[modules.module_configs.r20-steady]\nlevel = 3\n");
+  const applied = await h.host.reloadConfig();
+  t.true(applied.includes("modules.module_configs.r20-steady"), JSON.stringify(applied));
 });
