@@ -54,8 +54,11 @@ const CONNECTION_OPTIONS: readonly OptionSpec[] = [
   { name: "datadir", type: "string", value: "DIR", help: "the directory that holds the host's .cookie (what `modhost dev` prints)" },
 ];
 
+/** The total deadline of a command's call to the host (host/rpc/client.ts DEFAULT_CALL_DEADLINE_MS). */
+const TIMEOUT_OPT: OptionSpec = { name: "timeout", type: "string", value: "SECONDS", help: "give up when the host has not answered in full within this (default 300; a silent connection is given up after 60 s whatever this says)" };
+
 const remote = (name: string, summary: string, extra: Partial<CommandSpec> = {}, options: OptionSpec[] = []): CommandSpec => ({
-  name, summary, group: "remote", remote: true, minArgs: 0, maxArgs: 0, ...extra, options: [...options, ...CONNECTION_OPTIONS],
+  name, summary, group: "remote", remote: true, minArgs: 0, maxArgs: 0, ...extra, options: [...options, TIMEOUT_OPT, ...CONNECTION_OPTIONS],
 });
 const chain = (name: string, summary: string, extra: Partial<CommandSpec> = {}): CommandSpec => ({
   ...remote(`chain ${name}`, summary, extra, [JSON_OPT]), group: "chain",

@@ -371,16 +371,21 @@ try {
   const code = await main();
   if (code >= 0) await exitWhenPrinted(code);
 } catch (err) {
+  // An error may quote what a remote party wrote (a registry, the modules it publishes and their
+  // signers, a module's answer through the host): shown escaped (host/log.ts), the error's own
+  // line breaks kept.
+  const { escapeText } = await import("./log.ts");
+  const shown = (text: string) => escapeText(text, Infinity, true).text;
   if (err instanceof ConfigError) {
-    console.error(`modhost: configuration error\n${err.message}`);
+    console.error(`modhost: configuration error\n${shown(err.message)}`);
   } else if (err instanceof ModhostError) {
-    console.error(`modhost: ${err.message}${err.hint ? `\n  fix: ${err.hint}` : ""}`);
+    console.error(`modhost: ${shown(err.message)}${err.hint ? `\n  fix: ${shown(err.hint)}` : ""}`);
     // A usage error (a mistyped command or option, a missing argument) exits 2, as before.
     if (err.code === "cli_usage") await exitWhenPrinted(2);
   } else if ((err as { code?: string }).code?.startsWith("ERR_PARSE_ARGS_")) {
-    console.error(`modhost: ${(err as Error).message}`);
+    console.error(`modhost: ${shown((err as Error).message)}`);
   } else {
-    console.error(`modhost: ${(err as Error)?.stack ?? String(err)}`);
+    console.error(`modhost: ${shown((err as Error)?.stack ?? String(err))}`);
   }
   await exitWhenPrinted(1);
 }

@@ -7,7 +7,8 @@ import { watch, type FSWatcher } from "node:fs";
 import { mkdir, readdir } from "node:fs/promises";
 import path from "node:path";
 import { startInspectors, type InspectorServer } from "./inspector.ts";
-import { limitsFor, loadConfig, sandboxModeFor, strayModuleWarnings, type HostConfig } from "./config.ts";
+import { limitsFor, sandboxModeFor, strayModuleWarnings, type HostConfig } from "./config.ts";
+import { loadConfigOffLoop } from "./config-off.ts";
 import { EventBus } from "./events/bus.ts";
 import { hostTurn } from "../runtime/turn.ts";
 import { hostBytes } from "../protocol/host-bytes.ts";
@@ -351,7 +352,8 @@ export class Host {
     if (!this.config.file || this.stopping) return [];
     let next: HostConfig;
     try {
-      next = await loadConfig(this.config.file);
+      // Read, parsed and checked in a worker thread: not on the loop the modules are served on.
+      next = await loadConfigOffLoop(this.config.file);
     } catch (err) {
       this.log.error(`configuration not reloaded, keeping the running one:\n${(err as Error).message}`);
       return [];

@@ -23,7 +23,7 @@ import os from "node:os";
 import path from "node:path";
 import { ApiHub } from "./hub.ts";
 import { CONFIG_SECTIONS, limitsFor, type HostConfig } from "./config.ts";
-import type { ModuleManifest } from "./manifest.ts";
+import { NODE_DEPENDENCY_NAMES, type ModuleManifest } from "./manifest.ts";
 import { checkRanges, planLoad } from "./deps.ts";
 import { moduleConfig } from "./module-config.ts";
 import { ModhostError } from "./errors.ts";
@@ -332,10 +332,19 @@ export class ModuleManager {
     const manifest = manifests.find((m) => m.name === name);
     if (!manifest) throw notFound(name, broken, this.opts.config.modules.modules_dir);
     if (this.opts.config.modules.disabled_modules.includes(name)) throw new ModhostError("invalid_state", `${name} is in [modules] disabled_modules`);
+    // Planned against what is installed (the running modules as they run, the others as on
+    // disk), so that a dependency that is installed but not running is not "not installed".
     const running = [...this.records.values()].filter((r) => r.state === "running" && r.name !== name).map((r) => r.manifest);
-    const plan = planLoad([...running, manifest], HOST_VERSION, await checkRanges([...running, manifest], HOST_VERSION));
+    const runningNames = new Set(running.map((m) => m.name));
+    const planned = [...running, ...manifests.filter((m) => m.name !== name && !runningNames.has(m.name)), manifest];
+    const plan = planLoad(planned, HOST_VERSION, await checkRanges(planned, HOST_VERSION));
     const skipped = plan.skipped.find((s) => s.name === name);
     if (skipped) throw new ModhostError("dependency", `${name} cannot load: ${skipped.reason}`);
+    const idle = Object.entries(manifest.dependencies).filter(([dep]) => !NODE_DEPENDENCY_NAMES.includes(dep) && !runningNames.has(dep));
+    if (idle.length > 0) {
+      const what = idle.map(([dep, range]) => `${dep} ${range} (${manifests.find((m) => m.name === dep)?.version} is installed, ${this.records.get(dep)?.state ?? "not loaded"})`);
+      throw new ModhostError("dependency", `${name} cannot load: it needs ${what.join(", ")}, installed but not running`, `start ${idle.length === 1 ? "it" : "them"} first: ${idle.map(([dep]) => `modhost ${this.records.get(dep)?.state === "quarantined" ? "enable" : "load"} ${dep}`).join(", then ")}; then load ${name} again`);
+    }
     const fresh = this.makeRecord(manifest, existing);
     let rec: ModuleRecord;
     if (existing) {

@@ -34,8 +34,9 @@ const common = { bundle: true, format: "esm", platform: "node", target: "node24"
 const [cli, worker] = await Promise.all([
   esbuild.build({
     ...common,
-    // registry-look.mjs: the worker thread of a registry look (host/registry/look.ts).
-    entryPoints: { modhost: "host/cli.ts", "registry-look": "host/registry/look-worker.ts" },
+    // registry-look.mjs: the worker thread of a registry look (host/registry/look.ts);
+    // config-read.mjs: the worker thread that reads modhost.toml at a reload (host/config-off.ts).
+    entryPoints: { modhost: "host/cli.ts", "registry-look": "host/registry/look-worker.ts", "config-read": "host/config-worker.ts" },
     packages: "external",
     // Split at host/cli.ts's dynamic imports: `modhost version`, `--help` and the remote commands
     // load a small chunk, not the host (chunks sit next to modhost.mjs: runtime/isolate/runtime.ts

@@ -8,7 +8,7 @@
 import test, { type ExecutionContext } from "ava";
 import http from "node:http";
 import { randomBytes } from "node:crypto";
-import { CoreFacade } from "../chain/bitcoind/facade.ts";
+import { CoreFacade, MAX_ID_JSON_CHARS } from "../chain/bitcoind/facade.ts";
 import type { ChainBackend } from "../chain/backend.ts";
 import { rpcauthLine } from "../chain/bitcoind/rpcauth.ts";
 import { EmbeddedChain } from "../chain/embedded.ts";
@@ -151,4 +151,38 @@ test.serial("a batch is held to maxBatch calls and a body to 64 JSON values per 
   const height = await chain.getBlockHeight();
   t.true(answers.every((a, i) => a.id === i && a.result === height));
   t.true(ticks > 1, `the loop turned during the batch (${ticks} timer ticks)`);
+});
+
+test.serial("a call's id of more than MAX_ID_JSON_CHARS of JSON (a 16 MiB string, a wide array) is not echoed: answered -32600 naming the limit, id null (HTTP 400 alone, in place in a batch); a batch of 10,000 answers echoing ids of 1,000 escaped characters (31 MB) is written in slices", async (t) => {
+  const backend = { getChainTip: async () => HASH, subscribe: () => () => {} } as unknown as ChainBackend;
+  const facade = new CoreFacade({ backend, rpcauth: [rpcauthLine(USER, PASSWORD)] });
+  await facade.start();
+  t.teardown(() => facade.stop());
+  const refusal = { result: null, error: { code: -32600, message: `the call's id is more than ${MAX_ID_JSON_CHARS} characters of JSON (MAX_ID_JSON_CHARS); send a shorter id` }, id: null };
+
+  const huge = await request(facade.rpcUrl, { method: "getbestblockhash", params: [], id: "x".repeat(16 * 1024 * 1024) });
+  t.is(huge.statusCode, 400);
+  t.deepEqual(JSON.parse((await readAll(huge)).toString()), refusal);
+
+  const edge = "e".repeat(MAX_ID_JSON_CHARS - 2); // its JSON, with the quotes: exactly the limit
+  const wide = Array.from({ length: 2000 }, () => 0);
+  const batch = await request(facade.rpcUrl, [
+    { method: "getbestblockhash", params: [], id: wide },
+    { method: "getbestblockhash", params: [], id: edge },
+    { method: "getbestblockhash", params: [], id: { nested: ["x".repeat(MAX_ID_JSON_CHARS)] } },
+  ]);
+  t.is(batch.statusCode, 200);
+  t.deepEqual(JSON.parse((await readAll(batch)).toString()), [refusal, { result: HASH, error: null, id: edge }, refusal]);
+
+  // Each answer echoes its id (500 control characters: ~3,000 bytes of JSON): 31 MB in all.
+  const spy = spyWrites(t);
+  const calls = Array.from({ length: 10_000 }, (_, i) => ({ method: "getbestblockhash", params: [], id: "\u0001".repeat(500) + i }));
+  const many = await request(facade.rpcUrl, calls);
+  const text = (await readAll(many)).toString();
+  t.is(Buffer.byteLength(text), Number(many.headers["content-length"]), "content-length is the body's length");
+  const answers = JSON.parse(text) as Array<{ result: string; id: string }>;
+  t.is(answers.length, 10_000);
+  t.true(answers.every((a, i) => a.result === HASH && a.id === calls[i]!.id), "every answer echoes its own id");
+  t.log(`${text.length} bytes of answers; the largest write ${spy.largest} bytes`);
+  t.true(spy.largest <= 512 * 1024, `no write of more than 512 KiB (largest: ${spy.largest})`);
 });

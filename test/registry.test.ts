@@ -127,6 +127,37 @@ test("modhost search prints what a signed index says of a module (its descriptio
   t.true(w.lines.some((l) => /\.\.\. \(\d+ more characters\)$/.test(l)), "and says how much was cut");
 });
 
+test("modhost install and update show a signer's name (ESC, CR, OSC 52, C1 and bidi controls, a newline and 5,000 characters, from the module's signatures) escaped and cut, in what they print and in a refusal's message and hint", async (t) => {
+  const evilName = "\r\x1b]52;c;ZXZpbA==\x07\x1b[2J\u009b31m\u202eforged\ninstalled omega 9.9.9" + "n".repeat(5000);
+  const evil = newKey(evilName);
+  const w = await world(t, (c) => {
+    c.trust.publishers["core"]!.keys.push(evil.publicKey);
+    c.modules.trust["gamma"] = { publisher: "core" };
+  });
+  const raw = /[\x00-\x1f\x7f-\x9f\u202e]/;
+  const escaped = "\\r\\x1b]52;c;ZXZpbA==\\x07\\x1b[2J\\x9b31m\\u202eforged\\n";
+  await w.publish([ALPHA], [evil]);
+  const ok = await install(w.config, "alpha", w.opts);
+  await w.publish([{ ...ALPHA, version: "1.1.0" }], [evil]);
+  await update(w.config, "alpha", w.opts);
+  t.log(w.lines.map((l) => l.slice(0, 300)).join("\n"));
+  t.false(w.lines.some((l) => raw.test(l)), "no printed line holds a raw control character or bidi override");
+  t.true(w.lines.some((l) => l.startsWith("installed alpha 1.0.0") && l.includes(escaped)), "install shows the signer's name, escaped");
+  t.true(w.lines.some((l) => l.startsWith("updated alpha 1.0.0 -> 1.1.0") && l.includes(escaped)), "update shows it too");
+  t.false(w.lines.some((l) => l.startsWith("installed omega")), "the name's newline starts no line of its own");
+  t.true(w.lines.every((l) => !l.includes("n".repeat(100))), "the name is cut");
+  t.regex(ok.installed[0]!.verification, /\.\.\. \(\d+ more characters\)/, "and says how much was cut");
+
+  // Signed by the same name with an untrusted key: refused, the name escaped in the message and the hint.
+  const mallory = newKey(evilName);
+  await w.publish([{ name: "gamma", version: "1.0.0" }], [mallory]);
+  const err = await t.throwsAsync(install(w.config, "gamma", w.opts));
+  const hint = (err as { hint?: string }).hint ?? "";
+  t.log(err!.message.slice(0, 300), "|", hint.slice(0, 300));
+  t.false(raw.test(err!.message) || raw.test(hint), "the refusal holds no raw control character or bidi override");
+  t.true(err!.message.includes(escaped) && hint.includes(escaped), "its message and hint name the signer, escaped");
+});
+
 test("a valid install over HTTP: dependencies first, every file verified, cached, nothing left in staging", async (t) => {
   const w = await world(t);
   await w.publish([ALPHA, BETA]);

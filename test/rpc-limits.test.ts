@@ -12,7 +12,7 @@ import path from "node:path";
 import { monitorEventLoopDelay, performance } from "node:perf_hooks";
 import { RpcAuth, basicHeader, COOKIE_USER } from "../host/rpc/auth.ts";
 import {
-  DEFAULT_RPC_LIMITS, effectiveConnectionCap, jsonDepth, MAX_PIPELINED_REQUESTS, MAX_REQUEST_BODY_PIECES, bodyPieces, openFileLimit, parseJsonRpcBody, RpcServer, sameText,
+  DEFAULT_RPC_LIMITS, effectiveConnectionCap, jsonDepth, MAX_PIPELINED_REQUESTS, MAX_RPC_ID_CHARS, MAX_REQUEST_BODY_PIECES, bodyPieces, openFileLimit, parseJsonRpcBody, RpcServer, sameText,
   type Dispatch, type RpcLimits,
 } from "../host/rpc/server.ts";
 import { parseConfig } from "../host/config.ts";
@@ -149,6 +149,20 @@ test("refusals name the limit and its [rpc] key: body (Content-Length and chunke
 
   const ok = await rpcPost(s, { jsonrpc: "2.0", id: 1, method: "echo", params: [[1]] });
   t.deepEqual(ok.json, { jsonrpc: "2.0", id: 1, result: [[1]] }, "requests within every limit are served");
+});
+
+test("a string id longer than MAX_RPC_ID_CHARS (a 900 KiB one) is not echoed: the request is answered with an error naming the limit and id null, alone and in a batch; an id of exactly the limit is echoed", async (t) => {
+  const s = await serve(t, {});
+  const long = "x".repeat(900 * 1024);
+  const alone = await rpcPost(s, { jsonrpc: "2.0", id: long, method: "echo", params: [1] });
+  t.is(alone.json.id, null);
+  t.is(alone.json.error.code, -32600);
+  t.regex(alone.json.error.message, new RegExp(`the id is ${long.length} characters long, more than ${MAX_RPC_ID_CHARS} \\(MAX_RPC_ID_CHARS\\); send a shorter id`));
+  const edge = "i".repeat(MAX_RPC_ID_CHARS);
+  const batch = await rpcPost(s, [{ jsonrpc: "2.0", id: long, method: "echo", params: [1] }, { jsonrpc: "2.0", id: edge, method: "echo", params: [2] }]);
+  t.is(batch.json.length, 2);
+  t.deepEqual(batch.json[0], { jsonrpc: "2.0", id: null, error: alone.json.error });
+  t.deepEqual(batch.json[1], { jsonrpc: "2.0", id: edge, result: [2] }, "an id of MAX_RPC_ID_CHARS is echoed");
 });
 
 test("sameText (the kept header's compare) says equal only for the same text: differences anywhere, in length, or of a prefix are unequal", (t) => {

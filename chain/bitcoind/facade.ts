@@ -126,6 +126,39 @@ async function listPieces<T>(items: readonly T[], each: (item: T) => unknown, pi
   }
 }
 
+/**
+ * Characters of JSON a call's `id` may take, counted before anything is stringified (a string
+ * counts its length and quotes: its escapes may make it up to six times longer). Core echoes any
+ * id; here a 16 MiB string id was echoed through one JSON.stringify on the host's loop (a turn of
+ * 1.2 s, 1.8 s with control characters to escape, load 10-11). A call whose id is longer is
+ * answered with an error naming this, and id null.
+ */
+export const MAX_ID_JSON_CHARS = 1024;
+
+/** Whether `value`'s JSON is more than `limit` characters, walking no further than past it. */
+function jsonCharsOver(value: unknown, limit: number): boolean {
+  let n = 0;
+  const stack: unknown[] = [value];
+  while (stack.length > 0) {
+    const v = stack.pop();
+    if (typeof v === "string") n += v.length + 2;
+    else if (v === null || typeof v !== "object") n += String(v).length;
+    else if (Array.isArray(v)) {
+      n += 2 + v.length;
+      for (let i = 0; i < v.length && n <= limit; i++) stack.push(v[i]);
+    } else {
+      n += 2;
+      for (const key in v) {
+        n += key.length + 4;
+        if (n > limit) return true;
+        stack.push((v as Record<string, unknown>)[key]);
+      }
+    }
+    if (n > limit) return true;
+  }
+  return false;
+}
+
 class RpcFailure extends Error {
   constructor(
     readonly code: number,
@@ -202,7 +235,9 @@ export class CoreFacade {
     };
     // Answers whose result is a raw serialisation are written in pieces (see RawHexAnswer).
     const replyAnswers = (status: number, answers: Answer[], batch: boolean) => {
-      if (!answers.some((a) => a.result instanceof RawHexAnswer || a.result instanceof JsonText)) return reply(status, batch ? answers : answers[0]);
+      // A batch's answers are always stringified one at a time in slices: 10,000 answers each
+      // echoing an id of 1,000 escaped characters are 31 MB of JSON, one stretch of seconds.
+      if (!batch && !answers.some((a) => a.result instanceof RawHexAnswer || a.result instanceof JsonText)) return reply(status, answers[0]);
       return this.writeSliced(res, status, answers, batch);
     };
     if (req.method !== "POST") return reply(405);
@@ -255,7 +290,8 @@ export class CoreFacade {
     if (Array.isArray(request)) return replyAnswers(200, answers, true);
     const only = answers[0]!;
     const code = (only.error as { code?: number } | null)?.code;
-    return replyAnswers(only.error === null ? 200 : code === RPC_CODES.METHOD_NOT_FOUND ? 404 : 500, answers, false);
+    // Core's HTTP statuses: 404 for an unknown method, 400 for an invalid request, else 500.
+    return replyAnswers(only.error === null ? 200 : code === RPC_CODES.METHOD_NOT_FOUND ? 404 : code === RPC_CODES.INVALID_REQUEST ? 400 : 500, answers, false);
   }
 
   /**
@@ -266,23 +302,26 @@ export class CoreFacade {
    */
   private async writeSliced(res: ServerResponse, status: number, answers: Answer[], batch: boolean): Promise<void> {
     const pieces: Array<string | Uint8Array> = [];
-    if (batch) pieces.push("[");
-    answers.forEach((a, i) => {
-      if (i > 0) pieces.push(",");
-      if (a.result instanceof JsonText) {
-        pieces.push('{"result":', ...a.result.pieces, `,"error":null,"id":${JSON.stringify(a.id) ?? "null"}}`);
-        return;
-      }
-      if (!(a.result instanceof RawHexAnswer)) {
-        pieces.push(JSON.stringify(a));
-        return;
-      }
-      const raw = a.result.raw;
-      pieces.push('{"result":"', raw, `","error":null,"id":${JSON.stringify(a.id) ?? "null"}}`);
-    });
-    pieces.push(batch ? "]\n" : "\n");
     let length = 0;
-    for (const p of pieces) length += typeof p === "string" ? Buffer.byteLength(p) : p.byteLength * 2;
+    // Each piece is measured as it is made (in the slices below), not in one pass at the end.
+    const push = (...more: Array<string | Uint8Array>) => {
+      for (const p of more) {
+        pieces.push(p);
+        length += typeof p === "string" ? Buffer.byteLength(p) : p.byteLength * 2;
+      }
+    };
+    if (batch) push("[");
+    const slicer = new Slicer();
+    for (let i = 0; i < answers.length; i++) {
+      const a = answers[i]!;
+      if (i > 0) push(",");
+      if (a.result instanceof JsonText) push('{"result":', ...a.result.pieces, `,"error":null,"id":${JSON.stringify(a.id) ?? "null"}}`);
+      else if (a.result instanceof RawHexAnswer) push('{"result":"', a.result.raw, `","error":null,"id":${JSON.stringify(a.id) ?? "null"}}`);
+      else push(JSON.stringify(a));
+      const pause = slicer.tick();
+      if (pause) await pause;
+    }
+    push(batch ? "]\n" : "\n");
     res.writeHead(status, { "content-type": "application/json", "content-length": length });
     const drained = () => new Promise<void>((resolve) => {
       const done = () => {
@@ -340,6 +379,9 @@ export class CoreFacade {
 
   private async dispatch(call: unknown): Promise<Answer> {
     const c = (call ?? {}) as { method?: unknown; params?: unknown; id?: unknown };
+    if (c.id !== undefined && jsonCharsOver(c.id, MAX_ID_JSON_CHARS)) {
+      return { result: null, error: { code: RPC_CODES.INVALID_REQUEST, message: `the call's id is more than ${MAX_ID_JSON_CHARS} characters of JSON (MAX_ID_JSON_CHARS); send a shorter id` }, id: null };
+    }
     const id = c.id ?? null;
     const method = typeof c.method === "string" ? c.method : "";
     const handler = Object.hasOwn(this.methods, method) ? this.methods[method] : undefined;

@@ -57,8 +57,24 @@ interface Installed {
 const PENDING = ".pending";
 const TRASH = ".trash";
 
-function out(opts: RegistryOptions): (line: string) => void {
-  return opts.log ?? ((line) => console.log(line));
+/**
+ * The longest line a registry command prints. What it prints holds what the registry and the
+ * modules it publishes say (descriptions, capabilities, dependency ranges, signers' names, the
+ * running host's answers): every line is escaped for the operator's terminal as `modhost list`
+ * escapes module text (escapeText, host/log.ts) and cut here, saying how much was cut.
+ */
+const MAX_REGISTRY_LINE_CHARS = 2000;
+
+function out(opts: RegistryOptions): (lines: string | readonly string[]) => void {
+  const say = opts.log ?? ((line) => console.log(line));
+  return (lines) => {
+    // A message of several lines comes as an array: a newline inside a line is escaped too, so
+    // that remote text cannot start a line of its own.
+    for (const line of typeof lines === "string" ? [lines] : lines) {
+      const shown = escapeText(line, MAX_REGISTRY_LINE_CHARS);
+      say(shown.cut > 0 ? `${shown.text}... (${shown.cut} more characters)` : shown.text);
+    }
+  };
 }
 
 /** Modules in modules_dir by manifest name (hidden directories such as .staging are not modules). */
@@ -200,7 +216,7 @@ async function tellHost(config: HostConfig, method: "load" | "reload" | "unload"
   if (opts.notifyHost === false) return;
   let client: Awaited<ReturnType<typeof clientFor>>;
   try {
-    client = await clientFor(config, 60_000);
+    client = await clientFor(config);
   } catch (err) {
     const later = method === "unload" ? "nothing to stop" : `${name} loads at the next start (modhost run)`;
     if ((err as ModhostError).code === "not_running") say(`no host is running: ${later}`);
@@ -219,15 +235,13 @@ async function tellHost(config: HostConfig, method: "load" | "reload" | "unload"
     // Not running (never found, or left out with a problem, which the new version may fix): load it.
     if (method === "reload" && /no module named| is not loaded: /.test((err as Error).message)) return tellHost(config, "load", name, opts);
     if (method === "unload" && /no module named/.test((err as Error).message)) return;
-    say(`the running host could not ${method} ${name}: ${(err as Error).message}${(err as ModhostError).hint ? `\n  fix: ${(err as ModhostError).hint}` : ""}`);
+    const hint = (err as ModhostError).hint;
+    say([`the running host could not ${method} ${name}: ${(err as Error).message}`, ...(hint ? [`  fix: ${hint}`] : [])]);
   }
 }
 
 // ---------------------------------------------------------------------------------------
 // Commands
-
-/** The longest line `modhost search` prints of what the index says of one module. */
-const MAX_SEARCH_LINE_CHARS = 2000;
 
 export async function search(config: HostConfig, term: string | undefined, opts: RegistryOptions = {}): Promise<Array<{ name: string; latest: string; installed?: string; description?: string }>> {
   // Reading only: while another command holds modules_dir, search without recovering.
@@ -253,11 +267,8 @@ export async function search(config: HostConfig, term: string | undefined, opts:
     if (e.description) row.description = e.description;
     rows.push(row);
     // What the index says of a module is its author's text (a description, capabilities,
-    // ranges): escaped for the operator's terminal, each line cut at MAX_SEARCH_LINE_CHARS.
-    const say = (line: string) => {
-      const shown = escapeText(line, MAX_SEARCH_LINE_CHARS);
-      out(opts)(shown.cut > 0 ? `${shown.text}... (${shown.cut} more characters)` : shown.text);
-    };
+    // ranges): out() escapes and cuts each line (MAX_REGISTRY_LINE_CHARS).
+    const say = out(opts);
     say(`${name} ${latest}${have ? ` (installed: ${have})` : ""}${versions.length > 1 ? ` [versions: ${versions.join(", ")}]` : ""}`);
     if (e.description) say(`    ${e.description}`);
     say(`    ${e.runtime}; capabilities: ${e.capabilities.join(", ") || "none"}${Object.keys(e.dependencies).length ? `; depends on: ${Object.entries(e.dependencies).map(([d, r]) => `${d} ${r}`).join(", ")}` : ""}`);
@@ -305,7 +316,7 @@ async function installHeld(config: HostConfig, spec: string, opts: RegistryOptio
     const d = capabilityDiff(config, undefined, s.manifest);
     if (d.ungranted.length > 0) {
       say(`  ${s.name} requests capabilities you have not granted: ${d.ungranted.join(", ")}; it will not load until you grant them`);
-      say(grantLines(config, s.name, d.ungranted).join("\n"));
+      say(grantLines(config, s.name, d.ungranted));
     }
   });
   for (const s of staged) await tellHost(config, "load", s.name, opts);
@@ -387,7 +398,7 @@ async function updateHeld(config: HostConfig, spec: string | undefined, opts: Re
           ...describeDiff(config, t.name, diff),
           `  then activate it: modhost update --activate ${t.name}`,
           `  (the new version waits in ${pending})`,
-        ].join("\n"));
+        ]);
         outcomes.push({ name: t.name, from, to, status: "pending" });
         for (const s of deps) await tellHost(config, "load", s.name, opts);
         continue;
@@ -395,7 +406,7 @@ async function updateHeld(config: HostConfig, spec: string | undefined, opts: Re
       const [aside, container] = await asidePath(config, t.name);
       await commit(config, `update of ${t.name} ${from} -> ${to}`, [...depSteps, { from: current.dir, to: aside }, { from: mine.dir, to: current.dir }], [container], opts);
       reportDeps();
-      say([`updated ${t.name} ${from} -> ${to}: ${mine.report.summary}`, ...describeDiff(config, t.name, diff)].join("\n"));
+      say([`updated ${t.name} ${from} -> ${to}: ${mine.report.summary}`, ...describeDiff(config, t.name, diff)]);
       outcomes.push({ name: t.name, from, to, status: "updated" });
       for (const s of deps) await tellHost(config, "load", s.name, opts);
       await tellHost(config, "reload", t.name, opts);
@@ -450,7 +461,7 @@ async function activatePendingHeld(config: HostConfig, name: string, opts: Regis
   }
   await rmdir(path.join(config.modules.modules_dir, TRASH)).catch(() => undefined); // when empty
   await rmdir(path.join(config.modules.modules_dir, PENDING)).catch(() => undefined); // when empty
-  say([`activated ${name} ${current ? `${current.manifest.version} -> ` : ""}${manifest.version}: ${report.summary}`, ...describeDiff(config, name, diff)].join("\n"));
+  say([`activated ${name} ${current ? `${current.manifest.version} -> ` : ""}${manifest.version}: ${report.summary}`, ...describeDiff(config, name, diff)]);
   await tellHost(config, "reload", name, opts);
   return { name, from: current?.manifest.version ?? "", to: manifest.version, status: "updated" };
 }

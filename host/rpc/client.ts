@@ -10,12 +10,23 @@ import { ModhostError } from "../errors.ts";
 import { ANSWER_ENVELOPE_BYTES } from "./answer-limit.ts";
 import { basicHeader, portFileOf, readCookie, type Credentials } from "./auth.ts";
 
+/** How long the connection may go without a byte either way before the command gives up. */
+export const CLIENT_IDLE_TIMEOUT_MS = 60_000;
+/**
+ * How long one call may take in all, its answer read to the end, unless `--timeout` says
+ * otherwise. The idle timeout alone let whoever listens at the RPC address hold a command for
+ * ever by sending a byte every 50 s.
+ */
+export const DEFAULT_CALL_DEADLINE_MS = 300_000;
+
 export interface ClientOptions {
   host: string;
   port: number;
   credentials: Credentials;
-  /** Give up after this long; default 60 s. */
+  /** Give up when the connection is silent this long; default CLIENT_IDLE_TIMEOUT_MS. */
   timeoutMs?: number;
+  /** Give up when a call has not been answered in full within this; default DEFAULT_CALL_DEADLINE_MS. */
+  deadlineMs?: number;
   /**
    * The largest answer taken: the `[rpc] max_response_bytes` of the config the command reads
    * (the host's answers are never larger) plus ANSWER_ENVELOPE_BYTES. Counted as the answer
@@ -72,11 +83,14 @@ export class RpcClient {
 
   private post(body: string): Promise<{ status: number; text: string }> {
     const { host, port, credentials } = this.opts;
-    return new Promise((resolve, reject) => {
+    const idleMs = this.opts.timeoutMs ?? CLIENT_IDLE_TIMEOUT_MS;
+    const deadlineMs = this.opts.deadlineMs ?? DEFAULT_CALL_DEADLINE_MS;
+    let deadline: NodeJS.Timeout | undefined;
+    return new Promise<{ status: number; text: string }>((resolve, reject) => {
       const req = http.request({
         host, port, method: "POST", path: "/",
         headers: { "Content-Type": "application/json", "Content-Length": Buffer.byteLength(body), Authorization: basicHeader(credentials) },
-        timeout: this.opts.timeoutMs ?? 60_000,
+        timeout: idleMs,
       }, (res) => {
         // Whoever listens at the address answers: a host never sends more than its
         // max_response_bytes, so more than that (declared, or as it arrives) is refused before
@@ -102,14 +116,16 @@ export class RpcClient {
         res.on("end", () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString("utf8") }));
         res.on("error", reject);
       });
-      req.on("timeout", () => req.destroy(new ModhostError("timeout", `the modhost at ${this.where} did not answer within ${this.opts.timeoutMs ?? 60_000} ms`)));
+      req.on("timeout", () => req.destroy(new ModhostError("timeout", `the modhost at ${this.where} sent nothing for ${idleMs / 1000} s (CLIENT_IDLE_TIMEOUT_MS)`, "check that the host is running and not stalled (modhost health)")));
+      // The whole call, however the answer trickles in.
+      deadline = setTimeout(() => req.destroy(new ModhostError("timeout", `the modhost at ${this.where} did not answer in full within ${deadlineMs / 1000} s (--timeout SECONDS, default ${DEFAULT_CALL_DEADLINE_MS / 1000})`, "check --rpcconnect/--rpcport, or give a slow call more time with --timeout SECONDS")), deadlineMs);
       req.on("error", (err: NodeJS.ErrnoException) => {
         if (err instanceof ModhostError) reject(err);
         else if (err.code === "ECONNREFUSED" || err.code === "ENOENT" || err.code === "EADDRNOTAVAIL") reject(notRunning(this.where, "could not connect"));
         else reject(new ModhostError("rpc_error", `cannot reach the modhost at ${this.where}: ${err.message}`));
       });
       req.end(body);
-    });
+    }).finally(() => clearTimeout(deadline));
   }
 }
 
@@ -133,7 +149,7 @@ async function listeningPort(cookieFile: string, host: string): Promise<number> 
 }
 
 /** A client for the host that `config` describes (its [rpc] bind, port and cookie_file). */
-export async function clientFor(config: { file?: string | null | undefined; rpc: Pick<RpcConfig, "enabled" | "bind" | "port" | "cookie_file" | "user" | "password" | "max_response_bytes"> } | HostConfig, timeoutMs?: number): Promise<RpcClient> {
+export async function clientFor(config: { file?: string | null | undefined; rpc: Pick<RpcConfig, "enabled" | "bind" | "port" | "cookie_file" | "user" | "password" | "max_response_bytes"> } | HostConfig, deadlineMs?: number): Promise<RpcClient> {
   const rpc = config.rpc;
   const host = connectAddress(rpc.bind);
   if (!rpc.enabled) throw new ModhostError("rpc_disabled", `the RPC server is disabled in ${config.file ?? "the configuration"} ([rpc] enabled = false)`, "set [rpc] enabled = true and restart the host");
@@ -151,5 +167,5 @@ export async function clientFor(config: { file?: string | null | undefined; rpc:
     else if (code === "EACCES") throw new ModhostError("unauthorised", `cannot read the cookie file ${rpc.cookie_file}: permission denied`, "run modhost as the user that runs the host");
     else throw err;
   }
-  return new RpcClient({ host, port, credentials, maxResponseBytes: rpc.max_response_bytes, ...(timeoutMs !== undefined ? { timeoutMs } : {}) });
+  return new RpcClient({ host, port, credentials, maxResponseBytes: rpc.max_response_bytes, ...(deadlineMs !== undefined ? { deadlineMs } : {}) });
 }

@@ -136,10 +136,20 @@ function print(value: unknown): void {
   console.log(typeof value === "string" ? value.replace(/\n$/, "").split("\t").map((part) => escapeText(part, Infinity, true).text).join("\t") : terminalJson(value, 2));
 }
 
+/** Longest `--timeout` (a day): a timer's delay past 2^31 ms fires at once. */
+const MAX_TIMEOUT_SECONDS = 86_400;
+
+/** `--timeout SECONDS` as milliseconds, or a usage error naming the option. */
+function deadlineOf(word: string): number {
+  const seconds = /^\d{1,6}(\.\d{1,3})?$/.test(word) ? Number(word) : NaN;
+  if (!(seconds > 0 && seconds <= MAX_TIMEOUT_SECONDS)) throw new ModhostError("cli_usage", `--timeout must be a number of seconds above 0 and at most ${MAX_TIMEOUT_SECONDS}, got ${JSON.stringify(word.slice(0, 40))}`);
+  return Math.round(seconds * 1000);
+}
+
 /** A host command of the table (host/cli-table.ts), its options parsed there. */
 export async function hostCommandFromCli(name: string, parsed: { values: Record<string, unknown>; positionals: string[] }): Promise<number> {
-  const v = parsed.values as Connection & { json?: boolean };
-  const client = await clientFor(await connectionConfig(v));
+  const v = parsed.values as Connection & { json?: boolean; timeout?: string };
+  const client = await clientFor(await connectionConfig(v), v.timeout === undefined ? undefined : deadlineOf(v.timeout));
   const [command, sub] = name.split(" ") as [string, string | undefined];
   return hostCommand(client, command, sub === undefined ? parsed.positionals : [sub, ...parsed.positionals], v.json === true);
 }

@@ -736,6 +736,10 @@ export class RpcServer {
       this.stats.errors++;
       return errorResponse(null, RPC_ERRORS.invalidRequest, "id must be a string, a number or null");
     }
+    if (typeof id === "string" && id.length > MAX_RPC_ID_CHARS) {
+      this.stats.errors++;
+      return errorResponse(null, RPC_ERRORS.invalidRequest, `the id is ${id.length} characters long, more than ${MAX_RPC_ID_CHARS} (MAX_RPC_ID_CHARS); send a shorter id`);
+    }
     // bitcoind's 1.0-style requests have no "jsonrpc"; accept them, but a wrong version is an error.
     if (r["jsonrpc"] !== undefined && r["jsonrpc"] !== "2.0") {
       this.stats.errors++;
@@ -768,6 +772,14 @@ export class RpcServer {
     }
   }
 }
+
+/**
+ * Characters of a request's string id. An id is echoed in its answer, and in every error that
+ * replaces it (a -32006 answer is one JSON.stringify, counted as ~300 bytes against a batch's
+ * max_response_bytes): an id as long as max_body_bytes allowed was echoed whole. Past this the
+ * request is answered with an error naming it, and id null.
+ */
+export const MAX_RPC_ID_CHARS = 1024;
 
 /**
  * Values (arrays, objects, strings, numbers, booleans, nulls) one request body may hold. The

@@ -9,6 +9,7 @@
 // operator's threshold.
 
 import type { HostConfig } from "../config.ts";
+import { escapeText } from "../log.ts";
 import type { MaintainerSignature } from "../manifest.ts";
 import type { SignaturePolicy, TrustedKeys } from "./config.ts";
 import { shortKey, verifyDigest, xOnlyKey, type Scheme } from "./keys.ts";
@@ -61,7 +62,20 @@ export interface SignatureResult {
   met: boolean;
 }
 
-/** Check every signature of a manifest over `digest` against the operator's `root`. */
+/**
+ * Characters of a signer's name shown (in verification reports, errors and hints). The name is
+ * what the manifest's signer wrote, however long, with whatever characters: it reaches the
+ * operator's terminal through `modhost install`, `update`, `verify` and `check`.
+ */
+const MAX_SIGNER_NAME_CHARS = 64;
+
+/** A signer's name as shown: escaped like module text in the log (host/log.ts), cut at MAX_SIGNER_NAME_CHARS. */
+function shownSignerName(name: string): string {
+  const shown = escapeText(name, MAX_SIGNER_NAME_CHARS);
+  return shown.cut > 0 ? `${shown.text}... (${shown.cut} more characters)` : shown.text;
+}
+
+/** Check every signature of a manifest over `digest` against the operator's `root`; each check's `name` is the signer's as shown. */
 export function checkSignatures(digest: Uint8Array, signatures: readonly MaintainerSignature[], root: TrustedKeys | undefined): SignatureResult {
   const trusted = new Set(root?.keys ?? []);
   const counted = new Set<string>();
@@ -72,7 +86,7 @@ export function checkSignatures(digest: Uint8Array, signatures: readonly Maintai
     const isTrusted = signer !== undefined && trusted.has(signer);
     const counts = valid && isTrusted && !counted.has(signer!);
     if (counts) counted.add(signer!);
-    const check: SignatureCheck = { name: s.name, key: s.key, scheme, valid, trusted: isTrusted, counted: counts };
+    const check: SignatureCheck = { name: shownSignerName(s.name), key: s.key, scheme, valid, trusted: isTrusted, counted: counts };
     if (signer !== undefined) check.signer = signer;
     return check;
   });
