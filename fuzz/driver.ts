@@ -40,6 +40,8 @@ export interface FuzzOptions {
   /** Called every `progressEvery` iterations. */
   onProgress?: (done: number, report: FuzzReport) => void;
   progressEvery?: number;
+  /** Run each of the slowest inputs this many times again after the run (default 0: the short runs in npm test). */
+  replays?: number;
 }
 
 export interface Failure {
@@ -58,7 +60,7 @@ export interface FuzzReport {
   slowestMs: number;
   /**
    * The slowest inputs (CPU time of this thread), the slowest first, at most SLOWEST_KEPT; each
-   * run again REPLAYS times after the run (`replayedMs`: the least wall time), so that an input
+   * run again `replays` times after the run (`replayedMs`: the least wall time), so that an input
    * slow only because a collection, a clock tick or the machine's load fell in it is told from a
    * slow one.
    */
@@ -214,11 +216,12 @@ export async function fuzz(target: FuzzTarget, opts: FuzzOptions): Promise<FuzzR
     // The least wall time of the replays: this thread's CPU clock advances in the kernel's
     // ticks (4 ms here), fine for a run's sum and for hangs, too coarse for one short input.
     let least = Number.POSITIVE_INFINITY;
-    for (let k = 0; k < REPLAYS && slow.data; k++) {
+    for (let k = 0; k < (opts.replays ?? 0) && slow.data; k++) {
       const quiet: FuzzReport = { ...report, failures: [], slowest: [] };
       const t0 = performance.now();
       await runOne(target, slow.data, slow.iteration, hangMs, quiet);
       least = Math.min(least, performance.now() - t0);
+      report.failures.push(...quiet.failures); // a replay that fails is a finding too
     }
     if (Number.isFinite(least)) slow.replayedMs = Math.round(least * 1000) / 1000;
     delete slow.data;
@@ -272,8 +275,6 @@ class HangError extends Error {}
 
 /** How many of the slowest inputs a report names: enough to see a class, not only one outlier. */
 const SLOWEST_KEPT = 5;
-/** How many times each of the slowest inputs is run again after the run. */
-const REPLAYS = 5;
 
 function keepSlowest(kept: FuzzReport["slowest"], iteration: number, ms: number, input: Uint8Array): void {
   if (kept.length >= SLOWEST_KEPT && ms <= kept[kept.length - 1]!.ms) return;

@@ -44,7 +44,7 @@ export interface FuzzResult {
   heapGrowthBytes: number;
   /** The slowest inputs by CPU time of the worker's thread (replay one with --only), at most 5. */
   slowest?: Array<{ iteration: number; ms: number; bytes: number }>;
-  /** The longest delay of the worker's event loop after the warm-up (its servers run on it), ms. */
+  /** The longest delay of the worker's event loop after the warm-up (its servers run on it), ms; absent when the loop never turned (a target that never yields). */
   maxLoopDelayMs?: number;
   /** Set when the heap grew more than maxHeapGrowthMB. */
   leak?: string;

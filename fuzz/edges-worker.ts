@@ -54,7 +54,7 @@ await t.teardown?.();
 gc();
 const heapGrowthBytes = heapStart === 0 ? 0 : Math.max(0, process.memoryUsage().heapUsed - heapStart);
 loop.disable();
-const result: FuzzResult = { target, iterations: done, findings, heapGrowthBytes, slowest, maxLoopDelayMs: Math.round(loop.max / 1e5) / 10 };
+const result: FuzzResult = { target, iterations: done, findings, heapGrowthBytes, slowest, ...(loop.count > 0 ? { maxLoopDelayMs: Math.round(loop.max / 1e5) / 10 } : {}) };
 if (heapGrowthBytes > opts.maxHeapGrowthMB * 1024 * 1024) {
   result.leak = `the heap grew by ${(heapGrowthBytes / 1024 / 1024).toFixed(1)} MiB between iteration ${warmup} and the end (more than ${opts.maxHeapGrowthMB} MiB)`;
 }
