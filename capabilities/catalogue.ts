@@ -83,8 +83,12 @@ export function editDistance(a: string, b: string): number {
   return prev[b.length]!;
 }
 
-/** The closest name in `candidates`, or undefined when nothing is reasonably close. */
-export function closest(name: string, candidates: readonly string[]): string | undefined {
+/**
+ * The closest name in `candidates`, or undefined when nothing is reasonably close. `budget`:
+ * edit-distance cells shared by several guesses (one file's problems), spent here; by default
+ * each guess has CLOSEST_MAX_CELLS of its own.
+ */
+export function closest(name: string, candidates: readonly string[], budget: { cells: number } = { cells: CLOSEST_MAX_CELLS }): string | undefined {
   // The edit distance costs the product of the lengths: a name far longer than every
   // candidate (a module's 4 MiB "method") is close to none of them, and is not compared.
   if (name.length > 128) return undefined;
@@ -100,8 +104,10 @@ export function closest(name: string, candidates: readonly string[]): string | u
   for (const c of candidates) {
     const other = norm(c);
     if (Math.abs(other.length - wanted.length) > Math.min(limit, bestScore)) continue;
-    cells += (wanted.length + 1) * (other.length + 1);
-    if (cells > CLOSEST_MAX_CELLS) break;
+    const cost = (wanted.length + 1) * (other.length + 1);
+    if (cells + cost > CLOSEST_MAX_CELLS || cost > budget.cells) break;
+    cells += cost;
+    budget.cells -= cost;
     const d = editDistance(wanted, other);
     if (d < bestScore) {
       bestScore = d;

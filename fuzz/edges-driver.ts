@@ -42,6 +42,10 @@ export interface FuzzResult {
   /** Set when an input did not finish within hangMs. */
   hang?: Finding;
   heapGrowthBytes: number;
+  /** The slowest inputs by CPU time of the worker's thread (replay one with --only), at most 5. */
+  slowest?: Array<{ iteration: number; ms: number; bytes: number }>;
+  /** The longest delay of the worker's event loop after the warm-up (its servers run on it), ms; absent when the loop never turned (a target that never yields). */
+  maxLoopDelayMs?: number;
   /** Set when the heap grew more than maxHeapGrowthMB. */
   leak?: string;
 }
@@ -196,7 +200,9 @@ export function failed(r: FuzzResult): boolean {
 }
 
 export function describe(r: FuzzResult): string {
-  const lines = [`${r.target}: ${r.iterations} inputs, ${r.findings.length} findings, heap growth ${(r.heapGrowthBytes / 1024 / 1024).toFixed(1)} MiB`];
+  const loop = r.maxLoopDelayMs === undefined ? "" : `, longest loop delay ${r.maxLoopDelayMs} ms`;
+  const lines = [`${r.target}: ${r.iterations} inputs, ${r.findings.length} findings, heap growth ${(r.heapGrowthBytes / 1024 / 1024).toFixed(1)} MiB${loop}`];
+  for (const s of r.slowest ?? []) lines.push(`  slow: iteration ${s.iteration}, ${s.ms} ms of CPU, ${s.bytes} bytes`);
   for (const f of [...r.findings, ...(r.hang ? [r.hang] : [])]) lines.push(`  iteration ${f.iteration}: ${f.error}\n    input (base64): ${f.input.slice(0, 2000)}`);
   if (r.leak) lines.push(`  ${r.leak}`);
   return lines.join("\n");

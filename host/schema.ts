@@ -18,7 +18,7 @@
 
 import * as v from "valibot";
 import { closest } from "../capabilities/catalogue.ts";
-import { type Checker, formatPath, isTable, typeName, type TomlPath, unknownKey } from "./toml.ts";
+import { type Checker, formatPath, isTable, MAX_REPORTED_PROBLEMS, typeName, type TomlPath, unknownKey } from "./toml.ts";
 
 /** Separates an issue's message from its fix. */
 const FIX_MARK = "\u0000";
@@ -85,7 +85,7 @@ export function oneOf<const T extends string>(values: readonly T[], aliases: Rea
     v.rawTransform<string, T>(({ dataset, addIssue, NEVER }) => {
       const s = dataset.value;
       if ((values as readonly string[]).includes(s)) return s as T;
-      const guess = (Object.hasOwn(aliases, s.toLowerCase()) ? aliases[s.toLowerCase()] : undefined) ?? closest(s, values);
+      const guess = (Object.hasOwn(aliases, s.toLowerCase()) ? aliases[s.toLowerCase()] : undefined) ?? (takeGuess() ? closest(s, values) : undefined);
       addIssue({ message: say(`"${s}" is not one of ${list}`, guess ? `did you mean "${guess}"?` : `use one of ${list}`) });
       return NEVER;
     }),
@@ -216,6 +216,21 @@ function addChildIssues(dataset: v.UnknownDataset | v.OutputDataset<unknown, v.B
 }
 
 /**
+ * The guesses ("did you mean": an edit distance against each known word) one check may still
+ * make. Issues are made, and listed, in the order of the value's traversal, and the Checker
+ * shows the first MAX_REPORTED_PROBLEMS: a guess past that many is never shown. A module.toml of
+ * 1,500 settings each with an unknown key, or 1,000 mistyped types, made one each (45-55 ms of
+ * the host's loop at every discovery of the modules). checkSchema sets it; valid() makes none.
+ */
+let guessesLeft = Number.POSITIVE_INFINITY;
+
+function takeGuess(): boolean {
+  if (guessesLeft <= 0) return false;
+  guessesLeft--;
+  return true;
+}
+
+/**
  * A TOML table with these keys and no others. `missing`: the fix for each required key when it
  * is absent (default: add KEY = "...").
  */
@@ -243,7 +258,7 @@ export function table<const E extends Entries>(entries: E, missing: Readonly<Rec
       // Unknown keys first: they are most often typos of a key below.
       for (const key of Object.keys(input)) {
         if (Object.hasOwn(entries, key)) continue;
-        const p = unknownKey(key, known);
+        const p = takeGuess() ? unknownKey(key, known) : { message: `unknown key "${key}"`, hint: undefined };
         addIssues(d, issue(self, input[key], say(p.message, p.hint), key, input));
         typed = false;
       }
@@ -356,9 +371,21 @@ function issuePath(issue: v.BaseIssue<unknown>, at: TomlPath = []): (string | nu
  * output, or undefined when there was any problem.
  */
 export function checkSchema<S extends Schema>(c: Checker, schema: S, value: unknown, at: TomlPath = []): v.InferOutput<S> | undefined {
-  const result = v.safeParse(schema, value, { abortEarly: false, abortPipeEarly: false });
+  const before = guessesLeft;
+  guessesLeft = MAX_REPORTED_PROBLEMS;
+  let result: ReturnType<typeof v.safeParse<S>>;
+  try {
+    result = v.safeParse(schema, value, { abortEarly: false, abortPipeEarly: false });
+  } finally {
+    guessesLeft = before;
+  }
   if (result.success) return result.output as v.InferOutput<S>;
   for (const i of result.issues) {
+    // Past what the Checker shows, an issue is only counted: its path and text are not made.
+    if (c.full) {
+      c.skip();
+      continue;
+    }
     const where = issuePath(i, at);
     const key = [...where].reverse().find((s): s is string => typeof s === "string") ?? "";
     const fill = (text: string) => text.replaceAll(KEY, key).replaceAll(PATH, formatPath(where));
@@ -370,5 +397,11 @@ export function checkSchema<S extends Schema>(c: Checker, schema: S, value: unkn
 
 /** Whether `value` passes `schema` (for cross-field checks that read only fields that are valid on their own). */
 export function valid(schema: Schema, value: unknown): boolean {
-  return v.safeParse(schema, value).success;
+  const before = guessesLeft;
+  guessesLeft = 0;
+  try {
+    return v.safeParse(schema, value).success;
+  } finally {
+    guessesLeft = before;
+  }
 }

@@ -8,7 +8,7 @@
 
 import { ModuleFileError, readModuleFile } from "../runtime/module-file.ts";
 import { parse, TomlError } from "smol-toml";
-import { closest } from "../capabilities/catalogue.ts";
+import { CLOSEST_MAX_CELLS, closest } from "../capabilities/catalogue.ts";
 import { ConfigError, type ConfigProblem } from "./errors.ts";
 import { locate, MAX_TOML_DEPTH, type TomlPath } from "./toml-locate.ts";
 
@@ -233,6 +233,14 @@ function cutProblem(text: string): string {
 export class Checker {
   readonly problems: ConfigProblem[] = [];
   private unreported = 0;
+  /**
+   * The edit-distance cells all of this file's "did you mean" guesses share (knownKeys): the
+   * known keys of a module's [config_schema] are the module's, and 250 keys of 120 characters
+   * made each key of the operator's that it does not declare cost CLOSEST_MAX_CELLS, shown or
+   * not (2,000 of them: 7.5 s of the host's CPU in one turn at each start of the module; the 50
+   * shown, 164 ms).
+   */
+  private readonly guessCells = { cells: CLOSEST_MAX_CELLS };
 
   constructor(
     readonly file: string,
@@ -252,6 +260,16 @@ export class Checker {
     this.problems.push(problem);
   }
 
+  /** Whether MAX_REPORTED_PROBLEMS are reported: any more is only counted (skip). */
+  get full(): boolean {
+    return this.problems.length >= MAX_REPORTED_PROBLEMS;
+  }
+
+  /** Counts a problem past MAX_REPORTED_PROBLEMS without making its text. */
+  skip(): void {
+    this.unreported++;
+  }
+
   /** Throws one ConfigError with every problem found so far, in source order (unplaced ones last). */
   throwIfProblems(): void {
     if (this.problems.length === 0) return;
@@ -263,16 +281,28 @@ export class Checker {
 
   /** Reports every key of `table` not in `known`, with the closest known key. */
   knownKeys(table: Record<string, unknown>, path: TomlPath, known: readonly string[]): void {
+    const declared = new Set(known);
     for (const key of Object.keys(table)) {
-      if (known.includes(key)) continue;
-      const p = unknownKey(key, known);
+      if (declared.has(key)) continue;
+      // Past what is shown, no guess ("did you mean": an edit distance against every known key).
+      if (this.full) {
+        this.skip();
+        continue;
+      }
+      const p = unknownKey(key, known, this.guessCells);
       this.report([...path, key], p.message, p.hint);
     }
   }
 }
 
+/** The known keys a problem lists when it has no guess (the rest are counted). */
+const KNOWN_KEYS_LISTED = 16;
+
 /** The problem of a key not in `known`: its name, and the closest known key (or all of them). */
-export function unknownKey(key: string, known: readonly string[]): { message: string; hint: string } {
-  const guess = closest(key, known);
-  return { message: `unknown key "${key}"`, hint: guess ? `did you mean "${guess}"?` : `known keys here: ${known.join(", ")}` };
+export function unknownKey(key: string, known: readonly string[], budget?: { cells: number }): { message: string; hint: string } {
+  const guess = closest(key, known, budget);
+  if (guess) return { message: `unknown key "${key}"`, hint: `did you mean "${guess}"?` };
+  // A module's [config_schema] may declare hundreds of long keys: name the first few.
+  const listed = known.length <= KNOWN_KEYS_LISTED ? known.join(", ") : `${known.slice(0, KNOWN_KEYS_LISTED).join(", ")} and ${known.length - KNOWN_KEYS_LISTED} more`;
+  return { message: `unknown key "${key}"`, hint: `known keys here: ${listed}` };
 }
