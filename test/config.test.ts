@@ -72,7 +72,7 @@ test("defaults", (t) => {
   const c = defaultConfig("/srv/node");
   t.is(c.file, null);
   t.is(c.dir, "/srv/node");
-  t.deepEqual(c.host, { log_level: "info", log_format: "pretty", audit_log: "/srv/node/data/audit.log", audit_max_mb: 64, audit_keep: 4, health_event_seconds: 60, disk_space_low_mb: 1024, isolate_pool: 1, uid_claims_dir: "/var/lib/modhost/uid-claims", pool_jobs: 0, dns_servers: [], turn_budget_ms: 5 });
+  t.deepEqual(c.host, { log_level: "info", log_format: "pretty", audit_log: "/srv/node/data/audit.log", audit_max_mb: 64, audit_keep: 4, health_event_seconds: 60, disk_space_low_mb: 1024, isolate_pool: 1, uid_claims_dir: "/var/lib/modhost/uid-claims", pool_jobs: 0, dns_servers: [], module_bytes_mb: 1024, turn_budget_ms: 5 });
   t.deepEqual(c.chain, {
     backend: "embedded", block_interval_seconds: 0, transactions_per_block: 3, mature_blocks: 101,
     data_dir: "/srv/node/data/chain", block_cache: 64, block_cache_mb: 128, utxo_cache: 20_000, utxo_cache_mb: 64, max_mempool_mb: 300, max_chain_mb: 4096, max_blocks_per_call: 1000,
