@@ -153,7 +153,7 @@ test.serial("a batch is held to maxBatch calls and a body to 64 JSON values per 
   t.true(ticks > 1, `the loop turned during the batch (${ticks} timer ticks)`);
 });
 
-test.serial("a call's id of more than MAX_ID_JSON_CHARS of JSON (a 16 MiB string, a wide array) is not echoed: answered -32600 naming the limit, id null (HTTP 400 alone, in place in a batch); a batch of 10,000 answers echoing ids of 1,000 escaped characters (31 MB) is written in slices", async (t) => {
+test.serial("a call's id of more than MAX_ID_JSON_CHARS of JSON (a 16 MiB string, a wide array) is not echoed: answered -32600 naming the limit, id null (HTTP 400 alone, in place in a batch); a batch of 10,000 answers echoing ids of 1,000 escaped characters (31 MB) is written in slices; a method name of 16 MB is 'Method not found' without a lookup", async (t) => {
   const backend = { getChainTip: async () => HASH, subscribe: () => () => {} } as unknown as ChainBackend;
   const facade = new CoreFacade({ backend, rpcauth: [rpcauthLine(USER, PASSWORD)] });
   await facade.start();
@@ -163,6 +163,10 @@ test.serial("a call's id of more than MAX_ID_JSON_CHARS of JSON (a 16 MiB string
   const huge = await request(facade.rpcUrl, { method: "getbestblockhash", params: [], id: "x".repeat(16 * 1024 * 1024) });
   t.is(huge.statusCode, 400);
   t.deepEqual(JSON.parse((await readAll(huge)).toString()), refusal);
+
+  const longName = await request(facade.rpcUrl, { method: "getbestblockhash".repeat(1_000_000), params: [], id: 1 });
+  t.is(longName.statusCode, 404);
+  t.deepEqual(JSON.parse((await readAll(longName)).toString()), { result: null, error: { code: -32601, message: "Method not found" }, id: 1 }, "a 16 MB method name is not found, as Core answers any unknown name");
 
   const edge = "e".repeat(MAX_ID_JSON_CHARS - 2); // its JSON, with the quotes: exactly the limit
   const wide = Array.from({ length: 2000 }, () => 0);

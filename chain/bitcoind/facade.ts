@@ -135,6 +135,13 @@ async function listPieces<T>(items: readonly T[], each: (item: T) => unknown, pi
  */
 export const MAX_ID_JSON_CHARS = 1024;
 
+/**
+ * Longest method name looked up (Core's longest is under 32 characters). A longer one is "Method
+ * not found" without a lookup: hashing a 16 MiB name to look it up is work in proportion to what
+ * the caller sent, on the host's loop.
+ */
+const MAX_METHOD_CHARS = 64;
+
 /** Whether `value`'s JSON is more than `limit` characters, walking no further than past it. */
 function jsonCharsOver(value: unknown, limit: number): boolean {
   let n = 0;
@@ -383,7 +390,7 @@ export class CoreFacade {
       return { result: null, error: { code: RPC_CODES.INVALID_REQUEST, message: `the call's id is more than ${MAX_ID_JSON_CHARS} characters of JSON (MAX_ID_JSON_CHARS); send a shorter id` }, id: null };
     }
     const id = c.id ?? null;
-    const method = typeof c.method === "string" ? c.method : "";
+    const method = typeof c.method === "string" && c.method.length <= MAX_METHOD_CHARS ? c.method : "";
     const handler = Object.hasOwn(this.methods, method) ? this.methods[method] : undefined;
     if (!handler) return { result: null, error: { code: RPC_CODES.METHOD_NOT_FOUND, message: "Method not found" }, id };
     const params = Array.isArray(c.params) ? c.params : [];
