@@ -63,8 +63,22 @@ test.serial("modules submitting blocks back to back: refused past submit_blocks_
   let unanswered = 0;
   let rounds = 0;
   const reports = new Map<string, Report>();
+  // The probes' blocks move the tip too (and the canary must store each of them). The canary mines
+  // one only when none came for 15 s: mined every second, its blocks beat every 900 KB block the
+  // fill probe was still building or the host still reading at load 20+ (16 of 19 not-on-tip in
+  // 132 s in a fresh-clone CI), and the fill never reached the chain's cap.
+  const mineWhenIdle = async (): Promise<number> => {
+    const before = await h.chain.getBlockHeight();
+    const until = Date.now() + 15_000;
+    while (Date.now() < until) {
+      await sleep(250);
+      const now = await h.chain.getBlockHeight();
+      if (now !== before) return now;
+    }
+    return h.mine(1);
+  };
   await waitFor(async () => {
-    const r = await canaryRound(h);
+    const r = await canaryRound(h, { mine: mineWhenIdle });
     rounds++;
     if (!r.stored) late++;
     if (!r.answered) unanswered++;
@@ -72,11 +86,7 @@ test.serial("modules submitting blocks back to back: refused past submit_blocks_
       const fields = h.records.find((x) => x.source === name && x.message === "blocks probe report")?.fields;
       if (fields) reports.set(name, fields as unknown as Report);
     }
-    if (reports.size === 2) return true;
-    // The canary's blocks come every second or so (a block interval, not a wait for a
-    // condition): back to back, each would move the tip under the probes' blocks (not-on-tip).
-    await sleep(1000);
-    return false;
+    return reports.size === 2;
   }, 240_000, "both probes' reports", () => h.tail(30));
   const after = await settled();
   const flood = reports.get("block-flood")!;
