@@ -238,6 +238,14 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
   private readonly backlog: WaitingRequest[] = [];
   /** Bytes reserved for the answers of the requests being served (see FlowLimits.maxUnreadBytes). */
   private reserved = 0;
+  /**
+   * The part of `reserved` for answers relayed from other modules (RELAYED_ANSWERS). Not counted
+   * in [host] module_bytes_mb: such an answer is the callee's, held to its limits and counted
+   * here once it is sent (unsent bytes). Counted, a call chain waited on its own links'
+   * reservations (a frame each): four loops of eight calls across runtimes timed out at 10 s
+   * instead of being refused at the depth bound in 0.6 s (test/hostile-round15-native.test.ts).
+   */
+  private reservedRelayed = 0;
   /** Body bytes of the requests being served (FlowLimits.maxRequestBytes). */
   private heldRequestBytes = 0;
   private readingPaused = false;
@@ -269,7 +277,8 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
   private readonly throttleLogged = new Map<string, number>();
   /**
    * Its account in the host's cap over all modules ([host] module_bytes_mb, protocol/host-bytes.ts):
-   * what it holds is its requests' params, the reservations of their answers, what was sent and
+   * what it holds is its requests' params, the reservations of their answers (not of answers
+   * relayed from other modules: reservedRelayed), what was sent and
    * not read, its queued events, and the frame it is sending (counted, not held back: it is read
    * before anything says what it is; max_frame_bytes bounds it).
    */
@@ -296,7 +305,7 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
       (ev) => this.deliver(ev),
       { window: opts.eventWindow ?? DEFAULT_LIMITS.event_window, queueLimit: opts.eventQueue ?? DEFAULT_LIMITS.event_queue, queueBytes: opts.eventQueueBytes ?? DEFAULT_LIMITS.event_queue_bytes, admits: (bytes) => this.held.admits(bytes) !== false },
     );
-    this.held = hostBytes.join(opts.module, () => this.reserved + this.heldRequestBytes + this.channel.unsentBytes + this.subscription.pendingBytes + this.channel.arrivingBytes);
+    this.held = hostBytes.join(opts.module, () => this.reserved - this.reservedRelayed + this.heldRequestBytes + this.channel.unsentBytes + this.subscription.pendingBytes + this.channel.arrivingBytes);
     this.call = {
       ...opts.call,
       services: opts.call.services ?? { publish: (type, payload, _from, bytes) => (opts.bus.publish(type, payload, bytes), true) },
@@ -826,6 +835,7 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
     this.stats.requests++;
     this.inFlight++;
     this.reserved += reserve;
+    if (relayed) this.reservedRelayed += reserve;
     this.heldRequestBytes += bytes;
     if (this.heldRequestBytes > this.flowStats.peakRequestBytes) this.flowStats.peakRequestBytes = this.heldRequestBytes;
     if (this.inFlight > this.flowStats.peakInFlight) this.flowStats.peakInFlight = this.inFlight;
@@ -852,6 +862,7 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
     } finally {
       this.inFlight--;
       this.reserved -= reserve;
+      if (relayed) this.reservedRelayed -= reserve;
       this.heldRequestBytes -= bytes;
       if (one) this.oneServed = false;
     }
@@ -889,6 +900,7 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
       this.serving.delete(req);
       this.inFlight--;
       this.reserved -= reserve;
+      if (relayed) this.reservedRelayed -= reserve;
       this.heldRequestBytes -= bytes;
       if (one) this.oneServed = false;
       if (this.backlog.length > 0 && !this.retryTimer) this.pump();
