@@ -14,10 +14,10 @@ import http from "node:http";
 import type { AddressInfo } from "node:net";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { MAX_TOML_BYTES } from "../host/toml.ts";
 import { CLIENT_IDLE_TIMEOUT_MS, DEFAULT_CALL_DEADLINE_MS, RpcClient } from "../host/rpc/client.ts";
 import { startHost, tempDir } from "./helpers/host.ts";
 import { inlineModule } from "./helpers/modules.ts";
+import { writeUnknownKeysToml } from "./helpers/toml.ts";
 import type { InlineModule } from "./helpers/host.ts";
 
 const BIN = fileURLToPath(new URL("../bin/modhost.js", import.meta.url));
@@ -131,13 +131,7 @@ test.serial("a reload of a modhost.toml of MAX_TOML_BYTES (71,000 unknown keys) 
   h.config.file = file;
   await h.host.start();
   await h.waitForState("r20-steady", "running", 60_000);
-  const lines = ["[host]"];
-  let size = 7;
-  for (let i = 0; size + 16 < MAX_TOML_BYTES; i++) {
-    lines.push(`k${i} = ${i}`);
-    size += lines.at(-1)!.length + 1;
-  }
-  await writeFile(file, `${lines.join("\n")}\n`);
+  const keys = await writeUnknownKeysToml(file);
   // The longest gap between two ticks of a 5 ms timer, while the reload runs and just after.
   let stall = 0;
   let last = performance.now();
@@ -152,7 +146,7 @@ test.serial("a reload of a modhost.toml of MAX_TOML_BYTES (71,000 unknown keys) 
   await new Promise((r) => setTimeout(r, 100));
   clearInterval(tick);
   const note = await h.waitForLog(/configuration not reloaded, keeping the running one/, { source: "host" });
-  t.log(`reload of ${size} bytes refused after ${ms.toFixed(0)} ms; the loop's longest stall ${stall.toFixed(0)} ms; ${note.message.slice(0, 300)}`);
+  t.log(`reload of ${keys} unknown keys refused after ${ms.toFixed(0)} ms; the loop's longest stall ${stall.toFixed(0)} ms; ${note.message.slice(0, 300)}`);
   t.deepEqual(changed, []);
   t.regex(note.message, /modhost\.toml:2:1: host\.k0: unknown key "k0"/);
   t.regex(note.message, /more problem\(s\) not shown \(MAX_REPORTED_PROBLEMS\)/);
