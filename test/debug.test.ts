@@ -128,8 +128,15 @@ const DEBUGGEE = {
       "  await ctx.modules.registerApi({ hit: async (p: Params) => {", // 8
       "    const doubled = twice(p.n);", // 9  <- the breakpoint
       "    return { doubled };", // 10
-      "  } });", // 11
-      "}", // 12
+      "  }, spin: async (p: Params) => {", // 11
+      "    let sum = 0;", // 12
+      "    for (let i = 0; i < p.n; i++) {", // 13
+      "      debugger;", // 14
+      "      sum += i;", // 15
+      "    }", // 16
+      "    return { sum };", // 17
+      "  } });", // 18
+      "}", // 19
       "",
     ].join("\n"),
     "twice.ts": "export function twice(n: number): number {\n  return n * 2;\n}\n",
@@ -163,10 +170,20 @@ class Cdp {
     });
   }
 
-  send(method: string, params: Record<string, unknown> = {}): Promise<any> {
+  /** A command's result; a debugger left without an answer for timeoutMs is a failure that says so. */
+  send(method: string, params: Record<string, unknown> = {}, timeoutMs = 30_000): Promise<any> {
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
-      this.waiting.set(id, (r) => (r.error ? reject(new Error(`${method}: ${JSON.stringify(r.error)}`)) : resolve(r.result)));
+      const timer = setTimeout(() => {
+        this.waiting.delete(id);
+        reject(new Error(`${method} (id ${id}) was not answered within ${timeoutMs} ms`));
+      }, timeoutMs);
+      this.waiting.set(id, (r) => {
+        clearTimeout(timer);
+        this.waiting.delete(id);
+        if (r.error) reject(new Error(`${method}: ${JSON.stringify(r.error)}`));
+        else resolve(r.result);
+      });
       this.ws.send(JSON.stringify({ id, method, params }));
     });
   }
@@ -237,6 +254,28 @@ test("a debugger sets a breakpoint at index.ts:LINE through the source map; the 
   t.is(n.result.value, 21);
   await cdp.send("Debugger.resume");
   t.deepEqual(await call, { doubled: 42 });
+});
+
+test("a debugger is answered at every pause: 150 pauses in a row (a debugger statement in a loop), each evaluateOnCallFrame and resume answered within 5 s", async (t) => {
+  t.timeout(120_000);
+  const h = await startHost(t, { inline: { debuggee: DEBUGGEE }, grants: { debuggee: ["register_module_api"] }, limits: { inspect: "127.0.0.1:0" } });
+  const [target] = h.host.inspectors[0]!.urls();
+  const cdp = await Cdp.connect(target!.ws);
+  t.teardown(() => cdp.ws.close());
+  await cdp.send("Debugger.enable");
+  const ROUNDS = 150;
+  const call = callApi(h, "debuggee", "spin", { n: ROUNDS }, 100_000);
+  const started = Date.now();
+  let seen = 0;
+  for (let i = 0; i < ROUNDS; i++) {
+    const paused = await cdp.waitFor("Debugger.paused", () => true, seen);
+    seen = cdp.notifications.length;
+    const { result } = await cdp.send("Debugger.evaluateOnCallFrame", { callFrameId: paused.callFrames[0].callFrameId, expression: "i" }, 5_000);
+    t.is(result.value, i);
+    await cdp.send("Debugger.resume", {}, 5_000);
+  }
+  t.deepEqual(await call, { sum: (ROUNDS * (ROUNDS - 1)) / 2 });
+  t.log(`${ROUNDS} pauses in ${Date.now() - started} ms`);
 });
 
 test("the inspector refuses a request whose Host is not a loopback name (DNS rebinding) and an unknown id", async (t) => {

@@ -25,6 +25,7 @@ import type { LogLevel } from "../../protocol/messages.ts";
 import { encodeBodyParts } from "../../protocol/codec.ts";
 import { startSyncWatchdog } from "./sync-watchdog.ts";
 import { EXIT } from "./exit-codes.ts";
+import { InspectorRelay } from "./inspector-relay.ts";
 
 /**
  * The isolate bootstrap (./in-isolate/main.ts), built into one script and written in as a
@@ -798,87 +799,14 @@ client.onInvocation("health", () => {
 
 if (inspect) serveInspector();
 
-/**
- * The inspector relay (development only): the host sends the debugger's Chrome DevTools
- * Protocol messages in "inspector" invocations and gets the isolate's answers and
- * notifications back in their results, long-polling (wait_ms) when there are none yet. A
- * message larger than fits one result is sent in pieces. What waits for the host is bounded
- * (INSPECTOR_BACKLOG_BYTES): a debugger that stops reading loses its session, not the module.
- */
+/** The inspector relay (development only; ./inspector-relay.ts). */
 function serveInspector(): void {
-  const INSPECTOR_BACKLOG_BYTES = 256 * 1024 * 1024;
-  const budget = Math.max(4096, client.welcome.max_frame_bytes - 64 * 1024);
-  let session: ivm.InspectorSession | undefined;
-  let outbox: string[] = [];
-  let queued = 0;
-  let wake: (() => void) | undefined;
-  const push = (message: string) => {
-    queued += message.length;
-    if (queued > INSPECTOR_BACKLOG_BYTES) {
-      close();
-      client.log("warn", `inspector session closed: more than ${INSPECTOR_BACKLOG_BYTES} bytes of debugger messages were waiting for the host`);
-      return;
-    }
-    outbox.push(message);
-    wake?.();
-  };
-  const close = () => {
-    try {
-      session?.dispose();
-    } catch {
-      // already gone with the isolate
-    }
-    session = undefined;
-    outbox = [];
-    queued = 0;
-  };
-  /** What fits one result: whole messages, or pieces of one large message. */
-  const take = (): [string, boolean][] => {
-    const out: [string, boolean][] = [];
-    let size = 0;
-    while (outbox.length > 0 && size < budget) {
-      const next = outbox[0]!;
-      const room = budget - size;
-      if (next.length <= room) {
-        out.push([next, true]);
-        size += next.length;
-        outbox.shift();
-        queued -= next.length;
-      } else {
-        out.push([next.slice(0, room), false]);
-        outbox[0] = next.slice(room);
-        queued -= room;
-        break;
-      }
-    }
-    return out;
-  };
-  client.onInvocation("inspector", async (params) => {
-    if (params.close === true) {
-      close();
-      return { messages: [] };
-    }
-    if (!session) {
-      session = isolate.createInspectorSession();
-      session.onResponse = (_id, message) => push(message);
-      session.onNotification = (message) => push(message);
-    }
-    const messages = Array.isArray(params.messages) ? params.messages : [];
-    for (const m of messages) session.dispatchProtocolMessage(String(m));
-    const waitMs = Math.min(5000, Math.max(0, Number(params.wait_ms) || 0));
-    if (outbox.length === 0 && waitMs > 0) {
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(done, waitMs);
-        function done() {
-          clearTimeout(timer);
-          wake = undefined;
-          resolve();
-        }
-        wake = done;
-      });
-    }
-    return { messages: take() };
+  const relay = new InspectorRelay({
+    open: () => isolate.createInspectorSession(),
+    budget: Math.max(4096, client.welcome.max_frame_bytes - 64 * 1024),
+    warn: (message) => client.log("warn", message),
   });
+  client.onInvocation("inspector", (params) => relay.invoke(params));
 }
 
 client.ready();
