@@ -161,10 +161,21 @@ async function run(t: ExecutionContext, attack: string[], opts: RunOptions = {})
   let stderr = "";
   child.stdout!.on("data", (d) => (stdout += d));
   child.stderr!.on("data", (d) => (stderr += d));
-  if (child.pid) void opts.onSpawn?.(child.pid, uid, sandbox);
-  const timer = setTimeout(() => child.kill("SIGKILL"), opts.timeoutMs ?? 20_000);
+  // onSpawn runs beside the process; its failure is the test's, awaited once the process ended.
+  const pid = child.pid;
+  const spawned = pid === undefined ? undefined : Promise.resolve().then(() => opts.onSpawn?.(pid, uid, sandbox));
+  spawned?.catch(() => undefined); // handled below
+  const timeoutMs = opts.timeoutMs ?? 20_000;
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    child.kill("SIGKILL");
+  }, timeoutMs);
   const [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((resolve) => child.on("close", (c, s) => resolve([c, s])));
   clearTimeout(timer);
+  await spawned?.catch((err: Error) => {
+    throw timedOut ? new Error(`the run was killed at its ${timeoutMs} ms timeout (timeoutMs) while onSpawn still ran, which then failed: ${err.message}`) : err;
+  });
   const ms = performance.now() - started;
   const cgroupReason = await sandbox.cgroup?.exitReason();
   await sandbox.release();
@@ -388,8 +399,9 @@ test("a CPU spin is ended by cpu_seconds", async (t) => {
 
 test("killing the sandbox's process ends every process of the module", async (t) => {
   const r = await run(t, ["hang"], {
+    timeoutMs: 60_000, // the kill is onSpawn's; this is only the backstop
     onSpawn: async (pid, uid) => {
-      t.true(await eventually(async () => (await processesOf(uid)) === 2, 15_000), "the module and its child run");
+      t.true(await eventually(async () => (await processesOf(uid)) === 2, 30_000), "the module and its child run");
       process.kill(pid, "SIGTERM");
     },
   });
@@ -426,8 +438,9 @@ test("every process of the module is in its cgroup, with its limits; the cgroup 
   let limits: string[] = [];
   const r = await run(t, ["hang"], {
     cgroup: { memory_mb: 96, processes: 20, cpu_weight: 50, cpu_max_percent: 30 },
+    timeoutMs: 60_000, // the kill is onSpawn's; this is only the backstop
     onSpawn: async (pid, uid, sandbox) => {
-      t.true(await eventually(async () => (await processesOf(uid)) === 2, 15_000), "the module and its child run");
+      t.true(await eventually(async () => (await processesOf(uid)) === 2, 30_000), "the module and its child run");
       const cg = sandbox.cgroup!;
       const members = new Set<number>();
       for (const d of cg.dirs) for (const l of (await readFile(path.join(d, "cgroup.procs"), "utf8")).split("\n")) if (l) members.add(Number(l));
@@ -613,8 +626,9 @@ test("degraded: util-linux fallback, reported as such, and what it still blocks"
 test("degraded: SIGKILL ends every process of the module (SIGTERM does not: unshare blocks it)", async (t) => {
   const r = await run(t, ["hang"], {
     mode: "degraded",
+    timeoutMs: 60_000, // the kill is onSpawn's; this is only the backstop
     onSpawn: async (pid, uid) => {
-      t.true(await eventually(async () => (await processesOf(uid)) === 2, 15_000), "the module and its child run");
+      t.true(await eventually(async () => (await processesOf(uid)) === 2, 30_000), "the module and its child run");
       process.kill(pid, "SIGTERM");
       await new Promise((res) => setTimeout(res, 300));
       t.is(await processesOf(uid), 2, "SIGTERM changed nothing");
