@@ -15,9 +15,9 @@ import test from "ava";
 import { fileURLToPath } from "node:url";
 import v8 from "node:v8";
 import vm from "node:vm";
-import { buildModulesDir, sleep, startHost, tempDir, GOOD_GRANTS, waitFor } from "./helpers/host.ts";
+import { buildModulesDir, startHost, tempDir, GOOD_GRANTS, waitFor } from "./helpers/host.ts";
 import { writeNodeNative } from "./helpers/native.ts";
-import { canaryRound } from "./helpers/canary.ts";
+import { canaryRound, mineWhenIdle } from "./helpers/canary.ts";
 
 v8.setFlagsFromString("--expose-gc");
 const gc = vm.runInNewContext("gc") as () => void;
@@ -64,21 +64,11 @@ test.serial("modules submitting blocks back to back: refused past submit_blocks_
   let rounds = 0;
   const reports = new Map<string, Report>();
   // The probes' blocks move the tip too (and the canary must store each of them). The canary mines
-  // one only when none came for 15 s: mined every second, its blocks beat every 900 KB block the
-  // fill probe was still building or the host still reading at load 20+ (16 of 19 not-on-tip in
-  // 132 s in a fresh-clone CI), and the fill never reached the chain's cap.
-  const mineWhenIdle = async (): Promise<number> => {
-    const before = await h.chain.getBlockHeight();
-    const until = Date.now() + 15_000;
-    while (Date.now() < until) {
-      await sleep(250);
-      const now = await h.chain.getBlockHeight();
-      if (now !== before) return now;
-    }
-    return h.mine(1);
-  };
+  // one only when none came for 15 s (mineWhenIdle): mined every second, its blocks beat every
+  // 900 KB block the fill probe was still building or the host still reading at load 20+ (16 of 19
+  // not-on-tip in 132 s in a fresh-clone CI), and the fill never reached the chain's cap.
   await waitFor(async () => {
-    const r = await canaryRound(h, { mine: mineWhenIdle });
+    const r = await canaryRound(h, { mine: () => mineWhenIdle(h) });
     rounds++;
     if (!r.stored) late++;
     if (!r.answered) unanswered++;

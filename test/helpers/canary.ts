@@ -23,3 +23,20 @@ export async function canaryRound(h: TestHost, opts: { rpc?: boolean; mine?: () 
   const answered = opts.rpc === false || (await Promise.race([call(h, "list").then(() => true, () => false), sleep(5000).then(() => false)]));
   return { mark, height, stored, answered };
 }
+
+/**
+ * For canaryRound's `mine` while a probe submits blocks of its own: the next block the chain
+ * takes, the canary mining one only when none came for `quietMs`. Mined on a fixed beat, the
+ * canary's blocks beat every large block a probe was still building or the host still reading at
+ * load 20+ (not-on-tip), and the probe never got its blocks in.
+ */
+export async function mineWhenIdle(h: TestHost, quietMs = 15_000): Promise<number> {
+  const before = await h.chain.getBlockHeight();
+  const until = Date.now() + quietMs;
+  while (Date.now() < until) {
+    await sleep(250);
+    const now = await h.chain.getBlockHeight();
+    if (now !== before) return now;
+  }
+  return h.mine(1);
+}
