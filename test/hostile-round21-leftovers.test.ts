@@ -1,0 +1,84 @@
+// Gaps left by the round before (issue #8), each attacked here:
+// - modules waiting for room in [host] module_bytes_mb are woken when bytes are let go, not
+//   each on a timer of its own (256 modules waiting asked again 100 times a second each).
+
+import test from "ava";
+import { loadavg } from "node:os";
+import { hostBytes, MODULE_BYTES_DEFAULT_MB, WAIT_RECHECK_MS } from "../protocol/host-bytes.ts";
+import { stubSession } from "./helpers/peer.ts";
+import { sleep, waitFor, WAIT_MS } from "./helpers/host.ts";
+
+const MiB = 1024 * 1024;
+const load = () => loadavg().map((l) => l.toFixed(1)).join(" ");
+
+/** Sessions of `n` stub modules, each with a get_block (its answer reserves a frame) held unanswered until `answerAll`. */
+async function heldSessions(t: import("ava").ExecutionContext, n: number) {
+  const held: (() => void)[] = [];
+  const sessions = [];
+  for (let i = 0; i < n; i++) {
+    sessions.push(await stubSession(t, {}, (method) => (method === "get_block" ? new Promise((resolve) => held.push(() => resolve({ block: "00" }))) : Promise.resolve({ ok: true }))));
+  }
+  const answerAll = () => {
+    for (const answer of held.splice(0)) answer();
+  };
+  return { sessions, answerAll };
+}
+
+test.serial("256 modules whose requests wait for [host] module_bytes_mb are not polled: over a second of waiting they are woken at most twice each (a recheck every WAIT_RECHECK_MS), and each is served once its own answer lets go", async (t) => {
+  t.timeout(120_000);
+  hostBytes.setCap(64 * MiB);
+  t.teardown(() => hostBytes.setCap(MODULE_BYTES_DEFAULT_MB * MiB));
+  // Another holder fills the shared half: past their fair parts, the modules' requests wait.
+  const hog = hostBytes.join("hog", () => 32 * MiB);
+  t.teardown(() => hog.leave());
+  const { sessions, answerAll } = await heldSessions(t, 256);
+  // Each: a get_block admitted as its one request past its fair part (a frame reserved), and
+  // a small request that waits for room.
+  for (const { peer } of sessions) {
+    peer.request("get_block", { hash: "00".repeat(32) }, 1);
+    peer.request("echo", {}, 2);
+  }
+  await waitFor(() => sessions.every((s) => s.session.flowStats.waitedHostBytes >= 1), 60_000, "every module's second request waiting for module_bytes_mb");
+  const waits = () => sessions.reduce((n, s) => n + s.session.flowStats.waitedHostBytes, 0);
+  const w0 = waits();
+  const c0 = process.cpuUsage();
+  const t0 = performance.now();
+  await sleep(1000); // a window of measurement, not a wait for a condition
+  const wall = performance.now() - t0;
+  const cpu = process.cpuUsage(c0);
+  const woken = waits() - w0;
+  t.log(`load ${load()}; over ${wall.toFixed(0)} ms of 256 modules waiting: ${woken} wake-ups (checks of the cap), the test process's CPU ${((cpu.user + cpu.system) / 1000 / (wall / 1000)).toFixed(0)} ms/s; ${hostBytes.waiting} waiting`);
+  t.is(hostBytes.waiting, 256, "every module waits in the list");
+  t.true(woken <= 256 * Math.ceil((wall + 100) / WAIT_RECHECK_MS), `at most one wake-up per module per WAIT_RECHECK_MS while nothing is let go (${woken}; polling every 10 ms: ~25,600)`);
+  t.true(sessions.every((s) => !s.peer.frames.some((f) => f.t === "response")), "nothing was answered while the cap held them back");
+  // Their own answers let go of their reservations: each waiting request is served.
+  answerAll();
+  await waitFor(() => sessions.every((s) => s.peer.frames.some((f) => f.t === "response" && f.id === 2)), 60_000, "every waiting request answered");
+  t.is(hostBytes.waiting, 0, "nobody waits any more");
+});
+
+test.serial("modules waiting for [host] module_bytes_mb are woken when another holder lets go of bytes and says so, and served through the shared half without a timer of their own", async (t) => {
+  t.timeout(60_000);
+  // 8 modules and one holder: fair parts of 129 MiB / 9 (14.3 MiB), under a reserved frame.
+  hostBytes.setCap(258 * MiB);
+  t.teardown(() => hostBytes.setCap(MODULE_BYTES_DEFAULT_MB * MiB));
+  let hogBytes = 129 * MiB;
+  const hog = hostBytes.join("hog", () => hogBytes);
+  t.teardown(() => hog.leave());
+  const { sessions, answerAll } = await heldSessions(t, 8);
+  t.teardown(answerAll);
+  for (const { peer } of sessions) {
+    peer.request("get_block", { hash: "00".repeat(32) }, 1);
+    peer.request("echo", {}, 2);
+  }
+  await waitFor(() => hostBytes.waiting === 8, WAIT_MS, "8 modules waiting");
+  const woken0 = hostBytes.wokenTotal;
+  hogBytes = 0;
+  const t0 = performance.now();
+  hog.released();
+  await waitFor(() => sessions.every((s) => s.peer.frames.some((f) => f.t === "response" && f.id === 2)), WAIT_MS, "the waiting requests answered");
+  const ms = performance.now() - t0;
+  t.log(`load ${load()}; 8 waiting requests served ${ms.toFixed(1)} ms after the release; ${hostBytes.wokenTotal - woken0} wake-ups`);
+  t.true(sessions.every((s) => !s.peer.frames.some((f) => f.t === "response" && f.id === 1)), "through the shared half: their own get_block still unanswered");
+  t.is(hostBytes.waiting, 0);
+});
