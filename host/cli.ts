@@ -21,10 +21,17 @@ import type { Host } from "./host.ts";
 
 const HELP = globalHelp(HOST_VERSION);
 
+/**
+ * The configuration `run`, `check` and `dev --config` start with. A file past
+ * CONFIG_ON_LOOP_BYTES is read, parsed and checked in a worker thread, as a reload reads it
+ * (host/config-off.ts): its own heap and a deadline, the loop free (a modhost.toml of
+ * MAX_TOML_BYTES of unknown keys held the start's loop 3.6 s, load 14).
+ */
 async function configFrom(file: string | undefined): Promise<HostConfig> {
-  const { defaultConfig, loadConfig } = await import("./config.ts");
-  if (file) return loadConfig(file);
-  if (existsSync("modhost.toml")) return loadConfig("modhost.toml");
+  const { loadConfigAtStart } = await import("./config-off.ts");
+  if (file) return loadConfigAtStart(file);
+  if (existsSync("modhost.toml")) return loadConfigAtStart("modhost.toml");
+  const { defaultConfig } = await import("./config.ts");
   return defaultConfig(process.cwd());
 }
 
@@ -58,8 +65,8 @@ async function runUntilSignal(host: Host): Promise<void> {
 }
 
 async function run({ values }: Parsed): Promise<number> {
-  const config = await configFrom(values.config as string | undefined);
-  const { Host } = await import("./host.ts");
+  // The host's code loads while the worker reads the file.
+  const [config, { Host }] = await Promise.all([configFrom(values.config as string | undefined), import("./host.ts")]);
   const host = new Host({ config });
   await runUntilSignal(host);
   await host.start();
@@ -67,12 +74,12 @@ async function run({ values }: Parsed): Promise<number> {
 }
 
 async function dev({ values, positionals }: Parsed): Promise<number> {
-  const { defaultConfig, loadConfig } = await import("./config.ts");
+  const { defaultConfig } = await import("./config.ts");
   const { loadManifest } = await import("./manifest.ts");
   const interval = (values.interval as string | undefined) ?? "3";
   if (!/^\d{1,6}(\.\d{1,3})?$/.test(interval)) throw new ModhostError("usage", `modhost dev --interval must be a number of seconds (0 to 999999), got ${JSON.stringify(interval.slice(0, 40))}`, "e.g. --interval 10, or --interval 0 to mine only on request (modhost chain mine)");
   const target = path.resolve(positionals[0] ?? ".");
-  const config = values.config ? await loadConfig(values.config as string) : defaultConfig(process.cwd());
+  const config = values.config ? await configFrom(values.config as string) : defaultConfig(process.cwd());
   if (existsSync(path.join(target, "module.toml"))) {
     const manifest = await loadManifest(path.join(target, "module.toml"));
     config.modules.modules_dir = path.dirname(target);
@@ -131,9 +138,8 @@ function printReach(host: Host): void {
 }
 
 async function check({ values }: Parsed): Promise<number> {
-  const config = await configFrom(values.config as string | undefined);
-  const [{ Logger, escapeText, terminalJson }, { ModuleManager }, { EventBus }, { moduleConfig }, { checkModule }, { sandboxModeFor, strayModuleWarnings }, { describeSandboxes, detectSandbox }, { describeDataVolumes }] = await Promise.all([
-    import("./log.ts"), import("./manager.ts"), import("./events/bus.ts"), import("./module-config.ts"), import("./verify/module.ts"), import("./config.ts"), import("../runtime/sandbox/index.ts"), import("./data-quota.ts"),
+  const [config, { Logger, escapeText, terminalJson }, { ModuleManager }, { EventBus }, { moduleConfig }, { checkModule }, { sandboxModeFor, strayModuleWarnings }, { describeSandboxes, detectSandbox }, { describeDataVolumes }] = await Promise.all([
+    configFrom(values.config as string | undefined), import("./log.ts"), import("./manager.ts"), import("./events/bus.ts"), import("./module-config.ts"), import("./verify/module.ts"), import("./config.ts"), import("../runtime/sandbox/index.ts"), import("./data-quota.ts"),
   ]);
   const logger = new Logger({ level: "error", write: () => {} });
   const manager = new ModuleManager({ config, bus: new EventBus(), logger });

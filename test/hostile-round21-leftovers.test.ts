@@ -1,12 +1,18 @@
 // Gaps left by the round before (issue #8), each attacked here:
 // - modules waiting for room in [host] module_bytes_mb are woken when bytes are let go, not
-//   each on a timer of its own (256 modules waiting asked again 100 times a second each).
+//   each on a timer of its own (256 modules waiting asked again 100 times a second each);
+// - a start reads a large modhost.toml off its loop, as a reload does.
 
 import test from "ava";
+import { execa } from "execa";
+import { writeFile } from "node:fs/promises";
 import { loadavg } from "node:os";
+import path from "node:path";
 import { hostBytes, MODULE_BYTES_DEFAULT_MB, WAIT_RECHECK_MS } from "../protocol/host-bytes.ts";
 import { stubSession } from "./helpers/peer.ts";
-import { sleep, waitFor, WAIT_MS } from "./helpers/host.ts";
+import { sleep, tempDir, waitFor, WAIT_MS } from "./helpers/host.ts";
+import { writeUnknownKeysToml } from "./helpers/toml.ts";
+import { CONFIG_ON_LOOP_BYTES } from "../host/config-off.ts";
 
 const MiB = 1024 * 1024;
 const load = () => loadavg().map((l) => l.toFixed(1)).join(" ");
@@ -81,4 +87,36 @@ test.serial("modules waiting for [host] module_bytes_mb are woken when another h
   t.log(`load ${load()}; 8 waiting requests served ${ms.toFixed(1)} ms after the release; ${hostBytes.wokenTotal - woken0} wake-ups`);
   t.true(sessions.every((s) => !s.peer.frames.some((f) => f.t === "response" && f.id === 1)), "through the shared half: their own get_block still unanswered");
   t.is(hostBytes.waiting, 0);
+});
+
+/** A preload that prints the longest the process's main loop went without a turn (10 ms ticks). */
+const LOOP_GAP = `let last = performance.now(), max = 0;
+setInterval(() => { const n = performance.now(); max = Math.max(max, n - last); last = n; }, 10).unref();
+process.on("exit", () => { max = Math.max(max, performance.now() - last); process.stderr.write("\\nloop-gap-ms " + max.toFixed(0) + "\\n"); });
+`;
+
+test("modhost check of a modhost.toml of MAX_TOML_BYTES of unknown keys reads it off the main loop (past CONFIG_ON_LOOP_BYTES): the loop's longest gap is within a second of a one-problem file's, the problems still located and counted", async (t) => {
+  t.timeout(180_000);
+  const dir = await tempDir(t);
+  const preload = path.join(dir, "gap.mjs");
+  await writeFile(preload, LOOP_GAP);
+  const big = path.join(dir, "big.toml");
+  const keys = await writeUnknownKeysToml(big);
+  const small = path.join(dir, "small.toml");
+  await writeFile(small, "[host]\nk0 = 0\n");
+  const bin = path.join(import.meta.dirname, "..", "bin", "modhost.js");
+  const check = async (file: string) => {
+    const r = await execa(process.execPath, ["--import", preload, bin, "check", "--config", file], { reject: false, timeout: 150_000 });
+    const gap = Number(/loop-gap-ms (\d+)/.exec(r.stderr)?.[1] ?? Number.NaN);
+    return { r, gap };
+  };
+  const one = await check(small);
+  const many = await check(big);
+  t.log(`load ${load()}; the main loop's longest gap: ${one.gap} ms with one problem, ${many.gap} ms with ${keys} unknown keys (1 MiB, past CONFIG_ON_LOOP_BYTES = ${CONFIG_ON_LOOP_BYTES})`);
+  t.is(one.r.exitCode, 1);
+  t.is(many.r.exitCode, 1);
+  t.regex(many.r.stderr, /big\.toml:2:1: host\.k0: unknown key "k0"/, "the first problem is located");
+  t.regex(many.r.stderr, /\d+ more problem\(s\) not shown \(MAX_REPORTED_PROBLEMS\)/, "the rest counted");
+  t.false(Number.isNaN(many.gap) || Number.isNaN(one.gap), "both processes reported their loop");
+  t.true(many.gap < one.gap + 1000, `reading 1 MiB of problems held the loop ${many.gap} ms, one problem ${one.gap} ms (read on the loop: 3.6 s at load 14)`);
 });
