@@ -1,7 +1,9 @@
 // Gaps left by the round before (issue #8), each attacked here:
 // - modules waiting for room in [host] module_bytes_mb are woken when bytes are let go, not
 //   each on a timer of its own (256 modules waiting asked again 100 times a second each);
-// - a start reads a large modhost.toml off its loop, as a reload does.
+// - a start reads a large modhost.toml off its loop, as a reload does;
+// - a refused modhost.toml or module.toml is reported in at most MAX_REPORT_CHARS, and a reload
+//   refused again for the same problems does not write them again.
 
 import test from "ava";
 import { execa } from "execa";
@@ -13,6 +15,11 @@ import { stubSession } from "./helpers/peer.ts";
 import { sleep, tempDir, waitFor, WAIT_MS } from "./helpers/host.ts";
 import { writeUnknownKeysToml } from "./helpers/toml.ts";
 import { CONFIG_ON_LOOP_BYTES } from "../host/config-off.ts";
+import { loadConfig } from "../host/config.ts";
+import { ConfigError } from "../host/errors.ts";
+import { loadManifest } from "../host/manifest.ts";
+import { MAX_PROBLEM_CHARS, MAX_REPORT_CHARS } from "../host/toml.ts";
+import { startHost } from "./helpers/host.ts";
 
 const MiB = 1024 * 1024;
 const load = () => loadavg().map((l) => l.toFixed(1)).join(" ");
@@ -119,4 +126,59 @@ test("modhost check of a modhost.toml of MAX_TOML_BYTES of unknown keys reads it
   t.regex(many.r.stderr, /\d+ more problem\(s\) not shown \(MAX_REPORTED_PROBLEMS\)/, "the rest counted");
   t.false(Number.isNaN(many.gap) || Number.isNaN(one.gap), "both processes reported their loop");
   t.true(many.gap < one.gap + 1000, `reading 1 MiB of problems held the loop ${many.gap} ms, one problem ${one.gap} ms (read on the loop: 3.6 s at load 14)`);
+});
+
+/** `n` unknown keys of `chars` characters each in [host] (modhost.toml) or at the top (module.toml): each problem quotes its key in its path and its message. */
+function longKeys(n: number, chars: number): string {
+  return Array.from({ length: n }, (_, i) => `${String(i).padStart(4, "0")}${"k".repeat(chars - 4)} = 1`).join("\n");
+}
+
+test("a modhost.toml and a module.toml whose problems each quote 3,000 characters are reported in at most MAX_REPORT_CHARS (and one problem), the rest counted naming it", async (t) => {
+  const dir = await tempDir(t);
+  const config = path.join(dir, "modhost.toml");
+  await writeFile(config, `[host]\n${longKeys(60, 3000)}\n`);
+  const manifestDir = path.join(dir, "m");
+  const manifest = path.join(manifestDir, "module.toml");
+  await import("node:fs/promises").then((fs) => fs.mkdir(manifestDir));
+  await writeFile(manifest, `name = "m"\nversion = "0.1.0"\nentry_point = "index.ts"\ncapabilities = []\n${longKeys(10, 3000)}\n`);
+  // Each problem shown is at most its path, message and fix of MAX_PROBLEM_CHARS each (and the
+  // location and cut notes): the report stops at the first to pass MAX_REPORT_CHARS.
+  const bound = MAX_REPORT_CHARS + 3 * (MAX_PROBLEM_CHARS + 200) + 1024;
+  for (const [file, load, problems] of [[config, loadConfig, 60], [manifest, loadManifest, 10]] as const) {
+    const err = await t.throwsAsync(load(file), { instanceOf: ConfigError });
+    const shown = err!.problems.length - 1;
+    t.log(`${path.basename(file)}: ${problems} problems, ${shown} shown in ${err!.message.length} characters: ...${err!.message.slice(-160)}`);
+    t.true(err!.message.length <= bound, `${path.basename(file)}'s report is ${err!.message.length} characters (bound ${bound})`);
+    t.regex(err!.message, new RegExp(`${problems - shown} more problem\\(s\\) not shown \\(MAX_REPORT_CHARS: ${MAX_REPORT_CHARS} characters of problems shown\\)`));
+    t.regex(err!.message, /\.toml(:\d+:\d+)?: (host\.)?0000k/, "the problems shown name their file and key");
+  }
+});
+
+test.serial("a reload refused again for the same problems logs one short line, not the report again; a different report, or the same after a good reload, is logged whole", async (t) => {
+  t.timeout(120_000);
+  const h = await startHost(t, { noStart: true });
+  const file = path.join(h.dir, "modhost.toml");
+  await writeFile(file, "");
+  h.config.file = file;
+  await h.host.start();
+  const refusals = () => h.records.filter((r) => r.source === "host" && r.message.startsWith("configuration not reloaded"));
+  await writeFile(file, `[host]\n${longKeys(60, 3000)}\n`);
+  for (let i = 0; i < 5; i++) await h.host.reloadConfig();
+  // (The file watcher may reload it once more.)
+  const first = refusals();
+  t.log(`load ${load()}; five refused reloads of the same file: ${first.map((r) => r.message.length).join(", ")} characters logged`);
+  t.true(first.length >= 5, `each refused reload is logged (${first.length})`);
+  t.true(first[0]!.message.length > 5000, "the first with its report");
+  t.true(first.slice(1).every((r) => r.message.length < 300 && /the same problems as at the refused reload of/.test(r.message)), "the others in one short line");
+  const whole = (since: number) => refusals().slice(since).some((r) => /host\.0000k+: unknown key/.test(r.message));
+  let mark = refusals().length;
+  await writeFile(file, `[host]\n${longKeys(3, 100)}\n`);
+  await h.host.reloadConfig();
+  t.true(whole(mark), "a different report is logged whole");
+  await writeFile(file, "");
+  await h.host.reloadConfig();
+  mark = refusals().length;
+  await writeFile(file, `[host]\n${longKeys(3, 100)}\n`);
+  await h.host.reloadConfig();
+  t.true(whole(mark), "after a good reload, the report is logged whole again");
 });
