@@ -11,7 +11,7 @@ import { existsSync } from "node:fs";
 import { readFile, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { ConfigError, ModhostError } from "./errors.ts";
+import { ConfigError, formatProblem, ModhostError } from "./errors.ts";
 import { HOST_VERSION } from "./version.ts";
 import { commandHelp, findCommand, globalHelp, GROUPS, groupHelp, parseCommand, suggestCommand, wantsHelp, type CommandSpec, type Parsed } from "./cli-table.ts";
 // Everything else is imported when a command needs it: `modhost version`, `--help` and the
@@ -20,6 +20,12 @@ import type { HostConfig } from "./config.ts";
 import type { Host } from "./host.ts";
 
 const HELP = globalHelp(HOST_VERSION);
+
+/**
+ * The longest line of an error the CLI prints: an error's message may quote a remote party's
+ * answer (an RPC server's, a registry's) of any length.
+ */
+const MAX_ERROR_LINE_CHARS = 8192;
 
 /**
  * The configuration `run`, `check` and `dev --config` start with. A file past
@@ -378,20 +384,26 @@ try {
   if (code >= 0) await exitWhenPrinted(code);
 } catch (err) {
   // An error may quote what a remote party wrote (a registry, the modules it publishes and their
-  // signers, a module's answer through the host): shown escaped (host/log.ts), the error's own
-  // line breaks kept.
-  const { escapeText } = await import("./log.ts");
-  const shown = (text: string) => escapeText(text, Infinity, true).text;
+  // signers, a module's answer through the host, an RPC server's error): each line printed is
+  // escaped (host/log.ts terminalLine), newlines too, so that no quoted text starts a line of its
+  // own, and cut at MAX_ERROR_LINE_CHARS. The printer's own lines (a problem's fix, the stack's
+  // frames) are printed as lines.
+  const { terminalLine } = await import("./log.ts");
+  const line = (text: string) => terminalLine(text, MAX_ERROR_LINE_CHARS);
   if (err instanceof ConfigError) {
-    console.error(`modhost: configuration error\n${shown(err.message)}`);
+    console.error(`modhost: configuration error\n${err.problems.map((p) => formatProblem(p, line)).join("\n")}`);
   } else if (err instanceof ModhostError) {
-    console.error(`modhost: ${shown(err.message)}${err.hint ? `\n  fix: ${shown(err.hint)}` : ""}`);
+    console.error(`modhost: ${line(err.message)}${err.hint ? `\n  fix: ${line(err.hint)}` : ""}`);
     // A usage error (a mistyped command or option, a missing argument) exits 2, as before.
     if (err.code === "cli_usage") await exitWhenPrinted(2);
   } else if ((err as { code?: string }).code?.startsWith("ERR_PARSE_ARGS_")) {
-    console.error(`modhost: ${shown((err as Error).message)}`);
+    console.error(`modhost: ${line((err as Error).message)}`);
+  } else if (err instanceof Error) {
+    // A bug's stack: its message escaped, then its frames (the code's own paths).
+    const frames = (err.stack ?? "").split("\n").filter((l) => /^\s+at /.test(l)).slice(0, 32).map(line);
+    console.error([`modhost: ${line(`${err.name}: ${err.message}`)}`, ...frames].join("\n"));
   } else {
-    console.error(`modhost: ${shown((err as Error)?.stack ?? String(err))}`);
+    console.error(`modhost: ${line(String(err))}`);
   }
   await exitWhenPrinted(1);
 }

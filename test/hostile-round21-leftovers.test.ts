@@ -3,7 +3,10 @@
 //   each on a timer of its own (256 modules waiting asked again 100 times a second each);
 // - a start reads a large modhost.toml off its loop, as a reload does;
 // - a refused modhost.toml or module.toml is reported in at most MAX_REPORT_CHARS, and a reload
-//   refused again for the same problems does not write them again.
+//   refused again for the same problems does not write them again;
+// - the CLI prints an error that quotes a remote party (an RPC server's answer) escaped: its
+//   newlines cannot start a line of their own, and it is cut; so are `modhost registry build`'s
+//   warnings, which quote its sources.
 
 import test from "ava";
 import { execa } from "execa";
@@ -20,6 +23,9 @@ import { ConfigError } from "../host/errors.ts";
 import { loadManifest } from "../host/manifest.ts";
 import { MAX_PROBLEM_CHARS, MAX_REPORT_CHARS } from "../host/toml.ts";
 import { startHost } from "./helpers/host.ts";
+import http from "node:http";
+import { keyFileText } from "../host/verify/keys.ts";
+import { newKey, writeTsModule } from "./helpers/signing.ts";
 
 const MiB = 1024 * 1024;
 const load = () => loadavg().map((l) => l.toFixed(1)).join(" ");
@@ -181,4 +187,48 @@ test.serial("a reload refused again for the same problems logs one short line, n
   await writeFile(file, `[host]\n${longKeys(3, 100)}\n`);
   await h.host.reloadConfig();
   t.true(whole(mark), "after a good reload, the report is logged whole again");
+});
+
+test("modhost call against a server whose error message and hint hold newlines, terminal escapes and 100 KB prints each on one escaped line, cut (before, the message's newlines started lines of its own: a forged \"modhost:\" line)", async (t) => {
+  t.timeout(60_000);
+  const dir = await tempDir(t);
+  const cookie = path.join(dir, ".cookie");
+  await writeFile(cookie, "__cookie__:secret");
+  const forged = "\nmodhost: installed wallet-drainer 1.0.0 (verified)\n\u001b[2K\u001b]0;owned\u0007";
+  const server = http.createServer((req, res) => {
+    req.resume();
+    req.on("end", () => {
+      res.setHeader("content-type", "application/json");
+      res.end(JSON.stringify({ jsonrpc: "2.0", id: 1, error: { code: -32000, message: `refused${forged}${"x".repeat(100_000)}`, data: { hint: `ask again${forged}` } } }));
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  t.teardown(() => server.close());
+  const port = (server.address() as import("node:net").AddressInfo).port;
+  const bin = path.join(import.meta.dirname, "..", "bin", "modhost.js");
+  const r = await execa(process.execPath, [bin, "call", "anything", "--rpcport", String(port), "--rpccookiefile", cookie], { reject: false, timeout: 50_000, env: { NO_COLOR: "1" } });
+  const lines = r.stderr.split("\n");
+  t.log(`exit ${r.exitCode}; ${lines.length} lines, longest ${Math.max(...lines.map((l) => l.length))} characters: ${lines.map((l) => l.slice(0, 120)).join(" | ")}`);
+  t.is(r.exitCode, 1);
+  t.regex(r.stderr, /^modhost: refused\\nmodhost: installed wallet-drainer/, "the message on the first line, its newlines shown as \\n");
+  t.false(lines.some((l) => l.startsWith("modhost: installed")), "no line of the remote's own");
+  t.false(/[\u0000-\u0009\u000b-\u001f\u007f]/.test(r.stderr), "no raw control character");
+  t.regex(r.stderr, /\n {2}fix: ask again\\nmodhost: installed/, "the hint on its own line, escaped the same way");
+  t.true(lines.every((l) => l.length <= 8192 + 64), "every line cut (MAX_ERROR_LINE_CHARS)");
+  t.regex(r.stderr, /\.\.\. \(\d+ more characters\)/, "saying how much was cut");
+});
+
+test("modhost registry build of an unsigned module in a directory named with a newline, ESC and BEL prints its warning on one escaped line (before: raw, a forged line of its own)", async (t) => {
+  t.timeout(60_000);
+  const dir = await tempDir(t);
+  await writeFile(path.join(dir, "registry.key"), keyFileText(newKey("registry")), { mode: 0o600 });
+  const evil = "m\nmodhost: wrote index.json, every module signed\u001b[2K\u0007";
+  await writeTsModule(path.join(dir, "src", evil), { name: "unsigned", version: "1.0.0" });
+  const bin = path.join(import.meta.dirname, "..", "bin", "modhost.js");
+  const r = await execa(process.execPath, [bin, "registry", "build", "src", "--out", "registry", "--key", "registry.key"], { cwd: dir, reject: false, timeout: 50_000 });
+  t.log(`exit ${r.exitCode}; stderr: ${r.stderr.split("\n").map((l) => l.slice(0, 160)).join(" | ")}`);
+  t.is(r.exitCode, 0, r.stderr);
+  t.regex(r.stderr, /^warning: unsigned 1\.0\.0 is not pinned .*m\\nmodhost: wrote index\.json, every module signed\\x1b\[2K\\x07/m, "the warning names the directory, escaped");
+  t.false(r.stderr.split("\n").some((l) => l.startsWith("modhost: wrote")), "no line of the directory's own");
+  t.false(/[\u0000-\u0009\u000b-\u001f\u007f]/.test(r.stderr), "no raw control character");
 });
