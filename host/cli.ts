@@ -11,7 +11,7 @@ import { existsSync } from "node:fs";
 import { readFile, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { ConfigError, ModhostError } from "./errors.ts";
+import { ConfigError, formatProblem, ModhostError } from "./errors.ts";
 import { HOST_VERSION } from "./version.ts";
 import { commandHelp, findCommand, globalHelp, GROUPS, groupHelp, parseCommand, suggestCommand, wantsHelp, type CommandSpec, type Parsed } from "./cli-table.ts";
 // Everything else is imported when a command needs it: `modhost version`, `--help` and the
@@ -21,10 +21,23 @@ import type { Host } from "./host.ts";
 
 const HELP = globalHelp(HOST_VERSION);
 
+/**
+ * The longest line of an error the CLI prints: an error's message may quote a remote party's
+ * answer (an RPC server's, a registry's) of any length.
+ */
+const MAX_ERROR_LINE_CHARS = 8192;
+
+/**
+ * The configuration `run`, `check` and `dev --config` start with. A file past
+ * CONFIG_ON_LOOP_BYTES is read, parsed and checked in a worker thread, as a reload reads it
+ * (host/config-off.ts): its own heap and a deadline, the loop free (a modhost.toml of
+ * MAX_TOML_BYTES of unknown keys held the start's loop 3.6 s, load 14).
+ */
 async function configFrom(file: string | undefined): Promise<HostConfig> {
-  const { defaultConfig, loadConfig } = await import("./config.ts");
-  if (file) return loadConfig(file);
-  if (existsSync("modhost.toml")) return loadConfig("modhost.toml");
+  const { loadConfigAtStart } = await import("./config-off.ts");
+  if (file) return loadConfigAtStart(file);
+  if (existsSync("modhost.toml")) return loadConfigAtStart("modhost.toml");
+  const { defaultConfig } = await import("./config.ts");
   return defaultConfig(process.cwd());
 }
 
@@ -58,8 +71,8 @@ async function runUntilSignal(host: Host): Promise<void> {
 }
 
 async function run({ values }: Parsed): Promise<number> {
-  const config = await configFrom(values.config as string | undefined);
-  const { Host } = await import("./host.ts");
+  // The host's code loads while the worker reads the file.
+  const [config, { Host }] = await Promise.all([configFrom(values.config as string | undefined), import("./host.ts")]);
   const host = new Host({ config });
   await runUntilSignal(host);
   await host.start();
@@ -67,12 +80,12 @@ async function run({ values }: Parsed): Promise<number> {
 }
 
 async function dev({ values, positionals }: Parsed): Promise<number> {
-  const { defaultConfig, loadConfig } = await import("./config.ts");
+  const { defaultConfig } = await import("./config.ts");
   const { loadManifest } = await import("./manifest.ts");
   const interval = (values.interval as string | undefined) ?? "3";
   if (!/^\d{1,6}(\.\d{1,3})?$/.test(interval)) throw new ModhostError("usage", `modhost dev --interval must be a number of seconds (0 to 999999), got ${JSON.stringify(interval.slice(0, 40))}`, "e.g. --interval 10, or --interval 0 to mine only on request (modhost chain mine)");
   const target = path.resolve(positionals[0] ?? ".");
-  const config = values.config ? await loadConfig(values.config as string) : defaultConfig(process.cwd());
+  const config = values.config ? await configFrom(values.config as string) : defaultConfig(process.cwd());
   if (existsSync(path.join(target, "module.toml"))) {
     const manifest = await loadManifest(path.join(target, "module.toml"));
     config.modules.modules_dir = path.dirname(target);
@@ -131,9 +144,8 @@ function printReach(host: Host): void {
 }
 
 async function check({ values }: Parsed): Promise<number> {
-  const config = await configFrom(values.config as string | undefined);
-  const [{ Logger, escapeText, terminalJson }, { ModuleManager }, { EventBus }, { moduleConfig }, { checkModule }, { sandboxModeFor, strayModuleWarnings }, { describeSandboxes, detectSandbox }, { describeDataVolumes }] = await Promise.all([
-    import("./log.ts"), import("./manager.ts"), import("./events/bus.ts"), import("./module-config.ts"), import("./verify/module.ts"), import("./config.ts"), import("../runtime/sandbox/index.ts"), import("./data-quota.ts"),
+  const [config, { Logger, escapeText, terminalJson }, { ModuleManager }, { EventBus }, { moduleConfig }, { checkModule }, { sandboxModeFor, strayModuleWarnings }, { describeSandboxes, detectSandbox }, { describeDataVolumes }] = await Promise.all([
+    configFrom(values.config as string | undefined), import("./log.ts"), import("./manager.ts"), import("./events/bus.ts"), import("./module-config.ts"), import("./verify/module.ts"), import("./config.ts"), import("../runtime/sandbox/index.ts"), import("./data-quota.ts"),
   ]);
   const logger = new Logger({ level: "error", write: () => {} });
   const manager = new ModuleManager({ config, bus: new EventBus(), logger });
@@ -372,20 +384,26 @@ try {
   if (code >= 0) await exitWhenPrinted(code);
 } catch (err) {
   // An error may quote what a remote party wrote (a registry, the modules it publishes and their
-  // signers, a module's answer through the host): shown escaped (host/log.ts), the error's own
-  // line breaks kept.
-  const { escapeText } = await import("./log.ts");
-  const shown = (text: string) => escapeText(text, Infinity, true).text;
+  // signers, a module's answer through the host, an RPC server's error): each line printed is
+  // escaped (host/log.ts terminalLine), newlines too, so that no quoted text starts a line of its
+  // own, and cut at MAX_ERROR_LINE_CHARS. The printer's own lines (a problem's fix, the stack's
+  // frames) are printed as lines.
+  const { terminalLine } = await import("./log.ts");
+  const line = (text: string) => terminalLine(text, MAX_ERROR_LINE_CHARS);
   if (err instanceof ConfigError) {
-    console.error(`modhost: configuration error\n${shown(err.message)}`);
+    console.error(`modhost: configuration error\n${err.problems.map((p) => formatProblem(p, line)).join("\n")}`);
   } else if (err instanceof ModhostError) {
-    console.error(`modhost: ${shown(err.message)}${err.hint ? `\n  fix: ${shown(err.hint)}` : ""}`);
+    console.error(`modhost: ${line(err.message)}${err.hint ? `\n  fix: ${line(err.hint)}` : ""}`);
     // A usage error (a mistyped command or option, a missing argument) exits 2, as before.
     if (err.code === "cli_usage") await exitWhenPrinted(2);
   } else if ((err as { code?: string }).code?.startsWith("ERR_PARSE_ARGS_")) {
-    console.error(`modhost: ${shown((err as Error).message)}`);
+    console.error(`modhost: ${line((err as Error).message)}`);
+  } else if (err instanceof Error) {
+    // A bug's stack: its message escaped, then its frames (the code's own paths).
+    const frames = (err.stack ?? "").split("\n").filter((l) => /^\s+at /.test(l)).slice(0, 32).map(line);
+    console.error([`modhost: ${line(`${err.name}: ${err.message}`)}`, ...frames].join("\n"));
   } else {
-    console.error(`modhost: ${shown((err as Error)?.stack ?? String(err))}`);
+    console.error(`modhost: ${line(String(err))}`);
   }
   await exitWhenPrinted(1);
 }

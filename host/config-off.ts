@@ -1,9 +1,10 @@
 // Reads modhost.toml in a worker thread (host/config-worker.ts) for a reload of the running
-// host: the file is the operator's, up to MAX_TOML_BYTES, and its worst shapes took seconds of
+// host, and at a start when it is larger than CONFIG_ON_LOOP_BYTES: the file is the operator's, up to MAX_TOML_BYTES, and its worst shapes took seconds of
 // parsing and checking, which at a reload ran on the host's loop. The worker has its own heap
 // (CONFIG_HEAP_MB) and a deadline (CONFIG_READ_TIMEOUT_MS); a refusal is the same ConfigError,
 // with file, line and column, that the host's start gives.
 
+import { stat } from "node:fs/promises";
 import { Worker } from "node:worker_threads";
 import type { HostConfig } from "./config.ts";
 import type { ConfigReadResult } from "./config-worker.ts";
@@ -21,6 +22,26 @@ function workerSpec(): { url: URL; execArgv: string[] | undefined } {
   if (typeof __MODHOST_DIST__ !== "undefined" && __MODHOST_DIST__) return { url: new URL("./config-read.mjs", import.meta.url), execArgv: undefined };
   // From the sources: the worker compiles them with tsx, as the host does.
   return { url: new URL("./config-worker.ts", import.meta.url), execArgv: [`--import=${import.meta.resolve("tsx")}`] };
+}
+
+/**
+ * At a start (`modhost run`, `check`, `dev --config`), a file of at most this many bytes is read
+ * on the loop, nothing else running yet: a worker costs its start and a second load of the
+ * configuration code (`modhost check` of the shipped modhost.toml took 2.5-3.0 s read on the
+ * loop, 3.3-5.4 s through the worker, load 11). The worst such file found, 32 KiB of unknown keys,
+ * took 228 ms cold and 51-79 ms after (load 13); a module.toml (MAX_MANIFEST_BYTES, the same
+ * size) is read on the loop too.
+ * Larger files are read as a reload reads them (loadConfigOffLoop): a modhost.toml of
+ * MAX_TOML_BYTES of unknown keys held the start's loop 3.6 s (load 14).
+ */
+export const CONFIG_ON_LOOP_BYTES = 32 * 1024;
+
+/** The configuration in `file`, for a command that starts: see CONFIG_ON_LOOP_BYTES. */
+export async function loadConfigAtStart(file: string): Promise<HostConfig> {
+  const size = await stat(file).then((s) => s.size, () => 0);
+  if (size > CONFIG_ON_LOOP_BYTES) return loadConfigOffLoop(file);
+  const { loadConfig } = await import("./config.ts");
+  return loadConfig(file);
 }
 
 /** loadConfig(file), in a worker thread. */

@@ -40,23 +40,23 @@ export class ConfigError extends ModhostError {
   constructor(problems: ConfigProblem[]) {
     const list = problems.length > 0 ? problems : [{ file: "<unknown>", message: "invalid configuration" }];
     // With a single problem its hint is the error's hint; with several each problem carries its own.
-    super("config_error", list.map(formatProblem).join("\n"), list.length === 1 ? list[0]!.hint : undefined);
+    super("config_error", list.map((p) => formatProblem(p)).join("\n"), list.length === 1 ? list[0]!.hint : undefined);
     this.problems = list;
   }
 }
 
 /**
- * One problem as text:
+ * One problem as text (`line`: how each of its lines is shown; the CLI escapes them):
  *   modhost.toml:14:9: modules.grants.block-logger.allow[1]: unknown capability "read_blockchian"
  *     fix: did you mean "read_blockchain"?
  */
-export function formatProblem(p: ConfigProblem): string {
+export function formatProblem(p: ConfigProblem, line: (text: string) => string = (text) => text): string {
   let where = displayPath(p.file);
   if (p.line !== undefined) where += `:${p.line}`;
   if (p.line !== undefined && p.column !== undefined) where += `:${p.column}`;
-  let text = `${where}: ${p.path ? `${p.path}: ` : ""}${p.message}`;
-  if (p.excerpt) text += "\n" + indent(p.excerpt.replace(/\n+$/, ""));
-  if (p.hint) text += `\n  fix: ${p.hint}`;
+  let text = line(`${where}: ${p.path ? `${p.path}: ` : ""}${p.message}`);
+  if (p.excerpt) text += "\n" + indent(p.excerpt.replace(/\n+$/, "").split("\n").map(line).join("\n"));
+  if (p.hint) text += `\n  fix: ${line(p.hint)}`;
   return text;
 }
 

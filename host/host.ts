@@ -348,6 +348,10 @@ export class Host {
     return this.config === before ? [] : changedSections(before, this.config);
   }
 
+  /** The report of the last refused reload, and when (the same report is not logged again). */
+  private refusedReport: string | undefined;
+  private refusedAt = "";
+
   private async reloadOnce(): Promise<string[]> {
     if (!this.config.file || this.stopping) return [];
     let next: HostConfig;
@@ -355,9 +359,19 @@ export class Host {
       // Read, parsed and checked in a worker thread: not on the loop the modules are served on.
       next = await loadConfigOffLoop(this.config.file);
     } catch (err) {
-      this.log.error(`configuration not reloaded, keeping the running one:\n${(err as Error).message}`);
+      // The same report again (a file saved again, SIGHUP, an editor's several writes) is one
+      // short line: the report itself is up to MAX_REPORT_CHARS, and reloads have no rate limit.
+      const report = (err as Error).message;
+      if (report === this.refusedReport) {
+        this.log.error(`configuration not reloaded, keeping the running one: the file has the same problems as at the refused reload of ${this.refusedAt} (not repeated here)`);
+        return [];
+      }
+      this.refusedReport = report;
+      this.refusedAt = new Date().toISOString();
+      this.log.error(`configuration not reloaded, keeping the running one:\n${report}`);
       return [];
     }
+    this.refusedReport = undefined;
     const changed = await this.manager.reconfigure(next);
     if (changed.length === 0) return [];
     const later = changed.filter((c) => ["host", "chain", "storage", "rpc"].includes(c) || c === "modules.modules_dir" || c === "modules.data_dir");

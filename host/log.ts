@@ -524,6 +524,15 @@ export function escapeText(s: string, maxChars: number, keepNewlines = false): {
   return { text: escaped, cut: s.length - used };
 }
 
+/**
+ * One line for the operator's terminal: every control character escaped, newlines too (text
+ * from outside must not start a line of its own), cut at `maxChars` saying how much was cut.
+ */
+export function terminalLine(text: string, maxChars: number): string {
+  const shown = escapeText(text, maxChars);
+  return shown.cut > 0 ? `${shown.text}... (${shown.cut} more characters)` : shown.text;
+}
+
 /** JSON.stringify that cannot throw: BigInt as a string, cycles and other failures as a note. */
 function safeJson(v: unknown): string {
   try {

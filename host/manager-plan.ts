@@ -81,7 +81,7 @@ export async function discoverModules(dir: string): Promise<Discovery> {
         results[i] = await loadManifest(path.join(dir, name, "module.toml"));
       } catch (err) {
         if ((err as ConfigError).problems?.some((p) => /not found|ENOENT/i.test(p.message))) continue; // not a module directory
-        results[i] = { broken: { dir: path.join(dir, name), error: err instanceof ConfigError ? err.problems.map(formatProblem).join("\n") : (err as Error).message } };
+        results[i] = { broken: { dir: path.join(dir, name), error: err instanceof ConfigError ? err.problems.map((p) => formatProblem(p)).join("\n") : (err as Error).message } };
       }
     }
   };

@@ -103,9 +103,6 @@ const UNREAD_GRACE_MS = 5000;
  */
 const MAX_PENDING_INVOCATIONS = 1024;
 
-/** A request waiting for room in [host] module_bytes_mb asks again this often (room is not announced). */
-const HOST_BYTES_RETRY_MS = 10;
-
 /** A module held back by a limit is told to the operator at most this often per limit. */
 const THROTTLE_LOG_MS = 10_000;
 
@@ -341,6 +338,10 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
     // each too cheap to time alone) is charged too, once: the chunk's time less what was
     // charged while it was handled. A flood of tiny frames then waits like a flood of requests.
     channel.on("chunk", (ms) => {
+      // A frame received: what it held while it arrived is no longer held (or is now a request's).
+      const arriving = this.channel.arrivingBytes;
+      if (arriving < this.lastArriving) this.held.released();
+      this.lastArriving = arriving;
       const rest = ms - this.chargedInChunk;
       this.chargedInChunk = 0;
       if (rest <= 0 || this.state === "closed") return;
@@ -349,7 +350,12 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
       this.pump();
     });
     channel.on("close", (err) => this.onClose(err));
+    // What the kernel took from its socket is no longer held for it.
+    channel.onWritten = this.held.released;
   }
+
+  /** channel.arrivingBytes at the last chunk read (a fall is announced to hostBytes). */
+  private lastArriving = 0;
 
   get module(): string {
     return this.opts.module;
@@ -600,7 +606,7 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
     this.admittedAsOne = false;
     if (reserve + bytes > 0) {
       const ground = this.held.admits(reserve + bytes, !this.oneServed);
-      if (ground === false) return { limit: "host_bytes", waitMs: HOST_BYTES_RETRY_MS };
+      if (ground === false) return { limit: "host_bytes" };
       this.admittedAsOne = ground === "one";
     }
     this.refill(now);
@@ -672,6 +678,9 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
   }
 
   private pumpParked = false;
+  private readonly wakeForHostBytes = (): void => {
+    this.pump();
+  };
   private readonly resumePump = (): void => {
     this.pumpParked = false;
     this.pump();
@@ -692,6 +701,12 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
       this.opts.logger.note(this.opts.module, "info", `throttled: its requests wait for ${LIMIT_TEXT[blocked.limit](this.flow)}; the operator can raise it${blocked.limit === "host_bytes" ? "" : ` in [modules.limits.${this.opts.module}]`}`, { limit: blocked.limit });
     }
     if (blocked.limit === "in_flight" || blocked.limit === "request_bytes") return; // an answer calls pump()
+    // Room in [host] module_bytes_mb: woken when some module lets go of bytes (its own answers
+    // call pump() too), in its turn among the waiting modules (protocol/host-bytes.ts).
+    if (blocked.limit === "host_bytes") {
+      this.held.wait(this.wakeForHostBytes);
+      return;
+    }
     // Held by reservations: an answer releases one and calls pump(). Held by bytes the module
     // has not read: when the socket drains (or, below the socket's mark, in a moment).
     if (blocked.limit === "unread" && this.reserved > 0) return;
@@ -865,6 +880,7 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
       if (relayed) this.reservedRelayed -= reserve;
       this.heldRequestBytes -= bytes;
       if (one) this.oneServed = false;
+      this.held.released();
     }
   }
 
@@ -903,6 +919,7 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
       if (relayed) this.reservedRelayed -= reserve;
       this.heldRequestBytes -= bytes;
       if (one) this.oneServed = false;
+      this.held.released();
       if (this.backlog.length > 0 && !this.retryTimer) this.pump();
     }
   }

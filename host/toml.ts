@@ -226,6 +226,14 @@ export const MAX_REPORTED_PROBLEMS = 50;
  */
 export const MAX_PROBLEM_CHARS = 2048;
 
+/**
+ * The characters of one file's report (its problems' paths, messages, excerpts and fixes
+ * together) shown; the problems past it are counted in the last line, like those past
+ * MAX_REPORTED_PROBLEMS. Fifty problems of MAX_PROBLEM_CHARS each, message and fix, were
+ * ~113 KB of text at every refused load, in the host's log and every status that shows them.
+ */
+export const MAX_REPORT_CHARS = 32 * 1024;
+
 function cutProblem(text: string): string {
   return text.length <= MAX_PROBLEM_CHARS ? text : `${text.slice(0, MAX_PROBLEM_CHARS)}... (${text.length} characters, cut at MAX_PROBLEM_CHARS)`;
 }
@@ -233,6 +241,8 @@ function cutProblem(text: string): string {
 export class Checker {
   readonly problems: ConfigProblem[] = [];
   private unreported = 0;
+  /** Characters of the problems reported (MAX_REPORT_CHARS). */
+  private reportedChars = 0;
   /**
    * The edit-distance cells all of this file's "did you mean" guesses share (knownKeys): the
    * known keys of a module's [config_schema] are the module's, and 250 keys of 120 characters
@@ -248,21 +258,23 @@ export class Checker {
   ) {}
 
   report(path: TomlPath, message: string, hint?: string): void {
-    if (this.problems.length >= MAX_REPORTED_PROBLEMS) {
+    if (this.full) {
       this.unreported++;
       return;
     }
     const at = locate(this.source, path);
     const problem: ConfigProblem = { file: this.file, message: cutProblem(message) };
     if (at) Object.assign(problem, at);
-    if (path.length > 0) problem.path = formatPath(path);
+    // A key's name is the file's: a path can quote one of any length.
+    if (path.length > 0) problem.path = cutProblem(formatPath(path));
     if (hint !== undefined) problem.hint = cutProblem(hint);
     this.problems.push(problem);
+    this.reportedChars += problem.message.length + (problem.hint?.length ?? 0) + (problem.path?.length ?? 0) + (problem.excerpt?.length ?? 0);
   }
 
-  /** Whether MAX_REPORTED_PROBLEMS are reported: any more is only counted (skip). */
+  /** Whether MAX_REPORTED_PROBLEMS, or MAX_REPORT_CHARS of them, are reported: any more is only counted (skip). */
   get full(): boolean {
-    return this.problems.length >= MAX_REPORTED_PROBLEMS;
+    return this.problems.length >= MAX_REPORTED_PROBLEMS || this.reportedChars >= MAX_REPORT_CHARS;
   }
 
   /** Counts a problem past MAX_REPORTED_PROBLEMS without making its text. */
@@ -275,7 +287,10 @@ export class Checker {
     if (this.problems.length === 0) return;
     const line = (p: ConfigProblem) => p.line ?? Number.MAX_SAFE_INTEGER;
     const sorted = [...this.problems].sort((a, b) => line(a) - line(b) || (a.column ?? 0) - (b.column ?? 0));
-    if (this.unreported > 0) sorted.push({ file: this.file, message: `${this.unreported} more problem(s) not shown (MAX_REPORTED_PROBLEMS)`, hint: "fix the ones above first" });
+    if (this.unreported > 0) {
+      const limit = this.problems.length >= MAX_REPORTED_PROBLEMS ? "MAX_REPORTED_PROBLEMS" : `MAX_REPORT_CHARS: ${MAX_REPORT_CHARS} characters of problems shown`;
+      sorted.push({ file: this.file, message: `${this.unreported} more problem(s) not shown (${limit})`, hint: "fix the ones above first" });
+    }
     throw new ConfigError(sorted);
   }
 

@@ -481,6 +481,16 @@ export class FrameChannel extends EventEmitter<ChannelEvents> {
     return !this.congested;
   }
 
+  /**
+   * Called when a write has been handed to the kernel (`unsentBytes` fell): the host session
+   * announces it to [host] module_bytes_mb's waiters (protocol/host-bytes.ts).
+   */
+  onWritten: (() => void) | undefined;
+
+  private readonly written = (): void => {
+    this.onWritten?.();
+  };
+
   /** Write what waits, in one system call. */
   private flush(): void {
     if (this.outBytes === 0 || this.closed) return;
@@ -488,12 +498,13 @@ export class FrameChannel extends EventEmitter<ChannelEvents> {
     const bytes = this.outBytes;
     this.out = [];
     this.outBytes = 0;
+    const done = this.onWritten ? this.written : undefined;
     if (bytes < COALESCE_BYTES) {
-      this.socket.write(out.length === 1 ? out[0]! : Buffer.concat(out, bytes));
+      this.socket.write(out.length === 1 ? out[0]! : Buffer.concat(out, bytes), done);
     } else {
       // Large: no copy; the corked writes leave as one writev.
       this.socket.cork();
-      for (const b of out) this.socket.write(b);
+      for (let i = 0; i < out.length; i++) this.socket.write(out[i]!, i === out.length - 1 ? done : undefined);
       this.socket.uncork();
     }
   }

@@ -694,8 +694,10 @@ export class ModuleStore {
   /** Forgets transactions sent in parts whose next part has not come for STAGED_IDLE_MS. */
   #expireStaged(): void {
     const now = Date.now();
-    for (const [id, s] of this.#staged) if (now - s.touched > STAGED_IDLE_MS) this.#staged.delete(id);
+    let forgot = false;
+    for (const [id, s] of this.#staged) if (now - s.touched > STAGED_IDLE_MS) forgot = this.#staged.delete(id) || forgot;
     if (this.#staged.size === 0) this.#leaveHeld();
+    else if (forgot) this.#held?.released();
   }
 
   /** Bytes of keys and values its transactions sent in parts hold (at most MAX_STAGED of them). */
@@ -706,8 +708,9 @@ export class ModuleStore {
   }
 
   #unstage(id: number): void {
-    this.#staged.delete(id);
+    const forgot = this.#staged.delete(id);
     if (this.#staged.size === 0) this.#leaveHeld();
+    else if (forgot) this.#held?.released();
   }
 
   #leaveHeld(): void {

@@ -13,10 +13,11 @@
 import path from "node:path";
 import { parseArgs } from "node:util";
 import { ModhostError } from "../errors.ts";
+import { terminalLine } from "../log.ts";
 import { readKeyFile } from "../verify/keys.ts";
 import { configFrom } from "../verify/cli.ts";
 import { buildRegistry } from "./build.ts";
-import { activatePending, install, remove, search, update } from "./install.ts";
+import { activatePending, install, MAX_REGISTRY_LINE_CHARS, remove, search, update } from "./install.ts";
 import { serveRegistry } from "./serve.ts";
 
 export const REGISTRY_HELP = `Modules from a registry (docs/operator-guide.md, "Verified modules and the registry"):
@@ -50,7 +51,10 @@ export async function registryCommand(argv: string[]): Promise<number> {
       throw new ModhostError("usage", "usage: modhost registry build [DIR...] --out OUT --key FILE [--expires-days N] [--version N]");
     }
     const keys = [];
-    for (const k of values.key) keys.push(await readKeyFile(k, (w) => console.error(`warning: ${w}`)));
+    // What the build prints quotes its sources (module names, directories, signers' names):
+    // escaped and cut like every line a registry command prints.
+    const say = (line: string) => console.error(terminalLine(line, MAX_REGISTRY_LINE_CHARS));
+    for (const k of values.key) keys.push(await readKeyFile(k, (w) => say(`warning: ${w}`)));
     const days = values["expires-days"] !== undefined ? Number(values["expires-days"]) : undefined;
     if (days !== undefined && (!Number.isFinite(days) || days <= 0)) throw new ModhostError("usage", "--expires-days must be a positive number");
     const version = values.version !== undefined ? Number(values.version) : undefined;
@@ -59,12 +63,12 @@ export async function registryCommand(argv: string[]): Promise<number> {
       sources: positionals, out: values.out, keys,
       ...(days !== undefined ? { expiresDays: days } : {}),
       ...(version !== undefined ? { version } : {}),
-      log: (l) => console.error(l),
+      log: say,
     });
     const out = path.resolve(values.out);
     console.log([
       `wrote ${out}/index.json version ${r.index.version} (expires ${r.index.expires}), signed by ${keys.map((k) => k.publicKey).join(", ")}`,
-      `added: ${r.added.join(", ") || "nothing"}${r.unchanged.length ? `; already there: ${r.unchanged.join(", ")}` : ""}`,
+      terminalLine(`added: ${r.added.join(", ") || "nothing"}${r.unchanged.length ? `; already there: ${r.unchanged.join(", ")}` : ""}`, Number.POSITIVE_INFINITY),
       "",
       "clients pin the registry in modhost.toml:",
       "  [registry]",
@@ -89,7 +93,8 @@ export async function registryCommand(argv: string[]): Promise<number> {
     const s = await serveRegistry(dir, {
       port,
       host: values.host,
-      ...(values.quiet ? {} : { onRequest: (m: string, u: string, status: number) => console.error(`${new Date().toISOString()} ${m} ${u} ${status}`) }),
+      // A request's method and path are the client's: escaped and cut.
+      ...(values.quiet ? {} : { onRequest: (m: string, u: string, status: number) => console.error(`${new Date().toISOString()} ${terminalLine(`${m} ${u}`, MAX_REGISTRY_LINE_CHARS)} ${status}`) }),
     });
     console.log(`serving ${path.resolve(dir)} at ${s.url} (Ctrl-C stops)`);
     const stop = () => void s.close().then(() => process.exit(0));

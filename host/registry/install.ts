@@ -28,7 +28,7 @@ import { loadManifest, NODE_DEPENDENCY_NAMES, type ModuleManifest } from "../man
 import { satisfies } from "../deps.ts";
 import { formatDescriptor, resolveGrants } from "../../capabilities/grants.ts";
 import { clientFor } from "../rpc/client.ts";
-import { escapeText } from "../log.ts";
+import { terminalLine } from "../log.ts";
 import { snapshotModule, verificationError, verifyModule } from "../verify/module.ts";
 import { fetchIndex } from "./client.ts";
 import { applyPlan, lockModulesDir, recoverModulesDir, type CrashHook, type Rename } from "./journal.ts";
@@ -61,19 +61,16 @@ const TRASH = ".trash";
  * The longest line a registry command prints. What it prints holds what the registry and the
  * modules it publishes say (descriptions, capabilities, dependency ranges, signers' names, the
  * running host's answers): every line is escaped for the operator's terminal as `modhost list`
- * escapes module text (escapeText, host/log.ts) and cut here, saying how much was cut.
+ * escapes module text (terminalLine, host/log.ts) and cut here, saying how much was cut.
  */
-const MAX_REGISTRY_LINE_CHARS = 2000;
+export const MAX_REGISTRY_LINE_CHARS = 2000;
 
 function out(opts: RegistryOptions): (lines: string | readonly string[]) => void {
   const say = opts.log ?? ((line) => console.log(line));
   return (lines) => {
     // A message of several lines comes as an array: a newline inside a line is escaped too, so
     // that remote text cannot start a line of its own.
-    for (const line of typeof lines === "string" ? [lines] : lines) {
-      const shown = escapeText(line, MAX_REGISTRY_LINE_CHARS);
-      say(shown.cut > 0 ? `${shown.text}... (${shown.cut} more characters)` : shown.text);
-    }
+    for (const line of typeof lines === "string" ? [lines] : lines) say(terminalLine(line, MAX_REGISTRY_LINE_CHARS));
   };
 }
 
