@@ -351,7 +351,7 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
     });
     channel.on("close", (err) => this.onClose(err));
     // What the kernel took from its socket is no longer held for it.
-    channel.onWritten = this.held.released;
+    channel.writeWatch = { wanted: () => hostBytes.waiting > 0, written: this.held.released };
   }
 
   /** channel.arrivingBytes at the last chunk read (a fall is announced to hostBytes). */

@@ -482,13 +482,15 @@ export class FrameChannel extends EventEmitter<ChannelEvents> {
   }
 
   /**
-   * Called when a write has been handed to the kernel (`unsentBytes` fell): the host session
-   * announces it to [host] module_bytes_mb's waiters (protocol/host-bytes.ts).
+   * Told when a write has been handed to the kernel (`unsentBytes` fell), while `wanted()` says
+   * so: the host session announces it to [host] module_bytes_mb's waiters while there are any
+   * (protocol/host-bytes.ts). Asked per flush, so a write carries no callback (and the stream no
+   * extra tick) when nobody waits.
    */
-  onWritten: (() => void) | undefined;
+  writeWatch: { wanted(): boolean; written(): void } | undefined;
 
   private readonly written = (): void => {
-    this.onWritten?.();
+    this.writeWatch?.written();
   };
 
   /** Write what waits, in one system call. */
@@ -498,7 +500,7 @@ export class FrameChannel extends EventEmitter<ChannelEvents> {
     const bytes = this.outBytes;
     this.out = [];
     this.outBytes = 0;
-    const done = this.onWritten ? this.written : undefined;
+    const done = this.writeWatch?.wanted() ? this.written : undefined;
     if (bytes < COALESCE_BYTES) {
       this.socket.write(out.length === 1 ? out[0]! : Buffer.concat(out, bytes), done);
     } else {
