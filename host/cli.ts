@@ -27,6 +27,9 @@ const HELP = globalHelp(HOST_VERSION);
  */
 const MAX_ERROR_LINE_CHARS = 8192;
 
+/** The most lines of one error message (or hint) the CLI prints; past them, one line says so. */
+const MAX_ERROR_LINES = 64;
+
 /**
  * The configuration `run`, `check` and `dev --config` start with. A file past
  * CONFIG_ON_LOOP_BYTES is read, parsed and checked in a worker thread, as a reload reads it
@@ -385,19 +388,27 @@ try {
 } catch (err) {
   // An error may quote what a remote party wrote (a registry, the modules it publishes and their
   // signers, a module's answer through the host, an RPC server's error): each line printed is
-  // escaped (host/log.ts terminalLine), newlines too, so that no quoted text starts a line of its
-  // own, and cut at MAX_ERROR_LINE_CHARS. The printer's own lines (a problem's fix, the stack's
+  // escaped (host/log.ts terminalLine) and cut at MAX_ERROR_LINE_CHARS, and a message's own lines
+  // are marked as its (below), so that no quoted text starts a line that looks like the CLI's. The printer's own lines (a problem's fix, the stack's
   // frames) are printed as lines.
   const { terminalLine } = await import("./log.ts");
   const line = (text: string) => terminalLine(text, MAX_ERROR_LINE_CHARS);
+  // A message's own lines (a load's manifest problems, say) stay lines, but each one after the
+  // first is printed behind "  | ", so none can pass for a line of the printer's own.
+  const lines = (text: string): string => {
+    const parts = text.split("\n", MAX_ERROR_LINES + 1);
+    const shown = parts.slice(0, MAX_ERROR_LINES).map((l, i) => (i === 0 ? line(l) : `  | ${line(l)}`));
+    if (parts.length > MAX_ERROR_LINES) shown.push(`  | ... (more lines, cut at MAX_ERROR_LINES = ${MAX_ERROR_LINES})`);
+    return shown.join("\n");
+  };
   if (err instanceof ConfigError) {
     console.error(`modhost: configuration error\n${err.problems.map((p) => formatProblem(p, line)).join("\n")}`);
   } else if (err instanceof ModhostError) {
-    console.error(`modhost: ${line(err.message)}${err.hint ? `\n  fix: ${line(err.hint)}` : ""}`);
+    console.error(`modhost: ${lines(err.message)}${err.hint ? `\n  fix: ${lines(err.hint)}` : ""}`);
     // A usage error (a mistyped command or option, a missing argument) exits 2, as before.
     if (err.code === "cli_usage") await exitWhenPrinted(2);
   } else if ((err as { code?: string }).code?.startsWith("ERR_PARSE_ARGS_")) {
-    console.error(`modhost: ${line((err as Error).message)}`);
+    console.error(`modhost: ${lines((err as Error).message)}`);
   } else if (err instanceof Error) {
     // A bug's stack: its message escaped, then its frames (the code's own paths).
     const frames = (err.stack ?? "").split("\n").filter((l) => /^\s+at /.test(l)).slice(0, 32).map(line);

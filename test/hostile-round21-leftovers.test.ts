@@ -189,7 +189,7 @@ test.serial("a reload refused again for the same problems logs one short line, n
   t.true(whole(mark), "after a good reload, the report is logged whole again");
 });
 
-test("modhost call against a server whose error message and hint hold newlines, terminal escapes and 100 KB prints each on one escaped line, cut (before, the message's newlines started lines of its own: a forged \"modhost:\" line)", async (t) => {
+test("modhost call against a server whose error message and hint hold newlines, terminal escapes and 100 KB prints each escaped and cut, its own lines behind \"  | \" (before, the message's newlines started lines of its own: a forged \"modhost:\" line)", async (t) => {
   t.timeout(60_000);
   const dir = await tempDir(t);
   const cookie = path.join(dir, ".cookie");
@@ -210,10 +210,11 @@ test("modhost call against a server whose error message and hint hold newlines, 
   const lines = r.stderr.split("\n");
   t.log(`exit ${r.exitCode}; ${lines.length} lines, longest ${Math.max(...lines.map((l) => l.length))} characters: ${lines.map((l) => l.slice(0, 120)).join(" | ")}`);
   t.is(r.exitCode, 1);
-  t.regex(r.stderr, /^modhost: refused\\nmodhost: installed wallet-drainer/, "the message on the first line, its newlines shown as \\n");
+  t.regex(r.stderr, /^modhost: refused\n {2}\| modhost: installed wallet-drainer/, "the message's own lines marked as its, behind \"  | \"");
   t.false(lines.some((l) => l.startsWith("modhost: installed")), "no line of the remote's own");
   t.false(/[\u0000-\u0009\u000b-\u001f\u007f]/.test(r.stderr), "no raw control character");
-  t.regex(r.stderr, /\n {2}fix: ask again\\nmodhost: installed/, "the hint on its own line, escaped the same way");
+  t.regex(r.stderr, /\n {2}fix: ask again\n {2}\| modhost: installed/, "the hint on its own line, its lines marked the same way");
+  t.regex(r.stderr, /\n {2}\| \\x1b\[2K\\x1b\]0;owned\\x07/, "terminal escapes shown, not run");
   t.true(lines.every((l) => l.length <= 8192 + 64), "every line cut (MAX_ERROR_LINE_CHARS)");
   t.regex(r.stderr, /\.\.\. \(\d+ more characters\)/, "saying how much was cut");
 });
