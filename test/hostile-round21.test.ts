@@ -1,0 +1,114 @@
+// Hostile probes of round 21 (issue #8), under the real host and sandbox, each next to the
+// canary ("good", which stores every block):
+//   orphans   three native modules (test/fixtures/hostile-round21-probes/orphans.ts) and a
+//             TypeScript one send 64 module calls each to a module whose method answers after
+//             45 s and crash, again at every restart: the calls of their ended instances stayed
+//             waiting at the callee until they timed out, and four such callers, under the
+//             restart and quarantine defaults, filled its MAX_PENDING_INVOCATIONS (1,024) so
+//             that every other call to it was refused. Now a calling instance's end gives up its
+//             calls, and one caller has at most MAX_CALLS_PER_CALLER waiting at another module.
+// While they run: the canary stores every block within 5 s, RPC answers within 5 s, no turn of
+// the host's loop takes 250 ms of its CPU, its heap, log and descriptors stay within bounds.
+// The tests watch this process's loop, so they run one at a time.
+
+import test from "ava";
+import { fileURLToPath } from "node:url";
+import { buildModulesDir, GOOD_GRANTS, startHost, tempDir, waitFor, type TestHost } from "./helpers/host.ts";
+import { writeNodeNative } from "./helpers/native.ts";
+import { watchHost } from "./helpers/host-watch.ts";
+import { post } from "./helpers/rpc.ts";
+import { callApi, inlineModule } from "./helpers/modules.ts";
+import { MAX_CALLS_PER_CALLER } from "../host/session.ts";
+
+const ORPHANS = fileURLToPath(new URL("./fixtures/hostile-round21-probes/orphans.ts", import.meta.url));
+
+// A module whose API method `slow` answers after 45 s (a long poll); `ping` answers at once.
+const VICTIM_CAPS = ["register_module_api", "register_rpc_endpoint", "manage_timers"];
+const VICTIM = inlineModule("r21-victim", VICTIM_CAPS, `
+  let slow = 0;
+  await ctx.modules.registerApi({
+    slow: async () => { slow++; await new Promise((r) => setTimeout(r, 45_000)); return "late"; },
+    ping: () => "pong",
+    count: () => slow,
+  });
+  await ctx.rpc.register("ping", "answers at once", () => "pong");
+`);
+
+const AFTER_VICTIM = `[dependencies]\nr21-victim = ">=0.1.0"\n`;
+
+// The TypeScript caller: the same calls, then, at the second block after its start, a loop
+// that never yields (stopped by cpu_time_ms: a crash). It reports at the first block: a ctx call
+// of its own would wait behind the answers its calls reserve (max_unread_bytes).
+const TS_ORPHANS = inlineModule("r21-ts-orphans", ["call_module", "subscribe_events"], `
+  let refused = 0, first = "", blocks = 0;
+  await ctx.events.subscribe(["NewBlock"], () => {
+    if (blocks++ === 0) ctx.log.info("orphaning", { sent: 64, refused, first });
+    else for (;;) {}
+  });
+  for (let i = 0; i < 64; i++) void ctx.modules.call("r21-victim", "slow", {}, 60_000).catch((e: any) => { refused++; if (first === "") first = String(e?.message).slice(0, 400); });
+`);
+TS_ORPHANS.toml += AFTER_VICTIM;
+
+/** The host's session of a running module (for its count of invocations waiting for an answer). */
+function pendingOf(h: TestHost, name: string): number {
+  const rec = (h.manager as unknown as { records: Map<string, { process?: { session: { pending: Map<number, unknown> } } }> }).records.get(name);
+  return rec?.process?.session.pending.size ?? -1;
+}
+
+test.serial("three native modules and a TypeScript one that each send 64 module calls to a long-polling module and crash, again at every restart (the product's restart and quarantine defaults), leave none of them waiting there once they end, and a live caller allowed 128 requests in flight has at most MAX_CALLS_PER_CALLER waiting, the rest refused naming it: the module they call still answers other modules and JSON-RPC (before: the dead instances' calls filled its MAX_PENDING_INVOCATIONS, 1,024, for up to 60 s and every other call to it was refused), while the canary stores every block and RPC answers", async (t) => {
+  t.timeout(300_000);
+  const dir = await tempDir(t);
+  const natives = ["r21-orphans-0", "r21-orphans-1", "r21-orphans-2"];
+  const callers = [...natives, "r21-ts-orphans"];
+  const greedy = "r21-greedy";
+  const modulesDir = await buildModulesDir(dir, ["good"], { "r21-victim": VICTIM, "r21-ts-orphans": TS_ORPHANS });
+  for (const name of [...natives, greedy]) await writeNodeNative(modulesDir, name, ORPHANS, ["call_module"], AFTER_VICTIM);
+  const h = await startHost(t, {
+    dir, modules: [],
+    grants: { good: GOOD_GRANTS, "r21-victim": VICTIM_CAPS, ...Object.fromEntries([...natives, greedy].map((c) => [c, ["call_module=r21-victim"]])), "r21-ts-orphans": ["call_module=r21-victim", "subscribe_events"] },
+    // The product's restart and quarantine defaults for the callers (the test harness lowers max_restarts).
+    moduleLimits: { "r21-victim": { handler_timeout_ms: 60_000 }, ...Object.fromEntries(callers.map((c) => [c, { max_restarts: 5, quarantine_after: 5, restart_window_ms: 60_000 }])), [greedy]: { max_requests_in_flight: 128 } },
+    moduleConfigs: {
+      ...Object.fromEntries(natives.map((c) => [c, { target: "r21-victim", method: "slow", calls: 64, linger_ms: 300 }])),
+      // Sends 100 calls and stays (it reports after 2 s, and ends at the host's stop).
+      [greedy]: { target: "r21-victim", method: "slow", calls: 100, linger_ms: 2_000, stay: true },
+    },
+  });
+  await h.waitForState("good", "running", 60_000);
+  await h.waitForState("r21-victim", "running", 60_000);
+  const watch = watchHost(t, h);
+  const canary = watch.canaryLoop(500, 4);
+  const started = Date.now();
+  let peak = 0;
+  const peakTimer = setInterval(() => (peak = Math.max(peak, pendingOf(h, "r21-victim"))), 20);
+  t.teardown(() => clearInterval(peakTimer));
+  // Until every caller has given up (failed or quarantined), or 40 s: the calls of the first
+  // instances are still waiting at the victim then (45 s each).
+  await waitFor(() => callers.every((c) => ["failed", "quarantined"].includes(h.status(c)?.state ?? "")), 40_000, "the callers to stop restarting").catch(() => {});
+  const states = callers.map((c) => `${c}: ${h.status(c)?.state}`).join(", ");
+  const reports = h.records.filter((r) => callers.includes(r.source) && /^orphaning$/.test(r.message));
+  const crashes = reports.length;
+  for (const c of callers) {
+    const mine = reports.filter((r) => r.source === c);
+    t.log(`${c}: calls refused per instance ${mine.map((r) => r.fields?.refused).join(", ")}; first refusal: ${String(mine.find((r) => r.fields?.first)?.fields?.first ?? "none")}`);
+  }
+  const greedyReport = (await h.waitForLog(/^orphaning$/, { source: greedy, timeoutMs: 30_000 })).fields as { refused: number; first: string };
+  t.log(`${greedy} (128 requests in flight): ${greedyReport.refused} of 100 calls refused; first refusal: ${greedyReport.first}`);
+  // The callers' calls are given up as each instance ends: what waits at the victim is the greedy one's.
+  const waiting = pendingOf(h, "r21-victim");
+  const slow = await callApi<number>(h, "r21-victim", "count").catch((e: Error) => `refused: ${e.message}`);
+  const ping = await callApi<string>(h, "r21-victim", "ping").catch((e: Error) => `refused: ${e.message}`);
+  const rpc = await post(h, { jsonrpc: "2.0", id: 1, method: "r21-victim.ping", params: {} });
+  t.log(`after ${((Date.now() - started) / 1000).toFixed(0)} s: ${states}; ${crashes} instances sent their calls; the victim has ${waiting} invocations waiting (at most ${peak}), took ${slow} slow calls; ping from another caller: ${ping}; JSON-RPC: ${rpc.text.slice(0, 300)}`);
+  clearInterval(peakTimer);
+  t.true(crashes > 4, `the callers crashed and restarted (${crashes} instances)`);
+  t.is(greedyReport.refused, 100 - MAX_CALLS_PER_CALLER, "a live caller's calls past MAX_CALLS_PER_CALLER are refused");
+  t.regex(greedyReport.first, /MAX_CALLS_PER_CALLER/, "the refusal names MAX_CALLS_PER_CALLER");
+  t.true(waiting <= MAX_CALLS_PER_CALLER + 4, `once the crashing callers are gone none of their calls waits at the victim (${waiting} waiting: the greedy caller's)`);
+  t.is(ping, "pong", "another module's call reaches the victim");
+  t.is(rpc.json?.result, "pong", "a JSON-RPC call of the victim's method is answered");
+  t.true(peak <= (callers.length + 1) * MAX_CALLS_PER_CALLER + 8, `the victim never had more than MAX_CALLS_PER_CALLER (${MAX_CALLS_PER_CALLER}) calls of each caller waiting (${peak} at most)`);
+  await canary.stop();
+  watch.assertCanary(t);
+  await watch.finish(t, callers.length + 1);
+});
