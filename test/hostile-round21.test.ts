@@ -1,5 +1,15 @@
 // Hostile probes of round 21 (issue #8), under the real host and sandbox, each next to the
 // canary ("good", which stores every block):
+//   cycles    a native module (test/fixtures/hostile-round21-probes/holder.ts) and a TypeScript
+//             one that, at every start, take one of each thing the host holds for a module
+//             (subscriptions, JSON-RPC methods and calls of them in flight, a module API, timers
+//             at 0.001 s, hooks that never answer, staged storage transaction parts, module
+//             calls in flight, a file, events published without pause, console output) are
+//             reloaded, killed -9 and unloaded and loaded, cycle after cycle. A census of the host
+//             (test/helpers/census.ts: every map, set and array reachable from it, host-bytes
+//             accounts, descriptors, mounts, loop devices, cgroups, run-directory entries) must
+//             not grow with the cycles. It found the next one: the module the holders call kept
+//             their ended instances' calls (32 more at each cycle).
 //   orphans   three native modules (test/fixtures/hostile-round21-probes/orphans.ts) and a
 //             TypeScript one send 64 module calls each to a module whose method answers after
 //             45 s and crash, again at every restart: the calls of their ended instances stayed
@@ -18,7 +28,124 @@ import { writeNodeNative } from "./helpers/native.ts";
 import { watchHost } from "./helpers/host-watch.ts";
 import { post } from "./helpers/rpc.ts";
 import { callApi, inlineModule } from "./helpers/modules.ts";
+import { census, grown } from "./helpers/census.ts";
 import { MAX_CALLS_PER_CALLER } from "../host/session.ts";
+
+const HOLDER = fileURLToPath(new URL("./fixtures/hostile-round21-probes/holder.ts", import.meta.url));
+
+const HOLDER_CAPS = ["subscribe_events", "publish_events", "register_rpc_endpoint", "register_module_api", "manage_timers", "register_hook", "read_storage", "write_storage", "write_filesystem", "call_module"];
+const HOLDER_GRANTS = [...HOLDER_CAPS.filter((c) => c !== "register_hook" && c !== "call_module"), "register_hook=rpc_dispatch", "register_hook=tx_submit", "call_module=r21-sink"];
+
+const SINK = inlineModule("r21-sink", ["register_module_api"], `
+  let held = 0;
+  await ctx.modules.registerApi({ hang: () => { held++; return new Promise(() => {}); }, held: () => held });
+`);
+
+// The TypeScript holder: what holder.ts takes, through ctx, and what only an isolate host has
+// (its own timers, pending promises, console output).
+const TS_HOLDER = inlineModule("r21-ts-holder", HOLDER_CAPS, `
+  const me = ctx.module.name;
+  const got: Record<string, number> = {};
+  const errors: string[] = [];
+  const each = async (what: string, n: number, f: (i: number) => Promise<unknown>) => {
+    let ok = 0;
+    for (let i = 0; i < n; i++) { try { await f(i); ok++; } catch (e: any) { errors.push(what + ": " + String(e?.message).slice(0, 200)); break; } }
+    got[what] = ok;
+  };
+  const never = () => new Promise(() => {});
+  await each("subscriptions", 64, (i) => ctx.events.subscribe([i === 0 ? me + ":e" : "r21-sink:e" + i], () => {}));
+  await each("rpc methods", 16, (i) => ctx.rpc.register("m" + i, "d".repeat(1024), never));
+  await each("api", 1, () => ctx.modules.registerApi({ hang: never }));
+  await each("timers", 64, () => ctx.timers.every(0.001, () => {}));
+  await each("hooks", 2, (i) => ctx.hooks.register(i === 0 ? "rpc_dispatch" : "tx_submit", never));
+  await each("file", 1, () => ctx.fs.writeFile("held.bin", "h".repeat(4096)));
+  await each("storage", 1, async () => { await ctx.storage.openTree("t"); await ctx.storage.put("t", "k", "v".repeat(100_000)); });
+  for (let i = 0; i < 32; i++) void ctx.modules.call("r21-sink", "hang", {}, 60_000).catch(() => {});
+  for (let i = 0; i < 200; i++) setInterval(() => {}, 0);
+  const pending: Promise<unknown>[] = [];
+  for (let i = 0; i < 10_000; i++) pending.push(new Promise(() => {}));
+  ctx.log.info("holding", { ...got, errors });
+  const payload = { blob: "x".repeat(16 * 1024) };
+  void (async () => { for (;;) { try { await ctx.events.publish("e", payload); } catch { await new Promise((r) => setTimeout(r, 20)); } } })();
+  setInterval(() => console.log("o".repeat(2000)), 5);
+`);
+
+/** JSON-RPC calls of the holder's methods that never answer: in flight when it goes. */
+function callsInFlight(h: TestHost, name: string, n: number): void {
+  for (let i = 0; i < n; i++) void post(h, { jsonrpc: "2.0", id: i, method: `${name}.m${i % 16}`, params: {} }).catch(() => {});
+}
+
+const CYCLES = Number(process.env.R21_CYCLES ?? 3);
+
+test.serial(`a native and a TypeScript module that hold one of everything the host keeps for a module (subscriptions, JSON-RPC methods with calls in flight, hooks that never answer, timers at 0.001 s, staged storage parts, module calls in flight, published events) are reloaded, killed -9, unloaded and loaded ${2 * CYCLES} times each: every cycle ends with the module holding again, and a census of the host (its maps, sets and arrays, host-bytes accounts, descriptors, mounts, loop devices, cgroups, run-directory entries) does not grow, while the canary stores every block and RPC answers`, async (t) => {
+  t.timeout(300_000 + CYCLES * 20_000);
+  const dir = await tempDir(t);
+  const modulesDir = await buildModulesDir(dir, ["good"], { "r21-sink": SINK, "r21-ts-holder": TS_HOLDER });
+  await writeNodeNative(modulesDir, "r21-holder", HOLDER, HOLDER_CAPS);
+  const holderLimits = { quarantine_after: 0, max_restarts: 100_000, handler_timeout_ms: 60_000 };
+  const h = await startHost(t, {
+    dir, modules: [],
+    grants: { good: GOOD_GRANTS, "r21-sink": ["register_module_api"], "r21-holder": HOLDER_GRANTS, "r21-ts-holder": HOLDER_GRANTS },
+    moduleLimits: { "r21-holder": holderLimits, "r21-ts-holder": holderLimits },
+  });
+  for (const m of ["good", "r21-sink", "r21-holder", "r21-ts-holder"]) await h.waitForState(m, "running", 60_000);
+  const holding = async (name: string, since: number) => (await h.waitForLog(/^holding$/, { source: name, since, timeoutMs: 60_000 })).fields as Record<string, unknown>;
+  const steps = ["reload", "kill -9", "unload and load"] as const;
+  const cycle = async (name: string, step: (typeof steps)[number]) => {
+    const mark = h.mark();
+    callsInFlight(h, name, 8);
+    if (step === "reload") await h.manager.reload(name);
+    else if (step === "kill -9") {
+      const pid = h.status(name)?.pid;
+      if (pid) process.kill(pid, "SIGKILL");
+      await waitFor(() => h.status(name)?.pid !== pid, 30_000, `${name} to be seen ended`);
+    } else {
+      await h.manager.unload(name);
+      await h.manager.load(name);
+    }
+    await h.waitForState(name, "running", 60_000);
+    return holding(name, mark);
+  };
+  // Warm up: one of each step for each, so that the first census has seen every path once.
+  for (const name of ["r21-holder", "r21-ts-holder"]) for (const step of steps) t.log(`${name} after ${step}: ${JSON.stringify(await cycle(name, step))}`);
+  // Censuses after the warm-up (a), after CYCLES cycles of each (b) and after as many more (c):
+  // what grows with the cycles grows from b to c as it did from a to b; what is bounded does not.
+  const a = await census(h);
+  const watch = watchHost(t, h);
+  const canary = watch.canaryLoop(500, 4);
+  const started = Date.now();
+  const run = async () => {
+    for (let i = 0; i < CYCLES; i++) {
+      for (const name of ["r21-holder", "r21-ts-holder"]) {
+        const got = await cycle(name, steps[i % steps.length]!);
+        t.deepEqual(got.errors, [], `${name} took everything again after cycle ${i + 1}`);
+        if (i === CYCLES - 1) t.log(`${name} after cycle ${i + 1}: ${JSON.stringify(got)}`);
+      }
+      watch.sample();
+    }
+  };
+  await run();
+  const b = await census(h);
+  await run();
+  const c = await census(h);
+  t.log(`${2 * CYCLES} cycles of each in ${((Date.now() - started) / 1000).toFixed(0)} s; census of ${Object.keys(c).length} entries`);
+  if (process.env.R21_CENSUS_KEYS) t.log(`census keys: ${Object.keys(c).join(" ")}`);
+  t.log(`grown over the first ${CYCLES} cycles: ${grown(a, b).join("; ") || "nothing"}`);
+  // Not compared: failure and restart times, kept for their windows (restart_window_ms,
+  // quarantine_window_ms); what the cycled modules' current instances hold (their sessions,
+  // within their limits); events on their way to a subscriber (event_queue, event_window).
+  const own = [/\.(restartTimes|failures)$/, /records\[r21-(ts-)?holder\]\.process\./, /\.subs\[\]\.(queue|unacked)$/];
+  const later = grown(b, c, CYCLES);
+  const growing = later.filter((k) => !own.some((re) => re.test(k.split(":")[0]!)));
+  t.log(`grown over the next ${CYCLES}: ${later.join("; ") || "nothing"}`);
+  t.deepEqual(growing, [], "nothing the host keeps grows with the cycles");
+  for (const k of ["hostBytes.accounts", "process.fds", "system.mountsUnderDir", "system.loopsUnderDir", "system.cgroupDirs", "system.runDirEntries"]) {
+    t.true((c[k] ?? 0) <= (a[k] ?? 0) + 2, `${k}: ${a[k]} after the warm-up, ${c[k]} after ${2 * CYCLES} cycles`);
+  }
+  await canary.stop();
+  watch.assertCanary(t);
+  await watch.finish(t, 3);
+});
 
 const ORPHANS = fileURLToPath(new URL("./fixtures/hostile-round21-probes/orphans.ts", import.meta.url));
 
