@@ -23,7 +23,7 @@
 
 import test from "ava";
 import { fileURLToPath } from "node:url";
-import { buildModulesDir, GOOD_GRANTS, startHost, tempDir, waitFor, type TestHost } from "./helpers/host.ts";
+import { buildModulesDir, GOOD_GRANTS, sleep, startHost, tempDir, waitFor, type TestHost } from "./helpers/host.ts";
 import { writeNodeNative } from "./helpers/native.ts";
 import { watchHost } from "./helpers/host-watch.ts";
 import { post } from "./helpers/rpc.ts";
@@ -101,7 +101,20 @@ test.serial(`a native and a TypeScript module that hold one of everything the ho
       await waitFor(() => h.status(name)?.pid !== pid, 30_000, `${name} to be seen ended`);
     } else {
       await h.manager.unload(name);
-      await h.manager.load(name);
+      // Seen once in ~33 native unload-and-loads at load ~20 (an open question, not a bound this
+      // probe checks): the load found the volume's loop device of the instance just unloaded
+      // still held past its 5 s wait. Said in the log, and loaded again once it is free.
+      const refused = await h.manager.load(name).then(() => undefined, (e: Error) => e);
+      if (refused) {
+        if (!/still held by/.test(refused.message)) throw refused;
+        t.log(`${name}: load right after its unload refused (its volume's loop device still held): ${refused.message.slice(0, 200)}`);
+        let again: Error | undefined = refused;
+        for (let tries = 0; again && tries < 12; tries++) {
+          await sleep(5000);
+          again = await h.manager.load(name).then(() => undefined, (e: Error) => e);
+        }
+        if (again) throw again;
+      }
     }
     await h.waitForState(name, "running", 60_000);
     return holding(name, mark);
