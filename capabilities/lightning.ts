@@ -16,18 +16,18 @@ export const lightning: Family = {
     method({
       name: "get_lightning_node_url", result: Plain, handWritten: { rust: "decoded as Option<String>, the answer a Lightning provider gives" }, js: "getNodeUrl", permission: "read_lightning", args: [], params: none,
       summary: "The Lightning node's URL, from the lightning provider (its getNodeUrl).",
-      handler: (c) => providers(c).call("lightning", "getNodeUrl", {}),
+      handler: (c) => providers(c).call("lightning", "getNodeUrl", {}, c.module),
     }),
     method({
       name: "get_lightning_info", result: Plain, js: "getInfo", permission: "read_lightning", args: [], params: none,
       summary: "Lightning node information, from the lightning provider (its getInfo).",
-      handler: (c) => providers(c).call("lightning", "getInfo", {}),
+      handler: (c) => providers(c).call("lightning", "getInfo", {}, c.module),
     }),
     method({
       name: "get_payment_state", result: Plain, js: "getPaymentState", permission: "read_payment", args: ["payment_id"],
       params: v.object({ payment_id: v.pipe(v.string(), v.minLength(1, "payment_id is empty"), v.maxLength(256)) }),
       summary: "State of a payment, from the payment provider (its getPaymentState({payment_id})).",
-      handler: (c, p) => providers(c).call("payment", "getPaymentState", { payment_id: p.payment_id }),
+      handler: (c, p) => providers(c).call("payment", "getPaymentState", { payment_id: p.payment_id }, c.module),
     }),
     method({
       name: "register_provider", result: done, callback: "provider", js: "provide", permission: "register_module_api", args: ["kind"],

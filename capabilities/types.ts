@@ -90,7 +90,8 @@ export interface HostServices {
   };
   providers?: {
     register(module: string, kind: ProviderRole): void;
-    call(kind: ProviderRole, method: string, params: Record<string, unknown>): Promise<unknown>;
+    /** `caller`: the module the call is made for. */
+    call(kind: ProviderRole, method: string, params: Record<string, unknown>, caller?: string): Promise<unknown>;
     /** The module the operator designated for a role ([modules.providers]); it alone publishes the role's events. */
     designated(role: ProviderRole): string | undefined;
   };

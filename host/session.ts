@@ -103,6 +103,18 @@ const UNREAD_GRACE_MS = 5000;
  */
 const MAX_PENDING_INVOCATIONS = 1024;
 
+/**
+ * Invocations made for one other module (its module calls, its provider calls) waiting for this
+ * module's answer at once, counted by that module's name; past it that module's next call to
+ * this one is refused at once, so that one caller, whatever its max_requests_in_flight, leaves
+ * the others places among MAX_PENDING_INVOCATIONS. Each is given up when the calling instance
+ * ends (InvokeFor.instance). Before both, modules that sent their calls and crashed, at every
+ * restart, filled the MAX_PENDING_INVOCATIONS of the module they called (four under the restart
+ * and quarantine defaults: 20 instances of 64 calls each, long after they had ended) and every
+ * other call to it, JSON-RPC, module or timer, was refused until theirs timed out (up to 60 s).
+ */
+export const MAX_CALLS_PER_CALLER = 64;
+
 /** A module held back by a limit is told to the operator at most this often per limit. */
 const THROTTLE_LOG_MS = 10_000;
 
@@ -207,6 +219,20 @@ interface PendingInvocation {
   resolve: (v: unknown) => void;
   reject: (e: Error) => void;
   timer: NodeJS.Timeout;
+  /** The module it is made on behalf of (counted in `byCaller`). */
+  caller?: string;
+  /** Stops watching the calling instance's end (InvokeFor.instance). */
+  detach?: () => void;
+}
+
+/** Whom an invocation is made for: a module (by name), and the instance of it that waits. */
+export interface InvokeFor {
+  caller: string;
+  /**
+   * The session of the calling instance: when it ends, nobody waits for the answer any more,
+   * and the invocation is given up (as if it had timed out) instead of waiting for its deadline.
+   */
+  instance?: HostSession;
 }
 
 export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Error] }> {
@@ -220,6 +246,10 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
   /** The protocol version negotiated at hello (host/older-protocol.ts: what an older one gets). */
   private protocol = PROTOCOL_VERSION;
   private readonly pending = new Map<number, PendingInvocation>();
+  /** Pending invocations by the module they are made for (MAX_CALLS_PER_CALLER). */
+  private readonly byCaller = new Map<string, number>();
+  /** What is told when this session ends (onEnd). */
+  private readonly endWatchers = new Set<() => void>();
   private nextInvocation = 1;
   private inFlight = 0;
   private readonly subscription: Subscription;
@@ -1002,8 +1032,14 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
     this.checkUnread();
   }
 
-  /** Call into the module; rejects with InvocationError on an error result or a timeout. */
-  invoke(kind: InvocationKind, params: Record<string, unknown>, timeoutMs: number): Promise<unknown> {
+  /**
+   * Call into the module; rejects with InvocationError on an error result or a timeout.
+   * `forWhom`: the module it is made for (a module call, a provider call), held to
+   * MAX_CALLS_PER_CALLER waiting here at once, and the instance of it whose end gives it up.
+   */
+  invoke(kind: InvocationKind, params: Record<string, unknown>, timeoutMs: number, forWhom?: InvokeFor): Promise<unknown> {
+    const caller = forWhom?.caller;
+    if (forWhom?.instance && !forWhom.instance.isOpen) return Promise.reject(new InvocationError(wireError("unavailable", `the ${kind} invocation of ${this.opts.module} was not sent: its caller ${caller} has ended`)));
     if (this.state !== "open") return Promise.reject(new InvocationError(wireError("unavailable", `module ${this.opts.module} is not connected`)));
     // What the host starts (JSON-RPC and CLI calls of its methods, module_api, providers,
     // hooks, timers, config, health) is held to what the module reads like its answers: past
@@ -1023,7 +1059,12 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
       }
       if (this.pending.size >= MAX_PENDING_INVOCATIONS) {
         this.flowStats.invocationsRefused++;
-        return Promise.reject(new InvocationError(wireError("quota_exceeded", `module ${this.opts.module} has ${this.pending.size} invocations unanswered, the most the host keeps waiting at once (a fixed limit): the ${kind} invocation was not sent; try again when it has answered`)));
+        return Promise.reject(new InvocationError(wireError("quota_exceeded", `module ${this.opts.module} has ${this.pending.size} invocations unanswered, the most the host keeps waiting at once (MAX_PENDING_INVOCATIONS, a fixed limit): the ${kind} invocation was not sent; try again when it has answered`)));
+      }
+      const mine = caller === undefined ? 0 : (this.byCaller.get(caller) ?? 0);
+      if (mine >= MAX_CALLS_PER_CALLER) {
+        this.flowStats.invocationsRefused++;
+        return Promise.reject(new InvocationError(wireError("quota_exceeded", `module ${caller} has ${mine} calls waiting for an answer from module ${this.opts.module}, the most one module may have waiting at another (MAX_CALLS_PER_CALLER, a fixed limit): the ${kind} invocation was not sent; try again when one has ended`)));
       }
     }
     const id = this.nextInvocation++;
@@ -1044,7 +1085,17 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
       };
       const timer = setTimeout(expire, timeoutMs);
       timer.unref();
-      this.pending.set(id, { resolve, reject, timer });
+      // Given up when the instance that waits for it ends: a crash or reload of the caller
+      // leaves nothing waiting here in its name (the module's late answer is dropped, as after
+      // a timeout).
+      const detach = forWhom?.instance?.onEnd(() => {
+        const p = this.pending.get(id);
+        if (!p) return;
+        this.settled(id, p);
+        reject(new InvocationError(wireError("unavailable", `the ${kind} invocation of ${this.opts.module} was given up: its caller ${caller} ended`)));
+      });
+      this.pending.set(id, { resolve, reject, timer, ...(caller === undefined ? {} : { caller }), ...(detach ? { detach } : {}) });
+      if (caller !== undefined) this.byCaller.set(caller, (this.byCaller.get(caller) ?? 0) + 1);
       // Its answer is read past its own waiting requests (pauseReading).
       if (this.pausedFor === "backlog") this.resumeReading();
       // A timer's run is the module's own work (it asked for it, at up to 20 a second for each
@@ -1110,17 +1161,40 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
     this.rejectReady(reason);
     for (const p of this.pending.values()) {
       clearTimeout(p.timer);
+      p.detach?.();
       p.reject(new InvocationError(wireError("unavailable", `module ${this.opts.module} disconnected`)));
     }
     this.pending.clear();
+    this.byCaller.clear();
+    const watchers = [...this.endWatchers];
+    this.endWatchers.clear();
+    for (const w of watchers) w();
     this.emit("closed", error);
   }
 
   /** An invocation no longer awaited: with none left, its waiting requests stop the reading again. */
-  private settled(id: number, p?: PendingInvocation): void {
+  private settled(id: number, p = this.pending.get(id)): void {
     this.pending.delete(id);
-    if (p) clearTimeout(p.timer);
+    if (p) {
+      clearTimeout(p.timer);
+      p.detach?.();
+      if (p.caller !== undefined) {
+        const left = (this.byCaller.get(p.caller) ?? 1) - 1;
+        if (left <= 0) this.byCaller.delete(p.caller);
+        else this.byCaller.set(p.caller, left);
+      }
+    }
     if (this.pending.size === 0 && this.backlog.length > 0 && this.state !== "closed") this.pauseReading("backlog");
+  }
+
+  /** Calls `f` when this session ends (at once if it has); returns what stops watching. */
+  onEnd(f: () => void): () => void {
+    if (this.state === "closed") {
+      f();
+      return () => {};
+    }
+    this.endWatchers.add(f);
+    return () => this.endWatchers.delete(f);
   }
 
   get isOpen(): boolean {

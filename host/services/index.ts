@@ -69,8 +69,14 @@ export function createServices(deps: ServiceDeps): HostServices {
   forgetters.push((module) => metrics.forget(module));
 
   const session = (module: string) => deps.manager.session(module);
+  // A calling module's current process, from its start on (it may call before it is running).
+  const instance = (module: string) => {
+    const s = deps.manager.processOf(module)?.session;
+    return s?.isOpen ? s : undefined;
+  };
   const modules = new ModuleApiDirectory({
     session,
+    instance,
     modules: () => deps.manager.status().filter((s) => s.state !== "skipped").map((s) => ({
       name: s.name, version: s.version ?? "", runtime: s.runtime ?? "", state: s.state,
       description: deps.manager.manifestOf(s.name)?.description ?? null,
@@ -83,6 +89,7 @@ export function createServices(deps: ServiceDeps): HostServices {
   forgetters.push((module) => timers.forget(module));
   const providers = new ProviderRegistry({
     session,
+    instance,
     ...(deps.providers ? { designated: deps.providers } : {}),
     firstComeWhenUndesignated: deps.grantAll === true,
     publish: (type, payload) => deps.bus.publish(type, payload),

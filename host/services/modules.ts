@@ -74,6 +74,11 @@ export class CallChains {
 export interface ModuleDirectoryOptions {
   /** The connection of a running module, or undefined. */
   session: (module: string) => HostSession | undefined;
+  /**
+   * The connection of a module's current process, in any state (a caller's calls are served
+   * from its start): its end gives up the calls it made (default: `session`).
+   */
+  instance?: (module: string) => HostSession | undefined;
   /** Every module the manager knows that was loaded (not skipped). */
   modules: () => KnownModule[];
   chains?: CallChains;
@@ -137,7 +142,7 @@ export class ModuleApiDirectory implements ModuleDirectory {
     }
     const release = this.chains.enter(target, chain);
     try {
-      return await session.invoke("module_api", { caller, method, params: params ?? null, depth }, timeoutMs);
+      return await session.invoke("module_api", { caller, method, params: params ?? null, depth }, timeoutMs, { caller, instance: (this.opts.instance ?? this.opts.session)(caller) });
     } catch (err) {
       throw calleeError(err, `${target}.${method}`, timeoutMs);
     } finally {

@@ -22,6 +22,8 @@ const LABEL: Record<ProviderRole, string> = { lightning: "Lightning", payment: "
 export interface ProviderRegistryOptions {
   /** The connection of a running module, or undefined. */
   session: (module: string) => HostSession | undefined;
+  /** The connection of a module's current process in any state: its end gives up its calls (default: `session`). */
+  instance?: (module: string) => HostSession | undefined;
   /** The operator's designations ([modules.providers]). */
   designated?: Partial<Record<ProviderRole, string>>;
   /** Development hosts (modhost dev): with no designation, the first module to register gets the role. */
@@ -62,7 +64,8 @@ export class ProviderRegistry {
     return this.providers.get(kind);
   }
 
-  async call(kind: ProviderRole, method: string, params: Record<string, unknown>): Promise<unknown> {
+  /** `caller`: the module the call is made for (held to MAX_CALLS_PER_CALLER at the provider; given up when its instance ends). */
+  async call(kind: ProviderRole, method: string, params: Record<string, unknown>, caller?: string): Promise<unknown> {
     const provider = this.providers.get(kind);
     const session = provider === undefined ? undefined : this.opts.session(provider);
     if (provider === undefined || !session) {
@@ -75,7 +78,7 @@ export class ProviderRegistry {
     }
     const timeoutMs = this.opts.timeoutMs ?? PROVIDER_TIMEOUT_MS;
     try {
-      return await session.invoke("provider", { kind, method, params }, timeoutMs);
+      return await session.invoke("provider", { kind, method, params }, timeoutMs, caller === undefined ? undefined : { caller, instance: (this.opts.instance ?? this.opts.session)(caller) });
     } catch (err) {
       throw calleeError(err, `the ${LABEL[kind]} provider "${provider}" (${method})`, timeoutMs);
     }
