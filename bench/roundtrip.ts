@@ -9,8 +9,8 @@
 // FrameChannel, HostSession), the ApiHub (method lookup, grant check, valibot parameters) and
 // the method's handler. Two methods, each against its own baseline:
 // - get_block_height (EmbeddedChain.getBlockHeight);
-// - storage_get of a small value (ModuleStore.get: a classic-level getSync and the value's
-//   decoding, then the answer's encoding).
+// - storage_get of a small value (ModuleStore.getNow: a classic-level getSync; the stored
+//   bytes go into the answer as they are, PreEncoded, after one pass over their headers).
 // The child measures, with performance.now(): sequential round trips (one sample each), and
 // pipelined throughput with WINDOW requests in flight; and its own CPU time per sequential call
 // (process.cpuUsage), shown in a note next to the raw client's: unlike the latency, it is not

@@ -82,8 +82,9 @@ export const storage: Family = {
     method({ name: "storage_drop_tree", result: done, js: "dropTree", permission: "manage_storage", args: ["tree"], params: v.object({ tree }), summary: "Delete a tree and all its keys.", audit: true, handler: async (c, p) => { await store(c).dropTree(p.tree); return true as const; } }),
     method({ name: "storage_get", result: v.nullable(Plain), js: "get", permission: "read_storage", args: ["tree", "key"], params: v.object({ tree, key }), summary: "Value of a key, or null.", handler: (c, p) => {
       // An open tree is read at once (getNow: a synchronous read), and the value is answered
-      // as it is: the session sends it in the same pass (host/session.ts serve).
-      const value = store(c).getNow(p.tree, p.key);
+      // as it is: the session sends it in the same pass (host/session.ts serve), as its stored
+      // bytes when the session sends them as they are (answersEncoded).
+      const value = c.answersEncoded === true ? store(c).getNow(p.tree, p.key, true) : store(c).getNow(p.tree, p.key);
       return value instanceof Promise ? value.then(orNull) : (value ?? null);
     } }),
     method({ name: "storage_contains_key", result: v.boolean(), js: "has", permission: "read_storage", args: ["tree", "key"], params: v.object({ tree, key }), summary: "Whether a key exists.", handler: (c, p) => store(c).has(p.tree, p.key) }),

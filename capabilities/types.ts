@@ -145,6 +145,11 @@ export interface CallContext {
   log(level: LogLevel, message: string, fields?: Record<string, unknown>): void;
   /** Largest answer the caller can receive (its frame size): bigger answers are refused before they are built. */
   readonly maxAnswerBytes?: number;
+  /**
+   * The answer is sent with encodeEnvelope (a module's session: FrameChannel.sendEnvelope), which
+   * takes a PreEncoded value (protocol/codec.ts): a handler may answer bytes already encoded.
+   */
+  readonly answersEncoded?: boolean;
 }
 
 /**

@@ -346,6 +346,7 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
       },
       log: (level, message, fields) => opts.logger.module(opts.module).log(level, message, fields),
       maxAnswerBytes: channel.maxFrameBytes,
+      answersEncoded: true,
     };
 
     this.handshakeTimer = setTimeout(

@@ -1218,6 +1218,12 @@ const ENVELOPE_STRING_BYTES = 4096;
  * `head` holds at most 14 small entries (the envelope: t, id, ...).
  */
 export function encodeEnvelope(head: Record<string, unknown>, key: string, value: unknown, limits: Readonly<BodyLimits> = DEFAULT_BODY_LIMITS, shared?: object): Buffer[] {
+  if (value instanceof PreEncoded) {
+    if (limits.maxValues > ENVELOPE_VALUES && limits.maxTotalStringBytes > 2 * ENVELOPE_STRING_BYTES && Object.keys(head).length <= 14 && sentAsIs(value.bytes, limits)) {
+      return encodeEnvelopeParts(head, key, value.bytes, limits);
+    }
+    return encodeEnvelope(head, key, value.decode(value.bytes), limits, shared);
+  }
   if (limits.maxValues <= ENVELOPE_VALUES || limits.maxTotalStringBytes <= 2 * ENVELOPE_STRING_BYTES || Object.keys(head).length > 14) return [encodeBody({ ...head, [key]: value }, limits)];
   const frozen = value !== null && typeof value === "object" && Object.isFrozen(value);
   if (shared !== undefined && !frozen) {
@@ -1247,6 +1253,90 @@ export function encodeEnvelope(head: Record<string, unknown>, key: string, value
     frozenEncodings.set(value, hit);
   }
   return encodeEnvelopeParts(head, key, hit.bytes, limits);
+}
+
+/**
+ * A value already in MessagePack, as `bytes` (a stored value: storage/store.ts getNow), with
+ * `decode` to read it. encodeEnvelope sends the bytes as they are when they are what it would
+ * write for the decoded value and within its limits (sentAsIs); otherwise it decodes them and
+ * encodes the value as any other. Only a caller that sends with encodeEnvelope
+ * (FrameChannel.sendEnvelope) may be handed one (CallContext.answersEncoded).
+ */
+export class PreEncoded {
+  constructor(
+    readonly bytes: Buffer,
+    readonly decode: (bytes: Buffer) => unknown,
+  ) {}
+}
+
+// sentAsIs's stack: the items left at each open container; negative for a map's.
+const asIsStack = new Float64Array(256);
+
+/**
+ * Whether `b` is one MessagePack value that encodeEnvelope may send as it is under `limits`:
+ * integers past 32 bits as int64 (the wire's form: a typed decoder such as rmp-serde refuses
+ * a float64 for a u64 field), no float64 holding a safe integer, float32 or extension (which toWire
+ * would write otherwise), map keys strings but "__proto__", and within the limits with the
+ * envelope's share left, as encodeValueAlone counts them, map keys counted at every appearance
+ * (at most their distinct count). False is not a refusal: the value is then decoded and sent
+ * through toWire, which decides exactly. One pass over the headers (a string's or binary's bytes
+ * are skipped), no allocation.
+ */
+export function sentAsIs(b: Buffer, limits: Readonly<BodyLimits>): boolean {
+  if (limits.maxDepth >= asIsStack.length) return false;
+  let values = limits.maxValues - ENVELOPE_VALUES;
+  let keys = limits.maxMapKeys - ENVELOPE_KEYS;
+  const countStrings = limits.maxTotalStringBytes < Number.MAX_SAFE_INTEGER;
+  let stringBytes = limits.maxTotalStringBytes - ENVELOPE_STRING_BYTES;
+  let level = 0;
+  let left = 1; // items left at this level (the map's keys and values both, for a map)
+  let inMap = false;
+  let p = 0;
+  for (;;) {
+    while (left === 0) {
+      if (level === 0) return p === b.length;
+      const up = asIsStack[--level]!;
+      inMap = up < 0;
+      left = inMap ? -up - 1 : up; // a map's count is stored as -(count + 1), as 0 is not negative
+    }
+    const isKey = inMap && left % 2 === 0;
+    left--;
+    if (--values < 0 || !header(b, p)) return false;
+    const m = b[p]!;
+    switch (hKind) {
+      case K_INT:
+        if (isKey) return false;
+        // int64 for what does not fit 32 bits (as toWire writes it), and only that.
+        if (m === 0xcf || (m === 0xd3 && (!Number.isSafeInteger(hInt) || (hInt >= -0x8000_0000 && hInt <= 0xffff_ffff)))) return false;
+        break;
+      case K_STR:
+        if (hCount > limits.maxStringBytes) return false;
+        if (countStrings && (stringBytes -= hCount) < 0) return false;
+        if (isKey) {
+          if (--keys < 0) return false;
+          if (hCount === 9 && b.toString("latin1", hNext - 9, hNext) === "__proto__") return false;
+        }
+        break;
+      case K_BIN:
+        if (isKey || m >= 0xc7 || hCount > limits.maxBinaryBytes) return false; // 0xc7-0xc9: extensions
+        break;
+      case K_ARRAY:
+      case K_MAP: {
+        // The value sits at depth 1 of the envelope (encodeValueAlone).
+        if (isKey || level + 2 > limits.maxDepth) return false;
+        const items = hKind === K_MAP ? 2 * hCount : hCount;
+        if (items > b.length - hNext) return false;
+        asIsStack[level++] = inMap ? -left - 1 : left;
+        inMap = hKind === K_MAP;
+        left = items;
+        break;
+      }
+      default:
+        // nil, false, true; a float64 but one holding a safe integer (-0 too), which toWire writes as an integer.
+        if (isKey || (m !== 0xc0 && m !== 0xc2 && m !== 0xc3 && (m !== 0xcb || Number.isSafeInteger(b.readDoubleBE(p + 1))))) return false;
+    }
+    p = hNext;
+  }
 }
 
 /** Encodings of values sent to many receivers, by the sender's holder object (encodeEnvelope's `shared`). */

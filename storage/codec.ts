@@ -9,13 +9,18 @@
  * decoder refuses the message), so what a module reads back is exactly what it wrote
  * (caveat: -0 comes back as 0, as msgpack has no negative-zero integer).
  *
+ * Integers past 32 bits are written as int64, as the wire writes them (protocol/codec.ts
+ * toWire), so that a stored value is the answer's bytes as they are (PreEncoded); values
+ * written before hold them as float64, read back alike (as numbers) and re-encoded when sent.
+ *
  * Keys are strings stored as their UTF-8 bytes, so ordering is by UTF-8 bytes.
  */
 import { Packr } from "msgpackr";
 import { StorageError } from "./errors.ts";
 import { MAX_VALUE_DEPTH as WIRE_MAX_VALUE_DEPTH } from "../protocol/codec.ts";
 
-const packr = new Packr({ useRecords: false, variableMapSize: true });
+// int64AsType "number": int64 is written only for safe integers (int64Form).
+const packr = new Packr({ useRecords: false, variableMapSize: true, int64AsType: "number" });
 const utf8 = new TextEncoder();
 const utf8Decoder = new TextDecoder("utf-8", { fatal: true });
 
@@ -72,12 +77,13 @@ export function decodeKey(bytes: Uint8Array): string {
  * oversized value is refused after work bounded by the limit, not by the value.
  */
 export function encodeValue(value: unknown, maxBytes: number): Uint8Array {
+  const budget: SizeBudget = { size: 0, max: maxBytes, wide: false };
   try {
-    checkPlain(value, "value", 0, SEEN, { size: 0, max: maxBytes });
+    checkPlain(value, "value", 0, SEEN, budget);
   } finally {
     SEEN.length = 0; // empty already after a walk that accepted the value
   }
-  const bytes = packr.pack(value);
+  const bytes = packr.pack(budget.wide ? int64Form(value) : value);
   if (bytes.length > maxBytes) {
     throw new StorageError(
       "invalid_params",
@@ -104,6 +110,37 @@ interface SizeBudget {
   /** Lower bound of the encoded size of what was walked so far. */
   size: number;
   max: number;
+  /** An integer past 32 bits was met (int64Form). */
+  wide: boolean;
+}
+
+/** A safe integer msgpackr would write as float64: past the 32-bit forms (int32, uint32). */
+const isWide = (v: number): boolean => (v > 0xffff_ffff || v < -0x8000_0000) && Number.isSafeInteger(v);
+
+/**
+ * `v` (checked plain data) with every integer past 32 bits a BigInt, which msgpackr writes as
+ * int64 (as protocol/codec.ts toWire does), containers copied only on the path to one.
+ * Recursion is bounded by MAX_VALUE_DEPTH (checked before).
+ */
+function int64Form(v: unknown): unknown {
+  if (typeof v === "number") return isWide(v) ? BigInt(v) : v;
+  if (v === null || typeof v !== "object" || v instanceof Uint8Array) return v;
+  if (Array.isArray(v)) {
+    let out: unknown[] | undefined;
+    for (let i = 0; i < v.length; i++) {
+      const w = int64Form(v[i]);
+      if (w !== v[i]) (out ??= v.slice())[i] = w;
+    }
+    return out ?? v;
+  }
+  let out: Record<string, unknown> | undefined;
+  const o = v as Record<string, unknown>;
+  for (const k in o) {
+    if (!Object.hasOwn(o, k)) continue;
+    const w = int64Form(o[k]);
+    if (w !== o[k]) (out ??= { ...o })[k] = w;
+  }
+  return out ?? v;
 }
 
 function grow(budget: SizeBudget, bytes: number): void {
@@ -137,6 +174,9 @@ function walkPlain(v: unknown, depth: number, seen: object[], budget: SizeBudget
       grow(budget, 1 + v.length); // UTF-8 has at least one byte per UTF-16 unit
       return;
     case "number":
+      if (isWide(v)) budget.wide = true;
+      grow(budget, 1);
+      return;
     case "boolean":
       grow(budget, 1);
       return;

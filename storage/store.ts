@@ -28,6 +28,7 @@ import { threadPool, type PoolShare } from "./pool.ts";
 import { quoted } from "../protocol/messages.ts";
 import { hostBytes, type HeldAccount } from "../protocol/host-bytes.ts";
 import { Slicer, sliceAccount } from "../chain/slices.ts";
+import { PreEncoded } from "../protocol/codec.ts";
 import { checkKey, compareBytes, decodeKey, decodeValue, encodeKey, encodeValue, prefixUpperBound } from "./codec.ts";
 
 export { StorageError } from "./errors.ts";
@@ -147,6 +148,8 @@ const MAX_BOUND_BYTES = 64 * 1024;
 const MAX_CURSOR_CHARS = Math.ceil((MAX_BOUND_BYTES * 4) / 3) + 4;
 
 type Bytes = Uint8Array;
+/** `b` as a Buffer (a view, no copy). */
+const asBuffer = (b: Bytes): Buffer => (Buffer.isBuffer(b) ? b : Buffer.from(b.buffer, b.byteOffset, b.byteLength));
 type RootDb = ClassicLevel<Bytes, Bytes>;
 type TreeDb = ReturnType<RootDb["sublevel"]>;
 type MetaDb = ReturnType<RootDb["sublevel"]>;
@@ -389,7 +392,14 @@ export class ModuleStore {
    * synchronous, and so is a failure (thrown). A promise otherwise (a tree not opened yet).
    * A stored value is plain data, never a Promise.
    */
-  getNow(tree: string, key: string): StorageValue | Promise<StorageValue> {
+  getNow(tree: string, key: string): StorageValue | Promise<StorageValue>;
+  /**
+   * With `encoded`, a value read at once is its stored bytes (PreEncoded), for a caller that
+   * sends it with encodeEnvelope: a stored value is, in most cases, the answer's bytes as they
+   * are (storage/codec.ts), and neither decoded nor encoded again.
+   */
+  getNow(tree: string, key: string, encoded: true): StorageValue | PreEncoded | Promise<StorageValue>;
+  getNow(tree: string, key: string, encoded = false): StorageValue | PreEncoded | Promise<StorageValue> {
     // An open tree is read synchronously, here: nothing is left in flight for close() to wait
     // for, so the tracking (#track: four promises and three closures a call) is not needed.
     // (Only trees whose names were checked are in #trees; any other name takes the path below.)
@@ -405,7 +415,7 @@ export class ModuleStore {
         pre.copy(stored, 0);
         stored.write(key as string, pre.length, kLen, "utf8");
         const raw = this.#db.getSync(stored) as Bytes | undefined;
-        return raw === undefined ? undefined : decodeValue(raw);
+        return raw === undefined ? undefined : encoded ? new PreEncoded(asBuffer(raw), decodeValue) : decodeValue(raw);
       } catch (err) {
         throw asStorageError(err);
       }
