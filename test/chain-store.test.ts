@@ -3,8 +3,7 @@
 // consistent; only a bounded number of blocks and UTXOs stay in memory; the light block view.
 import test from "ava";
 import { spawn } from "node:child_process";
-import { existsSync } from "node:fs";
-import { mkdtemp, readdir, rm } from "node:fs/promises";
+import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -180,22 +179,4 @@ test("get_block without hex: a frozen light view, made once per block", async (t
   t.is(await chain.getBlock(hash!, { includeHex: false }), light);
   t.is(await chain.getBlockByHeight(full.height, { includeHex: false }), light);
   t.true(JSON.stringify(light).length < JSON.stringify(full).length / 1.5);
-});
-
-test.serial("a throwaway chain (no data_dir) is a LevelDB in the temporary directory, removed at close; one left by a process that is gone is removed by the next open", async (t) => {
-  // A pid that is gone: a process that has exited.
-  const child = spawn(process.execPath, ["-e", "0"]);
-  const deadPid = child.pid!;
-  await new Promise((resolve) => child.on("exit", resolve));
-  const stale = await mkdtemp(path.join(tmpdir(), `modhost-chain-${deadPid}-`));
-  t.teardown(() => rm(stale, { recursive: true, force: true }));
-  const before = new Set((await readdir(tmpdir())).filter((n) => n.startsWith(`modhost-chain-${process.pid}-`)));
-  const chain = await EmbeddedChain.create({ matureBlocks: 1 });
-  const mine = (await readdir(tmpdir())).filter((n) => n.startsWith(`modhost-chain-${process.pid}-`) && !before.has(n));
-  t.is(mine.length, 1, "its own directory, named with this process's pid");
-  t.true(existsSync(path.join(tmpdir(), mine[0]!, "CURRENT")), "a LevelDB there");
-  t.false(existsSync(stale), "the directory of a process that is gone was removed");
-  t.is(chain.dataDir, null);
-  await chain.close();
-  t.false(existsSync(path.join(tmpdir(), mine[0]!)), "removed at close");
 });
