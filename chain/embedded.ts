@@ -22,8 +22,8 @@
 // should not call mining or mempool methods synchronously: those would run mid-operation.
 //
 // Persistence and memory. The chain lives in its own database (./store.ts): LevelDB in the
-// host's data directory (`dataDir`), so a restarted host continues the same chain, or a
-// throwaway LevelDB in the temporary directory, removed at close. Every connected or disconnected block is one atomic
+// host's data directory (`dataDir`), so a restarted host continues the same chain, or
+// memory-level for a throwaway chain. Every connected or disconnected block is one atomic
 // batch, so a process killed between (or during) blocks reopens on a consistent tip. In memory
 // the chain keeps at most `blockCache` full blocks (with their undo data, and together at most
 // `blockCacheBytes` by storedBlockBytes' estimate) plus the tip, the
@@ -249,8 +249,8 @@ export class EmbeddedChain implements ChainBackend {
   }
 
   /**
-   * Open the chain in `opts.dataDir` and continue it, or create a new one there (or a
-   * throwaway one without `dataDir`): genesis plus `matureBlocks` mined blocks.
+   * Open the chain in `opts.dataDir` and continue it, or create a new one there (or in
+   * memory without `dataDir`): genesis plus `matureBlocks` mined blocks.
    */
   static async create(opts: EmbeddedChainOptions = {}): Promise<EmbeddedChain> {
     const matureBlocks = opts.matureBlocks ?? COINBASE_MATURITY + 1;
@@ -763,7 +763,7 @@ export class EmbeddedChain implements ChainBackend {
 
   /** An existing database: continue from its tip. */
   private async resume(state: ChainState): Promise<void> {
-    const where = this.store.location ?? "(throwaway)";
+    const where = this.store.location ?? "memory";
     if (state.version !== STORE_VERSION) {
       throw new Error(`the chain database ${where} has format version ${state.version}; this modhost reads version ${STORE_VERSION}. Move it away to start a new chain`);
     }
@@ -808,7 +808,7 @@ export class EmbeddedChain implements ChainBackend {
     const tipHeight = this.height;
     const entries = await this.store.heightRange(Math.max(0, tipHeight - HEADER_WINDOW + 1), tipHeight);
     if (entries.length === 0 || entries[entries.length - 1]?.hash !== this.tip.block.hash) {
-      throw new Error(`the chain database ${this.store.location ?? "(throwaway)"} is damaged: the active chain index does not end at the tip ${this.tip.block.hash}`);
+      throw new Error(`the chain database ${this.store.location ?? "memory"} is damaged: the active chain index does not end at the tip ${this.tip.block.hash}`);
     }
     this.headers = entries.map((e) => ({ hash: e.hash, height: e.height, time: e.time, chainWork: BigInt(e.work) }));
   }

@@ -1,10 +1,7 @@
 // The embedded chain's own database: blocks with their undo data, the active chain by height,
 // the transaction index, the UTXO set, the wallet's coins and the chain state, in one
-// LevelDB (classic-level) in the host's data directory, or, for a chain that need not outlive
-// its process (tests, benchmarks, modhost/testing), in a throwaway LevelDB in the temporary
-// directory, removed at close. Not memory-level: its batch runs on the caller's event loop in
-// one piece (a block of 40,000 outputs held the loop 1.0 s, load ~12) and it keeps every block
-// in the heap; LevelDB writes in the thread pool, reads the same way, and keeps the heap flat.
+// LevelDB (classic-level) in the host's data directory, or in memory (memory-level) for a
+// chain that need not outlive its process (tests, benchmarks).
 //
 // Crash safety: every change of the active chain (one connected or one disconnected block)
 // is ONE atomic batch across the sublevels, including the chain state record naming the new
@@ -22,10 +19,10 @@
 //   s  "state" -> ChainState
 
 import type { AbstractLevel, AbstractSublevel } from "abstract-level";
-import { mkdir, mkdtemp, readdir, rm } from "node:fs/promises";
-import os from "node:os";
+import { mkdir } from "node:fs/promises";
 import path from "node:path";
 import { ClassicLevel } from "classic-level";
+import { MemoryLevel } from "memory-level";
 import { Packr } from "msgpackr";
 import type { Hex, Utxo } from "./backend.ts";
 import { Slicer } from "./slices.ts";
@@ -114,13 +111,12 @@ const openInThisProcess = new Set<string>();
 export class ChainStore {
   private readonly subs: Record<Sub, SubDb>;
 
-  /** `location`: the data directory, null for a throwaway chain (in `temp`, removed at close). */
-  private constructor(private readonly db: Db, readonly location: string | null, private readonly temp?: string) {
+  private constructor(private readonly db: Db, readonly location: string | null) {
     const sub = (name: Sub): SubDb => db.sublevel<string, Uint8Array>(name, { keyEncoding: "utf8", valueEncoding: "view" });
     this.subs = { b: sub("b"), h: sub("h"), t: sub("t"), u: sub("u"), w: sub("w"), s: sub("s") };
   }
 
-  /** Open (creating) the database in `dir`, or a throwaway one (removed at close) without a directory. */
+  /** Open (creating) the database in `dir`, or an in-memory one without a directory. */
   static async open(dir?: string): Promise<ChainStore> {
     // Once per process: a second open, refused by LevelDB, would close its LOCK file's
     // descriptor and so drop the first one's lock (fcntl locks are the process's).
@@ -134,8 +130,9 @@ export class ChainStore {
   }
 
   private static async openUnclaimed(dir?: string): Promise<ChainStore> {
-    const temp = dir === undefined ? await throwawayDir() : undefined;
-    const db = new ClassicLevel<string, Uint8Array>(dir ?? temp!, { keyEncoding: "utf8", valueEncoding: "view" }) as unknown as Db;
+    const db = (dir === undefined
+      ? new MemoryLevel<string, Uint8Array>({ keyEncoding: "utf8", valueEncoding: "view" })
+      : new ClassicLevel<string, Uint8Array>(dir, { keyEncoding: "utf8", valueEncoding: "view" })) as unknown as Db;
     try {
       if (dir !== undefined) await mkdir(dir, { recursive: true });
       await db.open();
@@ -144,9 +141,9 @@ export class ChainStore {
       if (cause?.code === "LEVEL_LOCKED" || (err as { code?: string }).code === "LEVEL_LOCKED") {
         throw new Error(`the chain database ${dir} is in use (is another modhost running with this data directory?)`);
       }
-      throw new Error(`cannot open the chain database ${dir ?? temp}: ${(err as Error).message}`);
+      throw new Error(`cannot open the chain database ${dir}: ${(err as Error).message}`);
     }
-    return new ChainStore(db, dir ?? null, temp);
+    return new ChainStore(db, dir ?? null);
   }
 
   private async read<T>(sub: Sub, key: string): Promise<T | undefined> {
@@ -262,31 +259,5 @@ export class ChainStore {
   async close(): Promise<void> {
     if (this.db.status === "open") await this.db.close();
     if (this.location !== null) openInThisProcess.delete(path.resolve(this.location));
-    if (this.temp !== undefined) await rm(this.temp, { recursive: true, force: true });
-  }
-}
-
-const THROWAWAY_PREFIX = "modhost-chain-";
-
-/**
- * A new directory for a throwaway chain: `modhost-chain-PID-XXXXXX` in the temporary directory.
- * Those of processes that are gone (killed before their close) are removed first.
- */
-async function throwawayDir(): Promise<string> {
-  const tmp = os.tmpdir();
-  for (const name of await readdir(tmp).catch(() => [] as string[])) {
-    const pid = Number(/^modhost-chain-(\d+)-/.exec(name)?.[1]);
-    if (!pid || pid === process.pid || alive(pid)) continue;
-    await rm(path.join(tmp, name), { recursive: true, force: true }).catch(() => undefined);
-  }
-  return mkdtemp(path.join(tmp, `${THROWAWAY_PREFIX}${process.pid}-`));
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === "EPERM";
   }
 }

@@ -123,7 +123,7 @@ export class Host {
       this.chainFacade = configured.facade;
     }
     const info = await this.chain.getChainInfo();
-    this.logger.log("info", "chain", `${this.chain.name} backend ready`, { chain: info.chain, height: info.height, tip: info.tip_hash.slice(0, 16), ...(this.chain instanceof EmbeddedChain ? { data: this.chain.dataDir ?? "throwaway" } : {}) });
+    this.logger.log("info", "chain", `${this.chain.name} backend ready`, { chain: info.chain, height: info.height, tip: info.tip_hash.slice(0, 16), ...(this.chain instanceof EmbeddedChain ? { data: this.chain.dataDir ?? "memory" } : {}) });
     this.nodeEvents = new NodeEvents({
       chain: this.chain,
       bus: this.bus,

@@ -110,7 +110,7 @@ test.serial("[chain] max_chain_mb: past it a submitted block is rejected as chai
 
 test.serial("[chain] utxo_cache_mb: 24 outputs of 900 KB scripts (1.8 MB of hex each) leave at most the budget in the UTXO cache, and each is still read back", async (t) => {
   const budget = 4 * 1024 * 1024;
-  // In a directory of its own, read back after the chain is closed.
+  // On disk: a chain in memory (memory-level) holds its whole database in the heap.
   const dir = await mkdtemp(path.join(tmpdir(), "modhost-growth-"));
   t.teardown(() => rm(dir, { recursive: true, force: true }));
   const chain = await EmbeddedChain.create({ dataDir: dir, utxoCacheBytes: budget, blockCacheBytes: 1024 * 1024 });

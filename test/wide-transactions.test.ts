@@ -71,7 +71,7 @@ test("get_block and get_block_by_height answer a block whose coinbase has 40,000
 });
 
 test.serial("connecting a block whose coinbase has 40,000 outputs and disconnecting it yield output by output: no turn of the loop takes 60 ms of its CPU (69-139 ms in one stretch before)", async (t) => {
-  // In a directory of the test's, as the host's chain is.
+  // On disk, as the host's chain is (memory-level's synchronous batch would measure itself).
   const dir = await tempDir(t, "wide-connect");
   const chain = await EmbeddedChain.create({ matureBlocks: 101, dataDir: dir });
   t.teardown(() => chain.close());

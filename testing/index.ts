@@ -9,7 +9,7 @@
 //   await h.waitForLog(new RegExp(`block ${height}`), { module: "my-module" });
 //   const row = await h.storage("my-module").get("blocks", String(height));
 //
-// Each host runs the embedded regtest chain (a throwaway database, mining only when the test says so,
+// Each host runs the embedded regtest chain (in memory, mining only when the test says so,
 // 101 blocks mined at start so that coins are spendable), copies of the given module
 // directories in a temporary directory of its own (data, storage, run files, audit log; removed
 // at stop), its RPC server on a free loopback port, and short limits: tests in parallel
