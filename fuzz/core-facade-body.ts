@@ -1,10 +1,14 @@
 // Fuzz target: JSON-RPC request bodies to the Core facade ([chain] core_rpc_bind: Bitcoin
 // Core's RPC served over the embedded chain, chain/bitcoind/facade.ts), through the real server
-// on loopback over a chain with a few blocks and mempool transactions. Every answer must be
+// on loopback over a chain with a few blocks and mempool transactions, on disk as `modhost run`
+// keeps it (its reads go through the thread pool; the client half-closes after each request). Every answer must be
 // Core's: HTTP 200, 404 or 500 with a JSON-RPC 1.0 body ({result, error, id}; error null or
 // {code: number, message: string}; a batch an array of them), or 413 for a body over a limit;
 // never an exception escaping the server (an unhandled rejection fails the worker).
 
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
 import { CoreFacade } from "../chain/bitcoind/facade.ts";
 import { rpcauthLine } from "../chain/bitcoind/rpcauth.ts";
 import { EmbeddedChain } from "../chain/embedded.ts";
@@ -12,6 +16,8 @@ import type { EdgesTarget } from "./edges-driver.ts";
 import { postRaw } from "./edges-seeds.ts";
 
 let facade: CoreFacade | undefined;
+let chainDir: string | undefined;
+let facadeChain: EmbeddedChain | undefined;
 let port = 0;
 const AUTH = `Basic ${Buffer.from("fuzz:a long enough password").toString("base64")}`;
 const STATUS = new Set([200, 404, 500, 413]);
@@ -37,7 +43,8 @@ const target: EdgesTarget = {
     ];
   },
   async setup() {
-    const chain = await EmbeddedChain.create();
+    chainDir = await mkdtemp(path.join(tmpdir(), "modhost-fuzz-facade-"));
+    const chain = (facadeChain = await EmbeddedChain.create({ dataDir: chainDir }));
     await chain.mine(3);
     facade = new CoreFacade({ backend: chain, rpcauth: [rpcauthLine("fuzz", "a long enough password")], maxBodyBytes: 256 * 1024, maxBatch: 100, mine: (n) => chain.mine(Math.min(n, 2)) });
     await facade.start();
@@ -45,6 +52,8 @@ const target: EdgesTarget = {
   },
   async teardown() {
     await facade?.stop();
+    await facadeChain?.close();
+    if (chainDir) await rm(chainDir, { recursive: true, force: true });
   },
   async run(input) {
     const r = await postRaw(port, AUTH, input);

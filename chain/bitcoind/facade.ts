@@ -205,6 +205,12 @@ export class CoreFacade {
     server.requestTimeout = 60_000;
     server.keepAliveTimeout = 5_000;
     server.maxConnections = 256;
+    // A client that half-closes once its request is sent (shutdown(SHUT_WR): `nc -N`, some
+    // scripts) still gets its answer: by default Node ends such a connection at once, and an
+    // answer that takes a read from the on-disk chain (the thread pool) was lost, the connection
+    // closed with nothing (a fuzz run of 300 bodies: 4 getblock calls unanswered). The
+    // connection still ends once its answers are written, and the timeouts above still hold.
+    (server as Server & { httpAllowHalfOpen: boolean }).httpAllowHalfOpen = true;
     await new Promise<void>((resolve, reject) => {
       server.once("error", reject);
       server.listen(this.opts.rpcPort ?? 0, this.opts.rpcHost ?? "127.0.0.1", () => resolve());
