@@ -10,7 +10,9 @@ import { mkdir, readFile, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { promisify } from "node:util";
 import { ROOT, startHost, tempDir, waitFor, type InlineModule, type TestHost } from "./helpers/host.ts";
-import { basic, call, freePort, get, manifest, post, RpcFailure } from "./helpers/rpc.ts";
+import { basic, call, cookieAuth, freePort, get, manifest, post, RpcFailure } from "./helpers/rpc.ts";
+import { inlineModule } from "./helpers/modules.ts";
+import { postRaw } from "../fuzz/edges-seeds.ts";
 
 const run = promisify(execFile);
 const MODHOST = path.join(ROOT, "bin/modhost.js");
@@ -368,4 +370,21 @@ test("CLI: with no running host, host commands and module commands fail clearly 
   t.is(other.code, 2);
   t.regex(other.stderr, /unknown command "frobnicate"/);
   t.regex(other.stderr, /Usage:/);
+});
+
+test("a client that half-closes its connection once its request is sent (shutdown for writing) gets the answer of a module's method, and the connection then ends (before: 0 of 20 answered, the connection closed with nothing)", async (t) => {
+  const h = await startHost(t, {
+    inline: { target: inlineModule("target", ["register_rpc_endpoint"], `await ctx.rpc.register("echo", "answers its params", (params: any) => ({ got: params }));`) },
+    grants: { target: ["register_rpc_endpoint"] },
+  });
+  const auth = await cookieAuth(h);
+  const port = h.host.rpcServer!.address!.port;
+  const answers: unknown[] = [];
+  for (let i = 0; i < 20; i++) {
+    // postRaw half-closes after the body and resolves when the server has closed the connection.
+    const r = await postRaw(port, auth, Buffer.from(JSON.stringify({ jsonrpc: "2.0", id: i, method: "target.echo", params: { i } })));
+    t.is(r.status, 200, r.text.slice(0, 200));
+    answers.push((JSON.parse(r.text) as { result: unknown }).result);
+  }
+  t.deepEqual(answers, Array.from({ length: 20 }, (_, i) => ({ got: { i } })));
 });

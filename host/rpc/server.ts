@@ -304,6 +304,11 @@ export class RpcServer {
     });
     // Past the cap plus a few sockets being told why, Node drops new connections at once.
     this.server.maxConnections = this.connectionCap + REFUSING_SLOTS;
+    // A client that half-closes once its request is sent (shutdown(SHUT_WR): `nc -N`, some
+    // scripts) still gets its answer: by default Node ends such a connection at once, and the
+    // answer of anything asynchronous (a module's method: 0 of 20 answered) was lost. The
+    // connection still ends once its answers are written; the timeouts and caps above still hold.
+    (this.server as http.Server & { httpAllowHalfOpen: boolean }).httpAllowHalfOpen = true;
     this.server.on("connection", (socket: Socket) => this.admit(socket));
     // `Expect: 100-continue`: a body announced over max_body_bytes is refused (413) without
     // asking the client to send it (Node's default says 100 Continue to every such request).
