@@ -172,6 +172,27 @@ test("a pool process that dies while it waits is replaced", async (t) => {
   t.false(again.entries().some(([, uid]) => uid === warm1.uid || uid === warm2.uid), "no module name was ever given a pool uid");
 });
 
+test("a start that finds the pool's refill of its profile still on its way waits for it READY_WAIT_MS in all, then starts fresh (before: until the refill had booted, up to its own deadline of 60 s; a refill stuck before its spawn held the start for good)", async (t) => {
+  const log = { info: () => {}, warn: () => {}, error: () => {} };
+  let giveUp!: (err: Error) => void;
+  // The refill never gets its uid: it stays before its spawn until the test ends.
+  const stuck = new Promise<number>((_, reject) => (giveUp = reject));
+  const pool = new IsolatePool({ size: 1, freshUid: () => stuck, log, output: { log: () => {} } });
+  t.teardown(async () => {
+    giveUp(new Error("test over"));
+    await pool.close();
+  });
+  const limits = { ...DEFAULT_LIMITS };
+  const profile = poolProfile(limits, "off");
+  pool.fill(profile);
+  const started = Date.now();
+  const taken = await pool.take(profile, { name: "pool-w", version: "1.0.0", dir: "/nonexistent", entry_point: "index.ts", runtime: "isolate" } as never, "", limits);
+  const waited = Date.now() - started;
+  t.is(taken, undefined, "no pool process: the start goes on fresh");
+  t.is(pool.stats.missed, 1);
+  t.true(waited >= 9_000 && waited < 20_000, `waited ${waited} ms for the refill (READY_WAIT_MS is 10 s)`);
+});
+
 test("a pooled isolate host handed one module cannot speak for another: the host's session for a module refuses a hello naming any other, and its input is attributed to the module that adopted it", async (t) => {
   const h = await poolHost(t, { inline: { "pool-i": await goodAs("pool-i") }, grants: { "pool-i": GOOD_GRANTS }, configure: (c) => (c.host.isolate_pool = 0) });
   await h.waitForState("pool-i", "running", 60_000);

@@ -36,13 +36,20 @@ const REFILL_DELAY_MS = 500;
 /** How long a start waits for a pool process that is still booting before it starts a fresh one. */
 const READY_WAIT_MS = 10_000;
 
-/** Whether `w` has booted, waiting up to READY_WAIT_MS for it. */
-async function ready(w: Warm): Promise<boolean> {
-  if (w.isReady) return !w.exited;
+/** What `p` gives, or `fallback` once `ms` have passed (0 or less: at once). */
+async function within<T>(p: Promise<T>, ms: number, fallback: T): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
-  const ok = await Promise.race([w.ready, new Promise<boolean>((r) => (timer = setTimeout(() => r(false), READY_WAIT_MS)))]);
-  clearTimeout(timer);
-  return ok && !w.exited;
+  try {
+    return await Promise.race([p, new Promise<T>((r) => (timer = setTimeout(() => r(fallback), Math.max(0, ms))))]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Whether `w` has booted, waiting for it until `deadline` (Date.now() ms). */
+async function ready(w: Warm, deadline: number): Promise<boolean> {
+  if (w.isReady) return !w.exited;
+  return (await within(w.ready, deadline - Date.now(), false)) && !w.exited;
 }
 
 /** A pool process that has not booted after this long is stopped (and counts as a failed boot). */
@@ -110,7 +117,7 @@ export class IsolatePool {
   private readonly idle: Warm[] = [];
   private booting = false;
   /** The boot in progress and its profile's key: a start of that profile waits for it rather than boot another. */
-  private boot_: { key: string; done: Promise<unknown> } | undefined;
+  private boot_: { key: string; done: Promise<unknown>; spawned: Promise<void> } | undefined;
   private starts = 0;
   private wanted: PoolProfile | undefined;
   private failures = 0;
@@ -170,10 +177,13 @@ export class IsolatePool {
     const key = profileKey(profile);
     const match = () => this.idle.find((w) => w.key === key && !w.exited && w.isReady) ?? this.idle.find((w) => w.key === key && !w.exited);
     // A refill of this profile on its way (being spawned, or still booting): it is further
-    // along than a fresh start would be, so the start waits for it (at most READY_WAIT_MS).
-    if (!match() && this.boot_?.key === key) await this.boot_.done.catch(() => undefined);
+    // along than a fresh start would be, so the start waits for it, READY_WAIT_MS in all (its
+    // spawn, then its boot; a boot's own deadline, BOOT_TIMEOUT_MS, is far longer).
+    const deadline = Date.now() + READY_WAIT_MS;
+    const boot = this.boot_;
+    if (!match() && boot?.key === key) await within(boot.spawned, READY_WAIT_MS, undefined);
     const w = match();
-    if (!w || !(await ready(w))) {
+    if (!w || !(await ready(w, deadline))) {
       this.stats.missed++;
       return undefined;
     }
@@ -239,8 +249,11 @@ export class IsolatePool {
     }
     this.booting = true;
     const profile = this.wanted;
-    const done = this.boot(profile);
-    this.boot_ = { key, done };
+    let spawnedNow!: () => void;
+    const spawned = new Promise<void>((r) => (spawnedNow = r));
+    const done = this.boot(profile, spawnedNow);
+    void done.finally(spawnedNow).catch(() => undefined);
+    this.boot_ = { key, done, spawned };
     void done.finally(() => {
       if (this.boot_?.done === done) this.boot_ = undefined;
     }).then(
@@ -255,7 +268,8 @@ export class IsolatePool {
     );
   }
 
-  private async boot(profile: PoolProfile): Promise<void> {
+  /** Boots one pool process of `profile`; `spawned` once it is in `idle` (a take can find it). */
+  private async boot(profile: PoolProfile, spawned: () => void): Promise<void> {
     const uid = await this.opts.freshUid();
     const releaseUid = () => void this.opts.releaseUid?.(uid).catch((err: Error) => this.opts.log.warn(`could not give back the claim of single-use uid ${uid}: ${err.message}`));
     let sandboxed: SandboxedSpawn;
@@ -291,6 +305,7 @@ export class IsolatePool {
     const w: Warm = { key: profileKey(profile), uid, started, sandboxed, bootedAt: Date.now(), exited: false, done: false, isReady: false, ready: new Promise((r) => (readyNow = r)) };
     this.stats.booted++;
     this.idle.push(w);
+    spawned();
     // Until hand-over it sends one message, "pool_ready"; anything else means it is broken.
     const onMessage = (body: unknown) => {
       if (w.done) return;
