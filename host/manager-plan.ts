@@ -32,6 +32,8 @@ export interface ModuleStatus {
   verification?: string;
   /** Its data directory's usage against its quota (host/data-quota.ts), as last measured; absent before its first start. */
   data?: DataStatus;
+  /** While it is starting: what the start waits for now ("the previous instance's storage to close", "its start()"). */
+  waiting_for?: string;
 }
 
 export interface Discovery {
@@ -213,6 +215,7 @@ export function statusOf(rec: ModuleRecord): ModuleStatus {
     ...(rec.sandbox ? { sandbox: rec.sandbox } : {}),
     ...(rec.verified ? { verification: rec.verified.report.summary } : {}),
     ...(rec.data ? { data: dataStatus(rec.data) } : {}),
+    ...(rec.state === "starting" && rec.step ? { waiting_for: rec.step } : {}),
   };
 }
 

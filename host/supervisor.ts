@@ -58,6 +58,7 @@ export interface ModuleRecord extends RuntimeTarget {
   /** Bumped by every operator command and by shutdown: a restart scheduled before it is void. */
   epoch: number;
   /** Its data directory as last opened: its usage against the quota, for `modhost list` and /metrics. */ data?: OpenedDataDir;
+  /** While it starts: what the start waits for now (`modhost list`), so a start that takes long says where. */ step?: string;
 }
 
 export interface SupervisorOptions {
@@ -88,6 +89,9 @@ interface SupervisorLinks {
 /** Start errors a retry cannot fix: a restart that fails with one of these is not retried. */
 const PERMANENT_START_ERRORS = new Set(["verification_failed", "not_found", "permission_denied", "config_error", "internal", "hook_rejected", "quota_exceeded"]);
 
+/** `p`, with `step` recorded as what `rec`'s start waits for meanwhile. */
+const awaiting = <T>(rec: ModuleRecord, step: string, p: Promise<T>): Promise<T> => ((rec.step = step), p);
+
 export class Supervisor {
   private readonly log: SourceLogger;
   private runDir: Promise<RunDir> | undefined;
@@ -116,9 +120,7 @@ export class Supervisor {
     this.poolStats = made.poolStats;
   }
 
-  private get meter(): LoopStallMeter {
-    return (this.meterInstance ??= new LoopStallMeter());
-  }
+  private get meter(): LoopStallMeter { return (this.meterInstance ??= new LoopStallMeter()); }
 
   /** What the health probe and the resource watch use (host/supervisor-health.ts). */
   private readonly watchEnv: WatchEnv;
@@ -127,9 +129,7 @@ export class Supervisor {
     this.opts.audit?.write({ kind: "lifecycle", module, action, ...(reason ? { reason } : {}), ...(detail ? { detail } : {}) });
   }
 
-  private publish<K extends keyof HostEvents>(type: K, payload: HostEvents[K]): void {
-    this.opts.bus.publish(type, payload);
-  }
+  private publish<K extends keyof HostEvents>(type: K, payload: HostEvents[K]): void { this.opts.bus.publish(type, payload); }
 
   /** End the previous instance of a module that loads again: no restart, health probe, process or store. */
   async endInstance(rec: ModuleRecord): Promise<void> {
@@ -214,14 +214,14 @@ export class Supervisor {
     let data: OpenedDataDir | undefined; // its volume goes once its process is gone, or the start failed
     try {
       if (!this.opts.chain) throw new ModhostError("internal", "no chain backend: modules cannot start");
-      const { dataDir, usage, mode: dataMode } = (data = rec.data = await openDataDir(this.opts.config, rec.name, limits, manifest.runtime, this.log));
-      await rec.storeClosing;
-      rec.store ??= await this.openStore(rec);
+      const { dataDir, usage, mode: dataMode } = (data = rec.data = await awaiting(rec, "its data directory", openDataDir(this.opts.config, rec.name, limits, manifest.runtime, this.log)));
+      await awaiting(rec, "the previous instance's storage to close", rec.storeClosing ?? Promise.resolve());
+      rec.store ??= await awaiting(rec, "its storage to open", this.openStore(rec));
       rec.store?.dropStaged(); // a new instance: the last one's unfinished transaction parts are not its own
       const config = moduleConfig(this.opts.config, manifest);
-      await this.runLoadHooks(rec, attempt);
+      await awaiting(rec, "module_load hooks", this.runLoadHooks(rec, attempt));
       const runtime = this.runtimes[manifest.runtime];
-      const sandboxed = await runtime.prepare(rec, dataDir, config);
+      const sandboxed = await awaiting(rec, "its verification and sandbox", runtime.prepare(rec, dataDir, config));
       let proc: ModuleProcess<HostSession>;
       try {
         const services = this.links.services();
@@ -239,7 +239,7 @@ export class Supervisor {
           handshakeTimeoutMs: limits.start_timeout_ms * 4,
           replay: (type) => this.links.replay(rec.name, type),
         };
-        proc = await runtime.launch(sandboxed, sessionOptions, this.opts.logger);
+        proc = await awaiting(rec, "its process to launch", runtime.launch(sandboxed, sessionOptions, this.opts.logger));
       } catch (err) {
         sandboxed.pooled?.child.kill("SIGKILL");
         await sandboxed.release();
@@ -255,10 +255,10 @@ export class Supervisor {
         await sandboxed.release();
       });
       if (booted) void proc.session.handshake.then(booted, booted);
-      await Promise.race([this.awaitReady(proc, limits.start_timeout_ms, runtime), cancellation]);
+      await awaiting(rec, manifest.runtime === "native" ? "its ready" : "its start()", Promise.race([this.awaitReady(proc, limits.start_timeout_ms, runtime), cancellation]));
       if (cancelled) throw new ModhostError("cancelled", `start cancelled: ${cancelled}`);
       if (this.shuttingDown) throw new ModhostError("invalid_state", "the host is shutting down");
-      rec.cancelStart = undefined;
+      rec.cancelStart = rec.step = undefined;
       rec.state = "running";
       watchHealth(rec, proc, this.watchEnv);
       watchResources(rec, proc, sandboxed.cgroup, this.watchEnv);
@@ -278,7 +278,7 @@ export class Supervisor {
       }
       stopHealth(rec);
       await Promise.all([this.releaseStore(rec), data?.release().catch(() => undefined)]);
-      rec.cancelStart = undefined;
+      rec.cancelStart = rec.step = undefined;
       if (cancelled) {
         // Not the module's failure: the operator or the shutdown ended the start.
         rec.state = "stopped";

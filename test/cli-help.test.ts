@@ -286,6 +286,29 @@ test("a native module that never calls ready() is told what was expected", async
   t.regex(guide, /^## Native modules \(Rust, or any language\)$/m, "the anchor the message names exists");
 });
 
+test("a start that waits says for what: status and `modhost list` show what a starting module's start waits for (here a native module's ready)", async (t) => {
+  t.timeout(300_000);
+  const dir = await tempDir(t, "modhost-waiting-");
+  const h = await startHost(t, { dir, moduleLimits: { "slow-ready": { start_timeout_ms: 120_000, restart: "never" } } });
+  // Written once the host runs, and loaded without waiting for the start to end.
+  const modDir = await writeModule(path.join(dir, "modules"), "slow-ready", {
+    toml: 'name = "slow-ready"\nversion = "0.1.0"\nentry_point = "main.mjs"\nruntime = "native"\ncapabilities = []\n',
+    files: {},
+  });
+  await writeFile(path.join(modDir, "main.mjs"), await bundleNodeModule(path.join(ROOT, "test", "fixtures", "no-ready-native", "main.ts")), { mode: 0o755 });
+  await chmod(modDir, 0o755);
+  const loading = h.manager.load("slow-ready").catch((e: Error) => e);
+  const status = await waitFor(() => h.manager.status().find((s) => s.name === "slow-ready" && s.waiting_for === "its ready"), 60_000, () => `the start to wait for its ready: ${JSON.stringify(h.manager.status().find((s) => s.name === "slow-ready"))}`);
+  t.is(status.state, "starting");
+  const port = h.host.rpcServer!.address!.port;
+  const list = await modhost(["list", "--rpcport", String(port), "--rpccookiefile", h.config.rpc.cookie_file], dir);
+  t.is(list.exitCode, 0, list.all);
+  t.regex(list.all ?? "", /^slow-ready .* starting .*\n {4}starting: waiting for its ready$/m, "under its row");
+  await h.manager.unload("slow-ready");
+  await loading;
+  t.is(h.manager.status().find((s) => s.name === "slow-ready")?.waiting_for, undefined, "stopped: waits for nothing");
+});
+
 test("modhost/sdk and modhost/testing types are importable outside the checkout: exports' types condition and the built declarations", async (t) => {
   t.timeout(600_000);
   const tmp = await tempDir(t, "modhost-sdk-");

@@ -391,6 +391,7 @@ function formatList(list: ModuleStatus[]): string {
   list.forEach((s, i) => {
     out.push(line(rows[i]!));
     if (s.problem) out.push(...shownLines(s.problem).map((l) => `    ${l}`));
+    if (s.waiting_for) out.push(`    starting: waiting for ${s.waiting_for}`);
   });
   return out.join("\n");
 }

@@ -161,7 +161,10 @@ export class TestHost {
     return this.waitFor(() => {
       const s = this.status(name);
       return s && states.includes(s.state) ? s : undefined;
-    }, timeoutMs, () => `${name} to be ${states.join(" or ")} (now ${this.status(name)?.state})`);
+    }, timeoutMs, () => {
+      const now = this.status(name);
+      return `${name} to be ${states.join(" or ")} (now ${now?.state}${now?.waiting_for ? `, waiting for ${now.waiting_for}` : ""})`;
+    });
   }
 
   /** Mine `n` blocks and return the new height. */
