@@ -61,8 +61,8 @@ export interface FlowLimits {
    * answered, and a request whose reservation does not fit waits: sent-and-unread plus reserved
    * stays within this. What waits for the module passes it by at most one answer, one
    * invocation and the reservations that land after it, and its event window (unreadBound).
-   * Answers relayed from other modules reserve but do not wait; they are held to what the
-   * module has not read when they arrive, like invocations (serve()).
+   * Answers relayed from other modules neither wait nor hold back the module's other requests;
+   * they are held to what the module has not read when they arrive, like invocations (answer()).
    */
   maxUnreadBytes: number;
   /**
@@ -246,6 +246,8 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
   /** The protocol version negotiated at hello (host/older-protocol.ts: what an older one gets). */
   private protocol = PROTOCOL_VERSION;
   private readonly pending = new Map<number, PendingInvocation>();
+  /** Its `ready` has come: until then the host waits for it, and reads past waiting requests (pauseReading). */
+  private readyHeard = false;
   /** Pending invocations by the module they are made for (MAX_CALLS_PER_CALLER). */
   private readonly byCaller = new Map<string, number>();
   /** What is told when this session ends (onEnd). */
@@ -518,8 +520,10 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
         break;
       }
       case "ready":
+        this.readyHeard = true;
         this.resolveReady();
         this.emit("ready");
+        if (!this.awaitsModule() && this.backlog.length > 0) this.pauseReading("backlog");
         break;
       case "goodbye":
         this.close(msg.error ? new Error(`module said goodbye: ${cutReason(msg.error.message)}`) : undefined);
@@ -609,7 +613,7 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
     if (this.backlog.length > 0 && !this.readingPaused && this.backlogBytes + req.bytes > this.flow.maxRequestBytes) {
       this.stats.requests++;
       this.stats.errors++;
-      this.replyError(req.id, wireError("unavailable", `${this.backlog.length} requests of ${this.backlogBytes} bytes wait for this module's share, and this one of ${req.bytes} bytes would pass ${LIMIT_TEXT.request_bytes(this.flow)} of them; the host reads its socket past them only for its answers to the ${this.pending.size} invocations it waits for: wait for answers before sending more, or the operator raises max_request_bytes_in_flight in [modules.limits.${this.opts.module}]`));
+      this.replyError(req.id, wireError("unavailable", `${this.backlog.length} requests of ${this.backlogBytes} bytes wait for this module's share, and this one of ${req.bytes} bytes would pass ${LIMIT_TEXT.request_bytes(this.flow)} of them; the host reads its socket past them only for its ready and its answers to the ${this.pending.size} invocations it waits for: wait for answers before sending more, or the operator raises max_request_bytes_in_flight in [modules.limits.${this.opts.module}]`));
       return;
     }
     this.backlog.push(req);
@@ -628,8 +632,12 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
     if (this.channel.congested) return { limit: "congested" };
     // Its answer must fit beside what waits for the module and what is reserved already; when
     // nothing is, it is served whatever its bound (one answer larger than the limit: a frame).
+    // Not beside relayed answers' reservations: those answers are held to what the module has
+    // not read when they arrive (answer()), which bounds them without them holding back its
+    // other requests. Counted, two slow module calls (a frame each, 32 MiB) kept every other
+    // request of the module waiting until they answered.
     if (reserve > 0) {
-      const committed = this.channel.unsentBytes + this.reserved;
+      const committed = this.channel.unsentBytes + this.reserved - this.reservedRelayed;
       if (committed > 0 && committed + reserve > this.flow.maxUnreadBytes) return { limit: "unread" };
     }
     // And beside what every module makes the host hold: past its fair part of [host]
@@ -681,7 +689,7 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
       if (blocked) {
         // Past a wait for the host's budget, what holds the socket now is its own requests.
         if (blocked.limit !== "cpu" && this.pausedFor === "budget") this.pausedFor = "backlog";
-        if (this.pausedFor === "backlog" && this.pending.size > 0) this.resumeReading();
+        if (this.pausedFor === "backlog" && this.awaitsModule()) this.resumeReading();
         this.waitFor(blocked);
         return;
       }
@@ -740,7 +748,7 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
     }
     // Held by reservations: an answer releases one and calls pump(). Held by bytes the module
     // has not read: when the socket drains (or, below the socket's mark, in a moment).
-    if (blocked.limit === "unread" && this.reserved > 0) return;
+    if (blocked.limit === "unread" && this.reserved > this.reservedRelayed) return;
     if (blocked.limit === "congested" || (blocked.limit === "unread" && this.channel.congested)) {
       this.waitingDrain = true;
       void this.channel.drained().then(() => {
@@ -760,11 +768,13 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
    * waits for its answers to invocations: those answers must not wait behind its own requests
    * (a module's get_block_template served through its own block_template hook, A calling B while
    * B calls A, a JSON-RPC method it serves): each waited for the invocation's deadline, 64
-   * templates ~64 s. Requests read meanwhile wait in the backlog within MAX_BACKLOG and
-   * max_request_bytes_in_flight (admit); invocations are at most MAX_PENDING_INVOCATIONS.
+   * templates ~64 s. Nor while the host waits for its `ready`: a start() that left requests
+   * waiting (for answers of calls that never come, say) had its ready unread until
+   * start_timeout_ms failed it. Requests read meanwhile wait in the backlog within MAX_BACKLOG
+   * and max_request_bytes_in_flight (admit); invocations are at most MAX_PENDING_INVOCATIONS.
    */
   private pauseReading(why: "backlog" | "budget" = "budget"): void {
-    if (why === "backlog" && this.pending.size > 0) return;
+    if (why === "backlog" && this.awaitsModule()) return;
     if (why === "budget") this.pausedFor = "budget";
     if (this.readingPaused) return;
     this.pausedFor = why;
@@ -1185,7 +1195,12 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
         else this.byCaller.set(p.caller, left);
       }
     }
-    if (this.pending.size === 0 && this.backlog.length > 0 && this.state !== "closed") this.pauseReading("backlog");
+    if (!this.awaitsModule() && this.backlog.length > 0 && this.state !== "closed") this.pauseReading("backlog");
+  }
+
+  /** The host waits for the module: its ready (start-up), or answers to invocations. */
+  private awaitsModule(): boolean {
+    return this.pending.size > 0 || !this.readyHeard;
   }
 
   /** Calls `f` when this session ends (at once if it has); returns what stops watching. */

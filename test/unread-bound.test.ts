@@ -255,3 +255,59 @@ test.serial("under the real host, a TypeScript module's 8 http_requests with max
   t.deepEqual(r2.fields, { ok: 8 });
   t.true(large.peak() >= 2 && large.peak() <= 3, `${large.peak()} at once: as many as 8.2 MiB reservations fit in 32 MiB`);
 });
+
+test.serial("under the real host, a native module whose start-up leaves an http_request waiting for max_unread_bytes (3 of 8.2 MiB each at a server that holds them 10 s, a 4th), then sends its ready, is running at once: its ready is read past the waiting request (before: unread until start_timeout_ms failed the start)", async (t) => {
+  t.timeout(180_000);
+  const srv = await gatheringServer(t, 100, 10_000);
+  const dir = await tempDir(t);
+  const grant = `network_access=127.0.0.1:${srv.port}`;
+  const modulesDir = await buildModulesDir(dir, []);
+  await writeNodeNative(modulesDir, "starter", fileURLToPath(new URL("./fixtures/ready-behind/main.ts", import.meta.url)), ["network_access"]);
+  const started = Date.now();
+  const h = await startHost(t, {
+    dir, modules: [],
+    grants: { starter: [grant] },
+    moduleLimits: { starter: { health_interval_ms: 0, start_timeout_ms: 6_000, restart: "never" } },
+    moduleConfigs: { starter: { url: `http://127.0.0.1:${srv.port}/x` } },
+  });
+  const status = h.mustStatus("starter");
+  t.is(status.state, "running", `${status.problem ?? ""}`);
+  t.log(`running after ${Date.now() - started} ms; ${srv.peak()} requests at the server`);
+  const fetched = await h.waitForLog(/^fetched$/, { source: "starter", timeoutMs: 120_000 });
+  t.deepEqual(fetched.fields, { ok: 4 }, "every request answered once the server let go");
+});
+
+test.serial("under the real host, a TypeScript module's module calls in flight (three to a method answering after 20 s, a frame reserved each) do not hold back its other requests: its storage writes are answered meanwhile", async (t) => {
+  t.timeout(180_000);
+  const dir = await tempDir(t);
+  await buildModulesDir(dir, [], {
+    "slow-callee": inlineModule("slow-callee", ["register_module_api", "manage_timers"], `
+      await ctx.modules.registerApi({ up: () => true, slow: () => new Promise((r) => setTimeout(() => r("late"), 20_000)) });
+    `),
+    "busy-caller": inlineModule("busy-caller", ["call_module", "write_storage", "read_storage", "manage_timers"], `
+      void (async () => {
+        // Once the callee runs (the two start side by side).
+        for (;;) {
+          try { await ctx.modules.call("slow-callee", "up", {}, 5_000); break; } catch { await new Promise((r) => setTimeout(r, 100)); }
+        }
+        const calls = Array.from({ length: 3 }, () => ctx.modules.call("slow-callee", "slow", {}, 60_000));
+        const t0 = Date.now();
+        await ctx.storage.openTree("t");
+        for (let i = 0; i < 10; i++) await ctx.storage.put("t", "k" + i, "v");
+        ctx.log.info("stored", { ms: Date.now() - t0 });
+        ctx.log.info("called", { answers: await Promise.all(calls) });
+      })();
+    `),
+  });
+  const h = await startHost(t, {
+    dir, modules: [],
+    grants: { "slow-callee": ["register_module_api", "manage_timers"], "busy-caller": ["call_module=slow-callee", "write_storage", "read_storage", "manage_timers"] },
+    moduleLimits: { "busy-caller": { health_interval_ms: 0 } },
+  });
+  const stored = await h.waitForLog(/^stored$/, { source: "busy-caller", timeoutMs: 60_000 });
+  const ms = stored.fields?.["ms"] as number;
+  t.log(`10 writes answered in ${ms} ms with 3 module calls in flight`);
+  t.true(ms < 15_000, `the writes did not wait for the calls' answers (20 s): ${ms} ms`);
+  const called = await h.waitForLog(/^called$/, { source: "busy-caller", timeoutMs: 60_000 });
+  t.deepEqual(called.fields, { answers: ["late", "late", "late"] });
+});

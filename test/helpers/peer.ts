@@ -210,5 +210,9 @@ export async function stubSession(t: ExecutionContext, flow: Record<string, numb
   const peer = new RawPeer(module);
   peer.hello("greedy");
   await peer.next((f) => f.t === "welcome");
+  // Started, as a module is once its registrations are done: the host no longer waits for its
+  // ready, so its socket is read only as its share allows (host/session.ts pauseReading).
+  peer.send({ t: "ready" });
+  await session.ready;
   return { session, peer, records, channel };
 }
