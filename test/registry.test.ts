@@ -16,7 +16,8 @@ import { blobPath, parseIndex, signIndex } from "../host/registry/format.ts";
 import { activatePending, install, remove, search, update } from "../host/registry/install.ts";
 import { Progress } from "../host/registry/progress.ts";
 import { parseSpec, resolve } from "../host/registry/resolve.ts";
-import { serveRegistry, type RegistryServer } from "../host/registry/serve.ts";
+import { MAX_REGISTRY_CONNECTIONS, serveRegistry, type RegistryServer } from "../host/registry/serve.ts";
+import net from "node:net";
 import { keyFileText, type SecretKey } from "../host/verify/keys.ts";
 import { sha256Hex } from "../host/verify/hash.ts";
 import { ROOT, startHost, tempDir } from "./helpers/host.ts";
@@ -518,4 +519,24 @@ test("an install removes what an interrupted install left in the staging area, h
   await w.publish([ALPHA, BETA]);
   await install(w.config, "beta", w.opts);
   t.false((await rd(path.join(w.config.modules.modules_dir, ".staging")).catch(() => [] as string[])).includes("left-behind-abc123"));
+});
+
+test("registry serve answers a client that half-closes once its request is sent (shutdown(SHUT_WR)), and holds at most MAX_REGISTRY_CONNECTIONS connections", async (t) => {
+  const dir = await tempDir(t, "modhost-reg-half-");
+  await writeFile(path.join(dir, "index.json"), "{\"x\":1}");
+  const server = await serveRegistry(dir);
+  t.teardown(() => server.close());
+  const answer = await new Promise<string>((resolve, reject) => {
+    const sock = net.connect(server.port, "127.0.0.1", () => {
+      sock.end("GET /index.json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    });
+    let got = "";
+    sock.setEncoding("utf8");
+    sock.on("data", (d) => (got += d));
+    sock.on("close", () => resolve(got));
+    sock.on("error", reject);
+  });
+  t.regex(answer, /^HTTP\/1\.1 200 OK\r\n/, answer.slice(0, 200));
+  t.true(answer.endsWith("{\"x\":1}"), "the whole file");
+  t.is(server.server.maxConnections, MAX_REGISTRY_CONNECTIONS);
 });

@@ -28,9 +28,13 @@ function contentType(file: string): string {
   return "application/octet-stream";
 }
 
+/** Connections served at once; past it Node drops new ones at once (a client holding idle connections). */
+export const MAX_REGISTRY_CONNECTIONS = 256;
+
 export async function serveRegistry(dir: string, opts: ServeOptions = {}): Promise<RegistryServer> {
   const root = await realpath(path.resolve(dir));
-  const server = http.createServer((req, res) => {
+  // A request's head within 10 s, the whole request within 30 s, an idle connection 5 s.
+  const server = http.createServer({ headersTimeout: 10_000, requestTimeout: 30_000, keepAliveTimeout: 5_000 }, (req, res) => {
     const done = (status: number, text?: string) => {
       opts.onRequest?.(req.method ?? "?", req.url ?? "", status);
       if (text !== undefined) {
@@ -75,6 +79,11 @@ export async function serveRegistry(dir: string, opts: ServeOptions = {}): Promi
       else res.destroy();
     });
   });
+  server.maxConnections = MAX_REGISTRY_CONNECTIONS;
+  // A client that half-closes once its request is sent (shutdown(SHUT_WR): `nc -N`, some
+  // scripts) still gets the file: by default Node ends such a connection at once, before an
+  // answer that comes after a stat.
+  (server as http.Server & { httpAllowHalfOpen: boolean }).httpAllowHalfOpen = true;
   const host = opts.host ?? "127.0.0.1";
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
