@@ -266,7 +266,7 @@ const RPC_LIMIT_DOCS: Record<keyof RpcLimits, string> = {
   idle_timeout_ms: "a keep-alive connection with no request for this long is closed",
   max_header_bytes: "request line and headers (`431`)",
   max_body_bytes: "request body, refused from `Content-Length` or as a chunked body grows (`413`); a body in more than 4,096 pieces (chunks, or reads: `MAX_REQUEST_BODY_PIECES`; one per 256 bytes of this limit when that is more) is refused too, and a body the server will not use (an unauthorised request, say) is read at most this far before its connection is closed. A body over 64 KiB (`JSON_ON_LOOP_BYTES`) is measured and parsed in a worker thread, not on the host's loop, so raising this costs the loop little; one parse runs at a time, 64 more wait (`JSON_QUEUE`), more are refused",
-  max_batch: "requests in one JSON-RPC batch",
+  max_batch: "requests in one JSON-RPC batch; its calls run 16 at a time (`MAX_PIPELINED_REQUESTS`, as a connection's pipelined requests), answered in their order",
   max_json_depth: "nesting of arrays and objects in a body, checked before it is parsed",
   max_method_length: "characters in a method name",
   max_response_bytes: "bytes of JSON in one answer (a batch's answers together); an answer that does not fit is replaced by a `-32006` error with its id (in a batch, at once as it arrives: its data is not held while the rest of the batch runs). Answers are written in slices of ~2 ms, binary as hex. The command line (`modhost call`, `list`, ...) takes an answer of at most this (from the configuration it reads) plus 64 KiB, counted as it arrives",
@@ -285,7 +285,7 @@ function rpcSchema(base: string) {
     cookie_file: v.optional(doc(pathString(base), "where the host writes its cookie at start (mode 0600), and its port beside it (`<cookie_file>.port`), and removes both at stop"), "data/.cookie"),
     user: v.optional(doc(checked((user) => (user === "" || user.includes(":") || user === "__cookie__" ? { message: `"${user}" cannot be an RPC user name`, hint: 'use a non-empty name without ":" (and not "__cookie__", which the cookie uses)' } : undefined)), "optional fixed credentials (both or neither; password of 8 characters or more)", { shown: "—", label: "`user`, `password`" })),
     password: v.optional(doc(checked((pw) => (pw.length < 8 ? { message: "the RPC password is shorter than 8 characters", hint: "use a long random password, or only the cookie file" } : undefined)), "", { hidden: true })),
-    call_timeout_ms: v.optional(doc(int({ min: 1 }), "how long a module's RPC method or CLI command may take"), 10_000),
+    call_timeout_ms: v.optional(doc(int({ min: 1 }), "how long a module's RPC method or CLI command may take. At most 256 such calls wait at one module at once, from all clients together (`MAX_RPC_CALLS_PER_MODULE`, a fixed limit, so that the module's other callers keep places among its 1,024): past it a call is refused at once naming the limit. A call whose client's connection is reset is given up at once; a client that only closes its sending side (a FIN: also what a client that exits leaves) is still answered, so its calls run until they answer or time out"), 10_000),
     metrics_without_auth: v.optional(doc(bool(), "serve `GET /metrics` without credentials (for Prometheus scrapers)"), false),
     ...limits,
   });

@@ -227,13 +227,37 @@ interface PendingInvocation {
 
 /** Whom an invocation is made for: a module (by name), and the instance of it that waits. */
 export interface InvokeFor {
+  /** A module's name, or JSON_RPC_CALLER for the JSON-RPC clients together. */
   caller: string;
   /**
-   * The session of the calling instance: when it ends, nobody waits for the answer any more,
-   * and the invocation is given up (as if it had timed out) instead of waiting for its deadline.
+   * What waits for the answer (the calling module's session, a JSON-RPC client's request):
+   * once it ends nobody waits any more, and the invocation is given up (as if it had timed
+   * out) instead of waiting for its deadline.
    */
-  instance?: HostSession;
+  instance?: CallerEnd;
+  /** How many of the caller's may wait here at once, and the constant's name: MAX_CALLS_PER_CALLER by default. */
+  max?: { count: number; name: string };
 }
+
+/** Whoever waits for an invocation's answer: whether it still does, and a way to hear when it stops. */
+interface CallerEnd {
+  readonly isOpen: boolean;
+  /** Calls `f` when it ends (at once if it has); returns what stops watching. */
+  onEnd(f: () => void): () => void;
+}
+
+/** The caller name of the JSON-RPC and CLI calls of a module's methods (InvokeFor). */
+export const JSON_RPC_CALLER = "json-rpc";
+
+/**
+ * JSON-RPC (and CLI) calls of one module's methods waiting for its answers at once, from all
+ * clients together: past it the next is refused at once, so that clients (a batch of 1,000
+ * calls of a method that takes its time, say) leave the module's other callers (modules,
+ * hooks, timers, health checks) places among MAX_PENDING_INVOCATIONS. Before, two such
+ * batches took all 1,024 places for up to call_timeout_ms, and the module's health checks were
+ * refused.
+ */
+export const MAX_RPC_CALLS_PER_MODULE = 256;
 
 export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Error] }> {
   readonly handshake: Promise<Hello>;
@@ -1080,8 +1104,9 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
 
   /**
    * Call into the module; rejects with InvocationError on an error result or a timeout.
-   * `forWhom`: the module it is made for (a module call, a provider call), held to
-   * MAX_CALLS_PER_CALLER waiting here at once, and the instance of it whose end gives it up.
+   * `forWhom`: the module it is made for (a module call, a provider call), or the JSON-RPC
+   * clients; held to MAX_CALLS_PER_CALLER (or its `max`) waiting here at once, and given up
+   * when what waits for it ends (the calling instance, the client's request).
    */
   invoke(kind: InvocationKind, params: Record<string, unknown>, timeoutMs: number, forWhom?: InvokeFor): Promise<unknown> {
     const caller = forWhom?.caller;
@@ -1108,9 +1133,11 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
         return Promise.reject(new InvocationError(wireError("quota_exceeded", `module ${this.opts.module} has ${this.pending.size} invocations unanswered, the most the host keeps waiting at once (MAX_PENDING_INVOCATIONS, a fixed limit): the ${kind} invocation was not sent; try again when it has answered`)));
       }
       const mine = caller === undefined ? 0 : (this.byCaller.get(caller) ?? 0);
-      if (mine >= MAX_CALLS_PER_CALLER) {
+      const max = forWhom?.max ?? { count: MAX_CALLS_PER_CALLER, name: "MAX_CALLS_PER_CALLER" };
+      if (mine >= max.count) {
         this.flowStats.invocationsRefused++;
-        return Promise.reject(new InvocationError(wireError("quota_exceeded", `module ${caller} has ${mine} calls waiting for an answer from module ${this.opts.module}, the most one module may have waiting at another (MAX_CALLS_PER_CALLER, a fixed limit): the ${kind} invocation was not sent; try again when one has ended`)));
+        const who = caller === JSON_RPC_CALLER ? "JSON-RPC clients have" : `module ${caller} has`;
+        return Promise.reject(new InvocationError(wireError("quota_exceeded", `${who} ${mine} calls waiting for an answer from module ${this.opts.module}, the most ${caller === JSON_RPC_CALLER ? "they" : "one module"} may have waiting at ${caller === JSON_RPC_CALLER ? "one module" : "another"} (${max.name}, a fixed limit): the ${kind} invocation was not sent; try again when one has ended`)));
       }
     }
     const id = this.nextInvocation++;

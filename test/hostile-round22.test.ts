@@ -13,7 +13,12 @@
 
 import test from "ava";
 import { fileURLToPath } from "node:url";
-import { buildModulesDir, GOOD_GRANTS, sleep, startHost, tempDir } from "./helpers/host.ts";
+import http from "node:http";
+import { buildModulesDir, GOOD_GRANTS, sleep, startHost, tempDir, waitFor, type TestHost } from "./helpers/host.ts";
+import { inlineModule } from "./helpers/modules.ts";
+import { cookieAuth, post } from "./helpers/rpc.ts";
+import { MAX_RPC_CALLS_PER_MODULE } from "../host/session.ts";
+import { MAX_PIPELINED_REQUESTS } from "../host/rpc/server.ts";
 import { writeNodeNative } from "./helpers/native.ts";
 import { watchHost } from "./helpers/host-watch.ts";
 import { DEFAULT_LIMITS } from "../host/config.ts";
@@ -62,4 +67,80 @@ test.serial("native modules flooding their channel with small requests (never re
   await canary.stop();
   watch.assertCanary(t);
   await watch.finish(t, 3);
+});
+
+// A module whose JSON-RPC method `slow` answers after 30 s and `ping` at once.
+const SLOW_CAPS = ["register_rpc_endpoint", "manage_timers"];
+const SLOW = inlineModule("r22-slow", SLOW_CAPS, `
+  await ctx.rpc.register("slow", "answers after 30 s", () => new Promise((r) => setTimeout(() => r("late"), 30_000)));
+  await ctx.rpc.register("ping", "answers at once", () => "pong");
+`);
+
+/** The host's session of a running module: its count of invocations waiting for an answer. */
+function pendingOf(h: TestHost, name: string): number {
+  const rec = (h.manager as unknown as { records: Map<string, { process?: { session: { pending: Map<number, unknown> } } }> }).records.get(name);
+  return rec?.process?.session.pending.size ?? -1;
+}
+
+/**
+ * POST `body` on a connection of its own; `abort()` resets it before the answer (a client that
+ * went away: a FIN alone is a half-close, after which the server still answers).
+ */
+function postAbortable(h: TestHost, auth: string, body: unknown): { answer: Promise<any>; abort: () => void } {
+  const a = h.host.rpcServer!.address!;
+  const req = http.request({ host: a.host, port: a.port, method: "POST", path: "/", agent: false, headers: { "Content-Type": "application/json", Authorization: auth } });
+  const answer = new Promise<any>((resolve, reject) => {
+    req.on("response", (res) => {
+      let text = "";
+      res.setEncoding("utf8");
+      res.on("data", (d) => (text += d));
+      res.on("end", () => resolve(JSON.parse(text)));
+    });
+    req.on("error", reject);
+  });
+  answer.catch(() => {});
+  req.end(JSON.stringify(body));
+  return { answer, abort: () => (req.socket ? req.socket.resetAndDestroy() : req.destroy()) };
+}
+
+test.serial(`JSON-RPC clients calling a module's method that takes 30 s: a batch of 1000 runs ${MAX_PIPELINED_REQUESTS} at a time, calls from all clients together wait at most MAX_RPC_CALLS_PER_MODULE at the module (the rest refused naming it), and a client that goes away (its connection reset) gives up its calls; the module still answers its other callers (before: one batch took 1000 of its 1,024 places, kept after the client had gone)`, async (t) => {
+  t.timeout(300_000);
+  const dir = await tempDir(t);
+  await buildModulesDir(dir, ["good"], { "r22-slow": SLOW });
+  const h = await startHost(t, { dir, modules: [], grants: { good: GOOD_GRANTS, "r22-slow": SLOW_CAPS }, moduleLimits: { "r22-slow": { handler_timeout_ms: 60_000 } }, configure: (c) => (c.rpc.call_timeout_ms = 60_000) });
+  await h.waitForState("r22-slow", "running", 60_000);
+  const auth = await cookieAuth(h);
+  const call = (method: string, id: number) => ({ jsonrpc: "2.0", id, method: `r22-slow.${method}`, params: {} });
+
+  // One batch of 1000: MAX_PIPELINED_REQUESTS of its calls at the module at a time.
+  const batch = postAbortable(h, auth, Array.from({ length: 1000 }, (_, i) => call("slow", i)));
+  await waitFor(() => pendingOf(h, "r22-slow") >= MAX_PIPELINED_REQUESTS, 30_000, "the batch's calls to reach the module");
+  await sleep(500);
+  const atOnce = pendingOf(h, "r22-slow");
+  t.log(`a batch of 1000: ${atOnce} calls waiting at the module`);
+  t.is(atOnce, MAX_PIPELINED_REQUESTS, "the batch's calls wait at the module a lane's worth at a time");
+  t.deepEqual((await post(h, call("ping", 1))).json.result, "pong", "another client is answered meanwhile");
+  batch.abort();
+  await waitFor(() => pendingOf(h, "r22-slow") === 0, 10_000, () => `the batch's calls to be given up (${pendingOf(h, "r22-slow")} waiting)`);
+  t.pass("the batch's calls were given up when its client went away");
+
+  // 20 batches of 16 on 20 connections: 320 calls at once, MAX_RPC_CALLS_PER_MODULE wait.
+  const many = Array.from({ length: 20 }, (_, b) => postAbortable(h, auth, Array.from({ length: MAX_PIPELINED_REQUESTS }, (_, i) => call("slow", b * 100 + i))));
+  await waitFor(() => pendingOf(h, "r22-slow") >= MAX_RPC_CALLS_PER_MODULE, 30_000, () => `${MAX_RPC_CALLS_PER_MODULE} calls to wait at the module (${pendingOf(h, "r22-slow")})`);
+  await sleep(500);
+  t.is(pendingOf(h, "r22-slow"), MAX_RPC_CALLS_PER_MODULE, "no more than MAX_RPC_CALLS_PER_MODULE wait");
+  // A module's own caller (the host's health check of it) still has places.
+  const health = await post(h, { jsonrpc: "2.0", id: 2, method: "health", params: [] });
+  const mine = (health.json.result.modules as Array<{ name: string; health: unknown }>).find((m) => m.name === "r22-slow");
+  t.is((mine?.health as { status?: string } | undefined)?.status, "ok", `its health check is answered meanwhile: ${JSON.stringify(mine)}`);
+  for (const m of many) m.abort();
+  await waitFor(() => pendingOf(h, "r22-slow") === 0, 10_000, () => `the calls to be given up (${pendingOf(h, "r22-slow")} waiting)`);
+  // The refused ones were answered at once, naming the limit: a connection of 16 whose answer came.
+  const refusedBatch = postAbortable(h, auth, Array.from({ length: MAX_PIPELINED_REQUESTS }, (_, i) => call("slow", i)));
+  const fill = Array.from({ length: MAX_RPC_CALLS_PER_MODULE / MAX_PIPELINED_REQUESTS }, (_, b) => postAbortable(h, auth, Array.from({ length: MAX_PIPELINED_REQUESTS }, (_, i) => call("slow", b * 100 + i))));
+  t.teardown(() => { refusedBatch.abort(); for (const f of fill) f.abort(); });
+  await waitFor(() => pendingOf(h, "r22-slow") >= MAX_RPC_CALLS_PER_MODULE, 30_000, "the places to fill again");
+  const late = await post(h, [call("slow", 9)]);
+  t.regex(JSON.stringify(late.json), /MAX_RPC_CALLS_PER_MODULE/, "a call past the limit is refused at once, naming it");
+  t.is(h.status("r22-slow")?.state, "running");
 });

@@ -13,14 +13,14 @@ import type { AuditLog } from "../audit.ts";
 import type { RpcRegistry } from "../services/rpc.ts";
 import type { HOST_RPC_METHODS } from "../services/rpc.ts";
 import { renderPrometheus, type HostMetricFamily, type MetricsStore } from "../services/metrics.ts";
-import { InvocationError } from "../session.ts";
+import { InvocationError, JSON_RPC_CALLER, MAX_RPC_CALLS_PER_MODULE } from "../session.ts";
 import { ModhostError } from "../errors.ts";
 import { closest } from "../../capabilities/catalogue.ts";
 import { formatDescriptor } from "../../capabilities/grants.ts";
 import { HookRejection } from "../../capabilities/hooks.ts";
 import { CapabilityError } from "../../capabilities/types.ts";
 import { HOST_VERSION } from "../version.ts";
-import { RPC_ERRORS, RpcError, type Dispatch, type RpcServer } from "./server.ts";
+import { RPC_ERRORS, RpcError, type ClientWait, type Dispatch, type RpcServer } from "./server.ts";
 
 export interface AdminDeps {
   manager: ModuleManager;
@@ -46,17 +46,18 @@ interface AdminMethod {
   description: string;
   /** Parameter names, for positional params; `?` marks optional ones. */
   params: string[];
-  handler: (p: Record<string, unknown>) => Promise<unknown>;
+  /** `client`: the JSON-RPC client waiting for the answer (a module's method, given up when it goes). */
+  handler: (p: Record<string, unknown>, client?: ClientWait) => Promise<unknown>;
 }
 
 type HostMethodName = (typeof HOST_RPC_METHODS)[number];
 
 export function createDispatcher(deps: AdminDeps): Dispatch {
   const admin = adminMethods(deps);
-  return async (method, params) => {
+  return async (method, params, client) => {
     const def = Object.hasOwn(admin, method) ? admin[method as HostMethodName] : undefined;
-    if (def) return def.handler(namedParams(method, def, params));
-    if (method.includes(".")) return callModule(deps, method, params);
+    if (def) return def.handler(namedParams(method, def, params), client);
+    if (method.includes(".")) return callModule(deps, method, params, client);
     const all = [...Object.keys(admin), ...deps.registry.list().map((m) => m.full)];
     const guess = closest(method, all);
     throw new RpcError(RPC_ERRORS.methodNotFound, `method not found: ${method}${guess ? `; did you mean ${guess}?` : ""} (rpc_methods lists them all)`);
@@ -202,7 +203,7 @@ function adminMethods(deps: AdminDeps): Record<HostMethodName, AdminMethod> {
     run_cli: {
       description: "Run a module's CLI command: {module, command, args: [strings]}.",
       params: ["module", "command", "args?"],
-      handler: async (p) => {
+      handler: async (p, client) => {
         const name = str(p, "module");
         const command = str(p, "command");
         const args = p["args"] ?? [];
@@ -222,7 +223,7 @@ function adminMethods(deps: AdminDeps): Record<HostMethodName, AdminMethod> {
           throw new RpcError(RPC_ERRORS.invalidParams, `${name} ${command} needs ${required.map((a) => `<${a.name}>`).join(" ")}`, { code: "usage", usage: usageOf(name, cmd) });
         }
         try {
-          const result = await invoke(deps, name, "cli", { command, args });
+          const result = await invoke(deps, name, "cli", { command, args }, client);
           audit("run_cli", name, true, undefined, { command });
           return result;
         } catch (err) {
@@ -341,7 +342,7 @@ function usageOf(module: string, cmd: { name: string; args?: Array<{ name: strin
   return [module, cmd.name, ...(cmd.args ?? []).map((a) => (a.required ? `<${a.name}>` : `[${a.name}]`))].join(" ");
 }
 
-async function callModule(deps: AdminDeps, full: string, params: unknown): Promise<unknown> {
+async function callModule(deps: AdminDeps, full: string, params: unknown, client?: ClientWait): Promise<unknown> {
   const entry = deps.registry.resolve(full);
   if (!entry) {
     const module = full.slice(0, full.indexOf("."));
@@ -366,15 +367,16 @@ async function callModule(deps: AdminDeps, full: string, params: unknown): Promi
       throw err;
     }
   }
-  return invoke(deps, entry.module, "rpc", { method: entry.method, params: callParams ?? {} });
+  return invoke(deps, entry.module, "rpc", { method: entry.method, params: callParams ?? {} }, client);
 }
 
 /** Invoke a running module and translate its failures into RPC errors. */
-async function invoke(deps: AdminDeps, module: string, kind: "rpc" | "cli", params: Record<string, unknown>): Promise<unknown> {
+async function invoke(deps: AdminDeps, module: string, kind: "rpc" | "cli", params: Record<string, unknown>, client?: ClientWait): Promise<unknown> {
   const session = deps.registry.session(module);
   if (!session) throw new RpcError(RPC_ERRORS.unavailable, `module ${module} is not running`, { code: "unavailable" });
   try {
-    return await session.invoke(kind, params, deps.callTimeoutMs);
+    // Counted together for all clients (MAX_RPC_CALLS_PER_MODULE), and given up when the client goes.
+    return await session.invoke(kind, params, deps.callTimeoutMs, { caller: JSON_RPC_CALLER, max: { count: MAX_RPC_CALLS_PER_MODULE, name: "MAX_RPC_CALLS_PER_MODULE" }, ...(client ? { instance: client } : {}) });
   } catch (err) {
     if (!(err instanceof InvocationError)) throw err;
     const { code, message } = err.wire;

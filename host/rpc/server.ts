@@ -66,7 +66,45 @@ export class RpcError extends Error {
   }
 }
 
-export type Dispatch = (method: string, params: unknown) => Promise<unknown>;
+export type Dispatch = (method: string, params: unknown, client?: ClientWait) => Promise<unknown>;
+
+/**
+ * The client that waits for a call's answer (its HTTP request): whether it still waits, and a
+ * way to hear when it goes away, so that what the call waits for (a module's method) can be
+ * given up rather than kept until its deadline.
+ */
+export interface ClientWait {
+  readonly isOpen: boolean;
+  /** Calls `f` when the client goes away (at once if it has); returns what stops watching. */
+  onEnd(f: () => void): () => void;
+}
+
+/** A request's ClientWait: one listener on the response's close for all its calls (a batch's 1,000). */
+class RequestWait implements ClientWait {
+  private open = true;
+  private readonly watchers = new Set<() => void>();
+
+  constructor(res: ServerResponse) {
+    res.once("close", () => {
+      this.open = false;
+      for (const f of this.watchers) f();
+      this.watchers.clear();
+    });
+  }
+
+  get isOpen(): boolean {
+    return this.open;
+  }
+
+  onEnd(f: () => void): () => void {
+    if (!this.open) {
+      f();
+      return () => {};
+    }
+    this.watchers.add(f);
+    return () => void this.watchers.delete(f);
+  }
+}
 
 /** The server's bounds; each is an [rpc] key of the same name (host/config.ts). */
 export interface RpcLimits {
@@ -566,12 +604,25 @@ export class RpcServer {
       // max_response_bytes becomes a -32006 error at once and its data is dropped, so a batch of
       // max_batch module calls never holds max_batch large answers until the last is in.
       const budget = { left: this.limits.max_response_bytes - 2 };
-      const answers = (await Promise.all(body.map(async (item) => this.withinBatch(await this.one(item), budget)))).filter((a): a is JsonRpcResponse => a !== undefined);
+      const client = new RequestWait(res);
+      // MAX_PIPELINED_REQUESTS of its calls at a time, as a connection's requests: a batch of
+      // max_batch calls of a module's method that takes its time neither takes all the places
+      // the module has for calls (MAX_RPC_CALLS_PER_MODULE) nor has most of them refused.
+      const answered: (JsonRpcResponse | undefined)[] = new Array(body.length);
+      let next = 0;
+      const lane = async () => {
+        while (next < body.length) {
+          const i = next++;
+          answered[i] = this.withinBatch(await this.one(body[i], client), budget);
+        }
+      };
+      await Promise.all(Array.from({ length: Math.min(MAX_PIPELINED_REQUESTS, body.length) }, lane));
+      const answers = answered.filter((a): a is JsonRpcResponse => a !== undefined);
       if (answers.length === 0) sendEmpty(res);
       else await this.sendAnswers(res, answers, true);
       return;
     }
-    const answer = await this.one(body);
+    const answer = await this.one(body, new RequestWait(res));
     if (answer === undefined) sendEmpty(res);
     else await this.sendAnswers(res, [answer], false);
   }
@@ -728,7 +779,7 @@ export class RpcServer {
   }
 
   /** One JSON-RPC request; undefined for a notification. */
-  private async one(item: unknown): Promise<JsonRpcResponse | undefined> {
+  private async one(item: unknown, client: ClientWait): Promise<JsonRpcResponse | undefined> {
     if (!item || typeof item !== "object" || Array.isArray(item)) {
       this.stats.errors++;
       return errorResponse(null, RPC_ERRORS.invalidRequest, "a request must be a JSON object");
@@ -766,7 +817,7 @@ export class RpcServer {
     }
     this.stats.calls++;
     try {
-      const result = await this.opts.dispatch(method, params ?? undefined);
+      const result = await this.opts.dispatch(method, params ?? undefined, client);
       return hasId ? { jsonrpc: "2.0", id, result: result ?? null } : undefined;
     } catch (err) {
       this.stats.errors++;
