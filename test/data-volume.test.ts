@@ -336,7 +336,7 @@ vtest("an image that a loop device already holds (another host's mount, say) is 
   const device = (await run("losetup", ["--find", "--show", image])).trim();
   t.teardown(() => run("losetup", ["-d", device]).then(() => undefined, () => undefined));
   await h.manager.load("twice").catch(() => undefined);
-  const failed = await h.waitForState("twice", "failed", 30_000);
+  const failed = await h.waitForState("twice", "failed", 60_000);
   t.regex(failed.problem ?? "", new RegExp(`still held by ${device}`));
   // It has a volume, so it never falls back to scans (its data is in the image): the fix says so.
   t.regex(failed.problem ?? "", /does not fall back to scans: fix the cause/);

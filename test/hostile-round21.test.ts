@@ -103,7 +103,8 @@ test.serial(`a native and a TypeScript module that hold one of everything the ho
       await h.manager.unload(name);
       // Seen once in ~33 native unload-and-loads at load ~20 (an open question, not a bound this
       // probe checks): the load found the volume's loop device of the instance just unloaded
-      // still held past its 5 s wait. Said in the log, and loaded again once it is free.
+      // still held past its wait (5 s then, LOOP_FREE_WAIT_MS 15 s now). Said in the log, and
+      // loaded again once it is free.
       const refused = await h.manager.load(name).then(() => undefined, (e: Error) => e);
       if (refused) {
         if (!/still held by/.test(refused.message)) throw refused;

@@ -233,9 +233,18 @@ async function setReserve(t: Record<Tool, string>, dir: string, device: string, 
   return "ok";
 }
 
+/**
+ * How long a mount waits for the image's loop device of an earlier mount to go. The kernel frees
+ * an autoclear loop device once the last reference to its file system is gone and its dirty
+ * pages are written back, which under load takes seconds: at load ~20 a load right after an
+ * unload was once refused after 5 s (test/hostile-round21.test.ts). Past this, something else
+ * holds it (another host's mount, a process of an earlier instance): the start fails naming it.
+ */
+const LOOP_FREE_WAIT_MS = 15_000;
+
 async function mountImage(t: Record<Tool, string>, image: string, dir: string): Promise<MountEntry> {
-  const held = await waitLoopFree(image, 5000);
-  if (held.length > 0) throw new Error(`its volume ${image} is still held by ${held.join(", ")} (an earlier instance's processes, or another host)`);
+  const held = await waitLoopFree(image, LOOP_FREE_WAIT_MS);
+  if (held.length > 0) throw new Error(`its volume ${image} is still held by ${held.join(", ")} after ${LOOP_FREE_WAIT_MS / 1000} s (an earlier instance's processes, or another host)`);
   await run(t.mount, ["-t", "ext4", "-o", "loop,nosuid,nodev,noexec", image, dir]);
   const m = (await mounts()).filter((e) => e.mountpoint === dir).at(-1);
   if (!m) throw new Error(`mounting ${image} on ${dir} left no mount`);
