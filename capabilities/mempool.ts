@@ -65,7 +65,7 @@ export const mempool: Family = {
             throw new CapabilityError("invalid_params", `transaction rejected: ${(err as Error).message}`);
           }
           // The hook payload keeps its hex string (its schema, capabilities/hooks.ts).
-          await c.services.hooks.run("tx_submit", { txid: tx.txid, hex: hexOfRaw(tx.hex), module: c.module });
+          await c.services.hooks.run("tx_submit", { txid: tx.txid, hex: hexOfRaw(tx.hex), module: c.module }, { caller: c.module });
         }
         try {
           return await c.chain.submitTransaction(bytes);

@@ -203,7 +203,7 @@ async function hookedTemplate(c: CallContext, template: BlockTemplate, coinbaseS
     // The hook payload's hex stays a string (its schema, capabilities/hooks.ts): made here, only when a hook is registered.
     transactions: template.transactions.map((t) => (typeof t.hex === "string" ? t : { ...t, hex: hexOfRaw(t.hex) })), coinbase_value: template.coinbase_value,
   };
-  const out = await c.services.hooks!.run("block_template", payload);
+  const out = await c.services.hooks!.run("block_template", payload, { caller: c.module });
   if (out === payload || out.transactions.length === template.transactions.length) return template;
   const kept = new Set(out.transactions.map((k) => k.txid));
   // A kept transaction spending a left-out one would make the block invalid: leave it out too.

@@ -127,7 +127,18 @@ export interface HookService {
    * Run the chain at `point` with `payload`; resolves with the payload the last hook left
    * (the same object when nothing modified it), or throws HookRejection.
    */
-  run<T extends Record<string, unknown>>(point: HookPointName, payload: T): Promise<T>;
+  run<T extends Record<string, unknown>>(point: HookPointName, payload: T, forWhom?: HookCaller): Promise<T>;
+}
+
+/**
+ * Whom a hook chain runs for (a module's transaction or template request, JSON-RPC clients'
+ * calls): each hook module has at most `max.count` (default MAX_CALLS_PER_CALLER, host/session.ts)
+ * of that caller's hook calls waiting at once, and they are given up when `instance` ends.
+ */
+export interface HookCaller {
+  caller: string;
+  instance?: { readonly isOpen: boolean; onEnd(f: () => void): () => void };
+  max?: { count: number; name: string };
 }
 
 /** Everything a handler may touch, already bound to the calling module. */

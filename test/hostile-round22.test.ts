@@ -144,3 +144,41 @@ test.serial(`JSON-RPC clients calling a module's method that takes 30 s: a batch
   t.regex(JSON.stringify(late.json), /MAX_RPC_CALLS_PER_MODULE/, "a call past the limit is refused at once, naming it");
   t.is(h.status("r22-slow")?.state, "running");
 });
+
+// A module whose rpc_dispatch hook never answers (the operator gives it 60 s, fail-open).
+const STUCK_HOOK_CAPS = ["register_hook"];
+const STUCK_HOOK = inlineModule("r22-stuck-hook", STUCK_HOOK_CAPS, `
+  await ctx.hooks.register("rpc_dispatch", () => new Promise(() => {}));
+`);
+
+test.serial("JSON-RPC clients' 320 calls at once through an rpc_dispatch hook that never answers: at most MAX_RPC_CALLS_PER_MODULE of the hook's calls wait at the hook module, the others fail at once naming the limit (fail-open: the call goes on), its health check is answered, and they are given up once the clients go (before: all 320 waited there for the hook's 60 s)", async (t) => {
+  t.timeout(300_000);
+  const dir = await tempDir(t);
+  await buildModulesDir(dir, [], { "r22-slow": SLOW, "r22-stuck-hook": STUCK_HOOK });
+  const h = await startHost(t, {
+    dir, modules: [],
+    grants: { "r22-slow": SLOW_CAPS, "r22-stuck-hook": ["register_hook=rpc_dispatch"] },
+    configure: (c) => {
+      c.rpc.call_timeout_ms = 60_000;
+      c.hooks = { rpc_dispatch: { timeout_ms: 60_000, failure: "open" } };
+    },
+  });
+  await h.waitForState("r22-stuck-hook", "running", 60_000);
+  await h.waitForState("r22-slow", "running", 60_000);
+  const auth = await cookieAuth(h);
+  const call = (method: string, id: number) => ({ jsonrpc: "2.0", id, method: `r22-slow.${method}`, params: {} });
+  const many = Array.from({ length: 20 }, (_, b) => postAbortable(h, auth, Array.from({ length: MAX_PIPELINED_REQUESTS }, (_, i) => call("ping", b * 100 + i))));
+  t.teardown(() => { for (const m of many) m.abort(); });
+  await waitFor(() => pendingOf(h, "r22-stuck-hook") >= MAX_RPC_CALLS_PER_MODULE, 30_000, () => `the hook's calls to fill (${pendingOf(h, "r22-stuck-hook")})`);
+  await sleep(500);
+  t.is(pendingOf(h, "r22-stuck-hook"), MAX_RPC_CALLS_PER_MODULE, "no more than MAX_RPC_CALLS_PER_MODULE of the hook's calls wait");
+  const failed = h.records.filter((r) => r.source === "hooks" && /MAX_RPC_CALLS_PER_MODULE/.test(r.message));
+  t.true(failed.length > 0, "the hook calls past the limit failed naming it");
+  t.log(failed[0]?.message.slice(0, 300));
+  const health = await post(h, { jsonrpc: "2.0", id: 2, method: "health", params: [] });
+  const hook = (health.json.result.modules as Array<{ name: string; health: unknown }>).find((m) => m.name === "r22-stuck-hook");
+  t.is((hook?.health as { status?: string } | undefined)?.status, "ok", `the hook module's health check is answered meanwhile: ${JSON.stringify(hook)}`);
+  for (const m of many) m.abort();
+  await waitFor(() => pendingOf(h, "r22-stuck-hook") === 0, 10_000, () => `the hook's calls to be given up (${pendingOf(h, "r22-stuck-hook")} waiting)`);
+  t.pass("given up once their clients went");
+});

@@ -13,7 +13,7 @@ import type { AuditLog } from "../audit.ts";
 import type { RpcRegistry } from "../services/rpc.ts";
 import type { HOST_RPC_METHODS } from "../services/rpc.ts";
 import { renderPrometheus, type HostMetricFamily, type MetricsStore } from "../services/metrics.ts";
-import { InvocationError, JSON_RPC_CALLER, MAX_RPC_CALLS_PER_MODULE } from "../session.ts";
+import { InvocationError, JSON_RPC_CALLER, MAX_RPC_CALLS_PER_MODULE, type InvokeFor } from "../session.ts";
 import { ModhostError } from "../errors.ts";
 import { closest } from "../../capabilities/catalogue.ts";
 import { formatDescriptor } from "../../capabilities/grants.ts";
@@ -358,7 +358,7 @@ async function callModule(deps: AdminDeps, full: string, params: unknown, client
   const hooks = deps.manager.services?.hooks;
   if (hooks?.active("rpc_dispatch")) {
     try {
-      callParams = (await hooks.run("rpc_dispatch", { module: entry.module, method: entry.method, params: callParams })).params;
+      callParams = (await hooks.run("rpc_dispatch", { module: entry.module, method: entry.method, params: callParams }, rpcCaller(client))).params;
     } catch (err) {
       if (err instanceof HookRejection) {
         throw new RpcError(RPC_ERRORS.hookRejected, err.message, { code: "hook_rejected", point: err.point, hook_module: err.hookModule, reason: err.reason });
@@ -370,13 +370,21 @@ async function callModule(deps: AdminDeps, full: string, params: unknown, client
   return invoke(deps, entry.module, "rpc", { method: entry.method, params: callParams ?? {} }, client);
 }
 
+/**
+ * Whom a module's method call (and the rpc_dispatch hooks' calls before it) is made for: the
+ * JSON-RPC clients together, MAX_RPC_CALLS_PER_MODULE at one module at once, each given up when
+ * its client goes.
+ */
+function rpcCaller(client: ClientWait | undefined): InvokeFor {
+  return { caller: JSON_RPC_CALLER, max: { count: MAX_RPC_CALLS_PER_MODULE, name: "MAX_RPC_CALLS_PER_MODULE" }, ...(client ? { instance: client } : {}) };
+}
+
 /** Invoke a running module and translate its failures into RPC errors. */
 async function invoke(deps: AdminDeps, module: string, kind: "rpc" | "cli", params: Record<string, unknown>, client?: ClientWait): Promise<unknown> {
   const session = deps.registry.session(module);
   if (!session) throw new RpcError(RPC_ERRORS.unavailable, `module ${module} is not running`, { code: "unavailable" });
   try {
-    // Counted together for all clients (MAX_RPC_CALLS_PER_MODULE), and given up when the client goes.
-    return await session.invoke(kind, params, deps.callTimeoutMs, { caller: JSON_RPC_CALLER, max: { count: MAX_RPC_CALLS_PER_MODULE, name: "MAX_RPC_CALLS_PER_MODULE" }, ...(client ? { instance: client } : {}) });
+    return await session.invoke(kind, params, deps.callTimeoutMs, rpcCaller(client));
   } catch (err) {
     if (!(err instanceof InvocationError)) throw err;
     const { code, message } = err.wire;

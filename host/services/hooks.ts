@@ -19,7 +19,7 @@ import {
   checkAnswer, HOOK_POINTS, HookAnswerError, HookRejection, MAX_HOOKS_PER_POINT, DEFAULT_MAX_PAYLOAD_BYTES, sizeAtLeast,
   type FailurePolicy, type HookPointName, type HookRegistration, type HookService, type HooksConfig,
 } from "../../capabilities/hooks.ts";
-import { CapabilityError } from "../../capabilities/types.ts";
+import { CapabilityError, type HookCaller } from "../../capabilities/types.ts";
 import { InvocationError, type HostSession } from "../session.ts";
 import type { LogLevel } from "../../protocol/messages.ts";
 
@@ -107,7 +107,7 @@ export class HookRegistry implements HookService {
     for (const at of this.points.values()) at.delete(module);
   }
 
-  async run<T extends Record<string, unknown>>(point: HookPointName, payload: T): Promise<T> {
+  async run<T extends Record<string, unknown>>(point: HookPointName, payload: T, forWhom?: HookCaller): Promise<T> {
     const entries = this.points.get(point);
     if (!entries || entries.size === 0) return payload;
     const s = this.settings(point);
@@ -131,7 +131,7 @@ export class HookRegistry implements HookService {
       if (!session) failure = "its module is not running";
       else {
         try {
-          const raw = await session.invoke("hook", { point, payload: current }, s.timeoutMs);
+          const raw = await session.invoke("hook", { point, payload: current }, s.timeoutMs, forWhom);
           const answer = checkAnswer(HOOK_POINTS[point], current, raw, s.maxPayloadBytes, key);
           if (answer.result === "reject") {
             this.note(module, "info", `${point}: the hook of ${module} rejected: ${answer.reason}`, { point, hook: module });
