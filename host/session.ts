@@ -688,10 +688,8 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
       if (ground === false) return { limit: "host_bytes" };
       this.admittedAsOne = ground === "one";
     }
-    this.refill(now);
-    if (this.cpuDebt > this.flow.hostCpuMsPerS) {
-      return { limit: "cpu", waitMs: Math.ceil(((this.cpuDebt - this.flow.hostCpuMsPerS) / this.flow.hostCpuMsPerS) * 1000) };
-    }
+    const cpu = this.overCpu(now);
+    if (cpu) return cpu;
     if (this.tokens < 1) return { limit: "rate", waitMs: Math.ceil(((1 - this.tokens) / this.flow.requestsPerSecond) * 1000) };
     return undefined;
   }
