@@ -28,7 +28,7 @@ import { writeNodeNative } from "./helpers/native.ts";
 import { watchHost } from "./helpers/host-watch.ts";
 import { post } from "./helpers/rpc.ts";
 import { callApi, inlineModule } from "./helpers/modules.ts";
-import { census, grown } from "./helpers/census.ts";
+import { census, grown, pendingOf } from "./helpers/census.ts";
 import { MAX_CALLS_PER_CALLER } from "../host/session.ts";
 
 const HOLDER = fileURLToPath(new URL("./fixtures/hostile-round21-probes/holder.ts", import.meta.url));
@@ -191,12 +191,6 @@ const TS_ORPHANS = inlineModule("r21-ts-orphans", ["call_module", "subscribe_eve
   for (let i = 0; i < 64; i++) void ctx.modules.call("r21-victim", "slow", {}, 60_000).catch((e: any) => { refused++; if (first === "") first = String(e?.message).slice(0, 400); });
 `);
 TS_ORPHANS.toml += AFTER_VICTIM;
-
-/** The host's session of a running module (for its count of invocations waiting for an answer). */
-function pendingOf(h: TestHost, name: string): number {
-  const rec = (h.manager as unknown as { records: Map<string, { process?: { session: { pending: Map<number, unknown> } } }> }).records.get(name);
-  return rec?.process?.session.pending.size ?? -1;
-}
 
 test.serial("three native modules and a TypeScript one that each send 64 module calls to a long-polling module and crash, again at every restart (the product's restart and quarantine defaults), leave none of them waiting there once they end, and a live caller allowed 128 requests in flight has at most MAX_CALLS_PER_CALLER waiting, the rest refused naming it: the module they call still answers other modules and JSON-RPC (before: the dead instances' calls filled its MAX_PENDING_INVOCATIONS, 1,024, for up to 60 s and every other call to it was refused), while the canary stores every block and RPC answers", async (t) => {
   t.timeout(300_000);

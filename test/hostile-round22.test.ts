@@ -21,6 +21,7 @@ import { MAX_RPC_CALLS_PER_MODULE } from "../host/session.ts";
 import { MAX_PIPELINED_REQUESTS } from "../host/rpc/server.ts";
 import { writeNodeNative } from "./helpers/native.ts";
 import { watchHost } from "./helpers/host-watch.ts";
+import { pendingOf } from "./helpers/census.ts";
 import { DEFAULT_LIMITS } from "../host/config.ts";
 
 const FLOOD = fileURLToPath(new URL("./fixtures/hostile-round22-probes/flood.ts", import.meta.url));
@@ -75,12 +76,6 @@ const SLOW = inlineModule("r22-slow", SLOW_CAPS, `
   await ctx.rpc.register("slow", "answers after 30 s", () => new Promise((r) => setTimeout(() => r("late"), 30_000)));
   await ctx.rpc.register("ping", "answers at once", () => "pong");
 `);
-
-/** The host's session of a running module: its count of invocations waiting for an answer. */
-function pendingOf(h: TestHost, name: string): number {
-  const rec = (h.manager as unknown as { records: Map<string, { process?: { session: { pending: Map<number, unknown> } } }> }).records.get(name);
-  return rec?.process?.session.pending.size ?? -1;
-}
 
 /**
  * POST `body` on a connection of its own; `abort()` resets it before the answer (a client that

@@ -130,3 +130,9 @@ export function grown(before: Census, after: Census, slack = 0): string[] {
   }
   return out;
 }
+
+/** How many invocations the host's session of module `name` waits answers for (-1: no process). */
+export function pendingOf(h: TestHost, name: string): number {
+  const rec = (h.manager as unknown as { records: Map<string, { process?: { session: { pending: Map<number, unknown> } } }> }).records.get(name);
+  return rec?.process?.session.pending.size ?? -1;
+}
