@@ -132,13 +132,12 @@ export interface HookService {
 
 /**
  * Whom a hook chain runs for (a module's transaction or template request, JSON-RPC clients'
- * calls): each hook module has at most `max.count` (default MAX_CALLS_PER_CALLER, host/session.ts)
- * of that caller's hook calls waiting at once, and they are given up when `instance` ends.
+ * calls): each hook module has at most its max_calls_per_caller (max_rpc_calls for the JSON-RPC
+ * clients) of that caller's hook calls waiting at once, and they are given up when `instance` ends.
  */
 export interface HookCaller {
   caller: string;
   instance?: { readonly isOpen: boolean; onEnd(f: () => void): () => void };
-  max?: { count: number; name: string };
 }
 
 /** Everything a handler may touch, already bound to the calling module. */

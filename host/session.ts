@@ -75,6 +75,28 @@ export interface FlowLimits {
   maxRequestBytes: number;
   /** The module's storage_iter_max_bytes: what bounds a storage_iter answer. */
   storageIterMaxBytes: number;
+  /**
+   * Invocations made for one other module (its module calls, its provider calls, the hooks its
+   * transactions and templates run) waiting for this module's answers at once, counted by that
+   * module's name (max_calls_per_caller); past it that module's next call to this one is refused
+   * at once, so that one caller, whatever its max_requests_in_flight, leaves the others places
+   * among MAX_PENDING_INVOCATIONS. Each is given up when the calling instance ends
+   * (InvokeFor.instance). Before both, modules that sent their calls and crashed, at every
+   * restart, filled the MAX_PENDING_INVOCATIONS of the module they called (four under the
+   * restart and quarantine defaults: 20 instances of 64 calls each, long after they had ended)
+   * and every other call to it, JSON-RPC, module or timer, was refused until theirs timed out
+   * (up to 60 s).
+   */
+  maxCallsPerCaller: number;
+  /**
+   * JSON-RPC (and CLI) calls of this module's methods, and the rpc_dispatch hook calls made for
+   * them, waiting for its answers at once, from all clients together (max_rpc_calls): past it the
+   * next is refused at once, so that clients (a batch of 1,000 calls of a method that takes its
+   * time, say) leave the module's other callers (modules, hooks, timers, health checks) places
+   * among MAX_PENDING_INVOCATIONS. Before, two such batches took all 1,024 places for up to
+   * call_timeout_ms, and the module's health checks were refused.
+   */
+  maxRpcCalls: number;
 }
 
 /** The session's limits from a module's configured limits. */
@@ -88,6 +110,8 @@ export function flowLimits(l: Limits): FlowLimits {
     maxUnreadBytes: l.max_unread_bytes,
     maxRequestBytes: l.max_request_bytes_in_flight,
     storageIterMaxBytes: l.storage_iter_max_bytes,
+    maxCallsPerCaller: l.max_calls_per_caller,
+    maxRpcCalls: l.max_rpc_calls,
   };
 }
 
@@ -102,18 +126,6 @@ const UNREAD_GRACE_MS = 5000;
  * JSON-RPC server, have their own limits, but timers and events of many sources add up).
  */
 const MAX_PENDING_INVOCATIONS = 1024;
-
-/**
- * Invocations made for one other module (its module calls, its provider calls) waiting for this
- * module's answer at once, counted by that module's name; past it that module's next call to
- * this one is refused at once, so that one caller, whatever its max_requests_in_flight, leaves
- * the others places among MAX_PENDING_INVOCATIONS. Each is given up when the calling instance
- * ends (InvokeFor.instance). Before both, modules that sent their calls and crashed, at every
- * restart, filled the MAX_PENDING_INVOCATIONS of the module they called (four under the restart
- * and quarantine defaults: 20 instances of 64 calls each, long after they had ended) and every
- * other call to it, JSON-RPC, module or timer, was refused until theirs timed out (up to 60 s).
- */
-export const MAX_CALLS_PER_CALLER = 64;
 
 /** A module held back by a limit is told to the operator at most this often per limit. */
 const THROTTLE_LOG_MS = 10_000;
@@ -235,8 +247,6 @@ export interface InvokeFor {
    * out) instead of waiting for its deadline.
    */
   instance?: CallerEnd;
-  /** How many of the caller's may wait here at once, and the constant's name: MAX_CALLS_PER_CALLER by default. */
-  max?: { count: number; name: string };
 }
 
 /** Whoever waits for an invocation's answer: whether it still does, and a way to hear when it stops. */
@@ -248,16 +258,6 @@ interface CallerEnd {
 
 /** The caller name of the JSON-RPC and CLI calls of a module's methods (InvokeFor). */
 export const JSON_RPC_CALLER = "json-rpc";
-
-/**
- * JSON-RPC (and CLI) calls of one module's methods waiting for its answers at once, from all
- * clients together: past it the next is refused at once, so that clients (a batch of 1,000
- * calls of a method that takes its time, say) leave the module's other callers (modules,
- * hooks, timers, health checks) places among MAX_PENDING_INVOCATIONS. Before, two such
- * batches took all 1,024 places for up to call_timeout_ms, and the module's health checks were
- * refused.
- */
-export const MAX_RPC_CALLS_PER_MODULE = 256;
 
 export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Error] }> {
   readonly handshake: Promise<Hello>;
@@ -272,7 +272,7 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
   private readonly pending = new Map<number, PendingInvocation>();
   /** Its `ready` has come: until then the host waits for it, and reads past waiting requests (pauseReading). */
   private readyHeard = false;
-  /** Pending invocations by the module they are made for (MAX_CALLS_PER_CALLER). */
+  /** Pending invocations by whom they are made for (max_calls_per_caller, max_rpc_calls). */
   private readonly byCaller = new Map<string, number>();
   /** What is told when this session ends (onEnd). */
   private readonly endWatchers = new Set<() => void>();
@@ -1103,7 +1103,7 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
   /**
    * Call into the module; rejects with InvocationError on an error result or a timeout.
    * `forWhom`: the module it is made for (a module call, a provider call), or the JSON-RPC
-   * clients; held to MAX_CALLS_PER_CALLER (or its `max`) waiting here at once, and given up
+   * clients; held to max_calls_per_caller (max_rpc_calls for the clients) waiting here at once, and given up
    * when what waits for it ends (the calling instance, the client's request).
    */
   invoke(kind: InvocationKind, params: Record<string, unknown>, timeoutMs: number, forWhom?: InvokeFor): Promise<unknown> {
@@ -1131,11 +1131,12 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
         return Promise.reject(new InvocationError(wireError("quota_exceeded", `module ${this.opts.module} has ${this.pending.size} invocations unanswered, the most the host keeps waiting at once (MAX_PENDING_INVOCATIONS, a fixed limit): the ${kind} invocation was not sent; try again when it has answered`)));
       }
       const mine = caller === undefined ? 0 : (this.byCaller.get(caller) ?? 0);
-      const max = forWhom?.max ?? { count: MAX_CALLS_PER_CALLER, name: "MAX_CALLS_PER_CALLER" };
-      if (mine >= max.count) {
+      const clients = caller === JSON_RPC_CALLER;
+      const [max, key] = clients ? [this.flow.maxRpcCalls, "max_rpc_calls"] : [this.flow.maxCallsPerCaller, "max_calls_per_caller"];
+      if (caller !== undefined && mine >= max) {
         this.flowStats.invocationsRefused++;
-        const who = caller === JSON_RPC_CALLER ? "JSON-RPC clients have" : `module ${caller} has`;
-        return Promise.reject(new InvocationError(wireError("quota_exceeded", `${who} ${mine} calls waiting for an answer from module ${this.opts.module}, the most ${caller === JSON_RPC_CALLER ? "they" : "one module"} may have waiting at ${caller === JSON_RPC_CALLER ? "one module" : "another"} (${max.name}, a fixed limit): the ${kind} invocation was not sent; try again when one has ended`)));
+        const who = clients ? "JSON-RPC clients have" : `module ${caller} has`;
+        return Promise.reject(new InvocationError(wireError("quota_exceeded", `${who} ${mine} calls waiting for an answer from module ${this.opts.module}, the most ${clients ? "all clients together" : "one caller"} may have waiting at it (${key}, ${max}): the ${kind} invocation was not sent; try again when one has ended, or the operator raises ${key} in [modules.limits.${this.opts.module}]`)));
       }
     }
     const id = this.nextInvocation++;

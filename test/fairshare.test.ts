@@ -9,11 +9,12 @@ import { fileURLToPath } from "node:url";
 import { FrameChannel } from "../protocol/channel.ts";
 import { encodeFrame } from "../protocol/frame.ts";
 import { encodeBody } from "../protocol/codec.ts";
-import { type RawPeer, openSession, socketPair, stubSession } from "./helpers/peer.ts";
+import { type Frame, type RawPeer, openSession, socketPair, stubSession } from "./helpers/peer.ts";
 import { buildModulesDir, sleep, startHost, tempDir, waitFor, GOOD_GRANTS, type TestHost } from "./helpers/host.ts";
 import { writeNodeNative } from "./helpers/native.ts";
 import { inlineModule } from "./helpers/modules.ts";
 import { call } from "./helpers/rpc.ts";
+import { JSON_RPC_CALLER } from "../host/session.ts";
 
 // ---------------------------------------------------------------------------------------
 // The session against a raw peer, with a hub whose cost the test chooses
@@ -224,6 +225,30 @@ test("a module with a block on its way still gets its JSON-RPC calls and hooks: 
   t.is((await peer.response(id)).result, "block");
   t.is((await peer.response(other)).result, "block", "then it is served");
   t.is(session.reservedBytes, 0);
+});
+
+test("max_calls_per_caller and max_rpc_calls as the operator sets them: one caller's calls past its cap, and the JSON-RPC clients' past theirs, are refused at once naming the key; other callers still reach the module", async (t) => {
+  const { session, peer } = await stubSession(t, { maxCallsPerCaller: 3, maxRpcCalls: 2 }, async () => "ok");
+  const sent: Promise<unknown>[] = [];
+  const refusal = async (p: Promise<unknown>) => ((await p.then(() => undefined, (err: Error) => err)) as Error | undefined)?.message ?? "answered";
+  for (let i = 0; i < 3; i++) sent.push(session.invoke("module_api", { method: "m" }, 30_000, { caller: "greedy-caller" }));
+  t.regex(await refusal(session.invoke("module_api", { method: "m" }, 30_000, { caller: "greedy-caller" })), /module greedy-caller has 3 calls waiting .* \(max_calls_per_caller, 3\).*\[modules\.limits\.greedy\]/, "the fourth call of one caller is refused, naming the key and where to raise it");
+  for (let i = 0; i < 2; i++) sent.push(session.invoke("rpc", { method: "m" }, 30_000, { caller: JSON_RPC_CALLER }));
+  t.regex(await refusal(session.invoke("rpc", { method: "m" }, 30_000, { caller: JSON_RPC_CALLER })), /JSON-RPC clients have 2 calls waiting .* \(max_rpc_calls, 2\)/, "the third JSON-RPC call is refused, naming max_rpc_calls");
+  sent.push(session.invoke("module_api", { method: "m" }, 30_000, { caller: "other-caller" }));
+  sent.push(session.invoke("health", {}, 30_000));
+  // Every call that was not refused reaches the module: 3 + 2 + 1 + the health check.
+  const invocations: Frame[] = [];
+  for (let i = 0; i < 7; i++) invocations.push(await peer.next((f) => f.t === "invocation" && !invocations.some((g) => g.id === f.id)));
+  t.deepEqual(invocations.map((f) => f.kind).sort(), ["health", "module_api", "module_api", "module_api", "module_api", "rpc", "rpc"]);
+  for (const f of invocations) peer.send({ t: "invocation_result", id: f.id, result: f.kind });
+  await Promise.all(sent);
+  t.is(session.flowStats.invocationsRefused, 2);
+  // Answered, the places are free again.
+  const again = session.invoke("rpc", { method: "m" }, 30_000, { caller: JSON_RPC_CALLER });
+  const inv = await peer.next((f) => f.t === "invocation" && !invocations.some((g) => g.id === f.id));
+  peer.send({ t: "invocation_result", id: inv.id, result: "again" });
+  t.is(await again, "again");
 });
 
 test("max_subscriptions bounds the event types one module keeps (module event names are unbounded)", async (t) => {

@@ -16,7 +16,7 @@
 //             waiting at the callee until they timed out, and four such callers, under the
 //             restart and quarantine defaults, filled its MAX_PENDING_INVOCATIONS (1,024) so
 //             that every other call to it was refused. Now a calling instance's end gives up its
-//             calls, and one caller has at most MAX_CALLS_PER_CALLER waiting at another module.
+//             calls, and one caller has at most max_calls_per_caller waiting at another module.
 // While they run: the canary stores every block within 5 s, RPC answers within 5 s, no turn of
 // the host's loop takes 250 ms of its CPU, its heap, log and descriptors stay within bounds.
 // The tests watch this process's loop, so they run one at a time.
@@ -29,7 +29,10 @@ import { watchHost } from "./helpers/host-watch.ts";
 import { post } from "./helpers/rpc.ts";
 import { callApi, inlineModule } from "./helpers/modules.ts";
 import { census, grown, pendingOf } from "./helpers/census.ts";
-import { MAX_CALLS_PER_CALLER } from "../host/session.ts";
+import { DEFAULT_LIMITS } from "../host/config.ts";
+
+/** The victim's max_calls_per_caller (the default). */
+const MAX_CALLS_PER_CALLER = DEFAULT_LIMITS.max_calls_per_caller;
 
 const HOLDER = fileURLToPath(new URL("./fixtures/hostile-round21-probes/holder.ts", import.meta.url));
 
@@ -239,12 +242,12 @@ test.serial("three native modules and a TypeScript one that each send 64 module 
   t.log(`after ${((Date.now() - started) / 1000).toFixed(0)} s: ${states}; ${crashes} instances sent their calls; the victim has ${waiting} invocations waiting (at most ${peak}), took ${slow} slow calls; ping from another caller: ${ping}; JSON-RPC: ${rpc.text.slice(0, 300)}`);
   clearInterval(peakTimer);
   t.true(crashes > 4, `the callers crashed and restarted (${crashes} instances)`);
-  t.is(greedyReport.refused, 100 - MAX_CALLS_PER_CALLER, "a live caller's calls past MAX_CALLS_PER_CALLER are refused");
-  t.regex(greedyReport.first, /MAX_CALLS_PER_CALLER/, "the refusal names MAX_CALLS_PER_CALLER");
+  t.is(greedyReport.refused, 100 - MAX_CALLS_PER_CALLER, "a live caller's calls past max_calls_per_caller are refused");
+  t.regex(greedyReport.first, /max_calls_per_caller/, "the refusal names max_calls_per_caller");
   t.true(waiting <= MAX_CALLS_PER_CALLER + 4, `once the crashing callers are gone none of their calls waits at the victim (${waiting} waiting: the greedy caller's)`);
   t.is(ping, "pong", "another module's call reaches the victim");
   t.is(rpc.json?.result, "pong", "a JSON-RPC call of the victim's method is answered");
-  t.true(peak <= (callers.length + 1) * MAX_CALLS_PER_CALLER + 8, `the victim never had more than MAX_CALLS_PER_CALLER (${MAX_CALLS_PER_CALLER}) calls of each caller waiting (${peak} at most)`);
+  t.true(peak <= (callers.length + 1) * MAX_CALLS_PER_CALLER + 8, `the victim never had more than max_calls_per_caller (${MAX_CALLS_PER_CALLER}) calls of each caller waiting (${peak} at most)`);
   await canary.stop();
   watch.assertCanary(t);
   await watch.finish(t, callers.length + 1);

@@ -17,12 +17,14 @@ import http from "node:http";
 import { buildModulesDir, GOOD_GRANTS, sleep, startHost, tempDir, waitFor, type TestHost } from "./helpers/host.ts";
 import { inlineModule } from "./helpers/modules.ts";
 import { cookieAuth, post } from "./helpers/rpc.ts";
-import { MAX_RPC_CALLS_PER_MODULE } from "../host/session.ts";
 import { MAX_PIPELINED_REQUESTS } from "../host/rpc/server.ts";
 import { writeNodeNative } from "./helpers/native.ts";
 import { watchHost } from "./helpers/host-watch.ts";
 import { pendingOf } from "./helpers/census.ts";
 import { DEFAULT_LIMITS } from "../host/config.ts";
+
+/** The module's max_rpc_calls (the default). */
+const MAX_RPC_CALLS = DEFAULT_LIMITS.max_rpc_calls;
 
 const FLOOD = fileURLToPath(new URL("./fixtures/hostile-round22-probes/flood.ts", import.meta.url));
 
@@ -98,7 +100,7 @@ function postAbortable(h: TestHost, auth: string, body: unknown): { answer: Prom
   return { answer, abort: () => (req.socket ? req.socket.resetAndDestroy() : req.destroy()) };
 }
 
-test.serial(`JSON-RPC clients calling a module's method that takes 30 s: a batch of 1000 runs ${MAX_PIPELINED_REQUESTS} at a time, calls from all clients together wait at most MAX_RPC_CALLS_PER_MODULE at the module (the rest refused naming it), and a client that goes away (its connection reset) gives up its calls; the module still answers its other callers (before: one batch took 1000 of its 1,024 places, kept after the client had gone)`, async (t) => {
+test.serial(`JSON-RPC clients calling a module's method that takes 30 s: a batch of 1000 runs ${MAX_PIPELINED_REQUESTS} at a time, calls from all clients together wait at most max_rpc_calls at the module (the rest refused naming it), and a client that goes away (its connection reset) gives up its calls; the module still answers its other callers (before: one batch took 1000 of its 1,024 places, kept after the client had gone)`, async (t) => {
   t.timeout(300_000);
   const dir = await tempDir(t);
   await buildModulesDir(dir, ["good"], { "r22-slow": SLOW });
@@ -119,11 +121,11 @@ test.serial(`JSON-RPC clients calling a module's method that takes 30 s: a batch
   await waitFor(() => pendingOf(h, "r22-slow") === 0, 10_000, () => `the batch's calls to be given up (${pendingOf(h, "r22-slow")} waiting)`);
   t.pass("the batch's calls were given up when its client went away");
 
-  // 20 batches of 16 on 20 connections: 320 calls at once, MAX_RPC_CALLS_PER_MODULE wait.
+  // 20 batches of 16 on 20 connections: 320 calls at once, max_rpc_calls wait.
   const many = Array.from({ length: 20 }, (_, b) => postAbortable(h, auth, Array.from({ length: MAX_PIPELINED_REQUESTS }, (_, i) => call("slow", b * 100 + i))));
-  await waitFor(() => pendingOf(h, "r22-slow") >= MAX_RPC_CALLS_PER_MODULE, 30_000, () => `${MAX_RPC_CALLS_PER_MODULE} calls to wait at the module (${pendingOf(h, "r22-slow")})`);
+  await waitFor(() => pendingOf(h, "r22-slow") >= MAX_RPC_CALLS, 30_000, () => `${MAX_RPC_CALLS} calls to wait at the module (${pendingOf(h, "r22-slow")})`);
   await sleep(500);
-  t.is(pendingOf(h, "r22-slow"), MAX_RPC_CALLS_PER_MODULE, "no more than MAX_RPC_CALLS_PER_MODULE wait");
+  t.is(pendingOf(h, "r22-slow"), MAX_RPC_CALLS, "no more than max_rpc_calls wait");
   // A module's own caller (the host's health check of it) still has places.
   const health = await post(h, { jsonrpc: "2.0", id: 2, method: "health", params: [] });
   const mine = (health.json.result.modules as Array<{ name: string; health: unknown }>).find((m) => m.name === "r22-slow");
@@ -132,11 +134,11 @@ test.serial(`JSON-RPC clients calling a module's method that takes 30 s: a batch
   await waitFor(() => pendingOf(h, "r22-slow") === 0, 10_000, () => `the calls to be given up (${pendingOf(h, "r22-slow")} waiting)`);
   // The refused ones were answered at once, naming the limit: a connection of 16 whose answer came.
   const refusedBatch = postAbortable(h, auth, Array.from({ length: MAX_PIPELINED_REQUESTS }, (_, i) => call("slow", i)));
-  const fill = Array.from({ length: MAX_RPC_CALLS_PER_MODULE / MAX_PIPELINED_REQUESTS }, (_, b) => postAbortable(h, auth, Array.from({ length: MAX_PIPELINED_REQUESTS }, (_, i) => call("slow", b * 100 + i))));
+  const fill = Array.from({ length: MAX_RPC_CALLS / MAX_PIPELINED_REQUESTS }, (_, b) => postAbortable(h, auth, Array.from({ length: MAX_PIPELINED_REQUESTS }, (_, i) => call("slow", b * 100 + i))));
   t.teardown(() => { refusedBatch.abort(); for (const f of fill) f.abort(); });
-  await waitFor(() => pendingOf(h, "r22-slow") >= MAX_RPC_CALLS_PER_MODULE, 30_000, "the places to fill again");
+  await waitFor(() => pendingOf(h, "r22-slow") >= MAX_RPC_CALLS, 30_000, "the places to fill again");
   const late = await post(h, [call("slow", 9)]);
-  t.regex(JSON.stringify(late.json), /MAX_RPC_CALLS_PER_MODULE/, "a call past the limit is refused at once, naming it");
+  t.regex(JSON.stringify(late.json), /max_rpc_calls/, "a call past the limit is refused at once, naming it");
   t.is(h.status("r22-slow")?.state, "running");
 });
 
@@ -146,7 +148,7 @@ const STUCK_HOOK = inlineModule("r22-stuck-hook", STUCK_HOOK_CAPS, `
   await ctx.hooks.register("rpc_dispatch", () => new Promise(() => {}));
 `);
 
-test.serial("JSON-RPC clients' 320 calls at once through an rpc_dispatch hook that never answers: at most MAX_RPC_CALLS_PER_MODULE of the hook's calls wait at the hook module, the others fail at once naming the limit (fail-open: the call goes on), its health check is answered, and they are given up once the clients go (before: all 320 waited there for the hook's 60 s)", async (t) => {
+test.serial("JSON-RPC clients' 320 calls at once through an rpc_dispatch hook that never answers: at most max_rpc_calls of the hook's calls wait at the hook module, the others fail at once naming the limit (fail-open: the call goes on), its health check is answered, and they are given up once the clients go (before: all 320 waited there for the hook's 60 s)", async (t) => {
   t.timeout(300_000);
   const dir = await tempDir(t);
   await buildModulesDir(dir, [], { "r22-slow": SLOW, "r22-stuck-hook": STUCK_HOOK });
@@ -164,10 +166,10 @@ test.serial("JSON-RPC clients' 320 calls at once through an rpc_dispatch hook th
   const call = (method: string, id: number) => ({ jsonrpc: "2.0", id, method: `r22-slow.${method}`, params: {} });
   const many = Array.from({ length: 20 }, (_, b) => postAbortable(h, auth, Array.from({ length: MAX_PIPELINED_REQUESTS }, (_, i) => call("ping", b * 100 + i))));
   t.teardown(() => { for (const m of many) m.abort(); });
-  await waitFor(() => pendingOf(h, "r22-stuck-hook") >= MAX_RPC_CALLS_PER_MODULE, 30_000, () => `the hook's calls to fill (${pendingOf(h, "r22-stuck-hook")})`);
+  await waitFor(() => pendingOf(h, "r22-stuck-hook") >= MAX_RPC_CALLS, 30_000, () => `the hook's calls to fill (${pendingOf(h, "r22-stuck-hook")})`);
   await sleep(500);
-  t.is(pendingOf(h, "r22-stuck-hook"), MAX_RPC_CALLS_PER_MODULE, "no more than MAX_RPC_CALLS_PER_MODULE of the hook's calls wait");
-  const failed = h.records.filter((r) => r.source === "hooks" && /MAX_RPC_CALLS_PER_MODULE/.test(r.message));
+  t.is(pendingOf(h, "r22-stuck-hook"), MAX_RPC_CALLS, "no more than max_rpc_calls of the hook's calls wait");
+  const failed = h.records.filter((r) => r.source === "hooks" && /max_rpc_calls/.test(r.message));
   t.true(failed.length > 0, "the hook calls past the limit failed naming it");
   t.log(failed[0]?.message.slice(0, 300));
   const health = await post(h, { jsonrpc: "2.0", id: 2, method: "health", params: [] });

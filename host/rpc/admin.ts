@@ -13,7 +13,7 @@ import type { AuditLog } from "../audit.ts";
 import type { RpcRegistry } from "../services/rpc.ts";
 import type { HOST_RPC_METHODS } from "../services/rpc.ts";
 import { renderPrometheus, type HostMetricFamily, type MetricsStore } from "../services/metrics.ts";
-import { InvocationError, JSON_RPC_CALLER, MAX_RPC_CALLS_PER_MODULE, type InvokeFor } from "../session.ts";
+import { InvocationError, JSON_RPC_CALLER, type InvokeFor } from "../session.ts";
 import { ModhostError } from "../errors.ts";
 import { closest } from "../../capabilities/catalogue.ts";
 import { formatDescriptor } from "../../capabilities/grants.ts";
@@ -372,11 +372,11 @@ async function callModule(deps: AdminDeps, full: string, params: unknown, client
 
 /**
  * Whom a module's method call (and the rpc_dispatch hooks' calls before it) is made for: the
- * JSON-RPC clients together, MAX_RPC_CALLS_PER_MODULE at one module at once, each given up when
+ * JSON-RPC clients together, the module's max_rpc_calls waiting at it at once, each given up when
  * its client goes.
  */
 function rpcCaller(client: ClientWait | undefined): InvokeFor {
-  return { caller: JSON_RPC_CALLER, max: { count: MAX_RPC_CALLS_PER_MODULE, name: "MAX_RPC_CALLS_PER_MODULE" }, ...(client ? { instance: client } : {}) };
+  return { caller: JSON_RPC_CALLER, ...(client ? { instance: client } : {}) };
 }
 
 /** Invoke a running module and translate its failures into RPC errors. */

@@ -607,7 +607,7 @@ export class RpcServer {
       const client = new RequestWait(res);
       // MAX_PIPELINED_REQUESTS of its calls at a time, as a connection's requests: a batch of
       // max_batch calls of a module's method that takes its time neither takes all the places
-      // the module has for calls (MAX_RPC_CALLS_PER_MODULE) nor has most of them refused.
+      // the module has for calls (its max_rpc_calls) nor has most of them refused.
       const answered: (JsonRpcResponse | undefined)[] = new Array(body.length);
       let next = 0;
       const lane = async () => {

@@ -64,7 +64,7 @@ export class ProviderRegistry {
     return this.providers.get(kind);
   }
 
-  /** `caller`: the module the call is made for (held to MAX_CALLS_PER_CALLER at the provider; given up when its instance ends). */
+  /** `caller`: the module the call is made for (held to the provider's max_calls_per_caller; given up when its instance ends). */
   async call(kind: ProviderRole, method: string, params: Record<string, unknown>, caller?: string): Promise<unknown> {
     const provider = this.providers.get(kind);
     const session = provider === undefined ? undefined : this.opts.session(provider);
