@@ -1,10 +1,11 @@
 import test from "ava";
 import { existsSync, readdirSync } from "node:fs";
 import { readFile } from "node:fs/promises";
+import { parse as parseToml } from "smol-toml";
 import { GENERATED_DOCS, permissionsMarkdown } from "../host/docs.ts";
 import { PERMISSION_NAMES } from "../capabilities/catalogue.ts";
 import { METHODS } from "../capabilities/families.ts";
-import { sectionSchemas } from "../host/config.ts";
+import { parseConfig, sectionSchemas } from "../host/config.ts";
 import { COMMANDS, findCommand, GROUPS } from "../host/cli-table.ts";
 import { RPC_ERRORS } from "../host/rpc/server.ts";
 import { HOST_RPC_METHODS } from "../host/services/rpc.ts";
@@ -172,4 +173,22 @@ test("the [hooks.POINT] table's per-point defaults are the hook points' own (cap
     t.true(failure.includes(`\`${policy}\` for ${names}`), `${policy}: ${names}`);
   }
   t.true(row("max_payload_bytes").includes(`| ${DEFAULT_MAX_PAYLOAD_BYTES} |`));
+});
+
+test("every TOML example of the operator guide is a modhost.toml that modhost accepts (no placeholder where a value belongs)", async (t) => {
+  const guide = await read("docs/operator-guide.md");
+  const blocks = [...guide.matchAll(/^```toml\n([\s\S]*?)^```/gm)].map((m) => ({ text: m[1]!, line: guide.slice(0, m.index).split("\n").length }));
+  t.true(blocks.length >= 8, `${blocks.length} TOML examples`);
+  for (const { text, line } of blocks) {
+    const file = `docs/operator-guide.md:${line}`;
+    const problem = (() => {
+      try {
+        parseConfig(parseToml(text) as Record<string, unknown>, text, file);
+        return undefined;
+      } catch (err) {
+        return (err as Error).message;
+      }
+    })();
+    t.is(problem, undefined, `the example at ${file}`);
+  }
 });
