@@ -192,3 +192,10 @@ test("every TOML example of the operator guide is a modhost.toml that modhost ac
     t.is(problem, undefined, `the example at ${file}`);
   }
 });
+
+test("the operator guide's count of permissions is the catalogue's", async (t) => {
+  const guide = await read("docs/operator-guide.md");
+  const said = /All (\d+) permissions/.exec(guide);
+  t.truthy(said, "the guide says how many permissions there are");
+  t.is(Number(said?.[1]), PERMISSION_NAMES.length);
+});
