@@ -199,3 +199,53 @@ test("the operator guide's count of permissions is the catalogue's", async (t) =
   t.truthy(said, "the guide says how many permissions there are");
   t.is(Number(said?.[1]), PERMISSION_NAMES.length);
 });
+
+/**
+ * The test titles a doc quotes after a test file it names (`test/x.test.ts` ("title ...", "... part"));
+ * a quote opens after "(", ", ", "; " or ": " (so a quoted word inside a description is not taken
+ * for a title), and "..." elides.
+ */
+function quotedTitles(doc: string): Array<{ file: string; fragment: string; line: number }> {
+  const out: Array<{ file: string; fragment: string; line: number }> = [];
+  for (const m of doc.matchAll(/`(test\/[\w./-]+\.test\.ts)`\s*\(/g)) {
+    let depth = 1;
+    let end = m.index + m[0].length;
+    while (end < doc.length && depth > 0) {
+      if (doc[end] === "(") depth++;
+      else if (doc[end] === ")") depth--;
+      end++;
+    }
+    const body = doc.slice(m.index + m[0].length, end - 1);
+    for (const q of body.matchAll(/(?:^|[(]|[,;:] )"((?:[^"\\\n]|\\.){12,}?)"/g)) {
+      for (const part of q[1]!.replaceAll('\\"', '"').split(/\.\.\.|…/)) {
+        const fragment = part.trim().replace(/^[`,.]+|[`,.]+$/g, "");
+        if (fragment.length >= 8) out.push({ file: m[1]!, fragment, line: doc.slice(0, m.index).split("\n").length });
+      }
+    }
+  }
+  return out;
+}
+
+test("every test title the docs quote after a test file is text of that file (a test renamed since shows here)", async (t) => {
+  const titles = new Map<string, string[]>();
+  const titlesOf = async (file: string) => {
+    if (!titles.has(file)) {
+      const source = (await read(file)).replaceAll('\\"', '"');
+      // A title made with a template literal (`invalid vector ${name}: ...`): its text before the first ${...}.
+      titles.set(file, [source, ...[...source.matchAll(/test(?:\.serial)?\(`([^`$]{8,})\$\{/g)].map((m) => m[1]!)]);
+    }
+    return titles.get(file)!;
+  };
+  let checked = 0;
+  for (const doc of AUTHORED_DOCS) {
+    for (const { file, fragment, line } of quotedTitles(await read(doc))) {
+      if (!existsSync(new URL(`../${file}`, import.meta.url))) continue; // the path test above reports it
+      const [source, ...templates] = await titlesOf(file);
+      const found = source!.includes(fragment) || templates.some((head) => fragment.startsWith(head));
+      checked++;
+      t.true(found, `${doc}:${line} quotes "${fragment}" from ${file}, which has no such test title`);
+    }
+  }
+  t.log(`${checked} quoted titles checked`);
+  t.true(checked > 100, `${checked} quoted titles checked`);
+});
