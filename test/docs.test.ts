@@ -175,21 +175,24 @@ test("the [hooks.POINT] table's per-point defaults are the hook points' own (cap
   t.true(row("max_payload_bytes").includes(`| ${DEFAULT_MAX_PAYLOAD_BYTES} |`));
 });
 
-test("every TOML example of the operator guide is a modhost.toml that modhost accepts (no placeholder where a value belongs)", async (t) => {
-  const guide = await read("docs/operator-guide.md");
-  const blocks = [...guide.matchAll(/^```toml\n([\s\S]*?)^```/gm)].map((m) => ({ text: m[1]!, line: guide.slice(0, m.index).split("\n").length }));
-  t.true(blocks.length >= 8, `${blocks.length} TOML examples`);
-  for (const { text, line } of blocks) {
-    const file = `docs/operator-guide.md:${line}`;
+test("every TOML example of the operator guide and the shipped modules' READMEs is a modhost.toml that modhost accepts (no placeholder where a value belongs)", async (t) => {
+  const docs = ["docs/operator-guide.md", ...readdirSync(new URL("../modules", import.meta.url)).map((m) => `modules/${m}/README.md`).filter((f) => existsSync(new URL(`../${f}`, import.meta.url)))];
+  const blocks: Array<{ text: string; where: string }> = [];
+  for (const doc of docs) {
+    const text = await read(doc);
+    for (const m of text.matchAll(/^```toml\n([\s\S]*?)^```/gm)) blocks.push({ text: m[1]!, where: `${doc}:${text.slice(0, m.index).split("\n").length}` });
+  }
+  t.true(blocks.filter((b) => b.where.startsWith("docs/")).length >= 8 && blocks.some((b) => b.where.startsWith("modules/")), `${blocks.length} TOML examples`);
+  for (const { text, where } of blocks) {
     const problem = (() => {
       try {
-        parseConfig(parseToml(text) as Record<string, unknown>, text, file);
+        parseConfig(parseToml(text) as Record<string, unknown>, text, where);
         return undefined;
       } catch (err) {
         return (err as Error).message;
       }
     })();
-    t.is(problem, undefined, `the example at ${file}`);
+    t.is(problem, undefined, `the example at ${where}`);
   }
 });
 
