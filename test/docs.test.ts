@@ -1,10 +1,11 @@
 import test from "ava";
 import { existsSync, readdirSync } from "node:fs";
 import { readFile } from "node:fs/promises";
+import { parse as parseToml } from "smol-toml";
 import { GENERATED_DOCS, permissionsMarkdown } from "../host/docs.ts";
 import { PERMISSION_NAMES } from "../capabilities/catalogue.ts";
 import { METHODS } from "../capabilities/families.ts";
-import { sectionSchemas } from "../host/config.ts";
+import { parseConfig, sectionSchemas } from "../host/config.ts";
 import { COMMANDS, findCommand, GROUPS } from "../host/cli-table.ts";
 import { RPC_ERRORS } from "../host/rpc/server.ts";
 import { HOST_RPC_METHODS } from "../host/services/rpc.ts";
@@ -172,4 +173,82 @@ test("the [hooks.POINT] table's per-point defaults are the hook points' own (cap
     t.true(failure.includes(`\`${policy}\` for ${names}`), `${policy}: ${names}`);
   }
   t.true(row("max_payload_bytes").includes(`| ${DEFAULT_MAX_PAYLOAD_BYTES} |`));
+});
+
+test("every TOML example of the operator guide and the shipped modules' READMEs is a modhost.toml that modhost accepts (no placeholder where a value belongs)", async (t) => {
+  const docs = ["docs/operator-guide.md", ...readdirSync(new URL("../modules", import.meta.url)).map((m) => `modules/${m}/README.md`).filter((f) => existsSync(new URL(`../${f}`, import.meta.url)))];
+  const blocks: Array<{ text: string; where: string }> = [];
+  for (const doc of docs) {
+    const text = await read(doc);
+    for (const m of text.matchAll(/^```toml\n([\s\S]*?)^```/gm)) blocks.push({ text: m[1]!, where: `${doc}:${text.slice(0, m.index).split("\n").length}` });
+  }
+  t.true(blocks.filter((b) => b.where.startsWith("docs/")).length >= 8 && blocks.some((b) => b.where.startsWith("modules/")), `${blocks.length} TOML examples`);
+  for (const { text, where } of blocks) {
+    const problem = (() => {
+      try {
+        parseConfig(parseToml(text) as Record<string, unknown>, text, where);
+        return undefined;
+      } catch (err) {
+        return (err as Error).message;
+      }
+    })();
+    t.is(problem, undefined, `the example at ${where}`);
+  }
+});
+
+test("the operator guide's count of permissions is the catalogue's", async (t) => {
+  const guide = await read("docs/operator-guide.md");
+  const said = /All (\d+) permissions/.exec(guide);
+  t.truthy(said, "the guide says how many permissions there are");
+  t.is(Number(said?.[1]), PERMISSION_NAMES.length);
+});
+
+/**
+ * The test titles a doc quotes after a test file it names (`test/x.test.ts` ("title ...", "... part"));
+ * a quote opens after "(", ", ", "; " or ": " (so a quoted word inside a description is not taken
+ * for a title), and "..." elides.
+ */
+function quotedTitles(doc: string): Array<{ file: string; fragment: string; line: number }> {
+  const out: Array<{ file: string; fragment: string; line: number }> = [];
+  for (const m of doc.matchAll(/`(test\/[\w./-]+\.test\.ts)`\s*\(/g)) {
+    let depth = 1;
+    let end = m.index + m[0].length;
+    while (end < doc.length && depth > 0) {
+      if (doc[end] === "(") depth++;
+      else if (doc[end] === ")") depth--;
+      end++;
+    }
+    const body = doc.slice(m.index + m[0].length, end - 1);
+    for (const q of body.matchAll(/(?:^|[(]|[,;:] )"((?:[^"\\\n]|\\.){12,}?)"/g)) {
+      for (const part of q[1]!.replaceAll('\\"', '"').split(/\.\.\.|…/)) {
+        const fragment = part.trim().replace(/^[`,.]+|[`,.]+$/g, "");
+        if (fragment.length >= 8) out.push({ file: m[1]!, fragment, line: doc.slice(0, m.index).split("\n").length });
+      }
+    }
+  }
+  return out;
+}
+
+test("every test title the docs quote after a test file is text of that file (a test renamed since shows here)", async (t) => {
+  const titles = new Map<string, string[]>();
+  const titlesOf = async (file: string) => {
+    if (!titles.has(file)) {
+      const source = (await read(file)).replaceAll('\\"', '"');
+      // A title made with a template literal (`invalid vector ${name}: ...`): its text before the first ${...}.
+      titles.set(file, [source, ...[...source.matchAll(/test(?:\.serial)?\(`([^`$]{8,})\$\{/g)].map((m) => m[1]!)]);
+    }
+    return titles.get(file)!;
+  };
+  let checked = 0;
+  for (const doc of AUTHORED_DOCS) {
+    for (const { file, fragment, line } of quotedTitles(await read(doc))) {
+      if (!existsSync(new URL(`../${file}`, import.meta.url))) continue; // the path test above reports it
+      const [source, ...templates] = await titlesOf(file);
+      const found = source!.includes(fragment) || templates.some((head) => fragment.startsWith(head));
+      checked++;
+      t.true(found, `${doc}:${line} quotes "${fragment}" from ${file}, which has no such test title`);
+    }
+  }
+  t.log(`${checked} quoted titles checked`);
+  t.true(checked > 100, `${checked} quoted titles checked`);
 });
