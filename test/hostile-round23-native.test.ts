@@ -1,0 +1,133 @@
+// Hostile probes of round 23 (issue #8): native modules and remote parties.
+//   registry  `modhost registry serve` (host/registry/serve.ts) under hostile clients: a
+//             slowloris sending its request head one byte a second, and more idle connections
+//             than MAX_REGISTRY_CONNECTIONS, while an honest client fetches the index.
+// The tests watch this process's loop, so they run one at a time.
+
+import test from "ava";
+import net from "node:net";
+import path from "node:path";
+import { writeFile } from "node:fs/promises";
+import { setFlagsFromString } from "node:v8";
+import { runInNewContext } from "node:vm";
+import { sleep, tempDir, waitFor } from "./helpers/host.ts";
+import { watchTurns } from "./helpers/turns.ts";
+import { MAX_REGISTRY_CONNECTIONS, REGISTRY_HEADERS_TIMEOUT_MS, REGISTRY_STALL_TIMEOUT_MS, serveRegistry } from "../host/registry/serve.ts";
+
+setFlagsFromString("--expose-gc");
+const gc = runInNewContext("gc") as () => void;
+const MB = 1024 * 1024;
+
+/** A raw client of the server: when it connected and when the server closed it (ms since `t0`), what it was told. */
+interface RawClient {
+  socket: net.Socket;
+  connectedAt?: number;
+  closedAt?: number;
+  said: string;
+}
+
+function rawClient(port: number, t0: number): RawClient {
+  const c: RawClient = { socket: net.connect(port, "127.0.0.1"), said: "" };
+  c.socket.on("connect", () => (c.connectedAt = Date.now() - t0));
+  c.socket.setEncoding("utf8");
+  c.socket.on("data", (d) => (c.said += d));
+  c.socket.on("error", () => {});
+  c.socket.on("close", () => (c.closedAt = Date.now() - t0));
+  return c;
+}
+
+test.serial(`registry serve under 4 slowloris clients (a request head one byte a second) and ${MAX_REGISTRY_CONNECTIONS + 44} idle connections (more than MAX_REGISTRY_CONNECTIONS): an honest client fetching the index is served within 2 s, the hostile connections are closed within REGISTRY_HEADERS_TIMEOUT_MS plus 2 s, nothing is left open and this process's heap grows by under 16 MB`, async (t) => {
+  t.timeout(90_000);
+  const dir = await tempDir(t, "modhost-reg-r23-");
+  const index = JSON.stringify({ modules: Array.from({ length: 50 }, (_, i) => ({ name: `m${i}`, description: "x".repeat(100) })) });
+  await writeFile(path.join(dir, "index.json"), index);
+  const server = await serveRegistry(dir);
+  t.teardown(() => server.close());
+  gc();
+  const heap0 = process.memoryUsage().heapUsed;
+  const turns = watchTurns();
+  t.teardown(() => turns.stop());
+  const t0 = Date.now();
+
+  const idle: RawClient[] = [];
+  for (let i = 0; i < MAX_REGISTRY_CONNECTIONS + 44; i++) idle.push(rawClient(server.port, t0));
+  await waitFor(() => idle.every((c) => c.connectedAt !== undefined || c.closedAt !== undefined), 20_000, "the idle connections to connect");
+  const slow = Array.from({ length: 4 }, () => rawClient(server.port, t0));
+  const head = "GET /index.json HTTP/1.1\r\nHost: x\r\nX-Pad: " + "y".repeat(200) + "\r\n\r\n";
+  let sent = 0;
+  const dribble = setInterval(() => {
+    for (const c of slow) if (!c.socket.destroyed && c.socket.writable) c.socket.write(head[sent % head.length]!);
+    sent++;
+  }, 1000);
+  t.teardown(() => clearInterval(dribble));
+  const all = [...slow, ...idle];
+  t.teardown(() => { for (const c of all) c.socket.destroy(); });
+  await waitFor(() => all.every((c) => c.connectedAt !== undefined || c.closedAt !== undefined), 20_000, "the hostile connections to connect");
+  await sleep(200);
+  const connections = await new Promise<number>((r) => server.server.getConnections((_e, n) => r(n)));
+  t.log(`hostile connections: ${all.length}; open at the server: ${connections}; closed at once: ${all.filter((c) => c.closedAt !== undefined).length}`);
+  t.true(connections <= MAX_REGISTRY_CONNECTIONS + 16, `the server holds ${connections} connections, at most MAX_REGISTRY_CONNECTIONS and a few being told why`);
+
+  // The honest client, while every place is taken.
+  const asked = Date.now();
+  const honest = await fetch(`${server.url}index.json`).then(async (r) => ({ status: r.status, text: await r.text() }), (e: Error) => ({ status: 0, text: `${e.message}: ${(e.cause as Error | undefined)?.message ?? ""}` }));
+  const tookMs = Date.now() - asked;
+  t.log(`the honest client: ${honest.status} in ${tookMs} ms${honest.status === 200 ? "" : `: ${honest.text.slice(0, 200)}`}`);
+
+  // Every hostile connection is closed at the head's timeout (checked every second), not later.
+  const bound = REGISTRY_HEADERS_TIMEOUT_MS + 2000;
+  await waitFor(() => all.every((c) => c.closedAt !== undefined), bound + 30_000, () => `the hostile connections to be closed (${all.filter((c) => c.closedAt === undefined).length} open)`).catch(() => {});
+  const last = Math.max(...all.map((c) => (c.closedAt ?? Infinity) - (c.connectedAt ?? 0)));
+  const slowLast = Math.max(...slow.map((c) => (c.closedAt ?? Infinity) - (c.connectedAt ?? 0)));
+  const evicted = idle.filter((c) => c.said === "").length;
+  const told = all.filter((c) => /^HTTP\/1\.1 (408|503)/.test(c.said)).length;
+  t.log(`the last hostile connection closed ${last} ms after it connected (slowloris: ${slowLast} ms, having sent ${sent} bytes); ${told} were answered 408 or 503, ${evicted} idle ones closed without a word`);
+  t.is(honest.status, 200, `the honest client is served while hostile connections fill the cap (got ${honest.status}: ${honest.text.slice(0, 200)})`);
+  t.is(honest.text, index, "the whole index");
+  t.true(tookMs < 2000, `served in ${tookMs} ms`);
+  t.true(slowLast >= REGISTRY_HEADERS_TIMEOUT_MS - 1000 || slow.every((c) => c.said === ""), "a slowloris connection is closed at the head's timeout or to make room, not before");
+  t.true(last <= bound, `every hostile connection closed within ${bound} ms of connecting (the last after ${last} ms)`);
+  const open = await new Promise<number>((r) => server.server.getConnections((_e, n) => r(n)));
+  t.is(open, 0, "nothing left open at the server");
+  const longest = turns.reset();
+  gc();
+  const heapMb = (process.memoryUsage().heapUsed - heap0) / MB;
+  t.log(`longest turn of this process's loop ${longest.toFixed(0)} ms of CPU; heap ${heapMb >= 0 ? "+" : ""}${heapMb.toFixed(1)} MB`);
+  t.true(heapMb < 16, `heap +${heapMb.toFixed(1)} MB`);
+  t.true(longest < 250, `longest turn ${longest.toFixed(0)} ms of CPU`);
+});
+
+test.serial("registry serve: 4 clients that ask for a 16 MB blob and never read it are closed within twice REGISTRY_STALL_TIMEOUT_MS plus 3 s (before: held open as long as they liked, each a busy connection never closed to make room), and an honest client is served meanwhile", async (t) => {
+  t.timeout(90_000);
+  const dir = await tempDir(t, "modhost-reg-r23-");
+  await writeFile(path.join(dir, "index.json"), "{}");
+  const { mkdir } = await import("node:fs/promises");
+  await mkdir(path.join(dir, "blobs"));
+  await writeFile(path.join(dir, "blobs", "big"), Buffer.alloc(16 * MB, 7));
+  const server = await serveRegistry(dir);
+  t.teardown(() => server.close());
+  const t0 = Date.now();
+  const stuck = Array.from({ length: 4 }, () => rawClient(server.port, t0));
+  t.teardown(() => { for (const c of stuck) c.socket.destroy(); });
+  for (const c of stuck) {
+    c.socket.write("GET /blobs/big HTTP/1.1\r\nHost: x\r\n\r\n");
+    c.socket.pause();
+  }
+  await sleep(1000);
+  const honest = await fetch(`${server.url}index.json`).then((r) => r.status, () => 0);
+  t.is(honest, 200, "an honest client is served while they hold their connections");
+  const bound = 2 * REGISTRY_STALL_TIMEOUT_MS + 3000;
+  // A paused client does not see its connection's end: the server's count of connections does.
+  const openNow = () => new Promise<number>((r) => server.server.getConnections((_e, n) => r(n)));
+  let open = await openNow();
+  t.true(open >= 4, `the stuck clients hold their connections (${open} open, the honest one's kept alive among them)`);
+  while (open > 0 && Date.now() - t0 < bound + 5000) {
+    await sleep(250);
+    open = await openNow();
+  }
+  const last = Date.now() - t0;
+  t.log(`the stuck clients' connections: ${open} open ${last} ms after they connected`);
+  t.true(last <= bound, `closed within ${bound} ms (${open} open after ${last} ms)`);
+  t.true(last >= REGISTRY_STALL_TIMEOUT_MS - 1000, "not before the stall timeout");
+  t.is(open, 0, "nothing left open at the server");
+});
