@@ -2,6 +2,9 @@
 //   registry  `modhost registry serve` (host/registry/serve.ts) under hostile clients: a
 //             slowloris sending its request head one byte a second, and more idle connections
 //             than MAX_REGISTRY_CONNECTIONS, while an honest client fetches the index.
+//   half-closed  JSON-RPC clients that send a batch of 1,000 calls of a module's method that takes
+//             30 s, then close their side (a FIN, not a reset) and are gone: the server answers
+//             half-closed clients, so it cannot give up their calls on the FIN alone.
 // The tests watch this process's loop, so they run one at a time.
 
 import test from "ava";
@@ -10,7 +13,13 @@ import path from "node:path";
 import { writeFile } from "node:fs/promises";
 import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
-import { sleep, tempDir, waitFor } from "./helpers/host.ts";
+import { buildModulesDir, GOOD_GRANTS, sleep, startHost, tempDir, waitFor, type TestHost } from "./helpers/host.ts";
+import { inlineModule } from "./helpers/modules.ts";
+import { cookieAuth, post } from "./helpers/rpc.ts";
+import { watchHost } from "./helpers/host-watch.ts";
+import { pendingOf } from "./helpers/census.ts";
+import { MAX_RPC_CALLS_PER_MODULE } from "../host/session.ts";
+import { HALF_CLOSED_PROBE_MS, MAX_PIPELINED_REQUESTS } from "../host/rpc/server.ts";
 import { watchTurns } from "./helpers/turns.ts";
 import { MAX_REGISTRY_CONNECTIONS, REGISTRY_HEADERS_TIMEOUT_MS, REGISTRY_STALL_TIMEOUT_MS, serveRegistry } from "../host/registry/serve.ts";
 
@@ -130,4 +139,81 @@ test.serial("registry serve: 4 clients that ask for a 16 MB blob and never read 
   t.true(last <= bound, `closed within ${bound} ms (${open} open after ${last} ms)`);
   t.true(last >= REGISTRY_STALL_TIMEOUT_MS - 1000, "not before the stall timeout");
   t.is(open, 0, "nothing left open at the server");
+});
+
+// A module whose JSON-RPC method `slow` answers after 30 s, `later` after 3 s, and `ping` at once.
+const SLOW_CAPS = ["register_rpc_endpoint", "manage_timers"];
+const SLOW = inlineModule("r23-slow", SLOW_CAPS, `
+  await ctx.rpc.register("slow", "answers after 30 s", () => new Promise((r) => setTimeout(() => r("late"), 30_000)));
+  await ctx.rpc.register("later", "answers after 3 s", () => new Promise((r) => setTimeout(() => r("later"), 3_000)));
+  await ctx.rpc.register("ping", "answers at once", () => "pong");
+`);
+
+/** POST `body` on a raw connection, then close the writing side (FIN); what the server says until it closes. */
+function postHalfClosed(h: TestHost, auth: string, body: unknown): { socket: net.Socket; said: () => string; closed: Promise<void> } {
+  const a = h.host.rpcServer!.address!;
+  const text = JSON.stringify(body);
+  const socket = net.connect(a.port, a.host);
+  let said = "";
+  socket.setEncoding("utf8");
+  socket.on("data", (d) => (said += d));
+  socket.on("error", () => {});
+  const closed = new Promise<void>((r) => socket.once("close", () => r()));
+  socket.end(`POST / HTTP/1.1\r\nHost: x\r\nAuthorization: ${auth}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(text)}\r\n\r\n${text}`);
+  return { socket, said: () => said, closed };
+}
+
+test.serial(`JSON-RPC clients that send a batch of 1000 calls of a 30 s method, close their side (FIN) and are gone: ${MAX_RPC_CALLS_PER_MODULE / MAX_PIPELINED_REQUESTS} such batches' calls are given up within 10 s (the server probes a half-closed client with 102 Processing every HALF_CLOSED_PROBE_MS and a write that fails ends them), other clients' calls are answered again, and a client that half-closes and waits still gets its answer (before: the calls ran, ${MAX_RPC_CALLS_PER_MODULE} places taken, for the batches' 31 minutes)`, async (t) => {
+  t.timeout(120_000);
+  const dir = await tempDir(t);
+  await buildModulesDir(dir, ["good"], { "r23-slow": SLOW });
+  const h = await startHost(t, { dir, modules: [], grants: { good: GOOD_GRANTS, "r23-slow": SLOW_CAPS }, moduleLimits: { "r23-slow": { handler_timeout_ms: 60_000 } }, configure: (c) => (c.rpc.call_timeout_ms = 60_000) });
+  await h.waitForState("r23-slow", "running", 60_000);
+  await h.waitForState("good", "running", 60_000);
+  const auth = await cookieAuth(h);
+  const call = (method: string, id: number) => ({ jsonrpc: "2.0", id, method: `r23-slow.${method}`, params: {} });
+  const watch = watchHost(t, h);
+  const canary = watch.canaryLoop(500, 4);
+
+  // A client that half-closes and waits for its answer: one call of 3 s, past the first probes.
+  const waiting = postHalfClosed(h, auth, call("later", 7));
+
+  // Batches whose clients close their side and then their socket: the kernel sends no reset
+  // (nothing unread), so the server sees a FIN, as from a client that half-closes and waits.
+  const batches = MAX_RPC_CALLS_PER_MODULE / MAX_PIPELINED_REQUESTS;
+  const gone = Array.from({ length: batches }, (_, b) => {
+    const c = postHalfClosed(h, auth, Array.from({ length: 1000 }, (_, i) => call("slow", b * 1000 + i)));
+    c.socket.once("finish", () => c.socket.destroy());
+    return c;
+  });
+  t.teardown(() => { for (const c of gone) c.socket.destroy(); });
+  await waitFor(() => pendingOf(h, "r23-slow") >= MAX_RPC_CALLS_PER_MODULE - MAX_PIPELINED_REQUESTS, 30_000, () => `the batches' calls to reach the module (${pendingOf(h, "r23-slow")})`);
+  const filled = Date.now();
+  const peak = pendingOf(h, "r23-slow");
+  let refusedMeanwhile = 0;
+  let freedAfter: number | undefined;
+  const seen: number[] = [];
+  while (Date.now() - filled < 15_000) {
+    const n = pendingOf(h, "r23-slow");
+    seen.push(n);
+    if (n <= 1) {
+      freedAfter = Date.now() - filled;
+      break;
+    }
+    const ping = await post(h, call("ping", 1));
+    if (ping.json?.result !== "pong") refusedMeanwhile++;
+    await sleep(500);
+  }
+  t.log(`${batches} abandoned batches: ${peak} calls waiting at the module; given up ${freedAfter === undefined ? "not within 15 s" : `after ${freedAfter} ms`} (waiting: ${seen.slice(0, 12).join(", ")}${seen.length > 12 ? ", ..." : ""}); other clients' pings refused meanwhile: ${refusedMeanwhile}`);
+  const ping = await post(h, call("ping", 2));
+  t.is(ping.json?.result, "pong", `another client is answered once they are given up: ${JSON.stringify(ping.json).slice(0, 200)}`);
+  await waiting.closed;
+  t.log(`the client that half-closed and waited was told: ${JSON.stringify(waiting.said().slice(0, 300))}`);
+  t.regex(waiting.said(), /^HTTP\/1\.1 102 Processing\r\n\r\n/, `its 3 s call outlasts HALF_CLOSED_PROBE_MS (${HALF_CLOSED_PROBE_MS} ms): it was probed`);
+  t.regex(waiting.said(), /HTTP\/1\.1 200 OK\r\n[\s\S]*"result":"later"/, "the client that half-closed and waited gets its answer");
+  t.true(freedAfter !== undefined && freedAfter <= 10_000, `the abandoned batches' calls are given up within 10 s (${freedAfter ?? "not within 15 s"})`);
+  t.is(h.status("r23-slow")?.state, "running");
+  await canary.stop();
+  watch.assertCanary(t);
+  await watch.finish(t, 1);
 });
