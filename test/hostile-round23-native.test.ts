@@ -5,12 +5,16 @@
 //   half-closed  JSON-RPC clients that send a batch of 1,000 calls of a module's method that takes
 //             30 s, then close their side (a FIN, not a reset) and are gone: the server answers
 //             half-closed clients, so it cannot give up their calls on the FIN alone.
+//   inspector a local client holding 3,000 idle connections to the inspector (development only)
+//             while the host runs at the open-file limit of a default install (1024).
 // The tests watch this process's loop, so they run one at a time.
 
 import test from "ava";
 import net from "node:net";
+import { spawn } from "node:child_process";
 import path from "node:path";
 import { writeFile } from "node:fs/promises";
+import { readFileSync } from "node:fs";
 import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
 import { buildModulesDir, GOOD_GRANTS, sleep, startHost, tempDir, waitFor, type TestHost } from "./helpers/host.ts";
@@ -20,6 +24,7 @@ import { watchHost } from "./helpers/host-watch.ts";
 import { pendingOf } from "./helpers/census.ts";
 import { MAX_RPC_CALLS_PER_MODULE } from "../host/session.ts";
 import { HALF_CLOSED_PROBE_MS, MAX_PIPELINED_REQUESTS } from "../host/rpc/server.ts";
+import { MAX_INSPECTOR_CONNECTIONS } from "../host/inspector.ts";
 import { watchTurns } from "./helpers/turns.ts";
 import { MAX_REGISTRY_CONNECTIONS, REGISTRY_HEADERS_TIMEOUT_MS, REGISTRY_STALL_TIMEOUT_MS, serveRegistry } from "../host/registry/serve.ts";
 
@@ -213,6 +218,86 @@ test.serial(`JSON-RPC clients that send a batch of 1000 calls of a 30 s method, 
   t.regex(waiting.said(), /HTTP\/1\.1 200 OK\r\n[\s\S]*"result":"later"/, "the client that half-closed and waited gets its answer");
   t.true(freedAfter !== undefined && freedAfter <= 10_000, `the abandoned batches' calls are given up within 10 s (${freedAfter ?? "not within 15 s"})`);
   t.is(h.status("r23-slow")?.state, "running");
+  await canary.stop();
+  watch.assertCanary(t);
+  await watch.finish(t, 1);
+});
+
+/** Opens `total` idle connections to a port from its own process and reports how many the server closed. */
+const FLOODER = `
+const net = require("node:net");
+const [port, total] = [Number(process.argv[1]), Number(process.argv[2])];
+const sockets = [];
+let settled = 0, connected = 0, closed = 0;
+const report = () => process.stdout.write(JSON.stringify({ settled, connected, closed }) + "\\n");
+function one() {
+  return new Promise((done) => {
+    const s = net.connect(port, "127.0.0.1");
+    sockets.push(s);
+    let counted = false;
+    const settle = () => { if (!counted) { counted = true; settled++; done(); } };
+    s.resume();
+    s.on("connect", () => { connected++; settle(); });
+    s.on("error", settle);
+    s.on("close", () => { closed++; settle(); });
+  });
+}
+(async () => {
+  for (let i = 0; i < total; i += 200) await Promise.all(Array.from({ length: Math.min(200, total - i) }, one));
+  setInterval(report, 200);
+})();
+`;
+
+const STORE_CAPS = ["register_rpc_endpoint", "write_storage", "read_storage"];
+const STORE = inlineModule("r23-store", STORE_CAPS, `
+  await ctx.storage.openTree("t");
+  await ctx.rpc.register("put", "writes a value and reads it back", async (p: any) => {
+    await ctx.storage.put("t", p.key, p.value);
+    return await ctx.storage.get("t", p.key);
+  });
+`);
+
+test.serial(`a local client holding 3000 idle connections to the inspector of a host at RLIMIT_NOFILE 1024: the inspector holds at most MAX_INSPECTOR_CONNECTIONS (${MAX_INSPECTOR_CONNECTIONS}), closes the rest, and meanwhile the module's storage write over RPC works, the canary stores every block and the module under the inspector restarts (before: the inspector took every connection, and the host had no open file left)`, async (t) => {
+  t.timeout(180_000);
+  const limits = () => /Max open files\s+(\d+)\s+(\d+)/.exec(readFileSync("/proc/self/limits", "utf8"))!;
+  const before = limits()[1]!;
+  const prlimit = (soft: string) => new Promise<number>((resolve) => spawn("prlimit", ["--pid", String(process.pid), `--nofile=${soft}:`], { stdio: "ignore" }).on("exit", (code) => resolve(code ?? 1)));
+  t.is(await prlimit("1024"), 0, "prlimit lowered this process's open-file limit");
+  t.teardown(() => prlimit(before).then(() => {}));
+  const dir = await tempDir(t);
+  await buildModulesDir(dir, ["good"], { "r23-store": STORE });
+  const h = await startHost(t, { dir, modules: [], grants: { good: GOOD_GRANTS, "r23-store": STORE_CAPS }, moduleLimits: { "r23-store": { inspect: "127.0.0.1:0" } } });
+  await h.waitForState("r23-store", "running", 60_000);
+  await h.waitForState("good", "running", 60_000);
+  const inspector = h.host.inspectors[0]!;
+  const port = Number(new URL(inspector.urls()[0]!.ws).port);
+  const watch = watchHost(t, h);
+  const canary = watch.canaryLoop(500, 4);
+
+  const flooder = spawn(process.execPath, ["-e", FLOODER, String(port), "3000"], { stdio: ["ignore", "pipe", "inherit"] });
+  t.teardown(() => { flooder.kill("SIGKILL"); });
+  let last: { settled: number; connected: number; closed: number } | undefined;
+  let buffered = "";
+  flooder.stdout.on("data", (d: Buffer) => {
+    buffered += d.toString();
+    const lines = buffered.split("\n");
+    buffered = lines.pop()!;
+    for (const l of lines) last = JSON.parse(l);
+  });
+  await waitFor(() => last && last.settled === 3000, 60_000, () => `3000 connection attempts settled (${JSON.stringify(last)})`);
+  const served = await new Promise<number>((r) => (inspector as unknown as { server: import("node:http").Server }).server.getConnections((_e, n) => r(n)));
+  t.log(`3000 idle connections offered: ${JSON.stringify(last)}; the inspector serves ${served}`);
+
+  // While they are held: the host opens files and sockets.
+  const put = await post(h, { jsonrpc: "2.0", id: 1, method: "r23-store.put", params: { key: "k", value: { n: 42 } } });
+  t.deepEqual(put.json?.result, { n: 42 }, `a storage write over RPC works meanwhile: ${JSON.stringify(put.json).slice(0, 300)}`);
+  const reloaded = await h.manager.reload("r23-store").then((s) => s.state, (e: Error) => `failed: ${e.message}`);
+  t.is(reloaded, "running", "the module under the inspector restarts meanwhile");
+  const again = await post(h, { jsonrpc: "2.0", id: 2, method: "r23-store.put", params: { key: "k2", value: "after" } });
+  t.is(again.json?.result, "after", `and its storage works after the restart: ${JSON.stringify(again.json).slice(0, 300)}`);
+  t.true(served <= MAX_INSPECTOR_CONNECTIONS, `the inspector serves ${served} connections, at most MAX_INSPECTOR_CONNECTIONS`);
+  // The held ones are closed at the head's timeout (10 s, checked every second).
+  await waitFor(() => last && last.closed === 3000, 30_000, () => `the flood's connections to be closed (${JSON.stringify(last)})`);
   await canary.stop();
   watch.assertCanary(t);
   await watch.finish(t, 1);

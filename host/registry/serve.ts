@@ -6,8 +6,9 @@
 import { createReadStream } from "node:fs";
 import { realpath, stat } from "node:fs/promises";
 import http from "node:http";
-import type { AddressInfo, Socket } from "node:net";
+import type { AddressInfo } from "node:net";
 import path from "node:path";
+import { capConnections, TIMEOUT_CHECK_EVERY_MS } from "../http-caps.ts";
 
 export interface RegistryServer {
   url: string;
@@ -32,18 +33,9 @@ function contentType(file: string): string {
  * Connections served at once. A new one past it closes the oldest connection with no request in
  * progress (idle, or still sending its head) to make room; when all are busy it is answered 503
  * naming this limit. Before, Node dropped every new connection without a word while a client
- * held 256 idle ones (for up to 40 s each: see REGISTRY_CHECK_EVERY_MS).
+ * held 256 idle ones (for up to 40 s each: Node checked the head's timeout every 30 s).
  */
 export const MAX_REGISTRY_CONNECTIONS = 256;
-
-/** Connections past MAX_REGISTRY_CONNECTIONS being told why (503) before they are closed. */
-const REFUSING_SLOTS = 16;
-
-/**
- * How often the head and request timeouts are checked. Node's default is 30 s, which let a
- * connection that never completed its head stay open 30-40 s, not REGISTRY_HEADERS_TIMEOUT_MS.
- */
-const REGISTRY_CHECK_EVERY_MS = 1000;
 
 /**
  * A connection on which nothing moves either way for this long is closed: a client that stops
@@ -59,18 +51,14 @@ export const REGISTRY_HEADERS_TIMEOUT_MS = 10_000;
 export async function serveRegistry(dir: string, opts: ServeOptions = {}): Promise<RegistryServer> {
   const root = await realpath(path.resolve(dir));
   // A request's head within 10 s, the whole request within 30 s, an idle connection 5 s.
-  // Each served connection, oldest first, with its requests in progress.
-  const conns = new Map<Socket, { busy: number }>();
   const server = http.createServer({
     headersTimeout: REGISTRY_HEADERS_TIMEOUT_MS,
     requestTimeout: 30_000,
     keepAliveTimeout: 5_000,
-    connectionsCheckingInterval: REGISTRY_CHECK_EVERY_MS,
+    connectionsCheckingInterval: TIMEOUT_CHECK_EVERY_MS,
   }, (req, res) => {
-    const conn = conns.get(req.socket);
-    if (conn === undefined) return void req.socket.destroy(); // refused at the cap
-    conn.busy++;
-    res.once("close", () => conn.busy--);
+    if (!cap.has(req.socket)) return void req.socket.destroy(); // refused at the cap
+    res.once("close", cap.busy(req.socket));
     const done = (status: number, text?: string) => {
       opts.onRequest?.(req.method ?? "?", req.url ?? "", status);
       if (text !== undefined) {
@@ -117,24 +105,7 @@ export async function serveRegistry(dir: string, opts: ServeOptions = {}): Promi
   });
   // No listener for "timeout": Node destroys the socket.
   server.setTimeout(REGISTRY_STALL_TIMEOUT_MS);
-  // Past the cap plus the sockets being told why, Node drops new connections at once.
-  server.maxConnections = MAX_REGISTRY_CONNECTIONS + REFUSING_SLOTS;
-  server.on("connection", (socket: Socket) => {
-    if (conns.size >= MAX_REGISTRY_CONNECTIONS) {
-      const idle = [...conns].find(([, c]) => c.busy === 0)?.[0];
-      if (idle !== undefined) {
-        conns.delete(idle);
-        idle.destroy();
-      } else {
-        const text = `connection refused: the registry server has ${conns.size} connections open, all with a request in progress, its limit (MAX_REGISTRY_CONNECTIONS, a fixed limit); retry in a moment\n`;
-        socket.end(`HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(text)}\r\nConnection: close\r\nRetry-After: 1\r\n\r\n${text}`);
-        setTimeout(() => socket.destroy(), 1000).unref();
-        return;
-      }
-    }
-    conns.set(socket, { busy: 0 });
-    socket.once("close", () => conns.delete(socket));
-  });
+  const cap = capConnections(server, MAX_REGISTRY_CONNECTIONS, (open) => `connection refused: the registry server has ${open} connections open, all with a request in progress, its limit (MAX_REGISTRY_CONNECTIONS, a fixed limit); retry in a moment`);
   // A client that half-closes once its request is sent (shutdown(SHUT_WR): `nc -N`, some
   // scripts) still gets the file: by default Node ends such a connection at once, before an
   // answer that comes after a stat.
