@@ -7,6 +7,8 @@
 //             half-closed clients, so it cannot give up their calls on the FIN alone.
 //   inspector a local client holding 3,000 idle connections to the inspector (development only)
 //             while the host runs at the open-file limit of a default install (1024).
+//   fetch     a native module that crashes with MAX_IN_FLIGHT http_requests under way to a
+//             server that never answers (test/fixtures/hostile-round23-native/fetch-then-crash.ts).
 // The tests watch this process's loop, so they run one at a time.
 
 import test from "ava";
@@ -25,6 +27,10 @@ import { pendingOf } from "./helpers/census.ts";
 import { MAX_RPC_CALLS_PER_MODULE } from "../host/session.ts";
 import { HALF_CLOSED_PROBE_MS, MAX_PIPELINED_REQUESTS } from "../host/rpc/server.ts";
 import { MAX_INSPECTOR_CONNECTIONS } from "../host/inspector.ts";
+import { MAX_IN_FLIGHT, requestsInFlight } from "../capabilities/http.ts";
+import { writeNodeNative } from "./helpers/native.ts";
+import http from "node:http";
+import { fileURLToPath } from "node:url";
 import { watchTurns } from "./helpers/turns.ts";
 import { MAX_REGISTRY_CONNECTIONS, REGISTRY_HEADERS_TIMEOUT_MS, REGISTRY_STALL_TIMEOUT_MS, serveRegistry } from "../host/registry/serve.ts";
 
@@ -298,6 +304,46 @@ test.serial(`a local client holding 3000 idle connections to the inspector of a 
   t.true(served <= MAX_INSPECTOR_CONNECTIONS, `the inspector serves ${served} connections, at most MAX_INSPECTOR_CONNECTIONS`);
   // The held ones are closed at the head's timeout (10 s, checked every second).
   await waitFor(() => last && last.closed === 3000, 30_000, () => `the flood's connections to be closed (${JSON.stringify(last)})`);
+  await canary.stop();
+  watch.assertCanary(t);
+  await watch.finish(t, 1);
+});
+
+const FETCH_THEN_CRASH = fileURLToPath(new URL("./fixtures/hostile-round23-native/fetch-then-crash.ts", import.meta.url));
+
+test.serial(`a native module that crashes with MAX_IN_FLIGHT (${MAX_IN_FLIGHT}) http_requests under way to a server that never answers: the host gives them up when its instance ends (their connections closed, none counted against it), and the restarted module's own request is served (before: they ran to their 60 s timeout and the new instance was refused, "at most ${MAX_IN_FLIGHT} HTTP requests of a module may be in flight")`, async (t) => {
+  t.timeout(120_000);
+  let hanging = 0;
+  const srv = http.createServer((req, res) => {
+    if (req.url === "/quick") return void res.end("ok");
+    hanging++;
+    req.socket.once("close", () => hanging--);
+  });
+  await new Promise<void>((r) => srv.listen(0, "127.0.0.1", r));
+  t.teardown(() => { srv.closeAllConnections(); srv.close(); });
+  const port = (srv.address() as import("node:net").AddressInfo).port;
+  const dir = await tempDir(t);
+  const modulesDir = await buildModulesDir(dir, ["good"]);
+  const grant = `network_access=127.0.0.1:${port}`;
+  await writeNodeNative(modulesDir, "r23-fetch", FETCH_THEN_CRASH, [grant]);
+  const h = await startHost(t, {
+    dir, modules: [],
+    grants: { good: GOOD_GRANTS, "r23-fetch": [grant] },
+    moduleConfigs: { "r23-fetch": { hang: `http://127.0.0.1:${port}/hang`, quick: `http://127.0.0.1:${port}/quick`, n: MAX_IN_FLIGHT } },
+  });
+  await h.waitForState("good", "running", 60_000);
+  const watch = watchHost(t, h);
+  const canary = watch.canaryLoop(500, 4);
+  await h.waitForLog(/^fetching$/, { source: "r23-fetch", timeoutMs: 60_000 });
+  await waitFor(() => hanging >= MAX_IN_FLIGHT, 20_000, () => `its requests to reach the server (${hanging})`);
+  const crashed = Date.now();
+  const quick = await h.waitForLog(/^quick: /, { source: "r23-fetch", timeoutMs: 60_000 });
+  const after = Date.now() - crashed;
+  await waitFor(() => hanging === 0, 10_000, () => `the crashed instance's requests to be closed (${hanging} open at the server, ${requestsInFlight("r23-fetch")} counted)`).catch(() => {});
+  t.log(`the restarted instance ${after} ms after the crash: ${quick.message}; the crashed instance's requests open at the server: ${hanging}, counted against the module: ${requestsInFlight("r23-fetch")}`);
+  t.regex(quick.message, /^quick: ok 200/, "the restarted module's request is served");
+  t.is(hanging, 0, "the crashed instance's requests are closed");
+  t.is(requestsInFlight("r23-fetch"), 0, "none is counted against the module");
   await canary.stop();
   watch.assertCanary(t);
   await watch.finish(t, 1);
