@@ -20,7 +20,7 @@ import { inspectAddressProblem, limitsFor, type HostConfig } from "./config.ts";
 import type { HostSession } from "./session.ts";
 import type { SourceLogger } from "./log.ts";
 import { HOST_VERSION } from "./version.ts";
-import { capConnections, TIMEOUT_CHECK_EVERY_MS, type ConnectionCap } from "./http-caps.ts";
+import { capConnections, TIMEOUT_CHECK_EVERY_MS, type ConnectionCap } from "../chain/http-caps.ts";
 
 /** Largest message a debugger may send (ws maxPayload): CDP commands are small. */
 const MAX_DEBUGGER_MESSAGE_BYTES = 1024 * 1024;

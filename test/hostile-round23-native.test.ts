@@ -9,6 +9,7 @@
 //             while the host runs at the open-file limit of a default install (1024).
 //   fetch     a native module that crashes with MAX_IN_FLIGHT http_requests under way to a
 //             server that never answers (test/fixtures/hostile-round23-native/fetch-then-crash.ts).
+//   facade    the Core facade (`[chain] core_rpc_bind`) under the same clients as the registry.
 // The tests watch this process's loop, so they run one at a time.
 
 import test from "ava";
@@ -29,6 +30,9 @@ import { HALF_CLOSED_PROBE_MS, MAX_PIPELINED_REQUESTS } from "../host/rpc/server
 import { MAX_INSPECTOR_CONNECTIONS } from "../host/inspector.ts";
 import { MAX_IN_FLIGHT, requestsInFlight } from "../capabilities/http.ts";
 import { writeNodeNative } from "./helpers/native.ts";
+import { CoreFacade, MAX_FACADE_CONNECTIONS } from "../chain/bitcoind/facade.ts";
+import { rpcauthLine } from "../chain/bitcoind/rpcauth.ts";
+import { EmbeddedChain } from "../chain/embedded.ts";
 import http from "node:http";
 import { fileURLToPath } from "node:url";
 import { watchTurns } from "./helpers/turns.ts";
@@ -347,4 +351,45 @@ test.serial(`a native module that crashes with MAX_IN_FLIGHT (${MAX_IN_FLIGHT}) 
   await canary.stop();
   watch.assertCanary(t);
   await watch.finish(t, 1);
+});
+
+test.serial(`the Core facade under 4 slowloris clients and ${MAX_FACADE_CONNECTIONS + 44} idle connections (more than MAX_FACADE_CONNECTIONS): bitcoin-cli's getblockcount is answered within 2 s, the hostile connections are closed within 12 s of connecting, nothing is left open (before: the honest client's connection was dropped without a word, and the hostile ones closed after 30 s)`, async (t) => {
+  t.timeout(90_000);
+  const chain = await EmbeddedChain.create();
+  const facade = new CoreFacade({ backend: chain, rpcauth: [rpcauthLine("u", "a long enough password")] });
+  await facade.start();
+  t.teardown(() => facade.stop());
+  const server = (facade as unknown as { server: import("node:http").Server }).server;
+  const port = Number(new URL(facade.rpcUrl).port);
+  const t0 = Date.now();
+  const idle: RawClient[] = [];
+  for (let i = 0; i < MAX_FACADE_CONNECTIONS + 44; i++) idle.push(rawClient(port, t0));
+  await waitFor(() => idle.every((c) => c.connectedAt !== undefined || c.closedAt !== undefined), 20_000, "the idle connections to connect");
+  const slow = Array.from({ length: 4 }, () => rawClient(port, t0));
+  const head = "POST / HTTP/1.1\r\nHost: x\r\nX-Pad: " + "y".repeat(200) + "\r\n\r\n";
+  let sent = 0;
+  const dribble = setInterval(() => {
+    for (const c of slow) if (!c.socket.destroyed && c.socket.writable) c.socket.write(head[sent % head.length]!);
+    sent++;
+  }, 1000);
+  t.teardown(() => clearInterval(dribble));
+  const all = [...idle, ...slow];
+  t.teardown(() => { for (const c of all) c.socket.destroy(); });
+  await waitFor(() => slow.every((c) => c.connectedAt !== undefined || c.closedAt !== undefined), 20_000, "the slowloris clients to connect");
+  const asked = Date.now();
+  const honest = await fetch(facade.rpcUrl, {
+    method: "POST",
+    headers: { authorization: `Basic ${Buffer.from("u:a long enough password").toString("base64")}` },
+    body: JSON.stringify({ jsonrpc: "1.0", id: 1, method: "getblockcount", params: [] }),
+  }).then(async (r) => ({ status: r.status, text: await r.text() }), (e: Error) => ({ status: 0, text: `${e.message}: ${(e.cause as Error | undefined)?.message ?? ""}` }));
+  const tookMs = Date.now() - asked;
+  const bound = 12_000;
+  await waitFor(() => all.every((c) => c.closedAt !== undefined), bound + 30_000, () => `the hostile connections to be closed (${all.filter((c) => c.closedAt === undefined).length} open)`).catch(() => {});
+  const last = Math.max(...all.map((c) => (c.closedAt ?? Infinity) - (c.connectedAt ?? 0)));
+  const open = await new Promise<number>((r) => server.getConnections((_e, n) => r(n)));
+  t.log(`the honest client: ${honest.status} in ${tookMs} ms ${honest.text.slice(0, 120)}; the last hostile connection closed ${last} ms after it connected; ${open} left open`);
+  t.is(honest.status, 200, `the honest client is answered: ${honest.text.slice(0, 200)}`);
+  t.true(tookMs < 2000, `answered in ${tookMs} ms`);
+  t.true(last <= bound, `every hostile connection closed within ${bound} ms of connecting (the last after ${last} ms)`);
+  t.true(open <= 1, `at most the honest client's kept-alive connection left open (${open})`);
 });

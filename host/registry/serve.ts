@@ -8,7 +8,7 @@ import { realpath, stat } from "node:fs/promises";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import path from "node:path";
-import { capConnections, TIMEOUT_CHECK_EVERY_MS } from "../http-caps.ts";
+import { capConnections, TIMEOUT_CHECK_EVERY_MS } from "../../chain/http-caps.ts";
 
 export interface RegistryServer {
   url: string;

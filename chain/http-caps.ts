@@ -1,4 +1,4 @@
-// A connection cap for the host's small HTTP servers (`modhost registry serve`, the inspector)
+// A connection cap for the small HTTP servers (`modhost registry serve`, the inspector, the Core facade)
 // that idle connections cannot fill. Node's own `maxConnections` drops every new connection
 // without a word once the cap is reached, for as long as whoever holds the connections likes;
 // and Node checks head and request timeouts only every 30 s unless told otherwise. The JSON-RPC
