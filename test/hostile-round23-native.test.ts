@@ -10,6 +10,8 @@
 //   fetch     a native module that crashes with MAX_IN_FLIGHT http_requests under way to a
 //             server that never answers (test/fixtures/hostile-round23-native/fetch-then-crash.ts).
 //   facade    the Core facade (`[chain] core_rpc_bind`) under the same clients as the registry.
+//   guesses   a JSON-RPC batch of max_batch calls of methods that do not exist, each near the
+//             names of a module's 256 methods (each answer guesses the nearest: closest()).
 // The tests watch this process's loop, so they run one at a time.
 
 import test from "ava";
@@ -28,6 +30,7 @@ import { pendingOf } from "./helpers/census.ts";
 import { MAX_RPC_CALLS_PER_MODULE } from "../host/session.ts";
 import { HALF_CLOSED_PROBE_MS, MAX_PIPELINED_REQUESTS } from "../host/rpc/server.ts";
 import { MAX_INSPECTOR_CONNECTIONS } from "../host/inspector.ts";
+import { MAX_GUESSES_PER_SECOND } from "../host/rpc/admin.ts";
 import { MAX_IN_FLIGHT, requestsInFlight } from "../capabilities/http.ts";
 import { writeNodeNative } from "./helpers/native.ts";
 import { CoreFacade, MAX_FACADE_CONNECTIONS } from "../chain/bitcoind/facade.ts";
@@ -392,4 +395,37 @@ test.serial(`the Core facade under 4 slowloris clients and ${MAX_FACADE_CONNECTI
   t.true(tookMs < 2000, `answered in ${tookMs} ms`);
   t.true(last <= bound, `every hostile connection closed within ${bound} ms of connecting (the last after ${last} ms)`);
   t.true(open <= 1, `at most the honest client's kept-alive connection left open (${open})`);
+});
+
+// A module with 256 JSON-RPC methods of 64-character names (the longest).
+const MANY_NAME = (i: number) => `m${String(i).padStart(3, "0")}${"x".repeat(60)}`;
+const MANY = inlineModule("r23-many", ["register_rpc_endpoint"], `
+  for (let i = 0; i < 256; i++) await ctx.rpc.register("m" + String(i).padStart(3, "0") + "x".repeat(60), "d", () => i);
+  ctx.log.info("registered");
+`);
+
+test.serial(`a JSON-RPC batch of 1000 calls of methods that do not exist, each near the names of a module's 256 methods of 64 characters: every answer is method-not-found, at most MAX_GUESSES_PER_SECOND (${MAX_GUESSES_PER_SECOND}) a second guess a near name, and no turn of the host's loop takes 250 ms of its CPU (before: every call guessed, up to CLOSEST_MAX_CELLS each, the whole batch in one turn of 5.4 s)`, async (t) => {
+  t.timeout(120_000);
+  const dir = await tempDir(t);
+  await buildModulesDir(dir, ["good"], { "r23-many": MANY });
+  const h = await startHost(t, { dir, modules: [], grants: { good: GOOD_GRANTS, "r23-many": ["register_rpc_endpoint"] } });
+  await h.waitForLog(/^registered$/, { source: "r23-many", timeoutMs: 60_000 });
+  await h.waitForState("good", "running", 60_000);
+  const watch = watchHost(t, h);
+  const canary = watch.canaryLoop(500, 4);
+  const batch = Array.from({ length: 1000 }, (_, i) => ({ jsonrpc: "2.0", id: i, method: `r23-many.${MANY_NAME(i % 256).slice(0, 40)}y${"x".repeat(23)}`, params: {} }));
+  const started = Date.now();
+  const answer = await post(h, batch);
+  const tookMs = Date.now() - started;
+  const answers = answer.json as Array<{ error?: { code: number; message: string } }>;
+  t.log(`1000 unknown methods answered in ${tookMs} ms; the first: ${answers[0]?.error?.message.slice(0, 160)}`);
+  t.is(answers.length, 1000);
+  t.true(answers.every((a) => a.error?.code === -32601), "every answer is method-not-found");
+  const guessed = answers.filter((a) => /did you mean/.test(a.error?.message ?? "")).length;
+  t.log(`${guessed} answers guessed a near name`);
+  t.true(guessed >= 1, "the first unknown name gets a guess");
+  t.true(guessed <= MAX_GUESSES_PER_SECOND * (Math.ceil(tookMs / 1000) + 1), `${guessed} guesses in ${tookMs} ms, within MAX_GUESSES_PER_SECOND`);
+  await canary.stop();
+  watch.assertCanary(t);
+  await watch.finish(t, 1);
 });

@@ -196,6 +196,13 @@ const UNSENT_COUNTED_FROM = 64 * 1024;
  */
 export const MAX_PIPELINED_REQUESTS = 16;
 
+/**
+ * A batch's calls that are answered at once run in turns of the loop of about this long. Before,
+ * a batch's calls all ran in one turn when none waited for a module: 1,000 calls of unknown
+ * methods, each guessing a near name, held the loop 5.4 s.
+ */
+const BATCH_TURN_MS = 5;
+
 /** How often a request whose client has half-closed its connection is probed (102 Processing). */
 export const HALF_CLOSED_PROBE_MS = 1000;
 
@@ -641,8 +648,16 @@ export class RpcServer {
       // the module has for calls (MAX_RPC_CALLS_PER_MODULE) nor has most of them refused.
       const answered: (JsonRpcResponse | undefined)[] = new Array(body.length);
       let next = 0;
+      // Calls answered at once (an unknown method, an error, a host method) continue their lane
+      // in the same turn of the loop: the batch gives the loop back every BATCH_TURN_MS.
+      let turnFrom = performance.now();
       const lane = async () => {
         while (next < body.length) {
+          if (performance.now() - turnFrom > BATCH_TURN_MS) {
+            await new Promise((r) => setImmediate(r));
+            turnFrom = performance.now();
+            continue;
+          }
           const i = next++;
           answered[i] = this.withinBatch(await this.one(body[i], client), budget);
         }
