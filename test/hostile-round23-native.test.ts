@@ -63,7 +63,7 @@ function rawClient(port: number, t0: number): RawClient {
   return c;
 }
 
-test.serial(`registry serve under 4 slowloris clients (a request head one byte a second) and ${MAX_REGISTRY_CONNECTIONS + 44} idle connections (more than MAX_REGISTRY_CONNECTIONS): an honest client fetching the index is served within 2 s, the hostile connections are closed within REGISTRY_HEADERS_TIMEOUT_MS plus 2 s, nothing is left open and this process's heap grows by under 16 MB`, async (t) => {
+test.serial(`registry serve under 4 slowloris clients (a request head one byte a second) and ${MAX_REGISTRY_CONNECTIONS + 44} idle connections (more than MAX_REGISTRY_CONNECTIONS): an honest client fetching the index is served within 2 s, the hostile connections are closed within REGISTRY_HEADERS_TIMEOUT_MS plus 5 s (checked every second; 30-40 s before), nothing is left open and this process's heap grows by under 16 MB`, async (t) => {
   t.timeout(90_000);
   const dir = await tempDir(t, "modhost-reg-r23-");
   const index = JSON.stringify({ modules: Array.from({ length: 50 }, (_, i) => ({ name: `m${i}`, description: "x".repeat(100) })) });
@@ -101,8 +101,9 @@ test.serial(`registry serve under 4 slowloris clients (a request head one byte a
   const tookMs = Date.now() - asked;
   t.log(`the honest client: ${honest.status} in ${tookMs} ms${honest.status === 200 ? "" : `: ${honest.text.slice(0, 200)}`}`);
 
-  // Every hostile connection is closed at the head's timeout (checked every second), not later.
-  const bound = REGISTRY_HEADERS_TIMEOUT_MS + 2000;
+  // Every hostile connection is closed at the head's timeout (checked every second), not later;
+  // 5 s of slack for a loaded machine (the old code took 30 s).
+  const bound = REGISTRY_HEADERS_TIMEOUT_MS + 5000;
   await waitFor(() => all.every((c) => c.closedAt !== undefined), bound + 30_000, () => `the hostile connections to be closed (${all.filter((c) => c.closedAt === undefined).length} open)`).catch(() => {});
   const last = Math.max(...all.map((c) => (c.closedAt ?? Infinity) - (c.connectedAt ?? 0)));
   const slowLast = Math.max(...slow.map((c) => (c.closedAt ?? Infinity) - (c.connectedAt ?? 0)));
@@ -124,7 +125,7 @@ test.serial(`registry serve under 4 slowloris clients (a request head one byte a
   t.true(longest < 250, `longest turn ${longest.toFixed(0)} ms of CPU`);
 });
 
-test.serial("registry serve: 4 clients that ask for a 16 MB blob and never read it are closed within twice REGISTRY_STALL_TIMEOUT_MS plus 3 s (before: held open as long as they liked, each a busy connection never closed to make room), and an honest client is served meanwhile", async (t) => {
+test.serial("registry serve: 4 clients that ask for a 16 MB blob and never read it are closed within twice REGISTRY_STALL_TIMEOUT_MS plus 6 s (before: held open as long as they liked, each a busy connection never closed to make room), and an honest client is served meanwhile", async (t) => {
   t.timeout(90_000);
   const dir = await tempDir(t, "modhost-reg-r23-");
   await writeFile(path.join(dir, "index.json"), "{}");
@@ -143,7 +144,7 @@ test.serial("registry serve: 4 clients that ask for a 16 MB blob and never read 
   await sleep(1000);
   const honest = await fetch(`${server.url}index.json`).then((r) => r.status, () => 0);
   t.is(honest, 200, "an honest client is served while they hold their connections");
-  const bound = 2 * REGISTRY_STALL_TIMEOUT_MS + 3000;
+  const bound = 2 * REGISTRY_STALL_TIMEOUT_MS + 6000;
   // A paused client does not see its connection's end: the server's count of connections does.
   const openNow = () => new Promise<number>((r) => server.server.getConnections((_e, n) => r(n)));
   let open = await openNow();
@@ -356,7 +357,7 @@ test.serial(`a native module that crashes with MAX_IN_FLIGHT (${MAX_IN_FLIGHT}) 
   await watch.finish(t, 1);
 });
 
-test.serial(`the Core facade under 4 slowloris clients and ${MAX_FACADE_CONNECTIONS + 44} idle connections (more than MAX_FACADE_CONNECTIONS): bitcoin-cli's getblockcount is answered within 2 s, the hostile connections are closed within 12 s of connecting, nothing is left open (before: the honest client's connection was dropped without a word, and the hostile ones closed after 30 s)`, async (t) => {
+test.serial(`the Core facade under 4 slowloris clients and ${MAX_FACADE_CONNECTIONS + 44} idle connections (more than MAX_FACADE_CONNECTIONS): bitcoin-cli's getblockcount is answered within 2 s, the hostile connections are closed within 16 s of connecting (the head's 10 s timeout, checked every second), nothing is left open (before: the honest client's connection was dropped without a word, and the hostile ones closed after 30 s)`, async (t) => {
   t.timeout(90_000);
   const chain = await EmbeddedChain.create();
   const facade = new CoreFacade({ backend: chain, rpcauth: [rpcauthLine("u", "a long enough password")] });
@@ -386,7 +387,7 @@ test.serial(`the Core facade under 4 slowloris clients and ${MAX_FACADE_CONNECTI
     body: JSON.stringify({ jsonrpc: "1.0", id: 1, method: "getblockcount", params: [] }),
   }).then(async (r) => ({ status: r.status, text: await r.text() }), (e: Error) => ({ status: 0, text: `${e.message}: ${(e.cause as Error | undefined)?.message ?? ""}` }));
   const tookMs = Date.now() - asked;
-  const bound = 12_000;
+  const bound = 16_000;
   await waitFor(() => all.every((c) => c.closedAt !== undefined), bound + 30_000, () => `the hostile connections to be closed (${all.filter((c) => c.closedAt === undefined).length} open)`).catch(() => {});
   const last = Math.max(...all.map((c) => (c.closedAt ?? Infinity) - (c.connectedAt ?? 0)));
   const open = await new Promise<number>((r) => server.getConnections((_e, n) => r(n)));
