@@ -12,6 +12,9 @@
 //   facade    the Core facade (`[chain] core_rpc_bind`) under the same clients as the registry.
 //   guesses   a JSON-RPC batch of max_batch calls of methods that do not exist, each near the
 //             names of a module's 256 methods (each answer guesses the nearest: closest()).
+//   lists     JSON-RPC batches of host methods whose answers grow with what every module holds
+//             (cli_specs, rpc_methods) while 4 modules hold the most they may (a CLI spec of
+//             ~850 KB, 256 methods with 1 KiB descriptions).
 // The tests watch this process's loop, so they run one at a time.
 
 import test from "ava";
@@ -426,6 +429,46 @@ test.serial(`a JSON-RPC batch of 1000 calls of methods that do not exist, each n
   t.log(`${guessed} answers guessed a near name`);
   t.true(guessed >= 1, "the first unknown name gets a guess");
   t.true(guessed <= MAX_GUESSES_PER_SECOND * (Math.ceil(tookMs / 1000) + 1), `${guessed} guesses in ${tookMs} ms, within MAX_GUESSES_PER_SECOND`);
+  await canary.stop();
+  watch.assertCanary(t);
+  await watch.finish(t, 1);
+});
+
+const HOLDER_CAPS = ["register_rpc_endpoint"];
+const holder = (name: string) => inlineModule(name, HOLDER_CAPS, `
+  const long = (c: string, n: number, i: number) => (c.repeat(n) + i).slice(-n);
+  for (let i = 0; i < 256; i++) await ctx.rpc.register(long("m", 64, i), "d".repeat(1024), () => 1);
+  const about = "a".repeat(1024);
+  await ctx.rpc.registerCli({ name: "${name}", about, commands: Array.from({ length: 64 }, (_, i) => ({ name: long("c", 64, i), about, args: Array.from({ length: 12 }, (_, j) => ({ name: long("x", 64, j), about: "b".repeat(1000) })) })) });
+  ctx.log.info("holding");
+`);
+
+test.serial("JSON-RPC batches of 1000 cli_specs and 1000 rpc_methods calls while 4 modules hold a CLI spec of ~850 KB and 256 methods with 1 KiB descriptions each: every call is answered (past max_response_bytes, 4 MiB here, with -32006), no turn of the host's loop takes 150 ms of its CPU (before: the batch's 16 lanes each started a cli_specs call in one turn, 209-223 ms), the canary stores every block", async (t) => {
+  t.timeout(180_000);
+  const dir = await tempDir(t);
+  const names = ["r23-h1", "r23-h2", "r23-h3", "r23-h4"];
+  await buildModulesDir(dir, ["good"], Object.fromEntries(names.map((n) => [n, holder(n)])));
+  // Answers of at most 4 MiB: this process parses them, and its own turns are watched too.
+  const h = await startHost(t, { dir, modules: [], grants: { good: GOOD_GRANTS, ...Object.fromEntries(names.map((n) => [n, HOLDER_CAPS])) }, configure: (c) => (c.rpc.max_response_bytes = 4 * MB) });
+  for (const n of names) await h.waitForLog(/^holding$/, { source: n, timeoutMs: 90_000 });
+  await h.waitForState("good", "running", 60_000);
+  const watch = watchHost(t, h);
+  const canary = watch.canaryLoop(500, 4);
+  const turns = watchTurns();
+  t.teardown(() => turns.stop());
+  for (const method of ["cli_specs", "rpc_methods"]) {
+    const started = Date.now();
+    const answer = await post(h, Array.from({ length: 1000 }, (_, i) => ({ jsonrpc: "2.0", id: i, method, params: [] })));
+    const answers = answer.json as Array<{ result?: unknown; error?: { code: number } }>;
+    const full = answers.filter((a) => a.result !== undefined).length;
+    const tooLarge = answers.filter((a) => a.error?.code === -32006).length;
+    t.log(`1000 ${method}: answered in ${Date.now() - started} ms, ${full} whole, ${tooLarge} past max_response_bytes`);
+    t.is(full + tooLarge, 1000, `every ${method} call answered`);
+    watch.sample();
+  }
+  const longest = turns.reset();
+  t.log(`the longest turn of the loop while the batches ran: ${longest.toFixed(0)} ms of CPU`);
+  t.true(longest < 150, `no turn of 150 ms of CPU (${longest.toFixed(0)} ms): the batch's host calls run one at a time, each after the loop's turn is checked`);
   await canary.stop();
   watch.assertCanary(t);
   await watch.finish(t, 1);

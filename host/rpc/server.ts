@@ -202,6 +202,8 @@ export const MAX_PIPELINED_REQUESTS = 16;
  * methods, each guessing a near name, held the loop 5.4 s.
  */
 const BATCH_TURN_MS = 5;
+/** Host methods that wait for modules' answers: a batch runs them side by side, not one at a time. */
+const WAITS_FOR_MODULES: ReadonlySet<string> = new Set(["run_cli", "health"]);
 
 /** How often a request whose client has half-closed its connection is probed (102 Processing). */
 export const HALF_CLOSED_PROBE_MS = 1000;
@@ -651,15 +653,32 @@ export class RpcServer {
       // Calls answered at once (an unknown method, an error, a host method) continue their lane
       // in the same turn of the loop: the batch gives the loop back every BATCH_TURN_MS.
       let turnFrom = performance.now();
+      const turnOver = async () => {
+        if (performance.now() - turnFrom <= BATCH_TURN_MS) return false;
+        await new Promise((r) => setImmediate(r));
+        turnFrom = performance.now();
+        return true;
+      };
+      // Calls of host methods (no module to wait for: their work is all on the loop, an answer
+      // that grows with what every module holds) run one at a time, each after that check, so
+      // the lanes do not start 16 of them in one turn. Those that wait for modules (a module's
+      // method, run_cli, health) run in the lanes side by side.
+      let hostCalls: Promise<unknown> = Promise.resolve();
+      const hostCall = (call: unknown): Promise<JsonRpcResponse | undefined> => {
+        const run = hostCalls.then(async () => {
+          await turnOver();
+          return this.one(call, client);
+        });
+        hostCalls = run.catch(() => {});
+        return run;
+      };
       const lane = async () => {
         while (next < body.length) {
-          if (performance.now() - turnFrom > BATCH_TURN_MS) {
-            await new Promise((r) => setImmediate(r));
-            turnFrom = performance.now();
-            continue;
-          }
+          if (await turnOver()) continue;
           const i = next++;
-          answered[i] = this.withinBatch(await this.one(body[i], client), budget);
+          const call = body[i] as { method?: unknown } | null;
+          const ofModule = typeof call?.method === "string" && (call.method.includes(".") || WAITS_FOR_MODULES.has(call.method));
+          answered[i] = this.withinBatch(await (ofModule ? this.one(call, client) : hostCall(call)), budget);
         }
       };
       await Promise.all(Array.from({ length: Math.min(MAX_PIPELINED_REQUESTS, body.length) }, lane));
