@@ -225,15 +225,22 @@ function failure(t: HttpTarget, what: string, err: unknown): CapabilityError {
   return new CapabilityError("unavailable", `${what} ${t.target}: ${why}`);
 }
 
-/** Make one request for `module`. Throws CapabilityError with a code the module can act on. */
-export async function httpExchange(module: string, req: HttpRequest, resolve: Resolver = systemResolver): Promise<HttpResponse> {
+/**
+ * Make one request for `module`. Throws CapabilityError with a code the module can act on.
+ * `ended` (the module instance's end) gives it up: before, a module that crashed or was reloaded
+ * with MAX_IN_FLIGHT requests under way to a server that did not answer left them running to
+ * their timeout (up to MAX_TIMEOUT_MS), their connections open, and its next instance refused
+ * every request until then.
+ */
+export async function httpExchange(module: string, req: HttpRequest, resolve: Resolver = systemResolver, ended?: AbortSignal): Promise<HttpResponse> {
+  if (ended?.aborted) throw new CapabilityError("unavailable", `module ${module}'s instance has ended`);
   const running = inFlight.get(module) ?? 0;
   if (running >= MAX_IN_FLIGHT) {
     throw new CapabilityError("unavailable", `at most ${MAX_IN_FLIGHT} HTTP requests of a module may be in flight at once; wait for one to finish`);
   }
   inFlight.set(module, running + 1);
   try {
-    return await exchange(req, resolve);
+    return await exchange(req, resolve, ended);
   } finally {
     const left = (inFlight.get(module) ?? 1) - 1;
     if (left === 0) inFlight.delete(module);
@@ -241,7 +248,7 @@ export async function httpExchange(module: string, req: HttpRequest, resolve: Re
   }
 }
 
-function exchange(req: HttpRequest, resolve: Resolver): Promise<HttpResponse> {
+function exchange(req: HttpRequest, resolve: Resolver, instanceEnded: AbortSignal | undefined): Promise<HttpResponse> {
   const t = req.target;
   // The module's account of host CPU (host_cpu_ms_per_s): what reading and parsing its answer
   // costs the host's loop is charged to it, in the turns where it is spent.
@@ -264,6 +271,9 @@ function exchange(req: HttpRequest, resolve: Resolver): Promise<HttpResponse> {
     const timer = setTimeout(() => {
       finish(new CapabilityError("timeout", `no complete answer from ${t.target} within ${req.timeoutMs} ms`));
     }, req.timeoutMs);
+    const gone = () => finish(new CapabilityError("unavailable", `the module's instance ended before ${t.target} answered`));
+    instanceEnded?.addEventListener("abort", gone, { once: true });
+    ended.signal.addEventListener("abort", () => instanceEnded?.removeEventListener("abort", gone), { once: true });
 
     const connect = (address: string): Promise<net.Socket> => new Promise((ok, fail) => {
       // By address: net.connect does no lookup for an IP, so this is the address checked.

@@ -90,7 +90,7 @@ export const network: Family = {
         // Names are resolved by ./dns.ts (the hosts file, then its own DNS stub resolver), never on a
         // thread of libuv's pool, and a lookup is cancelled when its request ends.
         const resolve = c.services.resolve?.bind(c.services) ?? systemResolver;
-        const answer = await httpExchange(c.module, request, resolve);
+        const answer = await httpExchange(c.module, request, resolve, c.ended);
         // Isolates have no TextDecoder: "utf8" decodes here (invalid sequences become U+FFFD, as fetch's text() does).
         return p.encoding === "utf8" ? { ...answer, body: new TextDecoder("utf-8").decode(answer.body) } : answer;
       },

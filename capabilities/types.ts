@@ -160,6 +160,11 @@ export interface CallContext {
    * takes a PreEncoded value (protocol/codec.ts): a handler may answer bytes already encoded.
    */
   readonly answersEncoded?: boolean;
+  /**
+   * Aborted when the module's instance ends (its session closes): work the host does for it that
+   * outlives a request's answer (an HTTP exchange) is given up then. Undefined: never (tests).
+   */
+  readonly ended?: AbortSignal;
 }
 
 /**

@@ -84,7 +84,39 @@ for (const n of names) await h.waitForState(n, "running", 30_000);
 
 const loop = monitorEventLoopDelay({ resolution: 10 });
 loop.enable();
-gc();
+// The longest delay tells nothing of its cause: the host's own work on the loop, this harness's
+// forced full collections (every ~2 s, in the same process), or a machine that did not run the
+// process (load, nice). A 10 ms ticker measures each gap between its turns in wall time and in
+// CPU time of the loop's thread, the forced collections' gaps apart: a gap of seconds with little
+// CPU is scheduling, with CPU close to its wall time the host's (or the collector's) work.
+const threadCpuMs = () => {
+  const u = process.threadCpuUsage();
+  return (u.user + u.system) / 1000;
+};
+const gaps = { wallMs: 0, cpuMs: 0, atS: 0, cpuWallMs: 0, cpuAtS: 0, gcWallMs: 0, gcCpuMs: 0 };
+const tickerStarted = Date.now();
+let tickWall = performance.now();
+let tickCpu = threadCpuMs();
+const ticker = setInterval(() => {
+  const wall = performance.now();
+  const cpu = threadCpuMs();
+  const at = Math.round((Date.now() - tickerStarted) / 1000);
+  if (wall - tickWall > gaps.wallMs) Object.assign(gaps, { wallMs: wall - tickWall, cpuMs: cpu - tickCpu, atS: at });
+  if (cpu - tickCpu > gaps.cpuWallMs) Object.assign(gaps, { cpuWallMs: cpu - tickCpu, cpuAtS: at });
+  tickWall = wall;
+  tickCpu = cpu;
+}, 10);
+/** A forced full collection, timed apart from the host's turns. */
+const collect = () => {
+  const wall = performance.now();
+  const cpu = threadCpuMs();
+  gc();
+  gaps.gcWallMs = Math.max(gaps.gcWallMs, performance.now() - wall);
+  gaps.gcCpuMs = Math.max(gaps.gcCpuMs, threadCpuMs() - cpu);
+  tickWall = performance.now();
+  tickCpu = threadCpuMs();
+};
+collect();
 const heap0 = process.memoryUsage().heapUsed;
 const rss0 = process.memoryUsage().rss;
 const external0 = process.memoryUsage().external;
@@ -104,12 +136,13 @@ while (Date.now() - started < minutes * 60_000) {
   blocks++;
   if (!(await h.waitForLog(new RegExp(`^stored block ${height}$`), { module: "good", since: mark, timeoutMs: 5000 }).then(() => true, () => false))) late++;
   if (!(await Promise.race([h.rpc("list").then(() => true, () => false), new Promise<boolean>((r) => setTimeout(() => r(false), 5000))]))) unanswered++;
-  gc();
+  collect();
   peakHeap = Math.max(peakHeap, process.memoryUsage().heapUsed - heap0);
   if (blocks % 30 === 0) console.log(`  ${Math.round((Date.now() - started) / 1000)} s: ${framesSent().toLocaleString("en")} frames, heap +${(peakHeap / MB).toFixed(0)} MB at most, ${late} late blocks, ${unanswered} unanswered RPC calls`);
   await new Promise((r) => setTimeout(r, 2000));
 }
 loop.disable();
+clearInterval(ticker);
 
 /** Frames sent by every instance of every fuzzing module: the last progress file of each instance. */
 function framesSent(): number {
@@ -137,6 +170,10 @@ const report = {
   probesUnanswered: stuck.length,
   hostErrors: hostErrors.length,
   longestLoopDelayMs: Math.round(loop.max / 1e6),
+  // The longest gap between the ticker's turns outside the forced collections, its CPU, and when.
+  longestGap: `${Math.round(gaps.wallMs)} ms wall, ${Math.round(gaps.cpuMs)} ms of the loop thread's CPU, at ${gaps.atS} s`,
+  mostCpuInAGap: `${Math.round(gaps.cpuWallMs)} ms, at ${gaps.cpuAtS} s`,
+  longestForcedCollection: `${Math.round(gaps.gcWallMs)} ms wall, ${Math.round(gaps.gcCpuMs)} ms CPU`,
   heapGrowthMb: +(heap / MB).toFixed(1),
   peakHeapGrowthMb: +(peakHeap / MB).toFixed(1),
   rssGrowthMb: +((process.memoryUsage().rss - rss0) / MB).toFixed(1),

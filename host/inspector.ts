@@ -20,11 +20,22 @@ import { inspectAddressProblem, limitsFor, type HostConfig } from "./config.ts";
 import type { HostSession } from "./session.ts";
 import type { SourceLogger } from "./log.ts";
 import { HOST_VERSION } from "./version.ts";
+import { capConnections, TIMEOUT_CHECK_EVERY_MS, type ConnectionCap } from "../chain/http-caps.ts";
 
 /** Largest message a debugger may send (ws maxPayload): CDP commands are small. */
 const MAX_DEBUGGER_MESSAGE_BYTES = 1024 * 1024;
 /** Largest message the isolate may send the debugger, put together from its pieces (a script's source, a heap snapshot chunk). */
 const MAX_ISOLATE_MESSAGE_BYTES = 64 * 1024 * 1024;
+/**
+ * Connections to one inspector server at once: its debuggers (one per module) and their /json
+ * polls. Past it a new one closes the oldest with no request in progress, or is answered 503
+ * naming this limit. Before, the inspector took every connection offered, with Node's default
+ * timeouts (a head within 60 s, checked every 30 s): a local client holding a few thousand idle
+ * connections took the host's open files, and the host could no longer open any.
+ */
+export const MAX_INSPECTOR_CONNECTIONS = 64;
+/** A request's head must arrive within this; an idle keep-alive connection is closed after 5 s. */
+const INSPECTOR_HEADERS_TIMEOUT_MS = 10_000;
 /** How long one poll for the isolate's messages waits in the isolate host. */
 const POLL_WAIT_MS = 1000;
 /** On top of the poll's wait: an isolate host that does not answer by then is not relaying. */
@@ -46,11 +57,22 @@ export class InspectorServer {
   private readonly server: Server;
   private readonly wss = new WebSocketServer({ noServer: true, maxPayload: MAX_DEBUGGER_MESSAGE_BYTES });
   private readonly targets = new Map<string, Target>();
+  private readonly cap: ConnectionCap;
   private port = 0;
 
   constructor(private readonly host: string, private readonly wantedPort: number, modules: string[], private readonly deps: InspectorDeps) {
     for (const module of modules) this.targets.set(module, { module, id: randomUUID() });
-    this.server = createServer((req, res) => this.http(req, res));
+    this.server = createServer({
+      headersTimeout: INSPECTOR_HEADERS_TIMEOUT_MS,
+      requestTimeout: 30_000,
+      keepAliveTimeout: 5_000,
+      connectionsCheckingInterval: TIMEOUT_CHECK_EVERY_MS,
+    }, (req, res) => {
+      if (!this.cap.has(req.socket)) return void req.socket.destroy(); // refused at the cap
+      res.once("close", this.cap.busy(req.socket));
+      this.http(req, res);
+    });
+    this.cap = capConnections(this.server, MAX_INSPECTOR_CONNECTIONS, (open) => `connection refused: the modhost inspector has ${open} connections open, all busy, its limit (MAX_INSPECTOR_CONNECTIONS, a fixed limit); close a debugger or retry in a moment`);
     this.server.on("upgrade", (req, socket, head) => this.upgrade(req, socket, head));
   }
 
@@ -113,6 +135,10 @@ export class InspectorServer {
   }
 
   private upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    if (!this.cap.has(req.socket)) return void socket.destroy(); // refused at the cap
+    // An attached debugger is never closed to make room: its connection is busy until it closes.
+    const release = this.cap.busy(req.socket);
+    socket.once("close", release);
     const refuse = (status: string, why: string): undefined => {
       socket.end(`HTTP/1.1 ${status}\r\ncontent-type: text/plain\r\nconnection: close\r\n\r\n${why}\n`);
     };

@@ -10,7 +10,7 @@
 // error, or a module that breaks the handshake, closes it.
 
 import { AsyncResource } from "node:async_hooks";
-import { EventEmitter } from "node:events";
+import { EventEmitter, setMaxListeners } from "node:events";
 import { performance } from "node:perf_hooks";
 import type { FrameChannel } from "../protocol/channel.ts";
 import { EncodeError } from "../protocol/codec.ts";
@@ -280,6 +280,8 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
   private inFlight = 0;
   private readonly subscription: Subscription;
   private readonly call: CallContext;
+  /** Aborted when this session closes (CallContext.ended). */
+  private readonly ended = new AbortController();
   private readonly handshakeTimer: NodeJS.Timeout;
   closeError: Error | undefined;
   private refusedByHost = false;
@@ -373,7 +375,10 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
       log: (level, message, fields) => opts.logger.module(opts.module).log(level, message, fields),
       maxAnswerBytes: channel.maxFrameBytes,
       answersEncoded: true,
+      ended: this.ended.signal,
     };
+    // One listener per HTTP exchange under way (MAX_IN_FLIGHT), and room for others: no warning.
+    setMaxListeners(256, this.ended.signal);
 
     this.handshakeTimer = setTimeout(
       () => this.fail(wireError("protocol_error", `no hello within ${opts.handshakeTimeoutMs ?? 10000} ms`)),
@@ -1228,6 +1233,7 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
     this.backlogBytes = 0;
     this.subscription.close();
     this.held.leave();
+    this.ended.abort();
     const reason = error ?? new Error("connection closed");
     this.rejectHello(reason);
     this.rejectReady(reason);

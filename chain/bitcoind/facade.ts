@@ -22,6 +22,7 @@ import { bytesOfRaw, hexOfRaw } from "../backend.ts";
 import { difficultyFromBits, workFromBits } from "../serialise.ts";
 import { JsonLimitError, parseJson } from "../json-off.ts";
 import { Slicer } from "../slices.ts";
+import { capConnections, TIMEOUT_CHECK_EVERY_MS } from "../http-caps.ts";
 import { bitsToHex, coreChainName, satsToBtc, scriptAsm, scriptType } from "./convert.ts";
 import { checkRpcauth } from "./rpcauth.ts";
 import { RPC_CODES } from "./rpc.ts";
@@ -178,6 +179,14 @@ class RpcFailure extends Error {
 type Handler = (params: unknown[]) => Promise<unknown>;
 type Answer = { result: unknown; error: { code: number; message: string } | null; id: unknown };
 
+/**
+ * Connections to the facade at once. A new one past it closes the oldest with no request in
+ * progress, or is answered 503 naming this limit when all are busy. Before, Node dropped every
+ * new connection without a word while a client held 256 idle ones, each for 30-40 s (the 10 s
+ * head timeout was checked every 30 s): bitcoin-cli and the node's other tools were locked out.
+ */
+export const MAX_FACADE_CONNECTIONS = 256;
+
 export class CoreFacade {
   private server: Server | null = null;
   private publisher: Publisher | null = null;
@@ -200,11 +209,17 @@ export class CoreFacade {
       await this.publisher.bind(this.opts.zmqEndpoint);
       this.unsubscribe = this.opts.backend.subscribe((name, payload) => this.onEvent(name, payload));
     }
-    const server = createServer((req, res) => void this.serve(req, res));
-    server.headersTimeout = 10_000;
-    server.requestTimeout = 60_000;
-    server.keepAliveTimeout = 5_000;
-    server.maxConnections = 256;
+    const server = createServer({
+      headersTimeout: 10_000,
+      requestTimeout: 60_000,
+      keepAliveTimeout: 5_000,
+      connectionsCheckingInterval: TIMEOUT_CHECK_EVERY_MS,
+    }, (req, res) => {
+      if (!cap.has(req.socket)) return void req.socket.destroy(); // refused at the cap
+      res.once("close", cap.busy(req.socket));
+      void this.serve(req, res);
+    });
+    const cap = capConnections(server, MAX_FACADE_CONNECTIONS, (open) => `connection refused: the Core facade has ${open} connections open, all with a request in progress, its limit (MAX_FACADE_CONNECTIONS, a fixed limit); retry in a moment`);
     // A client that half-closes once its request is sent (shutdown(SHUT_WR): `nc -N`, some
     // scripts) still gets its answer: by default Node ends such a connection at once, and an
     // answer that takes a read from the on-disk chain (the thread pool) was lost, the connection

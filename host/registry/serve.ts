@@ -8,6 +8,7 @@ import { realpath, stat } from "node:fs/promises";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import path from "node:path";
+import { capConnections, TIMEOUT_CHECK_EVERY_MS } from "../../chain/http-caps.ts";
 
 export interface RegistryServer {
   url: string;
@@ -28,13 +29,36 @@ function contentType(file: string): string {
   return "application/octet-stream";
 }
 
-/** Connections served at once; past it Node drops new ones at once (a client holding idle connections). */
+/**
+ * Connections served at once. A new one past it closes the oldest connection with no request in
+ * progress (idle, or still sending its head) to make room; when all are busy it is answered 503
+ * naming this limit. Before, Node dropped every new connection without a word while a client
+ * held 256 idle ones (for up to 40 s each: Node checked the head's timeout every 30 s).
+ */
 export const MAX_REGISTRY_CONNECTIONS = 256;
+
+/**
+ * A connection on which nothing moves either way for this long is closed: a client that stops
+ * reading a file it asked for (within twice this: Node lets a write it saw move at the first
+ * check go on for one more period). Before, it held its connection (one of MAX_REGISTRY_CONNECTIONS,
+ * busy, so never closed to make room) and the file's open stream for as long as it liked.
+ */
+export const REGISTRY_STALL_TIMEOUT_MS = 10_000;
+
+/** A request's head must arrive within this of its connection (or of the previous answer). */
+export const REGISTRY_HEADERS_TIMEOUT_MS = 10_000;
 
 export async function serveRegistry(dir: string, opts: ServeOptions = {}): Promise<RegistryServer> {
   const root = await realpath(path.resolve(dir));
   // A request's head within 10 s, the whole request within 30 s, an idle connection 5 s.
-  const server = http.createServer({ headersTimeout: 10_000, requestTimeout: 30_000, keepAliveTimeout: 5_000 }, (req, res) => {
+  const server = http.createServer({
+    headersTimeout: REGISTRY_HEADERS_TIMEOUT_MS,
+    requestTimeout: 30_000,
+    keepAliveTimeout: 5_000,
+    connectionsCheckingInterval: TIMEOUT_CHECK_EVERY_MS,
+  }, (req, res) => {
+    if (!cap.has(req.socket)) return void req.socket.destroy(); // refused at the cap
+    res.once("close", cap.busy(req.socket));
     const done = (status: number, text?: string) => {
       opts.onRequest?.(req.method ?? "?", req.url ?? "", status);
       if (text !== undefined) {
@@ -79,7 +103,9 @@ export async function serveRegistry(dir: string, opts: ServeOptions = {}): Promi
       else res.destroy();
     });
   });
-  server.maxConnections = MAX_REGISTRY_CONNECTIONS;
+  // No listener for "timeout": Node destroys the socket.
+  server.setTimeout(REGISTRY_STALL_TIMEOUT_MS);
+  const cap = capConnections(server, MAX_REGISTRY_CONNECTIONS, (open) => `connection refused: the registry server has ${open} connections open, all with a request in progress, its limit (MAX_REGISTRY_CONNECTIONS, a fixed limit); retry in a moment`);
   // A client that half-closes once its request is sent (shutdown(SHUT_WR): `nc -N`, some
   // scripts) still gets the file: by default Node ends such a connection at once, before an
   // answer that comes after a stat.

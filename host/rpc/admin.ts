@@ -52,15 +52,33 @@ interface AdminMethod {
 
 type HostMethodName = (typeof HOST_RPC_METHODS)[number];
 
+/**
+ * Guesses of a near name for an unknown method or command ("did you mean ...?"), all JSON-RPC
+ * clients together, per second. Each costs up to CLOSEST_MAX_CELLS of edit distance (~5 ms over
+ * a module's 256 methods of 64 characters): one batch of 1,000 unknown methods held the host's
+ * loop 5.4 s in one turn. Past it an unknown name is answered without a guess.
+ */
+export const MAX_GUESSES_PER_SECOND = 4;
+const guessBudgets = new WeakMap<AdminDeps, { second: number; used: number }>();
+
+/** closest(name, candidates()) within MAX_GUESSES_PER_SECOND for this dispatcher, else undefined (no guess). */
+function guess(deps: AdminDeps, name: string, candidates: () => string[]): string | undefined {
+  const second = Math.floor(performance.now() / 1000);
+  let b = guessBudgets.get(deps);
+  if (b === undefined || b.second !== second) guessBudgets.set(deps, (b = { second, used: 0 }));
+  if (b.used >= MAX_GUESSES_PER_SECOND) return undefined;
+  b.used++;
+  return closest(name, candidates());
+}
+
 export function createDispatcher(deps: AdminDeps): Dispatch {
   const admin = adminMethods(deps);
   return async (method, params, client) => {
     const def = Object.hasOwn(admin, method) ? admin[method as HostMethodName] : undefined;
     if (def) return def.handler(namedParams(method, def, params), client);
     if (method.includes(".")) return callModule(deps, method, params, client);
-    const all = [...Object.keys(admin), ...deps.registry.list().map((m) => m.full)];
-    const guess = closest(method, all);
-    throw new RpcError(RPC_ERRORS.methodNotFound, `method not found: ${method}${guess ? `; did you mean ${guess}?` : ""} (rpc_methods lists them all)`);
+    const near = guess(deps, method, () => [...Object.keys(admin), ...deps.registry.list().map((m) => m.full)]);
+    throw new RpcError(RPC_ERRORS.methodNotFound, `method not found: ${method}${near ? `; did you mean ${near}?` : ""} (rpc_methods lists them all)`);
   };
 }
 
@@ -215,8 +233,8 @@ function adminMethods(deps: AdminDeps): Record<HostMethodName, AdminMethod> {
         }
         const cmd = spec.commands.find((c) => c.name === command);
         if (!cmd) {
-          const guess = closest(command, spec.commands.map((c) => c.name));
-          throw new RpcError(RPC_ERRORS.methodNotFound, `${name} has no command "${command}"${guess ? `; did you mean "${guess}"?` : ""} (commands: ${spec.commands.map((c) => c.name).join(", ") || "none"})`, { code: "no_command" });
+          const near = guess(deps, command, () => spec.commands.map((c) => c.name));
+          throw new RpcError(RPC_ERRORS.methodNotFound, `${name} has no command "${command}"${near ? `; did you mean "${near}"?` : ""} (commands: ${spec.commands.map((c) => c.name).join(", ") || "none"})`, { code: "no_command" });
         }
         const required = (cmd.args ?? []).filter((a) => a.required);
         if (args.length < required.length) {
@@ -350,8 +368,8 @@ async function callModule(deps: AdminDeps, full: string, params: unknown, client
     if (status && status.state !== "running") {
       throw new RpcError(RPC_ERRORS.unavailable, `module ${module} is not running (${status.state}); its methods return when it runs again`, { code: "unavailable" });
     }
-    const guess = closest(full, deps.registry.list().map((m) => m.full));
-    throw new RpcError(RPC_ERRORS.methodNotFound, `method not found: ${full}${guess ? `; did you mean ${guess}?` : ""} (rpc_methods lists them all)`);
+    const near = guess(deps, full, () => deps.registry.list().map((m) => m.full));
+    throw new RpcError(RPC_ERRORS.methodNotFound, `method not found: ${full}${near ? `; did you mean ${near}?` : ""} (rpc_methods lists them all)`);
   }
   let callParams: unknown = params ?? {};
   // The rpc_dispatch hooks see the call first (capabilities/hooks.ts); only when there are any.

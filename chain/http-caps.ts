@@ -1,0 +1,63 @@
+// A connection cap for the small HTTP servers (`modhost registry serve`, the inspector, the Core facade)
+// that idle connections cannot fill. Node's own `maxConnections` drops every new connection
+// without a word once the cap is reached, for as long as whoever holds the connections likes;
+// and Node checks head and request timeouts only every 30 s unless told otherwise. The JSON-RPC
+// server (host/rpc/server.ts) has its own, richer version of the same (per address, stats).
+
+import type http from "node:http";
+import type { Socket } from "node:net";
+
+/** Connections past the cap being told why (503) before they are closed. */
+const REFUSING_SLOTS = 16;
+
+/** How often head and request timeouts are checked (Node's default is 30 s): pass as `connectionsCheckingInterval`. */
+export const TIMEOUT_CHECK_EVERY_MS = 1000;
+
+export interface ConnectionCap {
+  /** A connection counted against the cap (not one being refused). */
+  has(socket: Socket): boolean;
+  /** Count a request in progress on `socket` until `release()` (or its close). */
+  busy(socket: Socket): () => void;
+}
+
+/**
+ * Hold `server` to `max` connections. A new connection past it closes the oldest one with no
+ * request in progress (idle, or still sending its head) to make room; when every one is busy,
+ * it is answered 503 with `refusal` (which names the limit) and closed. A server's handlers call
+ * `busy` for each request (and upgrade) and ignore sockets `has` does not know.
+ */
+export function capConnections(server: http.Server, max: number, refusal: (open: number) => string): ConnectionCap {
+  // Each counted connection, oldest first, with its requests in progress.
+  const conns = new Map<Socket, { busy: number }>();
+  server.maxConnections = max + REFUSING_SLOTS;
+  server.on("connection", (socket: Socket) => {
+    if (conns.size >= max) {
+      const idle = [...conns].find(([, c]) => c.busy === 0)?.[0];
+      if (idle !== undefined) {
+        conns.delete(idle);
+        idle.destroy();
+      } else {
+        const text = `${refusal(conns.size)}\n`;
+        socket.end(`HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(text)}\r\nConnection: close\r\nRetry-After: 1\r\n\r\n${text}`);
+        setTimeout(() => socket.destroy(), 1000).unref();
+        return;
+      }
+    }
+    conns.set(socket, { busy: 0 });
+    socket.once("close", () => conns.delete(socket));
+  });
+  return {
+    has: (socket) => conns.has(socket),
+    busy(socket) {
+      const c = conns.get(socket);
+      if (c === undefined) return () => {};
+      c.busy++;
+      let released = false;
+      return () => {
+        if (released) return;
+        released = true;
+        c.busy--;
+      };
+    },
+  };
+}
