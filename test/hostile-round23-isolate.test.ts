@@ -13,6 +13,10 @@
 //             past ISOLATE_HOST_RSS_BASE_MB + 2 x memory_mb), naming memory_mb
 //   startflood  its start() never returns while it asks for ~0.9 MB iterations without pause
 //             (both: test/fixtures/hostile-round23-isolate/crasher.ts, three starts each)
+//   answers   JSON-RPC methods answering the costliest legal values for the host to take in and
+//             write out, and values that fight the copy (answers.ts), called 4 at a time by
+//             clients that read the answers without keeping them (this process is the host:
+//             parsing them here would be counted as turns of its loop)
 // While they run: the canary stores every block within 5 s, RPC answers within 5 s, no turn of
 // the host's loop takes 250 ms of its CPU, its heap, log and descriptors stay within bounds.
 // The tests watch this process's loop, so they run one at a time.
@@ -21,11 +25,12 @@ import test from "ava";
 import { readFileSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { loadavg } from "node:os";
-import { buildModulesDir, GOOD_GRANTS, sleep, startHost, tempDir, waitFor, type InlineModule } from "./helpers/host.ts";
+import { buildModulesDir, GOOD_GRANTS, sleep, startHost, tempDir, waitFor, type InlineModule, type TestHost } from "./helpers/host.ts";
 import { descendants } from "./helpers/procs.ts";
 import { ISOLATE_HOST_RSS_BASE_MB } from "../runtime/isolate/exit-codes.ts";
 import { inlineModule, services } from "./helpers/modules.ts";
-import { post } from "./helpers/rpc.ts";
+import { cookieAuth, post, rpcUrl } from "./helpers/rpc.ts";
+import http from "node:http";
 import { watchHost } from "./helpers/host-watch.ts";
 import { census, grown, pendingOf } from "./helpers/census.ts";
 import type { RpcRegistry } from "../host/services/rpc.ts";
@@ -112,7 +117,7 @@ const SLOW = inlineModule("r23-slow", ["register_module_api"], `
 test.serial("TypeScript modules that die with thousands of calls in flight (3,000 calls not awaited, then past memory_mb) and whose start() never returns while it asks without pause for ~0.9 MB iterations, three starts each: each is stopped naming its limit and restarts, the module they called holds none of their calls afterwards, and once they behave they answer; the canary stores every block and RPC answers", async (t) => {
   t.timeout(180_000);
   const dir = await tempDir(t);
-  const probes = { "r23-oom": { mode: "oom", attacks: 3, calls: Number(process.env.R23_CALLS ?? 600) }, "r23-startflood": { mode: "startflood", attacks: 3 } };
+  const probes = { "r23-oom": { mode: "oom", attacks: 3, calls: 600 }, "r23-startflood": { mode: "startflood", attacks: 3 } };
   await buildModulesDir(dir, ["good"], {
     "r23-slow": SLOW,
     ...Object.fromEntries(Object.keys(probes).map((n) => [n, fixtureModule(n, "crasher.ts", CRASHER_CAPS)])),
@@ -187,4 +192,71 @@ test.serial("TypeScript modules that die with thousands of calls in flight (3,00
   await canary.stop();
   watch.assertCanary(t);
   await watch.finish(t, 2);
+});
+
+/**
+ * POST a JSON-RPC body and read the answer without keeping it: its status, first 4 KiB and size.
+ * This process is the host: parsing 24 MB of JSON here would be a turn of the host's loop.
+ */
+function postDiscarding(h: TestHost, auth: string, body: unknown): Promise<{ status: number; head: string; bytes: number }> {
+  return new Promise((resolve, reject) => {
+    const req = http.request(rpcUrl(h), { method: "POST", headers: { "Content-Type": "application/json", Authorization: auth } }, (res) => {
+      let head = "";
+      let bytes = 0;
+      res.on("data", (chunk: Buffer) => {
+        if (head.length < 4096) head += chunk.subarray(0, 4096 - head.length).toString("latin1");
+        bytes += chunk.length;
+      });
+      res.on("end", () => resolve({ status: res.statusCode ?? 0, head, bytes }));
+      res.on("error", reject);
+    });
+    req.on("error", reject);
+    req.end(JSON.stringify(body));
+  });
+}
+
+const ANSWER_SHAPES = ["strings", "keys", "maps", "deep", "f64", "u8", "sparse", "proxy", "getters", "tojson"];
+
+test.serial("a TypeScript module answering JSON-RPC with the costliest legal values for the host to take in and pass on (60,000 strings of 200 characters, 4,000 keys, 60,000 empty objects, arrays 60 deep, 12 MiB of bytes, a Float64Array, a sparse array 2^32-1 long, proxies, getters, toJSON), called by 4 clients at a time for 15 s: each call gets the value or an error, the canary stores every block, RPC answers, no turn of the host's loop takes 250 ms of CPU, host heap and log stay bounded, the module answers afterwards", async (t) => {
+  t.timeout(180_000);
+  const dir = await tempDir(t);
+  await buildModulesDir(dir, ["good"], {
+    "r23-answers": fixtureModule("r23-answers", "answers.ts", ["register_module_api", "register_rpc_endpoint"]),
+  });
+  const h = await startHost(t, {
+    dir, modules: [],
+    grants: { good: GOOD_GRANTS, "r23-answers": ["register_module_api", "register_rpc_endpoint"] },
+    moduleLimits: { "r23-answers": { memory_mb: 256 } },
+  });
+  await h.waitForState("good", "running", 60_000);
+  await h.waitForLog(/^answering$/, { source: "r23-answers", timeoutMs: 60_000 });
+  const watch = watchHost(t, h);
+  const canary = watch.canaryLoop(500, 4);
+  const auth = await cookieAuth(h);
+  const rpcOutcomes: Record<string, Record<string, number>> = {};
+  let rpcBytes = 0;
+  const until = Date.now() + 15_000;
+  let n = 0;
+  const client = async () => {
+    while (Date.now() < until) {
+      const m = ANSWER_SHAPES[n++ % ANSWER_SHAPES.length]!;
+      const r = await postDiscarding(h, auth, { jsonrpc: "2.0", id: n, method: `r23-answers.${m}`, params: {} }).then((a) => {
+        rpcBytes += a.bytes;
+        const code = /"error":\{"code":(-?\d+)/.exec(a.head)?.[1];
+        return code ? `error ${code}` : a.head.includes('"result":') ? "ok" : `http ${a.status}`;
+      }, (e: Error) => `failed ${e.message.slice(0, 60)}`);
+      (rpcOutcomes[m] ??= {})[r] = (rpcOutcomes[m][r] ?? 0) + 1;
+    }
+  };
+  await Promise.all(Array.from({ length: 4 }, client));
+  await canary.stop();
+  watch.assertCanary(t);
+  await watch.finish(t, 1);
+  t.log(`JSON-RPC calls: ${JSON.stringify(rpcOutcomes)}, ${(rpcBytes / MiB).toFixed(0)} MB of answers (load ${load()})`);
+  for (const m of ANSWER_SHAPES) t.true(Object.keys(rpcOutcomes[m] ?? {}).length > 0 && Object.keys(rpcOutcomes[m] ?? {}).every((o) => o === "ok" || o.startsWith("error ")), `${m}: every call answered, with the value or an error (${JSON.stringify(rpcOutcomes[m])})`);
+  for (const name of ["r23-answers"]) {
+    t.is(h.status(name)?.state, "running", `${name} still runs`);
+    const pong = await post(h, { jsonrpc: "2.0", id: 1, method: `${name}.ping`, params: {} });
+    t.is(pong.json?.result, "pong", `${name} answers afterwards`);
+  }
 });
