@@ -237,6 +237,8 @@ function describeExit(code: number | null, signal: NodeJS.Signals | null): strin
 /** What a process's stderr says when it ran out of memory (Node, V8, Rust, C++). */
 const OOM_PATTERNS: Array<[RegExp, string]> = [
   [/JavaScript heap out of memory|Reached heap limit/, "a full V8 heap"],
+  // The isolate host ending itself past its size for memory_mb (isolate/worker.ts, exit-codes.ts ISOLATE_HOST_RSS_BASE_MB).
+  [/^isolate host: .*its memory limit of \d+ MB \(memory_mb\)/, "its isolate past memory_mb"],
   [/memory allocation of \d+ bytes failed/, "a failed allocation"],
   [/std::bad_alloc/, "a failed allocation"],
 ];

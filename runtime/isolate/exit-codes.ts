@@ -5,6 +5,14 @@
 // requests_per_second), and the process exits at its fallback deadline. The crash reason then
 // still names the limit, from the code.
 
+/**
+ * The isolate host ends itself, naming memory_mb, once the process holds more than this + 2 x
+ * memory_mb (MB) while its isolate has not yielded (worker.ts: code that allocates small
+ * objects without pause goes on past isolated-vm's heap limit). Below the kernel's floor for an
+ * isolate host's cgroup (runtime.ts ISOLATE_HOST_MIN: 192 + 2 x memory_mb).
+ */
+export const ISOLATE_HOST_RSS_BASE_MB = 160;
+
 export const EXIT = { ok: 0, startFailed: 70, memory: 71, cpu: 72, disconnected: 73, internal: 74 } as const;
 
 /** What an exit code of the isolate host means, for a crash reason with no goodbye heard. */

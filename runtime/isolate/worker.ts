@@ -13,7 +13,7 @@
 // limit, 72 the module ran past its CPU-time limit, 73 the connection to the host was lost,
 // 74 the isolate host itself failed after start-up.
 
-import { readFileSync } from "node:fs";
+import { readFileSync, writeSync } from "node:fs";
 import net from "node:net";
 import ivm from "isolated-vm";
 import { ModuleClient } from "../../sdk/node/client.ts";
@@ -24,7 +24,7 @@ import type { AnswerEntry, CallEntry, EventEntry, InvocationKind, InvokeAnswer, 
 import type { LogLevel } from "../../protocol/messages.ts";
 import { encodeBodyParts } from "../../protocol/codec.ts";
 import { startSyncWatchdog } from "./sync-watchdog.ts";
-import { EXIT } from "./exit-codes.ts";
+import { EXIT, ISOLATE_HOST_RSS_BASE_MB } from "./exit-codes.ts";
 import { InspectorRelay } from "./inspector-relay.ts";
 
 /**
@@ -511,6 +511,56 @@ const probeTimer = setInterval(() => {
       if (probe === sent) probe = undefined;
     },
   );
+}, SAMPLE_MS).unref();
+
+// memory_mb is isolated-vm's heap limit, and isolated-vm enforces it by disposing the isolate
+// once V8 says the heap is near it. Code that allocates small objects without pause
+// (`for (;;) a.push(new Array(1000).fill(s))`) is not stopped so: V8 collects again and again
+// and the heap goes on past the limit; with a 64 MB memory_mb this process grew to 470 MB in
+// 3 s, and to 1.8 GB in 20 s without a cgroup, while the CPU watchdog's disposal did not take
+// either (it waits for the collections). Only the kernel ended it, at memory_total_mb (or at
+// address_space_mb where there is no cgroup), naming a limit the module never came near.
+// So this process watches its own size: past ISOLATE_HOST_RSS_BASE_MB + 2 x memory_mb while
+// the isolate has not yielded (a probe waits), it says so naming memory_mb and ends; if it is
+// still growing a sample later (the isolate's teardown waits for the same collections), it
+// ends itself at once. Below the kernel's floor for an isolate host (runtime.ts
+// ISOLATE_HOST_MIN: 192 + 2 x memory_mb), above what an isolate host with a full heap holds.
+const rssCeiling = (ISOLATE_HOST_RSS_BASE_MB + 2 * memoryMb) * 1024 * 1024;
+let overSince = 0;
+setInterval(() => {
+  const rss = process.memoryUsage.rss();
+  if (rss <= rssCeiling) return;
+  if (!exiting) {
+    // An idle isolate is within its heap: the rest is buffers that go. One isolated-vm disposed at
+    // its limit may still be allocating: the disposal waits for the collections too.
+    if (!probe && !isolate.isDisposed) return;
+    overSince = Date.now();
+    try {
+      if (!isolate.isDisposed) isolate.dispose();
+    } catch {
+      // already gone
+    }
+    const why = `module exceeded its memory limit of ${memoryMb} MB (memory_mb): its isolate went on allocating past it and this process held ${Math.round(rss / 1048576)} MB, over ISOLATE_HOST_RSS_BASE_MB + 2 x memory_mb (${Math.round(rssCeiling / 1048576)} MB); its isolate was stopped`;
+    // On stderr too, which the host reads for the crash reason: the goodbye can wait behind the
+    // calls the module queued, and the end below can come first.
+    try {
+      writeSync(2, `isolate host: ${why}\n`);
+    } catch {
+      // stderr gone
+    }
+    die(EXIT.memory, why);
+    return;
+  }
+  // Ending already, and still over: the teardown waits for the isolate; waiting grows it.
+  if (overSince === 0) overSince = Date.now();
+  else if (Date.now() - overSince >= SAMPLE_MS) {
+    try {
+      writeSync(2, `isolate host: still over ${Math.round(rssCeiling / 1048576)} MB (ISOLATE_HOST_RSS_BASE_MB + 2 x memory_mb, its memory limit of ${memoryMb} MB (memory_mb)) while ending: ended at once\n`);
+    } catch {
+      // stderr gone
+    }
+    process.kill(process.pid, "SIGKILL");
+  }
 }, SAMPLE_MS).unref();
 
 function explain(err: unknown): { code: number; message: string } {
