@@ -691,6 +691,7 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
     if (reserve + bytes > 0) {
       const ground = this.held.admits(reserve + bytes, !this.oneServed);
       if (ground === false) return { limit: "host_bytes" };
+      this.held.unwait();
       this.admittedAsOne = ground === "one";
     }
     const cpu = this.overCpu(now);

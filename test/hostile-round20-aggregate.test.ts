@@ -194,6 +194,27 @@ test.serial("HostBytes: a holder within its fair part (cap / 2 / holders) is adm
   third.leave();
 });
 
+test.serial("HostBytes: a holder that stops waiting (what it waited for fits, found by its own look) leaves the waiting list at once, and is not woken for it", async (t) => {
+  const pool = new HostBytes();
+  pool.setCap(64 * MiB);
+  const a = pool.join("a", () => 0);
+  const b = pool.join("b", () => 0);
+  let wokenA = 0;
+  let wokenB = 0;
+  a.wait(() => wokenA++);
+  b.wait(() => wokenB++);
+  t.is(pool.waiting, 2);
+  a.unwait();
+  t.is(pool.waiting, 1, "before: it stayed in the list until a pass woke it for nothing");
+  pool.released();
+  await new Promise((r) => setImmediate(r));
+  t.is(wokenA, 0, "the holder that stopped waiting is not woken");
+  t.is(wokenB, 1, "the other waiter is");
+  t.is(pool.waiting, 0);
+  a.leave();
+  b.leave();
+});
+
 test.serial("a subscriber past its fair part of [host] module_bytes_mb does not queue more: the oldest are dropped for the new ones and counted as missed", (t) => {
   const bus = new EventBus();
   let admit = true;

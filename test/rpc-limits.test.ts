@@ -513,6 +513,29 @@ test("json writer: stops as soon as the text passes the limit, and gives the loo
   t.true(yields > 0, "the loop was given back at least once");
 });
 
+test("a batch of 200 calls answered in the same turns, modules' methods and host methods mixed, has exactly 200 answers, each id once, in the batch's order", async (t) => {
+  // Modules' methods are answered together, all waiting lanes' in one turn (as a module's
+  // answers read in one chunk are); host methods at once.
+  const waiting: Array<() => void> = [];
+  const tick = setInterval(() => {
+    for (const answer of waiting.splice(0)) answer();
+  }, 1);
+  t.teardown(() => clearInterval(tick));
+  const s = await serve(t, {}, async (method, params) => {
+    if (method.includes(".")) await new Promise<void>((r) => waiting.push(r));
+    return params;
+  });
+  const calls = Array.from({ length: 200 }, (_, i) => ({ jsonrpc: "2.0", id: i, method: i % 3 === 0 ? "echo" : "m.echo", params: [i] }));
+  for (let round = 0; round < 5; round++) {
+    const batch = await rpcPost(s, calls);
+    // Before: lanes looked at the next call before an await and took it after, so that a batch
+    // of 1,000 was answered with 1,008, the extra ones "invalid request" with id null.
+    t.is(batch.json.length, 200, `round ${round}: one answer per call`);
+    t.deepEqual(batch.json.map((a: { id: number }) => a.id), calls.map((c) => c.id), "each id once, in order");
+    t.true(batch.json.every((a: { id: number; result: number[] }) => a.result?.[0] === a.id), "each answer is its call's");
+  }
+});
+
 test("an answer larger than max_response_bytes is a -32006 error naming the limit, with its id; in a batch, the answers that fit are kept", async (t) => {
   const s = await serve(t, { max_response_bytes: 10_000 });
   const big = await rpcPost(s, { jsonrpc: "2.0", id: 7, method: "echo", params: { s: "b".repeat(20_000) } });

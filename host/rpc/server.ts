@@ -675,6 +675,9 @@ export class RpcServer {
       const lane = async () => {
         while (next < body.length) {
           if (await turnOver()) continue;
+          // Looked at again after the await: another lane may have taken the last call meanwhile
+          // (a batch of 1,000 was answered with 1,008, the extra ones "invalid request").
+          if (next >= body.length) break;
           const i = next++;
           const call = body[i] as { method?: unknown } | null;
           const ofModule = typeof call?.method === "string" && (call.method.includes(".") || WAITS_FOR_MODULES.has(call.method));
