@@ -256,8 +256,13 @@ interface CallerEnd {
   onEnd(f: () => void): () => void;
 }
 
-/** The caller name of the JSON-RPC and CLI calls of a module's methods (InvokeFor). */
-export const JSON_RPC_CALLER = "json-rpc";
+/**
+ * The caller name of the JSON-RPC and CLI calls of a module's methods (InvokeFor): not a valid
+ * module name (MODULE_NAME_RE has no parentheses). Before, it was "json-rpc", which a module may
+ * be named: such a module's calls to another were counted with the JSON-RPC clients' and held
+ * to max_rpc_calls, so that it could fill the clients' places at any module it calls.
+ */
+export const JSON_RPC_CALLER = "(json-rpc)";
 
 export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Error] }> {
   readonly handshake: Promise<Hello>;
