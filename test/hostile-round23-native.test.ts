@@ -17,7 +17,7 @@
 //             ~850 KB, 256 methods with 1 KiB descriptions).
 // The tests watch this process's loop, so they run one at a time.
 
-import test from "ava";
+import test, { type ExecutionContext } from "ava";
 import net from "node:net";
 import { spawn } from "node:child_process";
 import path from "node:path";
@@ -69,6 +69,27 @@ function rawClient(port: number, t0: number): RawClient {
   return c;
 }
 
+/**
+ * `idleCount` idle connections to `port` (once all have connected or closed), then 4 slowloris
+ * clients sending the head of `requestLine` one byte a second; all closed at the test's end.
+ */
+async function idleAndSlowloris(t: ExecutionContext, port: number, idleCount: number, requestLine: string, t0: number) {
+  const idle: RawClient[] = [];
+  for (let i = 0; i < idleCount; i++) idle.push(rawClient(port, t0));
+  await waitFor(() => idle.every((c) => c.connectedAt !== undefined || c.closedAt !== undefined), 20_000, "the idle connections to connect");
+  const slow = Array.from({ length: 4 }, () => rawClient(port, t0));
+  const head = `${requestLine} HTTP/1.1\r\nHost: x\r\nX-Pad: ${"y".repeat(200)}\r\n\r\n`;
+  let sent = 0;
+  const dribble = setInterval(() => {
+    for (const c of slow) if (!c.socket.destroyed && c.socket.writable) c.socket.write(head[sent % head.length]!);
+    sent++;
+  }, 1000);
+  t.teardown(() => clearInterval(dribble));
+  const all = [...idle, ...slow];
+  t.teardown(() => { for (const c of all) c.socket.destroy(); });
+  return { idle, slow, all, sentBytes: () => sent };
+}
+
 test.serial(`registry serve under 4 slowloris clients (a request head one byte a second) and ${MAX_REGISTRY_CONNECTIONS + 44} idle connections (more than MAX_REGISTRY_CONNECTIONS): an honest client fetching the index is served within 2 s, the hostile connections are closed within REGISTRY_HEADERS_TIMEOUT_MS plus 5 s (checked every second; 30-40 s before), nothing is left open and this process's heap grows by under 16 MB`, async (t) => {
   t.timeout(90_000);
   const dir = await tempDir(t, "modhost-reg-r23-");
@@ -82,19 +103,7 @@ test.serial(`registry serve under 4 slowloris clients (a request head one byte a
   t.teardown(() => turns.stop());
   const t0 = Date.now();
 
-  const idle: RawClient[] = [];
-  for (let i = 0; i < MAX_REGISTRY_CONNECTIONS + 44; i++) idle.push(rawClient(server.port, t0));
-  await waitFor(() => idle.every((c) => c.connectedAt !== undefined || c.closedAt !== undefined), 20_000, "the idle connections to connect");
-  const slow = Array.from({ length: 4 }, () => rawClient(server.port, t0));
-  const head = "GET /index.json HTTP/1.1\r\nHost: x\r\nX-Pad: " + "y".repeat(200) + "\r\n\r\n";
-  let sent = 0;
-  const dribble = setInterval(() => {
-    for (const c of slow) if (!c.socket.destroyed && c.socket.writable) c.socket.write(head[sent % head.length]!);
-    sent++;
-  }, 1000);
-  t.teardown(() => clearInterval(dribble));
-  const all = [...slow, ...idle];
-  t.teardown(() => { for (const c of all) c.socket.destroy(); });
+  const { idle, slow, all, sentBytes } = await idleAndSlowloris(t, server.port, MAX_REGISTRY_CONNECTIONS + 44, "GET /index.json", t0);
   await waitFor(() => all.every((c) => c.connectedAt !== undefined || c.closedAt !== undefined), 20_000, "the hostile connections to connect");
   await sleep(200);
   const connections = await new Promise<number>((r) => server.server.getConnections((_e, n) => r(n)));
@@ -115,7 +124,7 @@ test.serial(`registry serve under 4 slowloris clients (a request head one byte a
   const slowLast = Math.max(...slow.map((c) => (c.closedAt ?? Infinity) - (c.connectedAt ?? 0)));
   const evicted = idle.filter((c) => c.said === "").length;
   const told = all.filter((c) => /^HTTP\/1\.1 (408|503)/.test(c.said)).length;
-  t.log(`the last hostile connection closed ${last} ms after it connected (slowloris: ${slowLast} ms, having sent ${sent} bytes); ${told} were answered 408 or 503, ${evicted} idle ones closed without a word`);
+  t.log(`the last hostile connection closed ${last} ms after it connected (slowloris: ${slowLast} ms, having sent ${sentBytes()} bytes); ${told} were answered 408 or 503, ${evicted} idle ones closed without a word`);
   t.is(honest.status, 200, `the honest client is served while hostile connections fill the cap (got ${honest.status}: ${honest.text.slice(0, 200)})`);
   t.is(honest.text, index, "the whole index");
   t.true(tookMs < 2000, `served in ${tookMs} ms`);
@@ -372,19 +381,7 @@ test.serial(`the Core facade under 4 slowloris clients and ${MAX_FACADE_CONNECTI
   const server = (facade as unknown as { server: import("node:http").Server }).server;
   const port = Number(new URL(facade.rpcUrl).port);
   const t0 = Date.now();
-  const idle: RawClient[] = [];
-  for (let i = 0; i < MAX_FACADE_CONNECTIONS + 44; i++) idle.push(rawClient(port, t0));
-  await waitFor(() => idle.every((c) => c.connectedAt !== undefined || c.closedAt !== undefined), 20_000, "the idle connections to connect");
-  const slow = Array.from({ length: 4 }, () => rawClient(port, t0));
-  const head = "POST / HTTP/1.1\r\nHost: x\r\nX-Pad: " + "y".repeat(200) + "\r\n\r\n";
-  let sent = 0;
-  const dribble = setInterval(() => {
-    for (const c of slow) if (!c.socket.destroyed && c.socket.writable) c.socket.write(head[sent % head.length]!);
-    sent++;
-  }, 1000);
-  t.teardown(() => clearInterval(dribble));
-  const all = [...idle, ...slow];
-  t.teardown(() => { for (const c of all) c.socket.destroy(); });
+  const { slow, all } = await idleAndSlowloris(t, port, MAX_FACADE_CONNECTIONS + 44, "POST /", t0);
   await waitFor(() => slow.every((c) => c.connectedAt !== undefined || c.closedAt !== undefined), 20_000, "the slowloris clients to connect");
   const asked = Date.now();
   const honest = await fetch(facade.rpcUrl, {
