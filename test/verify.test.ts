@@ -402,6 +402,20 @@ test("signing again leaves one copy of the comment modhost sign writes above [bi
   t.is(text.match(/^\[binary\]$/gm)?.length, 1);
 });
 
+test("signing a manifest that carries several copies of that comment (written by earlier versions) leaves one, and the rest of the file as it was", async (t) => {
+  const alice = newKey("alice");
+  const dir = await writeTsModule(path.join(await tempDir(t), "m"), { name: "m" });
+  await signModule(dir, alice);
+  const file = path.join(dir, "module.toml");
+  const once = await readFile(file, "utf8");
+  const comment = once.slice(once.indexOf("# Written by modhost sign"), once.indexOf("[binary]"));
+  await writeFile(file, once.replace(comment, `${comment}\n${comment}\n\n${comment}`));
+  t.is((await readFile(file, "utf8")).match(/^# Written by modhost sign/gm)?.length, 3);
+  await signModule(dir, alice);
+  const unsigned = (text: string) => text.replace(/signature = "[^"]*"/g, 'signature = "…"');
+  t.is(unsigned(await readFile(file, "utf8")), unsigned(once));
+});
+
 // ---------------------------------------------------------------------------------------
 // The host: load, reload, restart
 

@@ -47,8 +47,9 @@ export function stripSections(text: string, names = SECTIONS): string {
   for (const line of lines) {
     const name = headerName(line);
     if (name !== undefined) {
-      // The comment sign wrote above [binary] goes with it (kept, every signing added one more).
-      if (!removing && names.includes(name) && out.slice(-SIGN_COMMENT.length).join("\n") === SIGN_COMMENT.join("\n")) out.length -= SIGN_COMMENT.length;
+      // The comment sign wrote above [binary] goes with it, every copy of it: signing once
+      // added one more each time, and manifests signed then still carry them all.
+      if (!removing && names.includes(name)) dropSignComments(out);
       if (removing) {
         // Comments right before the next header belong to it.
         let keep = removed.length;
@@ -71,6 +72,17 @@ function tomlString(s: string): string {
 
 /** The comment `modhost sign` writes above [binary]; stripSections removes it with the sections. */
 const SIGN_COMMENT = ["# Written by modhost sign: the hash of what runs, and maintainer signatures over the", "# canonical manifest (docs/signing.md). Edit anything else and sign again."];
+
+/** Removes from the end of `out` every copy of SIGN_COMMENT, with the blank lines around them. */
+function dropSignComments(out: string[]): void {
+  for (;;) {
+    let end = out.length;
+    while (end > 0 && out[end - 1]!.trim() === "") end--;
+    const start = end - SIGN_COMMENT.length;
+    if (start < 0 || out.slice(start, end).join("\n") !== SIGN_COMMENT.join("\n")) return;
+    out.length = start;
+  }
+}
 
 function renderSections(binary: Record<string, unknown>, signatures: MaintainerSignature[], threshold: string | undefined): string {
   const lines = ["", ...SIGN_COMMENT, "[binary]"];
