@@ -1,0 +1,92 @@
+// Hostile probes of round 24 (issue #8): native modules.
+//   held volume  LOOP_FREE_WAIT_MS (runtime/sandbox/volume.ts): a native module whose grandchild,
+//             double-forked into a session of its own, holds a file on its data volume
+//             (test/fixtures/hostile-round16/main.ts, mode "daemon"), while a process outside
+//             its sandbox (an operator's shell left in the directory, or another instance's
+//             process) keeps the volume's file system busy: its unload, then a load while the
+//             loop device is still held, then a load once it is free. Before: nothing was said
+//             at the unload, and the load was refused after 20.1 s naming only /dev/loopN.
+
+import test from "ava";
+import { spawn } from "node:child_process";
+import { readFileSync } from "node:fs";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { buildModulesDir, GOOD_GRANTS, sleep, startHost, tempDir } from "./helpers/host.ts";
+import { writeNodeNative } from "./helpers/native.ts";
+import { watchHost } from "./helpers/host-watch.ts";
+import { eventually } from "./helpers/procs.ts";
+import { LOOP_FREE_WAIT_MS, loopDevicesOf, VOLUMES_DIR } from "../runtime/sandbox/volume.ts";
+
+const R16 = fileURLToPath(new URL("./fixtures/hostile-round16/main.ts", import.meta.url));
+const MB = 1024 * 1024;
+const mountedOn = (dir: string) => readFileSync("/proc/self/mountinfo", "utf8").split("\n").some((l) => l.split(" ")[4] === dir);
+
+test.serial("a native module's volume held past LOOP_FREE_WAIT_MS by a process outside its sandbox, its own double-forked daemon holding a file there: the unload returns, a load is refused after the wait naming LOOP_FREE_WAIT_MS and the process that holds it, the host answers and the canary keeps up meanwhile, and the module loads with its files once the holder is gone", async (t) => {
+  t.timeout(180_000);
+  const dir = await tempDir(t);
+  const modulesDir = await buildModulesDir(dir, ["good"]);
+  await writeNodeNative(modulesDir, "r24-held", R16);
+  const h = await startHost(t, {
+    dir, modules: [],
+    grants: { good: GOOD_GRANTS, "r24-held": [] },
+    moduleConfigs: { "r24-held": { mode: "daemon" } },
+    moduleLimits: { "r24-held": { max_data_bytes: 16 * MB, data_volume: "volume" } },
+  });
+  await h.waitForState("good", "running", 60_000);
+  await h.waitForState("r24-held", "running", 60_000);
+  t.is(h.status("r24-held")?.data?.mode, "volume", "r24-held has a data volume");
+  const report = (await h.waitForLog(/^probe report$/, { source: "r24-held", timeoutMs: 60_000 })).fields as Record<string, unknown>;
+  t.regex(String(report.held), /^daemon \d+/, "its daemon holds a file open on the volume");
+  const dataDir = path.join(h.config.modules.data_dir, "r24-held");
+  const image = path.join(await import("node:fs/promises").then((f) => f.realpath(h.config.modules.data_dir)), VOLUMES_DIR, "r24-held.ext4");
+
+  // The holder: a process outside the sandbox with its working directory and a file open on the volume.
+  const holder = spawn("sh", ["-c", "exec 3<held; exec sleep 600"], { cwd: dataDir, stdio: "ignore" });
+  t.teardown(() => { if (holder.exitCode === null) holder.kill("SIGKILL"); });
+  await sleep(300);
+  t.is(holder.exitCode, null, "the holder runs");
+
+  const watch = watchHost(t, h);
+  const canary = watch.canaryLoop(1000, 3);
+  const unloadMark = h.mark();
+  const unloadAt = Date.now();
+  await h.manager.unload("r24-held");
+  const unloadMs = Date.now() - unloadAt;
+  // Its release follows the exit: busy, tried again for a second, then detached lazily.
+  const detached = await eventually(async () => !mountedOn(dataDir), 30_000);
+  const held = await loopDevicesOf(image);
+  t.log(`unload returned in ${unloadMs} ms; volume ${detached ? "detached" : "still mounted"} ${Date.now() - unloadAt} ms after the unload began; loop devices still holding the image: ${held.join(", ") || "none"}`);
+  t.true(detached, "the volume is no longer mounted on its directory (detached lazily)");
+  t.true(held.length > 0, "the holder keeps the loop device");
+  // The operator is told at the unload, not only at the next load.
+  const said = await h.waitForLog(/its data volume: unmounted \(detached lazily\), but/, { since: unloadMark, timeoutMs: 30_000 }).catch(() => undefined);
+  t.log(`at the unload the host said: ${said?.message ?? "nothing"}`);
+  t.true(said?.message.includes(`${holder.pid} (sleep)`) ?? false, "the host names the process that still holds the volume after the unload");
+
+  const loadMark = h.mark();
+  const loadAt = Date.now();
+  const refused = await h.manager.load("r24-held").then(() => undefined, (e: Error & { code?: string; fix?: string }) => e);
+  const loadMs = Date.now() - loadAt;
+  t.log(`load refused after ${loadMs} ms: ${refused?.message}; fix: ${refused?.fix}`);
+  t.truthy(refused, "the load is refused while the volume is held");
+  t.regex(refused?.message ?? "", /LOOP_FREE_WAIT_MS/, "the refusal names the bound");
+  t.true(refused?.message.includes(`${holder.pid}`), `the refusal names the process that holds the volume (${holder.pid})`);
+  // The load waits for the last instance's release (its unmount's own wait of 5 s for the loop
+  // device, already under way), then LOOP_FREE_WAIT_MS, then looks for the holders: at least the
+  // wait, at most both waits and generous slack for a loaded machine.
+  t.true(loadMs >= LOOP_FREE_WAIT_MS - 100, `refused after the wait (${loadMs} ms)`);
+  t.true(loadMs <= LOOP_FREE_WAIT_MS + 5000 + 15_000, `refused within LOOP_FREE_WAIT_MS + 5 s + 15 s of slack (${loadMs} ms)`);
+  await canary.stop();
+  watch.assertCanary(t);
+  t.log(`canary: ${JSON.stringify(watch.tally)}`);
+
+  holder.kill("SIGKILL");
+  t.true(await eventually(async () => (await loopDevicesOf(image)).length === 0, 30_000), "the loop device goes once the holder is gone");
+  await h.manager.load("r24-held");
+  await h.waitForState("r24-held", "running", 60_000);
+  const again = (await h.waitForLog(/^probe report$/, { source: "r24-held", since: loadMark, timeoutMs: 60_000 })).fields as Record<string, unknown>;
+  t.regex(String(again.held), /^daemon \d+/, "loaded again, with its volume");
+  t.true(mountedOn(dataDir), "mounted again");
+  await watch.finish(t, 1);
+});
