@@ -16,8 +16,10 @@ import { buildModulesDir, GOOD_GRANTS, sleep, startHost, tempDir } from "./helpe
 import { writeNodeNative } from "./helpers/native.ts";
 import { watchHost } from "./helpers/host-watch.ts";
 import { eventually } from "./helpers/procs.ts";
+import { hostBytes } from "../protocol/host-bytes.ts";
 import { LOOP_FREE_WAIT_MS, loopDevicesOf, VOLUMES_DIR } from "../runtime/sandbox/volume.ts";
 
+const PROTO = fileURLToPath(new URL("./fixtures/hostile-round24-native/prototype-methods.ts", import.meta.url));
 const R16 = fileURLToPath(new URL("./fixtures/hostile-round16/main.ts", import.meta.url));
 const MB = 1024 * 1024;
 const mountedOn = (dir: string) => readFileSync("/proc/self/mountinfo", "utf8").split("\n").some((l) => l.split(" ")[4] === dir);
@@ -89,4 +91,32 @@ test.serial("a native module's volume held past LOOP_FREE_WAIT_MS by a process o
   t.regex(String(again.held), /^daemon \d+/, "loaded again, with its volume");
   t.true(mountedOn(dataDir), "mounted again");
   await watch.finish(t, 1);
+});
+
+test.serial("a native module whose requests name Object.prototype's methods (constructor, toString, __proto__, hasOwnProperty, valueOf, __defineGetter__), then pipelines 64 storage_iter requests of ~1 MB answers without reading: each name is refused as unknown, its reservations stay numbers and return to 0, what waits for it stays within max_unread_bytes, the host's total of held bytes stays a number, and every request is answered once it reads", async (t) => {
+  t.timeout(120_000);
+  const dir = await tempDir(t);
+  const modulesDir = await buildModulesDir(dir, []);
+  await writeNodeNative(modulesDir, "r24-proto", PROTO, ["read_storage", "write_storage"]);
+  const limit = 4 * MB;
+  const h = await startHost(t, {
+    dir, modules: [],
+    grants: { "r24-proto": ["read_storage", "write_storage"] },
+    moduleLimits: { "r24-proto": { max_unread_bytes: limit, health_interval_ms: 0, restart: "never", data_volume: "scan" } },
+    moduleConfigs: { "r24-proto": { requests: 64, pause_ms: 3000 } },
+  });
+  const named = await h.waitForLog(/^named: /, { source: "r24-proto", timeoutMs: 60_000 });
+  t.log(named.message);
+  const session = h.manager.session("r24-proto")!;
+  t.log(`after the named requests: reserved ${session.reservedBytes} bytes; host total held ${hostBytes.total()}`);
+  t.is(named.message, `named: ${["constructor", "toString", "__proto__", "hasOwnProperty", "valueOf", "__defineGetter__"].map((m) => `${m}: unknown_method`).join(", ")}`, "each is refused as an unknown method");
+  t.true(Number.isFinite(hostBytes.total()), `the host's total of held bytes is a number (${hostBytes.total()})`);
+  await h.waitForLog(/^sent 64 storage_iter requests, not reading$/, { source: "r24-proto", timeoutMs: 30_000 });
+  const done = await h.waitForLog(/^read \d+ answers$/, { source: "r24-proto", timeoutMs: 60_000 }).catch(() => undefined);
+  const peak = session.flowStats.peakUnread;
+  t.log(`peak unread ${(peak / MB).toFixed(2)} MiB against ${limit / MB} MiB; waited for max_unread_bytes ${session.flowStats.waitedUnread} times; ${done?.message ?? "not every answer came"} ${JSON.stringify(done?.fields ?? {})}; reserved after: ${session.reservedBytes}`);
+  t.is(done?.message, "read 64 answers", "every request is answered once it reads");
+  t.true(peak <= limit + 4 * 64, `at most ${peak} bytes waited for the module`);
+  t.true(session.flowStats.waitedUnread > 0, "its requests waited for room under max_unread_bytes");
+  t.is(session.reservedBytes, 0, "every reservation was released");
 });
