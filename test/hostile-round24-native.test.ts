@@ -16,7 +16,7 @@ import { buildModulesDir, GOOD_GRANTS, sleep, startHost, tempDir } from "./helpe
 import { writeNodeNative } from "./helpers/native.ts";
 import { watchHost } from "./helpers/host-watch.ts";
 import { eventually } from "./helpers/procs.ts";
-import { hostBytes } from "../protocol/host-bytes.ts";
+import { HostBytes, hostBytes } from "../protocol/host-bytes.ts";
 import { LOOP_FREE_WAIT_MS, loopDevicesOf, VOLUMES_DIR } from "../runtime/sandbox/volume.ts";
 
 const PROTO = fileURLToPath(new URL("./fixtures/hostile-round24-native/prototype-methods.ts", import.meta.url));
@@ -119,4 +119,22 @@ test.serial("a native module whose requests name Object.prototype's methods (con
   t.true(peak <= limit + 4 * 64, `at most ${peak} bytes waited for the module`);
   t.true(session.flowStats.waitedUnread > 0, "its requests waited for room under max_unread_bytes");
   t.is(session.reservedBytes, 0, "every reservation was released");
+});
+
+test.serial("HostBytes: an account whose measure is not a number of bytes (NaN, negative) is admitted nothing itself and counts 0 in the total, so another holder past its fair part is still admitted into the shared half", (t) => {
+  const pool = new HostBytes();
+  pool.setCap(64 * MB);
+  const own = { broken: Number.NaN, other: 0 };
+  const broken = pool.join("broken", () => own.broken);
+  const other = pool.join("other", () => own.other);
+  t.is(broken.admits(1024), false, "the broken account is admitted nothing");
+  t.is(pool.total(performance.now() + 10), 0, "it counts 0 in the total");
+  own.other = other.fairPart();
+  t.is(other.admits(MB), "shared", "another holder past its fair part is admitted into the shared half");
+  t.is(other.admits(Number.NaN), false, "a request of NaN bytes is not admitted");
+  own.broken = -5;
+  t.is(broken.admits(1024), false, "nor is a negative account");
+  t.true(Number.isFinite(pool.total(performance.now() + 20)), "the total stays a number");
+  broken.leave();
+  other.leave();
 });
