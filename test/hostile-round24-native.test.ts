@@ -6,6 +6,13 @@
 //             process) keeps the volume's file system busy: its unload, then a load while the
 //             loop device is still held, then a load once it is free. Before: nothing was said
 //             at the unload, and the load was refused after 20.1 s naming only /dev/loopN.
+//   prototype requests named after Object.prototype's members (constructor, toString, ...),
+//             then a pipeline of large answers left unread
+//             (test/fixtures/hostile-round24-native/prototype-methods.ts). Before: each made its
+//             reservation NaN, and with it the session's and the host's byte accounts.
+//   signals   SIGSTOP to its own process group, SIGKILL to -1 and signals to its namespace's
+//             pid 1, job-control signals (test/fixtures/hostile-round24-native/signals.ts): a
+//             probe that found nothing.
 
 import test from "ava";
 import { spawn } from "node:child_process";
@@ -15,11 +22,13 @@ import { fileURLToPath } from "node:url";
 import { buildModulesDir, GOOD_GRANTS, sleep, startHost, tempDir } from "./helpers/host.ts";
 import { writeNodeNative } from "./helpers/native.ts";
 import { watchHost } from "./helpers/host-watch.ts";
-import { eventually } from "./helpers/procs.ts";
+import { eventually, processesOf } from "./helpers/procs.ts";
+import { UID_TABLE_FILE, UidTable } from "../runtime/sandbox/uids.ts";
 import { HostBytes, hostBytes } from "../protocol/host-bytes.ts";
 import { LOOP_FREE_WAIT_MS, loopDevicesOf, VOLUMES_DIR } from "../runtime/sandbox/volume.ts";
 
 const PROTO = fileURLToPath(new URL("./fixtures/hostile-round24-native/prototype-methods.ts", import.meta.url));
+const SIGNALS = fileURLToPath(new URL("./fixtures/hostile-round24-native/signals.ts", import.meta.url));
 const R16 = fileURLToPath(new URL("./fixtures/hostile-round16/main.ts", import.meta.url));
 const MB = 1024 * 1024;
 const mountedOn = (dir: string) => readFileSync("/proc/self/mountinfo", "utf8").split("\n").some((l) => l.split(" ")[4] === dir);
@@ -137,4 +146,61 @@ test.serial("HostBytes: an account whose measure is not a number of bytes (NaN, 
   t.true(Number.isFinite(pool.total(performance.now() + 20)), "the total stays a number");
   broken.leave();
   other.leave();
+});
+
+test.serial("native modules that play signal and process-group tricks in their sandbox (SIGSTOP to their whole process group, SIGKILL to every process they may signal and SIGSTOP to their namespace's pid 1, SIGTSTP/SIGTTIN/SIGTTOU with default actions): the host stays up and answers, the stopped one is killed as unresponsive and restarted, each unload ends within stop_timeout_ms plus the kill's grace and slack, no process of theirs is left, and each loads again", async (t) => {
+  t.timeout(180_000);
+  const dir = await tempDir(t);
+  const modulesDir = await buildModulesDir(dir, ["good"]);
+  const modes = { "r24-stopgroup": "stop-group", "r24-killall": "kill-all", "r24-tstp": "tstp" } as const;
+  for (const name of Object.keys(modes)) await writeNodeNative(modulesDir, name, SIGNALS);
+  const stopMs = 2000;
+  const healthMs = 1000;
+  const healthTimeoutMs = 2000;
+  const h = await startHost(t, {
+    dir, modules: [],
+    grants: { good: GOOD_GRANTS, ...Object.fromEntries(Object.keys(modes).map((n) => [n, []])) },
+    moduleConfigs: Object.fromEntries(Object.entries(modes).map(([n, mode]) => [n, { mode }])),
+    moduleLimits: Object.fromEntries(Object.keys(modes).map((n) => [n, { data_volume: "scan", stop_timeout_ms: stopMs, health_interval_ms: healthMs, health_timeout_ms: healthTimeoutMs }])),
+  });
+  await h.waitForState("good", "running", 60_000);
+  const watch = watchHost(t, h);
+  const canary = watch.canaryLoop(1000, 3);
+  const uids = await UidTable.open(path.join(h.config.modules.data_dir, UID_TABLE_FILE));
+  for (const name of Object.keys(modes)) {
+    const said = await h.waitForLog(/^signals: /, { source: name, timeoutMs: 60_000 });
+    t.log(`${name}: ${said.message} ${JSON.stringify(said.fields)}`);
+  }
+  // The stopped module answers no health check: killed within health_interval_ms +
+  // health_timeout_ms (+ 15 s of slack for a loaded machine), then restarted per its policy.
+  const stoppedAt = Date.now();
+  const killed = await h.waitForLog(/^r24-stopgroup is unresponsive/, { source: "host", timeoutMs: healthMs + healthTimeoutMs + 15_000 }).catch(() => undefined);
+  t.log(`r24-stopgroup: ${killed ? `"${killed.message}" ${Date.now() - stoppedAt} ms after it stopped` : "never said unresponsive"}`);
+  t.truthy(killed, "the module that stopped its process group is killed as unresponsive");
+  const restartMark = h.mark();
+  await h.waitFor(() => (h.status("r24-stopgroup")?.restarts ?? 0) >= 1, 30_000, "r24-stopgroup to be restarted");
+  // Restarted, it stops itself again: the unload below meets a stopped process group.
+  await h.waitForLog(/^signals: /, { source: "r24-stopgroup", since: restartMark, timeoutMs: 60_000 });
+  await sleep(500);
+  for (const name of Object.keys(modes)) t.log(`${name}: ${h.status(name)?.state}, restarts ${h.status(name)?.restarts}`);
+  for (const name of ["r24-killall", "r24-tstp"]) t.is(h.status(name)?.restarts, 0, `${name} runs on, its tricks refused or without effect`);
+  for (const name of Object.keys(modes)) {
+    const uid = uids.get(name) ?? Number.NaN;
+    const at = Date.now();
+    await h.manager.unload(name);
+    const unloadMs = Date.now() - at;
+    const gone = await eventually(async () => (await processesOf(uid)) === 0, 30_000);
+    t.log(`${name}: unloaded in ${unloadMs} ms; its processes ${gone ? "gone" : "still there"} ${Date.now() - at} ms after`);
+    // The stop: stop_timeout_ms for the shutdown, then SIGTERM and SIGKILL (each given a few
+    // seconds), on a loaded machine: 20 s of slack.
+    t.true(unloadMs <= stopMs + 20_000, `${name} unloaded within stop_timeout_ms + 20 s (${unloadMs} ms)`);
+    t.true(gone, `no process of ${name} is left`);
+    const mark = h.mark();
+    await h.manager.load(name);
+    await h.waitForState(name, "running", 60_000);
+    await h.waitForLog(/^signals: /, { source: name, since: mark, timeoutMs: 60_000 });
+  }
+  await canary.stop();
+  watch.assertCanary(t);
+  await watch.finish(t, 3);
 });
