@@ -244,6 +244,12 @@ async function setReserve(t: Record<Tool, string>, dir: string, device: string, 
 export const LOOP_FREE_WAIT_MS = 15_000;
 /** How many of the processes holding a volume's file system an error names (the rest are counted). */
 const MAX_HOLDERS_NAMED = 8;
+/**
+ * How long the look for them may take: one stat per open file of every process on the machine,
+ * each a job on libuv's pool, is seconds on a machine of many processes. Past it, what was found
+ * is named and the rest is said to be unknown.
+ */
+const HOLDERS_SCAN_MS = 2000;
 
 /**
  * The numbers of `device` (/sys/block/loopN/dev): the st_dev a file on its file system has
@@ -260,9 +266,9 @@ async function devNumbers(device: string): Promise<{ dev: number; maps: string }
 /**
  * The processes that keep a file system on `devices` busy (a working directory, root, open file
  * or mapping on it), as `pid (comm)`, at most MAX_HOLDERS_NAMED and a count of the rest. Read from
- * /proc, one await per file looked at, so the loop is never held; only on a failure path (a
- * volume still held past its wait). A lazily detached file system is found too: its files keep
- * their st_dev.
+ * /proc, one await per file looked at, so the loop is never held, for at most HOLDERS_SCAN_MS;
+ * only on a failure path (a volume still held past its wait). A lazily detached file system is
+ * found too: its files keep their st_dev.
  */
 async function volumeHolders(devices: string[]): Promise<string[]> {
   const nums = (await Promise.all(devices.map(devNumbers))).filter((d) => d !== undefined);
@@ -270,12 +276,18 @@ async function volumeHolders(devices: string[]): Promise<string[]> {
   const devs = new Set(nums.map((n) => n.dev));
   const found: string[] = [];
   let more = 0;
+  const until = Date.now() + HOLDERS_SCAN_MS;
   for (const pid of (await readdir("/proc").catch(() => [] as string[])).filter((p) => /^\d+$/.test(p))) {
+    if (Date.now() > until) {
+      found.push(`(stopped looking after HOLDERS_SCAN_MS, ${HOLDERS_SCAN_MS / 1000} s)`);
+      break;
+    }
     const onIt = async (p: string) => devs.has((await stat(p).catch(() => null))?.dev ?? -1);
     let holds = (await onIt(`/proc/${pid}/cwd`)) || (await onIt(`/proc/${pid}/root`));
     if (!holds) holds = await readFile(`/proc/${pid}/maps`, "utf8").then((m) => nums.some((n) => m.includes(n.maps)), () => false);
     if (!holds) {
       for (const fd of await readdir(`/proc/${pid}/fd`).catch(() => [] as string[])) {
+        if (Date.now() > until) break;
         if (await onIt(`/proc/${pid}/fd/${fd}`)) { holds = true; break; }
       }
     }
