@@ -10,6 +10,9 @@
 //             then a pipeline of large answers left unread
 //             (test/fixtures/hostile-round24-native/prototype-methods.ts). Before: each made its
 //             reservation NaN, and with it the session's and the host's byte accounts.
+//   answers   its JSON-RPC invocations answered twice, with another call's id, late, with
+//             errors coded after Object.prototype's members, and for ids never used
+//             (test/fixtures/hostile-round24-native/answers.ts): a probe that found nothing.
 //   signals   SIGSTOP to its own process group, SIGKILL to -1 and signals to its namespace's
 //             pid 1, job-control signals (test/fixtures/hostile-round24-native/signals.ts): a
 //             probe that found nothing.
@@ -22,6 +25,8 @@ import { fileURLToPath } from "node:url";
 import { buildModulesDir, GOOD_GRANTS, sleep, startHost, tempDir } from "./helpers/host.ts";
 import { writeNodeNative } from "./helpers/native.ts";
 import { watchHost } from "./helpers/host-watch.ts";
+import { pendingOf } from "./helpers/census.ts";
+import { post } from "./helpers/rpc.ts";
 import { eventually, processesOf } from "./helpers/procs.ts";
 import { UID_TABLE_FILE, UidTable } from "../runtime/sandbox/uids.ts";
 import { HostBytes, hostBytes } from "../protocol/host-bytes.ts";
@@ -29,6 +34,7 @@ import { LOOP_FREE_WAIT_MS, loopDevicesOf, VOLUMES_DIR } from "../runtime/sandbo
 
 const PROTO = fileURLToPath(new URL("./fixtures/hostile-round24-native/prototype-methods.ts", import.meta.url));
 const SIGNALS = fileURLToPath(new URL("./fixtures/hostile-round24-native/signals.ts", import.meta.url));
+const ANSWERS = fileURLToPath(new URL("./fixtures/hostile-round24-native/answers.ts", import.meta.url));
 const R16 = fileURLToPath(new URL("./fixtures/hostile-round16/main.ts", import.meta.url));
 const MB = 1024 * 1024;
 const mountedOn = (dir: string) => readFileSync("/proc/self/mountinfo", "utf8").split("\n").some((l) => l.split(" ")[4] === dir);
@@ -203,4 +209,45 @@ test.serial("native modules that play signal and process-group tricks in their s
   await canary.stop();
   watch.assertCanary(t);
   await watch.finish(t, 3);
+});
+
+test.serial("a native module that answers its JSON-RPC invocations wrongly (twice, first with another call's id, 3 s late, with errors coded constructor, __proto__ or toString, each followed by an answer to an id never used, health checks answered twice): every one of 24 concurrent calls (under max_connections_per_address) gets one answer the module gave with its id, nothing is left waiting, the module runs on and the canary keeps up", async (t) => {
+  t.timeout(120_000);
+  const dir = await tempDir(t);
+  const modulesDir = await buildModulesDir(dir, ["good"]);
+  await writeNodeNative(modulesDir, "r24-answers", ANSWERS, ["register_rpc_endpoint"]);
+  const h = await startHost(t, {
+    dir, modules: [],
+    grants: { good: GOOD_GRANTS, "r24-answers": ["register_rpc_endpoint"] },
+    moduleLimits: { "r24-answers": { data_volume: "scan", health_interval_ms: 500 } },
+  });
+  await h.waitForState("good", "running", 60_000);
+  await h.waitForLog(/^serving$/, { source: "r24-answers", timeoutMs: 60_000 });
+  const watch = watchHost(t, h);
+  const canary = watch.canaryLoop(1000, 3);
+  const CALLS = 24;
+  const at = Date.now();
+  const answers = await Promise.all(Array.from({ length: CALLS }, (_, n) => post(h, { jsonrpc: "2.0", id: n, method: "r24-answers.echo", params: { n } })));
+  const tookMs = Date.now() - at;
+  const wrong: string[] = [];
+  let swapped = 0;
+  for (const [n, a] of answers.entries()) {
+    const body = a.json as { id?: number; result?: { n?: number; again?: boolean; swapped?: boolean }; error?: { message?: string; data?: unknown } };
+    if (a.status !== 200 || body.id !== n) wrong.push(`${n}: HTTP ${a.status} ${a.text.slice(0, 200)}`);
+    else if (n % 4 === 3) { if (!body.error || !String(body.error.message).includes(`refused ${n}`)) wrong.push(`${n}: ${a.text.slice(0, 200)}`); }
+    // A late call (n % 4 == 2) may get the answer the module sent with its id for another call
+    // (n + 7, the next n % 4 == 1 after it): the module's word for its own call, which the host
+    // cannot tell from a right one. Never a second answer, never another module's.
+    else if (n % 4 === 2 && body.result?.swapped) { if (body.result.n !== undefined && body.result.n % 4 !== 1) wrong.push(`${n}: ${a.text.slice(0, 200)}`); else swapped++; }
+    else if (body.result?.n !== n || body.result.again || body.result.swapped) wrong.push(`${n}: ${a.text.slice(0, 200)}`);
+  }
+  t.log(`${CALLS} calls answered in ${tookMs} ms; ${swapped} late calls got the answer the module sent with their id for another; wrong: ${wrong.length}; an error answer: ${answers[3]?.text.slice(0, 300)}`);
+  t.deepEqual(wrong, [], "each call gets one answer the module gave with its id: its own, its error, or (a late one) the swapped one");
+  await sleep(2000);
+  t.is(pendingOf(h, "r24-answers"), 0, "no invocation is left waiting");
+  t.is(h.status("r24-answers")?.state, "running");
+  t.is(h.status("r24-answers")?.restarts, 0, "the module runs on: wrong answers are its own loss");
+  await canary.stop();
+  watch.assertCanary(t);
+  await watch.finish(t, 1);
 });

@@ -303,7 +303,7 @@ async function volumeHolders(devices: string[]): Promise<string[]> {
 /** Why `image` is still held by `devices`: the devices and the processes on its file system, for an error or a warning. */
 async function heldReason(image: string, devices: string[]): Promise<string> {
   const holders = await volumeHolders(devices);
-  return `its volume ${image} is still held by ${devices.join(", ")} ${holders.length > 0 ? `through processes on its file system: ${holders.join(", ")}` : "(no process on its file system: another host's mount, or the kernel still writing it back)"}`;
+  return `its volume ${image} is still held by ${devices.join(", ")} ${holders.length > 0 ? `through processes on its file system: ${holders.join(", ")}` : "(no process has a file on it: a mount elsewhere, another host's, a loop device attached by hand with losetup, or the kernel still writing it back)"}`;
 }
 
 async function mountImage(t: Record<Tool, string>, image: string, dir: string): Promise<MountEntry> {
