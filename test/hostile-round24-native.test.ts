@@ -13,6 +13,8 @@
 //   answers   its JSON-RPC invocations answered twice, with another call's id, late, with
 //             errors coded after Object.prototype's members, and for ids never used
 //             (test/fixtures/hostile-round24-native/answers.ts): a probe that found nothing.
+//   arrays    parameters that are wrong at each of 65,000 elements, cheap to send and, before,
+//             costly to check (test/fixtures/hostile-round24-native/invalid-arrays.ts).
 //   signals   SIGSTOP to its own process group, SIGKILL to -1 and signals to its namespace's
 //             pid 1, job-control signals (test/fixtures/hostile-round24-native/signals.ts): a
 //             probe that found nothing.
@@ -26,6 +28,7 @@ import { buildModulesDir, GOOD_GRANTS, sleep, startHost, tempDir } from "./helpe
 import { writeNodeNative } from "./helpers/native.ts";
 import { watchHost } from "./helpers/host-watch.ts";
 import { pendingOf } from "./helpers/census.ts";
+import { watchTurns } from "./helpers/turns.ts";
 import { post } from "./helpers/rpc.ts";
 import { eventually, processesOf } from "./helpers/procs.ts";
 import { UID_TABLE_FILE, UidTable } from "../runtime/sandbox/uids.ts";
@@ -35,6 +38,7 @@ import { LOOP_FREE_WAIT_MS, loopDevicesOf, VOLUMES_DIR } from "../runtime/sandbo
 const PROTO = fileURLToPath(new URL("./fixtures/hostile-round24-native/prototype-methods.ts", import.meta.url));
 const SIGNALS = fileURLToPath(new URL("./fixtures/hostile-round24-native/signals.ts", import.meta.url));
 const ANSWERS = fileURLToPath(new URL("./fixtures/hostile-round24-native/answers.ts", import.meta.url));
+const ARRAYS = fileURLToPath(new URL("./fixtures/hostile-round24-native/invalid-arrays.ts", import.meta.url));
 const R16 = fileURLToPath(new URL("./fixtures/hostile-round16/main.ts", import.meta.url));
 const MB = 1024 * 1024;
 const mountedOn = (dir: string) => readFileSync("/proc/self/mountinfo", "utf8").split("\n").some((l) => l.split(" ")[4] === dir);
@@ -250,4 +254,32 @@ test.serial("a native module that answers its JSON-RPC invocations wrongly (twic
   await canary.stop();
   watch.assertCanary(t);
   await watch.finish(t, 1);
+});
+
+test.serial("a native module whose requests carry arrays of 65,000 values of the wrong type (subscribe_events types of numbers, a report_metric value of strings, 4,000 labels of numbers), 4 rounds: each is refused invalid_params naming the first problems and how many more, and no turn of the host's loop takes over 60 ms of CPU for it", async (t) => {
+  t.timeout(120_000);
+  const dir = await tempDir(t);
+  const modulesDir = await buildModulesDir(dir, []);
+  await writeNodeNative(modulesDir, "r24-arrays", ARRAYS, ["subscribe_events", "report_metrics"]);
+  const turns = watchTurns();
+  t.teardown(() => turns.stop());
+  const h = await startHost(t, {
+    dir, modules: [],
+    grants: { "r24-arrays": ["subscribe_events", "report_metrics"] },
+    moduleLimits: { "r24-arrays": { data_volume: "scan" } },
+    moduleConfigs: { "r24-arrays": { rounds: 4 } },
+  });
+  await h.waitForState("r24-arrays", "running", 60_000);
+  turns.reset();
+  const said = await h.waitForLog(/^invalid arrays$/, { source: "r24-arrays", timeoutMs: 60_000 });
+  const longest = turns.reset();
+  const seen = (said.fields?.["seen"] ?? []) as string[];
+  for (const s of seen) t.log(s);
+  t.log(`longest turn of the host's loop while they were checked: ${longest.toFixed(0)} ms of CPU`);
+  t.is(seen.length, 3);
+  for (const s of seen) t.regex(s, /: invalid_params \(/, "refused invalid_params");
+  t.regex(seen[0] ?? "", /the first problem only: the parameters hold more than 1000 values, FULL_CHECK_MAX_VALUES/, "a large value's refusal says it names the first problem only");
+  // The check of one request stops at its first problem when the value is large: a few ms of
+  // CPU; 60 ms leaves room for the frame's decoding (charged and sliced elsewhere) and a loaded machine.
+  t.true(longest < 60, `no turn over 60 ms of CPU (${longest.toFixed(0)} ms)`);
 });
