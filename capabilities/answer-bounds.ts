@@ -135,6 +135,14 @@ function blockPageBound(known: KnownBlockSize, params: Readonly<Record<string, u
  * 4-byte header comes on top: two frame-sized reservations then fit the default limit).
  */
 export function answerBound(method: string, params: Readonly<Record<string, unknown>>, l: AnswerBoundLimits): number {
+  // Whatever the method and params (a module's), the reservation is a number: a NaN here once
+  // made the session's reservations and the host's total of held bytes NaN for good, which no
+  // comparison refuses (a request named "constructor" read Object.prototype's through LIMITED).
+  const bound = boundOf(method, params, l);
+  return Number.isFinite(bound) && bound >= 0 ? bound : l.frameBytes;
+}
+
+function boundOf(method: string, params: Readonly<Record<string, unknown>>, l: AnswerBoundLimits): number {
   // By hash only: a hash names one block for good, while the block at a height can be
   // replaced by a larger one (a reorganisation) between admission and answer.
   if (l.blockSize && method === "get_block" && typeof params["hash"] === "string") {
@@ -142,7 +150,7 @@ export function answerBound(method: string, params: Readonly<Record<string, unkn
     if (known) return Math.min(l.frameBytes, blockPageBound(known, params));
   }
   if (FRAME_SIZED.has(method)) return l.frameBytes;
-  const limited = LIMITED[method];
+  const limited = Object.hasOwn(LIMITED, method) ? LIMITED[method] : undefined;
   if (limited !== undefined) return Math.min(l.frameBytes, limited + SMALL_ANSWER_BYTES);
   if (method === "http_request") return Math.min(l.frameBytes, httpBound(params));
   if (method === "storage_get") return Math.min(l.frameBytes, DEFAULT_QUOTA.maxValueBytes + SMALL_ANSWER_BYTES);

@@ -212,7 +212,8 @@ export function checkAnswer(point: HookPoint, current: Record<string, unknown>, 
     const size = sizeAtLeast((raw as { payload?: unknown }).payload, maxBytes);
     if (size > maxBytes) throw new HookAnswerError(`its modified payload is over ${maxBytes} bytes (${configKey} max_payload_bytes)`);
   }
-  const parsed = v.safeParse(answerSchema, raw);
+  // The first problem only is said: the parse stops there (an answer of 65,000 bad entries made as many issues).
+  const parsed = v.safeParse(answerSchema, raw, { abortEarly: true });
   if (!parsed.success) {
     throw new HookAnswerError(`it answered ${describeRaw(raw)}, not {result: "continue"}, {result: "modify", payload} or {result: "reject", reason}: ${v.summarize(parsed.issues).split("\n")[0]}`);
   }
@@ -227,7 +228,7 @@ export function checkAnswer(point: HookPoint, current: Record<string, unknown>, 
       if (Object.hasOwn(current, key) && sameValue(current[key], value)) continue;
       throw new HookAnswerError(`its modify changed "${key.slice(0, 64)}", which ${point.name} hooks may not change (${modifiable.length ? `modifiable: ${modifiable.join(", ")}` : "nothing is modifiable at this point"})`);
     }
-    const field = v.safeParse(schema, value);
+    const field = v.safeParse(schema, value, { abortEarly: true });
     if (!field.success) throw new HookAnswerError(`its modified "${key}" is not valid: ${v.summarize(field.issues).split("\n")[0]}`);
     next[key] = field.output;
   }

@@ -64,6 +64,9 @@ const params: Record<string, unknown> = {
 };
 let id = 1;
 for (const method of welcome.methods as string[]) corpus.push(encodeBody({ t: "request", id: id++, method, params }));
+// Names a host table keyed by plain objects would find on Object.prototype (a request named
+// "constructor" once made the host's byte accounts NaN: test/hostile-round24-native.test.ts).
+for (const method of Object.getOwnPropertyNames(Object.prototype)) corpus.push(encodeBody({ t: "request", id: id++, method, params }));
 corpus.push(encodeBody({ t: "log", level: "info", message: "fuzz", fields: { a: 1 } }), encodeBody({ t: "ack", seq: 1 }), encodeBody({ t: "invocation_result", id: 1, result: 1 }));
 
 function goodbye(body: Uint8Array): boolean {

@@ -12,7 +12,9 @@
 // collection, its RSS and external memory against the start, host log and audit bytes (this
 // process runs the test harness too, which keeps every log record and event), and any host error
 // (an internal error, the last-resort handler). Exits non-zero on a late block, an unanswered
-// RPC call, a host error, a module probe unanswered for 60 s, or heap growth past 64 MB.
+// RPC call, a host error, a module probe unanswered for 60 s, no new frames for STALL_LIMIT_MS
+// (60 s: the modules' progress files, written every 20 batches, stopped growing) or none at all,
+// or heap growth past 64 MB.
 
 import { chmod, copyFile, mkdir, mkdtemp, rm, stat, writeFile } from "node:fs/promises";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
@@ -129,6 +131,13 @@ let blocks = 0;
 let late = 0;
 let unanswered = 0;
 let peakHeap = 0;
+// The modules' frames must keep coming: a stall means the host stopped serving them (their
+// probes wait, and the log line saying so is never read behind them). A request named
+// "constructor" once stalled them at 0 frames while every other check passed.
+const STALL_LIMIT_MS = 60_000;
+let lastFrames = 0;
+let lastGrowthAt = Date.now();
+let longestStallMs = 0;
 console.log(`socket fuzzer: ${fuzzers} module(s), seed ${seed}, ${minutes} min${framingErrors ? ", with framing errors" : ""}`);
 while (Date.now() - started < minutes * 60_000) {
   const mark = h.mark();
@@ -138,6 +147,12 @@ while (Date.now() - started < minutes * 60_000) {
   if (!(await Promise.race([h.rpc("list").then(() => true, () => false), new Promise<boolean>((r) => setTimeout(() => r(false), 5000))]))) unanswered++;
   collect();
   peakHeap = Math.max(peakHeap, process.memoryUsage().heapUsed - heap0);
+  const frames = framesSent();
+  if (frames !== lastFrames) {
+    lastFrames = frames;
+    lastGrowthAt = Date.now();
+  }
+  longestStallMs = Math.max(longestStallMs, Date.now() - lastGrowthAt);
   if (blocks % 30 === 0) console.log(`  ${Math.round((Date.now() - started) / 1000)} s: ${framesSent().toLocaleString("en")} frames, heap +${(peakHeap / MB).toFixed(0)} MB at most, ${late} late blocks, ${unanswered} unanswered RPC calls`);
   await new Promise((r) => setTimeout(r, 2000));
 }
@@ -168,6 +183,7 @@ const report = {
   lateBlocks: late,
   unansweredRpc: unanswered,
   probesUnanswered: stuck.length,
+  longestStallS: Math.round(longestStallMs / 1000),
   hostErrors: hostErrors.length,
   longestLoopDelayMs: Math.round(loop.max / 1e6),
   // The longest gap between the ticker's turns outside the forced collections, its CPU, and when.
@@ -188,5 +204,5 @@ for (const n of names) for (const r of h.logs(n).filter((r) => r.level !== "info
 for (const n of names) for (const r of h.logs("host").filter((r) => r.message.startsWith(`${n} crashed`)).slice(0, 5)) console.log(`${r.message.slice(0, 300)}`);
 await h.stop();
 await rm(work, { recursive: true, force: true });
-const failed = late > 0 || unanswered > 0 || hostErrors.length > 0 || stuck.length > 0 || heap > 64 * MB;
+const failed = late > 0 || unanswered > 0 || hostErrors.length > 0 || stuck.length > 0 || longestStallMs > STALL_LIMIT_MS || report.frames === 0 || heap > 64 * MB;
 process.exit(failed ? 1 : 0);

@@ -4,12 +4,12 @@
 // Failures become protocol errors with a code and a message that says what to do; handler
 // errors that are not deliberate are sanitised so no host internals leak to a module.
 
-import * as v from "valibot";
 import { METHODS } from "../capabilities/families.ts";
 import { checkGrant, type EffectiveGrants } from "../capabilities/grants.ts";
 import { CapabilityError, type CallContext, type MethodDef } from "../capabilities/types.ts";
 import { wireError, type WireError } from "../protocol/messages.ts";
 import { closest } from "../capabilities/catalogue.ts";
+import { parseBounded } from "../capabilities/parse-bounded.ts";
 
 /** Names longer than this are not compared with the known ones: no method name comes close. */
 const MAX_SUGGEST_LENGTH = 64;
@@ -124,10 +124,8 @@ export class ApiHub {
       if (!decision.ok) this.deny(call.module, method, def.permission, `${method} requires the "${def.permission}" capability, which this module was not granted; the operator can grant it in [modules.grants.${call.module}]`);
     }
     if (def.accepts?.(params) === true) return params;
-    const parsed = v.safeParse(def.params, params);
-    if (!parsed.success) {
-      throw new HubError(wireError("invalid_params", `${method}: ${v.summarize(parsed.issues).replace(/\n/g, "; ")}`));
-    }
+    const parsed = parseBounded(def.params, params);
+    if (!parsed.success) throw new HubError(wireError("invalid_params", `${method}: ${parsed.message.replace(/\n/g, "; ")}`));
     return parsed.output;
   }
 

@@ -184,7 +184,14 @@ export class HostBytes {
 
   /** An account for `module`, whose `measure` returns the bytes it holds now (cheaply: it is read at admissions). */
   join(module: string, measure: () => number): HeldAccount {
-    const entry = { module, measure };
+    // An account whose measure is not a number of bytes (a bug: a NaN reservation once made
+    // every comparison false) counts 0 in the total and is admitted nothing itself, so that it
+    // holds back only its own module, never the others' shared half.
+    const broken = (b: number) => !(Number.isFinite(b) && b >= 0);
+    const entry = { module, measure: () => {
+      const b = measure();
+      return broken(b) ? 0 : b;
+    } };
     this.#accounts.add(entry);
     let waiting: (() => void) | undefined;
     const fairPart = (): number => Math.floor(this.#cap / 2 / Math.max(1, this.#accounts.size));
@@ -193,6 +200,10 @@ export class HostBytes {
       fairPart,
       admits: (bytes: number, oneFree = false) => {
         const own = measure();
+        if (broken(own) || broken(bytes)) {
+          this.refusedTotal++;
+          return false;
+        }
         const fair = fairPart();
         let ground: "fair" | "shared" | "one" | false = false;
         if (own + bytes <= fair) ground = "fair";

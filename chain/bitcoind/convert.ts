@@ -66,7 +66,8 @@ const CHAIN_NAMES: Record<string, ChainInfo["chain"]> = { main: "main", test: "t
 const CORE_CHAIN_NAMES: Record<ChainInfo["chain"], string> = { main: "main", testnet: "test", signet: "signet", regtest: "regtest" };
 
 export function chainName(core: string): ChainInfo["chain"] {
-  const name = CHAIN_NAMES[core];
+  // Own keys only: a node answering "constructor" must not name Object.prototype's.
+  const name = Object.hasOwn(CHAIN_NAMES, core) ? CHAIN_NAMES[core] : undefined;
   if (!name) throw new Error(`unknown chain ${JSON.stringify(core)} from the node`);
   return name;
 }

@@ -173,7 +173,7 @@ export async function moduleCommand(command: string, argv: string[]): Promise<nu
     if (err instanceof ModhostError && err.code === "not_running" && !(await moduleOnDisk(config, command))) return undefined;
     throw err;
   }
-  const spec = specs[command];
+  const spec = Object.hasOwn(specs, command) ? specs[command] : undefined;
   if (!spec) {
     const statuses = (await client.call("list")) as ModuleStatus[];
     const status = statuses.find((x) => x.name === command);

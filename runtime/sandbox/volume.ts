@@ -180,7 +180,7 @@ async function umountOnce(t: Record<Tool, string>, dir: string, id: string): Pro
  * and device, never one another instance or host may have; without it (a dead host's leftovers,
  * under this host's lock), whatever is stacked there and every device of the image.
  */
-async function unmount(t: Record<Tool, string>, dir: string, image: string, own?: MountEntry): Promise<void> {
+async function unmount(t: Record<Tool, string>, dir: string, image: string, own?: MountEntry): Promise<string[]> {
   for (;;) {
     const top = (await mounts()).filter((m) => m.mountpoint === dir).at(-1);
     if (!top || (own !== undefined && top.id !== own.id)) break;
@@ -190,6 +190,7 @@ async function unmount(t: Record<Tool, string>, dir: string, image: string, own?
   // No namespace holds the file system any more, but a loop device without autoclear (a host
   // killed between attach and mount) would: detach it.
   for (const dev of held) await run(t.losetup, ["-d", dev]).catch(() => undefined);
+  return held;
 }
 
 /** Unmount the volumes that a host killed with -9 left under `root` (and free their loop devices); returns their names. */
@@ -240,11 +241,74 @@ async function setReserve(t: Record<Tool, string>, dir: string, device: string, 
  * unload was once refused after 5 s (test/hostile-round21.test.ts). Past this, something else
  * holds it (another host's mount, a process of an earlier instance): the start fails naming it.
  */
-const LOOP_FREE_WAIT_MS = 15_000;
+export const LOOP_FREE_WAIT_MS = 15_000;
+/** How many of the processes holding a volume's file system an error names (the rest are counted). */
+const MAX_HOLDERS_NAMED = 8;
+/**
+ * How long the look for them may take: one stat per open file of every process on the machine,
+ * each a job on libuv's pool, is seconds on a machine of many processes. Past it, what was found
+ * is named and the rest is said to be unknown.
+ */
+const HOLDERS_SCAN_MS = 2000;
+
+/**
+ * The numbers of `device` (/sys/block/loopN/dev): the st_dev a file on its file system has
+ * (glibc's makedev) and the `major:minor` a mapping of such a file shows in /proc/PID/maps.
+ */
+async function devNumbers(device: string): Promise<{ dev: number; maps: string } | undefined> {
+  const m = /^(\d+):(\d+)$/.exec((await readFile(`/sys/block/${path.basename(device)}/dev`, "utf8").catch(() => "")).trim());
+  if (!m) return undefined;
+  const [major, minor] = [Number(m[1]), Number(m[2])];
+  const dev = (minor & 0xff) + (major & 0xfff) * 0x100 + Math.floor(minor / 0x100) * 0x100000 + Math.floor(major / 0x1000) * 0x100000000;
+  return { dev, maps: ` ${major.toString(16).padStart(2, "0")}:${minor.toString(16).padStart(2, "0")} ` };
+}
+
+/**
+ * The processes that keep a file system on `devices` busy (a working directory, root, open file
+ * or mapping on it), as `pid (comm)`, at most MAX_HOLDERS_NAMED and a count of the rest. Read from
+ * /proc, one await per file looked at, so the loop is never held, for at most HOLDERS_SCAN_MS;
+ * only on a failure path (a volume still held past its wait). A lazily detached file system is
+ * found too: its files keep their st_dev.
+ */
+async function volumeHolders(devices: string[]): Promise<string[]> {
+  const nums = (await Promise.all(devices.map(devNumbers))).filter((d) => d !== undefined);
+  if (nums.length === 0) return [];
+  const devs = new Set(nums.map((n) => n.dev));
+  const found: string[] = [];
+  let more = 0;
+  const until = Date.now() + HOLDERS_SCAN_MS;
+  for (const pid of (await readdir("/proc").catch(() => [] as string[])).filter((p) => /^\d+$/.test(p))) {
+    if (Date.now() > until) {
+      found.push(`(stopped looking after HOLDERS_SCAN_MS, ${HOLDERS_SCAN_MS / 1000} s)`);
+      break;
+    }
+    const onIt = async (p: string) => devs.has((await stat(p).catch(() => null))?.dev ?? -1);
+    let holds = (await onIt(`/proc/${pid}/cwd`)) || (await onIt(`/proc/${pid}/root`));
+    if (!holds) holds = await readFile(`/proc/${pid}/maps`, "utf8").then((m) => nums.some((n) => m.includes(n.maps)), () => false);
+    if (!holds) {
+      for (const fd of await readdir(`/proc/${pid}/fd`).catch(() => [] as string[])) {
+        if (Date.now() > until) break;
+        if (await onIt(`/proc/${pid}/fd/${fd}`)) { holds = true; break; }
+      }
+    }
+    if (!holds) continue;
+    if (found.length >= MAX_HOLDERS_NAMED) { more++; continue; }
+    const comm = (await readFile(`/proc/${pid}/comm`, "utf8").catch(() => "?")).trim();
+    found.push(`${pid} (${JSON.stringify(comm).slice(1, -1)})`);
+  }
+  if (more > 0) found.push(`${more} more`);
+  return found;
+}
+
+/** Why `image` is still held by `devices`: the devices and the processes on its file system, for an error or a warning. */
+async function heldReason(image: string, devices: string[]): Promise<string> {
+  const holders = await volumeHolders(devices);
+  return `its volume ${image} is still held by ${devices.join(", ")} ${holders.length > 0 ? `through processes on its file system: ${holders.join(", ")}` : "(no process has a file on it: a mount elsewhere, another host's, a loop device attached by hand with losetup, or the kernel still writing it back)"}`;
+}
 
 async function mountImage(t: Record<Tool, string>, image: string, dir: string): Promise<MountEntry> {
   const held = await waitLoopFree(image, LOOP_FREE_WAIT_MS);
-  if (held.length > 0) throw new Error(`its volume ${image} is still held by ${held.join(", ")} after ${LOOP_FREE_WAIT_MS / 1000} s (an earlier instance's processes, or another host)`);
+  if (held.length > 0) throw new Error(`${await heldReason(image, held)}, after waiting LOOP_FREE_WAIT_MS (${LOOP_FREE_WAIT_MS / 1000} s, runtime/sandbox/volume.ts): stop those processes (or unmount it there), then load the module again`);
   await run(t.mount, ["-t", "ext4", "-o", "loop,nosuid,nodev,noexec", image, dir]);
   const m = (await mounts()).filter((e) => e.mountpoint === dir).at(-1);
   if (!m) throw new Error(`mounting ${image} on ${dir} left no mount`);
@@ -361,7 +425,8 @@ export async function mountVolume(rootPath: string, name: string, q: VolumeQuota
   const last = live.get(dir);
   if (last) {
     await Promise.race([last.released, new Promise((r) => setTimeout(r, RELEASE_WAIT_MS).unref())]);
-    await last.release();
+    // Still held: said by its owner's release; the mount below waits for it.
+    await last.release().catch(() => undefined);
   }
   await mkdir(vols, { recursive: true, mode: 0o700 });
   await chmod(vols, 0o700);
@@ -431,9 +496,17 @@ export async function mountVolume(rootPath: string, name: string, q: VolumeQuota
   }
   let released: Promise<void> | undefined;
   let resolve!: () => void;
+  // The owner's release, after its processes are gone: a device still held past the unmount's
+  // wait is named with what holds it (the next start waits LOOP_FREE_WAIT_MS for it, then fails).
+  const ownerRelease = async () => {
+    const held = await unmount(t, dir, image, mounted);
+    const still = [];
+    for (const d of held) if (d === mounted.device && (!mounted.seq || (await diskSeq(d)) === mounted.seq) && (await loopDevicesOf(image)).includes(d)) still.push(d);
+    if (still.length > 0) throw new Error(`unmounted (detached lazily), but ${await heldReason(image, still)}; its next start waits LOOP_FREE_WAIT_MS (${LOOP_FREE_WAIT_MS / 1000} s) for it`);
+  };
   const entry: Live = {
     released: new Promise<void>((r) => (resolve = r)),
-    release: () => (released ??= release().finally(() => {
+    release: () => (released ??= ownerRelease().finally(() => {
       resolve();
       if (live.get(dir) === entry) live.delete(dir);
     })),
