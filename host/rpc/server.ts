@@ -197,11 +197,113 @@ const UNSENT_COUNTED_FROM = 64 * 1024;
 export const MAX_PIPELINED_REQUESTS = 16;
 
 /**
- * A batch's calls that are answered at once run in turns of the loop of about this long. Before,
- * a batch's calls all ran in one turn when none waited for a module: 1,000 calls of unknown
- * methods, each guessing a near name, held the loop 5.4 s.
+ * JSON-RPC calls (of batches and single requests, all clients together) start in one turn of
+ * the loop for about this long. Before, a batch's calls all ran in one turn when none waited
+ * for a module: 1,000 calls of unknown methods, each guessing a near name, held the loop 5.4 s;
+ * and then each batch had a turn of its own of this long: 64 clients pipelining 16 batches of
+ * 1,000 `list` calls ran 1,024 batches' turns back to back, and the canary's call waited 5 s.
  */
 const BATCH_TURN_MS = 5;
+
+/**
+ * Calls of modules' methods (and run_cli, health) that JSON-RPC requests start in one turn of
+ * the loop, all clients together; past it the next waits for a later turn. Each starts a
+ * message to a module; a batch's 16 lanes each started one a turn, so 1,024 batches in
+ * progress (64 connections of 16) could start 16,384 in one turn.
+ */
+const MODULE_CALLS_PER_TURN = 64;
+
+/**
+ * The loop's turns as JSON-RPC calls take them: a call starts only while the turn's share is
+ * left (BATCH_TURN_MS of calls started, at most MODULE_CALLS_PER_TURN of them calls of
+ * modules); past it, calls wait in the order they came and the next turn wakes them one after
+ * the other, each as the one before has started (a baton, not one wake-up per waiter).
+ */
+class TurnShare {
+  private open = false;
+  private from = 0;
+  private moduleCalls = 0;
+  private readonly waiting: Array<() => void> = [];
+  private head = 0;
+  private draining = false;
+  private readonly close = (): void => {
+    this.open = false;
+  };
+
+  private over(): boolean {
+    if (!this.open) {
+      this.open = true;
+      this.from = performance.now();
+      this.moduleCalls = 0;
+      setImmediate(this.close);
+      return false;
+    }
+    return this.moduleCalls >= MODULE_CALLS_PER_TURN || performance.now() - this.from > BATCH_TURN_MS;
+  }
+
+  /**
+   * Wait for this call's place in a turn; the caller starts its call and then calls pass()
+   * exactly once (which lets the next waiting call start, or leaves it to a later turn).
+   */
+  async take(ofModule: boolean): Promise<void> {
+    if (this.head === this.waiting.length && !this.over()) {
+      if (ofModule) this.moduleCalls++;
+      return;
+    }
+    await new Promise<void>((resolve) => {
+      this.waiting.push(resolve);
+      this.later();
+    });
+    if (ofModule) this.moduleCalls++;
+  }
+
+  pass(): void {
+    if (this.head === this.waiting.length) return;
+    if (this.over()) {
+      this.later();
+      return;
+    }
+    this.wake();
+  }
+
+  private wake(): void {
+    const next = this.waiting[this.head]!;
+    this.waiting[this.head++] = undefined as unknown as () => void;
+    if (this.head === this.waiting.length) {
+      this.waiting.length = 0;
+      this.head = 0;
+    } else if (this.head > 1024 && this.head * 2 > this.waiting.length) {
+      this.waiting.splice(0, this.head);
+      this.head = 0;
+    }
+    next();
+  }
+
+  private later(): void {
+    if (this.draining) return;
+    this.draining = true;
+    setImmediate(() => {
+      this.draining = false;
+      if (this.head === this.waiting.length) return;
+      // A new turn: its share starts now.
+      this.open = false;
+      this.over();
+      this.wake();
+    });
+  }
+}
+/**
+ * Bytes of JSON-RPC request bodies in progress (announced by Content-Length, or max_body_bytes
+ * for a chunked body until it is read; not yet answered), all connections together. A request
+ * that would pass it waits, its body unread, until answers make room (or request_timeout_ms).
+ * Each body is held parsed, with its answers, until its answer is written (a batch's 1,000
+ * calls): 64 connections pipelining 16 batches of 1,000 `list` calls (60 KB each) held +244 MB
+ * of the host's heap once the loop read them all. Bodies of at most SMALL_BODY_BYTES are not
+ * counted (a single call: at most 64 connections x 16 of them), so a client's single call does
+ * not wait behind batches.
+ */
+const BODY_BYTES_IN_PROGRESS = 4 * 1024 * 1024;
+const SMALL_BODY_BYTES = 4096;
 /** Host methods that wait for modules' answers: a batch runs them side by side, not one at a time. */
 const WAITS_FOR_MODULES: ReadonlySet<string> = new Set(["run_cli", "health"]);
 
@@ -327,8 +429,16 @@ export class RpcServer {
     slowReadersClosed: 0,
     /** Requests answered 429 because their connection had MAX_PIPELINED_REQUESTS in progress. */
     pipelinedRefused: 0,
+    /** Requests whose body waited, unread, because it would take the bodies in progress past BODY_BYTES_IN_PROGRESS. */
+    bodiesWaited: 0,
   };
   /** Answers over UNSENT_COUNTED_FROM written and not yet taken by their sockets, oldest first: their bytes. */
+  /** Bytes of request bodies in progress (read or announced, not yet answered), all connections together. */
+  private bodyBytesHeld = 0;
+  /** Requests waiting for their body to fit in BODY_BYTES_IN_PROGRESS, in order. */
+  private readonly bodyWaiters: Array<{ bytes: number; grant: () => void }> = [];
+  /** The loop's turns as JSON-RPC calls take them, all clients together. */
+  private readonly share = new TurnShare();
   private readonly unsent = new Map<ServerResponse, { bytes: number; page: object | undefined }>();
   private unsentBytes = 0;
   /** /metrics pages (their pieces, shared by the scrapes that came while one was rendered) -> responses writing them. */
@@ -618,6 +728,14 @@ export class RpcServer {
       return;
     }
     const limit = this.limits.max_body_bytes;
+    // Bodies of requests in progress, all connections together: what Content-Length announces,
+    // or max_body_bytes for a chunked body until it is read, before anything is read.
+    const declared = Number(req.headers["content-length"]);
+    let held = Number.isFinite(declared) ? (declared > SMALL_BODY_BYTES && declared <= limit ? declared : 0) : limit;
+    if (held > 0) {
+      if (!(await this.roomForBody(held, res))) return;
+      res.once("close", () => this.releaseBody(held));
+    }
     const raw = await readBody(req, res, limit);
     if (raw === null) {
       // The client went away mid-body: counted, not logged (one error line with a stack each
@@ -632,6 +750,10 @@ export class RpcServer {
         : `request body sent in more than ${bodyPieces(limit)} pieces (chunks of a chunked body, or reads) (MAX_REQUEST_BODY_PIECES, ${MAX_REQUEST_BODY_PIECES}, or one per 256 bytes of [rpc] max_body_bytes when that is more); send it with Content-Length, or in larger chunks`;
       sendJson(res, 413, errorResponse(null, RPC_ERRORS.invalidRequest, why), true);
       return;
+    }
+    if (raw.length < held) {
+      this.releaseBody(held - raw.length);
+      held = raw.length;
     }
     const parsed = await parseJsonRpcBody(raw, this.limits);
     if (!parsed.ok) {
@@ -650,38 +772,25 @@ export class RpcServer {
       // the module has for calls (its max_rpc_calls) nor has most of them refused.
       const answered: (JsonRpcResponse | undefined)[] = new Array(body.length);
       let next = 0;
-      // Calls answered at once (an unknown method, an error, a host method) continue their lane
-      // in the same turn of the loop: the batch gives the loop back every BATCH_TURN_MS.
-      let turnFrom = performance.now();
-      const turnOver = async () => {
-        if (performance.now() - turnFrom <= BATCH_TURN_MS) return false;
-        await new Promise((r) => setImmediate(r));
-        turnFrom = performance.now();
-        return true;
-      };
+      // Every call starts in the loop's turn share (TurnShare: BATCH_TURN_MS and
+      // MODULE_CALLS_PER_TURN for all clients together), so calls answered at once (an unknown
+      // method, an error, a host method) give the loop back, and no number of batches in
+      // progress starts more than that in one turn.
       // Calls of host methods (no module to wait for: their work is all on the loop, an answer
-      // that grows with what every module holds) run one at a time, each after that check, so
-      // the lanes do not start 16 of them in one turn. Those that wait for modules (a module's
-      // method, run_cli, health) run in the lanes side by side.
+      // that grows with what every module holds) run one at a time, each in its own place in
+      // the share, so the lanes do not start 16 of them in one turn. Those that wait for modules
+      // (a module's method, run_cli, health) run in the lanes side by side.
       let hostCalls: Promise<unknown> = Promise.resolve();
       const hostCall = (call: unknown): Promise<JsonRpcResponse | undefined> => {
-        const run = hostCalls.then(async () => {
-          await turnOver();
-          return this.one(call, client);
-        });
+        const run = hostCalls.then(() => this.started(call, client, false));
         hostCalls = run.catch(() => {});
         return run;
       };
       const lane = async () => {
         while (next < body.length) {
-          if (await turnOver()) continue;
-          // Looked at again after the await: another lane may have taken the last call meanwhile
-          // (a batch of 1,000 was answered with 1,008, the extra ones "invalid request").
-          if (next >= body.length) break;
           const i = next++;
           const call = body[i] as { method?: unknown } | null;
-          const ofModule = typeof call?.method === "string" && (call.method.includes(".") || WAITS_FOR_MODULES.has(call.method));
-          answered[i] = this.withinBatch(await (ofModule ? this.one(call, client) : hostCall(call)), budget);
+          answered[i] = this.withinBatch(await (ofModule(call) ? this.started(call, client, true) : hostCall(call)), budget);
         }
       };
       await Promise.all(Array.from({ length: Math.min(MAX_PIPELINED_REQUESTS, body.length) }, lane));
@@ -690,7 +799,7 @@ export class RpcServer {
       else await this.sendAnswers(res, answers, true);
       return;
     }
-    const answer = await this.one(body, new RequestWait(req, res));
+    const answer = await this.started(body, new RequestWait(req, res), ofModule(body as { method?: unknown } | null));
     if (answer === undefined) sendEmpty(res);
     else await this.sendAnswers(res, [answer], false);
   }
@@ -846,6 +955,55 @@ export class RpcServer {
     return error;
   }
 
+  /**
+   * Count a body of `bytes` against BODY_BYTES_IN_PROGRESS, at once when it fits (or no other is
+   * held), else once the bodies before it in line have been let go; meanwhile the request's
+   * body is not read (its socket's buffers fill and its client waits). False when the request's
+   * connection closed first.
+   */
+  private roomForBody(bytes: number, res: ServerResponse): Promise<boolean> | boolean {
+    if (this.bodyWaiters.length === 0 && (this.bodyBytesHeld === 0 || this.bodyBytesHeld + bytes <= BODY_BYTES_IN_PROGRESS)) {
+      this.bodyBytesHeld += bytes;
+      return true;
+    }
+    this.stats.bodiesWaited++;
+    return new Promise<boolean>((resolve) => {
+      const waiter = { bytes, grant: () => resolve(true) };
+      this.bodyWaiters.push(waiter);
+      res.once("close", () => {
+        const i = this.bodyWaiters.indexOf(waiter);
+        if (i < 0) return;
+        this.bodyWaiters.splice(i, 1);
+        resolve(false);
+        this.releaseBody(0);
+      });
+    });
+  }
+
+  /** Let go of `bytes` of a body held, and count in the waiting bodies that now fit, in order. */
+  private releaseBody(bytes: number): void {
+    this.bodyBytesHeld -= bytes;
+    while (this.bodyWaiters.length > 0) {
+      const first = this.bodyWaiters[0]!;
+      if (this.bodyBytesHeld > 0 && this.bodyBytesHeld + first.bytes > BODY_BYTES_IN_PROGRESS) break;
+      this.bodyWaiters.shift();
+      this.bodyBytesHeld += first.bytes;
+      first.grant();
+    }
+  }
+
+  /** One JSON-RPC request, started in its place in the loop's turn share (TurnShare). */
+  private async started(item: unknown, client: ClientWait, moduleCall: boolean): Promise<JsonRpcResponse | undefined> {
+    await this.share.take(moduleCall);
+    let answer: Promise<JsonRpcResponse | undefined>;
+    try {
+      answer = this.one(item, client);
+    } finally {
+      this.share.pass();
+    }
+    return answer;
+  }
+
   /** One JSON-RPC request; undefined for a notification. */
   private async one(item: unknown, client: ClientWait): Promise<JsonRpcResponse | undefined> {
     if (!item || typeof item !== "object" || Array.isArray(item)) {
@@ -912,6 +1070,11 @@ export const MAX_RPC_ID_CHARS = 1024;
  * it, most of it the collector moving and marking the array.
  */
 const RPC_BODY_MAX_VALUES = 1_000_000;
+
+/** Whether a request calls a module (or waits for modules' answers: run_cli, health). */
+function ofModule(call: { method?: unknown } | null): boolean {
+  return typeof call?.method === "string" && (call.method.includes(".") || WAITS_FOR_MODULES.has(call.method));
+}
 
 export type ParsedBody = { ok: true; body: unknown } | { ok: false; code: number; message: string };
 
