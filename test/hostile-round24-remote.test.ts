@@ -2,10 +2,23 @@
 //   share     64 JSON-RPC clients (a child process) each pipelining 16 batches of 1,000 calls of
 //             a host method (list) or a module's method that answers at once, for 8 s, while
 //             the canary runs: the loop's turns, the host's heap, the canary.
+//   503       the small servers' cap (chain/http-caps.ts) when every connection is busy: registry
+//             serve (blobs not read, from sockets with a small receive buffer) and the Core facade
+//             (authenticated heads announcing a body not sent). The inspector's connections are
+//             busy only while a debugger is attached (one per module): a refused WebSocket and a
+//             request whose body never comes do not hold it (probed, kept as tests).
 
-import test from "ava";
+import test, { type ExecutionContext } from "ava";
+import net from "node:net";
+import path from "node:path";
+import { mkdir, writeFile } from "node:fs/promises";
 import { spawn } from "node:child_process";
-import { buildModulesDir, GOOD_GRANTS, startHost, tempDir, type TestHost } from "./helpers/host.ts";
+import { buildModulesDir, GOOD_GRANTS, sleep, startHost, tempDir, waitFor, type TestHost } from "./helpers/host.ts";
+import { MAX_REGISTRY_CONNECTIONS, serveRegistry } from "../host/registry/serve.ts";
+import { CoreFacade, MAX_FACADE_CONNECTIONS } from "../chain/bitcoind/facade.ts";
+import { rpcauthLine } from "../chain/bitcoind/rpcauth.ts";
+import { EmbeddedChain } from "../chain/embedded.ts";
+import { InspectorServer, MAX_INSPECTOR_CONNECTIONS } from "../host/inspector.ts";
 import { inlineModule } from "./helpers/modules.ts";
 import { cookieAuth } from "./helpers/rpc.ts";
 import { watchHost } from "./helpers/host-watch.ts";
@@ -87,3 +100,108 @@ for (const [what, method] of [["host method list", "list"], ["module method r24-
     watch.assertCanary(t);
   });
 }
+
+/** A raw client: what it was told, and when its connection closed (ms since it was made). */
+interface Raw {
+  socket: net.Socket;
+  said: string;
+  closedAt?: number;
+}
+
+function raw(port: number, first?: string): Raw {
+  const made = Date.now();
+  const c: Raw = { socket: net.connect(port, "127.0.0.1"), said: "" };
+  c.socket.setEncoding("latin1");
+  c.socket.on("data", (d) => (c.said += d));
+  c.socket.on("error", () => {});
+  c.socket.on("close", () => (c.closedAt = Date.now() - made));
+  if (first !== undefined) c.socket.write(first);
+  return c;
+}
+
+/** `count` clients, each opened with `first`, closed at the test's end; resolves once all are connected. */
+async function hold(t: ExecutionContext, port: number, count: number, first: string): Promise<Raw[]> {
+  const held: Raw[] = [];
+  for (let i = 0; i < count; i++) held.push(raw(port, first));
+  t.teardown(() => { for (const c of held) c.socket.destroy(); });
+  await waitFor(() => held.every((c) => c.socket.readyState === "open" || c.closedAt !== undefined), 20_000, "the held connections to connect");
+  await sleep(500);
+  return held;
+}
+
+/** One more client past the cap: told 503 naming `limit`, and closed within 2 s (the server destroys it after 1 s). */
+async function oneMore(t: ExecutionContext, port: number, first: string, limit: string): Promise<void> {
+  const extra = raw(port, first);
+  await waitFor(() => extra.closedAt !== undefined, 10_000, "the extra connection to be closed").catch(() => {});
+  t.log(`the connection past the cap: closed after ${extra.closedAt} ms, told ${JSON.stringify(extra.said.slice(0, 300))}`);
+  t.regex(extra.said, /^HTTP\/1\.1 503 Service Unavailable\r\n/, "answered 503");
+  t.true(extra.said.includes(limit), `the answer names ${limit}`);
+  t.regex(extra.said, /Retry-After: 1/);
+  t.true(extra.closedAt !== undefined && extra.closedAt < 2000, `closed within 2 s (${extra.closedAt} ms)`);
+}
+
+test.serial(`registry serve with MAX_REGISTRY_CONNECTIONS (${MAX_REGISTRY_CONNECTIONS}) connections each fetching a blob it does not read (all busy): one more connection is answered 503 naming MAX_REGISTRY_CONNECTIONS and closed within 2 s; the busy ones are kept`, async (t) => {
+  t.timeout(60_000);
+  const dir = await tempDir(t, "modhost-reg-r24-");
+  await writeFile(path.join(dir, "index.json"), "{}");
+  await mkdir(path.join(dir, "blobs"));
+  await writeFile(path.join(dir, "blobs", "big"), Buffer.alloc(4 * 1024 * 1024, 7));
+  const server = await serveRegistry(dir);
+  t.teardown(() => server.close());
+  // Sockets with a small receive buffer (Node cannot set one), so that the blob's answer stays
+  // in progress without the kernel taking megabytes of it per connection.
+  const holder = spawn("python3", ["-c", `
+import socket, sys, time
+held = []
+for i in range(${MAX_REGISTRY_CONNECTIONS}):
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.connect(("127.0.0.1", ${server.port}))
+    s.sendall(b"GET /blobs/big HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n")
+    held.append(s)
+print("held", flush=True)
+time.sleep(60)
+`], { stdio: ["ignore", "pipe", "inherit"] });
+  t.teardown(() => { holder.kill("SIGKILL"); });
+  await new Promise<void>((resolve) => holder.stdout.once("data", () => resolve()));
+  const openNow = () => new Promise<number>((r) => server.server.getConnections((_e, n) => r(n)));
+  await waitFor(async () => (await openNow()) >= MAX_REGISTRY_CONNECTIONS, 20_000, "the server to take the held connections");
+  await sleep(500);
+  t.log(`connections held: ${await openNow()}`);
+  await oneMore(t, server.port, "GET /index.json HTTP/1.1\r\nHost: x\r\n\r\n", "MAX_REGISTRY_CONNECTIONS");
+  const after = await openNow();
+  t.is(after, MAX_REGISTRY_CONNECTIONS, "no busy connection was closed to make room");
+});
+
+test.serial(`the Core facade with MAX_FACADE_CONNECTIONS (${MAX_FACADE_CONNECTIONS}) connections each with a request in progress (a head announcing a body not sent): one more connection is answered 503 naming MAX_FACADE_CONNECTIONS and closed within 2 s; the busy ones are kept`, async (t) => {
+  t.timeout(60_000);
+  const chain = await EmbeddedChain.create();
+  const facade = new CoreFacade({ backend: chain, rpcauth: [rpcauthLine("u", "a long enough password")] });
+  await facade.start();
+  t.teardown(() => facade.stop());
+  const port = Number(new URL(facade.rpcUrl).port);
+  const auth = `Authorization: Basic ${Buffer.from("u:a long enough password").toString("base64")}`;
+  const held = await hold(t, port, MAX_FACADE_CONNECTIONS, `POST / HTTP/1.1\r\nHost: x\r\n${auth}\r\nContent-Length: 100\r\n\r\n`);
+  await oneMore(t, port, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}", "MAX_FACADE_CONNECTIONS");
+  t.is(held.filter((c) => c.closedAt !== undefined).length, 0, "no busy connection was closed to make room");
+});
+
+const INSPECTOR_HOLDS = {
+  "asking for a WebSocket of an id that does not exist and never closing its side after the 404": "GET /no-such-id HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+  "sending GET /json/list with a body announced and never sent": "GET /json/list HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000\r\n\r\n",
+};
+for (const [what, upgrade] of Object.entries(INSPECTOR_HOLDS)) test.serial(`the inspector with MAX_INSPECTOR_CONNECTIONS (${MAX_INSPECTOR_CONNECTIONS}) connections each ${what}: an honest GET /json/list is answered`, async (t) => {
+  t.timeout(60_000);
+  const logged: string[] = [];
+  const log = { info: (m: string) => logged.push(m), warn: (m: string) => logged.push(m), error: (m: string) => logged.push(m), debug: () => {} } as unknown as ConstructorParameters<typeof InspectorServer>[3]["log"];
+  const inspector = new InspectorServer("127.0.0.1", 0, ["m"], { session: () => undefined, log });
+  const port = await inspector.listen();
+  t.teardown(() => inspector.close());
+  const held = await hold(t, port, MAX_INSPECTOR_CONNECTIONS, upgrade);
+  await sleep(1000);
+  t.log(`held: ${held.filter((c) => c.closedAt === undefined).length} open, told ${JSON.stringify(held[0]!.said.slice(0, 60))}`);
+  const extra = raw(port, "GET /json/list HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+  await waitFor(() => extra.said.includes("\r\n\r\n") || extra.closedAt !== undefined, 10_000, "an answer").catch(() => {});
+  t.log(`the honest client was told ${JSON.stringify(extra.said.slice(0, 200))}`);
+  t.regex(extra.said, /^HTTP\/1\.1 200 /, "the honest client is answered");
+});
