@@ -22,6 +22,8 @@ import { InspectorServer, MAX_INSPECTOR_CONNECTIONS } from "../host/inspector.ts
 import { inlineModule } from "./helpers/modules.ts";
 import { cookieAuth } from "./helpers/rpc.ts";
 import { watchHost } from "./helpers/host-watch.ts";
+import { pendingOf } from "./helpers/census.ts";
+import { MAX_PIPELINED_REQUESTS } from "../host/rpc/server.ts";
 
 /**
  * A child process keeping `conns` raw connections to the host's RPC server, each with `pipelined`
@@ -204,4 +206,64 @@ for (const [what, upgrade] of Object.entries(INSPECTOR_HOLDS)) test.serial(`the 
   await waitFor(() => extra.said.includes("\r\n\r\n") || extra.closedAt !== undefined, 10_000, "an answer").catch(() => {});
   t.log(`the honest client was told ${JSON.stringify(extra.said.slice(0, 200))}`);
   t.regex(extra.said, /^HTTP\/1\.1 200 /, "the honest client is answered");
+});
+
+// A module whose JSON-RPC method `later` answers after 3 s.
+const SLOW_CAPS = ["register_rpc_endpoint", "manage_timers"];
+const SLOW = inlineModule("r24-slow", SLOW_CAPS, `
+  await ctx.rpc.register("later", "answers after 3 s", () => new Promise((r) => setTimeout(() => r("later"), 3_000)));
+`);
+
+/** POST `body` over HTTP/1.0 on a raw connection, then close the writing side (FIN); what the server says until it closes. */
+function post10HalfClosed(h: TestHost, auth: string, body: unknown): { socket: net.Socket; said: () => string; closed: Promise<void> } {
+  const a = h.host.rpcServer!.address!;
+  const text = JSON.stringify(body);
+  const socket = net.connect(a.port, a.host);
+  let said = "";
+  socket.setEncoding("utf8");
+  socket.on("data", (d) => (said += d));
+  socket.on("error", () => {});
+  const closed = new Promise<void>((r) => socket.once("close", () => r()));
+  socket.end(`POST / HTTP/1.0\r\nAuthorization: ${auth}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(text)}\r\n\r\n${text}`);
+  return { socket, said: () => said, closed };
+}
+
+test.serial(`HTTP/1.0 JSON-RPC clients (not probed with 102 Processing) that send a batch of 1000 calls of a 3 s method, close their side (FIN) and are gone: their batches start no module call past the first MAX_PIPELINED_REQUESTS (${MAX_PIPELINED_REQUESTS}), so none waits at the module once those have answered (before: 16 at a time for the batch's 188 s); an HTTP/1.0 client that half-closes and waits gets a batch of ${MAX_PIPELINED_REQUESTS} answered whole`, async (t) => {
+  t.timeout(90_000);
+  const dir = await tempDir(t);
+  await buildModulesDir(dir, ["good"], { "r24-slow": SLOW });
+  const h = await startHost(t, { dir, modules: [], grants: { good: GOOD_GRANTS, "r24-slow": SLOW_CAPS } });
+  await h.waitForState("r24-slow", "running", 60_000);
+  const auth = await cookieAuth(h);
+  const call = (id: number) => ({ jsonrpc: "2.0", id, method: "r24-slow.later", params: {} });
+  const waiting = post10HalfClosed(h, auth, Array.from({ length: MAX_PIPELINED_REQUESTS }, (_, i) => call(i)));
+  const gone = Array.from({ length: 4 }, (_, b) => {
+    const c = post10HalfClosed(h, auth, Array.from({ length: 1000 }, (_, i) => call(b * 1000 + i)));
+    c.socket.once("finish", () => c.socket.destroy());
+    return c;
+  });
+  t.teardown(() => { for (const c of gone) c.socket.destroy(); });
+  await waitFor(() => pendingOf(h, "r24-slow") >= 4 * MAX_PIPELINED_REQUESTS, 30_000, () => `the batches' calls to reach the module (${pendingOf(h, "r24-slow")})`);
+  const filled = Date.now();
+  const peak = pendingOf(h, "r24-slow");
+  // The first calls end after 3 s; 7 s of slack for a loaded machine. On the old code the
+  // batches' next calls keep 80 waiting for minutes.
+  const seen: number[] = [];
+  let freedAfter: number | undefined;
+  while (Date.now() - filled < 15_000) {
+    const n = pendingOf(h, "r24-slow");
+    seen.push(n);
+    if (n === 0) {
+      freedAfter = Date.now() - filled;
+      break;
+    }
+    await sleep(250);
+  }
+  await waiting.closed;
+  const answers = JSON.parse(waiting.said().slice(waiting.said().indexOf("\r\n\r\n") + 4)) as Array<{ result?: unknown }>;
+  t.log(`peak ${peak} calls waiting at the module; none ${freedAfter === undefined ? "not within 15 s" : `after ${freedAfter} ms`} (waiting: ${seen.filter((_, i) => i % 4 === 0).join(", ")}); the half-closed client that waited: ${answers.filter((a) => a.result === "later").length} of ${answers.length} answered`);
+  t.true(freedAfter !== undefined && freedAfter <= 10_000, `no call waits at the module within 10 s (${freedAfter ?? "not within 15 s"})`);
+  t.is(answers.filter((a) => a.result === "later").length, MAX_PIPELINED_REQUESTS, "the waiting HTTP/1.0 client's batch answered whole");
+  await sleep(1000);
+  t.is(pendingOf(h, "r24-slow"), 0, "and none starts later");
 });

@@ -89,11 +89,19 @@ export interface ClientWait {
  * a reset, the next write fails and the connection closes, which gives up its calls. Before, a
  * batch of 1,000 calls of a method of 30 s whose client had gone ran 16 at a time for 31 minutes:
  * 16 such batches took all the module's max_rpc_calls (256) places, every other client's
- * call of it refused. HTTP/1.0 clients (no interim answers) are not probed.
+ * call of it refused. HTTP/1.0 clients (no interim answers) are not probed: once such a client
+ * has closed its side, its batch starts no module calls past its first MAX_PIPELINED_REQUESTS
+ * (notRun), so a gone one holds at most that many, until they end.
  */
 class RequestWait implements ClientWait {
   private open = true;
   private readonly watchers = new Set<() => void>();
+  /**
+   * An HTTP/1.0 client that has closed its side: it cannot be probed (no interim answers), so
+   * it may be gone. Its batch starts no module calls past its first MAX_PIPELINED_REQUESTS
+   * (each answered not run, naming why).
+   */
+  unprobedHalfClose = false;
 
   constructor(req: IncomingMessage, res: ServerResponse) {
     let probe: NodeJS.Timeout | undefined;
@@ -103,8 +111,16 @@ class RequestWait implements ClientWait {
       for (const f of this.watchers) f();
       this.watchers.clear();
     });
-    if (req.httpVersionMajor !== 1 || req.httpVersionMinor < 1) return;
     const socket = req.socket;
+    if (req.httpVersionMajor !== 1 || req.httpVersionMinor < 1) {
+      const ended = () => (this.unprobedHalfClose = true);
+      if (socket.readableEnded) ended();
+      else {
+        socket.once("end", ended);
+        res.once("close", () => socket.off("end", ended));
+      }
+      return;
+    }
     const watch = () => {
       if (!this.open || probe !== undefined) return;
       probe = setInterval(() => {
@@ -786,11 +802,19 @@ export class RpcServer {
         hostCalls = run.catch(() => {});
         return run;
       };
+      let moduleCalls = 0;
       const lane = async () => {
         while (next < body.length) {
           const i = next++;
           const call = body[i] as { method?: unknown } | null;
-          answered[i] = this.withinBatch(await (ofModule(call) ? this.started(call, client, true) : hostCall(call)), budget);
+          const module = ofModule(call);
+          // An HTTP/1.0 client that closed its side gets its batch's first lanes' worth of
+          // module calls (a short batch whole), none after.
+          if (module && client.unprobedHalfClose && moduleCalls >= MAX_PIPELINED_REQUESTS) answered[i] = notRun(call);
+          else {
+            if (module) moduleCalls++;
+            answered[i] = this.withinBatch(await (module ? this.started(call, client, true) : hostCall(call)), budget);
+          }
         }
       };
       await Promise.all(Array.from({ length: Math.min(MAX_PIPELINED_REQUESTS, body.length) }, lane));
@@ -1070,6 +1094,20 @@ export const MAX_RPC_ID_CHARS = 1024;
  * it, most of it the collector moving and marking the array.
  */
 const RPC_BODY_MAX_VALUES = 1_000_000;
+
+/**
+ * The answer to a batch's module call not started because its HTTP/1.0 client had closed its
+ * side of the connection: such a client cannot be probed (HALF_CLOSED_PROBE_MS is HTTP/1.1
+ * only), and one that had gone kept a batch of 1,000 calls of a 30 s method running 16 at a
+ * time for 31 minutes. Undefined for a notification.
+ */
+function notRun(call: unknown): JsonRpcResponse | undefined {
+  const r = (call ?? {}) as Record<string, unknown>;
+  if (typeof r !== "object" || !Object.hasOwn(r, "id")) return undefined;
+  const id = r["id"];
+  const validId = id === null || (typeof id === "string" && id.length <= MAX_RPC_ID_CHARS) || (typeof id === "number" && Number.isFinite(id));
+  return errorResponse(validId ? id : null, RPC_ERRORS.unavailable, "not run: this HTTP/1.0 client closed its side of the connection before the call started, and an HTTP/1.0 client cannot be asked whether it still waits (HALF_CLOSED_PROBE_MS probes HTTP/1.1 clients only); use HTTP/1.1, or keep the connection open until the answer", { code: "client_half_closed" });
+}
 
 /** Whether a request calls a module (or waits for modules' answers: run_cli, health). */
 function ofModule(call: { method?: unknown } | null): boolean {
