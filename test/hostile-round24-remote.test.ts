@@ -2,6 +2,9 @@
 //   share     64 JSON-RPC clients (a child process) each pipelining 16 batches of 1,000 calls of
 //             a host method (list) or a module's method that answers at once, for 8 s, while
 //             the canary runs: the loop's turns, the host's heap, the canary.
+//   per turn  64 batches of a module's 3 s method arriving in one read: module calls started in
+//             one turn of the loop (pendingOf between two turns).
+//   HTTP/1.0  clients that send a batch of slow module calls, half-close and are gone.
 //   503       the small servers' cap (chain/http-caps.ts) when every connection is busy: registry
 //             serve (blobs not read, from sockets with a small receive buffer) and the Core facade
 //             (authenticated heads announcing a body not sent). The inspector's connections are
@@ -23,7 +26,7 @@ import { inlineModule } from "./helpers/modules.ts";
 import { cookieAuth } from "./helpers/rpc.ts";
 import { watchHost } from "./helpers/host-watch.ts";
 import { pendingOf } from "./helpers/census.ts";
-import { MAX_PIPELINED_REQUESTS } from "../host/rpc/server.ts";
+import { MAX_PIPELINED_REQUESTS, MODULE_CALLS_PER_TURN } from "../host/rpc/server.ts";
 
 /**
  * A child process keeping `conns` raw connections to the host's RPC server, each with `pipelined`
@@ -266,4 +269,42 @@ test.serial(`HTTP/1.0 JSON-RPC clients (not probed with 102 Processing) that sen
   t.is(answers.filter((a) => a.result === "later").length, MAX_PIPELINED_REQUESTS, "the waiting HTTP/1.0 client's batch answered whole");
   await sleep(1000);
   t.is(pendingOf(h, "r24-slow"), 0, "and none starts later");
+});
+
+test.serial(`4 JSON-RPC clients each pipelining 16 batches of 100 calls of a 3 s method in one write: no turn of the host's loop starts more than MODULE_CALLS_PER_TURN (${MODULE_CALLS_PER_TURN}) of them (before: each batch's 16 lanes started one each in the same turn)`, async (t) => {
+  t.timeout(90_000);
+  const dir = await tempDir(t);
+  await buildModulesDir(dir, [], { "r24-slow": SLOW });
+  const h = await startHost(t, { dir, modules: [], grants: { "r24-slow": SLOW_CAPS }, configure: (c) => { c.rpc.max_connections_per_address = 64; } });
+  await h.waitForState("r24-slow", "running", 60_000);
+  const auth = await cookieAuth(h);
+  const a = h.host.rpcServer!.address!;
+  const text = JSON.stringify(Array.from({ length: 100 }, (_, i) => ({ jsonrpc: "2.0", id: i, method: "r24-slow.later", params: {} })));
+  const request = `POST / HTTP/1.1\r\nHost: x\r\nAuthorization: ${auth}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(text)}\r\n\r\n${text}`;
+  const sockets = Array.from({ length: 4 }, () => net.connect(a.port, a.host));
+  t.teardown(() => { for (const s of sockets) s.destroy(); });
+  await Promise.all(sockets.map((s) => new Promise((r) => s.once("connect", r))));
+  for (const s of sockets) s.on("error", () => {});
+  // Every turn of the loop: how many calls the module has waiting, and the most a turn added.
+  let last = pendingOf(h, "r24-slow");
+  let most = 0;
+  let turns = 0;
+  let running = true;
+  const ticker = (async () => {
+    while (running) {
+      await new Promise((r) => setImmediate(r));
+      const now = pendingOf(h, "r24-slow");
+      most = Math.max(most, now - last);
+      last = now;
+      turns++;
+    }
+  })();
+  for (const s of sockets) s.write(request.repeat(MAX_PIPELINED_REQUESTS));
+  await waitFor(() => pendingOf(h, "r24-slow") >= 200, 30_000, () => `the calls to reach the module (${pendingOf(h, "r24-slow")})`);
+  await sleep(500);
+  running = false;
+  await ticker;
+  t.log(`${pendingOf(h, "r24-slow")} calls waiting at the module; the most one turn of the loop started: ${most} (over ${turns} turns)`);
+  t.true(most >= 1);
+  t.true(most <= MODULE_CALLS_PER_TURN, `at most MODULE_CALLS_PER_TURN a turn (${most})`);
 });

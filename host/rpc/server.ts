@@ -227,7 +227,7 @@ const BATCH_TURN_MS = 5;
  * message to a module; a batch's 16 lanes each started one a turn, so 1,024 batches in
  * progress (64 connections of 16) could start 16,384 in one turn.
  */
-const MODULE_CALLS_PER_TURN = 64;
+export const MODULE_CALLS_PER_TURN = 64;
 
 /**
  * The loop's turns as JSON-RPC calls take them: a call starts only while the turn's share is
