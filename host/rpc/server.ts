@@ -308,6 +308,7 @@ class TurnShare {
     });
   }
 }
+
 /**
  * Bytes of JSON-RPC request bodies in progress (announced by Content-Length, or max_body_bytes
  * for a chunked body until it is read; not yet answered), all connections together. A request
@@ -316,9 +317,10 @@ class TurnShare {
  * calls): 64 connections pipelining 16 batches of 1,000 `list` calls (60 KB each) held +244 MB
  * of the host's heap once the loop read them all. Bodies of at most SMALL_BODY_BYTES are not
  * counted (a single call: at most 64 connections x 16 of them), so a client's single call does
- * not wait behind batches.
+ * not wait behind batches. 2 MiB is two bodies of the default max_body_bytes (the same flood:
+ * +30-43 MB; at 4 MiB +69-77 MB).
  */
-const BODY_BYTES_IN_PROGRESS = 4 * 1024 * 1024;
+const BODY_BYTES_IN_PROGRESS = 2 * 1024 * 1024;
 const SMALL_BODY_BYTES = 4096;
 /** Host methods that wait for modules' answers: a batch runs them side by side, not one at a time. */
 const WAITS_FOR_MODULES: ReadonlySet<string> = new Set(["run_cli", "health"]);
