@@ -23,6 +23,8 @@
 // are limited in size by the HTTP parser; a body is refused from its Content-Length and, when
 // chunked, as soon as it grows past the limit, before it is buffered; a JSON-RPC body is
 // scanned for nesting depth before it is parsed; batches and method names have a length limit.
+// The calls of all clients (and the writing of batches' answers) share the loop's turns
+// (TurnShare), and request bodies in progress are held to BODY_BYTES_IN_PROGRESS together.
 // Every refusal names its limit and the config key that raises it.
 
 import { DEFAULT_MAX_RESPONSE_BYTES } from "./answer-limit.ts";
@@ -89,11 +91,19 @@ export interface ClientWait {
  * a reset, the next write fails and the connection closes, which gives up its calls. Before, a
  * batch of 1,000 calls of a method of 30 s whose client had gone ran 16 at a time for 31 minutes:
  * 16 such batches took all the module's max_rpc_calls (256) places, every other client's
- * call of it refused. HTTP/1.0 clients (no interim answers) are not probed.
+ * call of it refused. HTTP/1.0 clients (no interim answers) are not probed: once such a client
+ * has closed its side, its batch starts no module calls past its first MAX_PIPELINED_REQUESTS
+ * (notRun), so a gone one holds at most that many, until they end.
  */
 class RequestWait implements ClientWait {
   private open = true;
   private readonly watchers = new Set<() => void>();
+  /**
+   * An HTTP/1.0 client that has closed its side: it cannot be probed (no interim answers), so
+   * it may be gone. Its batch starts no module calls past its first MAX_PIPELINED_REQUESTS
+   * (each answered not run, naming why).
+   */
+  unprobedHalfClose = false;
 
   constructor(req: IncomingMessage, res: ServerResponse) {
     let probe: NodeJS.Timeout | undefined;
@@ -103,8 +113,16 @@ class RequestWait implements ClientWait {
       for (const f of this.watchers) f();
       this.watchers.clear();
     });
-    if (req.httpVersionMajor !== 1 || req.httpVersionMinor < 1) return;
     const socket = req.socket;
+    if (req.httpVersionMajor !== 1 || req.httpVersionMinor < 1) {
+      const ended = () => (this.unprobedHalfClose = true);
+      if (socket.readableEnded) ended();
+      else {
+        socket.once("end", ended);
+        res.once("close", () => socket.off("end", ended));
+      }
+      return;
+    }
     const watch = () => {
       if (!this.open || probe !== undefined) return;
       probe = setInterval(() => {
@@ -197,11 +215,115 @@ const UNSENT_COUNTED_FROM = 64 * 1024;
 export const MAX_PIPELINED_REQUESTS = 16;
 
 /**
- * A batch's calls that are answered at once run in turns of the loop of about this long. Before,
- * a batch's calls all ran in one turn when none waited for a module: 1,000 calls of unknown
- * methods, each guessing a near name, held the loop 5.4 s.
+ * JSON-RPC calls (of batches and single requests, all clients together) start in one turn of
+ * the loop for about this long. Before, a batch's calls all ran in one turn when none waited
+ * for a module: 1,000 calls of unknown methods, each guessing a near name, held the loop 5.4 s;
+ * and then each batch had a turn of its own of this long: 64 clients pipelining 16 batches of
+ * 1,000 `list` calls ran 1,024 batches' turns back to back, and the canary's call waited 5 s.
  */
 const BATCH_TURN_MS = 5;
+
+/**
+ * Calls of modules' methods (and run_cli, health) that JSON-RPC requests start in one turn of
+ * the loop, all clients together; past it the next waits for a later turn. Each starts a
+ * message to a module; a batch's 16 lanes each started one a turn, so 1,024 batches in
+ * progress (64 connections of 16) could start 16,384 in one turn.
+ */
+export const MODULE_CALLS_PER_TURN = 64;
+
+/**
+ * The loop's turns as JSON-RPC calls take them: a call starts only while the turn's share is
+ * left (BATCH_TURN_MS of calls started, at most MODULE_CALLS_PER_TURN of them calls of
+ * modules); past it, calls wait in the order they came and the next turn wakes them one after
+ * the other, each as the one before has started (a baton, not one wake-up per waiter).
+ */
+class TurnShare {
+  private open = false;
+  private from = 0;
+  private moduleCalls = 0;
+  private readonly waiting: Array<() => void> = [];
+  private head = 0;
+  private draining = false;
+  private readonly close = (): void => {
+    this.open = false;
+  };
+
+  private over(): boolean {
+    if (!this.open) {
+      this.open = true;
+      this.from = performance.now();
+      this.moduleCalls = 0;
+      setImmediate(this.close);
+      return false;
+    }
+    return this.moduleCalls >= MODULE_CALLS_PER_TURN || performance.now() - this.from > BATCH_TURN_MS;
+  }
+
+  /**
+   * Wait for this call's place in a turn; the caller starts its call and then calls pass()
+   * exactly once (which lets the next waiting call start, or leaves it to a later turn).
+   */
+  async take(ofModule: boolean): Promise<void> {
+    if (this.head === this.waiting.length && !this.over()) {
+      if (ofModule) this.moduleCalls++;
+      return;
+    }
+    await new Promise<void>((resolve) => {
+      this.waiting.push(resolve);
+      this.later();
+    });
+    if (ofModule) this.moduleCalls++;
+  }
+
+  pass(): void {
+    if (this.head === this.waiting.length) return;
+    if (this.over()) {
+      this.later();
+      return;
+    }
+    this.wake();
+  }
+
+  private wake(): void {
+    const next = this.waiting[this.head]!;
+    this.waiting[this.head++] = undefined as unknown as () => void;
+    if (this.head === this.waiting.length) {
+      this.waiting.length = 0;
+      this.head = 0;
+    } else if (this.head > 1024 && this.head * 2 > this.waiting.length) {
+      this.waiting.splice(0, this.head);
+      this.head = 0;
+    }
+    next();
+  }
+
+  private later(): void {
+    if (this.draining) return;
+    this.draining = true;
+    setImmediate(() => {
+      this.draining = false;
+      if (this.head === this.waiting.length) return;
+      // A new turn: its share starts now.
+      this.open = false;
+      this.over();
+      this.wake();
+    });
+  }
+}
+
+/**
+ * Bytes of JSON-RPC request bodies in progress (announced by Content-Length, or max_body_bytes
+ * for a chunked body until it is read; not yet answered), all connections together. A request
+ * that would pass it waits, its body unread, until answers make room (or request_timeout_ms).
+ * Each body is held parsed, with its answers, until its answer is written (a batch's 1,000
+ * calls): 64 connections pipelining 16 batches of 1,000 `list` calls (60 KB each) held +244 MB
+ * of the host's heap once the loop read them all. Bodies of at most SMALL_BODY_BYTES are not
+ * counted (a single call: at most 64 connections x 16 of them), so a client's single call does
+ * not wait behind batches. 2 MiB is two bodies of the default max_body_bytes (the same flood:
+ * +30-43 MB; at 4 MiB +69-77 MB).
+ */
+const BODY_BYTES_IN_PROGRESS = 2 * 1024 * 1024;
+const SMALL_BODY_BYTES = 4096;
 /** Host methods that wait for modules' answers: a batch runs them side by side, not one at a time. */
 const WAITS_FOR_MODULES: ReadonlySet<string> = new Set(["run_cli", "health"]);
 
@@ -327,8 +449,16 @@ export class RpcServer {
     slowReadersClosed: 0,
     /** Requests answered 429 because their connection had MAX_PIPELINED_REQUESTS in progress. */
     pipelinedRefused: 0,
+    /** Requests whose body waited, unread, because it would take the bodies in progress past BODY_BYTES_IN_PROGRESS. */
+    bodiesWaited: 0,
   };
   /** Answers over UNSENT_COUNTED_FROM written and not yet taken by their sockets, oldest first: their bytes. */
+  /** Bytes of request bodies in progress (read or announced, not yet answered), all connections together. */
+  private bodyBytesHeld = 0;
+  /** Requests waiting for their body to fit in BODY_BYTES_IN_PROGRESS, in order. */
+  private readonly bodyWaiters: Array<{ bytes: number; grant: () => void }> = [];
+  /** The loop's turns as JSON-RPC calls take them, all clients together. */
+  private readonly share = new TurnShare();
   private readonly unsent = new Map<ServerResponse, { bytes: number; page: object | undefined }>();
   private unsentBytes = 0;
   /** /metrics pages (their pieces, shared by the scrapes that came while one was rendered) -> responses writing them. */
@@ -618,6 +748,14 @@ export class RpcServer {
       return;
     }
     const limit = this.limits.max_body_bytes;
+    // Bodies of requests in progress, all connections together: what Content-Length announces,
+    // or max_body_bytes for a chunked body until it is read, before anything is read.
+    const declared = Number(req.headers["content-length"]);
+    let held = Number.isFinite(declared) ? (declared > SMALL_BODY_BYTES && declared <= limit ? declared : 0) : limit;
+    if (held > 0) {
+      if (!(await this.roomForBody(held, res))) return;
+      res.once("close", () => this.releaseBody(held));
+    }
     const raw = await readBody(req, res, limit);
     if (raw === null) {
       // The client went away mid-body: counted, not logged (one error line with a stack each
@@ -632,6 +770,10 @@ export class RpcServer {
         : `request body sent in more than ${bodyPieces(limit)} pieces (chunks of a chunked body, or reads) (MAX_REQUEST_BODY_PIECES, ${MAX_REQUEST_BODY_PIECES}, or one per 256 bytes of [rpc] max_body_bytes when that is more); send it with Content-Length, or in larger chunks`;
       sendJson(res, 413, errorResponse(null, RPC_ERRORS.invalidRequest, why), true);
       return;
+    }
+    if (raw.length < held) {
+      this.releaseBody(held - raw.length);
+      held = raw.length;
     }
     const parsed = await parseJsonRpcBody(raw, this.limits);
     if (!parsed.ok) {
@@ -650,38 +792,33 @@ export class RpcServer {
       // the module has for calls (its max_rpc_calls) nor has most of them refused.
       const answered: (JsonRpcResponse | undefined)[] = new Array(body.length);
       let next = 0;
-      // Calls answered at once (an unknown method, an error, a host method) continue their lane
-      // in the same turn of the loop: the batch gives the loop back every BATCH_TURN_MS.
-      let turnFrom = performance.now();
-      const turnOver = async () => {
-        if (performance.now() - turnFrom <= BATCH_TURN_MS) return false;
-        await new Promise((r) => setImmediate(r));
-        turnFrom = performance.now();
-        return true;
-      };
+      // Every call starts in the loop's turn share (TurnShare: BATCH_TURN_MS and
+      // MODULE_CALLS_PER_TURN for all clients together), so calls answered at once (an unknown
+      // method, an error, a host method) give the loop back, and no number of batches in
+      // progress starts more than that in one turn.
       // Calls of host methods (no module to wait for: their work is all on the loop, an answer
-      // that grows with what every module holds) run one at a time, each after that check, so
-      // the lanes do not start 16 of them in one turn. Those that wait for modules (a module's
-      // method, run_cli, health) run in the lanes side by side.
+      // that grows with what every module holds) run one at a time, each in its own place in
+      // the share, so the lanes do not start 16 of them in one turn. Those that wait for modules
+      // (a module's method, run_cli, health) run in the lanes side by side.
       let hostCalls: Promise<unknown> = Promise.resolve();
       const hostCall = (call: unknown): Promise<JsonRpcResponse | undefined> => {
-        const run = hostCalls.then(async () => {
-          await turnOver();
-          return this.one(call, client);
-        });
+        const run = hostCalls.then(() => this.started(call, client, false));
         hostCalls = run.catch(() => {});
         return run;
       };
+      let moduleCalls = 0;
       const lane = async () => {
         while (next < body.length) {
-          if (await turnOver()) continue;
-          // Looked at again after the await: another lane may have taken the last call meanwhile
-          // (a batch of 1,000 was answered with 1,008, the extra ones "invalid request").
-          if (next >= body.length) break;
           const i = next++;
           const call = body[i] as { method?: unknown } | null;
-          const ofModule = typeof call?.method === "string" && (call.method.includes(".") || WAITS_FOR_MODULES.has(call.method));
-          answered[i] = this.withinBatch(await (ofModule ? this.one(call, client) : hostCall(call)), budget);
+          const module = ofModule(call);
+          // An HTTP/1.0 client that closed its side gets its batch's first lanes' worth of
+          // module calls (a short batch whole), none after.
+          if (module && client.unprobedHalfClose && moduleCalls >= MAX_PIPELINED_REQUESTS) answered[i] = notRun(call);
+          else {
+            if (module) moduleCalls++;
+            answered[i] = this.withinBatch(await (module ? this.started(call, client, true) : hostCall(call)), budget);
+          }
         }
       };
       await Promise.all(Array.from({ length: Math.min(MAX_PIPELINED_REQUESTS, body.length) }, lane));
@@ -690,7 +827,7 @@ export class RpcServer {
       else await this.sendAnswers(res, answers, true);
       return;
     }
-    const answer = await this.one(body, new RequestWait(req, res));
+    const answer = await this.started(body, new RequestWait(req, res), ofModule(body as { method?: unknown } | null));
     if (answer === undefined) sendEmpty(res);
     else await this.sendAnswers(res, [answer], false);
   }
@@ -724,8 +861,19 @@ export class RpcServer {
       // Room for the comma and a -32006 error that may replace a later answer is not reserved:
       // an error answer is small, and the limit is a bound on the work, not an exact size.
       let chunks: Buffer[];
+      // Each answer is written in its place in the loop's turn share (TurnShare), as calls are
+      // started: a small answer is one synchronous JSON.stringify, and a batch's 1,000 of them
+      // were written in one turn, several batches' back to back (64 clients of batches of 1,000
+      // `list` calls: turns of 115-200 ms of CPU, most of it here).
+      await this.share.take(false);
+      let written: Promise<Buffer[]>;
       try {
-        chunks = await jsonChunks(a, limit - size);
+        written = jsonChunks(a, limit - size);
+      } finally {
+        this.share.pass();
+      }
+      try {
+        chunks = await written;
       } catch (err) {
         if (!(err instanceof JsonTooLargeError)) throw err;
         this.stats.errors++;
@@ -752,7 +900,9 @@ export class RpcServer {
       res.end(parts[0]); // one write with the head
       return;
     }
-    for (const p of parts) res.write(p);
+    // Small pieces (a batch's answers and commas) in writes of about WRITE_BYTES: 2,000 writes
+    // of a batch's answer were one writev of 2,000 buffers (~300 ms of CPU over a flood's run).
+    for (const p of mergeSmall(parts)) res.write(p);
     res.end();
   }
 
@@ -846,6 +996,55 @@ export class RpcServer {
     return error;
   }
 
+  /**
+   * Count a body of `bytes` against BODY_BYTES_IN_PROGRESS, at once when it fits (or no other is
+   * held), else once the bodies before it in line have been let go; meanwhile the request's
+   * body is not read (its socket's buffers fill and its client waits). False when the request's
+   * connection closed first.
+   */
+  private roomForBody(bytes: number, res: ServerResponse): Promise<boolean> | boolean {
+    if (this.bodyWaiters.length === 0 && (this.bodyBytesHeld === 0 || this.bodyBytesHeld + bytes <= BODY_BYTES_IN_PROGRESS)) {
+      this.bodyBytesHeld += bytes;
+      return true;
+    }
+    this.stats.bodiesWaited++;
+    return new Promise<boolean>((resolve) => {
+      const waiter = { bytes, grant: () => resolve(true) };
+      this.bodyWaiters.push(waiter);
+      res.once("close", () => {
+        const i = this.bodyWaiters.indexOf(waiter);
+        if (i < 0) return;
+        this.bodyWaiters.splice(i, 1);
+        resolve(false);
+        this.releaseBody(0);
+      });
+    });
+  }
+
+  /** Let go of `bytes` of a body held, and count in the waiting bodies that now fit, in order. */
+  private releaseBody(bytes: number): void {
+    this.bodyBytesHeld -= bytes;
+    while (this.bodyWaiters.length > 0) {
+      const first = this.bodyWaiters[0]!;
+      if (this.bodyBytesHeld > 0 && this.bodyBytesHeld + first.bytes > BODY_BYTES_IN_PROGRESS) break;
+      this.bodyWaiters.shift();
+      this.bodyBytesHeld += first.bytes;
+      first.grant();
+    }
+  }
+
+  /** One JSON-RPC request, started in its place in the loop's turn share (TurnShare). */
+  private async started(item: unknown, client: ClientWait, moduleCall: boolean): Promise<JsonRpcResponse | undefined> {
+    await this.share.take(moduleCall);
+    let answer: Promise<JsonRpcResponse | undefined>;
+    try {
+      answer = this.one(item, client);
+    } finally {
+      this.share.pass();
+    }
+    return answer;
+  }
+
   /** One JSON-RPC request; undefined for a notification. */
   private async one(item: unknown, client: ClientWait): Promise<JsonRpcResponse | undefined> {
     if (!item || typeof item !== "object" || Array.isArray(item)) {
@@ -913,6 +1112,25 @@ export const MAX_RPC_ID_CHARS = 1024;
  */
 const RPC_BODY_MAX_VALUES = 1_000_000;
 
+/**
+ * The answer to a batch's module call not started because its HTTP/1.0 client had closed its
+ * side of the connection: such a client cannot be probed (HALF_CLOSED_PROBE_MS is HTTP/1.1
+ * only), and one that had gone kept a batch of 1,000 calls of a 30 s method running 16 at a
+ * time for 31 minutes. Undefined for a notification.
+ */
+function notRun(call: unknown): JsonRpcResponse | undefined {
+  const r = (call ?? {}) as Record<string, unknown>;
+  if (typeof r !== "object" || !Object.hasOwn(r, "id")) return undefined;
+  const id = r["id"];
+  const validId = id === null || (typeof id === "string" && id.length <= MAX_RPC_ID_CHARS) || (typeof id === "number" && Number.isFinite(id));
+  return errorResponse(validId ? id : null, RPC_ERRORS.unavailable, "not run: this HTTP/1.0 client closed its side of the connection before the call started, and an HTTP/1.0 client cannot be asked whether it still waits (HALF_CLOSED_PROBE_MS probes HTTP/1.1 clients only); use HTTP/1.1, or keep the connection open until the answer", { code: "client_half_closed" });
+}
+
+/** Whether a request calls a module (or waits for modules' answers: run_cli, health). */
+function ofModule(call: { method?: unknown } | null): boolean {
+  return typeof call?.method === "string" && (call.method.includes(".") || WAITS_FOR_MODULES.has(call.method));
+}
+
 export type ParsedBody = { ok: true; body: unknown } | { ok: false; code: number; message: string };
 
 /**
@@ -968,6 +1186,28 @@ function sendJson(res: ServerResponse, status: number, body: unknown, close = fa
   const text = JSON.stringify(body);
   res.writeHead(status, { "Content-Type": "application/json", "Content-Length": Buffer.byteLength(text), ...(close ? { Connection: "close" } : {}) });
   res.end(text);
+}
+
+/** Pieces of an answer are merged into buffers of about this many bytes before being written. */
+const WRITE_BYTES = 64 * 1024;
+
+/** `parts` with consecutive pieces merged into buffers of at most WRITE_BYTES (a larger piece kept as it is). */
+function mergeSmall(parts: Buffer[]): Buffer[] {
+  const out: Buffer[] = [];
+  let group: Buffer[] = [];
+  let bytes = 0;
+  const close = () => {
+    if (group.length > 0) out.push(group.length === 1 ? group[0]! : Buffer.concat(group, bytes));
+    group = [];
+    bytes = 0;
+  };
+  for (const p of parts) {
+    if (bytes + p.length > WRITE_BYTES) close();
+    group.push(p);
+    bytes += p.length;
+  }
+  close();
+  return out;
 }
 
 /** Resolves when `res` can take more, or is closed. */
