@@ -259,14 +259,20 @@ if (syncCrossings) {
     header.writeUInt32BE(parts.reduce((n, p) => n + p.length, 0), 0);
     return [header, ...parts];
   };
+  const lastWords = (why: string) => new Uint8Array(Buffer.concat([
+    ...frame({ t: "log", level: "error", message: why }),
+    ...frame({ t: "goodbye", error: { code: "module_error", message: why } }),
+  ]));
+  // Past its size during a crossing (this thread cannot look then): see rssCeiling below.
+  const MEMORY_OVERRUN = `module exceeded its memory limit of ${memoryMb} MB (memory_mb): its isolate went on allocating past it in one stretch of module code, and this process grew over ISOLATE_HOST_RSS_BASE_MB + 2 x memory_mb (${ISOLATE_HOST_RSS_BASE_MB + 2 * memoryMb} MB); its isolate was stopped`;
   watchdog!.arm({
     limitMs: cpuTimeMs,
     sampleMs: SAMPLE_MS,
-    lastWords: new Uint8Array(Buffer.concat([
-      ...frame({ t: "log", level: "error", message: CPU_OVERRUN }),
-      ...frame({ t: "goodbye", error: { code: "module_error", message: CPU_OVERRUN } }),
-    ])),
+    lastWords: lastWords(CPU_OVERRUN),
     line: `isolate host: ${CPU_OVERRUN}`,
+    rssCeiling: (ISOLATE_HOST_RSS_BASE_MB + 2 * memoryMb) * 1024 * 1024,
+    memoryLastWords: lastWords(MEMORY_OVERRUN),
+    memoryLine: `isolate host: ${MEMORY_OVERRUN}`,
   });
 }
 /**
@@ -525,6 +531,8 @@ const probeTimer = setInterval(() => {
 // still growing a sample later (the isolate's teardown waits for the same collections), it
 // ends itself at once. Below the kernel's floor for an isolate host (runtime.ts
 // ISOLATE_HOST_MIN: 192 + 2 x memory_mb), above what an isolate host with a full heap holds.
+// With sync crossings this thread runs the module's code, and cannot look while it does: the
+// watchdog thread ends a crossing past the same size (sync-watchdog.ts, armed above).
 const rssCeiling = (ISOLATE_HOST_RSS_BASE_MB + 2 * memoryMb) * 1024 * 1024;
 let overSince = 0;
 setInterval(() => {

@@ -1,0 +1,120 @@
+// Hostile probes of round 24 (issue #8): TypeScript modules, under the real host and sandbox,
+// next to the canary ("good", which stores every block):
+//   hoard    with sync crossings (runtime.ts syncCrossings), an RPC handler that allocates small
+//            arrays without pause: its isolate host's main thread runs the module's code then,
+//            so its own size check (worker.ts, ISOLATE_HOST_RSS_BASE_MB + 2 x memory_mb) could
+//            not run; the watchdog thread must (sync-watchdog.ts), naming memory_mb
+//   (test/fixtures/hostile-round24-isolate/grower.ts)
+// While they run: the canary stores every block within 5 s, RPC answers within 5 s, no turn of
+// the host's loop takes 250 ms of its CPU, its heap, log and descriptors stay within bounds.
+// The tests watch this process's loop, so they run one at a time.
+
+import test, { type ExecutionContext } from "ava";
+import { readFileSync } from "node:fs";
+import { readFile } from "node:fs/promises";
+import { loadavg } from "node:os";
+import { buildModulesDir, GOOD_GRANTS, sleep, startHost, tempDir, type InlineModule, type TestHost } from "./helpers/host.ts";
+import { descendants } from "./helpers/procs.ts";
+import { ISOLATE_HOST_RSS_BASE_MB } from "../runtime/isolate/exit-codes.ts";
+import { post } from "./helpers/rpc.ts";
+import { watchHost } from "./helpers/host-watch.ts";
+
+const load = () => loadavg().map((l) => l.toFixed(1)).join(" ");
+const MiB = 1024 * 1024;
+
+/** A module whose index.ts is a fixture of this round. */
+function fixtureModule(name: string, file: string, capabilities: string[]): InlineModule {
+  return {
+    toml: [`name = "${name}"`, `version = "0.1.0"`, `entry_point = "index.ts"`, `description = "round 24 probe ${name}"`, `capabilities = [${capabilities.map((c) => JSON.stringify(c)).join(", ")}]`, ""].join("\n"),
+    files: { "index.ts": readFileSync(new URL(`./fixtures/hostile-round24-isolate/${file}`, import.meta.url), "utf8") },
+  };
+}
+
+/** Sync crossings (read by the host at each isolate host it spawns) for the rest of one test. */
+function crossings(t: ExecutionContext, sync: boolean): void {
+  const before = process.env.MODHOST_ISOLATE_SYNC;
+  process.env.MODHOST_ISOLATE_SYNC = sync ? "1" : "0";
+  t.teardown(() => {
+    if (before === undefined) delete process.env.MODHOST_ISOLATE_SYNC;
+    else process.env.MODHOST_ISOLATE_SYNC = before;
+  });
+}
+
+/** The largest size (VmRSS) of a module's isolate host (its node process), sampled every 50 ms until stop(). */
+function sampleSize(h: TestHost, name: string): { stop(): Promise<number> } {
+  let peak = 0;
+  let sampling = true;
+  let sampled: { pid: number; node?: number } | undefined;
+  const loop = (async () => {
+    while (sampling) {
+      const pid = h.manager.processOf(name)?.pid;
+      if (pid && sampled?.pid !== pid) sampled = { pid };
+      if (sampled && !sampled.node) {
+        for (const d of [sampled.pid, ...(await descendants(sampled.pid))]) {
+          const comm = await readFile(`/proc/${d}/comm`, "utf8").catch(() => "");
+          if (/MainThread|node/.test(comm)) sampled.node = d;
+        }
+      }
+      if (sampled?.node) {
+        const status = await readFile(`/proc/${sampled.node}/status`, "utf8").catch(() => "");
+        peak = Math.max(peak, Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0) * 1024);
+      }
+      await sleep(50);
+    }
+  })();
+  return {
+    async stop() {
+      sampling = false;
+      await loop;
+      return peak;
+    },
+  };
+}
+
+const GROWER_CAPS = ["register_rpc_endpoint", "publish_events"];
+const MEMORY_MB = 64;
+const CEILING = (ISOLATE_HOST_RSS_BASE_MB + 2 * MEMORY_MB) * MiB;
+// What an isolate host may grow by past its ceiling before it is ended: the watchdog looks every
+// 100 ms (min(100, cpu_time_ms / 4)) and the sampler every 50; the loop grew it ~200 MB a second
+// on a quiet machine, less on a loaded one.
+const PAST_CEILING = 96 * MiB;
+
+async function growerHost(t: ExecutionContext, name: string, limits: Record<string, number>) {
+  const dir = await tempDir(t);
+  await buildModulesDir(dir, ["good"], { [name]: fixtureModule(name, "grower.ts", GROWER_CAPS) });
+  const h = await startHost(t, {
+    dir, modules: [],
+    grants: { good: GOOD_GRANTS, [name]: GROWER_CAPS },
+    moduleLimits: { [name]: { memory_mb: MEMORY_MB, health_timeout_ms: 30_000, max_restarts: 5, ...limits } },
+  });
+  await h.waitForState("good", "running", 60_000);
+  await h.waitForLog(/^ready$/, { source: name, timeoutMs: 60_000 });
+  return h;
+}
+
+test.serial("with sync crossings, a TypeScript RPC handler that allocates small arrays without pause for up to 4 s of cpu_time_ms is ended naming memory_mb once its isolate host passes ISOLATE_HOST_RSS_BASE_MB + 2 x memory_mb, not by the kernel at memory_total_mb; it restarts and answers, the canary stores every block and RPC answers", async (t) => {
+  t.timeout(120_000);
+  crossings(t, true);
+  const name = "r24-hoard";
+  const h = await growerHost(t, name, { cpu_time_ms: 4000 });
+  const watch = watchHost(t, h);
+  const canary = watch.canaryLoop(500, 4);
+  const size = sampleSize(h, name);
+  const mark = h.mark();
+  const t0 = Date.now();
+  const r = await post(h, { jsonrpc: "2.0", id: 1, method: `${name}.hoard`, params: {} });
+  const ms = Date.now() - t0;
+  await h.waitForLog(/^ready$/, { source: name, since: mark, timeoutMs: 60_000 });
+  const peak = await size.stop();
+  const crash = h.records.slice(mark).find((x) => x.source === "host" && x.message.startsWith(`${name} crashed`))?.message ?? "(no crash logged)";
+  t.log(`hoard answered in ${ms} ms: ${JSON.stringify(r.json?.error ?? r.json?.result).slice(0, 160)}; its isolate host held at most ${(peak / MiB).toFixed(0)} MB (ceiling ${CEILING / MiB} MB); ${crash.slice(0, 300)} (load ${load()})`);
+  t.true(peak > 0, "its isolate host was sampled");
+  t.true(peak <= CEILING + PAST_CEILING, `its isolate host held ${(peak / MiB).toFixed(0)} MB, within ${CEILING / MiB} MB and a sample's growth`);
+  t.regex(crash, /memory limit of 64 MB \(memory_mb\)/, "the crash names memory_mb");
+  t.notRegex(crash, /memory_total_mb|cpu_time_ms/, "not the kernel's limit, nor cpu_time_ms");
+  const pong = await post(h, { jsonrpc: "2.0", id: 2, method: `${name}.ping`, params: {} });
+  t.is(pong.json?.result, "pong", "it answers after its restart");
+  await canary.stop();
+  watch.assertCanary(t);
+  await watch.finish(t, 1);
+});
