@@ -4,6 +4,9 @@
 //            arrays without pause: its isolate host's main thread runs the module's code then,
 //            so its own size check (worker.ts, ISOLATE_HOST_RSS_BASE_MB + 2 x memory_mb) could
 //            not run; the watchdog thread must (sync-watchdog.ts), naming memory_mb
+//   copies   16,000 unawaited host calls in one turn, each naming one string of 1 MB: 1 MB in
+//            the isolate's heap, a copy per call outside it (in-isolate/stretch.ts
+//            MAX_CALL_BYTES_PER_STRETCH), in both crossing forms
 //   (test/fixtures/hostile-round24-isolate/grower.ts)
 // While they run: the canary stores every block within 5 s, RPC answers within 5 s, no turn of
 // the host's loop takes 250 ms of its CPU, its heap, log and descriptors stay within bounds.
@@ -118,3 +121,32 @@ test.serial("with sync crossings, a TypeScript RPC handler that allocates small 
   watch.assertCanary(t);
   await watch.finish(t, 1);
 });
+
+for (const sync of [false, true]) {
+  test.serial(`a TypeScript module making 16,000 unawaited host calls in one turn, each naming the same 1 MB string (${sync ? "sync" : "asynchronous"} crossings): past MAX_CALL_BYTES_PER_STRETCH its calls fail with quota_exceeded naming it before they are copied out, its isolate host stays within ISOLATE_HOST_RSS_BASE_MB + 2 x memory_mb, it keeps running and answers; the canary stores every block and RPC answers`, async (t) => {
+    t.timeout(120_000);
+    crossings(t, sync);
+    const name = "r24-copies";
+    const h = await growerHost(t, name, {});
+    const watch = watchHost(t, h);
+    const canary = watch.canaryLoop(500, 4);
+    const size = sampleSize(h, name);
+    const t0 = Date.now();
+    const r = await post(h, { jsonrpc: "2.0", id: 1, method: `${name}.copies`, params: { calls: 16_000, chars: 1_000_000 } });
+    const ms = Date.now() - t0;
+    await sleep(1000);
+    const peak = await size.stop();
+    const outcomes = (r.json?.result ?? {}) as Record<string, number>;
+    t.log(`copies answered in ${ms} ms: ${JSON.stringify(r.json?.error ?? outcomes).slice(0, 600)}; its isolate host held at most ${(peak / MiB).toFixed(0)} MB (ceiling ${CEILING / MiB} MB) (load ${load()})`);
+    t.true(peak > 0, "its isolate host was sampled");
+    t.true(peak <= CEILING, `its isolate host held ${(peak / MiB).toFixed(0)} MB, within ${CEILING / MiB} MB`);
+    const refused = Object.entries(outcomes).filter(([o]) => o.startsWith("quota_exceeded") && o.includes("MAX_CALL_BYTES_PER_STRETCH")).reduce((n, [, c]) => n + c, 0);
+    t.true(refused >= 16_000 - 17, `at most 17 calls (16 MiB of params and the first) left the isolate; ${refused} were refused naming MAX_CALL_BYTES_PER_STRETCH`);
+    t.is(h.status(name)?.state, "running", "it still runs");
+    const pong = await post(h, { jsonrpc: "2.0", id: 2, method: `${name}.ping`, params: {} });
+    t.is(pong.json?.result, "pong", "it answers");
+    await canary.stop();
+    watch.assertCanary(t);
+    await watch.finish(t, 1);
+  });
+}

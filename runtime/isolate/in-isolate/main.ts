@@ -17,12 +17,12 @@ import type {
   IsolateRuntime, LogFunction, MethodShape, ModuleMeta, Progress,
 } from "./contract.ts";
 import type { LogLevel } from "../../../protocol/messages.ts";
-import { AnswerError, checkAnswer, checkParams, errorCode, errorMessage, isUint8Array, MAX_VALUES, put } from "./answer.ts";
+import { AnswerError, byteSize, checkAnswer, checkParams, errorCode, errorMessage, isUint8Array, MAX_VALUES, put } from "./answer.ts";
 import { packOps, packParams } from "./pack.ts";
 import { splitOps } from "./parts.ts";
 import { MAX_LOG_FIELDS_CHARS, plainFieldsSized, toText } from "./text.ts";
 import { installTimers } from "./timers.ts";
-import { countLogChars, droppedLinesText, MAX_CALLS_UNANSWERED, newStretch, takeCall, takeLogLine, tooManyCallsText, tooManyUnansweredText } from "./stretch.ts";
+import { countLogChars, droppedLinesText, MAX_CALLS_UNANSWERED, newStretch, takeCall, takeCallBytes, takeLogLine, tooManyCallBytesText, tooManyCallsText, tooManyUnansweredText } from "./stretch.ts";
 
 type Fn = (...args: unknown[]) => unknown;
 type Params = Record<string, unknown>;
@@ -139,9 +139,11 @@ const request = (method: string, params: Params | Uint8Array): Promise<unknown> 
     // Checked before anything is copied out (the copy is made of every reference, outside
     // memory_mb); what is sent is the checked copy, which module code cannot change.
     let sent = params;
-    if (!isUint8Array(params)) {
+    const sized = { bytes: 0 };
+    if (isUint8Array(params)) sized.bytes = byteSize(params);
+    else {
       try {
-        sent = checkParams(params, method, answerBytes) as Params;
+        sent = checkParams(params, method, answerBytes, sized) as Params;
       } catch (err) {
         // A limit (AnswerError, with its code), or a getter or proxy trap of the params that threw.
         const code = err instanceof AnswerError ? err.code : "not_plain_data";
@@ -151,6 +153,10 @@ const request = (method: string, params: Params | Uint8Array): Promise<unknown> 
     }
     if (!takeCall()) {
       reject(new ModhostError("quota_exceeded", tooManyCallsText(), method));
+      return;
+    }
+    if (!takeCallBytes(sized.bytes)) {
+      reject(new ModhostError("quota_exceeded", tooManyCallBytesText(sized.bytes), method));
       return;
     }
     const id = nextCall++;
