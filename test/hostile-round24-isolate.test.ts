@@ -8,6 +8,10 @@
 //            the isolate's heap, a copy per call outside it (in-isolate/stretch.ts
 //            MAX_CALL_BYTES_PER_STRETCH), in both crossing forms
 //   (test/fixtures/hostile-round24-isolate/grower.ts)
+//   callers  32 module calls in flight at once, for 8 s, to a method of one line answering
+//            60,000 empty objects (round 23's answers.ts): each answer's check and copy costs the
+//            callee ~40 ms, and those of one crossing ran together (in-isolate/main.ts
+//            MAX_ANSWER_BYTES_PER_BATCH, invokeMany)
 // While they run: the canary stores every block within 5 s, RPC answers within 5 s, no turn of
 // the host's loop takes 250 ms of its CPU, its heap, log and descriptors stay within bounds.
 // The tests watch this process's loop, so they run one at a time.
@@ -150,3 +154,37 @@ for (const sync of [false, true]) {
     await watch.finish(t, 1);
   });
 }
+
+const ANSWERS_CAPS = ["register_module_api", "register_rpc_endpoint"];
+
+test.serial("a TypeScript module keeping 32 module calls in flight for 8 s to a method of one line answering 60,000 empty objects (~40 ms of the callee's checking and copying each): the callee is never stopped for cpu_time_ms, every call is answered, the canary stores every block and RPC answers", async (t) => {
+  t.timeout(120_000);
+  const dir = await tempDir(t);
+  const answers: InlineModule = {
+    toml: [`name = "r24-answers"`, `version = "0.1.0"`, `entry_point = "index.ts"`, `description = "round 24: round 23's costly answers"`, `capabilities = ${JSON.stringify(ANSWERS_CAPS)}`, ""].join("\n"),
+    files: { "index.ts": readFileSync(new URL("./fixtures/hostile-round23-isolate/answers.ts", import.meta.url), "utf8") },
+  };
+  await buildModulesDir(dir, ["good"], { "r24-answers": answers, "r24-callers": fixtureModule("r24-callers", "caller.ts", ["call_module"]) });
+  const h = await startHost(t, {
+    dir, modules: [],
+    grants: { good: GOOD_GRANTS, "r24-answers": ANSWERS_CAPS, "r24-callers": ["call_module=r24-answers"] },
+    moduleLimits: { "r24-answers": { memory_mb: 256 }, "r24-callers": { memory_mb: 128 } },
+    moduleConfigs: { "r24-callers": { target: "r24-answers", method: "maps", lanes: 32, ms: 8000, timeout_ms: 60_000 } },
+  });
+  await h.waitForState("good", "running", 60_000);
+  await h.waitForLog(/^answering$/, { source: "r24-answers", timeoutMs: 60_000 });
+  const watch = watchHost(t, h);
+  const canary = watch.canaryLoop(500, 4);
+  const done = await h.waitForLog(/^calls$/, { source: "r24-callers", timeoutMs: 90_000 });
+  const outcomes = JSON.parse(String(done.fields?.outcomes ?? "{}")) as Record<string, number>;
+  const crashes = h.records.filter((r) => r.source === "host" && r.message.startsWith("r24-answers crashed"));
+  t.log(`calls: ${JSON.stringify(outcomes)}, the longest ${String(done.fields?.longest)} ms; r24-answers crashed ${crashes.length} times${crashes[0] ? ` (${crashes[0].message.slice(0, 200)})` : ""} (load ${load()})`);
+  t.is(crashes.length, 0, "the callee was never stopped");
+  t.true((outcomes.ok ?? 0) > 32, "calls were answered");
+  t.deepEqual(Object.keys(outcomes), ["ok"], "every call was answered with the value");
+  t.is(h.status("r24-answers")?.state, "running", "the callee still runs");
+  await canary.stop();
+  watch.assertCanary(t);
+  await watch.finish(t, 1);
+});
+

@@ -99,7 +99,7 @@ export class AnswerError extends Error {
  * check (a getter answering otherwise the second time, the value changed before the turn's
  * crossing) reaches what is sent.
  */
-export const checkAnswer = (value: unknown, what: string, answerBytes: number): unknown => checkValue(value, what, answerBytes, false);
+export const checkAnswer = (value: unknown, what: string, answerBytes: number, sized?: { bytes: number }): unknown => checkValue(value, what, answerBytes, false, sized);
 
 /**
  * checkAnswer for the params of a host call, before they are copied out of the isolate (the
