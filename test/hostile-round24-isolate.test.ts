@@ -12,6 +12,9 @@
 //            60,000 empty objects (round 23's answers.ts): each answer's check and copy costs the
 //            callee ~40 ms, and those of one crossing ran together (in-isolate/main.ts
 //            MAX_ANSWER_BYTES_PER_BATCH, invokeMany)
+//   busy     a module over its host_cpu_ms_per_s (its socket read only part of the time) whose
+//            API method never answers: how long its callers wait past their timeout
+//            (host/session.ts invoke; test/fixtures/hostile-round24-isolate/busy.ts)
 // While they run: the canary stores every block within 5 s, RPC answers within 5 s, no turn of
 // the host's loop takes 250 ms of its CPU, its heap, log and descriptors stay within bounds.
 // The tests watch this process's loop, so they run one at a time.
@@ -24,6 +27,7 @@ import { buildModulesDir, GOOD_GRANTS, sleep, startHost, tempDir, type InlineMod
 import { descendants } from "./helpers/procs.ts";
 import { ISOLATE_HOST_RSS_BASE_MB } from "../runtime/isolate/exit-codes.ts";
 import { post } from "./helpers/rpc.ts";
+import { callApi } from "./helpers/modules.ts";
 import { watchHost } from "./helpers/host-watch.ts";
 
 const load = () => loadavg().map((l) => l.toFixed(1)).join(" ");
@@ -188,3 +192,29 @@ test.serial("a TypeScript module keeping 32 module calls in flight for 8 s to a 
   await watch.finish(t, 1);
 });
 
+
+const BUSY_CAPS = ["register_module_api", "read_storage", "write_storage"];
+const CALL_TIMEOUT_MS = 4000;
+const BUSY_REQUEST_TIMEOUT_MS = 1000;
+
+test.serial(`module API calls to a TypeScript module over its host_cpu_ms_per_s (the host reads its socket only part of the time) whose method never answers: each times out after its ${CALL_TIMEOUT_MS} ms and at most the module's request_timeout_ms more, for the time its socket was not read (before: a whole timeout more whenever reading was paused at the deadline)`, async (t) => {
+  t.timeout(120_000);
+  const dir = await tempDir(t);
+  await buildModulesDir(dir, [], { "r24-busy": fixtureModule("r24-busy", "busy.ts", BUSY_CAPS) });
+  const h = await startHost(t, {
+    dir, modules: [],
+    grants: { "r24-busy": BUSY_CAPS },
+    moduleLimits: { "r24-busy": { host_cpu_ms_per_s: 20, request_timeout_ms: BUSY_REQUEST_TIMEOUT_MS } },
+  });
+  await h.waitForLog(/^busy$/, { source: "r24-busy", timeoutMs: 60_000 });
+  const took = await Promise.all(Array.from({ length: 8 }, async () => {
+    const t0 = Date.now();
+    const err = await callApi(h, "r24-busy", "hang", {}, CALL_TIMEOUT_MS).then(() => undefined, (e: Error) => e.message);
+    return { ms: Date.now() - t0, err };
+  }));
+  t.log(`8 calls with a timeout of ${CALL_TIMEOUT_MS} ms ended after ${took.map((x) => x.ms).join(", ")} ms: ${[...new Set(took.map((x) => x.err))].join(" | ").slice(0, 300)} (load ${load()})`);
+  // The deadline, the module's request_timeout_ms at most for the time its socket was not read, and a loaded machine's timer lateness.
+  const bound = CALL_TIMEOUT_MS + BUSY_REQUEST_TIMEOUT_MS + 2000;
+  for (const x of took) t.true(x.ms <= bound, `a call ended after ${x.ms} ms, within ${bound}`);
+  t.true(took.every((x) => /did not answer within/.test(x.err ?? "")), "each timed out");
+});
