@@ -17,6 +17,8 @@
 //            (host/session.ts invoke; test/fixtures/hostile-round24-isolate/busy.ts)
 //   holder   a memory_mb of 8, holding buffers up to its limit, reloaded while its stop() asks
 //            for more: does the size check or the stop misreport it (holder.ts; found nothing)
+//   long errors  a bundle or start() failing with an error of a 1 MiB message: the isolate host's
+//            goodbye and lines saying why must reach the host (worker.ts clip)
 // While they run: the canary stores every block within 5 s, RPC answers within 5 s, no turn of
 // the host's loop takes 250 ms of its CPU, its heap, log and descriptors stay within bounds.
 // The tests watch this process's loop, so they run one at a time.
@@ -251,3 +253,29 @@ for (const sync of [false, true]) {
     t.is(pong.json?.result, "pong", "the last instance answers");
   });
 }
+
+const LONG_ERRORS: Record<string, string> = {
+  // Its bundle throws as it is evaluated.
+  "r24-load-throws": `throw new Error("m".repeat(1 << 20));\nexport default async function start(): Promise<void> {}\n`,
+  // Its start() throws.
+  "r24-start-throws": `export default async function start(): Promise<void> {\n  throw new Error("s".repeat(1 << 20));\n}\n`,
+  // Its bundle leaves promises rejected with such errors as it is evaluated.
+  "r24-load-rejects": `for (let i = 0; i < 100; i++) void Promise.reject(new Error("r".repeat(1 << 20)));\nexport default async function start(): Promise<void> {}\n`,
+};
+
+test.serial("TypeScript modules whose loading or start() fails with an error of a 1 MiB message (thrown, or rejected unhandled as the bundle is evaluated): each failed load says why, in the module's goodbye and its log line, cut", async (t) => {
+  t.timeout(120_000);
+  const dir = await tempDir(t);
+  await buildModulesDir(dir, [], Object.fromEntries(Object.entries(LONG_ERRORS).map(([name, code]) => [name, {
+    toml: [`name = "${name}"`, `version = "0.1.0"`, `entry_point = "index.ts"`, `description = "round 24: a failure with a long message"`, `capabilities = []`, ""].join("\n"),
+    files: { "index.ts": code },
+  }])));
+  const h = await startHost(t, { dir, modules: [], grants: Object.fromEntries(Object.keys(LONG_ERRORS).map((n) => [n, []])), moduleLimits: Object.fromEntries(Object.keys(LONG_ERRORS).map((n) => [n, { max_restarts: 0 }])) });
+  for (const name of Object.keys(LONG_ERRORS)) {
+    const failed = await h.waitForLog(new RegExp(`^failed to load ${name}:`), { source: "host", timeoutMs: 60_000 });
+    const own = h.records.filter((r) => r.source === name && r.level === "error");
+    t.log(`${name}: ${failed.message.slice(0, 140)}… (${failed.message.length} characters); its own error lines: ${own.length ? `${own.map((r) => r.message.length).join(", ")} characters` : "none"}`);
+    t.regex(failed.message, /module said goodbye: failed to start: (loading the module|start): [msr]{1000}/, `${name}: the failed load says why`);
+    t.true(own.length > 0 && own.every((r) => r.message.length <= 8192), `${name}: its error lines reached the host, cut`);
+  }
+});

@@ -169,8 +169,19 @@ const fatal = (err: unknown) => {
 process.on("uncaughtException", fatal);
 process.on("unhandledRejection", fatal);
 
+/** The host keeps this much of a log message; sending more only costs bandwidth. */
+const MAX_LOG_CHARS = 8192;
+/**
+ * Text of the module's (an error's message or stack) that this process sends in its own lines
+ * and goodbye, cut as logOut cuts the module's lines: the host decodes a module's frames with
+ * max_total_string_bytes (1 MiB), so a start that failed with an error of a 1 MiB message lost
+ * its goodbye and its log line, and the host could only say "exited with code 70".
+ */
+const clip = (text: string) => (text.length > MAX_LOG_CHARS ? text.slice(0, MAX_LOG_CHARS) : text);
+
 /** Tell the host why, schedule the exit, and return an Exit to throw where unwinding helps. */
-function die(code: number, message: string): Exit {
+function die(code: number, why: string): Exit {
+  const message = clip(why);
   if (exiting) return new Exit(code, message);
   exiting = true;
   // What the module sent before this (its last log lines: a failed start's stack) goes out
@@ -432,8 +443,6 @@ function callOut(batch: CallEntry[]): void {
     client.requestEach(method, params ?? {}, id, onAnswer);
   }
 }
-/** The host keeps this much of a log message; sending more only costs bandwidth. */
-const MAX_LOG_CHARS = 8192;
 function logOut(level: LogLevel, message: string, fields?: Record<string, unknown>): void {
   if (exiting) return;
   let text = String(message);
@@ -610,7 +619,7 @@ async function guarded<T>(what: string, work: () => Promise<T>, settles = false)
       throw new LostToRejection(`${what}: the module left a promise rejected with no handler while this ran, and isolated-vm ends the call with it: its answer is lost (the rejection is in the module's log)`);
     }
     const stack = (err as { stack?: unknown }).stack;
-    if (typeof stack === "string" && stack.includes(scriptUrl)) client.log("error", `${what} failed: ${stacks.mapStack(stack)}`);
+    if (typeof stack === "string" && stack.includes(scriptUrl)) client.log("error", clip(`${what} failed: ${stacks.mapStack(stack)}`));
     const wire = (err as { code?: unknown }).code;
     throw Object.assign(new Error(`${what}: ${located(message, stack)}`), typeof wire === "string" ? { code: wire } : {});
   }
@@ -676,7 +685,7 @@ client.onEvents(async (events) => {
       rest = rest.slice(stuck + 1);
     } catch (err) {
       // A lost batch was reported with its rejection (held to a rate there); its handlers go on.
-      if (!(err instanceof Exit) && !(err instanceof LostToRejection)) client.log("error", (err as Error).message);
+      if (!(err instanceof Exit) && !(err instanceof LostToRejection)) client.log("error", clip((err as Error).message));
       return;
     }
   }
