@@ -460,11 +460,13 @@ const unknownMethod = (message: string): never => {
   throw Object.assign(new Error(message), { code: "unknown_method" });
 };
 
+type AtOnce = "module_api" | "rpc" | "cli" | "provider" | "hook";
 /**
- * The handler of a module API call, an RPC call or a CLI command, called now: what it returned
- * (a promise if it is async). Throws what it threw, or unknown_method.
+ * The handler of a module API call, an RPC call, a CLI command, a provider call or a hook,
+ * called now: what it returned (a promise if it is async). Throws what it threw, or
+ * unknown_method.
  */
-function callHandler(kind: "module_api" | "rpc" | "cli", params: Params): unknown {
+function callHandler(kind: AtOnce, params: Params): unknown {
   switch (kind) {
     case "module_api": {
       const fn = callbacks.module_api.get(params.method as string);
@@ -481,17 +483,32 @@ function callHandler(kind: "module_api" | "rpc" | "cli", params: Params): unknow
       if (!fn) unknownMethod("no handler for command " + params.command);
       return fn!(params.args || []);
     }
+    case "provider": {
+      const impl = callbacks.provider.get(params.kind as string);
+      const fn = impl?.[params.method as string];
+      if (typeof fn !== "function") unknownMethod("this module does not provide " + params.kind + "." + params.method);
+      return (fn as Fn)(params.params || {});
+    }
+    case "hook": {
+      const fn = callbacks.hook.get(params.point as string);
+      if (!fn) unknownMethod("this module has no hook at " + params.point);
+      return fn!(freeze(params.payload), freeze({ point: params.point }));
+    }
   }
 }
-const answersAtOnce = (kind: InvocationKind): kind is "module_api" | "rpc" | "cli" => kind === "module_api" || kind === "rpc" || kind === "cli";
+/** What a handler's value answers: a hook that answers nothing goes on. */
+const answerOf = (kind: InvocationKind, value: unknown): unknown =>
+  kind === "hook" && (value === undefined || value === null) ? { result: "continue" } : value;
+const answersAtOnce = (kind: InvocationKind): kind is AtOnce => kind === "module_api" || kind === "rpc" || kind === "cli" || kind === "provider" || kind === "hook";
 
 async function invokeRaw(kind: InvocationKind, params: Params): Promise<unknown> {
-  const fail = unknownMethod;
   switch (kind) {
     case "module_api":
     case "rpc":
     case "cli":
-      return await callHandler(kind, params);
+    case "provider":
+    case "hook":
+      return answerOf(kind, await callHandler(kind, params));
     case "timer": {
       const id = params.id as number;
       const entry = await timerEntry(id);
@@ -501,23 +518,11 @@ async function invokeRaw(kind: InvocationKind, params: Params): Promise<unknown>
       await entry.fn();
       return null;
     }
-    case "provider": {
-      const impl = callbacks.provider.get(params.kind as string);
-      const fn = impl?.[params.method as string];
-      if (typeof fn !== "function") fail("this module does not provide " + params.kind + "." + params.method);
-      return await (fn as Fn)(params.params || {});
-    }
-    case "hook": {
-      const fn = callbacks.hook.get(params.point as string);
-      if (!fn) fail("this module has no hook at " + params.point);
-      const answer = await fn!(freeze(params.payload), freeze({ point: params.point }));
-      return answer === undefined || answer === null ? { result: "continue" } : answer;
-    }
     case "config":
       currentConfig = freeze(params.config || {});
       return null;
     default:
-      return fail("unknown invocation kind " + kind);
+      return unknownMethod("unknown invocation kind " + kind);
   }
 }
 
@@ -575,24 +580,24 @@ function failedAnswer(err: unknown): InvokeAnswer {
   return { __proto__: null, ok: false, code: errorCode(err), message: errorMessage(err), stack } as InvokeAnswer;
 }
 /**
- * A module API call, RPC call or CLI command started now: its answer, checked, if its handler
- * answered at once (with its size), or the promise of its answer if the handler returned a
- * promise or another thenable (awaited as before).
+ * A module API call, RPC call, CLI command, provider call or hook started now: its answer,
+ * checked, if its handler answered at once (with its size), or the promise of its answer if the
+ * handler returned a promise or another thenable (awaited as before).
  */
-function invokeAtOnce(kind: "module_api" | "rpc" | "cli", params: Params): { answer?: InvokeAnswer; bytes: number; later?: Promise<InvokeAnswer> } {
+function invokeAtOnce(kind: AtOnce, params: Params): { answer?: InvokeAnswer; bytes: number; later?: Promise<InvokeAnswer> } {
   const sized = { bytes: 0 };
   try {
     const value = callHandler(kind, params);
     if (value !== null && (typeof value === "object" || typeof value === "function") && typeof (value as { then?: unknown }).then === "function") {
       return { bytes: 0, later: (async () => {
         try {
-          return answered(kind, await value);
+          return answered(kind, answerOf(kind, await value));
         } catch (err) {
           return failedAnswer(err);
         }
       })() };
     }
-    return { answer: answered(kind, value, sized), bytes: sized.bytes };
+    return { answer: answered(kind, answerOf(kind, value), sized), bytes: sized.bytes };
   } catch (err) {
     return { answer: failedAnswer(err), bytes: 0 };
   }
