@@ -309,6 +309,9 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
   /** Body bytes of the requests being served (FlowLimits.maxRequestBytes). */
   private heldRequestBytes = 0;
   private readingPaused = false;
+  /** How long the host has not read this module's socket, over its life (ms; the pause under way not included), and since when it has not. */
+  private pausedTotalMs = 0;
+  private pausedAt = 0;
   /**
    * Why the socket is not read: "backlog" while only its own requests wait for their share
    * (lifted while the host waits for its answers: see pauseReading), "budget" for the host's
@@ -847,12 +850,19 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
     if (this.readingPaused) return;
     this.pausedFor = why;
     this.readingPaused = true;
+    this.pausedAt = performance.now();
     this.channel.pauseReading();
+  }
+
+  /** How long the host has not read this module's socket, over its life, the pause under way included (ms). */
+  private pausedMs(): number {
+    return this.pausedTotalMs + (this.readingPaused ? performance.now() - this.pausedAt : 0);
   }
 
   private resumeReading(): void {
     if (!this.readingPaused) return;
     this.readingPaused = false;
+    this.pausedTotalMs += performance.now() - this.pausedAt;
     this.pausedFor = undefined;
     this.channel.resumeReading();
   }
@@ -1153,18 +1163,23 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
     const id = this.nextInvocation++;
     return new Promise((resolve, reject) => {
       // While the host itself is not reading this module's socket (its requests wait for their
-      // share), its answer cannot be heard: that time does not count against it, up to
-      // request_timeout_ms more.
+      // share), its answer cannot be heard: the time it was not read while the call waited does
+      // not count against it, up to request_timeout_ms more in all. (It was a whole timeoutMs
+      // more, again and again, whenever reading happened to be paused at the deadline: a
+      // module over host_cpu_ms_per_s, read part of the time, had calls of a 4 s timeout end
+      // after 8 s, and of 60 s after 120 s.)
+      const pausedBefore = this.pausedMs();
       let extended = 0;
       const expire = () => {
-        if (this.readingPaused && extended < this.flow.requestTimeoutMs) {
-          extended += timeoutMs;
+        const owed = Math.min(this.pausedMs() - pausedBefore, this.flow.requestTimeoutMs) - extended;
+        if (owed >= 1) {
+          extended += owed;
           const p = this.pending.get(id);
-          if (p) (p.timer = setTimeout(expire, timeoutMs)).unref();
+          if (p) (p.timer = setTimeout(expire, owed)).unref();
           return;
         }
         this.settled(id);
-        reject(new InvocationError(wireError("timeout", `${kind} invocation of ${this.opts.module} did not answer within ${timeoutMs} ms`)));
+        reject(new InvocationError(wireError("timeout", `${kind} invocation of ${this.opts.module} did not answer within ${timeoutMs} ms${extended > 0 ? ` (and ${Math.round(extended)} ms more, while the host did not read its socket)` : ""}`)));
       };
       const timer = setTimeout(expire, timeoutMs);
       timer.unref();

@@ -14,6 +14,15 @@
 // is what stopping the isolate does in the asynchronous form. Bound: a stretch is ended after
 // between limitMs and limitMs + 2 x sampleMs + 10 ms of the main thread's CPU time.
 //
+// It also watches the process's size during a crossing, which the main thread cannot do then
+// (worker.ts checks it between its own tasks, against ISOLATE_HOST_RSS_BASE_MB + 2 x
+// memory_mb): module code that allocates small objects without pause goes on past isolated-vm's
+// heap limit, and a crossing of cpu_time_ms (1000) grew an isolate host with a memory_mb of 64
+// to 478 MB, ended naming cpu_time_ms, and with a cpu_time_ms of 4000 to 539 MB, ended by the
+// kernel at memory_total_mb. Past rssCeiling at any look during a crossing, the watchdog ends
+// the process as for an overrun, with last words naming memory_mb. Bound: the ceiling plus what
+// the module allocates in one sampleMs.
+//
 // Costs: one Atomics.add and two Atomics.store per crossing on the main thread, no syscall;
 // the watchdog thread wakes every sampleMs (reads /proc only during a crossing).
 
@@ -31,6 +40,11 @@ interface WatchdogArming {
   lastWords: Uint8Array;
   /** The line written to stderr on an overrun. */
   line: string;
+  /** The process's size (bytes) past which a crossing is ended as over memory_mb. */
+  rssCeiling: number;
+  /** As lastWords and line, for a crossing ended past rssCeiling. */
+  memoryLastWords: Uint8Array;
+  memoryLine: string;
 }
 
 export interface SyncWatchdog {
@@ -78,6 +92,10 @@ for (;;) {
     seen = -1;
     continue;
   }
+  if (process.memoryUsage.rss() > arming.rssCeiling) {
+    end(state, arming.memoryLastWords, arming.memoryLine);
+    break;
+  }
   const seq = Atomics.load(hb, ${SEQ});
   if (seq !== seen) {
     seen = seq;
@@ -88,12 +106,15 @@ for (;;) {
   let used = cpuMs() - cpuAt;
   if (Number.isNaN(used)) used = Date.now() - wallAt;
   if (used <= arming.limitMs) continue;
-  if (state === 1) {
-    try { fs.writeSync(fd, arming.lastWords); } catch {}
-  }
-  try { fs.writeSync(2, arming.line + "\\n"); } catch {}
-  process.kill(pid, "SIGKILL");
+  end(state, arming.lastWords, arming.line);
   break;
+}
+function end(state, lastWords, line) {
+  if (state === 1) {
+    try { fs.writeSync(fd, lastWords); } catch {}
+  }
+  try { fs.writeSync(2, line + "\\n"); } catch {}
+  process.kill(pid, "SIGKILL");
 }
 `;
 

@@ -169,8 +169,19 @@ const fatal = (err: unknown) => {
 process.on("uncaughtException", fatal);
 process.on("unhandledRejection", fatal);
 
+/** The host keeps this much of a log message; sending more only costs bandwidth. */
+const MAX_LOG_CHARS = 8192;
+/**
+ * Text of the module's (an error's message or stack) that this process sends in its own lines
+ * and goodbye, cut as logOut cuts the module's lines: the host decodes a module's frames with
+ * max_total_string_bytes (1 MiB), so a start that failed with an error of a 1 MiB message lost
+ * its goodbye and its log line, and the host could only say "exited with code 70".
+ */
+const clip = (text: string) => (text.length > MAX_LOG_CHARS ? text.slice(0, MAX_LOG_CHARS) : text);
+
 /** Tell the host why, schedule the exit, and return an Exit to throw where unwinding helps. */
-function die(code: number, message: string): Exit {
+function die(code: number, why: string): Exit {
+  const message = clip(why);
   if (exiting) return new Exit(code, message);
   exiting = true;
   // What the module sent before this (its last log lines: a failed start's stack) goes out
@@ -259,14 +270,20 @@ if (syncCrossings) {
     header.writeUInt32BE(parts.reduce((n, p) => n + p.length, 0), 0);
     return [header, ...parts];
   };
+  const lastWords = (why: string) => new Uint8Array(Buffer.concat([
+    ...frame({ t: "log", level: "error", message: why }),
+    ...frame({ t: "goodbye", error: { code: "module_error", message: why } }),
+  ]));
+  // Past its size during a crossing (this thread cannot look then): see rssCeiling below.
+  const MEMORY_OVERRUN = `module exceeded its memory limit of ${memoryMb} MB (memory_mb): its isolate went on allocating past it in one stretch of module code, and this process grew over ISOLATE_HOST_RSS_BASE_MB + 2 x memory_mb (${ISOLATE_HOST_RSS_BASE_MB + 2 * memoryMb} MB); its isolate was stopped`;
   watchdog!.arm({
     limitMs: cpuTimeMs,
     sampleMs: SAMPLE_MS,
-    lastWords: new Uint8Array(Buffer.concat([
-      ...frame({ t: "log", level: "error", message: CPU_OVERRUN }),
-      ...frame({ t: "goodbye", error: { code: "module_error", message: CPU_OVERRUN } }),
-    ])),
+    lastWords: lastWords(CPU_OVERRUN),
     line: `isolate host: ${CPU_OVERRUN}`,
+    rssCeiling: (ISOLATE_HOST_RSS_BASE_MB + 2 * memoryMb) * 1024 * 1024,
+    memoryLastWords: lastWords(MEMORY_OVERRUN),
+    memoryLine: `isolate host: ${MEMORY_OVERRUN}`,
   });
 }
 /**
@@ -426,8 +443,6 @@ function callOut(batch: CallEntry[]): void {
     client.requestEach(method, params ?? {}, id, onAnswer);
   }
 }
-/** The host keeps this much of a log message; sending more only costs bandwidth. */
-const MAX_LOG_CHARS = 8192;
 function logOut(level: LogLevel, message: string, fields?: Record<string, unknown>): void {
   if (exiting) return;
   let text = String(message);
@@ -525,6 +540,8 @@ const probeTimer = setInterval(() => {
 // still growing a sample later (the isolate's teardown waits for the same collections), it
 // ends itself at once. Below the kernel's floor for an isolate host (runtime.ts
 // ISOLATE_HOST_MIN: 192 + 2 x memory_mb), above what an isolate host with a full heap holds.
+// With sync crossings this thread runs the module's code, and cannot look while it does: the
+// watchdog thread ends a crossing past the same size (sync-watchdog.ts, armed above).
 const rssCeiling = (ISOLATE_HOST_RSS_BASE_MB + 2 * memoryMb) * 1024 * 1024;
 let overSince = 0;
 setInterval(() => {
@@ -602,7 +619,7 @@ async function guarded<T>(what: string, work: () => Promise<T>, settles = false)
       throw new LostToRejection(`${what}: the module left a promise rejected with no handler while this ran, and isolated-vm ends the call with it: its answer is lost (the rejection is in the module's log)`);
     }
     const stack = (err as { stack?: unknown }).stack;
-    if (typeof stack === "string" && stack.includes(scriptUrl)) client.log("error", `${what} failed: ${stacks.mapStack(stack)}`);
+    if (typeof stack === "string" && stack.includes(scriptUrl)) client.log("error", clip(`${what} failed: ${stacks.mapStack(stack)}`));
     const wire = (err as { code?: unknown }).code;
     throw Object.assign(new Error(`${what}: ${located(message, stack)}`), typeof wire === "string" ? { code: wire } : {});
   }
@@ -668,7 +685,7 @@ client.onEvents(async (events) => {
       rest = rest.slice(stuck + 1);
     } catch (err) {
       // A lost batch was reported with its rejection (held to a rate there); its handlers go on.
-      if (!(err instanceof Exit) && !(err instanceof LostToRejection)) client.log("error", (err as Error).message);
+      if (!(err instanceof Exit) && !(err instanceof LostToRejection)) client.log("error", clip((err as Error).message));
       return;
     }
   }

@@ -38,6 +38,8 @@ const OBJECT_PROTO = Object.prototype;
 const apply = Reflect.apply;
 const typedArrayProto = Object.getPrototypeOf(Uint8Array.prototype) as object;
 const byteLengthOf = Object.getOwnPropertyDescriptor(typedArrayProto, "byteLength")!.get!;
+/** A Uint8Array's size in bytes, by its internal slot (no getter of the module's). */
+export const byteSize = (v: Uint8Array): number => apply(byteLengthOf, v, []) as number;
 const typedArrayTag = Object.getOwnPropertyDescriptor(typedArrayProto, Symbol.toStringTag)!.get!;
 /** Whether v is a Uint8Array, by its internal slots (instanceof asks Uint8Array[Symbol.hasInstance], which a module can define). */
 export const isUint8Array = (v: unknown): v is Uint8Array => typeof v === "object" && v !== null && apply(typedArrayTag, v, []) === "Uint8Array";
@@ -97,7 +99,7 @@ export class AnswerError extends Error {
  * check (a getter answering otherwise the second time, the value changed before the turn's
  * crossing) reaches what is sent.
  */
-export const checkAnswer = (value: unknown, what: string, answerBytes: number): unknown => checkValue(value, what, answerBytes, false);
+export const checkAnswer = (value: unknown, what: string, answerBytes: number, sized?: { bytes: number }): unknown => checkValue(value, what, answerBytes, false, sized);
 
 /**
  * checkAnswer for the params of a host call, before they are copied out of the isolate (the
@@ -105,11 +107,11 @@ export const checkAnswer = (value: unknown, what: string, answerBytes: number): 
  * 2,000 elements of one array, was 2 GB copied into the isolate host, outside memory_mb).
  * Also holds their strings to max_total_string_bytes (the host refuses more) counted from
  * their lengths, and lets 64-bit bigints through (the encoder takes those). Answers the
- * params' checked copy, which is what is sent.
+ * params' checked copy, which is what is sent; `sized.bytes` is set to their size (at least).
  */
-export const checkParams = (value: unknown, method: string, frameBytes: number): unknown => checkValue(value, method + ": the params", frameBytes, true);
+export const checkParams = (value: unknown, method: string, frameBytes: number, sized?: { bytes: number }): unknown => checkValue(value, method + ": the params", frameBytes, true, sized);
 
-const checkValue = (value: unknown, what: string, answerBytes: number, params: boolean): unknown => {
+const checkValue = (value: unknown, what: string, answerBytes: number, params: boolean, sized?: { bytes: number }): unknown => {
   let strings = 0;
   let low = 0;
   let high = 0;
@@ -242,5 +244,7 @@ const checkValue = (value: unknown, what: string, answerBytes: number, params: b
         (answerBytes + 4096) + ", is fixed); " + fix + "less, for example a page of the data and a key to ask for the next",
     );
   }
+  // At least what its copy out of the isolate takes (a character of a string is 1 to 3 bytes).
+  if (sized) sized.bytes = low;
   return copy;
 };

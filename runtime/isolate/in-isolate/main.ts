@@ -17,12 +17,12 @@ import type {
   IsolateRuntime, LogFunction, MethodShape, ModuleMeta, Progress,
 } from "./contract.ts";
 import type { LogLevel } from "../../../protocol/messages.ts";
-import { AnswerError, checkAnswer, checkParams, errorCode, errorMessage, isUint8Array, MAX_VALUES, put } from "./answer.ts";
+import { AnswerError, byteSize, checkAnswer, checkParams, errorCode, errorMessage, isUint8Array, MAX_VALUES, put } from "./answer.ts";
 import { packOps, packParams } from "./pack.ts";
 import { splitOps } from "./parts.ts";
 import { MAX_LOG_FIELDS_CHARS, plainFieldsSized, toText } from "./text.ts";
 import { installTimers } from "./timers.ts";
-import { countLogChars, droppedLinesText, MAX_CALLS_UNANSWERED, newStretch, takeCall, takeLogLine, tooManyCallsText, tooManyUnansweredText } from "./stretch.ts";
+import { countLogChars, droppedLinesText, MAX_CALLS_UNANSWERED, newStretch, takeCall, takeCallBytes, takeLogLine, tooManyCallBytesText, tooManyCallsText, tooManyUnansweredText } from "./stretch.ts";
 
 type Fn = (...args: unknown[]) => unknown;
 type Params = Record<string, unknown>;
@@ -139,9 +139,11 @@ const request = (method: string, params: Params | Uint8Array): Promise<unknown> 
     // Checked before anything is copied out (the copy is made of every reference, outside
     // memory_mb); what is sent is the checked copy, which module code cannot change.
     let sent = params;
-    if (!isUint8Array(params)) {
+    const sized = { bytes: 0 };
+    if (isUint8Array(params)) sized.bytes = byteSize(params);
+    else {
       try {
-        sent = checkParams(params, method, answerBytes) as Params;
+        sent = checkParams(params, method, answerBytes, sized) as Params;
       } catch (err) {
         // A limit (AnswerError, with its code), or a getter or proxy trap of the params that threw.
         const code = err instanceof AnswerError ? err.code : "not_plain_data";
@@ -151,6 +153,10 @@ const request = (method: string, params: Params | Uint8Array): Promise<unknown> 
     }
     if (!takeCall()) {
       reject(new ModhostError("quota_exceeded", tooManyCallsText(), method));
+      return;
+    }
+    if (!takeCallBytes(sized.bytes)) {
+      reject(new ModhostError("quota_exceeded", tooManyCallBytesText(sized.bytes), method));
       return;
     }
     const id = nextCall++;
@@ -450,26 +456,59 @@ function buildCtx(methods: MethodShape[], config: unknown, meta: ModuleMeta): vo
   ctx = freeze(built);
 }
 
-async function invokeRaw(kind: InvocationKind, params: Params): Promise<unknown> {
-  const fail = (message: string): never => {
-    throw Object.assign(new Error(message), { code: "unknown_method" });
-  };
+const unknownMethod = (message: string): never => {
+  throw Object.assign(new Error(message), { code: "unknown_method" });
+};
+
+type AtOnce = "module_api" | "rpc" | "cli" | "provider" | "hook";
+/**
+ * The handler of a module API call, an RPC call, a CLI command, a provider call or a hook,
+ * called now: what it returned (a promise if it is async). Throws what it threw, or
+ * unknown_method.
+ */
+function callHandler(kind: AtOnce, params: Params): unknown {
   switch (kind) {
     case "module_api": {
       const fn = callbacks.module_api.get(params.method as string);
-      if (!fn) fail("this module's API has no method " + params.method);
-      return await fn!(params.params, freeze({ caller: params.caller }));
+      if (!fn) unknownMethod("this module's API has no method " + params.method);
+      return fn!(params.params, freeze({ caller: params.caller }));
     }
     case "rpc": {
       const fn = callbacks.rpc.get(params.method as string);
-      if (!fn) fail("no handler for RPC method " + params.method);
-      return await fn!(params.params);
+      if (!fn) unknownMethod("no handler for RPC method " + params.method);
+      return fn!(params.params);
     }
     case "cli": {
       const fn = callbacks.cli.get(params.command as string);
-      if (!fn) fail("no handler for command " + params.command);
-      return await fn!(params.args || []);
+      if (!fn) unknownMethod("no handler for command " + params.command);
+      return fn!(params.args || []);
     }
+    case "provider": {
+      const impl = callbacks.provider.get(params.kind as string);
+      const fn = impl?.[params.method as string];
+      if (typeof fn !== "function") unknownMethod("this module does not provide " + params.kind + "." + params.method);
+      return (fn as Fn)(params.params || {});
+    }
+    case "hook": {
+      const fn = callbacks.hook.get(params.point as string);
+      if (!fn) unknownMethod("this module has no hook at " + params.point);
+      return fn!(freeze(params.payload), freeze({ point: params.point }));
+    }
+  }
+}
+/** What a handler's value answers: a hook that answers nothing goes on. */
+const answerOf = (kind: InvocationKind, value: unknown): unknown =>
+  kind === "hook" && (value === undefined || value === null) ? { result: "continue" } : value;
+const answersAtOnce = (kind: InvocationKind): kind is AtOnce => kind === "module_api" || kind === "rpc" || kind === "cli" || kind === "provider" || kind === "hook";
+
+async function invokeRaw(kind: InvocationKind, params: Params): Promise<unknown> {
+  switch (kind) {
+    case "module_api":
+    case "rpc":
+    case "cli":
+    case "provider":
+    case "hook":
+      return answerOf(kind, await callHandler(kind, params));
     case "timer": {
       const id = params.id as number;
       const entry = await timerEntry(id);
@@ -479,23 +518,11 @@ async function invokeRaw(kind: InvocationKind, params: Params): Promise<unknown>
       await entry.fn();
       return null;
     }
-    case "provider": {
-      const impl = callbacks.provider.get(params.kind as string);
-      const fn = impl?.[params.method as string];
-      if (typeof fn !== "function") fail("this module does not provide " + params.kind + "." + params.method);
-      return await (fn as Fn)(params.params || {});
-    }
-    case "hook": {
-      const fn = callbacks.hook.get(params.point as string);
-      if (!fn) fail("this module has no hook at " + params.point);
-      const answer = await fn!(freeze(params.payload), freeze({ point: params.point }));
-      return answer === undefined || answer === null ? { result: "continue" } : answer;
-    }
     case "config":
       currentConfig = freeze(params.config || {});
       return null;
     default:
-      return fail("unknown invocation kind " + kind);
+      return unknownMethod("unknown invocation kind " + kind);
   }
 }
 
@@ -521,6 +548,60 @@ const invoked = (id: number, answer: InvokeAnswer) => {
   }
   put(doneBox, doneBox.length, [id, answer]);
 };
+
+/**
+ * Bytes of answers (as checkAnswer sizes them) the handlers started in one invokeMany() crossing
+ * may have answered at once before it starts no more (the rest go in the next crossing).
+ * Handlers that answer at once had their answers checked and copied out after the batch, in
+ * the same crossing, outside its slice: 32 module calls of one read to a method answering
+ * 60,000 empty objects (a handler of one line, ~40 ms of check and copy each) ran past
+ * cpu_time_ms in one crossing, and its callers could crash the module again at every restart
+ * until it was given up on; 32 answers of 12 MiB were copied out together (384 MiB, outside
+ * memory_mb). Now each is checked as its handler returns, inside the slice (INVOKE_SLICE_MS),
+ * and a crossing stops starting handlers past these bytes.
+ */
+const MAX_ANSWER_BYTES_PER_BATCH = 16 * 1024 * 1024;
+
+/** The answer of a handler that returned `value`, checked (throws AnswerError). */
+function answered(kind: InvocationKind, value: unknown, sized?: { bytes: number }): InvokeAnswer {
+  // No prototype: an async function's result is looked up for a `then`, and a module that
+  // defined Object.prototype.then would be handed the answer's resolution, to forge it.
+  return { __proto__: null, ok: true, value: checkAnswer(value, "the answer of the " + kind + " handler", answerBytes, sized) } as InvokeAnswer;
+}
+function failedAnswer(err: unknown): InvokeAnswer {
+  // The stack (cut) lets the isolate host say where in the module's files it was thrown.
+  let stack: string | undefined;
+  try {
+    const s = err ? (err as Error).stack : undefined;
+    stack = typeof s === "string" ? s.slice(0, 16384) : undefined;
+  } catch (_) {
+    // a getter of the module's that throws: no position, then
+  }
+  return { __proto__: null, ok: false, code: errorCode(err), message: errorMessage(err), stack } as InvokeAnswer;
+}
+/**
+ * A module API call, RPC call, CLI command, provider call or hook started now: its answer,
+ * checked, if its handler answered at once (with its size), or the promise of its answer if the
+ * handler returned a promise or another thenable (awaited as before).
+ */
+function invokeAtOnce(kind: AtOnce, params: Params): { answer?: InvokeAnswer; bytes: number; later?: Promise<InvokeAnswer> } {
+  const sized = { bytes: 0 };
+  try {
+    const value = callHandler(kind, params);
+    if (value !== null && (typeof value === "object" || typeof value === "function") && typeof (value as { then?: unknown }).then === "function") {
+      return { bytes: 0, later: (async () => {
+        try {
+          return answered(kind, answerOf(kind, await value));
+        } catch (err) {
+          return failedAnswer(err);
+        }
+      })() };
+    }
+    return { answer: answered(kind, answerOf(kind, value), sized), bytes: sized.bytes };
+  } catch (err) {
+    return { answer: failedAnswer(err), bytes: 0 };
+  }
+}
 
 const runtime: IsolateRuntime = {
   settle,
@@ -549,20 +630,9 @@ const runtime: IsolateRuntime = {
    */
   async invoke(kind: InvocationKind, params: Params): Promise<InvokeAnswer> {
     try {
-      const value = await invokeRaw(kind, params);
-      // No prototype: an async function's result is looked up for a `then`, and a module that
-      // defined Object.prototype.then would be handed the answer's resolution, to forge it.
-      return { __proto__: null, ok: true, value: checkAnswer(value, "the answer of the " + kind + " handler", answerBytes) } as InvokeAnswer;
+      return answered(kind, await invokeRaw(kind, params));
     } catch (err) {
-      // The stack (cut) lets the isolate host say where in the module's files it was thrown.
-      let stack: string | undefined;
-      try {
-        const s = err ? (err as Error).stack : undefined;
-        stack = typeof s === "string" ? s.slice(0, 16384) : undefined;
-      } catch (_) {
-        // a getter of the module's that throws: no position, then
-      }
-      return { __proto__: null, ok: false, code: errorCode(err), message: errorMessage(err), stack } as InvokeAnswer;
+      return failedAnswer(err);
     }
   },
   /**
@@ -574,13 +644,22 @@ const runtime: IsolateRuntime = {
   invokeMany(batch: InvokeEntry[], sliceMs: number) {
     const t0 = Date.now();
     let started = 0;
+    let bytes = 0;
     invokeStarted = 0;
     for (const [id, kind, params] of batch) {
-      if (started > 0 && Date.now() - t0 >= sliceMs) break;
+      if (started > 0 && (Date.now() - t0 >= sliceMs || bytes >= MAX_ANSWER_BYTES_PER_BATCH)) break;
       started++;
       invokeStarted = started;
+      // A handler that answers at once has its answer checked here, inside the slice (not in a
+      // microtask after the batch: see MAX_ANSWER_BYTES_PER_BATCH).
+      const now = answersAtOnce(kind) ? invokeAtOnce(kind, params) : undefined;
+      if (now?.answer) {
+        bytes += now.bytes;
+        invoked(id, now.answer);
+        continue;
+      }
       // Promise.prototype.then as it was: a module's own would be handed the answer to change.
-      apply(promiseThen, runtime.invoke(kind, params), [(answer: InvokeAnswer) => invoked(id, answer)]);
+      apply(promiseThen, now ? now.later! : runtime.invoke(kind, params), [(answer: InvokeAnswer) => invoked(id, answer)]);
     }
     return started;
   },

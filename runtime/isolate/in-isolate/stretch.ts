@@ -17,6 +17,16 @@ const MAX_LOG_CHARS_PER_STRETCH = 4 * 1024 * 1024;
 /** Host calls one stretch may make; past it each fails with quota_exceeded. */
 const MAX_CALLS_PER_STRETCH = 65_536;
 /**
+ * Bytes of params (at least their size as encoded) the host calls of one stretch may copy out
+ * of the isolate; past it each fails with quota_exceeded, before its copy. Each call's params
+ * are held to a frame (and 1 MiB of strings) but the calls of a stretch were not: 16,000
+ * unawaited ctx.events.publish calls naming one string of 1 MB (1 MB of the isolate's heap)
+ * were copied into the isolate host in one crossing, which grew past 480 MB in ~0.3 s and was
+ * ended by the kernel at memory_total_mb (with sync crossings the copies wait for the crossing
+ * to end). The first call of a stretch leaves whatever its size (up to a frame).
+ */
+const MAX_CALL_BYTES_PER_STRETCH = 16 * 1024 * 1024;
+/**
  * Host calls the module may have unanswered at once, whatever the stretches. Each costs the
  * isolate host ~2 KB until answered (its copy out, its frame, its answer's copy back in, which
  * waits for the isolate): 60,000 queued calls took that process to ~190-310 MB, and its goodbye
@@ -27,6 +37,7 @@ export const MAX_CALLS_UNANSWERED = 16_384;
 let lines = 0;
 let chars = 0;
 let calls = 0;
+let callBytes = 0;
 let dropped = 0;
 
 /** A new stretch begins (the isolate host entered the isolate): the lines dropped in the last one, to be said. */
@@ -35,6 +46,7 @@ export function newStretch(): number {
   lines = 0;
   chars = 0;
   calls = 0;
+  callBytes = 0;
   dropped = 0;
   return n;
 }
@@ -59,6 +71,13 @@ export function takeCall(): boolean {
   return ++calls <= MAX_CALLS_PER_STRETCH;
 }
 
+/** Whether a host call whose params take `bytes` may leave in this stretch (the first always may). */
+export function takeCallBytes(bytes: number): boolean {
+  if (callBytes > 0 && callBytes + bytes > MAX_CALL_BYTES_PER_STRETCH) return false;
+  callBytes += bytes;
+  return true;
+}
+
 export const droppedLinesText = (n: number): string =>
   `${n} log lines dropped: one stretch of module code (from one entry into the isolate until it yields) may send at most ${MAX_LOG_LINES_PER_STRETCH} lines and ${MAX_LOG_CHARS_PER_STRETCH} characters (MAX_LOG_LINES_PER_STRETCH, MAX_LOG_CHARS_PER_STRETCH)`;
 
@@ -67,3 +86,6 @@ export const tooManyUnansweredText = (): string =>
 
 export const tooManyCallsText = (): string =>
   `more than ${MAX_CALLS_PER_STRETCH} host calls in one stretch of module code without yielding (MAX_CALLS_PER_STRETCH); await some of them before making more`;
+
+export const tooManyCallBytesText = (bytes: number): string =>
+  `this call's params (${bytes} bytes) would take the host calls of one stretch of module code without yielding past ${MAX_CALL_BYTES_PER_STRETCH} bytes of params (MAX_CALL_BYTES_PER_STRETCH, fixed); await some of them before making more`;
