@@ -226,3 +226,13 @@ test("hostile: two modules calling each other and a victim keep it handling call
   const out = await callApi<Record<string, number>>(h, "v", "probe", {}, 60_000);
   t.deepEqual(out, { ok: 20 }, "every call v made to z was served");
 });
+
+test("a call to a module whose state still reads running but which has no connection says so, not \"not running (it is running)\"", async (t) => {
+  const { ModuleApiDirectory } = await import("../host/services/modules.ts");
+  const known = (state: string) => [{ name: "b", version: "0.1.0", runtime: "isolate", state, description: "" }] as never;
+  const call = (state: string) => new ModuleApiDirectory({ session: () => undefined, modules: () => known(state) }).call("a", "b", "whoami", {}).then(() => "answered", (e: Error & { wire?: { code: string } }) => `${e.wire?.code}: ${e.message}`);
+  const running = await call("running");
+  t.regex(running, /^unavailable: module "b" has no connection to the host right now \(its process ended or is being replaced\)/);
+  t.notRegex(running, /not running/);
+  t.is(await call("failed"), 'unavailable: module "b" is not running (it is failed); try again when it is');
+});

@@ -124,7 +124,11 @@ export class ModuleApiDirectory implements ModuleDirectory {
     if (!session) {
       const known = this.opts.modules().find((m) => m.name === target);
       if (!known) throw fail("not_found", `no module named "${target}" is loaded`);
-      throw fail("unavailable", `module "${target}" is not running (it is ${known.state}); try again when it is`);
+      // Its state may still read "running" for the moment between its process's connection
+      // ending and the supervisor hearing of it (a crash, a restart).
+      throw fail("unavailable", known.state === "running"
+        ? `module "${target}" has no connection to the host right now (its process ended or is being replaced); try again when it runs`
+        : `module "${target}" is not running (it is ${known.state}); try again when it is`);
     }
     const api = this.apis.get(target);
     if (!api?.has(method)) {
