@@ -25,9 +25,9 @@ import { writeFile } from "node:fs/promises";
 import { readFileSync } from "node:fs";
 import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
-import { buildModulesDir, GOOD_GRANTS, sleep, startHost, tempDir, waitFor, type TestHost } from "./helpers/host.ts";
+import { buildModulesDir, GOOD_GRANTS, sleep, startHost, tempDir, waitFor } from "./helpers/host.ts";
 import { inlineModule } from "./helpers/modules.ts";
-import { cookieAuth, post } from "./helpers/rpc.ts";
+import { cookieAuth, post, postHalfClosed } from "./helpers/rpc.ts";
 import { watchHost } from "./helpers/host-watch.ts";
 import { pendingOf } from "./helpers/census.ts";
 import { DEFAULT_LIMITS } from "../host/config.ts";
@@ -182,20 +182,6 @@ const SLOW = inlineModule("r23-slow", SLOW_CAPS, `
   await ctx.rpc.register("later", "answers after 3 s", () => new Promise((r) => setTimeout(() => r("later"), 3_000)));
   await ctx.rpc.register("ping", "answers at once", () => "pong");
 `);
-
-/** POST `body` on a raw connection, then close the writing side (FIN); what the server says until it closes. */
-function postHalfClosed(h: TestHost, auth: string, body: unknown): { socket: net.Socket; said: () => string; closed: Promise<void> } {
-  const a = h.host.rpcServer!.address!;
-  const text = JSON.stringify(body);
-  const socket = net.connect(a.port, a.host);
-  let said = "";
-  socket.setEncoding("utf8");
-  socket.on("data", (d) => (said += d));
-  socket.on("error", () => {});
-  const closed = new Promise<void>((r) => socket.once("close", () => r()));
-  socket.end(`POST / HTTP/1.1\r\nHost: x\r\nAuthorization: ${auth}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(text)}\r\n\r\n${text}`);
-  return { socket, said: () => said, closed };
-}
 
 test.serial(`JSON-RPC clients that send a batch of 1000 calls of a 30 s method, close their side (FIN) and are gone: ${MAX_RPC_CALLS / MAX_PIPELINED_REQUESTS} such batches' calls are given up within 10 s (the server probes a half-closed client with 102 Processing every HALF_CLOSED_PROBE_MS and a write that fails ends them), other clients' calls are answered again, and a client that half-closes and waits still gets its answer (before: the calls ran, ${MAX_RPC_CALLS} places taken, for the batches' 31 minutes)`, async (t) => {
   t.timeout(120_000);

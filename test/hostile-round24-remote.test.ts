@@ -25,7 +25,7 @@ import { rpcauthLine } from "../chain/bitcoind/rpcauth.ts";
 import { EmbeddedChain } from "../chain/embedded.ts";
 import { InspectorServer, MAX_INSPECTOR_CONNECTIONS } from "../host/inspector.ts";
 import { inlineModule } from "./helpers/modules.ts";
-import { cookieAuth } from "./helpers/rpc.ts";
+import { cookieAuth, postHalfClosed } from "./helpers/rpc.ts";
 import { watchHost } from "./helpers/host-watch.ts";
 import { pendingOf } from "./helpers/census.ts";
 import { MAX_PIPELINED_REQUESTS, MODULE_CALLS_PER_TURN } from "../host/rpc/server.ts";
@@ -219,20 +219,6 @@ const SLOW = inlineModule("r24-slow", SLOW_CAPS, `
   await ctx.rpc.register("later", "answers after 3 s", () => new Promise((r) => setTimeout(() => r("later"), 3_000)));
 `);
 
-/** POST `body` over HTTP/1.0 on a raw connection, then close the writing side (FIN); what the server says until it closes. */
-function post10HalfClosed(h: TestHost, auth: string, body: unknown): { socket: net.Socket; said: () => string; closed: Promise<void> } {
-  const a = h.host.rpcServer!.address!;
-  const text = JSON.stringify(body);
-  const socket = net.connect(a.port, a.host);
-  let said = "";
-  socket.setEncoding("utf8");
-  socket.on("data", (d) => (said += d));
-  socket.on("error", () => {});
-  const closed = new Promise<void>((r) => socket.once("close", () => r()));
-  socket.end(`POST / HTTP/1.0\r\nAuthorization: ${auth}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(text)}\r\n\r\n${text}`);
-  return { socket, said: () => said, closed };
-}
-
 test.serial(`HTTP/1.0 JSON-RPC clients (not probed with 102 Processing) that send a batch of 1000 calls of a 3 s method, close their side (FIN) and are gone: their batches start no module call past the first MAX_PIPELINED_REQUESTS (${MAX_PIPELINED_REQUESTS}), so none waits at the module once those have answered (before: 16 at a time for the batch's 188 s); an HTTP/1.0 client that half-closes and waits gets a batch of ${MAX_PIPELINED_REQUESTS} answered whole`, async (t) => {
   t.timeout(90_000);
   const dir = await tempDir(t);
@@ -241,9 +227,9 @@ test.serial(`HTTP/1.0 JSON-RPC clients (not probed with 102 Processing) that sen
   await h.waitForState("r24-slow", "running", 60_000);
   const auth = await cookieAuth(h);
   const call = (id: number) => ({ jsonrpc: "2.0", id, method: "r24-slow.later", params: {} });
-  const waiting = post10HalfClosed(h, auth, Array.from({ length: MAX_PIPELINED_REQUESTS }, (_, i) => call(i)));
+  const waiting = postHalfClosed(h, auth, Array.from({ length: MAX_PIPELINED_REQUESTS }, (_, i) => call(i)), "1.0");
   const gone = Array.from({ length: 4 }, (_, b) => {
-    const c = post10HalfClosed(h, auth, Array.from({ length: 1000 }, (_, i) => call(b * 1000 + i)));
+    const c = postHalfClosed(h, auth, Array.from({ length: 1000 }, (_, i) => call(b * 1000 + i)), "1.0");
     c.socket.once("finish", () => c.socket.destroy());
     return c;
   });

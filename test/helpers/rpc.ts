@@ -112,3 +112,21 @@ export function oneByteChunks(port: number, auth: string | undefined, chunks: nu
     s.on("close", () => { clearTimeout(timer); resolve({ text, closed: true, sent }); });
   });
 }
+
+/**
+ * POST `body` on a raw connection as HTTP/`version`, then close the writing side (FIN): what
+ * the server says until it closes (`said`), and the socket, to close later.
+ */
+export function postHalfClosed(h: TestHost, auth: string, body: unknown, version: "1.0" | "1.1" = "1.1"): { socket: net.Socket; said: () => string; closed: Promise<void> } {
+  const a = h.host.rpcServer!.address!;
+  const text = JSON.stringify(body);
+  const socket = net.connect(a.port, a.host);
+  let said = "";
+  socket.setEncoding("utf8");
+  socket.on("data", (d) => (said += d));
+  socket.on("error", () => {});
+  const closed = new Promise<void>((r) => socket.once("close", () => r()));
+  const host = version === "1.1" ? "Host: x\r\n" : "";
+  socket.end(`POST / HTTP/${version}\r\n${host}Authorization: ${auth}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(text)}\r\n\r\n${text}`);
+  return { socket, said: () => said, closed };
+}
