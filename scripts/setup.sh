@@ -6,8 +6,9 @@ cd "$(dirname "$0")/.."
 
 # bubblewrap: the sandbox for native modules. mount, e2fsprogs: the data volumes of native
 # modules (losetup/mount, mkfs.ext4, tune2fs, resize2fs; runtime/sandbox/volume.ts). librust-*: the crates the Rust SDK needs, from
-# Debian, for machines that cannot reach crates.io.
-SYSTEM_PACKAGES=(bubblewrap util-linux mount e2fsprogs librust-serde-derive-dev librust-rmp-serde-dev librust-serde-json-dev librust-httparse-dev)
+# Debian, for machines that cannot reach crates.io. python3: a test client that needs a small
+# TCP receive buffer, which Node cannot set (test/hostile-round24-remote.test.ts).
+SYSTEM_PACKAGES=(bubblewrap util-linux mount e2fsprogs librust-serde-derive-dev librust-rmp-serde-dev librust-serde-json-dev librust-httparse-dev python3)
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   echo "setup: installing system packages: ${SYSTEM_PACKAGES[*]}"
