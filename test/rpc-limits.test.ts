@@ -733,3 +733,51 @@ test.serial("under the real host: a client without the cookie pipelining 4 x 50,
   t.true(served <= connections * MAX_PIPELINED_REQUESTS * (elapsed / 250 + 1), `${served} served`);
   t.is(late, 0, "the canary stored every block within 5 s and the host answered RPC within 5 s");
 });
+
+for (const withIdle of [false, true]) {
+  test(`at max_connections_per_address, connections whose every request is waiting out the delay before its 401 are closed for a new client with the cookie${withIdle ? ", before an idle connection with the cookie" : ""}: it is served (before: ${withIdle ? "the idle client with the cookie lost its connection instead" : "every place was busy and it was told 503"})`, async (t) => {
+    const dir = await tempDir(t);
+    const auth = RpcAuth.create({ cookieFile: path.join(dir, ".cookie") });
+    const server = new RpcServer({
+      bind: "127.0.0.1", port: 0, auth, log: quiet, metricsText: () => "", authFailDelayMs: 3000,
+      limits: { max_connections_per_address: 4, idle_timeout_ms: 120_000 }, dispatch: async (_m, params) => params,
+    });
+    const { port } = await server.start();
+    t.teardown(() => server.stop());
+    const good = basicHeader({ user: COOKIE_USER, password: auth.cookie });
+    const body = '{"jsonrpc":"2.0","id":1,"method":"echo","params":[7]}';
+    const request = (authorization?: string) => `POST / HTTP/1.1\r\nHost: x\r\n${authorization ? `Authorization: ${authorization}\r\n` : ""}Content-Length: ${body.length}\r\n\r\n${body}`;
+    // A client with the cookie whose keep-alive connection is idle after its answer.
+    const idle = withIdle ? net.connect(port, "127.0.0.1") : undefined;
+    let idleSaid = "";
+    if (idle) {
+      idle.on("data", (d) => (idleSaid += d.toString("latin1")));
+      idle.on("error", () => undefined);
+      t.teardown(() => idle.destroy());
+      idle.write(request(good));
+      await waitFor(() => idleSaid.includes('"result":[7]'), 5000, "the first client's answer");
+    }
+    // Clients without it, each request held 3 s before its 401: every other place is busy.
+    const denied = Array.from({ length: withIdle ? 3 : 4 }, () => {
+      const s = net.connect(port, "127.0.0.1");
+      const c = { closed: false };
+      s.on("error", () => undefined);
+      s.on("close", () => (c.closed = true));
+      s.write(request());
+      t.teardown(() => s.destroy());
+      return c;
+    });
+    await waitFor(() => server.stats.unauthorised >= denied.length, 5000, "the requests to be refused their credentials");
+    const answer = await raw(port, request(good), 1500);
+    t.log(`the new client with the cookie was told: ${answer.text.slice(0, 100).replace(/\r\n/g, " | ")}`);
+    t.regex(answer.text, /^HTTP\/1\.1 200 OK[\s\S]*"result":\[7\]/, "the new client with the cookie is served");
+    t.is(server.stats.connectionsRefused, 0, "no connection was told 503");
+    t.is(denied.filter((c) => c.closed).length, 1, "one connection whose request was being refused was closed to make room");
+    if (idle) {
+      idleSaid = "";
+      idle.write(request(good));
+      await sleep(1000);
+      t.regex(idleSaid, /"result":\[7\]/, "the idle client with the cookie kept its connection and is served again on it");
+    }
+  });
+}
