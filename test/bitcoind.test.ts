@@ -6,7 +6,6 @@
 // matches Core byte for byte is checked only against Core's documentation here.
 
 import test from "ava";
-import { createServer } from "node:net";
 import { EmbeddedChain } from "../chain/embedded.ts";
 import { bytesToHex } from "@noble/hashes/utils.js";
 import { displayHex, encodeBlock, encodeHeader, grindNonce, internalBytes, merkleRoot, sha256d } from "../chain/serialise.ts";
@@ -17,20 +16,10 @@ import { CoreRpc, CoreRpcRefused } from "../chain/bitcoind/rpc.ts";
 import { bitcoindConfig, checkRpcauth, rpcauthLine } from "../chain/bitcoind/rpcauth.ts";
 import { parseNotification, parseSequenceBody, SequenceTracker } from "../chain/bitcoind/zmq.ts";
 import { BackendUnavailableError, type ChainEventName, type ChainEvents, type Hex, type PeerInfo } from "../chain/backend.ts";
+import { freePort } from "./helpers/rpc.ts";
 
 const USER = "modhost";
 const PASSWORD = "correct horse battery staple";
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 type Seen = { name: ChainEventName; payload: Record<string, unknown> };
 

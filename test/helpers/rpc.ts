@@ -1,6 +1,7 @@
 // Talking to a test host's RPC server over real HTTP: the address it listens on, its cookie,
 // raw POSTs (for auth and protocol tests) and plain calls.
 
+import { readFileSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import net from "node:net";
 import type { TestHost } from "./host.ts";
@@ -73,12 +74,34 @@ export async function call(h: TestHost, method: string, params?: unknown): Promi
 }
 
 /** A TCP port that was free a moment ago on 127.0.0.1. */
+/**
+ * A loopback port free now, for a server a test starts later (a host process given it in its
+ * config). Taken below the kernel's ephemeral range: a port from that range (what listen(0)
+ * gives) may be taken meanwhile as the local end of any outgoing connection, and the suite's
+ * floods open thousands of them (CI once saw a host's RPC port taken so between the pick and
+ * its start). Random, so that tests running at once rarely try the same one; checked by
+ * binding it.
+ */
 export async function freePort(): Promise<number> {
+  const [low] = readFileSync("/proc/sys/net/ipv4/ip_local_port_range", "utf8").trim().split(/\s+/).map(Number);
+  const top = Math.min((low ?? 32768) - 1, 32767);
+  for (let tries = 0; tries < 64 && top > 11_000; tries++) {
+    const port = 10_000 + Math.floor(Math.random() * (top - 10_000));
+    if (await canBind(port)) return port;
+  }
   const server = net.createServer();
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   const port = (server.address() as net.AddressInfo).port;
   await new Promise((r) => server.close(r));
   return port;
+}
+
+function canBind(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const server = net.createServer();
+    server.once("error", () => resolve(false));
+    server.listen(port, "127.0.0.1", () => server.close(() => resolve(true)));
+  });
 }
 
 /** An inline module's manifest. */
