@@ -454,13 +454,13 @@ export class RpcServer {
     /** Requests whose body waited, unread, because it would take the bodies in progress past BODY_BYTES_IN_PROGRESS. */
     bodiesWaited: 0,
   };
-  /** Answers over UNSENT_COUNTED_FROM written and not yet taken by their sockets, oldest first: their bytes. */
   /** Bytes of request bodies in progress (read or announced, not yet answered), all connections together. */
   private bodyBytesHeld = 0;
   /** Requests waiting for their body to fit in BODY_BYTES_IN_PROGRESS, in order. */
   private readonly bodyWaiters: Array<{ bytes: number; grant: () => void }> = [];
   /** The loop's turns as JSON-RPC calls take them, all clients together. */
   private readonly share = new TurnShare();
+  /** Answers over UNSENT_COUNTED_FROM written and not yet taken by their sockets, oldest first: their bytes. */
   private readonly unsent = new Map<ServerResponse, { bytes: number; page: object | undefined }>();
   private unsentBytes = 0;
   /** /metrics pages (their pieces, shared by the scrapes that came while one was rendered) -> responses writing them. */
