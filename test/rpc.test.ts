@@ -311,12 +311,16 @@ test("CLI: modhost list, a module command, call and stop against a running host"
   let log = "";
   child.stdout.on("data", (d) => (log += d));
   child.stderr.on("data", (d) => (log += d));
-  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+  let ended: number | null | undefined;
+  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve((ended = code))));
   t.teardown(() => {
     child.kill("SIGKILL");
   });
   const cookie = path.join(dir, "run", ".cookie");
-  await waitFor(() => existsSync(cookie) && /serving echo\.echo/.test(log), 90_000, "the host to serve", () => log);
+  await waitFor(() => {
+    if (ended !== undefined) throw new Error(`the host ended (code ${ended}) before serving:\n${log}`);
+    return existsSync(cookie) && /serving echo\.echo/.test(log);
+  }, 90_000, "the host to serve", () => log);
 
   const list = await modhost(["list", "--config", config]);
   t.is(list.code, 0, list.stderr);
