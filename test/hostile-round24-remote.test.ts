@@ -5,8 +5,11 @@
 //   per turn  64 batches of a module's 3 s method arriving in one read: module calls started in
 //             one turn of the loop (pendingOf between two turns).
 //   HTTP/1.0  clients that send a batch of slow module calls, half-close and are gone.
-//   headers   32 clients without the cookie pipelining heads of 600 headers each (probed: found
-//             nothing, ~1,500 401s a second, longest turn 19-75 ms; kept as a test of the bound).
+//   headers   32 clients without the cookie pipelining heads of 600 headers each: ~1,500 401s a
+//             second, longest turn 19-75 ms. Under CI's load it found a lockout: each refused
+//             request waits 250 ms before its 401, so the 32 held every place of
+//             max_connections_per_address and the canary's calls went unanswered (6 of 7 rounds);
+//             connections whose requests are all refused now make room first (rpc-limits tests).
 //   503       the small servers' cap (chain/http-caps.ts) when every connection is busy: registry
 //             serve (blobs not read, from sockets with a small receive buffer) and the Core facade
 //             (authenticated heads announcing a body not sent). The inspector's connections are
