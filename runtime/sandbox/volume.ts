@@ -259,7 +259,7 @@ async function devNumbers(device: string): Promise<{ dev: number; maps: string }
   const m = /^(\d+):(\d+)$/.exec((await readFile(`/sys/block/${path.basename(device)}/dev`, "utf8").catch(() => "")).trim());
   if (!m) return undefined;
   const [major, minor] = [Number(m[1]), Number(m[2])];
-  const dev = (minor & 0xff) + (major & 0xfff) * 0x100 + Math.floor(minor / 0x100) * 0x100000 + Math.floor(major / 0x1000) * 0x100000000;
+  const dev = (minor & 0xff) + (major & 0xfff) * 0x100 + Math.floor(minor / 0x100) * 0x100000 + Math.floor(major / 0x1000) * 2 ** 44;
   return { dev, maps: ` ${major.toString(16).padStart(2, "0")}:${minor.toString(16).padStart(2, "0")} ` };
 }
 
