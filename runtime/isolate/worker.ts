@@ -143,6 +143,8 @@ const inspect = handover.inspect;
 /** While a debugger holds the module at a breakpoint, time stands still for it: no CPU or handler limit then (development only). */
 const PAUSABLE_MS = 24 * 3600_000;
 const memoryMb = Math.max(8, handover.memory_mb);
+/** This process's size (bytes) past which it ends itself naming memory_mb: checked between tasks below, and by the sync watchdog during a crossing. */
+const rssCeiling = (ISOLATE_HOST_RSS_BASE_MB + 2 * memoryMb) * 1024 * 1024;
 const cpuTimeMs = inspect ? PAUSABLE_MS : Math.max(10, handover.cpu_time_ms);
 const startTimeoutMs = inspect ? PAUSABLE_MS : handover.start_timeout_ms;
 const handlerTimeoutMs = inspect ? PAUSABLE_MS : Math.max(1, handover.handler_timeout_ms);
@@ -274,14 +276,14 @@ if (syncCrossings) {
     ...frame({ t: "log", level: "error", message: why }),
     ...frame({ t: "goodbye", error: { code: "module_error", message: why } }),
   ]));
-  // Past its size during a crossing (this thread cannot look then): see rssCeiling below.
-  const MEMORY_OVERRUN = `module exceeded its memory limit of ${memoryMb} MB (memory_mb): its isolate went on allocating past it in one stretch of module code, and this process grew over ISOLATE_HOST_RSS_BASE_MB + 2 x memory_mb (${ISOLATE_HOST_RSS_BASE_MB + 2 * memoryMb} MB); its isolate was stopped`;
+  // Past its size during a crossing (this thread cannot look then): see the size check below.
+  const MEMORY_OVERRUN = `module exceeded its memory limit of ${memoryMb} MB (memory_mb): its isolate went on allocating past it in one stretch of module code, and this process grew over ISOLATE_HOST_RSS_BASE_MB + 2 x memory_mb (${rssCeiling / 1048576} MB); its isolate was stopped`;
   watchdog!.arm({
     limitMs: cpuTimeMs,
     sampleMs: SAMPLE_MS,
     lastWords: lastWords(CPU_OVERRUN),
     line: `isolate host: ${CPU_OVERRUN}`,
-    rssCeiling: (ISOLATE_HOST_RSS_BASE_MB + 2 * memoryMb) * 1024 * 1024,
+    rssCeiling,
     memoryLastWords: lastWords(MEMORY_OVERRUN),
     memoryLine: `isolate host: ${MEMORY_OVERRUN}`,
   });
@@ -542,7 +544,6 @@ const probeTimer = setInterval(() => {
 // ISOLATE_HOST_MIN: 192 + 2 x memory_mb), above what an isolate host with a full heap holds.
 // With sync crossings this thread runs the module's code, and cannot look while it does: the
 // watchdog thread ends a crossing past the same size (sync-watchdog.ts, armed above).
-const rssCeiling = (ISOLATE_HOST_RSS_BASE_MB + 2 * memoryMb) * 1024 * 1024;
 let overSince = 0;
 setInterval(() => {
   const rss = process.memoryUsage.rss();
