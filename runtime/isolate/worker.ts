@@ -262,20 +262,23 @@ const settleRef = rt.settle;
 /** How often the watchdogs look (runtime.ts watchdogSampleMs, which the host uses for the longest crossing). */
 const SAMPLE_MS = Math.min(100, Math.max(5, Math.floor(cpuTimeMs / 4)));
 const CPU_OVERRUN = `module ran for more than ${cpuTimeMs} ms without yielding (cpu_time_ms limit); its isolate was stopped`;
-if (syncCrossings) {
-  // Armed before any module code runs: its last words are encoded now (the watchdog thread
-  // cannot encode, and the main thread is busy when they are needed).
-  await watchdog!.ready;
+/** An error log line and a goodbye naming `why`, as frames (with their length headers) to write to the channel's fd at once. */
+function lastWords(why: string): Uint8Array {
   const frame = (message: unknown) => {
     const parts = encodeBodyParts(message);
     const header = Buffer.alloc(4);
     header.writeUInt32BE(parts.reduce((n, p) => n + p.length, 0), 0);
     return [header, ...parts];
   };
-  const lastWords = (why: string) => new Uint8Array(Buffer.concat([
+  return new Uint8Array(Buffer.concat([
     ...frame({ t: "log", level: "error", message: why }),
     ...frame({ t: "goodbye", error: { code: "module_error", message: why } }),
   ]));
+}
+if (syncCrossings) {
+  // Armed before any module code runs: its last words are encoded now (the watchdog thread
+  // cannot encode, and the main thread is busy when they are needed).
+  await watchdog!.ready;
   // Past its size during a crossing (this thread cannot look then): see the size check below.
   const MEMORY_OVERRUN = `module exceeded its memory limit of ${memoryMb} MB (memory_mb): its isolate went on allocating past it in one stretch of module code, and this process grew over ISOLATE_HOST_RSS_BASE_MB + 2 x memory_mb (${rssCeiling / 1048576} MB); its isolate was stopped`;
   watchdog!.arm({
@@ -538,9 +541,9 @@ const probeTimer = setInterval(() => {
 // either (it waits for the collections). Only the kernel ended it, at memory_total_mb (or at
 // address_space_mb where there is no cgroup), naming a limit the module never came near.
 // So this process watches its own size: past ISOLATE_HOST_RSS_BASE_MB + 2 x memory_mb while
-// the isolate has not yielded (a probe waits), it says so naming memory_mb and ends; if it is
-// still growing a sample later (the isolate's teardown waits for the same collections), it
-// ends itself at once. Below the kernel's floor for an isolate host (runtime.ts
+// the isolate has not yielded (a probe waits), it says so naming memory_mb and ends itself at
+// once (SIGKILL: an orderly end waits for the isolate's teardown, which waits for the same
+// collections); ending for another reason and still over a sample later, the same. Below the kernel's floor for an isolate host (runtime.ts
 // ISOLATE_HOST_MIN: 192 + 2 x memory_mb), above what an isolate host with a full heap holds.
 // With sync crossings this thread runs the module's code, and cannot look while it does: the
 // watchdog thread ends a crossing past the same size (sync-watchdog.ts, armed above).
@@ -552,21 +555,26 @@ setInterval(() => {
     // An idle isolate is within its heap: the rest is buffers that go. One isolated-vm disposed at
     // its limit may still be allocating: the disposal waits for the collections too.
     if (!probe && !isolate.isDisposed) return;
-    overSince = Date.now();
-    try {
-      if (!isolate.isDisposed) isolate.dispose();
-    } catch {
-      // already gone
-    }
     const why = `module exceeded its memory limit of ${memoryMb} MB (memory_mb): its isolate went on allocating past it and this process held ${Math.round(rss / 1048576)} MB, over ISOLATE_HOST_RSS_BASE_MB + 2 x memory_mb (${Math.round(rssCeiling / 1048576)} MB); its isolate was stopped`;
-    // On stderr too, which the host reads for the crash reason: the goodbye can wait behind the
-    // calls the module queued, and the end below can come first.
+    // Ended here and now, as the sync watchdog ends a crossing: not through die(), whose orderly
+    // end waits for the isolate's teardown, which waits for the same collections that grow this
+    // process (under a load of 4.6 it went from 323 to 396 MB in the 236 ms before the check
+    // below ended it). The last words go straight to the channel unless a frame of this thread's
+    // is half written there, and to stderr, which the host reads for the crash reason.
+    exiting = true;
+    if (socket.writableLength === 0) {
+      try {
+        writeSync(channelFd, lastWords(why));
+      } catch {
+        // the channel is full or gone: stderr says it
+      }
+    }
     try {
       writeSync(2, `isolate host: ${why}\n`);
     } catch {
       // stderr gone
     }
-    die(EXIT.memory, why);
+    process.kill(process.pid, "SIGKILL");
     return;
   }
   // Ending already, and still over: the teardown waits for the isolate; waiting grows it.
