@@ -1,0 +1,112 @@
+// Hostile probes of round 25 (issue #8): native modules, through the socket protocol.
+//   churn     a native module that takes and lets go of everything it can hold in the host in
+//             one instance, thousands of rounds (test/fixtures/hostile-round25-native/churn.ts):
+//             an event subscription, a periodic timer and a scheduled task, a JSON-RPC method,
+//             a module API, a hook at rpc_dispatch, a storage tree opened, written and dropped,
+//             and a transaction sent in parts whose last part is refused. A census of the host
+//             (test/helpers/census.ts) before and after; then what it holds when it stops (a
+//             timer of 0.05 s, a task, its hook, a method, its API) is looked for once it is
+//             unloaded, and once it is loaded again (a timer or hook of the old instance left
+//             in the new one's way).
+
+import test from "ava";
+import { fileURLToPath } from "node:url";
+import { buildModulesDir, GOOD_GRANTS, sleep, startHost, tempDir } from "./helpers/host.ts";
+import { writeNodeNative } from "./helpers/native.ts";
+import { watchHost } from "./helpers/host-watch.ts";
+import { call } from "./helpers/rpc.ts";
+import { census, grown } from "./helpers/census.ts";
+
+/**
+ * The census's default skips, and the event bus's per-subscriber queues (arrays compacted past
+ * 1,024 spent places, host/events/bus.ts): the canary's grow by the events it takes.
+ */
+const SKIP = [/(^|\.)chain\b/, /\.gate\b/, /\.subs\[\]\.(queue|unacked)$/];
+
+const CHURN = fileURLToPath(new URL("./fixtures/hostile-round25-native/churn.ts", import.meta.url));
+const CHURN_CAPS = ["subscribe_events", "register_rpc_endpoint", "register_module_api", "manage_timers", "register_hook", "read_storage", "write_storage", "manage_storage"];
+const CHURN_GRANTS = [...CHURN_CAPS.filter((c) => c !== "register_hook"), "register_hook=rpc_dispatch"];
+const ROUNDS = 1000;
+/** Requests in one round of churn.ts. */
+const PER_ROUND = 17;
+
+interface Services {
+  timers: { stats(m: string): { active: number }; size: number };
+  hooks: { forget(m: string): void };
+  rpc: unknown;
+  modules: { apis?: Map<string, Set<string>> };
+}
+
+test.serial(`a native module that takes and lets go of a subscription, a timer, a task, a JSON-RPC method, a module API, a hook, a storage tree and a staged transaction part ${2 * ROUNDS} rounds in one instance (${2 * ROUNDS * PER_ROUND} requests): a census of the host does not grow, and after its unload nothing it held is left (no timer, task, hook, method or API of it), nor after its next load beyond what the new instance takes`, async (t) => {
+  t.timeout(300_000);
+  const dir = await tempDir(t);
+  const modulesDir = await buildModulesDir(dir, ["good"]);
+  await writeNodeNative(modulesDir, "r25-churn", CHURN, CHURN_CAPS);
+  const h = await startHost(t, {
+    dir, modules: [],
+    grants: { good: GOOD_GRANTS, "r25-churn": CHURN_GRANTS },
+    moduleLimits: { "r25-churn": { requests_per_second: 100_000 } },
+  });
+  await h.waitForState("good", "running", 60_000);
+  await h.waitForState("r25-churn", "running", 60_000);
+  const held = (await h.waitForLog(/^holding$/, { source: "r25-churn", timeoutMs: 60_000 })).fields as Record<string, unknown>;
+  t.log(`holding: ${JSON.stringify(held)}`);
+  const watch = watchHost(t, h);
+  const canary = watch.canaryLoop(1000, 3);
+  // In calls of 100 rounds (each well within [rpc] call_timeout_ms), their counts summed.
+  const go = async (rounds: number) => {
+    const sum: Record<string, number> = {};
+    for (let done = 0; done < rounds; done += 100) {
+      const r = (await call(h, "r25-churn.go", { rounds: Math.min(100, rounds - done) })) as Record<string, number | string>;
+      for (const [k, v] of Object.entries(r)) {
+        if (typeof v === "number") sum[k] = (sum[k] ?? 0) + v;
+        else (sum as Record<string, unknown>)[k] ??= v;
+      }
+    }
+    return sum;
+  };
+
+  // Warm up: every path once, so that the first census has seen it.
+  const warm = await go(50);
+  t.log(`warm-up: ${JSON.stringify(warm)}`);
+  const a = await census(h, 7, SKIP);
+  const first = await go(ROUNDS);
+  const b = await census(h, 7, SKIP);
+  const second = await go(ROUNDS);
+  const c = await census(h, 7, SKIP);
+  t.log(`${ROUNDS} rounds in ${first.ms} ms, then ${ROUNDS} in ${second.ms} ms: ${JSON.stringify(second)}`);
+  for (const m of ["subscribe_events", "unsubscribe_events", "register_timer", "schedule_task", "register_rpc_endpoint", "unregister_rpc_endpoint", "register_module_api", "unregister_module_api", "register_hook", "unregister_hook", "storage_open_tree", "storage_drop_tree"]) {
+    t.is(second[`${m}:ok`], ROUNDS, `${m} succeeded in every round`);
+  }
+  t.is(second["cancel_timer:ok"], 2 * ROUNDS, "every timer and task was cancelled");
+  t.is(second["storage_transaction:invalid_params"], ROUNDS, "every last part was refused");
+  t.regex(String(second["storage_transaction:invalid_params:message"]), /the parts of transaction \d+ held so far, if any, are dropped too/, "the refusal says the held parts are dropped");
+  t.is(second["storage_transaction:ok"], 2 * ROUNDS, "every put and every first part was taken");
+  t.is(second["storage_transaction:quota_exceeded"] ?? 0, 0, "no first part was refused for the parts of refused transactions still held (before: 1000 of 1000, \"more than 4 transactions sent in parts are open at once\")");
+  t.log(`grown over the first ${ROUNDS} rounds: ${grown(a, b).join("; ") || "nothing"}`);
+  t.log(`grown over the next ${ROUNDS}: ${grown(b, c, 4).join("; ") || "nothing"}`);
+  t.deepEqual(grown(a, c, 4), [], `the census did not grow over ${2 * ROUNDS} rounds`);
+
+  const services = h.manager.services as unknown as Services;
+  t.is(services.timers.stats("r25-churn").active, 2, "the instance holds its kept timer and task, no more");
+
+  await h.manager.unload("r25-churn");
+  await sleep(500);
+  t.is(services.timers.stats("r25-churn").active, 0, "no timer or task of it is left after its unload");
+  const rpcAfter = await call(h, "r25-churn.go", { rounds: 1 }).then(() => "answered", (e: Error) => e.message);
+  t.notRegex(rpcAfter, /^answered$/, "its JSON-RPC method is gone");
+  const d = await census(h, 7, SKIP);
+  t.log(`after the unload: grown ${grown(c, d).join("; ") || "nothing"}`);
+
+  const mark = h.mark();
+  await h.manager.load("r25-churn");
+  await h.waitForState("r25-churn", "running", 60_000);
+  const again = (await h.waitForLog(/^holding$/, { source: "r25-churn", since: mark, timeoutMs: 60_000 })).fields as Record<string, unknown>;
+  t.is(again.hook, "ok", "the new instance registers its hook");
+  t.is(services.timers.stats("r25-churn").active, 2, "the new instance holds its own timer and task, none of the old one's");
+  t.deepEqual(await go(1).then((r) => r["register_hook:ok"]), 1, "the new instance's method is served through its hook chain");
+
+  await canary.stop();
+  watch.assertCanary(t);
+  await watch.finish(t, 1);
+});
