@@ -48,6 +48,21 @@ function plainTransaction(p: Record<string, unknown>): boolean {
   }
   return true;
 }
+/**
+ * A storage_transaction refused before its handler (its parameters invalid): when it names a
+ * transaction in parts (a `part.id` the schema would take), that transaction's held parts are
+ * dropped, as an error in any part drops the whole transaction (docs/protocol.md 6.2). Before,
+ * they stayed held for STAGED_IDLE_MS (60 s), each a place of the 4 a module may hold: a module
+ * whose last part was refused so, and that sent its transaction again, was refused
+ * `quota_exceeded` after four tries, for a minute.
+ */
+function refusedTransaction(c: CallContext, p: Record<string, unknown>): string | undefined {
+  const part = p.part as { id?: unknown } | null | undefined;
+  const id = typeof part === "object" && part !== null ? part.id : undefined;
+  if (typeof id !== "number" || !Number.isInteger(id) || id < 0 || id > 0xffffffff || !c.store) return undefined;
+  void c.store.dropPart(id).catch(() => {});
+  return ` (the parts of transaction ${id} held so far, if any, are dropped too)`;
+}
 const bound = v.optional(v.string());
 const iterBounds = {
   gt: bound, gte: bound, lt: bound, lte: bound,
@@ -95,7 +110,7 @@ export const storage: Family = {
       summary: "Entries in key order, within gt/gte/lt/lte/prefix bounds, up to limit (default 1000) and storage_iter_max_bytes; with paged: true, {entries, cursor} (pass cursor back for the next page; null at the end).",
       handler: (c, p) => { const { tree: t, ...opts } = p; return store(c).iterate(t, opts, c.maxAnswerBytes === undefined ? undefined : Math.floor(c.maxAnswerBytes * 0.9)); },
     }),
-    method({ name: "storage_transaction", result: done, js: "transaction", permission: "write_storage", args: ["tree", "ops"], params: v.object({ tree, ops, part }), accepts: plainTransaction, handWritten: { rust: "splits a transaction that does not fit one message into parts" }, summary: "Apply put/delete operations atomically: all or none (at most 10000 over all parts of a transaction sent in parts).", handler: async (c, p) => { await store(c).batch(p.tree, p.ops, p.part); return true as const; } }),
+    method({ name: "storage_transaction", result: done, js: "transaction", permission: "write_storage", args: ["tree", "ops"], params: v.object({ tree, ops, part }), accepts: plainTransaction, refused: refusedTransaction, handWritten: { rust: "splits a transaction that does not fit one message into parts" }, summary: "Apply put/delete operations atomically: all or none (at most 10000 over all parts of a transaction sent in parts).", handler: async (c, p) => { await store(c).batch(p.tree, p.ops, p.part); return true as const; } }),
     method({ name: "storage_usage", result: StorageUsage, js: "usage", permission: "read_storage", args: [], params: v.object({}), summary: "Bytes, keys and trees used, and the quota.", handler: async (c) => {
       // snake_case on the wire, like every other result.
       const u = await store(c).usage();

@@ -121,11 +121,17 @@ export class ApiHub {
     if (!def) throw new HubError(wireError("unknown_method", unknownMethod(method)));
     if (def.permission !== null) {
       const decision = checkGrant(grants, def.permission);
-      if (!decision.ok) this.deny(call.module, method, def.permission, `${method} requires the "${def.permission}" capability, which this module was not granted; the operator can grant it in [modules.grants.${call.module}]`);
+      if (!decision.ok) {
+        const also = def.refused?.(call, params) ?? "";
+        this.deny(call.module, method, def.permission, `${method} requires the "${def.permission}" capability, which this module was not granted; the operator can grant it in [modules.grants.${call.module}]${also}`);
+      }
     }
     if (def.accepts?.(params) === true) return params;
     const parsed = parseBounded(def.params, params);
-    if (!parsed.success) throw new HubError(wireError("invalid_params", `${method}: ${parsed.message.replace(/\n/g, "; ")}`));
+    if (!parsed.success) {
+      const also = def.refused?.(call, params) ?? "";
+      throw new HubError(wireError("invalid_params", `${method}: ${parsed.message.replace(/\n/g, "; ")}${also}`));
+    }
     return parsed.output;
   }
 

@@ -737,6 +737,16 @@ export class ModuleStore {
     this.#leaveHeld();
   }
 
+  /**
+   * Forgets the held parts of transaction `id`: a part of it was refused before it reached
+   * batch() (its parameters, checked by the caller), and an error in any part drops the whole
+   * transaction (docs/protocol.md 6.2). Taken in turn with the writes, so a part of the same id
+   * still being held by an earlier request is held first and then forgotten.
+   */
+  dropPart(id: number): Promise<void> {
+    return this.#write(async () => this.#unstage(id));
+  }
+
   /** Validates and encodes batch ops; errors name the offending op index. */
   async #prepareOps(ops: unknown, slicer: Slicer): Promise<Prepared[]> {
     if (!Array.isArray(ops)) throw new StorageError("invalid_params", "ops must be an array");

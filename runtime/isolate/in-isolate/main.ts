@@ -385,23 +385,42 @@ const specialMethods = (): Record<string, (wire: Wire) => Fn> => ({
   // host holds them and writes all at once with the last (section 6.2).
   // Plain ops leave as MessagePack made here (./pack.ts), split the same way; what that
   // encoder gives up on goes as objects, encoded by the isolate host.
+  // A later part that fails here, before the host has it (not plain data, past a message's
+  // limits), would leave the earlier parts held there for 60 s, each transaction one of the 4 a
+  // module may have open: after four such, every transaction in parts was refused for a minute.
+  // So the transaction is given up: a last part the host refuses for its parameters drops it
+  // (docs/protocol.md 6.2).
   storage_transaction: (wire) => async (tree, ops) => {
     if (!Array.isArray(ops)) return wire({ tree, ops });
     const packed = packOps(tree, ops);
+    const abandon = (id: number) => wire({ tree, ops: [{ op: "abandon", key: "" }], part: { id, more: false } }).catch(() => undefined);
     if (packed) {
       const n = packed.parts.length;
       const id = n > 1 ? nextTransactionId++ : 0;
       let answer: unknown;
       for (let i = 0; i < n; i++) {
-        answer = await request("storage_transaction", packParams(packed, i, n > 1 ? { id, more: i < n - 1 } : undefined));
+        try {
+          answer = await request("storage_transaction", packParams(packed, i, n > 1 ? { id, more: i < n - 1 } : undefined));
+        } catch (err) {
+          if (i > 0) await abandon(id);
+          throw err;
+        }
       }
       return answer;
     }
     const parts = splitOps(ops);
     if (parts.length === 1) return wire({ tree, ops });
     const id = nextTransactionId++;
-    for (let i = 0; i < parts.length - 1; i++) await wire({ tree, ops: parts[i], part: { id, more: true } });
-    return wire({ tree, ops: parts[parts.length - 1], part: { id, more: false } });
+    for (let i = 0; i < parts.length; i++) {
+      const last = i === parts.length - 1;
+      try {
+        const answer = await wire({ tree, ops: parts[i], part: { id, more: !last } });
+        if (last) return answer;
+      } catch (err) {
+        if (i > 0) await abandon(id);
+        throw err;
+      }
+    }
   },
   register_provider: (wire) => async (kind, impl) => {
     if (!impl || typeof impl !== "object") throw new TypeError("provide(kind, implementation): pass an object of functions");
