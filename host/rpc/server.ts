@@ -324,6 +324,19 @@ class TurnShare {
  */
 const BODY_BYTES_IN_PROGRESS = 2 * 1024 * 1024;
 const SMALL_BODY_BYTES = 4096;
+
+/**
+ * Bytes of JSON (counted as each answer arrives, a lower bound: jsonBytesAtLeast) of the answers
+ * that JSON-RPC batches in progress hold, all connections together (or [rpc] max_response_bytes
+ * where an operator raised that past it, so that one batch can always reach it). A batch holds
+ * its answers until its last call is in and its answer written; max_response_bytes bounds one
+ * batch, and nothing bounded them together: 16 clients each sending a batch of 24 calls of a
+ * module's method answering 1 MiB and one call that takes its time held them all. Past it an
+ * answer arriving is replaced by a -32006 error with its id, naming this limit, and its data let
+ * go. Bodies of at most SMALL_BODY_BYTES are not held to BODY_BYTES_IN_PROGRESS: a batch of 150
+ * calls fits in one, and 64 connections may pipeline 16 each.
+ */
+const ANSWER_BYTES_HELD = 64 * 1024 * 1024;
 /** Host methods that wait for modules' answers: a batch runs them side by side, not one at a time. */
 const WAITS_FOR_MODULES: ReadonlySet<string> = new Set(["run_cli", "health"]);
 
@@ -453,7 +466,13 @@ export class RpcServer {
     pipelinedRefused: 0,
     /** Requests whose body waited, unread, because it would take the bodies in progress past BODY_BYTES_IN_PROGRESS. */
     bodiesWaited: 0,
+    /** Answers of batches' calls replaced by a -32006 error because those held had reached ANSWER_BYTES_HELD. */
+    answersNotHeld: 0,
   };
+  /** Bytes of JSON (at least) of the answers held by batches in progress, all connections together (ANSWER_BYTES_HELD). */
+  private answerBytesHeld = 0;
+  /** ANSWER_BYTES_HELD, or max_response_bytes where that is more (one batch may always reach it). */
+  private readonly answersHeldCap: number;
   /** Bytes of request bodies in progress (read or announced, not yet answered), all connections together. */
   private bodyBytesHeld = 0;
   /** Requests waiting for their body to fit in BODY_BYTES_IN_PROGRESS, in order. */
@@ -466,6 +485,11 @@ export class RpcServer {
   /** /metrics pages (their pieces, shared by the scrapes that came while one was rendered) -> responses writing them. */
   private readonly pages = new Map<object, number>();
 
+  /** Bytes of JSON (at least) of the answers held by batches in progress, all connections together. */
+  get heldAnswerBytes(): number {
+    return this.answerBytesHeld;
+  }
+
   /** Bytes of answers written and not yet taken by their sockets (counted from UNSENT_COUNTED_FROM). */
   get unsentAnswerBytes(): number {
     return this.unsentBytes;
@@ -474,6 +498,7 @@ export class RpcServer {
   constructor(private readonly opts: RpcServerOptions) {
     const limits = { ...DEFAULT_RPC_LIMITS, ...opts.limits };
     this.limits = limits;
+    this.answersHeldCap = Math.max(ANSWER_BYTES_HELD, limits.max_response_bytes);
     const nofile = openFileLimit();
     this.connectionCap = effectiveConnectionCap(limits.max_connections, nofile);
     if (this.connectionCap < limits.max_connections) {
@@ -807,7 +832,9 @@ export class RpcServer {
       // Answers are counted as they arrive: one that cannot fit in what is left of
       // max_response_bytes becomes a -32006 error at once and its data is dropped, so a batch of
       // max_batch module calls never holds max_batch large answers until the last is in.
-      const budget = { left: this.limits.max_response_bytes - 2 };
+      // `held`: what this batch's answers add to ANSWER_BYTES_HELD (all batches together),
+      // let go once its answer has been handed to its connection (max_unsent_bytes from then).
+      const budget = { left: this.limits.max_response_bytes - 2, held: 0 };
       const client = new RequestWait(req, res);
       // MAX_PIPELINED_REQUESTS of its calls at a time, as a connection's requests: a batch of
       // max_batch calls of a module's method that takes its time neither takes all the places
@@ -843,10 +870,14 @@ export class RpcServer {
           }
         }
       };
-      await Promise.all(Array.from({ length: Math.min(MAX_PIPELINED_REQUESTS, body.length) }, lane));
-      const answers = answered.filter((a): a is JsonRpcResponse => a !== undefined);
-      if (answers.length === 0) sendEmpty(res);
-      else await this.sendAnswers(res, answers, true);
+      try {
+        await Promise.all(Array.from({ length: Math.min(MAX_PIPELINED_REQUESTS, body.length) }, lane));
+        const answers = answered.filter((a): a is JsonRpcResponse => a !== undefined);
+        if (answers.length === 0) sendEmpty(res);
+        else await this.sendAnswers(res, answers, true);
+      } finally {
+        this.answerBytesHeld -= budget.held;
+      }
       return;
     }
     const answer = await this.started(body, new RequestWait(req, res), ofModule(body as { method?: unknown } | null));
@@ -1004,12 +1035,20 @@ export class RpcServer {
    * answer's data is let go now. Which answers fit depends on the order they arrive in;
    * sendAnswers checks the exact sizes again in the batch's order.
    */
-  private withinBatch(a: JsonRpcResponse | undefined, budget: { left: number }): JsonRpcResponse | undefined {
+  private withinBatch(a: JsonRpcResponse | undefined, budget: { left: number; held: number }): JsonRpcResponse | undefined {
     if (a === undefined) return a;
     const need = jsonBytesAtLeast(a, budget.left);
     if (need <= budget.left) {
-      budget.left -= need + 1; // and a comma
-      return a;
+      if (this.answerBytesHeld + need <= this.answersHeldCap) {
+        budget.left -= need + 1; // and a comma
+        budget.held += need;
+        this.answerBytesHeld += need;
+        return a;
+      }
+      this.stats.errors++;
+      this.stats.answersNotHeld++;
+      budget.left -= 300;
+      return errorResponse(a.id, RPC_ERRORS.responseTooLarge, `the answers held by JSON-RPC batches in progress, all clients together, would come to more than ${this.answersHeldCap} bytes of JSON (ANSWER_BYTES_HELD, a fixed limit, or [rpc] max_response_bytes where that is more); this answer was not kept: send fewer calls of large answers per batch, call them one at a time, or retry later`, { code: "answers_held", limit: this.answersHeldCap });
     }
     this.stats.errors++;
     const limit = this.limits.max_response_bytes;
@@ -1017,6 +1056,7 @@ export class RpcServer {
     budget.left -= 300;
     return error;
   }
+
 
   /**
    * Count a body of `bytes` against BODY_BYTES_IN_PROGRESS, at once when it fits (or no other is

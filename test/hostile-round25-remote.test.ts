@@ -1,0 +1,138 @@
+// Hostile probes of round 25 (issue #8): remote parties at the JSON-RPC server and the registry.
+//   held      16 JSON-RPC clients at once, each with a batch of 30 calls of a module's method
+//             answering 1 MB and one call answered once all the others are: the answers the
+//             batches hold, all together, are bounded (ANSWER_BYTES_HELD); before, each batch
+//             held its 30 MB until its last call was in (max_response_bytes bounds one batch,
+//             not all of them together): the host's heap grew by 524 MB.
+
+import test from "ava";
+import { spawn } from "node:child_process";
+import { setFlagsFromString } from "node:v8";
+import { runInNewContext } from "node:vm";
+import { buildModulesDir, startHost, tempDir, type TestHost } from "./helpers/host.ts";
+import { inlineModule } from "./helpers/modules.ts";
+import { cookieAuth } from "./helpers/rpc.ts";
+
+setFlagsFromString("--expose-gc");
+const gc = runInNewContext("gc") as () => void;
+const MB = 1024 * 1024;
+
+/**
+ * A child process opening `conns` connections to the host's RPC server at once, each POSTing
+ * the body read from stdin once and reading its whole answer; then it prints, per connection,
+ * the status, the answers' count, the results and the errors by data.code (and one message of
+ * each code). A child, so that the host's loop and heap (this process's) do not carry the clients.
+ */
+const CLIENTS = `
+const net = require("node:net");
+const [port, auth, conns] = process.argv.slice(1);
+const body = require("node:fs").readFileSync(0);
+const head = "POST / HTTP/1.1\\r\\nHost: x\\r\\nAuthorization: " + auth + "\\r\\nContent-Type: application/json\\r\\nConnection: close\\r\\nContent-Length: " + body.length + "\\r\\n\\r\\n";
+const out = [];
+let left = Number(conns);
+for (let i = 0; i < Number(conns); i++) {
+  const s = net.connect(Number(port), "127.0.0.1");
+  const parts = [];
+  const started = Date.now();
+  s.on("error", () => {});
+  s.on("connect", () => s.write(Buffer.concat([Buffer.from(head), body])));
+  s.on("data", (d) => parts.push(d));
+  s.on("close", () => {
+    const all = Buffer.concat(parts);
+    const end = all.indexOf("\\r\\n\\r\\n");
+    const r = { status: all.subarray(9, 12).toString(), ms: Date.now() - started, answers: 0, results: 0, errors: {}, messages: {} };
+    let status = r.status;
+    let rest = all.subarray(end + 4);
+    // Interim answers (102 Processing) come before the real one.
+    while (status === "102") {
+      const next = rest.indexOf("\\r\\n\\r\\n");
+      status = rest.subarray(9, 12).toString();
+      rest = rest.subarray(next + 4);
+    }
+    r.status = status;
+    try {
+      const answers = JSON.parse(rest.toString());
+      for (const a of Array.isArray(answers) ? answers : [answers]) {
+        r.answers++;
+        if (a.result !== undefined) r.results++;
+        else {
+          const code = a.error?.data?.code ?? String(a.error?.code);
+          r.errors[code] = (r.errors[code] ?? 0) + 1;
+          r.messages[code] ??= a.error?.message;
+        }
+      }
+    } catch (e) { r.parse = String(e).slice(0, 200); }
+    out.push(r);
+    if (--left === 0) process.stdout.write(JSON.stringify(out));
+  });
+}
+`;
+
+interface ClientOutcome { status: string; ms: number; answers: number; results: number; errors: Record<string, number>; messages: Record<string, string>; parse?: string }
+
+function clients(h: TestHost, auth: string, conns: number, body: string): Promise<ClientOutcome[]> {
+  const a = h.host.rpcServer!.address!;
+  const child = spawn(process.execPath, ["-e", CLIENTS, String(a.port), auth, String(conns)], { stdio: ["pipe", "pipe", "inherit"] });
+  child.stdin.end(body);
+  let out = "";
+  child.stdout.on("data", (d: Buffer) => (out += d));
+  return new Promise((resolve) => child.on("exit", () => resolve(out === "" ? [] : JSON.parse(out))));
+}
+
+const HELD_CLIENTS = 16;
+const BIGS = 30;
+// A module whose method `big` answers 1 MB at once, and `last` answers once `big` has answered
+// HELD_CLIENTS x BIGS times (so that every batch holds its answers until all are in).
+const BIG_CAPS = ["register_rpc_endpoint"];
+const BIG = inlineModule("r25-big", BIG_CAPS, `
+  const mb = "x".repeat(1_000_000);
+  let served = 0;
+  const waiting = [];
+  await ctx.rpc.register("big", "answers 1 MB at once", () => {
+    if (++served >= ${HELD_CLIENTS * BIGS}) for (const w of waiting.splice(0)) w("last");
+    return mb;
+  });
+  await ctx.rpc.register("last", "answers once big has answered every call", () => served >= ${HELD_CLIENTS * BIGS} ? "last" : new Promise((r) => waiting.push(r)));
+  ctx.log.info("ready");
+`);
+
+/** ANSWER_BYTES_HELD (host/rpc/server.ts). */
+const ANSWER_BYTES_HELD = 64 * MB;
+
+test.serial(`${HELD_CLIENTS} JSON-RPC clients at once, each with a batch of ${BIGS} calls of a module method answering 1 MB and one call answered once every client's are: the answers held by the batches, all together, stay within ANSWER_BYTES_HELD (64 MiB) and the host's heap grows by less than 256 MB (held, being written, in transit); the answers past it are -32006 errors naming ANSWER_BYTES_HELD; every batch is answered whole (before: each batch held its 30 MB, ${HELD_CLIENTS * BIGS} MB in all)`, async (t) => {
+  t.timeout(120_000);
+  const dir = await tempDir(t);
+  await buildModulesDir(dir, [], { "r25-big": BIG });
+  const h = await startHost(t, { dir, modules: [], grants: { "r25-big": BIG_CAPS }, configure: (c) => { c.modules.limits["r25-big"] = { memory_mb: 1024 }; } });
+  await h.waitForLog(/^ready$/, { source: "r25-big", timeoutMs: 60_000 });
+  const auth = await cookieAuth(h);
+  const server = h.host.rpcServer! as unknown as { heldAnswerBytes?: number };
+  const body = JSON.stringify([{ jsonrpc: "2.0", id: "last", method: "r25-big.last" }, ...Array.from({ length: BIGS }, (_, i) => ({ jsonrpc: "2.0", id: i, method: "r25-big.big" }))]);
+  gc();
+  const heap0 = process.memoryUsage().heapUsed;
+  let heapPeak = 0;
+  let heldPeak = 0;
+  const sampler = setInterval(() => {
+    heapPeak = Math.max(heapPeak, process.memoryUsage().heapUsed - heap0);
+    heldPeak = Math.max(heldPeak, server.heldAnswerBytes ?? Number.NaN);
+  }, 20);
+  t.teardown(() => clearInterval(sampler));
+  const out = await clients(h, auth, HELD_CLIENTS, body);
+  clearInterval(sampler);
+  const results = out.reduce((n, c) => n + c.results, 0);
+  const errors: Record<string, number> = {};
+  const messages: Record<string, string> = {};
+  for (const c of out) for (const [code, n] of Object.entries(c.errors)) {
+    errors[code] = (errors[code] ?? 0) + n;
+    messages[code] ??= c.messages[code]!;
+  }
+  t.log(`${out.length} clients, statuses ${[...new Set(out.map((c) => c.status))].join(",")}, answered in ${Math.min(...out.map((c) => c.ms))}-${Math.max(...out.map((c) => c.ms))} ms; results ${results}, errors ${JSON.stringify(errors)}`);
+  t.log(`the host's heap grew by at most ${(heapPeak / MB).toFixed(0)} MB; the answers held by batches, all together, at most ${(heldPeak / MB).toFixed(1)} MiB`);
+  for (const [code, m] of Object.entries(messages)) t.log(`${code}: ${m}`);
+  t.is(out.length, HELD_CLIENTS);
+  t.true(out.every((c) => c.status === "200" && c.answers === BIGS + 1), "every batch answered whole");
+  t.true(heldPeak <= ANSWER_BYTES_HELD, `held at most ANSWER_BYTES_HELD (${(heldPeak / MB).toFixed(1)} MiB)`);
+  t.true(heapPeak < 256 * MB, `the heap grew by less than 256 MB (${(heapPeak / MB).toFixed(0)} MB)`);
+  t.true((errors["answers_held"] ?? 0) > 0 && messages["answers_held"]!.includes("ANSWER_BYTES_HELD"), "the answers past it name ANSWER_BYTES_HELD");
+  t.is(results + (errors["answers_held"] ?? 0), HELD_CLIENTS * (BIGS + 1), "each call answered, or refused naming the limit");
+});
