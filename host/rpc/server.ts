@@ -234,15 +234,22 @@ export const MODULE_CALLS_PER_TURN = 64;
 /**
  * The loop's turns as JSON-RPC calls take them: a call starts only while the turn's share is
  * left (BATCH_TURN_MS of calls started, at most MODULE_CALLS_PER_TURN of them calls of
- * modules); past it, calls wait in the order they came and the next turn wakes them one after
- * the other, each as the one before has started (a baton, not one wake-up per waiter).
+ * modules); past it, calls wait, and the next turn wakes them one after the other, each as the
+ * one before has started (a baton, not one wake-up per waiter). Waiting calls are woken a
+ * connection at a time, in turn (round robin; in order within a connection): one connection's
+ * 16 pipelined batches (16 lanes and their answers each) held 16 times the places of another's
+ * single call, which waited behind all of them (8 such connections: a single call's p50 18.7 ms,
+ * p90 49.4 ms, against 1.9 and 3.9 alone).
  */
 class TurnShare {
   private open = false;
   private from = 0;
   private moduleCalls = 0;
-  private readonly waiting: Array<() => void> = [];
-  private head = 0;
+  /** Waiting calls by connection, each connection's in order. */
+  private readonly waiting = new Map<object, { wakes: Array<() => void>; head: number }>();
+  /** Connections with waiting calls, the next to be woken first. */
+  private readonly ring: object[] = [];
+  private ringHead = 0;
   private draining = false;
   private readonly close = (): void => {
     this.open = false;
@@ -260,23 +267,28 @@ class TurnShare {
   }
 
   /**
-   * Wait for this call's place in a turn; the caller starts its call and then calls pass()
-   * exactly once (which lets the next waiting call start, or leaves it to a later turn).
+   * Wait for this call's place in a turn (`conn`: the connection it came on); the caller starts
+   * its call and then calls pass() exactly once (which lets the next waiting call start, or
+   * leaves it to a later turn).
    */
-  async take(ofModule: boolean): Promise<void> {
-    if (this.head === this.waiting.length && !this.over()) {
+  async take(ofModule: boolean, conn: object): Promise<void> {
+    if (this.waiting.size === 0 && !this.over()) {
       if (ofModule) this.moduleCalls++;
       return;
     }
     await new Promise<void>((resolve) => {
-      this.waiting.push(resolve);
+      const queue = this.waiting.get(conn);
+      if (queue === undefined) {
+        this.waiting.set(conn, { wakes: [resolve], head: 0 });
+        this.ring.push(conn);
+      } else queue.wakes.push(resolve);
       this.later();
     });
     if (ofModule) this.moduleCalls++;
   }
 
   pass(): void {
-    if (this.head === this.waiting.length) return;
+    if (this.waiting.size === 0) return;
     if (this.over()) {
       this.later();
       return;
@@ -284,15 +296,27 @@ class TurnShare {
     this.wake();
   }
 
+  /** Wake the first waiting call of the next connection in the ring. */
   private wake(): void {
-    const next = this.waiting[this.head]!;
-    this.waiting[this.head++] = undefined as unknown as () => void;
-    if (this.head === this.waiting.length) {
-      this.waiting.length = 0;
-      this.head = 0;
-    } else if (this.head > 1024 && this.head * 2 > this.waiting.length) {
-      this.waiting.splice(0, this.head);
-      this.head = 0;
+    const conn = this.ring[this.ringHead]!;
+    this.ring[this.ringHead++] = undefined as unknown as object;
+    const queue = this.waiting.get(conn)!;
+    const next = queue.wakes[queue.head]!;
+    queue.wakes[queue.head++] = undefined as unknown as () => void;
+    if (queue.head === queue.wakes.length) this.waiting.delete(conn);
+    else {
+      if (queue.head > 1024 && queue.head * 2 > queue.wakes.length) {
+        queue.wakes.splice(0, queue.head);
+        queue.head = 0;
+      }
+      this.ring.push(conn);
+    }
+    if (this.ringHead === this.ring.length) {
+      this.ring.length = 0;
+      this.ringHead = 0;
+    } else if (this.ringHead > 1024 && this.ringHead * 2 > this.ring.length) {
+      this.ring.splice(0, this.ringHead);
+      this.ringHead = 0;
     }
     next();
   }
@@ -302,7 +326,7 @@ class TurnShare {
     this.draining = true;
     setImmediate(() => {
       this.draining = false;
-      if (this.head === this.waiting.length) return;
+      if (this.waiting.size === 0) return;
       // A new turn: its share starts now.
       this.open = false;
       this.over();
@@ -851,7 +875,7 @@ export class RpcServer {
       // (a module's method, run_cli, health) run in the lanes side by side.
       let hostCalls: Promise<unknown> = Promise.resolve();
       const hostCall = (call: unknown): Promise<JsonRpcResponse | undefined> => {
-        const run = hostCalls.then(() => this.started(call, client, false));
+        const run = hostCalls.then(() => this.started(call, client, false, req.socket));
         hostCalls = run.catch(() => {});
         return run;
       };
@@ -866,7 +890,7 @@ export class RpcServer {
           if (module && client.unprobedHalfClose && moduleCalls >= MAX_PIPELINED_REQUESTS) answered[i] = notRun(call);
           else {
             if (module) moduleCalls++;
-            answered[i] = this.withinBatch(await (module ? this.started(call, client, true) : hostCall(call)), budget);
+            answered[i] = this.withinBatch(await (module ? this.started(call, client, true, req.socket) : hostCall(call)), budget);
           }
         }
       };
@@ -874,15 +898,15 @@ export class RpcServer {
         await Promise.all(Array.from({ length: Math.min(MAX_PIPELINED_REQUESTS, body.length) }, lane));
         const answers = answered.filter((a): a is JsonRpcResponse => a !== undefined);
         if (answers.length === 0) sendEmpty(res);
-        else await this.sendAnswers(res, answers, true);
+        else await this.sendAnswers(res, answers, true, req.socket);
       } finally {
         this.answerBytesHeld -= budget.held;
       }
       return;
     }
-    const answer = await this.started(body, new RequestWait(req, res), ofModule(body as { method?: unknown } | null));
+    const answer = await this.started(body, new RequestWait(req, res), ofModule(body as { method?: unknown } | null), req.socket);
     if (answer === undefined) sendEmpty(res);
-    else await this.sendAnswers(res, [answer], false);
+    else await this.sendAnswers(res, [answer], false, req.socket);
   }
 
   /**
@@ -891,7 +915,7 @@ export class RpcServer {
    * does not fit in what is left is replaced by a -32006 error with its id, which names the
    * limit. The text is built before the head is sent (Content-Length, as every other answer).
    */
-  private async sendAnswers(res: ServerResponse, answers: JsonRpcResponse[], batch: boolean): Promise<void> {
+  private async sendAnswers(res: ServerResponse, answers: JsonRpcResponse[], batch: boolean, conn: object): Promise<void> {
     const limit = this.limits.max_response_bytes;
     if (!batch && answers.length === 1) {
       let small: { text: string; bytes: number } | undefined;
@@ -918,7 +942,7 @@ export class RpcServer {
       // started: a small answer is one synchronous JSON.stringify, and a batch's 1,000 of them
       // were written in one turn, several batches' back to back (64 clients of batches of 1,000
       // `list` calls: turns of 115-200 ms of CPU, most of it here).
-      await this.share.take(false);
+      await this.share.take(false, conn);
       let written: Promise<Buffer[]>;
       try {
         written = jsonChunks(a, limit - size);
@@ -1096,8 +1120,8 @@ export class RpcServer {
   }
 
   /** One JSON-RPC request, started in its place in the loop's turn share (TurnShare). */
-  private async started(item: unknown, client: ClientWait, moduleCall: boolean): Promise<JsonRpcResponse | undefined> {
-    await this.share.take(moduleCall);
+  private async started(item: unknown, client: ClientWait, moduleCall: boolean, conn: object): Promise<JsonRpcResponse | undefined> {
+    await this.share.take(moduleCall, conn);
     let answer: Promise<JsonRpcResponse | undefined>;
     try {
       answer = this.one(item, client);
