@@ -12,14 +12,25 @@
 //             module calls: the turn share was fair per call, not per connection (each batch
 //             held 16 lanes' places and an answer's), so the single call waited 5-10 turns of
 //             the host's loop at the median; the share now wakes a connection at a time: 1.
+//   self      a module granted network_access to the host's own JSON-RPC port (found nothing):
+//             the file API refuses every path to the cookie; 16 requests at a time without it
+//             are refused 401 (each after the 250 ms pause) and its connections make room first
+//             at the per-address cap, the canary on time; handed the cookie, a method calling
+//             itself through the port stops at MAX_IN_FLIGHT nested requests (its 17th refused at
+//             once) and unwinds in ~150 ms. With the default max_bytes (8 MiB reserved per
+//             request against its max_unread_bytes, 32 MiB) only 4 are in flight at once, and
+//             the nested calls wait for each other until call_timeout_ms: the module's own calls.
 
 import test from "ava";
 import { spawn } from "node:child_process";
 import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
-import { buildModulesDir, sleep, startHost, tempDir, type TestHost } from "./helpers/host.ts";
+import { buildModulesDir, GOOD_GRANTS, sleep, startHost, tempDir, type TestHost } from "./helpers/host.ts";
 import { inlineModule } from "./helpers/modules.ts";
-import { call, cookieAuth } from "./helpers/rpc.ts";
+import { call, cookieAuth, freePort } from "./helpers/rpc.ts";
+import { pendingOf } from "./helpers/census.ts";
+import { watchHost } from "./helpers/host-watch.ts";
+import { MAX_IN_FLIGHT } from "../capabilities/http.ts";
 import { watchTurns } from "./helpers/turns.ts";
 
 setFlagsFromString("--expose-gc");
@@ -363,4 +374,65 @@ test.serial(`a client's single calls of a host method (list), one after the othe
   // turn's share (64 module calls, 5 ms) holds: the turn its request is read in, or the next;
   // its answer (one small JSON, not in the share) is written in the turn it starts in.
   t.true(quantile(beside.turns, 0.5) <= 3, `the median call answered within 3 turns (${quantile(beside.turns, 0.5)})`);
+});
+
+test.serial("a module granted network_access to the host's own JSON-RPC port: it cannot read the cookie through the file API; 16 requests at a time without it for 4 s are all refused 401 while the canary is served; handed the cookie (an operator's mistake), a method calling itself through the port stops at MAX_IN_FLIGHT (16) nested requests and answers", async (t) => {
+  t.timeout(120_000);
+  const port = await freePort();
+  const grants = [`network_access=127.0.0.1:${port}`, "read_filesystem", "register_rpc_endpoint"];
+  const dir = await tempDir(t);
+  const wrong = `Basic ${Buffer.from(`__cookie__:${"0".repeat(64)}`).toString("base64")}`;
+  const SELF = inlineModule("r25-self", grants, `
+    const url = "http://127.0.0.1:${port}/";
+    await ctx.rpc.register("cookie", "tries to read the host's cookie", async () => {
+      const out = {};
+      for (const p of ["../../.cookie", "../../../data/.cookie", "${dir}/data/.cookie", "/proc/self/cwd/.cookie", "/proc/self/root${dir}/data/.cookie", "..%2f..%2f.cookie", "..\\..\\.cookie"]) {
+        out[p] = await ctx.fs.readFile(p, "utf8").then((s) => "read " + s.length, (e) => e.code);
+      }
+      return out;
+    });
+    await ctx.rpc.register("flood", "16 requests at a time without the cookie, for ms", async (p) => {
+      const statuses = {};
+      const until = Date.now() + p.ms;
+      const worker = async (i) => {
+        while (Date.now() < until) {
+          const auth = i % 2 === 0 ? { authorization: "${wrong}" } : {};
+          const r = await ctx.network.fetch(url, { method: "POST", headers: { "content-type": "application/json", ...auth }, body: JSON.stringify({ jsonrpc: "2.0", id: 1, method: "list" }), timeout_ms: 10000, max_bytes: 65536 }).then((a) => String(a.status), (e) => e.code);
+          statuses[r] = (statuses[r] ?? 0) + 1;
+        }
+      };
+      await Promise.all(Array.from({ length: 16 }, (_, i) => worker(i)));
+      return statuses;
+    });
+    await ctx.rpc.register("recurse", "calls itself through the JSON-RPC port with the authorization it is given", async (p) => {
+      const r = await ctx.network.fetch(url, { method: "POST", headers: { "content-type": "application/json", authorization: p.auth }, body: JSON.stringify({ jsonrpc: "2.0", id: 1, method: "r25-self.recurse", params: { auth: p.auth, depth: p.depth + 1 } }), timeout_ms: 60000, max_bytes: 65536 }).then(
+        (a) => { const answer = JSON.parse(String.fromCharCode(...a.body)); return answer.result ?? { depth: p.depth + 1, error: answer.error?.message }; },
+        (e) => ({ depth: p.depth, error: e.code + ": " + e.message }),
+      );
+      return r;
+    });
+    ctx.log.info("ready");
+  `);
+  await buildModulesDir(dir, ["good"], { "r25-self": SELF });
+  const h = await startHost(t, { dir, modules: [], grants: { good: GOOD_GRANTS, "r25-self": grants }, configure: (c) => { c.rpc.port = port; } });
+  await h.waitForLog(/^ready$/, { source: "r25-self", timeoutMs: 60_000 });
+  await h.waitForState("good", "running", 60_000);
+  const cookie = (await call(h, "r25-self.cookie")) as Record<string, string>;
+  t.log(`the module's reads of the cookie: ${JSON.stringify(cookie)}`);
+  t.true(Object.values(cookie).every((v) => !v.startsWith("read")), "no path reads the cookie");
+  const watch = watchHost(t, h);
+  const canary = watch.canaryLoop(500, 4);
+  const statuses = (await call(h, "r25-self.flood", { ms: 4000 })) as Record<string, number>;
+  await canary.stop();
+  t.log(`the module's requests without the cookie: ${JSON.stringify(statuses)}; refused for credentials: ${h.host.rpcServer!.stats.unauthorised}`);
+  await watch.finish(t, 16);
+  watch.assertCanary(t);
+  t.deepEqual(Object.keys(statuses), ["401"], "every request refused 401");
+  const auth = await cookieAuth(h);
+  const started = Date.now();
+  const nested = (await call(h, "r25-self.recurse", { auth, depth: 0 })) as { depth: number; error?: string };
+  t.log(`handed the cookie, the method called itself ${nested.depth} deep in ${Date.now() - started} ms: ${nested.error}`);
+  t.is(nested.depth, MAX_IN_FLIGHT, "it stops at MAX_IN_FLIGHT nested requests");
+  t.regex(nested.error ?? "", /^unavailable: /);
+  t.is(pendingOf(h, "r25-self"), 0, "no call of it left waiting");
 });
