@@ -20,9 +20,29 @@
 //             once) and unwinds in ~150 ms. With the default max_bytes (8 MiB reserved per
 //             request against its max_unread_bytes, 32 MiB) only 4 are in flight at once, and
 //             the nested calls wait for each other until call_timeout_ms: the module's own calls.
+//   registry  modhost install from a registry whose pinned key signs what it likes: a chain of
+//             4,000 modules each needing the next crashed the command with the stack's
+//             RangeError (now refused at MAX_DEPENDENCY_DEPTH); an index gzip-encoded (512 MiB
+//             of zeros in 0.5 MB) or with 2,000 content codings: refused within bounds (found
+//             nothing). Probed once, not kept (bounds other tests hold): an index of 100 MB,
+//             refused at MAX_INDEX_BYTES in 339 ms; an index.sig of 100,000 entries, refused
+//             at its 1 MiB in 106 ms (4,000 at MAX_INDEX_SIGNATURES); file paths with "..",
+//             absolute, with backslashes or NUL, refused by the index's schema.
 
 import test from "ava";
 import { spawn } from "node:child_process";
+import http from "node:http";
+import { mkdir, readdir, writeFile } from "node:fs/promises";
+import path from "node:path";
+import { gzipSync } from "node:zlib";
+import { defaultConfig, type HostConfig } from "../host/config.ts";
+import { ModhostError } from "../host/errors.ts";
+import { INDEX_FORMAT, MAX_INDEX_BYTES, signIndex } from "../host/registry/format.ts";
+import { install } from "../host/registry/install.ts";
+import { MAX_DEPENDENCY_DEPTH } from "../host/registry/resolve.ts";
+import { serveRegistry } from "../host/registry/serve.ts";
+import type { SecretKey } from "../host/verify/keys.ts";
+import { newKey } from "./helpers/signing.ts";
 import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
 import { buildModulesDir, GOOD_GRANTS, sleep, startHost, tempDir, type TestHost } from "./helpers/host.ts";
@@ -435,4 +455,80 @@ test.serial("a module granted network_access to the host's own JSON-RPC port: it
   t.is(nested.depth, MAX_IN_FLIGHT, "it stops at MAX_IN_FLIGHT nested requests");
   t.regex(nested.error ?? "", /^unavailable: /);
   t.is(pendingOf(h, "r25-self"), 0, "no call of it left waiting");
+});
+
+/** A registry directory whose index.json (signed by `key`) offers `modules` (name -> versions -> entry). */
+async function hostileRegistry(dir: string, key: SecretKey, modules: Record<string, unknown>): Promise<number> {
+  const now = Date.now();
+  const index = { format: INDEX_FORMAT, version: 1, generated: new Date(now).toISOString(), expires: new Date(now + 86_400_000).toISOString(), modules };
+  const bytes = Buffer.from(JSON.stringify(index));
+  await mkdir(dir, { recursive: true });
+  await writeFile(path.join(dir, "index.json"), bytes);
+  await writeFile(path.join(dir, "index.sig"), JSON.stringify(signIndex(bytes, [key])));
+  return bytes.length;
+}
+
+function registryClient(dir: string, url: string, key: SecretKey): { config: HostConfig; opts: Parameters<typeof install>[2] } {
+  const config = defaultConfig(path.join(dir, "node"));
+  config.modules.modules_dir = path.join(dir, "node", "modules");
+  config.registry.url = url;
+  config.registry.keys = [key.publicKey];
+  return { config, opts: { log: () => {}, progress: { write: () => true }, notifyHost: false } };
+}
+
+const CHAIN = 4000;
+
+test.serial(`modhost install from a registry (its key pinned) whose signed index offers a chain of ${CHAIN} modules, each needing the next: refused at once naming MAX_DEPENDENCY_DEPTH (${MAX_DEPENDENCY_DEPTH}), nothing installed (before: the command failed with the stack's RangeError; a chain of 1,000 cost 196 ms building its text at every step)`, async (t) => {
+  t.timeout(60_000);
+  const dir = await tempDir(t, "modhost-reg-r25-");
+  const key = newKey("registry");
+  const entry = (deps: Record<string, string>) => ({ runtime: "isolate", hash: `sha256:${"0".repeat(64)}`, manifest: { sha256: "0".repeat(64), size: 1 }, files: [], capabilities: [], dependencies: deps, signers: [], published: new Date().toISOString() });
+  const modules: Record<string, unknown> = {};
+  for (let i = 0; i < CHAIN; i++) modules[`m${i}`] = { versions: { "1.0.0": entry(i + 1 < CHAIN ? { [`m${i + 1}`]: "^1.0.0" } : {}) } };
+  const bytes = await hostileRegistry(path.join(dir, "registry"), key, modules);
+  const server = await serveRegistry(path.join(dir, "registry"));
+  t.teardown(() => server.close());
+  const { config, opts } = registryClient(dir, server.url, key);
+  const started = performance.now();
+  const err = await install(config, "m0", opts).then(() => undefined, (e: Error) => e);
+  const ms = performance.now() - started;
+  t.log(`an index of ${bytes} bytes; the install ${err === undefined ? "succeeded" : `failed in ${ms.toFixed(0)} ms: ${err.name}: ${err.message.slice(0, 240)}`}`);
+  t.true(err instanceof ModhostError, "a ModhostError, not the stack's RangeError");
+  t.regex(err?.message ?? "", /MAX_DEPENDENCY_DEPTH/);
+  t.deepEqual((await readdir(config.modules.modules_dir).catch(() => [])).filter((n) => !n.startsWith(".")), [], "nothing installed");
+});
+
+test.serial("modhost install from a registry that answers its index gzip-encoded, 512 MiB of zeros in 0.5 MB, and with 2,000 content codings: each refused, the bomb at MAX_INDEX_BYTES of what it expands to, each within 5 s and 256 MB of the command's memory (probed: found nothing)", async (t) => {
+  t.timeout(60_000);
+  const dir = await tempDir(t, "modhost-reg-r25-");
+  const key = newKey("registry");
+  const bomb = gzipSync(Buffer.alloc(512 * MB), { level: 9 });
+  const server = http.createServer((req, res) => {
+    if (req.url?.endsWith("/chain/index.json")) {
+      res.writeHead(200, { "Content-Encoding": Array(2000).fill("gzip").join(", ") });
+      res.end("x");
+      return;
+    }
+    res.writeHead(200, { "Content-Encoding": "gzip", "Content-Length": bomb.length });
+    res.end(bomb);
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  t.teardown(() => { server.closeAllConnections(); server.close(); });
+  const port = (server.address() as { port: number }).port;
+  for (const [what, url] of [["the bomb", `http://127.0.0.1:${port}/bomb/`], ["2,000 codings", `http://127.0.0.1:${port}/chain/`]] as const) {
+    const { config, opts } = registryClient(dir, url, key);
+    gc();
+    const rss0 = process.memoryUsage().rss;
+    let rssPeak = 0;
+    const sampler = setInterval(() => (rssPeak = Math.max(rssPeak, process.memoryUsage().rss - rss0)), 10);
+    const started = performance.now();
+    const err = await install(config, "m0", opts).then(() => undefined, (e: Error) => e);
+    const ms = performance.now() - started;
+    clearInterval(sampler);
+    t.log(`${what}${what === "the bomb" ? ` (${bomb.length} bytes on the wire)` : ""}: failed in ${ms.toFixed(0)} ms, RSS +${(rssPeak / MB).toFixed(0)} MB at most: ${err?.message.slice(0, 200)}`);
+    t.true(err instanceof ModhostError, `${what}: refused as a registry error`);
+    if (what === "the bomb") t.regex(err?.message ?? "", new RegExp(`larger than ${MAX_INDEX_BYTES} bytes`));
+    t.true(ms < 5000, `${what}: within 5 s (${ms.toFixed(0)} ms)`);
+    t.true(rssPeak < 256 * MB, `${what}: RSS +${(rssPeak / MB).toFixed(0)} MB`);
+  }
 });
