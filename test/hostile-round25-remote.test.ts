@@ -28,11 +28,16 @@
 //             refused at MAX_INDEX_BYTES in 339 ms; an index.sig of 100,000 entries, refused
 //             at its 1 MiB in 106 ms (4,000 at MAX_INDEX_SIGNATURES); file paths with "..",
 //             absolute, with backslashes or NUL, refused by the index's schema.
+//   serve     registry serve and a client pipelining 5,000 GETs of a blob without reading: each
+//             answer opened its file at once (+5,002 descriptors, +667 MB); now at most
+//             MAX_REGISTRY_PIPELINED in progress a connection, a file opened at its answer's turn.
 
 import test from "ava";
 import { spawn } from "node:child_process";
 import http from "node:http";
+import { readdirSync } from "node:fs";
 import { mkdir, readdir, writeFile } from "node:fs/promises";
+import net from "node:net";
 import path from "node:path";
 import { gzipSync } from "node:zlib";
 import { defaultConfig, type HostConfig } from "../host/config.ts";
@@ -40,12 +45,12 @@ import { ModhostError } from "../host/errors.ts";
 import { INDEX_FORMAT, MAX_INDEX_BYTES, signIndex } from "../host/registry/format.ts";
 import { install } from "../host/registry/install.ts";
 import { MAX_DEPENDENCY_DEPTH } from "../host/registry/resolve.ts";
-import { serveRegistry } from "../host/registry/serve.ts";
+import { MAX_REGISTRY_PIPELINED, serveRegistry } from "../host/registry/serve.ts";
 import type { SecretKey } from "../host/verify/keys.ts";
 import { newKey } from "./helpers/signing.ts";
 import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
-import { buildModulesDir, GOOD_GRANTS, sleep, startHost, tempDir, type TestHost } from "./helpers/host.ts";
+import { buildModulesDir, GOOD_GRANTS, sleep, startHost, tempDir, waitFor, type TestHost } from "./helpers/host.ts";
 import { inlineModule } from "./helpers/modules.ts";
 import { call, cookieAuth, freePort } from "./helpers/rpc.ts";
 import { pendingOf } from "./helpers/census.ts";
@@ -530,5 +535,61 @@ test.serial("modhost install from a registry that answers its index gzip-encoded
     if (what === "the bomb") t.regex(err?.message ?? "", new RegExp(`larger than ${MAX_INDEX_BYTES} bytes`));
     t.true(ms < 5000, `${what}: within 5 s (${ms.toFixed(0)} ms)`);
     t.true(rssPeak < 256 * MB, `${what}: RSS +${(rssPeak / MB).toFixed(0)} MB`);
+  }
+});
+
+test.serial(`registry serve: one connection writing 5,000 pipelined GETs of a 4 MiB blob and reading nothing: the server opens at most a few files and its memory grows under 64 MB (before: 5,000 files open, +655 MB of buffers); a client pipelining MAX_REGISTRY_PIPELINED (${MAX_REGISTRY_PIPELINED}) GETs of it gets every one, and one more is answered 429 naming the limit`, async (t) => {
+  t.timeout(60_000);
+  const dir = await tempDir(t, "modhost-reg-r25-");
+  await writeFile(path.join(dir, "index.json"), "{}");
+  await mkdir(path.join(dir, "blobs"));
+  await writeFile(path.join(dir, "blobs", "big"), Buffer.alloc(4 * MB, 7));
+  const server = await serveRegistry(dir);
+  t.teardown(() => server.close());
+  const get = "GET /blobs/big HTTP/1.1\r\nHost: x\r\n\r\n";
+  const fds = () => readdirSync("/proc/self/fd").length;
+  gc();
+  const fd0 = fds();
+  const mem0 = process.memoryUsage();
+  const grown = () => {
+    const m = process.memoryUsage();
+    return m.heapUsed - mem0.heapUsed + m.external - mem0.external;
+  };
+  const hostile = net.connect(server.port, "127.0.0.1");
+  hostile.on("error", () => {});
+  hostile.pause();
+  t.teardown(() => hostile.destroy());
+  await new Promise((r) => hostile.once("connect", r));
+  hostile.write(get.repeat(5000));
+  let fdPeak = 0;
+  let memPeak = 0;
+  for (let i = 0; i < 20; i++) {
+    await sleep(100);
+    fdPeak = Math.max(fdPeak, fds() - fd0);
+    memPeak = Math.max(memPeak, grown());
+  }
+  hostile.destroy();
+  t.log(`5,000 pipelined GETs unread: descriptors +${fdPeak} at most, heap and buffers +${(memPeak / MB).toFixed(0)} MB at most`);
+  t.true(fdPeak <= 4, `at most 4 more descriptors (${fdPeak})`);
+  t.true(memPeak < 64 * MB, `under 64 MB more (${(memPeak / MB).toFixed(0)} MB)`);
+  for (const n of [MAX_REGISTRY_PIPELINED, MAX_REGISTRY_PIPELINED + 1]) {
+    const honest = net.connect(server.port, "127.0.0.1");
+    t.teardown(() => honest.destroy());
+    await new Promise((r) => honest.once("connect", r));
+    let bytes = 0;
+    let head = "";
+    honest.on("data", (d: Buffer) => {
+      bytes += d.length;
+      // What follows the 16 answers: a 429's head and text.
+      if (bytes > MAX_REGISTRY_PIPELINED * 4 * MB) head += d.toString("latin1");
+    });
+    honest.write(get.repeat(n));
+    await waitFor(() => bytes >= MAX_REGISTRY_PIPELINED * 4 * MB && (n === MAX_REGISTRY_PIPELINED || head.includes("\r\n\r\n") && head.includes("\n", head.indexOf("\r\n\r\n") + 4)), 30_000, () => `the answers (${bytes} bytes)`);
+    t.log(`${n} pipelined GETs read: ${bytes} bytes${head === "" ? "" : `, then ${JSON.stringify(head.slice(head.indexOf("HTTP/1.1"), head.indexOf("HTTP/1.1") + 300))}`}`);
+    if (n > MAX_REGISTRY_PIPELINED) {
+      t.regex(head, /HTTP\/1\.1 429 /);
+      t.true(head.includes("MAX_REGISTRY_PIPELINED"), "the 429 names MAX_REGISTRY_PIPELINED");
+    }
+    honest.destroy();
   }
 });
