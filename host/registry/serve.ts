@@ -6,7 +6,7 @@
 import { createReadStream } from "node:fs";
 import { realpath, stat } from "node:fs/promises";
 import http from "node:http";
-import type { AddressInfo, Socket } from "node:net";
+import type { AddressInfo } from "node:net";
 import path from "node:path";
 import { capConnections, TIMEOUT_CHECK_EVERY_MS } from "../../chain/http-caps.ts";
 
@@ -54,8 +54,8 @@ export const REGISTRY_HEADERS_TIMEOUT_MS = 10_000;
  * at once: one connection writing 5,000 GETs of a 4 MiB blob and reading nothing made the
  * server open the file 5,000 times (+5,001 descriptors, +655 MB of buffers, its loop held
  * 667 ms). Past it a request is answered 429 naming this limit, without touching the disk, and
- * the connection is closed after its answers; past 4 times it, it is closed at once. A file is
- * opened only once its answer's turn on the connection has come.
+ * the connection is closed after its answers; past 4 times it, it is closed at once
+ * (chain/http-caps.ts). A file is opened only once its answer's turn on the connection has come.
  */
 export const MAX_REGISTRY_PIPELINED = 16;
 
@@ -68,19 +68,9 @@ export async function serveRegistry(dir: string, opts: ServeOptions = {}): Promi
     keepAliveTimeout: 5_000,
     connectionsCheckingInterval: TIMEOUT_CHECK_EVERY_MS,
   }, (req, res) => {
-    if (!cap.has(req.socket)) return void req.socket.destroy(); // refused at the cap
-    res.once("close", cap.busy(req.socket));
-    const socket = req.socket;
-    const inProgress = (pipelined.get(socket) ?? 0) + 1;
-    pipelined.set(socket, inProgress);
-    res.once("close", () => pipelined.set(socket, (pipelined.get(socket) ?? 1) - 1));
-    if (inProgress > 4 * MAX_REGISTRY_PIPELINED) return void socket.destroy();
-    if (inProgress > MAX_REGISTRY_PIPELINED) {
-      res.shouldKeepAlive = false;
-      opts.onRequest?.(req.method ?? "?", req.url ?? "", 429);
-      const text = `more than ${MAX_REGISTRY_PIPELINED} requests in progress on this connection (MAX_REGISTRY_PIPELINED, a fixed limit): this one was not served; read the answers before sending more\n`;
-      res.writeHead(429, { "Content-Type": "text/plain; charset=utf-8", "Content-Length": Buffer.byteLength(text), Connection: "close" });
-      return void res.end(text);
+    if (!cap.request(req, res)) {
+      if (res.statusCode === 429) opts.onRequest?.(req.method ?? "?", req.url ?? "", 429);
+      return;
     }
     const done = (status: number, text?: string) => {
       opts.onRequest?.(req.method ?? "?", req.url ?? "", status);
@@ -132,9 +122,7 @@ export async function serveRegistry(dir: string, opts: ServeOptions = {}): Promi
   });
   // No listener for "timeout": Node destroys the socket.
   server.setTimeout(REGISTRY_STALL_TIMEOUT_MS);
-  // Requests in progress on each connection (MAX_REGISTRY_PIPELINED).
-  const pipelined = new WeakMap<Socket, number>();
-  const cap = capConnections(server, MAX_REGISTRY_CONNECTIONS, (open) => `connection refused: the registry server has ${open} connections open, all with a request in progress, its limit (MAX_REGISTRY_CONNECTIONS, a fixed limit); retry in a moment`);
+  const cap = capConnections(server, MAX_REGISTRY_CONNECTIONS, (open) => `connection refused: the registry server has ${open} connections open, all with a request in progress, its limit (MAX_REGISTRY_CONNECTIONS, a fixed limit); retry in a moment`, { max: MAX_REGISTRY_PIPELINED, name: "MAX_REGISTRY_PIPELINED" });
   // A client that half-closes once its request is sent (shutdown(SHUT_WR): `nc -N`, some
   // scripts) still gets the file: by default Node ends such a connection at once, before an
   // answer that comes after a stat.
