@@ -24,7 +24,8 @@
 // chunked, as soon as it grows past the limit, before it is buffered; a JSON-RPC body is
 // scanned for nesting depth before it is parsed; batches and method names have a length limit.
 // The calls of all clients (and the writing of batches' answers) share the loop's turns
-// (TurnShare), and request bodies in progress are held to BODY_BYTES_IN_PROGRESS together.
+// (TurnShare, a connection at a time), request bodies in progress are held to
+// BODY_BYTES_IN_PROGRESS together, and the answers batches in progress hold to ANSWER_BYTES_HELD.
 // Every refusal names its limit and the config key that raises it.
 
 import { DEFAULT_MAX_RESPONSE_BYTES } from "./answer-limit.ts";
