@@ -5,6 +5,7 @@
 // server (host/rpc/server.ts) has its own, richer version of the same (per address, stats).
 
 import type http from "node:http";
+import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Socket } from "node:net";
 
 /** Connections past the cap being told why (503) before they are closed. */
@@ -18,6 +19,20 @@ export interface ConnectionCap {
   has(socket: Socket): boolean;
   /** Count a request in progress on `socket` until `release()` (or its close). */
   busy(socket: Socket): () => void;
+  /**
+   * A request arrived: whether to serve it. Not when its connection was refused at the cap
+   * (closed), nor past the connection's `pipelined` limit: counted in progress until its answer
+   * is closed, a request past it is answered 429 naming the limit without being served and the
+   * connection closed after its answers; past 4 times it (a client that ignores the close), the
+   * connection is closed at once.
+   */
+  request(req: IncomingMessage, res: ServerResponse): boolean;
+}
+
+/** The limit of requests in progress on one connection of a server (HTTP/1.1 pipelining), and its name. */
+export interface PipelinedLimit {
+  max: number;
+  name: string;
 }
 
 /**
@@ -26,7 +41,7 @@ export interface ConnectionCap {
  * it is answered 503 with `refusal` (which names the limit) and closed. A server's handlers call
  * `busy` for each request (and upgrade) and ignore sockets `has` does not know.
  */
-export function capConnections(server: http.Server, max: number, refusal: (open: number) => string): ConnectionCap {
+export function capConnections(server: http.Server, max: number, refusal: (open: number) => string, pipelined: PipelinedLimit): ConnectionCap {
   // Each counted connection, oldest first, with its requests in progress.
   const conns = new Map<Socket, { busy: number }>();
   server.maxConnections = max + REFUSING_SLOTS;
@@ -46,8 +61,29 @@ export function capConnections(server: http.Server, max: number, refusal: (open:
     conns.set(socket, { busy: 0 });
     socket.once("close", () => conns.delete(socket));
   });
-  return {
+  const cap: ConnectionCap = {
     has: (socket) => conns.has(socket),
+    request(req, res) {
+      const socket = req.socket;
+      if (!conns.has(socket)) {
+        socket.destroy(); // refused at the cap
+        return false;
+      }
+      res.once("close", cap.busy(socket));
+      const inProgress = conns.get(socket)!.busy;
+      if (inProgress > 4 * pipelined.max) {
+        socket.destroy();
+        return false;
+      }
+      if (inProgress > pipelined.max) {
+        res.shouldKeepAlive = false;
+        const text = `more than ${pipelined.max} requests in progress on this connection (${pipelined.name}, a fixed limit): this one was not served; read the answers before sending more\n`;
+        res.writeHead(429, { "Content-Type": "text/plain; charset=utf-8", "Content-Length": Buffer.byteLength(text), Connection: "close" });
+        res.end(req.method === "HEAD" ? undefined : text);
+        return false;
+      }
+      return true;
+    },
     busy(socket) {
       const c = conns.get(socket);
       if (c === undefined) return () => {};
@@ -60,4 +96,5 @@ export function capConnections(server: http.Server, max: number, refusal: (open:
       };
     },
   };
+  return cap;
 }

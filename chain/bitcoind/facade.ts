@@ -187,6 +187,15 @@ type Answer = { result: unknown; error: { code: number; message: string } | null
  */
 export const MAX_FACADE_CONNECTIONS = 256;
 
+/**
+ * Requests one connection may have in progress at once (HTTP/1.1 pipelining), as the RPC
+ * server's MAX_PIPELINED_REQUESTS: Node's server starts every request of a read at once, and
+ * one whose answer waits (a body still arriving, a read of the chain) is held until it is
+ * written. Past it a request is answered 429 naming this limit, and the connection closed
+ * (chain/http-caps.ts). Answers given at once (a 401, getblockcount) never count up to it.
+ */
+const MAX_FACADE_PIPELINED = 16;
+
 export class CoreFacade {
   private server: Server | null = null;
   private publisher: Publisher | null = null;
@@ -217,11 +226,9 @@ export class CoreFacade {
       keepAliveTimeout: 5_000,
       connectionsCheckingInterval: TIMEOUT_CHECK_EVERY_MS,
     }, (req, res) => {
-      if (!cap.has(req.socket)) return void req.socket.destroy(); // refused at the cap
-      res.once("close", cap.busy(req.socket));
-      void this.serve(req, res);
+      if (cap.request(req, res)) void this.serve(req, res);
     });
-    const cap = capConnections(server, MAX_FACADE_CONNECTIONS, (open) => `connection refused: the Core facade has ${open} connections open, all with a request in progress, its limit (MAX_FACADE_CONNECTIONS, a fixed limit); retry in a moment`);
+    const cap = capConnections(server, MAX_FACADE_CONNECTIONS, (open) => `connection refused: the Core facade has ${open} connections open, all with a request in progress, its limit (MAX_FACADE_CONNECTIONS, a fixed limit); retry in a moment`, { max: MAX_FACADE_PIPELINED, name: "MAX_FACADE_PIPELINED" });
     // A client that half-closes once its request is sent (shutdown(SHUT_WR): `nc -N`, some
     // scripts) still gets its answer: by default Node ends such a connection at once, and an
     // answer that takes a read from the on-disk chain (the thread pool) was lost, the connection

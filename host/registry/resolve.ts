@@ -40,6 +40,15 @@ export function parseSpec(spec: string): { name: string; range: string } {
   return { name, range };
 }
 
+/**
+ * Modules in one chain of dependencies (a module, one it needs, one that one needs, ...). The
+ * index is signed, but a registry that is hostile (or whose key was stolen) signs what it
+ * likes: a chain of 4,000 modules (what ~1 MiB of the 8 MiB an index may have holds) made
+ * `modhost install` fail with the stack's RangeError, and one of 1,000 cost 196 ms building the
+ * chain's text at every step. Past it the install is refused naming this limit.
+ */
+export const MAX_DEPENDENCY_DEPTH = 64;
+
 export function availableVersions(index: RegistryIndex, name: string): string[] {
   const m = Object.hasOwn(index.modules, name) ? index.modules[name] : undefined;
   return m ? semver.sort(Object.keys(m.versions)) : [];
@@ -59,31 +68,35 @@ export function resolve(index: RegistryIndex, requests: Request[], installed: Re
   const visiting = new Set<string>();
 
   const visit = (req: Request, chain: string[]): void => {
-    const via = [...chain, `${req.name} ${req.range}`].join(" -> ");
+    // Built only for an error: on every visit it made a chain of N modules cost O(N²).
+    const via = () => [...chain, `${req.name} ${req.range}`].join(" -> ");
+    if (chain.length >= MAX_DEPENDENCY_DEPTH) {
+      throw new ModhostError("dependency", `cannot install: ${chain[0]} -> ... (${chain.length} modules) -> ${req.name} ${req.range}: the chain of dependencies is deeper than ${MAX_DEPENDENCY_DEPTH} modules (MAX_DEPENDENCY_DEPTH, a fixed limit)`, "the registry's index describes a chain of dependencies no module needs; tell the registry operator");
+    }
     if (NODE_DEPENDENCY_NAMES.includes(req.name)) {
       if (!semver.satisfies(hostVersion, req.range, { includePrerelease: true })) {
-        throw new ModhostError("dependency", `cannot install: ${via}: needs ${req.name} ${req.range}, but this is modhost ${hostVersion}`, `use a version that supports modhost ${hostVersion} (modhost search ${chain[0]?.split(" ")[0] ?? req.name}), or upgrade modhost`);
+        throw new ModhostError("dependency", `cannot install: ${via()}: needs ${req.name} ${req.range}, but this is modhost ${hostVersion}`, `use a version that supports modhost ${hostVersion} (modhost search ${chain[0]?.split(" ")[0] ?? req.name}), or upgrade modhost`);
       }
       return;
     }
     const have = installed.get(req.name);
     if (have !== undefined) {
       if (semver.satisfies(have, req.range, { includePrerelease: true })) return;
-      throw new ModhostError("dependency", `cannot install: ${via}: ${req.name} ${have} is installed, which does not satisfy ${req.range}`, `update it first if a newer version fits (modhost update ${req.name}@${req.range}), then try again`);
+      throw new ModhostError("dependency", `cannot install: ${via()}: ${req.name} ${have} is installed, which does not satisfy ${req.range}`, `update it first if a newer version fits (modhost update ${req.name}@${req.range}), then try again`);
     }
-    if (visiting.has(req.name)) throw new ModhostError("dependency", `cannot install: dependency cycle: ${via}`);
+    if (visiting.has(req.name)) throw new ModhostError("dependency", `cannot install: dependency cycle: ${via()}`);
     const prior = chosen.get(req.name);
     if (prior) {
       if (semver.satisfies(prior.version, req.range, { includePrerelease: true })) return;
-      throw new ModhostError("dependency", `cannot install: ${via}: conflicting requirements for ${req.name}: ${prior.version} was chosen for ${prior.by}, which does not satisfy ${req.range}`, "no single version satisfies both; install versions whose dependencies agree");
+      throw new ModhostError("dependency", `cannot install: ${via()}: conflicting requirements for ${req.name}: ${prior.version} was chosen for ${prior.by}, which does not satisfy ${req.range}`, "no single version satisfies both; install versions whose dependencies agree");
     }
     const versions = availableVersions(index, req.name);
     if (versions.length === 0) {
-      throw new ModhostError("dependency", `cannot install: ${via}: ${req.name} is not in the registry`, chain.length ? `the registry does not offer a dependency of ${chain[0]}; tell the maintainers` : "check the name: modhost search");
+      throw new ModhostError("dependency", `cannot install: ${via()}: ${req.name} is not in the registry`, chain.length ? `the registry does not offer a dependency of ${chain[0]}; tell the maintainers` : "check the name: modhost search");
     }
     const version = bestVersion(index, req.name, req.range);
     if (!version) {
-      throw new ModhostError("dependency", `cannot install: ${via}: no version of ${req.name} satisfies ${req.range}; the registry has ${versions.join(", ")}`, chain.length ? `the registry has no version of ${req.name} that ${req.by} accepts` : `ask for one of the versions listed, e.g. modhost install ${req.name}@${versions.at(-1)}`);
+      throw new ModhostError("dependency", `cannot install: ${via()}: no version of ${req.name} satisfies ${req.range}; the registry has ${versions.join(", ")}`, chain.length ? `the registry has no version of ${req.name} that ${req.by} accepts` : `ask for one of the versions listed, e.g. modhost install ${req.name}@${versions.at(-1)}`);
     }
     const entry = index.modules[req.name]!.versions[version]!;
     visiting.add(req.name);

@@ -48,6 +48,17 @@ export const REGISTRY_STALL_TIMEOUT_MS = 10_000;
 /** A request's head must arrive within this of its connection (or of the previous answer). */
 export const REGISTRY_HEADERS_TIMEOUT_MS = 10_000;
 
+/**
+ * Requests one connection may have in progress at once (HTTP/1.1 pipelining: sent before the
+ * answers to earlier ones were read). Node's server starts every pipelined request of a read
+ * at once: one connection writing 5,000 GETs of a 4 MiB blob and reading nothing made the
+ * server open the file 5,000 times (+5,001 descriptors, +655 MB of buffers, its loop held
+ * 667 ms). Past it a request is answered 429 naming this limit, without touching the disk, and
+ * the connection is closed after its answers; past 4 times it, it is closed at once
+ * (chain/http-caps.ts). A file is opened only once its answer's turn on the connection has come.
+ */
+export const MAX_REGISTRY_PIPELINED = 16;
+
 export async function serveRegistry(dir: string, opts: ServeOptions = {}): Promise<RegistryServer> {
   const root = await realpath(path.resolve(dir));
   // A request's head within 10 s, the whole request within 30 s, an idle connection 5 s.
@@ -57,8 +68,10 @@ export async function serveRegistry(dir: string, opts: ServeOptions = {}): Promi
     keepAliveTimeout: 5_000,
     connectionsCheckingInterval: TIMEOUT_CHECK_EVERY_MS,
   }, (req, res) => {
-    if (!cap.has(req.socket)) return void req.socket.destroy(); // refused at the cap
-    res.once("close", cap.busy(req.socket));
+    if (!cap.request(req, res)) {
+      if (res.statusCode === 429) opts.onRequest?.(req.method ?? "?", req.url ?? "", 429);
+      return;
+    }
     const done = (status: number, text?: string) => {
       opts.onRequest?.(req.method ?? "?", req.url ?? "", status);
       if (text !== undefined) {
@@ -97,7 +110,11 @@ export async function serveRegistry(dir: string, opts: ServeOptions = {}): Promi
       });
       done(200);
       if (req.method === "HEAD") return void res.end();
-      createReadStream(real).on("error", () => res.destroy()).pipe(res);
+      // Opened once this answer is the connection's current one (a pipelined answer waits for
+      // those before it without a socket): one open file per connection, not one per request.
+      const send = () => void (res.destroyed || createReadStream(real).on("error", () => res.destroy()).pipe(res));
+      if (res.socket !== null) send();
+      else res.once("socket", send);
     })().catch(() => {
       if (!res.headersSent) done(500, "internal error\n");
       else res.destroy();
@@ -105,7 +122,7 @@ export async function serveRegistry(dir: string, opts: ServeOptions = {}): Promi
   });
   // No listener for "timeout": Node destroys the socket.
   server.setTimeout(REGISTRY_STALL_TIMEOUT_MS);
-  const cap = capConnections(server, MAX_REGISTRY_CONNECTIONS, (open) => `connection refused: the registry server has ${open} connections open, all with a request in progress, its limit (MAX_REGISTRY_CONNECTIONS, a fixed limit); retry in a moment`);
+  const cap = capConnections(server, MAX_REGISTRY_CONNECTIONS, (open) => `connection refused: the registry server has ${open} connections open, all with a request in progress, its limit (MAX_REGISTRY_CONNECTIONS, a fixed limit); retry in a moment`, { max: MAX_REGISTRY_PIPELINED, name: "MAX_REGISTRY_PIPELINED" });
   // A client that half-closes once its request is sent (shutdown(SHUT_WR): `nc -N`, some
   // scripts) still gets the file: by default Node ends such a connection at once, before an
   // answer that comes after a stat.
