@@ -8,7 +8,7 @@
 import test, { type ExecutionContext } from "ava";
 import http from "node:http";
 import { randomBytes } from "node:crypto";
-import { CoreFacade, MAX_ID_JSON_CHARS } from "../chain/bitcoind/facade.ts";
+import { CoreFacade, FACADE_ANSWER_BYTES_HELD, MAX_ID_JSON_CHARS } from "../chain/bitcoind/facade.ts";
 import type { ChainBackend } from "../chain/backend.ts";
 import { rpcauthLine } from "../chain/bitcoind/rpcauth.ts";
 import { EmbeddedChain } from "../chain/embedded.ts";
@@ -189,4 +189,39 @@ test.serial("a call's id of more than MAX_ID_JSON_CHARS of JSON (a 16 MiB string
   t.true(answers.every((a, i) => a.result === HASH && a.id === calls[i]!.id), "every answer echoes its own id");
   t.log(`${text.length} bytes of answers; the largest write ${spy.largest} bytes`);
   t.true(spy.largest <= 512 * 1024, `no write of more than 512 KiB (largest: ${spy.largest})`);
+});
+
+test.serial("the answers of requests in progress are held to FACADE_ANSWER_BYTES_HELD for all clients together: two clients' batches of 60 getblock at verbosity 2 of a block of 3000 transactions (~1.8 MB of JSON each) get whole answers up to it and Core's -7 naming it past it; once read, nothing is held and a lone call is answered whole", async (t) => {
+  const chain = await EmbeddedChain.create();
+  await fillMempool(chain, 3000);
+  const [hash] = await chain.mine(1);
+  const facade = new CoreFacade({ backend: chain, rpcauth: [rpcauthLine(USER, PASSWORD)] });
+  await facade.start();
+  t.teardown(() => facade.stop());
+  let heldPeak = 0;
+  const sampler = setInterval(() => (heldPeak = Math.max(heldPeak, facade.answerBytesHeld)), 5);
+  t.teardown(() => clearInterval(sampler));
+  const batch = Array.from({ length: 60 }, (_, i) => ({ method: "getblock", params: [hash, 2], id: i }));
+  const bodies = await Promise.all([0, 1].map(async () => {
+    const res = await request(facade.rpcUrl, batch);
+    return { status: res.statusCode, text: (await readAll(res)).toString() };
+  }));
+  clearInterval(sampler);
+  type Reply = { result: { tx: unknown[] } | null; error: { code: number; message: string } | null; id: number };
+  const replies = bodies.map((b) => JSON.parse(b.text) as Reply[]);
+  const whole = replies.flat().filter((r) => r.error === null);
+  const refused = replies.flat().filter((r) => r.error !== null);
+  const oneAnswer = Buffer.byteLength(JSON.stringify(whole[0]));
+  t.log(`answers of ~${(oneAnswer / 1048576).toFixed(2)} MiB: ${whole.length} whole, ${refused.length} refused; at most ${(heldPeak / 1048576).toFixed(1)} MiB held (FACADE_ANSWER_BYTES_HELD ${FACADE_ANSWER_BYTES_HELD / 1048576} MiB); bodies of ${bodies.map((b) => (b.text.length / 1048576).toFixed(1)).join(" and ")} MiB`);
+  t.deepEqual(bodies.map((b) => b.status), [200, 200]);
+  t.true(whole.every((r) => r.result!.tx.length === 3001), "every answer given is whole");
+  t.true(replies.every((r) => r.length === 60 && r.every((a, i) => a.id === i)), "every call answered, in order");
+  t.true(refused.length > 0, "past the limit, answers are refused");
+  t.true(refused.every((r) => r.error!.code === -7 && r.error!.message.includes("FACADE_ANSWER_BYTES_HELD")), `refused with Core's RPC_OUT_OF_MEMORY naming the limit (${refused[0]?.error?.message.slice(0, 120)})`);
+  // Before: 120 answers, ~215 MB of JSON held until written.
+  t.true(whole.length * oneAnswer <= FACADE_ANSWER_BYTES_HELD + oneAnswer, `the answers given (${whole.length} of ${oneAnswer} bytes) are within the limit and one answer`);
+  t.true(heldPeak <= FACADE_ANSWER_BYTES_HELD + 2 * oneAnswer, `at most ${heldPeak} bytes counted as held`);
+  t.is(facade.answerBytesHeld, 0, "nothing is held once the answers are written");
+  const lone = await request(facade.rpcUrl, { method: "getblock", params: [hash, 2], id: 1 });
+  t.is((JSON.parse((await readAll(lone)).toString()) as Reply).result!.tx.length, 3001, "a call alone is answered whole");
 });

@@ -101,27 +101,61 @@ class JsonText {
   constructor(readonly pieces: string[]) {}
 }
 
+/**
+ * Bytes of JSON (counted as characters; hex as two a byte) that the answers of requests in
+ * progress may hold, all connections together, from the piece that makes them until their
+ * response is written or its client gone. Each answer is counted as it is made (a JsonText piece
+ * by piece, each piece PIECE_OVERHEAD_BYTES more for the string that holds it, a raw
+ * serialisation at twice its size, any other result as its JSON), and an answer
+ * that would pass this is refused with Core's RPC_OUT_OF_MEMORY (-7) naming it, the pieces made
+ * for it dropped. One answer is always made whole when nothing else is held (a block's largest
+ * description). Before, a batch of 150 calls of getblock at verbosity 2 of a block of 3,000
+ * transactions held 263 MB of answers and +680 MB of the host's memory; the batch limit allows
+ * 10,000 such calls, and 256 connections may each have 16 requests in progress.
+ */
+export const FACADE_ANSWER_BYTES_HELD = 64 * 1024 * 1024;
+
+/** What one piece of a JsonText costs beyond its characters: a string's header and its place in the array. */
+const PIECE_OVERHEAD_BYTES = 24;
+
+/** The answers one request holds in FACADE_ANSWER_BYTES_HELD; `answerStart`: its bytes before the answer being made. */
+interface AnswerAccount {
+  bytes: number;
+  answerStart: number;
+  /** Count `n` more, or throw AnswersHeld if that passes FACADE_ANSWER_BYTES_HELD (unless alone). */
+  take(n: number): void;
+  /** Count `n` more whatever is held (error answers). */
+  force(n: number): void;
+}
+
+/** What an answer's envelope adds to its result and its id: `{"result":…,"error":null,"id":…}` and a separator. */
+const ENVELOPE_BYTES = 32;
+
 /** `{...head, [key]: items.map(each)}` as JsonText, each item stringified in its own slice. */
-async function jsonWithList<T>(head: Record<string, unknown>, key: string, items: readonly T[], each: (item: T) => unknown): Promise<JsonText> {
+async function jsonWithList<T>(account: AnswerAccount, head: Record<string, unknown>, key: string, items: readonly T[], each: (item: T) => unknown): Promise<JsonText> {
   const open = JSON.stringify(head);
   const pieces = [`${open.length > 2 ? `${open.slice(0, -1)},` : "{"}${JSON.stringify(key)}:[`];
-  await listPieces(items, each, pieces);
+  account.take(pieces[0]!.length + 2);
+  await listPieces(account, items, each, pieces);
   pieces.push("]}");
   return new JsonText(pieces);
 }
 
 /** `items.map(each)` as a JSON array, each item stringified in its own slice. */
-async function jsonList<T>(items: readonly T[], each: (item: T) => unknown): Promise<JsonText> {
+async function jsonList<T>(account: AnswerAccount, items: readonly T[], each: (item: T) => unknown): Promise<JsonText> {
   const pieces = ["["];
-  await listPieces(items, each, pieces);
+  account.take(2);
+  await listPieces(account, items, each, pieces);
   pieces.push("]");
   return new JsonText(pieces);
 }
 
-async function listPieces<T>(items: readonly T[], each: (item: T) => unknown, pieces: string[]): Promise<void> {
+async function listPieces<T>(account: AnswerAccount, items: readonly T[], each: (item: T) => unknown, pieces: string[]): Promise<void> {
   const slicer = new Slicer();
   for (let i = 0; i < items.length; i++) {
-    pieces.push((i > 0 ? "," : "") + JSON.stringify(each(items[i]!)));
+    const piece = (i > 0 ? "," : "") + JSON.stringify(each(items[i]!));
+    account.take(piece.length + PIECE_OVERHEAD_BYTES);
+    pieces.push(piece);
     const pause = slicer.tick();
     if (pause) await pause;
   }
@@ -176,7 +210,10 @@ class RpcFailure extends Error {
   }
 }
 
-type Handler = (params: unknown[]) => Promise<unknown>;
+type Handler = (params: unknown[], account: AnswerAccount) => Promise<unknown>;
+
+/** An answer refused because the answers held would pass FACADE_ANSWER_BYTES_HELD. */
+class AnswersHeld extends Error {}
 type Answer = { result: unknown; error: { code: number; message: string } | null; id: unknown };
 
 /**
@@ -209,6 +246,10 @@ export class CoreFacade {
   rpcUrl = "";
   /** Requests whose client went away before its body's end. */
   clientsGone = 0;
+  /** Bytes the answers of requests in progress hold (FACADE_ANSWER_BYTES_HELD). */
+  answerBytesHeld = 0;
+  /** Answers refused for FACADE_ANSWER_BYTES_HELD. */
+  answersRefused = 0;
 
   constructor(private readonly opts: CoreFacadeOptions) {
     this.methods = this.buildMethods();
@@ -316,6 +357,7 @@ export class CoreFacade {
       return reply(500, { result: null, error: { code: -32700, message: "Parse error" }, id: null });
     }
     const allowed = this.opts.whitelist && Object.hasOwn(this.opts.whitelist, user) ? new Set(this.opts.whitelist[user]) : null;
+    const account = this.openAccount(res);
     const calls = Array.isArray(request) ? request : [request];
     const maxBatch = this.opts.maxBatch ?? DEFAULT_MAX_BATCH;
     if (calls.length > maxBatch) {
@@ -328,7 +370,7 @@ export class CoreFacade {
     const answers = [];
     const slicer = new Slicer();
     for (const call of calls) {
-      answers.push(await this.dispatch(call));
+      answers.push(await this.dispatch(call, account));
       const pause = slicer.tick();
       if (pause) await pause;
     }
@@ -422,21 +464,63 @@ export class CoreFacade {
     return null;
   }
 
-  private async dispatch(call: unknown): Promise<Answer> {
+  /** The answers of the request `res` answers, counted in FACADE_ANSWER_BYTES_HELD until it is written or its client gone. */
+  private openAccount(res: ServerResponse): AnswerAccount {
+    const account: AnswerAccount = {
+      bytes: 0,
+      answerStart: 0,
+      take: (n) => {
+        // Alone (nothing held by others, nothing by this request before this answer): made whole.
+        const alone = account.answerStart === 0 && this.answerBytesHeld === account.bytes;
+        if (!alone && this.answerBytesHeld + n > FACADE_ANSWER_BYTES_HELD) throw new AnswersHeld();
+        account.force(n);
+      },
+      force: (n) => {
+        account.bytes += n;
+        this.answerBytesHeld += n;
+      },
+    };
+    res.once("close", () => {
+      this.answerBytesHeld -= account.bytes;
+      account.bytes = 0;
+    });
+    return account;
+  }
+
+  private async dispatch(call: unknown, account: AnswerAccount): Promise<Answer> {
     const c = (call ?? {}) as { method?: unknown; params?: unknown; id?: unknown };
+    // An error answer is counted (its message and echoed id) but never refused: each is small,
+    // and a batch's are at most its calls (maxBatch).
+    const failed = (code: number, message: string, id: unknown): Answer => {
+      account.force(ENVELOPE_BYTES + message.length + (JSON.stringify(id)?.length ?? 4));
+      return { result: null, error: { code, message }, id };
+    };
     if (c.id !== undefined && jsonCharsOver(c.id, MAX_ID_JSON_CHARS)) {
-      return { result: null, error: { code: RPC_CODES.INVALID_REQUEST, message: `the call's id is more than ${MAX_ID_JSON_CHARS} characters of JSON (MAX_ID_JSON_CHARS); send a shorter id` }, id: null };
+      return failed(RPC_CODES.INVALID_REQUEST, `the call's id is more than ${MAX_ID_JSON_CHARS} characters of JSON (MAX_ID_JSON_CHARS); send a shorter id`, null);
     }
     const id = c.id ?? null;
     const method = typeof c.method === "string" && c.method.length <= MAX_METHOD_CHARS ? c.method : "";
     const handler = Object.hasOwn(this.methods, method) ? this.methods[method] : undefined;
-    if (!handler) return { result: null, error: { code: RPC_CODES.METHOD_NOT_FOUND, message: "Method not found" }, id };
+    if (!handler) return failed(RPC_CODES.METHOD_NOT_FOUND, "Method not found", id);
     const params = Array.isArray(c.params) ? c.params : [];
+    account.answerStart = account.bytes;
     try {
-      return { result: (await handler(params)) ?? null, error: null, id };
+      const result = (await handler(params, account)) ?? null;
+      // Any other result counted as its JSON (a verbose transaction's grows with its outputs),
+      // with the envelope and the id it echoes.
+      const size = result instanceof JsonText ? 0 : result instanceof RawHexAnswer ? (typeof result.raw === "string" ? result.raw.length : 2 * result.raw.length) : (JSON.stringify(result)?.length ?? 4);
+      account.take(size + ENVELOPE_BYTES + (JSON.stringify(id)?.length ?? 4));
+      return { result, error: null, id };
     } catch (err) {
-      if (err instanceof RpcFailure) return { result: null, error: { code: err.code, message: err.message }, id };
-      return { result: null, error: { code: RPC_CODES.MISC_ERROR, message: (err as Error).message }, id };
+      if (err instanceof AnswersHeld) {
+        // What was made for this answer is dropped with it.
+        this.answerBytesHeld -= account.bytes - account.answerStart;
+        account.bytes = account.answerStart;
+        this.answersRefused++;
+        return failed(RPC_CODES.OUT_OF_MEMORY, `the answers of requests in progress, all clients together, would hold more than ${FACADE_ANSWER_BYTES_HELD} bytes of JSON (FACADE_ANSWER_BYTES_HELD, a fixed limit); this answer was not made: ask for fewer large answers per batch, or retry once earlier answers are read`, id);
+      }
+      if (err instanceof RpcFailure) return failed(err.code, err.message, id);
+      return failed(RPC_CODES.MISC_ERROR, (err as Error).message, id);
     }
   }
 
@@ -490,7 +574,7 @@ export class CoreFacade {
         const full = await block(header.hash);
         return this.headerJson(header, full.transactions.length);
       },
-      getblock: async (p) => {
+      getblock: async (p, account) => {
         const found = await block(hashParam(p, 0, "blockhash"));
         const verbosity = p[1] === undefined ? 1 : p[1] === true ? 1 : p[1] === false ? 0 : Number(p[1]);
         if (verbosity === 0) return new RawHexAnswer(found.hex);
@@ -501,7 +585,7 @@ export class CoreFacade {
           weight: found.weight,
         };
         // The transactions, one piece each, in slices (JsonText).
-        return verbosity === 1 ? jsonWithList(json, "tx", found.transactions, (tx) => tx.txid) : jsonWithList(json, "tx", found.transactions, (tx) => this.txJson(tx));
+        return verbosity === 1 ? jsonWithList(account, json, "tx", found.transactions, (tx) => tx.txid) : jsonWithList(account, json, "tx", found.transactions, (tx) => this.txJson(tx));
       },
       getrawtransaction: async (p) => {
         const txid = hashParam(p, 0, "txid");
@@ -523,16 +607,20 @@ export class CoreFacade {
           coinbase: utxo.coinbase,
         };
       },
-      getrawmempool: async (p) => {
+      getrawmempool: async (p, account) => {
         const txids = await b.getMempoolTransactions();
-        if (p[0] !== true) return jsonList(txids, (txid) => txid);
+        if (p[0] !== true) return jsonList(account, txids, (txid) => txid);
         // One entry per transaction, made and stringified in slices (100,000 of them held the
         // loop for seconds), written as JsonText pieces (~300 bytes per entry).
         const pieces = ["{"];
         const slicer = new Slicer();
         for (const txid of txids) {
           const entry = await b.getMempoolEntry(txid);
-          if (entry) pieces.push(`${pieces.length > 1 ? "," : ""}${JSON.stringify(txid)}:${JSON.stringify(this.entryJson(entry.vsize, entry.fee, entry.time))}`);
+          if (entry) {
+            const piece = `${pieces.length > 1 ? "," : ""}${JSON.stringify(txid)}:${JSON.stringify(this.entryJson(entry.vsize, entry.fee, entry.time))}`;
+            account.take(piece.length + PIECE_OVERHEAD_BYTES);
+            pieces.push(piece);
+          }
           const pause = slicer.tick();
           if (pause) await pause;
         }
@@ -565,7 +653,7 @@ export class CoreFacade {
       getconnectioncount: async () => (await b.getNetworkStats()).peer_count,
       getpeerinfo: async () =>
         (this.opts.peers ? this.opts.peers() : await b.getPeers()).map((peer, id) => ({ id, addr: peer.addr, services: peer.services.toString(16).padStart(16, "0"), version: peer.version, conntime: peer.connected_since, transport_protocol_type: peer.transport_type })),
-      getblocktemplate: async (p) => {
+      getblocktemplate: async (p, account) => {
         const req = (p[0] ?? {}) as { rules?: unknown };
         if (!Array.isArray(req.rules) || !req.rules.includes("segwit")) throw new RpcFailure(RPC_CODES.INVALID_PARAMETER, 'getblocktemplate must be called with the segwit rule set (call with {"rules": ["segwit"]})');
         const t = await b.getBlockTemplate();
@@ -593,7 +681,7 @@ export class CoreFacade {
           height: t.height,
           default_witness_commitment: t.default_witness_commitment,
         };
-        return jsonWithList(head, "transactions", t.transactions, (tx) => ({ data: hexOfRaw(tx.hex), txid: tx.txid, hash: tx.wtxid, depends: [], fee: tx.fee, sigops: 0, weight: tx.weight }));
+        return jsonWithList(account, head, "transactions", t.transactions, (tx) => ({ data: hexOfRaw(tx.hex), txid: tx.txid, hash: tx.wtxid, depends: [], fee: tx.fee, sigops: 0, weight: tx.weight }));
       },
       submitblock: async (p) => {
         if (typeof p[0] !== "string") throw new RpcFailure(RPC_CODES.INVALID_PARAMETER, "hexdata must be a hex string");
