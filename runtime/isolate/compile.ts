@@ -11,6 +11,7 @@ import { builtinModules } from "node:module";
 import * as esbuild from "esbuild";
 import { MAX_SOURCE_FILE_BYTES, type HashedFile } from "./hashing.ts";
 import { bundleCache, type BundleCache } from "./bundle-cache.ts";
+import { bundlerOverruns, MAX_BUNDLER_RSS_MB, watchBuild } from "./bundler-watch.ts";
 import { checkModuleFile, ModuleFileError, readModuleFile, type FileLimit } from "../module-file.ts";
 
 export interface CompiledModule {
@@ -47,6 +48,12 @@ const BUILTINS = new Set(builtinModules);
 export const MAX_SOURCE_BYTES = 2 * 1024 * 1024;
 /** Files one bundle is built from. */
 export const MAX_SOURCE_FILES = 1000;
+/**
+ * Bytes of the bundle esbuild makes of them, checked before the host decodes it: esbuild
+ * inlines TypeScript enum values (bundler-watch.ts), so small sources can make a bundle of
+ * hundreds of MB. 2 MiB of sources of the costliest characters make ~15 MiB with the source map.
+ */
+export const MAX_BUNDLE_BYTES = 32 * 1024 * 1024;
 
 const SOURCE_FILE_LIMIT: FileLimit = {
   maxBytes: MAX_SOURCE_FILE_BYTES,
@@ -172,6 +179,8 @@ async function build(root: string, entry: string): Promise<CompiledModule> {
   };
   let result: esbuild.BuildResult<{ write: false; metafile: true }>;
   const run = () => esbuild.build({ ...BUILD_OPTIONS, entryPoints: [entry], absWorkingDir: root, plugins: [refuse, snapshot] });
+  const overrunsBefore = bundlerOverruns().count;
+  const ended = watchBuild();
   try {
     try {
       result = await run();
@@ -185,6 +194,10 @@ async function build(root: string, entry: string): Promise<CompiledModule> {
   } catch (err) {
     if (STOPPED.test((err as Error).message)) {
       await restartedBundler(err);
+      const overruns = bundlerOverruns();
+      if (overruns.count > overrunsBefore) {
+        throw new CompileError(`the bundler's process passed ${MAX_BUNDLER_RSS_MB} MB (MAX_BUNDLER_RSS_MB; it had ${overruns.lastMb} MB) while building this module and was ended, and the build stopped again when run once more on a new one: what esbuild makes of these sources is too large (sources nested hundreds of thousands deep; TypeScript enum members built from other members, or a long enum string used in many places, which esbuild inlines by value): use plain constants or a lookup instead`);
+      }
       throw new CompileError(`the bundler stopped twice while building this module (esbuild's service crashed: sources nested hundreds of thousands deep overflow its parser's stack); it is started again for the next build`);
     }
     const failure = err as esbuild.BuildFailure;
@@ -195,8 +208,14 @@ async function build(root: string, entry: string): Promise<CompiledModule> {
     const more = (failure.errors?.length ?? 0) - MAX_REPORTED_ERRORS;
     if (more > 0) lines.push(`(${more} more error(s) not shown)`);
     throw new CompileError(lines.length ? lines.join("\n") : (err as Error).message);
+  } finally {
+    ended();
   }
-  const code = result.outputFiles[0]!.text;
+  const output = result.outputFiles[0]!;
+  if (output.contents.byteLength > MAX_BUNDLE_BYTES) {
+    throw new CompileError(`the bundle esbuild made of this module is ${output.contents.byteLength} bytes, more than the ${MAX_BUNDLE_BYTES} allowed (MAX_BUNDLE_BYTES), from ${sourceBytes} bytes of sources: TypeScript enum values are inlined where they are used (a long enum string used in many places is copied to each); use plain constants or a lookup instead`);
+  }
+  const code = output.text;
   return {
     code,
     sha256: createHash("sha256").update(code).digest("hex"),

@@ -1,0 +1,92 @@
+// Hostile probes of round 25 (issue #8): TypeScript modules, under the real host, next to the
+// canary ("good", which stores every block):
+//   the build step  a module's sources are bounded (compile.ts MAX_SOURCE_BYTES), what esbuild
+//             makes of them was not. esbuild computes TypeScript enum members that are constant
+//             expressions of other members and inlines enum values where they are used:
+//               doubling  `A1 = A0 + A0, A2 = A1 + A1, ...`, 22 lines (~600 bytes): a string of
+//                         64 MiB, its bundle 134 MB; 30 lines would ask for 32 GB
+//               inliner   a 300 KB enum string used 150 times: a bundle of 45 MB, from 300 KB
+//             Now esbuild's service is ended past MAX_BUNDLER_RSS_MB (runtime/isolate/
+//             bundler-watch.ts) and a bundle past MAX_BUNDLE_BYTES is refused before the host
+//             decodes it; each load fails naming the limit and a module loaded after it runs.
+// While they run: the canary stores every block within 5 s, RPC answers within 5 s, no turn of
+// the host's loop takes 250 ms of its CPU, its heap, log and descriptors stay within bounds.
+
+import test from "ava";
+import { readdir, readFile } from "node:fs/promises";
+import { loadavg } from "node:os";
+import { MAX_BUNDLE_BYTES } from "../runtime/isolate/compile.ts";
+import { MAX_BUNDLER_RSS_MB } from "../runtime/isolate/bundler-watch.ts";
+import { GOOD_GRANTS, sleep, startHost, writeModule } from "./helpers/host.ts";
+import { inlineModule } from "./helpers/modules.ts";
+import { watchHost } from "./helpers/host-watch.ts";
+
+const load = () => loadavg().map((l) => l.toFixed(1)).join(" ");
+
+/** The largest resident size (MB) of an esbuild child of this process (the host's bundler), sampled every 20 ms until stop(). */
+function bundlerPeak(): { stop(): Promise<number> } {
+  let peak = 0;
+  let sampling = true;
+  const loop = (async () => {
+    while (sampling) {
+      for (const task of await readdir("/proc/self/task").catch(() => [] as string[])) {
+        for (const pid of (await readFile(`/proc/self/task/${task}/children`, "utf8").catch(() => "")).split(" ").filter((p) => p.trim())) {
+          if ((await readFile(`/proc/${pid}/comm`, "utf8").catch(() => "")).trim() !== "esbuild") continue;
+          const status = await readFile(`/proc/${pid}/status`, "utf8").catch(() => "");
+          peak = Math.max(peak, Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0) / 1024);
+        }
+      }
+      await sleep(20);
+    }
+  })();
+  return {
+    async stop() {
+      sampling = false;
+      await loop;
+      return peak;
+    },
+  };
+}
+
+/** An enum whose member n is member n-1 twice: 16 x 2^lines bytes once esbuild has folded it. */
+function doublingSource(lines: number): string {
+  const members = ['A0 = "xxxxxxxxxxxxxxxx"'];
+  for (let i = 1; i <= lines; i++) members.push(`A${i} = A${i - 1} + A${i - 1}`);
+  return `enum E {\n  ${members.join(",\n  ")},\n}\nexport const last = E.A${lines};`;
+}
+
+test.serial(`TypeScript sources that esbuild folds into a string of 64 MiB (enum members doubling one another, ~600 bytes) or inlines into a bundle of 45 MB (a 300 KB enum string used 150 times) fail their load naming MAX_BUNDLER_RSS_MB and MAX_BUNDLE_BYTES, the bundler stays within 2 x MAX_BUNDLER_RSS_MB + 256 MB, a module loaded after them runs, the canary stores every block and RPC answers`, async (t) => {
+  t.timeout(240_000);
+  const h = await startHost(t, { modules: ["good"], grants: { good: GOOD_GRANTS } });
+  const watch = watchHost(t, h);
+  await watch.round();
+  const modulesDir = h.config.modules.modules_dir;
+  await writeModule(modulesDir, "r25-doubling", inlineModule("r25-doubling", [], "void last;", doublingSource(22)));
+  const inliner = inlineModule("r25-inliner", [], "void uses;", `import { E } from "./e.ts";\nexport const uses = [${"E.A,".repeat(150)}];`);
+  inliner.files["e.ts"] = `export enum E { A = "${"x".repeat(300_000)}" }\n`;
+  await writeModule(modulesDir, "r25-inliner", inliner);
+  const peak = bundlerPeak();
+  const canary = watch.canaryLoop(500, 2);
+
+  const t0 = Date.now();
+  const doubling = await t.throwsAsync(h.manager.load("r25-doubling"));
+  const doublingMs = Date.now() - t0;
+  t.regex(doubling!.message, new RegExp(`passed ${MAX_BUNDLER_RSS_MB} MB \\(MAX_BUNDLER_RSS_MB`), doubling!.message.slice(0, 300));
+  const t1 = Date.now();
+  const inlined = await t.throwsAsync(h.manager.load("r25-inliner"));
+  const inlinerMs = Date.now() - t1;
+  t.regex(inlined!.message, /more than the \d+ allowed \(MAX_BUNDLE_BYTES\)/, inlined!.message.slice(0, 300));
+  const peakMb = await peak.stop();
+  await canary.stop();
+
+  // The watch samples every 20 ms; in one period (more when the host's loop is late, on a loaded
+  // machine) esbuild can at most finish the doubling it is copying: twice the limit, and room.
+  t.true(peakMb <= 2 * MAX_BUNDLER_RSS_MB + 256, `the bundler's largest size was ${peakMb.toFixed(0)} MB`);
+  await writeModule(modulesDir, "r25-after", inlineModule("r25-after", [], `ctx.log.info("after started");`));
+  const after = await h.manager.load("r25-after");
+  t.is(after.state, "running");
+  t.log(`doubling refused in ${doublingMs} ms, inliner in ${inlinerMs} ms (MAX_BUNDLE_BYTES ${MAX_BUNDLE_BYTES}); the bundler's largest size ${peakMb.toFixed(0)} MB (MAX_BUNDLER_RSS_MB ${MAX_BUNDLER_RSS_MB}); load ${load()}`);
+  await watch.round();
+  watch.assertCanary(t);
+  await watch.finish(t, 2);
+});
