@@ -9,15 +9,24 @@
 //             Now esbuild's service is ended past MAX_BUNDLER_RSS_MB (runtime/isolate/
 //             bundler-watch.ts) and a bundle past MAX_BUNDLE_BYTES is refused before the host
 //             decodes it; each load fails naming the limit and a module loaded after it runs.
+//   views     Uint8Array views of 1 byte over a buffer of 96 MiB (test/fixtures/hostile-round25-
+//             isolate/views.ts), handed to ctx.events.publish 50 times and answered by an RPC
+//             method: each was counted as 1 byte, and each copy out of the isolate took the whole
+//             buffer (6.7 s for the 50 calls, against 31 ms; the isolate host +250 MB, near its
+//             ceiling at memory_mb 128). Now a view that is not its whole buffer is copied to one
+//             of its own in the isolate before it leaves (in-isolate/answer.ts ownBytes).
 // While they run: the canary stores every block within 5 s, RPC answers within 5 s, no turn of
 // the host's loop takes 250 ms of its CPU, its heap, log and descriptors stay within bounds.
 
 import test from "ava";
+import { readFileSync } from "node:fs";
 import { readdir, readFile } from "node:fs/promises";
 import { loadavg } from "node:os";
 import { MAX_BUNDLE_BYTES } from "../runtime/isolate/compile.ts";
 import { MAX_BUNDLER_RSS_MB } from "../runtime/isolate/bundler-watch.ts";
-import { GOOD_GRANTS, sleep, startHost, writeModule } from "./helpers/host.ts";
+import { buildModulesDir, GOOD_GRANTS, sleep, startHost, tempDir, writeModule, type TestHost } from "./helpers/host.ts";
+import { descendants } from "./helpers/procs.ts";
+import { post } from "./helpers/rpc.ts";
 import { inlineModule } from "./helpers/modules.ts";
 import { watchHost } from "./helpers/host-watch.ts";
 
@@ -89,4 +98,72 @@ test.serial(`TypeScript sources that esbuild folds into a string of 64 MiB (enum
   await watch.round();
   watch.assertCanary(t);
   await watch.finish(t, 2);
+});
+
+/** The largest size (VmRSS, MB) of a module's isolate host (its node process), sampled every 20 ms until stop(). */
+function isolateHostPeak(h: TestHost, name: string): { stop(): Promise<number> } {
+  let peak = 0;
+  let sampling = true;
+  let node: number | undefined;
+  const loop = (async () => {
+    while (sampling) {
+      const pid = h.manager.processOf(name)?.pid;
+      if (pid && !node) {
+        for (const d of [pid, ...(await descendants(pid))]) {
+          if (/MainThread|node/.test(await readFile(`/proc/${d}/comm`, "utf8").catch(() => ""))) node = d;
+        }
+      }
+      if (node) {
+        const status = await readFile(`/proc/${node}/status`, "utf8").catch(() => "");
+        peak = Math.max(peak, Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0) / 1024);
+      }
+      await sleep(20);
+    }
+  })();
+  return {
+    async stop() {
+      sampling = false;
+      await loop;
+      return peak;
+    },
+  };
+}
+
+const VIEW_CAPS = ["register_rpc_endpoint", "publish_events"];
+const BUFFER_MB = 96;
+
+test.serial(`Uint8Array views of 1 byte over a buffer of ${BUFFER_MB} MiB, published 50 times one after the other and answered by an RPC method, leave the isolate as 1 byte each: the isolate host grows by less than half the buffer (any copy of it would pass that), the module keeps running, the canary stores every block and RPC answers`, async (t) => {
+  t.timeout(120_000);
+  const dir = await tempDir(t);
+  const name = "r25-views";
+  const toml = [`name = "${name}"`, `version = "0.1.0"`, `entry_point = "index.ts"`, `description = "round 25 probe ${name}"`, `capabilities = ${JSON.stringify(VIEW_CAPS)}`, ""].join("\n");
+  await buildModulesDir(dir, ["good"], { [name]: { toml, files: { "index.ts": readFileSync(new URL("./fixtures/hostile-round25-isolate/views.ts", import.meta.url), "utf8") } } });
+  const h = await startHost(t, { dir, modules: [], grants: { good: GOOD_GRANTS, [name]: VIEW_CAPS }, moduleLimits: { [name]: { memory_mb: 128, max_restarts: 0 } } });
+  await h.waitForState("good", "running", 60_000);
+  await h.waitForLog(/^ready$/, { source: name, timeoutMs: 60_000 });
+  const watch = watchHost(t, h);
+  await watch.round();
+  // The same 50 calls over a buffer of 1 MiB first: the isolate host's size with such calls.
+  let size = isolateHostPeak(h, name);
+  const small = await post(h, { jsonrpc: "2.0", id: 1, method: `${name}.send`, params: { mb: 1, calls: 50 } });
+  const baseMb = await size.stop();
+  t.is((small.json.result as { sent: number } | undefined)?.sent, 50, JSON.stringify(small.json));
+  const canary = watch.canaryLoop(500, 2);
+  size = isolateHostPeak(h, name);
+  const big = await post(h, { jsonrpc: "2.0", id: 2, method: `${name}.send`, params: { mb: BUFFER_MB, calls: 50 } });
+  const sendMb = await size.stop();
+  size = isolateHostPeak(h, name);
+  const t0 = Date.now();
+  const answer = await post(h, { jsonrpc: "2.0", id: 3, method: `${name}.answer`, params: { mb: BUFFER_MB } });
+  const answerMs = Date.now() - t0;
+  const answerMb = await size.stop();
+  await canary.stop();
+  t.is((big.json.result as { sent: number } | undefined)?.sent, 50, JSON.stringify(big.json).slice(0, 300));
+  t.deepEqual(answer.json.result, { b: "00" }, JSON.stringify(answer.json).slice(0, 300));
+  t.true(sendMb - baseMb < BUFFER_MB / 2, `publishing: the isolate host's largest size ${sendMb.toFixed(0)} MB, against ${baseMb.toFixed(0)} MB with a buffer of 1 MiB`);
+  t.true(answerMb - baseMb < BUFFER_MB / 2, `answering: the isolate host's largest size ${answerMb.toFixed(0)} MB, against ${baseMb.toFixed(0)} MB`);
+  t.is(h.status(name)?.state, "running");
+  t.log(`50 calls with a view over ${BUFFER_MB} MiB in ${(big.json.result as { ms?: number } | undefined)?.ms} ms (over 1 MiB: ${(small.json.result as { ms?: number } | undefined)?.ms} ms), the answer in ${answerMs} ms; the isolate host's largest size ${sendMb.toFixed(0)} / ${answerMb.toFixed(0)} MB against ${baseMb.toFixed(0)} MB; load ${load()}`);
+  watch.assertCanary(t);
+  await watch.finish(t, 1);
 });

@@ -17,7 +17,7 @@ import type {
   IsolateRuntime, LogFunction, MethodShape, ModuleMeta, Progress,
 } from "./contract.ts";
 import type { LogLevel } from "../../../protocol/messages.ts";
-import { AnswerError, byteSize, checkAnswer, checkParams, errorCode, errorMessage, isUint8Array, MAX_VALUES, put } from "./answer.ts";
+import { AnswerError, byteSize, checkAnswer, checkParams, errorCode, errorMessage, isUint8Array, MAX_VALUES, ownBytes, put } from "./answer.ts";
 import { packOps, packParams } from "./pack.ts";
 import { splitOps } from "./parts.ts";
 import { MAX_LOG_FIELDS_CHARS, plainFieldsSized, toText } from "./text.ts";
@@ -159,6 +159,8 @@ const request = (method: string, params: Params | Uint8Array): Promise<unknown> 
       reject(new ModhostError("quota_exceeded", tooManyCallBytesText(sized.bytes), method));
       return;
     }
+    // A view's bytes in a buffer of their own: a copy out of the isolate takes its whole buffer.
+    if (isUint8Array(sent)) sent = ownBytes(sent);
     const id = nextCall++;
     apply(mapSet, calls, [id, { method, resolve, reject }]);
     if (!outbox) {
