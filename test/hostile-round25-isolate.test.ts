@@ -15,6 +15,15 @@
 //             buffer (6.7 s for the 50 calls, against 31 ms; the isolate host +250 MB, near its
 //             ceiling at memory_mb 128). Now a view that is not its whole buffer is copied to one
 //             of its own in the isolate before it leaves (in-isolate/answer.ts ownBytes).
+//   churn     takes and gives back everything the host keeps for a module, round after round
+//             (timers in the isolate and the host's, subscriptions, JSON-RPC methods of fresh
+//             names, its module API, host calls abandoned) and throws from a handler
+//             (test/fixtures/hostile-round25-isolate/churn.ts): the host's census and the
+//             isolate host's size must not grow from one batch of rounds to the next. Found:
+//             ctx.events.unsubscribe left the isolate's handlers of those types in place, so a
+//             handler ran again beside a later subscription's (and they piled up), and every
+//             type subscribed to was kept in the isolate as an empty list after its last handler
+//             went (in-isolate/main.ts subscribe_events, unsubscribe_events).
 // While they run: the canary stores every block within 5 s, RPC answers within 5 s, no turn of
 // the host's loop takes 250 ms of its CPU, its heap, log and descriptors stay within bounds.
 
@@ -29,6 +38,7 @@ import { descendants } from "./helpers/procs.ts";
 import { post } from "./helpers/rpc.ts";
 import { inlineModule } from "./helpers/modules.ts";
 import { watchHost } from "./helpers/host-watch.ts";
+import { census, grown } from "./helpers/census.ts";
 
 const load = () => loadavg().map((l) => l.toFixed(1)).join(" ");
 
@@ -164,6 +174,53 @@ test.serial(`Uint8Array views of 1 byte over a buffer of ${BUFFER_MB} MiB, publi
   t.true(answerMb - baseMb < BUFFER_MB / 2, `answering: the isolate host's largest size ${answerMb.toFixed(0)} MB, against ${baseMb.toFixed(0)} MB`);
   t.is(h.status(name)?.state, "running");
   t.log(`50 calls with a view over ${BUFFER_MB} MiB in ${(big.json.result as { ms?: number } | undefined)?.ms} ms (over 1 MiB: ${(small.json.result as { ms?: number } | undefined)?.ms} ms), the answer in ${answerMs} ms; the isolate host's largest size ${sendMb.toFixed(0)} / ${answerMb.toFixed(0)} MB against ${baseMb.toFixed(0)} MB; load ${load()}`);
+  watch.assertCanary(t);
+  await watch.finish(t, 1);
+});
+
+const CHURN_CAPS = ["register_rpc_endpoint", "publish_events", "subscribe_events", "manage_timers", "register_module_api"];
+const CHURN_ROUNDS = 1000;
+
+test.serial(`a TypeScript module that takes and gives back timers, subscriptions, JSON-RPC methods and its API ${CHURN_ROUNDS} times a batch, abandons host calls and throws from a handler: from the second batch to the fourth the host's census does not grow and its isolate host grows by less than 32 MB; after ctx.events.unsubscribe, a later subscription's event reaches only the later handler; the canary stores every block and RPC answers`, async (t) => {
+  t.timeout(240_000);
+  const dir = await tempDir(t);
+  const name = "r25-churn";
+  const toml = [`name = "${name}"`, `version = "0.1.0"`, `entry_point = "index.ts"`, `description = "round 25 probe ${name}"`, `capabilities = ${JSON.stringify(CHURN_CAPS)}`, ""].join("\n");
+  await buildModulesDir(dir, ["good"], { [name]: { toml, files: { "index.ts": readFileSync(new URL("./fixtures/hostile-round25-isolate/churn.ts", import.meta.url), "utf8") } } });
+  const h = await startHost(t, { dir, modules: [], grants: { good: GOOD_GRANTS, [name]: CHURN_CAPS }, moduleLimits: { [name]: { max_restarts: 0, request_timeout_ms: 120_000, handler_timeout_ms: 120_000 } } });
+  await h.waitForState("good", "running", 60_000);
+  await h.waitForLog(/^ready$/, { source: name, timeoutMs: 60_000 });
+  const watch = watchHost(t, h);
+  const canary = watch.canaryLoop(500, 2);
+  const resubscribed = await post(h, { jsonrpc: "2.0", id: 1, method: `${name}.resubscribe`, params: {} });
+  t.deepEqual(resubscribed.json.result, { first: 0, second: 1 }, JSON.stringify(resubscribed.json));
+  let before: Awaited<ReturnType<typeof census>> | undefined;
+  let sizeBefore = 0;
+  const figures: string[] = [];
+  for (let batch = 1; batch <= 4; batch++) {
+    const r = await post(h, { jsonrpc: "2.0", id: 2, method: `${name}.churn`, params: { n: CHURN_ROUNDS } });
+    t.is((r.json.result as { rounds?: number } | undefined)?.rounds, CHURN_ROUNDS, JSON.stringify(r.json).slice(0, 300));
+    for (let i = 0; i < 200; i++) {
+      const thrown = await post(h, { jsonrpc: "2.0", id: 3, method: `${name}.throws`, params: {} });
+      if (!thrown.json.error) t.fail(`throws answered ${JSON.stringify(thrown.json).slice(0, 200)}`);
+    }
+    const size = isolateHostPeak(h, name);
+    await sleep(100);
+    const sizeMb = await size.stop();
+    const now = await census(h);
+    figures.push(`batch ${batch}: ${(r.json.result as { ms?: number }).ms} ms, isolate host ${sizeMb.toFixed(0)} MB, host heap ${now["process.heapMB"]} MB`);
+    if (batch === 2) {
+      before = now;
+      sizeBefore = sizeMb;
+    }
+    if (batch === 4) {
+      t.deepEqual(grown(before!, now, 2), [], "what the host holds grew from the second batch to the fourth");
+      t.true(sizeMb - sizeBefore < 32, `the isolate host ${sizeBefore.toFixed(0)} -> ${sizeMb.toFixed(0)} MB`);
+    }
+  }
+  await canary.stop();
+  t.is(h.status(name)?.state, "running");
+  t.log(`${figures.join("; ")}; load ${load()}`);
   watch.assertCanary(t);
   await watch.finish(t, 1);
 });

@@ -308,21 +308,32 @@ const specialMethods = (): Record<string, (wire: Wire) => Fn> => ({
       if (!handlers.has(t)) handlers.set(t, []);
       handlers.get(t)!.push(handler as Fn);
     }
+    // A type without handlers is dropped from the map: one kept as an empty list for every type
+    // ever subscribed to grew the map without end under subscribe/unsubscribe churn.
+    const drop = (t: string) => {
+      const left = (handlers.get(t) || []).filter((h) => h !== handler);
+      if (left.length > 0) handlers.set(t, left);
+      else handlers.delete(t);
+      return left.length;
+    };
     try {
       await wire({ types: list });
     } catch (err) {
-      for (const t of list) handlers.set(t, (handlers.get(t) || []).filter((h) => h !== handler));
+      for (const t of list) drop(t);
       throw err;
     }
     return async () => {
       const gone: string[] = [];
-      for (const t of list) {
-        const left = (handlers.get(t) || []).filter((h) => h !== handler);
-        handlers.set(t, left);
-        if (left.length === 0) gone.push(t);
-      }
+      for (const t of list) if (drop(t) === 0) gone.push(t);
       if (gone.length) await request("unsubscribe_events", { types: gone });
     };
+  },
+  // The host no longer delivers these types: their handlers go too. Kept, they ran again beside
+  // a later subscription's handler (and piled up, one per subscribe and unsubscribe).
+  unsubscribe_events: (wire) => async (types) => {
+    const result = await wire({ types });
+    if (Array.isArray(types)) for (const t of types) handlers.delete(t as string);
+    return result;
   },
   register_module_api: (wire) => async (api) => {
     const fns = asFunctions(api);
