@@ -6,9 +6,14 @@
 //               doubling  `A1 = A0 + A0, A2 = A1 + A1, ...`, 22 lines (~600 bytes): a string of
 //                         64 MiB, its bundle 134 MB; 30 lines would ask for 32 GB
 //               inliner   a 300 KB enum string used 150 times: a bundle of 45 MB, from 300 KB
+//               imports   20,000 imports of distinct bare names (`import "x0";`, 330 KB): each
+//                         one a callback of the build's plugins on the host's loop and an error
+//                         esbuild keeps (1 MB of them, 59,000: 89 s to fail, 21.5 s of the host's CPU)
 //             Now esbuild's service is ended past MAX_BUNDLER_RSS_MB (runtime/isolate/
-//             bundler-watch.ts) and a bundle past MAX_BUNDLE_BYTES is refused before the host
-//             decodes it; each load fails naming the limit and a module loaded after it runs.
+//             bundler-watch.ts), a bundle past MAX_BUNDLE_BYTES is refused before the host
+//             decodes it, and sources that may import more than MAX_IMPORTS times are refused
+//             before esbuild parses them (compile.ts); each load fails naming the limit and a
+//             module loaded after them runs.
 //   views     Uint8Array views of 1 byte over a buffer of 96 MiB (test/fixtures/hostile-round25-
 //             isolate/views.ts), handed to ctx.events.publish 50 times and answered by an RPC
 //             method: each was counted as 1 byte, and each copy out of the isolate took the whole
@@ -31,7 +36,7 @@ import test from "ava";
 import { readFileSync } from "node:fs";
 import { readdir, readFile } from "node:fs/promises";
 import { loadavg } from "node:os";
-import { MAX_BUNDLE_BYTES } from "../runtime/isolate/compile.ts";
+import { MAX_BUNDLE_BYTES, MAX_IMPORTS } from "../runtime/isolate/compile.ts";
 import { MAX_BUNDLER_RSS_MB } from "../runtime/isolate/bundler-watch.ts";
 import { buildModulesDir, GOOD_GRANTS, sleep, startHost, tempDir, writeModule, type TestHost } from "./helpers/host.ts";
 import { descendants } from "./helpers/procs.ts";
@@ -74,7 +79,7 @@ function doublingSource(lines: number): string {
   return `enum E {\n  ${members.join(",\n  ")},\n}\nexport const last = E.A${lines};`;
 }
 
-test.serial(`TypeScript sources that esbuild folds into a string of 64 MiB (enum members doubling one another, ~600 bytes) or inlines into a bundle of 45 MB (a 300 KB enum string used 150 times) fail their load naming MAX_BUNDLER_RSS_MB and MAX_BUNDLE_BYTES, the bundler stays within 2 x MAX_BUNDLER_RSS_MB + 256 MB, a module loaded after them runs, the canary stores every block and RPC answers`, async (t) => {
+test.serial(`TypeScript sources that esbuild folds into a string of 64 MiB (enum members doubling one another, ~600 bytes), inlines into a bundle of 45 MB (a 300 KB enum string used 150 times) or that import 20,000 distinct bare names fail their load naming MAX_BUNDLER_RSS_MB, MAX_BUNDLE_BYTES and MAX_IMPORTS (the last within 5 s), the bundler stays within 2 x MAX_BUNDLER_RSS_MB + 256 MB, a module loaded after them runs, the canary stores every block and RPC answers`, async (t) => {
   t.timeout(240_000);
   const h = await startHost(t, { modules: ["good"], grants: { good: GOOD_GRANTS } });
   const watch = watchHost(t, h);
@@ -84,6 +89,8 @@ test.serial(`TypeScript sources that esbuild folds into a string of 64 MiB (enum
   const inliner = inlineModule("r25-inliner", [], "void uses;", `import { E } from "./e.ts";\nexport const uses = [${"E.A,".repeat(150)}];`);
   inliner.files["e.ts"] = `export enum E { A = "${"x".repeat(300_000)}" }\n`;
   await writeModule(modulesDir, "r25-inliner", inliner);
+  const imports = Array.from({ length: 20_000 }, (_, i) => `import "x${i}";`).join("\n");
+  await writeModule(modulesDir, "r25-imports", inlineModule("r25-imports", [], "", imports));
   const peak = bundlerPeak();
   const canary = watch.canaryLoop(500, 2);
 
@@ -95,6 +102,12 @@ test.serial(`TypeScript sources that esbuild folds into a string of 64 MiB (enum
   const inlined = await t.throwsAsync(h.manager.load("r25-inliner"));
   const inlinerMs = Date.now() - t1;
   t.regex(inlined!.message, /more than the \d+ allowed \(MAX_BUNDLE_BYTES\)/, inlined!.message.slice(0, 300));
+  const t2 = Date.now();
+  const imported = await t.throwsAsync(h.manager.load("r25-imports"));
+  const importsMs = Date.now() - t2;
+  t.regex(imported!.message, new RegExp(`more than ${MAX_IMPORTS} times \\(MAX_IMPORTS`), imported!.message.slice(0, 300));
+  // Refused after reading the file (330 KB), before esbuild parses it: tens of ms; 5 s leaves room for a loaded machine.
+  t.true(importsMs < 5000, `the imports' load failed after ${importsMs} ms`);
   const peakMb = await peak.stop();
   await canary.stop();
 
@@ -104,10 +117,10 @@ test.serial(`TypeScript sources that esbuild folds into a string of 64 MiB (enum
   await writeModule(modulesDir, "r25-after", inlineModule("r25-after", [], `ctx.log.info("after started");`));
   const after = await h.manager.load("r25-after");
   t.is(after.state, "running");
-  t.log(`doubling refused in ${doublingMs} ms, inliner in ${inlinerMs} ms (MAX_BUNDLE_BYTES ${MAX_BUNDLE_BYTES}); the bundler's largest size ${peakMb.toFixed(0)} MB (MAX_BUNDLER_RSS_MB ${MAX_BUNDLER_RSS_MB}); load ${load()}`);
+  t.log(`doubling refused in ${doublingMs} ms, inliner in ${inlinerMs} ms (MAX_BUNDLE_BYTES ${MAX_BUNDLE_BYTES}), imports in ${importsMs} ms; the bundler's largest size ${peakMb.toFixed(0)} MB (MAX_BUNDLER_RSS_MB ${MAX_BUNDLER_RSS_MB}); load ${load()}`);
   await watch.round();
   watch.assertCanary(t);
-  await watch.finish(t, 2);
+  await watch.finish(t, 3);
 });
 
 /** The largest size (VmRSS, MB) of a module's isolate host (its node process), sampled every 20 ms until stop(). */
