@@ -10,7 +10,7 @@
 // runs each such build once more: the module whose sources do it does it again, and its load
 // fails naming the limit).
 
-import { readdir, readFile } from "node:fs/promises";
+import { readFile } from "node:fs/promises";
 
 /** The resident size esbuild's service may reach while it bundles modules (a 2 MiB source builds in ~60 MB). */
 export const MAX_BUNDLER_RSS_MB = 512;
@@ -44,17 +44,18 @@ export function bundlerOverruns(): { count: number; lastMb: number } {
   return { count: overruns, lastMb: lastOverrunMb };
 }
 
-/** esbuild processes that are children of this one (Linux: /proc/self/task/<tid>/children). */
+/**
+ * esbuild processes that are children of this one: those the main thread started (Linux:
+ * /proc/self/task/<pid>/children; esbuild's JavaScript API spawns its service from the thread
+ * that builds, the host's main thread). Three small reads a sample.
+ */
 async function esbuildChildren(): Promise<number[]> {
   const pids: number[] = [];
-  const tasks = await readdir("/proc/self/task").catch(() => [] as string[]);
-  for (const t of tasks) {
-    const kids = await readFile(`/proc/self/task/${t}/children`, "utf8").catch(() => "");
-    for (const k of kids.split(" ")) {
-      if (!k.trim()) continue;
-      const comm = await readFile(`/proc/${k}/comm`, "utf8").catch(() => "");
-      if (comm.trim() === "esbuild") pids.push(Number(k));
-    }
+  const kids = await readFile(`/proc/self/task/${process.pid}/children`, "utf8").catch(() => "");
+  for (const k of kids.split(" ")) {
+    if (!k.trim()) continue;
+    const comm = await readFile(`/proc/${k}/comm`, "utf8").catch(() => "");
+    if (comm.trim() === "esbuild") pids.push(Number(k));
   }
   return pids;
 }
@@ -73,7 +74,7 @@ async function sample(): Promise<void> {
         continue;
       }
       overruns++;
-      lastOverrunMb = Math.round(mb);
+      lastOverrunMb = Math.ceil(mb);
     }
   } finally {
     sampling = false;
