@@ -11,6 +11,7 @@ import { builtinModules } from "node:module";
 import * as esbuild from "esbuild";
 import { MAX_SOURCE_FILE_BYTES, type HashedFile } from "./hashing.ts";
 import { bundleCache, type BundleCache } from "./bundle-cache.ts";
+import { bundlerOverruns, MAX_BUNDLER_RSS_MB, watchBuild } from "./bundler-watch.ts";
 import { checkModuleFile, ModuleFileError, readModuleFile, type FileLimit } from "../module-file.ts";
 
 export interface CompiledModule {
@@ -47,6 +48,20 @@ const BUILTINS = new Set(builtinModules);
 export const MAX_SOURCE_BYTES = 2 * 1024 * 1024;
 /** Files one bundle is built from. */
 export const MAX_SOURCE_FILES = 1000;
+/**
+ * Imports of one bundle, at most: counted before esbuild parses a file, as the words that can
+ * make one (`import`, `require`, `from`, `url(` and `\u` escapes, which can spell `require`),
+ * so the count is at least the imports. Each import is a callback of the build's plugins on the
+ * host's loop (~50-180 us) and, refused, an error esbuild keeps: 1 MB of `import "xN";` (59,000
+ * bare names) took 89 s to fail, 21.5 s of the host's CPU. The shipped modules have at most 90.
+ */
+export const MAX_IMPORTS = 4096;
+/**
+ * Bytes of the bundle esbuild makes of them, checked before the host decodes it: esbuild
+ * inlines TypeScript enum values (bundler-watch.ts), so small sources can make a bundle of
+ * hundreds of MB. 2 MiB of sources of the costliest characters make ~15 MiB with the source map.
+ */
+export const MAX_BUNDLE_BYTES = 32 * 1024 * 1024;
 
 const SOURCE_FILE_LIMIT: FileLimit = {
   maxBytes: MAX_SOURCE_FILE_BYTES,
@@ -111,6 +126,11 @@ async function build(root: string, entry: string): Promise<CompiledModule> {
   const resolverFiles = new ResolverFiles(root);
   const entryProblem = await resolverFiles.check(entry);
   if (entryProblem) throw new CompileError(entryProblem);
+  // The first MAX_REPORTED_ERRORS refusals are esbuild errors; the rest are only counted (each
+  // marked external, which esbuild takes at no cost: an error is ~0.3-1.5 ms of its time) and
+  // said after the errors shown. The build fails either way.
+  let refusals = 0;
+  const refused = (text: string): esbuild.OnResolveResult => (++refusals <= MAX_REPORTED_ERRORS ? { errors: [{ text }] } : { path: `refused:${refusals}`, external: true });
   const refuse: esbuild.Plugin = {
     name: "modhost-imports",
     setup(build) {
@@ -119,10 +139,10 @@ async function build(root: string, entry: string): Promise<CompiledModule> {
         const spec = args.path;
         const where = path.relative(root, args.importer) || args.importer;
         if (spec.startsWith("node:") || BUILTINS.has(spec) || BUILTINS.has(spec.split("/")[0]!)) {
-          return { errors: [{ text: `"${spec}" is a Node.js built-in, which does not exist inside an isolate (imported by ${where}); use the capabilities on ctx instead` }] };
+          return refused(`"${spec}" is a Node.js built-in, which does not exist inside an isolate (imported by ${where}); use the capabilities on ctx instead`);
         }
         if (!spec.startsWith("./") && !spec.startsWith("../")) {
-          return { errors: [{ text: `"${spec}" is not a relative import (imported by ${where}); a module may bundle only its own files: copy what you need into the module directory and import it with "./"` }] };
+          return refused(`"${spec}" is not a relative import (imported by ${where}); a module may bundle only its own files: copy what you need into the module directory and import it with "./"`);
         }
         const resolved = path.resolve(path.dirname(args.importer), spec);
         let real = resolved;
@@ -132,10 +152,10 @@ async function build(root: string, entry: string): Promise<CompiledModule> {
           // Not found as written; esbuild tries extensions next. Still check the directory.
         }
         if (real !== root && !real.startsWith(root + path.sep)) {
-          return { errors: [{ text: `"${spec}" (imported by ${where}) is outside the module directory` }] };
+          return refused(`"${spec}" (imported by ${where}) is outside the module directory`);
         }
         const problem = await resolverFiles.check(resolved);
-        return problem ? { errors: [{ text: problem }] } : undefined;
+        return problem ? refused(problem) : undefined;
       });
     },
   };
@@ -143,6 +163,7 @@ async function build(root: string, entry: string): Promise<CompiledModule> {
   // their hashes are the module's identity (no window between hashing and bundling).
   const sources = new Map<string, HashedFile>();
   let sourceBytes = 0;
+  let importWords = 0;
   const snapshot: esbuild.Plugin = {
     name: "modhost-snapshot",
     setup(build) {
@@ -165,6 +186,10 @@ async function build(root: string, entry: string): Promise<CompiledModule> {
         if (sourceBytes > MAX_SOURCE_BYTES) {
           return { errors: [{ text: `${rel}: the bundle's sources pass ${MAX_SOURCE_BYTES} bytes together (MAX_SOURCE_BYTES); keep large data out of the sources (a module can read it from its data directory)` }] };
         }
+        importWords += importWordsIn(read.bytes);
+        if (importWords > MAX_IMPORTS) {
+          return { errors: [{ text: `${rel}: the bundle's sources may import more than ${MAX_IMPORTS} times (MAX_IMPORTS; counted as the words import, require, from, url( and \\u escapes, ${importWords} so far); merge files, or import fewer names` }] };
+        }
         sources.set(rel, { path: rel, sha256: read.sha256, size: read.bytes.byteLength });
         return { contents: read.bytes, loader: "default" };
       });
@@ -172,6 +197,8 @@ async function build(root: string, entry: string): Promise<CompiledModule> {
   };
   let result: esbuild.BuildResult<{ write: false; metafile: true }>;
   const run = () => esbuild.build({ ...BUILD_OPTIONS, entryPoints: [entry], absWorkingDir: root, plugins: [refuse, snapshot] });
+  const overrunsBefore = bundlerOverruns().count;
+  const ended = watchBuild();
   try {
     try {
       result = await run();
@@ -185,6 +212,10 @@ async function build(root: string, entry: string): Promise<CompiledModule> {
   } catch (err) {
     if (STOPPED.test((err as Error).message)) {
       await restartedBundler(err);
+      const overruns = bundlerOverruns();
+      if (overruns.count > overrunsBefore) {
+        throw new CompileError(`the bundler's process passed ${MAX_BUNDLER_RSS_MB} MB (MAX_BUNDLER_RSS_MB; it had ${overruns.lastMb} MB) while building this module and was ended, and the build stopped again when run once more on a new one: what esbuild makes of these sources is too large (sources nested hundreds of thousands deep; TypeScript enum members built from other members, or a long enum string used in many places, which esbuild inlines by value): use plain constants or a lookup instead`);
+      }
       throw new CompileError(`the bundler stopped twice while building this module (esbuild's service crashed: sources nested hundreds of thousands deep overflow its parser's stack); it is started again for the next build`);
     }
     const failure = err as esbuild.BuildFailure;
@@ -192,17 +223,29 @@ async function build(root: string, entry: string): Promise<CompiledModule> {
     // config errors do, so the line says which module's file it is and an editor can open it.
     const where = (file: string) => displayPath(path.resolve(root, file));
     const lines = (failure.errors ?? []).slice(0, MAX_REPORTED_ERRORS).map((e) => (e.location ? `${where(e.location.file)}:${e.location.line}:${e.location.column + 1}: ${e.text}\n${codeFrame(e.location)}` : e.text));
-    const more = (failure.errors?.length ?? 0) - MAX_REPORTED_ERRORS;
+    const more = (failure.errors?.length ?? 0) - MAX_REPORTED_ERRORS + Math.max(0, refusals - MAX_REPORTED_ERRORS);
     if (more > 0) lines.push(`(${more} more error(s) not shown)`);
     throw new CompileError(lines.length ? lines.join("\n") : (err as Error).message);
+  } finally {
+    ended();
   }
-  const code = result.outputFiles[0]!.text;
+  const output = result.outputFiles[0]!;
+  if (output.contents.byteLength > MAX_BUNDLE_BYTES) {
+    throw new CompileError(`the bundle esbuild made of this module is ${output.contents.byteLength} bytes, more than the ${MAX_BUNDLE_BYTES} allowed (MAX_BUNDLE_BYTES), from ${sourceBytes} bytes of sources: TypeScript enum values are inlined where they are used (a long enum string used in many places is copied to each); use plain constants or a lookup instead`);
+  }
+  const code = output.text;
   return {
     code,
     sha256: createHash("sha256").update(code).digest("hex"),
     files: Object.keys(result.metafile.inputs).sort(),
     sources: [...sources.values()],
   };
+}
+
+/** The words that can make an import (MAX_IMPORTS), in a source's bytes. */
+const IMPORT_WORDS = /import|require|from|url\(|\\u/g;
+function importWordsIn(bytes: Buffer): number {
+  return bytes.toString("latin1").match(IMPORT_WORDS)?.length ?? 0;
 }
 
 /** esbuild's errors when its service process has exited. */

@@ -17,7 +17,7 @@ import type {
   IsolateRuntime, LogFunction, MethodShape, ModuleMeta, Progress,
 } from "./contract.ts";
 import type { LogLevel } from "../../../protocol/messages.ts";
-import { AnswerError, byteSize, checkAnswer, checkParams, errorCode, errorMessage, isUint8Array, MAX_VALUES, put } from "./answer.ts";
+import { AnswerError, byteSize, checkAnswer, checkParams, errorCode, errorMessage, isUint8Array, MAX_VALUES, ownBytes, put } from "./answer.ts";
 import { packOps, packParams } from "./pack.ts";
 import { splitOps } from "./parts.ts";
 import { MAX_LOG_FIELDS_CHARS, plainFieldsSized, toText } from "./text.ts";
@@ -159,6 +159,8 @@ const request = (method: string, params: Params | Uint8Array): Promise<unknown> 
       reject(new ModhostError("quota_exceeded", tooManyCallBytesText(sized.bytes), method));
       return;
     }
+    // A view's bytes in a buffer of their own: a copy out of the isolate takes its whole buffer.
+    if (isUint8Array(sent)) sent = ownBytes(sent);
     const id = nextCall++;
     apply(mapSet, calls, [id, { method, resolve, reject }]);
     if (!outbox) {
@@ -306,21 +308,32 @@ const specialMethods = (): Record<string, (wire: Wire) => Fn> => ({
       if (!handlers.has(t)) handlers.set(t, []);
       handlers.get(t)!.push(handler as Fn);
     }
+    // A type without handlers is dropped from the map: one kept as an empty list for every type
+    // ever subscribed to grew the map without end under subscribe/unsubscribe churn.
+    const drop = (t: string) => {
+      const left = (handlers.get(t) || []).filter((h) => h !== handler);
+      if (left.length > 0) handlers.set(t, left);
+      else handlers.delete(t);
+      return left.length;
+    };
     try {
       await wire({ types: list });
     } catch (err) {
-      for (const t of list) handlers.set(t, (handlers.get(t) || []).filter((h) => h !== handler));
+      for (const t of list) drop(t);
       throw err;
     }
     return async () => {
       const gone: string[] = [];
-      for (const t of list) {
-        const left = (handlers.get(t) || []).filter((h) => h !== handler);
-        handlers.set(t, left);
-        if (left.length === 0) gone.push(t);
-      }
+      for (const t of list) if (drop(t) === 0) gone.push(t);
       if (gone.length) await request("unsubscribe_events", { types: gone });
     };
+  },
+  // The host no longer delivers these types: their handlers go too. Kept, they ran again beside
+  // a later subscription's handler (and piled up, one per subscribe and unsubscribe).
+  unsubscribe_events: (wire) => async (types) => {
+    const result = await wire({ types });
+    if (Array.isArray(types)) for (const t of types) handlers.delete(t as string);
+    return result;
   },
   register_module_api: (wire) => async (api) => {
     const fns = asFunctions(api);
