@@ -98,3 +98,52 @@ export function capConnections(server: http.Server, max: number, refusal: (open:
   };
   return cap;
 }
+
+/**
+ * Bytes that the requests in progress of a server hold (their bodies), all connections together,
+ * held to `cap`: a request whose bytes fit (or that finds nothing held) takes them at once; the
+ * others wait in order, their bodies unread (their sockets' buffers fill and their clients wait),
+ * until the ones before them let theirs go. Used by the JSON-RPC server (BODY_BYTES_IN_PROGRESS)
+ * and the Core facade (FACADE_BODY_BYTES_IN_PROGRESS).
+ */
+export class ByteRoom {
+  /** Bytes taken and not let go. */
+  held = 0;
+  /** Requests that had to wait. */
+  waited = 0;
+  private readonly waiters: Array<{ bytes: number; grant: () => void }> = [];
+
+  constructor(private readonly cap: number) {}
+
+  /** Take `bytes` for the request `res` answers: true at once or once they fit; false when its connection closed first. */
+  take(bytes: number, res: ServerResponse): Promise<boolean> | boolean {
+    if (this.waiters.length === 0 && (this.held === 0 || this.held + bytes <= this.cap)) {
+      this.held += bytes;
+      return true;
+    }
+    this.waited++;
+    return new Promise<boolean>((resolve) => {
+      const waiter = { bytes, grant: () => resolve(true) };
+      this.waiters.push(waiter);
+      res.once("close", () => {
+        const i = this.waiters.indexOf(waiter);
+        if (i < 0) return;
+        this.waiters.splice(i, 1);
+        resolve(false);
+        this.release(0);
+      });
+    });
+  }
+
+  /** Let go of `bytes`, and grant the waiting requests that now fit, in order. */
+  release(bytes: number): void {
+    this.held -= bytes;
+    while (this.waiters.length > 0) {
+      const first = this.waiters[0]!;
+      if (this.held > 0 && this.held + first.bytes > this.cap) break;
+      this.waiters.shift();
+      this.held += first.bytes;
+      first.grant();
+    }
+  }
+}

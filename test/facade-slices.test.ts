@@ -8,7 +8,7 @@
 import test, { type ExecutionContext } from "ava";
 import http from "node:http";
 import { randomBytes } from "node:crypto";
-import { CoreFacade, FACADE_ANSWER_BYTES_HELD, MAX_ID_JSON_CHARS } from "../chain/bitcoind/facade.ts";
+import { CoreFacade, FACADE_ANSWER_BYTES_HELD, FACADE_BODY_BYTES_IN_PROGRESS, MAX_ID_JSON_CHARS } from "../chain/bitcoind/facade.ts";
 import type { ChainBackend } from "../chain/backend.ts";
 import { rpcauthLine } from "../chain/bitcoind/rpcauth.ts";
 import { EmbeddedChain } from "../chain/embedded.ts";
@@ -224,4 +224,39 @@ test.serial("the answers of requests in progress are held to FACADE_ANSWER_BYTES
   t.is(facade.answerBytesHeld, 0, "nothing is held once the answers are written");
   const lone = await request(facade.rpcUrl, { method: "getblock", params: [hash, 2], id: 1 });
   t.is((JSON.parse((await readAll(lone)).toString()) as Reply).result!.tx.length, 3001, "a call alone is answered whole");
+});
+
+test.serial("request bodies in progress are held to FACADE_BODY_BYTES_IN_PROGRESS for all clients together: of four clients each sending a body of 30 MB, two are read at once and the others wait unread; each is answered once there is room", async (t) => {
+  const chain = await EmbeddedChain.create();
+  const facade = new CoreFacade({ backend: chain, rpcauth: [rpcauthLine(USER, PASSWORD)] });
+  await facade.start();
+  t.teardown(() => facade.stop());
+  const SIZE = 30 * 1024 * 1024;
+  const call = Buffer.from(JSON.stringify([{ method: "getblockcount", params: [], id: 1 }]));
+  const body = Buffer.concat([call, Buffer.alloc(SIZE - call.length, " ")]);
+  const FIRST = 1024 * 1024;
+  const clients = [0, 1, 2, 3].map(() => {
+    const req = http.request(facade.rpcUrl, { method: "POST", agent: false, auth: `${USER}:${PASSWORD}`, headers: { "content-type": "application/json", "content-length": SIZE } });
+    const answered = new Promise<{ status: number | undefined; text: string }>((resolve, reject) => {
+      req.on("response", async (res) => resolve({ status: res.statusCode, text: (await readAll(res)).toString() }));
+      req.on("error", reject);
+    });
+    req.write(body.subarray(0, FIRST));
+    return { req, answered };
+  });
+  // Every client has sent its head and the first MiB of its body.
+  const deadline = Date.now() + 10_000;
+  while (facade.bodies.held + facade.bodies.waited * SIZE < 4 * SIZE && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  const heldThen = facade.bodies.held;
+  const waitedThen = facade.bodies.waited;
+  t.log(`with four bodies of ${SIZE} bytes under way: ${heldThen} bytes counted in progress (FACADE_BODY_BYTES_IN_PROGRESS ${FACADE_BODY_BYTES_IN_PROGRESS}), ${waitedThen} requests waiting`);
+  t.is(heldThen, 2 * SIZE, "two bodies are in progress");
+  t.is(waitedThen, 2, "the two others wait (before: all four read at once)");
+  for (const c of clients) c.req.end(body.subarray(FIRST));
+  const answers = await Promise.all(clients.map((c) => c.answered));
+  t.deepEqual(answers.map((a) => a.status), [200, 200, 200, 200]);
+  const height = await chain.getBlockHeight();
+  t.true(answers.every((a) => (JSON.parse(a.text) as Array<{ result: number }>)[0]!.result === height), "each is answered");
+  await new Promise((r) => setTimeout(r, 50));
+  t.is(facade.bodies.held, 0, "nothing counted once all are answered");
 });

@@ -22,7 +22,7 @@ import { bytesOfRaw, hexOfRaw } from "../backend.ts";
 import { difficultyFromBits, workFromBits } from "../serialise.ts";
 import { JsonLimitError, parseJson } from "../json-off.ts";
 import { Slicer } from "../slices.ts";
-import { capConnections, TIMEOUT_CHECK_EVERY_MS } from "../http-caps.ts";
+import { ByteRoom, capConnections, TIMEOUT_CHECK_EVERY_MS } from "../http-caps.ts";
 import { bitsToHex, coreChainName, satsToBtc, scriptAsm, scriptType } from "./convert.ts";
 import { checkRpcauth } from "./rpcauth.ts";
 import { RPC_CODES } from "./rpc.ts";
@@ -114,6 +114,18 @@ class JsonText {
  * 10,000 such calls, and 256 connections may each have 16 requests in progress.
  */
 export const FACADE_ANSWER_BYTES_HELD = 64 * 1024 * 1024;
+
+/**
+ * Bytes of request bodies in progress (announced by Content-Length, or the body limit for a
+ * chunked one until it is read; not yet answered), all connections together, bodies of at most
+ * SMALL_BODY_BYTES not counted. A request that would pass it waits, its body unread, until
+ * earlier requests are answered (or its 60 s request timeout). A body is held, then parsed (up
+ * to two values per token counted), until its answer is written; each may be 32 MiB and 256
+ * connections may each pipeline 16, so nothing but the client's upload bounded them together.
+ * Two bodies of the largest size.
+ */
+export const FACADE_BODY_BYTES_IN_PROGRESS = 64 * 1024 * 1024;
+const SMALL_BODY_BYTES = 4096;
 
 /** What one piece of a JsonText costs beyond its characters: a string's header and its place in the array. */
 const PIECE_OVERHEAD_BYTES = 24;
@@ -246,6 +258,8 @@ export class CoreFacade {
   rpcUrl = "";
   /** Requests whose client went away before its body's end. */
   clientsGone = 0;
+  /** Request bodies in progress (FACADE_BODY_BYTES_IN_PROGRESS). */
+  readonly bodies = new ByteRoom(FACADE_BODY_BYTES_IN_PROGRESS);
   /** Bytes the answers of requests in progress hold (FACADE_ANSWER_BYTES_HELD). */
   answerBytesHeld = 0;
   /** Answers refused for FACADE_ANSWER_BYTES_HELD. */
@@ -326,6 +340,13 @@ export class CoreFacade {
     }
     const limit = this.opts.maxBodyBytes ?? 32 * 1024 * 1024;
     const maxTokens = TOKENS_PER_CALL * (this.opts.maxBatch ?? DEFAULT_MAX_BATCH);
+    // Bodies of requests in progress, all connections together, before anything is read.
+    const declared = Number(req.headers["content-length"]);
+    let held = Number.isFinite(declared) ? (declared <= SMALL_BODY_BYTES ? 0 : Math.min(declared, limit)) : limit;
+    if (held > 0) {
+      if (!(await this.bodies.take(held, res))) return;
+      res.once("close", () => this.bodies.release(held));
+    }
     const chunks: Buffer[] = [];
     let size = 0;
     let tokens = 0;
@@ -346,6 +367,10 @@ export class CoreFacade {
       // host's last resort stop the host (host/last-resort.ts).
       this.clientsGone++;
       return;
+    }
+    if (size < held) {
+      this.bodies.release(held - size);
+      held = size;
     }
     // Parsed off the loop when large (chain/json-off.ts): 32 MB of one string cost 0.64-0.99 s
     // of one turn at load 14-17 parsed here. Its values are at most two per token counted.

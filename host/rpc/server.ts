@@ -33,6 +33,7 @@ import { readFileSync } from "node:fs";
 import http, { type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo, Socket } from "node:net";
 import { performance } from "node:perf_hooks";
+import { ByteRoom } from "../../chain/http-caps.ts";
 import { JsonLimitError, parseJson } from "../../chain/json-off.ts";
 import type { RpcAuth } from "./auth.ts";
 import { jsonBytesAtLeast, jsonChunks, JsonTooLargeError, smallJson } from "./json-writer.ts";
@@ -498,10 +499,8 @@ export class RpcServer {
   private answerBytesHeld = 0;
   /** ANSWER_BYTES_HELD, or max_response_bytes where that is more (one batch may always reach it). */
   private readonly answersHeldCap: number;
-  /** Bytes of request bodies in progress (read or announced, not yet answered), all connections together. */
-  private bodyBytesHeld = 0;
-  /** Requests waiting for their body to fit in BODY_BYTES_IN_PROGRESS, in order. */
-  private readonly bodyWaiters: Array<{ bytes: number; grant: () => void }> = [];
+  /** Bytes of request bodies in progress (read or announced, not yet answered), all connections together (BODY_BYTES_IN_PROGRESS). */
+  private readonly bodies = new ByteRoom(BODY_BYTES_IN_PROGRESS);
   /** The loop's turns as JSON-RPC calls take them, all clients together. */
   private readonly share = new TurnShare();
   /** Answers over UNSENT_COUNTED_FROM written and not yet taken by their sockets, oldest first: their bytes. */
@@ -825,8 +824,10 @@ export class RpcServer {
     const declared = Number(req.headers["content-length"]);
     let held = Number.isFinite(declared) ? (declared > SMALL_BODY_BYTES && declared <= limit ? declared : 0) : limit;
     if (held > 0) {
-      if (!(await this.roomForBody(held, res))) return;
-      res.once("close", () => this.releaseBody(held));
+      const room = this.bodies.take(held, res);
+      if (room !== true) this.stats.bodiesWaited++;
+      if (!(await room)) return;
+      res.once("close", () => this.bodies.release(held));
     }
     const raw = await readBody(req, res, limit);
     if (raw === null) {
@@ -844,7 +845,7 @@ export class RpcServer {
       return;
     }
     if (raw.length < held) {
-      this.releaseBody(held - raw.length);
+      this.bodies.release(held - raw.length);
       held = raw.length;
     }
     const parsed = await parseJsonRpcBody(raw, this.limits);
@@ -1082,43 +1083,6 @@ export class RpcServer {
     return error;
   }
 
-
-  /**
-   * Count a body of `bytes` against BODY_BYTES_IN_PROGRESS, at once when it fits (or no other is
-   * held), else once the bodies before it in line have been let go; meanwhile the request's
-   * body is not read (its socket's buffers fill and its client waits). False when the request's
-   * connection closed first.
-   */
-  private roomForBody(bytes: number, res: ServerResponse): Promise<boolean> | boolean {
-    if (this.bodyWaiters.length === 0 && (this.bodyBytesHeld === 0 || this.bodyBytesHeld + bytes <= BODY_BYTES_IN_PROGRESS)) {
-      this.bodyBytesHeld += bytes;
-      return true;
-    }
-    this.stats.bodiesWaited++;
-    return new Promise<boolean>((resolve) => {
-      const waiter = { bytes, grant: () => resolve(true) };
-      this.bodyWaiters.push(waiter);
-      res.once("close", () => {
-        const i = this.bodyWaiters.indexOf(waiter);
-        if (i < 0) return;
-        this.bodyWaiters.splice(i, 1);
-        resolve(false);
-        this.releaseBody(0);
-      });
-    });
-  }
-
-  /** Let go of `bytes` of a body held, and count in the waiting bodies that now fit, in order. */
-  private releaseBody(bytes: number): void {
-    this.bodyBytesHeld -= bytes;
-    while (this.bodyWaiters.length > 0) {
-      const first = this.bodyWaiters[0]!;
-      if (this.bodyBytesHeld > 0 && this.bodyBytesHeld + first.bytes > BODY_BYTES_IN_PROGRESS) break;
-      this.bodyWaiters.shift();
-      this.bodyBytesHeld += first.bytes;
-      first.grant();
-    }
-  }
 
   /** One JSON-RPC request, started in its place in the loop's turn share (TurnShare). */
   private async started(item: unknown, client: ClientWait, moduleCall: boolean, conn: object): Promise<JsonRpcResponse | undefined> {
