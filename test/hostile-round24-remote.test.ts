@@ -28,61 +28,22 @@ import { rpcauthLine } from "../chain/bitcoind/rpcauth.ts";
 import { EmbeddedChain } from "../chain/embedded.ts";
 import { InspectorServer, MAX_INSPECTOR_CONNECTIONS } from "../host/inspector.ts";
 import { inlineModule } from "./helpers/modules.ts";
-import { cookieAuth, postHalfClosed } from "./helpers/rpc.ts";
+import { cookieAuth, PIPELINE_FLOODER, postHalfClosed } from "./helpers/rpc.ts";
 import { watchHost } from "./helpers/host-watch.ts";
 import { pendingOf } from "./helpers/census.ts";
 import { MAX_PIPELINED_REQUESTS, MODULE_CALLS_PER_TURN } from "../host/rpc/server.ts";
 
-/**
- * A child process keeping `conns` raw connections to the host's RPC server, each with `pipelined`
- * POSTs of `body` (with `auth` "-": `body` is the whole request) in progress (a new one sent as each answer arrives), for `ms`; then it prints
- * the answers' statuses counted. A child, so that the host's loop (this process's) does not
- * run the clients' work too.
- */
-const FLOODER = `
-const net = require("node:net");
-const [port, auth, conns, pipelined, ms] = process.argv.slice(1);
-const body = require("node:fs").readFileSync(0, "utf8");
-const request = auth === "-" ? Buffer.from(body, "latin1") : Buffer.from("POST / HTTP/1.1\\r\\nHost: x\\r\\nAuthorization: " + auth + "\\r\\nContent-Type: application/json\\r\\nContent-Length: " + Buffer.byteLength(body) + "\\r\\n\\r\\n" + body);
-const statuses = {};
-let running = true;
-const sockets = [];
-for (let i = 0; i < Number(conns); i++) {
-  const s = net.connect(Number(port), "127.0.0.1");
-  sockets.push(s);
-  let buf = Buffer.alloc(0);
-  s.on("error", () => {});
-  s.on("connect", () => { for (let j = 0; j < Number(pipelined); j++) s.write(request); });
-  s.on("data", (d) => {
-    buf = buf.length === 0 ? d : Buffer.concat([buf, d]);
-    for (;;) {
-      const end = buf.indexOf("\\r\\n\\r\\n");
-      if (end < 0) return;
-      const head = buf.subarray(0, end).toString("latin1");
-      const length = Number(/content-length: (\\d+)/i.exec(head)?.[1] ?? 0);
-      if (buf.length < end + 4 + length) return;
-      buf = buf.subarray(end + 4 + length);
-      const status = head.slice(9, 12);
-      if (status === "102") continue;
-      statuses[status] = (statuses[status] ?? 0) + 1;
-      if (running) s.write(request);
-    }
-  });
-}
-setTimeout(() => {
-  running = false;
-  for (const s of sockets) s.destroy();
-  process.stdout.write(JSON.stringify(statuses));
-}, Number(ms));
-`;
-
+/** `conns` raw connections to the host's RPC server pipelining `body` for `ms` (PIPELINE_FLOODER, a child process); the answers' statuses counted. */
 function flood(h: TestHost, auth: string, conns: number, pipelined: number, body: string, ms: number): Promise<Record<string, number>> {
   const a = h.host.rpcServer!.address!;
-  const child = spawn(process.execPath, ["-e", FLOODER, String(a.port), auth, String(conns), String(pipelined), String(ms)], { stdio: ["pipe", "pipe", "inherit"] });
-  child.stdin.end(body);
+  const child = spawn(process.execPath, ["-e", PIPELINE_FLOODER, String(a.port), auth, String(conns), String(pipelined), String(ms)], { stdio: ["pipe", "pipe", "inherit"] });
+  child.stdin.end(body, auth === "-" ? "latin1" : "utf8");
   let out = "";
   child.stdout.on("data", (d: Buffer) => (out += d));
-  return new Promise((resolve) => child.on("exit", () => resolve(out === "" ? {} : JSON.parse(out))));
+  return new Promise((resolve) => child.on("exit", () => {
+    const statuses = out.replace(/^started\n/, "");
+    resolve(statuses === "" ? {} : JSON.parse(statuses));
+  }));
 }
 
 const PING_CAPS = ["register_rpc_endpoint"];

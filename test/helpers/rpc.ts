@@ -153,3 +153,49 @@ export function postHalfClosed(h: TestHost, auth: string, body: unknown, version
   socket.end(`POST / HTTP/${version}\r\n${host}Authorization: ${auth}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(text)}\r\n\r\n${text}`);
   return { socket, said: () => said, closed };
 }
+
+/**
+ * A child process's script (node -e) that pipelines requests at a JSON-RPC server:
+ * `port auth conns pipelined ms`, the body on stdin. Each of `conns` connections writes
+ * `pipelined` POSTs of the body (or, with auth "-", the body as raw bytes: a request of the
+ * test's own making), and one more for each answer read (102 Processing not counted), until `ms`
+ * have passed. Prints "started" once it runs, then its answers' HTTP statuses as JSON
+ * ({"200": n, ...}). A process of its own: its work is not the host's loop's.
+ */
+export const PIPELINE_FLOODER = `
+const net = require("node:net");
+const [port, auth, conns, pipelined, ms] = process.argv.slice(1);
+const body = require("node:fs").readFileSync(0);
+const request = auth === "-" ? body : Buffer.concat([Buffer.from("POST / HTTP/1.1\\r\\nHost: x\\r\\nAuthorization: " + auth + "\\r\\nContent-Type: application/json\\r\\nContent-Length: " + body.length + "\\r\\n\\r\\n", "latin1"), body]);
+const statuses = {};
+let running = true;
+const sockets = [];
+for (let i = 0; i < Number(conns); i++) {
+  const s = net.connect(Number(port), "127.0.0.1");
+  sockets.push(s);
+  let buf = Buffer.alloc(0);
+  s.on("error", () => {});
+  s.on("connect", () => { for (let j = 0; j < Number(pipelined); j++) s.write(request); });
+  s.on("data", (d) => {
+    buf = buf.length === 0 ? d : Buffer.concat([buf, d]);
+    for (;;) {
+      const end = buf.indexOf("\\r\\n\\r\\n");
+      if (end < 0) return;
+      const head = buf.subarray(0, end).toString("latin1");
+      const length = Number(/content-length: (\\d+)/i.exec(head)?.[1] ?? 0);
+      if (buf.length < end + 4 + length) return;
+      buf = buf.subarray(end + 4 + length);
+      const status = head.slice(9, 12);
+      if (status === "102") continue;
+      statuses[status] = (statuses[status] ?? 0) + 1;
+      if (running) s.write(request);
+    }
+  });
+}
+process.stdout.write("started\\n");
+setTimeout(() => {
+  running = false;
+  for (const s of sockets) s.destroy();
+  process.stdout.write(JSON.stringify(statuses));
+}, Number(ms));
+`;
