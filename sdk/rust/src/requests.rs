@@ -154,22 +154,7 @@ impl Client {
                 id,
                 more: i + 1 < parts.len(),
             });
-            if let Err(e) = self.request_raw("storage_transaction", &TransactionParams { tree, ops, part }) {
-                // A later part that failed here (a frame over max_frame_bytes, say) never reached
-                // the host, which would hold the earlier ones for 60 s, one of the 4 transactions
-                // a module may have open: a last part the host refuses drops them (section 6.2).
-                if i > 0 {
-                    let _ = self.request_raw(
-                        "storage_transaction",
-                        &AbandonParams {
-                            tree,
-                            ops: [AbandonOp { op: "abandon", key: "" }],
-                            part: TransactionPart { id, more: false },
-                        },
-                    );
-                }
-                return Err(e);
-            }
+            self.request_raw("storage_transaction", &TransactionParams { tree, ops, part })?;
         }
         Ok(())
     }
@@ -408,20 +393,6 @@ struct TransactionParams<'a> {
     ops: &'a [StorageOp],
     #[serde(skip_serializing_if = "Option::is_none")]
     part: Option<TransactionPart>,
-}
-
-/// The last part that gives a transaction sent in parts up: the host refuses its op.
-#[derive(Serialize)]
-struct AbandonParams<'a> {
-    tree: &'a str,
-    ops: [AbandonOp; 1],
-    part: TransactionPart,
-}
-
-#[derive(Serialize)]
-struct AbandonOp {
-    op: &'static str,
-    key: &'static str,
 }
 /// Ids of transactions sent in parts: unique in this process (the host forgets held parts
 /// when a new instance of the module starts).

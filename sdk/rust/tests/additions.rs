@@ -281,50 +281,6 @@ fn a_transaction_too_big_for_one_message_goes_in_parts_of_one_id() {
     t.join().unwrap().unwrap();
 }
 
-#[test]
-fn a_transaction_whose_later_part_cannot_be_sent_is_given_up_with_a_last_part_the_host_refuses() {
-    use modhost_sdk::StorageOp;
-    let (client, mut host, _) = start("example");
-    // 9,000 small puts (parts of one id), then a put of 2 MiB of string: a part of its own,
-    // over the host's max_frame_bytes (1 MiB here), refused before it is sent.
-    let mut ops: Vec<StorageOp> = (0..9_000u64)
-        .map(|i| StorageOp::put(format!("tx:{i:064x}"), &i).unwrap())
-        .collect();
-    ops.push(StorageOp::put("big", &"x".repeat(2 << 20)).unwrap());
-    let c = client.clone();
-    let t = thread::spawn(move || c.storage_transaction("idx", &ops));
-    let mut ids = Vec::new();
-    let abandon = loop {
-        let r = host.next_request("storage_transaction");
-        let part = &r.params["part"];
-        ids.push(part["id"].as_u64().expect("every part names its transaction"));
-        let Value::Array(part_ops) = &r.params["ops"] else {
-            panic!("ops is an array")
-        };
-        if part_ops[0]["op"].as_str() == Some("abandon") {
-            host.respond(r.id, Value::Nil);
-            break r;
-        }
-        assert_eq!(
-            part["more"].as_bool(),
-            Some(true),
-            "no last part of the transaction is sent"
-        );
-        host.respond(r.id, true.into());
-    };
-    assert!(t.join().unwrap().is_err(), "the transaction fails");
-    assert!(ids.len() > 1, "its first parts were sent");
-    assert!(
-        ids.iter().all(|id| *id == ids[0]),
-        "the giving up names the transaction's id"
-    );
-    assert_eq!(
-        abandon.params["part"]["more"].as_bool(),
-        Some(false),
-        "the giving up is a last part"
-    );
-}
-
 fn template_page(id: &str, txs: &[u8], next: Option<&str>) -> Value {
     let tx = |b: u8| {
         Value::from_pairs([
