@@ -218,9 +218,15 @@ test.serial("the answers of requests in progress are held to FACADE_ANSWER_BYTES
   t.true(replies.every((r) => r.length === 60 && r.every((a, i) => a.id === i)), "every call answered, in order");
   t.true(refused.length > 0, "past the limit, answers are refused");
   t.true(refused.every((r) => r.error!.code === -7 && r.error!.message.includes("FACADE_ANSWER_BYTES_HELD")), `refused with Core's RPC_OUT_OF_MEMORY naming the limit (${refused[0]?.error?.message.slice(0, 120)})`);
-  // Before: 120 answers, ~215 MB of JSON held until written.
-  t.true(whole.length * oneAnswer <= FACADE_ANSWER_BYTES_HELD + oneAnswer, `the answers given (${whole.length} of ${oneAnswer} bytes) are within the limit and one answer`);
-  t.true(heldPeak <= FACADE_ANSWER_BYTES_HELD + 2 * oneAnswer, `at most ${heldPeak} bytes counted as held`);
+  // Before: 120 answers, ~215 MB of JSON held until written. A batch holds its answers until it
+  // is written, so each batch's are within the limit (one batch may finish and let go of its
+  // answers before the other has made all of its own: together they may give more).
+  for (const [i, r] of replies.entries()) {
+    const given = r.filter((a) => a.error === null).length;
+    t.true(given * oneAnswer <= FACADE_ANSWER_BYTES_HELD + oneAnswer, `client ${i + 1}'s answers given (${given} of ${oneAnswer} bytes) are within the limit and one answer`);
+  }
+  // Error answers are counted and never refused: 120 of them are ~60 KB.
+  t.true(heldPeak <= FACADE_ANSWER_BYTES_HELD + 1024 * 1024, `at most ${heldPeak} bytes counted as held`);
   t.is(facade.answerBytesHeld, 0, "nothing is held once the answers are written");
   const lone = await request(facade.rpcUrl, { method: "getblock", params: [hash, 2], id: 1 });
   t.is((JSON.parse((await readAll(lone)).toString()) as Reply).result!.tx.length, 3001, "a call alone is answered whole");
