@@ -266,3 +266,36 @@ test.serial("request bodies in progress are held to FACADE_BODY_BYTES_IN_PROGRES
   await new Promise((r) => setTimeout(r, 50));
   t.is(facade.bodies.held, 0, "nothing counted once all are answered");
 });
+
+test.serial("a client that resets its connection while its batch's answers are made lets go of what they held: FACADE_ANSWER_BYTES_HELD comes back to nothing, and another client's batch gets the whole room", async (t) => {
+  const chain = await EmbeddedChain.create();
+  await fillMempool(chain, 3000);
+  const [hash] = await chain.mine(1);
+  const facade = new CoreFacade({ backend: chain, rpcauth: [rpcauthLine(USER, PASSWORD)] });
+  await facade.start();
+  t.teardown(() => facade.stop());
+  const batch = Array.from({ length: 60 }, (_, i) => ({ method: "getblock", params: [hash, 2], id: i }));
+  const gone = http.request(facade.rpcUrl, { method: "POST", agent: false, auth: `${USER}:${PASSWORD}`, headers: { "content-type": "application/json" } });
+  gone.on("error", () => {});
+  gone.end(JSON.stringify(batch));
+  // Gone once some answers are made, long before the batch is.
+  const deadline = Date.now() + 10_000;
+  while (facade.answerBytesHeld < 8 * 1024 * 1024 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+  const heldThen = facade.answerBytesHeld;
+  // A reset: the server learns of it at once (a FIN it would learn of only when it writes: it
+  // keeps half-closed connections for their answers).
+  gone.socket!.resetAndDestroy();
+  const until = Date.now() + 10_000;
+  while (facade.answerBytesHeld !== 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
+  await new Promise((r) => setTimeout(r, 500));
+  t.log(`${heldThen} bytes held when the client went away; ${facade.answerBytesHeld} after`);
+  t.true(heldThen >= 8 * 1024 * 1024, "answers were being made when it went away");
+  t.is(facade.answerBytesHeld, 0, "nothing is held for a client that is gone (before: what its batch made after it went was never let go, 66 MB for good)");
+  const res = await request(facade.rpcUrl, batch);
+  const answers = JSON.parse((await readAll(res)).toString()) as Array<{ error: unknown }>;
+  const whole = answers.filter((a) => a.error === null).length;
+  t.log(`another client's batch: ${whole} answers whole`);
+  // 36 answers of ~1.75 MiB as counted fill the room; with what the gone client made held for
+  // good (before: its batch went on to the limit), not one.
+  t.true(whole >= 30, `the limit's room is whole again (${whole} answers of ~1.7 MiB)`);
+});

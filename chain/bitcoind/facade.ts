@@ -134,6 +134,8 @@ const PIECE_OVERHEAD_BYTES = 24;
 interface AnswerAccount {
   bytes: number;
   answerStart: number;
+  /** Its response closed (written, or its client gone): nothing more is counted, and a batch makes no more answers. */
+  closed: boolean;
   /** Count `n` more, or throw AnswersHeld if that passes FACADE_ANSWER_BYTES_HELD (unless alone). */
   take(n: number): void;
   /** Count `n` more whatever is held (error answers). */
@@ -395,6 +397,8 @@ export class CoreFacade {
     const answers = [];
     const slicer = new Slicer();
     for (const call of calls) {
+      // Its client gone: no answer of the rest would be read.
+      if (account.closed) return;
       answers.push(await this.dispatch(call, account));
       const pause = slicer.tick();
       if (pause) await pause;
@@ -494,18 +498,24 @@ export class CoreFacade {
     const account: AnswerAccount = {
       bytes: 0,
       answerStart: 0,
+      closed: false,
       take: (n) => {
+        // Its client gone: the answer being made is given up.
+        if (account.closed) throw new AnswersHeld();
         // Alone (nothing held by others, nothing by this request before this answer): made whole.
         const alone = account.answerStart === 0 && this.answerBytesHeld === account.bytes;
         if (!alone && this.answerBytesHeld + n > FACADE_ANSWER_BYTES_HELD) throw new AnswersHeld();
         account.force(n);
       },
       force: (n) => {
+        // After the close, what was counted has been let go: counting more would hold it for good.
+        if (account.closed) return;
         account.bytes += n;
         this.answerBytesHeld += n;
       },
     };
     res.once("close", () => {
+      account.closed = true;
       this.answerBytesHeld -= account.bytes;
       account.bytes = 0;
     });
@@ -539,6 +549,7 @@ export class CoreFacade {
     } catch (err) {
       if (err instanceof AnswersHeld) {
         // What was made for this answer is dropped with it.
+        if (account.closed) return failed(RPC_CODES.MISC_ERROR, "the client went away", id);
         this.answerBytesHeld -= account.bytes - account.answerStart;
         account.bytes = account.answerStart;
         this.answersRefused++;
