@@ -191,13 +191,19 @@ test.serial("a call's id of more than MAX_ID_JSON_CHARS of JSON (a 16 MiB string
   t.true(spy.largest <= 512 * 1024, `no write of more than 512 KiB (largest: ${spy.largest})`);
 });
 
-test.serial("the answers of requests in progress are held to FACADE_ANSWER_BYTES_HELD for all clients together: two clients' batches of 60 getblock at verbosity 2 of a block of 3000 transactions (~1.8 MB of JSON each) get whole answers up to it and Core's -7 naming it past it; once read, nothing is held and a lone call is answered whole", async (t) => {
+/** A facade over an embedded chain whose tip is a block of 3,000 transactions (getblock at verbosity 2: ~1.7 MiB of JSON). */
+async function facadeOfBigBlock(t: ExecutionContext): Promise<{ facade: CoreFacade; hash: string }> {
   const chain = await EmbeddedChain.create();
   await fillMempool(chain, 3000);
   const [hash] = await chain.mine(1);
   const facade = new CoreFacade({ backend: chain, rpcauth: [rpcauthLine(USER, PASSWORD)] });
   await facade.start();
   t.teardown(() => facade.stop());
+  return { facade, hash: hash! };
+}
+
+test.serial("the answers of requests in progress are held to FACADE_ANSWER_BYTES_HELD for all clients together: two clients' batches of 60 getblock at verbosity 2 of a block of 3000 transactions (~1.8 MB of JSON each) get whole answers up to it and Core's -7 naming it past it; once read, nothing is held and a lone call is answered whole", async (t) => {
+  const { facade, hash } = await facadeOfBigBlock(t);
   let heldPeak = 0;
   const sampler = setInterval(() => (heldPeak = Math.max(heldPeak, facade.answerBytesHeld)), 5);
   t.teardown(() => clearInterval(sampler));
@@ -268,12 +274,7 @@ test.serial("request bodies in progress are held to FACADE_BODY_BYTES_IN_PROGRES
 });
 
 test.serial("a client that resets its connection while its batch's answers are made lets go of what they held: FACADE_ANSWER_BYTES_HELD comes back to nothing, and another client's batch gets the whole room", async (t) => {
-  const chain = await EmbeddedChain.create();
-  await fillMempool(chain, 3000);
-  const [hash] = await chain.mine(1);
-  const facade = new CoreFacade({ backend: chain, rpcauth: [rpcauthLine(USER, PASSWORD)] });
-  await facade.start();
-  t.teardown(() => facade.stop());
+  const { facade, hash } = await facadeOfBigBlock(t);
   const batch = Array.from({ length: 60 }, (_, i) => ({ method: "getblock", params: [hash, 2], id: i }));
   const gone = http.request(facade.rpcUrl, { method: "POST", agent: false, auth: `${USER}:${PASSWORD}`, headers: { "content-type": "application/json" } });
   gone.on("error", () => {});

@@ -47,18 +47,15 @@ import { census, grown } from "./helpers/census.ts";
 
 const load = () => loadavg().map((l) => l.toFixed(1)).join(" ");
 
-/** The largest resident size (MB) of an esbuild child of this process (the host's bundler), sampled every 20 ms until stop(). */
-function bundlerPeak(): { stop(): Promise<number> } {
+/** The largest resident size (VmRSS, MB) of the processes `pids()` names, sampled every 20 ms until stop(). */
+function peakRss(pids: () => Promise<number[]>): { stop(): Promise<number> } {
   let peak = 0;
   let sampling = true;
   const loop = (async () => {
     while (sampling) {
-      for (const task of await readdir("/proc/self/task").catch(() => [] as string[])) {
-        for (const pid of (await readFile(`/proc/self/task/${task}/children`, "utf8").catch(() => "")).split(" ").filter((p) => p.trim())) {
-          if ((await readFile(`/proc/${pid}/comm`, "utf8").catch(() => "")).trim() !== "esbuild") continue;
-          const status = await readFile(`/proc/${pid}/status`, "utf8").catch(() => "");
-          peak = Math.max(peak, Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0) / 1024);
-        }
+      for (const pid of await pids()) {
+        const status = await readFile(`/proc/${pid}/status`, "utf8").catch(() => "");
+        peak = Math.max(peak, Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0) / 1024);
       }
       await sleep(20);
     }
@@ -70,6 +67,19 @@ function bundlerPeak(): { stop(): Promise<number> } {
       return peak;
     },
   };
+}
+
+/** The largest resident size (MB) of an esbuild child of this process (the host's bundler), sampled every 20 ms until stop(). */
+function bundlerPeak(): { stop(): Promise<number> } {
+  return peakRss(async () => {
+    const found: number[] = [];
+    for (const task of await readdir("/proc/self/task").catch(() => [] as string[])) {
+      for (const pid of (await readFile(`/proc/self/task/${task}/children`, "utf8").catch(() => "")).split(" ").filter((p) => p.trim())) {
+        if ((await readFile(`/proc/${pid}/comm`, "utf8").catch(() => "")).trim() === "esbuild") found.push(Number(pid));
+      }
+    }
+    return found;
+  });
 }
 
 /** An enum whose member n is member n-1 twice: 16 x 2^lines bytes once esbuild has folded it. */
@@ -125,31 +135,16 @@ test.serial(`TypeScript sources that esbuild folds into a string of 64 MiB (enum
 
 /** The largest size (VmRSS, MB) of a module's isolate host (its node process), sampled every 20 ms until stop(). */
 function isolateHostPeak(h: TestHost, name: string): { stop(): Promise<number> } {
-  let peak = 0;
-  let sampling = true;
   let node: number | undefined;
-  const loop = (async () => {
-    while (sampling) {
-      const pid = h.manager.processOf(name)?.pid;
-      if (pid && !node) {
-        for (const d of [pid, ...(await descendants(pid))]) {
-          if (/MainThread|node/.test(await readFile(`/proc/${d}/comm`, "utf8").catch(() => ""))) node = d;
-        }
+  return peakRss(async () => {
+    const pid = h.manager.processOf(name)?.pid;
+    if (pid && !node) {
+      for (const d of [pid, ...(await descendants(pid))]) {
+        if (/MainThread|node/.test(await readFile(`/proc/${d}/comm`, "utf8").catch(() => ""))) node = d;
       }
-      if (node) {
-        const status = await readFile(`/proc/${node}/status`, "utf8").catch(() => "");
-        peak = Math.max(peak, Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0) / 1024);
-      }
-      await sleep(20);
     }
-  })();
-  return {
-    async stop() {
-      sampling = false;
-      await loop;
-      return peak;
-    },
-  };
+    return node ? [node] : [];
+  });
 }
 
 const VIEW_CAPS = ["register_rpc_endpoint", "publish_events"];
