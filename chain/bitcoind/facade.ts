@@ -540,10 +540,18 @@ export class CoreFacade {
     const params = Array.isArray(c.params) ? c.params : [];
     account.answerStart = account.bytes;
     try {
-      const result = (await handler(params, account)) ?? null;
+      let result = (await handler(params, account)) ?? null;
       // Any other result counted as its JSON (a verbose transaction's grows with its outputs),
-      // with the envelope and the id it echoes.
-      const size = result instanceof JsonText ? 0 : result instanceof RawHexAnswer ? (typeof result.raw === "string" ? result.raw.length : 2 * result.raw.length) : (JSON.stringify(result)?.length ?? 4);
+      // with the envelope and the id it echoes. A large one is kept as that JSON (JsonText), so
+      // it is not stringified a second time to be written.
+      let size: number;
+      if (result instanceof JsonText) size = 0;
+      else if (result instanceof RawHexAnswer) size = typeof result.raw === "string" ? result.raw.length : 2 * result.raw.length;
+      else {
+        const text = JSON.stringify(result) ?? "null";
+        size = text.length;
+        if (size > SMALL_BODY_BYTES) result = new JsonText([text]);
+      }
       account.take(size + ENVELOPE_BYTES + (JSON.stringify(id)?.length ?? 4));
       return { result, error: null, id };
     } catch (err) {
