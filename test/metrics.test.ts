@@ -7,6 +7,7 @@ import v8 from "node:v8";
 import { runInNewContext } from "node:vm";
 import { MetricsStore, renderPrometheus, HISTOGRAM_BUCKETS, MAX_OBSERVATIONS_PER_REPORT, MAX_SERIES, type HistogramValue } from "../host/services/metrics.ts";
 import { encodeBody } from "../protocol/codec.ts";
+import { hostBytes, MODULE_BYTES_DEFAULT_MB } from "../protocol/host-bytes.ts";
 import { CapabilityError, type CallContext } from "../capabilities/types.ts";
 import { HubError } from "../host/hub.ts";
 import { parseDescriptor, resolveGrants } from "../capabilities/grants.ts";
@@ -64,6 +65,45 @@ test("the store: counters add, gauges set, histograms count in fixed buckets; na
 
   m.forget("a");
   t.deepEqual(m.get("a"), []);
+});
+
+test.serial("series count in [host] module_bytes_mb: past its fair part, while the host holds more than half the cap, a module's new series is refused naming the key; its process's end gives the bytes back (before: per module only, ~230 MiB for MAX_MODULES modules at the limits)", (t) => {
+  const MiB = 1024 * 1024;
+  hostBytes.setCap(2 * MiB);
+  t.teardown(() => hostBytes.setCap(MODULE_BYTES_DEFAULT_MB * MiB));
+  // Another holder keeps the shared half (1 MiB) full.
+  const hog = hostBytes.join("hog", () => MiB);
+  t.teardown(() => hog.leave());
+  // The total is read at most once a millisecond: each reading here asks for a fresh one.
+  let readings = 0;
+  const total = () => hostBytes.total(performance.now() + 2 * ++readings);
+  const m = new MetricsStore();
+  const label = "v".repeat(200);
+  let admitted = 0;
+  let refusal: unknown;
+  for (let i = 0; i < MAX_SERIES; i++) {
+    try {
+      m.report("labelled", { name: "wide", kind: "histogram", value: [1], labels: { i: `${i}${label}` } });
+      admitted++;
+    } catch (err) {
+      refusal = err;
+      break;
+    }
+  }
+  const fair = 2 * MiB / 2 / hostBytes.accounts;
+  t.log(`${admitted} series admitted, fair part ${fair} bytes among ${hostBytes.accounts} accounts, the host's total ${total()}`);
+  t.true(refusal instanceof CapabilityError, `refused before MAX_SERIES: ${String(refusal)}`);
+  t.is((refusal as CapabilityError).code, "quota_exceeded");
+  t.regex((refusal as Error).message, /\[host\] module_bytes_mb/);
+  // What the heap measure holds per series of this size, from above (~900 bytes measured in-process).
+  t.true(admitted * 900 <= fair && admitted * 1200 > fair - 1200, `${admitted} series of ~900-1200 bytes each fill a fair part of ${fair}`);
+  t.true(total() >= MiB + admitted * 900, "the series count in the host's total");
+  m.report("labelled", { name: "wide", kind: "histogram", value: [2], labels: { i: `0${label}` } }); // an existing series is fine
+  m.forget("labelled");
+  t.is(total(), MiB, "its process's end gives them back");
+  m.report("labelled", { name: "wide", kind: "histogram", value: [1], labels: { i: "again" } });
+  t.is(m.seriesCount("labelled"), 1);
+  m.forget("labelled");
 });
 
 test("reading metrics costs what the answer holds: 1000 histograms of 1000 observations answer in bounded size, and a too-large answer is refused before it is built", (t) => {

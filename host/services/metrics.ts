@@ -20,6 +20,7 @@
 import { CapabilityError, type Metric } from "../../capabilities/types.ts";
 import { Slicer } from "../../chain/slices.ts";
 import { DEFAULT_BODY_LIMITS } from "../../protocol/codec.ts";
+import { hostBytes, type HeldAccount } from "../../protocol/host-bytes.ts";
 
 const METRIC_NAME_RE = /^[a-zA-Z_][a-zA-Z0-9_]*$/;
 const LABEL_NAME_RE = /^[a-zA-Z_][a-zA-Z0-9_]*$/;
@@ -55,6 +56,14 @@ const FIXED_KEYS = 16;
 const SERIES_OVERHEAD_BYTES = 64;
 /** What a histogram's value adds: count, sum and its buckets as [le, count] pairs. */
 const HISTOGRAM_VALUE_BYTES = 32 + HISTOGRAM_BUCKETS.length * 20;
+/**
+ * What one series holds in the host's heap, estimated from above for [host] module_bytes_mb:
+ * measured in-process, a gauge without labels 256 bytes, with a 220-character key 704, a
+ * histogram 455 and 897 (its buckets' Float64Array): a fixed part, two bytes per character of
+ * its key (the key and its labels' copy), and a histogram's buckets.
+ */
+const SERIES_HEAP_BYTES = 320;
+const HISTOGRAM_HEAP_BYTES = 256;
 const MAX_LABELS = 16;
 const MAX_NAME_LENGTH = 128;
 const MAX_LABEL_VALUE_LENGTH = 256;
@@ -100,6 +109,15 @@ export class MetricsStore {
   private readonly textChars = new Map<string, number>();
   /** Per module: the values and distinct keys of its answer. */
   private readonly shapes = new Map<string, AnswerShape>();
+  /** Per module: each metric name's kind (a name is one kind across its series). */
+  private readonly kinds = new Map<string, Map<string, Metric["kind"]>>();
+  /**
+   * Per module: its account in [host] module_bytes_mb, and the heap its series hold by
+   * SERIES_HEAP_BYTES. Before, series were bounded per module only (MAX_SERIES,
+   * MAX_SERIES_TEXT_CHARS: ~0.9 MiB at the limits), so MAX_MODULES modules at them held
+   * ~230 MiB outside the cap that bounds the sum of what modules make the host hold.
+   */
+  private readonly held = new Map<string, { account: HeldAccount; bytes: number }>();
 
   constructor(private readonly now: () => number = Date.now) {}
 
@@ -133,10 +151,11 @@ export class MetricsStore {
       series = new Map();
       this.modules.set(module, series);
     }
-    for (const s of series.values()) {
-      if (s.name === name && s.kind !== kind) {
-        throw new CapabilityError("invalid_params", `metric ${name} is a ${s.kind}; it cannot also be reported as a ${kind}`);
-      }
+    let kinds = this.kinds.get(module);
+    if (!kinds) this.kinds.set(module, (kinds = new Map()));
+    const known = kinds.get(name);
+    if (known !== undefined && known !== kind) {
+      throw new CapabilityError("invalid_params", `metric ${name} is a ${known}; it cannot also be reported as a ${kind}`);
     }
     const key = seriesKey(name, labels);
     let s = series.get(key);
@@ -148,7 +167,19 @@ export class MetricsStore {
       if (text > MAX_SERIES_TEXT_CHARS) {
         throw new CapabilityError("quota_exceeded", `metric ${name}: this module's series already hold ${text - key.length} characters of names and labels, and this one's ${key.length} would pass the ${MAX_SERIES_TEXT_CHARS} the host keeps for a module; use shorter names and label values, or fewer label combinations`);
       }
+      const heap = SERIES_HEAP_BYTES + 2 * key.length + (kind === "histogram" ? HISTOGRAM_HEAP_BYTES : 0);
+      let held = this.held.get(module);
+      if (!held) {
+        const entry = { account: undefined as unknown as HeldAccount, bytes: 0 };
+        entry.account = hostBytes.join(module, () => entry.bytes);
+        this.held.set(module, (held = entry));
+      }
+      if (!held.account.admits(heap)) {
+        throw new CapabilityError("quota_exceeded", `metric ${name}: a new series (~${heap} bytes of the host's memory) would pass this module's fair part of [host] module_bytes_mb (${hostBytes.cap} bytes for all modules together, ${held.account.fairPart()} now its own, ${held.bytes} held by its ${series.size} series): the host holds more than half of it; report under the series it has, or the operator raises [host] module_bytes_mb`);
+      }
+      held.bytes += heap;
       this.textChars.set(module, text);
+      kinds.set(name, kind);
       const answerBytes = key.length + SERIES_OVERHEAD_BYTES + (kind === "histogram" ? HISTOGRAM_VALUE_BYTES : 0);
       s = { name, kind, labels, value: 0, buckets: kind === "histogram" ? new Float64Array(HISTOGRAM_BUCKETS.length + 1) : undefined, count: 0, sum: 0, timestamp: 0, answerBytes };
       series.set(key, s);
@@ -235,6 +266,12 @@ export class MetricsStore {
   }
 
   forget(module: string): void {
+    const held = this.held.get(module);
+    if (held) {
+      this.held.delete(module);
+      held.account.leave();
+    }
+    this.kinds.delete(module);
     this.modules.delete(module);
     this.answerBytes.delete(module);
     this.textChars.delete(module);
