@@ -36,7 +36,7 @@ setFlagsFromString("--expose-gc");
 const gc = runInNewContext("gc") as () => void;
 const MB = 1024 * 1024;
 import { census, grown } from "./helpers/census.ts";
-import { MAX_METRICS_PAGE_BYTES } from "../host/services/metrics.ts";
+import { MAX_METRICS_PAGE_BYTES } from "../host/services/prometheus.ts";
 import { inlineModule } from "./helpers/modules.ts";
 
 /**

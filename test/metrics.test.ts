@@ -5,7 +5,8 @@
 import test from "ava";
 import v8 from "node:v8";
 import { runInNewContext } from "node:vm";
-import { MetricsStore, renderPrometheus, HISTOGRAM_BUCKETS, MAX_OBSERVATIONS_PER_REPORT, MAX_SERIES, type HistogramValue } from "../host/services/metrics.ts";
+import { MetricsStore, HISTOGRAM_BUCKETS, MAX_OBSERVATIONS_PER_REPORT, MAX_SERIES, type HistogramValue } from "../host/services/metrics.ts";
+import { renderPrometheus } from "../host/services/prometheus.ts";
 import { encodeBody } from "../protocol/codec.ts";
 import { hostBytes, MODULE_BYTES_DEFAULT_MB } from "../protocol/host-bytes.ts";
 import { CapabilityError, type CallContext } from "../capabilities/types.ts";
