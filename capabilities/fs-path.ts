@@ -1,3 +1,6 @@
+// One file: every system call the file API makes under a module's data directory is here (the
+// audited surface), and the walk is read with the operations anchored to its result.
+//
 // Confined, race-free file access under one module's data directory.
 //
 // Paths from a module are parsed into components (no "..", no absolute paths, no NUL or

@@ -1,3 +1,6 @@
+// One file: every line the host writes passes here; what escapes, cuts and meters a module's
+// words is read with what writes them.
+//
 // The host log. Lines are tagged with where they come from ("host", "chain", or a module's
 // name). Pretty output for terminals, JSON lines for machines.
 //

@@ -1,3 +1,6 @@
+// One file: one state machine per module and the commands that drive it, read together to see
+// that no two commands run at once for a module and none leaves an instance behind.
+//
 // The module manager: which modules run, and the operator's commands on them. It discovers
 // modules, applies the operator's selection and grants (host/manager-plan.ts), loads them in
 // dependency order at most start_concurrency at a time, unloads dependants first, and runs

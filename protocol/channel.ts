@@ -1,3 +1,5 @@
+// One file: a channel's writes, reads and backpressure share the accounting of its buffers.
+//
 // A message channel over one stream socket: frames out, frames in, decoded bodies as
 // events. It knows nothing of what the messages mean; the host session and the module
 // clients build on it.

@@ -1,5 +1,6 @@
 import test from "ava";
-import { existsSync, readdirSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { execFileSync } from "node:child_process";
 import { readFile } from "node:fs/promises";
 import { parse as parseToml } from "smol-toml";
 import { GENERATED_DOCS, permissionsMarkdown } from "../host/docs.ts";
@@ -251,4 +252,21 @@ test("every test title the docs quote after a test file is text of that file (a 
   }
   t.log(`${checked} quoted titles checked`);
   t.true(checked > 100, `${checked} quoted titles checked`);
+});
+
+test("every product source file over 500 lines says at its top why it is one file (docs/architecture.md, \"File size\")", (t) => {
+  // Product TypeScript: not tests, benchmarks, fuzzers, declarations or generated files; not the
+  // shipped modules (signed: their bytes are what was signed) nor the Rust SDK (its sources' line
+  // numbers are in block-template's signed binary).
+  const files = execFileSync("git", ["ls-files", "*.ts", "*.mjs"], { cwd: new URL("..", import.meta.url), encoding: "utf8" })
+    .split("\n")
+    .filter((f) => f && !/^(test|bench|fuzz|types|modules|dist)\//.test(f) && !f.endsWith(".d.ts") && !f.includes("generated"));
+  t.true(files.length > 100, `${files.length} files`);
+  const silent: string[] = [];
+  for (const f of files) {
+    const text = readFileSync(new URL(`../${f}`, import.meta.url), "utf8");
+    const lines = text.split("\n").length - 1;
+    if (lines > 500 && !text.split("\n").slice(0, 40).some((l) => l.startsWith("// One file"))) silent.push(`${f} (${lines} lines)`);
+  }
+  t.deepEqual(silent, [], "split each of these, or say at its top why it is one file (\"// One file: ...\")");
 });

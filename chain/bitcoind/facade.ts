@@ -1,3 +1,6 @@
+// One file: Core's HTTP face, its bounds, and the methods whose answers those bounds count piece
+// by piece as they are made (FACADE_ANSWER_BYTES_HELD), read together.
+//
 // A Bitcoin Core-compatible face for any chain backend: the RPC methods and ZMQ topics that
 // Core documents, served over the embedded chain.
 //

@@ -1,3 +1,5 @@
+// One file: the cgroup v1 and v2 forms of the same limits, side by side.
+//
 // Kernel limits on a module as a whole: a control group per module process tree (a native
 // module, or a TypeScript module's isolate host), so that memory (shmem and memfd included),
 // the number of tasks and CPU time are counted for all of the module's processes together.

@@ -1,3 +1,6 @@
+// One file: a claim's steps (claim, judge its holder alive, release, sweep what is stale) are
+// read together to see that each holds after a kill -9 at any of them.
+//
 // Machine-wide uid claims: what makes a module uid or a single-use uid one process group's
 // only, across every host on the machine, whatever its data directory. A uid table
 // (uids.ts) is one data directory's; two hosts with two data directories would otherwise

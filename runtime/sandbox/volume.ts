@@ -1,3 +1,6 @@
+// One file: the volume's steps (make, grow, check, mount, unmount, recover a held one) share
+// its image's state and are read together to see the quota holds at each.
+//
 // A module's data volume: an ext4 file system in a sparse image file, loop-mounted (nosuid,
 // nodev, noexec) on the module's data directory, so that the kernel holds the module to its
 // quota: a write past it fails with ENOSPC, and nothing past it is written.

@@ -1,3 +1,7 @@
+// One file: the calls out of the isolate (their batch, the unanswered ones, the crossing) and the
+// runtime built on them close over the references and primordials saved before any module code
+// runs, and are read together.
+//
 // The script that runs first in every module isolate (built into one script by
 // runtime/isolate/bootstrap.ts: this file and what it imports, bundled by esbuild). It takes
 // the two host references the isolate host planted (request, log), removes them from the
