@@ -147,3 +147,80 @@ export class ByteRoom {
     }
   }
 }
+
+/**
+ * Bytes that the answers of a server's requests in progress hold, all connections together, held
+ * to `cap` (the JSON-RPC server's ANSWER_BYTES_HELD, the Core facade's FACADE_ANSWER_BYTES_HELD).
+ * Each request has a share (`share()`): it takes bytes as its answers are made, an answer that
+ * would pass the cap is refused (the server answers an error for it instead), and the share gives
+ * everything back when it ends (its answer written, or its client gone). After its end nothing
+ * more is counted: a batch that goes on making answers for a client that left cannot hold bytes
+ * for good. It refuses rather than waits: two batches each holding answers while waiting for
+ * room would wait for each other.
+ */
+export class AnswerBytes {
+  /** Bytes taken by shares not ended. */
+  held = 0;
+  /** Answers refused: they would have passed the cap. */
+  refused = 0;
+
+  constructor(readonly cap: number) {}
+
+  share(): AnswerShare {
+    return new AnswerShare(this);
+  }
+}
+
+/** One request's part of an AnswerBytes. */
+export class AnswerShare {
+  /** Bytes this request holds. */
+  bytes = 0;
+  /** Its response closed: nothing more is counted. */
+  ended = false;
+  /** What it held when the answer being made started (`startAnswer`). */
+  private mark = 0;
+
+  constructor(private readonly pool: AnswerBytes) {}
+
+  /** The answer being made starts here: `dropAnswer` gives back what it took since. */
+  startAnswer(): void {
+    this.mark = this.bytes;
+  }
+
+  /**
+   * Take `n` more bytes: false (counted as refused) if that passes the cap, unless the answer
+   * being made is alone (nothing held before it, by this request or any other: it is made
+   * whole), or if the share has ended.
+   */
+  take(n: number): boolean {
+    if (this.ended) return false;
+    const alone = this.mark === 0 && this.pool.held === this.bytes;
+    if (!alone && this.pool.held + n > this.pool.cap) {
+      this.pool.refused++;
+      return false;
+    }
+    this.force(n);
+    return true;
+  }
+
+  /** Take `n` more whatever is held (small answers that must be made: errors). */
+  force(n: number): void {
+    if (this.ended) return;
+    this.bytes += n;
+    this.pool.held += n;
+  }
+
+  /** Give back what the answer being made took (it was refused, and its pieces dropped). */
+  dropAnswer(): void {
+    this.pool.held -= this.bytes - this.mark;
+    this.bytes = this.mark;
+  }
+
+  /** Give back everything; count nothing more. */
+  end(): void {
+    if (this.ended) return;
+    this.ended = true;
+    this.pool.held -= this.bytes;
+    this.bytes = 0;
+  }
+}

@@ -25,7 +25,7 @@ import { bytesOfRaw, hexOfRaw } from "../backend.ts";
 import { difficultyFromBits, workFromBits } from "../serialise.ts";
 import { JsonLimitError, parseJson } from "../json-off.ts";
 import { Slicer } from "../slices.ts";
-import { ByteRoom, capConnections, TIMEOUT_CHECK_EVERY_MS } from "../http-caps.ts";
+import { AnswerBytes, type AnswerShare, ByteRoom, capConnections, TIMEOUT_CHECK_EVERY_MS } from "../http-caps.ts";
 import { bitsToHex, coreChainName, satsToBtc, scriptAsm, scriptType } from "./convert.ts";
 import { checkRpcauth } from "./rpcauth.ts";
 import { RPC_CODES } from "./rpc.ts";
@@ -133,45 +133,38 @@ const SMALL_BODY_BYTES = 4096;
 /** What one piece of a JsonText costs beyond its characters: a string's header and its place in the array. */
 const PIECE_OVERHEAD_BYTES = 24;
 
-/** The answers one request holds in FACADE_ANSWER_BYTES_HELD; `answerStart`: its bytes before the answer being made. */
-interface AnswerAccount {
-  bytes: number;
-  answerStart: number;
-  /** Its response closed (written, or its client gone): nothing more is counted, and a batch makes no more answers. */
-  closed: boolean;
-  /** Count `n` more, or throw AnswersHeld if that passes FACADE_ANSWER_BYTES_HELD (unless alone). */
-  take(n: number): void;
-  /** Count `n` more whatever is held (error answers). */
-  force(n: number): void;
+/** Take `n` bytes of an answer being made, or throw AnswersHeld (FACADE_ANSWER_BYTES_HELD, or its client gone). */
+function take(account: AnswerShare, n: number): void {
+  if (!account.take(n)) throw new AnswersHeld();
 }
 
 /** What an answer's envelope adds to its result and its id: `{"result":…,"error":null,"id":…}` and a separator. */
 const ENVELOPE_BYTES = 32;
 
 /** `{...head, [key]: items.map(each)}` as JsonText, each item stringified in its own slice. */
-async function jsonWithList<T>(account: AnswerAccount, head: Record<string, unknown>, key: string, items: readonly T[], each: (item: T) => unknown): Promise<JsonText> {
+async function jsonWithList<T>(account: AnswerShare, head: Record<string, unknown>, key: string, items: readonly T[], each: (item: T) => unknown): Promise<JsonText> {
   const open = JSON.stringify(head);
   const pieces = [`${open.length > 2 ? `${open.slice(0, -1)},` : "{"}${JSON.stringify(key)}:[`];
-  account.take(pieces[0]!.length + 2);
+  take(account, pieces[0]!.length + 2);
   await listPieces(account, items, each, pieces);
   pieces.push("]}");
   return new JsonText(pieces);
 }
 
 /** `items.map(each)` as a JSON array, each item stringified in its own slice. */
-async function jsonList<T>(account: AnswerAccount, items: readonly T[], each: (item: T) => unknown): Promise<JsonText> {
+async function jsonList<T>(account: AnswerShare, items: readonly T[], each: (item: T) => unknown): Promise<JsonText> {
   const pieces = ["["];
-  account.take(2);
+  take(account, 2);
   await listPieces(account, items, each, pieces);
   pieces.push("]");
   return new JsonText(pieces);
 }
 
-async function listPieces<T>(account: AnswerAccount, items: readonly T[], each: (item: T) => unknown, pieces: string[]): Promise<void> {
+async function listPieces<T>(account: AnswerShare, items: readonly T[], each: (item: T) => unknown, pieces: string[]): Promise<void> {
   const slicer = new Slicer();
   for (let i = 0; i < items.length; i++) {
     const piece = (i > 0 ? "," : "") + JSON.stringify(each(items[i]!));
-    account.take(piece.length + PIECE_OVERHEAD_BYTES);
+    take(account, piece.length + PIECE_OVERHEAD_BYTES);
     pieces.push(piece);
     const pause = slicer.tick();
     if (pause) await pause;
@@ -227,7 +220,7 @@ class RpcFailure extends Error {
   }
 }
 
-type Handler = (params: unknown[], account: AnswerAccount) => Promise<unknown>;
+type Handler = (params: unknown[], account: AnswerShare) => Promise<unknown>;
 
 /** An answer refused because the answers held would pass FACADE_ANSWER_BYTES_HELD. */
 class AnswersHeld extends Error {}
@@ -265,10 +258,16 @@ export class CoreFacade {
   clientsGone = 0;
   /** Request bodies in progress (FACADE_BODY_BYTES_IN_PROGRESS). */
   readonly bodies = new ByteRoom(FACADE_BODY_BYTES_IN_PROGRESS);
+  /** The answers of requests in progress (FACADE_ANSWER_BYTES_HELD). */
+  private readonly answers = new AnswerBytes(FACADE_ANSWER_BYTES_HELD);
   /** Bytes the answers of requests in progress hold (FACADE_ANSWER_BYTES_HELD). */
-  answerBytesHeld = 0;
+  get answerBytesHeld(): number {
+    return this.answers.held;
+  }
   /** Answers refused for FACADE_ANSWER_BYTES_HELD. */
-  answersRefused = 0;
+  get answersRefused(): number {
+    return this.answers.refused;
+  }
 
   constructor(private readonly opts: CoreFacadeOptions) {
     this.methods = this.buildMethods();
@@ -401,7 +400,7 @@ export class CoreFacade {
     const slicer = new Slicer();
     for (const call of calls) {
       // Its client gone: no answer of the rest would be read.
-      if (account.closed) return;
+      if (account.ended) return;
       answers.push(await this.dispatch(call, account));
       const pause = slicer.tick();
       if (pause) await pause;
@@ -497,35 +496,13 @@ export class CoreFacade {
   }
 
   /** The answers of the request `res` answers, counted in FACADE_ANSWER_BYTES_HELD until it is written or its client gone. */
-  private openAccount(res: ServerResponse): AnswerAccount {
-    const account: AnswerAccount = {
-      bytes: 0,
-      answerStart: 0,
-      closed: false,
-      take: (n) => {
-        // Its client gone: the answer being made is given up.
-        if (account.closed) throw new AnswersHeld();
-        // Alone (nothing held by others, nothing by this request before this answer): made whole.
-        const alone = account.answerStart === 0 && this.answerBytesHeld === account.bytes;
-        if (!alone && this.answerBytesHeld + n > FACADE_ANSWER_BYTES_HELD) throw new AnswersHeld();
-        account.force(n);
-      },
-      force: (n) => {
-        // After the close, what was counted has been let go: counting more would hold it for good.
-        if (account.closed) return;
-        account.bytes += n;
-        this.answerBytesHeld += n;
-      },
-    };
-    res.once("close", () => {
-      account.closed = true;
-      this.answerBytesHeld -= account.bytes;
-      account.bytes = 0;
-    });
+  private openAccount(res: ServerResponse): AnswerShare {
+    const account = this.answers.share();
+    res.once("close", () => account.end());
     return account;
   }
 
-  private async dispatch(call: unknown, account: AnswerAccount): Promise<Answer> {
+  private async dispatch(call: unknown, account: AnswerShare): Promise<Answer> {
     const c = (call ?? {}) as { method?: unknown; params?: unknown; id?: unknown };
     // An error answer is counted (its message and echoed id) but never refused: each is small,
     // and a batch's are at most its calls (maxBatch).
@@ -541,7 +518,7 @@ export class CoreFacade {
     const handler = Object.hasOwn(this.methods, method) ? this.methods[method] : undefined;
     if (!handler) return failed(RPC_CODES.METHOD_NOT_FOUND, "Method not found", id);
     const params = Array.isArray(c.params) ? c.params : [];
-    account.answerStart = account.bytes;
+    account.startAnswer();
     try {
       let result = (await handler(params, account)) ?? null;
       // Any other result counted as its JSON (a verbose transaction's grows with its outputs),
@@ -555,15 +532,13 @@ export class CoreFacade {
         size = text.length;
         if (size > SMALL_BODY_BYTES) result = new JsonText([text]);
       }
-      account.take(size + ENVELOPE_BYTES + (JSON.stringify(id)?.length ?? 4));
+      take(account, size + ENVELOPE_BYTES + (JSON.stringify(id)?.length ?? 4));
       return { result, error: null, id };
     } catch (err) {
       if (err instanceof AnswersHeld) {
         // What was made for this answer is dropped with it.
-        if (account.closed) return failed(RPC_CODES.MISC_ERROR, "the client went away", id);
-        this.answerBytesHeld -= account.bytes - account.answerStart;
-        account.bytes = account.answerStart;
-        this.answersRefused++;
+        if (account.ended) return failed(RPC_CODES.MISC_ERROR, "the client went away", id);
+        account.dropAnswer();
         return failed(RPC_CODES.OUT_OF_MEMORY, `the answers of requests in progress, all clients together, would hold more than ${FACADE_ANSWER_BYTES_HELD} bytes of JSON (FACADE_ANSWER_BYTES_HELD, a fixed limit); this answer was not made: ask for fewer large answers per batch, or retry once earlier answers are read`, id);
       }
       if (err instanceof RpcFailure) return failed(err.code, err.message, id);
@@ -665,7 +640,7 @@ export class CoreFacade {
           const entry = await b.getMempoolEntry(txid);
           if (entry) {
             const piece = `${pieces.length > 1 ? "," : ""}${JSON.stringify(txid)}:${JSON.stringify(this.entryJson(entry.vsize, entry.fee, entry.time))}`;
-            account.take(piece.length + PIECE_OVERHEAD_BYTES);
+            take(account, piece.length + PIECE_OVERHEAD_BYTES);
             pieces.push(piece);
           }
           const pause = slicer.tick();

@@ -33,7 +33,7 @@ import { readFileSync } from "node:fs";
 import http, { type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo, Socket } from "node:net";
 import { performance } from "node:perf_hooks";
-import { ByteRoom } from "../../chain/http-caps.ts";
+import { AnswerBytes, type AnswerShare, ByteRoom } from "../../chain/http-caps.ts";
 import { JsonLimitError, parseJson } from "../../chain/json-off.ts";
 import type { RpcAuth } from "./auth.ts";
 import { jsonBytesAtLeast, jsonChunks, JsonTooLargeError, smallJson } from "./json-writer.ts";
@@ -495,10 +495,12 @@ export class RpcServer {
     /** Answers of batches' calls replaced by a -32006 error because those held had reached ANSWER_BYTES_HELD. */
     answersNotHeld: 0,
   };
-  /** Bytes of JSON (at least) of the answers held by batches in progress, all connections together (ANSWER_BYTES_HELD). */
-  private answerBytesHeld = 0;
-  /** ANSWER_BYTES_HELD, or max_response_bytes where that is more (one batch may always reach it). */
-  private readonly answersHeldCap: number;
+  /**
+   * Bytes of JSON (at least) of the answers held by batches in progress, all connections
+   * together: ANSWER_BYTES_HELD, or max_response_bytes where that is more (one batch may always
+   * reach it).
+   */
+  private readonly answersHeld: AnswerBytes;
   /** Bytes of request bodies in progress (read or announced, not yet answered), all connections together (BODY_BYTES_IN_PROGRESS). */
   private readonly bodies = new ByteRoom(BODY_BYTES_IN_PROGRESS);
   /** The loop's turns as JSON-RPC calls take them, all clients together. */
@@ -511,7 +513,7 @@ export class RpcServer {
 
   /** Bytes of JSON (at least) of the answers held by batches in progress, all connections together. */
   get heldAnswerBytes(): number {
-    return this.answerBytesHeld;
+    return this.answersHeld.held;
   }
 
   /** Bytes of answers written and not yet taken by their sockets (counted from UNSENT_COUNTED_FROM). */
@@ -522,7 +524,7 @@ export class RpcServer {
   constructor(private readonly opts: RpcServerOptions) {
     const limits = { ...DEFAULT_RPC_LIMITS, ...opts.limits };
     this.limits = limits;
-    this.answersHeldCap = Math.max(ANSWER_BYTES_HELD, limits.max_response_bytes);
+    this.answersHeld = new AnswerBytes(Math.max(ANSWER_BYTES_HELD, limits.max_response_bytes));
     const nofile = openFileLimit();
     this.connectionCap = effectiveConnectionCap(limits.max_connections, nofile);
     if (this.connectionCap < limits.max_connections) {
@@ -860,7 +862,7 @@ export class RpcServer {
       // max_batch module calls never holds max_batch large answers until the last is in.
       // `held`: what this batch's answers add to ANSWER_BYTES_HELD (all batches together),
       // let go once its answer has been handed to its connection (max_unsent_bytes from then).
-      const budget = { left: this.limits.max_response_bytes - 2, held: 0 };
+      const budget = { left: this.limits.max_response_bytes - 2, held: this.answersHeld.share() };
       const client = new RequestWait(req, res);
       // MAX_PIPELINED_REQUESTS of its calls at a time, as a connection's requests: a batch of
       // max_batch calls of a module's method that takes its time neither takes all the places
@@ -902,7 +904,7 @@ export class RpcServer {
         if (answers.length === 0) sendEmpty(res);
         else await this.sendAnswers(res, answers, true, req.socket);
       } finally {
-        this.answerBytesHeld -= budget.held;
+        budget.held.end();
       }
       return;
     }
@@ -1061,20 +1063,18 @@ export class RpcServer {
    * answer's data is let go now. Which answers fit depends on the order they arrive in;
    * sendAnswers checks the exact sizes again in the batch's order.
    */
-  private withinBatch(a: JsonRpcResponse | undefined, budget: { left: number; held: number }): JsonRpcResponse | undefined {
+  private withinBatch(a: JsonRpcResponse | undefined, budget: { left: number; held: AnswerShare }): JsonRpcResponse | undefined {
     if (a === undefined) return a;
     const need = jsonBytesAtLeast(a, budget.left);
     if (need <= budget.left) {
-      if (this.answerBytesHeld + need <= this.answersHeldCap) {
+      if (budget.held.take(need)) {
         budget.left -= need + 1; // and a comma
-        budget.held += need;
-        this.answerBytesHeld += need;
         return a;
       }
       this.stats.errors++;
       this.stats.answersNotHeld++;
       budget.left -= 300;
-      return errorResponse(a.id, RPC_ERRORS.responseTooLarge, `the answers held by JSON-RPC batches in progress, all clients together, would come to more than ${this.answersHeldCap} bytes of JSON (ANSWER_BYTES_HELD, a fixed limit, or [rpc] max_response_bytes where that is more); this answer was not kept: send fewer calls of large answers per batch, call them one at a time, or retry later`, { code: "answers_held", limit: this.answersHeldCap });
+      return errorResponse(a.id, RPC_ERRORS.responseTooLarge, `the answers held by JSON-RPC batches in progress, all clients together, would come to more than ${this.answersHeld.cap} bytes of JSON (ANSWER_BYTES_HELD, a fixed limit, or [rpc] max_response_bytes where that is more); this answer was not kept: send fewer calls of large answers per batch, call them one at a time, or retry later`, { code: "answers_held", limit: this.answersHeld.cap });
     }
     this.stats.errors++;
     const limit = this.limits.max_response_bytes;
