@@ -1,5 +1,5 @@
 // A small mutation fuzzer for the parsers at modhost's edges (config and manifest TOML, the
-// registry index, JSON-RPC bodies, http_request answers). Each target (fuzz/<area>-*.ts) says
+// registry index, JSON-RPC bodies, http_request answers, a Core node's answers and ZMQ notices). Each target (fuzz/<area>-*.ts) says
 // how to seed it and what one input must do: return, or throw only its documented error type;
 // anything else is a finding. The loop runs in a worker thread so that the main thread can
 // watch it: an input that takes longer than `hangMs` is a hang (the worker is terminated), and
@@ -9,7 +9,8 @@
 // the input itself (base64), and `--seed S --only I` replays it.
 //
 //   npm run fuzz:edges -- [--iterations N] [--seed S] [--only I] [target ...]
-//   (targets: config-toml manifest-toml registry-index jsonrpc-body core-facade-body http-response; default all)
+//   (targets: config-toml manifest-toml registry-index jsonrpc-body core-facade-body http-response
+//    core-answer zmq-notice; default all)
 
 import { Worker } from "node:worker_threads";
 import { fileURLToPath } from "node:url";
@@ -61,7 +62,7 @@ export interface FuzzOptions {
   maxFindings?: number;
 }
 
-export const TARGETS = ["config-toml", "manifest-toml", "registry-index", "jsonrpc-body", "core-facade-body", "http-response"] as const;
+export const TARGETS = ["config-toml", "manifest-toml", "registry-index", "jsonrpc-body", "core-facade-body", "http-response", "core-answer", "zmq-notice"] as const;
 
 // ---------------------------------------------------------------------------------------
 // Deterministic mutation

@@ -13,6 +13,8 @@ const ITERATIONS: Record<(typeof TARGETS)[number], number> = {
   "jsonrpc-body": 300,
   "core-facade-body": 300,
   "http-response": 200,
+  "core-answer": 200,
+  "zmq-notice": 2000,
 };
 
 test("inputs are a pure function of seed and iteration (findings replay)", (t) => {
@@ -39,3 +41,10 @@ for (const target of TARGETS) {
     t.is(r.iterations, ITERATIONS[target]);
   });
 }
+
+test("core-answer's finding (seed 26, iteration 3873: a node's JSON-RPC error with an empty message, once handed on as an error without words) replays clean", async (t) => {
+  t.timeout(120_000);
+  const r = await fuzzTarget("core-answer", { iterations: 1, seed: 26, only: 3873, hangMs: 20_000 });
+  t.false(failed(r), describe(r));
+  t.is(r.iterations, 1);
+});

@@ -86,6 +86,9 @@ const RPC_CLIENT_CPU_MS_PER_S = 100;
  */
 const RPC_CLIENT_MAX_VALUES = 4_000_000;
 
+/** Characters of a node's error message kept (Core's are one line; what is past it is cut). */
+const MAX_ERROR_MESSAGE_CHARS = 1024;
+
 export class CoreRpc {
   private readonly timeoutMs: number;
   private readonly maxResponseBytes: number;
@@ -138,7 +141,9 @@ export class CoreRpc {
     }
     if (parsed.error) {
       const code = typeof parsed.error.code === "number" ? parsed.error.code : RPC_CODES.MISC_ERROR;
-      const message = typeof parsed.error.message === "string" ? parsed.error.message : "unknown error";
+      // The node's words, said again to modules and in the log: cut, and never empty.
+      const said = typeof parsed.error.message === "string" ? parsed.error.message : "";
+      const message = said === "" ? `the node answered ${method} with error ${code} and no message` : said.length > MAX_ERROR_MESSAGE_CHARS ? `${said.slice(0, MAX_ERROR_MESSAGE_CHARS)}... (cut at ${MAX_ERROR_MESSAGE_CHARS} characters)` : said;
       if (code === RPC_CODES.IN_WARMUP) throw new BackendUnavailableError(`the node is starting up: ${message}`);
       if (code === RPC_CODES.METHOD_NOT_FOUND) {
         throw new CoreRpcRefused(method, 404, `the node does not know RPC "${method}" (${message}); modhost needs Bitcoin Core 25 or newer`);
