@@ -6,10 +6,11 @@
 // maxima (32 MiB of answers sent and unread or reserved, 32 MiB of requests being served,
 // 32 MiB of staged parts) at once, ~96 MiB a module, 3 GiB for 32 modules.
 //
-// HostBytes is that cap ([host] module_bytes_mb). Each holder (a module's session, its store)
-// has an account whose `measure` says what it holds now, read when needed (no bookkeeping on
-// every change). Before work that adds bytes (a request admitted with its params and its
-// answer's reservation, a staged part), the holder asks `admits(bytes)`:
+// HostBytes is that cap ([host] module_bytes_mb). Each holder (a module's session, its store,
+// its metric series: host/services/metrics.ts) has an account whose `measure` says what it holds
+// now, read when needed (no bookkeeping on every change). Before work that adds bytes (a request
+// admitted with its params and its answer's reservation, a staged part, a new metric series),
+// the holder asks `admits(bytes)`:
 // - within its fair part, `cap / 2 / accounts`, it is admitted whatever the others hold: a
 //   module under its fair part is never held back by the others;
 // - past it, it is admitted while the sum of what every account holds, with these bytes, stays
