@@ -122,6 +122,15 @@ const MAX_BATCH_OPS = 10_000;
 const MAX_STAGED = 4;
 const MAX_STAGED_BYTES = 32 * 1024 * 1024;
 const STAGED_IDLE_MS = 60_000;
+/**
+ * Transactions in parts dropped before their last part came (an error in a part, a part refused
+ * before the store, no part for STAGED_IDLE_MS) are remembered, at most this many per module,
+ * each for STAGED_IDLE_MS or until a last part (`more: false`) of its id comes: their later
+ * parts are refused, not taken for a new transaction. Before, the last part of a transaction
+ * whose earlier parts were dropped wrote its own ops alone (a module sending its parts without
+ * waiting for each answer: parts 1 and 3 of 3, part 2 refused, wrote part 3's ops).
+ */
+const MAX_DROPPED = 64;
 const DEFAULT_ITER_LIMIT = 1000;
 const MAX_ITER_LIMIT = 10_000;
 const DEFAULT_ITER_MAX_BYTES = 1024 * 1024;
@@ -228,6 +237,8 @@ export class ModuleStore {
   readonly #inflight = new Set<Promise<void>>();
   /** Earlier parts of transactions sent in parts, by the module's id for each (see batch). */
   readonly #staged = new Map<number, Staged>();
+  /** Transactions in parts dropped before their last part: why, and when (MAX_DROPPED). */
+  readonly #dropped = new Map<number, { why: string; at: number }>();
   /**
    * Its account in the host's cap over all modules ([host] module_bytes_mb,
    * protocol/host-bytes.ts) while it holds staged parts: joined at the first, left at the last.
@@ -534,6 +545,13 @@ export class ModuleStore {
       this.#lastSlicer = slicer;
       this.#expireStaged();
       const held = part ? this.#staged.get(part.id) : undefined;
+      const gone = part && !held ? this.#dropped.get(part.id) : undefined;
+      if (gone) {
+        // A later part of a transaction dropped before: refused, so that nothing of it is
+        // written (its last part ends the refusal: the id is free again after it).
+        if (!part!.more) this.#dropped.delete(part!.id);
+        throw new StorageError("invalid_params", `transaction ${part!.id} was dropped ${Math.round((Date.now() - gone.at) / 1000)} s ago before its last part came (${gone.why}): this part is refused and nothing of the transaction is written; send the whole transaction again (its parts under an id not in use)${part!.more ? `; its parts are refused until its last part (more: false) or for ${STAGED_IDLE_MS / 1000} s` : ""}`);
+      }
       let prepared: Prepared[];
       try {
         if (held && held.tree !== tree) {
@@ -549,7 +567,7 @@ export class ModuleStore {
           return;
         }
       } catch (err) {
-        if (part) this.#unstage(part.id);
+        if (part) this.#unstage(part.id, part.more ? `a part was refused: ${String((err as Error)?.message ?? err).slice(0, 200)}` : undefined);
         if (held && err instanceof StorageError) throw new StorageError(err.code, `${err.message} (the transaction's ${held.ops.length} ops held from earlier parts are dropped too)`);
         throw err;
       }
@@ -705,7 +723,12 @@ export class ModuleStore {
   #expireStaged(): void {
     const now = Date.now();
     let forgot = false;
-    for (const [id, s] of this.#staged) if (now - s.touched > STAGED_IDLE_MS) forgot = this.#staged.delete(id) || forgot;
+    for (const [id, s] of this.#staged) {
+      if (now - s.touched <= STAGED_IDLE_MS) continue;
+      forgot = this.#staged.delete(id) || forgot;
+      this.#remember(id, `no part came for ${STAGED_IDLE_MS / 1000} s`, s.touched + STAGED_IDLE_MS);
+    }
+    for (const [id, d] of this.#dropped) if (now - d.at > STAGED_IDLE_MS) this.#dropped.delete(id);
     if (this.#staged.size === 0) this.#leaveHeld();
     else if (forgot) this.#held?.released();
   }
@@ -717,10 +740,19 @@ export class ModuleStore {
     return total;
   }
 
-  #unstage(id: number): void {
+  /** Forgets transaction `id`'s held parts; with `why`, its later parts are refused (MAX_DROPPED). */
+  #unstage(id: number, why?: string): void {
     const forgot = this.#staged.delete(id);
+    if (why !== undefined) this.#remember(id, why);
+    else this.#dropped.delete(id);
     if (this.#staged.size === 0) this.#leaveHeld();
     else if (forgot) this.#held?.released();
+  }
+
+  #remember(id: number, why: string, now = Date.now()): void {
+    this.#dropped.delete(id);
+    this.#dropped.set(id, { why, at: now });
+    if (this.#dropped.size > MAX_DROPPED) this.#dropped.delete(this.#dropped.keys().next().value!);
   }
 
   #leaveHeld(): void {
@@ -734,17 +766,24 @@ export class ModuleStore {
    */
   dropStaged(): void {
     this.#staged.clear();
+    this.#dropped.clear();
     this.#leaveHeld();
   }
 
   /**
    * Forgets the held parts of transaction `id`: a part of it was refused before it reached
-   * batch() (its parameters, checked by the caller), and an error in any part drops the whole
-   * transaction (docs/protocol.md 6.2). Taken in turn with the writes, so a part of the same id
-   * still being held by an earlier request is held first and then forgotten.
+   * batch() (`why`: its parameters, checked by the caller; a body that did not decode; no room
+   * to wait), and an error in any part drops the whole transaction (docs/protocol.md 6.2); its
+   * later parts are refused unless the refused one was its last (`more` false). With no `id`
+   * (the refused part's could not be read), every transaction in parts is dropped. Taken in
+   * turn with the writes, so a part of the same id still being held by an earlier request is
+   * held first and then forgotten.
    */
-  dropPart(id: number): Promise<void> {
-    return this.#write(async () => this.#unstage(id));
+  dropPart(id: number | undefined, more: boolean | undefined, why: string): Promise<void> {
+    return this.#write(async () => {
+      if (id !== undefined) return this.#unstage(id, more === false ? undefined : why);
+      for (const held of [...this.#staged.keys()]) this.#unstage(held, why);
+    });
   }
 
   /** Validates and encodes batch ops; errors name the offending op index. */

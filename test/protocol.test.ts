@@ -1424,6 +1424,21 @@ test("codec: the envelope of a refused body is read without decoding the rest", 
   t.deepEqual(readEnvelope(lying), {}, "a length beyond the bytes stops the scan");
 });
 
+test("codec: the method and part id of a refused storage_transaction are read from its bytes: before a bad byte, behind values past the limits, not behind a bad byte", (t) => {
+  const req = (params: unknown) => Buffer.from(rawPack({ t: "request", id: 7, method: "storage_transaction", params }));
+  const bad = (b: Buffer) => {
+    const at = b.indexOf(Buffer.from("a44d41524b", "hex")); // "MARK"
+    b[at] = 0xc1;
+    return b;
+  };
+  const part = { id: 42, more: true };
+  t.deepEqual(readEnvelope(bad(req({ tree: "t", part, ops: ["MARK"] }))), { t: "request", id: 7, method: "storage_transaction", part: 42 }, "the part before the bad byte");
+  t.deepEqual(readEnvelope(req({ tree: "t", ops: new Array(70_000).fill(null), part })), { t: "request", id: 7, method: "storage_transaction", part: 42 }, "the part behind 70,000 values");
+  t.deepEqual(readEnvelope(bad(req({ tree: "t", ops: ["MARK"], part }))), { t: "request", id: 7, method: "storage_transaction" }, "behind a bad byte: not known");
+  t.deepEqual(readEnvelope(req({ tree: "t", ops: [] })), { t: "request", id: 7, method: "storage_transaction", part: null }, "params read through: no part");
+  t.deepEqual(readEnvelope(req({ tree: "t", part: { more: true, id: "x" } })), { t: "request", id: 7, method: "storage_transaction", part: null }, "a part whose id is no integer");
+});
+
 test("codec: values that cannot be sent give typed errors: not_plain_data, result_too_large", (t) => {
   const cyclic: Record<string, unknown> = { a: 1 };
   cyclic.self = cyclic;

@@ -651,13 +651,35 @@ test("an error in any part of a transaction in parts drops the whole transaction
   const { store } = await freshStore(t, { maxKeyBytes: 8 });
   await store.batch("t", [{ op: "put", key: "a", value: 1 }], { id: 1, more: true });
   await rejectsCode(t, store.batch("t", [{ op: "put", key: "much-too-long", value: 1 }], { id: 1, more: true }), "invalid_params", /held from earlier parts are dropped too/);
-  await store.batch("t", [{ op: "put", key: "z", value: 1 }], { id: 1, more: false });
+  // Its last part (sent without waiting for the answer above, say) is refused too: written, it
+  // would have written its own ops alone, without the transaction's earlier ones.
+  await rejectsCode(t, store.batch("t", [{ op: "put", key: "z", value: 1 }], { id: 1, more: false }), "invalid_params", /transaction 1 was dropped .* before its last part came .*nothing of the transaction is written/);
   t.false(await store.has("t", "a"), "the part before the error was dropped with it");
-  t.true(await store.has("t", "z"));
+  t.false(await store.has("t", "z"), "the last part of a dropped transaction is not written alone");
+  // After that last part the id is free again.
+  await store.batch("t", [{ op: "put", key: "y", value: 1 }], { id: 1, more: true });
+  await store.batch("t", [{ op: "put", key: "z", value: 1 }], { id: 1, more: false });
+  t.deepEqual([await store.has("t", "y"), await store.has("t", "z")], [true, true]);
   await store.openTree("u");
   await store.batch("t", [{ op: "put", key: "a", value: 1 }], { id: 2, more: true });
   await rejectsCode(t, store.batch("u", [{ op: "put", key: "b", value: 1 }], { id: 2, more: false }), "invalid_params", /names tree "u", but its first part named "t"/);
   t.false(await store.has("t", "a"));
+});
+
+test("a transaction in parts forgotten after STAGED_IDLE_MS (60 s without a part): its later parts are refused, not written without the earlier ones, until its last part", async (t) => {
+  const { store } = await freshStore(t);
+  const realNow = Date.now;
+  t.teardown(() => {
+    Date.now = realNow;
+  });
+  await store.batch("t", [{ op: "put", key: "a", value: 1 }], { id: 9, more: true });
+  const later = realNow() + 61_000;
+  Date.now = () => later;
+  await rejectsCode(t, store.batch("t", [{ op: "put", key: "b", value: 1 }], { id: 9, more: true }), "invalid_params", /transaction 9 was dropped 1 s ago before its last part came \(no part came for 60 s\)/);
+  await rejectsCode(t, store.batch("t", [{ op: "put", key: "c", value: 1 }], { id: 9, more: false }), "invalid_params", /transaction 9 was dropped/);
+  t.deepEqual([await store.has("t", "a"), await store.has("t", "b"), await store.has("t", "c")], [false, false, false], "nothing of it is written");
+  await store.batch("t", [{ op: "put", key: "d", value: 1 }], { id: 9, more: false });
+  t.true(await store.has("t", "d"), "after its last part the id is free again");
 });
 
 test("transactions in parts are bounded: 10000 ops over all parts, 4 open at once, and dropped for a new instance", async (t) => {
