@@ -16,8 +16,10 @@ import test from "ava";
 import { fileURLToPath } from "node:url";
 import { buildModulesDir, GOOD_GRANTS, startHost, tempDir } from "./helpers/host.ts";
 import { writeNodeNative } from "./helpers/native.ts";
+import { watchTurns } from "./helpers/turns.ts";
 
 const PARTS = fileURLToPath(new URL("./fixtures/hostile-round26-native/parts.ts", import.meta.url));
+const ENVELOPE = fileURLToPath(new URL("./fixtures/hostile-round26-native/envelope.ts", import.meta.url));
 
 interface PartsReport {
   seen: Record<string, number>;
@@ -64,4 +66,26 @@ test.serial("a native module whose transactions in parts fail at a later part be
   t.regex(first["pipelined0-last:invalid_params"] ?? "", /transaction \d+ was dropped .*before its last part came/);
   t.deepEqual(keys.filter((k) => /^(u|b0|p)/.test(k)), [], "nothing of a failed transaction is written");
   t.deepEqual(keys.filter((k) => /^g/.test(k)).length, 16);
+});
+
+test.serial("a native module whose refused requests (16 M nils, refused from their array header) put their params before t and id, 8 one after another: each is answered, and no turn of the host's loop takes 150 ms of CPU reading what it can of them (before: readEnvelope walked every value before t and id, 230-390 ms a body in-process at load 7)", async (t) => {
+  t.timeout(120_000);
+  const dir = await tempDir(t);
+  const modulesDir = await buildModulesDir(dir, []);
+  await writeNodeNative(modulesDir, "r26-envelope", ENVELOPE, ["write_storage"]);
+  const turns = watchTurns();
+  t.teardown(() => turns.stop());
+  const h = await startHost(t, { dir, modules: [], grants: { "r26-envelope": ["write_storage"] } });
+  await h.waitForState("r26-envelope", "running", 60_000);
+  turns.reset();
+  const report = (await h.waitForLog(/^envelope report$/, { source: "r26-envelope", timeoutMs: 90_000 })).fields as { answers: Array<{ id: number; code: string }> };
+  const longest = turns.reset();
+  t.log(`answers: ${JSON.stringify(report.answers)}; longest turn of the host's loop: ${longest.toFixed(0)} ms of CPU`);
+  t.is(report.answers.length, 8);
+  for (const a of report.answers) t.is(a.code, "invalid_message");
+  // What bounds a turn now: the frame's last read (a 16 MiB frame's reads are gathered at most
+  // three times their size each: protocol/frame.ts), its validation (refused at the array's
+  // header) and ENVELOPE_SCAN_VALUES (131,072) headers of readEnvelope (~1-10 ms); 150 ms is
+  // several times that on a loaded machine, and half what one body cost before.
+  t.true(longest < 150, `no turn of 150 ms of CPU or more (${longest.toFixed(0)} ms)`);
 });
