@@ -540,6 +540,8 @@ export class ModuleStore {
   batch(tree: string, ops: BatchOp[], part?: { id: number; more: boolean }): Promise<void> {
     // Taken here, in the request's own call: the write lock may run the work from another's turn.
     const account = sliceAccount.getStore();
+    // A drop asked for after this part must wait for it (dropPart).
+    this.#drops = this.#dropsDone = undefined;
     return this.#write(async () => {
       const slicer = new Slicer(SLICE_MS, { account });
       this.#lastSlicer = slicer;
@@ -780,11 +782,24 @@ export class ModuleStore {
    * held first and then forgotten.
    */
   dropPart(id: number | undefined, more: boolean | undefined, why: string): Promise<void> {
-    return this.#write(async () => {
-      if (id !== undefined) return this.#unstage(id, more === false ? undefined : why);
-      for (const held of [...this.#staged.keys()]) this.#unstage(held, why);
-    });
+    // Drops asked for one after another, with no transaction part queued between them, wait as
+    // one task of the write lock: a flood of refused parts queues one task, not one each.
+    if (this.#drops && this.#dropsDone) {
+      this.#drops.push({ id, more, why });
+      return this.#dropsDone;
+    }
+    const drops = (this.#drops = [{ id, more, why }]);
+    return (this.#dropsDone = this.#write(async () => {
+      if (this.#drops === drops) this.#drops = this.#dropsDone = undefined;
+      for (const d of drops) {
+        if (d.id !== undefined) this.#unstage(d.id, d.more === false ? undefined : d.why);
+        else for (const held of [...this.#staged.keys()]) this.#unstage(held, d.why);
+      }
+    }));
   }
+  /** The drops queued as one write-lock task, while no transaction part is queued after it (dropPart). */
+  #drops: Array<{ id: number | undefined; more: boolean | undefined; why: string }> | undefined;
+  #dropsDone: Promise<void> | undefined;
 
   /** Validates and encodes batch ops; errors name the offending op index. */
   async #prepareOps(ops: unknown, slicer: Slicer): Promise<Prepared[]> {

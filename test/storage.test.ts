@@ -682,6 +682,26 @@ test("a transaction in parts forgotten after STAGED_IDLE_MS (60 s without a part
   t.true(await store.has("t", "d"), "after its last part the id is free again");
 });
 
+test("drops of transactions in parts asked for one after another wait as one task of the write lock, and keep their order with the parts between them", async (t) => {
+  const { store } = await freshStore(t);
+  const puts = (n: number) => Array.from({ length: n }, (_, i) => ({ op: "put" as const, key: `k${i}`, value: i }));
+  // A transaction holds the write lock while 10,000 refused parts of as many ids are dropped.
+  const big = store.batch("t", puts(10_000));
+  const drops = Array.from({ length: 10_000 }, (_, i) => store.dropPart(1000 + i, true, "refused"));
+  t.is(new Set(drops).size, 1, "one queued task for all of them");
+  await Promise.all([big, ...drops]);
+  // Order: a part queued between two drops of its id sees the first, not the second.
+  await store.batch("t", [{ op: "put", key: "a", value: 1 }], { id: 5, more: true });
+  const first = store.dropPart(5, true, "a part was refused");
+  const between = store.batch("t", [{ op: "put", key: "b", value: 1 }], { id: 5, more: true });
+  const last = store.dropPart(5, false, "its last part was refused");
+  t.not(first, last, "the drop after the part is a task of its own");
+  await rejectsCode(t, between, "invalid_params", /transaction 5 was dropped/);
+  await Promise.all([first, last]);
+  await store.batch("t", [{ op: "put", key: "c", value: 1 }], { id: 5, more: false });
+  t.deepEqual([await store.has("t", "a"), await store.has("t", "b"), await store.has("t", "c")], [false, false, true], "after its last part the id is free again");
+});
+
 test("transactions in parts are bounded: 10000 ops over all parts, 4 open at once, and dropped for a new instance", async (t) => {
   const { store } = await freshStore(t);
   const puts = (n: number, from = 0) => Array.from({ length: n }, (_, i) => ({ op: "put" as const, key: `k${from + i}`, value: i }));
