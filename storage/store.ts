@@ -110,6 +110,8 @@ export interface OpenOptions {
   ioConcurrency?: number;
   /** The share of libuv's thread pool this store's jobs go through (the process's own by default). */
   pool?: PoolShare;
+  /** How long a transaction in parts is held without a part (STAGED_IDLE_MS; shorter in tests). */
+  stagedIdleMs?: number;
 }
 
 const MAX_BATCH_OPS = 10_000;
@@ -125,12 +127,14 @@ const STAGED_IDLE_MS = 60_000;
 /**
  * Transactions in parts dropped before their last part came (an error in a part, a part refused
  * before the store, no part for STAGED_IDLE_MS) are remembered, at most this many per module,
- * each for STAGED_IDLE_MS or until a last part (`more: false`) of its id comes: their later
+ * each for DROPPED_KEEP_IDLES × STAGED_IDLE_MS (10 minutes) or until a last part (`more:
+ * false`) of its id comes: their later
  * parts are refused, not taken for a new transaction. Before, the last part of a transaction
  * whose earlier parts were dropped wrote its own ops alone (a module sending its parts without
  * waiting for each answer: parts 1 and 3 of 3, part 2 refused, wrote part 3's ops).
  */
 const MAX_DROPPED = 64;
+const DROPPED_KEEP_IDLES = 10;
 const DEFAULT_ITER_LIMIT = 1000;
 const MAX_ITER_LIMIT = 10_000;
 const DEFAULT_ITER_MAX_BYTES = 1024 * 1024;
@@ -234,6 +238,15 @@ export class ModuleStore {
   readonly #io: Semaphore;
   readonly #pool: PoolShare;
   readonly #iterMaxBytes: number;
+  /** STAGED_IDLE_MS, or the store's own (OpenOptions.stagedIdleMs). */
+  readonly #idleMs: number;
+  /**
+   * Armed while parts are held, for when the oldest would pass #idleMs: it forgets them then.
+   * Before, they were forgotten only at the module's next storage_transaction, so a module
+   * that staged its parts and sent no other transaction held them (up to MAX_STAGED_BYTES, and
+   * its account in [host] module_bytes_mb) for the life of its instance.
+   */
+  #idleTimer: NodeJS.Timeout | undefined;
   readonly #inflight = new Set<Promise<void>>();
   /** Earlier parts of transactions sent in parts, by the module's id for each (see batch). */
   readonly #staged = new Map<number, Staged>();
@@ -254,6 +267,7 @@ export class ModuleStore {
     this.#io = new Semaphore(options.ioConcurrency ?? DEFAULT_IO_CONCURRENCY);
     this.#pool = options.pool ?? threadPool;
     this.#iterMaxBytes = options.iterMaxBytes ?? DEFAULT_ITER_MAX_BYTES;
+    this.#idleMs = options.stagedIdleMs ?? STAGED_IDLE_MS;
     this.#meta = db.sublevel<string, unknown>("meta", { keyEncoding: "utf8", valueEncoding: "json" }) as MetaDb;
     this.#quota = quota;
     this.#label = label;
@@ -552,7 +566,7 @@ export class ModuleStore {
         // A later part of a transaction dropped before: refused, so that nothing of it is
         // written (its last part ends the refusal: the id is free again after it).
         if (!part!.more) this.#dropped.delete(part!.id);
-        throw new StorageError("invalid_params", `transaction ${part!.id} was dropped ${Math.round((Date.now() - gone.at) / 1000)} s ago before its last part came (${gone.why}): this part is refused and nothing of the transaction is written; send the whole transaction again (its parts under an id not in use)${part!.more ? `; its parts are refused until its last part (more: false) or for ${STAGED_IDLE_MS / 1000} s` : ""}`);
+        throw new StorageError("invalid_params", `transaction ${part!.id} was dropped ${Math.round((Date.now() - gone.at) / 1000)} s ago before its last part came (${gone.why}): this part is refused and nothing of the transaction is written; send the whole transaction again (its parts under an id not in use)${part!.more ? `; its parts are refused until its last part (more: false) or for ${(DROPPED_KEEP_IDLES * this.#idleMs) / 1000} s` : ""}`);
       }
       let prepared: Prepared[];
       try {
@@ -719,6 +733,23 @@ export class ModuleStore {
     } else {
       this.#staged.set(id, { tree, ops: prepared, bytes, touched: Date.now() });
     }
+    this.#armIdle();
+  }
+
+  /** Arms #idleTimer for when the oldest held transaction passes #idleMs (if not armed). */
+  #armIdle(): void {
+    if (this.#idleTimer || this.#staged.size === 0 || this.#closing) return;
+    let oldest = Number.POSITIVE_INFINITY;
+    for (const s of this.#staged.values()) oldest = Math.min(oldest, s.touched);
+    this.#idleTimer = setTimeout(() => {
+      this.#idleTimer = undefined;
+      // In turn with the writes: a part being held now is not forgotten under it.
+      this.#write(async () => {
+        this.#expireStaged();
+        this.#armIdle();
+      }).catch(() => {});
+    }, Math.max(0, oldest + this.#idleMs - Date.now()) + 1);
+    this.#idleTimer.unref();
   }
 
   /** Forgets transactions sent in parts whose next part has not come for STAGED_IDLE_MS. */
@@ -726,11 +757,11 @@ export class ModuleStore {
     const now = Date.now();
     let forgot = false;
     for (const [id, s] of this.#staged) {
-      if (now - s.touched <= STAGED_IDLE_MS) continue;
+      if (now - s.touched <= this.#idleMs) continue;
       forgot = this.#staged.delete(id) || forgot;
-      this.#remember(id, `no part came for ${STAGED_IDLE_MS / 1000} s`, s.touched + STAGED_IDLE_MS);
+      this.#remember(id, `no part came for ${this.#idleMs / 1000} s`, s.touched + this.#idleMs);
     }
-    for (const [id, d] of this.#dropped) if (now - d.at > STAGED_IDLE_MS) this.#dropped.delete(id);
+    for (const [id, d] of this.#dropped) if (now - d.at > DROPPED_KEEP_IDLES * this.#idleMs) this.#dropped.delete(id);
     if (this.#staged.size === 0) this.#leaveHeld();
     else if (forgot) this.#held?.released();
   }
@@ -758,6 +789,8 @@ export class ModuleStore {
   }
 
   #leaveHeld(): void {
+    clearTimeout(this.#idleTimer);
+    this.#idleTimer = undefined;
     this.#held?.leave();
     this.#held = undefined;
   }

@@ -7,6 +7,7 @@ import { ClassicLevel } from "classic-level";
 import { ModuleStore, StorageError, DEFAULT_QUOTA } from "../storage/store.ts";
 import type { BatchOp, IterPage, StorageQuota } from "../storage/store.ts";
 import { encodeValue } from "../storage/codec.ts";
+import { hostBytes } from "../protocol/host-bytes.ts";
 
 async function tempDir(t: ExecutionContext): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), "modhost-storage-"));
@@ -680,6 +681,26 @@ test("a transaction in parts forgotten after STAGED_IDLE_MS (60 s without a part
   t.deepEqual([await store.has("t", "a"), await store.has("t", "b"), await store.has("t", "c")], [false, false, false], "nothing of it is written");
   await store.batch("t", [{ op: "put", key: "d", value: 1 }], { id: 9, more: false });
   t.true(await store.has("t", "d"), "after its last part the id is free again");
+});
+
+// Serial: it reads the host-wide accounts (hostBytes), which the other tests' stores join.
+test.serial("a transaction in parts whose module sends no other transaction is forgotten once it has had no part for the store's idle time (stagedIdleMs, STAGED_IDLE_MS in the host): its bytes and its account in [host] module_bytes_mb are let go of", async (t) => {
+  const dir = await tempDir(t);
+  const store = await ModuleStore.open(join(dir, "db"), undefined, { label: "idle", stagedIdleMs: 300 });
+  t.teardown(() => store.close());
+  await store.openTree("t");
+  const accounts = hostBytes.accounts;
+  // total(NaN): never the figure cached for the same millisecond.
+  const total = hostBytes.total(Number.NaN);
+  await store.batch("t", [{ op: "put", key: "a", value: new Uint8Array(1000 * 1000) }], { id: 1, more: true });
+  t.is(hostBytes.accounts, accounts + 1, "held: an account of its own");
+  t.true(hostBytes.total(Number.NaN) - total >= 1000 * 1000, "its bytes counted");
+  // The idle time, the timer's 1 ms and generous slack for a loaded machine.
+  await new Promise((r) => setTimeout(r, 300 + 1 + 1200));
+  t.is(hostBytes.accounts, accounts, "its account is gone without another transaction");
+  t.is(hostBytes.total(Number.NaN), total, "its bytes are no longer counted");
+  await rejectsCode(t, store.batch("t", [{ op: "put", key: "b", value: 1 }], { id: 1, more: false }), "invalid_params", /transaction 1 was dropped .*no part came for 0.3 s/);
+  t.false(await store.has("t", "a"));
 });
 
 test("drops of transactions in parts asked for one after another wait as one task of the write lock, and keep their order with the parts between them", async (t) => {
