@@ -49,19 +49,28 @@ function plainTransaction(p: Record<string, unknown>): boolean {
   return true;
 }
 /**
- * A storage_transaction refused before its handler (its parameters invalid): when it names a
+ * A storage_transaction refused before its handler (its parameters invalid, a permission
+ * denied, or before the hub: its body did not decode, no room to wait): when it names a
  * transaction in parts (a `part.id` the schema would take), that transaction's held parts are
- * dropped, as an error in any part drops the whole transaction (docs/protocol.md 6.2). Before,
- * they stayed held for STAGED_IDLE_MS (60 s), each a place of the 4 a module may hold: a module
- * whose last part was refused so, and that sent its transaction again, was refused
- * `quota_exceeded` after four tries, for a minute.
+ * dropped, as an error in any part drops the whole transaction (docs/protocol.md 6.2), and its
+ * later parts are refused (storage/store.ts MAX_DROPPED); when its parameters could not be
+ * read (`p` undefined), nor so which transaction it was a part of, every transaction in parts
+ * of the module is. Before, they stayed held for STAGED_IDLE_MS (60 s), each a place of the 4
+ * a module may hold: a module whose last part was refused so, and that sent its transaction
+ * again, was refused `quota_exceeded` after four tries, for a minute.
  */
-function refusedTransaction(c: CallContext, p: Record<string, unknown>): string | undefined {
-  const part = p.part as { id?: unknown } | null | undefined;
+function refusedTransaction(c: CallContext, p: Record<string, unknown> | undefined): string | undefined {
+  if (!c.store) return undefined;
+  if (p === undefined) {
+    void c.store.dropPart(undefined, undefined, "a storage_transaction whose parameters could not be read was refused").catch(() => {});
+    return " (it could not be told which transaction in parts it was a part of: every one of this module held so far, if any, is dropped)";
+  }
+  const part = p.part as { id?: unknown; more?: unknown } | null | undefined;
   const id = typeof part === "object" && part !== null ? part.id : undefined;
-  if (typeof id !== "number" || !Number.isInteger(id) || id < 0 || id > 0xffffffff || !c.store) return undefined;
-  void c.store.dropPart(id).catch(() => {});
-  return ` (the parts of transaction ${id} held so far, if any, are dropped too)`;
+  if (typeof id !== "number" || !Number.isInteger(id) || id < 0 || id > 0xffffffff) return undefined;
+  const more = typeof part!.more === "boolean" ? part!.more : undefined;
+  void c.store.dropPart(id, more, "a part was refused before the store had it").catch(() => {});
+  return ` (the parts of transaction ${id} held so far, if any, are dropped too${more === false ? "" : "; its later parts are refused"})`;
 }
 const bound = v.optional(v.string());
 const iterBounds = {

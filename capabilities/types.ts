@@ -209,11 +209,13 @@ export interface MethodDef<S extends v.GenericSchema = v.GenericSchema, R extend
   readonly accepts?: (params: Record<string, unknown>) => boolean;
   /**
    * Called when a request for this method is refused before its handler runs (a permission
-   * denied, parameters invalid), with its parameters as they came, for a method whose requests
-   * hold state from one to the next (a storage transaction's parts) and must let go of it; what
-   * it returns is added to the refusal's message.
+   * denied, parameters invalid, a body that did not decode, no room to wait), with its
+   * parameters as they came, or `undefined` when they could not be read (nor, perhaps, its
+   * method: ApiHub.refusedBefore), for a method whose requests hold state from one to the next
+   * (a storage transaction's parts) and must let go of it; what it returns is added to the
+   * refusal's message.
    */
-  readonly refused?: (call: CallContext, params: Record<string, unknown>) => string | undefined;
+  readonly refused?: (call: CallContext, params: Record<string, unknown> | undefined) => string | undefined;
   /**
    * What a successful call answers (a valibot schema; named types in ./schemas.ts). The
    * handler's return type is checked against it, and both SDKs' typed methods and result

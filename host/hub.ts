@@ -87,6 +87,22 @@ export class ApiHub {
   }
 
   /**
+   * A request refused before it reached the hub (its body did not decode, it was no valid
+   * message, or it found no room to wait: host/session.ts): the `refused` hook of its method,
+   * or, when its method could not be read, of every method that has one, is told, with its
+   * params when they were read (`undefined`: they could not be); what they return is added to
+   * the refusal's message. So every way a request can fail before its handler lets go of what
+   * earlier requests hold for it, as a refusal by the hub itself does (a storage transaction's
+   * held parts, docs/protocol.md 6.2).
+   */
+  refusedBefore(call: CallContext, method: string | undefined, params: Record<string, unknown> | undefined): string {
+    if (method !== undefined) return METHODS.get(method)?.refused?.(call, params) ?? "";
+    let also = "";
+    for (const def of METHODS.values()) also += def.refused?.(call, undefined) ?? "";
+    return also;
+  }
+
+  /**
    * handle(), but a handler that answered at once (a value: storage_get's synchronous read) has
    * its value returned as it is, not in a promise; anything else (refusals and failures among
    * them) is a promise. The session answers a value in the same pass, with no promise hop

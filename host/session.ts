@@ -401,7 +401,13 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
       this.chargeDecode(decodeMs);
     });
     channel.on("bad_body", (err, envelope, decodeMs) => {
-      this.refused(err.message, envelope.id ?? 0, envelope.t);
+      // A request's params that did not decode: what earlier requests hold for it is let go of
+      // (a storage transaction's parts, by the part id read from its bytes), as the hub does.
+      let also = "";
+      if (envelope.t === undefined || envelope.t === "request") {
+        also = this.refusedBefore(envelope.method, envelope.part === undefined ? undefined : envelope.part === null ? {} : { part: { id: envelope.part } });
+      }
+      this.refused(err.message + also, envelope.id ?? 0, envelope.t);
       this.chargeDecode(decodeMs);
     });
     // Everything else a chunk of its input cost the loop (small frames: logs, acks, refusals,
@@ -525,7 +531,13 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
       msg = parseModuleMessage(body);
     } catch (err) {
       const e = err as MessageError;
-      this.refused(e.message, e.id ?? 0, e.kind);
+      let also = "";
+      const m = body as { t?: unknown; method?: unknown; params?: unknown } | null;
+      if (typeof m === "object" && m !== null && (m.t === "request" || m.t === undefined)) {
+        const params = typeof m.params === "object" && m.params !== null && !Array.isArray(m.params) ? (m.params as Record<string, unknown>) : undefined;
+        also = this.refusedBefore(typeof m.method === "string" ? m.method : undefined, params);
+      }
+      this.refused(e.message + also, e.id ?? 0, e.kind);
       return;
     }
     if (this.state === "handshake") {
@@ -568,6 +580,15 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
       case "hello":
         this.admit({ id: 0, method: "hello", params: {}, refusal: wireError("protocol_error", "hello was already received"), reserve: SMALL_ANSWER_BYTES, bytes: 0 });
         break;
+    }
+  }
+
+  /** ApiHub.refusedBefore for a request of this module refused before the hub (what to add to the refusal). */
+  private refusedBefore(method: string | undefined, params: Record<string, unknown> | undefined): string {
+    try {
+      return this.opts.hub.refusedBefore(this.call, method, params);
+    } catch {
+      return "";
     }
   }
 
@@ -640,13 +661,13 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
       }
     }
     if (this.backlog.length >= MAX_BACKLOG) {
-      this.refuseWaiting(req.id, wireError("unavailable", `more than ${MAX_BACKLOG} requests waiting (MAX_BACKLOG); wait for answers before sending more`));
+      this.refuseWaiting(req, wireError("unavailable", `more than ${MAX_BACKLOG} requests waiting (MAX_BACKLOG); wait for answers before sending more`));
       return;
     }
     // Read while the host waits for its answers (pauseReading): what waits is held to
     // max_request_bytes_in_flight, past it refused, not kept.
     if (this.backlog.length > 0 && !this.readingPaused && this.backlogBytes + req.bytes > this.flow.maxRequestBytes) {
-      this.refuseWaiting(req.id, wireError("unavailable", `${this.backlog.length} requests of ${this.backlogBytes} bytes wait for this module's share, and this one of ${req.bytes} bytes would pass ${LIMIT_TEXT.request_bytes(this.flow)} of them; the host reads its socket past them only for its ready and its answers to the ${this.pending.size} invocations it waits for: wait for answers before sending more, or the operator raises max_request_bytes_in_flight in [modules.limits.${this.opts.module}]`));
+      this.refuseWaiting(req, wireError("unavailable", `${this.backlog.length} requests of ${this.backlogBytes} bytes wait for this module's share, and this one of ${req.bytes} bytes would pass ${LIMIT_TEXT.request_bytes(this.flow)} of them; the host reads its socket past them only for its ready and its answers to the ${this.pending.size} invocations it waits for: wait for answers before sending more, or the operator raises max_request_bytes_in_flight in [modules.limits.${this.opts.module}]`));
       return;
     }
     this.backlog.push(req);
@@ -662,10 +683,12 @@ export class HostSession extends EventEmitter<{ ready: []; closed: [error?: Erro
    * Before, a module that never read took 764,000 refusals, 106 MB waiting for it, in the 5 s
    * before max_unread_bytes disconnected it.
    */
-  private refuseWaiting(id: number, error: WireError): void {
+  private refuseWaiting(req: WaitingRequest, error: WireError): void {
     this.stats.requests++;
     this.stats.errors++;
-    this.replyError(id, error);
+    // Refused before the hub: what earlier requests hold for it is let go of (a transaction's parts).
+    const also = req.refusal ? "" : this.refusedBefore(req.method, req.params);
+    this.replyError(req.id, also ? { ...error, message: error.message + also } : error);
     if (!this.channel.congested || this.waitingDrain) return;
     this.pauseReading();
     this.waitingDrain = true;

@@ -18,7 +18,7 @@
 import { EventEmitter } from "node:events";
 import type { Duplex } from "node:stream";
 import { DEFAULT_MAX_FRAME_BYTES, FrameDecoder, FramingError } from "./frame.ts";
-import { type BodyBuilder, CodecError, decodeBody, decodeBodyStepped, DEFAULT_BODY_LIMITS, EncodeError, encodeBodyParts, encodeEnvelope, encodeEnvelopeParts, HOST_BODY_LIMITS, readEnvelope, type BodyLimits } from "./codec.ts";
+import { type BodyBuilder, CodecError, decodeBody, decodeBodyStepped, DEFAULT_BODY_LIMITS, EncodeError, encodeBodyParts, encodeEnvelope, encodeEnvelopeParts, HOST_BODY_LIMITS, readEnvelope, type BodyLimits, type ReadEnvelope } from "./codec.ts";
 
 // The clock is the global `performance` (node:perf_hooks would load its histogram and timerify
 // code into every isolate host at boot: runtime/isolate/natives.ts), read once at its first
@@ -54,10 +54,7 @@ const COPY_BELOW_BYTES = 4096;
 const TIMED_BODY_BYTES = 4096;
 
 /** What could be read of a body that was refused: enough to answer it by id. */
-interface Envelope {
-  t?: string;
-  id?: number;
-}
+type Envelope = ReadEnvelope;
 
 export interface ChannelEvents {
   /**

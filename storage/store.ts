@@ -110,6 +110,8 @@ export interface OpenOptions {
   ioConcurrency?: number;
   /** The share of libuv's thread pool this store's jobs go through (the process's own by default). */
   pool?: PoolShare;
+  /** How long a transaction in parts is held without a part (STAGED_IDLE_MS; shorter in tests). */
+  stagedIdleMs?: number;
 }
 
 const MAX_BATCH_OPS = 10_000;
@@ -122,6 +124,17 @@ const MAX_BATCH_OPS = 10_000;
 const MAX_STAGED = 4;
 const MAX_STAGED_BYTES = 32 * 1024 * 1024;
 const STAGED_IDLE_MS = 60_000;
+/**
+ * Transactions in parts dropped before their last part came (an error in a part, a part refused
+ * before the store, no part for STAGED_IDLE_MS) are remembered, at most this many per module,
+ * each for DROPPED_KEEP_IDLES × STAGED_IDLE_MS (10 minutes) or until a last part (`more:
+ * false`) of its id comes: their later
+ * parts are refused, not taken for a new transaction. Before, the last part of a transaction
+ * whose earlier parts were dropped wrote its own ops alone (a module sending its parts without
+ * waiting for each answer: parts 1 and 3 of 3, part 2 refused, wrote part 3's ops).
+ */
+const MAX_DROPPED = 64;
+const DROPPED_KEEP_IDLES = 10;
 const DEFAULT_ITER_LIMIT = 1000;
 const MAX_ITER_LIMIT = 10_000;
 const DEFAULT_ITER_MAX_BYTES = 1024 * 1024;
@@ -225,9 +238,20 @@ export class ModuleStore {
   readonly #io: Semaphore;
   readonly #pool: PoolShare;
   readonly #iterMaxBytes: number;
+  /** STAGED_IDLE_MS, or the store's own (OpenOptions.stagedIdleMs). */
+  readonly #idleMs: number;
+  /**
+   * Armed while parts are held, for when the oldest would pass #idleMs: it forgets them then.
+   * Before, they were forgotten only at the module's next storage_transaction, so a module
+   * that staged its parts and sent no other transaction held them (up to MAX_STAGED_BYTES, and
+   * its account in [host] module_bytes_mb) for the life of its instance.
+   */
+  #idleTimer: NodeJS.Timeout | undefined;
   readonly #inflight = new Set<Promise<void>>();
   /** Earlier parts of transactions sent in parts, by the module's id for each (see batch). */
   readonly #staged = new Map<number, Staged>();
+  /** Transactions in parts dropped before their last part: why, and when (MAX_DROPPED). */
+  readonly #dropped = new Map<number, { why: string; at: number }>();
   /**
    * Its account in the host's cap over all modules ([host] module_bytes_mb,
    * protocol/host-bytes.ts) while it holds staged parts: joined at the first, left at the last.
@@ -243,6 +267,7 @@ export class ModuleStore {
     this.#io = new Semaphore(options.ioConcurrency ?? DEFAULT_IO_CONCURRENCY);
     this.#pool = options.pool ?? threadPool;
     this.#iterMaxBytes = options.iterMaxBytes ?? DEFAULT_ITER_MAX_BYTES;
+    this.#idleMs = options.stagedIdleMs ?? STAGED_IDLE_MS;
     this.#meta = db.sublevel<string, unknown>("meta", { keyEncoding: "utf8", valueEncoding: "json" }) as MetaDb;
     this.#quota = quota;
     this.#label = label;
@@ -529,11 +554,20 @@ export class ModuleStore {
   batch(tree: string, ops: BatchOp[], part?: { id: number; more: boolean }): Promise<void> {
     // Taken here, in the request's own call: the write lock may run the work from another's turn.
     const account = sliceAccount.getStore();
+    // A drop asked for after this part must wait for it (dropPart).
+    this.#drops = this.#dropsDone = undefined;
     return this.#write(async () => {
       const slicer = new Slicer(SLICE_MS, { account });
       this.#lastSlicer = slicer;
       this.#expireStaged();
       const held = part ? this.#staged.get(part.id) : undefined;
+      const gone = part && !held ? this.#dropped.get(part.id) : undefined;
+      if (gone) {
+        // A later part of a transaction dropped before: refused, so that nothing of it is
+        // written (its last part ends the refusal: the id is free again after it).
+        if (!part!.more) this.#dropped.delete(part!.id);
+        throw new StorageError("invalid_params", `transaction ${part!.id} was dropped ${Math.round((Date.now() - gone.at) / 1000)} s ago before its last part came (${gone.why}): this part is refused and nothing of the transaction is written; send the whole transaction again (its parts under an id not in use)${part!.more ? `; its parts are refused until its last part (more: false) or for ${(DROPPED_KEEP_IDLES * this.#idleMs) / 1000} s` : ""}`);
+      }
       let prepared: Prepared[];
       try {
         if (held && held.tree !== tree) {
@@ -549,7 +583,7 @@ export class ModuleStore {
           return;
         }
       } catch (err) {
-        if (part) this.#unstage(part.id);
+        if (part) this.#unstage(part.id, part.more ? `a part was refused: ${String((err as Error)?.message ?? err).slice(0, 200)}` : undefined);
         if (held && err instanceof StorageError) throw new StorageError(err.code, `${err.message} (the transaction's ${held.ops.length} ops held from earlier parts are dropped too)`);
         throw err;
       }
@@ -699,13 +733,35 @@ export class ModuleStore {
     } else {
       this.#staged.set(id, { tree, ops: prepared, bytes, touched: Date.now() });
     }
+    this.#armIdle();
+  }
+
+  /** Arms #idleTimer for when the oldest held transaction passes #idleMs (if not armed). */
+  #armIdle(): void {
+    if (this.#idleTimer || this.#staged.size === 0 || this.#closing) return;
+    let oldest = Number.POSITIVE_INFINITY;
+    for (const s of this.#staged.values()) oldest = Math.min(oldest, s.touched);
+    this.#idleTimer = setTimeout(() => {
+      this.#idleTimer = undefined;
+      // In turn with the writes: a part being held now is not forgotten under it.
+      this.#write(async () => {
+        this.#expireStaged();
+        this.#armIdle();
+      }).catch(() => {});
+    }, Math.max(0, oldest + this.#idleMs - Date.now()) + 1);
+    this.#idleTimer.unref();
   }
 
   /** Forgets transactions sent in parts whose next part has not come for STAGED_IDLE_MS. */
   #expireStaged(): void {
     const now = Date.now();
     let forgot = false;
-    for (const [id, s] of this.#staged) if (now - s.touched > STAGED_IDLE_MS) forgot = this.#staged.delete(id) || forgot;
+    for (const [id, s] of this.#staged) {
+      if (now - s.touched <= this.#idleMs) continue;
+      forgot = this.#staged.delete(id) || forgot;
+      this.#remember(id, `no part came for ${this.#idleMs / 1000} s`, s.touched + this.#idleMs);
+    }
+    for (const [id, d] of this.#dropped) if (now - d.at > DROPPED_KEEP_IDLES * this.#idleMs) this.#dropped.delete(id);
     if (this.#staged.size === 0) this.#leaveHeld();
     else if (forgot) this.#held?.released();
   }
@@ -717,13 +773,24 @@ export class ModuleStore {
     return total;
   }
 
-  #unstage(id: number): void {
+  /** Forgets transaction `id`'s held parts; with `why`, its later parts are refused (MAX_DROPPED). */
+  #unstage(id: number, why?: string): void {
     const forgot = this.#staged.delete(id);
+    if (why !== undefined) this.#remember(id, why);
+    else this.#dropped.delete(id);
     if (this.#staged.size === 0) this.#leaveHeld();
     else if (forgot) this.#held?.released();
   }
 
+  #remember(id: number, why: string, now = Date.now()): void {
+    this.#dropped.delete(id);
+    this.#dropped.set(id, { why, at: now });
+    if (this.#dropped.size > MAX_DROPPED) this.#dropped.delete(this.#dropped.keys().next().value!);
+  }
+
   #leaveHeld(): void {
+    clearTimeout(this.#idleTimer);
+    this.#idleTimer = undefined;
     this.#held?.leave();
     this.#held = undefined;
   }
@@ -734,18 +801,38 @@ export class ModuleStore {
    */
   dropStaged(): void {
     this.#staged.clear();
+    this.#dropped.clear();
     this.#leaveHeld();
   }
 
   /**
    * Forgets the held parts of transaction `id`: a part of it was refused before it reached
-   * batch() (its parameters, checked by the caller), and an error in any part drops the whole
-   * transaction (docs/protocol.md 6.2). Taken in turn with the writes, so a part of the same id
-   * still being held by an earlier request is held first and then forgotten.
+   * batch() (`why`: its parameters, checked by the caller; a body that did not decode; no room
+   * to wait), and an error in any part drops the whole transaction (docs/protocol.md 6.2); its
+   * later parts are refused unless the refused one was its last (`more` false). With no `id`
+   * (the refused part's could not be read), every transaction in parts is dropped. Taken in
+   * turn with the writes, so a part of the same id still being held by an earlier request is
+   * held first and then forgotten.
    */
-  dropPart(id: number): Promise<void> {
-    return this.#write(async () => this.#unstage(id));
+  dropPart(id: number | undefined, more: boolean | undefined, why: string): Promise<void> {
+    // Drops asked for one after another, with no transaction part queued between them, wait as
+    // one task of the write lock: a flood of refused parts queues one task, not one each.
+    if (this.#drops && this.#dropsDone) {
+      this.#drops.push({ id, more, why });
+      return this.#dropsDone;
+    }
+    const drops = (this.#drops = [{ id, more, why }]);
+    return (this.#dropsDone = this.#write(async () => {
+      if (this.#drops === drops) this.#drops = this.#dropsDone = undefined;
+      for (const d of drops) {
+        if (d.id !== undefined) this.#unstage(d.id, d.more === false ? undefined : d.why);
+        else for (const held of [...this.#staged.keys()]) this.#unstage(held, d.why);
+      }
+    }));
   }
+  /** The drops queued as one write-lock task, while no transaction part is queued after it (dropPart). */
+  #drops: Array<{ id: number | undefined; more: boolean | undefined; why: string }> | undefined;
+  #dropsDone: Promise<void> | undefined;
 
   /** Validates and encodes batch ops; errors name the offending op index. */
   async #prepareOps(ops: unknown, slicer: Slicer): Promise<Prepared[]> {

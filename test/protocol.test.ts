@@ -1424,6 +1424,34 @@ test("codec: the envelope of a refused body is read without decoding the rest", 
   t.deepEqual(readEnvelope(lying), {}, "a length beyond the bytes stops the scan");
 });
 
+test("codec: the method and part id of a refused storage_transaction are read from its bytes: before a bad byte, behind values past the limits, not behind a bad byte", (t) => {
+  const req = (params: unknown) => Buffer.from(rawPack({ t: "request", id: 7, method: "storage_transaction", params }));
+  const bad = (b: Buffer) => {
+    const at = b.indexOf(Buffer.from("a44d41524b", "hex")); // "MARK"
+    b[at] = 0xc1;
+    return b;
+  };
+  const part = { id: 42, more: true };
+  t.deepEqual(readEnvelope(bad(req({ tree: "t", part, ops: ["MARK"] }))), { t: "request", id: 7, method: "storage_transaction", part: 42 }, "the part before the bad byte");
+  t.deepEqual(readEnvelope(req({ tree: "t", ops: new Array(70_000).fill(null), part })), { t: "request", id: 7, method: "storage_transaction", part: 42 }, "the part behind 70,000 values");
+  t.deepEqual(readEnvelope(bad(req({ tree: "t", ops: ["MARK"], part }))), { t: "request", id: 7, method: "storage_transaction" }, "behind a bad byte: not known");
+  t.deepEqual(readEnvelope(req({ tree: "t", ops: [] })), { t: "request", id: 7, method: "storage_transaction", part: null }, "params read through: no part");
+  t.deepEqual(readEnvelope(req({ tree: "t", part: { more: true, id: "x" } })), { t: "request", id: 7, method: "storage_transaction", part: null }, "a part whose id is no integer");
+});
+
+test("codec: readEnvelope passes at most ENVELOPE_SCAN_VALUES (131,072) values: t and id behind 16 M nils are not looked for, those behind 130,000 are found", (t) => {
+  const behind = (n: number) => {
+    const nils = Buffer.alloc(5 + n, 0xc0);
+    nils[0] = 0xdd;
+    nils.writeUInt32BE(n, 1);
+    return Buffer.concat([Buffer.from("83a6706172616d73", "hex"), nils, Buffer.from("a174a772657175657374a269640c", "hex")]);
+  };
+  const t0 = performance.now();
+  t.deepEqual(readEnvelope(behind(16 * 1024 * 1024)), {}, "behind 16 M values: not found");
+  t.log(`16 M nils: ${(performance.now() - t0).toFixed(1)} ms`);
+  t.deepEqual(readEnvelope(behind(130_000)), { t: "request", id: 12 }, "behind 130,000 values: found");
+});
+
 test("codec: values that cannot be sent give typed errors: not_plain_data, result_too_large", (t) => {
   const cyclic: Record<string, unknown> = { a: 1 };
   cyclic.self = cyclic;

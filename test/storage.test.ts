@@ -7,6 +7,7 @@ import { ClassicLevel } from "classic-level";
 import { ModuleStore, StorageError, DEFAULT_QUOTA } from "../storage/store.ts";
 import type { BatchOp, IterPage, StorageQuota } from "../storage/store.ts";
 import { encodeValue } from "../storage/codec.ts";
+import { hostBytes } from "../protocol/host-bytes.ts";
 
 async function tempDir(t: ExecutionContext): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), "modhost-storage-"));
@@ -651,13 +652,75 @@ test("an error in any part of a transaction in parts drops the whole transaction
   const { store } = await freshStore(t, { maxKeyBytes: 8 });
   await store.batch("t", [{ op: "put", key: "a", value: 1 }], { id: 1, more: true });
   await rejectsCode(t, store.batch("t", [{ op: "put", key: "much-too-long", value: 1 }], { id: 1, more: true }), "invalid_params", /held from earlier parts are dropped too/);
-  await store.batch("t", [{ op: "put", key: "z", value: 1 }], { id: 1, more: false });
+  // Its last part (sent without waiting for the answer above, say) is refused too: written, it
+  // would have written its own ops alone, without the transaction's earlier ones.
+  await rejectsCode(t, store.batch("t", [{ op: "put", key: "z", value: 1 }], { id: 1, more: false }), "invalid_params", /transaction 1 was dropped .* before its last part came .*nothing of the transaction is written/);
   t.false(await store.has("t", "a"), "the part before the error was dropped with it");
-  t.true(await store.has("t", "z"));
+  t.false(await store.has("t", "z"), "the last part of a dropped transaction is not written alone");
+  // After that last part the id is free again.
+  await store.batch("t", [{ op: "put", key: "y", value: 1 }], { id: 1, more: true });
+  await store.batch("t", [{ op: "put", key: "z", value: 1 }], { id: 1, more: false });
+  t.deepEqual([await store.has("t", "y"), await store.has("t", "z")], [true, true]);
   await store.openTree("u");
   await store.batch("t", [{ op: "put", key: "a", value: 1 }], { id: 2, more: true });
   await rejectsCode(t, store.batch("u", [{ op: "put", key: "b", value: 1 }], { id: 2, more: false }), "invalid_params", /names tree "u", but its first part named "t"/);
   t.false(await store.has("t", "a"));
+});
+
+test("a transaction in parts forgotten after STAGED_IDLE_MS (60 s without a part): its later parts are refused, not written without the earlier ones, until its last part", async (t) => {
+  const { store } = await freshStore(t);
+  const realNow = Date.now;
+  t.teardown(() => {
+    Date.now = realNow;
+  });
+  await store.batch("t", [{ op: "put", key: "a", value: 1 }], { id: 9, more: true });
+  const later = realNow() + 61_000;
+  Date.now = () => later;
+  await rejectsCode(t, store.batch("t", [{ op: "put", key: "b", value: 1 }], { id: 9, more: true }), "invalid_params", /transaction 9 was dropped 1 s ago before its last part came \(no part came for 60 s\)/);
+  await rejectsCode(t, store.batch("t", [{ op: "put", key: "c", value: 1 }], { id: 9, more: false }), "invalid_params", /transaction 9 was dropped/);
+  t.deepEqual([await store.has("t", "a"), await store.has("t", "b"), await store.has("t", "c")], [false, false, false], "nothing of it is written");
+  await store.batch("t", [{ op: "put", key: "d", value: 1 }], { id: 9, more: false });
+  t.true(await store.has("t", "d"), "after its last part the id is free again");
+});
+
+// Serial: it reads the host-wide accounts (hostBytes), which the other tests' stores join.
+test.serial("a transaction in parts whose module sends no other transaction is forgotten once it has had no part for the store's idle time (stagedIdleMs, STAGED_IDLE_MS in the host): its bytes and its account in [host] module_bytes_mb are let go of", async (t) => {
+  const dir = await tempDir(t);
+  const store = await ModuleStore.open(join(dir, "db"), undefined, { label: "idle", stagedIdleMs: 300 });
+  t.teardown(() => store.close());
+  await store.openTree("t");
+  const accounts = hostBytes.accounts;
+  // total(NaN): never the figure cached for the same millisecond.
+  const total = hostBytes.total(Number.NaN);
+  await store.batch("t", [{ op: "put", key: "a", value: new Uint8Array(1000 * 1000) }], { id: 1, more: true });
+  t.is(hostBytes.accounts, accounts + 1, "held: an account of its own");
+  t.true(hostBytes.total(Number.NaN) - total >= 1000 * 1000, "its bytes counted");
+  // The idle time, the timer's 1 ms and generous slack for a loaded machine.
+  await new Promise((r) => setTimeout(r, 300 + 1 + 1200));
+  t.is(hostBytes.accounts, accounts, "its account is gone without another transaction");
+  t.is(hostBytes.total(Number.NaN), total, "its bytes are no longer counted");
+  await rejectsCode(t, store.batch("t", [{ op: "put", key: "b", value: 1 }], { id: 1, more: false }), "invalid_params", /transaction 1 was dropped .*no part came for 0.3 s/);
+  t.false(await store.has("t", "a"));
+});
+
+test("drops of transactions in parts asked for one after another wait as one task of the write lock, and keep their order with the parts between them", async (t) => {
+  const { store } = await freshStore(t);
+  const puts = (n: number) => Array.from({ length: n }, (_, i) => ({ op: "put" as const, key: `k${i}`, value: i }));
+  // A transaction holds the write lock while 10,000 refused parts of as many ids are dropped.
+  const big = store.batch("t", puts(10_000));
+  const drops = Array.from({ length: 10_000 }, (_, i) => store.dropPart(1000 + i, true, "refused"));
+  t.is(new Set(drops).size, 1, "one queued task for all of them");
+  await Promise.all([big, ...drops]);
+  // Order: a part queued between two drops of its id sees the first, not the second.
+  await store.batch("t", [{ op: "put", key: "a", value: 1 }], { id: 5, more: true });
+  const first = store.dropPart(5, true, "a part was refused");
+  const between = store.batch("t", [{ op: "put", key: "b", value: 1 }], { id: 5, more: true });
+  const last = store.dropPart(5, false, "its last part was refused");
+  t.not(first, last, "the drop after the part is a task of its own");
+  await rejectsCode(t, between, "invalid_params", /transaction 5 was dropped/);
+  await Promise.all([first, last]);
+  await store.batch("t", [{ op: "put", key: "c", value: 1 }], { id: 5, more: false });
+  t.deepEqual([await store.has("t", "a"), await store.has("t", "b"), await store.has("t", "c")], [false, false, true], "after its last part the id is free again");
 });
 
 test("transactions in parts are bounded: 10000 ops over all parts, 4 open at once, and dropped for a new instance", async (t) => {
