@@ -64,6 +64,30 @@ delete global.__modhost_dispatched;
 // WebAssembly memory is allocated outside the heap limit; shared memory and Atomics.wait
 // could block the isolate host's thread. Modules get neither.
 for (const name of ["WebAssembly", "SharedArrayBuffer", "Atomics"] as const) delete global[name];
+// Resizable ArrayBuffers (`new ArrayBuffer(n, { maxByteLength })`) are refused for the same
+// reason: V8 reserves and commits their pages itself, not through the allocator that holds every
+// other buffer of the isolate to memory_mb (isolated-vm counts none of it). A module keeping
+// one of 8 MiB per call, yielding between calls, took its isolate host past its ceiling and on
+// to the kernel's limit (memory_total_mb) with a memory_mb of 64. The constructor everyone
+// reaches (the global, ArrayBuffer.prototype.constructor, and through it slice's species) is
+// one that refuses the option, read once, and passes on only the length; the engine's own
+// buffers (a typed array's) are never resizable.
+const NativeArrayBuffer = ArrayBuffer;
+const construct = Reflect.construct;
+const defineProperty = Object.defineProperty;
+const FixedArrayBuffer = new Proxy(NativeArrayBuffer, {
+  // No prototype: a trap the module defined on Object.prototype would be one of this proxy's.
+  __proto__: null,
+  construct(target: ArrayBufferConstructor, args: unknown[], newTarget: object) {
+    const options = args[1];
+    if (options !== null && (typeof options === "object" || typeof options === "function") && (options as { maxByteLength?: unknown }).maxByteLength !== undefined) {
+      throw new RangeError("resizable ArrayBuffers (maxByteLength) are not available to modules: their memory is outside the isolate's limit (memory_mb); make a new buffer of the size needed");
+    }
+    return construct(target, [args[0]], newTarget as NewableFunction);
+  },
+} as ProxyHandler<ArrayBufferConstructor>);
+(global as unknown as { ArrayBuffer: unknown }).ArrayBuffer = FixedArrayBuffer;
+defineProperty(NativeArrayBuffer.prototype, "constructor", { __proto__: null, value: FixedArrayBuffer, writable: true, enumerable: false, configurable: true } as PropertyDescriptor);
 
 const freeze = <T>(v: T): T => {
   if (v && typeof v === "object" && !Object.isFrozen(v)) {

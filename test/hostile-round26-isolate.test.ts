@@ -1,0 +1,184 @@
+// Hostile probes of round 26 (issue #8): TypeScript modules, under the real host and sandbox,
+// next to the canary ("good", which stores every block):
+//   outside  memory the isolate holds outside the V8 heap that isolated-vm's memory_mb counts,
+//            taken a little per call while the module yields between calls
+//            (test/fixtures/hostile-round26-isolate/outside.ts):
+//              rab   resizable ArrayBuffers (`new ArrayBuffer(0, { maxByteLength })`, resized and
+//                    filled): V8 commits their pages itself, not through the allocator that holds
+//                    other buffers to memory_mb. 30 of 8 MiB grew the isolate host from 54 to
+//                    287 MB with a memory_mb of 64 (outside the host: 4.1 GB at a heap limit of
+//                    64). Now the ArrayBuffer constructor modules reach refuses maxByteLength
+//                    (in-isolate/main.ts), naming memory_mb.
+//              intl  Intl.DateTimeFormat objects kept, 200 a call (ICU's memory, ~12 KB each
+//                    outside a heap of ~100 bytes): the isolate host's size check acted only
+//                    while its isolate had not yielded, so an idle module over its ceiling was
+//                    left there (with sync crossings never looked at: 290 MB after 3.5 s idle)
+//                    until the kernel's memory_total_mb. Now it looks while idle too, after a
+//                    collection of its own garbage, for IDLE_OVER_MS (worker.ts).
+// While they run: the canary stores every block within 5 s, RPC answers within 5 s, no turn of
+// the host's loop takes 250 ms of its CPU, its heap, log and descriptors stay within bounds.
+// The tests watch this process's loop, so they run one at a time.
+
+import test, { type ExecutionContext } from "ava";
+import { readFileSync } from "node:fs";
+import { readFile } from "node:fs/promises";
+import { loadavg } from "node:os";
+import { buildModulesDir, GOOD_GRANTS, sleep, startHost, tempDir, type InlineModule, type TestHost } from "./helpers/host.ts";
+import { descendants } from "./helpers/procs.ts";
+import { IDLE_OVER_MS, ISOLATE_HOST_RSS_BASE_MB } from "../runtime/isolate/exit-codes.ts";
+import { post } from "./helpers/rpc.ts";
+import { watchHost } from "./helpers/host-watch.ts";
+
+const load = () => loadavg().map((l) => l.toFixed(1)).join(" ");
+const MiB = 1024 * 1024;
+
+/** A module whose index.ts is a fixture of this round. */
+function fixtureModule(name: string, file: string, capabilities: string[]): InlineModule {
+  return {
+    toml: [`name = "${name}"`, `version = "0.1.0"`, `entry_point = "index.ts"`, `description = "round 26 probe ${name}"`, `capabilities = [${capabilities.map((c) => JSON.stringify(c)).join(", ")}]`, ""].join("\n"),
+    files: { "index.ts": readFileSync(new URL(`./fixtures/hostile-round26-isolate/${file}`, import.meta.url), "utf8") },
+  };
+}
+
+/** Sync crossings (read by the host at each isolate host it spawns) for the rest of one test. */
+function crossings(t: ExecutionContext, sync: boolean): void {
+  const before = process.env.MODHOST_ISOLATE_SYNC;
+  process.env.MODHOST_ISOLATE_SYNC = sync ? "1" : "0";
+  t.teardown(() => {
+    if (before === undefined) delete process.env.MODHOST_ISOLATE_SYNC;
+    else process.env.MODHOST_ISOLATE_SYNC = before;
+  });
+}
+
+/** The largest size (VmRSS) of a module's isolate host (its node process), sampled every 50 ms until stop(). */
+function sampleSize(h: TestHost, name: string): { stop(): Promise<number> } {
+  let peak = 0;
+  let sampling = true;
+  let sampled: { pid: number; node?: number } | undefined;
+  const loop = (async () => {
+    while (sampling) {
+      const pid = h.manager.processOf(name)?.pid;
+      if (pid && sampled?.pid !== pid) sampled = { pid };
+      if (sampled && !sampled.node) {
+        for (const d of [sampled.pid, ...(await descendants(sampled.pid))]) {
+          const comm = await readFile(`/proc/${d}/comm`, "utf8").catch(() => "");
+          if (/MainThread|node/.test(comm)) sampled.node = d;
+        }
+      }
+      if (sampled?.node) {
+        const status = await readFile(`/proc/${sampled.node}/status`, "utf8").catch(() => "");
+        peak = Math.max(peak, Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0) * 1024);
+      }
+      await sleep(50);
+    }
+  })();
+  return {
+    async stop() {
+      sampling = false;
+      await loop;
+      return peak;
+    },
+  };
+}
+
+/** The resident size (VmRSS, bytes) of a module's isolate host (its node process) now, 0 when it has none. */
+async function isolateHostRss(h: TestHost, name: string): Promise<number> {
+  const pid = h.manager.processOf(name)?.pid;
+  if (!pid) return 0;
+  for (const d of [pid, ...(await descendants(pid))]) {
+    if (!/MainThread|node/.test(await readFile(`/proc/${d}/comm`, "utf8").catch(() => ""))) continue;
+    const status = await readFile(`/proc/${d}/status`, "utf8").catch(() => "");
+    return Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0) * 1024;
+  }
+  return 0;
+}
+
+const OUTSIDE_CAPS = ["register_rpc_endpoint"];
+const MEMORY_MB = 64;
+const CEILING = (ISOLATE_HOST_RSS_BASE_MB + 2 * MEMORY_MB) * MiB;
+
+async function outsideHost(t: ExecutionContext, name: string) {
+  const dir = await tempDir(t);
+  await buildModulesDir(dir, ["good"], { [name]: fixtureModule(name, "outside.ts", OUTSIDE_CAPS) });
+  // memory_total_mb well above the ceiling: the kernel's limit is not what should end it.
+  const h = await startHost(t, { dir, modules: [], grants: { good: GOOD_GRANTS, [name]: OUTSIDE_CAPS }, moduleLimits: { [name]: { memory_mb: MEMORY_MB, memory_total_mb: 768, max_restarts: 10, health_timeout_ms: 30_000 } } });
+  await h.waitForState("good", "running", 60_000);
+  await h.waitForLog(/^ready$/, { source: name, timeoutMs: 60_000 });
+  return h;
+}
+
+const RAB_CALLS = 30;
+const RAB_MB = 8;
+
+test.serial(`a TypeScript module asking for a resizable ArrayBuffer of ${RAB_MB} MiB in each of ${RAB_CALLS} calls (V8 commits their pages outside isolated-vm's count of memory_mb) is refused at each, naming memory_mb, by every way to the constructor (a buffer's constructor, the prototype's, Reflect.construct, a subclass, an options getter answering otherwise the second time); other buffers work as before; its isolate host grows by less than ${RAB_MB * 4} MB, it keeps running, the canary stores every block and RPC answers`, async (t) => {
+  t.timeout(120_000);
+  const name = "r26-rab";
+  const h = await outsideHost(t, name);
+  const watch = watchHost(t, h);
+  await watch.round();
+  const canary = watch.canaryLoop(500, 2);
+  const before = await isolateHostRss(h, name);
+  const size = sampleSize(h, name);
+  const answers: { kept?: number; error?: string }[] = [];
+  for (let i = 0; i < RAB_CALLS; i++) {
+    const r = await post(h, { jsonrpc: "2.0", id: i, method: `${name}.rab`, params: { mb: RAB_MB } });
+    answers.push(r.json.result ?? { error: JSON.stringify(r.json.error) });
+    await sleep(20);
+  }
+  const peak = await size.stop();
+  const ways = await post(h, { jsonrpc: "2.0", id: 100, method: `${name}.ways`, params: {} });
+  await canary.stop();
+  t.log(`${RAB_CALLS} calls: the first answered ${JSON.stringify(answers[0]).slice(0, 200)}, the last ${JSON.stringify(answers.at(-1)).slice(0, 80)}; the isolate host ${(before / MiB).toFixed(0)} MB before, at most ${(peak / MiB).toFixed(0)} MB during (ceiling ${CEILING / MiB} MB); load ${load()}`);
+  t.true(answers.every((a) => a.kept === 0 && /resizable ArrayBuffers \(maxByteLength\) are not available.*memory_mb/.test(a.error ?? "")), "every call refused, naming memory_mb");
+  t.true(peak - before < RAB_MB * 4 * MiB, `the isolate host grew by ${((peak - before) / MiB).toFixed(0)} MB`);
+  t.deepEqual(ways.json.result, {
+    constructorOfABuffer: "RangeError", prototypeConstructor: "RangeError", reflect: "RangeError", subclass: "RangeError", flippingGetter: "fixed",
+    plain: [16, true, true, 12, true, true, 8, "[object ArrayBuffer]", 32],
+  }, JSON.stringify(ways.json).slice(0, 400));
+  t.is(h.status(name)?.state, "running");
+  watch.assertCanary(t);
+  await watch.finish(t, 1);
+});
+
+const INTL_PER_CALL = 200;
+
+for (const sync of [false, true]) {
+  test.serial(`a TypeScript module keeping Intl objects (memory outside its heap) ${INTL_PER_CALL} a call until its isolate host is over ISOLATE_HOST_RSS_BASE_MB + 2 x memory_mb, then idle (${sync ? "sync" : "asynchronous"} crossings): it is ended within IDLE_OVER_MS and 3 s, naming memory_mb, not left there or to the kernel at memory_total_mb; it restarts and answers, the canary stores every block and RPC answers`, async (t) => {
+    t.timeout(120_000);
+    crossings(t, sync);
+    const name = "r26-intl";
+    const h = await outsideHost(t, name);
+    const watch = watchHost(t, h);
+    await watch.round();
+    const canary = watch.canaryLoop(500, 2);
+    const mark = h.records.length;
+    let calls = 0;
+    let rss = 0;
+    // Small steps (~2.4 MB, a few ms each), each followed by a pause: the module is idle nearly
+    // all the time. Stops at the first size seen over the ceiling, or once the module is gone.
+    while (calls < 1000) {
+      const r = await post(h, { jsonrpc: "2.0", id: calls, method: `${name}.intl`, params: { n: INTL_PER_CALL } });
+      calls++;
+      if (r.json.error) break;
+      rss = await isolateHostRss(h, name);
+      if (rss > CEILING) break;
+      await sleep(20);
+    }
+    const idleAt = Date.now();
+    // Its first look over the ceiling (a sample, <= 100 ms), IDLE_OVER_MS, the next look, then
+    // the process's end and the host's hearing of it: 3 s of slack for a loaded machine.
+    const crashed = await h.waitForLog(new RegExp(`^${name} crashed`), { source: "host", since: mark, timeoutMs: IDLE_OVER_MS + 3000 }).catch(() => undefined);
+    const endedMs = Date.now() - idleAt;
+    const after = await isolateHostRss(h, name);
+    t.log(`${calls} calls, the isolate host at ${(rss / MiB).toFixed(0)} MB (ceiling ${CEILING / MiB} MB); ${crashed ? `ended ${endedMs} ms after: ${crashed.message.slice(0, 400)}` : `not ended after ${endedMs} ms: ${(after / MiB).toFixed(0)} MB`}; load ${load()}`);
+    t.truthy(crashed, "ended");
+    t.regex(crashed?.message ?? "", /exceeded its memory limit of 64 MB \(memory_mb\)/);
+    t.notRegex(crashed?.message ?? "", /the kernel killed/);
+    await h.waitForState(name, "running", 60_000);
+    const ping = await post(h, { jsonrpc: "2.0", id: 9999, method: `${name}.ping`, params: {} });
+    t.is(ping.json.result, "pong");
+    await canary.stop();
+    watch.assertCanary(t);
+    await watch.finish(t, 1);
+  });
+}
