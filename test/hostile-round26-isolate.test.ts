@@ -15,6 +15,11 @@
 //                    left there (with sync crossings never looked at: 290 MB after 3.5 s idle)
 //                    until the kernel's memory_total_mb. Now it looks while idle too, after a
 //                    collection of its own garbage, for IDLE_OVER_MS (worker.ts).
+//   liars    errors worded as isolated-vm's own ("Script execution timed out.", "... due to memory
+//            limit"), thrown by start() at once or left rejected by a handler: the isolate host
+//            read the text and reported a run past cpu_time_ms or memory_mb (and, for a handler's
+//            rejection, took it for the isolate's death: not reported, or the module ended). Now
+//            only isolated-vm's state decides (worker.ts explain).
 // While they run: the canary stores every block within 5 s, RPC answers within 5 s, no turn of
 // the host's loop takes 250 ms of its CPU, its heap, log and descriptors stay within bounds.
 // The tests watch this process's loop, so they run one at a time.
@@ -27,6 +32,7 @@ import { buildModulesDir, GOOD_GRANTS, sleep, startHost, tempDir, type InlineMod
 import { descendants } from "./helpers/procs.ts";
 import { IDLE_OVER_MS, ISOLATE_HOST_RSS_BASE_MB } from "../runtime/isolate/exit-codes.ts";
 import { post } from "./helpers/rpc.ts";
+import { inlineModule } from "./helpers/modules.ts";
 import { watchHost } from "./helpers/host-watch.ts";
 
 const load = () => loadavg().map((l) => l.toFixed(1)).join(" ");
@@ -180,5 +186,49 @@ for (const sync of [false, true]) {
     await canary.stop();
     watch.assertCanary(t);
     await watch.finish(t, 1);
+  });
+}
+
+const LIAR_CAPS = ["register_rpc_endpoint"];
+const TIMED_OUT = "Script execution timed out.";
+const MEMORY_LIMIT = "Isolate was disposed during execution due to memory limit";
+
+for (const sync of [false, true]) {
+  test.serial(`TypeScript modules whose start() throws, at once, errors worded as isolated-vm's ("${TIMED_OUT}", "${MEMORY_LIMIT}"), and whose handler leaves such errors rejected and unhandled (${sync ? "sync" : "asynchronous"} crossings): each failed start says the module's own message, naming neither cpu_time_ms nor memory_mb; the rejections are reported in the module's log, which keeps running and answers`, async (t) => {
+    t.timeout(120_000);
+    crossings(t, sync);
+    const dir = await tempDir(t);
+    const modules = {
+      "r26-says-timeout": inlineModule("r26-says-timeout", LIAR_CAPS, `throw new Error(${JSON.stringify(TIMED_OUT)});`),
+      "r26-says-memory": inlineModule("r26-says-memory", LIAR_CAPS, `throw new Error(${JSON.stringify(MEMORY_LIMIT)});`),
+      "r26-rejects": inlineModule("r26-rejects", LIAR_CAPS, `
+  await ctx.rpc.register("reject", "leaves its message rejected with no handler", (p: any) => { Promise.reject(new Error(String(p.m))); return "answered"; });
+  await ctx.rpc.register("ping", "answers at once", () => "pong");
+  ctx.log.info("ready");`),
+    };
+    await buildModulesDir(dir, ["good"], modules);
+    const grants = Object.fromEntries(Object.keys(modules).map((n) => [n, LIAR_CAPS]));
+    const h = await startHost(t, { dir, modules: [], grants: { good: GOOD_GRANTS, ...grants }, moduleLimits: { "r26-rejects": { max_restarts: 0 } } });
+    await h.waitForState("good", "running", 60_000);
+    await h.waitForLog(/^ready$/, { source: "r26-rejects", timeoutMs: 60_000 });
+    const failed = (name: string) => h.waitForLog(new RegExp(`failed to load ${name}`), { source: "host", timeoutMs: 60_000 });
+    const timeout = await failed("r26-says-timeout");
+    const memory = await failed("r26-says-memory");
+    t.log(`${timeout.message.slice(0, 240)} || ${memory.message.slice(0, 240)}`);
+    t.true(timeout.message.includes(TIMED_OUT) && !/cpu_time_ms/.test(timeout.message), timeout.message.slice(0, 300));
+    t.true(memory.message.includes(MEMORY_LIMIT) && !/memory_mb/.test(memory.message), memory.message.slice(0, 300));
+    const mark = h.records.length;
+    for (const [i, m] of [TIMED_OUT, MEMORY_LIMIT].entries()) {
+      const r = await post(h, { jsonrpc: "2.0", id: i, method: "r26-rejects.reject", params: { m } });
+      t.log(`rejecting "${m}": ${JSON.stringify(r.json).slice(0, 200)}`);
+      await sleep(300);
+    }
+    await h.waitForLog(new RegExp(`unhandled promise rejection: Error: ${MEMORY_LIMIT}`), { source: "r26-rejects", since: mark, timeoutMs: 10_000 }).catch(() => undefined);
+    const lines = h.records.slice(mark).filter((r) => r.source === "r26-rejects" || (r.source === "host" && r.message.includes("r26-rejects")));
+    t.log(lines.map((r) => `${r.source}: ${r.message.slice(0, 160)}`).join(" | "));
+    for (const m of [TIMED_OUT, MEMORY_LIMIT]) t.true(lines.some((r) => r.source === "r26-rejects" && r.message.startsWith(`unhandled promise rejection: Error: ${m}`)), `the rejection "${m}" is reported`);
+    t.false(lines.some((r) => r.source === "host" && /crashed/.test(r.message)), "r26-rejects did not crash");
+    const ping = await post(h, { jsonrpc: "2.0", id: 9, method: "r26-rejects.ping", params: {} });
+    t.is(ping.json.result, "pong");
   });
 }
