@@ -617,8 +617,8 @@ setInterval(() => {
  * out.")` from start() (in 0 ms) was reported as a run past cpu_time_ms, "... memory limit" as
  * one past memory_mb, and such a rejection left unhandled by a handler ended the module with
  * that reason, unreported. `wallAtStart`: the isolate's wall time when a call made with
- * isolated-vm's `timeout` (cpuTimeMs) began; a "timed out" is isolated-vm's only if the isolate
- * ran for at least half of it since (its timer counts the time the isolate runs).
+ * isolated-vm's `timeout` (cpuTimeMs) began; a "timed out" is isolated-vm's only from such a call
+ * and if the isolate ran for at least half of it since (its timer counts the time it runs).
  */
 function explain(err: unknown, wallAtStart?: bigint): { code: number; message: string } {
   const message = (err as Error)?.message ?? String(err);
@@ -650,7 +650,9 @@ class LostToRejection extends Error {
  * and the call ends with LostToRejection.
  */
 async function guarded<T>(what: string, work: () => Promise<T>, settles = false): Promise<T> {
-  const wallAtStart = isolate.isDisposed ? undefined : isolate.wallTime;
+  // The calls made with isolated-vm's `timeout` (loading, start, stop); those that settle are
+  // made without one (their progress checks have their own, below).
+  const wallAtStart = settles || isolate.isDisposed ? undefined : isolate.wallTime;
   try {
     return await work();
   } catch (err) {
@@ -770,8 +772,12 @@ async function untilDoneOrStuck(run: Promise<unknown>, id: number): Promise<numb
       clearTimeout(timer);
     }
     if (done) return null;
-    const p = (await rt.progress.apply(undefined, [id, handlerTimeoutMs], { arguments: { copy: true }, timeout: cpuTimeMs, result: { copy: true } })) as
-      { index: number; elapsed: number; abandoned: boolean } | null;
+    // Its own `timeout`: a "timed out" is isolated-vm's only if the isolate ran through this call.
+    const wallAtStart = isolate.isDisposed ? undefined : isolate.wallTime;
+    const p = (await rt.progress.apply(undefined, [id, handlerTimeoutMs], { arguments: { copy: true }, timeout: cpuTimeMs, result: { copy: true } }).catch((err: unknown) => {
+      const { code, message } = explain(err, wallAtStart);
+      throw code !== 0 ? die(code, message) : err;
+    })) as { index: number; elapsed: number; abandoned: boolean } | null;
     if (p === null) {
       await finished;
       return null;
