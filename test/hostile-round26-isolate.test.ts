@@ -20,6 +20,13 @@
 //            read the text and reported a run past cpu_time_ms or memory_mb (and, for a handler's
 //            rejection, took it for the isolate's death: not reported, or the module ended). Now
 //            only isolated-vm's state decides (worker.ts explain).
+//   native   one call of engine code that never looks for V8's request to stop: the decimal text
+//            of a BigInt of 2^26 bits (~18 s of CPU in a bare isolate, where a `timeout` of 500 ms
+//            waited for all of it; test/fixtures/hostile-round26-isolate/native-ops.ts). Held:
+//            the isolate host says goodbye naming cpu_time_ms, and the host kills it
+//            CLOSED_CHANNEL_GRACE_MS later (3.1 s from the call) or, with sync crossings, the
+//            watchdog thread ends it (1.4 s). An Int32Array sort of 28 M elements (~3 s) does
+//            not fit the default memory_mb.
 // While they run: the canary stores every block within 5 s, RPC answers within 5 s, no turn of
 // the host's loop takes 250 ms of its CPU, its heap, log and descriptors stay within bounds.
 // The tests watch this process's loop, so they run one at a time.
@@ -230,5 +237,45 @@ for (const sync of [false, true]) {
     t.false(lines.some((r) => r.source === "host" && /crashed/.test(r.message)), "r26-rejects did not crash");
     const ping = await post(h, { jsonrpc: "2.0", id: 9, method: "r26-rejects.ping", params: {} });
     t.is(ping.json.result, "pong");
+  });
+}
+
+const NATIVE_CAPS = ["register_rpc_endpoint"];
+const BIGINT_BITS = 2 ** 26;
+/** runtime/process.ts CLOSED_CHANNEL_GRACE_MS: how long the host waits for a process that said goodbye before SIGKILL. */
+const CLOSED_CHANNEL_GRACE_MS = 2000;
+
+for (const sync of [false, true]) {
+  test.serial(`a TypeScript RPC handler converting a BigInt of 2^26 bits to text (~18 s of engine code that never looks for V8's request to stop, which isolated-vm's timeout and the watchdog's disposal wait for; ${sync ? "sync" : "asynchronous"} crossings): the module is ended naming cpu_time_ms within cpu_time_ms + CLOSED_CHANNEL_GRACE_MS + 5 s, restarts and answers; the canary stores every block and RPC answers (a probe that found it held)`, async (t) => {
+    t.timeout(120_000);
+    crossings(t, sync);
+    const dir = await tempDir(t);
+    const name = "r26-native";
+    await buildModulesDir(dir, ["good"], { [name]: fixtureModule(name, "native-ops.ts", NATIVE_CAPS) });
+    const h = await startHost(t, { dir, modules: [], grants: { good: GOOD_GRANTS, [name]: NATIVE_CAPS }, moduleLimits: { [name]: { max_restarts: 5 } } });
+    await h.waitForState("good", "running", 60_000);
+    await h.waitForLog(/^ready$/, { source: name, timeoutMs: 60_000 });
+    const watch = watchHost(t, h);
+    await watch.round();
+    const canary = watch.canaryLoop(500, 2);
+    const mark = h.records.length;
+    const t0 = Date.now();
+    const r = await post(h, { jsonrpc: "2.0", id: 1, method: `${name}.bigint`, params: { bits: BIGINT_BITS } });
+    const answerMs = Date.now() - t0;
+    const crashed = await h.waitForLog(new RegExp(`^${name} crashed`), { source: "host", since: mark, timeoutMs: 60_000 }).catch(() => undefined);
+    const endedMs = Date.now() - t0;
+    t.log(`answered after ${answerMs} ms: ${JSON.stringify(r.json).slice(0, 160)}; ended after ${endedMs} ms: ${crashed?.message.slice(0, 300)}; load ${load()}`);
+    t.truthy(r.json.error, "the call failed");
+    t.regex(crashed?.message ?? "", /cpu_time_ms/);
+    // cpu_time_ms (1000) and a watchdog sample (100 ms), then at most the host's grace before
+    // SIGKILL; 5 s of slack for a loaded machine, far below the conversion's own ~18 s.
+    t.true(endedMs < 1100 + CLOSED_CHANNEL_GRACE_MS + 5000, `ended after ${endedMs} ms`);
+    await h.waitForState(name, "running", 60_000);
+    await h.waitForLog(/^ready$/, { source: name, since: mark, timeoutMs: 60_000 });
+    const ping = await post(h, { jsonrpc: "2.0", id: 2, method: `${name}.ping`, params: {} });
+    t.is(ping.json.result, "pong");
+    await canary.stop();
+    watch.assertCanary(t);
+    await watch.finish(t, 1);
   });
 }
