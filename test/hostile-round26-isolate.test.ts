@@ -27,6 +27,13 @@
 //            CLOSED_CHANNEL_GRACE_MS later (3.1 s from the call) or, with sync crossings, the
 //            watchdog thread ends it (1.4 s). An Int32Array sort of 28 M elements (~3 s) does
 //            not fit the default memory_mb.
+//   console  console lines asking for far more text than a line keeps (16 Ki characters), each
+//            in one stretch (test/fixtures/hostile-round26-isolate/console.ts): 100 objects of
+//            1 MB of JSON in one call (ended for memory_mb 64), 1,000 lines of one (each
+//            converted, then dropped past the stretch's budget: ended for cpu_time_ms), four
+//            strings of 2^26 characters joined whole (ended for memory_mb). Now a line's parts
+//            are converted after its line is taken, cut before they are joined, none past a full
+//            line, and what is converted counts toward MAX_LOG_CHARS_PER_STRETCH (main.ts lineText).
 // While they run: the canary stores every block within 5 s, RPC answers within 5 s, no turn of
 // the host's loop takes 250 ms of its CPU, its heap, log and descriptors stay within bounds.
 // The tests watch this process's loop, so they run one at a time.
@@ -279,3 +286,37 @@ for (const sync of [false, true]) {
     await watch.finish(t, 1);
   });
 }
+
+const CONSOLE_CAPS = ["register_rpc_endpoint"];
+
+test.serial(`console lines asking for far more text than a line keeps, each in one stretch (one console.log of 100 objects of 1 MB of JSON, 1,000 lines of one such object, 100 lines of four strings of 2^26 characters), with a memory_mb of 64: each call answers (no cpu_time_ms or memory_mb), what was converted counts toward MAX_LOG_CHARS_PER_STRETCH and the rest of the lines are dropped and said; the canary stores every block and RPC answers`, async (t) => {
+  t.timeout(120_000);
+  const dir = await tempDir(t);
+  const name = "r26-console";
+  await buildModulesDir(dir, ["good"], { [name]: fixtureModule(name, "console.ts", CONSOLE_CAPS) });
+  const h = await startHost(t, { dir, modules: [], grants: { good: GOOD_GRANTS, [name]: CONSOLE_CAPS }, moduleLimits: { [name]: { memory_mb: MEMORY_MB, max_restarts: 5 } } });
+  await h.waitForState("good", "running", 60_000);
+  await h.waitForLog(/^ready$/, { source: name, timeoutMs: 60_000 });
+  const watch = watchHost(t, h);
+  await watch.round();
+  const canary = watch.canaryLoop(500, 2);
+  const mark = h.records.length;
+  const figures: string[] = [];
+  for (const [method, params] of [["many", { n: 100 }], ["lines", { n: 1000 }], ["strs", { len: 2 ** 26 }]] as const) {
+    const r = await post(h, { jsonrpc: "2.0", id: 1, method: `${name}.${method}`, params });
+    figures.push(`${method}: ${JSON.stringify(r.json.result ?? r.json.error).slice(0, 200)}`);
+    t.is(typeof r.json.result, "number", `${method} answered`);
+    // The next stretch says what the last one dropped.
+    await post(h, { jsonrpc: "2.0", id: 2, method: `${name}.ping`, params: {} });
+  }
+  await sleep(500);
+  await canary.stop();
+  const crashes = h.records.slice(mark).filter((r) => r.source === "host" && r.message.startsWith(`${name} crashed`));
+  const dropped = h.records.slice(mark).find((r) => r.source === name && /log lines dropped.*MAX_LOG_CHARS_PER_STRETCH/.test(r.message));
+  t.log(`${figures.join("; ")}; ${h.logsOf(name, mark).length} lines heard; ${dropped?.message.slice(0, 120)}; load ${load()}`);
+  t.deepEqual(crashes.map((r) => r.message.slice(0, 200)), [], "not ended");
+  t.truthy(dropped, "the lines dropped are said, naming the limit");
+  t.is(h.status(name)?.state, "running");
+  watch.assertCanary(t);
+  await watch.finish(t, 1);
+});
