@@ -55,7 +55,7 @@ function limit<S extends Schema>(schema: S, dflt: v.InferOutput<S>, description:
 
 /** Every limit, in the guide's order. A new limit is one line here (and its use). */
 const LIMIT_FIELDS = {
-  memory_mb: limit(int({ min: 8 }), 128, "heap limit of a TypeScript module's isolate (min 8); beyond it the isolate is stopped"),
+  memory_mb: limit(int({ min: 8 }), 128, "heap limit of a TypeScript module's isolate (min 8); beyond it the isolate is stopped. What the isolate holds outside its heap (`Intl` objects) counts through its isolate host's size: past `ISOLATE_HOST_RSS_BASE_MB` (160) + 2 × `memory_mb` the module is stopped too, naming `memory_mb`"),
   cpu_time_ms: limit(int({ min: 1 }), 1000, "longest a module may run without yielding (start, one event handler, a continuation); beyond it the isolate is stopped"),
   start_timeout_ms: limit(int({ min: 1 }), 10_000, "time from the process's start to `ready` (a TypeScript module's `start()` resolved, a native module's `ready` message); past it the start fails, naming this key, and counts as a failure (restart policy, quarantine)"),
   stop_timeout_ms: limit(int(), 5000, "time to stop after the shutdown request, before SIGTERM (and then SIGKILL)"),

@@ -8,10 +8,14 @@
 /**
  * The isolate host ends itself, naming memory_mb, once the process holds more than this + 2 x
  * memory_mb (MB) while its isolate has not yielded (worker.ts: code that allocates small
- * objects without pause goes on past isolated-vm's heap limit). Below the kernel's floor for an
- * isolate host's cgroup (runtime.ts ISOLATE_HOST_MIN: 192 + 2 x memory_mb).
+ * objects without pause goes on past isolated-vm's heap limit), or for IDLE_OVER_MS after a
+ * collection of its own garbage while the isolate is idle (memory the isolate holds outside its
+ * heap: Intl objects). Below the kernel's floor for an isolate host's cgroup (runtime.ts
+ * ISOLATE_HOST_MIN: 192 + 2 x memory_mb).
  */
 export const ISOLATE_HOST_RSS_BASE_MB = 160;
+/** How long an idle isolate host may stay over ISOLATE_HOST_RSS_BASE_MB + 2 x memory_mb after collecting its garbage (worker.ts). */
+export const IDLE_OVER_MS = 500;
 
 export const EXIT = { ok: 0, startFailed: 70, memory: 71, cpu: 72, disconnected: 73, internal: 74 } as const;
 

@@ -211,6 +211,8 @@ export async function isolateSpawnSpec(manifest: RuntimeManifest, bundleFile: st
     command: process.execPath,
     args: [
       "--no-node-snapshot",
+      // gc() for its size check: its own garbage goes before an idle isolate is blamed (worker.ts).
+      "--expose-gc",
       // Room for the isolate's heap (its own limit is enforced inside) plus the host code.
       `--max-old-space-size=${limits.memory_mb + 96}`,
       script,
@@ -377,7 +379,7 @@ export async function pooledIsolateSandbox(profile: PoolProfile, uid: number): P
   const script = await isolateHostScript();
   const spec: SpawnSpec = {
     command: process.execPath,
-    args: ["--no-node-snapshot", `--max-old-space-size=${profile.maxOldSpaceMb}`, script, "--pool", "--memory-mb", String(profile.memoryMb), ...(syncCrossings() ? ["--sync-crossings"] : [])],
+    args: ["--no-node-snapshot", "--expose-gc", `--max-old-space-size=${profile.maxOldSpaceMb}`, script, "--pool", "--memory-mb", String(profile.memoryMb), ...(syncCrossings() ? ["--sync-crossings"] : [])],
     env: { PATH: "/usr/local/bin:/usr/bin:/bin" },
     cwd: "/",
   };

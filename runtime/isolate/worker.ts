@@ -24,7 +24,7 @@ import type { AnswerEntry, CallEntry, EventEntry, InvocationKind, InvokeAnswer, 
 import type { LogLevel } from "../../protocol/messages.ts";
 import { encodeBodyParts } from "../../protocol/codec.ts";
 import { startSyncWatchdog } from "./sync-watchdog.ts";
-import { EXIT, ISOLATE_HOST_RSS_BASE_MB } from "./exit-codes.ts";
+import { EXIT, IDLE_OVER_MS, ISOLATE_HOST_RSS_BASE_MB } from "./exit-codes.ts";
 import { InspectorRelay } from "./inspector-relay.ts";
 
 /**
@@ -547,15 +547,36 @@ const probeTimer = setInterval(() => {
 // ISOLATE_HOST_MIN: 192 + 2 x memory_mb), above what an isolate host with a full heap holds.
 // With sync crossings this thread runs the module's code, and cannot look while it does: the
 // watchdog thread ends a crossing past the same size (sync-watchdog.ts, armed above).
+//
+// An idle isolate is within its heap, but not everything it holds is in its heap: ICU's objects
+// behind Intl (an Intl.DateTimeFormat with a time zone: ~100 bytes of heap, ~12 KB of malloc)
+// are outside it, and isolated-vm counts none of that. A module keeping 1,000 of them per call
+// and yielding between calls was never seen busy over the ceiling, and went on to the kernel's
+// limit (memory_total_mb). So over the ceiling while idle too: this process's own garbage
+// (copies of answers and calls on their way) is collected first (runtime.ts runs it with
+// --expose-gc); still over IDLE_OVER_MS later, the isolate holds it, and it ends the same way.
+const collectGarbage = (globalThis as { gc?: () => void }).gc;
 let overSince = 0;
+let idleOverSince = 0;
 setInterval(() => {
   const rss = process.memoryUsage.rss();
-  if (rss <= rssCeiling) return;
+  if (rss <= rssCeiling) {
+    idleOverSince = 0;
+    return;
+  }
   if (!exiting) {
-    // An idle isolate is within its heap: the rest is buffers that go. One isolated-vm disposed at
-    // its limit may still be allocating: the disposal waits for the collections too.
-    if (!probe && !isolate.isDisposed) return;
-    const why = `module exceeded its memory limit of ${memoryMb} MB (memory_mb): its isolate went on allocating past it and this process held ${Math.round(rss / 1048576)} MB, over ISOLATE_HOST_RSS_BASE_MB + 2 x memory_mb (${Math.round(rssCeiling / 1048576)} MB); its isolate was stopped`;
+    // One isolated-vm disposed at its limit may still be allocating: the disposal waits for the
+    // collections too.
+    const idle = !probe && !isolate.isDisposed;
+    if (idle && idleOverSince === 0) {
+      idleOverSince = Date.now();
+      collectGarbage?.();
+      return;
+    }
+    if (idle && Date.now() - idleOverSince < IDLE_OVER_MS) return;
+    const why = idle
+      ? `module exceeded its memory limit of ${memoryMb} MB (memory_mb): its isolate held memory outside its heap (Intl objects, which isolated-vm does not count), and this process held ${Math.round(rss / 1048576)} MB while the module was idle, over ISOLATE_HOST_RSS_BASE_MB + 2 x memory_mb (${Math.round(rssCeiling / 1048576)} MB) for ${IDLE_OVER_MS} ms (IDLE_OVER_MS) after a collection; its isolate was stopped`
+      : `module exceeded its memory limit of ${memoryMb} MB (memory_mb): its isolate went on allocating past it and this process held ${Math.round(rss / 1048576)} MB, over ISOLATE_HOST_RSS_BASE_MB + 2 x memory_mb (${Math.round(rssCeiling / 1048576)} MB); its isolate was stopped`;
     // Ended here and now, as the sync watchdog ends a crossing: not through die(), whose orderly
     // end waits for the isolate's teardown, which waits for the same collections that grow this
     // process (under a load of 4.6 it went from 323 to 396 MB in the 236 ms before the check
@@ -589,18 +610,30 @@ setInterval(() => {
   }
 }, SAMPLE_MS).unref();
 
-function explain(err: unknown): { code: number; message: string } {
+/**
+ * What a failure of a call into the isolate means: the isolate's death (a code to exit with and
+ * why) or the module's own error (code 0). Only isolated-vm's own state decides the first, never
+ * the error's text: a module throws what it likes, and `throw new Error("Script execution timed
+ * out.")` from start() (in 0 ms) was reported as a run past cpu_time_ms, "... memory limit" as
+ * one past memory_mb, and such a rejection left unhandled by a handler ended the module with
+ * that reason, unreported. `wallAtStart`: the isolate's wall time when a call made with
+ * isolated-vm's `timeout` (cpuTimeMs) began; a "timed out" is isolated-vm's only from such a call
+ * and if the isolate ran for at least half of it since (its timer counts the time it runs).
+ */
+function explain(err: unknown, wallAtStart?: bigint): { code: number; message: string } {
   const message = (err as Error)?.message ?? String(err);
-  if (isolate.isDisposed || /memory limit/i.test(message)) {
-    // isolated-vm disposes an isolate of its own accord only at its memory limit; the host's
-    // own disposals (the CPU watchdog, die) set `exiting` before any failure can be seen. The
-    // first failure seen is not always the one that names the limit: a call waiting on a promise
-    // of the module's (an event handler past an await that allocated until the limit) fails
-    // with "Promise was abandoned".
+  if (isolate.isDisposed) {
+    // isolated-vm disposes an isolate of its own accord only at its memory limit (it is disposed
+    // by the time its error is seen); the host's own disposals (the CPU watchdog, die) set
+    // `exiting` before any failure can be seen. The first failure seen is not always the one
+    // that names the limit: a call waiting on a promise of the module's (an event handler past
+    // an await that allocated until the limit) fails with "Promise was abandoned".
     if (/memory limit/i.test(message) || !exiting) return { code: EXIT.memory, message: `module exceeded its memory limit of ${memoryMb} MB (memory_mb); its isolate was stopped` };
     return { code: EXIT.cpu, message: `module isolate was stopped: ${message}` };
   }
-  if (/timed out/i.test(message)) return { code: EXIT.cpu, message: `module ran for more than ${cpuTimeMs} ms without yielding (cpu_time_ms limit)` };
+  if (wallAtStart !== undefined && /timed out/i.test(message) && Number(isolate.wallTime - wallAtStart) / 1e6 >= cpuTimeMs / 2) {
+    return { code: EXIT.cpu, message: `module ran for more than ${cpuTimeMs} ms without yielding (cpu_time_ms limit)` };
+  }
   return { code: 0, message };
 }
 
@@ -617,11 +650,14 @@ class LostToRejection extends Error {
  * and the call ends with LostToRejection.
  */
 async function guarded<T>(what: string, work: () => Promise<T>, settles = false): Promise<T> {
+  // The calls made with isolated-vm's `timeout` (loading, start, stop); those that settle are
+  // made without one (their progress checks have their own, below).
+  const wallAtStart = settles || isolate.isDisposed ? undefined : isolate.wallTime;
   try {
     return await work();
   } catch (err) {
     if (err instanceof Exit) throw err;
-    const { code, message } = explain(err);
+    const { code, message } = explain(err, wallAtStart);
     if (code !== 0) throw die(code, message);
     if (settles && !(err instanceof LostToRejection) && (err as { code?: unknown })?.code !== "timeout") {
       unhandledRejection(err);
@@ -736,8 +772,12 @@ async function untilDoneOrStuck(run: Promise<unknown>, id: number): Promise<numb
       clearTimeout(timer);
     }
     if (done) return null;
-    const p = (await rt.progress.apply(undefined, [id, handlerTimeoutMs], { arguments: { copy: true }, timeout: cpuTimeMs, result: { copy: true } })) as
-      { index: number; elapsed: number; abandoned: boolean } | null;
+    // Its own `timeout`: a "timed out" is isolated-vm's only if the isolate ran through this call.
+    const wallAtStart = isolate.isDisposed ? undefined : isolate.wallTime;
+    const p = (await rt.progress.apply(undefined, [id, handlerTimeoutMs], { arguments: { copy: true }, timeout: cpuTimeMs, result: { copy: true } }).catch((err: unknown) => {
+      const { code, message } = explain(err, wallAtStart);
+      throw code !== 0 ? die(code, message) : err;
+    })) as { index: number; elapsed: number; abandoned: boolean } | null;
     if (p === null) {
       await finished;
       return null;

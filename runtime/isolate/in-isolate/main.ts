@@ -68,6 +68,30 @@ delete global.__modhost_dispatched;
 // WebAssembly memory is allocated outside the heap limit; shared memory and Atomics.wait
 // could block the isolate host's thread. Modules get neither.
 for (const name of ["WebAssembly", "SharedArrayBuffer", "Atomics"] as const) delete global[name];
+// Resizable ArrayBuffers (`new ArrayBuffer(n, { maxByteLength })`) are refused for the same
+// reason: V8 reserves and commits their pages itself, not through the allocator that holds every
+// other buffer of the isolate to memory_mb (isolated-vm counts none of it). A module keeping
+// one of 8 MiB per call, yielding between calls, took its isolate host past its ceiling and on
+// to the kernel's limit (memory_total_mb) with a memory_mb of 64. The constructor everyone
+// reaches (the global, ArrayBuffer.prototype.constructor, and through it slice's species) is
+// one that refuses the option, read once, and passes on only the length; the engine's own
+// buffers (a typed array's) are never resizable.
+const NativeArrayBuffer = ArrayBuffer;
+const construct = Reflect.construct;
+const defineProperty = Object.defineProperty;
+const FixedArrayBuffer = new Proxy(NativeArrayBuffer, {
+  // No prototype: a trap the module defined on Object.prototype would be one of this proxy's.
+  __proto__: null,
+  construct(target: ArrayBufferConstructor, args: unknown[], newTarget: object) {
+    const options = args[1];
+    if (options !== null && (typeof options === "object" || typeof options === "function") && (options as { maxByteLength?: unknown }).maxByteLength !== undefined) {
+      throw new RangeError("resizable ArrayBuffers (maxByteLength) are not available to modules: their memory is outside the isolate's limit (memory_mb); make a new buffer of the size needed");
+    }
+    return construct(target, [args[0]], newTarget as NewableFunction);
+  },
+} as ProxyHandler<ArrayBufferConstructor>);
+(global as unknown as { ArrayBuffer: unknown }).ArrayBuffer = FixedArrayBuffer;
+defineProperty(NativeArrayBuffer.prototype, "constructor", { __proto__: null, value: FixedArrayBuffer, writable: true, enumerable: false, configurable: true } as PropertyDescriptor);
 
 const freeze = <T>(v: T): T => {
   if (v && typeof v === "object" && !Object.isFrozen(v)) {
@@ -188,25 +212,49 @@ const settle = (answers: AnswerEntry[]) => {
 
 /** The isolate host keeps this much of a message (its MAX_LOG_CHARS, after mapping stack positions, which may lengthen it): no more crosses. */
 const LOG_CHARS_OUT = 2 * 8192;
-const log = (level: LogLevel, message: unknown, fields?: unknown) => {
+/**
+ * A line's text from its parts (a message, or a console call's arguments joined by spaces), cut
+ * at LOG_CHARS_OUT, and the characters made to get it. Parts past the cut are not converted, and
+ * no part is joined whole: console.log of 100 objects of 1 MB of JSON each made 100 MB of text
+ * for a line of 16 KiB (the module ended for memory_mb), four strings of 64 Mi characters were
+ * joined into one of 256 Mi, and lines past the stretch's budget were converted before being
+ * dropped (1,000 lines of a 1 MB object: stopped for cpu_time_ms, 19 lines heard).
+ */
+const lineText = (parts: readonly unknown[]): [string, number] => {
+  let text = "";
+  let made = 0;
+  // The host cuts a line at half of LOG_CHARS_OUT anyway: parts past it are left unsaid.
+  for (let i = 0; i < parts.length && text.length < LOG_CHARS_OUT; i++) {
+    const part = parts[i];
+    const partText = toText(part);
+    // A string is taken as it is; anything else was made into text (JSON, a stack) here.
+    if (typeof part !== "string") made += partText.length;
+    if (i > 0) text += " ";
+    const room = LOG_CHARS_OUT - text.length;
+    text += partText.length > room ? partText.slice(0, room) : partText;
+  }
+  return [text, made + text.length];
+};
+const log = (level: LogLevel, parts: readonly unknown[], fields?: unknown) => {
+  // Taken before any conversion: a line the stretch has no room for costs nothing more.
   if (!takeLogLine()) return;
-  let text = toText(message);
-  if (text.length > LOG_CHARS_OUT) text = text.slice(0, LOG_CHARS_OUT);
+  let [text, made] = lineText(parts);
   const [plain, size] = plainFieldsSized(fields);
   if (size < 0) text += " [fields dropped: more than " + MAX_LOG_FIELDS_CHARS + " characters as JSON (MAX_LOG_FIELDS_CHARS)]";
-  countLogChars(text.length + Math.max(size, 0));
+  // What was made counts toward the stretch's MAX_LOG_CHARS_PER_STRETCH, not only what is sent.
+  countLogChars(made + (size < 0 ? MAX_LOG_FIELDS_CHARS : size));
   logOut(level, text, plain);
 };
 const logger = freeze({
-  debug: (m: unknown, f?: unknown) => log("debug", m, f),
-  info: (m: unknown, f?: unknown) => log("info", m, f),
-  warn: (m: unknown, f?: unknown) => log("warn", m, f),
-  error: (m: unknown, f?: unknown) => log("error", m, f),
+  debug: (m: unknown, f?: unknown) => log("debug", [m], f),
+  info: (m: unknown, f?: unknown) => log("info", [m], f),
+  warn: (m: unknown, f?: unknown) => log("warn", [m], f),
+  error: (m: unknown, f?: unknown) => log("error", [m], f),
 });
 const consoleLine =
   (level: LogLevel) =>
   (...args: unknown[]) =>
-    log(level, args.map(toText).join(" "));
+    log(level, args);
 global.console = freeze({ log: consoleLine("info"), info: consoleLine("info"), debug: consoleLine("debug"), warn: consoleLine("warn"), error: consoleLine("error") });
 
 const handlers = new Map<string, Fn[]>();
@@ -451,7 +499,7 @@ function installTimerGlobals(t: Record<string, Fn>): void {
   installTimers(global, {
     after: (seconds, fn) => t.after!(seconds, fn) as Promise<unknown>,
     cancel: (id) => t.cancel!(id) as Promise<unknown>,
-    log: (level, message) => log(level, message),
+    log: (level, message) => log(level, [message]),
     sliceMs: () => timerSliceMs,
   });
 }
@@ -723,7 +771,7 @@ const runtime: IsolateRuntime = {
         try {
           await h(event);
         } catch (err) {
-          log("error", "event handler for " + type + " failed: " + toText(err));
+          log("error", ["event handler for " + type + " failed:", err]);
         }
         if (state.abandoned) return;
       }
@@ -753,7 +801,7 @@ const runtime: IsolateRuntime = {
 // functions above call each other unwrapped (invokeMany -> invoke is one stretch).
 const entry = <A extends unknown[], R>(f: (...args: A) => R) => (...args: A): R => {
   const dropped = newStretch();
-  if (dropped > 0) log("warn", droppedLinesText(dropped));
+  if (dropped > 0) log("warn", [droppedLinesText(dropped)]);
   return f(...args);
 };
 global.__modhost_runtime = {
