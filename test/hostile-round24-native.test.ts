@@ -24,7 +24,7 @@ import { spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { buildModulesDir, GOOD_GRANTS, sleep, startHost, tempDir } from "./helpers/host.ts";
+import { buildModulesDir, GOOD_GRANTS, sleep, startHost, tempDir, waitFor } from "./helpers/host.ts";
 import { writeNodeNative } from "./helpers/native.ts";
 import { watchHost } from "./helpers/host-watch.ts";
 import { pendingOf } from "./helpers/census.ts";
@@ -247,7 +247,11 @@ test.serial("a native module that answers its JSON-RPC invocations wrongly (twic
   }
   t.log(`${CALLS} calls answered in ${tookMs} ms; ${swapped} late calls got the answer the module sent with their id for another; wrong: ${wrong.length}; an error answer: ${answers[3]?.text.slice(0, 300)}`);
   t.deepEqual(wrong, [], "each call gets one answer the module gave with its id: its own, its error, or (a late one) the swapped one");
+  // Nothing left waiting: the calls' invocations are all settled. A health check (every 500 ms
+  // here) may be in flight at any one reading, so the count must reach 0, not be 0 at one
+  // instant: at load 10 one reading 2 s after the calls found a health check on its way.
   await sleep(2000);
+  await waitFor(() => pendingOf(h, "r24-answers") === 0, 10_000, "no invocation left waiting").catch(() => {});
   t.is(pendingOf(h, "r24-answers"), 0, "no invocation is left waiting");
   t.is(h.status("r24-answers")?.state, "running");
   t.is(h.status("r24-answers")?.restarts, 0, "the module runs on: wrong answers are its own loss");

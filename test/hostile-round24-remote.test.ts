@@ -18,6 +18,7 @@
 
 import test, { type ExecutionContext } from "ava";
 import net from "node:net";
+import type { Server } from "node:http";
 import path from "node:path";
 import { mkdir, writeFile } from "node:fs/promises";
 import { spawn } from "node:child_process";
@@ -152,7 +153,14 @@ test.serial(`the Core facade with MAX_FACADE_CONNECTIONS (${MAX_FACADE_CONNECTIO
   t.teardown(() => facade.stop());
   const port = Number(new URL(facade.rpcUrl).port);
   const auth = `Authorization: Basic ${Buffer.from("u:a long enough password").toString("base64")}`;
+  // Every held connection busy before the extra one comes: its head read and its request
+  // started (the facade's own request listener, first, counts it in progress). Before, the test
+  // waited 500 ms after connecting; at load 10 some heads were not read yet, so their
+  // connections were idle and the cap rightly closed one to let the extra one in.
+  let started = 0;
+  (facade as unknown as { server: Server }).server.on("request", () => started++);
   const held = await hold(t, port, MAX_FACADE_CONNECTIONS, `POST / HTTP/1.1\r\nHost: x\r\n${auth}\r\nContent-Length: 100\r\n\r\n`);
+  await waitFor(() => started >= MAX_FACADE_CONNECTIONS, 20_000, "every held connection's request to start");
   await oneMore(t, port, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}", "MAX_FACADE_CONNECTIONS");
   t.is(held.filter((c) => c.closedAt !== undefined).length, 0, "no busy connection was closed to make room");
 });
