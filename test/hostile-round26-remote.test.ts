@@ -10,16 +10,30 @@
 //             handed to modules as the one asked for; now refused naming what came. getblock
 //             answered with 16 MB of hex: decoded whole before it was found not to be a block;
 //             now refused on its length (MAX_NODE_BLOCK_BYTES).
+//   zmq       a publisher in the node's place: frames of 100 MB were each received whole (+100 MB
+//             of memory each, up to 10,000 queued), now refused by libzmq (ZMQ_MAX_FRAME_BYTES) and
+//             the socket made again (libzmq does not reconnect after that); 70,000-100,000
+//             notifications a second were all read (30-45% of the loop's CPU), now
+//             ZMQ_NOTICES_PER_SECOND; a warning per malformed message or sequence jump (170,000-
+//             250,000 log lines in 3 s), now WARNINGS_PER_KIND a window.
 
 import test from "ava";
+import { spawn } from "node:child_process";
+import path from "node:path";
+import type { BitcoindBackend } from "../chain/bitcoind/backend.ts";
+import { WARNINGS_PER_KIND } from "../chain/bitcoind/warnings.ts";
+import { ZMQ_NOTICES_PER_SECOND } from "../chain/bitcoind/zmq.ts";
+import { threadCpuMs } from "./helpers/turns.ts";
 import { hexOfRaw, type Block } from "../chain/backend.ts";
 import { MAX_NODE_BLOCK_BYTES } from "../chain/bitcoind/convert.ts";
 import { bigBlock } from "./helpers/big-block.ts";
 import { hostileCore, type HostileCore } from "./helpers/hostile-core.ts";
 import { buildModulesDir, startHost, tempDir } from "./helpers/host.ts";
 import { inlineModule, REPORT, type Outcome } from "./helpers/modules.ts";
-import { call } from "./helpers/rpc.ts";
+import { call, freePort } from "./helpers/rpc.ts";
 import { watchTurns } from "./helpers/turns.ts";
+
+const FIXTURES = path.join(import.meta.dirname, "fixtures", "hostile-round26-remote");
 
 const READER_CAPS = ["register_rpc_endpoint", "read_blockchain"];
 const READER = inlineModule("r26-reader", READER_CAPS, `
@@ -33,7 +47,9 @@ const READER = inlineModule("r26-reader", READER_CAPS, `
 `, REPORT);
 
 /** A host whose chain is a Core backend attached to a hostile node over its own embedded chain, with the reader module. */
-async function hostOnHostileCore(t: Parameters<typeof startHost>[0]) {
+async function hostOnHostileCore(t: Parameters<typeof startHost>[0], zmqSequence?: string) {
+  /** The backend's warnings, as the host's log gets them ([chain] backend = "bitcoind" hands them its log's warn). */
+  const warned: string[] = [];
   const dir = await tempDir(t);
   await buildModulesDir(dir, [], { "r26-reader": READER });
   let core: HostileCore | undefined;
@@ -44,11 +60,11 @@ async function hostOnHostileCore(t: Parameters<typeof startHost>[0]) {
     configure: (c) => { c.rpc.call_timeout_ms = 120_000; },
     backend: async (chain) => {
       core = await hostileCore(chain);
-      return core.backend();
+      return core.backend({ warn: (m) => warned.push(m), ...(zmqSequence ? { zmqSequence } : {}) });
     },
   });
   await h.waitForState("r26-reader", "running");
-  return { h, core: core! };
+  return { h, core: core!, warned };
 }
 
 test.serial(`a Core node answering getblock with a block of 15,000 transactions: read in slices, no turn of the host's loop takes 150 ms of its CPU (before: decoded in one stretch, 0.5-0.7 s); another block, transaction or header than the one asked, or 16 MB of hex for a block, are each refused naming what came (MAX_NODE_BLOCK_BYTES for the hex); the module is served after`, async (t) => {
@@ -104,4 +120,53 @@ test.serial(`a Core node answering getblock with a block of 15,000 transactions:
 
   core.tamper = null;
   for (const b of [six, seven]) t.deepEqual(await call(h, "r26-reader.block", { hash: b.hash }), { ok: true, value: { hash: b.hash, txs: b.transactions.length } });
+});
+
+/** The ZMQ publisher in the node's place (fixtures/hostile-round26-remote/publisher.mjs), a child process: `mode` for `ms`. */
+function publish(port: number, mode: "bad" | "big", ms: number): Promise<{ sent: number }> {
+  const child = spawn(process.execPath, [path.join(FIXTURES, "publisher.mjs"), String(port), mode, String(ms)], { stdio: ["ignore", "pipe", "inherit"] });
+  let out = "";
+  child.stdout.on("data", (d: Buffer) => (out += d));
+  return new Promise((resolve) => child.on("exit", () => resolve(out.trim() === "" ? { sent: -1 } : JSON.parse(out))));
+}
+
+test.serial(`a ZMQ publisher in the node's place sending frames of 100 MB, then shapes Core never sends as fast as it can (two parts, short bodies, sequence numbers jumping back and forth): at most ZMQ_NOTICES_PER_SECOND (${ZMQ_NOTICES_PER_SECOND}) notices read a second after a burst of as many, at most WARNINGS_PER_KIND (${WARNINGS_PER_KIND}) log lines of a kind (before: one each, ~60,000 a second), no 100 MB frame read (ZMQ_MAX_FRAME_BYTES) and the notices after them read, and the module served after`, async (t) => {
+  t.timeout(120_000);
+  const port = await freePort();
+  const { h, warned } = await hostOnHostileCore(t, `tcp://127.0.0.1:${port}`);
+  const backend = h.host.chain as BitcoindBackend;
+
+  const warnings = (since: number) => warned.slice(since);
+
+  // Frames of 100 MB first (nothing else queued yet to be read meanwhile).
+  let mark = warned.length;
+  let read = backend.zmqReceived;
+  let cpu = threadCpuMs();
+  const rss = process.memoryUsage().rss;
+  let started = performance.now();
+  const big = await publish(port, "big", 2000);
+  t.log(`frames of 100 MB: ${big.sent} sent, ${backend.zmqReceived - read} read in ${((performance.now() - started) / 1000).toFixed(1)} s, the process's RSS ${Math.round((process.memoryUsage().rss - rss) / 2 ** 20)} MB more, the loop's CPU ${Math.round(threadCpuMs() - cpu)} ms`);
+  t.true(big.sent > 0);
+  t.deepEqual(warnings(mark).filter((m) => m.includes("104857600")), [], "no 100 MB message read");
+  t.is(backend.zmqReceived - read, 0, "no 100 MB message read");
+
+  mark = warned.length;
+  read = backend.zmqReceived;
+  cpu = threadCpuMs();
+  started = performance.now();
+  const bad = await publish(port, "bad", 2000);
+  const seconds = (performance.now() - started) / 1000;
+  const took = { cpu: threadCpuMs() - cpu, read: backend.zmqReceived - read, lines: warnings(mark).length };
+  t.log(`shapes Core never sends: ${bad.sent} sent, ${took.read} read in ${seconds.toFixed(1)} s, ${took.lines} warnings logged, the loop's CPU ${Math.round(took.cpu)} ms (the node and the host in this process, not the publisher)`);
+  t.true(bad.sent > 4 * ZMQ_NOTICES_PER_SECOND, "the publisher sent more than the pace lets through");
+  // Three kinds (two parts, a short body, a lost run), each at most WARNINGS_PER_KIND a window, and the windows' summaries.
+  t.true(took.lines <= 3 * WARNINGS_PER_KIND * 2 + 6, `${took.lines} warnings`);
+  // The pace: a burst of one second's worth, then the rate, over the whole publish (its 0.5 s wait included).
+  t.true(took.read <= ZMQ_NOTICES_PER_SECOND * (seconds + 1), `${took.read} read`);
+  // Read at all: libzmq does not connect again after a frame past ZMQ_MAX_FRAME_BYTES (a protocol error); the listener makes its socket again.
+  t.true(took.read > 0, "notices read after the frames of 100 MB");
+
+  // The module's reads go on meanwhile: the notices still queued are read at the pace, the RPC calls are not behind them.
+  const tip = await h.chain.getChainTip();
+  t.deepEqual(await call(h, "r26-reader.header", { hash: tip }), { ok: true, value: tip });
 });

@@ -30,6 +30,7 @@ import { CoreRpc, CoreRpcError, CoreRpcRefused, type CoreAuth } from "./rpc.ts";
 import { parseSequenceBody, SequenceTracker, ZmqListener, type ZmqMessage } from "./zmq.ts";
 import { btcToSats, chainName, headerFromHex } from "./convert.ts";
 import { CoreReads, type CoreHeader, type CoreMempoolEntry, type CorePeer } from "./reads.ts";
+import { limitWarnings } from "./warnings.ts";
 
 /** Every RPC the backend calls: what a node's rpcwhitelist must allow for modhost. */
 export const REQUIRED_RPCS = [
@@ -99,7 +100,7 @@ export class BitcoindBackend extends CoreReads implements ChainBackend {
   private pollTimer: NodeJS.Timeout | null = null;
   private zmq: ZmqListener | null = null;
   private readonly zmqSeq = new SequenceTracker();
-  private readonly warn: NonNullable<BitcoindBackendOptions["warn"]>;
+  private readonly warn: ReturnType<typeof limitWarnings>;
   private readonly trackMempool: boolean;
   private readonly maxTrackedMempool: number;
   /** Methods the node refused (rpcwhitelist), found at start. */
@@ -108,7 +109,7 @@ export class BitcoindBackend extends CoreReads implements ChainBackend {
   private constructor(private readonly opts: BitcoindBackendOptions) {
     super();
     this.rpc = new CoreRpc({ url: opts.rpcUrl, auth: opts.auth, ...(opts.rpcTimeoutMs !== undefined ? { timeoutMs: opts.rpcTimeoutMs } : {}) });
-    this.warn = opts.warn ?? (() => {});
+    this.warn = limitWarnings(opts.warn ?? (() => {}));
     this.trackMempool = opts.trackMempool ?? true;
     this.maxTrackedMempool = opts.maxTrackedMempool ?? 100_000;
   }
@@ -149,6 +150,11 @@ export class BitcoindBackend extends CoreReads implements ChainBackend {
       if (!this.opts.zmqSequence && this.trackMempool) this.enqueue({ kind: "mempool-resync" });
     }, poll);
     this.pollTimer.unref();
+  }
+
+  /** ZMQ notifications read so far (at most ZMQ_NOTICES_PER_SECOND a second). */
+  get zmqReceived(): number {
+    return this.zmq?.received ?? 0;
   }
 
   /** Call each required RPC in a way that has no effect; collect the ones refused with HTTP 403. */
@@ -486,5 +492,6 @@ export class BitcoindBackend extends CoreReads implements ChainBackend {
     if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
     this.zmq?.close();
     this.queue.length = 0;
+    this.warn.close();
   }
 }
