@@ -4,8 +4,8 @@
 // host is the real one, its modules served by a Core backend attached to that node.
 //   blocks    getblock answered with a block of 15,000 transactions (0.9 MB, honest): it was
 //             decoded on the host's loop in one stretch (RawTx and describeTransaction: 0.5-0.7 s
-//             of one turn; a 4 MB block of small transactions, seconds); now read in slices by
-//             the chain's own reader. getblock answered with another block than the one asked,
+//             of one turn), and again for each page of transactions a module read (40 times);
+//             now read in slices by the chain's own reader, once. getblock answered with another block than the one asked,
 //             getrawtransaction with another transaction, getblockheader with another header:
 //             handed to modules as the one asked for; now refused naming what came. getblock
 //             answered with 16 MB of hex: decoded whole before it was found not to be a block;
@@ -16,6 +16,11 @@
 //             notifications a second were all read (30-45% of the loop's CPU), now
 //             ZMQ_NOTICES_PER_SECOND; a warning per malformed message or sequence jump (170,000-
 //             250,000 log lines in 3 s), now WARNINGS_PER_KIND a window.
+//   heights   getbestblockhash answered with a header at height 2^53: the backend asked for every
+//             height up to it (1,776-1,916 getblockhash calls in 2 s) holding each header, and
+//             announced nothing; now refused naming the height. A made-up chain up to 2^31 - 1
+//             is followed MAX_BLOCKS_PER_SYNC (2,016) blocks a step, announced as they are read
+//             (before: none in 20 s).
 
 import test from "ava";
 import { spawn } from "node:child_process";
@@ -26,6 +31,7 @@ import { ZMQ_NOTICES_PER_SECOND } from "../chain/bitcoind/zmq.ts";
 import { threadCpuMs } from "./helpers/turns.ts";
 import { hexOfRaw, type Block } from "../chain/backend.ts";
 import { MAX_NODE_BLOCK_BYTES } from "../chain/bitcoind/convert.ts";
+import { sleep } from "./helpers/host.ts";
 import { bigBlock } from "./helpers/big-block.ts";
 import { hostileCore, type HostileCore } from "./helpers/hostile-core.ts";
 import { buildModulesDir, startHost, tempDir } from "./helpers/host.ts";
@@ -47,7 +53,7 @@ const READER = inlineModule("r26-reader", READER_CAPS, `
 `, REPORT);
 
 /** A host whose chain is a Core backend attached to a hostile node over its own embedded chain, with the reader module. */
-async function hostOnHostileCore(t: Parameters<typeof startHost>[0], zmqSequence?: string) {
+async function hostOnHostileCore(t: Parameters<typeof startHost>[0], follow: { zmqSequence?: string; pollIntervalMs?: number } = {}) {
   /** The backend's warnings, as the host's log gets them ([chain] backend = "bitcoind" hands them its log's warn). */
   const warned: string[] = [];
   const dir = await tempDir(t);
@@ -60,7 +66,7 @@ async function hostOnHostileCore(t: Parameters<typeof startHost>[0], zmqSequence
     configure: (c) => { c.rpc.call_timeout_ms = 120_000; },
     backend: async (chain) => {
       core = await hostileCore(chain);
-      return core.backend({ warn: (m) => warned.push(m), ...(zmqSequence ? { zmqSequence } : {}) });
+      return core.backend({ warn: (m) => warned.push(m), ...follow });
     },
   });
   await h.waitForState("r26-reader", "running");
@@ -133,7 +139,7 @@ function publish(port: number, mode: "bad" | "big", ms: number): Promise<{ sent:
 test.serial(`a ZMQ publisher in the node's place sending frames of 100 MB, then shapes Core never sends as fast as it can (two parts, short bodies, sequence numbers jumping back and forth): at most ZMQ_NOTICES_PER_SECOND (${ZMQ_NOTICES_PER_SECOND}) notices read a second after a burst of as many, at most WARNINGS_PER_KIND (${WARNINGS_PER_KIND}) log lines of a kind (before: one each, ~60,000 a second), no 100 MB frame read (ZMQ_MAX_FRAME_BYTES) and the notices after them read, and the module served after`, async (t) => {
   t.timeout(120_000);
   const port = await freePort();
-  const { h, warned } = await hostOnHostileCore(t, `tcp://127.0.0.1:${port}`);
+  const { h, warned } = await hostOnHostileCore(t, { zmqSequence: `tcp://127.0.0.1:${port}` });
   const backend = h.host.chain as BitcoindBackend;
 
   const warnings = (since: number) => warned.slice(since);
@@ -169,4 +175,43 @@ test.serial(`a ZMQ publisher in the node's place sending frames of 100 MB, then 
   // The module's reads go on meanwhile: the notices still queued are read at the pace, the RPC calls are not behind them.
   const tip = await h.chain.getChainTip();
   t.deepEqual(await call(h, "r26-reader.header", { hash: tip }), { ok: true, value: tip });
+});
+
+test.serial("a Core node claiming a best block at height 2^53, then a chain of made-up blocks up to height 2^31 - 1: the first is refused naming the height; the second is followed a step of 2,016 blocks at a time, its first blocks announced within 20 s, in order and once each (before: the backend read every height up to the claim before announcing any, holding each header), and the module served meanwhile", async (t) => {
+  t.timeout(120_000);
+  const { h, core, warned } = await hostOnHostileCore(t, { pollIntervalMs: 300 });
+  const realHeight = await h.chain.getBlockHeight();
+  const realTip = await h.chain.getChainTip();
+  const heights = new Map<string, number>();
+  const fake = (height: number) => {
+    const hash = height.toString(16).padStart(64, "e");
+    heights.set(hash, height);
+    return hash;
+  };
+  let claim = 2 ** 53;
+  core.tamper = (method, params) => {
+    if (method === "getbestblockhash") return { result: fake(claim) };
+    if (method === "getblockhash" && typeof params[0] === "number" && params[0] > realHeight) return { result: fake(params[0]) };
+    const height = method === "getblockheader" ? heights.get(params[0] as string) : undefined;
+    if (height === undefined) return undefined;
+    return { result: { hash: params[0], height, confirmations: 1, time: 1_700_000_000 + (height % 1_000_000), nTx: 1, previousblockhash: height === realHeight + 1 ? realTip : fake(height - 1) } };
+  };
+  const newBlocks = () => h.events.filter((e) => e.type === "NewBlock").map((e) => (e.payload as { height: number }).height);
+  const before = newBlocks().length;
+  await sleep(2000);
+  const refusal = warned.find((m) => m.includes("not a block height"));
+  t.log(`a tip at 2^53: ${newBlocks().length - before} blocks announced in 2 s, ${core.calls.get("getblockhash") ?? 0} getblockhash calls; the log: ${refusal}`);
+  t.truthy(refusal);
+  t.is(newBlocks().length, before);
+
+  claim = 2 ** 31 - 1;
+  const rss = process.memoryUsage().rss;
+  const started = performance.now();
+  while (newBlocks().length - before < 2016 && performance.now() - started < 20_000) await sleep(100);
+  const announced = newBlocks().slice(before);
+  t.log(`a made-up chain to 2^31 - 1: ${announced.length} blocks announced in ${Math.round(performance.now() - started)} ms (the first step's ${2016}), the process's RSS ${Math.round((process.memoryUsage().rss - rss) / 2 ** 20)} MB more`);
+  t.true(announced.length >= 2016, `${announced.length} announced within 20 s`);
+  t.deepEqual(announced.slice(0, 2016), Array.from({ length: 2016 }, (_, i) => realHeight + 1 + i), "in order, once each");
+  t.deepEqual(await call(h, "r26-reader.header", { hash: realTip }), { ok: true, value: realTip });
+  core.tamper = null;
 });

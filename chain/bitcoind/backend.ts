@@ -28,7 +28,7 @@ import type { ChainBackend, ChainEventName, ChainEvents, ChainListener, Hex, Sub
 import { BackendUnavailableError } from "../backend.ts";
 import { CoreRpc, CoreRpcError, CoreRpcRefused, type CoreAuth } from "./rpc.ts";
 import { parseSequenceBody, SequenceTracker, ZmqListener, type ZmqMessage } from "./zmq.ts";
-import { btcToSats, chainName, headerFromHex } from "./convert.ts";
+import { btcToSats, chainName, checkedHeader, headerFromHex } from "./convert.ts";
 import { CoreReads, type CoreHeader, type CoreMempoolEntry, type CorePeer } from "./reads.ts";
 import { limitWarnings } from "./warnings.ts";
 
@@ -77,6 +77,13 @@ export interface BitcoindBackendOptions {
 
 /** How many announced heights are remembered to find fork points. */
 const KNOWN_WINDOW = 2016;
+/**
+ * Blocks one sync step reads and announces; the rest are the next step's, queued behind what
+ * came meanwhile. Before, a step read every height from the fork to the node's best before it
+ * announced any, holding every header: a node claiming a tip at height 2^31 (or a real node far
+ * ahead) had it read without end and announce nothing.
+ */
+const MAX_BLOCKS_PER_SYNC = KNOWN_WINDOW;
 /** Work items waiting; past it the queue is replaced by one resync. */
 const MAX_QUEUE = 10_000;
 
@@ -212,12 +219,14 @@ export class BitcoindBackend extends CoreReads implements ChainBackend {
 
   private enqueue(work: Work): void {
     if (this.closed) return;
-    const last = this.queue.at(-1);
-    // Consecutive syncs of the same kind do the same work: one is enough.
+    // Consecutive syncs of the same kind do the same work: one is enough. Not the one in
+    // progress (the queue's first while draining): it may have read the node before this notice.
+    const last = this.working && this.queue.length === 1 ? undefined : this.queue.at(-1);
     if ((work.kind === "blocks" || work.kind === "peers" || work.kind === "mempool-resync") && last?.kind === work.kind) return;
     if (this.queue.length >= MAX_QUEUE) {
       this.warn(`more than ${MAX_QUEUE} chain notices waiting; replacing them with one resync`);
-      this.queue.length = 0;
+      // Not the one in progress: drain takes it off the queue's front once it is done.
+      this.queue.length = this.working ? 1 : 0;
       this.queue.push({ kind: "blocks" });
       if (this.trackMempool) this.queue.push({ kind: "mempool-resync" });
       return;
@@ -282,12 +291,14 @@ export class BitcoindBackend extends CoreReads implements ChainBackend {
         this.warn(`the node reorganised deeper than the ${KNOWN_WINDOW} blocks modhost remembers; announcing from height ${lowest}`);
         fork = lowest - 1;
       }
-      // The new branch, lowest first, checked link by link against a reorg happening meanwhile.
+      // The new branch, lowest first, checked link by link against a reorg happening meanwhile,
+      // MAX_BLOCKS_PER_SYNC of it in this step.
       const connected: CoreHeader[] = [];
       let prev = fork >= lowest ? this.known.get(fork) : undefined;
       let consistent = true;
-      for (let h = fork + 1; h <= bestHeader.height; h++) {
-        const header = await this.header(await this.rpc.call<Hex>("getblockhash", [h]));
+      const last = Math.min(bestHeader.height, fork + MAX_BLOCKS_PER_SYNC);
+      for (let h = fork + 1; h <= last; h++) {
+        const header = await this.header(await this.rpc.call<Hex>("getblockhash", [h]), h);
         if (prev !== undefined && header.previousblockhash !== prev) {
           consistent = false;
           break;
@@ -295,7 +306,8 @@ export class BitcoindBackend extends CoreReads implements ChainBackend {
         connected.push(header);
         prev = header.hash;
       }
-      if (!consistent || connected.at(-1)?.hash !== bestHeader.hash) continue; // the node moved on: look again
+      // The node moved on: look again.
+      if (!consistent || (last === bestHeader.height && connected.at(-1)?.hash !== bestHeader.hash)) continue;
 
       const oldTip = this.tipHash;
       const disconnected: Hex[] = [];
@@ -324,6 +336,8 @@ export class BitcoindBackend extends CoreReads implements ChainBackend {
       if (disconnected.length > 0) {
         this.emit("ChainReorg", { old_tip: oldTip, new_tip: this.tipHash, fork_height: fork, disconnected, connected: connected.map((h) => h.hash) });
       }
+      // The rest of the way, as the next step (drain, or reconnect after its own sync, runs it).
+      if (last < bestHeader.height) this.queue.push({ kind: "blocks" });
       return;
     }
     this.warn("the node's chain kept changing during five sync attempts; trying again at the next notice");
@@ -438,8 +452,9 @@ export class BitcoindBackend extends CoreReads implements ChainBackend {
     }
   }
 
-  private async header(hash: Hex): Promise<CoreHeader> {
-    return this.rpc.call<CoreHeader>("getblockheader", [hash, true]);
+  /** A header by hash, checked (its hash, its height: `height` when the caller asked for one). */
+  private async header(hash: Hex, height?: number): Promise<CoreHeader> {
+    return checkedHeader(await this.rpc.call<CoreHeader>("getblockheader", [hash, true]), hash, height);
   }
 
   private emit<K extends ChainEventName>(name: K, payload: ChainEvents[K]): void {

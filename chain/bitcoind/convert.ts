@@ -81,6 +81,24 @@ export async function blockFromHex(hex: unknown, height: number, hash: Hex): Pro
   return (await storeParsedBlock(parsed, height, [], 0n, new Slicer())).block;
 }
 
+/** Heights a node may answer: Core's are 32-bit signed integers. */
+const MAX_NODE_HEIGHT = 2 ** 31 - 1;
+
+/**
+ * getblockheader's verbose answer for `hash`, checked: its hash the one asked, its height an
+ * integer in Core's range and, when the caller knows it, the height asked (a node answering a
+ * header at height 2^53 had the backend ask for every height up to it, holding all it read).
+ */
+export function checkedHeader<T extends { hash: Hex; height: number }>(answer: T, hash: Hex, height?: number): T {
+  if (answer === null || typeof answer !== "object") throw new NodeAnswerError(`the node answered getblockheader ${hash} with something that is not a header`);
+  if (answer.hash !== hash) throw new NodeAnswerError(`the node answered getblockheader ${hash} with header ${String(answer.hash).slice(0, 64)}`);
+  if (!Number.isSafeInteger(answer.height) || answer.height < 0 || answer.height > MAX_NODE_HEIGHT) {
+    throw new NodeAnswerError(`the node answered getblockheader ${hash} with height ${String(answer.height).slice(0, 32)}, not a block height (0 to ${MAX_NODE_HEIGHT})`);
+  }
+  if (height !== undefined && answer.height !== height) throw new NodeAnswerError(`the node answered getblockhash ${height} with block ${hash}, whose header says height ${answer.height}`);
+  return answer;
+}
+
 /** A header from its 80 bytes' hex, its hash the one asked for. */
 export function headerFromHex(hex: unknown, height: number, hash?: Hex): BlockHeader {
   if (typeof hex !== "string" || hex.length !== 160) throw new NodeAnswerError(`the node answered getblockheader ${hash ?? ""} with something that is not 80 bytes of hex`);

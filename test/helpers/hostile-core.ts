@@ -25,7 +25,7 @@ export interface HostileCore {
   /** The current tamper; null passes everything through. */
   tamper: Tamper | null;
   /** A Core backend attached to the man in the middle (the host's, when given as startHost's `backend`). */
-  backend(opts?: { zmqSequence?: string; warn?: (m: string) => void }): Promise<BitcoindBackend>;
+  backend(opts?: { zmqSequence?: string; pollIntervalMs?: number; warn?: (m: string) => void }): Promise<BitcoindBackend>;
   stop(): Promise<void>;
 }
 
