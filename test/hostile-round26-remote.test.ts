@@ -21,6 +21,9 @@
 //             announced nothing; now refused naming the height. A made-up chain up to 2^31 - 1
 //             is followed MAX_BLOCKS_PER_SYNC (2,016) blocks a step, announced as they are read
 //             (before: none in 20 s).
+//   depth     JSON nested 100,000 deep from the node or a facade client: no depth limit, and the
+//             value handed back a piece per level, holding the lane's worker past 30 s; now
+//             RPC_CLIENT_MAX_DEPTH and FACADE_MAX_JSON_DEPTH (512, Core's own).
 
 import test from "ava";
 import { spawn } from "node:child_process";
@@ -41,13 +44,14 @@ import { watchTurns } from "./helpers/turns.ts";
 
 const FIXTURES = path.join(import.meta.dirname, "fixtures", "hostile-round26-remote");
 
-const READER_CAPS = ["register_rpc_endpoint", "read_blockchain"];
+const READER_CAPS = ["register_rpc_endpoint", "read_blockchain", "read_chain_state"];
 const READER = inlineModule("r26-reader", READER_CAPS, `
   await ctx.rpc.register("block", "reads a block by hash", (p: any) => report(async () => {
     const b = await ctx.chain.getBlock(p.hash);
     return b && { hash: b.hash, txs: b.transactions.length };
   }));
   await ctx.rpc.register("header", "reads a header by hash", (p: any) => report(async () => (await ctx.chain.getBlockHeader(p.hash))?.hash ?? null));
+  await ctx.rpc.register("height", "reads the height", () => report(async () => { const v = await ctx.chain.getBlockHeight(); return typeof v === "object" ? "object" : v; }));
   await ctx.rpc.register("tx", "reads a transaction", (p: any) => report(async () => (await ctx.chain.getTransaction(p.txid))?.txid ?? null));
   ctx.log.info("ready");
 `, REPORT);
@@ -214,4 +218,39 @@ test.serial("a Core node claiming a best block at height 2^53, then a chain of m
   t.deepEqual(announced.slice(0, 2016), Array.from({ length: 2016 }, (_, i) => realHeight + 1 + i), "in order, once each");
   t.deepEqual(await call(h, "r26-reader.header", { hash: realTip }), { ok: true, value: realTip });
   core.tamper = null;
+});
+
+test.serial("JSON nested 100,000 deep (200 KB) in a Core node's answer and in a Core facade client's body: each refused within 5 s naming RPC_CLIENT_MAX_DEPTH or FACADE_MAX_JSON_DEPTH (512, Core's own), and the next large answer read at once (before: each level handed back a piece a turn, the lane's worker held past 30 s and every later text over 64 KiB waiting behind it)", async (t) => {
+  t.timeout(120_000);
+  const { h, core } = await hostOnHostileCore(t);
+  // A block whose answer is parsed off the loop (its hex over JSON_ON_LOOP_BYTES).
+  t.is((await h.chain.submitBlock(await bigBlock(h.chain, { count: 1500, witnessBytes: 0 }))).result, "accepted");
+  const block = (await h.chain.getBlockByHeight(await h.chain.getBlockHeight()))! as Block;
+  const deep = `${"[".repeat(100_000)}${"]".repeat(100_000)}`;
+
+  core.tamper = (method) => (method === "getblockcount" ? { body: `{"result":${deep},"error":null,"id":1}` } : undefined);
+  let started = performance.now();
+  const mark = h.mark();
+  const height = (await call(h, "r26-reader.height")) as Outcome;
+  const refusedIn = performance.now() - started;
+  const said = h.records.slice(mark).map((r) => r.message).find((m) => m.includes("RPC_CLIENT_MAX_DEPTH"));
+  t.log(`a node's answer nested 100,000 deep: ${JSON.stringify(height)} in ${Math.round(refusedIn)} ms; the log: ${said?.split("\n")[0]}`);
+  t.like(height, { ok: false });
+  t.truthy(said);
+  t.true(refusedIn < 5000);
+  core.tamper = null;
+  started = performance.now();
+  const read = await call(h, "r26-reader.block", { hash: block.hash });
+  const readIn = performance.now() - started;
+  t.log(`then a block of ${hexOfRaw(block.hex).length / 2} bytes read in ${Math.round(readIn)} ms`);
+  t.deepEqual(read, { ok: true, value: { hash: block.hash, txs: 1501 } });
+  t.true(readIn < 5000);
+
+  started = performance.now();
+  const answer = await fetch(core.facadeUrl, { method: "POST", headers: { authorization: core.authorization, "content-type": "application/json" }, body: `{"jsonrpc":"1.0","id":1,"method":"getblockcount","params":${deep}}` });
+  const text = await answer.text();
+  const facadeIn = performance.now() - started;
+  t.log(`a facade client's body nested 100,000 deep: HTTP ${answer.status} in ${Math.round(facadeIn)} ms: ${text.slice(0, 200)}`);
+  t.regex(text, /FACADE_MAX_JSON_DEPTH/);
+  t.true(facadeIn < 5000);
 });

@@ -65,6 +65,9 @@ const DEFAULT_MAX_BATCH = 10_000;
  */
 const TOKENS_PER_CALL = 64;
 
+/** Nesting of arrays and objects in a request body: Core's own limit (MAX_JSON_DEPTH in univalue). */
+const FACADE_MAX_JSON_DEPTH = 512;
+
 /** How many of the bytes `,` `[` `{` `body` holds, counting no further than past `limit`. */
 function countStructural(body: Buffer, limit: number): number {
   let n = 0;
@@ -378,7 +381,7 @@ export class CoreFacade {
     // of one turn at load 14-17 parsed here. Its values are at most two per token counted.
     let request: unknown;
     try {
-      request = await parseJson(chunks, { lane: "core-face", maxValues: 2 * maxTokens + 1, valuesName: "TOKENS_PER_CALL × the batch limit" });
+      request = await parseJson(chunks, { lane: "core-face", maxValues: 2 * maxTokens + 1, valuesName: "TOKENS_PER_CALL × the batch limit", maxDepth: FACADE_MAX_JSON_DEPTH, depthName: "FACADE_MAX_JSON_DEPTH" });
     } catch (err) {
       if (err instanceof JsonLimitError) return reply(413, { result: null, error: { code: RPC_CODES.INVALID_REQUEST, message: `${err.message}; send smaller requests` }, id: null });
       return reply(500, { result: null, error: { code: -32700, message: "Parse error" }, id: null });

@@ -85,6 +85,8 @@ const RPC_CLIENT_CPU_MS_PER_S = 100;
  * getrawmempool's list of txids (300,000 in a full mempool, one value each), far below this.
  */
 const RPC_CLIENT_MAX_VALUES = 4_000_000;
+/** Nesting of arrays and objects in one answer: Core's own JSON reader's limit (MAX_JSON_DEPTH in univalue); its answers nest a few levels. */
+const RPC_CLIENT_MAX_DEPTH = 512;
 
 export class CoreRpc {
   private readonly timeoutMs: number;
@@ -127,7 +129,7 @@ export class CoreRpc {
     // here in one stretch.
     let parsed: { result?: unknown; error?: { code?: unknown; message?: unknown } | null } | null;
     try {
-      parsed = (await parseJson(res.pieces, { lane: "bitcoind-client", maxValues: RPC_CLIENT_MAX_VALUES, valuesName: "RPC_CLIENT_MAX_VALUES" })) as typeof parsed;
+      parsed = (await parseJson(res.pieces, { lane: "bitcoind-client", maxValues: RPC_CLIENT_MAX_VALUES, valuesName: "RPC_CLIENT_MAX_VALUES", maxDepth: RPC_CLIENT_MAX_DEPTH, depthName: "RPC_CLIENT_MAX_DEPTH" })) as typeof parsed;
     } catch (err) {
       if (res.status === 503) throw new BackendUnavailableError(`the node at ${this.opts.url} is not ready (HTTP 503)`);
       if (err instanceof JsonLimitError) throw new CoreRpcError(method, RPC_CODES.MISC_ERROR, `the node's answer to ${method}: ${err.message}`);

@@ -20,6 +20,9 @@ export type Tamper = (method: string, params: unknown[]) => { result: unknown } 
 export interface HostileCore {
   /** The man in the middle's URL (what the backend is given). */
   readonly url: string;
+  /** The facade's own URL, and the Authorization header its user sends. */
+  readonly facadeUrl: string;
+  readonly authorization: string;
   /** Calls seen, by method. */
   readonly calls: Map<string, number>;
   /** The current tamper; null passes everything through. */
@@ -67,6 +70,8 @@ export async function hostileCore(chain: EmbeddedChain): Promise<HostileCore> {
   const backends: BitcoindBackend[] = [];
   const core: HostileCore = {
     url,
+    facadeUrl: facade.rpcUrl,
+    authorization: `Basic ${Buffer.from(`${USER}:${PASSWORD}`).toString("base64")}`,
     calls,
     tamper: null,
     async backend(opts = {}) {
