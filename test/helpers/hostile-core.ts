@@ -15,7 +15,7 @@ const USER = "modhost";
 const PASSWORD = "hostile";
 
 /** What the man in the middle answers a call: a JSON-RPC result, a body of its own (sent as it is), or undefined to pass the call through. */
-export type Tamper = (method: string, params: unknown[]) => { result: unknown } | { body: string | Buffer } | undefined;
+export type Tamper = (method: string, params: unknown[]) => { result: unknown } | { body: string | Buffer } | "hold" | undefined;
 
 export interface HostileCore {
   /** The man in the middle's URL (what the backend is given). */
@@ -23,6 +23,8 @@ export interface HostileCore {
   /** The facade's own URL, and the Authorization header its user sends. */
   readonly facadeUrl: string;
   readonly authorization: string;
+  /** Connections open to the man in the middle now. */
+  readonly connections: () => number;
   /** Calls seen, by method. */
   readonly calls: Map<string, number>;
   /** The current tamper; null passes everything through. */
@@ -51,6 +53,7 @@ export async function hostileCore(chain: EmbeddedChain): Promise<HostileCore> {
       const method = typeof asked.method === "string" ? asked.method : "";
       calls.set(method, (calls.get(method) ?? 0) + 1);
       const answer = core.tamper?.(method, Array.isArray(asked.params) ? asked.params : []);
+      if (answer === "hold") return; // never answered
       if (answer !== undefined) {
         const text = "body" in answer ? answer.body : JSON.stringify({ result: answer.result, error: null, id: asked.id });
         res.writeHead(200, { "content-type": "application/json", "content-length": Buffer.byteLength(text) });
@@ -65,11 +68,17 @@ export async function hostileCore(chain: EmbeddedChain): Promise<HostileCore> {
       forward.end(body);
     });
   });
+  let open = 0;
+  server.on("connection", (socket) => {
+    open++;
+    socket.once("close", () => open--);
+  });
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/`;
   const backends: BitcoindBackend[] = [];
   const core: HostileCore = {
     url,
+    connections: () => open,
     facadeUrl: facade.rpcUrl,
     authorization: `Basic ${Buffer.from(`${USER}:${PASSWORD}`).toString("base64")}`,
     calls,
