@@ -28,6 +28,11 @@
 //             stretch of the loop (157-288 ms); now in slices. Probed, not kept: a node holding
 //             every answer with a module making 3,000 reads at once: 64 connections to the node
 //             (the module's requests in flight), then backend_unavailable for all of them.
+//   facade    a client's getblock or getrawtransaction with a 20 MB parameter: the error quoted
+//             it whole (as Core does), an answer of 20 MB; now 64 characters, and every error
+//             message cut at FACADE_ERROR_CHARS. Probed, found bounded: 300,000 parameters, a
+//             20 MB method name, 10 MB of hex to sendrawtransaction, submitblock of 8 MB of zeros,
+//             numbers of 1,000 digits, a height of 2^53 + 1.
 
 import test from "ava";
 import { spawn } from "node:child_process";
@@ -38,6 +43,7 @@ import { WARNINGS_PER_KIND } from "../chain/bitcoind/warnings.ts";
 import { ZMQ_NOTICES_PER_SECOND } from "../chain/bitcoind/zmq.ts";
 import { threadCpuMs } from "./helpers/turns.ts";
 import { hexOfRaw, type Block } from "../chain/backend.ts";
+import { EmbeddedChain } from "../chain/embedded.ts";
 import { MAX_NODE_BLOCK_BYTES } from "../chain/bitcoind/convert.ts";
 import { sleep } from "./helpers/host.ts";
 import { bigBlock } from "./helpers/big-block.ts";
@@ -286,4 +292,26 @@ test.serial("a Core node whose mempool holds 100,000 transactions the backend ha
   t.true(longest < 100, `longest turn ${longest} ms`);
   t.true(warned.some((m) => m.includes("held 2 entries that are not a txid")));
   core.tamper = null;
+});
+
+test.serial("a Core facade client calling getblock and getrawtransaction with a parameter of 20 MB: each answered an error of under 2 KB that quotes 64 characters of it (before: the whole parameter quoted, an answer of 20 MB stringified on the loop, 117-128 ms of one turn)", async (t) => {
+  t.timeout(60_000);
+  const chain = await EmbeddedChain.create({ matureBlocks: 101 });
+  const core = await hostileCore(chain);
+  t.teardown(async () => {
+    await core.stop();
+    await chain.close();
+  });
+  const big = "a".repeat(20_000_000);
+  for (const method of ["getblock", "getrawtransaction", "getblockheader"]) {
+    const turns = watchTurns();
+    const answer = await fetch(core.facadeUrl, { method: "POST", headers: { authorization: core.authorization }, body: JSON.stringify({ jsonrpc: "1.0", id: 1, method, params: [big] }) });
+    const text = await answer.text();
+    await new Promise((r) => setImmediate(r));
+    const longest = turns.reset();
+    await turns.stop();
+    t.log(`${method} with 20 MB: HTTP ${answer.status}, an answer of ${text.length} characters (longest turn ${longest.toFixed(1)} ms of CPU, the client in this process included): ${text.slice(0, 150)}`);
+    t.true(text.length < 2048, `${method}: ${text.length} characters`);
+    t.regex(text, /must be of length 64 \(not 20000000, for 'a{64}\.\.\.'\)/);
+  }
 });

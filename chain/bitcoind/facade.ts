@@ -65,6 +65,14 @@ const DEFAULT_MAX_BATCH = 10_000;
  */
 const TOKENS_PER_CALL = 64;
 
+/**
+ * Characters of an error answer's message; past it the message is cut, saying so. Error answers
+ * are counted in FACADE_ANSWER_BYTES_HELD but never refused, on the ground that each is small:
+ * an invalid hash was quoted whole (as Core does), and a 20 MB one made an answer of 20 MB
+ * (118-128 ms of one turn to stringify).
+ */
+const FACADE_ERROR_CHARS = 1024;
+
 /** Nesting of arrays and objects in a request body: Core's own limit (MAX_JSON_DEPTH in univalue). */
 const FACADE_MAX_JSON_DEPTH = 512;
 
@@ -529,7 +537,9 @@ export class CoreFacade {
     const c = (call ?? {}) as { method?: unknown; params?: unknown; id?: unknown };
     // An error answer is counted (its message and echoed id) but never refused: each is small,
     // and a batch's are at most its calls (maxBatch).
-    const failed = (code: number, message: string, id: unknown): Answer => {
+    const failed = (code: number, whole: string, id: unknown): Answer => {
+      // Small by construction, whatever a message quotes (a parameter, a backend's words).
+      const message = whole.length > FACADE_ERROR_CHARS ? `${whole.slice(0, FACADE_ERROR_CHARS)}... (cut at FACADE_ERROR_CHARS, ${FACADE_ERROR_CHARS} characters)` : whole;
       account.force(ENVELOPE_BYTES + message.length + (JSON.stringify(id)?.length ?? 4));
       return { result: null, error: { code, message }, id };
     };
@@ -577,7 +587,11 @@ export class CoreFacade {
     const b = this.opts.backend;
     const hashParam = (p: unknown[], i: number, name: string): Hex => {
       const v = p[i];
-      if (typeof v !== "string" || !/^[0-9a-f]{64}$/i.test(v)) throw new RpcFailure(RPC_CODES.INVALID_PARAMETER, `${name} must be of length 64 (not ${typeof v === "string" ? v.length : 0}, for '${String(v)}')`);
+      if (typeof v !== "string" || !/^[0-9a-f]{64}$/i.test(v)) {
+        // Core quotes the whole parameter; a client's 20 MB one made an answer of 20 MB, stringified in one turn.
+        const quoted = String(v).slice(0, 64);
+        throw new RpcFailure(RPC_CODES.INVALID_PARAMETER, `${name} must be of length 64 (not ${typeof v === "string" ? v.length : 0}, for '${quoted}${String(v).length > 64 ? "..." : ""}')`);
+      }
       return v.toLowerCase();
     };
     const block = async (hash: Hex): Promise<Block> => {
