@@ -33,6 +33,8 @@
 //             message cut at FACADE_ERROR_CHARS. Probed, found bounded: 300,000 parameters, a
 //             20 MB method name, 10 MB of hex to sendrawtransaction, submitblock of 8 MB of zeros,
 //             numbers of 1,000 digits, a height of 2^53 + 1.
+//   work      getblockchaininfo's chainwork of 1 MB of hex: its decimal computed on the loop
+//             (BigInt's toString, faster than linear: 1.4 s); now at most 64 hex digits.
 
 import test from "ava";
 import { spawn } from "node:child_process";
@@ -63,6 +65,7 @@ const READER = inlineModule("r26-reader", READER_CAPS, `
   }));
   await ctx.rpc.register("header", "reads a header by hash", (p: any) => report(async () => (await ctx.chain.getBlockHeader(p.hash))?.hash ?? null));
   await ctx.rpc.register("height", "reads the height", () => report(async () => { const v = await ctx.chain.getBlockHeight(); return typeof v === "object" ? "object" : v; }));
+  await ctx.rpc.register("chaininfo", "reads the chain's info", () => report(async () => (await ctx.chain.getChainInfo()).chain_work));
   await ctx.rpc.register("tx", "reads a transaction", (p: any) => report(async () => (await ctx.chain.getTransaction(p.txid))?.txid ?? null));
   ctx.log.info("ready");
 `, REPORT);
@@ -314,4 +317,25 @@ test.serial("a Core facade client calling getblock and getrawtransaction with a 
     t.true(text.length < 2048, `${method}: ${text.length} characters`);
     t.regex(text, /must be of length 64 \(not 20000000, for 'a{64}\.\.\.'\)/);
   }
+});
+
+test.serial("a Core node answering getblockchaininfo with a chainwork of 1 MB of hex: refused at once naming what came (before: its decimal computed on the host's loop, 1.4 s in one turn); the module served after", async (t) => {
+  t.timeout(60_000);
+  const { h, core } = await hostOnHostileCore(t);
+  const info = await fetch(core.facadeUrl, { method: "POST", headers: { authorization: core.authorization }, body: JSON.stringify({ jsonrpc: "1.0", id: 1, method: "getblockchaininfo", params: [] }) }).then((r) => r.json()) as { result: Record<string, unknown> };
+  const honest = info.result["chainwork"] as string;
+  core.tamper = (method) => (method === "getblockchaininfo" ? { result: { ...info.result, chainwork: "f".repeat(1_000_000) } } : undefined);
+  const turns = watchTurns();
+  const mark = h.mark();
+  const got = (await call(h, "r26-reader.chaininfo")) as Outcome;
+  await new Promise((r) => setImmediate(r));
+  const longest = turns.reset();
+  await turns.stop();
+  const said = h.records.slice(mark).map((r) => r.message).find((m) => m.includes("chainwork"));
+  t.log(`a chainwork of 1 MB of hex: ${JSON.stringify(got)}, longest turn ${longest.toFixed(1)} ms of CPU; the log: ${said?.split("\n")[0]}`);
+  t.like(got, { ok: false, code: "backend_error" });
+  t.truthy(said);
+  t.true(longest < 150, `longest turn ${longest} ms`);
+  core.tamper = null;
+  t.deepEqual(await call(h, "r26-reader.chaininfo"), { ok: true, value: BigInt(`0x${honest}`).toString(10) });
 });

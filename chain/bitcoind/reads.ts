@@ -5,7 +5,7 @@
 
 import type { Block, BlockHeader, BlockTemplate, ChainInfo, Hex, MempoolEntry, MempoolInfo, MempoolPage, NetworkStats, OutPoint, PeerInfo, Transaction, Utxo } from "../backend.ts";
 import { CoreRpcError, RPC_CODES } from "./rpc.ts";
-import { bitsFromHex, blockFromHex, btcPerKvbToSatPerVb, btcToSats, chainName, headerFromHex, templateFromCore, transactionFromHex, type CoreBlockTemplate } from "./convert.ts";
+import { bitsFromHex, blockFromHex, chainWorkFromHex, btcPerKvbToSatPerVb, btcToSats, chainName, headerFromHex, templateFromCore, transactionFromHex, type CoreBlockTemplate } from "./convert.ts";
 import { coinbaseTransaction } from "../blocks.ts";
 import { addressOf, describeTransaction } from "../serialise.ts";
 import { hexToBytes } from "@noble/hashes/utils.js";
@@ -138,7 +138,7 @@ export abstract class CoreReads {
       height: info.blocks,
       bits: bitsFromHex(bits),
       difficulty: info.difficulty,
-      chain_work: BigInt(`0x${info.chainwork}`).toString(10),
+      chain_work: chainWorkFromHex(info.chainwork),
       median_time: info.mediantime,
       is_synced: !info.initialblockdownload,
     };
