@@ -35,6 +35,9 @@
 //             numbers of 1,000 digits, a height of 2^53 + 1.
 //   work      getblockchaininfo's chainwork of 1 MB of hex: its decimal computed on the loop
 //             (BigInt's toString, faster than linear: 1.4 s); now at most 64 hex digits.
+//   template  getblocktemplate of 200,000 transactions: the coinbase's witness commitment over
+//             them made in one turn (0.7-1.35 s); now refused past MAX_TEMPLATE_TRANSACTIONS, and the
+//             commitment made in slices (as the embedded chain does).
 
 import test from "ava";
 import { spawn } from "node:child_process";
@@ -66,6 +69,10 @@ const READER = inlineModule("r26-reader", READER_CAPS, `
   await ctx.rpc.register("header", "reads a header by hash", (p: any) => report(async () => (await ctx.chain.getBlockHeader(p.hash))?.hash ?? null));
   await ctx.rpc.register("height", "reads the height", () => report(async () => { const v = await ctx.chain.getBlockHeight(); return typeof v === "object" ? "object" : v; }));
   await ctx.rpc.register("chaininfo", "reads the chain's info", () => report(async () => (await ctx.chain.getChainInfo()).chain_work));
+  await ctx.rpc.register("template", "reads a block template with a coinbase", () => report(async () => {
+    const t = await ctx.mining.getBlockTemplate({ coinbase_script: "51" });
+    return { transactions: t.transactions.length, coinbase: typeof t.coinbase_tx?.txid };
+  }));
   await ctx.rpc.register("tx", "reads a transaction", (p: any) => report(async () => (await ctx.chain.getTransaction(p.txid))?.txid ?? null));
   ctx.log.info("ready");
 `, REPORT);
@@ -338,4 +345,38 @@ test.serial("a Core node answering getblockchaininfo with a chainwork of 1 MB of
   t.true(longest < 150, `longest turn ${longest} ms`);
   core.tamper = null;
   t.deepEqual(await call(h, "r26-reader.chaininfo"), { ok: true, value: BigInt(`0x${honest}`).toString(10) });
+});
+
+test.serial("a Core node answering getblocktemplate with 200,000 transactions, and with 16,000: the first refused before any work naming MAX_TEMPLATE_TRANSACTIONS (before: the coinbase's witness commitment over its 200,000 wtxids made in one turn, 0.7-1.35 s); the second's commitment made in slices, no turn of the host's loop takes 150 ms of its CPU", async (t) => {
+  t.timeout(120_000);
+  const { h, core } = await hostOnHostileCore(t);
+  const info = (await fetch(core.facadeUrl, { method: "POST", headers: { authorization: core.authorization }, body: JSON.stringify({ jsonrpc: "1.0", id: 1, method: "getblocktemplate", params: [{ rules: ["segwit"] }] }) }).then((r) => r.json())) as { result: Record<string, unknown> };
+  const template = (n: number) => {
+    const transactions = Array.from({ length: n }, () => {
+      const hash = randomBytes(32).toString("hex");
+      return { data: "00", txid: hash, hash, depends: [], fee: 1, sigops: 0, weight: 4 };
+    });
+    return JSON.stringify({ result: { ...info.result, transactions }, error: null, id: 1 });
+  };
+  for (const [n, refused] of [[200_000, true], [16_000, false]] as const) {
+    const body = template(n);
+    core.tamper = (method) => (method === "getblocktemplate" ? { body } : undefined);
+    const turns = watchTurns();
+    const mark = h.mark();
+    const started = performance.now();
+    const got = (await call(h, "r26-reader.template")) as Outcome;
+    await new Promise((r) => setImmediate(r));
+    const longest = turns.reset();
+    await turns.stop();
+    const said = h.records.slice(mark).map((r) => r.message).find((m) => m.includes("MAX_TEMPLATE_TRANSACTIONS"));
+    t.log(`a template of ${n} transactions (${Math.round(body.length / 2 ** 20)} MB): ${JSON.stringify(got)} in ${Math.round(performance.now() - started)} ms, longest turn ${longest.toFixed(1)} ms of CPU (the stand-in node writing its answer in this process included); the log: ${said?.split("\n")[0]}`);
+    if (refused) {
+      t.like(got, { ok: false, code: "backend_error" });
+      t.truthy(said);
+    } else {
+      t.deepEqual(got, { ok: true, value: { transactions: n, coinbase: "string" } });
+      t.true(longest < 150, `longest turn ${longest} ms`);
+    }
+  }
+  core.tamper = null;
 });
