@@ -7,7 +7,8 @@
 //             of one turn), and again for each page of transactions a module read (40 times);
 //             now read in slices by the chain's own reader, once. getblock answered with another block than the one asked,
 //             getrawtransaction with another transaction, getblockheader with another header:
-//             handed to modules as the one asked for; now refused naming what came. getblock
+//             handed to modules as the one asked for, and so was an answer carrying another
+//             call's id; now refused naming what came. getblock
 //             answered with 16 MB of hex: decoded whole before it was found not to be a block;
 //             now refused on its length (MAX_NODE_BLOCK_BYTES).
 //   zmq       a publisher in the node's place: frames of 100 MB were each received whole (+100 MB
@@ -100,7 +101,7 @@ async function hostOnHostileCore(t: Parameters<typeof startHost>[0], follow: { z
   return { h, core: core!, warned };
 }
 
-test.serial(`a Core node answering getblock with a block of 15,000 transactions: read in slices, no turn of the host's loop takes 150 ms of its CPU (before: decoded in one stretch, 0.5-0.7 s); another block, transaction or header than the one asked, or 16 MB of hex for a block, are each refused naming what came (MAX_NODE_BLOCK_BYTES for the hex); the module is served after`, async (t) => {
+test.serial(`a Core node answering getblock with a block of 15,000 transactions: read in slices, no turn of the host's loop takes 150 ms of its CPU (before: decoded in one stretch, 0.5-0.7 s); another block, transaction or header than the one asked, the answer to another call's id, or 16 MB of hex for a block, are each refused naming what came (MAX_NODE_BLOCK_BYTES for the hex); the module is served after`, async (t) => {
   t.timeout(180_000);
   const { h, core } = await hostOnHostileCore(t);
   const raw = await bigBlock(h.chain, { count: 15_000, witnessBytes: 0 });
@@ -144,9 +145,13 @@ test.serial(`a Core node answering getblock with a block of 15,000 transactions:
   core.tamper = (method, params) => (method === "getrawtransaction" && params[0] === asked.txid ? { result: hexOfRaw(given.hex) } : undefined);
   await refused("another transaction", "r26-reader.tx", { txid: asked.txid }, new RegExp(`getrawtransaction ${asked.txid} with transaction ${given.txid}`));
 
+  // The answer to another call (its id).
+  core.tamper = (method, params) => (method === "getblock" && params[0] === six.hash ? { body: JSON.stringify({ result: hexOfRaw(six.hex), error: null, id: 123_456_789 }) } : undefined);
+  await refused("the answer to another call", "r26-reader.block", { hash: six.hash }, /with the answer to id 123456789/);
+
   // 16 MB of hex for a block.
-  const huge = JSON.stringify({ result: "00".repeat(16_000_000), error: null, id: 1 });
-  core.tamper = (method, params) => (method === "getblock" && params[0] === seven.hash ? { body: huge } : undefined);
+  const huge = "00".repeat(16_000_000);
+  core.tamper = (method, params) => (method === "getblock" && params[0] === seven.hash ? { result: huge } : undefined);
   const started = performance.now();
   await refused("16 MB of hex for a block", "r26-reader.block", { hash: seven.hash }, new RegExp(`MAX_NODE_BLOCK_BYTES, ${MAX_NODE_BLOCK_BYTES}`));
   t.log(`16 MB of hex refused in ${Math.round(performance.now() - started)} ms`);
@@ -251,7 +256,7 @@ test.serial("JSON nested 100,000 deep (200 KB) in a Core node's answer and in a 
   const block = (await h.chain.getBlockByHeight(await h.chain.getBlockHeight()))! as Block;
   const deep = `${"[".repeat(100_000)}${"]".repeat(100_000)}`;
 
-  core.tamper = (method) => (method === "getblockcount" ? { body: `{"result":${deep},"error":null,"id":1}` } : undefined);
+  core.tamper = (method) => (method === "getblockcount" ? { json: deep } : undefined);
   let started = performance.now();
   const mark = h.mark();
   const height = (await call(h, "r26-reader.height")) as Outcome;
@@ -287,8 +292,8 @@ test.serial("a Core node whose mempool holds 100,000 transactions the backend ha
   for (let i = 0; i < COUNT; i++) entries[randomBytes(32).toString("hex")] = { vsize: 200, time: 1, fees: { base: 0.00001 } };
   entries["not a txid"] = { vsize: 200, time: 1, fees: { base: 0.00001 } };
   entries["ab".repeat(32)] = { vsize: 200, time: 1 };
-  const body = JSON.stringify({ result: entries, error: null, id: 1 });
-  core.tamper = (method, params) => (method === "getrawmempool" && params[0] === true ? { body } : undefined);
+  const json = JSON.stringify(entries);
+  core.tamper = (method, params) => (method === "getrawmempool" && params[0] === true ? { json } : undefined);
   const added = () => h.events.filter((e) => e.type === "MempoolTransactionAdded").length;
   const before = added();
   const turns = watchTurns();
@@ -299,7 +304,7 @@ test.serial("a Core node whose mempool holds 100,000 transactions the backend ha
   await sleep(500);
   const longest = turns.reset();
   await turns.stop();
-  t.log(`${added() - before} transactions announced in ${Math.round(performance.now() - started)} ms; longest turn ${longest.toFixed(1)} ms of CPU (the stand-in node writing its ${Math.round(body.length / 2 ** 20)} MB answer in this process included); warned: ${warned.filter((m) => m.includes("getrawmempool")).join("; ")}`);
+  t.log(`${added() - before} transactions announced in ${Math.round(performance.now() - started)} ms; longest turn ${longest.toFixed(1)} ms of CPU (the stand-in node writing its ${Math.round(json.length / 2 ** 20)} MB answer in this process included); warned: ${warned.filter((m) => m.includes("getrawmempool")).join("; ")}`);
   t.is(added() - before, COUNT);
   t.true(longest < 100, `longest turn ${longest} ms`);
   t.true(warned.some((m) => m.includes("held 2 entries that are not a txid")));
@@ -358,11 +363,11 @@ test.serial("a Core node answering getblocktemplate with 200,000 transactions, a
       const hash = randomBytes(32).toString("hex");
       return { data: "00", txid: hash, hash, depends: [], fee: 1, sigops: 0, weight: 4 };
     });
-    return JSON.stringify({ result: { ...info.result, transactions }, error: null, id: 1 });
+    return JSON.stringify({ ...info.result, transactions });
   };
   for (const [n, refused] of [[200_000, true], [16_000, false]] as const) {
-    const body = template(n);
-    core.tamper = (method) => (method === "getblocktemplate" ? { body } : undefined);
+    const json = template(n);
+    core.tamper = (method) => (method === "getblocktemplate" ? { json } : undefined);
     const turns = watchTurns();
     const mark = h.mark();
     const started = performance.now();
@@ -371,7 +376,7 @@ test.serial("a Core node answering getblocktemplate with 200,000 transactions, a
     const longest = turns.reset();
     await turns.stop();
     const said = h.records.slice(mark).map((r) => r.message).find((m) => m.includes("MAX_TEMPLATE_TRANSACTIONS"));
-    t.log(`a template of ${n} transactions (${Math.round(body.length / 2 ** 20)} MB): ${JSON.stringify(got)} in ${Math.round(performance.now() - started)} ms, longest turn ${longest.toFixed(1)} ms of CPU (the stand-in node writing its answer in this process included); the log: ${said?.split("\n")[0]}`);
+    t.log(`a template of ${n} transactions (${Math.round(json.length / 2 ** 20)} MB): ${JSON.stringify(got)} in ${Math.round(performance.now() - started)} ms, longest turn ${longest.toFixed(1)} ms of CPU (the stand-in node writing its answer in this process included); the log: ${said?.split("\n")[0]}`);
     if (refused) {
       t.like(got, { ok: false, code: "backend_error" });
       t.truthy(said);

@@ -14,8 +14,12 @@ import { freePort } from "./rpc.ts";
 const USER = "modhost";
 const PASSWORD = "hostile";
 
-/** What the man in the middle answers a call: a JSON-RPC result, a body of its own (sent as it is), or undefined to pass the call through. */
-export type Tamper = (method: string, params: unknown[]) => { result: unknown } | { body: string | Buffer } | "hold" | undefined;
+/**
+ * What the man in the middle answers a call: a JSON-RPC result, the JSON text of one (`json`),
+ * a body of its own (sent as it is, whatever id it carries), "hold" (never answered), or
+ * undefined to pass the call through.
+ */
+export type Tamper = (method: string, params: unknown[]) => { result: unknown } | { json: string } | { body: string | Buffer } | "hold" | undefined;
 
 export interface HostileCore {
   /** The man in the middle's URL (what the backend is given). */
@@ -55,7 +59,8 @@ export async function hostileCore(chain: EmbeddedChain): Promise<HostileCore> {
       const answer = core.tamper?.(method, Array.isArray(asked.params) ? asked.params : []);
       if (answer === "hold") return; // never answered
       if (answer !== undefined) {
-        const text = "body" in answer ? answer.body : JSON.stringify({ result: answer.result, error: null, id: asked.id });
+        const id = JSON.stringify(asked.id ?? null);
+        const text = "body" in answer ? answer.body : "json" in answer ? `{"result":${answer.json},"error":null,"id":${id}}` : JSON.stringify({ result: answer.result, error: null, id: asked.id });
         res.writeHead(200, { "content-type": "application/json", "content-length": Buffer.byteLength(text) });
         res.end(text);
         return;
