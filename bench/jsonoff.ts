@@ -59,7 +59,7 @@ export const jsonoffBench: Benchmark = {
         const turns = watchTurns();
         await new Promise((resolve) => setTimeout(resolve, 20));
         turns.reset();
-        let value = await parseJson(text, { lane: "rpc-server", maxValues: 20_000_000, valuesName: "bench" });
+        let value = await parseJson(text, { lane: "rpc-server", maxValues: 20_000_000, valuesName: "bench", maxDepth: Number.MAX_SAFE_INTEGER, depthName: "none" });
         off.push(turns.reset());
         value = null;
         await new Promise((resolve) => setTimeout(resolve, 20));

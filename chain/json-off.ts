@@ -57,10 +57,16 @@ export interface JsonLimits {
   maxValues: number;
   /** How the caller's limit is named in an error, e.g. "TOKENS_PER_CALL × the batch limit". */
   valuesName: string;
-  /** Deepest nesting of arrays and objects, measured on the bytes before the parse (none: not checked). */
-  maxDepth?: number;
+  /**
+   * Deepest nesting of arrays and objects, measured on the bytes before the parse. Required of
+   * every reader: a value handed back takes a piece (a turn of the loop) per level nested past
+   * JSON_VALUES_PER_PIECE values, so a text of 100,000 nested arrays (200 KB, from a node's
+   * answer or a facade client's body) held its lane's worker for minutes, every later text of
+   * that lane waiting behind it.
+   */
+  maxDepth: number;
   /** How the depth limit is named in an error. */
-  depthName?: string;
+  depthName: string;
   /** Values per piece handed back (default JSON_VALUES_PER_PIECE); the fuzz target sets a few, to split everything. */
   valuesPerPiece?: number;
 }

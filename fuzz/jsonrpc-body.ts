@@ -39,7 +39,7 @@ async function sameAsJsonParse(input: Uint8Array): Promise<void> {
     bad = true;
   }
   const padded = Buffer.concat([Buffer.from(input), Buffer.alloc(JSON_ON_LOOP_BYTES + 1 - Math.min(input.byteLength, JSON_ON_LOOP_BYTES), 0x20)]);
-  const got = await parseJson(padded, { lane: "fuzz", maxValues: Number.MAX_SAFE_INTEGER, valuesName: "none", valuesPerPiece: 3 }).then(
+  const got = await parseJson(padded, { lane: "fuzz", maxValues: Number.MAX_SAFE_INTEGER, valuesName: "none", valuesPerPiece: 3, maxDepth: Number.MAX_SAFE_INTEGER, depthName: "none" }).then(
     (v) => ({ ok: true as const, v }),
     (err: Error) => {
       // A key longer than 16 × the piece's values is refused by name, not split.

@@ -157,7 +157,7 @@ test("parseJson hands back what JSON.parse makes, through its worker and in piec
   for (const text of texts) {
     t.true(text.length > JSON_ON_LOOP_BYTES);
     for (const valuesPerPiece of [undefined, 3]) {
-      const value = await parseJson(Buffer.from(text), { lane: "fuzz", maxValues: 10_000_000, valuesName: "test", valuesPerPiece });
+      const value = await parseJson(Buffer.from(text), { lane: "fuzz", maxValues: 10_000_000, valuesName: "test", valuesPerPiece, maxDepth: 1e9, depthName: "test" });
       t.deepEqual(value, JSON.parse(text));
       t.is(JSON.stringify(value), JSON.stringify(JSON.parse(text)));
     }
@@ -177,7 +177,7 @@ test("parseJson leaves the caller's pieces as they were: pieces that are slices 
   const cut2 = 16 + Math.floor((2 * body.length) / 3);
   const pieces = [slab.subarray(16, cut1), slab.subarray(cut1, cut2), slab.subarray(cut2, 16 + body.length)];
   const before = Buffer.from(slab);
-  const value = await parseJson(pieces, { lane: "fuzz", maxValues: 1_000_000, valuesName: "test" });
+  const value = await parseJson(pieces, { lane: "fuzz", maxValues: 1_000_000, valuesName: "test", maxDepth: 1e9, depthName: "test" });
   t.deepEqual(value, JSON.parse(text));
   t.is(slab.buffer.byteLength, body.length + 32, "the slab's buffer is not detached (transferred away)");
   t.deepEqual(pieces.map((p) => p.byteLength), [cut1 - 16, cut2 - cut1, 16 + body.length - cut2]);
@@ -186,13 +186,13 @@ test("parseJson leaves the caller's pieces as they were: pieces that are slices 
 
 test("parseJson refuses, naming the limit: more values than the caller allows (on the loop and in the worker), and what is not JSON", async (t) => {
   const big = Buffer.from(JSON.stringify(Array(100_000).fill(0)));
-  const e1 = await t.throwsAsync(parseJson(big, { lane: "fuzz", maxValues: 50_000, valuesName: "SOME_LIMIT" }));
+  const e1 = await t.throwsAsync(parseJson(big, { lane: "fuzz", maxValues: 50_000, valuesName: "SOME_LIMIT", maxDepth: 1e9, depthName: "test" }));
   t.true(e1 instanceof JsonLimitError);
   t.regex(e1!.message, /more than 50000 values \(SOME_LIMIT\)/);
-  const e2 = await t.throwsAsync(parseJson(Buffer.from("[1,2,3]"), { lane: "fuzz", maxValues: 2, valuesName: "SOME_LIMIT" }));
+  const e2 = await t.throwsAsync(parseJson(Buffer.from("[1,2,3]"), { lane: "fuzz", maxValues: 2, valuesName: "SOME_LIMIT", maxDepth: 1e9, depthName: "test" }));
   t.true(e2 instanceof JsonLimitError);
   t.regex(e2!.message, /more than 2 values \(SOME_LIMIT\)/);
-  const e3 = await t.throwsAsync(parseJson(Buffer.from(`[${"1,".repeat(100_000)}`), { lane: "fuzz", maxValues: 1e9, valuesName: "x" }));
+  const e3 = await t.throwsAsync(parseJson(Buffer.from(`[${"1,".repeat(100_000)}`), { lane: "fuzz", maxValues: 1e9, valuesName: "x", maxDepth: 1e9, depthName: "test" }));
   t.true(e3 instanceof JsonSyntaxError, String(e3));
 });
 
@@ -201,9 +201,9 @@ test("parseJson's lanes have a worker and a queue each: an RPC client that fills
   // RPC server's lane is being parsed, JSON_QUEUE wait behind it, and one more is refused.
   const body = Buffer.from(JSON.stringify(Array(40_000).fill("xyz")));
   t.true(body.length > JSON_ON_LOOP_BYTES);
-  const flood = Array.from({ length: JSON_QUEUE + 2 }, () => parseJson(body, { lane: "rpc-server", maxValues: 1e6, valuesName: "test" }).then(() => "parsed", (err: Error) => err.message));
+  const flood = Array.from({ length: JSON_QUEUE + 2 }, () => parseJson(body, { lane: "rpc-server", maxValues: 1e6, valuesName: "test", maxDepth: 1e9, depthName: "test" }).then(() => "parsed", (err: Error) => err.message));
   const answer = Buffer.from(JSON.stringify({ result: Array(20_000).fill("ab".repeat(16)), error: null, id: 1 }));
-  const parsed = (await parseJson(answer, { lane: "bitcoind-client", maxValues: 1e6, valuesName: "test" })) as { result: string[] };
+  const parsed = (await parseJson(answer, { lane: "bitcoind-client", maxValues: 1e6, valuesName: "test", maxDepth: 1e9, depthName: "test" })) as { result: string[] };
   t.is(parsed.result.length, 20_000);
   // When the client's answer was ready, the RPC lane's flood was not yet through (its own
   // queue) and its last text was refused by that lane's bound, not the client's.

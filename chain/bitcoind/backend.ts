@@ -1,3 +1,7 @@
+// One file: the queue of notices, the sync of blocks and mempool and the connection state share
+// the known window and the tip, and are read together to see that no block is missed or
+// announced twice.
+//
 // The Bitcoin Core backend: modules read a real node through bitcoind's JSON-RPC, and learn
 // of blocks and mempool changes through its ZMQ `sequence` topic.
 //
@@ -28,8 +32,12 @@ import type { ChainBackend, ChainEventName, ChainEvents, ChainListener, Hex, Sub
 import { BackendUnavailableError } from "../backend.ts";
 import { CoreRpc, CoreRpcError, CoreRpcRefused, type CoreAuth } from "./rpc.ts";
 import { parseSequenceBody, SequenceTracker, ZmqListener, type ZmqMessage } from "./zmq.ts";
-import { btcToSats, chainName, headerFromHex } from "./convert.ts";
+import { btcToSats, chainName, checkedHeader, headerFromHex } from "./convert.ts";
 import { CoreReads, type CoreHeader, type CoreMempoolEntry, type CorePeer } from "./reads.ts";
+import { limitWarnings } from "./warnings.ts";
+import { Slicer } from "../slices.ts";
+
+const TXID = /^[0-9a-f]{64}$/;
 
 /** Every RPC the backend calls: what a node's rpcwhitelist must allow for modhost. */
 export const REQUIRED_RPCS = [
@@ -76,6 +84,13 @@ export interface BitcoindBackendOptions {
 
 /** How many announced heights are remembered to find fork points. */
 const KNOWN_WINDOW = 2016;
+/**
+ * Blocks one sync step reads and announces; the rest are the next step's, queued behind what
+ * came meanwhile. Before, a step read every height from the fork to the node's best before it
+ * announced any, holding every header: a node claiming a tip at height 2^31 (or a real node far
+ * ahead) had it read without end and announce nothing.
+ */
+const MAX_BLOCKS_PER_SYNC = KNOWN_WINDOW;
 /** Work items waiting; past it the queue is replaced by one resync. */
 const MAX_QUEUE = 10_000;
 
@@ -99,7 +114,7 @@ export class BitcoindBackend extends CoreReads implements ChainBackend {
   private pollTimer: NodeJS.Timeout | null = null;
   private zmq: ZmqListener | null = null;
   private readonly zmqSeq = new SequenceTracker();
-  private readonly warn: NonNullable<BitcoindBackendOptions["warn"]>;
+  private readonly warn: ReturnType<typeof limitWarnings>;
   private readonly trackMempool: boolean;
   private readonly maxTrackedMempool: number;
   /** Methods the node refused (rpcwhitelist), found at start. */
@@ -108,7 +123,7 @@ export class BitcoindBackend extends CoreReads implements ChainBackend {
   private constructor(private readonly opts: BitcoindBackendOptions) {
     super();
     this.rpc = new CoreRpc({ url: opts.rpcUrl, auth: opts.auth, ...(opts.rpcTimeoutMs !== undefined ? { timeoutMs: opts.rpcTimeoutMs } : {}) });
-    this.warn = opts.warn ?? (() => {});
+    this.warn = limitWarnings(opts.warn ?? (() => {}));
     this.trackMempool = opts.trackMempool ?? true;
     this.maxTrackedMempool = opts.maxTrackedMempool ?? 100_000;
   }
@@ -149,6 +164,11 @@ export class BitcoindBackend extends CoreReads implements ChainBackend {
       if (!this.opts.zmqSequence && this.trackMempool) this.enqueue({ kind: "mempool-resync" });
     }, poll);
     this.pollTimer.unref();
+  }
+
+  /** ZMQ notifications read so far (at most ZMQ_NOTICES_PER_SECOND a second). */
+  get zmqReceived(): number {
+    return this.zmq?.received ?? 0;
   }
 
   /** Call each required RPC in a way that has no effect; collect the ones refused with HTTP 403. */
@@ -206,12 +226,14 @@ export class BitcoindBackend extends CoreReads implements ChainBackend {
 
   private enqueue(work: Work): void {
     if (this.closed) return;
-    const last = this.queue.at(-1);
-    // Consecutive syncs of the same kind do the same work: one is enough.
+    // Consecutive syncs of the same kind do the same work: one is enough. Not the one in
+    // progress (the queue's first while draining): it may have read the node before this notice.
+    const last = this.working && this.queue.length === 1 ? undefined : this.queue.at(-1);
     if ((work.kind === "blocks" || work.kind === "peers" || work.kind === "mempool-resync") && last?.kind === work.kind) return;
     if (this.queue.length >= MAX_QUEUE) {
       this.warn(`more than ${MAX_QUEUE} chain notices waiting; replacing them with one resync`);
-      this.queue.length = 0;
+      // Not the one in progress: drain takes it off the queue's front once it is done.
+      this.queue.length = this.working ? 1 : 0;
       this.queue.push({ kind: "blocks" });
       if (this.trackMempool) this.queue.push({ kind: "mempool-resync" });
       return;
@@ -276,12 +298,14 @@ export class BitcoindBackend extends CoreReads implements ChainBackend {
         this.warn(`the node reorganised deeper than the ${KNOWN_WINDOW} blocks modhost remembers; announcing from height ${lowest}`);
         fork = lowest - 1;
       }
-      // The new branch, lowest first, checked link by link against a reorg happening meanwhile.
+      // The new branch, lowest first, checked link by link against a reorg happening meanwhile,
+      // MAX_BLOCKS_PER_SYNC of it in this step.
       const connected: CoreHeader[] = [];
       let prev = fork >= lowest ? this.known.get(fork) : undefined;
       let consistent = true;
-      for (let h = fork + 1; h <= bestHeader.height; h++) {
-        const header = await this.header(await this.rpc.call<Hex>("getblockhash", [h]));
+      const last = Math.min(bestHeader.height, fork + MAX_BLOCKS_PER_SYNC);
+      for (let h = fork + 1; h <= last; h++) {
+        const header = await this.header(await this.rpc.call<Hex>("getblockhash", [h]), h);
         if (prev !== undefined && header.previousblockhash !== prev) {
           consistent = false;
           break;
@@ -289,7 +313,8 @@ export class BitcoindBackend extends CoreReads implements ChainBackend {
         connected.push(header);
         prev = header.hash;
       }
-      if (!consistent || connected.at(-1)?.hash !== bestHeader.hash) continue; // the node moved on: look again
+      // The node moved on: look again.
+      if (!consistent || (last === bestHeader.height && connected.at(-1)?.hash !== bestHeader.hash)) continue;
 
       const oldTip = this.tipHash;
       const disconnected: Hex[] = [];
@@ -305,8 +330,11 @@ export class BitcoindBackend extends CoreReads implements ChainBackend {
       for (const header of connected) {
         if (this.trackMempool && this.mempool.size > 0) {
           const block = await this.rpc.call<{ tx: Hex[] }>("getblock", [header.hash, 1]);
-          for (const txid of block.tx) {
+          const slicer = new Slicer();
+          for (const txid of Array.isArray(block?.tx) ? block.tx : []) {
             if (this.mempool.delete(txid)) this.emit("MempoolTransactionRemoved", { txid, reason: "block" });
+            const pause = slicer.tick();
+            if (pause) await pause;
           }
         }
         this.known.set(header.height, header.hash);
@@ -318,6 +346,8 @@ export class BitcoindBackend extends CoreReads implements ChainBackend {
       if (disconnected.length > 0) {
         this.emit("ChainReorg", { old_tip: oldTip, new_tip: this.tipHash, fork_height: fork, disconnected, connected: connected.map((h) => h.hash) });
       }
+      // The rest of the way, as the next step (drain, or reconnect after its own sync, runs it).
+      if (last < bestHeader.height) this.queue.push({ kind: "blocks" });
       return;
     }
     this.warn("the node's chain kept changing during five sync attempts; trying again at the next notice");
@@ -360,14 +390,27 @@ export class BitcoindBackend extends CoreReads implements ChainBackend {
   /** Compare the followed set with the node's mempool; with `announce`, emit the differences. */
   private async resyncMempool(announce: boolean): Promise<void> {
     const entries = await this.rpc.call<Record<Hex, CoreMempoolEntry>>("getrawmempool", [true]);
+    // In slices: a mempool of 100,000 transactions compared and announced in one stretch held
+    // the host's loop 209-288 ms (an honest node's after a reconnect, or any node's answer).
+    const slicer = new Slicer();
     for (const txid of [...this.mempool]) {
+      const pause = slicer.tick();
+      if (pause) await pause;
       if (Object.hasOwn(entries, txid)) continue;
       this.mempool.delete(txid);
       if (announce) this.emit("MempoolTransactionRemoved", { txid, reason: "other" });
     }
     let skipped = 0;
-    for (const [txid, entry] of Object.entries(entries)) {
-      if (this.mempool.has(txid)) continue;
+    let malformed = 0;
+    for (const txid in entries) {
+      const pause = slicer.tick();
+      if (pause) await pause;
+      if (!Object.hasOwn(entries, txid) || this.mempool.has(txid)) continue;
+      const entry = entries[txid];
+      if (!TXID.test(txid) || typeof entry?.fees?.base !== "number" || typeof entry.vsize !== "number" || !(entry.vsize > 0)) {
+        malformed++;
+        continue;
+      }
       if (this.mempool.size >= this.maxTrackedMempool) {
         skipped++;
         continue;
@@ -377,7 +420,9 @@ export class BitcoindBackend extends CoreReads implements ChainBackend {
       if (announce) this.emit("MempoolTransactionAdded", { txid, fee, vsize: entry.vsize, fee_rate: fee / entry.vsize });
     }
     if (skipped > 0) this.warn(`the node's mempool has more transactions than the ${this.maxTrackedMempool} modhost follows; ${skipped} are not announced`);
+    if (malformed > 0) this.warn(`the node's getrawmempool answer held ${malformed} entries that are not a txid and an entry with a fee and a size; they are not announced`);
   }
+
 
   // ---- Availability ----
 
@@ -432,8 +477,9 @@ export class BitcoindBackend extends CoreReads implements ChainBackend {
     }
   }
 
-  private async header(hash: Hex): Promise<CoreHeader> {
-    return this.rpc.call<CoreHeader>("getblockheader", [hash, true]);
+  /** A header by hash, checked (its hash, its height: `height` when the caller asked for one). */
+  private async header(hash: Hex, height?: number): Promise<CoreHeader> {
+    return checkedHeader(await this.rpc.call<CoreHeader>("getblockheader", [hash, true]), hash, height);
   }
 
   private emit<K extends ChainEventName>(name: K, payload: ChainEvents[K]): void {
@@ -486,5 +532,6 @@ export class BitcoindBackend extends CoreReads implements ChainBackend {
     if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
     this.zmq?.close();
     this.queue.length = 0;
+    this.warn.close();
   }
 }

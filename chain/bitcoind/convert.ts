@@ -5,10 +5,14 @@
 // chain, so a module sees byte-for-byte the same Block whichever backend serves it. The
 // other way (./facade.ts) writes the JSON shapes that Core documents for its RPC help.
 
-import { bytesToHex, hexToBytes } from "@noble/hashes/utils.js";
+import { bytesToHex } from "@noble/hashes/utils.js";
 import { OutScript, Script } from "@scure/btc-signer";
 import type { Block, BlockHeader, BlockTemplate, ChainInfo, Hex, Transaction } from "../backend.ts";
-import { decodeBlock, decodeHeader, decodeTransaction, describeTransaction, encodeHeader } from "../serialise.ts";
+import { storeParsedBlock } from "../blocks.ts";
+import { parseBlock, ParseError, parseTransaction, type ParsedBlock } from "../parse.ts";
+import { decodeHeader } from "../serialise.ts";
+import { Slicer } from "../slices.ts";
+import { MAX_BLOCK_WEIGHT } from "../validation.ts";
 
 const SATS_PER_BTC = 100_000_000;
 
@@ -35,31 +39,98 @@ export function bitsToHex(bits: number): string {
   return bits.toString(16).padStart(8, "0");
 }
 
-/** A block from its serialisation; `height` comes from the node (the bytes do not say it). */
-export function blockFromHex(hex: Hex, height: number): Block {
-  const bytes = hexToBytes(hex);
-  const decoded = decodeBlock(bytes);
-  const transactions = decoded.transactions.map((raw) => describeTransaction(raw));
-  const { hash, ...fields } = decoded.header;
-  const witnessBytes = transactions.reduce((sum, tx) => sum + tx.size - (tx.weight - tx.size) / 3, 0);
-  return {
-    header: { hash, height, ...fields, hex: bytesToHex(encodeHeader(fields)) },
-    hash,
-    height,
-    size: bytes.length,
-    weight: (bytes.length - witnessBytes) * 3 + bytes.length,
-    transactions,
-    hex,
-  };
+/**
+ * Bytes a node may answer for one block or transaction, checked on the hex's length before it
+ * is decoded: a block weighs at most 4,000,000 (MAX_BLOCK_WEIGHT) and each byte at least 1. A
+ * node, or anything in its place, could answer up to the RPC client's 64 MiB.
+ */
+export const MAX_NODE_BLOCK_BYTES = 4_000_000;
+
+/** A node's answer that is not what was asked for or not what Core sends; the message says which. */
+class NodeAnswerError extends Error {
+  override name = "NodeAnswerError";
 }
 
-export function headerFromHex(hex: Hex, height: number): BlockHeader {
-  const { hash, ...fields } = decodeHeader(hexToBytes(hex));
-  return { hash, height, ...fields, hex };
+/** The bytes of a node's hex answer: a string of hex of at most MAX_NODE_BLOCK_BYTES bytes, decoded natively. */
+function bytesOfNodeHex(hex: unknown, what: string): Buffer {
+  if (typeof hex !== "string") throw new NodeAnswerError(`the node answered ${what} with ${typeof hex}, not hex`);
+  if (hex.length > 2 * MAX_NODE_BLOCK_BYTES) {
+    throw new NodeAnswerError(`the node answered ${what} with ${Math.ceil(hex.length / 2)} bytes, more than a block holds (MAX_NODE_BLOCK_BYTES, ${MAX_NODE_BLOCK_BYTES})`);
+  }
+  // Buffer's decoder stops at the first pair that is not hex: a shorter result means a bad digit.
+  const bytes = Buffer.from(hex, "hex");
+  if (hex.length % 2 !== 0 || bytes.length * 2 !== hex.length) throw new NodeAnswerError(`the node answered ${what} with text that is not hex`);
+  return bytes;
 }
 
-export function transactionFromHex(hex: Hex): Transaction {
-  return describeTransaction(decodeTransaction(hexToBytes(hex)));
+/**
+ * A block from its serialisation, read in slices (../parse.ts: a block of 15,000 transactions
+ * decoded in one stretch held the loop 0.5-0.7 s), its weight within MAX_BLOCK_WEIGHT, and its
+ * hash the one asked for. `height` comes from the node (the bytes do not say it).
+ */
+export async function blockFromHex(hex: unknown, height: number, hash: Hex): Promise<Block> {
+  const what = `getblock ${hash}`;
+  let parsed: ParsedBlock;
+  try {
+    parsed = await parseBlock(bytesOfNodeHex(hex, what), { maxWeight: MAX_BLOCK_WEIGHT });
+  } catch (err) {
+    if (err instanceof ParseError) throw new NodeAnswerError(`the node answered ${what} with bytes that are not a block: ${err.message}`);
+    throw err;
+  }
+  if (parsed.header.hash !== hash) throw new NodeAnswerError(`the node answered ${what} with block ${parsed.header.hash}`);
+  return (await storeParsedBlock(parsed, height, [], 0n, new Slicer())).block;
+}
+
+/**
+ * getblockchaininfo's chainwork (hex, 256 bits) in decimal. Checked to be at most 64 hex digits
+ * before it is converted: a BigInt's decimal is computed in time that grows faster than its
+ * length, and a node answering 1 MB of hex held the host's loop 1.4 s in one call.
+ */
+export function chainWorkFromHex(hex: unknown): string {
+  if (typeof hex !== "string" || !/^[0-9a-f]{1,64}$/i.test(hex)) {
+    throw new NodeAnswerError(`the node answered getblockchaininfo with a chainwork that is not 1 to 64 hex digits (${typeof hex === "string" ? `${hex.length} characters` : typeof hex})`);
+  }
+  return BigInt(`0x${hex}`).toString(10);
+}
+
+/** Heights a node may answer: Core's are 32-bit signed integers. */
+const MAX_NODE_HEIGHT = 2 ** 31 - 1;
+
+/**
+ * getblockheader's verbose answer for `hash`, checked: its hash the one asked, its height an
+ * integer in Core's range and, when the caller knows it, the height asked (a node answering a
+ * header at height 2^53 had the backend ask for every height up to it, holding all it read).
+ */
+export function checkedHeader<T extends { hash: Hex; height: number }>(answer: T, hash: Hex, height?: number): T {
+  if (answer === null || typeof answer !== "object") throw new NodeAnswerError(`the node answered getblockheader ${hash} with something that is not a header`);
+  if (answer.hash !== hash) throw new NodeAnswerError(`the node answered getblockheader ${hash} with header ${String(answer.hash).slice(0, 64)}`);
+  if (!Number.isSafeInteger(answer.height) || answer.height < 0 || answer.height > MAX_NODE_HEIGHT) {
+    throw new NodeAnswerError(`the node answered getblockheader ${hash} with height ${String(answer.height).slice(0, 32)}, not a block height (0 to ${MAX_NODE_HEIGHT})`);
+  }
+  if (height !== undefined && answer.height !== height) throw new NodeAnswerError(`the node answered getblockhash ${height} with block ${hash}, whose header says height ${answer.height}`);
+  return answer;
+}
+
+/** A header from its 80 bytes' hex, its hash the one asked for. */
+export function headerFromHex(hex: unknown, height: number, hash?: Hex): BlockHeader {
+  if (typeof hex !== "string" || hex.length !== 160) throw new NodeAnswerError(`the node answered getblockheader ${hash ?? ""} with something that is not 80 bytes of hex`);
+  const { hash: got, ...fields } = decodeHeader(bytesOfNodeHex(hex, "getblockheader"));
+  if (hash !== undefined && got !== hash) throw new NodeAnswerError(`the node answered getblockheader ${hash} with header ${got}`);
+  return { hash: got, height, ...fields, hex };
+}
+
+/** A transaction from its serialisation, read in slices, its txid the one asked for. */
+export async function transactionFromHex(hex: unknown, txid: Hex): Promise<Transaction> {
+  const what = `getrawtransaction ${txid}`;
+  let tx: Transaction;
+  try {
+    tx = await parseTransaction(bytesOfNodeHex(hex, what));
+  } catch (err) {
+    if (err instanceof ParseError) throw new NodeAnswerError(`the node answered ${what} with bytes that are not a transaction: ${err.message}`);
+    throw err;
+  }
+  if (tx.txid !== txid) throw new NodeAnswerError(`the node answered ${what} with transaction ${tx.txid}`);
+  return tx;
 }
 
 const CHAIN_NAMES: Record<string, ChainInfo["chain"]> = { main: "main", test: "testnet", testnet4: "testnet", signet: "signet", regtest: "regtest" };

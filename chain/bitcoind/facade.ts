@@ -68,6 +68,17 @@ const DEFAULT_MAX_BATCH = 10_000;
  */
 const TOKENS_PER_CALL = 64;
 
+/**
+ * Characters of an error answer's message; past it the message is cut, saying so. Error answers
+ * are counted in FACADE_ANSWER_BYTES_HELD but never refused, on the ground that each is small:
+ * an invalid hash was quoted whole (as Core does), and a 20 MB one made an answer of 20 MB
+ * (118-128 ms of one turn to stringify).
+ */
+const FACADE_ERROR_CHARS = 1024;
+
+/** Nesting of arrays and objects in a request body: Core's own limit (MAX_JSON_DEPTH in univalue). */
+const FACADE_MAX_JSON_DEPTH = 512;
+
 /** How many of the bytes `,` `[` `{` `body` holds, counting no further than past `limit`. */
 function countStructural(body: Buffer, limit: number): number {
   let n = 0;
@@ -380,7 +391,7 @@ export class CoreFacade {
     // of one turn at load 14-17 parsed here. Its values are at most two per token counted.
     let request: unknown;
     try {
-      request = await parseJson(chunks, { lane: "core-face", maxValues: 2 * maxTokens + 1, valuesName: "TOKENS_PER_CALL × the batch limit" });
+      request = await parseJson(chunks, { lane: "core-face", maxValues: 2 * maxTokens + 1, valuesName: "TOKENS_PER_CALL × the batch limit", maxDepth: FACADE_MAX_JSON_DEPTH, depthName: "FACADE_MAX_JSON_DEPTH" });
     } catch (err) {
       if (err instanceof JsonLimitError) return reply(413, { result: null, error: { code: RPC_CODES.INVALID_REQUEST, message: `${err.message}; send smaller requests` }, id: null });
       return reply(500, { result: null, error: { code: -32700, message: "Parse error" }, id: null });
@@ -506,7 +517,9 @@ export class CoreFacade {
     const c = (call ?? {}) as { method?: unknown; params?: unknown; id?: unknown };
     // An error answer is counted (its message and echoed id) but never refused: each is small,
     // and a batch's are at most its calls (maxBatch).
-    const failed = (code: number, message: string, id: unknown): Answer => {
+    const failed = (code: number, whole: string, id: unknown): Answer => {
+      // Small by construction, whatever a message quotes (a parameter, a backend's words).
+      const message = whole.length > FACADE_ERROR_CHARS ? `${whole.slice(0, FACADE_ERROR_CHARS)}... (cut at FACADE_ERROR_CHARS, ${FACADE_ERROR_CHARS} characters)` : whole;
       account.force(ENVELOPE_BYTES + message.length + (JSON.stringify(id)?.length ?? 4));
       return { result: null, error: { code, message }, id };
     };
@@ -552,7 +565,11 @@ export class CoreFacade {
     const b = this.opts.backend;
     const hashParam = (p: unknown[], i: number, name: string): Hex => {
       const v = p[i];
-      if (typeof v !== "string" || !/^[0-9a-f]{64}$/i.test(v)) throw new RpcFailure(RPC_CODES.INVALID_PARAMETER, `${name} must be of length 64 (not ${typeof v === "string" ? v.length : 0}, for '${String(v)}')`);
+      if (typeof v !== "string" || !/^[0-9a-f]{64}$/i.test(v)) {
+        // Core quotes the whole parameter; a client's 20 MB one made an answer of 20 MB, stringified in one turn.
+        const quoted = String(v).slice(0, 64);
+        throw new RpcFailure(RPC_CODES.INVALID_PARAMETER, `${name} must be of length 64 (not ${typeof v === "string" ? v.length : 0}, for '${quoted}${String(v).length > 64 ? "..." : ""}')`);
+      }
       return v.toLowerCase();
     };
     const block = async (hash: Hex): Promise<Block> => {

@@ -85,6 +85,8 @@ const RPC_CLIENT_CPU_MS_PER_S = 100;
  * getrawmempool's list of txids (300,000 in a full mempool, one value each), far below this.
  */
 const RPC_CLIENT_MAX_VALUES = 4_000_000;
+/** Nesting of arrays and objects in one answer: Core's own JSON reader's limit (MAX_JSON_DEPTH in univalue); its answers nest a few levels. */
+const RPC_CLIENT_MAX_DEPTH = 512;
 
 /** Characters of a node's error message kept (Core's are one line; what is past it is cut). */
 const MAX_ERROR_MESSAGE_CHARS = 1024;
@@ -111,7 +113,8 @@ export class CoreRpc {
 
   /** Call one method; resolves to its `result`. */
   async call<T = unknown>(method: string, params: unknown[] = []): Promise<T> {
-    const body = JSON.stringify({ jsonrpc: "1.0", id: this.nextId++, method, params });
+    const id = this.nextId++;
+    const body = JSON.stringify({ jsonrpc: "1.0", id, method, params });
     let res = await this.post(method, body, await this.authorization(false));
     if (res.status === 401 && "cookieFile" in this.opts.auth) {
       // bitcoind writes a new cookie at every start: read it again once.
@@ -128,9 +131,9 @@ export class CoreRpc {
     }
     // Parsed off the loop when large (chain/json-off.ts): an answer of up to 64 MiB was parsed
     // here in one stretch.
-    let parsed: { result?: unknown; error?: { code?: unknown; message?: unknown } | null } | null;
+    let parsed: { result?: unknown; error?: { code?: unknown; message?: unknown } | null; id?: unknown } | null;
     try {
-      parsed = (await parseJson(res.pieces, { lane: "bitcoind-client", maxValues: RPC_CLIENT_MAX_VALUES, valuesName: "RPC_CLIENT_MAX_VALUES" })) as typeof parsed;
+      parsed = (await parseJson(res.pieces, { lane: "bitcoind-client", maxValues: RPC_CLIENT_MAX_VALUES, valuesName: "RPC_CLIENT_MAX_VALUES", maxDepth: RPC_CLIENT_MAX_DEPTH, depthName: "RPC_CLIENT_MAX_DEPTH" })) as typeof parsed;
     } catch (err) {
       if (res.status === 503) throw new BackendUnavailableError(`the node at ${this.opts.url} is not ready (HTTP 503)`);
       if (err instanceof JsonLimitError) throw new CoreRpcError(method, RPC_CODES.MISC_ERROR, `the node's answer to ${method}: ${err.message}`);
@@ -138,6 +141,10 @@ export class CoreRpc {
     }
     if (parsed === null || typeof parsed !== "object") {
       throw new CoreRpcError(method, RPC_CODES.MISC_ERROR, `the node answered ${method} with HTTP ${res.status} and JSON that is not a JSON-RPC answer`);
+    }
+    // The answer to this call, not another's (anything between modhost and the node mixing answers up).
+    if (parsed.id !== id) {
+      throw new CoreRpcError(method, RPC_CODES.MISC_ERROR, `the node answered ${method} (id ${id}) with the answer to id ${String(JSON.stringify(parsed.id) ?? "none").slice(0, 64)}`);
     }
     if (parsed.error) {
       const code = typeof parsed.error.code === "number" ? parsed.error.code : RPC_CODES.MISC_ERROR;

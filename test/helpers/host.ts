@@ -25,6 +25,7 @@ import { Host } from "../../host/host.ts";
 import type { HostConfig, Limits, MissingGrantPolicy } from "../../host/config.ts";
 import { Logger, type LogRecord } from "../../host/log.ts";
 import { EmbeddedChain } from "../../chain/embedded.ts";
+import type { ChainBackend } from "../../chain/backend.ts";
 import { formatDescriptor } from "../../capabilities/grants.ts";
 import { loadManifest } from "../../host/manifest.ts";
 import type { ModuleStatus } from "../../host/manager.ts";
@@ -67,6 +68,11 @@ export interface TestHostOptions {
    * (as an operator who read the manifest would).
    */
   grantRequested?: boolean;
+  /**
+   * The host's chain backend, made over the embedded chain (a Core backend reading it through a
+   * facade, say): the host uses it instead of the embedded chain, which is closed after the host.
+   */
+  backend?: (chain: EmbeddedChain) => Promise<ChainBackend>;
 }
 
 /**
@@ -94,11 +100,11 @@ export class TestHost {
   readonly chain: EmbeddedChain;
   private stopped: Promise<void> | undefined;
 
-  constructor(readonly dir: string, readonly config: HostConfig, chain: EmbeddedChain) {
+  constructor(readonly dir: string, readonly config: HostConfig, chain: EmbeddedChain, backend?: ChainBackend) {
     this.chain = chain;
     const logger = new Logger({ level: "debug", format: "pretty", write: (line) => this.lines.push(line) });
     logger.addSink((r) => this.records.push(r));
-    this.host = new Host({ config, logger, chain });
+    this.host = new Host({ config, logger, chain: backend ?? chain });
     // Record every event type on the bus.
     const all = this.host.bus.subscribe("test-recorder", (ev: BusEvent) => this.events.push({ type: ev.type, payload: ev.payload, time: ev.time }), { queueLimit: 100_000 });
     for (const type of ALL_EVENT_TYPES) all.types.add(type);
@@ -276,11 +282,13 @@ export async function startHost(t: ExecutionContext, opts: TestHostOptions = {})
     matureBlocks: config.chain.mature_blocks, blockCacheBytes: config.chain.block_cache_mb * 1024 * 1024, mempoolBytes: config.chain.max_mempool_mb * 1024 * 1024,
     utxoCacheBytes: config.chain.utxo_cache_mb * 1024 * 1024, maxStoredBytes: config.chain.max_chain_mb * 1_000_000,
   });
-  const h = new TestHost(dir, config, chain);
+  const backend = opts.backend ? await opts.backend(chain) : undefined;
+  const h = new TestHost(dir, config, chain, backend);
   // ava runs teardowns in reverse order of registration: the host stops before its
   // directory is removed.
   t.teardown(async () => {
     await h.stop();
+    if (backend) await chain.close();
     if (!t.passed) t.log(`--- host log tail (${path.basename(dir)}) ---\n${h.tail(60)}`);
   });
   if (!opts.noStart) await h.host.start();
