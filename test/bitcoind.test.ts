@@ -175,6 +175,32 @@ test.serial("ZMQ: blocks and mempool changes arrive as the embedded chain's even
   t.is(w.seen[2]!.payload["hash"], blockHash);
 });
 
+test.serial("the Core backend's queue of notices while a sync step runs: a notice of the same kind waits for its own step (that step may have read the node before it), and a full queue is replaced by one resync behind the step in progress, not in its place", async (t) => {
+  const w = await world({ zmq: false });
+  t.teardown(() => w.close());
+  // The queue as drain sees it: its first item is the step in progress while `working`.
+  type Work = { kind: string; txid?: string };
+  const inner = w.backend as unknown as { queue: Work[]; working: boolean; enqueue(work: Work): void };
+  const inProgress: Work = { kind: "blocks" };
+  inner.working = true;
+  inner.queue.length = 0;
+  inner.queue.push(inProgress);
+  t.teardown(() => {
+    inner.queue.length = 0;
+    inner.working = false;
+  });
+  inner.enqueue({ kind: "blocks" });
+  t.is(inner.queue.length, 2, "a blocks notice during a blocks step is queued (before: taken as that step's duplicate and dropped, the new block left to the next poll)");
+  inner.enqueue({ kind: "blocks" });
+  t.is(inner.queue.length, 2, "one waiting blocks step is enough for any number of notices");
+  // Fill the queue to its bound, then one more: the step in progress stays first, the resync after it.
+  for (let i = 0; inner.queue.length < 10_000; i++) inner.queue.push({ kind: "tx-added", txid: i.toString(16).padStart(64, "0") });
+  inner.enqueue({ kind: "tx-added", txid: "f".repeat(64) });
+  t.is(inner.queue[0], inProgress, "the step in progress is still the queue's first, which drain takes off when it is done (before: the new resync was, and drain took it off instead)");
+  t.deepEqual(inner.queue.slice(1).map((w) => w.kind), ["blocks", "mempool-resync"]);
+  t.true(w.warnings.some((m) => m.includes("chain notices waiting")), "the replacement is said");
+});
+
 test.serial("a reorg reaches modules as BlockDisconnected (tip first), NewBlock (lowest first), then ChainReorg, like the embedded chain", async (t) => {
   const w = await world();
   t.teardown(() => w.close());
