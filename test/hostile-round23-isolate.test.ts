@@ -22,10 +22,9 @@
 // The tests watch this process's loop, so they run one at a time.
 
 import test from "ava";
-import { readFileSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { loadavg } from "node:os";
-import { buildModulesDir, GOOD_GRANTS, sleep, startHost, tempDir, waitFor, type InlineModule, type TestHost } from "./helpers/host.ts";
+import { buildModulesDir, GOOD_GRANTS, sleep, startHost, tempDir, waitFor, type TestHost } from "./helpers/host.ts";
 import { descendants } from "./helpers/procs.ts";
 import { ISOLATE_HOST_RSS_BASE_MB } from "../runtime/isolate/exit-codes.ts";
 import { inlineModule, services } from "./helpers/modules.ts";
@@ -36,16 +35,11 @@ import { census, grown, pendingOf } from "./helpers/census.ts";
 import type { RpcRegistry } from "../host/services/rpc.ts";
 import type { HookRegistry } from "../host/services/hooks.ts";
 import type { TimerService } from "../host/services/timers.ts";
+import { fixtureModules } from "./helpers/isolate-probes.ts";
 
 const load = () => loadavg().map((l) => l.toFixed(1)).join(" ");
 
-/** A module whose index.ts is a fixture of this round. */
-function fixtureModule(name: string, file: string, capabilities: string[]): InlineModule {
-  return {
-    toml: [`name = "${name}"`, `version = "0.1.0"`, `entry_point = "index.ts"`, `description = "round 23 probe ${name}"`, `capabilities = [${capabilities.map((c) => JSON.stringify(c)).join(", ")}]`, ""].join("\n"),
-    files: { "index.ts": readFileSync(new URL(`./fixtures/hostile-round23-isolate/${file}`, import.meta.url), "utf8") },
-  };
-}
+const fixtureModule = fixtureModules("hostile-round23-isolate", "round 23");
 
 const STOPPER_CAPS = ["register_rpc_endpoint", "register_module_api", "subscribe_events", "manage_timers", "register_hook", "report_metrics"];
 const STOPPER_GRANTS = [...STOPPER_CAPS.filter((c) => c !== "register_hook"), "register_hook=rpc_dispatch"];

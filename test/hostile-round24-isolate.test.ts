@@ -25,66 +25,18 @@
 
 import test, { type ExecutionContext } from "ava";
 import { readFileSync } from "node:fs";
-import { readFile } from "node:fs/promises";
 import { loadavg } from "node:os";
-import { buildModulesDir, GOOD_GRANTS, sleep, startHost, tempDir, type InlineModule, type TestHost } from "./helpers/host.ts";
-import { descendants } from "./helpers/procs.ts";
+import { buildModulesDir, GOOD_GRANTS, sleep, startHost, tempDir, type InlineModule, } from "./helpers/host.ts";
 import { ISOLATE_HOST_RSS_BASE_MB } from "../runtime/isolate/exit-codes.ts";
 import { post } from "./helpers/rpc.ts";
 import { callApi } from "./helpers/modules.ts";
 import { watchHost } from "./helpers/host-watch.ts";
+import { fixtureModules, crossings, sampleSize } from "./helpers/isolate-probes.ts";
 
 const load = () => loadavg().map((l) => l.toFixed(1)).join(" ");
 const MiB = 1024 * 1024;
 
-/** A module whose index.ts is a fixture of this round. */
-function fixtureModule(name: string, file: string, capabilities: string[]): InlineModule {
-  return {
-    toml: [`name = "${name}"`, `version = "0.1.0"`, `entry_point = "index.ts"`, `description = "round 24 probe ${name}"`, `capabilities = [${capabilities.map((c) => JSON.stringify(c)).join(", ")}]`, ""].join("\n"),
-    files: { "index.ts": readFileSync(new URL(`./fixtures/hostile-round24-isolate/${file}`, import.meta.url), "utf8") },
-  };
-}
-
-/** Sync crossings (read by the host at each isolate host it spawns) for the rest of one test. */
-function crossings(t: ExecutionContext, sync: boolean): void {
-  const before = process.env.MODHOST_ISOLATE_SYNC;
-  process.env.MODHOST_ISOLATE_SYNC = sync ? "1" : "0";
-  t.teardown(() => {
-    if (before === undefined) delete process.env.MODHOST_ISOLATE_SYNC;
-    else process.env.MODHOST_ISOLATE_SYNC = before;
-  });
-}
-
-/** The largest size (VmRSS) of a module's isolate host (its node process), sampled every 50 ms until stop(). */
-function sampleSize(h: TestHost, name: string): { stop(): Promise<number> } {
-  let peak = 0;
-  let sampling = true;
-  let sampled: { pid: number; node?: number } | undefined;
-  const loop = (async () => {
-    while (sampling) {
-      const pid = h.manager.processOf(name)?.pid;
-      if (pid && sampled?.pid !== pid) sampled = { pid };
-      if (sampled && !sampled.node) {
-        for (const d of [sampled.pid, ...(await descendants(sampled.pid))]) {
-          const comm = await readFile(`/proc/${d}/comm`, "utf8").catch(() => "");
-          if (/MainThread|node/.test(comm)) sampled.node = d;
-        }
-      }
-      if (sampled?.node) {
-        const status = await readFile(`/proc/${sampled.node}/status`, "utf8").catch(() => "");
-        peak = Math.max(peak, Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0) * 1024);
-      }
-      await sleep(50);
-    }
-  })();
-  return {
-    async stop() {
-      sampling = false;
-      await loop;
-      return peak;
-    },
-  };
-}
+const fixtureModule = fixtureModules("hostile-round24-isolate", "round 24");
 
 const GROWER_CAPS = ["register_rpc_endpoint", "publish_events"];
 const MEMORY_MB = 64;

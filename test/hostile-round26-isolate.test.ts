@@ -39,79 +39,18 @@
 // The tests watch this process's loop, so they run one at a time.
 
 import test, { type ExecutionContext } from "ava";
-import { readFileSync } from "node:fs";
-import { readFile } from "node:fs/promises";
 import { loadavg } from "node:os";
-import { buildModulesDir, GOOD_GRANTS, sleep, startHost, tempDir, type InlineModule, type TestHost } from "./helpers/host.ts";
-import { descendants } from "./helpers/procs.ts";
+import { buildModulesDir, GOOD_GRANTS, sleep, startHost, tempDir, } from "./helpers/host.ts";
 import { IDLE_OVER_MS, ISOLATE_HOST_RSS_BASE_MB } from "../runtime/isolate/exit-codes.ts";
 import { post } from "./helpers/rpc.ts";
 import { inlineModule } from "./helpers/modules.ts";
 import { watchHost } from "./helpers/host-watch.ts";
+import { fixtureModules, crossings, sampleSize, isolateHostRss } from "./helpers/isolate-probes.ts";
 
 const load = () => loadavg().map((l) => l.toFixed(1)).join(" ");
 const MiB = 1024 * 1024;
 
-/** A module whose index.ts is a fixture of this round. */
-function fixtureModule(name: string, file: string, capabilities: string[]): InlineModule {
-  return {
-    toml: [`name = "${name}"`, `version = "0.1.0"`, `entry_point = "index.ts"`, `description = "round 26 probe ${name}"`, `capabilities = [${capabilities.map((c) => JSON.stringify(c)).join(", ")}]`, ""].join("\n"),
-    files: { "index.ts": readFileSync(new URL(`./fixtures/hostile-round26-isolate/${file}`, import.meta.url), "utf8") },
-  };
-}
-
-/** Sync crossings (read by the host at each isolate host it spawns) for the rest of one test. */
-function crossings(t: ExecutionContext, sync: boolean): void {
-  const before = process.env.MODHOST_ISOLATE_SYNC;
-  process.env.MODHOST_ISOLATE_SYNC = sync ? "1" : "0";
-  t.teardown(() => {
-    if (before === undefined) delete process.env.MODHOST_ISOLATE_SYNC;
-    else process.env.MODHOST_ISOLATE_SYNC = before;
-  });
-}
-
-/** The largest size (VmRSS) of a module's isolate host (its node process), sampled every 50 ms until stop(). */
-function sampleSize(h: TestHost, name: string): { stop(): Promise<number> } {
-  let peak = 0;
-  let sampling = true;
-  let sampled: { pid: number; node?: number } | undefined;
-  const loop = (async () => {
-    while (sampling) {
-      const pid = h.manager.processOf(name)?.pid;
-      if (pid && sampled?.pid !== pid) sampled = { pid };
-      if (sampled && !sampled.node) {
-        for (const d of [sampled.pid, ...(await descendants(sampled.pid))]) {
-          const comm = await readFile(`/proc/${d}/comm`, "utf8").catch(() => "");
-          if (/MainThread|node/.test(comm)) sampled.node = d;
-        }
-      }
-      if (sampled?.node) {
-        const status = await readFile(`/proc/${sampled.node}/status`, "utf8").catch(() => "");
-        peak = Math.max(peak, Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0) * 1024);
-      }
-      await sleep(50);
-    }
-  })();
-  return {
-    async stop() {
-      sampling = false;
-      await loop;
-      return peak;
-    },
-  };
-}
-
-/** The resident size (VmRSS, bytes) of a module's isolate host (its node process) now, 0 when it has none. */
-async function isolateHostRss(h: TestHost, name: string): Promise<number> {
-  const pid = h.manager.processOf(name)?.pid;
-  if (!pid) return 0;
-  for (const d of [pid, ...(await descendants(pid))]) {
-    if (!/MainThread|node/.test(await readFile(`/proc/${d}/comm`, "utf8").catch(() => ""))) continue;
-    const status = await readFile(`/proc/${d}/status`, "utf8").catch(() => "");
-    return Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0) * 1024;
-  }
-  return 0;
-}
+const fixtureModule = fixtureModules("hostile-round26-isolate", "round 26");
 
 const OUTSIDE_CAPS = ["register_rpc_endpoint"];
 const MEMORY_MB = 64;
