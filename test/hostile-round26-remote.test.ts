@@ -53,6 +53,7 @@ import { threadCpuMs } from "./helpers/turns.ts";
 import { hexOfRaw, type Block } from "../chain/backend.ts";
 import { EmbeddedChain } from "../chain/embedded.ts";
 import { MAX_NODE_BLOCK_BYTES } from "../chain/bitcoind/convert.ts";
+import { MAX_NODE_PEERS } from "../chain/bitcoind/answers.ts";
 import { sleep } from "./helpers/host.ts";
 import { bigBlock } from "./helpers/big-block.ts";
 import { hostileCore, type HostileCore } from "./helpers/hostile-core.ts";
@@ -309,6 +310,47 @@ test.serial("a Core node whose mempool holds 100,000 transactions the backend ha
   t.true(longest < 100, `longest turn ${longest} ms`);
   t.true(warned.some((m) => m.includes("held 2 entries that are not a txid")));
   core.tamper = null;
+});
+
+test.serial("a Core node answering the backend's reads with values of the wrong shape (a getblockcount of 10,000 digits, a tip that is an object, txids that are numbers, a mempool entry of vsize 0, MAX_NODE_PEERS + 1 peers, a chain info without a hash, an output of -1 confirmations, a hash rate that is text): each read fails naming the RPC and what was wrong, and answers again once the node does (before: each was handed on as the type asked for, the getblockcount as Infinity)", async (t) => {
+  t.timeout(60_000);
+  const chain = await EmbeddedChain.create({ matureBlocks: 101 });
+  const core = await hostileCore(chain);
+  t.teardown(async () => {
+    await core.stop();
+    await chain.close();
+  });
+  const backend = await core.backend();
+  const txid = (await chain.getBlockByHeight(1))!.transactions[0]!.txid;
+  const honest = {
+    height: await backend.getBlockHeight(),
+    tip: await backend.getChainTip(),
+    info: (await backend.getChainInfo()).height,
+    utxo: (await backend.getUtxo({ txid, vout: 0 }))?.height,
+  };
+  const lies: Array<[string, ReturnType<NonNullable<HostileCore["tamper"]>>, () => Promise<unknown>, RegExp]> = [
+    ["getblockcount", { json: `1${"0".repeat(10_000)}` }, () => backend.getBlockHeight(), /getblockcount/],
+    ["getbestblockhash", { result: { a: 1 } }, () => backend.getChainTip(), /getbestblockhash/],
+    ["getrawmempool", { result: [1, 2, 3] }, () => backend.getMempoolTransactions(), /getrawmempool with 0: not a txid/],
+    ["getmempoolentry", { result: { vsize: 0, time: 1, fees: { base: 0.0001 } } }, () => backend.getMempoolEntry("ab".repeat(32)), /getmempoolentry with vsize/],
+    ["getpeerinfo", { result: Array.from({ length: MAX_NODE_PEERS + 1 }, () => ({})) }, () => backend.getPeers(), /MAX_NODE_PEERS/],
+    ["getblockchaininfo", { result: { chain: "regtest", blocks: 1 } }, () => backend.getChainInfo(), /getblockchaininfo with bestblockhash/],
+    ["gettxout", { result: { confirmations: -1, value: 1, scriptPubKey: { hex: "00" }, coinbase: false } }, () => backend.getUtxo({ txid, vout: 0 }), /gettxout with confirmations/],
+    ["getnetworkhashps", { result: "fast" }, () => backend.getNetworkStats(), /getnetworkhashps/],
+  ];
+  for (const [method, lie, read, says] of lies) {
+    core.tamper = (m) => (m === method ? lie : undefined);
+    const err = await read().then(
+      (v) => new Error(`answered ${JSON.stringify(v)?.slice(0, 100)}`),
+      (e: Error) => e,
+    );
+    t.log(`${method}: ${err.message.slice(0, 160)}`);
+    t.regex(err.message, /^the node answered /, `${method}: refused as the node's answer`);
+    t.regex(err.message, says);
+    t.true(err.message.length < 400, "the message is short");
+  }
+  core.tamper = null;
+  t.deepEqual({ height: await backend.getBlockHeight(), tip: await backend.getChainTip(), info: (await backend.getChainInfo()).height, utxo: (await backend.getUtxo({ txid, vout: 0 }))?.height }, honest, "the honest node's answers read as before");
 });
 
 test.serial("a Core facade client calling getblock and getrawtransaction with a parameter of 20 MB: each answered an error of under 2 KB that quotes 64 characters of it (before: the whole parameter quoted, an answer of 20 MB stringified on the loop, 117-128 ms of one turn)", async (t) => {

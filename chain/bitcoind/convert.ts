@@ -47,7 +47,7 @@ export function bitsToHex(bits: number): string {
 export const MAX_NODE_BLOCK_BYTES = 4_000_000;
 
 /** A node's answer that is not what was asked for or not what Core sends; the message says which. */
-class NodeAnswerError extends Error {
+export class NodeAnswerError extends Error {
   override name = "NodeAnswerError";
 }
 
@@ -94,7 +94,7 @@ export function chainWorkFromHex(hex: unknown): string {
 }
 
 /** Heights a node may answer: Core's are 32-bit signed integers. */
-const MAX_NODE_HEIGHT = 2 ** 31 - 1;
+export const MAX_NODE_HEIGHT = 2 ** 31 - 1;
 
 /**
  * getblockheader's verbose answer for `hash`, checked: its hash the one asked, its height an

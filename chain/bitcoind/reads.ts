@@ -11,6 +11,7 @@ import { addressOf, describeTransaction, sha256d } from "../serialise.ts";
 import { concatBytes, hexToBytes } from "@noble/hashes/utils.js";
 import { merkleRootOf } from "../parse.ts";
 import { Slicer } from "../slices.ts";
+import { ANSWERS, checked, checkedPeers, checkedTxids } from "./answers.ts";
 import { MAX_BLOCK_WEIGHT } from "../validation.ts";
 
 /** Transactions in a template: a block's weight limit over the smallest transaction's weight (60 bytes, 240). */
@@ -109,17 +110,15 @@ export abstract class CoreReads {
   }
 
   async getChainTip(): Promise<Hex> {
-    return this.call<Hex>("getbestblockhash");
+    return checked("getbestblockhash", ANSWERS.getbestblockhash, await this.call("getbestblockhash"));
   }
 
   async getBlockHeight(): Promise<number> {
-    return this.call<number>("getblockcount");
+    return checked("getblockcount", ANSWERS.getblockcount, await this.call("getblockcount"));
   }
 
   async getUtxo(outpoint: OutPoint): Promise<Utxo | null> {
-    const out = await this.orNull(
-      this.call<{ confirmations: number; value: number; scriptPubKey: { hex: Hex }; coinbase: boolean } | null>("gettxout", [outpoint.txid, outpoint.vout, false]),
-    );
+    const out = checked("gettxout", ANSWERS.gettxout, await this.orNull(this.call("gettxout", [outpoint.txid, outpoint.vout, false])));
     if (!out) return null;
     const height = (await this.getBlockHeight()) - out.confirmations + 1;
     return {
@@ -134,10 +133,8 @@ export abstract class CoreReads {
   }
 
   async getChainInfo(): Promise<ChainInfo> {
-    const info = await this.call<{ chain: string; bestblockhash: Hex; blocks: number; difficulty: number; chainwork: Hex; mediantime: number; initialblockdownload: boolean; bits?: string }>(
-      "getblockchaininfo",
-    );
-    const bits = info.bits ?? (await this.call<{ bits: string }>("getblockheader", [info.bestblockhash, true])).bits;
+    const info = checked("getblockchaininfo", ANSWERS.getblockchaininfo, await this.call("getblockchaininfo"));
+    const bits = info.bits ?? checked("getblockheader", ANSWERS.headerBits, await this.call("getblockheader", [info.bestblockhash, true])).bits;
     return {
       chain: chainName(info.chain),
       tip_hash: info.bestblockhash,
@@ -151,7 +148,7 @@ export abstract class CoreReads {
   }
 
   async getMempoolTransactions(): Promise<Hex[]> {
-    return this.call<Hex[]>("getrawmempool", [false]);
+    return checkedTxids(await this.call("getrawmempool", [false]));
   }
 
   /** Core has no paged mempool listing: each page reads the whole list and answers a slice of it, by position. */
@@ -167,14 +164,15 @@ export abstract class CoreReads {
   }
 
   async getMempoolEntry(txid: Hex): Promise<MempoolEntry | null> {
-    const entry = await this.orNull(this.call<CoreMempoolEntry>("getmempoolentry", [txid]));
-    if (!entry) return null;
+    const answer = await this.orNull(this.call("getmempoolentry", [txid]));
+    if (answer === null) return null;
+    const entry = checked("getmempoolentry", ANSWERS.getmempoolentry, answer);
     const fee = btcToSats(entry.fees.base);
     return { txid, fee, vsize: entry.vsize, fee_rate: fee / entry.vsize, time: entry.time };
   }
 
   async getMempoolInfo(): Promise<MempoolInfo> {
-    const info = await this.call<{ size: number; bytes: number; total_fee: number }>("getmempoolinfo");
+    const info = checked("getmempoolinfo", ANSWERS.getmempoolinfo, await this.call("getmempoolinfo"));
     return { transaction_count: info.size, size_bytes: info.bytes, total_fee_sats: btcToSats(info.total_fee) };
   }
 
@@ -183,22 +181,22 @@ export abstract class CoreReads {
   }
 
   async estimateFee(targetBlocks: number): Promise<number> {
-    const est = await this.call<{ feerate?: number; errors?: string[] }>("estimatesmartfee", [Math.max(1, Math.min(1008, Math.floor(targetBlocks)))]);
+    const est = checked("estimatesmartfee", ANSWERS.estimatesmartfee, await this.call("estimatesmartfee", [Math.max(1, Math.min(1008, Math.floor(targetBlocks)))]));
     // Core has no estimate until it has seen enough blocks: fall back to the minimum relay fee rate.
     return est.feerate === undefined ? 1 : Math.max(1, btcPerKvbToSatPerVb(est.feerate));
   }
 
   async getNetworkStats(): Promise<NetworkStats> {
     const [net, totals, hashps] = await Promise.all([
-      this.call<{ connections: number }>("getnetworkinfo"),
-      this.call<{ totalbytessent: number; totalbytesrecv: number }>("getnettotals"),
-      this.call<number>("getnetworkhashps"),
+      this.call("getnetworkinfo").then((a) => checked("getnetworkinfo", ANSWERS.getnetworkinfo, a)),
+      this.call("getnettotals").then((a) => checked("getnettotals", ANSWERS.getnettotals, a)),
+      this.call("getnetworkhashps").then((a) => checked("getnetworkhashps", ANSWERS.getnetworkhashps, a)),
     ]);
     return { peer_count: net.connections, hash_rate: hashps, bytes_sent: totals.totalbytessent, bytes_received: totals.totalbytesrecv };
   }
 
   async getPeers(): Promise<PeerInfo[]> {
-    const peers = await this.call<CorePeer[]>("getpeerinfo");
+    const peers = checkedPeers(await this.call("getpeerinfo"));
     return peers.map((p) => ({
       addr: p.addr,
       transport_type: p.transport_protocol_type ?? p.network ?? "unknown",
