@@ -161,6 +161,17 @@ test.serial(`a Core node answering getblock with a block of 15,000 transactions:
   for (const b of [six, seven]) t.deepEqual(await call(h, "r26-reader.block", { hash: b.hash }), { ok: true, value: { hash: b.hash, txs: b.transactions.length } });
 });
 
+/** A lying node (the facade behind a man in the middle) over an embedded chain of its own, both stopped with the test. */
+async function coreOnChain(t: Parameters<typeof startHost>[0]): Promise<{ chain: EmbeddedChain; core: HostileCore }> {
+  const chain = await EmbeddedChain.create({ matureBlocks: 101 });
+  const core = await hostileCore(chain);
+  t.teardown(async () => {
+    await core.stop();
+    await chain.close();
+  });
+  return { chain, core };
+}
+
 /** The ZMQ publisher in the node's place (fixtures/hostile-round26-remote/publisher.mjs), a child process: `mode` for `ms`. */
 function publish(port: number, mode: "bad" | "big", ms: number): Promise<{ sent: number }> {
   const child = spawn(process.execPath, [path.join(FIXTURES, "publisher.mjs"), String(port), mode, String(ms)], { stdio: ["ignore", "pipe", "inherit"] });
@@ -314,12 +325,7 @@ test.serial("a Core node whose mempool holds 100,000 transactions the backend ha
 
 test.serial("a Core node answering the backend's reads with values of the wrong shape (a getblockcount of 10,000 digits, a tip that is an object, txids that are numbers, a mempool entry of vsize 0, MAX_NODE_PEERS + 1 peers, a chain info without a hash, an output of -1 confirmations, a hash rate that is text): each read fails naming the RPC and what was wrong, and answers again once the node does (before: each was handed on as the type asked for, the getblockcount as Infinity)", async (t) => {
   t.timeout(60_000);
-  const chain = await EmbeddedChain.create({ matureBlocks: 101 });
-  const core = await hostileCore(chain);
-  t.teardown(async () => {
-    await core.stop();
-    await chain.close();
-  });
+  const { chain, core } = await coreOnChain(t);
   const backend = await core.backend();
   const txid = (await chain.getBlockByHeight(1))!.transactions[0]!.txid;
   const honest = {
@@ -355,12 +361,7 @@ test.serial("a Core node answering the backend's reads with values of the wrong 
 
 test.serial("a Core facade client calling getblock and getrawtransaction with a parameter of 20 MB: each answered an error of under 2 KB that quotes 64 characters of it (before: the whole parameter quoted, an answer of 20 MB stringified on the loop, 117-128 ms of one turn)", async (t) => {
   t.timeout(60_000);
-  const chain = await EmbeddedChain.create({ matureBlocks: 101 });
-  const core = await hostileCore(chain);
-  t.teardown(async () => {
-    await core.stop();
-    await chain.close();
-  });
+  const { core } = await coreOnChain(t);
   const big = "a".repeat(20_000_000);
   for (const method of ["getblock", "getrawtransaction", "getblockheader"]) {
     const turns = watchTurns();
