@@ -1,6 +1,6 @@
 // The shapes of the Core answers the backend's reads hand on (./reads.ts), checked before any
 // is used: a node, or anything in its place, may answer any JSON. Before, each answer was taken
-// as the type it was asked for: a getblockcount of 10,000 digits reached modules as null, a
+// as the type it was asked for: a getblockcount of 10,000 digits reached modules as Infinity (null in JSON), a
 // getrawmempool of objects as "txids", a getmempoolentry of vsize 0 as a fee rate of Infinity.
 // A refused answer fails the read with NodeAnswerError (modules see backend_error) naming the
 // RPC, where in its answer and what was wrong.
